@@ -1,0 +1,1 @@
+"""The actor machinery behind ``runtime``: internal, with no public promises."""

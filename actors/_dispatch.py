@@ -1,0 +1,239 @@
+"""Dispatched actors: pykka actors that share a few threads instead of owning one.
+
+A :class:`pykka.ThreadingActor` owns a thread, and starting a thread costs about
+a hundred microseconds; a runtime that starts thousands of runs a second cannot
+pay that per run. A :class:`DispatchedActor` is a full pykka actor (an
+``ActorRef``, ``tell``/``ask``, the ``ActorRegistry``, ``on_start``/``on_stop``/
+``on_failure``), but its messages are processed by a :class:`Dispatcher`: a
+small fixed pool of threads. An actor with messages waiting is queued on the
+dispatcher once; a dispatcher thread takes it, processes up to
+:data:`THROUGHPUT` messages in order, and queues it again if more are waiting.
+An actor is never processed by two threads at once, so it keeps the actor
+guarantee: one message at a time, in the order they were sent.
+
+Dispatched actors must never block: they hand blocking work (user step bodies,
+store writes) to threading actors. This module relies on pykka 4's
+``Actor._handle_receive`` and ``Actor._stop``; ``pyproject.toml`` pins pykka 4.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sys
+import threading
+from collections import deque
+from types import TracebackType
+from typing import Any, Final
+
+import pykka
+from pykka import ActorDeadError, ActorRegistry
+
+from runtime.tracing import emit
+
+__all__ = ["THROUGHPUT", "DispatchedActor", "Dispatcher"]
+
+THROUGHPUT: Final = 64
+"""Messages one actor processes before a dispatcher thread turns to the next actor."""
+
+
+class Dispatcher:
+    """A fixed pool of threads that process dispatched actors' messages.
+
+    Args:
+        threads: How many threads; one is enough while actors never block.
+        name: Prefix of the threads' names.
+    """
+
+    def __init__(self, threads: int = 1, name: str = "callboard-dispatch") -> None:
+        self._ready: queue.SimpleQueue[DispatchedActor | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}-{index}", daemon=True)
+            for index in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def schedule(self, actor: DispatchedActor) -> None:
+        """Queue an actor that has messages waiting."""
+        self._ready.put(actor)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Let the threads finish what is queued, then end them."""
+        for _ in self._threads:
+            self._ready.put(None)
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout)
+
+    def _work(self) -> None:
+        ready = self._ready
+        while True:
+            actor = ready.get()
+            if actor is None:
+                return
+            actor._process_batch()
+
+
+class _DispatchInbox:
+    """An actor's inbox that queues its actor on the dispatcher when mail arrives."""
+
+    __slots__ = ("_actor", "_closed", "_dispatcher", "_lock", "_messages", "_scheduled")
+
+    def __init__(self) -> None:
+        self._messages: deque[Any] = deque()
+        self._lock = threading.Lock()
+        self._scheduled = False
+        self._closed = False
+        self._actor: DispatchedActor | None = None
+        self._dispatcher: Dispatcher | None = None
+
+    def bind(self, actor: DispatchedActor, dispatcher: Dispatcher) -> None:
+        self._actor = actor
+        self._dispatcher = dispatcher
+
+    def put(self, envelope: Any, /) -> None:
+        with self._lock:
+            if self._closed:
+                closed = True
+            else:
+                closed = False
+                self._messages.append(envelope)
+                if self._scheduled:
+                    return
+                self._scheduled = True
+        if closed:
+            _reply_dead(envelope, self._actor)
+            return
+        assert self._dispatcher is not None and self._actor is not None
+        self._dispatcher.schedule(self._actor)
+
+    def get(self) -> Any:
+        with self._lock:
+            return self._messages.popleft()
+
+    def empty(self) -> bool:
+        return not self._messages
+
+    def start(self) -> None:
+        """Queue the actor once so that ``on_start`` runs on a dispatcher thread."""
+        with self._lock:
+            self._scheduled = True
+        assert self._dispatcher is not None and self._actor is not None
+        self._dispatcher.schedule(self._actor)
+
+    def next_or_idle(self) -> Any | None:
+        """The next envelope, or ``None`` after marking the actor as not scheduled."""
+        with self._lock:
+            if self._messages:
+                return self._messages.popleft()
+            self._scheduled = False
+            return None
+
+    def close(self) -> list[Any]:
+        """Refuse further mail; return what was still waiting."""
+        with self._lock:
+            self._closed = True
+            left = list(self._messages)
+            self._messages.clear()
+            return left
+
+
+def _reply_dead(envelope: Any, actor: object) -> None:
+    reply_to = getattr(envelope, "reply_to", None)
+    if reply_to is None:
+        return
+    if isinstance(envelope.message, pykka.messages._ActorStop):
+        reply_to.set(None)
+        return
+    error = ActorDeadError(f"{actor} stopped before handling the message")
+    reply_to.set_exception(exc_info=(ActorDeadError, error, None))
+
+
+class DispatchedActor(pykka.Actor):
+    """A pykka actor whose messages are processed on a shared :class:`Dispatcher`.
+
+    Subclasses call ``super().__init__(dispatcher)`` and are started with
+    ``Subclass.start(dispatcher, ...)`` like any pykka actor. Handlers must not block.
+    """
+
+    actor_inbox: _DispatchInbox  # type: ignore[assignment]
+
+    @staticmethod
+    def _create_actor_inbox() -> Any:
+        return _DispatchInbox()
+
+    @staticmethod
+    def _create_future() -> pykka.Future[Any]:
+        return pykka.ThreadingFuture()
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        super().__init__()
+        self.actor_inbox.bind(self, dispatcher)
+        self._dispatcher = dispatcher
+        self._loop_started = False
+
+    def _start_actor_loop(self) -> None:
+        self.actor_inbox.start()
+
+    def stop_now(self) -> None:
+        """Stop from inside a handler: no further message is processed."""
+        if not self.actor_stopped.is_set():
+            self._stop()
+
+    def _process_batch(self) -> None:
+        inbox = self.actor_inbox
+        if not self._loop_started:
+            self._loop_started = True
+            try:
+                self.on_start()
+            except Exception:
+                self._fail(*sys.exc_info())
+        for _ in range(THROUGHPUT):
+            if self.actor_stopped.is_set():
+                self._teardown()
+                return
+            envelope = inbox.next_or_idle()
+            if envelope is None:
+                return
+            self._process(envelope)
+        if self.actor_stopped.is_set():
+            self._teardown()
+            return
+        # Yield the thread to other actors; come back for the rest of the mail.
+        self._dispatcher.schedule(self)
+
+    def _process(self, envelope: Any) -> None:
+        try:
+            response = self._handle_receive(envelope.message)
+        except Exception:
+            if envelope.reply_to is not None:
+                envelope.reply_to.set_exception()
+            else:
+                self._fail(*sys.exc_info())
+            return
+        if envelope.reply_to is not None:
+            envelope.reply_to.set(response)
+
+    def _fail(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        emit(
+            logging.ERROR,
+            "actor_crashed",
+            actor=str(self),
+            exc_info=(exc_type, exc_value, traceback),
+        )
+        ActorRegistry.unregister(self.actor_ref)
+        self.actor_stopped.set()
+        try:
+            self.on_failure(exc_type, exc_value, traceback)
+        except Exception:
+            emit(logging.ERROR, "actor_on_failure_crashed", actor=str(self), exc_info=True)
+
+    def _teardown(self) -> None:
+        for envelope in self.actor_inbox.close():
+            _reply_dead(envelope, self)

@@ -1,0 +1,197 @@
+"""The run actor: drives one run through its plan, one step at a time."""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+from typing import Any
+
+import pykka
+
+from actors._dispatch import DispatchedActor, Dispatcher
+from actors.messages import (
+    AbortRun,
+    ExecuteStep,
+    RunCrashed,
+    RunEnded,
+    SnapshotTaken,
+    StepFinished,
+)
+from actors.step import StepPool, error_dict, tell_safely
+from runtime.errors import RunCrashedError
+from runtime.model import TERMINAL_STATUSES, RunStatus, StepStatus
+from runtime.plan import ExecutionPlan
+from runtime.snapshot import Snapshot, encode
+from runtime.store import SnapshotRecord
+from runtime.tracing import Span
+
+__all__ = ["RunActor"]
+
+
+class RunActor(DispatchedActor):
+    """Walks a run's plan: sends each step to a step actor and waits for its reply as a message.
+
+    It never blocks, so it stays responsive while a step runs, and after every
+    transition it tells the registry the run's new snapshot. It stops when the
+    run ends; if it fails, it reports to its supervisor, which records the run
+    as failed.
+    """
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        *,
+        plan: ExecutionPlan,
+        snapshot: Snapshot,
+        registry: pykka.ActorRef[Any],
+        supervisor: pykka.ActorRef[Any],
+        pool: StepPool,
+    ) -> None:
+        super().__init__(dispatcher)
+        self._plan = plan
+        self._snapshot = snapshot
+        self._registry = registry
+        self._supervisor = supervisor
+        self._pool = pool
+        self._outputs: dict[str, Any] = {}
+        self._span = Span(
+            "workflow_run",
+            snapshot["trace_id"],
+            span_id=snapshot["span_id"],
+            run_id=snapshot["run_id"],
+            workflow_id=snapshot["workflow_id"],
+            metadata=snapshot["metadata"],
+        )
+
+    def on_start(self) -> None:
+        self._span.start()
+        self._snapshot["status"] = RunStatus.RUNNING.value
+        self._dispatch(self._snapshot["next_step"])
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, StepFinished):
+            self._step_finished(message)
+        elif isinstance(message, AbortRun):
+            self._finish(RunStatus.FAILED, error=message.error)
+        else:
+            return super().on_receive(message)
+        return None
+
+    def on_failure(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        crash = RunCrashedError(
+            f"the actor driving run {self._snapshot['run_id']!r} failed: "
+            f"{exc_type.__name__ if exc_type else 'error'}: {exc_value}",
+            run_id=self._snapshot["run_id"],
+        )
+        crash.__traceback__ = traceback
+        self._span.end(RunStatus.FAILED.value, error=type(crash).__name__)
+        tell_safely(
+            self._supervisor,
+            RunCrashed(run_id=self._snapshot["run_id"], error=error_dict(crash)),
+        )
+
+    def _dispatch(self, index: int) -> None:
+        plan, snapshot = self._plan, self._snapshot
+        step = plan.steps[index]
+        payload = snapshot["input"] if index == 0 else self._outputs[plan.steps[index - 1].id]
+        snapshot["steps"][step.id] = {
+            "status": StepStatus.RUNNING.value,
+            "payload": payload,
+            "output": None,
+            "error": None,
+            "started_at": time.time(),
+            "ended_at": None,
+        }
+        snapshot["next_step"] = index
+        self._tell_snapshot(terminal=False)
+        self._pool.submit(
+            ExecuteStep(
+                run_id=snapshot["run_id"],
+                workflow_id=snapshot["workflow_id"],
+                step=step,
+                payload=payload,
+                state=snapshot["state"],
+                state_schema=plan.state_schema,
+                request_context=snapshot["request_context"],
+                init_data=snapshot["input"],
+                input_schema=plan.input_schema,
+                definitions=plan.by_id,
+                outputs=self._outputs,
+                final_schema=plan.output_schema if index == len(plan.steps) - 1 else None,
+                trace_id=snapshot["trace_id"],
+                parent_span_id=snapshot["span_id"],
+                reply_to=self.actor_ref,
+            )
+        )
+
+    def _step_finished(self, message: StepFinished) -> None:
+        snapshot = self._snapshot
+        if snapshot["status"] in TERMINAL_STATUSES:
+            return  # aborted while the step ran: its outcome no longer matters
+        record = snapshot["steps"][message.step_id]
+        record["started_at"] = message.started_at
+        record["ended_at"] = message.ended_at
+        snapshot["state"] = message.state
+        snapshot["request_context"] = message.request_context
+        if not message.ok:
+            record["status"] = StepStatus.FAILED.value
+            record["error"] = message.error
+            self._finish(RunStatus.FAILED, error=message.error)
+            return
+        record["status"] = StepStatus.SUCCESS.value
+        record["output"] = message.output
+        # A new dict, not an update: the one handed to the step actor stays as it was.
+        self._outputs = {**self._outputs, message.step_id: message.output}
+        following = snapshot["next_step"] + 1
+        if following < len(self._plan.steps):
+            self._dispatch(following)
+        else:
+            snapshot["next_step"] = following
+            self._finish(RunStatus.SUCCESS, result=message.result)
+
+    def _finish(
+        self,
+        status: RunStatus,
+        *,
+        result: Any = None,
+        error: dict[str, Any] | None = None,
+    ) -> None:
+        snapshot = self._snapshot
+        snapshot["status"] = status.value
+        snapshot["result"] = result
+        snapshot["error"] = error
+        if error is not None:
+            now = time.time()
+            for step in snapshot["steps"].values():
+                if step["status"] == StepStatus.RUNNING:
+                    step["status"] = StepStatus.FAILED.value
+                    step["error"] = error
+                    step["ended_at"] = now
+        # The root span ends before the final result becomes visible, so that
+        # whoever sees the result can see the whole trace.
+        self._span.end(status.value, **({} if error is None else {"error": error["name"]}))
+        self._tell_snapshot(terminal=True)
+        tell_safely(self._supervisor, RunEnded(run_id=snapshot["run_id"], status=status.value))
+        self.stop_now()
+
+    def _tell_snapshot(self, *, terminal: bool) -> None:
+        snapshot = self._snapshot
+        snapshot["seq"] += 1
+        now = time.time()
+        snapshot["updated_at"] = now
+        record = SnapshotRecord(
+            run_id=snapshot["run_id"],
+            workflow_id=snapshot["workflow_id"],
+            seq=snapshot["seq"],
+            status=snapshot["status"],
+            data=encode(snapshot),
+            created_at=snapshot["created_at"],
+            updated_at=now,
+            trace_id=snapshot["trace_id"],
+        )
+        self._registry.tell(SnapshotTaken(record=record, terminal=terminal))

@@ -1,0 +1,285 @@
+"""``Runtime``: owns the actors, binds workflows, and the process-wide default runtime."""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import pykka
+
+from runtime.errors import (
+    RunAlreadyStartedError,
+    RuntimeStoppedError,
+    WorkflowDefinitionError,
+)
+from runtime.model import ErrorInfo
+from runtime.plan import ExecutionPlan
+from runtime.snapshot import Snapshot, encode
+from runtime.store import MemoryStore, SnapshotRecord, SnapshotStore
+
+if TYPE_CHECKING:
+    from runtime.workflow import Workflow
+
+__all__ = ["Runtime", "default_runtime"]
+
+W = TypeVar("W", bound="Workflow[Any, Any]")
+
+DEFAULT_STOP_TIMEOUT: Final = 10.0
+"""Seconds ``stop()`` waits for runs in progress before failing them."""
+
+
+def failed_record(snapshot: Snapshot, error: ErrorInfo) -> SnapshotRecord:
+    """A record of ``snapshot`` marked failed with ``error``, one sequence number on."""
+    snapshot["status"] = "failed"
+    snapshot["error"] = error.model_dump()
+    snapshot["seq"] += 1
+    return SnapshotRecord(
+        run_id=snapshot["run_id"],
+        workflow_id=snapshot["workflow_id"],
+        seq=snapshot["seq"],
+        status="failed",
+        data=encode(snapshot),
+        created_at=snapshot["created_at"],
+        updated_at=snapshot["updated_at"],
+        trace_id=snapshot["trace_id"],
+    )
+
+
+class _Machinery:
+    """The actors and threads of a started runtime (imported only here, at start)."""
+
+    def __init__(self, store: SnapshotStore, max_concurrent_runs: int | None) -> None:
+        from actors._dispatch import Dispatcher
+        from actors.registry import RegistryActor
+        from actors.step import AsyncLoop, StepPool
+        from actors.supervisor import Supervisor
+
+        self.store = store
+        self.dispatcher = Dispatcher()
+        self.loop = AsyncLoop()
+        self.pool = StepPool(self.loop)
+        self.registry = RegistryActor.start(store)
+        self.supervisor = Supervisor.start(
+            self.dispatcher,
+            registry=self.registry,
+            pool=self.pool,
+            max_concurrent_runs=max_concurrent_runs,
+        )
+
+    def start_run(self, plan: ExecutionPlan, snapshot: Snapshot, record: SnapshotRecord) -> bool:
+        from actors.messages import StartRun
+
+        if not self.store.create(record):
+            return False
+        try:
+            self.supervisor.tell(StartRun(plan=plan, snapshot=snapshot))
+        except pykka.ActorDeadError as exc:
+            # The run is recorded but nobody will run it: record it failed, so
+            # that it never sits pending for ever, and tell the caller.
+            stopped = RuntimeStoppedError("the runtime stopped before the run could start")
+            self.store.save((failed_record(snapshot, ErrorInfo.from_exception(stopped)),))
+            raise stopped from exc
+        return True
+
+    def watch(self, run_id: str) -> threading.Event:
+        from actors.messages import WatchRun
+
+        event = threading.Event()
+        try:
+            self.registry.tell(WatchRun(run_id=run_id, event=event))
+        except pykka.ActorDeadError:
+            event.set()  # the registry has stopped: what the store holds is final
+        return event
+
+    def shutdown(self, timeout: float | None) -> None:
+        from actors.messages import AbortRuns, NotifyWhenIdle
+
+        idle = threading.Event()
+        self.supervisor.tell(NotifyWhenIdle(event=idle))
+        if not idle.wait(timeout):
+            error = ErrorInfo.from_exception(
+                RuntimeStoppedError("the runtime stopped before the run ended"),
+                with_traceback=False,
+            ).model_dump()
+            aborted = threading.Event()
+            self.supervisor.tell(AbortRuns(error=error))
+            self.supervisor.tell(NotifyWhenIdle(event=aborted))
+            aborted.wait(DEFAULT_STOP_TIMEOUT)
+        self.supervisor.stop()
+        self.pool.stop()
+        self.registry.stop()
+        self.loop.stop(DEFAULT_STOP_TIMEOUT)
+        self.dispatcher.stop(DEFAULT_STOP_TIMEOUT)
+        self.store.close()
+
+
+class Runtime:
+    """A workflow runtime: the actors that run workflows and remember their runs.
+
+    Use it as a context manager, or call :meth:`start` and :meth:`stop`::
+
+        with Runtime() as rt:
+            wf = rt.register(workflow)
+            run_id = wf.create_run().start_async(input_data={...}).run_id
+
+    Args:
+        max_concurrent_runs: The most runs in progress at once; further runs
+            wait, ``pending``, in the order they were started. ``None`` (the
+            default) sets no limit.
+        stop_timeout: Seconds :meth:`stop` (and leaving the ``with`` block)
+            waits for runs in progress before recording them as failed.
+
+    Raises:
+        ValueError: for a ``max_concurrent_runs`` below 1 or a negative ``stop_timeout``.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_concurrent_runs: int | None = None,
+        stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+    ) -> None:
+        if max_concurrent_runs is not None and max_concurrent_runs < 1:
+            raise ValueError(f"max_concurrent_runs must be at least 1, got {max_concurrent_runs}")
+        if stop_timeout < 0:
+            raise ValueError(f"stop_timeout must not be negative, got {stop_timeout}")
+        self._max_concurrent_runs = max_concurrent_runs
+        self._stop_timeout = stop_timeout
+        self._lock = threading.Lock()
+        self._state = "new"
+        self._machinery: _Machinery | None = None
+        self._store: SnapshotStore = MemoryStore()
+        self._plans: dict[str, ExecutionPlan] = {}
+
+    def __repr__(self) -> str:
+        return f"<Runtime {self._state}>"
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the runtime is started and not yet stopping."""
+        return self._state == "running"
+
+    def start(self) -> Runtime:
+        """Start the actors. Starting a running runtime does nothing.
+
+        Returns:
+            The runtime itself.
+
+        Raises:
+            RuntimeStoppedError: if the runtime was stopped: a runtime runs once.
+        """
+        with self._lock:
+            if self._state == "running":
+                return self
+            if self._state != "new":
+                raise RuntimeStoppedError("this runtime was stopped; create a new Runtime")
+            self._machinery = _Machinery(self._store, self._max_concurrent_runs)
+            self._state = "running"
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the runtime and every actor and thread it started.
+
+        Runs in progress get ``timeout`` seconds (the runtime's ``stop_timeout``
+        when omitted) to end; those still going are then recorded as ``failed``
+        with a ``RuntimeStoppedError``. Results stay readable after the stop.
+        Stopping a stopped runtime does nothing.
+
+        Args:
+            timeout: Seconds to wait for runs in progress.
+        """
+        with self._lock:
+            if self._state != "running":
+                self._state = "stopped" if self._state == "new" else self._state
+                return
+            self._state = "stopping"
+            machinery = self._machinery
+        assert machinery is not None
+        try:
+            machinery.shutdown(self._stop_timeout if timeout is None else timeout)
+        finally:
+            self._state = "stopped"
+
+    def __enter__(self) -> Runtime:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def register(self, workflow: W) -> W:
+        """Bind a committed workflow to this runtime.
+
+        Args:
+            workflow: A committed workflow.
+
+        Returns:
+            The workflow bound to this runtime: its runs and queries go here.
+
+        Raises:
+            WorkflowDefinitionError: if the workflow is not committed, or another
+                workflow with the same id is registered here.
+        """
+        plan = workflow.plan
+        with self._lock:
+            known = self._plans.get(plan.workflow_id)
+            if known is not None and known is not plan:
+                raise WorkflowDefinitionError(
+                    f"another workflow with the id {plan.workflow_id!r} is already "
+                    "registered with this runtime"
+                )
+            self._plans[plan.workflow_id] = plan
+        return workflow._bound_to(self)
+
+    # --- used by Run and Workflow ------------------------------------------------
+
+    def _running(self) -> _Machinery:
+        machinery = self._machinery
+        if self._state != "running" or machinery is None:
+            if self._state == "new":
+                raise RuntimeStoppedError(
+                    "the runtime is not started: use `with Runtime() as rt:` or rt.start()"
+                )
+            raise RuntimeStoppedError("the runtime is stopped")
+        return machinery
+
+    def _start_run(self, plan: ExecutionPlan, snapshot: Snapshot, record: SnapshotRecord) -> None:
+        if not self._running().start_run(plan, snapshot, record):
+            raise RunAlreadyStartedError(
+                f"run id {record.run_id!r} is already in use by another run",
+                run_id=record.run_id,
+            )
+
+    def _load(self, run_id: str) -> SnapshotRecord | None:
+        return self._store.load(run_id)
+
+    def _watch(self, run_id: str) -> threading.Event:
+        machinery = self._machinery
+        if machinery is None or self._state == "stopped":
+            event = threading.Event()
+            event.set()
+            return event
+        return machinery.watch(run_id)
+
+
+_default_lock = threading.Lock()
+_default: Runtime | None = None
+
+
+def default_runtime() -> Runtime:
+    """The process-wide runtime that unbound workflows use, started on first use.
+
+    It is stopped when the interpreter exits.
+    """
+    global _default  # noqa: PLW0603 - one runtime per process, created lazily
+    with _default_lock:
+        if _default is None or _default._state in ("stopping", "stopped"):
+            _default = Runtime().start()
+            atexit.register(_default.stop)
+        return _default

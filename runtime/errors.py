@@ -1,0 +1,131 @@
+"""The errors callboard raises, all under one root.
+
+The hierarchy::
+
+    WorkflowError                        the root: catch it to catch everything callboard raises
+    ├── WorkflowDefinitionError          a workflow or step that cannot be built (also ValueError)
+    ├── InvalidInputError                input, state, request context or options rejected at the
+    │                                    call, with pydantic's error list (also ValueError)
+    ├── StepValidationError              inside a run: a step's input or output fails its schema
+    │                                    (also ValueError)
+    ├── SnapshotEncodingError            a value that msgpack cannot encode (also TypeError)
+    ├── SnapshotFormatError              stored snapshot bytes that cannot be read (also ValueError)
+    ├── RunAlreadyStartedError           a run started twice, or a run id already in use
+    ├── RunNotStartedError               waiting on a run that was never started
+    ├── RunCrashedError                  the machinery that drove a run failed; the run is failed
+    ├── RuntimeStoppedError              a stopped runtime was used, or stopped under a run
+    └── RunTimeoutError                  waiting for a run took longer than asked (also TimeoutError)
+
+Errors that happen inside a run do not propagate to the caller: they end the run
+as ``failed`` and are described on its result by an
+:class:`~runtime.model.ErrorInfo` whose ``name`` is the exception's class name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "InvalidInputError",
+    "RunAlreadyStartedError",
+    "RunCrashedError",
+    "RunNotStartedError",
+    "RunTimeoutError",
+    "RuntimeStoppedError",
+    "SnapshotEncodingError",
+    "SnapshotFormatError",
+    "StepValidationError",
+    "WorkflowDefinitionError",
+    "WorkflowError",
+]
+
+
+class WorkflowError(Exception):
+    """The root of every error callboard raises.
+
+    Attributes:
+        run_id: The run the error is about, when there is one.
+        step_id: The step the error is about, when there is one.
+    """
+
+    def __init__(self, message: str, *, run_id: str | None = None, step_id: str | None = None):
+        super().__init__(message)
+        self.run_id = run_id
+        self.step_id = step_id
+
+
+class WorkflowDefinitionError(WorkflowError, ValueError):
+    """A workflow or step definition that cannot be used (empty, duplicate ids, uncommitted)."""
+
+
+class InvalidInputError(WorkflowError, ValueError):
+    """Input rejected before anything was recorded.
+
+    Attributes:
+        field: Which argument was rejected: ``"input_data"``, ``"initial_state"``,
+            ``"request_context"`` or ``"tracing_options"``.
+        errors: pydantic's list of errors (``ValidationError.errors()``), or one
+            entry of the same shape for checks pydantic does not make.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str,
+        errors: list[dict[str, Any]],
+        run_id: str | None = None,
+    ):
+        super().__init__(message, run_id=run_id)
+        self.field = field
+        self.errors = errors
+
+
+class StepValidationError(WorkflowError, ValueError):
+    """A step's input or output did not fit its schema during a run."""
+
+
+class SnapshotEncodingError(WorkflowError, TypeError):
+    """A value that has to be stored in a snapshot cannot be encoded with msgpack.
+
+    Attributes:
+        path: Where the value sits, such as ``"request_context['user']"``.
+        type_name: The name of the offending value's type.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str = "",
+        type_name: str = "",
+        run_id: str | None = None,
+        step_id: str | None = None,
+    ):
+        super().__init__(message, run_id=run_id, step_id=step_id)
+        self.path = path
+        self.type_name = type_name
+
+
+class SnapshotFormatError(WorkflowError, ValueError):
+    """Snapshot bytes that are corrupt or written by an unknown format version."""
+
+
+class RunAlreadyStartedError(WorkflowError):
+    """A run was started a second time, or its run id is already taken."""
+
+
+class RunNotStartedError(WorkflowError):
+    """The run has not been started, so there is nothing to wait for."""
+
+
+class RunCrashedError(WorkflowError):
+    """The actor driving a run failed; the supervisor recorded the run as failed."""
+
+
+class RuntimeStoppedError(WorkflowError):
+    """The runtime is stopped (or stopped while a run was still in progress)."""
+
+
+class RunTimeoutError(WorkflowError, TimeoutError):
+    """The run did not end within the time the caller was willing to wait."""

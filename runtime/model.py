@@ -1,0 +1,178 @@
+"""Public data: run and step statuses, results, and errors as they are recorded.
+
+Everything here is a frozen pydantic model holding plain data (dicts, lists,
+scalars) exactly as the snapshot stores it, so a result reads the same in the
+process that ran the workflow and in one that only reads it.
+"""
+
+from __future__ import annotations
+
+import traceback
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "ErrorInfo",
+    "RunStatus",
+    "StartAsyncResult",
+    "StepResult",
+    "StepStatus",
+    "WorkflowResult",
+]
+
+
+class RunStatus(StrEnum):
+    """Where a run stands. ``success`` and ``failed`` are terminal and final."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+
+
+class StepStatus(StrEnum):
+    """Where one step of a run stands."""
+
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+
+
+TERMINAL_STATUSES: frozenset[str] = frozenset({RunStatus.SUCCESS, RunStatus.FAILED})
+"""The statuses a run never leaves."""
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+_TRACEBACK_FRAMES = 20
+_TRACEBACK_CHARS = 8000
+
+
+class ErrorInfo(BaseModel):
+    """What went wrong, as recorded on a failed run or step.
+
+    Attributes:
+        name: The exception's class name, such as ``"ValueError"``.
+        message: ``str()`` of the exception.
+        details: Context: the failing ``step_id``, the exception's qualified
+            ``type``, a ``traceback`` where there is one, and pydantic's
+            ``errors`` for validation failures.
+    """
+
+    model_config = _FROZEN
+
+    name: str
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def from_exception(
+        cls, exc: BaseException, *, with_traceback: bool = True, **context: Any
+    ) -> ErrorInfo:
+        """Describe an exception: its class name, message, type and traceback.
+
+        Args:
+            exc: The exception.
+            with_traceback: Whether to record the formatted traceback.
+            **context: Extra details, such as ``step_id``.
+        """
+        exc_type = type(exc)
+        details: dict[str, Any] = {"type": f"{exc_type.__module__}.{exc_type.__qualname__}"}
+        details.update((key, value) for key, value in context.items() if value is not None)
+        errors = exc.errors(include_url=False, include_context=False, include_input=False) if (
+            isinstance(exc, ValidationError)
+        ) else getattr(exc, "errors", None)
+        if isinstance(errors, list):
+            details["errors"] = [
+                {
+                    "type": str(error.get("type", "")),
+                    "loc": [item if isinstance(item, int) else str(item) for item in error.get("loc", ())],
+                    "msg": str(error.get("msg", "")),
+                }
+                for error in errors
+                if isinstance(error, dict)
+            ]
+        if with_traceback and exc.__traceback__ is not None:
+            text = "".join(traceback.format_exception(exc, limit=_TRACEBACK_FRAMES))
+            details["traceback"] = text[-_TRACEBACK_CHARS:]
+        message = str(exc) or exc_type.__name__
+        return cls.model_construct(name=exc_type.__name__, message=message, details=details)
+
+
+class StepResult(BaseModel):
+    """One step's part of a run.
+
+    Attributes:
+        status: ``running``, ``success`` or ``failed``.
+        payload: The input the step received, as plain data.
+        output: What the step returned, as plain data (on success).
+        error: What went wrong (on failure).
+        started_at: When the step started (UTC).
+        ended_at: When the step ended (UTC), once it has.
+    """
+
+    model_config = _FROZEN
+
+    status: StepStatus
+    payload: Any = None
+    output: Any = None
+    error: ErrorInfo | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+class WorkflowResult(BaseModel):
+    """A run's execution result: its status, input, every step, and its output or error.
+
+    Attributes:
+        run_id: The run's id.
+        workflow_id: The id of the workflow the run belongs to.
+        status: Where the run stands.
+        input: The run's input as plain data.
+        result: The workflow's output (on success).
+        error: What went wrong (on failure).
+        steps: Each step that has started, by step id, in the order they ran.
+        state: The workflow state; only when the run was started with
+            ``OutputOptions(include_state=True)``, else ``None``.
+        trace_id: The run's trace id.
+        span_id: The id of the run's root span.
+        created_at: When the run was started (UTC).
+        updated_at: When the run last changed (UTC).
+    """
+
+    model_config = _FROZEN
+
+    run_id: str
+    workflow_id: str
+    status: RunStatus
+    input: Any = None
+    result: Any = None
+    error: ErrorInfo | None = None
+    steps: dict[str, StepResult] = Field(default_factory=dict)
+    state: Any = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the run has ended (``success`` or ``failed``)."""
+        return self.status in TERMINAL_STATUSES
+
+
+class StartAsyncResult(BaseModel):
+    """What ``start_async`` returns: the id to read the run's result by."""
+
+    model_config = _FROZEN
+
+    run_id: str
+
+
+def timestamp_to_datetime(value: float | None) -> datetime | None:
+    """Turn a stored epoch timestamp into an aware UTC datetime."""
+    if value is None:
+        return None
+    return datetime.fromtimestamp(value, tz=UTC)

@@ -1,0 +1,203 @@
+"""Snapshot encoding: the one place that speaks msgpack.
+
+A snapshot is a plain dict describing one run at one moment (see
+:class:`Snapshot`). It is stored as msgpack bytes behind a format version, so a
+reader can refuse bytes it does not understand instead of misreading them.
+Nothing here ever unpickles: msgpack carries only plain data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final, TypedDict
+
+import msgpack
+
+from runtime.errors import SnapshotEncodingError, SnapshotFormatError
+from runtime.model import (
+    ErrorInfo,
+    RunStatus,
+    StepResult,
+    StepStatus,
+    WorkflowResult,
+    timestamp_to_datetime,
+)
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Snapshot",
+    "StepSnapshot",
+    "check_encodable",
+    "decode",
+    "encode",
+    "find_unencodable",
+    "to_result",
+]
+
+FORMAT_VERSION: Final = 1
+"""The snapshot format this code writes and reads."""
+
+
+class StepSnapshot(TypedDict):
+    """One step's record inside a snapshot."""
+
+    status: str
+    payload: Any
+    output: Any
+    error: dict[str, Any] | None
+    started_at: float | None
+    ended_at: float | None
+
+
+class Snapshot(TypedDict):
+    """A run at one moment, as plain data. Times are epoch seconds (UTC)."""
+
+    run_id: str
+    workflow_id: str
+    seq: int
+    status: str
+    input: Any
+    result: Any
+    error: dict[str, Any] | None
+    steps: dict[str, StepSnapshot]
+    next_step: int
+    state: Any
+    request_context: dict[str, Any]
+    include_state: bool
+    trace_id: str
+    span_id: str
+    metadata: dict[str, Any]
+    created_at: float
+    updated_at: float
+
+
+
+def _packb(value: Any) -> bytes:
+    # A fresh packer per call: a shared msgpack.Packer is not safe across threads.
+    data: bytes = msgpack.packb(value, use_bin_type=True)
+    return data
+
+
+def encode(snapshot: Mapping[str, Any]) -> bytes:
+    """Encode a snapshot as versioned msgpack bytes.
+
+    Raises:
+        SnapshotEncodingError: if some value cannot be encoded; the error names
+            where it sits and its type.
+    """
+    try:
+        return _packb((FORMAT_VERSION, snapshot))
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise _encoding_error(snapshot, "snapshot") from exc
+
+
+def decode(data: bytes) -> Snapshot:
+    """Decode bytes written by :func:`encode`.
+
+    Raises:
+        SnapshotFormatError: if the bytes are not a snapshot or come from an
+            unknown format version.
+    """
+    try:
+        version, snapshot = msgpack.unpackb(data, raw=False, use_list=True)
+    except Exception as exc:  # msgpack raises several unrelated types for bad bytes
+        raise SnapshotFormatError(f"snapshot bytes cannot be decoded: {exc}") from exc
+    if version != FORMAT_VERSION:
+        raise SnapshotFormatError(
+            f"snapshot format version {version!r} is not supported (this code reads "
+            f"version {FORMAT_VERSION})"
+        )
+    if not isinstance(snapshot, dict):
+        raise SnapshotFormatError("snapshot bytes do not hold a mapping")
+    result: Snapshot = snapshot  # type: ignore[assignment]
+    return result
+
+
+def check_encodable(value: Any, path: str) -> None:
+    """Check that ``value`` can go into a snapshot.
+
+    Args:
+        value: The value to check.
+        path: How to name the value in an error, such as ``"request_context"``.
+
+    Raises:
+        SnapshotEncodingError: naming the first offending key or index and its type.
+    """
+    try:
+        _packb(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise _encoding_error(value, path) from exc
+
+
+def find_unencodable(value: Any, path: str) -> tuple[str, str] | None:
+    """Find the first value msgpack cannot encode: its path and its type name."""
+    if value is None or isinstance(value, bool | float | str | bytes):
+        return None
+    if isinstance(value, int):
+        return None if -(2**63) <= value < 2**64 else (path, "int (out of 64-bit range)")
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = find_unencodable(item, f"{path}[{index}]")
+            if found:
+                return found
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str | int | bytes | float | bool) and key is not None:
+                return (f"{path} key {key!r}", type(key).__name__)
+            found = find_unencodable(item, f"{path}[{key!r}]")
+            if found:
+                return found
+        return None
+    return (path, type(value).__name__)
+
+
+def _encoding_error(value: Any, path: str) -> SnapshotEncodingError:
+    where, type_name = find_unencodable(value, path) or (path, type(value).__name__)
+    return SnapshotEncodingError(
+        f"{where} holds a {type_name}, which cannot be stored in a snapshot "
+        "(values must be msgpack-encodable: None, bool, int, float, str, bytes, "
+        "and lists and dicts of them)",
+        path=where,
+        type_name=type_name,
+    )
+
+
+def _error(raw: dict[str, Any] | None) -> ErrorInfo | None:
+    return None if raw is None else ErrorInfo.model_construct(**raw)
+
+
+def to_result(snapshot: Snapshot) -> WorkflowResult:
+    """Build the public :class:`WorkflowResult` from a decoded snapshot.
+
+    The snapshot was validated when it was written, so the models are
+    constructed without validating again.
+    """
+    steps = {
+        step_id: StepResult.model_construct(
+            status=StepStatus(step["status"]),
+            payload=step["payload"],
+            output=step["output"],
+            error=_error(step["error"]),
+            started_at=timestamp_to_datetime(step["started_at"]),
+            ended_at=timestamp_to_datetime(step["ended_at"]),
+        )
+        for step_id, step in snapshot["steps"].items()
+    }
+    created = timestamp_to_datetime(snapshot["created_at"])
+    updated = timestamp_to_datetime(snapshot["updated_at"])
+    assert created is not None and updated is not None
+    return WorkflowResult.model_construct(
+        run_id=snapshot["run_id"],
+        workflow_id=snapshot["workflow_id"],
+        status=RunStatus(snapshot["status"]),
+        input=snapshot["input"],
+        result=snapshot["result"],
+        error=_error(snapshot["error"]),
+        steps=steps,
+        state=snapshot["state"] if snapshot["include_state"] else None,
+        trace_id=snapshot["trace_id"],
+        span_id=snapshot["span_id"],
+        created_at=created,
+        updated_at=updated,
+    )

@@ -1,0 +1,126 @@
+"""Trace and span ids, and span events logged through structlog.
+
+A run is a root span ``workflow_run``; each step is a child span
+``workflow_step``. A span logs ``span_start`` and ``span_end`` with its ids, its
+name and its fields, and ``span_end`` adds ``status`` and ``duration_ms``.
+
+The library never configures structlog and is quiet by default: while
+structlog is unconfigured (``structlog.is_configured()`` is false) callboard's
+own events below WARNING are dropped before they are built, the way the
+standard library shows nothing below WARNING to a program that set up no
+logging. Once the application configures structlog (or a test uses
+``structlog.testing.capture_logs()``), every event goes through that
+configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import structlog
+
+__all__ = [
+    "Span",
+    "emit",
+    "is_enabled",
+    "logger",
+    "new_span_id",
+    "new_trace_id",
+    "step_logger",
+]
+
+logger: Any = structlog.get_logger("callboard")
+"""callboard's own logger; emit through :func:`emit` so that quiet mode holds."""
+
+_is_configured = structlog.is_configured
+
+
+def is_enabled(level: int = logging.INFO) -> bool:
+    """Whether an event at ``level`` from callboard would be emitted."""
+    return level >= logging.WARNING or _is_configured()
+
+
+def emit(level: int, event: str, **fields: Any) -> None:
+    """Log one of callboard's events, unless quiet mode drops it."""
+    if level >= logging.WARNING or _is_configured():
+        logger.log(level, event, **fields)
+
+
+def new_trace_id() -> str:
+    """A random 32-character hexadecimal trace id."""
+    return os.urandom(16).hex()
+
+
+def new_span_id() -> str:
+    """A random 16-character hexadecimal span id."""
+    return os.urandom(8).hex()
+
+
+class Span:
+    """A span: logs ``span_start`` on :meth:`start` and ``span_end`` on :meth:`end`.
+
+    Args:
+        name: ``workflow_run`` or ``workflow_step``.
+        trace_id: The trace this span belongs to.
+        parent_span_id: The enclosing span's id, or ``None`` for a root span.
+        span_id: The span's own id; a new random one when omitted.
+        fields: Fields added to both events (``run_id``, ``workflow_id``,
+            ``step_id``, ``metadata``).
+    """
+
+    __slots__ = ("_started", "fields", "name", "parent_span_id", "span_id", "trace_id")
+
+    def __init__(
+        self,
+        name: str,
+        trace_id: str,
+        parent_span_id: str | None = None,
+        span_id: str | None = None,
+        **fields: Any,
+    ) -> None:
+        self.name = name
+        self.trace_id = trace_id
+        self.parent_span_id = parent_span_id
+        self.span_id = span_id or new_span_id()
+        self.fields = fields
+        self._started = 0.0
+
+    def start(self) -> None:
+        """Mark the span's start and log ``span_start``."""
+        self._started = time.perf_counter()
+        if _is_configured():
+            logger.info(
+                "span_start",
+                trace_id=self.trace_id,
+                span_id=self.span_id,
+                parent_span_id=self.parent_span_id,
+                name=self.name,
+                **self.fields,
+            )
+
+    def end(self, status: str, **extra: Any) -> None:
+        """Log ``span_end`` with the span's ``status`` and ``duration_ms``."""
+        if _is_configured():
+            logger.info(
+                "span_end",
+                trace_id=self.trace_id,
+                span_id=self.span_id,
+                parent_span_id=self.parent_span_id,
+                name=self.name,
+                status=status,
+                duration_ms=round((time.perf_counter() - self._started) * 1000.0, 3),
+                **self.fields,
+                **extra,
+            )
+
+
+def step_logger(**bound: Any) -> Any:
+    """A structlog logger bound to a step's trace (``trace_id``, ``run_id``, ...).
+
+    This is the logger a step body writes through (``ctx.logger``); its events
+    are the application's and follow its structlog configuration.
+    """
+    return structlog.get_logger("callboard.step").bind(**bound)
