@@ -157,7 +157,7 @@ class DispatchedActor(pykka.Actor):
     ``Subclass.start(dispatcher, ...)`` like any pykka actor. Handlers must not block.
     """
 
-    actor_inbox: _DispatchInbox  # type: ignore[assignment]
+    actor_inbox: _DispatchInbox
 
     @staticmethod
     def _create_actor_inbox() -> Any:

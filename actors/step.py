@@ -276,7 +276,7 @@ class StepActor(pykka.ThreadingActor):
                 self._await(message, ctx, span, started, value)
                 return
             finished = _outcome(message, ctx, value, started)
-        except BaseException as exc:  # noqa: BLE001 - user code may raise anything, SystemExit too
+        except BaseException as exc:
             finished = _failure(message, exc, started)
         _report(message, span, finished)
 
@@ -335,7 +335,7 @@ class StepActor(pykka.ThreadingActor):
                 if error is not None:
                     raise error
                 finished = _outcome(message, ctx, future.result(), started)
-            except BaseException as exc:  # noqa: BLE001 - user code may raise anything
+            except BaseException as exc:
                 finished = _failure(message, exc, started)
             _report(message, span, finished)
 
@@ -407,7 +407,9 @@ def _dump(model: BaseModel, message: ExecuteStep) -> Any:
     try:
         return model.model_dump(mode="json")
     except PydanticSerializationError as exc:
-        where, type_name = find_unencodable(model.model_dump(), f"step {message.step.id!r} output") or (
+        where, type_name = find_unencodable(
+            model.model_dump(), f"step {message.step.id!r} output"
+        ) or (
             f"step {message.step.id!r} output",
             "unknown",
         )

@@ -1,4 +1,4 @@
-"""The supervisor: starts a run actor per run, limits concurrency, turns crashes into failed runs."""
+"""The supervisor: a run actor per run, a concurrency limit, and crashes turned into failures."""
 
 from __future__ import annotations
 

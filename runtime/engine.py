@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import logging
 import threading
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -18,6 +19,7 @@ from runtime.model import ErrorInfo
 from runtime.plan import ExecutionPlan
 from runtime.snapshot import Snapshot, encode
 from runtime.store import MemoryStore, SnapshotRecord, SnapshotStore
+from runtime.tracing import emit
 
 if TYPE_CHECKING:
     from runtime.workflow import Workflow
@@ -45,6 +47,13 @@ def failed_record(snapshot: Snapshot, error: ErrorInfo) -> SnapshotRecord:
         updated_at=snapshot["updated_at"],
         trace_id=snapshot["trace_id"],
     )
+
+
+def _stop_actor(ref: pykka.ActorRef[Any]) -> None:
+    try:
+        ref.stop(timeout=DEFAULT_STOP_TIMEOUT)
+    except pykka.Timeout:
+        emit(logging.WARNING, "actor_stop_timed_out", actor=str(ref))
 
 
 class _Machinery:
@@ -107,9 +116,9 @@ class _Machinery:
             self.supervisor.tell(AbortRuns(error=error))
             self.supervisor.tell(NotifyWhenIdle(event=aborted))
             aborted.wait(DEFAULT_STOP_TIMEOUT)
-        self.supervisor.stop()
+        _stop_actor(self.supervisor)
         self.pool.stop()
-        self.registry.stop()
+        _stop_actor(self.registry)  # after the runs: it records their last snapshots first
         self.loop.stop(DEFAULT_STOP_TIMEOUT)
         self.dispatcher.stop(DEFAULT_STOP_TIMEOUT)
         self.store.close()

@@ -14,7 +14,7 @@ The hierarchy::
     ├── RunNotStartedError               waiting on a run that was never started
     ├── RunCrashedError                  the machinery that drove a run failed; the run is failed
     ├── RuntimeStoppedError              a stopped runtime was used, or stopped under a run
-    └── RunTimeoutError                  waiting for a run took longer than asked (also TimeoutError)
+    └── RunTimeoutError                  a wait for a run outlasted its timeout (also TimeoutError)
 
 Errors that happen inside a run do not propagate to the caller: they end the run
 as ``failed`` and are described on its result by an

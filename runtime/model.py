@@ -81,14 +81,19 @@ class ErrorInfo(BaseModel):
         exc_type = type(exc)
         details: dict[str, Any] = {"type": f"{exc_type.__module__}.{exc_type.__qualname__}"}
         details.update((key, value) for key, value in context.items() if value is not None)
-        errors = exc.errors(include_url=False, include_context=False, include_input=False) if (
-            isinstance(exc, ValidationError)
-        ) else getattr(exc, "errors", None)
+        errors = (
+            exc.errors(include_url=False, include_context=False, include_input=False)
+            if (isinstance(exc, ValidationError))
+            else getattr(exc, "errors", None)
+        )
         if isinstance(errors, list):
             details["errors"] = [
                 {
                     "type": str(error.get("type", "")),
-                    "loc": [item if isinstance(item, int) else str(item) for item in error.get("loc", ())],
+                    "loc": [
+                        item if isinstance(item, int) else str(item)
+                        for item in error.get("loc", ())
+                    ],
                     "msg": str(error.get("msg", "")),
                 }
                 for error in errors

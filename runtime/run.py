@@ -125,7 +125,7 @@ class Run(Generic[In, Out]):
             )
             runtime._start_run(plan, snapshot, record)
             self._started = True
-        return StartAsyncResult.model_construct(run_id=run_id)
+        return StartAsyncResult(run_id=run_id)
 
     def start(
         self,
@@ -143,6 +143,11 @@ class Run(Generic[In, Out]):
         not raise.
 
         Args:
+            input_data: As :meth:`start_async`.
+            request_context: As :meth:`start_async`.
+            initial_state: As :meth:`start_async`.
+            tracing_options: As :meth:`start_async`.
+            output_options: As :meth:`start_async`.
             timeout: Seconds to wait for the run to end; ``None`` waits as long as it takes.
 
         Raises:
@@ -249,7 +254,7 @@ def _validated(schema: type[BaseModel], value: Any, field: str, run_id: str) -> 
         raise InvalidInputError(
             f"{field} for run {run_id!r} does not fit {schema.__name__}: {exc}",
             field=field,
-            errors=exc.errors(include_url=False),
+            errors=[dict(error) for error in exc.errors(include_url=False)],
             run_id=run_id,
         ) from exc
     try:
@@ -318,6 +323,6 @@ def _options(kind: type[Any], value: Any, default: Any, field: str, run_id: str)
         raise InvalidInputError(
             f"{field} for run {run_id!r} are invalid: {exc}",
             field=field,
-            errors=exc.errors(include_url=False),
+            errors=[dict(error) for error in exc.errors(include_url=False)],
             run_id=run_id,
         ) from exc

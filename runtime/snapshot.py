@@ -71,7 +71,6 @@ class Snapshot(TypedDict):
     updated_at: float
 
 
-
 def _packb(value: Any) -> bytes:
     # A fresh packer per call: a shared msgpack.Packer is not safe across threads.
     data: bytes = msgpack.packb(value, use_bin_type=True)

@@ -197,13 +197,13 @@ class StepContext(Generic[In]):
     """
 
     __slots__ = (
+        "_definitions",
         "_init_data",
         "_log_fields",
         "_logger",
+        "_outputs",
         "_state",
         "_state_changed",
-        "_definitions",
-        "_outputs",
         "_workflow_input_schema",
         "_workflow_state_schema",
         "input_data",
@@ -250,8 +250,11 @@ class StepContext(Generic[In]):
 
     @property
     def state(self) -> Any:
-        """The workflow state: a model of the step's (or else the workflow's)
-        ``state_schema``, or a copy of the plain dict when there is no schema."""
+        """The workflow state, as the step sees it.
+
+        A model of the step's ``state_schema`` (or else the workflow's), or a
+        copy of the plain dict when there is no schema.
+        """
         schema = self.step.state_schema or self._workflow_state_schema
         if schema is not None:
             return schema.model_validate(self._state or {})

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 __all__ = ["MemoryStore", "SnapshotRecord", "SnapshotStore"]
 
 
-@dataclass(frozen=True, slots=True)
-class SnapshotRecord:
+class SnapshotRecord(NamedTuple):
     """One stored snapshot: the encoded bytes and the fields queries filter on.
+
+    A named tuple rather than a dataclass: one is built at every transition of
+    every run, and a tuple is the cheapest immutable value to build.
 
     Attributes:
         run_id: The run's id.
