@@ -285,9 +285,10 @@ class StepActor(pykka.ThreadingActor):
         try:
             input_data = step.input_schema.model_validate(message.payload)
         except ValidationError as exc:
-            raise StepValidationError(
+            raise StepValidationError.from_validation(
                 f"step {step.id!r}: its input does not fit its input schema "
-                f"{step.input_schema.__name__}: {exc}",
+                f"{step.input_schema.__name__}",
+                exc,
                 run_id=message.run_id,
                 step_id=step.id,
             ) from exc
@@ -376,9 +377,10 @@ def _outcome(
     try:
         model = value if isinstance(value, schema) else schema.model_validate(plain(value))
     except ValidationError as exc:
-        raise StepValidationError(
+        raise StepValidationError.from_validation(
             f"step {step.id!r} returned a {type(value).__name__} that does not fit its "
-            f"output schema {schema.__name__}: {exc}",
+            f"output schema {schema.__name__}",
+            exc,
             run_id=message.run_id,
             step_id=step.id,
         ) from exc
@@ -414,7 +416,7 @@ def _dump(model: BaseModel, message: ExecuteStep) -> Any:
             "unknown",
         )
         raise SnapshotEncodingError(
-            f"{where} holds a {type_name}, which cannot be stored in a snapshot: {exc}",
+            f"{where} holds a value of type {type_name}, which cannot be stored in a snapshot",
             path=where,
             type_name=type_name,
             run_id=message.run_id,
@@ -434,9 +436,10 @@ def _final(output: Any, schema: type[BaseModel], message: ExecuteStep) -> Any:
     try:
         return schema.model_validate(output).model_dump(mode="json")
     except ValidationError as exc:
-        raise StepValidationError(
+        raise StepValidationError.from_validation(
             f"the output of the last step {message.step.id!r} does not fit the workflow's "
-            f"output schema {schema.__name__}: {exc}",
+            f"output schema {schema.__name__}",
+            exc,
             run_id=message.run_id,
             step_id=message.step.id,
         ) from exc

@@ -6,7 +6,7 @@ import atexit
 import logging
 import threading
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 
 import pykka
 
@@ -281,14 +281,33 @@ _default_lock = threading.Lock()
 _default: Runtime | None = None
 
 
-def default_runtime() -> Runtime:
+@overload
+def default_runtime() -> Runtime: ...
+
+
+@overload
+def default_runtime(*, start: Literal[True]) -> Runtime: ...
+
+
+@overload
+def default_runtime(*, start: bool) -> Runtime | None: ...
+
+
+def default_runtime(*, start: bool = True) -> Runtime | None:
     """The process-wide runtime that unbound workflows use, started on first use.
 
-    It is stopped when the interpreter exits.
+    It is stopped when the interpreter exits. If it has been stopped, the next
+    call starts a new one (the old one's results stay readable through it only
+    if kept).
+
+    Args:
+        start: Start it if there is none; with ``False``, return ``None`` instead.
     """
     global _default  # noqa: PLW0603 - one runtime per process, created lazily
     with _default_lock:
         if _default is None or _default._state in ("stopping", "stopped"):
+            if not start:
+                return _default
             _default = Runtime().start()
             atexit.register(_default.stop)
         return _default

@@ -23,7 +23,10 @@ as ``failed`` and are described on its result by an
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+from pydantic import ValidationError
 
 __all__ = [
     "InvalidInputError",
@@ -37,7 +40,17 @@ __all__ = [
     "StepValidationError",
     "WorkflowDefinitionError",
     "WorkflowError",
+    "summarize_errors",
 ]
+
+
+def summarize_errors(errors: Sequence[Mapping[str, Any]]) -> str:
+    """Summarize pydantic's error list in one line: ``"sku: Field required; quantity: ..."``."""
+    parts = []
+    for error in errors:
+        where = ".".join(str(item) for item in error.get("loc", ())) or "value"
+        parts.append(f"{where}: {error.get('msg', '')}")
+    return "; ".join(parts)
 
 
 class WorkflowError(Exception):
@@ -82,7 +95,43 @@ class InvalidInputError(WorkflowError, ValueError):
 
 
 class StepValidationError(WorkflowError, ValueError):
-    """A step's input or output did not fit its schema during a run."""
+    """A step's input or output did not fit its schema during a run.
+
+    Attributes:
+        errors: pydantic's list of errors (``ValidationError.errors()``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        run_id: str | None = None,
+        step_id: str | None = None,
+    ):
+        super().__init__(message, run_id=run_id, step_id=step_id)
+        self.errors = errors or []
+
+    @classmethod
+    def from_validation(
+        cls,
+        message: str,
+        error: ValidationError,
+        *,
+        run_id: str | None = None,
+        step_id: str | None = None,
+    ) -> StepValidationError:
+        """Wrap pydantic's error: ``message``, then its errors summarized in one line."""
+        errors = [
+            dict(item)
+            for item in error.errors(include_url=False, include_context=False, include_input=False)
+        ]
+        return cls(
+            f"{message}: {summarize_errors(errors)}",
+            errors=errors,
+            run_id=run_id,
+            step_id=step_id,
+        )
 
 
 class SnapshotEncodingError(WorkflowError, TypeError):

@@ -16,6 +16,7 @@ from runtime.errors import (
     RunNotStartedError,
     RunTimeoutError,
     SnapshotEncodingError,
+    summarize_errors,
 )
 from runtime.model import TERMINAL_STATUSES, RunStatus, StartAsyncResult, WorkflowResult
 from runtime.options import OutputOptions, TracingOptions
@@ -251,10 +252,12 @@ def _validated(schema: type[BaseModel], value: Any, field: str, run_id: str) -> 
             else schema.model_validate({} if value is None else plain(value))
         )
     except ValidationError as exc:
+        errors = [dict(error) for error in exc.errors(include_url=False)]
         raise InvalidInputError(
-            f"{field} for run {run_id!r} does not fit {schema.__name__}: {exc}",
+            f"{field} for run {run_id!r} does not fit {schema.__name__}: "
+            f"{summarize_errors(errors)}",
             field=field,
-            errors=[dict(error) for error in exc.errors(include_url=False)],
+            errors=errors,
             run_id=run_id,
         ) from exc
     try:
@@ -320,9 +323,10 @@ def _options(kind: type[Any], value: Any, default: Any, field: str, run_id: str)
     try:
         return kind.model_validate(value)
     except ValidationError as exc:
+        errors = [dict(error) for error in exc.errors(include_url=False)]
         raise InvalidInputError(
-            f"{field} for run {run_id!r} are invalid: {exc}",
+            f"{field} for run {run_id!r} are invalid: {summarize_errors(errors)}",
             field=field,
-            errors=[dict(error) for error in exc.errors(include_url=False)],
+            errors=errors,
             run_id=run_id,
         ) from exc

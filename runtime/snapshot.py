@@ -154,7 +154,7 @@ def find_unencodable(value: Any, path: str) -> tuple[str, str] | None:
 def _encoding_error(value: Any, path: str) -> SnapshotEncodingError:
     where, type_name = find_unencodable(value, path) or (path, type(value).__name__)
     return SnapshotEncodingError(
-        f"{where} holds a {type_name}, which cannot be stored in a snapshot "
+        f"{where} holds a value of type {type_name}, which cannot be stored in a snapshot "
         "(values must be msgpack-encodable: None, bool, int, float, str, bytes, "
         "and lists and dicts of them)",
         path=where,

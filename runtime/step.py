@@ -276,9 +276,10 @@ class StepContext(Generic[In]):
             try:
                 model = value if isinstance(value, schema) else schema.model_validate(plain(value))
             except ValidationError as exc:
-                raise StepValidationError(
+                raise StepValidationError.from_validation(
                     f"step {self.step_id!r}: set_state() value fails the workflow's "
-                    f"state schema {schema.__name__}: {exc}",
+                    f"state schema {schema.__name__}",
+                    exc,
                     run_id=self.run_id,
                     step_id=self.step_id,
                 ) from exc

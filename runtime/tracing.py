@@ -5,8 +5,8 @@ A run is a root span ``workflow_run``; each step is a child span
 name and its fields, and ``span_end`` adds ``status`` and ``duration_ms``.
 
 The library never configures structlog and is quiet by default: while
-structlog is unconfigured (``structlog.is_configured()`` is false) callboard's
-own events below WARNING are dropped before they are built, the way the
+structlog runs with its built-in configuration, callboard's own events below
+WARNING are dropped before they are built, the way the
 standard library shows nothing below WARNING to a program that set up no
 logging. Once the application configures structlog (or a test uses
 ``structlog.testing.capture_logs()``), every event goes through that
@@ -35,7 +35,24 @@ __all__ = [
 logger: Any = structlog.get_logger("callboard")
 """callboard's own logger; emit through :func:`emit` so that quiet mode holds."""
 
-_is_configured = structlog.is_configured
+
+def _configuration_key() -> tuple[Any, ...]:
+    config = structlog.get_config()
+    return (tuple(config["processors"]), config["logger_factory"], config["wrapper_class"])
+
+
+# structlog's built-in configuration, as found at import. It is the one a
+# program runs with until it configures structlog, and the one it returns to
+# after `structlog.testing.capture_logs()` (which leaves `is_configured()` true)
+# or `structlog.reset_defaults()`.
+_builtin = None if structlog.is_configured() else _configuration_key()
+
+
+def _is_configured() -> bool:
+    """Whether the application has configured structlog (to other than its defaults)."""
+    if not structlog.is_configured():
+        return False
+    return _builtin is None or _configuration_key() != _builtin
 
 
 def is_enabled(level: int = logging.INFO) -> bool:

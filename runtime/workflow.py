@@ -177,7 +177,9 @@ class Workflow(Generic[In, Out]):
         if runtime is None:
             from runtime.engine import default_runtime
 
-            runtime = default_runtime()
+            runtime = default_runtime(start=False)
+            if runtime is None:
+                return None  # no default runtime yet, so no run of it either
         return read_result(runtime._load(run_id), self.id)
 
     def _bound_to(self, runtime: Runtime) -> Self:
