@@ -16,7 +16,7 @@ configuration.
 from __future__ import annotations
 
 import logging
-import os
+import random
 import time
 from typing import Any
 
@@ -27,6 +27,7 @@ __all__ = [
     "emit",
     "is_enabled",
     "logger",
+    "new_run_id",
     "new_span_id",
     "new_trace_id",
     "step_logger",
@@ -66,14 +67,32 @@ def emit(level: int, event: str, **fields: Any) -> None:
         logger.log(level, event, **fields)
 
 
+# Ids come from the `random` module, not os.urandom: they identify, they guard
+# nothing, and os.urandom releases the GIL, so under load every start_async
+# would wait up to a GIL switch interval (5 ms) to get it back. `random` is
+# thread-safe and reseeds itself in a forked child.
+_getrandbits = random.getrandbits
+
+
 def new_trace_id() -> str:
-    """A random 32-character hexadecimal trace id."""
-    return os.urandom(16).hex()
+    """A random 32-character hexadecimal trace id (never all zeros)."""
+    return f"{_getrandbits(128) or 1:032x}"
 
 
 def new_span_id() -> str:
-    """A random 16-character hexadecimal span id."""
-    return os.urandom(8).hex()
+    """A random 16-character hexadecimal span id (never all zeros)."""
+    return f"{_getrandbits(64) or 1:016x}"
+
+
+def new_run_id() -> str:
+    """A random run id in the form of a version 4 UUID."""
+    bits = (_getrandbits(128) & ~_UUID_FIXED_BITS) | _UUID4_BITS
+    text = f"{bits:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+_UUID_FIXED_BITS = (0xF000 << 64) | (0xC000 << 48)  # the version and variant fields
+_UUID4_BITS = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant
 
 
 class Span:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from pydantic import BaseModel
@@ -12,6 +11,7 @@ from runtime.model import WorkflowResult
 from runtime.plan import ExecutionPlan, compile_plan
 from runtime.run import Run, read_result
 from runtime.step import Step
+from runtime.tracing import new_run_id
 
 if TYPE_CHECKING:
     from runtime.engine import Runtime
@@ -145,7 +145,7 @@ class Workflow(Generic[In, Out]):
         """
         plan = self.plan
         if run_id is None:
-            run_id = str(uuid.uuid4())
+            run_id = new_run_id()
         elif not isinstance(run_id, str):
             raise TypeError(f"run_id must be a str, got {type(run_id).__name__}")
         elif not run_id:
