@@ -1,0 +1,709 @@
+"""callboard benchmarks: one table, each row beside a floor measured in the same run.
+
+Run it with ``make bench`` (or ``.venv/bin/python benchmarks/bench.py``); ``--quick``
+is a smaller smoke run, ``--profile`` adds a cProfile of ``start_async``. Every
+workload runs twice: with structlog unconfigured (callboard is quiet and drops
+its events before building them) and with structlog configured so that every
+event goes through a processor chain that ends by dropping it. Each scenario
+gets a fresh ``Runtime``, stopped afterwards. See ``benchmarks/README.md`` for
+what each row measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import ctypes
+import gc
+import importlib.metadata
+import os
+import platform
+import queue
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+import pykka
+import structlog
+from pydantic import BaseModel
+
+from runtime import Runtime, create_step, create_workflow
+
+NS_PER_US = 1_000
+NS_PER_S = 1_000_000_000
+MB = 1024 * 1024
+
+
+# --- sizes ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sizes:
+    starts: int  # W1: start_async calls timed
+    runs: int  # W2: runs started and waited for
+    sleepers: int  # W3: runs in flight at once, each sleeping 1 s
+    idle_starts: int  # W1: start_async calls timed on an idle runtime (each run waited)
+    queries: int  # W4: finished runs queried
+    query_rounds: int  # W4: times each finished run is queried
+    warmup: int  # runs done before each timed loop
+    rounds: int  # every scenario and its floor, alternately, this many times
+
+
+FULL = Sizes(
+    starts=2_000,
+    runs=2_000,
+    sleepers=1_000,
+    idle_starts=500,
+    queries=1_000,
+    query_rounds=3,
+    warmup=200,
+    rounds=5,
+)
+QUICK = Sizes(
+    starts=200,
+    runs=200,
+    sleepers=100,
+    idle_starts=50,
+    queries=100,
+    query_rounds=2,
+    warmup=20,
+    rounds=1,
+)
+
+SLEEP_S = 1.0
+
+
+# --- the workloads --------------------------------------------------------------------
+
+
+class Value(BaseModel):
+    value: str
+
+
+PAYLOAD = {"value": "benchmark"}
+
+
+def _pass_input(ctx: Any) -> Any:
+    return ctx.input_data
+
+
+def _sleep_then_pass_input(ctx: Any) -> Any:
+    time.sleep(SLEEP_S)
+    return ctx.input_data
+
+
+def noop_workflow() -> Any:
+    """Three steps that each return their input."""
+    workflow = create_workflow(id="bench-noop", input_schema=Value, output_schema=Value)
+    for name in ("first", "second", "third"):
+        workflow.then(
+            create_step(id=name, input_schema=Value, output_schema=Value, execute=_pass_input)
+        )
+    return workflow.commit()
+
+
+def sleep_workflow() -> Any:
+    """One step that sleeps a second and returns its input."""
+    step = create_step(
+        id="sleep", input_schema=Value, output_schema=Value, execute=_sleep_then_pass_input
+    )
+    return (
+        create_workflow(id="bench-sleep", input_schema=Value, output_schema=Value)
+        .then(step)
+        .commit()
+    )
+
+
+def plain_step(value: Any) -> Any:
+    return value
+
+
+PLAIN_STEPS = (plain_step, plain_step, plain_step)
+
+
+def three_plain_steps(value: Any) -> Any:
+    for step in PLAIN_STEPS:
+        value = step(value)
+    return value
+
+
+class PipelineActor(pykka.ThreadingActor):
+    """The raw-pykka floor: one actor per run runs the steps inline and reports by queue."""
+
+    use_daemon_thread = True
+
+    def __init__(self, done: queue.SimpleQueue[Any]) -> None:
+        super().__init__()
+        self._done = done
+
+    def on_receive(self, message: Any) -> Any:
+        self._done.put(three_plain_steps(message))
+        self.stop()
+        return None
+
+
+class EchoActor(pykka.ThreadingActor):
+    """The W4 floor: answers every ask with the message itself."""
+
+    use_daemon_thread = True
+
+    def on_receive(self, message: Any) -> Any:
+        return message
+
+
+# --- helpers --------------------------------------------------------------------------
+
+
+def clean_slate() -> None:
+    """Collect garbage and hand freed heap back to the OS before a scenario."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def wait_for_threads(at_most: int, timeout: float = 10.0) -> None:
+    """Wait (bounded) until the process is back to ``at_most`` threads."""
+    deadline = time.monotonic() + timeout
+    while threading.active_count() > at_most and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def percentile(samples: Sequence[int], fraction: float) -> float:
+    ordered = sorted(samples)
+    return float(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))])
+
+
+def median(samples: Sequence[int]) -> float:
+    return float(statistics.median(samples))
+
+
+class Sampler:
+    """Samples this process's RSS and OS thread count on a background thread."""
+
+    def __init__(self, interval: float = 0.005) -> None:
+        self._process = psutil.Process()
+        self._interval = interval
+        self._stop = threading.Event()
+        self.baseline_rss = self._process.memory_info().rss
+        self.peak_rss = self.baseline_rss
+        self.peak_threads = self._process.num_threads()
+        self._thread = threading.Thread(target=self._sample, name="bench-sampler", daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._take()
+
+    def _take(self) -> None:
+        self.peak_rss = max(self.peak_rss, self._process.memory_info().rss)
+        self.peak_threads = max(self.peak_threads, self._process.num_threads())
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._take()
+
+
+@contextlib.contextmanager
+def fresh_runtime(**options: Any) -> Iterator[Runtime]:
+    clean_slate()
+    runtime = Runtime(**options).start()
+    try:
+        yield runtime
+    finally:
+        runtime.stop()
+
+
+def start_and_wait(workflow: Any, count: int) -> list[Any]:
+    runs = [workflow.create_run() for _ in range(count)]
+    for run in runs:
+        run.start_async(input_data=PAYLOAD)
+    for run in runs:
+        run.wait()
+    return runs
+
+
+# --- the table ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    row: str
+    mode: str
+    measure: str
+    callboard: float
+    floor: float | None
+    unit: str
+    floor_is: str
+    aim: str = ""
+    met: bool | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        if self.floor is None or self.floor == 0:
+            return None
+        return self.callboard / self.floor
+
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "us":
+        return f"{value / NS_PER_US:,.1f} µs"
+    if unit == "s":
+        return f"{value / NS_PER_S:,.3f} s"
+    if unit == "MB":
+        return f"{value / MB:,.1f} MB"
+    return f"{value:,.0f} {unit}"
+
+
+def print_table(rows: Sequence[Row]) -> None:
+    header = ("row", "mode", "measure", "callboard", "floor", "ratio", "aim", "met?", "floor is")
+    body = [
+        (
+            r.row,
+            r.mode,
+            r.measure,
+            fmt(r.callboard, r.unit),
+            fmt(r.floor, r.unit),
+            "-" if r.ratio is None else f"{r.ratio:.2f}x",
+            r.aim or "-",
+            {True: "yes", False: "NO", None: "-"}[r.met],
+            r.floor_is,
+        )
+        for r in rows
+    ]
+    right = {3, 4, 5}
+    widths = [max(len(line[i]) for line in (header, *body)) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        return " | ".join(
+            cell.rjust(width) if i in right else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    rule = "-+-".join("-" * width for width in widths)
+    print(line(header))
+    print(rule)
+    previous = None
+    for r, cells in zip(rows, body, strict=True):
+        if previous is not None and (r.row, r.mode) != previous:
+            print(rule)
+        previous = (r.row, r.mode)
+        print(line(cells))
+
+
+# --- W1: start_async latency ----------------------------------------------------------
+
+
+def queue_handoff_ns(count: int, *, with_work: bool = False, idle: bool = False) -> list[int]:
+    """Caller-side time of handing one job to a worker thread that consumes it.
+
+    With ``with_work`` the caller also makes a uuid4 run id and validates the
+    input with pydantic first: the irreducible part of what start_async does.
+    With ``idle`` the caller waits (untimed) until the worker has taken each job,
+    so that every hand-off has to wake a sleeping thread.
+    """
+    jobs: queue.Queue[Any] = queue.Queue()
+    taken: queue.SimpleQueue[None] = queue.SimpleQueue()
+
+    def consume() -> None:
+        while jobs.get() is not None:
+            if idle:
+                taken.put(None)
+
+    worker = threading.Thread(target=consume, name="bench-queue-worker", daemon=True)
+    worker.start()
+    clock = time.perf_counter_ns
+    samples = []
+    try:
+        for _ in range(count):
+            if with_work:
+                start = clock()
+                jobs.put((str(uuid.uuid4()), Value.model_validate(PAYLOAD)))
+                samples.append(clock() - start)
+            else:
+                job = (PAYLOAD, None)
+                start = clock()
+                jobs.put(job)
+                samples.append(clock() - start)
+            if idle:
+                taken.get()
+    finally:
+        jobs.put(None)
+        worker.join()
+    return samples
+
+
+def callboard_starts_ns(sizes: Sizes, *, idle: bool) -> tuple[list[int], list[int]]:
+    """Times of start_async, and of create_run + start_async, on a fresh runtime.
+
+    Back to back (a burst: earlier runs execute while later ones start), or with
+    ``idle`` each run waited for (untimed) before the next starts.
+    """
+    with fresh_runtime() as runtime:
+        workflow = runtime.register(noop_workflow())
+        start_and_wait(workflow, sizes.warmup)
+        clock = time.perf_counter_ns
+        start_ns: list[int] = []
+        create_and_start_ns: list[int] = []
+        runs = []
+        for _ in range(sizes.idle_starts if idle else sizes.starts):
+            t0 = clock()
+            run = workflow.create_run()
+            t1 = clock()
+            run.start_async(input_data=PAYLOAD)
+            t2 = clock()
+            start_ns.append(t2 - t1)
+            create_and_start_ns.append(t2 - t0)
+            if idle:
+                run.wait()
+            else:
+                runs.append(run)
+        for run in runs:
+            run.wait()
+    wait_for_threads(1)
+    return start_ns, create_and_start_ns
+
+
+def bench_w1(mode: str, sizes: Sizes) -> list[Row]:
+    queue_handoff_ns(sizes.warmup, with_work=True)  # warm pydantic and the queue path
+    burst: list[int] = []
+    burst_create: list[int] = []
+    idle: list[int] = []
+    floor: list[int] = []
+    floor_work: list[int] = []
+    floor_idle: list[int] = []
+    for _ in range(sizes.rounds):
+        starts, creates = callboard_starts_ns(sizes, idle=False)
+        burst += starts
+        burst_create += creates
+        idle += callboard_starts_ns(sizes, idle=True)[0]
+        floor += queue_handoff_ns(sizes.starts)
+        floor_work += queue_handoff_ns(sizes.starts, with_work=True)
+        floor_idle += queue_handoff_ns(sizes.idle_starts, idle=True)
+    handoff = "queue.Queue put to a busy worker thread"
+    handoff_work = "the same + uuid4 + pydantic validate"
+    handoff_idle = "queue.Queue put waking an idle worker"
+    return [
+        Row("W1", mode, "start_async median, burst", median(burst), median(floor), "us",
+            handoff, "<= 2.00x", median(burst) <= 2 * median(floor)),
+        Row("W1", mode, "start_async p99, burst", percentile(burst, 0.99),
+            percentile(floor, 0.99), "us", handoff),
+        Row("W1", mode, "start_async median, burst", median(burst), median(floor_work), "us",
+            handoff_work),
+        Row("W1", mode, "create_run+start_async median", median(burst_create),
+            median(floor_work), "us", handoff_work),
+        Row("W1", mode, "start_async median, idle runtime", median(idle), median(floor_idle),
+            "us", handoff_idle),
+    ]  # fmt: skip
+
+
+# --- W2: throughput -------------------------------------------------------------------
+
+
+def thread_pool_ns(count: int, warmup: int) -> int:
+    with concurrent.futures.ThreadPoolExecutor() as pool:
+        for future in [pool.submit(three_plain_steps, PAYLOAD) for _ in range(warmup)]:
+            future.result()
+        clock = time.perf_counter_ns
+        start = clock()
+        futures = [pool.submit(three_plain_steps, PAYLOAD) for _ in range(count)]
+        for future in futures:
+            future.result()
+        return clock() - start
+
+
+def pykka_pipeline_ns(count: int) -> int:
+    done: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    threads = threading.active_count()
+    clock = time.perf_counter_ns
+    start = clock()
+    for _ in range(count):
+        PipelineActor.start(done).tell(PAYLOAD)
+    for _ in range(count):
+        done.get()
+    elapsed = clock() - start
+    wait_for_threads(threads)
+    return elapsed
+
+
+def callboard_runs_ns(sizes: Sizes) -> int:
+    with fresh_runtime() as runtime:
+        workflow = runtime.register(noop_workflow())
+        start_and_wait(workflow, sizes.warmup)
+        clock = time.perf_counter_ns
+        start = clock()
+        runs = start_and_wait(workflow, sizes.runs)
+        elapsed = clock() - start
+        if not all(run.wait().status == "success" for run in runs):
+            raise RuntimeError("a W2 run did not succeed")
+    wait_for_threads(1)
+    return elapsed
+
+
+def bench_w2(mode: str, sizes: Sizes) -> list[Row]:
+    pykka_pipeline_ns(sizes.runs)  # thread creation is slower until the process has warmed up
+    elapsed: list[int] = []
+    pool_elapsed: list[int] = []
+    pykka_elapsed: list[int] = []
+    for _ in range(sizes.rounds):
+        elapsed.append(callboard_runs_ns(sizes))
+        clean_slate()
+        pool_elapsed.append(thread_pool_ns(sizes.runs, sizes.warmup))
+        clean_slate()
+        pykka_elapsed.append(pykka_pipeline_ns(sizes.runs))
+
+    def per_s(samples: list[int], per_run: int = 1) -> float:
+        return sizes.runs * per_run * NS_PER_S / median(samples)
+
+    runs_s, pool_s, pykka_s = per_s(elapsed), per_s(pool_elapsed), per_s(pykka_elapsed)
+    pool_is = "ThreadPoolExecutor, 3 plain functions"
+    pykka_is = "raw pykka: ThreadingActor per run, tell"
+    return [
+        Row("W2", mode, "throughput", runs_s, pool_s, "runs/s", pool_is),
+        Row("W2", mode, "throughput", runs_s, pykka_s, "runs/s", pykka_is, ">= 1.00x",
+            runs_s >= pykka_s),
+        Row("W2", mode, "throughput", per_s(elapsed, 3), per_s(pykka_elapsed, 3), "steps/s",
+            pykka_is, ">= 1.00x", runs_s >= pykka_s),
+    ]  # fmt: skip
+
+
+# --- W3: concurrency ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Concurrency:
+    wall_ns: int
+    rss_delta: int
+    rss_peak: int
+    threads_peak: int
+
+    @classmethod
+    def of(cls, wall_ns: int, sampler: Sampler) -> Concurrency:
+        return cls(
+            wall_ns, sampler.peak_rss - sampler.baseline_rss, sampler.peak_rss, sampler.peak_threads
+        )
+
+
+def plain_sleepers(count: int) -> Concurrency:
+    threads = [threading.Thread(target=time.sleep, args=(SLEEP_S,)) for _ in range(count)]
+    clean_slate()
+    with Sampler() as sampler:
+        clock = time.perf_counter_ns
+        start = clock()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = clock() - start
+    return Concurrency.of(elapsed, sampler)
+
+
+def callboard_sleepers(count: int) -> Concurrency:
+    threads_before = threading.active_count()
+    with fresh_runtime() as runtime:
+        workflow = runtime.register(sleep_workflow())
+        runs = [workflow.create_run() for _ in range(count)]
+        clean_slate()
+        with Sampler() as sampler:
+            clock = time.perf_counter_ns
+            start = clock()
+            for run in runs:
+                run.start_async(input_data=PAYLOAD)
+            for run in runs:
+                run.wait()
+            elapsed = clock() - start
+        if not all(run.wait().status == "success" for run in runs):
+            raise RuntimeError("a W3 run did not succeed")
+    wait_for_threads(threads_before)
+    return Concurrency.of(elapsed, sampler)
+
+
+def bench_w3(mode: str, sizes: Sizes) -> list[Row]:
+    ours: list[Concurrency] = []
+    floors: list[Concurrency] = []
+    for _ in range(sizes.rounds):
+        ours.append(callboard_sleepers(sizes.sleepers))
+        floors.append(plain_sleepers(sizes.sleepers))
+
+    def mid(samples: list[Concurrency], field: str) -> float:
+        return median([getattr(sample, field) for sample in samples])
+
+    wall, delta = mid(ours, "wall_ns"), mid(ours, "rss_delta")
+    sleepers_is = f"{sizes.sleepers} plain threads sleeping 1 s"
+    return [
+        Row("W3", mode, "wall, first start to last end", wall, mid(floors, "wall_ns"), "s",
+            sleepers_is, "< 1.5 s", wall < 1.5 * NS_PER_S),
+        Row("W3", mode, "peak RSS over baseline", delta, mid(floors, "rss_delta"), "MB",
+            sleepers_is, "< 100 MB", delta < 100 * MB),
+        Row("W3", mode, "peak RSS, absolute", mid(ours, "rss_peak"), mid(floors, "rss_peak"),
+            "MB", sleepers_is),
+        Row("W3", mode, "peak OS threads", max(o.threads_peak for o in ours),
+            max(f.threads_peak for f in floors), "threads", sleepers_is),
+    ]  # fmt: skip
+
+
+# --- W4: query latency ----------------------------------------------------------------
+
+
+def ask_ns(count: int) -> list[int]:
+    ref = EchoActor.start()
+    clock = time.perf_counter_ns
+    samples = []
+    try:
+        for index in range(count):
+            start = clock()
+            ref.ask(index)
+            samples.append(clock() - start)
+    finally:
+        ref.stop()
+    return samples
+
+
+def callboard_queries_ns(sizes: Sizes) -> list[int]:
+    with fresh_runtime() as runtime:
+        workflow = runtime.register(noop_workflow())
+        run_ids = [run.run_id for run in start_and_wait(workflow, sizes.queries)]
+        query = workflow.get_workflow_run_execution_result
+        for run_id in run_ids[: sizes.warmup]:
+            query(run_id)
+        clock = time.perf_counter_ns
+        samples = []
+        for _ in range(sizes.query_rounds):
+            for run_id in run_ids:
+                start = clock()
+                result = query(run_id)
+                samples.append(clock() - start)
+                if result is None or result.status != "success":
+                    raise RuntimeError("a W4 run is missing or did not succeed")
+    wait_for_threads(1)
+    return samples
+
+
+def bench_w4(mode: str, sizes: Sizes) -> list[Row]:
+    ask_ns(sizes.warmup)
+    samples: list[int] = []
+    floor: list[int] = []
+    for _ in range(sizes.rounds):
+        samples += callboard_queries_ns(sizes)
+        floor += ask_ns(sizes.queries * sizes.query_rounds)
+    ask_is = "pykka ask round trip to a ThreadingActor"
+    return [
+        Row("W4", mode, "query median", median(samples), median(floor), "us", ask_is, "<= 2.00x",
+            median(samples) <= 2 * median(floor)),
+        Row("W4", mode, "query p99", percentile(samples, 0.99), percentile(floor, 0.99), "us",
+            ask_is),
+    ]  # fmt: skip
+
+
+# --- modes and main -------------------------------------------------------------------
+
+
+def _drop_every_event(logger: Any, method_name: str, event_dict: Any) -> Any:
+    raise structlog.DropEvent
+
+
+def configure_logging(mode: str) -> None:
+    structlog.reset_defaults()
+    if mode == "logged":
+        # Every event is built and goes through the processor chain, which drops it.
+        structlog.configure(
+            processors=[
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso"),
+                _drop_every_event,
+            ],
+            cache_logger_on_first_use=True,
+        )
+
+
+MODES = ("quiet", "logged")
+
+Workload = Callable[[str, Sizes], list[Row]]
+WORKLOADS: tuple[Workload, ...] = (bench_w1, bench_w2, bench_w3, bench_w4)
+
+
+def machine_line(sizes: Sizes, quick: bool) -> str:
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
+    versions = " · ".join(
+        f"{name} {importlib.metadata.version(name)}"
+        for name in ("pykka", "pydantic", "structlog", "msgpack")
+    )
+    return (
+        f"callboard bench{' --quick' if quick else ''} · {os.cpu_count()} cores "
+        f"({affinity} usable) · {platform.python_implementation()} "
+        f"{platform.python_version()} · {versions} · {platform.system()} "
+        f"{platform.machine()} · per round: starts={sizes.starts} (idle {sizes.idle_starts}) "
+        f"runs={sizes.runs} sleepers={sizes.sleepers} "
+        f"queries={sizes.queries}x{sizes.query_rounds} · rounds={sizes.rounds}"
+    )
+
+
+def profile_start_async(sizes: Sizes) -> None:
+    """Print where ``start_async`` spends its time, by cProfile (caller's thread only)."""
+    import cProfile
+    import pstats
+
+    configure_logging("quiet")
+    with fresh_runtime() as runtime:
+        workflow = runtime.register(noop_workflow())
+        start_and_wait(workflow, sizes.warmup)
+        runs = [workflow.create_run() for _ in range(sizes.starts)]
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for run in runs:
+            run.start_async(input_data=PAYLOAD)
+        profiler.disable()
+        for run in runs:
+            run.wait()
+    print(f"\ncProfile of {sizes.starts} start_async calls (quiet), by own time:")
+    pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(20)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="smaller N: a smoke run")
+    parser.add_argument("--profile", action="store_true", help="also cProfile start_async")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    began = time.perf_counter_ns()
+    print(machine_line(sizes, args.quick))
+    print(
+        "modes: quiet = structlog unconfigured (callboard drops its events before building "
+        "them); logged = structlog configured, every event built and processed, then dropped",
+        flush=True,
+    )
+    rows: list[Row] = []
+    try:
+        for workload in WORKLOADS:
+            for mode in MODES:
+                configure_logging(mode)
+                rows.extend(workload(mode, sizes))
+    finally:
+        structlog.reset_defaults()
+    print()
+    print_table(rows)
+    missed = [r for r in rows if r.met is False]
+    print(
+        f"\naim met in {sum(r.met is True for r in rows)} rows, missed in {len(missed)}; "
+        f"ratio = callboard / floor (for runs/s and steps/s higher is better); "
+        f"took {(time.perf_counter_ns() - began) / NS_PER_S:.1f} s"
+    )
+    if args.profile:
+        profile_start_async(sizes)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
