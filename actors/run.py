@@ -194,4 +194,6 @@ class RunActor(DispatchedActor):
             updated_at=now,
             trace_id=snapshot["trace_id"],
         )
-        self._registry.tell(SnapshotTaken(record=record, terminal=terminal))
+        # A dead registry must not take the run down with it; the runtime
+        # records unfinished runs as failed when it stops.
+        tell_safely(self._registry, SnapshotTaken(record=record, terminal=terminal))

@@ -321,10 +321,18 @@ class StepActor(pykka.ThreadingActor):
         started: float,
         awaitable: Any,
     ) -> None:
-        async def body() -> Any:
-            return await awaitable
+        async def body() -> tuple[bool, Any]:
+            # A BaseException (SystemExit, KeyboardInterrupt) must not escape
+            # into the event loop: it would end the loop's thread, and with it
+            # every async step of every run. Cancellation still propagates.
+            try:
+                return True, await awaitable
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                return False, exc
 
-        def done(future: concurrent.futures.Future[Any]) -> None:
+        def done(future: concurrent.futures.Future[tuple[bool, Any]]) -> None:
             try:
                 if future.cancelled():
                     raise RuntimeStoppedError(
@@ -332,10 +340,10 @@ class StepActor(pykka.ThreadingActor):
                         run_id=message.run_id,
                         step_id=message.step.id,
                     )
-                error = future.exception()
-                if error is not None:
-                    raise error
-                finished = _outcome(message, ctx, future.result(), started)
+                ok, value = future.result()
+                if not ok:
+                    raise value
+                finished = _outcome(message, ctx, value, started)
             except BaseException as exc:
                 finished = _failure(message, exc, started)
             _report(message, span, finished)
@@ -343,6 +351,8 @@ class StepActor(pykka.ThreadingActor):
         try:
             self._pool.loop.submit(body()).add_done_callback(done)
         except RuntimeStoppedError as exc:
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()  # it will never run: do not leave it unawaited
             _report(message, span, _failure(message, exc, started))
 
 
@@ -385,8 +395,7 @@ def _outcome(
             step_id=step.id,
         ) from exc
     output = _dump(model, message)
-    check_output = f"step {step.id!r} output"
-    _check(output, check_output, message)
+    _check(output, f"step {step.id!r} output", message, str_keys_known=True)
     result = None
     if message.final_schema is not None:
         result = _final(output, message.final_schema, message)
@@ -424,9 +433,9 @@ def _dump(model: BaseModel, message: ExecuteStep) -> Any:
         ) from exc
 
 
-def _check(value: Any, path: str, message: ExecuteStep) -> None:
+def _check(value: Any, path: str, message: ExecuteStep, *, str_keys_known: bool = False) -> None:
     try:
-        check_encodable(value, path)
+        check_encodable(value, path, str_keys_known=str_keys_known)
     except SnapshotEncodingError as exc:
         exc.run_id, exc.step_id = message.run_id, message.step.id
         raise

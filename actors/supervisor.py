@@ -58,7 +58,7 @@ class Supervisor(DispatchedActor):
         elif isinstance(message, RunEnded):
             self._ended(message.run_id)
         elif isinstance(message, RunCrashed):
-            self._registry.tell(RecordFailure(run_id=message.run_id, error=message.error))
+            tell_safely(self._registry, RecordFailure(run_id=message.run_id, error=message.error))
             self._ended(message.run_id)
         elif isinstance(message, NotifyWhenIdle):
             self._idle_events.append(message.event)
@@ -92,11 +92,13 @@ class Supervisor(DispatchedActor):
 
     def _abort(self, error: dict[str, Any]) -> None:
         for waiting in self._waiting:
-            self._registry.tell(RecordFailure(run_id=waiting.snapshot["run_id"], error=error))
+            tell_safely(
+                self._registry, RecordFailure(run_id=waiting.snapshot["run_id"], error=error)
+            )
         self._waiting.clear()
         for run_id, ref in list(self._runs.items()):
             if not tell_safely(ref, AbortRun(error=error)):
-                self._registry.tell(RecordFailure(run_id=run_id, error=error))
+                tell_safely(self._registry, RecordFailure(run_id=run_id, error=error))
                 self._runs.pop(run_id, None)
         self._notify_if_idle()
 

@@ -17,7 +17,7 @@ from runtime.errors import (
 )
 from runtime.model import ErrorInfo
 from runtime.plan import ExecutionPlan
-from runtime.snapshot import Snapshot, encode
+from runtime.snapshot import Snapshot, decode, encode
 from runtime.store import MemoryStore, SnapshotRecord, SnapshotStore
 from runtime.tracing import emit
 
@@ -37,6 +37,10 @@ def failed_record(snapshot: Snapshot, error: ErrorInfo) -> SnapshotRecord:
     snapshot["status"] = "failed"
     snapshot["error"] = error.model_dump()
     snapshot["seq"] += 1
+    for step in snapshot["steps"].values():
+        if step["status"] == "running":
+            step["status"] = "failed"
+            step["error"] = snapshot["error"]
     return SnapshotRecord(
         run_id=snapshot["run_id"],
         workflow_id=snapshot["workflow_id"],
@@ -47,6 +51,11 @@ def failed_record(snapshot: Snapshot, error: ErrorInfo) -> SnapshotRecord:
         updated_at=snapshot["updated_at"],
         trace_id=snapshot["trace_id"],
     )
+
+
+def _stopped_error() -> dict[str, Any]:
+    stopped = RuntimeStoppedError("the runtime stopped before the run ended")
+    return ErrorInfo.from_exception(stopped, with_traceback=False).model_dump()
 
 
 def _stop_actor(ref: pykka.ActorRef[Any]) -> None:
@@ -80,6 +89,8 @@ class _Machinery:
     def start_run(self, plan: ExecutionPlan, snapshot: Snapshot, record: SnapshotRecord) -> bool:
         from actors.messages import StartRun
 
+        if not self.registry.is_alive():
+            raise RuntimeStoppedError("the runtime's registry has stopped; no run can start")
         if not self.store.create(record):
             return False
         try:
@@ -103,25 +114,40 @@ class _Machinery:
         return event
 
     def shutdown(self, timeout: float | None) -> None:
+        try:
+            self._drain(timeout)
+        finally:
+            _stop_actor(self.supervisor)
+            self.pool.stop()
+            _stop_actor(self.registry)  # after the runs: it records their last snapshots first
+            self.loop.stop(DEFAULT_STOP_TIMEOUT)
+            self.dispatcher.stop(DEFAULT_STOP_TIMEOUT)
+            self._fail_unfinished()
+            self.store.close()
+
+    def _drain(self, timeout: float | None) -> None:
+        """Wait for the runs in progress; fail those still going after ``timeout``."""
         from actors.messages import AbortRuns, NotifyWhenIdle
 
-        idle = threading.Event()
-        self.supervisor.tell(NotifyWhenIdle(event=idle))
-        if not idle.wait(timeout):
-            error = ErrorInfo.from_exception(
-                RuntimeStoppedError("the runtime stopped before the run ended"),
-                with_traceback=False,
-            ).model_dump()
+        try:
+            idle = threading.Event()
+            self.supervisor.tell(NotifyWhenIdle(event=idle))
+            if idle.wait(timeout):
+                return
             aborted = threading.Event()
-            self.supervisor.tell(AbortRuns(error=error))
+            self.supervisor.tell(AbortRuns(error=_stopped_error()))
             self.supervisor.tell(NotifyWhenIdle(event=aborted))
             aborted.wait(DEFAULT_STOP_TIMEOUT)
-        _stop_actor(self.supervisor)
-        self.pool.stop()
-        _stop_actor(self.registry)  # after the runs: it records their last snapshots first
-        self.loop.stop(DEFAULT_STOP_TIMEOUT)
-        self.dispatcher.stop(DEFAULT_STOP_TIMEOUT)
-        self.store.close()
+        except pykka.ActorDeadError:
+            emit(logging.ERROR, "supervisor_found_dead_at_stop")
+
+    def _fail_unfinished(self) -> None:
+        # With every actor stopped, a run still pending or running would stay so
+        # for ever: only a broken machinery (a dead registry or supervisor)
+        # leaves one behind. Record it failed rather than lose it.
+        error = ErrorInfo.model_validate(_stopped_error())
+        for record in self.store.unfinished():
+            self.store.save((failed_record(decode(record.data), error),))
 
 
 class Runtime:

@@ -112,20 +112,28 @@ def decode(data: bytes) -> Snapshot:
     return result
 
 
-def check_encodable(value: Any, path: str) -> None:
-    """Check that ``value`` can go into a snapshot.
+def check_encodable(value: Any, path: str, *, str_keys_known: bool = False) -> None:
+    """Check that ``value`` can go into a snapshot and be read back.
+
+    Plain data means ``None``, ``bool``, ``int`` (64-bit), ``float``, ``str``,
+    ``bytes``, and lists and dicts of them, dict keys being strings.
 
     Args:
         value: The value to check.
         path: How to name the value in an error, such as ``"request_context"``.
+        str_keys_known: The caller knows every dict key is a string (pydantic's
+            JSON-mode dumps), so a quick trial encoding is enough.
 
     Raises:
         SnapshotEncodingError: naming the first offending key or index and its type.
     """
-    try:
-        _packb(value)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise _encoding_error(value, path) from exc
+    if str_keys_known:
+        try:
+            _packb(value)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise _encoding_error(value, path) from exc
+    elif find_unencodable(value, path) is not None:
+        raise _encoding_error(value, path)
 
 
 def find_unencodable(value: Any, path: str) -> tuple[str, str] | None:
@@ -142,8 +150,8 @@ def find_unencodable(value: Any, path: str) -> tuple[str, str] | None:
         return None
     if isinstance(value, dict):
         for key, item in value.items():
-            if not isinstance(key, str | int | bytes | float | bool) and key is not None:
-                return (f"{path} key {key!r}", type(key).__name__)
+            if not isinstance(key, str):
+                return (f"{path} key {key!r}", f"{type(key).__name__} (keys must be str)")
             found = find_unencodable(item, f"{path}[{key!r}]")
             if found:
                 return found

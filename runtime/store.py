@@ -13,6 +13,8 @@ from typing import NamedTuple, Protocol
 
 __all__ = ["MemoryStore", "SnapshotRecord", "SnapshotStore"]
 
+_UNFINISHED_STATUSES = frozenset({"pending", "running"})
+
 
 class SnapshotRecord(NamedTuple):
     """One stored snapshot: the encoded bytes and the fields queries filter on.
@@ -56,6 +58,10 @@ class SnapshotStore(Protocol):
         """The newest record of a run, or ``None``. Safe from any thread."""
         ...
 
+    def unfinished(self) -> list[SnapshotRecord]:
+        """The newest records of runs that are ``pending`` or ``running``."""
+        ...
+
     def close(self) -> None:
         """Release what the store holds."""
         ...
@@ -81,6 +87,13 @@ class MemoryStore:
 
     def load(self, run_id: str) -> SnapshotRecord | None:
         return self._records.get(run_id)
+
+    def unfinished(self) -> list[SnapshotRecord]:
+        return [
+            record
+            for record in list(self._records.values())
+            if record.status in _UNFINISHED_STATUSES
+        ]
 
     def close(self) -> None:
         """Nothing to release: the records stay readable."""

@@ -16,6 +16,7 @@ configuration.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from typing import Any
@@ -67,11 +68,15 @@ def emit(level: int, event: str, **fields: Any) -> None:
         logger.log(level, event, **fields)
 
 
-# Ids come from the `random` module, not os.urandom: they identify, they guard
-# nothing, and os.urandom releases the GIL, so under load every start_async
-# would wait up to a GIL switch interval (5 ms) to get it back. `random` is
-# thread-safe and reseeds itself in a forked child.
-_getrandbits = random.getrandbits
+# Ids come from a generator of our own, not os.urandom: they identify, they
+# guard nothing, and os.urandom releases the GIL, so under load every
+# start_async would wait up to a GIL switch interval (5 ms) to get it back.
+# Not the module-level `random` functions either: programs and test tools
+# (Hypothesis among them) seed those, and seeded ids would repeat. The
+# generator seeds itself from the OS, again in a forked child.
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)
+_getrandbits = _ids.getrandbits
 
 
 def new_trace_id() -> str:

@@ -1,0 +1,327 @@
+"""DispatchedActor and Dispatcher: full pykka actors that share a few threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pykka
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from actors._dispatch import THROUGHPUT, DispatchedActor, Dispatcher
+
+WAIT = 10.0
+
+
+def _threads_named(prefix: str) -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name.startswith(prefix)]
+
+
+@pytest.fixture(autouse=True)
+def _forget_instances() -> Iterator[None]:
+    yield
+    INSTANCES.clear()
+
+
+@pytest.fixture
+def dispatcher() -> Iterator[Dispatcher]:
+    """A dispatcher with several threads, so that an actor run twice at once would show."""
+    d = Dispatcher(threads=4, name="callboard-test-dispatch")
+    try:
+        yield d
+    finally:
+        d.stop(timeout=WAIT)
+    assert not _threads_named("callboard-test-dispatch")
+
+
+@pytest.fixture
+def started() -> Iterator[list[pykka.ActorRef[Any]]]:
+    """Refs to stop at the end of a test, whatever it did to them."""
+    refs: list[pykka.ActorRef[Any]] = []
+    yield refs
+    for ref in refs:
+        ref.stop(block=True, timeout=WAIT)
+
+
+INSTANCES: dict[str, Recorder] = {}
+"""Every Recorder by its URN, to look at an actor after it has stopped."""
+
+
+class Recorder(DispatchedActor):
+    """Records what it handles and checks that no two handlers ever overlap."""
+
+    def __init__(self, dispatcher: Dispatcher, *, gate: threading.Event | None = None) -> None:
+        super().__init__(dispatcher)
+        INSTANCES[self.actor_urn] = self
+        self.gate = gate
+        self.lock = threading.Lock()
+        self.in_handler = 0
+        self.max_in_handler = 0
+        self.handled: list[Any] = []
+        self.started_before_first_message: bool | None = None
+        self.on_start_thread: str | None = None
+        self.failures: list[type[BaseException] | None] = []
+        self.stop_events: list[str] = []
+        self._on_start_ran = False
+
+    def on_start(self) -> None:
+        self._on_start_ran = True
+        self.on_start_thread = threading.current_thread().name
+
+    def on_stop(self) -> None:
+        self.stop_events.append("on_stop")
+
+    def on_failure(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        self.failures.append(exc_type)
+
+    def on_receive(self, message: Any) -> Any:
+        with self.lock:
+            self.in_handler += 1
+            self.max_in_handler = max(self.max_in_handler, self.in_handler)
+        try:
+            if self.started_before_first_message is None:
+                self.started_before_first_message = self._on_start_ran
+            kind = message[0]
+            if kind == "block":
+                assert self.gate is not None
+                self.gate.wait(WAIT)
+            elif kind == "boom":
+                raise ValueError(f"boom {message[1]}")
+            elif kind == "echo":
+                return ("reply", message[1])
+            elif kind == "report":
+                return {
+                    "handled": list(self.handled),
+                    "max_in_handler": self.max_in_handler,
+                    "started_before_first_message": self.started_before_first_message,
+                    "on_start_thread": self.on_start_thread,
+                }
+            # Let another dispatcher thread run: it would enter this actor if it could.
+            time.sleep(0)
+            self.handled.append(message)
+            return None
+        finally:
+            with self.lock:
+                self.in_handler -= 1
+
+
+def test_messages_from_many_threads_are_handled_one_at_a_time_in_each_senders_order(
+    dispatcher: Dispatcher, started: list[pykka.ActorRef[Any]]
+) -> None:
+    ref = Recorder.start(dispatcher)
+    started.append(ref)
+    senders, per_sender = 8, 400
+    go = threading.Barrier(senders)
+
+    def send(sender: int) -> None:
+        go.wait()
+        for index in range(per_sender):
+            ref.tell(("msg", sender, index))
+
+    threads = [threading.Thread(target=send, args=(sender,)) for sender in range(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    report = ref.ask(("report",), timeout=WAIT)
+
+    assert report["max_in_handler"] == 1
+    assert len(report["handled"]) == senders * per_sender
+    for sender in range(senders):
+        indexes = [index for _, who, index in report["handled"] if who == sender]
+        assert indexes == list(range(per_sender))
+
+
+def test_ask_returns_the_handlers_reply(
+    dispatcher: Dispatcher, started: list[pykka.ActorRef[Any]]
+) -> None:
+    ref = Recorder.start(dispatcher)
+    started.append(ref)
+
+    assert ref.ask(("echo", 42), timeout=WAIT) == ("reply", 42)
+    future = ref.ask(("echo", "later"), block=False)
+    assert future.get(timeout=WAIT) == ("reply", "later")
+
+
+def test_an_exception_in_an_ask_handler_goes_back_to_the_asker_and_the_actor_lives_on(
+    dispatcher: Dispatcher, started: list[pykka.ActorRef[Any]]
+) -> None:
+    ref = Recorder.start(dispatcher)
+    started.append(ref)
+
+    with pytest.raises(ValueError, match="boom 1"):
+        ref.ask(("boom", 1), timeout=WAIT)
+
+    assert ref.is_alive()
+    assert ref.ask(("echo", "still here"), timeout=WAIT) == ("reply", "still here")
+    assert ref.proxy().failures.get(timeout=WAIT) == []
+
+
+def test_an_exception_in_a_tell_handler_calls_on_failure_and_stops_the_actor(
+    dispatcher: Dispatcher, started: list[pykka.ActorRef[Any]]
+) -> None:
+    gate = threading.Event()
+    ref = Recorder.start(dispatcher, gate=gate)
+    actor = INSTANCES[ref.actor_urn]
+    started.append(ref)
+
+    with capture_logs() as logs:
+        ref.tell(("block",))  # hold the actor so that the next messages queue up behind it
+        ref.tell(("boom", 2))
+        pending = ref.ask(("echo", "queued after the failure"), block=False)
+        gate.set()
+        with pytest.raises(pykka.ActorDeadError):
+            pending.get(timeout=WAIT)
+    structlog.reset_defaults()
+
+    assert [(e["event"], e["log_level"]) for e in logs] == [("actor_crashed", "error")]
+    assert actor.actor_stopped.wait(WAIT)
+    assert actor.failures == [ValueError]
+    assert actor.stop_events == []  # on_failure, not on_stop
+    assert not ref.is_alive()
+    with pytest.raises(pykka.ActorDeadError):
+        ref.tell(("msg", 0, 0))
+    assert pykka.ActorRegistry.get_by_urn(ref.actor_urn) is None
+
+
+def test_stop_runs_on_stop_and_refuses_later_messages(
+    dispatcher: Dispatcher, started: list[pykka.ActorRef[Any]]
+) -> None:
+    ref = Recorder.start(dispatcher)
+    actor = INSTANCES[ref.actor_urn]
+
+    assert ref.stop(timeout=WAIT) is True
+
+    assert actor.stop_events == ["on_stop"]
+    assert not ref.is_alive()
+    with pytest.raises(pykka.ActorDeadError):
+        ref.tell(("msg", 0, 0))
+    with pytest.raises(pykka.ActorDeadError):
+        ref.ask(("echo", 1), timeout=WAIT)
+
+
+def test_messages_sent_before_stop_are_handled_and_those_queued_after_it_get_actor_dead(
+    dispatcher: Dispatcher,
+) -> None:
+    gate = threading.Event()
+    ref = Recorder.start(dispatcher, gate=gate)
+    ref.tell(("block",))
+    before = ref.ask(("echo", "before"), block=False)
+    stopping = ref.stop(block=False)
+    gate.set()
+
+    assert before.get(timeout=WAIT) == ("reply", "before")
+    assert stopping.get(timeout=WAIT) is True
+    with pytest.raises(pykka.ActorDeadError):
+        ref.ask(("echo", "after"), timeout=WAIT)
+
+
+def test_on_start_runs_on_a_dispatcher_thread_before_the_first_message(
+    dispatcher: Dispatcher, started: list[pykka.ActorRef[Any]]
+) -> None:
+    ref = Recorder.start(dispatcher)
+    started.append(ref)
+    ref.tell(("msg", 0, 0))
+
+    report = ref.ask(("report",), timeout=WAIT)
+
+    assert report["started_before_first_message"] is True
+    assert report["on_start_thread"].startswith("callboard-test-dispatch")
+
+
+def _stop_all(refs: list[pykka.ActorRef[Any]]) -> None:
+    for future in [ref.stop(block=False) for ref in refs]:
+        future.get(timeout=WAIT)
+
+
+def test_many_actors_on_one_thread_all_make_progress() -> None:
+    single = Dispatcher(threads=1, name="callboard-test-single")
+    refs: list[pykka.ActorRef[Any]] = []
+    try:
+        refs = [Recorder.start(single) for _ in range(500)]
+        futures = [ref.ask(("echo", index), block=False) for index, ref in enumerate(refs)]
+        assert [future.get(timeout=WAIT) for future in futures] == [
+            ("reply", index) for index in range(500)
+        ]
+    finally:
+        _stop_all(refs)
+        single.stop(timeout=WAIT)
+
+
+class Journal(DispatchedActor):
+    """Appends its name to a shared journal for every message; "block" waits on a gate."""
+
+    def __init__(
+        self, dispatcher: Dispatcher, name: str, journal: list[str], gate: threading.Event
+    ) -> None:
+        super().__init__(dispatcher)
+        self.name = name
+        self.journal = journal
+        self.gate = gate
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "block":
+            self.gate.wait(WAIT)
+        self.journal.append(self.name)
+        return None
+
+
+def test_a_busy_actor_yields_the_thread_to_others_after_a_batch() -> None:
+    single = Dispatcher(threads=1, name="callboard-test-single")
+    journal: list[str] = []
+    gate = threading.Event()
+    refs: list[pykka.ActorRef[Any]] = []
+    try:
+        blocker, busy, quiet = refs = [
+            Journal.start(single, name, journal, gate) for name in ("blocker", "busy", "quiet")
+        ]
+        for ref in refs:
+            ref.ask("started", timeout=WAIT)  # every on_start is done: the queue is empty
+        journal.clear()
+        blocker.tell("block")  # hold the only thread while the mail piles up
+        for _ in range(THROUGHPUT * 10):
+            busy.tell("work")
+        quiet.tell("work")
+        gate.set()
+        busy.ask("work", timeout=WAIT)
+        quiet.ask("work", timeout=WAIT)
+
+        first_quiet = journal.index("quiet")
+        assert journal[:first_quiet].count("busy") == THROUGHPUT
+    finally:
+        gate.set()
+        _stop_all(refs)
+        single.stop(timeout=WAIT)
+
+
+def test_dispatcher_stop_ends_its_threads() -> None:
+    d = Dispatcher(threads=3, name="callboard-test-ending")
+    threads = _threads_named("callboard-test-ending")
+    assert len(threads) == 3
+
+    d.stop(timeout=WAIT)
+
+    assert not any(thread.is_alive() for thread in threads)
+
+
+def test_dispatcher_stop_lets_queued_work_finish_first() -> None:
+    d = Dispatcher(threads=1, name="callboard-test-draining")
+    gate = threading.Event()
+    ref = Recorder.start(d, gate=gate)
+    try:
+        ref.tell(("block",))
+        reply = ref.ask(("echo", "queued"), block=False)
+        stopper = threading.Thread(target=d.stop, kwargs={"timeout": WAIT})
+        stopper.start()
+        gate.set()
+        stopper.join(WAIT)
+
+        assert not stopper.is_alive()
+        assert reply.get(timeout=0) == ("reply", "queued")
+    finally:
+        gate.set()
+        INSTANCES.pop(ref.actor_urn)._stop()  # its dispatcher is gone: nobody else can stop it

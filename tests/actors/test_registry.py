@@ -1,0 +1,277 @@
+"""RegistryActor: newest snapshot per run, in order, final once terminal, waiters woken."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pykka
+import pytest
+
+from actors.messages import RecordFailure, SnapshotTaken, WatchRun
+from actors.registry import RegistryActor
+from runtime.snapshot import Snapshot, decode, encode
+from runtime.store import MemoryStore, SnapshotRecord
+
+WAIT = 10.0
+TERMINAL = {"success", "failed"}
+
+
+def snapshot(run_id: str, seq: int, status: str, **changes: Any) -> Snapshot:
+    now = time.time()
+    data: Snapshot = {
+        "run_id": run_id,
+        "workflow_id": "wf",
+        "seq": seq,
+        "status": status,
+        "input": {"value": "in"},
+        "result": None,
+        "error": None,
+        "steps": {},
+        "next_step": 0,
+        "state": None,
+        "request_context": {},
+        "include_state": False,
+        "trace_id": "ab" * 16,
+        "span_id": "cd" * 8,
+        "metadata": {},
+        "created_at": now,
+        "updated_at": now,
+    }
+    data.update(changes)  # type: ignore[typeddict-item]
+    return data
+
+
+def record(run_id: str, seq: int, status: str, **changes: Any) -> SnapshotRecord:
+    data = snapshot(run_id, seq, status, **changes)
+    return SnapshotRecord(
+        run_id=run_id,
+        workflow_id=data["workflow_id"],
+        seq=seq,
+        status=status,
+        data=encode(data),
+        created_at=data["created_at"],
+        updated_at=data["updated_at"],
+        trace_id=data["trace_id"],
+    )
+
+
+@pytest.fixture
+def store() -> MemoryStore:
+    return MemoryStore()
+
+
+@pytest.fixture
+def registry(store: MemoryStore) -> Iterator[pykka.ActorRef[Any]]:
+    ref = RegistryActor.start(store)
+    yield ref
+    ref.stop(timeout=WAIT)
+
+
+def take(registry: pykka.ActorRef[Any], rec: SnapshotRecord) -> None:
+    """Hand the registry a snapshot and wait until it has handled it."""
+    registry.ask(SnapshotTaken(record=rec, terminal=rec.status in TERMINAL), timeout=WAIT)
+
+
+def watch(registry: pykka.ActorRef[Any], run_id: str) -> threading.Event:
+    event = threading.Event()
+    registry.ask(WatchRun(run_id=run_id, event=event), timeout=WAIT)
+    return event
+
+
+def test_a_newer_snapshot_replaces_the_stored_one(
+    registry: pykka.ActorRef[Any], store: MemoryStore
+) -> None:
+    store.create(record("r", 0, "pending"))
+    newer = record("r", 1, "running")
+
+    take(registry, newer)
+
+    assert store.load("r") is newer
+
+
+@pytest.mark.parametrize("late_seq", [1, 2], ids=["older", "equal"])
+def test_an_older_or_equal_snapshot_never_replaces_a_newer_one(
+    registry: pykka.ActorRef[Any], store: MemoryStore, late_seq: int
+) -> None:
+    store.create(record("r", 0, "pending"))
+    newer = record("r", 2, "running", next_step=1)
+    take(registry, newer)
+
+    take(registry, record("r", late_seq, "running", next_step=0))
+
+    assert store.load("r") is newer
+
+
+@pytest.mark.parametrize(
+    ("terminal", "late"), [("success", "running"), ("success", "failed"), ("failed", "success")]
+)
+def test_nothing_replaces_a_terminal_snapshot(
+    registry: pykka.ActorRef[Any], store: MemoryStore, terminal: str, late: str
+) -> None:
+    store.create(record("r", 0, "pending"))
+    final = record("r", 3, terminal)
+    take(registry, final)
+
+    take(registry, record("r", 4, late))
+    take(registry, record("r", 99, "pending"))
+
+    assert store.load("r") is final
+
+
+def test_watching_a_terminal_run_sets_the_event_at_once(
+    registry: pykka.ActorRef[Any], store: MemoryStore
+) -> None:
+    store.create(record("r", 0, "pending"))
+    take(registry, record("r", 1, "success"))
+
+    assert watch(registry, "r").is_set()
+
+
+def test_watching_an_unknown_run_sets_the_event_at_once(registry: pykka.ActorRef[Any]) -> None:
+    assert watch(registry, "never-started").is_set()
+
+
+def test_watching_a_running_run_sets_the_event_only_once_it_is_terminal(
+    registry: pykka.ActorRef[Any], store: MemoryStore
+) -> None:
+    store.create(record("r", 0, "pending"))
+    store.create(record("other-run", 0, "pending"))
+    first, second = watch(registry, "r"), watch(registry, "r")
+    other = watch(registry, "other-run")
+
+    take(registry, record("r", 1, "running"))
+    assert not first.is_set()
+    assert not second.is_set()
+
+    take(registry, record("r", 2, "success"))
+    assert first.is_set()
+    assert second.is_set()
+    assert not other.is_set()
+
+
+def test_an_ignored_terminal_snapshot_does_not_wake_waiters(
+    registry: pykka.ActorRef[Any], store: MemoryStore
+) -> None:
+    store.create(record("r", 0, "pending"))
+    take(registry, record("r", 5, "running"))
+    waiter = watch(registry, "r")
+
+    take(registry, record("r", 3, "success"))  # stale: seq 3 < 5
+
+    assert not waiter.is_set()
+    assert store.load("r").status == "running"  # type: ignore[union-attr]
+
+
+def test_record_failure_fails_a_running_run_and_its_running_step(
+    registry: pykka.ActorRef[Any], store: MemoryStore
+) -> None:
+    store.create(record("r", 0, "pending"))
+    step = {
+        "status": "running",
+        "payload": {"value": "in"},
+        "output": None,
+        "error": None,
+        "started_at": time.time(),
+        "ended_at": None,
+    }
+    done = {**step, "status": "success", "output": {"value": "out"}, "ended_at": time.time()}
+    take(registry, record("r", 4, "running", steps={"first": done, "second": step}))
+    waiter = watch(registry, "r")
+    error = {"name": "RunCrashedError", "message": "the run actor failed", "details": {}}
+
+    registry.ask(RecordFailure(run_id="r", error=error), timeout=WAIT)
+
+    stored = store.load("r")
+    assert stored is not None
+    assert (stored.status, stored.seq) == ("failed", 5)
+    data = decode(stored.data)
+    assert (data["status"], data["seq"], data["error"], data["result"]) == (
+        "failed",
+        5,
+        error,
+        None,
+    )
+    assert data["steps"]["first"] == done
+    assert data["steps"]["second"]["status"] == "failed"
+    assert data["steps"]["second"]["error"] == error
+    assert data["steps"]["second"]["ended_at"] is not None
+    assert waiter.is_set()
+
+
+def test_record_failure_fails_a_pending_run(
+    registry: pykka.ActorRef[Any], store: MemoryStore
+) -> None:
+    store.create(record("r", 0, "pending"))
+    error = {"name": "RuntimeStoppedError", "message": "stopped", "details": {}}
+
+    registry.ask(RecordFailure(run_id="r", error=error), timeout=WAIT)
+
+    stored = store.load("r")
+    assert stored is not None
+    assert (stored.status, stored.seq) == ("failed", 1)
+
+
+@pytest.mark.parametrize("status", ["success", "failed"])
+def test_record_failure_is_ignored_for_a_terminal_run(
+    registry: pykka.ActorRef[Any], store: MemoryStore, status: str
+) -> None:
+    store.create(record("r", 0, "pending"))
+    final = record("r", 2, status)
+    take(registry, final)
+
+    registry.ask(
+        RecordFailure(run_id="r", error={"name": "X", "message": "x", "details": {}}),
+        timeout=WAIT,
+    )
+
+    assert store.load("r") is final
+
+
+def test_record_failure_for_an_unknown_run_records_nothing(
+    registry: pykka.ActorRef[Any], store: MemoryStore
+) -> None:
+    registry.ask(
+        RecordFailure(run_id="nobody", error={"name": "X", "message": "x", "details": {}}),
+        timeout=WAIT,
+    )
+
+    assert store.load("nobody") is None
+    assert len(store) == 0
+
+
+def test_stopping_the_registry_wakes_every_waiter(store: MemoryStore) -> None:
+    registry = RegistryActor.start(store)
+    for run_id in ("a", "b"):
+        store.create(record(run_id, 0, "pending"))
+    waiters = [watch(registry, "a"), watch(registry, "a"), watch(registry, "b")]
+    assert not any(event.is_set() for event in waiters)
+
+    registry.stop(timeout=WAIT)
+
+    assert all(event.is_set() for event in waiters)
+
+
+def test_snapshots_from_many_threads_leave_the_highest_seq(
+    registry: pykka.ActorRef[Any], store: MemoryStore
+) -> None:
+    store.create(record("r", 0, "pending"))
+    seqs = list(range(1, 201))
+    records = {seq: record("r", seq, "running", next_step=seq) for seq in seqs}
+    go = threading.Barrier(4)
+
+    def send(part: list[int]) -> None:
+        go.wait()
+        for seq in part:
+            registry.tell(SnapshotTaken(record=records[seq], terminal=False))
+
+    threads = [threading.Thread(target=send, args=(seqs[index::4][::-1],)) for index in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    watch(registry, "r")  # a round trip: everything told before it has been handled
+
+    assert store.load("r") is records[200]

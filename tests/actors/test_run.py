@@ -1,0 +1,245 @@
+"""RunActor: walks the plan by messages, tells the registry every transition, in order."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pykka
+import pytest
+from pydantic import BaseModel
+
+from actors.messages import NotifyWhenIdle
+from actors.registry import RegistryActor
+from actors.run import RunActor
+from runtime import Runtime, create_step, create_workflow
+from runtime.snapshot import decode
+from runtime.store import MemoryStore, SnapshotRecord
+
+WAIT = 10.0
+RANK = {"pending": 0, "running": 1, "success": 2, "failed": 2}
+
+
+class Value(BaseModel):
+    value: str
+
+
+class RecordingStore(MemoryStore):
+    """A MemoryStore that remembers every record it was given, per run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history: dict[str, list[SnapshotRecord]] = defaultdict(list)
+        self._history_lock = threading.Lock()
+
+    def create(self, record: SnapshotRecord) -> bool:
+        created = super().create(record)
+        if created:
+            with self._history_lock:
+                self.history[record.run_id].append(record)
+        return created
+
+    def save(self, records: Sequence[SnapshotRecord]) -> None:
+        with self._history_lock:
+            for record in records:
+                self.history[record.run_id].append(record)
+        super().save(records)
+
+
+def _callboard_threads() -> list[threading.Thread]:
+    prefixes = ("callboard-", "StepActor-", "RegistryActor-")
+    return [t for t in threading.enumerate() if t.name.startswith(prefixes)]
+
+
+@pytest.fixture
+def store() -> RecordingStore:
+    return RecordingStore()
+
+
+@pytest.fixture
+def rt(store: RecordingStore) -> Iterator[Runtime]:
+    runtime = Runtime()
+    runtime._store = store  # before start(): the machinery is built on it
+    runtime.start()
+    try:
+        yield runtime
+    finally:
+        runtime.stop(timeout=5)
+    deadline = time.monotonic() + 5
+    while _callboard_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _callboard_threads()
+
+
+@pytest.fixture
+def received(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[SnapshotRecord]]:
+    """Every snapshot the registry is handed, kept or not, per run."""
+    seen: dict[str, list[SnapshotRecord]] = defaultdict(list)
+    original = RegistryActor._record
+
+    def recording(self: RegistryActor, record: SnapshotRecord, *, terminal: bool) -> None:
+        seen[record.run_id].append(record)
+        original(self, record, terminal=terminal)
+
+    monkeypatch.setattr(RegistryActor, "_record", recording)
+    return seen
+
+
+def _upper(ctx: Any) -> Value:
+    return Value(value=ctx.input_data.value.upper())
+
+
+def _exclaim(ctx: Any) -> Value:
+    if ctx.input_data.value == "FAIL":
+        raise RuntimeError("asked to fail")
+    return Value(value=ctx.input_data.value + "!")
+
+
+def _workflow(workflow_id: str = "two-steps") -> Any:
+    first = create_step(id="first", input_schema=Value, output_schema=Value, execute=_upper)
+    second = create_step(id="second", input_schema=Value, output_schema=Value, execute=_exclaim)
+    return (
+        create_workflow(id=workflow_id, input_schema=Value, output_schema=Value)
+        .then(first)
+        .then(second)
+        .commit()
+    )
+
+
+def _assert_forward_only(records: list[SnapshotRecord]) -> None:
+    seqs = [record.seq for record in records]
+    assert seqs == sorted(set(seqs)), f"seq not strictly increasing: {seqs}"
+    ranks = [RANK[record.status] for record in records]
+    assert ranks == sorted(ranks), f"status went back: {[r.status for r in records]}"
+    assert sum(record.status in ("success", "failed") for record in records) == 1
+    for record in records:
+        data = decode(record.data)
+        assert (data["seq"], data["status"]) == (record.seq, record.status)
+
+
+def _wait_idle(rt: Runtime) -> None:
+    idle = threading.Event()
+    assert rt._machinery is not None
+    rt._machinery.supervisor.tell(NotifyWhenIdle(event=idle))
+    assert idle.wait(WAIT)
+
+
+def test_a_successful_run_goes_pending_running_success_with_increasing_seq(
+    rt: Runtime,
+    store: RecordingStore,
+    received: dict[str, list[SnapshotRecord]],
+) -> None:
+    wf = rt.register(_workflow())
+
+    result = wf.create_run().start(input_data={"value": "go"}, timeout=WAIT)
+
+    assert result.status == "success"
+    assert result.result == {"value": "GO!"}
+    stored = store.history[result.run_id]
+    assert [record.status for record in stored] == ["pending", "running", "running", "success"]
+    _assert_forward_only(stored)
+    # The run actor itself never sends anything that would go back.
+    assert [record.status for record in received[result.run_id]] == [
+        "running",
+        "running",
+        "success",
+    ]
+    _assert_forward_only(received[result.run_id])
+
+
+def test_a_failing_run_goes_pending_running_failed(
+    rt: Runtime, store: RecordingStore, received: dict[str, list[SnapshotRecord]]
+) -> None:
+    wf = rt.register(_workflow())
+
+    result = wf.create_run().start(input_data={"value": "fail"}, timeout=WAIT)
+
+    assert result.status == "failed"
+    assert [record.status for record in store.history[result.run_id]] == [
+        "pending",
+        "running",
+        "running",
+        "failed",
+    ]
+    _assert_forward_only(store.history[result.run_id])
+    _assert_forward_only(received[result.run_id])
+
+
+def test_many_concurrent_runs_each_only_go_forward(
+    rt: Runtime, store: RecordingStore, received: dict[str, list[SnapshotRecord]]
+) -> None:
+    wf = rt.register(_workflow())
+    runs = [wf.create_run() for _ in range(100)]
+    for index, run in enumerate(runs):
+        run.start_async(input_data={"value": "fail" if index % 10 == 0 else f"v{index}"})
+
+    results = [run.wait(WAIT) for run in runs]
+
+    assert [r.status for r in results].count("failed") == 10
+    for result in results:
+        _assert_forward_only(store.history[result.run_id])
+        _assert_forward_only(received[result.run_id])
+        assert store.history[result.run_id][-1].status == result.status
+
+
+def test_a_run_actor_stops_when_its_run_ends(rt: Runtime) -> None:
+    wf = rt.register(_workflow())
+
+    for value in ("ok", "fail"):
+        wf.create_run().start(input_data={"value": value}, timeout=WAIT)
+    _wait_idle(rt)
+
+    assert pykka.ActorRegistry.get_by_class(RunActor) == []
+
+
+def test_a_run_actor_stays_responsive_while_its_step_blocks(rt: Runtime) -> None:
+    release = threading.Event()
+    entered = threading.Event()
+
+    def slow(ctx: Any) -> Value:
+        entered.set()
+        release.wait(WAIT)
+        return ctx.input_data
+
+    blocking = (
+        create_workflow(id="blocking", input_schema=Value, output_schema=Value)
+        .then(create_step(id="slow", input_schema=Value, output_schema=Value, execute=slow))
+        .commit()
+    )
+    blocked_wf = rt.register(blocking)
+    quick_wf = rt.register(_workflow())
+    try:
+        blocked = blocked_wf.create_run()
+        blocked.start_async(input_data={"value": "x"})
+        assert entered.wait(WAIT)
+
+        # All run actors share one dispatcher thread: had the blocked run's actor
+        # waited on its step with a blocking ask, no other run could move.
+        quick = quick_wf.create_run().start(input_data={"value": "q"}, timeout=WAIT)
+        assert quick.status == "success"
+        current = blocked_wf.get_workflow_run_execution_result(blocked.run_id)
+        assert current is not None
+        assert current.status == "running"
+        assert current.steps["slow"].status == "running"
+    finally:
+        release.set()
+    assert blocked.wait(WAIT).status == "success"
+
+
+def test_each_step_receives_the_previous_steps_output_and_is_recorded(rt: Runtime) -> None:
+    wf = rt.register(_workflow())
+
+    result = wf.create_run().start(input_data={"value": "abc"}, timeout=WAIT)
+
+    assert list(result.steps) == ["first", "second"]
+    assert result.steps["first"].payload == {"value": "abc"}
+    assert result.steps["first"].output == {"value": "ABC"}
+    assert result.steps["second"].payload == {"value": "ABC"}
+    assert result.steps["second"].output == {"value": "ABC!"}
+    for step in result.steps.values():
+        assert step.status == "success"
+        assert step.started_at is not None and step.ended_at is not None
+        assert step.started_at <= step.ended_at

@@ -1,0 +1,214 @@
+"""Supervisor: a crashed run actor becomes a failed run; the runtime goes on serving."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+import structlog
+from pydantic import BaseModel
+from structlog.testing import capture_logs
+
+from actors.messages import StepFinished
+from actors.run import RunActor
+from runtime import Runtime, create_step, create_workflow
+from runtime.store import MemoryStore, SnapshotRecord
+
+WAIT = 10.0
+CRASHING = "crash-me"
+
+
+class Value(BaseModel):
+    value: str
+
+
+class RecordingStore(MemoryStore):
+    """A MemoryStore that remembers every status it was given, per run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history: dict[str, list[tuple[int, str]]] = defaultdict(list)
+        self._history_lock = threading.Lock()
+
+    def create(self, record: SnapshotRecord) -> bool:
+        created = super().create(record)
+        if created:
+            with self._history_lock:
+                self.history[record.run_id].append((record.seq, record.status))
+        return created
+
+    def save(self, records: Sequence[SnapshotRecord]) -> None:
+        with self._history_lock:
+            for record in records:
+                self.history[record.run_id].append((record.seq, record.status))
+        super().save(records)
+
+
+def _callboard_threads() -> list[threading.Thread]:
+    prefixes = ("callboard-", "StepActor-", "RegistryActor-")
+    return [t for t in threading.enumerate() if t.name.startswith(prefixes)]
+
+
+@pytest.fixture
+def store() -> RecordingStore:
+    return RecordingStore()
+
+
+@pytest.fixture
+def rt(store: RecordingStore) -> Iterator[Runtime]:
+    runtime = Runtime()
+    runtime._store = store  # before start(): the machinery is built on it
+    runtime.start()
+    try:
+        yield runtime
+    finally:
+        runtime.stop(timeout=5)
+        structlog.reset_defaults()
+    deadline = time.monotonic() + 5
+    while _callboard_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _callboard_threads()
+
+
+def _crash_in(monkeypatch: pytest.MonkeyPatch, method: str) -> None:
+    """Make one RunActor method raise, only for the run with id CRASHING."""
+    original = getattr(RunActor, method)
+
+    def crashing(self: RunActor, *args: Any, **kwargs: Any) -> Any:
+        if self._snapshot["run_id"] == CRASHING:
+            raise RuntimeError(f"bug in {method}")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(RunActor, method, crashing)
+
+
+def _workflow() -> Any:
+    def upper(ctx: Any) -> Value:
+        return Value(value=ctx.input_data.value.upper())
+
+    def exclaim(ctx: Any) -> Value:
+        return Value(value=ctx.input_data.value + "!")
+
+    return (
+        create_workflow(id="supervised", input_schema=Value, output_schema=Value)
+        .then(create_step(id="first", input_schema=Value, output_schema=Value, execute=upper))
+        .then(create_step(id="second", input_schema=Value, output_schema=Value, execute=exclaim))
+        .commit()
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "statuses"),
+    [
+        ("_step_finished", ["pending", "running", "failed"]),
+        ("_dispatch", ["pending", "failed"]),  # fails in on_start, before any step
+    ],
+)
+def test_a_crashed_run_actor_becomes_a_failed_run_with_run_crashed_error(
+    rt: Runtime,
+    store: RecordingStore,
+    monkeypatch: pytest.MonkeyPatch,
+    method: str,
+    statuses: list[str],
+) -> None:
+    _crash_in(monkeypatch, method)
+    wf = rt.register(_workflow())
+    run = wf.create_run(CRASHING)
+
+    with capture_logs() as logs:
+        run.start_async(input_data={"value": "x"})
+        result = run.wait(WAIT)  # woken: the crash does not leave it hanging
+
+    assert result.status == "failed"
+    assert result.error is not None
+    assert result.error.name == "RunCrashedError"
+    assert CRASHING in result.error.message
+    assert f"bug in {method}" in result.error.message
+    assert result.result is None
+    assert all(step.status != "running" for step in result.steps.values())
+    if method == "_step_finished":
+        assert result.steps["first"].status == "failed"
+        assert result.steps["first"].error is not None
+        assert result.steps["first"].error.name == "RunCrashedError"
+    # Seen by a later query too, and the order of statuses only went forward.
+    again = wf.get_workflow_run_execution_result(CRASHING)
+    assert again is not None and again.status == "failed"
+    seqs = [seq for seq, _ in store.history[CRASHING]]
+    assert seqs == sorted(set(seqs))
+    assert [status for _, status in store.history[CRASHING]] == statuses
+    assert any(
+        entry["event"] == "actor_crashed" and entry["log_level"] == "error" for entry in logs
+    )
+
+
+def test_other_runs_and_later_runs_succeed_after_a_run_actor_crashes(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _crash_in(monkeypatch, "_step_finished")
+    wf = rt.register(_workflow())
+    before = [wf.create_run() for _ in range(20)]
+    crashing = wf.create_run(CRASHING)
+
+    with capture_logs():
+        for index, run in enumerate(before):
+            run.start_async(input_data={"value": f"a{index}"})
+            if index == 10:
+                crashing.start_async(input_data={"value": "x"})
+        assert crashing.wait(WAIT).status == "failed"
+        after = [wf.create_run() for _ in range(20)]
+        for index, run in enumerate(after):
+            run.start_async(input_data={"value": f"b{index}"})
+        results = [run.wait(WAIT) for run in before + after]
+
+    assert [r.status for r in results] == ["success"] * 40
+    assert [r.result for r in results] == [{"value": f"A{i}!"} for i in range(20)] + [
+        {"value": f"B{i}!"} for i in range(20)
+    ]
+    assert rt._machinery is not None and rt._machinery.supervisor.is_alive()
+
+
+def test_waiters_on_a_crashed_run_in_other_threads_are_woken(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+    entered = threading.Event()
+    original = RunActor._step_finished
+
+    def crashing(self: RunActor, message: StepFinished) -> None:
+        if self._snapshot["run_id"] == CRASHING:
+            raise RuntimeError("bug after the step")
+        original(self, message)
+
+    monkeypatch.setattr(RunActor, "_step_finished", crashing)
+
+    def slow(ctx: Any) -> Value:
+        entered.set()
+        release.wait(WAIT)
+        return ctx.input_data
+
+    wf = rt.register(
+        create_workflow(id="slow", input_schema=Value, output_schema=Value)
+        .then(create_step(id="slow", input_schema=Value, output_schema=Value, execute=slow))
+        .commit()
+    )
+    run = wf.create_run(CRASHING)
+    outcomes: list[str] = []
+
+    with capture_logs():
+        run.start_async(input_data={"value": "x"})
+        assert entered.wait(WAIT)
+        waiters = [
+            threading.Thread(target=lambda: outcomes.append(run.wait(WAIT).status))
+            for _ in range(3)
+        ]
+        for waiter in waiters:
+            waiter.start()
+        release.set()
+        for waiter in waiters:
+            waiter.join(WAIT)
+
+    assert outcomes == ["failed"] * 3

@@ -1,0 +1,105 @@
+"""The public names of ``runtime``, pinned so that none appears or vanishes by accident."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import pytest
+
+import runtime
+
+EXPORTED = [
+    "ErrorInfo",
+    "InvalidInputError",
+    "OutputOptions",
+    "RequestContext",
+    "Run",
+    "RunAlreadyStartedError",
+    "RunCrashedError",
+    "RunNotStartedError",
+    "RunStatus",
+    "RunTimeoutError",
+    "Runtime",
+    "RuntimeStoppedError",
+    "SnapshotEncodingError",
+    "SnapshotFormatError",
+    "StartAsyncResult",
+    "Step",
+    "StepContext",
+    "StepResult",
+    "StepStatus",
+    "StepValidationError",
+    "TracingOptions",
+    "Workflow",
+    "WorkflowDefinitionError",
+    "WorkflowError",
+    "WorkflowResult",
+    "__version__",
+    "create_step",
+    "create_workflow",
+    "default_runtime",
+]
+
+
+def test_all_is_exactly_the_pinned_list() -> None:
+    assert runtime.__all__ == EXPORTED
+
+
+def test_all_is_sorted() -> None:
+    assert runtime.__all__ == sorted(runtime.__all__)
+
+
+def test_all_has_no_duplicates() -> None:
+    assert len(set(runtime.__all__)) == len(runtime.__all__)
+
+
+@pytest.mark.parametrize("name", EXPORTED)
+def test_every_exported_name_is_importable(name: str) -> None:
+    namespace: dict[str, Any] = {}
+    exec(f"from runtime import {name}", namespace)
+
+    assert namespace[name] is getattr(runtime, name)
+
+
+def test_star_import_gives_exactly_all() -> None:
+    namespace: dict[str, Any] = {}
+    exec("from runtime import *", namespace)
+
+    assert sorted(set(namespace) - {"__builtins__"}) == sorted(EXPORTED)
+
+
+def test_the_version_is_a_string() -> None:
+    assert isinstance(runtime.__version__, str) and runtime.__version__
+
+
+def _public_objects() -> list[tuple[str, Any]]:
+    found = []
+    for name in EXPORTED:
+        obj = getattr(runtime, name)
+        if not (inspect.isclass(obj) or callable(obj)):
+            continue
+        found.append((name, obj))
+        if inspect.isclass(obj):
+            for attr, member in vars(obj).items():
+                if attr.startswith("_"):
+                    continue
+                value = (
+                    member.__func__ if isinstance(member, staticmethod | classmethod) else member
+                )
+                if inspect.isfunction(value) or isinstance(value, property):
+                    found.append((f"{name}.{attr}", value))
+    return found
+
+
+@pytest.mark.parametrize(("name", "obj"), _public_objects(), ids=[n for n, _ in _public_objects()])
+def test_every_public_class_function_and_method_has_a_docstring(name: str, obj: Any) -> None:
+    doc = obj.__doc__
+    assert doc and doc.strip(), f"{name} has no docstring"
+
+
+def test_public_objects_live_in_the_runtime_package() -> None:
+    for name, obj in _public_objects():
+        if "." in name:
+            continue
+        assert obj.__module__.split(".")[0] == "runtime", name

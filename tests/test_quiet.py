@@ -1,0 +1,116 @@
+"""Quiet by default: nothing on stdout or stderr unless the application configures logging."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+
+from runtime import Runtime, create_step, create_workflow
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PROGRAM = """
+from pydantic import BaseModel
+from runtime import Runtime, TracingOptions, create_step, create_workflow
+
+class Value(BaseModel):
+    value: str
+
+def shout(ctx):
+    ctx.logger.debug("shouting")  # the application's logger: quiet only if unconfigured
+    return Value(value=ctx.input_data.value.upper())
+
+step = create_step(id="shout", input_schema=Value, output_schema=Value, execute=shout)
+flow = create_workflow(id="quiet", input_schema=Value, output_schema=Value).then(step).commit()
+
+with Runtime() as rt:
+    wf = rt.register(flow)
+    for n in range(3):
+        result = wf.create_run().start(
+            input_data={"value": f"run {n}"},
+            tracing_options=TracingOptions(metadata={"n": n}),
+            timeout=10,
+        )
+        assert result.status == "success", result
+# The default runtime too, stopped at exit.
+assert flow.create_run().start(input_data={"value": "default"}, timeout=10).status == "success"
+"""
+
+
+def _run(program: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(program)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_program_that_configures_no_logging_sees_nothing_while_runs_succeed() -> None:
+    done = _run(PROGRAM.replace('ctx.logger.debug("shouting")', "pass"))
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert done.stderr == ""
+
+
+def test_a_program_that_configures_structlog_receives_the_span_events() -> None:
+    configure = """
+    import structlog
+    structlog.configure(
+        processors=[structlog.processors.KeyValueRenderer(key_order=["event", "name"])],
+    )
+    """
+    done = _run(textwrap.dedent(configure) + PROGRAM)
+
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    root_ends = [line for line in lines if line.startswith("event='span_end' name='workflow_run'")]
+    step_starts = [
+        line for line in lines if line.startswith("event='span_start' name='workflow_step'")
+    ]
+    assert len(root_ends) == 4
+    assert len(step_starts) == 4
+    assert sum("event='shouting'" in line for line in lines) == 4
+    assert "metadata={'n': 2}" in done.stdout
+
+
+@pytest.fixture
+def unconfigured_structlog() -> Iterator[None]:
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
+
+
+def test_runs_in_this_process_print_nothing_while_structlog_is_unconfigured(
+    unconfigured_structlog: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pydantic import BaseModel
+
+    class Value(BaseModel):
+        value: str
+
+    flow = (
+        create_workflow(id="quiet-here", input_schema=Value, output_schema=Value)
+        .then(
+            create_step(
+                id="same", input_schema=Value, output_schema=Value, execute=lambda c: c.input_data
+            )
+        )
+        .commit()
+    )
+    with Runtime() as rt:
+        wf = rt.register(flow)
+        results = [wf.create_run().start(input_data={"value": "x"}, timeout=10) for _ in range(3)]
+
+    assert [r.status for r in results] == ["success"] * 3
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("", "")

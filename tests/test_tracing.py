@@ -1,0 +1,225 @@
+"""Tracing: span events for runs and steps over structlog, read with capture_logs."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+from pydantic import BaseModel
+from structlog.testing import capture_logs
+
+from runtime import Runtime, TracingOptions, create_step, create_workflow
+
+WAIT = 10.0
+
+
+class Value(BaseModel):
+    value: str
+
+
+@pytest.fixture(autouse=True)
+def _unconfigured_structlog_afterwards() -> Iterator[None]:
+    # capture_logs() leaves structlog configured; later tests expect the library quiet.
+    yield
+    structlog.reset_defaults()
+
+
+def _step(step_id: str, execute: Any) -> Any:
+    return create_step(id=step_id, input_schema=Value, output_schema=Value, execute=execute)
+
+
+def _two_steps(workflow_id: str = "traced", second: Any = None) -> Any:
+    return (
+        create_workflow(id=workflow_id, input_schema=Value, output_schema=Value)
+        .then(_step("first", lambda ctx: Value(value=ctx.input_data.value.upper())))
+        .then(_step("second", second or (lambda ctx: Value(value=ctx.input_data.value + "!"))))
+        .commit()
+    )
+
+
+def _spans(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [e for e in logs if e["event"] in ("span_start", "span_end") and e["name"] == name]
+
+
+def test_a_run_logs_a_root_span_and_a_child_span_per_step(runtime: Runtime) -> None:
+    wf = runtime.register(_two_steps())
+
+    with capture_logs() as logs:
+        result = wf.create_run().start(
+            input_data={"value": "hi"},
+            tracing_options=TracingOptions(trace_id="abc123", metadata={"tenant": "acme"}),
+            timeout=WAIT,
+        )
+
+    assert result.status == "success"
+    root = _spans(logs, "workflow_run")
+    assert [e["event"] for e in root] == ["span_start", "span_end"]
+    for event in root:
+        assert event["trace_id"] == "abc123"
+        assert event["span_id"] == result.span_id
+        assert event["parent_span_id"] is None
+        assert (event["run_id"], event["workflow_id"]) == (result.run_id, "traced")
+        assert event["metadata"] == {"tenant": "acme"}
+        assert "step_id" not in event
+    assert root[1]["status"] == "success"
+    assert isinstance(root[1]["duration_ms"], float) and root[1]["duration_ms"] >= 0
+    assert "duration_ms" not in root[0]
+
+    steps = _spans(logs, "workflow_step")
+    assert [(e["event"], e["step_id"]) for e in steps] == [
+        ("span_start", "first"),
+        ("span_end", "first"),
+        ("span_start", "second"),
+        ("span_end", "second"),
+    ]
+    for event in steps:
+        assert event["trace_id"] == "abc123"
+        assert event["parent_span_id"] == result.span_id
+        assert (event["run_id"], event["workflow_id"]) == (result.run_id, "traced")
+    first_start, first_end, second_start, second_end = steps
+    assert first_start["span_id"] == first_end["span_id"]
+    assert second_start["span_id"] == second_end["span_id"]
+    span_ids = {first_start["span_id"], second_start["span_id"], result.span_id}
+    assert len(span_ids) == 3
+    for end in (first_end, second_end):
+        assert end["status"] == "success"
+        assert isinstance(end["duration_ms"], float) and end["duration_ms"] >= 0
+
+    order = [id(e) for e in logs]
+    assert order.index(id(root[0])) < order.index(id(first_start))
+    assert order.index(id(second_end)) < order.index(id(root[1]))
+    assert all(e["log_level"] == "info" for e in root + steps)
+
+
+def test_a_run_without_a_trace_id_gets_a_new_one_of_32_hex_characters(runtime: Runtime) -> None:
+    wf = runtime.register(_two_steps())
+
+    with capture_logs() as logs:
+        first = wf.create_run().start(input_data={"value": "a"}, timeout=WAIT)
+        second = wf.create_run().start(input_data={"value": "b"}, timeout=WAIT)
+
+    assert first.trace_id is not None and re.fullmatch(r"[0-9a-f]{32}", first.trace_id)
+    assert first.trace_id != second.trace_id
+    spans = [e for e in logs if e["event"] in ("span_start", "span_end")]
+    assert {e["trace_id"] for e in spans if e["run_id"] == first.run_id} == {first.trace_id}
+    assert {e["trace_id"] for e in spans if e["run_id"] == second.run_id} == {second.trace_id}
+    assert _spans(logs, "workflow_run")[0]["metadata"] == {}
+
+
+def test_the_given_trace_id_is_used_in_lower_case(runtime: Runtime) -> None:
+    wf = runtime.register(_two_steps())
+
+    with capture_logs() as logs:
+        result = wf.create_run().start(
+            input_data={"value": "a"}, tracing_options={"trace_id": "ABC123"}, timeout=WAIT
+        )
+
+    assert result.trace_id == "abc123"
+    assert {e["trace_id"] for e in logs if e["event"] == "span_end"} == {"abc123"}
+
+
+def test_the_root_span_ends_before_the_final_result_becomes_visible(runtime: Runtime) -> None:
+    release = threading.Event()
+    entered = threading.Event()
+
+    def slow(ctx: Any) -> Value:
+        entered.set()
+        release.wait(WAIT)
+        return ctx.input_data
+
+    wf = runtime.register(_two_steps(second=slow))
+    runs = [wf.create_run() for _ in range(5)]
+
+    with capture_logs() as logs:
+        for run in runs:
+            run.start_async(input_data={"value": "x"})
+        assert entered.wait(WAIT)
+        release.set()
+        seen_at_terminal: dict[str, list[dict[str, Any]]] = {}
+        while len(seen_at_terminal) < len(runs):
+            for run in runs:
+                if run.run_id in seen_at_terminal:
+                    continue
+                result = wf.get_workflow_run_execution_result(run.run_id)
+                assert result is not None
+                if result.is_terminal:
+                    seen_at_terminal[run.run_id] = list(logs)
+
+    for run_id, seen in seen_at_terminal.items():
+        ends = [
+            e
+            for e in seen
+            if e["event"] == "span_end" and e["name"] == "workflow_run" and e["run_id"] == run_id
+        ]
+        assert len(ends) == 1, f"run {run_id} was visible as ended before its root span ended"
+
+
+def test_a_failing_step_ends_its_span_and_the_runs_span_as_failed(runtime: Runtime) -> None:
+    def broken(ctx: Any) -> Value:
+        raise KeyError("missing")
+
+    wf = runtime.register(_two_steps(second=broken))
+
+    with capture_logs() as logs:
+        result = wf.create_run().start(input_data={"value": "x"}, timeout=WAIT)
+
+    assert result.status == "failed"
+    ends = {
+        (e["name"], e.get("step_id")): e
+        for e in logs
+        if e["event"] == "span_end" and e["run_id"] == result.run_id
+    }
+    assert ends[("workflow_step", "first")]["status"] == "success"
+    assert ends[("workflow_step", "second")]["status"] == "failed"
+    assert ends[("workflow_step", "second")]["error"] == "KeyError"
+    assert ends[("workflow_run", None)]["status"] == "failed"
+    assert ends[("workflow_run", None)]["error"] == "KeyError"
+
+
+def test_step_logger_events_carry_the_runs_trace_id_and_run_id(runtime: Runtime) -> None:
+    def chatty(ctx: Any) -> Value:
+        ctx.logger.info("step_says_hello", detail=1)
+        ctx.logger.warning("step_warns")
+        return ctx.input_data
+
+    wf = runtime.register(_two_steps(second=chatty))
+
+    with capture_logs() as logs:
+        result = wf.create_run().start(
+            input_data={"value": "x"}, tracing_options=TracingOptions(trace_id="beef"), timeout=WAIT
+        )
+
+    said = [e for e in logs if e["event"] in ("step_says_hello", "step_warns")]
+    assert [e["event"] for e in said] == ["step_says_hello", "step_warns"]
+    step_span = next(e for e in logs if e["event"] == "span_start" and e.get("step_id") == "second")
+    for event in said:
+        assert event["trace_id"] == "beef"
+        assert event["run_id"] == result.run_id
+        assert event["workflow_id"] == "traced"
+        assert event["step_id"] == "second"
+        assert event["span_id"] == step_span["span_id"]
+    assert said[0]["detail"] == 1
+
+
+def test_concurrent_runs_keep_their_spans_apart(runtime: Runtime) -> None:
+    wf = runtime.register(_two_steps())
+    runs = [wf.create_run() for _ in range(20)]
+
+    with capture_logs() as logs:
+        for index, run in enumerate(runs):
+            run.start_async(
+                input_data={"value": str(index)},
+                tracing_options=TracingOptions(trace_id=f"{index + 1:x}"),
+            )
+        results = [run.wait(WAIT) for run in runs]
+
+    for index, result in enumerate(results):
+        mine = [e for e in logs if e.get("run_id") == result.run_id and "name" in e]
+        assert len(mine) == 6  # a root span and two step spans, each start and end
+        assert {e["trace_id"] for e in mine} == {f"{index + 1:x}"}
+        steps = [e for e in mine if e["name"] == "workflow_step"]
+        assert {e["parent_span_id"] for e in steps} == {result.span_id}
