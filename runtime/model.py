@@ -8,7 +8,7 @@ process that ran the workflow and in one that only reads it.
 from __future__ import annotations
 
 import traceback
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -174,10 +174,3 @@ class StartAsyncResult(BaseModel):
     model_config = _FROZEN
 
     run_id: str
-
-
-def timestamp_to_datetime(value: float | None) -> datetime | None:
-    """Turn a stored epoch timestamp into an aware UTC datetime."""
-    if value is None:
-        return None
-    return datetime.fromtimestamp(value, tz=UTC)

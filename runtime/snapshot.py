@@ -12,16 +12,10 @@ from collections.abc import Mapping
 from typing import Any, Final, TypedDict
 
 import msgpack
+from pydantic import ValidationError
 
 from runtime.errors import SnapshotEncodingError, SnapshotFormatError
-from runtime.model import (
-    ErrorInfo,
-    RunStatus,
-    StepResult,
-    StepStatus,
-    WorkflowResult,
-    timestamp_to_datetime,
-)
+from runtime.model import WorkflowResult
 
 __all__ = [
     "FORMAT_VERSION",
@@ -170,41 +164,34 @@ def _encoding_error(value: Any, path: str) -> SnapshotEncodingError:
     )
 
 
-def _error(raw: dict[str, Any] | None) -> ErrorInfo | None:
-    return None if raw is None else ErrorInfo.model_construct(**raw)
-
-
 def to_result(snapshot: Snapshot) -> WorkflowResult:
     """Build the public :class:`WorkflowResult` from a decoded snapshot.
 
-    The snapshot was validated when it was written, so the models are
-    constructed without validating again.
+    One pydantic validation of the whole result: faster than building each
+    nested model in Python, and a snapshot that does not hold what it should
+    is reported instead of passed on.
+
+    Raises:
+        SnapshotFormatError: if the snapshot's content is not a valid result.
     """
-    steps = {
-        step_id: StepResult.model_construct(
-            status=StepStatus(step["status"]),
-            payload=step["payload"],
-            output=step["output"],
-            error=_error(step["error"]),
-            started_at=timestamp_to_datetime(step["started_at"]),
-            ended_at=timestamp_to_datetime(step["ended_at"]),
+    try:
+        return WorkflowResult.model_validate(
+            {
+                "run_id": snapshot["run_id"],
+                "workflow_id": snapshot["workflow_id"],
+                "status": snapshot["status"],
+                "input": snapshot["input"],
+                "result": snapshot["result"],
+                "error": snapshot["error"],
+                "steps": snapshot["steps"],
+                "state": snapshot["state"] if snapshot["include_state"] else None,
+                "trace_id": snapshot["trace_id"],
+                "span_id": snapshot["span_id"],
+                "created_at": snapshot["created_at"],
+                "updated_at": snapshot["updated_at"],
+            }
         )
-        for step_id, step in snapshot["steps"].items()
-    }
-    created = timestamp_to_datetime(snapshot["created_at"])
-    updated = timestamp_to_datetime(snapshot["updated_at"])
-    assert created is not None and updated is not None
-    return WorkflowResult.model_construct(
-        run_id=snapshot["run_id"],
-        workflow_id=snapshot["workflow_id"],
-        status=RunStatus(snapshot["status"]),
-        input=snapshot["input"],
-        result=snapshot["result"],
-        error=_error(snapshot["error"]),
-        steps=steps,
-        state=snapshot["state"] if snapshot["include_state"] else None,
-        trace_id=snapshot["trace_id"],
-        span_id=snapshot["span_id"],
-        created_at=created,
-        updated_at=updated,
-    )
+    except (KeyError, TypeError, ValidationError) as exc:
+        raise SnapshotFormatError(
+            f"snapshot of run {snapshot.get('run_id')!r} does not hold a valid result: {exc}"
+        ) from exc
