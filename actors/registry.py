@@ -7,8 +7,7 @@ import threading
 import time
 from typing import Any
 
-import pykka
-
+from actors._dispatch import ThreadActor
 from actors.messages import RecordFailure, SnapshotTaken, WatchRun
 from runtime.model import TERMINAL_STATUSES, RunStatus, StepStatus
 from runtime.snapshot import decode, encode
@@ -18,15 +17,13 @@ from runtime.tracing import emit
 __all__ = ["RegistryActor"]
 
 
-class RegistryActor(pykka.ThreadingActor):
+class RegistryActor(ThreadActor):
     """Keeps each run's newest snapshot in the store and wakes those waiting on it.
 
     A snapshot older than the stored one (by sequence number) never replaces
     it, and nothing replaces a terminal snapshot: a run's status never goes back.
     The registry owns a thread of its own because a durable store blocks on I/O.
     """
-
-    use_daemon_thread = True
 
     def __init__(self, store: SnapshotStore) -> None:
         super().__init__()

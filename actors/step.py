@@ -23,6 +23,7 @@ import pykka
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
 
+from actors._dispatch import ThreadActor
 from actors.messages import ExecuteStep, StepFinished
 from runtime.context import RequestContext
 from runtime.errors import (
@@ -232,14 +233,12 @@ class StepPool:
             ref.stop(block=False)
 
 
-class StepActor(pykka.ThreadingActor):
+class StepActor(ThreadActor):
     """Runs step bodies: validates the input, calls the body, validates the output.
 
     Every exception from user code is caught, ``BaseException`` included: a step
     that raises ``SystemExit`` fails its run and stops nothing else.
     """
-
-    use_daemon_thread = True
 
     def __init__(self, pool: StepPool) -> None:
         super().__init__()
