@@ -22,12 +22,16 @@ class Order(BaseModel):
     quantity: int
 
 
-echo = create_step(id="echo", input_schema=Order, output_schema=Order, execute=lambda ctx: ctx.input_data)
+echo = create_step(
+    id="echo", input_schema=Order, output_schema=Order, execute=lambda ctx: ctx.input_data
+)
 orders = create_workflow(id="orders", input_schema=Order, output_schema=Order).then(echo).commit()
 
 plain_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(), children, max_size=3)
+    ),
     max_leaves=8,
 )
 
@@ -40,8 +44,12 @@ def fits(value: Any) -> bool:
     return True
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(value=plain_values | st.dictionaries(st.sampled_from(["sku", "quantity", "x"]), plain_values))
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    value=plain_values | st.dictionaries(st.sampled_from(["sku", "quantity", "x"]), plain_values)
+)
 def test_any_input_either_starts_a_run_or_raises_invalid_input_and_records_nothing(
     runtime: Runtime, value: Any
 ) -> None:
