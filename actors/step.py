@@ -32,7 +32,7 @@ from runtime.errors import (
     StepValidationError,
 )
 from runtime.model import ErrorInfo
-from runtime.snapshot import check_encodable, find_unencodable
+from runtime.snapshot import check_encodable, copy_plain, find_unencodable
 from runtime.step import StepContext, plain
 from runtime.tracing import Span, emit
 
@@ -249,7 +249,12 @@ class StepActor(ThreadActor):
             return super().on_receive(message)
         next_message: Any = message
         while next_message is not None:
-            self._execute(next_message)
+            try:
+                self._execute(next_message)
+            except Exception as exc:
+                # A fault in callboard's own handling, not in the step body
+                # (whose exceptions _execute catches): the run must still end.
+                _fault(next_message, exc)
             next_message = self._pool.finished(self.actor_ref)
             if next_message is _STOP:
                 self.stop()
@@ -298,7 +303,11 @@ class StepActor(ThreadActor):
             workflow_id=message.workflow_id,
             state=message.state,
             workflow_state_schema=message.state_schema,
-            request_context=RequestContext(message.request_context),
+            # Each step gets its own copy: a step that fails must not have
+            # changed what the run holds.
+            request_context=RequestContext(
+                copy_plain(message.request_context) if message.request_context else None
+            ),
             init_data=message.init_data,
             workflow_input_schema=message.input_schema,
             definitions=message.definitions,
@@ -361,6 +370,32 @@ def _report(message: ExecuteStep, span: Span, finished: StepFinished) -> None:
         **({} if finished.error is None else {"error": finished.error["name"]}),
     )
     tell_safely(message.reply_to, finished)
+
+
+def _fault(message: ExecuteStep, exc: Exception) -> None:
+    emit(logging.ERROR, "step_actor_fault", step_id=message.step.id, exc_info=True)
+    now = time.time()
+    error = {
+        "name": "RunCrashedError",
+        "message": (
+            f"callboard failed while running step {message.step.id!r}: {type(exc).__name__}"
+        ),
+        "details": {"step_id": message.step.id, "type": "runtime.errors.RunCrashedError"},
+    }
+    tell_safely(
+        message.reply_to,
+        StepFinished(
+            step_id=message.step.id,
+            ok=False,
+            output=None,
+            error=error,
+            result=None,
+            state=message.state,
+            request_context=message.request_context,
+            started_at=now,
+            ended_at=now,
+        ),
+    )
 
 
 def _failure(message: ExecuteStep, exc: BaseException, started: float) -> StepFinished:

@@ -78,32 +78,50 @@ class ErrorInfo(BaseModel):
             with_traceback: Whether to record the formatted traceback.
             **context: Extra details, such as ``step_id``.
         """
+        # Nothing here may raise: this runs in the handlers that turn a user's
+        # exception into a failed run, and an exception whose __str__ (or
+        # traceback rendering, or `errors` attribute) fails must still fail
+        # its run rather than leave it running.
         exc_type = type(exc)
         details: dict[str, Any] = {"type": f"{exc_type.__module__}.{exc_type.__qualname__}"}
         details.update((key, value) for key, value in context.items() if value is not None)
-        errors = (
-            exc.errors(include_url=False, include_context=False, include_input=False)
-            if (isinstance(exc, ValidationError))
-            else getattr(exc, "errors", None)
-        )
-        if isinstance(errors, list):
-            details["errors"] = [
-                {
-                    "type": str(error.get("type", "")),
-                    "loc": [
-                        item if isinstance(item, int) else str(item)
-                        for item in error.get("loc", ())
-                    ],
-                    "msg": str(error.get("msg", "")),
-                }
-                for error in errors
-                if isinstance(error, dict)
-            ]
+        try:
+            message = str(exc) or exc_type.__name__
+        except Exception:
+            message = f"<{exc_type.__name__}: str() of the exception failed>"
+        try:
+            errors = _errors_of(exc)
+        except Exception:
+            errors = None
+        if errors is not None:
+            details["errors"] = errors
         if with_traceback and exc.__traceback__ is not None:
-            text = "".join(traceback.format_exception(exc, limit=_TRACEBACK_FRAMES))
-            details["traceback"] = text[-_TRACEBACK_CHARS:]
-        message = str(exc) or exc_type.__name__
+            try:
+                text = "".join(traceback.format_exception(exc, limit=_TRACEBACK_FRAMES))
+            except Exception:
+                text = ""
+            if text:
+                details["traceback"] = text[-_TRACEBACK_CHARS:]
         return cls.model_construct(name=exc_type.__name__, message=message, details=details)
+
+
+def _errors_of(exc: BaseException) -> list[dict[str, Any]] | None:
+    """Return the pydantic error list an exception carries, as plain data."""
+    if isinstance(exc, ValidationError):
+        errors: Any = exc.errors(include_url=False, include_context=False, include_input=False)
+    else:
+        errors = getattr(exc, "errors", None)
+    if not isinstance(errors, list):
+        return None
+    return [
+        {
+            "type": str(error.get("type", "")),
+            "loc": [item if isinstance(item, int) else str(item) for item in error.get("loc", ())],
+            "msg": str(error.get("msg", "")),
+        }
+        for error in errors
+        if isinstance(error, dict)
+    ]
 
 
 class StepResult(BaseModel):

@@ -20,7 +20,14 @@ from runtime.errors import (
 )
 from runtime.model import TERMINAL_STATUSES, RunStatus, StartAsyncResult, WorkflowResult
 from runtime.options import OutputOptions, TracingOptions
-from runtime.snapshot import Snapshot, check_encodable, decode, encode, to_result
+from runtime.snapshot import (
+    Snapshot,
+    check_encodable,
+    copy_plain,
+    decode,
+    encode,
+    to_result,
+)
 from runtime.step import plain
 from runtime.store import SnapshotRecord
 from runtime.tracing import new_span_id, new_trace_id
@@ -219,8 +226,10 @@ def _pending_snapshot(
     )
     context = _plain_mapping(request_context, "request_context", run_id) or {}
     tracing = _options(TracingOptions, tracing_options, _DEFAULT_TRACING, "tracing_options", run_id)
+    metadata: dict[str, Any] = {}
     if tracing.metadata:
         _encodable(tracing.metadata, "tracing_options.metadata", "tracing_options", run_id)
+        metadata = copy_plain(tracing.metadata)
     output = _options(OutputOptions, output_options, _DEFAULT_OUTPUT, "output_options", run_id)
     now = time.time()
     return {
@@ -238,7 +247,7 @@ def _pending_snapshot(
         "include_state": output.include_state,
         "trace_id": tracing.trace_id or new_trace_id(),
         "span_id": new_span_id(),
-        "metadata": tracing.metadata,
+        "metadata": metadata,
         "created_at": now,
         "updated_at": now,
     }
@@ -292,7 +301,10 @@ def _plain_mapping(value: Any, field: str, run_id: str) -> dict[str, Any] | None
                 run_id=run_id,
             )
     _encodable(data, field, field, run_id)
-    return data
+    # A deep copy: the run owns its values, and neither the caller's later
+    # changes nor the run's own reach the other side.
+    copied: dict[str, Any] = copy_plain(data)
+    return copied
 
 
 def _encodable(value: Any, path: str, field: str, run_id: str) -> None:

@@ -22,6 +22,7 @@ __all__ = [
     "Snapshot",
     "StepSnapshot",
     "check_encodable",
+    "copy_plain",
     "decode",
     "encode",
     "find_unencodable",
@@ -104,6 +105,14 @@ def decode(data: bytes) -> Snapshot:
         raise SnapshotFormatError("snapshot bytes do not hold a mapping")
     result: Snapshot = snapshot  # type: ignore[assignment]
     return result
+
+
+def copy_plain(value: Any) -> Any:
+    """A deep copy of plain data (checked with :func:`check_encodable` first).
+
+    Tuples come back as lists, as they would from a snapshot.
+    """
+    return msgpack.unpackb(_packb(value), raw=False)
 
 
 def check_encodable(value: Any, path: str, *, str_keys_known: bool = False) -> None:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from runtime.context import RequestContext
 from runtime.errors import StepValidationError, WorkflowDefinitionError
-from runtime.snapshot import check_encodable
+from runtime.snapshot import check_encodable, copy_plain
 from runtime.tracing import step_logger
 
 __all__ = ["Step", "StepContext", "create_step", "plain"]
@@ -289,6 +289,7 @@ class StepContext(Generic[In]):
             if isinstance(new_state, Mapping):
                 new_state = dict(new_state)
             check_encodable(new_state, "state")
+            new_state = copy_plain(new_state)  # later changes to the caller's value stay out
         self._state = new_state
         self._state_changed = True
 
