@@ -20,7 +20,7 @@ from collections import deque
 from typing import Any, Final
 
 import pykka
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
 
 from actors._dispatch import ThreadActor
@@ -29,11 +29,10 @@ from runtime.context import RequestContext
 from runtime.errors import (
     RuntimeStoppedError,
     SnapshotEncodingError,
-    StepValidationError,
 )
 from runtime.model import ErrorInfo
 from runtime.snapshot import check_encodable, copy_plain, find_unencodable
-from runtime.step import StepContext, plain
+from runtime.step import StepContext, validate_for_step
 from runtime.tracing import Span, emit
 
 __all__ = ["AsyncLoop", "StepActor", "StepPool", "error_dict", "tell_safely"]
@@ -286,16 +285,14 @@ class StepActor(ThreadActor):
 
     def _context(self, message: ExecuteStep, span: Span) -> StepContext[Any]:
         step = message.step
-        try:
-            input_data = step.input_schema.model_validate(message.payload)
-        except ValidationError as exc:
-            raise StepValidationError.from_validation(
-                f"step {step.id!r}: its input does not fit its input schema "
-                f"{step.input_schema.__name__}",
-                exc,
-                run_id=message.run_id,
-                step_id=step.id,
-            ) from exc
+        input_data = validate_for_step(
+            step.input_schema,
+            message.payload,
+            f"step {step.id!r}: its input",
+            "its input schema",
+            run_id=message.run_id,
+            step_id=step.id,
+        )
         return StepContext(
             step=step,
             input_data=input_data,
@@ -417,17 +414,14 @@ def _outcome(
 ) -> StepFinished:
     """Validate and encode-check what a body returned; raise on anything wrong."""
     step = message.step
-    schema = step.output_schema
-    try:
-        model = value if isinstance(value, schema) else schema.model_validate(plain(value))
-    except ValidationError as exc:
-        raise StepValidationError.from_validation(
-            f"step {step.id!r} returned a {type(value).__name__} that does not fit its "
-            f"output schema {schema.__name__}",
-            exc,
-            run_id=message.run_id,
-            step_id=step.id,
-        ) from exc
+    model = validate_for_step(
+        step.output_schema,
+        value,
+        f"step {step.id!r}: the {type(value).__name__} it returned",
+        "its output schema",
+        run_id=message.run_id,
+        step_id=step.id,
+    )
     output = _dump(model, message)
     _check(output, f"step {step.id!r} output", message, str_keys_known=True)
     result = None
@@ -476,13 +470,11 @@ def _check(value: Any, path: str, message: ExecuteStep, *, str_keys_known: bool 
 
 
 def _final(output: Any, schema: type[BaseModel], message: ExecuteStep) -> Any:
-    try:
-        return schema.model_validate(output).model_dump(mode="json")
-    except ValidationError as exc:
-        raise StepValidationError.from_validation(
-            f"the output of the last step {message.step.id!r} does not fit the workflow's "
-            f"output schema {schema.__name__}",
-            exc,
-            run_id=message.run_id,
-            step_id=message.step.id,
-        ) from exc
+    return validate_for_step(
+        schema,
+        output,
+        f"the output of the last step {message.step.id!r}",
+        "the workflow's output schema",
+        run_id=message.run_id,
+        step_id=message.step.id,
+    ).model_dump(mode="json")

@@ -15,7 +15,7 @@ from runtime.errors import StepValidationError, WorkflowDefinitionError
 from runtime.snapshot import check_encodable, copy_plain
 from runtime.tracing import step_logger
 
-__all__ = ["Step", "StepContext", "create_step", "plain"]
+__all__ = ["Step", "StepContext", "create_step", "plain", "validate_for_step"]
 
 In = TypeVar("In", bound=BaseModel)
 Out = TypeVar("Out", bound=BaseModel)
@@ -29,6 +29,35 @@ def plain(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     return value
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_for_step(
+    schema: type[M], value: Any, what: str, role: str, *, run_id: str, step_id: str
+) -> M:
+    """``value`` as a ``schema`` model (as it is if it already is one).
+
+    Args:
+        schema: The model to validate against.
+        value: A model or plain data.
+        what: What the value is, for the message: ``"step 'a': its input"``.
+        role: What the schema is, for the message: ``"its input schema"``.
+        run_id: The run, for the error.
+        step_id: The step, for the error.
+
+    Raises:
+        StepValidationError: ``"<what> does not fit <role> <Schema>: <errors>"``.
+    """
+    if isinstance(value, schema):
+        return value
+    try:
+        return schema.model_validate(plain(value))
+    except ValidationError as exc:
+        raise StepValidationError.from_validation(
+            f"{what} does not fit {role} {schema.__name__}", exc, run_id=run_id, step_id=step_id
+        ) from exc
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -273,16 +302,14 @@ class StepContext(Generic[In]):
         """
         schema = self._workflow_state_schema
         if schema is not None:
-            try:
-                model = value if isinstance(value, schema) else schema.model_validate(plain(value))
-            except ValidationError as exc:
-                raise StepValidationError.from_validation(
-                    f"step {self.step_id!r}: set_state() value fails the workflow's "
-                    f"state schema {schema.__name__}",
-                    exc,
-                    run_id=self.run_id,
-                    step_id=self.step_id,
-                ) from exc
+            model = validate_for_step(
+                schema,
+                value,
+                f"step {self.step_id!r}: the set_state() value",
+                "the workflow's state schema",
+                run_id=self.run_id,
+                step_id=self.step_id,
+            )
             new_state = model.model_dump(mode="json")
         else:
             new_state = plain(value)

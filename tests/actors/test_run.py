@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pykka
@@ -17,7 +15,8 @@ from actors.registry import RegistryActor
 from actors.run import RunActor
 from runtime import Runtime, create_step, create_workflow
 from runtime.snapshot import decode
-from runtime.store import MemoryStore, SnapshotRecord
+from runtime.store import SnapshotRecord
+from tests.actors.conftest import RecordingStore
 
 WAIT = 10.0
 RANK = {"pending": 0, "running": 1, "success": 2, "failed": 2}
@@ -25,53 +24,6 @@ RANK = {"pending": 0, "running": 1, "success": 2, "failed": 2}
 
 class Value(BaseModel):
     value: str
-
-
-class RecordingStore(MemoryStore):
-    """A MemoryStore that remembers every record it was given, per run."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.history: dict[str, list[SnapshotRecord]] = defaultdict(list)
-        self._history_lock = threading.Lock()
-
-    def create(self, record: SnapshotRecord) -> bool:
-        created = super().create(record)
-        if created:
-            with self._history_lock:
-                self.history[record.run_id].append(record)
-        return created
-
-    def save(self, records: Sequence[SnapshotRecord]) -> None:
-        with self._history_lock:
-            for record in records:
-                self.history[record.run_id].append(record)
-        super().save(records)
-
-
-def _callboard_threads() -> list[threading.Thread]:
-    prefixes = ("callboard-", "StepActor-", "RegistryActor-")
-    return [t for t in threading.enumerate() if t.name.startswith(prefixes)]
-
-
-@pytest.fixture
-def store() -> RecordingStore:
-    return RecordingStore()
-
-
-@pytest.fixture
-def rt(store: RecordingStore) -> Iterator[Runtime]:
-    runtime = Runtime()
-    runtime._store = store  # before start(): the machinery is built on it
-    runtime.start()
-    try:
-        yield runtime
-    finally:
-        runtime.stop(timeout=5)
-    deadline = time.monotonic() + 5
-    while _callboard_threads() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not _callboard_threads()
 
 
 @pytest.fixture

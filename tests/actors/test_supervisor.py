@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections import defaultdict
-from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
-import structlog
 from pydantic import BaseModel
 from structlog.testing import capture_logs
 
 from actors.messages import StepFinished
 from actors.run import RunActor
 from runtime import Runtime, create_step, create_workflow
-from runtime.store import MemoryStore, SnapshotRecord
+from tests.actors.conftest import RecordingStore
 
 WAIT = 10.0
 CRASHING = "crash-me"
@@ -24,54 +20,6 @@ CRASHING = "crash-me"
 
 class Value(BaseModel):
     value: str
-
-
-class RecordingStore(MemoryStore):
-    """A MemoryStore that remembers every status it was given, per run."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.history: dict[str, list[tuple[int, str]]] = defaultdict(list)
-        self._history_lock = threading.Lock()
-
-    def create(self, record: SnapshotRecord) -> bool:
-        created = super().create(record)
-        if created:
-            with self._history_lock:
-                self.history[record.run_id].append((record.seq, record.status))
-        return created
-
-    def save(self, records: Sequence[SnapshotRecord]) -> None:
-        with self._history_lock:
-            for record in records:
-                self.history[record.run_id].append((record.seq, record.status))
-        super().save(records)
-
-
-def _callboard_threads() -> list[threading.Thread]:
-    prefixes = ("callboard-", "StepActor-", "RegistryActor-")
-    return [t for t in threading.enumerate() if t.name.startswith(prefixes)]
-
-
-@pytest.fixture
-def store() -> RecordingStore:
-    return RecordingStore()
-
-
-@pytest.fixture
-def rt(store: RecordingStore) -> Iterator[Runtime]:
-    runtime = Runtime()
-    runtime._store = store  # before start(): the machinery is built on it
-    runtime.start()
-    try:
-        yield runtime
-    finally:
-        runtime.stop(timeout=5)
-        structlog.reset_defaults()
-    deadline = time.monotonic() + 5
-    while _callboard_threads() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not _callboard_threads()
 
 
 def _crash_in(monkeypatch: pytest.MonkeyPatch, method: str) -> None:
@@ -137,9 +85,9 @@ def test_a_crashed_run_actor_becomes_a_failed_run_with_run_crashed_error(
     # Seen by a later query too, and the order of statuses only went forward.
     again = wf.get_workflow_run_execution_result(CRASHING)
     assert again is not None and again.status == "failed"
-    seqs = [seq for seq, _ in store.history[CRASHING]]
+    seqs = [record.seq for record in store.history[CRASHING]]
     assert seqs == sorted(set(seqs))
-    assert [status for _, status in store.history[CRASHING]] == statuses
+    assert [record.status for record in store.history[CRASHING]] == statuses
     assert any(
         entry["event"] == "actor_crashed" and entry["log_level"] == "error" for entry in logs
     )
