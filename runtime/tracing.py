@@ -50,11 +50,29 @@ def _configuration_key() -> tuple[Any, ...]:
 _builtin = None if structlog.is_configured() else _configuration_key()
 
 
+# One bound logger per structlog configuration. `logger` above is structlog's
+# lazy proxy, which binds a new logger on every call unless the application
+# set cache_logger_on_first_use; a run logs at least four span events.
+_bound: tuple[tuple[Any, ...], Any] | None = None
+
+
+def _active_logger() -> Any | None:
+    """The logger to emit through, or ``None`` while structlog has its built-in configuration."""
+    global _bound  # noqa: PLW0603 - a cache, replaced whole, never mutated
+    if not structlog.is_configured():
+        return None
+    key = _configuration_key()
+    if key == _builtin:
+        return None
+    bound = _bound
+    if bound is None or bound[0] != key:
+        bound = _bound = (key, logger.bind())
+    return bound[1]
+
+
 def _is_configured() -> bool:
     """Whether the application has configured structlog (to other than its defaults)."""
-    if not structlog.is_configured():
-        return False
-    return _builtin is None or _configuration_key() != _builtin
+    return _active_logger() is not None
 
 
 def is_enabled(level: int = logging.INFO) -> bool:
@@ -64,7 +82,10 @@ def is_enabled(level: int = logging.INFO) -> bool:
 
 def emit(level: int, event: str, **fields: Any) -> None:
     """Log one of callboard's events, unless quiet mode drops it."""
-    if level >= logging.WARNING or _is_configured():
+    active = _active_logger()
+    if active is not None:
+        active.log(level, event, **fields)
+    elif level >= logging.WARNING:
         logger.log(level, event, **fields)
 
 
@@ -132,8 +153,9 @@ class Span:
     def start(self) -> None:
         """Mark the span's start and log ``span_start``."""
         self._started = time.perf_counter()
-        if _is_configured():
-            logger.info(
+        active = _active_logger()
+        if active is not None:
+            active.info(
                 "span_start",
                 trace_id=self.trace_id,
                 span_id=self.span_id,
@@ -144,8 +166,9 @@ class Span:
 
     def end(self, status: str, **extra: Any) -> None:
         """Log ``span_end`` with the span's ``status`` and ``duration_ms``."""
-        if _is_configured():
-            logger.info(
+        active = _active_logger()
+        if active is not None:
+            active.info(
                 "span_end",
                 trace_id=self.trace_id,
                 span_id=self.span_id,
