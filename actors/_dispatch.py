@@ -31,10 +31,19 @@ from pykka import ActorDeadError, ActorRegistry
 
 from runtime.tracing import emit, new_run_id
 
-__all__ = ["THROUGHPUT", "DispatchedActor", "Dispatcher", "ThreadActor"]
+__all__ = ["THROUGHPUT", "DispatchedActor", "Dispatcher", "ThreadActor", "tell_safely"]
 
 THROUGHPUT: Final = 64
 """Messages one actor processes before a dispatcher thread turns to the next actor."""
+
+
+def tell_safely(ref: pykka.ActorRef[Any], message: Any) -> bool:
+    """Tell ``message`` to ``ref``; return ``False`` if the actor has stopped."""
+    try:
+        ref.tell(message)
+    except ActorDeadError:
+        return False
+    return True
 
 
 class Dispatcher:

@@ -27,11 +27,14 @@ __all__ = [
     "ExecuteStep",
     "NotifyWhenIdle",
     "RecordFailure",
+    "RecoverRuns",
     "RunCrashed",
     "RunEnded",
+    "SnapshotCommitted",
     "SnapshotTaken",
     "StartRun",
     "StepFinished",
+    "TerminalCommitted",
     "WatchRun",
 ]
 
@@ -56,9 +59,13 @@ class NotifyWhenIdle:
 
 @dataclass(frozen=True, slots=True)
 class AbortRuns:
-    """End every run in progress or queued as failed with ``error``."""
+    """End every run in progress or queued as failed with ``error``.
 
-    error: dict[str, Any]
+    With ``error`` ``None``, halt them instead: record nothing, so that a
+    durable store keeps them unfinished for the next runtime to resume.
+    """
+
+    error: dict[str, Any] | None
 
 
 # --- supervisor -> run actor --------------------------------------------------
@@ -66,9 +73,9 @@ class AbortRuns:
 
 @dataclass(frozen=True, slots=True)
 class AbortRun:
-    """End this run now as failed with ``error``."""
+    """End this run now as failed with ``error``; with ``None``, halt it and record nothing."""
 
-    error: dict[str, Any]
+    error: dict[str, Any] | None
 
 
 # --- run actor -> supervisor ------------------------------------------------
@@ -152,10 +159,45 @@ class StepFinished:
 
 @dataclass(frozen=True, slots=True)
 class SnapshotTaken:
-    """A run changed; here is its newest snapshot."""
+    """A run changed; here is its newest snapshot.
+
+    Attributes:
+        ack_to: Who to tell :class:`SnapshotCommitted` once the snapshot is
+            durable (a run actor on a durable store), or ``None``.
+    """
 
     record: SnapshotRecord
     terminal: bool
+    ack_to: pykka.ActorRef[Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotCommitted:
+    """The snapshot with this sequence number is committed to the durable store."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class TerminalCommitted:
+    """A run's terminal snapshot is committed: wake whoever waits for the run."""
+
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecoverRuns:
+    """Resume the orphaned runs of these workflows (a durable store's runs whose owner is gone).
+
+    Attributes:
+        plans: The registered workflows, by id.
+        supervisor: Where to send the resumed runs.
+        report_others: Also log, once, orphaned runs whose workflow is not here.
+    """
+
+    plans: Mapping[str, ExecutionPlan]
+    supervisor: pykka.ActorRef[Any]
+    report_others: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,13 +5,25 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
-from actors._dispatch import ThreadActor
-from actors.messages import RecordFailure, SnapshotTaken, WatchRun
+import pykka
+
+from actors._dispatch import ThreadActor, tell_safely
+from actors.messages import (
+    RecordFailure,
+    RecoverRuns,
+    SnapshotCommitted,
+    SnapshotTaken,
+    StartRun,
+    TerminalCommitted,
+    WatchRun,
+)
+from runtime.errors import SnapshotFormatError, StoreError
 from runtime.model import TERMINAL_STATUSES, RunStatus, StepStatus
 from runtime.snapshot import decode, encode
-from runtime.store import SnapshotRecord, SnapshotStore
+from runtime.store import RecoverableStore, SnapshotRecord, SnapshotStore
 from runtime.tracing import emit
 
 __all__ = ["RegistryActor"]
@@ -20,23 +32,37 @@ __all__ = ["RegistryActor"]
 class RegistryActor(ThreadActor):
     """Keeps each run's newest snapshot in the store and wakes those waiting on it.
 
-    A snapshot older than the stored one (by sequence number) never replaces
-    it, and nothing replaces a terminal snapshot: a run's status never goes back.
-    The registry owns a thread of its own because a durable store blocks on I/O.
+    A snapshot older than the last one (by sequence number) never replaces it,
+    and nothing replaces a terminal snapshot: a run's status never goes back.
+    The store enforces the same rule, so it holds across processes too.
+
+    On a durable store the registry tells a run actor when its snapshot is
+    committed (so that a step's output is durable before the next step
+    starts), wakes waiters only once a terminal snapshot is committed, and
+    resumes orphaned runs. It owns a thread because a durable store blocks.
     """
 
     def __init__(self, store: SnapshotStore) -> None:
         super().__init__()
         self._store = store
+        self._durable = store.durable
         self._waiters: dict[str, list[threading.Event]] = {}
+        # The last snapshot of each run in progress: the ordering guard, and what
+        # a failure is recorded on top of even before the store has committed it.
+        self._live: dict[str, SnapshotRecord] = {}
+        self._reported: set[str] = set()
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, SnapshotTaken):
-            self._record(message.record, terminal=message.terminal)
+            self._record(message.record, terminal=message.terminal, ack_to=message.ack_to)
+        elif isinstance(message, TerminalCommitted):
+            self._wake(message.run_id)
         elif isinstance(message, WatchRun):
             self._watch(message)
         elif isinstance(message, RecordFailure):
             self._record_failure(message)
+        elif isinstance(message, RecoverRuns):
+            self._recover(message)
         else:
             return super().on_receive(message)
         return None
@@ -49,24 +75,47 @@ class RegistryActor(ThreadActor):
                 event.set()
         self._waiters.clear()
 
-    def _record(self, record: SnapshotRecord, *, terminal: bool) -> None:
-        current = self._store.load(record.run_id)
-        if current is not None and (
-            current.seq >= record.seq or current.status in TERMINAL_STATUSES
-        ):
+    def _record(
+        self, record: SnapshotRecord, *, terminal: bool, ack_to: pykka.ActorRef[Any] | None = None
+    ) -> None:
+        last = self._live.get(record.run_id)
+        if last is not None and last.seq >= record.seq:
             emit(
                 logging.DEBUG,
                 "snapshot_ignored",
                 run_id=record.run_id,
                 seq=record.seq,
-                stored_seq=current.seq,
-                stored_status=current.status,
+                stored_seq=last.seq,
             )
             return
-        self._store.save((record,))
         if terminal:
-            for event in self._waiters.pop(record.run_id, ()):
-                event.set()
+            self._live.pop(record.run_id, None)
+        else:
+            self._live[record.run_id] = record
+        if self._durable:
+            self._store.save((record,), on_commit=self._committed(record, terminal, ack_to))
+        else:
+            self._store.save((record,))
+            if terminal:
+                self._wake(record.run_id)
+
+    def _committed(
+        self, record: SnapshotRecord, terminal: bool, ack_to: pykka.ActorRef[Any] | None
+    ) -> Callable[[], None]:
+        """What to do once a durable store has committed ``record`` (on its writer thread)."""
+        me = self.actor_ref
+
+        def done() -> None:
+            if ack_to is not None:
+                tell_safely(ack_to, SnapshotCommitted(seq=record.seq))
+            if terminal:
+                tell_safely(me, TerminalCommitted(run_id=record.run_id))
+
+        return done
+
+    def _wake(self, run_id: str) -> None:
+        for event in self._waiters.pop(run_id, ()):
+            event.set()
 
     def _watch(self, message: WatchRun) -> None:
         current = self._store.load(message.run_id)
@@ -76,7 +125,7 @@ class RegistryActor(ThreadActor):
             self._waiters.setdefault(message.run_id, []).append(message.event)
 
     def _record_failure(self, message: RecordFailure) -> None:
-        current = self._store.load(message.run_id)
+        current = self._live.get(message.run_id) or self._store.load(message.run_id)
         if current is None or current.status in TERMINAL_STATUSES:
             return
         snapshot = decode(current.data)
@@ -91,14 +140,51 @@ class RegistryActor(ThreadActor):
         snapshot["result"] = None
         snapshot["seq"] = current.seq + 1
         snapshot["updated_at"] = now
-        record = SnapshotRecord(
-            run_id=current.run_id,
-            workflow_id=current.workflow_id,
+        record = current._replace(
             seq=current.seq + 1,
             status=RunStatus.FAILED.value,
             data=encode(snapshot),
-            created_at=current.created_at,
             updated_at=now,
-            trace_id=current.trace_id,
         )
         self._record(record, terminal=True)
+
+    def _recover(self, message: RecoverRuns) -> None:
+        store = self._store
+        if not isinstance(store, RecoverableStore):
+            return
+        wanted = None if message.report_others else list(message.plans)
+        try:
+            orphans = store.orphans(wanted)
+        except StoreError as exc:
+            emit(logging.ERROR, "recovery_failed", error=str(exc))
+            return
+        for record, previous_owner in orphans:
+            plan = message.plans.get(record.workflow_id)
+            if plan is None:
+                if record.run_id not in self._reported:
+                    self._reported.add(record.run_id)
+                    emit(
+                        logging.WARNING,
+                        "run_awaits_its_workflow",
+                        run_id=record.run_id,
+                        workflow_id=record.workflow_id,
+                        status=record.status,
+                        hint="it resumes once a runtime on this store registers the workflow",
+                    )
+                continue
+            try:
+                if not store.claim(record.run_id, previous_owner):
+                    continue  # another runtime took it first
+                snapshot = decode(record.data)
+            except (StoreError, SnapshotFormatError) as exc:
+                emit(logging.ERROR, "run_not_resumed", run_id=record.run_id, error=str(exc))
+                continue
+            emit(
+                logging.INFO,
+                "run_resumed",
+                run_id=record.run_id,
+                workflow_id=record.workflow_id,
+                from_step=snapshot["next_step"],
+            )
+            self._live[record.run_id] = record
+            tell_safely(message.supervisor, StartRun(plan=plan, snapshot=snapshot))

@@ -8,17 +8,18 @@ from typing import Any
 
 import pykka
 
-from actors._dispatch import DispatchedActor, Dispatcher
+from actors._dispatch import DispatchedActor, Dispatcher, tell_safely
 from actors.messages import (
     AbortRun,
     ExecuteStep,
     RunCrashed,
     RunEnded,
+    SnapshotCommitted,
     SnapshotTaken,
     StepFinished,
 )
-from actors.step import StepPool, error_dict, tell_safely
-from runtime.errors import RunCrashedError
+from actors.step import StepPool, error_dict
+from runtime.errors import RunCrashedError, WorkflowDefinitionError
 from runtime.model import TERMINAL_STATUSES, RunStatus, StepStatus
 from runtime.plan import ExecutionPlan
 from runtime.snapshot import Snapshot, encode
@@ -46,6 +47,7 @@ class RunActor(DispatchedActor):
         registry: pykka.ActorRef[Any],
         supervisor: pykka.ActorRef[Any],
         pool: StepPool,
+        durable: bool = False,
     ) -> None:
         super().__init__(dispatcher)
         self._plan = plan
@@ -53,7 +55,15 @@ class RunActor(DispatchedActor):
         self._registry = registry
         self._supervisor = supervisor
         self._pool = pool
-        self._outputs: dict[str, Any] = {}
+        self._durable = durable
+        # The step waiting for its "running" snapshot to be committed (durable stores).
+        self._awaiting_commit: tuple[int, ExecuteStep] | None = None
+        # A resumed run starts with the outputs of the steps it completed before.
+        self._outputs: dict[str, Any] = {
+            step_id: step["output"]
+            for step_id, step in snapshot["steps"].items()
+            if step["status"] == StepStatus.SUCCESS
+        }
         self._span = Span(
             "workflow_run",
             snapshot["trace_id"],
@@ -66,13 +76,25 @@ class RunActor(DispatchedActor):
     def on_start(self) -> None:
         self._span.start()
         self._snapshot["status"] = RunStatus.RUNNING.value
+        mismatch = self._plan_mismatch()
+        if mismatch is not None:
+            self._finish(RunStatus.FAILED, error=error_dict(mismatch, with_traceback=False))
+            return
         self._dispatch(self._snapshot["next_step"])
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, StepFinished):
             self._step_finished(message)
+        elif isinstance(message, SnapshotCommitted):
+            awaiting = self._awaiting_commit
+            if awaiting is not None and awaiting[0] == message.seq:
+                self._awaiting_commit = None
+                self._pool.submit(awaiting[1])
         elif isinstance(message, AbortRun):
-            self._finish(RunStatus.FAILED, error=message.error)
+            if message.error is None:
+                self._halt()
+            else:
+                self._finish(RunStatus.FAILED, error=message.error)
         else:
             return super().on_receive(message)
         return None
@@ -95,6 +117,28 @@ class RunActor(DispatchedActor):
             RunCrashed(run_id=self._snapshot["run_id"], error=error_dict(crash)),
         )
 
+    def _plan_mismatch(self) -> WorkflowDefinitionError | None:
+        """Why a resumed run's snapshot does not fit the workflow as registered now, if so."""
+        plan, snapshot = self._plan, self._snapshot
+        ids = [step.id for step in plan.steps]
+        if not 0 <= snapshot["next_step"] < len(ids) or any(
+            step_id not in plan.by_id for step_id in snapshot["steps"]
+        ):
+            return WorkflowDefinitionError(
+                f"run {snapshot['run_id']!r} cannot resume: its recorded steps "
+                f"{list(snapshot['steps'])} (next: {snapshot['next_step']}) do not fit workflow "
+                f"{plan.workflow_id!r} as registered now (steps {ids})",
+                run_id=snapshot["run_id"],
+            )
+        return None
+
+    def _halt(self) -> None:
+        """Stop driving the run, recording nothing: a durable store keeps it for later."""
+        self._span.end("interrupted")
+        ended = RunEnded(run_id=self._snapshot["run_id"], status="halted")
+        tell_safely(self._supervisor, ended)
+        self.stop_now()
+
     def _dispatch(self, index: int) -> None:
         plan, snapshot = self._plan, self._snapshot
         step = plan.steps[index]
@@ -108,26 +152,31 @@ class RunActor(DispatchedActor):
             "ended_at": None,
         }
         snapshot["next_step"] = index
-        self._tell_snapshot(terminal=False)
-        self._pool.submit(
-            ExecuteStep(
-                run_id=snapshot["run_id"],
-                workflow_id=snapshot["workflow_id"],
-                step=step,
-                payload=payload,
-                state=snapshot["state"],
-                state_schema=plan.state_schema,
-                request_context=snapshot["request_context"],
-                init_data=snapshot["input"],
-                input_schema=plan.input_schema,
-                definitions=plan.by_id,
-                outputs=self._outputs,
-                final_schema=plan.output_schema if index == len(plan.steps) - 1 else None,
-                trace_id=snapshot["trace_id"],
-                parent_span_id=snapshot["span_id"],
-                reply_to=self.actor_ref,
-            )
+        message = ExecuteStep(
+            run_id=snapshot["run_id"],
+            workflow_id=snapshot["workflow_id"],
+            step=step,
+            payload=payload,
+            state=snapshot["state"],
+            state_schema=plan.state_schema,
+            request_context=snapshot["request_context"],
+            init_data=snapshot["input"],
+            input_schema=plan.input_schema,
+            definitions=plan.by_id,
+            outputs=self._outputs,
+            final_schema=plan.output_schema if index == len(plan.steps) - 1 else None,
+            trace_id=snapshot["trace_id"],
+            parent_span_id=snapshot["span_id"],
+            reply_to=self.actor_ref,
         )
+        seq = self._tell_snapshot(terminal=False)
+        if self._durable:
+            # The step starts only once the snapshot that says it runs (and holds
+            # the previous step's output) is committed: a completed step is never
+            # run again after a crash.
+            self._awaiting_commit = (seq, message)
+        else:
+            self._pool.submit(message)
 
     def _step_finished(self, message: StepFinished) -> None:
         snapshot = self._snapshot
@@ -179,7 +228,7 @@ class RunActor(DispatchedActor):
         tell_safely(self._supervisor, RunEnded(run_id=snapshot["run_id"], status=status.value))
         self.stop_now()
 
-    def _tell_snapshot(self, *, terminal: bool) -> None:
+    def _tell_snapshot(self, *, terminal: bool) -> int:
         snapshot = self._snapshot
         snapshot["seq"] += 1
         now = time.time()
@@ -196,4 +245,6 @@ class RunActor(DispatchedActor):
         )
         # A dead registry must not take the run down with it; the runtime
         # records unfinished runs as failed when it stops.
-        tell_safely(self._registry, SnapshotTaken(record=record, terminal=terminal))
+        ack_to = self.actor_ref if self._durable and not terminal else None
+        tell_safely(self._registry, SnapshotTaken(record=record, terminal=terminal, ack_to=ack_to))
+        return record.seq

@@ -23,7 +23,7 @@ import pykka
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
 
-from actors._dispatch import ThreadActor
+from actors._dispatch import ThreadActor, tell_safely
 from actors.messages import ExecuteStep, StepFinished
 from runtime.context import RequestContext
 from runtime.errors import (
@@ -35,7 +35,7 @@ from runtime.snapshot import check_encodable, copy_plain, find_unencodable
 from runtime.step import StepContext, validate_for_step
 from runtime.tracing import Span, emit
 
-__all__ = ["AsyncLoop", "StepActor", "StepPool", "error_dict", "tell_safely"]
+__all__ = ["AsyncLoop", "StepActor", "StepPool", "error_dict"]
 
 TICK: Final = 0.02
 """How long waiting steps may go without any step finishing before the pool grows.
@@ -51,15 +51,6 @@ STOP_TIMEOUT: Final = 5.0
 def error_dict(exc: BaseException, **context: Any) -> dict[str, Any]:
     """An :class:`ErrorInfo` for ``exc`` as the plain dict snapshots hold."""
     return ErrorInfo.from_exception(exc, **context).model_dump()
-
-
-def tell_safely(ref: pykka.ActorRef[Any], message: Any) -> bool:
-    """Tell ``message`` to ``ref``; return ``False`` if the actor has stopped."""
-    try:
-        ref.tell(message)
-    except pykka.ActorDeadError:
-        return False
-    return True
 
 
 class AsyncLoop:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pykka
 
-from actors._dispatch import DispatchedActor, Dispatcher
+from actors._dispatch import DispatchedActor, Dispatcher, tell_safely
 from actors.messages import (
     AbortRun,
     AbortRuns,
@@ -19,7 +19,7 @@ from actors.messages import (
     StartRun,
 )
 from actors.run import RunActor
-from actors.step import StepPool, tell_safely
+from actors.step import StepPool
 
 __all__ = ["Supervisor"]
 
@@ -40,10 +40,12 @@ class Supervisor(DispatchedActor):
         registry: pykka.ActorRef[Any],
         pool: StepPool,
         max_concurrent_runs: int | None,
+        durable: bool = False,
     ) -> None:
         super().__init__(dispatcher)
         self._registry = registry
         self._pool = pool
+        self._durable = durable
         self._limit = max_concurrent_runs
         self._runs: dict[str, pykka.ActorRef[Any]] = {}
         self._waiting: deque[StartRun] = deque()
@@ -82,6 +84,7 @@ class Supervisor(DispatchedActor):
             registry=self._registry,
             supervisor=self.actor_ref,
             pool=self._pool,
+            durable=self._durable,
         )
 
     def _ended(self, run_id: str) -> None:
@@ -90,15 +93,17 @@ class Supervisor(DispatchedActor):
             self._spawn(self._waiting.popleft())
         self._notify_if_idle()
 
-    def _abort(self, error: dict[str, Any]) -> None:
-        for waiting in self._waiting:
-            tell_safely(
-                self._registry, RecordFailure(run_id=waiting.snapshot["run_id"], error=error)
-            )
-        self._waiting.clear()
+    def _abort(self, error: dict[str, Any] | None) -> None:
+        """Fail (or, without an error, halt) every run in progress or waiting."""
+        if error is not None:
+            for waiting in self._waiting:
+                failure = RecordFailure(run_id=waiting.snapshot["run_id"], error=error)
+                tell_safely(self._registry, failure)
+        self._waiting.clear()  # halted, they stay pending in a durable store
         for run_id, ref in list(self._runs.items()):
             if not tell_safely(ref, AbortRun(error=error)):
-                tell_safely(self._registry, RecordFailure(run_id=run_id, error=error))
+                if error is not None:
+                    tell_safely(self._registry, RecordFailure(run_id=run_id, error=error))
                 self._runs.pop(run_id, None)
         self._notify_if_idle()
 

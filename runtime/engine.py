@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
+import os
 import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 
@@ -18,6 +22,7 @@ from runtime.errors import (
 from runtime.model import ErrorInfo
 from runtime.plan import ExecutionPlan
 from runtime.snapshot import Snapshot, decode, encode
+from runtime.sqlite import SQLiteStore, path_from_url
 from runtime.store import MemoryStore, SnapshotRecord, SnapshotStore
 from runtime.tracing import emit
 
@@ -27,6 +32,9 @@ if TYPE_CHECKING:
 __all__ = ["Runtime", "default_runtime"]
 
 W = TypeVar("W", bound="Workflow[Any, Any]")
+
+ORPHAN_REPORT_DELAY: Final = 5.0
+"""Seconds after start before unfinished runs of unregistered workflows are reported."""
 
 DEFAULT_STOP_TIMEOUT: Final = 10.0
 """Seconds ``stop()`` waits for runs in progress before failing them."""
@@ -75,6 +83,7 @@ class _Machinery:
         from actors.supervisor import Supervisor
 
         self.store = store
+        self.report_timer: threading.Timer | None = None
         self.dispatcher = Dispatcher()
         self.loop = AsyncLoop()
         self.pool = StepPool(self.loop)
@@ -84,7 +93,35 @@ class _Machinery:
             registry=self.registry,
             pool=self.pool,
             max_concurrent_runs=max_concurrent_runs,
+            durable=store.durable,
         )
+
+    def report_orphans_later(self, plans: Callable[[], Mapping[str, ExecutionPlan]]) -> None:
+        """In a moment, resume what is registered by then and report the rest, once.
+
+        A runtime usually registers its workflows just after it starts; orphaned
+        runs of those are resumed as each is registered, and only runs whose
+        workflow is still missing after :data:`ORPHAN_REPORT_DELAY` are reported.
+        """
+        if not self.store.durable:
+            return
+        self.report_timer = threading.Timer(
+            ORPHAN_REPORT_DELAY, lambda: self.recover(plans(), report_others=True)
+        )
+        self.report_timer.name = "callboard-orphan-report"
+        self.report_timer.daemon = True
+        self.report_timer.start()
+
+    def recover(self, plans: Mapping[str, ExecutionPlan], *, report_others: bool) -> None:
+        """Resume, in the background, the orphaned runs of these workflows (durable stores)."""
+        from actors.messages import RecoverRuns
+
+        if self.store.durable:
+            message = RecoverRuns(
+                plans=dict(plans), supervisor=self.supervisor, report_others=report_others
+            )
+            with contextlib.suppress(pykka.ActorDeadError):
+                self.registry.tell(message)
 
     def start_run(self, plan: ExecutionPlan, snapshot: Snapshot, record: SnapshotRecord) -> bool:
         from actors.messages import StartRun
@@ -114,6 +151,8 @@ class _Machinery:
         return event
 
     def shutdown(self, timeout: float | None) -> None:
+        if self.report_timer is not None:
+            self.report_timer.cancel()
         try:
             self._drain(timeout)
         finally:
@@ -122,11 +161,12 @@ class _Machinery:
             _stop_actor(self.registry)  # after the runs: it records their last snapshots first
             self.loop.stop(DEFAULT_STOP_TIMEOUT)
             self.dispatcher.stop(DEFAULT_STOP_TIMEOUT)
-            self._fail_unfinished()
+            if not self.store.durable:
+                self._fail_unfinished()
             self.store.close()
 
     def _drain(self, timeout: float | None) -> None:
-        """Wait for the runs in progress; fail those still going after ``timeout``."""
+        """Wait for the runs in progress; then fail those still going (halt them, if durable)."""
         from actors.messages import AbortRuns, NotifyWhenIdle
 
         try:
@@ -135,7 +175,10 @@ class _Machinery:
             if idle.wait(timeout):
                 return
             aborted = threading.Event()
-            self.supervisor.tell(AbortRuns(error=_stopped_error()))
+            # A durable store keeps a halted run unfinished, and the next runtime
+            # on it resumes the run; in memory it would be lost, so it fails.
+            error = None if self.store.durable else _stopped_error()
+            self.supervisor.tell(AbortRuns(error=error))
             self.supervisor.tell(NotifyWhenIdle(event=aborted))
             aborted.wait(DEFAULT_STOP_TIMEOUT)
         except pykka.ActorDeadError:
@@ -160,19 +203,29 @@ class Runtime:
             run_id = wf.create_run().start_async(input_data={...}).run_id
 
     Args:
+        store: Where runs are kept: ``"memory"`` (the default: lost with the
+            process), a SQLite file as a path or a ``sqlite:///path`` URL
+            (created if missing; opened by :meth:`start`), or a store object.
+            On a SQLite store a run is committed when ``start_async`` returns,
+            each step's output is committed before the next step starts, and
+            runs left unfinished by a process that ended are resumed by the
+            next runtime on the file that registers their workflow.
         max_concurrent_runs: The most runs in progress at once; further runs
             wait, ``pending``, in the order they were started. ``None`` (the
             default) sets no limit.
         stop_timeout: Seconds :meth:`stop` (and leaving the ``with`` block)
-            waits for runs in progress before recording them as failed.
+            waits for runs in progress before recording them as failed (in
+            memory) or leaving them for the next runtime (on a durable store).
 
     Raises:
-        ValueError: for a ``max_concurrent_runs`` below 1 or a negative ``stop_timeout``.
+        ValueError: for a ``max_concurrent_runs`` below 1, a negative
+            ``stop_timeout`` or an empty store location.
     """
 
     def __init__(
         self,
         *,
+        store: SnapshotStore | str | os.PathLike[str] | None = None,
         max_concurrent_runs: int | None = None,
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
     ) -> None:
@@ -185,8 +238,16 @@ class Runtime:
         self._lock = threading.Lock()
         self._state = "new"
         self._machinery: _Machinery | None = None
-        self._store: SnapshotStore = MemoryStore()
         self._plans: dict[str, ExecutionPlan] = {}
+        self._store: SnapshotStore | None
+        self._store_path: Path | None = None
+        if store is None or store == "memory":
+            self._store = MemoryStore()
+        elif isinstance(store, str | os.PathLike):
+            self._store = None
+            self._store_path = path_from_url(store)
+        else:
+            self._store = store
 
     def __repr__(self) -> str:
         return f"<Runtime {self._state}>"
@@ -204,13 +265,20 @@ class Runtime:
 
         Raises:
             RuntimeStoppedError: if the runtime was stopped: a runtime runs once.
+            StoreError: if the SQLite store cannot be opened: not writable, a
+                directory, not a SQLite file, or written by a newer callboard.
         """
         with self._lock:
             if self._state == "running":
                 return self
             if self._state != "new":
                 raise RuntimeStoppedError("this runtime was stopped; create a new Runtime")
+            if self._store is None:
+                assert self._store_path is not None
+                self._store = SQLiteStore(self._store_path)
             self._machinery = _Machinery(self._store, self._max_concurrent_runs)
+            self._machinery.recover(self._plans, report_others=False)
+            self._machinery.report_orphans_later(lambda: dict(self._plans))
             self._state = "running"
         return self
 
@@ -270,6 +338,9 @@ class Runtime:
                     "registered with this runtime"
                 )
             self._plans[plan.workflow_id] = plan
+            machinery = self._machinery if self._state == "running" else None
+        if machinery is not None and known is None:
+            machinery.recover({plan.workflow_id: plan}, report_others=False)
         return workflow._bound_to(self)
 
     # --- used by Run and Workflow ------------------------------------------------
@@ -291,8 +362,14 @@ class Runtime:
                 run_id=record.run_id,
             )
 
+    @property
+    def store(self) -> SnapshotStore | None:
+        """The store runs are kept in (``None`` for a SQLite file before :meth:`start`)."""
+        return self._store
+
     def _load(self, run_id: str) -> SnapshotRecord | None:
-        return self._store.load(run_id)
+        store = self._store
+        return None if store is None else store.load(run_id)
 
     def _watch(self, run_id: str) -> threading.Event:
         machinery = self._machinery

@@ -10,6 +10,7 @@ The hierarchy::
     │                                    (also ValueError)
     ├── SnapshotEncodingError            a value that msgpack cannot encode (also TypeError)
     ├── SnapshotFormatError              stored snapshot bytes that cannot be read (also ValueError)
+    ├── StoreError                       the run store cannot be opened, read or written
     ├── RunAlreadyStartedError           a run started twice, or a run id already in use
     ├── RunNotStartedError               waiting on a run that was never started
     ├── RunCrashedError                  the machinery that drove a run failed; the run is failed
@@ -38,6 +39,7 @@ __all__ = [
     "SnapshotEncodingError",
     "SnapshotFormatError",
     "StepValidationError",
+    "StoreError",
     "WorkflowDefinitionError",
     "WorkflowError",
     "summarize_errors",
@@ -158,6 +160,10 @@ class SnapshotEncodingError(WorkflowError, TypeError):
 
 class SnapshotFormatError(WorkflowError, ValueError):
     """Snapshot bytes that are corrupt or written by an unknown format version."""
+
+
+class StoreError(WorkflowError):
+    """The run store cannot be opened, read or written (its message says which file and why)."""
 
 
 class RunAlreadyStartedError(WorkflowError):

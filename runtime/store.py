@@ -2,18 +2,20 @@
 
 The registry actor is the store's writer for a run's updates; a run's first
 (``pending``) record is created by ``start_async`` itself, so that the run is
-recorded before the call returns. Reads may come from any thread.
+recorded before the call returns. Reads may come from any thread. The SQLite
+store is in :mod:`runtime.sqlite`.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from typing import NamedTuple, Protocol
+from collections.abc import Callable, Sequence
+from typing import NamedTuple, Protocol, runtime_checkable
 
-__all__ = ["MemoryStore", "SnapshotRecord", "SnapshotStore"]
+__all__ = ["MemoryStore", "RecoverableStore", "SnapshotRecord", "SnapshotStore"]
 
 _UNFINISHED_STATUSES = frozenset({"pending", "running"})
+_TERMINAL_STATUSES = frozenset({"success", "failed"})
 
 
 class SnapshotRecord(NamedTuple):
@@ -44,18 +46,52 @@ class SnapshotRecord(NamedTuple):
 
 
 class SnapshotStore(Protocol):
-    """What the runtime needs from a snapshot store."""
+    """What the runtime needs from a snapshot store.
+
+    Attributes:
+        durable: Whether records outlive the process. With a durable store a
+            run waits for each snapshot to be committed before its next step,
+            and runs left unfinished are resumed by the next runtime.
+    """
+
+    durable: bool
 
     def create(self, record: SnapshotRecord) -> bool:
-        """Record a new run; return ``False`` (and change nothing) if its id is taken."""
+        """Record a new run; return ``False`` (and change nothing) if its id is taken.
+
+        On a durable store the record is committed when this returns.
+        """
         ...
 
-    def save(self, records: Sequence[SnapshotRecord]) -> None:
-        """Store newer snapshots of existing runs (the registry has checked the order)."""
+    def save(
+        self, records: Sequence[SnapshotRecord], on_commit: Callable[[], None] | None = None
+    ) -> None:
+        """Store newer snapshots of existing runs; call ``on_commit`` once they are stored.
+
+        A record whose ``seq`` is not above the stored one's, or for a run whose
+        stored status is terminal, changes nothing: a run never goes back.
+        """
         ...
 
     def load(self, run_id: str) -> SnapshotRecord | None:
         """The newest record of a run, or ``None``. Safe from any thread."""
+        ...
+
+    def list_runs(
+        self,
+        *,
+        workflow_id: str | None = None,
+        status: str | None = None,
+        from_date: float | None = None,
+        to_date: float | None = None,
+        limit: int | None = 50,
+        offset: int = 0,
+    ) -> tuple[list[SnapshotRecord], int]:
+        """Records newest first (by ``created_at``), filtered, and how many match in all."""
+        ...
+
+    def delete(self, run_id: str) -> bool:
+        """Delete a run's record; return whether there was one."""
         ...
 
     def unfinished(self) -> list[SnapshotRecord]:
@@ -63,30 +99,82 @@ class SnapshotStore(Protocol):
         ...
 
     def close(self) -> None:
-        """Release what the store holds."""
+        """Stop writing; records stay readable."""
+        ...
+
+
+@runtime_checkable
+class RecoverableStore(SnapshotStore, Protocol):
+    """A durable store that knows which runs lost their owner, and hands them over."""
+
+    def orphans(
+        self, workflow_ids: Sequence[str] | None = None
+    ) -> list[tuple[SnapshotRecord, str | None]]:
+        """Unfinished runs whose owner is gone, each with that owner's id."""
+        ...
+
+    def claim(self, run_id: str, previous_owner: str | None) -> bool:
+        """Take over a run if its owner is still ``previous_owner``."""
         ...
 
 
 class MemoryStore:
     """Snapshots in a dict: the default store, lost when the process ends."""
 
+    durable = False
+
     def __init__(self) -> None:
         self._records: dict[str, SnapshotRecord] = {}
-        self._create_lock = threading.Lock()
+        self._lock = threading.Lock()
 
     def create(self, record: SnapshotRecord) -> bool:
-        with self._create_lock:
+        with self._lock:
             if record.run_id in self._records:
                 return False
             self._records[record.run_id] = record
             return True
 
-    def save(self, records: Sequence[SnapshotRecord]) -> None:
+    def save(
+        self, records: Sequence[SnapshotRecord], on_commit: Callable[[], None] | None = None
+    ) -> None:
+        records_now = self._records
         for record in records:
-            self._records[record.run_id] = record
+            current = records_now.get(record.run_id)
+            if current is None or (
+                record.seq > current.seq and current.status not in _TERMINAL_STATUSES
+            ):
+                records_now[record.run_id] = record
+        if on_commit is not None:
+            on_commit()
 
     def load(self, run_id: str) -> SnapshotRecord | None:
         return self._records.get(run_id)
+
+    def list_runs(
+        self,
+        *,
+        workflow_id: str | None = None,
+        status: str | None = None,
+        from_date: float | None = None,
+        to_date: float | None = None,
+        limit: int | None = 50,
+        offset: int = 0,
+    ) -> tuple[list[SnapshotRecord], int]:
+        matching = [
+            record
+            for record in list(self._records.values())
+            if (workflow_id is None or record.workflow_id == workflow_id)
+            and (status is None or record.status == status)
+            and (from_date is None or record.created_at >= from_date)
+            and (to_date is None or record.created_at <= to_date)
+        ]
+        matching.sort(key=lambda record: (-record.created_at, record.run_id))
+        end = None if limit is None else offset + limit
+        return matching[offset:end], len(matching)
+
+    def delete(self, run_id: str) -> bool:
+        with self._lock:
+            return self._records.pop(run_id, None) is not None
 
     def unfinished(self) -> list[SnapshotRecord]:
         return [

@@ -3,13 +3,14 @@
 Layers (imports only go down, or stay within a layer):
 
     0 leaf         runtime.errors, runtime.model, runtime.options, runtime.context
-    1 codec        runtime.snapshot, runtime.tracing, runtime.store
+    1 codec        runtime.snapshot, runtime.tracing, runtime.store, runtime.sqlite
     2 definitions  runtime.step, runtime.plan
     3 machinery    actors.*
     4 facade       runtime.engine, runtime.run, runtime.workflow
     5 entry        runtime (runtime/__init__.py), runtime.cli
 
-``runtime/store.py`` is an addition to DESIGN.md's table, at layer 1. Imports under
+``runtime/store.py`` and ``runtime/sqlite.py`` are additions to DESIGN.md's table, at layer 1.
+Imports under
 ``if TYPE_CHECKING:`` never run, so they may point anywhere within runtime.
 """
 
@@ -31,6 +32,7 @@ RUNTIME_LAYERS = {
     "runtime.snapshot": 1,
     "runtime.tracing": 1,
     "runtime.store": 1,
+    "runtime.sqlite": 1,
     "runtime.step": 2,
     "runtime.plan": 2,
     "runtime.engine": 4,

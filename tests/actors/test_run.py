@@ -32,9 +32,11 @@ def received(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[SnapshotRecord]]
     seen: dict[str, list[SnapshotRecord]] = defaultdict(list)
     original = RegistryActor._record
 
-    def recording(self: RegistryActor, record: SnapshotRecord, *, terminal: bool) -> None:
+    def recording(
+        self: RegistryActor, record: SnapshotRecord, *, terminal: bool, **rest: Any
+    ) -> None:
         seen[record.run_id].append(record)
-        original(self, record, terminal=terminal)
+        original(self, record, terminal=terminal, **rest)
 
     monkeypatch.setattr(RegistryActor, "_record", recording)
     return seen

@@ -1,0 +1,618 @@
+"""The SQLite snapshot store: runs that survive the process, readable from others.
+
+One file holds every run's newest snapshot (msgpack bytes) beside the fields
+queries filter on. The database runs in WAL mode, so readers in this process
+and in others never wait for the writer, and the writer never waits for them.
+
+Writes go through one writer thread per store, with group commit: whatever
+has queued up while a transaction ran goes into the next one. ``create``
+returns once its transaction has committed; ``save`` returns at once and calls
+``on_commit`` when its records are committed. A commit that cannot get the
+database lock is retried; the records stay in memory meanwhile, so nothing is
+lost while another process holds the lock.
+
+Durability: ``synchronous=NORMAL`` in WAL mode, so a committed run survives the
+process being killed; a power failure may lose the last transactions.
+
+Ownership: a store opened for writing registers an owner (this process) with a
+heartbeat; runs record the owner that drives them. A run whose owner stopped
+heartbeating (or whose process on this host is gone) is an orphan that another
+runtime may claim and resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, Final
+
+from runtime.errors import StoreError
+from runtime.store import SnapshotRecord
+from runtime.tracing import emit, new_run_id
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+
+SCHEMA_VERSION: Final = 1
+"""The database schema this code writes (``PRAGMA user_version``)."""
+
+HEARTBEAT_INTERVAL: Final = 2.0
+"""Seconds between an owner's heartbeats."""
+
+LEASE: Final = 10.0
+"""Seconds without a heartbeat after which an owner's runs are orphans."""
+
+LOCK_TIMEOUT: Final = 5.0
+"""Seconds one attempt waits for another writer's lock (SQLite's busy timeout)."""
+
+CREATE_TIMEOUT: Final = 30.0
+"""Seconds ``create`` waits for its commit before giving up with a StoreError."""
+
+BATCH: Final = 512
+"""The most writes one transaction takes."""
+
+_UNFINISHED = ("pending", "running")
+_TERMINAL = ("success", "failed")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id      TEXT PRIMARY KEY,
+    workflow_id TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL,
+    trace_id    TEXT NOT NULL,
+    owner_id    TEXT,
+    snapshot    BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at);
+CREATE INDEX IF NOT EXISTS runs_by_workflow ON runs (workflow_id, created_at);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, created_at);
+CREATE TABLE IF NOT EXISTS owners (
+    owner_id     TEXT PRIMARY KEY,
+    host         TEXT NOT NULL,
+    pid          INTEGER NOT NULL,
+    heartbeat_at REAL NOT NULL
+);
+"""
+
+# A newer snapshot replaces an older one, and nothing replaces a terminal one.
+_UPSERT = """
+INSERT INTO runs (run_id, workflow_id, status, seq, created_at, updated_at, trace_id,
+                  owner_id, snapshot)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id) DO UPDATE SET
+    status = excluded.status, seq = excluded.seq, updated_at = excluded.updated_at,
+    snapshot = excluded.snapshot
+WHERE excluded.seq > runs.seq AND runs.status NOT IN ('success', 'failed')
+"""
+
+_COLUMNS = "run_id, workflow_id, seq, status, snapshot, created_at, updated_at, trace_id"
+
+
+def _record(row: tuple[Any, ...]) -> SnapshotRecord:
+    return SnapshotRecord(
+        run_id=row[0],
+        workflow_id=row[1],
+        seq=row[2],
+        status=row[3],
+        data=bytes(row[4]),
+        created_at=row[5],
+        updated_at=row[6],
+        trace_id=row[7],
+    )
+
+
+def path_from_url(location: str | os.PathLike[str]) -> Path:
+    """A database path from a path or a ``sqlite:///path`` URL."""
+    text = os.fspath(location)
+    if text.startswith("sqlite:///"):
+        text = text[len("sqlite:///") :]  # sqlite:///relative or sqlite:////absolute
+    elif text.startswith("sqlite://"):
+        raise ValueError(
+            f"a SQLite URL is sqlite:///relative/path or sqlite:////absolute: {text!r}"
+        )
+    if not text:
+        raise ValueError("the SQLite store needs a file path")
+    return Path(text)
+
+
+class _Write:
+    """One queued write and how to report its outcome.
+
+    A write its caller gave up waiting for is ``abandoned`` and skipped, so that
+    a caller told "not recorded" is never recorded later.
+    """
+
+    __slots__ = ("abandoned", "done", "kind", "lock", "payload", "taken")
+
+    def __init__(self, kind: str, payload: Any, done: Callable[[Any, BaseException | None], None]):
+        self.kind = kind
+        self.payload = payload
+        self.done = done
+        self.lock = threading.Lock()
+        self.abandoned = False
+        self.taken = False
+
+    def take(self) -> bool:
+        """Called by the writer once its transaction committed: may it report success?"""
+        with self.lock:
+            self.taken = not self.abandoned
+            return self.taken
+
+    def abandon(self) -> bool:
+        """Called by a caller that stops waiting: ``True`` if the write will not count."""
+        with self.lock:
+            self.abandoned = not self.taken
+            return self.abandoned
+
+
+class SQLiteStore:
+    """Snapshots in a SQLite file, shared safely between threads and processes.
+
+    Args:
+        location: The database file, as a path or a ``sqlite:///path`` URL. It is
+            created (mode 0600) if it does not exist.
+        readonly: Open for reading only: no writer thread, no owner, and the file
+            must exist.
+
+    Raises:
+        StoreError: if the file cannot be opened or created, is not a SQLite
+            database, is a directory, cannot be written, or was written by a
+            newer schema version (which is then never written).
+    """
+
+    durable = True
+
+    def __init__(self, location: str | os.PathLike[str], *, readonly: bool = False) -> None:
+        self.path = path_from_url(location)
+        self.readonly = readonly
+        self.owner_id = new_run_id()
+        self._local = threading.local()
+        self._closed = False
+        self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._write_error: BaseException | None = None
+        if self.path.is_dir():
+            raise StoreError(f"cannot use {self.path} as a run store: it is a directory")
+        if readonly:
+            if not self.path.exists():
+                raise StoreError(f"no run store at {self.path}: the file does not exist")
+            self._check_schema(self._reader(), writable=False)
+            return
+        self._create_file()
+        connection = self._connect()
+        try:
+            self._prepare(connection)
+        except BaseException:
+            connection.close()
+            raise
+        self._writer = threading.Thread(
+            target=self._write_loop, args=(connection,), name="callboard-sqlite-writer", daemon=True
+        )
+        self._writer.start()
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r}{', readonly=True' if self.readonly else ''})"
+
+    # --- opening --------------------------------------------------------------------
+
+    def _create_file(self) -> None:
+        if self.path.exists():
+            return
+        if not self.path.parent.exists():
+            raise StoreError(
+                f"cannot create the run store {self.path}: folder {self.path.parent} does not exist"
+            )
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            return
+        except OSError as exc:
+            raise StoreError(f"cannot create the run store {self.path}: {exc.strerror}") from exc
+        os.close(fd)
+
+    def _connect(self, *, readonly: bool = False) -> sqlite3.Connection:
+        uri = f"file:{self.path}?mode={'ro' if readonly else 'rw'}"
+        try:
+            connection = sqlite3.connect(
+                uri, uri=True, timeout=LOCK_TIMEOUT, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the run store {self.path}: {exc}") from exc
+        return connection
+
+    def _check_schema(self, connection: sqlite3.Connection, *, writable: bool) -> int:
+        try:
+            version: int = connection.execute("PRAGMA user_version").fetchone()[0]
+            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"{self.path} is not a callboard run store (SQLite says: {exc})"
+            ) from exc
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the run store {self.path} was written by a newer callboard (schema version "
+                f"{version}; this one knows version {SCHEMA_VERSION}); it is left untouched"
+            )
+        if not writable and version == 0:
+            tables = connection.execute(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'runs'"
+            ).fetchone()[0]
+            if not tables:
+                raise StoreError(f"{self.path} is not a callboard run store (it has no runs table)")
+        return version
+
+    def _prepare(self, connection: sqlite3.Connection) -> None:
+        version = self._check_schema(connection, writable=True)
+        try:
+            connection.execute("PRAGMA journal_mode = WAL").fetchone()
+            connection.execute("PRAGMA synchronous = NORMAL")
+            connection.execute("BEGIN IMMEDIATE")
+            if version == 0:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        connection.execute(statement)
+                connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            connection.execute(
+                "INSERT OR REPLACE INTO owners (owner_id, host, pid, heartbeat_at) "
+                "VALUES (?, ?, ?, ?)",
+                (self.owner_id, socket.gethostname(), os.getpid(), time.time()),
+            )
+            connection.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc):
+                raise StoreError(f"cannot write to the run store {self.path}: {exc}") from exc
+            raise StoreError(f"cannot prepare the run store {self.path}: {exc}") from exc
+
+    def _reader(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._connect(readonly=True)
+            self._local.connection = connection
+        return connection
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        try:
+            yield self._reader()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot read the run store {self.path}: {exc}") from exc
+
+    # --- the store interface ------------------------------------------------------
+
+    def create(self, record: SnapshotRecord) -> bool:
+        """Record a new run, committed when this returns; ``False`` if its id is taken.
+
+        Raises:
+            StoreError: if the commit did not happen within ``CREATE_TIMEOUT``
+                (the database stayed locked) or the store is read-only or closed.
+        """
+        future: Future[bool] = Future()
+        write = self._submit("create", record, _resolve(future))
+        try:
+            return future.result(CREATE_TIMEOUT)
+        except TimeoutError as exc:
+            if not write.abandon():  # committed after all, just now
+                return future.result()
+            raise StoreError(
+                f"the run store {self.path} stayed locked for {CREATE_TIMEOUT} s; the run "
+                f"{record.run_id!r} was not recorded"
+            ) from exc
+
+    def save(
+        self, records: Sequence[SnapshotRecord], on_commit: Callable[[], None] | None = None
+    ) -> None:
+        """Queue newer snapshots of existing runs; ``on_commit`` runs once they are committed.
+
+        A record older than the stored one (by ``seq``), or for a run already
+        terminal, changes nothing.
+        """
+        self._submit("save", list(records), lambda _result, _error: on_commit and on_commit())
+
+    def delete(self, run_id: str) -> bool:
+        """Delete a run; return whether it existed."""
+        future: Future[bool] = Future()
+        self._submit("delete", run_id, _resolve(future))
+        return future.result(CREATE_TIMEOUT)
+
+    def claim(self, run_id: str, previous_owner: str | None) -> bool:
+        """Take over an orphaned run if its owner is still ``previous_owner``."""
+        future: Future[bool] = Future()
+        self._submit("claim", (run_id, previous_owner), _resolve(future))
+        return future.result(CREATE_TIMEOUT)
+
+    def release(self) -> None:
+        """Give up this owner's runs now (at a clean stop), so others may resume them."""
+        future: Future[bool] = Future()
+        self._submit("release", None, _resolve(future))
+        future.result(CREATE_TIMEOUT)
+
+    def load(self, run_id: str) -> SnapshotRecord | None:
+        """The newest committed record of a run, or ``None``."""
+        with self._reading() as connection:
+            row = connection.execute(
+                f"SELECT {_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+        return None if row is None else _record(row)
+
+    def unfinished(self) -> list[SnapshotRecord]:
+        """Records of runs that are ``pending`` or ``running``, whoever drives them."""
+        with self._reading() as connection:
+            rows = connection.execute(
+                f"SELECT {_COLUMNS} FROM runs WHERE status IN (?, ?)", _UNFINISHED
+            ).fetchall()
+        return [_record(row) for row in rows]
+
+    def orphans(
+        self, workflow_ids: Sequence[str] | None = None
+    ) -> list[tuple[SnapshotRecord, str | None]]:
+        """Unfinished runs whose owner is gone, with that owner's id (to claim them by).
+
+        An owner is gone when its heartbeat is older than ``LEASE`` seconds, or
+        when it is a process on this host that no longer exists.
+        """
+        with self._reading() as connection:
+            owners = connection.execute("SELECT owner_id, host, pid, heartbeat_at FROM owners")
+            alive = {
+                owner_id
+                for owner_id, host, pid, heartbeat_at in owners.fetchall()
+                if _alive(host, pid, heartbeat_at)
+            }
+            query = f"SELECT {_COLUMNS}, owner_id FROM runs WHERE status IN (?, ?)"
+            params: list[Any] = list(_UNFINISHED)
+            if workflow_ids is not None:
+                query += f" AND workflow_id IN ({', '.join('?' * len(workflow_ids))})"
+                params.extend(workflow_ids)
+            rows = connection.execute(query + " ORDER BY created_at", params).fetchall()
+        return [
+            (_record(row[:8]), row[8])
+            for row in rows
+            if row[8] != self.owner_id and row[8] not in alive
+        ]
+
+    def list_runs(
+        self,
+        *,
+        workflow_id: str | None = None,
+        status: str | None = None,
+        from_date: float | None = None,
+        to_date: float | None = None,
+        limit: int | None = 50,
+        offset: int = 0,
+    ) -> tuple[list[SnapshotRecord], int]:
+        """Runs, newest first, filtered; and how many match in all."""
+        where, params = _filters(workflow_id, status, from_date, to_date)
+        with self._reading() as connection:
+            total: int = connection.execute(f"SELECT count(*) FROM runs{where}", params).fetchone()[
+                0
+            ]
+            rows = connection.execute(
+                f"SELECT {_COLUMNS} FROM runs{where} ORDER BY created_at DESC, run_id "
+                "LIMIT ? OFFSET ?",
+                [*params, -1 if limit is None else limit, offset],
+            ).fetchall()
+        return [_record(row) for row in rows], total
+
+    def close(self) -> None:
+        """Finish the queued writes and end the writer thread; reads go on working."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer is not None:
+            self._queue.put(None)
+            self._writer.join(CREATE_TIMEOUT)
+
+    # --- the writer ---------------------------------------------------------------
+
+    def _submit(
+        self, kind: str, payload: Any, done: Callable[[Any, BaseException | None], None]
+    ) -> _Write:
+        if self.readonly:
+            raise StoreError(f"the run store {self.path} is open read-only")
+        if self._closed or self._writer is None or not self._writer.is_alive():
+            raise StoreError(f"the run store {self.path} is closed")
+        write = _Write(kind, payload, done)
+        self._queue.put(write)
+        return write
+
+    def _write_loop(self, connection: sqlite3.Connection) -> None:
+        next_heartbeat = time.monotonic() + HEARTBEAT_INTERVAL
+        pending: list[_Write] = []
+        closing = False
+        try:
+            while not closing or pending:
+                if not pending and not closing:
+                    try:
+                        first = self._queue.get(timeout=max(0.0, next_heartbeat - time.monotonic()))
+                    except queue.Empty:
+                        first = _Write("heartbeat", None, _ignore)
+                    if first is None:
+                        closing = True
+                    else:
+                        pending.append(first)
+                while len(pending) < BATCH:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        closing = True
+                        break
+                    pending.append(item)
+                if not pending:
+                    continue
+                if time.monotonic() >= next_heartbeat:
+                    pending.append(_Write("heartbeat", None, _ignore))
+                if self._commit(connection, pending):
+                    pending = []
+                    if time.monotonic() >= next_heartbeat:
+                        next_heartbeat = time.monotonic() + HEARTBEAT_INTERVAL
+                elif closing:
+                    self._fail(pending, StoreError(f"the run store {self.path} stayed locked"))
+                    pending = []
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute("DELETE FROM owners WHERE owner_id = ?", (self.owner_id,))
+            connection.close()
+
+    def _commit(self, connection: sqlite3.Connection, writes: list[_Write]) -> bool:
+        """Run the writes in one transaction; report each outcome. ``False``: locked, try again."""
+        results: list[Any] = []
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            for write in writes:
+                results.append(None if write.abandoned else self._apply(connection, write))
+            # A create whose caller gave up meanwhile must not commit: take() decides.
+            for write, inserted in zip(writes, results, strict=True):
+                if write.kind == "create" and not write.take() and inserted:
+                    connection.execute("DELETE FROM runs WHERE run_id = ?", (write.payload.run_id,))
+            connection.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute("ROLLBACK")
+            if "locked" in str(exc) or "busy" in str(exc):
+                emit(logging.WARNING, "store_locked", path=str(self.path), waiting=len(writes))
+                return False
+            self._fail(writes, StoreError(f"cannot write to the run store {self.path}: {exc}"))
+            return True
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute("ROLLBACK")
+            self._fail(writes, StoreError(f"cannot write to the run store {self.path}: {exc}"))
+            return True
+        for write, result in zip(writes, results, strict=True):
+            if not write.abandoned:
+                _call(write.done, result, None)
+        return True
+
+    def _apply(self, connection: sqlite3.Connection, write: _Write) -> Any:
+        kind, payload = write.kind, write.payload
+        if kind == "save":
+            connection.executemany(
+                _UPSERT,
+                [
+                    (
+                        r.run_id,
+                        r.workflow_id,
+                        r.status,
+                        r.seq,
+                        r.created_at,
+                        r.updated_at,
+                        r.trace_id,
+                        self.owner_id,
+                        r.data,
+                    )
+                    for r in payload
+                ],
+            )
+            return None
+        if kind == "create":
+            r = payload
+            cursor = connection.execute(
+                "INSERT OR IGNORE INTO runs (run_id, workflow_id, status, seq, created_at, "
+                "updated_at, trace_id, owner_id, snapshot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    r.run_id,
+                    r.workflow_id,
+                    r.status,
+                    r.seq,
+                    r.created_at,
+                    r.updated_at,
+                    r.trace_id,
+                    self.owner_id,
+                    r.data,
+                ),
+            )
+            return cursor.rowcount == 1
+        if kind == "delete":
+            return connection.execute("DELETE FROM runs WHERE run_id = ?", (payload,)).rowcount == 1
+        if kind == "claim":
+            run_id, previous = payload
+            cursor = connection.execute(
+                "UPDATE runs SET owner_id = ? WHERE run_id = ? AND owner_id IS ? "
+                "AND status IN (?, ?)",
+                (self.owner_id, run_id, previous, *_UNFINISHED),
+            )
+            return cursor.rowcount == 1
+        if kind == "release":
+            connection.execute(
+                "UPDATE runs SET owner_id = NULL WHERE owner_id = ?", (self.owner_id,)
+            )
+            return True
+        if kind == "heartbeat":
+            connection.execute(
+                "UPDATE owners SET heartbeat_at = ? WHERE owner_id = ?",
+                (time.time(), self.owner_id),
+            )
+            return None
+        raise AssertionError(f"unknown write {kind!r}")
+
+    def _fail(self, writes: list[_Write], error: StoreError) -> None:
+        emit(logging.ERROR, "store_write_failed", path=str(self.path), error=str(error))
+        for write in writes:
+            _call(write.done, None, error)
+
+
+def _filters(
+    workflow_id: str | None, status: str | None, from_date: float | None, to_date: float | None
+) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for clause, value in (
+        ("workflow_id = ?", workflow_id),
+        ("status = ?", status),
+        ("created_at >= ?", from_date),
+        ("created_at <= ?", to_date),
+    ):
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _alive(host: str, pid: int, heartbeat_at: float) -> bool:
+    if time.time() - heartbeat_at > LEASE:
+        return False
+    if host == socket.gethostname():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    return True
+
+
+def _resolve(future: Future[Any]) -> Callable[[Any, BaseException | None], None]:
+    def done(result: Any, error: BaseException | None) -> None:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    return done
+
+
+def _ignore(_result: Any, _error: BaseException | None) -> None:
+    return None
+
+
+def _call(
+    done: Callable[[Any, BaseException | None], None], result: Any, error: BaseException | None
+) -> None:
+    try:
+        done(result, error)
+    except Exception:
+        emit(logging.ERROR, "store_callback_failed", exc_info=True)
