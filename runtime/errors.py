@@ -13,6 +13,7 @@ The hierarchy::
     ├── StoreError                       the run store cannot be opened, read or written
     ├── RunAlreadyStartedError           a run started twice, or a run id already in use
     ├── RunNotStartedError               waiting on a run that was never started
+    ├── RunInProgressError               deleting a run that has not ended
     ├── RunCrashedError                  the machinery that drove a run failed; the run is failed
     ├── RuntimeStoppedError              a stopped runtime was used, or stopped under a run
     └── RunTimeoutError                  a wait for a run outlasted its timeout (also TimeoutError)
@@ -33,6 +34,7 @@ __all__ = [
     "InvalidInputError",
     "RunAlreadyStartedError",
     "RunCrashedError",
+    "RunInProgressError",
     "RunNotStartedError",
     "RunTimeoutError",
     "RuntimeStoppedError",
@@ -172,6 +174,10 @@ class RunAlreadyStartedError(WorkflowError):
 
 class RunNotStartedError(WorkflowError):
     """The run has not been started, so there is nothing to wait for."""
+
+
+class RunInProgressError(WorkflowError):
+    """The run has not ended, so it cannot be deleted."""
 
 
 class RunCrashedError(WorkflowError):

@@ -22,6 +22,7 @@ __all__ = [
     "StepResult",
     "StepStatus",
     "WorkflowResult",
+    "WorkflowRunList",
 ]
 
 
@@ -184,6 +185,23 @@ class WorkflowResult(BaseModel):
     def is_terminal(self) -> bool:
         """Whether the run has ended (``success`` or ``failed``)."""
         return self.status in TERMINAL_STATUSES
+
+
+class WorkflowRunList(BaseModel):
+    """A page of runs, newest first, from ``list_workflow_runs``.
+
+    Attributes:
+        runs: The runs on this page.
+        total: How many runs match the filters in all.
+        unreadable: Ids of matching runs whose stored snapshot could not be
+            read (they are left out of ``runs``, and logged).
+    """
+
+    model_config = _FROZEN
+
+    runs: list[WorkflowResult]
+    total: int
+    unreadable: list[str] = Field(default_factory=list)
 
 
 class StartAsyncResult(BaseModel):

@@ -128,6 +128,7 @@ class MemoryStore:
         self._lock = threading.Lock()
 
     def create(self, record: SnapshotRecord) -> bool:
+        """Record a new run; ``False`` if its id is taken."""
         with self._lock:
             if record.run_id in self._records:
                 return False
@@ -137,6 +138,7 @@ class MemoryStore:
     def save(
         self, records: Sequence[SnapshotRecord], on_commit: Callable[[], None] | None = None
     ) -> None:
+        """Keep each record that is newer than the stored one, unless that one is terminal."""
         records_now = self._records
         for record in records:
             current = records_now.get(record.run_id)
@@ -148,6 +150,7 @@ class MemoryStore:
             on_commit()
 
     def load(self, run_id: str) -> SnapshotRecord | None:
+        """The newest record of a run, or ``None``."""
         return self._records.get(run_id)
 
     def list_runs(
@@ -160,6 +163,7 @@ class MemoryStore:
         limit: int | None = 50,
         offset: int = 0,
     ) -> tuple[list[SnapshotRecord], int]:
+        """Records newest first, filtered, and how many match in all."""
         matching = [
             record
             for record in list(self._records.values())
@@ -173,10 +177,12 @@ class MemoryStore:
         return matching[offset:end], len(matching)
 
     def delete(self, run_id: str) -> bool:
+        """Delete a run's record; return whether there was one."""
         with self._lock:
             return self._records.pop(run_id, None) is not None
 
     def unfinished(self) -> list[SnapshotRecord]:
+        """The records of runs that are ``pending`` or ``running``."""
         return [
             record
             for record in list(self._records.values())

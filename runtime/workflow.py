@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from pydantic import BaseModel
 
-from runtime.errors import WorkflowDefinitionError
-from runtime.model import WorkflowResult
+from runtime.errors import RunInProgressError, WorkflowDefinitionError
+from runtime.model import (
+    TERMINAL_STATUSES,
+    RunStatus,
+    WorkflowResult,
+    WorkflowRunList,
+)
 from runtime.plan import ExecutionPlan, compile_plan
-from runtime.run import Run, read_result
+from runtime.queries import get_run, list_runs
+from runtime.run import Run
 from runtime.step import Step
+from runtime.store import MemoryStore, SnapshotStore
 from runtime.tracing import new_run_id
 
 if TYPE_CHECKING:
@@ -170,17 +179,105 @@ class Workflow(Generic[In, Out]):
 
         Raises:
             TypeError: if ``run_id`` is not a string.
+            SnapshotFormatError: if the run's stored snapshot cannot be read.
+        """
+        return self.get_workflow_run_by_id(run_id)
+
+    def get_workflow_run_by_id(
+        self, run_id: str, fields: Iterable[str] | None = None
+    ) -> WorkflowResult | None:
+        """A run of this workflow by id (Mastra's ``getWorkflowRunById``).
+
+        Args:
+            run_id: The run's id.
+            fields: The parts to include, among ``input``, ``result``, ``error``,
+                ``steps`` and ``state``; the others come back empty (``None``, or
+                ``{}`` for ``steps``). The ids, ``status`` and times are always
+                there. ``None`` includes everything.
+
+        Returns:
+            The run, or ``None`` if this workflow has no run with that id.
+
+        Raises:
+            TypeError: if ``run_id`` is not a string.
+            ValueError: for a field name that is not one of the above.
+            SnapshotFormatError: if the run's stored snapshot cannot be read.
+        """
+        store = self._store(start=False)
+        if store is None:  # no default runtime yet, so no run of it either
+            get_run(MemoryStore(), run_id, fields=fields)  # the same argument checks
+            return None
+        return get_run(store, run_id, workflow_id=self.id, fields=fields)
+
+    def list_workflow_runs(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        from_date: datetime | None = None,
+        to_date: datetime | None = None,
+        limit: int | None = 50,
+        offset: int = 0,
+    ) -> WorkflowRunList:
+        """This workflow's runs, newest first (Mastra's ``listWorkflowRuns``).
+
+        Args:
+            status: Only runs with this status.
+            from_date: Only runs created at or after this time (a naive
+                datetime is taken as UTC).
+            to_date: Only runs created at or before this time.
+            limit: The most runs to return (``None``: all).
+            offset: How many matching runs to skip, for paging.
+
+        Returns:
+            The page of runs, the total that match, and the ids of any whose
+            stored snapshot could not be read (left out, and logged).
+
+        Raises:
+            ValueError: for an unknown status, a negative offset or a limit below 1.
+        """
+        store = self._store(start=False)
+        return list_runs(
+            MemoryStore() if store is None else store,
+            workflow_id=self.id,
+            status=status,
+            from_date=from_date,
+            to_date=to_date,
+            limit=limit,
+            offset=offset,
+        )
+
+    def delete_workflow_run_by_id(self, run_id: str) -> bool:
+        """Delete a finished run of this workflow (Mastra's ``deleteWorkflowRunById``).
+
+        Returns:
+            Whether there was such a run.
+
+        Raises:
+            TypeError: if ``run_id`` is not a string.
+            RunInProgressError: if the run has not ended (``pending`` or ``running``).
         """
         if not isinstance(run_id, str):
             raise TypeError(f"run_id must be a str, got {type(run_id).__name__}")
+        store = self._store(start=False)
+        record = None if store is None else store.load(run_id)
+        if store is None or record is None or record.workflow_id != self.id:
+            return False
+        if record.status not in TERMINAL_STATUSES:
+            raise RunInProgressError(
+                f"run {run_id!r} is {record.status}; only a run that has ended can be deleted",
+                run_id=run_id,
+            )
+        return store.delete(run_id)
+
+    def _store(self, *, start: bool) -> SnapshotStore | None:
         runtime = self._runtime
         if runtime is None:
             from runtime.engine import default_runtime
 
-            runtime = default_runtime(start=False)
+            runtime = default_runtime(start=start)
             if runtime is None:
-                return None  # no default runtime yet, so no run of it either
-        return read_result(runtime._load(run_id), self.id)
+                return None
+        return runtime.store
 
     def _bound_to(self, runtime: Runtime) -> Self:
         if self._runtime is runtime:

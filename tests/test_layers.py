@@ -6,7 +6,7 @@ Layers (imports only go down, or stay within a layer):
     1 codec        runtime.snapshot, runtime.tracing, runtime.store, runtime.sqlite
     2 definitions  runtime.step, runtime.plan
     3 machinery    actors.*
-    4 facade       runtime.engine, runtime.run, runtime.workflow
+    4 facade       runtime.engine, runtime.run, runtime.workflow, runtime.queries
     5 entry        runtime (runtime/__init__.py), runtime.cli
 
 ``runtime/store.py`` and ``runtime/sqlite.py`` are additions to DESIGN.md's table, at layer 1.
@@ -38,6 +38,7 @@ RUNTIME_LAYERS = {
     "runtime.engine": 4,
     "runtime.run": 4,
     "runtime.workflow": 4,
+    "runtime.queries": 4,
     "runtime": 5,
     "runtime.cli": 5,
 }

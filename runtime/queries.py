@@ -1,0 +1,180 @@
+"""Reading runs back: by id, in pages, and from another process with ``RunReader``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+from runtime.errors import SnapshotFormatError
+from runtime.model import RunStatus, WorkflowResult, WorkflowRunList
+from runtime.run import read_result
+from runtime.sqlite import SQLiteStore
+from runtime.store import SnapshotStore
+from runtime.tracing import emit
+
+__all__ = ["RunReader", "get_run", "list_runs"]
+
+_RESULT_PARTS: dict[str, Any] = {
+    "input": None,
+    "result": None,
+    "error": None,
+    "steps": {},
+    "state": None,
+}
+_STATUSES = frozenset(status.value for status in RunStatus)
+
+
+def get_run(
+    store: SnapshotStore,
+    run_id: str,
+    *,
+    workflow_id: str | None = None,
+    fields: Iterable[str] | None = None,
+) -> WorkflowResult | None:
+    """A run by id, optionally only if it belongs to ``workflow_id``, with only ``fields``.
+
+    Raises:
+        TypeError: if ``run_id`` is not a string.
+        ValueError: for an unknown field name.
+        SnapshotFormatError: if the run's stored snapshot cannot be read.
+    """
+    if not isinstance(run_id, str):
+        raise TypeError(f"run_id must be a str, got {type(run_id).__name__}")
+    dropped = _dropped_fields(fields)
+    record = store.load(run_id)
+    if record is None or (workflow_id is not None and record.workflow_id != workflow_id):
+        return None
+    result = read_result(record, record.workflow_id)
+    if result is None or not dropped:
+        return result
+    return result.model_copy(update=dropped)
+
+
+def list_runs(
+    store: SnapshotStore,
+    *,
+    workflow_id: str | None = None,
+    status: RunStatus | str | None = None,
+    from_date: datetime | None = None,
+    to_date: datetime | None = None,
+    limit: int | None = 50,
+    offset: int = 0,
+) -> WorkflowRunList:
+    """Runs newest first, filtered and paged; unreadable ones are named, not fatal.
+
+    Raises:
+        ValueError: for an unknown status, a negative offset or a limit below 1.
+    """
+    if status is not None and status not in _STATUSES:
+        raise ValueError(f"status must be one of {sorted(_STATUSES)}, got {status!r}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1 (or None for all), got {limit}")
+    if offset < 0:
+        raise ValueError(f"offset must not be negative, got {offset}")
+    records, total = store.list_runs(
+        workflow_id=workflow_id,
+        status=None if status is None else str(status),
+        from_date=_epoch(from_date),
+        to_date=_epoch(to_date),
+        limit=limit,
+        offset=offset,
+    )
+    runs: list[WorkflowResult] = []
+    unreadable: list[str] = []
+    for record in records:
+        try:
+            result = read_result(record, record.workflow_id)
+        except SnapshotFormatError as exc:
+            emit(logging.WARNING, "run_unreadable", run_id=record.run_id, error=str(exc))
+            unreadable.append(record.run_id)
+            continue
+        assert result is not None
+        runs.append(result)
+    return WorkflowRunList(runs=runs, total=total, unreadable=unreadable)
+
+
+class RunReader:
+    """Read the runs in a SQLite run store, from any process, without running anything.
+
+    It opens the file read-only, so it never takes the writer's lock, and it
+    sees what other processes commit while it is open::
+
+        with RunReader("callboard.db") as reader:
+            page = reader.list_runs(status="failed", limit=10)
+
+    Args:
+        location: The database file, as a path or a ``sqlite:///path`` URL.
+
+    Raises:
+        StoreError: if there is no run store at that location.
+    """
+
+    def __init__(self, location: str | os.PathLike[str]) -> None:
+        self._store = SQLiteStore(location, readonly=True)
+
+    def __enter__(self) -> RunReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def get_run(self, run_id: str, fields: Iterable[str] | None = None) -> WorkflowResult | None:
+        """A run by id, of any workflow; ``fields`` as in ``get_workflow_run_by_id``."""
+        return get_run(self._store, run_id, fields=fields)
+
+    def list_runs(
+        self,
+        *,
+        workflow_id: str | None = None,
+        status: RunStatus | str | None = None,
+        from_date: datetime | None = None,
+        to_date: datetime | None = None,
+        limit: int | None = 50,
+        offset: int = 0,
+    ) -> WorkflowRunList:
+        """Runs newest first, of one workflow or all; see ``list_workflow_runs``."""
+        return list_runs(
+            self._store,
+            workflow_id=workflow_id,
+            status=status,
+            from_date=from_date,
+            to_date=to_date,
+            limit=limit,
+            offset=offset,
+        )
+
+    def close(self) -> None:
+        """Close the reader (its connections close with their threads)."""
+        self._store.close()
+
+
+def _dropped_fields(fields: Iterable[str] | None) -> dict[str, Any]:
+    if fields is None:
+        return {}
+    if isinstance(fields, str):
+        fields = [fields]
+    wanted = set(fields)
+    unknown = wanted - set(_RESULT_PARTS)
+    if unknown:
+        raise ValueError(
+            f"unknown fields {sorted(unknown)}: choose among {sorted(_RESULT_PARTS)} "
+            "(ids, status and times are always included)"
+        )
+    return {name: empty for name, empty in _RESULT_PARTS.items() if name not in wanted}
+
+
+def _epoch(moment: datetime | None) -> float | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
