@@ -2,11 +2,14 @@
 
 Run it with ``make bench`` (or ``.venv/bin/python benchmarks/bench.py``); ``--quick``
 is a smaller smoke run, ``--profile`` adds a cProfile of ``start_async``. Every
-workload runs twice: with structlog unconfigured (callboard is quiet and drops
-its events before building them) and with structlog configured so that every
-event goes through a processor chain that ends by dropping it. Each scenario
-gets a fresh ``Runtime``, stopped afterwards. See ``benchmarks/README.md`` for
-what each row measures.
+workload runs on two stores, in memory and on a SQLite file (a fresh one in a
+temporary folder for each scenario), and in two logging modes: with structlog
+unconfigured (callboard is quiet and drops its events before building them) and
+with structlog configured so that every event goes through a processor chain
+that ends by dropping it. Each scenario gets a fresh ``Runtime``, stopped
+afterwards. The SQLite rows have floors of their own too: raw ``sqlite3``
+transactions on a file in the same folder. See ``benchmarks/README.md`` for what
+each row measures.
 """
 
 from __future__ import annotations
@@ -17,16 +20,20 @@ import contextlib
 import ctypes
 import gc
 import importlib.metadata
+import itertools
 import os
 import platform
 import queue
+import sqlite3
 import statistics
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -34,7 +41,7 @@ import pykka
 import structlog
 from pydantic import BaseModel
 
-from runtime import Runtime, create_step, create_workflow
+from runtime import MemoryStore, Runtime, SnapshotRecord, create_step, create_workflow
 
 NS_PER_US = 1_000
 NS_PER_S = 1_000_000_000
@@ -54,6 +61,7 @@ class Sizes:
     query_rounds: int  # W4: times each finished run is queried
     warmup: int  # runs done before each timed loop
     rounds: int  # every scenario and its floor, alternately, this many times
+    sqlite_rounds: int  # of those rounds, the first this many also run the SQLite scenarios
 
 
 FULL = Sizes(
@@ -65,6 +73,7 @@ FULL = Sizes(
     query_rounds=3,
     warmup=200,
     rounds=5,
+    sqlite_rounds=5,
 )
 QUICK = Sizes(
     starts=200,
@@ -75,9 +84,14 @@ QUICK = Sizes(
     query_rounds=2,
     warmup=20,
     rounds=1,
+    sqlite_rounds=1,
 )
 
 SLEEP_S = 1.0
+
+MEMORY = "memory"
+SQLITE = "sqlite"
+STORES = (MEMORY, SQLITE)
 
 
 # --- the workloads --------------------------------------------------------------------
@@ -214,14 +228,58 @@ class Sampler:
             self._take()
 
 
+class DatabaseFiles:
+    """Fresh SQLite files in one folder, each removed (with its WAL) after use."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._numbers = itertools.count()
+
+    @contextlib.contextmanager
+    def fresh(self, name: str) -> Iterator[Path]:
+        path = self.directory / f"{name}-{next(self._numbers)}.db"
+        try:
+            yield path
+        finally:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{path}{suffix}")
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every workload needs: sizes, the stores to run on, and where SQLite files go."""
+
+    sizes: Sizes
+    stores: tuple[str, ...]
+    files: DatabaseFiles
+    record: SnapshotRecord | None  # a real pending record: what the raw SQLite floors insert
+
+    def stores_in(self, round_index: int) -> tuple[str, ...]:
+        """The stores whose scenarios run in this round (SQLite may run fewer rounds)."""
+        return tuple(
+            store
+            for store in self.stores
+            if store == MEMORY or round_index < self.sizes.sqlite_rounds
+        )
+
+    def sqlite_in(self, round_index: int) -> bool:
+        return SQLITE in self.stores_in(round_index)
+
+
 @contextlib.contextmanager
-def fresh_runtime(**options: Any) -> Iterator[Runtime]:
-    clean_slate()
-    runtime = Runtime(**options).start()
-    try:
-        yield runtime
-    finally:
-        runtime.stop()
+def fresh_runtime(setup: Setup, store: str) -> Iterator[Runtime]:
+    """A started runtime on a new store: memory, or a new SQLite file removed afterwards."""
+    with contextlib.ExitStack() as cleanup:
+        location: str | Path = (
+            MEMORY if store == MEMORY else cleanup.enter_context(setup.files.fresh("callboard"))
+        )
+        clean_slate()
+        runtime = Runtime(store=location).start()
+        try:
+            yield runtime
+        finally:
+            runtime.stop()
 
 
 def start_and_wait(workflow: Any, count: int) -> list[Any]:
@@ -233,12 +291,174 @@ def start_and_wait(workflow: Any, count: int) -> list[Any]:
     return runs
 
 
+# --- the raw SQLite floors ------------------------------------------------------------
+
+# A table with the columns and indexes of callboard's runs table, so that a raw
+# INSERT writes as many b-trees as a callboard start does.
+FLOOR_SCHEMA = (
+    "CREATE TABLE runs (run_id TEXT PRIMARY KEY, workflow_id TEXT NOT NULL, "
+    "status TEXT NOT NULL, seq INTEGER NOT NULL, created_at REAL NOT NULL, "
+    "updated_at REAL NOT NULL, trace_id TEXT NOT NULL, owner_id TEXT, snapshot BLOB NOT NULL)",
+    "CREATE INDEX runs_by_created ON runs (created_at)",
+    "CREATE INDEX runs_by_workflow ON runs (workflow_id, created_at)",
+    "CREATE INDEX runs_by_status ON runs (status, created_at)",
+)
+FLOOR_INSERT = (
+    "INSERT INTO runs (run_id, workflow_id, status, seq, created_at, updated_at, trace_id, "
+    "owner_id, snapshot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+FLOOR_UPDATE = "UPDATE runs SET status = ?, seq = ?, updated_at = ?, snapshot = ? WHERE run_id = ?"
+FLOOR_SELECT = "SELECT snapshot FROM runs WHERE run_id = ?"
+SNAPSHOTS_PER_RUN = 5  # pending, then one per step started (3), then the terminal one
+
+
+def pending_record() -> SnapshotRecord:
+    """The record ``start_async`` creates for a W1/W2 run: what the raw floors insert."""
+
+    class FirstCreated(MemoryStore):
+        first: SnapshotRecord | None = None
+
+        def create(self, record: SnapshotRecord) -> bool:
+            if self.first is None:
+                self.first = record
+            return super().create(record)
+
+    store = FirstCreated()
+    with Runtime(store=store) as runtime:
+        runtime.register(noop_workflow()).create_run().start(input_data=PAYLOAD, timeout=10)
+    assert store.first is not None
+    return store.first
+
+
+@contextlib.contextmanager
+def floor_database(setup: Setup) -> Iterator[sqlite3.Connection]:
+    """A fresh file in the folder callboard's files go to, set up as callboard sets its own."""
+    with setup.files.fresh("floor") as path:
+        connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            connection.execute("PRAGMA journal_mode = WAL").fetchone()
+            connection.execute("PRAGMA synchronous = NORMAL")
+            for statement in FLOOR_SCHEMA:
+                connection.execute(statement)
+            yield connection
+        finally:
+            connection.close()
+
+
+def insert_row(record: SnapshotRecord) -> tuple[Any, ...]:
+    now = time.time()
+    return (
+        uuid.uuid4().hex,
+        record.workflow_id,
+        record.status,
+        record.seq,
+        now,
+        now,
+        record.trace_id,
+        "bench-owner",
+        record.data,
+    )
+
+
+def commit_insert(connection: sqlite3.Connection, row: tuple[Any, ...]) -> None:
+    connection.execute("BEGIN IMMEDIATE")
+    connection.execute(FLOOR_INSERT, row)
+    connection.execute("COMMIT")
+
+
+def raw_commit_ns(setup: Setup, count: int, *, by_writer: bool = False) -> list[int]:
+    """Times of one committed INSERT transaction of a pending record (WAL, synchronous=NORMAL).
+
+    In the caller's thread; or with ``by_writer`` handed to a writer thread
+    that commits it and signals back, the caller waiting for the signal: the
+    simplest form of a start that returns once its run is committed.
+    """
+    assert setup.record is not None
+    record = setup.record
+    clock = time.perf_counter_ns
+    samples = []
+    with floor_database(setup) as connection:
+        for _ in range(setup.sizes.warmup):
+            commit_insert(connection, insert_row(record))
+        if not by_writer:
+            for _ in range(count):
+                row = insert_row(record)
+                start = clock()
+                commit_insert(connection, row)
+                samples.append(clock() - start)
+            return samples
+        jobs: queue.SimpleQueue[tuple[tuple[Any, ...], threading.Event] | None] = (
+            queue.SimpleQueue()
+        )
+
+        def write() -> None:
+            while (job := jobs.get()) is not None:
+                commit_insert(connection, job[0])
+                job[1].set()
+
+        writer = threading.Thread(target=write, name="bench-sqlite-writer", daemon=True)
+        writer.start()
+        try:
+            for _ in range(count):
+                row, committed = insert_row(record), threading.Event()
+                start = clock()
+                jobs.put((row, committed))
+                committed.wait()
+                samples.append(clock() - start)
+        finally:
+            jobs.put(None)
+            writer.join()
+    return samples
+
+
+def raw_runs_ns(setup: Setup, count: int) -> int:
+    """Time of ``count`` runs' snapshots as one committed transaction each, on one thread.
+
+    An INSERT and then an UPDATE per later snapshot: what a durable runtime
+    without group commit pays for the 3-step workflow, with no step run at all.
+    """
+    assert setup.record is not None
+    record = setup.record
+    with floor_database(setup) as connection:
+        clock = time.perf_counter_ns
+        start = clock()
+        for _ in range(count):
+            row = insert_row(record)
+            commit_insert(connection, row)
+            for seq in range(1, SNAPSHOTS_PER_RUN):
+                connection.execute("BEGIN IMMEDIATE")
+                connection.execute(FLOOR_UPDATE, ("running", seq, time.time(), record.data, row[0]))
+                connection.execute("COMMIT")
+        return clock() - start
+
+
+def raw_select_ns(setup: Setup, count: int, rounds: int) -> list[int]:
+    """Times of a SELECT of one snapshot by run id, out of ``count`` rows."""
+    assert setup.record is not None
+    record = setup.record
+    with floor_database(setup) as connection:
+        rows = [insert_row(record) for _ in range(count)]
+        connection.execute("BEGIN IMMEDIATE")
+        connection.executemany(FLOOR_INSERT, rows)
+        connection.execute("COMMIT")
+        run_ids = [row[0] for row in rows]
+        clock = time.perf_counter_ns
+        samples = []
+        for _ in range(rounds):
+            for run_id in run_ids:
+                start = clock()
+                connection.execute(FLOOR_SELECT, (run_id,)).fetchone()
+                samples.append(clock() - start)
+        return samples
+
+
 # --- the table ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Row:
     row: str
+    store: str
     mode: str
     measure: str
     callboard: float
@@ -267,23 +487,31 @@ def fmt(value: float | None, unit: str) -> str:
     return f"{value:,.0f} {unit}"
 
 
+def in_table_order(rows: Sequence[Row]) -> list[Row]:
+    """Rows by workload, then store, then mode (as measured), then as each workload listed them."""
+    return sorted(rows, key=lambda r: (r.row, STORES.index(r.store)))
+
+
 def print_table(rows: Sequence[Row]) -> None:
-    header = ("row", "mode", "measure", "callboard", "floor", "ratio", "aim", "met?", "floor is")
+    header = (
+        "row", "store", "mode", "measure", "callboard", "floor", "ratio", "aim", "met?", "floor is"
+    )  # fmt: skip
     body = [
         (
             r.row,
+            r.store,
             r.mode,
             r.measure,
             fmt(r.callboard, r.unit),
             fmt(r.floor, r.unit),
-            "-" if r.ratio is None else f"{r.ratio:.2f}x",
+            "-" if r.ratio is None else f"{r.ratio:,.2f}x",
             r.aim or "-",
             {True: "yes", False: "NO", None: "-"}[r.met],
             r.floor_is,
         )
         for r in rows
     ]
-    right = {3, 4, 5}
+    right = {4, 5, 6}
     widths = [max(len(line[i]) for line in (header, *body)) for i in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:
@@ -297,10 +525,14 @@ def print_table(rows: Sequence[Row]) -> None:
     print(rule)
     previous = None
     for r, cells in zip(rows, body, strict=True):
-        if previous is not None and (r.row, r.mode) != previous:
+        if previous is not None and (r.row, r.store, r.mode) != previous:
             print(rule)
-        previous = (r.row, r.mode)
+        previous = (r.row, r.store, r.mode)
         print(line(cells))
+
+
+def by_store(setup: Setup) -> dict[str, list[Any]]:
+    return {store: [] for store in setup.stores}
 
 
 # --- W1: start_async latency ----------------------------------------------------------
@@ -345,13 +577,14 @@ def queue_handoff_ns(count: int, *, with_work: bool = False, idle: bool = False)
     return samples
 
 
-def callboard_starts_ns(sizes: Sizes, *, idle: bool) -> tuple[list[int], list[int]]:
+def callboard_starts_ns(setup: Setup, store: str, *, idle: bool) -> tuple[list[int], list[int]]:
     """Times of start_async, and of create_run + start_async, on a fresh runtime.
 
     Back to back (a burst: earlier runs execute while later ones start), or with
     ``idle`` each run waited for (untimed) before the next starts.
     """
-    with fresh_runtime() as runtime:
+    sizes = setup.sizes
+    with fresh_runtime(setup, store) as runtime:
         workflow = runtime.register(noop_workflow())
         start_and_wait(workflow, sizes.warmup)
         clock = time.perf_counter_ns
@@ -376,37 +609,57 @@ def callboard_starts_ns(sizes: Sizes, *, idle: bool) -> tuple[list[int], list[in
     return start_ns, create_and_start_ns
 
 
-def bench_w1(mode: str, sizes: Sizes) -> list[Row]:
+def bench_w1(mode: str, setup: Setup) -> list[Row]:
+    sizes = setup.sizes
     queue_handoff_ns(sizes.warmup, with_work=True)  # warm pydantic and the queue path
-    burst: list[int] = []
-    burst_create: list[int] = []
-    idle: list[int] = []
+    burst, burst_create, idle = by_store(setup), by_store(setup), by_store(setup)
     floor: list[int] = []
     floor_work: list[int] = []
     floor_idle: list[int] = []
-    for _ in range(sizes.rounds):
-        starts, creates = callboard_starts_ns(sizes, idle=False)
-        burst += starts
-        burst_create += creates
-        idle += callboard_starts_ns(sizes, idle=True)[0]
+    commit: list[int] = []
+    commit_by_writer: list[int] = []
+    for index in range(sizes.rounds):
+        for store in setup.stores_in(index):
+            starts, creates = callboard_starts_ns(setup, store, idle=False)
+            burst[store] += starts
+            burst_create[store] += creates
+            idle[store] += callboard_starts_ns(setup, store, idle=True)[0]
         floor += queue_handoff_ns(sizes.starts)
         floor_work += queue_handoff_ns(sizes.starts, with_work=True)
         floor_idle += queue_handoff_ns(sizes.idle_starts, idle=True)
+        if setup.sqlite_in(index):
+            commit += raw_commit_ns(setup, sizes.starts)
+            commit_by_writer += raw_commit_ns(setup, sizes.idle_starts, by_writer=True)
     handoff = "queue.Queue put to a busy worker thread"
     handoff_work = "the same + uuid4 + pydantic validate"
     handoff_idle = "queue.Queue put waking an idle worker"
-    return [
-        Row("W1", mode, "start_async median, burst", median(burst), median(floor), "us",
-            handoff, "<= 2.00x", median(burst) <= 2 * median(floor)),
-        Row("W1", mode, "start_async p99, burst", percentile(burst, 0.99),
-            percentile(floor, 0.99), "us", handoff),
-        Row("W1", mode, "start_async median, burst", median(burst), median(floor_work), "us",
-            handoff_work),
-        Row("W1", mode, "create_run+start_async median", median(burst_create),
-            median(floor_work), "us", handoff_work),
-        Row("W1", mode, "start_async median, idle runtime", median(idle), median(floor_idle),
-            "us", handoff_idle),
-    ]  # fmt: skip
+    commit_is = "raw sqlite3: 1 committed INSERT txn, caller's thread"
+    commit_by_writer_is = "raw sqlite3: the same committed by a writer thread"
+    rows = []
+    for store in setup.stores:
+        b, memory = burst[store], store == MEMORY
+        rows += [
+            Row("W1", store, mode, "start_async median, burst", median(b), median(floor), "us",
+                handoff, *(("<= 2.00x", median(b) <= 2 * median(floor)) if memory else ())),
+            Row("W1", store, mode, "start_async p99, burst", percentile(b, 0.99),
+                percentile(floor, 0.99), "us", handoff),
+            Row("W1", store, mode, "start_async median, burst", median(b), median(floor_work),
+                "us", handoff_work),
+            Row("W1", store, mode, "create_run+start_async median", median(burst_create[store]),
+                median(floor_work), "us", handoff_work),
+            Row("W1", store, mode, "start_async median, idle runtime", median(idle[store]),
+                median(floor_idle), "us", handoff_idle),
+        ]  # fmt: skip
+        if store == SQLITE:
+            rows += [
+                Row("W1", store, mode, "start_async median, burst", median(b), median(commit),
+                    "us", commit_is, "< 200 µs", median(b) < 200 * NS_PER_US),
+                Row("W1", store, mode, "start_async p99, burst", percentile(b, 0.99),
+                    percentile(commit, 0.99), "us", commit_is),
+                Row("W1", store, mode, "start_async median, idle runtime", median(idle[store]),
+                    median(commit_by_writer), "us", commit_by_writer_is),
+            ]  # fmt: skip
+    return rows
 
 
 # --- W2: throughput -------------------------------------------------------------------
@@ -438,8 +691,9 @@ def pykka_pipeline_ns(count: int) -> int:
     return elapsed
 
 
-def callboard_runs_ns(sizes: Sizes) -> int:
-    with fresh_runtime() as runtime:
+def callboard_runs_ns(setup: Setup, store: str) -> int:
+    sizes = setup.sizes
+    with fresh_runtime(setup, store) as runtime:
         workflow = runtime.register(noop_workflow())
         start_and_wait(workflow, sizes.warmup)
         clock = time.perf_counter_ns
@@ -452,31 +706,46 @@ def callboard_runs_ns(sizes: Sizes) -> int:
     return elapsed
 
 
-def bench_w2(mode: str, sizes: Sizes) -> list[Row]:
+def bench_w2(mode: str, setup: Setup) -> list[Row]:
+    sizes = setup.sizes
     pykka_pipeline_ns(sizes.runs)  # thread creation is slower until the process has warmed up
-    elapsed: list[int] = []
+    elapsed = by_store(setup)
     pool_elapsed: list[int] = []
     pykka_elapsed: list[int] = []
-    for _ in range(sizes.rounds):
-        elapsed.append(callboard_runs_ns(sizes))
+    raw_elapsed: list[int] = []
+    for index in range(sizes.rounds):
+        for store in setup.stores_in(index):
+            elapsed[store].append(callboard_runs_ns(setup, store))
         clean_slate()
         pool_elapsed.append(thread_pool_ns(sizes.runs, sizes.warmup))
         clean_slate()
         pykka_elapsed.append(pykka_pipeline_ns(sizes.runs))
+        if setup.sqlite_in(index):
+            raw_elapsed.append(raw_runs_ns(setup, sizes.runs))
 
     def per_s(samples: list[int], per_run: int = 1) -> float:
         return sizes.runs * per_run * NS_PER_S / median(samples)
 
-    runs_s, pool_s, pykka_s = per_s(elapsed), per_s(pool_elapsed), per_s(pykka_elapsed)
+    pool_s, pykka_s = per_s(pool_elapsed), per_s(pykka_elapsed)
     pool_is = "ThreadPoolExecutor, 3 plain functions"
     pykka_is = "raw pykka: ThreadingActor per run, tell"
-    return [
-        Row("W2", mode, "throughput", runs_s, pool_s, "runs/s", pool_is),
-        Row("W2", mode, "throughput", runs_s, pykka_s, "runs/s", pykka_is, ">= 1.00x",
-            runs_s >= pykka_s),
-        Row("W2", mode, "throughput", per_s(elapsed, 3), per_s(pykka_elapsed, 3), "steps/s",
-            pykka_is, ">= 1.00x", runs_s >= pykka_s),
-    ]  # fmt: skip
+    raw_is = "raw sqlite3, 1 thread: a committed txn per snapshot"
+    rows = []
+    for store in setup.stores:
+        runs_s, memory = per_s(elapsed[store]), store == MEMORY
+        aim = (">= 1.00x", runs_s >= pykka_s) if memory else ()
+        rows += [
+            Row("W2", store, mode, "throughput", runs_s, pool_s, "runs/s", pool_is),
+            Row("W2", store, mode, "throughput", runs_s, pykka_s, "runs/s", pykka_is, *aim),
+            Row("W2", store, mode, "throughput", per_s(elapsed[store], 3),
+                per_s(pykka_elapsed, 3), "steps/s", pykka_is, *aim),
+        ]  # fmt: skip
+        if store == SQLITE:
+            rows.append(
+                Row("W2", store, mode, "throughput", runs_s, per_s(raw_elapsed), "runs/s",
+                    raw_is, "> 1,000 runs/s", runs_s > 1_000)
+            )  # fmt: skip
+    return rows
 
 
 # --- W3: concurrency ------------------------------------------------------------------
@@ -510,11 +779,11 @@ def plain_sleepers(count: int) -> Concurrency:
     return Concurrency.of(elapsed, sampler)
 
 
-def callboard_sleepers(count: int) -> Concurrency:
+def callboard_sleepers(setup: Setup, store: str) -> Concurrency:
     threads_before = threading.active_count()
-    with fresh_runtime() as runtime:
+    with fresh_runtime(setup, store) as runtime:
         workflow = runtime.register(sleep_workflow())
-        runs = [workflow.create_run() for _ in range(count)]
+        runs = [workflow.create_run() for _ in range(setup.sizes.sleepers)]
         clean_slate()
         with Sampler() as sampler:
             clock = time.perf_counter_ns
@@ -530,28 +799,37 @@ def callboard_sleepers(count: int) -> Concurrency:
     return Concurrency.of(elapsed, sampler)
 
 
-def bench_w3(mode: str, sizes: Sizes) -> list[Row]:
-    ours: list[Concurrency] = []
+def bench_w3(mode: str, setup: Setup) -> list[Row]:
+    sizes = setup.sizes
+    ours: dict[str, list[Concurrency]] = by_store(setup)
     floors: list[Concurrency] = []
-    for _ in range(sizes.rounds):
-        ours.append(callboard_sleepers(sizes.sleepers))
+    for index in range(sizes.rounds):
+        for store in setup.stores_in(index):
+            ours[store].append(callboard_sleepers(setup, store))
         floors.append(plain_sleepers(sizes.sleepers))
 
     def mid(samples: list[Concurrency], field: str) -> float:
         return median([getattr(sample, field) for sample in samples])
 
-    wall, delta = mid(ours, "wall_ns"), mid(ours, "rss_delta")
     sleepers_is = f"{sizes.sleepers} plain threads sleeping 1 s"
-    return [
-        Row("W3", mode, "wall, first start to last end", wall, mid(floors, "wall_ns"), "s",
-            sleepers_is, "< 1.5 s", wall < 1.5 * NS_PER_S),
-        Row("W3", mode, "peak RSS over baseline", delta, mid(floors, "rss_delta"), "MB",
-            sleepers_is, "< 100 MB", delta < 100 * MB),
-        Row("W3", mode, "peak RSS, absolute", mid(ours, "rss_peak"), mid(floors, "rss_peak"),
-            "MB", sleepers_is),
-        Row("W3", mode, "peak OS threads", max(o.threads_peak for o in ours),
-            max(f.threads_peak for f in floors), "threads", sleepers_is),
-    ]  # fmt: skip
+    rows = []
+    for store in setup.stores:
+        wall, delta, memory = (
+            mid(ours[store], "wall_ns"),
+            mid(ours[store], "rss_delta"),
+            store == MEMORY,
+        )
+        rows += [
+            Row("W3", store, mode, "wall, first start to last end", wall, mid(floors, "wall_ns"),
+                "s", sleepers_is, *(("< 1.5 s", wall < 1.5 * NS_PER_S) if memory else ())),
+            Row("W3", store, mode, "peak RSS over baseline", delta, mid(floors, "rss_delta"),
+                "MB", sleepers_is, *(("< 100 MB", delta < 100 * MB) if memory else ())),
+            Row("W3", store, mode, "peak RSS, absolute", mid(ours[store], "rss_peak"),
+                mid(floors, "rss_peak"), "MB", sleepers_is),
+            Row("W3", store, mode, "peak OS threads", max(o.threads_peak for o in ours[store]),
+                max(f.threads_peak for f in floors), "threads", sleepers_is),
+        ]  # fmt: skip
+    return rows
 
 
 # --- W4: query latency ----------------------------------------------------------------
@@ -571,8 +849,9 @@ def ask_ns(count: int) -> list[int]:
     return samples
 
 
-def callboard_queries_ns(sizes: Sizes) -> list[int]:
-    with fresh_runtime() as runtime:
+def callboard_queries_ns(setup: Setup, store: str) -> list[int]:
+    sizes = setup.sizes
+    with fresh_runtime(setup, store) as runtime:
         workflow = runtime.register(noop_workflow())
         run_ids = [run.run_id for run in start_and_wait(workflow, sizes.queries)]
         query = workflow.get_workflow_run_execution_result
@@ -591,20 +870,34 @@ def callboard_queries_ns(sizes: Sizes) -> list[int]:
     return samples
 
 
-def bench_w4(mode: str, sizes: Sizes) -> list[Row]:
+def bench_w4(mode: str, setup: Setup) -> list[Row]:
+    sizes = setup.sizes
     ask_ns(sizes.warmup)
-    samples: list[int] = []
+    samples = by_store(setup)
     floor: list[int] = []
-    for _ in range(sizes.rounds):
-        samples += callboard_queries_ns(sizes)
+    select: list[int] = []
+    for index in range(sizes.rounds):
+        for store in setup.stores_in(index):
+            samples[store] += callboard_queries_ns(setup, store)
         floor += ask_ns(sizes.queries * sizes.query_rounds)
+        if setup.sqlite_in(index):
+            select += raw_select_ns(setup, sizes.queries, sizes.query_rounds)
     ask_is = "pykka ask round trip to a ThreadingActor"
-    return [
-        Row("W4", mode, "query median", median(samples), median(floor), "us", ask_is, "<= 2.00x",
-            median(samples) <= 2 * median(floor)),
-        Row("W4", mode, "query p99", percentile(samples, 0.99), percentile(floor, 0.99), "us",
-            ask_is),
-    ]  # fmt: skip
+    select_is = "raw sqlite3: SELECT one snapshot by run_id"
+    rows = []
+    for store in setup.stores:
+        mid, memory = median(samples[store]), store == MEMORY
+        rows += [
+            Row("W4", store, mode, "query median", mid, median(floor), "us", ask_is,
+                *(("<= 2.00x", mid <= 2 * median(floor)) if memory else ())),
+            Row("W4", store, mode, "query p99", percentile(samples[store], 0.99),
+                percentile(floor, 0.99), "us", ask_is),
+        ]  # fmt: skip
+        if store == SQLITE:
+            rows.append(
+                Row("W4", store, mode, "query median", mid, median(select), "us", select_is)
+            )
+    return rows
 
 
 # --- modes and main -------------------------------------------------------------------
@@ -630,78 +923,103 @@ def configure_logging(mode: str) -> None:
 
 MODES = ("quiet", "logged")
 
-Workload = Callable[[str, Sizes], list[Row]]
+Workload = Callable[[str, Setup], list[Row]]
 WORKLOADS: tuple[Workload, ...] = (bench_w1, bench_w2, bench_w3, bench_w4)
 
 
-def machine_line(sizes: Sizes, quick: bool) -> str:
+def machine_line(setup: Setup, quick: bool) -> str:
+    sizes = setup.sizes
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
     versions = " · ".join(
         f"{name} {importlib.metadata.version(name)}"
         for name in ("pykka", "pydantic", "structlog", "msgpack")
     )
-    return (
+    line = (
         f"callboard bench{' --quick' if quick else ''} · {os.cpu_count()} cores "
         f"({affinity} usable) · {platform.python_implementation()} "
-        f"{platform.python_version()} · {versions} · {platform.system()} "
-        f"{platform.machine()} · per round: starts={sizes.starts} (idle {sizes.idle_starts}) "
-        f"runs={sizes.runs} sleepers={sizes.sleepers} "
+        f"{platform.python_version()} · {versions} · SQLite {sqlite3.sqlite_version} · "
+        f"{platform.system()} {platform.machine()} · per round: starts={sizes.starts} "
+        f"(idle {sizes.idle_starts}) runs={sizes.runs} sleepers={sizes.sleepers} "
         f"queries={sizes.queries}x{sizes.query_rounds} · rounds={sizes.rounds}"
     )
+    if SQLITE in setup.stores:
+        rounds = min(sizes.rounds, sizes.sqlite_rounds)
+        fewer = f" (SQLite rows and their floors: {rounds})" if rounds < sizes.rounds else ""
+        line += f"{fewer} · SQLite files in {setup.files.directory}"
+    return line
 
 
-def profile_start_async(sizes: Sizes) -> None:
+def profile_start_async(setup: Setup) -> None:
     """Print where ``start_async`` spends its time, by cProfile (caller's thread only)."""
     import cProfile
     import pstats
 
+    sizes = setup.sizes
     configure_logging("quiet")
-    with fresh_runtime() as runtime:
-        workflow = runtime.register(noop_workflow())
-        start_and_wait(workflow, sizes.warmup)
-        runs = [workflow.create_run() for _ in range(sizes.starts)]
-        profiler = cProfile.Profile()
-        profiler.enable()
-        for run in runs:
-            run.start_async(input_data=PAYLOAD)
-        profiler.disable()
-        for run in runs:
-            run.wait()
-    print(f"\ncProfile of {sizes.starts} start_async calls (quiet), by own time:")
-    pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(20)
+    for store in setup.stores:
+        with fresh_runtime(setup, store) as runtime:
+            workflow = runtime.register(noop_workflow())
+            start_and_wait(workflow, sizes.warmup)
+            runs = [workflow.create_run() for _ in range(sizes.starts)]
+            profiler = cProfile.Profile()
+            profiler.enable()
+            for run in runs:
+                run.start_async(input_data=PAYLOAD)
+            profiler.disable()
+            for run in runs:
+                run.wait()
+        print(f"\ncProfile of {sizes.starts} start_async calls ({store}, quiet), by own time:")
+        pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(20)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="smaller N: a smoke run")
     parser.add_argument("--profile", action="store_true", help="also cProfile start_async")
+    parser.add_argument(
+        "--store", choices=(*STORES, "all"), default="all", help="run only one store's rows"
+    )
+    parser.add_argument(
+        "--db-dir",
+        type=Path,
+        default=None,
+        help="folder for the SQLite files (default: the system's temporary folder)",
+    )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
+    stores = STORES if args.store == "all" else (args.store,)
     began = time.perf_counter_ns()
-    print(machine_line(sizes, args.quick))
-    print(
-        "modes: quiet = structlog unconfigured (callboard drops its events before building "
-        "them); logged = structlog configured, every event built and processed, then dropped",
-        flush=True,
-    )
-    rows: list[Row] = []
-    try:
-        for workload in WORKLOADS:
-            for mode in MODES:
-                configure_logging(mode)
-                rows.extend(workload(mode, sizes))
-    finally:
-        structlog.reset_defaults()
-    print()
-    print_table(rows)
-    missed = [r for r in rows if r.met is False]
-    print(
-        f"\naim met in {sum(r.met is True for r in rows)} rows, missed in {len(missed)}; "
-        f"ratio = callboard / floor (for runs/s and steps/s higher is better); "
-        f"took {(time.perf_counter_ns() - began) / NS_PER_S:.1f} s"
-    )
-    if args.profile:
-        profile_start_async(sizes)
+    with tempfile.TemporaryDirectory(prefix="callboard-bench-", dir=args.db_dir) as directory:
+        setup = Setup(
+            sizes=sizes,
+            stores=stores,
+            files=DatabaseFiles(Path(directory)),
+            record=pending_record() if SQLITE in stores else None,
+        )
+        print(machine_line(setup, args.quick))
+        print(
+            "modes: quiet = structlog unconfigured (callboard drops its events before building "
+            "them); logged = structlog configured, every event built and processed, then dropped",
+            flush=True,
+        )
+        rows: list[Row] = []
+        try:
+            for workload in WORKLOADS:
+                for mode in MODES:
+                    configure_logging(mode)
+                    rows.extend(workload(mode, setup))
+        finally:
+            structlog.reset_defaults()
+        print()
+        print_table(in_table_order(rows))
+        missed = [r for r in rows if r.met is False]
+        print(
+            f"\naim met in {sum(r.met is True for r in rows)} rows, missed in {len(missed)}; "
+            f"ratio = callboard / floor (for runs/s and steps/s higher is better); "
+            f"took {(time.perf_counter_ns() - began) / NS_PER_S:.1f} s"
+        )
+        if args.profile:
+            profile_start_async(setup)
     return 0
 
 

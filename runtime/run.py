@@ -16,6 +16,7 @@ from runtime.errors import (
     RunNotStartedError,
     RunTimeoutError,
     SnapshotEncodingError,
+    SnapshotFormatError,
     summarize_errors,
 )
 from runtime.model import TERMINAL_STATUSES, RunStatus, StartAsyncResult, WorkflowResult
@@ -204,7 +205,12 @@ def read_result(record: SnapshotRecord | None, workflow_id: str) -> WorkflowResu
     """The public result of a stored record, if it belongs to ``workflow_id``."""
     if record is None or record.workflow_id != workflow_id:
         return None
-    return to_result(decode(record.data))
+    try:
+        return to_result(decode(record.data))
+    except SnapshotFormatError as exc:
+        raise SnapshotFormatError(
+            f"run {record.run_id!r} cannot be read: {exc}", run_id=record.run_id
+        ) from exc
 
 
 def _pending_snapshot(

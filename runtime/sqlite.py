@@ -56,6 +56,9 @@ LOCK_TIMEOUT: Final = 5.0
 CREATE_TIMEOUT: Final = 30.0
 """Seconds ``create`` waits for its commit before giving up with a StoreError."""
 
+CHECKPOINT_AT_LEAST_EVERY: Final = 2000
+"""Transactions after which the WAL is checkpointed even while writes keep coming."""
+
 BATCH: Final = 512
 """The most writes one transaction takes."""
 
@@ -85,11 +88,15 @@ CREATE TABLE IF NOT EXISTS owners (
 );
 """
 
+_INSERT_COLUMNS = (
+    "run_id, workflow_id, status, seq, created_at, updated_at, trace_id, owner_id, snapshot"
+)
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_ROWS_PER_STATEMENT = 500  # 9 variables a row, well under SQLite's limit of 32,766
+
 # A newer snapshot replaces an older one, and nothing replaces a terminal one.
-_UPSERT = """
-INSERT INTO runs (run_id, workflow_id, status, seq, created_at, updated_at, trace_id,
-                  owner_id, snapshot)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+# Rows of one statement apply in order, so a run saved twice in a batch is fine.
+_ON_CONFLICT_NEWER = """
 ON CONFLICT (run_id) DO UPDATE SET
     status = excluded.status, seq = excluded.seq, updated_at = excluded.updated_at,
     snapshot = excluded.snapshot
@@ -181,7 +188,9 @@ class SQLiteStore:
         self._closed = False
         self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
-        self._write_error: BaseException | None = None
+        self._transactions = 0
+        self._checkpointed_at = 0
+        self._checkpoint_time = time.monotonic()
         if self.path.is_dir():
             raise StoreError(f"cannot use {self.path} as a run store: it is a directory")
         if readonly:
@@ -208,6 +217,14 @@ class SQLiteStore:
 
     def _create_file(self) -> None:
         if self.path.exists():
+            # SQLite may reuse a descriptor this process already holds on the
+            # file, so ask the operating system whether it can be written now.
+            try:
+                os.close(os.open(self.path, os.O_RDWR))
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot write to the run store {self.path}: {exc.strerror}"
+                ) from exc
             return
         if not self.path.parent.exists():
             raise StoreError(
@@ -257,6 +274,9 @@ class SQLiteStore:
         try:
             connection.execute("PRAGMA journal_mode = WAL").fetchone()
             connection.execute("PRAGMA synchronous = NORMAL")
+            # Checkpoints run when the writer is idle (see _checkpoint), not inside
+            # whichever commit happens to cross SQLite's page threshold.
+            connection.execute("PRAGMA wal_autocheckpoint = 0")
             connection.execute("BEGIN IMMEDIATE")
             if version == 0:
                 for statement in _SCHEMA.split(";"):
@@ -459,25 +479,51 @@ class SQLiteStore:
                     pending = []
                     if time.monotonic() >= next_heartbeat:
                         next_heartbeat = time.monotonic() + HEARTBEAT_INTERVAL
+                    self._checkpoint(connection, idle=self._queue.empty())
                 elif closing:
                     self._fail(pending, StoreError(f"the run store {self.path} stayed locked"))
                     pending = []
         finally:
             with contextlib.suppress(sqlite3.Error):
                 connection.execute("DELETE FROM owners WHERE owner_id = ?", (self.owner_id,))
+                connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             connection.close()
 
+    def _checkpoint(self, connection: sqlite3.Connection, *, idle: bool) -> None:
+        """Copy the WAL back into the database while nothing waits, or when it grew long."""
+        since = self._transactions - self._checkpointed_at
+        due = since >= CHECKPOINT_AT_LEAST_EVERY or (
+            idle and since and (since >= 100 or time.monotonic() - self._checkpoint_time >= 1.0)
+        )
+        if due:
+            with contextlib.suppress(sqlite3.Error):  # PASSIVE never blocks; a miss waits
+                connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            self._checkpointed_at = self._transactions
+            self._checkpoint_time = time.monotonic()
+
     def _commit(self, connection: sqlite3.Connection, writes: list[_Write]) -> bool:
-        """Run the writes in one transaction; report each outcome. ``False``: locked, try again."""
-        results: list[Any] = []
+        """Run the writes in one transaction; report each outcome. ``False``: locked, try again.
+
+        Creates go first, then every save, each kind in one multi-row statement:
+        the sqlite3 module releases and retakes the GIL around every call, which
+        under load costs more than the SQL itself.
+        """
+        creates = [write for write in writes if write.kind == "create" and not write.abandoned]
+        saves = [record for write in writes if write.kind == "save" for record in write.payload]
+        others = [write for write in writes if write.kind not in ("create", "save")]
+        results: dict[int, Any] = {}
         try:
             connection.execute("BEGIN IMMEDIATE")
-            for write in writes:
-                results.append(None if write.abandoned else self._apply(connection, write))
+            inserted = self._insert(connection, [write.payload for write in creates])
+            self._upsert(connection, saves)
+            for write in others:
+                results[id(write)] = self._apply(connection, write)
             # A create whose caller gave up meanwhile must not commit: take() decides.
-            for write, inserted in zip(writes, results, strict=True):
-                if write.kind == "create" and not write.take() and inserted:
-                    connection.execute("DELETE FROM runs WHERE run_id = ?", (write.payload.run_id,))
+            for write in creates:
+                run_id = write.payload.run_id
+                if not write.take() and run_id in inserted:
+                    connection.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+                results[id(write)] = run_id in inserted
             connection.execute("COMMIT")
         except sqlite3.OperationalError as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -492,50 +538,53 @@ class SQLiteStore:
                 connection.execute("ROLLBACK")
             self._fail(writes, StoreError(f"cannot write to the run store {self.path}: {exc}"))
             return True
-        for write, result in zip(writes, results, strict=True):
+        self._transactions += 1
+        # Callers blocked in create() first; then the callbacks that tell actors.
+        for write in creates:
             if not write.abandoned:
-                _call(write.done, result, None)
+                _call(write.done, results[id(write)], None)
+        for write in writes:
+            if write.kind != "create":
+                _call(write.done, results.get(id(write)), None)
         return True
+
+    def _insert(self, connection: sqlite3.Connection, records: list[SnapshotRecord]) -> set[str]:
+        """Insert new runs; return the ids that were new (the others are taken)."""
+        inserted: set[str] = set()
+        for chunk in _chunks(records):
+            rows = connection.execute(
+                f"INSERT INTO runs ({_INSERT_COLUMNS}) VALUES "
+                + ", ".join([_ROW] * len(chunk))
+                + " ON CONFLICT (run_id) DO NOTHING RETURNING run_id",
+                [value for record in chunk for value in self._row(record)],
+            ).fetchall()
+            inserted.update(row[0] for row in rows)
+        return inserted
+
+    def _upsert(self, connection: sqlite3.Connection, records: list[SnapshotRecord]) -> None:
+        for chunk in _chunks(records):
+            connection.execute(
+                f"INSERT INTO runs ({_INSERT_COLUMNS}) VALUES "
+                + ", ".join([_ROW] * len(chunk))
+                + _ON_CONFLICT_NEWER,
+                [value for record in chunk for value in self._row(record)],
+            )
+
+    def _row(self, r: SnapshotRecord) -> tuple[Any, ...]:
+        return (
+            r.run_id,
+            r.workflow_id,
+            r.status,
+            r.seq,
+            r.created_at,
+            r.updated_at,
+            r.trace_id,
+            self.owner_id,
+            r.data,
+        )
 
     def _apply(self, connection: sqlite3.Connection, write: _Write) -> Any:
         kind, payload = write.kind, write.payload
-        if kind == "save":
-            connection.executemany(
-                _UPSERT,
-                [
-                    (
-                        r.run_id,
-                        r.workflow_id,
-                        r.status,
-                        r.seq,
-                        r.created_at,
-                        r.updated_at,
-                        r.trace_id,
-                        self.owner_id,
-                        r.data,
-                    )
-                    for r in payload
-                ],
-            )
-            return None
-        if kind == "create":
-            r = payload
-            cursor = connection.execute(
-                "INSERT OR IGNORE INTO runs (run_id, workflow_id, status, seq, created_at, "
-                "updated_at, trace_id, owner_id, snapshot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    r.run_id,
-                    r.workflow_id,
-                    r.status,
-                    r.seq,
-                    r.created_at,
-                    r.updated_at,
-                    r.trace_id,
-                    self.owner_id,
-                    r.data,
-                ),
-            )
-            return cursor.rowcount == 1
         if kind == "delete":
             return connection.execute("DELETE FROM runs WHERE run_id = ?", (payload,)).rowcount == 1
         if kind == "claim":
@@ -563,6 +612,11 @@ class SQLiteStore:
         emit(logging.ERROR, "store_write_failed", path=str(self.path), error=str(error))
         for write in writes:
             _call(write.done, None, error)
+
+
+def _chunks(records: list[SnapshotRecord]) -> Iterator[list[SnapshotRecord]]:
+    for start in range(0, len(records), _ROWS_PER_STATEMENT):
+        yield records[start : start + _ROWS_PER_STATEMENT]
 
 
 def _filters(

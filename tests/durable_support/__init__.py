@@ -1,0 +1,1 @@
+"""Support for the durability tests: workflows and scripts that child processes import."""

@@ -1,0 +1,131 @@
+"""Scripts the durability tests run in a child process: ``python -m tests.durable_support.child``.
+
+Usage: ``child COMMAND JSON`` where JSON holds the command's parameters. A
+child talks to its parent in lines on stdout that start with a word in capitals
+(``STARTED``, ``RESULT``); anything else there (a warning callboard logs) is
+ignored by the parent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from runtime import RunReader, Runtime, WorkflowError
+from tests.durable_support.workflows import HOLD_LIMIT, blocker, logged
+
+
+def say(word: str, payload: Any = None) -> None:
+    print(word if payload is None else f"{word} {json.dumps(payload)}", flush=True)
+
+
+def wait_to_be_killed() -> None:
+    threading.Event().wait(HOLD_LIMIT)
+    say("NOT_KILLED")
+    os._exit(1)
+
+
+def crash_in_step(params: dict[str, Any]) -> None:
+    """Start a run of ``logged`` held in ``hold_step``; it announces itself; wait for SIGKILL."""
+    rt = Runtime(store=params["db"]).start()
+    wf = rt.register(logged)
+    wf.create_run(params["run_id"]).start_async(
+        input_data={"value": params["value"]},
+        request_context={
+            "log": params["log"],
+            "hold_step": params["hold_step"],
+            "hold_file": params["hold_file"],
+            "announce": True,
+        },
+    )
+    wait_to_be_killed()
+
+
+def kill_after_start(params: dict[str, Any]) -> None:
+    """Start a run of ``logged`` and kill this process the moment ``start_async`` returns."""
+    rt = Runtime(store=params["db"]).start()
+    wf = rt.register(logged)
+    wf.create_run(params["run_id"]).start_async(
+        input_data={"value": params["value"]}, request_context={"log": params["log"]}
+    )
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def crash_pending(params: dict[str, Any]) -> None:
+    """Fill the only run slot with a held ``blocker`` run, start a ``logged`` run behind it.
+
+    The ``logged`` run stays ``pending``; the parent kills this process then.
+    """
+    rt = Runtime(store=params["db"], max_concurrent_runs=1).start()
+    blocking = rt.register(blocker)
+    wf = rt.register(logged)
+    blocking.create_run(params["blocker_id"]).start_async(
+        input_data={"value": "b"},
+        request_context={
+            "log": params["blocker_log"],
+            "hold_step": "block",
+            "hold_file": params["hold_file"],
+        },
+    )
+    wf.create_run(params["run_id"]).start_async(
+        input_data={"value": params["value"]}, request_context={"log": params["log"]}
+    )
+    say("STARTED", params["run_id"])
+    wait_to_be_killed()
+
+
+def read(params: dict[str, Any]) -> None:
+    """Read the store while another process writes it, until the total has grown by ``grow``."""
+    errors: list[str] = []
+    seen: dict[str, str] = {}
+    totals: list[int] = []
+    deadline = time.monotonic() + params["within"]
+    with RunReader(params["db"]) as reader:
+        while time.monotonic() < deadline:
+            try:
+                page = reader.list_runs(limit=None)
+                for run_id in params["run_ids"]:
+                    run = reader.get_run(run_id)
+                    if run is not None:
+                        seen[run_id] = run.status.value
+            except (WorkflowError, OSError) as exc:  # StoreError wraps SQLite's errors
+                errors.append(f"{type(exc).__name__}: {exc}")
+                continue
+            totals.append(page.total)
+            if totals[-1] - totals[0] >= params["grow"] and len(seen) == len(params["run_ids"]):
+                break
+    say("RESULT", {"errors": errors, "seen": seen, "first": totals[0], "last": totals[-1]})
+
+
+def run_many(params: dict[str, Any]) -> None:
+    """Run ``count`` runs of ``logged`` one after another, each with its own log; report each."""
+    with Runtime(store=params["db"]) as rt:
+        wf = rt.register(logged)
+        say("READY")
+        results = {}
+        for index in range(params["count"]):
+            run = wf.create_run()
+            results[run.run_id] = run.start(
+                input_data={"value": str(index)},
+                request_context={"log": os.path.join(params["log_dir"], f"child-{index}.log")},
+                timeout=HOLD_LIMIT,
+            )
+        say("RESULT", {run_id: [r.status.value, r.result] for run_id, r in results.items()})
+
+
+COMMANDS = {
+    "crash-in-step": crash_in_step,
+    "kill-after-start": kill_after_start,
+    "crash-pending": crash_pending,
+    "read": read,
+    "run-many": run_many,
+}
+
+
+if __name__ == "__main__":
+    COMMANDS[sys.argv[1]](json.loads(sys.argv[2]))

@@ -1,0 +1,91 @@
+"""Workflows whose steps leave a trace in a file, so that another process can count them.
+
+Each step appends ``start STEP`` and ``end STEP`` to the file named by the run's
+request context (``log``), so a test can tell which steps ran, how often, and
+in which process, even after the process that ran them was killed. A step
+named by ``hold_step`` waits, after its ``start`` line, for as long as the file
+named by ``hold_file`` exists: a test removes the file to let it go on (or
+kills the process meanwhile). With ``announce`` it first prints
+``holding STEP RUN_ID`` on stdout, for a parent process to wait on.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from runtime import Workflow, create_step, create_workflow
+
+HOLD_LIMIT = 30.0
+"""Seconds a held step waits at most, so that a broken test fails instead of hanging."""
+
+
+class Value(BaseModel):
+    value: str
+
+
+def append_line(path: str | os.PathLike[str], line: str) -> None:
+    with open(path, "a", encoding="utf-8") as file:
+        file.write(line + "\n")
+
+
+def read_lines(path: str | os.PathLike[str]) -> list[str]:
+    log = Path(path)
+    return log.read_text(encoding="utf-8").splitlines() if log.exists() else []
+
+
+def count(path: str | os.PathLike[str], line: str) -> int:
+    return read_lines(path).count(line)
+
+
+def _hold(ctx: Any) -> None:
+    context = ctx.request_context
+    if context.get("hold_step") != ctx.step_id:
+        return
+    hold_file = context["hold_file"]
+    if not os.path.exists(hold_file):
+        return
+    if context.get("announce"):
+        print(f"holding {ctx.step_id} {ctx.run_id}", flush=True)
+    deadline = time.monotonic() + HOLD_LIMIT
+    while os.path.exists(hold_file) and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def logged_step(step_id: str, suffix: str):
+    def execute(ctx: Any) -> Value:
+        log = ctx.request_context["log"]
+        append_line(log, f"start {step_id}")
+        _hold(ctx)
+        append_line(log, f"end {step_id}")
+        return Value(value=f"{ctx.input_data.value}-{suffix}")
+
+    return create_step(id=step_id, input_schema=Value, output_schema=Value, execute=execute)
+
+
+def logged_workflow(workflow_id: str = "logged") -> Workflow[Value, Value]:
+    """Three steps, alpha, beta and gamma, each adding its letter: ``x`` becomes ``x-a-b-c``."""
+    return (
+        create_workflow(id=workflow_id, input_schema=Value, output_schema=Value)
+        .then(logged_step("alpha", "a"))
+        .then(logged_step("beta", "b"))
+        .then(logged_step("gamma", "c"))
+        .commit()
+    )
+
+
+def blocker_workflow() -> Workflow[Value, Value]:
+    """One step, ``block``, meant to be held so that it keeps a concurrency slot."""
+    return (
+        create_workflow(id="blocker", input_schema=Value, output_schema=Value)
+        .then(logged_step("block", "z"))
+        .commit()
+    )
+
+
+logged = logged_workflow()
+blocker = blocker_workflow()

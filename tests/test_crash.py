@@ -1,0 +1,143 @@
+"""The crash test: a process running a workflow is killed with SIGKILL; the next one finishes it.
+
+A child process runs ``logged`` (steps alpha, beta, gamma, each writing ``start``
+and ``end`` lines to a file) on a SQLite store and is killed in the middle of a
+step. This process then opens the same store and registers the workflow: the
+run must finish with the right result, each step completed before the kill
+must not run again, and the interrupted step runs at most twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from runtime import RunReader, WorkflowResult
+from tests.durable_support.helpers import Runtimes, row, wait_until
+from tests.durable_support.processes import Child
+from tests.durable_support.workflows import count, logged, read_lines
+
+RESUME_TIMEOUT = 20.0
+
+
+@pytest.fixture
+def runtimes() -> Iterator[Runtimes]:
+    started = Runtimes()
+    yield started
+    started.close()
+
+
+def resume(runtimes: Runtimes, db: Path, run_id: str) -> WorkflowResult:
+    """Open the store in this process, register ``logged``, and wait for the run to end."""
+    wf = runtimes.start(db).register(logged)
+    wait_until(
+        lambda: (row(db, run_id) or {}).get("status") in ("success", "failed"),
+        timeout=RESUME_TIMEOUT,
+        what=f"run {run_id} finishes after recovery",
+    )
+    result = wf.get_workflow_run_execution_result(run_id)
+    assert result is not None
+    return result
+
+
+def test_a_run_killed_in_the_middle_of_a_step_finishes_in_the_next_process(
+    tmp_path: Path, runtimes: Runtimes
+) -> None:
+    db, log, hold = tmp_path / "runs.db", tmp_path / "steps.log", tmp_path / "hold"
+    hold.touch()
+    run_id = "crash-in-beta"
+    with Child(
+        "crash-in-step",
+        db=str(db),
+        run_id=run_id,
+        value="x",
+        log=str(log),
+        hold_step="beta",
+        hold_file=str(hold),
+    ) as child:
+        assert child.expect("holding") == f"beta {run_id}"
+        child.kill()
+    assert read_lines(log) == ["start alpha", "end alpha", "start beta"]
+
+    with RunReader(db) as reader:
+        left = reader.get_run(run_id)
+    assert left is not None and left.status == "running"
+    assert {k: s.status for k, s in left.steps.items()} == {"alpha": "success", "beta": "running"}
+    assert left.steps["alpha"].output == {"value": "x-a"}
+
+    hold.unlink()
+    result = resume(runtimes, db, run_id)
+    assert result.status == "success"
+    assert result.result == {"value": "x-a-b-c"}
+    assert [s.status for s in result.steps.values()] == ["success"] * 3
+    assert (count(log, "start alpha"), count(log, "end alpha")) == (1, 1)
+    assert count(log, "start beta") <= 2
+    assert count(log, "end beta") == 1
+    assert (count(log, "start gamma"), count(log, "end gamma")) == (1, 1)
+    assert read_lines(log)[-4:] == ["start beta", "end beta", "start gamma", "end gamma"]
+
+
+def test_a_run_killed_while_pending_is_started_by_the_next_process(
+    tmp_path: Path, runtimes: Runtimes
+) -> None:
+    db, hold = tmp_path / "runs.db", tmp_path / "hold"
+    log, blocker_log = tmp_path / "steps.log", tmp_path / "blocker.log"
+    hold.touch()
+    run_id, blocker_id = "waiting-its-turn", "holding-the-slot"
+    with Child(
+        "crash-pending",
+        db=str(db),
+        run_id=run_id,
+        value="x",
+        log=str(log),
+        blocker_id=blocker_id,
+        blocker_log=str(blocker_log),
+        hold_file=str(hold),
+    ) as child:
+        assert child.expect("STARTED") == f'"{run_id}"'
+        child.kill()
+
+    with RunReader(db) as reader:
+        left = reader.get_run(run_id)
+        blocker = reader.get_run(blocker_id)
+    assert left is not None and left.status == "pending" and left.steps == {}
+    assert blocker is not None and blocker.status in ("pending", "running")
+    assert read_lines(log) == []
+
+    hold.unlink()
+    result = resume(runtimes, db, run_id)
+    assert result.status == "success"
+    assert result.result == {"value": "x-a-b-c"}
+    assert read_lines(log) == [
+        "start alpha",
+        "end alpha",
+        "start beta",
+        "end beta",
+        "start gamma",
+        "end gamma",
+    ]
+    # Nobody here registers the blocker's workflow: its run is left as it was.
+    after = row(db, blocker_id)
+    assert after is not None and after["status"] == blocker.status
+
+
+def test_a_process_killed_the_moment_start_async_returns_has_recorded_its_run(
+    tmp_path: Path, runtimes: Runtimes
+) -> None:
+    db, log = tmp_path / "runs.db", tmp_path / "steps.log"
+    run_id = "killed-at-once"
+    with Child("kill-after-start", db=str(db), run_id=run_id, value="x", log=str(log)) as child:
+        assert child.wait() == -9, child.error_output()
+    left = row(db, run_id)
+    assert left is not None, "start_async returned before its run was committed"
+    assert left["status"] in ("pending", "running", "success")
+
+    result = resume(runtimes, db, run_id)
+    assert result.status == "success"
+    assert result.result == {"value": "x-a-b-c"}
+    for step in ("alpha", "beta", "gamma"):
+        assert 1 <= count(log, f"end {step}") <= count(log, f"start {step}") <= 2
+    # At most one step (the one under way at the kill) ran twice.
+    assert len(read_lines(log)) <= 8

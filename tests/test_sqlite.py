@@ -1,0 +1,496 @@
+"""The SQLite run store: the file, its schema, group commit, locks, corruption, durability."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+import runtime.sqlite as sqlite_module
+from runtime import (
+    RunReader,
+    Runtime,
+    SnapshotFormatError,
+    SnapshotRecord,
+    SQLiteStore,
+    StoreError,
+    create_step,
+    create_workflow,
+)
+from runtime.snapshot import decode
+from runtime.sqlite import SCHEMA_VERSION
+from tests.durable_support.helpers import (
+    Counter,
+    Runtimes,
+    Value,
+    held_workflow,
+    quick_workflow,
+    raw,
+    row,
+    wait_until,
+)
+
+
+@pytest.fixture
+def runtimes() -> Iterator[Runtimes]:
+    started = Runtimes()
+    yield started
+    started.close()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "runs.db"
+
+
+@pytest.fixture
+def store(db: Path) -> Iterator[SQLiteStore]:
+    opened = SQLiteStore(db)
+    yield opened
+    opened.close()
+
+
+def record(
+    run_id: str, seq: int = 0, status: str = "pending", data: bytes = b"x"
+) -> SnapshotRecord:
+    return SnapshotRecord(
+        run_id=run_id,
+        workflow_id="wf",
+        seq=seq,
+        status=status,
+        data=data,
+        created_at=1_700_000_000.0,
+        updated_at=1_700_000_000.0 + seq,
+        trace_id="ab" * 16,
+    )
+
+
+def save_and_wait(store: SQLiteStore, *records: SnapshotRecord) -> None:
+    committed = threading.Event()
+    store.save(records, on_commit=committed.set)
+    assert committed.wait(10), "save was never committed"
+
+
+def file_state(path: Path) -> tuple[bytes, int, list[str]]:
+    """The file's bytes, its modification time, and what else lies beside it."""
+    return path.read_bytes(), path.stat().st_mtime_ns, sorted(p.name for p in path.parent.iterdir())
+
+
+# --- the file -----------------------------------------------------------------------
+
+
+def test_a_new_store_file_is_readable_and_writable_by_its_owner_only(
+    db: Path, runtimes: Runtimes
+) -> None:
+    previous = os.umask(0o022)  # a common umask, which would leave a plain file world-readable
+    try:
+        rt = runtimes.start(db)
+        wf = rt.register(quick_workflow())
+        assert wf.create_run().start(input_data={"value": "v"}, timeout=10).status == "success"
+        files = [db] + [p for p in (Path(f"{db}-wal"), Path(f"{db}-shm")) if p.exists()]
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in files}
+    finally:
+        os.umask(previous)
+    assert modes == dict.fromkeys(modes, 0o600)
+
+
+def test_the_store_runs_in_wal_mode(db: Path, runtimes: Runtimes) -> None:
+    runtimes.start(db)
+    with raw(db) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_the_schema_version_is_recorded_in_the_database(db: Path, runtimes: Runtimes) -> None:
+    runtimes.start(db)
+    with raw(db) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert SCHEMA_VERSION >= 1
+
+
+def test_a_database_written_by_a_newer_schema_is_refused_and_left_untouched(
+    db: Path, runtimes: Runtimes
+) -> None:
+    with raw(db) as connection:
+        connection.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY, future TEXT)")
+        connection.execute("INSERT INTO runs VALUES ('r1', 'from the future')")
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    before = file_state(db)
+    with pytest.raises(StoreError, match="newer") as caught:
+        runtimes.start(db)
+    assert str(db) in str(caught.value)
+    assert file_state(db) == before
+
+
+def test_a_reader_refuses_a_database_written_by_a_newer_schema(db: Path) -> None:
+    with raw(db) as connection:
+        connection.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY)")
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    before = file_state(db)
+    with pytest.raises(StoreError, match="newer"):
+        RunReader(db)
+    assert file_state(db) == before
+
+
+def test_a_directory_is_refused_at_start(tmp_path: Path, runtimes: Runtimes) -> None:
+    with pytest.raises(StoreError, match="directory") as caught:
+        runtimes.start(tmp_path)
+    assert str(tmp_path) in str(caught.value)
+
+
+def test_a_file_that_is_not_sqlite_is_refused_at_start_and_left_untouched(
+    db: Path, runtimes: Runtimes
+) -> None:
+    db.write_bytes(os.urandom(8192))
+    before = file_state(db)
+    with pytest.raises(StoreError, match="not a callboard run store") as caught:
+        runtimes.start(db)
+    assert str(db) in str(caught.value)
+    assert file_state(db) == before
+
+
+def test_a_file_that_cannot_be_written_is_refused_at_start(db: Path, runtimes: Runtimes) -> None:
+    # A store that leaves no connection open in this process: SQLite would
+    # otherwise reuse a read-write descriptor it still holds on the file.
+    SQLiteStore(db).close()
+    immutable = False
+    db.chmod(0o400)
+    try:
+        if os.geteuid() == 0:
+            # chmod does not stop root; an immutable file stops everyone.
+            chattr = shutil.which("chattr")
+            if (
+                chattr is None
+                or subprocess.run([chattr, "+i", str(db)], check=False).returncode != 0
+            ):
+                pytest.skip(
+                    "running as root, where chmod 0400 does not stop writes, without chattr"
+                )
+            immutable = True
+        before = db.read_bytes()
+        with pytest.raises(StoreError, match="cannot write") as caught:
+            runtimes.start(db)
+        assert str(db) in str(caught.value)
+        assert db.read_bytes() == before
+    finally:
+        if immutable:
+            subprocess.run([shutil.which("chattr") or "chattr", "-i", str(db)], check=True)
+        db.chmod(0o600)
+
+
+def test_a_missing_folder_is_refused_at_start(tmp_path: Path, runtimes: Runtimes) -> None:
+    with pytest.raises(StoreError, match="does not exist"):
+        runtimes.start(tmp_path / "nowhere" / "runs.db")
+    assert not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.parametrize("form", ["relative", "absolute"])
+def test_a_sqlite_url_names_the_file(
+    form: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runtimes: Runtimes
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    url = "sqlite:///relative.db" if form == "relative" else f"sqlite:///{tmp_path}/absolute.db"
+    path = tmp_path / f"{form}.db"
+    rt = runtimes.start(url)
+    run_id = (
+        rt.register(quick_workflow()).create_run().start_async(input_data={"value": "v"}).run_id
+    )
+    assert row(path, run_id) is not None
+
+
+def test_results_outlive_the_runtime_that_ran_them(db: Path, runtimes: Runtimes) -> None:
+    with Runtime(store=db) as first:
+        done = first.register(quick_workflow()).create_run().start(input_data={"value": "v"})
+    wf = runtimes.start(db).register(quick_workflow())
+    assert wf.get_workflow_run_execution_result(done.run_id) == done
+
+
+# --- the store keeps a run's order -------------------------------------------------
+
+
+def test_the_store_ignores_an_older_snapshot_of_a_run(store: SQLiteStore) -> None:
+    assert store.create(record("r", seq=0))
+    save_and_wait(store, record("r", seq=2, status="running", data=b"two"))
+    save_and_wait(store, record("r", seq=1, status="pending", data=b"one"))
+    stored = store.load("r")
+    assert stored is not None
+    assert (stored.seq, stored.status, stored.data) == (2, "running", b"two")
+
+
+def test_the_store_keeps_a_terminal_snapshot_final(store: SQLiteStore) -> None:
+    assert store.create(record("r", seq=0))
+    save_and_wait(store, record("r", seq=3, status="success", data=b"done"))
+    save_and_wait(store, record("r", seq=4, status="running", data=b"again"))
+    stored = store.load("r")
+    assert stored is not None
+    assert (stored.seq, stored.status, stored.data) == (3, "success", b"done")
+
+
+def test_the_order_holds_between_two_stores_on_one_file(db: Path, store: SQLiteStore) -> None:
+    other = SQLiteStore(db)
+    try:
+        assert store.create(record("r", seq=0))
+        save_and_wait(store, record("r", seq=5, status="running", data=b"five"))
+        save_and_wait(other, record("r", seq=4, status="running", data=b"four"))
+        save_and_wait(store, record("r", seq=6, status="failed", data=b"six"))
+        save_and_wait(other, record("r", seq=7, status="running", data=b"seven"))
+    finally:
+        other.close()
+    stored = store.load("r")
+    assert stored is not None
+    assert (stored.seq, stored.status, stored.data) == (6, "failed", b"six")
+
+
+def test_create_refuses_a_run_id_that_is_taken(store: SQLiteStore) -> None:
+    assert store.create(record("r", data=b"first"))
+    assert not store.create(record("r", data=b"second"))
+    stored = store.load("r")
+    assert stored is not None and stored.data == b"first"
+
+
+# --- group commit -----------------------------------------------------------------
+
+
+def test_concurrent_creates_commit_in_fewer_transactions_than_calls(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = 40
+    batches: list[int] = []
+    first_commit = threading.Event()
+    go_on = threading.Event()
+    submitted = Counter()
+    commit, submit = SQLiteStore._commit, SQLiteStore._submit
+
+    def counting_commit(self, connection, writes):  # type: ignore[no-untyped-def]
+        batches.append(len(writes))
+        if len(batches) == 1:
+            first_commit.set()
+            go_on.wait(10)  # hold the first transaction until every create is queued
+        return commit(self, connection, writes)
+
+    def counting_submit(self, kind, payload, done):  # type: ignore[no-untyped-def]
+        write = submit(self, kind, payload, done)
+        submitted.add(kind)
+        return write
+
+    monkeypatch.setattr(SQLiteStore, "_commit", counting_commit)
+    monkeypatch.setattr(SQLiteStore, "_submit", counting_submit)
+    store = SQLiteStore(db)
+    created: list[bool] = []
+    try:
+        threads = [
+            threading.Thread(target=lambda i=i: created.append(store.create(record(f"r{i}"))))
+            for i in range(calls)
+        ]
+        for thread in threads:
+            thread.start()
+        assert first_commit.wait(10)
+        wait_until(lambda: submitted["create"] == calls, what="every create queued")
+        go_on.set()
+        for thread in threads:
+            thread.join(10)
+    finally:
+        go_on.set()
+        store.close()
+    assert created == [True] * calls
+    assert len(batches) <= 3, f"{calls} creates took {len(batches)} transactions: {batches}"
+    with raw(db) as connection:
+        assert connection.execute("SELECT count(*) FROM runs").fetchone()[0] == calls
+
+
+# --- another writer holds the lock --------------------------------------------------
+
+
+def test_runs_started_while_another_writer_holds_the_lock_commit_once_it_lets_go(
+    db: Path, monkeypatch: pytest.MonkeyPatch, runtimes: Runtimes
+) -> None:
+    monkeypatch.setattr(sqlite_module, "LOCK_TIMEOUT", 0.05)
+    rt = runtimes.start(db)
+    wf = rt.register(quick_workflow())
+    counter, gate, entered = Counter(), runtimes.gate(), threading.Event()
+    held = rt.register(held_workflow(counter, gate, entered))
+    in_flight = held.create_run()
+    in_flight.start_async(input_data={"value": "v"})
+    assert entered.wait(10)
+    started: list[str] = []
+    with capture_logs() as logs, raw(db) as other_writer:
+        other_writer.execute("BEGIN IMMEDIATE")
+        runs = [wf.create_run() for _ in range(5)]
+        threads = [
+            threading.Thread(
+                target=lambda run=run: started.append(
+                    run.start_async(input_data={"value": run.run_id}).run_id
+                )
+            )
+            for run in runs
+        ]
+        for thread in threads:
+            thread.start()
+        gate.set()  # the held run's next snapshots now wait behind the lock too
+        wait_until(
+            lambda: sum(1 for e in logs if e["event"] == "store_locked") >= 3,
+            what="the store retried the locked database",
+        )
+        assert started == [], "start_async returned before its run could be committed"
+        assert wf.list_workflow_runs().total == 0  # reading goes on meanwhile
+        other_writer.execute("COMMIT")
+        for thread in threads:
+            thread.join(10)
+    assert sorted(started) == sorted(run.run_id for run in runs)
+    for run in runs:
+        assert run.wait(timeout=10).result == {"value": run.run_id.upper()}
+    assert in_flight.wait(timeout=10).result == {"value": "v-1-2-3"}
+    assert (counter["first"], counter["hold"], counter["last"]) == (1, 1, 1)
+
+
+def test_a_start_that_outlasts_the_create_timeout_raises_and_records_nothing(
+    db: Path, monkeypatch: pytest.MonkeyPatch, runtimes: Runtimes
+) -> None:
+    monkeypatch.setattr(sqlite_module, "LOCK_TIMEOUT", 0.05)
+    monkeypatch.setattr(sqlite_module, "CREATE_TIMEOUT", 0.3)
+    rt = runtimes.start(db)
+    wf = rt.register(quick_workflow())
+    run = wf.create_run()
+    with raw(db) as other_writer:
+        other_writer.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreError, match="locked") as caught:
+            run.start_async(input_data={"value": "v"})
+        other_writer.execute("COMMIT")
+    assert run.run_id in str(caught.value)
+    assert "not recorded" in str(caught.value)
+    # A run started after the lock is gone commits behind the abandoned one.
+    assert wf.create_run().start(input_data={"value": "w"}, timeout=10).status == "success"
+    assert row(db, run.run_id) is None
+    assert wf.get_workflow_run_execution_result(run.run_id) is None
+    # Told it was not recorded, the caller can start the same run again.
+    assert run.start(input_data={"value": "v"}, timeout=10).result == {"value": "V"}
+
+
+# --- a corrupted row -----------------------------------------------------------------
+
+
+def corrupt(db: Path, run_id: str) -> None:
+    with raw(db) as connection:
+        changed = connection.execute(
+            "UPDATE runs SET snapshot = x'00ff' WHERE run_id = ?", (run_id,)
+        ).rowcount
+    assert changed == 1
+
+
+def test_a_corrupted_run_is_listed_as_unreadable_and_the_others_still_list(
+    db: Path, runtimes: Runtimes
+) -> None:
+    wf = runtimes.start(db).register(quick_workflow())
+    ids = [wf.create_run().start(input_data={"value": str(i)}).run_id for i in range(3)]
+    corrupt(db, ids[1])
+    with capture_logs() as logs:
+        page = wf.list_workflow_runs()
+    assert page.unreadable == [ids[1]]
+    assert sorted(r.run_id for r in page.runs) == sorted([ids[0], ids[2]])
+    assert page.total == 3
+    assert any(e["event"] == "run_unreadable" and e["run_id"] == ids[1] for e in logs)
+    with RunReader(db) as reader:
+        assert reader.list_runs().unreadable == [ids[1]]
+
+
+def test_reading_a_corrupted_run_raises_snapshot_format_error_naming_it(
+    db: Path, runtimes: Runtimes
+) -> None:
+    wf = runtimes.start(db).register(quick_workflow())
+    run_id = wf.create_run().start(input_data={"value": "v"}).run_id
+    corrupt(db, run_id)
+    with pytest.raises(SnapshotFormatError) as caught:
+        wf.get_workflow_run_by_id(run_id)
+    assert run_id in str(caught.value)
+    assert caught.value.run_id == run_id
+
+
+# --- durability ---------------------------------------------------------------------
+
+
+def test_a_run_is_committed_when_start_async_returns(db: Path, runtimes: Runtimes) -> None:
+    wf = runtimes.start(db).register(quick_workflow())
+    with raw(db) as other_process_view:
+        for i in range(20):
+            run_id = wf.create_run().start_async(input_data={"value": str(i)}).run_id
+            found = other_process_view.execute(
+                "SELECT workflow_id FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            assert found == ("quick",), f"run {i} was not committed when start_async returned"
+
+
+def test_a_steps_output_is_committed_before_the_next_step_starts(
+    db: Path, monkeypatch: pytest.MonkeyPatch, runtimes: Runtimes
+) -> None:
+    seen = []
+    looked = threading.Event()
+    commit = SQLiteStore._commit
+
+    def second(ctx):  # type: ignore[no-untyped-def]
+        with RunReader(db) as reader:
+            seen.append(reader.get_run(ctx.run_id))
+        looked.set()
+        return Value(value=ctx.input_data.value + "-2")
+
+    def slow_commit(self, connection, writes):  # type: ignore[no-untyped-def]
+        # Hold back the snapshot that starts the second step until that step has
+        # looked (or a moment has passed): a step that did not wait for it sees it missing.
+        if any(
+            write.kind == "save" and any("second" in decode(r.data)["steps"] for r in write.payload)
+            for write in writes
+        ):
+            looked.wait(0.3)
+        return commit(self, connection, writes)
+
+    monkeypatch.setattr(SQLiteStore, "_commit", slow_commit)
+    workflow = (
+        create_workflow(id="two", input_schema=Value, output_schema=Value)
+        .then(
+            create_step(
+                id="first",
+                input_schema=Value,
+                output_schema=Value,
+                execute=lambda ctx: Value(value=ctx.input_data.value + "-1"),
+            )
+        )
+        .then(create_step(id="second", input_schema=Value, output_schema=Value, execute=second))
+        .commit()
+    )
+    wf = runtimes.start(db).register(workflow)
+    assert wf.create_run().start(input_data={"value": "v"}, timeout=10).status == "success"
+    [view] = seen
+    assert view is not None
+    assert view.steps["first"].status == "success"
+    assert view.steps["first"].output == {"value": "v-1"}
+    assert view.steps["second"].status == "running"
+
+
+def test_a_run_waited_on_is_committed_when_the_wait_returns(db: Path, runtimes: Runtimes) -> None:
+    wf = runtimes.start(db).register(quick_workflow())
+    for i in range(10):
+        run = wf.create_run()
+        result = run.start(input_data={"value": str(i)}, timeout=10)
+        stored = row(db, run.run_id)
+        assert stored is not None and stored["status"] == result.status == "success"
+
+
+def test_readers_see_a_durable_run_go_through_its_steps(db: Path, runtimes: Runtimes) -> None:
+    counter, gate, entered = Counter(), runtimes.gate(), threading.Event()
+    wf = runtimes.start(db).register(held_workflow(counter, gate, entered))
+    run = wf.create_run()
+    run.start_async(input_data={"value": "v"})
+    assert entered.wait(10)
+    with RunReader(db) as reader:
+        during = reader.get_run(run.run_id)
+        gate.set()
+        run.wait(timeout=10)
+        after = reader.get_run(run.run_id)
+    assert during.status == "running"
+    assert {k: s.status for k, s in during.steps.items()} == {"first": "success", "hold": "running"}
+    assert after.status == "success" and after.result == {"value": "v-1-2-3"}
