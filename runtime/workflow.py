@@ -203,11 +203,7 @@ class Workflow(Generic[In, Out]):
             ValueError: for a field name that is not one of the above.
             SnapshotFormatError: if the run's stored snapshot cannot be read.
         """
-        store = self._store(start=False)
-        if store is None:  # no default runtime yet, so no run of it either
-            get_run(MemoryStore(), run_id, fields=fields)  # the same argument checks
-            return None
-        return get_run(store, run_id, workflow_id=self.id, fields=fields)
+        return get_run(self._store(start=False), run_id, workflow_id=self.id, fields=fields)
 
     def list_workflow_runs(
         self,
@@ -235,9 +231,8 @@ class Workflow(Generic[In, Out]):
         Raises:
             ValueError: for an unknown status, a negative offset or a limit below 1.
         """
-        store = self._store(start=False)
         return list_runs(
-            MemoryStore() if store is None else store,
+            self._store(start=False),
             workflow_id=self.id,
             status=status,
             from_date=from_date,
@@ -259,8 +254,8 @@ class Workflow(Generic[In, Out]):
         if not isinstance(run_id, str):
             raise TypeError(f"run_id must be a str, got {type(run_id).__name__}")
         store = self._store(start=False)
-        record = None if store is None else store.load(run_id)
-        if store is None or record is None or record.workflow_id != self.id:
+        record = store.load(run_id)
+        if record is None or record.workflow_id != self.id:
             return False
         if record.status not in TERMINAL_STATUSES:
             raise RunInProgressError(
@@ -269,15 +264,16 @@ class Workflow(Generic[In, Out]):
             )
         return store.delete(run_id)
 
-    def _store(self, *, start: bool) -> SnapshotStore | None:
+    def _store(self, *, start: bool) -> SnapshotStore:
         runtime = self._runtime
         if runtime is None:
             from runtime.engine import default_runtime
 
             runtime = default_runtime(start=start)
-            if runtime is None:
-                return None
-        return runtime.store
+        store = None if runtime is None else runtime.store
+        # Without a (default) runtime, or before a SQLite runtime starts, there
+        # is no run to find: an empty store says so, after the same checks.
+        return _NO_RUNS if store is None else store
 
     def _bound_to(self, runtime: Runtime) -> Self:
         if self._runtime is runtime:
@@ -286,6 +282,10 @@ class Workflow(Generic[In, Out]):
         bound.__dict__.update(self.__dict__)
         bound._runtime = runtime
         return bound
+
+
+_NO_RUNS = MemoryStore()
+"""The store of a workflow whose runtime does not exist yet: it never holds a run."""
 
 
 def create_workflow(
