@@ -436,15 +436,20 @@ def _outcome(
 def _dump(model: BaseModel, message: ExecuteStep) -> Any:
     try:
         return model.model_dump(mode="json")
-    except PydanticSerializationError as exc:
-        where, type_name = find_unencodable(
-            model.model_dump(), f"step {message.step.id!r} output"
-        ) or (
-            f"step {message.step.id!r} output",
-            "unknown",
-        )
+    except (PydanticSerializationError, ValueError) as exc:
+        # ValueError: JSON-mode dumping of bytes that are not UTF-8, for one.
+        output = f"step {message.step.id!r} output"
+        found = find_unencodable(model.model_dump(), output)
+        if found is not None:
+            where, type_name = found
+            text = (
+                f"{where} holds a value of type {type_name}, which cannot be stored in a snapshot"
+            )
+        else:
+            where, type_name = output, type(model).__name__
+            text = f"{output} ({type_name}) cannot be stored in a snapshot: {exc}"
         raise SnapshotEncodingError(
-            f"{where} holds a value of type {type_name}, which cannot be stored in a snapshot",
+            text,
             path=where,
             type_name=type_name,
             run_id=message.run_id,

@@ -6,22 +6,31 @@ where each run and each step stands, until all of them have ended. One order
 carries an expired coupon on purpose: its ``price`` step raises, the run ends
 ``failed``, and the demo shows the error. The other runs are not affected.
 
-Run it with ``make demo`` (or ``.venv/bin/python examples/demo.py``). It exits 0
-when every run ended as expected: the good orders in ``success``, the bad one in
-``failed`` with the coupon error.
+The runs are kept in a SQLite run store, a file in a fresh temporary folder
+(or the path given as the first argument, replaced if it exists). The demo ends
+by reading the same runs back from that file with the ``callboard`` command
+(``callboard runs list --db FILE``), as any other process could, and leaves the
+file there for you to look at with ``callboard runs show RUN_ID --db FILE``.
+
+Run it with ``make demo`` (or ``.venv/bin/python examples/demo.py [FILE]``). It
+exits 0 when every run ended as expected: the good orders in ``success``, the
+bad one in ``failed`` with the coupon error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from runtime import Runtime, StepContext, WorkflowResult, create_step, create_workflow
+from runtime.cli import main as callboard
 
 POLL_INTERVAL = 0.2
 """Seconds between two tables while runs are in progress."""
@@ -222,11 +231,27 @@ def failed_step(result: WorkflowResult) -> str:
 # --- the demo -------------------------------------------------------------------------
 
 
-def main() -> int:
-    """Run the demo; return the exit status (0 when every run ended as expected)."""
-    print(f"callboard demo: {len(ORDERS)} orders through {' -> '.join(STEP_IDS)}", flush=True)
+def fresh_store(argv: list[str]) -> Path:
+    """The run store's file: the one given (removed first, if it exists), or a new temporary one."""
+    if not argv:
+        return Path(tempfile.mkdtemp(prefix="callboard-demo-")) / "callboard.db"
+    db = Path(argv[0])
+    for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        path.unlink(missing_ok=True)
+    return db
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the demo; return the exit status (0 when every run ended as expected).
+
+    Args:
+        argv: ``[FILE]``: where to keep the runs; a new temporary file when empty.
+    """
+    db = fresh_store([] if argv is None else argv)
+    print(f"callboard demo: {len(ORDERS)} orders through {' -> '.join(STEP_IDS)}")
+    print(f"runs are kept in the SQLite run store {db}", flush=True)
     began = time.monotonic()
-    with Runtime() as rt:
+    with Runtime(store=db) as rt:
         workflow = rt.register(checkout)
         run_ids = []
         for order in ORDERS:
@@ -274,8 +299,14 @@ def main() -> int:
         f"\nsummary: {len(succeeded)} of {len(good)} good orders succeeded; "
         f"{BAD_ORDER} {'failed as intended' if bad_as_intended else 'did NOT fail as intended'}"
     )
-    return 0 if len(succeeded) == len(good) and bad_as_intended else 1
+
+    # The runtime has stopped; the runs are in the file, for any process to read.
+    print("\nthe same runs, read back from the run store by the callboard command:")
+    print(f"$ callboard runs list --db {db}", flush=True)
+    listed = callboard(["runs", "list", "--db", str(db)])
+    print(f"(and one of them in full: callboard runs show {BAD_ORDER} --db {db})")
+    return 0 if len(succeeded) == len(good) and bad_as_intended and listed == 0 else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

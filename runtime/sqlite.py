@@ -324,8 +324,8 @@ class SQLiteStore:
         try:
             return future.result(CREATE_TIMEOUT)
         except TimeoutError as exc:
-            if not write.abandon():  # committed after all, just now
-                return future.result()
+            if not write.abandon():  # taken by a commit just now: its outcome follows
+                return future.result(CREATE_TIMEOUT)
             raise StoreError(
                 f"the run store {self.path} stayed locked for {CREATE_TIMEOUT} s; the run "
                 f"{record.run_id!r} was not recorded"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import sys
 import time
 from typing import Any
 
@@ -81,12 +82,16 @@ def is_enabled(level: int = logging.INFO) -> bool:
 
 
 def emit(level: int, event: str, **fields: Any) -> None:
-    """Log one of callboard's events, unless quiet mode drops it."""
+    """Log one of callboard's events, unless quiet mode drops it.
+
+    In quiet mode a warning or an error still shows, on standard error, never
+    on standard output: that is the program's (its ``--json``, its pipes).
+    """
     active = _active_logger()
     if active is not None:
         active.log(level, event, **fields)
     elif level >= logging.WARNING:
-        logger.log(level, event, **fields)
+        structlog.wrap_logger(structlog.PrintLogger(sys.stderr)).log(level, event, **fields)
 
 
 # Ids come from a generator of our own, not os.urandom: they identify, they

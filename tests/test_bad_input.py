@@ -550,3 +550,24 @@ def test_a_step_that_puts_an_unencodable_value_in_the_request_context_fails_the_
     assert result.error.name == "SnapshotEncodingError"
     assert "'handle'" in result.error.message
     assert "object" in result.error.message
+
+
+class Blob(BaseModel):
+    data: bytes
+
+
+def test_a_step_output_of_bytes_that_are_not_utf8_fails_the_run_naming_the_step(
+    runtime: Runtime,
+) -> None:
+    step = create_step(
+        id="blob", input_schema=Value, output_schema=Blob, execute=lambda ctx: {"data": b"\xff"}
+    )
+    wf = runtime.register(
+        create_workflow(id="blob", input_schema=Value, output_schema=Blob).then(step).commit()
+    )
+    result = wf.create_run().start(input_data={"value": "x"}, timeout=10)
+    assert result.status == "failed"
+    assert result.error is not None
+    assert result.error.name == "SnapshotEncodingError"
+    assert "step 'blob' output" in result.error.message
+    assert "Blob" in result.error.message

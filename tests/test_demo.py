@@ -1,4 +1,8 @@
-"""``make demo``: examples/demo.py runs six orders, shows their progress, and ends as promised."""
+"""``make demo``: examples/demo.py runs six orders, shows their progress, and ends as promised.
+
+The demo keeps its runs in a SQLite run store and ends by listing them with the
+``callboard`` command; these tests give it a file under pytest's tmp_path.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import importlib.util
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +18,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from runtime import RunReader
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "demo.py"
@@ -27,10 +34,16 @@ BAD_RUN_ERROR = (
 
 
 @pytest.fixture(scope="module")
-def demo_run() -> subprocess.CompletedProcess[str]:
-    """The demo, run once as ``make demo`` runs it."""
+def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the demo run keeps its runs."""
+    return tmp_path_factory.mktemp("demo") / "callboard.db"
+
+
+@pytest.fixture(scope="module")
+def demo_run(demo_db: Path) -> subprocess.CompletedProcess[str]:
+    """The demo, run once as ``make demo`` runs it (but with its store under tmp_path)."""
     return subprocess.run(
-        [sys.executable, str(DEMO)],
+        [sys.executable, str(DEMO), str(demo_db)],
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
@@ -87,9 +100,51 @@ def test_the_demo_shows_runs_in_progress_before_the_final_table(
     assert int(progress[0]) >= 1
 
 
-def test_the_demo_ends_with_a_summary_line(demo_run: subprocess.CompletedProcess[str]) -> None:
-    last = demo_run.stdout.strip().splitlines()[-1]
-    assert last == "summary: 5 of 5 good orders succeeded; order-1004 failed as intended"
+def test_the_demo_sums_up_in_one_line(demo_run: subprocess.CompletedProcess[str]) -> None:
+    summaries = [line for line in demo_run.stdout.splitlines() if line.startswith("summary: ")]
+    assert summaries == ["summary: 5 of 5 good orders succeeded; order-1004 failed as intended"]
+
+
+def cli_table(output: str) -> dict[str, list[str]]:
+    """The rows of the table ``callboard runs list`` printed, by run id: [workflow, status, ...]."""
+    lines = output.splitlines()
+    start = next(index for index, line in enumerate(lines) if line.startswith("$ callboard "))
+    rows: dict[str, list[str]] = {}
+    for line in lines[start + 3 :]:  # the command, the header and the rule
+        if not line.strip():
+            break
+        run_id, *cells = re.split(r"\s{2,}", line.strip())
+        rows[run_id] = cells
+    return rows
+
+
+def test_the_demo_ends_by_listing_the_same_runs_with_the_callboard_command(
+    demo_run: subprocess.CompletedProcess[str], demo_db: Path
+) -> None:
+    lines = demo_run.stdout.strip().splitlines()
+    summary = lines.index("summary: 5 of 5 good orders succeeded; order-1004 failed as intended")
+    assert f"$ callboard runs list --db {demo_db}" in lines[summary:]
+    listed = cli_table(demo_run.stdout)
+    final = final_table(demo_run.stdout)
+    assert list(listed) == sorted(final, reverse=True)  # newest first
+    for run_id, (workflow, status, *_) in listed.items():
+        assert workflow == "checkout"
+        assert status == final[run_id][0]
+    assert "6 runs" in lines[summary:]
+    assert lines[-1] == f"(and one of them in full: callboard runs show {BAD_RUN} --db {demo_db})"
+
+
+def test_the_demo_leaves_its_runs_in_the_run_store_for_any_process(
+    demo_run: subprocess.CompletedProcess[str], demo_db: Path
+) -> None:
+    assert f"runs are kept in the SQLite run store {demo_db}" in demo_run.stdout.splitlines()
+    with RunReader(demo_db) as reader:
+        page = reader.list_runs()
+        bad = reader.get_run(BAD_RUN)
+    assert page.total == 6
+    assert sorted(run.run_id for run in page.runs) == sorted([*GOOD_RUNS, BAD_RUN])
+    assert bad is not None and bad.error is not None
+    assert bad.error.name == "CouponExpiredError"
 
 
 def test_the_demo_prints_nothing_from_callboard_itself(
@@ -125,23 +180,51 @@ def demo_module() -> Iterator[ModuleType]:
 
 
 def test_main_returns_zero_and_stops_its_runtime(
-    demo_module: ModuleType, capsys: pytest.CaptureFixture[str]
+    demo_module: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     before = set(threading.enumerate())
-    assert demo_module.main() == 0
+    assert demo_module.main([str(tmp_path / "demo.db")]) == 0
     assert BAD_RUN_ERROR in capsys.readouterr().out
     assert not threads_left_since(before)
 
 
+def test_main_replaces_a_store_it_is_given_so_it_can_run_again(
+    demo_module: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "again.db"
+    assert demo_module.main([str(db)]) == 0
+    assert demo_module.main([str(db)]) == 0  # the same order ids again: a fresh store
+    assert "6 runs" in capsys.readouterr().out.splitlines()
+
+
+def test_main_without_a_file_keeps_the_runs_in_a_new_temporary_folder(
+    demo_module: ModuleType,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert demo_module.main([]) == 0
+    (folder,) = tmp_path.iterdir()
+    assert folder.name.startswith("callboard-demo-")
+    db = folder / "callboard.db"
+    assert f"runs are kept in the SQLite run store {db}" in capsys.readouterr().out.splitlines()
+    with RunReader(db) as reader:
+        assert reader.list_runs().total == 6
+
+
 def test_main_returns_one_when_a_good_order_fails(
     demo_module: ModuleType,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     orders = [dict(order) for order in demo_module.ORDERS]
     orders[0]["items"] = [{"sku": "kettle", "quantity": 1}]  # not in the catalogue
     monkeypatch.setattr(demo_module, "ORDERS", orders)
-    assert demo_module.main() == 1
+    assert demo_module.main([str(tmp_path / "demo.db")]) == 1
     output = capsys.readouterr().out
     assert "run order-1001 failed in step 'validate': LookupError: unknown SKUs: kettle" in output
-    assert output.strip().splitlines()[-1].startswith("summary: 4 of 5 good orders succeeded")
+    assert any(
+        line.startswith("summary: 4 of 5 good orders succeeded") for line in output.splitlines()
+    )

@@ -114,3 +114,18 @@ def test_runs_in_this_process_print_nothing_while_structlog_is_unconfigured(
     assert [r.status for r in results] == ["success"] * 3
     captured = capsys.readouterr()
     assert (captured.out, captured.err) == ("", "")
+
+
+def test_in_quiet_mode_a_warning_goes_to_stderr_never_to_stdout() -> None:
+    script = (
+        "import logging\n"
+        "from runtime.tracing import emit\n"
+        "emit(logging.WARNING, 'store_locked', path='x.db')\n"
+        "emit(logging.INFO, 'span_start', name='dropped')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout == ""
+    assert "store_locked" in done.stderr
+    assert "dropped" not in done.stderr
