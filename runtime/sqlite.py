@@ -533,7 +533,7 @@ class SQLiteStore:
                 return False
             self._fail(writes, StoreError(f"cannot write to the run store {self.path}: {exc}"))
             return True
-        except sqlite3.Error as exc:
+        except Exception as exc:  # sqlite3.Error, or a fault of ours: the writer lives on
             with contextlib.suppress(sqlite3.Error):
                 connection.execute("ROLLBACK")
             self._fail(writes, StoreError(f"cannot write to the run store {self.path}: {exc}"))
