@@ -21,8 +21,8 @@ from actors.messages import (
     WatchRun,
 )
 from runtime.errors import SnapshotFormatError, StoreError
-from runtime.model import TERMINAL_STATUSES, RunStatus, StepStatus
-from runtime.snapshot import decode, encode
+from runtime.model import TERMINAL_STATUSES
+from runtime.snapshot import decode, mark_failed, record_of
 from runtime.store import RecoverableStore, SnapshotRecord, SnapshotStore
 from runtime.tracing import emit
 
@@ -129,23 +129,8 @@ class RegistryActor(ThreadActor):
         if current is None or current.status in TERMINAL_STATUSES:
             return
         snapshot = decode(current.data)
-        now = time.time()
-        for step in snapshot["steps"].values():
-            if step["status"] == StepStatus.RUNNING:
-                step["status"] = StepStatus.FAILED.value
-                step["error"] = message.error
-                step["ended_at"] = now
-        snapshot["status"] = RunStatus.FAILED.value
-        snapshot["error"] = message.error
-        snapshot["result"] = None
-        snapshot["seq"] = current.seq + 1
-        snapshot["updated_at"] = now
-        record = current._replace(
-            seq=current.seq + 1,
-            status=RunStatus.FAILED.value,
-            data=encode(snapshot),
-            updated_at=now,
-        )
+        mark_failed(snapshot, message.error, time.time())
+        record = record_of(snapshot)
         self._record(record, terminal=True)
 
     def _recover(self, message: RecoverRuns) -> None:

@@ -22,8 +22,7 @@ from actors.step import StepPool, error_dict
 from runtime.errors import RunCrashedError, WorkflowDefinitionError
 from runtime.model import TERMINAL_STATUSES, RunStatus, StepStatus
 from runtime.plan import ExecutionPlan
-from runtime.snapshot import Snapshot, encode
-from runtime.store import SnapshotRecord
+from runtime.snapshot import Snapshot, record_of
 from runtime.tracing import Span
 
 __all__ = ["RunActor"]
@@ -233,16 +232,7 @@ class RunActor(DispatchedActor):
         snapshot["seq"] += 1
         now = time.time()
         snapshot["updated_at"] = now
-        record = SnapshotRecord(
-            run_id=snapshot["run_id"],
-            workflow_id=snapshot["workflow_id"],
-            seq=snapshot["seq"],
-            status=snapshot["status"],
-            data=encode(snapshot),
-            created_at=snapshot["created_at"],
-            updated_at=now,
-            trace_id=snapshot["trace_id"],
-        )
+        record = record_of(snapshot)
         # A dead registry must not take the run down with it; the runtime
         # records unfinished runs as failed when it stops.
         ack_to = self.actor_ref if self._durable and not terminal else None

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -21,7 +22,7 @@ from runtime.errors import (
 )
 from runtime.model import ErrorInfo
 from runtime.plan import ExecutionPlan
-from runtime.snapshot import Snapshot, decode, encode
+from runtime.snapshot import Snapshot, decode, mark_failed, record_of
 from runtime.sqlite import SQLiteStore, path_from_url
 from runtime.store import MemoryStore, SnapshotRecord, SnapshotStore
 from runtime.tracing import emit
@@ -40,25 +41,10 @@ DEFAULT_STOP_TIMEOUT: Final = 10.0
 """Seconds ``stop()`` waits for runs in progress before failing them."""
 
 
-def failed_record(snapshot: Snapshot, error: ErrorInfo) -> SnapshotRecord:
-    """A record of ``snapshot`` marked failed with ``error``, one sequence number on."""
-    snapshot["status"] = "failed"
-    snapshot["error"] = error.model_dump()
-    snapshot["seq"] += 1
-    for step in snapshot["steps"].values():
-        if step["status"] == "running":
-            step["status"] = "failed"
-            step["error"] = snapshot["error"]
-    return SnapshotRecord(
-        run_id=snapshot["run_id"],
-        workflow_id=snapshot["workflow_id"],
-        seq=snapshot["seq"],
-        status="failed",
-        data=encode(snapshot),
-        created_at=snapshot["created_at"],
-        updated_at=snapshot["updated_at"],
-        trace_id=snapshot["trace_id"],
-    )
+def failed_record(snapshot: Snapshot, error: dict[str, Any]) -> SnapshotRecord:
+    """The record of ``snapshot`` once its run has failed with ``error``."""
+    mark_failed(snapshot, error, time.time())
+    return record_of(snapshot)
 
 
 def _stopped_error() -> dict[str, Any]:
@@ -136,7 +122,8 @@ class _Machinery:
             # The run is recorded but nobody will run it: record it failed, so
             # that it never sits pending for ever, and tell the caller.
             stopped = RuntimeStoppedError("the runtime stopped before the run could start")
-            self.store.save((failed_record(snapshot, ErrorInfo.from_exception(stopped)),))
+            error = ErrorInfo.from_exception(stopped, with_traceback=False).model_dump()
+            self.store.save((failed_record(snapshot, error),))
             raise stopped from exc
         return True
 
@@ -188,7 +175,7 @@ class _Machinery:
         # With every actor stopped, a run still pending or running would stay so
         # for ever: only a broken machinery (a dead registry or supervisor)
         # leaves one behind. Record it failed rather than lose it.
-        error = ErrorInfo.model_validate(_stopped_error())
+        error = _stopped_error()
         for record in self.store.unfinished():
             self.store.save((failed_record(decode(record.data), error),))
 

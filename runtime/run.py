@@ -26,7 +26,7 @@ from runtime.snapshot import (
     check_encodable,
     copy_plain,
     decode,
-    encode,
+    record_of,
     to_result,
 )
 from runtime.step import plain
@@ -122,17 +122,7 @@ class Run(Generic[In, Out]):
                 tracing_options=tracing_options,
                 output_options=output_options,
             )
-            record = SnapshotRecord(
-                run_id=run_id,
-                workflow_id=plan.workflow_id,
-                seq=0,
-                status=RunStatus.PENDING.value,
-                data=encode(snapshot),
-                created_at=snapshot["created_at"],
-                updated_at=snapshot["updated_at"],
-                trace_id=snapshot["trace_id"],
-            )
-            runtime._start_run(plan, snapshot, record)
+            runtime._start_run(plan, snapshot, record_of(snapshot))
             self._started = True
         return StartAsyncResult(run_id=run_id)
 

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from runtime.errors import SnapshotEncodingError, SnapshotFormatError
 from runtime.model import WorkflowResult
+from runtime.store import SnapshotRecord
 
 __all__ = [
     "FORMAT_VERSION",
@@ -26,6 +27,8 @@ __all__ = [
     "decode",
     "encode",
     "find_unencodable",
+    "mark_failed",
+    "record_of",
     "to_result",
 ]
 
@@ -113,6 +116,42 @@ def copy_plain(value: Any) -> Any:
     Tuples come back as lists, as they would from a snapshot.
     """
     return msgpack.unpackb(_packb(value), raw=False)
+
+
+def record_of(snapshot: Snapshot) -> SnapshotRecord:
+    """The store record of a snapshot: its bytes and the fields queries filter on.
+
+    Raises:
+        SnapshotEncodingError: if some value cannot be encoded.
+    """
+    return SnapshotRecord(
+        run_id=snapshot["run_id"],
+        workflow_id=snapshot["workflow_id"],
+        seq=snapshot["seq"],
+        status=snapshot["status"],
+        data=encode(snapshot),
+        created_at=snapshot["created_at"],
+        updated_at=snapshot["updated_at"],
+        trace_id=snapshot["trace_id"],
+    )
+
+
+def mark_failed(snapshot: Snapshot, error: dict[str, Any], now: float) -> None:
+    """Turn a snapshot into the next one of a run that failed with ``error``.
+
+    The run becomes ``failed`` with no result, a step still running fails with
+    the same error, and the sequence number moves on.
+    """
+    for step in snapshot["steps"].values():
+        if step["status"] == "running":
+            step["status"] = "failed"
+            step["error"] = error
+            step["ended_at"] = now
+    snapshot["status"] = "failed"
+    snapshot["error"] = error
+    snapshot["result"] = None
+    snapshot["seq"] += 1
+    snapshot["updated_at"] = now
 
 
 def check_encodable(value: Any, path: str, *, str_keys_known: bool = False) -> None:
