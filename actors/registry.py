@@ -22,7 +22,7 @@ from actors.messages import (
 )
 from runtime.errors import SnapshotFormatError, StoreError
 from runtime.model import TERMINAL_STATUSES
-from runtime.snapshot import decode, mark_failed, record_of
+from runtime.snapshot import decode, failed_record
 from runtime.store import RecoverableStore, SnapshotRecord, SnapshotStore
 from runtime.tracing import emit
 
@@ -47,8 +47,9 @@ class RegistryActor(ThreadActor):
         self._store = store
         self._durable = store.durable
         self._waiters: dict[str, list[threading.Event]] = {}
-        # The last snapshot of each run in progress: the ordering guard, and what
-        # a failure is recorded on top of even before the store has committed it.
+        # On a durable store, the last snapshot handed over for each run in
+        # progress: a failure is recorded on top of it even before the store has
+        # committed it. (The store itself keeps snapshots in order.)
         self._live: dict[str, SnapshotRecord] = {}
         self._reported: set[str] = set()
 
@@ -78,25 +79,21 @@ class RegistryActor(ThreadActor):
     def _record(
         self, record: SnapshotRecord, *, terminal: bool, ack_to: pykka.ActorRef[Any] | None = None
     ) -> None:
-        last = self._live.get(record.run_id)
-        if last is not None and last.seq >= record.seq:
-            emit(
-                logging.DEBUG,
-                "snapshot_ignored",
-                run_id=record.run_id,
-                seq=record.seq,
-                stored_seq=last.seq,
-            )
-            return
-        if terminal:
-            self._live.pop(record.run_id, None)
-        else:
-            self._live[record.run_id] = record
         if self._durable:
+            last = self._live.get(record.run_id)
+            if last is not None and last.seq >= record.seq:
+                return  # older than what the store will hold once it commits
+            if terminal:
+                self._live.pop(record.run_id, None)
+            else:
+                self._live[record.run_id] = record
             self._store.save((record,), on_commit=self._committed(record, terminal, ack_to))
         else:
             self._store.save((record,))
-            if terminal:
+            # Wake waiters only if the store kept it: a stale terminal snapshot
+            # (the store refuses those) must not end anyone's wait early.
+            stored = self._store.load(record.run_id) if terminal else None
+            if stored is not None and stored.status in TERMINAL_STATUSES:
                 self._wake(record.run_id)
 
     def _committed(
@@ -128,9 +125,7 @@ class RegistryActor(ThreadActor):
         current = self._live.get(message.run_id) or self._store.load(message.run_id)
         if current is None or current.status in TERMINAL_STATUSES:
             return
-        snapshot = decode(current.data)
-        mark_failed(snapshot, message.error, time.time())
-        record = record_of(snapshot)
+        record = failed_record(decode(current.data), message.error, time.time())
         self._record(record, terminal=True)
 
     def _recover(self, message: RecoverRuns) -> None:
@@ -171,5 +166,5 @@ class RegistryActor(ThreadActor):
                 workflow_id=record.workflow_id,
                 from_step=snapshot["next_step"],
             )
-            self._live[record.run_id] = record
+            self._live[record.run_id] = record  # recovery needs a durable store
             tell_safely(message.supervisor, StartRun(plan=plan, snapshot=snapshot))

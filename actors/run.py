@@ -22,7 +22,7 @@ from actors.step import StepPool, error_dict
 from runtime.errors import RunCrashedError, WorkflowDefinitionError
 from runtime.model import TERMINAL_STATUSES, RunStatus, StepStatus
 from runtime.plan import ExecutionPlan
-from runtime.snapshot import Snapshot, record_of
+from runtime.snapshot import Snapshot, mark_failed, record_of
 from runtime.tracing import Span
 
 __all__ = ["RunActor"]
@@ -119,17 +119,17 @@ class RunActor(DispatchedActor):
     def _plan_mismatch(self) -> WorkflowDefinitionError | None:
         """Why a resumed run's snapshot does not fit the workflow as registered now, if so."""
         plan, snapshot = self._plan, self._snapshot
-        ids = [step.id for step in plan.steps]
-        if not 0 <= snapshot["next_step"] < len(ids) or any(
-            step_id not in plan.by_id for step_id in snapshot["steps"]
+        if 0 <= snapshot["next_step"] < len(plan.steps) and all(
+            step_id in plan.by_id for step_id in snapshot["steps"]
         ):
-            return WorkflowDefinitionError(
-                f"run {snapshot['run_id']!r} cannot resume: its recorded steps "
-                f"{list(snapshot['steps'])} (next: {snapshot['next_step']}) do not fit workflow "
-                f"{plan.workflow_id!r} as registered now (steps {ids})",
-                run_id=snapshot["run_id"],
-            )
-        return None
+            return None
+        ids = [step.id for step in plan.steps]
+        return WorkflowDefinitionError(
+            f"run {snapshot['run_id']!r} cannot resume: its recorded steps "
+            f"{list(snapshot['steps'])} (next: {snapshot['next_step']}) do not fit workflow "
+            f"{plan.workflow_id!r} as registered now (steps {ids})",
+            run_id=snapshot["run_id"],
+        )
 
     def _halt(self) -> None:
         """Stop driving the run, recording nothing: a durable store keeps it for later."""
@@ -210,16 +210,11 @@ class RunActor(DispatchedActor):
         error: dict[str, Any] | None = None,
     ) -> None:
         snapshot = self._snapshot
-        snapshot["status"] = status.value
-        snapshot["result"] = result
-        snapshot["error"] = error
-        if error is not None:
-            now = time.time()
-            for step in snapshot["steps"].values():
-                if step["status"] == StepStatus.RUNNING:
-                    step["status"] = StepStatus.FAILED.value
-                    step["error"] = error
-                    step["ended_at"] = now
+        if error is None:
+            snapshot["status"] = status.value
+            snapshot["result"] = result
+        else:
+            mark_failed(snapshot, error, time.time())
         # The root span ends before the final result becomes visible, so that
         # whoever sees the result can see the whole trace.
         self._span.end(status.value, **({} if error is None else {"error": error["name"]}))

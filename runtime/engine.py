@@ -22,7 +22,7 @@ from runtime.errors import (
 )
 from runtime.model import ErrorInfo
 from runtime.plan import ExecutionPlan
-from runtime.snapshot import Snapshot, decode, mark_failed, record_of
+from runtime.snapshot import Snapshot, decode, failed_record
 from runtime.sqlite import SQLiteStore, path_from_url
 from runtime.store import MemoryStore, SnapshotRecord, SnapshotStore
 from runtime.tracing import emit
@@ -39,12 +39,6 @@ ORPHAN_REPORT_DELAY: Final = 5.0
 
 DEFAULT_STOP_TIMEOUT: Final = 10.0
 """Seconds ``stop()`` waits for runs in progress before failing them."""
-
-
-def failed_record(snapshot: Snapshot, error: dict[str, Any]) -> SnapshotRecord:
-    """The record of ``snapshot`` once its run has failed with ``error``."""
-    mark_failed(snapshot, error, time.time())
-    return record_of(snapshot)
 
 
 def _stopped_error() -> dict[str, Any]:
@@ -123,7 +117,7 @@ class _Machinery:
             # that it never sits pending for ever, and tell the caller.
             stopped = RuntimeStoppedError("the runtime stopped before the run could start")
             error = ErrorInfo.from_exception(stopped, with_traceback=False).model_dump()
-            self.store.save((failed_record(snapshot, error),))
+            self.store.save((failed_record(snapshot, error, time.time()),))
             raise stopped from exc
         return True
 
@@ -177,7 +171,7 @@ class _Machinery:
         # leaves one behind. Record it failed rather than lose it.
         error = _stopped_error()
         for record in self.store.unfinished():
-            self.store.save((failed_record(decode(record.data), error),))
+            self.store.save((failed_record(decode(record.data), error, time.time()),))
 
 
 class Runtime:

@@ -26,6 +26,7 @@ __all__ = [
     "copy_plain",
     "decode",
     "encode",
+    "failed_record",
     "find_unencodable",
     "mark_failed",
     "record_of",
@@ -137,11 +138,7 @@ def record_of(snapshot: Snapshot) -> SnapshotRecord:
 
 
 def mark_failed(snapshot: Snapshot, error: dict[str, Any], now: float) -> None:
-    """Turn a snapshot into the next one of a run that failed with ``error``.
-
-    The run becomes ``failed`` with no result, a step still running fails with
-    the same error, and the sequence number moves on.
-    """
+    """Mark a run failed with ``error``: no result, and a step still running fails too."""
     for step in snapshot["steps"].values():
         if step["status"] == "running":
             step["status"] = "failed"
@@ -150,8 +147,14 @@ def mark_failed(snapshot: Snapshot, error: dict[str, Any], now: float) -> None:
     snapshot["status"] = "failed"
     snapshot["error"] = error
     snapshot["result"] = None
+
+
+def failed_record(snapshot: Snapshot, error: dict[str, Any], now: float) -> SnapshotRecord:
+    """The record that follows ``snapshot`` when its run fails with ``error``."""
+    mark_failed(snapshot, error, now)
     snapshot["seq"] += 1
     snapshot["updated_at"] = now
+    return record_of(snapshot)
 
 
 def check_encodable(value: Any, path: str, *, str_keys_known: bool = False) -> None:

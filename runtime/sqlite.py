@@ -63,7 +63,6 @@ BATCH: Final = 512
 """The most writes one transaction takes."""
 
 _UNFINISHED = ("pending", "running")
-_TERMINAL = ("success", "failed")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -353,12 +352,6 @@ class SQLiteStore:
         self._submit("claim", (run_id, previous_owner), _resolve(future))
         return future.result(CREATE_TIMEOUT)
 
-    def release(self) -> None:
-        """Give up this owner's runs now (at a clean stop), so others may resume them."""
-        future: Future[bool] = Future()
-        self._submit("release", None, _resolve(future))
-        future.result(CREATE_TIMEOUT)
-
     def load(self, run_id: str) -> SnapshotRecord | None:
         """The newest committed record of a run, or ``None``."""
         with self._reading() as connection:
@@ -595,11 +588,6 @@ class SQLiteStore:
                 (self.owner_id, run_id, previous, *_UNFINISHED),
             )
             return cursor.rowcount == 1
-        if kind == "release":
-            connection.execute(
-                "UPDATE runs SET owner_id = NULL WHERE owner_id = ?", (self.owner_id,)
-            )
-            return True
         if kind == "heartbeat":
             connection.execute(
                 "UPDATE owners SET heartbeat_at = ? WHERE owner_id = ?",

@@ -232,7 +232,6 @@ class StepContext(Generic[In]):
         "_logger",
         "_outputs",
         "_state",
-        "_state_changed",
         "_workflow_input_schema",
         "_workflow_state_schema",
         "input_data",
@@ -268,7 +267,6 @@ class StepContext(Generic[In]):
         self.request_context = request_context
         self.retry_count = 0
         self._state = state
-        self._state_changed = False
         self._workflow_state_schema = workflow_state_schema
         self._init_data = init_data
         self._workflow_input_schema = workflow_input_schema
@@ -318,12 +316,6 @@ class StepContext(Generic[In]):
             check_encodable(new_state, "state")
             new_state = copy_plain(new_state)  # later changes to the caller's value stay out
         self._state = new_state
-        self._state_changed = True
-
-    @property
-    def state_changed(self) -> bool:
-        """Whether :meth:`set_state` was called."""
-        return self._state_changed
 
     @property
     def raw_state(self) -> Any:

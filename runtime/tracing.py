@@ -27,7 +27,6 @@ import structlog
 __all__ = [
     "Span",
     "emit",
-    "is_enabled",
     "logger",
     "new_run_id",
     "new_span_id",
@@ -69,16 +68,6 @@ def _active_logger() -> Any | None:
     if bound is None or bound[0] != key:
         bound = _bound = (key, logger.bind())
     return bound[1]
-
-
-def _is_configured() -> bool:
-    """Whether the application has configured structlog (to other than its defaults)."""
-    return _active_logger() is not None
-
-
-def is_enabled(level: int = logging.INFO) -> bool:
-    """Whether an event at ``level`` from callboard would be emitted."""
-    return level >= logging.WARNING or _is_configured()
 
 
 def emit(level: int, event: str, **fields: Any) -> None:
