@@ -16,7 +16,16 @@ The hierarchy::
     ├── RunInProgressError               deleting a run that has not ended
     ├── RunCrashedError                  the machinery that drove a run failed; the run is failed
     ├── RuntimeStoppedError              a stopped runtime was used, or stopped under a run
-    └── RunTimeoutError                  a wait for a run outlasted its timeout (also TimeoutError)
+    ├── RunTimeoutError                  a wait for a run outlasted its timeout (also TimeoutError)
+    ├── RunNotSuspendedError             resuming a run that is not suspended
+    ├── ResumeTargetError                resuming a step that is not suspended, or not naming
+    │                                    one of several suspended steps (also ValueError)
+    ├── ResumeConflictError              another resume of the same run won
+    ├── CancelError                      a run that this runtime cannot cancel
+    ├── NonRetryableError                raised by a step body: fail now, do not retry
+    ├── StepTimeoutError                 inside a run: a step outlasted its ``timeout``
+    │                                    (also TimeoutError)
+    └── LoopLimitError                   inside a run: a loop reached its ``max_iterations``
 
 Errors that happen inside a run do not propagate to the caller: they end the run
 as ``failed`` and are described on its result by an
@@ -31,15 +40,22 @@ from typing import Any
 from pydantic import ValidationError
 
 __all__ = [
+    "CancelError",
     "InvalidInputError",
+    "LoopLimitError",
+    "NonRetryableError",
+    "ResumeConflictError",
+    "ResumeTargetError",
     "RunAlreadyStartedError",
     "RunCrashedError",
     "RunInProgressError",
     "RunNotStartedError",
+    "RunNotSuspendedError",
     "RunTimeoutError",
     "RuntimeStoppedError",
     "SnapshotEncodingError",
     "SnapshotFormatError",
+    "StepTimeoutError",
     "StepValidationError",
     "StoreError",
     "WorkflowDefinitionError",
@@ -190,3 +206,54 @@ class RuntimeStoppedError(WorkflowError):
 
 class RunTimeoutError(WorkflowError, TimeoutError):
     """The run did not end within the time the caller was willing to wait."""
+
+
+class RunNotSuspendedError(WorkflowError):
+    """``resume`` was called on a run that is not ``suspended``.
+
+    Attributes:
+        status: The run's status when the resume was refused.
+    """
+
+    def __init__(self, message: str, *, status: str, run_id: str | None = None):
+        super().__init__(message, run_id=run_id)
+        self.status = status
+
+
+class ResumeTargetError(WorkflowError, ValueError):
+    """The step named to resume is not suspended, or several are and none was named.
+
+    Attributes:
+        suspended: The paths of the run's suspended steps.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        suspended: list[str],
+        run_id: str | None = None,
+        step_id: str | None = None,
+    ):
+        super().__init__(message, run_id=run_id, step_id=step_id)
+        self.suspended = suspended
+
+
+class ResumeConflictError(WorkflowError):
+    """Another resume of the same run won; this one changed nothing."""
+
+
+class CancelError(WorkflowError):
+    """The run cannot be cancelled from here (another process drives it)."""
+
+
+class NonRetryableError(WorkflowError):
+    """Raise it from a step body to fail the step at once, without the retries it has left."""
+
+
+class StepTimeoutError(WorkflowError, TimeoutError):
+    """A step ran longer than its ``timeout``; an async body was cancelled, a sync one abandoned."""
+
+
+class LoopLimitError(WorkflowError):
+    """A ``dowhile``/``dountil`` loop ran its step ``max_iterations`` times without ending."""

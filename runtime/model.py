@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = [
+    "SETTLED_STATUSES",
     "TERMINAL_STATUSES",
     "ErrorInfo",
     "RunStatus",
@@ -27,24 +28,40 @@ __all__ = [
 
 
 class RunStatus(StrEnum):
-    """Where a run stands. ``success`` and ``failed`` are terminal and final."""
+    """Where a run stands.
+
+    ``success``, ``failed`` and ``canceled`` are terminal and final. A
+    ``waiting`` run sleeps until a time; a ``suspended`` run waits for
+    ``run.resume()``. Neither holds a thread or an actor meanwhile.
+    """
 
     PENDING = "pending"
     RUNNING = "running"
+    WAITING = "waiting"
+    SUSPENDED = "suspended"
     SUCCESS = "success"
     FAILED = "failed"
+    CANCELED = "canceled"
 
 
 class StepStatus(StrEnum):
     """Where one step of a run stands."""
 
     RUNNING = "running"
+    WAITING = "waiting"
+    SUSPENDED = "suspended"
     SUCCESS = "success"
     FAILED = "failed"
+    CANCELED = "canceled"
 
 
-TERMINAL_STATUSES: frozenset[str] = frozenset({RunStatus.SUCCESS, RunStatus.FAILED})
+TERMINAL_STATUSES: frozenset[str] = frozenset(
+    {RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.CANCELED}
+)
 """The statuses a run never leaves."""
+
+SETTLED_STATUSES: frozenset[str] = TERMINAL_STATUSES | {RunStatus.SUSPENDED}
+"""The statuses at which ``run.wait()`` returns: the run ended, or waits for a resume."""
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 _TRACEBACK_FRAMES = 20
@@ -129,10 +146,18 @@ class StepResult(BaseModel):
     """One step's part of a run.
 
     Attributes:
-        status: ``running``, ``success`` or ``failed``.
-        payload: The input the step received, as plain data.
-        output: What the step returned, as plain data (on success).
+        status: Where the step stands.
+        payload: The input the step received, as plain data (for a
+            ``foreach`` step, the list of items).
+        output: What the step returned, as plain data (on success; for a
+            ``foreach`` step, the list of outputs in input order).
         error: What went wrong (on failure).
+        attempts: How many times the body was called in its latest round:
+            1, plus one for each retry.
+        iterations: For a step in a ``dowhile``/``dountil`` loop, how many
+            times the loop has run it; ``None`` elsewhere.
+        suspend_payload: What the step passed to ``ctx.suspend()``, once it has.
+        resume_payload: The ``resume_data`` the step was resumed with, once it has been.
         started_at: When the step started (UTC).
         ended_at: When the step ended (UTC), once it has.
     """
@@ -143,6 +168,10 @@ class StepResult(BaseModel):
     payload: Any = None
     output: Any = None
     error: ErrorInfo | None = None
+    attempts: int = 1
+    iterations: int | None = None
+    suspend_payload: Any = None
+    resume_payload: Any = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
 
@@ -157,7 +186,12 @@ class WorkflowResult(BaseModel):
         input: The run's input as plain data.
         result: The workflow's output (on success).
         error: What went wrong (on failure).
-        steps: Each step that has started, by step id, in the order they ran.
+        steps: Each step that has started, by step path, in the order they
+            started. A step of a nested workflow appears as
+            ``"child_id.step_id"``, beside ``"child_id"`` for the whole child.
+        suspended: For a ``suspended`` run, the suspended step paths and the
+            payload each passed to ``ctx.suspend()``; empty otherwise.
+        waiting_until: For a ``waiting`` run, when its sleep ends (UTC).
         state: The workflow state; only when the run was started with
             ``OutputOptions(include_state=True)``, else ``None``.
         trace_id: The run's trace id.
@@ -175,6 +209,8 @@ class WorkflowResult(BaseModel):
     result: Any = None
     error: ErrorInfo | None = None
     steps: dict[str, StepResult] = Field(default_factory=dict)
+    suspended: dict[str, Any] = Field(default_factory=dict)
+    waiting_until: datetime | None = None
     state: Any = None
     trace_id: str | None = None
     span_id: str | None = None
@@ -183,7 +219,7 @@ class WorkflowResult(BaseModel):
 
     @property
     def is_terminal(self) -> bool:
-        """Whether the run has ended (``success`` or ``failed``)."""
+        """Whether the run has ended (``success``, ``failed`` or ``canceled``)."""
         return self.status in TERMINAL_STATUSES
 
 

@@ -12,10 +12,19 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
 
-__all__ = ["MemoryStore", "RecoverableStore", "SnapshotRecord", "SnapshotStore"]
+__all__ = [
+    "TERMINAL_STATUSES",
+    "UNFINISHED_STATUSES",
+    "MemoryStore",
+    "RecoverableStore",
+    "SnapshotRecord",
+    "SnapshotStore",
+]
 
-_UNFINISHED_STATUSES = frozenset({"pending", "running"})
-_TERMINAL_STATUSES = frozenset({"success", "failed"})
+UNFINISHED_STATUSES = frozenset({"pending", "running", "waiting"})
+"""Statuses of runs that some runtime must drive on (a suspended run waits for a resume)."""
+TERMINAL_STATUSES = frozenset({"success", "failed", "canceled"})
+"""Statuses a stored run never leaves."""
 
 
 class SnapshotRecord(NamedTuple):
@@ -73,6 +82,17 @@ class SnapshotStore(Protocol):
         """
         ...
 
+    def replace(self, record: SnapshotRecord, expected_seq: int) -> bool:
+        """Store ``record`` only if the run's stored ``seq`` is still ``expected_seq``.
+
+        A compare-and-set for changes that race (two resumes of one suspended
+        run, a resume and a cancel): exactly one caller wins. It fails, and
+        changes nothing, if the run is unknown, its stored ``seq`` differs, or
+        its stored status is terminal. On a durable store the record is
+        committed when this returns ``True``.
+        """
+        ...
+
     def load(self, run_id: str) -> SnapshotRecord | None:
         """The newest record of a run, or ``None``. Safe from any thread."""
         ...
@@ -95,7 +115,7 @@ class SnapshotStore(Protocol):
         ...
 
     def unfinished(self) -> list[SnapshotRecord]:
-        """The newest records of runs that are ``pending`` or ``running``."""
+        """The newest records of runs that are ``pending``, ``running`` or ``waiting``."""
         ...
 
     def close(self) -> None:
@@ -140,14 +160,29 @@ class MemoryStore:
     ) -> None:
         """Keep each record that is newer than the stored one, unless that one is terminal."""
         records_now = self._records
-        for record in records:
-            current = records_now.get(record.run_id)
-            if current is None or (
-                record.seq > current.seq and current.status not in _TERMINAL_STATUSES
-            ):
-                records_now[record.run_id] = record
+        with self._lock:  # against a concurrent replace()
+            for record in records:
+                current = records_now.get(record.run_id)
+                if current is None or (
+                    record.seq > current.seq and current.status not in TERMINAL_STATUSES
+                ):
+                    records_now[record.run_id] = record
         if on_commit is not None:
             on_commit()
+
+    def replace(self, record: SnapshotRecord, expected_seq: int) -> bool:
+        """Store ``record`` if the stored one's ``seq`` is ``expected_seq`` and not terminal."""
+        with self._lock:
+            current = self._records.get(record.run_id)
+            if (
+                current is None
+                or current.seq != expected_seq
+                or current.status in TERMINAL_STATUSES
+                or record.seq <= current.seq
+            ):
+                return False
+            self._records[record.run_id] = record
+            return True
 
     def load(self, run_id: str) -> SnapshotRecord | None:
         """The newest record of a run, or ``None``."""
@@ -182,11 +217,11 @@ class MemoryStore:
             return self._records.pop(run_id, None) is not None
 
     def unfinished(self) -> list[SnapshotRecord]:
-        """The records of runs that are ``pending`` or ``running``."""
+        """The records of runs that are ``pending``, ``running`` or ``waiting``."""
         return [
             record
             for record in list(self._records.values())
-            if record.status in _UNFINISHED_STATUSES
+            if record.status in UNFINISHED_STATUSES
         ]
 
     def close(self) -> None:
