@@ -9,14 +9,16 @@ handed over with it and the sender does not touch them again.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import pykka
 from pydantic import BaseModel
 
+from runtime.model import RunEvent
 from runtime.plan import ExecutionPlan
+from runtime.signals import AbortSignal, Channel, Latch
 from runtime.snapshot import Snapshot
 from runtime.step import Step
 from runtime.store import SnapshotRecord
@@ -24,17 +26,22 @@ from runtime.store import SnapshotRecord
 __all__ = [
     "AbortRun",
     "AbortRuns",
+    "CancelRun",
     "ExecuteStep",
     "NotifyWhenIdle",
     "RecordFailure",
     "RecoverRuns",
     "RunCrashed",
     "RunEnded",
+    "RunParked",
     "SnapshotCommitted",
     "SnapshotTaken",
     "StartRun",
     "StepFinished",
+    "SubscribeRun",
     "TerminalCommitted",
+    "TimerFired",
+    "WakeRun",
     "WatchRun",
 ]
 
@@ -102,13 +109,27 @@ class RunCrashed:
 
 @dataclass(frozen=True, slots=True)
 class ExecuteStep:
-    """Run one step body and reply to ``reply_to`` with :class:`StepFinished`.
+    """Run one piece of user code and reply to ``reply_to`` with :class:`StepFinished`.
+
+    Most often a step body; also the conditions of a ``branch`` or a loop, a
+    ``map`` function, or the function that computes a sleep's length.
 
     Attributes:
-        step: The step's definition.
-        payload: The step's input as plain data (validated by the step actor).
+        step: The step's definition (for conditions of a branch: the first arm's).
+        payload: The input as plain data (validated by the step actor).
         final_schema: The workflow's output schema when this is the last step:
             its output is then also the run's result.
+        token: Names this call within its run; the reply carries it back.
+        kind: ``"step"``, ``"conditions"``, ``"map"`` or ``"sleep"``.
+        path: The step's path in the run's results.
+        fns: For ``conditions``: each condition with the schema its input is
+            validated by; for ``map`` and ``sleep``: the one function.
+        prefix: The path prefix of the (nested) workflow the step is in.
+        bail_schema: The top workflow's output schema, for ``ctx.bail()``.
+        retry_count: How many times this step was retried before this call.
+        resume_data: What a resume hands the step, already validated.
+        signal: The abort signal the run sets to tell the step to stop.
+        iteration: A loop condition's iteration count.
     """
 
     run_id: str
@@ -126,6 +147,16 @@ class ExecuteStep:
     trace_id: str
     parent_span_id: str
     reply_to: pykka.ActorRef[Any]
+    token: int = 0
+    kind: str = "step"
+    path: str = ""
+    fns: tuple[tuple[Callable[[Any], Any], type[BaseModel] | None], ...] = ()
+    prefix: str = ""
+    bail_schema: type[BaseModel] | None = None
+    retry_count: int = 0
+    resume_data: Any = None
+    signal: AbortSignal | None = None
+    iteration: int | None = None
 
 
 # --- step actor -> run actor --------------------------------------------------
@@ -133,18 +164,24 @@ class ExecuteStep:
 
 @dataclass(frozen=True, slots=True)
 class StepFinished:
-    """A step body ended.
+    """A call of user code ended.
 
     Attributes:
-        output: The validated output as plain data (on success).
+        outcome: ``"success"``, ``"failed"``, ``"suspended"`` (``output``
+            holds the suspend payload) or ``"bailed"`` (``result`` holds the
+            run's result).
+        output: The validated output as plain data (on success): for
+            conditions a list of booleans, for a sleep an epoch wake time.
         error: An ``ErrorInfo`` as a dict (on failure).
-        result: The run's result, when this was the last step.
+        result: The run's result, when this was the last step, or bailed.
         state: The state after the step (changed only through ``set_state``).
         request_context: The request context after the step.
+        retryable: Whether a failure may be retried (not for ``NonRetryableError``).
+        token: The :attr:`ExecuteStep.token` this answers.
     """
 
     step_id: str
-    ok: bool
+    outcome: str
     output: Any
     error: dict[str, Any] | None
     result: Any
@@ -152,6 +189,53 @@ class StepFinished:
     request_context: dict[str, Any]
     started_at: float
     ended_at: float
+    retryable: bool = True
+    token: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """Whether the call succeeded (a bail is a success)."""
+        return self.outcome in {"success", "bailed"}
+
+
+# --- timers and the facade -> run actor ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    """A timer the run actor set went off: retry a call, or time one out."""
+
+    token: int
+    what: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRun:
+    """Cancel a run; ``reply`` receives the run's status after the cancel.
+
+    ``reply`` gets ``"canceled"``, or the terminal status the run had
+    already reached, or ``"unknown"`` when no actor of this runtime drives it.
+    """
+
+    run_id: str
+    reply: Callable[[str], None]
+
+
+# --- run actor -> supervisor --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RunParked:
+    """A run is waiting or suspended: its actor stopped and hands the snapshot back.
+
+    With ``wake_at`` the supervisor starts a new run actor from the snapshot
+    at that time; without, the run waits for a resume.
+    """
+
+    run_id: str
+    plan: ExecutionPlan
+    snapshot: Snapshot
+    wake_at: float | None
 
 
 # --- run actor / supervisor / facade -> registry --------------------------------
@@ -202,15 +286,41 @@ class RecoverRuns:
 
 @dataclass(frozen=True, slots=True)
 class RecordFailure:
-    """Mark a run failed with ``error``, building on its newest stored snapshot."""
+    """Mark a run failed with ``error``, building on its newest stored snapshot.
+
+    With ``plan``, the workflow's hooks are called for the failed run first.
+    """
 
     run_id: str
     error: dict[str, Any]
+    plan: ExecutionPlan | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WakeRun:
+    """A sleeping run's time has come: start a run actor from its snapshot."""
+
+    run_id: str
 
 
 @dataclass(frozen=True, slots=True)
 class WatchRun:
-    """Set ``event`` when the run reaches a terminal status (at once if it has)."""
+    """Call ``event.set()`` when the run settles: it ends, or suspends (at once if it has).
+
+    ``event`` is a ``threading.Event`` or anything with a ``set()`` that is
+    safe to call from another thread (such as a ``Latch``).
+    """
 
     run_id: str
-    event: threading.Event
+    event: threading.Event | Latch
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeRun:
+    """Put each event of the run into ``channel`` as the registry receives it.
+
+    The events so far come first; the channel is closed once the run ends.
+    """
+
+    run_id: str
+    channel: Channel[RunEvent]

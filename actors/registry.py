@@ -6,25 +6,31 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pykka
 
 from actors._dispatch import ThreadActor, tell_safely
+from actors.hooks import HookRunner
 from actors.messages import (
     RecordFailure,
     RecoverRuns,
     SnapshotCommitted,
     SnapshotTaken,
     StartRun,
+    SubscribeRun,
     TerminalCommitted,
     WatchRun,
 )
 from runtime.errors import SnapshotFormatError, StoreError
-from runtime.model import TERMINAL_STATUSES
-from runtime.snapshot import decode, failed_record
+from runtime.model import SETTLED_STATUSES, TERMINAL_STATUSES, RunEvent, RunStatus, StepResult
+from runtime.signals import Channel, Latch
+from runtime.snapshot import Snapshot, decode, failed_record
 from runtime.store import RecoverableStore, SnapshotRecord, SnapshotStore
 from runtime.tracing import emit
+
+_PARKED = frozenset({RunStatus.WAITING, RunStatus.SUSPENDED})
 
 __all__ = ["RegistryActor"]
 
@@ -42,11 +48,15 @@ class RegistryActor(ThreadActor):
     resumes orphaned runs. It owns a thread because a durable store blocks.
     """
 
-    def __init__(self, store: SnapshotStore) -> None:
+    def __init__(self, store: SnapshotStore, hooks: HookRunner | None = None) -> None:
         super().__init__()
         self._store = store
         self._durable = store.durable
-        self._waiters: dict[str, list[threading.Event]] = {}
+        self._hooks = hooks if hooks is not None else HookRunner()
+        self._waiters: dict[str, list[threading.Event | Latch]] = {}
+        # Runs somebody watches: their channels, and what the last event told them.
+        self._channels: dict[str, list[Channel[RunEvent]]] = {}
+        self._seen: dict[str, tuple[str, dict[str, tuple[str, int]]]] = {}
         # On a durable store, the last snapshot handed over for each run in
         # progress: a failure is recorded on top of it even before the store has
         # committed it. (The store itself keeps snapshots in order.)
@@ -60,6 +70,8 @@ class RegistryActor(ThreadActor):
             self._wake(message.run_id)
         elif isinstance(message, WatchRun):
             self._watch(message)
+        elif isinstance(message, SubscribeRun):
+            self._subscribe(message)
         elif isinstance(message, RecordFailure):
             self._record_failure(message)
         elif isinstance(message, RecoverRuns):
@@ -75,29 +87,36 @@ class RegistryActor(ThreadActor):
             for event in events:
                 event.set()
         self._waiters.clear()
+        for channels in self._channels.values():
+            for channel in channels:
+                channel.close()
+        self._channels.clear()
 
     def _record(
         self, record: SnapshotRecord, *, terminal: bool, ack_to: pykka.ActorRef[Any] | None = None
     ) -> None:
+        settles = terminal or record.status in SETTLED_STATUSES
         if self._durable:
             last = self._live.get(record.run_id)
             if last is not None and last.seq >= record.seq:
                 return  # older than what the store will hold once it commits
-            if terminal:
-                self._live.pop(record.run_id, None)
+            if terminal or record.status in _PARKED:
+                self._live.pop(record.run_id, None)  # no actor drives it any more
             else:
                 self._live[record.run_id] = record
-            self._store.save((record,), on_commit=self._committed(record, terminal, ack_to))
+            self._store.save((record,), on_commit=self._committed(record, settles, ack_to))
         else:
             self._store.save((record,))
             # Wake waiters only if the store kept it: a stale terminal snapshot
             # (the store refuses those) must not end anyone's wait early.
-            stored = self._store.load(record.run_id) if terminal else None
-            if stored is not None and stored.status in TERMINAL_STATUSES:
+            stored = self._store.load(record.run_id) if settles else None
+            if stored is not None and stored.status in SETTLED_STATUSES:
                 self._wake(record.run_id)
+        if record.run_id in self._channels:
+            self._publish(record)
 
     def _committed(
-        self, record: SnapshotRecord, terminal: bool, ack_to: pykka.ActorRef[Any] | None
+        self, record: SnapshotRecord, settles: bool, ack_to: pykka.ActorRef[Any] | None
     ) -> Callable[[], None]:
         """What to do once a durable store has committed ``record`` (on its writer thread)."""
         me = self.actor_ref
@@ -105,7 +124,7 @@ class RegistryActor(ThreadActor):
         def done() -> None:
             if ack_to is not None:
                 tell_safely(ack_to, SnapshotCommitted(seq=record.seq))
-            if terminal:
+            if settles:
                 tell_safely(me, TerminalCommitted(run_id=record.run_id))
 
         return done
@@ -116,7 +135,7 @@ class RegistryActor(ThreadActor):
 
     def _watch(self, message: WatchRun) -> None:
         current = self._store.load(message.run_id)
-        if current is None or current.status in TERMINAL_STATUSES:
+        if current is None or current.status in SETTLED_STATUSES:
             message.event.set()
         else:
             self._waiters.setdefault(message.run_id, []).append(message.event)
@@ -125,8 +144,54 @@ class RegistryActor(ThreadActor):
         current = self._live.get(message.run_id) or self._store.load(message.run_id)
         if current is None or current.status in TERMINAL_STATUSES:
             return
-        record = failed_record(decode(current.data), message.error, time.time())
-        self._record(record, terminal=True)
+        snapshot = decode(current.data)
+        record = failed_record(snapshot, message.error, time.time())
+        if message.plan is None:
+            self._record(record, terminal=True)
+            return
+        me = self.actor_ref
+        self._hooks.run(
+            message.plan, snapshot, lambda: tell_safely(me, SnapshotTaken(record, terminal=True))
+        )
+
+    # --- run.watch() ---------------------------------------------------------------
+
+    def _subscribe(self, message: SubscribeRun) -> None:
+        run_id = message.run_id
+        current = self._live.get(run_id) or self._store.load(run_id)
+        self._channels.setdefault(run_id, []).append(message.channel)
+        if current is not None:
+            self._publish(current, only=message.channel)
+        elif run_id not in self._seen:
+            self._seen[run_id] = ("", {})
+
+    def _publish(self, record: SnapshotRecord, only: Channel[RunEvent] | None = None) -> None:
+        """Tell a run's watchers what changed since the last snapshot they saw."""
+        run_id = record.run_id
+        try:
+            snapshot = decode(record.data)
+        except SnapshotFormatError:
+            return
+        last_status, last_steps = ("", {}) if only is not None else self._seen.get(run_id, ("", {}))
+        events = _events(snapshot, last_status, last_steps)
+        steps = {
+            path: (step["status"], step.get("attempts", 1))
+            for path, step in snapshot["steps"].items()
+        }
+        if only is None or run_id not in self._seen:
+            self._seen[run_id] = (snapshot["status"], steps)
+        channels = [only] if only is not None else self._channels.get(run_id, [])
+        for channel in channels:
+            for event in events:
+                channel.put(event)
+        if snapshot["status"] in TERMINAL_STATUSES:
+            for channel in channels:
+                channel.close()
+            if only is None or len(self._channels.get(run_id, ())) <= 1:
+                self._channels.pop(run_id, None)
+                self._seen.pop(run_id, None)
+            else:
+                self._channels[run_id].remove(only)
 
     def _recover(self, message: RecoverRuns) -> None:
         store = self._store
@@ -168,3 +233,32 @@ class RegistryActor(ThreadActor):
             )
             self._live[record.run_id] = record  # recovery needs a durable store
             tell_safely(message.supervisor, StartRun(plan=plan, snapshot=snapshot))
+
+
+def _events(
+    snapshot: Snapshot, last_status: str, last_steps: dict[str, tuple[str, int]]
+) -> list[RunEvent]:
+    """The events between the last snapshot a watcher saw and this one."""
+    now = datetime.now(UTC)
+    run_id, status = snapshot["run_id"], snapshot["status"]
+    events: list[RunEvent] = []
+    for path, step in snapshot["steps"].items():
+        seen = last_steps.get(path)
+        step_status, attempts = step["status"], step.get("attempts", 1)
+        if seen == (step_status, attempts):
+            continue
+        kinds = []
+        if seen is None or (seen[0] != "running" and step_status == "running"):
+            kinds.append("step_started")
+        elif step_status == "running" and attempts != seen[1]:
+            kinds.append("step_retrying")
+        if step_status not in {"running", "waiting"}:
+            kinds.append("step_finished")
+        result = StepResult.model_validate(step)
+        events.extend(
+            RunEvent(type=kind, run_id=run_id, status=status, path=path, step=result, at=now)
+            for kind in kinds
+        )
+    if status != last_status:
+        events.append(RunEvent(type="status", run_id=run_id, status=status, at=now))
+    return events

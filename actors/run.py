@@ -1,40 +1,100 @@
-"""The run actor: drives one run through its plan, one step at a time."""
+"""The run actor: walks one run through its plan, node by node.
+
+A node is a step, or a construct over steps (parallel, branch, loop,
+foreach), a ``map``, a ``sleep``, or the entry or exit of a nested workflow.
+Every call of user code goes to a step actor as a message, and its reply
+comes back as one, so the run actor never blocks: it stays responsive to
+cancel, timers and shutdown while steps run. A run that sleeps or suspends
+hands its snapshot back to the supervisor and stops; a new run actor is built
+from the snapshot when it wakes or is resumed, the same way a crashed
+process's runs are recovered.
+"""
 
 from __future__ import annotations
 
+import random
 import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 import pykka
+from pydantic import ValidationError
 
 from actors._dispatch import DispatchedActor, Dispatcher, tell_safely
+from actors._timer import TimerHandle, Timers
+from actors.hooks import HookRunner
 from actors.messages import (
     AbortRun,
+    CancelRun,
     ExecuteStep,
     RunCrashed,
     RunEnded,
+    RunParked,
     SnapshotCommitted,
     SnapshotTaken,
     StepFinished,
+    TimerFired,
 )
 from actors.step import StepPool, error_dict
-from runtime.errors import RunCrashedError, WorkflowDefinitionError
-from runtime.model import TERMINAL_STATUSES, RunStatus, StepStatus
-from runtime.plan import ExecutionPlan
-from runtime.snapshot import Snapshot, mark_failed, record_of
+from runtime.errors import (
+    LoopLimitError,
+    RunCrashedError,
+    StepTimeoutError,
+    StepValidationError,
+    WorkflowDefinitionError,
+)
+from runtime.model import RunStatus, StepStatus
+from runtime.plan import (
+    BranchNode,
+    EnterNode,
+    ExecutionPlan,
+    ExitNode,
+    ForeachNode,
+    LoopNode,
+    MapNode,
+    Node,
+    ParallelNode,
+    SleepNode,
+    StepNode,
+)
+from runtime.signals import AbortSignal
+from runtime.snapshot import Snapshot, StepSnapshot, mark_canceled, mark_failed, record_of
 from runtime.tracing import Span
 
 __all__ = ["RunActor"]
 
+WAKE_EARLY: Final = 0.001
+"""A sleep that ends within this many seconds is over: the run goes on at once."""
+
+_rng = random.Random()
+
+
+@dataclass(slots=True, eq=False)
+class _Job:
+    """One call of user code in flight (or waiting to be retried)."""
+
+    token: int
+    kind: str
+    path: str
+    index: int
+    message: ExecuteStep
+    step_node: StepNode | None = None
+    item: int | None = None
+    attempt: int = 0
+    signal: AbortSignal = field(default_factory=AbortSignal)
+    timer: TimerHandle | None = None
+
 
 class RunActor(DispatchedActor):
-    """Walks a run's plan: sends each step to a step actor and waits for its reply as a message.
+    """Walks a run's plan: sends each call to a step actor and waits for its reply as a message.
 
     It never blocks, so it stays responsive while a step runs, and after every
     transition it tells the registry the run's new snapshot. It stops when the
-    run ends; if it fails, it reports to its supervisor, which records the run
-    as failed.
+    run ends, sleeps or suspends; if it fails, it reports to its supervisor,
+    which records the run as failed.
     """
 
     def __init__(
@@ -46,6 +106,8 @@ class RunActor(DispatchedActor):
         registry: pykka.ActorRef[Any],
         supervisor: pykka.ActorRef[Any],
         pool: StepPool,
+        timers: Timers,
+        hooks: HookRunner,
         durable: bool = False,
     ) -> None:
         super().__init__(dispatcher)
@@ -54,13 +116,21 @@ class RunActor(DispatchedActor):
         self._registry = registry
         self._supervisor = supervisor
         self._pool = pool
+        self._timers = timers
+        self._hooks = hooks
         self._durable = durable
-        # The step waiting for its "running" snapshot to be committed (durable stores).
-        self._awaiting_commit: tuple[int, ExecuteStep] | None = None
+        self._ended = False
+        self._tokens = 0
+        self._jobs: dict[int, _Job] = {}
+        self._retrying: dict[int, tuple[_Job, TimerHandle]] = {}
+        # Calls waiting for the snapshot that announces them to be committed (durable stores).
+        self._awaiting_commit: deque[tuple[int, list[_Job]]] = deque()
+        # Foreach items started and not yet done (not in the snapshot: they rerun after a crash).
+        self._started_items: set[int] = set()
         # A resumed run starts with the outputs of the steps it completed before.
         self._outputs: dict[str, Any] = {
-            step_id: step["output"]
-            for step_id, step in snapshot["steps"].items()
+            path: step["output"]
+            for path, step in snapshot["steps"].items()
             if step["status"] == StepStatus.SUCCESS
         }
         self._span = Span(
@@ -72,23 +142,35 @@ class RunActor(DispatchedActor):
             metadata=snapshot["metadata"],
         )
 
+    # --- messages -------------------------------------------------------------------
+
     def on_start(self) -> None:
         self._span.start()
-        self._snapshot["status"] = RunStatus.RUNNING.value
+        snapshot = self._snapshot
         mismatch = self._plan_mismatch()
         if mismatch is not None:
             self._finish(RunStatus.FAILED, error=error_dict(mismatch, with_traceback=False))
             return
-        self._dispatch(self._snapshot["next_step"])
+        if snapshot["status"] == RunStatus.WAITING:
+            wake_at = snapshot["wake_at"]
+            if wake_at is not None and wake_at - time.time() > WAKE_EARLY:
+                self._park(wake_at)  # recovered before its time: sleep on
+                return
+            self._snapshot["status"] = RunStatus.RUNNING.value
+            self._woken()
+            return
+        snapshot["status"] = RunStatus.RUNNING.value
+        self._enter(snapshot["next_step"])
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, StepFinished):
-            self._step_finished(message)
+            self._finished(message)
         elif isinstance(message, SnapshotCommitted):
-            awaiting = self._awaiting_commit
-            if awaiting is not None and awaiting[0] == message.seq:
-                self._awaiting_commit = None
-                self._pool.submit(awaiting[1])
+            self._commit_reached(message.seq)
+        elif isinstance(message, TimerFired):
+            self._timer_fired(message)
+        elif isinstance(message, CancelRun):
+            self._cancel(message)
         elif isinstance(message, AbortRun):
             if message.error is None:
                 self._halt()
@@ -110,97 +192,705 @@ class RunActor(DispatchedActor):
             run_id=self._snapshot["run_id"],
         )
         crash.__traceback__ = traceback
+        self._abort_jobs("canceled")
         self._span.end(RunStatus.FAILED.value, error=type(crash).__name__)
         tell_safely(
             self._supervisor,
             RunCrashed(run_id=self._snapshot["run_id"], error=error_dict(crash)),
         )
 
+    # --- walking the plan ------------------------------------------------------------
+
     def _plan_mismatch(self) -> WorkflowDefinitionError | None:
         """Why a resumed run's snapshot does not fit the workflow as registered now, if so."""
         plan, snapshot = self._plan, self._snapshot
-        if 0 <= snapshot["next_step"] < len(plan.steps) and all(
-            step_id in plan.by_id for step_id in snapshot["steps"]
+        if 0 <= snapshot["next_step"] <= len(plan.nodes) and all(
+            path in plan.paths for path in snapshot["steps"]
         ):
             return None
-        ids = [step.id for step in plan.steps]
         return WorkflowDefinitionError(
             f"run {snapshot['run_id']!r} cannot resume: its recorded steps "
             f"{list(snapshot['steps'])} (next: {snapshot['next_step']}) do not fit workflow "
-            f"{plan.workflow_id!r} as registered now (steps {ids})",
+            f"{plan.workflow_id!r} as registered now (steps {sorted(plan.paths)})",
             run_id=snapshot["run_id"],
         )
 
-    def _halt(self) -> None:
-        """Stop driving the run, recording nothing: a durable store keeps it for later."""
-        self._span.end("interrupted")
-        ended = RunEnded(run_id=self._snapshot["run_id"], status="halted")
-        tell_safely(self._supervisor, ended)
-        self.stop_now()
+    def _enter(self, index: int) -> None:
+        """Start the node at ``index`` (or go on with it, for a run resumed inside it)."""
+        snapshot = self._snapshot
+        snapshot["next_step"] = index
+        nodes = self._plan.nodes
+        if index >= len(nodes):
+            self._complete()
+            return
+        node = nodes[index]
+        carry = snapshot["carry"]
+        if isinstance(node, StepNode):
+            self._start_group(index, (node,))
+        elif isinstance(node, ParallelNode):
+            self._start_group(index, node.steps)
+        elif isinstance(node, BranchNode):
+            self._enter_branch(index, node)
+        elif isinstance(node, LoopNode):
+            self._enter_loop(index, node)
+        elif isinstance(node, ForeachNode):
+            self._enter_foreach(index, node)
+        elif isinstance(node, MapNode):
+            self._record_step(node.path, carry)
+            assert node.fn is not None
+            self._send([self._job("map", node.path, index, node, carry, fns=((node.fn, None),))])
+        elif isinstance(node, SleepNode):
+            self._enter_sleep(index, node)
+        elif isinstance(node, EnterNode):
+            self._record_step(node.path, carry)
+            snapshot["scopes"] = {**snapshot["scopes"], node.path + ".": carry}
+            self._enter(index + 1)
+        elif isinstance(node, ExitNode):
+            self._exit_child(index, node)
+        else:  # pragma: no cover - compile_plan makes no other nodes
+            raise TypeError(f"unknown plan node {node!r}")
 
-    def _dispatch(self, index: int) -> None:
-        plan, snapshot = self._plan, self._snapshot
-        step = plan.steps[index]
-        payload = snapshot["input"] if index == 0 else self._outputs[plan.steps[index - 1].id]
-        snapshot["steps"][step.id] = {
+    def _advance(self, output: Any) -> None:
+        """The current node is done with ``output``: hand it to the next node."""
+        snapshot = self._snapshot
+        snapshot["carry"] = output
+        snapshot["progress"] = None
+        self._started_items = set()
+        self._enter(snapshot["next_step"] + 1)
+
+    def _complete(self, result: Any = None, *, validated: bool = False) -> None:
+        """Every node is done: the run succeeds with the last output as its result."""
+        plan = self._plan
+        if not validated:
+            try:
+                result = plan.output_schema.model_validate(self._snapshot["carry"]).model_dump(
+                    mode="json"
+                )
+            except ValidationError as exc:
+                last = plan.nodes[-1].path
+                error = StepValidationError.from_validation(
+                    f"the output of the last step {last!r} does not fit the workflow's "
+                    f"output schema {plan.output_schema.__name__}",
+                    exc,
+                    run_id=self._snapshot["run_id"],
+                    step_id=last,
+                )
+                self._finish(RunStatus.FAILED, error=error_dict(error, step_id=last))
+                return
+        self._finish(RunStatus.SUCCESS, result=result)
+
+    # --- steps and groups of steps -------------------------------------------------------
+
+    def _start_group(self, index: int, steps: tuple[StepNode, ...]) -> None:
+        """Start every step of a step, parallel or branch node that has not finished yet."""
+        snapshot = self._snapshot
+        records = snapshot["steps"]
+        resume = snapshot["resume"] or {}
+        jobs = []
+        for step_node in steps:
+            record = records.get(step_node.path)
+            status = record["status"] if record is not None else None
+            if status == StepStatus.SUCCESS:
+                continue
+            if status == StepStatus.SUSPENDED and step_node.path not in resume:
+                continue
+            jobs.append(self._step_job(index, step_node, snapshot["carry"]))
+        if jobs:
+            self._send(jobs)
+        else:
+            self._group_settled(index)
+
+    def _step_job(
+        self,
+        index: int,
+        step_node: StepNode,
+        payload: Any,
+        *,
+        item: int | None = None,
+        iteration: int | None = None,
+    ) -> _Job:
+        """A call of a step, its record updated to ``running`` (resume data handed over)."""
+        snapshot = self._snapshot
+        path = step_node.path
+        resume_data = None
+        resume = snapshot["resume"]
+        if item is None:
+            previous = snapshot["steps"].get(path)
+            record = self._record_step(path, payload, iterations=iteration)
+            if resume and path in resume:
+                resume_data = resume[path]
+                snapshot["resume"] = {k: v for k, v in resume.items() if k != path} or None
+                record["resume_payload"] = resume_data
+                if previous is not None:
+                    record["suspend_payload"] = previous.get("suspend_payload")
+                snapshot["suspended"] = {
+                    k: v for k, v in snapshot["suspended"].items() if k != path
+                }
+        return self._job(
+            "step",
+            path,
+            index,
+            step_node,
+            payload,
+            step_node=step_node,
+            item=item,
+            resume_data=resume_data,
+        )
+
+    def _record_step(
+        self, path: str, payload: Any, *, iterations: int | None = None
+    ) -> StepSnapshot:
+        record: StepSnapshot = {
             "status": StepStatus.RUNNING.value,
             "payload": payload,
             "output": None,
             "error": None,
             "started_at": time.time(),
             "ended_at": None,
+            "attempts": 1,
+            "iterations": iterations,
+            "suspend_payload": None,
+            "resume_payload": None,
         }
-        snapshot["next_step"] = index
+        steps = self._snapshot["steps"]
+        steps.pop(path, None)  # a step run again moves to the end, in the order steps ran
+        steps[path] = record
+        return record
+
+    def _job(
+        self,
+        kind: str,
+        path: str,
+        index: int,
+        node: Node,
+        payload: Any,
+        *,
+        step_node: StepNode | None = None,
+        item: int | None = None,
+        fns: tuple[Any, ...] = (),
+        resume_data: Any = None,
+        iteration: int | None = None,
+        attempt: int = 0,
+    ) -> _Job:
+        plan, snapshot = self._plan, self._snapshot
+        self._tokens += 1
+        token = self._tokens
+        signal = AbortSignal()
+        scope = node.scope
+        step = step_node.step if step_node is not None else _first_step(plan, node)
+        last = kind == "step" and item is None and index == len(plan.nodes) - 1
         message = ExecuteStep(
             run_id=snapshot["run_id"],
-            workflow_id=snapshot["workflow_id"],
+            workflow_id=scope.workflow_id,
             step=step,
             payload=payload,
             state=snapshot["state"],
             state_schema=plan.state_schema,
             request_context=snapshot["request_context"],
-            init_data=snapshot["input"],
-            input_schema=plan.input_schema,
+            init_data=snapshot["scopes"].get(scope.prefix, snapshot["input"])
+            if scope.prefix
+            else snapshot["input"],
+            input_schema=scope.input_schema,
             definitions=plan.by_id,
             outputs=self._outputs,
-            final_schema=plan.output_schema if index == len(plan.steps) - 1 else None,
+            final_schema=plan.output_schema if last and isinstance(node, StepNode) else None,
             trace_id=snapshot["trace_id"],
             parent_span_id=snapshot["span_id"],
             reply_to=self.actor_ref,
+            token=token,
+            kind=kind,
+            path=path,
+            fns=fns,
+            prefix=scope.prefix,
+            bail_schema=plan.output_schema,
+            retry_count=attempt,
+            resume_data=resume_data,
+            signal=signal,
+            iteration=iteration,
         )
+        return _Job(
+            token=token,
+            kind=kind,
+            path=path,
+            index=index,
+            message=message,
+            step_node=step_node,
+            item=item,
+            attempt=attempt,
+            signal=signal,
+        )
+
+    def _send(self, jobs: list[_Job]) -> None:
+        """Record the snapshot that announces these calls, then hand them to step actors.
+
+        On a durable store the calls wait until that snapshot is committed, so
+        a step whose output is recorded never runs again after a crash.
+        """
+        for job in jobs:
+            self._jobs[job.token] = job
         seq = self._tell_snapshot(terminal=False)
         if self._durable:
-            # The step starts only once the snapshot that says it runs (and holds
-            # the previous step's output) is committed: a completed step is never
-            # run again after a crash.
-            self._awaiting_commit = (seq, message)
+            self._awaiting_commit.append((seq, jobs))
         else:
-            self._pool.submit(message)
+            self._submit(jobs)
 
-    def _step_finished(self, message: StepFinished) -> None:
-        snapshot = self._snapshot
-        if snapshot["status"] in TERMINAL_STATUSES:
-            return  # aborted while the step ran: its outcome no longer matters
-        record = snapshot["steps"][message.step_id]
-        record["started_at"] = message.started_at
-        record["ended_at"] = message.ended_at
-        snapshot["state"] = message.state
-        snapshot["request_context"] = message.request_context
-        if not message.ok:
-            record["status"] = StepStatus.FAILED.value
-            record["error"] = message.error
-            self._finish(RunStatus.FAILED, error=message.error)
+    def _submit(self, jobs: list[_Job]) -> None:
+        for job in jobs:
+            if job.token not in self._jobs:
+                continue  # cancelled while its snapshot was being committed
+            step_node = job.step_node
+            if job.kind == "step" and step_node is not None and step_node.timeout is not None:
+                job.timer = self._after(step_node.timeout, TimerFired(job.token, "timeout"))
+            self._pool.submit(job.message)
+
+    def _commit_reached(self, seq: int) -> None:
+        waiting = self._awaiting_commit
+        while waiting and waiting[0][0] <= seq:
+            self._submit(waiting.popleft()[1])
+
+    def _after(self, delay: float, message: TimerFired) -> TimerHandle:
+        ref = self.actor_ref
+        return self._timers.call_later(delay, lambda: tell_safely(ref, message))
+
+    # --- replies ---------------------------------------------------------------------------
+
+    def _finished(self, message: StepFinished) -> None:
+        job = self._jobs.pop(message.token, None)
+        if job is None or self._ended:
+            return  # abandoned (timed out, or the run ended meanwhile): it no longer counts
+        if job.timer is not None:
+            job.timer.cancel()
+        if job.kind == "step":
+            # Only steps change the state and the request context; the others read them.
+            self._snapshot["state"] = message.state
+            self._snapshot["request_context"] = message.request_context
+        if job.kind == "step":
+            self._step_replied(job, message)
+        elif not message.ok:
+            self._fail_at(job.path, message.error)
+        elif job.kind == "conditions":
+            self._conditions_replied(job, message.output)
+        elif job.kind == "map":
+            self._finish_step(job.path, message.output, message)
+            self._advance(message.output)
+        elif job.kind == "sleep":
+            self._sleep_until(job.index, message.output)
+
+    def _step_replied(self, job: _Job, message: StepFinished) -> None:
+        outcome = message.outcome
+        if outcome == "failed":
+            self._step_failed(job, message.error or {}, message.retryable)
             return
-        record["status"] = StepStatus.SUCCESS.value
-        record["output"] = message.output
-        # A new dict, not an update: the one handed to the step actor stays as it was.
-        self._outputs = {**self._outputs, message.step_id: message.output}
-        following = snapshot["next_step"] + 1
-        if following < len(self._plan.steps):
-            self._dispatch(following)
-        else:
-            snapshot["next_step"] = following
+        if outcome == "bailed":
+            if job.item is None:
+                self._finish_step(job.path, message.output, message)
             self._finish(RunStatus.SUCCESS, result=message.result)
+            return
+        if outcome == "suspended":
+            self._step_suspended(job, message.output, message)
+            return
+        node = self._plan.nodes[job.index]
+        if isinstance(node, ForeachNode):
+            self._item_done(job, node, message.output)
+            return
+        self._finish_step(job.path, message.output, message)
+        self._outputs = {**self._outputs, job.path: message.output}
+        if isinstance(node, StepNode):
+            if message.result is not None or job.message.final_schema is not None:
+                self._snapshot["carry"] = message.output
+                self._snapshot["next_step"] = job.index + 1
+                self._complete(message.result, validated=True)
+            else:
+                self._advance(message.output)
+        elif isinstance(node, LoopNode):
+            self._check_loop(job.index, node, message.output)
+        else:
+            self._group_settled(job.index)
+
+    def _finish_step(self, path: str, output: Any, message: StepFinished) -> None:
+        record = self._snapshot["steps"][path]
+        record["status"] = StepStatus.SUCCESS.value
+        record["output"] = output
+        record["error"] = None
+        record["started_at"] = min(record["started_at"] or message.started_at, message.started_at)
+        record["ended_at"] = message.ended_at
+
+    def _step_failed(self, job: _Job, error: dict[str, Any], retryable: bool) -> None:
+        step_node = job.step_node
+        assert step_node is not None
+        policy = step_node.retry
+        if retryable and job.attempt < policy.attempts and not job.signal.aborted:
+            retry = job.attempt + 1
+            record = self._snapshot["steps"][job.path]
+            record["error"] = error
+            if job.item is None:
+                record["attempts"] = retry + 1
+            again = self._job(
+                "step",
+                job.path,
+                job.index,
+                self._plan.nodes[job.index],
+                job.message.payload,
+                step_node=step_node,
+                item=job.item,
+                resume_data=job.message.resume_data,
+                iteration=job.message.iteration,
+                attempt=retry,
+            )
+            self._tell_snapshot(terminal=False)
+            # The wait holds no thread: a timer tells this actor when to call again.
+            delay = policy.delay_before(retry, _rng)
+            handle = self._after(delay, TimerFired(again.token, "retry"))
+            self._retrying[again.token] = (again, handle)
+            return
+        self._fail_at(job.path, error, attempts=job.attempt + 1 if job.item is None else None)
+
+    def _fail_at(
+        self, path: str, error: dict[str, Any] | None, attempts: int | None = None
+    ) -> None:
+        """A call failed for good: its step fails, and with it the run."""
+        error = error or {}
+        record = self._snapshot["steps"].get(path)
+        if record is not None:
+            record["status"] = StepStatus.FAILED.value
+            record["error"] = error
+            record["ended_at"] = time.time()
+            if attempts is not None:
+                record["attempts"] = attempts
+        self._finish(RunStatus.FAILED, error=error)
+
+    def _timer_fired(self, message: TimerFired) -> None:
+        if self._ended:
+            return
+        if message.what == "retry":
+            entry = self._retrying.pop(message.token, None)
+            if entry is not None:
+                job = entry[0]
+                self._jobs[job.token] = job
+                self._submit([job])
+            return
+        timed_out = self._jobs.pop(message.token, None)
+        if timed_out is None:
+            return  # it finished just before its timeout
+        job = timed_out
+        job.signal.abort("timeout")
+        step_node = job.step_node
+        assert step_node is not None
+        timeout = StepTimeoutError(
+            f"step {job.path!r} did not finish within its timeout of {step_node.timeout} s",
+            run_id=self._snapshot["run_id"],
+            step_id=job.path,
+        )
+        self._step_failed(job, error_dict(timeout, step_id=job.path, with_traceback=False), True)
+
+    # --- parallel and branch ------------------------------------------------------------------
+
+    def _group_steps(self, index: int) -> tuple[StepNode, ...]:
+        node = self._plan.nodes[index]
+        if isinstance(node, StepNode):
+            return (node,)
+        if isinstance(node, ParallelNode):
+            return node.steps
+        if isinstance(node, BranchNode):
+            chosen = set((self._snapshot["progress"] or {}).get("chosen", ()))
+            return tuple(step for _, step in node.arms if step.path in chosen)
+        raise TypeError(f"node {node.path!r} is not a group of steps")
+
+    def _group_settled(self, index: int) -> None:
+        """A call of a parallel or branch node ended: go on once none is still running."""
+        if any(job.index == index for job in self._jobs.values()) or any(
+            job.index == index for job, _ in self._retrying.values()
+        ):
+            self._tell_snapshot(terminal=False)
+            return
+        steps = self._group_steps(index)
+        records = self._snapshot["steps"]
+        if any(records[step.path]["status"] == StepStatus.SUSPENDED for step in steps):
+            self._suspend()
+            return
+        node = self._plan.nodes[index]
+        if isinstance(node, StepNode):  # a single step resumed and done
+            self._advance(self._outputs[node.path])
+            return
+        self._advance({step.step.id: self._outputs[step.path] for step in steps})
+
+    def _step_suspended(self, job: _Job, payload: Any, message: StepFinished) -> None:
+        if job.item is not None:
+            error = WorkflowDefinitionError(
+                f"step {job.path!r} suspended inside foreach, which cannot be resumed: "
+                "suspend from a step outside foreach",
+                run_id=self._snapshot["run_id"],
+                step_id=job.path,
+            )
+            self._fail_at(job.path, error_dict(error, step_id=job.path, with_traceback=False))
+            return
+        record = self._snapshot["steps"][job.path]
+        record["status"] = StepStatus.SUSPENDED.value
+        record["suspend_payload"] = payload
+        record["ended_at"] = message.ended_at
+        self._snapshot["suspended"] = {**self._snapshot["suspended"], job.path: payload}
+        node = self._plan.nodes[job.index]
+        if isinstance(node, LoopNode):
+            self._suspend()
+        else:
+            self._group_settled(job.index)
+
+    def _enter_branch(self, index: int, node: BranchNode) -> None:
+        progress = self._snapshot["progress"]
+        if progress is not None and "chosen" in progress:
+            self._start_group(index, self._group_steps(index))
+            return
+        fns = tuple((cond, step.step.input_schema) for cond, step in node.arms)
+        self._send(
+            [self._job("conditions", node.path, index, node, self._snapshot["carry"], fns=fns)]
+        )
+
+    def _conditions_replied(self, job: _Job, results: list[bool]) -> None:
+        node = self._plan.nodes[job.index]
+        if isinstance(node, BranchNode):
+            chosen = [step.path for (_, step), hold in zip(node.arms, results, strict=True) if hold]
+            self._snapshot["progress"] = {"chosen": chosen}
+            self._start_group(job.index, self._group_steps(job.index))
+        elif isinstance(node, LoopNode):
+            self._loop_decided(job.index, node, results[0])
+
+    # --- loops -----------------------------------------------------------------------------------
+
+    def _enter_loop(self, index: int, node: LoopNode) -> None:
+        step_node = node.step_node
+        assert step_node is not None
+        snapshot = self._snapshot
+        progress = snapshot["progress"] or {"iteration": 1}
+        snapshot["progress"] = progress
+        record = snapshot["steps"].get(step_node.path)
+        if record is not None and record["status"] == StepStatus.SUCCESS:
+            self._check_loop(index, node, record["output"])  # stopped before its condition ran
+            return
+        payload = record["payload"] if record is not None else snapshot["carry"]
+        job = self._step_job(index, step_node, payload, iteration=progress["iteration"])
+        self._send([job])
+
+    def _check_loop(self, index: int, node: LoopNode, output: Any) -> None:
+        step_node = node.step_node
+        assert step_node is not None and node.condition is not None
+        iteration = (self._snapshot["progress"] or {}).get("iteration", 1)
+        fns = ((node.condition, step_node.step.output_schema),)
+        self._send(
+            [self._job("conditions", node.path, index, node, output, fns=fns, iteration=iteration)]
+        )
+
+    def _loop_decided(self, index: int, node: LoopNode, holds: bool) -> None:
+        step_node = node.step_node
+        assert step_node is not None
+        snapshot = self._snapshot
+        output = snapshot["steps"][step_node.path]["output"]
+        again = holds if not node.until else not holds
+        if not again:
+            self._advance(output)
+            return
+        iteration = (snapshot["progress"] or {}).get("iteration", 1)
+        if node.max_iterations is not None and iteration >= node.max_iterations:
+            kind = "dountil" if node.until else "dowhile"
+            error = LoopLimitError(
+                f"{kind} loop over step {step_node.path!r} reached its max_iterations "
+                f"({node.max_iterations}) without its condition ending it",
+                run_id=snapshot["run_id"],
+                step_id=step_node.path,
+            )
+            self._fail_at(
+                step_node.path, error_dict(error, step_id=step_node.path, with_traceback=False)
+            )
+            return
+        snapshot["progress"] = {"iteration": iteration + 1}
+        self._send([self._step_job(index, step_node, output, iteration=iteration + 1)])
+
+    # --- foreach ---------------------------------------------------------------------------------
+
+    def _enter_foreach(self, index: int, node: ForeachNode) -> None:
+        step_node = node.step_node
+        assert step_node is not None
+        snapshot = self._snapshot
+        items = snapshot["carry"]
+        if not isinstance(items, list):
+            error = StepValidationError(
+                f"foreach over step {step_node.path!r} needs a list from the step before it, "
+                f"got {type(items).__name__}",
+                run_id=snapshot["run_id"],
+                step_id=step_node.path,
+            )
+            self._record_step(step_node.path, items)
+            self._fail_at(
+                step_node.path, error_dict(error, step_id=step_node.path, with_traceback=False)
+            )
+            return
+        progress = snapshot["progress"]
+        if progress is None:
+            progress = {"outputs": [None] * len(items), "done": [False] * len(items)}
+            snapshot["progress"] = progress
+            self._record_step(step_node.path, items)
+        if all(progress["done"]):
+            self._foreach_done(step_node, progress)
+            return
+        self._started_items = set()
+        self._send(self._next_items(index, node))
+
+    def _next_items(self, index: int, node: ForeachNode) -> list[_Job]:
+        step_node = node.step_node
+        assert step_node is not None
+        progress = self._snapshot["progress"] or {}
+        items = self._snapshot["carry"]
+        running = sum(1 for job in self._jobs.values() if job.index == index) + sum(
+            1 for job, _ in self._retrying.values() if job.index == index
+        )
+        jobs: list[_Job] = []
+        for item, done in enumerate(progress["done"]):
+            if running + len(jobs) >= node.concurrency:
+                break
+            if done or item in self._started_items:
+                continue
+            self._started_items.add(item)
+            jobs.append(self._step_job(index, step_node, items[item], item=item))
+        return jobs
+
+    def _item_done(self, job: _Job, node: ForeachNode, output: Any) -> None:
+        step_node = node.step_node
+        assert step_node is not None and job.item is not None
+        progress = self._snapshot["progress"] or {}
+        progress["outputs"][job.item] = output
+        progress["done"][job.item] = True
+        if all(progress["done"]):
+            self._foreach_done(step_node, progress)
+            return
+        jobs = self._next_items(job.index, node)
+        if jobs:
+            self._send(jobs)
+        else:
+            self._tell_snapshot(terminal=False)
+
+    def _foreach_done(self, step_node: StepNode, progress: dict[str, Any]) -> None:
+        outputs = list(progress["outputs"])
+        record = self._snapshot["steps"][step_node.path]
+        record["status"] = StepStatus.SUCCESS.value
+        record["output"] = outputs
+        record["ended_at"] = time.time()
+        self._outputs = {**self._outputs, step_node.path: outputs}
+        self._advance(outputs)
+
+    # --- sleep, nested workflows ------------------------------------------------------------------
+
+    def _enter_sleep(self, index: int, node: SleepNode) -> None:
+        snapshot = self._snapshot
+        record = snapshot["steps"].get(node.path)
+        if record is not None and record["status"] == StepStatus.WAITING and snapshot["wake_at"]:
+            self._sleep_until(index, snapshot["wake_at"])
+            return
+        self._record_step(node.path, snapshot["carry"])
+        value = node.seconds if node.seconds is not None else node.until
+        if callable(value):
+            self._send(
+                [
+                    self._job(
+                        "sleep", node.path, index, node, snapshot["carry"], fns=((value, None),)
+                    )
+                ]
+            )
+            return
+        if isinstance(value, datetime):
+            moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+            wake_at = moment.timestamp()
+        else:
+            wake_at = time.time() + float(value or 0.0)
+        self._sleep_until(index, wake_at)
+
+    def _sleep_until(self, index: int, wake_at: float) -> None:
+        if wake_at - time.time() <= WAKE_EARLY:
+            self._snapshot["wake_at"] = None
+            self._woken()
+        else:
+            self._park(wake_at)
+
+    def _woken(self) -> None:
+        """The sleep at the current node is over: it passes its input on."""
+        snapshot = self._snapshot
+        node = self._plan.nodes[snapshot["next_step"]]
+        record = snapshot["steps"].get(node.path)
+        if record is not None:
+            record["status"] = StepStatus.SUCCESS.value
+            record["output"] = snapshot["carry"]
+            record["ended_at"] = time.time()
+        snapshot["wake_at"] = None
+        self._advance(snapshot["carry"])
+
+    def _exit_child(self, index: int, node: ExitNode) -> None:
+        snapshot = self._snapshot
+        schema = node.output_schema
+        assert schema is not None
+        try:
+            output = schema.model_validate(snapshot["carry"]).model_dump(mode="json")
+        except ValidationError as exc:
+            error = StepValidationError.from_validation(
+                f"the output of nested workflow {node.path!r} does not fit its output schema "
+                f"{schema.__name__}",
+                exc,
+                run_id=snapshot["run_id"],
+                step_id=node.path,
+            )
+            self._fail_at(node.path, error_dict(error, step_id=node.path))
+            return
+        record = snapshot["steps"].get(node.path)
+        if record is not None:
+            record["status"] = StepStatus.SUCCESS.value
+            record["output"] = output
+            record["ended_at"] = time.time()
+        self._outputs = {**self._outputs, node.path: output}
+        self._advance(output)
+
+    # --- leaving: park, suspend, cancel, finish, halt ------------------------------------
+
+    def _park(self, wake_at: float) -> None:
+        """Sleep without an actor: hand the snapshot to the supervisor, which wakes the run."""
+        snapshot = self._snapshot
+        snapshot["status"] = RunStatus.WAITING.value
+        snapshot["wake_at"] = wake_at
+        record = snapshot["steps"].get(self._plan.nodes[snapshot["next_step"]].path)
+        if record is not None:
+            record["status"] = StepStatus.WAITING.value
+        self._leave("waiting", wake_at)
+
+    def _suspend(self) -> None:
+        snapshot = self._snapshot
+        snapshot["status"] = RunStatus.SUSPENDED.value
+        snapshot["resume"] = None
+        self._leave("suspended", None)
+
+    def _leave(self, how: str, wake_at: float | None) -> None:
+        self._ended = True
+        self._abort_jobs("canceled")
+        self._span.end(how)
+        self._tell_snapshot(terminal=False)
+        snapshot = self._snapshot
+        parked = RunParked(
+            run_id=snapshot["run_id"], plan=self._plan, snapshot=snapshot, wake_at=wake_at
+        )
+        tell_safely(self._supervisor, parked)
+        self.stop_now()
+
+    def _cancel(self, message: CancelRun) -> None:
+        if self._ended:
+            message.reply(self._snapshot["status"])
+            return
+        mark_canceled(self._snapshot, time.time())
+        self._end(RunStatus.CANCELED, reason="canceled")
+        message.reply(RunStatus.CANCELED.value)
+
+    def _halt(self) -> None:
+        """Stop driving the run, recording nothing: a durable store keeps it for later."""
+        self._ended = True
+        self._abort_jobs("canceled")
+        self._span.end("interrupted")
+        ended = RunEnded(run_id=self._snapshot["run_id"], status="halted")
+        tell_safely(self._supervisor, ended)
+        self.stop_now()
 
     def _finish(
         self,
@@ -209,27 +899,78 @@ class RunActor(DispatchedActor):
         result: Any = None,
         error: dict[str, Any] | None = None,
     ) -> None:
+        if self._ended:
+            return
         snapshot = self._snapshot
         if error is None:
             snapshot["status"] = status.value
             snapshot["result"] = result
+            snapshot["suspended"] = {}
         else:
             mark_failed(snapshot, error, time.time())
+        self._end(status, reason="canceled" if error is None else "sibling_failed", error=error)
+
+    def _end(self, status: RunStatus, *, reason: str, error: dict[str, Any] | None = None) -> None:
+        """Record a terminal snapshot (after the workflow's hooks), tell the supervisor, stop."""
+        self._ended = True
+        self._abort_jobs(reason)
+        snapshot = self._snapshot
         # The root span ends before the final result becomes visible, so that
         # whoever sees the result can see the whole trace.
         self._span.end(status.value, **({} if error is None else {"error": error["name"]}))
-        self._tell_snapshot(terminal=True)
+        snapshot["seq"] += 1
+        snapshot["updated_at"] = time.time()
+        record = record_of(snapshot)
+        registry = self._registry
+        self._hooks.run(
+            self._plan,
+            snapshot,
+            lambda: tell_safely(registry, SnapshotTaken(record=record, terminal=True)),
+        )
         tell_safely(self._supervisor, RunEnded(run_id=snapshot["run_id"], status=status.value))
         self.stop_now()
+
+    def _abort_jobs(self, reason: str) -> None:
+        """Tell every call still in flight to stop, and forget them and their timers."""
+        for job in self._jobs.values():
+            job.signal.abort(reason)
+            if job.timer is not None:
+                job.timer.cancel()
+        for _, handle in self._retrying.values():
+            handle.cancel()
+        self._jobs.clear()
+        self._retrying.clear()
+        self._awaiting_commit.clear()
 
     def _tell_snapshot(self, *, terminal: bool) -> int:
         snapshot = self._snapshot
         snapshot["seq"] += 1
-        now = time.time()
-        snapshot["updated_at"] = now
+        snapshot["updated_at"] = time.time()
         record = record_of(snapshot)
         # A dead registry must not take the run down with it; the runtime
         # records unfinished runs as failed when it stops.
         ack_to = self.actor_ref if self._durable and not terminal else None
         tell_safely(self._registry, SnapshotTaken(record=record, terminal=terminal, ack_to=ack_to))
         return record.seq
+
+
+def _first_step(plan: ExecutionPlan, node: Node) -> Any:
+    """A step to name in a call that is not a step's (a condition, a map, a sleep)."""
+    from runtime.plan import leaf_steps
+
+    steps = leaf_steps(node)
+    if steps:
+        return steps[0].step
+    return _PseudoStep(node.path, plan.input_schema)
+
+
+@dataclass(frozen=True, slots=True)
+class _PseudoStep:
+    """What a ``map`` or ``sleep`` call names as its step: its path and a schema."""
+
+    id: str
+    input_schema: Any
+    output_schema: Any = None
+    state_schema: Any = None
+    suspend_schema: Any = None
+    resume_schema: Any = None

@@ -1,36 +1,49 @@
-"""The supervisor: a run actor per run, a concurrency limit, and crashes turned into failures."""
+"""The supervisor: a run actor per run, a concurrency limit, sleeping runs, crashes as failures."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from typing import Any
 
 import pykka
 
 from actors._dispatch import DispatchedActor, Dispatcher, tell_safely
+from actors._timer import TimerHandle, Timers
+from actors.hooks import HookRunner
 from actors.messages import (
     AbortRun,
     AbortRuns,
+    CancelRun,
     NotifyWhenIdle,
     RecordFailure,
     RunCrashed,
     RunEnded,
+    RunParked,
+    SnapshotTaken,
     StartRun,
+    WakeRun,
 )
 from actors.run import RunActor
 from actors.step import StepPool
+from runtime.model import RunStatus
+from runtime.plan import ExecutionPlan
+from runtime.snapshot import Snapshot, mark_canceled, record_of
 
 __all__ = ["Supervisor"]
 
 
 class Supervisor(DispatchedActor):
-    """Spawns and watches the run actors of one runtime.
+    """Spawns and watches the run actors of one runtime, and wakes its sleeping runs.
 
     pykka has no death-watch, so each run actor reports to its supervisor: its
-    end (:class:`RunEnded`) or its own failure (:class:`RunCrashed`), which the
-    supervisor turns into a ``failed`` run instead of a hung one. Runs beyond
-    ``max_concurrent_runs`` wait, ``pending``, in the order they were started.
+    end (:class:`RunEnded`), its own failure (:class:`RunCrashed`), which the
+    supervisor turns into a ``failed`` run instead of a hung one, or that it
+    sleeps or suspends (:class:`RunParked`). A sleeping run holds no actor:
+    the supervisor keeps its snapshot and a timer, and starts a new run actor
+    from the snapshot when the timer fires. Runs beyond
+    ``max_concurrent_runs`` wait in the order they were started (or woken).
     """
 
     def __init__(
@@ -39,28 +52,41 @@ class Supervisor(DispatchedActor):
         *,
         registry: pykka.ActorRef[Any],
         pool: StepPool,
+        timers: Timers,
+        hooks: HookRunner,
         max_concurrent_runs: int | None,
         durable: bool = False,
     ) -> None:
         super().__init__(dispatcher)
         self._registry = registry
         self._pool = pool
+        self._timers = timers
+        self._hooks = hooks
         self._durable = durable
         self._limit = max_concurrent_runs
-        self._runs: dict[str, pykka.ActorRef[Any]] = {}
+        self._runs: dict[str, tuple[pykka.ActorRef[Any], ExecutionPlan]] = {}
         self._waiting: deque[StartRun] = deque()
+        self._sleeping: dict[str, tuple[ExecutionPlan, Snapshot, TimerHandle]] = {}
         self._idle_events: list[threading.Event] = []
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, StartRun):
-            if self._limit is not None and len(self._runs) >= self._limit:
-                self._waiting.append(message)
-            else:
-                self._spawn(message)
+            self._start(message)
         elif isinstance(message, RunEnded):
             self._ended(message.run_id)
+        elif isinstance(message, RunParked):
+            self._parked(message)
+        elif isinstance(message, WakeRun):
+            sleeping = self._sleeping.pop(message.run_id, None)
+            if sleeping is not None:
+                self._start(StartRun(plan=sleeping[0], snapshot=sleeping[1]))
+        elif isinstance(message, CancelRun):
+            self._cancel(message)
         elif isinstance(message, RunCrashed):
-            tell_safely(self._registry, RecordFailure(run_id=message.run_id, error=message.error))
+            running = self._runs.get(message.run_id)
+            plan = running[1] if running is not None else None
+            failure = RecordFailure(run_id=message.run_id, error=message.error, plan=plan)
+            tell_safely(self._registry, failure)
             self._ended(message.run_id)
         elif isinstance(message, NotifyWhenIdle):
             self._idle_events.append(message.event)
@@ -72,43 +98,117 @@ class Supervisor(DispatchedActor):
         return None
 
     def on_stop(self) -> None:
+        for _, _, handle in self._sleeping.values():
+            handle.cancel()
         for event in self._idle_events:
             event.set()
 
+    def _start(self, message: StartRun) -> None:
+        if self._limit is not None and len(self._runs) >= self._limit:
+            self._waiting.append(message)
+        else:
+            self._spawn(message)
+
     def _spawn(self, message: StartRun) -> None:
         run_id = message.snapshot["run_id"]
-        self._runs[run_id] = RunActor.start(
+        ref = RunActor.start(
             self._dispatcher,
             plan=message.plan,
             snapshot=message.snapshot,
             registry=self._registry,
             supervisor=self.actor_ref,
             pool=self._pool,
+            timers=self._timers,
+            hooks=self._hooks,
             durable=self._durable,
         )
+        self._runs[run_id] = (ref, message.plan)
 
-    def _ended(self, run_id: str) -> None:
+    def _parked(self, message: RunParked) -> None:
+        """A run sleeps (with a wake time) or suspends: its actor is gone; free its slot."""
+        run_id = message.run_id
         self._runs.pop(run_id, None)
+        if message.wake_at is not None:
+            me = self.actor_ref
+            handle = self._timers.call_at(
+                message.wake_at, lambda: tell_safely(me, WakeRun(run_id=run_id))
+            )
+            self._sleeping[run_id] = (message.plan, message.snapshot, handle)
+        self._ended(None)
+
+    def _ended(self, run_id: str | None) -> None:
+        if run_id is not None:
+            self._runs.pop(run_id, None)
         while self._waiting and (self._limit is None or len(self._runs) < self._limit):
             self._spawn(self._waiting.popleft())
         self._notify_if_idle()
 
+    def _cancel(self, message: CancelRun) -> None:
+        run_id = message.run_id
+        entry = self._runs.get(run_id)
+        if entry is not None:
+            if not tell_safely(entry[0], message):
+                message.reply("unknown")
+            return
+        snapshot: Snapshot | None = None
+        plan: ExecutionPlan | None = None
+        sleeping = self._sleeping.pop(run_id, None)
+        if sleeping is not None:
+            plan, snapshot, handle = sleeping
+            handle.cancel()
+        else:
+            for queued in self._waiting:
+                if queued.snapshot["run_id"] == run_id:
+                    self._waiting.remove(queued)
+                    plan, snapshot = queued.plan, queued.snapshot
+                    break
+        if snapshot is None or plan is None:
+            message.reply("unknown")
+            return
+        self._record_canceled(plan, snapshot)
+        message.reply(RunStatus.CANCELED.value)
+        self._notify_if_idle()
+
+    def _record_canceled(self, plan: ExecutionPlan, snapshot: Snapshot) -> None:
+        now = time.time()
+        mark_canceled(snapshot, now)
+        snapshot["seq"] += 1
+        snapshot["updated_at"] = now
+        record = record_of(snapshot)
+        registry = self._registry
+        self._hooks.run(
+            plan,
+            snapshot,
+            lambda: tell_safely(registry, SnapshotTaken(record=record, terminal=True)),
+        )
+
     def _abort(self, error: dict[str, Any] | None) -> None:
-        """Fail (or, without an error, halt) every run in progress or waiting."""
+        """Fail (or, without an error, halt) every run in progress, waiting or sleeping."""
         if error is not None:
             for waiting in self._waiting:
-                failure = RecordFailure(run_id=waiting.snapshot["run_id"], error=error)
+                failure = RecordFailure(
+                    run_id=waiting.snapshot["run_id"], error=error, plan=waiting.plan
+                )
                 tell_safely(self._registry, failure)
-        self._waiting.clear()  # halted, they stay pending in a durable store
-        for run_id, ref in list(self._runs.items()):
+            for run_id, (plan, _, _) in self._sleeping.items():
+                tell_safely(self._registry, RecordFailure(run_id=run_id, error=error, plan=plan))
+        # Halted, they stay pending or waiting in a durable store, for the next runtime.
+        self._waiting.clear()
+        for _, _, handle in self._sleeping.values():
+            handle.cancel()
+        self._sleeping.clear()
+        for run_id, (ref, plan) in list(self._runs.items()):
             if not tell_safely(ref, AbortRun(error=error)):
                 if error is not None:
-                    tell_safely(self._registry, RecordFailure(run_id=run_id, error=error))
+                    failure = RecordFailure(run_id=run_id, error=error, plan=plan)
+                    tell_safely(self._registry, failure)
                 self._runs.pop(run_id, None)
         self._notify_if_idle()
 
     def _notify_if_idle(self) -> None:
-        if not self._runs and not self._waiting:
+        # Sleeping runs count on a store that forgets them, not on a durable one,
+        # which keeps them for the next runtime.
+        if not self._runs and not self._waiting and (self._durable or not self._sleeping):
             for event in self._idle_events:
                 event.set()
             self._idle_events.clear()

@@ -17,8 +17,9 @@ in the store, and the next runtime on the file that registers its workflow resum
 
 Exit codes:
 
-- 0: success (for ``runs show`` and ``runs watch``: the run has not failed).
-- 1: the run failed, or ``start --wait`` gave up waiting (``--timeout``).
+- 0: success (for ``runs show``: the run has neither failed nor been canceled; ``start
+  --wait`` also returns 0 for a run that suspended, waiting for a resume).
+- 1: the run failed or was canceled, or ``start --wait`` gave up waiting (``--timeout``).
 - 2: a usage or input error: bad arguments, ``--input`` that is not JSON or does not fit
   the workflow's input schema, a workflow that cannot be imported, no readable run store
   at ``--db``.
@@ -57,7 +58,13 @@ from runtime.errors import (
     SnapshotFormatError,
     StoreError,
 )
-from runtime.model import RunStatus, WorkflowResult, WorkflowRunList
+from runtime.model import (
+    SETTLED_STATUSES,
+    RunStatus,
+    StepResult,
+    WorkflowResult,
+    WorkflowRunList,
+)
 from runtime.queries import RunReader
 from runtime.run import Run
 from runtime.sqlite import path_from_url
@@ -74,10 +81,10 @@ __all__ = [
 ]
 
 EXIT_OK: Final = 0
-"""The command did what it was asked, and the run (if any) has not failed."""
+"""The command did what it was asked, and the run (if any) has neither failed nor been canceled."""
 
 EXIT_FAILED: Final = 1
-"""The run failed (or ``start --wait`` gave up waiting for it)."""
+"""The run failed or was canceled (or ``start --wait`` gave up waiting for it)."""
 
 EXIT_USAGE: Final = 2
 """Bad arguments, bad input, an unusable workflow or run store."""
@@ -106,9 +113,15 @@ _PLAIN_WIDTH: Final = 200
 _STATUS_STYLES: Final = {
     "pending": "yellow",
     "running": "cyan",
+    "waiting": "blue",
+    "suspended": "magenta",
     "success": "green",
     "failed": "bold red",
+    "canceled": "bright_black",
 }
+
+_DID_NOT_SUCCEED: Final = frozenset({RunStatus.FAILED, RunStatus.CANCELED})
+"""Ended runs whose command exits with ``EXIT_FAILED``."""
 
 # The pause between two looks at a run; a module attribute so that tests can
 # step in between two polls without sleeping.
@@ -149,8 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: The arguments, without the program name; ``sys.argv[1:]`` when omitted.
 
     Returns:
-        The exit code: 0 success, 1 the run failed, 2 a usage or input error,
-        3 not found (130 when interrupted).
+        The exit code: 0 success, 1 the run failed or was canceled, 2 a usage
+        or input error, 3 not found (130 when interrupted).
     """
     parser = _build_parser()
     try:
@@ -202,7 +215,10 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="callboard",
         description="Look at the runs in a callboard run store, and start runs.",
         parents=[db],
-        epilog="exit codes: 0 success, 1 the run failed, 2 usage or input error, 3 not found",
+        epilog=(
+            "exit codes: 0 success, 1 the run failed or was canceled, 2 usage or input error, "
+            "3 not found"
+        ),
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=_Parser)
 
@@ -223,7 +239,11 @@ def _build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(command=_runs_show)
 
-    watch = run_commands.add_parser("watch", help="follow a run until it ends", parents=[db])
+    watch = run_commands.add_parser(
+        "watch",
+        help="follow a run until it ends (succeeds, fails or is canceled)",
+        parents=[db],
+    )
     watch.add_argument("run_id", metavar="RUN_ID")
     watch.add_argument(
         "--interval",
@@ -350,13 +370,25 @@ def _runs_watch(args: argparse.Namespace) -> int:
 
         if fetch() is None:
             raise _Exit(EXIT_NOT_FOUND, f"no run {args.run_id!r} in {args.db}")
-        result = _follow(_console(sys.stdout), fetch, lambda: _sleep(args.interval), None)
+        # A suspended run is followed too: a resume from anywhere drives it on.
+        result = _follow(
+            _console(sys.stdout), fetch, lambda: _sleep(args.interval), None, _has_ended
+        )
     assert result is not None  # no deadline: _follow returns once the run has ended
     return _exit_code(result)
 
 
+def _has_ended(result: WorkflowResult) -> bool:
+    return result.is_terminal
+
+
+def _has_settled(result: WorkflowResult) -> bool:
+    """Whether the run ended, or suspended (nothing moves it on until a resume)."""
+    return result.status in SETTLED_STATUSES
+
+
 def _exit_code(result: WorkflowResult) -> int:
-    return EXIT_FAILED if result.status == RunStatus.FAILED else EXIT_OK
+    return EXIT_FAILED if result.status in _DID_NOT_SUCCEED else EXIT_OK
 
 
 def _follow(
@@ -364,11 +396,12 @@ def _follow(
     fetch: Callable[[], WorkflowResult | None],
     pause: Callable[[], None],
     deadline: float | None,
+    done: Callable[[WorkflowResult], bool],
 ) -> WorkflowResult | None:
-    """Show a run's progress until it ends (its last result) or ``deadline`` passes (``None``).
+    """Show a run's progress until ``done`` (its last result) or ``deadline`` passes (``None``).
 
     On a terminal the run's view is redrawn in place; elsewhere a line is printed
-    each time the run changes, and the full view once it has ended.
+    each time the run changes, and the full view once it is done.
     """
     if console.is_terminal:
         with Live(console=console, auto_refresh=False, transient=False) as live:
@@ -377,7 +410,7 @@ def _follow(
                 if result is None:
                     raise _Exit(EXIT_NOT_FOUND, "the run was deleted while being watched")
                 live.update(_run_view(result), refresh=True)
-                if result.is_terminal:
+                if done(result):
                     return result
                 if deadline is not None and time.monotonic() >= deadline:
                     return None
@@ -387,10 +420,13 @@ def _follow(
         result = fetch()
         if result is None:
             raise _Exit(EXIT_NOT_FOUND, "the run was deleted while being watched")
-        if result.is_terminal:
+        if done(result):
             _show(console, _run_view(result))
             return result
-        progress = (result.status, *((step, s.status) for step, s in result.steps.items()))
+        progress = (
+            result.status,
+            *((step, s.status, s.attempts) for step, s in result.steps.items()),
+        )
         if progress != shown:
             _show(console, _progress_line(result))
             shown = progress
@@ -463,7 +499,7 @@ def _start_and_wait(
         return workflow.get_workflow_run_execution_result(run.run_id)
 
     def pause() -> None:
-        # Wakes as soon as the run ends, else after one interval.
+        # Wakes as soon as the run ends or suspends, else after one interval.
         wait = _WAIT_INTERVAL
         if deadline is not None:
             wait = max(0.0, min(wait, deadline - time.monotonic()))
@@ -479,12 +515,12 @@ def _start_and_wait(
     else:
         console = _console(sys.stdout)
         _show(console, Text(f"started run {run.run_id} of workflow {workflow.id} in {args.db}"))
-        result = _follow(console, fetch, pause, deadline)
+        result = _follow(console, fetch, pause, deadline, _has_settled)
     if result is None:
         runtime.stop(timeout=0)
         now = fetch()
         assert now is not None
-        if now.is_terminal:  # it ended just as the wait gave up
+        if _has_settled(now):  # it ended (or suspended) just as the wait gave up
             result = now
         else:
             if args.json:
@@ -496,13 +532,25 @@ def _start_and_wait(
             )
     if args.json:
         _print_json(_plain(result))
+    elif result.status == RunStatus.SUSPENDED:
+        _show(_console(sys.stdout), Text(_left_behind(result, args.db)))
     return _exit_code(result)
 
 
 def _left_behind(result: WorkflowResult, db: str) -> str:
+    """What becomes of a run that has not ended when the command does."""
+    if result.status == RunStatus.SUSPENDED:
+        steps = ", ".join(result.suspended) or "a step"
+        return (
+            f"run {result.run_id} is suspended at {steps}: it stays in {db} until a program "
+            f"that registers workflow {result.workflow_id!r} resumes it with run.resume()"
+        )
+    sleeping = ""
+    if result.status == RunStatus.WAITING and result.waiting_until is not None:
+        sleeping = f" (asleep until {_when(result.waiting_until)})"
     return (
-        f"run {result.run_id} is still {result.status}: it stays in {db}, and the next "
-        f"runtime on that file that registers workflow {result.workflow_id!r} resumes it "
+        f"run {result.run_id} is still {result.status}{sleeping}: it stays in {db}, and the "
+        f"next runtime on that file that registers workflow {result.workflow_id!r} resumes it "
         "from its last completed step"
     )
 
@@ -729,6 +777,11 @@ def _run_view(result: WorkflowResult) -> RenderableType:
     if result.trace_id:
         fields.add_row("trace id", Text(result.trace_id))
     fields.add_row("input", Text(_json_text(result.input)))
+    if result.status == RunStatus.WAITING and result.waiting_until is not None:
+        fields.add_row("waiting until", Text(_when(result.waiting_until)))
+    # Each suspended step with what it passed to ctx.suspend(): what a resume answers.
+    for index, (path, payload) in enumerate(result.suspended.items()):
+        fields.add_row("suspended" if index == 0 else "", Text(f"{path}: {_json_text(payload)}"))
     if result.status == RunStatus.SUCCESS:
         fields.add_row("result", Text(_json_text(result.result)))
     if result.error is not None:
@@ -755,12 +808,20 @@ def _run_view(result: WorkflowResult) -> RenderableType:
             outcome = Text("")
         steps.add_row(
             Text(step_id),
-            _status_text(step.status),
+            _step_status(step),
             Text(_when(step.started_at)),
             Text(_took(step.started_at, step.ended_at)),
             outcome,
         )
     return Group(fields, Text(""), steps)
+
+
+def _step_status(step: StepResult) -> Text:
+    """A step's status, and how many times its body ran when it was retried."""
+    text = _status_text(step.status)
+    if step.attempts > 1:
+        text.append(f" ({step.attempts} attempts)", style="dim")
+    return text
 
 
 def _error_text(name: str, message: str) -> str:
@@ -777,5 +838,5 @@ def _progress_line(result: WorkflowResult) -> Text:
             if index:
                 line.append(", ")
             line.append(f"{step_id} ")
-            line.append_text(_status_text(step.status))
+            line.append_text(_step_status(step))
     return line

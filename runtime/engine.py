@@ -20,8 +20,9 @@ from runtime.errors import (
     RuntimeStoppedError,
     WorkflowDefinitionError,
 )
-from runtime.model import ErrorInfo
+from runtime.model import ErrorInfo, RunEvent
 from runtime.plan import ExecutionPlan
+from runtime.signals import Channel, Latch
 from runtime.snapshot import Snapshot, decode, failed_record
 from runtime.sqlite import SQLiteStore, path_from_url
 from runtime.store import MemoryStore, SnapshotRecord, SnapshotStore
@@ -58,6 +59,8 @@ class _Machinery:
 
     def __init__(self, store: SnapshotStore, max_concurrent_runs: int | None) -> None:
         from actors._dispatch import Dispatcher
+        from actors._timer import Timers
+        from actors.hooks import HookRunner
         from actors.registry import RegistryActor
         from actors.step import AsyncLoop, StepPool
         from actors.supervisor import Supervisor
@@ -67,11 +70,15 @@ class _Machinery:
         self.dispatcher = Dispatcher()
         self.loop = AsyncLoop()
         self.pool = StepPool(self.loop)
-        self.registry = RegistryActor.start(store)
+        self.timers = Timers()
+        self.hooks = HookRunner()
+        self.registry = RegistryActor.start(store, self.hooks)
         self.supervisor = Supervisor.start(
             self.dispatcher,
             registry=self.registry,
             pool=self.pool,
+            timers=self.timers,
+            hooks=self.hooks,
             max_concurrent_runs=max_concurrent_runs,
             durable=store.durable,
         )
@@ -121,15 +128,63 @@ class _Machinery:
             raise stopped from exc
         return True
 
-    def watch(self, run_id: str) -> threading.Event:
+    def resume_run(self, plan: ExecutionPlan, snapshot: Snapshot) -> None:
+        """Start a run actor for a run whose resumed snapshot the store already holds."""
+        from actors.messages import StartRun
+
+        try:
+            self.supervisor.tell(StartRun(plan=plan, snapshot=snapshot))
+        except pykka.ActorDeadError as exc:
+            raise RuntimeStoppedError("the runtime stopped before the run could resume") from exc
+
+    def watch(self, run_id: str, event: threading.Event | Latch | None = None) -> Any:
+        """An event (or ``event``) set once the run settles: it ends, or suspends."""
         from actors.messages import WatchRun
 
-        event = threading.Event()
+        target = threading.Event() if event is None else event
         try:
-            self.registry.tell(WatchRun(run_id=run_id, event=event))
+            self.registry.tell(WatchRun(run_id=run_id, event=target))
         except pykka.ActorDeadError:
-            event.set()  # the registry has stopped: what the store holds is final
-        return event
+            target.set()  # the registry has stopped: what the store holds is final
+        return target
+
+    def subscribe(self, run_id: str, channel: Channel[RunEvent]) -> None:
+        """Have the registry put the run's events into ``channel``."""
+        from actors.messages import SubscribeRun
+
+        try:
+            self.registry.tell(SubscribeRun(run_id=run_id, channel=channel))
+        except pykka.ActorDeadError:
+            channel.close()
+
+    def cancel(self, run_id: str, timeout: float) -> str:
+        """Ask the supervisor to cancel a run it drives; its answer (see ``CancelRun``)."""
+        from concurrent.futures import Future
+        from concurrent.futures import TimeoutError as FutureTimeout
+
+        from actors.messages import CancelRun
+
+        answer: Future[str] = Future()
+        try:
+            self.supervisor.tell(CancelRun(run_id=run_id, reply=answer.set_result))
+            return answer.result(timeout)
+        except pykka.ActorDeadError as exc:
+            raise RuntimeStoppedError("the runtime is stopped") from exc
+        except FutureTimeout:
+            return "unknown"
+
+    def run_hooks(
+        self, plan: ExecutionPlan, snapshot: Snapshot, then: Callable[[], object]
+    ) -> None:
+        """Call the workflow's hooks for a run that ended outside the actors, then ``then``."""
+        self.hooks.run(plan, snapshot, then)
+
+    def record(self, record: SnapshotRecord) -> None:
+        """Hand a record the store already holds to the registry, for waiters and watchers."""
+        from actors.messages import SnapshotTaken
+
+        with contextlib.suppress(pykka.ActorDeadError):
+            self.registry.tell(SnapshotTaken(record=record, terminal=True))
 
     def shutdown(self, timeout: float | None) -> None:
         if self.report_timer is not None:
@@ -138,7 +193,9 @@ class _Machinery:
             self._drain(timeout)
         finally:
             _stop_actor(self.supervisor)
+            self.timers.stop(DEFAULT_STOP_TIMEOUT)
             self.pool.stop()
+            self.hooks.stop()  # their runs' last snapshots go to the registry after them
             _stop_actor(self.registry)  # after the runs: it records their last snapshots first
             self.loop.stop(DEFAULT_STOP_TIMEOUT)
             self.dispatcher.stop(DEFAULT_STOP_TIMEOUT)
@@ -348,17 +405,22 @@ class Runtime:
         """The store runs are kept in (``None`` for a SQLite file before :meth:`start`)."""
         return self._store
 
+    def _store_for_writes(self) -> SnapshotStore:
+        self._running()
+        assert self._store is not None
+        return self._store
+
     def _load(self, run_id: str) -> SnapshotRecord | None:
         store = self._store
         return None if store is None else store.load(run_id)
 
-    def _watch(self, run_id: str) -> threading.Event:
+    def _watch(self, run_id: str, event: threading.Event | Latch | None = None) -> Any:
         machinery = self._machinery
         if machinery is None or self._state == "stopped":
-            event = threading.Event()
-            event.set()
-            return event
-        return machinery.watch(run_id)
+            target = threading.Event() if event is None else event
+            target.set()
+            return target
+        return machinery.watch(run_id, event)
 
 
 _default_lock = threading.Lock()

@@ -18,6 +18,8 @@ __all__ = [
     "SETTLED_STATUSES",
     "TERMINAL_STATUSES",
     "ErrorInfo",
+    "RunEvent",
+    "RunOutcome",
     "RunStatus",
     "StartAsyncResult",
     "StepResult",
@@ -221,6 +223,57 @@ class WorkflowResult(BaseModel):
     def is_terminal(self) -> bool:
         """Whether the run has ended (``success``, ``failed`` or ``canceled``)."""
         return self.status in TERMINAL_STATUSES
+
+
+class RunEvent(BaseModel):
+    """One thing that happened to a run, as ``run.watch()`` yields it.
+
+    Attributes:
+        type: ``"status"`` (the run's status changed: see ``status``),
+            ``"step_started"`` or ``"step_finished"`` (see ``path`` and ``step``;
+            a finished step may have succeeded, failed, suspended or been
+            canceled), or ``"step_retrying"`` (a call failed and will be retried).
+        run_id: The run.
+        status: The run's status when it happened.
+        path: The step's path, for step events.
+        step: The step's record at that moment, for step events.
+        at: When the registry received it (UTC).
+    """
+
+    model_config = _FROZEN
+
+    type: str
+    run_id: str
+    status: RunStatus
+    path: str | None = None
+    step: StepResult | None = None
+    at: datetime
+
+
+class RunOutcome(BaseModel):
+    """What a workflow's ``on_finish`` and ``on_error`` hooks receive when a run ends.
+
+    Attributes:
+        run_id: The run.
+        workflow_id: Its workflow.
+        status: ``success``, ``failed`` or ``canceled``.
+        result: The run's result (on success).
+        error: What went wrong (on failure).
+        steps: Every step's record, by path.
+        state: The workflow state at the end.
+        request_context: The request context at the end, as a plain dict.
+    """
+
+    model_config = _FROZEN
+
+    run_id: str
+    workflow_id: str
+    status: RunStatus
+    result: Any = None
+    error: ErrorInfo | None = None
+    steps: dict[str, StepResult] = Field(default_factory=dict)
+    state: Any = None
+    request_context: dict[str, Any] = Field(default_factory=dict)
 
 
 class WorkflowRunList(BaseModel):

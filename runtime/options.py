@@ -1,4 +1,4 @@
-"""Options a run is started with: tracing and output."""
+"""Options: how a run is traced and what it outputs, and how a workflow retries its steps."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["OutputOptions", "TracingOptions"]
+__all__ = ["OutputOptions", "RetryConfig", "TracingOptions"]
 
 _TRACE_ID = re.compile(r"[0-9a-fA-F]{1,32}")
 
@@ -53,3 +53,31 @@ class OutputOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     include_state: bool = False
+
+
+class RetryConfig(BaseModel):
+    """How a workflow retries its failed steps (a step's own ``retries`` wins over ``attempts``).
+
+    The wait before retry ``n`` (1 for the first) is ``delay * backoff ** (n - 1)``,
+    capped at ``max_delay``, then moved at random by up to ``jitter`` times
+    itself either way. The wait holds no thread.
+
+    Attributes:
+        attempts: Retries after the first call (0: none).
+        delay: Seconds before the first retry.
+        backoff: Factor each further wait grows by (1: the same wait each time).
+        max_delay: The longest wait, in seconds; ``None`` for no cap.
+        jitter: A fraction from 0 to 1.
+
+    Example:
+        >>> RetryConfig(attempts=3, delay=0.5, backoff=2).attempts
+        3
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    attempts: int = Field(default=0, ge=0)
+    delay: float = Field(default=0.0, ge=0)
+    backoff: float = Field(default=1.0, ge=1)
+    max_delay: float | None = Field(default=None, ge=0)
+    jitter: float = Field(default=0.0, ge=0, le=1)

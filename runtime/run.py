@@ -11,25 +11,38 @@ from pydantic import BaseModel, ValidationError
 
 from runtime.context import RequestContext
 from runtime.errors import (
+    CancelError,
     InvalidInputError,
+    ResumeConflictError,
+    ResumeTargetError,
     RunAlreadyStartedError,
     RunNotStartedError,
+    RunNotSuspendedError,
     RunTimeoutError,
     SnapshotEncodingError,
     SnapshotFormatError,
     summarize_errors,
 )
-from runtime.model import TERMINAL_STATUSES, RunStatus, StartAsyncResult, WorkflowResult
+from runtime.model import (
+    SETTLED_STATUSES,
+    TERMINAL_STATUSES,
+    RunEvent,
+    RunStatus,
+    StartAsyncResult,
+    WorkflowResult,
+)
 from runtime.options import OutputOptions, TracingOptions
+from runtime.signals import Channel, ChannelClosed, Latch
 from runtime.snapshot import (
     Snapshot,
     check_encodable,
     copy_plain,
     decode,
+    mark_canceled,
     record_of,
     to_result,
 )
-from runtime.step import plain
+from runtime.step import Step, plain
 from runtime.store import SnapshotRecord
 from runtime.tracing import new_span_id, new_trace_id
 
@@ -37,7 +50,7 @@ if TYPE_CHECKING:
     from runtime.engine import Runtime
     from runtime.plan import ExecutionPlan
 
-__all__ = ["Run", "read_result"]
+__all__ = ["Run", "RunWatch", "read_result"]
 
 In = TypeVar("In", bound=BaseModel)
 Out = TypeVar("Out", bound=BaseModel)
@@ -165,7 +178,10 @@ class Run(Generic[In, Out]):
         return self.wait(timeout)
 
     def wait(self, timeout: float | None = None) -> WorkflowResult:
-        """Block until the run ends, and return its result.
+        """Block until the run ends or suspends, and return its result.
+
+        A ``waiting`` run (asleep) is waited for; a ``suspended`` one is
+        returned as it is, since only a resume moves it on.
 
         Args:
             timeout: Seconds to wait; ``None`` waits as long as it takes.
@@ -174,21 +190,291 @@ class Run(Generic[In, Out]):
             RunNotStartedError: if the run was never started.
             RunTimeoutError: if ``timeout`` passed first (the run goes on).
         """
-        if not self._started:
-            raise RunNotStartedError(
-                f"run {self.run_id!r} has not been started", run_id=self.run_id
-            )
-        record = self._runtime._load(self.run_id)
-        if record is None or record.status not in TERMINAL_STATUSES:
+        record = self._started_record()
+        if record is None or record.status not in SETTLED_STATUSES:
             if not self._runtime._watch(self.run_id).wait(timeout):
                 raise RunTimeoutError(
                     f"run {self.run_id!r} did not end within {timeout} seconds; it goes on",
                     run_id=self.run_id,
                 )
             record = self._runtime._load(self.run_id)
+        return self._result(record)
+
+    async def wait_async(self) -> WorkflowResult:
+        """Await the end (or suspension) of the run without blocking the event loop.
+
+        Use ``asyncio.wait_for`` for a timeout; cancelling the wait leaves the run going.
+
+        Raises:
+            RunNotStartedError: if the run was never started.
+        """
+        record = self._started_record()
+        if record is None or record.status not in SETTLED_STATUSES:
+            latch = Latch()
+            self._runtime._watch(self.run_id, latch)
+            await latch.wait_async()
+            record = self._runtime._load(self.run_id)
+        return self._result(record)
+
+    def watch(self, timeout: float | None = None) -> RunWatch:
+        """The run's events as the registry receives them, ending when the run ends.
+
+        Iterate with ``for`` or ``async for``: first the events so far (each
+        step started or finished, each status), then each as it happens::
+
+            for event in run.watch():
+                print(event.type, event.path, event.status)
+
+        A run that suspends is still watched (a resume goes on with it); one
+        that has already ended yields its events and stops.
+
+        Args:
+            timeout: For ``for``: seconds to wait for each next event before
+                ``RunTimeoutError``; ``None`` waits as long as it takes.
+
+        Raises:
+            RunNotStartedError: if the run was never started.
+        """
+        self._started_record()
+        watch = RunWatch(self.run_id, timeout)
+        machinery = self._runtime._machinery
+        if machinery is None or self._runtime._state == "stopped":
+            watch._channel.close()
+        else:
+            machinery.subscribe(self.run_id, watch._channel)
+        return watch
+
+    def resume(
+        self,
+        *,
+        step: Step[Any, Any] | str | None = None,
+        resume_data: BaseModel | Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> WorkflowResult:
+        """Resume a suspended run and block until it ends or suspends again.
+
+        Same arguments and errors as :meth:`resume_async`, plus:
+
+        Args:
+            step: As :meth:`resume_async`.
+            resume_data: As :meth:`resume_async`.
+            timeout: Seconds to wait; ``None`` waits as long as it takes.
+
+        Raises:
+            RunTimeoutError: if ``timeout`` passed first (the run goes on).
+        """
+        self.resume_async(step=step, resume_data=resume_data)
+        return self.wait(timeout)
+
+    def resume_async(
+        self,
+        *,
+        step: Step[Any, Any] | str | None = None,
+        resume_data: BaseModel | Mapping[str, Any] | None = None,
+    ) -> StartAsyncResult:
+        """Resume a suspended run in the background and return at once.
+
+        The suspended step is called again from its start, with the same
+        input and ``ctx.resume_data`` set; the steps after it run once.
+        When two resumes of the same run race, exactly one wins.
+
+        Args:
+            step: The suspended step to resume: a :class:`Step`, its id, or
+                its path (``"child.step"``); may be left out when only one
+                step is suspended.
+            resume_data: Handed to the step as ``ctx.resume_data``, validated
+                by its ``resume_schema``.
+
+        Returns:
+            ``StartAsyncResult(run_id=...)``.
+
+        Raises:
+            RunNotStartedError: if the run was never started.
+            RunNotSuspendedError: if the run is not suspended.
+            ResumeTargetError: if ``step`` is not suspended, or several steps
+                are and none was named.
+            InvalidInputError: if ``resume_data`` does not fit the step's
+                ``resume_schema``; the run stays suspended.
+            ResumeConflictError: if another resume (or a cancel) of the run won.
+            RuntimeStoppedError: if the runtime is not running.
+        """
+        machinery = self._runtime._running()
+        record = self._started_record()
+        assert record is not None
+        snapshot = decode(record.data)
+        status = snapshot["status"]
+        if status != RunStatus.SUSPENDED:
+            raise RunNotSuspendedError(
+                f"run {self.run_id!r} is {status}; only a suspended run can be resumed",
+                status=status,
+                run_id=self.run_id,
+            )
+        path = _resume_target(snapshot, step, self.run_id)
+        definition = self._plan.by_id[path]
+        data = _resume_data(definition, resume_data, path, self.run_id)
+        snapshot["status"] = RunStatus.RUNNING.value
+        snapshot["resume"] = {path: data}
+        snapshot["seq"] += 1
+        snapshot["updated_at"] = time.time()
+        if not self._runtime._store_for_writes().replace(record_of(snapshot), record.seq):
+            raise ResumeConflictError(
+                f"run {self.run_id!r} was resumed (or cancelled) by another caller first; "
+                "this resume changed nothing",
+                run_id=self.run_id,
+            )
+        machinery.resume_run(self._plan, snapshot)
+        return StartAsyncResult(run_id=self.run_id)
+
+    def cancel(self) -> bool:
+        """Cancel the run: it becomes ``canceled`` and no further step starts.
+
+        A step that is running is told through ``ctx.abort_signal`` (an async
+        step is not interrupted otherwise; a sync one cannot be); what it
+        returns is ignored. Works on a run that is pending, running, waiting
+        or suspended.
+
+        Returns:
+            ``True`` if this call cancelled the run; ``False`` if it had already
+            ended (``success``, ``failed`` or ``canceled``), which changes nothing.
+
+        Raises:
+            RunNotStartedError: if the run was never started.
+            CancelError: if another process drives the run (durable stores).
+            RuntimeStoppedError: if the runtime is not running.
+        """
+        machinery = self._runtime._running()
+        deadline = time.monotonic() + CANCEL_PATIENCE
+        while True:
+            record = self._started_record()
+            assert record is not None
+            if record.status in TERMINAL_STATUSES:
+                return False
+            if record.status == RunStatus.SUSPENDED:
+                if self._cancel_suspended(machinery, record):
+                    return True
+                continue  # resumed meanwhile: cancel it where it runs now
+            answer = machinery.cancel(self.run_id, CANCEL_PATIENCE)
+            if answer == RunStatus.CANCELED:
+                return True
+            if answer in TERMINAL_STATUSES:
+                return False
+            if time.monotonic() > deadline:
+                raise CancelError(
+                    f"run {self.run_id!r} is {record.status} but no actor of this runtime "
+                    "drives it: another process does, and only that process can cancel it",
+                    run_id=self.run_id,
+                )
+            time.sleep(0.005)  # between two hands (a resume on its way to an actor)
+
+    def _cancel_suspended(self, machinery: Any, record: SnapshotRecord) -> bool:
+        snapshot = decode(record.data)
+        mark_canceled(snapshot, time.time())
+        snapshot["seq"] += 1
+        snapshot["updated_at"] = time.time()
+        canceled = record_of(snapshot)
+        if not self._runtime._store_for_writes().replace(canceled, record.seq):
+            return False
+        machinery.run_hooks(self._plan, snapshot, lambda: machinery.record(canceled))
+        return True
+
+    def _started_record(self) -> SnapshotRecord | None:
+        record = self._runtime._load(self.run_id)
+        if record is None and not self._started:
+            raise RunNotStartedError(
+                f"run {self.run_id!r} has not been started", run_id=self.run_id
+            )
+        return record
+
+    def _result(self, record: SnapshotRecord | None) -> WorkflowResult:
         result = read_result(record, self.workflow_id)
         assert result is not None, "a started run is always recorded"
         return result
+
+
+CANCEL_PATIENCE = 5.0
+"""Seconds ``cancel()`` keeps trying to reach the actor of a run that is between two hands."""
+
+
+class RunWatch:
+    """The events of one run, for ``for`` and ``async for``; see :meth:`Run.watch`."""
+
+    def __init__(self, run_id: str, timeout: float | None) -> None:
+        self.run_id = run_id
+        self._timeout = timeout
+        self._channel: Channel[RunEvent] = Channel()
+
+    def __iter__(self) -> RunWatch:
+        return self
+
+    def __next__(self) -> RunEvent:
+        try:
+            return self._channel.get(self._timeout)
+        except ChannelClosed:
+            raise StopIteration from None
+        except TimeoutError:
+            raise RunTimeoutError(
+                f"no event from run {self.run_id!r} within {self._timeout} seconds",
+                run_id=self.run_id,
+            ) from None
+
+    def __aiter__(self) -> RunWatch:
+        return self
+
+    async def __anext__(self) -> RunEvent:
+        try:
+            return await self._channel.aget()
+        except ChannelClosed:
+            raise StopAsyncIteration from None
+
+
+def _resume_target(snapshot: Snapshot, step: Any, run_id: str) -> str:
+    """The path of the suspended step a resume names (or the only one)."""
+    suspended = list(snapshot["suspended"])
+    if step is None:
+        if len(suspended) == 1:
+            return suspended[0]
+        raise ResumeTargetError(
+            f"run {run_id!r} has {len(suspended)} suspended steps {suspended}: name the one "
+            "to resume with step=",
+            suspended=suspended,
+            run_id=run_id,
+        )
+    if isinstance(step, Step):
+        name = step.id
+    elif isinstance(step, str):
+        name = step
+    else:
+        raise TypeError(f"step must be a Step or a str, got {type(step).__name__}")
+    if name in suspended:
+        return name
+    matches = [path for path in suspended if path.endswith("." + name)]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise ResumeTargetError(
+            f"run {run_id!r}: {name!r} names several suspended steps {matches}; use a full path",
+            suspended=suspended,
+            run_id=run_id,
+            step_id=name,
+        )
+    raise ResumeTargetError(
+        f"run {run_id!r}: step {name!r} is not suspended (suspended: {suspended})",
+        suspended=suspended,
+        run_id=run_id,
+        step_id=name,
+    )
+
+
+def _resume_data(step: Step[Any, Any], value: Any, path: str, run_id: str) -> Any:
+    """Resume data as plain data, validated by the step's ``resume_schema``."""
+    schema = step.resume_schema
+    if schema is not None:
+        return _validated(schema, value, "resume_data", run_id)
+    data = plain(value)
+    if data is not None:
+        _encodable(data, "resume_data", "resume_data", run_id)
+        data = copy_plain(data)
+    return data
 
 
 def read_result(record: SnapshotRecord | None, workflow_id: str) -> WorkflowResult | None:
@@ -238,6 +524,12 @@ def _pending_snapshot(
         "error": None,
         "steps": {},
         "next_step": 0,
+        "carry": inputs,
+        "progress": None,
+        "wake_at": None,
+        "suspended": {},
+        "resume": None,
+        "scopes": {},
         "state": state,
         "request_context": context,
         "include_state": output.include_state,

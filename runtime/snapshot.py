@@ -28,17 +28,18 @@ __all__ = [
     "encode",
     "failed_record",
     "find_unencodable",
+    "mark_canceled",
     "mark_failed",
     "record_of",
     "to_result",
 ]
 
-FORMAT_VERSION: Final = 1
-"""The snapshot format this code writes and reads."""
+FORMAT_VERSION: Final = 2
+"""The snapshot format this code writes. It also reads version 1 (before control flow)."""
 
 
-class StepSnapshot(TypedDict):
-    """One step's record inside a snapshot."""
+class StepSnapshot(TypedDict, total=False):
+    """One step's record inside a snapshot (the last four keys are absent in version 1)."""
 
     status: str
     payload: Any
@@ -46,10 +47,22 @@ class StepSnapshot(TypedDict):
     error: dict[str, Any] | None
     started_at: float | None
     ended_at: float | None
+    attempts: int
+    iterations: int | None
+    suspend_payload: Any
+    resume_payload: Any
 
 
 class Snapshot(TypedDict):
-    """A run at one moment, as plain data. Times are epoch seconds (UTC)."""
+    """A run at one moment, as plain data. Times are epoch seconds (UTC).
+
+    ``next_step`` is the index of the plan node the run is at, ``carry`` that
+    node's input (the previous node's output), and ``progress`` what a
+    compound node (a loop, a foreach, a branch) has done so far. ``wake_at``
+    is when a waiting run's sleep ends, ``suspended`` maps suspended step
+    paths to their payloads, ``resume`` holds the resume data not yet handed
+    to its step, and ``scopes`` the inputs of the nested workflows entered.
+    """
 
     run_id: str
     workflow_id: str
@@ -60,6 +73,12 @@ class Snapshot(TypedDict):
     error: dict[str, Any] | None
     steps: dict[str, StepSnapshot]
     next_step: int
+    carry: Any
+    progress: dict[str, Any] | None
+    wake_at: float | None
+    suspended: dict[str, Any]
+    resume: dict[str, Any] | None
+    scopes: dict[str, Any]
     state: Any
     request_context: dict[str, Any]
     include_state: bool
@@ -100,15 +119,33 @@ def decode(data: bytes) -> Snapshot:
         version, snapshot = msgpack.unpackb(data, raw=False, use_list=True)
     except Exception as exc:  # msgpack raises several unrelated types for bad bytes
         raise SnapshotFormatError(f"snapshot bytes cannot be decoded: {exc}") from exc
-    if version != FORMAT_VERSION:
+    if version not in (1, FORMAT_VERSION):
         raise SnapshotFormatError(
             f"snapshot format version {version!r} is not supported (this code reads "
-            f"version {FORMAT_VERSION})"
+            f"versions 1 and {FORMAT_VERSION})"
         )
     if not isinstance(snapshot, dict):
         raise SnapshotFormatError("snapshot bytes do not hold a mapping")
+    if version == 1:
+        _upgrade_v1(snapshot)
     result: Snapshot = snapshot  # type: ignore[assignment]
     return result
+
+
+def _upgrade_v1(snapshot: dict[str, Any]) -> None:
+    """Fill in what version 2 added: a version-1 run is a chain of steps."""
+    steps = snapshot.get("steps")
+    index = snapshot.get("next_step", 0)
+    carry = snapshot.get("input")
+    if isinstance(steps, dict) and isinstance(index, int) and 0 < index <= len(steps):
+        previous = list(steps.values())[index - 1]
+        carry = previous.get("output") if isinstance(previous, dict) else None
+    snapshot.setdefault("carry", carry)
+    snapshot.setdefault("progress", None)
+    snapshot.setdefault("wake_at", None)
+    snapshot.setdefault("suspended", {})
+    snapshot.setdefault("resume", None)
+    snapshot.setdefault("scopes", {})
 
 
 def copy_plain(value: Any) -> Any:
@@ -137,16 +174,34 @@ def record_of(snapshot: Snapshot) -> SnapshotRecord:
     )
 
 
+_OPEN_STEP_STATUSES = frozenset({"running", "waiting", "suspended"})
+
+
 def mark_failed(snapshot: Snapshot, error: dict[str, Any], now: float) -> None:
-    """Mark a run failed with ``error``: no result, and a step still running fails too."""
+    """Mark a run failed with ``error``: no result, and a step not yet ended fails too."""
     for step in snapshot["steps"].values():
-        if step["status"] == "running":
+        if step["status"] in _OPEN_STEP_STATUSES:
             step["status"] = "failed"
             step["error"] = error
             step["ended_at"] = now
     snapshot["status"] = "failed"
     snapshot["error"] = error
     snapshot["result"] = None
+    snapshot["suspended"] = {}
+    snapshot["wake_at"] = None
+
+
+def mark_canceled(snapshot: Snapshot, now: float) -> None:
+    """Mark a run canceled: no result, no error, and a step not yet ended is canceled."""
+    for step in snapshot["steps"].values():
+        if step["status"] in _OPEN_STEP_STATUSES:
+            step["status"] = "canceled"
+            step["ended_at"] = now
+    snapshot["status"] = "canceled"
+    snapshot["result"] = None
+    snapshot["suspended"] = {}
+    snapshot["wake_at"] = None
+    snapshot["resume"] = None
 
 
 def failed_record(snapshot: Snapshot, error: dict[str, Any], now: float) -> SnapshotRecord:
@@ -235,6 +290,10 @@ def to_result(snapshot: Snapshot) -> WorkflowResult:
                 "result": snapshot["result"],
                 "error": snapshot["error"],
                 "steps": snapshot["steps"],
+                "suspended": snapshot.get("suspended") or {},
+                "waiting_until": snapshot.get("wake_at")
+                if snapshot["status"] == "waiting"
+                else None,
                 "state": snapshot["state"] if snapshot["include_state"] else None,
                 "trace_id": snapshot["trace_id"],
                 "span_id": snapshot["span_id"],

@@ -5,11 +5,11 @@ queries filter on. The database runs in WAL mode, so readers in this process
 and in others never wait for the writer, and the writer never waits for them.
 
 Writes go through one writer thread per store, with group commit: whatever
-has queued up while a transaction ran goes into the next one. ``create``
-returns once its transaction has committed; ``save`` returns at once and calls
-``on_commit`` when its records are committed. A commit that cannot get the
-database lock is retried; the records stay in memory meanwhile, so nothing is
-lost while another process holds the lock.
+has queued up while a transaction ran goes into the next one. ``create`` and
+``replace`` return once their transaction has committed; ``save`` returns at
+once and calls ``on_commit`` when its records are committed. A commit that
+cannot get the database lock is retried; the records stay in memory meanwhile,
+so nothing is lost while another process holds the lock.
 
 Durability: ``synchronous=NORMAL`` in WAL mode, so a committed run survives the
 process being killed; a power failure may lose the last transactions.
@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from runtime.errors import StoreError
-from runtime.store import SnapshotRecord
+from runtime.store import TERMINAL_STATUSES, UNFINISHED_STATUSES, SnapshotRecord
 from runtime.tracing import emit, new_run_id
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
@@ -62,7 +62,16 @@ CHECKPOINT_AT_LEAST_EVERY: Final = 2000
 BATCH: Final = 512
 """The most writes one transaction takes."""
 
-_UNFINISHED = ("pending", "running")
+_UNFINISHED: Final = tuple(sorted(UNFINISHED_STATUSES))
+_UNFINISHED_MARKS: Final = ", ".join("?" * len(_UNFINISHED))
+
+
+def _sql_list(values: frozenset[str]) -> str:
+    """A constant set of statuses as an SQL list of literals, for statements built once."""
+    return ", ".join(f"'{value}'" for value in sorted(values))
+
+
+_TERMINAL_SQL: Final = _sql_list(TERMINAL_STATUSES)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -95,11 +104,19 @@ _ROWS_PER_STATEMENT = 500  # 9 variables a row, well under SQLite's limit of 32,
 
 # A newer snapshot replaces an older one, and nothing replaces a terminal one.
 # Rows of one statement apply in order, so a run saved twice in a batch is fine.
-_ON_CONFLICT_NEWER = """
+_ON_CONFLICT_NEWER = f"""
 ON CONFLICT (run_id) DO UPDATE SET
     status = excluded.status, seq = excluded.seq, updated_at = excluded.updated_at,
     snapshot = excluded.snapshot
-WHERE excluded.seq > runs.seq AND runs.status NOT IN ('success', 'failed')
+WHERE excluded.seq > runs.seq AND runs.status NOT IN ({_TERMINAL_SQL})
+"""
+
+# The compare-and-set of replace(): the run's stored seq must be the one its
+# caller read, its status not terminal, and the new seq above the stored one.
+_REPLACE = f"""
+UPDATE runs SET
+    status = ?, seq = ?, updated_at = ?, snapshot = ?, owner_id = ?
+WHERE run_id = ? AND seq = ? AND ? > seq AND status NOT IN ({_TERMINAL_SQL})
 """
 
 _COLUMNS = "run_id, workflow_id, seq, status, snapshot, created_at, updated_at, trace_id"
@@ -320,14 +337,35 @@ class SQLiteStore:
         """
         future: Future[bool] = Future()
         write = self._submit("create", record, _resolve(future))
+        return self._committed(write, future, f"the run {record.run_id!r} was not recorded")
+
+    def replace(self, record: SnapshotRecord, expected_seq: int) -> bool:
+        """Store ``record`` if the run's stored ``seq`` is still ``expected_seq``.
+
+        A compare-and-set, committed when it returns ``True``: it fails, and
+        changes nothing, if the run is unknown, its stored ``seq`` differs or is
+        not below ``record.seq``, or its status is terminal. The run's owner
+        becomes this store's owner: whoever replaced the run drives it on.
+
+        Raises:
+            StoreError: if the commit did not happen within ``CREATE_TIMEOUT``
+                (the database stayed locked) or the store is read-only or closed.
+        """
+        future: Future[bool] = Future()
+        write = self._submit("replace", (record, expected_seq), _resolve(future))
+        return self._committed(
+            write, future, f"the new snapshot of run {record.run_id!r} was not stored"
+        )
+
+    def _committed(self, write: _Write, future: Future[bool], not_done: str) -> bool:
+        """Wait for a write that its caller must know committed (or not) before going on."""
         try:
             return future.result(CREATE_TIMEOUT)
         except TimeoutError as exc:
             if not write.abandon():  # taken by a commit just now: its outcome follows
                 return future.result(CREATE_TIMEOUT)
             raise StoreError(
-                f"the run store {self.path} stayed locked for {CREATE_TIMEOUT} s; the run "
-                f"{record.run_id!r} was not recorded"
+                f"the run store {self.path} stayed locked for {CREATE_TIMEOUT} s; {not_done}"
             ) from exc
 
     def save(
@@ -361,10 +399,13 @@ class SQLiteStore:
         return None if row is None else _record(row)
 
     def unfinished(self) -> list[SnapshotRecord]:
-        """Records of runs that are ``pending`` or ``running``, whoever drives them."""
+        """Records of runs that are ``pending``, ``running`` or ``waiting``, whoever drives them.
+
+        A ``suspended`` run is not among them: it waits for a resume, not for a runtime.
+        """
         with self._reading() as connection:
             rows = connection.execute(
-                f"SELECT {_COLUMNS} FROM runs WHERE status IN (?, ?)", _UNFINISHED
+                f"SELECT {_COLUMNS} FROM runs WHERE status IN ({_UNFINISHED_MARKS})", _UNFINISHED
             ).fetchall()
         return [_record(row) for row in rows]
 
@@ -372,6 +413,9 @@ class SQLiteStore:
         self, workflow_ids: Sequence[str] | None = None
     ) -> list[tuple[SnapshotRecord, str | None]]:
         """Unfinished runs whose owner is gone, with that owner's id (to claim them by).
+
+        Unfinished is ``pending``, ``running`` or ``waiting``; a ``suspended`` run
+        is never an orphan, whoever owned it.
 
         An owner is gone when its heartbeat is older than ``LEASE`` seconds, or
         when it is a process on this host that no longer exists.
@@ -383,7 +427,7 @@ class SQLiteStore:
                 for owner_id, host, pid, heartbeat_at in owners.fetchall()
                 if _alive(host, pid, heartbeat_at)
             }
-            query = f"SELECT {_COLUMNS}, owner_id FROM runs WHERE status IN (?, ?)"
+            query = f"SELECT {_COLUMNS}, owner_id FROM runs WHERE status IN ({_UNFINISHED_MARKS})"
             params: list[Any] = list(_UNFINISHED)
             if workflow_ids is not None:
                 query += f" AND workflow_id IN ({', '.join('?' * len(workflow_ids))})"
@@ -497,9 +541,10 @@ class SQLiteStore:
     def _commit(self, connection: sqlite3.Connection, writes: list[_Write]) -> bool:
         """Run the writes in one transaction; report each outcome. ``False``: locked, try again.
 
-        Creates go first, then every save, each kind in one multi-row statement:
-        the sqlite3 module releases and retakes the GIL around every call, which
-        under load costs more than the SQL itself.
+        Creates go first, then every save, each kind in one multi-row statement
+        (the sqlite3 module releases and retakes the GIL around every call, which
+        under load costs more than the SQL itself); then the other writes
+        (replace, claim, delete) in the order they came.
         """
         creates = [write for write in writes if write.kind == "create" and not write.abandoned]
         saves = [record for write in writes if write.kind == "save" for record in write.payload]
@@ -580,11 +625,30 @@ class SQLiteStore:
         kind, payload = write.kind, write.payload
         if kind == "delete":
             return connection.execute("DELETE FROM runs WHERE run_id = ?", (payload,)).rowcount == 1
+        if kind == "replace":
+            record, expected_seq = payload
+            # A replace whose caller gave up waiting must not happen: take() decides.
+            if not write.take():
+                return False
+            cursor = connection.execute(
+                _REPLACE,
+                (
+                    record.status,
+                    record.seq,
+                    record.updated_at,
+                    record.data,
+                    self.owner_id,
+                    record.run_id,
+                    expected_seq,
+                    record.seq,
+                ),
+            )
+            return cursor.rowcount == 1
         if kind == "claim":
             run_id, previous = payload
             cursor = connection.execute(
                 "UPDATE runs SET owner_id = ? WHERE run_id = ? AND owner_id IS ? "
-                "AND status IN (?, ?)",
+                f"AND status IN ({_UNFINISHED_MARKS})",
                 (self.owner_id, run_id, previous, *_UNFINISHED),
             )
             return cursor.rowcount == 1

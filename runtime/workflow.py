@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from runtime.errors import RunInProgressError, WorkflowDefinitionError
 from runtime.model import (
     TERMINAL_STATUSES,
+    RunOutcome,
     RunStatus,
     WorkflowResult,
     WorkflowRunList,
 )
-from runtime.plan import ExecutionPlan, compile_plan
+from runtime.options import RetryConfig
+from runtime.plan import (
+    BranchNode,
+    ExecutionPlan,
+    ForeachNode,
+    LoopNode,
+    MapNode,
+    Node,
+    ParallelNode,
+    RetryPolicy,
+    Scope,
+    SleepNode,
+    StepNode,
+    compile_plan,
+    leaf_steps,
+)
 from runtime.queries import get_run, list_runs
 from runtime.run import Run
 from runtime.step import Step
@@ -32,9 +48,11 @@ Out = TypeVar("Out", bound=BaseModel)
 
 
 class Workflow(Generic[In, Out]):
-    """A workflow: steps that run one after another, each fed the previous one's output.
+    """A workflow: steps and constructs over steps, each fed the previous one's output.
 
-    Build one with :func:`create_workflow`, add steps with :meth:`then`, and
+    Build one with :func:`create_workflow`, add steps with :meth:`then` (and
+    :meth:`parallel`, :meth:`branch`, :meth:`dowhile`, :meth:`dountil`,
+    :meth:`foreach`, :meth:`map`, :meth:`sleep`, :meth:`sleep_until`), and
     freeze it with :meth:`commit`. A committed workflow starts runs with
     :meth:`create_run` on the runtime it is bound to (``runtime.register``), or
     on the process-wide default runtime when it is not bound to one.
@@ -48,9 +66,17 @@ class Workflow(Generic[In, Out]):
         output_schema: type[Out],
         state_schema: type[BaseModel] | None = None,
         description: str | None = None,
+        retry_config: RetryConfig | Mapping[str, Any] | None = None,
+        on_finish: Callable[[RunOutcome], Any] | None = None,
+        on_error: Callable[[RunOutcome], Any] | None = None,
     ) -> None:
         if not isinstance(id, str) or not id:
             raise WorkflowDefinitionError(f"a workflow id must be a non-empty string, got {id!r}")
+        if "." in id:
+            raise WorkflowDefinitionError(
+                f"workflow id {id!r} holds a '.', which separates a nested workflow's id from "
+                "its steps' ids in results"
+            )
         for name, schema in (
             ("input_schema", input_schema),
             ("output_schema", output_schema),
@@ -62,23 +88,34 @@ class Workflow(Generic[In, Out]):
                 raise TypeError(
                     f"workflow {id!r}: {name} must be a pydantic BaseModel subclass, got {schema!r}"
                 )
+        for name, hook in (("on_finish", on_finish), ("on_error", on_error)):
+            if hook is not None and not callable(hook):
+                raise TypeError(f"workflow {id!r}: {name} must be callable, got {hook!r}")
         self.id = id
         self.input_schema = input_schema
         self.output_schema = output_schema
         self.state_schema = state_schema
         self.description = description
-        self._steps: list[Step[Any, Any]] = []
+        self.retry_config = _retry_config(retry_config, id)
+        self.on_finish = on_finish
+        self.on_error = on_error
+        self._nodes: list[Node | ExecutionPlan] = []
         self._plan: ExecutionPlan | None = None
         self._runtime: Runtime | None = None
 
     def __repr__(self) -> str:
         state = "committed" if self._plan is not None else "not committed"
-        return f"<Workflow {self.id!r} ({len(self._steps)} steps, {state})>"
+        return f"<Workflow {self.id!r} ({len(self._nodes)} steps, {state})>"
 
     @property
     def steps(self) -> tuple[Step[Any, Any], ...]:
-        """The steps, in the order they run."""
-        return tuple(self._steps)
+        """The workflow's own steps in the order they were added (not nested workflows')."""
+        return tuple(
+            step_node.step
+            for node in self._nodes
+            if isinstance(node, Node)
+            for step_node in leaf_steps(node)
+        )
 
     @property
     def committed(self) -> bool:
@@ -103,24 +140,242 @@ class Workflow(Generic[In, Out]):
         """The runtime this workflow is bound to, or ``None`` for the default one."""
         return self._runtime
 
-    def then(self, step: Step[Any, Any]) -> Self:
-        """Append a step; it receives the previous step's output (the run's input for the first).
+    # --- the builder ------------------------------------------------------------------
+
+    def _add(self, node: Node | ExecutionPlan) -> Self:
+        if self._plan is not None:
+            raise WorkflowDefinitionError(
+                f"workflow {self.id!r} is committed; it cannot take more steps"
+            )
+        self._nodes.append(node)
+        return self
+
+    @property
+    def _scope(self) -> Scope:
+        return Scope("", self.id, self.input_schema)
+
+    def _step_node(self, step: Any, method: str) -> StepNode:
+        if isinstance(step, Workflow):
+            raise TypeError(
+                f"workflow {self.id!r}: .{method}() takes steps; a nested workflow goes in .then()"
+            )
+        if not isinstance(step, Step):
+            raise TypeError(f"workflow {self.id!r}: .{method}() takes a Step, got {step!r}")
+        return StepNode(path=step.id, scope=self._scope, step=step)
+
+    def _next_id(self, kind: str, given: str | None) -> str:
+        if given is None:
+            return f"{kind}-{len(self._nodes) + 1}"
+        if not isinstance(given, str) or not given or "." in given:
+            raise WorkflowDefinitionError(
+                f"workflow {self.id!r}: a {kind} id must be a non-empty string without '.', "
+                f"got {given!r}"
+            )
+        return given
+
+    def then(self, step: Step[Any, Any] | Workflow[Any, Any]) -> Self:
+        """Append a step, or a committed workflow to run nested as one step.
+
+        It receives the previous node's output (the run's input for the
+        first). A nested workflow's steps appear in the run's results as
+        ``"child_id.step_id"``, beside ``"child_id"`` for the whole child; they
+        share the run's state and request context, and the child's own
+        ``retry_config`` applies to them (its hooks are not called).
 
         Returns:
             The workflow, for chaining.
 
         Raises:
-            WorkflowDefinitionError: if the workflow is already committed.
-            TypeError: if ``step`` is not a :class:`Step`.
+            WorkflowDefinitionError: if this workflow is committed, or the
+                nested one is not (or is this one).
+            TypeError: if ``step`` is neither a :class:`Step` nor a :class:`Workflow`.
         """
-        if self._plan is not None:
+        if isinstance(step, Workflow):
+            if step is self or step.id == self.id:
+                raise WorkflowDefinitionError(f"workflow {self.id!r} cannot nest itself")
+            if not step.committed:
+                raise WorkflowDefinitionError(
+                    f"workflow {self.id!r}: nested workflow {step.id!r} is not committed; "
+                    "call .commit() on it first"
+                )
+            return self._add(step.plan)
+        return self._add(self._step_node(step, "then"))
+
+    def parallel(self, steps: Sequence[Step[Any, Any]]) -> Self:
+        """Run steps at once, each on its own step actor, all on the same input.
+
+        The output is ``{step_id: output}``. If one fails the run fails, and
+        the others are told to stop (their ``ctx.abort_signal`` is set); if
+        one suspends and none fails, the run suspends once the others end.
+
+        Raises:
+            WorkflowDefinitionError: for an empty list.
+            TypeError: for something that is not a :class:`Step`.
+        """
+        nodes = tuple(self._step_node(step, "parallel") for step in _sequence(steps, "parallel"))
+        if not nodes:
+            raise WorkflowDefinitionError(f"workflow {self.id!r}: .parallel() needs steps")
+        return self._add(
+            ParallelNode(path=self._next_id("parallel", None), scope=self._scope, steps=nodes)
+        )
+
+    def branch(self, arms: Sequence[tuple[Callable[[Any], Any], Step[Any, Any]]]) -> Self:
+        """Run, at once, every step whose condition holds.
+
+        A condition is ``condition(ctx)`` returning a truth value (an ``async
+        def`` is awaited); ``ctx`` is the context a step gets, read-only, with
+        ``ctx.input_data`` the previous output validated by that arm's step's
+        input schema. The output is ``{step_id: output}`` of the arms that
+        ran (``{}`` when none did).
+
+        Raises:
+            WorkflowDefinitionError: for no arms.
+            TypeError: for an arm that is not a ``(callable, Step)`` pair.
+        """
+        built = []
+        for arm in _sequence(arms, "branch"):
+            if not (isinstance(arm, tuple) and len(arm) == 2 and callable(arm[0])):
+                raise TypeError(
+                    f"workflow {self.id!r}: .branch() takes (condition, step) pairs, got {arm!r}"
+                )
+            built.append((arm[0], self._step_node(arm[1], "branch")))
+        if not built:
+            raise WorkflowDefinitionError(f"workflow {self.id!r}: .branch() needs arms")
+        return self._add(
+            BranchNode(path=self._next_id("branch", None), scope=self._scope, arms=tuple(built))
+        )
+
+    def dowhile(
+        self,
+        step: Step[Any, Any],
+        condition: Callable[[Any], Any],
+        *,
+        max_iterations: int | None = None,
+    ) -> Self:
+        """Run ``step``, then again on its own output for as long as ``condition`` holds.
+
+        ``condition(ctx)`` sees the step's output as ``ctx.input_data`` and
+        the number of times the step has run as ``ctx.iteration_count``.
+
+        Args:
+            step: The step to repeat (its output must fit its own input).
+            condition: Truth value; may be ``async``.
+            max_iterations: Fail the run with ``LoopLimitError`` once the step
+                has run this many times and the condition still holds.
+        """
+        return self._loop(step, condition, max_iterations, until=False)
+
+    def dountil(
+        self,
+        step: Step[Any, Any],
+        condition: Callable[[Any], Any],
+        *,
+        max_iterations: int | None = None,
+    ) -> Self:
+        """Run ``step``, then again on its own output until ``condition`` holds.
+
+        Same arguments as :meth:`dowhile`.
+        """
+        return self._loop(step, condition, max_iterations, until=True)
+
+    def _loop(self, step: Any, condition: Any, max_iterations: int | None, *, until: bool) -> Self:
+        method = "dountil" if until else "dowhile"
+        node = self._step_node(step, method)
+        if not callable(condition):
+            raise TypeError(f"workflow {self.id!r}: .{method}() needs a callable condition")
+        if max_iterations is not None and (
+            isinstance(max_iterations, bool)
+            or not isinstance(max_iterations, int)
+            or max_iterations < 1
+        ):
             raise WorkflowDefinitionError(
-                f"workflow {self.id!r} is committed; it cannot take more steps"
+                f"workflow {self.id!r}: max_iterations must be a whole number of 1 or more, "
+                f"got {max_iterations!r}"
             )
-        if not isinstance(step, Step):
-            raise TypeError(f"workflow {self.id!r}: .then() takes a Step, got {step!r}")
-        self._steps.append(step)
-        return self
+        loop = LoopNode(
+            path=node.path,
+            scope=self._scope,
+            step_node=node,
+            condition=condition,
+            until=until,
+            max_iterations=max_iterations,
+        )
+        return self._add(loop)
+
+    def foreach(self, step: Step[Any, Any], *, concurrency: int = 1) -> Self:
+        """Run ``step`` once for each item of the list the previous node output.
+
+        The output is the list of the step's outputs, in the order of the
+        items, whatever order they finish in. Each item is its own call with
+        its own input; nothing passes between items or between runs.
+
+        Args:
+            step: The step, whose input schema each item must fit.
+            concurrency: How many items run at once.
+
+        Raises:
+            WorkflowDefinitionError: for a concurrency below 1.
+        """
+        node = self._step_node(step, "foreach")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise WorkflowDefinitionError(
+                f"workflow {self.id!r}: foreach concurrency must be a whole number of 1 or more, "
+                f"got {concurrency!r}"
+            )
+        return self._add(
+            ForeachNode(path=node.path, scope=self._scope, step_node=node, concurrency=concurrency)
+        )
+
+    def map(self, fn: Callable[[Any], Any], *, id: str | None = None) -> Self:
+        """Reshape the data between two nodes: ``fn(ctx)`` returns the next node's input.
+
+        ``ctx.input_data`` is the previous output as plain data, and the
+        context can also read the run (``get_step_result``,
+        ``get_init_data``, ``state``); what ``fn`` returns (a model or plain
+        data) is validated by the next step's input schema. It appears in
+        results as a step, ``map-N`` unless given an ``id``.
+        """
+        if not callable(fn):
+            raise TypeError(f"workflow {self.id!r}: .map() takes a callable, got {fn!r}")
+        return self._add(MapNode(path=self._next_id("map", id), scope=self._scope, fn=fn))
+
+    def sleep(self, seconds: float | Callable[[Any], Any], *, id: str | None = None) -> Self:
+        """Pause the run for ``seconds`` (a number, or ``fn(ctx)`` that returns one).
+
+        The run is ``waiting`` meanwhile and holds no thread and no actor; with
+        a durable store the sleep survives a restart and ends at its time.
+        The input passes through unchanged. It appears in results as a step,
+        ``sleep-N`` unless given an ``id``.
+
+        Raises:
+            WorkflowDefinitionError: for a negative number of seconds.
+        """
+        if not callable(seconds):
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+                raise WorkflowDefinitionError(
+                    f"workflow {self.id!r}: .sleep() takes seconds (0 or more) or a function, "
+                    f"got {seconds!r}"
+                )
+            seconds = float(seconds)
+        return self._add(
+            SleepNode(path=self._next_id("sleep", id), scope=self._scope, seconds=seconds)
+        )
+
+    def sleep_until(
+        self, moment: datetime | Callable[[Any], Any], *, id: str | None = None
+    ) -> Self:
+        """Pause the run until ``moment`` (a datetime, naive taken as UTC, or ``fn(ctx)``).
+
+        As :meth:`sleep`; a moment in the past does not pause at all.
+        """
+        if not callable(moment) and not isinstance(moment, datetime):
+            raise TypeError(
+                f"workflow {self.id!r}: .sleep_until() takes a datetime or a function, "
+                f"got {moment!r}"
+            )
+        return self._add(
+            SleepNode(path=self._next_id("sleep", id), scope=self._scope, until=moment)
+        )
 
     def commit(self) -> Self:
         """Check the workflow and freeze it. Committing twice does nothing.
@@ -137,7 +392,10 @@ class Workflow(Generic[In, Out]):
                 input_schema=self.input_schema,
                 output_schema=self.output_schema,
                 state_schema=self.state_schema,
-                steps=self._steps,
+                nodes=self._nodes,
+                on_finish=self.on_finish,
+                on_error=self.on_error,
+                retry=RetryPolicy(**self.retry_config.model_dump()),
             )
         return self
 
@@ -295,6 +553,9 @@ def create_workflow(
     output_schema: type[Out],
     state_schema: type[BaseModel] | None = None,
     description: str | None = None,
+    retry_config: RetryConfig | Mapping[str, Any] | None = None,
+    on_finish: Callable[[RunOutcome], Any] | None = None,
+    on_error: Callable[[RunOutcome], Any] | None = None,
 ) -> Workflow[In, Out]:
     """Define a workflow; add steps with ``.then(step)`` and finish with ``.commit()``.
 
@@ -305,10 +566,19 @@ def create_workflow(
             must fit it).
         state_schema: pydantic model for the workflow state steps share.
         description: Free text.
+        retry_config: How failed steps are retried: a :class:`RetryConfig` or
+            a mapping of its fields (a step's own ``retries`` wins).
+        on_finish: ``on_finish(outcome)``, called once when a run ends
+            (success, failed or canceled) with a :class:`RunOutcome`; it may
+            be ``async``. It runs before the final result is visible, so keep
+            it short. An exception in it is logged and changes nothing.
+        on_error: Like ``on_finish``, for failed runs only (called first).
 
     Raises:
-        WorkflowDefinitionError: for an empty id.
-        TypeError: for schemas that are not pydantic models.
+        WorkflowDefinitionError: for an empty id, an id with a ``.``, or a bad
+            ``retry_config``.
+        TypeError: for schemas that are not pydantic models, or hooks that
+            are not callable.
     """
     return Workflow(
         id=id,
@@ -316,4 +586,31 @@ def create_workflow(
         output_schema=output_schema,
         state_schema=state_schema,
         description=description,
+        retry_config=retry_config,
+        on_finish=on_finish,
+        on_error=on_error,
     )
+
+
+def _retry_config(value: Any, workflow_id: str) -> RetryConfig:
+    if value is None:
+        return RetryConfig()
+    if isinstance(value, RetryConfig):
+        return value
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"workflow {workflow_id!r}: retry_config must be a RetryConfig or a mapping, "
+            f"got {type(value).__name__}"
+        )
+    try:
+        return RetryConfig.model_validate(value)
+    except ValidationError as exc:
+        raise WorkflowDefinitionError(
+            f"workflow {workflow_id!r}: retry_config is invalid: {exc}"
+        ) from exc
+
+
+def _sequence(value: Any, method: str) -> list[Any]:
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise TypeError(f".{method}() takes a list, got {type(value).__name__}")
+    return list(value)

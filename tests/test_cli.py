@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from runtime import RunReader, Runtime, WorkflowResult, cli, create_step, create_workflow
+from runtime import (
+    ErrorInfo,
+    RunReader,
+    RunStatus,
+    Runtime,
+    StepResult,
+    StepStatus,
+    WorkflowResult,
+    WorkflowRunList,
+    cli,
+    create_step,
+    create_workflow,
+)
 from runtime.cli import main
 
 from .conftest import wait_for_no_callboard_threads
@@ -839,7 +852,10 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(capsys, "--help")
     assert code == 0
     assert "runs" in out and "start" in out
-    assert "exit codes: 0 success, 1 the run failed, 2 usage or input error, 3 not found" in out
+    assert (
+        "exit codes: 0 success, 1 the run failed or was canceled, 2 usage or input error, "
+        "3 not found"
+    ) in " ".join(out.split())
 
 
 @pytest.mark.parametrize("argv", [[], ["runs"]], ids=["nothing", "runs-alone"])
@@ -939,3 +955,182 @@ def test_the_callboard_console_script_starts_a_run_and_exits_with_its_status(
         ["failing", "failed"],
         ["greet", "success"],
     ]
+
+
+# --- the run lifecycle: waiting, suspended, canceled, retried --------------------------------
+
+MOMENT = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def lifecycle_result(status: str, **fields: Any) -> WorkflowResult:
+    """A result as a reader would return it, for a run in any status."""
+    return WorkflowResult(
+        run_id=fields.pop("run_id", f"{status}-run"),
+        workflow_id="lifecycle",
+        status=RunStatus(status),
+        input={"value": "in"},
+        created_at=MOMENT,
+        updated_at=MOMENT,
+        **fields,
+    )
+
+
+class FakeReader:
+    """Stands in for ``RunReader``: hands out prepared results, each run's in turn.
+
+    A run's results are handed out one per read, the last one for every read after.
+    """
+
+    def __init__(self, *runs: list[WorkflowResult]) -> None:
+        self.runs = {results[0].run_id: list(results) for results in runs}
+        self.status_filters: list[str | None] = []
+
+    def __call__(self, db: str) -> FakeReader:
+        return self
+
+    def __enter__(self) -> FakeReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def get_run(self, run_id: str) -> WorkflowResult | None:
+        results = self.runs.get(run_id)
+        if not results:
+            return None
+        return results.pop(0) if len(results) > 1 else results[0]
+
+    def list_runs(
+        self, *, workflow_id: str | None, status: str | None, limit: int, offset: int
+    ) -> WorkflowRunList:
+        self.status_filters.append(status)
+        runs = [
+            results[-1]
+            for results in self.runs.values()
+            if status is None or results[-1].status == status
+        ]
+        return WorkflowRunList(runs=runs, total=len(runs))
+
+
+def serve(monkeypatch: pytest.MonkeyPatch, *runs: list[WorkflowResult]) -> FakeReader:
+    reader = FakeReader(*runs)
+    monkeypatch.setattr(cli, "RunReader", reader)
+    return reader
+
+
+def test_every_run_and_step_status_has_a_colour() -> None:
+    statuses = {status.value for status in RunStatus} | {status.value for status in StepStatus}
+    assert statuses <= set(cli._STATUS_STYLES)
+
+
+@pytest.mark.parametrize("status", ["waiting", "suspended", "canceled"])
+def test_runs_list_filters_by_the_lifecycle_statuses(
+    db: str, status: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reader = serve(
+        monkeypatch,
+        [lifecycle_result("success", run_id="done")],
+        [lifecycle_result(status, run_id="this-one")],
+    )
+    code, out, err = run_cli(capsys, "runs", "list", "--db", db, "--status", status)
+    assert code == 0, err
+    assert reader.status_filters == [status]
+    assert [row[:3] for row in table_rows(out)] == [["this-one", "lifecycle", status]]
+
+
+def test_runs_show_of_a_suspended_run_shows_each_suspended_step_with_its_payload_and_exits_0(
+    db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    suspended = lifecycle_result(
+        "suspended",
+        steps={
+            "approve": StepResult(status=StepStatus.SUSPENDED, suspend_payload={"ask": "ok?"}),
+            "review.check": StepResult(status=StepStatus.SUSPENDED, suspend_payload=[1, 2]),
+        },
+        suspended={"approve": {"ask": "ok?"}, "review.check": [1, 2]},
+    )
+    serve(monkeypatch, [suspended])
+    code, out, err = run_cli(capsys, "runs", "show", "suspended-run", "--db", db)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert dict(line.split(None, 1) for line in lines[:3])["status"] == "suspended"
+    at = next(index for index, line in enumerate(lines) if line.startswith("suspended "))
+    assert lines[at].split(None, 1)[1] == 'approve: {"ask": "ok?"}'
+    assert lines[at + 1].strip() == "review.check: [1, 2]"
+    assert [row[:2] for row in table_rows(out)] == [
+        ["approve", "suspended"],
+        ["review.check", "suspended"],
+    ]
+
+
+def test_runs_show_of_a_waiting_run_shows_when_its_sleep_ends(
+    db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    serve(monkeypatch, [lifecycle_result("waiting", waiting_until=MOMENT)])
+    code, out, err = run_cli(capsys, "runs", "show", "waiting-run", "--db", db)
+    assert code == 0, err
+    expected = MOMENT.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    assert f"waiting until  {expected}" in out.splitlines()
+
+
+def test_runs_show_of_a_canceled_run_exits_1(
+    db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    serve(monkeypatch, [lifecycle_result("canceled")])
+    code, out, err = run_cli(capsys, "runs", "show", "canceled-run", "--db", db)
+    assert code == 1
+    assert err == ""
+    assert dict(line.split(None, 1) for line in out.splitlines()[:3])["status"] == "canceled"
+    code, _, _ = run_cli(capsys, "runs", "show", "canceled-run", "--db", db, "--json")
+    assert code == 1
+
+
+def test_runs_show_gives_a_steps_attempts_only_when_it_was_retried(
+    db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    retried = lifecycle_result(
+        "failed",
+        steps={
+            "fetch": StepResult(status=StepStatus.SUCCESS, output=1, attempts=3),
+            "store": StepResult(
+                status=StepStatus.FAILED,
+                error=ErrorInfo(name="OSError", message="disk full"),
+                attempts=1,
+            ),
+        },
+    )
+    serve(monkeypatch, [retried])
+    code, out, _ = run_cli(capsys, "runs", "show", "failed-run", "--db", db)
+    assert code == 1
+    assert [row[:2] for row in table_rows(out)] == [
+        ["fetch", "success (3 attempts)"],
+        ["store", "failed"],
+    ]
+
+
+def test_runs_watch_follows_a_suspended_run_until_it_is_canceled_and_exits_1(
+    db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    suspended = lifecycle_result("suspended", run_id="r", suspended={"approve": None})
+    resumed = lifecycle_result("running", run_id="r")
+    canceled = lifecycle_result("canceled", run_id="r")
+    serve(monkeypatch, [suspended, suspended, suspended, resumed, canceled])
+    pauses: list[float] = []
+    monkeypatch.setattr(cli, "_sleep", pauses.append)
+    code, out, err = run_cli(capsys, "runs", "watch", "r", "--db", db, "--interval", "0.01")
+    assert code == 1, err
+    assert len(pauses) == 3  # it went on looking at the suspended run
+    progress = [line.split(" run r ")[1] for line in out.splitlines() if " run r " in line]
+    assert progress == ["suspended", "running"]
+    assert "status    canceled" in out
+
+
+def test_runs_watch_exits_0_once_a_resumed_run_succeeds(
+    db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    suspended = lifecycle_result("suspended", run_id="r", suspended={"approve": None})
+    serve(monkeypatch, [suspended, suspended, lifecycle_result("success", run_id="r")])
+    monkeypatch.setattr(cli, "_sleep", lambda seconds: None)
+    code, out, err = run_cli(capsys, "runs", "watch", "r", "--db", db)
+    assert code == 0, err
+    assert "status    success" in out

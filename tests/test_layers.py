@@ -2,7 +2,8 @@
 
 Layers (imports only go down, or stay within a layer):
 
-    0 leaf         runtime.errors, runtime.model, runtime.options, runtime.context
+    0 leaf         runtime.errors, runtime.model, runtime.options, runtime.context,
+                   runtime.signals
     1 codec        runtime.snapshot, runtime.tracing, runtime.store, runtime.sqlite
     2 definitions  runtime.step, runtime.plan
     3 machinery    actors.*
@@ -29,6 +30,7 @@ RUNTIME_LAYERS = {
     "runtime.model": 0,
     "runtime.options": 0,
     "runtime.context": 0,
+    "runtime.signals": 0,
     "runtime.snapshot": 1,
     "runtime.tracing": 1,
     "runtime.store": 1,

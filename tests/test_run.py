@@ -176,7 +176,15 @@ def test_statuses_compare_equal_to_plain_strings(runtime: Runtime) -> None:
     assert result.status == "success"
     assert result.steps["shout"].status == "success"
     assert result.is_terminal
-    assert {status.value for status in RunStatus} == {"pending", "running", "success", "failed"}
+    assert {status.value for status in RunStatus} == {
+        "pending",
+        "running",
+        "waiting",
+        "suspended",
+        "success",
+        "failed",
+        "canceled",
+    }
     assert RunStatus.FAILED == "failed"
     assert StepStatus.RUNNING == "running"
 

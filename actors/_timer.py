@@ -1,0 +1,227 @@
+"""Timers: one thread per runtime that calls functions at wall-clock deadlines.
+
+Sleeps, step timeouts and retry back-offs all need "tell this actor at time T".
+A thread or a :class:`threading.Timer` per deadline would cost a thread each;
+:class:`Timers` keeps every deadline in one heap served by one daemon thread,
+``callboard-timers``, started on first use.
+
+Deadlines are wall-clock epoch seconds (:func:`time.time`), not monotonic ones:
+a durable sleep stores the time it wakes at, and that time has to mean the
+same thing in the process that resumes it. Callbacks run on the timer thread,
+one at a time, in deadline order; they must be quick (they ``tell`` an actor).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import Final
+
+from runtime.errors import RuntimeStoppedError
+from runtime.tracing import emit
+
+__all__ = ["MAX_WAIT", "TimerHandle", "Timers"]
+
+MAX_WAIT: Final = 1.0
+"""The longest the timer thread sleeps before it reads the wall clock again.
+
+The thread sleeps with :class:`threading.Condition`, which counts monotonic
+time; a wall clock that jumps (an NTP step, a suspended machine) would
+otherwise make a timer fire late by the size of the jump.
+"""
+
+_PENDING: Final = 0
+_FIRED: Final = 1
+_CANCELLED: Final = 2
+
+
+class TimerHandle:
+    """A scheduled call, returned by :meth:`Timers.call_at`; cancel it with :meth:`cancel`.
+
+    Attributes:
+        when: The deadline, in epoch seconds.
+    """
+
+    __slots__ = ("_fn", "_state", "_timers", "when")
+
+    def __init__(self, timers: Timers, when: float, fn: Callable[[], object]) -> None:
+        self._timers = timers
+        self.when = when
+        self._fn: Callable[[], object] | None = fn
+        self._state = _PENDING
+
+    def cancel(self) -> bool:
+        """Cancel the call if it has not happened yet.
+
+        Returns:
+            ``True`` if the callback had not fired (and now never will),
+            ``False`` if it has already fired or was already cancelled.
+        """
+        return self._timers._cancel(self)
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether :meth:`cancel` stopped this call."""
+        return self._state == _CANCELLED
+
+    def __repr__(self) -> str:
+        state = ("pending", "fired", "cancelled")[self._state]
+        return f"<TimerHandle when={self.when!r} {state}>"
+
+
+class Timers:
+    """A heap of wall-clock deadlines served by one daemon thread.
+
+    Args:
+        max_wait: The longest the thread sleeps before reading the clock again
+            (see :data:`MAX_WAIT`).
+
+    Example::
+
+        timers = Timers()
+        handle = timers.call_later(5.0, lambda: actor_ref.tell(Wake()))
+        handle.cancel()       # True: it had not fired
+        timers.stop(timeout=5)
+    """
+
+    def __init__(self, *, max_wait: float = MAX_WAIT) -> None:
+        self._max_wait = max_wait
+        self._condition = threading.Condition(threading.Lock())
+        # Entries are (when, sequence, handle): the sequence keeps equal
+        # deadlines in the order they were scheduled and spares comparing handles.
+        self._heap: list[tuple[float, int, TimerHandle]] = []
+        self._sequence = itertools.count()
+        self._cancelled = 0  # cancelled entries still in the heap (deleted lazily)
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+
+    def call_at(self, when: float, fn: Callable[[], object]) -> TimerHandle:
+        """Call ``fn()`` on the timer thread at ``when``; a past deadline fires at once.
+
+        Args:
+            when: The deadline, in epoch seconds (:func:`time.time`).
+            fn: A quick callable; an exception from it is logged as
+                ``timer_callback_failed`` and later timers still fire.
+
+        Returns:
+            A handle to cancel the call with.
+
+        Raises:
+            RuntimeStoppedError: The timers were stopped.
+            ValueError: ``when`` is NaN.
+        """
+        if math.isnan(when):
+            raise ValueError("a timer deadline cannot be NaN")
+        handle = TimerHandle(self, when, fn)
+        with self._condition:
+            if self._stopped:
+                raise RuntimeStoppedError("the runtime's timers are stopped")
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="callboard-timers", daemon=True
+                )
+                self._thread.start()
+            entry = (when, next(self._sequence), handle)
+            heapq.heappush(self._heap, entry)
+            # Only a new earliest deadline changes how long the thread should sleep.
+            if self._heap[0] is entry:
+                self._condition.notify()
+        return handle
+
+    def call_later(self, delay: float, fn: Callable[[], object]) -> TimerHandle:
+        """Call ``fn()`` on the timer thread ``delay`` seconds from now.
+
+        Args:
+            delay: Seconds from now; zero or less fires at once.
+            fn: As for :meth:`call_at`.
+
+        Returns:
+            A handle to cancel the call with.
+
+        Raises:
+            RuntimeStoppedError: The timers were stopped.
+        """
+        return self.call_at(time.time() + delay, fn)
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop the thread; pending callbacks never run. Idempotent.
+
+        A callback that is running when ``stop`` is called finishes; no other
+        one starts.
+
+        Args:
+            timeout: How long to wait for the thread to end; ``None`` waits
+                as long as it takes.
+
+        Returns:
+            Whether the thread has ended (``True`` if it never started).
+        """
+        with self._condition:
+            self._stopped = True
+            for _, _, handle in self._heap:
+                handle._fn = None
+            self._heap.clear()
+            self._cancelled = 0
+            self._condition.notify()
+            thread = self._thread
+        if thread is None:
+            return True
+        if thread is not threading.current_thread():
+            thread.join(timeout)
+        return not thread.is_alive()
+
+    def __len__(self) -> int:
+        """The number of timers that are neither cancelled nor fired."""
+        with self._condition:
+            return len(self._heap) - self._cancelled
+
+    def _cancel(self, handle: TimerHandle) -> bool:
+        with self._condition:
+            if handle._state != _PENDING:
+                return False
+            handle._state = _CANCELLED
+            handle._fn = None  # the callback's closure is freed now, not when its deadline comes
+            if self._stopped:  # the heap is already empty
+                return True
+            self._cancelled += 1
+            if self._cancelled * 2 > len(self._heap):
+                self._heap = [entry for entry in self._heap if entry[2]._state == _PENDING]
+                heapq.heapify(self._heap)
+                self._cancelled = 0
+        return True
+
+    def _next_due(self) -> Callable[[], object] | None:
+        """Wait for the earliest deadline and take its callback; ``None`` once stopped."""
+        with self._condition:
+            while not self._stopped:
+                heap = self._heap  # read each time: compaction replaces the list
+                if not heap:
+                    self._condition.wait()
+                    continue
+                when, _, handle = heap[0]
+                if handle._state == _CANCELLED:
+                    heapq.heappop(heap)
+                    self._cancelled -= 1
+                    continue
+                delay = when - time.time()
+                if delay > 0:
+                    self._condition.wait(min(delay, self._max_wait))
+                    continue
+                heapq.heappop(heap)
+                handle._state = _FIRED
+                fn, handle._fn = handle._fn, None
+                return fn
+        return None
+
+    def _run(self) -> None:
+        while (fn := self._next_due()) is not None:
+            # The lock is not held here, so a callback may schedule or cancel timers.
+            try:
+                fn()
+            except BaseException:
+                emit(logging.ERROR, "timer_callback_failed", exc_info=True)

@@ -1,0 +1,104 @@
+"""The workflow hooks: ``on_finish`` and ``on_error``, called once when a run ends."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final
+
+from runtime.model import RunOutcome, RunStatus
+from runtime.plan import ExecutionPlan
+from runtime.snapshot import Snapshot, copy_plain
+from runtime.tracing import emit
+
+__all__ = ["HookRunner", "outcome_of"]
+
+HOOK_THREADS: Final = 2
+"""Threads that call hooks: a slow hook holds up the ends of other runs with hooks, no more."""
+
+
+def outcome_of(snapshot: Snapshot) -> RunOutcome:
+    """What the hooks receive: the run at its end, as public data."""
+    return RunOutcome.model_validate(
+        {
+            "run_id": snapshot["run_id"],
+            "workflow_id": snapshot["workflow_id"],
+            "status": snapshot["status"],
+            "result": snapshot["result"],
+            "error": snapshot["error"],
+            "steps": snapshot["steps"],
+            "state": snapshot["state"],
+            "request_context": snapshot["request_context"] or {},
+        }
+    )
+
+
+class HookRunner:
+    """Calls a workflow's hooks off the actors' threads, then records the run's end.
+
+    The terminal snapshot is recorded only after the hooks return, so whoever
+    sees a run's final result (``run.start()`` returning, a query) can count
+    on its hooks having run. An exception in a hook is logged and changes
+    nothing. Runs of workflows without hooks pay nothing: their end is
+    recorded at once, on the caller's thread.
+    """
+
+    def __init__(self) -> None:
+        self._executor: ThreadPoolExecutor | None = None
+        self._stopped = False
+
+    def run(self, plan: ExecutionPlan, snapshot: Snapshot, then: Callable[[], object]) -> None:
+        """Call ``plan``'s hooks for the ended run in ``snapshot``, then ``then()``.
+
+        ``snapshot`` is copied first: the caller may go on using it.
+        """
+        if not plan.has_hooks:
+            then()
+            return
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(HOOK_THREADS, thread_name_prefix="callboard-hooks")
+        ended: Snapshot = copy_plain(snapshot)
+        try:
+            self._executor.submit(_call_hooks, plan, ended, then)
+        except RuntimeError:  # shut down: call them here rather than skip them
+            _call_hooks(plan, ended, then)
+
+    def stop(self) -> None:
+        """Wait for the hooks already handed over, then release the threads."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+
+def _call_hooks(plan: ExecutionPlan, snapshot: Snapshot, then: Callable[[], object]) -> None:
+    try:
+        hooks: list[tuple[str, Any]] = [("on_finish", plan.on_finish)]
+        if snapshot["status"] == RunStatus.FAILED:
+            hooks.insert(0, ("on_error", plan.on_error))
+        outcome = outcome_of(snapshot)
+        for name, hook in hooks:
+            if hook is None:
+                continue
+            try:
+                returned = hook(outcome)
+                if inspect.isawaitable(returned):
+                    asyncio.run(_awaited(returned))
+            except BaseException:
+                emit(
+                    logging.ERROR,
+                    "workflow_hook_failed",
+                    hook=name,
+                    run_id=snapshot["run_id"],
+                    workflow_id=snapshot["workflow_id"],
+                    exc_info=True,
+                )
+    except Exception:
+        emit(logging.ERROR, "workflow_hooks_not_called", run_id=snapshot["run_id"], exc_info=True)
+    finally:
+        then()
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable

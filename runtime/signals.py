@@ -1,0 +1,332 @@
+"""Thread-safe signals that both threads and asyncio code can wait on.
+
+A step body runs either on a thread (a plain function) or on an event loop (an
+``async def``), and the machinery that cancels it or times it out runs on
+other threads. The primitives here serve both sides: a blocking ``wait`` for
+threads, and an ``await``-able wait that parks a future on the waiting loop and
+resolves it with :meth:`asyncio.AbstractEventLoop.call_soon_threadsafe`, so the
+loop never blocks.
+
+- :class:`Latch`: a one-shot flag.
+- :class:`AbortSignal`: what a step sees as ``ctx.abort_signal``: a latch with a
+  reason and callbacks.
+- :class:`Channel`: an unbounded FIFO with one consumer, synchronous or async.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
+
+__all__ = ["AbortSignal", "Channel", "ChannelClosed", "Latch"]
+
+T = TypeVar("T")
+
+_Waiter = tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():  # it may have been cancelled meanwhile
+        future.set_result(None)
+
+
+def _wake(waiters: Iterable[_Waiter]) -> None:
+    """Resolve each waiter's future on its own loop; a closed loop has no one left to wake."""
+    for loop, future in waiters:
+        with contextlib.suppress(RuntimeError):  # raised by a closed loop
+            loop.call_soon_threadsafe(_resolve, future)
+
+
+class Latch:
+    """A thread-safe one-shot flag: once set, it stays set and every waiter wakes.
+
+    Example::
+
+        latch = Latch()
+        threading.Thread(target=latch.set).start()
+        latch.wait(timeout=10)        # from a thread
+        await latch.wait_async()      # from a coroutine, without blocking its loop
+    """
+
+    __slots__ = ("_event", "_lock", "_waiters")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._event = threading.Event()
+        self._waiters: set[_Waiter] = set()
+
+    def set(self) -> bool:
+        """Set the flag and wake every waiter, thread or coroutine.
+
+        Returns:
+            ``True`` if this call set it, ``False`` if it was already set.
+        """
+        with self._lock:
+            if self._event.is_set():
+                return False
+            self._event.set()
+            waiters, self._waiters = self._waiters, set()
+        _wake(waiters)
+        return True
+
+    def is_set(self) -> bool:
+        """Whether the flag is set."""
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block the calling thread until the flag is set.
+
+        Args:
+            timeout: Seconds to wait at most; ``None`` waits for ever.
+
+        Returns:
+            Whether the flag is set (``False`` only on timeout).
+        """
+        return self._event.wait(timeout)
+
+    async def wait_async(self) -> None:
+        """Wait until the flag is set, without blocking the running event loop.
+
+        Cancel the awaiting task (or wrap it in :func:`asyncio.wait_for`) to
+        stop waiting.
+        """
+        if self._event.is_set():
+            return
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        waiter = (loop, future)
+        with self._lock:
+            if self._event.is_set():
+                return
+            self._waiters.add(waiter)
+        try:
+            await future
+        finally:
+            with self._lock:
+                self._waiters.discard(waiter)
+
+
+class AbortSignal:
+    """Tells a step that its run no longer wants its result, and why.
+
+    A step reads it as ``ctx.abort_signal``. A long step checks
+    :attr:`aborted` between units of work, waits on it instead of sleeping, or
+    registers a callback that interrupts what it is blocked on. The signal is
+    aborted once, by the machinery; the first reason is the one that stays.
+
+    Reasons include ``"canceled"`` (the run was cancelled), ``"timeout"``
+    (the step outlasted its timeout) and ``"sibling_failed"`` (another branch
+    of a parallel block failed).
+
+    Example::
+
+        def execute(ctx):
+            for chunk in chunks:
+                if ctx.abort_signal.aborted:
+                    raise RuntimeError(f"stopped: {ctx.abort_signal.reason}")
+                process(chunk)
+            # or wait for something, but not past an abort:
+            if ctx.abort_signal.wait(timeout=30):
+                return None
+
+    Attributes:
+        callback_errors: How many callbacks raised; their exceptions are
+            swallowed so that one bad callback cannot stop the others.
+    """
+
+    __slots__ = ("_callbacks", "_latch", "_lock", "_reason", "callback_errors")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._latch = Latch()
+        self._reason: str | None = None
+        self._callbacks: list[Callable[[str], None]] = []
+        self.callback_errors = 0
+
+    @property
+    def aborted(self) -> bool:
+        """Whether the signal has been aborted."""
+        return self._latch.is_set()
+
+    @property
+    def reason(self) -> str | None:
+        """Why the signal was aborted, or ``None`` while it has not been."""
+        return self._reason
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block the calling thread until the signal is aborted.
+
+        Args:
+            timeout: Seconds to wait at most; ``None`` waits for ever.
+
+        Returns:
+            Whether the signal is aborted (``False`` only on timeout).
+        """
+        return self._latch.wait(timeout)
+
+    async def wait_async(self) -> None:
+        """Wait until the signal is aborted, without blocking the running event loop."""
+        await self._latch.wait_async()
+
+    def add_callback(self, fn: Callable[[str], None]) -> None:
+        """Call ``fn(reason)`` once, when the signal is aborted; at once if it already is.
+
+        Callbacks run on the thread that aborts the signal, so they should be
+        quick. An exception from one is swallowed and counted in
+        :attr:`callback_errors`.
+
+        Args:
+            fn: Called with the abort's reason.
+        """
+        with self._lock:
+            if self._reason is None:
+                self._callbacks.append(fn)
+                return
+            reason = self._reason
+        self._call(fn, reason)
+
+    def abort(self, reason: str) -> bool:
+        """Abort the signal (the machinery's call, not a step's); the first reason wins.
+
+        Args:
+            reason: Why, such as ``"canceled"`` or ``"timeout"``.
+
+        Returns:
+            ``True`` if this call aborted the signal, ``False`` if it already was.
+        """
+        with self._lock:
+            if self._reason is not None:
+                return False
+            self._reason = reason
+            callbacks, self._callbacks = self._callbacks, []
+        self._latch.set()
+        for fn in callbacks:
+            self._call(fn, reason)
+        return True
+
+    def _call(self, fn: Callable[[str], None], reason: str) -> None:
+        try:
+            fn(reason)
+        except Exception:
+            with self._lock:
+                self.callback_errors += 1
+
+    def __repr__(self) -> str:
+        return f"<AbortSignal aborted={self.aborted} reason={self._reason!r}>"
+
+
+class ChannelClosed(Exception):
+    """The channel is closed and every item put into it has been taken."""
+
+
+class Channel(Generic[T]):
+    """An unbounded thread-safe FIFO read by one consumer, from a thread or with asyncio.
+
+    Producers on any thread :meth:`put` items; the consumer takes them in the
+    same order with :meth:`get` (blocking) or :meth:`aget` (awaiting). After
+    :meth:`close`, the items already put are still delivered, and then the
+    consumer gets :class:`ChannelClosed`.
+
+    Example::
+
+        channel: Channel[int] = Channel()
+        channel.put(1)
+        channel.close()
+        channel.get()     # 1
+        channel.get()     # raises ChannelClosed
+    """
+
+    __slots__ = ("_closed", "_condition", "_items", "_waiters")
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition(threading.Lock())
+        self._items: deque[T] = deque()
+        self._closed = False
+        self._waiters: set[_Waiter] = set()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (items may still be waiting to be taken)."""
+        return self._closed
+
+    def put(self, item: T) -> bool:
+        """Add an item at the end, unless the channel is closed.
+
+        A put after :meth:`close` drops the item instead of raising, so that a
+        producer racing with the consumer's close needs no error handling.
+
+        Args:
+            item: The item.
+
+        Returns:
+            ``True`` if the item was queued, ``False`` if the channel is closed.
+        """
+        with self._condition:
+            if self._closed:
+                return False
+            self._items.append(item)
+            self._condition.notify()
+            waiters, self._waiters = self._waiters, set()
+        if waiters:
+            _wake(waiters)
+        return True
+
+    def close(self) -> None:
+        """Close the channel; the consumer still gets the items already put. Idempotent."""
+        with self._condition:
+            if self._closed:
+                return
+            self._closed = True
+            self._condition.notify_all()
+            waiters, self._waiters = self._waiters, set()
+        _wake(waiters)
+
+    def get(self, timeout: float | None = None) -> T:
+        """Take the next item, blocking the calling thread until there is one.
+
+        Args:
+            timeout: Seconds to wait at most; ``None`` waits for ever.
+
+        Returns:
+            The oldest item.
+
+        Raises:
+            ChannelClosed: The channel is closed and drained.
+            TimeoutError: No item came within ``timeout``.
+        """
+        with self._condition:
+            ready = self._condition.wait_for(lambda: self._items or self._closed, timeout)
+            if self._items:
+                return self._items.popleft()
+            if ready:
+                raise ChannelClosed("the channel is closed")
+            raise TimeoutError(f"no item within {timeout} s")
+
+    async def aget(self) -> T:
+        """Take the next item, waiting without blocking the running event loop.
+
+        Returns:
+            The oldest item.
+
+        Raises:
+            ChannelClosed: The channel is closed and drained.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._condition:
+                if self._items:
+                    return self._items.popleft()
+                if self._closed:
+                    raise ChannelClosed("the channel is closed")
+                future: asyncio.Future[None] = loop.create_future()
+                waiter = (loop, future)
+                self._waiters.add(waiter)
+            try:
+                await future
+            finally:
+                with self._condition:
+                    self._waiters.discard(waiter)
