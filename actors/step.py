@@ -292,7 +292,11 @@ class StepActor(ThreadActor):
                 step_id=step.id,
             )
             context_copy = copy_plain(message.request_context) if message.request_context else None
+            resume_data = message.resume_data
+            if resume_data is not None and step.resume_schema is not None:
+                resume_data = step.resume_schema.model_validate(resume_data)
         else:
+            resume_data = None
             # Conditions, map and sleep functions read the run; they change nothing.
             input_data = message.payload
             context_copy = copy_plain(message.request_context) if message.request_context else None
@@ -321,7 +325,7 @@ class StepActor(ThreadActor):
             path=path,
             prefix=message.prefix,
             retry_count=message.retry_count,
-            resume_data=message.resume_data,
+            resume_data=resume_data,
             abort_signal=message.signal,
             read_only=kind != "step",
             iteration_count=message.iteration,

@@ -7,15 +7,22 @@ Define workflows from typed steps, start runs in the background with
 from runtime.context import RequestContext
 from runtime.engine import Runtime, default_runtime
 from runtime.errors import (
+    CancelError,
     InvalidInputError,
+    LoopLimitError,
+    NonRetryableError,
+    ResumeConflictError,
+    ResumeTargetError,
     RunAlreadyStartedError,
     RunCrashedError,
     RunInProgressError,
     RunNotStartedError,
+    RunNotSuspendedError,
     RunTimeoutError,
     RuntimeStoppedError,
     SnapshotEncodingError,
     SnapshotFormatError,
+    StepTimeoutError,
     StepValidationError,
     StoreError,
     WorkflowDefinitionError,
@@ -23,6 +30,8 @@ from runtime.errors import (
 )
 from runtime.model import (
     ErrorInfo,
+    RunEvent,
+    RunOutcome,
     RunStatus,
     StartAsyncResult,
     StepResult,
@@ -30,9 +39,10 @@ from runtime.model import (
     WorkflowResult,
     WorkflowRunList,
 )
-from runtime.options import OutputOptions, TracingOptions
+from runtime.options import OutputOptions, RetryConfig, TracingOptions
 from runtime.queries import RunReader
-from runtime.run import Run
+from runtime.run import Run, RunWatch
+from runtime.signals import AbortSignal
 from runtime.sqlite import SQLiteStore
 from runtime.step import Step, StepContext, create_step
 from runtime.store import MemoryStore, SnapshotRecord, SnapshotStore
@@ -41,19 +51,30 @@ from runtime.workflow import Workflow, create_workflow
 __version__ = "0.1.0"
 
 __all__ = [
+    "AbortSignal",
+    "CancelError",
     "ErrorInfo",
     "InvalidInputError",
+    "LoopLimitError",
     "MemoryStore",
+    "NonRetryableError",
     "OutputOptions",
     "RequestContext",
+    "ResumeConflictError",
+    "ResumeTargetError",
+    "RetryConfig",
     "Run",
     "RunAlreadyStartedError",
     "RunCrashedError",
+    "RunEvent",
     "RunInProgressError",
     "RunNotStartedError",
+    "RunNotSuspendedError",
+    "RunOutcome",
     "RunReader",
     "RunStatus",
     "RunTimeoutError",
+    "RunWatch",
     "Runtime",
     "RuntimeStoppedError",
     "SQLiteStore",
@@ -66,6 +87,7 @@ __all__ = [
     "StepContext",
     "StepResult",
     "StepStatus",
+    "StepTimeoutError",
     "StepValidationError",
     "StoreError",
     "TracingOptions",

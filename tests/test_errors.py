@@ -16,16 +16,23 @@ from structlog.testing import capture_logs
 
 import runtime
 from runtime import (
+    CancelError,
     InvalidInputError,
+    LoopLimitError,
+    NonRetryableError,
+    ResumeConflictError,
+    ResumeTargetError,
     RunAlreadyStartedError,
     RunCrashedError,
     RunInProgressError,
     RunNotStartedError,
+    RunNotSuspendedError,
     Runtime,
     RunTimeoutError,
     RuntimeStoppedError,
     SnapshotEncodingError,
     SnapshotFormatError,
+    StepTimeoutError,
     StepValidationError,
     StoreError,
     WorkflowDefinitionError,
@@ -38,6 +45,13 @@ from runtime import (
 WAIT = 10.0
 
 ERRORS = [
+    CancelError,
+    LoopLimitError,
+    NonRetryableError,
+    ResumeConflictError,
+    ResumeTargetError,
+    RunNotSuspendedError,
+    StepTimeoutError,
     InvalidInputError,
     RunAlreadyStartedError,
     RunCrashedError,
