@@ -15,6 +15,7 @@ each row measures.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import concurrent.futures
 import contextlib
 import ctypes
@@ -62,6 +63,9 @@ class Sizes:
     warmup: int  # runs done before each timed loop
     rounds: int  # every scenario and its floor, alternately, this many times
     sqlite_rounds: int  # of those rounds, the first this many also run the SQLite scenarios
+    fleet: int  # W5: runs in flight at once, each in a 1 s workflow sleep
+    fleet_rounds: int  # W5 (10x the runs of W3) runs in this many rounds, not ``rounds``
+    fleet_sqlite_rounds: int  # of the W5 rounds, the first this many also run on SQLite
 
 
 FULL = Sizes(
@@ -74,6 +78,9 @@ FULL = Sizes(
     warmup=200,
     rounds=5,
     sqlite_rounds=5,
+    fleet=10_000,
+    fleet_rounds=2,
+    fleet_sqlite_rounds=2,
 )
 QUICK = Sizes(
     starts=200,
@@ -85,6 +92,9 @@ QUICK = Sizes(
     warmup=20,
     rounds=1,
     sqlite_rounds=1,
+    fleet=1_000,
+    fleet_rounds=1,
+    fleet_sqlite_rounds=1,
 )
 
 SLEEP_S = 1.0
@@ -130,6 +140,17 @@ def sleep_workflow() -> Any:
     )
     return (
         create_workflow(id="bench-sleep", input_schema=Value, output_schema=Value)
+        .then(step)
+        .commit()
+    )
+
+
+def fleet_workflow() -> Any:
+    """A workflow sleep of a second, then one step that returns its input."""
+    step = create_step(id="after", input_schema=Value, output_schema=Value, execute=_pass_input)
+    return (
+        create_workflow(id="bench-fleet", input_schema=Value, output_schema=Value)
+        .sleep(SLEEP_S)
         .then(step)
         .commit()
     )
@@ -207,7 +228,8 @@ class Sampler:
         self._stop = threading.Event()
         self.baseline_rss = self._process.memory_info().rss
         self.peak_rss = self.baseline_rss
-        self.peak_threads = self._process.num_threads()
+        self.baseline_threads = self._process.num_threads()
+        self.peak_threads = self.baseline_threads
         self._thread = threading.Thread(target=self._sample, name="bench-sampler", daemon=True)
 
     def __enter__(self) -> Sampler:
@@ -255,13 +277,14 @@ class Setup:
     files: DatabaseFiles
     record: SnapshotRecord | None  # a real pending record: what the raw SQLite floors insert
 
-    def stores_in(self, round_index: int) -> tuple[str, ...]:
-        """The stores whose scenarios run in this round (SQLite may run fewer rounds)."""
-        return tuple(
-            store
-            for store in self.stores
-            if store == MEMORY or round_index < self.sizes.sqlite_rounds
-        )
+    def stores_in(self, round_index: int, sqlite_rounds: int | None = None) -> tuple[str, ...]:
+        """The stores whose scenarios run in this round (SQLite may run fewer rounds).
+
+        ``sqlite_rounds`` overrides ``sizes.sqlite_rounds`` for a workload with rounds of
+        its own (W5).
+        """
+        limit = self.sizes.sqlite_rounds if sqlite_rounds is None else sqlite_rounds
+        return tuple(store for store in self.stores if store == MEMORY or round_index < limit)
 
     def sqlite_in(self, round_index: int) -> bool:
         return SQLITE in self.stores_in(round_index)
@@ -484,12 +507,14 @@ def fmt(value: float | None, unit: str) -> str:
         return f"{value / NS_PER_S:,.3f} s"
     if unit == "MB":
         return f"{value / MB:,.1f} MB"
+    if unit == "KB":
+        return f"{value / 1024:,.1f} KB"
     return f"{value:,.0f} {unit}"
 
 
 def in_table_order(rows: Sequence[Row]) -> list[Row]:
-    """Rows by workload, then store, then mode (as measured), then as each workload listed them."""
-    return sorted(rows, key=lambda r: (r.row, STORES.index(r.store)))
+    """Rows by workload, then store, then mode, then as each workload listed them."""
+    return sorted(rows, key=lambda r: (r.row, STORES.index(r.store), MODES.index(r.mode)))
 
 
 def print_table(rows: Sequence[Row]) -> None:
@@ -757,12 +782,21 @@ class Concurrency:
     rss_delta: int
     rss_peak: int
     threads_peak: int
+    threads_baseline: int
 
     @classmethod
     def of(cls, wall_ns: int, sampler: Sampler) -> Concurrency:
         return cls(
-            wall_ns, sampler.peak_rss - sampler.baseline_rss, sampler.peak_rss, sampler.peak_threads
+            wall_ns,
+            sampler.peak_rss - sampler.baseline_rss,
+            sampler.peak_rss,
+            sampler.peak_threads,
+            sampler.baseline_threads,
         )
+
+    @property
+    def threads_over_baseline(self) -> int:
+        return self.threads_peak - self.threads_baseline
 
 
 def plain_sleepers(count: int) -> Concurrency:
@@ -900,6 +934,105 @@ def bench_w4(mode: str, setup: Setup) -> list[Row]:
     return rows
 
 
+# --- W5: a fleet of sleeping runs ---------------------------------------------------
+
+
+async def _sleep_one() -> None:
+    await asyncio.sleep(SLEEP_S)
+
+
+async def _sleep_all_ns(count: int) -> int:
+    clock = time.perf_counter_ns
+    start = clock()
+    tasks = [asyncio.create_task(_sleep_one()) for _ in range(count)]
+    await asyncio.gather(*tasks)
+    return clock() - start
+
+
+def asyncio_sleepers(count: int) -> Concurrency:
+    """The W5 floor: ``count`` tasks on one event loop, each awaiting ``asyncio.sleep(1)``."""
+    clean_slate()
+    with Sampler() as sampler:
+        elapsed = asyncio.run(_sleep_all_ns(count))
+    return Concurrency.of(elapsed, sampler)
+
+
+def callboard_fleet(setup: Setup, store: str) -> Concurrency:
+    """``sizes.fleet`` runs of ``.sleep(1).then(step)``, all sleeping at once."""
+    threads_before = threading.active_count()
+    with fresh_runtime(setup, store) as runtime:
+        workflow = runtime.register(fleet_workflow())
+        runs = [workflow.create_run() for _ in range(setup.sizes.fleet)]
+        clean_slate()
+        with Sampler() as sampler:
+            clock = time.perf_counter_ns
+            start = clock()
+            for run in runs:
+                run.start_async(input_data=PAYLOAD)
+            for run in runs:
+                run.wait()
+            elapsed = clock() - start
+        if not all(run.wait().status == "success" for run in runs):
+            raise RuntimeError("a W5 run did not succeed")
+    wait_for_threads(threads_before)
+    return Concurrency.of(elapsed, sampler)
+
+
+FLEET_THREADS_AIM = 16  # "holds no thread while it sleeps": a few runtime threads, not one per run
+
+
+def bench_w5(mode: str, setup: Setup) -> list[Row]:
+    sizes = setup.sizes
+    ours: dict[str, list[Concurrency]] = by_store(setup)
+    floors: list[Concurrency] = []
+    for index in range(sizes.fleet_rounds):
+        for store in setup.stores_in(index, sizes.fleet_sqlite_rounds):
+            ours[store].append(callboard_fleet(setup, store))
+        floors.append(asyncio_sleepers(sizes.fleet))
+
+    def mid(samples: list[Concurrency], field: str) -> float:
+        return median([getattr(sample, field) for sample in samples])
+
+    tasks_is = f"{sizes.fleet} asyncio tasks sleeping 1 s, 1 loop"
+    floor_wall = mid(floors, "wall_ns")
+    rows = []
+    for store in setup.stores:
+        wall, memory = mid(ours[store], "wall_ns"), store == MEMORY
+        over = max(o.threads_over_baseline for o in ours[store])
+        rows += [
+            Row("W5", store, mode, "wall, first start to last end", wall, floor_wall, "s",
+                tasks_is, *(("<= 1.50x", wall <= 1.5 * floor_wall) if memory else ())),
+            Row("W5", store, mode, "peak RSS over baseline", mid(ours[store], "rss_delta"),
+                mid(floors, "rss_delta"), "MB", tasks_is),
+            Row("W5", store, mode, "peak RSS, absolute", mid(ours[store], "rss_peak"),
+                mid(floors, "rss_peak"), "MB", tasks_is),
+            Row("W5", store, mode, "peak OS threads", max(o.threads_peak for o in ours[store]),
+                max(f.threads_peak for f in floors), "threads", tasks_is),
+            Row("W5", store, mode, "peak OS threads over baseline", over,
+                max(f.threads_over_baseline for f in floors), "threads", tasks_is,
+                f"<= {FLEET_THREADS_AIM} threads", over <= FLEET_THREADS_AIM),
+        ]  # fmt: skip
+    return rows
+
+
+def fleet_against_blocked(rows: Sequence[Row], sizes: Sizes) -> list[Row]:
+    """The "W5 vs W3 per run" rows: RSS per sleeping run beside RSS per blocked step.
+
+    Built from the W3 and W5 rows already measured, for each store and mode that has
+    both (none when either workload was left out by ``--only``).
+    """
+    measure = "peak RSS over baseline"
+    blocked = {(r.store, r.mode): r for r in rows if r.row == "W3" and r.measure == measure}
+    return [
+        Row("W5", r.store, r.mode, "W5 vs W3 per run: RSS over baseline",
+            r.callboard / sizes.fleet, w3.callboard / sizes.sleepers, "KB",
+            "W3 callboard per run: a step in time.sleep(1)")
+        for r in rows
+        if r.row == "W5" and r.measure == measure
+        and (w3 := blocked.get((r.store, r.mode))) is not None
+    ]  # fmt: skip
+
+
 # --- modes and main -------------------------------------------------------------------
 
 
@@ -924,7 +1057,13 @@ def configure_logging(mode: str) -> None:
 MODES = ("quiet", "logged")
 
 Workload = Callable[[str, Setup], list[Row]]
-WORKLOADS: tuple[Workload, ...] = (bench_w1, bench_w2, bench_w3, bench_w4)
+WORKLOADS: dict[str, Workload] = {
+    "W1": bench_w1,
+    "W2": bench_w2,
+    "W3": bench_w3,
+    "W4": bench_w4,
+    "W5": bench_w5,
+}
 
 
 def machine_line(setup: Setup, quick: bool) -> str:
@@ -945,7 +1084,13 @@ def machine_line(setup: Setup, quick: bool) -> str:
     if SQLITE in setup.stores:
         rounds = min(sizes.rounds, sizes.sqlite_rounds)
         fewer = f" (SQLite rows and their floors: {rounds})" if rounds < sizes.rounds else ""
-        line += f"{fewer} · SQLite files in {setup.files.directory}"
+        line += fewer
+    fleet_sqlite = min(sizes.fleet_rounds, sizes.fleet_sqlite_rounds)
+    line += f" · W5: fleet={sizes.fleet}, {sizes.fleet_rounds} rounds"
+    if SQLITE in setup.stores and fleet_sqlite < sizes.fleet_rounds:
+        line += f" (SQLite: {fleet_sqlite})"
+    if SQLITE in setup.stores:
+        line += f" · SQLite files in {setup.files.directory}"
     return line
 
 
@@ -980,6 +1125,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--store", choices=(*STORES, "all"), default="all", help="run only one store's rows"
     )
     parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=tuple(WORKLOADS),
+        default=tuple(WORKLOADS),
+        metavar="W",
+        help="run only these workloads (W1 .. W5); the W5 vs W3 row needs both",
+    )
+    parser.add_argument(
         "--db-dir",
         type=Path,
         default=None,
@@ -1004,12 +1157,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         rows: list[Row] = []
         try:
-            for workload in WORKLOADS:
+            for name, workload in WORKLOADS.items():
+                if name not in args.only:
+                    continue
                 for mode in MODES:
                     configure_logging(mode)
                     rows.extend(workload(mode, setup))
         finally:
             structlog.reset_defaults()
+        rows += fleet_against_blocked(rows, sizes)
         print()
         print_table(in_table_order(rows))
         missed = [r for r in rows if r.met is False]

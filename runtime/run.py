@@ -353,7 +353,7 @@ class Run(Generic[In, Out]):
                 if self._cancel_suspended(machinery, record):
                     return True
                 continue  # resumed meanwhile: cancel it where it runs now
-            answer = machinery.cancel(self.run_id, CANCEL_PATIENCE)
+            answer = machinery.cancel(self.run_id, 1.0)
             if answer == RunStatus.CANCELED:
                 return True
             if answer in TERMINAL_STATUSES:
