@@ -1,0 +1,874 @@
+"""Control flow: parallel, branch, loops, foreach, map, nested workflows, bail, builder errors."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, ConfigDict
+
+from runtime import (
+    Runtime,
+    WorkflowDefinitionError,
+    WorkflowResult,
+    create_step,
+    create_workflow,
+)
+
+WAIT = 10.0
+
+
+class N(BaseModel):
+    n: int
+
+
+class Loose(BaseModel):
+    """Any mapping: lets a test see exactly what a node passed on."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class Pair(BaseModel):
+    inc: N
+    dbl: N
+
+
+class Text(BaseModel):
+    text: str
+
+
+class Tagged(BaseModel):
+    run: str
+    n: int
+
+
+class Batch(BaseModel):
+    base: int
+
+
+class TaggedList(BaseModel):
+    items: list[Tagged]
+
+
+class Out(BaseModel):
+    out: list[N]
+
+
+def inc_step(step_id: str = "inc"):
+    return create_step(
+        id=step_id,
+        input_schema=N,
+        output_schema=N,
+        execute=lambda ctx: N(n=ctx.input_data.n + 1),
+    )
+
+
+def dbl_step(step_id: str = "dbl"):
+    return create_step(
+        id=step_id,
+        input_schema=N,
+        output_schema=N,
+        execute=lambda ctx: N(n=ctx.input_data.n * 2),
+    )
+
+
+def recording_step(calls: list[Any], step_id: str = "later", schema: type[BaseModel] = N):
+    """A step that records each input it gets and passes it on."""
+
+    def execute(ctx):
+        calls.append(ctx.input_data.model_dump())
+        return ctx.input_data
+
+    return create_step(id=step_id, input_schema=schema, output_schema=schema, execute=execute)
+
+
+def run_once(runtime: Runtime, workflow, input_data: Any) -> WorkflowResult:
+    return runtime.register(workflow).create_run().start(input_data=input_data, timeout=WAIT)
+
+
+def outputs(result: WorkflowResult) -> dict[str, Any]:
+    return {path: step.output for path, step in result.steps.items()}
+
+
+# --- parallel ------------------------------------------------------------------------
+
+
+def test_parallel_output_maps_each_step_id_to_its_output_and_feeds_the_next_step(
+    runtime: Runtime,
+) -> None:
+    seen: list[Any] = []
+    workflow = (
+        create_workflow(id="par", input_schema=N, output_schema=Pair)
+        .parallel([inc_step(), dbl_step()])
+        .then(recording_step(seen, schema=Pair))
+        .commit()
+    )
+
+    result = run_once(runtime, workflow, {"n": 3})
+
+    assert result.status == "success", result.error
+    assert seen == [{"inc": {"n": 4}, "dbl": {"n": 6}}]
+    assert result.result == {"inc": {"n": 4}, "dbl": {"n": 6}}
+    assert result.steps["inc"].status == "success"
+    assert result.steps["inc"].output == {"n": 4}
+    assert result.steps["dbl"].output == {"n": 6}
+
+
+def test_parallel_steps_really_run_at_the_same_time(runtime: Runtime) -> None:
+    # Each step waits for the other at a barrier of two: run one after the other,
+    # the first would break the barrier and fail the run.
+    barrier = threading.Barrier(2, timeout=WAIT)
+
+    def meet(ctx):
+        barrier.wait()
+        return ctx.input_data
+
+    a = create_step(id="a", input_schema=N, output_schema=N, execute=meet)
+    b = create_step(id="b", input_schema=N, output_schema=N, execute=meet)
+    workflow = (
+        create_workflow(id="par-at-once", input_schema=N, output_schema=Loose)
+        .parallel([a, b])
+        .commit()
+    )
+
+    result = run_once(runtime, workflow, {"n": 1})
+
+    assert result.status == "success", result.error
+    assert result.result == {"a": {"n": 1}, "b": {"n": 1}}
+
+
+def test_parallel_failure_fails_the_run_tells_the_sibling_and_runs_nothing_later(
+    runtime: Runtime,
+) -> None:
+    sibling_started = threading.Event()
+    sibling_done = threading.Event()
+    told: dict[str, Any] = {}
+    later_calls: list[Any] = []
+
+    def fail(ctx):
+        assert sibling_started.wait(WAIT)
+        raise ValueError("boom in a branch")
+
+    def sibling(ctx):
+        sibling_started.set()
+        told["woken"] = ctx.abort_signal.wait(WAIT)
+        told["aborted"] = ctx.abort_signal.aborted
+        told["cancelled"] = ctx.cancelled
+        told["reason"] = ctx.abort_signal.reason
+        sibling_done.set()
+        return ctx.input_data
+
+    workflow = (
+        create_workflow(id="par-fail", input_schema=N, output_schema=N)
+        .parallel(
+            [
+                create_step(id="fail", input_schema=N, output_schema=N, execute=fail),
+                create_step(id="sibling", input_schema=N, output_schema=N, execute=sibling),
+            ]
+        )
+        .map(lambda ctx: ctx.input_data["sibling"])
+        .then(recording_step(later_calls))
+        .commit()
+    )
+
+    result = run_once(runtime, workflow, {"n": 1})
+
+    assert result.status == "failed"
+    assert result.error is not None
+    assert result.error.name == "ValueError"
+    assert result.error.message == "boom in a branch"
+    assert result.steps["fail"].status == "failed"
+    assert sibling_done.wait(WAIT)
+    assert told == {"woken": True, "aborted": True, "cancelled": True, "reason": "sibling_failed"}
+    assert result.steps["sibling"].status != "success"
+    assert later_calls == []
+    assert "later" not in result.steps
+    assert not any(path.startswith("map-") for path in result.steps)
+
+
+# --- branch ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("take_inc", "take_dbl", "expected"),
+    [
+        (False, False, {}),
+        (True, False, {"inc": {"n": 4}}),
+        (False, True, {"dbl": {"n": 6}}),
+        (True, True, {"inc": {"n": 4}, "dbl": {"n": 6}}),
+    ],
+    ids=["no-arm", "first-arm", "second-arm", "both-arms"],
+)
+def test_branch_outputs_exactly_the_arms_that_ran_and_the_next_step_gets_them(
+    runtime: Runtime, take_inc: bool, take_dbl: bool, expected: dict[str, Any]
+) -> None:
+    seen: list[Any] = []
+    workflow = (
+        create_workflow(id="branchy", input_schema=N, output_schema=Loose)
+        .branch([(lambda ctx: take_inc, inc_step()), (lambda ctx: take_dbl, dbl_step())])
+        .then(recording_step(seen, schema=Loose))
+        .commit()
+    )
+
+    result = run_once(runtime, workflow, {"n": 3})
+
+    assert result.status == "success", result.error
+    assert seen == [expected]
+    assert result.result == expected
+    ran = {path for path in result.steps if path in {"inc", "dbl"}}
+    assert ran == set(expected)
+
+
+def test_a_branch_condition_sees_the_input_as_its_arms_step_input_model(
+    runtime: Runtime,
+) -> None:
+    seen: list[Any] = []
+
+    def cond(ctx):
+        seen.append((type(ctx.input_data), ctx.input_data.n))
+        return True
+
+    text = create_step(
+        id="text",
+        input_schema=N,
+        output_schema=Text,
+        execute=lambda ctx: Text(text=str(ctx.input_data.n)),
+    )
+    workflow = (
+        create_workflow(id="branch-input", input_schema=N, output_schema=Loose)
+        .branch([(cond, text)])
+        .commit()
+    )
+
+    result = run_once(runtime, workflow, {"n": 7})
+
+    assert result.status == "success", result.error
+    assert seen == [(N, 7)]
+    assert result.result == {"text": {"text": "7"}}
+
+
+def test_branch_awaits_an_async_condition(runtime: Runtime) -> None:
+    async def big(ctx):
+        await asyncio.sleep(0)
+        return ctx.input_data.n > 2
+
+    async def small(ctx):
+        await asyncio.sleep(0)
+        return ctx.input_data.n <= 2
+
+    workflow = (
+        create_workflow(id="branch-async", input_schema=N, output_schema=Loose)
+        .branch([(big, inc_step()), (small, dbl_step())])
+        .commit()
+    )
+
+    result = run_once(runtime, workflow, {"n": 3})
+
+    assert result.status == "success", result.error
+    assert result.result == {"inc": {"n": 4}}
+    assert "dbl" not in result.steps
+
+
+def test_a_branch_condition_that_raises_fails_the_run(runtime: Runtime) -> None:
+    calls: list[Any] = []
+
+    def broken(ctx):
+        raise KeyError("no such flag")
+
+    workflow = (
+        create_workflow(id="branch-raise", input_schema=N, output_schema=Loose)
+        .branch([(broken, recording_step(calls, step_id="arm"))])
+        .commit()
+    )
+
+    result = run_once(runtime, workflow, {"n": 1})
+
+    assert result.status == "failed"
+    assert result.error is not None
+    assert result.error.name == "KeyError"
+    assert "no such flag" in result.error.message
+    assert calls == []
+
+
+def test_a_branch_condition_cannot_set_state(runtime: Runtime) -> None:
+    calls: list[Any] = []
+
+    def sneaky(ctx):
+        ctx.set_state({"changed": True})
+        return True
+
+    workflow = (
+        create_workflow(id="branch-state", input_schema=N, output_schema=Loose)
+        .branch([(sneaky, recording_step(calls, step_id="arm"))])
+        .commit()
+    )
+
+    result = run_once(runtime, workflow, {"n": 1})
+
+    assert result.status == "failed"
+    assert result.error is not None
+    assert result.error.name == "WorkflowError"
+    assert "set_state" in result.error.message
+    assert calls == []
+
+
+# --- loops -----------------------------------------------------------------------------
+
+
+def test_dowhile_repeats_while_the_condition_holds_and_counts_iterations(
+    runtime: Runtime,
+) -> None:
+    seen: list[tuple[int | None, Any]] = []
+
+    def below_five(ctx):
+        seen.append((ctx.iteration_count, ctx.input_data))
+        return ctx.input_data.n < 5
+
+    workflow = (
+        create_workflow(id="dowhile", input_schema=N, output_schema=N)
+        .dowhile(inc_step(), below_five)
+        .commit()
+    )
+
+    result = run_once(runtime, workflow, {"n": 1})
+
+    assert result.status == "success", result.error
+    assert result.result == {"n": 5}
+    assert seen == [(1, N(n=2)), (2, N(n=3)), (3, N(n=4)), (4, N(n=5))]
+    assert result.steps["inc"].iterations == 4
+    assert result.steps["inc"].output == {"n": 5}
+
+
+def test_dowhile_runs_its_step_once_even_when_the_condition_is_false(runtime: Runtime) -> None:
+    workflow = (
+        create_workflow(id="dowhile-once", input_schema=N, output_schema=N)
+        .dowhile(inc_step(), lambda ctx: False)
+        .commit()
+    )
+
+    result = run_once(runtime, workflow, {"n": 1})
+
+    assert result.status == "success", result.error
+    assert result.result == {"n": 2}
+    assert result.steps["inc"].iterations == 1
+
+
+def test_dountil_repeats_until_the_condition_holds_and_counts_iterations(
+    runtime: Runtime,
+) -> None:
+    seen: list[tuple[int | None, int]] = []
+
+    def reached_four(ctx):
+        seen.append((ctx.iteration_count, ctx.input_data.n))
+        return ctx.input_data.n >= 4
+
+    workflow = (
+        create_workflow(id="dountil", input_schema=N, output_schema=N)
+        .dountil(inc_step(), reached_four)
+        .commit()
+    )
+
+    result = run_once(runtime, workflow, {"n": 1})
+
+    assert result.status == "success", result.error
+    assert result.result == {"n": 4}
+    assert seen == [(1, 2), (2, 3), (3, 4)]
+    assert result.steps["inc"].iterations == 3
+
+
+@pytest.mark.parametrize("kind", ["dowhile", "dountil"])
+def test_a_loop_that_reaches_max_iterations_fails_the_run_with_loop_limit_error(
+    runtime: Runtime, kind: str
+) -> None:
+    calls: list[int] = []
+
+    def count(ctx):
+        calls.append(ctx.input_data.n)
+        return N(n=ctx.input_data.n + 1)
+
+    step = create_step(id="spin", input_schema=N, output_schema=N, execute=count)
+    builder = create_workflow(id=f"{kind}-limit", input_schema=N, output_schema=N)
+    if kind == "dowhile":
+        builder = builder.dowhile(step, lambda ctx: True, max_iterations=3)
+    else:
+        builder = builder.dountil(step, lambda ctx: False, max_iterations=3)
+
+    result = run_once(runtime, builder.commit(), {"n": 0})
+
+    assert result.status == "failed"
+    assert result.error is not None
+    assert result.error.name == "LoopLimitError"
+    assert kind in result.error.message
+    assert "'spin'" in result.error.message
+    assert "max_iterations (3)" in result.error.message
+    assert calls == [0, 1, 2]
+    assert result.steps["spin"].status == "failed"
+    assert result.steps["spin"].iterations == 3
+
+
+# --- foreach ---------------------------------------------------------------------------
+
+
+def test_foreach_over_something_that_is_not_a_list_fails_the_run(runtime: Runtime) -> None:
+    calls: list[Any] = []
+    workflow = (
+        create_workflow(id="foreach-dict", input_schema=N, output_schema=Loose)
+        .foreach(recording_step(calls, step_id="each"))
+        .map(lambda ctx: {"out": ctx.input_data})
+        .commit()
+    )
+
+    result = run_once(runtime, workflow, {"n": 1})
+
+    assert result.status == "failed"
+    assert result.error is not None
+    assert result.error.name == "StepValidationError"
+    assert "foreach" in result.error.message
+    assert "'each'" in result.error.message
+    assert calls == []
+    assert result.steps["each"].status == "failed"
+
+
+def test_foreach_outputs_follow_the_input_order_when_later_items_finish_first(
+    runtime: Runtime,
+) -> None:
+    count = 5
+    done = {i: threading.Event() for i in range(count)}
+    finished: list[int] = []
+    lock = threading.Lock()
+
+    def each(ctx):
+        n = ctx.input_data.n
+        if n + 1 < count:  # every item but the last waits for the one after it
+            assert done[n + 1].wait(WAIT)
+        with lock:
+            finished.append(n)
+        done[n].set()
+        return N(n=n * 10)
+
+    workflow = (
+        create_workflow(id="foreach-order", input_schema=N, output_schema=Out)
+        .map(lambda ctx: [{"n": i} for i in range(ctx.input_data["n"])])
+        .foreach(
+            create_step(id="each", input_schema=N, output_schema=N, execute=each), concurrency=count
+        )
+        .map(lambda ctx: {"out": ctx.input_data})
+        .commit()
+    )
+
+    result = run_once(runtime, workflow, {"n": count})
+
+    assert result.status == "success", result.error
+    assert finished == [4, 3, 2, 1, 0]
+    assert result.result == {"out": [{"n": 0}, {"n": 10}, {"n": 20}, {"n": 30}, {"n": 40}]}
+    assert result.steps["each"].payload == [{"n": i} for i in range(count)]
+    assert result.steps["each"].output == [{"n": i * 10} for i in range(count)]
+
+
+def test_foreach_runs_exactly_concurrency_items_at_once(runtime: Runtime) -> None:
+    # Four items meet at a barrier of four, so four must run at once; the
+    # counter shows no more than four ever do.
+    barrier = threading.Barrier(4, timeout=WAIT)
+    lock = threading.Lock()
+    running = 0
+    most = 0
+
+    def each(ctx):
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        try:
+            barrier.wait()
+        finally:
+            with lock:
+                running -= 1
+        return ctx.input_data
+
+    workflow = (
+        create_workflow(id="foreach-four", input_schema=N, output_schema=Out)
+        .map(lambda ctx: [{"n": i} for i in range(ctx.input_data["n"])])
+        .foreach(
+            create_step(id="each", input_schema=N, output_schema=N, execute=each), concurrency=4
+        )
+        .map(lambda ctx: {"out": ctx.input_data})
+        .commit()
+    )
+
+    result = run_once(runtime, workflow, {"n": 12})
+
+    assert result.status == "success", result.error
+    assert most == 4
+    assert result.result == {"out": [{"n": i} for i in range(12)]}
+
+
+def test_foreach_items_of_concurrent_runs_never_leak_between_runs(runtime: Runtime) -> None:
+    runs, per_run = 10, 10
+
+    async def tag(ctx):
+        await asyncio.sleep(random.uniform(0, 0.005))  # finish in a shuffled order
+        return Tagged(run=ctx.run_id, n=ctx.input_data.n)
+
+    workflow = runtime.register(
+        create_workflow(id="foreach-many", input_schema=Batch, output_schema=TaggedList)
+        .map(lambda ctx: [{"n": ctx.input_data["base"] + i} for i in range(per_run)])
+        .foreach(
+            create_step(id="tag", input_schema=N, output_schema=Tagged, execute=tag),
+            concurrency=4,
+        )
+        .map(lambda ctx: {"items": ctx.input_data})
+        .commit()
+    )
+    started = []
+    for r in range(runs):
+        run = workflow.create_run()
+        run.start_async(input_data={"base": r * 1000})
+        started.append((r, run))
+
+    for r, run in started:
+        result = run.wait(WAIT)
+        assert result.status == "success", result.error
+        expected = [{"run": run.run_id, "n": r * 1000 + i} for i in range(per_run)]
+        assert result.result == {"items": expected}
+        assert result.steps["tag"].payload == [{"n": r * 1000 + i} for i in range(per_run)]
+
+
+# --- map -------------------------------------------------------------------------------
+
+
+def test_map_reshapes_data_for_the_next_step_and_appears_as_map_n(runtime: Runtime) -> None:
+    seen: list[Any] = []
+
+    def reshape(ctx):
+        seen.append(ctx.input_data)
+        return {"text": "x" * ctx.input_data["n"]}
+
+    shout = create_step(
+        id="shout",
+        input_schema=Text,
+        output_schema=Text,
+        execute=lambda ctx: Text(text=ctx.input_data.text.upper()),
+    )
+    workflow = (
+        create_workflow(id="mapper", input_schema=N, output_schema=Text)
+        .then(inc_step())
+        .map(reshape)
+        .then(shout)
+        .commit()
+    )
+
+    result = run_once(runtime, workflow, {"n": 2})
+
+    assert result.status == "success", result.error
+    assert seen == [{"n": 3}]  # plain data, not a model
+    assert result.result == {"text": "XXX"}
+    assert list(result.steps) == ["inc", "map-2", "shout"]
+    assert result.steps["map-2"].status == "success"
+    assert result.steps["map-2"].output == {"text": "xxx"}
+
+
+def test_a_map_with_an_id_appears_under_that_id(runtime: Runtime) -> None:
+    workflow = (
+        create_workflow(id="mapper-id", input_schema=N, output_schema=N)
+        .map(lambda ctx: {"n": ctx.input_data["n"] * 3}, id="triple")
+        .commit()
+    )
+
+    result = run_once(runtime, workflow, {"n": 2})
+
+    assert result.status == "success", result.error
+    assert result.result == {"n": 6}
+    assert result.steps["triple"].output == {"n": 6}
+
+
+def test_what_a_map_returns_is_validated_by_the_next_steps_input_schema(
+    runtime: Runtime,
+) -> None:
+    calls: list[Any] = []
+    workflow = (
+        create_workflow(id="mapper-bad", input_schema=N, output_schema=Text)
+        .map(lambda ctx: {"wrong": 1})
+        .then(recording_step(calls, step_id="next", schema=Text))
+        .commit()
+    )
+
+    result = run_once(runtime, workflow, {"n": 2})
+
+    assert result.status == "failed"
+    assert result.error is not None
+    assert result.error.name == "StepValidationError"
+    assert result.error.details.get("step_id") == "next"
+    assert result.steps["map-1"].status == "success"
+    assert result.steps["next"].status == "failed"
+    assert calls == []
+
+
+def test_a_map_reads_earlier_step_results_and_the_init_data(runtime: Runtime) -> None:
+    class Summary(BaseModel):
+        first: int
+        init: int
+        last: int
+
+    def summarize(ctx):
+        return {
+            "first": ctx.get_step_result("inc").n,
+            "init": ctx.get_init_data().n,
+            "last": ctx.input_data["n"],
+        }
+
+    workflow = (
+        create_workflow(id="mapper-read", input_schema=N, output_schema=Summary)
+        .then(inc_step())
+        .then(dbl_step())
+        .map(summarize)
+        .commit()
+    )
+
+    result = run_once(runtime, workflow, {"n": 5})
+
+    assert result.status == "success", result.error
+    assert result.result == {"first": 6, "init": 5, "last": 12}
+
+
+# --- nested workflows ------------------------------------------------------------------
+
+
+def test_a_nested_workflow_records_itself_and_its_steps_and_reads_its_own_scope(
+    runtime: Runtime,
+) -> None:
+    seen: dict[str, Any] = {}
+
+    def read_scope(ctx):
+        seen["init"] = ctx.get_init_data()
+        seen["a"] = ctx.get_step_result("a")
+        seen["path"] = ctx.path
+        return N(n=ctx.get_step_result("a").n + 1)
+
+    child = (
+        create_workflow(id="child", input_schema=N, output_schema=N)
+        .then(
+            create_step(
+                id="a",
+                input_schema=N,
+                output_schema=N,
+                execute=lambda ctx: N(n=ctx.input_data.n * 10),
+            )
+        )
+        .then(create_step(id="b", input_schema=N, output_schema=N, execute=read_scope))
+        .commit()
+    )
+    parent = (
+        create_workflow(id="parent", input_schema=N, output_schema=N)
+        .then(inc_step("a"))  # the parent has its own "a": the child must not see it
+        .then(child)
+        .commit()
+    )
+
+    result = run_once(runtime, parent, {"n": 1})
+
+    assert result.status == "success", result.error
+    assert result.result == {"n": 21}
+    assert outputs(result) == {
+        "a": {"n": 2},
+        "child": {"n": 21},
+        "child.a": {"n": 20},
+        "child.b": {"n": 21},
+    }
+    assert seen == {"init": N(n=2), "a": N(n=20), "path": "child.b"}
+
+
+def test_a_workflow_nested_in_a_nested_workflow(runtime: Runtime) -> None:
+    inner = create_workflow(id="inner", input_schema=N, output_schema=N).then(dbl_step()).commit()
+    middle = (
+        create_workflow(id="middle", input_schema=N, output_schema=N)
+        .then(inc_step())
+        .then(inner)
+        .commit()
+    )
+    outer = (
+        create_workflow(id="outer", input_schema=N, output_schema=N)
+        .then(middle)
+        .then(inc_step("last"))
+        .commit()
+    )
+
+    result = run_once(runtime, outer, {"n": 1})
+
+    assert result.status == "success", result.error
+    assert result.result == {"n": 5}
+    assert outputs(result) == {
+        "middle": {"n": 4},
+        "middle.inc": {"n": 2},
+        "middle.inner": {"n": 4},
+        "middle.inner.dbl": {"n": 4},
+        "last": {"n": 5},
+    }
+
+
+def test_a_failing_step_in_a_nested_workflow_fails_the_parent_run(runtime: Runtime) -> None:
+    later_calls: list[Any] = []
+
+    def explode(ctx):
+        raise RuntimeError("child step broke")
+
+    child = (
+        create_workflow(id="child", input_schema=N, output_schema=N)
+        .then(create_step(id="x", input_schema=N, output_schema=N, execute=explode))
+        .commit()
+    )
+    parent = (
+        create_workflow(id="parent-fails", input_schema=N, output_schema=N)
+        .then(child)
+        .then(recording_step(later_calls))
+        .commit()
+    )
+
+    result = run_once(runtime, parent, {"n": 1})
+
+    assert result.status == "failed"
+    assert result.error is not None
+    assert result.error.name == "RuntimeError"
+    assert result.error.message == "child step broke"
+    assert result.steps["child.x"].status == "failed"
+    assert result.steps["child.x"].error is not None
+    assert result.steps["child.x"].error.name == "RuntimeError"
+    assert later_calls == []
+
+
+def test_nesting_an_uncommitted_workflow_is_refused_at_then() -> None:
+    child = create_workflow(id="child", input_schema=N, output_schema=N).then(inc_step())
+    parent = create_workflow(id="parent", input_schema=N, output_schema=N)
+
+    with pytest.raises(WorkflowDefinitionError, match="not committed"):
+        parent.then(child)
+
+
+# --- bail --------------------------------------------------------------------------------
+
+
+def test_bail_ends_the_run_as_a_success_and_no_later_step_runs(runtime: Runtime) -> None:
+    later_calls: list[Any] = []
+
+    def gate(ctx):
+        ctx.bail(N(n=99))
+
+    workflow = (
+        create_workflow(id="bail", input_schema=N, output_schema=N)
+        .then(create_step(id="gate", input_schema=N, output_schema=N, execute=gate))
+        .then(recording_step(later_calls))
+        .commit()
+    )
+
+    result = run_once(runtime, workflow, {"n": 1})
+
+    assert result.status == "success", result.error
+    assert result.result == {"n": 99}
+    assert result.steps["gate"].status == "success"
+    assert later_calls == []
+    assert "later" not in result.steps
+
+
+def test_a_bail_result_that_does_not_fit_the_output_schema_fails_the_step(
+    runtime: Runtime,
+) -> None:
+    later_calls: list[Any] = []
+
+    def gate(ctx):
+        ctx.bail({"text": "not an N"})
+
+    workflow = (
+        create_workflow(id="bail-bad", input_schema=N, output_schema=N)
+        .then(create_step(id="gate", input_schema=N, output_schema=N, execute=gate))
+        .then(recording_step(later_calls))
+        .commit()
+    )
+
+    result = run_once(runtime, workflow, {"n": 1})
+
+    assert result.status == "failed"
+    assert result.error is not None
+    assert result.error.name == "StepValidationError"
+    assert "bail" in result.error.message
+    assert result.steps["gate"].status == "failed"
+    assert later_calls == []
+
+
+# --- builder errors ----------------------------------------------------------------------
+
+
+def builder():
+    return create_workflow(id="built", input_schema=N, output_schema=N)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: builder().parallel([]),
+        lambda: builder().branch([]),
+        lambda: builder().foreach(inc_step(), concurrency=0),
+        lambda: builder().sleep(-1),
+        lambda: builder().dowhile(inc_step(), lambda ctx: True, max_iterations=0),
+        lambda: builder().dountil(inc_step(), lambda ctx: True, max_iterations=0),
+    ],
+    ids=["parallel-empty", "branch-empty", "foreach-0", "sleep-negative", "dowhile-0", "dountil-0"],
+)
+def test_builder_refuses_empty_or_out_of_range_constructs(build) -> None:
+    with pytest.raises(WorkflowDefinitionError):
+        build()
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: builder().parallel(inc_step()),
+        lambda: builder().parallel("inc"),
+        lambda: builder().parallel([inc_step(), object()]),
+        lambda: builder().branch([inc_step()]),
+        lambda: builder().branch([("not callable", inc_step())]),
+        lambda: builder().branch([(lambda ctx: True, "not a step")]),
+        lambda: builder().dowhile("not a step", lambda ctx: True),
+        lambda: builder().dountil(inc_step(), "not callable"),
+        lambda: builder().foreach(lambda ctx: ctx),
+        lambda: builder().map("not callable"),
+        lambda: builder().then(42),
+        lambda: builder().sleep_until("tomorrow"),
+        lambda: builder().parallel(
+            [create_workflow(id="w", input_schema=N, output_schema=N).then(inc_step()).commit()]
+        ),
+    ],
+    ids=[
+        "parallel-step",
+        "parallel-str",
+        "parallel-object",
+        "branch-bare-step",
+        "branch-condition",
+        "branch-step",
+        "dowhile-step",
+        "dountil-condition",
+        "foreach-function",
+        "map-str",
+        "then-int",
+        "sleep-until-str",
+        "parallel-workflow",
+    ],
+)
+def test_builder_refuses_wrong_types_with_type_error(build) -> None:
+    with pytest.raises(TypeError):
+        build()
+
+
+def test_a_step_id_used_in_then_and_in_parallel_is_refused_at_commit() -> None:
+    workflow = builder().then(inc_step()).parallel([inc_step(), dbl_step()])
+
+    with pytest.raises(WorkflowDefinitionError, match="'inc'"):
+        workflow.commit()
+
+
+def test_a_step_id_used_twice_in_one_parallel_is_refused_at_commit() -> None:
+    workflow = builder().parallel([inc_step(), inc_step()])
+
+    with pytest.raises(WorkflowDefinitionError, match="'inc'"):
+        workflow.commit()
