@@ -142,7 +142,8 @@ class AbortSignal:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._latch = Latch()
+        # Made on the first wait: every step call gets a signal, few wait on one.
+        self._latch: Latch | None = None
         self._reason: str | None = None
         self._callbacks: list[Callable[[str], None]] = []
         self.callback_errors = 0
@@ -150,7 +151,15 @@ class AbortSignal:
     @property
     def aborted(self) -> bool:
         """Whether the signal has been aborted."""
-        return self._latch.is_set()
+        return self._reason is not None
+
+    def _waitable(self) -> Latch:
+        with self._lock:
+            if self._latch is None:
+                self._latch = Latch()
+                if self._reason is not None:
+                    self._latch.set()
+            return self._latch
 
     @property
     def reason(self) -> str | None:
@@ -166,11 +175,11 @@ class AbortSignal:
         Returns:
             Whether the signal is aborted (``False`` only on timeout).
         """
-        return self._latch.wait(timeout)
+        return self._waitable().wait(timeout)
 
     async def wait_async(self) -> None:
         """Wait until the signal is aborted, without blocking the running event loop."""
-        await self._latch.wait_async()
+        await self._waitable().wait_async()
 
     def add_callback(self, fn: Callable[[str], None]) -> None:
         """Call ``fn(reason)`` once, when the signal is aborted; at once if it already is.
@@ -203,7 +212,9 @@ class AbortSignal:
                 return False
             self._reason = reason
             callbacks, self._callbacks = self._callbacks, []
-        self._latch.set()
+            latch = self._latch
+        if latch is not None:
+            latch.set()
         for fn in callbacks:
             self._call(fn, reason)
         return True
