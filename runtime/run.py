@@ -379,6 +379,12 @@ class Run(Generic[In, Out]):
 
     def _started_record(self) -> SnapshotRecord | None:
         record = self._runtime._load(self.run_id)
+        if record is not None and record.workflow_id != self.workflow_id:
+            raise RunNotStartedError(
+                f"run {self.run_id!r} is a run of workflow {record.workflow_id!r}, "
+                f"not of {self.workflow_id!r}",
+                run_id=self.run_id,
+            )
         if record is None and not self._started:
             raise RunNotStartedError(
                 f"run {self.run_id!r} has not been started", run_id=self.run_id
