@@ -71,6 +71,8 @@ WAKE_EARLY: Final = 0.001
 
 _rng = random.Random()
 
+_OPEN = frozenset({StepStatus.RUNNING, StepStatus.WAITING, StepStatus.SUSPENDED})
+
 
 @dataclass(slots=True, eq=False)
 class _Job:
@@ -242,9 +244,7 @@ class RunActor(DispatchedActor):
         elif isinstance(node, SleepNode):
             self._enter_sleep(index, node)
         elif isinstance(node, EnterNode):
-            self._record_step(node.path, carry)
-            snapshot["scopes"] = {**snapshot["scopes"], node.path + ".": carry}
-            self._enter(index + 1)
+            self._enter_child(index, node)
         elif isinstance(node, ExitNode):
             self._exit_child(index, node)
         else:  # pragma: no cover - compile_plan makes no other nodes
@@ -467,7 +467,8 @@ class RunActor(DispatchedActor):
         if job.kind == "step":
             self._step_replied(job, message)
         elif not message.ok:
-            self._fail_at(job.path, message.error)
+            # A condition's failure is not its step's: only the run records it.
+            self._fail_at(job.path if job.kind != "conditions" else "", message.error)
         elif job.kind == "conditions":
             self._conditions_replied(job, message.output)
         elif job.kind == "map":
@@ -821,6 +822,27 @@ class RunActor(DispatchedActor):
         snapshot["wake_at"] = None
         self._advance(snapshot["carry"])
 
+    def _enter_child(self, index: int, node: EnterNode) -> None:
+        snapshot = self._snapshot
+        carry = snapshot["carry"]
+        self._record_step(node.path, carry)
+        schema = node.input_schema
+        assert schema is not None
+        try:
+            child_input = schema.model_validate(carry).model_dump(mode="json")
+        except ValidationError as exc:
+            error = StepValidationError.from_validation(
+                f"the input of nested workflow {node.path!r} does not fit its input schema "
+                f"{schema.__name__}",
+                exc,
+                run_id=snapshot["run_id"],
+                step_id=node.path,
+            )
+            self._fail_at(node.path, error_dict(error, step_id=node.path))
+            return
+        snapshot["scopes"] = {**snapshot["scopes"], node.path + ".": child_input}
+        self._enter(index + 1)
+
     def _exit_child(self, index: int, node: ExitNode) -> None:
         snapshot = self._snapshot
         schema = node.output_schema
@@ -906,6 +928,11 @@ class RunActor(DispatchedActor):
             snapshot["status"] = status.value
             snapshot["result"] = result
             snapshot["suspended"] = {}
+            now = time.time()
+            for record in snapshot["steps"].values():
+                if record["status"] in _OPEN:  # a bail leaves siblings and enclosing nodes
+                    record["status"] = StepStatus.CANCELED.value
+                    record["ended_at"] = now
         else:
             mark_failed(snapshot, error, time.time())
         self._end(status, reason="canceled" if error is None else "sibling_failed", error=error)

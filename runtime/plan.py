@@ -171,6 +171,7 @@ class EnterNode(Node):
     """The start of a nested workflow: its input is validated and recorded at ``path``."""
 
     child_id: str = ""
+    input_schema: type[BaseModel] | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -294,7 +295,14 @@ def compile_plan(
         if isinstance(item, ExecutionPlan):
             prefix = item.workflow_id + "."
             child = Scope(prefix, item.workflow_id, item.input_schema)
-            flat.append(EnterNode(path=item.workflow_id, scope=top, child_id=item.workflow_id))
+            flat.append(
+                EnterNode(
+                    path=item.workflow_id,
+                    scope=top,
+                    child_id=item.workflow_id,
+                    input_schema=item.input_schema,
+                )
+            )
             flat.extend(_prefixed(node, prefix, child) for node in item.nodes)
             flat.append(
                 ExitNode(path=item.workflow_id, scope=top, output_schema=item.output_schema)

@@ -409,6 +409,22 @@ def test_a_loop_that_reaches_max_iterations_fails_the_run_with_loop_limit_error(
     assert result.steps["spin"].iterations == 3
 
 
+def test_a_loop_whose_condition_ends_it_on_the_last_allowed_iteration_succeeds(
+    runtime: Runtime,
+) -> None:
+    workflow = (
+        create_workflow(id="dountil-edge", input_schema=N, output_schema=N)
+        .dountil(inc_step(), lambda ctx: ctx.input_data.n >= 3, max_iterations=3)
+        .commit()
+    )
+
+    result = run_once(runtime, workflow, {"n": 0})
+
+    assert result.status == "success", result.error
+    assert result.result == {"n": 3}
+    assert result.steps["inc"].iterations == 3
+
+
 # --- foreach ---------------------------------------------------------------------------
 
 
@@ -534,6 +550,24 @@ def test_foreach_items_of_concurrent_runs_never_leak_between_runs(runtime: Runti
         expected = [{"run": run.run_id, "n": r * 1000 + i} for i in range(per_run)]
         assert result.result == {"items": expected}
         assert result.steps["tag"].payload == [{"n": r * 1000 + i} for i in range(per_run)]
+
+
+def test_foreach_over_an_empty_list_outputs_an_empty_list(runtime: Runtime) -> None:
+    calls: list[Any] = []
+    workflow = (
+        create_workflow(id="foreach-empty", input_schema=N, output_schema=Out)
+        .map(lambda ctx: [])
+        .foreach(recording_step(calls, step_id="each"))
+        .map(lambda ctx: {"out": ctx.input_data})
+        .commit()
+    )
+
+    result = run_once(runtime, workflow, {"n": 1})
+
+    assert result.status == "success", result.error
+    assert result.result == {"out": []}
+    assert result.steps["each"].output == []
+    assert calls == []
 
 
 # --- map -------------------------------------------------------------------------------
@@ -738,6 +772,31 @@ def test_a_failing_step_in_a_nested_workflow_fails_the_parent_run(runtime: Runti
     assert later_calls == []
 
 
+class NM(BaseModel):
+    n: int
+    m: int
+
+
+def test_a_nested_workflows_input_is_validated_by_its_input_schema(runtime: Runtime) -> None:
+    calls: list[Any] = []
+    child = (
+        create_workflow(id="needs-m", input_schema=NM, output_schema=N)
+        .then(recording_step(calls, step_id="c"))
+        .commit()
+    )
+    parent = (
+        create_workflow(id="parent-mismatch", input_schema=N, output_schema=N).then(child).commit()
+    )
+
+    result = run_once(runtime, parent, {"n": 1})
+
+    assert result.status == "failed"
+    assert result.error is not None
+    assert result.error.name == "StepValidationError"
+    assert result.steps["needs-m"].status == "failed"
+    assert calls == []
+
+
 def test_nesting_an_uncommitted_workflow_is_refused_at_then() -> None:
     child = create_workflow(id="child", input_schema=N, output_schema=N).then(inc_step())
     parent = create_workflow(id="parent", input_schema=N, output_schema=N)
@@ -794,6 +853,50 @@ def test_a_bail_result_that_does_not_fit_the_output_schema_fails_the_step(
     assert "bail" in result.error.message
     assert result.steps["gate"].status == "failed"
     assert later_calls == []
+
+
+OPEN_STEP_STATUSES = {"running", "waiting", "suspended"}
+
+
+@pytest.mark.parametrize("where", ["parallel", "foreach", "nested"])
+def test_a_bail_leaves_no_step_open_in_the_finished_run(runtime: Runtime, where: str) -> None:
+    sibling_started = threading.Event()
+
+    def slow(ctx):
+        sibling_started.set()
+        ctx.abort_signal.wait(WAIT)
+        return ctx.input_data
+
+    def gate(ctx):
+        if where == "parallel":
+            assert sibling_started.wait(WAIT)
+        if where != "foreach" or ctx.input_data.n == 1:
+            ctx.bail(N(n=99))
+        return ctx.input_data
+
+    gate_step = create_step(id="gate", input_schema=N, output_schema=N, execute=gate)
+    builder_ = create_workflow(id=f"bail-{where}", input_schema=N, output_schema=N)
+    if where == "parallel":
+        slow_step = create_step(id="slow", input_schema=N, output_schema=N, execute=slow)
+        builder_ = builder_.parallel([slow_step, gate_step]).map(lambda ctx: ctx.input_data["gate"])
+    elif where == "foreach":
+        builder_ = (
+            builder_.map(lambda ctx: [{"n": i} for i in range(3)])
+            .foreach(gate_step)
+            .map(lambda ctx: ctx.input_data[0])
+        )
+    else:
+        child = create_workflow(id="bailing-child", input_schema=N, output_schema=N)
+        builder_ = builder_.then(child.then(gate_step).commit()).then(inc_step())
+
+    result = run_once(runtime, builder_.commit(), {"n": 1})
+
+    assert result.status == "success", result.error
+    assert result.result == {"n": 99}
+    still_open = {path: step.status for path, step in result.steps.items()}
+    assert not {path for path, status in still_open.items() if status in OPEN_STEP_STATUSES}, (
+        still_open
+    )
 
 
 # --- builder errors ----------------------------------------------------------------------
