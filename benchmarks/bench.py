@@ -1,15 +1,15 @@
 """callboard benchmarks: one table, each row beside a floor measured in the same run.
 
 Run it with ``make bench`` (or ``.venv/bin/python benchmarks/bench.py``); ``--quick``
-is a smaller smoke run, ``--profile`` adds a cProfile of ``start_async``. Every
-workload runs on two stores, in memory and on a SQLite file (a fresh one in a
-temporary folder for each scenario), and in two logging modes: with structlog
-unconfigured (callboard is quiet and drops its events before building them) and
-with structlog configured so that every event goes through a processor chain
-that ends by dropping it. Each scenario gets a fresh ``Runtime``, stopped
-afterwards. The SQLite rows have floors of their own too: raw ``sqlite3``
-transactions on a file in the same folder. See ``benchmarks/README.md`` for what
-each row measures.
+is a smaller smoke run, ``--only W5`` runs only the named workloads, ``--profile``
+adds a cProfile of ``start_async``. Every workload runs on two stores, in memory
+and on a SQLite file (a fresh one in a temporary folder for each scenario), and in
+two logging modes: with structlog unconfigured (callboard is quiet and drops its
+events before building them) and with structlog configured so that every event
+goes through a processor chain that ends by dropping it. Each scenario gets a
+fresh ``Runtime``, stopped afterwards. The SQLite rows have floors of their own
+too: raw ``sqlite3`` transactions on a file in the same folder. See
+``benchmarks/README.md`` for what each row measures.
 """
 
 from __future__ import annotations

@@ -276,7 +276,9 @@ class Run(Generic[In, Out]):
 
         The suspended step is called again from its start, with the same
         input and ``ctx.resume_data`` set; the steps after it run once.
-        When two resumes of the same run race, exactly one wins.
+        When two resumes of the same run race, exactly one wins; the other
+        raises ``ResumeConflictError`` (or ``RunNotSuspendedError``, if it
+        read the run after the winner's resume was recorded).
 
         Args:
             step: The suspended step to resume: a :class:`Step`, its id, or
