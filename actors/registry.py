@@ -6,7 +6,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import pykka
@@ -24,9 +23,9 @@ from actors.messages import (
     WatchRun,
 )
 from runtime.errors import SnapshotFormatError, StoreError
-from runtime.model import SETTLED_STATUSES, TERMINAL_STATUSES, RunEvent, RunStatus, StepResult
+from runtime.model import SETTLED_STATUSES, TERMINAL_STATUSES, RunEvent, RunStatus
 from runtime.signals import Channel, Latch
-from runtime.snapshot import Snapshot, decode, failed_record
+from runtime.snapshot import decode, failed_record, run_events
 from runtime.store import RecoverableStore, SnapshotRecord, SnapshotStore
 from runtime.tracing import emit
 
@@ -173,7 +172,7 @@ class RegistryActor(ThreadActor):
         except SnapshotFormatError:
             return
         last_status, last_steps = ("", {}) if only is not None else self._seen.get(run_id, ("", {}))
-        events = _events(snapshot, last_status, last_steps)
+        events = run_events(snapshot, last_status, last_steps)
         steps = {
             path: (step["status"], step.get("attempts", 1))
             for path, step in snapshot["steps"].items()
@@ -233,32 +232,3 @@ class RegistryActor(ThreadActor):
             )
             self._live[record.run_id] = record  # recovery needs a durable store
             tell_safely(message.supervisor, StartRun(plan=plan, snapshot=snapshot))
-
-
-def _events(
-    snapshot: Snapshot, last_status: str, last_steps: dict[str, tuple[str, int]]
-) -> list[RunEvent]:
-    """The events between the last snapshot a watcher saw and this one."""
-    now = datetime.now(UTC)
-    run_id, status = snapshot["run_id"], snapshot["status"]
-    events: list[RunEvent] = []
-    for path, step in snapshot["steps"].items():
-        seen = last_steps.get(path)
-        step_status, attempts = step["status"], step.get("attempts", 1)
-        if seen == (step_status, attempts):
-            continue
-        kinds = []
-        if seen is None or (seen[0] != "running" and step_status == "running"):
-            kinds.append("step_started")
-        elif step_status == "running" and attempts != seen[1]:
-            kinds.append("step_retrying")
-        if step_status not in {"running", "waiting"}:
-            kinds.append("step_finished")
-        result = StepResult.model_validate(step)
-        events.extend(
-            RunEvent(type=kind, run_id=run_id, status=status, path=path, step=result, at=now)
-            for kind in kinds
-        )
-    if status != last_status:
-        events.append(RunEvent(type="status", run_id=run_id, status=status, at=now))
-    return events

@@ -520,7 +520,8 @@ class RunActor(DispatchedActor):
         step_node = job.step_node
         assert step_node is not None
         policy = step_node.retry
-        if retryable and job.attempt < policy.attempts and not job.signal.aborted:
+        told_to_stop = job.signal.aborted and job.signal.reason != "timeout"
+        if retryable and job.attempt < policy.attempts and not told_to_stop:
             retry = job.attempt + 1
             record = self._snapshot["steps"][job.path]
             record["error"] = error

@@ -34,6 +34,7 @@ from runtime.errors import (
     StepTimeoutError,
 )
 from runtime.model import ErrorInfo
+from runtime.plan import MAX_SLEEP
 from runtime.snapshot import check_encodable, copy_plain, find_unencodable
 from runtime.step import BailOut, StepContext, SuspendRequest, plain, validate_for_step
 from runtime.tracing import Span, emit
@@ -566,7 +567,13 @@ def _wake_time(value: Any, message: ExecuteStep) -> float:
         moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
         return moment.timestamp()
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return time.time() + max(0.0, float(value))
+        seconds = float(value)
+        if not 0 <= seconds <= MAX_SLEEP:  # NaN fails this too
+            raise ValueError(
+                f"{message.path!r}: the sleep function returned {value!r}; seconds must be "
+                f"from 0 to {MAX_SLEEP:g}"
+            )
+        return time.time() + seconds
     raise TypeError(
         f"{message.path!r}: the sleep function returned {type(value).__name__}; "
         "it must return seconds (a number) or a datetime"

@@ -26,7 +26,7 @@ from actors.messages import (
     WakeRun,
 )
 from actors.run import RunActor
-from actors.step import StepPool
+from actors.step import StepPool, error_dict
 from runtime.model import RunStatus
 from runtime.plan import ExecutionPlan
 from runtime.snapshot import Snapshot, mark_canceled, record_of
@@ -130,10 +130,15 @@ class Supervisor(DispatchedActor):
         self._runs.pop(run_id, None)
         if message.wake_at is not None:
             me = self.actor_ref
-            handle = self._timers.call_at(
-                message.wake_at, lambda: tell_safely(me, WakeRun(run_id=run_id))
-            )
-            self._sleeping[run_id] = (message.plan, message.snapshot, handle)
+            try:
+                handle = self._timers.call_at(
+                    message.wake_at, lambda: tell_safely(me, WakeRun(run_id=run_id))
+                )
+            except Exception as exc:  # a stopped timer thread: the run cannot wake here
+                failure = RecordFailure(run_id=run_id, error=error_dict(exc), plan=message.plan)
+                tell_safely(self._registry, failure)
+            else:
+                self._sleeping[run_id] = (message.plan, message.snapshot, handle)
         self._ended(None)
 
     def _ended(self, run_id: str | None) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final
 
 from pydantic import BaseModel
 
@@ -26,6 +26,7 @@ from runtime.errors import WorkflowDefinitionError
 from runtime.step import Step
 
 __all__ = [
+    "MAX_SLEEP",
     "BranchNode",
     "EnterNode",
     "ExecutionPlan",
@@ -44,6 +45,9 @@ __all__ = [
 ]
 
 Hook = Callable[[Any], Any]
+
+MAX_SLEEP: Final = 100 * 365.25 * 86400.0
+"""The longest sleep, in seconds: about a century (a wake time must stay a datetime)."""
 
 
 def is_async_callable(fn: Any) -> bool:

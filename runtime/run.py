@@ -40,6 +40,7 @@ from runtime.snapshot import (
     decode,
     mark_canceled,
     record_of,
+    run_events,
     to_result,
 )
 from runtime.step import Step, plain
@@ -235,10 +236,14 @@ class Run(Generic[In, Out]):
         Raises:
             RunNotStartedError: if the run was never started.
         """
-        self._started_record()
+        record = self._started_record()
         watch = RunWatch(self.run_id, timeout)
         machinery = self._runtime._machinery
         if machinery is None or self._runtime._state == "stopped":
+            # Nothing will change any more: what the store holds is the whole story.
+            if record is not None:
+                for event in run_events(decode(record.data), "", {}):
+                    watch._channel.put(event)
             watch._channel.close()
         else:
             machinery.subscribe(self.run_id, watch._channel)

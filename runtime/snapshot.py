@@ -9,13 +9,14 @@ Nothing here ever unpickles: msgpack carries only plain data.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, Final, TypedDict
 
 import msgpack
 from pydantic import ValidationError
 
 from runtime.errors import SnapshotEncodingError, SnapshotFormatError
-from runtime.model import WorkflowResult
+from runtime.model import RunEvent, StepResult, WorkflowResult
 from runtime.store import SnapshotRecord
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "mark_canceled",
     "mark_failed",
     "record_of",
+    "run_events",
     "to_result",
 ]
 
@@ -270,6 +272,16 @@ def _encoding_error(value: Any, path: str) -> SnapshotEncodingError:
     )
 
 
+def _moment(epoch: Any) -> Any:
+    """An epoch time as an aware datetime (pydantic would read a far-future one as ms)."""
+    if isinstance(epoch, int | float) and not isinstance(epoch, bool):
+        try:
+            return datetime.fromtimestamp(epoch, UTC)
+        except (OverflowError, OSError, ValueError):
+            return epoch  # left to the validation, which reports it
+    return epoch
+
+
 def to_result(snapshot: Snapshot) -> WorkflowResult:
     """Build the public :class:`WorkflowResult` from a decoded snapshot.
 
@@ -291,7 +303,7 @@ def to_result(snapshot: Snapshot) -> WorkflowResult:
                 "error": snapshot["error"],
                 "steps": snapshot["steps"],
                 "suspended": snapshot.get("suspended") or {},
-                "waiting_until": snapshot.get("wake_at")
+                "waiting_until": _moment(snapshot.get("wake_at"))
                 if snapshot["status"] == "waiting"
                 else None,
                 "state": snapshot["state"] if snapshot["include_state"] else None,
@@ -305,3 +317,44 @@ def to_result(snapshot: Snapshot) -> WorkflowResult:
         raise SnapshotFormatError(
             f"snapshot of run {snapshot.get('run_id')!r} does not hold a valid result: {exc}"
         ) from exc
+
+
+def run_events(
+    snapshot: Snapshot, last_status: str, last_steps: dict[str, tuple[str, int]]
+) -> list[RunEvent]:
+    """The events between the last snapshot a watcher saw and this one.
+
+    A change of status comes before the step events when the run (re)starts,
+    and after them when it ends, sleeps or suspends, as it happened.
+
+    Args:
+        snapshot: The new snapshot.
+        last_status: The run's status in the last one (``""`` for none).
+        last_steps: Each step's status and attempts in the last one.
+    """
+    now = datetime.now(UTC)
+    run_id, status = snapshot["run_id"], snapshot["status"]
+    events: list[RunEvent] = []
+    early = status != last_status and status in ("pending", "running")
+    if early:
+        events.append(RunEvent(type="status", run_id=run_id, status=status, at=now))
+    for path, step in snapshot["steps"].items():
+        seen = last_steps.get(path)
+        step_status, attempts = step["status"], step.get("attempts", 1)
+        if seen == (step_status, attempts):
+            continue
+        kinds = []
+        if seen is None or (seen[0] != "running" and step_status == "running"):
+            kinds.append("step_started")
+        elif step_status == "running" and attempts != seen[1]:
+            kinds.append("step_retrying")
+        if step_status not in {"running", "waiting"}:
+            kinds.append("step_finished")
+        result = StepResult.model_validate(step)
+        events.extend(
+            RunEvent(type=kind, run_id=run_id, status=status, path=path, step=result, at=now)
+            for kind in kinds
+        )
+    if status != last_status and not early:
+        events.append(RunEvent(type="status", run_id=run_id, status=status, at=now))
+    return events

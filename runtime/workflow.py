@@ -18,6 +18,7 @@ from runtime.model import (
 )
 from runtime.options import RetryConfig
 from runtime.plan import (
+    MAX_SLEEP,
     BranchNode,
     ExecutionPlan,
     ForeachNode,
@@ -348,13 +349,18 @@ class Workflow(Generic[In, Out]):
         ``sleep-N`` unless given an ``id``.
 
         Raises:
-            WorkflowDefinitionError: for a negative number of seconds.
+            WorkflowDefinitionError: for a number of seconds that is negative, not
+                finite, or above ``MAX_SLEEP`` (about 100 years).
         """
         if not callable(seconds):
-            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+            if (
+                isinstance(seconds, bool)
+                or not isinstance(seconds, int | float)
+                or not 0 <= seconds <= MAX_SLEEP
+            ):
                 raise WorkflowDefinitionError(
-                    f"workflow {self.id!r}: .sleep() takes seconds (0 or more) or a function, "
-                    f"got {seconds!r}"
+                    f"workflow {self.id!r}: .sleep() takes seconds (from 0 to {MAX_SLEEP:g}) "
+                    f"or a function, got {seconds!r}"
                 )
             seconds = float(seconds)
         return self._add(
