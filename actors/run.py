@@ -340,6 +340,9 @@ class RunActor(DispatchedActor):
     def _record_step(
         self, path: str, payload: Any, *, iterations: int | None = None
     ) -> StepSnapshot:
+        # The keys only some steps need (attempts, iterations, the suspend and
+        # resume payloads) are added when they are: every byte is encoded at
+        # every transition of every run.
         record: StepSnapshot = {
             "status": StepStatus.RUNNING.value,
             "payload": payload,
@@ -347,11 +350,9 @@ class RunActor(DispatchedActor):
             "error": None,
             "started_at": time.time(),
             "ended_at": None,
-            "attempts": 1,
-            "iterations": iterations,
-            "suspend_payload": None,
-            "resume_payload": None,
         }
+        if iterations is not None:
+            record["iterations"] = iterations
         steps = self._snapshot["steps"]
         steps.pop(path, None)  # a step run again moves to the end, in the order steps ran
         steps[path] = record
