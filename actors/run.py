@@ -59,6 +59,7 @@ from runtime.plan import (
     ParallelNode,
     SleepNode,
     StepNode,
+    leaf_steps,
 )
 from runtime.signals import AbortSignal
 from runtime.snapshot import Snapshot, StepSnapshot, mark_canceled, mark_failed, record_of
@@ -985,8 +986,6 @@ class RunActor(DispatchedActor):
 
 def _first_step(plan: ExecutionPlan, node: Node) -> Any:
     """A step to name in a call that is not a step's (a condition, a map, a sleep)."""
-    from runtime.plan import leaf_steps
-
     steps = leaf_steps(node)
     if steps:
         return steps[0].step
