@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import subprocess
 import sys
 import threading
 import time
@@ -47,6 +45,7 @@ from runtime import (
 )
 from runtime.snapshot import decode, to_result
 from tests.durable_support.helpers import Runtimes, Value, quick_workflow, row, wait_until
+from tests.durable_support.processes import Child
 from tests.durable_support.workflows import append_line, count, read_lines
 
 REPO = Path(__file__).resolve().parents[1]
@@ -192,78 +191,15 @@ def suspend_one(rt: Runtime, log: Path, run_id: str | None = None) -> str:
     return run.run_id
 
 
-class Script:
-    """This module run as a script in a child process; its stdout read line by line."""
+class Script(Child):
+    """This module run as a script in a child process: its lines carry JSON payloads."""
 
     def __init__(self, command: str, **params: Any) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.test_durable_lifecycle", command, json.dumps(params)],
-            cwd=REPO,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.stderr: list[str] = []
-        self._readers = [
-            threading.Thread(target=self._read_stdout, daemon=True),
-            threading.Thread(target=self._read_stderr, daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
+        super().__init__(command, module="tests.test_durable_lifecycle", **params)
 
-    def __enter__(self) -> Script:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-        for reader in self._readers:
-            reader.join(10)
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
-
-    def _read_stdout(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def _read_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        self.stderr.extend(self.proc.stderr)
-
-    def expect(self, word: str, timeout: float = CHILD_LIMIT) -> Any:
+    def payload(self, word: str, timeout: float = CHILD_LIMIT) -> Any:
         """The JSON payload of the first line that starts with ``word``."""
-        while True:
-            try:
-                line = self.lines.get(timeout=timeout)
-            except queue.Empty:
-                raise AssertionError(f"no {word} line from the child within {timeout} s") from None
-            if line is None:
-                self.proc.wait(10)
-                for reader in self._readers:
-                    reader.join(5)
-                raise AssertionError(
-                    f"the child ended (exit {self.proc.returncode}) before a {word} line; "
-                    f"stderr: {''.join(self.stderr)}"
-                )
-            if line.startswith(word + " "):
-                return json.loads(line[len(word) + 1 :])
-
-    def send(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-
-    def kill(self) -> None:
-        """SIGKILL the child and reap it, so that its pid is known to be gone."""
-        self.proc.kill()
-        self.proc.wait(10)
+        return json.loads(self.expect(word + " ", timeout))
 
 
 # --- sleeps ----------------------------------------------------------------------------
@@ -314,7 +250,7 @@ def test_a_run_sleeping_in_a_killed_process_is_woken_by_the_next_runtime(
 ) -> None:
     log = tmp_path / "steps.log"
     with Script("nap", db=str(db), run_id="sleeper", log=str(log), nap=1.5) as child:
-        wake_at = child.expect("WAITING")
+        wake_at = child.payload("WAITING")
         child.kill()
     left = read_run(db, "sleeper")
     assert left.status == "waiting"
@@ -435,7 +371,7 @@ def test_two_processes_racing_to_resume_the_same_suspended_runs_make_one_winner_
         suspend_one(rt, log, run_id)
 
     with Script("resume", db=str(db), run_ids=list(logs), ok=False) as child:
-        child.expect("READY")
+        child.payload("READY")
         child.send("go")
         won, lost = [], {}
         for run_id in logs:  # the child resumes them in the same order: they collide
@@ -444,7 +380,7 @@ def test_two_processes_racing_to_resume_the_same_suspended_runs_make_one_winner_
                 won.append(run_id)
             except (ResumeConflictError, RunNotSuspendedError) as exc:
                 lost[run_id] = type(exc).__name__
-        theirs = child.expect("RESULT")
+        theirs = child.payload("RESULT")
         assert child.proc.wait(CHILD_LIMIT) == 0, "".join(child.stderr)
 
     assert sorted(won + theirs["won"]) == sorted(logs), (won, theirs)

@@ -16,19 +16,22 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class Child:
-    """A ``tests.durable_support.child`` command running in its own Python process.
+    """A command of a test module (``tests.durable_support.child`` unless told) in its own process.
 
     Its stdout is read line by line on a thread, so waiting for a line has a
-    timeout; its stderr is kept for failure messages. Use it as a context
-    manager: a child still running at the end is killed.
+    timeout; its stderr is kept for failure messages; lines can be sent to its
+    stdin. Use it as a context manager: a child still running at the end is killed.
     """
 
-    def __init__(self, command: str, **params: Any) -> None:
+    def __init__(
+        self, command: str, *, module: str = "tests.durable_support.child", **params: Any
+    ) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.durable_support.child", command, json.dumps(params)],
+            [sys.executable, "-m", module, command, json.dumps(params)],
             cwd=REPO,
             env=env,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -52,9 +55,9 @@ class Child:
         self.proc.wait(10)
         for reader in self._readers:
             reader.join(10)
-        assert self.proc.stdout is not None and self.proc.stderr is not None
-        self.proc.stdout.close()
-        self.proc.stderr.close()
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
 
     def _read_stdout(self) -> None:
         assert self.proc.stdout is not None
@@ -86,6 +89,12 @@ class Child:
                 )
             if line.startswith(prefix):
                 return line[len(prefix) :].strip()
+
+    def send(self, line: str) -> None:
+        """Write a line to the child's stdin."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
 
     def result(self, timeout: float = 30.0) -> Any:
         """The JSON payload of the child's ``RESULT`` line."""
