@@ -48,7 +48,6 @@ from tests.durable_support.helpers import Runtimes, Value, quick_workflow, row, 
 from tests.durable_support.processes import Child
 from tests.durable_support.workflows import append_line, count, read_lines
 
-REPO = Path(__file__).resolve().parents[1]
 CHILD_LIMIT = 30.0
 """Seconds a child process waits at most for its parent, so that a broken test cannot hang."""
 
