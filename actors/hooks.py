@@ -9,9 +9,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
+import pykka
+
+from actors._dispatch import tell_safely
+from actors.messages import SnapshotTaken
 from runtime.model import RunOutcome, RunStatus
 from runtime.plan import ExecutionPlan
 from runtime.snapshot import Snapshot, copy_plain
+from runtime.store import SnapshotRecord
 from runtime.tracing import emit
 
 __all__ = ["HookRunner", "outcome_of"]
@@ -48,7 +53,6 @@ class HookRunner:
 
     def __init__(self) -> None:
         self._executor: ThreadPoolExecutor | None = None
-        self._stopped = False
 
     def run(self, plan: ExecutionPlan, snapshot: Snapshot, then: Callable[[], object]) -> None:
         """Call ``plan``'s hooks for the ended run in ``snapshot``, then ``then()``.
@@ -65,6 +69,20 @@ class HookRunner:
             self._executor.submit(_call_hooks, plan, ended, then)
         except RuntimeError:  # shut down: call them here rather than skip them
             _call_hooks(plan, ended, then)
+
+    def finish(
+        self,
+        plan: ExecutionPlan,
+        snapshot: Snapshot,
+        record: SnapshotRecord,
+        registry: pykka.ActorRef[Any],
+    ) -> None:
+        """Call the hooks for the run that ended in ``snapshot``, then record its end.
+
+        ``record`` (the terminal snapshot's) goes to ``registry`` after the hooks return.
+        """
+        ended = SnapshotTaken(record=record, terminal=True)
+        self.run(plan, snapshot, lambda: tell_safely(registry, ended))
 
     def stop(self) -> None:
         """Wait for the hooks already handed over, then release the threads."""

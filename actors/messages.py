@@ -34,12 +34,12 @@ __all__ = [
     "RunCrashed",
     "RunEnded",
     "RunParked",
+    "SettledCommitted",
     "SnapshotCommitted",
     "SnapshotTaken",
     "StartRun",
     "StepFinished",
     "SubscribeRun",
-    "TerminalCommitted",
     "TimerFired",
     "WakeRun",
     "WatchRun",
@@ -263,8 +263,8 @@ class SnapshotCommitted:
 
 
 @dataclass(frozen=True, slots=True)
-class TerminalCommitted:
-    """A run's terminal snapshot is committed: wake whoever waits for the run."""
+class SettledCommitted:
+    """A run's terminal (or suspended) snapshot is committed: wake whoever waits for the run."""
 
     run_id: str
 

@@ -15,11 +15,11 @@ from actors.hooks import HookRunner
 from actors.messages import (
     RecordFailure,
     RecoverRuns,
+    SettledCommitted,
     SnapshotCommitted,
     SnapshotTaken,
     StartRun,
     SubscribeRun,
-    TerminalCommitted,
     WatchRun,
 )
 from runtime.errors import SnapshotFormatError, StoreError
@@ -65,7 +65,7 @@ class RegistryActor(ThreadActor):
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, SnapshotTaken):
             self._record(message.record, terminal=message.terminal, ack_to=message.ack_to)
-        elif isinstance(message, TerminalCommitted):
+        elif isinstance(message, SettledCommitted):
             self._wake(message.run_id)
         elif isinstance(message, WatchRun):
             self._watch(message)
@@ -94,7 +94,7 @@ class RegistryActor(ThreadActor):
     def _record(
         self, record: SnapshotRecord, *, terminal: bool, ack_to: pykka.ActorRef[Any] | None = None
     ) -> None:
-        settles = terminal or record.status in SETTLED_STATUSES
+        settles = record.status in SETTLED_STATUSES  # terminal ones included
         if self._durable:
             last = self._live.get(record.run_id)
             if last is not None and last.seq >= record.seq:
@@ -124,7 +124,7 @@ class RegistryActor(ThreadActor):
             if ack_to is not None:
                 tell_safely(ack_to, SnapshotCommitted(seq=record.seq))
             if settles:
-                tell_safely(me, TerminalCommitted(run_id=record.run_id))
+                tell_safely(me, SettledCommitted(run_id=record.run_id))
 
         return done
 
@@ -148,10 +148,7 @@ class RegistryActor(ThreadActor):
         if message.plan is None:
             self._record(record, terminal=True)
             return
-        me = self.actor_ref
-        self._hooks.run(
-            message.plan, snapshot, lambda: tell_safely(me, SnapshotTaken(record, terminal=True))
-        )
+        self._hooks.finish(message.plan, snapshot, record, self.actor_ref)
 
     # --- run.watch() ---------------------------------------------------------------
 

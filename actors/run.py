@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final
@@ -62,7 +62,14 @@ from runtime.plan import (
     leaf_steps,
 )
 from runtime.signals import AbortSignal
-from runtime.snapshot import Snapshot, StepSnapshot, mark_canceled, mark_failed, record_of
+from runtime.snapshot import (
+    Snapshot,
+    StepSnapshot,
+    close_open_steps,
+    mark_canceled,
+    mark_failed,
+    next_record,
+)
 from runtime.tracing import Span
 
 __all__ = ["RunActor"]
@@ -71,8 +78,6 @@ WAKE_EARLY: Final = 0.001
 """A sleep that ends within this many seconds is over: the run goes on at once."""
 
 _rng = random.Random()
-
-_OPEN = frozenset({StepStatus.RUNNING, StepStatus.WAITING, StepStatus.SUSPENDED})
 
 
 @dataclass(slots=True, eq=False)
@@ -84,10 +89,10 @@ class _Job:
     path: str
     index: int
     message: ExecuteStep
+    signal: AbortSignal
     step_node: StepNode | None = None
     item: int | None = None
     attempt: int = 0
-    signal: AbortSignal = field(default_factory=AbortSignal)
     timer: TimerHandle | None = None
 
 
@@ -128,8 +133,10 @@ class RunActor(DispatchedActor):
         self._retrying: dict[int, tuple[_Job, TimerHandle]] = {}
         # Calls waiting for the snapshot that announces them to be committed (durable stores).
         self._awaiting_commit: deque[tuple[int, list[_Job]]] = deque()
-        # Foreach items started and not yet done (not in the snapshot: they rerun after a crash).
-        self._started_items: set[int] = set()
+        # Foreach: the next item to consider starting, and how many are not done yet
+        # (not in the snapshot: items started and not done run again after a crash).
+        self._next_item = 0
+        self._items_left = 0
         # A resumed run starts with the outputs of the steps it completed before.
         self._outputs: dict[str, Any] = {
             path: step["output"]
@@ -256,7 +263,6 @@ class RunActor(DispatchedActor):
         snapshot = self._snapshot
         snapshot["carry"] = output
         snapshot["progress"] = None
-        self._started_items = set()
         self._enter(snapshot["next_step"] + 1)
 
     def _complete(self, result: Any = None, *, validated: bool = False) -> None:
@@ -379,7 +385,7 @@ class RunActor(DispatchedActor):
         token = self._tokens
         signal = AbortSignal()
         scope = node.scope
-        step = step_node.step if step_node is not None else _first_step(plan, node)
+        step = step_node.step if step_node is not None else _first_step(node)
         last = kind == "step" and item is None and index == len(plan.nodes) - 1
         message = ExecuteStep(
             run_id=snapshot["run_id"],
@@ -466,7 +472,6 @@ class RunActor(DispatchedActor):
             # Only steps change the state and the request context; the others read them.
             self._snapshot["state"] = message.state
             self._snapshot["request_context"] = message.request_context
-        if job.kind == "step":
             self._step_replied(job, message)
         elif not message.ok:
             # A condition's failure is not its step's: only the run records it.
@@ -602,9 +607,9 @@ class RunActor(DispatchedActor):
 
     def _group_settled(self, index: int) -> None:
         """A call of a parallel or branch node ended: go on once none is still running."""
-        if any(job.index == index for job in self._jobs.values()) or any(
-            job.index == index for job, _ in self._retrying.values()
-        ):
+        # Every call in flight belongs to the current node: the run moves on
+        # only when its node has none left.
+        if self._jobs or self._retrying:
             self._tell_snapshot(terminal=False)
             return
         steps = self._group_steps(index)
@@ -732,28 +737,25 @@ class RunActor(DispatchedActor):
             progress = {"outputs": [None] * len(items), "done": [False] * len(items)}
             snapshot["progress"] = progress
             self._record_step(step_node.path, items)
-        if all(progress["done"]):
+        self._next_item = 0
+        self._items_left = progress["done"].count(False)
+        if not self._items_left:
             self._foreach_done(step_node, progress)
             return
-        self._started_items = set()
         self._send(self._next_items(index, node))
 
     def _next_items(self, index: int, node: ForeachNode) -> list[_Job]:
         step_node = node.step_node
         assert step_node is not None
-        progress = self._snapshot["progress"] or {}
+        done = (self._snapshot["progress"] or {})["done"]
         items = self._snapshot["carry"]
-        running = sum(1 for job in self._jobs.values() if job.index == index) + sum(
-            1 for job, _ in self._retrying.values() if job.index == index
-        )
+        free = node.concurrency - len(self._jobs) - len(self._retrying)
         jobs: list[_Job] = []
-        for item, done in enumerate(progress["done"]):
-            if running + len(jobs) >= node.concurrency:
-                break
-            if done or item in self._started_items:
-                continue
-            self._started_items.add(item)
-            jobs.append(self._step_job(index, step_node, items[item], item=item))
+        while len(jobs) < free and self._next_item < len(done):
+            item = self._next_item
+            self._next_item += 1
+            if not done[item]:  # done before a crash: not again
+                jobs.append(self._step_job(index, step_node, items[item], item=item))
         return jobs
 
     def _item_done(self, job: _Job, node: ForeachNode, output: Any) -> None:
@@ -762,7 +764,8 @@ class RunActor(DispatchedActor):
         progress = self._snapshot["progress"] or {}
         progress["outputs"][job.item] = output
         progress["done"][job.item] = True
-        if all(progress["done"]):
+        self._items_left -= 1
+        if not self._items_left:
             self._foreach_done(step_node, progress)
             return
         jobs = self._next_items(job.index, node)
@@ -931,11 +934,8 @@ class RunActor(DispatchedActor):
             snapshot["status"] = status.value
             snapshot["result"] = result
             snapshot["suspended"] = {}
-            now = time.time()
-            for record in snapshot["steps"].values():
-                if record["status"] in _OPEN:  # a bail leaves siblings and enclosing nodes
-                    record["status"] = StepStatus.CANCELED.value
-                    record["ended_at"] = now
+            # A bail leaves siblings and enclosing nodes open.
+            close_open_steps(snapshot, StepStatus.CANCELED.value, time.time())
         else:
             mark_failed(snapshot, error, time.time())
         self._end(status, reason="canceled" if error is None else "sibling_failed", error=error)
@@ -948,15 +948,8 @@ class RunActor(DispatchedActor):
         # The root span ends before the final result becomes visible, so that
         # whoever sees the result can see the whole trace.
         self._span.end(status.value, **({} if error is None else {"error": error["name"]}))
-        snapshot["seq"] += 1
-        snapshot["updated_at"] = time.time()
-        record = record_of(snapshot)
-        registry = self._registry
-        self._hooks.run(
-            self._plan,
-            snapshot,
-            lambda: tell_safely(registry, SnapshotTaken(record=record, terminal=True)),
-        )
+        record = next_record(snapshot, time.time())
+        self._hooks.finish(self._plan, snapshot, record, self._registry)
         tell_safely(self._supervisor, RunEnded(run_id=snapshot["run_id"], status=status.value))
         self.stop_now()
 
@@ -974,9 +967,7 @@ class RunActor(DispatchedActor):
 
     def _tell_snapshot(self, *, terminal: bool) -> int:
         snapshot = self._snapshot
-        snapshot["seq"] += 1
-        snapshot["updated_at"] = time.time()
-        record = record_of(snapshot)
+        record = next_record(snapshot, time.time())
         # A dead registry must not take the run down with it; the runtime
         # records unfinished runs as failed when it stops.
         ack_to = self.actor_ref if self._durable and not terminal else None
@@ -984,21 +975,16 @@ class RunActor(DispatchedActor):
         return record.seq
 
 
-def _first_step(plan: ExecutionPlan, node: Node) -> Any:
+def _first_step(node: Node) -> Any:
     """A step to name in a call that is not a step's (a condition, a map, a sleep)."""
     steps = leaf_steps(node)
     if steps:
         return steps[0].step
-    return _PseudoStep(node.path, plan.input_schema)
+    return _PseudoStep(node.path)
 
 
 @dataclass(frozen=True, slots=True)
 class _PseudoStep:
-    """What a ``map`` or ``sleep`` call names as its step: its path and a schema."""
+    """What a ``map`` or ``sleep`` call names as its step (only its ``id`` is read)."""
 
     id: str
-    input_schema: Any
-    output_schema: Any = None
-    state_schema: Any = None
-    suspend_schema: Any = None
-    resume_schema: Any = None

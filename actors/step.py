@@ -292,7 +292,6 @@ class StepActor(ThreadActor):
                 run_id=message.run_id,
                 step_id=step.id,
             )
-            context_copy = copy_plain(message.request_context) if message.request_context else None
             resume_data = message.resume_data
             if resume_data is not None and step.resume_schema is not None:
                 resume_data = step.resume_schema.model_validate(resume_data)
@@ -300,8 +299,8 @@ class StepActor(ThreadActor):
             resume_data = None
             # Conditions, map and sleep functions read the run; they change nothing.
             input_data = message.payload
-            context_copy = copy_plain(message.request_context) if message.request_context else None
         path = message.path or step.id
+        context_copy = copy_plain(message.request_context) if message.request_context else None
         return StepContext(
             step=step if kind == "step" else None,
             input_data=input_data,

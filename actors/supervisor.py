@@ -21,7 +21,6 @@ from actors.messages import (
     RunCrashed,
     RunEnded,
     RunParked,
-    SnapshotTaken,
     StartRun,
     WakeRun,
 )
@@ -29,7 +28,7 @@ from actors.run import RunActor
 from actors.step import StepPool, error_dict
 from runtime.model import RunStatus
 from runtime.plan import ExecutionPlan
-from runtime.snapshot import Snapshot, mark_canceled, record_of
+from runtime.snapshot import Snapshot, canceled_record
 
 __all__ = ["Supervisor"]
 
@@ -175,17 +174,8 @@ class Supervisor(DispatchedActor):
         self._notify_if_idle()
 
     def _record_canceled(self, plan: ExecutionPlan, snapshot: Snapshot) -> None:
-        now = time.time()
-        mark_canceled(snapshot, now)
-        snapshot["seq"] += 1
-        snapshot["updated_at"] = now
-        record = record_of(snapshot)
-        registry = self._registry
-        self._hooks.run(
-            plan,
-            snapshot,
-            lambda: tell_safely(registry, SnapshotTaken(record=record, terminal=True)),
-        )
+        record = canceled_record(snapshot, time.time())
+        self._hooks.finish(plan, snapshot, record, self._registry)
 
     def _abort(self, error: dict[str, Any] | None) -> None:
         """Fail (or, without an error, halt) every run in progress, waiting or sleeping."""

@@ -35,10 +35,11 @@ from runtime.options import OutputOptions, TracingOptions
 from runtime.signals import Channel, ChannelClosed, Latch
 from runtime.snapshot import (
     Snapshot,
+    canceled_record,
     check_encodable,
     copy_plain,
     decode,
-    mark_canceled,
+    next_record,
     record_of,
     run_events,
     to_result,
@@ -48,7 +49,7 @@ from runtime.store import SnapshotRecord
 from runtime.tracing import new_span_id, new_trace_id
 
 if TYPE_CHECKING:
-    from runtime.engine import Runtime
+    from runtime.engine import Runtime, _Machinery
     from runtime.plan import ExecutionPlan
 
 __all__ = ["Run", "RunWatch", "read_result"]
@@ -321,9 +322,8 @@ class Run(Generic[In, Out]):
         data = _resume_data(definition, resume_data, path, self.run_id)
         snapshot["status"] = RunStatus.RUNNING.value
         snapshot["resume"] = {path: data}
-        snapshot["seq"] += 1
-        snapshot["updated_at"] = time.time()
-        if not self._runtime._store_for_writes().replace(record_of(snapshot), record.seq):
+        resumed = next_record(snapshot, time.time())
+        if not self._runtime._store_for_writes().replace(resumed, record.seq):
             raise ResumeConflictError(
                 f"run {self.run_id!r} was resumed (or cancelled) by another caller first; "
                 "this resume changed nothing",
@@ -373,12 +373,9 @@ class Run(Generic[In, Out]):
                 )
             time.sleep(0.005)  # between two hands (a resume on its way to an actor)
 
-    def _cancel_suspended(self, machinery: Any, record: SnapshotRecord) -> bool:
+    def _cancel_suspended(self, machinery: _Machinery, record: SnapshotRecord) -> bool:
         snapshot = decode(record.data)
-        mark_canceled(snapshot, time.time())
-        snapshot["seq"] += 1
-        snapshot["updated_at"] = time.time()
-        canceled = record_of(snapshot)
+        canceled = canceled_record(snapshot, time.time())
         if not self._runtime._store_for_writes().replace(canceled, record.seq):
             return False
         machinery.run_hooks(self._plan, snapshot, lambda: machinery.record(canceled))

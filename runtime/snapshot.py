@@ -23,7 +23,9 @@ __all__ = [
     "FORMAT_VERSION",
     "Snapshot",
     "StepSnapshot",
+    "canceled_record",
     "check_encodable",
+    "close_open_steps",
     "copy_plain",
     "decode",
     "encode",
@@ -31,6 +33,7 @@ __all__ = [
     "find_unencodable",
     "mark_canceled",
     "mark_failed",
+    "next_record",
     "record_of",
     "run_events",
     "to_result",
@@ -179,13 +182,21 @@ def record_of(snapshot: Snapshot) -> SnapshotRecord:
 _OPEN_STEP_STATUSES = frozenset({"running", "waiting", "suspended"})
 
 
-def mark_failed(snapshot: Snapshot, error: dict[str, Any], now: float) -> None:
-    """Mark a run failed with ``error``: no result, and a step not yet ended fails too."""
+def close_open_steps(
+    snapshot: Snapshot, status: str, now: float, error: dict[str, Any] | None = None
+) -> None:
+    """End every step still running, waiting or suspended with ``status`` (and ``error``)."""
     for step in snapshot["steps"].values():
         if step["status"] in _OPEN_STEP_STATUSES:
-            step["status"] = "failed"
-            step["error"] = error
+            step["status"] = status
             step["ended_at"] = now
+            if error is not None:
+                step["error"] = error
+
+
+def mark_failed(snapshot: Snapshot, error: dict[str, Any], now: float) -> None:
+    """Mark a run failed with ``error``: no result, and a step not yet ended fails too."""
+    close_open_steps(snapshot, "failed", now, error)
     snapshot["status"] = "failed"
     snapshot["error"] = error
     snapshot["result"] = None
@@ -195,10 +206,7 @@ def mark_failed(snapshot: Snapshot, error: dict[str, Any], now: float) -> None:
 
 def mark_canceled(snapshot: Snapshot, now: float) -> None:
     """Mark a run canceled: no result, no error, and a step not yet ended is canceled."""
-    for step in snapshot["steps"].values():
-        if step["status"] in _OPEN_STEP_STATUSES:
-            step["status"] = "canceled"
-            step["ended_at"] = now
+    close_open_steps(snapshot, "canceled", now)
     snapshot["status"] = "canceled"
     snapshot["result"] = None
     snapshot["suspended"] = {}
@@ -206,12 +214,23 @@ def mark_canceled(snapshot: Snapshot, now: float) -> None:
     snapshot["resume"] = None
 
 
-def failed_record(snapshot: Snapshot, error: dict[str, Any], now: float) -> SnapshotRecord:
-    """The record that follows ``snapshot`` when its run fails with ``error``."""
-    mark_failed(snapshot, error, now)
+def next_record(snapshot: Snapshot, now: float) -> SnapshotRecord:
+    """Number ``snapshot`` as the run's next one, taken at ``now``, and return its record."""
     snapshot["seq"] += 1
     snapshot["updated_at"] = now
     return record_of(snapshot)
+
+
+def failed_record(snapshot: Snapshot, error: dict[str, Any], now: float) -> SnapshotRecord:
+    """The record that follows ``snapshot`` when its run fails with ``error``."""
+    mark_failed(snapshot, error, now)
+    return next_record(snapshot, now)
+
+
+def canceled_record(snapshot: Snapshot, now: float) -> SnapshotRecord:
+    """The record that follows ``snapshot`` when its run is cancelled."""
+    mark_canceled(snapshot, now)
+    return next_record(snapshot, now)
 
 
 def check_encodable(value: Any, path: str, *, str_keys_known: bool = False) -> None:
