@@ -29,7 +29,7 @@ from typing import Any, Final
 import pykka
 from pykka import ActorDeadError, ActorRegistry
 
-from runtime.tracing import emit, new_run_id
+from runtime._tracing import emit, new_run_id
 
 __all__ = ["THROUGHPUT", "DispatchedActor", "Dispatcher", "ThreadActor", "tell_safely"]
 

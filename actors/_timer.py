@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from runtime.errors import RuntimeStoppedError
-from runtime.tracing import emit
+from runtime._errors import RuntimeStoppedError
+from runtime._tracing import emit
 
 __all__ = ["MAX_WAIT", "TimerHandle", "Timers"]
 

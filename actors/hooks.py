@@ -13,11 +13,11 @@ import pykka
 
 from actors._dispatch import tell_safely
 from actors.messages import SnapshotTaken
-from runtime.model import RunOutcome, RunStatus
-from runtime.plan import ExecutionPlan
-from runtime.snapshot import Snapshot, copy_plain
-from runtime.store import SnapshotRecord
-from runtime.tracing import emit
+from runtime._model import RunOutcome, RunStatus
+from runtime._plan import ExecutionPlan
+from runtime._snapshot import Snapshot, copy_plain
+from runtime._stores.base import SnapshotRecord
+from runtime._tracing import emit
 
 __all__ = ["HookRunner", "outcome_of"]
 

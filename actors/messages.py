@@ -16,12 +16,12 @@ from typing import Any
 import pykka
 from pydantic import BaseModel
 
-from runtime.model import RunEvent
-from runtime.plan import ExecutionPlan
-from runtime.signals import AbortSignal, Channel, Latch
-from runtime.snapshot import Snapshot
-from runtime.step import Step
-from runtime.store import SnapshotRecord
+from runtime._model import RunEvent
+from runtime._plan import ExecutionPlan
+from runtime._snapshot import Snapshot
+from runtime._step import Step
+from runtime._stores.base import SnapshotRecord
+from runtime._sync import AbortSignal, Channel, Latch
 
 __all__ = [
     "AbortRun",

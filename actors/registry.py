@@ -22,12 +22,12 @@ from actors.messages import (
     SubscribeRun,
     WatchRun,
 )
-from runtime.errors import SnapshotFormatError, StoreError
-from runtime.model import SETTLED_STATUSES, TERMINAL_STATUSES, RunEvent, RunStatus
-from runtime.signals import Channel, Latch
-from runtime.snapshot import decode, failed_record, run_events
-from runtime.store import RecoverableStore, SnapshotRecord, SnapshotStore
-from runtime.tracing import emit
+from runtime._errors import SnapshotFormatError, StoreError
+from runtime._model import SETTLED_STATUSES, TERMINAL_STATUSES, RunEvent, RunStatus
+from runtime._snapshot import decode, failed_record, run_events
+from runtime._stores.base import RecoverableStore, SnapshotRecord, SnapshotStore
+from runtime._sync import Channel, Latch
+from runtime._tracing import emit
 
 _PARKED = frozenset({RunStatus.WAITING, RunStatus.SUSPENDED})
 

@@ -39,15 +39,15 @@ from actors.messages import (
     TimerFired,
 )
 from actors.step import StepPool, error_dict
-from runtime.errors import (
+from runtime._errors import (
     LoopLimitError,
     RunCrashedError,
     StepTimeoutError,
     StepValidationError,
     WorkflowDefinitionError,
 )
-from runtime.model import RunStatus, StepStatus
-from runtime.plan import (
+from runtime._model import RunStatus, StepStatus
+from runtime._plan import (
     BranchNode,
     EnterNode,
     ExecutionPlan,
@@ -61,8 +61,7 @@ from runtime.plan import (
     StepNode,
     leaf_steps,
 )
-from runtime.signals import AbortSignal
-from runtime.snapshot import (
+from runtime._snapshot import (
     Snapshot,
     StepSnapshot,
     close_open_steps,
@@ -70,7 +69,8 @@ from runtime.snapshot import (
     mark_failed,
     next_record,
 )
-from runtime.tracing import Span
+from runtime._sync import AbortSignal
+from runtime._tracing import Span
 
 __all__ = ["RunActor"]
 

@@ -26,18 +26,18 @@ from pydantic_core import PydanticSerializationError
 
 from actors._dispatch import ThreadActor, tell_safely
 from actors.messages import ExecuteStep, StepFinished
-from runtime.context import RequestContext
-from runtime.errors import (
+from runtime._errors import (
     NonRetryableError,
     RuntimeStoppedError,
     SnapshotEncodingError,
     StepTimeoutError,
 )
-from runtime.model import ErrorInfo
-from runtime.plan import MAX_SLEEP
-from runtime.snapshot import check_encodable, copy_plain, find_unencodable
-from runtime.step import BailOut, StepContext, SuspendRequest, plain, validate_for_step
-from runtime.tracing import Span, emit
+from runtime._model import ErrorInfo
+from runtime._plan import MAX_SLEEP
+from runtime._request_context import RequestContext
+from runtime._snapshot import check_encodable, copy_plain, find_unencodable
+from runtime._step import BailOut, StepContext, SuspendRequest, plain, validate_for_step
+from runtime._tracing import Span, emit
 
 __all__ = ["AsyncLoop", "StepActor", "StepPool", "error_dict"]
 
@@ -457,7 +457,7 @@ def _fault(message: ExecuteStep, exc: Exception) -> None:
         "message": (
             f"callboard failed while running step {message.step.id!r}: {type(exc).__name__}"
         ),
-        "details": {"step_id": message.step.id, "type": "runtime.errors.RunCrashedError"},
+        "details": {"step_id": message.step.id, "type": "runtime._errors.RunCrashedError"},
     }
     tell_safely(
         message.reply_to,

@@ -26,9 +26,9 @@ from actors.messages import (
 )
 from actors.run import RunActor
 from actors.step import StepPool, error_dict
-from runtime.model import RunStatus
-from runtime.plan import ExecutionPlan
-from runtime.snapshot import Snapshot, canceled_record
+from runtime._model import RunStatus
+from runtime._plan import ExecutionPlan
+from runtime._snapshot import Snapshot, canceled_record
 
 __all__ = ["Supervisor"]
 

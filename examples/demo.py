@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from runtime import Runtime, StepContext, WorkflowResult, create_step, create_workflow
-from runtime.cli import main as callboard
+from runtime._cli import main as callboard
 
 POLL_INTERVAL = 0.2
 """Seconds between two tables while runs are in progress."""

@@ -4,9 +4,7 @@ Define workflows from typed steps, start runs in the background with
 ``start_async()``, and read each run's execution result by its id.
 """
 
-from runtime.context import RequestContext
-from runtime.engine import Runtime, default_runtime
-from runtime.errors import (
+from runtime._errors import (
     CancelError,
     InvalidInputError,
     LoopLimitError,
@@ -28,7 +26,7 @@ from runtime.errors import (
     WorkflowDefinitionError,
     WorkflowError,
 )
-from runtime.model import (
+from runtime._model import (
     ErrorInfo,
     RunEvent,
     RunOutcome,
@@ -39,14 +37,16 @@ from runtime.model import (
     WorkflowResult,
     WorkflowRunList,
 )
-from runtime.options import OutputOptions, RetryConfig, TracingOptions
-from runtime.queries import RunReader
-from runtime.run import Run, RunWatch
-from runtime.signals import AbortSignal
-from runtime.sqlite import SQLiteStore
-from runtime.step import Step, StepContext, create_step
-from runtime.store import MemoryStore, SnapshotRecord, SnapshotStore
-from runtime.workflow import Workflow, create_workflow
+from runtime._options import OutputOptions, RetryConfig, TracingOptions
+from runtime._queries import RunReader
+from runtime._request_context import RequestContext
+from runtime._run import Run, RunWatch
+from runtime._runtime import Runtime, default_runtime
+from runtime._step import Step, StepContext, create_step
+from runtime._stores.base import MemoryStore, SnapshotRecord, SnapshotStore
+from runtime._stores.sqlite import SQLiteStore
+from runtime._sync import AbortSignal
+from runtime._workflow import Workflow, create_workflow
 
 __version__ = "0.1.0"
 

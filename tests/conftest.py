@@ -51,7 +51,7 @@ def runtime() -> Iterator[Runtime]:
 def default_runtime_stopped_after() -> Iterator[None]:
     """For tests that use the process-wide default runtime: stop it afterwards."""
     yield
-    from runtime import engine
+    from runtime import _runtime as engine
 
     if engine._default is not None:
         engine._default.stop(timeout=5)

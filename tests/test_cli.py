@@ -36,11 +36,11 @@ from runtime import (
     StepStatus,
     WorkflowResult,
     WorkflowRunList,
-    cli,
     create_step,
     create_workflow,
 )
-from runtime.cli import main
+from runtime import _cli as cli
+from runtime._cli import main
 
 from .conftest import wait_for_no_callboard_threads
 

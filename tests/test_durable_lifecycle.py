@@ -29,7 +29,7 @@ import msgpack
 import pytest
 from pydantic import BaseModel
 
-import runtime.run as run_module
+import runtime._run as run_module
 from actors.run import WAKE_EARLY
 from runtime import (
     CancelError,
@@ -43,7 +43,7 @@ from runtime import (
     create_step,
     create_workflow,
 )
-from runtime.snapshot import decode, to_result
+from runtime._snapshot import decode, to_result
 from tests.durable_support.helpers import Runtimes, Value, quick_workflow, row, wait_until
 from tests.durable_support.processes import Child
 from tests.durable_support.workflows import append_line, count, read_lines

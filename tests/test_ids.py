@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from runtime.tracing import new_run_id, new_span_id, new_trace_id
+from runtime._tracing import new_run_id, new_span_id, new_trace_id
 
 
 def test_run_ids_are_version_4_uuids_in_canonical_form() -> None:

@@ -2,13 +2,13 @@
 
 Layers (imports only go down, or stay within a layer):
 
-    0 leaf         runtime.errors, runtime.model, runtime.options, runtime.context,
-                   runtime.signals
-    1 codec        runtime.snapshot, runtime.tracing, runtime.store, runtime.sqlite
-    2 definitions  runtime.step, runtime.plan
+    0 leaf         runtime._errors, runtime._model, runtime._options, runtime._request_context,
+                   runtime._sync
+    1 codec        runtime._snapshot, runtime._tracing, runtime._stores.base, runtime._stores.sqlite
+    2 definitions  runtime._step, runtime._plan
     3 machinery    actors.*
-    4 facade       runtime.engine, runtime.run, runtime.workflow, runtime.queries
-    5 entry        runtime (runtime/__init__.py), runtime.cli, runtime.__main__
+    4 facade       runtime._runtime, runtime._run, runtime._workflow, runtime._queries
+    5 entry        runtime (runtime/__init__.py), runtime._cli, runtime.__main__
 
 ``runtime/store.py`` and ``runtime/sqlite.py`` are additions to DESIGN.md's table, at layer 1.
 Imports under
@@ -26,23 +26,24 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 RUNTIME_LAYERS = {
-    "runtime.errors": 0,
-    "runtime.model": 0,
-    "runtime.options": 0,
-    "runtime.context": 0,
-    "runtime.signals": 0,
-    "runtime.snapshot": 1,
-    "runtime.tracing": 1,
-    "runtime.store": 1,
-    "runtime.sqlite": 1,
-    "runtime.step": 2,
-    "runtime.plan": 2,
-    "runtime.engine": 4,
-    "runtime.run": 4,
-    "runtime.workflow": 4,
-    "runtime.queries": 4,
+    "runtime._errors": 0,
+    "runtime._model": 0,
+    "runtime._options": 0,
+    "runtime._request_context": 0,
+    "runtime._sync": 0,
+    "runtime._snapshot": 1,
+    "runtime._tracing": 1,
+    "runtime._stores": 1,
+    "runtime._stores.base": 1,
+    "runtime._stores.sqlite": 1,
+    "runtime._step": 2,
+    "runtime._plan": 2,
+    "runtime._runtime": 4,
+    "runtime._run": 4,
+    "runtime._workflow": 4,
+    "runtime._queries": 4,
     "runtime": 5,
-    "runtime.cli": 5,
+    "runtime._cli": 5,
     "runtime.__main__": 5,
 }
 ACTORS_LAYER = 3
@@ -85,7 +86,7 @@ def _resolve(node: ast.ImportFrom, importer: str, is_package: bool) -> list[str]
         package = importer.split(".") if is_package else importer.split(".")[:-1]
         package = package[: len(package) - (node.level - 1)]
         base = ".".join(package + ([node.module] if node.module else []))
-    # `from runtime import errors` imports the submodule runtime.errors.
+    # `from runtime import _errors` imports the submodule runtime._errors.
     names = [f"{base}.{alias.name}" for alias in node.names]
     submodules = [name for name in names if name in KNOWN_MODULES]
     return submodules or [base]
@@ -139,16 +140,16 @@ def test_the_walker_finds_imports_in_functions_and_type_checking_blocks() -> Non
     source = """
 import msgpack
 from typing import TYPE_CHECKING
-from runtime import errors
-from runtime.model import RunStatus
+from runtime import _errors
+from runtime._model import RunStatus
 if TYPE_CHECKING:
-    from runtime.engine import Runtime
+    from runtime._runtime import Runtime
 def start():
     from actors.supervisor import Supervisor
     import actors.run
 class Box:
     def method(self):
-        from . import plan
+        from . import _plan
 """
     found = {
         (i.module, i.in_function, i.type_checking_only) for i in imports_of(source, "runtime.x")
@@ -157,18 +158,20 @@ class Box:
     assert found == {
         ("msgpack", False, False),
         ("typing", False, False),
-        ("runtime.errors", False, False),
-        ("runtime.model", False, False),
-        ("runtime.engine", False, True),
+        ("runtime._errors", False, False),
+        ("runtime._model", False, False),
+        ("runtime._runtime", False, True),
         ("actors.supervisor", True, False),
         ("actors.run", True, False),
-        ("runtime.plan", True, False),
+        ("runtime._plan", True, False),
     }
 
 
 def test_every_module_is_walked_and_has_a_layer() -> None:
-    assert set(RUNTIME) - {"runtime.cli"} <= set(RUNTIME_LAYERS)
-    assert {"runtime", "runtime.engine", "runtime.snapshot", "runtime.store"} <= set(RUNTIME)
+    assert set(RUNTIME) - {"runtime._cli"} <= set(RUNTIME_LAYERS)
+    assert {"runtime", "runtime._runtime", "runtime._snapshot", "runtime._stores.base"} <= set(
+        RUNTIME
+    )
     assert {
         "actors",
         "actors._dispatch",
@@ -216,7 +219,7 @@ def test_only_the_engine_imports_actors_and_only_inside_functions(importer: str)
     reaching = [
         i for i in RUNTIME[importer] if i.module == "actors" or i.module.startswith("actors.")
     ]
-    if importer != "runtime.engine":
+    if importer != "runtime._runtime":
         assert not reaching, f"{importer} imports the actors: {reaching}"
         return
     assert reaching, "the engine is where the facade meets the machinery"
@@ -232,7 +235,7 @@ def test_msgpack_is_imported_only_by_runtime_snapshot() -> None:
         if i.module == "msgpack" or i.module.startswith("msgpack.")
     }
 
-    assert importers == {"runtime.snapshot"}
+    assert importers == {"runtime._snapshot"}
 
 
 def test_nothing_imports_pickle() -> None:

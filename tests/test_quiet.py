@@ -119,7 +119,7 @@ def test_runs_in_this_process_print_nothing_while_structlog_is_unconfigured(
 def test_in_quiet_mode_a_warning_goes_to_stderr_never_to_stdout() -> None:
     script = (
         "import logging\n"
-        "from runtime.tracing import emit\n"
+        "from runtime._tracing import emit\n"
         "emit(logging.WARNING, 'store_locked', path='x.db')\n"
         "emit(logging.INFO, 'span_start', name='dropped')\n"
     )

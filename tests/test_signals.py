@@ -9,7 +9,7 @@ from functools import partial
 
 import pytest
 
-from runtime.signals import AbortSignal, Channel, ChannelClosed, Latch
+from runtime._sync import AbortSignal, Channel, ChannelClosed, Latch
 
 WAIT = 10.0
 

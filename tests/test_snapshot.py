@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime.errors import SnapshotEncodingError, SnapshotFormatError
-from runtime.model import ErrorInfo, RunStatus, StepStatus, WorkflowResult
-from runtime.snapshot import FORMAT_VERSION, Snapshot, check_encodable, decode, encode, to_result
+from runtime._errors import SnapshotEncodingError, SnapshotFormatError
+from runtime._model import ErrorInfo, RunStatus, StepStatus, WorkflowResult
+from runtime._snapshot import FORMAT_VERSION, Snapshot, check_encodable, decode, encode, to_result
 
 scalars = (
     st.none()

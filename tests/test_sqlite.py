@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-import runtime.sqlite as sqlite_module
+import runtime._stores.sqlite as sqlite_module
 from runtime import (
     RunReader,
     Runtime,
@@ -24,8 +24,8 @@ from runtime import (
     create_step,
     create_workflow,
 )
-from runtime.snapshot import decode
-from runtime.sqlite import SCHEMA_VERSION
+from runtime._snapshot import decode
+from runtime._stores.sqlite import SCHEMA_VERSION
 from tests.durable_support.helpers import (
     Counter,
     Runtimes,

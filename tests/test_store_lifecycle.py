@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-import runtime.sqlite as sqlite_module
+import runtime._stores.sqlite as sqlite_module
 from runtime import RunStatus, SnapshotRecord, SQLiteStore, StoreError
-from runtime.model import TERMINAL_STATUSES as MODEL_TERMINAL
-from runtime.store import TERMINAL_STATUSES, UNFINISHED_STATUSES, MemoryStore, SnapshotStore
+from runtime._model import TERMINAL_STATUSES as MODEL_TERMINAL
+from runtime._stores.base import TERMINAL_STATUSES, UNFINISHED_STATUSES, MemoryStore, SnapshotStore
 from tests.durable_support.helpers import dead_pid, hand_over, raw, row, wait_until
 
 THREADS = 8

@@ -10,7 +10,7 @@ import pytest
 import structlog
 
 from runtime import Runtime
-from runtime.store import MemoryStore, SnapshotRecord
+from runtime._stores.base import MemoryStore, SnapshotRecord
 from tests.conftest import wait_for_no_callboard_threads
 
 

@@ -12,8 +12,8 @@ import pytest
 
 from actors.messages import RecordFailure, SnapshotTaken, WatchRun
 from actors.registry import RegistryActor
-from runtime.snapshot import Snapshot, decode, encode
-from runtime.store import MemoryStore, SnapshotRecord
+from runtime._snapshot import Snapshot, decode, encode
+from runtime._stores.base import MemoryStore, SnapshotRecord
 
 WAIT = 10.0
 TERMINAL = {"success", "failed"}

@@ -14,8 +14,8 @@ from actors.messages import NotifyWhenIdle
 from actors.registry import RegistryActor
 from actors.run import RunActor
 from runtime import Runtime, create_step, create_workflow
-from runtime.snapshot import decode
-from runtime.store import SnapshotRecord
+from runtime._snapshot import decode
+from runtime._stores.base import SnapshotRecord
 from tests.actors.conftest import RecordingStore
 
 WAIT = 10.0

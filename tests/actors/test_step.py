@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from actors.messages import ExecuteStep, StepFinished
 from actors.step import AsyncLoop, StepPool
-from runtime.step import Step, create_step
+from runtime._step import Step, create_step
 
 WAIT = 10.0
 
@@ -257,7 +257,7 @@ def test_pool_stop_ends_the_step_actor_threads(make_harness: Callable[..., Harne
 
 
 def test_pool_refuses_steps_once_stopped(make_harness: Callable[..., Harness]) -> None:
-    from runtime.errors import RuntimeStoppedError
+    from runtime._errors import RuntimeStoppedError
 
     harness = make_harness()
     harness.pool.stop()
@@ -292,7 +292,7 @@ import pykka
 from pydantic import BaseModel
 from actors.messages import ExecuteStep
 from actors.step import AsyncLoop, StepPool
-from runtime.step import create_step
+from runtime._step import create_step
 
 class Value(BaseModel):
     value: str

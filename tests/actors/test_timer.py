@@ -15,7 +15,7 @@ import pytest
 import structlog
 
 from actors._timer import Timers
-from runtime.errors import RuntimeStoppedError
+from runtime._errors import RuntimeStoppedError
 
 WAIT = 10.0
 FAR = 3600.0  # a deadline no test reaches

@@ -3,7 +3,7 @@
 The registry actor is the store's writer for a run's updates; a run's first
 (``pending``) record is created by ``start_async`` itself, so that the run is
 recorded before the call returns. Reads may come from any thread. The SQLite
-store is in :mod:`runtime.sqlite`.
+store is in :mod:`runtime._stores.sqlite`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class SnapshotRecord(NamedTuple):
         workflow_id: The run's workflow.
         seq: The snapshot's sequence number within its run; higher is newer.
         status: The run's status in this snapshot.
-        data: The snapshot as encoded by :func:`runtime.snapshot.encode`.
+        data: The snapshot as encoded by :func:`runtime._snapshot.encode`.
         created_at: When the run was started (epoch seconds).
         updated_at: When this snapshot was taken (epoch seconds).
         trace_id: The run's trace id.

@@ -10,7 +10,7 @@
 Every command takes ``--db PATH``: the SQLite run store, by default ``$CALLBOARD_DB``, else
 ``./callboard.db``. ``python -m runtime`` is the same command.
 
-The reading commands open the store read-only (:class:`~runtime.queries.RunReader`), so
+The reading commands open the store read-only (:class:`~runtime._queries.RunReader`), so
 they never get in the way of the runtimes writing to it. ``start`` runs a workflow on a
 runtime of its own in this process; a run that outlives the command is not lost: it stays
 in the store, and the next runtime on the file that registers its workflow resumes it.
@@ -50,25 +50,25 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from runtime.engine import DEFAULT_STOP_TIMEOUT, Runtime
-from runtime.errors import (
+from runtime._errors import (
     InvalidInputError,
     RunAlreadyStartedError,
     RunTimeoutError,
     SnapshotFormatError,
     StoreError,
 )
-from runtime.model import (
+from runtime._model import (
     SETTLED_STATUSES,
     RunStatus,
     StepResult,
     WorkflowResult,
     WorkflowRunList,
 )
-from runtime.queries import RunReader
-from runtime.run import Run
-from runtime.sqlite import path_from_url
-from runtime.workflow import Workflow
+from runtime._queries import RunReader
+from runtime._run import Run
+from runtime._runtime import DEFAULT_STOP_TIMEOUT, Runtime
+from runtime._stores.sqlite import path_from_url
+from runtime._workflow import Workflow
 
 __all__ = [
     "DB_ENV",

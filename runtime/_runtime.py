@@ -15,21 +15,21 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 
 import pykka
 
-from runtime.errors import (
+from runtime._errors import (
     RunAlreadyStartedError,
     RuntimeStoppedError,
     WorkflowDefinitionError,
 )
-from runtime.model import ErrorInfo, RunEvent
-from runtime.plan import ExecutionPlan
-from runtime.signals import Channel, Latch
-from runtime.snapshot import Snapshot, decode, failed_record
-from runtime.sqlite import SQLiteStore, path_from_url
-from runtime.store import MemoryStore, SnapshotRecord, SnapshotStore
-from runtime.tracing import emit
+from runtime._model import ErrorInfo, RunEvent
+from runtime._plan import ExecutionPlan
+from runtime._snapshot import Snapshot, decode, failed_record
+from runtime._stores.base import MemoryStore, SnapshotRecord, SnapshotStore
+from runtime._stores.sqlite import SQLiteStore, path_from_url
+from runtime._sync import Channel, Latch
+from runtime._tracing import emit
 
 if TYPE_CHECKING:
-    from runtime.workflow import Workflow
+    from runtime._workflow import Workflow
 
 __all__ = ["Runtime", "default_runtime"]
 

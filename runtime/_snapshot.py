@@ -15,9 +15,9 @@ from typing import Any, Final, TypedDict
 import msgpack
 from pydantic import ValidationError
 
-from runtime.errors import SnapshotEncodingError, SnapshotFormatError
-from runtime.model import RunEvent, StepResult, WorkflowResult
-from runtime.store import SnapshotRecord
+from runtime._errors import SnapshotEncodingError, SnapshotFormatError
+from runtime._model import RunEvent, StepResult, WorkflowResult
+from runtime._stores.base import SnapshotRecord
 
 __all__ = [
     "FORMAT_VERSION",

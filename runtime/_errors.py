@@ -29,7 +29,7 @@ The hierarchy::
 
 Errors that happen inside a run do not propagate to the caller: they end the run
 as ``failed`` and are described on its result by an
-:class:`~runtime.model.ErrorInfo` whose ``name`` is the exception's class name.
+:class:`~runtime._model.ErrorInfo` whose ``name`` is the exception's class name.
 """
 
 from __future__ import annotations

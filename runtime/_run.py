@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from runtime.context import RequestContext
-from runtime.errors import (
+from runtime._errors import (
     CancelError,
     InvalidInputError,
     ResumeConflictError,
@@ -23,7 +22,7 @@ from runtime.errors import (
     SnapshotFormatError,
     summarize_errors,
 )
-from runtime.model import (
+from runtime._model import (
     SETTLED_STATUSES,
     TERMINAL_STATUSES,
     RunEvent,
@@ -31,9 +30,9 @@ from runtime.model import (
     StartAsyncResult,
     WorkflowResult,
 )
-from runtime.options import OutputOptions, TracingOptions
-from runtime.signals import Channel, ChannelClosed, Latch
-from runtime.snapshot import (
+from runtime._options import OutputOptions, TracingOptions
+from runtime._request_context import RequestContext
+from runtime._snapshot import (
     Snapshot,
     canceled_record,
     check_encodable,
@@ -44,13 +43,14 @@ from runtime.snapshot import (
     run_events,
     to_result,
 )
-from runtime.step import Step, plain
-from runtime.store import SnapshotRecord
-from runtime.tracing import new_span_id, new_trace_id
+from runtime._step import Step, plain
+from runtime._stores.base import SnapshotRecord
+from runtime._sync import Channel, ChannelClosed, Latch
+from runtime._tracing import new_span_id, new_trace_id
 
 if TYPE_CHECKING:
-    from runtime.engine import Runtime, _Machinery
-    from runtime.plan import ExecutionPlan
+    from runtime._plan import ExecutionPlan
+    from runtime._runtime import Runtime, _Machinery
 
 __all__ = ["Run", "RunWatch", "read_result"]
 

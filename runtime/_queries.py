@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-from runtime.errors import SnapshotFormatError
-from runtime.model import RunStatus, WorkflowResult, WorkflowRunList
-from runtime.run import read_result
-from runtime.sqlite import SQLiteStore
-from runtime.store import SnapshotStore
-from runtime.tracing import emit
+from runtime._errors import SnapshotFormatError
+from runtime._model import RunStatus, WorkflowResult, WorkflowRunList
+from runtime._run import read_result
+from runtime._stores.base import SnapshotStore
+from runtime._stores.sqlite import SQLiteStore
+from runtime._tracing import emit
 
 __all__ = ["RunReader", "get_run", "list_runs"]
 

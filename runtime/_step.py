@@ -10,11 +10,11 @@ from typing import Any, Generic, NoReturn, TypeVar, overload
 
 from pydantic import BaseModel, ValidationError
 
-from runtime.context import RequestContext
-from runtime.errors import StepValidationError, WorkflowDefinitionError, WorkflowError
-from runtime.signals import AbortSignal
-from runtime.snapshot import check_encodable, copy_plain
-from runtime.tracing import step_logger
+from runtime._errors import StepValidationError, WorkflowDefinitionError, WorkflowError
+from runtime._request_context import RequestContext
+from runtime._snapshot import check_encodable, copy_plain
+from runtime._sync import AbortSignal
+from runtime._tracing import step_logger
 
 __all__ = [
     "BailOut",

@@ -22,8 +22,8 @@ from typing import Any, Final
 
 from pydantic import BaseModel
 
-from runtime.errors import WorkflowDefinitionError
-from runtime.step import Step
+from runtime._errors import WorkflowDefinitionError
+from runtime._step import Step
 
 __all__ = [
     "MAX_SLEEP",

@@ -35,9 +35,9 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Final
 
-from runtime.errors import StoreError
-from runtime.store import TERMINAL_STATUSES, UNFINISHED_STATUSES, SnapshotRecord
-from runtime.tracing import emit, new_run_id
+from runtime._errors import StoreError
+from runtime._stores.base import TERMINAL_STATUSES, UNFINISHED_STATUSES, SnapshotRecord
+from runtime._tracing import emit, new_run_id
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 

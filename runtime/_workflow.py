@@ -8,16 +8,16 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from runtime.errors import RunInProgressError, WorkflowDefinitionError
-from runtime.model import (
+from runtime._errors import RunInProgressError, WorkflowDefinitionError
+from runtime._model import (
     TERMINAL_STATUSES,
     RunOutcome,
     RunStatus,
     WorkflowResult,
     WorkflowRunList,
 )
-from runtime.options import RetryConfig
-from runtime.plan import (
+from runtime._options import RetryConfig
+from runtime._plan import (
     MAX_SLEEP,
     BranchNode,
     ExecutionPlan,
@@ -33,14 +33,14 @@ from runtime.plan import (
     compile_plan,
     leaf_steps,
 )
-from runtime.queries import get_run, list_runs
-from runtime.run import Run
-from runtime.step import Step
-from runtime.store import MemoryStore, SnapshotStore
-from runtime.tracing import new_run_id
+from runtime._queries import get_run, list_runs
+from runtime._run import Run
+from runtime._step import Step
+from runtime._stores.base import MemoryStore, SnapshotStore
+from runtime._tracing import new_run_id
 
 if TYPE_CHECKING:
-    from runtime.engine import Runtime
+    from runtime._runtime import Runtime
 
 __all__ = ["Workflow", "create_workflow"]
 
@@ -425,7 +425,7 @@ class Workflow(Generic[In, Out]):
             raise ValueError("run_id must not be empty")
         runtime = self._runtime
         if runtime is None:
-            from runtime.engine import default_runtime
+            from runtime._runtime import default_runtime
 
             runtime = default_runtime()
             runtime.register(self)
@@ -531,7 +531,7 @@ class Workflow(Generic[In, Out]):
     def _store(self, *, start: bool) -> SnapshotStore:
         runtime = self._runtime
         if runtime is None:
-            from runtime.engine import default_runtime
+            from runtime._runtime import default_runtime
 
             runtime = default_runtime(start=start)
         store = None if runtime is None else runtime.store
