@@ -29,7 +29,8 @@ from typing import Any, Final
 import pykka
 from pykka import ActorDeadError, ActorRegistry
 
-from runtime._tracing import emit, new_run_id
+from runtime._ids import new_id
+from runtime._tracing import emit
 
 __all__ = ["THROUGHPUT", "DispatchedActor", "Dispatcher", "ThreadActor", "tell_safely"]
 
@@ -180,7 +181,7 @@ class DispatchedActor(pykka.Actor):
         # What pykka's Actor.__init__ does, but with an urn from callboard's id
         # generator: uuid4() reads os.urandom, which releases the GIL, and a
         # dispatched actor is created for every run.
-        self.actor_urn = f"urn:uuid:{new_run_id()}"
+        self.actor_urn = f"urn:uuid:{new_id()}"
         self.actor_inbox = _DispatchInbox()
         self.actor_stopped = threading.Event()
         self._actor_ref = pykka.ActorRef(self)

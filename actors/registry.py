@@ -23,13 +23,16 @@ from actors.messages import (
     WatchRun,
 )
 from runtime._errors import SnapshotFormatError, StoreError
-from runtime._model import SETTLED_STATUSES, TERMINAL_STATUSES, RunEvent, RunStatus
+from runtime._model import (
+    PARKED_STATUSES,
+    SETTLED_STATUSES,
+    TERMINAL_STATUSES,
+    RunEvent,
+)
 from runtime._snapshot import decode, failed_record, run_events
 from runtime._stores.base import RecoverableStore, SnapshotRecord, SnapshotStore
 from runtime._sync import Channel, Latch
 from runtime._tracing import emit
-
-_PARKED = frozenset({RunStatus.WAITING, RunStatus.SUSPENDED})
 
 __all__ = ["RegistryActor"]
 
@@ -99,7 +102,7 @@ class RegistryActor(ThreadActor):
             last = self._live.get(record.run_id)
             if last is not None and last.seq >= record.seq:
                 return  # older than what the store will hold once it commits
-            if terminal or record.status in _PARKED:
+            if terminal or record.status in PARKED_STATUSES:
                 self._live.pop(record.run_id, None)  # no actor drives it any more
             else:
                 self._live[record.run_id] = record

@@ -36,7 +36,8 @@ from runtime._model import ErrorInfo
 from runtime._plan import MAX_SLEEP
 from runtime._request_context import RequestContext
 from runtime._snapshot import check_encodable, copy_plain, find_unencodable
-from runtime._step import BailOut, StepContext, SuspendRequest, plain, validate_for_step
+from runtime._step import plain, validate_for_step
+from runtime._step_context import BailOut, StepContext, SuspendRequest
 from runtime._tracing import Span, emit
 
 __all__ = ["AsyncLoop", "StepActor", "StepPool", "error_dict"]

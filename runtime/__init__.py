@@ -42,7 +42,8 @@ from runtime._queries import RunReader
 from runtime._request_context import RequestContext
 from runtime._run import Run, RunWatch
 from runtime._runtime import Runtime, default_runtime
-from runtime._step import Step, StepContext, create_step
+from runtime._step import Step, create_step
+from runtime._step_context import StepContext
 from runtime._stores.base import MemoryStore, SnapshotRecord, SnapshotStore
 from runtime._stores.sqlite import SQLiteStore
 from runtime._sync import AbortSignal

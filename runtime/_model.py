@@ -15,8 +15,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = [
+    "OPEN_STEP_STATUSES",
+    "PARKED_STATUSES",
     "SETTLED_STATUSES",
     "TERMINAL_STATUSES",
+    "UNFINISHED_STATUSES",
     "ErrorInfo",
     "RunEvent",
     "RunOutcome",
@@ -64,6 +67,19 @@ TERMINAL_STATUSES: frozenset[str] = frozenset(
 
 SETTLED_STATUSES: frozenset[str] = TERMINAL_STATUSES | {RunStatus.SUSPENDED}
 """The statuses at which ``run.wait()`` returns: the run ended, or waits for a resume."""
+
+UNFINISHED_STATUSES: frozenset[str] = frozenset(
+    {RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING}
+)
+"""The statuses of runs some runtime must drive on (a suspended run waits for a resume)."""
+
+PARKED_STATUSES: frozenset[str] = frozenset({RunStatus.WAITING, RunStatus.SUSPENDED})
+"""The statuses of runs that hold no actor: asleep until a time, or waiting for a resume."""
+
+OPEN_STEP_STATUSES: frozenset[str] = frozenset(
+    {StepStatus.RUNNING, StepStatus.WAITING, StepStatus.SUSPENDED}
+)
+"""The statuses of steps that have not ended; a run that ends closes them."""
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 _TRACEBACK_FRAMES = 20

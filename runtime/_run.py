@@ -22,6 +22,7 @@ from runtime._errors import (
     SnapshotFormatError,
     summarize_errors,
 )
+from runtime._ids import new_span_id, new_trace_id
 from runtime._model import (
     SETTLED_STATUSES,
     TERMINAL_STATUSES,
@@ -46,7 +47,6 @@ from runtime._snapshot import (
 from runtime._step import Step, plain
 from runtime._stores.base import SnapshotRecord
 from runtime._sync import Channel, ChannelClosed, Latch
-from runtime._tracing import new_span_id, new_trace_id
 
 if TYPE_CHECKING:
     from runtime._plan import ExecutionPlan

@@ -16,7 +16,14 @@ import msgpack
 from pydantic import ValidationError
 
 from runtime._errors import SnapshotEncodingError, SnapshotFormatError
-from runtime._model import RunEvent, StepResult, WorkflowResult
+from runtime._model import (
+    OPEN_STEP_STATUSES,
+    RunEvent,
+    RunStatus,
+    StepResult,
+    StepStatus,
+    WorkflowResult,
+)
 from runtime._stores.base import SnapshotRecord
 
 __all__ = [
@@ -179,15 +186,12 @@ def record_of(snapshot: Snapshot) -> SnapshotRecord:
     )
 
 
-_OPEN_STEP_STATUSES = frozenset({"running", "waiting", "suspended"})
-
-
 def close_open_steps(
     snapshot: Snapshot, status: str, now: float, error: dict[str, Any] | None = None
 ) -> None:
     """End every step still running, waiting or suspended with ``status`` (and ``error``)."""
     for step in snapshot["steps"].values():
-        if step["status"] in _OPEN_STEP_STATUSES:
+        if step["status"] in OPEN_STEP_STATUSES:
             step["status"] = status
             step["ended_at"] = now
             if error is not None:
@@ -196,8 +200,8 @@ def close_open_steps(
 
 def mark_failed(snapshot: Snapshot, error: dict[str, Any], now: float) -> None:
     """Mark a run failed with ``error``: no result, and a step not yet ended fails too."""
-    close_open_steps(snapshot, "failed", now, error)
-    snapshot["status"] = "failed"
+    close_open_steps(snapshot, StepStatus.FAILED.value, now, error)
+    snapshot["status"] = RunStatus.FAILED.value
     snapshot["error"] = error
     snapshot["result"] = None
     snapshot["suspended"] = {}
@@ -206,8 +210,8 @@ def mark_failed(snapshot: Snapshot, error: dict[str, Any], now: float) -> None:
 
 def mark_canceled(snapshot: Snapshot, now: float) -> None:
     """Mark a run canceled: no result, no error, and a step not yet ended is canceled."""
-    close_open_steps(snapshot, "canceled", now)
-    snapshot["status"] = "canceled"
+    close_open_steps(snapshot, StepStatus.CANCELED.value, now)
+    snapshot["status"] = RunStatus.CANCELED.value
     snapshot["result"] = None
     snapshot["suspended"] = {}
     snapshot["wake_at"] = None
@@ -323,7 +327,7 @@ def to_result(snapshot: Snapshot) -> WorkflowResult:
                 "steps": snapshot["steps"],
                 "suspended": snapshot.get("suspended") or {},
                 "waiting_until": _moment(snapshot.get("wake_at"))
-                if snapshot["status"] == "waiting"
+                if snapshot["status"] == RunStatus.WAITING
                 else None,
                 "state": snapshot["state"] if snapshot["include_state"] else None,
                 "trace_id": snapshot["trace_id"],
@@ -336,6 +340,10 @@ def to_result(snapshot: Snapshot) -> WorkflowResult:
         raise SnapshotFormatError(
             f"snapshot of run {snapshot.get('run_id')!r} does not hold a valid result: {exc}"
         ) from exc
+
+
+_STARTING: Final = frozenset({RunStatus.PENDING, RunStatus.RUNNING})
+_STEP_GOING_ON: Final = frozenset({StepStatus.RUNNING, StepStatus.WAITING})
 
 
 def run_events(
@@ -354,7 +362,7 @@ def run_events(
     now = datetime.now(UTC)
     run_id, status = snapshot["run_id"], snapshot["status"]
     events: list[RunEvent] = []
-    early = status != last_status and status in ("pending", "running")
+    early = status != last_status and status in _STARTING
     if early:
         events.append(RunEvent(type="status", run_id=run_id, status=status, at=now))
     for path, step in snapshot["steps"].items():
@@ -363,11 +371,11 @@ def run_events(
         if seen == (step_status, attempts):
             continue
         kinds = []
-        if seen is None or (seen[0] != "running" and step_status == "running"):
+        if seen is None or (seen[0] != StepStatus.RUNNING and step_status == StepStatus.RUNNING):
             kinds.append("step_started")
-        elif step_status == "running" and attempts != seen[1]:
+        elif step_status == StepStatus.RUNNING and attempts != seen[1]:
             kinds.append("step_retrying")
-        if step_status not in {"running", "waiting"}:
+        if step_status not in _STEP_GOING_ON:
             kinds.append("step_finished")
         result = StepResult.model_validate(step)
         events.extend(

@@ -1,4 +1,4 @@
-"""Trace and span ids, and span events logged through structlog.
+"""Span events logged through structlog, and callboard's own quiet logger.
 
 A run is a root span ``workflow_run``; each step is a child span
 ``workflow_step``. A span logs ``span_start`` and ``span_end`` with its ids, its
@@ -16,21 +16,18 @@ configuration.
 from __future__ import annotations
 
 import logging
-import os
-import random
 import sys
 import time
 from typing import Any
 
 import structlog
 
+from runtime._ids import new_span_id
+
 __all__ = [
     "Span",
     "emit",
     "logger",
-    "new_run_id",
-    "new_span_id",
-    "new_trace_id",
     "step_logger",
 ]
 
@@ -81,38 +78,6 @@ def emit(level: int, event: str, **fields: Any) -> None:
         active.log(level, event, **fields)
     elif level >= logging.WARNING:
         structlog.wrap_logger(structlog.PrintLogger(sys.stderr)).log(level, event, **fields)
-
-
-# Ids come from a generator of our own, not os.urandom: they identify, they
-# guard nothing, and os.urandom releases the GIL, so under load every
-# start_async would wait up to a GIL switch interval (5 ms) to get it back.
-# Not the module-level `random` functions either: programs and test tools
-# (Hypothesis among them) seed those, and seeded ids would repeat. The
-# generator seeds itself from the OS, again in a forked child.
-_ids = random.Random()
-os.register_at_fork(after_in_child=_ids.seed)
-_getrandbits = _ids.getrandbits
-
-
-def new_trace_id() -> str:
-    """A random 32-character hexadecimal trace id (never all zeros)."""
-    return f"{_getrandbits(128) or 1:032x}"
-
-
-def new_span_id() -> str:
-    """A random 16-character hexadecimal span id (never all zeros)."""
-    return f"{_getrandbits(64) or 1:016x}"
-
-
-def new_run_id() -> str:
-    """A random run id in the form of a version 4 UUID."""
-    bits = (_getrandbits(128) & ~_UUID_FIXED_BITS) | _UUID4_BITS
-    text = f"{bits:032x}"
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
-
-
-_UUID_FIXED_BITS = (0xF000 << 64) | (0xC000 << 48)  # the version and variant fields
-_UUID4_BITS = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant
 
 
 class Span:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from runtime._errors import RunInProgressError, WorkflowDefinitionError
+from runtime._ids import new_id
 from runtime._model import (
     TERMINAL_STATUSES,
     RunOutcome,
@@ -37,7 +38,6 @@ from runtime._queries import get_run, list_runs
 from runtime._run import Run
 from runtime._step import Step
 from runtime._stores.base import MemoryStore, SnapshotStore
-from runtime._tracing import new_run_id
 
 if TYPE_CHECKING:
     from runtime._runtime import Runtime
@@ -418,7 +418,7 @@ class Workflow(Generic[In, Out]):
         """
         plan = self.plan
         if run_id is None:
-            run_id = new_run_id()
+            run_id = new_id()
         elif not isinstance(run_id, str):
             raise TypeError(f"run_id must be a str, got {type(run_id).__name__}")
         elif not run_id:

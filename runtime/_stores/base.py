@@ -12,19 +12,14 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
 
+from runtime._model import TERMINAL_STATUSES, UNFINISHED_STATUSES
+
 __all__ = [
-    "TERMINAL_STATUSES",
-    "UNFINISHED_STATUSES",
     "MemoryStore",
     "RecoverableStore",
     "SnapshotRecord",
     "SnapshotStore",
 ]
-
-UNFINISHED_STATUSES = frozenset({"pending", "running", "waiting"})
-"""Statuses of runs that some runtime must drive on (a suspended run waits for a resume)."""
-TERMINAL_STATUSES = frozenset({"success", "failed", "canceled"})
-"""Statuses a stored run never leaves."""
 
 
 class SnapshotRecord(NamedTuple):

@@ -36,8 +36,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from runtime._errors import StoreError
-from runtime._stores.base import TERMINAL_STATUSES, UNFINISHED_STATUSES, SnapshotRecord
-from runtime._tracing import emit, new_run_id
+from runtime._ids import new_id
+from runtime._model import TERMINAL_STATUSES, UNFINISHED_STATUSES
+from runtime._stores.base import SnapshotRecord
+from runtime._tracing import emit
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -199,7 +201,7 @@ class SQLiteStore:
     def __init__(self, location: str | os.PathLike[str], *, readonly: bool = False) -> None:
         self.path = path_from_url(location)
         self.readonly = readonly
-        self.owner_id = new_run_id()
+        self.owner_id = new_id()
         self._local = threading.local()
         self._closed = False
         self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()

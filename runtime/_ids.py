@@ -1,0 +1,39 @@
+"""Random ids: run, actor and owner ids (UUID 4 text), trace and span ids (hex)."""
+
+from __future__ import annotations
+
+import os
+import random
+
+__all__ = ["new_id", "new_span_id", "new_trace_id"]
+
+# Ids come from a generator of our own, not os.urandom: they identify, they
+# guard nothing, and os.urandom releases the GIL, so under load every
+# start_async would wait up to a GIL switch interval (5 ms) to get it back.
+# Not the module-level `random` functions either: programs and test tools
+# (Hypothesis among them) seed those, and seeded ids would repeat. The
+# generator seeds itself from the OS, again in a forked child.
+_generator = random.Random()
+os.register_at_fork(after_in_child=_generator.seed)
+_getrandbits = _generator.getrandbits
+
+
+def new_trace_id() -> str:
+    """A random 32-character hexadecimal trace id (never all zeros)."""
+    return f"{_getrandbits(128) or 1:032x}"
+
+
+def new_span_id() -> str:
+    """A random 16-character hexadecimal span id (never all zeros)."""
+    return f"{_getrandbits(64) or 1:016x}"
+
+
+def new_id() -> str:
+    """A random id in the form of a version 4 UUID: for runs, actors and store owners."""
+    bits = (_getrandbits(128) & ~_UUID_FIXED_BITS) | _UUID4_BITS
+    text = f"{bits:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+_UUID_FIXED_BITS = (0xF000 << 64) | (0xC000 << 48)  # the version and variant fields
+_UUID4_BITS = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant

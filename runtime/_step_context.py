@@ -1,0 +1,300 @@
+"""``StepContext``: what a step body receives as ``ctx``, and how it leaves early.
+
+``ctx.suspend()`` and ``ctx.bail()`` leave the body by raising
+:class:`SuspendRequest` and :class:`BailOut`, which the step actor catches.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any, Generic, NoReturn
+
+from pydantic import BaseModel
+
+from runtime._errors import WorkflowError
+from runtime._request_context import RequestContext
+from runtime._snapshot import check_encodable, copy_plain
+from runtime._step import In, Step, plain, validate_for_step
+from runtime._sync import AbortSignal
+from runtime._tracing import step_logger
+
+__all__ = ["BailOut", "StepContext", "SuspendRequest"]
+
+
+class SuspendRequest(BaseException):
+    """Raised by ``ctx.suspend()`` to leave the step body; the runtime catches it.
+
+    A ``BaseException``, so that a body's ``except Exception`` does not swallow it.
+    """
+
+    def __init__(self, payload: Any) -> None:
+        super().__init__("the step suspended")
+        self.payload = payload
+
+
+class BailOut(BaseException):
+    """Raised by ``ctx.bail()`` to end the run as a success; the runtime catches it."""
+
+    def __init__(self, result: Any) -> None:
+        super().__init__("the step bailed out")
+        self.result = result
+
+
+class StepContext(Generic[In]):
+    """What a step body (or a condition, or a ``map`` function) receives as ``ctx``.
+
+    Attributes:
+        input_data: The step's input, validated against its ``input_schema``.
+        run_id: The run's id.
+        workflow_id: The id of the workflow the step belongs to (a nested
+            workflow's own id inside it).
+        step_id: This step's id.
+        path: This step's path in the run's results (``"child.step"`` inside
+            a nested workflow).
+        request_context: The run's :class:`RequestContext`; changes are seen by
+            later steps of the same run.
+        retry_count: How many times this step has been retried in this round (0 at first).
+        resume_data: What ``run.resume()`` passed, validated against the step's
+            ``resume_schema`` (``None`` unless this call resumes the step).
+        abort_signal: Set when the step should give up: the run was
+            cancelled, a sibling in ``parallel`` failed, or the step timed out.
+        iteration_count: In a loop's condition, how many times the loop has
+            run its step; ``None`` elsewhere.
+    """
+
+    __slots__ = (
+        "_bail_schema",
+        "_definitions",
+        "_init_data",
+        "_log_fields",
+        "_logger",
+        "_outputs",
+        "_prefix",
+        "_read_only",
+        "_state",
+        "_workflow_input_schema",
+        "_workflow_state_schema",
+        "abort_signal",
+        "input_data",
+        "iteration_count",
+        "path",
+        "request_context",
+        "resume_data",
+        "retry_count",
+        "run_id",
+        "step",
+        "step_id",
+        "workflow_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        step: Step[In, Any] | None,
+        input_data: In,
+        run_id: str,
+        workflow_id: str,
+        state: Any,
+        workflow_state_schema: type[BaseModel] | None,
+        request_context: RequestContext,
+        init_data: Any,
+        workflow_input_schema: type[BaseModel],
+        definitions: Mapping[str, Step[Any, Any]],
+        outputs: Mapping[str, Any],
+        log_fields: dict[str, Any],
+        path: str | None = None,
+        prefix: str = "",
+        retry_count: int = 0,
+        resume_data: Any = None,
+        abort_signal: AbortSignal | None = None,
+        read_only: bool = False,
+        iteration_count: int | None = None,
+        bail_schema: type[BaseModel] | None = None,
+    ) -> None:
+        self.step = step
+        self.step_id = step.id if step is not None else (path or "")
+        self.path = path if path is not None else self.step_id
+        self.input_data = input_data
+        self.run_id = run_id
+        self.workflow_id = workflow_id
+        self.request_context = request_context
+        self.retry_count = retry_count
+        self.resume_data = resume_data
+        self.abort_signal = abort_signal if abort_signal is not None else AbortSignal()
+        self.iteration_count = iteration_count
+        self._state = state
+        self._workflow_state_schema = workflow_state_schema
+        self._init_data = init_data
+        self._workflow_input_schema = workflow_input_schema
+        self._definitions = definitions
+        self._outputs = outputs
+        self._log_fields = log_fields
+        self._logger: Any = None
+        self._prefix = prefix
+        self._read_only = read_only
+        self._bail_schema = bail_schema
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the step has been told to stop (``abort_signal`` is set)."""
+        return self.abort_signal.aborted
+
+    @property
+    def state(self) -> Any:
+        """The workflow state, as the step sees it.
+
+        A model of the step's ``state_schema`` (or else the workflow's), or a
+        copy of the plain dict when there is no schema.
+        """
+        schema = (self.step.state_schema if self.step else None) or self._workflow_state_schema
+        if schema is not None:
+            return schema.model_validate(self._state or {})
+        return copy.deepcopy(self._state) if self._state is not None else {}
+
+    def _refuse(self, what: str) -> None:
+        if self._read_only:
+            raise WorkflowError(
+                f"{self.path!r}: {what} is not available here: a condition or map "
+                "function only reads the run",
+                run_id=self.run_id,
+                step_id=self.step_id,
+            )
+
+    def set_state(self, value: Any) -> None:
+        """Replace the workflow state; later steps read the new value.
+
+        Args:
+            value: A model or a mapping, validated against the workflow's
+                ``state_schema`` when it has one.
+
+        Raises:
+            StepValidationError: if the value fails the workflow's state schema.
+            SnapshotEncodingError: if the value cannot be stored in a snapshot.
+            WorkflowError: in a condition or a ``map`` function, which only read.
+        """
+        self._refuse("set_state()")
+        schema = self._workflow_state_schema
+        if schema is not None:
+            model = validate_for_step(
+                schema,
+                value,
+                f"step {self.step_id!r}: the set_state() value",
+                "the workflow's state schema",
+                run_id=self.run_id,
+                step_id=self.step_id,
+            )
+            new_state = model.model_dump(mode="json")
+        else:
+            new_state = plain(value)
+            if isinstance(new_state, Mapping):
+                new_state = dict(new_state)
+            check_encodable(new_state, "state")
+            new_state = copy_plain(new_state)  # later changes to the caller's value stay out
+        self._state = new_state
+
+    def suspend(self, payload: Any = None) -> NoReturn:
+        """Suspend the run at this step; it waits, holding no thread, for ``run.resume()``.
+
+        This leaves the body at once (it raises an exception the runtime
+        catches, derived from ``BaseException`` so ``except Exception`` does
+        not stop it). On resume the body is called again from the start with
+        the same input and ``ctx.resume_data`` set.
+
+        Args:
+            payload: What the run's result shows for this step (a model or
+                plain data), validated against the step's ``suspend_schema``.
+
+        Raises:
+            StepValidationError: if the payload does not fit ``suspend_schema``.
+            WorkflowError: in a condition or a ``map`` function.
+        """
+        self._refuse("suspend()")
+        schema = self.step.suspend_schema if self.step is not None else None
+        if schema is not None:
+            payload = validate_for_step(
+                schema,
+                payload,
+                f"step {self.step_id!r}: the suspend() payload",
+                "its suspend schema",
+                run_id=self.run_id,
+                step_id=self.step_id,
+            ).model_dump(mode="json")
+        else:
+            payload = plain(payload)
+            check_encodable(payload, f"step {self.step_id!r} suspend payload")
+            payload = copy_plain(payload)
+        raise SuspendRequest(payload)
+
+    def bail(self, result: Any) -> NoReturn:
+        """End the whole run now as a success, with ``result`` as its result.
+
+        Leaves the body at once, like :meth:`suspend`; no later step runs.
+
+        Args:
+            result: The run's result (a model or plain data), validated
+                against the workflow's ``output_schema``.
+
+        Raises:
+            StepValidationError: if the result does not fit the output schema.
+            WorkflowError: in a condition or a ``map`` function.
+        """
+        self._refuse("bail()")
+        schema = self._bail_schema
+        if schema is not None:
+            result = validate_for_step(
+                schema,
+                result,
+                f"step {self.step_id!r}: the bail() result",
+                "the workflow's output schema",
+                run_id=self.run_id,
+                step_id=self.step_id,
+            ).model_dump(mode="json")
+        else:
+            result = plain(result)
+            check_encodable(result, f"step {self.step_id!r} bail result")
+        raise BailOut(result)
+
+    @property
+    def raw_state(self) -> Any:
+        """The state as plain data (for the runtime)."""
+        return self._state
+
+    def get_init_data(self) -> Any:
+        """The input of the workflow this step belongs to, as its ``input_schema`` model."""
+        return self._workflow_input_schema.model_validate(self._init_data)
+
+    def get_step_result(self, step: Step[Any, Any] | str) -> Any:
+        """The output of an earlier step of this run, as its ``output_schema`` model.
+
+        Inside a nested workflow a step id names a step of the same nested
+        workflow; a full path (``"child.step"``) names any step.
+
+        Args:
+            step: The step or its id (or path).
+
+        Returns:
+            The output model, or ``None`` when that step has not succeeded in this run.
+
+        Raises:
+            KeyError: if the workflow has no step with that id.
+        """
+        step_id = step if isinstance(step, str) else step.id
+        path = self._prefix + step_id
+        definition = self._definitions.get(path)
+        if definition is None:
+            path = step_id
+            definition = self._definitions.get(path)
+        if definition is None:
+            raise KeyError(f"workflow {self.workflow_id!r} has no step {step_id!r}")
+        output = self._outputs.get(path)
+        if output is None:
+            return None
+        return definition.output_schema.model_validate(output)
+
+    @property
+    def logger(self) -> Any:
+        """A structlog logger bound to the run's ``trace_id``, ``run_id`` and this step."""
+        if self._logger is None:
+            self._logger = step_logger(**self._log_fields)
+        return self._logger
