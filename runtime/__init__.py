@@ -44,7 +44,8 @@ from runtime._run import Run, RunWatch
 from runtime._runtime import Runtime, default_runtime
 from runtime._step import Step, create_step
 from runtime._step_context import StepContext
-from runtime._stores.base import MemoryStore, SnapshotRecord, SnapshotStore
+from runtime._stores.base import SnapshotRecord, SnapshotStore
+from runtime._stores.memory import MemoryStore
 from runtime._stores.sqlite import SQLiteStore
 from runtime._sync import AbortSignal
 from runtime._workflow import Workflow, create_workflow

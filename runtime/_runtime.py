@@ -23,7 +23,8 @@ from runtime._errors import (
 from runtime._model import ErrorInfo, RunEvent
 from runtime._plan import ExecutionPlan
 from runtime._snapshot import Snapshot, decode, failed_record
-from runtime._stores.base import MemoryStore, SnapshotRecord, SnapshotStore
+from runtime._stores.base import SnapshotRecord, SnapshotStore
+from runtime._stores.memory import MemoryStore
 from runtime._stores.sqlite import SQLiteStore, path_from_url
 from runtime._sync import Channel, Latch
 from runtime._tracing import emit

@@ -37,7 +37,8 @@ from runtime._plan import (
 from runtime._queries import get_run, list_runs
 from runtime._run import Run
 from runtime._step import Step
-from runtime._stores.base import MemoryStore, SnapshotStore
+from runtime._stores.base import SnapshotStore
+from runtime._stores.memory import MemoryStore
 
 if TYPE_CHECKING:
     from runtime._runtime import Runtime

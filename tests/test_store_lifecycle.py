@@ -18,7 +18,8 @@ from structlog.testing import capture_logs
 import runtime._stores.sqlite as sqlite_module
 from runtime import RunStatus, SnapshotRecord, SQLiteStore, StoreError
 from runtime._model import TERMINAL_STATUSES, UNFINISHED_STATUSES
-from runtime._stores.base import MemoryStore, SnapshotStore
+from runtime._stores.base import SnapshotStore
+from runtime._stores.memory import MemoryStore
 from tests.durable_support.helpers import dead_pid, hand_over, raw, row, wait_until
 
 THREADS = 8

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import queue
 import socket
 import sqlite3
 import threading
@@ -38,6 +37,7 @@ from typing import Any, Final
 from runtime._errors import StoreError
 from runtime._ids import new_id
 from runtime._model import TERMINAL_STATUSES, UNFINISHED_STATUSES
+from runtime._stores._writer import Done, GroupCommitWriter, Write, WriteKind, call, resolve
 from runtime._stores.base import SnapshotRecord
 from runtime._tracing import emit
 
@@ -151,36 +151,6 @@ def path_from_url(location: str | os.PathLike[str]) -> Path:
     return Path(text)
 
 
-class _Write:
-    """One queued write and how to report its outcome.
-
-    A write its caller gave up waiting for is ``abandoned`` and skipped, so that
-    a caller told "not recorded" is never recorded later.
-    """
-
-    __slots__ = ("abandoned", "done", "kind", "lock", "payload", "taken")
-
-    def __init__(self, kind: str, payload: Any, done: Callable[[Any, BaseException | None], None]):
-        self.kind = kind
-        self.payload = payload
-        self.done = done
-        self.lock = threading.Lock()
-        self.abandoned = False
-        self.taken = False
-
-    def take(self) -> bool:
-        """Called by the writer once its transaction committed: may it report success?"""
-        with self.lock:
-            self.taken = not self.abandoned
-            return self.taken
-
-    def abandon(self) -> bool:
-        """Called by a caller that stops waiting: ``True`` if the write will not count."""
-        with self.lock:
-            self.abandoned = not self.taken
-            return self.abandoned
-
-
 class SQLiteStore:
     """Snapshots in a SQLite file, shared safely between threads and processes.
 
@@ -204,8 +174,7 @@ class SQLiteStore:
         self.owner_id = new_id()
         self._local = threading.local()
         self._closed = False
-        self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
+        self._writer: GroupCommitWriter | None = None
         self._transactions = 0
         self._checkpointed_at = 0
         self._checkpoint_time = time.monotonic()
@@ -223,10 +192,16 @@ class SQLiteStore:
         except BaseException:
             connection.close()
             raise
-        self._writer = threading.Thread(
-            target=self._write_loop, args=(connection,), name="callboard-sqlite-writer", daemon=True
+        self._connection = connection  # the writer thread's alone
+        self._writer = GroupCommitWriter(
+            name="callboard-sqlite-writer",
+            commit=lambda writes: self._commit(connection, writes),
+            idle=self._checkpoint,
+            give_up=self._give_up,
+            finish=self._finish,
+            heartbeat_interval=HEARTBEAT_INTERVAL,
+            batch=BATCH,
         )
-        self._writer.start()
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r}{', readonly=True' if self.readonly else ''})"
@@ -338,7 +313,7 @@ class SQLiteStore:
                 (the database stayed locked) or the store is read-only or closed.
         """
         future: Future[bool] = Future()
-        write = self._submit("create", record, _resolve(future))
+        write = self._submit("create", record, resolve(future))
         return self._committed(write, future, f"the run {record.run_id!r} was not recorded")
 
     def replace(self, record: SnapshotRecord, expected_seq: int) -> bool:
@@ -354,12 +329,12 @@ class SQLiteStore:
                 (the database stayed locked) or the store is read-only or closed.
         """
         future: Future[bool] = Future()
-        write = self._submit("replace", (record, expected_seq), _resolve(future))
+        write = self._submit("replace", (record, expected_seq), resolve(future))
         return self._committed(
             write, future, f"the new snapshot of run {record.run_id!r} was not stored"
         )
 
-    def _committed(self, write: _Write, future: Future[bool], not_done: str) -> bool:
+    def _committed(self, write: Write, future: Future[bool], not_done: str) -> bool:
         """Wait for a write that its caller must know committed (or not) before going on."""
         try:
             return future.result(CREATE_TIMEOUT)
@@ -383,13 +358,13 @@ class SQLiteStore:
     def delete(self, run_id: str) -> bool:
         """Delete a run; return whether it existed."""
         future: Future[bool] = Future()
-        self._submit("delete", run_id, _resolve(future))
+        self._submit("delete", run_id, resolve(future))
         return future.result(CREATE_TIMEOUT)
 
     def claim(self, run_id: str, previous_owner: str | None) -> bool:
         """Take over an orphaned run if its owner is still ``previous_owner``."""
         future: Future[bool] = Future()
-        self._submit("claim", (run_id, previous_owner), _resolve(future))
+        self._submit("claim", (run_id, previous_owner), resolve(future))
         return future.result(CREATE_TIMEOUT)
 
     def load(self, run_id: str) -> SnapshotRecord | None:
@@ -470,65 +445,29 @@ class SQLiteStore:
             return
         self._closed = True
         if self._writer is not None:
-            self._queue.put(None)
-            self._writer.join(CREATE_TIMEOUT)
+            self._writer.stop(CREATE_TIMEOUT)
 
     # --- the writer ---------------------------------------------------------------
 
-    def _submit(
-        self, kind: str, payload: Any, done: Callable[[Any, BaseException | None], None]
-    ) -> _Write:
+    def _submit(self, kind: WriteKind, payload: Any, done: Done) -> Write:
         if self.readonly:
             raise StoreError(f"the run store {self.path} is open read-only")
         if self._closed or self._writer is None or not self._writer.is_alive():
             raise StoreError(f"the run store {self.path} is closed")
-        write = _Write(kind, payload, done)
-        self._queue.put(write)
-        return write
+        return self._writer.submit(kind, payload, done)
 
-    def _write_loop(self, connection: sqlite3.Connection) -> None:
-        next_heartbeat = time.monotonic() + HEARTBEAT_INTERVAL
-        pending: list[_Write] = []
-        closing = False
-        try:
-            while not closing or pending:
-                if not pending and not closing:
-                    try:
-                        first = self._queue.get(timeout=max(0.0, next_heartbeat - time.monotonic()))
-                    except queue.Empty:
-                        first = _Write("heartbeat", None, _ignore)
-                    if first is None:
-                        closing = True
-                    else:
-                        pending.append(first)
-                while len(pending) < BATCH:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        closing = True
-                        break
-                    pending.append(item)
-                if not pending:
-                    continue
-                if time.monotonic() >= next_heartbeat:
-                    pending.append(_Write("heartbeat", None, _ignore))
-                if self._commit(connection, pending):
-                    pending = []
-                    if time.monotonic() >= next_heartbeat:
-                        next_heartbeat = time.monotonic() + HEARTBEAT_INTERVAL
-                    self._checkpoint(connection, idle=self._queue.empty())
-                elif closing:
-                    self._fail(pending, StoreError(f"the run store {self.path} stayed locked"))
-                    pending = []
-        finally:
-            with contextlib.suppress(sqlite3.Error):
-                connection.execute("DELETE FROM owners WHERE owner_id = ?", (self.owner_id,))
-                connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            connection.close()
+    def _finish(self) -> None:
+        """On the writer thread, last: leave the owners table and fold the WAL back in."""
+        connection = self._connection
+        with contextlib.suppress(sqlite3.Error):
+            connection.execute("DELETE FROM owners WHERE owner_id = ?", (self.owner_id,))
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        connection.close()
 
-    def _checkpoint(self, connection: sqlite3.Connection, *, idle: bool) -> None:
+    def _give_up(self, writes: list[Write]) -> None:
+        self._fail(writes, StoreError(f"the run store {self.path} stayed locked"))
+
+    def _checkpoint(self, idle: bool) -> None:
         """Copy the WAL back into the database while nothing waits, or when it grew long."""
         since = self._transactions - self._checkpointed_at
         due = since >= CHECKPOINT_AT_LEAST_EVERY or (
@@ -536,11 +475,11 @@ class SQLiteStore:
         )
         if due:
             with contextlib.suppress(sqlite3.Error):  # PASSIVE never blocks; a miss waits
-                connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             self._checkpointed_at = self._transactions
             self._checkpoint_time = time.monotonic()
 
-    def _commit(self, connection: sqlite3.Connection, writes: list[_Write]) -> bool:
+    def _commit(self, connection: sqlite3.Connection, writes: list[Write]) -> bool:
         """Run the writes in one transaction; report each outcome. ``False``: locked, try again.
 
         Creates go first, then every save, each kind in one multi-row statement
@@ -582,10 +521,10 @@ class SQLiteStore:
         # Callers blocked in create() first; then the callbacks that tell actors.
         for write in creates:
             if not write.abandoned:
-                _call(write.done, results[id(write)], None)
+                call(write.done, results[id(write)], None)
         for write in writes:
             if write.kind != "create":
-                _call(write.done, results.get(id(write)), None)
+                call(write.done, results.get(id(write)), None)
         return True
 
     def _insert(self, connection: sqlite3.Connection, records: list[SnapshotRecord]) -> set[str]:
@@ -623,7 +562,7 @@ class SQLiteStore:
             r.data,
         )
 
-    def _apply(self, connection: sqlite3.Connection, write: _Write) -> Any:
+    def _apply(self, connection: sqlite3.Connection, write: Write) -> Any:
         kind, payload = write.kind, write.payload
         if kind == "delete":
             return connection.execute("DELETE FROM runs WHERE run_id = ?", (payload,)).rowcount == 1
@@ -662,10 +601,10 @@ class SQLiteStore:
             return None
         raise AssertionError(f"unknown write {kind!r}")
 
-    def _fail(self, writes: list[_Write], error: StoreError) -> None:
+    def _fail(self, writes: list[Write], error: StoreError) -> None:
         emit(logging.ERROR, "store_write_failed", path=str(self.path), error=str(error))
         for write in writes:
-            _call(write.done, None, error)
+            call(write.done, None, error)
 
 
 def _chunks(records: list[SnapshotRecord]) -> Iterator[list[SnapshotRecord]]:
@@ -701,26 +640,3 @@ def _alive(host: str, pid: int, heartbeat_at: float) -> bool:
         except PermissionError:
             return True
     return True
-
-
-def _resolve(future: Future[Any]) -> Callable[[Any, BaseException | None], None]:
-    def done(result: Any, error: BaseException | None) -> None:
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-
-    return done
-
-
-def _ignore(_result: Any, _error: BaseException | None) -> None:
-    return None
-
-
-def _call(
-    done: Callable[[Any, BaseException | None], None], result: Any, error: BaseException | None
-) -> None:
-    try:
-        done(result, error)
-    except Exception:
-        emit(logging.ERROR, "store_callback_failed", exc_info=True)

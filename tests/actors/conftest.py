@@ -10,7 +10,8 @@ import pytest
 import structlog
 
 from runtime import Runtime
-from runtime._stores.base import MemoryStore, SnapshotRecord
+from runtime._stores.base import SnapshotRecord
+from runtime._stores.memory import MemoryStore
 from tests.conftest import wait_for_no_callboard_threads
 
 

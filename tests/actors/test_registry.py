@@ -13,7 +13,8 @@ import pytest
 from actors.messages import RecordFailure, SnapshotTaken, WatchRun
 from actors.registry import RegistryActor
 from runtime._snapshot import Snapshot, decode, encode
-from runtime._stores.base import MemoryStore, SnapshotRecord
+from runtime._stores.base import SnapshotRecord
+from runtime._stores.memory import MemoryStore
 
 WAIT = 10.0
 TERMINAL = {"success", "failed"}

@@ -1,0 +1,182 @@
+"""The group-commit writer: one thread that turns queued writes into transactions.
+
+A store hands each write to :meth:`GroupCommitWriter.submit` and gets back a
+:class:`Write`; the writer thread takes whatever has queued up while the last
+transaction ran (up to ``batch`` writes) and gives the lot to the store's
+``commit`` function, which runs them in one transaction and reports each
+outcome through the write's ``done`` callback. A ``commit`` that returns
+``False`` could not get the database's lock: the writes stay queued in memory
+and the same batch is tried again, so nothing is lost while another process
+holds the lock. A heartbeat write is added at least every ``heartbeat_interval``
+seconds, and ``idle`` is called after every commit, for the store's
+housekeeping (a checkpoint while nothing waits).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, Literal
+
+from runtime._tracing import emit
+
+__all__ = ["Done", "GroupCommitWriter", "Write", "WriteKind", "call", "ignore", "resolve"]
+
+WriteKind = Literal["create", "save", "replace", "claim", "delete", "heartbeat"]
+"""What a write does; the store's ``commit`` decides how."""
+
+Done = Callable[[Any, BaseException | None], None]
+"""How a write's outcome is reported: ``done(result, None)`` or ``done(None, error)``."""
+
+
+class Write:
+    """One queued write and how to report its outcome.
+
+    A write its caller gave up waiting for is ``abandoned`` and skipped, so that
+    a caller told "not recorded" is never recorded later.
+    """
+
+    __slots__ = ("abandoned", "done", "kind", "lock", "payload", "taken")
+
+    def __init__(self, kind: WriteKind, payload: Any, done: Done) -> None:
+        self.kind: WriteKind = kind
+        self.payload = payload
+        self.done = done
+        self.lock = threading.Lock()
+        self.abandoned = False
+        self.taken = False
+
+    def take(self) -> bool:
+        """Called by the writer once its transaction committed: may it report success?"""
+        with self.lock:
+            self.taken = not self.abandoned
+            return self.taken
+
+    def abandon(self) -> bool:
+        """Called by a caller that stops waiting: ``True`` if the write will not count."""
+        with self.lock:
+            self.abandoned = not self.taken
+            return self.abandoned
+
+
+class GroupCommitWriter:
+    """A thread that commits queued writes in batches, through the store's functions.
+
+    Args:
+        name: The thread's name.
+        commit: Runs a batch in one transaction and reports each write's
+            outcome; returns ``False`` (having reported nothing) when the
+            database was locked and the batch should be tried again.
+        idle: Called after each committed batch with whether the queue is empty.
+        give_up: Called at close with the writes that still could not commit.
+        finish: Called last on the writer thread, to release what it holds.
+        heartbeat_interval: The most seconds between two heartbeat writes.
+        batch: The most writes one transaction takes.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        commit: Callable[[list[Write]], bool],
+        idle: Callable[[bool], None],
+        give_up: Callable[[list[Write]], None],
+        finish: Callable[[], None],
+        heartbeat_interval: float,
+        batch: int,
+    ) -> None:
+        self._commit = commit
+        self._idle = idle
+        self._give_up = give_up
+        self._finish = finish
+        self._heartbeat_interval = heartbeat_interval
+        self._batch = batch
+        self._queue: queue.SimpleQueue[Write | None] = queue.SimpleQueue()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def is_alive(self) -> bool:
+        """Whether writes are still taken: the thread runs and no stop was asked for."""
+        return not self._stopping and self._thread.is_alive()
+
+    def submit(self, kind: WriteKind, payload: Any, done: Done) -> Write:
+        """Queue a write; its outcome reaches ``done`` from the writer thread."""
+        write = Write(kind, payload, done)
+        self._queue.put(write)
+        return write
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Commit what is queued, then end the thread (waiting up to ``timeout`` seconds)."""
+        if not self._stopping:
+            self._stopping = True
+            self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        next_heartbeat = time.monotonic() + self._heartbeat_interval
+        pending: list[Write] = []
+        closing = False
+        try:
+            while not closing or pending:
+                if not pending and not closing:
+                    try:
+                        first = self._queue.get(timeout=max(0.0, next_heartbeat - time.monotonic()))
+                    except queue.Empty:
+                        first = Write("heartbeat", None, ignore)
+                    if first is None:
+                        closing = True
+                    else:
+                        pending.append(first)
+                while len(pending) < self._batch:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        closing = True
+                        break
+                    pending.append(item)
+                if not pending:
+                    continue
+                if time.monotonic() >= next_heartbeat:
+                    pending.append(Write("heartbeat", None, ignore))
+                if self._commit(pending):
+                    pending = []
+                    if time.monotonic() >= next_heartbeat:
+                        next_heartbeat = time.monotonic() + self._heartbeat_interval
+                    self._idle(self._queue.empty())
+                elif closing:
+                    self._give_up(pending)
+                    pending = []
+        finally:
+            self._finish()
+
+
+def resolve(future: Future[Any]) -> Done:
+    """A ``done`` callback that settles ``future`` with the write's outcome."""
+
+    def done(result: Any, error: BaseException | None) -> None:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    return done
+
+
+def ignore(_result: Any, _error: BaseException | None) -> None:
+    """A ``done`` callback for writes nobody waits for."""
+    return None
+
+
+def call(done: Done, result: Any, error: BaseException | None) -> None:
+    """Report an outcome; a failing callback is logged and the writer goes on."""
+    try:
+        done(result, error)
+    except Exception:
+        emit(logging.ERROR, "store_callback_failed", exc_info=True)
