@@ -28,6 +28,7 @@ from actors._dispatch import ThreadActor, tell_safely
 from actors.messages import ExecuteStep, StepFinished
 from runtime._errors import (
     NonRetryableError,
+    RunCrashedError,
     RuntimeStoppedError,
     SnapshotEncodingError,
     StepTimeoutError,
@@ -453,13 +454,10 @@ def _report(message: ExecuteStep, span: Span | None, finished: StepFinished) -> 
 def _fault(message: ExecuteStep, exc: Exception) -> None:
     emit(logging.ERROR, "step_actor_fault", step_id=message.step.id, exc_info=True)
     now = time.time()
-    error = {
-        "name": "RunCrashedError",
-        "message": (
-            f"callboard failed while running step {message.step.id!r}: {type(exc).__name__}"
-        ),
-        "details": {"step_id": message.step.id, "type": "runtime._errors.RunCrashedError"},
-    }
+    crash = RunCrashedError(
+        f"callboard failed while running step {message.step.id!r}: {type(exc).__name__}"
+    )
+    error = error_dict(crash, step_id=message.step.id)
     tell_safely(
         message.reply_to,
         StepFinished(

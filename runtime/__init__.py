@@ -50,7 +50,7 @@ from runtime._stores.sqlite import SQLiteStore
 from runtime._sync import AbortSignal
 from runtime._workflow import Workflow, create_workflow
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place: pyproject.toml reads it ([tool.hatch.version])
 
 __all__ = [
     "AbortSignal",
@@ -103,3 +103,19 @@ __all__ = [
     "create_workflow",
     "default_runtime",
 ]
+
+
+def _claim_public_exceptions() -> None:
+    """Name ``runtime`` as the home of the public errors, not the private module they live in.
+
+    The qualified type recorded with a failed run (``ErrorInfo.details["type"]``)
+    and every traceback then show ``runtime.RunTimeoutError``, the name users
+    import, rather than a private path that may move.
+    """
+    for name in __all__:
+        obj = globals()[name]
+        if isinstance(obj, type) and issubclass(obj, BaseException):
+            obj.__module__ = __name__
+
+
+_claim_public_exceptions()

@@ -11,7 +11,7 @@ from typing import Any
 
 from runtime._errors import SnapshotFormatError
 from runtime._model import RunStatus, WorkflowResult, WorkflowRunList
-from runtime._run import read_result
+from runtime._snapshot import read_result
 from runtime._stores.base import SnapshotStore
 from runtime._stores.sqlite import SQLiteStore
 from runtime._tracing import emit

@@ -19,7 +19,6 @@ from runtime._errors import (
     RunNotSuspendedError,
     RunTimeoutError,
     SnapshotEncodingError,
-    SnapshotFormatError,
     summarize_errors,
 )
 from runtime._ids import new_span_id, new_trace_id
@@ -40,19 +39,19 @@ from runtime._snapshot import (
     copy_plain,
     decode,
     next_record,
+    read_result,
     record_of,
-    run_events,
-    to_result,
 )
 from runtime._step import Step, plain
 from runtime._stores.base import SnapshotRecord
 from runtime._sync import Channel, ChannelClosed, Latch
 
 if TYPE_CHECKING:
+    from actors.system import ActorSystem
     from runtime._plan import ExecutionPlan
-    from runtime._runtime import Runtime, _Machinery
+    from runtime._runtime import RunHost
 
-__all__ = ["Run", "RunWatch", "read_result"]
+__all__ = ["Run", "RunWatch"]
 
 In = TypeVar("In", bound=BaseModel)
 Out = TypeVar("Out", bound=BaseModel)
@@ -69,11 +68,11 @@ class Run(Generic[In, Out]):
         workflow_id: The id of the run's workflow.
     """
 
-    __slots__ = ("_lock", "_plan", "_runtime", "_started", "run_id", "workflow_id")
+    __slots__ = ("_host", "_lock", "_plan", "_started", "run_id", "workflow_id")
 
-    def __init__(self, plan: ExecutionPlan, runtime: Runtime, run_id: str) -> None:
+    def __init__(self, plan: ExecutionPlan, host: RunHost, run_id: str) -> None:
         self._plan = plan
-        self._runtime = runtime
+        self._host = host
         self._lock = threading.Lock()
         self._started = False
         self.run_id = run_id
@@ -125,9 +124,8 @@ class Run(Generic[In, Out]):
                     "workflow.create_run()",
                     run_id=self.run_id,
                 )
-            plan, run_id = self._plan, self.run_id
-            runtime = self._runtime
-            runtime._running()
+            plan, run_id, host = self._plan, self.run_id, self._host
+            host.running()
             snapshot = _pending_snapshot(
                 plan,
                 run_id,
@@ -137,7 +135,7 @@ class Run(Generic[In, Out]):
                 tracing_options=tracing_options,
                 output_options=output_options,
             )
-            runtime._start_run(plan, snapshot, record_of(snapshot))
+            host.start_run(plan, snapshot, record_of(snapshot))
             self._started = True
         return StartAsyncResult(run_id=run_id)
 
@@ -194,12 +192,12 @@ class Run(Generic[In, Out]):
         """
         record = self._started_record()
         if record is None or record.status not in SETTLED_STATUSES:
-            if not self._runtime._watch(self.run_id).wait(timeout):
+            if not self._host.watch(self.run_id).wait(timeout):
                 raise RunTimeoutError(
                     f"run {self.run_id!r} did not end within {timeout} seconds; it goes on",
                     run_id=self.run_id,
                 )
-            record = self._runtime._load(self.run_id)
+            record = self._host.load(self.run_id)
         return self._result(record)
 
     async def wait_async(self) -> WorkflowResult:
@@ -213,9 +211,9 @@ class Run(Generic[In, Out]):
         record = self._started_record()
         if record is None or record.status not in SETTLED_STATUSES:
             latch = Latch()
-            self._runtime._watch(self.run_id, latch)
+            self._host.watch(self.run_id, latch)
             await latch.wait_async()
-            record = self._runtime._load(self.run_id)
+            record = self._host.load(self.run_id)
         return self._result(record)
 
     def watch(self, timeout: float | None = None) -> RunWatch:
@@ -237,17 +235,9 @@ class Run(Generic[In, Out]):
         Raises:
             RunNotStartedError: if the run was never started.
         """
-        record = self._started_record()
+        self._started_record()
         watch = RunWatch(self.run_id, timeout)
-        machinery = self._runtime._machinery
-        if machinery is None or self._runtime._state == "stopped":
-            # Nothing will change any more: what the store holds is the whole story.
-            if record is not None:
-                for event in run_events(decode(record.data), "", {}):
-                    watch._channel.put(event)
-            watch._channel.close()
-        else:
-            machinery.subscribe(self.run_id, watch._channel)
+        self._host.subscribe(self.run_id, watch._channel)
         return watch
 
     def resume(
@@ -306,7 +296,7 @@ class Run(Generic[In, Out]):
             ResumeConflictError: if another resume (or a cancel) of the run won.
             RuntimeStoppedError: if the runtime is not running.
         """
-        machinery = self._runtime._running()
+        system = self._host.running()
         record = self._started_record()
         assert record is not None
         snapshot = decode(record.data)
@@ -323,13 +313,13 @@ class Run(Generic[In, Out]):
         snapshot["status"] = RunStatus.RUNNING.value
         snapshot["resume"] = {path: data}
         resumed = next_record(snapshot, time.time())
-        if not self._runtime._store_for_writes().replace(resumed, record.seq):
+        if not system.store.replace(resumed, record.seq):
             raise ResumeConflictError(
                 f"run {self.run_id!r} was resumed (or cancelled) by another caller first; "
                 "this resume changed nothing",
                 run_id=self.run_id,
             )
-        machinery.resume_run(self._plan, snapshot)
+        system.resume_run(self._plan, snapshot)
         return StartAsyncResult(run_id=self.run_id)
 
     def cancel(self) -> bool:
@@ -349,7 +339,7 @@ class Run(Generic[In, Out]):
             CancelError: if another process drives the run (durable stores).
             RuntimeStoppedError: if the runtime is not running.
         """
-        machinery = self._runtime._running()
+        system = self._host.running()
         deadline = time.monotonic() + CANCEL_PATIENCE
         while True:
             record = self._started_record()
@@ -357,10 +347,10 @@ class Run(Generic[In, Out]):
             if record.status in TERMINAL_STATUSES:
                 return False
             if record.status == RunStatus.SUSPENDED:
-                if self._cancel_suspended(machinery, record):
+                if self._cancel_suspended(system, record):
                     return True
                 continue  # resumed meanwhile: cancel it where it runs now
-            answer = machinery.cancel(self.run_id, 1.0)
+            answer = system.cancel(self.run_id, 1.0)
             if answer == RunStatus.CANCELED:
                 return True
             if answer in TERMINAL_STATUSES:
@@ -373,16 +363,16 @@ class Run(Generic[In, Out]):
                 )
             time.sleep(0.005)  # between two hands (a resume on its way to an actor)
 
-    def _cancel_suspended(self, machinery: _Machinery, record: SnapshotRecord) -> bool:
+    def _cancel_suspended(self, system: ActorSystem, record: SnapshotRecord) -> bool:
         snapshot = decode(record.data)
         canceled = canceled_record(snapshot, time.time())
-        if not self._runtime._store_for_writes().replace(canceled, record.seq):
+        if not system.store.replace(canceled, record.seq):
             return False
-        machinery.run_hooks(self._plan, snapshot, lambda: machinery.record(canceled))
+        system.run_hooks(self._plan, snapshot, lambda: system.record(canceled))
         return True
 
     def _started_record(self) -> SnapshotRecord | None:
-        record = self._runtime._load(self.run_id)
+        record = self._host.load(self.run_id)
         if record is not None and record.workflow_id != self.workflow_id:
             raise RunNotStartedError(
                 f"run {self.run_id!r} is a run of workflow {record.workflow_id!r}, "
@@ -485,18 +475,6 @@ def _resume_data(step: Step[Any, Any], value: Any, path: str, run_id: str) -> An
         _encodable(data, "resume_data", "resume_data", run_id)
         data = copy_plain(data)
     return data
-
-
-def read_result(record: SnapshotRecord | None, workflow_id: str) -> WorkflowResult | None:
-    """The public result of a stored record, if it belongs to ``workflow_id``."""
-    if record is None or record.workflow_id != workflow_id:
-        return None
-    try:
-        return to_result(decode(record.data))
-    except SnapshotFormatError as exc:
-        raise SnapshotFormatError(
-            f"run {record.run_id!r} cannot be read: {exc}", run_id=record.run_id
-        ) from exc
 
 
 def _pending_snapshot(

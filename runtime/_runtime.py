@@ -3,233 +3,105 @@
 from __future__ import annotations
 
 import atexit
-import contextlib
-import logging
 import os
 import threading
-import time
-from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
-
-import pykka
 
 from runtime._errors import (
     RunAlreadyStartedError,
     RuntimeStoppedError,
     WorkflowDefinitionError,
 )
-from runtime._model import ErrorInfo, RunEvent
+from runtime._model import RunEvent
 from runtime._plan import ExecutionPlan
-from runtime._snapshot import Snapshot, decode, failed_record
+from runtime._snapshot import Snapshot, decode, run_events
 from runtime._stores.base import SnapshotRecord, SnapshotStore
 from runtime._stores.memory import MemoryStore
 from runtime._stores.sqlite import SQLiteStore, path_from_url
 from runtime._sync import Channel, Latch
-from runtime._tracing import emit
 
 if TYPE_CHECKING:
+    from actors.system import ActorSystem
     from runtime._workflow import Workflow
 
-__all__ = ["Runtime", "default_runtime"]
+__all__ = ["DEFAULT_STOP_TIMEOUT", "RunHost", "Runtime", "default_runtime"]
 
 W = TypeVar("W", bound="Workflow[Any, Any]")
-
-ORPHAN_REPORT_DELAY: Final = 5.0
-"""Seconds after start before unfinished runs of unregistered workflows are reported."""
 
 DEFAULT_STOP_TIMEOUT: Final = 10.0
 """Seconds ``stop()`` waits for runs in progress before failing them."""
 
 
-def _stopped_error() -> dict[str, Any]:
-    stopped = RuntimeStoppedError("the runtime stopped before the run ended")
-    return ErrorInfo.from_exception(stopped, with_traceback=False).model_dump()
+class RunHost:
+    """What a bound workflow's runs use of their runtime: its store and its actor system.
 
+    ``Run`` and ``Workflow`` hold the host of the runtime they are bound to and
+    call its methods; they never touch the runtime's private members. The
+    host's ``system`` is set by :meth:`Runtime.start` and kept after the stop,
+    so that waits and watches of a stopped runtime read what the store holds.
+    """
 
-def _stop_actor(ref: pykka.ActorRef[Any]) -> None:
-    try:
-        ref.stop(timeout=DEFAULT_STOP_TIMEOUT)
-    except pykka.Timeout:
-        emit(logging.WARNING, "actor_stop_timed_out", actor=str(ref))
-
-
-class _Machinery:
-    """The actors and threads of a started runtime (imported only here, at start)."""
-
-    def __init__(self, store: SnapshotStore, max_concurrent_runs: int | None) -> None:
-        from actors._dispatch import Dispatcher
-        from actors._timer import Timers
-        from actors.hooks import HookRunner
-        from actors.registry import RegistryActor
-        from actors.step import AsyncLoop, StepPool
-        from actors.supervisor import Supervisor
-
+    def __init__(self, store: SnapshotStore | None) -> None:
         self.store = store
-        self.report_timer: threading.Timer | None = None
-        self.dispatcher = Dispatcher()
-        self.loop = AsyncLoop()
-        self.pool = StepPool(self.loop)
-        self.timers = Timers()
-        self.hooks = HookRunner()
-        self.registry = RegistryActor.start(store, self.hooks)
-        self.supervisor = Supervisor.start(
-            self.dispatcher,
-            registry=self.registry,
-            pool=self.pool,
-            timers=self.timers,
-            hooks=self.hooks,
-            max_concurrent_runs=max_concurrent_runs,
-            durable=store.durable,
-        )
+        self.system: ActorSystem | None = None
+        self.state: Literal["new", "running", "stopping", "stopped"] = "new"
 
-    def report_orphans_later(self, plans: Callable[[], Mapping[str, ExecutionPlan]]) -> None:
-        """In a moment, resume what is registered by then and report the rest, once.
+    def running(self) -> ActorSystem:
+        """The actor system, for calls that change runs.
 
-        A runtime usually registers its workflows just after it starts; orphaned
-        runs of those are resumed as each is registered, and only runs whose
-        workflow is still missing after :data:`ORPHAN_REPORT_DELAY` are reported.
+        Raises:
+            RuntimeStoppedError: if the runtime is not started, or stopped.
         """
-        if not self.store.durable:
-            return
-        self.report_timer = threading.Timer(
-            ORPHAN_REPORT_DELAY, lambda: self.recover(plans(), report_others=True)
-        )
-        self.report_timer.name = "callboard-orphan-report"
-        self.report_timer.daemon = True
-        self.report_timer.start()
+        system = self.system
+        if self.state != "running" or system is None:
+            if self.state == "new":
+                raise RuntimeStoppedError(
+                    "the runtime is not started: use `with Runtime() as rt:` or rt.start()"
+                )
+            raise RuntimeStoppedError("the runtime is stopped")
+        return system
 
-    def recover(self, plans: Mapping[str, ExecutionPlan], *, report_others: bool) -> None:
-        """Resume, in the background, the orphaned runs of these workflows (durable stores)."""
-        from actors.messages import RecoverRuns
+    def start_run(self, plan: ExecutionPlan, snapshot: Snapshot, record: SnapshotRecord) -> None:
+        """Record and start a new run.
 
-        if self.store.durable:
-            message = RecoverRuns(
-                plans=dict(plans), supervisor=self.supervisor, report_others=report_others
+        Raises:
+            RunAlreadyStartedError: if the run's id is taken.
+            RuntimeStoppedError: if the runtime is not running.
+        """
+        if not self.running().start_run(plan, snapshot, record):
+            raise RunAlreadyStartedError(
+                f"run id {record.run_id!r} is already in use by another run",
+                run_id=record.run_id,
             )
-            with contextlib.suppress(pykka.ActorDeadError):
-                self.registry.tell(message)
 
-    def start_run(self, plan: ExecutionPlan, snapshot: Snapshot, record: SnapshotRecord) -> bool:
-        from actors.messages import StartRun
-
-        if not self.registry.is_alive():
-            raise RuntimeStoppedError("the runtime's registry has stopped; no run can start")
-        if not self.store.create(record):
-            return False
-        try:
-            self.supervisor.tell(StartRun(plan=plan, snapshot=snapshot))
-        except pykka.ActorDeadError as exc:
-            # The run is recorded but nobody will run it: record it failed, so
-            # that it never sits pending for ever, and tell the caller.
-            stopped = RuntimeStoppedError("the runtime stopped before the run could start")
-            error = ErrorInfo.from_exception(stopped, with_traceback=False).model_dump()
-            self.store.save((failed_record(snapshot, error, time.time()),))
-            raise stopped from exc
-        return True
-
-    def resume_run(self, plan: ExecutionPlan, snapshot: Snapshot) -> None:
-        """Start a run actor for a run whose resumed snapshot the store already holds."""
-        from actors.messages import StartRun
-
-        try:
-            self.supervisor.tell(StartRun(plan=plan, snapshot=snapshot))
-        except pykka.ActorDeadError as exc:
-            raise RuntimeStoppedError("the runtime stopped before the run could resume") from exc
+    def load(self, run_id: str) -> SnapshotRecord | None:
+        """The newest stored record of a run (``None``: unknown, or no SQLite store open yet)."""
+        store = self.store
+        return None if store is None else store.load(run_id)
 
     def watch(self, run_id: str, event: threading.Event | Latch | None = None) -> Any:
-        """An event (or ``event``) set once the run settles: it ends, or suspends."""
-        from actors.messages import WatchRun
-
-        target = threading.Event() if event is None else event
-        try:
-            self.registry.tell(WatchRun(run_id=run_id, event=target))
-        except pykka.ActorDeadError:
-            target.set()  # the registry has stopped: what the store holds is final
-        return target
+        """An event (or ``event``) set once the run settles; set at once if nothing runs."""
+        system = self.system
+        if system is None or self.state == "stopped":
+            target = threading.Event() if event is None else event
+            target.set()
+            return target
+        return system.watch(run_id, event)
 
     def subscribe(self, run_id: str, channel: Channel[RunEvent]) -> None:
-        """Have the registry put the run's events into ``channel``."""
-        from actors.messages import SubscribeRun
-
-        try:
-            self.registry.tell(SubscribeRun(run_id=run_id, channel=channel))
-        except pykka.ActorDeadError:
+        """Put the run's events into ``channel``, closing it when the run ends."""
+        system = self.system
+        if system is None or self.state == "stopped":
+            # Nothing will change any more: what the store holds is the whole story.
+            record = self.load(run_id)
+            if record is not None:
+                for event in run_events(decode(record.data), "", {}):
+                    channel.put(event)
             channel.close()
-
-    def cancel(self, run_id: str, timeout: float) -> str:
-        """Ask the supervisor to cancel a run it drives; its answer (see ``CancelRun``)."""
-        from concurrent.futures import Future
-        from concurrent.futures import TimeoutError as FutureTimeout
-
-        from actors.messages import CancelRun
-
-        answer: Future[str] = Future()
-        try:
-            self.supervisor.tell(CancelRun(run_id=run_id, reply=answer.set_result))
-            return answer.result(timeout)
-        except pykka.ActorDeadError as exc:
-            raise RuntimeStoppedError("the runtime is stopped") from exc
-        except FutureTimeout:
-            return "unknown"
-
-    def run_hooks(
-        self, plan: ExecutionPlan, snapshot: Snapshot, then: Callable[[], object]
-    ) -> None:
-        """Call the workflow's hooks for a run that ended outside the actors, then ``then``."""
-        self.hooks.run(plan, snapshot, then)
-
-    def record(self, record: SnapshotRecord) -> None:
-        """Hand a record the store already holds to the registry, for waiters and watchers."""
-        from actors.messages import SnapshotTaken
-
-        with contextlib.suppress(pykka.ActorDeadError):
-            self.registry.tell(SnapshotTaken(record=record, terminal=True))
-
-    def shutdown(self, timeout: float | None) -> None:
-        if self.report_timer is not None:
-            self.report_timer.cancel()
-        try:
-            self._drain(timeout)
-        finally:
-            _stop_actor(self.supervisor)
-            self.timers.stop(DEFAULT_STOP_TIMEOUT)
-            self.pool.stop()
-            self.hooks.stop()  # their runs' last snapshots go to the registry after them
-            _stop_actor(self.registry)  # after the runs: it records their last snapshots first
-            self.loop.stop(DEFAULT_STOP_TIMEOUT)
-            self.dispatcher.stop(DEFAULT_STOP_TIMEOUT)
-            if not self.store.durable:
-                self._fail_unfinished()
-            self.store.close()
-
-    def _drain(self, timeout: float | None) -> None:
-        """Wait for the runs in progress; then fail those still going (halt them, if durable)."""
-        from actors.messages import AbortRuns, NotifyWhenIdle
-
-        try:
-            idle = threading.Event()
-            self.supervisor.tell(NotifyWhenIdle(event=idle))
-            if idle.wait(timeout):
-                return
-            aborted = threading.Event()
-            # A durable store keeps a halted run unfinished, and the next runtime
-            # on it resumes the run; in memory it would be lost, so it fails.
-            error = None if self.store.durable else _stopped_error()
-            self.supervisor.tell(AbortRuns(error=error))
-            self.supervisor.tell(NotifyWhenIdle(event=aborted))
-            aborted.wait(DEFAULT_STOP_TIMEOUT)
-        except pykka.ActorDeadError:
-            emit(logging.ERROR, "supervisor_found_dead_at_stop")
-
-    def _fail_unfinished(self) -> None:
-        # With every actor stopped, a run still pending or running would stay so
-        # for ever: only a broken machinery (a dead registry or supervisor)
-        # leaves one behind. Record it failed rather than lose it.
-        error = _stopped_error()
-        for record in self.store.unfinished():
-            self.store.save((failed_record(decode(record.data), error, time.time()),))
+        else:
+            system.subscribe(run_id, channel)
 
 
 class Runtime:
@@ -275,26 +147,23 @@ class Runtime:
         self._max_concurrent_runs = max_concurrent_runs
         self._stop_timeout = stop_timeout
         self._lock = threading.Lock()
-        self._state = "new"
-        self._machinery: _Machinery | None = None
         self._plans: dict[str, ExecutionPlan] = {}
-        self._store: SnapshotStore | None
         self._store_path: Path | None = None
         if store is None or store == "memory":
-            self._store = MemoryStore()
+            self._host = RunHost(MemoryStore())
         elif isinstance(store, str | os.PathLike):
-            self._store = None
+            self._host = RunHost(None)
             self._store_path = path_from_url(store)
         else:
-            self._store = store
+            self._host = RunHost(store)
 
     def __repr__(self) -> str:
-        return f"<Runtime {self._state}>"
+        return f"<Runtime {self._host.state}>"
 
     @property
     def is_running(self) -> bool:
         """Whether the runtime is started and not yet stopping."""
-        return self._state == "running"
+        return self._host.state == "running"
 
     def start(self) -> Runtime:
         """Start the actors. Starting a running runtime does nothing.
@@ -307,18 +176,22 @@ class Runtime:
             StoreError: if the SQLite store cannot be opened: not writable, a
                 directory, not a SQLite file, or written by a newer callboard.
         """
+        from actors.system import ActorSystem
+
+        host = self._host
         with self._lock:
-            if self._state == "running":
+            if host.state == "running":
                 return self
-            if self._state != "new":
+            if host.state != "new":
                 raise RuntimeStoppedError("this runtime was stopped; create a new Runtime")
-            if self._store is None:
+            if host.store is None:
                 assert self._store_path is not None
-                self._store = SQLiteStore(self._store_path)
-            self._machinery = _Machinery(self._store, self._max_concurrent_runs)
-            self._machinery.recover(self._plans, report_others=False)
-            self._machinery.report_orphans_later(lambda: dict(self._plans))
-            self._state = "running"
+                host.store = SQLiteStore(self._store_path)
+            system = ActorSystem(host.store, self._max_concurrent_runs)
+            system.recover(self._plans, report_others=False)
+            system.report_orphans_later(lambda: dict(self._plans))
+            host.system = system
+            host.state = "running"
         return self
 
     def stop(self, timeout: float | None = None) -> None:
@@ -332,17 +205,18 @@ class Runtime:
         Args:
             timeout: Seconds to wait for runs in progress.
         """
+        host = self._host
         with self._lock:
-            if self._state != "running":
-                self._state = "stopped" if self._state == "new" else self._state
+            if host.state != "running":
+                host.state = "stopped" if host.state == "new" else host.state
                 return
-            self._state = "stopping"
-            machinery = self._machinery
-        assert machinery is not None
+            host.state = "stopping"
+            system = host.system
+        assert system is not None
         try:
-            machinery.shutdown(self._stop_timeout if timeout is None else timeout)
+            system.shutdown(self._stop_timeout if timeout is None else timeout)
         finally:
-            self._state = "stopped"
+            host.state = "stopped"
 
     def __enter__(self) -> Runtime:
         return self.start()
@@ -377,51 +251,15 @@ class Runtime:
                     "registered with this runtime"
                 )
             self._plans[plan.workflow_id] = plan
-            machinery = self._machinery if self._state == "running" else None
-        if machinery is not None and known is None:
-            machinery.recover({plan.workflow_id: plan}, report_others=False)
-        return workflow._bound_to(self)
-
-    # --- used by Run and Workflow ------------------------------------------------
-
-    def _running(self) -> _Machinery:
-        machinery = self._machinery
-        if self._state != "running" or machinery is None:
-            if self._state == "new":
-                raise RuntimeStoppedError(
-                    "the runtime is not started: use `with Runtime() as rt:` or rt.start()"
-                )
-            raise RuntimeStoppedError("the runtime is stopped")
-        return machinery
-
-    def _start_run(self, plan: ExecutionPlan, snapshot: Snapshot, record: SnapshotRecord) -> None:
-        if not self._running().start_run(plan, snapshot, record):
-            raise RunAlreadyStartedError(
-                f"run id {record.run_id!r} is already in use by another run",
-                run_id=record.run_id,
-            )
+            system = self._host.system if self._host.state == "running" else None
+        if system is not None and known is None:
+            system.recover({plan.workflow_id: plan}, report_others=False)
+        return workflow._bound_to(self, self._host)
 
     @property
     def store(self) -> SnapshotStore | None:
         """The store runs are kept in (``None`` for a SQLite file before :meth:`start`)."""
-        return self._store
-
-    def _store_for_writes(self) -> SnapshotStore:
-        self._running()
-        assert self._store is not None
-        return self._store
-
-    def _load(self, run_id: str) -> SnapshotRecord | None:
-        store = self._store
-        return None if store is None else store.load(run_id)
-
-    def _watch(self, run_id: str, event: threading.Event | Latch | None = None) -> Any:
-        machinery = self._machinery
-        if machinery is None or self._state == "stopped":
-            target = threading.Event() if event is None else event
-            target.set()
-            return target
-        return machinery.watch(run_id, event)
+        return self._host.store
 
 
 _default_lock = threading.Lock()
@@ -452,7 +290,7 @@ def default_runtime(*, start: bool = True) -> Runtime | None:
     """
     global _default  # noqa: PLW0603 - one runtime per process, created lazily
     with _default_lock:
-        if _default is None or _default._state in ("stopping", "stopped"):
+        if _default is None or _default._host.state in ("stopping", "stopped"):
             if not start:
                 return _default
             _default = Runtime().start()

@@ -41,6 +41,7 @@ __all__ = [
     "mark_canceled",
     "mark_failed",
     "next_record",
+    "read_result",
     "record_of",
     "run_events",
     "to_result",
@@ -303,6 +304,18 @@ def _moment(epoch: Any) -> Any:
         except (OverflowError, OSError, ValueError):
             return epoch  # left to the validation, which reports it
     return epoch
+
+
+def read_result(record: SnapshotRecord | None, workflow_id: str) -> WorkflowResult | None:
+    """The public result of a stored record, if it belongs to ``workflow_id``."""
+    if record is None or record.workflow_id != workflow_id:
+        return None
+    try:
+        return to_result(decode(record.data))
+    except SnapshotFormatError as exc:
+        raise SnapshotFormatError(
+            f"run {record.run_id!r} cannot be read: {exc}", run_id=record.run_id
+        ) from exc
 
 
 def to_result(snapshot: Snapshot) -> WorkflowResult:

@@ -41,7 +41,7 @@ from runtime._stores.base import SnapshotStore
 from runtime._stores.memory import MemoryStore
 
 if TYPE_CHECKING:
-    from runtime._runtime import Runtime
+    from runtime._runtime import RunHost, Runtime
 
 __all__ = ["Workflow", "create_workflow"]
 
@@ -104,6 +104,7 @@ class Workflow(Generic[In, Out]):
         self._nodes: list[Node | ExecutionPlan] = []
         self._plan: ExecutionPlan | None = None
         self._runtime: Runtime | None = None
+        self._host: RunHost | None = None
 
     def __repr__(self) -> str:
         state = "committed" if self._plan is not None else "not committed"
@@ -428,9 +429,9 @@ class Workflow(Generic[In, Out]):
         if runtime is None:
             from runtime._runtime import default_runtime
 
-            runtime = default_runtime()
-            runtime.register(self)
-        return Run(plan, runtime, run_id)
+            return default_runtime().register(self).create_run(run_id)
+        assert self._host is not None
+        return Run(plan, self._host, run_id)
 
     def get_workflow_run_execution_result(self, run_id: str) -> WorkflowResult | None:
         """The execution result of a run of this workflow, at this moment.
@@ -540,12 +541,13 @@ class Workflow(Generic[In, Out]):
         # is no run to find: an empty store says so, after the same checks.
         return _NO_RUNS if store is None else store
 
-    def _bound_to(self, runtime: Runtime) -> Self:
+    def _bound_to(self, runtime: Runtime, host: RunHost) -> Self:
         if self._runtime is runtime:
             return self
         bound = object.__new__(type(self))
         bound.__dict__.update(self.__dict__)
         bound._runtime = runtime
+        bound._host = host
         return bound
 
 

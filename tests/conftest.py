@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from actors.system import ActorSystem
 from runtime import Runtime
 
 # Threads callboard starts: pykka names threading actors after their class.
@@ -56,3 +57,10 @@ def default_runtime_stopped_after() -> Iterator[None]:
     if engine._default is not None:
         engine._default.stop(timeout=5)
     assert not wait_for_no_callboard_threads()
+
+
+def actor_system(rt: Runtime) -> ActorSystem:
+    """The actor system of a started runtime, for tests that break its actors on purpose."""
+    system = rt._host.system
+    assert system is not None, "the runtime is not started"
+    return system

@@ -41,6 +41,7 @@ from runtime import (
     create_step,
     create_workflow,
 )
+from tests.conftest import actor_system
 
 WAIT = 10.0
 
@@ -190,7 +191,7 @@ def _callboard_threads() -> list[threading.Thread]:
 
 def _force_shutdown(rt: Runtime) -> None:
     """Stop whatever of the machinery is left, so that a failing test leaks no thread."""
-    machinery = rt._machinery
+    machinery = rt._host.system
     if machinery is None:
         return
     for ref in (machinery.supervisor, machinery.registry):
@@ -209,7 +210,7 @@ def broken_runtime() -> Iterator[Runtime]:
         with capture_logs():
             yield rt
     finally:
-        rt._state = "stopped"
+        rt._host.state = "stopped"
         _force_shutdown(rt)
         structlog.reset_defaults()
     deadline = time.monotonic() + 5
@@ -234,8 +235,7 @@ def test_a_dead_supervisor_makes_start_async_raise_runtime_stopped_and_records_t
     broken_runtime: Runtime,
 ) -> None:
     wf = broken_runtime.register(_quick_workflow())
-    assert broken_runtime._machinery is not None
-    broken_runtime._machinery.supervisor.stop(timeout=WAIT)
+    actor_system(broken_runtime).supervisor.stop(timeout=WAIT)
     run = wf.create_run()
 
     with pytest.raises(RuntimeStoppedError) as caught:
@@ -253,8 +253,7 @@ def test_a_dead_supervisor_makes_start_async_raise_runtime_stopped_and_records_t
 def test_stopping_a_runtime_whose_supervisor_died_raises_no_pykka_error(
     broken_runtime: Runtime,
 ) -> None:
-    assert broken_runtime._machinery is not None
-    broken_runtime._machinery.supervisor.stop(timeout=WAIT)
+    actor_system(broken_runtime).supervisor.stop(timeout=WAIT)
 
     try:
         broken_runtime.stop(timeout=1)
@@ -282,12 +281,11 @@ def test_waiting_while_the_registry_is_dead_returns_or_raises_a_callboard_error(
 ) -> None:
     release, entered = threading.Event(), threading.Event()
     wf = broken_runtime.register(_blocking_workflow(release, entered))
-    assert broken_runtime._machinery is not None
     try:
         run = wf.create_run()
         run.start_async(input_data={"value": "x"})
         assert entered.wait(WAIT)
-        broken_runtime._machinery.registry.stop(timeout=WAIT)
+        actor_system(broken_runtime).registry.stop(timeout=WAIT)
 
         outcome = _wait_outcome(run)
     finally:
@@ -299,7 +297,6 @@ def test_waiting_while_the_registry_is_dead_returns_or_raises_a_callboard_error(
 def test_a_waiter_blocked_when_the_registry_dies_is_woken(broken_runtime: Runtime) -> None:
     release, entered = threading.Event(), threading.Event()
     wf = broken_runtime.register(_blocking_workflow(release, entered))
-    assert broken_runtime._machinery is not None
     outcomes: list[Any] = []
     try:
         run = wf.create_run()
@@ -307,7 +304,7 @@ def test_a_waiter_blocked_when_the_registry_dies_is_woken(broken_runtime: Runtim
         assert entered.wait(WAIT)
         waiter = threading.Thread(target=lambda: outcomes.append(_wait_outcome(run)))
         waiter.start()
-        broken_runtime._machinery.registry.stop(timeout=WAIT)
+        actor_system(broken_runtime).registry.stop(timeout=WAIT)
         waiter.join(WAIT)
     finally:
         release.set()
@@ -321,8 +318,7 @@ def test_a_run_whose_registry_died_is_not_left_pending_once_the_runtime_stops(
     broken_runtime: Runtime,
 ) -> None:
     wf = broken_runtime.register(_quick_workflow())
-    assert broken_runtime._machinery is not None
-    broken_runtime._machinery.registry.stop(timeout=WAIT)
+    actor_system(broken_runtime).registry.stop(timeout=WAIT)
     run = wf.create_run()
 
     with contextlib.suppress(RuntimeStoppedError):  # refusing the start is fine too

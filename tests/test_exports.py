@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import inspect
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -123,3 +126,38 @@ def test_public_objects_live_in_the_runtime_package() -> None:
         if "." in name:
             continue
         assert obj.__module__.split(".")[0] == "runtime", name
+
+
+def test_importing_runtime_leaves_no_public_looking_name_outside_all() -> None:
+    # In a fresh interpreter, so that modules the test session imported do not count.
+    code = (
+        "import runtime; "
+        "print(sorted(n for n in vars(runtime) if not n.startswith('_') "
+        "and n not in runtime.__all__))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_installed_version_is_the_package_version() -> None:
+    assert importlib.metadata.version("callboard") == runtime.__version__
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        name
+        for name in EXPORTED
+        if inspect.isclass(getattr(runtime, name))
+        and issubclass(getattr(runtime, name), BaseException)
+    ],
+)
+def test_public_errors_name_the_public_package_as_their_module(name: str) -> None:
+    error = getattr(runtime, name)
+
+    assert error.__module__ == "runtime"
+    instance = error.__new__(error)  # some take required context; the type is what counts
+    assert runtime.ErrorInfo.from_exception(instance).details["type"] == f"runtime.{name}"

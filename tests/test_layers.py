@@ -231,16 +231,20 @@ def test_runtime_imports_only_go_down_the_layers(importer: str) -> None:
 
 
 @pytest.mark.parametrize("importer", sorted(RUNTIME))
-def test_only_the_engine_imports_actors_and_only_inside_functions(importer: str) -> None:
+def test_runtime_reaches_the_actors_only_through_the_actor_system(importer: str) -> None:
     reaching = [
         i for i in RUNTIME[importer] if i.module == "actors" or i.module.startswith("actors.")
     ]
+    elsewhere = [i for i in reaching if i.module != "actors.system"]
+    assert not elsewhere, f"{importer} imports actors other than actors.system: {elsewhere}"
+    running = [i for i in reaching if not i.type_checking_only]
     if importer != "runtime._runtime":
-        assert not reaching, f"{importer} imports the actors: {reaching}"
+        assert not running, f"{importer} imports the actors: {running}"
+        assert not reaching or RUNTIME_LAYERS[importer] == 4, "only the facade may name them"
         return
-    assert reaching, "the engine is where the facade meets the machinery"
-    at_module_level = [i for i in reaching if not i.in_function]
-    assert not at_module_level, f"the engine imports actors at module level: {at_module_level}"
+    assert running, "Runtime.start() is where the facade meets the machinery"
+    at_module_level = [i for i in running if not i.in_function]
+    assert not at_module_level, f"the runtime imports actors at module level: {at_module_level}"
 
 
 def test_msgpack_is_imported_only_by_runtime_snapshot() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-import runtime._runtime as engine_module
+import actors.system as engine_module
 from runtime import RunReader, Runtime, SQLiteStore
 from tests.durable_support.helpers import (
     Counter,

@@ -25,7 +25,7 @@ from runtime import (
     create_step,
     create_workflow,
 )
-from tests.conftest import wait_for_no_callboard_threads
+from tests.conftest import actor_system, wait_for_no_callboard_threads
 
 WAIT = 10.0  # seconds any wait may take at most, so that a bug fails instead of hanging
 
@@ -328,9 +328,7 @@ def test_a_waiting_run_holds_no_actor(runtime: Runtime) -> None:
     for run in runs:
         run.start_async(input_data={"n": 1})
     wait_until(lambda: all(is_waiting(wf, run.run_id) for run in runs))
-    machinery = runtime._machinery
-    assert machinery is not None
-    supervisor = machinery.supervisor.actor_inbox._actor  # read only, between messages
+    supervisor = actor_system(runtime).supervisor.actor_inbox._actor  # read only, between messages
 
     def parked() -> bool:
         return not supervisor._runs and len(supervisor._sleeping) == 50

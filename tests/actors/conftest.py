@@ -45,9 +45,7 @@ def store() -> RecordingStore:
 @pytest.fixture
 def rt(store: RecordingStore) -> Iterator[Runtime]:
     """A started runtime on the recording store; stopped, and checked for leftover threads."""
-    runtime = Runtime()
-    runtime._store = store  # before start(): the machinery is built on it
-    runtime.start()
+    runtime = Runtime(store=store).start()
     try:
         yield runtime
     finally:

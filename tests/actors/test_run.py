@@ -17,6 +17,7 @@ from runtime import Runtime, create_step, create_workflow
 from runtime._snapshot import decode
 from runtime._stores.base import SnapshotRecord
 from tests.actors.conftest import RecordingStore
+from tests.conftest import actor_system
 
 WAIT = 10.0
 RANK = {"pending": 0, "running": 1, "success": 2, "failed": 2}
@@ -76,8 +77,7 @@ def _assert_forward_only(records: list[SnapshotRecord]) -> None:
 
 def _wait_idle(rt: Runtime) -> None:
     idle = threading.Event()
-    assert rt._machinery is not None
-    rt._machinery.supervisor.tell(NotifyWhenIdle(event=idle))
+    actor_system(rt).supervisor.tell(NotifyWhenIdle(event=idle))
     assert idle.wait(WAIT)
 
 

@@ -13,6 +13,7 @@ from actors.messages import StepFinished
 from actors.run import RunActor
 from runtime import Runtime, create_step, create_workflow
 from tests.actors.conftest import RecordingStore
+from tests.conftest import actor_system
 
 WAIT = 10.0
 CRASHING = "crash-me"
@@ -116,7 +117,7 @@ def test_other_runs_and_later_runs_succeed_after_a_run_actor_crashes(
     assert [r.result for r in results] == [{"value": f"A{i}!"} for i in range(20)] + [
         {"value": f"B{i}!"} for i in range(20)
     ]
-    assert rt._machinery is not None and rt._machinery.supervisor.is_alive()
+    assert actor_system(rt).supervisor.is_alive()
 
 
 def test_waiters_on_a_crashed_run_in_other_threads_are_woken(
