@@ -44,6 +44,7 @@ RUNTIME_LAYERS = {
     "runtime._plan": 2,
     "runtime._runtime": 4,
     "runtime._run": 4,
+    "runtime._run_input": 4,
     "runtime._workflow": 4,
     "runtime._queries": 4,
     "runtime": 5,

@@ -1,0 +1,184 @@
+"""The arguments of ``start_async`` and ``resume_async``, validated, and a run's first snapshot.
+
+Every check here runs before anything is recorded, and each failure is an
+``InvalidInputError`` naming the argument, so that a rejected call leaves
+nothing behind and the same run can be started again with good arguments.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ValidationError
+
+from runtime._errors import InvalidInputError, SnapshotEncodingError, summarize_errors
+from runtime._ids import new_span_id, new_trace_id
+from runtime._model import RunStatus
+from runtime._options import OutputOptions, TracingOptions
+from runtime._snapshot import Snapshot, check_encodable, copy_plain
+from runtime._step import Step, plain
+
+if TYPE_CHECKING:
+    from runtime._plan import ExecutionPlan
+
+__all__ = ["pending_snapshot", "validated_resume_data"]
+
+_DEFAULT_TRACING = TracingOptions()
+_DEFAULT_OUTPUT = OutputOptions()
+
+
+def validated_resume_data(step: Step[Any, Any], value: Any, path: str, run_id: str) -> Any:
+    """Resume data as plain data, validated by the step's ``resume_schema``."""
+    schema = step.resume_schema
+    if schema is not None:
+        return _validated(schema, value, "resume_data", run_id)
+    data = plain(value)
+    if data is not None:
+        _encodable(data, "resume_data", "resume_data", run_id)
+        data = copy_plain(data)
+    return data
+
+
+def pending_snapshot(
+    plan: ExecutionPlan,
+    run_id: str,
+    *,
+    input_data: Any,
+    request_context: Any,
+    initial_state: Any,
+    tracing_options: Any,
+    output_options: Any,
+) -> Snapshot:
+    """Validate every start argument and build the run's first snapshot."""
+    inputs = _validated(plan.input_schema, input_data, "input_data", run_id)
+    state = (
+        _validated(plan.state_schema, initial_state, "initial_state", run_id)
+        if plan.state_schema is not None
+        else _plain_mapping(initial_state, "initial_state", run_id)
+    )
+    context = _plain_mapping(request_context, "request_context", run_id) or {}
+    tracing = _options(TracingOptions, tracing_options, _DEFAULT_TRACING, "tracing_options", run_id)
+    metadata: dict[str, Any] = {}
+    if tracing.metadata:
+        _encodable(tracing.metadata, "tracing_options.metadata", "tracing_options", run_id)
+        metadata = copy_plain(tracing.metadata)
+    output = _options(OutputOptions, output_options, _DEFAULT_OUTPUT, "output_options", run_id)
+    now = time.time()
+    return {
+        "run_id": run_id,
+        "workflow_id": plan.workflow_id,
+        "seq": 0,
+        "status": RunStatus.PENDING.value,
+        "input": inputs,
+        "result": None,
+        "error": None,
+        "steps": {},
+        "next_step": 0,
+        "carry": inputs,
+        "progress": None,
+        "wake_at": None,
+        "suspended": {},
+        "resume": None,
+        "scopes": {},
+        "state": state,
+        "request_context": context,
+        "include_state": output.include_state,
+        "trace_id": tracing.trace_id or new_trace_id(),
+        "span_id": new_span_id(),
+        "metadata": metadata,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _validated(schema: type[BaseModel], value: Any, field: str, run_id: str) -> Any:
+    try:
+        model = (
+            value
+            if isinstance(value, schema)
+            else schema.model_validate({} if value is None else plain(value))
+        )
+    except ValidationError as exc:
+        errors = [dict(error) for error in exc.errors(include_url=False)]
+        raise InvalidInputError(
+            f"{field} for run {run_id!r} does not fit {schema.__name__}: "
+            f"{summarize_errors(errors)}",
+            field=field,
+            errors=errors,
+            run_id=run_id,
+        ) from exc
+    try:
+        return model.model_dump(mode="json")
+    except Exception as exc:  # pydantic's serialization errors have no common base
+        raise InvalidInputError(
+            f"{field} for run {run_id!r} holds a value that cannot be stored: {exc}",
+            field=field,
+            errors=[{"type": "not_encodable", "loc": (), "msg": str(exc)}],
+            run_id=run_id,
+        ) from exc
+
+
+def _plain_mapping(value: Any, field: str, run_id: str) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(
+            f"{field} for run {run_id!r} must be a mapping, got {type(value).__name__}",
+            field=field,
+            errors=[{"type": "dict_type", "loc": (), "msg": "Input should be a mapping"}],
+            run_id=run_id,
+        )
+    data = dict(value)
+    for key in data:
+        if not isinstance(key, str):
+            raise InvalidInputError(
+                f"{field} for run {run_id!r} has a key of type {type(key).__name__}: "
+                "keys must be str",
+                field=field,
+                errors=[{"type": "key_type", "loc": (repr(key),), "msg": "keys must be str"}],
+                run_id=run_id,
+            )
+    _encodable(data, field, field, run_id)
+    # A deep copy: the run owns its values, and neither the caller's later
+    # changes nor the run's own reach the other side.
+    copied: dict[str, Any] = copy_plain(data)
+    return copied
+
+
+def _encodable(value: Any, path: str, field: str, run_id: str) -> None:
+    try:
+        check_encodable(value, path)
+    except SnapshotEncodingError as exc:
+        raise InvalidInputError(
+            f"{exc} (run {run_id!r})",
+            field=field,
+            errors=[{"type": "not_encodable", "loc": (exc.path,), "msg": str(exc)}],
+            run_id=run_id,
+        ) from exc
+
+
+def _options(kind: type[Any], value: Any, default: Any, field: str, run_id: str) -> Any:
+    if value is None:
+        return default
+    if isinstance(value, kind):
+        return value
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(
+            f"{field} for run {run_id!r} must be a {kind.__name__} or a mapping, "
+            f"got {type(value).__name__}",
+            field=field,
+            errors=[{"type": "model_type", "loc": (), "msg": f"Input should be {kind.__name__}"}],
+            run_id=run_id,
+        )
+    try:
+        return kind.model_validate(value)
+    except ValidationError as exc:
+        errors = [dict(error) for error in exc.errors(include_url=False)]
+        raise InvalidInputError(
+            f"{field} for run {run_id!r} are invalid: {summarize_errors(errors)}",
+            field=field,
+            errors=errors,
+            run_id=run_id,
+        ) from exc
