@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import random
 
-__all__ = ["new_id", "new_span_id", "new_trace_id"]
+__all__ = ["check_run_id", "new_id", "new_span_id", "new_trace_id"]
 
 # Ids come from a generator of our own, not os.urandom: they identify, they
 # guard nothing, and os.urandom releases the GIL, so under load every
@@ -37,3 +37,29 @@ def new_id() -> str:
 
 _UUID_FIXED_BITS = (0xF000 << 64) | (0xC000 << 48)  # the version and variant fields
 _UUID4_BITS = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant
+
+
+def check_run_id(run_id: object, *, lookup: bool = False) -> str:
+    """``run_id`` if it can name a run in every store; else the error the caller raises.
+
+    Args:
+        run_id: The id to check.
+        lookup: The id is only looked up: an empty one is fine (it names no run).
+
+    Raises:
+        TypeError: if it is not a ``str``.
+        ValueError: if it is not valid UTF-8 text (a lone surrogate), which no
+            store could write or look up; or, unless ``lookup``, if it is empty.
+    """
+    if not isinstance(run_id, str):
+        raise TypeError(f"run_id must be a str, got {type(run_id).__name__}")
+    if not run_id and not lookup:
+        raise ValueError("run_id must not be empty")
+    if not run_id.isascii():
+        try:
+            run_id.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"run_id {run_id!r} is not valid UTF-8 text (it holds a lone surrogate)"
+            ) from None
+    return run_id

@@ -7,9 +7,10 @@ import os
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 from runtime._errors import SnapshotFormatError
+from runtime._ids import check_run_id
 from runtime._model import RunStatus, WorkflowResult, WorkflowRunList
 from runtime._snapshot import read_result
 from runtime._stores.base import SnapshotStore
@@ -39,11 +40,10 @@ def get_run(
 
     Raises:
         TypeError: if ``run_id`` is not a string.
-        ValueError: for an unknown field name.
+        ValueError: for an unknown field name, or a ``run_id`` no store can hold.
         SnapshotFormatError: if the run's stored snapshot cannot be read.
     """
-    if not isinstance(run_id, str):
-        raise TypeError(f"run_id must be a str, got {type(run_id).__name__}")
+    check_run_id(run_id, lookup=True)
     dropped = _dropped_fields(fields)
     record = store.load(run_id)
     if record is None or (workflow_id is not None and record.workflow_id != workflow_id):
@@ -67,14 +67,22 @@ def list_runs(
     """Runs newest first, filtered and paged; unreadable ones are named, not fatal.
 
     Raises:
-        ValueError: for an unknown status, a negative offset or a limit below 1.
+        TypeError: for a date that is not a ``datetime``, a ``limit`` or
+            ``offset`` that is not an ``int``, or a ``status`` that is not a ``str``.
+        ValueError: for an unknown status, a negative or huge offset, or a
+            limit below 1 or huge.
     """
-    if status is not None and status not in _STATUSES:
-        raise ValueError(f"status must be one of {sorted(_STATUSES)}, got {status!r}")
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit must be at least 1 (or None for all), got {limit}")
-    if offset < 0:
-        raise ValueError(f"offset must not be negative, got {offset}")
+    if status is not None:
+        if not isinstance(status, str):
+            raise TypeError(f"status must be a str, got {type(status).__name__}")
+        if status not in _STATUSES:
+            raise ValueError(f"status must be one of {sorted(_STATUSES)}, got {status!r}")
+    for name, moment in (("from_date", from_date), ("to_date", to_date)):
+        if moment is not None and not isinstance(moment, datetime):
+            raise TypeError(f"{name} must be a datetime, got {type(moment).__name__}")
+    if limit is not None:
+        _check_count("limit", limit, least=1)
+    _check_count("offset", offset, least=0)
     records, total = store.list_runs(
         workflow_id=workflow_id,
         status=None if status is None else str(status),
@@ -170,6 +178,17 @@ def _dropped_fields(fields: Iterable[str] | None) -> dict[str, Any]:
             "(ids, status and times are always included)"
         )
     return {name: empty for name, empty in _RESULT_PARTS.items() if name not in wanted}
+
+
+_MOST_ROWS: Final = 2**63 - 1
+"""The largest count a store can take (SQLite's and PostgreSQL's 64-bit integers)."""
+
+
+def _check_count(name: str, value: object, *, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not least <= value <= _MOST_ROWS:
+        raise ValueError(f"{name} must be from {least} to 2**63 - 1, got {value}")
 
 
 def _epoch(moment: datetime | None) -> float | None:

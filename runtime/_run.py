@@ -28,14 +28,13 @@ from runtime._model import (
 )
 from runtime._options import OutputOptions, TracingOptions
 from runtime._request_context import RequestContext
-from runtime._run_input import pending_snapshot, validated_resume_data
+from runtime._run_input import first_record, pending_snapshot, validated_resume_data
 from runtime._snapshot import (
     Snapshot,
     canceled_record,
     decode,
     next_record,
     read_result,
-    record_of,
 )
 from runtime._step import Step
 from runtime._stores.base import SnapshotRecord
@@ -127,7 +126,7 @@ class Run(Generic[In, Out]):
                 tracing_options=tracing_options,
                 output_options=output_options,
             )
-            host.start_run(plan, snapshot, record_of(snapshot))
+            host.start_run(plan, snapshot, first_record(snapshot))
             self._started = True
         return StartAsyncResult(run_id=run_id)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import BaseModel, ValidationError
 
@@ -17,13 +17,14 @@ from runtime._errors import InvalidInputError, SnapshotEncodingError, summarize_
 from runtime._ids import new_span_id, new_trace_id
 from runtime._model import RunStatus
 from runtime._options import OutputOptions, TracingOptions
-from runtime._snapshot import Snapshot, check_encodable, copy_plain
+from runtime._snapshot import Snapshot, check_encodable, copy_plain, find_unencodable, record_of
 from runtime._step import Step, plain
+from runtime._stores.base import SnapshotRecord
 
 if TYPE_CHECKING:
     from runtime._plan import ExecutionPlan
 
-__all__ = ["pending_snapshot", "validated_resume_data"]
+__all__ = ["first_record", "pending_snapshot", "validated_resume_data"]
 
 _DEFAULT_TRACING = TracingOptions()
 _DEFAULT_OUTPUT = OutputOptions()
@@ -182,3 +183,45 @@ def _options(kind: type[Any], value: Any, default: Any, field: str, run_id: str)
             errors=errors,
             run_id=run_id,
         ) from exc
+
+
+_ARGUMENTS: Final = (
+    ("input", "input_data"),
+    ("state", "initial_state"),
+    ("request_context", "request_context"),
+    ("metadata", "tracing_options"),
+)
+"""Where each start argument sits in the first snapshot."""
+
+
+def first_record(snapshot: Snapshot) -> SnapshotRecord:
+    """The first snapshot's record; a value that cannot be stored names its argument.
+
+    Encoding is the last check, and costs nothing extra when it passes: only a
+    failure looks for the argument at fault.
+
+    Raises:
+        InvalidInputError: naming the argument and the path inside it of a
+            value msgpack cannot hold (a lone surrogate, an int of 2**64 or
+            more, nesting deeper than the snapshot allows).
+    """
+    try:
+        return record_of(snapshot)
+    except SnapshotEncodingError as exc:
+        run_id = snapshot["run_id"]
+        for key, field in _ARGUMENTS:
+            found = find_unencodable(snapshot[key], field)  # type: ignore[literal-required]
+            if found is not None:
+                raise _not_storable(found, field, run_id) from exc
+        raise
+
+
+def _not_storable(found: tuple[str, str], field: str, run_id: str) -> InvalidInputError:
+    where, what = found
+    return InvalidInputError(
+        f"{where} for run {run_id!r} holds a value of type {what}, which cannot be stored "
+        "in a snapshot",
+        field=field,
+        errors=[{"type": "not_encodable", "loc": (where,), "msg": f"cannot store {what}"}],
+        run_id=run_id,
+    )

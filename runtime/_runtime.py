@@ -129,6 +129,7 @@ class Runtime:
             memory) or leaving them for the next runtime (on a durable store).
 
     Raises:
+        TypeError: for a ``store`` that is none of the above.
         ValueError: for a ``max_concurrent_runs`` below 1, a negative
             ``stop_timeout`` or an empty store location.
     """
@@ -154,8 +155,13 @@ class Runtime:
         elif isinstance(store, str | os.PathLike):
             self._host = RunHost(None)
             self._store_path = path_from_url(store)
-        else:
+        elif isinstance(store, SnapshotStore):
             self._host = RunHost(store)
+        else:
+            raise TypeError(
+                "store must be 'memory', a SQLite path or sqlite:/// URL, or a store object "
+                f"(such as MemoryStore or SQLiteStore), got {type(store).__name__}"
+            )
 
     def __repr__(self) -> str:
         return f"<Runtime {self._host.state}>"

@@ -28,6 +28,7 @@ from runtime._stores.base import SnapshotRecord
 
 __all__ = [
     "FORMAT_VERSION",
+    "MAX_NESTING",
     "Snapshot",
     "StepSnapshot",
     "canceled_record",
@@ -262,27 +263,64 @@ def check_encodable(value: Any, path: str, *, str_keys_known: bool = False) -> N
         raise _encoding_error(value, path)
 
 
+MAX_NESTING: Final = 256
+"""How deep lists and dicts may nest in a value stored in a snapshot.
+
+msgpack refuses values nested deeper than about 500 levels, and the snapshot
+itself adds a few; a limit well below keeps every check and copy iterative
+and cheap, and names the path where a deeper value goes wrong.
+"""
+
+
 def find_unencodable(value: Any, path: str) -> tuple[str, str] | None:
-    """Find the first value msgpack cannot encode: its path and its type name."""
-    if value is None or isinstance(value, bool | float | str | bytes):
-        return None
-    if isinstance(value, int):
-        return None if -(2**63) <= value < 2**64 else (path, "int (out of 64-bit range)")
-    if isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            found = find_unencodable(item, f"{path}[{index}]")
-            if found:
-                return found
-        return None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return (f"{path} key {key!r}", f"{type(key).__name__} (keys must be str)")
-            found = find_unencodable(item, f"{path}[{key!r}]")
-            if found:
-                return found
-        return None
-    return (path, type(value).__name__)
+    """Find the first value msgpack cannot encode, or read back: its path and what it is.
+
+    Walks the value without recursion, so that a value nested thousands deep
+    is reported rather than raising ``RecursionError``.
+    """
+    stack: list[tuple[Any, str, int]] = [(value, path, 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        if item is None or isinstance(item, bool | float | bytes):
+            continue
+        if isinstance(item, str):
+            if not _is_utf8(item):
+                return (where, "str (a lone surrogate: not valid UTF-8)")
+            continue
+        if isinstance(item, int):
+            if -(2**63) <= item < 2**64:
+                continue
+            return (where, "int (out of 64-bit range)")
+        if isinstance(item, list | tuple | dict) and depth >= MAX_NESTING:
+            return (where, f"{type(item).__name__} (nested deeper than {MAX_NESTING} levels)")
+        if isinstance(item, list | tuple):
+            stack.extend(
+                (element, f"{where}[{index}]", depth + 1)
+                for index, element in reversed(list(enumerate(item)))
+            )
+            continue
+        if isinstance(item, dict):
+            children = []
+            for key, element in item.items():
+                if not isinstance(key, str):
+                    return (f"{where} key {key!r}", f"{type(key).__name__} (keys must be str)")
+                if not _is_utf8(key):
+                    return (f"{where} key {key!r}", "str (a lone surrogate: not valid UTF-8)")
+                children.append((element, f"{where}[{key!r}]", depth + 1))
+            stack.extend(reversed(children))
+            continue
+        return (where, type(item).__name__)
+    return None
+
+
+def _is_utf8(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _encoding_error(value: Any, path: str) -> SnapshotEncodingError:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from runtime._errors import RunInProgressError, WorkflowDefinitionError
-from runtime._ids import new_id
+from runtime._ids import check_run_id, new_id
 from runtime._model import (
     TERMINAL_STATUSES,
     RunOutcome,
@@ -416,15 +416,10 @@ class Workflow(Generic[In, Out]):
         Raises:
             WorkflowDefinitionError: if the workflow is not committed.
             TypeError: if ``run_id`` is not a string.
-            ValueError: if ``run_id`` is empty.
+            ValueError: if ``run_id`` is empty or not valid UTF-8 text.
         """
         plan = self.plan
-        if run_id is None:
-            run_id = new_id()
-        elif not isinstance(run_id, str):
-            raise TypeError(f"run_id must be a str, got {type(run_id).__name__}")
-        elif not run_id:
-            raise ValueError("run_id must not be empty")
+        run_id = new_id() if run_id is None else check_run_id(run_id)
         runtime = self._runtime
         if runtime is None:
             from runtime._runtime import default_runtime
@@ -445,6 +440,7 @@ class Workflow(Generic[In, Out]):
 
         Raises:
             TypeError: if ``run_id`` is not a string.
+            ValueError: if ``run_id`` is not valid UTF-8 text.
             SnapshotFormatError: if the run's stored snapshot cannot be read.
         """
         return self.get_workflow_run_by_id(run_id)
@@ -466,7 +462,8 @@ class Workflow(Generic[In, Out]):
 
         Raises:
             TypeError: if ``run_id`` is not a string.
-            ValueError: for a field name that is not one of the above.
+            ValueError: if ``run_id`` is not valid UTF-8 text, or for
+                a field name that is not one of the above.
             SnapshotFormatError: if the run's stored snapshot cannot be read.
         """
         return get_run(self._store(start=False), run_id, workflow_id=self.id, fields=fields)
@@ -495,7 +492,10 @@ class Workflow(Generic[In, Out]):
             stored snapshot could not be read (left out, and logged).
 
         Raises:
-            ValueError: for an unknown status, a negative offset or a limit below 1.
+            TypeError: for a date that is not a ``datetime``, a ``limit`` or
+                ``offset`` that is not an ``int``, or a ``status`` that is not a ``str``.
+            ValueError: for an unknown status, a negative offset, a limit below
+                1, or either above ``2**63 - 1``.
         """
         return list_runs(
             self._store(start=False),
@@ -515,10 +515,10 @@ class Workflow(Generic[In, Out]):
 
         Raises:
             TypeError: if ``run_id`` is not a string.
+            ValueError: if ``run_id`` is not valid UTF-8 text.
             RunInProgressError: if the run has not ended (``pending`` or ``running``).
         """
-        if not isinstance(run_id, str):
-            raise TypeError(f"run_id must be a str, got {type(run_id).__name__}")
+        check_run_id(run_id, lookup=True)
         store = self._store(start=False)
         record = store.load(run_id)
         if record is None or record.workflow_id != self.id:

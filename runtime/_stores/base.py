@@ -45,6 +45,7 @@ class SnapshotRecord(NamedTuple):
     trace_id: str
 
 
+@runtime_checkable
 class SnapshotStore(Protocol):
     """What the runtime needs from a snapshot store.
 

@@ -1,0 +1,244 @@
+"""Hostile input gets a documented error at the call: never a crash, a hang or a traceback.
+
+Deep nesting, lone surrogates and integers past 64 bits, in every argument of
+``start_async`` and in run ids; odd types and huge numbers in queries. Each is
+an ``InvalidInputError`` (a ``ValueError``) naming the argument and the path
+inside it, or a ``TypeError``/``ValueError``, the same on every store.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel
+
+from runtime import (
+    InvalidInputError,
+    Runtime,
+    TracingOptions,
+    create_step,
+    create_workflow,
+)
+
+
+class Loose(BaseModel):
+    value: Any = None
+
+
+class Free(BaseModel):
+    model_config = {"extra": "allow"}
+
+
+echo = create_step(
+    id="echo", input_schema=Loose, output_schema=Loose, execute=lambda ctx: ctx.input_data
+)
+loose = create_workflow(id="hostile", input_schema=Loose, output_schema=Loose).then(echo).commit()
+stateful = (
+    create_workflow(id="hostile-state", input_schema=Loose, output_schema=Loose, state_schema=Free)
+    .then(echo)
+    .commit()
+)
+
+
+def nested(depth: int) -> Any:
+    value: Any = "bottom"
+    for _ in range(depth):
+        value = {"down": value}
+    return value
+
+
+def nested_list(depth: int) -> Any:
+    value: Any = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def rt(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]:
+    store = None if request.param == "memory" else tmp_path / "runs.db"
+    with Runtime(store=store) as runtime:
+        yield runtime
+
+
+HOSTILE = {
+    "deep dict": nested(1_000),
+    "deep list": nested_list(1_000),
+    "lone surrogate": "a\ud800b",
+    "int of 2**64": 2**64,
+    "int below -2**63": -(2**63) - 1,
+}
+
+ARGUMENTS = ["input_data", "request_context", "initial_state", "tracing_options"]
+
+
+def _start(rt: Runtime, argument: str, bad: Any) -> Any:
+    wf = rt.register(stateful if argument == "initial_state" else loose)
+    kwargs: dict[str, Any] = {"input_data": {"value": 1}}
+    if argument == "input_data":
+        kwargs["input_data"] = {"value": bad}
+    elif argument == "tracing_options":
+        kwargs["tracing_options"] = TracingOptions(metadata={"k": bad})
+    else:
+        kwargs[argument] = {"k": bad}
+    run = wf.create_run()
+    return run, wf, lambda: run.start_async(**kwargs)
+
+
+@pytest.mark.parametrize("argument", ARGUMENTS)
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_a_hostile_value_in_any_start_argument_is_an_invalid_input_error_naming_it(
+    rt: Runtime, argument: str, kind: str
+) -> None:
+    run, wf, start = _start(rt, argument, HOSTILE[kind])
+
+    with pytest.raises(InvalidInputError) as caught:
+        start()
+
+    assert caught.value.field == argument
+    assert caught.value.errors, "the error lists what was wrong"
+    assert wf.get_workflow_run_execution_result(run.run_id) is None  # nothing recorded
+
+
+@pytest.mark.parametrize("argument", ["input_data", "request_context", "tracing_options"])
+def test_the_error_names_the_path_inside_the_argument(rt: Runtime, argument: str) -> None:
+    _, _, start = _start(rt, argument, {"inner": ["ok", "bad\udcff"]})
+
+    with pytest.raises(InvalidInputError) as caught:
+        start()
+
+    assert "'inner'" in str(caught.value) and "[1]" in str(caught.value)
+
+
+@pytest.mark.parametrize("where", ["key", "value"])
+def test_a_lone_surrogate_in_a_request_context_key_or_value_is_refused(
+    rt: Runtime, where: str
+) -> None:
+    wf = rt.register(loose)
+    context = {"k\ud800": 1} if where == "key" else {"k": "\ud800"}
+
+    with pytest.raises(InvalidInputError) as caught:
+        wf.create_run().start_async(input_data={"value": 1}, request_context=context)
+
+    assert caught.value.field == "request_context"
+
+
+def test_a_run_refused_for_a_hostile_value_starts_with_good_input(rt: Runtime) -> None:
+    wf = rt.register(loose)
+    run = wf.create_run()
+    with pytest.raises(InvalidInputError):
+        run.start_async(input_data={"value": nested(1_000)})
+
+    assert run.start(input_data={"value": "fine"}, timeout=10).status == "success"
+
+
+def test_nesting_within_the_limit_is_stored_and_read_back(rt: Runtime) -> None:
+    wf = rt.register(loose)
+
+    result = wf.create_run().start(input_data={"value": nested(100)}, timeout=10)
+
+    assert result.status == "success"
+    assert result.result == {"value": nested(100)}
+
+
+@pytest.mark.parametrize("run_id", ["a\ud800", "\udcff"])
+def test_a_run_id_that_is_not_utf8_is_refused_at_create_run(rt: Runtime, run_id: str) -> None:
+    wf = rt.register(loose)
+
+    with pytest.raises(ValueError, match="UTF-8"):
+        wf.create_run(run_id)
+
+
+@pytest.mark.parametrize("query", ["get", "by_id", "delete"])
+def test_a_surrogate_run_id_in_a_query_is_a_value_error_on_every_store(
+    rt: Runtime, query: str
+) -> None:
+    wf = rt.register(loose)
+    call = {
+        "get": wf.get_workflow_run_execution_result,
+        "by_id": wf.get_workflow_run_by_id,
+        "delete": wf.delete_workflow_run_by_id,
+    }[query]
+
+    with pytest.raises(ValueError, match="UTF-8"):
+        call("x\ud800")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error"),
+    [
+        ({"from_date": "2020-01-01"}, TypeError),
+        ({"to_date": 1_600_000_000}, TypeError),
+        ({"limit": 2.5}, TypeError),
+        ({"limit": True}, TypeError),
+        ({"offset": "3"}, TypeError),
+        ({"status": 3}, TypeError),
+        ({"limit": 2**63}, ValueError),
+        ({"offset": 2**63}, ValueError),
+        ({"limit": 0}, ValueError),
+        ({"offset": -1}, ValueError),
+        ({"status": "sleeping"}, ValueError),
+    ],
+)
+def test_bad_list_arguments_raise_at_the_call_on_every_store(
+    rt: Runtime, arguments: dict[str, Any], error: type[Exception]
+) -> None:
+    wf = rt.register(loose)
+
+    with pytest.raises(error):
+        wf.list_workflow_runs(**arguments)
+
+
+def test_the_largest_page_arguments_are_taken(rt: Runtime) -> None:
+    wf = rt.register(loose)
+    wf.create_run().start(input_data={"value": 1}, timeout=10)
+
+    page = wf.list_workflow_runs(limit=2**63 - 1, offset=0, from_date=datetime(2000, 1, 1))
+
+    assert page.total == 1
+
+
+surrogates = st.text(alphabet=st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1)
+texts = st.text() | st.builds(lambda a, b, c: a + b + c, st.text(), surrogates, st.text())
+values = st.recursive(
+    st.none() | st.booleans() | st.integers() | texts,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(texts, children, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(context=st.dictionaries(texts, values, max_size=3), data=values)
+def test_any_context_and_input_is_a_run_or_an_invalid_input_error(
+    context: dict[str, Any], data: Any
+) -> None:
+    with Runtime() as rt:
+        wf = rt.register(loose)
+        run = wf.create_run()
+        try:
+            run.start_async(input_data={"value": data}, request_context=context)
+        except InvalidInputError:
+            assert wf.get_workflow_run_execution_result(run.run_id) is None
+            return
+        assert run.wait(10).status == "success"
+
+
+@pytest.mark.parametrize("store", [5, object(), b"runs.db", ["memory"]])
+def test_a_runtime_on_something_that_is_not_a_store_is_a_type_error_and_starts_nothing(
+    store: Any,
+) -> None:
+    before = {thread.ident for thread in threading.enumerate()}
+
+    with pytest.raises(TypeError, match="store must be"):
+        Runtime(store=store)
+
+    assert {thread.ident for thread in threading.enumerate()} <= before
