@@ -40,7 +40,7 @@ from runtime import (
     create_workflow,
 )
 from runtime import _cli as cli
-from runtime._cli import main
+from runtime._cli import _render, main
 
 from .conftest import wait_for_no_callboard_threads
 
@@ -1020,7 +1020,7 @@ def serve(monkeypatch: pytest.MonkeyPatch, *runs: list[WorkflowResult]) -> FakeR
 
 def test_every_run_and_step_status_has_a_colour() -> None:
     statuses = {status.value for status in RunStatus} | {status.value for status in StepStatus}
-    assert statuses <= set(cli._STATUS_STYLES)
+    assert statuses <= set(_render._STATUS_STYLES)
 
 
 @pytest.mark.parametrize("status", ["waiting", "suspended", "canceled"])

@@ -39,17 +39,26 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Final, NoReturn, TextIO
+from typing import Any, Final, NoReturn
 
-from rich import box
-from rich.console import Console, Group, RenderableType
+from rich.console import Console
 from rich.live import Live
-from rich.table import Table
 from rich.text import Text
 
+from runtime._cli._render import (
+    console_for,
+    left_behind,
+    page_summary,
+    plain,
+    print_json,
+    progress_line,
+    run_view,
+    runs_table,
+    show,
+    status_text,
+)
 from runtime._errors import (
     InvalidInputError,
     RunAlreadyStartedError,
@@ -57,13 +66,7 @@ from runtime._errors import (
     SnapshotFormatError,
     StoreError,
 )
-from runtime._model import (
-    SETTLED_STATUSES,
-    RunStatus,
-    StepResult,
-    WorkflowResult,
-    WorkflowRunList,
-)
+from runtime._model import SETTLED_STATUSES, RunStatus, WorkflowResult
 from runtime._queries import RunReader
 from runtime._run import Run
 from runtime._runtime import DEFAULT_STOP_TIMEOUT, Runtime
@@ -107,18 +110,6 @@ DEFAULT_INTERVAL: Final = 0.5
 _WAIT_INTERVAL: Final = 0.1
 """Seconds between two progress updates of ``start --wait`` (it wakes when the run ends)."""
 
-_PLAIN_WIDTH: Final = 200
-"""Columns for tables written to a pipe or file, where rich would otherwise assume 80."""
-
-_STATUS_STYLES: Final = {
-    "pending": "yellow",
-    "running": "cyan",
-    "waiting": "blue",
-    "suspended": "magenta",
-    "success": "green",
-    "failed": "bold red",
-    "canceled": "bright_black",
-}
 
 _DID_NOT_SUCCEED: Final = frozenset({RunStatus.FAILED, RunStatus.CANCELED})
 """Ended runs whose command exits with ``EXIT_FAILED``."""
@@ -335,13 +326,13 @@ def _runs_list(args: argparse.Namespace) -> int:
             f"left out: {', '.join(page.unreadable)}\n"
         )
     if args.json:
-        _print_json(_plain(page))
+        print_json(plain(page))
         return EXIT_OK
-    console = _console(sys.stdout)
+    console = console_for(sys.stdout)
     if page.runs:
-        _show(console, _runs_table(page))
-        _show(console, Text(""))
-    _show(console, Text(_page_summary(page, args.offset), style="dim"))
+        show(console, runs_table(page))
+        show(console, Text(""))
+    show(console, Text(page_summary(page, args.offset), style="dim"))
     return EXIT_OK
 
 
@@ -356,9 +347,9 @@ def _runs_show(args: argparse.Namespace) -> int:
     if result is None:
         raise _Exit(EXIT_NOT_FOUND, f"no run {args.run_id!r} in {args.db}")
     if args.json:
-        _print_json(_plain(result))
+        print_json(plain(result))
     else:
-        _show(_console(sys.stdout), _run_view(result))
+        show(console_for(sys.stdout), run_view(result))
     return _exit_code(result)
 
 
@@ -372,7 +363,7 @@ def _runs_watch(args: argparse.Namespace) -> int:
             raise _Exit(EXIT_NOT_FOUND, f"no run {args.run_id!r} in {args.db}")
         # A suspended run is followed too: a resume from anywhere drives it on.
         result = _follow(
-            _console(sys.stdout), fetch, lambda: _sleep(args.interval), None, _has_ended
+            console_for(sys.stdout), fetch, lambda: _sleep(args.interval), None, _has_ended
         )
     assert result is not None  # no deadline: _follow returns once the run has ended
     return _exit_code(result)
@@ -409,7 +400,7 @@ def _follow(
                 result = fetch()
                 if result is None:
                     raise _Exit(EXIT_NOT_FOUND, "the run was deleted while being watched")
-                live.update(_run_view(result), refresh=True)
+                live.update(run_view(result), refresh=True)
                 if done(result):
                     return result
                 if deadline is not None and time.monotonic() >= deadline:
@@ -421,14 +412,14 @@ def _follow(
         if result is None:
             raise _Exit(EXIT_NOT_FOUND, "the run was deleted while being watched")
         if done(result):
-            _show(console, _run_view(result))
+            show(console, run_view(result))
             return result
         progress = (
             result.status,
             *((step, s.status, s.attempts) for step, s in result.steps.items()),
         )
         if progress != shown:
-            _show(console, _progress_line(result))
+            show(console, progress_line(result))
             shown = progress
         if deadline is not None and time.monotonic() >= deadline:
             return None
@@ -458,8 +449,8 @@ def _start(args: argparse.Namespace) -> int:
         if args.wait:
             return _start_and_wait(args, bound, run, runtime)
         if not args.json:
-            _show(
-                _console(sys.stdout),
+            show(
+                console_for(sys.stdout),
                 Text(f"started run {run.run_id} of workflow {bound.id} in {args.db}"),
             )
         # The process is about to end, and its runs with it: give them the grace
@@ -469,14 +460,14 @@ def _start(args: argparse.Namespace) -> int:
         result = bound.get_workflow_run_execution_result(run.run_id)
         assert result is not None, "a started run is always recorded"
         if args.json:
-            _print_json({"run_id": run.run_id, "status": result.status.value})
+            print_json({"run_id": run.run_id, "status": result.status.value})
         elif result.is_terminal:
-            _show(
-                _console(sys.stdout),
-                Text.assemble(f"run {run.run_id} ended: ", _status_text(result.status)),
+            show(
+                console_for(sys.stdout),
+                Text.assemble(f"run {run.run_id} ended: ", status_text(result.status)),
             )
         else:
-            _show(_console(sys.stdout), Text(_left_behind(result, args.db)))
+            show(console_for(sys.stdout), Text(left_behind(result, args.db)))
         return EXIT_OK
     except KeyboardInterrupt:
         runtime.stop(timeout=0)  # Ctrl-C means now: halt, do not wait for the run
@@ -485,7 +476,7 @@ def _start(args: argparse.Namespace) -> int:
         result = bound.get_workflow_run_execution_result(run.run_id)
         if result is None or result.is_terminal:
             raise
-        raise _Exit(EXIT_INTERRUPTED, f"interrupted; {_left_behind(result, args.db)}") from None
+        raise _Exit(EXIT_INTERRUPTED, f"interrupted; {left_behind(result, args.db)}") from None
     finally:
         runtime.stop()
 
@@ -513,8 +504,8 @@ def _start_and_wait(
         except RunTimeoutError:
             result = None
     else:
-        console = _console(sys.stdout)
-        _show(console, Text(f"started run {run.run_id} of workflow {workflow.id} in {args.db}"))
+        console = console_for(sys.stdout)
+        show(console, Text(f"started run {run.run_id} of workflow {workflow.id} in {args.db}"))
         result = _follow(console, fetch, pause, deadline, _has_settled)
     if result is None:
         runtime.stop(timeout=0)
@@ -524,35 +515,17 @@ def _start_and_wait(
             result = now
         else:
             if args.json:
-                _print_json(_plain(now))
+                print_json(plain(now))
             raise _Exit(
                 EXIT_FAILED,
                 f"run {run.run_id} did not end within {args.timeout:g} seconds; "
-                + _left_behind(now, args.db),
+                + left_behind(now, args.db),
             )
     if args.json:
-        _print_json(_plain(result))
+        print_json(plain(result))
     elif result.status == RunStatus.SUSPENDED:
-        _show(_console(sys.stdout), Text(_left_behind(result, args.db)))
+        show(console_for(sys.stdout), Text(left_behind(result, args.db)))
     return _exit_code(result)
-
-
-def _left_behind(result: WorkflowResult, db: str) -> str:
-    """What becomes of a run that has not ended when the command does."""
-    if result.status == RunStatus.SUSPENDED:
-        steps = ", ".join(result.suspended) or "a step"
-        return (
-            f"run {result.run_id} is suspended at {steps}: it stays in {db} until a program "
-            f"that registers workflow {result.workflow_id!r} resumes it with run.resume()"
-        )
-    sleeping = ""
-    if result.status == RunStatus.WAITING and result.waiting_until is not None:
-        sleeping = f" (asleep until {_when(result.waiting_until)})"
-    return (
-        f"run {result.run_id} is still {result.status}{sleeping}: it stays in {db}, and the "
-        f"next runtime on that file that registers workflow {result.workflow_id!r} resumes it "
-        "from its last completed step"
-    )
 
 
 def _parse_input(text: str | None) -> Any:
@@ -637,206 +610,3 @@ def _import_failed(name: str) -> NoReturn:
     exc_type, exc_value = sys.exc_info()[:2]
     kind = exc_type.__name__ if exc_type is not None else "an error"
     raise _Exit(EXIT_USAGE, f"importing {name} raised {kind}: {exc_value}")
-
-
-# --- output -----------------------------------------------------------------------------
-
-
-def _console(stream: TextIO) -> Console:
-    # A pipe or a file gets wide lines rather than rich's 80 columns (or
-    # $COLUMNS, which describes a terminal), so that a table row stays on one
-    # line for grep and friends.
-    return Console(
-        file=stream,
-        width=None if stream.isatty() else _PLAIN_WIDTH,
-        highlight=False,
-        emoji=False,
-    )
-
-
-def _show(console: Console, renderable: RenderableType) -> None:
-    """Print to the console; off a terminal, without the trailing blanks rich pads lines with.
-
-    A line of text is not wrapped (the terminal wraps it, and a pipe wants it whole).
-    """
-    soft_wrap = isinstance(renderable, Text)
-    if console.is_terminal:
-        console.print(renderable, soft_wrap=soft_wrap)
-        return
-    with console.capture() as capture:
-        console.print(renderable, soft_wrap=soft_wrap)
-    lines = capture.get().splitlines()
-    console.file.write("".join(line.rstrip() + "\n" for line in lines))
-    console.file.flush()
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
-
-
-def _plain(model: WorkflowResult | WorkflowRunList) -> Any:
-    """A model as JSON-ready data; bytes that are not UTF-8 are written escaped."""
-    try:
-        return model.model_dump(mode="json")
-    except ValueError:  # pydantic writes bytes as UTF-8, and these are not
-        return json.loads(json.dumps(model.model_dump(), default=_json_default))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "backslashreplace")
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def _status_text(status: str) -> Text:
-    return Text(str(status), style=_STATUS_STYLES.get(str(status), ""))
-
-
-def _when(moment: datetime | None) -> str:
-    if moment is None:
-        return "-"
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _took(start: datetime | None, end: datetime | None) -> str:
-    if start is None or end is None:
-        return "-"
-    seconds = (end - start).total_seconds()
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 60:
-        return f"{seconds:.2f} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes:.0f} min {seconds:.0f} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours:.0f} h {minutes:.0f} min"
-
-
-def _json_text(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=_json_default)
-
-
-def _progress(result: WorkflowResult) -> str:
-    """Where a run stands, in a few words: its steps done, or the step it is at."""
-    if not result.steps:
-        return "-"
-    done = sum(step.status == "success" for step in result.steps.values())
-    if result.status == RunStatus.SUCCESS:
-        return f"{done} done"
-    last_id, last = list(result.steps.items())[-1]
-    return f"{done} done, {last_id} {last.status}" if done else f"{last_id} {last.status}"
-
-
-def _runs_table(page: WorkflowRunList) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
-    table.add_column("RUN ID", no_wrap=True)
-    table.add_column("WORKFLOW", no_wrap=True)
-    table.add_column("STATUS", no_wrap=True)
-    table.add_column("STEPS")
-    table.add_column("CREATED", no_wrap=True)
-    table.add_column("TOOK", no_wrap=True, justify="right")
-    for result in page.runs:
-        table.add_row(
-            Text(result.run_id),
-            Text(result.workflow_id),
-            _status_text(result.status),
-            Text(_progress(result)),
-            Text(_when(result.created_at)),
-            Text(_took(result.created_at, result.updated_at) if result.is_terminal else "-"),
-        )
-    return table
-
-
-def _page_summary(page: WorkflowRunList, offset: int) -> str:
-    if page.total == 0:
-        return "no runs"
-    shown = len(page.runs) + len(page.unreadable)
-    if shown == page.total:
-        return f"{page.total} run{'s' if page.total != 1 else ''}"
-    if shown == 0:
-        return f"no runs past the first {offset} of {page.total}"
-    return f"runs {offset + 1}-{offset + shown} of {page.total}"
-
-
-def _run_view(result: WorkflowResult) -> RenderableType:
-    """One run: its fields, then a table of its steps."""
-    fields = Table.grid(padding=(0, 2))
-    fields.add_column(style="bold", no_wrap=True)
-    fields.add_column()
-    fields.add_row("run", Text(result.run_id))
-    fields.add_row("workflow", Text(result.workflow_id))
-    fields.add_row("status", _status_text(result.status))
-    fields.add_row("created", Text(_when(result.created_at)))
-    updated = _when(result.updated_at)
-    if result.is_terminal:
-        updated += f" (took {_took(result.created_at, result.updated_at)})"
-    fields.add_row("updated", Text(updated))
-    if result.trace_id:
-        fields.add_row("trace id", Text(result.trace_id))
-    fields.add_row("input", Text(_json_text(result.input)))
-    if result.status == RunStatus.WAITING and result.waiting_until is not None:
-        fields.add_row("waiting until", Text(_when(result.waiting_until)))
-    # Each suspended step with what it passed to ctx.suspend(): what a resume answers.
-    for index, (path, payload) in enumerate(result.suspended.items()):
-        fields.add_row("suspended" if index == 0 else "", Text(f"{path}: {_json_text(payload)}"))
-    if result.status == RunStatus.SUCCESS:
-        fields.add_row("result", Text(_json_text(result.result)))
-    if result.error is not None:
-        fields.add_row("error", Text(_error_text(result.error.name, result.error.message)))
-        step_id = result.error.details.get("step_id")
-        if step_id:
-            fields.add_row("in step", Text(str(step_id)))
-    if result.state is not None:
-        fields.add_row("state", Text(_json_text(result.state)))
-    if not result.steps:
-        return Group(fields, Text("no step has started yet", style="dim"))
-    steps = Table(box=box.SIMPLE_HEAD, show_edge=False)
-    steps.add_column("STEP", no_wrap=True)
-    steps.add_column("STATUS", no_wrap=True)
-    steps.add_column("STARTED", no_wrap=True)
-    steps.add_column("TOOK", no_wrap=True, justify="right")
-    steps.add_column("OUTPUT OR ERROR")
-    for step_id, step in result.steps.items():
-        if step.error is not None:
-            outcome = Text(_error_text(step.error.name, step.error.message), style="red")
-        elif step.status == "success":
-            outcome = Text(_json_text(step.output))
-        else:
-            outcome = Text("")
-        steps.add_row(
-            Text(step_id),
-            _step_status(step),
-            Text(_when(step.started_at)),
-            Text(_took(step.started_at, step.ended_at)),
-            outcome,
-        )
-    return Group(fields, Text(""), steps)
-
-
-def _step_status(step: StepResult) -> Text:
-    """A step's status, and how many times its body ran when it was retried."""
-    text = _status_text(step.status)
-    if step.attempts > 1:
-        text.append(f" ({step.attempts} attempts)", style="dim")
-    return text
-
-
-def _error_text(name: str, message: str) -> str:
-    return f"{name}: {message}"
-
-
-def _progress_line(result: WorkflowResult) -> Text:
-    line = Text.assemble(
-        f"{datetime.now().strftime('%H:%M:%S')}  run {result.run_id} ", _status_text(result.status)
-    )
-    if result.steps:
-        line.append(": ")
-        for index, (step_id, step) in enumerate(result.steps.items()):
-            if index:
-                line.append(", ")
-            line.append(f"{step_id} ")
-            line.append_text(_step_status(step))
-    return line
