@@ -31,22 +31,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
-import importlib.util
 import json
 import os
 import sys
 import time
-import traceback
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from types import ModuleType
 from typing import Any, Final, NoReturn
 
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
+from runtime._cli._loader import LoadError, load_workflow
 from runtime._cli._render import (
     console_for,
     left_behind,
@@ -173,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _Exit as exc:
         _error(exc.message)
         return exc.code
-    except (StoreError, SnapshotFormatError) as exc:
+    except (LoadError, StoreError, SnapshotFormatError) as exc:
         _error(str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -296,12 +292,6 @@ _non_negative_float = _number(float, lambda value: value >= 0, "a number of seco
 
 
 # --- runs list, show, watch -----------------------------------------------------------
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, type):
-        return f"the class {value.__qualname__}"
-    return f"a {type(value).__name__}"
 
 
 def _reader(db: str) -> RunReader:
@@ -431,7 +421,7 @@ def _follow(
 
 def _start(args: argparse.Namespace) -> int:
     input_data = _parse_input(args.input)
-    workflow = _load_workflow(args.target)
+    workflow = load_workflow(args.target)
     try:
         runtime = Runtime(store=args.db)
     except ValueError as exc:  # a malformed sqlite:// URL
@@ -535,78 +525,3 @@ def _parse_input(text: str | None) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise _Exit(EXIT_USAGE, f"--input is not JSON: {exc}") from None
-
-
-def _load_workflow(target: str) -> Workflow[Any, Any]:
-    module_name, colon, attribute = target.rpartition(":")
-    if not colon or not module_name or not attribute:
-        raise _Exit(EXIT_USAGE, f"expected MODULE:ATTR (like myapp.flows:checkout), got {target!r}")
-    module = _import(module_name)
-    found: Any = module
-    for part in attribute.split("."):
-        try:
-            found = getattr(found, part)
-        except AttributeError:
-            raise _Exit(
-                EXIT_USAGE, f"module {module.__name__!r} has no attribute {attribute!r}"
-            ) from None
-    if not isinstance(found, Workflow):
-        raise _Exit(
-            EXIT_USAGE,
-            f"{target} is not a workflow but {_describe(found)}; "
-            "give the committed result of create_workflow(...)",
-        )
-    if not found.committed:
-        raise _Exit(
-            EXIT_USAGE, f"workflow {found.id!r} at {target} is not committed: call .commit()"
-        )
-    return found
-
-
-def _import(name: str) -> ModuleType:
-    """Import a module by dotted name (from the current folder first) or by ``.py`` path."""
-    path = Path(name)
-    if name.endswith(".py"):
-        if not path.is_file():
-            raise _Exit(EXIT_USAGE, f"cannot import {name}: no such file")
-        module_name = path.stem
-        folder = str(path.resolve().parent)
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        if spec is None or spec.loader is None:
-            raise _Exit(EXIT_USAGE, f"cannot import {name}: not a Python module")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        loader = spec.loader
-        try:
-            _run_module_code(name, lambda: loader.exec_module(module))
-        except BaseException:
-            sys.modules.pop(module_name, None)
-            raise
-        return module
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    imported: list[ModuleType] = []
-    _run_module_code(name, lambda: imported.append(importlib.import_module(name)))
-    return imported[0]
-
-
-def _run_module_code(name: str, load: Callable[[], None]) -> None:
-    try:
-        load()
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
-            raise _Exit(EXIT_USAGE, f"cannot import {name}: no module named {exc.name!r}") from None
-        _import_failed(name)
-    except (Exception, SystemExit):
-        _import_failed(name)
-
-
-def _import_failed(name: str) -> NoReturn:
-    # The module's own code raised: its traceback is what its author needs.
-    sys.stderr.write(traceback.format_exc())
-    exc_type, exc_value = sys.exc_info()[:2]
-    kind = exc_type.__name__ if exc_type is not None else "an error"
-    raise _Exit(EXIT_USAGE, f"importing {name} raised {kind}: {exc_value}")
