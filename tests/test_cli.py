@@ -39,8 +39,7 @@ from runtime import (
     create_step,
     create_workflow,
 )
-from runtime import _cli as cli
-from runtime._cli import main
+from runtime._cli import _commands, _render, main
 
 from .conftest import wait_for_no_callboard_threads
 
@@ -421,7 +420,7 @@ def test_runs_watch_follows_a_run_until_it_ends_and_exits_0_on_success(
         gate.set()
         time.sleep(seconds)
 
-    monkeypatch.setattr(cli, "_sleep", pause)
+    monkeypatch.setattr(_commands, "_sleep", pause)
     with Runtime(store=db) as rt:
         wf = rt.register(workflow.then(held).then(shout).commit())
         run = wf.create_run(run_id="watched")
@@ -1014,13 +1013,13 @@ class FakeReader:
 
 def serve(monkeypatch: pytest.MonkeyPatch, *runs: list[WorkflowResult]) -> FakeReader:
     reader = FakeReader(*runs)
-    monkeypatch.setattr(cli, "RunReader", reader)
+    monkeypatch.setattr(_commands, "RunReader", reader)
     return reader
 
 
 def test_every_run_and_step_status_has_a_colour() -> None:
     statuses = {status.value for status in RunStatus} | {status.value for status in StepStatus}
-    assert statuses <= set(cli._STATUS_STYLES)
+    assert statuses <= set(_render._STATUS_STYLES)
 
 
 @pytest.mark.parametrize("status", ["waiting", "suspended", "canceled"])
@@ -1116,7 +1115,7 @@ def test_runs_watch_follows_a_suspended_run_until_it_is_canceled_and_exits_1(
     canceled = lifecycle_result("canceled", run_id="r")
     serve(monkeypatch, [suspended, suspended, suspended, resumed, canceled])
     pauses: list[float] = []
-    monkeypatch.setattr(cli, "_sleep", pauses.append)
+    monkeypatch.setattr(_commands, "_sleep", pauses.append)
     code, out, err = run_cli(capsys, "runs", "watch", "r", "--db", db, "--interval", "0.01")
     assert code == 1, err
     assert len(pauses) == 3  # it went on looking at the suspended run
@@ -1130,7 +1129,7 @@ def test_runs_watch_exits_0_once_a_resumed_run_succeeds(
 ) -> None:
     suspended = lifecycle_result("suspended", run_id="r", suspended={"approve": None})
     serve(monkeypatch, [suspended, suspended, lifecycle_result("success", run_id="r")])
-    monkeypatch.setattr(cli, "_sleep", lambda seconds: None)
+    monkeypatch.setattr(_commands, "_sleep", lambda seconds: None)
     code, out, err = run_cli(capsys, "runs", "watch", "r", "--db", db)
     assert code == 0, err
     assert "status    success" in out

@@ -25,116 +25,74 @@ Exit codes:
   at ``--db``.
 - 3: not found: no run with that id.
 - 130: interrupted (Ctrl-C).
+
+The package: this module holds :func:`main`, the argument tree and the exit codes, and
+turns how a command ended into its code; ``_commands`` holds the commands, ``_loader``
+the ``MODULE:ATTR`` loader of ``start``, ``_render`` the tables, views and JSON.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib
-import importlib.util
-import json
 import os
 import sys
-import time
-import traceback
-from collections.abc import Callable, Sequence
-from datetime import datetime
-from pathlib import Path
-from types import ModuleType
-from typing import Any, Final, NoReturn, TextIO
+from collections.abc import Callable, Mapping, Sequence
+from enum import IntEnum
+from typing import Any, Final, NoReturn
 
-from rich import box
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
-
-from runtime._errors import (
-    InvalidInputError,
-    RunAlreadyStartedError,
-    RunTimeoutError,
-    SnapshotFormatError,
-    StoreError,
+from runtime._cli import _commands
+from runtime._cli._commands import (
+    DB_ENV,
+    DEFAULT_DB,
+    Command,
+    InterruptedRunError,
+    NotEndedError,
+    RunNotFoundError,
+    UsageError,
 )
-from runtime._model import (
-    SETTLED_STATUSES,
-    RunStatus,
-    StepResult,
-    WorkflowResult,
-    WorkflowRunList,
-)
-from runtime._queries import RunReader
-from runtime._run import Run
-from runtime._runtime import DEFAULT_STOP_TIMEOUT, Runtime
-from runtime._stores.sqlite import path_from_url
-from runtime._workflow import Workflow
+from runtime._cli._loader import LoadError
+from runtime._errors import SnapshotFormatError, StoreError
+from runtime._model import RunStatus
+from runtime._runtime import DEFAULT_STOP_TIMEOUT
 
-__all__ = [
-    "DB_ENV",
-    "DEFAULT_DB",
-    "EXIT_FAILED",
-    "EXIT_NOT_FOUND",
-    "EXIT_OK",
-    "EXIT_USAGE",
-    "main",
-]
+__all__ = ["DB_ENV", "DEFAULT_DB", "ExitCode", "main"]
 
-EXIT_OK: Final = 0
-"""The command did what it was asked, and the run (if any) has neither failed nor been canceled."""
 
-EXIT_FAILED: Final = 1
-"""The run failed or was canceled (or ``start --wait`` gave up waiting for it)."""
+class ExitCode(IntEnum):
+    """The exit codes of the command."""
 
-EXIT_USAGE: Final = 2
-"""Bad arguments, bad input, an unusable workflow or run store."""
+    OK = 0
+    """The command did what it was asked; the run (if any) has neither failed nor been canceled."""
 
-EXIT_NOT_FOUND: Final = 3
-"""No run with that id."""
+    FAILED = 1
+    """The run failed or was canceled (or ``start --wait`` gave up waiting for it)."""
 
-EXIT_INTERRUPTED: Final = 130
-"""Ctrl-C, as shells report SIGINT."""
+    USAGE = 2
+    """Bad arguments, bad input, an unusable workflow or run store."""
 
-DB_ENV: Final = "CALLBOARD_DB"
-"""The environment variable that names the run store when ``--db`` is not given."""
+    NOT_FOUND = 3
+    """No run with that id."""
 
-DEFAULT_DB: Final = "callboard.db"
-"""The run store when neither ``--db`` nor ``$CALLBOARD_DB`` names one (in the current folder)."""
+    INTERRUPTED = 130
+    """Ctrl-C, as shells report SIGINT."""
+
+
+_ERROR_EXIT_CODES: Final[Mapping[type[Exception], ExitCode]] = {
+    UsageError: ExitCode.USAGE,
+    LoadError: ExitCode.USAGE,
+    StoreError: ExitCode.USAGE,
+    SnapshotFormatError: ExitCode.USAGE,
+    RunNotFoundError: ExitCode.NOT_FOUND,
+    NotEndedError: ExitCode.FAILED,
+    InterruptedRunError: ExitCode.INTERRUPTED,
+}
+"""The errors a command ends with, and the exit code of each; the message goes to stderr."""
+
+_DID_NOT_SUCCEED: Final = frozenset({RunStatus.FAILED, RunStatus.CANCELED})
+"""Run statuses that a command returns with ``ExitCode.FAILED``."""
 
 DEFAULT_INTERVAL: Final = 0.5
 """Seconds between two looks at a run that ``runs watch`` follows."""
-
-_WAIT_INTERVAL: Final = 0.1
-"""Seconds between two progress updates of ``start --wait`` (it wakes when the run ends)."""
-
-_PLAIN_WIDTH: Final = 200
-"""Columns for tables written to a pipe or file, where rich would otherwise assume 80."""
-
-_STATUS_STYLES: Final = {
-    "pending": "yellow",
-    "running": "cyan",
-    "waiting": "blue",
-    "suspended": "magenta",
-    "success": "green",
-    "failed": "bold red",
-    "canceled": "bright_black",
-}
-
-_DID_NOT_SUCCEED: Final = frozenset({RunStatus.FAILED, RunStatus.CANCELED})
-"""Ended runs whose command exits with ``EXIT_FAILED``."""
-
-# The pause between two looks at a run; a module attribute so that tests can
-# step in between two polls without sleeping.
-_sleep: Callable[[float], None] = time.sleep
-
-
-class _Exit(Exception):
-    """Leave the command with an exit code, after one line on stderr."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 class _Parser(argparse.ArgumentParser):
@@ -170,24 +128,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except _ParserExit as exc:
         return exc.status
-    command: Callable[[argparse.Namespace], int] | None = getattr(args, "command", None)
+    command: Command | None = getattr(args, "command", None)
     if command is None:  # "callboard" or "callboard runs" alone
         (args.parser_for_help if hasattr(args, "parser_for_help") else parser).print_help(
             sys.stderr
         )
-        return EXIT_USAGE
+        return int(ExitCode.USAGE)
     args.db = _db_path(getattr(args, "db", None))
+    return int(_run(command, args))
+
+
+def _run(command: Command, args: argparse.Namespace) -> ExitCode:
+    """Run a command, and turn how it ended into the exit code (an error also into a line)."""
     try:
-        return command(args)
-    except _Exit as exc:
-        _error(exc.message)
-        return exc.code
-    except (StoreError, SnapshotFormatError) as exc:
-        _error(str(exc))
-        return EXIT_USAGE
+        status = command(args)
     except KeyboardInterrupt:
         _error("interrupted")
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
+    except tuple(_ERROR_EXIT_CODES) as exc:
+        _error(str(exc))
+        return next(code for kind, code in _ERROR_EXIT_CODES.items() if isinstance(exc, kind))
+    return ExitCode.FAILED if status in _DID_NOT_SUCCEED else ExitCode.OK
 
 
 def _db_path(given: str | None) -> str:
@@ -232,12 +193,12 @@ def _build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=_positive_int, default=50, help="at most N runs (50)")
     listing.add_argument("--offset", type=_non_negative_int, default=0, help="skip N runs")
     listing.add_argument("--json", action="store_true", help="print JSON")
-    listing.set_defaults(command=_runs_list)
+    listing.set_defaults(command=_commands.runs_list)
 
     show = run_commands.add_parser("show", help="one run: its steps, output or error", parents=[db])
     show.add_argument("run_id", metavar="RUN_ID")
     show.add_argument("--json", action="store_true", help="print JSON")
-    show.set_defaults(command=_runs_show)
+    show.set_defaults(command=_commands.runs_show)
 
     watch = run_commands.add_parser(
         "watch",
@@ -252,7 +213,7 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"seconds between two looks ({DEFAULT_INTERVAL})",
     )
-    watch.set_defaults(command=_runs_watch)
+    watch.set_defaults(command=_commands.runs_watch)
 
     start = commands.add_parser(
         "start",
@@ -281,7 +242,7 @@ def _build_parser() -> argparse.ArgumentParser:
         ),
     )
     start.add_argument("--json", action="store_true", help="print JSON")
-    start.set_defaults(command=_start)
+    start.set_defaults(command=_commands.start)
     return parser
 
 
@@ -302,541 +263,3 @@ _positive_int = _number(int, lambda value: value >= 1, "a whole number of at lea
 _non_negative_int = _number(int, lambda value: value >= 0, "a whole number of at least 0")
 _positive_float = _number(float, lambda value: value > 0, "a number of seconds above 0")
 _non_negative_float = _number(float, lambda value: value >= 0, "a number of seconds")
-
-
-# --- runs list, show, watch -----------------------------------------------------------
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, type):
-        return f"the class {value.__qualname__}"
-    return f"a {type(value).__name__}"
-
-
-def _reader(db: str) -> RunReader:
-    try:
-        return RunReader(db)
-    except ValueError as exc:  # a malformed sqlite:// URL
-        raise _Exit(EXIT_USAGE, f"--db: {exc}") from exc
-    except StoreError as exc:
-        if path_from_url(db).exists():
-            raise
-        raise _Exit(EXIT_USAGE, f"{exc} (give the run store with --db PATH or ${DB_ENV})") from exc
-
-
-def _runs_list(args: argparse.Namespace) -> int:
-    with _reader(args.db) as reader:
-        page = reader.list_runs(
-            workflow_id=args.workflow, status=args.status, limit=args.limit, offset=args.offset
-        )
-    if page.unreadable:
-        sys.stderr.write(
-            f"callboard: warning: {len(page.unreadable)} run(s) could not be read and are "
-            f"left out: {', '.join(page.unreadable)}\n"
-        )
-    if args.json:
-        _print_json(_plain(page))
-        return EXIT_OK
-    console = _console(sys.stdout)
-    if page.runs:
-        _show(console, _runs_table(page))
-        _show(console, Text(""))
-    _show(console, Text(_page_summary(page, args.offset), style="dim"))
-    return EXIT_OK
-
-
-def _runs_show(args: argparse.Namespace) -> int:
-    with _reader(args.db) as reader:
-        try:
-            result = reader.get_run(args.run_id)
-        except SnapshotFormatError as exc:
-            raise _Exit(
-                EXIT_USAGE, f"run {args.run_id!r} in {args.db} cannot be read: {exc}"
-            ) from exc
-    if result is None:
-        raise _Exit(EXIT_NOT_FOUND, f"no run {args.run_id!r} in {args.db}")
-    if args.json:
-        _print_json(_plain(result))
-    else:
-        _show(_console(sys.stdout), _run_view(result))
-    return _exit_code(result)
-
-
-def _runs_watch(args: argparse.Namespace) -> int:
-    with _reader(args.db) as reader:
-
-        def fetch() -> WorkflowResult | None:
-            return reader.get_run(args.run_id)
-
-        if fetch() is None:
-            raise _Exit(EXIT_NOT_FOUND, f"no run {args.run_id!r} in {args.db}")
-        # A suspended run is followed too: a resume from anywhere drives it on.
-        result = _follow(
-            _console(sys.stdout), fetch, lambda: _sleep(args.interval), None, _has_ended
-        )
-    assert result is not None  # no deadline: _follow returns once the run has ended
-    return _exit_code(result)
-
-
-def _has_ended(result: WorkflowResult) -> bool:
-    return result.is_terminal
-
-
-def _has_settled(result: WorkflowResult) -> bool:
-    """Whether the run ended, or suspended (nothing moves it on until a resume)."""
-    return result.status in SETTLED_STATUSES
-
-
-def _exit_code(result: WorkflowResult) -> int:
-    return EXIT_FAILED if result.status in _DID_NOT_SUCCEED else EXIT_OK
-
-
-def _follow(
-    console: Console,
-    fetch: Callable[[], WorkflowResult | None],
-    pause: Callable[[], None],
-    deadline: float | None,
-    done: Callable[[WorkflowResult], bool],
-) -> WorkflowResult | None:
-    """Show a run's progress until ``done`` (its last result) or ``deadline`` passes (``None``).
-
-    On a terminal the run's view is redrawn in place; elsewhere a line is printed
-    each time the run changes, and the full view once it is done.
-    """
-    if console.is_terminal:
-        with Live(console=console, auto_refresh=False, transient=False) as live:
-            while True:
-                result = fetch()
-                if result is None:
-                    raise _Exit(EXIT_NOT_FOUND, "the run was deleted while being watched")
-                live.update(_run_view(result), refresh=True)
-                if done(result):
-                    return result
-                if deadline is not None and time.monotonic() >= deadline:
-                    return None
-                pause()
-    shown: tuple[Any, ...] | None = None
-    while True:
-        result = fetch()
-        if result is None:
-            raise _Exit(EXIT_NOT_FOUND, "the run was deleted while being watched")
-        if done(result):
-            _show(console, _run_view(result))
-            return result
-        progress = (
-            result.status,
-            *((step, s.status, s.attempts) for step, s in result.steps.items()),
-        )
-        if progress != shown:
-            _show(console, _progress_line(result))
-            shown = progress
-        if deadline is not None and time.monotonic() >= deadline:
-            return None
-        pause()
-
-
-# --- start ------------------------------------------------------------------------------
-
-
-def _start(args: argparse.Namespace) -> int:
-    input_data = _parse_input(args.input)
-    workflow = _load_workflow(args.target)
-    try:
-        runtime = Runtime(store=args.db)
-    except ValueError as exc:  # a malformed sqlite:// URL
-        raise _Exit(EXIT_USAGE, f"--db: {exc}") from exc
-    runtime.start()
-    run: Run[Any, Any] | None = None
-    try:
-        bound = runtime.register(workflow)
-        run = bound.create_run(args.run_id) if args.run_id else bound.create_run()
-        try:
-            run.start_async(input_data=input_data)
-        except (InvalidInputError, RunAlreadyStartedError) as exc:
-            run = None
-            raise _Exit(EXIT_USAGE, str(exc)) from exc
-        if args.wait:
-            return _start_and_wait(args, bound, run, runtime)
-        if not args.json:
-            _show(
-                _console(sys.stdout),
-                Text(f"started run {run.run_id} of workflow {bound.id} in {args.db}"),
-            )
-        # The process is about to end, and its runs with it: give them the grace
-        # period to finish; whatever is still going is halted, and stays in the
-        # store for the next runtime that registers the workflow.
-        runtime.stop(timeout=DEFAULT_STOP_TIMEOUT if args.timeout is None else args.timeout)
-        result = bound.get_workflow_run_execution_result(run.run_id)
-        assert result is not None, "a started run is always recorded"
-        if args.json:
-            _print_json({"run_id": run.run_id, "status": result.status.value})
-        elif result.is_terminal:
-            _show(
-                _console(sys.stdout),
-                Text.assemble(f"run {run.run_id} ended: ", _status_text(result.status)),
-            )
-        else:
-            _show(_console(sys.stdout), Text(_left_behind(result, args.db)))
-        return EXIT_OK
-    except KeyboardInterrupt:
-        runtime.stop(timeout=0)  # Ctrl-C means now: halt, do not wait for the run
-        if run is None:
-            raise
-        result = bound.get_workflow_run_execution_result(run.run_id)
-        if result is None or result.is_terminal:
-            raise
-        raise _Exit(EXIT_INTERRUPTED, f"interrupted; {_left_behind(result, args.db)}") from None
-    finally:
-        runtime.stop()
-
-
-def _start_and_wait(
-    args: argparse.Namespace, workflow: Workflow[Any, Any], run: Run[Any, Any], runtime: Runtime
-) -> int:
-    deadline = None if args.timeout is None else time.monotonic() + args.timeout
-
-    def fetch() -> WorkflowResult | None:
-        return workflow.get_workflow_run_execution_result(run.run_id)
-
-    def pause() -> None:
-        # Wakes as soon as the run ends or suspends, else after one interval.
-        wait = _WAIT_INTERVAL
-        if deadline is not None:
-            wait = max(0.0, min(wait, deadline - time.monotonic()))
-        with contextlib.suppress(RunTimeoutError):
-            run.wait(wait)
-
-    if args.json:
-        result: WorkflowResult | None
-        try:
-            result = run.wait(args.timeout)
-        except RunTimeoutError:
-            result = None
-    else:
-        console = _console(sys.stdout)
-        _show(console, Text(f"started run {run.run_id} of workflow {workflow.id} in {args.db}"))
-        result = _follow(console, fetch, pause, deadline, _has_settled)
-    if result is None:
-        runtime.stop(timeout=0)
-        now = fetch()
-        assert now is not None
-        if _has_settled(now):  # it ended (or suspended) just as the wait gave up
-            result = now
-        else:
-            if args.json:
-                _print_json(_plain(now))
-            raise _Exit(
-                EXIT_FAILED,
-                f"run {run.run_id} did not end within {args.timeout:g} seconds; "
-                + _left_behind(now, args.db),
-            )
-    if args.json:
-        _print_json(_plain(result))
-    elif result.status == RunStatus.SUSPENDED:
-        _show(_console(sys.stdout), Text(_left_behind(result, args.db)))
-    return _exit_code(result)
-
-
-def _left_behind(result: WorkflowResult, db: str) -> str:
-    """What becomes of a run that has not ended when the command does."""
-    if result.status == RunStatus.SUSPENDED:
-        steps = ", ".join(result.suspended) or "a step"
-        return (
-            f"run {result.run_id} is suspended at {steps}: it stays in {db} until a program "
-            f"that registers workflow {result.workflow_id!r} resumes it with run.resume()"
-        )
-    sleeping = ""
-    if result.status == RunStatus.WAITING and result.waiting_until is not None:
-        sleeping = f" (asleep until {_when(result.waiting_until)})"
-    return (
-        f"run {result.run_id} is still {result.status}{sleeping}: it stays in {db}, and the "
-        f"next runtime on that file that registers workflow {result.workflow_id!r} resumes it "
-        "from its last completed step"
-    )
-
-
-def _parse_input(text: str | None) -> Any:
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _Exit(EXIT_USAGE, f"--input is not JSON: {exc}") from None
-
-
-def _load_workflow(target: str) -> Workflow[Any, Any]:
-    module_name, colon, attribute = target.rpartition(":")
-    if not colon or not module_name or not attribute:
-        raise _Exit(EXIT_USAGE, f"expected MODULE:ATTR (like myapp.flows:checkout), got {target!r}")
-    module = _import(module_name)
-    found: Any = module
-    for part in attribute.split("."):
-        try:
-            found = getattr(found, part)
-        except AttributeError:
-            raise _Exit(
-                EXIT_USAGE, f"module {module.__name__!r} has no attribute {attribute!r}"
-            ) from None
-    if not isinstance(found, Workflow):
-        raise _Exit(
-            EXIT_USAGE,
-            f"{target} is not a workflow but {_describe(found)}; "
-            "give the committed result of create_workflow(...)",
-        )
-    if not found.committed:
-        raise _Exit(
-            EXIT_USAGE, f"workflow {found.id!r} at {target} is not committed: call .commit()"
-        )
-    return found
-
-
-def _import(name: str) -> ModuleType:
-    """Import a module by dotted name (from the current folder first) or by ``.py`` path."""
-    path = Path(name)
-    if name.endswith(".py"):
-        if not path.is_file():
-            raise _Exit(EXIT_USAGE, f"cannot import {name}: no such file")
-        module_name = path.stem
-        folder = str(path.resolve().parent)
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        if spec is None or spec.loader is None:
-            raise _Exit(EXIT_USAGE, f"cannot import {name}: not a Python module")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        loader = spec.loader
-        try:
-            _run_module_code(name, lambda: loader.exec_module(module))
-        except BaseException:
-            sys.modules.pop(module_name, None)
-            raise
-        return module
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    imported: list[ModuleType] = []
-    _run_module_code(name, lambda: imported.append(importlib.import_module(name)))
-    return imported[0]
-
-
-def _run_module_code(name: str, load: Callable[[], None]) -> None:
-    try:
-        load()
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
-            raise _Exit(EXIT_USAGE, f"cannot import {name}: no module named {exc.name!r}") from None
-        _import_failed(name)
-    except (Exception, SystemExit):
-        _import_failed(name)
-
-
-def _import_failed(name: str) -> NoReturn:
-    # The module's own code raised: its traceback is what its author needs.
-    sys.stderr.write(traceback.format_exc())
-    exc_type, exc_value = sys.exc_info()[:2]
-    kind = exc_type.__name__ if exc_type is not None else "an error"
-    raise _Exit(EXIT_USAGE, f"importing {name} raised {kind}: {exc_value}")
-
-
-# --- output -----------------------------------------------------------------------------
-
-
-def _console(stream: TextIO) -> Console:
-    # A pipe or a file gets wide lines rather than rich's 80 columns (or
-    # $COLUMNS, which describes a terminal), so that a table row stays on one
-    # line for grep and friends.
-    return Console(
-        file=stream,
-        width=None if stream.isatty() else _PLAIN_WIDTH,
-        highlight=False,
-        emoji=False,
-    )
-
-
-def _show(console: Console, renderable: RenderableType) -> None:
-    """Print to the console; off a terminal, without the trailing blanks rich pads lines with.
-
-    A line of text is not wrapped (the terminal wraps it, and a pipe wants it whole).
-    """
-    soft_wrap = isinstance(renderable, Text)
-    if console.is_terminal:
-        console.print(renderable, soft_wrap=soft_wrap)
-        return
-    with console.capture() as capture:
-        console.print(renderable, soft_wrap=soft_wrap)
-    lines = capture.get().splitlines()
-    console.file.write("".join(line.rstrip() + "\n" for line in lines))
-    console.file.flush()
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
-
-
-def _plain(model: WorkflowResult | WorkflowRunList) -> Any:
-    """A model as JSON-ready data; bytes that are not UTF-8 are written escaped."""
-    try:
-        return model.model_dump(mode="json")
-    except ValueError:  # pydantic writes bytes as UTF-8, and these are not
-        return json.loads(json.dumps(model.model_dump(), default=_json_default))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "backslashreplace")
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def _status_text(status: str) -> Text:
-    return Text(str(status), style=_STATUS_STYLES.get(str(status), ""))
-
-
-def _when(moment: datetime | None) -> str:
-    if moment is None:
-        return "-"
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _took(start: datetime | None, end: datetime | None) -> str:
-    if start is None or end is None:
-        return "-"
-    seconds = (end - start).total_seconds()
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 60:
-        return f"{seconds:.2f} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes:.0f} min {seconds:.0f} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours:.0f} h {minutes:.0f} min"
-
-
-def _json_text(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=_json_default)
-
-
-def _progress(result: WorkflowResult) -> str:
-    """Where a run stands, in a few words: its steps done, or the step it is at."""
-    if not result.steps:
-        return "-"
-    done = sum(step.status == "success" for step in result.steps.values())
-    if result.status == RunStatus.SUCCESS:
-        return f"{done} done"
-    last_id, last = list(result.steps.items())[-1]
-    return f"{done} done, {last_id} {last.status}" if done else f"{last_id} {last.status}"
-
-
-def _runs_table(page: WorkflowRunList) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
-    table.add_column("RUN ID", no_wrap=True)
-    table.add_column("WORKFLOW", no_wrap=True)
-    table.add_column("STATUS", no_wrap=True)
-    table.add_column("STEPS")
-    table.add_column("CREATED", no_wrap=True)
-    table.add_column("TOOK", no_wrap=True, justify="right")
-    for result in page.runs:
-        table.add_row(
-            Text(result.run_id),
-            Text(result.workflow_id),
-            _status_text(result.status),
-            Text(_progress(result)),
-            Text(_when(result.created_at)),
-            Text(_took(result.created_at, result.updated_at) if result.is_terminal else "-"),
-        )
-    return table
-
-
-def _page_summary(page: WorkflowRunList, offset: int) -> str:
-    if page.total == 0:
-        return "no runs"
-    shown = len(page.runs) + len(page.unreadable)
-    if shown == page.total:
-        return f"{page.total} run{'s' if page.total != 1 else ''}"
-    if shown == 0:
-        return f"no runs past the first {offset} of {page.total}"
-    return f"runs {offset + 1}-{offset + shown} of {page.total}"
-
-
-def _run_view(result: WorkflowResult) -> RenderableType:
-    """One run: its fields, then a table of its steps."""
-    fields = Table.grid(padding=(0, 2))
-    fields.add_column(style="bold", no_wrap=True)
-    fields.add_column()
-    fields.add_row("run", Text(result.run_id))
-    fields.add_row("workflow", Text(result.workflow_id))
-    fields.add_row("status", _status_text(result.status))
-    fields.add_row("created", Text(_when(result.created_at)))
-    updated = _when(result.updated_at)
-    if result.is_terminal:
-        updated += f" (took {_took(result.created_at, result.updated_at)})"
-    fields.add_row("updated", Text(updated))
-    if result.trace_id:
-        fields.add_row("trace id", Text(result.trace_id))
-    fields.add_row("input", Text(_json_text(result.input)))
-    if result.status == RunStatus.WAITING and result.waiting_until is not None:
-        fields.add_row("waiting until", Text(_when(result.waiting_until)))
-    # Each suspended step with what it passed to ctx.suspend(): what a resume answers.
-    for index, (path, payload) in enumerate(result.suspended.items()):
-        fields.add_row("suspended" if index == 0 else "", Text(f"{path}: {_json_text(payload)}"))
-    if result.status == RunStatus.SUCCESS:
-        fields.add_row("result", Text(_json_text(result.result)))
-    if result.error is not None:
-        fields.add_row("error", Text(_error_text(result.error.name, result.error.message)))
-        step_id = result.error.details.get("step_id")
-        if step_id:
-            fields.add_row("in step", Text(str(step_id)))
-    if result.state is not None:
-        fields.add_row("state", Text(_json_text(result.state)))
-    if not result.steps:
-        return Group(fields, Text("no step has started yet", style="dim"))
-    steps = Table(box=box.SIMPLE_HEAD, show_edge=False)
-    steps.add_column("STEP", no_wrap=True)
-    steps.add_column("STATUS", no_wrap=True)
-    steps.add_column("STARTED", no_wrap=True)
-    steps.add_column("TOOK", no_wrap=True, justify="right")
-    steps.add_column("OUTPUT OR ERROR")
-    for step_id, step in result.steps.items():
-        if step.error is not None:
-            outcome = Text(_error_text(step.error.name, step.error.message), style="red")
-        elif step.status == "success":
-            outcome = Text(_json_text(step.output))
-        else:
-            outcome = Text("")
-        steps.add_row(
-            Text(step_id),
-            _step_status(step),
-            Text(_when(step.started_at)),
-            Text(_took(step.started_at, step.ended_at)),
-            outcome,
-        )
-    return Group(fields, Text(""), steps)
-
-
-def _step_status(step: StepResult) -> Text:
-    """A step's status, and how many times its body ran when it was retried."""
-    text = _status_text(step.status)
-    if step.attempts > 1:
-        text.append(f" ({step.attempts} attempts)", style="dim")
-    return text
-
-
-def _error_text(name: str, message: str) -> str:
-    return f"{name}: {message}"
-
-
-def _progress_line(result: WorkflowResult) -> Text:
-    line = Text.assemble(
-        f"{datetime.now().strftime('%H:%M:%S')}  run {result.run_id} ", _status_text(result.status)
-    )
-    if result.steps:
-        line.append(": ")
-        for index, (step_id, step) in enumerate(result.steps.items()):
-            if index:
-                line.append(", ")
-            line.append(f"{step_id} ")
-            line.append_text(_step_status(step))
-    return line

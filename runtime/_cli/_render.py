@@ -1,0 +1,283 @@
+"""How the ``callboard`` command shows runs: rich tables and views, JSON, and the words for them.
+
+Times are shown in the local time zone to the second, durations in the largest unit
+that reads well, statuses in their colour, errors as ``Name: message``. On a terminal
+rich draws as usual; written to a pipe or a file, lines are wide and carry no trailing
+blanks, so that a table row stays whole for grep and friends.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from typing import Any, Final, TextIO
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from runtime._model import RunStatus, StepResult, WorkflowResult, WorkflowRunList
+
+__all__ = [
+    "console_for",
+    "left_behind",
+    "page_summary",
+    "plain",
+    "print_json",
+    "progress_line",
+    "run_view",
+    "runs_table",
+    "show",
+    "status_text",
+]
+
+_PLAIN_WIDTH: Final = 200
+"""Columns for tables written to a pipe or file, where rich would otherwise assume 80."""
+
+_STATUS_STYLES: Final = {
+    "pending": "yellow",
+    "running": "cyan",
+    "waiting": "blue",
+    "suspended": "magenta",
+    "success": "green",
+    "failed": "bold red",
+    "canceled": "bright_black",
+}
+
+
+# --- consoles and JSON -------------------------------------------------------------------
+
+
+def console_for(stream: TextIO) -> Console:
+    """A console that writes to ``stream``, as wide as a terminal or ``_PLAIN_WIDTH`` columns."""
+    # A pipe or a file gets wide lines rather than rich's 80 columns (or
+    # $COLUMNS, which describes a terminal), so that a table row stays on one
+    # line for grep and friends.
+    return Console(
+        file=stream,
+        width=None if stream.isatty() else _PLAIN_WIDTH,
+        highlight=False,
+        emoji=False,
+    )
+
+
+def show(console: Console, renderable: RenderableType) -> None:
+    """Print to the console; off a terminal, without the trailing blanks rich pads lines with.
+
+    A line of text is not wrapped (the terminal wraps it, and a pipe wants it whole).
+    """
+    soft_wrap = isinstance(renderable, Text)
+    if console.is_terminal:
+        console.print(renderable, soft_wrap=soft_wrap)
+        return
+    with console.capture() as capture:
+        console.print(renderable, soft_wrap=soft_wrap)
+    lines = capture.get().splitlines()
+    console.file.write("".join(line.rstrip() + "\n" for line in lines))
+    console.file.flush()
+
+
+def print_json(value: Any) -> None:
+    """Write ``value`` to stdout as indented JSON."""
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def plain(model: WorkflowResult | WorkflowRunList) -> Any:
+    """A model as JSON-ready data; bytes that are not UTF-8 are written escaped."""
+    try:
+        return model.model_dump(mode="json")
+    except ValueError:  # pydantic writes bytes as UTF-8, and these are not
+        return json.loads(json.dumps(model.model_dump(), default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=_json_default)
+
+
+# --- words: statuses, times, errors ------------------------------------------------------
+
+
+def status_text(status: str) -> Text:
+    """A run's or a step's status in its colour."""
+    return Text(str(status), style=_STATUS_STYLES.get(str(status), ""))
+
+
+def _when(moment: datetime | None) -> str:
+    if moment is None:
+        return "-"
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _took(start: datetime | None, end: datetime | None) -> str:
+    if start is None or end is None:
+        return "-"
+    seconds = (end - start).total_seconds()
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes:.0f} min {seconds:.0f} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours:.0f} h {minutes:.0f} min"
+
+
+def _error_text(name: str, message: str) -> str:
+    return f"{name}: {message}"
+
+
+def left_behind(result: WorkflowResult, db: str) -> str:
+    """What becomes of a run that has not ended when the command does."""
+    if result.status == RunStatus.SUSPENDED:
+        steps = ", ".join(result.suspended) or "a step"
+        return (
+            f"run {result.run_id} is suspended at {steps}: it stays in {db} until a program "
+            f"that registers workflow {result.workflow_id!r} resumes it with run.resume()"
+        )
+    sleeping = ""
+    if result.status == RunStatus.WAITING and result.waiting_until is not None:
+        sleeping = f" (asleep until {_when(result.waiting_until)})"
+    return (
+        f"run {result.run_id} is still {result.status}{sleeping}: it stays in {db}, and the "
+        f"next runtime on that file that registers workflow {result.workflow_id!r} resumes it "
+        "from its last completed step"
+    )
+
+
+# --- a page of runs -----------------------------------------------------------------------
+
+
+def _progress(result: WorkflowResult) -> str:
+    """Where a run stands, in a few words: its steps done, or the step it is at."""
+    if not result.steps:
+        return "-"
+    done = sum(step.status == "success" for step in result.steps.values())
+    if result.status == RunStatus.SUCCESS:
+        return f"{done} done"
+    last_id, last = list(result.steps.items())[-1]
+    return f"{done} done, {last_id} {last.status}" if done else f"{last_id} {last.status}"
+
+
+def runs_table(page: WorkflowRunList) -> Table:
+    """A page of runs, one row each: id, workflow, status, progress, created, took."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    table.add_column("RUN ID", no_wrap=True)
+    table.add_column("WORKFLOW", no_wrap=True)
+    table.add_column("STATUS", no_wrap=True)
+    table.add_column("STEPS")
+    table.add_column("CREATED", no_wrap=True)
+    table.add_column("TOOK", no_wrap=True, justify="right")
+    for result in page.runs:
+        table.add_row(
+            Text(result.run_id),
+            Text(result.workflow_id),
+            status_text(result.status),
+            Text(_progress(result)),
+            Text(_when(result.created_at)),
+            Text(_took(result.created_at, result.updated_at) if result.is_terminal else "-"),
+        )
+    return table
+
+
+def page_summary(page: WorkflowRunList, offset: int) -> str:
+    """Which runs of how many a page shows (it starts ``offset`` runs in)."""
+    if page.total == 0:
+        return "no runs"
+    shown = len(page.runs) + len(page.unreadable)
+    if shown == page.total:
+        return f"{page.total} run{'s' if page.total != 1 else ''}"
+    if shown == 0:
+        return f"no runs past the first {offset} of {page.total}"
+    return f"runs {offset + 1}-{offset + shown} of {page.total}"
+
+
+# --- one run ------------------------------------------------------------------------------
+
+
+def run_view(result: WorkflowResult) -> RenderableType:
+    """One run: its fields, then a table of its steps."""
+    fields = Table.grid(padding=(0, 2))
+    fields.add_column(style="bold", no_wrap=True)
+    fields.add_column()
+    fields.add_row("run", Text(result.run_id))
+    fields.add_row("workflow", Text(result.workflow_id))
+    fields.add_row("status", status_text(result.status))
+    fields.add_row("created", Text(_when(result.created_at)))
+    updated = _when(result.updated_at)
+    if result.is_terminal:
+        updated += f" (took {_took(result.created_at, result.updated_at)})"
+    fields.add_row("updated", Text(updated))
+    if result.trace_id:
+        fields.add_row("trace id", Text(result.trace_id))
+    fields.add_row("input", Text(_json_text(result.input)))
+    if result.status == RunStatus.WAITING and result.waiting_until is not None:
+        fields.add_row("waiting until", Text(_when(result.waiting_until)))
+    # Each suspended step with what it passed to ctx.suspend(): what a resume answers.
+    for index, (path, payload) in enumerate(result.suspended.items()):
+        fields.add_row("suspended" if index == 0 else "", Text(f"{path}: {_json_text(payload)}"))
+    if result.status == RunStatus.SUCCESS:
+        fields.add_row("result", Text(_json_text(result.result)))
+    if result.error is not None:
+        fields.add_row("error", Text(_error_text(result.error.name, result.error.message)))
+        step_id = result.error.details.get("step_id")
+        if step_id:
+            fields.add_row("in step", Text(str(step_id)))
+    if result.state is not None:
+        fields.add_row("state", Text(_json_text(result.state)))
+    if not result.steps:
+        return Group(fields, Text("no step has started yet", style="dim"))
+    steps = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    steps.add_column("STEP", no_wrap=True)
+    steps.add_column("STATUS", no_wrap=True)
+    steps.add_column("STARTED", no_wrap=True)
+    steps.add_column("TOOK", no_wrap=True, justify="right")
+    steps.add_column("OUTPUT OR ERROR")
+    for step_id, step in result.steps.items():
+        if step.error is not None:
+            outcome = Text(_error_text(step.error.name, step.error.message), style="red")
+        elif step.status == "success":
+            outcome = Text(_json_text(step.output))
+        else:
+            outcome = Text("")
+        steps.add_row(
+            Text(step_id),
+            _step_status(step),
+            Text(_when(step.started_at)),
+            Text(_took(step.started_at, step.ended_at)),
+            outcome,
+        )
+    return Group(fields, Text(""), steps)
+
+
+def _step_status(step: StepResult) -> Text:
+    """A step's status, and how many times its body ran when it was retried."""
+    text = status_text(step.status)
+    if step.attempts > 1:
+        text.append(f" ({step.attempts} attempts)", style="dim")
+    return text
+
+
+def progress_line(result: WorkflowResult) -> Text:
+    """One line for a run that moved on: the time, its status, and each step's status."""
+    line = Text.assemble(
+        f"{datetime.now().strftime('%H:%M:%S')}  run {result.run_id} ", status_text(result.status)
+    )
+    if result.steps:
+        line.append(": ")
+        for index, (step_id, step) in enumerate(result.steps.items()):
+            if index:
+                line.append(", ")
+            line.append(f"{step_id} ")
+            line.append_text(_step_status(step))
+    return line
