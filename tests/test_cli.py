@@ -1,4 +1,4 @@
-"""The ``callboard`` command (runtime/cli.py): runs list, show, watch, and start.
+"""The ``callboard`` command (runtime/_cli/): runs list, show, watch, and start.
 
 Most tests drive ``main([...])`` in this process and read what it printed with
 capsys; a few run the real thing, ``python -m runtime`` and the ``callboard``
