@@ -245,7 +245,7 @@ class ActorSystem:
         # leaves one behind. Record it failed rather than lose it.
         error = _stopped_error()
         for record in self.store.unfinished():
-            self.store.save((failed_record(decode(record.data), error, time.time()),))
+            self.store.save((failed_record(decode(record.data, record.run_id), error, time.time()),))
 
 
 def _stopped_error() -> dict[str, Any]:

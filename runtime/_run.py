@@ -290,7 +290,7 @@ class Run(Generic[In, Out]):
         system = self._host.running()
         record = self._started_record()
         assert record is not None
-        snapshot = decode(record.data)
+        snapshot = decode(record.data, record.run_id)
         status = snapshot["status"]
         if status != RunStatus.SUSPENDED:
             raise RunNotSuspendedError(
@@ -355,7 +355,7 @@ class Run(Generic[In, Out]):
             time.sleep(0.005)  # between two hands (a resume on its way to an actor)
 
     def _cancel_suspended(self, system: ActorSystem, record: SnapshotRecord) -> bool:
-        snapshot = decode(record.data)
+        snapshot = decode(record.data, record.run_id)
         canceled = canceled_record(snapshot, time.time())
         if not system.store.replace(canceled, record.seq):
             return False

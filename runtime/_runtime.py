@@ -97,7 +97,7 @@ class RunHost:
             # Nothing will change any more: what the store holds is the whole story.
             record = self.load(run_id)
             if record is not None:
-                for event in run_events(decode(record.data), "", {}):
+                for event in run_events(decode(record.data, record.run_id), "", {}):
                     channel.put(event)
             channel.close()
         else:

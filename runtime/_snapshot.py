@@ -8,6 +8,7 @@ Nothing here ever unpickles: msgpack carries only plain data.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, TypedDict
@@ -46,10 +47,18 @@ __all__ = [
     "record_of",
     "run_events",
     "to_result",
+    "unpack",
 ]
 
-FORMAT_VERSION: Final = 2
-"""The snapshot format this code writes. It also reads version 1 (before control flow)."""
+FORMAT_VERSION: Final = 3
+"""The snapshot format this code writes. It also reads versions 1 and 2.
+
+Version 3 is version 2 followed by a CRC32 of everything before it, so that a
+flipped bit is caught instead of read back as a different, valid run.
+"""
+
+_CHECKSUM_BYTES: Final = 4
+_PAIR: Final = 0x92  # msgpack's fixarray of two: (version, snapshot)
 
 
 class StepSnapshot(TypedDict, total=False):
@@ -110,40 +119,120 @@ def _packb(value: Any) -> bytes:
 
 
 def encode(snapshot: Mapping[str, Any]) -> bytes:
-    """Encode a snapshot as versioned msgpack bytes.
+    """Encode a snapshot as versioned msgpack bytes with a checksum.
 
     Raises:
         SnapshotEncodingError: if some value cannot be encoded; the error names
             where it sits and its type.
     """
     try:
-        return _packb((FORMAT_VERSION, snapshot))
+        body = _packb((FORMAT_VERSION, snapshot))
     except (TypeError, ValueError, OverflowError) as exc:
         raise _encoding_error(snapshot, "snapshot") from exc
+    return body + zlib.crc32(body).to_bytes(_CHECKSUM_BYTES, "big")
 
 
-def decode(data: bytes) -> Snapshot:
-    """Decode bytes written by :func:`encode`.
+def unpack(data: bytes) -> dict[str, Any]:
+    """The mapping in bytes written by :func:`encode` (any version), checksum checked.
 
     Raises:
-        SnapshotFormatError: if the bytes are not a snapshot or come from an
-            unknown format version.
+        SnapshotFormatError: if the checksum does not match, the bytes are not
+            msgpack, do not hold a mapping, or come from an unknown version.
     """
+    if len(data) > _CHECKSUM_BYTES + 1 and data[0] == _PAIR and data[1] == FORMAT_VERSION:
+        body, checksum = data[:-_CHECKSUM_BYTES], data[-_CHECKSUM_BYTES:]
+        if zlib.crc32(body) != int.from_bytes(checksum, "big"):
+            raise SnapshotFormatError(
+                "snapshot bytes are damaged: their checksum does not match (a flipped bit, "
+                "a torn write, or bytes written by something else)"
+            )
+        data = body
     try:
         version, snapshot = msgpack.unpackb(data, raw=False, use_list=True)
     except Exception as exc:  # msgpack raises several unrelated types for bad bytes
         raise SnapshotFormatError(f"snapshot bytes cannot be decoded: {exc}") from exc
-    if version not in (1, FORMAT_VERSION):
+    if version not in (1, 2, FORMAT_VERSION) or isinstance(version, bool):
         raise SnapshotFormatError(
             f"snapshot format version {version!r} is not supported (this code reads "
-            f"versions 1 and {FORMAT_VERSION})"
+            f"versions 1 to {FORMAT_VERSION})"
         )
     if not isinstance(snapshot, dict):
         raise SnapshotFormatError("snapshot bytes do not hold a mapping")
     if version == 1:
         _upgrade_v1(snapshot)
+    return snapshot
+
+
+def decode(data: bytes, run_id: str | None = None) -> Snapshot:
+    """Decode and validate a run's snapshot: the one way stored bytes become a snapshot.
+
+    Args:
+        data: Bytes written by :func:`encode`.
+        run_id: The id of the row the bytes were read from: the snapshot must
+            name the same run.
+
+    Raises:
+        SnapshotFormatError: if the bytes are damaged or not a snapshot, a key
+            is missing or of the wrong type, or the snapshot names another run.
+    """
+    snapshot = unpack(data)
+    problem = _problem(snapshot)
+    if problem is None and run_id is not None and snapshot["run_id"] != run_id:
+        problem = f"it names run {snapshot['run_id']!r}, not the run stored under that id"
+    if problem is not None:
+        raise SnapshotFormatError(f"snapshot is not valid: {problem}", run_id=run_id)
     result: Snapshot = snapshot  # type: ignore[assignment]
     return result
+
+
+_NUMBER: Final = (int, float)
+_SNAPSHOT_TYPES: Final[dict[str, tuple[type, ...]]] = {
+    "run_id": (str,),
+    "workflow_id": (str,),
+    "seq": (int,),
+    "status": (str,),
+    "error": (dict, type(None)),
+    "steps": (dict,),
+    "next_step": (int,),
+    "progress": (dict, type(None)),
+    "wake_at": (int, float, type(None)),
+    "suspended": (dict,),
+    "resume": (dict, type(None)),
+    "scopes": (dict,),
+    "request_context": (dict,),
+    "include_state": (bool,),
+    "trace_id": (str,),
+    "span_id": (str,),
+    "metadata": (dict,),
+    "created_at": _NUMBER,
+    "updated_at": _NUMBER,
+}
+"""The type of every key a snapshot must have, beyond the four that hold user data."""
+
+_ANY_VALUE: Final = ("input", "result", "carry", "state")
+_RUN_STATUSES: Final = frozenset(status.value for status in RunStatus)
+_STEP_STATUSES: Final = frozenset(status.value for status in StepStatus)
+
+
+def _problem(snapshot: dict[str, Any]) -> str | None:
+    """What makes a decoded mapping unfit to be a run's snapshot, or ``None``."""
+    for key, types in _SNAPSHOT_TYPES.items():
+        if key not in snapshot:
+            return f"the key {key!r} is missing"
+        value = snapshot[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            return f"{key!r} is a {type(value).__name__}"
+    for key in _ANY_VALUE:
+        if key not in snapshot:
+            return f"the key {key!r} is missing"
+    if not snapshot["run_id"]:
+        return "'run_id' is empty"
+    if snapshot["status"] not in _RUN_STATUSES:
+        return f"'status' is {snapshot['status']!r}, not a run status"
+    for path, step in snapshot["steps"].items():
+        if not isinstance(step, dict) or step.get("status") not in _STEP_STATUSES:
+            return f"step {path!r} is not a step record"
+    return None
 
 
 def _upgrade_v1(snapshot: dict[str, Any]) -> None:
@@ -349,7 +438,7 @@ def read_result(record: SnapshotRecord | None, workflow_id: str) -> WorkflowResu
     if record is None or record.workflow_id != workflow_id:
         return None
     try:
-        return to_result(decode(record.data))
+        return to_result(decode(record.data, record.run_id))
     except SnapshotFormatError as exc:
         raise SnapshotFormatError(
             f"run {record.run_id!r} cannot be read: {exc}", run_id=record.run_id

@@ -12,7 +12,15 @@ from hypothesis import strategies as st
 
 from runtime._errors import SnapshotEncodingError, SnapshotFormatError
 from runtime._model import ErrorInfo, RunStatus, StepStatus, WorkflowResult
-from runtime._snapshot import FORMAT_VERSION, Snapshot, check_encodable, decode, encode, to_result
+from runtime._snapshot import (
+    FORMAT_VERSION,
+    Snapshot,
+    check_encodable,
+    decode,
+    encode,
+    to_result,
+    unpack,
+)
 
 scalars = (
     st.none()
@@ -34,7 +42,7 @@ plain_snapshots = st.dictionaries(st.text(max_size=10), plain, max_size=8)
 
 @given(plain_snapshots)
 def test_decode_of_encode_is_the_identity_on_plain_snapshots(value: dict[str, Any]) -> None:
-    assert decode(encode(value)) == value
+    assert unpack(encode(value)) == value
 
 
 @given(plain_snapshots)
@@ -58,7 +66,7 @@ def test_a_value_that_check_encodable_accepts_can_be_read_back(inner: dict[Any, 
         check_encodable(value, "state")
     except SnapshotEncodingError:
         return  # refused up front: fine
-    assert decode(encode(value)) == value
+    assert unpack(encode(value)) == value
 
 
 def test_a_nested_dict_with_an_int_key_is_refused_or_round_trips() -> None:
@@ -68,13 +76,13 @@ def test_a_nested_dict_with_an_int_key_is_refused_or_round_trips() -> None:
     except SnapshotEncodingError as exc:
         assert exc.path == "request_context['user'] key 1"
         return
-    assert decode(encode(value)) == value
+    assert unpack(encode(value)) == value
 
 
 @given(st.binary(max_size=64))
-def test_decode_raises_only_snapshot_format_error_on_arbitrary_bytes(data: bytes) -> None:
+def test_unpack_raises_only_snapshot_format_error_on_arbitrary_bytes(data: bytes) -> None:
     try:
-        decoded = decode(data)
+        decoded = unpack(data)
     except SnapshotFormatError:
         return
     assert isinstance(decoded, dict)
@@ -105,9 +113,9 @@ def test_decode_raises_only_snapshot_format_error_on_arbitrary_bytes(data: bytes
         "map",
     ],
 )
-def test_decode_rejects_bytes_that_are_not_a_snapshot(data: bytes) -> None:
+def test_unpack_rejects_bytes_that_are_not_a_snapshot(data: bytes) -> None:
     with pytest.raises(SnapshotFormatError):
-        decode(data)
+        unpack(data)
 
 
 @pytest.mark.parametrize("version", [0, FORMAT_VERSION + 1, 99, "1", None])
@@ -115,7 +123,7 @@ def test_decode_rejects_an_unknown_format_version(version: Any) -> None:
     data = msgpack.packb([version, {"run_id": "r"}], use_bin_type=True)
 
     with pytest.raises(SnapshotFormatError, match="version"):
-        decode(data)
+        unpack(data)
 
 
 def test_snapshot_format_error_is_a_value_error() -> None:
@@ -185,6 +193,12 @@ def _snapshot(**changes: Any) -> Snapshot:
             },
         },
         "next_step": 1,
+        "carry": {"value": "OUT"},
+        "progress": None,
+        "wake_at": None,
+        "suspended": {},
+        "resume": None,
+        "scopes": {},
         "state": {"count": 2},
         "request_context": {"user": "ada"},
         "include_state": False,
