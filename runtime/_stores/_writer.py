@@ -62,32 +62,42 @@ class Write:
             self.abandoned = not self.taken
             return self.abandoned
 
+    def release(self) -> None:
+        """Called by the writer when the transaction that took the write did not commit."""
+        with self.lock:
+            self.taken = False
+
 
 class GroupCommitWriter:
     """A thread that commits queued writes in batches, through the store's functions.
 
     Args:
         name: The thread's name.
-        commit: Runs a batch in one transaction and reports each write's
-            outcome; returns ``False`` (having reported nothing) when the
-            database was locked and the batch should be tried again.
+        commit: Runs a batch and reports each write's outcome; returns the
+            writes it could not settle for a reason that passes (the database
+            locked, the disk full), unreported, to be tried again after a pause
+            that grows from ``retry_delay`` to ``max_retry_delay`` seconds.
         idle: Called after each committed batch with whether the queue is empty.
         give_up: Called at close with the writes that still could not commit.
         finish: Called last on the writer thread, to release what it holds.
         heartbeat_interval: The most seconds between two heartbeat writes.
         batch: The most writes one transaction takes.
+        retry_delay: The first pause before a batch is tried again.
+        max_retry_delay: The longest pause between two tries.
     """
 
     def __init__(
         self,
         *,
         name: str,
-        commit: Callable[[list[Write]], bool],
+        commit: Callable[[list[Write]], list[Write]],
         idle: Callable[[bool], None],
         give_up: Callable[[list[Write]], None],
         finish: Callable[[], None],
         heartbeat_interval: float,
         batch: int,
+        retry_delay: float = 0.01,
+        max_retry_delay: float = 1.0,
     ) -> None:
         self._commit = commit
         self._idle = idle
@@ -95,6 +105,9 @@ class GroupCommitWriter:
         self._finish = finish
         self._heartbeat_interval = heartbeat_interval
         self._batch = batch
+        self._retry_delay = retry_delay
+        self._max_retry_delay = max_retry_delay
+        self._wake = threading.Event()
         self._queue: queue.SimpleQueue[Write | None] = queue.SimpleQueue()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -115,12 +128,14 @@ class GroupCommitWriter:
         if not self._stopping:
             self._stopping = True
             self._queue.put(None)
+            self._wake.set()
         self._thread.join(timeout)
 
     def _run(self) -> None:
         next_heartbeat = time.monotonic() + self._heartbeat_interval
         pending: list[Write] = []
         closing = False
+        delay = self._retry_delay
         try:
             while not closing or pending:
                 if not pending and not closing:
@@ -143,16 +158,24 @@ class GroupCommitWriter:
                     pending.append(item)
                 if not pending:
                     continue
-                if time.monotonic() >= next_heartbeat:
+                if time.monotonic() >= next_heartbeat and not any(
+                    write.kind == "heartbeat" for write in pending
+                ):
                     pending.append(Write("heartbeat", None, ignore))
-                if self._commit(pending):
-                    pending = []
-                    if time.monotonic() >= next_heartbeat:
-                        next_heartbeat = time.monotonic() + self._heartbeat_interval
+                left = self._commit(pending)
+                if len(left) < len(pending) and time.monotonic() >= next_heartbeat:
+                    next_heartbeat = time.monotonic() + self._heartbeat_interval
+                pending = left
+                if not pending:
+                    delay = self._retry_delay
                     self._idle(self._queue.empty())
                 elif closing:
                     self._give_up(pending)
                     pending = []
+                else:
+                    # The writes left go first in the next try, after a pause.
+                    self._wake.wait(delay)
+                    delay = min(delay * 2, self._max_retry_delay)
         finally:
             self._finish()
 

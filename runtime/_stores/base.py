@@ -65,12 +65,18 @@ class SnapshotStore(Protocol):
         ...
 
     def save(
-        self, records: Sequence[SnapshotRecord], on_commit: Callable[[], None] | None = None
+        self,
+        records: Sequence[SnapshotRecord],
+        on_commit: Callable[[], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         """Store newer snapshots of existing runs; call ``on_commit`` once they are stored.
 
         A record whose ``seq`` is not above the stored one's, or for a run whose
         stored status is terminal, changes nothing: a run never goes back.
+        ``on_commit`` is never called for records that are not stored: a write
+        that fails for a passing reason (a full disk) is tried again until it
+        is stored; one the store refuses for good calls ``on_error`` instead.
         """
         ...
 

@@ -29,9 +29,15 @@ class MemoryStore:
             return True
 
     def save(
-        self, records: Sequence[SnapshotRecord], on_commit: Callable[[], None] | None = None
+        self,
+        records: Sequence[SnapshotRecord],
+        on_commit: Callable[[], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
     ) -> None:
-        """Keep each record that is newer than the stored one, unless that one is terminal."""
+        """Keep each record that is newer than the stored one, unless that one is terminal.
+
+        Keeping a record in a dict cannot fail: ``on_error`` is never called.
+        """
         records_now = self._records
         with self._lock:  # against a concurrent replace()
             for record in records:

@@ -346,14 +346,19 @@ class SQLiteStore:
             ) from exc
 
     def save(
-        self, records: Sequence[SnapshotRecord], on_commit: Callable[[], None] | None = None
+        self,
+        records: Sequence[SnapshotRecord],
+        on_commit: Callable[[], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         """Queue newer snapshots of existing runs; ``on_commit`` runs once they are committed.
 
         A record older than the stored one (by ``seq``), or for a run already
-        terminal, changes nothing.
+        terminal, changes nothing. A save is never reported committed before it
+        is: while the disk is full or the database locked it waits, and is
+        tried again; one the database refuses calls ``on_error`` instead.
         """
-        self._submit("save", list(records), lambda _result, _error: on_commit and on_commit())
+        self._submit("save", list(records), _reporting(on_commit, on_error))
 
     def delete(self, run_id: str) -> bool:
         """Delete a run; return whether it existed."""
@@ -479,8 +484,58 @@ class SQLiteStore:
             self._checkpointed_at = self._transactions
             self._checkpoint_time = time.monotonic()
 
-    def _commit(self, connection: sqlite3.Connection, writes: list[Write]) -> bool:
-        """Run the writes in one transaction; report each outcome. ``False``: locked, try again.
+    def _commit(self, connection: sqlite3.Connection, writes: list[Write]) -> list[Write]:
+        """Run the writes in one transaction and report each outcome; return those to try again.
+
+        A batch that fails for a reason that passes (the database is locked, the
+        disk is full, an I/O error) reports nothing and is tried again: no write
+        is acknowledged before it is committed. A batch that fails for a reason
+        of its own (a record the database rejects) is split, and each write
+        tried alone, so that only the bad one fails.
+        """
+        try:
+            results = self._transaction(connection, writes)
+        except Exception as exc:  # sqlite3.Error, or a fault of ours: the writer lives on
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute("ROLLBACK")
+            for write in writes:
+                write.release()  # not committed: a caller may still give up on it
+            if _locked(exc):
+                emit(logging.WARNING, "store_locked", path=str(self.path), waiting=len(writes))
+                return writes
+            if _passing(exc):
+                emit(
+                    logging.WARNING,
+                    "store_write_retrying",
+                    path=str(self.path),
+                    waiting=len(writes),
+                    error=str(exc),
+                )
+                return writes
+            if len(writes) > 1:
+                return self._commit_alone(connection, writes)
+            self._fail(writes, StoreError(f"cannot write to the run store {self.path}: {exc}"))
+            return []
+        self._transactions += 1
+        # Callers blocked in create() first; then the callbacks that tell actors.
+        creates = [write for write in writes if write.kind == "create" and not write.abandoned]
+        for write in creates:
+            call(write.done, results[id(write)], None)
+        for write in writes:
+            if write.kind != "create":
+                call(write.done, results.get(id(write)), None)
+        return []
+
+    def _commit_alone(self, connection: sqlite3.Connection, writes: list[Write]) -> list[Write]:
+        """Commit each write in a transaction of its own; return those to try again."""
+        for index, write in enumerate(writes):
+            if self._commit(connection, [write]):
+                # The failure passes: this write and the rest wait, in order, for the retry.
+                return writes[index:]
+        return []
+
+    def _transaction(self, connection: sqlite3.Connection, writes: list[Write]) -> dict[int, Any]:
+        """The writes in one committed transaction; each write's result by ``id``.
 
         Creates go first, then every save, each kind in one multi-row statement
         (the sqlite3 module releases and retakes the GIL around every call, which
@@ -491,41 +546,19 @@ class SQLiteStore:
         saves = [record for write in writes if write.kind == "save" for record in write.payload]
         others = [write for write in writes if write.kind not in ("create", "save")]
         results: dict[int, Any] = {}
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-            inserted = self._insert(connection, [write.payload for write in creates])
-            self._upsert(connection, saves)
-            for write in others:
-                results[id(write)] = self._apply(connection, write)
-            # A create whose caller gave up meanwhile must not commit: take() decides.
-            for write in creates:
-                run_id = write.payload.run_id
-                if not write.take() and run_id in inserted:
-                    connection.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
-                results[id(write)] = run_id in inserted
-            connection.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            with contextlib.suppress(sqlite3.Error):
-                connection.execute("ROLLBACK")
-            if "locked" in str(exc) or "busy" in str(exc):
-                emit(logging.WARNING, "store_locked", path=str(self.path), waiting=len(writes))
-                return False
-            self._fail(writes, StoreError(f"cannot write to the run store {self.path}: {exc}"))
-            return True
-        except Exception as exc:  # sqlite3.Error, or a fault of ours: the writer lives on
-            with contextlib.suppress(sqlite3.Error):
-                connection.execute("ROLLBACK")
-            self._fail(writes, StoreError(f"cannot write to the run store {self.path}: {exc}"))
-            return True
-        self._transactions += 1
-        # Callers blocked in create() first; then the callbacks that tell actors.
+        connection.execute("BEGIN IMMEDIATE")
+        inserted = self._insert(connection, [write.payload for write in creates])
+        self._upsert(connection, saves)
+        for write in others:
+            results[id(write)] = self._apply(connection, write)
+        # A create whose caller gave up meanwhile must not commit: take() decides.
         for write in creates:
-            if not write.abandoned:
-                call(write.done, results[id(write)], None)
-        for write in writes:
-            if write.kind != "create":
-                call(write.done, results.get(id(write)), None)
-        return True
+            run_id = write.payload.run_id
+            if not write.take() and run_id in inserted:
+                connection.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+            results[id(write)] = run_id in inserted
+        connection.execute("COMMIT")
+        return results
 
     def _insert(self, connection: sqlite3.Connection, records: list[SnapshotRecord]) -> set[str]:
         """Insert new runs; return the ids that were new (the others are taken)."""
@@ -640,3 +673,47 @@ def _alive(host: str, pid: int, heartbeat_at: float) -> bool:
         except PermissionError:
             return True
     return True
+
+
+_PASSING_CODES: Final = frozenset(
+    {
+        5,  # SQLITE_BUSY: another connection writes
+        6,  # SQLITE_LOCKED
+        7,  # SQLITE_NOMEM
+        10,  # SQLITE_IOERR (and its extended codes)
+        13,  # SQLITE_FULL: the disk (or max_page_count) is full
+        14,  # SQLITE_CANTOPEN: a journal or WAL file cannot be opened just now
+        15,  # SQLITE_PROTOCOL
+    }
+)
+
+
+def _passing(exc: BaseException) -> bool:
+    """Whether a failed transaction may succeed if tried again as it is."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in _PASSING_CODES
+
+
+def _reporting(
+    on_commit: Callable[[], None] | None, on_error: Callable[[BaseException], None] | None
+) -> Done:
+    """A save's ``done``: ``on_commit`` once committed, ``on_error`` if it never will be."""
+
+    def done(_result: Any, error: BaseException | None) -> None:
+        if error is None:
+            if on_commit is not None:
+                on_commit()
+        elif on_error is not None:
+            on_error(error)
+
+    return done
+
+
+def _locked(exc: BaseException) -> bool:
+    """Whether a transaction failed because another connection holds the database."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in str(exc) or "busy" in str(exc)
+    )

@@ -1,0 +1,214 @@
+"""SQLite under faults: a failed commit is never acknowledged, and one bad record fails alone.
+
+A full disk is made real with ``PRAGMA max_page_count`` on the store's writer
+connection: SQLite then fails every transaction that needs a new page with
+``SQLITE_FULL``, exactly as it does when the file system is full, and lifting
+the limit is the space coming back.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+from structlog.testing import capture_logs
+
+from runtime import Runtime, SnapshotRecord, SQLiteStore, create_step, create_workflow
+from runtime._snapshot import decode
+
+WAIT = 10.0
+
+
+class Text(BaseModel):
+    value: str
+
+
+def wait_until(predicate: Callable[[], Any], what: str, timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not reached within {timeout} s: {what}")
+        time.sleep(0.01)
+
+
+def record(run_id: str, seq: int, data: bytes = b"x", **changes: Any) -> SnapshotRecord:
+    fields: dict[str, Any] = {
+        "run_id": run_id,
+        "workflow_id": "wf",
+        "seq": seq,
+        "status": "running",
+        "data": data,
+        "created_at": 1.0,
+        "updated_at": 1.0 + seq,
+        "trace_id": "ab" * 16,
+    }
+    fields.update(changes)
+    return SnapshotRecord(**fields)
+
+
+class Disk:
+    """The store's file system, filled and freed through SQLite's page limit."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._connection: sqlite3.Connection = store._connection
+
+    def fill(self) -> None:
+        pages = self._connection.execute("PRAGMA page_count").fetchone()[0]
+        self._connection.execute(f"PRAGMA max_page_count = {pages}")
+
+    def free(self) -> None:
+        self._connection.execute("PRAGMA max_page_count = 1073741823")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    opened = SQLiteStore(tmp_path / "runs.db")
+    try:
+        yield opened
+    finally:
+        Disk(opened).free()
+        opened.close()
+
+
+def test_a_save_that_cannot_commit_on_a_full_disk_is_not_acknowledged_until_it_does(
+    store: SQLiteStore,
+) -> None:
+    assert store.create(record("r", 0))
+    disk = Disk(store)
+    committed, failed = threading.Event(), []
+    disk.fill()
+
+    with capture_logs() as logs:
+        store.save([record("r", 1, data=b"y" * 200_000)], committed.set, failed.append)
+        wait_until(
+            lambda: sum(e["event"] == "store_write_retrying" for e in logs) >= 3,
+            "the writer retried the full disk",
+        )
+
+        assert not committed.is_set(), "a save the disk refused was acknowledged"
+        assert failed == []
+        stored = store.load("r")
+        assert stored is not None and stored.seq == 0
+        disk.free()
+        assert committed.wait(WAIT), "the save never went through once space returned"
+
+    stored = store.load("r")
+    assert stored is not None and stored.seq == 1 and failed == []
+
+
+def test_a_create_on_a_full_disk_returns_once_space_returns(store: SQLiteStore) -> None:
+    disk = Disk(store)
+    disk.fill()
+    outcome: list[bool] = []
+    creating = threading.Thread(
+        target=lambda: outcome.append(store.create(record("big", 0, data=b"z" * 200_000)))
+    )
+    creating.start()
+    time.sleep(0.3)
+
+    assert creating.is_alive(), "create returned before its run was committed"
+    assert store.load("big") is None
+    disk.free()
+    creating.join(WAIT)
+    assert outcome == [True]
+    assert store.load("big") is not None
+
+
+def test_one_record_the_database_refuses_fails_alone_and_the_rest_of_its_batch_commits(
+    store: SQLiteStore, tmp_path: Path
+) -> None:
+    for run_id in ("a", "b", "bad"):
+        assert store.create(record(run_id, 0))
+    outcomes: Counter[str] = Counter()
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def finished(name: str) -> Callable[[], None]:
+        def on_commit() -> None:
+            outcomes[name] += 1
+            if sum(outcomes.values()) == 2:
+                done.set()
+
+        return on_commit
+
+    # Hold the database so that the three writes queue up and go in one batch.
+    other = sqlite3.connect(tmp_path / "runs.db", isolation_level=None, timeout=5)
+    other.execute("BEGIN IMMEDIATE")
+    store.save([record("a", 1)], finished("a"))
+    store.save([record("bad", 1, status=object())], finished("bad"), errors.append)
+    store.save([record("b", 1)], finished("b"))
+    created: list[bool] = []
+    creating = threading.Thread(target=lambda: created.append(store.create(record("c", 0))))
+    creating.start()
+    time.sleep(0.2)
+    other.execute("COMMIT")
+    other.close()
+
+    assert done.wait(WAIT)
+    creating.join(WAIT)
+    assert outcomes == {"a": 1, "b": 1}
+    assert len(errors) == 1 and "cannot write" in str(errors[0])
+    assert created == [True]
+    assert [store.load(run_id).seq for run_id in ("a", "b", "bad")] == [1, 1, 0]  # type: ignore[union-attr]
+
+
+class Steps:
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.second_started = threading.Event()
+
+    def step(self, name: str) -> Any:
+        def body(ctx: Any) -> Text:
+            self.calls[name] += 1
+            if name == "second":
+                self.second_started.set()
+            return Text(value=ctx.input_data.value + "-" + name + "-" + "p" * 50_000)
+
+        return create_step(id=name, input_schema=Text, output_schema=Text, execute=body)
+
+
+def test_a_run_holds_before_its_next_step_while_the_disk_is_full_and_goes_on_once_freed(
+    tmp_path: Path,
+) -> None:
+    steps = Steps()
+    first_done = threading.Event()
+
+    def first(ctx: Any) -> Text:
+        steps.calls["first"] += 1
+        disk.fill()  # the snapshot holding this step's output cannot be committed
+        first_done.set()
+        return Text(value="one" + "q" * 100_000)
+
+    workflow = (
+        create_workflow(id="full-disk", input_schema=Text, output_schema=Text)
+        .then(create_step(id="first", input_schema=Text, output_schema=Text, execute=first))
+        .then(steps.step("second"))
+        .then(steps.step("third"))
+        .commit()
+    )
+    with Runtime(store=tmp_path / "runs.db") as rt:
+        assert isinstance(rt.store, SQLiteStore)
+        disk = Disk(rt.store)
+        wf = rt.register(workflow)
+        run = wf.create_run()
+        run.start_async(input_data={"value": "go"})
+        assert first_done.wait(WAIT)
+
+        assert not steps.second_started.wait(0.5), "the next step started before a commit"
+        stored = rt.store.load(run.run_id)
+        assert stored is not None
+        assert decode(stored.data, run.run_id)["steps"].get("first", {}).get("status") != (
+            "success"
+        )
+        disk.free()
+        result = run.wait(WAIT)
+
+    assert result.status == "success"
+    assert steps.calls == {"first": 1, "second": 1, "third": 1}
