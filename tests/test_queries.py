@@ -23,7 +23,7 @@ from runtime import (
     create_step,
     create_workflow,
 )
-from tests.durable_support.helpers import (
+from tests.durable._support.helpers import (
     Counter,
     Runtimes,
     Value,
@@ -32,8 +32,8 @@ from tests.durable_support.helpers import (
     raw,
     wait_until,
 )
-from tests.durable_support.processes import Child
-from tests.durable_support.workflows import count, logged
+from tests.durable._support.processes import Child
+from tests.durable._support.workflows import count, logged
 
 
 class Tally(BaseModel):

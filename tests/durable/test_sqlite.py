@@ -26,7 +26,7 @@ from runtime import (
 )
 from runtime._snapshot import decode
 from runtime._stores.sqlite import SCHEMA_VERSION
-from tests.durable_support.helpers import (
+from tests.durable._support.helpers import (
     Counter,
     Runtimes,
     Value,

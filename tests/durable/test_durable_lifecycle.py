@@ -10,7 +10,7 @@ still read, and still resume.
 Every step writes a line to the file named by the run's request context
 (``log``), so that a test can count executions across processes. The tests
 that need a second process run this module as a script
-(``python -m tests.test_durable_lifecycle COMMAND JSON``, see the end of the
+(``python -m tests.durable.test_durable_lifecycle COMMAND JSON``, see the end of the
 file), so that the child registers the very workflows defined here.
 """
 
@@ -44,9 +44,9 @@ from runtime import (
     create_workflow,
 )
 from runtime._snapshot import decode, to_result
-from tests.durable_support.helpers import Runtimes, Value, quick_workflow, row, wait_until
-from tests.durable_support.processes import Child
-from tests.durable_support.workflows import append_line, count, read_lines
+from tests.durable._support.helpers import Runtimes, Value, quick_workflow, row, wait_until
+from tests.durable._support.processes import Child
+from tests.durable._support.workflows import append_line, count, read_lines
 
 CHILD_LIMIT = 30.0
 """Seconds a child process waits at most for its parent, so that a broken test cannot hang."""
@@ -194,7 +194,7 @@ class Script(Child):
     """This module run as a script in a child process: its lines carry JSON payloads."""
 
     def __init__(self, command: str, **params: Any) -> None:
-        super().__init__(command, module="tests.test_durable_lifecycle", **params)
+        super().__init__(command, module="tests.durable.test_durable_lifecycle", **params)
 
     def payload(self, word: str, timeout: float = CHILD_LIMIT) -> Any:
         """The JSON payload of the first line that starts with ``word``."""

@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 
 import runtime._runtime as engine_module
 from runtime import RunReader, Runtime, SQLiteStore
-from tests.durable_support.helpers import (
+from tests.durable._support.helpers import (
     Counter,
     Runtimes,
     dead_pid,

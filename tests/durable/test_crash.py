@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from runtime import RunReader, WorkflowResult
-from tests.durable_support.helpers import Runtimes, row, wait_until
-from tests.durable_support.processes import Child
-from tests.durable_support.workflows import count, logged, read_lines
+from tests.durable._support.helpers import Runtimes, row, wait_until
+from tests.durable._support.processes import Child
+from tests.durable._support.workflows import count, logged, read_lines
 
 RESUME_TIMEOUT = 20.0
 

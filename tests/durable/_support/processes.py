@@ -12,11 +12,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 class Child:
-    """A command of a test module (``tests.durable_support.child`` unless told) in its own process.
+    """A command of a test module (``tests.durable._support.child`` unless told) in its own process.
 
     Its stdout is read line by line on a thread, so waiting for a line has a
     timeout; its stderr is kept for failure messages; lines can be sent to its
@@ -24,7 +24,7 @@ class Child:
     """
 
     def __init__(
-        self, command: str, *, module: str = "tests.durable_support.child", **params: Any
+        self, command: str, *, module: str = "tests.durable._support.child", **params: Any
     ) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         self.proc = subprocess.Popen(
