@@ -2,37 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
 
 from runtime import Runtime
-
-# Threads callboard starts: pykka names threading actors after their class.
-CALLBOARD_THREAD_PREFIXES = (
-    "callboard-",
-    "StepActor-",
-    "RegistryActor-",
-)
-
-
-def callboard_threads() -> list[threading.Thread]:
-    """The live threads that belong to callboard's machinery."""
-    return [
-        thread
-        for thread in threading.enumerate()
-        if thread.name.startswith(CALLBOARD_THREAD_PREFIXES)
-    ]
-
-
-def wait_for_no_callboard_threads(timeout: float = 5.0) -> list[threading.Thread]:
-    """Wait until callboard's threads have ended; return those still alive after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while (left := callboard_threads()) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return left
+from tests._support import wait_for_no_callboard_threads
 
 
 @pytest.fixture

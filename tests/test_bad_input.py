@@ -18,8 +18,7 @@ from runtime import (
     create_step,
     create_workflow,
 )
-
-from .conftest import callboard_threads
+from tests._support import callboard_threads
 
 BLOCK_LIMIT = 10.0
 

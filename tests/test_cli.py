@@ -41,10 +41,8 @@ from runtime import (
 )
 from runtime import _cli as cli
 from runtime._cli import main
+from tests._support import ROOT, wait_for_no_callboard_threads
 
-from .conftest import wait_for_no_callboard_threads
-
-ROOT = Path(__file__).resolve().parents[1]
 CONSOLE_SCRIPT = ROOT / ".venv" / "bin" / "callboard"
 TIMEOUT = 60.0
 

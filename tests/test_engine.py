@@ -21,8 +21,7 @@ from runtime import (
     create_workflow,
     default_runtime,
 )
-
-from .conftest import callboard_threads, wait_for_no_callboard_threads
+from tests._support import callboard_threads, wait_for_no_callboard_threads
 
 BLOCK_LIMIT = 10.0
 

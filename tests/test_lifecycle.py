@@ -26,7 +26,7 @@ from runtime import (
     create_step,
     create_workflow,
 )
-from tests.conftest import wait_for_no_callboard_threads
+from tests._support import wait_for_no_callboard_threads
 
 WAIT = 10.0  # seconds any wait may take at most, so that a bug fails instead of hanging
 

@@ -11,7 +11,7 @@ import structlog
 
 from runtime import Runtime
 from runtime._stores.base import MemoryStore, SnapshotRecord
-from tests.conftest import wait_for_no_callboard_threads
+from tests._support import wait_for_no_callboard_threads
 
 
 class RecordingStore(MemoryStore):

@@ -16,7 +16,7 @@ import pytest
 from pydantic import BaseModel
 
 from runtime import Runtime, create_step, create_workflow
-from tests.conftest import wait_for_no_callboard_threads
+from tests._support import wait_for_no_callboard_threads
 
 BLOCK_LIMIT = 10.0
 """Seconds a gated step waits at most, so that a bug fails instead of hanging."""

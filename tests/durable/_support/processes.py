@@ -9,10 +9,9 @@ import signal
 import subprocess
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[3]
+from tests._support import ROOT
 
 
 class Child:
@@ -26,10 +25,10 @@ class Child:
     def __init__(
         self, command: str, *, module: str = "tests.durable._support.child", **params: Any
     ) -> None:
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", module, command, json.dumps(params)],
-            cwd=REPO,
+            cwd=ROOT,
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
