@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import structlog
 
 from runtime import Runtime
 from tests._support import wait_for_no_callboard_threads
@@ -31,3 +32,13 @@ def default_runtime_stopped_after() -> Iterator[None]:
     if engine._default is not None:
         engine._default.stop(timeout=5)
     assert not wait_for_no_callboard_threads()
+
+
+@pytest.fixture
+def _structlog_reset() -> Iterator[None]:
+    """For tests that read logs with ``capture_logs()``: structlog is reset afterwards.
+
+    ``capture_logs()`` leaves structlog configured; later tests expect the library quiet.
+    """
+    yield
+    structlog.reset_defaults()

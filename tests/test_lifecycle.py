@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import structlog
 from pydantic import BaseModel, field_validator
 from structlog.testing import capture_logs
 
@@ -118,13 +117,6 @@ def limited_runtime() -> Iterator[Runtime]:
         rt.stop(timeout=5)
     left = wait_for_no_callboard_threads()
     assert not left, f"threads left after Runtime.stop(): {[t.name for t in left]}"
-
-
-@pytest.fixture
-def _structlog_reset() -> Iterator[None]:
-    # capture_logs() leaves structlog configured; later tests expect the library quiet.
-    yield
-    structlog.reset_defaults()
 
 
 # --- suspend and resume ------------------------------------------------------------------------
