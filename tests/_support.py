@@ -8,6 +8,11 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from runtime import create_step
 
 ROOT = Path(__file__).resolve().parents[1]
 """The repository: where the examples, the README and the sources are."""
@@ -35,3 +40,61 @@ def wait_for_no_callboard_threads(timeout: float = 5.0) -> list[threading.Thread
     while (left := callboard_threads()) and time.monotonic() < deadline:
         time.sleep(0.01)
     return left
+
+
+# --- tiny schemas ----------------------------------------------------------------------
+
+
+class Value(BaseModel):
+    value: str
+
+
+class N(BaseModel):
+    n: int
+
+
+class Count(BaseModel):
+    count: int
+
+
+# --- steps -----------------------------------------------------------------------------
+
+
+def shout(ctx: Any) -> Value:
+    """A step body: the input's value in capitals."""
+    return Value(value=ctx.input_data.value.upper())
+
+
+def shout_step(step_id: str = "shout") -> Any:
+    """A step that upper-cases the value."""
+    return create_step(id=step_id, input_schema=Value, output_schema=Value, execute=shout)
+
+
+def exclaim_step(step_id: str = "exclaim") -> Any:
+    """A step that appends ``!`` to the value."""
+    return create_step(
+        id=step_id,
+        input_schema=Value,
+        output_schema=Value,
+        execute=lambda ctx: Value(value=ctx.input_data.value + "!"),
+    )
+
+
+def inc_step(step_id: str = "inc") -> Any:
+    """A step that adds one to ``n``."""
+    return create_step(
+        id=step_id,
+        input_schema=N,
+        output_schema=N,
+        execute=lambda ctx: N(n=ctx.input_data.n + 1),
+    )
+
+
+def dbl_step(step_id: str = "dbl") -> Any:
+    """A step that doubles ``n``."""
+    return create_step(
+        id=step_id,
+        input_schema=N,
+        output_schema=N,
+        execute=lambda ctx: N(n=ctx.input_data.n * 2),
+    )

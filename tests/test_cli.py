@@ -25,7 +25,6 @@ import pytest
 import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel
 
 from runtime import (
     ErrorInfo,
@@ -41,7 +40,7 @@ from runtime import (
 )
 from runtime import _cli as cli
 from runtime._cli import main
-from tests._support import ROOT, wait_for_no_callboard_threads
+from tests._support import ROOT, Value, exclaim_step, shout_step, wait_for_no_callboard_threads
 
 CONSOLE_SCRIPT = ROOT / ".venv" / "bin" / "callboard"
 TIMEOUT = 60.0
@@ -49,22 +48,8 @@ TIMEOUT = 60.0
 # --- workflows for runs made in this process ----------------------------------------------
 
 
-class Value(BaseModel):
-    value: str
-
-
-shout = create_step(
-    id="shout",
-    input_schema=Value,
-    output_schema=Value,
-    execute=lambda ctx: Value(value=ctx.input_data.value.upper()),
-)
-exclaim = create_step(
-    id="exclaim",
-    input_schema=Value,
-    output_schema=Value,
-    execute=lambda ctx: Value(value=ctx.input_data.value + "!"),
-)
+shout = shout_step()
+exclaim = exclaim_step()
 
 
 def _refuse(ctx: Any) -> Value:

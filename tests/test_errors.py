@@ -11,7 +11,6 @@ from typing import Any
 import pykka
 import pytest
 import structlog
-from pydantic import BaseModel
 from structlog.testing import capture_logs
 
 import runtime
@@ -41,7 +40,7 @@ from runtime import (
     create_step,
     create_workflow,
 )
-from tests._support import callboard_threads
+from tests._support import Value, callboard_threads
 
 WAIT = 10.0
 
@@ -66,10 +65,6 @@ ERRORS = [
     StoreError,
     WorkflowDefinitionError,
 ]
-
-
-class Value(BaseModel):
-    value: str
 
 
 def test_every_exported_exception_is_listed_here() -> None:

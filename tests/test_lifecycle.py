@@ -25,13 +25,9 @@ from runtime import (
     create_step,
     create_workflow,
 )
-from tests._support import wait_for_no_callboard_threads
+from tests._support import N, wait_for_no_callboard_threads
 
 WAIT = 10.0  # seconds any wait may take at most, so that a bug fails instead of hanging
-
-
-class N(BaseModel):
-    n: int
 
 
 class Question(BaseModel):

@@ -23,10 +23,10 @@ from runtime import (
     create_step,
     create_workflow,
 )
+from tests._support import Value
 from tests.durable._support.helpers import (
     Counter,
     Runtimes,
-    Value,
     held_workflow,
     quick_workflow,
     raw,

@@ -24,12 +24,9 @@ from runtime import (
     create_step,
     create_workflow,
 )
+from tests._support import Value, shout_step
 
 BLOCK_LIMIT = 10.0  # seconds a gated step waits at most, so that a bug fails instead of hanging
-
-
-class Value(BaseModel):
-    value: str
 
 
 class Tagged(BaseModel):
@@ -57,12 +54,6 @@ def gated_workflow(entered: threading.Event, release: threading.Event, workflow_
 
 
 def two_step_workflow():
-    shout = create_step(
-        id="shout",
-        input_schema=Value,
-        output_schema=Value,
-        execute=lambda ctx: Value(value=ctx.input_data.value.upper()),
-    )
     measure = create_step(
         id="measure",
         input_schema=Value,
@@ -71,7 +62,7 @@ def two_step_workflow():
     )
     return (
         create_workflow(id="two-steps", input_schema=Value, output_schema=Tagged)
-        .then(shout)
+        .then(shout_step())
         .then(measure)
         .commit()
     )

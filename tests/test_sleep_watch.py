@@ -25,13 +25,9 @@ from runtime import (
     create_step,
     create_workflow,
 )
-from tests._support import wait_for_no_callboard_threads
+from tests._support import N, dbl_step, inc_step, wait_for_no_callboard_threads
 
 WAIT = 10.0  # seconds any wait may take at most, so that a bug fails instead of hanging
-
-
-class N(BaseModel):
-    n: int
 
 
 class Delay(BaseModel):
@@ -61,18 +57,6 @@ def status_of(wf: Any, run_id: str) -> WorkflowResult:
 
 def is_waiting(wf: Any, run_id: str) -> bool:
     return status_of(wf, run_id).status == RunStatus.WAITING
-
-
-def inc_step() -> Any:
-    return create_step(
-        id="inc", input_schema=N, output_schema=N, execute=lambda c: N(n=c.input_data.n + 1)
-    )
-
-
-def dbl_step() -> Any:
-    return create_step(
-        id="dbl", input_schema=N, output_schema=N, execute=lambda c: N(n=c.input_data.n * 2)
-    )
 
 
 def gated_step(entered: threading.Event, release: threading.Event, step_id: str = "gate") -> Any:

@@ -7,17 +7,12 @@ import threading
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
 from structlog.testing import capture_logs
 
 from runtime import Runtime, TracingOptions, create_step, create_workflow
+from tests._support import Value
 
 WAIT = 10.0
-
-
-class Value(BaseModel):
-    value: str
-
 
 pytestmark = pytest.mark.usefixtures("_structlog_reset")
 

@@ -26,10 +26,10 @@ from runtime import (
 )
 from runtime._snapshot import decode
 from runtime._stores.sqlite import SCHEMA_VERSION
+from tests._support import Value
 from tests.durable._support.helpers import (
     Counter,
     Runtimes,
-    Value,
     held_workflow,
     quick_workflow,
     raw,

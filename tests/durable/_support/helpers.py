@@ -13,17 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
 
 from runtime import Runtime, create_step, create_workflow
-from tests._support import wait_for_no_callboard_threads
+from tests._support import Value, shout_step, wait_for_no_callboard_threads
 
 BLOCK_LIMIT = 10.0
 """Seconds a gated step waits at most, so that a bug fails instead of hanging."""
-
-
-class Value(BaseModel):
-    value: str
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> None:
@@ -164,14 +159,8 @@ def held_workflow(
 
 def quick_workflow(workflow_id: str = "quick"):
     """One step that upper-cases the value."""
-    shout = create_step(
-        id="shout",
-        input_schema=Value,
-        output_schema=Value,
-        execute=lambda ctx: Value(value=ctx.input_data.value.upper()),
-    )
     return (
         create_workflow(id=workflow_id, input_schema=Value, output_schema=Value)
-        .then(shout)
+        .then(shout_step())
         .commit()
     )
