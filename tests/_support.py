@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pydantic import BaseModel
 
 from runtime import create_step
@@ -32,6 +34,15 @@ def callboard_threads() -> list[threading.Thread]:
         for thread in threading.enumerate()
         if thread.name.startswith(CALLBOARD_THREAD_PREFIXES)
     ]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> None:
+    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not reached within {timeout} s: {what or predicate}")
+        time.sleep(0.005)
 
 
 def wait_for_no_callboard_threads(timeout: float = 5.0) -> list[threading.Thread]:

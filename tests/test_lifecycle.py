@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,7 +25,7 @@ from runtime import (
     create_step,
     create_workflow,
 )
-from tests._support import N, wait_for_no_callboard_threads
+from tests._support import N, wait_for_no_callboard_threads, wait_until
 
 WAIT = 10.0  # seconds any wait may take at most, so that a bug fails instead of hanging
 
@@ -40,15 +40,6 @@ class Approval(BaseModel):
 
 class Pair(BaseModel):
     model_config = {"extra": "allow"}
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
-    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not reached within {timeout} s")
-        time.sleep(0.005)
 
 
 class Calls:

@@ -23,15 +23,8 @@ from runtime import (
     create_step,
     create_workflow,
 )
-from tests._support import Value
-from tests.durable._support.helpers import (
-    Counter,
-    Runtimes,
-    held_workflow,
-    quick_workflow,
-    raw,
-    wait_until,
-)
+from tests._support import Value, wait_until
+from tests.durable._support.helpers import Counter, Runtimes, held_workflow, quick_workflow, raw
 from tests.durable._support.processes import Child
 from tests.durable._support.workflows import count, logged
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,7 +25,7 @@ from runtime import (
     create_step,
     create_workflow,
 )
-from tests._support import N, dbl_step, inc_step, wait_for_no_callboard_threads
+from tests._support import N, dbl_step, inc_step, wait_for_no_callboard_threads, wait_until
 
 WAIT = 10.0  # seconds any wait may take at most, so that a bug fails instead of hanging
 
@@ -38,15 +38,6 @@ class Delay(BaseModel):
 class At(BaseModel):
     n: int
     at: datetime
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
-    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not reached within {timeout} s")
-        time.sleep(0.002)
 
 
 def status_of(wf: Any, run_id: str) -> WorkflowResult:

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from runtime import RunReader, WorkflowResult
-from tests.durable._support.helpers import Runtimes, row, wait_until
+from tests._support import wait_until
+from tests.durable._support.helpers import Runtimes, row
 from tests.durable._support.processes import Child
 from tests.durable._support.workflows import count, logged, read_lines
 

@@ -44,8 +44,8 @@ from runtime import (
     create_workflow,
 )
 from runtime._snapshot import decode, to_result
-from tests._support import Value
-from tests.durable._support.helpers import Runtimes, quick_workflow, row, wait_until
+from tests._support import Value, wait_until
+from tests.durable._support.helpers import Runtimes, quick_workflow, row
 from tests.durable._support.processes import Child
 from tests.durable._support.workflows import append_line, count, read_lines
 

@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 
 import runtime._runtime as engine_module
 from runtime import RunReader, Runtime, SQLiteStore
+from tests._support import wait_until
 from tests.durable._support.helpers import (
     Counter,
     Runtimes,
@@ -22,7 +23,6 @@ from tests.durable._support.helpers import (
     held_workflow,
     quick_workflow,
     row,
-    wait_until,
 )
 
 

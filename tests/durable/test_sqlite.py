@@ -26,7 +26,7 @@ from runtime import (
 )
 from runtime._snapshot import decode
 from runtime._stores.sqlite import SCHEMA_VERSION
-from tests._support import Value
+from tests._support import Value, wait_until
 from tests.durable._support.helpers import (
     Counter,
     Runtimes,
@@ -34,7 +34,6 @@ from tests.durable._support.helpers import (
     quick_workflow,
     raw,
     row,
-    wait_until,
 )
 
 

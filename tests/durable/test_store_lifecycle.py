@@ -19,7 +19,8 @@ import runtime._stores.sqlite as sqlite_module
 from runtime import RunStatus, SnapshotRecord, SQLiteStore, StoreError
 from runtime._model import TERMINAL_STATUSES, UNFINISHED_STATUSES
 from runtime._stores.base import MemoryStore, SnapshotStore
-from tests.durable._support.helpers import dead_pid, hand_over, raw, row, wait_until
+from tests._support import wait_until
+from tests.durable._support.helpers import dead_pid, hand_over, raw, row
 
 THREADS = 8
 

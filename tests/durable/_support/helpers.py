@@ -7,27 +7,15 @@ import socket
 import sqlite3
 import subprocess
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from runtime import Runtime, create_step, create_workflow
 from tests._support import Value, shout_step, wait_for_no_callboard_threads
 
 BLOCK_LIMIT = 10.0
 """Seconds a gated step waits at most, so that a bug fails instead of hanging."""
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> None:
-    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not reached within {timeout} s: {what or predicate}")
-        time.sleep(0.005)
 
 
 class Runtimes:
