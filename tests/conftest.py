@@ -1,4 +1,4 @@
-"""Shared fixtures: a started runtime that is stopped, and checked for leftover threads."""
+"""Shared fixtures: started runtimes that are stopped, and checked for leftover threads."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import structlog
 
 from runtime import Runtime
-from tests._support import wait_for_no_callboard_threads
+from tests._support import Runtimes, wait_for_no_callboard_threads
 
 
 @pytest.fixture
@@ -21,6 +21,18 @@ def runtime() -> Iterator[Runtime]:
         rt.stop(timeout=5)
     left = wait_for_no_callboard_threads()
     assert not left, f"threads left after Runtime.stop(): {[t.name for t in left]}"
+
+
+@pytest.fixture
+def runtimes() -> Iterator[Runtimes]:
+    """Runtimes a test starts with ``runtimes.start(store, **options)``.
+
+    Afterwards every gate from ``runtimes.gate()`` is opened, every runtime is stopped, and
+    no callboard thread may be left.
+    """
+    started = Runtimes()
+    yield started
+    started.close()
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +43,8 @@ from runtime import (
     create_workflow,
 )
 from runtime._snapshot import decode, to_result
-from tests._support import Value, wait_until
-from tests.durable._support.helpers import Runtimes, quick_workflow, row
+from tests._support import Runtimes, Value, quick_workflow, wait_until
+from tests.durable._support.helpers import row
 from tests.durable._support.processes import Child
 from tests.durable._support.workflows import append_line, count, read_lines
 
@@ -124,13 +123,6 @@ BARRIER = quick_workflow("barrier")
 
 
 # --- helpers ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def runtimes() -> Iterator[Runtimes]:
-    started = Runtimes()
-    yield started
-    started.close()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,23 +13,8 @@ from structlog.testing import capture_logs
 
 import runtime._runtime as engine_module
 from runtime import RunReader, Runtime, SQLiteStore
-from tests._support import wait_until
-from tests.durable._support.helpers import (
-    Counter,
-    Runtimes,
-    dead_pid,
-    hand_over,
-    held_workflow,
-    quick_workflow,
-    row,
-)
-
-
-@pytest.fixture
-def runtimes() -> Iterator[Runtimes]:
-    started = Runtimes()
-    yield started
-    started.close()
+from tests._support import Counter, Runtimes, held_workflow, quick_workflow, wait_until
+from tests.durable._support.helpers import dead_pid, hand_over, row
 
 
 @pytest.fixture

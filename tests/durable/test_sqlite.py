@@ -26,22 +26,8 @@ from runtime import (
 )
 from runtime._snapshot import decode
 from runtime._stores.sqlite import SCHEMA_VERSION
-from tests._support import Value, wait_until
-from tests.durable._support.helpers import (
-    Counter,
-    Runtimes,
-    held_workflow,
-    quick_workflow,
-    raw,
-    row,
-)
-
-
-@pytest.fixture
-def runtimes() -> Iterator[Runtimes]:
-    started = Runtimes()
-    yield started
-    started.close()
+from tests._support import Counter, Runtimes, Value, held_workflow, quick_workflow, wait_until
+from tests.durable._support.helpers import raw, row
 
 
 @pytest.fixture

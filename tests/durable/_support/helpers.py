@@ -1,4 +1,4 @@
-"""In-process helpers for the durability tests: runtimes on a file, raw SQL, waiting."""
+"""In-process helpers for the durability tests: raw SQL on the store's file, owners."""
 
 from __future__ import annotations
 
@@ -6,43 +6,9 @@ import contextlib
 import socket
 import sqlite3
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-from runtime import Runtime, create_step, create_workflow
-from tests._support import Value, shout_step, wait_for_no_callboard_threads
-
-BLOCK_LIMIT = 10.0
-"""Seconds a gated step waits at most, so that a bug fails instead of hanging."""
-
-
-class Runtimes:
-    """Runtimes a test starts; all stopped at teardown, leaving no callboard thread."""
-
-    def __init__(self) -> None:
-        self.started: list[Runtime] = []
-        self.gates: list[threading.Event] = []
-
-    def start(self, store: Any, **options: Any) -> Runtime:
-        rt = Runtime(store=store, **options)
-        self.started.append(rt)
-        return rt.start()
-
-    def gate(self) -> threading.Event:
-        """An event opened at teardown at the latest, so that no gated step outlives a test."""
-        event = threading.Event()
-        self.gates.append(event)
-        return event
-
-    def close(self) -> None:
-        for gate in self.gates:
-            gate.set()
-        for rt in self.started:
-            rt.stop(timeout=5)
-        left = wait_for_no_callboard_threads(10)
-        assert not left, f"threads left after the runtimes stopped: {[t.name for t in left]}"
 
 
 @contextlib.contextmanager
@@ -88,67 +54,3 @@ def hand_over(
         connection.executemany(
             "UPDATE runs SET owner_id = ? WHERE run_id = ?", [(owner_id, r) for r in run_ids]
         )
-
-
-class Counter:
-    """Counts calls by key, from any thread."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.counts: dict[str, int] = {}
-
-    def add(self, key: str) -> None:
-        with self._lock:
-            self.counts[key] = self.counts.get(key, 0) + 1
-
-    def __getitem__(self, key: str) -> int:
-        return self.counts.get(key, 0)
-
-
-def held_workflow(
-    counter: Counter,
-    gate: threading.Event,
-    entered: threading.Event | None = None,
-    workflow_id: str = "held",
-):
-    """``first`` (appends ``-1``), ``hold`` (waits for ``gate``; ``-2``), ``last`` (``-3``).
-
-    Every execution of a step is counted in ``counter``, by step id and by
-    ``RUN_ID/STEP_ID``.
-    """
-
-    def count(ctx):
-        counter.add(ctx.step_id)
-        counter.add(f"{ctx.run_id}/{ctx.step_id}")
-
-    def first(ctx):
-        count(ctx)
-        return Value(value=ctx.input_data.value + "-1")
-
-    def hold(ctx):
-        count(ctx)
-        if entered is not None:
-            entered.set()
-        gate.wait(BLOCK_LIMIT)
-        return Value(value=ctx.input_data.value + "-2")
-
-    def last(ctx):
-        count(ctx)
-        return Value(value=ctx.input_data.value + "-3")
-
-    return (
-        create_workflow(id=workflow_id, input_schema=Value, output_schema=Value)
-        .then(create_step(id="first", input_schema=Value, output_schema=Value, execute=first))
-        .then(create_step(id="hold", input_schema=Value, output_schema=Value, execute=hold))
-        .then(create_step(id="last", input_schema=Value, output_schema=Value, execute=last))
-        .commit()
-    )
-
-
-def quick_workflow(workflow_id: str = "quick"):
-    """One step that upper-cases the value."""
-    return (
-        create_workflow(id=workflow_id, input_schema=Value, output_schema=Value)
-        .then(shout_step())
-        .commit()
-    )
