@@ -43,8 +43,8 @@ from runtime import (
     create_workflow,
 )
 from runtime._snapshot import decode, to_result
-from tests._support import Runtimes, Value, quick_workflow, wait_until
-from tests.durable._support.helpers import row
+from tests._support import Runtimes, Value, wait_until
+from tests.durable._support.helpers import barrier, row
 from tests.durable._support.processes import Child
 from tests.durable._support.workflows import append_line, count, read_lines
 
@@ -119,15 +119,8 @@ legacy = (
 )
 """Two steps: the shape of a workflow that a version-1 snapshot can describe."""
 
-BARRIER = quick_workflow("barrier")
-
 
 # --- helpers ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "runs.db"
 
 
 def status(db: Path, run_id: str) -> str | None:
@@ -150,16 +143,6 @@ def step_statuses(result: Any) -> dict[str, str]:
 def woke_at(log: Path) -> list[float]:
     """The times the ``after`` step of ``napping`` ran, from its log lines."""
     return [float(line.split()[1]) for line in read_lines(log) if line.startswith("after ")]
-
-
-def barrier(rt: Runtime) -> None:
-    """Return once ``rt``'s registry has handled what was told to it before this call.
-
-    Recovery requests go through the registry, as a run's snapshots do, so once
-    a run started after them has ended, whatever recovery would do has started.
-    """
-    wf = rt.register(BARRIER)
-    assert wf.create_run().start(input_data={"value": "b"}, timeout=10).status == "success"
 
 
 def put_to_sleep(runtimes: Runtimes, db: Path, log: Path, nap: float) -> tuple[str, float]:

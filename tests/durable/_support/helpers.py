@@ -1,4 +1,4 @@
-"""In-process helpers for the durability tests: raw SQL on the store's file, owners."""
+"""In-process helpers for the durability tests: raw SQL on the store's file, owners, records."""
 
 from __future__ import annotations
 
@@ -6,9 +6,14 @@ import contextlib
 import socket
 import sqlite3
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from runtime import Runtime, SnapshotRecord
+from runtime._stores.base import SnapshotStore
+from tests._support import quick_workflow
 
 
 @contextlib.contextmanager
@@ -54,3 +59,42 @@ def hand_over(
         connection.executemany(
             "UPDATE runs SET owner_id = ? WHERE run_id = ?", [(owner_id, r) for r in run_ids]
         )
+
+
+def record(
+    run_id: str,
+    seq: int = 0,
+    status: str = "pending",
+    data: bytes = b"x",
+    workflow_id: str = "wf",
+) -> SnapshotRecord:
+    return SnapshotRecord(
+        run_id=run_id,
+        workflow_id=workflow_id,
+        seq=seq,
+        status=status,
+        data=data,
+        created_at=1_700_000_000.0,
+        updated_at=1_700_000_000.0 + seq,
+        trace_id="ab" * 16,
+    )
+
+
+def save_and_wait(store: SnapshotStore, *records: SnapshotRecord) -> None:
+    committed = threading.Event()
+    store.save(records, on_commit=committed.set)
+    assert committed.wait(10), "save was never committed"
+
+
+BARRIER = quick_workflow("barrier")
+
+
+def barrier(rt: Runtime) -> None:
+    """Return once ``rt``'s registry has handled what was told to it before this call.
+
+    Recovery requests go through the registry, as a run's snapshots do, behind
+    any request already queued there: once a run started after them has ended,
+    whatever recovery would do has been decided and started.
+    """
+    wf = rt.register(BARRIER)
+    assert wf.create_run().start(input_data={"value": "b"}, timeout=10).status == "success"
