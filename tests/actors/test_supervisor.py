@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 from actors.messages import StepFinished
 from actors.run import RunActor
 from runtime import Runtime, create_step, create_workflow
-from tests.actors.conftest import RecordingStore
+from tests.actors._support import RecordingStore
 
 WAIT = 10.0
 CRASHING = "crash-me"
