@@ -1,39 +1,14 @@
-"""Shared fixtures: a started runtime that is stopped, and checked for leftover threads."""
+"""Shared fixtures: started runtimes that are stopped, and checked for leftover threads."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
+import structlog
 
-from actors.system import ActorSystem
 from runtime import Runtime
-
-# Threads callboard starts: pykka names threading actors after their class.
-CALLBOARD_THREAD_PREFIXES = (
-    "callboard-",
-    "StepActor-",
-    "RegistryActor-",
-)
-
-
-def callboard_threads() -> list[threading.Thread]:
-    """The live threads that belong to callboard's machinery."""
-    return [
-        thread
-        for thread in threading.enumerate()
-        if thread.name.startswith(CALLBOARD_THREAD_PREFIXES)
-    ]
-
-
-def wait_for_no_callboard_threads(timeout: float = 5.0) -> list[threading.Thread]:
-    """Wait until callboard's threads have ended; return those still alive after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while (left := callboard_threads()) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return left
+from tests._support import Runtimes, wait_for_no_callboard_threads
 
 
 @pytest.fixture
@@ -49,6 +24,18 @@ def runtime() -> Iterator[Runtime]:
 
 
 @pytest.fixture
+def runtimes() -> Iterator[Runtimes]:
+    """Runtimes a test starts with ``runtimes.start(store, **options)``.
+
+    Afterwards every gate from ``runtimes.gate()`` is opened, every runtime is stopped, and
+    no callboard thread may be left.
+    """
+    started = Runtimes()
+    yield started
+    started.close()
+
+
+@pytest.fixture
 def default_runtime_stopped_after() -> Iterator[None]:
     """For tests that use the process-wide default runtime: stop it afterwards."""
     yield
@@ -59,8 +46,11 @@ def default_runtime_stopped_after() -> Iterator[None]:
     assert not wait_for_no_callboard_threads()
 
 
-def actor_system(rt: Runtime) -> ActorSystem:
-    """The actor system of a started runtime, for tests that break its actors on purpose."""
-    system = rt._host.system
-    assert system is not None, "the runtime is not started"
-    return system
+@pytest.fixture
+def _structlog_reset() -> Iterator[None]:
+    """For tests that read logs with ``capture_logs()``: structlog is reset afterwards.
+
+    ``capture_logs()`` leaves structlog configured; later tests expect the library quiet.
+    """
+    yield
+    structlog.reset_defaults()

@@ -18,14 +18,9 @@ from runtime import (
     create_step,
     create_workflow,
 )
-
-from .conftest import callboard_threads
+from tests._support import Value, callboard_threads, shout
 
 BLOCK_LIMIT = 10.0
-
-
-class Value(BaseModel):
-    value: str
 
 
 class Other(BaseModel):
@@ -40,10 +35,6 @@ class Loose(BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     value: Any
-
-
-def shout(ctx):
-    return Value(value=ctx.input_data.value.upper())
 
 
 def shout_workflow(workflow_id: str = "shout", state_schema=None):

@@ -25,7 +25,6 @@ import pytest
 import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel
 
 from runtime import (
     ErrorInfo,
@@ -40,32 +39,16 @@ from runtime import (
     create_workflow,
 )
 from runtime._cli import _commands, _render, main
+from tests._support import ROOT, Value, exclaim_step, shout_step, wait_for_no_callboard_threads
 
-from .conftest import wait_for_no_callboard_threads
-
-ROOT = Path(__file__).resolve().parents[1]
 CONSOLE_SCRIPT = ROOT / ".venv" / "bin" / "callboard"
 TIMEOUT = 60.0
 
 # --- workflows for runs made in this process ----------------------------------------------
 
 
-class Value(BaseModel):
-    value: str
-
-
-shout = create_step(
-    id="shout",
-    input_schema=Value,
-    output_schema=Value,
-    execute=lambda ctx: Value(value=ctx.input_data.value.upper()),
-)
-exclaim = create_step(
-    id="exclaim",
-    input_schema=Value,
-    output_schema=Value,
-    execute=lambda ctx: Value(value=ctx.input_data.value + "!"),
-)
+shout = shout_step()
+exclaim = exclaim_step()
 
 
 def _refuse(ctx: Any) -> Value:

@@ -7,34 +7,17 @@ import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from pydantic import BaseModel
-
 from runtime import Runtime, create_step, create_workflow
+from tests._support import Value, exclaim_step, shout_step
 
 THREADS = 8
 
 
-class Value(BaseModel):
-    value: str
-
-
 def shout_workflow(workflow_id: str = "shout"):
-    shout = create_step(
-        id="shout",
-        input_schema=Value,
-        output_schema=Value,
-        execute=lambda ctx: Value(value=ctx.input_data.value.upper()),
-    )
-    exclaim = create_step(
-        id="exclaim",
-        input_schema=Value,
-        output_schema=Value,
-        execute=lambda ctx: Value(value=ctx.input_data.value + "!"),
-    )
     return (
         create_workflow(id=workflow_id, input_schema=Value, output_schema=Value)
-        .then(shout)
-        .then(exclaim)
+        .then(shout_step())
+        .then(exclaim_step())
         .commit()
     )
 

@@ -17,12 +17,9 @@ from runtime import (
     create_step,
     create_workflow,
 )
+from tests._support import N, dbl_step, inc_step
 
 WAIT = 10.0
-
-
-class N(BaseModel):
-    n: int
 
 
 class Loose(BaseModel):
@@ -55,24 +52,6 @@ class TaggedList(BaseModel):
 
 class Out(BaseModel):
     out: list[N]
-
-
-def inc_step(step_id: str = "inc"):
-    return create_step(
-        id=step_id,
-        input_schema=N,
-        output_schema=N,
-        execute=lambda ctx: N(n=ctx.input_data.n + 1),
-    )
-
-
-def dbl_step(step_id: str = "dbl"):
-    return create_step(
-        id=step_id,
-        input_schema=N,
-        output_schema=N,
-        execute=lambda ctx: N(n=ctx.input_data.n * 2),
-    )
 
 
 def recording_step(calls: list[Any], step_id: str = "later", schema: type[BaseModel] = N):

@@ -20,8 +20,8 @@ from types import ModuleType
 import pytest
 
 from runtime import RunReader
+from tests._support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "demo.py"
 TIMEOUT = 60.0
 

@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 
 import pytest
-from pydantic import BaseModel
 
 from runtime import (
     RunAlreadyStartedError,
@@ -21,18 +20,9 @@ from runtime import (
     create_workflow,
     default_runtime,
 )
-
-from .conftest import callboard_threads, wait_for_no_callboard_threads
+from tests._support import Value, callboard_threads, shout, wait_for_no_callboard_threads
 
 BLOCK_LIMIT = 10.0
-
-
-class Value(BaseModel):
-    value: str
-
-
-def shout(ctx):
-    return Value(value=ctx.input_data.value.upper())
 
 
 async def shout_async(ctx):

@@ -11,7 +11,6 @@ from typing import Any
 import pykka
 import pytest
 import structlog
-from pydantic import BaseModel
 from structlog.testing import capture_logs
 
 import runtime
@@ -41,7 +40,7 @@ from runtime import (
     create_step,
     create_workflow,
 )
-from tests.conftest import actor_system
+from tests._support import Value, actor_system, callboard_threads
 
 WAIT = 10.0
 
@@ -66,10 +65,6 @@ ERRORS = [
     StoreError,
     WorkflowDefinitionError,
 ]
-
-
-class Value(BaseModel):
-    value: str
 
 
 def test_every_exported_exception_is_listed_here() -> None:
@@ -184,11 +179,6 @@ def test_api_errors_carry_the_run_id(runtime: Runtime) -> None:
 # --- no pykka exception reaches a user ----------------------------------------------------
 
 
-def _callboard_threads() -> list[threading.Thread]:
-    prefixes = ("callboard-", "StepActor-", "RegistryActor-")
-    return [t for t in threading.enumerate() if t.name.startswith(prefixes)]
-
-
 def _force_shutdown(rt: Runtime) -> None:
     """Stop whatever of the machinery is left, so that a failing test leaks no thread."""
     machinery = rt._host.system
@@ -214,9 +204,9 @@ def broken_runtime() -> Iterator[Runtime]:
         _force_shutdown(rt)
         structlog.reset_defaults()
     deadline = time.monotonic() + 5
-    while _callboard_threads() and time.monotonic() < deadline:
+    while callboard_threads() and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert not _callboard_threads()
+    assert not callboard_threads()
 
 
 def _quick_workflow() -> Any:
@@ -262,9 +252,9 @@ def test_stopping_a_runtime_whose_supervisor_died_raises_no_pykka_error(
     assert not broken_runtime.is_running
     # Everything else the runtime started is stopped all the same.
     deadline = time.monotonic() + 5
-    while _callboard_threads() and time.monotonic() < deadline:
+    while callboard_threads() and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert not [thread.name for thread in _callboard_threads()]
+    assert not [thread.name for thread in callboard_threads()]
 
 
 def _wait_outcome(run: Any) -> Any:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests._support import ROOT
 
 RUNTIME_LAYERS = {
     "runtime._errors": 0,

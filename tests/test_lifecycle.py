@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import structlog
 from pydantic import BaseModel, field_validator
 from structlog.testing import capture_logs
 
@@ -26,13 +25,9 @@ from runtime import (
     create_step,
     create_workflow,
 )
-from tests.conftest import wait_for_no_callboard_threads
+from tests._support import N, wait_for_no_callboard_threads, wait_until
 
 WAIT = 10.0  # seconds any wait may take at most, so that a bug fails instead of hanging
-
-
-class N(BaseModel):
-    n: int
 
 
 class Question(BaseModel):
@@ -45,15 +40,6 @@ class Approval(BaseModel):
 
 class Pair(BaseModel):
     model_config = {"extra": "allow"}
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
-    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not reached within {timeout} s")
-        time.sleep(0.005)
 
 
 class Calls:
@@ -118,13 +104,6 @@ def limited_runtime() -> Iterator[Runtime]:
         rt.stop(timeout=5)
     left = wait_for_no_callboard_threads()
     assert not left, f"threads left after Runtime.stop(): {[t.name for t in left]}"
-
-
-@pytest.fixture
-def _structlog_reset() -> Iterator[None]:
-    # capture_logs() leaves structlog configured; later tests expect the library quiet.
-    yield
-    structlog.reset_defaults()
 
 
 # --- suspend and resume ------------------------------------------------------------------------

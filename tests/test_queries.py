@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -23,28 +22,14 @@ from runtime import (
     create_step,
     create_workflow,
 )
-from tests.durable_support.helpers import (
-    Counter,
-    Runtimes,
-    Value,
-    held_workflow,
-    quick_workflow,
-    raw,
-    wait_until,
-)
-from tests.durable_support.processes import Child
-from tests.durable_support.workflows import count, logged
+from tests._support import Counter, Runtimes, Value, held_workflow, quick_workflow, wait_until
+from tests.durable._support.helpers import raw
+from tests.durable._support.processes import Child
+from tests.durable._support.workflows import count, logged
 
 
 class Tally(BaseModel):
     seen: int = 0
-
-
-@pytest.fixture
-def runtimes() -> Iterator[Runtimes]:
-    started = Runtimes()
-    yield started
-    started.close()
 
 
 @pytest.fixture(params=["memory", "sqlite"])

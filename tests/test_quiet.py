@@ -6,14 +6,12 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import structlog
 
 from runtime import Runtime, create_step, create_workflow
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests._support import ROOT
 
 PROGRAM = """
 from pydantic import BaseModel

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+from tests._support import ROOT
+
+README = ROOT / "README.md"
 NOT_TESTED = "<!-- not-tested -->"
 TIMEOUT = 60.0
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 from pydantic import BaseModel
@@ -24,26 +23,14 @@ from runtime import (
     create_step,
     create_workflow,
 )
+from tests._support import Value, shout_step, wait_until
 
 BLOCK_LIMIT = 10.0  # seconds a gated step waits at most, so that a bug fails instead of hanging
-
-
-class Value(BaseModel):
-    value: str
 
 
 class Tagged(BaseModel):
     value: str
     length: int
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not reached within {timeout} s")
-        time.sleep(0.002)
 
 
 def gated_workflow(entered: threading.Event, release: threading.Event, workflow_id: str = "gated"):
@@ -57,12 +44,6 @@ def gated_workflow(entered: threading.Event, release: threading.Event, workflow_
 
 
 def two_step_workflow():
-    shout = create_step(
-        id="shout",
-        input_schema=Value,
-        output_schema=Value,
-        execute=lambda ctx: Value(value=ctx.input_data.value.upper()),
-    )
     measure = create_step(
         id="measure",
         input_schema=Value,
@@ -71,7 +52,7 @@ def two_step_workflow():
     )
     return (
         create_workflow(id="two-steps", input_schema=Value, output_schema=Tagged)
-        .then(shout)
+        .then(shout_step())
         .then(measure)
         .commit()
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,13 +25,16 @@ from runtime import (
     create_step,
     create_workflow,
 )
-from tests.conftest import actor_system, wait_for_no_callboard_threads
+from tests._support import (
+    N,
+    actor_system,
+    dbl_step,
+    inc_step,
+    wait_for_no_callboard_threads,
+    wait_until,
+)
 
 WAIT = 10.0  # seconds any wait may take at most, so that a bug fails instead of hanging
-
-
-class N(BaseModel):
-    n: int
 
 
 class Delay(BaseModel):
@@ -44,15 +47,6 @@ class At(BaseModel):
     at: datetime
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
-    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not reached within {timeout} s")
-        time.sleep(0.002)
-
-
 def status_of(wf: Any, run_id: str) -> WorkflowResult:
     result = wf.get_workflow_run_execution_result(run_id)
     assert result is not None
@@ -61,18 +55,6 @@ def status_of(wf: Any, run_id: str) -> WorkflowResult:
 
 def is_waiting(wf: Any, run_id: str) -> bool:
     return status_of(wf, run_id).status == RunStatus.WAITING
-
-
-def inc_step() -> Any:
-    return create_step(
-        id="inc", input_schema=N, output_schema=N, execute=lambda c: N(n=c.input_data.n + 1)
-    )
-
-
-def dbl_step() -> Any:
-    return create_step(
-        id="dbl", input_schema=N, output_schema=N, execute=lambda c: N(n=c.input_data.n * 2)
-    )
 
 
 def gated_step(entered: threading.Event, release: threading.Event, step_id: str = "gate") -> Any:

@@ -17,12 +17,9 @@ from runtime import (
     create_step,
     create_workflow,
 )
+from tests._support import Value
 
 BLOCK_LIMIT = 10.0
-
-
-class Value(BaseModel):
-    value: str
 
 
 class Tally(BaseModel):

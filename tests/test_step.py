@@ -17,14 +17,7 @@ from runtime import (
     create_step,
     create_workflow,
 )
-
-
-class Value(BaseModel):
-    value: str
-
-
-class Count(BaseModel):
-    count: int
+from tests._support import Count, Value
 
 
 def run_steps(runtime: Runtime, *steps: Step, input_data: Any, output_schema=None, **options):

@@ -4,28 +4,17 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import structlog
-from pydantic import BaseModel
 from structlog.testing import capture_logs
 
 from runtime import Runtime, TracingOptions, create_step, create_workflow
+from tests._support import Value
 
 WAIT = 10.0
 
-
-class Value(BaseModel):
-    value: str
-
-
-@pytest.fixture(autouse=True)
-def _unconfigured_structlog_afterwards() -> Iterator[None]:
-    # capture_logs() leaves structlog configured; later tests expect the library quiet.
-    yield
-    structlog.reset_defaults()
+pytestmark = pytest.mark.usefixtures("_structlog_reset")
 
 
 def _step(step_id: str, execute: Any) -> Any:

@@ -14,28 +14,12 @@ from runtime import (
     create_step,
     create_workflow,
 )
-
-
-class Value(BaseModel):
-    value: str
+from tests._support import Count, Value, shout_step
 
 
 class Detailed(BaseModel):
     value: str
     extra: int
-
-
-class Count(BaseModel):
-    count: int
-
-
-def shout_step(step_id: str = "shout"):
-    return create_step(
-        id=step_id,
-        input_schema=Value,
-        output_schema=Value,
-        execute=lambda ctx: Value(value=ctx.input_data.value.upper()),
-    )
 
 
 def simple_workflow(workflow_id: str = "simple"):

@@ -2,39 +2,14 @@
 
 from __future__ import annotations
 
-import threading
-from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import pytest
 import structlog
 
 from runtime import Runtime
-from runtime._stores.base import SnapshotRecord
-from runtime._stores.memory import MemoryStore
-from tests.conftest import wait_for_no_callboard_threads
-
-
-class RecordingStore(MemoryStore):
-    """A MemoryStore that remembers every record it was given, per run."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.history: dict[str, list[SnapshotRecord]] = defaultdict(list)
-        self._history_lock = threading.Lock()
-
-    def create(self, record: SnapshotRecord) -> bool:
-        created = super().create(record)
-        if created:
-            with self._history_lock:
-                self.history[record.run_id].append(record)
-        return created
-
-    def save(self, records: Sequence[SnapshotRecord]) -> None:
-        with self._history_lock:
-            for record in records:
-                self.history[record.run_id].append(record)
-        super().save(records)
+from tests._support import wait_for_no_callboard_threads
+from tests.actors._support import RecordingStore
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from actors.run import RunActor
 from runtime import Runtime, create_step, create_workflow
 from runtime._snapshot import decode
 from runtime._stores.base import SnapshotRecord
-from tests.actors.conftest import RecordingStore
-from tests.conftest import actor_system
+from tests._support import actor_system
+from tests.actors._support import RecordingStore
 
 WAIT = 10.0
 RANK = {"pending": 0, "running": 1, "success": 2, "failed": 2}

@@ -12,8 +12,8 @@ from structlog.testing import capture_logs
 from actors.messages import StepFinished
 from actors.run import RunActor
 from runtime import Runtime, create_step, create_workflow
-from tests.actors.conftest import RecordingStore
-from tests.conftest import actor_system
+from tests._support import actor_system
+from tests.actors._support import RecordingStore
 
 WAIT = 10.0
 CRASHING = "crash-me"

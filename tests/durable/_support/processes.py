@@ -9,14 +9,13 @@ import signal
 import subprocess
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+from tests._support import ROOT
 
 
 class Child:
-    """A command of a test module (``tests.durable_support.child`` unless told) in its own process.
+    """A command of a test module (``tests.durable._support.child`` unless told) in its own process.
 
     Its stdout is read line by line on a thread, so waiting for a line has a
     timeout; its stderr is kept for failure messages; lines can be sent to its
@@ -24,12 +23,12 @@ class Child:
     """
 
     def __init__(
-        self, command: str, *, module: str = "tests.durable_support.child", **params: Any
+        self, command: str, *, module: str = "tests.durable._support.child", **params: Any
     ) -> None:
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", module, command, json.dumps(params)],
-            cwd=REPO,
+            cwd=ROOT,
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

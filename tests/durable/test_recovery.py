@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,28 +13,8 @@ from structlog.testing import capture_logs
 
 import actors.system as engine_module
 from runtime import RunReader, Runtime, SQLiteStore
-from tests.durable_support.helpers import (
-    Counter,
-    Runtimes,
-    dead_pid,
-    hand_over,
-    held_workflow,
-    quick_workflow,
-    row,
-    wait_until,
-)
-
-
-@pytest.fixture
-def runtimes() -> Iterator[Runtimes]:
-    started = Runtimes()
-    yield started
-    started.close()
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "runs.db"
+from tests._support import Counter, Runtimes, held_workflow, quick_workflow, wait_until
+from tests.durable._support.helpers import barrier, dead_pid, hand_over, row
 
 
 def leave_unfinished(
@@ -61,19 +40,6 @@ def status(db: Path, run_id: str) -> str:
     found = row(db, run_id)
     assert found is not None
     return found["status"]
-
-
-BARRIER = quick_workflow("barrier")
-
-
-def barrier(rt: Runtime) -> None:
-    """Return once ``rt``'s registry has handled what was told to it before this call.
-
-    A run's snapshots go through the registry, behind any recovery request
-    already queued there, so once a run has ended the recovery has been decided.
-    """
-    wf = rt.register(BARRIER)
-    assert wf.create_run().start(input_data={"value": "b"}, timeout=10).status == "success"
 
 
 # --- stop, and the next runtime -----------------------------------------------------

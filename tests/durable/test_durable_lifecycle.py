@@ -10,7 +10,7 @@ still read, and still resume.
 Every step writes a line to the file named by the run's request context
 (``log``), so that a test can count executions across processes. The tests
 that need a second process run this module as a script
-(``python -m tests.test_durable_lifecycle COMMAND JSON``, see the end of the
+(``python -m tests.durable.test_durable_lifecycle COMMAND JSON``, see the end of the
 file), so that the child registers the very workflows defined here.
 """
 
@@ -21,7 +21,6 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +43,10 @@ from runtime import (
     create_workflow,
 )
 from runtime._snapshot import decode, to_result
-from tests.durable_support.helpers import Runtimes, Value, quick_workflow, row, wait_until
-from tests.durable_support.processes import Child
-from tests.durable_support.workflows import append_line, count, read_lines
+from tests._support import Runtimes, Value, wait_until
+from tests.durable._support.helpers import barrier, row
+from tests.durable._support.processes import Child
+from tests.durable._support.workflows import append_line, count, read_lines
 
 CHILD_LIMIT = 30.0
 """Seconds a child process waits at most for its parent, so that a broken test cannot hang."""
@@ -119,22 +119,8 @@ legacy = (
 )
 """Two steps: the shape of a workflow that a version-1 snapshot can describe."""
 
-BARRIER = quick_workflow("barrier")
-
 
 # --- helpers ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def runtimes() -> Iterator[Runtimes]:
-    started = Runtimes()
-    yield started
-    started.close()
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "runs.db"
 
 
 def status(db: Path, run_id: str) -> str | None:
@@ -157,16 +143,6 @@ def step_statuses(result: Any) -> dict[str, str]:
 def woke_at(log: Path) -> list[float]:
     """The times the ``after`` step of ``napping`` ran, from its log lines."""
     return [float(line.split()[1]) for line in read_lines(log) if line.startswith("after ")]
-
-
-def barrier(rt: Runtime) -> None:
-    """Return once ``rt``'s registry has handled what was told to it before this call.
-
-    Recovery requests go through the registry, as a run's snapshots do, so once
-    a run started after them has ended, whatever recovery would do has started.
-    """
-    wf = rt.register(BARRIER)
-    assert wf.create_run().start(input_data={"value": "b"}, timeout=10).status == "success"
 
 
 def put_to_sleep(runtimes: Runtimes, db: Path, log: Path, nap: float) -> tuple[str, float]:
@@ -194,7 +170,7 @@ class Script(Child):
     """This module run as a script in a child process: its lines carry JSON payloads."""
 
     def __init__(self, command: str, **params: Any) -> None:
-        super().__init__(command, module="tests.test_durable_lifecycle", **params)
+        super().__init__(command, module="tests.durable.test_durable_lifecycle", **params)
 
     def payload(self, word: str, timeout: float = CHILD_LIMIT) -> Any:
         """The JSON payload of the first line that starts with ``word``."""

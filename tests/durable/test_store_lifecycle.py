@@ -16,38 +16,14 @@ import pytest
 from structlog.testing import capture_logs
 
 import runtime._stores.sqlite as sqlite_module
-from runtime import RunStatus, SnapshotRecord, SQLiteStore, StoreError
+from runtime import RunStatus, SQLiteStore, StoreError
 from runtime._model import TERMINAL_STATUSES, UNFINISHED_STATUSES
 from runtime._stores.base import SnapshotStore
 from runtime._stores.memory import MemoryStore
-from tests.durable_support.helpers import dead_pid, hand_over, raw, row, wait_until
+from tests._support import wait_until
+from tests.durable._support.helpers import dead_pid, hand_over, raw, record, row, save_and_wait
 
 THREADS = 8
-
-
-def record(
-    run_id: str,
-    seq: int = 0,
-    status: str = "pending",
-    data: bytes = b"x",
-    workflow_id: str = "wf",
-) -> SnapshotRecord:
-    return SnapshotRecord(
-        run_id=run_id,
-        workflow_id=workflow_id,
-        seq=seq,
-        status=status,
-        data=data,
-        created_at=1_700_000_000.0,
-        updated_at=1_700_000_000.0 + seq,
-        trace_id="ab" * 16,
-    )
-
-
-def save_and_wait(store: SnapshotStore, *records: SnapshotRecord) -> None:
-    committed = threading.Event()
-    store.save(records, on_commit=committed.set)
-    assert committed.wait(10), "save was never committed"
 
 
 def stored(store: SnapshotStore, run_id: str) -> tuple[int, str, bytes] | None:
@@ -55,23 +31,9 @@ def stored(store: SnapshotStore, run_id: str) -> tuple[int, str, bytes] | None:
     return None if found is None else (found.seq, found.status, found.data)
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "runs.db"
-
-
 @pytest.fixture(params=["memory", "sqlite"])
 def store(request: pytest.FixtureRequest, db: Path) -> Iterator[SnapshotStore]:
     opened: SnapshotStore = MemoryStore() if request.param == "memory" else SQLiteStore(db)
-    try:
-        yield opened
-    finally:
-        opened.close()
-
-
-@pytest.fixture
-def sqlite_store(db: Path) -> Iterator[SQLiteStore]:
-    opened = SQLiteStore(db)
     try:
         yield opened
     finally:

@@ -9,24 +9,15 @@ must not run again, and the interrupted step runs at most twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from runtime import RunReader, WorkflowResult
-from tests.durable_support.helpers import Runtimes, row, wait_until
-from tests.durable_support.processes import Child
-from tests.durable_support.workflows import count, logged, read_lines
+from tests._support import Runtimes, wait_until
+from tests.durable._support.helpers import row
+from tests.durable._support.processes import Child
+from tests.durable._support.workflows import count, logged, read_lines
 
 RESUME_TIMEOUT = 20.0
-
-
-@pytest.fixture
-def runtimes() -> Iterator[Runtimes]:
-    started = Runtimes()
-    yield started
-    started.close()
 
 
 def resume(runtimes: Runtimes, db: Path, run_id: str) -> WorkflowResult:

@@ -16,16 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
 from runtime import Workflow, create_step, create_workflow
+from tests._support import Value
 
 HOLD_LIMIT = 30.0
 """Seconds a held step waits at most, so that a broken test fails instead of hanging."""
-
-
-class Value(BaseModel):
-    value: str
 
 
 def append_line(path: str | os.PathLike[str], line: str) -> None:

@@ -1,4 +1,4 @@
-"""Scripts the durability tests run in a child process: ``python -m tests.durable_support.child``.
+"""Scripts the durability tests run in a child process: ``python -m tests.durable._support.child``.
 
 Usage: ``child COMMAND JSON`` where JSON holds the command's parameters. A
 child talks to its parent in lines on stdout that start with a word in capitals
@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from runtime import RunReader, Runtime, WorkflowError
-from tests.durable_support.workflows import HOLD_LIMIT, blocker, logged
+from tests.durable._support.workflows import HOLD_LIMIT, blocker, logged
 
 
 def say(word: str, payload: Any = None) -> None:

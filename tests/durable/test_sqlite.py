@@ -7,7 +7,6 @@ import shutil
 import stat
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,6 @@ from runtime import (
     RunReader,
     Runtime,
     SnapshotFormatError,
-    SnapshotRecord,
     SQLiteStore,
     StoreError,
     create_step,
@@ -26,56 +24,8 @@ from runtime import (
 )
 from runtime._snapshot import decode
 from runtime._stores.sqlite import SCHEMA_VERSION
-from tests.durable_support.helpers import (
-    Counter,
-    Runtimes,
-    Value,
-    held_workflow,
-    quick_workflow,
-    raw,
-    row,
-    wait_until,
-)
-
-
-@pytest.fixture
-def runtimes() -> Iterator[Runtimes]:
-    started = Runtimes()
-    yield started
-    started.close()
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "runs.db"
-
-
-@pytest.fixture
-def store(db: Path) -> Iterator[SQLiteStore]:
-    opened = SQLiteStore(db)
-    yield opened
-    opened.close()
-
-
-def record(
-    run_id: str, seq: int = 0, status: str = "pending", data: bytes = b"x"
-) -> SnapshotRecord:
-    return SnapshotRecord(
-        run_id=run_id,
-        workflow_id="wf",
-        seq=seq,
-        status=status,
-        data=data,
-        created_at=1_700_000_000.0,
-        updated_at=1_700_000_000.0 + seq,
-        trace_id="ab" * 16,
-    )
-
-
-def save_and_wait(store: SQLiteStore, *records: SnapshotRecord) -> None:
-    committed = threading.Event()
-    store.save(records, on_commit=committed.set)
-    assert committed.wait(10), "save was never committed"
+from tests._support import Counter, Runtimes, Value, held_workflow, quick_workflow, wait_until
+from tests.durable._support.helpers import raw, record, row, save_and_wait
 
 
 def file_state(path: Path) -> tuple[bytes, int, list[str]]:
@@ -214,43 +164,45 @@ def test_results_outlive_the_runtime_that_ran_them(db: Path, runtimes: Runtimes)
 # --- the store keeps a run's order -------------------------------------------------
 
 
-def test_the_store_ignores_an_older_snapshot_of_a_run(store: SQLiteStore) -> None:
-    assert store.create(record("r", seq=0))
-    save_and_wait(store, record("r", seq=2, status="running", data=b"two"))
-    save_and_wait(store, record("r", seq=1, status="pending", data=b"one"))
-    stored = store.load("r")
+def test_the_store_ignores_an_older_snapshot_of_a_run(sqlite_store: SQLiteStore) -> None:
+    assert sqlite_store.create(record("r", seq=0))
+    save_and_wait(sqlite_store, record("r", seq=2, status="running", data=b"two"))
+    save_and_wait(sqlite_store, record("r", seq=1, status="pending", data=b"one"))
+    stored = sqlite_store.load("r")
     assert stored is not None
     assert (stored.seq, stored.status, stored.data) == (2, "running", b"two")
 
 
-def test_the_store_keeps_a_terminal_snapshot_final(store: SQLiteStore) -> None:
-    assert store.create(record("r", seq=0))
-    save_and_wait(store, record("r", seq=3, status="success", data=b"done"))
-    save_and_wait(store, record("r", seq=4, status="running", data=b"again"))
-    stored = store.load("r")
+def test_the_store_keeps_a_terminal_snapshot_final(sqlite_store: SQLiteStore) -> None:
+    assert sqlite_store.create(record("r", seq=0))
+    save_and_wait(sqlite_store, record("r", seq=3, status="success", data=b"done"))
+    save_and_wait(sqlite_store, record("r", seq=4, status="running", data=b"again"))
+    stored = sqlite_store.load("r")
     assert stored is not None
     assert (stored.seq, stored.status, stored.data) == (3, "success", b"done")
 
 
-def test_the_order_holds_between_two_stores_on_one_file(db: Path, store: SQLiteStore) -> None:
+def test_the_order_holds_between_two_stores_on_one_file(
+    db: Path, sqlite_store: SQLiteStore
+) -> None:
     other = SQLiteStore(db)
     try:
-        assert store.create(record("r", seq=0))
-        save_and_wait(store, record("r", seq=5, status="running", data=b"five"))
+        assert sqlite_store.create(record("r", seq=0))
+        save_and_wait(sqlite_store, record("r", seq=5, status="running", data=b"five"))
         save_and_wait(other, record("r", seq=4, status="running", data=b"four"))
-        save_and_wait(store, record("r", seq=6, status="failed", data=b"six"))
+        save_and_wait(sqlite_store, record("r", seq=6, status="failed", data=b"six"))
         save_and_wait(other, record("r", seq=7, status="running", data=b"seven"))
     finally:
         other.close()
-    stored = store.load("r")
+    stored = sqlite_store.load("r")
     assert stored is not None
     assert (stored.seq, stored.status, stored.data) == (6, "failed", b"six")
 
 
-def test_create_refuses_a_run_id_that_is_taken(store: SQLiteStore) -> None:
-    assert store.create(record("r", data=b"first"))
-    assert not store.create(record("r", data=b"second"))
-    stored = store.load("r")
+def test_create_refuses_a_run_id_that_is_taken(sqlite_store: SQLiteStore) -> None:
+    assert sqlite_store.create(record("r", data=b"first"))
+    assert not sqlite_store.create(record("r", data=b"second"))
+    stored = sqlite_store.load("r")
     assert stored is not None and stored.data == b"first"
 
 

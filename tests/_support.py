@@ -1,0 +1,219 @@
+"""What many test modules share, defined once: import it, it is no conftest.
+
+The fixtures built on these live in ``tests/conftest.py``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from actors.system import ActorSystem
+from runtime import Runtime, create_step, create_workflow
+
+ROOT = Path(__file__).resolve().parents[1]
+"""The repository: where the examples, the README and the sources are."""
+
+BLOCK_LIMIT = 10.0
+"""Seconds a gated step waits at most, so that a bug fails instead of hanging."""
+
+# Threads callboard starts: pykka names threading actors after their class.
+CALLBOARD_THREAD_PREFIXES = (
+    "callboard-",
+    "StepActor-",
+    "RegistryActor-",
+)
+
+
+def callboard_threads() -> list[threading.Thread]:
+    """The live threads that belong to callboard's machinery."""
+    return [
+        thread
+        for thread in threading.enumerate()
+        if thread.name.startswith(CALLBOARD_THREAD_PREFIXES)
+    ]
+
+
+def wait_for_no_callboard_threads(timeout: float = 5.0) -> list[threading.Thread]:
+    """Wait until callboard's threads have ended; return those still alive after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while (left := callboard_threads()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return left
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> None:
+    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not reached within {timeout} s: {what or predicate}")
+        time.sleep(0.005)
+
+
+# --- tiny schemas ---------------------------------------------------------------------
+
+
+class Value(BaseModel):
+    value: str
+
+
+class N(BaseModel):
+    n: int
+
+
+class Count(BaseModel):
+    count: int
+
+
+# --- steps ----------------------------------------------------------------------------
+
+
+def shout(ctx: Any) -> Value:
+    """A step body: the input's value in capitals."""
+    return Value(value=ctx.input_data.value.upper())
+
+
+def shout_step(step_id: str = "shout") -> Any:
+    """A step that upper-cases the value."""
+    return create_step(id=step_id, input_schema=Value, output_schema=Value, execute=shout)
+
+
+def exclaim_step(step_id: str = "exclaim") -> Any:
+    """A step that appends ``!`` to the value."""
+    return create_step(
+        id=step_id,
+        input_schema=Value,
+        output_schema=Value,
+        execute=lambda ctx: Value(value=ctx.input_data.value + "!"),
+    )
+
+
+def inc_step(step_id: str = "inc") -> Any:
+    """A step that adds one to ``n``."""
+    return create_step(
+        id=step_id,
+        input_schema=N,
+        output_schema=N,
+        execute=lambda ctx: N(n=ctx.input_data.n + 1),
+    )
+
+
+def dbl_step(step_id: str = "dbl") -> Any:
+    """A step that doubles ``n``."""
+    return create_step(
+        id=step_id,
+        input_schema=N,
+        output_schema=N,
+        execute=lambda ctx: N(n=ctx.input_data.n * 2),
+    )
+
+
+# --- workflows, and what their steps count --------------------------------------------
+
+
+class Counter:
+    """Counts calls by key, from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: dict[str, int] = {}
+
+    def add(self, key: str) -> None:
+        with self._lock:
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def __getitem__(self, key: str) -> int:
+        return self.counts.get(key, 0)
+
+
+def held_workflow(
+    counter: Counter,
+    gate: threading.Event,
+    entered: threading.Event | None = None,
+    workflow_id: str = "held",
+):
+    """``first`` (appends ``-1``), ``hold`` (waits for ``gate``; ``-2``), ``last`` (``-3``).
+
+    Every execution of a step is counted in ``counter``, by step id and by
+    ``RUN_ID/STEP_ID``.
+    """
+
+    def count(ctx):
+        counter.add(ctx.step_id)
+        counter.add(f"{ctx.run_id}/{ctx.step_id}")
+
+    def first(ctx):
+        count(ctx)
+        return Value(value=ctx.input_data.value + "-1")
+
+    def hold(ctx):
+        count(ctx)
+        if entered is not None:
+            entered.set()
+        gate.wait(BLOCK_LIMIT)
+        return Value(value=ctx.input_data.value + "-2")
+
+    def last(ctx):
+        count(ctx)
+        return Value(value=ctx.input_data.value + "-3")
+
+    return (
+        create_workflow(id=workflow_id, input_schema=Value, output_schema=Value)
+        .then(create_step(id="first", input_schema=Value, output_schema=Value, execute=first))
+        .then(create_step(id="hold", input_schema=Value, output_schema=Value, execute=hold))
+        .then(create_step(id="last", input_schema=Value, output_schema=Value, execute=last))
+        .commit()
+    )
+
+
+def quick_workflow(workflow_id: str = "quick"):
+    """One step that upper-cases the value."""
+    return (
+        create_workflow(id=workflow_id, input_schema=Value, output_schema=Value)
+        .then(shout_step())
+        .commit()
+    )
+
+
+# --- runtimes a test starts -----------------------------------------------------------
+
+
+class Runtimes:
+    """Runtimes a test starts; all stopped at teardown, leaving no callboard thread."""
+
+    def __init__(self) -> None:
+        self.started: list[Runtime] = []
+        self.gates: list[threading.Event] = []
+
+    def start(self, store: Any, **options: Any) -> Runtime:
+        rt = Runtime(store=store, **options)
+        self.started.append(rt)
+        return rt.start()
+
+    def gate(self) -> threading.Event:
+        """An event opened at teardown at the latest, so that no gated step outlives a test."""
+        event = threading.Event()
+        self.gates.append(event)
+        return event
+
+    def close(self) -> None:
+        for gate in self.gates:
+            gate.set()
+        for rt in self.started:
+            rt.stop(timeout=5)
+        left = wait_for_no_callboard_threads(10)
+        assert not left, f"threads left after the runtimes stopped: {[t.name for t in left]}"
+
+
+def actor_system(rt: Runtime) -> ActorSystem:
+    """The actor system of a started runtime, for tests that break its actors on purpose."""
+    system = rt._host.system
+    assert system is not None, "the runtime is not started"
+    return system
