@@ -21,6 +21,7 @@ from typing import Any, Final
 import pykka
 
 from actors._dispatch import Dispatcher
+from actors._retention import Pruner
 from actors._timer import Timers
 from actors.hooks import HookRunner
 from actors.messages import (
@@ -38,6 +39,7 @@ from actors.step import AsyncLoop, StepPool
 from actors.supervisor import Supervisor
 from runtime._errors import RuntimeStoppedError
 from runtime._model import ErrorInfo, RunEvent
+from runtime._options import RetentionPolicy
 from runtime._plan import ExecutionPlan
 from runtime._snapshot import Snapshot, decode, failed_record
 from runtime._stores.base import SnapshotRecord, SnapshotStore
@@ -59,9 +61,15 @@ class ActorSystem:
     Args:
         store: Where runs are kept; the system closes it at :meth:`shutdown`.
         max_concurrent_runs: The most runs in progress at once (``None``: no limit).
+        retention: What ended runs to keep; ``None`` keeps them all.
     """
 
-    def __init__(self, store: SnapshotStore, max_concurrent_runs: int | None) -> None:
+    def __init__(
+        self,
+        store: SnapshotStore,
+        max_concurrent_runs: int | None,
+        retention: RetentionPolicy | None = None,
+    ) -> None:
         self.store = store
         self._report_timer: threading.Timer | None = None
         self.dispatcher = Dispatcher()
@@ -79,6 +87,7 @@ class ActorSystem:
             max_concurrent_runs=max_concurrent_runs,
             durable=store.durable,
         )
+        self.pruner = None if retention is None else Pruner(store, retention)
 
     # --- runs ------------------------------------------------------------------------
 
@@ -208,6 +217,8 @@ class ActorSystem:
         """
         if self._report_timer is not None:
             self._report_timer.cancel()
+        if self.pruner is not None:
+            self.pruner.stop(ACTOR_STOP_TIMEOUT)
         try:
             self._drain(timeout)
         finally:
@@ -245,7 +256,9 @@ class ActorSystem:
         # leaves one behind. Record it failed rather than lose it.
         error = _stopped_error()
         for record in self.store.unfinished():
-            self.store.save((failed_record(decode(record.data, record.run_id), error, time.time()),))
+            self.store.save(
+                (failed_record(decode(record.data, record.run_id), error, time.time()),)
+            )
 
 
 def _stopped_error() -> dict[str, Any]:

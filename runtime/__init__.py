@@ -37,7 +37,7 @@ from runtime._model import (
     WorkflowResult,
     WorkflowRunList,
 )
-from runtime._options import OutputOptions, RetryConfig, TracingOptions
+from runtime._options import OutputOptions, RetentionPolicy, RetryConfig, TracingOptions
 from runtime._queries import RunReader
 from runtime._request_context import RequestContext
 from runtime._run import Run, RunWatch
@@ -64,6 +64,7 @@ __all__ = [
     "RequestContext",
     "ResumeConflictError",
     "ResumeTargetError",
+    "RetentionPolicy",
     "RetryConfig",
     "Run",
     "RunAlreadyStartedError",

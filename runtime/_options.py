@@ -1,13 +1,15 @@
-"""Options: how a run is traced and what it outputs, and how a workflow retries its steps."""
+"""Options: tracing, output, retries, and how long a runtime keeps the runs that ended."""
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Any
+from datetime import timedelta
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["OutputOptions", "RetryConfig", "TracingOptions"]
+__all__ = ["OutputOptions", "RetentionPolicy", "RetryConfig", "TracingOptions"]
 
 _TRACE_ID = re.compile(r"[0-9a-fA-F]{1,32}")
 
@@ -81,3 +83,46 @@ class RetryConfig(BaseModel):
     backoff: float = Field(default=1.0, ge=1)
     max_delay: float | None = Field(default=None, ge=0)
     jitter: float = Field(default=0.0, ge=0, le=1)
+
+
+class RetentionPolicy(BaseModel):
+    """How long a runtime keeps the runs that have ended, pruned in the background.
+
+    Only runs that ended (``success``, ``failed``, ``canceled``) are ever
+    pruned; pending, running, waiting and suspended runs are kept whatever
+    their age. Give ``max_age``, ``max_runs`` or both.
+
+    Attributes:
+        max_age: Prune runs that ended longer ago than this: seconds, or a
+            ``timedelta``.
+        max_runs: Keep at most this many ended runs, the most recent.
+        interval: Seconds between two passes of the pruner.
+
+    Example:
+        >>> RetentionPolicy(max_age=timedelta(days=7), max_runs=100_000).max_age
+        604800.0
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_age: float | None = Field(default=None, gt=0)
+    max_runs: int | None = Field(default=None, ge=0)
+    interval: float = Field(default=1.0, gt=0)
+
+    @field_validator("max_age", mode="before")
+    @classmethod
+    def _seconds(cls, value: Any) -> Any:
+        return value.total_seconds() if isinstance(value, timedelta) else value
+
+    @field_validator("max_age", "interval")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("must be a finite number of seconds")
+        return value
+
+    @model_validator(mode="after")
+    def _something_to_do(self) -> Self:
+        if self.max_age is None and self.max_runs is None:
+            raise ValueError("give max_age, max_runs or both")
+        return self

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
@@ -15,6 +16,7 @@ from runtime._errors import (
     WorkflowDefinitionError,
 )
 from runtime._model import RunEvent
+from runtime._options import RetentionPolicy
 from runtime._plan import ExecutionPlan
 from runtime._snapshot import Snapshot, decode, run_events
 from runtime._stores.base import SnapshotRecord, SnapshotStore
@@ -127,11 +129,17 @@ class Runtime:
         stop_timeout: Seconds :meth:`stop` (and leaving the ``with`` block)
             waits for runs in progress before recording them as failed (in
             memory) or leaving them for the next runtime (on a durable store).
+        retention: Which ended runs to keep: a :class:`RetentionPolicy` (or
+            its fields as a mapping), applied in the background while the
+            runtime runs. ``None`` (the default) keeps every run, and memory
+            grows with them.
 
     Raises:
-        TypeError: for a ``store`` that is none of the above.
+        TypeError: for a ``store`` that is none of the above, or a
+            ``retention`` that is neither a policy nor a mapping.
         ValueError: for a ``max_concurrent_runs`` below 1, a negative
-            ``stop_timeout`` or an empty store location.
+            ``stop_timeout``, an empty store location or a retention policy
+            pydantic refuses.
     """
 
     def __init__(
@@ -140,12 +148,14 @@ class Runtime:
         store: SnapshotStore | str | os.PathLike[str] | None = None,
         max_concurrent_runs: int | None = None,
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+        retention: RetentionPolicy | Mapping[str, Any] | None = None,
     ) -> None:
         if max_concurrent_runs is not None and max_concurrent_runs < 1:
             raise ValueError(f"max_concurrent_runs must be at least 1, got {max_concurrent_runs}")
         if stop_timeout < 0:
             raise ValueError(f"stop_timeout must not be negative, got {stop_timeout}")
         self._max_concurrent_runs = max_concurrent_runs
+        self._retention = _retention(retention)
         self._stop_timeout = stop_timeout
         self._lock = threading.Lock()
         self._plans: dict[str, ExecutionPlan] = {}
@@ -193,7 +203,7 @@ class Runtime:
             if host.store is None:
                 assert self._store_path is not None
                 host.store = SQLiteStore(self._store_path)
-            system = ActorSystem(host.store, self._max_concurrent_runs)
+            system = ActorSystem(host.store, self._max_concurrent_runs, self._retention)
             system.recover(self._plans, report_others=False)
             system.report_orphans_later(lambda: dict(self._plans))
             host.system = system
@@ -266,6 +276,14 @@ class Runtime:
     def store(self) -> SnapshotStore | None:
         """The store runs are kept in (``None`` for a SQLite file before :meth:`start`)."""
         return self._host.store
+
+
+def _retention(value: object) -> RetentionPolicy | None:
+    if value is None or isinstance(value, RetentionPolicy):
+        return value
+    if isinstance(value, Mapping):
+        return RetentionPolicy.model_validate(value)
+    raise TypeError(f"retention must be a RetentionPolicy or a mapping, got {type(value).__name__}")
 
 
 _default_lock = threading.Lock()

@@ -24,6 +24,7 @@ EXPORTED = [
     "RequestContext",
     "ResumeConflictError",
     "ResumeTargetError",
+    "RetentionPolicy",
     "RetryConfig",
     "Run",
     "RunAlreadyStartedError",

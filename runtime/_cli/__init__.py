@@ -5,13 +5,15 @@
     callboard runs list [--status S] [--workflow W] [--limit N] [--offset N] [--json]
     callboard runs show RUN_ID [--json]
     callboard runs watch RUN_ID [--interval SECONDS]
+    callboard runs prune [--older-than AGE] [--keep N] [--status S] [--json]
     callboard start MODULE:ATTR [--input JSON] [--run-id ID] [--wait] [--timeout SECONDS] [--json]
 
 Every command takes ``--db PATH``: the SQLite run store, by default ``$CALLBOARD_DB``, else
 ``./callboard.db``. ``python -m runtime`` is the same command.
 
 The reading commands open the store read-only (:class:`~runtime._queries.RunReader`), so
-they never get in the way of the runtimes writing to it. ``start`` runs a workflow on a
+they never get in the way of the runtimes writing to it; ``runs prune`` writes, between
+their transactions. ``start`` runs a workflow on a
 runtime of its own in this process; a run that outlives the command is not lost: it stays
 in the store, and the next runtime on the file that registers its workflow resumes it.
 
@@ -34,6 +36,7 @@ the ``MODULE:ATTR`` loader of ``start``, ``_render`` the tables, views and JSON.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -52,7 +55,7 @@ from runtime._cli._commands import (
 )
 from runtime._cli._loader import LoadError
 from runtime._errors import SnapshotFormatError, StoreError
-from runtime._model import RunStatus
+from runtime._model import TERMINAL_STATUSES, RunStatus
 from runtime._runtime import DEFAULT_STOP_TIMEOUT
 
 __all__ = ["DB_ENV", "DEFAULT_DB", "ExitCode", "main"]
@@ -195,6 +198,31 @@ def _build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(command=_commands.runs_list)
 
+    prune = run_commands.add_parser(
+        "prune",
+        help="delete runs that have ended, by age or count",
+        parents=[db],
+        description=(
+            "Delete runs that ended (success, failed, canceled) longer ago than --older-than, "
+            "then all but the newest --keep of those left. Runs that are pending, running, "
+            "waiting or suspended are never deleted. The file gives the space back."
+        ),
+    )
+    prune.add_argument(
+        "--older-than",
+        type=_duration,
+        metavar="AGE",
+        help="e.g. 7d, 12h, 30m, 45s, or seconds",
+    )
+    prune.add_argument("--keep", type=_non_negative_int, metavar="N", help="keep the newest N")
+    prune.add_argument(
+        "--status",
+        choices=sorted(TERMINAL_STATUSES),
+        help="only runs that ended with this status",
+    )
+    prune.add_argument("--json", action="store_true", help="print JSON")
+    prune.set_defaults(command=_commands.runs_prune)
+
     show = run_commands.add_parser("show", help="one run: its steps, output or error", parents=[db])
     show.add_argument("run_id", metavar="RUN_ID")
     show.add_argument("--json", action="store_true", help="print JSON")
@@ -263,3 +291,19 @@ _positive_int = _number(int, lambda value: value >= 1, "a whole number of at lea
 _non_negative_int = _number(int, lambda value: value >= 0, "a whole number of at least 0")
 _positive_float = _number(float, lambda value: value > 0, "a number of seconds above 0")
 _non_negative_float = _number(float, lambda value: value >= 0, "a number of seconds")
+
+_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _duration(text: str) -> float:
+    """``7d``, ``12h``, ``30m``, ``45s``, ``2w`` or plain seconds, as seconds above 0."""
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "s")
+    try:
+        seconds = float(number) * _UNITS[unit]
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(
+            f"expected an age such as 7d, 12h, 30m or 45s, got {text!r}"
+        )
+    return seconds

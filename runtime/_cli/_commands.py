@@ -44,7 +44,7 @@ from runtime._model import SETTLED_STATUSES, RunStatus, WorkflowResult
 from runtime._queries import RunReader
 from runtime._run import Run
 from runtime._runtime import DEFAULT_STOP_TIMEOUT, Runtime
-from runtime._stores.sqlite import path_from_url
+from runtime._stores.sqlite import SQLiteStore, path_from_url
 from runtime._workflow import Workflow
 
 __all__ = [
@@ -132,6 +132,23 @@ def runs_list(args: argparse.Namespace) -> None:
         show(console, runs_table(page))
         show(console, Text(""))
     show(console, Text(page_summary(page, args.offset), style="dim"))
+
+
+def runs_prune(args: argparse.Namespace) -> None:
+    """``callboard runs prune``: delete ended runs by age and/or count; say how many."""
+    if args.older_than is None and args.keep is None:
+        raise UsageError("runs prune: give --older-than, --keep or both")
+    _reader(args.db).close()  # the same checks and messages as the reading commands
+    store = SQLiteStore(args.db)
+    try:
+        ended_before = None if args.older_than is None else time.time() - args.older_than
+        deleted = store.prune(ended_before=ended_before, keep=args.keep, status=args.status)
+    finally:
+        store.close()
+    if args.json:
+        print_json({"pruned": deleted})
+        return
+    show(console_for(sys.stdout), Text(f"pruned {deleted} run{'' if deleted == 1 else 's'}"))
 
 
 def runs_show(args: argparse.Namespace) -> RunStatus:

@@ -112,6 +112,27 @@ class SnapshotStore(Protocol):
         """Delete a run's record; return whether there was one."""
         ...
 
+    def prune(
+        self,
+        *,
+        ended_before: float | None = None,
+        keep: int | None = None,
+        status: str | None = None,
+    ) -> int:
+        """Delete runs that have ended; return how many.
+
+        Only ``success``, ``failed`` and ``canceled`` runs are ever deleted
+        (with ``status``, only runs of that status): a run that is pending,
+        running, waiting or suspended is kept whatever its age.
+
+        Args:
+            ended_before: Delete those whose last change is older than this
+                epoch time.
+            keep: Then keep at most this many of those left, the newest.
+            status: Only runs of this terminal status.
+        """
+        ...
+
     def unfinished(self) -> list[SnapshotRecord]:
         """The newest records of runs that are ``pending``, ``running`` or ``waiting``."""
         ...

@@ -38,8 +38,8 @@ class MemoryStore:
 
         Keeping a record in a dict cannot fail: ``on_error`` is never called.
         """
-        records_now = self._records
-        with self._lock:  # against a concurrent replace()
+        with self._lock:  # against a concurrent replace() or prune()
+            records_now = self._records
             for record in records:
                 current = records_now.get(record.run_id)
                 if current is None or (
@@ -94,6 +94,33 @@ class MemoryStore:
         """Delete a run's record; return whether there was one."""
         with self._lock:
             return self._records.pop(run_id, None) is not None
+
+    def prune(
+        self,
+        *,
+        ended_before: float | None = None,
+        keep: int | None = None,
+        status: str | None = None,
+    ) -> int:
+        """Delete ended runs older than ``ended_before``, then all but the newest ``keep``."""
+        statuses = TERMINAL_STATUSES if status is None else TERMINAL_STATUSES & {status}
+        with self._lock:
+            ended = [record for record in self._records.values() if record.status in statuses]
+            if ended_before is not None:
+                doomed = [record.run_id for record in ended if record.updated_at < ended_before]
+                ended = [record for record in ended if record.updated_at >= ended_before]
+            else:
+                doomed = []
+            if keep is not None and len(ended) > keep:
+                ended.sort(key=lambda record: record.updated_at, reverse=True)
+                doomed.extend(record.run_id for record in ended[keep:])
+            for run_id in doomed:
+                del self._records[run_id]
+            if len(doomed) > len(self._records):
+                # A dict never shrinks its table: once most of it is gone, copy
+                # it, so that memory follows the runs kept, not the most ever held.
+                self._records = dict(self._records)
+        return len(doomed)
 
     def unfinished(self) -> list[SnapshotRecord]:
         """The records of runs that are ``pending``, ``running`` or ``waiting``."""

@@ -98,6 +98,9 @@ CREATE TABLE IF NOT EXISTS owners (
 );
 """
 
+_PRUNE_INDEX: Final = "CREATE INDEX IF NOT EXISTS runs_by_end ON runs (status, updated_at)"
+"""What pruning looks runs up by; made on every open, so that older files get it too."""
+
 _INSERT_COLUMNS = (
     "run_id, workflow_id, status, seq, created_at, updated_at, trace_id, owner_id, snapshot"
 )
@@ -175,6 +178,7 @@ class SQLiteStore:
         self._local = threading.local()
         self._closed = False
         self._writer: GroupCommitWriter | None = None
+        self._reclaim = False  # pruned runs freed pages that the file may give back
         self._transactions = 0
         self._checkpointed_at = 0
         self._checkpoint_time = time.monotonic()
@@ -265,6 +269,10 @@ class SQLiteStore:
     def _prepare(self, connection: sqlite3.Connection) -> None:
         version = self._check_schema(connection, writable=True)
         try:
+            if version == 0:
+                # Before the first table: pruned runs give their pages back to the
+                # file system (see _reclaim), instead of leaving the file at its peak.
+                connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
             connection.execute("PRAGMA journal_mode = WAL").fetchone()
             connection.execute("PRAGMA synchronous = NORMAL")
             # Checkpoints run when the writer is idle (see _checkpoint), not inside
@@ -276,6 +284,7 @@ class SQLiteStore:
                     if statement.strip():
                         connection.execute(statement)
                 connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            connection.execute(_PRUNE_INDEX)
             connection.execute(
                 "INSERT OR REPLACE INTO owners (owner_id, host, pid, heartbeat_at) "
                 "VALUES (?, ?, ?, ?)",
@@ -364,6 +373,28 @@ class SQLiteStore:
         """Delete a run; return whether it existed."""
         future: Future[bool] = Future()
         self._submit("delete", run_id, resolve(future))
+        return future.result(CREATE_TIMEOUT)
+
+    def prune(
+        self,
+        *,
+        ended_before: float | None = None,
+        keep: int | None = None,
+        status: str | None = None,
+    ) -> int:
+        """Delete ended runs older than ``ended_before``, then all but the newest ``keep``.
+
+        Their space goes back to the file system (a file created before this
+        version keeps its size, and reuses the pages freed).
+
+        Raises:
+            StoreError: if the store is read-only or closed, or stayed locked.
+        """
+        statuses = TERMINAL_STATUSES if status is None else TERMINAL_STATUSES & {status}
+        if not statuses:
+            return 0
+        future: Future[int] = Future()
+        self._submit("prune", (ended_before, keep, sorted(statuses)), resolve(future))
         return future.result(CREATE_TIMEOUT)
 
     def claim(self, run_id: str, previous_owner: str | None) -> bool:
@@ -473,7 +504,17 @@ class SQLiteStore:
         self._fail(writes, StoreError(f"the run store {self.path} stayed locked"))
 
     def _checkpoint(self, idle: bool) -> None:
-        """Copy the WAL back into the database while nothing waits, or when it grew long."""
+        """Copy the WAL back into the database while nothing waits, or when it grew long.
+
+        Pages that pruned runs freed are handed back first (an incremental
+        vacuum), so that the checkpoint can shrink the file.
+        """
+        if self._reclaim and idle:
+            self._reclaim = False
+            with contextlib.suppress(sqlite3.Error):
+                # executescript steps the pragma to its end; execute() would free one page.
+                self._connection.executescript("PRAGMA incremental_vacuum;")
+                self._transactions += 1
         since = self._transactions - self._checkpointed_at
         due = since >= CHECKPOINT_AT_LEAST_EVERY or (
             idle and since and (since >= 100 or time.monotonic() - self._checkpoint_time >= 1.0)
@@ -626,6 +667,23 @@ class SQLiteStore:
                 (self.owner_id, run_id, previous, *_UNFINISHED),
             )
             return cursor.rowcount == 1
+        if kind == "prune":
+            ended_before, keep, statuses = payload
+            marks = ", ".join("?" * len(statuses))
+            deleted = 0
+            if ended_before is not None:
+                deleted += connection.execute(
+                    f"DELETE FROM runs WHERE status IN ({marks}) AND updated_at < ?",
+                    (*statuses, ended_before),
+                ).rowcount
+            if keep is not None:
+                deleted += connection.execute(
+                    "DELETE FROM runs WHERE run_id IN (SELECT run_id FROM runs "
+                    f"WHERE status IN ({marks}) ORDER BY updated_at DESC LIMIT -1 OFFSET ?)",
+                    (*statuses, keep),
+                ).rowcount
+            self._reclaim = self._reclaim or deleted > 0
+            return deleted
         if kind == "heartbeat":
             connection.execute(
                 "UPDATE owners SET heartbeat_at = ? WHERE owner_id = ?",

@@ -1,0 +1,198 @@
+"""Retention: ended runs are pruned in the background; runs that have not ended never are."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from runtime import (
+    MemoryStore,
+    RetentionPolicy,
+    Runtime,
+    SnapshotRecord,
+    SnapshotStore,
+    SQLiteStore,
+    create_step,
+    create_workflow,
+)
+from tests._support import Value, shout_step, wait_until
+
+
+def record(run_id: str, status: str, updated_at: float, size: int = 10) -> SnapshotRecord:
+    return SnapshotRecord(
+        run_id=run_id,
+        workflow_id="wf",
+        seq=0,
+        status=status,
+        data=b"x" * size,
+        created_at=updated_at,
+        updated_at=updated_at,
+        trace_id="ab" * 16,
+    )
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SnapshotStore]:
+    opened: SnapshotStore = (
+        MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "runs.db")
+    )
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+STATUSES = ["pending", "running", "waiting", "suspended", "success", "failed", "canceled"]
+
+
+def fill(store: SnapshotStore) -> None:
+    """Every status at three ages: 100, 50 and 10 seconds ago (a later status a moment older)."""
+    now = time.time()
+    for index, status in enumerate(STATUSES):
+        for age in (100, 50, 10):
+            assert store.create(record(f"{status}-{age}", status, now - age - index / 1000))
+
+
+def left(store: SnapshotStore) -> set[str]:
+    records, _ = store.list_runs(limit=None)
+    return {r.run_id for r in records}
+
+
+def test_prune_by_age_deletes_only_ended_runs_older_than_the_cut(store: SnapshotStore) -> None:
+    fill(store)
+
+    deleted = store.prune(ended_before=time.time() - 30)
+
+    assert deleted == 6
+    assert left(store) == {
+        f"{status}-{age}"
+        for status in STATUSES
+        for age in (100, 50, 10)
+        if status not in ("success", "failed", "canceled") or age == 10
+    }
+
+
+def test_prune_keeping_n_keeps_the_newest_ended_runs_and_every_unfinished_one(
+    store: SnapshotStore,
+) -> None:
+    fill(store)
+
+    deleted = store.prune(keep=2)
+
+    assert deleted == 7
+    unfinished = {f"{status}-{age}" for status in STATUSES[:4] for age in (100, 50, 10)}
+    assert left(store) == unfinished | {"success-10", "failed-10"}
+
+
+def test_prune_with_a_status_deletes_only_that_status(store: SnapshotStore) -> None:
+    fill(store)
+
+    assert store.prune(ended_before=time.time(), status="failed") == 3
+    assert store.prune(ended_before=time.time(), status="running") == 0
+
+    assert not any(run.startswith("failed") for run in left(store))
+    assert sum(run.startswith("success") for run in left(store)) == 3
+
+
+def test_prune_with_nothing_to_do_deletes_nothing(store: SnapshotStore) -> None:
+    fill(store)
+
+    assert store.prune() == 0
+    assert store.prune(keep=100) == 0
+    assert len(left(store)) == 21
+
+
+def test_a_runtime_with_max_runs_keeps_that_many_ended_runs(tmp_path: Path) -> None:
+    workflow = create_workflow(id="kept", input_schema=Value, output_schema=Value)
+    workflow = workflow.then(shout_step()).commit()
+    with Runtime(retention=RetentionPolicy(max_runs=3, interval=0.05)) as rt:
+        wf = rt.register(workflow)
+        runs = [wf.create_run() for _ in range(20)]
+        for run in runs:
+            run.start(input_data={"value": "v"}, timeout=10)
+
+        wait_until(lambda: wf.list_workflow_runs(limit=None).total == 3, what="pruned to 3")
+        kept = {run.run_id for run in wf.list_workflow_runs(limit=None).runs}
+
+    assert kept == {run.run_id for run in runs[-3:]}
+
+
+def test_a_runtime_never_prunes_a_suspended_run_however_old(tmp_path: Path) -> None:
+    def wait_for_approval(ctx: Any) -> Value:
+        if ctx.resume_data is None:
+            ctx.suspend({"why": "approval"})
+        return ctx.input_data
+
+    approve = create_step(
+        id="approve", input_schema=Value, output_schema=Value, execute=wait_for_approval
+    )
+    workflow = create_workflow(id="approvals", input_schema=Value, output_schema=Value)
+    workflow = workflow.then(approve).commit()
+    policy = {"max_age": 0.05, "max_runs": 0, "interval": 0.02}
+    with Runtime(store=tmp_path / "runs.db", retention=policy) as rt:
+        wf = rt.register(workflow)
+        run = wf.create_run()
+        assert run.start(input_data={"value": "v"}, timeout=10).status == "suspended"
+        time.sleep(0.3)  # many passes, each past max_age
+
+        assert wf.get_workflow_run_execution_result(run.run_id) is not None
+        assert run.resume(resume_data={}, timeout=10).status == "success"
+        wait_until(
+            lambda: wf.get_workflow_run_execution_result(run.run_id) is None,
+            what="the ended run pruned",
+        )
+
+
+def test_pruning_gives_the_space_back_to_the_file_system(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    store = SQLiteStore(path)
+    now = time.time()
+    for index in range(400):
+        assert store.create(record(f"r{index}", "success", now, size=4000))
+    with sqlite3.connect(path) as reader:
+        before = reader.execute("PRAGMA page_count").fetchone()[0]
+
+    assert store.prune(keep=0) == 400
+    store.close()  # idle, then a last checkpoint
+
+    with sqlite3.connect(path) as reader:
+        after = reader.execute("PRAGMA page_count").fetchone()[0]
+    assert after < before / 4, (before, after)
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        ({}, "max_age, max_runs or both"),
+        ({"max_age": -1}, "greater than 0"),
+        ({"max_age": float("inf")}, "finite"),
+        ({"max_runs": -1}, "greater than or equal to 0"),
+        ({"max_runs": 1, "interval": 0}, "greater than 0"),
+        ({"max_runs": 1, "extra": 1}, "Extra inputs"),
+    ],
+)
+def test_a_retention_policy_refuses_what_cannot_be_meant(
+    fields: dict[str, Any], error: str
+) -> None:
+    with pytest.raises(ValidationError, match=error):
+        RetentionPolicy(**fields)
+
+
+def test_a_retention_policy_takes_a_timedelta() -> None:
+    assert RetentionPolicy(max_age=timedelta(hours=1)).max_age == 3600.0
+
+
+def test_a_runtime_takes_a_policy_or_a_mapping_and_refuses_anything_else() -> None:
+    Runtime(retention={"max_runs": 10})
+    Runtime(retention=RetentionPolicy(max_age=60))
+    with pytest.raises(TypeError, match="retention must be"):
+        Runtime(retention=10)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_age, max_runs or both"):
+        Runtime(retention={})
