@@ -14,6 +14,8 @@ The hierarchy::
     ├── RunAlreadyStartedError           a run started twice, or a run id already in use
     ├── RunNotStartedError               waiting on a run that was never started
     ├── RunInProgressError               deleting a run that has not ended
+    ├── RunDeletedError                  a started run whose record is gone: deleted, or pruned
+    │                                    by the retention policy (also LookupError)
     ├── RunCrashedError                  the machinery that drove a run failed; the run is failed
     ├── RuntimeStoppedError              a stopped runtime was used, or stopped under a run
     ├── RunTimeoutError                  a wait for a run outlasted its timeout (also TimeoutError)
@@ -48,6 +50,7 @@ __all__ = [
     "ResumeTargetError",
     "RunAlreadyStartedError",
     "RunCrashedError",
+    "RunDeletedError",
     "RunInProgressError",
     "RunNotStartedError",
     "RunNotSuspendedError",
@@ -194,6 +197,14 @@ class RunNotStartedError(WorkflowError):
 
 class RunInProgressError(WorkflowError):
     """The run has not ended, so it cannot be deleted."""
+
+
+class RunDeletedError(WorkflowError, LookupError):
+    """A run that was started has no record any more.
+
+    It ended and was then deleted, or pruned by the runtime's retention
+    policy; its result is gone.
+    """
 
 
 class RunCrashedError(WorkflowError):

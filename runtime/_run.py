@@ -14,6 +14,7 @@ from runtime._errors import (
     ResumeConflictError,
     ResumeTargetError,
     RunAlreadyStartedError,
+    RunDeletedError,
     RunNotStartedError,
     RunNotSuspendedError,
     RunTimeoutError,
@@ -179,16 +180,17 @@ class Run(Generic[In, Out]):
 
         Raises:
             RunNotStartedError: if the run was never started.
+            RunDeletedError: if the run ended and its record was deleted or pruned.
             RunTimeoutError: if ``timeout`` passed first (the run goes on).
         """
         record = self._started_record()
-        if record is None or record.status not in SETTLED_STATUSES:
+        if record.status not in SETTLED_STATUSES:
             if not self._host.watch(self.run_id).wait(timeout):
                 raise RunTimeoutError(
                     f"run {self.run_id!r} did not end within {timeout} seconds; it goes on",
                     run_id=self.run_id,
                 )
-            record = self._host.load(self.run_id)
+            return self._result(self._host.load(self.run_id))
         return self._result(record)
 
     async def wait_async(self) -> WorkflowResult:
@@ -198,13 +200,14 @@ class Run(Generic[In, Out]):
 
         Raises:
             RunNotStartedError: if the run was never started.
+            RunDeletedError: if the run ended and its record was deleted or pruned.
         """
         record = self._started_record()
-        if record is None or record.status not in SETTLED_STATUSES:
+        if record.status not in SETTLED_STATUSES:
             latch = Latch()
             self._host.watch(self.run_id, latch)
             await latch.wait_async()
-            record = self._host.load(self.run_id)
+            return self._result(self._host.load(self.run_id))
         return self._result(record)
 
     def watch(self, timeout: float | None = None) -> RunWatch:
@@ -289,7 +292,6 @@ class Run(Generic[In, Out]):
         """
         system = self._host.running()
         record = self._started_record()
-        assert record is not None
         snapshot = decode(record.data, record.run_id)
         status = snapshot["status"]
         if status != RunStatus.SUSPENDED:
@@ -334,7 +336,6 @@ class Run(Generic[In, Out]):
         deadline = time.monotonic() + CANCEL_PATIENCE
         while True:
             record = self._started_record()
-            assert record is not None
             if record.status in TERMINAL_STATUSES:
                 return False
             if record.status == RunStatus.SUSPENDED:
@@ -362,7 +363,7 @@ class Run(Generic[In, Out]):
         system.run_hooks(self._plan, snapshot, lambda: system.record(canceled))
         return True
 
-    def _started_record(self) -> SnapshotRecord | None:
+    def _started_record(self) -> SnapshotRecord:
         record = self._host.load(self.run_id)
         if record is not None and record.workflow_id != self.workflow_id:
             raise RunNotStartedError(
@@ -370,16 +371,27 @@ class Run(Generic[In, Out]):
                 f"not of {self.workflow_id!r}",
                 run_id=self.run_id,
             )
-        if record is None and not self._started:
-            raise RunNotStartedError(
-                f"run {self.run_id!r} has not been started", run_id=self.run_id
-            )
+        if record is None:
+            if not self._started:
+                raise RunNotStartedError(
+                    f"run {self.run_id!r} has not been started", run_id=self.run_id
+                )
+            raise _deleted(self.run_id)
         return record
 
     def _result(self, record: SnapshotRecord | None) -> WorkflowResult:
         result = read_result(record, self.workflow_id)
-        assert result is not None, "a started run is always recorded"
+        if result is None:  # gone between the wait and the read
+            raise _deleted(self.run_id)
         return result
+
+
+def _deleted(run_id: str) -> RunDeletedError:
+    return RunDeletedError(
+        f"run {run_id!r} has no record any more: it ended and was deleted, or pruned by "
+        "the runtime's retention policy",
+        run_id=run_id,
+    )
 
 
 CANCEL_PATIENCE = 5.0

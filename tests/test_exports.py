@@ -29,6 +29,7 @@ EXPORTED = [
     "Run",
     "RunAlreadyStartedError",
     "RunCrashedError",
+    "RunDeletedError",
     "RunEvent",
     "RunInProgressError",
     "RunNotStartedError",

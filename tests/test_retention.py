@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from runtime import (
     MemoryStore,
     RetentionPolicy,
+    RunDeletedError,
     Runtime,
     SnapshotRecord,
     SnapshotStore,
@@ -196,3 +197,36 @@ def test_a_runtime_takes_a_policy_or_a_mapping_and_refuses_anything_else() -> No
         Runtime(retention=10)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_age, max_runs or both"):
         Runtime(retention={})
+
+
+def test_waiting_on_a_run_whose_record_was_pruned_raises_run_deleted_error() -> None:
+    workflow = create_workflow(id="gone", input_schema=Value, output_schema=Value)
+    workflow = workflow.then(shout_step()).commit()
+    with Runtime(retention={"max_runs": 0, "interval": 0.02}) as rt:
+        wf = rt.register(workflow)
+        run = wf.create_run()
+        run.start_async(input_data={"value": "v"})
+        wait_until(
+            lambda: wf.get_workflow_run_execution_result(run.run_id) is None,
+            what="the run ended and was pruned",
+        )
+
+        with pytest.raises(RunDeletedError) as caught:
+            run.wait(5)
+        with pytest.raises(LookupError):
+            run.cancel()
+
+    assert caught.value.run_id == run.run_id
+
+
+def test_waiting_on_a_deleted_run_raises_run_deleted_error() -> None:
+    workflow = create_workflow(id="deleted", input_schema=Value, output_schema=Value)
+    workflow = workflow.then(shout_step()).commit()
+    with Runtime() as rt:
+        wf = rt.register(workflow)
+        run = wf.create_run()
+        run.start(input_data={"value": "v"}, timeout=10)
+        assert wf.delete_workflow_run_by_id(run.run_id)
+
+        with pytest.raises(RunDeletedError, match="no record any more"):
+            run.wait(5)
