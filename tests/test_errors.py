@@ -23,6 +23,7 @@ from runtime import (
     ResumeTargetError,
     RunAlreadyStartedError,
     RunCrashedError,
+    RunDeletedError,
     RunInProgressError,
     RunNotStartedError,
     RunNotSuspendedError,
@@ -55,6 +56,7 @@ ERRORS = [
     InvalidInputError,
     RunAlreadyStartedError,
     RunCrashedError,
+    RunDeletedError,
     RunInProgressError,
     RunNotStartedError,
     RunTimeoutError,
@@ -93,6 +95,7 @@ def test_every_error_is_a_workflow_error_named_error(error: type[Exception]) -> 
         (SnapshotFormatError, ValueError),
         (SnapshotEncodingError, TypeError),
         (RunTimeoutError, TimeoutError),
+        (RunDeletedError, LookupError),
     ],
     ids=lambda e: e.__name__,
 )
