@@ -55,6 +55,7 @@ from runtime._cli._commands import (
 )
 from runtime._cli._loader import LoadError
 from runtime._errors import SnapshotFormatError, StoreError
+from runtime._ids import check_run_id
 from runtime._model import TERMINAL_STATUSES, RunStatus
 from runtime._runtime import DEFAULT_STOP_TIMEOUT
 
@@ -224,7 +225,7 @@ def _build_parser() -> argparse.ArgumentParser:
     prune.set_defaults(command=_commands.runs_prune)
 
     show = run_commands.add_parser("show", help="one run: its steps, output or error", parents=[db])
-    show.add_argument("run_id", metavar="RUN_ID")
+    show.add_argument("run_id", metavar="RUN_ID", type=_run_id)
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(command=_commands.runs_show)
 
@@ -233,7 +234,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="follow a run until it ends (succeeds, fails or is canceled)",
         parents=[db],
     )
-    watch.add_argument("run_id", metavar="RUN_ID")
+    watch.add_argument("run_id", metavar="RUN_ID", type=_run_id)
     watch.add_argument(
         "--interval",
         type=_positive_float,
@@ -258,7 +259,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     start.add_argument("target", metavar="MODULE:ATTR", help="e.g. myapp.flows:checkout")
     start.add_argument("--input", metavar="JSON", help="the run's input, a JSON object")
-    start.add_argument("--run-id", metavar="ID", help="the run's id (default: a new UUID)")
+    start.add_argument(
+        "--run-id", metavar="ID", type=_run_id, help="the run's id (default: a new UUID)"
+    )
     start.add_argument("--wait", action="store_true", help="show progress and the result")
     start.add_argument(
         "--timeout",
@@ -287,8 +290,24 @@ def _number(kind: Callable[[str], Any], check: Callable[[Any], bool], what: str)
     return parse
 
 
-_positive_int = _number(int, lambda value: value >= 1, "a whole number of at least 1")
-_non_negative_int = _number(int, lambda value: value >= 0, "a whole number of at least 0")
+_MOST: Final = 2**63 - 1  # what a store can count to
+_positive_int = _number(int, lambda value: 1 <= value <= _MOST, "a whole number from 1 to 2**63-1")
+_non_negative_int = _number(
+    int, lambda value: 0 <= value <= _MOST, "a whole number from 0 to 2**63-1"
+)
+
+
+def _run_id(text: str) -> str:
+    """A run id as given on the command line: it must be text (UTF-8), and not empty."""
+    try:
+        return check_run_id(text)
+    except ValueError:
+        # Bytes that are not UTF-8 reach Python as lone surrogates: show them as bytes.
+        shown = text.encode("utf-8", "surrogateescape") if text else text
+        why = "it is empty" if not text else "it is not valid UTF-8 text"
+        raise argparse.ArgumentTypeError(f"{shown!r} is not a run id: {why}") from None
+
+
 _positive_float = _number(float, lambda value: value > 0, "a number of seconds above 0")
 _non_negative_float = _number(float, lambda value: value >= 0, "a number of seconds")
 

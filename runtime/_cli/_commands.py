@@ -350,3 +350,5 @@ def _parse_input(text: str | None) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageError(f"--input is not JSON: {exc}") from None
+    except RecursionError:
+        raise UsageError("--input is nested too deep to read") from None

@@ -184,6 +184,9 @@ class SQLiteStore:
         self._checkpoint_time = time.monotonic()
         if self.path.is_dir():
             raise StoreError(f"cannot use {self.path} as a run store: it is a directory")
+        if self.path.exists() and not self.path.is_file():
+            # A FIFO or a device would block the open, or read as garbage.
+            raise StoreError(f"cannot use {self.path} as a run store: it is not a regular file")
         if readonly:
             if not self.path.exists():
                 raise StoreError(f"no run store at {self.path}: the file does not exist")

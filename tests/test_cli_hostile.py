@@ -1,0 +1,116 @@
+"""The command under hostile arguments: one line on stderr and exit 2, no traceback, no hang."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runtime import SQLiteStore
+from runtime._cli import main
+
+WORKFLOW = """
+from typing import Any
+from pydantic import BaseModel
+from runtime import create_step, create_workflow
+
+class Loose(BaseModel):
+    value: Any = None
+
+echo = create_step(
+    id="echo", input_schema=Loose, output_schema=Loose, execute=lambda c: c.input_data
+)
+flow = create_workflow(id="flow", input_schema=Loose, output_schema=Loose).then(echo).commit()
+"""
+
+
+@pytest.fixture
+def place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder with a workflow module and a store, as the current folder."""
+    (tmp_path / "hostile_flows.py").write_text(WORKFLOW)
+    SQLiteStore(tmp_path / "callboard.db").close()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse's own refusals
+        code = int(exc.code or 0)
+    _, err = capsys.readouterr()
+    return code, err
+
+
+DEEP = '{"value": ' + "[" * 5_000 + "]" * 5_000 + "}"
+
+
+@pytest.mark.parametrize(
+    "given",
+    [DEEP, '{"value": 18446744073709551616}', '{"value": "\\ud800"}', '{"value": "a\\udfff"}'],
+    ids=["nested-5000", "int-2**64", "escaped-surrogate", "escaped-low-surrogate"],
+)
+def test_start_with_an_input_no_run_can_hold_is_one_line_and_exit_2(
+    place: Path, capsys: pytest.CaptureFixture[str], given: str
+) -> None:
+    code, err = run_cli(capsys, "start", "hostile_flows:flow", "--input", given, "--wait")
+
+    assert code == 2
+    assert err.startswith("callboard: error:") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["start", "hostile_flows:flow", "--run-id", "\udcff\udcfe"],
+        ["start", "hostile_flows:flow", "--run-id", ""],
+        ["runs", "show", "\udcff"],
+        ["runs", "watch", "a\udcfe"],
+        ["runs", "list", "--limit", str(10**20)],
+        ["runs", "list", "--offset", str(10**20)],
+        ["runs", "prune", "--keep", str(10**20)],
+    ],
+    ids=["run-id-bytes", "run-id-empty", "show-bytes", "watch-bytes", "limit", "offset", "keep"],
+)
+def test_arguments_no_store_can_take_are_refused_with_exit_2(
+    place: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    code, err = run_cli(capsys, *argv)
+
+    assert code == 2
+    assert "Traceback" not in err and "error:" in err
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this system")
+@pytest.mark.parametrize("command", [["runs", "list"], ["runs", "prune", "--keep", "1"]])
+def test_a_named_pipe_as_the_store_is_refused_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+
+    code, err = run_cli(capsys, *command, "--db", str(fifo))
+
+    assert code == 2
+    assert "not a regular file" in err
+
+
+def test_the_real_command_survives_bytes_that_are_not_utf8(place: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "runtime", "runs", "show", os.fsdecode(b"\xff\xfe")],
+        capture_output=True,
+        cwd=place,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 2
+    assert b"Traceback" not in done.stderr
+    assert b"not a run id" in done.stderr
