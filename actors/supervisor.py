@@ -1,4 +1,4 @@
-"""The supervisor: a run actor per run, a concurrency limit, sleeping runs, crashes as failures."""
+"""The supervisor actor: a run actor per run, a limit, sleeping runs, crashes as failures."""
 
 from __future__ import annotations
 
@@ -30,10 +30,10 @@ from runtime._model import RunStatus
 from runtime._plan import ExecutionPlan
 from runtime._snapshot import Snapshot, canceled_record
 
-__all__ = ["Supervisor"]
+__all__ = ["SupervisorActor"]
 
 
-class Supervisor(DispatchedActor):
+class SupervisorActor(DispatchedActor):
     """Spawns and watches the run actors of one runtime, and wakes its sleeping runs.
 
     pykka has no death-watch, so each run actor reports to its supervisor: its

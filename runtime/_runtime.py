@@ -63,7 +63,7 @@ class _Machinery:
         from actors.hooks import HookRunner
         from actors.registry import RegistryActor
         from actors.step import AsyncLoop, StepPool
-        from actors.supervisor import Supervisor
+        from actors.supervisor import SupervisorActor
 
         self.store = store
         self.report_timer: threading.Timer | None = None
@@ -73,7 +73,7 @@ class _Machinery:
         self.timers = Timers()
         self.hooks = HookRunner()
         self.registry = RegistryActor.start(store, self.hooks)
-        self.supervisor = Supervisor.start(
+        self.supervisor = SupervisorActor.start(
             self.dispatcher,
             registry=self.registry,
             pool=self.pool,

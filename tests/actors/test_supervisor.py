@@ -1,4 +1,4 @@
-"""Supervisor: a crashed run actor becomes a failed run; the runtime goes on serving."""
+"""SupervisorActor: a crashed run actor becomes a failed run; the runtime goes on serving."""
 
 from __future__ import annotations
 
