@@ -24,6 +24,7 @@ import pykka
 from pydantic import ValidationError
 
 from actors._dispatch import DispatchedActor, Dispatcher, tell_safely
+from actors._pool import StepPool
 from actors._timer import TimerHandle, Timers
 from actors.hooks import HookRunner
 from actors.messages import (
@@ -38,7 +39,7 @@ from actors.messages import (
     StepFinished,
     TimerFired,
 )
-from actors.step import StepPool, error_dict
+from actors.step import error_dict
 from runtime._errors import (
     LoopLimitError,
     RunCrashedError,

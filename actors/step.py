@@ -1,11 +1,8 @@
-"""Step actors: where user step bodies run, validated on the way in and out.
+"""The step actor: where user step bodies run, validated on the way in and out.
 
-Step bodies may block (a sync body that sleeps holds its thread), so each step
-actor is a threading actor. They live in a :class:`StepPool` that reuses idle
-actors and grows only when the work waiting makes no progress: a burst of
-short CPU-bound steps is served by a few threads, while many blocked steps get
-a thread each (up to a limit). ``async def`` bodies run on one shared event
-loop thread (:class:`AsyncLoop`) and hold no step actor while they wait.
+Step bodies may block, so each step actor is a threading actor. Step actors
+live in the step pool (:mod:`actors._pool`), which hands a free actor the next
+step waiting; ``async def`` bodies run on the pool's event loop thread.
 """
 
 from __future__ import annotations
@@ -14,13 +11,10 @@ import asyncio
 import concurrent.futures
 import inspect
 import logging
-import threading
 import time
-from collections import deque
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any
 
-import pykka
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
 
@@ -40,192 +34,15 @@ from runtime._step import plain, validate_for_step
 from runtime._step_context import BailOut, StepContext, SuspendRequest
 from runtime._tracing import Span, emit
 
-__all__ = ["AsyncLoop", "StepActor", "StepPool", "error_dict"]
+if TYPE_CHECKING:
+    from actors._pool import StepPool
 
-TICK: Final = 0.02
-"""How long waiting steps may go without any step finishing before the pool grows.
-
-Longer than CPython's GIL switch interval (5 ms), so a busy dispatcher thread
-is not mistaken for steps that block."""
-
-
-STOP_TIMEOUT: Final = 5.0
-"""Seconds to wait for one idle step actor to stop."""
+__all__ = ["StepActor", "error_dict"]
 
 
 def error_dict(exc: BaseException, **context: Any) -> dict[str, Any]:
     """An :class:`ErrorInfo` for ``exc`` as the plain dict snapshots hold."""
     return ErrorInfo.from_exception(exc, **context).model_dump()
-
-
-class AsyncLoop:
-    """One event loop on its own thread, started on first use, for ``async def`` steps."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._stopped = False
-
-    def submit(self, coroutine: Any) -> concurrent.futures.Future[Any]:
-        """Schedule a coroutine on the loop; the future completes on the loop thread."""
-        with self._lock:
-            if self._stopped:
-                coroutine.close()
-                raise RuntimeStoppedError("the runtime is stopped")
-            if self._loop is None:
-                self._loop = asyncio.new_event_loop()
-                self._thread = threading.Thread(
-                    target=self._loop.run_forever, name="callboard-async", daemon=True
-                )
-                self._thread.start()
-            loop = self._loop
-        return asyncio.run_coroutine_threadsafe(coroutine, loop)
-
-    def stop(self, timeout: float | None = None) -> None:
-        """Cancel what still runs, stop the loop and end its thread."""
-        with self._lock:
-            self._stopped = True
-            loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-
-        def cancel_all() -> None:
-            for task in asyncio.all_tasks(loop):
-                task.cancel()
-            loop.call_soon(loop.stop)
-
-        loop.call_soon_threadsafe(cancel_all)
-        thread.join(timeout)
-        if not thread.is_alive():
-            loop.close()
-
-
-_STOP: Any = object()
-
-
-class StepPool:
-    """Step actors to run steps on, reused while idle, grown when steps block.
-
-    Args:
-        loop: Where ``async def`` bodies run.
-        core: Step actors kept even when idle.
-        limit: The most step actors at once; steps beyond wait their turn.
-        idle_timeout: Seconds an idle actor beyond ``core`` lives on.
-    """
-
-    def __init__(
-        self,
-        loop: AsyncLoop,
-        *,
-        core: int = 4,
-        limit: int = 4096,
-        idle_timeout: float = 60.0,
-    ) -> None:
-        self.loop = loop
-        self._core = core
-        self._limit = limit
-        self._idle_timeout = idle_timeout
-        self._cond = threading.Condition()
-        self._idle: list[tuple[pykka.ActorRef[Any], float]] = []
-        self._backlog: deque[ExecuteStep] = deque()
-        self._live = 0
-        self._completions = 0
-        self._stopping = False
-        self._monitor = threading.Thread(
-            target=self._watch, name="callboard-step-monitor", daemon=True
-        )
-        self._monitor.start()
-
-    @property
-    def size(self) -> int:
-        """How many step actors are alive."""
-        return self._live
-
-    def submit(self, message: ExecuteStep) -> None:
-        """Run a step on an idle actor, a new one while under ``core``, or when one frees up.
-
-        Raises:
-            RuntimeStoppedError: if the pool is stopping.
-        """
-        with self._cond:
-            if self._stopping:
-                raise RuntimeStoppedError("the runtime is stopped")
-            if self._idle:
-                ref = self._idle.pop()[0]
-            elif self._live < self._core:
-                self._live += 1
-                ref = None
-            else:
-                self._backlog.append(message)
-                if len(self._backlog) == 1:
-                    self._cond.notify()
-                return
-        if ref is None:
-            ref = StepActor.start(self)
-        ref.tell(message)
-
-    def finished(self, ref: pykka.ActorRef[Any]) -> Any:
-        """Called by a step actor when free: its next step, ``None`` to idle, or ``_STOP``."""
-        with self._cond:
-            self._completions += 1
-            if self._stopping:
-                self._live -= 1
-                return _STOP
-            if self._backlog:
-                return self._backlog.popleft()
-            self._idle.append((ref, time.monotonic()))
-            return None
-
-    def stop(self) -> None:
-        """Stop idle actors now and busy ones when their step ends; end the monitor."""
-        with self._cond:
-            self._stopping = True
-            idle = [ref for ref, _ in self._idle]
-            self._idle.clear()
-            self._live -= len(idle)
-            self._backlog.clear()
-            self._cond.notify_all()
-        stopping = [ref.stop(block=False) for ref in idle]
-        for future in stopping:
-            try:
-                future.get(timeout=STOP_TIMEOUT)
-            except pykka.Timeout:
-                emit(logging.WARNING, "step_actor_stop_timed_out")
-        self._monitor.join(STOP_TIMEOUT)
-
-    def _watch(self) -> None:
-        while True:
-            with self._cond:
-                while not self._backlog and not self._stopping:
-                    self._retire_idle()
-                    self._cond.wait(self._idle_timeout if self._live > self._core else None)
-                if self._stopping:
-                    return
-                seen = self._completions
-                deadline = time.monotonic() + TICK
-                while not self._stopping and (remaining := deadline - time.monotonic()) > 0:
-                    self._cond.wait(remaining)
-                if self._stopping:
-                    return
-                if not self._backlog or self._completions != seen:
-                    continue
-                # Nothing finished for a whole tick while steps waited: the
-                # actors are blocked, so give every waiting step an actor.
-                grow = min(len(self._backlog), self._limit - self._live)
-                work = [self._backlog.popleft() for _ in range(grow)]
-                self._live += grow
-            if work:
-                emit(logging.DEBUG, "step_pool_grown", added=len(work), size=self._live)
-            for message in work:
-                StepActor.start(self).tell(message)
-
-    def _retire_idle(self) -> None:
-        cutoff = time.monotonic() - self._idle_timeout
-        while self._live > self._core and self._idle and self._idle[0][1] < cutoff:
-            ref, _ = self._idle.pop(0)
-            self._live -= 1
-            ref.stop(block=False)
 
 
 class StepActor(ThreadActor):
@@ -242,7 +59,7 @@ class StepActor(ThreadActor):
     def on_receive(self, message: Any) -> Any:
         if not isinstance(message, ExecuteStep):
             return super().on_receive(message)
-        next_message: Any = message
+        next_message: ExecuteStep | None = message
         while next_message is not None:
             try:
                 self._execute(next_message)
@@ -250,10 +67,8 @@ class StepActor(ThreadActor):
                 # A fault in callboard's own handling, not in the step body
                 # (whose exceptions _execute catches): the run must still end.
                 _fault(next_message, exc)
+            # Free again: go on with a step that waited for an actor, if any.
             next_message = self._pool.finished(self.actor_ref)
-            if next_message is _STOP:
-                self.stop()
-                return None
         return None
 
     def _execute(self, message: ExecuteStep) -> None:

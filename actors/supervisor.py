@@ -10,6 +10,7 @@ from typing import Any
 import pykka
 
 from actors._dispatch import DispatchedActor, Dispatcher, tell_safely
+from actors._pool import StepPool
 from actors._timer import TimerHandle, Timers
 from actors.hooks import HookRunner
 from actors.messages import (
@@ -25,7 +26,7 @@ from actors.messages import (
     WakeRun,
 )
 from actors.run import RunActor
-from actors.step import StepPool, error_dict
+from actors.step import error_dict
 from runtime._model import RunStatus
 from runtime._plan import ExecutionPlan
 from runtime._snapshot import Snapshot, canceled_record

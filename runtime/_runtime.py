@@ -59,10 +59,10 @@ class _Machinery:
 
     def __init__(self, store: SnapshotStore, max_concurrent_runs: int | None) -> None:
         from actors._dispatch import Dispatcher
+        from actors._pool import AsyncLoop, StepPool
         from actors._timer import Timers
         from actors.hooks import HookRunner
         from actors.registry import RegistryActor
-        from actors.step import AsyncLoop, StepPool
         from actors.supervisor import SupervisorActor
 
         self.store = store
