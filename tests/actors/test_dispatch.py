@@ -12,7 +12,14 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from actors._dispatch import THROUGHPUT, DispatchedActor, Dispatcher
+from actors._dispatch import (
+    THROUGHPUT,
+    DispatchedActor,
+    Dispatcher,
+    ThreadActor,
+    UnexpectedMessageError,
+    unexpected,
+)
 
 WAIT = 10.0
 
@@ -91,6 +98,8 @@ class Recorder(DispatchedActor):
                 self.gate.wait(WAIT)
             elif kind == "boom":
                 raise ValueError(f"boom {message[1]}")
+            elif kind == "stray":
+                unexpected(self, message)
             elif kind == "echo":
                 return ("reply", message[1])
             elif kind == "report":
@@ -325,3 +334,57 @@ def test_dispatcher_stop_lets_queued_work_finish_first() -> None:
     finally:
         gate.set()
         INSTANCES.pop(ref.actor_urn)._stop()  # its dispatcher is gone: nobody else can stop it
+
+
+def test_a_message_outside_the_protocol_goes_back_to_an_asker_as_unexpected_message_error(
+    dispatcher: Dispatcher, started: list[pykka.ActorRef[Any]]
+) -> None:
+    ref = Recorder.start(dispatcher)
+    started.append(ref)
+
+    with pytest.raises(UnexpectedMessageError, match=r"Recorder \(urn:uuid:.*\) does not accept"):
+        ref.ask(("stray",), timeout=WAIT)
+
+    assert ref.ask(("echo", "still here"), timeout=WAIT) == ("reply", "still here")
+
+
+def test_a_told_message_outside_the_protocol_is_logged_and_the_actor_goes_on(
+    dispatcher: Dispatcher, started: list[pykka.ActorRef[Any]]
+) -> None:
+    ref = Recorder.start(dispatcher)
+    actor = INSTANCES[ref.actor_urn]
+    started.append(ref)
+
+    with capture_logs() as logs:
+        ref.tell(("stray",))
+        ref.tell(("msg", 0, 0))
+        report = ref.ask(("report",), timeout=WAIT)
+    structlog.reset_defaults()
+
+    assert [(e["event"], e["log_level"]) for e in logs] == [("unexpected_message", "error")]
+    assert "builtins.tuple" in logs[0]["error"]
+    assert report["handled"] == [("msg", 0, 0)]
+    assert actor.failures == []
+    assert ref.is_alive()
+
+
+class Refuser(ThreadActor):
+    """A threading actor that accepts nothing."""
+
+    def on_receive(self, message: Any) -> Any:
+        unexpected(self, message)
+
+
+def test_a_thread_actor_logs_a_told_message_it_refuses_and_goes_on() -> None:
+    ref = Refuser.start()
+    try:
+        with capture_logs() as logs:
+            ref.tell("stray")
+            with pytest.raises(UnexpectedMessageError):
+                ref.ask("asked", timeout=WAIT)
+        structlog.reset_defaults()
+
+        assert [(e["event"], e["log_level"]) for e in logs] == [("unexpected_message", "error")]
+        assert ref.is_alive()
+    finally:
+        ref.stop(timeout=WAIT)
