@@ -1,9 +1,13 @@
-"""The actors' message protocol.
+"""The actors' message protocol: every message, grouped by the actor that receives it.
 
 Messages are frozen values: commands in the imperative, events in the past
 tense. pykka does not copy messages between threads, so a message never
 carries an object its sender goes on changing: dicts inside a message are
 handed over with it and the sender does not touch them again.
+
+Each actor has one union of the messages it accepts (:data:`SupervisorMessage`,
+:data:`RegistryMessage`, :data:`RunActorMessage`, :data:`StepActorMessage`); its
+``on_receive`` matches on it and mypy checks that every member is handled.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import pykka
 from pydantic import BaseModel
@@ -31,6 +35,8 @@ __all__ = [
     "NotifyWhenIdle",
     "RecordFailure",
     "RecoverRuns",
+    "RegistryMessage",
+    "RunActorMessage",
     "RunCrashed",
     "RunEnded",
     "RunParked",
@@ -38,15 +44,20 @@ __all__ = [
     "SnapshotCommitted",
     "SnapshotTaken",
     "StartRun",
+    "StepActorMessage",
     "StepFinished",
     "SubscribeRun",
+    "SupervisorMessage",
     "TimerFired",
     "WakeRun",
     "WatchRun",
 ]
 
 
-# --- facade -> supervisor ---------------------------------------------------
+# --- to the supervisor ------------------------------------------------------------
+# From the facade: StartRun, NotifyWhenIdle, AbortRuns, CancelRun; from the
+# registry: StartRun (a recovered run); from a timer: WakeRun; from a run
+# actor: RunEnded, RunParked, RunCrashed.
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,25 +86,46 @@ class AbortRuns:
     error: dict[str, Any] | None
 
 
-# --- supervisor -> run actor --------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class CancelRun:
+    """Cancel a run; ``reply`` receives the run's status after the cancel.
+
+    ``reply`` gets ``"canceled"``, or the terminal status the run had
+    already reached, or ``"unknown"`` when no actor of this runtime drives it.
+    The supervisor hands it on to the run's actor, if the run has one.
+    """
+
+    run_id: str
+    reply: Callable[[str], None]
 
 
 @dataclass(frozen=True, slots=True)
-class AbortRun:
-    """End this run now as failed with ``error``; with ``None``, halt it and record nothing."""
+class WakeRun:
+    """A sleeping run's time has come: start a run actor from its snapshot."""
 
-    error: dict[str, Any] | None
-
-
-# --- run actor -> supervisor ------------------------------------------------
+    run_id: str
 
 
 @dataclass(frozen=True, slots=True)
 class RunEnded:
-    """A run reached a terminal status and its actor stopped."""
+    """A run reached a terminal status (or was halted) and its actor stopped."""
 
     run_id: str
     status: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunParked:
+    """A run is waiting or suspended: its actor stopped and hands the snapshot back.
+
+    With ``wake_at`` the supervisor starts a new run actor from the snapshot
+    at that time; without, the run waits for a resume.
+    """
+
+    run_id: str
+    plan: ExecutionPlan
+    snapshot: Snapshot
+    wake_at: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +136,163 @@ class RunCrashed:
     error: dict[str, Any]
 
 
-# --- run actor -> step actor --------------------------------------------------
+SupervisorMessage: TypeAlias = (
+    StartRun | NotifyWhenIdle | AbortRuns | CancelRun | WakeRun | RunEnded | RunParked | RunCrashed
+)
+"""Everything :class:`~actors.supervisor.SupervisorActor` accepts."""
+
+
+# --- to the registry --------------------------------------------------------------
+# From run actors, the supervisor, hooks and the facade; SettledCommitted from
+# the registry itself, on the store's writer thread.
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotTaken:
+    """A run changed; here is its newest snapshot.
+
+    Attributes:
+        ack_to: Who to tell :class:`SnapshotCommitted` once the snapshot is
+            durable (a run actor on a durable store), or ``None``.
+    """
+
+    record: SnapshotRecord
+    terminal: bool
+    ack_to: pykka.ActorRef[Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SettledCommitted:
+    """A run's terminal (or suspended) snapshot is committed: wake whoever waits for the run."""
+
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class WatchRun:
+    """Call ``event.set()`` when the run settles: it ends, or suspends (at once if it has).
+
+    ``event`` is a ``threading.Event`` or anything with a ``set()`` that is
+    safe to call from another thread (such as a ``Latch``).
+    """
+
+    run_id: str
+    event: threading.Event | Latch
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeRun:
+    """Put each event of the run into ``channel`` as the registry receives it.
+
+    The events so far come first; the channel is closed once the run ends.
+    """
+
+    run_id: str
+    channel: Channel[RunEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFailure:
+    """Mark a run failed with ``error``, building on its newest stored snapshot.
+
+    With ``plan``, the workflow's hooks are called for the failed run first.
+    """
+
+    run_id: str
+    error: dict[str, Any]
+    plan: ExecutionPlan | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecoverRuns:
+    """Resume the orphaned runs of these workflows (a durable store's runs whose owner is gone).
+
+    Attributes:
+        plans: The registered workflows, by id.
+        supervisor: Where to send the resumed runs.
+        report_others: Also log, once, orphaned runs whose workflow is not here.
+    """
+
+    plans: Mapping[str, ExecutionPlan]
+    supervisor: pykka.ActorRef[Any]
+    report_others: bool
+
+
+RegistryMessage: TypeAlias = (
+    SnapshotTaken | SettledCommitted | WatchRun | SubscribeRun | RecordFailure | RecoverRuns
+)
+"""Everything :class:`~actors.registry.RegistryActor` accepts."""
+
+
+# --- to a run actor ---------------------------------------------------------------
+# From step actors: StepFinished; from the registry: SnapshotCommitted; from
+# its timers: TimerFired; from the supervisor: CancelRun, AbortRun.
+
+
+@dataclass(frozen=True, slots=True)
+class StepFinished:
+    """A call of user code ended.
+
+    Attributes:
+        outcome: ``"success"``, ``"failed"``, ``"suspended"`` (``output``
+            holds the suspend payload) or ``"bailed"`` (``result`` holds the
+            run's result).
+        output: The validated output as plain data (on success): for
+            conditions a list of booleans, for a sleep an epoch wake time.
+        error: An ``ErrorInfo`` as a dict (on failure).
+        result: The run's result, when this was the last step, or bailed.
+        state: The state after the step (changed only through ``set_state``).
+        request_context: The request context after the step.
+        retryable: Whether a failure may be retried (not for ``NonRetryableError``).
+        token: The :attr:`ExecuteStep.token` this answers.
+    """
+
+    step_id: str
+    outcome: str
+    output: Any
+    error: dict[str, Any] | None
+    result: Any
+    state: Any
+    request_context: dict[str, Any]
+    started_at: float
+    ended_at: float
+    retryable: bool = True
+    token: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """Whether the call succeeded (a bail is a success)."""
+        return self.outcome in {"success", "bailed"}
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotCommitted:
+    """The snapshot with this sequence number is committed to the durable store."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    """A timer the run actor set went off: retry a call, or time one out."""
+
+    token: int
+    what: str
+
+
+@dataclass(frozen=True, slots=True)
+class AbortRun:
+    """End this run now as failed with ``error``; with ``None``, halt it and record nothing."""
+
+    error: dict[str, Any] | None
+
+
+RunActorMessage: TypeAlias = StepFinished | SnapshotCommitted | TimerFired | CancelRun | AbortRun
+"""Everything :class:`~actors.run.RunActor` accepts."""
+
+
+# --- to a step actor --------------------------------------------------------------
+# From run actors, through the step pool.
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,168 +347,5 @@ class ExecuteStep:
     iteration: int | None = None
 
 
-# --- step actor -> run actor --------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StepFinished:
-    """A call of user code ended.
-
-    Attributes:
-        outcome: ``"success"``, ``"failed"``, ``"suspended"`` (``output``
-            holds the suspend payload) or ``"bailed"`` (``result`` holds the
-            run's result).
-        output: The validated output as plain data (on success): for
-            conditions a list of booleans, for a sleep an epoch wake time.
-        error: An ``ErrorInfo`` as a dict (on failure).
-        result: The run's result, when this was the last step, or bailed.
-        state: The state after the step (changed only through ``set_state``).
-        request_context: The request context after the step.
-        retryable: Whether a failure may be retried (not for ``NonRetryableError``).
-        token: The :attr:`ExecuteStep.token` this answers.
-    """
-
-    step_id: str
-    outcome: str
-    output: Any
-    error: dict[str, Any] | None
-    result: Any
-    state: Any
-    request_context: dict[str, Any]
-    started_at: float
-    ended_at: float
-    retryable: bool = True
-    token: int = 0
-
-    @property
-    def ok(self) -> bool:
-        """Whether the call succeeded (a bail is a success)."""
-        return self.outcome in {"success", "bailed"}
-
-
-# --- timers and the facade -> run actor ------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class TimerFired:
-    """A timer the run actor set went off: retry a call, or time one out."""
-
-    token: int
-    what: str
-
-
-@dataclass(frozen=True, slots=True)
-class CancelRun:
-    """Cancel a run; ``reply`` receives the run's status after the cancel.
-
-    ``reply`` gets ``"canceled"``, or the terminal status the run had
-    already reached, or ``"unknown"`` when no actor of this runtime drives it.
-    """
-
-    run_id: str
-    reply: Callable[[str], None]
-
-
-# --- run actor -> supervisor --------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RunParked:
-    """A run is waiting or suspended: its actor stopped and hands the snapshot back.
-
-    With ``wake_at`` the supervisor starts a new run actor from the snapshot
-    at that time; without, the run waits for a resume.
-    """
-
-    run_id: str
-    plan: ExecutionPlan
-    snapshot: Snapshot
-    wake_at: float | None
-
-
-# --- run actor / supervisor / facade -> registry --------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SnapshotTaken:
-    """A run changed; here is its newest snapshot.
-
-    Attributes:
-        ack_to: Who to tell :class:`SnapshotCommitted` once the snapshot is
-            durable (a run actor on a durable store), or ``None``.
-    """
-
-    record: SnapshotRecord
-    terminal: bool
-    ack_to: pykka.ActorRef[Any] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SnapshotCommitted:
-    """The snapshot with this sequence number is committed to the durable store."""
-
-    seq: int
-
-
-@dataclass(frozen=True, slots=True)
-class SettledCommitted:
-    """A run's terminal (or suspended) snapshot is committed: wake whoever waits for the run."""
-
-    run_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class RecoverRuns:
-    """Resume the orphaned runs of these workflows (a durable store's runs whose owner is gone).
-
-    Attributes:
-        plans: The registered workflows, by id.
-        supervisor: Where to send the resumed runs.
-        report_others: Also log, once, orphaned runs whose workflow is not here.
-    """
-
-    plans: Mapping[str, ExecutionPlan]
-    supervisor: pykka.ActorRef[Any]
-    report_others: bool
-
-
-@dataclass(frozen=True, slots=True)
-class RecordFailure:
-    """Mark a run failed with ``error``, building on its newest stored snapshot.
-
-    With ``plan``, the workflow's hooks are called for the failed run first.
-    """
-
-    run_id: str
-    error: dict[str, Any]
-    plan: ExecutionPlan | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class WakeRun:
-    """A sleeping run's time has come: start a run actor from its snapshot."""
-
-    run_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class WatchRun:
-    """Call ``event.set()`` when the run settles: it ends, or suspends (at once if it has).
-
-    ``event`` is a ``threading.Event`` or anything with a ``set()`` that is
-    safe to call from another thread (such as a ``Latch``).
-    """
-
-    run_id: str
-    event: threading.Event | Latch
-
-
-@dataclass(frozen=True, slots=True)
-class SubscribeRun:
-    """Put each event of the run into ``channel`` as the registry receives it.
-
-    The events so far come first; the channel is closed once the run ends.
-    """
-
-    run_id: str
-    channel: Channel[RunEvent]
+StepActorMessage: TypeAlias = ExecuteStep
+"""Everything :class:`~actors.step.StepActor` accepts."""

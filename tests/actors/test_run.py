@@ -10,7 +10,7 @@ import pykka
 import pytest
 from pydantic import BaseModel
 
-from actors.messages import NotifyWhenIdle
+from actors.messages import NotifyWhenIdle, SnapshotTaken
 from actors.registry import RegistryActor
 from actors.run import RunActor
 from runtime import Runtime, create_step, create_workflow
@@ -30,15 +30,13 @@ class Value(BaseModel):
 def received(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[SnapshotRecord]]:
     """Every snapshot the registry is handed, kept or not, per run."""
     seen: dict[str, list[SnapshotRecord]] = defaultdict(list)
-    original = RegistryActor._record
+    original = RegistryActor._on_snapshot_taken
 
-    def recording(
-        self: RegistryActor, record: SnapshotRecord, *, terminal: bool, **rest: Any
-    ) -> None:
-        seen[record.run_id].append(record)
-        original(self, record, terminal=terminal, **rest)
+    def recording(self: RegistryActor, message: SnapshotTaken) -> None:
+        seen[message.record.run_id].append(message.record)
+        original(self, message)
 
-    monkeypatch.setattr(RegistryActor, "_record", recording)
+    monkeypatch.setattr(RegistryActor, "_on_snapshot_taken", recording)
     return seen
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
 from structlog.testing import capture_logs
 
+from actors._dispatch import UnexpectedMessageError
 from actors.messages import StepFinished
 from actors.run import RunActor
 from runtime import Runtime, create_step, create_workflow
@@ -160,3 +162,28 @@ def test_waiters_on_a_crashed_run_in_other_threads_are_woken(
             waiter.join(WAIT)
 
     assert outcomes == ["failed"] * 3
+
+
+@dataclass(frozen=True)
+class Stray:
+    """A message outside the supervisor's protocol."""
+
+
+def test_a_message_outside_the_protocol_is_refused_and_the_supervisor_goes_on(
+    rt: Runtime,
+) -> None:
+    assert rt._machinery is not None
+    supervisor = rt._machinery.supervisor
+    wf = rt.register(_workflow())
+
+    with pytest.raises(UnexpectedMessageError, match=r"SupervisorActor .* does not accept"):
+        supervisor.ask(Stray(), timeout=WAIT)
+    with capture_logs() as logs:
+        supervisor.tell(Stray())
+        result = wf.create_run().start(input_data={"value": "on"}, timeout=WAIT)
+
+    assert result.status == "success"
+    refused = [entry for entry in logs if entry["log_level"] == "error"]
+    assert [entry["event"] for entry in refused] == ["unexpected_message"]
+    assert "test_supervisor.Stray" in refused[0]["error"]
+    assert supervisor.is_alive()
