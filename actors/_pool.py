@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import pykka
 
-from actors.messages import ExecuteStep
+from actors.messages import StepActorMessage
 from actors.step import StepActor
 from runtime._errors import RuntimeStoppedError
 from runtime._tracing import emit
@@ -109,7 +109,7 @@ class StepPool:
         self._idle_timeout = idle_timeout
         self._cond = threading.Condition()
         self._idle: list[tuple[pykka.ActorRef[Any], float]] = []
-        self._backlog: deque[ExecuteStep] = deque()
+        self._backlog: deque[StepActorMessage] = deque()
         self._live = 0
         self._completions = 0
         self._stopping = False
@@ -123,8 +123,8 @@ class StepPool:
         """How many step actors are alive."""
         return self._live
 
-    def submit(self, call: ExecuteStep) -> None:
-        """Run a step on an idle actor, a new one while under ``core``, or when one frees up.
+    def submit(self, call: StepActorMessage) -> None:
+        """Run a call on an idle actor, a new one while under ``core``, or when one frees up.
 
         Raises:
             RuntimeStoppedError: if the pool is stopping.
@@ -146,7 +146,7 @@ class StepPool:
             ref = StepActor.start(self)
         ref.tell(call)
 
-    def finished(self, ref: pykka.ActorRef[Any]) -> ExecuteStep | None:
+    def finished(self, ref: pykka.ActorRef[Any]) -> StepActorMessage | None:
         """Called by a step actor when free: its next call, or ``None`` to idle.
 
         A pool that is stopping stops the actor instead (after the call it is in).

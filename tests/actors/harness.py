@@ -11,7 +11,14 @@ import pykka
 from pydantic import BaseModel
 
 from actors._pool import AsyncLoop, StepPool
-from actors.messages import ExecuteStep, StepFinished
+from actors.messages import (
+    CallConditions,
+    CallMap,
+    CallSleepLength,
+    CallStep,
+    StepActorMessage,
+    StepFinished,
+)
 from runtime._step import Step, create_step
 
 WAIT = 10.0
@@ -57,6 +64,26 @@ class Harness:
         self.pool = StepPool(self.loop, core=core, limit=limit)
         self._count = 0
 
+    def common(self, payload: Any) -> dict[str, Any]:
+        """What every call carries, for a run of its own."""
+        self._count += 1
+        return {
+            "run_id": f"run-{self._count}",
+            "workflow_id": "wf",
+            "payload": payload,
+            "state": None,
+            "state_schema": None,
+            "request_context": {},
+            "init_data": payload,
+            "input_schema": Value,
+            "definitions": {},
+            "outputs": {},
+            "trace_id": "ab" * 16,
+            "parent_span_id": "cd" * 8,
+            "reply_to": self.collector,
+            "token": self._count,
+        }
+
     def execute(
         self,
         step: Step[Any, Any],
@@ -64,28 +91,25 @@ class Harness:
         *,
         final_schema: type[BaseModel] | None = None,
     ) -> str:
-        self._count += 1
-        run_id = f"run-{self._count}"
-        self.pool.submit(
-            ExecuteStep(
-                run_id=run_id,
-                workflow_id="wf",
-                step=step,
-                payload=payload,
-                state=None,
-                state_schema=None,
-                request_context={},
-                init_data=payload,
-                input_schema=step.input_schema,
-                definitions={step.id: step},
-                outputs={},
-                final_schema=final_schema,
-                trace_id="ab" * 16,
-                parent_span_id="cd" * 8,
-                reply_to=self.collector,
-            )
+        fields = self.common(payload)
+        fields["definitions"] = {step.id: step}
+        self.pool.submit(CallStep(**fields, step=step, final_schema=final_schema))
+        return str(fields["run_id"])
+
+    def conditions(self, fns: tuple[Any, ...], payload: Any, **rest: Any) -> StepFinished:
+        return self.call(
+            CallConditions(**self.common(payload), path="branch", step_id="arm", fns=fns, **rest)
         )
-        return run_id
+
+    def map(self, fn: Callable[[Any], Any], payload: Any) -> StepFinished:
+        return self.call(CallMap(**self.common(payload), path="reshape", step_id="reshape", fn=fn))
+
+    def sleep_length(self, fn: Callable[[Any], Any], payload: Any) -> StepFinished:
+        return self.call(CallSleepLength(**self.common(payload), path="nap", step_id="nap", fn=fn))
+
+    def call(self, call: StepActorMessage) -> StepFinished:
+        self.pool.submit(call)
+        return self.reply()
 
     def reply(self) -> StepFinished:
         finished = self.replies.get(timeout=WAIT)

@@ -1,4 +1,4 @@
-"""StepActor: step bodies run, validated, and reply; BaseExceptions from them too."""
+"""StepActor: each kind of call runs its user code, validated, and replies; BaseExceptions too."""
 
 from __future__ import annotations
 
@@ -7,13 +7,19 @@ import inspect
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from pydantic import BaseModel
+from structlog.testing import capture_logs
 
+from actors._dispatch import UnexpectedMessageError
+from actors.messages import Outcome
 from tests.actors.harness import WAIT, Harness, Value, harnesses, step
 
 
@@ -81,7 +87,7 @@ import asyncio, queue, sys
 import pykka
 from pydantic import BaseModel
 from actors._pool import AsyncLoop, StepPool
-from actors.messages import ExecuteStep
+from actors.messages import CallStep
 from runtime._step import create_step
 
 class Value(BaseModel):
@@ -111,7 +117,7 @@ loop = AsyncLoop()
 pool = StepPool(loop)
 for step_id, body in (("quitter", leave), ("next", fine)):
     step = create_step(id=step_id, input_schema=Value, output_schema=Value, execute=body)
-    pool.submit(ExecuteStep(
+    pool.submit(CallStep(
         run_id="r", workflow_id="wf", step=step, payload={"value": "x"}, state=None,
         state_schema=None, request_context={}, init_data={"value": "x"}, input_schema=Value,
         definitions={step_id: step}, outputs={}, final_schema=None, trace_id="ab",
@@ -274,3 +280,99 @@ def test_the_coroutine_of_a_step_that_cannot_run_is_closed_not_left_unawaited(
     finally:
         for coroutine in made:
             coroutine.close()
+
+
+# --- conditions, map and sleep functions ---------------------------------------------
+
+
+def test_conditions_reply_with_one_boolean_per_condition_checked_against_its_schema(
+    make_harness: Callable[..., Harness],
+) -> None:
+    harness = make_harness()
+    seen: list[Any] = []
+
+    def long(ctx: Any) -> bool:
+        seen.append(ctx.input_data)
+        return len(ctx.input_data.value) > 3
+
+    fns = ((long, Value), (lambda ctx: ctx.input_data["value"] == "tiny", None))
+
+    finished = harness.conditions(fns, {"value": "tiny"}, iteration=3)
+
+    assert finished.outcome is Outcome.SUCCESS
+    assert (finished.step_id, finished.output) == ("arm", [True, True])
+    assert seen == [Value(value="tiny")]
+
+
+def test_a_condition_sees_its_loop_iteration_and_cannot_change_the_state(
+    make_harness: Callable[..., Harness],
+) -> None:
+    harness = make_harness()
+    iterations: list[int | None] = []
+
+    def condition(ctx: Any) -> bool:
+        iterations.append(ctx.iteration_count)
+        ctx.set_state({"changed": True})
+        return True
+
+    finished = harness.conditions(((condition, None),), {"value": "x"}, iteration=4)
+
+    assert iterations == [4]
+    assert finished.outcome is Outcome.FAILED
+    assert finished.error is not None
+    assert finished.error["name"] == "WorkflowError"
+    assert finished.state is None
+
+
+def test_a_map_function_replies_with_its_output_as_plain_data(
+    make_harness: Callable[..., Harness],
+) -> None:
+    harness = make_harness()
+
+    finished = harness.map(lambda ctx: Value(value=ctx.input_data["value"] * 2), {"value": "ab"})
+
+    assert finished.ok
+    assert (finished.step_id, finished.output) == ("reshape", {"value": "abab"})
+
+
+def test_a_sleep_function_replies_with_the_epoch_time_the_sleep_ends(
+    make_harness: Callable[..., Harness],
+) -> None:
+    harness = make_harness()
+    moment = datetime(2030, 1, 2, tzinfo=UTC)
+
+    before = time.time()
+    in_seconds = harness.sleep_length(lambda ctx: 30, {"value": "x"})
+    at_moment = harness.sleep_length(lambda ctx: moment, {"value": "x"})
+    negative = harness.sleep_length(lambda ctx: -1, {"value": "x"})
+
+    assert in_seconds.ok
+    assert before + 30 <= in_seconds.output <= time.time() + 30
+    assert at_moment.output == moment.timestamp()
+    assert not negative.ok
+    assert negative.error is not None
+    assert negative.error["name"] == "ValueError"
+
+
+# --- the protocol ------------------------------------------------------------------
+
+
+def test_a_message_that_is_not_a_call_is_refused_and_the_step_actor_lives_on(
+    make_harness: Callable[..., Harness],
+) -> None:
+    harness = make_harness(core=1, limit=1)
+    assert harness.run(step(lambda ctx: ctx.input_data), {"value": "x"}).ok
+    (ref,) = [ref for ref, _ in harness.pool._idle]
+
+    with pytest.raises(UnexpectedMessageError, match=r"StepActor .* does not accept builtins\.str"):
+        ref.ask("hello", timeout=WAIT)
+    with capture_logs() as logs:
+        ref.tell("hello again")
+        assert harness.run(step(lambda ctx: ctx.input_data), {"value": "y"}).ok
+    structlog.reset_defaults()
+
+    refused = [entry for entry in logs if entry["log_level"] == "error"]
+    assert [entry["event"] for entry in refused] == ["unexpected_message"]
+    assert "StepActor" in refused[0]["actor"]
+    assert "builtins.str" in refused[0]["error"]
+    assert ref.is_alive()

@@ -54,7 +54,7 @@ def _workflow() -> Any:
 @pytest.mark.parametrize(
     ("method", "statuses"),
     [
-        ("_finished", ["pending", "running", "failed"]),
+        ("_on_step_finished", ["pending", "running", "failed"]),
         ("_enter", ["pending", "failed"]),  # fails in on_start, before any step
     ],
 )
@@ -80,7 +80,7 @@ def test_a_crashed_run_actor_becomes_a_failed_run_with_run_crashed_error(
     assert f"bug in {method}" in result.error.message
     assert result.result is None
     assert all(step.status != "running" for step in result.steps.values())
-    if method == "_finished":
+    if method == "_on_step_finished":
         assert result.steps["first"].status == "failed"
         assert result.steps["first"].error is not None
         assert result.steps["first"].error.name == "RunCrashedError"
@@ -98,7 +98,7 @@ def test_a_crashed_run_actor_becomes_a_failed_run_with_run_crashed_error(
 def test_other_runs_and_later_runs_succeed_after_a_run_actor_crashes(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _crash_in(monkeypatch, "_finished")
+    _crash_in(monkeypatch, "_on_step_finished")
     wf = rt.register(_workflow())
     before = [wf.create_run() for _ in range(20)]
     crashing = wf.create_run(CRASHING)
@@ -126,14 +126,14 @@ def test_waiters_on_a_crashed_run_in_other_threads_are_woken(
 ) -> None:
     release = threading.Event()
     entered = threading.Event()
-    original = RunActor._finished
+    original = RunActor._on_step_finished
 
     def crashing(self: RunActor, message: StepFinished) -> None:
         if self._snapshot["run_id"] == CRASHING:
             raise RuntimeError("bug after the step")
         original(self, message)
 
-    monkeypatch.setattr(RunActor, "_finished", crashing)
+    monkeypatch.setattr(RunActor, "_on_step_finished", crashing)
 
     def slow(ctx: Any) -> Value:
         entered.set()
