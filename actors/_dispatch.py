@@ -20,8 +20,10 @@ the asker; a ``tell`` has nobody to hand it to, so it is logged as
 ``unexpected_message`` and the actor goes on: one stray message must not stop
 the supervisor or the registry.
 
-This module relies on pykka 4's ``Actor._handle_receive``, ``Actor._stop``
-and ``Actor._handle_failure``; ``pyproject.toml`` pins pykka 4.
+This module relies on a few of pykka 4's private names (hooks for new actor
+types, ``Actor._handle_receive``, ``Actor._stop``, ``Actor._handle_failure``);
+``tests/actors/test_dispatch.py`` names each one, and ``pyproject.toml`` pins
+pykka 4.
 """
 
 from __future__ import annotations
@@ -223,9 +225,11 @@ class DispatchedActor(pykka.Actor):
         return pykka.ThreadingFuture()
 
     def __init__(self, dispatcher: Dispatcher) -> None:
-        # What pykka's Actor.__init__ does, but with an urn from callboard's id
-        # generator: uuid4() reads os.urandom, which releases the GIL, and a
-        # dispatched actor is created for every run.
+        # What pykka's Actor.__init__ does (test_dispatch.py checks that these
+        # are still all the attributes it sets), but not by calling it: its urn
+        # comes from uuid4(), which reads os.urandom and so releases the GIL,
+        # and a dispatched actor is created for every run. Under load the
+        # dispatcher thread would wait for the GIL once per run.
         self.actor_urn = f"urn:uuid:{new_id()}"
         self.actor_inbox = _DispatchInbox()
         self.actor_stopped = threading.Event()

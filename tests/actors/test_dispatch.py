@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pykka
@@ -12,6 +14,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
+import actors._dispatch
 from actors._dispatch import (
     THROUGHPUT,
     DispatchedActor,
@@ -388,3 +391,67 @@ def test_a_thread_actor_logs_a_told_message_it_refuses_and_goes_on() -> None:
         assert ref.is_alive()
     finally:
         ref.stop(timeout=WAIT)
+
+
+# --- what this module borrows from pykka ----------------------------------------------
+
+PYKKA_PRIVATE_NAMES = {
+    "_ActorStop": "pykka.messages: a stop request, answered even after the actor stopped",
+    "_actor_ref": "Actor: the ref that DispatchedActor.__init__ makes, as pykka's __init__ does",
+    "_create_actor_inbox": "Actor: the hook for a new actor type's inbox",
+    "_create_future": "Actor: the hook for a new actor type's futures",
+    "_handle_failure": "Actor: what ThreadActor overrides to survive a refused message",
+    "_handle_receive": "Actor: pykka's handling of stop and proxy messages before on_receive",
+    "_start_actor_loop": "Actor: the hook that starts a new actor type's loop",
+    "_stop": "Actor: stop at once, unregister, call on_stop",
+}
+"""Every private name of pykka's that actors/_dispatch.py uses, and why.
+
+pyproject.toml pins pykka 4; a pykka release that drops or renames one of
+these fails here, in one place."""
+
+
+def _private_names_in(path: Path) -> set[str]:
+    """Private names a module reads, sets, calls or overrides (not dunders)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute):
+            names.add(node.attr)
+        elif isinstance(node, ast.ClassDef):
+            names.update(item.name for item in node.body if isinstance(item, ast.FunctionDef))
+    return {name for name in names if name.startswith("_") and not name.startswith("__")}
+
+
+def _pykka_private_names() -> set[str]:
+    names: set[str] = set()
+    for owner in (pykka.Actor, pykka.ThreadingActor, pykka.ActorRef, pykka.messages):
+        names.update(dir(owner))
+        names.update(getattr(owner, "__annotations__", {}))
+    names.update(vars(pykka.ThreadingActor()))  # attributes set by Actor.__init__
+    return {name for name in names if name.startswith("_") and not name.startswith("__")}
+
+
+def test_the_private_pykka_names_the_dispatcher_uses_are_the_ones_named_and_all_exist() -> None:
+    pykka_names = _pykka_private_names()
+    used = _private_names_in(Path(actors._dispatch.__file__)) & pykka_names
+
+    missing = set(PYKKA_PRIVATE_NAMES) - pykka_names
+    assert not missing, f"pykka {pykka.__version__} no longer has {sorted(missing)}"
+    assert used == set(PYKKA_PRIVATE_NAMES), (
+        "actors/_dispatch.py uses pykka's private names "
+        f"{sorted(used - set(PYKKA_PRIVATE_NAMES))} that PYKKA_PRIVATE_NAMES does not name, "
+        f"or no longer uses {sorted(set(PYKKA_PRIVATE_NAMES) - used)}"
+    )
+
+
+def test_a_dispatched_actor_sets_every_attribute_pykkas_actor_init_sets(
+    dispatcher: Dispatcher,
+) -> None:
+    # DispatchedActor.__init__ does pykka's work itself (its urn does not come
+    # from uuid4); a pykka that sets more in Actor.__init__ must show here.
+    pykkas = set(vars(pykka.ThreadingActor()))
+    ours = Recorder(dispatcher)
+
+    assert pykkas <= set(vars(ours))
+    assert ours.actor_urn.startswith("urn:uuid:")
+    assert ours.actor_ref.actor_urn == ours.actor_urn
