@@ -12,8 +12,18 @@ An actor is never processed by two threads at once, so it keeps the actor
 guarantee: one message at a time, in the order they were sent.
 
 Dispatched actors must never block: they hand blocking work (user step bodies,
-store writes) to threading actors. This module relies on pykka 4's
-``Actor._handle_receive`` and ``Actor._stop``; ``pyproject.toml`` pins pykka 4.
+store writes) to threading actors (:class:`ThreadActor`).
+
+An actor refuses a message outside its protocol with :func:`unexpected`,
+which raises :class:`UnexpectedMessageError`. An ``ask`` hands the error to
+the asker; a ``tell`` has nobody to hand it to, so it is logged as
+``unexpected_message`` and the actor goes on: one stray message must not stop
+the supervisor or the registry.
+
+This module relies on a few of pykka 4's private names (hooks for new actor
+types, ``Actor._handle_receive``, ``Actor._stop``, ``Actor._handle_failure``);
+``tests/actors/test_dispatch.py`` names each one, and ``pyproject.toml`` pins
+pykka 4.
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ import sys
 import threading
 from collections import deque
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Never, NoReturn
 
 import pykka
 from pykka import ActorDeadError, ActorRegistry
@@ -32,7 +42,15 @@ from pykka import ActorDeadError, ActorRegistry
 from runtime._ids import new_id
 from runtime._tracing import emit
 
-__all__ = ["THROUGHPUT", "DispatchedActor", "Dispatcher", "ThreadActor", "tell_safely"]
+__all__ = [
+    "THROUGHPUT",
+    "DispatchedActor",
+    "Dispatcher",
+    "ThreadActor",
+    "UnexpectedMessageError",
+    "tell_safely",
+    "unexpected",
+]
 
 THROUGHPUT: Final = 64
 """Messages one actor processes before a dispatcher thread turns to the next actor."""
@@ -45,6 +63,35 @@ def tell_safely(ref: pykka.ActorRef[Any], message: Any) -> bool:
     except ActorDeadError:
         return False
     return True
+
+
+class UnexpectedMessageError(TypeError):
+    """An actor received a message outside its protocol: a bug in whoever sent it."""
+
+
+def unexpected(actor: pykka.Actor, message: Never) -> NoReturn:
+    """Refuse a message: the last ``case _:`` of every actor's ``match``.
+
+    Typed like :func:`typing.assert_never`: mypy reports each member of the
+    actor's message union that no earlier ``case`` handles. At run time it
+    raises, instead of pykka's default of logging a warning and dropping the
+    message.
+
+    Args:
+        actor: The actor that received the message.
+        message: The message.
+
+    Raises:
+        UnexpectedMessageError: Always.
+    """
+    raise UnexpectedMessageError(
+        f"{actor} does not accept {type(message).__module__}.{type(message).__qualname__}"
+    )
+
+
+def _report_unexpected(actor: pykka.Actor, error: UnexpectedMessageError) -> None:
+    """A told message was refused: nobody waits for the error, so log it; the actor goes on."""
+    emit(logging.ERROR, "unexpected_message", actor=str(actor), error=str(error))
 
 
 class Dispatcher:
@@ -170,7 +217,7 @@ class DispatchedActor(pykka.Actor):
     actor_inbox: _DispatchInbox
 
     @staticmethod
-    def _create_actor_inbox() -> Any:
+    def _create_actor_inbox() -> _DispatchInbox:
         return _DispatchInbox()
 
     @staticmethod
@@ -178,9 +225,11 @@ class DispatchedActor(pykka.Actor):
         return pykka.ThreadingFuture()
 
     def __init__(self, dispatcher: Dispatcher) -> None:
-        # What pykka's Actor.__init__ does, but with an urn from callboard's id
-        # generator: uuid4() reads os.urandom, which releases the GIL, and a
-        # dispatched actor is created for every run.
+        # What pykka's Actor.__init__ does (test_dispatch.py checks that these
+        # are still all the attributes it sets), but not by calling it: its urn
+        # comes from uuid4(), which reads os.urandom and so releases the GIL,
+        # and a dispatched actor is created for every run. Under load the
+        # dispatcher thread would wait for the GIL once per run.
         self.actor_urn = f"urn:uuid:{new_id()}"
         self.actor_inbox = _DispatchInbox()
         self.actor_stopped = threading.Event()
@@ -222,9 +271,11 @@ class DispatchedActor(pykka.Actor):
     def _process(self, envelope: Any) -> None:
         try:
             response = self._handle_receive(envelope.message)
-        except Exception:
+        except Exception as exc:
             if envelope.reply_to is not None:
                 envelope.reply_to.set_exception()
+            elif isinstance(exc, UnexpectedMessageError):
+                _report_unexpected(self, exc)
             else:
                 self._fail(*sys.exc_info())
             return
@@ -263,6 +314,11 @@ class ThreadActor(pykka.ThreadingActor):
     ``put``/``get``/``empty`` in C, several times faster per message. The
     thread is a daemon so that a step stuck in user code cannot keep the
     interpreter from exiting; the runtime stops its actors itself.
+
+    A told message the actor does not accept is logged as ``unexpected_message``
+    and the actor goes on, as a dispatched actor does. pykka's loop still calls
+    ``on_failure`` for it afterwards, so a subclass that overrides
+    ``on_failure`` must ignore :class:`UnexpectedMessageError` (none does).
     """
 
     use_daemon_thread = True
@@ -270,3 +326,16 @@ class ThreadActor(pykka.ThreadingActor):
     @staticmethod
     def _create_actor_inbox() -> Any:
         return queue.SimpleQueue()
+
+    def _handle_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # pykka's loop calls this for an exception from the handler of a told
+        # message (and from on_start or on_stop); by default the actor stops.
+        if isinstance(exception_value, UnexpectedMessageError):
+            _report_unexpected(self, exception_value)
+            return
+        super()._handle_failure(exception_type, exception_value, traceback)

@@ -1,9 +1,13 @@
-"""The actors' message protocol.
+"""The actors' message protocol: every message, grouped by the actor that receives it.
 
 Messages are frozen values: commands in the imperative, events in the past
 tense. pykka does not copy messages between threads, so a message never
 carries an object its sender goes on changing: dicts inside a message are
 handed over with it and the sender does not touch them again.
+
+Each actor has one union of the messages it accepts (:data:`SupervisorMessage`,
+:data:`RegistryMessage`, :data:`RunActorMessage`, :data:`StepActorMessage`); its
+``on_receive`` matches on it and mypy checks that every member is handled.
 """
 
 from __future__ import annotations
@@ -11,12 +15,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
+from typing import Any, Literal, TypeAlias
 
 import pykka
 from pydantic import BaseModel
 
-from runtime._model import RunEvent
+from runtime._model import RunEvent, RunStatus
 from runtime._plan import ExecutionPlan
 from runtime._snapshot import Snapshot
 from runtime._step import Step
@@ -24,13 +29,21 @@ from runtime._stores.base import SnapshotRecord
 from runtime._sync import AbortSignal, Channel, Latch
 
 __all__ = [
+    "AbortReason",
     "AbortRun",
     "AbortRuns",
+    "Call",
+    "CallConditions",
+    "CallMap",
+    "CallSleepLength",
+    "CallStep",
     "CancelRun",
-    "ExecuteStep",
     "NotifyWhenIdle",
+    "Outcome",
     "RecordFailure",
     "RecoverRuns",
+    "RegistryMessage",
+    "RunActorMessage",
     "RunCrashed",
     "RunEnded",
     "RunParked",
@@ -38,15 +51,20 @@ __all__ = [
     "SnapshotCommitted",
     "SnapshotTaken",
     "StartRun",
+    "StepActorMessage",
     "StepFinished",
     "SubscribeRun",
+    "SupervisorMessage",
     "TimerFired",
     "WakeRun",
     "WatchRun",
 ]
 
 
-# --- facade -> supervisor ---------------------------------------------------
+# --- to the supervisor ------------------------------------------------------------
+# From the facade: StartRun, NotifyWhenIdle, AbortRuns, CancelRun; from the
+# registry: StartRun (a recovered run); from a timer: WakeRun; from a run
+# actor: RunEnded, RunParked, RunCrashed.
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,153 +93,32 @@ class AbortRuns:
     error: dict[str, Any] | None
 
 
-# --- supervisor -> run actor --------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class AbortRun:
-    """End this run now as failed with ``error``; with ``None``, halt it and record nothing."""
-
-    error: dict[str, Any] | None
-
-
-# --- run actor -> supervisor ------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RunEnded:
-    """A run reached a terminal status and its actor stopped."""
-
-    run_id: str
-    status: str
-
-
-@dataclass(frozen=True, slots=True)
-class RunCrashed:
-    """A run actor failed; the supervisor records the run as failed."""
-
-    run_id: str
-    error: dict[str, Any]
-
-
-# --- run actor -> step actor --------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ExecuteStep:
-    """Run one piece of user code and reply to ``reply_to`` with :class:`StepFinished`.
-
-    Most often a step body; also the conditions of a ``branch`` or a loop, a
-    ``map`` function, or the function that computes a sleep's length.
-
-    Attributes:
-        step: The step's definition (for conditions of a branch: the first arm's).
-        payload: The input as plain data (validated by the step actor).
-        final_schema: The workflow's output schema when this is the last step:
-            its output is then also the run's result.
-        token: Names this call within its run; the reply carries it back.
-        kind: ``"step"``, ``"conditions"``, ``"map"`` or ``"sleep"``.
-        path: The step's path in the run's results.
-        fns: For ``conditions``: each condition with the schema its input is
-            validated by; for ``map`` and ``sleep``: the one function.
-        prefix: The path prefix of the (nested) workflow the step is in.
-        bail_schema: The top workflow's output schema, for ``ctx.bail()``.
-        retry_count: How many times this step was retried before this call.
-        resume_data: What a resume hands the step, already validated.
-        signal: The abort signal the run sets to tell the step to stop.
-        iteration: A loop condition's iteration count.
-    """
-
-    run_id: str
-    workflow_id: str
-    step: Step[Any, Any]
-    payload: Any
-    state: Any
-    state_schema: type[BaseModel] | None
-    request_context: dict[str, Any]
-    init_data: Any
-    input_schema: type[BaseModel]
-    definitions: Mapping[str, Step[Any, Any]]
-    outputs: Mapping[str, Any]
-    final_schema: type[BaseModel] | None
-    trace_id: str
-    parent_span_id: str
-    reply_to: pykka.ActorRef[Any]
-    token: int = 0
-    kind: str = "step"
-    path: str = ""
-    fns: tuple[tuple[Callable[[Any], Any], type[BaseModel] | None], ...] = ()
-    prefix: str = ""
-    bail_schema: type[BaseModel] | None = None
-    retry_count: int = 0
-    resume_data: Any = None
-    signal: AbortSignal | None = None
-    iteration: int | None = None
-
-
-# --- step actor -> run actor --------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StepFinished:
-    """A call of user code ended.
-
-    Attributes:
-        outcome: ``"success"``, ``"failed"``, ``"suspended"`` (``output``
-            holds the suspend payload) or ``"bailed"`` (``result`` holds the
-            run's result).
-        output: The validated output as plain data (on success): for
-            conditions a list of booleans, for a sleep an epoch wake time.
-        error: An ``ErrorInfo`` as a dict (on failure).
-        result: The run's result, when this was the last step, or bailed.
-        state: The state after the step (changed only through ``set_state``).
-        request_context: The request context after the step.
-        retryable: Whether a failure may be retried (not for ``NonRetryableError``).
-        token: The :attr:`ExecuteStep.token` this answers.
-    """
-
-    step_id: str
-    outcome: str
-    output: Any
-    error: dict[str, Any] | None
-    result: Any
-    state: Any
-    request_context: dict[str, Any]
-    started_at: float
-    ended_at: float
-    retryable: bool = True
-    token: int = 0
-
-    @property
-    def ok(self) -> bool:
-        """Whether the call succeeded (a bail is a success)."""
-        return self.outcome in {"success", "bailed"}
-
-
-# --- timers and the facade -> run actor ------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class TimerFired:
-    """A timer the run actor set went off: retry a call, or time one out."""
-
-    token: int
-    what: str
-
-
 @dataclass(frozen=True, slots=True)
 class CancelRun:
     """Cancel a run; ``reply`` receives the run's status after the cancel.
 
     ``reply`` gets ``"canceled"``, or the terminal status the run had
     already reached, or ``"unknown"`` when no actor of this runtime drives it.
+    The supervisor hands it on to the run's actor, if the run has one.
     """
 
     run_id: str
     reply: Callable[[str], None]
 
 
-# --- run actor -> supervisor --------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class WakeRun:
+    """A sleeping run's time has come: start a run actor from its snapshot."""
+
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnded:
+    """A run reached a terminal status (or was halted) and its actor stopped."""
+
+    run_id: str
+    status: RunStatus | Literal["halted"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +135,23 @@ class RunParked:
     wake_at: float | None
 
 
-# --- run actor / supervisor / facade -> registry --------------------------------
+@dataclass(frozen=True, slots=True)
+class RunCrashed:
+    """A run actor failed; the supervisor records the run as failed."""
+
+    run_id: str
+    error: dict[str, Any]
+
+
+SupervisorMessage: TypeAlias = (
+    StartRun | NotifyWhenIdle | AbortRuns | CancelRun | WakeRun | RunEnded | RunParked | RunCrashed
+)
+"""Everything :class:`~actors.supervisor.SupervisorActor` accepts."""
+
+
+# --- to the registry --------------------------------------------------------------
+# From run actors, the supervisor, hooks and the facade; SettledCommitted from
+# the registry itself, on the store's writer thread.
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,49 +169,8 @@ class SnapshotTaken:
 
 
 @dataclass(frozen=True, slots=True)
-class SnapshotCommitted:
-    """The snapshot with this sequence number is committed to the durable store."""
-
-    seq: int
-
-
-@dataclass(frozen=True, slots=True)
 class SettledCommitted:
     """A run's terminal (or suspended) snapshot is committed: wake whoever waits for the run."""
-
-    run_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class RecoverRuns:
-    """Resume the orphaned runs of these workflows (a durable store's runs whose owner is gone).
-
-    Attributes:
-        plans: The registered workflows, by id.
-        supervisor: Where to send the resumed runs.
-        report_others: Also log, once, orphaned runs whose workflow is not here.
-    """
-
-    plans: Mapping[str, ExecutionPlan]
-    supervisor: pykka.ActorRef[Any]
-    report_others: bool
-
-
-@dataclass(frozen=True, slots=True)
-class RecordFailure:
-    """Mark a run failed with ``error``, building on its newest stored snapshot.
-
-    With ``plan``, the workflow's hooks are called for the failed run first.
-    """
-
-    run_id: str
-    error: dict[str, Any]
-    plan: ExecutionPlan | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class WakeRun:
-    """A sleeping run's time has come: start a run actor from its snapshot."""
 
     run_id: str
 
@@ -324,3 +196,246 @@ class SubscribeRun:
 
     run_id: str
     channel: Channel[RunEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFailure:
+    """Mark a run failed with ``error``, building on its newest stored snapshot.
+
+    With ``plan``, the workflow's hooks are called for the failed run first.
+    """
+
+    run_id: str
+    error: dict[str, Any]
+    plan: ExecutionPlan | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecoverRuns:
+    """Resume the orphaned runs of these workflows (a durable store's runs whose owner is gone).
+
+    Attributes:
+        plans: The registered workflows, by id.
+        supervisor: Where to send the resumed runs.
+        report_others: Also log, once, orphaned runs whose workflow is not here.
+    """
+
+    plans: Mapping[str, ExecutionPlan]
+    supervisor: pykka.ActorRef[Any]
+    report_others: bool
+
+
+RegistryMessage: TypeAlias = (
+    SnapshotTaken | SettledCommitted | WatchRun | SubscribeRun | RecordFailure | RecoverRuns
+)
+"""Everything :class:`~actors.registry.RegistryActor` accepts."""
+
+
+# --- to a run actor ---------------------------------------------------------------
+# From step actors: StepFinished; from the registry: SnapshotCommitted; from
+# its timers: TimerFired; from the supervisor: CancelRun, AbortRun.
+
+
+class Outcome(StrEnum):
+    """How a call of user code ended (:attr:`StepFinished.outcome`)."""
+
+    SUCCESS = "success"
+    FAILED = "failed"
+    SUSPENDED = "suspended"
+    """The step called ``ctx.suspend()``; the reply's ``output`` holds the suspend payload."""
+    BAILED = "bailed"
+    """The step called ``ctx.bail()``; the reply's ``result`` holds the run's result."""
+
+
+@dataclass(frozen=True, slots=True)
+class StepFinished:
+    """A call of user code ended.
+
+    Attributes:
+        outcome: How it ended.
+        output: The validated output as plain data (on success): for
+            conditions a list of booleans, for a sleep an epoch wake time;
+            the suspend payload when suspended, the run's result when bailed.
+        error: An ``ErrorInfo`` as a dict (on failure).
+        result: The run's result, when this was the last step, or bailed.
+        state: The state after the step (changed only through ``set_state``).
+        request_context: The request context after the step.
+        retryable: Whether a failure may be retried (not for ``NonRetryableError``).
+        token: The :attr:`Call.token` this answers.
+    """
+
+    step_id: str
+    outcome: Outcome
+    output: Any
+    error: dict[str, Any] | None
+    result: Any
+    state: Any
+    request_context: dict[str, Any]
+    started_at: float
+    ended_at: float
+    retryable: bool = True
+    token: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """Whether the call succeeded (a bail is a success)."""
+        outcome = self.outcome
+        return outcome is Outcome.SUCCESS or outcome is Outcome.BAILED
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotCommitted:
+    """The snapshot with this sequence number is committed to the durable store."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    """A timer the run actor set went off: retry a call, or time one out."""
+
+    token: int
+    what: Literal["retry", "timeout"]
+
+
+@dataclass(frozen=True, slots=True)
+class AbortRun:
+    """End this run now as failed with ``error``; with ``None``, halt it and record nothing."""
+
+    error: dict[str, Any] | None
+
+
+RunActorMessage: TypeAlias = StepFinished | SnapshotCommitted | TimerFired | CancelRun | AbortRun
+"""Everything :class:`~actors.run.RunActor` accepts."""
+
+
+# --- to a step actor --------------------------------------------------------------
+# From run actors, through the step pool: one command per kind of user code.
+
+
+class AbortReason(StrEnum):
+    """Why a run tells a call to stop: what ``ctx.abort_signal.reason`` reads.
+
+    The signal is handed the plain ``value``: user code sees the same strings
+    it always has.
+    """
+
+    CANCELED = "canceled"
+    """The run ended (cancelled, suspended, slept, halted) while the call ran."""
+    SIBLING_FAILED = "sibling_failed"
+    """Another call of the run failed, and with it the run."""
+    TIMEOUT = "timeout"
+    """The step outlasted its timeout."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Call:
+    """What every call of user code carries; the step actor replies with :class:`StepFinished`.
+
+    Attributes:
+        run_id: The run the call belongs to.
+        workflow_id: The (nested) workflow the code belongs to.
+        payload: The code's input as plain data.
+        state: The run's state, for ``ctx.state``.
+        state_schema: The workflow's state schema.
+        request_context: The run's request context.
+        init_data: The (nested) workflow's input, for ``ctx.get_init_data()``.
+        input_schema: The (nested) workflow's input schema.
+        definitions: The workflow's steps by id, for ``ctx.get_step_result()``.
+        outputs: The outputs of the steps done so far, by path.
+        trace_id: The run's trace.
+        parent_span_id: The run's span.
+        reply_to: The run actor.
+        token: Names this call within its run; the reply carries it back.
+        path: The path of the node the code belongs to, in the run's results.
+        prefix: The path prefix of the (nested) workflow the code is in.
+        signal: The abort signal the run sets to tell the code to stop.
+    """
+
+    run_id: str
+    workflow_id: str
+    payload: Any
+    state: Any
+    state_schema: type[BaseModel] | None
+    request_context: dict[str, Any]
+    init_data: Any
+    input_schema: type[BaseModel]
+    definitions: Mapping[str, Step[Any, Any]]
+    outputs: Mapping[str, Any]
+    trace_id: str
+    parent_span_id: str
+    reply_to: pykka.ActorRef[Any]
+    token: int = 0
+    path: str = ""
+    prefix: str = ""
+    signal: AbortSignal | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallStep(Call):
+    """Run a step body (a step of its own, of a parallel, branch or loop, or one foreach item).
+
+    Attributes:
+        step: The step's definition.
+        final_schema: The workflow's output schema when this is the last
+            node's step: its output is then also the run's result.
+        bail_schema: The top workflow's output schema, for ``ctx.bail()``.
+        retry_count: How many times this step was retried before this call.
+        resume_data: What a resume hands the step, not validated yet.
+    """
+
+    step: Step[Any, Any]
+    final_schema: type[BaseModel] | None
+    bail_schema: type[BaseModel] | None = None
+    retry_count: int = 0
+    resume_data: Any = None
+
+    @property
+    def step_id(self) -> str:
+        """The step's id."""
+        return self.step.id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallConditions(Call):
+    """Evaluate the conditions of a ``branch`` (each arm's) or of a loop (its one).
+
+    Attributes:
+        step_id: The step the reply names: the first arm's, or the loop's.
+        fns: Each condition with the schema its input is validated by.
+        iteration: A loop condition's iteration count.
+    """
+
+    step_id: str
+    fns: tuple[tuple[Callable[[Any], Any], type[BaseModel] | None], ...]
+    iteration: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallMap(Call):
+    """Call a ``map`` function; its output is the node's output.
+
+    Attributes:
+        step_id: The name the reply carries (the node's path).
+        fn: The function.
+    """
+
+    step_id: str
+    fn: Callable[[Any], Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallSleepLength(Call):
+    """Call the function that computes how long a ``sleep`` lasts; the reply holds the wake time.
+
+    Attributes:
+        step_id: The name the reply carries (the node's path).
+        fn: The function; it returns seconds or a datetime.
+    """
+
+    step_id: str
+    fn: Callable[[Any], Any]
+
+
+StepActorMessage: TypeAlias = CallStep | CallConditions | CallMap | CallSleepLength
+"""Everything :class:`~actors.step.StepActor` accepts."""

@@ -1,4 +1,4 @@
-"""The registry: the newest snapshot of every run, in order, final once terminal."""
+"""The registry actor: the newest snapshot of every run, in order, final once terminal."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from typing import Any
 
 import pykka
 
-from actors._dispatch import ThreadActor, tell_safely
+from actors._dispatch import ThreadActor, tell_safely, unexpected
 from actors.hooks import HookRunner
 from actors.messages import (
     RecordFailure,
     RecoverRuns,
+    RegistryMessage,
     SettledCommitted,
     SnapshotCommitted,
     SnapshotTaken,
@@ -65,22 +66,22 @@ class RegistryActor(ThreadActor):
         self._live: dict[str, SnapshotRecord] = {}
         self._reported: set[str] = set()
 
-    def on_receive(self, message: Any) -> Any:
-        if isinstance(message, SnapshotTaken):
-            self._record(message.record, terminal=message.terminal, ack_to=message.ack_to)
-        elif isinstance(message, SettledCommitted):
-            self._wake(message.run_id)
-        elif isinstance(message, WatchRun):
-            self._watch(message)
-        elif isinstance(message, SubscribeRun):
-            self._subscribe(message)
-        elif isinstance(message, RecordFailure):
-            self._record_failure(message)
-        elif isinstance(message, RecoverRuns):
-            self._recover(message)
-        else:
-            return super().on_receive(message)
-        return None
+    def on_receive(self, message: RegistryMessage) -> None:
+        match message:
+            case SnapshotTaken():
+                self._on_snapshot_taken(message)
+            case SettledCommitted():
+                self._on_settled_committed(message)
+            case WatchRun():
+                self._on_watch_run(message)
+            case SubscribeRun():
+                self._on_subscribe_run(message)
+            case RecordFailure():
+                self._on_record_failure(message)
+            case RecoverRuns():
+                self._on_recover_runs(message)
+            case _:
+                unexpected(self, message)
 
     def on_stop(self) -> None:
         # Nobody may wait for ever on a registry that has gone: wake everyone,
@@ -94,15 +95,16 @@ class RegistryActor(ThreadActor):
                 channel.close()
         self._channels.clear()
 
-    def _record(
-        self, record: SnapshotRecord, *, terminal: bool, ack_to: pykka.ActorRef[Any] | None = None
-    ) -> None:
+    # --- messages -------------------------------------------------------------------
+
+    def _on_snapshot_taken(self, message: SnapshotTaken) -> None:
+        record, ack_to = message.record, message.ack_to
         settles = record.status in SETTLED_STATUSES  # terminal ones included
         if self._durable:
             last = self._live.get(record.run_id)
             if last is not None and last.seq >= record.seq:
                 return  # older than what the store will hold once it commits
-            if terminal or record.status in PARKED_STATUSES:
+            if message.terminal or record.status in PARKED_STATUSES:
                 self._live.pop(record.run_id, None)  # no actor drives it any more
             else:
                 self._live[record.run_id] = record
@@ -131,31 +133,22 @@ class RegistryActor(ThreadActor):
 
         return done
 
+    def _on_settled_committed(self, message: SettledCommitted) -> None:
+        self._wake(message.run_id)
+
     def _wake(self, run_id: str) -> None:
         for event in self._waiters.pop(run_id, ()):
             event.set()
 
-    def _watch(self, message: WatchRun) -> None:
+    def _on_watch_run(self, message: WatchRun) -> None:
         current = self._store.load(message.run_id)
         if current is None or current.status in SETTLED_STATUSES:
             message.event.set()
         else:
             self._waiters.setdefault(message.run_id, []).append(message.event)
 
-    def _record_failure(self, message: RecordFailure) -> None:
-        current = self._live.get(message.run_id) or self._store.load(message.run_id)
-        if current is None or current.status in TERMINAL_STATUSES:
-            return
-        snapshot = decode(current.data)
-        record = failed_record(snapshot, message.error, time.time())
-        if message.plan is None:
-            self._record(record, terminal=True)
-            return
-        self._hooks.finish(message.plan, snapshot, record, self.actor_ref)
-
-    # --- run.watch() ---------------------------------------------------------------
-
-    def _subscribe(self, message: SubscribeRun) -> None:
+    def _on_subscribe_run(self, message: SubscribeRun) -> None:
+        """``run.watch()``: the events so far, then each one as it comes."""
         run_id = message.run_id
         current = self._live.get(run_id) or self._store.load(run_id)
         self._channels.setdefault(run_id, []).append(message.channel)
@@ -168,7 +161,7 @@ class RegistryActor(ThreadActor):
         """Tell a run's watchers what changed since the last snapshot they saw."""
         run_id = record.run_id
         try:
-            snapshot = decode(record.data)
+            snapshot = decode(record.data, record.run_id)
         except SnapshotFormatError:
             return
         last_status, last_steps = ("", {}) if only is not None else self._seen.get(run_id, ("", {}))
@@ -192,7 +185,18 @@ class RegistryActor(ThreadActor):
             else:
                 self._channels[run_id].remove(only)
 
-    def _recover(self, message: RecoverRuns) -> None:
+    def _on_record_failure(self, message: RecordFailure) -> None:
+        current = self._live.get(message.run_id) or self._store.load(message.run_id)
+        if current is None or current.status in TERMINAL_STATUSES:
+            return
+        snapshot = decode(current.data, current.run_id)
+        record = failed_record(snapshot, message.error, time.time())
+        if message.plan is None:
+            self._on_snapshot_taken(SnapshotTaken(record=record, terminal=True))
+            return
+        self._hooks.finish(message.plan, snapshot, record, self.actor_ref)
+
+    def _on_recover_runs(self, message: RecoverRuns) -> None:
         store = self._store
         if not isinstance(store, RecoverableStore):
             return
@@ -219,7 +223,7 @@ class RegistryActor(ThreadActor):
             try:
                 if not store.claim(record.run_id, previous_owner):
                     continue  # another runtime took it first
-                snapshot = decode(record.data)
+                snapshot = decode(record.data, record.run_id)
             except (StoreError, SnapshotFormatError) as exc:
                 emit(logging.ERROR, "run_not_resumed", run_id=record.run_id, error=str(exc))
                 continue

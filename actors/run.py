@@ -8,14 +8,15 @@ cancel, timers and shutdown while steps run. A run that sleeps or suspends
 hands its snapshot back to the supervisor and stops; a new run actor is built
 from the snapshot when it wakes or is resumed, the same way a crashed
 process's runs are recovered.
+
+The calls in flight (their tokens, commit gating, timeouts and retries) are
+kept by :class:`actors._calls.Calls`; this module decides what to call next
+and what each reply means.
 """
 
 from __future__ import annotations
 
-import random
 import time
-from collections import deque
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final
@@ -23,13 +24,21 @@ from typing import Any, Final
 import pykka
 from pydantic import ValidationError
 
-from actors._dispatch import DispatchedActor, Dispatcher, tell_safely
-from actors._timer import TimerHandle, Timers
+from actors._calls import Calls, Job
+from actors._dispatch import DispatchedActor, Dispatcher, tell_safely, unexpected
+from actors._pool import StepPool
+from actors._timer import Timers
 from actors.hooks import HookRunner
 from actors.messages import (
+    AbortReason,
     AbortRun,
+    CallConditions,
+    CallMap,
+    CallSleepLength,
+    CallStep,
     CancelRun,
-    ExecuteStep,
+    Outcome,
+    RunActorMessage,
     RunCrashed,
     RunEnded,
     RunParked,
@@ -38,7 +47,7 @@ from actors.messages import (
     StepFinished,
     TimerFired,
 )
-from actors.step import StepPool, error_dict
+from actors.step import error_dict
 from runtime._errors import (
     LoopLimitError,
     RunCrashedError,
@@ -55,11 +64,9 @@ from runtime._plan import (
     ForeachNode,
     LoopNode,
     MapNode,
-    Node,
     ParallelNode,
     SleepNode,
     StepNode,
-    leaf_steps,
 )
 from runtime._snapshot import (
     Snapshot,
@@ -69,31 +76,12 @@ from runtime._snapshot import (
     mark_failed,
     next_record,
 )
-from runtime._sync import AbortSignal
 from runtime._tracing import Span
 
 __all__ = ["RunActor"]
 
 WAKE_EARLY: Final = 0.001
 """A sleep that ends within this many seconds is over: the run goes on at once."""
-
-_rng = random.Random()
-
-
-@dataclass(slots=True, eq=False)
-class _Job:
-    """One call of user code in flight (or waiting to be retried)."""
-
-    token: int
-    kind: str
-    path: str
-    index: int
-    message: ExecuteStep
-    signal: AbortSignal
-    step_node: StepNode | None = None
-    item: int | None = None
-    attempt: int = 0
-    timer: TimerHandle | None = None
 
 
 class RunActor(DispatchedActor):
@@ -123,16 +111,18 @@ class RunActor(DispatchedActor):
         self._snapshot = snapshot
         self._registry = registry
         self._supervisor = supervisor
-        self._pool = pool
-        self._timers = timers
         self._hooks = hooks
         self._durable = durable
         self._ended = False
-        self._tokens = 0
-        self._jobs: dict[int, _Job] = {}
-        self._retrying: dict[int, tuple[_Job, TimerHandle]] = {}
-        # Calls waiting for the snapshot that announces them to be committed (durable stores).
-        self._awaiting_commit: deque[tuple[int, list[_Job]]] = deque()
+        self._calls = Calls(
+            self.actor_ref,
+            plan,
+            snapshot,
+            pool,
+            timers,
+            announce=self._tell_snapshot,
+            durable=durable,
+        )
         # Foreach: the next item to consider starting, and how many are not done yet
         # (not in the snapshot: items started and not done run again after a crash).
         self._next_item = 0
@@ -152,7 +142,7 @@ class RunActor(DispatchedActor):
             metadata=snapshot["metadata"],
         )
 
-    # --- messages -------------------------------------------------------------------
+    # --- lifecycle and messages -----------------------------------------------------------
 
     def on_start(self) -> None:
         self._span.start()
@@ -172,23 +162,20 @@ class RunActor(DispatchedActor):
         snapshot["status"] = RunStatus.RUNNING.value
         self._enter(snapshot["next_step"])
 
-    def on_receive(self, message: Any) -> Any:
-        if isinstance(message, StepFinished):
-            self._finished(message)
-        elif isinstance(message, SnapshotCommitted):
-            self._commit_reached(message.seq)
-        elif isinstance(message, TimerFired):
-            self._timer_fired(message)
-        elif isinstance(message, CancelRun):
-            self._cancel(message)
-        elif isinstance(message, AbortRun):
-            if message.error is None:
-                self._halt()
-            else:
-                self._finish(RunStatus.FAILED, error=message.error)
-        else:
-            return super().on_receive(message)
-        return None
+    def on_receive(self, message: RunActorMessage) -> None:
+        match message:
+            case StepFinished():
+                self._on_step_finished(message)
+            case SnapshotCommitted():
+                self._on_snapshot_committed(message)
+            case TimerFired():
+                self._on_timer_fired(message)
+            case CancelRun():
+                self._on_cancel_run(message)
+            case AbortRun():
+                self._on_abort_run(message)
+            case _:
+                unexpected(self, message)
 
     def on_failure(
         self,
@@ -202,12 +189,71 @@ class RunActor(DispatchedActor):
             run_id=self._snapshot["run_id"],
         )
         crash.__traceback__ = traceback
-        self._abort_jobs("canceled")
+        self._calls.abort(AbortReason.CANCELED)
         self._span.end(RunStatus.FAILED.value, error=type(crash).__name__)
         tell_safely(
             self._supervisor,
             RunCrashed(run_id=self._snapshot["run_id"], error=error_dict(crash)),
         )
+
+    def _on_step_finished(self, message: StepFinished) -> None:
+        job = self._calls.finished(message.token)
+        if job is None or self._ended:
+            return  # abandoned (timed out, or the run ended meanwhile): it no longer counts
+        match job.call:
+            case CallStep() as call:
+                # Only steps change the state and the request context; the others read them.
+                self._snapshot["state"] = message.state
+                self._snapshot["request_context"] = message.request_context
+                self._step_replied(job, call, message)
+            case CallConditions() if message.ok:
+                self._conditions_replied(job, message.output)
+            case CallMap() as call if message.ok:
+                self._finish_step(call.path, message.output, message)
+                self._advance(message.output)
+            case CallSleepLength() if message.ok:
+                self._sleep_until(job.index, message.output)
+            case CallConditions():
+                # A condition's failure is not its step's: only the run records it.
+                self._fail_at("", message.error)
+            case call:
+                self._fail_at(call.path, message.error)
+
+    def _on_snapshot_committed(self, message: SnapshotCommitted) -> None:
+        self._calls.committed(message.seq)
+
+    def _on_timer_fired(self, message: TimerFired) -> None:
+        if self._ended:
+            return
+        if message.what == "retry":
+            self._calls.retry_due(message.token)
+            return
+        job = self._calls.timed_out(message.token)
+        if job is None:
+            return  # it finished just before its timeout
+        step_node = job.step_node
+        assert step_node is not None
+        path = step_node.path
+        timeout = StepTimeoutError(
+            f"step {path!r} did not finish within its timeout of {step_node.timeout} s",
+            run_id=self._snapshot["run_id"],
+            step_id=path,
+        )
+        self._step_failed(job, error_dict(timeout, step_id=path, with_traceback=False), True)
+
+    def _on_cancel_run(self, message: CancelRun) -> None:
+        if self._ended:
+            message.reply(self._snapshot["status"])
+            return
+        mark_canceled(self._snapshot, time.time())
+        self._end(RunStatus.CANCELED, reason=AbortReason.CANCELED)
+        message.reply(RunStatus.CANCELED.value)
+
+    def _on_abort_run(self, message: AbortRun) -> None:
+        if message.error is None:
+            self._halt()
+        else:
+            self._finish(RunStatus.FAILED, error=message.error)
 
     # --- walking the plan ------------------------------------------------------------
 
@@ -234,29 +280,27 @@ class RunActor(DispatchedActor):
             self._complete()
             return
         node = nodes[index]
-        carry = snapshot["carry"]
-        if isinstance(node, StepNode):
-            self._start_group(index, (node,))
-        elif isinstance(node, ParallelNode):
-            self._start_group(index, node.steps)
-        elif isinstance(node, BranchNode):
-            self._enter_branch(index, node)
-        elif isinstance(node, LoopNode):
-            self._enter_loop(index, node)
-        elif isinstance(node, ForeachNode):
-            self._enter_foreach(index, node)
-        elif isinstance(node, MapNode):
-            self._record_step(node.path, carry)
-            assert node.fn is not None
-            self._send([self._job("map", node.path, index, node, carry, fns=((node.fn, None),))])
-        elif isinstance(node, SleepNode):
-            self._enter_sleep(index, node)
-        elif isinstance(node, EnterNode):
-            self._enter_child(index, node)
-        elif isinstance(node, ExitNode):
-            self._exit_child(index, node)
-        else:  # pragma: no cover - compile_plan makes no other nodes
-            raise TypeError(f"unknown plan node {node!r}")
+        match node:
+            case StepNode():
+                self._start_group(index, (node,))
+            case ParallelNode():
+                self._start_group(index, node.steps)
+            case BranchNode():
+                self._enter_branch(index, node)
+            case LoopNode():
+                self._enter_loop(index, node)
+            case ForeachNode():
+                self._enter_foreach(index, node)
+            case MapNode():
+                self._enter_map(index, node)
+            case SleepNode():
+                self._enter_sleep(index, node)
+            case EnterNode():
+                self._enter_child(index, node)
+            case ExitNode():
+                self._exit_child(index, node)
+            case _:  # pragma: no cover - compile_plan makes no other nodes
+                raise TypeError(f"unknown plan node {node!r}")
 
     def _advance(self, output: Any) -> None:
         """The current node is done with ``output``: hand it to the next node."""
@@ -303,7 +347,7 @@ class RunActor(DispatchedActor):
                 continue
             jobs.append(self._step_job(index, step_node, snapshot["carry"]))
         if jobs:
-            self._send(jobs)
+            self._calls.send(jobs)
         else:
             self._group_settled(index)
 
@@ -315,7 +359,7 @@ class RunActor(DispatchedActor):
         *,
         item: int | None = None,
         iteration: int | None = None,
-    ) -> _Job:
+    ) -> Job:
         """A call of a step, its record updated to ``running`` (resume data handed over)."""
         snapshot = self._snapshot
         path = step_node.path
@@ -333,15 +377,8 @@ class RunActor(DispatchedActor):
                 snapshot["suspended"] = {
                     k: v for k, v in snapshot["suspended"].items() if k != path
                 }
-        return self._job(
-            "step",
-            path,
-            index,
-            step_node,
-            payload,
-            step_node=step_node,
-            item=item,
-            resume_data=resume_data,
+        return self._calls.step(
+            index, step_node, payload, self._outputs, item=item, resume_data=resume_data
         )
 
     def _record_step(
@@ -365,155 +402,39 @@ class RunActor(DispatchedActor):
         steps[path] = record
         return record
 
-    def _job(
-        self,
-        kind: str,
-        path: str,
-        index: int,
-        node: Node,
-        payload: Any,
-        *,
-        step_node: StepNode | None = None,
-        item: int | None = None,
-        fns: tuple[Any, ...] = (),
-        resume_data: Any = None,
-        iteration: int | None = None,
-        attempt: int = 0,
-    ) -> _Job:
-        plan, snapshot = self._plan, self._snapshot
-        self._tokens += 1
-        token = self._tokens
-        signal = AbortSignal()
-        scope = node.scope
-        step = step_node.step if step_node is not None else _first_step(node)
-        last = kind == "step" and item is None and index == len(plan.nodes) - 1
-        message = ExecuteStep(
-            run_id=snapshot["run_id"],
-            workflow_id=scope.workflow_id,
-            step=step,
-            payload=payload,
-            state=snapshot["state"],
-            state_schema=plan.state_schema,
-            request_context=snapshot["request_context"],
-            init_data=snapshot["scopes"].get(scope.prefix, snapshot["input"])
-            if scope.prefix
-            else snapshot["input"],
-            input_schema=scope.input_schema,
-            definitions=plan.by_id,
-            outputs=self._outputs,
-            final_schema=plan.output_schema if last and isinstance(node, StepNode) else None,
-            trace_id=snapshot["trace_id"],
-            parent_span_id=snapshot["span_id"],
-            reply_to=self.actor_ref,
-            token=token,
-            kind=kind,
-            path=path,
-            fns=fns,
-            prefix=scope.prefix,
-            bail_schema=plan.output_schema,
-            retry_count=attempt,
-            resume_data=resume_data,
-            signal=signal,
-            iteration=iteration,
-        )
-        return _Job(
-            token=token,
-            kind=kind,
-            path=path,
-            index=index,
-            message=message,
-            step_node=step_node,
-            item=item,
-            attempt=attempt,
-            signal=signal,
-        )
-
-    def _send(self, jobs: list[_Job]) -> None:
-        """Record the snapshot that announces these calls, then hand them to step actors.
-
-        On a durable store the calls wait until that snapshot is committed, so
-        a step whose output is recorded never runs again after a crash.
-        """
-        for job in jobs:
-            self._jobs[job.token] = job
-        seq = self._tell_snapshot(terminal=False)
-        if self._durable:
-            self._awaiting_commit.append((seq, jobs))
-        else:
-            self._submit(jobs)
-
-    def _submit(self, jobs: list[_Job]) -> None:
-        for job in jobs:
-            if job.token not in self._jobs:
-                continue  # cancelled while its snapshot was being committed
-            step_node = job.step_node
-            if job.kind == "step" and step_node is not None and step_node.timeout is not None:
-                job.timer = self._after(step_node.timeout, TimerFired(job.token, "timeout"))
-            self._pool.submit(job.message)
-
-    def _commit_reached(self, seq: int) -> None:
-        waiting = self._awaiting_commit
-        while waiting and waiting[0][0] <= seq:
-            self._submit(waiting.popleft()[1])
-
-    def _after(self, delay: float, message: TimerFired) -> TimerHandle:
-        ref = self.actor_ref
-        return self._timers.call_later(delay, lambda: tell_safely(ref, message))
-
     # --- replies ---------------------------------------------------------------------------
 
-    def _finished(self, message: StepFinished) -> None:
-        job = self._jobs.pop(message.token, None)
-        if job is None or self._ended:
-            return  # abandoned (timed out, or the run ended meanwhile): it no longer counts
-        if job.timer is not None:
-            job.timer.cancel()
-        if job.kind == "step":
-            # Only steps change the state and the request context; the others read them.
-            self._snapshot["state"] = message.state
-            self._snapshot["request_context"] = message.request_context
-            self._step_replied(job, message)
-        elif not message.ok:
-            # A condition's failure is not its step's: only the run records it.
-            self._fail_at(job.path if job.kind != "conditions" else "", message.error)
-        elif job.kind == "conditions":
-            self._conditions_replied(job, message.output)
-        elif job.kind == "map":
-            self._finish_step(job.path, message.output, message)
-            self._advance(message.output)
-        elif job.kind == "sleep":
-            self._sleep_until(job.index, message.output)
-
-    def _step_replied(self, job: _Job, message: StepFinished) -> None:
+    def _step_replied(self, job: Job, call: CallStep, message: StepFinished) -> None:
         outcome = message.outcome
-        if outcome == "failed":
+        if outcome is Outcome.FAILED:
             self._step_failed(job, message.error or {}, message.retryable)
             return
-        if outcome == "bailed":
+        if outcome is Outcome.BAILED:
             if job.item is None:
-                self._finish_step(job.path, message.output, message)
+                self._finish_step(call.path, message.output, message)
             self._finish(RunStatus.SUCCESS, result=message.result)
             return
-        if outcome == "suspended":
+        if outcome is Outcome.SUSPENDED:
             self._step_suspended(job, message.output, message)
             return
         node = self._plan.nodes[job.index]
         if isinstance(node, ForeachNode):
             self._item_done(job, node, message.output)
             return
-        self._finish_step(job.path, message.output, message)
-        self._outputs = {**self._outputs, job.path: message.output}
-        if isinstance(node, StepNode):
-            if message.result is not None or job.message.final_schema is not None:
-                self._snapshot["carry"] = message.output
-                self._snapshot["next_step"] = job.index + 1
-                self._complete(message.result, validated=True)
-            else:
-                self._advance(message.output)
-        elif isinstance(node, LoopNode):
-            self._check_loop(job.index, node, message.output)
-        else:
-            self._group_settled(job.index)
+        self._finish_step(call.path, message.output, message)
+        self._outputs = {**self._outputs, call.path: message.output}
+        match node:
+            case StepNode():
+                if message.result is not None or call.final_schema is not None:
+                    self._snapshot["carry"] = message.output
+                    self._snapshot["next_step"] = job.index + 1
+                    self._complete(message.result, validated=True)
+                else:
+                    self._advance(message.output)
+            case LoopNode():
+                self._check_loop(job.index, node, message.output)
+            case _:  # parallel or branch
+                self._group_settled(job.index)
 
     def _finish_step(self, path: str, output: Any, message: StepFinished) -> None:
         record = self._snapshot["steps"][path]
@@ -523,36 +444,30 @@ class RunActor(DispatchedActor):
         record["started_at"] = min(record["started_at"] or message.started_at, message.started_at)
         record["ended_at"] = message.ended_at
 
-    def _step_failed(self, job: _Job, error: dict[str, Any], retryable: bool) -> None:
-        step_node = job.step_node
-        assert step_node is not None
+    def _step_failed(self, job: Job, error: dict[str, Any], retryable: bool) -> None:
+        step_node, call = job.step_node, job.call
+        assert step_node is not None and isinstance(call, CallStep)
         policy = step_node.retry
-        told_to_stop = job.signal.aborted and job.signal.reason != "timeout"
+        told_to_stop = job.signal.aborted and job.signal.reason != AbortReason.TIMEOUT
         if retryable and job.attempt < policy.attempts and not told_to_stop:
             retry = job.attempt + 1
-            record = self._snapshot["steps"][job.path]
+            record = self._snapshot["steps"][call.path]
             record["error"] = error
             if job.item is None:
                 record["attempts"] = retry + 1
-            again = self._job(
-                "step",
-                job.path,
+            again = self._calls.step(
                 job.index,
-                self._plan.nodes[job.index],
-                job.message.payload,
-                step_node=step_node,
+                step_node,
+                call.payload,
+                self._outputs,
                 item=job.item,
-                resume_data=job.message.resume_data,
-                iteration=job.message.iteration,
+                resume_data=call.resume_data,
                 attempt=retry,
             )
             self._tell_snapshot(terminal=False)
-            # The wait holds no thread: a timer tells this actor when to call again.
-            delay = policy.delay_before(retry, _rng)
-            handle = self._after(delay, TimerFired(again.token, "retry"))
-            self._retrying[again.token] = (again, handle)
+            self._calls.retry_later(again, policy)
             return
-        self._fail_at(job.path, error, attempts=job.attempt + 1 if job.item is None else None)
+        self._fail_at(call.path, error, attempts=job.attempt + 1 if job.item is None else None)
 
     def _fail_at(
         self, path: str, error: dict[str, Any] | None, attempts: int | None = None
@@ -568,48 +483,26 @@ class RunActor(DispatchedActor):
                 record["attempts"] = attempts
         self._finish(RunStatus.FAILED, error=error)
 
-    def _timer_fired(self, message: TimerFired) -> None:
-        if self._ended:
-            return
-        if message.what == "retry":
-            entry = self._retrying.pop(message.token, None)
-            if entry is not None:
-                job = entry[0]
-                self._jobs[job.token] = job
-                self._submit([job])
-            return
-        timed_out = self._jobs.pop(message.token, None)
-        if timed_out is None:
-            return  # it finished just before its timeout
-        job = timed_out
-        job.signal.abort("timeout")
-        step_node = job.step_node
-        assert step_node is not None
-        timeout = StepTimeoutError(
-            f"step {job.path!r} did not finish within its timeout of {step_node.timeout} s",
-            run_id=self._snapshot["run_id"],
-            step_id=job.path,
-        )
-        self._step_failed(job, error_dict(timeout, step_id=job.path, with_traceback=False), True)
-
     # --- parallel and branch ------------------------------------------------------------------
 
     def _group_steps(self, index: int) -> tuple[StepNode, ...]:
         node = self._plan.nodes[index]
-        if isinstance(node, StepNode):
-            return (node,)
-        if isinstance(node, ParallelNode):
-            return node.steps
-        if isinstance(node, BranchNode):
-            chosen = set((self._snapshot["progress"] or {}).get("chosen", ()))
-            return tuple(step for _, step in node.arms if step.path in chosen)
-        raise TypeError(f"node {node.path!r} is not a group of steps")
+        match node:
+            case StepNode():
+                return (node,)
+            case ParallelNode():
+                return node.steps
+            case BranchNode():
+                chosen = set((self._snapshot["progress"] or {}).get("chosen", ()))
+                return tuple(step for _, step in node.arms if step.path in chosen)
+            case _:
+                raise TypeError(f"node {node.path!r} is not a group of steps")
 
     def _group_settled(self, index: int) -> None:
         """A call of a parallel or branch node ended: go on once none is still running."""
         # Every call in flight belongs to the current node: the run moves on
         # only when its node has none left.
-        if self._jobs or self._retrying:
+        if self._calls:
             self._tell_snapshot(terminal=False)
             return
         steps = self._group_steps(index)
@@ -623,21 +516,22 @@ class RunActor(DispatchedActor):
             return
         self._advance({step.step.id: self._outputs[step.path] for step in steps})
 
-    def _step_suspended(self, job: _Job, payload: Any, message: StepFinished) -> None:
+    def _step_suspended(self, job: Job, payload: Any, message: StepFinished) -> None:
+        path = job.call.path
         if job.item is not None:
             error = WorkflowDefinitionError(
-                f"step {job.path!r} suspended inside foreach, which cannot be resumed: "
+                f"step {path!r} suspended inside foreach, which cannot be resumed: "
                 "suspend from a step outside foreach",
                 run_id=self._snapshot["run_id"],
-                step_id=job.path,
+                step_id=path,
             )
-            self._fail_at(job.path, error_dict(error, step_id=job.path, with_traceback=False))
+            self._fail_at(path, error_dict(error, step_id=path, with_traceback=False))
             return
-        record = self._snapshot["steps"][job.path]
+        record = self._snapshot["steps"][path]
         record["status"] = StepStatus.SUSPENDED.value
         record["suspend_payload"] = payload
         record["ended_at"] = message.ended_at
-        self._snapshot["suspended"] = {**self._snapshot["suspended"], job.path: payload}
+        self._snapshot["suspended"] = {**self._snapshot["suspended"], path: payload}
         node = self._plan.nodes[job.index]
         if isinstance(node, LoopNode):
             self._suspend()
@@ -650,18 +544,21 @@ class RunActor(DispatchedActor):
             self._start_group(index, self._group_steps(index))
             return
         fns = tuple((cond, step.step.input_schema) for cond, step in node.arms)
-        self._send(
-            [self._job("conditions", node.path, index, node, self._snapshot["carry"], fns=fns)]
+        self._calls.send(
+            [self._calls.conditions(index, node, self._snapshot["carry"], self._outputs, fns)]
         )
 
-    def _conditions_replied(self, job: _Job, results: list[bool]) -> None:
+    def _conditions_replied(self, job: Job, results: list[bool]) -> None:
         node = self._plan.nodes[job.index]
-        if isinstance(node, BranchNode):
-            chosen = [step.path for (_, step), hold in zip(node.arms, results, strict=True) if hold]
-            self._snapshot["progress"] = {"chosen": chosen}
-            self._start_group(job.index, self._group_steps(job.index))
-        elif isinstance(node, LoopNode):
-            self._loop_decided(job.index, node, results[0])
+        match node:
+            case BranchNode():
+                arms = zip(node.arms, results, strict=True)
+                self._snapshot["progress"] = {
+                    "chosen": [step.path for (_, step), hold in arms if hold]
+                }
+                self._start_group(job.index, self._group_steps(job.index))
+            case LoopNode():
+                self._loop_decided(job.index, node, results[0])
 
     # --- loops -----------------------------------------------------------------------------------
 
@@ -677,16 +574,15 @@ class RunActor(DispatchedActor):
             return
         payload = record["payload"] if record is not None else snapshot["carry"]
         job = self._step_job(index, step_node, payload, iteration=progress["iteration"])
-        self._send([job])
+        self._calls.send([job])
 
     def _check_loop(self, index: int, node: LoopNode, output: Any) -> None:
         step_node = node.step_node
         assert step_node is not None and node.condition is not None
         iteration = (self._snapshot["progress"] or {}).get("iteration", 1)
         fns = ((node.condition, step_node.step.output_schema),)
-        self._send(
-            [self._job("conditions", node.path, index, node, output, fns=fns, iteration=iteration)]
-        )
+        job = self._calls.conditions(index, node, output, self._outputs, fns, iteration=iteration)
+        self._calls.send([job])
 
     def _loop_decided(self, index: int, node: LoopNode, holds: bool) -> None:
         step_node = node.step_node
@@ -711,7 +607,7 @@ class RunActor(DispatchedActor):
             )
             return
         snapshot["progress"] = {"iteration": iteration + 1}
-        self._send([self._step_job(index, step_node, output, iteration=iteration + 1)])
+        self._calls.send([self._step_job(index, step_node, output, iteration=iteration + 1)])
 
     # --- foreach ---------------------------------------------------------------------------------
 
@@ -742,15 +638,15 @@ class RunActor(DispatchedActor):
         if not self._items_left:
             self._foreach_done(step_node, progress)
             return
-        self._send(self._next_items(index, node))
+        self._calls.send(self._next_items(index, node))
 
-    def _next_items(self, index: int, node: ForeachNode) -> list[_Job]:
+    def _next_items(self, index: int, node: ForeachNode) -> list[Job]:
         step_node = node.step_node
         assert step_node is not None
         done = (self._snapshot["progress"] or {})["done"]
         items = self._snapshot["carry"]
-        free = node.concurrency - len(self._jobs) - len(self._retrying)
-        jobs: list[_Job] = []
+        free = node.concurrency - len(self._calls)
+        jobs: list[Job] = []
         while len(jobs) < free and self._next_item < len(done):
             item = self._next_item
             self._next_item += 1
@@ -758,7 +654,7 @@ class RunActor(DispatchedActor):
                 jobs.append(self._step_job(index, step_node, items[item], item=item))
         return jobs
 
-    def _item_done(self, job: _Job, node: ForeachNode, output: Any) -> None:
+    def _item_done(self, job: Job, node: ForeachNode, output: Any) -> None:
         step_node = node.step_node
         assert step_node is not None and job.item is not None
         progress = self._snapshot["progress"] or {}
@@ -770,7 +666,7 @@ class RunActor(DispatchedActor):
             return
         jobs = self._next_items(job.index, node)
         if jobs:
-            self._send(jobs)
+            self._calls.send(jobs)
         else:
             self._tell_snapshot(terminal=False)
 
@@ -783,7 +679,13 @@ class RunActor(DispatchedActor):
         self._outputs = {**self._outputs, step_node.path: outputs}
         self._advance(outputs)
 
-    # --- sleep, nested workflows ------------------------------------------------------------------
+    # --- map, sleep, nested workflows ------------------------------------------------------------
+
+    def _enter_map(self, index: int, node: MapNode) -> None:
+        carry = self._snapshot["carry"]
+        self._record_step(node.path, carry)
+        assert node.fn is not None
+        self._calls.send([self._calls.map(index, node, carry, self._outputs)])
 
     def _enter_sleep(self, index: int, node: SleepNode) -> None:
         snapshot = self._snapshot
@@ -794,12 +696,8 @@ class RunActor(DispatchedActor):
         self._record_step(node.path, snapshot["carry"])
         value = node.seconds if node.seconds is not None else node.until
         if callable(value):
-            self._send(
-                [
-                    self._job(
-                        "sleep", node.path, index, node, snapshot["carry"], fns=((value, None),)
-                    )
-                ]
+            self._calls.send(
+                [self._calls.sleep_length(index, node, snapshot["carry"], self._outputs, value)]
             )
             return
         if isinstance(value, datetime):
@@ -883,18 +781,19 @@ class RunActor(DispatchedActor):
         record = snapshot["steps"].get(self._plan.nodes[snapshot["next_step"]].path)
         if record is not None:
             record["status"] = StepStatus.WAITING.value
-        self._leave("waiting", wake_at)
+        self._leave(RunStatus.WAITING, wake_at)
 
     def _suspend(self) -> None:
         snapshot = self._snapshot
         snapshot["status"] = RunStatus.SUSPENDED.value
         snapshot["resume"] = None
-        self._leave("suspended", None)
+        self._leave(RunStatus.SUSPENDED, None)
 
-    def _leave(self, how: str, wake_at: float | None) -> None:
+    def _leave(self, status: RunStatus, wake_at: float | None) -> None:
+        """The run waits (``wake_at`` set) or is suspended: stop, handing its snapshot back."""
         self._ended = True
-        self._abort_jobs("canceled")
-        self._span.end(how)
+        self._calls.abort(AbortReason.CANCELED)
+        self._span.end(status.value)
         self._tell_snapshot(terminal=False)
         snapshot = self._snapshot
         parked = RunParked(
@@ -903,18 +802,10 @@ class RunActor(DispatchedActor):
         tell_safely(self._supervisor, parked)
         self.stop_now()
 
-    def _cancel(self, message: CancelRun) -> None:
-        if self._ended:
-            message.reply(self._snapshot["status"])
-            return
-        mark_canceled(self._snapshot, time.time())
-        self._end(RunStatus.CANCELED, reason="canceled")
-        message.reply(RunStatus.CANCELED.value)
-
     def _halt(self) -> None:
         """Stop driving the run, recording nothing: a durable store keeps it for later."""
         self._ended = True
-        self._abort_jobs("canceled")
+        self._calls.abort(AbortReason.CANCELED)
         self._span.end("interrupted")
         ended = RunEnded(run_id=self._snapshot["run_id"], status="halted")
         tell_safely(self._supervisor, ended)
@@ -938,34 +829,26 @@ class RunActor(DispatchedActor):
             close_open_steps(snapshot, StepStatus.CANCELED.value, time.time())
         else:
             mark_failed(snapshot, error, time.time())
-        self._end(status, reason="canceled" if error is None else "sibling_failed", error=error)
+        reason = AbortReason.CANCELED if error is None else AbortReason.SIBLING_FAILED
+        self._end(status, reason=reason, error=error)
 
-    def _end(self, status: RunStatus, *, reason: str, error: dict[str, Any] | None = None) -> None:
+    def _end(
+        self, status: RunStatus, *, reason: AbortReason, error: dict[str, Any] | None = None
+    ) -> None:
         """Record a terminal snapshot (after the workflow's hooks), tell the supervisor, stop."""
         self._ended = True
-        self._abort_jobs(reason)
+        self._calls.abort(reason)
         snapshot = self._snapshot
         # The root span ends before the final result becomes visible, so that
         # whoever sees the result can see the whole trace.
         self._span.end(status.value, **({} if error is None else {"error": error["name"]}))
         record = next_record(snapshot, time.time())
         self._hooks.finish(self._plan, snapshot, record, self._registry)
-        tell_safely(self._supervisor, RunEnded(run_id=snapshot["run_id"], status=status.value))
+        tell_safely(self._supervisor, RunEnded(run_id=snapshot["run_id"], status=status))
         self.stop_now()
 
-    def _abort_jobs(self, reason: str) -> None:
-        """Tell every call still in flight to stop, and forget them and their timers."""
-        for job in self._jobs.values():
-            job.signal.abort(reason)
-            if job.timer is not None:
-                job.timer.cancel()
-        for _, handle in self._retrying.values():
-            handle.cancel()
-        self._jobs.clear()
-        self._retrying.clear()
-        self._awaiting_commit.clear()
-
-    def _tell_snapshot(self, *, terminal: bool) -> int:
+    def _tell_snapshot(self, *, terminal: bool = False) -> int:
+        """Tell the registry the run's new snapshot; its sequence number."""
         snapshot = self._snapshot
         record = next_record(snapshot, time.time())
         # A dead registry must not take the run down with it; the runtime
@@ -973,18 +856,3 @@ class RunActor(DispatchedActor):
         ack_to = self.actor_ref if self._durable and not terminal else None
         tell_safely(self._registry, SnapshotTaken(record=record, terminal=terminal, ack_to=ack_to))
         return record.seq
-
-
-def _first_step(node: Node) -> Any:
-    """A step to name in a call that is not a step's (a condition, a map, a sleep)."""
-    steps = leaf_steps(node)
-    if steps:
-        return steps[0].step
-    return _PseudoStep(node.path)
-
-
-@dataclass(frozen=True, slots=True)
-class _PseudoStep:
-    """What a ``map`` or ``sleep`` call names as its step (only its ``id`` is read)."""
-
-    id: str

@@ -1,11 +1,10 @@
-"""Step actors: where user step bodies run, validated on the way in and out.
+"""The step actor: where user code runs, validated on the way in and out.
 
-Step bodies may block (a sync body that sleeps holds its thread), so each step
-actor is a threading actor. They live in a :class:`StepPool` that reuses idle
-actors and grows only when the work waiting makes no progress: a burst of
-short CPU-bound steps is served by a few threads, while many blocked steps get
-a thread each (up to a limit). ``async def`` bodies run on one shared event
-loop thread (:class:`AsyncLoop`) and hold no step actor while they wait.
+A step actor takes one command per kind of user code (a step body, the
+conditions of a branch or loop, a ``map`` function, the function that computes
+a sleep's length), calls it with its :class:`StepContext`, and replies to the
+run actor with :class:`StepFinished`. Step actors live in the step pool
+(:mod:`actors._pool`), which hands a free actor the next call waiting.
 """
 
 from __future__ import annotations
@@ -14,18 +13,25 @@ import asyncio
 import concurrent.futures
 import inspect
 import logging
-import threading
 import time
-from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-import pykka
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
 
-from actors._dispatch import ThreadActor, tell_safely
-from actors.messages import ExecuteStep, StepFinished
+from actors._dispatch import ThreadActor, tell_safely, unexpected
+from actors.messages import (
+    AbortReason,
+    CallConditions,
+    CallMap,
+    CallSleepLength,
+    CallStep,
+    Outcome,
+    StepActorMessage,
+    StepFinished,
+)
 from runtime._errors import (
     NonRetryableError,
     RunCrashedError,
@@ -41,17 +47,24 @@ from runtime._step import plain, validate_for_step
 from runtime._step_context import BailOut, StepContext, SuspendRequest
 from runtime._tracing import Span, emit
 
-__all__ = ["AsyncLoop", "StepActor", "StepPool", "error_dict"]
+if TYPE_CHECKING:
+    from actors._pool import StepPool
 
-TICK: Final = 0.02
-"""How long waiting steps may go without any step finishing before the pool grows.
+__all__ = ["StepActor", "error_dict"]
 
-Longer than CPython's GIL switch interval (5 ms), so a busy dispatcher thread
-is not mistaken for steps that block."""
+C = TypeVar("C", CallStep, CallConditions, CallMap, CallSleepLength)
+"""One kind of call: the generic parts of a step actor handle each the same way."""
 
+R = TypeVar("R", CallConditions, CallMap, CallSleepLength)
+"""One kind of call of code that only reads the run."""
 
-STOP_TIMEOUT: Final = 5.0
-"""Seconds to wait for one idle step actor to stop."""
+ReaderCall = CallConditions | CallMap | CallSleepLength
+"""A call of code that only reads the run: it cannot change the state, suspend or bail."""
+
+_SPAN_STATUS: Final = {outcome: outcome.value for outcome in Outcome} | {
+    Outcome.BAILED: Outcome.SUCCESS.value  # a bail ends the step (and its run) well
+}
+"""The status a call's span ends with, as plain text."""
 
 
 def error_dict(exc: BaseException, **context: Any) -> dict[str, Any]:
@@ -59,289 +72,126 @@ def error_dict(exc: BaseException, **context: Any) -> dict[str, Any]:
     return ErrorInfo.from_exception(exc, **context).model_dump()
 
 
-class AsyncLoop:
-    """One event loop on its own thread, started on first use, for ``async def`` steps."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._stopped = False
-
-    def submit(self, coroutine: Any) -> concurrent.futures.Future[Any]:
-        """Schedule a coroutine on the loop; the future completes on the loop thread."""
-        with self._lock:
-            if self._stopped:
-                coroutine.close()
-                raise RuntimeStoppedError("the runtime is stopped")
-            if self._loop is None:
-                self._loop = asyncio.new_event_loop()
-                self._thread = threading.Thread(
-                    target=self._loop.run_forever, name="callboard-async", daemon=True
-                )
-                self._thread.start()
-            loop = self._loop
-        return asyncio.run_coroutine_threadsafe(coroutine, loop)
-
-    def stop(self, timeout: float | None = None) -> None:
-        """Cancel what still runs, stop the loop and end its thread."""
-        with self._lock:
-            self._stopped = True
-            loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-
-        def cancel_all() -> None:
-            for task in asyncio.all_tasks(loop):
-                task.cancel()
-            loop.call_soon(loop.stop)
-
-        loop.call_soon_threadsafe(cancel_all)
-        thread.join(timeout)
-        if not thread.is_alive():
-            loop.close()
-
-
-_STOP: Any = object()
-
-
-class StepPool:
-    """Step actors to run steps on, reused while idle, grown when steps block.
-
-    Args:
-        loop: Where ``async def`` bodies run.
-        core: Step actors kept even when idle.
-        limit: The most step actors at once; steps beyond wait their turn.
-        idle_timeout: Seconds an idle actor beyond ``core`` lives on.
-    """
-
-    def __init__(
-        self,
-        loop: AsyncLoop,
-        *,
-        core: int = 4,
-        limit: int = 4096,
-        idle_timeout: float = 60.0,
-    ) -> None:
-        self.loop = loop
-        self._core = core
-        self._limit = limit
-        self._idle_timeout = idle_timeout
-        self._cond = threading.Condition()
-        self._idle: list[tuple[pykka.ActorRef[Any], float]] = []
-        self._backlog: deque[ExecuteStep] = deque()
-        self._live = 0
-        self._completions = 0
-        self._stopping = False
-        self._monitor = threading.Thread(
-            target=self._watch, name="callboard-step-monitor", daemon=True
-        )
-        self._monitor.start()
-
-    @property
-    def size(self) -> int:
-        """How many step actors are alive."""
-        return self._live
-
-    def submit(self, message: ExecuteStep) -> None:
-        """Run a step on an idle actor, a new one while under ``core``, or when one frees up.
-
-        Raises:
-            RuntimeStoppedError: if the pool is stopping.
-        """
-        with self._cond:
-            if self._stopping:
-                raise RuntimeStoppedError("the runtime is stopped")
-            if self._idle:
-                ref = self._idle.pop()[0]
-            elif self._live < self._core:
-                self._live += 1
-                ref = None
-            else:
-                self._backlog.append(message)
-                if len(self._backlog) == 1:
-                    self._cond.notify()
-                return
-        if ref is None:
-            ref = StepActor.start(self)
-        ref.tell(message)
-
-    def finished(self, ref: pykka.ActorRef[Any]) -> Any:
-        """Called by a step actor when free: its next step, ``None`` to idle, or ``_STOP``."""
-        with self._cond:
-            self._completions += 1
-            if self._stopping:
-                self._live -= 1
-                return _STOP
-            if self._backlog:
-                return self._backlog.popleft()
-            self._idle.append((ref, time.monotonic()))
-            return None
-
-    def stop(self) -> None:
-        """Stop idle actors now and busy ones when their step ends; end the monitor."""
-        with self._cond:
-            self._stopping = True
-            idle = [ref for ref, _ in self._idle]
-            self._idle.clear()
-            self._live -= len(idle)
-            self._backlog.clear()
-            self._cond.notify_all()
-        stopping = [ref.stop(block=False) for ref in idle]
-        for future in stopping:
-            try:
-                future.get(timeout=STOP_TIMEOUT)
-            except pykka.Timeout:
-                emit(logging.WARNING, "step_actor_stop_timed_out")
-        self._monitor.join(STOP_TIMEOUT)
-
-    def _watch(self) -> None:
-        while True:
-            with self._cond:
-                while not self._backlog and not self._stopping:
-                    self._retire_idle()
-                    self._cond.wait(self._idle_timeout if self._live > self._core else None)
-                if self._stopping:
-                    return
-                seen = self._completions
-                deadline = time.monotonic() + TICK
-                while not self._stopping and (remaining := deadline - time.monotonic()) > 0:
-                    self._cond.wait(remaining)
-                if self._stopping:
-                    return
-                if not self._backlog or self._completions != seen:
-                    continue
-                # Nothing finished for a whole tick while steps waited: the
-                # actors are blocked, so give every waiting step an actor.
-                grow = min(len(self._backlog), self._limit - self._live)
-                work = [self._backlog.popleft() for _ in range(grow)]
-                self._live += grow
-            if work:
-                emit(logging.DEBUG, "step_pool_grown", added=len(work), size=self._live)
-            for message in work:
-                StepActor.start(self).tell(message)
-
-    def _retire_idle(self) -> None:
-        cutoff = time.monotonic() - self._idle_timeout
-        while self._live > self._core and self._idle and self._idle[0][1] < cutoff:
-            ref, _ = self._idle.pop(0)
-            self._live -= 1
-            ref.stop(block=False)
-
-
 class StepActor(ThreadActor):
-    """Runs user code: validates the input, calls the body, validates the output.
+    """Runs user code: validates the input, calls the code, validates the output.
 
     Every exception from user code is caught, ``BaseException`` included: a step
     that raises ``SystemExit`` fails its run and stops nothing else.
+
+    Args:
+        pool: The pool the actor belongs to; it is asked for the next call
+            each time one ends.
     """
 
     def __init__(self, pool: StepPool) -> None:
         super().__init__()
         self._pool = pool
 
-    def on_receive(self, message: Any) -> Any:
-        if not isinstance(message, ExecuteStep):
-            return super().on_receive(message)
-        next_message: Any = message
-        while next_message is not None:
-            try:
-                self._execute(next_message)
-            except Exception as exc:
-                # A fault in callboard's own handling, not in the step body
-                # (whose exceptions _execute catches): the run must still end.
-                _fault(next_message, exc)
-            next_message = self._pool.finished(self.actor_ref)
-            if next_message is _STOP:
-                self.stop()
-                return None
-        return None
+    def on_receive(self, message: StepActorMessage) -> None:
+        call: StepActorMessage | None = message
+        while call is not None:
+            match call:
+                case CallStep():
+                    self._on_call_step(call)
+                case CallConditions():
+                    self._on_call_conditions(call)
+                case CallMap():
+                    self._on_call_map(call)
+                case CallSleepLength():
+                    self._on_call_sleep_length(call)
+                case _:
+                    unexpected(self, call)
+            # Free again: go on with a call that waited for an actor, if any.
+            call = self._pool.finished(self.actor_ref)
 
-    def _execute(self, message: ExecuteStep) -> None:
-        span = None
-        if message.kind in {"step", "map"}:
+    # --- messages -------------------------------------------------------------------
+
+    def _on_call_step(self, call: CallStep) -> None:
+        # What _read does, spelled out for a step body: every step comes this way.
+        try:
             span = Span(
                 "workflow_step",
-                message.trace_id,
-                parent_span_id=message.parent_span_id,
-                run_id=message.run_id,
-                workflow_id=message.workflow_id,
-                step_id=message.path or message.step.id,
+                call.trace_id,
+                parent_span_id=call.parent_span_id,
+                run_id=call.run_id,
+                workflow_id=call.workflow_id,
+                step_id=call.path or call.step.id,
             )
             span.start()
-        started = time.time()
-        ctx: StepContext[Any] | None = None
-        try:
-            ctx = self._context(message, span)
-            value = _call(message, ctx)
-            if inspect.isawaitable(value):
-                self._await(message, ctx, span, started, value)
-                return
-            finished = _outcome(message, ctx, value, started)
-        except BaseException as exc:
-            finished = _failure(message, exc, started, ctx)
-        _report(message, span, finished)
+            started = time.time()
+            ctx: StepContext[Any] | None = None
+            try:
+                ctx = _step_context(call, span)
+                value = call.step.execute(ctx)
+                if inspect.isawaitable(value):
+                    self._await(call, ctx, span, started, value, outcome=_step_outcome)
+                    return
+                finished = _step_outcome(call, ctx, value, started)
+            except BaseException as exc:
+                finished = _failure(call, exc, started, ctx)
+            _report(call, span, finished)
+        except Exception as exc:
+            # A fault in callboard's own handling, not in the user's code
+            # (whose exceptions are caught above): the run must still end.
+            _fault(call, exc)
 
-    def _context(self, message: ExecuteStep, span: Span | None) -> StepContext[Any]:
-        step = message.step
-        kind = message.kind
-        if kind == "step":
-            input_data: Any = validate_for_step(
-                step.input_schema,
-                message.payload,
-                f"step {step.id!r}: its input",
-                "its input schema",
-                run_id=message.run_id,
-                step_id=step.id,
-            )
-            resume_data = message.resume_data
-            if resume_data is not None and step.resume_schema is not None:
-                resume_data = step.resume_schema.model_validate(resume_data)
-        else:
-            resume_data = None
-            # Conditions, map and sleep functions read the run; they change nothing.
-            input_data = message.payload
-        path = message.path or step.id
-        context_copy = copy_plain(message.request_context) if message.request_context else None
-        return StepContext(
-            step=step if kind == "step" else None,
-            input_data=input_data,
-            run_id=message.run_id,
-            workflow_id=message.workflow_id,
-            state=message.state,
-            workflow_state_schema=message.state_schema,
-            # Each call gets its own copy: a step that fails must not have
-            # changed what the run holds.
-            request_context=RequestContext(context_copy),
-            init_data=message.init_data,
-            workflow_input_schema=message.input_schema,
-            definitions=message.definitions,
-            outputs=message.outputs,
-            log_fields={
-                "trace_id": message.trace_id,
-                "span_id": span.span_id if span is not None else message.parent_span_id,
-                "run_id": message.run_id,
-                "workflow_id": message.workflow_id,
-                "step_id": path,
-            },
-            path=path,
-            prefix=message.prefix,
-            retry_count=message.retry_count,
-            resume_data=resume_data,
-            abort_signal=message.signal,
-            read_only=kind != "step",
-            iteration_count=message.iteration,
-            bail_schema=message.bail_schema,
-        )
+    def _on_call_conditions(self, call: CallConditions) -> None:
+        self._read(call, _conditions, _conditions_outcome)
+
+    def _on_call_map(self, call: CallMap) -> None:
+        self._read(call, _call_fn, _map_outcome, traced=True)
+
+    def _on_call_sleep_length(self, call: CallSleepLength) -> None:
+        self._read(call, _call_fn, _sleep_outcome)
+
+    # --- running user code ----------------------------------------------------------
+
+    def _read(
+        self,
+        call: R,
+        invoke: Callable[[R, StepContext[Any]], Any],
+        outcome: Callable[[R, StepContext[Any], Any, float], StepFinished],
+        *,
+        traced: bool = False,
+    ) -> None:
+        """Call code that only reads the run; reply with its outcome (later, if it is async).
+
+        Args:
+            call: The command.
+            invoke: Calls the code; it may return an awaitable.
+            outcome: Validates what the code returned into the reply; raises
+                on anything wrong with it.
+            traced: Whether the call has a ``workflow_step`` span of its own.
+        """
+        try:
+            span = _span(call) if traced else None
+            started = time.time()
+            ctx: StepContext[Any] | None = None
+            try:
+                ctx = _reader_context(call, span)
+                value = invoke(call, ctx)
+                if inspect.isawaitable(value):
+                    self._await(call, ctx, span, started, value, outcome=outcome)
+                    return
+                finished = outcome(call, ctx, value, started)
+            except BaseException as exc:
+                finished = _failure(call, exc, started, ctx)
+            _report(call, span, finished)
+        except Exception as exc:
+            _fault(call, exc)  # as for a step
 
     def _await(
         self,
-        message: ExecuteStep,
+        call: C,
         ctx: StepContext[Any],
         span: Span | None,
         started: float,
         awaitable: Any,
+        *,
+        outcome: Callable[[C, StepContext[Any], Any, float], StepFinished],
     ) -> None:
+        """Run an ``async def`` body on the async loop; reply when it is done."""
+
         async def body() -> tuple[bool, Any]:
             # A BaseException (SystemExit, KeyboardInterrupt) must not escape
             # into the event loop: it would end the loop's thread, and with it
@@ -358,83 +208,172 @@ class StepActor(ThreadActor):
         def done(future: concurrent.futures.Future[tuple[bool, Any]]) -> None:
             try:
                 if future.cancelled():
-                    if signal.reason == "timeout":
+                    if signal.reason == AbortReason.TIMEOUT:
                         raise StepTimeoutError(
                             f"step {ctx.path!r} was cancelled: it outlasted its timeout",
-                            run_id=message.run_id,
-                            step_id=message.step.id,
+                            run_id=call.run_id,
+                            step_id=call.step_id,
                         )
                     raise RuntimeStoppedError(
                         f"step {ctx.path!r} was cancelled: the runtime stopped",
-                        run_id=message.run_id,
-                        step_id=message.step.id,
+                        run_id=call.run_id,
+                        step_id=call.step_id,
                     )
                 ok, value = future.result()
                 if not ok:
                     raise value
-                finished = _outcome(message, ctx, value, started)
+                finished = outcome(call, ctx, value, started)
             except BaseException as exc:
-                finished = _failure(message, exc, started, ctx)
-            _report(message, span, finished)
+                finished = _failure(call, exc, started, ctx)
+            _report(call, span, finished)
 
         try:
             future = self._pool.loop.submit(body())
         except RuntimeStoppedError as exc:
             if inspect.iscoroutine(awaitable):
                 awaitable.close()  # it will never run: do not leave it unawaited
-            _report(message, span, _failure(message, exc, started, ctx))
+            _report(call, span, _failure(call, exc, started, ctx))
             return
         future.add_done_callback(done)
 
         # A timeout cancels an async body (a sync one cannot be stopped).
         def on_abort(reason: str) -> None:
-            if reason == "timeout":
+            if reason == AbortReason.TIMEOUT:
                 future.cancel()
 
         signal.add_callback(on_abort)
 
 
-def _call(message: ExecuteStep, ctx: StepContext[Any]) -> Any:
-    """Call the user code the message names; may return an awaitable."""
-    kind = message.kind
-    if kind == "step":
-        return message.step.execute(ctx)
-    if kind == "conditions":
-        return _conditions(message, ctx)
-    return message.fns[0][0](ctx)
+# --- contexts ---------------------------------------------------------------------
 
 
-def _condition_input(message: ExecuteStep, schema: type[BaseModel] | None) -> Any:
-    if schema is None:
-        return message.payload
-    return validate_for_step(
-        schema,
-        message.payload,
-        f"{message.path!r}: the input of its condition",
-        "the schema it is checked against",
-        run_id=message.run_id,
-        step_id=message.path,
+def _span(call: ReaderCall) -> Span:
+    span = Span(
+        "workflow_step",
+        call.trace_id,
+        parent_span_id=call.parent_span_id,
+        run_id=call.run_id,
+        workflow_id=call.workflow_id,
+        step_id=call.path or call.step_id,
+    )
+    span.start()
+    return span
+
+
+def _step_context(call: CallStep, span: Span | None) -> StepContext[Any]:
+    step = call.step
+    input_data = validate_for_step(
+        step.input_schema,
+        call.payload,
+        f"step {step.id!r}: its input",
+        "its input schema",
+        run_id=call.run_id,
+        step_id=step.id,
+    )
+    resume_data = call.resume_data
+    if resume_data is not None and step.resume_schema is not None:
+        resume_data = step.resume_schema.model_validate(resume_data)
+    path = call.path or step.id
+    context_copy = copy_plain(call.request_context) if call.request_context else None
+    return StepContext(
+        step=step,
+        input_data=input_data,
+        run_id=call.run_id,
+        workflow_id=call.workflow_id,
+        state=call.state,
+        workflow_state_schema=call.state_schema,
+        # Each call gets its own copy: a step that fails must not have
+        # changed what the run holds.
+        request_context=RequestContext(context_copy),
+        init_data=call.init_data,
+        workflow_input_schema=call.input_schema,
+        definitions=call.definitions,
+        outputs=call.outputs,
+        log_fields={
+            "trace_id": call.trace_id,
+            "span_id": span.span_id if span is not None else call.parent_span_id,
+            "run_id": call.run_id,
+            "workflow_id": call.workflow_id,
+            "step_id": path,
+        },
+        path=path,
+        prefix=call.prefix,
+        retry_count=call.retry_count,
+        resume_data=resume_data,
+        abort_signal=call.signal,
+        bail_schema=call.bail_schema,
     )
 
 
-def _conditions(message: ExecuteStep, ctx: StepContext[Any]) -> Any:
+def _reader_context(call: ReaderCall, span: Span | None) -> StepContext[Any]:
+    """Conditions, map and sleep functions read the run; they change nothing."""
+    path = call.path or call.step_id
+    context_copy = copy_plain(call.request_context) if call.request_context else None
+    return StepContext(
+        step=None,
+        input_data=call.payload,
+        run_id=call.run_id,
+        workflow_id=call.workflow_id,
+        state=call.state,
+        workflow_state_schema=call.state_schema,
+        request_context=RequestContext(context_copy),
+        init_data=call.init_data,
+        workflow_input_schema=call.input_schema,
+        definitions=call.definitions,
+        outputs=call.outputs,
+        log_fields={
+            "trace_id": call.trace_id,
+            "span_id": span.span_id if span is not None else call.parent_span_id,
+            "run_id": call.run_id,
+            "workflow_id": call.workflow_id,
+            "step_id": path,
+        },
+        path=path,
+        prefix=call.prefix,
+        abort_signal=call.signal,
+        read_only=True,
+        iteration_count=call.iteration if isinstance(call, CallConditions) else None,
+    )
+
+
+# --- calling the code -------------------------------------------------------------
+
+
+def _call_fn(call: CallMap | CallSleepLength, ctx: StepContext[Any]) -> Any:
+    return call.fn(ctx)
+
+
+def _condition_input(call: CallConditions, schema: type[BaseModel] | None) -> Any:
+    if schema is None:
+        return call.payload
+    return validate_for_step(
+        schema,
+        call.payload,
+        f"{call.path!r}: the input of its condition",
+        "the schema it is checked against",
+        run_id=call.run_id,
+        step_id=call.path,
+    )
+
+
+def _conditions(call: CallConditions, ctx: StepContext[Any]) -> Any:
     """Evaluate each condition in order; a list of booleans, or an awaitable of one."""
     results: list[bool] = []
-    for index, (fn, schema) in enumerate(message.fns):
-        ctx.input_data = _condition_input(message, schema)
+    for index, (fn, schema) in enumerate(call.fns):
+        ctx.input_data = _condition_input(call, schema)
         value = fn(ctx)
         if inspect.isawaitable(value):
-            return _conditions_async(message, ctx, results, value, index + 1)
+            return _conditions_async(call, ctx, results, value, index + 1)
         results.append(bool(value))
     return results
 
 
 async def _conditions_async(
-    message: ExecuteStep, ctx: StepContext[Any], results: list[bool], first: Any, rest: int
+    call: CallConditions, ctx: StepContext[Any], results: list[bool], first: Any, rest: int
 ) -> list[bool]:
     results.append(bool(await first))
-    for fn, schema in message.fns[rest:]:
-        ctx.input_data = _condition_input(message, schema)
+    for fn, schema in call.fns[rest:]:
+        ctx.input_data = _condition_input(call, schema)
         value = fn(ctx)
         if inspect.isawaitable(value):
             value = await value
@@ -442,58 +381,93 @@ async def _conditions_async(
     return results
 
 
-def _report(message: ExecuteStep, span: Span | None, finished: StepFinished) -> None:
-    if span is not None:
-        span.end(
-            "success" if finished.ok else finished.outcome,
-            **({} if finished.error is None else {"error": finished.error["name"]}),
-        )
-    tell_safely(message.reply_to, finished)
+# --- outcomes ---------------------------------------------------------------------
 
 
-def _fault(message: ExecuteStep, exc: Exception) -> None:
-    emit(logging.ERROR, "step_actor_fault", step_id=message.step.id, exc_info=True)
-    now = time.time()
-    crash = RunCrashedError(
-        f"callboard failed while running step {message.step.id!r}: {type(exc).__name__}"
+def _step_outcome(
+    call: CallStep, ctx: StepContext[Any], value: Any, started: float
+) -> StepFinished:
+    """Validate and encode-check what a step body returned; raise on anything wrong."""
+    step = call.step
+    model = validate_for_step(
+        step.output_schema,
+        value,
+        f"step {step.id!r}: the {type(value).__name__} it returned",
+        "its output schema",
+        run_id=call.run_id,
+        step_id=step.id,
     )
-    error = error_dict(crash, step_id=message.step.id)
-    tell_safely(
-        message.reply_to,
-        StepFinished(
-            step_id=message.step.id,
-            outcome="failed",
-            output=None,
-            error=error,
-            result=None,
-            state=message.state,
-            request_context=message.request_context,
-            started_at=now,
-            ended_at=now,
-            retryable=False,
-            token=message.token,
-        ),
+    output = _dump(model, call)
+    _check(output, f"step {step.id!r} output", call, str_keys_known=True)
+    final_schema = call.final_schema
+    result = _final(output, final_schema, call) if final_schema is not None else None
+    state, request_context = _step_after(call, ctx)
+    return StepFinished(
+        step_id=step.id,
+        outcome=Outcome.SUCCESS,
+        output=output,
+        error=None,
+        result=result,
+        state=state,
+        request_context=request_context,
+        started_at=started,
+        ended_at=time.time(),
+        token=call.token,
+    )
+
+
+def _conditions_outcome(
+    call: CallConditions, ctx: StepContext[Any], value: Any, started: float
+) -> StepFinished:
+    return _read(call, value, started)
+
+
+def _map_outcome(call: CallMap, ctx: StepContext[Any], value: Any, started: float) -> StepFinished:
+    output = plain(value)
+    _check(output, f"{call.path!r} output", call)
+    return _read(call, copy_plain(output), started)
+
+
+def _sleep_outcome(
+    call: CallSleepLength, ctx: StepContext[Any], value: Any, started: float
+) -> StepFinished:
+    return _read(call, _wake_time(value, call), started)
+
+
+def _read(call: ReaderCall, output: Any, started: float) -> StepFinished:
+    """The reply to code that only reads the run: the state and request context as they were."""
+    return StepFinished(
+        step_id=call.step_id,
+        outcome=Outcome.SUCCESS,
+        output=output,
+        error=None,
+        result=None,
+        state=call.state,
+        request_context=call.request_context,
+        started_at=started,
+        ended_at=time.time(),
+        token=call.token,
     )
 
 
 def _failure(
-    message: ExecuteStep, exc: BaseException, started: float, ctx: StepContext[Any] | None
+    call: StepActorMessage, exc: BaseException, started: float, ctx: StepContext[Any] | None
 ) -> StepFinished:
-    state, request_context = message.state, message.request_context
+    state, request_context = call.state, call.request_context
     if isinstance(exc, SuspendRequest | BailOut) and ctx is not None:
         try:
-            state, request_context = _after(message, ctx)
+            state, request_context = _after(call, ctx)
         except BaseException as late:
             exc = late
     if isinstance(exc, SuspendRequest):
-        outcome, output, result, error = "suspended", exc.payload, None, None
+        outcome, output, result, error = Outcome.SUSPENDED, exc.payload, None, None
     elif isinstance(exc, BailOut):
-        outcome, output, result, error = "bailed", exc.result, exc.result, None
+        outcome, output, result, error = Outcome.BAILED, exc.result, exc.result, None
     else:
-        outcome, output, result = "failed", None, None
-        error = error_dict(exc, step_id=message.path or message.step.id)
+        outcome, output, result = Outcome.FAILED, None, None
+        error = error_dict(exc, step_id=call.path or call.step_id)
     return StepFinished(
-        step_id=message.step.id,
+        step_id=call.step_id,
         outcome=outcome,
         output=output,
         error=error,
@@ -503,63 +477,62 @@ def _failure(
         started_at=started,
         ended_at=time.time(),
         retryable=not isinstance(exc, NonRetryableError),
-        token=message.token,
+        token=call.token,
     )
 
 
-def _after(message: ExecuteStep, ctx: StepContext[Any]) -> tuple[Any, dict[str, Any]]:
+def _after(call: StepActorMessage, ctx: StepContext[Any]) -> tuple[Any, dict[str, Any]]:
+    """The state and request context the code leaves behind: only a step body changes them."""
+    if isinstance(call, CallStep):
+        return _step_after(call, ctx)
+    return call.state, call.request_context
+
+
+def _step_after(call: CallStep, ctx: StepContext[Any]) -> tuple[Any, dict[str, Any]]:
     """The state and request context a step leaves behind (checked to be storable)."""
-    if message.kind != "step":
-        return message.state, message.request_context
     request_context = ctx.request_context.to_dict()
-    _check(request_context, "request_context", message)
+    _check(request_context, "request_context", call)
     return ctx.raw_state, request_context
 
 
-def _outcome(
-    message: ExecuteStep, ctx: StepContext[Any], value: Any, started: float
-) -> StepFinished:
-    """Validate and encode-check what the code returned; raise on anything wrong."""
-    kind = message.kind
-    result = None
-    if kind == "step":
-        step = message.step
-        model = validate_for_step(
-            step.output_schema,
-            value,
-            f"step {step.id!r}: the {type(value).__name__} it returned",
-            "its output schema",
-            run_id=message.run_id,
-            step_id=step.id,
+def _report(call: StepActorMessage, span: Span | None, finished: StepFinished) -> None:
+    if span is not None:
+        span.end(
+            _SPAN_STATUS[finished.outcome],
+            **({} if finished.error is None else {"error": finished.error["name"]}),
         )
-        output = _dump(model, message)
-        _check(output, f"step {step.id!r} output", message, str_keys_known=True)
-        if message.final_schema is not None:
-            result = _final(output, message.final_schema, message)
-    elif kind == "conditions":
-        output = value
-    elif kind == "sleep":
-        output = _wake_time(value, message)
-    else:
-        output = plain(value)
-        _check(output, f"{message.path!r} output", message)
-        output = copy_plain(output)
-    state, request_context = _after(message, ctx)
-    return StepFinished(
-        step_id=message.step.id,
-        outcome="success",
-        output=output,
-        error=None,
-        result=result,
-        state=state,
-        request_context=request_context,
-        started_at=started,
-        ended_at=time.time(),
-        token=message.token,
+    tell_safely(call.reply_to, finished)
+
+
+def _fault(call: StepActorMessage, exc: Exception) -> None:
+    emit(logging.ERROR, "step_actor_fault", step_id=call.step_id, exc_info=True)
+    now = time.time()
+    crash = RunCrashedError(
+        f"callboard failed while running step {call.step_id!r}: {type(exc).__name__}"
+    )
+    error = error_dict(crash, step_id=call.step_id)
+    tell_safely(
+        call.reply_to,
+        StepFinished(
+            step_id=call.step_id,
+            outcome=Outcome.FAILED,
+            output=None,
+            error=error,
+            result=None,
+            state=call.state,
+            request_context=call.request_context,
+            started_at=now,
+            ended_at=now,
+            retryable=False,
+            token=call.token,
+        ),
     )
 
 
-def _wake_time(value: Any, message: ExecuteStep) -> float:
+# --- checks -----------------------------------------------------------------------
+
+
+def _wake_time(value: Any, call: CallSleepLength) -> float:
     """When a sleep whose length a function computed ends, as epoch seconds."""
     if isinstance(value, datetime):
         moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
@@ -568,22 +541,22 @@ def _wake_time(value: Any, message: ExecuteStep) -> float:
         seconds = float(value)
         if not 0 <= seconds <= MAX_SLEEP:  # NaN fails this too
             raise ValueError(
-                f"{message.path!r}: the sleep function returned {value!r}; seconds must be "
+                f"{call.path!r}: the sleep function returned {value!r}; seconds must be "
                 f"from 0 to {MAX_SLEEP:g}"
             )
         return time.time() + seconds
     raise TypeError(
-        f"{message.path!r}: the sleep function returned {type(value).__name__}; "
+        f"{call.path!r}: the sleep function returned {type(value).__name__}; "
         "it must return seconds (a number) or a datetime"
     )
 
 
-def _dump(model: BaseModel, message: ExecuteStep) -> Any:
+def _dump(model: BaseModel, call: CallStep) -> Any:
     try:
         return model.model_dump(mode="json")
     except (PydanticSerializationError, ValueError) as exc:
         # ValueError: JSON-mode dumping of bytes that are not UTF-8, for one.
-        output = f"step {message.step.id!r} output"
+        output = f"step {call.step.id!r} output"
         found = find_unencodable(model.model_dump(), output)
         if found is not None:
             where, type_name = found
@@ -597,25 +570,25 @@ def _dump(model: BaseModel, message: ExecuteStep) -> Any:
             text,
             path=where,
             type_name=type_name,
-            run_id=message.run_id,
-            step_id=message.step.id,
+            run_id=call.run_id,
+            step_id=call.step.id,
         ) from exc
 
 
-def _check(value: Any, path: str, message: ExecuteStep, *, str_keys_known: bool = False) -> None:
+def _check(value: Any, path: str, call: StepActorMessage, *, str_keys_known: bool = False) -> None:
     try:
         check_encodable(value, path, str_keys_known=str_keys_known)
     except SnapshotEncodingError as exc:
-        exc.run_id, exc.step_id = message.run_id, message.step.id
+        exc.run_id, exc.step_id = call.run_id, call.step_id
         raise
 
 
-def _final(output: Any, schema: type[BaseModel], message: ExecuteStep) -> Any:
+def _final(output: Any, schema: type[BaseModel], call: CallStep) -> Any:
     return validate_for_step(
         schema,
         output,
-        f"the output of the last step {message.step.id!r}",
+        f"the output of the last step {call.step.id!r}",
         "the workflow's output schema",
-        run_id=message.run_id,
-        step_id=message.step.id,
+        run_id=call.run_id,
+        step_id=call.step.id,
     ).model_dump(mode="json")

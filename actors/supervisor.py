@@ -1,4 +1,4 @@
-"""The supervisor: a run actor per run, a concurrency limit, sleeping runs, crashes as failures."""
+"""The supervisor actor: a run actor per run, a limit, sleeping runs, crashes as failures."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 
 import pykka
 
-from actors._dispatch import DispatchedActor, Dispatcher, tell_safely
+from actors._dispatch import DispatchedActor, Dispatcher, tell_safely, unexpected
+from actors._pool import StepPool
 from actors._timer import TimerHandle, Timers
 from actors.hooks import HookRunner
 from actors.messages import (
@@ -22,18 +23,19 @@ from actors.messages import (
     RunEnded,
     RunParked,
     StartRun,
+    SupervisorMessage,
     WakeRun,
 )
 from actors.run import RunActor
-from actors.step import StepPool, error_dict
+from actors.step import error_dict
 from runtime._model import RunStatus
 from runtime._plan import ExecutionPlan
 from runtime._snapshot import Snapshot, canceled_record
 
-__all__ = ["Supervisor"]
+__all__ = ["SupervisorActor"]
 
 
-class Supervisor(DispatchedActor):
+class SupervisorActor(DispatchedActor):
     """Spawns and watches the run actors of one runtime, and wakes its sleeping runs.
 
     pykka has no death-watch, so each run actor reports to its supervisor: its
@@ -68,33 +70,26 @@ class Supervisor(DispatchedActor):
         self._sleeping: dict[str, tuple[ExecutionPlan, Snapshot, TimerHandle]] = {}
         self._idle_events: list[threading.Event] = []
 
-    def on_receive(self, message: Any) -> Any:
-        if isinstance(message, StartRun):
-            self._start(message)
-        elif isinstance(message, RunEnded):
-            self._ended(message.run_id)
-        elif isinstance(message, RunParked):
-            self._parked(message)
-        elif isinstance(message, WakeRun):
-            sleeping = self._sleeping.pop(message.run_id, None)
-            if sleeping is not None:
-                self._start(StartRun(plan=sleeping[0], snapshot=sleeping[1]))
-        elif isinstance(message, CancelRun):
-            self._cancel(message)
-        elif isinstance(message, RunCrashed):
-            running = self._runs.get(message.run_id)
-            plan = running[1] if running is not None else None
-            failure = RecordFailure(run_id=message.run_id, error=message.error, plan=plan)
-            tell_safely(self._registry, failure)
-            self._ended(message.run_id)
-        elif isinstance(message, NotifyWhenIdle):
-            self._idle_events.append(message.event)
-            self._notify_if_idle()
-        elif isinstance(message, AbortRuns):
-            self._abort(message.error)
-        else:
-            return super().on_receive(message)
-        return None
+    def on_receive(self, message: SupervisorMessage) -> None:
+        match message:
+            case StartRun():
+                self._on_start_run(message)
+            case RunEnded():
+                self._on_run_ended(message)
+            case RunParked():
+                self._on_run_parked(message)
+            case WakeRun():
+                self._on_wake_run(message)
+            case CancelRun():
+                self._on_cancel_run(message)
+            case RunCrashed():
+                self._on_run_crashed(message)
+            case NotifyWhenIdle():
+                self._on_notify_when_idle(message)
+            case AbortRuns():
+                self._on_abort_runs(message)
+            case _:
+                unexpected(self, message)
 
     def on_stop(self) -> None:
         for _, _, handle in self._sleeping.values():
@@ -102,28 +97,18 @@ class Supervisor(DispatchedActor):
         for event in self._idle_events:
             event.set()
 
-    def _start(self, message: StartRun) -> None:
+    # --- messages -------------------------------------------------------------------
+
+    def _on_start_run(self, message: StartRun) -> None:
         if self._limit is not None and len(self._runs) >= self._limit:
             self._waiting.append(message)
         else:
             self._spawn(message)
 
-    def _spawn(self, message: StartRun) -> None:
-        run_id = message.snapshot["run_id"]
-        ref = RunActor.start(
-            self._dispatcher,
-            plan=message.plan,
-            snapshot=message.snapshot,
-            registry=self._registry,
-            supervisor=self.actor_ref,
-            pool=self._pool,
-            timers=self._timers,
-            hooks=self._hooks,
-            durable=self._durable,
-        )
-        self._runs[run_id] = (ref, message.plan)
+    def _on_run_ended(self, message: RunEnded) -> None:
+        self._ended(message.run_id)
 
-    def _parked(self, message: RunParked) -> None:
+    def _on_run_parked(self, message: RunParked) -> None:
         """A run sleeps (with a wake time) or suspends: its actor is gone; free its slot."""
         run_id = message.run_id
         self._runs.pop(run_id, None)
@@ -140,14 +125,12 @@ class Supervisor(DispatchedActor):
                 self._sleeping[run_id] = (message.plan, message.snapshot, handle)
         self._ended(None)
 
-    def _ended(self, run_id: str | None) -> None:
-        if run_id is not None:
-            self._runs.pop(run_id, None)
-        while self._waiting and (self._limit is None or len(self._runs) < self._limit):
-            self._spawn(self._waiting.popleft())
-        self._notify_if_idle()
+    def _on_wake_run(self, message: WakeRun) -> None:
+        sleeping = self._sleeping.pop(message.run_id, None)
+        if sleeping is not None:
+            self._on_start_run(StartRun(plan=sleeping[0], snapshot=sleeping[1]))
 
-    def _cancel(self, message: CancelRun) -> None:
+    def _on_cancel_run(self, message: CancelRun) -> None:
         run_id = message.run_id
         entry = self._runs.get(run_id)
         if entry is not None:
@@ -173,12 +156,20 @@ class Supervisor(DispatchedActor):
         message.reply(RunStatus.CANCELED.value)
         self._notify_if_idle()
 
-    def _record_canceled(self, plan: ExecutionPlan, snapshot: Snapshot) -> None:
-        record = canceled_record(snapshot, time.time())
-        self._hooks.finish(plan, snapshot, record, self._registry)
+    def _on_run_crashed(self, message: RunCrashed) -> None:
+        running = self._runs.get(message.run_id)
+        plan = running[1] if running is not None else None
+        failure = RecordFailure(run_id=message.run_id, error=message.error, plan=plan)
+        tell_safely(self._registry, failure)
+        self._ended(message.run_id)
 
-    def _abort(self, error: dict[str, Any] | None) -> None:
+    def _on_notify_when_idle(self, message: NotifyWhenIdle) -> None:
+        self._idle_events.append(message.event)
+        self._notify_if_idle()
+
+    def _on_abort_runs(self, message: AbortRuns) -> None:
         """Fail (or, without an error, halt) every run in progress, waiting or sleeping."""
+        error = message.error
         if error is not None:
             for waiting in self._waiting:
                 failure = RecordFailure(
@@ -199,6 +190,34 @@ class Supervisor(DispatchedActor):
                     tell_safely(self._registry, failure)
                 self._runs.pop(run_id, None)
         self._notify_if_idle()
+
+    # --- helpers --------------------------------------------------------------------
+
+    def _spawn(self, message: StartRun) -> None:
+        run_id = message.snapshot["run_id"]
+        ref = RunActor.start(
+            self._dispatcher,
+            plan=message.plan,
+            snapshot=message.snapshot,
+            registry=self._registry,
+            supervisor=self.actor_ref,
+            pool=self._pool,
+            timers=self._timers,
+            hooks=self._hooks,
+            durable=self._durable,
+        )
+        self._runs[run_id] = (ref, message.plan)
+
+    def _ended(self, run_id: str | None) -> None:
+        if run_id is not None:
+            self._runs.pop(run_id, None)
+        while self._waiting and (self._limit is None or len(self._runs) < self._limit):
+            self._spawn(self._waiting.popleft())
+        self._notify_if_idle()
+
+    def _record_canceled(self, plan: ExecutionPlan, snapshot: Snapshot) -> None:
+        record = canceled_record(snapshot, time.time())
+        self._hooks.finish(plan, snapshot, record, self._registry)
 
     def _notify_if_idle(self) -> None:
         # Sleeping runs count on a store that forgets them, not on a durable one,

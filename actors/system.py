@@ -21,6 +21,7 @@ from typing import Any, Final
 import pykka
 
 from actors._dispatch import Dispatcher
+from actors._pool import AsyncLoop, StepPool
 from actors._retention import Pruner
 from actors._timer import Timers
 from actors.hooks import HookRunner
@@ -35,8 +36,7 @@ from actors.messages import (
     WatchRun,
 )
 from actors.registry import RegistryActor
-from actors.step import AsyncLoop, StepPool
-from actors.supervisor import Supervisor
+from actors.supervisor import SupervisorActor
 from runtime._errors import RuntimeStoppedError
 from runtime._model import ErrorInfo, RunEvent
 from runtime._options import RetentionPolicy
@@ -78,7 +78,7 @@ class ActorSystem:
         self.timers = Timers()
         self.hooks = HookRunner()
         self.registry = RegistryActor.start(store, self.hooks)
-        self.supervisor = Supervisor.start(
+        self.supervisor = SupervisorActor.start(
             self.dispatcher,
             registry=self.registry,
             pool=self.pool,

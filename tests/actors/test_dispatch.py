@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pykka
@@ -12,7 +14,15 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from actors._dispatch import THROUGHPUT, DispatchedActor, Dispatcher
+import actors._dispatch
+from actors._dispatch import (
+    THROUGHPUT,
+    DispatchedActor,
+    Dispatcher,
+    ThreadActor,
+    UnexpectedMessageError,
+    unexpected,
+)
 
 WAIT = 10.0
 
@@ -91,6 +101,8 @@ class Recorder(DispatchedActor):
                 self.gate.wait(WAIT)
             elif kind == "boom":
                 raise ValueError(f"boom {message[1]}")
+            elif kind == "stray":
+                unexpected(self, message)
             elif kind == "echo":
                 return ("reply", message[1])
             elif kind == "report":
@@ -325,3 +337,121 @@ def test_dispatcher_stop_lets_queued_work_finish_first() -> None:
     finally:
         gate.set()
         INSTANCES.pop(ref.actor_urn)._stop()  # its dispatcher is gone: nobody else can stop it
+
+
+def test_a_message_outside_the_protocol_goes_back_to_an_asker_as_unexpected_message_error(
+    dispatcher: Dispatcher, started: list[pykka.ActorRef[Any]]
+) -> None:
+    ref = Recorder.start(dispatcher)
+    started.append(ref)
+
+    with pytest.raises(UnexpectedMessageError, match=r"Recorder \(urn:uuid:.*\) does not accept"):
+        ref.ask(("stray",), timeout=WAIT)
+
+    assert ref.ask(("echo", "still here"), timeout=WAIT) == ("reply", "still here")
+
+
+def test_a_told_message_outside_the_protocol_is_logged_and_the_actor_goes_on(
+    dispatcher: Dispatcher, started: list[pykka.ActorRef[Any]]
+) -> None:
+    ref = Recorder.start(dispatcher)
+    actor = INSTANCES[ref.actor_urn]
+    started.append(ref)
+
+    with capture_logs() as logs:
+        ref.tell(("stray",))
+        ref.tell(("msg", 0, 0))
+        report = ref.ask(("report",), timeout=WAIT)
+    structlog.reset_defaults()
+
+    assert [(e["event"], e["log_level"]) for e in logs] == [("unexpected_message", "error")]
+    assert "builtins.tuple" in logs[0]["error"]
+    assert report["handled"] == [("msg", 0, 0)]
+    assert actor.failures == []
+    assert ref.is_alive()
+
+
+class Refuser(ThreadActor):
+    """A threading actor that accepts nothing."""
+
+    def on_receive(self, message: Any) -> Any:
+        unexpected(self, message)
+
+
+def test_a_thread_actor_logs_a_told_message_it_refuses_and_goes_on() -> None:
+    ref = Refuser.start()
+    try:
+        with capture_logs() as logs:
+            ref.tell("stray")
+            with pytest.raises(UnexpectedMessageError):
+                ref.ask("asked", timeout=WAIT)
+        structlog.reset_defaults()
+
+        assert [(e["event"], e["log_level"]) for e in logs] == [("unexpected_message", "error")]
+        assert ref.is_alive()
+    finally:
+        ref.stop(timeout=WAIT)
+
+
+# --- what this module borrows from pykka ----------------------------------------------
+
+PYKKA_PRIVATE_NAMES = {
+    "_ActorStop": "pykka.messages: a stop request, answered even after the actor stopped",
+    "_actor_ref": "Actor: the ref that DispatchedActor.__init__ makes, as pykka's __init__ does",
+    "_create_actor_inbox": "Actor: the hook for a new actor type's inbox",
+    "_create_future": "Actor: the hook for a new actor type's futures",
+    "_handle_failure": "Actor: what ThreadActor overrides to survive a refused message",
+    "_handle_receive": "Actor: pykka's handling of stop and proxy messages before on_receive",
+    "_start_actor_loop": "Actor: the hook that starts a new actor type's loop",
+    "_stop": "Actor: stop at once, unregister, call on_stop",
+}
+"""Every private name of pykka's that actors/_dispatch.py uses, and why.
+
+pyproject.toml pins pykka 4; a pykka release that drops or renames one of
+these fails here, in one place."""
+
+
+def _private_names_in(path: Path) -> set[str]:
+    """Private names a module reads, sets, calls or overrides (not dunders)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute):
+            names.add(node.attr)
+        elif isinstance(node, ast.ClassDef):
+            names.update(item.name for item in node.body if isinstance(item, ast.FunctionDef))
+    return {name for name in names if name.startswith("_") and not name.startswith("__")}
+
+
+def _pykka_private_names() -> set[str]:
+    names: set[str] = set()
+    for owner in (pykka.Actor, pykka.ThreadingActor, pykka.ActorRef, pykka.messages):
+        names.update(dir(owner))
+        names.update(getattr(owner, "__annotations__", {}))
+    names.update(vars(pykka.ThreadingActor()))  # attributes set by Actor.__init__
+    return {name for name in names if name.startswith("_") and not name.startswith("__")}
+
+
+def test_the_private_pykka_names_the_dispatcher_uses_are_the_ones_named_and_all_exist() -> None:
+    pykka_names = _pykka_private_names()
+    used = _private_names_in(Path(actors._dispatch.__file__)) & pykka_names
+
+    missing = set(PYKKA_PRIVATE_NAMES) - pykka_names
+    assert not missing, f"pykka {pykka.__version__} no longer has {sorted(missing)}"
+    assert used == set(PYKKA_PRIVATE_NAMES), (
+        "actors/_dispatch.py uses pykka's private names "
+        f"{sorted(used - set(PYKKA_PRIVATE_NAMES))} that PYKKA_PRIVATE_NAMES does not name, "
+        f"or no longer uses {sorted(set(PYKKA_PRIVATE_NAMES) - used)}"
+    )
+
+
+def test_a_dispatched_actor_sets_every_attribute_pykkas_actor_init_sets(
+    dispatcher: Dispatcher,
+) -> None:
+    # DispatchedActor.__init__ does pykka's work itself (its urn does not come
+    # from uuid4); a pykka that sets more in Actor.__init__ must show here.
+    pykkas = set(vars(pykka.ThreadingActor()))
+    ours = Recorder(dispatcher)
+
+    assert pykkas <= set(vars(ours))
+    assert ours.actor_urn.startswith("urn:uuid:")
+    assert ours.actor_ref.actor_urn == ours.actor_urn

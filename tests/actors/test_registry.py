@@ -5,11 +5,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pykka
 import pytest
+import structlog
+from structlog.testing import capture_logs
 
+from actors._dispatch import UnexpectedMessageError
 from actors.messages import RecordFailure, SnapshotTaken, WatchRun
 from actors.registry import RegistryActor
 from runtime._snapshot import Snapshot, decode, encode
@@ -282,3 +286,30 @@ def test_snapshots_from_many_threads_leave_the_highest_seq(
     watch(registry, "r")  # a round trip: everything told before it has been handled
 
     assert store.load("r") is records[200]
+
+
+@dataclass(frozen=True)
+class Stray:
+    """A message outside the registry's protocol."""
+
+    run_id: str
+
+
+def test_a_message_outside_the_protocol_is_refused_and_the_registry_goes_on(
+    registry: pykka.ActorRef[Any], store: MemoryStore
+) -> None:
+    with pytest.raises(
+        UnexpectedMessageError, match=r"RegistryActor .* does not accept .*test_registry\.Stray"
+    ):
+        registry.ask(Stray("r"), timeout=WAIT)
+    with capture_logs() as logs:
+        registry.tell(Stray("r"))
+        store.create(record("r", 0, "pending"))
+        take(registry, record("r", 1, "success"))
+    structlog.reset_defaults()
+
+    assert [(entry["event"], entry["log_level"]) for entry in logs] == [
+        ("unexpected_message", "error")
+    ]
+    assert registry.is_alive()
+    assert watch(registry, "r").is_set()

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import pykka
 import pytest
 from pydantic import BaseModel
+from structlog.testing import capture_logs
 
-from actors.messages import NotifyWhenIdle
+from actors._dispatch import UnexpectedMessageError
+from actors.messages import NotifyWhenIdle, SnapshotCommitted, SnapshotTaken
 from actors.registry import RegistryActor
 from actors.run import RunActor
 from runtime import Runtime, create_step, create_workflow
@@ -31,15 +34,13 @@ class Value(BaseModel):
 def received(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[SnapshotRecord]]:
     """Every snapshot the registry is handed, kept or not, per run."""
     seen: dict[str, list[SnapshotRecord]] = defaultdict(list)
-    original = RegistryActor._record
+    original = RegistryActor._on_snapshot_taken
 
-    def recording(
-        self: RegistryActor, record: SnapshotRecord, *, terminal: bool, **rest: Any
-    ) -> None:
-        seen[record.run_id].append(record)
-        original(self, record, terminal=terminal, **rest)
+    def recording(self: RegistryActor, message: SnapshotTaken) -> None:
+        seen[message.record.run_id].append(message.record)
+        original(self, message)
 
-    monkeypatch.setattr(RegistryActor, "_record", recording)
+    monkeypatch.setattr(RegistryActor, "_on_snapshot_taken", recording)
     return seen
 
 
@@ -197,3 +198,41 @@ def test_each_step_receives_the_previous_steps_output_and_is_recorded(rt: Runtim
         assert step.status == "success"
         assert step.started_at is not None and step.ended_at is not None
         assert step.started_at <= step.ended_at
+
+
+@dataclass(frozen=True)
+class Stray:
+    """A message outside the run actor's protocol."""
+
+
+def test_a_message_outside_the_protocol_is_refused_and_the_run_goes_on(rt: Runtime) -> None:
+    release = threading.Event()
+    entered = threading.Event()
+
+    def slow(ctx: Any) -> Value:
+        entered.set()
+        release.wait(WAIT)
+        return ctx.input_data
+
+    wf = rt.register(
+        create_workflow(id="held", input_schema=Value, output_schema=Value)
+        .then(create_step(id="slow", input_schema=Value, output_schema=Value, execute=slow))
+        .commit()
+    )
+    run = wf.create_run()
+    try:
+        with capture_logs() as logs:
+            run.start_async(input_data={"value": "x"})
+            assert entered.wait(WAIT)
+            (actor,) = pykka.ActorRegistry.get_by_class(RunActor)
+            with pytest.raises(UnexpectedMessageError, match=r"RunActor .* does not accept"):
+                actor.ask(Stray(), timeout=WAIT)
+            actor.tell(Stray())
+            assert actor.ask(SnapshotCommitted(seq=0), timeout=WAIT) is None  # handled after it
+    finally:
+        release.set()
+
+    assert run.wait(WAIT).status == "success"
+    refused = [entry for entry in logs if entry["log_level"] == "error"]
+    assert [entry["event"] for entry in refused] == ["unexpected_message"]
+    assert "test_run.Stray" in refused[0]["error"]

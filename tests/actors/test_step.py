@@ -1,133 +1,35 @@
-"""StepActor and StepPool: step bodies run, validated, reused actors, growth when blocked."""
+"""StepActor: each kind of call runs its user code, validated, and replies; BaseExceptions too."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import queue
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pykka
 import pytest
+import structlog
 from pydantic import BaseModel
+from structlog.testing import capture_logs
 
-from actors.messages import ExecuteStep, StepFinished
-from actors.step import AsyncLoop, StepPool
-from runtime._step import Step, create_step
-
-WAIT = 10.0
-
-
-class Value(BaseModel):
-    value: str
+from actors._dispatch import UnexpectedMessageError
+from actors.messages import Outcome
+from tests.actors.harness import WAIT, Harness, Value, harnesses, step
 
 
 class Loose(BaseModel):
     value: Any
 
 
-class Collector(pykka.ThreadingActor):
-    """Stands in for a run actor: puts every reply on a queue."""
-
-    use_daemon_thread = True
-
-    def __init__(self, replies: queue.Queue[Any]) -> None:
-        super().__init__()
-        self.replies = replies
-
-    def on_receive(self, message: Any) -> Any:
-        self.replies.put(message)
-        return None
-
-
-def _step_threads() -> set[threading.Thread]:
-    return {
-        thread
-        for thread in threading.enumerate()
-        if thread.name.startswith(("StepActor-", "callboard-step-monitor", "callboard-async"))
-    }
-
-
-class Harness:
-    """A pool, an async loop, and a collector for the pool's replies."""
-
-    def __init__(self, core: int, limit: int) -> None:
-        self.replies: queue.Queue[Any] = queue.Queue()
-        self.collector = Collector.start(self.replies)
-        self.loop = AsyncLoop()
-        self.pool = StepPool(self.loop, core=core, limit=limit)
-        self._count = 0
-
-    def execute(
-        self,
-        step: Step[Any, Any],
-        payload: Any,
-        *,
-        final_schema: type[BaseModel] | None = None,
-    ) -> str:
-        self._count += 1
-        run_id = f"run-{self._count}"
-        self.pool.submit(
-            ExecuteStep(
-                run_id=run_id,
-                workflow_id="wf",
-                step=step,
-                payload=payload,
-                state=None,
-                state_schema=None,
-                request_context={},
-                init_data=payload,
-                input_schema=step.input_schema,
-                definitions={step.id: step},
-                outputs={},
-                final_schema=final_schema,
-                trace_id="ab" * 16,
-                parent_span_id="cd" * 8,
-                reply_to=self.collector,
-            )
-        )
-        return run_id
-
-    def reply(self) -> StepFinished:
-        finished = self.replies.get(timeout=WAIT)
-        assert isinstance(finished, StepFinished)
-        return finished
-
-    def run(self, step: Step[Any, Any], payload: Any, **kwargs: Any) -> StepFinished:
-        self.execute(step, payload, **kwargs)
-        return self.reply()
-
-    def stop(self) -> None:
-        self.pool.stop()
-        self.loop.stop(WAIT)
-        self.collector.stop(timeout=WAIT)
-
-
 @pytest.fixture
 def make_harness() -> Iterator[Callable[..., Harness]]:
-    before = _step_threads()
-    harnesses: list[Harness] = []
-
-    def make(core: int = 2, limit: int = 4096) -> Harness:
-        harness = Harness(core, limit)
-        harnesses.append(harness)
-        return harness
-
-    yield make
-    for harness in harnesses:
-        harness.stop()
-    for thread in _step_threads() - before:
-        thread.join(WAIT)
-        assert not thread.is_alive(), f"{thread.name} outlived pool.stop()"
-
-
-def step(execute: Callable[[Any], Any], *, id: str = "s", output: type[BaseModel] = Value) -> Any:
-    return create_step(id=id, input_schema=Value, output_schema=output, execute=execute)
+    yield from harnesses()
 
 
 def test_a_step_runs_and_replies_with_its_validated_output(
@@ -160,112 +62,6 @@ def test_the_last_step_also_replies_with_the_result_validated_by_the_final_schem
     assert finished.result == {"value": "done"}
 
 
-def test_sequential_short_steps_reuse_idle_actors_and_do_not_grow_the_pool(
-    make_harness: Callable[..., Harness],
-) -> None:
-    harness = make_harness(core=2)
-    threads: set[str] = set()
-
-    def body(ctx: Any) -> Value:
-        threads.add(threading.current_thread().name)
-        return ctx.input_data
-
-    short = step(body)
-    for index in range(60):
-        assert harness.run(short, {"value": str(index)}).ok
-
-    assert harness.pool.size <= 2
-    assert len(threads) <= 2
-
-
-def test_steps_that_block_make_the_pool_grow_until_all_run_at_once(
-    make_harness: Callable[..., Harness],
-) -> None:
-    harness = make_harness(core=2)
-    count = 20
-    release = threading.Event()
-    arrived = threading.Semaphore(0)
-
-    def body(ctx: Any) -> Value:
-        arrived.release()
-        release.wait(WAIT)
-        return ctx.input_data
-
-    blocking = step(body)
-    try:
-        for index in range(count):
-            harness.execute(blocking, {"value": str(index)})
-        # Every step must be running at the same time before any is let go.
-        for _ in range(count):
-            assert arrived.acquire(timeout=WAIT), "a blocked step never got an actor"
-        assert harness.pool.size >= count
-    finally:
-        release.set()
-    replies = [harness.reply() for _ in range(count)]
-    assert all(finished.ok for finished in replies)
-
-
-def test_the_pool_does_not_grow_beyond_its_limit(make_harness: Callable[..., Harness]) -> None:
-    harness = make_harness(core=1, limit=3)
-    release = threading.Event()
-    arrived = threading.Semaphore(0)
-
-    def body(ctx: Any) -> Value:
-        arrived.release()
-        release.wait(WAIT)
-        return ctx.input_data
-
-    blocking = step(body)
-    try:
-        for index in range(6):
-            harness.execute(blocking, {"value": str(index)})
-        for _ in range(3):
-            assert arrived.acquire(timeout=WAIT)
-        assert not arrived.acquire(timeout=0.2)  # the other three wait their turn
-        assert harness.pool.size == 3
-    finally:
-        release.set()
-    assert all(harness.reply().ok for _ in range(6))
-
-
-def test_pool_stop_ends_the_step_actor_threads(make_harness: Callable[..., Harness]) -> None:
-    before = _step_threads()
-    harness = make_harness(core=2)
-    release = threading.Event()
-    arrived = threading.Semaphore(0)
-
-    def body(ctx: Any) -> Value:
-        arrived.release()
-        release.wait(WAIT)
-        return ctx.input_data
-
-    for index in range(6):
-        harness.execute(step(body), {"value": str(index)})
-    for _ in range(6):
-        assert arrived.acquire(timeout=WAIT)
-    release.set()
-    for _ in range(6):
-        harness.reply()
-    started = {t for t in _step_threads() - before if t.name.startswith("StepActor-")}
-    assert len(started) >= 6
-
-    harness.pool.stop()
-
-    for thread in started:
-        thread.join(WAIT)
-    assert not [thread.name for thread in started if thread.is_alive()]
-
-
-def test_pool_refuses_steps_once_stopped(make_harness: Callable[..., Harness]) -> None:
-    from runtime._errors import RuntimeStoppedError
-
-    harness = make_harness()
-    harness.pool.stop()
-
-    with pytest.raises(RuntimeStoppedError):
-        harness.execute(step(lambda ctx: ctx.input_data), {"value": "x"})
-
-
 @pytest.mark.parametrize("exc_type", [SystemExit, KeyboardInterrupt, GeneratorExit])
 def test_a_body_raising_a_base_exception_replies_failed_and_stops_no_actor(
     make_harness: Callable[..., Harness], exc_type: type[BaseException]
@@ -290,8 +86,8 @@ ASYNC_BASE_EXCEPTION = """
 import asyncio, queue, sys
 import pykka
 from pydantic import BaseModel
-from actors.messages import ExecuteStep
-from actors.step import AsyncLoop, StepPool
+from actors._pool import AsyncLoop, StepPool
+from actors.messages import CallStep
 from runtime._step import create_step
 
 class Value(BaseModel):
@@ -321,7 +117,7 @@ loop = AsyncLoop()
 pool = StepPool(loop)
 for step_id, body in (("quitter", leave), ("next", fine)):
     step = create_step(id=step_id, input_schema=Value, output_schema=Value, execute=body)
-    pool.submit(ExecuteStep(
+    pool.submit(CallStep(
         run_id="r", workflow_id="wf", step=step, payload={"value": "x"}, state=None,
         state_schema=None, request_context={}, init_data={"value": "x"}, input_schema=Value,
         definitions={step_id: step}, outputs={}, final_schema=None, trace_id="ab",
@@ -423,49 +219,6 @@ def test_output_that_cannot_be_stored_fails_naming_the_type(
     assert "Opaque" in finished.error["message"]
 
 
-def test_an_async_body_runs_on_the_async_loop_thread(
-    make_harness: Callable[..., Harness],
-) -> None:
-    harness = make_harness()
-    seen: list[str] = []
-
-    async def body(ctx: Any) -> Value:
-        await asyncio.sleep(0)
-        seen.append(threading.current_thread().name)
-        return Value(value=ctx.input_data.value + "!")
-
-    finished = harness.run(step(body), {"value": "async"})
-
-    assert finished.ok
-    assert finished.output == {"value": "async!"}
-    assert seen == ["callboard-async"]
-
-
-def test_an_async_body_holds_no_step_actor_while_it_waits(
-    make_harness: Callable[..., Harness],
-) -> None:
-    harness = make_harness(core=1, limit=1)
-    gate = threading.Event()
-
-    async def waiting(ctx: Any) -> Value:
-        while not gate.is_set():
-            await asyncio.sleep(0.005)
-        return ctx.input_data
-
-    def opener(ctx: Any) -> Value:
-        gate.set()
-        return ctx.input_data
-
-    try:
-        harness.execute(step(waiting, id="waiting"), {"value": "a"})
-        # With one step actor at most, this runs only if the async step let go of it.
-        harness.execute(step(opener, id="opener"), {"value": "b"})
-        replies = {harness.reply().step_id: True, harness.reply().step_id: True}
-    finally:
-        gate.set()
-    assert set(replies) == {"waiting", "opener"}
-
-
 def test_an_async_body_that_raises_replies_failed(make_harness: Callable[..., Harness]) -> None:
     harness = make_harness()
 
@@ -527,3 +280,99 @@ def test_the_coroutine_of_a_step_that_cannot_run_is_closed_not_left_unawaited(
     finally:
         for coroutine in made:
             coroutine.close()
+
+
+# --- conditions, map and sleep functions ---------------------------------------------
+
+
+def test_conditions_reply_with_one_boolean_per_condition_checked_against_its_schema(
+    make_harness: Callable[..., Harness],
+) -> None:
+    harness = make_harness()
+    seen: list[Any] = []
+
+    def long(ctx: Any) -> bool:
+        seen.append(ctx.input_data)
+        return len(ctx.input_data.value) > 3
+
+    fns = ((long, Value), (lambda ctx: ctx.input_data["value"] == "tiny", None))
+
+    finished = harness.conditions(fns, {"value": "tiny"}, iteration=3)
+
+    assert finished.outcome is Outcome.SUCCESS
+    assert (finished.step_id, finished.output) == ("arm", [True, True])
+    assert seen == [Value(value="tiny")]
+
+
+def test_a_condition_sees_its_loop_iteration_and_cannot_change_the_state(
+    make_harness: Callable[..., Harness],
+) -> None:
+    harness = make_harness()
+    iterations: list[int | None] = []
+
+    def condition(ctx: Any) -> bool:
+        iterations.append(ctx.iteration_count)
+        ctx.set_state({"changed": True})
+        return True
+
+    finished = harness.conditions(((condition, None),), {"value": "x"}, iteration=4)
+
+    assert iterations == [4]
+    assert finished.outcome is Outcome.FAILED
+    assert finished.error is not None
+    assert finished.error["name"] == "WorkflowError"
+    assert finished.state is None
+
+
+def test_a_map_function_replies_with_its_output_as_plain_data(
+    make_harness: Callable[..., Harness],
+) -> None:
+    harness = make_harness()
+
+    finished = harness.map(lambda ctx: Value(value=ctx.input_data["value"] * 2), {"value": "ab"})
+
+    assert finished.ok
+    assert (finished.step_id, finished.output) == ("reshape", {"value": "abab"})
+
+
+def test_a_sleep_function_replies_with_the_epoch_time_the_sleep_ends(
+    make_harness: Callable[..., Harness],
+) -> None:
+    harness = make_harness()
+    moment = datetime(2030, 1, 2, tzinfo=UTC)
+
+    before = time.time()
+    in_seconds = harness.sleep_length(lambda ctx: 30, {"value": "x"})
+    at_moment = harness.sleep_length(lambda ctx: moment, {"value": "x"})
+    negative = harness.sleep_length(lambda ctx: -1, {"value": "x"})
+
+    assert in_seconds.ok
+    assert before + 30 <= in_seconds.output <= time.time() + 30
+    assert at_moment.output == moment.timestamp()
+    assert not negative.ok
+    assert negative.error is not None
+    assert negative.error["name"] == "ValueError"
+
+
+# --- the protocol ------------------------------------------------------------------
+
+
+def test_a_message_that_is_not_a_call_is_refused_and_the_step_actor_lives_on(
+    make_harness: Callable[..., Harness],
+) -> None:
+    harness = make_harness(core=1, limit=1)
+    assert harness.run(step(lambda ctx: ctx.input_data), {"value": "x"}).ok
+    (ref,) = [ref for ref, _ in harness.pool._idle]
+
+    with pytest.raises(UnexpectedMessageError, match=r"StepActor .* does not accept builtins\.str"):
+        ref.ask("hello", timeout=WAIT)
+    with capture_logs() as logs:
+        ref.tell("hello again")
+        assert harness.run(step(lambda ctx: ctx.input_data), {"value": "y"}).ok
+    structlog.reset_defaults()
+
+    refused = [entry for entry in logs if entry["log_level"] == "error"]
+    assert [entry["event"] for entry in refused] == ["unexpected_message"]
+    assert "StepActor" in refused[0]["actor"]
+    assert "builtins.str" in refused[0]["error"]
+    assert ref.is_alive()

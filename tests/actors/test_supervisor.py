@@ -1,14 +1,16 @@
-"""Supervisor: a crashed run actor becomes a failed run; the runtime goes on serving."""
+"""SupervisorActor: a crashed run actor becomes a failed run; the runtime goes on serving."""
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
 from structlog.testing import capture_logs
 
+from actors._dispatch import UnexpectedMessageError
 from actors.messages import StepFinished
 from actors.run import RunActor
 from runtime import Runtime, create_step, create_workflow
@@ -53,7 +55,7 @@ def _workflow() -> Any:
 @pytest.mark.parametrize(
     ("method", "statuses"),
     [
-        ("_finished", ["pending", "running", "failed"]),
+        ("_on_step_finished", ["pending", "running", "failed"]),
         ("_enter", ["pending", "failed"]),  # fails in on_start, before any step
     ],
 )
@@ -79,7 +81,7 @@ def test_a_crashed_run_actor_becomes_a_failed_run_with_run_crashed_error(
     assert f"bug in {method}" in result.error.message
     assert result.result is None
     assert all(step.status != "running" for step in result.steps.values())
-    if method == "_finished":
+    if method == "_on_step_finished":
         assert result.steps["first"].status == "failed"
         assert result.steps["first"].error is not None
         assert result.steps["first"].error.name == "RunCrashedError"
@@ -97,7 +99,7 @@ def test_a_crashed_run_actor_becomes_a_failed_run_with_run_crashed_error(
 def test_other_runs_and_later_runs_succeed_after_a_run_actor_crashes(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _crash_in(monkeypatch, "_finished")
+    _crash_in(monkeypatch, "_on_step_finished")
     wf = rt.register(_workflow())
     before = [wf.create_run() for _ in range(20)]
     crashing = wf.create_run(CRASHING)
@@ -125,14 +127,14 @@ def test_waiters_on_a_crashed_run_in_other_threads_are_woken(
 ) -> None:
     release = threading.Event()
     entered = threading.Event()
-    original = RunActor._finished
+    original = RunActor._on_step_finished
 
     def crashing(self: RunActor, message: StepFinished) -> None:
         if self._snapshot["run_id"] == CRASHING:
             raise RuntimeError("bug after the step")
         original(self, message)
 
-    monkeypatch.setattr(RunActor, "_finished", crashing)
+    monkeypatch.setattr(RunActor, "_on_step_finished", crashing)
 
     def slow(ctx: Any) -> Value:
         entered.set()
@@ -161,3 +163,27 @@ def test_waiters_on_a_crashed_run_in_other_threads_are_woken(
             waiter.join(WAIT)
 
     assert outcomes == ["failed"] * 3
+
+
+@dataclass(frozen=True)
+class Stray:
+    """A message outside the supervisor's protocol."""
+
+
+def test_a_message_outside_the_protocol_is_refused_and_the_supervisor_goes_on(
+    rt: Runtime,
+) -> None:
+    supervisor = actor_system(rt).supervisor
+    wf = rt.register(_workflow())
+
+    with pytest.raises(UnexpectedMessageError, match=r"SupervisorActor .* does not accept"):
+        supervisor.ask(Stray(), timeout=WAIT)
+    with capture_logs() as logs:
+        supervisor.tell(Stray())
+        result = wf.create_run().start(input_data={"value": "on"}, timeout=WAIT)
+
+    assert result.status == "success"
+    refused = [entry for entry in logs if entry["log_level"] == "error"]
+    assert [entry["event"] for entry in refused] == ["unexpected_message"]
+    assert "test_supervisor.Stray" in refused[0]["error"]
+    assert supervisor.is_alive()

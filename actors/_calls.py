@@ -1,0 +1,357 @@
+"""The calls of user code one run makes, from the command to the reply.
+
+A run actor makes a call for each piece of user code it needs run: a step
+body, the conditions of a branch or loop, a ``map`` or sleep function.
+:class:`Calls` stands between the run actor and the step pool:
+
+- it builds each call's command from what the run holds at that moment, and
+  names it with a token, which the reply carries back;
+- it holds each call until the snapshot announcing it is recorded, and on a
+  durable store until that snapshot is committed, so that a step whose output
+  is recorded never runs again after a crash (commit gating);
+- it sets a step's timeout timer when the step is handed over, and holds a
+  failed step for its retry back-off, on a timer rather than a thread;
+- it tells every call still in flight to stop when the run ends.
+
+Where a call comes from in the plan and what its reply means are the run
+actor's business (:mod:`actors.run`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+from pydantic import BaseModel
+
+from actors._dispatch import tell_safely
+from actors._pool import StepPool
+from actors._timer import TimerHandle, Timers
+from actors.messages import (
+    AbortReason,
+    CallConditions,
+    CallMap,
+    CallSleepLength,
+    CallStep,
+    StepActorMessage,
+    TimerFired,
+)
+from runtime._plan import ExecutionPlan, MapNode, Node, RetryPolicy, SleepNode, StepNode, leaf_steps
+from runtime._snapshot import Snapshot
+from runtime._sync import AbortSignal
+
+__all__ = ["Calls", "Job"]
+
+_rng = random.Random()
+"""Draws the jitter of retry back-offs (not the seeded module-level generator)."""
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    """One call of user code in flight (or waiting to be retried).
+
+    Attributes:
+        call: The command the step actor receives.
+        index: The plan node the call belongs to.
+        signal: The call's abort signal (also in ``call``).
+        step_node: For a step's call, the step.
+        item: For a foreach item's call, the item's index.
+        attempt: How many times the step was retried before this call.
+        timer: The step's timeout timer, once it is handed over.
+    """
+
+    call: StepActorMessage
+    index: int
+    signal: AbortSignal
+    step_node: StepNode | None = None
+    item: int | None = None
+    attempt: int = 0
+    timer: TimerHandle | None = None
+
+
+class Calls:
+    """The calls of user code one run actor has in flight, or waiting to be retried.
+
+    Args:
+        run: The run actor: where replies and :class:`TimerFired` go.
+        plan: The run's plan.
+        snapshot: The run's snapshot, which the run actor keeps up to date:
+            each call carries what it holds when the call is made.
+        pool: The step pool calls are handed to.
+        timers: The runtime's timers, for timeouts and retry back-offs.
+        announce: Records the run's snapshot, which announces the calls about
+            to be sent; returns its sequence number.
+        durable: Whether the run's snapshots go to a durable store: then a
+            call waits until the snapshot announcing it is committed.
+
+    """
+
+    __slots__ = (
+        "_announce",
+        "_awaiting_commit",
+        "_durable",
+        "_jobs",
+        "_next_token",
+        "_plan",
+        "_pool",
+        "_retrying",
+        "_run",
+        "_snapshot",
+        "_timers",
+    )
+
+    def __init__(
+        self,
+        run: pykka.ActorRef[Any],
+        plan: ExecutionPlan,
+        snapshot: Snapshot,
+        pool: StepPool,
+        timers: Timers,
+        *,
+        announce: Callable[[], int],
+        durable: bool,
+    ) -> None:
+        self._run = run
+        self._plan = plan
+        self._snapshot = snapshot
+        self._pool = pool
+        self._timers = timers
+        self._announce = announce
+        self._durable = durable
+        self._next_token: Callable[[], int] = itertools.count(1).__next__
+        self._jobs: dict[int, Job] = {}
+        self._retrying: dict[int, tuple[Job, TimerHandle]] = {}
+        # Calls waiting for the snapshot that announces them to be committed.
+        self._awaiting_commit: deque[tuple[int, list[Job]]] = deque()
+
+    def __len__(self) -> int:
+        """How many calls are in flight or waiting to be retried."""
+        return len(self._jobs) + len(self._retrying)
+
+    # --- making calls -------------------------------------------------------------
+
+    def step(
+        self,
+        index: int,
+        step_node: StepNode,
+        payload: Any,
+        outputs: Mapping[str, Any],
+        *,
+        item: int | None = None,
+        resume_data: Any = None,
+        attempt: int = 0,
+    ) -> Job:
+        """A call of a step body.
+
+        Args:
+            index: The plan node the step belongs to.
+            step_node: The step.
+            payload: Its input.
+            outputs: The outputs of the steps done so far, by path.
+            item: For a foreach item, its index.
+            resume_data: What a resume hands the step.
+            attempt: How many times the step was retried before.
+        """
+        plan, snapshot = self._plan, self._snapshot
+        scope = step_node.scope
+        signal = AbortSignal()
+        # Every step of the last node, not a foreach item's, is checked against
+        # the workflow's output schema too.
+        last = item is None and index == len(plan.nodes) - 1
+        call = CallStep(
+            run_id=snapshot["run_id"],
+            workflow_id=scope.workflow_id,
+            payload=payload,
+            state=snapshot["state"],
+            state_schema=plan.state_schema,
+            request_context=snapshot["request_context"],
+            init_data=snapshot["scopes"].get(scope.prefix, snapshot["input"])
+            if scope.prefix
+            else snapshot["input"],
+            input_schema=scope.input_schema,
+            definitions=plan.by_id,
+            outputs=outputs,
+            trace_id=snapshot["trace_id"],
+            parent_span_id=snapshot["span_id"],
+            reply_to=self._run,
+            token=self._next_token(),
+            path=step_node.path,
+            prefix=scope.prefix,
+            signal=signal,
+            step=step_node.step,
+            final_schema=plan.output_schema if last else None,
+            bail_schema=plan.output_schema,
+            retry_count=attempt,
+            resume_data=resume_data,
+        )
+        return Job(
+            call=call, index=index, signal=signal, step_node=step_node, item=item, attempt=attempt
+        )
+
+    def conditions(
+        self,
+        index: int,
+        node: Node,
+        payload: Any,
+        outputs: Mapping[str, Any],
+        fns: tuple[tuple[Callable[[Any], Any], type[BaseModel] | None], ...],
+        *,
+        iteration: int | None = None,
+    ) -> Job:
+        """A call of a branch's conditions, or a loop's (with its ``iteration``)."""
+        signal = AbortSignal()
+        call = CallConditions(
+            **self._reading(node, payload, outputs, signal), fns=fns, iteration=iteration
+        )
+        return Job(call=call, index=index, signal=signal)
+
+    def map(self, index: int, node: MapNode, payload: Any, outputs: Mapping[str, Any]) -> Job:
+        """A call of a ``map`` function."""
+        assert node.fn is not None
+        signal = AbortSignal()
+        call = CallMap(**self._reading(node, payload, outputs, signal), fn=node.fn)
+        return Job(call=call, index=index, signal=signal)
+
+    def sleep_length(
+        self,
+        index: int,
+        node: SleepNode,
+        payload: Any,
+        outputs: Mapping[str, Any],
+        fn: Callable[[Any], Any],
+    ) -> Job:
+        """A call of the function that computes how long a sleep lasts."""
+        signal = AbortSignal()
+        call = CallSleepLength(**self._reading(node, payload, outputs, signal), fn=fn)
+        return Job(call=call, index=index, signal=signal)
+
+    def _reading(
+        self, node: Node, payload: Any, outputs: Mapping[str, Any], signal: AbortSignal
+    ) -> dict[str, Any]:
+        """What a call of code that only reads the run carries, whatever its kind."""
+        plan, snapshot = self._plan, self._snapshot
+        scope = node.scope
+        steps = leaf_steps(node)
+        return {
+            "run_id": snapshot["run_id"],
+            "workflow_id": scope.workflow_id,
+            "payload": payload,
+            "state": snapshot["state"],
+            "state_schema": plan.state_schema,
+            "request_context": snapshot["request_context"],
+            "init_data": snapshot["scopes"].get(scope.prefix, snapshot["input"])
+            if scope.prefix
+            else snapshot["input"],
+            "input_schema": scope.input_schema,
+            "definitions": plan.by_id,
+            "outputs": outputs,
+            "trace_id": snapshot["trace_id"],
+            "parent_span_id": snapshot["span_id"],
+            "reply_to": self._run,
+            "token": self._next_token(),
+            "path": node.path,
+            "prefix": scope.prefix,
+            "signal": signal,
+            # The step the reply names: the node's first, else the node itself.
+            "step_id": steps[0].step.id if steps else node.path,
+        }
+
+    # --- sending them ---------------------------------------------------------------
+
+    def send(self, jobs: list[Job]) -> None:
+        """Record the snapshot that announces these calls, then hand them to step actors.
+
+        On a durable store the calls wait until that snapshot is committed
+        (:meth:`committed`), so a step whose output is recorded never runs
+        again after a crash.
+        """
+        running = self._jobs
+        for job in jobs:
+            running[job.call.token] = job
+        seq = self._announce()
+        if self._durable:
+            self._awaiting_commit.append((seq, jobs))
+        else:
+            self._submit(jobs)
+
+    def committed(self, seq: int) -> None:
+        """The snapshot ``seq`` is committed: hand over the calls it announced (and earlier)."""
+        waiting = self._awaiting_commit
+        while waiting and waiting[0][0] <= seq:
+            self._submit(waiting.popleft()[1])
+
+    # --- their ends -----------------------------------------------------------------
+
+    def finished(self, token: int) -> Job | None:
+        """The call a reply answers, which is no longer in flight.
+
+        Returns:
+            The call, its timeout timer cancelled; ``None`` for a call that
+            was abandoned (timed out, or aborted with its run).
+        """
+        job = self._jobs.pop(token, None)
+        if job is not None and job.timer is not None:
+            job.timer.cancel()
+        return job
+
+    def timed_out(self, token: int) -> Job | None:
+        """A step's timeout went off: abandon its call and tell it to stop.
+
+        Returns:
+            The call, or ``None`` if it had finished just before.
+        """
+        job = self._jobs.pop(token, None)
+        if job is not None:
+            job.signal.abort(AbortReason.TIMEOUT.value)
+        return job
+
+    def retry_later(self, job: Job, policy: RetryPolicy) -> None:
+        """Hand ``job`` (a failed step's next attempt) over after the policy's back-off.
+
+        The wait holds no thread: a timer tells the run actor when the time
+        has come, and the run actor calls :meth:`retry_due`.
+        """
+        token = job.call.token
+        delay = policy.delay_before(job.attempt, _rng)
+        handle = self._after(delay, TimerFired(token, "retry"))
+        self._retrying[token] = (job, handle)
+
+    def retry_due(self, token: int) -> None:
+        """A retry's back-off is over: hand the call over (its snapshot was recorded)."""
+        entry = self._retrying.pop(token, None)
+        if entry is not None:
+            job = entry[0]
+            self._jobs[token] = job
+            self._submit([job])
+
+    def abort(self, reason: AbortReason) -> None:
+        """Tell every call still in flight to stop, and forget them and their timers."""
+        for job in self._jobs.values():
+            job.signal.abort(reason.value)
+            if job.timer is not None:
+                job.timer.cancel()
+        for _, handle in self._retrying.values():
+            handle.cancel()
+        self._jobs.clear()
+        self._retrying.clear()
+        self._awaiting_commit.clear()
+
+    def _submit(self, jobs: list[Job]) -> None:
+        running, pool = self._jobs, self._pool
+        for job in jobs:
+            token = job.call.token
+            if token not in running:
+                continue  # aborted while its snapshot was being committed
+            step_node = job.step_node  # only a step's call has one
+            if step_node is not None and step_node.timeout is not None:
+                job.timer = self._after(step_node.timeout, TimerFired(token, "timeout"))
+            pool.submit(job.call)
+
+    def _after(self, delay: float, message: TimerFired) -> TimerHandle:
+        run = self._run
+        return self._timers.call_later(delay, lambda: tell_safely(run, message))

@@ -1,0 +1,213 @@
+"""The step pool and the async loop: where step actors and ``async def`` bodies run.
+
+Step bodies may block (a sync body that sleeps holds its thread), so each
+step actor is a threading actor. They live in a :class:`StepPool` that reuses
+idle actors and grows only when the work waiting makes no progress: a burst of
+short CPU-bound steps is served by a few threads, while many blocked steps get
+a thread each (up to a limit). ``async def`` bodies run on one shared event
+loop thread (:class:`AsyncLoop`) and hold no step actor while they wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any, Final
+
+import pykka
+
+from actors.messages import StepActorMessage
+from actors.step import StepActor
+from runtime._errors import RuntimeStoppedError
+from runtime._tracing import emit
+
+__all__ = ["STOP_TIMEOUT", "TICK", "AsyncLoop", "StepPool"]
+
+TICK: Final = 0.02
+"""How long waiting steps may go without any step finishing before the pool grows.
+
+Longer than CPython's GIL switch interval (5 ms), so a busy dispatcher thread
+is not mistaken for steps that block."""
+
+
+STOP_TIMEOUT: Final = 5.0
+"""Seconds to wait for one idle step actor to stop."""
+
+
+class AsyncLoop:
+    """One event loop on its own thread, started on first use, for ``async def`` steps."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def submit(self, coroutine: Any) -> concurrent.futures.Future[Any]:
+        """Schedule a coroutine on the loop; the future completes on the loop thread.
+
+        Raises:
+            RuntimeStoppedError: if the loop has been stopped (the coroutine is closed).
+        """
+        with self._lock:
+            if self._stopped:
+                coroutine.close()
+                raise RuntimeStoppedError("the runtime is stopped")
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(
+                    target=self._loop.run_forever, name="callboard-async", daemon=True
+                )
+                self._thread.start()
+            loop = self._loop
+        return asyncio.run_coroutine_threadsafe(coroutine, loop)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Cancel what still runs, stop the loop and end its thread."""
+        with self._lock:
+            self._stopped = True
+            loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+
+        def cancel_all() -> None:
+            for task in asyncio.all_tasks(loop):
+                task.cancel()
+            loop.call_soon(loop.stop)
+
+        loop.call_soon_threadsafe(cancel_all)
+        thread.join(timeout)
+        if not thread.is_alive():
+            loop.close()
+
+
+class StepPool:
+    """Step actors to run steps on, reused while idle, grown when steps block.
+
+    Args:
+        loop: Where ``async def`` bodies run.
+        core: Step actors kept even when idle.
+        limit: The most step actors at once; steps beyond wait their turn.
+        idle_timeout: Seconds an idle actor beyond ``core`` lives on.
+    """
+
+    def __init__(
+        self,
+        loop: AsyncLoop,
+        *,
+        core: int = 4,
+        limit: int = 4096,
+        idle_timeout: float = 60.0,
+    ) -> None:
+        self.loop = loop
+        self._core = core
+        self._limit = limit
+        self._idle_timeout = idle_timeout
+        self._cond = threading.Condition()
+        self._idle: list[tuple[pykka.ActorRef[Any], float]] = []
+        self._backlog: deque[StepActorMessage] = deque()
+        self._live = 0
+        self._completions = 0
+        self._stopping = False
+        self._monitor = threading.Thread(
+            target=self._watch, name="callboard-step-monitor", daemon=True
+        )
+        self._monitor.start()
+
+    @property
+    def size(self) -> int:
+        """How many step actors are alive."""
+        return self._live
+
+    def submit(self, call: StepActorMessage) -> None:
+        """Run a call on an idle actor, a new one while under ``core``, or when one frees up.
+
+        Raises:
+            RuntimeStoppedError: if the pool is stopping.
+        """
+        with self._cond:
+            if self._stopping:
+                raise RuntimeStoppedError("the runtime is stopped")
+            if self._idle:
+                ref = self._idle.pop()[0]
+            elif self._live < self._core:
+                self._live += 1
+                ref = None
+            else:
+                self._backlog.append(call)
+                if len(self._backlog) == 1:
+                    self._cond.notify()
+                return
+        if ref is None:
+            ref = StepActor.start(self)
+        ref.tell(call)
+
+    def finished(self, ref: pykka.ActorRef[Any]) -> StepActorMessage | None:
+        """Called by a step actor when free: its next call, or ``None`` to idle.
+
+        A pool that is stopping stops the actor instead (after the call it is in).
+        """
+        with self._cond:
+            self._completions += 1
+            if not self._stopping:
+                if self._backlog:
+                    return self._backlog.popleft()
+                self._idle.append((ref, time.monotonic()))
+                return None
+            self._live -= 1
+        ref.stop(block=False)
+        return None
+
+    def stop(self) -> None:
+        """Stop idle actors now and busy ones when their step ends; end the monitor."""
+        with self._cond:
+            self._stopping = True
+            idle = [ref for ref, _ in self._idle]
+            self._idle.clear()
+            self._live -= len(idle)
+            self._backlog.clear()
+            self._cond.notify_all()
+        stopping = [ref.stop(block=False) for ref in idle]
+        for future in stopping:
+            try:
+                future.get(timeout=STOP_TIMEOUT)
+            except pykka.Timeout:
+                emit(logging.WARNING, "step_actor_stop_timed_out")
+        self._monitor.join(STOP_TIMEOUT)
+
+    def _watch(self) -> None:
+        while True:
+            with self._cond:
+                while not self._backlog and not self._stopping:
+                    self._retire_idle()
+                    self._cond.wait(self._idle_timeout if self._live > self._core else None)
+                if self._stopping:
+                    return
+                seen = self._completions
+                deadline = time.monotonic() + TICK
+                while not self._stopping and (remaining := deadline - time.monotonic()) > 0:
+                    self._cond.wait(remaining)
+                if self._stopping:
+                    return
+                if not self._backlog or self._completions != seen:
+                    continue
+                # Nothing finished for a whole tick while steps waited: the
+                # actors are blocked, so give every waiting step an actor.
+                grow = min(len(self._backlog), self._limit - self._live)
+                work = [self._backlog.popleft() for _ in range(grow)]
+                self._live += grow
+            if work:
+                emit(logging.DEBUG, "step_pool_grown", added=len(work), size=self._live)
+            for call in work:
+                StepActor.start(self).tell(call)
+
+    def _retire_idle(self) -> None:
+        cutoff = time.monotonic() - self._idle_timeout
+        while self._live > self._core and self._idle and self._idle[0][1] < cutoff:
+            ref, _ = self._idle.pop(0)
+            self._live -= 1
+            ref.stop(block=False)

@@ -1,0 +1,205 @@
+"""StepPool and AsyncLoop: reused actors, growth when blocked, a limit, a clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from actors._pool import AsyncLoop
+from runtime._errors import RuntimeStoppedError
+from tests.actors.harness import WAIT, Harness, Value, harnesses, step, step_threads
+
+
+@pytest.fixture
+def make_harness() -> Iterator[Callable[..., Harness]]:
+    yield from harnesses()
+
+
+def test_sequential_short_steps_reuse_idle_actors_and_do_not_grow_the_pool(
+    make_harness: Callable[..., Harness],
+) -> None:
+    harness = make_harness(core=2)
+    threads: set[str] = set()
+
+    def body(ctx: Any) -> Value:
+        threads.add(threading.current_thread().name)
+        return ctx.input_data
+
+    short = step(body)
+    for index in range(60):
+        assert harness.run(short, {"value": str(index)}).ok
+
+    assert harness.pool.size <= 2
+    assert len(threads) <= 2
+
+
+def test_steps_that_block_make_the_pool_grow_until_all_run_at_once(
+    make_harness: Callable[..., Harness],
+) -> None:
+    harness = make_harness(core=2)
+    count = 20
+    release = threading.Event()
+    arrived = threading.Semaphore(0)
+
+    def body(ctx: Any) -> Value:
+        arrived.release()
+        release.wait(WAIT)
+        return ctx.input_data
+
+    blocking = step(body)
+    try:
+        for index in range(count):
+            harness.execute(blocking, {"value": str(index)})
+        # Every step must be running at the same time before any is let go.
+        for _ in range(count):
+            assert arrived.acquire(timeout=WAIT), "a blocked step never got an actor"
+        assert harness.pool.size >= count
+    finally:
+        release.set()
+    replies = [harness.reply() for _ in range(count)]
+    assert all(finished.ok for finished in replies)
+
+
+def test_the_pool_does_not_grow_beyond_its_limit(make_harness: Callable[..., Harness]) -> None:
+    harness = make_harness(core=1, limit=3)
+    release = threading.Event()
+    arrived = threading.Semaphore(0)
+
+    def body(ctx: Any) -> Value:
+        arrived.release()
+        release.wait(WAIT)
+        return ctx.input_data
+
+    blocking = step(body)
+    try:
+        for index in range(6):
+            harness.execute(blocking, {"value": str(index)})
+        for _ in range(3):
+            assert arrived.acquire(timeout=WAIT)
+        assert not arrived.acquire(timeout=0.2)  # the other three wait their turn
+        assert harness.pool.size == 3
+    finally:
+        release.set()
+    assert all(harness.reply().ok for _ in range(6))
+
+
+def test_pool_stop_ends_the_step_actor_threads(make_harness: Callable[..., Harness]) -> None:
+    before = step_threads()
+    harness = make_harness(core=2)
+    release = threading.Event()
+    arrived = threading.Semaphore(0)
+
+    def body(ctx: Any) -> Value:
+        arrived.release()
+        release.wait(WAIT)
+        return ctx.input_data
+
+    for index in range(6):
+        harness.execute(step(body), {"value": str(index)})
+    for _ in range(6):
+        assert arrived.acquire(timeout=WAIT)
+    release.set()
+    for _ in range(6):
+        harness.reply()
+    started = {t for t in step_threads() - before if t.name.startswith("StepActor-")}
+    assert len(started) >= 6
+
+    harness.pool.stop()
+
+    for thread in started:
+        thread.join(WAIT)
+    assert not [thread.name for thread in started if thread.is_alive()]
+
+
+def test_pool_refuses_steps_once_stopped(make_harness: Callable[..., Harness]) -> None:
+    harness = make_harness()
+    harness.pool.stop()
+
+    with pytest.raises(RuntimeStoppedError):
+        harness.execute(step(lambda ctx: ctx.input_data), {"value": "x"})
+
+
+def test_an_async_body_runs_on_the_async_loop_thread(
+    make_harness: Callable[..., Harness],
+) -> None:
+    harness = make_harness()
+    seen: list[str] = []
+
+    async def body(ctx: Any) -> Value:
+        await asyncio.sleep(0)
+        seen.append(threading.current_thread().name)
+        return Value(value=ctx.input_data.value + "!")
+
+    finished = harness.run(step(body), {"value": "async"})
+
+    assert finished.ok
+    assert finished.output == {"value": "async!"}
+    assert seen == ["callboard-async"]
+
+
+def test_an_async_body_holds_no_step_actor_while_it_waits(
+    make_harness: Callable[..., Harness],
+) -> None:
+    harness = make_harness(core=1, limit=1)
+    gate = threading.Event()
+
+    async def waiting(ctx: Any) -> Value:
+        while not gate.is_set():
+            await asyncio.sleep(0.005)
+        return ctx.input_data
+
+    def opener(ctx: Any) -> Value:
+        gate.set()
+        return ctx.input_data
+
+    try:
+        harness.execute(step(waiting, id="waiting"), {"value": "a"})
+        # With one step actor at most, this runs only if the async step let go of it.
+        harness.execute(step(opener, id="opener"), {"value": "b"})
+        replies = {harness.reply().step_id: True, harness.reply().step_id: True}
+    finally:
+        gate.set()
+    assert set(replies) == {"waiting", "opener"}
+
+
+def test_a_pool_that_stops_while_a_step_runs_stops_that_actor_once_the_step_ends(
+    make_harness: Callable[..., Harness],
+) -> None:
+    before = step_threads()
+    harness = make_harness(core=1, limit=1)
+    release = threading.Event()
+    entered = threading.Event()
+
+    def body(ctx: Any) -> Value:
+        entered.set()
+        release.wait(WAIT)
+        return ctx.input_data
+
+    harness.execute(step(body), {"value": "x"})
+    assert entered.wait(WAIT)
+    (actor,) = [t for t in step_threads() - before if t.name.startswith("StepActor-")]
+    stopper = threading.Thread(target=harness.pool.stop)
+    stopper.start()
+    release.set()
+
+    assert harness.reply().ok
+    stopper.join(WAIT)
+    actor.join(WAIT)
+    assert not actor.is_alive()
+    assert harness.pool.size == 0
+
+
+def test_the_async_loop_refuses_work_once_stopped_and_closes_the_coroutine() -> None:
+    loop = AsyncLoop()
+    assert loop.submit(asyncio.sleep(0, result="ran")).result(WAIT) == "ran"
+    loop.stop(WAIT)
+
+    coroutine = asyncio.sleep(0)
+    with pytest.raises(RuntimeStoppedError):
+        loop.submit(coroutine)
+
+    assert coroutine.cr_frame is None  # closed: never left unawaited
