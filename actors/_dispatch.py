@@ -34,7 +34,7 @@ import sys
 import threading
 from collections import deque
 from types import TracebackType
-from typing import Any, Final, Never, NoReturn
+from typing import Any, ClassVar, Final, Never, NoReturn
 
 import pykka
 from pykka import ActorDeadError, ActorRegistry
@@ -129,7 +129,10 @@ class Dispatcher:
             actor = ready.get()
             if actor is None:
                 return
-            actor._process_batch()
+            try:
+                actor._process_batch()
+            except BaseException:
+                emit(logging.ERROR, "dispatcher_fault", actor=str(actor), exc_info=True)
 
 
 class _DispatchInbox:
@@ -216,6 +219,13 @@ class DispatchedActor(pykka.Actor):
 
     actor_inbox: _DispatchInbox
 
+    survives_faults: ClassVar[bool] = False
+    """Whether a told message whose handler raises is logged and the actor goes on.
+
+    A long-lived actor (the supervisor) sets it: one bad message must not stop
+    it. A run actor does not: its failure fails its run (``on_failure``).
+    """
+
     @staticmethod
     def _create_actor_inbox() -> _DispatchInbox:
         return _DispatchInbox()
@@ -252,7 +262,7 @@ class DispatchedActor(pykka.Actor):
             self._loop_started = True
             try:
                 self.on_start()
-            except Exception:
+            except BaseException:
                 self._fail(*sys.exc_info())
         for _ in range(THROUGHPUT):
             if self.actor_stopped.is_set():
@@ -271,11 +281,19 @@ class DispatchedActor(pykka.Actor):
     def _process(self, envelope: Any) -> None:
         try:
             response = self._handle_receive(envelope.message)
-        except Exception as exc:
+        except BaseException as exc:
             if envelope.reply_to is not None:
                 envelope.reply_to.set_exception()
             elif isinstance(exc, UnexpectedMessageError):
                 _report_unexpected(self, exc)
+            elif self.survives_faults:
+                emit(
+                    logging.ERROR,
+                    "actor_message_failed",
+                    actor=str(self),
+                    message=type(envelope.message).__name__,
+                    exc_info=True,
+                )
             else:
                 self._fail(*sys.exc_info())
             return

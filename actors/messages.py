@@ -203,11 +203,14 @@ class RecordFailure:
     """Mark a run failed with ``error``, building on its newest stored snapshot.
 
     With ``plan``, the workflow's hooks are called for the failed run first.
+    With ``refused``, the store refused the run's newest snapshot: the failure
+    is built from the stored row alone.
     """
 
     run_id: str
     error: dict[str, Any]
     plan: ExecutionPlan | None = None
+    refused: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,9 +10,10 @@ from typing import Any
 
 import pykka
 
-from actors._dispatch import ThreadActor, tell_safely, unexpected
+from actors._dispatch import ThreadActor, UnexpectedMessageError, tell_safely, unexpected
 from actors.hooks import HookRunner
 from actors.messages import (
+    AbortRun,
     RecordFailure,
     RecoverRuns,
     RegistryMessage,
@@ -28,14 +29,20 @@ from runtime._model import (
     PARKED_STATUSES,
     SETTLED_STATUSES,
     TERMINAL_STATUSES,
+    ErrorInfo,
     RunEvent,
 )
-from runtime._snapshot import decode, failed_record, run_events
+from runtime._snapshot import decode, failed_record, run_events, stand_in_record
 from runtime._stores.base import RecoverableStore, SnapshotRecord, SnapshotStore
 from runtime._sync import Channel, Latch
 from runtime._tracing import emit
 
 __all__ = ["RegistryActor"]
+
+
+def error_dict(exc: BaseException, **context: Any) -> dict[str, Any]:
+    """An exception as the ``ErrorInfo`` dict a failed run records."""
+    return ErrorInfo.from_exception(exc, with_traceback=False, **context).model_dump()
 
 
 class RegistryActor(ThreadActor):
@@ -67,6 +74,20 @@ class RegistryActor(ThreadActor):
         self._reported: set[str] = set()
 
     def on_receive(self, message: RegistryMessage) -> None:
+        try:
+            self._handle(message)
+        except UnexpectedMessageError:
+            raise  # logged by ThreadActor; the registry goes on
+        except BaseException:
+            emit(
+                logging.ERROR,
+                "registry_message_failed",
+                message=type(message).__name__,
+                run_id=getattr(message, "run_id", None),
+                exc_info=True,
+            )
+
+    def _handle(self, message: RegistryMessage) -> None:
         match message:
             case SnapshotTaken():
                 self._on_snapshot_taken(message)
@@ -108,7 +129,11 @@ class RegistryActor(ThreadActor):
                 self._live.pop(record.run_id, None)  # no actor drives it any more
             else:
                 self._live[record.run_id] = record
-            self._store.save((record,), on_commit=self._committed(record, settles, ack_to))
+            self._store.save(
+                (record,),
+                on_commit=self._committed(record, settles, ack_to),
+                on_error=self._refused(record, ack_to if not message.terminal else None),
+            )
         else:
             self._store.save((record,))
             # Wake waiters only if the store kept it: a stale terminal snapshot
@@ -132,6 +157,25 @@ class RegistryActor(ThreadActor):
                 tell_safely(me, SettledCommitted(run_id=record.run_id))
 
         return done
+
+    def _refused(
+        self, record: SnapshotRecord, ack_to: pykka.ActorRef[Any] | None
+    ) -> Callable[[BaseException], None]:
+        """What to do when a durable store refuses ``record`` for good (on its writer thread).
+
+        The run cannot go on without it: its actor, if it still has one, ends
+        the run as failed; a run with none (its last snapshot refused) is
+        recorded failed from its row alone.
+        """
+        me = self.actor_ref
+
+        def refused(exc: BaseException) -> None:
+            error = error_dict(exc, run_id=record.run_id)
+            emit(logging.ERROR, "snapshot_refused", run_id=record.run_id, error=str(exc))
+            if ack_to is None or not tell_safely(ack_to, AbortRun(error=error)):
+                tell_safely(me, RecordFailure(run_id=record.run_id, error=error, refused=True))
+
+        return refused
 
     def _on_settled_committed(self, message: SettledCommitted) -> None:
         self._wake(message.run_id)
@@ -162,7 +206,15 @@ class RegistryActor(ThreadActor):
         run_id = record.run_id
         try:
             snapshot = decode(record.data, record.run_id)
-        except SnapshotFormatError:
+        except SnapshotFormatError as exc:
+            # Nothing more can be said of this run: end its watches rather than hang them.
+            emit(logging.ERROR, "run_unreadable", run_id=run_id, error=str(exc))
+            ended = self._channels.pop(run_id, [])
+            if only is not None and only not in ended:
+                ended.append(only)
+            for channel in ended:
+                channel.close()
+            self._seen.pop(run_id, None)
             return
         last_status, last_steps = ("", {}) if only is not None else self._seen.get(run_id, ("", {}))
         events = run_events(snapshot, last_status, last_steps)
@@ -189,7 +241,15 @@ class RegistryActor(ThreadActor):
         current = self._live.get(message.run_id) or self._store.load(message.run_id)
         if current is None or current.status in TERMINAL_STATUSES:
             return
-        snapshot = decode(current.data, current.run_id)
+        if message.refused:  # the newest snapshot is what the store refused: build on the row
+            self._live.pop(message.run_id, None)
+            self._stand_in(current, message.error, keep_bytes=False)
+            return
+        try:
+            snapshot = decode(current.data, current.run_id)
+        except SnapshotFormatError as exc:
+            self._stand_in(current, error_dict(exc, run_id=current.run_id), keep_bytes=True)
+            return
         record = failed_record(snapshot, message.error, time.time())
         if message.plan is None:
             self._on_snapshot_taken(SnapshotTaken(record=record, terminal=True))
@@ -223,9 +283,14 @@ class RegistryActor(ThreadActor):
             try:
                 if not store.claim(record.run_id, previous_owner):
                     continue  # another runtime took it first
-                snapshot = decode(record.data, record.run_id)
-            except (StoreError, SnapshotFormatError) as exc:
+            except StoreError as exc:
                 emit(logging.ERROR, "run_not_resumed", run_id=record.run_id, error=str(exc))
+                continue
+            try:
+                snapshot = decode(record.data, record.run_id)
+            except SnapshotFormatError as exc:
+                # Nobody can resume it: it fails, naming why, and keeps its bytes.
+                self._stand_in(record, error_dict(exc, run_id=record.run_id), keep_bytes=True)
                 continue
             emit(
                 logging.INFO,
@@ -236,3 +301,19 @@ class RegistryActor(ThreadActor):
             )
             self._live[record.run_id] = record  # recovery needs a durable store
             tell_safely(message.supervisor, StartRun(plan=plan, snapshot=snapshot))
+
+    def _stand_in(self, record: SnapshotRecord, error: dict[str, Any], *, keep_bytes: bool) -> None:
+        """Record a run failed from its row alone: its snapshot is unreadable or refused."""
+        emit(logging.ERROR, "run_failed_unreadable", run_id=record.run_id, error=error["message"])
+        failed = stand_in_record(record, error, time.time(), keep_bytes=keep_bytes)
+        settled = self._committed(failed, True, None) if self._durable else None
+        self._store.save((failed,), on_commit=settled, on_error=_log_refusal(failed))
+        if not self._durable:
+            self._wake(record.run_id)
+
+
+def _log_refusal(record: SnapshotRecord) -> Callable[[BaseException], None]:
+    def refused(exc: BaseException) -> None:
+        emit(logging.ERROR, "stand_in_refused", run_id=record.run_id, error=str(exc))
+
+    return refused

@@ -47,6 +47,8 @@ class SupervisorActor(DispatchedActor):
     ``max_concurrent_runs`` wait in the order they were started (or woken).
     """
 
+    survives_faults = True  # one bad message is logged; every other run goes on
+
     def __init__(
         self,
         dispatcher: Dispatcher,

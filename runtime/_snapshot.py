@@ -46,6 +46,7 @@ __all__ = [
     "read_result",
     "record_of",
     "run_events",
+    "stand_in_record",
     "to_result",
     "unpack",
 ]
@@ -320,6 +321,52 @@ def failed_record(snapshot: Snapshot, error: dict[str, Any], now: float) -> Snap
     """The record that follows ``snapshot`` when its run fails with ``error``."""
     mark_failed(snapshot, error, now)
     return next_record(snapshot, now)
+
+
+def stand_in_record(
+    record: SnapshotRecord, error: dict[str, Any], now: float, *, keep_bytes: bool
+) -> SnapshotRecord:
+    """A failed snapshot built from a stored row alone, for a run whose snapshot is unusable.
+
+    Used when the stored snapshot cannot be read (damaged), or the store
+    refused the newest one: the run must still end, as ``failed`` with
+    ``error``, rather than stay ``running`` for ever.
+
+    Args:
+        record: The row: its id, workflow, sequence number, times and trace id.
+        error: The run's error, as an ``ErrorInfo`` dict.
+        now: When the run failed.
+        keep_bytes: Keep the unreadable snapshot bytes, under ``"damaged"``,
+            for whoever inspects the row.
+    """
+    snapshot: dict[str, Any] = {
+        "run_id": record.run_id,
+        "workflow_id": record.workflow_id,
+        "seq": record.seq,
+        "status": RunStatus.FAILED.value,
+        "input": None,
+        "result": None,
+        "error": error,
+        "steps": {},
+        "next_step": 0,
+        "carry": None,
+        "progress": None,
+        "wake_at": None,
+        "suspended": {},
+        "resume": None,
+        "scopes": {},
+        "state": None,
+        "request_context": {},
+        "include_state": False,
+        "trace_id": record.trace_id,
+        "span_id": "0" * 16,
+        "metadata": {},
+        "created_at": record.created_at,
+        "updated_at": now,
+    }
+    if keep_bytes:
+        snapshot["damaged"] = record.data
+    return next_record(snapshot, now)  # type: ignore[arg-type]
 
 
 def canceled_record(snapshot: Snapshot, now: float) -> SnapshotRecord:

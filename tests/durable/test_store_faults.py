@@ -212,3 +212,39 @@ def test_a_run_holds_before_its_next_step_while_the_disk_is_full_and_goes_on_onc
 
     assert result.status == "success"
     assert steps.calls == {"first": 1, "second": 1, "third": 1}
+
+
+def test_a_snapshot_the_database_refuses_fails_its_run_and_no_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    row = SQLiteStore._row
+
+    def refuse_one_runs_progress(self: SQLiteStore, r: SnapshotRecord) -> tuple[Any, ...]:
+        values = row(self, r)
+        if r.run_id == "poisoned" and r.status == "running" and r.seq >= 2:
+            return (*values[:-1], object())  # a value sqlite3 cannot bind: refused for good
+        return values
+
+    monkeypatch.setattr(SQLiteStore, "_row", refuse_one_runs_progress)
+    steps = Steps()
+    workflow = (
+        create_workflow(id="refused", input_schema=Text, output_schema=Text)
+        .then(steps.step("first"))
+        .then(steps.step("second"))
+        .commit()
+    )
+    with capture_logs() as logs, Runtime(store=tmp_path / "runs.db") as rt:
+        wf = rt.register(workflow)
+        poisoned = wf.create_run("poisoned")
+        poisoned.start_async(input_data={"value": "p"})
+        others = [wf.create_run() for _ in range(5)]
+        for run in others:
+            run.start_async(input_data={"value": "o"})
+
+        result = poisoned.wait(WAIT)
+        other_results = [run.wait(WAIT) for run in others]
+
+    assert result.status == "failed"
+    assert result.error is not None and result.error.name == "StoreError"
+    assert [r.status for r in other_results] == ["success"] * 5
+    assert any(e["event"] == "snapshot_refused" for e in logs)
