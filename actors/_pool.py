@@ -60,7 +60,10 @@ class AsyncLoop:
             if self._loop is None:
                 self._loop = asyncio.new_event_loop()
                 self._thread = threading.Thread(
-                    target=self._loop.run_forever, name="callboard-async", daemon=True
+                    target=_run_until_stopped,
+                    args=(self._loop,),
+                    name="callboard-async",
+                    daemon=True,
                 )
                 self._thread.start()
             loop = self._loop
@@ -75,14 +78,37 @@ class AsyncLoop:
             return
 
         def cancel_all() -> None:
-            for task in asyncio.all_tasks(loop):
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
                 task.cancel()
-            loop.call_soon(loop.stop)
+            if not tasks:
+                loop.stop()
+                return
+            # Let the cancelled steps unwind; a step that ignores the cancel is left.
+            asyncio.gather(*tasks, return_exceptions=True).add_done_callback(lambda _: loop.stop())
 
+        loop.set_exception_handler(_quiet_at_stop)
         loop.call_soon_threadsafe(cancel_all)
         thread.join(timeout)
-        if not thread.is_alive():
-            loop.close()
+        if thread.is_alive():
+            # A step blocks the loop's thread, or ignores its cancel: the daemon
+            # thread is left to it, as a blocked sync step's thread is, and
+            # closes the loop once it gets back to it.
+            loop.call_soon_threadsafe(loop.stop)
+            emit(logging.WARNING, "async_steps_abandoned_at_stop")
+
+
+def _run_until_stopped(loop: asyncio.AbstractEventLoop) -> None:
+    """The loop thread: run the loop until stopped, then close it (whatever is left)."""
+    try:
+        loop.run_forever()
+    finally:
+        loop.close()
+
+
+def _quiet_at_stop(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """What the loop reports while it stops: a step that would not end, logged at debug."""
+    emit(logging.DEBUG, "async_step_left_at_stop", message=context.get("message"))
 
 
 class StepPool:
@@ -162,8 +188,13 @@ class StepPool:
         ref.stop(block=False)
         return None
 
-    def stop(self) -> None:
-        """Stop idle actors now and busy ones when their step ends; end the monitor."""
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop idle actors now and busy ones when their step ends; end the monitor.
+
+        Waits up to ``timeout`` seconds in all; a step still in user code then
+        keeps its daemon thread until it returns, and its result is dropped.
+        """
+        deadline = time.monotonic() + timeout
         with self._cond:
             self._stopping = True
             idle = [ref for ref, _ in self._idle]
@@ -174,10 +205,10 @@ class StepPool:
         stopping = [ref.stop(block=False) for ref in idle]
         for future in stopping:
             try:
-                future.get(timeout=STOP_TIMEOUT)
+                future.get(timeout=max(0.0, deadline - time.monotonic()))
             except pykka.Timeout:
                 emit(logging.WARNING, "step_actor_stop_timed_out")
-        self._monitor.join(STOP_TIMEOUT)
+        self._monitor.join(max(0.0, deadline - time.monotonic()))
 
     def _watch(self) -> None:
         while True:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
@@ -53,6 +55,8 @@ class HookRunner:
 
     def __init__(self) -> None:
         self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._pending: set[concurrent.futures.Future[None]] = set()
 
     def run(self, plan: ExecutionPlan, snapshot: Snapshot, then: Callable[[], object]) -> None:
         """Call ``plan``'s hooks for the ended run in ``snapshot``, then ``then()``.
@@ -66,9 +70,17 @@ class HookRunner:
             self._executor = ThreadPoolExecutor(HOOK_THREADS, thread_name_prefix="callboard-hooks")
         ended: Snapshot = copy_plain(snapshot)
         try:
-            self._executor.submit(_call_hooks, plan, ended, then)
+            future = self._executor.submit(_call_hooks, plan, ended, then)
         except RuntimeError:  # shut down: call them here rather than skip them
             _call_hooks(plan, ended, then)
+            return
+        with self._lock:
+            self._pending.add(future)
+        future.add_done_callback(self._forget)
+
+    def _forget(self, future: concurrent.futures.Future[None]) -> None:
+        with self._lock:
+            self._pending.discard(future)
 
     def finish(
         self,
@@ -84,10 +96,18 @@ class HookRunner:
         ended = SnapshotTaken(record=record, terminal=True)
         self.run(plan, snapshot, lambda: tell_safely(registry, ended))
 
-    def stop(self) -> None:
-        """Wait for the hooks already handed over, then release the threads."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
+    def stop(self, timeout: float | None = None) -> None:
+        """Wait up to ``timeout`` seconds for the hooks already handed over; release the threads.
+
+        A hook still running then is left to finish on its own.
+        """
+        executor = self._executor
+        if executor is None:
+            return
+        executor.shutdown(wait=False)
+        with self._lock:
+            pending = list(self._pending)
+        concurrent.futures.wait(pending, timeout)
 
 
 def _call_hooks(plan: ExecutionPlan, snapshot: Snapshot, then: Callable[[], object]) -> None:

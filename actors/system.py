@@ -51,8 +51,10 @@ __all__ = ["ORPHAN_REPORT_DELAY", "ActorSystem"]
 ORPHAN_REPORT_DELAY: Final = 5.0
 """Seconds after start before unfinished runs of unregistered workflows are reported."""
 
-ACTOR_STOP_TIMEOUT: Final = 10.0
-"""Seconds each actor and thread gets to stop at shutdown."""
+SHUTDOWN_GRACE: Final = 2.0
+"""Seconds :meth:`ActorSystem.shutdown` gives, beyond its ``timeout``, to stop every actor
+and thread it started: together, not each. What has not stopped by then (a step blocked
+in user code, a hook that does not return) is left on its daemon thread."""
 
 
 class ActorSystem:
@@ -213,27 +215,33 @@ class ActorSystem:
         """Wait up to ``timeout`` seconds for runs in progress, stop everything, close the store.
 
         Runs still going then are failed (in memory) or halted (on a durable
-        store, where the next runtime resumes them).
+        store, where the next runtime resumes them). The whole takes at most
+        ``timeout`` plus :data:`SHUTDOWN_GRACE` seconds (and the store's close).
         """
+        deadline = time.monotonic() + (timeout or 0.0) + SHUTDOWN_GRACE
+
+        def left() -> float:
+            return max(0.05, deadline - time.monotonic())
+
         if self._report_timer is not None:
             self._report_timer.cancel()
         if self.pruner is not None:
-            self.pruner.stop(ACTOR_STOP_TIMEOUT)
+            self.pruner.stop(left())
         try:
-            self._drain(timeout)
+            self._drain(timeout, left)
         finally:
-            _stop_actor(self.supervisor)
-            self.timers.stop(ACTOR_STOP_TIMEOUT)
-            self.pool.stop()
-            self.hooks.stop()  # their runs' last snapshots go to the registry after them
-            _stop_actor(self.registry)  # after the runs: it records their last snapshots first
-            self.loop.stop(ACTOR_STOP_TIMEOUT)
-            self.dispatcher.stop(ACTOR_STOP_TIMEOUT)
+            _stop_actor(self.supervisor, left())
+            self.timers.stop(left())
+            self.pool.stop(left())
+            self.hooks.stop(left())  # their runs' last snapshots go to the registry after them
+            _stop_actor(self.registry, left())  # after the runs: it records their last ones first
+            self.loop.stop(left())
+            self.dispatcher.stop(left())
             if not self.store.durable:
                 self._fail_unfinished()
             self.store.close()
 
-    def _drain(self, timeout: float | None) -> None:
+    def _drain(self, timeout: float | None, left: Callable[[], float]) -> None:
         """Wait for the runs in progress; then fail those still going (halt them, if durable)."""
         try:
             idle = threading.Event()
@@ -246,7 +254,7 @@ class ActorSystem:
             error = None if self.store.durable else _stopped_error()
             self.supervisor.tell(AbortRuns(error=error))
             self.supervisor.tell(NotifyWhenIdle(event=aborted))
-            aborted.wait(ACTOR_STOP_TIMEOUT)
+            aborted.wait(left())
         except pykka.ActorDeadError:
             emit(logging.ERROR, "supervisor_found_dead_at_stop")
 
@@ -266,8 +274,8 @@ def _stopped_error() -> dict[str, Any]:
     return ErrorInfo.from_exception(stopped, with_traceback=False).model_dump()
 
 
-def _stop_actor(ref: pykka.ActorRef[Any]) -> None:
+def _stop_actor(ref: pykka.ActorRef[Any], timeout: float) -> None:
     try:
-        ref.stop(timeout=ACTOR_STOP_TIMEOUT)
+        ref.stop(timeout=timeout)
     except pykka.Timeout:
         emit(logging.WARNING, "actor_stop_timed_out", actor=str(ref))

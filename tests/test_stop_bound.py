@@ -1,0 +1,106 @@
+"""``stop(timeout)`` is a bound: steps or hooks that never return do not hold it up."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+import actors.system as system_module
+from runtime import Runtime, create_step, create_workflow
+from tests._support import Value
+
+WAIT = 10.0
+
+
+@pytest.fixture(autouse=True)
+def short_grace(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(system_module, "SHUTDOWN_GRACE", 0.2)
+
+
+def _stop_in_background(rt: Runtime) -> threading.Thread:
+    stopping = threading.Thread(target=rt.stop, kwargs={"timeout": 0.1})
+    stopping.start()
+    return stopping
+
+
+def test_stop_returns_while_a_sync_step_is_stuck_in_user_code() -> None:
+    release, entered = threading.Event(), threading.Event()
+
+    def stuck(ctx: Any) -> Value:
+        entered.set()
+        release.wait(60)
+        return ctx.input_data
+
+    workflow = create_workflow(id="stuck", input_schema=Value, output_schema=Value)
+    workflow = workflow.then(
+        create_step(id="stuck", input_schema=Value, output_schema=Value, execute=stuck)
+    ).commit()
+    rt = Runtime().start()
+    run = rt.register(workflow).create_run()
+    run.start_async(input_data={"value": "v"})
+    assert entered.wait(WAIT)
+    try:
+        stopping = _stop_in_background(rt)
+        stopping.join(WAIT)
+
+        assert not stopping.is_alive(), "stop() waited for a step stuck in user code"
+        assert release.is_set() is False
+    finally:
+        release.set()
+    assert run.wait(WAIT).status == "failed"  # in memory: recorded failed at the stop
+
+
+def test_stop_returns_while_an_async_step_ignores_its_cancel() -> None:
+    entered = threading.Event()
+
+    async def stubborn(ctx: Any) -> Value:
+        entered.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            await asyncio.sleep(60)
+        return ctx.input_data
+
+    workflow = create_workflow(id="stubborn", input_schema=Value, output_schema=Value)
+    workflow = workflow.then(
+        create_step(id="stubborn", input_schema=Value, output_schema=Value, execute=stubborn)
+    ).commit()
+    rt = Runtime().start()
+    rt.register(workflow).create_run().start_async(input_data={"value": "v"})
+    assert entered.wait(WAIT)
+
+    stopping = _stop_in_background(rt)
+    stopping.join(WAIT)
+
+    assert not stopping.is_alive(), "stop() waited for an async step that ignored its cancel"
+
+
+def test_stop_returns_while_a_hook_blocks() -> None:
+    release, entered = threading.Event(), threading.Event()
+
+    def hook(outcome: Any) -> None:
+        entered.set()
+        release.wait(60)
+
+    workflow = (
+        create_workflow(id="hooked", input_schema=Value, output_schema=Value, on_finish=hook)
+        .then(
+            create_step(
+                id="same", input_schema=Value, output_schema=Value, execute=lambda c: c.input_data
+            )
+        )
+        .commit()
+    )
+    rt = Runtime().start()
+    rt.register(workflow).create_run().start_async(input_data={"value": "v"})
+    assert entered.wait(WAIT)
+    try:
+        stopping = _stop_in_background(rt)
+        stopping.join(WAIT)
+
+        assert not stopping.is_alive(), "stop() waited for a hook that does not return"
+    finally:
+        release.set()
