@@ -46,10 +46,13 @@ from runtime._stores.base import SnapshotRecord, SnapshotStore
 from runtime._sync import Channel, Latch
 from runtime._tracing import emit
 
-__all__ = ["ORPHAN_REPORT_DELAY", "ActorSystem"]
+__all__ = ["ORPHAN_REPORT_DELAY", "ORPHAN_SCAN_INTERVAL", "SHUTDOWN_GRACE", "ActorSystem"]
 
 ORPHAN_REPORT_DELAY: Final = 5.0
 """Seconds after start before unfinished runs of unregistered workflows are reported."""
+
+ORPHAN_SCAN_INTERVAL: Final = 2.0
+"""Seconds between two looks for runs whose owner died (on a durable store)."""
 
 SHUTDOWN_GRACE: Final = 2.0
 """Seconds :meth:`ActorSystem.shutdown` gives, beyond its ``timeout``, to stop every actor
@@ -73,7 +76,8 @@ class ActorSystem:
         retention: RetentionPolicy | None = None,
     ) -> None:
         self.store = store
-        self._report_timer: threading.Timer | None = None
+        self._scanner: threading.Thread | None = None
+        self._scanning_stopped = threading.Event()
         self.dispatcher = Dispatcher()
         self.loop = AsyncLoop()
         self.pool = StepPool(self.loop)
@@ -156,21 +160,27 @@ class ActorSystem:
             with contextlib.suppress(pykka.ActorDeadError):
                 self.registry.tell(message)
 
-    def report_orphans_later(self, plans: Callable[[], Mapping[str, ExecutionPlan]]) -> None:
-        """In a moment, resume what is registered by then and report the rest, once.
+    def scan_for_orphans(self, plans: Callable[[], Mapping[str, ExecutionPlan]]) -> None:
+        """Look for orphaned runs now and then, and resume those of registered workflows.
 
-        A runtime usually registers its workflows just after it starts; orphaned
-        runs of those are resumed as each is registered, and only runs whose
-        workflow is still missing after :data:`ORPHAN_REPORT_DELAY` are reported.
+        A runtime takes over the runs of a peer that died while it keeps
+        running, within the store's lease plus :data:`ORPHAN_SCAN_INTERVAL`:
+        it does not wait for a workflow to be registered again. Runs whose
+        workflow is not registered here are reported once, after
+        :data:`ORPHAN_REPORT_DELAY` (a runtime usually registers its
+        workflows just after it starts).
         """
         if not self.store.durable:
             return
-        self._report_timer = threading.Timer(
-            ORPHAN_REPORT_DELAY, lambda: self.recover(plans(), report_others=True)
-        )
-        self._report_timer.name = "callboard-orphan-report"
-        self._report_timer.daemon = True
-        self._report_timer.start()
+        started = time.monotonic()
+
+        def scan() -> None:
+            while not self._scanning_stopped.wait(ORPHAN_SCAN_INTERVAL):
+                report = time.monotonic() - started >= ORPHAN_REPORT_DELAY
+                self.recover(plans(), report_others=report)
+
+        self._scanner = threading.Thread(target=scan, name="callboard-orphan-scan", daemon=True)
+        self._scanner.start()
 
     # --- waiting and watching ----------------------------------------------------------
 
@@ -223,8 +233,9 @@ class ActorSystem:
         def left() -> float:
             return max(0.05, deadline - time.monotonic())
 
-        if self._report_timer is not None:
-            self._report_timer.cancel()
+        self._scanning_stopped.set()
+        if self._scanner is not None:
+            self._scanner.join(left())
         if self.pruner is not None:
             self.pruner.stop(left())
         try:

@@ -205,7 +205,7 @@ class Runtime:
                 host.store = SQLiteStore(self._store_path)
             system = ActorSystem(host.store, self._max_concurrent_runs, self._retention)
             system.recover(self._plans, report_others=False)
-            system.report_orphans_later(lambda: dict(self._plans))
+            system.scan_for_orphans(lambda: dict(self._plans))
             host.system = system
             host.state = "running"
         return self

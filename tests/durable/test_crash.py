@@ -9,8 +9,12 @@ must not run again, and the interrupted step runs at most twice.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import pytest
+
+import actors.system as system_module
 from runtime import RunReader, WorkflowResult
 from tests._support import Runtimes, wait_until
 from tests.durable._support.helpers import row
@@ -132,3 +136,26 @@ def test_a_process_killed_the_moment_start_async_returns_has_recorded_its_run(
         assert 1 <= count(log, f"end {step}") <= count(log, f"start {step}") <= 2
     # At most one step (the one under way at the kill) ran twice.
     assert len(read_lines(log)) <= 8
+
+
+def test_a_live_runtime_takes_over_a_dead_peers_runs_without_registering_again(
+    tmp_path: Path, runtimes: Runtimes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(system_module, "ORPHAN_SCAN_INTERVAL", 0.1, raising=False)
+    monkeypatch.setattr(system_module, "ORPHAN_REPORT_DELAY", 0.1)
+    db, log = tmp_path / "runs.db", tmp_path / "steps.log"
+    wf = runtimes.start(db).register(logged)  # registered before the peer even starts
+    time.sleep(0.5)  # the peer dies well after this runtime's start
+    run_ids = [f"peer-{index}" for index in range(3)]
+    for run_id in run_ids:
+        with Child("kill-after-start", db=str(db), run_id=run_id, value=run_id, log=str(log)) as c:
+            assert c.wait() == -9, c.error_output()
+
+    wait_until(
+        lambda: all((row(db, run_id) or {}).get("status") == "success" for run_id in run_ids),
+        timeout=RESUME_TIMEOUT,
+        what="the live runtime finished the dead peer's runs",
+    )
+    for run_id in run_ids:
+        result = wf.get_workflow_run_execution_result(run_id)
+        assert result is not None and result.result == {"value": f"{run_id}-a-b-c"}
