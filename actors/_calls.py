@@ -160,9 +160,14 @@ class Calls:
         plan, snapshot = self._plan, self._snapshot
         scope = step_node.scope
         signal = AbortSignal()
-        # Every step of the last node, not a foreach item's, is checked against
-        # the workflow's output schema too.
-        last = item is None and index == len(plan.nodes) - 1
+        # The step that is the last node is checked against the workflow's output
+        # schema too; the steps of a last parallel, branch or loop are not: their
+        # node's combined output is, when the run completes.
+        last = (
+            item is None
+            and index == len(plan.nodes) - 1
+            and isinstance(plan.nodes[index], StepNode)
+        )
         call = CallStep(
             run_id=snapshot["run_id"],
             workflow_id=scope.workflow_id,

@@ -96,6 +96,36 @@ def test_parallel_output_maps_each_step_id_to_its_output_and_feeds_the_next_step
     assert result.steps["dbl"].output == {"n": 6}
 
 
+def test_a_workflow_ending_in_a_parallel_checks_the_combined_output_not_each_step(
+    runtime: Runtime,
+) -> None:
+    workflow = (
+        create_workflow(id="ends-in-par", input_schema=N, output_schema=Pair)
+        .parallel([inc_step(), dbl_step()])
+        .commit()
+    )
+
+    result = run_once(runtime, workflow, {"n": 3})
+
+    assert result.status == "success", result.error
+    assert result.result == {"inc": {"n": 4}, "dbl": {"n": 6}}
+
+
+def test_a_workflow_ending_in_a_parallel_whose_output_does_not_fit_fails(
+    runtime: Runtime,
+) -> None:
+    workflow = (
+        create_workflow(id="ends-in-par-badly", input_schema=N, output_schema=N)
+        .parallel([inc_step(), dbl_step()])
+        .commit()
+    )
+
+    result = run_once(runtime, workflow, {"n": 3})
+
+    assert result.status == "failed"
+    assert result.steps["inc"].status == "success"  # each step did its part
+
+
 def test_parallel_steps_really_run_at_the_same_time(runtime: Runtime) -> None:
     # Each step waits for the other at a barrier of two: run one after the other,
     # the first would break the barrier and fail the run.
