@@ -230,3 +230,19 @@ def test_waiting_on_a_deleted_run_raises_run_deleted_error() -> None:
 
         with pytest.raises(RunDeletedError, match="no record any more"):
             run.wait(5)
+
+
+def test_a_memory_store_gives_back_its_table_once_most_runs_are_gone() -> None:
+    import sys
+
+    store = MemoryStore()
+    now = time.time()
+    for index in range(20_000):
+        store.create(record(f"r{index}", "success", now))
+    peak = sys.getsizeof(store._records)
+
+    for index in range(19_990):
+        assert store.delete(f"r{index}")
+
+    assert len(store) == 10
+    assert sys.getsizeof(store._records) < peak / 50

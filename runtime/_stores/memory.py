@@ -19,6 +19,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._records: dict[str, SnapshotRecord] = {}
         self._lock = threading.Lock()
+        self._deleted = 0  # since the dict was last copied
 
     def create(self, record: SnapshotRecord) -> bool:
         """Record a new run; ``False`` if its id is taken."""
@@ -93,7 +94,17 @@ class MemoryStore:
     def delete(self, run_id: str) -> bool:
         """Delete a run's record; return whether there was one."""
         with self._lock:
-            return self._records.pop(run_id, None) is not None
+            if self._records.pop(run_id, None) is None:
+                return False
+            self._deleted += 1
+            if self._deleted > len(self._records):
+                self._shrink()
+            return True
+
+    def _shrink(self) -> None:
+        """Copy the dict once most of it is gone: a dict never shrinks its table itself."""
+        self._records = dict(self._records)
+        self._deleted = 0
 
     def prune(
         self,
@@ -116,10 +127,9 @@ class MemoryStore:
                 doomed.extend(record.run_id for record in ended[keep:])
             for run_id in doomed:
                 del self._records[run_id]
-            if len(doomed) > len(self._records):
-                # A dict never shrinks its table: once most of it is gone, copy
-                # it, so that memory follows the runs kept, not the most ever held.
-                self._records = dict(self._records)
+            self._deleted += len(doomed)
+            if self._deleted > len(self._records):
+                self._shrink()  # memory follows the runs kept, not the most ever held
         return len(doomed)
 
     def unfinished(self) -> list[SnapshotRecord]:
