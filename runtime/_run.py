@@ -18,6 +18,7 @@ from runtime._errors import (
     RunNotStartedError,
     RunNotSuspendedError,
     RunTimeoutError,
+    StoreError,
 )
 from runtime._model import (
     SETTLED_STATUSES,
@@ -323,6 +324,12 @@ class Run(Generic[In, Out]):
         returns is ignored. Works on a run that is pending, running, waiting
         or suspended.
 
+        When this returns ``True`` the cancel is recorded: every query, from
+        any thread (and on a SQLite store from any process), reads the run as
+        ``canceled``, and on a durable store it is committed, so it survives
+        the process. The workflow's hooks have run by then: the canceled run
+        is recorded after them.
+
         Returns:
             ``True`` if this call cancelled the run; ``False`` if it had already
             ended (``success``, ``failed`` or ``canceled``), which changes nothing.
@@ -330,7 +337,11 @@ class Run(Generic[In, Out]):
         Raises:
             RunNotStartedError: if the run was never started.
             CancelError: if another process drives the run (durable stores).
-            RuntimeStoppedError: if the runtime is not running.
+            StoreError: if the store refused the canceled snapshot: the cancel is
+                not recorded (the run's actor has stopped, but its record
+                still reads as before, and a runtime that recovers it runs it on).
+            RuntimeStoppedError: if the runtime is not running, or stopped
+                before the cancel was recorded.
         """
         system = self._host.running()
         deadline = time.monotonic() + CANCEL_PATIENCE
@@ -342,11 +353,9 @@ class Run(Generic[In, Out]):
                 if self._cancel_suspended(system, record):
                     return True
                 continue  # resumed meanwhile: cancel it where it runs now
-            answer = system.cancel(self.run_id, 1.0)
-            if answer == RunStatus.CANCELED:
-                return True
-            if answer in TERMINAL_STATUSES:
-                return False
+            answer = system.cancel(self.run_id)
+            if answer != "not_here":
+                return self._canceled(answer == "recorded")
             if time.monotonic() > deadline:
                 raise CancelError(
                     f"run {self.run_id!r} is {record.status} but no actor of this runtime "
@@ -355,12 +364,44 @@ class Run(Generic[In, Out]):
                 )
             time.sleep(0.005)  # between two hands (a resume on its way to an actor)
 
+    def _canceled(self, recorded: bool) -> bool:
+        """Whether the store reads the run canceled, once the actors answered a cancel.
+
+        The actors answer once the store has taken the canceled snapshot (or
+        refused it); what the store holds now is what every query reads.
+        """
+        stored = self._host.load(self.run_id)
+        if stored is None:
+            if recorded:
+                return True  # pruned as soon as it ended
+            raise _deleted(self.run_id)
+        if stored.status == RunStatus.CANCELED:
+            return recorded
+        if stored.status in TERMINAL_STATUSES:
+            return False  # it ended otherwise first: this cancel changed nothing
+        raise StoreError(
+            f"the cancel of run {self.run_id!r} was not recorded: the store did not take the "
+            f"canceled snapshot, and the run still reads as {stored.status}"
+        )
+
     def _cancel_suspended(self, system: ActorSystem, record: SnapshotRecord) -> bool:
         snapshot = decode(record.data, record.run_id)
         canceled = canceled_record(snapshot, time.time())
+        # The compare-and-set decides between this cancel and a racing resume, and is
+        # committed when it returns. The hooks run after it; the cancel returns once
+        # they have, as it does for a run that an actor drove.
         if not system.store.replace(canceled, record.seq):
             return False
-        system.run_hooks(self._plan, snapshot, lambda: system.record(canceled))
+        hooks_done = threading.Event()
+
+        def then() -> None:
+            try:
+                system.record(canceled)
+            finally:
+                hooks_done.set()
+
+        system.run_hooks(self._plan, snapshot, then)
+        hooks_done.wait()
         return True
 
     def _started_record(self) -> SnapshotRecord:
