@@ -801,6 +801,7 @@ class RunActor(DispatchedActor):
         snapshot = self._snapshot
         snapshot["status"] = RunStatus.SUSPENDED.value
         snapshot["resume"] = None
+        snapshot.pop("resumed", None)  # a new suspension: nobody has resumed it yet
         self._leave(RunStatus.SUSPENDED, None)
 
     def _leave(self, status: RunStatus, wake_at: float | None) -> None:

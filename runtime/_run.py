@@ -19,6 +19,7 @@ from runtime._errors import (
     RunNotSuspendedError,
     RunTimeoutError,
     StoreError,
+    WorkflowError,
 )
 from runtime._model import (
     SETTLED_STATUSES,
@@ -267,9 +268,16 @@ class Run(Generic[In, Out]):
 
         The suspended step is called again from its start, with the same
         input and ``ctx.resume_data`` set; the steps after it run once.
-        When two resumes of the same run race, exactly one wins; the other
-        raises ``ResumeConflictError`` (or ``RunNotSuspendedError``, if it
-        read the run after the winner's resume was recorded).
+        When this returns the resume is recorded (committed, on a durable
+        store): a query reads the run as ``running``, and if the process dies
+        now the next runtime on the store finishes the run.
+
+        When two resumes of the same run race, exactly one wins and the
+        other raises ``ResumeConflictError``, whenever it read the run: before
+        the winner's resume was recorded, or after it (the run going on, or
+        ended). ``RunNotSuspendedError`` is for a run that is not suspended
+        and whose suspension nobody resumed: it never suspended, or was
+        cancelled while suspended (so a resume that loses to a cancel gets it).
 
         Args:
             step: The suspended step to resume: a :class:`Step`, its id, or
@@ -283,38 +291,47 @@ class Run(Generic[In, Out]):
 
         Raises:
             RunNotStartedError: if the run was never started.
-            RunNotSuspendedError: if the run is not suspended.
+            RunNotSuspendedError: if the run is not suspended and nobody resumed
+                it: it never suspended, or was cancelled while suspended.
             ResumeTargetError: if ``step`` is not suspended, or several steps
                 are and none was named.
             InvalidInputError: if ``resume_data`` does not fit the step's
                 ``resume_schema``; the run stays suspended.
-            ResumeConflictError: if another resume (or a cancel) of the run won.
+            ResumeConflictError: if another resume of the run's suspension was
+                recorded first (``.status`` says where the run is now).
+            RunDeletedError: if the run's record was deleted meanwhile.
             RuntimeStoppedError: if the runtime is not running.
         """
         system = self._host.running()
         record = self._started_record()
         snapshot = decode(record.data, record.run_id)
-        status = snapshot["status"]
-        if status != RunStatus.SUSPENDED:
-            raise RunNotSuspendedError(
-                f"run {self.run_id!r} is {status}; only a suspended run can be resumed",
-                status=status,
-                run_id=self.run_id,
-            )
+        if snapshot["status"] != RunStatus.SUSPENDED:
+            raise _not_resumable(snapshot)
         path = _resume_target(snapshot, step, self.run_id)
         definition = self._plan.by_id[path]
         data = validated_resume_data(definition, resume_data, path, self.run_id)
         snapshot["status"] = RunStatus.RUNNING.value
         snapshot["resume"] = {path: data}
+        snapshot["resumed"] = True  # what tells a later resume that this one won
         resumed = next_record(snapshot, time.time())
+        # The compare-and-set decides between racing resumes (and cancels); it is
+        # committed when it returns, so the resume is acknowledged only once durable.
         if not system.store.replace(resumed, record.seq):
-            raise ResumeConflictError(
-                f"run {self.run_id!r} was resumed (or cancelled) by another caller first; "
-                "this resume changed nothing",
-                run_id=self.run_id,
-            )
+            raise self._resume_lost()
         system.resume_run(self._plan, snapshot)
         return StartAsyncResult(run_id=self.run_id)
+
+    def _resume_lost(self) -> WorkflowError:
+        """Why the store refused a resume of the run read suspended: what changed it since."""
+        current = self._host.load(self.run_id)
+        if current is None:
+            return _deleted(self.run_id)
+        snapshot = decode(current.data, current.run_id)
+        if snapshot["status"] == RunStatus.SUSPENDED:
+            # Only a resume changes a suspended run and leaves it suspended (once the
+            # resumed step suspends again): that resume won.
+            return _resume_conflict(self.run_id, snapshot["status"])
+        return _not_resumable(snapshot)
 
     def cancel(self) -> bool:
         """Cancel the run: it becomes ``canceled`` and no further step starts.
@@ -425,6 +442,27 @@ class Run(Generic[In, Out]):
         if result is None:  # gone between the wait and the read
             raise _deleted(self.run_id)
         return result
+
+
+def _not_resumable(snapshot: Snapshot) -> WorkflowError:
+    """Why a run read not suspended cannot be resumed: another resume took it, or none did."""
+    run_id, status = snapshot["run_id"], snapshot["status"]
+    if snapshot.get("resumed"):
+        return _resume_conflict(run_id, status)
+    return RunNotSuspendedError(
+        f"run {run_id!r} is {status}; only a suspended run can be resumed",
+        status=status,
+        run_id=run_id,
+    )
+
+
+def _resume_conflict(run_id: str, status: str) -> ResumeConflictError:
+    return ResumeConflictError(
+        f"run {run_id!r} was already resumed by another call (it is {status} now); "
+        "this resume changed nothing",
+        status=status,
+        run_id=run_id,
+    )
 
 
 def _deleted(run_id: str) -> RunDeletedError:

@@ -1,10 +1,11 @@
-"""What a call acknowledged is visible at once: a cancel that returned ``True``.
+"""What a call acknowledged is visible at once: a cancel that returned ``True``, a resume.
 
 Promise 7 of DESIGN.md, in memory: when ``cancel()`` returns ``True`` every query, from
 any thread, reads the run ``canceled``, whether an actor drove the run, the supervisor held
 it (asleep, or queued behind the concurrency limit) or only the store kept it (suspended).
-``tests/durable/test_acknowledged.py`` holds the same on SQLite, and across a killed
-process.
+Of two resumes of one suspended run, the loser raises ``ResumeConflictError`` however the
+two interleave. ``tests/durable/test_acknowledged.py`` holds the same on SQLite, and across
+a killed process.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 from runtime import (
+    ResumeConflictError,
+    RunNotSuspendedError,
     RunOutcome,
     RunStatus,
     Runtime,
@@ -275,6 +278,125 @@ def test_of_two_threads_cancelling_one_run_exactly_one_gets_true_and_both_then_r
 
         assert sorted(returned for returned, _ in seen) == [False, True], (trial, seen)
         assert [read for _, read in seen] == [RunStatus.CANCELED] * 2, (trial, seen)
+
+
+# --- resume --------------------------------------------------------------------------------------
+
+
+def suspended_run(runtime: Runtime, workflow_id: str, schema: type[BaseModel] = Approval) -> Any:
+    wf = runtime.register(
+        create_workflow(id=workflow_id, input_schema=N, output_schema=N)
+        .then(approval_step(schema))
+        .commit()
+    )
+    run = wf.create_run()
+    assert run.start(input_data={"n": 1}, timeout=WAIT).status == RunStatus.SUSPENDED
+    return wf, run
+
+
+def test_a_resume_that_reads_the_run_after_another_resume_was_recorded_conflicts(
+    runtime: Runtime,
+) -> None:
+    wf, run = suspended_run(runtime, "ack-resume-after")
+    other = wf.create_run(run.run_id)
+
+    run.resume_async(resume_data={"ok": True})
+    with pytest.raises(ResumeConflictError) as while_running:
+        other.resume_async(resume_data={"ok": False})
+    assert run.wait(WAIT).result == {"n": 101}
+
+    with pytest.raises(ResumeConflictError) as once_ended:
+        other.resume(resume_data={"ok": False}, timeout=WAIT)
+
+    assert once_ended.value.status == RunStatus.SUCCESS
+    assert while_running.value.run_id == run.run_id
+    assert run.wait(WAIT).result == {"n": 101}
+
+
+RACE: dict[threading.Thread, Callable[[], None]] = {}
+"""What a resuming thread does while ``Interrupted`` validates its resume data."""
+
+
+class Interrupted(BaseModel):
+    """An ``Approval`` whose validation, in a thread listed in ``RACE``, first does that thing.
+
+    ``resume()`` validates the resume data after reading the run and before writing the
+    resume: what is done here lands in between, deterministically.
+    """
+
+    ok: bool
+
+    @field_validator("ok")
+    @classmethod
+    def _let_another_call_in(cls, value: bool) -> bool:
+        meanwhile = RACE.pop(threading.current_thread(), None)
+        if meanwhile is not None:
+            meanwhile()
+        return value
+
+
+def test_a_resume_that_read_the_run_suspended_and_lost_to_another_resume_conflicts(
+    runtime: Runtime,
+) -> None:
+    wf, run = suspended_run(runtime, "ack-resume-lost", Interrupted)
+    winner = wf.create_run(run.run_id)
+    RACE[threading.current_thread()] = lambda: winner.resume_async(resume_data={"ok": True})
+
+    with pytest.raises(ResumeConflictError):
+        run.resume_async(resume_data={"ok": False})
+
+    assert winner.wait(WAIT).result == {"n": 101}
+
+
+def test_a_resume_that_lost_to_a_cancel_finds_the_run_not_suspended_however_it_read_it(
+    runtime: Runtime,
+) -> None:
+    wf, run = suspended_run(runtime, "ack-resume-canceled", Interrupted)
+    canceller = wf.create_run(run.run_id)
+    RACE[threading.current_thread()] = canceller.cancel
+
+    with pytest.raises(RunNotSuspendedError) as read_before:
+        run.resume_async(resume_data={"ok": True})
+    with pytest.raises(RunNotSuspendedError) as read_after:
+        run.resume_async(resume_data={"ok": True})
+
+    assert read_before.value.status == read_after.value.status == RunStatus.CANCELED
+
+
+def test_the_losers_of_resumes_racing_on_threads_always_get_resume_conflict(
+    runtime: Runtime,
+) -> None:
+    wf, _ = suspended_run(runtime, "ack-resume-race")
+    racers = 4
+    for trial in range(TRIALS):
+        run = wf.create_run()
+        assert run.start(input_data={"n": trial}, timeout=WAIT).status == RunStatus.SUSPENDED
+        start = threading.Barrier(racers)
+        outcomes: list[Any] = [None] * racers
+
+        def resume(
+            slot: int,
+            run_id: str = run.run_id,
+            start: threading.Barrier = start,
+            outcomes: list[Any] = outcomes,
+        ) -> None:
+            start.wait(WAIT)
+            try:
+                wf.create_run(run_id).resume_async(resume_data={"ok": True})
+                outcomes[slot] = "won"
+            except Exception as exc:
+                outcomes[slot] = exc
+
+        threads = [threading.Thread(target=resume, args=(slot,)) for slot in range(racers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(WAIT)
+
+        assert outcomes.count("won") == 1, (trial, outcomes)
+        losers = [outcome for outcome in outcomes if outcome != "won"]
+        assert all(isinstance(loser, ResumeConflictError) for loser in losers), (trial, losers)
+        assert run.wait(WAIT).result == {"n": trial + 100}
 
 
 @pytest.mark.parametrize("ending", ["ends", "suspends", "sleeps"])

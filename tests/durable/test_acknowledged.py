@@ -1,10 +1,10 @@
-"""On SQLite, what a call acknowledged is committed: a cancel that returned ``True``.
+"""On SQLite, what a call acknowledged is committed: a cancel that returned ``True``, a resume.
 
 Promise 7 of DESIGN.md. A cancel that returned ``True`` is read ``canceled`` at once by
 every query, including a ``RunReader`` (another connection, as another process has), and
 it survives the process being killed the moment ``cancel()`` returns: the next runtime on
 the file finds the run ``canceled`` and runs none of its steps. A cancel the store refuses
-is never acknowledged.
+is never acknowledged. Of resumes racing on threads, every loser conflicts.
 
 The tests that kill a process hold the database's write lock while the child cancels, so
 that nothing the child writes can commit before the lock is given back: a call
@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import subprocess
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -176,3 +177,45 @@ def test_a_cancel_that_returned_true_survives_the_process_killed_right_after_it(
     assert count(log, "start gamma") == 0
     if where == "pending":
         wait_until(lambda: count(blocker_log, "end block") == 1, what="the blocker is resumed")
+
+
+def test_the_losers_of_resumes_racing_on_threads_get_resume_conflict_on_sqlite(
+    db: Path, runtimes: Runtimes, tmp_path: Path
+) -> None:
+    rt = runtimes.start(db)
+    wf = rt.register(asking)
+    racers = 3
+    for trial in range(TRIALS // 2):
+        log = tmp_path / f"race-{trial}.log"
+        run = wf.create_run()
+        started = run.start(
+            input_data={"value": "x"}, request_context={"log": str(log)}, timeout=WAIT
+        )
+        assert started.status == "suspended"
+        start = threading.Barrier(racers)
+        outcomes: list[Any] = [None] * racers
+
+        def resume(
+            slot: int,
+            run_id: str = run.run_id,
+            start: threading.Barrier = start,
+            outcomes: list[Any] = outcomes,
+        ) -> None:
+            start.wait(WAIT)
+            try:
+                wf.create_run(run_id).resume_async(resume_data={"ok": slot == 0})
+                outcomes[slot] = "won"
+            except Exception as exc:
+                outcomes[slot] = exc
+
+        threads = [threading.Thread(target=resume, args=(slot,)) for slot in range(racers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(WAIT)
+
+        assert outcomes.count("won") == 1, (trial, outcomes)
+        losers = [type(outcome).__name__ for outcome in outcomes if outcome != "won"]
+        assert losers == ["ResumeConflictError"] * (racers - 1), (trial, losers)
+        assert run.wait(WAIT).status == "success"
+        assert count(log, "start gamma") == 1

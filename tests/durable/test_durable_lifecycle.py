@@ -360,6 +360,8 @@ def test_two_processes_racing_to_resume_the_same_suspended_runs_make_one_winner_
 
     assert sorted(won + theirs["won"]) == sorted(logs), (won, theirs)
     assert set(lost) == set(theirs["won"]) and set(theirs["lost"]) == set(won)
+    # Each loser conflicts, whichever process it is in and whenever it read the run.
+    assert set(lost.values()) | set(theirs["lost"].values()) == {"ResumeConflictError"}
     for run_id, log in logs.items():
         wait_until(
             lambda run_id=run_id: status(db, run_id) == "success",  # type: ignore[misc]
