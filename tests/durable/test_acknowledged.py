@@ -3,11 +3,12 @@
 Promise 7 of DESIGN.md. A cancel that returned ``True`` is read ``canceled`` at once by
 every query, including a ``RunReader`` (another connection, as another process has), and
 it survives the process being killed the moment ``cancel()`` returns: the next runtime on
-the file finds the run ``canceled`` and runs none of its steps. A cancel the store refuses
-is never acknowledged. Of resumes racing on threads, every loser conflicts.
+the file finds the run ``canceled`` and runs none of its steps. A resume that returned is
+committed too: the next runtime finishes the resumed run. A cancel the store refuses is
+never acknowledged. Of resumes racing on threads, every loser conflicts.
 
-The tests that kill a process hold the database's write lock while the child cancels, so
-that nothing the child writes can commit before the lock is given back: a call
+The tests that kill a process hold the database's write lock while the child cancels (or
+resumes), so that nothing the child writes can commit before the lock is given back: a call
 acknowledged before its commit would be killed with its write still queued, every time.
 """
 
@@ -177,6 +178,36 @@ def test_a_cancel_that_returned_true_survives_the_process_killed_right_after_it(
     assert count(log, "start gamma") == 0
     if where == "pending":
         wait_until(lambda: count(blocker_log, "end block") == 1, what="the blocker is resumed")
+
+
+def test_a_resume_that_returned_survives_the_process_killed_right_after_it(
+    tmp_path: Path, db: Path, runtimes: Runtimes
+) -> None:
+    log = tmp_path / "steps.log"
+    first = runtimes.start(db)
+    run = first.register(asking).create_run("asked")
+    suspended = run.start(
+        input_data={"value": "x"}, request_context={"log": str(log)}, timeout=WAIT
+    )
+    assert suspended.status == "suspended"
+    first.stop(timeout=WAIT)
+
+    with Child("resume-then-die", db=str(db), run_id="asked") as child:
+        child_acknowledges_under_the_lock(child, db, "RESUMING")
+
+    resumed = read_run(db, "asked")
+    assert resumed.status != "suspended", "the resume that returned was lost"
+    wf = runtimes.start(db).register(asking)
+    wait_until(lambda: status(db, "asked") == "success", what="the next runtime ends the run")
+    result = wf.get_workflow_run_execution_result("asked")
+    assert result is not None
+    assert result.result == {"value": "x-a-yes-c"}
+    assert result.steps["ask"].resume_payload == {"ok": True}
+    assert count(log, "start alpha") == 1  # done before the suspension: never again
+    # The child may have started the resumed step (or the next) before it died: a step
+    # interrupted by a crash runs at most once more.
+    assert 1 <= count(log, "end ask") <= 2
+    assert 1 <= count(log, "end gamma") <= 2
 
 
 def test_the_losers_of_resumes_racing_on_threads_get_resume_conflict_on_sqlite(

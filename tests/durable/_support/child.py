@@ -179,8 +179,20 @@ def cancel_then_die(params: dict[str, Any]) -> None:
     say("RESULT", False)
 
 
+def resume_then_die(params: dict[str, Any]) -> None:
+    """On ``go``, resume a suspended ``asking`` run; SIGKILL this process once that returns."""
+    rt = Runtime(store=params["db"]).start()
+    run = rt.register(asking).create_run(params["run_id"])
+    say("READY")
+    sys.stdin.readline()
+    say("RESUMING")
+    run.resume_async(resume_data={"ok": True})
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 COMMANDS = {
     "cancel-then-die": cancel_then_die,
+    "resume-then-die": resume_then_die,
     "crash-in-step": crash_in_step,
     "kill-after-start": kill_after_start,
     "crash-pending": crash_pending,
