@@ -202,6 +202,11 @@ class _DispatchInbox:
 def _reply_dead(envelope: Any, actor: object) -> None:
     reply_to = getattr(envelope, "reply_to", None)
     if reply_to is None:
+        if isinstance(actor, DispatchedActor):
+            try:
+                actor.on_undelivered(envelope.message)
+            except Exception:
+                emit(logging.ERROR, "undelivered_message_failed", actor=str(actor), exc_info=True)
         return
     if isinstance(envelope.message, pykka.messages._ActorStop):
         reply_to.set(None)
@@ -255,6 +260,14 @@ class DispatchedActor(pykka.Actor):
         """Stop from inside a handler: no further message is processed."""
         if not self.actor_stopped.is_set():
             self._stop()
+
+    def on_undelivered(self, message: Any) -> None:
+        """A told message that this actor stopped before handling: nobody ever will.
+
+        The default drops it. An actor whose messages carry a reply that a caller
+        waits for overrides this to answer it. Called on whichever thread finds
+        the message: the one tearing the actor down, or the sender's.
+        """
 
     def _process_batch(self) -> None:
         inbox = self.actor_inbox

@@ -88,13 +88,22 @@ class HookRunner:
         snapshot: Snapshot,
         record: SnapshotRecord,
         registry: pykka.ActorRef[Any],
+        on_recorded: Callable[[bool], None] | None = None,
     ) -> None:
         """Call the hooks for the run that ended in ``snapshot``, then record its end.
 
-        ``record`` (the terminal snapshot's) goes to ``registry`` after the hooks return.
+        ``record`` (the terminal snapshot's) goes to ``registry`` after the hooks
+        return; ``on_recorded`` is called once it is stored (see
+        :class:`~actors.messages.SnapshotTaken`), with ``False`` at once if the
+        registry has stopped.
         """
-        ended = SnapshotTaken(record=record, terminal=True)
-        self.run(plan, snapshot, lambda: tell_safely(registry, ended))
+        ended = SnapshotTaken(record=record, terminal=True, on_recorded=on_recorded)
+
+        def record_end() -> None:
+            if not tell_safely(registry, ended) and on_recorded is not None:
+                on_recorded(False)
+
+        self.run(plan, snapshot, record_end)
 
     def stop(self, timeout: float | None = None) -> None:
         """Wait up to ``timeout`` seconds for the hooks already handed over; release the threads.

@@ -37,6 +37,7 @@ __all__ = [
     "CallMap",
     "CallSleepLength",
     "CallStep",
+    "CancelOutcome",
     "CancelRun",
     "NotifyWhenIdle",
     "Outcome",
@@ -93,17 +94,42 @@ class AbortRuns:
     error: dict[str, Any] | None
 
 
+class CancelOutcome(StrEnum):
+    """What became of a :class:`CancelRun`: what its ``reply`` receives, once."""
+
+    RECORDED = "recorded"
+    """The run is cancelled and the store took its canceled snapshot (on a durable
+    store: committed). The store may still have kept another end instead, if one came
+    first; the caller reads it back."""
+    REFUSED = "refused"
+    """The run's actor stopped driving it, but its canceled snapshot was not stored:
+    the store refused it for good, or the registry had stopped."""
+    NOT_HERE = "not_here"
+    """No actor of this runtime drives or holds the run (any more); nothing changed."""
+
+
 @dataclass(frozen=True, slots=True)
 class CancelRun:
-    """Cancel a run; ``reply`` receives the run's status after the cancel.
+    """Cancel a run; ``reply`` receives the :class:`CancelOutcome`, exactly once.
 
-    ``reply`` gets ``"canceled"``, or the terminal status the run had
-    already reached, or ``"unknown"`` when no actor of this runtime drives it.
-    The supervisor hands it on to the run's actor, if the run has one.
+    The supervisor cancels a run it holds (asleep, or queued) and hands the
+    message on to the run's actor otherwise. Either answers only once the
+    canceled snapshot is recorded (after the workflow's hooks), so that a
+    cancel acknowledged to a caller is one every query already sees, and on a
+    durable store one that survives the process.
     """
 
     run_id: str
-    reply: Callable[[str], None]
+    reply: Callable[[CancelOutcome], None]
+
+    def reply_once_recorded(self) -> Callable[[bool], None]:
+        """The ``on_recorded`` of the run's canceled snapshot: it replies to this cancel."""
+        reply = self.reply
+
+        def recorded(stored: bool) -> None:
+            reply(CancelOutcome.RECORDED if stored else CancelOutcome.REFUSED)
+
+        return recorded
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,11 +187,15 @@ class SnapshotTaken:
     Attributes:
         ack_to: Who to tell :class:`SnapshotCommitted` once the snapshot is
             durable (a run actor on a durable store), or ``None``.
+        on_recorded: Called once, from any thread: ``True`` when the store has
+            taken the snapshot (committed it, if durable), ``False`` when it
+            never will. The reply to a cancel travels this way.
     """
 
     record: SnapshotRecord
     terminal: bool
     ack_to: pykka.ActorRef[Any] | None = None
+    on_recorded: Callable[[bool], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,38 +119,60 @@ class RegistryActor(ThreadActor):
     # --- messages -------------------------------------------------------------------
 
     def _on_snapshot_taken(self, message: SnapshotTaken) -> None:
-        record, ack_to = message.record, message.ack_to
+        record, on_recorded = message.record, message.on_recorded
+        try:
+            self._store_snapshot(message)
+        except BaseException:
+            if on_recorded is not None:
+                on_recorded(False)  # nobody may wait for ever on a write that never happens
+            raise
+        if record.run_id in self._channels:
+            self._publish(record)
+
+    def _store_snapshot(self, message: SnapshotTaken) -> None:
+        record, ack_to, on_recorded = message.record, message.ack_to, message.on_recorded
         settles = record.status in SETTLED_STATUSES  # terminal ones included
         if self._durable:
             last = self._live.get(record.run_id)
             if last is not None and last.seq >= record.seq:
-                return  # older than what the store will hold once it commits
+                # Older than what the store will hold once it commits.
+                if on_recorded is not None:
+                    on_recorded(False)
+                return
             if message.terminal or record.status in PARKED_STATUSES:
                 self._live.pop(record.run_id, None)  # no actor drives it any more
             else:
                 self._live[record.run_id] = record
             self._store.save(
                 (record,),
-                on_commit=self._committed(record, settles, ack_to),
-                on_error=self._refused(record, ack_to if not message.terminal else None),
+                on_commit=self._committed(record, settles, ack_to, on_recorded),
+                on_error=self._refused(
+                    record, ack_to if not message.terminal else None, on_recorded
+                ),
             )
-        else:
-            self._store.save((record,))
-            # Wake waiters only if the store kept it: a stale terminal snapshot
-            # (the store refuses those) must not end anyone's wait early.
-            stored = self._store.load(record.run_id) if settles else None
-            if stored is not None and stored.status in SETTLED_STATUSES:
-                self._wake(record.run_id)
-        if record.run_id in self._channels:
-            self._publish(record)
+            return
+        self._store.save((record,))
+        # Wake waiters only if the store kept it: a stale terminal snapshot
+        # (the store refuses those) must not end anyone's wait early.
+        stored = self._store.load(record.run_id) if settles or on_recorded is not None else None
+        if settles and stored is not None and stored.status in SETTLED_STATUSES:
+            self._wake(record.run_id)
+        if on_recorded is not None:
+            on_recorded(stored is not None and stored.seq == record.seq)
 
     def _committed(
-        self, record: SnapshotRecord, settles: bool, ack_to: pykka.ActorRef[Any] | None
+        self,
+        record: SnapshotRecord,
+        settles: bool,
+        ack_to: pykka.ActorRef[Any] | None,
+        on_recorded: Callable[[bool], None] | None,
     ) -> Callable[[], None]:
         """What to do once a durable store has committed ``record`` (on its writer thread)."""
         me = self.actor_ref
 
         def done() -> None:
+            if on_recorded is not None:
+                on_recorded(True)
             if ack_to is not None:
                 tell_safely(ack_to, SnapshotCommitted(seq=record.seq))
             if settles:
@@ -159,7 +181,10 @@ class RegistryActor(ThreadActor):
         return done
 
     def _refused(
-        self, record: SnapshotRecord, ack_to: pykka.ActorRef[Any] | None
+        self,
+        record: SnapshotRecord,
+        ack_to: pykka.ActorRef[Any] | None,
+        on_recorded: Callable[[bool], None] | None = None,
     ) -> Callable[[BaseException], None]:
         """What to do when a durable store refuses ``record`` for good (on its writer thread).
 
@@ -170,6 +195,8 @@ class RegistryActor(ThreadActor):
         me = self.actor_ref
 
         def refused(exc: BaseException) -> None:
+            if on_recorded is not None:
+                on_recorded(False)
             error = error_dict(exc, run_id=record.run_id)
             emit(logging.ERROR, "snapshot_refused", run_id=record.run_id, error=str(exc))
             if ack_to is None or not tell_safely(ack_to, AbortRun(error=error)):
@@ -306,7 +333,7 @@ class RegistryActor(ThreadActor):
         """Record a run failed from its row alone: its snapshot is unreadable or refused."""
         emit(logging.ERROR, "run_failed_unreadable", run_id=record.run_id, error=error["message"])
         failed = stand_in_record(record, error, time.time(), keep_bytes=keep_bytes)
-        settled = self._committed(failed, True, None) if self._durable else None
+        settled = self._committed(failed, True, None, None) if self._durable else None
         self._store.save((failed,), on_commit=settled, on_error=_log_refusal(failed))
         if not self._durable:
             self._wake(record.run_id)

@@ -17,6 +17,7 @@ and what each reply means.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final
@@ -36,6 +37,7 @@ from actors.messages import (
     CallMap,
     CallSleepLength,
     CallStep,
+    CancelOutcome,
     CancelRun,
     Outcome,
     RunActorMessage,
@@ -243,11 +245,23 @@ class RunActor(DispatchedActor):
 
     def _on_cancel_run(self, message: CancelRun) -> None:
         if self._ended:
-            message.reply(self._snapshot["status"])
+            message.reply(CancelOutcome.NOT_HERE)
             return
-        mark_canceled(self._snapshot, time.time())
-        self._end(RunStatus.CANCELED, reason=AbortReason.CANCELED)
-        message.reply(RunStatus.CANCELED.value)
+        try:
+            mark_canceled(self._snapshot, time.time())
+            # The reply travels with the canceled snapshot: the caller hears of the
+            # cancel only once every query sees it (and a durable store has it).
+            on_recorded = message.reply_once_recorded()
+            self._end(RunStatus.CANCELED, reason=AbortReason.CANCELED, on_recorded=on_recorded)
+        except BaseException:
+            message.reply(CancelOutcome.NOT_HERE)  # the supervisor records the crash
+            raise
+
+    def on_undelivered(self, message: Any) -> None:
+        if isinstance(message, CancelRun):
+            # Stopped (it ended, slept or suspended) before reading it: let the caller
+            # look again, where the run is now.
+            message.reply(CancelOutcome.NOT_HERE)
 
     def _on_abort_run(self, message: AbortRun) -> None:
         if message.error is None:
@@ -787,6 +801,7 @@ class RunActor(DispatchedActor):
         snapshot = self._snapshot
         snapshot["status"] = RunStatus.SUSPENDED.value
         snapshot["resume"] = None
+        snapshot.pop("resumed", None)  # a new suspension: nobody has resumed it yet
         self._leave(RunStatus.SUSPENDED, None)
 
     def _leave(self, status: RunStatus, wake_at: float | None) -> None:
@@ -833,9 +848,18 @@ class RunActor(DispatchedActor):
         self._end(status, reason=reason, error=error)
 
     def _end(
-        self, status: RunStatus, *, reason: AbortReason, error: dict[str, Any] | None = None
+        self,
+        status: RunStatus,
+        *,
+        reason: AbortReason,
+        error: dict[str, Any] | None = None,
+        on_recorded: Callable[[bool], None] | None = None,
     ) -> None:
-        """Record a terminal snapshot (after the workflow's hooks), tell the supervisor, stop."""
+        """Record a terminal snapshot (after the workflow's hooks), tell the supervisor, stop.
+
+        ``on_recorded`` is called once the store has taken the terminal snapshot
+        (see :class:`~actors.messages.SnapshotTaken`).
+        """
         self._ended = True
         self._calls.abort(reason)
         snapshot = self._snapshot
@@ -843,7 +867,7 @@ class RunActor(DispatchedActor):
         # whoever sees the result can see the whole trace.
         self._span.end(status.value, **({} if error is None else {"error": error["name"]}))
         record = next_record(snapshot, time.time())
-        self._hooks.finish(self._plan, snapshot, record, self._registry)
+        self._hooks.finish(self._plan, snapshot, record, self._registry, on_recorded)
         tell_safely(self._supervisor, RunEnded(run_id=snapshot["run_id"], status=status))
         self.stop_now()
 

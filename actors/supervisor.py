@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import pykka
@@ -16,6 +17,7 @@ from actors.hooks import HookRunner
 from actors.messages import (
     AbortRun,
     AbortRuns,
+    CancelOutcome,
     CancelRun,
     NotifyWhenIdle,
     RecordFailure,
@@ -28,7 +30,6 @@ from actors.messages import (
 )
 from actors.run import RunActor
 from actors.step import error_dict
-from runtime._model import RunStatus
 from runtime._plan import ExecutionPlan
 from runtime._snapshot import Snapshot, canceled_record
 
@@ -133,11 +134,15 @@ class SupervisorActor(DispatchedActor):
             self._on_start_run(StartRun(plan=sleeping[0], snapshot=sleeping[1]))
 
     def _on_cancel_run(self, message: CancelRun) -> None:
+        """Hand the cancel to the run's actor, or cancel a run held here (asleep or queued).
+
+        The reply comes once the canceled snapshot is recorded, from whoever records it.
+        """
         run_id = message.run_id
         entry = self._runs.get(run_id)
         if entry is not None:
             if not tell_safely(entry[0], message):
-                message.reply("unknown")
+                message.reply(CancelOutcome.NOT_HERE)
             return
         snapshot: Snapshot | None = None
         plan: ExecutionPlan | None = None
@@ -152,10 +157,13 @@ class SupervisorActor(DispatchedActor):
                     plan, snapshot = queued.plan, queued.snapshot
                     break
         if snapshot is None or plan is None:
-            message.reply("unknown")
+            message.reply(CancelOutcome.NOT_HERE)
             return
-        self._record_canceled(plan, snapshot)
-        message.reply(RunStatus.CANCELED.value)
+        try:
+            self._record_canceled(plan, snapshot, message.reply_once_recorded())
+        except BaseException:
+            message.reply(CancelOutcome.REFUSED)
+            raise
         self._notify_if_idle()
 
     def _on_run_crashed(self, message: RunCrashed) -> None:
@@ -217,9 +225,15 @@ class SupervisorActor(DispatchedActor):
             self._spawn(self._waiting.popleft())
         self._notify_if_idle()
 
-    def _record_canceled(self, plan: ExecutionPlan, snapshot: Snapshot) -> None:
+    def _record_canceled(
+        self, plan: ExecutionPlan, snapshot: Snapshot, on_recorded: Callable[[bool], None]
+    ) -> None:
         record = canceled_record(snapshot, time.time())
-        self._hooks.finish(plan, snapshot, record, self._registry)
+        self._hooks.finish(plan, snapshot, record, self._registry, on_recorded)
+
+    def on_undelivered(self, message: Any) -> None:
+        if isinstance(message, CancelRun):
+            message.reply(CancelOutcome.NOT_HERE)  # stopped: the caller finds it stopped
 
     def _notify_if_idle(self) -> None:
         # Sleeping runs count on a store that forgets them, not on a durable one,

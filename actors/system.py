@@ -14,9 +14,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import pykka
 
@@ -27,6 +27,7 @@ from actors._timer import Timers
 from actors.hooks import HookRunner
 from actors.messages import (
     AbortRuns,
+    CancelOutcome,
     CancelRun,
     NotifyWhenIdle,
     RecoverRuns,
@@ -46,7 +47,13 @@ from runtime._stores.base import SnapshotRecord, SnapshotStore
 from runtime._sync import Channel, Latch
 from runtime._tracing import emit
 
-__all__ = ["ORPHAN_REPORT_DELAY", "ORPHAN_SCAN_INTERVAL", "SHUTDOWN_GRACE", "ActorSystem"]
+__all__ = [
+    "ORPHAN_REPORT_DELAY",
+    "ORPHAN_SCAN_INTERVAL",
+    "SHUTDOWN_GRACE",
+    "ActorSystem",
+    "CancelAnswer",
+]
 
 ORPHAN_REPORT_DELAY: Final = 5.0
 """Seconds after start before unfinished runs of unregistered workflows are reported."""
@@ -58,6 +65,18 @@ SHUTDOWN_GRACE: Final = 2.0
 """Seconds :meth:`ActorSystem.shutdown` gives, beyond its ``timeout``, to stop every actor
 and thread it started: together, not each. What has not stopped by then (a step blocked
 in user code, a hook that does not return) is left on its daemon thread."""
+
+CANCEL_CHECK_EVERY: Final = 1.0
+"""Seconds between two checks, while a cancel waits for its answer, that the actors still run."""
+
+CancelAnswer = Literal["recorded", "refused", "not_here"]
+"""What :meth:`ActorSystem.cancel` says came of a cancel (see :class:`CancelOutcome`)."""
+
+_CANCEL_ANSWERS: Final[dict[CancelOutcome, CancelAnswer]] = {
+    CancelOutcome.RECORDED: "recorded",
+    CancelOutcome.REFUSED: "refused",
+    CancelOutcome.NOT_HERE: "not_here",
+}
 
 
 class ActorSystem:
@@ -130,22 +149,41 @@ class ActorSystem:
         except pykka.ActorDeadError as exc:
             raise RuntimeStoppedError("the runtime stopped before the run could resume") from exc
 
-    def cancel(self, run_id: str, timeout: float) -> str:
-        """Ask the supervisor to cancel a run it drives; its answer (see ``CancelRun``).
+    def cancel(self, run_id: str) -> CancelAnswer:
+        """Cancel a run that an actor of this runtime drives or holds; what came of it.
 
-        Returns ``"unknown"`` when no answer came within ``timeout`` seconds.
+        Returns only once the answer is known: ``"recorded"`` once the store
+        has taken the run's canceled snapshot (committed it, on a durable
+        store; the caller reads back which end the store kept), ``"refused"``
+        if the run's actor stopped but the store did not take the snapshot,
+        ``"not_here"`` at once if no actor of this runtime drives or holds it.
+        The workflow's hooks run before the snapshot is recorded, so this
+        waits for them too.
 
         Raises:
-            RuntimeStoppedError: if the actors have stopped.
+            RuntimeStoppedError: if the actors have stopped, or stop before answering.
         """
-        answer: Future[str] = Future()
+        answer: Future[CancelOutcome] = Future()
         try:
-            self.supervisor.tell(CancelRun(run_id=run_id, reply=answer.set_result))
-            return answer.result(timeout)
+            self.supervisor.tell(CancelRun(run_id=run_id, reply=_settler(answer)))
         except pykka.ActorDeadError as exc:
             raise RuntimeStoppedError("the runtime is stopped") from exc
-        except FutureTimeout:
-            return "unknown"
+        # Every path answers: the one that records the canceled snapshot, once it is
+        # recorded or refused; an actor that stops before reading the message. Waiting
+        # in slices only guards against actors stopped under the call at shutdown.
+        while True:
+            try:
+                return _CANCEL_ANSWERS[answer.result(CANCEL_CHECK_EVERY)]
+            except FutureTimeout:
+                if self.supervisor.is_alive() or self.registry.is_alive():
+                    continue
+            try:
+                # The store commits what it was handed as it closes: a last chance.
+                return _CANCEL_ANSWERS[answer.result(SHUTDOWN_GRACE)]
+            except FutureTimeout:
+                raise RuntimeStoppedError(
+                    f"the runtime stopped before the cancel of run {run_id!r} was recorded"
+                ) from None
 
     def load(self, run_id: str) -> SnapshotRecord | None:
         """The newest stored record of a run, or ``None``."""
@@ -278,6 +316,16 @@ class ActorSystem:
             self.store.save(
                 (failed_record(decode(record.data, record.run_id), error, time.time()),)
             )
+
+
+def _settler(future: Future[CancelOutcome]) -> Callable[[CancelOutcome], None]:
+    """A reply that settles ``future`` with the first outcome it is given, from any thread."""
+
+    def settle(outcome: CancelOutcome) -> None:
+        with contextlib.suppress(InvalidStateError):
+            future.set_result(outcome)
+
+    return settle
 
 
 def _stopped_error() -> dict[str, Any]:

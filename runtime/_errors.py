@@ -19,10 +19,13 @@ The hierarchy::
     ├── RunCrashedError                  the machinery that drove a run failed; the run is failed
     ├── RuntimeStoppedError              a stopped runtime was used, or stopped under a run
     ├── RunTimeoutError                  a wait for a run outlasted its timeout (also TimeoutError)
-    ├── RunNotSuspendedError             resuming a run that is not suspended
+    ├── RunNotSuspendedError             resuming a run that is not suspended, and whose
+    │                                    last suspension nobody resumed (never suspended,
+    │                                    or cancelled while suspended)
     ├── ResumeTargetError                resuming a step that is not suspended, or not naming
     │                                    one of several suspended steps (also ValueError)
-    ├── ResumeConflictError              another resume of the same run won
+    ├── ResumeConflictError              another resume of the same suspension was recorded
+    │                                    first, however the two calls interleaved
     ├── CancelError                      a run that this runtime cannot cancel
     ├── NonRetryableError                raised by a step body: fail now, do not retry
     ├── StepTimeoutError                 inside a run: a step outlasted its ``timeout``
@@ -220,7 +223,10 @@ class RunTimeoutError(WorkflowError, TimeoutError):
 
 
 class RunNotSuspendedError(WorkflowError):
-    """``resume`` was called on a run that is not ``suspended``.
+    """``resume`` was called on a run that is not ``suspended`` and was not resumed.
+
+    The run was never suspended, or it was cancelled while suspended. (A run
+    whose suspension another resume took raises :class:`ResumeConflictError`.)
 
     Attributes:
         status: The run's status when the resume was refused.
@@ -251,7 +257,19 @@ class ResumeTargetError(WorkflowError, ValueError):
 
 
 class ResumeConflictError(WorkflowError):
-    """Another resume of the same run won; this one changed nothing."""
+    """Another resume of the same suspension was recorded first; this one changed nothing.
+
+    Raised whenever this resume read the run: before the other one was
+    recorded (the store's compare-and-set then refuses this one), or after,
+    while the run goes on, or once it has ended.
+
+    Attributes:
+        status: The run's status when the resume was refused (``None`` if unknown).
+    """
+
+    def __init__(self, message: str, *, status: str | None = None, run_id: str | None = None):
+        super().__init__(message, run_id=run_id)
+        self.status = status
 
 
 class CancelError(WorkflowError):

@@ -18,6 +18,8 @@ from runtime._errors import (
     RunNotStartedError,
     RunNotSuspendedError,
     RunTimeoutError,
+    StoreError,
+    WorkflowError,
 )
 from runtime._model import (
     SETTLED_STATUSES,
@@ -266,9 +268,16 @@ class Run(Generic[In, Out]):
 
         The suspended step is called again from its start, with the same
         input and ``ctx.resume_data`` set; the steps after it run once.
-        When two resumes of the same run race, exactly one wins; the other
-        raises ``ResumeConflictError`` (or ``RunNotSuspendedError``, if it
-        read the run after the winner's resume was recorded).
+        When this returns the resume is recorded (committed, on a durable
+        store): a query reads the run as ``running``, and if the process dies
+        now the next runtime on the store finishes the run.
+
+        When two resumes of the same run race, exactly one wins and the
+        other raises ``ResumeConflictError``, whenever it read the run: before
+        the winner's resume was recorded, or after it (the run going on, or
+        ended). ``RunNotSuspendedError`` is for a run that is not suspended
+        and whose suspension nobody resumed: it never suspended, or was
+        cancelled while suspended (so a resume that loses to a cancel gets it).
 
         Args:
             step: The suspended step to resume: a :class:`Step`, its id, or
@@ -282,38 +291,47 @@ class Run(Generic[In, Out]):
 
         Raises:
             RunNotStartedError: if the run was never started.
-            RunNotSuspendedError: if the run is not suspended.
+            RunNotSuspendedError: if the run is not suspended and nobody resumed
+                it: it never suspended, or was cancelled while suspended.
             ResumeTargetError: if ``step`` is not suspended, or several steps
                 are and none was named.
             InvalidInputError: if ``resume_data`` does not fit the step's
                 ``resume_schema``; the run stays suspended.
-            ResumeConflictError: if another resume (or a cancel) of the run won.
+            ResumeConflictError: if another resume of the run's suspension was
+                recorded first (``.status`` says where the run is now).
+            RunDeletedError: if the run's record was deleted meanwhile.
             RuntimeStoppedError: if the runtime is not running.
         """
         system = self._host.running()
         record = self._started_record()
         snapshot = decode(record.data, record.run_id)
-        status = snapshot["status"]
-        if status != RunStatus.SUSPENDED:
-            raise RunNotSuspendedError(
-                f"run {self.run_id!r} is {status}; only a suspended run can be resumed",
-                status=status,
-                run_id=self.run_id,
-            )
+        if snapshot["status"] != RunStatus.SUSPENDED:
+            raise _not_resumable(snapshot)
         path = _resume_target(snapshot, step, self.run_id)
         definition = self._plan.by_id[path]
         data = validated_resume_data(definition, resume_data, path, self.run_id)
         snapshot["status"] = RunStatus.RUNNING.value
         snapshot["resume"] = {path: data}
+        snapshot["resumed"] = True  # what tells a later resume that this one won
         resumed = next_record(snapshot, time.time())
+        # The compare-and-set decides between racing resumes (and cancels); it is
+        # committed when it returns, so the resume is acknowledged only once durable.
         if not system.store.replace(resumed, record.seq):
-            raise ResumeConflictError(
-                f"run {self.run_id!r} was resumed (or cancelled) by another caller first; "
-                "this resume changed nothing",
-                run_id=self.run_id,
-            )
+            raise self._resume_lost()
         system.resume_run(self._plan, snapshot)
         return StartAsyncResult(run_id=self.run_id)
+
+    def _resume_lost(self) -> WorkflowError:
+        """Why the store refused a resume of the run read suspended: what changed it since."""
+        current = self._host.load(self.run_id)
+        if current is None:
+            return _deleted(self.run_id)
+        snapshot = decode(current.data, current.run_id)
+        if snapshot["status"] == RunStatus.SUSPENDED:
+            # Only a resume changes a suspended run and leaves it suspended (once the
+            # resumed step suspends again): that resume won.
+            return _resume_conflict(self.run_id, snapshot["status"])
+        return _not_resumable(snapshot)
 
     def cancel(self) -> bool:
         """Cancel the run: it becomes ``canceled`` and no further step starts.
@@ -323,6 +341,12 @@ class Run(Generic[In, Out]):
         returns is ignored. Works on a run that is pending, running, waiting
         or suspended.
 
+        When this returns ``True`` the cancel is recorded: every query, from
+        any thread (and on a SQLite store from any process), reads the run as
+        ``canceled``, and on a durable store it is committed, so it survives
+        the process. The workflow's hooks have run by then: the canceled run
+        is recorded after them.
+
         Returns:
             ``True`` if this call cancelled the run; ``False`` if it had already
             ended (``success``, ``failed`` or ``canceled``), which changes nothing.
@@ -330,7 +354,11 @@ class Run(Generic[In, Out]):
         Raises:
             RunNotStartedError: if the run was never started.
             CancelError: if another process drives the run (durable stores).
-            RuntimeStoppedError: if the runtime is not running.
+            StoreError: if the store refused the canceled snapshot: the cancel is
+                not recorded (the run's actor has stopped, but its record
+                still reads as before, and a runtime that recovers it runs it on).
+            RuntimeStoppedError: if the runtime is not running, or stopped
+                before the cancel was recorded.
         """
         system = self._host.running()
         deadline = time.monotonic() + CANCEL_PATIENCE
@@ -342,11 +370,9 @@ class Run(Generic[In, Out]):
                 if self._cancel_suspended(system, record):
                     return True
                 continue  # resumed meanwhile: cancel it where it runs now
-            answer = system.cancel(self.run_id, 1.0)
-            if answer == RunStatus.CANCELED:
-                return True
-            if answer in TERMINAL_STATUSES:
-                return False
+            answer = system.cancel(self.run_id)
+            if answer != "not_here":
+                return self._canceled(answer == "recorded")
             if time.monotonic() > deadline:
                 raise CancelError(
                     f"run {self.run_id!r} is {record.status} but no actor of this runtime "
@@ -355,12 +381,44 @@ class Run(Generic[In, Out]):
                 )
             time.sleep(0.005)  # between two hands (a resume on its way to an actor)
 
+    def _canceled(self, recorded: bool) -> bool:
+        """Whether the store reads the run canceled, once the actors answered a cancel.
+
+        The actors answer once the store has taken the canceled snapshot (or
+        refused it); what the store holds now is what every query reads.
+        """
+        stored = self._host.load(self.run_id)
+        if stored is None:
+            if recorded:
+                return True  # pruned as soon as it ended
+            raise _deleted(self.run_id)
+        if stored.status == RunStatus.CANCELED:
+            return recorded
+        if stored.status in TERMINAL_STATUSES:
+            return False  # it ended otherwise first: this cancel changed nothing
+        raise StoreError(
+            f"the cancel of run {self.run_id!r} was not recorded: the store did not take the "
+            f"canceled snapshot, and the run still reads as {stored.status}"
+        )
+
     def _cancel_suspended(self, system: ActorSystem, record: SnapshotRecord) -> bool:
         snapshot = decode(record.data, record.run_id)
         canceled = canceled_record(snapshot, time.time())
+        # The compare-and-set decides between this cancel and a racing resume, and is
+        # committed when it returns. The hooks run after it; the cancel returns once
+        # they have, as it does for a run that an actor drove.
         if not system.store.replace(canceled, record.seq):
             return False
-        system.run_hooks(self._plan, snapshot, lambda: system.record(canceled))
+        hooks_done = threading.Event()
+
+        def then() -> None:
+            try:
+                system.record(canceled)
+            finally:
+                hooks_done.set()
+
+        system.run_hooks(self._plan, snapshot, then)
+        hooks_done.wait()
         return True
 
     def _started_record(self) -> SnapshotRecord:
@@ -384,6 +442,27 @@ class Run(Generic[In, Out]):
         if result is None:  # gone between the wait and the read
             raise _deleted(self.run_id)
         return result
+
+
+def _not_resumable(snapshot: Snapshot) -> WorkflowError:
+    """Why a run read not suspended cannot be resumed: another resume took it, or none did."""
+    run_id, status = snapshot["run_id"], snapshot["status"]
+    if snapshot.get("resumed"):
+        return _resume_conflict(run_id, status)
+    return RunNotSuspendedError(
+        f"run {run_id!r} is {status}; only a suspended run can be resumed",
+        status=status,
+        run_id=run_id,
+    )
+
+
+def _resume_conflict(run_id: str, status: str) -> ResumeConflictError:
+    return ResumeConflictError(
+        f"run {run_id!r} was already resumed by another call (it is {status} now); "
+        "this resume changed nothing",
+        status=status,
+        run_id=run_id,
+    )
 
 
 def _deleted(run_id: str) -> RunDeletedError:

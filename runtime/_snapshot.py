@@ -11,7 +11,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Final, TypedDict
+from typing import Any, Final, NotRequired, TypedDict
 
 import msgpack
 from pydantic import ValidationError
@@ -86,6 +86,10 @@ class Snapshot(TypedDict):
     is when a waiting run's sleep ends, ``suspended`` maps suspended step
     paths to their payloads, ``resume`` holds the resume data not yet handed
     to its step, and ``scopes`` the inputs of the nested workflows entered.
+    ``resumed`` is there (and true) once a resume of the run's last suspension
+    is recorded, until the run suspends again: a later resume of that
+    suspension lost to it. Snapshots before that key lack it, as do runs
+    never resumed.
     """
 
     run_id: str
@@ -111,6 +115,7 @@ class Snapshot(TypedDict):
     metadata: dict[str, Any]
     created_at: float
     updated_at: float
+    resumed: NotRequired[bool]
 
 
 def _packb(value: Any) -> bytes:

@@ -76,6 +76,7 @@ class Recorder(DispatchedActor):
         self.on_start_thread: str | None = None
         self.failures: list[type[BaseException] | None] = []
         self.stop_events: list[str] = []
+        self.undelivered: list[Any] = []
         self._on_start_ran = False
 
     def on_start(self) -> None:
@@ -87,6 +88,9 @@ class Recorder(DispatchedActor):
 
     def on_failure(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
         self.failures.append(exc_type)
+
+    def on_undelivered(self, message: Any) -> None:
+        self.undelivered.append(message)
 
     def on_receive(self, message: Any) -> Any:
         with self.lock:
@@ -103,6 +107,8 @@ class Recorder(DispatchedActor):
                 raise ValueError(f"boom {message[1]}")
             elif kind == "stray":
                 unexpected(self, message)
+            elif kind == "stop_now":
+                self.stop_now()
             elif kind == "echo":
                 return ("reply", message[1])
             elif kind == "report":
@@ -230,6 +236,26 @@ def test_messages_sent_before_stop_are_handled_and_those_queued_after_it_get_act
     assert stopping.get(timeout=WAIT) is True
     with pytest.raises(pykka.ActorDeadError):
         ref.ask(("echo", "after"), timeout=WAIT)
+
+
+def test_told_messages_an_actor_stopped_before_handling_reach_on_undelivered_in_order(
+    dispatcher: Dispatcher,
+) -> None:
+    gate = threading.Event()
+    ref = Recorder.start(dispatcher, gate=gate)
+    actor = INSTANCES[ref.actor_urn]
+    ref.tell(("block",))  # hold the actor so that the rest queues up behind it
+    ref.tell(("stop_now",))
+    ref.tell(("msg", "left", 1))
+    asked = ref.ask(("echo", "left"), block=False)
+    ref.tell(("msg", "left", 2))
+    gate.set()
+
+    with pytest.raises(pykka.ActorDeadError):
+        asked.get(timeout=WAIT)  # an asker hears of it as before
+    assert actor.actor_stopped.wait(WAIT)
+    assert actor.undelivered == [("msg", "left", 1), ("msg", "left", 2)]
+    assert actor.handled == [("block",), ("stop_now",)]
 
 
 def test_on_start_runs_on_a_dispatcher_thread_before_the_first_message(

@@ -132,6 +132,42 @@ def test_nothing_replaces_a_terminal_snapshot(
     assert store.load("r") is final
 
 
+def test_on_recorded_hears_true_once_the_store_holds_the_snapshot(
+    registry: pykka.ActorRef[Any], store: MemoryStore
+) -> None:
+    store.create(record("r", 0, "pending"))
+    canceled = record("r", 1, "canceled")
+    heard: list[tuple[bool, SnapshotRecord | None]] = []
+
+    registry.ask(
+        SnapshotTaken(
+            record=canceled,
+            terminal=True,
+            on_recorded=lambda stored: heard.append((stored, store.load("r"))),
+        ),
+        timeout=WAIT,
+    )
+
+    assert heard == [(True, canceled)]  # already stored when it was told
+
+
+def test_on_recorded_hears_false_for_a_snapshot_the_store_did_not_keep(
+    registry: pykka.ActorRef[Any], store: MemoryStore
+) -> None:
+    store.create(record("r", 0, "pending"))
+    take(registry, record("r", 2, "success"))
+    heard: list[bool] = []
+
+    registry.ask(
+        SnapshotTaken(record=record("r", 3, "canceled"), terminal=True, on_recorded=heard.append),
+        timeout=WAIT,
+    )
+
+    assert heard == [False]
+    stored = store.load("r")
+    assert stored is not None and stored.status == "success"
+
+
 def test_watching_a_terminal_run_sets_the_event_at_once(
     registry: pykka.ActorRef[Any], store: MemoryStore
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,14 +13,20 @@ import pytest
 from pydantic import BaseModel
 from structlog.testing import capture_logs
 
-from actors._dispatch import UnexpectedMessageError
-from actors.messages import NotifyWhenIdle, SnapshotCommitted, SnapshotTaken
+from actors._dispatch import DispatchedActor, Dispatcher, UnexpectedMessageError
+from actors.messages import (
+    CancelOutcome,
+    CancelRun,
+    NotifyWhenIdle,
+    SnapshotCommitted,
+    SnapshotTaken,
+)
 from actors.registry import RegistryActor
 from actors.run import RunActor
 from runtime import Runtime, create_step, create_workflow
 from runtime._snapshot import decode
 from runtime._stores.base import SnapshotRecord
-from tests._support import actor_system
+from tests._support import actor_system, wait_until
 from tests.actors._support import RecordingStore
 
 WAIT = 10.0
@@ -236,3 +243,56 @@ def test_a_message_outside_the_protocol_is_refused_and_the_run_goes_on(rt: Runti
     refused = [entry for entry in logs if entry["log_level"] == "error"]
     assert [entry["event"] for entry in refused] == ["unexpected_message"]
     assert "test_run.Stray" in refused[0]["error"]
+
+
+class Holder(DispatchedActor):
+    """Holds the dispatcher's thread (the runtime has one) until ``release`` is set."""
+
+    def __init__(self, dispatcher: Dispatcher, holding: threading.Event, release: threading.Event):
+        super().__init__(dispatcher)
+        self.holding, self.release = holding, release
+
+    def on_receive(self, message: Any) -> None:
+        self.holding.set()
+        self.release.wait(WAIT)
+
+
+def test_a_cancel_queued_behind_the_message_that_ends_the_run_is_answered_not_here(
+    rt: Runtime,
+) -> None:
+    entered, finish = threading.Event(), threading.Event()
+
+    def gated(ctx: Any) -> Value:
+        entered.set()
+        finish.wait(WAIT)
+        return ctx.input_data
+
+    wf = rt.register(
+        create_workflow(id="ends-under-a-cancel", input_schema=Value, output_schema=Value)
+        .then(create_step(id="gated", input_schema=Value, output_schema=Value, execute=gated))
+        .commit()
+    )
+    run = wf.create_run()
+    run.start_async(input_data={"value": "x"})
+    assert entered.wait(WAIT)
+    (actor,) = pykka.ActorRegistry.get_by_class(RunActor)
+    system = actor_system(rt)
+    holding, release = threading.Event(), threading.Event()
+    holder = Holder.start(system.dispatcher, holding, release)
+    answer: Future[CancelOutcome] = Future()
+    try:
+        holder.tell("hold")
+        assert holding.wait(WAIT)
+        # The supervisor gets the cancel first and will hand it on to the run actor,
+        # behind the step's reply, which ends the run: the actor stops before reading it.
+        system.supervisor.tell(CancelRun(run_id=run.run_id, reply=answer.set_result))
+        finish.set()
+        wait_until(lambda: not actor.actor_inbox.empty(), what="the step's reply is queued")
+    finally:
+        release.set()
+        finish.set()
+        holder.stop(timeout=WAIT)
+
+    assert answer.result(WAIT) is CancelOutcome.NOT_HERE
+    assert run.wait(WAIT).status == "success"
+    assert run.cancel() is False

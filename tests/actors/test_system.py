@@ -38,8 +38,8 @@ def ended(run_id: str, at: float) -> SnapshotRecord:
     )
 
 
-def test_a_cancel_of_a_run_no_actor_drives_answers_unknown(system: ActorSystem) -> None:
-    assert system.cancel("nobody-drives-this", 1.0) == "unknown"
+def test_a_cancel_of_a_run_no_actor_drives_answers_not_here(system: ActorSystem) -> None:
+    assert system.cancel("nobody-drives-this") == "not_here"
 
 
 def test_watching_a_run_the_store_does_not_know_is_settled_at_once(system: ActorSystem) -> None:
@@ -54,7 +54,7 @@ def test_after_shutdown_calls_become_callboard_errors_or_settled_answers() -> No
     assert system.watch("any").wait(0)  # nothing will change any more
     system.subscribe("any", channel)
     with pytest.raises(RuntimeStoppedError):
-        system.cancel("any", 1.0)
+        system.cancel("any")
     assert channel.closed
 
 

@@ -17,7 +17,14 @@ import time
 from typing import Any
 
 from runtime import RunReader, Runtime, WorkflowError
-from tests.durable._support.workflows import HOLD_LIMIT, blocker, logged
+from tests.durable._support.workflows import (
+    HOLD_LIMIT,
+    asking,
+    blocker,
+    logged,
+    read_lines,
+    sleepy,
+)
 
 
 def say(word: str, payload: Any = None) -> None:
@@ -118,7 +125,74 @@ def run_many(params: dict[str, Any]) -> None:
         say("RESULT", {run_id: [r.status.value, r.result] for run_id, r in results.items()})
 
 
+def _until(what: str, predicate: Any) -> None:
+    deadline = time.monotonic() + HOLD_LIMIT
+    while not predicate():
+        if time.monotonic() > deadline:
+            say("GAVE_UP", what)
+            os._exit(1)
+        time.sleep(0.005)
+
+
+def cancel_then_die(params: dict[str, Any]) -> None:
+    """Bring a run to ``where``, and on ``go`` cancel it; SIGKILL this process once that is True.
+
+    ``where`` is ``running`` (held in ``beta``), ``pending`` (behind a held ``blocker``
+    run in the only slot), ``sleeping`` or ``suspended``. ``CANCELING`` is said just
+    before ``cancel()``; nothing is said between its return and the kill.
+    """
+    where, run_id, log = params["where"], params["run_id"], params["log"]
+    rt = Runtime(store=params["db"], max_concurrent_runs=1 if where == "pending" else None)
+    rt.start()
+    context = {"log": log, "hold_step": "beta", "hold_file": params["hold_file"]}
+    if where == "running":
+        run = rt.register(logged).create_run(run_id)
+        run.start_async(input_data={"value": "x"}, request_context=context)
+        _until("beta starts", lambda: "start beta" in read_lines(log))
+    elif where == "pending":
+        held = {**context, "log": params["blocker_log"], "hold_step": "block"}
+        rt.register(blocker).create_run().start_async(
+            input_data={"value": "b"}, request_context=held
+        )
+        _until("the blocker starts", lambda: "start block" in read_lines(params["blocker_log"]))
+        run = rt.register(logged).create_run(run_id)
+        run.start_async(input_data={"value": "x"}, request_context=context)
+    elif where == "sleeping":
+        wf = rt.register(sleepy)
+        run = wf.create_run(run_id)
+        run.start_async(input_data={"value": "x"}, request_context=context)
+        _until(
+            "the run sleeps",
+            lambda: (
+                getattr(wf.get_workflow_run_execution_result(run_id), "status", "") == "waiting"
+            ),
+        )
+    else:
+        run = rt.register(asking).create_run(run_id)
+        outcome = run.start(input_data={"value": "x"}, request_context=context, timeout=HOLD_LIMIT)
+        assert outcome.status == "suspended", outcome
+    say("READY")
+    sys.stdin.readline()
+    say("CANCELING")
+    if run.cancel():
+        os.kill(os.getpid(), signal.SIGKILL)
+    say("RESULT", False)
+
+
+def resume_then_die(params: dict[str, Any]) -> None:
+    """On ``go``, resume a suspended ``asking`` run; SIGKILL this process once that returns."""
+    rt = Runtime(store=params["db"]).start()
+    run = rt.register(asking).create_run(params["run_id"])
+    say("READY")
+    sys.stdin.readline()
+    say("RESUMING")
+    run.resume_async(resume_data={"ok": True})
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 COMMANDS = {
+    "cancel-then-die": cancel_then_die,
+    "resume-then-die": resume_then_die,
     "crash-in-step": crash_in_step,
     "kill-after-start": kill_after_start,
     "crash-pending": crash_pending,

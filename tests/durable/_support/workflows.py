@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from runtime import Workflow, create_step, create_workflow
 from tests._support import Value
 
@@ -82,5 +84,53 @@ def blocker_workflow() -> Workflow[Value, Value]:
     )
 
 
+class Decision(BaseModel):
+    ok: bool
+
+
+def asking_step(step_id: str = "ask") -> Any:
+    """Logs ``start``; suspends until resumed with a :class:`Decision`; then logs ``end``."""
+
+    def execute(ctx: Any) -> Value:
+        log = ctx.request_context["log"]
+        append_line(log, f"start {step_id}")
+        if ctx.resume_data is None:
+            ctx.suspend({"question": f"go on with {ctx.input_data.value}?"})
+        append_line(log, f"end {step_id}")
+        return Value(value=f"{ctx.input_data.value}-{'yes' if ctx.resume_data.ok else 'no'}")
+
+    return create_step(
+        id=step_id,
+        input_schema=Value,
+        output_schema=Value,
+        resume_schema=Decision,
+        execute=execute,
+    )
+
+
+def sleepy_workflow() -> Workflow[Value, Value]:
+    """``alpha``, a sleep of a minute, ``gamma``: a run that is ``waiting`` for a long time."""
+    return (
+        create_workflow(id="sleepy", input_schema=Value, output_schema=Value)
+        .then(logged_step("alpha", "a"))
+        .sleep(60, id="nap")
+        .then(logged_step("gamma", "c"))
+        .commit()
+    )
+
+
+def asking_workflow() -> Workflow[Value, Value]:
+    """``alpha``, ``ask`` (suspends until resumed), ``gamma``: ``x`` becomes ``x-a-yes-c``."""
+    return (
+        create_workflow(id="asking", input_schema=Value, output_schema=Value)
+        .then(logged_step("alpha", "a"))
+        .then(asking_step())
+        .then(logged_step("gamma", "c"))
+        .commit()
+    )
+
+
 logged = logged_workflow()
 blocker = blocker_workflow()
+sleepy = sleepy_workflow()
+asking = asking_workflow()
