@@ -880,7 +880,7 @@ def bit_flips(
         wf = rt.register(workflow)
         for run_id in halted:
             wf.create_run(run_id).start_async(input_data={"text": HOLD + run_id})
-        _wait_until_held(wf, halted)
+        wait_until_held(wf, halted)
     finally:
         rt.stop()  # on a durable store the held runs stay running, for the next runtime
         gate.set()
@@ -980,7 +980,7 @@ def bit_flips(
     return rows
 
 
-def _wait_until_held(wf: Any, run_ids: Sequence[str], timeout: float = 30.0) -> None:
+def wait_until_held(wf: Any, run_ids: Sequence[str], timeout: float = 30.0) -> None:
     """Until each run is in its second step (which waits for the gate)."""
     deadline = time.monotonic() + timeout
     waiting = set(run_ids)
