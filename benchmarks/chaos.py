@@ -415,7 +415,7 @@ class KillLog:
         for key, executions in self.starts.items():
             committed = self.committed_at.get(key)
             again = sum(
-                1 for index, _, _ in executions if committed is not None and index > committed
+                1 for index, _, _ in executions[1:] if committed is not None and index > committed
             )
             completed += again
             interrupted += len(executions) - 1 - again
@@ -1196,7 +1196,7 @@ def full_disk(sizes: Sizes, folder: Path) -> list[Row]:
             check=False,
         )
     finally:
-        subprocess.run(["umount", str(mount)], check=False)
+        unmounted = subprocess.run(["umount", str(mount)], check=False).returncode == 0
     lines = [line for line in child.stdout.splitlines() if line.startswith("RESULT ")]
     if child.returncode != 0 or not lines:
         tail = (child.stderr.strip().splitlines() or ["no output"])[-1]
@@ -1225,6 +1225,7 @@ def full_disk(sizes: Sizes, folder: Path) -> list[Row]:
         must_be(DISK, "stored step chains that contradict the journal", out["chain_breaks"], 0),
         must_be(DISK, "PRAGMA integrity_check", out["integrity"], "ok"),
         reported(DISK, "callboard warnings/errors logged", out["events"]),
+        must_be(DISK, "the tmpfs unmounted at the end", unmounted, True),
         reported(DISK, "seconds", time.monotonic() - began),
     ]
 
