@@ -303,7 +303,8 @@ def kill_worker(params: dict[str, Any]) -> None:
     ``acked RUN`` is journaled once ``start_async`` has returned, ``final RUN
     STATUS`` once the store holds the run's end (a terminal result read back is
     a committed one). Prints ``READY`` once the workflow is registered (and
-    recovery has begun), ``DONE`` when every run below ``upto`` has ended.
+    recovery has begun), ``DONE`` when every run below ``upto`` has ended; then,
+    with ``linger``, it idles (heartbeats, checkpoints) until it is killed.
     """
     global _journal  # noqa: PLW0603 - one journal per worker process, opened first
     journal = _journal = Journal(Path(params["journal"]))
@@ -330,6 +331,8 @@ def kill_worker(params: dict[str, Any]) -> None:
         if unfinished:
             time.sleep(0.05)
     print("DONE", flush=True)
+    if params.get("linger"):
+        threading.Event().wait(60)
     rt.stop()
 
 
@@ -479,7 +482,7 @@ def kills(sizes: Sizes, seed: int, folder: Path) -> list[Row]:
         while killed < sizes.kills and incarnations < 3 * sizes.kills:
             incarnations += 1
             upto = min(sizes.kill_runs, math.ceil(sizes.kill_runs * (killed + 1) / sizes.kills))
-            worker = Worker({**params, "upto": upto}, stderr)
+            worker = Worker({**params, "upto": upto, "linger": True}, stderr)
             if rng.random() < 0.15:
                 time.sleep(rng.uniform(0.05, 0.6))  # kill while it starts: imports, open, recovery
             elif worker.ready.wait(30.0):
