@@ -190,13 +190,18 @@ class RegistryActor(ThreadActor):
 
         The run cannot go on without it: its actor, if it still has one, ends
         the run as failed; a run with none (its last snapshot refused) is
-        recorded failed from its row alone.
+        recorded failed from its row alone. A write a caller waits on (a
+        cancel's) is only reported to it: the caller is told it failed.
         """
         me = self.actor_ref
 
         def refused(exc: BaseException) -> None:
             if on_recorded is not None:
+                # A caller (a cancel) waits on this write and is told it failed;
+                # the run stays as its stored record says.
                 on_recorded(False)
+                emit(logging.ERROR, "snapshot_refused", run_id=record.run_id, error=str(exc))
+                return
             error = error_dict(exc, run_id=record.run_id)
             emit(logging.ERROR, "snapshot_refused", run_id=record.run_id, error=str(exc))
             if ack_to is None or not tell_safely(ack_to, AbortRun(error=error)):

@@ -230,8 +230,12 @@ class Run(Generic[In, Out]):
 
         Raises:
             RunNotStartedError: if the run was never started.
+            SnapshotFormatError: if the run has ended and its stored snapshot
+                cannot be read: there are no events to tell.
         """
-        self._started_record()
+        record = self._started_record()
+        if record.status in TERMINAL_STATUSES:
+            read_result(record, self.workflow_id)  # raises for a damaged snapshot
         watch = RunWatch(self.run_id, timeout)
         self._host.subscribe(self.run_id, watch._channel)
         return watch

@@ -158,10 +158,10 @@ def test_watching_a_damaged_finished_run_ends_and_the_registry_goes_on(db: Path)
         run.start(input_data={"value": "v"}, timeout=WAIT)
         overwrite(db, run.run_id, without(stored(db, run.run_id), "status"))
 
-        events = list(run.watch(timeout=WAIT))
+        with pytest.raises(SnapshotFormatError):
+            list(run.watch(timeout=WAIT))
         after = wf.create_run().start(input_data={"value": "still serving"}, timeout=WAIT)
 
-    assert events == []
     assert after.status == "success"
 
 

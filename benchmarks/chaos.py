@@ -1,0 +1,1334 @@
+"""callboard's fault campaign: kills, a soak, flipped bits and a full disk, in one table.
+
+Run it with ``make chaos`` (or ``.venv/bin/python benchmarks/chaos.py``); ``--quick``
+makes every scenario smaller, ``--only soak flips`` runs only those scenarios,
+``--seed N`` repeats the random choices of an earlier campaign (the header names
+the seed it used), ``--keep`` leaves the files behind for a look. Each row is a
+figure; a row with a "must be" fails the campaign (exit status 1) when the
+figure misses it, a row without one is only reported. It uses callboard's public
+API, child processes, and plain ``sqlite3`` to look at the files. The scenarios:
+
+- ``kills``: a worker process runs a 3-step workflow on a SQLite file and is
+  SIGKILLed at random moments, then started again (a new runtime on the file
+  resumes the orphaned runs when it registers the workflow). Each step appends
+  to a journal, so that the campaign can tell which runs were acknowledged and
+  which steps ran again.
+- ``soak``: many runs in one process whose steps fail at random, are retried,
+  raise ``NonRetryableError``, ``SystemExit`` or ``KeyboardInterrupt``, or
+  return what a snapshot cannot hold; every run's final status is computed
+  beforehand from what its input asked for.
+- ``flips``: finished runs in a SQLite file get one or two bits flipped in their
+  stored snapshots; every run is then queried through a new runtime.
+- ``disk``: the SQLite file lives on a small tmpfs that runs fill up; then the
+  space comes back, and every run that was started must finish.
+
+This file is also imported by ``tests/test_chaos_fast.py``, which runs small,
+seeded versions of the soak and the flips in ``make test``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import platform
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from pydantic import BaseModel
+
+from runtime import (
+    NonRetryableError,
+    RetryConfig,
+    RunAlreadyStartedError,
+    RunReader,
+    Runtime,
+    RunTimeoutError,
+    SnapshotFormatError,
+    StepContext,
+    StoreError,
+    WorkflowResult,
+    create_step,
+    create_workflow,
+)
+
+SCRIPT = Path(__file__).resolve()
+SCENARIOS = ("kills", "soak", "flips", "disk")
+TERMINAL = ("success", "failed", "canceled")
+
+
+# --- sizes ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sizes:
+    kill_runs: int  # runs of the 3-step workflow the killed workers share
+    kills: int  # SIGKILLs (at least) before the last worker may finish
+    soak_runs: int  # runs in one process, memory store
+    soak_sqlite_runs: int  # the same on a SQLite file
+    flip_runs: int  # finished runs whose snapshots get flipped bits (half of them)
+    flip_unfinished: int  # runs halted unfinished before the flips (half of them damaged)
+    disk_max_runs: int  # the most runs started while waiting for the disk to fill
+    final_wait: float  # seconds the last kill worker gets to finish every run
+
+
+FULL = Sizes(
+    kill_runs=1_000,
+    kills=36,
+    soak_runs=10_000,
+    soak_sqlite_runs=1_000,
+    flip_runs=400,
+    flip_unfinished=20,
+    disk_max_runs=5_000,
+    final_wait=180.0,
+)
+QUICK = Sizes(
+    kill_runs=200,
+    kills=10,
+    soak_runs=1_000,
+    soak_sqlite_runs=200,
+    flip_runs=100,
+    flip_unfinished=10,
+    disk_max_runs=5_000,
+    final_wait=90.0,
+)
+
+
+# --- the table ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """One figure: ``must`` is empty for a figure that is only reported (``ok`` is None)."""
+
+    scenario: str
+    measure: str
+    value: str
+    must: str = ""
+    ok: bool | None = None
+
+
+def must_be(scenario: str, measure: str, value: Any, expected: Any) -> Row:
+    """A figure that must equal ``expected``."""
+    return Row(scenario, measure, _text(value), _text(expected), value == expected)
+
+
+def at_least(scenario: str, measure: str, value: int, least: int) -> Row:
+    return Row(scenario, measure, _text(value), f">= {least}", value >= least)
+
+
+def reported(scenario: str, measure: str, value: Any) -> Row:
+    return Row(scenario, measure, _text(value))
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def print_table(rows: Sequence[Row]) -> None:
+    header = ("scenario", "measure", "value", "must be", "ok?")
+    cells = [
+        (r.scenario, r.measure, r.value, r.must, "" if r.ok is None else ("yes" if r.ok else "NO"))
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(
+            value.rjust(width) if i == 2 else value.ljust(width)
+            for i, (value, width) in enumerate(zip(values, widths, strict=True))
+        ).rstrip()
+
+    print(line(header))
+    print(line(["-" * width for width in widths]))
+    for values in cells:
+        print(line(values))
+
+
+# --- logging: count callboard's warnings instead of printing them ----------------------
+
+
+class EventCounter:
+    """A structlog configuration that counts warnings and errors by event name, then drops them.
+
+    Only ``main`` (and the child processes) configure it: the library never
+    configures structlog, and neither do the fast tests that import this file.
+    """
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def configure(self) -> None:
+        structlog.configure(
+            processors=[self._count],
+            wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+            cache_logger_on_first_use=False,
+        )
+
+    def _count(self, _logger: Any, _method: str, event_dict: Any) -> Any:
+        with self._lock:
+            self.counts[str(event_dict.get("event"))] += 1
+        raise structlog.DropEvent
+
+    def mark(self) -> Counter[str]:
+        with self._lock:
+            return Counter(self.counts)
+
+    def since(self, mark: Counter[str]) -> str:
+        with self._lock:
+            new = self.counts - mark
+        return ", ".join(f"{name} x{n}" for name, n in sorted(new.items())) or "none"
+
+
+EVENTS = EventCounter()
+
+
+# --- small helpers --------------------------------------------------------------------
+
+
+class Journal:
+    """A file that lines are appended to, each with one ``write()`` on an ``O_APPEND`` descriptor.
+
+    A line written before a process is killed is in the file: the kernel keeps
+    what ``write()`` returned from, whatever happens to the process after. Only a
+    power failure would need ``fsync``, and no scenario here cuts the power.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def write(self, *words: str) -> None:
+        os.write(self._fd, (" ".join(words) + "\n").encode())
+
+
+def read_journal(path: Path) -> list[list[str]]:
+    if not path.exists():
+        return []
+    return [line.split() for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def stored_ids(db: Path) -> set[str]:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as connection:
+        return {row[0] for row in connection.execute("SELECT run_id FROM runs")}
+
+
+def integrity(db: Path) -> str:
+    with contextlib.closing(sqlite3.connect(db)) as connection:
+        rows = connection.execute("PRAGMA integrity_check").fetchall()
+    return "; ".join(str(row[0]) for row in rows)
+
+
+def new_threads(before: set[threading.Thread], timeout: float = 5.0) -> list[str]:
+    """Threads started since ``before`` that are still alive after up to ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not left or time.monotonic() > deadline:
+            return [t.name for t in left]
+        time.sleep(0.02)
+
+
+class Link(BaseModel):
+    """What the kill and disk workflows pass on: the token of the step execution that made it."""
+
+    token: str
+
+
+# --- scenario 1: kills ----------------------------------------------------------------
+
+KILLS = "kills"
+_journal: Journal | None = None
+
+
+def _traced_step(step_id: str, pause: tuple[float, float]) -> Any:
+    """A step that journals ``start`` (with the token it was given) and ``done`` (with its own).
+
+    Its output carries a fresh token, so the journal shows which execution of
+    the previous step each execution consumed: a step only starts once the
+    previous step's output is committed, so a consumed token is a committed one.
+    """
+
+    def body(ctx: StepContext[Link]) -> Link:
+        journal = _journal
+        assert journal is not None, "the journal is opened before the workflow is registered"
+        token = uuid.uuid4().hex[:16]
+        pid = str(os.getpid())
+        journal.write("start", ctx.run_id, step_id, token, ctx.input_data.token, pid)
+        time.sleep(random.uniform(*pause))
+        journal.write("done", ctx.run_id, step_id, token, pid)
+        return Link(token=token)
+
+    return create_step(id=step_id, input_schema=Link, output_schema=Link, execute=body)
+
+
+TRACED_STEPS = ("a", "b", "c")
+KILL_WORKFLOW = (
+    create_workflow(id="chaos-kills", input_schema=Link, output_schema=Link)
+    .then(_traced_step("a", (0.01, 0.06)))
+    .then(_traced_step("b", (0.01, 0.06)))
+    .then(_traced_step("c", (0.01, 0.06)))
+    .commit()
+)
+
+
+def kill_worker(params: dict[str, Any]) -> None:
+    """In a child: start the runs below ``upto`` not in the store yet, journal them, wait for all.
+
+    ``acked RUN`` is journaled once ``start_async`` has returned, ``final RUN
+    STATUS`` once the store holds the run's end (a terminal result read back is
+    a committed one). Prints ``READY`` once the workflow is registered (and
+    recovery has begun), ``DONE`` when every run below ``upto`` has ended; then,
+    with ``linger``, it idles (heartbeats, checkpoints) until it is killed.
+    """
+    global _journal  # noqa: PLW0603 - one journal per worker process, opened first
+    journal = _journal = Journal(Path(params["journal"]))
+    pid = str(os.getpid())
+    rt = Runtime(store=params["db"], max_concurrent_runs=params["concurrency"]).start()
+    wf = rt.register(KILL_WORKFLOW)
+    print("READY", flush=True)
+    ids = [kill_run_id(index) for index in range(params["upto"])]
+    for run_id in ids:
+        if wf.get_workflow_run_execution_result(run_id) is not None:
+            continue  # started by an earlier worker: recovery drives it
+        try:
+            wf.create_run(run_id).start_async(input_data={"token": "input"})
+        except RunAlreadyStartedError:
+            continue
+        journal.write("acked", run_id, pid)
+    unfinished = set(ids)
+    while unfinished:
+        for run_id in sorted(unfinished):
+            result = wf.get_workflow_run_execution_result(run_id)
+            if result is not None and result.is_terminal:
+                journal.write("final", run_id, result.status.value, pid)
+                unfinished.discard(run_id)
+        if unfinished:
+            time.sleep(0.05)
+    print("DONE", flush=True)
+    if params.get("linger"):
+        threading.Event().wait(60)
+    rt.stop()
+
+
+def kill_run_id(index: int) -> str:
+    return f"kill-{index:05d}"
+
+
+class Worker:
+    """A kill worker in its own process; a thread reads its stdout for ``READY`` and ``DONE``."""
+
+    def __init__(self, params: dict[str, Any], stderr: Any) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(SCRIPT), "--role", "kill-worker", "--params", json.dumps(params)],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+        self.ready, self.done = threading.Event(), threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.strip() == "READY":
+                self.ready.set()
+            elif line.strip() == "DONE":
+                self.done.set()
+
+    def kill(self) -> int:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, signal.SIGKILL)
+        return self.finish()
+
+    def finish(self, timeout: float = 30.0) -> int:
+        code = self.proc.wait(timeout)
+        self._reader.join(5)
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        return code
+
+
+@dataclass
+class KillLog:
+    """What a kill campaign's journal says happened."""
+
+    acked: set[str] = field(default_factory=set)
+    starts: dict[tuple[str, str], list[tuple[int, str, str]]] = field(default_factory=dict)
+    done: set[tuple[str, str, str]] = field(default_factory=set)
+    committed_at: dict[tuple[str, str], int] = field(default_factory=dict)
+    torn: int = 0
+
+    @classmethod
+    def read(cls, path: Path, committed: dict[tuple[str, str], int] | None = None) -> KillLog:
+        """Read the journal; ``committed`` adds steps seen committed in the store (by line)."""
+        log = cls(committed_at=dict(committed or {}))
+        for index, words in enumerate(read_journal(path)):
+            match words:
+                case ["acked", run_id, _pid]:
+                    log.acked.add(run_id)
+                case ["start", run_id, step, token, token_in, _pid]:
+                    log.starts.setdefault((run_id, step), []).append((index, token, token_in))
+                    previous = _previous(step)
+                    if previous is not None:
+                        # This execution consumed the previous step's output: committed.
+                        log.committed(run_id, previous, index)
+                case ["done", run_id, step, token, _pid]:
+                    log.done.add((run_id, step, token))
+                case ["final", run_id, _status, _pid]:
+                    log.committed(run_id, TRACED_STEPS[-1], index)
+                case _:
+                    log.torn += 1
+        return log
+
+    def committed(self, run_id: str, step: str, index: int) -> None:
+        """The step was committed by the time of journal line ``index``."""
+        known = self.committed_at.get((run_id, step))
+        self.committed_at[run_id, step] = index if known is None else min(known, index)
+
+    def reruns(self) -> tuple[int, int]:
+        """Executions beyond the first: (of steps already committed, of interrupted ones)."""
+        completed = interrupted = 0
+        for key, executions in self.starts.items():
+            committed = self.committed_at.get(key)
+            again = sum(
+                1 for index, _, _ in executions[1:] if committed is not None and index > committed
+            )
+            completed += again
+            interrupted += len(executions) - 1 - again
+        return completed, interrupted
+
+
+def _previous(step: str) -> str | None:
+    position = TRACED_STEPS.index(step) if step in TRACED_STEPS else 0
+    return TRACED_STEPS[position - 1] if position > 0 else None
+
+
+def chain_breaks(result: WorkflowResult, log: KillLog) -> int:
+    """1 if a finished run's stored steps do not hand tokens on as the journal says, else 0."""
+    steps = result.steps
+    if [*steps] != list(TRACED_STEPS) or result.status != "success":
+        return 1
+    given = "input"
+    for step in TRACED_STEPS:
+        record = steps[step]
+        token = (record.output or {}).get("token")
+        if (record.payload or {}).get("token") != given or (result.run_id, step, token) not in (
+            log.done
+        ):
+            return 1
+        given = token
+    return 0 if (result.result or {}).get("token") == given else 1
+
+
+def look_after_kill(
+    db: Path, journal: Path, committed: dict[tuple[str, str], int]
+) -> tuple[set[str], int]:
+    """With no worker alive: the acknowledged runs missing from the store, and the runs in flight.
+
+    Each step the store holds as succeeded is noted in ``committed`` with the
+    journal's last line now: any execution of it journaled later ran it again.
+    """
+    lines = len(read_journal(journal))
+    acked = KillLog.read(journal).acked
+    try:
+        with RunReader(db) as reader:
+            runs = reader.list_runs(limit=None).runs
+    except StoreError:  # killed before the first worker made the file a run store
+        return acked, 0
+    for run in runs:
+        for path, step in run.steps.items():
+            if step.status == "success":
+                committed.setdefault((run.run_id, path), lines - 1)
+    return acked - stored_ids(db), sum(not run.is_terminal for run in runs)
+
+
+def kills(sizes: Sizes, seed: int, folder: Path) -> list[Row]:
+    rng = random.Random(seed)
+    db, journal = folder / "kills.db", folder / "kills.journal"
+    stderr_path = folder / "kills.stderr"
+    params: dict[str, Any] = {"db": str(db), "journal": str(journal), "concurrency": 16}
+    lost: set[str] = set()
+    committed: dict[tuple[str, str], int] = {}
+    killed = finished_early = crashed = in_flight_at_kills = before_ready = incarnations = 0
+    began = time.monotonic()
+    with stderr_path.open("w") as stderr:
+        while killed < sizes.kills and incarnations < 3 * sizes.kills:
+            incarnations += 1
+            upto = min(sizes.kill_runs, math.ceil(sizes.kill_runs * (killed + 1) / sizes.kills))
+            worker = Worker({**params, "upto": upto, "linger": True}, stderr)
+            if rng.random() < 0.15:
+                time.sleep(rng.uniform(0.05, 0.6))  # kill while it starts: imports, open, recovery
+            elif worker.ready.wait(30.0):
+                time.sleep(rng.uniform(0.0, 0.8))
+            before_ready += not worker.ready.is_set()
+            code = worker.kill()
+            if code == -signal.SIGKILL:
+                killed += 1
+            elif code == 0:
+                finished_early += 1
+            else:
+                crashed += 1
+            lost_now, in_flight = look_after_kill(db, journal, committed)
+            lost |= lost_now
+            in_flight_at_kills += in_flight
+        last_began = time.monotonic()
+        last = Worker({**params, "upto": sizes.kill_runs}, stderr)
+        ended = last.done.wait(sizes.final_wait)
+        last_took = time.monotonic() - last_began
+        code = last.finish() if ended else last.kill()
+        if ended and code != 0:
+            crashed += 1
+    log = KillLog.read(journal, committed)
+    lost |= log.acked - stored_ids(db)
+    ids = [kill_run_id(index) for index in range(sizes.kill_runs)]
+    unfinished = breaks = not_success = 0
+    with RunReader(db) as reader:
+        for run_id in ids:
+            result = reader.get_run(run_id)
+            if result is None or not result.is_terminal:
+                unfinished += 1
+                continue
+            not_success += result.status != "success"
+            breaks += chain_breaks(result, log)
+    completed_again, interrupted_again = log.reruns()
+    tracebacks = stderr_path.read_text(encoding="utf-8", errors="replace").count("Traceback")
+    return [
+        at_least(KILLS, "workers SIGKILLed", killed, sizes.kills),
+        reported(KILLS, "  of them before READY (while starting)", before_ready),
+        reported(KILLS, "  runs in flight at the kills (sum)", in_flight_at_kills),
+        reported(KILLS, "workers that ended before their kill", finished_early),
+        must_be(KILLS, "workers that died by themselves", crashed, 0),
+        reported(KILLS, "runs acknowledged by start_async", len(log.acked)),
+        must_be(KILLS, "lost runs (acknowledged, not in the store)", len(lost), 0),
+        must_be(KILLS, f"unfinished at the end (of {sizes.kill_runs:,})", unfinished, 0),
+        must_be(KILLS, "ended other than success", not_success, 0),
+        must_be(KILLS, "completed steps re-run", completed_again, 0),
+        reported(KILLS, "interrupted steps re-run (allowed)", interrupted_again),
+        must_be(KILLS, "stored step chains that contradict the journal", breaks, 0),
+        reported(KILLS, "journal lines torn by a kill", log.torn),
+        reported(KILLS, "tracebacks on the workers' stderr", tracebacks),
+        reported(KILLS, "seconds the last worker took to end every run", last_took),
+        must_be(KILLS, "PRAGMA integrity_check", integrity(db), "ok"),
+        reported(KILLS, "seconds", time.monotonic() - began),
+    ]
+
+
+# --- scenario 2: soak -----------------------------------------------------------------
+
+SOAK = "soak"
+
+
+class Plan(BaseModel):
+    """A soak run's input: what each attempt of each node does (``attempts[node][retry]``)."""
+
+    tag: int
+    attempts: list[list[str]]
+
+
+class Carry(BaseModel):
+    tag: int
+    hops: int
+    extra: Any = None
+
+
+OK = "ok"
+SET_IN_OUTPUT = "set_in_output"  # a set in an ``Any`` field: the schema's JSON dump makes it a list
+FAILURES = {
+    "error": "ValueError",
+    "exit": "SystemExit",
+    "interrupt": "KeyboardInterrupt",
+    "nonretryable": "NonRetryableError",
+    "object": "SnapshotEncodingError",  # an object() inside a dict in the output
+    "bigint": "SnapshotEncodingError",  # an int past 64 bits in the output
+    "context_set": "SnapshotEncodingError",  # a set put in the request context
+}
+MAP_SET = "set"  # the map node returns a dict that holds a set: no schema dumps a map's output
+SOAK_NODES: tuple[tuple[str, int], ...] = (("s1", 2), ("s2", 1), ("map-3", 0), ("s3", 0))
+"""The soak workflow's nodes, by result path, with the retries each gets."""
+
+
+def _act(ctx: StepContext[Any], node: int) -> Carry | dict[str, Any]:
+    behaviour = ctx.get_init_data().attempts[node][ctx.retry_count]
+    tag = ctx.input_data.tag
+    hops = getattr(ctx.input_data, "hops", 0) + 1
+    if behaviour == "error":
+        raise ValueError(f"step {ctx.step_id} failed on purpose")
+    if behaviour == "exit":
+        raise SystemExit(3)
+    if behaviour == "interrupt":
+        raise KeyboardInterrupt
+    if behaviour == "nonretryable":
+        raise NonRetryableError("no point in trying again")
+    if behaviour == "object":
+        return {"tag": tag, "hops": hops, "extra": {"held": object()}}
+    if behaviour == "bigint":
+        return Carry(tag=tag, hops=hops, extra=2**70)
+    if behaviour == "context_set":
+        ctx.request_context.set("tags", {"a", "b"})
+    if behaviour == SET_IN_OUTPUT:
+        return Carry(tag=tag, hops=hops, extra={"kinds": {"x"}})
+    return Carry(tag=tag, hops=hops)
+
+
+def _soak_s1(ctx: StepContext[Plan]) -> Carry | dict[str, Any]:
+    return _act(ctx, 0)
+
+
+async def _soak_s2(ctx: StepContext[Carry]) -> Carry | dict[str, Any]:
+    await asyncio.sleep(0)
+    return _act(ctx, 1)
+
+
+def _soak_map(ctx: StepContext[Any]) -> Any:
+    if ctx.get_init_data().attempts[2][0] == MAP_SET:
+        return {**ctx.input_data, "extra": {"set": {1, 2}}}
+    return ctx.input_data
+
+
+def _soak_s3(ctx: StepContext[Carry]) -> Carry | dict[str, Any]:
+    return _act(ctx, 3)
+
+
+SOAK_WORKFLOW = (
+    create_workflow(
+        id="chaos-soak",
+        input_schema=Plan,
+        output_schema=Carry,
+        retry_config=RetryConfig(delay=0.001, jitter=0.5),
+    )
+    .then(create_step(id="s1", input_schema=Plan, output_schema=Carry, execute=_soak_s1, retries=2))
+    .then(
+        create_step(id="s2", input_schema=Carry, output_schema=Carry, execute=_soak_s2, retries=1)
+    )
+    .map(_soak_map)
+    .then(create_step(id="s3", input_schema=Carry, output_schema=Carry, execute=_soak_s3))
+    .commit()
+)
+
+
+def soak_plan(rng: random.Random, tag: int) -> Plan:
+    """A random plan: each attempt succeeds three times in four, else fails one way or another."""
+    attempts: list[list[str]] = []
+    for path, retries in SOAK_NODES:
+        if path.startswith("map"):
+            attempts.append([MAP_SET if rng.random() < 0.03 else OK])
+            continue
+        attempts.append(
+            [
+                (SET_IN_OUTPUT if rng.random() < 0.1 else OK)
+                if rng.random() < 0.75
+                else rng.choice(sorted(FAILURES))
+                for _ in range(retries + 1)
+            ]
+        )
+    return Plan(tag=tag, attempts=attempts)
+
+
+@dataclass(frozen=True)
+class Expected:
+    status: str
+    error: str | None  # the error's class name
+    failed_at: str | None  # the path of the node that failed
+    attempts: dict[str, int]  # calls of each step that ran
+    result: dict[str, Any] | None = None  # the run's result, on success
+
+
+def expected_outcome(plan: Plan) -> Expected:
+    """What a run of ``SOAK_WORKFLOW`` with this input must end as, by the documented rules.
+
+    A step is called until an attempt succeeds, raises ``NonRetryableError``, or
+    its retries run out; every other failure (``SystemExit`` and an
+    unencodable output included) is retried. The map node is never retried.
+    """
+    calls: dict[str, int] = {}
+    extra = None
+    for (path, retries), behaviours in zip(SOAK_NODES, plan.attempts, strict=True):
+        if path.startswith("map"):
+            if behaviours[0] == MAP_SET:
+                return Expected("failed", "SnapshotEncodingError", path, calls)
+            continue
+        for attempt, behaviour in enumerate(behaviours[: retries + 1]):
+            calls[path] = attempt + 1
+            if behaviour in (OK, SET_IN_OUTPUT):
+                extra = ["x"] if behaviour == SET_IN_OUTPUT else None
+                break
+            if behaviour == "nonretryable" or attempt == retries:
+                return Expected("failed", FAILURES[behaviour], path, calls)
+    steps = sum(not path.startswith("map") for path, _ in SOAK_NODES)
+    outcome = {"tag": plan.tag, "hops": steps, "extra": extra and {"kinds": extra}}
+    return Expected("success", None, None, calls, outcome)
+
+
+def soak(runs: int, seed: int, store: str | Path = "memory", label: str = "memory") -> list[Row]:
+    """Start ``runs`` soak runs at once, wait for each, compare every outcome with its plan."""
+    scenario = f"{SOAK} ({label})"
+    rng = random.Random(seed)
+    plans = [soak_plan(rng, tag) for tag in range(runs)]
+    before = set(threading.enumerate())
+    mark = EVENTS.mark()
+    began = time.monotonic()
+    status_off = error_off = attempts_off = result_off = never_ended = 0
+    outcomes: Counter[str] = Counter()
+    rt = Runtime(store=store, stop_timeout=30).start()
+    try:
+        wf = rt.register(SOAK_WORKFLOW)
+        started = [wf.create_run() for _ in plans]
+        for run, plan in zip(started, plans, strict=True):
+            run.start_async(input_data=plan)
+        deadline = time.monotonic() + 300
+        for run, plan in zip(started, plans, strict=True):
+            try:
+                result = run.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except RunTimeoutError:
+                never_ended += 1
+                continue
+            want = expected_outcome(plan)
+            outcomes[want.status if want.error is None else f"failed, {want.error}"] += 1
+            error = result.error
+            status_off += result.status != want.status
+            error_off += (error.name if error else None, _failed_at(result)) != (
+                want.error,
+                want.failed_at,
+            )
+            calls = {
+                path: step.attempts
+                for path, step in result.steps.items()
+                if not path.startswith("map")
+            }
+            attempts_off += calls != want.attempts
+            result_off += want.status == "success" and result.result != want.result
+        fresh = wf.create_run().start(
+            input_data=Plan(tag=-1, attempts=[[OK] * (r + 1) for _, r in SOAK_NODES]), timeout=30
+        )
+        serving = fresh.status == "success"
+    finally:
+        rt.stop()
+    left = new_threads(before)
+    seconds = time.monotonic() - began
+    return [
+        reported(scenario, "runs", runs),
+        *(
+            reported(scenario, f"  expected to end {outcome}", count)
+            for outcome, count in sorted(outcomes.items(), key=lambda item: -item[1])
+        ),
+        must_be(scenario, "status mismatches", status_off, 0),
+        must_be(scenario, "error (name, step) mismatches", error_off, 0),
+        must_be(scenario, "attempt-count mismatches", attempts_off, 0),
+        must_be(scenario, "successful runs with another result", result_off, 0),
+        must_be(scenario, "runs not ended within 300 s", never_ended, 0),
+        must_be(scenario, "runtime still serving (a fresh run succeeds)", serving, True),
+        must_be(scenario, "threads left after stop()", len(left), 0),
+        reported(scenario, "callboard warnings/errors logged", EVENTS.since(mark)),
+        reported(scenario, "runs/s", runs / seconds),
+    ]
+
+
+def _failed_at(result: WorkflowResult) -> str | None:
+    if result.error is None:
+        return None
+    step_id = result.error.details.get("step_id") if result.error.details else None
+    return str(step_id) if step_id is not None else None
+
+
+# --- scenario 3: bit flips ------------------------------------------------------------
+
+FLIPS = "flips"
+HOLD = "hold "  # the text of the runs the first runtime leaves unfinished
+HANG_PROBE = 0.3  # seconds a wait or a watch of a damaged run gets before it counts as blocked
+WATCH_SAMPLE = 10  # finished runs watched, of the damaged and of the intact ones each
+
+
+class Text(BaseModel):
+    text: str
+
+
+def flip_workflow(gate: threading.Event) -> Any:
+    """Two steps; the second waits for ``gate`` when the run's text starts with ``HOLD``."""
+
+    def count(ctx: StepContext[Text]) -> Text:
+        if ctx.input_data.text.startswith(HOLD.upper()):
+            gate.wait(30)
+        return Text(text=f"{ctx.input_data.text} ({len(ctx.input_data.text)})")
+
+    return (
+        create_workflow(id="chaos-flips", input_schema=Text, output_schema=Text)
+        .then(
+            create_step(
+                id="upper",
+                input_schema=Text,
+                output_schema=Text,
+                execute=lambda ctx: Text(text=ctx.input_data.text.upper()),
+            )
+        )
+        .then(create_step(id="count", input_schema=Text, output_schema=Text, execute=count))
+        .commit()
+    )
+
+
+def flip_bits(db: Path, run_ids: Sequence[str], rng: random.Random) -> dict[str, int]:
+    """Flip one or two random bits in each of these runs' stored snapshots; bits flipped by run."""
+    flipped: dict[str, int] = {}
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as connection:
+        connection.execute("BEGIN IMMEDIATE")
+        for run_id in run_ids:
+            (blob,) = connection.execute(
+                "SELECT snapshot FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            data = bytearray(blob)
+            bits = rng.sample(range(len(data) * 8), rng.choice((1, 2)))
+            for bit in bits:
+                data[bit // 8] ^= 1 << (bit % 8)
+            connection.execute(
+                "UPDATE runs SET snapshot = ? WHERE run_id = ?", (bytes(data), run_id)
+            )
+            flipped[run_id] = len(bits)
+        connection.execute("COMMIT")
+    return flipped
+
+
+@dataclass
+class Reading:
+    """How the reads of one query path went, over every run.
+
+    A run's original is its finished result, or ``None`` for a run left
+    unfinished (whose result changes as recovery finishes it): a damaged one
+    must not be read at all, an intact one may read as anything.
+    """
+
+    misread_damaged: int = 0  # a damaged row read back as something else, silently
+    misread_intact: int = 0  # an intact row read back as something else, or refused
+    flagged: int = 0  # damaged rows refused with SnapshotFormatError or listed unreadable
+    unchanged: int = 0  # damaged rows read back equal to the original (nothing to flag)
+    blocked: int = 0  # damaged rows a wait or a watch blocked on until its timeout
+    other_errors: list[str] = field(default_factory=list)
+
+    def judge(self, got: Any, original: WorkflowResult | None, damaged: bool) -> None:
+        if damaged and (
+            _failed_as_unreadable(got)
+            or (original is None and getattr(got, "status", None) == "failed")
+        ):
+            # Recovery could not resume it and recorded it failed, naming why (a
+            # query with ``fields`` may leave the error out): flagged, not misread.
+            self.flagged += 1
+        elif original is None:
+            self.misread_damaged += damaged
+        elif got == original:
+            self.unchanged += damaged
+        elif damaged:
+            self.misread_damaged += 1
+        else:
+            self.misread_intact += 1
+
+    def refused(self, damaged: bool) -> None:
+        if damaged:
+            self.flagged += 1
+        else:
+            self.misread_intact += 1
+
+    def timed_out(self, damaged: bool) -> None:
+        if damaged:
+            self.blocked += 1
+        else:
+            self.misread_intact += 1
+
+
+def _failed_as_unreadable(got: Any) -> bool:
+    """A result recording its run failed because its stored snapshot could not be read."""
+    error = getattr(got, "error", None)
+    return getattr(got, "status", None) == "failed" and getattr(error, "name", None) == (
+        "SnapshotFormatError"
+    )
+
+
+def bit_flips(
+    runs: int, seed: int, folder: Path, unfinished: int, *, probe_hangs: bool = True
+) -> list[Row]:
+    """Finish ``runs`` runs and leave ``unfinished`` halted, flip bits in half of each, read all.
+
+    The halted runs are orphans of a stopped runtime: the runtime that reads
+    the damaged file resumes the intact ones when it registers their workflow,
+    and must refuse the damaged ones without stopping. Every run is read by id
+    (whole and with ``fields``), in the workflow's list and a ``RunReader``'s,
+    and waited for; a sample is watched. With ``probe_hangs``, the damaged
+    unfinished runs are waited for, and damaged runs watched, each for
+    ``HANG_PROBE`` seconds: a call still blocked then would block for ever.
+    """
+    rng = random.Random(seed)
+    db = folder / "flips.db"
+    gate = threading.Event()
+    workflow = flip_workflow(gate)
+    ids = [f"flip-{index:05d}" for index in range(runs)]
+    halted = [f"halt-{index:05d}" for index in range(unfinished)]
+    with Runtime(store=db) as rt:
+        wf = rt.register(workflow)
+        for index, run_id in enumerate(ids):
+            wf.create_run(run_id).start_async(input_data={"text": f"run {index} " * (index % 7)})
+        originals: dict[str, WorkflowResult | None] = {
+            run_id: wf.create_run(run_id).wait(timeout=30) for run_id in ids
+        }
+    rt = Runtime(store=db, stop_timeout=0).start()
+    try:
+        wf = rt.register(workflow)
+        for run_id in halted:
+            wf.create_run(run_id).start_async(input_data={"text": HOLD + run_id})
+        wait_until_held(wf, halted)
+    finally:
+        rt.stop()  # on a durable store the held runs stay running, for the next runtime
+        gate.set()
+    originals.update(dict.fromkeys(halted))
+    flipped = flip_bits(db, rng.sample(ids, runs // 2) + halted[: unfinished // 2], rng)
+    watched = {
+        *[run_id for run_id in ids if run_id in flipped][:WATCH_SAMPLE],
+        *[run_id for run_id in ids if run_id not in flipped][:WATCH_SAMPLE],
+        *halted,
+    }
+    mark = EVENTS.mark()
+    names = ("by id", "by id, fields", "list", "RunReader", "wait", "watch")
+    paths = {name: Reading() for name in names}
+    finished_halted = 0
+    rt = Runtime(store=db).start()
+    try:
+        wf = rt.register(workflow)  # resumes the halted runs it can read
+        for run_id, original in originals.items():
+            damaged = run_id in flipped
+            wait_for = HANG_PROBE if damaged else 10.0
+            for name, read in (
+                ("by id", wf.get_workflow_run_execution_result),
+                ("by id, fields", lambda r: wf.get_workflow_run_by_id(r, fields=["result"])),
+                ("wait", lambda r, t=wait_for: wf.create_run(r).wait(timeout=t)),
+                ("watch", lambda r, t=wait_for: list(wf.create_run(r).watch(timeout=t))),
+            ):
+                if name == "watch" and (run_id not in watched or (damaged and not probe_hangs)):
+                    continue
+                if name == "wait" and damaged and original is None and not probe_hangs:
+                    continue
+                want: Any = original
+                if original is not None and name == "by id, fields":
+                    want = original.model_copy(update={"input": None, "steps": {}})
+                if original is not None and name == "watch":
+                    want = [("status", original.status.value)]
+                try:
+                    got = read(run_id)
+                except SnapshotFormatError:
+                    paths[name].refused(damaged)
+                except RunTimeoutError:
+                    paths[name].timed_out(damaged)
+                except Exception as exc:
+                    paths[name].other_errors.append(f"{name}: {type(exc).__name__}: {exc}")
+                else:
+                    if name == "watch":
+                        got = [(event.type, event.status.value) for event in got][-1:]
+                    paths[name].judge(got, want, damaged)
+                    if name == "wait" and original is None and not damaged:
+                        finished_halted += got.status == "success"
+        page = wf.list_workflow_runs(limit=None)
+        _judge_page(paths["list"], page.runs, page.unreadable, originals, flipped)
+        with RunReader(db) as reader:
+            listed = reader.list_runs(limit=None)
+            _judge_page(paths["RunReader"], listed.runs, listed.unreadable, originals, flipped)
+        serving = wf.create_run().start(input_data={"text": "still here"}, timeout=30)
+        serving_ok = serving.status == "success"
+    finally:
+        rt.stop()
+    intact_halted = unfinished - unfinished // 2
+    rows = [
+        reported(FLIPS, "finished runs", runs),
+        reported(FLIPS, "unfinished runs (halted by a stop)", unfinished),
+        reported(FLIPS, "rows damaged (1 or 2 bits flipped)", len(flipped)),
+        must_be(FLIPS, "runtime still serving (a fresh run succeeds)", serving_ok, True),
+        must_be(
+            FLIPS, "intact unfinished runs finished by recovery", finished_halted, intact_halted
+        ),
+    ]
+    for name, reading in paths.items():
+        rows.append(must_be(FLIPS, f"runs misread undetected: {name}", reading.misread_damaged, 0))
+    for name, reading in paths.items():
+        rows.append(
+            must_be(FLIPS, f"intact runs misread or refused: {name}", reading.misread_intact, 0)
+        )
+    for name in ("wait", "watch"):
+        rows.append(
+            must_be(
+                FLIPS,
+                f"damaged runs {name}() blocked on, not refused",
+                paths[name].blocked,
+                0,
+            )
+        )
+    for name, reading in paths.items():
+        rows.append(
+            reported(
+                FLIPS,
+                f"damaged rows flagged / read back unchanged: {name}",
+                f"{reading.flagged} / {reading.unchanged}",
+            )
+        )
+    others = [error for reading in paths.values() for error in reading.other_errors]
+    rows.append(must_be(FLIPS, "queries that failed some other way", len(others), 0))
+    if others:
+        rows.append(reported(FLIPS, "  the first of them", others[0][:120]))
+    rows.append(reported(FLIPS, "callboard warnings/errors logged", EVENTS.since(mark)))
+    return rows
+
+
+def wait_until_held(wf: Any, run_ids: Sequence[str], timeout: float = 30.0) -> None:
+    """Until each run is in its second step (which waits for the gate)."""
+    deadline = time.monotonic() + timeout
+    waiting = set(run_ids)
+    while waiting and time.monotonic() < deadline:
+        for run_id in list(waiting):
+            result = wf.get_workflow_run_execution_result(run_id)
+            if result is not None and "count" in result.steps:
+                waiting.discard(run_id)
+        time.sleep(0.01)
+    if waiting:
+        raise RuntimeError(f"{len(waiting)} runs never reached their held step")
+
+
+def _judge_page(
+    reading: Reading,
+    runs: Sequence[WorkflowResult],
+    unreadable: Sequence[str],
+    originals: dict[str, WorkflowResult | None],
+    flipped: dict[str, int],
+) -> None:
+    seen = set()
+    for result in runs:
+        if result.run_id in originals:
+            seen.add(result.run_id)
+            reading.judge(result, originals[result.run_id], result.run_id in flipped)
+    for run_id in unreadable:
+        seen.add(run_id)
+        reading.refused(run_id in flipped)
+    # A run a page leaves out without naming it unreadable is a silent misread too.
+    for run_id in set(originals) - seen:
+        if run_id in flipped:
+            reading.misread_damaged += 1
+        else:
+            reading.misread_intact += 1
+
+
+# --- scenario 4: a full disk ----------------------------------------------------------
+
+DISK = "disk"
+DISK_SIZE = "2m"
+FILLER_BYTES = 512 * 1024
+PAD = "p" * 500
+PACE = 0.005  # seconds between two starts
+STALL = 1.0  # seconds a start_async may take before the disk counts as full
+
+DISK_WORKFLOW = (
+    create_workflow(id="chaos-disk", input_schema=Link, output_schema=Link)
+    .then(_traced_step("a", (0.01, 0.05)))
+    .then(_traced_step("b", (0.01, 0.05)))
+    .then(_traced_step("c", (0.01, 0.05)))
+    .commit()
+)
+
+
+class Starter:
+    """Starts runs one after another on a thread until told to stop or one is refused."""
+
+    def __init__(self, wf: Any, limit: int) -> None:
+        self.acked: list[str] = []
+        self.refused: list[str] = []
+        self.calling_since: float | None = None
+        self.stop = threading.Event()
+        self._wf = wf
+        self._limit = limit
+        self.thread = threading.Thread(target=self._run, name="chaos-starter")
+        self.thread.start()
+
+    def _run(self) -> None:
+        for index in range(self._limit):
+            if self.stop.is_set():
+                return
+            run_id = f"disk-{index:05d}"
+            self.calling_since = time.monotonic()
+            try:
+                self._wf.create_run(run_id).start_async(
+                    input_data={"token": "input"}, request_context={"pad": PAD}
+                )
+            except StoreError:
+                self.refused.append(run_id)
+                return
+            finally:
+                self.calling_since = None
+            self.acked.append(run_id)
+            time.sleep(PACE)  # idle moments, in which the store checkpoints its WAL
+
+    def stalled(self) -> bool:
+        since = self.calling_since
+        return since is not None and time.monotonic() - since > STALL
+
+
+def disk_child(params: dict[str, Any]) -> None:
+    """In a child, on the tmpfs: fill the disk with runs, check, free the filler, check again."""
+    global _journal  # noqa: PLW0603 - the traced steps write here
+    EVENTS.configure()
+    mount, journal_path = Path(params["mount"]), Path(params["journal"])
+    _journal = Journal(journal_path)
+    filler = mount / "filler"
+    with filler.open("wb") as file:
+        file.write(b"\0" * FILLER_BYTES)
+        file.flush()
+        os.fsync(file.fileno())
+    db = mount / "runs.db"
+    out: dict[str, Any] = {}
+    rt = Runtime(store=db, stop_timeout=30).start()
+    try:
+        wf = rt.register(DISK_WORKFLOW)
+        starter = Starter(wf, params["max_runs"])
+        while starter.thread.is_alive() and not starter.stalled():
+            time.sleep(0.02)
+        out["filled"] = starter.stalled()
+        out["acked_when_full"] = len(starter.acked)
+        out["in_flight_when_full"] = sum(
+            not wf.get_workflow_run_execution_result(run_id).is_terminal for run_id in starter.acked
+        )
+        time.sleep(1.0)  # let the runs in flight run into the full disk as well
+        out["free_bytes_when_full"] = shutil.disk_usage(mount).free
+        out["files_when_full"] = ", ".join(
+            f"{path.name.replace('runs.db-', '').replace('runs.db', 'db')} "
+            f"{path.stat().st_size // 1024}"
+            for path in sorted(mount.iterdir())
+            if path.name.startswith("runs.db")
+        )
+        log = KillLog.read(journal_path)
+        out["lost_runs_full"] = sum(
+            wf.get_workflow_run_execution_result(run_id) is None for run_id in starter.acked
+        )
+        out["lost_steps_full"] = _lost_steps(wf, log)
+        out["failed_while_full"] = sum(
+            (r := wf.get_workflow_run_execution_result(run_id)) is not None and r.status == "failed"
+            for run_id in starter.acked
+        )
+        starter.stop.set()
+        freed_at = time.monotonic()
+        filler.unlink()
+        starter.thread.join(60)
+        out["blocked_start_returned_s"] = time.monotonic() - freed_at
+        finished, deadline = 0, time.monotonic() + 120
+        for run_id in starter.acked:
+            with contextlib.suppress(RunTimeoutError):
+                left = max(0.1, deadline - time.monotonic())
+                finished += wf.create_run(run_id).wait(timeout=left).status == "success"
+        out["started"] = len(starter.acked)
+        out["finished"] = finished
+        out["refused"] = len(starter.refused)
+        out["refused_in_store"] = sum(
+            wf.get_workflow_run_execution_result(run_id) is not None for run_id in starter.refused
+        )
+        log = KillLog.read(journal_path)
+        out["lost_runs_end"] = sum(
+            wf.get_workflow_run_execution_result(run_id) is None for run_id in starter.acked
+        )
+        out["lost_steps_end"] = _lost_steps(wf, log)
+        out["reruns"] = sum(len(executions) - 1 for executions in log.starts.values())
+        out["chain_breaks"] = sum(
+            chain_breaks(result, log)
+            for run_id in starter.acked
+            if (result := wf.get_workflow_run_execution_result(run_id)) is not None
+        )
+    finally:
+        rt.stop()
+    out["integrity"] = integrity(db)
+    out["events"] = EVENTS.since(Counter())
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def _lost_steps(wf: Any, log: KillLog) -> int:
+    """Steps whose output a later step consumed (so it was committed) missing from the store."""
+    lost = 0
+    for (run_id, step), executions in log.starts.items():
+        previous = _previous(step)
+        if previous is None:
+            continue
+        result = wf.get_workflow_run_execution_result(run_id)
+        stored = None if result is None else result.steps.get(previous)
+        stored_token = None if stored is None or stored.output is None else stored.output["token"]
+        consumed = {token_in for _, _, token_in in executions}
+        lost += stored_token not in consumed
+    return lost
+
+
+def full_disk(sizes: Sizes, folder: Path) -> list[Row]:
+    mount = folder / "tmpfs"
+    mount.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={DISK_SIZE}", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        reason = (mounted.stderr or mounted.stdout).strip().splitlines()
+        return [reported(DISK, "skipped: mount refused", reason[-1] if reason else "no reason")]
+    began = time.monotonic()
+    try:
+        child = subprocess.run(
+            [
+                sys.executable,
+                str(SCRIPT),
+                "--role",
+                "disk-child",
+                "--params",
+                json.dumps(
+                    {
+                        "mount": str(mount),
+                        "journal": str(folder / "disk.journal"),
+                        "max_runs": sizes.disk_max_runs,
+                    }
+                ),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    finally:
+        unmounted = subprocess.run(["umount", str(mount)], check=False).returncode == 0
+    lines = [line for line in child.stdout.splitlines() if line.startswith("RESULT ")]
+    if child.returncode != 0 or not lines:
+        tail = (child.stderr.strip().splitlines() or ["no output"])[-1]
+        return [
+            Row(DISK, "the child crashed", f"exit {child.returncode}: {tail[:100]}", "-", False)
+        ]
+    out = json.loads(lines[-1][len("RESULT ") :])
+    return [
+        must_be(DISK, f"the {DISK_SIZE} tmpfs filled up", out["filled"], True),
+        reported(DISK, "runs acknowledged before it was full", out["acked_when_full"]),
+        reported(DISK, "  of them in flight when it was", out["in_flight_when_full"]),
+        reported(DISK, "bytes free while full", out["free_bytes_when_full"]),
+        reported(DISK, "KiB of the files while full", out["files_when_full"]),
+        must_be(DISK, "acknowledged-but-lost runs, while full", out["lost_runs_full"], 0),
+        must_be(DISK, "acknowledged-but-lost steps, while full", out["lost_steps_full"], 0),
+        must_be(DISK, "runs failed by the full disk", out["failed_while_full"], 0),
+        reported(
+            DISK, "s for the blocked start to return once freed", out["blocked_start_returned_s"]
+        ),
+        reported(DISK, "starts refused (StoreError)", out["refused"]),
+        must_be(DISK, "refused starts found in the store", out["refused_in_store"], 0),
+        must_be(DISK, "runs finished after space returns", out["finished"], out["started"]),
+        must_be(DISK, "acknowledged-but-lost runs, at the end", out["lost_runs_end"], 0),
+        must_be(DISK, "acknowledged-but-lost steps, at the end", out["lost_steps_end"], 0),
+        must_be(DISK, "steps re-run", out["reruns"], 0),
+        must_be(DISK, "stored step chains that contradict the journal", out["chain_breaks"], 0),
+        must_be(DISK, "PRAGMA integrity_check", out["integrity"], "ok"),
+        reported(DISK, "callboard warnings/errors logged", out["events"]),
+        must_be(DISK, "the tmpfs unmounted at the end", unmounted, True),
+        reported(DISK, "seconds", time.monotonic() - began),
+    ]
+
+
+# --- the campaign ---------------------------------------------------------------------
+
+
+def guarded(scenario: str, body: Callable[[], list[Row]]) -> list[Row]:
+    """A scenario's rows, or one failing row if the scenario itself raised."""
+    try:
+        return body()
+    except Exception as exc:
+        return [
+            Row(scenario, "the scenario raised", f"{type(exc).__name__}: {exc}"[:120], "-", False)
+        ]
+
+
+def campaign(sizes: Sizes, seed: int, folder: Path, only: Sequence[str]) -> Iterator[Row]:
+    if "kills" in only:
+        yield from guarded(KILLS, lambda: kills(sizes, seed, folder))
+    if "soak" in only:
+        yield from guarded(SOAK, lambda: soak(sizes.soak_runs, seed))
+        yield from guarded(
+            SOAK,
+            lambda: soak(sizes.soak_sqlite_runs, seed + 1, folder / "soak.db", label="sqlite"),
+        )
+    if "flips" in only:
+        yield from guarded(
+            FLIPS, lambda: bit_flips(sizes.flip_runs, seed, folder, sizes.flip_unfinished)
+        )
+    if "disk" in only:
+        yield from guarded(DISK, lambda: full_disk(sizes, folder))
+
+
+@contextlib.contextmanager
+def workspace(keep: bool) -> Iterator[Path]:
+    folder = Path(tempfile.mkdtemp(prefix="callboard-chaos-"))
+    try:
+        yield folder
+    finally:
+        if keep:
+            print(f"files kept in {folder}")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller N in every scenario")
+    parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    parser.add_argument("--seed", type=int, default=None, help="repeat an earlier campaign")
+    parser.add_argument("--keep", action="store_true", help="keep the files for a look")
+    parser.add_argument("--role", choices=("kill-worker", "disk-child"), help=argparse.SUPPRESS)
+    parser.add_argument("--params", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.role == "kill-worker":
+        kill_worker(json.loads(args.params))
+        return 0
+    if args.role == "disk-child":
+        disk_child(json.loads(args.params))
+        return 0
+    sizes = QUICK if args.quick else FULL
+    seed = random.randrange(2**32) if args.seed is None else args.seed
+    EVENTS.configure()
+    print(
+        f"callboard chaos: seed {seed}{' (quick)' if args.quick else ''}; "
+        f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
+        f"{os.cpu_count()} cores; scenarios: {' '.join(args.only)}",
+        flush=True,
+    )
+    began = time.monotonic()
+    rows: list[Row] = []
+    with workspace(args.keep) as folder:
+        for row in campaign(sizes, seed, folder, args.only):
+            rows.append(row)
+    print()
+    print_table(rows)
+    failed = [row for row in rows if row.ok is False]
+    print()
+    print(
+        f"{len(rows)} figures, {sum(row.ok is not None for row in rows)} with a bound, "
+        f"{len(failed)} failed; {time.monotonic() - began:.0f} s"
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
