@@ -833,6 +833,7 @@ class Reading:
         if damaged and (
             _failed_as_unreadable(got)
             or (original is None and getattr(got, "status", None) == "failed")
+            or (original is None and got == [("status", "failed")])  # a watch's last event
         ):
             # Recovery could not resume it and recorded it failed, naming why (a
             # query with ``fields`` may leave the error out): flagged, not misread.
