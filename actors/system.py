@@ -61,20 +61,23 @@ class ActorSystem:
     Args:
         store: Where runs are kept; the system closes it at :meth:`shutdown`.
         max_concurrent_runs: The most runs in progress at once (``None``: no limit).
+        max_step_threads: The most step actor threads at once; calls beyond wait.
         retention: What ended runs to keep; ``None`` keeps them all.
     """
 
     def __init__(
         self,
         store: SnapshotStore,
+        *,
         max_concurrent_runs: int | None,
+        max_step_threads: int,
         retention: RetentionPolicy | None = None,
     ) -> None:
         self.store = store
         self._report_timer: threading.Timer | None = None
         self.dispatcher = Dispatcher()
         self.loop = AsyncLoop()
-        self.pool = StepPool(self.loop)
+        self.pool = StepPool(self.loop, limit=max_step_threads)
         self.timers = Timers()
         self.hooks = HookRunner()
         self.registry = RegistryActor.start(store, self.hooks)

@@ -87,6 +87,55 @@ def test_the_pool_does_not_grow_beyond_its_limit(make_harness: Callable[..., Har
     assert all(harness.reply().ok for _ in range(6))
 
 
+def test_calls_past_the_limit_wait_in_a_backlog_and_run_in_the_order_they_came(
+    make_harness: Callable[..., Harness],
+) -> None:
+    harness = make_harness(core=1, limit=1)
+    release = threading.Event()
+    entered = threading.Event()
+    order: list[str] = []
+
+    def blocking(ctx: Any) -> Value:
+        entered.set()
+        release.wait(WAIT)
+        return ctx.input_data
+
+    def noting(ctx: Any) -> Value:
+        order.append(ctx.input_data.value)
+        return ctx.input_data
+
+    try:
+        harness.execute(step(blocking), {"value": "blocking"})
+        assert entered.wait(WAIT)
+        for index in range(50):
+            harness.execute(step(noting), {"value": str(index)})
+    finally:
+        release.set()
+
+    assert all(harness.reply().ok for _ in range(51))
+    assert harness.pool.size == 1
+    assert order == [str(index) for index in range(50)]
+
+
+def test_a_limit_below_core_caps_the_actors_kept_too(
+    make_harness: Callable[..., Harness],
+) -> None:
+    before = step_threads()
+    harness = make_harness(core=4, limit=1)
+    threads: set[str] = set()
+
+    def body(ctx: Any) -> Value:
+        threads.add(threading.current_thread().name)
+        return ctx.input_data
+
+    for index in range(8):
+        harness.execute(step(body), {"value": str(index)})
+    assert all(harness.reply().ok for _ in range(8))
+
+    assert len(threads) == 1
+    assert len({t for t in step_threads() - before if t.name.startswith("StepActor-")}) == 1
+
+
 def test_pool_stop_ends_the_step_actor_threads(make_harness: Callable[..., Harness]) -> None:
     before = step_threads()
     harness = make_harness(core=2)
