@@ -2,9 +2,9 @@
 
 Step bodies may block (a sync body that sleeps holds its thread), so each
 step actor is a threading actor. They live in a :class:`StepPool` that reuses
-idle actors and grows only when a call has waited a while for one: steps that
-end quickly are served by a few threads, while blocked steps get a thread
-each up to the pool's limit (the runtime's ``max_step_threads``). Past
+idle actors and grows only when calls wait for one because the actors are
+blocked: a burst of short steps is served by a few threads, while blocked
+steps get a thread each up to the pool's limit (the runtime's ``max_step_threads``). Past
 the limit, calls wait in the pool's backlog, first in first out, for an actor
 to free up: never a thread more, and never a call dropped before the pool
 stops. ``async def`` bodies
@@ -29,13 +29,22 @@ from actors.step import StepActor
 from runtime._errors import RuntimeStoppedError
 from runtime._tracing import emit
 
-__all__ = ["STOP_TIMEOUT", "TICK", "AsyncLoop", "StepPool"]
+__all__ = ["BUSY", "STOP_TIMEOUT", "TICK", "AsyncLoop", "StepPool"]
 
 TICK: Final = 0.02
-"""How long a call may wait for a step actor before the pool grows.
+"""How long a call waits for a step actor before the pool may grow.
 
 Longer than CPython's GIL switch interval (5 ms), so that a call that waits
 only for a busy thread to let go of the GIL does not start a thread."""
+
+BUSY: Final = 0.5
+"""Share of one CPU the process may use in a tick for the pool to grow while calls wait.
+
+Calls wait for an actor either because the actors are blocked (sleeping, in
+I/O), and more actors help, or because the process is busy and they wait for
+the GIL, and more threads only add hand-offs. A process using less CPU than
+this is not busy. Actors that finish no call in a whole tick are blocked
+however busy the process is."""
 
 
 STOP_TIMEOUT: Final = 5.0
@@ -94,8 +103,10 @@ class StepPool:
 
     A call goes to an idle actor, or to a new one while fewer than ``core``
     live; otherwise it joins the backlog, which actors that free up serve in
-    order. Once the oldest call in the backlog has waited :data:`TICK`, the
-    monitor thread starts an actor for every call waiting, up to ``limit``.
+    order. When the oldest call in the backlog has waited a whole
+    :data:`TICK` while the actors were blocked (none finished a call, or the
+    process used less than :data:`BUSY` of a CPU), the monitor thread starts
+    an actor for every call waiting, up to ``limit``.
 
     Args:
         loop: Where ``async def`` bodies run.
@@ -121,6 +132,7 @@ class StepPool:
         self._idle: list[tuple[pykka.ActorRef[Any], float]] = []
         self._backlog: deque[tuple[StepActorMessage, float]] = deque()
         self._live = 0
+        self._completions = 0
         self._stopping = False
         self._monitor = threading.Thread(
             target=self._watch, name="callboard-step-monitor", daemon=True
@@ -161,6 +173,7 @@ class StepPool:
         A pool that is stopping stops the actor instead (after the call it is in).
         """
         with self._cond:
+            self._completions += 1
             if not self._stopping:
                 if self._backlog:
                     return self._backlog.popleft()[0]
@@ -195,19 +208,22 @@ class StepPool:
                     self._cond.wait(self._idle_timeout if self._live > self._core else None)
                 if self._stopping:
                     return
-                # Wait until the oldest call waiting has waited a whole tick.
-                while (
-                    not self._stopping
-                    and self._backlog
-                    and (remaining := self._backlog[0][1] + TICK - time.monotonic()) > 0
-                ):
+                # Watch one tick: how many calls end in it, and how much CPU the process uses.
+                seen, began, cpu = self._completions, time.monotonic(), time.process_time()
+                deadline = began + TICK
+                while not self._stopping and (remaining := deadline - time.monotonic()) > 0:
                     self._cond.wait(remaining)
                 if self._stopping:
                     return
-                if not self._backlog:
+                if not self._backlog or self._backlog[0][1] > began:
+                    continue  # no call has waited a whole tick
+                stalled = self._completions == seen
+                idle = time.process_time() - cpu < BUSY * (time.monotonic() - began)
+                if not (stalled or idle):
+                    # The process is busy: the calls wait for the CPU (the GIL),
+                    # which more threads would not give them.
                     continue
-                # A call waited a whole tick for an actor: the actors are busy
-                # (blocked, or many), so give every waiting call an actor, up to the limit.
+                # The actors are blocked: every call waiting gets one, up to the limit.
                 grow = min(len(self._backlog), self._limit - self._live)
                 work = [self._backlog.popleft()[0] for _ in range(grow)]
                 self._live += grow

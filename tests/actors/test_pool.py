@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -62,6 +63,24 @@ def test_steps_that_block_make_the_pool_grow_until_all_run_at_once(
         release.set()
     replies = [harness.reply() for _ in range(count)]
     assert all(finished.ok for finished in replies)
+
+
+def test_steps_that_block_briefly_make_the_pool_grow_though_they_keep_finishing(
+    make_harness: Callable[..., Harness],
+) -> None:
+    # Each actor finishes a call every 10 ms, so some call ends in every tick:
+    # only the process's idle CPU shows that the actors are blocked.
+    harness = make_harness(core=2, limit=16)
+
+    def body(ctx: Any) -> Value:
+        time.sleep(0.01)  # the workload: a step blocked in I/O
+        return ctx.input_data
+
+    for index in range(200):
+        harness.execute(step(body), {"value": str(index)})
+    assert all(harness.reply().ok for _ in range(200))
+
+    assert harness.pool.size == 16
 
 
 def test_the_pool_does_not_grow_beyond_its_limit(make_harness: Callable[..., Harness]) -> None:
