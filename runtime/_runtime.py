@@ -84,6 +84,7 @@ class RunHost:
 
         Raises:
             RunAlreadyStartedError: if the run's id is taken.
+            RuntimeOverloadedError: if ``max_pending_runs`` runs wait to start.
             RuntimeStoppedError: if the runtime is not running.
         """
         if not self.running().start_run(plan, snapshot, record):
@@ -150,6 +151,16 @@ class Runtime:
             ``run.start()`` inside a step) can wait for ever once every thread
             is taken by such steps: bound those runs with
             ``max_concurrent_runs`` below this.
+        max_pending_runs: The most runs that may wait to start: started but
+            not yet given a run actor, because ``max_concurrent_runs`` runs
+            are in progress or the supervisor has yet to reach them. Runs
+            woken from a sleep, resumed or recovered are never refused, but
+            count while they queue. When that many wait, ``start_async``
+            (and ``start``) raises :class:`RuntimeOverloadedError` before
+            recording anything, and the same run can be started later.
+            ``None`` (the default) sets no limit: queueing many runs behind
+            ``max_concurrent_runs`` is a use the runtime supports, and a
+            waiting run costs only its snapshot, no thread.
         stop_timeout: Seconds :meth:`stop` (and leaving the ``with`` block)
             waits for runs in progress before recording them as failed (in
             memory) or leaving them for the next runtime (on a durable store).
@@ -160,11 +171,11 @@ class Runtime:
 
     Raises:
         TypeError: for a ``store`` that is none of the above, a
-            ``max_step_threads`` that is not an ``int``, or a ``retention``
-            that is neither a policy nor a mapping.
-        ValueError: for a ``max_concurrent_runs`` or ``max_step_threads``
-            below 1, a negative ``stop_timeout``, an empty store location or
-            a retention policy pydantic refuses.
+            ``max_step_threads`` or ``max_pending_runs`` that is not an
+            ``int``, or a ``retention`` that is neither a policy nor a mapping.
+        ValueError: for a ``max_concurrent_runs``, ``max_step_threads`` or
+            ``max_pending_runs`` below 1, a negative ``stop_timeout``, an
+            empty store location or a retention policy pydantic refuses.
     """
 
     def __init__(
@@ -173,6 +184,7 @@ class Runtime:
         store: SnapshotStore | str | os.PathLike[str] | None = None,
         max_concurrent_runs: int | None = None,
         max_step_threads: int = DEFAULT_MAX_STEP_THREADS,
+        max_pending_runs: int | None = None,
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
         retention: RetentionPolicy | Mapping[str, Any] | None = None,
     ) -> None:
@@ -182,6 +194,11 @@ class Runtime:
             raise ValueError(f"stop_timeout must not be negative, got {stop_timeout}")
         self._max_concurrent_runs = max_concurrent_runs
         self._max_step_threads = _at_least_one("max_step_threads", max_step_threads)
+        self._max_pending_runs = (
+            None
+            if max_pending_runs is None
+            else _at_least_one("max_pending_runs", max_pending_runs)
+        )
         self._retention = _retention(retention)
         self._stop_timeout = stop_timeout
         self._lock = threading.Lock()
@@ -234,6 +251,7 @@ class Runtime:
                 host.store,
                 max_concurrent_runs=self._max_concurrent_runs,
                 max_step_threads=self._max_step_threads,
+                max_pending_runs=self._max_pending_runs,
                 retention=self._retention,
             )
             system.recover(self._plans, report_others=False)

@@ -8,9 +8,24 @@ from typing import Any
 
 import pytest
 
-from runtime import Runtime, create_step, create_workflow
+from runtime import (
+    RunAlreadyStartedError,
+    Runtime,
+    RuntimeOverloadedError,
+    WorkflowError,
+    create_step,
+    create_workflow,
+)
 from runtime._runtime import DEFAULT_MAX_STEP_THREADS
-from tests._support import BLOCK_LIMIT, Runtimes, Value
+from tests._support import (
+    BLOCK_LIMIT,
+    Runtimes,
+    Value,
+    actor_system,
+    quick_workflow,
+    shout_step,
+    wait_until,
+)
 
 NOT_BEFORE = 0.5
 """Seconds to watch for something that must not happen (the pool grows within 20 ms)."""
@@ -155,3 +170,179 @@ def test_max_step_threads_below_one_is_a_value_error(value: int) -> None:
 def test_max_step_threads_that_is_not_an_int_is_a_type_error(value: Any) -> None:
     with pytest.raises(TypeError, match="max_step_threads must be an int"):
         Runtime(max_step_threads=value)
+
+
+# --- max_pending_runs -------------------------------------------------------------------
+
+
+def held_and_quick(rt: Runtime, gate: threading.Event) -> tuple[Any, Any]:
+    """Start a run whose step waits for ``gate``: on ``max_concurrent_runs=1`` it holds the slot.
+
+    Returns a bound one-step workflow to start more runs of, and the holding
+    run, whose step has begun by then.
+    """
+    entered = threading.Event()
+
+    def hold(ctx: Any) -> Value:
+        entered.set()
+        gate.wait(BLOCK_LIMIT)
+        return ctx.input_data
+
+    held = rt.register(
+        create_workflow(id="held", input_schema=Value, output_schema=Value)
+        .then(create_step(id="hold", input_schema=Value, output_schema=Value, execute=hold))
+        .commit()
+    )
+    holder = held.create_run()
+    holder.start_async(input_data={"value": "held"})
+    assert entered.wait(BLOCK_LIMIT)
+    return rt.register(quick_workflow()), holder
+
+
+def test_start_async_refuses_a_run_when_max_pending_runs_wait_and_records_nothing(
+    runtimes: Runtimes,
+) -> None:
+    rt = runtimes.start("memory", max_concurrent_runs=1, max_pending_runs=3)
+    gate = runtimes.gate()
+    wf, holder = held_and_quick(rt, gate)
+    waiting = [wf.create_run() for _ in range(3)]
+    for run in waiting:
+        run.start_async(input_data={"value": "w"})
+    refused = wf.create_run()
+
+    with pytest.raises(RuntimeOverloadedError) as overloaded:
+        refused.start_async(input_data={"value": "r"})
+
+    assert isinstance(overloaded.value, WorkflowError)
+    assert (overloaded.value.limit, overloaded.value.run_id) == (3, refused.run_id)
+    assert "max_pending_runs" in str(overloaded.value)
+    assert wf.get_workflow_run_execution_result(refused.run_id) is None
+    assert rt.store is not None and rt.store.load(refused.run_id) is None
+    with pytest.raises(RuntimeOverloadedError):  # run.start() goes the same way
+        wf.create_run().start(input_data={"value": "r"}, timeout=BLOCK_LIMIT)
+
+    gate.set()
+    assert holder.wait(timeout=BLOCK_LIMIT).status == "success"
+    assert [run.wait(timeout=BLOCK_LIMIT).status for run in waiting] == ["success"] * 3
+    # The same Run object starts once runs have drained.
+    assert refused.start(input_data={"value": "r"}, timeout=BLOCK_LIMIT).result == {"value": "R"}
+    assert actor_system(rt).pending is not None
+    assert actor_system(rt).pending.count == 0
+
+
+def test_a_waiting_run_that_is_cancelled_frees_its_place(runtimes: Runtimes) -> None:
+    rt = runtimes.start("memory", max_concurrent_runs=1, max_pending_runs=1)
+    gate = runtimes.gate()
+    wf, _ = held_and_quick(rt, gate)
+    waiting = wf.create_run()
+    waiting.start_async(input_data={"value": "w"})
+    with pytest.raises(RuntimeOverloadedError):
+        wf.create_run().start_async(input_data={"value": "x"})
+
+    waiting.cancel()
+
+    later = wf.create_run()
+    later.start_async(input_data={"value": "x"})  # the cancelled run's place
+    gate.set()
+    assert later.wait(timeout=BLOCK_LIMIT).status == "success"
+    assert waiting.wait(timeout=BLOCK_LIMIT).status == "canceled"
+
+
+def test_a_start_refused_for_its_run_id_gives_its_place_back(runtimes: Runtimes) -> None:
+    rt = runtimes.start("memory", max_concurrent_runs=1, max_pending_runs=1)
+    gate = runtimes.gate()
+    wf, holder = held_and_quick(rt, gate)
+
+    with pytest.raises(RunAlreadyStartedError):
+        wf.create_run(holder.run_id).start_async(input_data={"value": "same id"})
+
+    wf.create_run().start_async(input_data={"value": "x"})  # not refused: the place is free
+    with pytest.raises(RuntimeOverloadedError):
+        wf.create_run().start_async(input_data={"value": "y"})
+
+
+def test_a_run_woken_from_its_sleep_takes_a_place_while_it_waits(runtimes: Runtimes) -> None:
+    rt = runtimes.start("memory", max_concurrent_runs=1, max_pending_runs=2)
+    gate = runtimes.gate()
+    about_to_sleep = threading.Event()
+
+    def nap(ctx: Any) -> float:
+        about_to_sleep.set()
+        return 1.0  # long enough for the held run below to take the run slot first
+
+    sleeper = rt.register(
+        create_workflow(id="sleeper", input_schema=Value, output_schema=Value)
+        .sleep(nap)
+        .then(shout_step())
+        .commit()
+    ).create_run()
+    sleeper.start_async(input_data={"value": "s"})
+    assert about_to_sleep.wait(BLOCK_LIMIT)
+    wf, _ = held_and_quick(rt, gate)
+    pending = actor_system(rt).pending
+    assert pending is not None
+    wait_until(lambda: pending.count == 1, what="the woken run queued behind the held one")
+
+    wf.create_run().start_async(input_data={"value": "x"})
+    with pytest.raises(RuntimeOverloadedError):
+        wf.create_run().start_async(input_data={"value": "y"})
+
+    gate.set()
+    assert sleeper.wait(timeout=BLOCK_LIMIT).result == {"value": "S"}
+    wait_until(lambda: pending.count == 0, what="every place given back")
+
+
+def test_concurrent_starts_admit_exactly_max_pending_runs(runtimes: Runtimes) -> None:
+    rt = runtimes.start("memory", max_concurrent_runs=1, max_pending_runs=50)
+    gate = runtimes.gate()
+    wf, _ = held_and_quick(rt, gate)
+    threads, per_thread = 8, 25
+    go = threading.Barrier(threads, timeout=BLOCK_LIMIT)
+    admitted: list[Any] = []
+    refused: list[Any] = []
+
+    def starter() -> None:
+        runs = [wf.create_run() for _ in range(per_thread)]
+        go.wait()
+        for run in runs:
+            try:
+                run.start_async(input_data={"value": "x"})
+            except RuntimeOverloadedError:
+                refused.append(run)
+            else:
+                admitted.append(run)
+
+    workers = [threading.Thread(target=starter) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(BLOCK_LIMIT)
+
+    assert (len(admitted), len(refused)) == (50, threads * per_thread - 50)
+    assert all(wf.get_workflow_run_execution_result(run.run_id) is None for run in refused)
+    gate.set()
+    assert all(run.wait(timeout=BLOCK_LIMIT).status == "success" for run in admitted)
+
+
+@pytest.mark.parametrize("value", [0, -5])
+def test_max_pending_runs_below_one_is_a_value_error(value: int) -> None:
+    with pytest.raises(ValueError, match="max_pending_runs must be at least 1"):
+        Runtime(max_pending_runs=value)
+
+
+@pytest.mark.parametrize("value", [1.5, "10", False])
+def test_max_pending_runs_that_is_not_an_int_is_a_type_error(value: Any) -> None:
+    with pytest.raises(TypeError, match="max_pending_runs must be an int"):
+        Runtime(max_pending_runs=value)
+
+
+def test_without_max_pending_runs_nothing_is_counted(runtimes: Runtimes) -> None:
+    rt = runtimes.start("memory", max_concurrent_runs=1)
+    gate = runtimes.gate()
+    wf, _ = held_and_quick(rt, gate)
+    runs = [wf.create_run() for _ in range(500)]
+    for run in runs:
+        run.start_async(input_data={"value": "x"})  # none refused
+    assert actor_system(rt).pending is None
+    gate.set()
+    assert runs[-1].wait(timeout=BLOCK_LIMIT).status == "success"
