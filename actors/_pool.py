@@ -2,10 +2,14 @@
 
 Step bodies may block (a sync body that sleeps holds its thread), so each
 step actor is a threading actor. They live in a :class:`StepPool` that reuses
-idle actors and grows only when the work waiting makes no progress: a burst of
-short CPU-bound steps is served by a few threads, while many blocked steps get
-a thread each (up to a limit). ``async def`` bodies run on one shared event
-loop thread (:class:`AsyncLoop`) and hold no step actor while they wait.
+idle actors and grows only when calls wait for one because the actors are
+blocked: a burst of short steps is served by a few threads, while blocked
+steps get a thread each up to the pool's limit (the runtime's ``max_step_threads``). Past
+the limit, calls wait in the pool's backlog, first in first out, for an actor
+to free up: never a thread more, and never a call dropped before the pool
+stops. ``async def`` bodies
+run on one shared event loop thread (:class:`AsyncLoop`) and hold no step
+actor while they wait.
 """
 
 from __future__ import annotations
@@ -25,13 +29,22 @@ from actors.step import StepActor
 from runtime._errors import RuntimeStoppedError
 from runtime._tracing import emit
 
-__all__ = ["STOP_TIMEOUT", "TICK", "AsyncLoop", "StepPool"]
+__all__ = ["BUSY", "STOP_TIMEOUT", "TICK", "AsyncLoop", "StepPool"]
 
 TICK: Final = 0.02
-"""How long waiting steps may go without any step finishing before the pool grows.
+"""How long a call waits for a step actor before the pool may grow.
 
-Longer than CPython's GIL switch interval (5 ms), so a busy dispatcher thread
-is not mistaken for steps that block."""
+Longer than CPython's GIL switch interval (5 ms), so that a call that waits
+only for a busy thread to let go of the GIL does not start a thread."""
+
+BUSY: Final = 0.5
+"""Share of one CPU the process may use in a tick for the pool to grow while calls wait.
+
+Calls wait for an actor either because the actors are blocked (sleeping, in
+I/O), and more actors help, or because the process is busy and they wait for
+the GIL, and more threads only add hand-offs. A process using less CPU than
+this is not busy. Actors that finish no call in a whole tick are blocked
+however busy the process is."""
 
 
 STOP_TIMEOUT: Final = 5.0
@@ -112,12 +125,20 @@ def _quiet_at_stop(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> 
 
 
 class StepPool:
-    """Step actors to run steps on, reused while idle, grown when steps block.
+    """Step actors to run steps on, reused while idle, grown when calls wait, bounded.
+
+    A call goes to an idle actor, or to a new one while fewer than ``core``
+    live; otherwise it joins the backlog, which actors that free up serve in
+    order. When the oldest call in the backlog has waited a whole
+    :data:`TICK` while the actors were blocked (none finished a call, or the
+    process used less than :data:`BUSY` of a CPU), the monitor thread starts
+    an actor for every call waiting, up to ``limit``.
 
     Args:
         loop: Where ``async def`` bodies run.
-        core: Step actors kept even when idle.
-        limit: The most step actors at once; steps beyond wait their turn.
+        limit: The most step actors (threads) at once; calls beyond wait their
+            turn in a first-in, first-out backlog.
+        core: Step actors kept even when idle (at most ``limit``).
         idle_timeout: Seconds an idle actor beyond ``core`` lives on.
     """
 
@@ -125,17 +146,17 @@ class StepPool:
         self,
         loop: AsyncLoop,
         *,
+        limit: int,
         core: int = 4,
-        limit: int = 4096,
         idle_timeout: float = 60.0,
     ) -> None:
         self.loop = loop
-        self._core = core
+        self._core = min(core, limit)
         self._limit = limit
         self._idle_timeout = idle_timeout
         self._cond = threading.Condition()
         self._idle: list[tuple[pykka.ActorRef[Any], float]] = []
-        self._backlog: deque[StepActorMessage] = deque()
+        self._backlog: deque[tuple[StepActorMessage, float]] = deque()
         self._live = 0
         self._completions = 0
         self._stopping = False
@@ -164,7 +185,7 @@ class StepPool:
                 self._live += 1
                 ref = None
             else:
-                self._backlog.append(call)
+                self._backlog.append((call, time.monotonic()))
                 if len(self._backlog) == 1:
                     self._cond.notify()
                 return
@@ -181,7 +202,7 @@ class StepPool:
             self._completions += 1
             if not self._stopping:
                 if self._backlog:
-                    return self._backlog.popleft()
+                    return self._backlog.popleft()[0]
                 self._idle.append((ref, time.monotonic()))
                 return None
             self._live -= 1
@@ -218,21 +239,31 @@ class StepPool:
                     self._cond.wait(self._idle_timeout if self._live > self._core else None)
                 if self._stopping:
                     return
-                seen = self._completions
-                deadline = time.monotonic() + TICK
+                # Watch one tick: how many calls end in it, and how much CPU the process uses.
+                seen, began, cpu = self._completions, time.monotonic(), time.process_time()
+                deadline = began + TICK
                 while not self._stopping and (remaining := deadline - time.monotonic()) > 0:
                     self._cond.wait(remaining)
                 if self._stopping:
                     return
-                if not self._backlog or self._completions != seen:
+                if not self._backlog or self._backlog[0][1] > began:
+                    continue  # no call has waited a whole tick
+                stalled = self._completions == seen
+                idle = time.process_time() - cpu < BUSY * (time.monotonic() - began)
+                if not (stalled or idle):
+                    # The process is busy: the calls wait for the CPU (the GIL),
+                    # which more threads would not give them.
                     continue
-                # Nothing finished for a whole tick while steps waited: the
-                # actors are blocked, so give every waiting step an actor.
+                # The actors are blocked: every call waiting gets one, up to the limit.
                 grow = min(len(self._backlog), self._limit - self._live)
-                work = [self._backlog.popleft() for _ in range(grow)]
+                work = [self._backlog.popleft()[0] for _ in range(grow)]
                 self._live += grow
-            if work:
-                emit(logging.DEBUG, "step_pool_grown", added=len(work), size=self._live)
+                if not work:
+                    # At the limit: the waiting calls are served as actors free
+                    # up. Look again later, to retire actors once the rush is over.
+                    self._cond.wait(self._idle_timeout)
+                    continue
+            emit(logging.DEBUG, "step_pool_grown", added=len(work), size=self._live)
             for call in work:
                 StepActor.start(self).tell(call)
 

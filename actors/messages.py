@@ -70,10 +70,16 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class StartRun:
-    """Start a run whose pending snapshot is already recorded."""
+    """Start a run whose pending snapshot is already recorded.
+
+    ``admitted``: the run holds a place in the runtime's
+    :class:`~actors.supervisor.PendingRuns`, taken by ``start_async``; the
+    supervisor gives it back once the run leaves its queue.
+    """
 
     plan: ExecutionPlan
     snapshot: Snapshot
+    admitted: bool = False
 
 
 @dataclass(frozen=True, slots=True)

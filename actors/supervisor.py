@@ -33,7 +33,54 @@ from actors.step import error_dict
 from runtime._plan import ExecutionPlan
 from runtime._snapshot import Snapshot, canceled_record
 
-__all__ = ["SupervisorActor"]
+__all__ = ["PendingRuns", "SupervisorActor"]
+
+
+class PendingRuns:
+    """How many runs wait to start, counted from any thread, bounded at admission.
+
+    ``start_async`` takes a place (:meth:`admit`) before it records a run and
+    sends ``StartRun(admitted=True)``; the supervisor gives the place back
+    (:meth:`release`) when the run leaves its mailbox for a run actor, or
+    leaves its queue (started, cancelled or aborted). A run that joins the
+    queue without being admitted (woken from a sleep, resumed, recovered)
+    cannot be refused but is counted while it waits (:meth:`add`), so that
+    new starts wait for it. The count is never below the runs waiting, so
+    the bound holds however the threads interleave.
+
+    Args:
+        limit: The most runs that may wait.
+    """
+
+    __slots__ = ("_count", "_lock", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._count = 0
+        self._lock = threading.Lock()
+
+    @property
+    def count(self) -> int:
+        """How many runs wait now."""
+        return self._count
+
+    def admit(self) -> bool:
+        """Take a place for a new run; ``False`` if ``limit`` runs wait already."""
+        with self._lock:
+            if self._count >= self.limit:
+                return False
+            self._count += 1
+            return True
+
+    def add(self) -> None:
+        """Count a run that waits without having been admitted (it may exceed ``limit``)."""
+        with self._lock:
+            self._count += 1
+
+    def release(self, count: int = 1) -> None:
+        """Give back the places of ``count`` runs that no longer wait."""
+        with self._lock:
+            self._count -= count
 
 
 class SupervisorActor(DispatchedActor):
@@ -45,7 +92,8 @@ class SupervisorActor(DispatchedActor):
     sleeps or suspends (:class:`RunParked`). A sleeping run holds no actor:
     the supervisor keeps its snapshot and a timer, and starts a new run actor
     from the snapshot when the timer fires. Runs beyond
-    ``max_concurrent_runs`` wait in the order they were started (or woken).
+    ``max_concurrent_runs`` wait in the order they were started (or woken);
+    with ``pending``, each holds a place in it until it leaves the queue.
     """
 
     survives_faults = True  # one bad message is logged; every other run goes on
@@ -59,9 +107,11 @@ class SupervisorActor(DispatchedActor):
         timers: Timers,
         hooks: HookRunner,
         max_concurrent_runs: int | None,
+        pending: PendingRuns | None = None,
         durable: bool = False,
     ) -> None:
         super().__init__(dispatcher)
+        self._pending = pending
         self._registry = registry
         self._pool = pool
         self._timers = timers
@@ -104,8 +154,13 @@ class SupervisorActor(DispatchedActor):
 
     def _on_start_run(self, message: StartRun) -> None:
         if self._limit is not None and len(self._runs) >= self._limit:
+            # Every run in the queue holds a place; an admitted one has since its start.
+            if self._pending is not None and not message.admitted:
+                self._pending.add()
             self._waiting.append(message)
         else:
+            if message.admitted:
+                self._release(1)
             self._spawn(message)
 
     def _on_run_ended(self, message: RunEnded) -> None:
@@ -154,6 +209,7 @@ class SupervisorActor(DispatchedActor):
             for queued in self._waiting:
                 if queued.snapshot["run_id"] == run_id:
                     self._waiting.remove(queued)
+                    self._release(1)
                     plan, snapshot = queued.plan, queued.snapshot
                     break
         if snapshot is None or plan is None:
@@ -189,6 +245,7 @@ class SupervisorActor(DispatchedActor):
             for run_id, (plan, _, _) in self._sleeping.items():
                 tell_safely(self._registry, RecordFailure(run_id=run_id, error=error, plan=plan))
         # Halted, they stay pending or waiting in a durable store, for the next runtime.
+        self._release(len(self._waiting))
         self._waiting.clear()
         for _, _, handle in self._sleeping.values():
             handle.cancel()
@@ -222,8 +279,13 @@ class SupervisorActor(DispatchedActor):
         if run_id is not None:
             self._runs.pop(run_id, None)
         while self._waiting and (self._limit is None or len(self._runs) < self._limit):
+            self._release(1)
             self._spawn(self._waiting.popleft())
         self._notify_if_idle()
+
+    def _release(self, count: int) -> None:
+        if self._pending is not None and count:
+            self._pending.release(count)
 
     def _record_canceled(
         self, plan: ExecutionPlan, snapshot: Snapshot, on_recorded: Callable[[bool], None]

@@ -37,8 +37,8 @@ from actors.messages import (
     WatchRun,
 )
 from actors.registry import RegistryActor
-from actors.supervisor import SupervisorActor
-from runtime._errors import RuntimeStoppedError
+from actors.supervisor import PendingRuns, SupervisorActor
+from runtime._errors import RuntimeOverloadedError, RuntimeStoppedError
 from runtime._model import ErrorInfo, RunEvent
 from runtime._options import RetentionPolicy
 from runtime._plan import ExecutionPlan
@@ -85,21 +85,28 @@ class ActorSystem:
     Args:
         store: Where runs are kept; the system closes it at :meth:`shutdown`.
         max_concurrent_runs: The most runs in progress at once (``None``: no limit).
+        max_step_threads: The most step actor threads at once; calls beyond wait.
+        max_pending_runs: The most runs waiting to start before :meth:`start_run`
+            refuses new ones (``None``: no limit).
         retention: What ended runs to keep; ``None`` keeps them all.
     """
 
     def __init__(
         self,
         store: SnapshotStore,
+        *,
         max_concurrent_runs: int | None,
+        max_step_threads: int,
+        max_pending_runs: int | None = None,
         retention: RetentionPolicy | None = None,
     ) -> None:
         self.store = store
         self._scanner: threading.Thread | None = None
         self._scanning_stopped = threading.Event()
+        self.pending = None if max_pending_runs is None else PendingRuns(max_pending_runs)
         self.dispatcher = Dispatcher()
         self.loop = AsyncLoop()
-        self.pool = StepPool(self.loop)
+        self.pool = StepPool(self.loop, limit=max_step_threads)
         self.timers = Timers()
         self.hooks = HookRunner()
         self.registry = RegistryActor.start(store, self.hooks)
@@ -110,6 +117,7 @@ class ActorSystem:
             timers=self.timers,
             hooks=self.hooks,
             max_concurrent_runs=max_concurrent_runs,
+            pending=self.pending,
             durable=store.durable,
         )
         self.pruner = None if retention is None else Pruner(store, retention)
@@ -120,16 +128,35 @@ class ActorSystem:
         """Record a new run and hand it to the supervisor; ``False`` if its id is taken.
 
         Raises:
+            RuntimeOverloadedError: if ``max_pending_runs`` runs wait to start;
+                nothing is recorded.
             RuntimeStoppedError: if the actors have stopped; a run recorded just
                 before that is recorded failed, never left pending.
         """
         if not self.registry.is_alive():
             raise RuntimeStoppedError("the runtime's registry has stopped; no run can start")
-        if not self.store.create(record):
+        pending = self.pending
+        if pending is not None and not pending.admit():
+            raise RuntimeOverloadedError(
+                f"{pending.limit} runs are waiting to start (max_pending_runs); nothing was "
+                "recorded: start the run again once runs have drained",
+                limit=pending.limit,
+                run_id=record.run_id,
+            )
+        try:
+            created = self.store.create(record)
+        except BaseException:
+            _give_back(pending)
+            raise
+        if not created:
+            _give_back(pending)
             return False
         try:
-            self.supervisor.tell(StartRun(plan=plan, snapshot=snapshot))
+            self.supervisor.tell(
+                StartRun(plan=plan, snapshot=snapshot, admitted=pending is not None)
+            )
         except pykka.ActorDeadError as exc:
+            _give_back(pending)
             # The run is recorded but nobody will run it: record it failed, so
             # that it never sits pending for ever, and tell the caller.
             stopped = RuntimeStoppedError("the runtime stopped before the run could start")
@@ -326,6 +353,12 @@ def _settler(future: Future[CancelOutcome]) -> Callable[[CancelOutcome], None]:
             future.set_result(outcome)
 
     return settle
+
+
+def _give_back(pending: PendingRuns | None) -> None:
+    """Return the place of a run that was admitted but will not wait after all."""
+    if pending is not None:
+        pending.release()
 
 
 def _stopped_error() -> dict[str, Any]:

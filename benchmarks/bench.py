@@ -291,14 +291,17 @@ class Setup:
 
 
 @contextlib.contextmanager
-def fresh_runtime(setup: Setup, store: str) -> Iterator[Runtime]:
-    """A started runtime on a new store: memory, or a new SQLite file removed afterwards."""
+def fresh_runtime(setup: Setup, store: str, **options: Any) -> Iterator[Runtime]:
+    """A started runtime on a new store: memory, or a new SQLite file removed afterwards.
+
+    ``options`` go to ``Runtime`` as they are.
+    """
     with contextlib.ExitStack() as cleanup:
         location: str | Path = (
             MEMORY if store == MEMORY else cleanup.enter_context(setup.files.fresh("callboard"))
         )
         clean_slate()
-        runtime = Runtime(store=location).start()
+        runtime = Runtime(store=location, **options).start()
         try:
             yield runtime
         finally:
@@ -815,7 +818,8 @@ def plain_sleepers(count: int) -> Concurrency:
 
 def callboard_sleepers(setup: Setup, store: str) -> Concurrency:
     threads_before = threading.active_count()
-    with fresh_runtime(setup, store) as runtime:
+    # Every sleeper holds a step thread: the pool must be allowed that many.
+    with fresh_runtime(setup, store, max_step_threads=setup.sizes.sleepers) as runtime:
         workflow = runtime.register(sleep_workflow())
         runs = [workflow.create_run() for _ in range(setup.sizes.sleepers)]
         clean_slate()

@@ -18,6 +18,8 @@ The hierarchy::
     │                                    by the retention policy (also LookupError)
     ├── RunCrashedError                  the machinery that drove a run failed; the run is failed
     ├── RuntimeStoppedError              a stopped runtime was used, or stopped under a run
+    ├── RuntimeOverloadedError           a start refused: ``max_pending_runs`` runs wait to
+    │                                    start; nothing was recorded, try again later
     ├── RunTimeoutError                  a wait for a run outlasted its timeout (also TimeoutError)
     ├── RunNotSuspendedError             resuming a run that is not suspended, and whose
     │                                    last suspension nobody resumed (never suspended,
@@ -58,6 +60,7 @@ __all__ = [
     "RunNotStartedError",
     "RunNotSuspendedError",
     "RunTimeoutError",
+    "RuntimeOverloadedError",
     "RuntimeStoppedError",
     "SnapshotEncodingError",
     "SnapshotFormatError",
@@ -216,6 +219,22 @@ class RunCrashedError(WorkflowError):
 
 class RuntimeStoppedError(WorkflowError):
     """The runtime is stopped (or stopped while a run was still in progress)."""
+
+
+class RuntimeOverloadedError(WorkflowError):
+    """A start refused because ``max_pending_runs`` runs already wait to start.
+
+    Nothing was recorded: the same run can be started again once runs have
+    drained. It is no ``ValueError`` (the arguments were fine) and no
+    ``TimeoutError`` (nothing waited): the runtime said no at once.
+
+    Attributes:
+        limit: The runtime's ``max_pending_runs``.
+    """
+
+    def __init__(self, message: str, *, limit: int, run_id: str | None = None):
+        super().__init__(message, run_id=run_id)
+        self.limit = limit
 
 
 class RunTimeoutError(WorkflowError, TimeoutError):

@@ -109,6 +109,9 @@ class Run(Generic[In, Out]):
                 and the run can be started again with good arguments.
             RunAlreadyStartedError: if this run was started before, or its id is
                 taken by another run.
+            RuntimeOverloadedError: if the runtime's ``max_pending_runs`` runs
+                wait to start; nothing is recorded, and the run can be started
+                again later.
             RuntimeStoppedError: if the runtime is not running.
         """
         with self._lock:
@@ -159,6 +162,7 @@ class Run(Generic[In, Out]):
         Raises:
             InvalidInputError: as :meth:`start_async`.
             RunAlreadyStartedError: as :meth:`start_async`.
+            RuntimeOverloadedError: as :meth:`start_async`.
             RuntimeStoppedError: as :meth:`start_async`.
             RunTimeoutError: if ``timeout`` passed first (the run goes on).
         """

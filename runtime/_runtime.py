@@ -35,6 +35,20 @@ W = TypeVar("W", bound="Workflow[Any, Any]")
 DEFAULT_STOP_TIMEOUT: Final = 10.0
 """Seconds ``stop()`` waits for runs in progress before failing them."""
 
+DEFAULT_MAX_STEP_THREADS: Final = max(64, 4 * min(32, (os.cpu_count() or 1) + 4))
+"""The most threads a runtime runs sync step bodies on, unless told otherwise.
+
+64, and on machines of more than 12 cores four times ``concurrent.futures``'
+default for I/O-bound work (``min(32, cpus + 4)``), so at most 128. Steps
+mostly wait on I/O, and a runtime hands out some 3,000 steps a second on two
+cores (``benchmarks/burst.py``): 64 threads keep steps that block up to about
+20 ms each from queueing, and a burst of 50,000 steps of 5 ms takes no longer
+with 4,096 threads. An idle thread costs some tens of KB of memory but its
+stack's address space too, and past a few hundred threads GIL hand-offs cost
+more than the threads bring. Steps that block longer, many at once, need a
+larger bound (``max_step_threads``); ``async def`` steps need none.
+"""
+
 
 class RunHost:
     """What a bound workflow's runs use of their runtime: its store and its actor system.
@@ -70,6 +84,7 @@ class RunHost:
 
         Raises:
             RunAlreadyStartedError: if the run's id is taken.
+            RuntimeOverloadedError: if ``max_pending_runs`` runs wait to start.
             RuntimeStoppedError: if the runtime is not running.
         """
         if not self.running().start_run(plan, snapshot, record):
@@ -126,6 +141,26 @@ class Runtime:
         max_concurrent_runs: The most runs in progress at once; further runs
             wait, ``pending``, in the order they were started. ``None`` (the
             default) sets no limit.
+        max_step_threads: The most threads that run sync step bodies (and
+            sync conditions, ``map`` functions and sleep lengths) at once.
+            Calls beyond wait for a thread in the order they came, never
+            dropped. ``async def`` bodies run on one event loop thread and
+            hold none of these while they await. The default,
+            :data:`DEFAULT_MAX_STEP_THREADS`, is 64 on most machines (at most
+            128). A step that blocks until another run's step ends (a
+            ``run.start()`` inside a step) can wait for ever once every thread
+            is taken by such steps: bound those runs with
+            ``max_concurrent_runs`` below this.
+        max_pending_runs: The most runs that may wait to start: started but
+            not yet given a run actor, because ``max_concurrent_runs`` runs
+            are in progress or the supervisor has yet to reach them. Runs
+            woken from a sleep, resumed or recovered are never refused, but
+            count while they queue. When that many wait, ``start_async``
+            (and ``start``) raises :class:`RuntimeOverloadedError` before
+            recording anything, and the same run can be started later.
+            ``None`` (the default) sets no limit: queueing many runs behind
+            ``max_concurrent_runs`` is a use the runtime supports, and a
+            waiting run costs only its snapshot, no thread.
         stop_timeout: Seconds :meth:`stop` (and leaving the ``with`` block)
             waits for runs in progress before recording them as failed (in
             memory) or leaving them for the next runtime (on a durable store).
@@ -135,11 +170,12 @@ class Runtime:
             grows with them.
 
     Raises:
-        TypeError: for a ``store`` that is none of the above, or a
-            ``retention`` that is neither a policy nor a mapping.
-        ValueError: for a ``max_concurrent_runs`` below 1, a negative
-            ``stop_timeout``, an empty store location or a retention policy
-            pydantic refuses.
+        TypeError: for a ``store`` that is none of the above, a
+            ``max_step_threads`` or ``max_pending_runs`` that is not an
+            ``int``, or a ``retention`` that is neither a policy nor a mapping.
+        ValueError: for a ``max_concurrent_runs``, ``max_step_threads`` or
+            ``max_pending_runs`` below 1, a negative ``stop_timeout``, an
+            empty store location or a retention policy pydantic refuses.
     """
 
     def __init__(
@@ -147,6 +183,8 @@ class Runtime:
         *,
         store: SnapshotStore | str | os.PathLike[str] | None = None,
         max_concurrent_runs: int | None = None,
+        max_step_threads: int = DEFAULT_MAX_STEP_THREADS,
+        max_pending_runs: int | None = None,
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
         retention: RetentionPolicy | Mapping[str, Any] | None = None,
     ) -> None:
@@ -155,6 +193,12 @@ class Runtime:
         if stop_timeout < 0:
             raise ValueError(f"stop_timeout must not be negative, got {stop_timeout}")
         self._max_concurrent_runs = max_concurrent_runs
+        self._max_step_threads = _at_least_one("max_step_threads", max_step_threads)
+        self._max_pending_runs = (
+            None
+            if max_pending_runs is None
+            else _at_least_one("max_pending_runs", max_pending_runs)
+        )
         self._retention = _retention(retention)
         self._stop_timeout = stop_timeout
         self._lock = threading.Lock()
@@ -203,7 +247,13 @@ class Runtime:
             if host.store is None:
                 assert self._store_path is not None
                 host.store = SQLiteStore(self._store_path)
-            system = ActorSystem(host.store, self._max_concurrent_runs, self._retention)
+            system = ActorSystem(
+                host.store,
+                max_concurrent_runs=self._max_concurrent_runs,
+                max_step_threads=self._max_step_threads,
+                max_pending_runs=self._max_pending_runs,
+                retention=self._retention,
+            )
             system.recover(self._plans, report_others=False)
             system.scan_for_orphans(lambda: dict(self._plans))
             host.system = system
@@ -276,6 +326,15 @@ class Runtime:
     def store(self) -> SnapshotStore | None:
         """The store runs are kept in (``None`` for a SQLite file before :meth:`start`)."""
         return self._host.store
+
+
+def _at_least_one(name: str, value: object) -> int:
+    # bool is an int, but True threads is a mistake, not a number.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return value
 
 
 def _retention(value: object) -> RetentionPolicy | None:

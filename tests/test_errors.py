@@ -29,6 +29,7 @@ from runtime import (
     RunNotSuspendedError,
     Runtime,
     RunTimeoutError,
+    RuntimeOverloadedError,
     RuntimeStoppedError,
     SnapshotEncodingError,
     SnapshotFormatError,
@@ -60,6 +61,7 @@ ERRORS = [
     RunInProgressError,
     RunNotStartedError,
     RunTimeoutError,
+    RuntimeOverloadedError,
     RuntimeStoppedError,
     SnapshotEncodingError,
     SnapshotFormatError,
@@ -106,7 +108,14 @@ def test_errors_are_also_the_builtin_error_they_resemble(
 
 
 @pytest.mark.parametrize(
-    "error", [RunAlreadyStartedError, RunNotStartedError, RunCrashedError, RuntimeStoppedError]
+    "error",
+    [
+        RunAlreadyStartedError,
+        RunNotStartedError,
+        RunCrashedError,
+        RuntimeStoppedError,
+        RuntimeOverloadedError,
+    ],
 )
 def test_run_state_errors_are_not_value_errors(error: type[Exception]) -> None:
     assert not issubclass(error, ValueError | TypeError)

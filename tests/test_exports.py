@@ -40,6 +40,7 @@ EXPORTED = [
     "RunTimeoutError",
     "RunWatch",
     "Runtime",
+    "RuntimeOverloadedError",
     "RuntimeStoppedError",
     "SQLiteStore",
     "SnapshotEncodingError",

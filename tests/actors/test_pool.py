@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -64,6 +65,24 @@ def test_steps_that_block_make_the_pool_grow_until_all_run_at_once(
     assert all(finished.ok for finished in replies)
 
 
+def test_steps_that_block_briefly_make_the_pool_grow_though_they_keep_finishing(
+    make_harness: Callable[..., Harness],
+) -> None:
+    # Each actor finishes a call every 10 ms, so some call ends in every tick:
+    # only the process's idle CPU shows that the actors are blocked.
+    harness = make_harness(core=2, limit=16)
+
+    def body(ctx: Any) -> Value:
+        time.sleep(0.01)  # the workload: a step blocked in I/O
+        return ctx.input_data
+
+    for index in range(200):
+        harness.execute(step(body), {"value": str(index)})
+    assert all(harness.reply().ok for _ in range(200))
+
+    assert harness.pool.size == 16
+
+
 def test_the_pool_does_not_grow_beyond_its_limit(make_harness: Callable[..., Harness]) -> None:
     harness = make_harness(core=1, limit=3)
     release = threading.Event()
@@ -85,6 +104,55 @@ def test_the_pool_does_not_grow_beyond_its_limit(make_harness: Callable[..., Har
     finally:
         release.set()
     assert all(harness.reply().ok for _ in range(6))
+
+
+def test_calls_past_the_limit_wait_in_a_backlog_and_run_in_the_order_they_came(
+    make_harness: Callable[..., Harness],
+) -> None:
+    harness = make_harness(core=1, limit=1)
+    release = threading.Event()
+    entered = threading.Event()
+    order: list[str] = []
+
+    def blocking(ctx: Any) -> Value:
+        entered.set()
+        release.wait(WAIT)
+        return ctx.input_data
+
+    def noting(ctx: Any) -> Value:
+        order.append(ctx.input_data.value)
+        return ctx.input_data
+
+    try:
+        harness.execute(step(blocking), {"value": "blocking"})
+        assert entered.wait(WAIT)
+        for index in range(50):
+            harness.execute(step(noting), {"value": str(index)})
+    finally:
+        release.set()
+
+    assert all(harness.reply().ok for _ in range(51))
+    assert harness.pool.size == 1
+    assert order == [str(index) for index in range(50)]
+
+
+def test_a_limit_below_core_caps_the_actors_kept_too(
+    make_harness: Callable[..., Harness],
+) -> None:
+    before = step_threads()
+    harness = make_harness(core=4, limit=1)
+    threads: set[str] = set()
+
+    def body(ctx: Any) -> Value:
+        threads.add(threading.current_thread().name)
+        return ctx.input_data
+
+    for index in range(8):
+        harness.execute(step(body), {"value": str(index)})
+    assert all(harness.reply().ok for _ in range(8))
+
+    assert len(threads) == 1
+    assert len({t for t in step_threads() - before if t.name.startswith("StepActor-")}) == 1
 
 
 def test_pool_stop_ends_the_step_actor_threads(make_harness: Callable[..., Harness]) -> None:

@@ -114,7 +114,7 @@ async def fine(ctx):
 replies = queue.Queue()
 collector = Collector.start(replies)
 loop = AsyncLoop()
-pool = StepPool(loop)
+pool = StepPool(loop, limit=4)
 for step_id, body in (("quitter", leave), ("next", fine)):
     step = create_step(id=step_id, input_schema=Value, output_schema=Value, execute=body)
     pool.submit(CallStep(

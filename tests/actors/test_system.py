@@ -17,7 +17,7 @@ from tests._support import wait_for_no_callboard_threads
 
 @pytest.fixture
 def system() -> Iterator[ActorSystem]:
-    started = ActorSystem(MemoryStore(), max_concurrent_runs=None)
+    started = ActorSystem(MemoryStore(), max_concurrent_runs=None, max_step_threads=8)
     try:
         yield started
     finally:
@@ -47,7 +47,7 @@ def test_watching_a_run_the_store_does_not_know_is_settled_at_once(system: Actor
 
 
 def test_after_shutdown_calls_become_callboard_errors_or_settled_answers() -> None:
-    system = ActorSystem(MemoryStore(), max_concurrent_runs=None)
+    system = ActorSystem(MemoryStore(), max_concurrent_runs=None, max_step_threads=8)
     system.shutdown(1.0)
     channel: Channel[RunEvent] = Channel()
 
