@@ -191,42 +191,52 @@ def decode(data: bytes, run_id: str | None = None) -> Snapshot:
     return result
 
 
-_NUMBER: Final = (int, float)
-_SNAPSHOT_TYPES: Final[dict[str, tuple[type, ...]]] = {
-    "run_id": (str,),
-    "workflow_id": (str,),
-    "seq": (int,),
-    "status": (str,),
-    "error": (dict, type(None)),
-    "steps": (dict,),
-    "next_step": (int,),
-    "progress": (dict, type(None)),
-    "wake_at": (int, float, type(None)),
-    "suspended": (dict,),
-    "resume": (dict, type(None)),
-    "scopes": (dict,),
-    "request_context": (dict,),
-    "include_state": (bool,),
-    "trace_id": (str,),
-    "span_id": (str,),
-    "metadata": (dict,),
-    "created_at": _NUMBER,
-    "updated_at": _NUMBER,
-}
-"""The type of every key a snapshot must have, beyond the four that hold user data."""
+_NONE = type(None)
+_SNAPSHOT_TYPES: Final[tuple[tuple[str, frozenset[type]], ...]] = tuple(
+    (key, frozenset(types))
+    for key, types in {
+        "run_id": (str,),
+        "workflow_id": (str,),
+        "seq": (int,),
+        "status": (str,),
+        "error": (dict, _NONE),
+        "steps": (dict,),
+        "next_step": (int,),
+        "progress": (dict, _NONE),
+        "wake_at": (int, float, _NONE),
+        "suspended": (dict,),
+        "resume": (dict, _NONE),
+        "scopes": (dict,),
+        "request_context": (dict,),
+        "include_state": (bool,),
+        "trace_id": (str,),
+        "span_id": (str,),
+        "metadata": (dict,),
+        "created_at": (int, float),
+        "updated_at": (int, float),
+    }.items()
+)
+"""The exact types (as msgpack reads them) of every key a snapshot must have, beyond
+the four that hold user data. Exact, so that a ``bool`` is never taken for an ``int``."""
 
 _ANY_VALUE: Final = ("input", "result", "carry", "state")
 _RUN_STATUSES: Final = frozenset(status.value for status in RunStatus)
 _STEP_STATUSES: Final = frozenset(status.value for status in StepStatus)
+_ABSENT: Final = object()
 
 
 def _problem(snapshot: dict[str, Any]) -> str | None:
-    """What makes a decoded mapping unfit to be a run's snapshot, or ``None``."""
-    for key, types in _SNAPSHOT_TYPES.items():
-        if key not in snapshot:
-            return f"the key {key!r} is missing"
-        value = snapshot[key]
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+    """What makes a decoded mapping unfit to be a run's snapshot, or ``None``.
+
+    Runs on every read of a stored run (a query, a watch, recovery): kept to
+    one dict lookup and one set lookup per key.
+    """
+    get = snapshot.get
+    for key, types in _SNAPSHOT_TYPES:
+        value = get(key, _ABSENT)
+        if type(value) not in types:
+            if value is _ABSENT:
+                return f"the key {key!r} is missing"
             return f"{key!r} is a {type(value).__name__}"
     for key in _ANY_VALUE:
         if key not in snapshot:
@@ -236,7 +246,7 @@ def _problem(snapshot: dict[str, Any]) -> str | None:
     if snapshot["status"] not in _RUN_STATUSES:
         return f"'status' is {snapshot['status']!r}, not a run status"
     for path, step in snapshot["steps"].items():
-        if not isinstance(step, dict) or step.get("status") not in _STEP_STATUSES:
+        if type(step) is not dict or step.get("status") not in _STEP_STATUSES:
             return f"step {path!r} is not a step record"
     return None
 
