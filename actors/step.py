@@ -24,6 +24,7 @@ from pydantic_core import PydanticSerializationError
 from actors._dispatch import ThreadActor, tell_safely, unexpected
 from actors.messages import (
     AbortReason,
+    Call,
     CallConditions,
     CallMap,
     CallSleepLength,
@@ -273,67 +274,53 @@ def _step_context(call: CallStep, span: Span | None) -> StepContext[Any]:
     resume_data = call.resume_data
     if resume_data is not None and step.resume_schema is not None:
         resume_data = step.resume_schema.model_validate(resume_data)
-    path = call.path or step.id
-    context_copy = copy_plain(call.request_context) if call.request_context else None
     return StepContext(
         step=step,
         input_data=input_data,
-        run_id=call.run_id,
-        workflow_id=call.workflow_id,
-        state=call.state,
-        workflow_state_schema=call.state_schema,
-        # Each call gets its own copy: a step that fails must not have
-        # changed what the run holds.
-        request_context=RequestContext(context_copy),
-        init_data=call.init_data,
-        workflow_input_schema=call.input_schema,
-        definitions=call.definitions,
-        outputs=call.outputs,
-        log_fields={
-            "trace_id": call.trace_id,
-            "span_id": span.span_id if span is not None else call.parent_span_id,
-            "run_id": call.run_id,
-            "workflow_id": call.workflow_id,
-            "step_id": path,
-        },
-        path=path,
-        prefix=call.prefix,
         retry_count=call.retry_count,
         resume_data=resume_data,
-        abort_signal=call.signal,
         bail_schema=call.bail_schema,
+        **_shared(call, span, call.path or step.id),
     )
 
 
 def _reader_context(call: ReaderCall, span: Span | None) -> StepContext[Any]:
     """Conditions, map and sleep functions read the run; they change nothing."""
-    path = call.path or call.step_id
-    context_copy = copy_plain(call.request_context) if call.request_context else None
     return StepContext(
         step=None,
         input_data=call.payload,
-        run_id=call.run_id,
-        workflow_id=call.workflow_id,
-        state=call.state,
-        workflow_state_schema=call.state_schema,
-        request_context=RequestContext(context_copy),
-        init_data=call.init_data,
-        workflow_input_schema=call.input_schema,
-        definitions=call.definitions,
-        outputs=call.outputs,
-        log_fields={
+        read_only=True,
+        iteration_count=call.iteration if isinstance(call, CallConditions) else None,
+        **_shared(call, span, call.path or call.step_id),
+    )
+
+
+def _shared(call: Call, span: Span | None, path: str) -> dict[str, Any]:
+    """The parts of a ``StepContext`` every kind of call gives the same way."""
+    # Each call gets its own copy of the request context: a step that fails
+    # must not have changed what the run holds.
+    context_copy = copy_plain(call.request_context) if call.request_context else None
+    return {
+        "run_id": call.run_id,
+        "workflow_id": call.workflow_id,
+        "state": call.state,
+        "workflow_state_schema": call.state_schema,
+        "request_context": RequestContext(context_copy),
+        "init_data": call.init_data,
+        "workflow_input_schema": call.input_schema,
+        "definitions": call.definitions,
+        "outputs": call.outputs,
+        "log_fields": {
             "trace_id": call.trace_id,
             "span_id": span.span_id if span is not None else call.parent_span_id,
             "run_id": call.run_id,
             "workflow_id": call.workflow_id,
             "step_id": path,
         },
-        path=path,
-        prefix=call.prefix,
-        abort_signal=call.signal,
-        read_only=True,
-        iteration_count=call.iteration if isinstance(call, CallConditions) else None,
-    )
+        "path": path,
+        "prefix": call.prefix,
+        "abort_signal": call.signal,
+    }
 
 
 # --- calling the code -------------------------------------------------------------
