@@ -29,7 +29,7 @@ from actors.step import StepActor
 from runtime._errors import RuntimeStoppedError
 from runtime._tracing import emit
 
-__all__ = ["BUSY", "STOP_TIMEOUT", "TICK", "AsyncLoop", "StepPool"]
+__all__ = ["BUSY", "LATE", "STOP_TIMEOUT", "TICK", "AsyncLoop", "StepPool"]
 
 TICK: Final = 0.02
 """How long a call waits for a step actor before the pool may grow.
@@ -45,6 +45,13 @@ I/O), and more actors help, or because the process is busy and they wait for
 the GIL, and more threads only add hand-offs. A process using less CPU than
 this is not busy. Actors that finish no call in a whole tick are blocked
 however busy the process is."""
+
+LATE: Final = 0.005
+"""How late the monitor may wake from a tick for the process's CPU use to count.
+
+A monitor thread that wakes later than this waited for a CPU: the host is
+busy, so the process's low CPU use shows a starved process, not blocked
+actors."""
 
 
 STOP_TIMEOUT: Final = 5.0
@@ -130,9 +137,11 @@ class StepPool:
     A call goes to an idle actor, or to a new one while fewer than ``core``
     live; otherwise it joins the backlog, which actors that free up serve in
     order. When the oldest call in the backlog has waited a whole
-    :data:`TICK` while the actors were blocked (none finished a call, or the
-    process used less than :data:`BUSY` of a CPU), the monitor thread starts
-    an actor for every call waiting, up to ``limit``.
+    :data:`TICK`, the monitor thread adds actors, up to ``limit``: one for
+    every call waiting if no call ended in that tick (the actors are
+    stalled), or at most as many as live (the pool doubles) if the process
+    used less than :data:`BUSY` of a CPU in it and was not starved of CPU
+    (:data:`LATE`): the actors are blocked, not busy.
 
     Args:
         loop: Where ``async def`` bodies run.
@@ -248,14 +257,21 @@ class StepPool:
                     return
                 if not self._backlog or self._backlog[0][1] > began:
                     continue  # no call has waited a whole tick
+                now = time.monotonic()
                 stalled = self._completions == seen
-                idle = time.process_time() - cpu < BUSY * (time.monotonic() - began)
+                # A monitor that wakes late shares a starved CPU: then low CPU use
+                # says nothing about the actors, which may be as starved.
+                idle = now - deadline < LATE and time.process_time() - cpu < BUSY * (now - began)
                 if not (stalled or idle):
-                    # The process is busy: the calls wait for the CPU (the GIL),
-                    # which more threads would not give them.
+                    # The process is busy (or starved): the calls wait for the
+                    # CPU or the GIL, which more threads would not give them.
                     continue
-                # The actors are blocked: every call waiting gets one, up to the limit.
+                # The actors are blocked. Stalled ones all at once: every call
+                # waiting gets an actor, up to the limit. Otherwise the pool at
+                # most doubles per tick, so that a tick misread costs few threads.
                 grow = min(len(self._backlog), self._limit - self._live)
+                if not stalled:
+                    grow = min(grow, max(1, self._live))
                 work = [self._backlog.popleft()[0] for _ in range(grow)]
                 self._live += grow
                 if not work:
