@@ -32,7 +32,9 @@ import logging
 import queue
 import sys
 import threading
+import time
 from collections import deque
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, ClassVar, Final, Never, NoReturn
 
@@ -43,9 +45,12 @@ from runtime._ids import new_id
 from runtime._tracing import emit
 
 __all__ = [
+    "FAULT_WINDOW",
+    "MAX_FAULTS",
     "THROUGHPUT",
     "DispatchedActor",
     "Dispatcher",
+    "FaultBudget",
     "ThreadActor",
     "UnexpectedMessageError",
     "tell_safely",
@@ -54,6 +59,12 @@ __all__ = [
 
 THROUGHPUT: Final = 64
 """Messages one actor processes before a dispatcher thread turns to the next actor."""
+
+MAX_FAULTS: Final = 10
+"""Faults a supervisor or registry survives within :data:`FAULT_WINDOW` before giving up."""
+
+FAULT_WINDOW: Final = 60.0
+"""Seconds over which a long-lived actor's faults are counted."""
 
 
 def tell_safely(ref: pykka.ActorRef[Any], message: Any) -> bool:
@@ -67,6 +78,52 @@ def tell_safely(ref: pykka.ActorRef[Any], message: Any) -> bool:
 
 class UnexpectedMessageError(TypeError):
     """An actor received a message outside its protocol: a bug in whoever sent it."""
+
+
+class FaultBudget:
+    """A long-lived actor's restart intensity: how many faults it survives in a window.
+
+    A supervisor or registry whose handler fails logs the fault and goes on
+    (one bad message must not stop it); but one that keeps failing is broken,
+    and going on would hide it. Past ``max_faults`` within ``window`` seconds,
+    :meth:`spend` calls ``give_up`` once with a reason: the runtime stops,
+    saying why, rather than limp on or die silently.
+
+    Args:
+        give_up: Called once, with the reason, when the budget is spent.
+        max_faults: Faults survived within ``window`` (:data:`MAX_FAULTS`).
+        window: Seconds the faults are counted over (:data:`FAULT_WINDOW`).
+    """
+
+    def __init__(
+        self,
+        give_up: Callable[[str], None] | None,
+        *,
+        max_faults: int | None = None,
+        window: float | None = None,
+    ) -> None:
+        self._give_up = give_up
+        self._max_faults = MAX_FAULTS if max_faults is None else max_faults
+        self._window = FAULT_WINDOW if window is None else window
+        self._faults: deque[float] = deque()
+        self._spent = False
+
+    def spend(self, actor: object, error: BaseException) -> None:
+        """Count a fault of ``actor``; give up once too many came too fast."""
+        now = time.monotonic()
+        faults = self._faults
+        faults.append(now)
+        while faults and faults[0] < now - self._window:
+            faults.popleft()
+        if len(faults) > self._max_faults and not self._spent:
+            self._spent = True
+            reason = (
+                f"{actor} failed {len(faults)} times within {self._window:g} s "
+                f"(last: {type(error).__name__}: {error})"
+            )
+            emit(logging.ERROR, "actor_gave_up", actor=str(actor), reason=reason)
+            if self._give_up is not None:
+                self._give_up(reason)
 
 
 def unexpected(actor: pykka.Actor, message: Never) -> NoReturn:
@@ -256,6 +313,9 @@ class DispatchedActor(pykka.Actor):
     def _start_actor_loop(self) -> None:
         self.actor_inbox.start()
 
+    def on_fault(self, error: BaseException) -> None:
+        """A handler of this actor (one that :attr:`survives_faults`) raised; it goes on."""
+
     def stop_now(self) -> None:
         """Stop from inside a handler: no further message is processed."""
         if not self.actor_stopped.is_set():
@@ -307,6 +367,7 @@ class DispatchedActor(pykka.Actor):
                     message=type(envelope.message).__name__,
                     exc_info=True,
                 )
+                self.on_fault(exc)
             else:
                 self._fail(*sys.exc_info())
             return

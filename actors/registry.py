@@ -10,7 +10,13 @@ from typing import Any
 
 import pykka
 
-from actors._dispatch import ThreadActor, UnexpectedMessageError, tell_safely, unexpected
+from actors._dispatch import (
+    FaultBudget,
+    ThreadActor,
+    UnexpectedMessageError,
+    tell_safely,
+    unexpected,
+)
 from actors.hooks import HookRunner
 from actors.messages import (
     AbortRun,
@@ -58,8 +64,14 @@ class RegistryActor(ThreadActor):
     resumes orphaned runs. It owns a thread because a durable store blocks.
     """
 
-    def __init__(self, store: SnapshotStore, hooks: HookRunner | None = None) -> None:
+    def __init__(
+        self,
+        store: SnapshotStore,
+        hooks: HookRunner | None = None,
+        give_up: Callable[[str], None] | None = None,
+    ) -> None:
         super().__init__()
+        self._faults = FaultBudget(give_up)
         self._store = store
         self._durable = store.durable
         self._hooks = hooks if hooks is not None else HookRunner()
@@ -78,7 +90,7 @@ class RegistryActor(ThreadActor):
             self._handle(message)
         except UnexpectedMessageError:
             raise  # logged by ThreadActor; the registry goes on
-        except BaseException:
+        except BaseException as exc:
             emit(
                 logging.ERROR,
                 "registry_message_failed",
@@ -86,6 +98,7 @@ class RegistryActor(ThreadActor):
                 run_id=getattr(message, "run_id", None),
                 exc_info=True,
             )
+            self._faults.spend(self, exc)
 
     def _handle(self, message: RegistryMessage) -> None:
         match message:

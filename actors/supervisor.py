@@ -10,7 +10,7 @@ from typing import Any
 
 import pykka
 
-from actors._dispatch import DispatchedActor, Dispatcher, tell_safely, unexpected
+from actors._dispatch import DispatchedActor, Dispatcher, FaultBudget, tell_safely, unexpected
 from actors._pool import StepPool
 from actors._timer import TimerHandle, Timers
 from actors.hooks import HookRunner
@@ -98,6 +98,10 @@ class SupervisorActor(DispatchedActor):
 
     survives_faults = True  # one bad message is logged; every other run goes on
 
+    def on_fault(self, error: BaseException) -> None:
+        """Count the fault; too many too fast and the runtime stops, saying why."""
+        self._faults.spend(self, error)
+
     def __init__(
         self,
         dispatcher: Dispatcher,
@@ -109,8 +113,10 @@ class SupervisorActor(DispatchedActor):
         max_concurrent_runs: int | None,
         pending: PendingRuns | None = None,
         durable: bool = False,
+        give_up: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(dispatcher)
+        self._faults = FaultBudget(give_up)
         self._pending = pending
         self._registry = registry
         self._pool = pool

@@ -89,6 +89,8 @@ class ActorSystem:
         max_pending_runs: The most runs waiting to start before :meth:`start_run`
             refuses new ones (``None``: no limit).
         retention: What ended runs to keep; ``None`` keeps them all.
+        on_give_up: Called, once, with the reason, when the supervisor or the
+            registry fails too often (:class:`~actors._dispatch.FaultBudget`).
     """
 
     def __init__(
@@ -99,8 +101,10 @@ class ActorSystem:
         max_step_threads: int,
         max_pending_runs: int | None = None,
         retention: RetentionPolicy | None = None,
+        on_give_up: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
+        self._on_give_up = on_give_up
         self._scanner: threading.Thread | None = None
         self._scanning_stopped = threading.Event()
         self.pending = None if max_pending_runs is None else PendingRuns(max_pending_runs)
@@ -109,7 +113,7 @@ class ActorSystem:
         self.pool = StepPool(self.loop, limit=max_step_threads)
         self.timers = Timers()
         self.hooks = HookRunner()
-        self.registry = RegistryActor.start(store, self.hooks)
+        self.registry = RegistryActor.start(store, self.hooks, self._gave_up)
         self.supervisor = SupervisorActor.start(
             self.dispatcher,
             registry=self.registry,
@@ -119,8 +123,21 @@ class ActorSystem:
             max_concurrent_runs=max_concurrent_runs,
             pending=self.pending,
             durable=store.durable,
+            give_up=self._gave_up,
         )
         self.pruner = None if retention is None else Pruner(store, retention)
+
+    def _gave_up(self, reason: str) -> None:
+        """A supervisor or registry spent its fault budget: stop the runtime, saying why.
+
+        Called on the failing actor's own thread, which the shutdown must be
+        able to join: the stop runs on a thread of its own.
+        """
+        if self._on_give_up is not None:
+            stopping = threading.Thread(
+                target=self._on_give_up, args=(reason,), name="callboard-give-up", daemon=True
+            )
+            stopping.start()
 
     # --- runs ------------------------------------------------------------------------
 

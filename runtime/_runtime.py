@@ -66,6 +66,7 @@ class RunHost:
         self.store = store
         self.system: ActorSystem | None = None
         self.state: Literal["new", "running", "stopping", "stopped"] = "new"
+        self.failure: str | None = None  # why the runtime stopped itself, if it did
 
     def running(self) -> ActorSystem:
         """The actor system, for calls that change runs.
@@ -79,6 +80,8 @@ class RunHost:
                 raise RuntimeStoppedError(
                     "the runtime is not started: use `with Runtime() as rt:` or rt.start()"
                 )
+            if self.failure is not None:
+                raise RuntimeStoppedError(f"the runtime stopped itself: {self.failure}")
             raise RuntimeStoppedError("the runtime is stopped")
         return system
 
@@ -256,6 +259,7 @@ class Runtime:
                 max_step_threads=self._max_step_threads,
                 max_pending_runs=self._max_pending_runs,
                 retention=self._retention,
+                on_give_up=self._gave_up,
             )
             system.recover(self._plans, report_others=False)
             system.scan_for_orphans(lambda: dict(self._plans))
@@ -286,6 +290,11 @@ class Runtime:
             system.shutdown(self._stop_timeout if timeout is None else timeout)
         finally:
             host.state = "stopped"
+
+    def _gave_up(self, reason: str) -> None:
+        """The actors failed too often to go on: stop, and say why to every later call."""
+        self._host.failure = reason
+        self.stop(timeout=0)
 
     def __enter__(self) -> Runtime:
         return self.start()

@@ -9,6 +9,7 @@ goes on.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,21 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+import actors._dispatch as dispatch_module
+from actors._dispatch import FaultBudget
 from actors.registry import RegistryActor
 from actors.run import RunActor
 from actors.supervisor import SupervisorActor
-from runtime import Runtime, RunTimeoutError, SnapshotFormatError, create_step, create_workflow
+from runtime import (
+    Runtime,
+    RunTimeoutError,
+    RuntimeStoppedError,
+    SnapshotFormatError,
+    create_step,
+    create_workflow,
+)
 from runtime._snapshot import decode, encode, unpack
-from tests._support import Value, shout_step, wait_until
+from tests._support import Value, shout_step, wait_for_no_callboard_threads, wait_until
 from tests.durable._support.helpers import raw
 
 WAIT = 10.0
@@ -260,3 +270,50 @@ def test_decode_names_the_missing_key_of_a_stored_row(db: Path) -> None:
 
     with pytest.raises(ValueError, match="'seq'"):
         decode(data, "r")
+
+
+@pytest.mark.parametrize("actor", ["supervisor", "registry"])
+def test_an_actor_that_keeps_failing_stops_the_runtime_cleanly_saying_why(
+    monkeypatch: pytest.MonkeyPatch, actor: str
+) -> None:
+    monkeypatch.setattr(dispatch_module, "MAX_FAULTS", 2)
+    if actor == "supervisor":
+        monkeypatch.setattr(SupervisorActor, "_on_run_ended", always_fails)
+    else:
+        monkeypatch.setattr(RegistryActor, "_on_watch_run", always_fails)
+    workflow = (
+        create_workflow(id="broken", input_schema=Value, output_schema=Value)
+        .then(shout_step())
+        .commit()
+    )
+    with capture_logs() as logs:
+        rt = Runtime(stop_timeout=1).start()
+        wf = rt.register(workflow)
+        for index in range(3):  # the third fault is one too many
+            with contextlib.suppress(RunTimeoutError):
+                wf.create_run().start(input_data={"value": f"v{index}"}, timeout=0.5)
+        wait_until(lambda: not rt.is_running, what="the runtime stopped itself")
+
+        with pytest.raises(RuntimeStoppedError, match="stopped itself") as caught:
+            wf.create_run().start_async(input_data={"value": "after"})
+
+    assert "failed 3 times" in str(caught.value)
+    assert any(e["event"] == "actor_gave_up" for e in logs)
+    assert not wait_for_no_callboard_threads()
+
+
+def always_fails(self: Any, message: Any) -> None:
+    raise RuntimeError("a handler that always fails")
+
+
+def test_a_few_faults_spread_out_do_not_spend_the_budget() -> None:
+    given_up: list[str] = []
+    budget = FaultBudget(given_up.append, max_faults=2, window=60.0)
+
+    for _ in range(2):
+        budget.spend("actor", RuntimeError("once"))
+    assert given_up == []
+    budget.spend("actor", RuntimeError("thrice"))
+    budget.spend("actor", RuntimeError("and again"))
+
+    assert len(given_up) == 1 and "failed 3 times" in given_up[0]
