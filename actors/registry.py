@@ -30,12 +30,12 @@ from actors.messages import (
     SubscribeRun,
     WatchRun,
 )
+from actors.step import error_dict
 from runtime._errors import SnapshotFormatError, StoreError
 from runtime._model import (
     PARKED_STATUSES,
     SETTLED_STATUSES,
     TERMINAL_STATUSES,
-    ErrorInfo,
     RunEvent,
 )
 from runtime._snapshot import decode, failed_record, run_events, stand_in_record
@@ -44,11 +44,6 @@ from runtime._sync import Channel, Latch
 from runtime._tracing import emit
 
 __all__ = ["RegistryActor"]
-
-
-def error_dict(exc: BaseException, **context: Any) -> dict[str, Any]:
-    """An exception as the ``ErrorInfo`` dict a failed run records."""
-    return ErrorInfo.from_exception(exc, with_traceback=False, **context).model_dump()
 
 
 class RegistryActor(ThreadActor):
@@ -215,7 +210,7 @@ class RegistryActor(ThreadActor):
                 on_recorded(False)
                 emit(logging.ERROR, "snapshot_refused", run_id=record.run_id, error=str(exc))
                 return
-            error = error_dict(exc, run_id=record.run_id)
+            error = error_dict(exc, run_id=record.run_id, with_traceback=False)
             emit(logging.ERROR, "snapshot_refused", run_id=record.run_id, error=str(exc))
             if ack_to is None or not tell_safely(ack_to, AbortRun(error=error)):
                 tell_safely(me, RecordFailure(run_id=record.run_id, error=error, refused=True))
@@ -293,7 +288,11 @@ class RegistryActor(ThreadActor):
         try:
             snapshot = decode(current.data, current.run_id)
         except SnapshotFormatError as exc:
-            self._stand_in(current, error_dict(exc, run_id=current.run_id), keep_bytes=True)
+            self._stand_in(
+                current,
+                error_dict(exc, run_id=current.run_id, with_traceback=False),
+                keep_bytes=True,
+            )
             return
         record = failed_record(snapshot, message.error, time.time())
         if message.plan is None:
@@ -335,7 +334,11 @@ class RegistryActor(ThreadActor):
                 snapshot = decode(record.data, record.run_id)
             except SnapshotFormatError as exc:
                 # Nobody can resume it: it fails, naming why, and keeps its bytes.
-                self._stand_in(record, error_dict(exc, run_id=record.run_id), keep_bytes=True)
+                self._stand_in(
+                    record,
+                    error_dict(exc, run_id=record.run_id, with_traceback=False),
+                    keep_bytes=True,
+                )
                 continue
             emit(
                 logging.INFO,

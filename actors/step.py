@@ -56,9 +56,6 @@ __all__ = ["StepActor", "error_dict"]
 C = TypeVar("C", CallStep, CallConditions, CallMap, CallSleepLength)
 """One kind of call: the generic parts of a step actor handle each the same way."""
 
-R = TypeVar("R", CallConditions, CallMap, CallSleepLength)
-"""One kind of call of code that only reads the run."""
-
 ReaderCall = CallConditions | CallMap | CallSleepLength
 """A call of code that only reads the run: it cannot change the state, suspend or bail."""
 
@@ -108,57 +105,33 @@ class StepActor(ThreadActor):
     # --- messages -------------------------------------------------------------------
 
     def _on_call_step(self, call: CallStep) -> None:
-        # What _read does, spelled out for a step body: every step comes this way.
-        try:
-            span = Span(
-                "workflow_step",
-                call.trace_id,
-                parent_span_id=call.parent_span_id,
-                run_id=call.run_id,
-                workflow_id=call.workflow_id,
-                step_id=call.path or call.step.id,
-            )
-            span.start()
-            started = time.time()
-            ctx: StepContext[Any] | None = None
-            try:
-                ctx = _step_context(call, span)
-                value = call.step.execute(ctx)
-                if inspect.isawaitable(value):
-                    self._await(call, ctx, span, started, value, outcome=_step_outcome)
-                    return
-                finished = _step_outcome(call, ctx, value, started)
-            except BaseException as exc:
-                finished = _failure(call, exc, started, ctx)
-            _report(call, span, finished)
-        except Exception as exc:
-            # A fault in callboard's own handling, not in the user's code
-            # (whose exceptions are caught above): the run must still end.
-            _fault(call, exc)
+        self._call(call, _step_context, _execute, _step_outcome, traced=True)
 
     def _on_call_conditions(self, call: CallConditions) -> None:
-        self._read(call, _conditions, _conditions_outcome)
+        self._call(call, _reader_context, _conditions, _conditions_outcome)
 
     def _on_call_map(self, call: CallMap) -> None:
-        self._read(call, _call_fn, _map_outcome, traced=True)
+        self._call(call, _reader_context, _call_fn, _map_outcome, traced=True)
 
     def _on_call_sleep_length(self, call: CallSleepLength) -> None:
-        self._read(call, _call_fn, _sleep_outcome)
+        self._call(call, _reader_context, _call_fn, _sleep_outcome)
 
     # --- running user code ----------------------------------------------------------
 
-    def _read(
+    def _call(
         self,
-        call: R,
-        invoke: Callable[[R, StepContext[Any]], Any],
-        outcome: Callable[[R, StepContext[Any], Any, float], StepFinished],
+        call: C,
+        context: Callable[[C, Span | None], StepContext[Any]],
+        invoke: Callable[[C, StepContext[Any]], Any],
+        outcome: Callable[[C, StepContext[Any], Any, float], StepFinished],
         *,
         traced: bool = False,
     ) -> None:
-        """Call code that only reads the run; reply with its outcome (later, if it is async).
+        """Call user code with its context; reply with its outcome (later, if it is async).
 
         Args:
             call: The command.
+            context: Builds the ``ctx`` the code receives (and validates the input).
             invoke: Calls the code; it may return an awaitable.
             outcome: Validates what the code returned into the reply; raises
                 on anything wrong with it.
@@ -169,7 +142,7 @@ class StepActor(ThreadActor):
             started = time.time()
             ctx: StepContext[Any] | None = None
             try:
-                ctx = _reader_context(call, span)
+                ctx = context(call, span)
                 value = invoke(call, ctx)
                 if inspect.isawaitable(value):
                     self._await(call, ctx, span, started, value, outcome=outcome)
@@ -179,7 +152,9 @@ class StepActor(ThreadActor):
                 finished = _failure(call, exc, started, ctx)
             _report(call, span, finished)
         except Exception as exc:
-            _fault(call, exc)  # as for a step
+            # A fault in callboard's own handling, not in the user's code
+            # (whose exceptions are caught above): the run must still end.
+            _fault(call, exc)
 
     def _await(
         self,
@@ -248,7 +223,11 @@ class StepActor(ThreadActor):
 # --- contexts ---------------------------------------------------------------------
 
 
-def _span(call: ReaderCall) -> Span:
+def _execute(call: CallStep, ctx: StepContext[Any]) -> Any:
+    return call.step.execute(ctx)
+
+
+def _span(call: StepActorMessage) -> Span:
     span = Span(
         "workflow_step",
         call.trace_id,

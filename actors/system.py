@@ -37,9 +37,10 @@ from actors.messages import (
     WatchRun,
 )
 from actors.registry import RegistryActor
+from actors.step import error_dict
 from actors.supervisor import PendingRuns, SupervisorActor
 from runtime._errors import RuntimeOverloadedError, RuntimeStoppedError
-from runtime._model import ErrorInfo, RunEvent
+from runtime._model import RunEvent
 from runtime._options import RetentionPolicy
 from runtime._plan import ExecutionPlan
 from runtime._snapshot import Snapshot, decode, failed_record
@@ -177,7 +178,7 @@ class ActorSystem:
             # The run is recorded but nobody will run it: record it failed, so
             # that it never sits pending for ever, and tell the caller.
             stopped = RuntimeStoppedError("the runtime stopped before the run could start")
-            error = ErrorInfo.from_exception(stopped, with_traceback=False).model_dump()
+            error = error_dict(stopped, with_traceback=False)
             self.store.save((failed_record(snapshot, error, time.time()),))
             raise stopped from exc
         return True
@@ -380,7 +381,7 @@ def _give_back(pending: PendingRuns | None) -> None:
 
 def _stopped_error() -> dict[str, Any]:
     stopped = RuntimeStoppedError("the runtime stopped before the run ended")
-    return ErrorInfo.from_exception(stopped, with_traceback=False).model_dump()
+    return error_dict(stopped, with_traceback=False)
 
 
 def _stop_actor(ref: pykka.ActorRef[Any], timeout: float) -> None:
