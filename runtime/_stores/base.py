@@ -11,10 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
 
+from runtime._errors import StoreError
+
 __all__ = [
+    "Claimed",
     "RecoverableStore",
+    "RunFencedError",
+    "SharedStore",
     "SnapshotRecord",
     "SnapshotStore",
+    "WorkerInfo",
 ]
 
 
@@ -33,6 +39,7 @@ class SnapshotRecord(NamedTuple):
         created_at: When the run was started (epoch seconds).
         updated_at: When this snapshot was taken (epoch seconds).
         trace_id: The run's trace id.
+        wake_at: When a ``waiting`` run's sleep ends (epoch seconds), else ``None``.
     """
 
     run_id: str
@@ -43,6 +50,7 @@ class SnapshotRecord(NamedTuple):
     created_at: float
     updated_at: float
     trace_id: str
+    wake_at: float | None = None
 
 
 @runtime_checkable
@@ -142,9 +150,161 @@ class SnapshotStore(Protocol):
         ...
 
 
+class RunFencedError(StoreError):
+    """A write of a run this store no longer holds: another worker claimed it since.
+
+    Handed to a save's ``on_error``. The run's actor here must stop at once
+    and record nothing: whoever holds the run now drives it on.
+    """
+
+
+class Claimed(NamedTuple):
+    """A run :meth:`SharedStore.claim` took: its record, and whether a cancel waits for it."""
+
+    record: SnapshotRecord
+    cancel_requested: bool
+
+
+class WorkerInfo(NamedTuple):
+    """One runtime registered on a shared store, as ``callboard workers list`` shows it.
+
+    Attributes:
+        worker_id: The runtime's owner id on the store.
+        host: Its host name.
+        pid: Its process id.
+        role: ``"both"``, ``"worker"`` or ``"client"``.
+        workflows: The workflows it executes.
+        concurrency: Its ``max_concurrent_runs`` (``None``: no limit).
+        started_at: When it joined (epoch seconds).
+        heartbeat_age: Seconds since its last heartbeat, by the store's clock.
+        held: How many unfinished runs it holds now.
+    """
+
+    worker_id: str
+    host: str
+    pid: int
+    role: str
+    workflows: tuple[str, ...]
+    concurrency: int | None
+    started_at: float
+    heartbeat_age: float
+    held: int
+
+
+@runtime_checkable
+class SharedStore(SnapshotStore, Protocol):
+    """A durable store that several runtimes share: runs are claimed, held and fenced.
+
+    Every runtime on the store is a worker with a row of its own, renewed by
+    :meth:`heartbeat`; it holds a run from its claim (or from creating it
+    held) until the run settles. A claim bumps the run's ``epoch``, and every
+    later write of the run by this store is conditioned on its owner and
+    epoch still being this store's: a worker that stalled past its lease, and
+    whose runs :meth:`reap` handed to others meanwhile, changes nothing when
+    it wakes (its saves fail with :class:`RunFencedError`).
+
+    A run nobody holds is *queued*: pending, running or waiting (and, if
+    waiting, due: its ``wake_at`` has passed), it is what :meth:`claim` takes.
+    A save that settles a run (terminal or suspended) or puts it to sleep
+    with a ``wake_at`` releases it: it becomes nobody's, and the sleeping one
+    is claimable again once due. A save of a run this store does not hold
+    applies only to a run nobody holds.
+
+    Attributes:
+        owner_id: This runtime's worker id on the store.
+        lease: Seconds without a heartbeat after which this worker's runs go
+            back to the queue.
+    """
+
+    owner_id: str
+    lease: float
+
+    def create(self, record: SnapshotRecord, *, hold: bool = True) -> bool:
+        """Record a new run, held by this worker (epoch 1) or, with ``hold=False``, queued."""
+        ...
+
+    def replace(self, record: SnapshotRecord, expected_seq: int, *, hold: bool = False) -> bool:
+        """The compare-and-set of :meth:`SnapshotStore.replace`, also on a run nobody holds.
+
+        It applies only if nobody holds the run (or this worker does). With
+        ``hold`` the run is then held here (its epoch bumped); without, it is
+        left queued (an unfinished ``record``) or released (a settled one).
+        """
+        ...
+
+    def join(self, *, role: str, workflows: Sequence[str], concurrency: int | None) -> None:
+        """Register (or update) this worker's row: what it runs, and its first heartbeat."""
+        ...
+
+    def heartbeat(self) -> bool:
+        """Renew this worker's lease, by the store's clock.
+
+        Returns ``False`` if its row was gone (reaped: its runs went back to
+        the queue); the row is made again, and the runs it held are fenced off.
+        """
+        ...
+
+    def claim(self, workflow_ids: Sequence[str], limit: int) -> list[Claimed]:
+        """Take up to ``limit`` queued runs of these workflows, oldest first.
+
+        Each is then held by this worker with its epoch bumped. Runs another
+        claimer has locked are skipped, never waited for.
+        """
+        ...
+
+    def next_wake(self, workflow_ids: Sequence[str]) -> float | None:
+        """The earliest ``wake_at`` of queued sleeping runs of these workflows, or ``None``."""
+        ...
+
+    def reap(self) -> int:
+        """Hand back to the queue the runs of workers whose lease ran out; how many runs.
+
+        The dead workers' rows are deleted. A run's epoch is not changed here:
+        the next claim bumps it.
+        """
+        ...
+
+    def request_cancel(self, run_id: str) -> bool:
+        """Mark an unfinished run for cancel, for whoever holds it; ``False`` if none is."""
+        ...
+
+    def cancel_requests(self) -> list[str]:
+        """Runs held by this worker whose cancel was requested."""
+        ...
+
+    def held(self) -> int:
+        """How many runs this worker holds now (by its own count)."""
+        ...
+
+    def load_many(self, run_ids: Sequence[str]) -> list[SnapshotRecord]:
+        """The newest records of these runs (unknown ones left out)."""
+        ...
+
+    def queued(self, workflow_ids: Sequence[str] | None = None) -> list[SnapshotRecord]:
+        """Queued runs (nobody holds them), of these workflows or of all; oldest first."""
+        ...
+
+    def workers(self) -> list[WorkerInfo]:
+        """Every worker registered on the store, with its heartbeat age and the runs it holds."""
+        ...
+
+    def set_hint(self, hint: Callable[[str, str], None] | None) -> None:
+        """Call ``hint(kind, run_id)`` when another process says something changed.
+
+        Kinds: ``"queued"`` (a run became claimable), ``"settled"`` (a run
+        ended or suspended), ``"cancel"`` (a cancel was requested). Hints
+        only make things faster: whoever polls sees the same a little later.
+        A store that cannot hear other processes never calls it.
+        """
+        ...
+
+
 @runtime_checkable
 class RecoverableStore(SnapshotStore, Protocol):
-    """A durable store that knows which runs lost their owner, and hands them over."""
+    """A durable store that knows which runs lost their owner, and hands them over.
+
+    Being replaced by :class:`SharedStore` (claims with leases and fencing).
+    """
 
     def orphans(
         self, workflow_ids: Sequence[str] | None = None
