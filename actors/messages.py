@@ -13,7 +13,7 @@ Each actor has one union of the messages it accepts (:data:`SupervisorMessage`,
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal, TypeAlias
@@ -25,7 +25,7 @@ from runtime._model import RunEvent, RunStatus
 from runtime._plan import ExecutionPlan
 from runtime._snapshot import Snapshot
 from runtime._step import Step
-from runtime._stores.base import SnapshotRecord
+from runtime._stores.base import Claimed, SnapshotRecord
 from runtime._sync import AbortSignal, Channel, Latch
 
 __all__ = [
@@ -42,14 +42,15 @@ __all__ = [
     "NotifyWhenIdle",
     "Outcome",
     "RecordFailure",
-    "RecoverRuns",
     "RegistryMessage",
     "RunActorMessage",
     "RunCrashed",
     "RunEnded",
     "RunParked",
+    "RunsClaimed",
     "SettledCommitted",
     "SnapshotCommitted",
+    "SnapshotSeen",
     "SnapshotTaken",
     "StartRun",
     "StepActorMessage",
@@ -250,22 +251,49 @@ class RecordFailure:
 
 
 @dataclass(frozen=True, slots=True)
-class RecoverRuns:
-    """Resume the orphaned runs of these workflows (a durable store's runs whose owner is gone).
+class RunsClaimed:
+    """Runs this worker claimed from a shared store: start them (or end them, if they must).
+
+    The registry decodes each: one whose snapshot cannot be read fails from
+    its row alone, one whose cancel was requested is recorded canceled, and
+    the others go to ``supervisor`` to run on from where they were.
 
     Attributes:
+        claimed: The runs, oldest first.
         plans: The registered workflows, by id.
-        supervisor: Where to send the resumed runs.
-        report_others: Also log, once, orphaned runs whose workflow is not here.
+        supervisor: Where to send the runs to start.
     """
 
+    claimed: Sequence[Claimed]
     plans: Mapping[str, ExecutionPlan]
     supervisor: pykka.ActorRef[Any]
-    report_others: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotSeen:
+    """Another process changed a run that somebody here waits on or watches.
+
+    Attributes:
+        run_id: The run.
+        record: Its newest record; ``None`` once it was deleted.
+        fenced: Instead: this process lost the run to another worker (its
+            write was fenced off), and whoever waits here must now read it
+            from the store.
+    """
+
+    run_id: str
+    record: SnapshotRecord | None
+    fenced: bool = False
 
 
 RegistryMessage: TypeAlias = (
-    SnapshotTaken | SettledCommitted | WatchRun | SubscribeRun | RecordFailure | RecoverRuns
+    SnapshotTaken
+    | SettledCommitted
+    | WatchRun
+    | SubscribeRun
+    | RecordFailure
+    | RunsClaimed
+    | SnapshotSeen
 )
 """Everything :class:`~actors.registry.RegistryActor` accepts."""
 

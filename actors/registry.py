@@ -17,29 +17,31 @@ from actors._dispatch import (
     tell_safely,
     unexpected,
 )
+from actors._watcher import StoreWatcher
 from actors.hooks import HookRunner
 from actors.messages import (
     AbortRun,
     RecordFailure,
-    RecoverRuns,
     RegistryMessage,
+    RunsClaimed,
     SettledCommitted,
     SnapshotCommitted,
+    SnapshotSeen,
     SnapshotTaken,
     StartRun,
     SubscribeRun,
     WatchRun,
 )
 from actors.step import error_dict
-from runtime._errors import SnapshotFormatError, StoreError
+from runtime._errors import SnapshotFormatError
 from runtime._model import (
     PARKED_STATUSES,
     SETTLED_STATUSES,
     TERMINAL_STATUSES,
     RunEvent,
 )
-from runtime._snapshot import decode, failed_record, run_events, stand_in_record
-from runtime._stores.base import RecoverableStore, SnapshotRecord, SnapshotStore
+from runtime._snapshot import canceled_record, decode, failed_record, run_events, stand_in_record
+from runtime._stores.base import RunFencedError, SnapshotRecord, SnapshotStore
 from runtime._sync import Channel, Latch
 from runtime._tracing import emit
 
@@ -64,8 +66,11 @@ class RegistryActor(ThreadActor):
         store: SnapshotStore,
         hooks: HookRunner | None = None,
         give_up: Callable[[str], None] | None = None,
+        watcher: StoreWatcher | None = None,
     ) -> None:
         super().__init__()
+        # On a shared store: reads what other processes do to runs waited on here.
+        self._watcher = watcher
         self._faults = FaultBudget(give_up)
         self._store = store
         self._durable = store.durable
@@ -78,7 +83,7 @@ class RegistryActor(ThreadActor):
         # progress: a failure is recorded on top of it even before the store has
         # committed it. (The store itself keeps snapshots in order.)
         self._live: dict[str, SnapshotRecord] = {}
-        self._reported: set[str] = set()
+        self._last_seq: dict[str, int] = {}  # the newest seq told to a run's watchers
 
     def on_receive(self, message: RegistryMessage) -> None:
         try:
@@ -107,8 +112,10 @@ class RegistryActor(ThreadActor):
                 self._on_subscribe_run(message)
             case RecordFailure():
                 self._on_record_failure(message)
-            case RecoverRuns():
-                self._on_recover_runs(message)
+            case RunsClaimed():
+                self._on_runs_claimed(message)
+            case SnapshotSeen():
+                self._on_snapshot_seen(message)
             case _:
                 unexpected(self, message)
 
@@ -204,6 +211,14 @@ class RegistryActor(ThreadActor):
         me = self.actor_ref
 
         def refused(exc: BaseException) -> None:
+            if isinstance(exc, RunFencedError):
+                # Another worker holds the run now: this one stops, recording nothing.
+                if on_recorded is not None:
+                    on_recorded(False)
+                if ack_to is not None:
+                    tell_safely(ack_to, AbortRun(error=None))
+                tell_safely(me, SnapshotSeen(run_id=record.run_id, record=None, fenced=True))
+                return
             if on_recorded is not None:
                 # A caller (a cancel) waits on this write and is told it failed;
                 # the run stays as its stored record says.
@@ -223,6 +238,15 @@ class RegistryActor(ThreadActor):
     def _wake(self, run_id: str) -> None:
         for event in self._waiters.pop(run_id, ()):
             event.set()
+        self._unwatch(run_id)
+
+    def _unwatch(self, run_id: str) -> None:
+        """Stop reading a run from the store once nobody here waits on it or watches it."""
+        if run_id in self._waiters or run_id in self._channels:
+            return
+        self._last_seq.pop(run_id, None)
+        if self._watcher is not None:
+            self._watcher.remove(run_id)
 
     def _on_watch_run(self, message: WatchRun) -> None:
         current = self._store.load(message.run_id)
@@ -230,6 +254,8 @@ class RegistryActor(ThreadActor):
             message.event.set()
         else:
             self._waiters.setdefault(message.run_id, []).append(message.event)
+            if self._watcher is not None:
+                self._watcher.add(message.run_id, current.seq)
 
     def _on_subscribe_run(self, message: SubscribeRun) -> None:
         """``run.watch()``: the events so far, then each one as it comes."""
@@ -240,6 +266,28 @@ class RegistryActor(ThreadActor):
             self._publish(current, only=message.channel)
         elif run_id not in self._seen:
             self._seen[run_id] = ("", {})
+        if self._watcher is not None and run_id in self._channels:
+            self._watcher.add(run_id, -1 if current is None else current.seq)
+
+    def _on_snapshot_seen(self, message: SnapshotSeen) -> None:
+        """A run changed in another process (or was lost to one): tell who waits here."""
+        record, run_id = message.record, message.run_id
+        if message.fenced:
+            self._live.pop(run_id, None)
+            if self._watcher is not None and (run_id in self._waiters or run_id in self._channels):
+                self._watcher.add(run_id, -1)
+            return
+        if record is None:  # deleted: what the waiters read next says so
+            self._wake(run_id)
+            for channel in self._channels.pop(run_id, []):
+                channel.close()
+            self._seen.pop(run_id, None)
+            self._unwatch(run_id)
+            return
+        if run_id in self._channels:
+            self._publish(record)
+        if record.status in SETTLED_STATUSES:
+            self._wake(run_id)
 
     def _publish(self, record: SnapshotRecord, only: Channel[RunEvent] | None = None) -> None:
         """Tell a run's watchers what changed since the last snapshot they saw."""
@@ -256,6 +304,12 @@ class RegistryActor(ThreadActor):
                 channel.close()
             self._seen.pop(run_id, None)
             return
+        if only is None:
+            # Records reach here from this process's actors and from the store
+            # watcher: an older one than the last told is no news.
+            if record.seq <= self._last_seq.get(run_id, -1):
+                return
+            self._last_seq[run_id] = record.seq
         last_status, last_steps = ("", {}) if only is not None else self._seen.get(run_id, ("", {}))
         events = run_events(snapshot, last_status, last_steps)
         steps = {
@@ -274,6 +328,7 @@ class RegistryActor(ThreadActor):
             if only is None or len(self._channels.get(run_id, ())) <= 1:
                 self._channels.pop(run_id, None)
                 self._seen.pop(run_id, None)
+                self._unwatch(run_id)
             else:
                 self._channels[run_id].remove(only)
 
@@ -300,54 +355,38 @@ class RegistryActor(ThreadActor):
             return
         self._hooks.finish(message.plan, snapshot, record, self.actor_ref)
 
-    def _on_recover_runs(self, message: RecoverRuns) -> None:
-        store = self._store
-        if not isinstance(store, RecoverableStore):
-            return
-        wanted = None if message.report_others else list(message.plans)
-        try:
-            orphans = store.orphans(wanted)
-        except StoreError as exc:
-            emit(logging.ERROR, "recovery_failed", error=str(exc))
-            return
-        for record, previous_owner in orphans:
+    def _on_runs_claimed(self, message: RunsClaimed) -> None:
+        for claimed in message.claimed:
+            record = claimed.record
             plan = message.plans.get(record.workflow_id)
-            if plan is None:
-                if record.run_id not in self._reported:
-                    self._reported.add(record.run_id)
-                    emit(
-                        logging.WARNING,
-                        "run_awaits_its_workflow",
-                        run_id=record.run_id,
-                        workflow_id=record.workflow_id,
-                        status=record.status,
-                        hint="it resumes once a runtime on this store registers the workflow",
-                    )
-                continue
-            try:
-                if not store.claim(record.run_id, previous_owner):
-                    continue  # another runtime took it first
-            except StoreError as exc:
-                emit(logging.ERROR, "run_not_resumed", run_id=record.run_id, error=str(exc))
+            if plan is None:  # unregistered since the claim: it goes back when this one stops
+                emit(logging.WARNING, "claimed_run_has_no_workflow", run_id=record.run_id)
                 continue
             try:
                 snapshot = decode(record.data, record.run_id)
             except SnapshotFormatError as exc:
-                # Nobody can resume it: it fails, naming why, and keeps its bytes.
+                # Nobody can run it on: it fails, naming why, and keeps its bytes.
                 self._stand_in(
                     record,
                     error_dict(exc, run_id=record.run_id, with_traceback=False),
                     keep_bytes=True,
                 )
                 continue
-            emit(
-                logging.INFO,
-                "run_resumed",
-                run_id=record.run_id,
-                workflow_id=record.workflow_id,
-                from_step=snapshot["next_step"],
-            )
-            self._live[record.run_id] = record  # recovery needs a durable store
+            if claimed.cancel_requested:
+                # Its cancel was asked for while another worker held it: it ends here.
+                emit(logging.INFO, "run_canceled_on_claim", run_id=record.run_id)
+                canceled = canceled_record(snapshot, time.time())
+                self._hooks.finish(plan, snapshot, canceled, self.actor_ref)
+                continue
+            if record.status != "pending":
+                emit(
+                    logging.INFO,
+                    "run_resumed",
+                    run_id=record.run_id,
+                    workflow_id=record.workflow_id,
+                    from_step=snapshot["next_step"],
+                )
+            self._live[record.run_id] = record
             tell_safely(message.supervisor, StartRun(plan=plan, snapshot=snapshot))
 
     def _stand_in(self, record: SnapshotRecord, error: dict[str, Any], *, keep_bytes: bool) -> None:

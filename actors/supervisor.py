@@ -114,8 +114,12 @@ class SupervisorActor(DispatchedActor):
         pending: PendingRuns | None = None,
         durable: bool = False,
         give_up: Callable[[str], None] | None = None,
+        shared: bool = False,
     ) -> None:
         super().__init__(dispatcher)
+        # On a shared store a sleeping run is released to the store, which keeps its
+        # wake time: whichever worker is alive then takes it, not a timer here.
+        self._shared = shared
         self._faults = FaultBudget(give_up)
         self._pending = pending
         self._registry = registry
@@ -176,7 +180,7 @@ class SupervisorActor(DispatchedActor):
         """A run sleeps (with a wake time) or suspends: its actor is gone; free its slot."""
         run_id = message.run_id
         self._runs.pop(run_id, None)
-        if message.wake_at is not None:
+        if message.wake_at is not None and not self._shared:
             me = self.actor_ref
             try:
                 handle = self._timers.call_at(

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Final, Literal
@@ -24,13 +24,16 @@ from actors._dispatch import Dispatcher
 from actors._pool import AsyncLoop, StepPool
 from actors._retention import Pruner
 from actors._timer import Timers
+from actors._watcher import StoreWatcher
+from actors.claimer import Claimer
 from actors.hooks import HookRunner
 from actors.messages import (
     AbortRuns,
     CancelOutcome,
     CancelRun,
     NotifyWhenIdle,
-    RecoverRuns,
+    RunsClaimed,
+    SnapshotSeen,
     SnapshotTaken,
     StartRun,
     SubscribeRun,
@@ -39,28 +42,27 @@ from actors.messages import (
 from actors.registry import RegistryActor
 from actors.step import error_dict
 from actors.supervisor import PendingRuns, SupervisorActor
-from runtime._errors import RuntimeOverloadedError, RuntimeStoppedError
+from runtime._errors import RuntimeOverloadedError, RuntimeStoppedError, StoreError
 from runtime._model import RunEvent
 from runtime._options import RetentionPolicy
 from runtime._plan import ExecutionPlan
 from runtime._snapshot import Snapshot, decode, failed_record
-from runtime._stores.base import SnapshotRecord, SnapshotStore
+from runtime._stores.base import Claimed, SharedStore, SnapshotRecord, SnapshotStore
 from runtime._sync import Channel, Latch
 from runtime._tracing import emit
 
 __all__ = [
-    "ORPHAN_REPORT_DELAY",
-    "ORPHAN_SCAN_INTERVAL",
+    "ROLES",
     "SHUTDOWN_GRACE",
     "ActorSystem",
     "CancelAnswer",
+    "Role",
 ]
 
-ORPHAN_REPORT_DELAY: Final = 5.0
-"""Seconds after start before unfinished runs of unregistered workflows are reported."""
+Role = Literal["both", "worker", "client"]
+"""What a runtime does on a shared store: start and run runs, only run them, or only start."""
 
-ORPHAN_SCAN_INTERVAL: Final = 2.0
-"""Seconds between two looks for runs whose owner died (on a durable store)."""
+ROLES: Final[tuple[Role, ...]] = ("both", "worker", "client")
 
 SHUTDOWN_GRACE: Final = 2.0
 """Seconds :meth:`ActorSystem.shutdown` gives, beyond its ``timeout``, to stop every actor
@@ -92,6 +94,14 @@ class ActorSystem:
         retention: What ended runs to keep; ``None`` keeps them all.
         on_give_up: Called, once, with the reason, when the supervisor or the
             registry fails too often (:class:`~actors._dispatch.FaultBudget`).
+        role: On a shared store, what this runtime does (see :data:`Role`).
+
+    On a shared store (:class:`~runtime._stores.base.SharedStore`) runs beyond
+    ``max_concurrent_runs`` wait in the store, not here: a run started here is
+    held and run here only while there is room, and the others are claimed
+    by whichever worker has room first (:mod:`actors.claimer`). Waits and
+    watches of runs that other processes drive read the store
+    (:mod:`actors._watcher`).
     """
 
     def __init__(
@@ -103,30 +113,45 @@ class ActorSystem:
         max_pending_runs: int | None = None,
         retention: RetentionPolicy | None = None,
         on_give_up: Callable[[str], None] | None = None,
+        role: Role = "both",
     ) -> None:
         self.store = store
+        self.role = role
         self._on_give_up = on_give_up
-        self._scanner: threading.Thread | None = None
-        self._scanning_stopped = threading.Event()
-        self.pending = None if max_pending_runs is None else PendingRuns(max_pending_runs)
+        self._capacity = max_concurrent_runs
+        self.shared: SharedStore | None = (
+            store if store.durable and isinstance(store, SharedStore) else None
+        )
+        self.claimer: Claimer | None = None
+        self.watcher: StoreWatcher | None = None
+        shared = self.shared is not None
+        # On a shared store runs wait in the store, never in this process's memory.
+        self.pending = None if max_pending_runs is None or shared else PendingRuns(max_pending_runs)
         self.dispatcher = Dispatcher()
         self.loop = AsyncLoop()
         self.pool = StepPool(self.loop, limit=max_step_threads)
         self.timers = Timers()
         self.hooks = HookRunner()
-        self.registry = RegistryActor.start(store, self.hooks, self._gave_up)
+        if self.shared is not None:
+            self.watcher = StoreWatcher(self.shared, self._seen)
+        self.registry = RegistryActor.start(store, self.hooks, self._gave_up, self.watcher)
         self.supervisor = SupervisorActor.start(
             self.dispatcher,
             registry=self.registry,
             pool=self.pool,
             timers=self.timers,
             hooks=self.hooks,
-            max_concurrent_runs=max_concurrent_runs,
+            max_concurrent_runs=None if shared else max_concurrent_runs,
             pending=self.pending,
             durable=store.durable,
             give_up=self._gave_up,
+            shared=shared,
         )
         self.pruner = None if retention is None else Pruner(store, retention)
+
+    def _seen(self, run_id: str, record: SnapshotRecord | None) -> None:
+        with contextlib.suppress(pykka.ActorDeadError):
+            self.registry.tell(SnapshotSeen(run_id=run_id, record=record))
 
     def _gave_up(self, reason: str) -> None:
         """A supervisor or registry spent its fault budget: stop the runtime, saying why.
@@ -153,6 +178,8 @@ class ActorSystem:
         """
         if not self.registry.is_alive():
             raise RuntimeStoppedError("the runtime's registry has stopped; no run can start")
+        if self.shared is not None:
+            return self._start_shared(self.shared, plan, snapshot, record)
         pending = self.pending
         if pending is not None and not pending.admit():
             raise RuntimeOverloadedError(
@@ -183,16 +210,64 @@ class ActorSystem:
             raise stopped from exc
         return True
 
-    def resume_run(self, plan: ExecutionPlan, snapshot: Snapshot) -> None:
-        """Start a run actor for a run whose resumed snapshot the store already holds.
+    def _start_shared(
+        self, store: SharedStore, plan: ExecutionPlan, snapshot: Snapshot, record: SnapshotRecord
+    ) -> bool:
+        """Record a new run on a shared store: held and run here if there is room, else queued."""
+        claimer = self.claimer
+        hold = claimer is not None and claimer.reserve()
+        try:
+            if not store.create(record, hold=hold):
+                return False
+        finally:
+            if hold and claimer is not None:
+                claimer.unreserve()
+        if hold:
+            try:
+                self.supervisor.tell(StartRun(plan=plan, snapshot=snapshot))
+            except pykka.ActorDeadError as exc:
+                # Held here, but nobody here will run it: the store hands it back to
+                # the queue as it closes, for any worker.
+                raise RuntimeStoppedError(
+                    "the runtime stopped before the run could start; it waits in the store "
+                    "for another worker"
+                ) from exc
+        return True
+
+    def resume(
+        self, plan: ExecutionPlan, snapshot: Snapshot, record: SnapshotRecord, expected_seq: int
+    ) -> bool:
+        """Record a resume (a compare-and-set on ``expected_seq``) and run the run on.
+
+        On a shared store the run is held and run here if there is room, and
+        otherwise queued for whichever worker has room. ``False`` (and nothing
+        changed) if the run's stored ``seq`` is no longer ``expected_seq``.
 
         Raises:
             RuntimeStoppedError: if the actors have stopped.
         """
-        try:
-            self.supervisor.tell(StartRun(plan=plan, snapshot=snapshot))
-        except pykka.ActorDeadError as exc:
-            raise RuntimeStoppedError("the runtime stopped before the run could resume") from exc
+        store = self.shared
+        if store is None:
+            if not self.store.replace(record, expected_seq):
+                return False
+            hold = True
+        else:
+            claimer = self.claimer
+            hold = claimer is not None and claimer.reserve()
+            try:
+                if not store.replace(record, expected_seq, hold=hold):
+                    return False
+            finally:
+                if hold and claimer is not None:
+                    claimer.unreserve()
+        if hold:
+            try:
+                self.supervisor.tell(StartRun(plan=plan, snapshot=snapshot))
+            except pykka.ActorDeadError as exc:
+                raise RuntimeStoppedError(
+                    "the runtime stopped before the run could resume"
+                ) from exc
+        return True
 
     def cancel(self, run_id: str) -> CancelAnswer:
         """Cancel a run that an actor of this runtime drives or holds; what came of it.
@@ -234,36 +309,61 @@ class ActorSystem:
         """The newest stored record of a run, or ``None``."""
         return self.store.load(run_id)
 
-    def recover(self, plans: Mapping[str, ExecutionPlan], *, report_others: bool) -> None:
-        """Resume, in the background, the orphaned runs of these workflows (durable stores)."""
-        if self.store.durable:
-            message = RecoverRuns(
-                plans=dict(plans), supervisor=self.supervisor, report_others=report_others
-            )
-            with contextlib.suppress(pykka.ActorDeadError):
-                self.registry.tell(message)
+    def start_claiming(self, plans: Callable[[], Mapping[str, ExecutionPlan]]) -> None:
+        """On a shared store: start the claimer, which runs queued runs of these workflows.
 
-    def scan_for_orphans(self, plans: Callable[[], Mapping[str, ExecutionPlan]]) -> None:
-        """Look for orphaned runs now and then, and resume those of registered workflows.
-
-        A runtime takes over the runs of a peer that died while it keeps
-        running, within the store's lease plus :data:`ORPHAN_SCAN_INTERVAL`:
-        it does not wait for a workflow to be registered again. Runs whose
-        workflow is not registered here are reported once, after
-        :data:`ORPHAN_REPORT_DELAY` (a runtime usually registers its
-        workflows just after it starts).
+        It hands runs of dead workers back to the queue, claims what there is
+        room for (runs left by a process that ended included), and passes on
+        cancels asked for from elsewhere. A client claims nothing, but reaps.
         """
-        if not self.store.durable:
+        store = self.shared
+        if store is None or self.claimer is not None:
             return
-        started = time.monotonic()
+        store.join(
+            role=self.role,
+            workflows=sorted(plans()) if self.role != "client" else [],
+            concurrency=self._capacity,
+        )
+        self.claimer = Claimer(
+            store,
+            plans=plans,
+            capacity=self._capacity,
+            executes=self.role != "client",
+            take=self._take_claimed(plans),
+            cancel=self._cancel_requested,
+        )
+        store.set_hint(self._hint)
 
-        def scan() -> None:
-            while not self._scanning_stopped.wait(ORPHAN_SCAN_INTERVAL):
-                report = time.monotonic() - started >= ORPHAN_REPORT_DELAY
-                self.recover(plans(), report_others=report)
+    def workflows_changed(self, workflow_ids: Sequence[str]) -> None:
+        """The registered workflows changed: say so in the store, and claim their runs now."""
+        store, claimer = self.shared, self.claimer
+        if store is None or claimer is None:
+            return
+        if self.role != "client":
+            with contextlib.suppress(StoreError):
+                store.join(role=self.role, workflows=workflow_ids, concurrency=self._capacity)
+        claimer.poke()
 
-        self._scanner = threading.Thread(target=scan, name="callboard-orphan-scan", daemon=True)
-        self._scanner.start()
+    def _take_claimed(
+        self, plans: Callable[[], Mapping[str, ExecutionPlan]]
+    ) -> Callable[[Sequence[Claimed]], None]:
+        def take(claimed: Sequence[Claimed]) -> None:
+            message = RunsClaimed(claimed=claimed, plans=plans(), supervisor=self.supervisor)
+            self.registry.tell(message)  # dead: the runs go back to the queue at the stop
+
+        return take
+
+    def _cancel_requested(self, run_id: str, done: Callable[[], None]) -> None:
+        try:
+            self.supervisor.tell(CancelRun(run_id=run_id, reply=lambda _outcome: done()))
+        except pykka.ActorDeadError:
+            done()
+
+    def _hint(self, kind: str, run_id: str) -> None:
+        if kind in ("queued", "cancel") and self.claimer is not None:
+            self.claimer.poke()
+        if self.watcher is not None:
+            self.watcher.poke(kind, run_id)
 
     # --- waiting and watching ----------------------------------------------------------
 
@@ -316,9 +416,8 @@ class ActorSystem:
         def left() -> float:
             return max(0.05, deadline - time.monotonic())
 
-        self._scanning_stopped.set()
-        if self._scanner is not None:
-            self._scanner.join(left())
+        if self.claimer is not None:
+            self.claimer.stop(left())  # nothing more is claimed; the rest are drained
         if self.pruner is not None:
             self.pruner.stop(left())
         try:
@@ -331,6 +430,10 @@ class ActorSystem:
             _stop_actor(self.registry, left())  # after the runs: it records their last ones first
             self.loop.stop(left())
             self.dispatcher.stop(left())
+            if self.watcher is not None:
+                self.watcher.stop(left())
+            if self.shared is not None:
+                self.shared.set_hint(None)
             if not self.store.durable:
                 self._fail_unfinished()
             self.store.close()

@@ -53,6 +53,7 @@ __all__ = [
     "NonRetryableError",
     "ResumeConflictError",
     "ResumeTargetError",
+    "RoleError",
     "RunAlreadyStartedError",
     "RunCrashedError",
     "RunDeletedError",
@@ -292,7 +293,19 @@ class ResumeConflictError(WorkflowError):
 
 
 class CancelError(WorkflowError):
-    """The run cannot be cancelled from here (another process drives it)."""
+    """The cancel could not be carried out: the worker that holds the run did not answer in time.
+
+    The cancel stays requested in the store: the run is cancelled when its
+    worker next looks, or by whichever worker takes it over.
+    """
+
+
+class RoleError(WorkflowError):
+    """The runtime's role does not allow the call: a ``worker`` starts no runs.
+
+    A ``client`` executes none; a runtime on a store that is not shared
+    (memory) can only have the role ``both``.
+    """
 
 
 class NonRetryableError(WorkflowError):

@@ -40,7 +40,7 @@ from runtime._snapshot import (
     read_result,
 )
 from runtime._step import Step
-from runtime._stores.base import SnapshotRecord
+from runtime._stores.base import SharedStore, SnapshotRecord
 from runtime._sync import Channel, ChannelClosed, Latch
 
 if TYPE_CHECKING:
@@ -324,9 +324,8 @@ class Run(Generic[In, Out]):
         resumed = next_record(snapshot, time.time())
         # The compare-and-set decides between racing resumes (and cancels); it is
         # committed when it returns, so the resume is acknowledged only once durable.
-        if not system.store.replace(resumed, record.seq):
+        if not system.resume(self._plan, snapshot, resumed, record.seq):
             raise self._resume_lost()
-        system.resume_run(self._plan, snapshot)
         return StartAsyncResult(run_id=self.run_id)
 
     def _resume_lost(self) -> WorkflowError:
@@ -347,10 +346,13 @@ class Run(Generic[In, Out]):
         A step that is running is told through ``ctx.abort_signal`` (an async
         step is not interrupted otherwise; a sync one cannot be); what it
         returns is ignored. Works on a run that is pending, running, waiting
-        or suspended.
+        or suspended, and on a shared store (SQLite, PostgreSQL) whichever
+        process or host drives it: the cancel is asked for in the store, and
+        the worker that holds the run carries it out (or, if that worker
+        dies, whoever takes the run over).
 
         When this returns ``True`` the cancel is recorded: every query, from
-        any thread (and on a SQLite store from any process), reads the run as
+        any thread (and on a shared store from any process), reads the run as
         ``canceled``, and on a durable store it is committed, so it survives
         the process. The workflow's hooks have run by then: the canceled run
         is recorded after them.
@@ -361,7 +363,9 @@ class Run(Generic[In, Out]):
 
         Raises:
             RunNotStartedError: if the run was never started.
-            CancelError: if another process drives the run (durable stores).
+            CancelError: if another process holds the run and did not carry out
+                the cancel within :data:`REMOTE_CANCEL_PATIENCE` seconds (the
+                cancel stays asked for).
             StoreError: if the store refused the canceled snapshot: the cancel is
                 not recorded (the run's actor has stopped, but its record
                 still reads as before, and a runtime that recovers it runs it on).
@@ -375,19 +379,52 @@ class Run(Generic[In, Out]):
             if record.status in TERMINAL_STATUSES:
                 return False
             if record.status == RunStatus.SUSPENDED:
-                if self._cancel_suspended(system, record):
+                if self._cancel_unheld(system, record):
                     return True
                 continue  # resumed meanwhile: cancel it where it runs now
             answer = system.cancel(self.run_id)
             if answer != "not_here":
                 return self._canceled(answer == "recorded")
+            if system.shared is not None:
+                return self._cancel_elsewhere(system, system.shared)
             if time.monotonic() > deadline:
                 raise CancelError(
                     f"run {self.run_id!r} is {record.status} but no actor of this runtime "
-                    "drives it: another process does, and only that process can cancel it",
+                    "drives it",
                     run_id=self.run_id,
                 )
             time.sleep(0.005)  # between two hands (a resume on its way to an actor)
+
+    def _cancel_elsewhere(self, system: ActorSystem, store: SharedStore) -> bool:
+        """Cancel a run no actor here drives, on a shared store.
+
+        A run nobody holds (queued, asleep) is cancelled here with a
+        compare-and-set, as a suspended one is. One another worker holds gets
+        a cancel request, which that worker carries out; this waits for the
+        run to end, and takes over the cancel if the run comes back to the
+        queue meanwhile (its worker died).
+        """
+        deadline = time.monotonic() + REMOTE_CANCEL_PATIENCE
+        requested = False
+        while True:
+            record = self._started_record()
+            if record.status in TERMINAL_STATUSES:
+                return requested and record.status == RunStatus.CANCELED
+            if not store.holds(self.run_id) and self._cancel_unheld(system, record):
+                return True
+            if system.cancel(self.run_id) != "not_here":  # claimed here meanwhile
+                continue
+            if not requested:
+                requested = store.request_cancel(self.run_id)
+                continue
+            if time.monotonic() > deadline:
+                raise CancelError(
+                    f"the worker that holds run {self.run_id!r} did not carry out its cancel "
+                    f"within {REMOTE_CANCEL_PATIENCE} s; the cancel stays asked for, and is "
+                    "carried out when that worker looks again, or by whoever takes the run over",
+                    run_id=self.run_id,
+                )
+            self._host.watch(self.run_id).wait(0.2)
 
     def _canceled(self, recorded: bool) -> bool:
         """Whether the store reads the run canceled, once the actors answered a cancel.
@@ -409,14 +446,15 @@ class Run(Generic[In, Out]):
             f"canceled snapshot, and the run still reads as {stored.status}"
         )
 
-    def _cancel_suspended(self, system: ActorSystem, record: SnapshotRecord) -> bool:
+    def _cancel_unheld(self, system: ActorSystem, record: SnapshotRecord) -> bool:
+        """Cancel a run no actor drives (suspended, or queued on a shared store) here."""
         snapshot = decode(record.data, record.run_id)
         canceled = canceled_record(snapshot, time.time())
         # The compare-and-set decides between this cancel and a racing resume, and is
         # committed when it returns. The hooks run after it; the cancel returns once
         # they have, as it does for a run that an actor drove.
         if not system.store.replace(canceled, record.seq):
-            return False
+            return False  # changed meanwhile, or (on a shared store) held by a worker
         hooks_done = threading.Event()
 
         def then() -> None:
@@ -483,6 +521,9 @@ def _deleted(run_id: str) -> RunDeletedError:
 
 CANCEL_PATIENCE = 5.0
 """Seconds ``cancel()`` keeps trying to reach the actor of a run that is between two hands."""
+
+REMOTE_CANCEL_PATIENCE = 60.0
+"""Seconds ``cancel()`` waits for the worker holding a run (on a shared store) to cancel it."""
 
 
 class RunWatch:

@@ -8,9 +8,10 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, get_args, overload
 
 from runtime._errors import (
+    RoleError,
     RunAlreadyStartedError,
     RuntimeStoppedError,
     WorkflowDefinitionError,
@@ -53,6 +54,10 @@ thread while they await.
 """
 
 
+RoleName = Literal["both", "worker", "client"]
+"""A runtime's role on a shared store (see :class:`Runtime`)."""
+
+
 class RunHost:
     """What a bound workflow's runs use of their runtime: its store and its actor system.
 
@@ -62,8 +67,9 @@ class RunHost:
     so that waits and watches of a stopped runtime read what the store holds.
     """
 
-    def __init__(self, store: SnapshotStore | None) -> None:
+    def __init__(self, store: SnapshotStore | None, role: RoleName = "both") -> None:
         self.store = store
+        self.role = role
         self.system: ActorSystem | None = None
         self.state: Literal["new", "running", "stopping", "stopped"] = "new"
         self.failure: str | None = None  # why the runtime stopped itself, if it did
@@ -92,7 +98,14 @@ class RunHost:
             RunAlreadyStartedError: if the run's id is taken.
             RuntimeOverloadedError: if ``max_pending_runs`` runs wait to start.
             RuntimeStoppedError: if the runtime is not running.
+            RoleError: if the runtime is a ``worker``.
         """
+        if self.role == "worker":
+            raise RoleError(
+                "this runtime has the role 'worker': it runs what others start, and starts "
+                "nothing; start runs from a runtime with the role 'client' or 'both'",
+                run_id=record.run_id,
+            )
         if not self.running().start_run(plan, snapshot, record):
             raise RunAlreadyStartedError(
                 f"run id {record.run_id!r} is already in use by another run",
@@ -174,6 +187,12 @@ class Runtime:
             its fields as a mapping), applied in the background while the
             runtime runs. ``None`` (the default) keeps every run, and memory
             grows with them.
+        role: What this runtime does on a shared store (SQLite or PostgreSQL):
+            ``"both"`` (the default) starts runs and runs them, and takes
+            runs others started; ``"worker"`` runs the runs of the workflows
+            it registered, whoever started them, and starts none;
+            ``"client"`` starts, queries, waits on, resumes and cancels runs,
+            and runs none. On a memory store only ``"both"`` makes sense.
 
     Raises:
         TypeError: for a ``store`` that is none of the above, a
@@ -181,7 +200,8 @@ class Runtime:
             ``int``, or a ``retention`` that is neither a policy nor a mapping.
         ValueError: for a ``max_concurrent_runs``, ``max_step_threads`` or
             ``max_pending_runs`` below 1, a negative ``stop_timeout``, an
-            empty store location or a retention policy pydantic refuses.
+            empty store location, a retention policy pydantic refuses, an
+            unknown ``role``, or a role other than ``"both"`` on a memory store.
     """
 
     def __init__(
@@ -193,7 +213,10 @@ class Runtime:
         max_pending_runs: int | None = None,
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
         retention: RetentionPolicy | Mapping[str, Any] | None = None,
+        role: RoleName = "both",
     ) -> None:
+        if role not in get_args(RoleName):
+            raise ValueError(f"role must be 'both', 'worker' or 'client', got {role!r}")
         if max_concurrent_runs is not None and max_concurrent_runs < 1:
             raise ValueError(f"max_concurrent_runs must be at least 1, got {max_concurrent_runs}")
         if stop_timeout < 0:
@@ -211,12 +234,17 @@ class Runtime:
         self._plans: dict[str, ExecutionPlan] = {}
         self._store_path: Path | None = None
         if store is None or store == "memory":
+            if role != "both":
+                raise ValueError(
+                    f"role {role!r} needs a store that runtimes share (SQLite or PostgreSQL); "
+                    "a memory store is this runtime's alone"
+                )
             self._host = RunHost(MemoryStore())
         elif isinstance(store, str | os.PathLike):
-            self._host = RunHost(None)
+            self._host = RunHost(None, role)
             self._store_path = path_from_url(store)
         elif isinstance(store, SnapshotStore):
-            self._host = RunHost(store)
+            self._host = RunHost(store, role)
         else:
             raise TypeError(
                 "store must be 'memory', a SQLite path or sqlite:/// URL, or a store object "
@@ -260,9 +288,9 @@ class Runtime:
                 max_pending_runs=self._max_pending_runs,
                 retention=self._retention,
                 on_give_up=self._gave_up,
+                role=host.role,
             )
-            system.recover(self._plans, report_others=False)
-            system.scan_for_orphans(lambda: dict(self._plans))
+            system.start_claiming(self._registered)
             host.system = system
             host.state = "running"
         return self
@@ -290,6 +318,12 @@ class Runtime:
             system.shutdown(self._stop_timeout if timeout is None else timeout)
         finally:
             host.state = "stopped"
+
+    def _registered(self) -> dict[str, ExecutionPlan]:
+        """The workflows this runtime runs, by id (none, for a client)."""
+        if self._host.role == "client":
+            return {}
+        return dict(self._plans)  # a copy under the GIL; called with self._lock held too
 
     def _gave_up(self, reason: str) -> None:
         """The actors failed too often to go on: stop, and say why to every later call."""
@@ -331,7 +365,7 @@ class Runtime:
             self._plans[plan.workflow_id] = plan
             system = self._host.system if self._host.state == "running" else None
         if system is not None and known is None:
-            system.recover({plan.workflow_id: plan}, report_others=False)
+            system.workflows_changed(sorted(self._registered()))
         return workflow._bound_to(self, self._host)
 
     @property

@@ -290,6 +290,7 @@ def record_of(snapshot: Snapshot) -> SnapshotRecord:
         created_at=snapshot["created_at"],
         updated_at=snapshot["updated_at"],
         trace_id=snapshot["trace_id"],
+        wake_at=snapshot["wake_at"] if snapshot["status"] == RunStatus.WAITING else None,
     )
 
 

@@ -276,6 +276,10 @@ class SharedStore(SnapshotStore, Protocol):
         """How many runs this worker holds now (by its own count)."""
         ...
 
+    def holds(self, run_id: str) -> bool:
+        """Whether this worker holds the run now (by its own count)."""
+        ...
+
     def load_many(self, run_ids: Sequence[str]) -> list[SnapshotRecord]:
         """The newest records of these runs (unknown ones left out)."""
         ...

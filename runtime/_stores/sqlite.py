@@ -14,15 +14,20 @@ so nothing is lost while another process holds the lock.
 Durability: ``synchronous=NORMAL`` in WAL mode, so a committed run survives the
 process being killed; a power failure may lose the last transactions.
 
-Ownership: a store opened for writing registers an owner (this process) with a
-heartbeat; runs record the owner that drives them. A run whose owner stopped
-heartbeating (or whose process on this host is gone) is an orphan that another
-runtime may claim and resume.
+Sharing: a store opened for writing is a worker of the file (see
+:class:`~runtime._stores.base.SharedStore`): it registers a row with a
+heartbeat, holds the runs it creates or claims, and conditions every write of
+a held run on its owner and epoch, so that a process that stalled past its
+lease and lost its runs to others changes nothing when it wakes. A worker is
+dead once its heartbeat is older than its lease, or, on this host, once its
+process is gone; any worker then hands its runs back to the queue, where the
+next claim takes them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -36,21 +41,21 @@ from typing import Any, Final
 
 from runtime._errors import StoreError
 from runtime._ids import new_id
-from runtime._model import TERMINAL_STATUSES, UNFINISHED_STATUSES
+from runtime._model import SETTLED_STATUSES, TERMINAL_STATUSES, UNFINISHED_STATUSES
 from runtime._stores._writer import Done, GroupCommitWriter, Write, WriteKind, call, resolve
-from runtime._stores.base import SnapshotRecord
+from runtime._stores.base import Claimed, RunFencedError, SnapshotRecord, WorkerInfo
 from runtime._tracing import emit
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 """The database schema this code writes (``PRAGMA user_version``)."""
 
 HEARTBEAT_INTERVAL: Final = 2.0
-"""Seconds between an owner's heartbeats."""
+"""The most seconds between a worker's heartbeats (a quarter of a shorter lease)."""
 
 LEASE: Final = 10.0
-"""Seconds without a heartbeat after which an owner's runs are orphans."""
+"""Seconds without a heartbeat after which a worker's runs go back to the queue."""
 
 LOCK_TIMEOUT: Final = 5.0
 """Seconds one attempt waits for another writer's lock (SQLite's busy timeout)."""
@@ -74,6 +79,8 @@ def _sql_list(values: frozenset[str]) -> str:
 
 
 _TERMINAL_SQL: Final = _sql_list(TERMINAL_STATUSES)
+_SETTLED_SQL: Final = _sql_list(SETTLED_STATUSES)
+_UNFINISHED_SQL: Final = _sql_list(UNFINISHED_STATUSES)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -101,30 +108,68 @@ CREATE TABLE IF NOT EXISTS owners (
 _PRUNE_INDEX: Final = "CREATE INDEX IF NOT EXISTS runs_by_end ON runs (status, updated_at)"
 """What pruning looks runs up by; made on every open, so that older files get it too."""
 
-_INSERT_COLUMNS = (
-    "run_id, workflow_id, status, seq, created_at, updated_at, trace_id, owner_id, snapshot"
+_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    # Version 1 to 2: runs are held by a worker with an epoch, sleep until a
+    # time any worker can see, and carry a cancel request; workers say what
+    # they run. A run that has settled is nobody's.
+    (
+        "ALTER TABLE runs ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE runs ADD COLUMN wake_at REAL",
+        "ALTER TABLE runs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE owners ADD COLUMN role TEXT NOT NULL DEFAULT 'both'",
+        "ALTER TABLE owners ADD COLUMN workflows TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE owners ADD COLUMN concurrency INTEGER",
+        f"ALTER TABLE owners ADD COLUMN lease REAL NOT NULL DEFAULT {LEASE}",
+        "ALTER TABLE owners ADD COLUMN started_at REAL NOT NULL DEFAULT 0",
+        f"UPDATE runs SET owner_id = NULL WHERE status NOT IN ({_UNFINISHED_SQL})",
+        "CREATE INDEX runs_queued ON runs (created_at) "
+        f"WHERE owner_id IS NULL AND status IN ({_UNFINISHED_SQL})",
+        "CREATE INDEX runs_by_owner ON runs (owner_id) WHERE owner_id IS NOT NULL",
+    ),
 )
-_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_ROWS_PER_STATEMENT = 500  # 9 variables a row, well under SQLite's limit of 32,766
+"""Each entry moves the schema one version up (entry 0: version 1 to 2), in one transaction."""
+
+_INSERT_COLUMNS = (
+    "run_id, workflow_id, status, seq, created_at, updated_at, trace_id, owner_id, snapshot, "
+    "epoch, wake_at"
+)
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_ROWS_PER_STATEMENT = 500  # 11 variables a row, well under SQLite's limit of 32,766
 
 # A newer snapshot replaces an older one, and nothing replaces a terminal one.
 # Rows of one statement apply in order, so a run saved twice in a batch is fine.
+# The row's owner_id and epoch say who the writer expects to hold the run: this
+# worker at that epoch, or (both NULL and 0) nobody. A run that settles, or
+# sleeps until a wake time, is released: nobody holds it any more.
 _ON_CONFLICT_NEWER = f"""
 ON CONFLICT (run_id) DO UPDATE SET
     status = excluded.status, seq = excluded.seq, updated_at = excluded.updated_at,
-    snapshot = excluded.snapshot
-WHERE excluded.seq > runs.seq AND runs.status NOT IN ({_TERMINAL_SQL})
+    snapshot = excluded.snapshot, wake_at = excluded.wake_at,
+    owner_id = CASE
+        WHEN excluded.status IN ({_SETTLED_SQL}) OR excluded.wake_at IS NOT NULL THEN NULL
+        ELSE runs.owner_id END
+WHERE excluded.seq > runs.seq AND runs.status NOT IN ({_TERMINAL_SQL}) AND (
+    (excluded.owner_id IS NULL AND runs.owner_id IS NULL)
+    OR (runs.owner_id = excluded.owner_id AND runs.epoch = excluded.epoch))
+RETURNING run_id
 """
 
 # The compare-and-set of replace(): the run's stored seq must be the one its
-# caller read, its status not terminal, and the new seq above the stored one.
+# caller read, its status not terminal, the new seq above the stored one, and
+# nobody else may hold it. Parameters: status, seq, updated_at, snapshot,
+# wake_at, new owner, epoch step, run_id, expected seq, seq, this worker.
 _REPLACE = f"""
 UPDATE runs SET
-    status = ?, seq = ?, updated_at = ?, snapshot = ?, owner_id = ?
+    status = ?, seq = ?, updated_at = ?, snapshot = ?, wake_at = ?, owner_id = ?,
+    epoch = epoch + ?
 WHERE run_id = ? AND seq = ? AND ? > seq AND status NOT IN ({_TERMINAL_SQL})
+    AND (owner_id IS NULL OR owner_id = ?)
+RETURNING epoch
 """
 
-_COLUMNS = "run_id, workflow_id, seq, status, snapshot, created_at, updated_at, trace_id"
+_COLUMNS = "run_id, workflow_id, seq, status, snapshot, created_at, updated_at, trace_id, wake_at"
+_QUEUED = f"owner_id IS NULL AND status IN ({_UNFINISHED_SQL})"
+"""A run nobody holds that is not settled: what claims take (once due)."""
 
 
 def _record(row: tuple[Any, ...]) -> SnapshotRecord:
@@ -137,6 +182,7 @@ def _record(row: tuple[Any, ...]) -> SnapshotRecord:
         created_at=row[5],
         updated_at=row[6],
         trace_id=row[7],
+        wake_at=row[8],
     )
 
 
@@ -162,6 +208,8 @@ class SQLiteStore:
             created (mode 0600) if it does not exist.
         readonly: Open for reading only: no writer thread, no owner, and the file
             must exist.
+        lease: Seconds without a heartbeat after which other workers hand this
+            one's runs back to the queue (at least 0.2).
 
     Raises:
         StoreError: if the file cannot be opened or created, is not a SQLite
@@ -171,10 +219,24 @@ class SQLiteStore:
 
     durable = True
 
-    def __init__(self, location: str | os.PathLike[str], *, readonly: bool = False) -> None:
+    def __init__(
+        self, location: str | os.PathLike[str], *, readonly: bool = False, lease: float = LEASE
+    ) -> None:
+        if not lease >= 0.2:  # also refuses NaN
+            raise ValueError(f"lease must be at least 0.2 seconds, got {lease}")
         self.path = path_from_url(location)
         self.readonly = readonly
+        self.lease = float(lease)
         self.owner_id = new_id()
+        # The runs this worker holds, each with the epoch its writes are conditioned
+        # on; and those it lost to another worker, whose late writes change nothing.
+        self._held: dict[str, int] = {}
+        self._fenced: set[str] = set()
+        self._held_lock = threading.Lock()
+        self._hint: Callable[[str, str], None] | None = None
+        self._joined: tuple[str, list[str], int | None] = ("both", [], None)
+        self._started_at = time.time()
+        self._columns = _COLUMNS
         self._local = threading.local()
         self._closed = False
         self._writer: GroupCommitWriter | None = None
@@ -190,7 +252,8 @@ class SQLiteStore:
         if readonly:
             if not self.path.exists():
                 raise StoreError(f"no run store at {self.path}: the file does not exist")
-            self._check_schema(self._reader(), writable=False)
+            if self._check_schema(self._reader(), writable=False) < 2:
+                self._columns = _COLUMNS.replace("wake_at", "NULL")
             return
         self._create_file()
         connection = self._connect()
@@ -206,7 +269,7 @@ class SQLiteStore:
             idle=self._checkpoint,
             give_up=self._give_up,
             finish=self._finish,
-            heartbeat_interval=HEARTBEAT_INTERVAL,
+            heartbeat_interval=min(HEARTBEAT_INTERVAL, self.lease / 4),
             batch=BATCH,
         )
 
@@ -282,17 +345,19 @@ class SQLiteStore:
             # whichever commit happens to cross SQLite's page threshold.
             connection.execute("PRAGMA wal_autocheckpoint = 0")
             connection.execute("BEGIN IMMEDIATE")
+            # Read again under the write lock: another process may have migrated it.
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         connection.execute(statement)
-                connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                version = 1
+            for steps in _MIGRATIONS[version - 1 :]:
+                for statement in steps:
+                    connection.execute(statement)
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             connection.execute(_PRUNE_INDEX)
-            connection.execute(
-                "INSERT OR REPLACE INTO owners (owner_id, host, pid, heartbeat_at) "
-                "VALUES (?, ?, ?, ?)",
-                (self.owner_id, socket.gethostname(), os.getpid(), time.time()),
-            )
+            self._write_worker_row(connection)
             connection.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -317,31 +382,36 @@ class SQLiteStore:
 
     # --- the store interface ------------------------------------------------------
 
-    def create(self, record: SnapshotRecord) -> bool:
+    def create(self, record: SnapshotRecord, *, hold: bool = True) -> bool:
         """Record a new run, committed when this returns; ``False`` if its id is taken.
+
+        With ``hold`` (the default) this worker holds the run; without, it is
+        queued for whichever worker claims it first.
 
         Raises:
             StoreError: if the commit did not happen within ``CREATE_TIMEOUT``
                 (the database stayed locked) or the store is read-only or closed.
         """
         future: Future[bool] = Future()
-        write = self._submit("create", record, resolve(future))
+        write = self._submit("create", (record, hold), resolve(future))
         return self._committed(write, future, f"the run {record.run_id!r} was not recorded")
 
-    def replace(self, record: SnapshotRecord, expected_seq: int) -> bool:
+    def replace(self, record: SnapshotRecord, expected_seq: int, *, hold: bool = False) -> bool:
         """Store ``record`` if the run's stored ``seq`` is still ``expected_seq``.
 
         A compare-and-set, committed when it returns ``True``: it fails, and
         changes nothing, if the run is unknown, its stored ``seq`` differs or is
-        not below ``record.seq``, or its status is terminal. The run's owner
-        becomes this store's owner: whoever replaced the run drives it on.
+        not below ``record.seq``, its status is terminal, or another worker
+        holds it. With ``hold`` this worker holds the run from then on (its
+        epoch bumped); without, an unfinished run is left queued for any
+        worker, and a settled one is nobody's.
 
         Raises:
             StoreError: if the commit did not happen within ``CREATE_TIMEOUT``
                 (the database stayed locked) or the store is read-only or closed.
         """
         future: Future[bool] = Future()
-        write = self._submit("replace", (record, expected_seq), resolve(future))
+        write = self._submit("replace", (record, expected_seq, hold), resolve(future))
         return self._committed(
             write, future, f"the new snapshot of run {record.run_id!r} was not stored"
         )
@@ -400,17 +470,11 @@ class SQLiteStore:
         self._submit("prune", (ended_before, keep, sorted(statuses)), resolve(future))
         return future.result(CREATE_TIMEOUT)
 
-    def claim(self, run_id: str, previous_owner: str | None) -> bool:
-        """Take over an orphaned run if its owner is still ``previous_owner``."""
-        future: Future[bool] = Future()
-        self._submit("claim", (run_id, previous_owner), resolve(future))
-        return future.result(CREATE_TIMEOUT)
-
     def load(self, run_id: str) -> SnapshotRecord | None:
         """The newest committed record of a run, or ``None``."""
         with self._reading() as connection:
             row = connection.execute(
-                f"SELECT {_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+                f"SELECT {self._columns} FROM runs WHERE run_id = ?", (run_id,)
             ).fetchone()
         return None if row is None else _record(row)
 
@@ -421,39 +485,171 @@ class SQLiteStore:
         """
         with self._reading() as connection:
             rows = connection.execute(
-                f"SELECT {_COLUMNS} FROM runs WHERE status IN ({_UNFINISHED_MARKS})", _UNFINISHED
+                f"SELECT {self._columns} FROM runs WHERE status IN ({_UNFINISHED_MARKS})",
+                _UNFINISHED,
             ).fetchall()
         return [_record(row) for row in rows]
 
-    def orphans(
-        self, workflow_ids: Sequence[str] | None = None
-    ) -> list[tuple[SnapshotRecord, str | None]]:
-        """Unfinished runs whose owner is gone, with that owner's id (to claim them by).
+    # --- sharing the file with other workers ----------------------------------------------
 
-        Unfinished is ``pending``, ``running`` or ``waiting``; a ``suspended`` run
-        is never an orphan, whoever owned it.
+    def join(self, *, role: str, workflows: Sequence[str], concurrency: int | None) -> None:
+        """Say in this worker's row what it runs (its role, workflows and capacity)."""
+        self._joined = (role, sorted(workflows), concurrency)
+        future: Future[None] = Future()
+        self._submit("join", None, resolve(future))
+        future.result(CREATE_TIMEOUT)
 
-        An owner is gone when its heartbeat is older than ``LEASE`` seconds, or
-        when it is a process on this host that no longer exists.
+    def heartbeat(self) -> bool:
+        """Renew this worker's lease now; ``False`` if its row was gone (it was reaped).
+
+        The writer thread also renews it on its own, every quarter lease.
         """
+        future: Future[bool] = Future()
+        self._submit("heartbeat", None, resolve(future))
+        return future.result(CREATE_TIMEOUT)
+
+    def claim(self, workflow_ids: Sequence[str], limit: int) -> list[Claimed]:
+        """Take up to ``limit`` queued runs of these workflows that are due, oldest first."""
+        if limit < 1 or not workflow_ids:
+            return []
+        marks = ", ".join("?" * len(workflow_ids))
         with self._reading() as connection:
-            owners = connection.execute("SELECT owner_id, host, pid, heartbeat_at FROM owners")
-            alive = {
-                owner_id
-                for owner_id, host, pid, heartbeat_at in owners.fetchall()
-                if _alive(host, pid, heartbeat_at)
-            }
-            query = f"SELECT {_COLUMNS}, owner_id FROM runs WHERE status IN ({_UNFINISHED_MARKS})"
-            params: list[Any] = list(_UNFINISHED)
-            if workflow_ids is not None:
-                query += f" AND workflow_id IN ({', '.join('?' * len(workflow_ids))})"
-                params.extend(workflow_ids)
+            due = connection.execute(
+                f"SELECT 1 FROM runs WHERE {_QUEUED} AND (wake_at IS NULL OR wake_at <= ?) "
+                f"AND workflow_id IN ({marks}) LIMIT 1",
+                (time.time(), *workflow_ids),
+            ).fetchone()
+        if due is None:
+            return []  # the usual case, found with a read: no write transaction
+        future: Future[list[Claimed]] = Future()
+        self._submit("claim", (list(workflow_ids), limit), resolve(future))
+        return future.result(CREATE_TIMEOUT)
+
+    def reap(self) -> int:
+        """Hand the runs of dead workers back to the queue; how many runs.
+
+        A worker is dead once its heartbeat is older than its lease, or, on this
+        host, once its process is gone; a run whose owner has no row at all (a
+        file from before workers had rows) is handed back too.
+        """
+        if not self._anyone_to_reap():
+            return 0  # the usual case, found with a read: no write transaction
+        future: Future[int] = Future()
+        self._submit("reap", None, resolve(future))
+        return future.result(CREATE_TIMEOUT)
+
+    def _anyone_to_reap(self) -> bool:
+        with self._reading() as connection:
+            owners = connection.execute(
+                "SELECT host, pid, heartbeat_at, lease FROM owners WHERE owner_id != ?",
+                (self.owner_id,),
+            ).fetchall()
+            if any(not _alive(*owner) for owner in owners):
+                return True
+            orphan = connection.execute(
+                "SELECT 1 FROM runs WHERE owner_id IS NOT NULL AND owner_id != ? "
+                f"AND status IN ({_UNFINISHED_SQL}) "
+                "AND owner_id NOT IN (SELECT owner_id FROM owners) LIMIT 1",
+                (self.owner_id,),
+            ).fetchone()
+        return orphan is not None
+
+    def request_cancel(self, run_id: str) -> bool:
+        """Mark an unfinished (or suspended) run for cancel; ``False`` if there is none."""
+        future: Future[bool] = Future()
+        self._submit("cancel", run_id, resolve(future))
+        return future.result(CREATE_TIMEOUT)
+
+    def cancel_requests(self) -> list[str]:
+        """Runs this worker holds whose cancel was requested."""
+        with self._reading() as connection:
+            rows = connection.execute(
+                "SELECT run_id FROM runs WHERE owner_id = ? AND cancel_requested = 1 "
+                f"AND status IN ({_UNFINISHED_SQL})",
+                (self.owner_id,),
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def held(self) -> int:
+        """How many runs this worker holds now."""
+        return len(self._held)
+
+    def holds(self, run_id: str) -> bool:
+        """Whether this worker holds the run now."""
+        return run_id in self._held
+
+    def next_wake(self, workflow_ids: Sequence[str]) -> float | None:
+        """The earliest wake time of the queued sleeping runs of these workflows."""
+        if not workflow_ids:
+            return None
+        marks = ", ".join("?" * len(workflow_ids))
+        with self._reading() as connection:
+            row = connection.execute(
+                f"SELECT min(wake_at) FROM runs WHERE {_QUEUED} AND wake_at IS NOT NULL "
+                f"AND workflow_id IN ({marks})",
+                list(workflow_ids),
+            ).fetchone()
+        return None if row is None else row[0]
+
+    def load_many(self, run_ids: Sequence[str]) -> list[SnapshotRecord]:
+        """The newest records of these runs; unknown ones are left out."""
+        records: list[SnapshotRecord] = []
+        ids = list(run_ids)
+        with self._reading() as connection:
+            for start in range(0, len(ids), _ROWS_PER_STATEMENT):
+                chunk = ids[start : start + _ROWS_PER_STATEMENT]
+                rows = connection.execute(
+                    f"SELECT {self._columns} FROM runs WHERE run_id IN "
+                    f"({', '.join('?' * len(chunk))})",
+                    chunk,
+                ).fetchall()
+                records.extend(_record(row) for row in rows)
+        return records
+
+    def queued(self, workflow_ids: Sequence[str] | None = None) -> list[SnapshotRecord]:
+        """Queued runs (nobody holds them), of these workflows or of all; oldest first."""
+        query = f"SELECT {self._columns} FROM runs WHERE {_QUEUED}"
+        params: list[Any] = []
+        if workflow_ids is not None:
+            query += f" AND workflow_id IN ({', '.join('?' * len(workflow_ids))})"
+            params.extend(workflow_ids)
+        with self._reading() as connection:
             rows = connection.execute(query + " ORDER BY created_at", params).fetchall()
+        return [_record(row) for row in rows]
+
+    def workers(self) -> list[WorkerInfo]:
+        """Every worker with a row in the file, and the runs it holds."""
+        with self._reading() as connection:
+            version = self._check_schema(connection, writable=False)
+            if version < 2:
+                return []
+            rows = connection.execute(
+                "SELECT owner_id, host, pid, role, workflows, concurrency, started_at, "
+                "heartbeat_at, (SELECT count(*) FROM runs WHERE runs.owner_id = owners.owner_id "
+                f"AND runs.status IN ({_UNFINISHED_SQL})) FROM owners ORDER BY started_at"
+            ).fetchall()
+        now = time.time()
         return [
-            (_record(row[:8]), row[8])
+            WorkerInfo(
+                worker_id=row[0],
+                host=row[1],
+                pid=row[2],
+                role=row[3],
+                workflows=tuple(_workflows(row[4])),
+                concurrency=row[5],
+                started_at=row[6],
+                heartbeat_age=max(0.0, now - row[7]),
+                held=row[8],
+            )
             for row in rows
-            if row[8] != self.owner_id and row[8] not in alive
         ]
+
+    def set_hint(self, hint: Callable[[str, str], None] | None) -> None:
+        """Call ``hint(kind, run_id)`` after this store's own commits that others wait on.
+
+        SQLite cannot hear other processes: their changes are seen by polling.
+        """
+        self._hint = hint
 
     def list_runs(
         self,
@@ -472,7 +668,7 @@ class SQLiteStore:
                 0
             ]
             rows = connection.execute(
-                f"SELECT {_COLUMNS} FROM runs{where} ORDER BY created_at DESC, run_id "
+                f"SELECT {self._columns} FROM runs{where} ORDER BY created_at DESC, run_id "
                 "LIMIT ? OFFSET ?",
                 [*params, -1 if limit is None else limit, offset],
             ).fetchall()
@@ -496,10 +692,21 @@ class SQLiteStore:
         return self._writer.submit(kind, payload, done)
 
     def _finish(self) -> None:
-        """On the writer thread, last: leave the owners table and fold the WAL back in."""
+        """On the writer thread, last: hand back held runs, leave, fold the WAL back in.
+
+        Runs this worker still holds (halted at a stop) go back to the queue at
+        once, for the next claim by any worker, rather than after the lease.
+        """
         connection = self._connection
         with contextlib.suppress(sqlite3.Error):
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute(
+                "UPDATE runs SET owner_id = NULL WHERE owner_id = ? "
+                f"AND status IN ({_UNFINISHED_SQL})",
+                (self.owner_id,),
+            )
             connection.execute("DELETE FROM owners WHERE owner_id = ?", (self.owner_id,))
+            connection.execute("COMMIT")
             connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         connection.close()
 
@@ -538,7 +745,7 @@ class SQLiteStore:
         tried alone, so that only the bad one fails.
         """
         try:
-            results = self._transaction(connection, writes)
+            outcome = self._transaction(connection, writes)
         except Exception as exc:  # sqlite3.Error, or a fault of ours: the writer lives on
             with contextlib.suppress(sqlite3.Error):
                 connection.execute("ROLLBACK")
@@ -561,13 +768,17 @@ class SQLiteStore:
             self._fail(writes, StoreError(f"cannot write to the run store {self.path}: {exc}"))
             return []
         self._transactions += 1
+        outcome.apply(self)
         # Callers blocked in create() first; then the callbacks that tell actors.
+        results, errors = outcome.results, outcome.errors
         creates = [write for write in writes if write.kind == "create" and not write.abandoned]
         for write in creates:
             call(write.done, results[id(write)], None)
         for write in writes:
             if write.kind != "create":
-                call(write.done, results.get(id(write)), None)
+                error = errors.get(id(write))
+                call(write.done, None if error else results.get(id(write)), error)
+        outcome.send_hints(self._hint)
         return []
 
     def _commit_alone(self, connection: sqlite3.Connection, writes: list[Write]) -> list[Write]:
@@ -578,55 +789,118 @@ class SQLiteStore:
                 return writes[index:]
         return []
 
-    def _transaction(self, connection: sqlite3.Connection, writes: list[Write]) -> dict[int, Any]:
-        """The writes in one committed transaction; each write's result by ``id``.
+    def _transaction(self, connection: sqlite3.Connection, writes: list[Write]) -> _Outcome:
+        """The writes in one committed transaction, and what came of each.
 
         Creates go first, then every save, each kind in one multi-row statement
         (the sqlite3 module releases and retakes the GIL around every call, which
         under load costs more than the SQL itself); then the other writes
-        (replace, claim, delete) in the order they came.
+        (replace, claim, delete, ...) in the order they came. What changes this
+        worker's held runs is applied only once the transaction has committed.
         """
+        outcome = _Outcome()
         creates = [write for write in writes if write.kind == "create" and not write.abandoned]
-        saves = [record for write in writes if write.kind == "save" for record in write.payload]
+        saves = [write for write in writes if write.kind == "save"]
         others = [write for write in writes if write.kind not in ("create", "save")]
-        results: dict[int, Any] = {}
         connection.execute("BEGIN IMMEDIATE")
         inserted = self._insert(connection, [write.payload for write in creates])
-        self._upsert(connection, saves)
+        self._upsert(connection, saves, outcome)
         for write in others:
-            results[id(write)] = self._apply(connection, write)
+            outcome.results[id(write)] = self._apply(connection, write, outcome)
         # A create whose caller gave up meanwhile must not commit: take() decides.
         for write in creates:
-            run_id = write.payload.run_id
+            record, hold = write.payload
+            run_id = record.run_id
             if not write.take() and run_id in inserted:
                 connection.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
-            results[id(write)] = run_id in inserted
+                inserted.discard(run_id)
+            outcome.results[id(write)] = run_id in inserted
+            if run_id in inserted:
+                if hold:
+                    outcome.hold[run_id] = 1
+                else:
+                    outcome.hint("queued", run_id)
         connection.execute("COMMIT")
-        return results
+        return outcome
 
-    def _insert(self, connection: sqlite3.Connection, records: list[SnapshotRecord]) -> set[str]:
+    def _insert(
+        self, connection: sqlite3.Connection, creates: list[tuple[SnapshotRecord, bool]]
+    ) -> set[str]:
         """Insert new runs; return the ids that were new (the others are taken)."""
         inserted: set[str] = set()
-        for chunk in _chunks(records):
-            rows = connection.execute(
+        rows = [
+            self._row(record, self.owner_id if hold else None, 1 if hold else 0)
+            for record, hold in creates
+        ]
+        for chunk in _chunks(rows):
+            found = connection.execute(
                 f"INSERT INTO runs ({_INSERT_COLUMNS}) VALUES "
                 + ", ".join([_ROW] * len(chunk))
                 + " ON CONFLICT (run_id) DO NOTHING RETURNING run_id",
-                [value for record in chunk for value in self._row(record)],
+                [value for row in chunk for value in row],
             ).fetchall()
-            inserted.update(row[0] for row in rows)
+            inserted.update(row[0] for row in found)
         return inserted
 
-    def _upsert(self, connection: sqlite3.Connection, records: list[SnapshotRecord]) -> None:
-        for chunk in _chunks(records):
-            connection.execute(
+    def _upsert(
+        self, connection: sqlite3.Connection, saves: list[Write], outcome: _Outcome
+    ) -> None:
+        """Store the saved records of runs this worker holds (or nobody does); note the fenced.
+
+        A record of a run this worker holds is written only if the run is still
+        its own at the same epoch; one of a run it holds not is written only if
+        nobody holds the run. A run whose record was not written because
+        another worker holds it now is fenced: the writes that carried it fail
+        with :class:`RunFencedError`.
+        """
+        rows: list[tuple[Any, ...]] = []
+        expected: dict[str, int] = {}
+        carriers: dict[str, list[Write]] = {}
+        held = self._held
+        for write in saves:
+            for record in write.payload:
+                run_id = record.run_id
+                if run_id in self._fenced:
+                    outcome.errors[id(write)] = _fenced(run_id)
+                    continue
+                epoch = held.get(run_id)
+                if epoch is None:
+                    rows.append(self._row(record, None, 0))
+                else:
+                    rows.append(self._row(record, self.owner_id, epoch))
+                    expected[run_id] = epoch
+                    carriers.setdefault(run_id, []).append(write)
+                if record.status in SETTLED_STATUSES or record.wake_at is not None:
+                    outcome.releasing[run_id] = record.status
+        written: set[str] = set()
+        for chunk in _chunks(rows):
+            found = connection.execute(
                 f"INSERT INTO runs ({_INSERT_COLUMNS}) VALUES "
                 + ", ".join([_ROW] * len(chunk))
                 + _ON_CONFLICT_NEWER,
-                [value for record in chunk for value in self._row(record)],
-            )
+                [value for row in chunk for value in row],
+            ).fetchall()
+            written.update(row[0] for row in found)
+        unwritten = [run_id for run_id in expected if run_id not in written]
+        for start in range(0, len(unwritten), _ROWS_PER_STATEMENT):
+            chunk = unwritten[start : start + _ROWS_PER_STATEMENT]
+            found = connection.execute(
+                "SELECT run_id, owner_id, epoch FROM runs WHERE run_id IN "
+                f"({', '.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall()
+            for run_id, owner_id, epoch in found:
+                if owner_id != self.owner_id or epoch != expected[run_id]:
+                    outcome.fenced.add(run_id)
+                    for write in carriers[run_id]:
+                        outcome.errors[id(write)] = _fenced(run_id)
+        for run_id, status in list(outcome.releasing.items()):
+            if run_id not in written:
+                del outcome.releasing[run_id]
+            else:
+                outcome.hint("settled" if status in SETTLED_STATUSES else "queued", run_id)
 
-    def _row(self, r: SnapshotRecord) -> tuple[Any, ...]:
+    def _row(self, r: SnapshotRecord, owner_id: str | None, epoch: int) -> tuple[Any, ...]:
         return (
             r.run_id,
             r.workflow_id,
@@ -635,40 +909,48 @@ class SQLiteStore:
             r.created_at,
             r.updated_at,
             r.trace_id,
-            self.owner_id,
+            owner_id,
             r.data,
+            epoch,
+            r.wake_at,
         )
 
-    def _apply(self, connection: sqlite3.Connection, write: Write) -> Any:
+    def _write_worker_row(self, connection: sqlite3.Connection) -> None:
+        role, workflows, concurrency = self._joined
+        connection.execute(
+            "INSERT OR REPLACE INTO owners (owner_id, host, pid, heartbeat_at, role, workflows, "
+            "concurrency, lease, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                self.owner_id,
+                socket.gethostname(),
+                os.getpid(),
+                time.time(),
+                role,
+                json.dumps(workflows),
+                concurrency,
+                self.lease,
+                self._started_at,
+            ),
+        )
+
+    def _apply(self, connection: sqlite3.Connection, write: Write, outcome: _Outcome) -> Any:
         kind, payload = write.kind, write.payload
         if kind == "delete":
             return connection.execute("DELETE FROM runs WHERE run_id = ?", (payload,)).rowcount == 1
         if kind == "replace":
-            record, expected_seq = payload
-            # A replace whose caller gave up waiting must not happen: take() decides.
-            if not write.take():
-                return False
-            cursor = connection.execute(
-                _REPLACE,
-                (
-                    record.status,
-                    record.seq,
-                    record.updated_at,
-                    record.data,
-                    self.owner_id,
-                    record.run_id,
-                    expected_seq,
-                    record.seq,
-                ),
-            )
-            return cursor.rowcount == 1
+            return self._replace(connection, write, outcome)
         if kind == "claim":
-            run_id, previous = payload
+            return self._claim(connection, payload, outcome)
+        if kind == "reap":
+            return self._reap(connection, outcome)
+        if kind == "cancel":
             cursor = connection.execute(
-                "UPDATE runs SET owner_id = ? WHERE run_id = ? AND owner_id IS ? "
-                f"AND status IN ({_UNFINISHED_MARKS})",
-                (self.owner_id, run_id, previous, *_UNFINISHED),
+                "UPDATE runs SET cancel_requested = 1 WHERE run_id = ? "
+                f"AND status IN ({_UNFINISHED_SQL})",
+                (payload,),
             )
+            if cursor.rowcount == 1:
+                outcome.hint("cancel", payload)
             return cursor.rowcount == 1
         if kind == "prune":
             ended_before, keep, statuses = payload
@@ -688,12 +970,103 @@ class SQLiteStore:
             self._reclaim = self._reclaim or deleted > 0
             return deleted
         if kind == "heartbeat":
-            connection.execute(
+            cursor = connection.execute(
                 "UPDATE owners SET heartbeat_at = ? WHERE owner_id = ?",
                 (time.time(), self.owner_id),
             )
+            if cursor.rowcount == 1:
+                return True
+            # Reaped while it did not beat (stopped, or starved): its runs went back to
+            # the queue, and the writes of those it still thinks it holds are fenced.
+            emit(logging.WARNING, "worker_lease_lost", path=str(self.path), worker=self.owner_id)
+            self._write_worker_row(connection)
+            return False
+        if kind == "join":
+            self._write_worker_row(connection)
             return None
         raise AssertionError(f"unknown write {kind!r}")
+
+    def _replace(self, connection: sqlite3.Connection, write: Write, outcome: _Outcome) -> bool:
+        record, expected_seq, hold = write.payload
+        # A replace whose caller gave up waiting must not happen: take() decides.
+        if not write.take():
+            return False
+        settles = record.status in SETTLED_STATUSES
+        keep = hold and not settles
+        row = connection.execute(
+            _REPLACE,
+            (
+                record.status,
+                record.seq,
+                record.updated_at,
+                record.data,
+                record.wake_at,
+                self.owner_id if keep else None,
+                1 if keep else 0,
+                record.run_id,
+                expected_seq,
+                record.seq,
+                self.owner_id,
+            ),
+        ).fetchone()
+        if row is None:
+            return False
+        if keep:
+            outcome.hold[record.run_id] = row[0]
+        else:
+            outcome.releasing[record.run_id] = record.status
+            outcome.hint("settled" if settles else "queued", record.run_id)
+        return True
+
+    def _claim(
+        self, connection: sqlite3.Connection, payload: Any, outcome: _Outcome
+    ) -> list[Claimed]:
+        workflow_ids, limit = payload
+        marks = ", ".join("?" * len(workflow_ids))
+        ids = [
+            row[0]
+            for row in connection.execute(
+                f"SELECT run_id FROM runs WHERE {_QUEUED} AND (wake_at IS NULL OR wake_at <= ?) "
+                f"AND workflow_id IN ({marks}) ORDER BY created_at LIMIT ?",
+                (time.time(), *workflow_ids, limit),
+            ).fetchall()
+        ]
+        if not ids:
+            return []
+        rows = connection.execute(
+            f"UPDATE runs SET owner_id = ?, epoch = epoch + 1 WHERE run_id IN "
+            f"({', '.join('?' * len(ids))}) AND {_QUEUED} "
+            f"RETURNING {_COLUMNS}, epoch, cancel_requested",
+            (self.owner_id, *ids),
+        ).fetchall()
+        claimed = []
+        for row in sorted(rows, key=lambda row: row[5]):  # oldest first, as selected
+            outcome.hold[row[0]] = row[9]
+            claimed.append(Claimed(record=_record(row), cancel_requested=bool(row[10])))
+        return claimed
+
+    def _reap(self, connection: sqlite3.Connection, outcome: _Outcome) -> int:
+        owners = connection.execute(
+            "SELECT owner_id, host, pid, heartbeat_at, lease FROM owners WHERE owner_id != ?",
+            (self.owner_id,),
+        ).fetchall()
+        dead = [
+            owner_id
+            for owner_id, host, pid, heartbeat_at, lease in owners
+            if not _alive(host, pid, heartbeat_at, lease)
+        ]
+        for owner_id in dead:
+            connection.execute("DELETE FROM owners WHERE owner_id = ?", (owner_id,))
+            emit(logging.WARNING, "worker_reaped", path=str(self.path), worker=owner_id)
+        rows = connection.execute(
+            "UPDATE runs SET owner_id = NULL WHERE owner_id IS NOT NULL AND owner_id != ? "
+            f"AND status IN ({_UNFINISHED_SQL}) "
+            "AND owner_id NOT IN (SELECT owner_id FROM owners) RETURNING run_id",
+            (self.owner_id,),
+        ).fetchall()
+        for (run_id,) in rows:
+            outcome.hint("queued", run_id)
+        return len(rows)
 
     def _fail(self, writes: list[Write], error: StoreError) -> None:
         emit(logging.ERROR, "store_write_failed", path=str(self.path), error=str(error))
@@ -701,9 +1074,66 @@ class SQLiteStore:
             call(write.done, None, error)
 
 
-def _chunks(records: list[SnapshotRecord]) -> Iterator[list[SnapshotRecord]]:
-    for start in range(0, len(records), _ROWS_PER_STATEMENT):
-        yield records[start : start + _ROWS_PER_STATEMENT]
+class _Outcome:
+    """What one transaction did: each write's result or error, and what to do once committed."""
+
+    __slots__ = ("errors", "fenced", "hints", "hold", "releasing", "results")
+
+    def __init__(self) -> None:
+        self.results: dict[int, Any] = {}
+        self.errors: dict[int, BaseException] = {}
+        self.hold: dict[str, int] = {}  # runs this worker holds from now, with their epochs
+        self.releasing: dict[str, str] = {}  # runs it holds no more (settled, asleep, queued)
+        self.fenced: set[str] = set()  # runs another worker took
+        self.hints: list[tuple[str, str]] = []
+
+    def hint(self, kind: str, run_id: str) -> None:
+        self.hints.append((kind, run_id))
+
+    def apply(self, store: SQLiteStore) -> None:
+        """Once committed: change the store's held runs."""
+        if not (self.hold or self.releasing or self.fenced):
+            return
+        with store._held_lock:
+            held = store._held
+            for run_id in self.releasing:
+                held.pop(run_id, None)
+            for run_id in self.fenced:
+                held.pop(run_id, None)
+                store._fenced.add(run_id)
+                emit(logging.WARNING, "run_fenced", run_id=run_id, worker=store.owner_id)
+            for run_id, epoch in self.hold.items():
+                held[run_id] = epoch
+                store._fenced.discard(run_id)
+
+    def send_hints(self, hint: Callable[[str, str], None] | None) -> None:
+        if hint is None:
+            return
+        for kind, run_id in self.hints:
+            try:
+                hint(kind, run_id)
+            except Exception:
+                emit(logging.ERROR, "store_hint_failed", kind=kind, run_id=run_id, exc_info=True)
+
+
+def _fenced(run_id: str) -> RunFencedError:
+    return RunFencedError(
+        f"run {run_id!r} is held by another worker now (this one's lease ran out): "
+        "this worker's write was not applied"
+    )
+
+
+def _workflows(text: str) -> list[str]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return []
+    return [str(item) for item in value] if isinstance(value, list) else []
+
+
+def _chunks(rows: list[Any]) -> Iterator[list[Any]]:
+    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+        yield rows[start : start + _ROWS_PER_STATEMENT]
 
 
 def _filters(
@@ -723,8 +1153,8 @@ def _filters(
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
-def _alive(host: str, pid: int, heartbeat_at: float) -> bool:
-    if time.time() - heartbeat_at > LEASE:
+def _alive(host: str, pid: int, heartbeat_at: float, lease: float) -> bool:
+    if time.time() - heartbeat_at > lease:
         return False
     if host == socket.gethostname():
         try:

@@ -110,6 +110,12 @@ class RefusingCancels(SQLiteStore):
             return
         super().save(records, on_commit, on_error)
 
+    def replace(self, record: SnapshotRecord, expected_seq: int, *, hold: bool = False) -> bool:
+        # A sleeping run waits in the store, held by nobody: its cancel is a compare-and-set.
+        if record.status == "canceled":
+            raise StoreError(f"the disk refuses the canceled snapshot of run {record.run_id!r}")
+        return super().replace(record, expected_seq, hold=hold)
+
 
 @pytest.mark.parametrize("where", ["running", "sleeping", "pending"])
 def test_a_cancel_whose_snapshot_the_store_refuses_raises_store_error_and_is_not_recorded(

@@ -12,9 +12,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
-
-import actors.system as system_module
 from runtime import RunReader, WorkflowResult
 from tests._support import Runtimes, wait_until
 from tests.durable._support.helpers import row
@@ -139,10 +136,8 @@ def test_a_process_killed_the_moment_start_async_returns_has_recorded_its_run(
 
 
 def test_a_live_runtime_takes_over_a_dead_peers_runs_without_registering_again(
-    tmp_path: Path, runtimes: Runtimes, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, runtimes: Runtimes
 ) -> None:
-    monkeypatch.setattr(system_module, "ORPHAN_SCAN_INTERVAL", 0.1, raising=False)
-    monkeypatch.setattr(system_module, "ORPHAN_REPORT_DELAY", 0.1)
     db, log = tmp_path / "runs.db", tmp_path / "steps.log"
     wf = runtimes.start(db).register(logged)  # registered before the peer even starts
     time.sleep(0.5)  # the peer dies well after this runtime's start

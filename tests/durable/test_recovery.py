@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-import actors.system as engine_module
+import actors.claimer as claimer_module
 from runtime import RunReader, Runtime, SQLiteStore
 from tests._support import Counter, Runtimes, held_workflow, quick_workflow, wait_until
 from tests.durable._support.helpers import barrier, dead_pid, hand_over, row
@@ -189,11 +189,12 @@ def test_two_runtimes_racing_for_the_same_orphans_resume_each_exactly_once(
         wait_until(lambda run_id=run_id: status(db, run_id) == "success")
     for rt in racers:
         rt.stop(timeout=10)  # a second resumption, had there been one, ends first
-    owners = {rt.store.owner_id for rt in racers if isinstance(rt.store, SQLiteStore)}
     for run_id in run_ids:
         assert counter[f"{run_id}/hold"] == 2, f"run {run_id} resumed more than once"
         assert counter[f"{run_id}/last"] == 1
-        assert (row(db, run_id) or {}).get("owner_id") in owners
+        found = row(db, run_id) or {}
+        assert found.get("owner_id") is None  # ended: nobody's
+        assert found.get("epoch") == 2, "held at its start, then claimed once, by one racer"
 
 
 # --- workflows nobody registers -------------------------------------------------------
@@ -202,7 +203,7 @@ def test_two_runtimes_racing_for_the_same_orphans_resume_each_exactly_once(
 def test_a_run_whose_workflow_is_not_registered_is_left_alone_and_reported_once(
     db: Path, monkeypatch: pytest.MonkeyPatch, runtimes: Runtimes
 ) -> None:
-    monkeypatch.setattr(engine_module, "ORPHAN_REPORT_DELAY", 0.1)
+    monkeypatch.setattr(claimer_module, "REPORT_DELAY", 0.1)
     counter, gate = Counter(), runtimes.gate()
     workflow = held_workflow(counter, gate)
     [run_id] = leave_unfinished(runtimes, db, workflow)
@@ -252,14 +253,14 @@ def test_recovery_does_not_hold_up_start_or_register(
     run_ids = leave_unfinished(runtimes, db, workflow, count=20, max_concurrent_runs=2)
     gate.set()
     looking, go_on = threading.Event(), threading.Event()
-    orphans = SQLiteStore.orphans
+    claim = SQLiteStore.claim
 
-    def slow_orphans(self, workflow_ids=None):  # type: ignore[no-untyped-def]
+    def slow_claim(self, workflow_ids, limit):  # type: ignore[no-untyped-def]
         looking.set()
         go_on.wait(10)
-        return orphans(self, workflow_ids)
+        return claim(self, workflow_ids, limit)
 
-    monkeypatch.setattr(SQLiteStore, "orphans", slow_orphans)
+    monkeypatch.setattr(SQLiteStore, "claim", slow_claim)
     rt = Runtime(store=db)
     runtimes.started.append(rt)
     returned = threading.Event()

@@ -219,10 +219,14 @@ def test_a_snapshot_the_database_refuses_fails_its_run_and_no_other(
 ) -> None:
     row = SQLiteStore._row
 
-    def refuse_one_runs_progress(self: SQLiteStore, r: SnapshotRecord) -> tuple[Any, ...]:
-        values = row(self, r)
+    def refuse_one_runs_progress(
+        self: SQLiteStore, r: SnapshotRecord, owner_id: str | None, epoch: int
+    ) -> tuple[Any, ...]:
+        values = row(self, r, owner_id, epoch)
         if r.run_id == "poisoned" and r.status == "running" and r.seq >= 2:
-            return (*values[:-1], object())  # a value sqlite3 cannot bind: refused for good
+            data = values.index(r.data)
+            # A value sqlite3 cannot bind, as the snapshot: refused for good.
+            return (*values[:data], object(), *values[data + 1 :])
         return values
 
     monkeypatch.setattr(SQLiteStore, "_row", refuse_one_runs_progress)

@@ -23,6 +23,8 @@ from runtime._stores.memory import MemoryStore
 from tests._support import wait_until
 from tests.durable._support.helpers import dead_pid, hand_over, raw, record, row, save_and_wait
 
+WORKFLOW = "wf"  # the workflow of helpers.record()
+
 THREADS = 8
 
 
@@ -178,32 +180,46 @@ def test_unfinished_holds_pending_running_and_waiting_runs_only(store: SnapshotS
     ]
 
 
-def test_orphans_hold_waiting_runs_of_a_gone_owner_but_never_suspended_ones(
+def test_a_reap_hands_back_the_unfinished_runs_of_a_gone_worker_and_no_settled_one(
     db: Path, sqlite_store: SQLiteStore
 ) -> None:
     store_one_run_per_status(sqlite_store)
     hand_over(db, ALL_STATUSES, "gone-owner", pid=dead_pid(), heartbeat_at=time.time())
-    orphans = sqlite_store.orphans()
-    assert sorted(found.run_id for found, _ in orphans) == ["pending", "running", "waiting"]
-    assert {owner for _, owner in orphans} == {"gone-owner"}
+    assert sqlite_store.reap() == 3
+    assert sorted(found.run_id for found in sqlite_store.queued()) == [
+        "pending",
+        "running",
+        "waiting",
+    ]
+    assert (row(db, "suspended") or {})["owner_id"] == "gone-owner"  # nobody claims it
 
 
-def test_orphans_leave_out_waiting_runs_whose_owner_is_alive(
+def test_a_reap_leaves_the_runs_of_a_live_worker_alone(db: Path, sqlite_store: SQLiteStore) -> None:
+    store_one_run_per_status(sqlite_store)
+    hand_over(db, ALL_STATUSES, "live-owner", pid=os.getpid(), heartbeat_at=time.time())
+    assert sqlite_store.reap() == 0
+    assert sqlite_store.queued() == []
+
+
+def test_a_reap_hands_back_the_runs_of_a_worker_whose_heartbeat_is_older_than_its_lease(
     db: Path, sqlite_store: SQLiteStore
 ) -> None:
     store_one_run_per_status(sqlite_store)
-    hand_over(db, ALL_STATUSES, "live-owner", pid=os.getpid(), heartbeat_at=time.time())
-    assert sqlite_store.orphans() == []
+    hand_over(db, ALL_STATUSES, "stalled", pid=os.getpid(), heartbeat_at=time.time() - 11)
+    assert sqlite_store.reap() == 3
 
 
-def test_a_waiting_orphan_can_be_claimed_and_a_suspended_run_cannot(
+def test_a_queued_run_is_claimed_once_and_a_suspended_one_never(
     db: Path, sqlite_store: SQLiteStore
 ) -> None:
     store_one_run_per_status(sqlite_store)
     hand_over(db, ["waiting", "suspended"], "gone-owner", pid=dead_pid(), heartbeat_at=0.0)
-    assert sqlite_store.claim("waiting", "gone-owner")
-    assert not sqlite_store.claim("suspended", "gone-owner")
+    sqlite_store.reap()
+    claimed = sqlite_store.claim([WORKFLOW], 10)
+    assert "suspended" not in [found.record.run_id for found in claimed]
+    assert "waiting" in [found.record.run_id for found in claimed]
     assert (row(db, "waiting") or {})["owner_id"] == sqlite_store.owner_id
+    assert sqlite_store.claim([WORKFLOW], 10) == []
     assert (row(db, "suspended") or {})["owner_id"] == "gone-owner"
 
 
@@ -225,28 +241,36 @@ def test_a_replace_is_committed_when_it_returns_and_read_by_another_store(
         reopened.close()
 
 
-def test_a_replace_makes_the_replacing_store_the_runs_owner(
+def test_a_replace_leaves_a_resumed_run_queued_or_held_by_the_replacer(
+    db: Path, sqlite_store: SQLiteStore
+) -> None:
+    suspended_run(sqlite_store)
+    other = SQLiteStore(db)
+    try:
+        assert other.replace(record("r", seq=2, status="running", data=b"resumed"), 1)
+        assert (row(db, "r") or {})["owner_id"] is None  # queued, for any worker
+        assert not other.holds("r")
+        claimed = other.claim([WORKFLOW], 1)
+        assert [found.record.run_id for found in claimed] == ["r"]
+        assert (row(db, "r") or {})["owner_id"] == other.owner_id
+        assert other.holds("r")
+    finally:
+        other.close()
+
+
+def test_a_replace_of_a_run_another_worker_holds_fails_and_changes_nothing(
     db: Path, sqlite_store: SQLiteStore
 ) -> None:
     suspended_run(sqlite_store)
     hand_over(db, ["r"], "previous-owner", pid=os.getpid(), heartbeat_at=time.time())
     other = SQLiteStore(db)
     try:
-        assert other.replace(record("r", seq=2, status="running", data=b"resumed"), 1)
-        assert (row(db, "r") or {})["owner_id"] == other.owner_id
-    finally:
-        other.close()
-
-
-def test_a_failed_replace_leaves_the_owner_alone(db: Path, sqlite_store: SQLiteStore) -> None:
-    suspended_run(sqlite_store)
-    hand_over(db, ["r"], "previous-owner", pid=os.getpid(), heartbeat_at=time.time())
-    other = SQLiteStore(db)
-    try:
+        assert not other.replace(record("r", seq=2, status="running"), expected_seq=1)
         assert not other.replace(record("r", seq=2, status="running"), expected_seq=0)
     finally:
         other.close()
     assert (row(db, "r") or {})["owner_id"] == "previous-owner"
+    assert stored(sqlite_store, "r") == (1, "suspended", b"suspended")
 
 
 def test_a_read_only_store_refuses_replace(db: Path, sqlite_store: SQLiteStore) -> None:

@@ -1,0 +1,126 @@
+"""The store watcher: what other processes do to runs that somebody here waits on.
+
+On a shared store a run may be driven by another process, or another host.
+Waiting for it, or watching its events, cannot rely on this process's actors:
+the watcher reads the runs somebody here waits on from the store, every
+:data:`WATCH_INTERVAL` seconds or at once when the store hints that one
+changed, and hands each newer record to the registry, which wakes the waiters
+and tells the watchers as it does for the runs its own actors drive. Runs this
+process holds are skipped: its own actors report them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Final
+
+from runtime._errors import StoreError
+from runtime._stores.base import SharedStore, SnapshotRecord
+from runtime._tracing import emit
+
+__all__ = ["WATCH_INTERVAL", "StoreWatcher"]
+
+WATCH_INTERVAL: Final = 0.1
+"""Seconds between two reads of the runs waited on that other processes drive."""
+
+_GONE: Final = -2
+"""The seq noted for a run whose record was deleted: it is not reported again."""
+
+
+class StoreWatcher:
+    """A thread that polls a shared store for runs waited on here and driven elsewhere.
+
+    Args:
+        store: The shared store.
+        deliver: Called on the watcher's thread with ``(run_id, record)`` for
+            each run whose record is newer than the last one seen, and with
+            ``(run_id, None)`` once for a run whose record is gone.
+        interval: Seconds between two reads.
+    """
+
+    def __init__(
+        self,
+        store: SharedStore,
+        deliver: Callable[[str, SnapshotRecord | None], None],
+        interval: float = WATCH_INTERVAL,
+    ) -> None:
+        self._store = store
+        self._deliver = deliver
+        self._interval = interval
+        self._runs: dict[str, int] = {}  # run id -> the newest seq seen
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+
+    def add(self, run_id: str, seq: int) -> None:
+        """Watch a run whose newest record seen here has ``seq`` (``-1``: none yet)."""
+        with self._lock:
+            if self._stopped:
+                return
+            if self._runs.get(run_id, -1) < seq or run_id not in self._runs:
+                self._runs[run_id] = seq
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="callboard-store-watcher", daemon=True
+                )
+                self._thread.start()
+
+    def remove(self, run_id: str) -> None:
+        """Stop watching a run (nobody here waits on it any more)."""
+        with self._lock:
+            self._runs.pop(run_id, None)
+
+    def poke(self, _kind: str = "", run_id: str = "") -> None:
+        """Read now: a run changed (a hint from the store)."""
+        if not run_id or run_id in self._runs:
+            self._wake.set()
+
+    def stop(self, timeout: float) -> None:
+        """Stop the thread (waiting up to ``timeout`` seconds)."""
+        with self._lock:
+            self._stopped = True
+            thread = self._thread
+        self._wake.set()
+        if thread is not None:
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            with self._lock:
+                if self._stopped:
+                    return
+                watched = dict(self._runs)
+            ids = [run_id for run_id in watched if not self._store.holds(run_id)]
+            if not ids:
+                continue
+            try:
+                records = {record.run_id: record for record in self._store.load_many(ids)}
+            except StoreError as exc:
+                emit(logging.WARNING, "store_watch_failed", error=str(exc))
+                continue
+            for run_id in ids:
+                record = records.get(run_id)
+                seen = watched[run_id]
+                if record is None:
+                    if seen != _GONE:
+                        self._note(run_id, _GONE)
+                        self._call(run_id, None)
+                elif record.seq > seen:
+                    self._note(run_id, record.seq)
+                    self._call(run_id, record)
+
+    def _note(self, run_id: str, seq: int) -> None:
+        with self._lock:
+            if run_id in self._runs:
+                self._runs[run_id] = seq
+
+    def _call(self, run_id: str, record: SnapshotRecord | None) -> None:
+        try:
+            self._deliver(run_id, record)
+        except Exception:
+            emit(logging.ERROR, "store_watch_delivery_failed", run_id=run_id, exc_info=True)

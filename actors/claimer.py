@@ -1,0 +1,208 @@
+"""The claimer: how a worker takes runs from a shared store, and gives back those of the dead.
+
+One thread per runtime on a shared store (SQLite or PostgreSQL). Each pass it
+
+- hands the runs of workers whose lease ran out back to the queue (every
+  half lease): recovery re-enqueues, it never runs anything in place;
+- passes on the cancels requested for runs this worker holds;
+- claims as many queued runs of its registered workflows as it has room for
+  (``max_concurrent_runs`` less the runs it holds), and hands them to the
+  registry, which starts them;
+- notes when the next sleeping run of its workflows is due, and wakes then.
+
+It passes every :data:`POLL_INTERVAL` seconds, and at once when poked: by the
+store after a commit here that queued a run, by the store's notifications
+from other processes (PostgreSQL), or by the runtime when it registers a
+workflow. Polling alone is always correct; pokes only make it sooner.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Final
+
+from runtime._errors import StoreError
+from runtime._plan import ExecutionPlan
+from runtime._stores.base import Claimed, SharedStore
+from runtime._tracing import emit
+
+__all__ = ["CLAIM_BATCH", "POLL_INTERVAL", "REPORT_DELAY", "Claimer"]
+
+POLL_INTERVAL: Final = 0.25
+"""Seconds between two passes when nothing pokes the claimer."""
+
+REAP_EVERY: Final = 1.0
+"""The most seconds between two looks for dead workers (a quarter lease, if shorter)."""
+
+CLAIM_BATCH: Final = 64
+"""The most runs one claim takes."""
+
+REPORT_DELAY: Final = 5.0
+"""Seconds after start before queued runs of workflows nobody here registered are reported."""
+
+REPORT_EVERY: Final = 30.0
+"""Seconds between two looks for queued runs of workflows not registered here."""
+
+_REPORTED_AT_MOST: Final = 10_000
+"""The most run ids remembered as reported (then the memory is cleared)."""
+
+_ERROR_PAUSE: Final = 1.0
+"""Seconds to wait after a pass failed (the store unreachable) before the next."""
+
+
+class Claimer:
+    """The thread that reaps, claims and passes on cancels for one runtime.
+
+    Args:
+        store: The shared store.
+        plans: The registered workflows, read at every pass.
+        capacity: The most runs this worker holds at once (``None``: no limit).
+        executes: Whether this runtime runs workflows (not a client).
+        take: Called with the runs claimed, to start them.
+        cancel: Called with a run held here whose cancel was requested; it
+            calls ``done`` once the cancel is settled (recorded or not).
+    """
+
+    def __init__(
+        self,
+        store: SharedStore,
+        *,
+        plans: Callable[[], Mapping[str, ExecutionPlan]],
+        capacity: int | None,
+        executes: bool,
+        take: Callable[[Sequence[Claimed]], None],
+        cancel: Callable[[str, Callable[[], None]], None],
+    ) -> None:
+        self._store = store
+        self._plans = plans
+        self._capacity = capacity
+        self._executes = executes
+        self._take = take
+        self._cancel = cancel
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._canceling: set[str] = set()
+        self._canceling_lock = threading.Lock()
+        self._reported: set[str] = set()
+        self._started = time.monotonic()
+        self._next_reap = 0.0
+        self._next_report = self._started + REPORT_DELAY
+        self._reserved = 0
+        self._room_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="callboard-claimer", daemon=True)
+        self._thread.start()
+
+    def poke(self, _kind: str = "", _run_id: str = "") -> None:
+        """Pass now: a run may be claimable, or a cancel waits."""
+        self._wake.set()
+
+    def reserve(self) -> bool:
+        """Take room for a run this process starts (or resumes) and holds at once.
+
+        ``False`` if this worker holds as many runs as it may: the run then
+        waits in the store, for whichever worker has room. Call
+        :meth:`unreserve` once the store counts the run (or did not take it).
+        """
+        if not self._executes:
+            return False
+        with self._room_lock:
+            capacity = self._capacity
+            if capacity is not None and self._store.held() + self._reserved >= capacity:
+                return False
+            self._reserved += 1
+            return True
+
+    def unreserve(self) -> None:
+        """Give back room taken by :meth:`reserve`."""
+        with self._room_lock:
+            self._reserved -= 1
+
+    def stop(self, timeout: float) -> None:
+        """End the thread (waiting up to ``timeout`` seconds)."""
+        self._stopped.set()
+        self._wake.set()
+        self._thread.join(timeout)
+
+    # --- the loop --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        wait = 0.0
+        while not self._stopped.is_set():
+            self._wake.wait(wait)
+            self._wake.clear()
+            if self._stopped.is_set():
+                return
+            try:
+                wait = self._pass()
+            except StoreError as exc:
+                emit(logging.WARNING, "claim_pass_failed", error=str(exc))
+                wait = _ERROR_PAUSE
+            except Exception:
+                emit(logging.ERROR, "claim_pass_crashed", exc_info=True)
+                wait = _ERROR_PAUSE
+
+    def _pass(self) -> float:
+        """One pass; the seconds until the next one is due."""
+        store = self._store
+        now = time.monotonic()
+        if now >= self._next_reap:
+            store.reap()
+            self._next_reap = now + min(store.lease / 4, REAP_EVERY)
+        if not self._executes:
+            return POLL_INTERVAL
+        for run_id in store.cancel_requests():
+            self._pass_on_cancel(run_id)
+        plans = self._plans()
+        workflows = sorted(plans)
+        if not workflows:
+            return POLL_INTERVAL
+        wait = POLL_INTERVAL
+        with self._room_lock:
+            room = CLAIM_BATCH
+            if self._capacity is not None:
+                room = min(room, self._capacity - store.held() - self._reserved)
+        if room > 0:
+            claimed = store.claim(workflows, room)
+            if claimed:
+                self._take(claimed)
+            if len(claimed) == room:
+                wait = 0.0  # more may wait
+        wake_at = store.next_wake(workflows)
+        if wake_at is not None:
+            wait = min(wait, max(0.0, wake_at - time.time()))
+        if time.monotonic() >= self._next_report:
+            self._report_unregistered(plans)
+        return wait
+
+    def _pass_on_cancel(self, run_id: str) -> None:
+        with self._canceling_lock:
+            if run_id in self._canceling:
+                return
+            self._canceling.add(run_id)
+
+        def done() -> None:
+            with self._canceling_lock:
+                self._canceling.discard(run_id)
+
+        self._cancel(run_id, done)
+
+    def _report_unregistered(self, plans: Mapping[str, ExecutionPlan]) -> None:
+        """Say once, for each queued run no workflow here runs, that it waits for one."""
+        self._next_report = time.monotonic() + REPORT_EVERY
+        if len(self._reported) > _REPORTED_AT_MOST:
+            self._reported.clear()
+        for record in self._store.queued(None):
+            if record.workflow_id in plans or record.run_id in self._reported:
+                continue
+            self._reported.add(record.run_id)
+            emit(
+                logging.WARNING,
+                "run_awaits_its_workflow",
+                run_id=record.run_id,
+                workflow_id=record.workflow_id,
+                status=record.status,
+                hint="a runtime on this store that registers the workflow runs it",
+            )
