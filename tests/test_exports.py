@@ -26,6 +26,7 @@ EXPORTED = [
     "ResumeTargetError",
     "RetentionPolicy",
     "RetryConfig",
+    "RoleError",
     "Run",
     "RunAlreadyStartedError",
     "RunCrashedError",
