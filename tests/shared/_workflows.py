@@ -1,0 +1,47 @@
+"""Workflows for the tests of runtimes that share a store, importable by worker processes.
+
+The steps leave lines in the file named by ``request_context["log"]`` (see
+:mod:`tests.durable._support.workflows`), so a test counts which steps ran,
+and how often, across processes killed or stopped on the way.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from runtime import Workflow, create_step, create_workflow
+from tests._support import Value
+from tests.durable._support.workflows import append_line, asking, logged
+
+__all__ = ["WORKFLOWS", "napper"]
+
+
+def _stamped(step_id: str) -> Any:
+    def execute(ctx: Any) -> Value:
+        append_line(ctx.request_context["log"], f"{step_id} at {time.time():.3f} pid {os.getpid()}")
+        return Value(value=f"{ctx.input_data.value}-{step_id[0]}")
+
+    return create_step(id=step_id, input_schema=Value, output_schema=Value, execute=execute)
+
+
+def _nap(ctx: Any) -> float:
+    return float(ctx.request_context["nap"])
+
+
+def napper_workflow() -> Workflow[Value, Value]:
+    """``before``, a sleep of ``request_context["nap"]`` seconds, ``after`` (logs its time)."""
+    return (
+        create_workflow(id="napper", input_schema=Value, output_schema=Value)
+        .then(_stamped("before"))
+        .sleep(_nap, id="nap")
+        .then(_stamped("after"))
+        .commit()
+    )
+
+
+napper = napper_workflow()
+
+WORKFLOWS: dict[str, Workflow[Any, Any]] = {wf.id: wf for wf in (logged, asking, napper)}
+"""What every worker process registers."""

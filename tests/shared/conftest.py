@@ -1,0 +1,79 @@
+"""Fixtures for runtimes in several processes sharing one store."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runtime import Runtime, SnapshotStore
+from tests.durable._support.processes import Child
+from tests.shared._worker import open_store
+
+LEASE = 1.0
+"""The lease of the worker processes: short, so that a dead one is found within seconds."""
+
+
+@pytest.fixture(params=["sqlite"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where the runtimes of a test meet: a SQLite file (PostgreSQL joins with its store)."""
+    return str(tmp_path / "runs.db")
+
+
+class Fleet:
+    """Worker processes and in-process runtimes on one store, all stopped at the end."""
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        self.workers: list[Child] = []
+        self.runtimes: list[Runtime] = []
+
+    def worker(self, *, concurrency: int | None = None, lease: float = LEASE) -> Child:
+        """Start a worker process; return once it is ready (its id in ``.worker_id``)."""
+        child = Child(
+            "worker",
+            module="tests.shared._worker",
+            store=self.location,
+            lease=lease,
+            concurrency=concurrency,
+        )
+        self.workers.append(child)
+        child.worker_id = child.expect("ready", timeout=60)  # type: ignore[attr-defined]
+        return child
+
+    def runtime(self, role: str = "client", **options: Any) -> Runtime:
+        """A runtime in this process on the store, started."""
+        store: SnapshotStore = open_store(self.location, float(options.pop("lease", LEASE)))
+        rt = Runtime(store=store, role=role, **options)  # type: ignore[arg-type]
+        self.runtimes.append(rt)
+        return rt.start()
+
+    def close(self) -> None:
+        for rt in self.runtimes:
+            rt.stop(timeout=1)
+        for child in self.workers:
+            if child.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.proc.pid, signal.SIGCONT)
+                if child.proc.stdin is not None:
+                    with contextlib.suppress(OSError):
+                        child.proc.stdin.close()
+                try:
+                    child.proc.wait(10)
+                except Exception:
+                    child.proc.kill()
+            child.__exit__(None, None, None)
+
+
+@pytest.fixture
+def fleet(location: str) -> Iterator[Fleet]:
+    made = Fleet(location)
+    try:
+        yield made
+    finally:
+        made.close()

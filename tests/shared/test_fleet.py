@@ -1,0 +1,250 @@
+"""Runtimes in several processes on one store: clients start and wait, workers run.
+
+Every test here runs real worker processes (``tests.shared._worker``) on the
+store, and in-process runtimes with the role ``client`` (or ``both``). The
+runs' steps log to files, so that the tests count what ran where, across
+processes killed (SIGKILL) or stopped (SIGSTOP) on the way.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runtime import RoleError, Runtime, SQLiteStore
+from runtime._stores.base import SharedStore
+from tests._support import wait_until
+from tests.durable._support.workflows import count, read_lines
+from tests.shared._workflows import WORKFLOWS
+from tests.shared.conftest import LEASE, Fleet
+
+WAIT = 60.0
+"""Seconds a run may take in these tests, on a loaded machine, before a test fails."""
+
+
+def context(tmp_path: Path, name: str, **more: Any) -> dict[str, Any]:
+    return {"log": str(tmp_path / f"{name}.log"), **more}
+
+
+def _store(fleet: Fleet) -> SharedStore:
+    store = fleet.runtimes[0].store
+    assert isinstance(store, SharedStore)
+    return store
+
+
+# --- clients and workers --------------------------------------------------------------------
+
+
+def test_a_client_starts_runs_that_workers_run_and_its_waits_return(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    for _ in range(3):
+        fleet.worker(concurrency=2)
+    client = fleet.runtime("client")
+    wf = client.register(WORKFLOWS["logged"])
+    runs = [wf.create_run() for _ in range(12)]
+    for index, run in enumerate(runs):
+        run.start_async(
+            input_data={"value": f"v{index}"}, request_context=context(tmp_path, f"r{index}")
+        )
+    for index, run in enumerate(runs):
+        result = run.wait(timeout=WAIT)
+        assert result.status == "success", result.error
+        assert result.result == {"value": f"v{index}-a-b-c"}
+        log = tmp_path / f"r{index}.log"
+        assert read_lines(log) == [
+            "start alpha",
+            "end alpha",
+            "start beta",
+            "end beta",
+            "start gamma",
+            "end gamma",
+        ]
+    workers = _store(fleet).workers()
+    assert {w.role for w in workers} == {"worker", "client"}
+    assert sum(1 for w in workers if w.role == "worker") == 3
+
+
+def test_a_worker_starts_no_runs(fleet: Fleet) -> None:
+    worker = fleet.runtime("worker")
+    wf = worker.register(WORKFLOWS["logged"])
+    with pytest.raises(RoleError, match="worker"):
+        wf.create_run().start_async(input_data={"value": "x"})
+
+
+def test_a_role_other_than_both_needs_a_shared_store() -> None:
+    with pytest.raises(ValueError, match="share"):
+        Runtime(role="worker")
+    with pytest.raises(ValueError, match="role"):
+        Runtime(store="memory", role="boss")  # type: ignore[arg-type]
+
+
+def test_a_client_watches_the_events_of_a_run_a_worker_drives(fleet: Fleet, tmp_path: Path) -> None:
+    fleet.worker()
+    client = fleet.runtime("client")
+    run = client.register(WORKFLOWS["logged"]).create_run()
+    run.start_async(input_data={"value": "x"}, request_context=context(tmp_path, "w"))
+    events = list(run.watch(timeout=WAIT))
+    finished = [(e.path, e.status) for e in events if e.type == "step_finished"]
+    assert finished == [("alpha", "success"), ("beta", "success"), ("gamma", "success")]
+    assert events[-1].status == "success"
+
+
+def test_a_client_cancels_a_run_a_worker_drives(fleet: Fleet, tmp_path: Path) -> None:
+    worker = fleet.worker()
+    client = fleet.runtime("client")
+    hold = tmp_path / "hold"
+    hold.touch()
+    run = client.register(WORKFLOWS["logged"]).create_run()
+    ctx = context(tmp_path, "c", hold_step="beta", hold_file=str(hold), announce=True)
+    run.start_async(input_data={"value": "x"}, request_context=ctx)
+    assert worker.expect("holding", timeout=WAIT) == f"beta {run.run_id}"
+
+    assert run.cancel() is True
+    assert client.store is not None
+    stored = client.store.load(run.run_id)
+    assert stored is not None and stored.status == "canceled"
+    hold.unlink()
+    result = run.wait(timeout=WAIT)
+    assert result.status == "canceled"
+    time.sleep(0.3)  # the held step returns: what it says is ignored
+    assert count(tmp_path / "c.log", "start gamma") == 0
+
+
+def test_a_client_resumes_a_suspended_run_and_a_worker_finishes_it(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    fleet.worker()
+    client = fleet.runtime("client")
+    run = client.register(WORKFLOWS["asking"]).create_run()
+    run.start_async(input_data={"value": "x"}, request_context=context(tmp_path, "a"))
+    assert run.wait(timeout=WAIT).status == "suspended"
+    run.resume_async(resume_data={"ok": True})
+    result = run.wait(timeout=WAIT)
+    assert result.status == "success"
+    assert result.result == {"value": "x-a-yes-c"}
+
+
+def test_capacity_bounds_what_a_worker_holds_and_the_rest_waits_in_the_store(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    worker = fleet.worker(concurrency=1)
+    client = fleet.runtime("client")
+    store = _store(fleet)
+    hold = tmp_path / "hold"
+    hold.touch()
+    wf = client.register(WORKFLOWS["logged"])
+    runs = [wf.create_run() for _ in range(3)]
+    for index, run in enumerate(runs):
+        ctx = context(tmp_path, f"k{index}", hold_step="alpha", hold_file=str(hold), announce=True)
+        run.start_async(input_data={"value": "x"}, request_context=ctx)
+    worker.expect("holding", timeout=WAIT)
+    time.sleep(3 * 0.25)  # a few claim passes: none takes more
+    [me] = [w for w in store.workers() if w.worker_id == worker.worker_id]  # type: ignore[attr-defined]
+    assert me.held == 1
+    assert len(store.queued(["logged"])) == 2
+    hold.unlink()
+    for run in runs:
+        assert run.wait(timeout=WAIT).status == "success"
+
+
+# --- faults -------------------------------------------------------------------------------
+
+
+def test_the_runs_of_a_worker_killed_in_a_step_finish_elsewhere_without_rerunning_steps(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    first = fleet.worker()
+    client = fleet.runtime("client")
+    hold = tmp_path / "hold"
+    hold.touch()
+    run = client.register(WORKFLOWS["logged"]).create_run()
+    ctx = context(tmp_path, "k", hold_step="beta", hold_file=str(hold), announce=True)
+    run.start_async(input_data={"value": "x"}, request_context=ctx)
+    assert first.expect("holding", timeout=WAIT) == f"beta {run.run_id}"
+    second = fleet.worker()
+    first.kill()
+    hold.unlink()
+
+    result = run.wait(timeout=WAIT)
+    assert result.status == "success"
+    assert result.result == {"value": "x-a-b-c"}
+    log = tmp_path / "k.log"
+    assert count(log, "start alpha") == 1  # completed before the kill: not run again
+    assert count(log, "start beta") == 2  # interrupted: at least once
+    assert count(log, "start gamma") == 1
+    assert second.proc.poll() is None
+
+
+def test_a_worker_stopped_past_its_lease_is_fenced_off_when_it_wakes(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    first = fleet.worker()
+    client = fleet.runtime("client")
+    store = _store(fleet)
+    hold = tmp_path / "hold"
+    hold.touch()
+    run = client.register(WORKFLOWS["logged"]).create_run()
+    ctx = context(tmp_path, "f", hold_step="beta", hold_file=str(hold), announce=True)
+    run.start_async(input_data={"value": "x"}, request_context=ctx)
+    assert first.expect("holding", timeout=WAIT) == f"beta {run.run_id}"
+    os.kill(first.proc.pid, signal.SIGSTOP)
+    try:
+        second = fleet.worker()
+        # The second worker reaps the stopped one (its heartbeat is older than its
+        # lease) and claims the run: it holds the step again.
+        assert second.expect("holding", timeout=WAIT) == f"beta {run.run_id}"
+        hold.unlink()
+        result = run.wait(timeout=WAIT)
+        assert result.status == "success"
+        ended = store.load(run.run_id)
+        assert ended is not None
+    finally:
+        os.kill(first.proc.pid, signal.SIGCONT)
+    # Awake, the first worker's step returns; its write is fenced off: nothing changes.
+    log = tmp_path / "f.log"
+    wait_until(lambda: count(log, "end beta") == 2, timeout=WAIT, what="the stalled step ends")
+    time.sleep(1.0)  # room for a write that should not happen
+    after = store.load(run.run_id)
+    assert after is not None and (after.seq, after.data) == (ended.seq, ended.data)
+    assert count(log, "start gamma") == 1
+    assert count(log, "start alpha") == 1
+    assert first.proc.poll() is None  # it lives on, and takes new work
+    assert run.wait(timeout=1).result == {"value": "x-a-b-c"}
+
+
+def test_a_sleeping_run_of_a_killed_worker_wakes_on_time_elsewhere(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    first = fleet.worker()
+    second = fleet.worker()
+    client = fleet.runtime("client")
+    run = client.register(WORKFLOWS["napper"]).create_run()
+    log = tmp_path / "n.log"
+    run.start_async(input_data={"value": "x"}, request_context=context(tmp_path, "n", nap=3))
+    wait_until(lambda: count_prefix(log, "before") == 1, timeout=WAIT, what="the run sleeps")
+    slept_at = float(read_lines(log)[0].split()[2])
+    first.kill()
+    second.kill()
+    third = fleet.worker()
+    result = run.wait(timeout=WAIT)
+    assert result.status == "success"
+    [after] = [line for line in read_lines(log) if line.startswith("after")]
+    woke_at, pid = float(after.split()[2]), int(after.split()[4])
+    assert pid == third.proc.pid
+    assert slept_at + 3 - 0.1 <= woke_at <= slept_at + 3 + 2.0, woke_at - slept_at
+
+
+def count_prefix(path: Path, prefix: str) -> int:
+    return sum(1 for line in read_lines(path) if line.startswith(prefix))
+
+
+def test_leases_are_at_least_a_fifth_of_a_second(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="lease"):
+        SQLiteStore(tmp_path / "runs.db", lease=0.0)
+    assert LEASE >= 0.2
