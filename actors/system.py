@@ -360,7 +360,8 @@ class ActorSystem:
             done()
 
     def _hint(self, kind: str, run_id: str) -> None:
-        if kind in ("queued", "cancel") and self.claimer is not None:
+        # A run queued, a cancel asked for, or a run released here (room to claim one).
+        if self.claimer is not None and (kind != "settled" or self._capacity is not None):
             self.claimer.poke()
         if self.watcher is not None:
             self.watcher.poke(kind, run_id)
