@@ -158,8 +158,9 @@ class Runtime:
             runs left unfinished by a process that ended are resumed by the
             next runtime on the file that registers their workflow.
         max_concurrent_runs: The most runs in progress at once; further runs
-            wait, ``pending``, in the order they were started. ``None`` (the
-            default) sets no limit.
+            wait, ``pending``, in the order they were started: in memory, or
+            on a shared store in the store, where any runtime with room
+            claims them. ``None`` (the default) sets no limit.
         max_step_threads: The most threads that run sync step bodies (and
             sync conditions, ``map`` functions and sleep lengths) at once.
             Calls beyond wait for a thread in the order they came, never
@@ -179,7 +180,9 @@ class Runtime:
             recording anything, and the same run can be started later.
             ``None`` (the default) sets no limit: queueing many runs behind
             ``max_concurrent_runs`` is a use the runtime supports, and a
-            waiting run costs only its snapshot, no thread.
+            waiting run costs only its snapshot, no thread. On a shared
+            store (SQLite, PostgreSQL) runs beyond ``max_concurrent_runs``
+            wait in the store, not in memory, and this bound does not apply.
         stop_timeout: Seconds :meth:`stop` (and leaving the ``with`` block)
             waits for runs in progress before recording them as failed (in
             memory) or leaving them for the next runtime (on a durable store).

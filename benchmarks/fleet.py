@@ -1,0 +1,271 @@
+"""W6: a fleet of worker processes on one PostgreSQL store, beside a raw-SQL floor.
+
+``make bench`` runs it after ``bench.py`` (or: ``.venv/bin/python benchmarks/fleet.py``).
+It starts a throwaway PostgreSQL cluster (as the tests do: ``tests/_postgres.py``),
+or uses ``--url``/``$CALLBOARD_TEST_POSTGRES``, and for 1, 2 and 4 worker processes:
+
+- **callboard**: ``--runs`` runs of a 3-step workflow are started by a client
+  (``role="client"``, so they wait in the store), then every worker process
+  (``role="worker"``, ``max_concurrent_runs=--concurrency``) registers the
+  workflow at once; the time runs from that go to the last run's ``success``.
+- **floor**: the same number of processes, each claiming up to 32 queued rows
+  of a plain table with ``SELECT ... FOR UPDATE SKIP LOCKED``, bumping their
+  epoch, then writing each of the 3 steps' snapshots for the whole batch in one
+  transaction conditioned on owner and epoch, then the end: what callboard
+  does, with nothing else (no actors, no validation, no encoding beyond bytes).
+
+It prints a table with runs/s and the ratio to the floor measured in the same
+run; the aim is at least 0.5x with 4 workers. It asserts nothing about speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pydantic import BaseModel  # noqa: E402
+
+from runtime import Runtime, create_step, create_workflow  # noqa: E402
+
+
+class Number(BaseModel):
+    n: int
+
+
+def _add(ctx: Any) -> Number:
+    return Number(n=ctx.input_data.n + 1)
+
+
+def workflow() -> Any:
+    """Three steps, each adding one: the run's work is the runtime's, not the steps'."""
+    return (
+        create_workflow(id="w6", input_schema=Number, output_schema=Number)
+        .then(create_step(id="one", input_schema=Number, output_schema=Number, execute=_add))
+        .then(create_step(id="two", input_schema=Number, output_schema=Number, execute=_add))
+        .then(create_step(id="three", input_schema=Number, output_schema=Number, execute=_add))
+        .commit()
+    )
+
+
+# --- the processes -------------------------------------------------------------------
+
+
+def worker_main(url: str, concurrency: int) -> None:
+    """A callboard worker: ready at once, registers the workflow on ``go``, runs until EOF."""
+    with Runtime(store=url, role="worker", max_concurrent_runs=concurrency) as rt:
+        print("ready", flush=True)
+        if sys.stdin.readline().strip() != "go":
+            return
+        rt.register(workflow())
+        sys.stdin.read()
+
+
+def floor_main(url: str, batch: int) -> None:
+    """The floor's process: claim a batch, three fenced saves of it, the end; until none left."""
+    import psycopg
+
+    me = uuid.uuid4().hex
+    data = os.urandom(600)  # about a 3-step snapshot's size
+    with psycopg.connect(url) as connection:
+        print("ready", flush=True)
+        if sys.stdin.readline().strip() != "go":
+            return
+        while True:
+            with connection.transaction():
+                rows = connection.execute(
+                    "UPDATE floor_runs SET owner = %s, epoch = epoch + 1 WHERE run_id IN ("
+                    "SELECT run_id FROM floor_runs WHERE owner IS NULL AND status = 'pending' "
+                    "ORDER BY created LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING run_id, epoch",
+                    (me, batch),
+                ).fetchall()
+            if not rows:
+                break
+            ids = [row[0] for row in rows]
+            epochs = [row[1] for row in rows]
+            for seq, status in ((1, "running"), (2, "running"), (3, "running"), (4, "success")):
+                with connection.transaction():
+                    connection.execute(
+                        "UPDATE floor_runs AS r SET status = %s, seq = %s, snapshot = %s, "
+                        "owner = CASE WHEN %s = 'success' THEN NULL ELSE r.owner END "
+                        "FROM unnest(%s::text[], %s::int[]) AS f(run_id, epoch) "
+                        "WHERE r.run_id = f.run_id AND r.owner = %s AND r.epoch = f.epoch",
+                        (status, seq, data, status, ids, epochs, me),
+                    )
+
+
+# --- the measurements ------------------------------------------------------------------
+
+
+def spawn(role: str, url: str, arg: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, __file__, f"--{role}", url, str(arg)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def go(processes: list[subprocess.Popen[str]]) -> float:
+    for proc in processes:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        if line != "ready":
+            raise RuntimeError(f"a process did not start: {line!r}")
+    started = time.perf_counter()
+    for proc in processes:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    return started
+
+
+def finish(processes: list[subprocess.Popen[str]]) -> None:
+    for proc in processes:
+        if proc.stdin is not None and not proc.stdin.closed:
+            proc.stdin.close()
+    for proc in processes:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def count_done(url: str, table: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as connection:
+        row = connection.execute(
+            f"SELECT count(*) FROM {table} WHERE status = 'success'"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def wait_all(url: str, table: str, runs: int, started: float, limit: float = 600.0) -> float:
+    while count_done(url, table) < runs:
+        if time.perf_counter() - started > limit:
+            raise RuntimeError(f"{table}: not done within {limit} s")
+        time.sleep(0.01)
+    return time.perf_counter() - started
+
+
+def callboard_rate(url: str, workers: int, runs: int, concurrency: int) -> float:
+    processes = [spawn("worker", url, concurrency) for _ in range(workers)]
+    try:
+        with Runtime(store=url, role="client") as client:
+            wf = client.register(workflow())
+            for index in range(runs):
+                wf.create_run().start_async(input_data={"n": index})
+        started = go(processes)
+        elapsed = wait_all(url, "callboard_runs", runs, started)
+    finally:
+        finish(processes)
+    return runs / elapsed
+
+
+def floor_rate(url: str, workers: int, runs: int, batch: int) -> float:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(
+            "CREATE TABLE floor_runs (run_id text PRIMARY KEY, status text NOT NULL, "
+            "seq int NOT NULL, epoch int NOT NULL DEFAULT 0, owner text, created double "
+            "precision NOT NULL, snapshot bytea NOT NULL)"
+        )
+        connection.execute(
+            "CREATE INDEX floor_queued ON floor_runs (created) "
+            "WHERE owner IS NULL AND status = 'pending'"
+        )
+        with connection.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO floor_runs (run_id, status, seq, created, snapshot) "
+                "VALUES (%s, 'pending', 0, %s, %s)",
+                [(uuid.uuid4().hex, time.time(), b"x" * 300) for _ in range(runs)],
+            )
+    processes = [spawn("floor", url, batch) for _ in range(workers)]
+    try:
+        started = go(processes)
+        elapsed = wait_all(url, "floor_runs", runs, started)
+    finally:
+        finish(processes)
+    return runs / elapsed
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
+    parser.add_argument("--url", default=os.environ.get("CALLBOARD_TEST_POSTGRES"))
+    parser.add_argument("--runs", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--quick", action="store_true", help="500 runs: a smoke run")
+    parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--floor", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker_main(args.worker[0], int(args.worker[1]))
+        return 0
+    if args.floor:
+        floor_main(args.floor[0], int(args.floor[1]))
+        return 0
+    if args.quick:
+        args.runs = 500
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        print("W6 skipped: psycopg is not installed (pip install 'callboard[postgres]')")
+        return 0
+    from tests._postgres import Server, bindir
+
+    server = Server()
+    if args.url:
+        server.external = args.url
+    elif bindir() is None:
+        print("W6 skipped: no PostgreSQL server binaries (initdb, pg_ctl) on this machine")
+        return 0
+    else:
+        server.create()
+    try:
+        print(
+            f"W6 · PostgreSQL fleet · {os.cpu_count()} cores · runs={args.runs} "
+            f"concurrency={args.concurrency} floor batch={args.batch} rounds={args.rounds}"
+            + ("" if args.url else " · throwaway cluster (fsync off, as in the tests)")
+        )
+        header = f"{'workers':>7} | {'callboard':>13} | {'raw-SQL floor':>13} | {'ratio':>6} | aim"
+        print(header)
+        print("-" * len(header))
+        for workers in args.workers:
+            ours: list[float] = []
+            floors: list[float] = []
+            for _ in range(args.rounds):
+                url = server.new_database()
+                try:
+                    ours.append(callboard_rate(url, workers, args.runs, args.concurrency))
+                    floors.append(floor_rate(url, workers, args.runs, args.batch))
+                finally:
+                    server.drop_database(url)
+            mine, floor = statistics.median(ours), statistics.median(floors)
+            aim = ">= 0.50x " + ("yes" if mine / floor >= 0.5 else "NO") if workers == 4 else "-"
+            print(
+                f"{workers:>7} | {mine:>8,.0f} r/s | {floor:>8,.0f} r/s | "
+                f"{mine / floor:>5.2f}x | {aim}"
+            )
+    finally:
+        server.destroy()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
