@@ -26,7 +26,18 @@ from runtime._tracing import emit
 
 __all__ = ["Done", "GroupCommitWriter", "Write", "WriteKind", "call", "ignore", "resolve"]
 
-WriteKind = Literal["create", "save", "replace", "claim", "delete", "prune", "heartbeat"]
+WriteKind = Literal[
+    "create",
+    "save",
+    "replace",
+    "claim",
+    "delete",
+    "prune",
+    "heartbeat",
+    "join",
+    "reap",
+    "request_cancel",
+]
 """What a write does; the store's ``commit`` decides how."""
 
 Done = Callable[[Any, BaseException | None], None]
