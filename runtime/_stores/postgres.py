@@ -40,7 +40,6 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
 from runtime._errors import StoreError
 from runtime._ids import new_id
@@ -310,16 +309,16 @@ def _columns(
 
 def redact(url: str) -> str:
     """The URL with any password in it replaced by ``***``: what errors and reprs show."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        userinfo, at, hostport = netloc.rpartition("@")
-        if at and ":" in userinfo:
-            netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
-        query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    except ValueError:
-        return "postgresql://***"
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return re.sub(r"(?i)(password\s*=\s*)\S*", r"\1***", url)
+    end = next((i for i, char in enumerate(rest) if char in "/?#"), len(rest))
+    authority, tail = rest[:end], rest[end:]
+    userinfo, at, hostport = authority.rpartition("@")
+    if at and ":" in userinfo:
+        authority = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
+    tail = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", tail)
+    return f"{scheme}{separator}{authority}{tail}"
 
 
 def _require_psycopg() -> None:
