@@ -114,7 +114,7 @@ def test_the_password_shows_in_no_repr(postgres_server: Server, postgres_url: st
         pytest.skip("the external server's authentication is not ours to set up")
     PostgresStore(postgres_url).close()
     sql(postgres_url, "GRANT SELECT ON ALL TABLES IN SCHEMA public TO callboard_pw")
-    dbname = postgres_url.split("?")[0].rsplit("/", 1)[1]
+    dbname = postgres_url.split("?", maxsplit=1)[0].rsplit("/", 1)[1]
     store = PostgresStore(postgres_server.password_url(PASSWORD, dbname), readonly=True)
     try:
         assert PASSWORD not in repr(store)
