@@ -355,6 +355,18 @@ def test_heartbeat_says_false_once_after_being_reaped_and_the_worker_is_back(
     assert save(stalled, rec("r1", 1, "running")).committed
 
 
+def test_a_reaped_worker_that_joins_again_still_hears_it_from_heartbeat(
+    shared_store: SharedStores,
+) -> None:
+    stalled, b = shared_store.open(lease=LEASE), shared_store.open()
+    stalled.create(rec("r1"))
+    reaped(b)
+    stalled.join(role="worker", workflows=["wf"], concurrency=2)
+    assert stalled.heartbeat() is False
+    assert stalled.heartbeat() is True
+    assert isinstance(save(stalled, rec("r1", 1, "running")).error, RunFencedError)
+
+
 def test_a_worker_that_heartbeats_keeps_its_runs(shared_store: SharedStores) -> None:
     alive, b = shared_store.open(lease=LEASE), shared_store.open()
     alive.create(rec("r1"))

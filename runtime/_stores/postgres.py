@@ -251,6 +251,7 @@ ON CONFLICT (worker_id) DO UPDATE SET
     host = excluded.host, pid = excluded.pid, role = excluded.role,
     workflows = excluded.workflows, concurrency = excluded.concurrency,
     lease = excluded.lease, heartbeat_at = clock_timestamp()
+RETURNING (xmax = 0)
 """
 
 _SOLO: Final = frozenset({"prune", "reap"})
@@ -677,9 +678,10 @@ class PostgresStore:
                 connection.rollback()
             raise
 
-    def _join_row(self, connection: Connection) -> None:
+    def _join_row(self, connection: Connection) -> bool:
+        """Write this worker's row; return whether it was missing (made anew)."""
         role, workflows, concurrency = self._role
-        connection.execute(
+        row = connection.execute(
             _JOIN,
             (
                 self.owner_id,
@@ -690,7 +692,8 @@ class PostgresStore:
                 concurrency,
                 self.lease,
             ),
-        )
+        ).fetchone()
+        return bool(row is not None and row[0])
 
     def _read(self, read: Callable[[Connection], Any]) -> Any:
         """Run ``read`` on a pooled connection; once more on a new one if the first was lost."""
@@ -891,7 +894,8 @@ class PostgresStore:
         self._closed = True
         if self._writer is not None:
             self._writer.stop(CLOSE_TIMEOUT)
-        listener, self._listener = self._listener, None
+        with self._lock:
+            listener, self._listener = self._listener, None
         if listener is not None:
             listener.stop(LISTEN_POLL * 4 + CONNECT_TIMEOUT)
         self._readers.close()
@@ -1258,7 +1262,9 @@ class PostgresStore:
         for write in writes:
             if write.kind == "join":
                 self._role = write.payload
-                self._join_row(connection)
+                if self._join_row(connection):
+                    # The row was gone: reaped. The next heartbeat says so.
+                    batch.reaped = True
                 results[id(write)] = None
             elif write.kind == "heartbeat":
                 results[id(write)] = self._beat(connection, batch, explicit=write.payload is True)
