@@ -423,3 +423,66 @@ def test_open_store_maps_each_location_to_its_store(postgres_url: str, tmp_path:
     other.close()
     with pytest.raises(StoreError, match="unknown store URL scheme"):
         open_store("mysql://host/db")
+
+
+# --- a commit whose acknowledgement is lost -----------------------------------------------
+
+
+def lose_the_next_commit_ack(store: PostgresStore) -> list[int]:
+    """The writer's next commit happens, then its connection drops before the reply.
+
+    Touches the store's private writer connection (``_wconn``): the only way to lose
+    exactly one acknowledgement. Returns a list that counts the commits lost.
+    """
+    import psycopg
+
+    connection = store._wconn
+    assert connection is not None
+    real_commit = connection.commit
+    lost: list[int] = []
+
+    def commit() -> None:
+        real_commit()
+        if not lost:
+            lost.append(1)
+            connection.close()
+            raise psycopg.OperationalError("the server's reply was lost")
+
+    connection.commit = commit  # type: ignore[method-assign]
+    return lost
+
+
+def test_a_create_whose_commit_reply_was_lost_is_still_the_creators(
+    stores: Callable[..., PostgresStore],
+) -> None:
+    store, other = stores(), stores()
+    lost = lose_the_next_commit_ack(store)
+    assert store.create(rec("r1")) is True  # tried again, and found to be the same create
+    assert lost == [1]
+    assert store.held() == 1
+    assert save(store, rec("r1", 1, "running")) is None
+    assert other.claim(["wf"], 1) == []
+
+
+def test_a_claim_whose_commit_reply_was_lost_is_not_lost(
+    stores: Callable[..., PostgresStore],
+) -> None:
+    store, other = stores(), stores()
+    other.create(rec("r1", created_at=1.0), hold=False)
+    other.create(rec("r2", created_at=2.0), hold=False)
+    lost = lose_the_next_commit_ack(store)
+    claimed = store.claim(["wf"], 1)
+    assert lost == [1]
+    assert [c.record.run_id for c in claimed] == ["r1"]  # adopted: the first try took it
+    assert store.held() == 1
+    assert [c.record.run_id for c in store.claim(["wf"], 5)] == ["r2"]
+    assert other.claim(["wf"], 5) == []
+
+
+def save(store: PostgresStore, record: SnapshotRecord) -> BaseException | None:
+    """Save one record and wait: ``None`` once committed, else the error."""
+    done = threading.Event()
+    errors: list[BaseException] = []
+    store.save([record], on_commit=done.set, on_error=lambda e: (errors.append(e), done.set()))
+    assert done.wait(10)
+    return errors[0] if errors else None
