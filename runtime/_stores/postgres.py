@@ -531,7 +531,7 @@ class PostgresStore:
             )
         if not lease > 0:
             raise StoreError(f"a lease is a positive number of seconds, got {lease!r}")
-        self.url = url
+        self._url = url  # never shown: it may hold the password
         self.lease = float(lease)
         self.readonly = readonly
         self.owner_id = new_id()
@@ -596,6 +596,11 @@ class PostgresStore:
             batch=BATCH,
         )
 
+    @property
+    def location(self) -> str:
+        """The store's URL, with any password in it replaced by ``***``."""
+        return self._shown
+
     def __repr__(self) -> str:
         return f"PostgresStore({self._shown!r}{', readonly=True' if self.readonly else ''})"
 
@@ -613,7 +618,7 @@ class PostgresStore:
         import psycopg
 
         try:
-            return psycopg.connect(self.url, autocommit=autocommit, **self._options)
+            return psycopg.connect(self._url, autocommit=autocommit, **self._options)
         except psycopg.Error as exc:
             raise StoreError(
                 f"cannot connect to the PostgreSQL store {self._shown}: {self._reason(exc)}"

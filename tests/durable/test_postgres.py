@@ -118,6 +118,7 @@ def test_the_password_shows_in_no_repr(postgres_server: Server, postgres_url: st
     store = PostgresStore(postgres_server.password_url(PASSWORD, dbname), readonly=True)
     try:
         assert PASSWORD not in repr(store)
+        assert PASSWORD not in store.location
         assert "***" in repr(store)
         assert store.load("nobody") is None
     finally:
