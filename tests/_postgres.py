@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 
@@ -79,6 +79,9 @@ class Server:
         self.port = 0
         self._bin: Path | None = None
         self._as_postgres = os.geteuid() == 0
+        import psycopg
+
+        self._psycopg: Any = psycopg
 
     # --- the throwaway cluster ------------------------------------------------------
 
@@ -168,7 +171,8 @@ class Server:
     def url(self, dbname: str = "postgres") -> str:
         if self.external is not None:
             parts = urlsplit(self.external)
-            return urlunsplit((parts.scheme, parts.netloc, "/" + dbname, parts.query, ""))
+            query = f"?{parts.query}" if parts.query else ""
+            return f"{parts.scheme}://{parts.netloc}/{dbname}{query}"
         assert self.root is not None
         host = quote(str(self.root / "sock"))
         return f"postgresql:///{dbname}?host={host}&port={self.port}&user=postgres"
@@ -179,8 +183,8 @@ class Server:
 
     @contextlib.contextmanager
     def admin(self, dbname: str = "postgres") -> Iterator[Any]:
-        import psycopg
-
+        # The module as imported at the start: a test may hide psycopg for a while.
+        psycopg = self._psycopg
         with psycopg.connect(self.url(dbname), autocommit=True) as connection:
             yield connection
 

@@ -367,6 +367,23 @@ def test_a_claim_skips_a_row_another_transaction_locked_without_waiting(
     assert [c.record.run_id for c in store.claim(["wf"], 10)] == ["locked"]
 
 
+def test_the_claim_can_use_the_partial_index_of_queued_runs(
+    postgres_url: str, stores: Callable[..., PostgresStore]
+) -> None:
+    import psycopg
+
+    stores()  # makes the schema
+    query = (
+        postgres_module._CLAIM.replace("%(workflows)s", "ARRAY['wf']")
+        .replace("%(limit)s", "5")
+        .replace("%(owner)s", "'me'")
+    )
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        connection.execute("SET enable_seqscan = off")
+        plan = "\n".join(row[0] for row in connection.execute("EXPLAIN " + query).fetchall())
+    assert "callboard_runs_queued" in plan
+
+
 def test_leases_are_judged_by_the_database_clock_not_the_clients(
     monkeypatch: pytest.MonkeyPatch, stores: Callable[..., PostgresStore]
 ) -> None:
