@@ -34,6 +34,9 @@ __all__ = ["CLAIM_BATCH", "POLL_INTERVAL", "REPORT_DELAY", "Claimer"]
 POLL_INTERVAL: Final = 0.25
 """Seconds between two passes when nothing pokes the claimer."""
 
+HEARTBEAT_EVERY: Final = 2.0
+"""The most seconds between two heartbeats (a quarter lease, if shorter)."""
+
 REAP_EVERY: Final = 1.0
 """The most seconds between two looks for dead workers (a quarter lease, if shorter)."""
 
@@ -89,6 +92,7 @@ class Claimer:
         self._reported: set[str] = set()
         self._started = time.monotonic()
         self._next_reap = 0.0
+        self._next_heartbeat = 0.0
         self._next_report = self._started + REPORT_DELAY
         self._reserved = 0
         self._room_lock = threading.Lock()
@@ -148,18 +152,22 @@ class Claimer:
         """One pass; the seconds until the next one is due."""
         store = self._store
         now = time.monotonic()
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + min(store.lease / 4, HEARTBEAT_EVERY)
+            if not store.heartbeat():
+                emit(logging.WARNING, "worker_lease_was_lost", worker=store.owner_id)
         if now >= self._next_reap:
             store.reap()
             self._next_reap = now + min(store.lease / 4, REAP_EVERY)
         if not self._executes:
-            return POLL_INTERVAL
+            return max(0.0, min(POLL_INTERVAL, self._next_heartbeat - now))
         for run_id in store.cancel_requests():
             self._pass_on_cancel(run_id)
         plans = self._plans()
         workflows = sorted(plans)
         if not workflows:
             return POLL_INTERVAL
-        wait = POLL_INTERVAL
+        wait = max(0.0, min(POLL_INTERVAL, self._next_heartbeat - now))
         with self._room_lock:
             room = CLAIM_BATCH
             if self._capacity is not None:

@@ -22,7 +22,8 @@ from runtime._plan import ExecutionPlan
 from runtime._snapshot import Snapshot, decode, run_events
 from runtime._stores.base import SnapshotRecord, SnapshotStore
 from runtime._stores.memory import MemoryStore
-from runtime._stores.sqlite import SQLiteStore, path_from_url
+from runtime._stores.open import is_postgres_url, open_store
+from runtime._stores.sqlite import path_from_url
 from runtime._sync import Channel, Latch
 
 if TYPE_CHECKING:
@@ -152,11 +153,15 @@ class Runtime:
     Args:
         store: Where runs are kept: ``"memory"`` (the default: lost with the
             process), a SQLite file as a path or a ``sqlite:///path`` URL
-            (created if missing; opened by :meth:`start`), or a store object.
-            On a SQLite store a run is committed when ``start_async`` returns,
-            each step's output is committed before the next step starts, and
-            runs left unfinished by a process that ended are resumed by the
-            next runtime on the file that registers their workflow.
+            (created if missing), a PostgreSQL database as a
+            ``postgresql://`` or ``postgres://`` URL (the extra
+            ``callboard[postgres]``; both opened by :meth:`start`), or a
+            store object. On a durable store a run is committed when
+            ``start_async`` returns, each step's output is committed before
+            the next step starts, and runs left unfinished by a process that
+            ended are resumed by a runtime on the store that registers their
+            workflow. SQLite and PostgreSQL stores are shared: several
+            runtimes (processes; for PostgreSQL, hosts) use one at once.
         max_concurrent_runs: The most runs in progress at once; further runs
             wait, ``pending``, in the order they were started: in memory, or
             on a shared store in the store, where any runtime with room
@@ -235,7 +240,7 @@ class Runtime:
         self._stop_timeout = stop_timeout
         self._lock = threading.Lock()
         self._plans: dict[str, ExecutionPlan] = {}
-        self._store_path: Path | None = None
+        self._store_location: str | Path | None = None  # opened by start()
         if store is None or store == "memory":
             if role != "both":
                 raise ValueError(
@@ -245,7 +250,7 @@ class Runtime:
             self._host = RunHost(MemoryStore())
         elif isinstance(store, str | os.PathLike):
             self._host = RunHost(None, role)
-            self._store_path = path_from_url(store)
+            self._store_location = str(store) if is_postgres_url(store) else path_from_url(store)
         elif isinstance(store, SnapshotStore):
             self._host = RunHost(store, role)
         else:
@@ -270,8 +275,11 @@ class Runtime:
 
         Raises:
             RuntimeStoppedError: if the runtime was stopped: a runtime runs once.
-            StoreError: if the SQLite store cannot be opened: not writable, a
-                directory, not a SQLite file, or written by a newer callboard.
+            StoreError: if the store cannot be opened: a SQLite file that is not
+                writable, a directory, not a SQLite file; a PostgreSQL server
+                that cannot be reached, a database that does not exist, a failed
+                login, the extra not installed; or a store written by a newer
+                callboard. The message says which.
         """
         from actors.system import ActorSystem
 
@@ -282,8 +290,8 @@ class Runtime:
             if host.state != "new":
                 raise RuntimeStoppedError("this runtime was stopped; create a new Runtime")
             if host.store is None:
-                assert self._store_path is not None
-                host.store = SQLiteStore(self._store_path)
+                assert self._store_location is not None
+                host.store = open_store(self._store_location)
             system = ActorSystem(
                 host.store,
                 max_concurrent_runs=self._max_concurrent_runs,

@@ -8,7 +8,15 @@ import pytest
 import structlog
 
 from runtime import Runtime
+from tests._postgres import Server, start_server
 from tests._support import Runtimes, wait_for_no_callboard_threads
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that needs a PostgreSQL server is marked ``postgres``."""
+    for item in items:
+        if "postgres_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
 
 
 @pytest.fixture
@@ -54,3 +62,26 @@ def _structlog_reset() -> Iterator[None]:
     """
     yield
     structlog.reset_defaults()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Server]:
+    """A PostgreSQL server for the session: a throwaway cluster, stopped and deleted at the end.
+
+    ``CALLBOARD_TEST_POSTGRES`` names a server to use instead. Without server binaries the
+    tests that use it skip, or fail where ``CALLBOARD_REQUIRE_POSTGRES=1``.
+    """
+    server = start_server()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: Server) -> Iterator[str]:
+    """The URL of a fresh database of its own for one test."""
+    url = postgres_server.new_database()
+    yield url
+    if postgres_server.external is not None:
+        postgres_server.drop_database(url)

@@ -39,6 +39,8 @@ RUNTIME_LAYERS = {
     "runtime._stores.memory": 1,
     "runtime._stores.sqlite": 1,
     "runtime._stores._writer": 1,
+    "runtime._stores.open": 1,
+    "runtime._stores.postgres": 1,
     "runtime._step": 2,
     "runtime._step_context": 2,
     "runtime._plan": 2,

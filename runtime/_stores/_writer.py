@@ -27,7 +27,16 @@ from runtime._tracing import emit
 __all__ = ["Done", "GroupCommitWriter", "Write", "WriteKind", "call", "ignore", "resolve"]
 
 WriteKind = Literal[
-    "create", "save", "replace", "claim", "delete", "prune", "heartbeat", "join", "reap", "cancel"
+    "create",
+    "save",
+    "replace",
+    "claim",
+    "delete",
+    "prune",
+    "heartbeat",
+    "join",
+    "reap",
+    "request_cancel",
 ]
 """What a write does; the store's ``commit`` decides how."""
 

@@ -293,12 +293,14 @@ class SharedStore(SnapshotStore, Protocol):
         ...
 
     def set_hint(self, hint: Callable[[str, str], None] | None) -> None:
-        """Call ``hint(kind, run_id)`` when another process says something changed.
+        """Call ``hint(kind, run_id)`` when this store, or another process, changed something.
 
         Kinds: ``"queued"`` (a run became claimable), ``"settled"`` (a run
-        ended or suspended), ``"cancel"`` (a cancel was requested). Hints
-        only make things faster: whoever polls sees the same a little later.
-        A store that cannot hear other processes never calls it.
+        ended or suspended), ``"cancel"`` (a cancel was requested). This
+        store's own come once its commit is done; other processes' come as
+        the store hears them (PostgreSQL: ``NOTIFY``; SQLite hears none).
+        Hints only make things faster: whoever polls sees the same a little
+        later.
         """
         ...
 

@@ -237,6 +237,7 @@ class SQLiteStore:
         self._joined: tuple[str, list[str], int | None] = ("both", [], None)
         self._started_at = time.time()
         self._columns = _COLUMNS
+        self._lost_row = False  # reaped, and a join made the row anew: heartbeat() says so
         self._local = threading.local()
         self._closed = False
         self._writer: GroupCommitWriter | None = None
@@ -502,10 +503,11 @@ class SQLiteStore:
     def heartbeat(self) -> bool:
         """Renew this worker's lease now; ``False`` if its row was gone (it was reaped).
 
-        The writer thread also renews it on its own, every quarter lease.
+        Only this renews it: a runtime's claimer calls it every quarter lease (at
+        most every 2 s), so a process that stalls stops renewing it.
         """
         future: Future[bool] = Future()
-        self._submit("heartbeat", None, resolve(future))
+        self._submit("heartbeat", True, resolve(future))
         return future.result(CREATE_TIMEOUT)
 
     def claim(self, workflow_ids: Sequence[str], limit: int) -> list[Claimed]:
@@ -557,7 +559,7 @@ class SQLiteStore:
     def request_cancel(self, run_id: str) -> bool:
         """Mark an unfinished (or suspended) run for cancel; ``False`` if there is none."""
         future: Future[bool] = Future()
-        self._submit("cancel", run_id, resolve(future))
+        self._submit("request_cancel", run_id, resolve(future))
         return future.result(CREATE_TIMEOUT)
 
     def cancel_requests(self) -> list[str]:
@@ -607,9 +609,12 @@ class SQLiteStore:
         return records
 
     def queued(self, workflow_ids: Sequence[str] | None = None) -> list[SnapshotRecord]:
-        """Queued runs (nobody holds them), of these workflows or of all; oldest first."""
-        query = f"SELECT {self._columns} FROM runs WHERE {_QUEUED}"
-        params: list[Any] = []
+        """Queued runs (nobody holds them; a sleeping one once due), oldest first."""
+        query = (
+            f"SELECT {self._columns} FROM runs WHERE {_QUEUED} "
+            "AND (wake_at IS NULL OR wake_at <= ?)"
+        )
+        params: list[Any] = [time.time()]
         if workflow_ids is not None:
             query += f" AND workflow_id IN ({', '.join('?' * len(workflow_ids))})"
             params.extend(workflow_ids)
@@ -856,6 +861,7 @@ class SQLiteStore:
         rows: list[tuple[Any, ...]] = []
         expected: dict[str, int] = {}
         carriers: dict[str, list[Write]] = {}
+        unheld: dict[str, list[Write]] = {}
         held = self._held
         for write in saves:
             for record in write.payload:
@@ -866,6 +872,7 @@ class SQLiteStore:
                 epoch = held.get(run_id)
                 if epoch is None:
                     rows.append(self._row(record, None, 0))
+                    unheld.setdefault(run_id, []).append(write)
                 else:
                     rows.append(self._row(record, self.owner_id, epoch))
                     expected[run_id] = epoch
@@ -894,6 +901,17 @@ class SQLiteStore:
                     outcome.fenced.add(run_id)
                     for write in carriers[run_id]:
                         outcome.errors[id(write)] = _fenced(run_id)
+        taken = [run_id for run_id in unheld if run_id not in written]
+        for start in range(0, len(taken), _ROWS_PER_STATEMENT):
+            chunk = taken[start : start + _ROWS_PER_STATEMENT]
+            found = connection.execute(
+                "SELECT run_id FROM runs WHERE owner_id IS NOT NULL AND run_id IN "
+                f"({', '.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall()
+            for (run_id,) in found:  # another worker holds it: not this one's to write
+                for write in unheld[run_id]:
+                    outcome.errors[id(write)] = _fenced(run_id)
         for run_id, status in list(outcome.releasing.items()):
             if run_id not in written:
                 del outcome.releasing[run_id]
@@ -914,6 +932,12 @@ class SQLiteStore:
             epoch,
             r.wake_at,
         )
+
+    def _row_exists(self, connection: sqlite3.Connection) -> bool:
+        found = connection.execute(
+            "SELECT 1 FROM owners WHERE owner_id = ?", (self.owner_id,)
+        ).fetchone()
+        return found is not None
 
     def _write_worker_row(self, connection: sqlite3.Connection) -> None:
         role, workflows, concurrency = self._joined
@@ -943,7 +967,7 @@ class SQLiteStore:
             return self._claim(connection, payload, outcome)
         if kind == "reap":
             return self._reap(connection, outcome)
-        if kind == "cancel":
+        if kind == "request_cancel":
             cursor = connection.execute(
                 "UPDATE runs SET cancel_requested = 1 WHERE run_id = ? "
                 f"AND status IN ({_UNFINISHED_SQL})",
@@ -970,18 +994,27 @@ class SQLiteStore:
             self._reclaim = self._reclaim or deleted > 0
             return deleted
         if kind == "heartbeat":
+            if payload is None:
+                return None  # the writer's own: leases are renewed only by heartbeat()
             cursor = connection.execute(
                 "UPDATE owners SET heartbeat_at = ? WHERE owner_id = ?",
                 (time.time(), self.owner_id),
             )
-            if cursor.rowcount == 1:
+            if cursor.rowcount == 1 and not self._lost_row:
                 return True
             # Reaped while it did not beat (stopped, or starved): its runs went back to
             # the queue, and the writes of those it still thinks it holds are fenced.
             emit(logging.WARNING, "worker_lease_lost", path=str(self.path), worker=self.owner_id)
-            self._write_worker_row(connection)
+            if cursor.rowcount != 1:
+                self._write_worker_row(connection)
+            self._lost_row = False  # said once
+            outcome.fence_all = True
             return False
         if kind == "join":
+            if not self._row_exists(connection):
+                # Reaped before this join made the row anew: the next heartbeat says so.
+                self._lost_row = True
+                outcome.fence_all = True
             self._write_worker_row(connection)
             return None
         raise AssertionError(f"unknown write {kind!r}")
@@ -1077,7 +1110,7 @@ class SQLiteStore:
 class _Outcome:
     """What one transaction did: each write's result or error, and what to do once committed."""
 
-    __slots__ = ("errors", "fenced", "hints", "hold", "releasing", "results")
+    __slots__ = ("errors", "fence_all", "fenced", "hints", "hold", "releasing", "results")
 
     def __init__(self) -> None:
         self.results: dict[int, Any] = {}
@@ -1085,6 +1118,7 @@ class _Outcome:
         self.hold: dict[str, int] = {}  # runs this worker holds from now, with their epochs
         self.releasing: dict[str, str] = {}  # runs it holds no more (settled, asleep, queued)
         self.fenced: set[str] = set()  # runs another worker took
+        self.fence_all = False  # this worker was reaped: every run it held went back
         self.hints: list[tuple[str, str]] = []
 
     def hint(self, kind: str, run_id: str) -> None:
@@ -1092,10 +1126,12 @@ class _Outcome:
 
     def apply(self, store: SQLiteStore) -> None:
         """Once committed: change the store's held runs."""
-        if not (self.hold or self.releasing or self.fenced):
+        if not (self.hold or self.releasing or self.fenced or self.fence_all):
             return
         with store._held_lock:
             held = store._held
+            if self.fence_all:
+                self.fenced.update(held)
             for run_id in self.releasing:
                 held.pop(run_id, None)
             for run_id in self.fenced:
@@ -1118,8 +1154,9 @@ class _Outcome:
 
 def _fenced(run_id: str) -> RunFencedError:
     return RunFencedError(
-        f"run {run_id!r} is held by another worker now (this one's lease ran out): "
-        "this worker's write was not applied"
+        f"run {run_id!r} is held by another worker now (this one's lease ran out, or it "
+        "never held it): this worker's write was not applied",
+        run_id=run_id,
     )
 
 

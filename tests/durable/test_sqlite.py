@@ -187,7 +187,7 @@ def test_the_order_holds_between_two_stores_on_one_file(
 ) -> None:
     other = SQLiteStore(db)
     try:
-        assert sqlite_store.create(record("r", seq=0))
+        assert sqlite_store.create(record("r", seq=0), hold=False)  # nobody holds it: both write
         save_and_wait(sqlite_store, record("r", seq=5, status="running", data=b"five"))
         save_and_wait(other, record("r", seq=4, status="running", data=b"four"))
         save_and_wait(sqlite_store, record("r", seq=6, status="failed", data=b"six"))

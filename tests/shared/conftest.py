@@ -19,9 +19,12 @@ LEASE = 1.0
 """The lease of the worker processes: short, so that a dead one is found within seconds."""
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Where the runtimes of a test meet: a SQLite file (PostgreSQL joins with its store)."""
+    """Where the runtimes of a test meet: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
     return str(tmp_path / "runs.db")
 
 

@@ -1,0 +1,506 @@
+"""The PostgreSQL store itself: bad input, its schema, lost connections, locks, its clock."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import runtime._stores.postgres as postgres_module
+from runtime import StoreError
+from runtime._stores.base import SnapshotRecord
+from runtime._stores.memory import MemoryStore
+from runtime._stores.open import open_store
+from runtime._stores.postgres import SCHEMA_VERSION, PostgresStore, redact
+from runtime._stores.sqlite import SQLiteStore
+from tests._postgres import PASSWORD, Server, free_port
+from tests._support import wait_for_no_callboard_threads, wait_until
+
+
+def rec(run_id: str, seq: int = 0, status: str = "pending", **fields: Any) -> SnapshotRecord:
+    values: dict[str, Any] = {
+        "run_id": run_id,
+        "workflow_id": "wf",
+        "seq": seq,
+        "status": status,
+        "data": f"{run_id}:{seq}".encode(),
+        "created_at": 1_700_000_000.0,
+        "updated_at": 1_700_000_000.0 + seq,
+        "trace_id": "ef" * 16,
+    }
+    values.update(fields)
+    return SnapshotRecord(**values)
+
+
+@pytest.fixture
+def stores(postgres_url: str) -> Iterator[Callable[..., PostgresStore]]:
+    """Opens stores on the test's database; closes them afterwards."""
+    opened: list[PostgresStore] = []
+
+    def open_(**options: Any) -> PostgresStore:
+        store = PostgresStore(postgres_url, **options)
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        store.close()
+    assert not wait_for_no_callboard_threads()
+
+
+def sql(url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as connection:
+        cursor = connection.execute(query, params or None)  # type: ignore[arg-type]
+        return cursor.fetchall() if cursor.description else []
+
+
+def callboard_connections(url: str) -> int:
+    rows = sql(
+        url,
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'callboard' "
+        "AND pid <> pg_backend_pid()",
+    )
+    return int(rows[0][0])
+
+
+def refused(open_: Callable[[], object], *fragments: str) -> StoreError:
+    """Opening fails with a StoreError saying each fragment, and leaves no thread behind."""
+    before = set(threading.enumerate())
+    with pytest.raises(StoreError) as caught:
+        open_()
+    for fragment in fragments:
+        assert fragment in str(caught.value)
+    assert set(threading.enumerate()) <= before
+    return caught.value
+
+
+# --- bad input ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["mysql://host/db", "sqlite:///x.db", "host=localhost", ""])
+def test_a_url_that_is_not_postgresql_is_refused(url: str) -> None:
+    refused(lambda: PostgresStore(url), "postgresql://")
+
+
+def test_an_unreachable_server_is_a_store_error(postgres_server: Server) -> None:
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+    error = refused(lambda: PostgresStore(url), "cannot connect", "refused")
+    assert "127.0.0.1" in str(error)
+
+
+def test_a_database_that_does_not_exist_is_a_store_error(postgres_server: Server) -> None:
+    refused(lambda: PostgresStore(postgres_server.url("no_such_db")), "no_such_db", "not exist")
+
+
+def test_an_authentication_failure_is_a_store_error_that_never_shows_the_password(
+    postgres_server: Server,
+) -> None:
+    if postgres_server.external is not None:
+        pytest.skip("the external server's authentication is not ours to set up")
+    url = postgres_server.password_url("wrong-secret-123")
+    error = refused(lambda: PostgresStore(url), "password authentication failed")
+    assert "wrong-secret-123" not in str(error)
+    assert "***" in str(error)
+
+
+def test_the_password_shows_in_no_repr(postgres_server: Server, postgres_url: str) -> None:
+    if postgres_server.external is not None:
+        pytest.skip("the external server's authentication is not ours to set up")
+    PostgresStore(postgres_url).close()
+    sql(postgres_url, "GRANT SELECT ON ALL TABLES IN SCHEMA public TO callboard_pw")
+    dbname = postgres_url.split("?", maxsplit=1)[0].rsplit("/", 1)[1]
+    store = PostgresStore(postgres_server.password_url(PASSWORD, dbname), readonly=True)
+    try:
+        assert PASSWORD not in repr(store)
+        assert PASSWORD not in store.location
+        assert "***" in repr(store)
+        assert store.load("nobody") is None
+    finally:
+        store.close()
+
+
+def test_redact_hides_a_password_in_the_user_part_or_the_query() -> None:
+    assert redact("postgresql://u:pw@h:5/db") == "postgresql://u:***@h:5/db"
+    assert redact("postgres://u@h/db?password=pw&sslmode=require") == (
+        "postgres://u@h/db?password=***&sslmode=require"
+    )
+    assert redact("postgresql:///db?host=/tmp") == "postgresql:///db?host=/tmp"
+
+
+def test_a_missing_driver_names_the_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch, postgres_url: str
+) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    refused(lambda: PostgresStore(postgres_url), "pip install 'callboard[postgres]'")
+    refused(lambda: open_store(postgres_url), "callboard[postgres]")
+
+
+def test_a_readonly_store_on_a_database_without_the_schema_is_refused(postgres_url: str) -> None:
+    refused(lambda: PostgresStore(postgres_url, readonly=True), "no callboard schema")
+    assert sql(postgres_url, "SELECT to_regclass('callboard_runs')") == [(None,)]
+
+
+def test_a_newer_schema_is_refused_and_left_untouched(postgres_url: str) -> None:
+    PostgresStore(postgres_url).close()
+    sql(postgres_url, "UPDATE callboard_meta SET value = %s", str(SCHEMA_VERSION + 1))
+    sql(
+        postgres_url,
+        "INSERT INTO callboard_runs (run_id, workflow_id, status, seq, created_at, "
+        "updated_at, trace_id, snapshot) VALUES ('future', 'wf', 'pending', 0, 0, 0, '', '')",
+    )
+
+    def state() -> list[Any]:
+        return [
+            sql(postgres_url, "SELECT * FROM callboard_meta"),
+            sql(postgres_url, "SELECT run_id, owner_id, epoch FROM callboard_runs"),
+            sql(postgres_url, "SELECT count(*) FROM callboard_workers"),
+        ]
+
+    before = state()
+    for readonly in (False, True):
+        refused(lambda readonly=readonly: PostgresStore(postgres_url, readonly=readonly), "newer")
+    assert state() == before
+    wait_until(lambda: callboard_connections(postgres_url) == 0, what="connections closed")
+
+
+def test_a_lease_must_be_positive(postgres_url: str) -> None:
+    refused(lambda: PostgresStore(postgres_url, lease=0), "lease")
+
+
+# --- the schema -----------------------------------------------------------------------
+
+
+def test_the_schema_is_made_once_by_workers_starting_together(postgres_url: str) -> None:
+    start = threading.Barrier(4)
+    opened: list[PostgresStore] = []
+    errors: list[BaseException] = []
+
+    def open_() -> None:
+        start.wait()
+        try:
+            opened.append(PostgresStore(postgres_url))
+        except BaseException as exc:
+            errors.append(exc)
+
+    openers = [threading.Thread(target=open_) for _ in range(4)]
+    for opener in openers:
+        opener.start()
+    for opener in openers:
+        opener.join()
+    try:
+        assert not errors
+        assert sql(postgres_url, "SELECT value FROM callboard_meta") == [(str(SCHEMA_VERSION),)]
+        assert len(opened[0].workers()) == 4
+    finally:
+        for store in opened:
+            store.close()
+
+
+def test_a_readonly_store_reads_and_refuses_writes(
+    stores: Callable[..., PostgresStore],
+) -> None:
+    writer = stores()
+    writer.create(rec("r1"))
+    reader = stores(readonly=True)
+    assert reader.load("r1") == rec("r1")
+    assert [w.worker_id for w in reader.workers()] == [writer.owner_id]
+    with pytest.raises(StoreError, match="read-only"):
+        reader.create(rec("r2"))
+    with pytest.raises(StoreError, match="read-only"):
+        reader.save([rec("r1", 1)])
+
+
+def test_a_closed_store_refuses_writes(stores: Callable[..., PostgresStore]) -> None:
+    store = stores()
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.create(rec("r1"))
+    with pytest.raises(StoreError, match="closed"):
+        store.claim(["wf"], 1)
+
+
+# --- faults ---------------------------------------------------------------------------
+
+
+def test_a_record_the_database_refuses_fails_alone(stores: Callable[..., PostgresStore]) -> None:
+    store = stores()
+    store.create(rec("good"))
+    with pytest.raises(StoreError, match="cannot write"):
+        store.create(rec("bad\x00id"))
+    outcomes: dict[str, Any] = {}
+    done = threading.Semaphore(0)
+
+    def report(name: str) -> tuple[Callable[[], None], Callable[[BaseException], None]]:
+        def ok() -> None:
+            outcomes[name] = "committed"
+            done.release()
+
+        def fail(error: BaseException) -> None:
+            outcomes[name] = error
+            done.release()
+
+        return ok, fail
+
+    for name, record in (
+        ("before", rec("good", 1, "running")),
+        ("poison", rec("good", 2, "running", trace_id="\x00")),
+        ("after", rec("good", 3, "running")),
+    ):
+        ok, fail = report(name)
+        store.save([record], on_commit=ok, on_error=fail)
+    for _ in range(3):
+        assert done.acquire(timeout=10)
+    assert outcomes["before"] == outcomes["after"] == "committed"
+    assert isinstance(outcomes["poison"], StoreError)
+    assert store.load("good") == rec("good", 3, "running")
+
+
+def test_writes_queued_while_the_server_restarts_commit_once_it_is_back(
+    postgres_server: Server, stores: Callable[..., PostgresStore]
+) -> None:
+    if not postgres_server.restartable:
+        pytest.skip("an external server is not ours to restart")
+    store, listener = stores(), stores()
+    heard: list[tuple[str, str]] = []
+    listener.set_hint(lambda kind, run_id: heard.append((kind, run_id)))
+    for n in range(5):
+        store.create(rec(f"r{n}"))
+    committed = threading.Semaphore(0)
+    errors: list[BaseException] = []
+    created: list[bool] = []
+    postgres_server.stop("fast")
+    try:
+        for seq in (1, 2, 3):
+            for n in range(5):
+                store.save(
+                    [rec(f"r{n}", seq, "running")],
+                    on_commit=committed.release,
+                    on_error=errors.append,
+                )
+        creator = threading.Thread(target=lambda: created.append(store.create(rec("new"))))
+        creator.start()
+        time.sleep(0.5)
+        assert not committed.acquire(timeout=0)  # nothing acknowledged before it commits
+        assert created == []
+    finally:
+        postgres_server.start()
+    for _ in range(15):
+        assert committed.acquire(timeout=15), f"a save was never committed: {errors}"
+    creator.join(15)
+    assert created == [True]
+    assert not errors
+    assert [r.seq for r in store.load_many([f"r{n}" for n in range(5)])] == [3] * 5
+    # The listener found its way back too.
+    wait_until(
+        lambda: (
+            store.create(rec(f"hint{time.monotonic_ns()}"), hold=False)
+            and any(kind == "queued" for kind, _ in heard)
+        ),
+        timeout=15,
+        what="a hint after the restart",
+    )
+
+
+def test_close_while_the_server_is_down_is_bounded_and_fails_what_it_could_not_write(
+    postgres_server: Server, stores: Callable[..., PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not postgres_server.restartable:
+        pytest.skip("an external server is not ours to restart")
+    monkeypatch.setattr(postgres_module, "CLOSE_TIMEOUT", 3.0)
+    store = stores()
+    store.set_hint(lambda kind, run_id: None)
+    store.create(rec("r1"))
+    errors: list[BaseException] = []
+    postgres_server.stop("fast")
+    try:
+        store.save([rec("r1", 1, "running")], on_error=errors.append)
+        started = time.monotonic()
+        store.close()
+        assert time.monotonic() - started < 8
+        assert not wait_for_no_callboard_threads()
+    finally:
+        postgres_server.start()
+    assert len(errors) == 1 and isinstance(errors[0], StoreError)
+    assert store.load("r1") == rec("r1")  # reads still work once it is back
+
+
+def test_a_read_after_the_server_restarted_reconnects(
+    postgres_server: Server, stores: Callable[..., PostgresStore]
+) -> None:
+    if not postgres_server.restartable:
+        pytest.skip("an external server is not ours to restart")
+    store = stores()
+    store.create(rec("r1"))
+    assert store.load("r1") == rec("r1")  # a pooled connection now exists
+    postgres_server.stop("fast")
+    try:
+        with pytest.raises(StoreError, match="cannot"):
+            store.load("r1")
+    finally:
+        postgres_server.start()
+    assert store.load("r1") == rec("r1")
+
+
+# --- locks and clocks -----------------------------------------------------------------
+
+
+def test_a_claim_skips_a_row_another_transaction_locked_without_waiting(
+    postgres_url: str, stores: Callable[..., PostgresStore]
+) -> None:
+    import psycopg
+
+    store = stores()
+    store.create(rec("locked", created_at=1.0), hold=False)
+    store.create(rec("free", created_at=2.0), hold=False)
+    with psycopg.connect(postgres_url) as other:
+        other.execute("SELECT 1 FROM callboard_runs WHERE run_id = 'locked' FOR UPDATE")
+        started = time.monotonic()
+        assert [c.record.run_id for c in store.claim(["wf"], 10)] == ["free"]
+        assert time.monotonic() - started < 1.0
+        other.rollback()
+    assert [c.record.run_id for c in store.claim(["wf"], 10)] == ["locked"]
+
+
+def test_the_claim_can_use_the_partial_index_of_queued_runs(
+    postgres_url: str, stores: Callable[..., PostgresStore]
+) -> None:
+    import psycopg
+
+    stores()  # makes the schema
+    query = (
+        postgres_module._CLAIM.replace("%(workflows)s", "ARRAY['wf']")
+        .replace("%(limit)s", "5")
+        .replace("%(owner)s", "'me'")
+    )
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        connection.execute("SET enable_seqscan = off")
+        plan = "\n".join(row[0] for row in connection.execute("EXPLAIN " + query).fetchall())
+    assert "callboard_runs_queued" in plan
+
+
+def test_leases_are_judged_by_the_database_clock_not_the_clients(
+    monkeypatch: pytest.MonkeyPatch, stores: Callable[..., PostgresStore]
+) -> None:
+    worker, reaper = stores(lease=5.0), stores()
+    worker.create(rec("r1"))
+    monkeypatch.setattr(time, "time", lambda: 4_000_000_000.0)  # a client clock years ahead
+    assert reaper.reap() == 0
+    assert worker.heartbeat()
+    assert reaper.workers()[0].heartbeat_age < 5
+
+
+def test_runs_of_an_owner_without_a_worker_row_are_reaped(
+    postgres_url: str, stores: Callable[..., PostgresStore]
+) -> None:
+    store = stores()
+    store.create(rec("r1"))
+    sql(postgres_url, "UPDATE callboard_runs SET owner_id = 'gone-for-good'")
+    assert store.reap() == 1
+    assert [r.run_id for r in store.queued()] == ["r1"]
+
+
+def test_a_claim_bumps_the_epoch_in_the_row(
+    postgres_url: str, stores: Callable[..., PostgresStore]
+) -> None:
+    a = stores()
+    a.create(rec("held"))
+    a.create(rec("queued"), hold=False)
+    assert sql(postgres_url, "SELECT run_id, epoch FROM callboard_runs ORDER BY run_id") == [
+        ("held", 1),
+        ("queued", 0),
+    ]
+    a.claim(["wf"], 1)
+    assert sql(postgres_url, "SELECT epoch FROM callboard_runs WHERE run_id = 'queued'") == [(1,)]
+
+
+# --- open_store -----------------------------------------------------------------------
+
+
+def test_open_store_maps_each_location_to_its_store(postgres_url: str, tmp_path: Any) -> None:
+    assert isinstance(open_store("memory"), MemoryStore)
+    assert isinstance(open_store(None), MemoryStore)
+    for location in (tmp_path / "a.db", str(tmp_path / "b.db"), f"sqlite:///{tmp_path}/c.db"):
+        opened = open_store(location)
+        assert isinstance(opened, SQLiteStore)
+        opened.close()
+    store = open_store(postgres_url, lease=3.0)
+    try:
+        assert isinstance(store, PostgresStore)
+        assert store.lease == 3.0
+    finally:
+        store.close()
+    postgres_style = "postgres://" + postgres_url.removeprefix("postgresql://")
+    other = open_store(postgres_style, readonly=True)
+    assert isinstance(other, PostgresStore)
+    other.close()
+    with pytest.raises(StoreError, match="unknown store URL scheme"):
+        open_store("mysql://host/db")
+
+
+# --- a commit whose acknowledgement is lost -----------------------------------------------
+
+
+def lose_the_next_commit_ack(store: PostgresStore) -> list[int]:
+    """The writer's next commit happens, then its connection drops before the reply.
+
+    Touches the store's private writer connection (``_wconn``): the only way to lose
+    exactly one acknowledgement. Returns a list that counts the commits lost.
+    """
+    import psycopg
+
+    connection = store._wconn
+    assert connection is not None
+    real_commit = connection.commit
+    lost: list[int] = []
+
+    def commit() -> None:
+        real_commit()
+        if not lost:
+            lost.append(1)
+            connection.close()
+            raise psycopg.OperationalError("the server's reply was lost")
+
+    connection.commit = commit  # type: ignore[method-assign]
+    return lost
+
+
+def test_a_create_whose_commit_reply_was_lost_is_still_the_creators(
+    stores: Callable[..., PostgresStore],
+) -> None:
+    store, other = stores(), stores()
+    lost = lose_the_next_commit_ack(store)
+    assert store.create(rec("r1")) is True  # tried again, and found to be the same create
+    assert lost == [1]
+    assert store.held() == 1
+    assert save(store, rec("r1", 1, "running")) is None
+    assert other.claim(["wf"], 1) == []
+
+
+def test_a_claim_whose_commit_reply_was_lost_is_not_lost(
+    stores: Callable[..., PostgresStore],
+) -> None:
+    store, other = stores(), stores()
+    other.create(rec("r1", created_at=1.0), hold=False)
+    other.create(rec("r2", created_at=2.0), hold=False)
+    lost = lose_the_next_commit_ack(store)
+    claimed = store.claim(["wf"], 1)
+    assert lost == [1]
+    assert [c.record.run_id for c in claimed] == ["r1"]  # adopted: the first try took it
+    assert store.held() == 1
+    assert [c.record.run_id for c in store.claim(["wf"], 5)] == ["r2"]
+    assert other.claim(["wf"], 5) == []
+
+
+def save(store: PostgresStore, record: SnapshotRecord) -> BaseException | None:
+    """Save one record and wait: ``None`` once committed, else the error."""
+    done = threading.Event()
+    errors: list[BaseException] = []
+    store.save([record], on_commit=done.set, on_error=lambda e: (errors.append(e), done.set()))
+    assert done.wait(10)
+    return errors[0] if errors else None

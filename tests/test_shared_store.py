@@ -1,0 +1,542 @@
+"""The promises of a shared store: claims, leases, fencing, the queue, cancels, workers, hints.
+
+Each test opens several stores on one database through the ``shared_store``
+factory: each store is a worker of its own, as separate processes would be. A
+worker's lease is renewed only by ``heartbeat()``, so a *stalled* worker is
+simply one whose ``heartbeat()`` nobody calls (a tiny lease makes it run out).
+
+To run the suite on another shared store, add its name to the fixture's params
+and say in ``shared_store`` where its database is.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from runtime._stores.base import RunFencedError, SharedStore, SnapshotRecord
+from runtime._stores.open import open_store
+from tests._support import wait_for_no_callboard_threads, wait_until
+
+LEASE = 0.5
+"""The lease of a worker that a test lets stall: short, so tests stay fast."""
+
+
+def rec(
+    run_id: str,
+    seq: int = 0,
+    status: str = "pending",
+    *,
+    workflow_id: str = "wf",
+    created_at: float = 1_700_000_000.0,
+    wake_at: float | None = None,
+    data: bytes | None = None,
+) -> SnapshotRecord:
+    return SnapshotRecord(
+        run_id=run_id,
+        workflow_id=workflow_id,
+        seq=seq,
+        status=status,
+        data=data if data is not None else f"{run_id}:{seq}".encode(),
+        created_at=created_at,
+        updated_at=created_at + seq,
+        trace_id="cd" * 16,
+        wake_at=wake_at,
+    )
+
+
+class Outcome:
+    """What a save reported: committed, or the error it got."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.committed = False
+        self.error: BaseException | None = None
+
+    def commit(self) -> None:
+        self.committed = True
+        self.done.set()
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self.done.set()
+
+    def wait(self) -> Outcome:
+        assert self.done.wait(10), "the save was never reported"
+        return self
+
+
+def save(store: SharedStore, *records: SnapshotRecord) -> Outcome:
+    """Save and wait for the outcome."""
+    outcome = Outcome()
+    store.save(records, on_commit=outcome.commit, on_error=outcome.fail)
+    return outcome.wait()
+
+
+class SharedStores:
+    """Opens stores on one database, each a worker of its own; closes them all afterwards.
+
+    Attributes:
+        hears_others: Whether the stores pass hints between processes.
+    """
+
+    def __init__(self, location: str, *, hears_others: bool) -> None:
+        self.location = location
+        self.hears_others = hears_others
+        self._opened: list[SharedStore] = []
+
+    def open(self, *, lease: float = 10.0) -> SharedStore:
+        store = open_store(self.location, lease=lease)
+        self._opened.append(store)  # type: ignore[arg-type]
+        assert isinstance(store, SharedStore)
+        return store
+
+    def close(self) -> None:
+        for store in self._opened:
+            store.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SharedStores]:
+    """A factory of stores that share one fresh database; no store thread may outlive it."""
+    if request.param == "postgres":
+        stores = SharedStores(request.getfixturevalue("postgres_url"), hears_others=True)
+    else:
+        stores = SharedStores(str(tmp_path / "runs.db"), hears_others=False)
+    try:
+        yield stores
+    finally:
+        stores.close()
+    left = wait_for_no_callboard_threads()
+    assert not left, f"threads left after close(): {[t.name for t in left]}"
+
+
+def reaped(reaper: SharedStore, at_least: int = 1) -> int:
+    """Reap until at least this many runs went back (a lease passes by the store's clock)."""
+    total = 0
+
+    def more() -> bool:
+        nonlocal total
+        total += reaper.reap()
+        return total >= at_least
+
+    wait_until(more, timeout=10, what=f"{at_least} runs reaped")
+    return total
+
+
+def ids(found: list[SnapshotRecord]) -> list[str]:
+    return [record.run_id for record in found]
+
+
+# --- create and claim -----------------------------------------------------------------
+
+
+def test_a_run_created_held_is_its_creators_and_not_queued(shared_store: SharedStores) -> None:
+    a, b = shared_store.open(), shared_store.open()
+    assert a.create(rec("r1"))
+    assert a.held() == 1
+    assert a.queued() == []
+    assert b.claim(["wf"], 10) == []
+
+
+def test_a_run_created_without_hold_is_queued_for_any_worker(shared_store: SharedStores) -> None:
+    a, b = shared_store.open(), shared_store.open()
+    assert a.create(rec("r1"), hold=False)
+    assert a.held() == 0
+    assert ids(b.queued()) == ["r1"]
+    claimed = b.claim(["wf"], 10)
+    assert [(c.record, c.cancel_requested) for c in claimed] == [(rec("r1"), False)]
+    assert b.held() == 1
+    assert b.queued() == []
+    assert a.claim(["wf"], 10) == []
+
+
+def test_claim_takes_the_oldest_runs_of_the_workflows_asked_up_to_the_limit(
+    shared_store: SharedStores,
+) -> None:
+    a = shared_store.open()
+    for n in (3, 1, 4, 0, 2):
+        a.create(rec(f"r{n}", created_at=100.0 + n), hold=False)
+    a.create(rec("other", workflow_id="other", created_at=1.0), hold=False)
+    assert [c.record.run_id for c in a.claim(["wf"], 2)] == ["r0", "r1"]
+    assert [c.record.run_id for c in a.claim(["wf", "nope"], 10)] == ["r2", "r3", "r4"]
+    assert ids(a.queued()) == ["other"]
+    assert ids(a.queued(["wf"])) == []
+    assert a.claim([], 10) == []
+    assert a.claim(["other"], 0) == []
+
+
+def test_two_workers_claiming_at_once_never_take_the_same_run(shared_store: SharedStores) -> None:
+    a, b, c = shared_store.open(), shared_store.open(), shared_store.open()
+    for n in range(60):
+        a.create(rec(f"r{n:02}", created_at=float(n)), hold=False)
+    taken: dict[str, list[str]] = {"b": [], "c": []}
+    start = threading.Barrier(2)
+
+    def claim(name: str, store: SharedStore) -> None:
+        start.wait()
+        while batch := store.claim(["wf"], 3):
+            taken[name].extend(claimed.record.run_id for claimed in batch)
+
+    claimers = [threading.Thread(target=claim, args=item) for item in (("b", b), ("c", c))]
+    for claimer in claimers:
+        claimer.start()
+    for claimer in claimers:
+        claimer.join()
+    assert not set(taken["b"]) & set(taken["c"])
+    assert sorted(taken["b"] + taken["c"]) == [f"r{n:02}" for n in range(60)]
+    assert b.held() + c.held() == 60
+
+
+# --- saves of held runs ---------------------------------------------------------------
+
+
+def test_the_holders_saves_are_stored_and_a_stale_one_is_no_fault(
+    shared_store: SharedStores,
+) -> None:
+    a = shared_store.open()
+    a.create(rec("r1"))
+    assert save(a, rec("r1", 2, "running")).committed
+    stale = save(a, rec("r1", 1, "running"))
+    assert stale.committed and stale.error is None
+    assert a.load("r1") == rec("r1", 2, "running")
+    assert a.held() == 1
+
+
+@pytest.mark.parametrize("status", ["success", "failed", "canceled", "suspended"])
+def test_a_save_that_settles_a_run_releases_it(shared_store: SharedStores, status: str) -> None:
+    a, b = shared_store.open(), shared_store.open()
+    a.create(rec("r1"))
+    assert save(a, rec("r1", 1, status)).committed
+    assert a.held() == 0
+    assert a.queued() == []
+    assert b.claim(["wf"], 10) == []
+    assert [w.held for w in b.workers() if w.worker_id == a.owner_id] == [0]
+
+
+def test_a_resumed_run_nobody_holds_is_queued_and_a_worker_claims_it(
+    shared_store: SharedStores,
+) -> None:
+    a, client, b = shared_store.open(), shared_store.open(), shared_store.open()
+    a.create(rec("r1"))
+    save(a, rec("r1", 1, "suspended"))
+    assert client.replace(rec("r1", 2, "running"), 1)
+    assert client.held() == 0
+    assert ids(b.queued()) == ["r1"]
+    assert [c.record for c in b.claim(["wf"], 1)] == [rec("r1", 2, "running")]
+
+
+def test_a_replace_with_hold_keeps_the_run_here(shared_store: SharedStores) -> None:
+    a, b = shared_store.open(), shared_store.open()
+    a.create(rec("r1"))
+    save(a, rec("r1", 1, "suspended"))
+    assert b.replace(rec("r1", 2, "running"), 1, hold=True)
+    assert b.held() == 1
+    assert b.queued() == []
+    assert save(b, rec("r1", 3, "running")).committed
+    assert b.load("r1") == rec("r1", 3, "running")
+
+
+def test_a_replace_of_a_run_another_worker_holds_fails(shared_store: SharedStores) -> None:
+    a, b = shared_store.open(), shared_store.open()
+    a.create(rec("r1"))
+    save(a, rec("r1", 1, "running"))
+    assert not b.replace(rec("r1", 2, "canceled"), 1)
+    assert not b.replace(rec("r1", 2, "canceled"), 1, hold=True)
+    assert a.load("r1") == rec("r1", 1, "running")
+    assert a.replace(rec("r1", 2, "running"), 1)  # its holder may
+    assert a.held() == 0  # and, without hold, lets go of it
+    assert ids(b.queued()) == ["r1"]
+
+
+def test_a_run_put_to_sleep_is_released_and_claimable_only_once_due(
+    shared_store: SharedStores,
+) -> None:
+    a, b = shared_store.open(), shared_store.open()
+    a.create(rec("r1"))
+    wake_at = time.time() + 0.6
+    assert save(a, rec("r1", 1, "waiting", wake_at=wake_at)).committed
+    assert a.held() == 0
+    assert b.claim(["wf"], 10) == []
+    assert b.queued() == []
+    assert b.next_wake(["wf"]) == pytest.approx(wake_at)
+    assert b.next_wake(["other"]) is None
+    assert b.load("r1") == rec("r1", 1, "waiting", wake_at=wake_at)
+    claimed: list[str] = []
+    wait_until(lambda: claimed.extend(c.record.run_id for c in b.claim(["wf"], 10)) or claimed)
+    assert claimed == ["r1"]
+    assert time.time() >= wake_at - 0.05  # the database's clock, give or take
+    assert b.next_wake(["wf"]) is None
+
+
+def test_a_save_of_a_run_nobody_holds_applies(shared_store: SharedStores) -> None:
+    a, b = shared_store.open(), shared_store.open()
+    a.create(rec("r1"), hold=False)
+    assert save(b, rec("r1", 1, "running")).committed
+    assert b.load("r1") == rec("r1", 1, "running")
+    assert ids(a.queued()) == ["r1"]
+
+
+def test_a_save_of_a_run_another_worker_holds_is_fenced(shared_store: SharedStores) -> None:
+    a, b = shared_store.open(), shared_store.open()
+    a.create(rec("r1"))
+    outcome = save(b, rec("r1", 1, "failed"))
+    assert not outcome.committed
+    assert isinstance(outcome.error, RunFencedError)
+    assert outcome.error.run_id == "r1"
+    assert a.load("r1") == rec("r1")
+
+
+def test_the_other_records_of_a_fenced_save_are_stored(shared_store: SharedStores) -> None:
+    a, b = shared_store.open(), shared_store.open()
+    a.create(rec("theirs"))
+    b.create(rec("mine"))
+    outcome = save(b, rec("mine", 1, "running"), rec("theirs", 1, "running"))
+    assert isinstance(outcome.error, RunFencedError)
+    assert b.load("mine") == rec("mine", 1, "running")
+    assert b.load("theirs") == rec("theirs")
+
+
+# --- leases, reaping, fencing -------------------------------------------------------------
+
+
+def test_a_stalled_workers_runs_go_back_to_the_queue_and_its_writes_are_fenced(
+    shared_store: SharedStores,
+) -> None:
+    stalled, b = shared_store.open(lease=LEASE), shared_store.open()
+    stalled.create(rec("r1"))
+    save(stalled, rec("r1", 1, "running"))
+    assert reaped(b) == 1
+    assert ids(b.queued()) == ["r1"]
+    # Nobody holds the run now, and the stalled worker still may not write it.
+    late = save(stalled, rec("r1", 2, "running"))
+    assert isinstance(late.error, RunFencedError) and not late.committed
+    assert [c.record for c in b.claim(["wf"], 1)] == [rec("r1", 1, "running")]
+    again = save(stalled, rec("r1", 2, "success"))
+    assert isinstance(again.error, RunFencedError)
+    assert stalled.held() == 0
+    assert b.load("r1") == rec("r1", 1, "running")
+    assert save(b, rec("r1", 2, "success")).committed
+    assert b.load("r1") == rec("r1", 2, "success")
+
+
+def test_a_claim_bumps_the_epoch_so_the_old_holder_is_fenced_at_its_next_save(
+    shared_store: SharedStores,
+) -> None:
+    stalled, b = shared_store.open(lease=LEASE), shared_store.open()
+    stalled.create(rec("r1"))
+    reaped(b)
+    b.claim(["wf"], 1)
+    assert stalled.held() == 1  # by its own count: it has not heard yet
+    outcome = save(stalled, rec("r1", 1, "running"))
+    assert isinstance(outcome.error, RunFencedError)
+    assert stalled.held() == 0
+
+
+def test_heartbeat_says_false_once_after_being_reaped_and_the_worker_is_back(
+    shared_store: SharedStores,
+) -> None:
+    stalled, b = shared_store.open(lease=LEASE), shared_store.open()
+    stalled.create(rec("r1"))
+    stalled.create(rec("r2"))
+    assert reaped(b, 2) == 2
+    assert stalled.owner_id not in [w.worker_id for w in b.workers()]
+    assert stalled.heartbeat() is False
+    assert stalled.held() == 0  # what it held is fenced off
+    assert stalled.heartbeat() is True
+    assert stalled.owner_id in [w.worker_id for w in b.workers()]
+    assert isinstance(save(stalled, rec("r1", 1, "running")).error, RunFencedError)
+    # Claimed again, a run is this worker's once more.
+    assert sorted(c.record.run_id for c in stalled.claim(["wf"], 5)) == ["r1", "r2"]
+    assert save(stalled, rec("r1", 1, "running")).committed
+
+
+def test_a_reaped_worker_that_joins_again_still_hears_it_from_heartbeat(
+    shared_store: SharedStores,
+) -> None:
+    stalled, b = shared_store.open(lease=LEASE), shared_store.open()
+    stalled.create(rec("r1"))
+    reaped(b)
+    stalled.join(role="worker", workflows=["wf"], concurrency=2)
+    assert stalled.heartbeat() is False
+    assert stalled.heartbeat() is True
+    assert isinstance(save(stalled, rec("r1", 1, "running")).error, RunFencedError)
+
+
+def test_a_worker_that_heartbeats_keeps_its_runs(shared_store: SharedStores) -> None:
+    alive, b = shared_store.open(lease=LEASE), shared_store.open()
+    alive.create(rec("r1"))
+    deadline = time.monotonic() + 3 * LEASE
+    while time.monotonic() < deadline:
+        assert alive.heartbeat() is True
+        assert b.reap() == 0
+        time.sleep(LEASE / 5)
+    assert b.claim(["wf"], 1) == []
+    assert save(alive, rec("r1", 1, "running")).committed
+
+
+def test_each_worker_is_judged_by_its_own_lease(shared_store: SharedStores) -> None:
+    short, long, reaper = (
+        shared_store.open(lease=LEASE),
+        shared_store.open(lease=60.0),
+        shared_store.open(),
+    )
+    short.create(rec("s1"))
+    long.create(rec("l1"))
+    assert reaped(reaper) == 1
+    time.sleep(LEASE)
+    assert reaper.reap() == 0
+    assert ids(reaper.queued()) == ["s1"]
+    assert {w.worker_id for w in reaper.workers()} == {long.owner_id, reaper.owner_id}
+
+
+def test_a_closed_worker_hands_its_runs_back_at_once(shared_store: SharedStores) -> None:
+    a, b = shared_store.open(), shared_store.open()
+    a.create(rec("r1"))
+    a.create(rec("r2"))
+    save(a, rec("r2", 1, "success"))
+    a.close()
+    assert ids(b.queued()) == ["r1"]
+    assert a.owner_id not in [w.worker_id for w in b.workers()]
+    assert a.load("r2") == rec("r2", 1, "success")  # still readable
+
+
+# --- cancels --------------------------------------------------------------------------
+
+
+def test_a_cancel_request_reaches_the_holder(shared_store: SharedStores) -> None:
+    holder, client = shared_store.open(), shared_store.open()
+    holder.create(rec("r1"))
+    holder.create(rec("r2"))
+    holder.create(rec("ended"))
+    save(holder, rec("ended", 1, "success"))
+    assert holder.cancel_requests() == []
+    assert client.request_cancel("r1")
+    assert not client.request_cancel("ended")
+    assert not client.request_cancel("nobody")
+    assert holder.cancel_requests() == ["r1"]
+    assert client.cancel_requests() == []
+    save(holder, rec("r1", 1, "canceled"))
+    assert holder.cancel_requests() == []
+
+
+def test_a_claimed_run_says_whether_a_cancel_waits_for_it(shared_store: SharedStores) -> None:
+    client, worker = shared_store.open(), shared_store.open()
+    client.create(rec("r1", created_at=1.0), hold=False)
+    client.create(rec("r2", created_at=2.0), hold=False)
+    assert client.request_cancel("r2")
+    claimed = worker.claim(["wf"], 10)
+    assert [(c.record.run_id, c.cancel_requested) for c in claimed] == [
+        ("r1", False),
+        ("r2", True),
+    ]
+
+
+# --- workers and reads ----------------------------------------------------------------
+
+
+def test_workers_lists_each_worker_with_its_heartbeat_age_and_runs_held(
+    shared_store: SharedStores,
+) -> None:
+    a, b = shared_store.open(), shared_store.open(lease=30.0)
+    a.join(role="worker", workflows=["wf", "other"], concurrency=4)
+    b.join(role="client", workflows=[], concurrency=None)
+    a.create(rec("r1"))
+    a.create(rec("r2"))
+    b.create(rec("q1"), hold=False)
+    found = {w.worker_id: w for w in b.workers()}
+    assert set(found) == {a.owner_id, b.owner_id}
+    wa, wb = found[a.owner_id], found[b.owner_id]
+    assert (wa.role, wa.workflows, wa.concurrency, wa.held) == ("worker", ("other", "wf"), 4, 2)
+    assert (wb.role, wb.workflows, wb.concurrency, wb.held) == ("client", (), None, 0)
+    assert 0 <= wa.heartbeat_age < 5
+    assert wa.pid > 0 and wa.host
+    assert abs(wa.started_at - time.time()) < 60
+    time.sleep(0.3)
+    before = {w.worker_id: w.heartbeat_age for w in a.workers()}
+    assert a.heartbeat()
+    after = {w.worker_id: w.heartbeat_age for w in a.workers()}
+    assert after[a.owner_id] < before[a.owner_id]
+    assert after[b.owner_id] >= before[b.owner_id]
+
+
+def test_load_many_returns_the_runs_it_knows(shared_store: SharedStores) -> None:
+    a = shared_store.open()
+    a.create(rec("r1"))
+    a.create(rec("r2"))
+    save(a, rec("r2", 1, "running"))
+    found = sorted(a.load_many(["r2", "nobody", "r1"]))
+    assert found == [rec("r1"), rec("r2", 1, "running")]
+    assert a.load_many([]) == []
+
+
+def test_queued_lists_runs_nobody_holds_oldest_first(shared_store: SharedStores) -> None:
+    a = shared_store.open()
+    a.create(rec("held", created_at=0.0))
+    a.create(rec("late", created_at=3.0), hold=False)
+    a.create(rec("early", created_at=1.0), hold=False)
+    a.create(rec("x", workflow_id="other", created_at=2.0), hold=False)
+    a.create(rec("parked", created_at=0.5), hold=False)
+    save(a, rec("parked", 1, "suspended", created_at=0.5))
+    assert ids(a.queued()) == ["early", "x", "late"]
+    assert ids(a.queued(["wf"])) == ["early", "late"]
+
+
+# --- hints ----------------------------------------------------------------------------
+
+
+def test_other_workers_hear_hints_of_queued_settled_and_cancelled_runs(
+    shared_store: SharedStores,
+) -> None:
+    a, b = shared_store.open(), shared_store.open()
+    if not shared_store.hears_others:
+        # SQLite: a store's hints reach its own callback only; others poll.
+        own_only: list[tuple[str, str]] = []
+        heard_here: list[tuple[str, str]] = []
+        a.set_hint(lambda kind, run_id: own_only.append((kind, run_id)))
+        b.set_hint(lambda kind, run_id: heard_here.append((kind, run_id)))
+        a.create(rec("r0"), hold=False)
+        assert own_only == [("queued", "r0")]
+        time.sleep(0.3)
+        assert heard_here == []
+        return
+    heard: list[tuple[str, str]] = []
+    own: list[tuple[str, str]] = []
+    b.set_hint(lambda kind, run_id: heard.append((kind, run_id)))
+    a.set_hint(lambda kind, run_id: own.append((kind, run_id)))
+
+    def hears(hint: tuple[str, str]) -> Callable[[], bool]:
+        return lambda: hint in heard
+
+    # The listener connects in the background: hint until it hears.
+    n = 0
+
+    def queued() -> bool:
+        nonlocal n
+        n += 1
+        a.create(rec(f"warm{n}"), hold=False)
+        time.sleep(0.05)
+        return ("queued", f"warm{n}") in heard
+
+    wait_until(queued, timeout=10, what="a first hint")
+    a.create(rec("r1"))
+    assert a.request_cancel("r1")
+    wait_until(hears(("cancel", "r1")))
+    save(a, rec("r1", 1, "waiting", wake_at=time.time() + 60))
+    wait_until(hears(("queued", "r1")))
+    a.claim(["wf"], 100)  # the warm-up runs
+    a.create(rec("r2"))
+    save(a, rec("r2", 1, "success"))
+    wait_until(hears(("settled", "r2")))
+    # A store's own hints reach its own callback once, from its writer, not by NOTIFY.
+    assert ("cancel", "r1") in own and ("settled", "r2") in own
+    assert len(own) == len(set(own))
+    b.set_hint(None)
+    heard.clear()
+    a.create(rec("r3"), hold=False)
+    time.sleep(0.3)
+    assert heard == []
