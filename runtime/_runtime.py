@@ -300,8 +300,13 @@ class Runtime:
 
         Runs in progress get ``timeout`` seconds (the runtime's ``stop_timeout``
         when omitted) to end; those still going are then recorded as ``failed``
-        with a ``RuntimeStoppedError``. Results stay readable after the stop.
+        with a ``RuntimeStoppedError`` (in memory) or halted and left to the next
+        runtime (on a durable store). Results stay readable after the stop.
         Stopping a stopped runtime does nothing.
+
+        A call while another thread's stop waits for runs in progress returns
+        at once: with ``timeout=0`` it makes that stop halt them now (as a
+        second Ctrl-C does to ``callboard worker``); with any other it does nothing.
 
         Args:
             timeout: Seconds to wait for runs in progress.
@@ -309,6 +314,8 @@ class Runtime:
         host = self._host
         with self._lock:
             if host.state != "running":
+                if host.state == "stopping" and timeout == 0 and host.system is not None:
+                    host.system.hurry()
                 host.state = "stopped" if host.state == "new" else host.state
                 return
             host.state = "stopping"
