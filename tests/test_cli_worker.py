@@ -442,3 +442,4 @@ def test_a_store_url_is_shown_without_its_password() -> None:
         shown_db("postgresql://db/runs?user=ada&password=secret&sslmode=require")
         == "postgresql://db/runs?user=ada&password=***&sslmode=require"
     )
+    assert shown_db("postgresql://ada:secret@[db/runs") == "postgresql://..."

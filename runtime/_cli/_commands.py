@@ -187,11 +187,11 @@ def open_db(location: str, *, readonly: bool, lease: float | None = None) -> Sna
 
 def shown_db(location: str) -> str:
     """The store's location as messages show it: without a URL's password."""
-    parts = urllib.parse.urlsplit(location)
     try:
+        parts = urllib.parse.urlsplit(location)
         password = parts.password
     except ValueError:  # a URL too malformed to read a password from: show its scheme only
-        return f"{parts.scheme}://..."
+        return f"{location.partition(':')[0]}://..."
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
     if password is None and not any(key == "password" for key, _ in query):
         return location
@@ -409,11 +409,10 @@ def start(args: argparse.Namespace) -> RunStatus | None:
     workflow = load_workflow(args.target)
     store = open_db(args.db, readonly=False)
     try:
-        runtime = Runtime(store=store)
+        runtime = Runtime(store=store).start()
     except BaseException:
         store.close()
         raise
-    runtime.start()
     run: Run[Any, Any] | None = None
     try:
         bound = runtime.register(workflow)
