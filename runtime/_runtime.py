@@ -301,7 +301,11 @@ class Runtime:
                 on_give_up=self._gave_up,
                 role=host.role,
             )
-            system.start_claiming(self._registered)
+            try:
+                system.start_claiming(self._registered)  # joins the store: it may fail
+            except BaseException:
+                system.shutdown(0)  # nothing left running; the store is closed too
+                raise
             host.system = system
             host.state = "running"
         return self
@@ -311,8 +315,13 @@ class Runtime:
 
         Runs in progress get ``timeout`` seconds (the runtime's ``stop_timeout``
         when omitted) to end; those still going are then recorded as ``failed``
-        with a ``RuntimeStoppedError``. Results stay readable after the stop.
+        with a ``RuntimeStoppedError`` (in memory) or halted and left to the next
+        runtime (on a durable store). Results stay readable after the stop.
         Stopping a stopped runtime does nothing.
+
+        A call while another thread's stop waits for runs in progress returns
+        at once: with ``timeout=0`` it makes that stop halt them now (as a
+        second Ctrl-C does to ``callboard worker``); with any other it does nothing.
 
         Args:
             timeout: Seconds to wait for runs in progress.
@@ -320,6 +329,8 @@ class Runtime:
         host = self._host
         with self._lock:
             if host.state != "running":
+                if host.state == "stopping" and timeout == 0 and host.system is not None:
+                    host.system.hurry()
                 host.state = "stopped" if host.state == "new" else host.state
                 return
             host.state = "stopping"

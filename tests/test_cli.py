@@ -651,7 +651,10 @@ def test_start_leaves_a_run_that_outlasts_its_timeout_in_the_store_and_says_so(
     )  # fmt: skip
     assert code == 0
     assert out.splitlines()[-1].startswith("run left is still ")
-    assert "the next runtime on that file that registers workflow 'slow' resumes it" in out
+    assert (
+        "the next runtime on that store that registers workflow 'slow' (a callboard worker, "
+        "say) resumes it" in out
+    )
     with RunReader(db) as reader:
         result = reader.get_run("left")
     assert result is not None and not result.is_terminal
@@ -958,7 +961,7 @@ def lifecycle_result(status: str, **fields: Any) -> WorkflowResult:
 
 
 class FakeReader:
-    """Stands in for ``RunReader``: hands out prepared results, each run's in turn.
+    """Stands in for the reader of `_commands._reader`: hands out prepared results, each in turn.
 
     A run's results are handed out one per read, the last one for every read after.
     """
@@ -996,7 +999,7 @@ class FakeReader:
 
 def serve(monkeypatch: pytest.MonkeyPatch, *runs: list[WorkflowResult]) -> FakeReader:
     reader = FakeReader(*runs)
-    monkeypatch.setattr(_commands, "RunReader", reader)
+    monkeypatch.setattr(_commands, "_reader", reader)
     return reader
 
 

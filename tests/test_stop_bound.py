@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import actors.system as system_module
 from runtime import Runtime, create_step, create_workflow
-from tests._support import Value
+from tests._support import Value, wait_until
 
 WAIT = 10.0
 
@@ -104,3 +105,39 @@ def test_stop_returns_while_a_hook_blocks() -> None:
         assert not stopping.is_alive(), "stop() waited for a hook that does not return"
     finally:
         release.set()
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_stop_with_timeout_0_from_another_thread_halts_the_runs_a_stop_waits_for(
+    store: str, tmp_path: Path
+) -> None:
+    release, entered = threading.Event(), threading.Event()
+
+    def gated(ctx: Any) -> Value:
+        entered.set()
+        release.wait(60)
+        return ctx.input_data
+
+    workflow = create_workflow(id="gated", input_schema=Value, output_schema=Value)
+    workflow = workflow.then(
+        create_step(id="gated", input_schema=Value, output_schema=Value, execute=gated)
+    ).commit()
+    rt = Runtime(store=str(tmp_path / "runs.db") if store == "sqlite" else None).start()
+    run = rt.register(workflow).create_run()
+    run.start_async(input_data={"value": "v"})
+    assert entered.wait(WAIT)
+    try:
+        stopping = threading.Thread(target=rt.stop, kwargs={"timeout": 60})
+        stopping.start()
+        wait_until(lambda: not rt.is_running, WAIT, "the stop begins")
+        assert stopping.is_alive()  # it waits for the run
+
+        rt.stop(timeout=0)  # returns at once; the stop above halts the run now
+        stopping.join(WAIT)
+
+        assert not stopping.is_alive(), "the hurried stop went on waiting for the run"
+    finally:
+        release.set()
+    # In memory the halted run is recorded failed; on a durable store it is left unfinished.
+    expected = "failed" if store == "memory" else "running"
+    assert run.wait(WAIT).status == expected

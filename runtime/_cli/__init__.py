@@ -1,4 +1,4 @@
-"""The ``callboard`` command: look at the runs in a run store, and start runs, from a shell.
+"""The ``callboard`` command: look at the runs in a run store, start runs, and run workers.
 
 ::
 
@@ -7,30 +7,40 @@
     callboard runs watch RUN_ID [--interval SECONDS]
     callboard runs prune [--older-than AGE] [--keep N] [--status S] [--json]
     callboard start MODULE:ATTR [--input JSON] [--run-id ID] [--wait] [--timeout SECONDS] [--json]
+    callboard worker MODULE:ATTR [MODULE:ATTR ...] [--concurrency N] [--lease SECONDS]
+                     [--max-step-threads N] [--stop-timeout SECONDS]
+    callboard workers list [--json]
 
-Every command takes ``--db PATH``: the SQLite run store, by default ``$CALLBOARD_DB``, else
-``./callboard.db``. ``python -m runtime`` is the same command.
+Every command takes ``--db STORE``, by default ``$CALLBOARD_DB``, else ``./callboard.db``:
+a SQLite file as a path or a ``sqlite:///path`` URL, or a ``postgresql://`` (or
+``postgres://``) URL, which needs the extra ``callboard[postgres]``. The store is opened
+in one place, :func:`~runtime._cli._commands.open_db`.
 
-The reading commands open the store read-only (:class:`~runtime._queries.RunReader`), so
-they never get in the way of the runtimes writing to it; ``runs prune`` writes, between
-their transactions. ``start`` runs a workflow on a
-runtime of its own in this process; a run that outlives the command is not lost: it stays
-in the store, and the next runtime on the file that registers its workflow resumes it.
+The reading commands (``runs list``, ``show``, ``watch``, ``workers list``) open the store
+read-only, so they never get in the way of the runtimes writing to it; ``runs prune``
+writes, between their transactions. ``start`` runs a workflow on a runtime of its own in
+this process; a run that outlives the command is not lost: it stays in the store, and the
+next runtime on it that registers its workflow (a ``callboard worker``, say) resumes it.
+``worker`` runs until SIGTERM or SIGINT: a runtime with the role ``worker`` that takes
+the queued runs of its workflows, whoever started them (see :mod:`runtime._cli._worker`).
 
 Exit codes:
 
 - 0: success (for ``runs show``: the run has neither failed nor been canceled; ``start
-  --wait`` also returns 0 for a run that suspended, waiting for a resume).
-- 1: the run failed or was canceled, or ``start --wait`` gave up waiting (``--timeout``).
+  --wait`` also returns 0 for a run that suspended, waiting for a resume); a worker
+  stopped by SIGTERM.
+- 1: the run failed or was canceled, or ``start --wait`` gave up waiting (``--timeout``);
+  a worker whose runtime stopped itself.
 - 2: a usage or input error: bad arguments, ``--input`` that is not JSON or does not fit
-  the workflow's input schema, a workflow that cannot be imported, no readable run store
-  at ``--db``.
+  the workflow's input schema, a workflow that cannot be imported, two workflows with
+  one id for a worker, no usable run store at ``--db``. One line on stderr.
 - 3: not found: no run with that id.
-- 130: interrupted (Ctrl-C).
+- 130: interrupted (Ctrl-C); a worker stopped by SIGINT.
 
-The package: this module holds :func:`main`, the argument tree and the exit codes, and
-turns how a command ended into its code; ``_commands`` holds the commands, ``_loader``
-the ``MODULE:ATTR`` loader of ``start``, ``_render`` the tables, views and JSON.
+The package: this module holds :func:`main` and the argument tree, and turns how a
+command ended into its code; ``_commands`` holds the commands, the exit codes and the
+opening of the store, ``_worker`` the worker and its signals, ``_loader`` the
+``MODULE:ATTR`` loader, ``_render`` the tables, views and JSON.
 """
 
 from __future__ import annotations
@@ -40,45 +50,27 @@ import math
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from enum import IntEnum
 from typing import Any, Final, NoReturn
 
-from runtime._cli import _commands
+from runtime._cli import _commands, _worker
 from runtime._cli._commands import (
     DB_ENV,
     DEFAULT_DB,
     Command,
+    ExitCode,
     InterruptedRunError,
     NotEndedError,
     RunNotFoundError,
     UsageError,
 )
 from runtime._cli._loader import LoadError
+from runtime._cli._worker import DEFAULT_CONCURRENCY
 from runtime._errors import SnapshotFormatError, StoreError
 from runtime._ids import check_run_id
 from runtime._model import TERMINAL_STATUSES, RunStatus
-from runtime._runtime import DEFAULT_STOP_TIMEOUT
+from runtime._runtime import DEFAULT_MAX_STEP_THREADS, DEFAULT_STOP_TIMEOUT
 
 __all__ = ["DB_ENV", "DEFAULT_DB", "ExitCode", "main"]
-
-
-class ExitCode(IntEnum):
-    """The exit codes of the command."""
-
-    OK = 0
-    """The command did what it was asked; the run (if any) has neither failed nor been canceled."""
-
-    FAILED = 1
-    """The run failed or was canceled (or ``start --wait`` gave up waiting for it)."""
-
-    USAGE = 2
-    """Bad arguments, bad input, an unusable workflow or run store."""
-
-    NOT_FOUND = 3
-    """No run with that id."""
-
-    INTERRUPTED = 130
-    """Ctrl-C, as shells report SIGINT."""
 
 
 _ERROR_EXIT_CODES: Final[Mapping[type[Exception], ExitCode]] = {
@@ -100,12 +92,19 @@ DEFAULT_INTERVAL: Final = 0.5
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error raises instead of exiting, so ``main`` returns its code."""
+    """argparse, but a usage error raises instead of exiting, so ``main`` returns its code.
+
+    A usage error is one line, as every error of the command is: the usage itself is
+    ``--help``'s to show.
+    """
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         if message:
             sys.stderr.write(message)
         raise _ParserExit(status)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(int(ExitCode.USAGE), f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 class _ParserExit(Exception):
@@ -152,6 +151,8 @@ def _run(command: Command, args: argparse.Namespace) -> ExitCode:
     except tuple(_ERROR_EXIT_CODES) as exc:
         _error(str(exc))
         return next(code for kind, code in _ERROR_EXIT_CODES.items() if isinstance(exc, kind))
+    if isinstance(status, ExitCode):
+        return status
     return ExitCode.FAILED if status in _DID_NOT_SUCCEED else ExitCode.OK
 
 
@@ -172,17 +173,23 @@ def _build_parser() -> argparse.ArgumentParser:
     db = _Parser(add_help=False)
     db.add_argument(
         "--db",
-        metavar="PATH",
+        metavar="STORE",
         default=argparse.SUPPRESS,
-        help=f"the SQLite run store (default: ${DB_ENV}, else ./{DEFAULT_DB})",
+        help=(
+            "the run store: a SQLite file (a path or sqlite:///path), or a postgresql:// URL "
+            f"(with callboard[postgres]) (default: ${DB_ENV}, else ./{DEFAULT_DB})"
+        ),
     )
     parser = _Parser(
         prog="callboard",
-        description="Look at the runs in a callboard run store, and start runs.",
+        description=(
+            "Look at the runs in a callboard run store, start runs, and run workers that "
+            "take the runs others start."
+        ),
         parents=[db],
         epilog=(
             "exit codes: 0 success, 1 the run failed or was canceled, 2 usage or input error, "
-            "3 not found"
+            "3 not found, 130 interrupted (worker: 0 after SIGTERM, 130 after SIGINT)"
         ),
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=_Parser)
@@ -253,8 +260,8 @@ def _build_parser() -> argparse.ArgumentParser:
             "ending in .py works too), take the committed workflow at ATTR, and start a run "
             "on a runtime in this process. Without --wait, the run gets up to --timeout "
             f"seconds ({DEFAULT_STOP_TIMEOUT:g} by default) to end; if it has not, it stays "
-            "in the store, and the next runtime on the file that registers the workflow "
-            "resumes it."
+            "in the store, and the next runtime on it that registers the workflow (a "
+            "callboard worker, say) resumes it."
         ),
     )
     start.add_argument("target", metavar="MODULE:ATTR", help="e.g. myapp.flows:checkout")
@@ -274,6 +281,80 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     start.add_argument("--json", action="store_true", help="print JSON")
     start.set_defaults(command=_commands.start)
+
+    worker = commands.add_parser(
+        "worker",
+        help="run the runs of workflows from the store, whoever starts them, until stopped",
+        parents=[db],
+        description=(
+            "Load each MODULE:ATTR workflow (as start does) and run, until SIGTERM or SIGINT, "
+            "a runtime with the role 'worker' on the store: it takes the queued runs of these "
+            "workflows, whoever started them, up to --concurrency at once, and starts none. "
+            "It says on stderr, in one line, its worker id, host, pid, workflows and "
+            "concurrency. The first signal stops it taking runs and gives those in "
+            "progress --stop-timeout seconds to end; those still going then, or at a second "
+            "signal, go back to the queue, for any worker to resume from their last "
+            "completed step. Exit code 0 after SIGTERM, 130 after SIGINT (Ctrl-C)."
+        ),
+    )
+    worker.add_argument(
+        "targets",
+        metavar="MODULE:ATTR",
+        nargs="+",
+        help="the workflows to run, e.g. myapp.flows:checkout (distinct ids)",
+    )
+    worker.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=DEFAULT_CONCURRENCY,
+        metavar="N",
+        help=f"the most runs held at once; the others wait in the store ({DEFAULT_CONCURRENCY})",
+    )
+    worker.add_argument(
+        "--lease",
+        type=_positive_float,
+        metavar="SECONDS",
+        help=(
+            "seconds without a heartbeat after which other workers take this one's runs "
+            "(the store's default: 10)"
+        ),
+    )
+    worker.add_argument(
+        "--max-step-threads",
+        type=_positive_int,
+        default=DEFAULT_MAX_STEP_THREADS,
+        metavar="N",
+        help=f"the most threads running sync step bodies at once ({DEFAULT_MAX_STEP_THREADS})",
+    )
+    worker.add_argument(
+        "--stop-timeout",
+        type=_non_negative_float,
+        default=DEFAULT_STOP_TIMEOUT,
+        metavar="SECONDS",
+        help=(
+            "at the first signal, the most seconds runs in progress get to end "
+            f"({DEFAULT_STOP_TIMEOUT:g})"
+        ),
+    )
+    worker.set_defaults(command=_worker.worker)
+
+    workers = commands.add_parser("workers", help="list the workers on the store", parents=[db])
+    workers.set_defaults(parser_for_help=workers)
+    worker_commands = workers.add_subparsers(
+        title="commands", metavar="COMMAND", parser_class=_Parser
+    )
+    workers_listing = worker_commands.add_parser(
+        "list",
+        help="each worker: id, host, pid, role, workflows, concurrency, heartbeat, runs held",
+        parents=[db],
+        description=(
+            "The runtimes registered on the store (callboard workers and every other "
+            "runtime on it): id, host, pid, role, workflows, concurrency, seconds since "
+            "their last heartbeat, and the runs they hold now."
+        ),
+    )
+    workers_listing.add_argument("--json", action="store_true", help="print JSON")
+    workers_listing.set_defaults(command=_commands.workers_list)
     return parser
 
 

@@ -1,9 +1,13 @@
-"""The commands of ``callboard``: ``runs list``, ``runs show``, ``runs watch`` and ``start``.
+"""The commands of ``callboard``: ``runs ...``, ``start``, ``worker`` and ``workers list``.
 
 Each command takes the parsed arguments (with ``args.db`` resolved), writes its output,
-and returns the status of the run that decides its exit code, or ``None`` when no run
-does. A command that cannot do what it was asked raises a :class:`CommandError` whose
-message is the line for stderr; ``main`` turns the error's class into the exit code.
+and returns the status of the run that decides its exit code, ``None`` when no run
+does, or an :class:`ExitCode` when the command decides it itself (``worker``). A
+command that cannot do what it was asked raises a :class:`CommandError` whose message is
+the line for stderr; ``main`` turns the error's class into the exit code.
+
+Every command opens the run store at ``--db`` through :func:`open_db`, the one place that
+knows the kinds of location.
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Iterator
+from enum import IntEnum
+from types import TracebackType
 from typing import Any, Final
 
 from rich.console import Console
@@ -32,6 +39,9 @@ from runtime._cli._render import (
     runs_table,
     show,
     status_text,
+    worker_plain,
+    workers_summary,
+    workers_table,
 )
 from runtime._errors import (
     InvalidInputError,
@@ -40,10 +50,12 @@ from runtime._errors import (
     SnapshotFormatError,
     StoreError,
 )
-from runtime._model import SETTLED_STATUSES, RunStatus, WorkflowResult
-from runtime._queries import RunReader
+from runtime._model import SETTLED_STATUSES, RunStatus, WorkflowResult, WorkflowRunList
+from runtime._queries import get_run, list_runs
 from runtime._run import Run
 from runtime._runtime import DEFAULT_STOP_TIMEOUT, Runtime
+from runtime._stores.base import SharedStore, SnapshotStore
+from runtime._stores.open import open_store
 from runtime._stores.sqlite import SQLiteStore, path_from_url
 from runtime._workflow import Workflow
 
@@ -52,14 +64,19 @@ __all__ = [
     "DEFAULT_DB",
     "Command",
     "CommandError",
+    "ExitCode",
     "InterruptedRunError",
     "NotEndedError",
     "RunNotFoundError",
     "UsageError",
+    "open_db",
     "runs_list",
+    "runs_prune",
     "runs_show",
     "runs_watch",
+    "shown_db",
     "start",
+    "workers_list",
 ]
 
 DB_ENV: Final = "CALLBOARD_DB"
@@ -71,12 +88,35 @@ DEFAULT_DB: Final = "callboard.db"
 _WAIT_INTERVAL: Final = 0.1
 """Seconds between two progress updates of ``start --wait`` (it wakes when the run ends)."""
 
+_POSTGRES_SCHEMES: Final = ("postgresql://", "postgres://")
+
 # The pause between two looks at a run; a module attribute so that tests can
 # step in between two polls without sleeping.
 _sleep: Callable[[float], None] = time.sleep
 
-Command = Callable[[argparse.Namespace], RunStatus | None]
-"""A command: the parsed arguments in, the status of the run that decides the exit code out."""
+
+class ExitCode(IntEnum):
+    """The exit codes of the command."""
+
+    OK = 0
+    """The command did what it was asked; the run (if any) has neither failed nor been canceled."""
+
+    FAILED = 1
+    """The run failed or was canceled (or ``start --wait`` gave up waiting for it)."""
+
+    USAGE = 2
+    """Bad arguments, bad input, an unusable workflow or run store."""
+
+    NOT_FOUND = 3
+    """No run with that id."""
+
+    INTERRUPTED = 130
+    """Ctrl-C, as shells report SIGINT."""
+
+
+Command = Callable[[argparse.Namespace], RunStatus | ExitCode | None]
+"""A command: the parsed arguments in; out, the status of the run that decides the exit
+code, or the exit code itself."""
 
 
 class CommandError(Exception):
@@ -99,18 +139,119 @@ class InterruptedRunError(CommandError):
     """Ctrl-C stopped ``start`` while its run went on; the message says what becomes of it."""
 
 
-# --- runs list, show, watch -----------------------------------------------------------
+# --- the run store -------------------------------------------------------------------
 
 
-def _reader(db: str) -> RunReader:
+def open_db(location: str, *, readonly: bool, lease: float | None = None) -> SnapshotStore:
+    """Open the run store that ``--db`` (or ``$CALLBOARD_DB``) names, for a command.
+
+    The one place that knows the kinds of location: a SQLite file, as a path or a
+    ``sqlite:///path`` URL; a ``postgresql://`` or ``postgres://`` URL, the
+    PostgreSQL store of the extra ``callboard[postgres]``.
+
+    Args:
+        location: The path or URL.
+        readonly: Open for reading only; the store must exist.
+        lease: For a worker, the seconds without a heartbeat after which its runs
+            go back to the queue (``None``: the store's default).
+
+    Returns:
+        The open store; the caller closes it (or hands it to a runtime, which does).
+
+    Raises:
+        UsageError: for a location of the wrong form, a lease the store refuses,
+            or (reading) no run store there.
+        StoreError: if the store exists but cannot be used (not a run store, a
+            newer schema, not writable; a PostgreSQL server that cannot be
+            reached, a failed login, the extra not installed).
+    """
+    if location.lower().startswith(_POSTGRES_SCHEMES):
+        try:
+            return open_store(location, readonly=readonly, lease=lease)
+        except ValueError as exc:
+            raise UsageError(f"--lease: {exc}") from exc
     try:
-        return RunReader(db)
+        path = path_from_url(location)
     except ValueError as exc:  # a malformed sqlite:// URL
         raise UsageError(f"--db: {exc}") from exc
-    except StoreError as exc:
-        if path_from_url(db).exists():
-            raise
-        raise UsageError(f"{exc} (give the run store with --db PATH or ${DB_ENV})") from exc
+    if readonly:
+        try:
+            return SQLiteStore(path, readonly=True)
+        except StoreError as exc:
+            if path.exists():
+                raise
+            raise UsageError(f"{exc} (give the run store with --db or ${DB_ENV})") from exc
+    try:
+        return SQLiteStore(path) if lease is None else SQLiteStore(path, lease=lease)
+    except ValueError as exc:
+        raise UsageError(f"--lease: {exc}") from exc
+
+
+def shown_db(location: str) -> str:
+    """The store's location as messages show it: without a URL's password."""
+    try:
+        parts = urllib.parse.urlsplit(location)
+        password = parts.password
+    except ValueError:  # a URL too malformed to read a password from: show its scheme only
+        return f"{location.partition(':')[0]}://..."
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    if password is None and not any(key == "password" for key, _ in query):
+        return location
+    netloc = parts.netloc
+    if password is not None:
+        userinfo, _, hostport = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{hostport}"
+    hidden = [(key, "***" if key == "password" else value) for key, value in query]
+    return urllib.parse.urlunsplit(
+        parts._replace(netloc=netloc, query=urllib.parse.urlencode(hidden, safe="*"))
+    )
+
+
+class _Reader:
+    """The runs of a store opened read-only, as the reading commands look at them."""
+
+    def __init__(self, store: SnapshotStore) -> None:
+        self._store = store
+
+    def __enter__(self) -> _Reader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._store.close()
+
+    def get_run(self, run_id: str) -> WorkflowResult | None:
+        return get_run(self._store, run_id)
+
+    def list_runs(
+        self, *, workflow_id: str | None, status: str | None, limit: int, offset: int
+    ) -> WorkflowRunList:
+        return list_runs(
+            self._store, workflow_id=workflow_id, status=status, limit=limit, offset=offset
+        )
+
+
+def _reader(db: str) -> _Reader:
+    return _Reader(open_db(db, readonly=True))
+
+
+@contextlib.contextmanager
+def _opened(db: str, *, readonly: bool) -> Iterator[SnapshotStore]:
+    store = open_db(db, readonly=readonly)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+# --- runs list, show, watch, prune ----------------------------------------------------
 
 
 def runs_list(args: argparse.Namespace) -> None:
@@ -139,12 +280,9 @@ def runs_prune(args: argparse.Namespace) -> None:
     if args.older_than is None and args.keep is None:
         raise UsageError("runs prune: give --older-than, --keep or both")
     _reader(args.db).close()  # the same checks and messages as the reading commands
-    store = SQLiteStore(args.db)
-    try:
+    with _opened(args.db, readonly=False) as store:
         ended_before = None if args.older_than is None else time.time() - args.older_than
         deleted = store.prune(ended_before=ended_before, keep=args.keep, status=args.status)
-    finally:
-        store.close()
     if args.json:
         print_json({"pruned": deleted})
         return
@@ -157,9 +295,11 @@ def runs_show(args: argparse.Namespace) -> RunStatus:
         try:
             result = reader.get_run(args.run_id)
         except SnapshotFormatError as exc:
-            raise UsageError(f"run {args.run_id!r} in {args.db} cannot be read: {exc}") from exc
+            raise UsageError(
+                f"run {args.run_id!r} in {shown_db(args.db)} cannot be read: {exc}"
+            ) from exc
     if result is None:
-        raise RunNotFoundError(f"no run {args.run_id!r} in {args.db}")
+        raise RunNotFoundError(f"no run {args.run_id!r} in {shown_db(args.db)}")
     if args.json:
         print_json(plain(result))
     else:
@@ -175,7 +315,7 @@ def runs_watch(args: argparse.Namespace) -> RunStatus:
             return reader.get_run(args.run_id)
 
         if fetch() is None:
-            raise RunNotFoundError(f"no run {args.run_id!r} in {args.db}")
+            raise RunNotFoundError(f"no run {args.run_id!r} in {shown_db(args.db)}")
         # A suspended run is followed too: a resume from anywhere drives it on.
         result = _follow(
             console_for(sys.stdout), fetch, lambda: _sleep(args.interval), None, _has_ended
@@ -237,6 +377,27 @@ def _follow(
         pause()
 
 
+# --- workers list ---------------------------------------------------------------------
+
+
+def workers_list(args: argparse.Namespace) -> None:
+    """``callboard workers list``: the workers registered on the store, as a table or JSON.
+
+    A store whose runtimes keep no worker rows (a SQLite file from before they did)
+    has none to show: an empty list.
+    """
+    with _opened(args.db, readonly=True) as store:
+        workers = store.workers() if isinstance(store, SharedStore) else []
+    if args.json:
+        print_json([worker_plain(worker) for worker in workers])
+        return
+    console = console_for(sys.stdout)
+    if workers:
+        show(console, workers_table(workers))
+        show(console, Text(""))
+    show(console, Text(workers_summary(workers), style="dim"))
+
+
 # --- start ------------------------------------------------------------------------------
 
 
@@ -248,11 +409,12 @@ def start(args: argparse.Namespace) -> RunStatus | None:
     """
     input_data = _parse_input(args.input)
     workflow = load_workflow(args.target)
+    store = open_db(args.db, readonly=False)
     try:
-        runtime = Runtime(store=args.db)
-    except ValueError as exc:  # a malformed sqlite:// URL
-        raise UsageError(f"--db: {exc}") from exc
-    runtime.start()
+        runtime = Runtime(store=store).start()
+    except BaseException:
+        store.close()
+        raise
     run: Run[Any, Any] | None = None
     try:
         bound = runtime.register(workflow)
@@ -267,7 +429,7 @@ def start(args: argparse.Namespace) -> RunStatus | None:
         if not args.json:
             show(
                 console_for(sys.stdout),
-                Text(f"started run {run.run_id} of workflow {bound.id} in {args.db}"),
+                Text(f"started run {run.run_id} of workflow {bound.id} in {shown_db(args.db)}"),
             )
         # The process is about to end, and its runs with it: give them the grace
         # period to finish; whatever is still going is halted, and stays in the
@@ -283,7 +445,7 @@ def start(args: argparse.Namespace) -> RunStatus | None:
                 Text.assemble(f"run {run.run_id} ended: ", status_text(result.status)),
             )
         else:
-            show(console_for(sys.stdout), Text(left_behind(result, args.db)))
+            show(console_for(sys.stdout), Text(left_behind(result, shown_db(args.db))))
         return None
     except KeyboardInterrupt:
         runtime.stop(timeout=0)  # Ctrl-C means now: halt, do not wait for the run
@@ -292,7 +454,9 @@ def start(args: argparse.Namespace) -> RunStatus | None:
         result = bound.get_workflow_run_execution_result(run.run_id)
         if result is None or result.is_terminal:
             raise
-        raise InterruptedRunError(f"interrupted; {left_behind(result, args.db)}") from None
+        raise InterruptedRunError(
+            f"interrupted; {left_behind(result, shown_db(args.db))}"
+        ) from None
     finally:
         runtime.stop()
 
@@ -321,7 +485,10 @@ def _start_and_wait(
             result = None
     else:
         console = console_for(sys.stdout)
-        show(console, Text(f"started run {run.run_id} of workflow {workflow.id} in {args.db}"))
+        show(
+            console,
+            Text(f"started run {run.run_id} of workflow {workflow.id} in {shown_db(args.db)}"),
+        )
         result = _follow(console, fetch, pause, deadline, _has_settled)
     if result is None:
         runtime.stop(timeout=0)
@@ -334,12 +501,12 @@ def _start_and_wait(
                 print_json(plain(now))
             raise NotEndedError(
                 f"run {run.run_id} did not end within {args.timeout:g} seconds; "
-                + left_behind(now, args.db)
+                + left_behind(now, shown_db(args.db))
             )
     if args.json:
         print_json(plain(result))
     elif result.status == RunStatus.SUSPENDED:
-        show(console_for(sys.stdout), Text(left_behind(result, args.db)))
+        show(console_for(sys.stdout), Text(left_behind(result, shown_db(args.db))))
     return result.status
 
 

@@ -1,4 +1,4 @@
-"""How the ``callboard`` command shows runs: rich tables and views, JSON, and the words for them.
+"""How the ``callboard`` command shows runs and workers: rich tables and views, JSON, and words.
 
 Times are shown in the local time zone to the second, durations in the largest unit
 that reads well, statuses in their colour, errors as ``Name: message``. On a terminal
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final, TextIO
 
 from rich import box
@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from runtime._model import RunStatus, StepResult, WorkflowResult, WorkflowRunList
+from runtime._stores.base import WorkerInfo
 
 __all__ = [
     "console_for",
@@ -31,6 +32,9 @@ __all__ = [
     "runs_table",
     "show",
     "status_text",
+    "worker_plain",
+    "workers_summary",
+    "workers_table",
 ]
 
 _PLAIN_WIDTH: Final = 200
@@ -150,8 +154,8 @@ def left_behind(result: WorkflowResult, db: str) -> str:
         sleeping = f" (asleep until {_when(result.waiting_until)})"
     return (
         f"run {result.run_id} is still {result.status}{sleeping}: it stays in {db}, and the "
-        f"next runtime on that file that registers workflow {result.workflow_id!r} resumes it "
-        "from its last completed step"
+        f"next runtime on that store that registers workflow {result.workflow_id!r} (a "
+        "callboard worker, say) resumes it from its last completed step"
     )
 
 
@@ -281,3 +285,63 @@ def progress_line(result: WorkflowResult) -> Text:
             line.append(f"{step_id} ")
             line.append_text(_step_status(step))
     return line
+
+
+# --- workers --------------------------------------------------------------------------------
+
+
+def _age(seconds: float) -> str:
+    return f"{seconds:.1f} s"
+
+
+def workers_table(workers: list[WorkerInfo]) -> Table:
+    """The workers on a store, one row each: id, host, pid, role, workflows, capacity, liveness."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    table.add_column("WORKER ID", no_wrap=True)
+    table.add_column("HOST", no_wrap=True)
+    table.add_column("PID", no_wrap=True, justify="right")
+    table.add_column("ROLE", no_wrap=True)
+    table.add_column("WORKFLOWS")
+    table.add_column("CONCURRENCY", no_wrap=True, justify="right")
+    table.add_column("HEARTBEAT", no_wrap=True, justify="right")
+    table.add_column("HELD", no_wrap=True, justify="right")
+    table.add_column("STARTED", no_wrap=True)
+    for worker in workers:
+        table.add_row(
+            Text(worker.worker_id),
+            Text(worker.host),
+            Text(str(worker.pid)),
+            Text(worker.role),
+            Text(", ".join(worker.workflows) or "-"),
+            Text("-" if worker.concurrency is None else str(worker.concurrency)),
+            Text(f"{_age(worker.heartbeat_age)} ago"),
+            Text(str(worker.held)),
+            Text(_when(datetime.fromtimestamp(worker.started_at, UTC))),
+        )
+    return table
+
+
+def worker_plain(worker: WorkerInfo) -> dict[str, Any]:
+    """A worker as JSON-ready data; ``heartbeat_age`` in seconds, ``started_at`` in ISO 8601."""
+    return {
+        "worker_id": worker.worker_id,
+        "host": worker.host,
+        "pid": worker.pid,
+        "role": worker.role,
+        "workflows": list(worker.workflows),
+        "concurrency": worker.concurrency,
+        "heartbeat_age": round(worker.heartbeat_age, 3),
+        "held": worker.held,
+        "started_at": datetime.fromtimestamp(worker.started_at, UTC).isoformat(),
+    }
+
+
+def workers_summary(workers: list[WorkerInfo]) -> str:
+    """How many workers, and how many runs they hold."""
+    if not workers:
+        return "no workers"
+    held = sum(worker.held for worker in workers)
+    return (
+        f"{len(workers)} worker{'s' if len(workers) != 1 else ''}, "
+        f"holding {held} run{'s' if held != 1 else ''}"
+    )
