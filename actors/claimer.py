@@ -93,14 +93,32 @@ class Claimer:
         self._started = time.monotonic()
         self._next_reap = 0.0
         self._next_heartbeat = 0.0
+        # What the next pass looks at besides the claim: all of it every POLL_INTERVAL,
+        # and in between only what a poke asked for (a storm of "settled" hints as runs
+        # end costs a claim each, not every query).
+        self._next_full = 0.0
+        self._claim_wanted = self._cancels_wanted = self._wake_wanted = True
+        self._wake_at: float | None = None  # the next queued sleeper's wake time (epoch s)
         self._next_report = self._started + REPORT_DELAY
         self._reserved = 0
         self._room_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="callboard-claimer", daemon=True)
         self._thread.start()
 
-    def poke(self, _kind: str = "", _run_id: str = "") -> None:
-        """Pass now: a run may be claimable, or a cancel waits."""
+    def poke(self, kind: str = "", _run_id: str = "") -> None:
+        """Pass now, looking at what ``kind`` says changed; without one, at everything.
+
+        ``"queued"``: a run may be claimable; ``"settled"``: room came free;
+        ``"cancel"``: a cancel waits.
+        """
+        if kind == "cancel":
+            self._cancels_wanted = True
+        elif kind == "settled":
+            self._claim_wanted = True
+        elif kind == "queued":
+            self._claim_wanted = self._wake_wanted = True
+        else:
+            self._claim_wanted = self._cancels_wanted = self._wake_wanted = True
         self._wake.set()
 
     def reserve(self) -> bool:
@@ -161,26 +179,38 @@ class Claimer:
             self._next_reap = now + min(store.lease / 4, REAP_EVERY)
         if not self._executes:
             return max(0.0, min(POLL_INTERVAL, self._next_heartbeat - now))
-        for run_id in store.cancel_requests():
-            self._pass_on_cancel(run_id)
+        if now >= self._next_full:
+            self._next_full = now + POLL_INTERVAL
+            self._claim_wanted = self._cancels_wanted = self._wake_wanted = True
+        if self._wake_at is not None and time.time() >= self._wake_at:
+            self._claim_wanted = self._wake_wanted = True
+        if self._cancels_wanted:
+            self._cancels_wanted = False
+            for run_id in store.cancel_requests():
+                self._pass_on_cancel(run_id)
         plans = self._plans()
         workflows = sorted(plans)
+        wait = max(0.0, min(self._next_full, self._next_heartbeat) - now)
         if not workflows:
-            return POLL_INTERVAL
-        wait = max(0.0, min(POLL_INTERVAL, self._next_heartbeat - now))
-        with self._room_lock:
-            room = CLAIM_BATCH
-            if self._capacity is not None:
-                room = min(room, self._capacity - store.held() - self._reserved)
-        if room > 0:
-            claimed = store.claim(workflows, room)
-            if claimed:
-                self._take(claimed)
-            if len(claimed) == room:
-                wait = 0.0  # more may wait
-        wake_at = store.next_wake(workflows)
-        if wake_at is not None:
-            wait = min(wait, max(0.0, wake_at - time.time()))
+            return wait
+        if self._claim_wanted:
+            self._claim_wanted = False
+            with self._room_lock:
+                room = CLAIM_BATCH
+                if self._capacity is not None:
+                    room = min(room, self._capacity - store.held() - self._reserved)
+            if room > 0:
+                claimed = store.claim(workflows, room)
+                if claimed:
+                    self._take(claimed)
+                if len(claimed) == room:
+                    self._claim_wanted = True  # more may wait
+                    wait = 0.0
+        if self._wake_wanted:
+            self._wake_wanted = False
+            self._wake_at = store.next_wake(workflows)
+        if self._wake_at is not None:
+            wait = min(wait, max(0.0, self._wake_at - time.time()))
         if time.monotonic() >= self._next_report:
             self._report_unregistered(plans)
         return wait

@@ -365,7 +365,7 @@ class ActorSystem:
     def _hint(self, kind: str, run_id: str) -> None:
         # A run queued, a cancel asked for, or a run released here (room to claim one).
         if self.claimer is not None and (kind != "settled" or self._capacity is not None):
-            self.claimer.poke()
+            self.claimer.poke(kind, run_id)
         if self.watcher is not None:
             self.watcher.poke(kind, run_id)
 
