@@ -27,6 +27,7 @@ test: lint typecheck
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
+	$(BIN)/python benchmarks/fleet.py
 
 chaos: $(STAMP)
 	$(BIN)/python benchmarks/chaos.py

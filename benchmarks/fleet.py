@@ -15,7 +15,11 @@ or uses ``--url``/``$CALLBOARD_TEST_POSTGRES``, and for 1, 2 and 4 worker proces
   does, with nothing else (no actors, no validation, no encoding beyond bytes).
 
 It prints a table with runs/s and the ratio to the floor measured in the same
-run; the aim is at least 0.5x with 4 workers. It asserts nothing about speed.
+run; the aim is at least 0.5x with 4 workers. Then W1 and W4 on PostgreSQL, in
+this process: the median ``start_async`` of a burst (each start committed before
+it returns) beside one committed ``INSERT`` by psycopg, and the median
+``get_workflow_run_execution_result`` beside one ``SELECT`` of a snapshot by id.
+It asserts nothing about speed.
 """
 
 from __future__ import annotations
@@ -202,6 +206,67 @@ def floor_rate(url: str, workers: int, runs: int, batch: int) -> float:
     return runs / elapsed
 
 
+def median_us(samples: list[float]) -> float:
+    return statistics.median(samples) * 1e6
+
+
+def w1_w4(url: str, count: int) -> list[tuple[str, float, float, str]]:
+    """W1 and W4 on PostgreSQL: callboard beside raw psycopg, in microseconds."""
+    import psycopg
+
+    rows: list[tuple[str, float, float, str]] = []
+    with Runtime(store=url) as rt:
+        wf = rt.register(workflow())
+        starts: list[float] = []
+        run_ids: list[str] = []
+        for index in range(count):
+            run = wf.create_run()
+            began = time.perf_counter()
+            run.start_async(input_data={"n": index})
+            starts.append(time.perf_counter() - began)
+            run_ids.append(run.run_id)
+        for run_id in run_ids:
+            wf.create_run(run_id).wait(timeout=60)
+        queries: list[float] = []
+        for run_id in run_ids:
+            began = time.perf_counter()
+            wf.get_workflow_run_execution_result(run_id)
+            queries.append(time.perf_counter() - began)
+    inserts: list[float] = []
+    selects: list[float] = []
+    data = os.urandom(300)
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("CREATE TABLE floor_starts (run_id text PRIMARY KEY, snapshot bytea)")
+        ids = [uuid.uuid4().hex for _ in range(count)]
+        for run_id in ids:
+            began = time.perf_counter()
+            connection.execute("INSERT INTO floor_starts VALUES (%s, %s)", (run_id, data))
+            inserts.append(time.perf_counter() - began)
+        for run_id in ids:
+            began = time.perf_counter()
+            connection.execute(
+                "SELECT snapshot FROM floor_starts WHERE run_id = %s", (run_id,)
+            ).fetchone()
+            selects.append(time.perf_counter() - began)
+    rows.append(
+        (
+            "W1 start_async median, burst",
+            median_us(starts),
+            median_us(inserts),
+            "psycopg: 1 committed INSERT",
+        )
+    )
+    rows.append(
+        (
+            "W4 query median",
+            median_us(queries),
+            median_us(selects),
+            "psycopg: SELECT one snapshot by id",
+        )
+    )
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     parser.add_argument("--url", default=os.environ.get("CALLBOARD_TEST_POSTGRES"))
@@ -261,6 +326,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(
                 f"{workers:>7} | {mine:>8,.0f} r/s | {floor:>8,.0f} r/s | "
                 f"{mine / floor:>5.2f}x | {aim}"
+            )
+        print()
+        url = server.new_database()
+        try:
+            rows = w1_w4(url, 200 if args.quick else 1000)
+        finally:
+            server.drop_database(url)
+        header = f"{'row':<30} | {'callboard':>10} | {'floor':>10} | {'ratio':>7} | floor is"
+        print(header)
+        print("-" * len(header))
+        for name, mine, floor, what in rows:
+            print(
+                f"{name:<30} | {mine:>7.1f} µs | {floor:>7.1f} µs | {mine / floor:>6.2f}x | {what}"
             )
     finally:
         server.destroy()
