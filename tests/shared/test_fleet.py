@@ -248,3 +248,43 @@ def test_leases_are_at_least_a_fifth_of_a_second(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="lease"):
         SQLiteStore(tmp_path / "runs.db", lease=0.0)
     assert LEASE >= 0.2
+
+
+@pytest.mark.postgres
+def test_runs_finish_after_postgresql_restarts_under_them(
+    postgres_server: Any, postgres_url: str, tmp_path: Path
+) -> None:
+    if not postgres_server.restartable:
+        pytest.skip("CALLBOARD_TEST_POSTGRES names a server these tests may not restart")
+    fleet = Fleet(postgres_url)
+    try:
+        worker = fleet.worker(lease=10.0)
+        client = fleet.runtime("client", lease=10.0)
+        wf = client.register(WORKFLOWS["logged"])
+        hold = tmp_path / "hold"
+        hold.touch()
+        runs = [wf.create_run() for _ in range(4)]
+        for index, run in enumerate(runs):
+            ctx = context(
+                tmp_path, f"p{index}", hold_step="beta", hold_file=str(hold), announce=True
+            )
+            run.start_async(input_data={"value": f"v{index}"}, request_context=ctx)
+        held = {worker.expect("holding", timeout=WAIT) for _ in runs}
+        assert held == {f"beta {run.run_id}" for run in runs}
+
+        postgres_server.stop()
+        try:
+            hold.unlink()  # the steps end while the server is down: their saves wait
+            time.sleep(1.0)
+        finally:
+            postgres_server.start()
+
+        for index, run in enumerate(runs):
+            result = run.wait(timeout=WAIT)
+            assert result.status == "success", result.error
+            assert result.result == {"value": f"v{index}-a-b-c"}
+            log = tmp_path / f"p{index}.log"
+            assert count(log, "start alpha") == 1
+            assert count(log, "start gamma") == 1
+    finally:
+        fleet.close()
