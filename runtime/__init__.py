@@ -49,6 +49,7 @@ from runtime._step import Step, create_step
 from runtime._step_context import StepContext
 from runtime._stores.base import SnapshotRecord, SnapshotStore
 from runtime._stores.memory import MemoryStore
+from runtime._stores.postgres import PostgresStore
 from runtime._stores.sqlite import SQLiteStore
 from runtime._sync import AbortSignal
 from runtime._workflow import Workflow, create_workflow
@@ -64,6 +65,7 @@ __all__ = [
     "MemoryStore",
     "NonRetryableError",
     "OutputOptions",
+    "PostgresStore",
     "RequestContext",
     "ResumeConflictError",
     "ResumeTargetError",

@@ -21,6 +21,7 @@ EXPORTED = [
     "MemoryStore",
     "NonRetryableError",
     "OutputOptions",
+    "PostgresStore",
     "RequestContext",
     "ResumeConflictError",
     "ResumeTargetError",

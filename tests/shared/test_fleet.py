@@ -288,3 +288,25 @@ def test_runs_finish_after_postgresql_restarts_under_them(
             assert count(log, "start gamma") == 1
     finally:
         fleet.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        (lambda url: url.replace("port=", "port=1"), "cannot connect"),
+        (lambda url: url.replace("/callboard_t", "/no_such_db_"), "does not exist"),
+    ],
+    ids=["unreachable", "no-database"],
+)
+def test_a_runtime_on_a_postgresql_store_it_cannot_open_fails_at_start_and_leaves_nothing(
+    postgres_url: str, change: Any, said: str
+) -> None:
+    from runtime import StoreError
+    from tests._support import wait_for_no_callboard_threads
+
+    rt = Runtime(store=change(postgres_url), role="worker")
+    with pytest.raises(StoreError, match=said):
+        rt.start()
+    assert not rt.is_running
+    assert not wait_for_no_callboard_threads()
