@@ -58,7 +58,8 @@ class RegistryActor(ThreadActor):
     On a durable store the registry tells a run actor when its snapshot is
     committed (so that a step's output is durable before the next step
     starts), wakes waiters only once a terminal snapshot is committed, and
-    resumes orphaned runs. It owns a thread because a durable store blocks.
+    starts the runs its runtime's claimer took from a shared store. It owns a thread
+    because a durable store blocks.
     """
 
     def __init__(

@@ -28,7 +28,8 @@ The hierarchy::
     │                                    one of several suspended steps (also ValueError)
     ├── ResumeConflictError              another resume of the same suspension was recorded
     │                                    first, however the two calls interleaved
-    ├── CancelError                      a run that this runtime cannot cancel
+    ├── CancelError                      the process holding a run did not carry out its cancel
+    ├── RoleError                        a call the runtime's role does not allow
     ├── NonRetryableError                raised by a step body: fail now, do not retry
     ├── StepTimeoutError                 inside a run: a step outlasted its ``timeout``
     │                                    (also TimeoutError)
