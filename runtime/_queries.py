@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final
 
-from runtime._errors import SnapshotFormatError
+from runtime._errors import SnapshotFormatError, StoreError
 from runtime._ids import check_run_id
 from runtime._model import RunStatus, WorkflowResult, WorkflowRunList
 from runtime._snapshot import read_result
 from runtime._stores.base import SnapshotStore
-from runtime._stores.sqlite import SQLiteStore
+from runtime._stores.open import open_store
 from runtime._tracing import emit
 
 __all__ = ["RunReader", "get_run", "list_runs"]
@@ -106,23 +106,26 @@ def list_runs(
 
 
 class RunReader:
-    """Read the runs in a SQLite run store, from any process, without running anything.
+    """Read the runs in a run store, from any process, without running anything.
 
-    It opens the file read-only, so it never takes the writer's lock, and it
-    sees what other processes commit while it is open::
+    It opens the store read-only (a SQLite file without taking the writer's
+    lock), and it sees what other processes commit while it is open::
 
         with RunReader("callboard.db") as reader:
             page = reader.list_runs(status="failed", limit=10)
 
     Args:
-        location: The database file, as a path or a ``sqlite:///path`` URL.
+        location: A SQLite file, as a path or a ``sqlite:///path`` URL, or a
+            PostgreSQL database as a ``postgresql://`` URL.
 
     Raises:
         StoreError: if there is no run store at that location.
     """
 
     def __init__(self, location: str | os.PathLike[str]) -> None:
-        self._store = SQLiteStore(location, readonly=True)
+        if location == "memory":
+            raise StoreError("RunReader reads a durable store: a SQLite file or PostgreSQL")
+        self._store = open_store(location, readonly=True)
 
     def __enter__(self) -> RunReader:
         return self

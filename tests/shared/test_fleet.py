@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from runtime import RoleError, Runtime, SQLiteStore
+from runtime import RoleError, RunReader, Runtime, SQLiteStore
 from runtime._stores.base import SharedStore
 from tests._support import wait_until
 from tests.durable._support.workflows import count, read_lines
@@ -65,6 +65,10 @@ def test_a_client_starts_runs_that_workers_run_and_its_waits_return(
             "start gamma",
             "end gamma",
         ]
+    with RunReader(fleet.location) as reader:  # read-only, from anywhere
+        found = reader.get_run(runs[0].run_id)
+        assert found is not None and found.result == {"value": "v0-a-b-c"}
+        assert reader.list_runs(limit=None).total == 12
     workers = _store(fleet).workers()
     assert {w.role for w in workers} == {"worker", "client"}
     assert sum(1 for w in workers if w.role == "worker") == 3
