@@ -41,6 +41,7 @@ from typing import Any, ClassVar, Final, Never, NoReturn
 import pykka
 from pykka import ActorDeadError, ActorRegistry
 
+from runtime import _probes
 from runtime._ids import new_id
 from runtime._tracing import emit
 
@@ -353,6 +354,9 @@ class DispatchedActor(pykka.Actor):
 
     def _process(self, envelope: Any) -> None:
         try:
+            observer = _probes.observer
+            if observer is not None and not observer(self, envelope.message):
+                return
             response = self._handle_receive(envelope.message)
         except BaseException as exc:
             if envelope.reply_to is not None:

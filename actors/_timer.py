@@ -7,7 +7,9 @@ A thread or a :class:`threading.Timer` per deadline would cost a thread each;
 
 Deadlines are wall-clock epoch seconds (:func:`time.time`), not monotonic ones:
 a durable sleep stores the time it wakes at, and that time has to mean the
-same thing in the process that resumes it. Callbacks run on the timer thread,
+same thing in the process that resumes it. The clock is read through
+:mod:`runtime._clock`, which a test kit can point at a virtual clock (then
+:meth:`Timers.wake` makes the thread look at it again when it jumps). Callbacks run on the timer thread,
 one at a time, in deadline order; they must be quick (they ``tell`` an actor).
 """
 
@@ -18,10 +20,10 @@ import itertools
 import logging
 import math
 import threading
-import time
 from collections.abc import Callable
 from typing import Final
 
+from runtime import _clock
 from runtime._errors import RuntimeStoppedError
 from runtime._tracing import emit
 
@@ -146,7 +148,18 @@ class Timers:
         Raises:
             RuntimeStoppedError: The timers were stopped.
         """
-        return self.call_at(time.time() + delay, fn)
+        return self.call_at(_clock.time() + delay, fn)
+
+    def next_deadline(self) -> float | None:
+        """The earliest deadline of a timer neither cancelled nor fired, or ``None``."""
+        with self._condition:
+            pending = [when for when, _, handle in self._heap if handle._state == _PENDING]
+        return min(pending, default=None)
+
+    def wake(self) -> None:
+        """Make the thread read the clock again now (a virtual clock has jumped)."""
+        with self._condition:
+            self._condition.notify()
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop the thread; pending callbacks never run. Idempotent.
@@ -208,7 +221,7 @@ class Timers:
                     heapq.heappop(heap)
                     self._cancelled -= 1
                     continue
-                delay = when - time.time()
+                delay = when - _clock.time()
                 if delay > 0:
                     self._condition.wait(min(delay, self._max_wait))
                     continue

@@ -33,6 +33,7 @@ from actors.messages import (
     WatchRun,
 )
 from actors.step import error_dict
+from runtime import _probes
 from runtime._errors import SnapshotFormatError
 from runtime._model import (
     PARKED_STATUSES,
@@ -87,6 +88,9 @@ class RegistryActor(ThreadActor):
         self._last_seq: dict[str, int] = {}  # the newest seq told to a run's watchers
 
     def on_receive(self, message: RegistryMessage) -> None:
+        observer = _probes.observer
+        if observer is not None and not observer(self, message):
+            return
         try:
             self._handle(message)
         except UnexpectedMessageError:

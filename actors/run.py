@@ -50,6 +50,7 @@ from actors.messages import (
     TimerFired,
 )
 from actors.step import error_dict
+from runtime import _clock
 from runtime._errors import (
     LoopLimitError,
     RunCrashedError,
@@ -155,7 +156,7 @@ class RunActor(DispatchedActor):
             return
         if snapshot["status"] == RunStatus.WAITING:
             wake_at = snapshot["wake_at"]
-            if wake_at is not None and wake_at - time.time() > WAKE_EARLY:
+            if wake_at is not None and wake_at - _clock.time() > WAKE_EARLY:
                 self._park(wake_at)  # recovered before its time: sleep on
                 return
             self._snapshot["status"] = RunStatus.RUNNING.value
@@ -718,11 +719,11 @@ class RunActor(DispatchedActor):
             moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
             wake_at = moment.timestamp()
         else:
-            wake_at = time.time() + float(value or 0.0)
+            wake_at = _clock.time() + float(value or 0.0)
         self._sleep_until(index, wake_at)
 
     def _sleep_until(self, index: int, wake_at: float) -> None:
-        if wake_at - time.time() <= WAKE_EARLY:
+        if wake_at - _clock.time() <= WAKE_EARLY:
             self._snapshot["wake_at"] = None
             self._woken()
         else:

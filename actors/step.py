@@ -33,6 +33,7 @@ from actors.messages import (
     StepActorMessage,
     StepFinished,
 )
+from runtime import _clock, _probes
 from runtime._errors import (
     NonRetryableError,
     RunCrashedError,
@@ -88,6 +89,10 @@ class StepActor(ThreadActor):
     def on_receive(self, message: StepActorMessage) -> None:
         call: StepActorMessage | None = message
         while call is not None:
+            observer = _probes.observer
+            if observer is not None and not observer(self, call):
+                call = self._pool.finished(self.actor_ref)
+                continue
             match call:
                 case CallStep():
                     self._on_call_step(call)
@@ -224,6 +229,9 @@ class StepActor(ThreadActor):
 
 
 def _execute(call: CallStep, ctx: StepContext[Any]) -> Any:
+    body = _probes.step_body
+    if body is not None:  # a test kit's override or injected fault
+        return body(call, ctx)
     return call.step.execute(ctx)
 
 
@@ -510,7 +518,7 @@ def _wake_time(value: Any, call: CallSleepLength) -> float:
                 f"{call.path!r}: the sleep function returned {value!r}; seconds must be "
                 f"from 0 to {MAX_SLEEP:g}"
             )
-        return time.time() + seconds
+        return _clock.time() + seconds
     raise TypeError(
         f"{call.path!r}: the sleep function returned {type(value).__name__}; "
         "it must return seconds (a number) or a datetime"

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, Generic, NoReturn
 
 from pydantic import BaseModel
 
+from runtime import _clock
 from runtime._errors import WorkflowError
 from runtime._request_context import RequestContext
 from runtime._snapshot import check_encodable, copy_plain
@@ -134,6 +136,16 @@ class StepContext(Generic[In]):
         self._prefix = prefix
         self._read_only = read_only
         self._bail_schema = bail_schema
+
+    def now(self) -> datetime:
+        """The time now, as callboard's timers see it (an aware UTC datetime).
+
+        The wall clock, except under a test harness with a virtual clock
+        (:class:`runtime.testing.Harness`): then the virtual time, which
+        jumps over sleeps, back-offs and timeouts. A step that wants to
+        compare times with the ones its workflow sleeps until reads this.
+        """
+        return datetime.fromtimestamp(_clock.time(), UTC)
 
     @property
     def cancelled(self) -> bool:

@@ -1,0 +1,22 @@
+"""Where a test kit looks into the actors: two slots, ``None`` outside tests.
+
+Each actor checks :data:`observer` before it handles a message, and the step
+actor checks :data:`step_body` before it calls a step's body. Outside a
+harness (:mod:`runtime.testing`) both are ``None``, and the check is all
+they cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["observer", "step_body"]
+
+observer: Callable[[Any, Any], bool] | None = None
+"""Called as ``observer(actor, message)`` on the actor's thread before it handles a
+message. ``False`` drops the message unhandled; an exception fails the handler (a
+run actor's failure fails its run)."""
+
+step_body: Callable[[Any, Any], Any] | None = None
+"""Called as ``step_body(call, ctx)`` instead of ``call.step.execute(ctx)``."""
