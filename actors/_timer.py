@@ -9,8 +9,9 @@ Deadlines are wall-clock epoch seconds (:func:`time.time`), not monotonic ones:
 a durable sleep stores the time it wakes at, and that time has to mean the
 same thing in the process that resumes it. The clock is read through
 :mod:`runtime._clock`, which a test kit can point at a virtual clock (then
-:meth:`Timers.wake` makes the thread look at it again when it jumps). Callbacks run on the timer thread,
-one at a time, in deadline order; they must be quick (they ``tell`` an actor).
+:meth:`Timers.wake` makes the thread look at it again when it jumps).
+Callbacks run on the timer thread, one at a time, in deadline order; they must
+be quick (they ``tell`` an actor).
 """
 
 from __future__ import annotations

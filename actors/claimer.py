@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
+from runtime import _clock
 from runtime._errors import StoreError
 from runtime._plan import ExecutionPlan
 from runtime._stores.base import Claimed, SharedStore
@@ -182,7 +183,7 @@ class Claimer:
         if now >= self._next_full:
             self._next_full = now + POLL_INTERVAL
             self._claim_wanted = self._cancels_wanted = self._wake_wanted = True
-        if self._wake_at is not None and time.time() >= self._wake_at:
+        if self._wake_at is not None and _clock.time() >= self._wake_at:
             self._claim_wanted = self._wake_wanted = True
         if self._cancels_wanted:
             self._cancels_wanted = False
@@ -210,7 +211,7 @@ class Claimer:
             self._wake_wanted = False
             self._wake_at = store.next_wake(workflows)
         if self._wake_at is not None:
-            wait = min(wait, max(0.0, self._wake_at - time.time()))
+            wait = min(wait, max(0.0, self._wake_at - _clock.time()))
         if time.monotonic() >= self._next_report:
             self._report_unregistered(plans)
         return wait

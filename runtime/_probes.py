@@ -1,7 +1,8 @@
 """Where a test kit looks into the actors: two slots, ``None`` outside tests.
 
-Each actor checks :data:`observer` before it handles a message, and the step
-actor checks :data:`step_body` before it calls a step's body. Outside a
+Each actor checks :data:`observer` before it handles a message, the step
+actor checks :data:`step_body` before it calls a step's body, and a step that
+waits on its abort signal alone enters :data:`parked`. Outside a
 harness (:mod:`runtime.testing`) both are ``None``, and the check is all
 they cost.
 """
@@ -9,9 +10,10 @@ they cost.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
-__all__ = ["observer", "step_body"]
+__all__ = ["observer", "parked", "step_body"]
 
 observer: Callable[[Any, Any], bool] | None = None
 """Called as ``observer(actor, message)`` on the actor's thread before it handles a
@@ -20,3 +22,7 @@ run actor's failure fails its run)."""
 
 step_body: Callable[[Any, Any], Any] | None = None
 """Called as ``step_body(call, ctx)`` instead of ``call.step.execute(ctx)``."""
+
+parked: Callable[[], AbstractContextManager[None]] | None = None
+"""Entered while a step waits, with no timeout, on its abort signal: it waits on callboard
+alone, so a virtual clock may jump over the wait."""

@@ -22,6 +22,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
+from runtime import _probes
+
 __all__ = ["AbortSignal", "Channel", "ChannelClosed", "Latch"]
 
 T = TypeVar("T")
@@ -174,12 +176,24 @@ class AbortSignal:
 
         Returns:
             Whether the signal is aborted (``False`` only on timeout).
+
+        Under a test harness with time skipping, a wait with no ``timeout``
+        does not hold the virtual clock back: the step waits only on callboard.
         """
-        return self._waitable().wait(timeout)
+        parked = _probes.parked
+        if parked is None or timeout is not None:
+            return self._waitable().wait(timeout)
+        with parked():
+            return self._waitable().wait(timeout)
 
     async def wait_async(self) -> None:
         """Wait until the signal is aborted, without blocking the running event loop."""
-        await self._waitable().wait_async()
+        parked = _probes.parked
+        if parked is None:
+            await self._waitable().wait_async()
+            return
+        with parked():
+            await self._waitable().wait_async()
 
     def add_callback(self, fn: Callable[[str], None]) -> None:
         """Call ``fn(reason)`` once, when the signal is aborted; at once if it already is.

@@ -39,6 +39,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Final
 
+from runtime import _clock
 from runtime._errors import StoreError
 from runtime._ids import new_id
 from runtime._model import SETTLED_STATUSES, TERMINAL_STATUSES, UNFINISHED_STATUSES
@@ -519,7 +520,7 @@ class SQLiteStore:
             due = connection.execute(
                 f"SELECT 1 FROM runs WHERE {_QUEUED} AND (wake_at IS NULL OR wake_at <= ?) "
                 f"AND workflow_id IN ({marks}) LIMIT 1",
-                (time.time(), *workflow_ids),
+                (_clock.time(), *workflow_ids),
             ).fetchone()
         if due is None:
             return []  # the usual case, found with a read: no write transaction
@@ -614,7 +615,7 @@ class SQLiteStore:
             f"SELECT {self._columns} FROM runs WHERE {_QUEUED} "
             "AND (wake_at IS NULL OR wake_at <= ?)"
         )
-        params: list[Any] = [time.time()]
+        params: list[Any] = [_clock.time()]
         if workflow_ids is not None:
             query += f" AND workflow_id IN ({', '.join('?' * len(workflow_ids))})"
             params.extend(workflow_ids)
@@ -1061,7 +1062,7 @@ class SQLiteStore:
             for row in connection.execute(
                 f"SELECT run_id FROM runs WHERE {_QUEUED} AND (wake_at IS NULL OR wake_at <= ?) "
                 f"AND workflow_id IN ({marks}) ORDER BY created_at LIMIT ?",
-                (time.time(), *workflow_ids, limit),
+                (_clock.time(), *workflow_ids, limit),
             ).fetchall()
         ]
         if not ids:

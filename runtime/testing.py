@@ -1,0 +1,850 @@
+"""callboard's test kit: a runtime wired for tests, virtual time, a message trace, faults.
+
+A :class:`Harness` starts a :class:`~runtime.Runtime` for one test and stops it,
+checking that no actor thread is left. Inside it:
+
+- **Virtual time** (:class:`VirtualClock`): every timer callboard owns (sleeps,
+  ``sleep_until``, retry back-offs, step timeouts) reads the harness's clock.
+  With ``time_skipping=True`` (the default) the clock jumps to the next timer
+  whenever no step is executing and the actors have gone quiet, so a workflow
+  that sleeps 30 days ends in milliseconds, its timers firing in order. With
+  ``time_skipping=False`` the clock moves only when the test calls
+  :meth:`VirtualClock.advance`. Steps read it with ``ctx.now()``. A real
+  ``time.sleep`` (or ``asyncio.sleep``) in a step is *not* skipped: it takes
+  its real time, and holds the clock back meanwhile. A step waiting on
+  ``ctx.abort_signal.wait()`` with no timeout does not hold it back.
+- **A message trace** (:class:`Trace`): every message an actor handles, as a
+  frozen :class:`TraceEvent`.
+- **Faults**, chosen by run, step path and attempt: :meth:`Harness.fail_step`,
+  :meth:`Harness.crash_run`, :meth:`Harness.crash_and_recover`.
+- **Step overrides**: :meth:`Harness.override` swaps a step's body for this
+  harness only; its schemas still validate what goes in and out.
+- **Seeded ids**: ``Harness(seed=...)`` makes the run and trace ids a test
+  draws repeat from one test session to the next.
+
+Outside a harness none of this costs anything: the actors read two module
+attributes that are ``None``, and the timers read the clock through a module
+attribute that is :func:`time.time` itself.
+
+Only one harness may be open at a time in a process: the clock and the probes
+it installs are process-wide.
+
+Example::
+
+    with Harness() as harness:
+        wf = harness.register(workflow)
+        result = wf.create_run().start(input_data={...})
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+from runtime import _clock, _ids, _probes
+from runtime._runtime import Runtime
+from runtime._step import Step
+from runtime._workflow import Workflow
+
+__all__ = [
+    "Harness",
+    "InjectedCrashError",
+    "Trace",
+    "TraceEvent",
+    "VirtualClock",
+]
+
+W = TypeVar("W", bound=Workflow[Any, Any])
+
+SKIP_POLL: Final = 0.001
+"""Seconds between two looks of the time skipper at the runtime: it jumps only after
+two looks in a row found no step executing and no message handled in between."""
+
+THREAD_PREFIXES: Final = ("callboard-", "StepActor-", "RegistryActor-")
+"""The names of the threads callboard starts (pykka names actor threads after their class)."""
+
+_SENDERS: Final[dict[str, str]] = {
+    "StartRun": "Runtime",
+    "NotifyWhenIdle": "Runtime",
+    "AbortRuns": "Runtime",
+    "WakeRun": "Timers",
+    "RunEnded": "RunActor",
+    "RunParked": "RunActor",
+    "RunCrashed": "RunActor",
+    "SnapshotTaken": "RunActor",
+    "SettledCommitted": "Store",
+    "WatchRun": "Runtime",
+    "SubscribeRun": "Runtime",
+    "RecordFailure": "Supervisor",
+    "RunsClaimed": "Claimer",
+    "SnapshotSeen": "StoreWatcher",
+    "StepFinished": "StepActor",
+    "SnapshotCommitted": "Registry",
+    "TimerFired": "Timers",
+    "AbortRun": "Supervisor",
+    "CallStep": "RunActor",
+    "CallConditions": "RunActor",
+    "CallMap": "RunActor",
+    "CallSleepLength": "RunActor",
+}
+"""Who sends each message, as the protocol (actors/messages.py) says. ``CancelRun`` goes
+from the runtime to the supervisor and from the supervisor to a run actor."""
+
+_RECEIVERS: Final[dict[str, str]] = {
+    "SupervisorActor": "Supervisor",
+    "RunActor": "RunActor",
+    "StepActor": "StepActor",
+    "RegistryActor": "Registry",
+}
+
+_active: Harness | None = None
+_active_lock = threading.Lock()
+
+
+class InjectedCrashError(Exception):
+    """Raised inside a run actor by :meth:`Harness.crash_run`: the run fails, crashed."""
+
+
+# --- virtual time ----------------------------------------------------------------------
+
+
+class VirtualClock:
+    """A clock that moves only when told to (or when a harness skips time).
+
+    It starts at the wall-clock time it was made at, so that ``sleep_until``
+    a date in the near future still lies ahead. While a :class:`Harness` is
+    open, every timer of callboard reads it.
+
+    Args:
+        start: Epoch seconds to start at; the wall clock's now when omitted.
+    """
+
+    def __init__(self, start: float | None = None) -> None:
+        self._now = time.time() if start is None else float(start)
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        """The virtual time, in epoch seconds."""
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock ``seconds`` forward; the timers due by then fire, in order.
+
+        Args:
+            seconds: How far; zero does nothing.
+
+        Raises:
+            ValueError: for a negative ``seconds``: time never goes back.
+        """
+        if not seconds >= 0:  # NaN too
+            raise ValueError(f"a clock only goes forward; got {seconds!r} seconds")
+        with self._lock:
+            self._now += seconds
+        _clock.notify_advanced()
+
+    def _jump_to(self, when: float) -> None:
+        with self._lock:
+            if when <= self._now:
+                return
+            self._now = when
+        _clock.notify_advanced()
+
+    def __repr__(self) -> str:
+        return f"<VirtualClock {self._now:.3f}>"
+
+
+# --- the trace -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TraceEvent:
+    """One message an actor handled, in the order the actors handled them.
+
+    Attributes:
+        sequence: Its place in the trace, from 1.
+        sender: Who sends a message of this type, as the protocol says
+            (``Runtime``, ``Supervisor``, ``RunActor``, ``StepActor``,
+            ``Registry``, ``Timers``, ...).
+        receiver: The actor that handled it: ``Supervisor``, ``RunActor``,
+            ``StepActor`` or ``Registry``.
+        message: The message's type name (``CallStep``, ``StepFinished``, ...).
+        run_id: The run it concerns, if any.
+        step_path: The step it concerns, if any (a nested step's full path).
+    """
+
+    sequence: int
+    sender: str
+    receiver: str
+    message: str
+    run_id: str | None
+    step_path: str | None
+
+    def __str__(self) -> str:
+        where = f" step={self.step_path}" if self.step_path else ""
+        run = f" run={self.run_id}" if self.run_id else ""
+        return (
+            f"{self.sequence:5d}  {self.sender:>12} -> {self.receiver:<10} "
+            f"{self.message:<18}{run}{where}"
+        )
+
+
+class Trace:
+    """The messages callboard's actors handled while a harness was open.
+
+    Read it as a sequence of :class:`TraceEvent`; :meth:`of` keeps one run's,
+    :meth:`expect_in_order` checks an order, :meth:`dump` prints it.
+    """
+
+    def __init__(self, events: Sequence[TraceEvent] = ()) -> None:
+        self._events: list[TraceEvent] = list(events)
+        self._lock = threading.Lock()
+        self._sequence = itertools.count(len(self._events) + 1)
+
+    def _record(
+        self, sender: str, receiver: str, message: str, run_id: str | None, path: str | None
+    ) -> None:
+        with self._lock:
+            self._events.append(
+                TraceEvent(next(self._sequence), sender, receiver, message, run_id, path)
+            )
+
+    @property
+    def events(self) -> tuple[TraceEvent, ...]:
+        """Every event so far, in order."""
+        with self._lock:
+            return tuple(self._events)
+
+    def of(self, run_id: str) -> Trace:
+        """The events of one run, as a trace of their own (sequence numbers kept)."""
+        return Trace([event for event in self.events if event.run_id == run_id])
+
+    def messages(self) -> list[str]:
+        """The message type names, in order."""
+        return [event.message for event in self.events]
+
+    def expect_in_order(self, *expected: str) -> None:
+        """Check that these messages were handled in this order (others may come between).
+
+        Each item is a message type name (``"CallStep"``), optionally with the
+        step path after a colon (``"StepFinished:fetch"``) or the receiver
+        before an arrow (``"RunActor<-StepFinished"``).
+
+        Raises:
+            AssertionError: naming the first item not found after the one before,
+                with the whole trace.
+        """
+        events = iter(self.events)
+        for item in expected:
+            receiver, _, rest = item.rpartition("<-")
+            name, _, path = rest.partition(":")
+            for event in events:
+                if (
+                    event.message == name
+                    and (not path or event.step_path == path)
+                    and (not receiver or event.receiver == receiver)
+                ):
+                    break
+            else:
+                raise AssertionError(
+                    f"expected {item!r} after the messages before it in {expected!r}; "
+                    f"the trace:\n{self.dump()}"
+                )
+
+    def dump(self) -> str:
+        """The trace as text, one event a line."""
+        return "\n".join(str(event) for event in self.events) or "(no messages)"
+
+    def clear(self) -> None:
+        """Forget every event so far."""
+        with self._lock:
+            self._events.clear()
+
+    def __iter__(self) -> Iterator[TraceEvent]:
+        """The events, in order."""
+        return iter(self.events)
+
+    def __len__(self) -> int:
+        """How many events."""
+        return len(self._events)
+
+    def __repr__(self) -> str:
+        return f"<Trace {len(self)} events>"
+
+
+# --- faults ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _StepFault:
+    step: str
+    error: BaseException | type[BaseException]
+    attempts: frozenset[int]
+    run_id: str | None
+
+    def matches(self, run_id: str, path: str, step_id: str, attempt: int) -> bool:
+        return (
+            self.step in (path, step_id)
+            and attempt in self.attempts
+            and (self.run_id is None or self.run_id == run_id)
+        )
+
+    def raise_it(self, path: str, attempt: int) -> Any:
+        error = self.error
+        if isinstance(error, type):
+            raise error(f"injected by the test harness: step {path!r}, attempt {attempt}")
+        # A fresh copy each time, so that tracebacks do not pile up on one instance.
+        raise copy_error(error)
+
+
+def copy_error(error: BaseException) -> BaseException:
+    """A new exception like ``error`` (same type and arguments), or ``error`` itself."""
+    try:
+        fresh = type(error)(*error.args)
+    except Exception:
+        return error
+    fresh.__dict__.update(getattr(error, "__dict__", {}))
+    return fresh
+
+
+@dataclass(slots=True)
+class _RunCrash:
+    at: str
+    run_id: str | None
+    step: str | None
+    occurrence: int
+    seen: int = 0
+    fired: bool = False
+
+    def hit(self, message: str, run_id: str | None, path: str | None) -> bool:
+        if self.fired or message != self.at:
+            return False
+        if self.run_id is not None and run_id != self.run_id:
+            return False
+        if self.step is not None and path != self.step:
+            return False
+        self.seen += 1
+        if self.seen == self.occurrence:
+            self.fired = True
+            return True
+        return False
+
+
+@dataclass(slots=True)
+class _Counters:
+    """What the time skipper reads to tell that the runtime is quiet."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    submitted: int = 0  # calls handed to the step pool
+    async_open: int = 0  # async bodies not yet done
+    parked: int = 0  # steps waiting on their abort signal alone
+    handled: int = 0  # messages handled by any actor
+
+
+# --- the harness -----------------------------------------------------------------------
+
+
+class Harness:
+    """A runtime wired for one test; a context manager, sync (``with``) and async.
+
+    Args:
+        store: ``"memory"`` (the default), a SQLite path, a ``postgresql://``
+            URL or a store object, as for :class:`~runtime.Runtime`. Only a
+            durable store survives :meth:`crash_and_recover`.
+        time_skipping: Jump the virtual clock to the next timer whenever no
+            step is executing; ``False`` moves it only on
+            :meth:`VirtualClock.advance`.
+        seed: Seed the ids drawn on the test's own threads (run ids, trace
+            ids), so that they repeat from one session to the next. Ids drawn
+            on callboard's threads (span ids, actor ids) come from a seeded
+            generator too, but in whatever order the threads draw them.
+        stop_timeout: Seconds :meth:`close` gives runs in progress to end.
+        **runtime_options: Passed on to :class:`~runtime.Runtime`
+            (``max_concurrent_runs``, ``max_step_threads``, ...).
+
+    Time skipping covers the timers the runtime keeps itself: on a memory or
+    SQLite store, sleeps, ``sleep_until``, retry back-offs and step timeouts.
+    A PostgreSQL store judges when a sleeping run is due by the database's
+    clock, and leases and heartbeats everywhere keep real time.
+
+    Raises:
+        RuntimeError: on entering, if another harness is open in this process.
+    """
+
+    def __init__(
+        self,
+        store: Any = "memory",
+        *,
+        time_skipping: bool = True,
+        seed: int | None = None,
+        stop_timeout: float = 5.0,
+        **runtime_options: Any,
+    ) -> None:
+        self.store = store
+        self.time_skipping = time_skipping
+        self.seed = seed
+        self.stop_timeout = stop_timeout
+        self._options = runtime_options
+        self.clock = VirtualClock()
+        self.trace = Trace()
+        self._runtime: Runtime | None = None
+        self._workflows: dict[str, Workflow[Any, Any]] = {}
+        self._overrides: dict[str, Callable[[Any], Any]] = {}
+        self._step_faults: list[_StepFault] = []
+        self._crashes: list[_RunCrash] = []
+        self._counters = _Counters()
+        self._killed: set[threading.Thread] = set()
+        self._forget_waker: Callable[[], None] | None = None
+        self._skipper: threading.Thread | None = None
+        self._skipping_done = threading.Event()
+        self._open = False
+        self._pool_base = 0
+
+    # --- opening and closing ---------------------------------------------------------
+
+    def start(self) -> Harness:
+        """Install the clock and probes and start the runtime (``with`` does this)."""
+        global _active  # noqa: PLW0603 - one harness per process: the probes are global
+        with _active_lock:
+            if _active is not None:
+                raise RuntimeError("another Harness is open in this process; close it first")
+            _active = self
+        try:
+            _clock.install(self.clock.now)
+            _probes.observer = self._observe
+            _probes.step_body = self._body
+            _probes.parked = self._parked
+            if self.seed is not None:
+                _seed_ids(self.seed)
+            self._runtime = self._start_runtime()
+            if self.time_skipping:
+                self._skipping_done.clear()
+                self._skipper = threading.Thread(
+                    target=self._skip, name="callboard-test-clock", daemon=True
+                )
+                self._skipper.start()
+            self._open = True
+        except BaseException:
+            self._uninstall()
+            raise
+        return self
+
+    def close(self) -> None:
+        """Stop the runtime, remove the clock and probes, and check that no thread is left.
+
+        Raises:
+            AssertionError: if a thread of callboard is still alive a few seconds
+                after the stop (a step stuck in user code, say).
+        """
+        if not self._open:
+            return
+        self._open = False
+        try:
+            if self._runtime is not None:
+                self._runtime.stop(self.stop_timeout)
+        finally:
+            self._uninstall()
+        left = _wait_for_no_threads(5.0)
+        if left:
+            raise AssertionError(
+                f"threads of callboard left after the harness closed: {[t.name for t in left]}"
+            )
+
+    def _uninstall(self) -> None:
+        global _active  # noqa: PLW0603
+        self._skipping_done.set()
+        if self._skipper is not None:
+            self._skipper.join(5.0)
+            self._skipper = None
+        if self._forget_waker is not None:
+            self._forget_waker()
+            self._forget_waker = None
+        _probes.observer = None
+        _probes.step_body = None
+        _probes.parked = None
+        _clock.uninstall()
+        if self.seed is not None:
+            _unseed_ids()
+        with _active_lock:
+            if _active is self:
+                _active = None
+
+    def __enter__(self) -> Harness:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Harness:
+        return self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.close)
+
+    # --- the runtime -----------------------------------------------------------------
+
+    @property
+    def runtime(self) -> Runtime:
+        """The harness's runtime: a normal :class:`~runtime.Runtime` (a new one after a crash).
+
+        Raises:
+            RuntimeError: if the harness is not open.
+        """
+        if self._runtime is None:
+            raise RuntimeError("the harness is not open: use `with Harness() as harness:`")
+        return self._runtime
+
+    def register(self, workflow: W) -> W:
+        """Register a committed workflow with the harness's runtime (and its successors).
+
+        Returns:
+            The workflow bound to the runtime, as :meth:`Runtime.register` returns it.
+        """
+        bound = self.runtime.register(workflow)
+        self._workflows[workflow.plan.workflow_id] = workflow
+        return bound
+
+    def workflow(self, workflow_id: str) -> Workflow[Any, Any]:
+        """A registered workflow, bound to the current runtime (use after a crash).
+
+        Raises:
+            KeyError: if no workflow with this id was registered with the harness.
+        """
+        return self.runtime.register(self._workflows[workflow_id])
+
+    def _start_runtime(self) -> Runtime:
+        runtime = Runtime(store=self.store, stop_timeout=self.stop_timeout, **self._options)
+        runtime.start()
+        system = _system_of(runtime)
+        if self._forget_waker is not None:
+            self._forget_waker()
+        forget = [_clock.on_advance(system.timers.wake)]
+        if system.claimer is not None:  # a shared store: sleeping runs wait in the store
+            forget.append(_clock.on_advance(system.claimer.poke))
+
+        def forget_all() -> None:
+            for each in forget:
+                each()
+
+        self._forget_waker = forget_all
+        self._count_calls(system)
+        for workflow in self._workflows.values():
+            runtime.register(workflow)
+        return runtime
+
+    # --- overrides and faults --------------------------------------------------------
+
+    def override(self, step: Step[Any, Any] | str, fn: Callable[[Any], Any]) -> None:
+        """Run ``fn(ctx)`` instead of the step's body, in this harness only.
+
+        The step's input is validated before ``fn`` is called and what ``fn``
+        returns is validated against the step's output schema, as for the
+        real body. The step itself is not changed: outside the harness it
+        runs its own body.
+
+        Args:
+            step: The step, or its id.
+            fn: The stand-in body: a plain function or an ``async def``.
+        """
+        self._overrides[_step_id(step)] = fn
+
+    def fail_step(
+        self,
+        step: Step[Any, Any] | str,
+        error: BaseException | type[BaseException],
+        *,
+        attempt: int | Sequence[int] = 1,
+        run_id: str | None = None,
+    ) -> None:
+        """Make a step raise ``error`` on the given attempts, before its body runs.
+
+        Args:
+            step: The step, its id, or its path in the plan (``"child.fetch"``).
+            error: The exception (a copy is raised each time) or its type.
+            attempt: Which attempts fail, counted from 1; one or several.
+            run_id: Only in this run; in every run when omitted.
+        """
+        attempts = frozenset((attempt,) if isinstance(attempt, int) else attempt)
+        self._step_faults.append(_StepFault(_step_id(step), error, attempts, run_id))
+
+    def crash_run(
+        self,
+        at: str = "StepFinished",
+        *,
+        run_id: str | None = None,
+        step: Step[Any, Any] | str | None = None,
+        occurrence: int = 1,
+    ) -> None:
+        """Crash a run actor when it receives a message: the run ends ``failed``, crashed.
+
+        The supervisor records the run as failed with ``RunCrashedError``
+        naming an :class:`InjectedCrashError`, as it would for a bug in the
+        run actor. Happens once.
+
+        Args:
+            at: The message type that crashes it: ``"StepFinished"`` (a step's
+                reply), ``"SnapshotCommitted"``, ``"TimerFired"``, ``"CancelRun"``.
+            run_id: Only this run; the first that matches when omitted.
+            step: Only a message about this step (path or id).
+            occurrence: Crash on the n-th matching message.
+        """
+        path = None if step is None else _step_id(step)
+        self._crashes.append(_RunCrash(at, run_id, path, occurrence))
+
+    def crash_and_recover(self) -> Runtime:
+        """Crash the process in place, as a SIGKILL would, then recover on the same store.
+
+        Every actor stops handling messages at once: nothing more is recorded,
+        no run is drained, halted or failed, and a step in user code runs on
+        but its result is lost. Then a new runtime starts on the same store,
+        with the same workflows registered, and picks up the runs that were
+        in progress: steps whose output was recorded are not run again; the
+        step that was interrupted runs again.
+
+        Returns:
+            The new runtime (also :attr:`runtime`). Use :meth:`workflow` for
+            workflows bound to it.
+
+        Raises:
+            ValueError: on a memory store, which a crash loses.
+        """
+        old = self.runtime
+        system = _system_of(old)
+        if not system.store.durable:
+            raise ValueError("crash_and_recover() needs a durable store (a SQLite path or URL)")
+        # Every thread of the old runtime alive now ignores callboard's messages from now on.
+        self._killed.update(
+            thread for thread in threading.enumerate() if thread.name.startswith(THREAD_PREFIXES)
+        )
+        system.kill()
+        _mark_stopped(old)
+        self._runtime = self._start_runtime()
+        return self._runtime
+
+    # --- the probes ------------------------------------------------------------------
+
+    def _observe(self, actor: Any, message: Any) -> bool:
+        kind = type(message)
+        if kind.__module__ != "actors.messages":
+            return True  # pykka's own (a stop): always handled
+        if self._killed and threading.current_thread() in self._killed:
+            return False  # a crashed runtime's actor: its mail is lost
+        counters = self._counters
+        with counters.lock:
+            counters.handled += 1
+        name = kind.__name__
+        receiver = _RECEIVERS.get(type(actor).__name__, type(actor).__name__)
+        run_id = _run_of(message) or _run_of(actor)
+        path = getattr(message, "path", None) or getattr(message, "step_id", None)
+        if name == "CancelRun":
+            sender = "Supervisor" if receiver == "RunActor" else "Runtime"
+        else:
+            sender = _SENDERS.get(name, "?")
+        self.trace._record(sender, receiver, name, run_id, path)
+        if receiver == "RunActor":
+            for crash in self._crashes:
+                if crash.hit(name, run_id, path):
+                    raise InjectedCrashError(
+                        f"injected by the test harness: run actor crashed at {name}"
+                        + (f" of step {path!r}" if path else "")
+                    )
+        return True
+
+    def _body(self, call: Any, ctx: Any) -> Any:
+        step = call.step
+        path = call.path or step.id
+        attempt = call.retry_count + 1
+        for fault in self._step_faults:
+            if fault.matches(call.run_id, path, step.id, attempt):
+                return fault.raise_it(path, attempt)
+        fn = self._overrides.get(path) or self._overrides.get(step.id)
+        if fn is not None:
+            return fn(ctx)
+        return step.execute(ctx)
+
+    @contextlib.contextmanager
+    def _parked(self) -> Iterator[None]:
+        counters = self._counters
+        with counters.lock:
+            counters.parked += 1
+        try:
+            yield
+        finally:
+            with counters.lock:
+                counters.parked -= 1
+
+    def _count_calls(self, system: Any) -> None:
+        """Count the calls handed to the step pool and the async bodies still going."""
+        counters = self._counters
+        pool, loop = system.pool, system.loop
+        submit, loop_submit = pool.submit, loop.submit
+
+        def counted_submit(call: Any) -> None:
+            with counters.lock:
+                counters.submitted += 1
+            try:
+                submit(call)
+            except BaseException:
+                with counters.lock:
+                    counters.submitted -= 1
+                raise
+
+        def counted_loop_submit(coroutine: Any) -> Any:
+            future = loop_submit(coroutine)
+            with counters.lock:
+                counters.async_open += 1
+
+            def done(_: Any) -> None:
+                with counters.lock:
+                    counters.async_open -= 1
+
+            future.add_done_callback(done)
+            return future
+
+        # Instance attributes: only this runtime's pool and loop are counted.
+        pool.submit = counted_submit
+        loop.submit = counted_loop_submit
+        self._pool_base = pool._completions  # calls the pool had finished before counting
+
+    def _busy(self, system: Any) -> bool:
+        counters = self._counters
+        with counters.lock:
+            finished: int = system.pool._completions - self._pool_base
+            calls = counters.submitted - finished
+            return calls + counters.async_open - counters.parked > 0
+
+    def _skip(self) -> None:
+        """Jump the clock to the next timer whenever the runtime has gone quiet."""
+        last: tuple[int, int] | None = None
+        while not self._skipping_done.wait(SKIP_POLL):
+            runtime = self._runtime
+            if runtime is None:
+                continue
+            try:
+                system = _system_of(runtime)
+            except RuntimeError:
+                continue
+            if self._busy(system):
+                last = None
+                continue
+            counters = self._counters
+            mark = (counters.handled, counters.submitted)
+            if mark != last:
+                last = mark  # something happened: look again once it stays quiet
+                continue
+            due = [system.timers.next_deadline(), _claimer_wake(system)]
+            deadlines = [when for when in due if when is not None]
+            if deadlines:
+                self.clock._jump_to(min(deadlines))
+            last = None
+
+    def __repr__(self) -> str:
+        state = "open" if self._open else "closed"
+        return f"<Harness {state} store={self.store!r} time_skipping={self.time_skipping}>"
+
+
+# --- private helpers ------------------------------------------------------------------
+# The harness reaches into a started runtime through these few private names: the
+# runtime's actor system (Runtime._host), the step pool's count of finished calls
+# (StepPool._completions), and a claimer's next wake-up (Claimer._wake_at).
+# tests/test_testing.py names them all.
+
+
+def _system_of(runtime: Runtime) -> Any:
+    system = runtime._host.system
+    if system is None:
+        raise RuntimeError("the runtime has not started")
+    return system
+
+
+def _mark_stopped(runtime: Runtime) -> None:
+    """A runtime whose actors were killed: it refuses further calls as a stopped one does."""
+    runtime._host.state = "stopped"
+
+
+def _claimer_wake(system: Any) -> float | None:
+    claimer = system.claimer
+    if claimer is None:
+        return None
+    wake_at: float | None = claimer._wake_at
+    return wake_at
+
+
+def _run_of(source: Any) -> str | None:
+    """The run a message (or a run actor) is about, wherever it carries the id."""
+    run_id = getattr(source, "run_id", None)
+    if run_id is None:
+        record = getattr(source, "record", None)
+        run_id = getattr(record, "run_id", None)
+    if run_id is None:
+        snapshot = getattr(source, "snapshot", None)
+        if snapshot is None:
+            snapshot = getattr(source, "_snapshot", None)  # a run actor's own
+        if isinstance(snapshot, dict):
+            run_id = snapshot.get("run_id")
+    return run_id if isinstance(run_id, str) else None
+
+
+def _step_id(step: Step[Any, Any] | str) -> str:
+    return step if isinstance(step, str) else step.id
+
+
+def _wait_for_no_threads(timeout: float) -> list[threading.Thread]:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [
+            thread
+            for thread in threading.enumerate()
+            if thread.name.startswith(THREAD_PREFIXES) and thread.is_alive()
+        ]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.01)
+
+
+_saved_bits: Callable[[int], int] | None = None
+
+
+def _seed_ids(seed: int) -> None:
+    """Draw ids from seeded generators: one for the test's threads, one for callboard's."""
+    global _saved_bits  # noqa: PLW0603
+    ours = random.Random(seed)
+    theirs = random.Random(f"{seed}:callboard")
+    lock = threading.Lock()
+
+    def getrandbits(bits: int) -> int:
+        generator = theirs if threading.current_thread().name.startswith(THREAD_PREFIXES) else ours
+        with lock:
+            return generator.getrandbits(bits)
+
+    _saved_bits = _ids._getrandbits
+    _ids._getrandbits = getrandbits
+
+
+def _unseed_ids() -> None:
+    global _saved_bits  # noqa: PLW0603
+    if _saved_bits is not None:
+        _ids._getrandbits = _saved_bits
+        _saved_bits = None
+
+
+# Fork safety: a child process never inherits an open harness's seeded ids.
+os.register_at_fork(after_in_child=_unseed_ids)
