@@ -69,6 +69,9 @@ SHUTDOWN_GRACE: Final = 2.0
 and thread it started: together, not each. What has not stopped by then (a step blocked
 in user code, a hook that does not return) is left on its daemon thread."""
 
+KILL_WAIT: Final = 0.05
+"""Seconds :meth:`ActorSystem.kill` gives a step or hook in user code before leaving it."""
+
 CANCEL_CHECK_EVERY: Final = 1.0
 """Seconds between two checks, while a cancel waits for its answer, that the actors still run."""
 
@@ -464,8 +467,9 @@ class ActorSystem:
             self.pruner.stop(left())
         _stop_actor(self.supervisor, left())
         self.timers.stop(left())
-        self.pool.stop(left())
-        self.hooks.stop(left())
+        # A crash waits for no user code: a step or hook that runs on keeps its daemon thread.
+        self.pool.stop(KILL_WAIT)
+        self.hooks.stop(KILL_WAIT)
         _stop_actor(self.registry, left())
         self.loop.stop(left())
         self.dispatcher.stop(left())

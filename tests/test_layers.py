@@ -55,6 +55,8 @@ RUNTIME_LAYERS = {
     "runtime._queries": 4,
     "runtime": 5,
     "runtime.testing": 5,
+    "runtime._pytest_plugin": 5,
+    "runtime._pytest_fixtures": 5,
     "runtime._cli": 5,
     "runtime._cli._commands": 5,
     "runtime._cli._loader": 5,

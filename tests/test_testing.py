@@ -1,0 +1,538 @@
+"""runtime.testing: the harness, virtual time, the trace, faults, overrides, seeded ids."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from runtime import (
+    RetryConfig,
+    Runtime,
+    StepContext,
+    _clock,
+    _ids,
+    _probes,
+    create_step,
+    create_workflow,
+)
+from runtime.testing import Harness, InjectedCrashError, Trace, TraceEvent, VirtualClock
+from tests._support import BLOCK_LIMIT, wait_for_no_callboard_threads, wait_until
+
+DAY = 86400.0
+
+
+class N(BaseModel):
+    n: int
+
+
+def _inc(ctx: StepContext[N]) -> N:
+    return N(n=ctx.input_data.n + 1)
+
+
+def _step(step_id: str, **options: Any) -> Any:
+    return create_step(id=step_id, input_schema=N, output_schema=N, execute=_inc, **options)
+
+
+def _three_steps(workflow_id: str = "three") -> Any:
+    return (
+        create_workflow(id=workflow_id, input_schema=N, output_schema=N)
+        .then(_step("a"))
+        .then(_step("b"))
+        .then(_step("c"))
+        .commit()
+    )
+
+
+@pytest.fixture(autouse=True)
+def _no_threads_left() -> Any:
+    yield
+    assert not wait_for_no_callboard_threads()
+
+
+# --- virtual time -----------------------------------------------------------------------
+
+
+def test_a_30_day_sleep_an_hour_of_back_off_and_a_10_minute_timeout_finish_in_well_under_a_second() -> (
+    None
+):
+    def hang_on_first_attempt(ctx: StepContext[N]) -> N:
+        if ctx.retry_count == 0:
+            ctx.abort_signal.wait()  # until its 10-minute timeout aborts it
+        return N(n=ctx.input_data.n + 1)
+
+    flaky = _step("flaky", retries=5)
+    slow = create_step(
+        id="slow",
+        input_schema=N,
+        output_schema=N,
+        execute=hang_on_first_attempt,
+        timeout=600,
+        retries=1,
+    )
+    workflow = (
+        create_workflow(
+            id="long",
+            input_schema=N,
+            output_schema=N,
+            retry_config=RetryConfig(delay=60, backoff=4, max_delay=3600),
+        )
+        .then(_step("a"))
+        .sleep(30 * DAY)
+        .then(flaky)
+        .then(slow)
+        .commit()
+    )
+    began = time.perf_counter()
+    with Harness() as harness:
+        harness.fail_step(flaky, ConnectionError("the service is down"), attempt=[1, 2, 3, 4, 5])
+        start = harness.clock.now()
+        result = harness.register(workflow).create_run().start(input_data={"n": 0}, timeout=10)
+        elapsed = harness.clock.now() - start
+    wall = time.perf_counter() - began
+
+    assert result.status == "success" and result.result == {"n": 3}
+    assert {path: step.status for path, step in result.steps.items()} == {
+        "a": "success",
+        "sleep-2": "success",
+        "flaky": "success",
+        "slow": "success",
+    }
+    assert result.steps["flaky"].attempts == 6
+    assert result.steps["slow"].attempts == 2
+    # 30 days; back-offs of 60 s, 4 min, 16 min, 1 h, 1 h (capped); a 10-minute timeout
+    # and the 60 s back-off before the timed-out step's second attempt.
+    backoffs = 60 + 240 + 960 + 3600 + 3600
+    assert elapsed == pytest.approx(30 * DAY + backoffs + 600 + 60, abs=5)
+    assert wall < 1.0
+
+
+def test_steps_read_virtual_time_with_ctx_now() -> None:
+    seen: list[datetime] = []
+
+    def note(ctx: StepContext[N]) -> N:
+        seen.append(ctx.now())
+        return ctx.input_data
+
+    workflow = (
+        create_workflow(id="clocked", input_schema=N, output_schema=N)
+        .then(create_step(id="before", input_schema=N, output_schema=N, execute=note))
+        .sleep(7 * DAY)
+        .then(create_step(id="after", input_schema=N, output_schema=N, execute=note))
+        .commit()
+    )
+    with Harness() as harness:
+        harness.register(workflow).create_run().start(input_data={"n": 0}, timeout=10)
+
+    assert (seen[1] - seen[0]).total_seconds() == pytest.approx(7 * DAY, abs=1)
+
+
+def test_without_time_skipping_the_clock_moves_only_when_advanced() -> None:
+    workflow = (
+        create_workflow(id="napping", input_schema=N, output_schema=N)
+        .sleep(60)
+        .then(_step("a"))
+        .commit()
+    )
+    with Harness(time_skipping=False) as harness:
+        bound = harness.register(workflow)
+        run = bound.create_run()
+        run.start_async(input_data={"n": 0})
+        wait_until(lambda: bound.get_workflow_run_execution_result(run.run_id).status == "waiting")
+        time.sleep(0.05)
+        assert bound.get_workflow_run_execution_result(run.run_id).status == "waiting"
+
+        harness.clock.advance(59)
+        time.sleep(0.05)
+        assert bound.get_workflow_run_execution_result(run.run_id).status == "waiting"
+
+        harness.clock.advance(1)
+        assert run.wait(timeout=BLOCK_LIMIT).status == "success"
+
+
+def test_a_virtual_clock_never_goes_back() -> None:
+    clock = VirtualClock(start=100.0)
+    clock.advance(0)
+    clock.advance(2.5)
+
+    assert clock.now() == 102.5
+    with pytest.raises(ValueError, match="forward"):
+        clock.advance(-1)
+    with pytest.raises(ValueError, match="forward"):
+        clock.advance(float("nan"))
+
+
+def test_a_real_sleep_in_a_step_is_not_skipped() -> None:
+    def nap(ctx: StepContext[N]) -> N:
+        time.sleep(0.2)
+        return ctx.input_data
+
+    workflow = (
+        create_workflow(id="real-nap", input_schema=N, output_schema=N)
+        .then(create_step(id="nap", input_schema=N, output_schema=N, execute=nap))
+        .commit()
+    )
+    with Harness() as harness:
+        began = time.perf_counter()
+        harness.register(workflow).create_run().start(input_data={"n": 0}, timeout=10)
+
+        assert time.perf_counter() - began >= 0.2
+
+
+def test_sleeps_on_a_sqlite_store_are_skipped_too(tmp_path: Path) -> None:
+    workflow = (
+        create_workflow(id="durable-nap", input_schema=N, output_schema=N)
+        .sleep(3 * DAY)
+        .then(_step("a"))
+        .commit()
+    )
+    began = time.perf_counter()
+    with Harness(store=tmp_path / "runs.db") as harness:
+        result = harness.register(workflow).create_run().start(input_data={"n": 0}, timeout=10)
+
+    assert result.status == "success"
+    assert time.perf_counter() - began < 5.0
+
+
+def test_the_clock_seam_is_the_wall_clock_outside_a_harness() -> None:
+    with Harness():
+        assert _clock.time is not time.time
+        assert _probes.observer is not None
+
+    assert _clock.time is time.time
+    assert _probes.observer is None and _probes.step_body is None and _probes.parked is None
+
+
+# --- the trace --------------------------------------------------------------------------
+
+
+def test_the_trace_of_a_three_step_run_lists_the_messages_in_the_designed_order() -> None:
+    with Harness() as harness:
+        result = harness.register(_three_steps()).create_run().start(input_data={"n": 0})
+        trace = harness.trace.of(result.run_id)
+
+    assert result.status == "success"
+    # The run actor tells the registry each new snapshot and hands the next call to a
+    # step actor in one handler: the two are handled at once, in either order. What
+    # one message causes comes after it.
+    trace.expect_in_order(
+        "Supervisor<-StartRun",
+        "StepActor<-CallStep:a",
+        "RunActor<-StepFinished:a",
+        "StepActor<-CallStep:b",
+        "RunActor<-StepFinished:b",
+        "StepActor<-CallStep:c",
+        "RunActor<-StepFinished:c",
+        "Supervisor<-RunEnded",
+    )
+    assert trace.events[0].message in ("StartRun", "WatchRun")  # start() sends both at once
+    # pending -> running (announcing a), then one after each step's output.
+    assert trace.messages().count("SnapshotTaken") == 4
+    calls = [(e.message, e.step_path) for e in trace if e.message in ("CallStep", "StepFinished")]
+    assert calls == [
+        ("CallStep", "a"),
+        ("StepFinished", "a"),
+        ("CallStep", "b"),
+        ("StepFinished", "b"),
+        ("CallStep", "c"),
+        ("StepFinished", "c"),
+    ]
+    call_a = next(e for e in trace if e.message == "CallStep")
+    assert call_a.sender == "RunActor" and call_a.receiver == "StepActor"
+    assert call_a.run_id == result.run_id
+    sequences = [e.sequence for e in trace]
+    assert sequences == sorted(sequences)
+
+
+def test_on_a_durable_store_each_call_waits_for_the_commit_of_the_snapshot_announcing_it(
+    tmp_path: Path,
+) -> None:
+    with Harness(store=tmp_path / "runs.db") as harness:
+        result = harness.register(_three_steps()).create_run().start(input_data={"n": 0})
+        trace = harness.trace.of(result.run_id)
+
+    assert result.status == "success"
+    trace.expect_in_order(
+        "Registry<-SnapshotTaken",
+        "RunActor<-SnapshotCommitted",
+        "StepActor<-CallStep:a",
+        "RunActor<-StepFinished:a",
+        "Registry<-SnapshotTaken",
+        "RunActor<-SnapshotCommitted",
+        "StepActor<-CallStep:b",
+        "RunActor<-StepFinished:b",
+        "Registry<-SnapshotTaken",
+        "RunActor<-SnapshotCommitted",
+        "StepActor<-CallStep:c",
+        "RunActor<-StepFinished:c",
+        "Registry<-SnapshotTaken",
+    )
+
+
+def test_trace_events_are_frozen_and_a_failed_expectation_prints_the_trace() -> None:
+    with Harness() as harness:
+        result = harness.register(_three_steps()).create_run().start(input_data={"n": 0})
+        trace = harness.trace.of(result.run_id)
+
+    event = trace.events[0]
+    assert isinstance(event, TraceEvent)
+    with pytest.raises(AttributeError):
+        event.message = "other"  # type: ignore[misc]
+    with pytest.raises(AssertionError, match=r"(?s)StepFinished:c.*CallStep\s+run="):
+        trace.expect_in_order("StepFinished:c", "CallStep:a")
+    assert "StepActor" in trace.dump() and str(event) in trace.dump()
+    assert Trace().dump() == "(no messages)"
+
+
+def test_the_trace_keeps_other_runs_apart() -> None:
+    with Harness() as harness:
+        bound = harness.register(_three_steps())
+        first = bound.create_run().start(input_data={"n": 0})
+        second = bound.create_run().start(input_data={"n": 5})
+        both = harness.trace
+
+    assert {e.run_id for e in both.of(first.run_id)} == {first.run_id}
+    assert len(both.of(first.run_id)) + len(both.of(second.run_id)) <= len(both)
+
+
+# --- faults -----------------------------------------------------------------------------
+
+
+def test_a_step_that_fails_on_its_first_attempt_is_retried() -> None:
+    flaky = _step("flaky", retries=2)
+    workflow = create_workflow(id="retried", input_schema=N, output_schema=N).then(flaky).commit()
+    with Harness() as harness:
+        harness.fail_step(flaky, ConnectionError("once"), attempt=1)
+        result = harness.register(workflow).create_run().start(input_data={"n": 0})
+
+    assert result.status == "success"
+    assert result.steps["flaky"].attempts == 2
+
+
+def test_a_step_that_fails_on_every_attempt_fails_its_run_with_that_error() -> None:
+    flaky = _step("flaky", retries=1)
+    workflow = create_workflow(id="doomed", input_schema=N, output_schema=N).then(flaky).commit()
+    with Harness() as harness:
+        harness.fail_step("flaky", TimeoutError, attempt=[1, 2])
+        result = harness.register(workflow).create_run().start(input_data={"n": 0})
+
+    assert result.status == "failed"
+    assert result.error is not None and result.error.name == "TimeoutError"
+    assert "attempt 2" in result.error.message
+    assert result.steps["flaky"].attempts == 2
+
+
+def test_a_step_fault_can_be_limited_to_one_run() -> None:
+    workflow = _three_steps()
+    with Harness() as harness:
+        bound = harness.register(workflow)
+        doomed = bound.create_run()
+        harness.fail_step("b", ValueError("only here"), run_id=doomed.run_id)
+        failed = doomed.start(input_data={"n": 0})
+        fine = bound.create_run().start(input_data={"n": 0})
+
+    assert failed.status == "failed" and failed.error is not None
+    assert failed.error.name == "ValueError" and failed.error.message == "only here"
+    assert fine.status == "success"
+
+
+def test_a_crashed_run_actor_becomes_a_failed_run_with_run_crashed_error() -> None:
+    with Harness() as harness:
+        bound = harness.register(_three_steps())
+        harness.crash_run(at="StepFinished", step="b")
+        crashed = bound.create_run().start(input_data={"n": 0}, timeout=10)
+        after = bound.create_run().start(input_data={"n": 0}, timeout=10)
+
+    assert crashed.status == "failed"
+    assert crashed.error is not None and crashed.error.name == "RunCrashedError"
+    assert InjectedCrashError.__name__ in crashed.error.message
+    assert crashed.steps["a"].status == "success"
+    assert after.status == "success"  # the crash happens once
+
+
+def test_crash_and_recover_runs_completed_steps_once_and_the_interrupted_step_again(
+    tmp_path: Path,
+) -> None:
+    calls = {"a": 0, "b": 0, "c": 0}
+    entered = threading.Event()
+    gate = threading.Event()
+
+    def counting(step_id: str) -> Any:
+        def body(ctx: StepContext[N]) -> N:
+            calls[step_id] += 1
+            if step_id == "b" and calls["b"] == 1:
+                entered.set()
+                gate.wait(BLOCK_LIMIT)  # the crash comes while it runs
+            return N(n=ctx.input_data.n + 1)
+
+        return create_step(id=step_id, input_schema=N, output_schema=N, execute=body)
+
+    workflow = (
+        create_workflow(id="recovered", input_schema=N, output_schema=N)
+        .then(counting("a"))
+        .then(counting("b"))
+        .then(counting("c"))
+        .commit()
+    )
+    with Harness(store=tmp_path / "runs.db") as harness:
+        run = harness.register(workflow).create_run()
+        run.start_async(input_data={"n": 0})
+        assert entered.wait(BLOCK_LIMIT)
+        old = harness.runtime
+
+        new = harness.crash_and_recover()
+        gate.set()  # the interrupted call returns now, to a runtime that is gone
+        result = harness.workflow("recovered").create_run(run_id=run.run_id).wait(BLOCK_LIMIT)
+
+    assert new is not old and not old.is_running
+    assert result.status == "success" and result.result == {"n": 3}
+    assert calls == {"a": 1, "b": 2, "c": 1}
+
+
+def test_crash_and_recover_needs_a_durable_store() -> None:
+    with Harness() as harness, pytest.raises(ValueError, match="durable"):
+        harness.crash_and_recover()
+
+
+# --- overrides --------------------------------------------------------------------------
+
+
+def test_an_override_replaces_a_step_body_in_the_harness_only() -> None:
+    fetch = _step("fetch")
+    workflow = create_workflow(id="stubbed", input_schema=N, output_schema=N).then(fetch).commit()
+    with Harness() as harness:
+        harness.override(fetch, lambda ctx: N(n=ctx.input_data.n * 100))
+        stubbed = harness.register(workflow).create_run().start(input_data={"n": 2})
+
+    with Runtime() as rt:
+        real = rt.register(workflow).create_run().start(input_data={"n": 2})
+
+    assert stubbed.result == {"n": 200}
+    assert real.result == {"n": 3}
+
+
+def test_an_override_keeps_the_steps_schemas() -> None:
+    fetch = _step("fetch")
+    workflow = create_workflow(id="checked", input_schema=N, output_schema=N).then(fetch).commit()
+    with Harness() as harness:
+        harness.override("fetch", lambda ctx: {"n": "not a number"})
+        bound = harness.register(workflow)
+        result = bound.create_run().start(input_data={"n": 2})
+
+    assert result.status == "failed"
+    assert result.error is not None and result.error.name == "StepValidationError"
+
+
+def test_an_async_override_is_awaited() -> None:
+    async def stub(ctx: StepContext[N]) -> N:
+        await asyncio.sleep(0)
+        return N(n=-1)
+
+    workflow = _three_steps()
+    with Harness() as harness:
+        harness.override("b", stub)
+        result = harness.register(workflow).create_run().start(input_data={"n": 0})
+
+    assert result.result == {"n": 0}
+
+
+# --- the harness itself -----------------------------------------------------------------
+
+
+def test_only_one_harness_is_open_at_a_time() -> None:
+    with Harness(), pytest.raises(RuntimeError, match="another Harness"):
+        Harness().start()
+    with Harness():
+        pass
+
+
+def test_a_harness_is_an_async_context_manager_too() -> None:
+    async def main() -> str:
+        async with Harness() as harness:
+            run = harness.register(_three_steps()).create_run()
+            run.start_async(input_data={"n": 0})
+            result = await run.wait_async()
+            return str(result.status)
+
+    assert asyncio.run(main()) == "success"
+
+
+def test_runtime_of_a_closed_harness_is_refused() -> None:
+    harness = Harness()
+    with pytest.raises(RuntimeError, match="not open"):
+        _ = harness.runtime
+
+
+def test_a_seed_makes_run_ids_and_trace_ids_repeat() -> None:
+    def draw() -> tuple[str, str]:
+        with Harness(seed=7) as harness:
+            result = harness.register(_three_steps()).create_run().start(input_data={"n": 0})
+        return result.run_id, result.trace_id or ""
+
+    first, second = draw(), draw()
+
+    assert first == second
+    assert _ids.new_id() != first[0]  # unseeded again afterwards
+
+
+def test_the_private_names_the_harness_relies_on_exist() -> None:
+    with Harness() as harness:
+        system = harness.runtime._host.system
+        assert system is not None
+        assert isinstance(system.pool._completions, int)
+        assert callable(system.timers.next_deadline) and callable(system.timers.wake)
+        assert callable(system.kill)
+    assert callable(_ids._getrandbits)
+    from actors.claimer import Claimer
+
+    assert "_wake_at" in Claimer.__init__.__code__.co_names
+
+
+# --- the pytest plugin ------------------------------------------------------------------
+
+
+def test_the_pytest_plugin_gives_fixtures_once_turned_on(tmp_path: Path) -> None:
+    (tmp_path / "test_flow.py").write_text(
+        textwrap.dedent(
+            """
+            import pytest
+            from pydantic import BaseModel
+            from runtime import create_step, create_workflow
+
+            class N(BaseModel):
+                n: int
+
+            inc = create_step(id="inc", input_schema=N, output_schema=N,
+                              execute=lambda ctx: N(n=ctx.input_data.n + 1))
+            flow = (create_workflow(id="flow", input_schema=N, output_schema=N)
+                    .then(inc).sleep(3600).commit())
+
+            def test_harness(callboard_harness, callboard_runtime):
+                assert callboard_harness.runtime is callboard_runtime
+                result = callboard_harness.register(flow).create_run().start(input_data={"n": 1})
+                assert result.result == {"n": 2}
+
+            @pytest.mark.callboard(time_skipping=False)
+            def test_marker(callboard_harness):
+                assert callboard_harness.time_skipping is False
+            """
+        )
+    )
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)]
+    off = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    on = subprocess.run(
+        [*command, "--callboard"], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+
+    assert off.returncode != 0 and "fixture 'callboard_harness' not found" in off.stdout
+    assert on.returncode == 0, on.stdout + on.stderr
+    assert "2 passed" in on.stdout
