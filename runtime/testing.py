@@ -407,6 +407,7 @@ class Harness:
         self._skipping_done = threading.Event()
         self._open = False
         self._pool_base = 0
+        self._others: frozenset[threading.Thread] = frozenset()
 
     # --- opening and closing ---------------------------------------------------------
 
@@ -417,6 +418,8 @@ class Harness:
             if _active is not None:
                 raise RuntimeError("another Harness is open in this process; close it first")
             _active = self
+        # Threads of runtimes started outside the harness are theirs to stop, not ours.
+        self._others = frozenset(threading.enumerate())
         try:
             _clock.install(self.clock.now)
             _probes.observer = self._observe
@@ -452,7 +455,7 @@ class Harness:
                 self._runtime.stop(self.stop_timeout)
         finally:
             self._uninstall()
-        left = _wait_for_no_threads(5.0)
+        left = _wait_for_no_threads(5.0, self._others)
         if left:
             raise AssertionError(
                 f"threads of callboard left after the harness closed: {[t.name for t in left]}"
@@ -632,7 +635,9 @@ class Harness:
             raise ValueError("crash_and_recover() needs a durable store (a SQLite path or URL)")
         # Every thread of the old runtime alive now ignores callboard's messages from now on.
         self._killed.update(
-            thread for thread in threading.enumerate() if thread.name.startswith(THREAD_PREFIXES)
+            thread
+            for thread in threading.enumerate()
+            if thread.name.startswith(THREAD_PREFIXES) and thread not in self._others
         )
         system.kill()
         _mark_stopped(old)
@@ -807,13 +812,15 @@ def _step_id(step: Step[Any, Any] | str) -> str:
     return step if isinstance(step, str) else step.id
 
 
-def _wait_for_no_threads(timeout: float) -> list[threading.Thread]:
+def _wait_for_no_threads(
+    timeout: float, others: frozenset[threading.Thread]
+) -> list[threading.Thread]:
     deadline = time.monotonic() + timeout
     while True:
         left = [
             thread
             for thread in threading.enumerate()
-            if thread.name.startswith(THREAD_PREFIXES) and thread.is_alive()
+            if thread.name.startswith(THREAD_PREFIXES) and thread not in others
         ]
         if not left or time.monotonic() > deadline:
             return left

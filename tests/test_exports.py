@@ -166,3 +166,42 @@ def test_public_errors_name_the_public_package_as_their_module(name: str) -> Non
     assert error.__module__ == "runtime"
     instance = error.__new__(error)  # some take required context; the type is what counts
     assert runtime.ErrorInfo.from_exception(instance).details["type"] == f"runtime.{name}"
+
+
+# --- runtime.testing, the second public module --------------------------------------------
+
+TESTING_EXPORTED = [
+    "Harness",
+    "InjectedCrashError",
+    "Trace",
+    "TraceEvent",
+    "VirtualClock",
+]
+
+
+def test_the_test_kit_exports_exactly_the_pinned_list() -> None:
+    import runtime.testing
+
+    assert runtime.testing.__all__ == TESTING_EXPORTED == sorted(TESTING_EXPORTED)
+
+
+@pytest.mark.parametrize("name", TESTING_EXPORTED)
+def test_every_name_of_the_test_kit_and_its_public_methods_have_docstrings(name: str) -> None:
+    import runtime.testing
+
+    obj = getattr(runtime.testing, name)
+    assert obj.__doc__ and obj.__doc__.strip(), name
+    for attr, member in vars(obj).items():
+        if attr.startswith("_"):
+            continue
+        if inspect.isfunction(member) or isinstance(member, property):
+            assert member.__doc__ and member.__doc__.strip(), f"{name}.{attr}"
+
+
+def test_importing_runtime_does_not_import_the_test_kit() -> None:
+    code = "import sys, runtime; print('runtime.testing' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+
+    assert out.stdout.strip() == "False"
