@@ -531,10 +531,9 @@ def test_the_pytest_plugin_gives_fixtures_once_turned_on(tmp_path: Path) -> None
         "text": True,
         "timeout": 120,
         "cwd": tmp_path,
-        "check": False,
     }
-    off = subprocess.run(command, **options)
-    on = subprocess.run([*command, "--callboard"], **options)
+    off = subprocess.run(command, check=False, **options)
+    on = subprocess.run([*command, "--callboard"], check=False, **options)
 
     assert off.returncode != 0 and "fixture 'callboard_harness' not found" in off.stdout
     assert on.returncode == 0, on.stdout + on.stderr
