@@ -698,7 +698,8 @@ class Harness:
 
     def _count_calls(self, system: Any) -> None:
         """Count the calls handed to the step pool and the async bodies still going."""
-        counters = self._counters
+        # Fresh counts for each runtime: calls a crashed one left unfinished never finish.
+        counters = self._counters = _Counters()
         pool, loop = system.pool, system.loop
         submit, loop_submit = pool.submit, loop.submit
 

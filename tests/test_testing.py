@@ -538,3 +538,33 @@ def test_the_pytest_plugin_gives_fixtures_once_turned_on(tmp_path: Path) -> None
     assert off.returncode != 0 and "fixture 'callboard_harness' not found" in off.stdout
     assert on.returncode == 0, on.stdout + on.stderr
     assert "2 passed" in on.stdout
+
+
+def test_time_skipping_goes_on_after_crash_and_recover(tmp_path: Path) -> None:
+    entered = threading.Event()
+    gate = threading.Event()
+
+    def stuck_once(ctx: StepContext[N]) -> N:
+        if not entered.is_set():
+            entered.set()
+            gate.wait(BLOCK_LIMIT)
+        return N(n=ctx.input_data.n + 1)
+
+    workflow = (
+        create_workflow(id="sleepy-recovered", input_schema=N, output_schema=N)
+        .then(create_step(id="stuck", input_schema=N, output_schema=N, execute=stuck_once))
+        .sleep(DAY)
+        .then(_step("after"))
+        .commit()
+    )
+    with Harness(store=tmp_path / "runs.db") as harness:
+        run = harness.register(workflow).create_run()
+        run.start_async(input_data={"n": 0})
+        assert entered.wait(BLOCK_LIMIT)
+        harness.crash_and_recover()
+        gate.set()
+        began = time.perf_counter()
+        result = harness.workflow(workflow.id).create_run(run_id=run.run_id).wait(BLOCK_LIMIT)
+
+    assert result.status == "success" and result.result == {"n": 2}
+    assert time.perf_counter() - began < 5.0
