@@ -316,16 +316,20 @@ def copy_error(error: BaseException) -> BaseException:
 
 
 @dataclass(slots=True)
-class _RunCrash:
+class _MessageFault:
+    action: str  # "crash", "drop" or "delay"
     at: str
     run_id: str | None
     step: str | None
     occurrence: int
+    seconds: float = 0.0
     seen: int = 0
     fired: bool = False
 
-    def hit(self, message: str, run_id: str | None, path: str | None) -> bool:
+    def hit(self, receiver: str, message: str, run_id: str | None, path: str | None) -> bool:
         if self.fired or message != self.at:
+            return False
+        if self.action == "crash" and receiver != "RunActor":
             return False
         if self.run_id is not None and run_id != self.run_id:
             return False
@@ -399,7 +403,7 @@ class Harness:
         self._workflows: dict[str, Workflow[Any, Any]] = {}
         self._overrides: dict[str, Callable[[Any], Any]] = {}
         self._step_faults: list[_StepFault] = []
-        self._crashes: list[_RunCrash] = []
+        self._message_faults: list[_MessageFault] = []
         self._counters = _Counters()
         self._killed: set[threading.Thread] = set()
         self._forget_waker: Callable[[], None] | None = None
@@ -610,7 +614,54 @@ class Harness:
             occurrence: Crash on the n-th matching message.
         """
         path = None if step is None else _step_id(step)
-        self._crashes.append(_RunCrash(at, run_id, path, occurrence))
+        self._message_faults.append(_MessageFault("crash", at, run_id, path, occurrence))
+
+    def drop_message(
+        self,
+        at: str,
+        *,
+        run_id: str | None = None,
+        step: Step[Any, Any] | str | None = None,
+        occurrence: int = 1,
+    ) -> None:
+        """Lose one message: the actor it was for never handles it. Happens once.
+
+        Losing a step's ``StepFinished`` looks to its run like a step that
+        never returns: its timeout fails it (and a retry may follow); a step
+        without a timeout keeps its run waiting.
+
+        Args:
+            at: The message type (``"StepFinished"``, ``"CallStep"``,
+                ``"TimerFired"``, ``"SnapshotTaken"``, ...).
+            run_id: Only this run's.
+            step: Only a message about this step (path or id).
+            occurrence: Lose the n-th matching message.
+        """
+        path = None if step is None else _step_id(step)
+        self._message_faults.append(_MessageFault("drop", at, run_id, path, occurrence))
+
+    def delay_message(
+        self,
+        at: str,
+        seconds: float,
+        *,
+        run_id: str | None = None,
+        step: Step[Any, Any] | str | None = None,
+        occurrence: int = 1,
+    ) -> None:
+        """Hand one message to its actor ``seconds`` of (virtual) time late. Happens once.
+
+        Args:
+            at: The message type, as for :meth:`drop_message`.
+            seconds: How late; the delay is a timer on the harness's clock.
+            run_id: Only this run's.
+            step: Only a message about this step (path or id).
+            occurrence: Delay the n-th matching message.
+        """
+        path = None if step is None else _step_id(step)
+        self._message_faults.append(
+            _MessageFault("delay", at, run_id, path, occurrence, seconds=seconds)
+        )
 
     def crash_and_recover(self) -> Runtime:
         """Crash the process in place, as a SIGKILL would, then recover on the same store.
@@ -664,14 +715,27 @@ class Harness:
         else:
             sender = _SENDERS.get(name, "?")
         self.trace._record(sender, receiver, name, run_id, path)
-        if receiver == "RunActor":
-            for crash in self._crashes:
-                if crash.hit(name, run_id, path):
-                    raise InjectedCrashError(
-                        f"injected by the test harness: run actor crashed at {name}"
-                        + (f" of step {path!r}" if path else "")
-                    )
+        for fault in self._message_faults:
+            if not fault.hit(receiver, name, run_id, path):
+                continue
+            if fault.action == "crash":
+                raise InjectedCrashError(
+                    f"injected by the test harness: run actor crashed at {name}"
+                    + (f" of step {path!r}" if path else "")
+                )
+            if fault.action == "delay":
+                self._deliver_later(actor, message, fault.seconds)
+            return False
         return True
+
+    def _deliver_later(self, actor: Any, message: Any, seconds: float) -> None:
+        ref = actor.actor_ref
+
+        def deliver() -> None:
+            with contextlib.suppress(Exception):  # the actor has stopped since: lost
+                ref.tell(message)
+
+        _system_of(self.runtime).timers.call_later(seconds, deliver)
 
     def _body(self, call: Any, ctx: Any) -> Any:
         step = call.step

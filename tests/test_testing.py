@@ -396,6 +396,62 @@ def test_crash_and_recover_runs_completed_steps_once_and_the_interrupted_step_ag
     assert calls == {"a": 1, "b": 2, "c": 1}
 
 
+def test_a_lost_step_reply_looks_like_a_step_that_never_returns_and_times_out() -> None:
+    guarded = _step("guarded", timeout=60, retries=1)
+    workflow = create_workflow(id="lossy", input_schema=N, output_schema=N).then(guarded).commit()
+    with Harness() as harness:
+        harness.drop_message("StepFinished", step="guarded")
+        start = harness.clock.now()
+        result = harness.register(workflow).create_run().start(input_data={"n": 0}, timeout=10)
+        elapsed = harness.clock.now() - start
+
+    assert result.status == "success"
+    assert result.steps["guarded"].attempts == 2
+    assert elapsed >= 60
+
+
+def test_a_delayed_step_reply_arrives_late_in_virtual_time() -> None:
+    guarded = _step("guarded", timeout=60)
+    workflow = create_workflow(id="late", input_schema=N, output_schema=N).then(guarded).commit()
+    with Harness() as harness:
+        bound = harness.register(workflow)
+        harness.delay_message("StepFinished", 30, step="guarded")
+        start = harness.clock.now()
+        in_time = bound.create_run().start(input_data={"n": 0}, timeout=10)
+        elapsed = harness.clock.now() - start
+        harness.delay_message("StepFinished", 90, step="guarded")
+        too_late = bound.create_run().start(input_data={"n": 0}, timeout=10)
+
+    assert in_time.status == "success" and elapsed == pytest.approx(30, abs=1)
+    assert too_late.status == "failed"
+    assert too_late.error is not None and too_late.error.name == "StepTimeoutError"
+
+
+def test_sleeping_runs_wake_in_the_order_of_their_wake_times() -> None:
+    woke: list[int] = []
+
+    def note(ctx: StepContext[N]) -> N:
+        woke.append(ctx.input_data.n)
+        return ctx.input_data
+
+    workflow = (
+        create_workflow(id="ordered", input_schema=N, output_schema=N)
+        .sleep(lambda ctx: ctx.input_data["n"] * 3600)
+        .then(create_step(id="note", input_schema=N, output_schema=N, execute=note))
+        .commit()
+    )
+    order = [5, 1, 4, 2, 3, 9, 7, 8, 6]
+    with Harness() as harness:
+        bound = harness.register(workflow)
+        runs = [bound.create_run() for _ in order]
+        for run, n in zip(runs, order, strict=True):
+            run.start_async(input_data={"n": n})
+        results = [run.wait(timeout=10) for run in runs]
+
+    assert all(result.status == "success" for result in results)
+    assert woke == sorted(order)
+
+
 def test_crash_and_recover_needs_a_durable_store() -> None:
     with Harness() as harness, pytest.raises(ValueError, match="durable"):
         harness.crash_and_recover()
