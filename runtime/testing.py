@@ -43,6 +43,7 @@ import contextlib
 import itertools
 import os
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -347,8 +348,10 @@ class _Counters:
     """What the time skipper reads to tell that the runtime is quiet."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
-    submitted: int = 0  # calls handed to the step pool
-    async_open: int = 0  # async bodies not yet done
+    # Calls handed to the step pool whose reply the run actor has not received yet,
+    # by (run actor, token): a call counts from the hand-over until its reply is handled.
+    calls: dict[tuple[str, int], Any] = field(default_factory=dict)
+    submitted: int = 0  # calls handed to the step pool, ever
     parked: int = 0  # steps waiting on their abort signal alone
     handled: int = 0  # messages handled by any actor
 
@@ -410,7 +413,6 @@ class Harness:
         self._skipper: threading.Thread | None = None
         self._skipping_done = threading.Event()
         self._open = False
-        self._pool_base = 0
         self._others: frozenset[threading.Thread] = frozenset()
 
     # --- opening and closing ---------------------------------------------------------
@@ -715,6 +717,16 @@ class Harness:
         else:
             sender = _SENDERS.get(name, "?")
         self.trace._record(sender, receiver, name, run_id, path)
+        try:
+            return self._apply_faults(actor, message, (receiver, name, run_id, path))
+        finally:
+            if name == "StepFinished":
+                self._replied(actor, message)  # after a delay's timer is set
+
+    def _apply_faults(
+        self, actor: Any, message: Any, about: tuple[str, str, str | None, str | None]
+    ) -> bool:
+        receiver, name, run_id, path = about
         for fault in self._message_faults:
             if not fault.hit(receiver, name, run_id, path):
                 continue
@@ -761,45 +773,46 @@ class Harness:
                 counters.parked -= 1
 
     def _count_calls(self, system: Any) -> None:
-        """Count the calls handed to the step pool and the async bodies still going."""
+        """Count each call handed to the step pool until its run actor receives the reply."""
         # Fresh counts for each runtime: calls a crashed one left unfinished never finish.
         counters = self._counters = _Counters()
-        pool, loop = system.pool, system.loop
-        submit, loop_submit = pool.submit, loop.submit
+        pool = system.pool
+        submit = pool.submit
 
         def counted_submit(call: Any) -> None:
+            reply_to = call.reply_to
+            key = (reply_to.actor_urn, call.token)
             with counters.lock:
+                counters.calls[key] = reply_to
                 counters.submitted += 1
             try:
                 submit(call)
             except BaseException:
                 with counters.lock:
-                    counters.submitted -= 1
+                    counters.calls.pop(key, None)
                 raise
 
-        def counted_loop_submit(coroutine: Any) -> Any:
-            future = loop_submit(coroutine)
-            with counters.lock:
-                counters.async_open += 1
-
-            def done(_: Any) -> None:
-                with counters.lock:
-                    counters.async_open -= 1
-
-            future.add_done_callback(done)
-            return future
-
-        # Instance attributes: only this runtime's pool and loop are counted.
+        # An instance attribute: only this runtime's pool is counted.
         pool.submit = counted_submit
-        loop.submit = counted_loop_submit
-        self._pool_base = pool._completions  # calls the pool had finished before counting
+
+    def _replied(self, actor: Any, message: Any) -> None:
+        counters = self._counters
+        with counters.lock:
+            counters.calls.pop((actor.actor_urn, message.token), None)
 
     def _busy(self, system: Any) -> bool:
         counters = self._counters
         with counters.lock:
-            finished: int = system.pool._completions - self._pool_base
-            calls = counters.submitted - finished
-            return calls + counters.async_open - counters.parked > 0
+            calls = counters.calls
+            # A reply to a run actor that has stopped is never received: forget the call.
+            for key in [key for key, ref in calls.items() if not ref.is_alive()]:
+                del calls[key]
+            if len(calls) - counters.parked > 0:
+                return True
+        dispatcher = system.dispatcher
+        # Actors with mail waiting for a dispatcher thread, or one handling it (a run
+        # actor's on_start, say, which no message announces).
+        return not dispatcher._ready.empty() or _any_dispatching(dispatcher)
 
     def _skip(self) -> None:
         """Jump the clock to the next timer whenever the runtime has gone quiet."""
@@ -833,9 +846,20 @@ class Harness:
 
 # --- private helpers ------------------------------------------------------------------
 # The harness reaches into a started runtime through these few private names: the
-# runtime's actor system (Runtime._host), the step pool's count of finished calls
-# (StepPool._completions), and a claimer's next wake-up (Claimer._wake_at).
+# runtime's actor system (Runtime._host), the dispatcher's queue of actors with mail and
+# its threads (Dispatcher._ready, Dispatcher._threads, whose loop is Dispatcher._work),
+# and a claimer's next wake-up (Claimer._wake_at).
 # tests/test_testing.py names them all.
+
+
+def _any_dispatching(dispatcher: Any) -> bool:
+    """Whether a dispatcher thread is inside an actor's handler (not waiting for work)."""
+    frames = sys._current_frames()
+    for thread in dispatcher._threads:
+        frame = frames.get(thread.ident) if thread.ident is not None else None
+        if frame is not None and frame.f_code.co_name != "_work":
+            return True
+    return False
 
 
 def _system_of(runtime: Runtime) -> Any:

@@ -542,7 +542,9 @@ def test_the_private_names_the_harness_relies_on_exist() -> None:
     with Harness() as harness:
         system = harness.runtime._host.system
         assert system is not None
-        assert isinstance(system.pool._completions, int)
+        assert isinstance(system.dispatcher._ready.empty(), bool)
+        assert all(isinstance(t, threading.Thread) for t in system.dispatcher._threads)
+        assert system.dispatcher._work.__name__ == "_work"
         assert callable(system.timers.next_deadline) and callable(system.timers.wake)
         assert callable(system.kill)
     assert callable(_ids._getrandbits)
