@@ -452,6 +452,48 @@ def test_sleeping_runs_wake_in_the_order_of_their_wake_times() -> None:
     assert woke == sorted(order)
 
 
+def _crash_mid_step_and_recover(store: Any) -> tuple[Any, dict[str, int]]:
+    calls = {"a": 0, "b": 0}
+    entered = threading.Event()
+    gate = threading.Event()
+
+    def counting(step_id: str) -> Any:
+        def body(ctx: StepContext[N]) -> N:
+            calls[step_id] += 1
+            if step_id == "b" and calls["b"] == 1:
+                entered.set()
+                gate.wait(BLOCK_LIMIT)
+            return N(n=ctx.input_data.n + 1)
+
+        return create_step(id=step_id, input_schema=N, output_schema=N, execute=body)
+
+    workflow = (
+        create_workflow(id="recovered-pg", input_schema=N, output_schema=N)
+        .then(counting("a"))
+        .then(counting("b"))
+        .commit()
+    )
+    with Harness(store=store) as harness:
+        run = harness.register(workflow).create_run()
+        run.start_async(input_data={"n": 0})
+        assert entered.wait(BLOCK_LIMIT)
+        harness.crash_and_recover()
+        gate.set()
+        result = harness.workflow(workflow.id).create_run(run_id=run.run_id).wait(BLOCK_LIMIT)
+    return result, calls
+
+
+def test_crash_and_recover_on_postgresql(postgres_server: Any) -> None:
+    url = postgres_server.new_database()
+    try:
+        result, calls = _crash_mid_step_and_recover(url)
+    finally:
+        postgres_server.drop_database(url)
+
+    assert result.status == "success" and result.result == {"n": 2}
+    assert calls == {"a": 1, "b": 2}
+
+
 def test_crash_and_recover_needs_a_durable_store() -> None:
     with Harness() as harness, pytest.raises(ValueError, match="durable"):
         harness.crash_and_recover()
