@@ -16,7 +16,8 @@ checking that no actor thread is left. Inside it:
 - **A message trace** (:class:`Trace`): every message an actor handles, as a
   frozen :class:`TraceEvent`.
 - **Faults**, chosen by run, step path and attempt: :meth:`Harness.fail_step`,
-  :meth:`Harness.crash_run`, :meth:`Harness.crash_and_recover`.
+  :meth:`Harness.crash_run`, :meth:`Harness.drop_message`,
+  :meth:`Harness.delay_message`, :meth:`Harness.crash_and_recover`.
 - **Step overrides**: :meth:`Harness.override` swaps a step's body for this
   harness only; its schemas still validate what goes in and out.
 - **Seeded ids**: ``Harness(seed=...)`` makes the run and trace ids a test
@@ -27,7 +28,16 @@ attributes that are ``None``, and the timers read the clock through a module
 attribute that is :func:`time.time` itself.
 
 Only one harness may be open at a time in a process: the clock and the probes
-it installs are process-wide.
+it installs are process-wide, so another runtime running in the same process
+meanwhile reads the virtual clock too, and its messages show in the trace.
+
+How the skipper tells that nothing is executing: a call handed to the step
+pool counts until its run actor has received the reply (a step waiting on its
+abort signal alone does not count); no actor waits for a dispatcher thread and
+none is in a handler; and nothing was handled during two looks a millisecond
+apart. Messages that other threads (the registry, a store's writer) are still
+handling can let the clock jump a moment early: the timers still fire in
+order, but a run that is about to set a timer may set it after the jump.
 
 Example::
 
