@@ -25,6 +25,7 @@ from runtime import (
     create_step,
     create_workflow,
 )
+from runtime.testing import Harness
 from tests._support import (
     N,
     actor_system,
@@ -263,40 +264,44 @@ def test_a_sleep_function_that_returns_a_string_fails_the_run_with_a_type_error(
 # --- sleeping runs hold no thread, no actor, no slot ----------------------------------------------
 
 
-def test_two_thousand_sleeping_runs_hold_no_threads_and_all_succeed(runtime: Runtime) -> None:
-    wf = runtime.register(
-        create_workflow(id="crowd", input_schema=N, output_schema=N)
-        .sleep(2)
-        .then(inc_step())
-        .commit()
-    )
-    threads_at_start = threading.active_count()
-    runs = [wf.create_run() for _ in range(2000)]
-    for index, run in enumerate(runs):
-        run.start_async(input_data={"n": index})
+def test_two_thousand_sleeping_runs_hold_no_threads_and_all_succeed() -> None:
+    # On a virtual clock moved by hand: every run is seen waiting before any wakes,
+    # however long starting and looking at 2,000 runs takes.
+    with Harness(time_skipping=False) as harness:
+        wf = harness.register(
+            create_workflow(id="crowd", input_schema=N, output_schema=N)
+            .sleep(3600)
+            .then(inc_step())
+            .commit()
+        )
+        threads_at_start = threading.active_count()
+        runs = [wf.create_run() for _ in range(2000)]
+        for index, run in enumerate(runs):
+            run.start_async(input_data={"n": index})
 
-    peak = threading.active_count()
-    not_yet_waiting = {run.run_id for run in runs}
+        peak = threading.active_count()
+        not_yet_waiting = {run.run_id for run in runs}
 
-    def all_seen_waiting() -> bool:
-        nonlocal peak
-        for run_id in list(not_yet_waiting):
-            peak = max(peak, threading.active_count())
-            status = status_of(wf, run_id).status
-            if status == RunStatus.WAITING:
-                not_yet_waiting.discard(run_id)
-            else:
-                assert status in (RunStatus.PENDING, RunStatus.RUNNING), status
-        return not not_yet_waiting
+        def all_seen_waiting() -> bool:
+            nonlocal peak
+            for run_id in list(not_yet_waiting):
+                peak = max(peak, threading.active_count())
+                status = status_of(wf, run_id).status
+                if status == RunStatus.WAITING:
+                    not_yet_waiting.discard(run_id)
+                else:
+                    assert status in (RunStatus.PENDING, RunStatus.RUNNING), status
+            return not not_yet_waiting
 
-    wait_until(all_seen_waiting)
-    peak = max(peak, threading.active_count())
-    assert peak <= threads_at_start + 10
+        wait_until(all_seen_waiting)
+        peak = max(peak, threading.active_count())
+        assert peak <= threads_at_start + 10
 
-    for index, run in enumerate(runs):
-        final = run.wait(WAIT)
-        assert final.status == RunStatus.SUCCESS, final.error
-        assert final.result == {"n": index + 1}
+        harness.clock.advance(3600)
+        for index, run in enumerate(runs):
+            final = run.wait(WAIT)
+            assert final.status == RunStatus.SUCCESS, final.error
+            assert final.result == {"n": index + 1}
 
 
 def test_a_waiting_run_holds_no_actor(runtime: Runtime) -> None:
