@@ -323,6 +323,9 @@ class RegistryActor(ThreadActor):
         }
         if only is None or run_id not in self._seen:
             self._seen[run_id] = (snapshot["status"], steps)
+            # What the watchers were told: the same record again (from the store
+            # watcher, say) is no news.
+            self._last_seq[run_id] = max(record.seq, self._last_seq.get(run_id, -1))
         channels = [only] if only is not None else self._channels.get(run_id, [])
         for channel in channels:
             for event in events:
