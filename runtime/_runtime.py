@@ -47,7 +47,7 @@ __all__ = [
 W = TypeVar("W", bound="Workflow[Any, Any]")
 T = TypeVar("T")
 
-CALL_THREADS: Final = 16
+CALL_THREADS: Final = 8
 """The most threads a runtime runs the blocking part of its awaitable calls on.
 
 ``astart_async``, ``acancel``, ``alist_workflow_runs`` and the other ``a``
