@@ -186,9 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         f"started at once and polled every {POLL * 1000:.0f} ms on SQLite "
         f"(the median of {args.repeat} rounds by p99)"
     )
-    print(
-        f"{'calls':<8} {'runs':>6} {'ticks':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'wall s':>7}"
-    )
+    header = ("calls", "runs", "ticks", "p50 ms", "p99 ms", "max ms", "wall s")
+    print("{:<8} {:>6} {:>6} {:>8} {:>8} {:>8} {:>7}".format(*header))
     for row in rows:
         print(
             f"{row.mode:<8} {row.runs:>6} {row.ticks:>6} {row.p50_ms:>8.2f} {row.p99_ms:>8.2f} "
