@@ -16,6 +16,7 @@ from runtime import (
     InvalidInputError,
     Run,
     RunAlreadyStartedError,
+    RunReader,
     RunStatus,
     Runtime,
     RunTimeoutError,
@@ -72,7 +73,8 @@ BLOCKING_WORKFLOW_CALLS = [
     ("owner", "name"),
     [(Run, name) for name in BLOCKING_RUN_CALLS]
     + [(Workflow, name) for name in BLOCKING_WORKFLOW_CALLS]
-    + [(Runtime, "start"), (Runtime, "stop")],
+    + [(Runtime, "start"), (Runtime, "stop")]
+    + [(RunReader, "get_run"), (RunReader, "list_runs")],
 )
 def test_every_call_that_can_wait_has_an_awaitable_twin_named_with_an_a(
     owner: type, name: str
@@ -359,3 +361,19 @@ def test_a_watch_of_an_ended_run_closes_without_error(runtime: Runtime) -> None:
         events = list(watch)
     assert events[-1].status == RunStatus.SUCCESS
     assert run.wait().result == Value(value="V").model_dump()
+
+
+def test_a_run_reader_answers_when_awaited(tmp_path: Path) -> None:
+    path = str(tmp_path / "runs.db")
+    with Runtime(store=path) as rt:
+        wf = rt.register(quick_workflow())
+        wf.create_run(run_id="read-me").start(input_data={"value": "r"}, timeout=WAIT)
+
+    async def main() -> None:
+        with RunReader(path) as reader:
+            result = await reader.aget_run("read-me")
+            assert result is not None and result.result == {"value": "R"}
+            page = await reader.alist_runs(workflow_id="quick")
+            assert [run.run_id for run in page.runs] == ["read-me"]
+
+    asyncio.run(main())
