@@ -377,3 +377,22 @@ def test_a_run_reader_answers_when_awaited(tmp_path: Path) -> None:
             assert [run.run_id for run in page.runs] == ["read-me"]
 
     asyncio.run(main())
+
+
+def test_the_twins_work_on_a_postgresql_store(runtimes: Runtimes, postgres_url: str) -> None:
+    rt = runtimes.start(postgres_url)
+    wf = rt.register(asking_workflow())
+
+    async def main() -> None:
+        run = wf.create_run()
+        assert (await run.astart(input_data={"n": 1}, timeout=WAIT)).status == "suspended"
+        assert (await run.aresume(resume_data={}, timeout=WAIT)).result == {"n": 2}
+        other = wf.create_run()
+        await other.astart_async(input_data={"n": 3})
+        assert (await other.wait_async(WAIT)).status == RunStatus.SUSPENDED
+        assert await other.acancel() is True
+        listed = await wf.alist_workflow_runs()
+        assert sorted(r.run_id for r in listed.runs) == sorted([run.run_id, other.run_id])
+        assert await wf.adelete_workflow_run_by_id(other.run_id) is True
+
+    asyncio.run(main())
