@@ -113,14 +113,11 @@ class RunHost:
         loop = asyncio.get_running_loop()
         bound = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
         executor = self._executor()
-        if executor is not None:
-            try:
-                return await loop.run_in_executor(executor, bound)
-            except RuntimeError as exc:
-                if "shutdown" not in str(exc):
-                    raise
-                # Stopped between the check and the submit: fall through.
-        return await loop.run_in_executor(None, bound)
+        try:
+            future = loop.run_in_executor(executor, bound)
+        except RuntimeError:  # shut down between the check and the submit
+            future = loop.run_in_executor(None, bound)
+        return await future
 
     def _executor(self) -> concurrent.futures.ThreadPoolExecutor | None:
         with self._calls_lock:
@@ -546,6 +543,14 @@ class Runtime:
         if system is not None and known is None:
             system.workflows_changed(sorted(self._registered()))
         return workflow._bound_to(self, self._host)
+
+    async def aregister(self, workflow: W) -> W:
+        """Await :meth:`register` without blocking the event loop.
+
+        On a shared store, registering on a running runtime tells the store
+        (a write); the twin does that on a worker thread. Same result and errors.
+        """
+        return await asyncio.get_running_loop().run_in_executor(None, self.register, workflow)
 
     @property
     def store(self) -> SnapshotStore | None:

@@ -73,7 +73,7 @@ BLOCKING_WORKFLOW_CALLS = [
     ("owner", "name"),
     [(Run, name) for name in BLOCKING_RUN_CALLS]
     + [(Workflow, name) for name in BLOCKING_WORKFLOW_CALLS]
-    + [(Runtime, "start"), (Runtime, "stop")]
+    + [(Runtime, "start"), (Runtime, "stop"), (Runtime, "register")]
     + [(RunReader, "get_run"), (RunReader, "list_runs")],
 )
 def test_every_call_that_can_wait_has_an_awaitable_twin_named_with_an_a(
@@ -381,9 +381,9 @@ def test_a_run_reader_answers_when_awaited(tmp_path: Path) -> None:
 
 def test_the_twins_work_on_a_postgresql_store(runtimes: Runtimes, postgres_url: str) -> None:
     rt = runtimes.start(postgres_url)
-    wf = rt.register(asking_workflow())
 
     async def main() -> None:
+        wf = await rt.aregister(asking_workflow())
         run = wf.create_run()
         assert (await run.astart(input_data={"n": 1}, timeout=WAIT)).status == "suspended"
         assert (await run.aresume(resume_data={}, timeout=WAIT)).result == {"n": 2}
