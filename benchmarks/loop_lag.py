@@ -14,7 +14,11 @@ loop's lag, which every other request on the loop also suffers. Meanwhile
   ``wf.get_workflow_run_execution_result(run_id)``, called on the loop (what an
   async app had to do before the ``a`` twins);
 - ``async``: the awaitable twins, ``await run.astart_async(...)`` and
-  ``await wf.aget_workflow_run_execution_result(run_id)``.
+  ``await wf.aget_workflow_run_execution_result(run_id)``;
+- ``client``: the same twins on a ``Runtime(role="client")``, while a
+  ``callboard worker`` process on the same SQLite file runs the runs: the
+  application's process then only starts and reads, and its loop shares the
+  GIL with no step.
 
 The workflow is a sync step and an async step that sleeps 20 ms. Each mode gets
 a fresh SQLite file and runtime. The script prints a table of the ticker's lag
@@ -25,7 +29,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,8 +44,8 @@ from pydantic import BaseModel
 
 from runtime import Runtime, create_step, create_workflow
 
-Mode = Literal["no-op", "sync", "async"]
-MODES: tuple[Mode, ...] = ("no-op", "sync", "async")
+Mode = Literal["no-op", "sync", "async", "client"]
+MODES: tuple[Mode, ...] = ("no-op", "sync", "async", "client")
 TICK = 0.010
 POLL = 0.010
 
@@ -128,6 +134,12 @@ async def _async_client(wf: Any, n: int) -> None:
         await asyncio.sleep(POLL)
 
 
+def _start_worker(store: Path) -> subprocess.Popen[bytes]:
+    """A ``callboard worker`` process that runs this file's workflow on ``store``."""
+    command = [sys.executable, "-m", "runtime", "worker", f"{Path(__file__).resolve()}:WORKFLOW"]
+    return subprocess.Popen([*command, "--db", str(store)], stderr=subprocess.DEVNULL)
+
+
 def measure(mode: Mode, runs: int, waves: int, directory: Path) -> Lag:
     """One round: the ticker's lag while ``runs`` clients start and poll, ``waves`` times over.
 
@@ -139,8 +151,14 @@ def measure(mode: Mode, runs: int, waves: int, directory: Path) -> Lag:
         lags: list[float] = []
         done = asyncio.Event()
         store = directory / f"{mode}-{time.monotonic_ns()}.db"
-        async with Runtime(store=str(store)) as rt:
+        role: Any = "client" if mode == "client" else "both"
+        worker: subprocess.Popen[bytes] | None = None
+        async with Runtime(store=str(store), role=role) as rt:
             wf = rt.register(WORKFLOW)
+            if mode == "client":
+                worker = _start_worker(store)
+                # Returns once the worker has taken a run: it is up.
+                await wf.create_run().astart(input_data={"n": 0}, timeout=60)
             ticker = asyncio.ensure_future(_ticker(lags, done))
             await asyncio.sleep(5 * TICK)  # the ticker settles
             del lags[:]
@@ -152,6 +170,9 @@ def measure(mode: Mode, runs: int, waves: int, directory: Path) -> Lag:
                 wall = time.perf_counter() - began
                 done.set()
                 await ticker
+                if worker is not None:
+                    worker.send_signal(signal.SIGTERM)
+                    worker.wait(30)
         return Lag(
             mode=mode,
             runs=runs * waves,
