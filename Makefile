@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
 	$(BIN)/python benchmarks/fleet.py
 	$(BIN)/python benchmarks/testkit.py
+	$(BIN)/python benchmarks/loop_lag.py
 
 chaos: $(STAMP)
 	$(BIN)/python benchmarks/chaos.py

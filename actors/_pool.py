@@ -59,24 +59,40 @@ STOP_TIMEOUT: Final = 5.0
 
 
 class AsyncLoop:
-    """One event loop on its own thread, started on first use, for ``async def`` steps."""
+    """Where ``async def`` steps run: one event loop on its own thread, or the application's.
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
+    Without ``loop``, a private loop thread is started on first use and ended
+    by :meth:`stop`. With ``loop`` (the application's, already running
+    elsewhere), bodies run on it as tasks; :meth:`stop` cancels the tasks it
+    started there, and leaves the loop itself alone.
+
+    Args:
+        loop: The application's event loop, or ``None`` for a private one.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        # Reentrant: a body done before its callback is added calls _forget at once.
+        self._lock = threading.RLock()
+        self._app_loop = loop
+        self._loop: asyncio.AbstractEventLoop | None = loop
         self._thread: threading.Thread | None = None
         self._stopped = False
+        # On the application's loop: the bodies still running, to cancel at the stop.
+        self._running: set[concurrent.futures.Future[Any]] = set()
 
     def submit(self, coroutine: Any) -> concurrent.futures.Future[Any]:
         """Schedule a coroutine on the loop; the future completes on the loop thread.
 
         Raises:
-            RuntimeStoppedError: if the loop has been stopped (the coroutine is closed).
+            RuntimeStoppedError: if the loop has been stopped, or the
+                application's loop is closed (the coroutine is closed).
         """
         with self._lock:
             if self._stopped:
                 coroutine.close()
                 raise RuntimeStoppedError("the runtime is stopped")
+            if self._app_loop is not None:
+                return self._submit_to_app(self._app_loop, coroutine)
             if self._loop is None:
                 self._loop = asyncio.new_event_loop()
                 self._thread = threading.Thread(
@@ -89,11 +105,41 @@ class AsyncLoop:
             loop = self._loop
         return asyncio.run_coroutine_threadsafe(coroutine, loop)
 
+    def _submit_to_app(
+        self, loop: asyncio.AbstractEventLoop, coroutine: Any
+    ) -> concurrent.futures.Future[Any]:
+        """Schedule on the application's loop (called with the lock held)."""
+        try:
+            future = asyncio.run_coroutine_threadsafe(coroutine, loop)
+        except RuntimeError:  # the loop is closed
+            coroutine.close()
+            raise RuntimeStoppedError(
+                "the application's event loop, which runs this runtime's async steps, is closed"
+            ) from None
+        self._running.add(future)
+        future.add_done_callback(self._forget)
+        return future
+
+    def _forget(self, future: concurrent.futures.Future[Any]) -> None:
+        with self._lock:
+            self._running.discard(future)
+
     def stop(self, timeout: float | None = None) -> None:
-        """Cancel what still runs, stop the loop and end its thread."""
+        """Cancel what still runs, stop the loop and end its thread.
+
+        On the application's loop, only the bodies started here are cancelled:
+        at once, without waiting for them to unwind (the caller may be on that
+        loop's own thread).
+        """
         with self._lock:
             self._stopped = True
             loop, thread = self._loop, self._thread
+            running = list(self._running)
+        if self._app_loop is not None:
+            if not self._app_loop.is_closed():
+                for future in running:
+                    future.cancel()
+            return
         if loop is None or thread is None:
             return
 

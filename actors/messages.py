@@ -58,6 +58,7 @@ __all__ = [
     "SubscribeRun",
     "SupervisorMessage",
     "TimerFired",
+    "UnsubscribeRun",
     "WakeRun",
     "WatchRun",
 ]
@@ -236,6 +237,18 @@ class SubscribeRun:
 
 
 @dataclass(frozen=True, slots=True)
+class UnsubscribeRun:
+    """Forget ``channel``: its watch was closed, or dropped by its owner.
+
+    Once a run's last channel goes, the registry stops following the run for
+    watchers (the memory of an abandoned watch must not last as long as the run).
+    """
+
+    run_id: str
+    channel: Channel[RunEvent]
+
+
+@dataclass(frozen=True, slots=True)
 class RecordFailure:
     """Mark a run failed with ``error``, building on its newest stored snapshot.
 
@@ -291,6 +304,7 @@ RegistryMessage: TypeAlias = (
     | SettledCommitted
     | WatchRun
     | SubscribeRun
+    | UnsubscribeRun
     | RecordFailure
     | RunsClaimed
     | SnapshotSeen

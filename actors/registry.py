@@ -30,6 +30,7 @@ from actors.messages import (
     SnapshotTaken,
     StartRun,
     SubscribeRun,
+    UnsubscribeRun,
     WatchRun,
 )
 from actors.step import error_dict
@@ -115,6 +116,8 @@ class RegistryActor(ThreadActor):
                 self._on_watch_run(message)
             case SubscribeRun():
                 self._on_subscribe_run(message)
+            case UnsubscribeRun():
+                self._on_unsubscribe_run(message)
             case RecordFailure():
                 self._on_record_failure(message)
             case RunsClaimed():
@@ -273,6 +276,21 @@ class RegistryActor(ThreadActor):
             self._seen[run_id] = ("", {})
         if self._watcher is not None and run_id in self._channels:
             self._watcher.add(run_id, -1 if current is None else current.seq)
+
+    def _on_unsubscribe_run(self, message: UnsubscribeRun) -> None:
+        """A watch was closed or dropped: forget its channel, and the run once none is left."""
+        run_id = message.run_id
+        channels = self._channels.get(run_id)
+        if channels is None:
+            return
+        # By identity: two channels are never the same watch.
+        kept = [channel for channel in channels if channel is not message.channel]
+        if kept:
+            self._channels[run_id] = kept
+            return
+        del self._channels[run_id]
+        self._seen.pop(run_id, None)
+        self._unwatch(run_id)
 
     def _on_snapshot_seen(self, message: SnapshotSeen) -> None:
         """A run changed in another process (or was lost to one): tell who waits here."""

@@ -9,6 +9,7 @@ seam: a stopped actor becomes ``RuntimeStoppedError`` or a settled event.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
@@ -37,6 +38,7 @@ from actors.messages import (
     SnapshotTaken,
     StartRun,
     SubscribeRun,
+    UnsubscribeRun,
     WatchRun,
 )
 from actors.registry import RegistryActor
@@ -98,6 +100,8 @@ class ActorSystem:
         on_give_up: Called, once, with the reason, when the supervisor or the
             registry fails too often (:class:`~actors._dispatch.FaultBudget`).
         role: On a shared store, what this runtime does (see :data:`Role`).
+        step_loop: The application's event loop, to run ``async def`` step
+            bodies on; ``None`` runs them on a loop thread of the system's own.
 
     On a shared store (:class:`~runtime._stores.base.SharedStore`) runs beyond
     ``max_concurrent_runs`` wait in the store, not here: a run started here is
@@ -117,6 +121,7 @@ class ActorSystem:
         retention: RetentionPolicy | None = None,
         on_give_up: Callable[[str], None] | None = None,
         role: Role = "both",
+        step_loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.store = store
         self.role = role
@@ -131,7 +136,7 @@ class ActorSystem:
         # On a shared store runs wait in the store, never in this process's memory.
         self.pending = None if max_pending_runs is None or shared else PendingRuns(max_pending_runs)
         self.dispatcher = Dispatcher()
-        self.loop = AsyncLoop()
+        self.loop = AsyncLoop(step_loop)
         self.pool = StepPool(self.loop, limit=max_step_threads)
         self.timers = Timers()
         self.hooks = HookRunner()
@@ -395,6 +400,11 @@ class ActorSystem:
             self.registry.tell(SubscribeRun(run_id=run_id, channel=channel))
         except pykka.ActorDeadError:
             channel.close()
+
+    def unsubscribe(self, run_id: str, channel: Channel[RunEvent]) -> None:
+        """Have the registry forget ``channel``: its watch was closed or dropped."""
+        with contextlib.suppress(pykka.ActorDeadError):
+            self.registry.tell(UnsubscribeRun(run_id=run_id, channel=channel))
 
     # --- ends that happen outside the actors -----------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Iterable
@@ -155,6 +156,33 @@ class RunReader:
         """Runs newest first, of one workflow or all; see ``list_workflow_runs``."""
         return list_runs(
             self._store,
+            workflow_id=workflow_id,
+            status=status,
+            from_date=from_date,
+            to_date=to_date,
+            limit=limit,
+            offset=offset,
+        )
+
+    async def aget_run(
+        self, run_id: str, fields: Iterable[str] | None = None
+    ) -> WorkflowResult | None:
+        """Await :meth:`get_run` without blocking the event loop (read on a worker thread)."""
+        return await asyncio.to_thread(self.get_run, run_id, fields)
+
+    async def alist_runs(
+        self,
+        *,
+        workflow_id: str | None = None,
+        status: RunStatus | str | None = None,
+        from_date: datetime | None = None,
+        to_date: datetime | None = None,
+        limit: int | None = 50,
+        offset: int = 0,
+    ) -> WorkflowRunList:
+        """Await :meth:`list_runs` without blocking the event loop (read on a worker thread)."""
+        return await asyncio.to_thread(
+            self.list_runs,
             workflow_id=workflow_id,
             status=status,
             from_date=from_date,

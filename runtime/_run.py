@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+import weakref
 from collections.abc import Mapping
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import BaseModel
@@ -175,6 +178,54 @@ class Run(Generic[In, Out]):
         )
         return self.wait(timeout)
 
+    async def astart_async(
+        self,
+        *,
+        input_data: In | Mapping[str, Any] | None = None,
+        request_context: RequestContext | Mapping[str, Any] | None = None,
+        initial_state: BaseModel | Mapping[str, Any] | None = None,
+        tracing_options: TracingOptions | Mapping[str, Any] | None = None,
+        output_options: OutputOptions | Mapping[str, Any] | None = None,
+    ) -> StartAsyncResult:
+        """Await :meth:`start_async` without blocking the event loop.
+
+        Same arguments, result and errors. The validation and the store's
+        commit run on one of the runtime's call threads. Cancelling the
+        awaiting task does not undo a start already on its way: the run may
+        still be recorded and run.
+        """
+        return await self._host.call(
+            self.start_async,
+            input_data=input_data,
+            request_context=request_context,
+            initial_state=initial_state,
+            tracing_options=tracing_options,
+            output_options=output_options,
+        )
+
+    async def astart(
+        self,
+        *,
+        input_data: In | Mapping[str, Any] | None = None,
+        request_context: RequestContext | Mapping[str, Any] | None = None,
+        initial_state: BaseModel | Mapping[str, Any] | None = None,
+        tracing_options: TracingOptions | Mapping[str, Any] | None = None,
+        output_options: OutputOptions | Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> WorkflowResult:
+        """Await :meth:`start` without blocking the event loop: start, then await the end.
+
+        Same arguments, result and errors as :meth:`start`.
+        """
+        await self.astart_async(
+            input_data=input_data,
+            request_context=request_context,
+            initial_state=initial_state,
+            tracing_options=tracing_options,
+            output_options=output_options,
+        )
+        return await self.wait_async(timeout)
+
     def wait(self, timeout: float | None = None) -> WorkflowResult:
         """Block until the run ends or suspends, and return its result.
 
@@ -199,21 +250,39 @@ class Run(Generic[In, Out]):
             return self._result(self._host.load(self.run_id))
         return self._result(record)
 
-    async def wait_async(self) -> WorkflowResult:
+    async def wait_async(self, timeout: float | None = None) -> WorkflowResult:
         """Await the end (or suspension) of the run without blocking the event loop.
 
-        Use ``asyncio.wait_for`` for a timeout; cancelling the wait leaves the run going.
+        The awaitable twin of :meth:`wait` (``await`` being a keyword, it keeps
+        this name). Cancelling the wait leaves the run going.
+
+        Args:
+            timeout: Seconds to wait; ``None`` waits as long as it takes.
 
         Raises:
             RunNotStartedError: if the run was never started.
             RunDeletedError: if the run ended and its record was deleted or pruned.
+            RunTimeoutError: if ``timeout`` passed first (the run goes on).
         """
-        record = self._started_record()
+        if timeout is None:
+            return await self._settled()
+        try:
+            return await asyncio.wait_for(self._settled(), timeout)
+        except TimeoutError:
+            raise RunTimeoutError(
+                f"run {self.run_id!r} did not end within {timeout} seconds; it goes on",
+                run_id=self.run_id,
+            ) from None
+
+    async def _settled(self) -> WorkflowResult:
+        host = self._host
+        record: SnapshotRecord | None = await host.call(self._started_record)
+        assert record is not None
         if record.status not in SETTLED_STATUSES:
             latch = Latch()
-            self._host.watch(self.run_id, latch)
+            host.watch(self.run_id, latch)
             await latch.wait_async()
-            return self._result(self._host.load(self.run_id))
+            record = await host.call(host.load, self.run_id)
         return self._result(record)
 
     def watch(self, timeout: float | None = None) -> RunWatch:
@@ -242,7 +311,15 @@ class Run(Generic[In, Out]):
             read_result(record, self.workflow_id)  # raises for a damaged snapshot
         watch = RunWatch(self.run_id, timeout)
         self._host.subscribe(self.run_id, watch._channel)
+        watch._attach(self._host)
         return watch
+
+    async def awatch(self, timeout: float | None = None) -> RunWatch:
+        """Await :meth:`watch` without blocking the event loop (it reads the store).
+
+        Same arguments, result and errors; iterate the watch with ``async for``.
+        """
+        return await self._host.call(self.watch, timeout)
 
     def resume(
         self,
@@ -328,6 +405,33 @@ class Run(Generic[In, Out]):
             raise self._resume_lost()
         return StartAsyncResult(run_id=self.run_id)
 
+    async def aresume_async(
+        self,
+        *,
+        step: Step[Any, Any] | str | None = None,
+        resume_data: BaseModel | Mapping[str, Any] | None = None,
+    ) -> StartAsyncResult:
+        """Await :meth:`resume_async` without blocking the event loop.
+
+        Same arguments, result and errors; the compare-and-set and its commit
+        run on one of the runtime's call threads.
+        """
+        return await self._host.call(self.resume_async, step=step, resume_data=resume_data)
+
+    async def aresume(
+        self,
+        *,
+        step: Step[Any, Any] | str | None = None,
+        resume_data: BaseModel | Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> WorkflowResult:
+        """Await :meth:`resume` without blocking the event loop: resume, then await the end.
+
+        Same arguments, result and errors as :meth:`resume`.
+        """
+        await self.aresume_async(step=step, resume_data=resume_data)
+        return await self.wait_async(timeout)
+
     def _resume_lost(self) -> WorkflowError:
         """Why the store refused a resume of the run read suspended: what changed it since."""
         current = self._host.load(self.run_id)
@@ -394,6 +498,15 @@ class Run(Generic[In, Out]):
                     run_id=self.run_id,
                 )
             time.sleep(0.005)  # between two hands (a resume on its way to an actor)
+
+    async def acancel(self) -> bool:
+        """Await :meth:`cancel` without blocking the event loop.
+
+        Same result and errors. The cancel (and, for a run another process
+        holds, the wait for that process to carry it out) runs on one of the
+        runtime's call threads.
+        """
+        return await self._host.call(self.cancel)
 
     def _cancel_elsewhere(self, system: ActorSystem, store: SharedStore) -> bool:
         """Cancel a run no actor here drives, on a shared store.
@@ -527,17 +640,78 @@ REMOTE_CANCEL_PATIENCE = 60.0
 
 
 class RunWatch:
-    """The events of one run, for ``for`` and ``async for``; see :meth:`Run.watch`."""
+    """The events of one run, for ``for`` and ``async for``; see :meth:`Run.watch`.
+
+    A watch holds a subscription in the runtime until the run ends. Close it
+    when you are done before then (``close()``, or use it as a context
+    manager, ``with`` or ``async with``); a watch that is dropped without a
+    close is closed when it is garbage-collected::
+
+        with run.watch() as events:
+            for event in events:
+                if event.type == "step_finished":
+                    break
+    """
 
     def __init__(self, run_id: str, timeout: float | None) -> None:
         self.run_id = run_id
         self._timeout = timeout
         self._channel: Channel[RunEvent] = Channel()
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+        self._closed = False
+
+    def _attach(self, host: RunHost) -> None:
+        """Unsubscribe from ``host`` at :meth:`close`, or once this watch is dropped."""
+        # The finalizer holds the channel and the host, never the watch itself.
+        finalizer = weakref.finalize(self, _unsubscribe, host, self.run_id, self._channel)
+        finalizer.atexit = False
+        self._finalizer = finalizer
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def close(self) -> None:
+        """Stop watching: the iteration ends, and the runtime forgets this watch.
+
+        Events not yet taken are dropped. Closing a closed watch does nothing.
+        """
+        self._closed = True
+        finalizer = self._finalizer
+        if finalizer is not None:
+            finalizer()
+        else:
+            self._channel.close()
+
+    def __enter__(self) -> RunWatch:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> RunWatch:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def __iter__(self) -> RunWatch:
         return self
 
     def __next__(self) -> RunEvent:
+        if self._closed:
+            raise StopIteration
         try:
             return self._channel.get(self._timeout)
         except ChannelClosed:
@@ -552,10 +726,18 @@ class RunWatch:
         return self
 
     async def __anext__(self) -> RunEvent:
+        if self._closed:
+            raise StopAsyncIteration
         try:
             return await self._channel.aget()
         except ChannelClosed:
             raise StopAsyncIteration from None
+
+
+def _unsubscribe(host: RunHost, run_id: str, channel: Channel[RunEvent]) -> None:
+    """End a watch: close its channel, and have the runtime forget it."""
+    channel.close()
+    host.unsubscribe(run_id, channel)
 
 
 def _resume_target(snapshot: Snapshot, step: Any, run_id: str) -> str:

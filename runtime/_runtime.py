@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import concurrent.futures
+import contextvars
+import functools
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, get_args, overload
@@ -30,9 +34,28 @@ if TYPE_CHECKING:
     from actors.system import ActorSystem
     from runtime._workflow import Workflow
 
-__all__ = ["DEFAULT_STOP_TIMEOUT", "RunHost", "Runtime", "default_runtime"]
+__all__ = [
+    "CALL_THREADS",
+    "DEFAULT_STOP_TIMEOUT",
+    "AsyncSteps",
+    "RunHost",
+    "Runtime",
+    "default_runtime",
+    "offload",
+]
 
 W = TypeVar("W", bound="Workflow[Any, Any]")
+T = TypeVar("T")
+
+CALL_THREADS: Final = 8
+"""The most threads a runtime runs the blocking part of its awaitable calls on.
+
+``astart_async``, ``acancel``, ``alist_workflow_runs`` and the other ``a``
+calls hand their blocking part (validation, a store commit, a lock another
+process holds, a wait for another process) to these threads and await it, so
+the event loop never waits. Calls beyond the bound queue for a thread without
+blocking the loop; the threads end with the runtime.
+"""
 
 DEFAULT_STOP_TIMEOUT: Final = 10.0
 """Seconds ``stop()`` waits for runs in progress before failing them."""
@@ -58,6 +81,9 @@ thread while they await.
 RoleName = Literal["both", "worker", "client"]
 """A runtime's role on a shared store (see :class:`Runtime`)."""
 
+AsyncSteps = Literal["private", "app"] | asyncio.AbstractEventLoop
+"""Where a runtime runs ``async def`` step bodies (see :class:`Runtime`)."""
+
 
 class RunHost:
     """What a bound workflow's runs use of their runtime: its store and its actor system.
@@ -74,6 +100,45 @@ class RunHost:
         self.system: ActorSystem | None = None
         self.state: Literal["new", "running", "stopping", "stopped"] = "new"
         self.failure: str | None = None  # why the runtime stopped itself, if it did
+        self._calls: concurrent.futures.ThreadPoolExecutor | None = None
+        self._calls_lock = threading.Lock()
+
+    async def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Await ``fn(*args, **kwargs)`` run on one of the runtime's call threads.
+
+        The calling task's context variables go with it. A runtime that is not
+        running (new, or stopped: its results stay readable) lends no thread:
+        the call runs on asyncio's default executor instead.
+        """
+        loop = asyncio.get_running_loop()
+        bound = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+        executor = self._executor()
+        try:
+            future = loop.run_in_executor(executor, bound)
+        except RuntimeError:  # shut down between the check and the submit
+            future = loop.run_in_executor(None, bound)
+        return await future
+
+    def _executor(self) -> concurrent.futures.ThreadPoolExecutor | None:
+        with self._calls_lock:
+            if self.state != "running":
+                return None
+            if self._calls is None:
+                self._calls = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=CALL_THREADS, thread_name_prefix="callboard-call"
+                )
+            return self._calls
+
+    def close_calls(self) -> None:
+        """End the call threads: calls queued are cancelled, calls running are waited for.
+
+        Called once the actors have stopped, when every call still running
+        finds the runtime stopped and returns soon.
+        """
+        with self._calls_lock:
+            calls, self._calls = self._calls, None
+        if calls is not None:
+            calls.shutdown(wait=True, cancel_futures=True)
 
     def running(self) -> ActorSystem:
         """The actor system, for calls that change runs.
@@ -140,6 +205,20 @@ class RunHost:
         else:
             system.subscribe(run_id, channel)
 
+    def unsubscribe(self, run_id: str, channel: Channel[RunEvent]) -> None:
+        """Stop putting the run's events into ``channel`` (a closed or dropped watch)."""
+        system = self.system
+        if system is not None and self.state != "stopped":
+            system.unsubscribe(run_id, channel)
+
+
+async def offload(host: RunHost | None, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Await a blocking call off the event loop: on ``host``'s call threads, if it has a host."""
+    if host is not None:
+        return await host.call(fn, *args, **kwargs)
+    bound = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+    return await asyncio.get_running_loop().run_in_executor(None, bound)
+
 
 class Runtime:
     """A workflow runtime: the actors that run workflows and remember their runs.
@@ -201,6 +280,16 @@ class Runtime:
             it registered, whoever started them, and starts none;
             ``"client"`` starts, queries, waits on, resumes and cancels runs,
             and runs none. On a memory store only ``"both"`` makes sense.
+        async_steps: Where ``async def`` step bodies run. ``"private"`` (the
+            default): on one event loop thread of the runtime's own, whatever
+            loop the application runs. ``"app"``: on the event loop running
+            where the runtime is started (``start()`` or ``astart()`` called
+            inside a coroutine, ``async with Runtime(...)``), so that a step
+            can use clients made on the application's loop; an event loop
+            object: on that loop. With the application's loop, stop the
+            runtime with ``astop()`` (or ``async with``) and use the ``a``
+            calls from the loop: a blocking call made on the loop's thread
+            would wait for steps that need that very loop.
 
     Raises:
         TypeError: for a ``store`` that is none of the above, a
@@ -209,7 +298,8 @@ class Runtime:
         ValueError: for a ``max_concurrent_runs``, ``max_step_threads`` or
             ``max_pending_runs`` below 1, a negative ``stop_timeout``, an
             empty store location, a retention policy pydantic refuses, an
-            unknown ``role``, or a role other than ``"both"`` on a memory store.
+            unknown ``role``, a role other than ``"both"`` on a memory store,
+            or an ``async_steps`` that is none of the above.
     """
 
     def __init__(
@@ -222,7 +312,16 @@ class Runtime:
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
         retention: RetentionPolicy | Mapping[str, Any] | None = None,
         role: RoleName = "both",
+        async_steps: AsyncSteps = "private",
     ) -> None:
+        if not isinstance(async_steps, asyncio.AbstractEventLoop) and async_steps not in (
+            "private",
+            "app",
+        ):
+            raise ValueError(
+                f"async_steps must be 'private', 'app' or an event loop, got {async_steps!r}"
+            )
+        self._async_steps = async_steps
         if role not in get_args(RoleName):
             raise ValueError(f"role must be 'both', 'worker' or 'client', got {role!r}")
         if max_concurrent_runs is not None and max_concurrent_runs < 1:
@@ -280,9 +379,25 @@ class Runtime:
                 that cannot be reached, a database that does not exist, a failed
                 login, the extra not installed; or a store written by a newer
                 callboard. The message says which.
+            ValueError: with ``async_steps="app"``, if no event loop runs here.
         """
+        return self._start(_running_loop())
+
+    async def astart(self) -> Runtime:
+        """Start the actors without blocking the event loop; see :meth:`start`.
+
+        With ``async_steps="app"``, async step bodies run on the loop awaiting this.
+
+        Returns:
+            The runtime itself.
+        """
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self._start, loop)
+
+    def _start(self, running: asyncio.AbstractEventLoop | None) -> Runtime:
         from actors.system import ActorSystem
 
+        step_loop = self._step_loop(running)
         host = self._host
         with self._lock:
             if host.state == "running":
@@ -300,6 +415,7 @@ class Runtime:
                 retention=self._retention,
                 on_give_up=self._gave_up,
                 role=host.role,
+                step_loop=step_loop,
             )
             try:
                 system.start_claiming(self._registered)  # joins the store: it may fail
@@ -340,6 +456,33 @@ class Runtime:
             system.shutdown(self._stop_timeout if timeout is None else timeout)
         finally:
             host.state = "stopped"
+            host.close_calls()
+
+    async def astop(self, timeout: float | None = None) -> None:
+        """Stop the runtime without blocking the event loop; see :meth:`stop`.
+
+        Args:
+            timeout: Seconds to wait for runs in progress.
+        """
+        await asyncio.get_running_loop().run_in_executor(None, self.stop, timeout)
+
+    def _step_loop(
+        self, running: asyncio.AbstractEventLoop | None
+    ) -> asyncio.AbstractEventLoop | None:
+        """The loop async step bodies run on: ``None`` for the runtime's private one."""
+        chosen = self._async_steps
+        if chosen == "private":
+            return None
+        if chosen == "app":
+            if running is None:
+                raise ValueError(
+                    "async_steps='app' runs async steps on the application's event loop, "
+                    "but no event loop runs here: start the runtime inside a coroutine "
+                    "(await rt.astart(), async with Runtime(...)), or pass the loop"
+                )
+            return running
+        assert isinstance(chosen, asyncio.AbstractEventLoop)
+        return chosen
 
     def _registered(self) -> dict[str, ExecutionPlan]:
         """The workflows this runtime runs, by id (none, for a client)."""
@@ -362,6 +505,17 @@ class Runtime:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+    async def __aenter__(self) -> Runtime:
+        return await self.astart()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.astop()
 
     def register(self, workflow: W) -> W:
         """Bind a committed workflow to this runtime.
@@ -390,10 +544,25 @@ class Runtime:
             system.workflows_changed(sorted(self._registered()))
         return workflow._bound_to(self, self._host)
 
+    async def aregister(self, workflow: W) -> W:
+        """Await :meth:`register` without blocking the event loop.
+
+        On a shared store, registering on a running runtime tells the store
+        (a write); the twin does that on a worker thread. Same result and errors.
+        """
+        return await asyncio.get_running_loop().run_in_executor(None, self.register, workflow)
+
     @property
     def store(self) -> SnapshotStore | None:
         """The store runs are kept in (``None`` for a SQLite file before :meth:`start`)."""
         return self._host.store
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _at_least_one(name: str, value: object) -> int:

@@ -36,6 +36,7 @@ from runtime._plan import (
 )
 from runtime._queries import get_run, list_runs
 from runtime._run import Run
+from runtime._runtime import offload
 from runtime._step import Step
 from runtime._stores.base import SnapshotStore
 from runtime._stores.memory import MemoryStore
@@ -529,6 +530,54 @@ class Workflow(Generic[In, Out]):
                 run_id=run_id,
             )
         return store.delete(run_id)
+
+    async def aget_workflow_run_execution_result(self, run_id: str) -> WorkflowResult | None:
+        """Await :meth:`get_workflow_run_execution_result` without blocking the event loop.
+
+        Same argument, result and errors; the store is read on one of the
+        runtime's call threads.
+        """
+        return await offload(self._host, self.get_workflow_run_execution_result, run_id)
+
+    async def aget_workflow_run_by_id(
+        self, run_id: str, fields: Iterable[str] | None = None
+    ) -> WorkflowResult | None:
+        """Await :meth:`get_workflow_run_by_id` without blocking the event loop.
+
+        Same arguments, result and errors.
+        """
+        return await offload(self._host, self.get_workflow_run_by_id, run_id, fields)
+
+    async def alist_workflow_runs(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        from_date: datetime | None = None,
+        to_date: datetime | None = None,
+        limit: int | None = 50,
+        offset: int = 0,
+    ) -> WorkflowRunList:
+        """Await :meth:`list_workflow_runs` without blocking the event loop.
+
+        Same arguments, result and errors.
+        """
+        return await offload(
+            self._host,
+            self.list_workflow_runs,
+            status=status,
+            from_date=from_date,
+            to_date=to_date,
+            limit=limit,
+            offset=offset,
+        )
+
+    async def adelete_workflow_run_by_id(self, run_id: str) -> bool:
+        """Await :meth:`delete_workflow_run_by_id` without blocking the event loop.
+
+        Same argument, result and errors; the delete is committed on one of
+        the runtime's call threads.
+        """
+        return await offload(self._host, self.delete_workflow_run_by_id, run_id)
 
     def _store(self, *, start: bool) -> SnapshotStore:
         runtime = self._runtime

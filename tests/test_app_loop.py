@@ -1,0 +1,151 @@
+"""Async step bodies on the application's event loop: ``Runtime(async_steps="app" | loop)``."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+from runtime import RunStatus, Runtime, create_step, create_workflow
+from tests._support import Value, wait_for_no_callboard_threads
+
+WAIT = 10.0
+
+
+class LoopBoundClient:
+    """A client made on the application's loop, as an HTTP or database client is.
+
+    Its ``asyncio.Event`` is used on that loop first, which binds it there:
+    used from another loop it raises "bound to a different event loop".
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.ready = asyncio.Event()
+        self.calls = 0
+
+    async def warm_up(self) -> None:
+        waiter = asyncio.ensure_future(self.ready.wait())  # binds the event to this loop
+        await asyncio.sleep(0)
+        self.ready.set()
+        await waiter
+
+    async def fetch(self, value: str) -> str:
+        await self.ready.wait()
+        self.calls += 1
+        return value.upper()
+
+
+def client_workflow(client: LoopBoundClient) -> Any:
+    async def fetch(ctx: Any) -> Value:
+        return Value(value=await client.fetch(ctx.input_data.value))
+
+    return (
+        create_workflow(id="fetches", input_schema=Value, output_schema=Value)
+        .then(create_step(id="fetch", input_schema=Value, output_schema=Value, execute=fetch))
+        .commit()
+    )
+
+
+def test_a_client_bound_to_the_apps_loop_works_in_a_step_with_async_steps_app() -> None:
+    async def main() -> None:
+        client = LoopBoundClient()
+        await client.warm_up()
+        async with Runtime(async_steps="app") as rt:
+            wf = rt.register(client_workflow(client))
+            result = await wf.create_run().astart(input_data={"value": "hi"}, timeout=WAIT)
+        assert result.status == RunStatus.SUCCESS and result.result == {"value": "HI"}
+        assert client.calls == 1
+        # The application's own use of its client still works afterwards.
+        assert await client.fetch("after") == "AFTER"
+
+    asyncio.run(main())
+    assert not wait_for_no_callboard_threads()
+
+
+def test_the_same_client_fails_in_a_step_on_the_private_loop() -> None:
+    async def main() -> None:
+        client = LoopBoundClient()
+        await client.warm_up()
+        client.ready.clear()  # so that a wait really waits, and checks its loop
+        async with Runtime() as rt:  # async_steps="private", the default
+            wf = rt.register(client_workflow(client))
+            result = await wf.create_run().astart(input_data={"value": "hi"}, timeout=WAIT)
+        assert result.status == RunStatus.FAILED
+        assert "different event loop" in result.error.message
+
+    asyncio.run(main())
+
+
+def test_a_runtime_given_a_loop_runs_async_steps_on_that_loop() -> None:
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="app-loop")
+    thread.start()
+    seen: list[asyncio.AbstractEventLoop] = []
+
+    async def where(ctx: Any) -> Value:
+        seen.append(asyncio.get_running_loop())
+        return ctx.input_data
+
+    wf = (
+        create_workflow(id="where", input_schema=Value, output_schema=Value)
+        .then(create_step(id="where", input_schema=Value, output_schema=Value, execute=where))
+        .commit()
+    )
+    try:
+        with Runtime(async_steps=loop) as rt:
+            result = rt.register(wf).create_run().start(input_data={"value": "v"}, timeout=WAIT)
+        assert result.status == RunStatus.SUCCESS
+        assert seen == [loop]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+    assert not wait_for_no_callboard_threads()
+
+
+def test_async_steps_app_outside_a_running_loop_is_refused_at_start() -> None:
+    rt = Runtime(async_steps="app")
+    with pytest.raises(ValueError, match="no event loop runs here"):
+        rt.start()
+    assert not rt.is_running
+
+
+def test_async_steps_must_be_private_app_or_a_loop() -> None:
+    with pytest.raises(ValueError, match="async_steps"):
+        Runtime(async_steps="shared")  # type: ignore[arg-type]
+
+
+def test_astop_cancels_the_steps_it_started_on_the_apps_loop_and_leaves_the_loop_running() -> None:
+    async def main() -> None:
+        started = asyncio.Event()
+
+        async def forever(ctx: Any) -> Value:
+            started.set()
+            await asyncio.sleep(3600)
+            return ctx.input_data
+
+        wf = (
+            create_workflow(id="forever", input_schema=Value, output_schema=Value)
+            .then(
+                create_step(id="forever", input_schema=Value, output_schema=Value, execute=forever)
+            )
+            .commit()
+        )
+        rt = await Runtime(async_steps="app").astart()
+        bound = rt.register(wf)
+        run = bound.create_run()
+        await run.astart_async(input_data={"value": "v"})
+        await asyncio.wait_for(started.wait(), WAIT)
+        await rt.astop(timeout=0.1)
+        result = await bound.aget_workflow_run_execution_result(run.run_id)
+        assert result is not None and result.status == RunStatus.FAILED
+        # This loop goes on: only the runtime's own tasks were cancelled.
+        assert await asyncio.sleep(0, result="alive") == "alive"
+        left = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        assert left == []
+
+    asyncio.run(main())
+    assert not wait_for_no_callboard_threads()

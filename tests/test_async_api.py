@@ -1,0 +1,398 @@
+"""The awaitable twins: every call that can wait has an ``a`` twin that never blocks the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import inspect
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runtime import (
+    InvalidInputError,
+    Run,
+    RunAlreadyStartedError,
+    RunReader,
+    RunStatus,
+    Runtime,
+    RunTimeoutError,
+    RunWatch,
+    Workflow,
+    create_step,
+    create_workflow,
+)
+from runtime._sync import Channel
+from tests._support import (
+    BLOCK_LIMIT,
+    Counter,
+    N,
+    Runtimes,
+    Value,
+    held_workflow,
+    inc_step,
+    quick_workflow,
+    wait_for_no_callboard_threads,
+    wait_until,
+)
+
+WAIT = 10.0
+
+
+def asking_workflow(workflow_id: str = "asks") -> Any:
+    """``ask`` suspends until resumed, then ``inc`` adds one."""
+
+    def ask(ctx: Any) -> N:
+        if ctx.resume_data is None:
+            ctx.suspend({"question": "go on?"})
+        return ctx.input_data
+
+    return (
+        create_workflow(id=workflow_id, input_schema=N, output_schema=N)
+        .then(create_step(id="ask", input_schema=N, output_schema=N, execute=ask))
+        .then(inc_step())
+        .commit()
+    )
+
+
+# --- one convention, applied everywhere ------------------------------------------------------
+
+BLOCKING_RUN_CALLS = ["start_async", "start", "resume_async", "resume", "cancel", "watch"]
+BLOCKING_WORKFLOW_CALLS = [
+    "get_workflow_run_execution_result",
+    "get_workflow_run_by_id",
+    "list_workflow_runs",
+    "delete_workflow_run_by_id",
+]
+
+
+@pytest.mark.parametrize(
+    ("owner", "name"),
+    [(Run, name) for name in BLOCKING_RUN_CALLS]
+    + [(Workflow, name) for name in BLOCKING_WORKFLOW_CALLS]
+    + [(Runtime, "start"), (Runtime, "stop"), (Runtime, "register")]
+    + [(RunReader, "get_run"), (RunReader, "list_runs")],
+)
+def test_every_call_that_can_wait_has_an_awaitable_twin_named_with_an_a(
+    owner: type, name: str
+) -> None:
+    twin = getattr(owner, "a" + name)
+    assert inspect.iscoroutinefunction(twin)
+    sync_params = list(inspect.signature(getattr(owner, name)).parameters)
+    assert list(inspect.signature(twin).parameters) == sync_params
+
+
+def test_wait_keeps_its_name_wait_async_since_await_is_a_keyword() -> None:
+    assert inspect.iscoroutinefunction(Run.wait_async)
+    assert "timeout" in inspect.signature(Run.wait_async).parameters
+
+
+# --- the twins do what their sync calls do ---------------------------------------------------
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_a_run_started_awaited_and_queried_with_the_twins(store: str, tmp_path: Path) -> None:
+    location = "memory" if store == "memory" else str(tmp_path / "runs.db")
+
+    async def main() -> None:
+        async with Runtime(store=location) as rt:
+            wf = rt.register(quick_workflow())
+            started = await wf.create_run().astart_async(input_data={"value": "hi"})
+            first = await wf.aget_workflow_run_execution_result(started.run_id)
+            assert first is not None and first.run_id == started.run_id
+
+            result = await wf.create_run(run_id="second").astart(
+                input_data={"value": "yo"}, timeout=WAIT
+            )
+            assert result.status == RunStatus.SUCCESS and result.result == {"value": "YO"}
+
+            by_id = await wf.aget_workflow_run_by_id("second", fields=["result"])
+            assert by_id is not None and by_id.result == {"value": "YO"} and by_id.input is None
+            listed = await wf.alist_workflow_runs(status="success")
+            assert "second" in [run.run_id for run in listed.runs]
+            assert await wf.adelete_workflow_run_by_id("second") is True
+            assert await wf.aget_workflow_run_execution_result("second") is None
+            assert await wf.aget_workflow_run_execution_result("no-such-run") is None
+
+    asyncio.run(main())
+    assert not wait_for_no_callboard_threads()
+
+
+def test_the_twins_raise_what_the_sync_calls_raise(runtime: Runtime) -> None:
+    wf = runtime.register(quick_workflow())
+
+    async def main() -> None:
+        run = wf.create_run()
+        with pytest.raises(InvalidInputError):
+            await run.astart_async(input_data={"valu": "typo"})
+        await run.astart_async(input_data={"value": "good"})
+        with pytest.raises(RunAlreadyStartedError):
+            await run.astart_async(input_data={"value": "again"})
+        with pytest.raises(TypeError):
+            await wf.aget_workflow_run_execution_result(42)  # type: ignore[arg-type]
+
+    asyncio.run(main())
+
+
+def test_a_suspended_run_is_resumed_and_watched_with_the_twins(runtime: Runtime) -> None:
+    wf = runtime.register(asking_workflow())
+
+    async def main() -> None:
+        run = wf.create_run()
+        suspended = await run.astart(input_data={"n": 1}, timeout=WAIT)
+        assert suspended.status == RunStatus.SUSPENDED
+        async with await run.awatch() as watch:
+            result = await run.aresume(resume_data={}, timeout=WAIT)
+            statuses = [event.status async for event in watch if event.type == "status"]
+        assert result.status == RunStatus.SUCCESS and result.result == {"n": 2}
+        assert statuses[-1] == RunStatus.SUCCESS
+
+        other = wf.create_run()
+        await other.astart_async(input_data={"n": 5})
+        assert (await other.wait_async(WAIT)).status == RunStatus.SUSPENDED
+        await other.aresume_async(step="ask", resume_data={})
+        assert (await other.wait_async(WAIT)).result == {"n": 6}
+
+    asyncio.run(main())
+
+
+def test_acancel_cancels_a_running_run(runtime: Runtime) -> None:
+    gate, entered = threading.Event(), threading.Event()
+    wf = runtime.register(held_workflow(Counter(), gate, entered))
+
+    async def main() -> None:
+        run = wf.create_run()
+        await run.astart_async(input_data={"value": "x"})
+        await asyncio.get_running_loop().run_in_executor(None, entered.wait, BLOCK_LIMIT)
+        assert await run.acancel() is True
+        gate.set()
+        assert (await run.wait_async(WAIT)).status == RunStatus.CANCELED
+        assert await run.acancel() is False
+
+    try:
+        asyncio.run(main())
+    finally:
+        gate.set()
+
+
+def test_wait_async_with_a_timeout_raises_run_timeout_error_and_the_run_goes_on(
+    runtime: Runtime,
+) -> None:
+    gate = threading.Event()
+    wf = runtime.register(held_workflow(Counter(), gate))
+
+    async def main() -> None:
+        run = wf.create_run()
+        await run.astart_async(input_data={"value": "x"})
+        with pytest.raises(RunTimeoutError):
+            await run.wait_async(0.05)
+        gate.set()
+        assert (await run.wait_async(WAIT)).status == RunStatus.SUCCESS
+
+    try:
+        asyncio.run(main())
+    finally:
+        gate.set()
+
+
+def test_queries_of_a_stopped_runtime_still_answer_when_awaited() -> None:
+    async def main() -> None:
+        rt = await Runtime().astart()
+        wf = rt.register(quick_workflow())
+        result = await wf.create_run(run_id="r").astart(input_data={"value": "a"})
+        await rt.astop()
+        assert (await wf.aget_workflow_run_execution_result("r")) == result
+
+    asyncio.run(main())
+    assert not wait_for_no_callboard_threads()
+
+
+def test_the_twins_carry_the_callers_context_variables(runtime: Runtime) -> None:
+    import contextvars
+
+    seen: list[str] = []
+    request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
+    wf = runtime.register(quick_workflow())
+    original = wf.get_workflow_run_execution_result
+
+    def spying(run_id: str) -> Any:
+        seen.append(request_id.get("unset"))
+        return original(run_id)
+
+    wf.get_workflow_run_execution_result = spying  # type: ignore[method-assign]
+
+    async def main() -> None:
+        request_id.set("req-7")
+        await wf.aget_workflow_run_execution_result("anything")
+
+    asyncio.run(main())
+    assert seen == ["req-7"]
+
+
+# --- the loop never waits ---------------------------------------------------------------------
+
+
+def test_astart_async_leaves_the_loop_free_while_another_process_holds_the_lock(
+    runtimes: Runtimes, tmp_path: Path
+) -> None:
+    """The lock is let go only once the loop has ticked: a blocked loop would never get there."""
+    path = tmp_path / "runs.db"
+    rt = runtimes.start(str(path))
+    wf = rt.register(quick_workflow())
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the database's write lock
+    ticked = threading.Event()
+
+    def release_once_ticked() -> None:
+        ticked.wait(BLOCK_LIMIT)
+        holder.execute("COMMIT")
+
+    releaser = threading.Thread(target=release_once_ticked)
+    releaser.start()
+
+    async def main() -> list[str]:
+        order: list[str] = []
+        start = asyncio.ensure_future(wf.create_run().astart_async(input_data={"value": "x"}))
+        for _ in range(5):
+            await asyncio.sleep(0.01)
+            order.append("tick" if not start.done() else "started")
+        ticked.set()
+        await start
+        order.append("started")
+        return order
+
+    try:
+        order = asyncio.run(main())
+    finally:
+        ticked.set()
+        releaser.join()
+        holder.close()
+    assert order == ["tick"] * 5 + ["started"]
+
+
+def test_the_call_threads_are_bounded_and_end_with_the_runtime() -> None:
+    from runtime._runtime import CALL_THREADS
+
+    async def main() -> int:
+        async with Runtime() as rt:
+            wf = rt.register(quick_workflow())
+            runs = [wf.create_run() for _ in range(200)]
+            await asyncio.gather(*(run.astart_async(input_data={"value": "v"}) for run in runs))
+            threads = [t for t in threading.enumerate() if t.name.startswith("callboard-call")]
+            await asyncio.gather(*(run.wait_async(WAIT) for run in runs))
+            return len(threads)
+
+    assert 1 <= asyncio.run(main()) <= CALL_THREADS
+    assert not wait_for_no_callboard_threads()
+
+
+# --- watches that are closed, or dropped ------------------------------------------------------
+
+
+def test_a_watch_is_a_context_manager_and_close_ends_its_iteration(runtime: Runtime) -> None:
+    wf = runtime.register(asking_workflow())
+    run = wf.create_run()
+    assert run.start(input_data={"n": 1}, timeout=WAIT).status == RunStatus.SUSPENDED
+    with run.watch(timeout=WAIT) as watch:
+        assert isinstance(watch, RunWatch)
+        first = next(watch)
+        assert first.type == "step_started"
+    assert watch.closed
+    assert list(watch) == []
+    watch.close()  # again: nothing happens
+
+    async def main() -> None:
+        async with await run.awatch() as awatch:
+            await awatch.__anext__()
+        assert [event async for event in awatch] == []
+
+    asyncio.run(main())
+    assert run.cancel() is True
+
+
+def _channels_alive() -> int:
+    """How many watch channels are alive anywhere (the registry's included)."""
+    return sum(1 for obj in gc.get_objects() if isinstance(obj, Channel))
+
+
+def test_abandoned_watches_of_a_suspended_run_do_not_stay_in_the_registry(
+    runtime: Runtime,
+) -> None:
+    wf = runtime.register(asking_workflow())
+    run = wf.create_run()
+    assert run.start(input_data={"n": 1}, timeout=WAIT).status == RunStatus.SUSPENDED
+    before = _channels_alive()
+    kept = run.watch(timeout=WAIT)
+    for _ in range(2000):
+        watch = run.watch()
+        next(watch)
+        del watch  # dropped, as by an SSE client that went away
+    # The one kept, and a few a message on its way may hold for a moment: not 2,000.
+    wait_until(lambda: _channels_alive() <= before + 5, WAIT, "abandoned watches freed")
+    # The watch still held goes on: it sees the resume through to the end.
+    run.resume(resume_data={}, timeout=WAIT)
+    assert [event.status for event in kept if event.type == "status"][-1] == RunStatus.SUCCESS
+    del kept
+
+
+def test_closed_watches_leave_the_registry_and_the_run_is_no_longer_followed(
+    runtime: Runtime,
+) -> None:
+    wf = runtime.register(asking_workflow())
+    run = wf.create_run()
+    assert run.start(input_data={"n": 1}, timeout=WAIT).status == RunStatus.SUSPENDED
+    before = _channels_alive()
+    watches = [run.watch() for _ in range(10)]
+    for watch in watches:
+        watch.close()
+    del watches, watch
+    wait_until(lambda: _channels_alive() <= before + 2, WAIT, "closed watches forgotten")
+    assert run.cancel() is True
+
+
+def test_a_watch_of_an_ended_run_closes_without_error(runtime: Runtime) -> None:
+    wf = runtime.register(quick_workflow())
+    run = wf.create_run()
+    run.start(input_data={"value": "v"}, timeout=WAIT)
+    with run.watch() as watch:
+        events = list(watch)
+    assert events[-1].status == RunStatus.SUCCESS
+    assert run.wait().result == Value(value="V").model_dump()
+
+
+def test_a_run_reader_answers_when_awaited(tmp_path: Path) -> None:
+    path = str(tmp_path / "runs.db")
+    with Runtime(store=path) as rt:
+        wf = rt.register(quick_workflow())
+        wf.create_run(run_id="read-me").start(input_data={"value": "r"}, timeout=WAIT)
+
+    async def main() -> None:
+        with RunReader(path) as reader:
+            result = await reader.aget_run("read-me")
+            assert result is not None and result.result == {"value": "R"}
+            page = await reader.alist_runs(workflow_id="quick")
+            assert [run.run_id for run in page.runs] == ["read-me"]
+
+    asyncio.run(main())
+
+
+def test_the_twins_work_on_a_postgresql_store(runtimes: Runtimes, postgres_url: str) -> None:
+    rt = runtimes.start(postgres_url)
+
+    async def main() -> None:
+        wf = await rt.aregister(asking_workflow())
+        run = wf.create_run()
+        assert (await run.astart(input_data={"n": 1}, timeout=WAIT)).status == "suspended"
+        assert (await run.aresume(resume_data={}, timeout=WAIT)).result == {"n": 2}
+        other = wf.create_run()
+        await other.astart_async(input_data={"n": 3})
+        assert (await other.wait_async(WAIT)).status == RunStatus.SUSPENDED
+        assert await other.acancel() is True
+        listed = await wf.alist_workflow_runs()
+        assert sorted(r.run_id for r in listed.runs) == sorted([run.run_id, other.run_id])
+        assert await wf.adelete_workflow_run_by_id(other.run_id) is True
+
+    asyncio.run(main())
