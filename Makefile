@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench chaos clean
+.PHONY: demo test lint typecheck bench bytes chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ test: lint typecheck
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
+
+bytes: $(STAMP)
+	$(BIN)/python benchmarks/bytes.py
 
 chaos: $(STAMP)
 	$(BIN)/python benchmarks/chaos.py

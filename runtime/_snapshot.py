@@ -4,13 +4,21 @@ A snapshot is a plain dict describing one run at one moment (see
 :class:`Snapshot`). It is stored as msgpack bytes behind a format version, so a
 reader can refuse bytes it does not understand instead of misreading them.
 Nothing here ever unpickles: msgpack carries only plain data.
+
+A snapshot is encoded whole (:func:`encode`, format 3), or in parts by a run
+actor's :class:`IncrementalEncoder` (format 4), which encodes at each
+transition only the parts that changed, so that a store can write only those.
+:func:`decode` reads every format.
 """
 
 from __future__ import annotations
 
+import secrets
+import struct
 import zlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from operator import is_
 from typing import Any, Final, NotRequired, TypedDict
 
 import msgpack
@@ -25,11 +33,13 @@ from runtime._model import (
     StepStatus,
     WorkflowResult,
 )
-from runtime._stores.base import SnapshotRecord
+from runtime._stores.base import SnapshotParts, SnapshotRecord
 
 __all__ = [
     "FORMAT_VERSION",
     "MAX_NESTING",
+    "PARTED_VERSION",
+    "IncrementalEncoder",
     "Snapshot",
     "StepSnapshot",
     "canceled_record",
@@ -40,22 +50,40 @@ __all__ = [
     "encode",
     "failed_record",
     "find_unencodable",
+    "is_parted",
     "mark_canceled",
     "mark_failed",
     "next_record",
     "read_result",
     "record_of",
     "run_events",
+    "split_parts",
     "stand_in_record",
     "to_result",
     "unpack",
 ]
 
 FORMAT_VERSION: Final = 3
-"""The snapshot format this code writes. It also reads versions 1 and 2.
+"""The format this code writes a whole snapshot in. It also reads versions 1, 2 and 4.
 
 Version 3 is version 2 followed by a CRC32 of everything before it, so that a
 flipped bit is caught instead of read back as a different, valid run.
+"""
+
+PARTED_VERSION: Final = 4
+"""The format of a snapshot in parts, as :class:`IncrementalEncoder` writes it.
+
+The bytes are the marker ``0x92 0x04`` followed by parts, each framed as
+``length (4 bytes) | body | CRC32 of the body (4 bytes)``, a body being
+``key length (2 bytes) | key (UTF-8) | payload (msgpack)``. The first part is
+the head, key ``h``: ``[fields, parts, items]``, the snapshot's small fields,
+how many parts follow the head, and the length of a foreach's lists of item
+outputs (or nil). The other parts come in any order: ``s<path>`` a step record
+as ``[ordinal, record]`` (steps are ordered by ordinal), ``v<name>`` one of the
+large top-level values (see ``_VALUE_KEYS``), ``i<index>`` the output of a
+finished foreach item. Each part has its own checksum, so a store may keep the
+parts apart, rewrite only those that changed, and hand back their
+concatenation: a flipped bit in any part is still caught.
 """
 
 _CHECKSUM_BYTES: Final = 4
@@ -139,12 +167,14 @@ def encode(snapshot: Mapping[str, Any]) -> bytes:
 
 
 def unpack(data: bytes) -> dict[str, Any]:
-    """The mapping in bytes written by :func:`encode` (any version), checksum checked.
+    """The mapping in bytes written by :func:`encode` or :class:`IncrementalEncoder`, checked.
 
     Raises:
-        SnapshotFormatError: if the checksum does not match, the bytes are not
+        SnapshotFormatError: if a checksum does not match, the bytes are not
             msgpack, do not hold a mapping, or come from an unknown version.
     """
+    if is_parted(data):
+        return _unpack_parted(data)
     if len(data) > _CHECKSUM_BYTES + 1 and data[0] == _PAIR and data[1] == FORMAT_VERSION:
         body, checksum = data[:-_CHECKSUM_BYTES], data[-_CHECKSUM_BYTES:]
         if zlib.crc32(body) != int.from_bytes(checksum, "big"):
@@ -267,6 +297,440 @@ def _upgrade_v1(snapshot: dict[str, Any]) -> None:
     snapshot.setdefault("scopes", {})
 
 
+# --- snapshots in parts (format 4) ----------------------------------------------------
+
+_PARTED_MARKER: Final = bytes((_PAIR, PARTED_VERSION))
+_LENGTH: Final = struct.Struct(">I")
+_KEY_LENGTH: Final = struct.Struct(">H")
+_FRAMING: Final = _LENGTH.size + _CHECKSUM_BYTES
+_MAX_KEY: Final = 0xFFFF
+
+_VALUE_KEYS: Final = ("input", "carry", "state", "request_context", "result", "scopes", "metadata")
+"""Top-level values that get a part of their own: they may be large, and most
+transitions leave most of them as they were. The other fields ride in the head."""
+
+_ITEM_LISTS: Final = ("outputs", "done")
+_MAX_DIGITS: Final = 18  # an item's index in its key
+_PAGE: Final = 64
+"""Foreach items per page of the encoder's cache of their bytes: a transition joins
+the pages, not every item, to build the whole snapshot's bytes."""
+
+
+def is_parted(data: bytes) -> bool:
+    """Whether ``data`` starts a snapshot in parts (format 4): a whole one, or a stored head."""
+    return data[:2] == _PARTED_MARKER
+
+
+def _frame(key: str, payload: bytes) -> bytes:
+    name = key.encode("utf-8")
+    if len(name) > _MAX_KEY:
+        raise ValueError(f"a part's key is longer than {_MAX_KEY} bytes")
+    body = _KEY_LENGTH.pack(len(name)) + name + payload
+    return _LENGTH.pack(len(body)) + body + zlib.crc32(body).to_bytes(_CHECKSUM_BYTES, "big")
+
+
+def _parted_error(problem: str) -> SnapshotFormatError:
+    return SnapshotFormatError(f"snapshot bytes (format version {PARTED_VERSION}) {problem}")
+
+
+def _frames(data: bytes, start: int) -> list[tuple[str, int, int, int]]:
+    """Each part from ``start`` on: its key, where it starts, where its payload starts, its end.
+
+    Raises:
+        SnapshotFormatError: if the framing is broken (a part cut short, a key
+            that is not UTF-8). Checksums are left to the caller.
+    """
+    found: list[tuple[str, int, int, int]] = []
+    size = len(data)
+    position = start
+    while position < size:
+        if position + _LENGTH.size + _KEY_LENGTH.size > size:
+            raise _parted_error("are cut short inside a part's framing")
+        (length,) = _LENGTH.unpack_from(data, position)
+        body = position + _LENGTH.size
+        end = body + length + _CHECKSUM_BYTES
+        (key_length,) = _KEY_LENGTH.unpack_from(data, body)
+        payload = body + _KEY_LENGTH.size + key_length
+        if end > size or payload > body + length:
+            raise _parted_error("are cut short, or a part's length is damaged")
+        try:
+            key = data[body + _KEY_LENGTH.size : payload].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _parted_error("are damaged: a part's key is not UTF-8") from exc
+        found.append((key, position, payload, end))
+        position = end
+    return found
+
+
+def split_parts(data: bytes, start: int) -> list[tuple[str, bytes]]:
+    """The parts of format-4 bytes after their first ``start`` bytes (the marker and head).
+
+    What a store that keeps parts apart writes for a record whose change it
+    cannot apply: every part, each as ``(key, bytes)``.
+
+    Raises:
+        SnapshotFormatError: if the framing is broken.
+    """
+    return [(key, data[begin:end]) for key, begin, _, end in _frames(data, start)]
+
+
+class _Parts:
+    """The decoded parts of format-4 bytes, by kind."""
+
+    __slots__ = ("count", "head", "items", "steps", "values")
+
+    def __init__(self) -> None:
+        self.head: list[Any] | None = None
+        self.steps: list[tuple[int, str, Any]] = []
+        self.values: dict[str, Any] = {}
+        self.items: dict[int, Any] = {}
+        self.count = 0  # parts after the head
+
+    def add(self, key: str, value: Any) -> None:
+        kind, name = key[:1], key[1:]
+        if self.head is None:
+            if key != "h" or type(value) is not list or len(value) != 3:
+                raise _parted_error("do not start with a head part")
+            self.head = value
+            return
+        self.count += 1
+        if kind == "s" and type(value) is list and len(value) == 2 and type(value[0]) is int:
+            self.steps.append((value[0], name, value[1]))
+        elif kind == "v" and name in _VALUE_KEYS:
+            self.values[name] = value
+        elif kind == "i" and name.isascii() and name.isdigit() and len(name) <= _MAX_DIGITS:
+            self.items[int(name)] = value
+        else:
+            raise _parted_error(f"hold a part {key!r} of no known kind")
+
+
+def _unpack_parted(data: bytes) -> dict[str, Any]:
+    """The snapshot in format-4 bytes, every part's checksum checked."""
+    view = memoryview(data)
+    parts = _Parts()
+    seen: set[str] = set()
+    for key, begin, payload, end in _frames(data, len(_PARTED_MARKER)):
+        body = view[begin + _LENGTH.size : end - _CHECKSUM_BYTES]
+        if zlib.crc32(body) != int.from_bytes(view[end - _CHECKSUM_BYTES : end], "big"):
+            raise _parted_error(
+                f"are damaged: the checksum of part {key!r} does not match (a flipped bit, "
+                "a torn write, or bytes written by something else)"
+            )
+        if key in seen:
+            raise _parted_error(f"hold part {key!r} twice")
+        seen.add(key)
+        try:
+            value = msgpack.unpackb(view[payload : end - _CHECKSUM_BYTES], raw=False)
+        except Exception as exc:  # msgpack raises several unrelated types for bad bytes
+            raise _parted_error(f"hold part {key!r}, which cannot be decoded: {exc}") from exc
+        parts.add(key, value)
+    return _assemble(parts, len(data))
+
+
+def _assemble(parts: _Parts, size: int) -> dict[str, Any]:
+    """The snapshot the parts of ``size`` bytes make up, once they are known to fit together."""
+    if parts.head is None:
+        raise _parted_error("hold no head part")
+    fields, count, length = parts.head
+    if type(fields) is not dict or type(count) is not int:
+        raise _parted_error("have a head part that is not one")
+    if count != parts.count:
+        raise _parted_error(f"hold {parts.count} parts where the head names {count}")
+    if "steps" not in fields:
+        steps = sorted(parts.steps, key=lambda step: step[0])
+        fields["steps"] = {path: record for _, path, record in steps}
+    elif parts.steps:
+        raise _parted_error("hold the steps both whole and in parts")
+    for name, value in parts.values.items():
+        if name in fields:
+            raise _parted_error(f"hold {name!r} both in the head and in a part")
+        fields[name] = value
+    progress = fields.get("progress")
+    if length is not None:
+        # Each finished item has a part; a length beyond the bytes is not a real one.
+        if type(length) is not int or not 0 <= length <= size or type(progress) is not dict:
+            raise _parted_error("have a head part whose foreach items are not valid")
+        outputs: list[Any] = [None] * length
+        done = [False] * length
+        for index, output in parts.items.items():
+            if index >= length:
+                raise _parted_error(f"hold foreach item {index} of {length}")
+            outputs[index] = output
+            done[index] = True
+        progress["outputs"] = outputs
+        progress["done"] = done
+    elif parts.items:
+        raise _parted_error("hold foreach items the head does not know of")
+    return fields
+
+
+class _StepPart:
+    """What an encoder last encoded of a step record: the record's values, and its part."""
+
+    __slots__ = ("frame", "keys", "ordinal", "record", "values")
+
+    def __init__(self, ordinal: int) -> None:
+        self.ordinal = ordinal
+        self.record: Any = None
+        self.keys: tuple[str, ...] = ()
+        self.values: tuple[Any, ...] = ()
+        self.frame = b""
+
+
+class IncrementalEncoder:
+    """Encodes the successive snapshots of one run in parts (format 4), each part when it changed.
+
+    The run actor keeps one for the snapshot it drives and takes every record
+    from it. A part is encoded again only when what it holds was replaced: a
+    step record whose values are not the very objects of last time, a large
+    top-level value (carry, state...) that is another object, a foreach item
+    announced with :meth:`item_done`. A part whose new bytes equal the old ones
+    does not count as changed. So a transition encodes what it changed, not
+    the whole run, and a store that keeps parts apart writes about as much
+    (see :class:`~runtime._stores.base.SnapshotParts`); the record's ``data``
+    still holds every part, for a store that keeps it whole.
+
+    This relies on how the run actor changes its snapshot: it replaces values,
+    never changes one in place, except a foreach's lists of item outputs, and
+    it announces each item it changes there. The count of finished items is
+    checked at every record, and any other change of the foreach's progress
+    makes the encoder look at every item again.
+
+    Args:
+        snapshot: The snapshot the records are taken of; the caller keeps
+            changing it between records.
+    """
+
+    __slots__ = (
+        "_announced",
+        "_base",
+        "_dirty_pages",
+        "_done",
+        "_items",
+        "_lineage",
+        "_next_ordinal",
+        "_outputs",
+        "_pages",
+        "_progress",
+        "_snapshot",
+        "_steps",
+        "_steps_bytes",
+        "_values",
+        "_values_bytes",
+    )
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+        self._lineage = secrets.randbits(62)
+        self._reset()
+
+    def _reset(self) -> None:
+        """Forget every part: the next record encodes them all, and says so."""
+        self._base: int | None = None
+        self._next_ordinal = 0
+        self._steps: dict[str, _StepPart] = {}
+        self._steps_bytes: bytes | None = b""
+        self._values: dict[str, tuple[Any, bytes]] = {}
+        self._values_bytes: bytes | None = b""
+        self._progress: Any = None
+        self._outputs: Any = None
+        self._done: Any = None
+        self._items: dict[int, bytes] = {}
+        self._pages: dict[int, bytes] = {}
+        self._dirty_pages: set[int] = set()
+        self._announced: list[int] = []
+
+    def item_done(self, index: int) -> None:
+        """Item ``index`` of the foreach in progress has its output now: encode it next time."""
+        self._announced.append(index)
+
+    def next_record(self, now: float) -> SnapshotRecord:
+        """Number the snapshot as the run's next one, taken at ``now``, and return its record.
+
+        Raises:
+            SnapshotEncodingError: if some value cannot be encoded.
+        """
+        snapshot = self._snapshot
+        snapshot["seq"] += 1
+        snapshot["updated_at"] = now
+        return self.record()
+
+    def record(self) -> SnapshotRecord:
+        """The record of the snapshot as it is now.
+
+        Raises:
+            SnapshotEncodingError: if some value cannot be encoded; the next
+                record then encodes every part again.
+        """
+        snapshot = self._snapshot
+        changed: list[tuple[str, bytes]] = []
+        dropped: list[str] = []
+        try:
+            fields: dict[str, Any] = {
+                key: value
+                for key, value in snapshot.items()
+                if key != "steps" and key not in _VALUE_KEYS
+            }
+            steps = snapshot.get("steps")
+            if type(steps) is dict:
+                self._encode_steps(steps, changed, dropped)
+            else:
+                fields["steps"] = steps
+                self._encode_steps({}, changed, dropped)
+            self._encode_values(changed, dropped)
+            length = self._encode_items(fields, changed, dropped)
+            count = len(self._steps) + len(self._values) + len(self._items)
+            head = _PARTED_MARKER + _frame("h", _packb((fields, count, length)))
+        except (TypeError, ValueError, OverflowError) as exc:
+            self._reset()
+            raise _encoding_error(snapshot, "snapshot") from exc
+        data = b"".join((head, *self._joined()))
+        base = self._base
+        self._base = snapshot["seq"]
+        if base is None:
+            parts = SnapshotParts(self._lineage, None, head)
+        else:
+            parts = SnapshotParts(self._lineage, base, head, tuple(changed), tuple(dropped))
+        return record_of(snapshot, data=data, parts=parts)
+
+    def _encode_steps(
+        self, steps: dict[str, Any], changed: list[tuple[str, bytes]], dropped: list[str]
+    ) -> None:
+        cache = self._steps
+        last = -1  # parts keep the steps' order by increasing ordinals
+        for path, record in steps.items():
+            part = cache.get(path)
+            if (
+                part is not None
+                and part.ordinal > last
+                and part.record is record
+                and len(record) == len(part.values)
+                and all(map(is_, record.values(), part.values))
+                and part.keys == tuple(record)
+            ):
+                last = part.ordinal
+                continue
+            if part is None or part.ordinal <= last:  # new, or run again: it moved to the end
+                part = cache[path] = _StepPart(self._next_ordinal)
+                self._next_ordinal += 1
+            frame = _frame("s" + path, _packb((part.ordinal, record)))
+            last = part.ordinal
+            part.record = record
+            part.keys = tuple(record)
+            part.values = tuple(record.values())
+            if frame != part.frame:
+                part.frame = frame
+                changed.append(("s" + path, frame))
+                self._steps_bytes = None
+        if len(cache) > len(steps):
+            for path in [path for path in cache if path not in steps]:
+                del cache[path]
+                dropped.append("s" + path)
+            self._steps_bytes = None
+
+    def _encode_values(self, changed: list[tuple[str, bytes]], dropped: list[str]) -> None:
+        snapshot: Mapping[str, Any] = self._snapshot
+        cache = self._values
+        for name in _VALUE_KEYS:
+            known = cache.get(name)
+            if name not in snapshot:
+                if known is not None:
+                    del cache[name]
+                    dropped.append("v" + name)
+                    self._values_bytes = None
+                continue
+            value = snapshot[name]
+            if known is not None and known[0] is value:
+                continue
+            frame = _frame("v" + name, _packb(value))
+            cache[name] = (value, frame)
+            if known is None or known[1] != frame:
+                changed.append(("v" + name, frame))
+                self._values_bytes = None
+
+    def _encode_items(
+        self, fields: dict[str, Any], changed: list[tuple[str, bytes]], dropped: list[str]
+    ) -> int | None:
+        """Encode a foreach's finished items as parts; the length of its lists, or ``None``.
+
+        Takes the lists out of the head's ``progress``, when they are a foreach's.
+        """
+        progress = fields.get("progress")
+        announced, self._announced = self._announced, []
+        outputs = progress.get("outputs") if type(progress) is dict else None
+        done = progress.get("done") if type(progress) is dict else None
+        if type(outputs) is not list or type(done) is not list or len(outputs) != len(done):
+            self._set_items({}, changed, dropped)
+            self._progress = self._outputs = self._done = None
+            return None
+        assert type(progress) is dict
+        if progress is self._progress and outputs is self._outputs and done is self._done:
+            for index in announced:
+                if 0 <= index < len(done) and done[index] is True:
+                    frame = _frame(f"i{index}", _packb(outputs[index]))
+                    if self._items.get(index) != frame:
+                        self._items[index] = frame
+                        self._dirty_pages.add(index // _PAGE)
+                        changed.append((f"i{index}", frame))
+            if done.count(True) != len(self._items):
+                self._progress = None  # an item changed unannounced: look at them all
+        if progress is not self._progress:
+            if any(
+                flag is not True and (flag is not False or output is not None)
+                for flag, output in zip(done, outputs, strict=True)
+            ):
+                # Not the lists of a foreach as the run actor keeps them: whole, in the head.
+                self._set_items({}, changed, dropped)
+                self._progress = self._outputs = self._done = None
+                return None
+            items = {
+                index: _frame(f"i{index}", _packb(output))
+                for index, (flag, output) in enumerate(zip(done, outputs, strict=True))
+                if flag
+            }
+            self._set_items(items, changed, dropped)
+            self._progress, self._outputs, self._done = progress, outputs, done
+        fields["progress"] = {
+            key: value for key, value in progress.items() if key not in _ITEM_LISTS
+        }
+        return len(done)
+
+    def _set_items(
+        self, items: dict[int, bytes], changed: list[tuple[str, bytes]], dropped: list[str]
+    ) -> None:
+        """Replace every item part by ``items``, noting what changed."""
+        old = self._items
+        if not old and not items:
+            return
+        dropped.extend(f"i{index}" for index in old if index not in items)
+        changed.extend(
+            (f"i{index}", frame) for index, frame in items.items() if old.get(index) != frame
+        )
+        self._items = items
+        self._pages = {}
+        self._dirty_pages = {index // _PAGE for index in items}
+
+    def _joined(self) -> tuple[bytes, ...]:
+        """The bytes of every part but the head, joined by kind (and items by page)."""
+        if self._steps_bytes is None:
+            self._steps_bytes = b"".join([part.frame for part in self._steps.values()])
+        if self._values_bytes is None:
+            self._values_bytes = b"".join([frame for _, frame in self._values.values()])
+        if self._dirty_pages:
+            items, pages = self._items, self._pages
+            for page in self._dirty_pages:
+                first = page * _PAGE
+                joined = b"".join(
+                    [items[index] for index in range(first, first + _PAGE) if index in items]
+                )
+                if joined:
+                    pages[page] = joined
+                else:
+                    pages.pop(page, None)
+            self._dirty_pages = set()
+        return (self._steps_bytes, self._values_bytes, *self._pages.values())
+
+
 def copy_plain(value: Any) -> Any:
     """A deep copy of plain data (checked with :func:`check_encodable` first).
 
@@ -275,8 +739,16 @@ def copy_plain(value: Any) -> Any:
     return msgpack.unpackb(_packb(value), raw=False)
 
 
-def record_of(snapshot: Snapshot) -> SnapshotRecord:
+def record_of(
+    snapshot: Snapshot, *, data: bytes | None = None, parts: SnapshotParts | None = None
+) -> SnapshotRecord:
     """The store record of a snapshot: its bytes and the fields queries filter on.
+
+    Args:
+        snapshot: The snapshot.
+        data: Its bytes, if already encoded (by an :class:`IncrementalEncoder`);
+            else it is encoded whole.
+        parts: What changed since the run's record before (with ``data``).
 
     Raises:
         SnapshotEncodingError: if some value cannot be encoded.
@@ -286,10 +758,11 @@ def record_of(snapshot: Snapshot) -> SnapshotRecord:
         workflow_id=snapshot["workflow_id"],
         seq=snapshot["seq"],
         status=snapshot["status"],
-        data=encode(snapshot),
+        data=encode(snapshot) if data is None else data,
         created_at=snapshot["created_at"],
         updated_at=snapshot["updated_at"],
         trace_id=snapshot["trace_id"],
+        parts=parts,
     )
 
 

@@ -4,6 +4,14 @@ One file holds every run's newest snapshot (msgpack bytes) beside the fields
 queries filter on. The database runs in WAL mode, so readers in this process
 and in others never wait for the writer, and the writer never waits for them.
 
+Step records: a snapshot a run actor encodes in parts (format 4, see
+:class:`~runtime._stores.base.SnapshotParts`) is kept as its head in the
+run's row and one row of ``run_parts`` per other part (a step record, a large
+value, a finished foreach item), and each save writes only the head and the
+parts that changed. So the bytes written for a run grow with its steps, not
+with its steps squared. A read hands back the head and its parts concatenated,
+which is the whole snapshot again; any other snapshot is kept whole in the row.
+
 Writes go through one writer thread per store, with group commit: whatever
 has queued up while a transaction ran goes into the next one. ``create`` and
 ``replace`` return once their transaction has committed; ``save`` returns at
@@ -32,19 +40,18 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from runtime._errors import StoreError
 from runtime._ids import new_id
 from runtime._model import TERMINAL_STATUSES, UNFINISHED_STATUSES
+from runtime._snapshot import is_parted, split_parts
 from runtime._stores._writer import Done, GroupCommitWriter, Write, WriteKind, call, resolve
 from runtime._stores.base import SnapshotRecord
 from runtime._tracing import emit
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
-SCHEMA_VERSION: Final = 1
-"""The database schema this code writes (``PRAGMA user_version``)."""
 
 HEARTBEAT_INTERVAL: Final = 2.0
 """Seconds between an owner's heartbeats."""
@@ -64,6 +71,8 @@ CHECKPOINT_AT_LEAST_EVERY: Final = 2000
 BATCH: Final = 512
 """The most writes one transaction takes."""
 
+_T = TypeVar("_T")
+
 _UNFINISHED: Final = tuple(sorted(UNFINISHED_STATUSES))
 _UNFINISHED_MARKS: Final = ", ".join("?" * len(_UNFINISHED))
 
@@ -75,6 +84,7 @@ def _sql_list(values: frozenset[str]) -> str:
 
 _TERMINAL_SQL: Final = _sql_list(TERMINAL_STATUSES)
 
+# Version 1, as every file starts: the migrations below take it on from there.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id      TEXT PRIMARY KEY,
@@ -98,21 +108,51 @@ CREATE TABLE IF NOT EXISTS owners (
 );
 """
 
+_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    # 1 -> 2: step records. The parts of a snapshot kept in parts, beside its head in
+    # the run's row; ``lineage`` names the encoder whose parts the row holds (NULL for
+    # a snapshot kept whole), so that only that encoder's changes apply on top. A
+    # run's parts go with it, whatever deletes it.
+    (
+        "ALTER TABLE runs ADD COLUMN lineage INTEGER",
+        """CREATE TABLE IF NOT EXISTS run_parts (
+            run_id TEXT NOT NULL,
+            key    TEXT NOT NULL,
+            part   BLOB NOT NULL,
+            PRIMARY KEY (run_id, key)
+        ) WITHOUT ROWID""",
+        """CREATE TRIGGER IF NOT EXISTS run_parts_go_with_their_run AFTER DELETE ON runs
+        BEGIN
+            DELETE FROM run_parts WHERE run_id = old.run_id;
+        END""",
+    ),
+)
+"""The steps that take a file from one schema version to the next, in order: step ``i``
+takes version ``i + 1`` to ``i + 2``. A new file is made at version 1 and taken
+through them all, so a file made new and one migrated in place are the same."""
+
+SCHEMA_VERSION: Final = 1 + len(_MIGRATIONS)
+"""The database schema this code writes (``PRAGMA user_version``)."""
+
+_PARTS_FROM: Final = 2
+"""The first schema version with the ``run_parts`` table."""
+
 _PRUNE_INDEX: Final = "CREATE INDEX IF NOT EXISTS runs_by_end ON runs (status, updated_at)"
 """What pruning looks runs up by; made on every open, so that older files get it too."""
 
 _INSERT_COLUMNS = (
-    "run_id, workflow_id, status, seq, created_at, updated_at, trace_id, owner_id, snapshot"
+    "run_id, workflow_id, status, seq, created_at, updated_at, trace_id, owner_id, snapshot, "
+    "lineage"
 )
-_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_ROWS_PER_STATEMENT = 500  # 9 variables a row, well under SQLite's limit of 32,766
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_ROWS_PER_STATEMENT = 500  # 10 variables a row, well under SQLite's limit of 32,766
 
 # A newer snapshot replaces an older one, and nothing replaces a terminal one.
 # Rows of one statement apply in order, so a run saved twice in a batch is fine.
 _ON_CONFLICT_NEWER = f"""
 ON CONFLICT (run_id) DO UPDATE SET
     status = excluded.status, seq = excluded.seq, updated_at = excluded.updated_at,
-    snapshot = excluded.snapshot
+    snapshot = excluded.snapshot, lineage = excluded.lineage
 WHERE excluded.seq > runs.seq AND runs.status NOT IN ({_TERMINAL_SQL})
 """
 
@@ -120,24 +160,44 @@ WHERE excluded.seq > runs.seq AND runs.status NOT IN ({_TERMINAL_SQL})
 # caller read, its status not terminal, and the new seq above the stored one.
 _REPLACE = f"""
 UPDATE runs SET
-    status = ?, seq = ?, updated_at = ?, snapshot = ?, owner_id = ?
+    status = ?, seq = ?, updated_at = ?, snapshot = ?, owner_id = ?, lineage = NULL
 WHERE run_id = ? AND seq = ? AND ? > seq AND status NOT IN ({_TERMINAL_SQL})
 """
 
-_COLUMNS = "run_id, workflow_id, seq, status, snapshot, created_at, updated_at, trace_id"
+_COLUMNS = (
+    "r.run_id, r.workflow_id, r.seq, r.status, r.snapshot, r.created_at, r.updated_at, r.trace_id"
+)
+_WITH_PARTS = "p.part FROM {source} LEFT JOIN run_parts p ON p.run_id = r.run_id"
+_WITHOUT_PARTS = "NULL FROM {source}"
+_RUNS = "runs r"
+# A read of runs and their parts is one statement: one read transaction, so a run's
+# head and its parts always come from the same commit.
 
 
-def _record(row: tuple[Any, ...]) -> SnapshotRecord:
+def _record(row: tuple[Any, ...], parts: list[bytes]) -> SnapshotRecord:
+    data = bytes(row[4])
+    if parts and is_parted(data):  # parts left beside a row since written whole are not its
+        data += b"".join(parts)
     return SnapshotRecord(
         run_id=row[0],
         workflow_id=row[1],
         seq=row[2],
         status=row[3],
-        data=bytes(row[4]),
+        data=data,
         created_at=row[5],
         updated_at=row[6],
         trace_id=row[7],
     )
+
+
+class _PartWrites:
+    """What one transaction does to a run's parts: clear them first, then write or delete some."""
+
+    __slots__ = ("clear", "parts")
+
+    def __init__(self, clear: bool, parts: dict[str, bytes | None] | None = None) -> None:
+        self.clear = clear
+        self.parts: dict[str, bytes | None] = {} if parts is None else parts
 
 
 def path_from_url(location: str | os.PathLike[str]) -> Path:
@@ -182,6 +242,7 @@ class SQLiteStore:
         self._transactions = 0
         self._checkpointed_at = 0
         self._checkpoint_time = time.monotonic()
+        self._parts_table = True
         if self.path.is_dir():
             raise StoreError(f"cannot use {self.path} as a run store: it is a directory")
         if self.path.exists() and not self.path.is_file():
@@ -190,7 +251,8 @@ class SQLiteStore:
         if readonly:
             if not self.path.exists():
                 raise StoreError(f"no run store at {self.path}: the file does not exist")
-            self._check_schema(self._reader(), writable=False)
+            # A file not yet migrated has no parts to read (until a runtime migrates it).
+            self._parts_table = self._check_schema(self._reader(), writable=False) >= _PARTS_FROM
             return
         self._create_file()
         connection = self._connect()
@@ -282,10 +344,18 @@ class SQLiteStore:
             # whichever commit happens to cross SQLite's page threshold.
             connection.execute("PRAGMA wal_autocheckpoint = 0")
             connection.execute("BEGIN IMMEDIATE")
+            # Read again under the write lock: another process may have just made or
+            # migrated the file.
+            version = self._check_schema(connection, writable=True)
             if version == 0:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         connection.execute(statement)
+                version = 1
+            for steps in _MIGRATIONS[version - 1 :]:
+                for statement in steps:
+                    connection.execute(statement)
+            if version != SCHEMA_VERSION:
                 connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             connection.execute(_PRUNE_INDEX)
             connection.execute(
@@ -408,22 +478,48 @@ class SQLiteStore:
 
     def load(self, run_id: str) -> SnapshotRecord | None:
         """The newest committed record of a run, or ``None``."""
-        with self._reading() as connection:
-            row = connection.execute(
-                f"SELECT {_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
-            ).fetchone()
-        return None if row is None else _record(row)
+        found = self._select(_RUNS, "WHERE r.run_id = ?", (run_id,))
+        return found[0][0] if found else None
 
     def unfinished(self) -> list[SnapshotRecord]:
         """Records of runs that are ``pending``, ``running`` or ``waiting``, whoever drives them.
 
         A ``suspended`` run is not among them: it waits for a resume, not for a runtime.
         """
+        found = self._select(_RUNS, f"WHERE r.status IN ({_UNFINISHED_MARKS})", _UNFINISHED)
+        return [record for record, _ in found]
+
+    def _select(
+        self,
+        source: str,
+        where: str,
+        params: Sequence[Any],
+        *,
+        extra: str = "",
+        order: str = "",
+    ) -> list[tuple[SnapshotRecord, tuple[Any, ...]]]:
+        """Records of the runs ``r`` in ``source`` (a FROM clause) that ``where`` keeps.
+
+        Each comes with its row. Each run's parts come in the same statement,
+        joined: one read transaction. ``extra`` names more columns (after the
+        record's eight), ``order`` orders the runs.
+        """
+        parts = _WITH_PARTS if self._parts_table else _WITHOUT_PARTS
+        query = f"SELECT {_COLUMNS}{extra}, {parts.format(source=source)} {where} {order}"
         with self._reading() as connection:
-            rows = connection.execute(
-                f"SELECT {_COLUMNS} FROM runs WHERE status IN ({_UNFINISHED_MARKS})", _UNFINISHED
-            ).fetchall()
-        return [_record(row) for row in rows]
+            rows = connection.execute(query, params).fetchall()
+        by_run: dict[str, tuple[tuple[Any, ...], list[bytes]]] = {}
+        for row in rows:
+            known = by_run.get(row[0])
+            if known is None:
+                known = by_run[row[0]] = (row, [])
+            if row[-1] is not None:
+                known[1].append(row[-1])
+        if not self._parts_table and any(is_parted(row[4]) for row, _ in by_run.values()):
+            # Written in parts since this reader opened a file not yet migrated.
+            self._parts_table = True
+            return self._select(source, where, params, extra=extra, order=order)
+        return [(_record(row, parts), row) for row, parts in by_run.values()]
 
     def orphans(
         self, workflow_ids: Sequence[str] | None = None
@@ -443,15 +539,17 @@ class SQLiteStore:
                 for owner_id, host, pid, heartbeat_at in owners.fetchall()
                 if _alive(host, pid, heartbeat_at)
             }
-            query = f"SELECT {_COLUMNS}, owner_id FROM runs WHERE status IN ({_UNFINISHED_MARKS})"
-            params: list[Any] = list(_UNFINISHED)
-            if workflow_ids is not None:
-                query += f" AND workflow_id IN ({', '.join('?' * len(workflow_ids))})"
-                params.extend(workflow_ids)
-            rows = connection.execute(query + " ORDER BY created_at", params).fetchall()
+        where = f"WHERE r.status IN ({_UNFINISHED_MARKS})"
+        params: list[Any] = list(_UNFINISHED)
+        if workflow_ids is not None:
+            where += f" AND r.workflow_id IN ({', '.join('?' * len(workflow_ids))})"
+            params.extend(workflow_ids)
+        found = self._select(
+            _RUNS, where, params, extra=", r.owner_id", order="ORDER BY r.created_at"
+        )
         return [
-            (_record(row[:8]), row[8])
-            for row in rows
+            (record, row[8])
+            for record, row in found
             if row[8] != self.owner_id and row[8] not in alive
         ]
 
@@ -471,12 +569,13 @@ class SQLiteStore:
             total: int = connection.execute(f"SELECT count(*) FROM runs{where}", params).fetchone()[
                 0
             ]
-            rows = connection.execute(
-                f"SELECT {_COLUMNS} FROM runs{where} ORDER BY created_at DESC, run_id "
-                "LIMIT ? OFFSET ?",
-                [*params, -1 if limit is None else limit, offset],
-            ).fetchall()
-        return [_record(row) for row in rows], total
+        found = self._select(
+            f"(SELECT * FROM runs{where} ORDER BY created_at DESC, run_id LIMIT ? OFFSET ?) r",
+            "",
+            [*params, -1 if limit is None else limit, offset],
+            order="ORDER BY r.created_at DESC, r.run_id",
+        )
+        return [record for record, _ in found], total
 
     def close(self) -> None:
         """Finish the queued writes and end the writer thread; reads go on working."""
@@ -592,7 +691,7 @@ class SQLiteStore:
         results: dict[int, Any] = {}
         connection.execute("BEGIN IMMEDIATE")
         inserted = self._insert(connection, [write.payload for write in creates])
-        self._upsert(connection, saves)
+        self._save(connection, saves)
         for write in others:
             results[id(write)] = self._apply(connection, write)
         # A create whose caller gave up meanwhile must not commit: take() decides.
@@ -612,21 +711,112 @@ class SQLiteStore:
                 f"INSERT INTO runs ({_INSERT_COLUMNS}) VALUES "
                 + ", ".join([_ROW] * len(chunk))
                 + " ON CONFLICT (run_id) DO NOTHING RETURNING run_id",
-                [value for record in chunk for value in self._row(record)],
+                [value for record in chunk for value in self._row(record, record.data, None)],
             ).fetchall()
             inserted.update(row[0] for row in rows)
         return inserted
 
-    def _upsert(self, connection: sqlite3.Connection, records: list[SnapshotRecord]) -> None:
-        for chunk in _chunks(records):
+    def _save(self, connection: sqlite3.Connection, records: list[SnapshotRecord]) -> None:
+        """Store newer snapshots: each run's row once, and only the parts that changed.
+
+        What each record does is decided here, under the write lock, from the
+        rows as they stand (and as the records before it in the batch left
+        them): a record not newer than its run's row, or for an ended run,
+        does nothing; a change in parts applies on top of the row if the row
+        holds the very record it was made against (same ``seq``, same
+        lineage); else the record's parts are all written, as is a whole
+        snapshot. Then one statement of each kind does it all.
+        """
+        if not records:
+            return
+        stored = self._stored(connection, {record.run_id for record in records})
+        rows: dict[str, tuple[Any, ...]] = {}
+        writes: dict[str, _PartWrites] = {}
+        for record in records:
+            run_id = record.run_id
+            current = stored.get(run_id)
+            if current is not None and (
+                record.seq <= current[0] or current[1] in TERMINAL_STATUSES
+            ):
+                continue  # older than the stored one, or the run has ended: a run never goes back
+            change = record.parts
+            if change is None:
+                blob, lineage = record.data, None
+                writes[run_id] = _PartWrites(clear=True)
+            elif (
+                change.base_seq is not None
+                and current is not None
+                and current[0] == change.base_seq
+                and current[2] == change.lineage
+            ):
+                blob, lineage = change.head, change.lineage
+                parts = writes.setdefault(run_id, _PartWrites(clear=False)).parts
+                for key in change.dropped:
+                    parts[key] = None
+                parts.update(change.changed)
+            else:
+                blob, lineage = change.head, change.lineage
+                every = split_parts(record.data, len(change.head))
+                writes[run_id] = _PartWrites(clear=True, parts=dict(every))
+            stored[run_id] = (record.seq, record.status, lineage)
+            rows[run_id] = self._row(record, blob, lineage)
+        for chunk in _chunks(list(rows.values())):
             connection.execute(
                 f"INSERT INTO runs ({_INSERT_COLUMNS}) VALUES "
                 + ", ".join([_ROW] * len(chunk))
                 + _ON_CONFLICT_NEWER,
-                [value for record in chunk for value in self._row(record)],
+                [value for row in chunk for value in row],
+            )
+        self._write_parts(connection, writes)
+
+    def _stored(
+        self, connection: sqlite3.Connection, run_ids: set[str]
+    ) -> dict[str, tuple[int, str, int | None]]:
+        """The ``seq``, status and lineage of each of these runs that has a row."""
+        stored: dict[str, tuple[int, str, int | None]] = {}
+        for chunk in _chunks(list(run_ids)):
+            for run_id, seq, status, lineage in connection.execute(
+                "SELECT run_id, seq, status, lineage FROM runs "
+                f"WHERE run_id IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            ):
+                stored[run_id] = (seq, status, lineage)
+        return stored
+
+    def _write_parts(self, connection: sqlite3.Connection, writes: dict[str, _PartWrites]) -> None:
+        cleared = [run_id for run_id, write in writes.items() if write.clear]
+        for chunk in _chunks(cleared):
+            connection.execute(
+                f"DELETE FROM run_parts WHERE run_id IN ({', '.join('?' * len(chunk))})", chunk
+            )
+        gone = [
+            (run_id, key)
+            for run_id, write in writes.items()
+            if not write.clear
+            for key, part in write.parts.items()
+            if part is None
+        ]
+        for pairs in _chunks(gone):
+            connection.execute(
+                "DELETE FROM run_parts WHERE (run_id, key) IN (VALUES "
+                + ", ".join(["(?, ?)"] * len(pairs))
+                + ")",
+                [value for pair in pairs for value in pair],
+            )
+        new = [
+            (run_id, key, part)
+            for run_id, write in writes.items()
+            for key, part in write.parts.items()
+            if part is not None
+        ]
+        for triples in _chunks(new):
+            connection.execute(
+                "INSERT OR REPLACE INTO run_parts (run_id, key, part) VALUES "
+                + ", ".join(["(?, ?, ?)"] * len(triples)),
+                [value for triple in triples for value in triple],
             )
 
-    def _row(self, r: SnapshotRecord) -> tuple[Any, ...]:
+    def _row(self, r: SnapshotRecord, blob: bytes, lineage: int | None) -> tuple[Any, ...]:
         return (
             r.run_id,
             r.workflow_id,
@@ -636,7 +826,8 @@ class SQLiteStore:
             r.updated_at,
             r.trace_id,
             self.owner_id,
-            r.data,
+            blob,
+            lineage,
         )
 
     def _apply(self, connection: sqlite3.Connection, write: Write) -> Any:
@@ -661,7 +852,11 @@ class SQLiteStore:
                     record.seq,
                 ),
             )
-            return cursor.rowcount == 1
+            if cursor.rowcount != 1:
+                return False
+            # Kept whole now: the parts of the snapshot it replaced are not its own.
+            connection.execute("DELETE FROM run_parts WHERE run_id = ?", (record.run_id,))
+            return True
         if kind == "claim":
             run_id, previous = payload
             cursor = connection.execute(
@@ -701,9 +896,9 @@ class SQLiteStore:
             call(write.done, None, error)
 
 
-def _chunks(records: list[SnapshotRecord]) -> Iterator[list[SnapshotRecord]]:
-    for start in range(0, len(records), _ROWS_PER_STATEMENT):
-        yield records[start : start + _ROWS_PER_STATEMENT]
+def _chunks(items: list[_T]) -> Iterator[list[_T]]:
+    for start in range(0, len(items), _ROWS_PER_STATEMENT):
+        yield items[start : start + _ROWS_PER_STATEMENT]
 
 
 def _filters(

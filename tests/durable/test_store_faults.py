@@ -219,8 +219,10 @@ def test_a_snapshot_the_database_refuses_fails_its_run_and_no_other(
 ) -> None:
     row = SQLiteStore._row
 
-    def refuse_one_runs_progress(self: SQLiteStore, r: SnapshotRecord) -> tuple[Any, ...]:
-        values = row(self, r)
+    def refuse_one_runs_progress(
+        self: SQLiteStore, r: SnapshotRecord, *rest: Any
+    ) -> tuple[Any, ...]:
+        values = row(self, r, *rest)
         if r.run_id == "poisoned" and r.status == "running" and r.seq >= 2:
             return (*values[:-1], object())  # a value sqlite3 cannot bind: refused for good
         return values
