@@ -18,7 +18,8 @@ import struct
 import zlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from operator import is_
+from itertools import compress
+from operator import is_not, ne
 from typing import Any, Final, NotRequired, TypedDict
 
 import msgpack
@@ -39,6 +40,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MAX_NESTING",
     "PARTED_VERSION",
+    "WHOLE_UNTIL",
     "IncrementalEncoder",
     "Snapshot",
     "StepSnapshot",
@@ -300,15 +302,26 @@ def _upgrade_v1(snapshot: dict[str, Any]) -> None:
 # --- snapshots in parts (format 4) ----------------------------------------------------
 
 _PARTED_MARKER: Final = bytes((_PAIR, PARTED_VERSION))
-_LENGTH: Final = struct.Struct(">I")
-_KEY_LENGTH: Final = struct.Struct(">H")
-_FRAMING: Final = _LENGTH.size + _CHECKSUM_BYTES
+_FRAME_HEAD: Final = struct.Struct(">IH")  # the body's length, then its key's
+_CHECKSUM: Final = struct.Struct(">I")
 _MAX_KEY: Final = 0xFFFF
+_ARRAY32: Final = b"\xdd"  # msgpack's array with a 32-bit length
 
 _VALUE_KEYS: Final = ("input", "carry", "state", "request_context", "result", "scopes", "metadata")
-"""Top-level values that get a part of their own: they may be large, and most
-transitions leave most of them as they were. The other fields ride in the head."""
+"""Top-level values that get a part of their own once they are large (see ``_INLINE``):
+most transitions leave most of them as they were. The other fields ride in the head."""
 
+_INLINE: Final = 64
+"""The most bytes a value of ``_VALUE_KEYS`` takes and still rides in the head: about
+what a part of its own costs a store in keys and framing."""
+
+WHOLE_UNTIL: Final = 2048
+"""The most bytes a run's snapshot takes while :class:`IncrementalEncoder` still encodes it
+whole (format 3): one msgpack call is the cheapest encoding of a small snapshot, and
+rewriting 2 KiB at a transition costs a store next to nothing. Past it, parts."""
+
+_MISSING: Final = object()
+_NO_VALUES: Final = (_MISSING,) * len(_VALUE_KEYS)
 _ITEM_LISTS: Final = ("outputs", "done")
 _MAX_DIGITS: Final = 18  # an item's index in its key
 _PAGE: Final = 64
@@ -325,41 +338,56 @@ def _frame(key: str, payload: bytes) -> bytes:
     name = key.encode("utf-8")
     if len(name) > _MAX_KEY:
         raise ValueError(f"a part's key is longer than {_MAX_KEY} bytes")
-    body = _KEY_LENGTH.pack(len(name)) + name + payload
-    return _LENGTH.pack(len(body)) + body + zlib.crc32(body).to_bytes(_CHECKSUM_BYTES, "big")
+    body_length = _FRAME_HEAD.size - 4 + len(name) + len(payload)
+    head = _FRAME_HEAD.pack(body_length, len(name)) + name
+    return head + payload + _CHECKSUM.pack(zlib.crc32(payload, zlib.crc32(head[4:])))
 
 
 def _parted_error(problem: str) -> SnapshotFormatError:
     return SnapshotFormatError(f"snapshot bytes (format version {PARTED_VERSION}) {problem}")
 
 
-def _frames(data: bytes, start: int) -> list[tuple[str, int, int, int]]:
-    """Each part from ``start`` on: its key, where it starts, where its payload starts, its end.
+def _scan(
+    data: bytes, start: int, *, check: bool
+) -> tuple[list[bytes], list[memoryview], list[int]]:
+    """Walk the parts from ``start`` on: each one's key, payload and where it starts.
+
+    Args:
+        data: Format-4 bytes.
+        start: Where the first part starts.
+        check: Check each part's checksum.
 
     Raises:
-        SnapshotFormatError: if the framing is broken (a part cut short, a key
-            that is not UTF-8). Checksums are left to the caller.
+        SnapshotFormatError: if the framing is broken (a part cut short) or,
+            with ``check``, a checksum does not match.
     """
-    found: list[tuple[str, int, int, int]] = []
+    view = memoryview(data)
     size = len(data)
+    keys: list[bytes] = []
+    payloads: list[memoryview] = []
+    starts: list[int] = []
+    frame_head, checksum, crc32 = _FRAME_HEAD.unpack_from, _CHECKSUM.unpack_from, zlib.crc32
     position = start
     while position < size:
-        if position + _LENGTH.size + _KEY_LENGTH.size > size:
+        if position + _FRAME_HEAD.size > size:
             raise _parted_error("are cut short inside a part's framing")
-        (length,) = _LENGTH.unpack_from(data, position)
-        body = position + _LENGTH.size
-        end = body + length + _CHECKSUM_BYTES
-        (key_length,) = _KEY_LENGTH.unpack_from(data, body)
-        payload = body + _KEY_LENGTH.size + key_length
-        if end > size or payload > body + length:
+        length, key_length = frame_head(data, position)
+        body = position + 4
+        end = body + length
+        payload = position + _FRAME_HEAD.size + key_length
+        if end + _CHECKSUM.size > size or payload > end:
             raise _parted_error("are cut short, or a part's length is damaged")
-        try:
-            key = data[body + _KEY_LENGTH.size : payload].decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise _parted_error("are damaged: a part's key is not UTF-8") from exc
-        found.append((key, position, payload, end))
-        position = end
-    return found
+        if check and crc32(view[body:end]) != checksum(data, end)[0]:
+            raise _parted_error(
+                "are damaged: a part's checksum does not match (a flipped bit, a torn "
+                "write, or bytes written by something else)"
+            )
+        keys.append(data[position + _FRAME_HEAD.size : payload])
+        payloads.append(view[payload:end])
+        starts.append(position)
+        position = end + _CHECKSUM.size
+    starts.append(position)
+    return keys, payloads, starts
 
 
 def split_parts(data: bytes, start: int) -> list[tuple[str, bytes]]:
@@ -369,122 +397,99 @@ def split_parts(data: bytes, start: int) -> list[tuple[str, bytes]]:
     cannot apply: every part, each as ``(key, bytes)``.
 
     Raises:
-        SnapshotFormatError: if the framing is broken.
+        SnapshotFormatError: if the framing is broken, or a key is not UTF-8.
     """
-    return [(key, data[begin:end]) for key, begin, _, end in _frames(data, start)]
-
-
-class _Parts:
-    """The decoded parts of format-4 bytes, by kind."""
-
-    __slots__ = ("count", "head", "items", "steps", "values")
-
-    def __init__(self) -> None:
-        self.head: list[Any] | None = None
-        self.steps: list[tuple[int, str, Any]] = []
-        self.values: dict[str, Any] = {}
-        self.items: dict[int, Any] = {}
-        self.count = 0  # parts after the head
-
-    def add(self, key: str, value: Any) -> None:
-        kind, name = key[:1], key[1:]
-        if self.head is None:
-            if key != "h" or type(value) is not list or len(value) != 3:
-                raise _parted_error("do not start with a head part")
-            self.head = value
-            return
-        self.count += 1
-        if kind == "s" and type(value) is list and len(value) == 2 and type(value[0]) is int:
-            self.steps.append((value[0], name, value[1]))
-        elif kind == "v" and name in _VALUE_KEYS:
-            self.values[name] = value
-        elif kind == "i" and name.isascii() and name.isdigit() and len(name) <= _MAX_DIGITS:
-            self.items[int(name)] = value
-        else:
-            raise _parted_error(f"hold a part {key!r} of no known kind")
+    keys, _, starts = _scan(data, start, check=False)
+    try:
+        return [
+            (key.decode("utf-8"), data[begin:end])
+            for key, begin, end in zip(keys, starts, starts[1:], strict=False)
+        ]
+    except UnicodeDecodeError as exc:
+        raise _parted_error("are damaged: a part's key is not UTF-8") from exc
 
 
 def _unpack_parted(data: bytes) -> dict[str, Any]:
     """The snapshot in format-4 bytes, every part's checksum checked."""
-    view = memoryview(data)
-    parts = _Parts()
-    seen: set[str] = set()
-    for key, begin, payload, end in _frames(data, len(_PARTED_MARKER)):
-        body = view[begin + _LENGTH.size : end - _CHECKSUM_BYTES]
-        if zlib.crc32(body) != int.from_bytes(view[end - _CHECKSUM_BYTES : end], "big"):
-            raise _parted_error(
-                f"are damaged: the checksum of part {key!r} does not match (a flipped bit, "
-                "a torn write, or bytes written by something else)"
-            )
-        if key in seen:
-            raise _parted_error(f"hold part {key!r} twice")
-        seen.add(key)
-        try:
-            value = msgpack.unpackb(view[payload : end - _CHECKSUM_BYTES], raw=False)
-        except Exception as exc:  # msgpack raises several unrelated types for bad bytes
-            raise _parted_error(f"hold part {key!r}, which cannot be decoded: {exc}") from exc
-        parts.add(key, value)
-    return _assemble(parts, len(data))
-
-
-def _assemble(parts: _Parts, size: int) -> dict[str, Any]:
-    """The snapshot the parts of ``size`` bytes make up, once they are known to fit together."""
-    if parts.head is None:
-        raise _parted_error("hold no head part")
-    fields, count, length = parts.head
-    if type(fields) is not dict or type(count) is not int:
+    keys, payloads, _ = _scan(data, len(_PARTED_MARKER), check=True)
+    if not keys or keys[0] != b"h":
+        raise _parted_error("do not start with a head part")
+    if len(set(keys)) != len(keys):
+        raise _parted_error("hold a part twice")
+    # One msgpack call for every payload: a part's payload is one msgpack value.
+    stream = _ARRAY32 + len(payloads).to_bytes(4, "big") + b"".join(payloads)
+    try:
+        values = msgpack.unpackb(stream, raw=False)
+        names = [key[1:].decode("utf-8") for key in keys]
+    except Exception as exc:  # msgpack raises several unrelated types for bad bytes
+        raise _parted_error(f"hold a part that cannot be decoded: {exc}") from exc
+    head = values[0]
+    if type(head) is not list or len(head) != 3 or type(head[0]) is not dict:
         raise _parted_error("have a head part that is not one")
-    if count != parts.count:
-        raise _parted_error(f"hold {parts.count} parts where the head names {count}")
+    fields: dict[str, Any] = head[0]
+    count, length = head[1], head[2]
+    if count != len(keys) - 1:
+        raise _parted_error(f"hold {len(keys) - 1} parts where the head names {count!r}")
+    steps: list[tuple[int, str, Any]] = []
+    items: list[tuple[int, Any]] = []
+    for key, name, value in zip(keys[1:], names[1:], values[1:], strict=True):
+        kind = key[:1]
+        if kind == b"s" and type(value) is list and len(value) == 2 and type(value[0]) is int:
+            steps.append((value[0], name, value[1]))
+        elif kind == b"v" and name in _VALUE_KEYS and name not in fields:
+            fields[name] = value
+        elif kind == b"i" and name.isascii() and name.isdigit() and len(name) <= _MAX_DIGITS:
+            items.append((int(name), value))
+        else:
+            raise _parted_error(f"hold a part {key!r} that does not fit the head")
     if "steps" not in fields:
-        steps = sorted(parts.steps, key=lambda step: step[0])
+        steps.sort(key=lambda step: step[0])
         fields["steps"] = {path: record for _, path, record in steps}
-    elif parts.steps:
+    elif steps:
         raise _parted_error("hold the steps both whole and in parts")
-    for name, value in parts.values.items():
-        if name in fields:
-            raise _parted_error(f"hold {name!r} both in the head and in a part")
-        fields[name] = value
-    progress = fields.get("progress")
-    if length is not None:
-        # Each finished item has a part; a length beyond the bytes is not a real one.
-        if type(length) is not int or not 0 <= length <= size or type(progress) is not dict:
-            raise _parted_error("have a head part whose foreach items are not valid")
-        outputs: list[Any] = [None] * length
-        done = [False] * length
-        for index, output in parts.items.items():
-            if index >= length:
-                raise _parted_error(f"hold foreach item {index} of {length}")
-            outputs[index] = output
-            done[index] = True
-        progress["outputs"] = outputs
-        progress["done"] = done
-    elif parts.items:
-        raise _parted_error("hold foreach items the head does not know of")
+    _fill_items(fields, length, items, len(data))
     return fields
 
 
-class _StepPart:
-    """What an encoder last encoded of a step record: the record's values, and its part."""
-
-    __slots__ = ("frame", "keys", "ordinal", "record", "values")
-
-    def __init__(self, ordinal: int) -> None:
-        self.ordinal = ordinal
-        self.record: Any = None
-        self.keys: tuple[str, ...] = ()
-        self.values: tuple[Any, ...] = ()
-        self.frame = b""
+def _fill_items(
+    fields: dict[str, Any], length: Any, items: list[tuple[int, Any]], size: int
+) -> None:
+    """Put a foreach's lists of outputs back into ``progress``, from its finished items."""
+    if length is None:
+        if items:
+            raise _parted_error("hold foreach items the head does not know of")
+        return
+    progress = fields.get("progress")
+    # Each finished item has a part; a length beyond the bytes is not a real one.
+    if type(length) is not int or not 0 <= length <= size or type(progress) is not dict:
+        raise _parted_error("have a head part whose foreach items are not valid")
+    outputs: list[Any] = [None] * length
+    done = [False] * length
+    for index, output in items:
+        if index >= length:
+            raise _parted_error(f"hold foreach item {index} of {length}")
+        outputs[index] = output
+        done[index] = True
+    progress["outputs"] = outputs
+    progress["done"] = done
 
 
 class IncrementalEncoder:
     """Encodes the successive snapshots of one run in parts (format 4), each part when it changed.
 
     The run actor keeps one for the snapshot it drives and takes every record
-    from it. A part is encoded again only when what it holds was replaced: a
-    step record whose values are not the very objects of last time, a large
-    top-level value (carry, state...) that is another object, a foreach item
-    announced with :meth:`item_done`. A part whose new bytes equal the old ones
+    from it. While the snapshot is small (up to ``whole_until`` bytes) each
+    record holds it whole, as :func:`record_of` makes it; once it is larger,
+    in parts, for the rest of the encoder's life. So a transition writes at
+    most about ``whole_until`` bytes plus what it changed, and the bytes a run
+    writes grow linearly with its steps.
+
+    In parts, a part is encoded again only when what it holds changed: a step
+    record whose values are not those of last time (compared with ``==``, which
+    finds an unchanged value at once by identity), a large top-level value
+    (carry, state...) that is another object, a foreach item announced with
+    :meth:`item_done`. Looking for changes costs a few C-level passes over the
+    steps, not an encoding of each. A part whose new bytes equal the old ones
     does not count as changed. So a transition encodes what it changed, not
     the whole run, and a store that keeps parts apart writes about as much
     (see :class:`~runtime._stores.base.SnapshotParts`); the record's ``data``
@@ -499,6 +504,8 @@ class IncrementalEncoder:
     Args:
         snapshot: The snapshot the records are taken of; the caller keeps
             changing it between records.
+        whole_until: The most bytes of a snapshot encoded whole (by default
+            :data:`WHOLE_UNTIL`); ``-1``: none, every record is in parts.
     """
 
     __slots__ = (
@@ -509,18 +516,26 @@ class IncrementalEncoder:
         "_items",
         "_lineage",
         "_next_ordinal",
+        "_ordinals",
         "_outputs",
         "_pages",
+        "_parted",
+        "_paths",
+        "_prints",
         "_progress",
         "_snapshot",
-        "_steps",
+        "_step_frames",
         "_steps_bytes",
+        "_value_frames",
         "_values",
         "_values_bytes",
+        "_whole_until",
     )
 
-    def __init__(self, snapshot: Snapshot) -> None:
+    def __init__(self, snapshot: Snapshot, *, whole_until: int | None = None) -> None:
         self._snapshot = snapshot
+        self._whole_until = WHOLE_UNTIL if whole_until is None else whole_until
+        self._parted = self._whole_until < 0
         self._lineage = secrets.randbits(62)
         self._reset()
 
@@ -528,9 +543,13 @@ class IncrementalEncoder:
         """Forget every part: the next record encodes them all, and says so."""
         self._base: int | None = None
         self._next_ordinal = 0
-        self._steps: dict[str, _StepPart] = {}
+        self._paths: list[str] = []
+        self._prints: list[tuple[Any, ...]] = []
+        self._ordinals: dict[str, int] = {}
+        self._step_frames: dict[str, bytes] = {}
         self._steps_bytes: bytes | None = b""
-        self._values: dict[str, tuple[Any, bytes]] = {}
+        self._values: list[Any] = list(_NO_VALUES)
+        self._value_frames: dict[str, bytes] = {}
         self._values_bytes: bytes | None = b""
         self._progress: Any = None
         self._outputs: Any = None
@@ -542,7 +561,8 @@ class IncrementalEncoder:
 
     def item_done(self, index: int) -> None:
         """Item ``index`` of the foreach in progress has its output now: encode it next time."""
-        self._announced.append(index)
+        if self._parted:  # a whole snapshot needs no telling, and its first parts look at all
+            self._announced.append(index)
 
     def next_record(self, now: float) -> SnapshotRecord:
         """Number the snapshot as the run's next one, taken at ``now``, and return its record.
@@ -553,10 +573,15 @@ class IncrementalEncoder:
         snapshot = self._snapshot
         snapshot["seq"] += 1
         snapshot["updated_at"] = now
-        return self.record()
+        if not self._parted:
+            data = encode(snapshot)
+            if len(data) <= self._whole_until:
+                return record_of(snapshot, data=data)
+            self._parted = True  # from now on in parts, beginning with this record
+        return self._in_parts()
 
-    def record(self) -> SnapshotRecord:
-        """The record of the snapshot as it is now.
+    def _in_parts(self) -> SnapshotRecord:
+        """The record of the snapshot as it is now, in parts.
 
         Raises:
             SnapshotEncodingError: if some value cannot be encoded; the next
@@ -566,20 +591,18 @@ class IncrementalEncoder:
         changed: list[tuple[str, bytes]] = []
         dropped: list[str] = []
         try:
-            fields: dict[str, Any] = {
-                key: value
-                for key, value in snapshot.items()
-                if key != "steps" and key not in _VALUE_KEYS
-            }
-            steps = snapshot.get("steps")
+            fields: dict[str, Any] = dict(snapshot)
+            steps = fields.pop("steps", None)
             if type(steps) is dict:
                 self._encode_steps(steps, changed, dropped)
             else:
                 fields["steps"] = steps
                 self._encode_steps({}, changed, dropped)
             self._encode_values(changed, dropped)
+            for name in self._value_frames:
+                del fields[name]
             length = self._encode_items(fields, changed, dropped)
-            count = len(self._steps) + len(self._values) + len(self._items)
+            count = len(self._step_frames) + len(self._value_frames) + len(self._items)
             head = _PARTED_MARKER + _frame("h", _packb((fields, count, length)))
         except (TypeError, ValueError, OverflowError) as exc:
             self._reset()
@@ -587,66 +610,80 @@ class IncrementalEncoder:
         data = b"".join((head, *self._joined()))
         base = self._base
         self._base = snapshot["seq"]
-        if base is None:
-            parts = SnapshotParts(self._lineage, None, head)
-        else:
-            parts = SnapshotParts(self._lineage, base, head, tuple(changed), tuple(dropped))
+        parts = SnapshotParts(self._lineage, base, head, tuple(changed), tuple(dropped))
         return record_of(snapshot, data=data, parts=parts)
 
     def _encode_steps(
         self, steps: dict[str, Any], changed: list[tuple[str, bytes]], dropped: list[str]
     ) -> None:
-        cache = self._steps
-        last = -1  # parts keep the steps' order by increasing ordinals
-        for path, record in steps.items():
-            part = cache.get(path)
-            if (
-                part is not None
-                and part.ordinal > last
-                and part.record is record
-                and len(record) == len(part.values)
-                and all(map(is_, record.values(), part.values))
-                and part.keys == tuple(record)
-            ):
-                last = part.ordinal
-                continue
-            if part is None or part.ordinal <= last:  # new, or run again: it moved to the end
-                part = cache[path] = _StepPart(self._next_ordinal)
+        paths = list(steps)
+        records = list(steps.values())
+        # Each record's values, for the next record to compare with (C-level passes).
+        prints = list(map(tuple, map(dict.values, records)))
+        known = self._paths
+        if paths[: len(known)] == known:
+            # The usual case: the steps of last time, in the same order, and maybe new ones.
+            todo = list(compress(range(len(known)), map(ne, prints, self._prints)))
+            for index in range(len(known), len(paths)):
+                self._ordinals[paths[index]] = self._next_ordinal
                 self._next_ordinal += 1
-            frame = _frame("s" + path, _packb((part.ordinal, record)))
-            last = part.ordinal
-            part.record = record
-            part.keys = tuple(record)
-            part.values = tuple(record.values())
-            if frame != part.frame:
-                part.frame = frame
-                changed.append(("s" + path, frame))
+                todo.append(index)
+        else:
+            todo = self._reorder(paths, prints, dropped)
+        frames = self._step_frames
+        for index in todo:
+            path = paths[index]
+            key = "s" + path
+            frame = _frame(key, _packb((self._ordinals[path], records[index])))
+            if frames.get(path) != frame:
+                frames[path] = frame
+                changed.append((key, frame))
                 self._steps_bytes = None
-        if len(cache) > len(steps):
-            for path in [path for path in cache if path not in steps]:
-                del cache[path]
+        self._paths = paths
+        self._prints = prints
+
+    def _reorder(
+        self, paths: list[str], prints: list[tuple[Any, ...]], dropped: list[str]
+    ) -> list[int]:
+        """Steps moved (run again) or went: give ordinals anew where needed; what to encode."""
+        before = dict(zip(self._paths, self._prints, strict=True))
+        old, ordinals = self._ordinals, {}
+        todo: list[int] = []
+        last = -1  # ordinals increase in the order of the steps
+        for index, (path, values) in enumerate(zip(paths, prints, strict=True)):
+            ordinal = old.get(path)
+            if ordinal is None or ordinal <= last:
+                ordinal = self._next_ordinal
+                self._next_ordinal += 1
+                todo.append(index)
+            elif before.get(path) != values:
+                todo.append(index)
+            ordinals[path] = last = ordinal
+        for path in old:
+            if path not in ordinals:
+                del self._step_frames[path]
                 dropped.append("s" + path)
-            self._steps_bytes = None
+                self._steps_bytes = None
+        self._ordinals = ordinals
+        return todo
 
     def _encode_values(self, changed: list[tuple[str, bytes]], dropped: list[str]) -> None:
-        snapshot: Mapping[str, Any] = self._snapshot
-        cache = self._values
-        for name in _VALUE_KEYS:
-            known = cache.get(name)
-            if name not in snapshot:
-                if known is not None:
-                    del cache[name]
+        got = list(map(self._snapshot.get, _VALUE_KEYS, _NO_VALUES))
+        frames = self._value_frames
+        for index in compress(range(len(_VALUE_KEYS)), map(is_not, got, self._values)):
+            name, value = _VALUE_KEYS[index], got[index]
+            payload = b"" if value is _MISSING else _packb(value)
+            if len(payload) <= _INLINE:  # missing, or small: in the head
+                if frames.pop(name, None) is not None:
                     dropped.append("v" + name)
                     self._values_bytes = None
                 continue
-            value = snapshot[name]
-            if known is not None and known[0] is value:
-                continue
-            frame = _frame("v" + name, _packb(value))
-            cache[name] = (value, frame)
-            if known is None or known[1] != frame:
+            frame = _frame("v" + name, payload)
+            if frames.get(name) != frame:
+                frames[name] = frame
                 changed.append(("v" + name, frame))
                 self._values_bytes = None
+        self._values = got
 
     def _encode_items(
         self, fields: dict[str, Any], changed: list[tuple[str, bytes]], dropped: list[str]
@@ -713,9 +750,9 @@ class IncrementalEncoder:
     def _joined(self) -> tuple[bytes, ...]:
         """The bytes of every part but the head, joined by kind (and items by page)."""
         if self._steps_bytes is None:
-            self._steps_bytes = b"".join([part.frame for part in self._steps.values()])
+            self._steps_bytes = b"".join(self._step_frames.values())
         if self._values_bytes is None:
-            self._values_bytes = b"".join([frame for _, frame in self._values.values()])
+            self._values_bytes = b"".join(self._value_frames.values())
         if self._dirty_pages:
             items, pages = self._items, self._pages
             for page in self._dirty_pages:

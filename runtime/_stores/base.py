@@ -44,7 +44,7 @@ class SnapshotParts(NamedTuple):
         head: The first bytes of ``data``: the format's marker and the head
             part (the run's small fields and how many parts it has).
         changed: ``(key, part)`` of each part written or rewritten since
-            ``base_seq``, as it appears in ``data``.
+            ``base_seq`` (every part, without one), as it appears in ``data``.
         dropped: The keys of the parts gone since ``base_seq``.
     """
 

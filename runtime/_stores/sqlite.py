@@ -112,7 +112,7 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # 1 -> 2: step records. The parts of a snapshot kept in parts, beside its head in
     # the run's row; ``lineage`` names the encoder whose parts the row holds (NULL for
     # a snapshot kept whole), so that only that encoder's changes apply on top. A
-    # run's parts go with it, whatever deletes it.
+    # run's parts go with it, whatever deletes it or stores it whole again.
     (
         "ALTER TABLE runs ADD COLUMN lineage INTEGER",
         """CREATE TABLE IF NOT EXISTS run_parts (
@@ -124,6 +124,12 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         """CREATE TRIGGER IF NOT EXISTS run_parts_go_with_their_run AFTER DELETE ON runs
         BEGIN
             DELETE FROM run_parts WHERE run_id = old.run_id;
+        END""",
+        """CREATE TRIGGER IF NOT EXISTS run_parts_go_when_kept_whole
+        AFTER UPDATE OF lineage ON runs
+        WHEN old.lineage IS NOT NULL AND new.lineage IS NULL
+        BEGIN
+            DELETE FROM run_parts WHERE run_id = new.run_id;
         END""",
     ),
 )
@@ -717,57 +723,62 @@ class SQLiteStore:
         return inserted
 
     def _save(self, connection: sqlite3.Connection, records: list[SnapshotRecord]) -> None:
-        """Store newer snapshots: each run's row once, and only the parts that changed.
+        """Store newer snapshots: whole ones as they are, parted ones by what changed.
 
-        What each record does is decided here, under the write lock, from the
-        rows as they stand (and as the records before it in the batch left
-        them): a record not newer than its run's row, or for an ended run,
-        does nothing; a change in parts applies on top of the row if the row
-        holds the very record it was made against (same ``seq``, same
-        lineage); else the record's parts are all written, as is a whole
-        snapshot. Then one statement of each kind does it all.
+        A snapshot kept whole goes into its run's row, in one multi-row
+        statement for the batch, whose condition leaves out a record not newer
+        than its row or for an ended run (a trigger drops the parts the row
+        had). For a snapshot in parts, what each record does is decided here,
+        under the write lock, from its run's row as it stands (and as the
+        records before it in the batch leave it): a stale record does nothing;
+        a change applies on top of the row if the row holds the very record it
+        was made against (same ``seq``, same lineage); else every part of the
+        record is written, in place of the run's parts. Then one statement of
+        each kind does it all.
         """
-        if not records:
-            return
-        stored = self._stored(connection, {record.run_id for record in records})
-        rows: dict[str, tuple[Any, ...]] = {}
+        parted = {record.run_id for record in records if record.parts is not None}
+        stored = self._stored(connection, parted) if parted else {}
+        rows: list[tuple[Any, ...]] = []
         writes: dict[str, _PartWrites] = {}
         for record in records:
-            run_id = record.run_id
+            run_id, change = record.run_id, record.parts
             current = stored.get(run_id)
             if current is not None and (
                 record.seq <= current[0] or current[1] in TERMINAL_STATUSES
             ):
                 continue  # older than the stored one, or the run has ended: a run never goes back
-            change = record.parts
             if change is None:
-                blob, lineage = record.data, None
-                writes[run_id] = _PartWrites(clear=True)
-            elif (
+                rows.append(self._row(record, record.data, None))
+                if run_id in parted:
+                    writes.pop(run_id, None)  # the row is whole now, and has no parts
+                    stored[run_id] = (record.seq, record.status, None)
+                continue
+            if (
                 change.base_seq is not None
                 and current is not None
                 and current[0] == change.base_seq
                 and current[2] == change.lineage
             ):
-                blob, lineage = change.head, change.lineage
                 parts = writes.setdefault(run_id, _PartWrites(clear=False)).parts
                 for key in change.dropped:
                     parts[key] = None
                 parts.update(change.changed)
-            else:
-                blob, lineage = change.head, change.lineage
+            elif change.base_seq is None:
+                writes[run_id] = _PartWrites(clear=True, parts=dict(change.changed))
+            else:  # made against a record the row does not hold: all its parts
                 every = split_parts(record.data, len(change.head))
                 writes[run_id] = _PartWrites(clear=True, parts=dict(every))
-            stored[run_id] = (record.seq, record.status, lineage)
-            rows[run_id] = self._row(record, blob, lineage)
-        for chunk in _chunks(list(rows.values())):
+            stored[run_id] = (record.seq, record.status, change.lineage)
+            rows.append(self._row(record, change.head, change.lineage))
+        for chunk in _chunks(rows):
             connection.execute(
                 f"INSERT INTO runs ({_INSERT_COLUMNS}) VALUES "
                 + ", ".join([_ROW] * len(chunk))
                 + _ON_CONFLICT_NEWER,
                 [value for row in chunk for value in row],
             )
-        self._write_parts(connection, writes)
+        if writes:
+            self._write_parts(connection, writes)
 
     def _stored(
         self, connection: sqlite3.Connection, run_ids: set[str]
@@ -852,11 +863,7 @@ class SQLiteStore:
                     record.seq,
                 ),
             )
-            if cursor.rowcount != 1:
-                return False
-            # Kept whole now: the parts of the snapshot it replaced are not its own.
-            connection.execute("DELETE FROM run_parts WHERE run_id = ?", (record.run_id,))
-            return True
+            return cursor.rowcount == 1  # kept whole: a trigger drops the parts it had
         if kind == "claim":
             run_id, previous = payload
             cursor = connection.execute(

@@ -30,7 +30,7 @@ from runtime import (
     create_step,
     create_workflow,
 )
-from runtime._snapshot import decode, encode, is_parted, unpack
+from runtime._snapshot import WHOLE_UNTIL, decode, encode, is_parted, unpack
 from tests._support import Value, shout_step, wait_for_no_callboard_threads, wait_until
 from tests.durable._support.helpers import raw
 
@@ -56,13 +56,17 @@ def held_workflow(gate: threading.Event) -> Any:
     )
 
 
-def leave_unfinished(db: Path, run_ids: list[str]) -> None:
-    """Runs in progress when their runtime stops at once: left for the next one to resume."""
+def leave_unfinished(db: Path, run_ids: list[str], padding: str = "") -> None:
+    """Runs in progress when their runtime stops at once: left for the next one to resume.
+
+    Each run's input is its id, then ``padding``: a long one makes its snapshot
+    large enough to be kept in parts.
+    """
     gate = threading.Event()
     with Runtime(store=db, stop_timeout=0) as rt:
         wf = rt.register(held_workflow(gate))
         for run_id in run_ids:
-            wf.create_run(run_id).start_async(input_data={"value": run_id})
+            wf.create_run(run_id).start_async(input_data={"value": run_id + padding})
         wait_until(
             lambda: all(
                 (result := wf.get_workflow_run_execution_result(run_id)) is not None
@@ -183,7 +187,8 @@ def flip_a_bit_in_part(db: Path, run_id: str, kind: str) -> str:
 
 @pytest.mark.parametrize("kind", ["h", "s", "v"], ids=["head", "step record", "value"])
 def test_a_flipped_bit_in_any_stored_part_fails_that_run_alone(db: Path, kind: str) -> None:
-    leave_unfinished(db, ["healthy", "damaged"])
+    padding = "." * WHOLE_UNTIL  # kept in parts
+    leave_unfinished(db, ["healthy", "damaged"], padding)
     damaged = stored(db, "damaged")
     flip_a_bit_in_part(db, "damaged", kind)
 
@@ -196,7 +201,7 @@ def test_a_flipped_bit_in_any_stored_part_fails_that_run_alone(db: Path, kind: s
         )
         healthy = wf.create_run("healthy").wait(WAIT)
 
-    assert healthy.status == "success" and healthy.result == {"value": "HEALTHY"}
+    assert healthy.status == "success" and healthy.result == {"value": "HEALTHY" + padding}
     failed = wf.get_workflow_run_execution_result("damaged")
     assert failed is not None and failed.error is not None
     assert failed.error.name == "SnapshotFormatError"
