@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import secrets
 import struct
+import threading
 import zlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -148,9 +149,18 @@ class Snapshot(TypedDict):
     resumed: NotRequired[bool]
 
 
+_PACKERS = threading.local()
+
+
 def _packb(value: Any) -> bytes:
-    # A fresh packer per call: a shared msgpack.Packer is not safe across threads.
-    data: bytes = msgpack.packb(value, use_bin_type=True)
+    # A packer per thread: one msgpack.Packer is not safe across threads, and making
+    # one per call costs more than packing a step record. A Packer that raises
+    # resets its buffer, so the next value packs clean.
+    try:
+        packer = _PACKERS.packer
+    except AttributeError:
+        packer = _PACKERS.packer = msgpack.Packer(use_bin_type=True)
+    data: bytes = packer.pack(value)
     return data
 
 
@@ -303,6 +313,8 @@ def _upgrade_v1(snapshot: dict[str, Any]) -> None:
 
 _PARTED_MARKER: Final = bytes((_PAIR, PARTED_VERSION))
 _FRAME_HEAD: Final = struct.Struct(">IH")  # the body's length, then its key's
+_LENGTH: Final = struct.Struct(">I")
+_KEY_LENGTH: Final = struct.Struct(">H")
 _CHECKSUM: Final = struct.Struct(">I")
 _MAX_KEY: Final = 0xFFFF
 _ARRAY32: Final = b"\xdd"  # msgpack's array with a 32-bit length
@@ -311,9 +323,17 @@ _VALUE_KEYS: Final = ("input", "carry", "state", "request_context", "result", "s
 """Top-level values that get a part of their own once they are large (see ``_INLINE``):
 most transitions leave most of them as they were. The other fields ride in the head."""
 
-_INLINE: Final = 64
+_INLINE_VALUE: Final = 64
 """The most bytes a value of ``_VALUE_KEYS`` takes and still rides in the head: about
 what a part of its own costs a store in keys and framing."""
+
+_INLINE: Final = {"carry": 512}
+"""Larger limits for values that change at almost every transition anyway: in the head
+they cost no row of their own."""
+
+_INLINE_STEP: Final = 512
+"""The most bytes a step record not ended yet takes and still rides in the head. It
+changes again soon; once it has ended (or if it is larger) it has a part of its own."""
 
 WHOLE_UNTIL: Final = 2048
 """The most bytes a run's snapshot takes while :class:`IncrementalEncoder` still encodes it
@@ -338,9 +358,8 @@ def _frame(key: str, payload: bytes) -> bytes:
     name = key.encode("utf-8")
     if len(name) > _MAX_KEY:
         raise ValueError(f"a part's key is longer than {_MAX_KEY} bytes")
-    body_length = _FRAME_HEAD.size - 4 + len(name) + len(payload)
-    head = _FRAME_HEAD.pack(body_length, len(name)) + name
-    return head + payload + _CHECKSUM.pack(zlib.crc32(payload, zlib.crc32(head[4:])))
+    body = _KEY_LENGTH.pack(len(name)) + name + payload
+    return b"".join((_LENGTH.pack(len(body)), body, _CHECKSUM.pack(zlib.crc32(body))))
 
 
 def _parted_error(problem: str) -> SnapshotFormatError:
@@ -424,13 +443,18 @@ def _unpack_parted(data: bytes) -> dict[str, Any]:
     except Exception as exc:  # msgpack raises several unrelated types for bad bytes
         raise _parted_error(f"hold a part that cannot be decoded: {exc}") from exc
     head = values[0]
-    if type(head) is not list or len(head) != 3 or type(head[0]) is not dict:
+    if type(head) is not list or len(head) != 4 or type(head[0]) is not dict:
         raise _parted_error("have a head part that is not one")
     fields: dict[str, Any] = head[0]
-    count, length = head[1], head[2]
+    count, length, inline = head[1], head[2], head[3]
+    if type(inline) is not list or not all(
+        type(step) is list and len(step) == 3 and type(step[0]) is int and type(step[1]) is str
+        for step in inline
+    ):
+        raise _parted_error("have a head part whose steps are not valid")
     if count != len(keys) - 1:
         raise _parted_error(f"hold {len(keys) - 1} parts where the head names {count!r}")
-    steps: list[tuple[int, str, Any]] = []
+    steps: list[tuple[int, str, Any]] = [(step[0], step[1], step[2]) for step in inline]
     items: list[tuple[int, Any]] = []
     for key, name, value in zip(keys[1:], names[1:], values[1:], strict=True):
         kind = key[:1]
@@ -447,6 +471,8 @@ def _unpack_parted(data: bytes) -> dict[str, Any]:
         fields["steps"] = {path: record for _, path, record in steps}
     elif steps:
         raise _parted_error("hold the steps both whole and in parts")
+    if len(fields["steps"]) != len(steps):
+        raise _parted_error("hold a step twice")
     _fill_items(fields, length, items, len(data))
     return fields
 
@@ -511,8 +537,10 @@ class IncrementalEncoder:
     __slots__ = (
         "_announced",
         "_base",
+        "_copies",
         "_dirty_pages",
         "_done",
+        "_inline_steps",
         "_items",
         "_lineage",
         "_next_ordinal",
@@ -521,7 +549,6 @@ class IncrementalEncoder:
         "_pages",
         "_parted",
         "_paths",
-        "_prints",
         "_progress",
         "_snapshot",
         "_step_frames",
@@ -544,9 +571,10 @@ class IncrementalEncoder:
         self._base: int | None = None
         self._next_ordinal = 0
         self._paths: list[str] = []
-        self._prints: list[tuple[Any, ...]] = []
+        self._copies: list[dict[str, Any]] = []
         self._ordinals: dict[str, int] = {}
         self._step_frames: dict[str, bytes] = {}
+        self._inline_steps: dict[str, int] = {}
         self._steps_bytes: bytes | None = b""
         self._values: list[Any] = list(_NO_VALUES)
         self._value_frames: dict[str, bytes] = {}
@@ -597,13 +625,15 @@ class IncrementalEncoder:
                 self._encode_steps(steps, changed, dropped)
             else:
                 fields["steps"] = steps
-                self._encode_steps({}, changed, dropped)
+                steps = {}
+                self._encode_steps(steps, changed, dropped)
             self._encode_values(changed, dropped)
             for name in self._value_frames:
                 del fields[name]
             length = self._encode_items(fields, changed, dropped)
             count = len(self._step_frames) + len(self._value_frames) + len(self._items)
-            head = _PARTED_MARKER + _frame("h", _packb((fields, count, length)))
+            inline = [(ordinal, path, steps[path]) for path, ordinal in self._inline_steps.items()]
+            head = _PARTED_MARKER + _frame("h", _packb((fields, count, length, inline)))
         except (TypeError, ValueError, OverflowError) as exc:
             self._reset()
             raise _encoding_error(snapshot, "snapshot") from exc
@@ -618,53 +648,68 @@ class IncrementalEncoder:
     ) -> None:
         paths = list(steps)
         records = list(steps.values())
-        # Each record's values, for the next record to compare with (C-level passes).
-        prints = list(map(tuple, map(dict.values, records)))
-        known = self._paths
+        known, copies = self._paths, self._copies
         if paths[: len(known)] == known:
             # The usual case: the steps of last time, in the same order, and maybe new ones.
-            todo = list(compress(range(len(known)), map(ne, prints, self._prints)))
+            # Each record is compared with a copy of it as last encoded: a C-level pass
+            # that finds an unchanged value by identity, and allocates nothing.
+            todo = list(compress(range(len(known)), map(ne, records, copies)))
             for index in range(len(known), len(paths)):
                 self._ordinals[paths[index]] = self._next_ordinal
                 self._next_ordinal += 1
                 todo.append(index)
+            copies.extend(map(dict.copy, records[len(known) :]))
         else:
-            todo = self._reorder(paths, prints, dropped)
-        frames = self._step_frames
+            todo = self._reorder(paths, records, dropped)
+            copies = self._copies
+        frames, inline = self._step_frames, self._inline_steps
         for index in todo:
-            path = paths[index]
-            key = "s" + path
-            frame = _frame(key, _packb((self._ordinals[path], records[index])))
+            path, record = paths[index], records[index]
+            copies[index] = record.copy()
+            ordinal = self._ordinals[path]
+            payload = _packb((ordinal, record))
+            if len(payload) <= _INLINE_STEP and record.get("status") in OPEN_STEP_STATUSES:
+                # Not ended: it changes again soon. It rides in the head meanwhile.
+                inline[path] = ordinal
+                if frames.pop(path, None) is not None:
+                    dropped.append("s" + path)
+                    self._steps_bytes = None
+                continue
+            inline.pop(path, None)
+            frame = _frame("s" + path, payload)
             if frames.get(path) != frame:
                 frames[path] = frame
-                changed.append((key, frame))
+                changed.append(("s" + path, frame))
                 self._steps_bytes = None
         self._paths = paths
-        self._prints = prints
 
     def _reorder(
-        self, paths: list[str], prints: list[tuple[Any, ...]], dropped: list[str]
+        self, paths: list[str], records: list[dict[str, Any]], dropped: list[str]
     ) -> list[int]:
         """Steps moved (run again) or went: give ordinals anew where needed; what to encode."""
-        before = dict(zip(self._paths, self._prints, strict=True))
+        before = dict(zip(self._paths, self._copies, strict=True))
         old, ordinals = self._ordinals, {}
         todo: list[int] = []
+        copies: list[dict[str, Any]] = []
         last = -1  # ordinals increase in the order of the steps
-        for index, (path, values) in enumerate(zip(paths, prints, strict=True)):
+        for index, (path, record) in enumerate(zip(paths, records, strict=True)):
             ordinal = old.get(path)
+            copy = before.get(path)
             if ordinal is None or ordinal <= last:
                 ordinal = self._next_ordinal
                 self._next_ordinal += 1
                 todo.append(index)
-            elif before.get(path) != values:
+            elif copy != record:
                 todo.append(index)
+            copies.append(record if copy is None else copy)  # replaced if encoded
             ordinals[path] = last = ordinal
         for path in old:
-            if path not in ordinals:
+            if path not in ordinals and self._inline_steps.pop(path, None) is None:
                 del self._step_frames[path]
                 dropped.append("s" + path)
                 self._steps_bytes = None
         self._ordinals = ordinals
+        self._copies = copies
         return todo
 
     def _encode_values(self, changed: list[tuple[str, bytes]], dropped: list[str]) -> None:
@@ -673,7 +718,7 @@ class IncrementalEncoder:
         for index in compress(range(len(_VALUE_KEYS)), map(is_not, got, self._values)):
             name, value = _VALUE_KEYS[index], got[index]
             payload = b"" if value is _MISSING else _packb(value)
-            if len(payload) <= _INLINE:  # missing, or small: in the head
+            if len(payload) <= _INLINE.get(name, _INLINE_VALUE):  # missing, or small: in the head
                 if frames.pop(name, None) is not None:
                     dropped.append("v" + name)
                     self._values_bytes = None

@@ -74,6 +74,7 @@ BATCH: Final = 512
 _T = TypeVar("_T")
 
 _UNFINISHED: Final = tuple(sorted(UNFINISHED_STATUSES))
+
 _UNFINISHED_MARKS: Final = ", ".join("?" * len(_UNFINISHED))
 
 
@@ -110,16 +111,18 @@ CREATE TABLE IF NOT EXISTS owners (
 
 _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # 1 -> 2: step records. The parts of a snapshot kept in parts, beside its head in
-    # the run's row; ``lineage`` names the encoder whose parts the row holds (NULL for
-    # a snapshot kept whole), so that only that encoder's changes apply on top. A
-    # run's parts go with it, whatever deletes it or stores it whole again.
+    # the run's row. ``lineage`` names the encoder (one run actor) that wrote them: the
+    # row's lineage says whose parts belong to its head (NULL: a snapshot kept whole,
+    # no parts), and each encoder's changes go on top of its own parts only. A run's
+    # parts go with it, whatever deletes it or stores it whole again.
     (
         "ALTER TABLE runs ADD COLUMN lineage INTEGER",
         """CREATE TABLE IF NOT EXISTS run_parts (
-            run_id TEXT NOT NULL,
-            key    TEXT NOT NULL,
-            part   BLOB NOT NULL,
-            PRIMARY KEY (run_id, key)
+            run_id  TEXT NOT NULL,
+            lineage INTEGER NOT NULL,
+            key     TEXT NOT NULL,
+            part    BLOB NOT NULL,
+            PRIMARY KEY (run_id, lineage, key)
         ) WITHOUT ROWID""",
         """CREATE TRIGGER IF NOT EXISTS run_parts_go_with_their_run AFTER DELETE ON runs
         BEGIN
@@ -173,17 +176,21 @@ WHERE run_id = ? AND seq = ? AND ? > seq AND status NOT IN ({_TERMINAL_SQL})
 _COLUMNS = (
     "r.run_id, r.workflow_id, r.seq, r.status, r.snapshot, r.created_at, r.updated_at, r.trace_id"
 )
-_WITH_PARTS = "p.part FROM {source} LEFT JOIN run_parts p ON p.run_id = r.run_id"
-_WITHOUT_PARTS = "NULL FROM {source}"
+# A run's parts, those of its row's lineage, joined into one value: a read of runs is one
+# statement with one row a run (one read transaction: a head and its parts always come
+# from the same commit; and one step of the statement a run, not one a part).
+_WITH_PARTS = (
+    "(SELECT CAST(group_concat(p.part, x'') AS BLOB) FROM run_parts p "
+    "WHERE p.run_id = r.run_id AND p.lineage = r.lineage)"
+)
+_WITHOUT_PARTS = "NULL"
 _RUNS = "runs r"
-# A read of runs and their parts is one statement: one read transaction, so a run's
-# head and its parts always come from the same commit.
 
 
-def _record(row: tuple[Any, ...], parts: list[bytes]) -> SnapshotRecord:
+def _record(row: tuple[Any, ...]) -> SnapshotRecord:
     data = bytes(row[4])
-    if parts and is_parted(data):  # parts left beside a row since written whole are not its
-        data += b"".join(parts)
+    if row[-1] is not None and is_parted(data):
+        data += row[-1]
     return SnapshotRecord(
         run_id=row[0],
         workflow_id=row[1],
@@ -197,7 +204,7 @@ def _record(row: tuple[Any, ...], parts: list[bytes]) -> SnapshotRecord:
 
 
 class _PartWrites:
-    """What one transaction does to a run's parts: clear them first, then write or delete some."""
+    """What one transaction does to a run's parts of one lineage: clear all first, then each."""
 
     __slots__ = ("clear", "parts")
 
@@ -245,6 +252,9 @@ class SQLiteStore:
         self._closed = False
         self._writer: GroupCommitWriter | None = None
         self._reclaim = False  # pruned runs freed pages that the file may give back
+        # On the writer thread: lineages a save of which was refused, so that their parts
+        # in the file miss that save's changes: their next save writes every part.
+        self._broken: set[int] = set()
         self._transactions = 0
         self._checkpointed_at = 0
         self._checkpoint_time = time.monotonic()
@@ -506,26 +516,18 @@ class SQLiteStore:
     ) -> list[tuple[SnapshotRecord, tuple[Any, ...]]]:
         """Records of the runs ``r`` in ``source`` (a FROM clause) that ``where`` keeps.
 
-        Each comes with its row. Each run's parts come in the same statement,
-        joined: one read transaction. ``extra`` names more columns (after the
+        Each comes with its row. ``extra`` names more columns (after the
         record's eight), ``order`` orders the runs.
         """
         parts = _WITH_PARTS if self._parts_table else _WITHOUT_PARTS
-        query = f"SELECT {_COLUMNS}{extra}, {parts.format(source=source)} {where} {order}"
+        query = f"SELECT {_COLUMNS}{extra}, {parts} FROM {source} {where} {order}"
         with self._reading() as connection:
             rows = connection.execute(query, params).fetchall()
-        by_run: dict[str, tuple[tuple[Any, ...], list[bytes]]] = {}
-        for row in rows:
-            known = by_run.get(row[0])
-            if known is None:
-                known = by_run[row[0]] = (row, [])
-            if row[-1] is not None:
-                known[1].append(row[-1])
-        if not self._parts_table and any(is_parted(row[4]) for row, _ in by_run.values()):
+        if not self._parts_table and any(is_parted(row[4]) for row in rows):
             # Written in parts since this reader opened a file not yet migrated.
             self._parts_table = True
             return self._select(source, where, params, extra=extra, order=order)
-        return [(_record(row, parts), row) for row, parts in by_run.values()]
+        return [(_record(row), row) for row in rows]
 
     def orphans(
         self, workflow_ids: Sequence[str] | None = None
@@ -725,51 +727,23 @@ class SQLiteStore:
     def _save(self, connection: sqlite3.Connection, records: list[SnapshotRecord]) -> None:
         """Store newer snapshots: whole ones as they are, parted ones by what changed.
 
-        A snapshot kept whole goes into its run's row, in one multi-row
-        statement for the batch, whose condition leaves out a record not newer
-        than its row or for an ended run (a trigger drops the parts the row
-        had). For a snapshot in parts, what each record does is decided here,
-        under the write lock, from its run's row as it stands (and as the
-        records before it in the batch leave it): a stale record does nothing;
-        a change applies on top of the row if the row holds the very record it
-        was made against (same ``seq``, same lineage); else every part of the
-        record is written, in place of the run's parts. Then one statement of
-        each kind does it all.
+        Every record's row goes in one multi-row statement whose condition
+        leaves out a record not newer than its run's row, or for an ended run
+        (a trigger drops the parts of a row stored whole again). The parts of
+        a record in parts are written whatever became of its row, under its
+        lineage: they are what its encoder's next change goes on top of, and
+        a read joins a row only with the parts of the row's own lineage, so a
+        stale record's parts are never read. The parts of the batch take one
+        more statement (and, rarely, one that deletes some).
         """
-        parted = {record.run_id for record in records if record.parts is not None}
-        stored = self._stored(connection, parted) if parted else {}
-        rows: list[tuple[Any, ...]] = []
-        writes: dict[str, _PartWrites] = {}
-        for record in records:
-            run_id, change = record.run_id, record.parts
-            current = stored.get(run_id)
-            if current is not None and (
-                record.seq <= current[0] or current[1] in TERMINAL_STATUSES
-            ):
-                continue  # older than the stored one, or the run has ended: a run never goes back
-            if change is None:
-                rows.append(self._row(record, record.data, None))
-                if run_id in parted:
-                    writes.pop(run_id, None)  # the row is whole now, and has no parts
-                    stored[run_id] = (record.seq, record.status, None)
-                continue
-            if (
-                change.base_seq is not None
-                and current is not None
-                and current[0] == change.base_seq
-                and current[2] == change.lineage
-            ):
-                parts = writes.setdefault(run_id, _PartWrites(clear=False)).parts
-                for key in change.dropped:
-                    parts[key] = None
-                parts.update(change.changed)
-            elif change.base_seq is None:
-                writes[run_id] = _PartWrites(clear=True, parts=dict(change.changed))
-            else:  # made against a record the row does not hold: all its parts
-                every = split_parts(record.data, len(change.head))
-                writes[run_id] = _PartWrites(clear=True, parts=dict(every))
-            stored[run_id] = (record.seq, record.status, change.lineage)
-            rows.append(self._row(record, change.head, change.lineage))
+        if not records:
+            return
+        rows = [
+            self._row(record, record.data, None)
+            if record.parts is None
+            else self._row(record, record.parts.head, record.parts.lineage)
+            for record in records
+        ]
         for chunk in _chunks(rows):
             connection.execute(
                 f"INSERT INTO runs ({_INSERT_COLUMNS}) VALUES "
@@ -777,54 +751,66 @@ class SQLiteStore:
                 + _ON_CONFLICT_NEWER,
                 [value for row in chunk for value in row],
             )
+        writes: dict[tuple[str, int], _PartWrites] = {}
+        for record in records:
+            change = record.parts
+            if change is None:
+                # Stored whole (unless stale): the parts of earlier records in this batch
+                # would be the row's no longer. Their encoders write all parts next time.
+                for key in [key for key in writes if key[0] == record.run_id]:
+                    del writes[key]
+                    self._broken.add(key[1])
+                continue
+            key = (record.run_id, change.lineage)
+            if change.base_seq is not None and change.lineage not in self._broken:
+                parts = writes.setdefault(key, _PartWrites(clear=False)).parts
+                for part_key in change.dropped:
+                    parts[part_key] = None
+                parts.update(change.changed)
+                continue
+            if change.base_seq is None:
+                every = list(change.changed)
+            else:  # its lineage's parts missed a refused save: write them all
+                every = split_parts(record.data, len(change.head))
+                self._broken.discard(change.lineage)
+            writes[key] = _PartWrites(clear=True, parts=dict(every))
         if writes:
             self._write_parts(connection, writes)
 
-    def _stored(
-        self, connection: sqlite3.Connection, run_ids: set[str]
-    ) -> dict[str, tuple[int, str, int | None]]:
-        """The ``seq``, status and lineage of each of these runs that has a row."""
-        stored: dict[str, tuple[int, str, int | None]] = {}
-        for chunk in _chunks(list(run_ids)):
-            for run_id, seq, status, lineage in connection.execute(
-                "SELECT run_id, seq, status, lineage FROM runs "
-                f"WHERE run_id IN ({', '.join('?' * len(chunk))})",
-                chunk,
-            ):
-                stored[run_id] = (seq, status, lineage)
-        return stored
-
-    def _write_parts(self, connection: sqlite3.Connection, writes: dict[str, _PartWrites]) -> None:
-        cleared = [run_id for run_id, write in writes.items() if write.clear]
+    def _write_parts(
+        self, connection: sqlite3.Connection, writes: dict[tuple[str, int], _PartWrites]
+    ) -> None:
+        # A run's parts written anew replace every part it had, of any lineage.
+        cleared = sorted({run_id for (run_id, _), write in writes.items() if write.clear})
         for chunk in _chunks(cleared):
             connection.execute(
                 f"DELETE FROM run_parts WHERE run_id IN ({', '.join('?' * len(chunk))})", chunk
             )
         gone = [
-            (run_id, key)
-            for run_id, write in writes.items()
+            (run_id, lineage, key)
+            for (run_id, lineage), write in writes.items()
             if not write.clear
             for key, part in write.parts.items()
             if part is None
         ]
-        for pairs in _chunks(gone):
+        for triples in _chunks(gone):
             connection.execute(
-                "DELETE FROM run_parts WHERE (run_id, key) IN (VALUES "
-                + ", ".join(["(?, ?)"] * len(pairs))
+                "DELETE FROM run_parts WHERE (run_id, lineage, key) IN (VALUES "
+                + ", ".join(["(?, ?, ?)"] * len(triples))
                 + ")",
-                [value for pair in pairs for value in pair],
+                [value for triple in triples for value in triple],
             )
         new = [
-            (run_id, key, part)
-            for run_id, write in writes.items()
+            (run_id, lineage, key, part)
+            for (run_id, lineage), write in writes.items()
             for key, part in write.parts.items()
             if part is not None
         ]
-        for triples in _chunks(new):
+        for rows in _chunks(new):
             connection.execute(
-                "INSERT OR REPLACE INTO run_parts (run_id, key, part) VALUES "
-                + ", ".join(["(?, ?, ?)"] * len(triples)),
-                [value for triple in triples for value in triple],
+                "INSERT OR REPLACE INTO run_parts (run_id, lineage, key, part) VALUES "
+                + ", ".join(["(?, ?, ?, ?)"] * len(rows)),
+                [value for row in rows for value in row],
             )
 
     def _row(self, r: SnapshotRecord, blob: bytes, lineage: int | None) -> tuple[Any, ...]:
@@ -899,6 +885,10 @@ class SQLiteStore:
 
     def _fail(self, writes: list[Write], error: StoreError) -> None:
         emit(logging.ERROR, "store_write_failed", path=str(self.path), error=str(error))
+        for write in writes:
+            if write.kind == "save":
+                # The parts of these lineages miss the changes of these records.
+                self._broken.update(r.parts.lineage for r in write.payload if r.parts is not None)
         for write in writes:
             call(write.done, None, error)
 
