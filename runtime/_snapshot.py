@@ -324,24 +324,32 @@ _VALUE_KEYS: Final = ("input", "carry", "state", "request_context", "result", "s
 most transitions leave most of them as they were. The other fields ride in the head."""
 
 _INLINE_VALUE: Final = 64
-"""The most bytes a value of ``_VALUE_KEYS`` takes and still rides in the head: about
+"""The most bytes a value of ``_VALUE_KEYS`` takes and always rides in the head: about
 what a part of its own costs a store in keys and framing."""
 
-_INLINE: Final = {"carry": 512}
-"""Larger limits for values that change at almost every transition anyway: in the head
-they cost no row of their own."""
-
 _INLINE_STEP: Final = 512
-"""The most bytes a step record not ended yet takes and still rides in the head. It
-changes again soon; once it has ended (or if it is larger) it has a part of its own."""
+"""The most bytes a step record not ended, or a value, takes and rides in the head in
+the record where it changed. What changed is written anyway, and what changes at almost
+every transition (the carry, a running step) costs no row of its own; what stays the
+same until the next record gets a part then, written once."""
 
 WHOLE_UNTIL: Final = 2048
 """The most bytes a run's snapshot takes while :class:`IncrementalEncoder` still encodes it
 whole (format 3): one msgpack call is the cheapest encoding of a small snapshot, and
 rewriting 2 KiB at a transition costs a store next to nothing. Past it, parts."""
 
+CHECK_PARTS = False
+"""Decode every record in parts again and compare it with its snapshot (an
+``AssertionError`` if they differ). Off: it costs a whole decode a transition.
+The test suite turns it on, so that every control flow checks that the encoder
+saw each change the run actor made."""
+
+_FIXED_KEYS: Final = ("run_id", "workflow_id", "trace_id", "span_id", "created_at", "include_state")
+"""Fields a run's snapshots share from first to last: one part, written once."""
+
 _MISSING: Final = object()
 _NO_VALUES: Final = (_MISSING,) * len(_VALUE_KEYS)
+_NO_FIXED: Final = (_MISSING,) * len(_FIXED_KEYS)
 _ITEM_LISTS: Final = ("outputs", "done")
 _MAX_DIGITS: Final = 18  # an item's index in its key
 _PAGE: Final = 64
@@ -462,6 +470,8 @@ def _unpack_parted(data: bytes) -> dict[str, Any]:
             steps.append((value[0], name, value[1]))
         elif kind == b"v" and name in _VALUE_KEYS and name not in fields:
             fields[name] = value
+        elif key == b"f" and type(value) is dict and fields.keys().isdisjoint(value):
+            fields.update(value)
         elif kind == b"i" and name.isascii() and name.isdigit() and len(name) <= _MAX_DIGITS:
             items.append((int(name), value))
         else:
@@ -498,6 +508,16 @@ def _fill_items(
         done[index] = True
     progress["outputs"] = outputs
     progress["done"] = done
+
+
+def _check_parts(data: bytes, snapshot: Mapping[str, Any]) -> None:
+    """Check that ``data`` reads back as ``snapshot`` (see :data:`CHECK_PARTS`)."""
+    decoded = unpack(data)
+    if decoded != snapshot:
+        differ = sorted(
+            key for key in {*decoded, *snapshot} if decoded.get(key) != snapshot.get(key)
+        )
+        raise AssertionError(f"a record in parts does not read back as its snapshot: {differ}")
 
 
 class IncrementalEncoder:
@@ -540,6 +560,8 @@ class IncrementalEncoder:
         "_copies",
         "_dirty_pages",
         "_done",
+        "_fixed",
+        "_fixed_frame",
         "_inline_steps",
         "_items",
         "_lineage",
@@ -550,6 +572,7 @@ class IncrementalEncoder:
         "_parted",
         "_paths",
         "_progress",
+        "_recent_values",
         "_snapshot",
         "_step_frames",
         "_steps_bytes",
@@ -577,6 +600,9 @@ class IncrementalEncoder:
         self._inline_steps: dict[str, int] = {}
         self._steps_bytes: bytes | None = b""
         self._values: list[Any] = list(_NO_VALUES)
+        self._recent_values: dict[str, bytes] = {}
+        self._fixed: tuple[Any, ...] = _NO_FIXED
+        self._fixed_frame = b""
         self._value_frames: dict[str, bytes] = {}
         self._values_bytes: bytes | None = b""
         self._progress: Any = None
@@ -630,14 +656,22 @@ class IncrementalEncoder:
             self._encode_values(changed, dropped)
             for name in self._value_frames:
                 del fields[name]
+            self._encode_fixed(fields, changed)
             length = self._encode_items(fields, changed, dropped)
-            count = len(self._step_frames) + len(self._value_frames) + len(self._items)
+            count = (
+                len(self._step_frames)
+                + len(self._value_frames)
+                + len(self._items)
+                + bool(self._fixed_frame)
+            )
             inline = [(ordinal, path, steps[path]) for path, ordinal in self._inline_steps.items()]
             head = _PARTED_MARKER + _frame("h", _packb((fields, count, length, inline)))
         except (TypeError, ValueError, OverflowError) as exc:
             self._reset()
             raise _encoding_error(snapshot, "snapshot") from exc
         data = b"".join((head, *self._joined()))
+        if CHECK_PARTS:
+            _check_parts(data, snapshot)
         base = self._base
         self._base = snapshot["seq"]
         parts = SnapshotParts(self._lineage, base, head, tuple(changed), tuple(dropped))
@@ -663,25 +697,34 @@ class IncrementalEncoder:
             todo = self._reorder(paths, records, dropped)
             copies = self._copies
         frames, inline = self._step_frames, self._inline_steps
+        recent = {}
         for index in todo:
             path, record = paths[index], records[index]
             copies[index] = record.copy()
             ordinal = self._ordinals[path]
             payload = _packb((ordinal, record))
             if len(payload) <= _INLINE_STEP and record.get("status") in OPEN_STEP_STATUSES:
-                # Not ended: it changes again soon. It rides in the head meanwhile.
-                inline[path] = ordinal
+                # Just started or changed, not ended: it changes again soon. It rides in
+                # the head while it does.
+                recent[path] = ordinal
                 if frames.pop(path, None) is not None:
                     dropped.append("s" + path)
                     self._steps_bytes = None
                 continue
             inline.pop(path, None)
-            frame = _frame("s" + path, payload)
-            if frames.get(path) != frame:
-                frames[path] = frame
-                changed.append(("s" + path, frame))
-                self._steps_bytes = None
+            self._step_part(path, payload, changed)
+        for path, ordinal in inline.items():
+            if path not in recent:  # unchanged since the last record: a part of its own now
+                self._step_part(path, _packb((ordinal, steps[path])), changed)
+        self._inline_steps = recent
         self._paths = paths
+
+    def _step_part(self, path: str, payload: bytes, changed: list[tuple[str, bytes]]) -> None:
+        frame = _frame("s" + path, payload)
+        if self._step_frames.get(path) != frame:
+            self._step_frames[path] = frame
+            changed.append(("s" + path, frame))
+            self._steps_bytes = None
 
     def _reorder(
         self, paths: list[str], records: list[dict[str, Any]], dropped: list[str]
@@ -714,21 +757,53 @@ class IncrementalEncoder:
 
     def _encode_values(self, changed: list[tuple[str, bytes]], dropped: list[str]) -> None:
         got = list(map(self._snapshot.get, _VALUE_KEYS, _NO_VALUES))
-        frames = self._value_frames
-        for index in compress(range(len(_VALUE_KEYS)), map(is_not, got, self._values)):
-            name, value = _VALUE_KEYS[index], got[index]
-            payload = b"" if value is _MISSING else _packb(value)
-            if len(payload) <= _INLINE.get(name, _INLINE_VALUE):  # missing, or small: in the head
+        frames, recent = self._value_frames, self._recent_values
+        new = set(compress(range(len(_VALUE_KEYS)), map(is_not, got, self._values)))
+        for index, name in enumerate(_VALUE_KEYS):
+            if index not in new:
+                payload = recent.pop(name, None)
+                if payload is not None:  # unchanged since it came: a part of its own now
+                    self._value_part(name, payload, changed)
+                continue
+            value = got[index]
+            # Nothing, or an empty value (no state, no request context): in the head.
+            payload = b"" if value is _MISSING or not value else _packb(value)
+            if len(payload) <= _INLINE_STEP:
+                # Small, or just changed (as the carry does at every node): in the head.
+                if len(payload) > _INLINE_VALUE:
+                    recent[name] = payload
+                else:
+                    recent.pop(name, None)
                 if frames.pop(name, None) is not None:
                     dropped.append("v" + name)
                     self._values_bytes = None
                 continue
-            frame = _frame("v" + name, payload)
-            if frames.get(name) != frame:
-                frames[name] = frame
-                changed.append(("v" + name, frame))
-                self._values_bytes = None
+            recent.pop(name, None)
+            self._value_part(name, payload, changed)
         self._values = got
+
+    def _value_part(self, name: str, payload: bytes, changed: list[tuple[str, bytes]]) -> None:
+        frame = _frame("v" + name, payload)
+        if self._value_frames.get(name) != frame:
+            self._value_frames[name] = frame
+            changed.append(("v" + name, frame))
+            self._values_bytes = None
+
+    def _encode_fixed(self, fields: dict[str, Any], changed: list[tuple[str, bytes]]) -> None:
+        """Take the fields that never change out of the head, into a part of their own."""
+        fixed = tuple(map(fields.pop, _FIXED_KEYS, _NO_FIXED))
+        if any(map(is_not, fixed, self._fixed)):
+            present = {
+                key: value
+                for key, value in zip(_FIXED_KEYS, fixed, strict=True)
+                if value is not _MISSING
+            }
+            frame = _frame("f", _packb(present)) if present else b""
+            if frame != self._fixed_frame:
+                self._fixed_frame = frame
+                if frame:
+                    changed.append(("f", frame))
+            self._fixed = fixed
 
     def _encode_items(
         self, fields: dict[str, Any], changed: list[tuple[str, bytes]], dropped: list[str]
@@ -810,7 +885,7 @@ class IncrementalEncoder:
                 else:
                     pages.pop(page, None)
             self._dirty_pages = set()
-        return (self._steps_bytes, self._values_bytes, *self._pages.values())
+        return (self._fixed_frame, self._steps_bytes, self._values_bytes, *self._pages.values())
 
 
 def copy_plain(value: Any) -> Any:

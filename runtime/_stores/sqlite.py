@@ -780,11 +780,17 @@ class SQLiteStore:
     def _write_parts(
         self, connection: sqlite3.Connection, writes: dict[tuple[str, int], _PartWrites]
     ) -> None:
-        # A run's parts written anew replace every part it had, of any lineage.
-        cleared = sorted({run_id for (run_id, _), write in writes.items() if write.clear})
+        # Parts written anew replace those their lineage had, and those of every lineage
+        # but the row's (whose head may be this very record, or a newer one's if this
+        # record was stale): another writer's parts are left alone while its row reads them.
+        cleared = [key for key, write in writes.items() if write.clear]
         for chunk in _chunks(cleared):
+            marks = ", ".join("?" * len(chunk))
             connection.execute(
-                f"DELETE FROM run_parts WHERE run_id IN ({', '.join('?' * len(chunk))})", chunk
+                f"DELETE FROM run_parts WHERE run_id IN ({marks}) AND (lineage IN ({marks}) "
+                "OR lineage IS NOT "
+                "(SELECT r.lineage FROM runs r WHERE r.run_id = run_parts.run_id))",
+                [run_id for run_id, _ in chunk] + [lineage for _, lineage in chunk],
             )
         gone = [
             (run_id, lineage, key)

@@ -15,6 +15,7 @@ import pytest
 
 import runtime._snapshot as snapshot_module
 from runtime import SQLiteStore
+from runtime._snapshot import WHOLE_UNTIL
 from tests.durable._support import ALL_PARTS
 
 
@@ -24,6 +25,8 @@ def snapshot_encoding(request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
     if request.param == "all-parts":
         monkeypatch.setattr(snapshot_module, "WHOLE_UNTIL", -1)
         monkeypatch.setenv(ALL_PARTS, "1")
+    else:
+        monkeypatch.setattr(snapshot_module, "WHOLE_UNTIL", WHOLE_UNTIL)
     return str(request.param)
 
 
