@@ -320,14 +320,15 @@ _MAX_KEY: Final = 0xFFFF
 _ARRAY32: Final = b"\xdd"  # msgpack's array with a 32-bit length
 
 _VALUE_KEYS: Final = ("input", "carry", "state", "request_context", "result", "scopes", "metadata")
-"""Top-level values that get a part of their own once they are large (see ``_INLINE``):
-most transitions leave most of them as they were. The other fields ride in the head."""
+"""Top-level values that may get a part of their own (see ``_INLINE_VALUE`` and
+``_INLINE_CHANGED``): most transitions leave most of them as they were. The other
+fields ride in the head, but those in ``_FIXED_KEYS``."""
 
 _INLINE_VALUE: Final = 64
 """The most bytes a value of ``_VALUE_KEYS`` takes and always rides in the head: about
 what a part of its own costs a store in keys and framing."""
 
-_INLINE_STEP: Final = 512
+_INLINE_CHANGED: Final = 512
 """The most bytes a step record not ended, or a value, takes and rides in the head in
 the record where it changed. What changed is written anyway, and what changes at almost
 every transition (the carry, a running step) costs no row of its own; what stays the
@@ -455,6 +456,8 @@ def _unpack_parted(data: bytes) -> dict[str, Any]:
         raise _parted_error("have a head part that is not one")
     fields: dict[str, Any] = head[0]
     count, length, inline = head[1], head[2], head[3]
+    if type(count) is not int:
+        raise _parted_error("have a head part that does not count the parts")
     if type(inline) is not list or not all(
         type(step) is list and len(step) == 3 and type(step[0]) is int and type(step[1]) is str
         for step in inline
@@ -531,19 +534,23 @@ class IncrementalEncoder:
     writes grow linearly with its steps.
 
     In parts, a part is encoded again only when what it holds changed: a step
-    record whose values are not those of last time (compared with ``==``, which
-    finds an unchanged value at once by identity), a large top-level value
+    record that differs (``==``) from a shallow copy of it as last encoded (an
+    unchanged value is found equal at once, by identity), a top-level value
     (carry, state...) that is another object, a foreach item announced with
-    :meth:`item_done`. Looking for changes costs a few C-level passes over the
-    steps, not an encoding of each. A part whose new bytes equal the old ones
-    does not count as changed. So a transition encodes what it changed, not
+    :meth:`item_done`. Looking for changes costs a C-level pass over the steps,
+    not an encoding of each. A part whose new bytes equal the old ones does not
+    count as changed. An open step or a value rides in the head in the record
+    where it changed (it is written anyway), and gets a part of its own once a
+    record leaves it as it was. So a transition encodes what it changed, not
     the whole run, and a store that keeps parts apart writes about as much
     (see :class:`~runtime._stores.base.SnapshotParts`); the record's ``data``
     still holds every part, for a store that keeps it whole.
 
-    This relies on how the run actor changes its snapshot: it replaces values,
-    never changes one in place, except a foreach's lists of item outputs, and
-    it announces each item it changes there. The count of finished items is
+    This relies on how the run actor changes its snapshot: it replaces values
+    (a step record's too), never changes one's insides in place, except a
+    foreach's lists of item outputs, and it announces each item it changes
+    there. The test suite checks every record against its snapshot
+    (:data:`CHECK_PARTS`). The count of finished items is
     checked at every record, and any other change of the foreach's progress
     makes the encoder look at every item again.
 
@@ -703,7 +710,7 @@ class IncrementalEncoder:
             copies[index] = record.copy()
             ordinal = self._ordinals[path]
             payload = _packb((ordinal, record))
-            if len(payload) <= _INLINE_STEP and record.get("status") in OPEN_STEP_STATUSES:
+            if len(payload) <= _INLINE_CHANGED and record.get("status") in OPEN_STEP_STATUSES:
                 # Just started or changed, not ended: it changes again soon. It rides in
                 # the head while it does.
                 recent[path] = ordinal
@@ -768,7 +775,7 @@ class IncrementalEncoder:
             value = got[index]
             # Nothing, or an empty value (no state, no request context): in the head.
             payload = b"" if value is _MISSING or not value else _packb(value)
-            if len(payload) <= _INLINE_STEP:
+            if len(payload) <= _INLINE_CHANGED:
                 # Small, or just changed (as the carry does at every node): in the head.
                 if len(payload) > _INLINE_VALUE:
                     recent[name] = payload

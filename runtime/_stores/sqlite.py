@@ -52,7 +52,6 @@ from runtime._tracing import emit
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
-
 HEARTBEAT_INTERVAL: Final = 2.0
 """Seconds between an owner's heartbeats."""
 
@@ -74,7 +73,6 @@ BATCH: Final = 512
 _T = TypeVar("_T")
 
 _UNFINISHED: Final = tuple(sorted(UNFINISHED_STATUSES))
-
 _UNFINISHED_MARKS: Final = ", ".join("?" * len(_UNFINISHED))
 
 
@@ -253,8 +251,10 @@ class SQLiteStore:
         self._writer: GroupCommitWriter | None = None
         self._reclaim = False  # pruned runs freed pages that the file may give back
         # On the writer thread: lineages a save of which was refused, so that their parts
-        # in the file miss that save's changes: their next save writes every part.
+        # in the file miss that save's changes: their next save writes every part. A
+        # transaction works on a copy, kept once it commits (a retry starts again).
         self._broken: set[int] = set()
+        self._broken_after: set[int] | None = None
         self._transactions = 0
         self._checkpointed_at = 0
         self._checkpoint_time = time.monotonic()
@@ -668,6 +668,8 @@ class SQLiteStore:
             self._fail(writes, StoreError(f"cannot write to the run store {self.path}: {exc}"))
             return []
         self._transactions += 1
+        if self._broken_after is not None:
+            self._broken = self._broken_after
         # Callers blocked in create() first; then the callbacks that tell actors.
         creates = [write for write in writes if write.kind == "create" and not write.abandoned]
         for write in creates:
@@ -697,6 +699,7 @@ class SQLiteStore:
         saves = [record for write in writes if write.kind == "save" for record in write.payload]
         others = [write for write in writes if write.kind not in ("create", "save")]
         results: dict[int, Any] = {}
+        self._broken_after = None
         connection.execute("BEGIN IMMEDIATE")
         inserted = self._insert(connection, [write.payload for write in creates])
         self._save(connection, saves)
@@ -752,6 +755,7 @@ class SQLiteStore:
                 [value for row in chunk for value in row],
             )
         writes: dict[tuple[str, int], _PartWrites] = {}
+        broken = self._broken_after = set(self._broken)
         for record in records:
             change = record.parts
             if change is None:
@@ -759,10 +763,10 @@ class SQLiteStore:
                 # would be the row's no longer. Their encoders write all parts next time.
                 for key in [key for key in writes if key[0] == record.run_id]:
                     del writes[key]
-                    self._broken.add(key[1])
+                    broken.add(key[1])
                 continue
             key = (record.run_id, change.lineage)
-            if change.base_seq is not None and change.lineage not in self._broken:
+            if change.base_seq is not None and change.lineage not in broken:
                 parts = writes.setdefault(key, _PartWrites(clear=False)).parts
                 for part_key in change.dropped:
                     parts[part_key] = None
@@ -772,7 +776,7 @@ class SQLiteStore:
                 every = list(change.changed)
             else:  # its lineage's parts missed a refused save: write them all
                 every = split_parts(record.data, len(change.head))
-                self._broken.discard(change.lineage)
+                broken.discard(change.lineage)
             writes[key] = _PartWrites(clear=True, parts=dict(every))
         if writes:
             self._write_parts(connection, writes)
