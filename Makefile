@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench chaos clean
+.PHONY: demo test lint typecheck bench bytes chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/fleet.py
 	$(BIN)/python benchmarks/testkit.py
 	$(BIN)/python benchmarks/loop_lag.py
+
+bytes: $(STAMP)
+	$(BIN)/python benchmarks/bytes.py
 
 chaos: $(STAMP)
 	$(BIN)/python benchmarks/chaos.py

@@ -72,12 +72,12 @@ from runtime._plan import (
     StepNode,
 )
 from runtime._snapshot import (
+    IncrementalEncoder,
     Snapshot,
     StepSnapshot,
     close_open_steps,
     mark_canceled,
     mark_failed,
-    next_record,
 )
 from runtime._tracing import Span
 
@@ -117,6 +117,9 @@ class RunActor(DispatchedActor):
         self._hooks = hooks
         self._durable = durable
         self._ended = False
+        # Every record of the run is taken through it: a transition encodes what it
+        # changed, and a store that keeps step records apart writes only that.
+        self._encoder = IncrementalEncoder(snapshot)
         self._calls = Calls(
             self.actor_ref,
             plan,
@@ -675,6 +678,7 @@ class RunActor(DispatchedActor):
         progress = self._snapshot["progress"] or {}
         progress["outputs"][job.item] = output
         progress["done"][job.item] = True
+        self._encoder.item_done(job.item)
         self._items_left -= 1
         if not self._items_left:
             self._foreach_done(step_node, progress)
@@ -867,15 +871,14 @@ class RunActor(DispatchedActor):
         # The root span ends before the final result becomes visible, so that
         # whoever sees the result can see the whole trace.
         self._span.end(status.value, **({} if error is None else {"error": error["name"]}))
-        record = next_record(snapshot, time.time())
+        record = self._encoder.next_record(time.time())
         self._hooks.finish(self._plan, snapshot, record, self._registry, on_recorded)
         tell_safely(self._supervisor, RunEnded(run_id=snapshot["run_id"], status=status))
         self.stop_now()
 
     def _tell_snapshot(self, *, terminal: bool = False) -> int:
         """Tell the registry the run's new snapshot; its sequence number."""
-        snapshot = self._snapshot
-        record = next_record(snapshot, time.time())
+        record = self._encoder.next_record(time.time())
         # A dead registry must not take the run down with it; the runtime
         # records unfinished runs as failed when it stops.
         ack_to = self.actor_ref if self._durable and not terminal else None

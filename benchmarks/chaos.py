@@ -18,7 +18,8 @@ API, child processes, and plain ``sqlite3`` to look at the files. The scenarios:
   return what a snapshot cannot hold; every run's final status is computed
   beforehand from what its input asked for.
 - ``flips``: finished runs in a SQLite file get one or two bits flipped in their
-  stored snapshots; every run is then queried through a new runtime.
+  stored snapshots (anywhere in a run's row or, for a run kept in parts, in
+  its parts); every run is then queried through a new runtime.
 - ``disk``: the SQLite file lives on a small tmpfs that runs fill up; then the
   space comes back, and every run that was started must finish.
 
@@ -793,7 +794,11 @@ def flip_workflow(gate: threading.Event) -> Any:
 
 
 def flip_bits(db: Path, run_ids: Sequence[str], rng: random.Random) -> dict[str, int]:
-    """Flip one or two random bits in each of these runs' stored snapshots; bits flipped by run."""
+    """Flip one or two random bits in each of these runs' stored snapshots; bits flipped by run.
+
+    A run's snapshot is its row's bytes and, for one kept in parts, the parts
+    its row reads: the bits fall anywhere among them.
+    """
     flipped: dict[str, int] = {}
     with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as connection:
         connection.execute("BEGIN IMMEDIATE")
@@ -801,13 +806,34 @@ def flip_bits(db: Path, run_ids: Sequence[str], rng: random.Random) -> dict[str,
             (blob,) = connection.execute(
                 "SELECT snapshot FROM runs WHERE run_id = ?", (run_id,)
             ).fetchone()
-            data = bytearray(blob)
-            bits = rng.sample(range(len(data) * 8), rng.choice((1, 2)))
+            stored: list[tuple[str | None, bytearray]] = [(None, bytearray(blob))]
+            stored += [
+                (key, bytearray(part))
+                for key, part in connection.execute(
+                    "SELECT p.key, p.part FROM run_parts p JOIN runs r "
+                    "ON r.run_id = p.run_id AND r.lineage = p.lineage WHERE p.run_id = ?",
+                    (run_id,),
+                )
+            ]
+            sizes = [len(data) * 8 for _, data in stored]
+            bits = rng.sample(range(sum(sizes)), rng.choice((1, 2)))
             for bit in bits:
-                data[bit // 8] ^= 1 << (bit % 8)
-            connection.execute(
-                "UPDATE runs SET snapshot = ? WHERE run_id = ?", (bytes(data), run_id)
-            )
+                index, offset = 0, bit
+                while offset >= sizes[index]:
+                    offset -= sizes[index]
+                    index += 1
+                stored[index][1][offset // 8] ^= 1 << (offset % 8)
+            for key, data in stored:
+                if key is None:
+                    connection.execute(
+                        "UPDATE runs SET snapshot = ? WHERE run_id = ?", (bytes(data), run_id)
+                    )
+                else:
+                    connection.execute(
+                        "UPDATE run_parts SET part = ? WHERE run_id = ? AND key = ? AND lineage = "
+                        "(SELECT lineage FROM runs WHERE run_id = ?)",
+                        (bytes(data), run_id, key, run_id),
+                    )
             flipped[run_id] = len(bits)
         connection.execute("COMMIT")
     return flipped
@@ -890,7 +916,9 @@ def bit_flips(
     with Runtime(store=db) as rt:
         wf = rt.register(workflow)
         for index, run_id in enumerate(ids):
-            wf.create_run(run_id).start_async(input_data={"text": f"run {index} " * (index % 7)})
+            # A third large enough to be kept in parts (see runtime._snapshot.WHOLE_UNTIL).
+            text = f"run {index} " * (index % 7) + ("." * 2500 if index % 3 == 0 else "")
+            wf.create_run(run_id).start_async(input_data={"text": text})
         originals: dict[str, WorkflowResult | None] = {
             run_id: wf.create_run(run_id).wait(timeout=30) for run_id in ids
         }

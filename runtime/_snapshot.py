@@ -4,13 +4,23 @@ A snapshot is a plain dict describing one run at one moment (see
 :class:`Snapshot`). It is stored as msgpack bytes behind a format version, so a
 reader can refuse bytes it does not understand instead of misreading them.
 Nothing here ever unpickles: msgpack carries only plain data.
+
+A snapshot is encoded whole (:func:`encode`, format 3), or in parts by a run
+actor's :class:`IncrementalEncoder` (format 4), which encodes at each
+transition only the parts that changed, so that a store can write only those.
+:func:`decode` reads every format.
 """
 
 from __future__ import annotations
 
+import secrets
+import struct
+import threading
 import zlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from itertools import compress
+from operator import is_not, ne
 from typing import Any, Final, NotRequired, TypedDict
 
 import msgpack
@@ -25,11 +35,14 @@ from runtime._model import (
     StepStatus,
     WorkflowResult,
 )
-from runtime._stores.base import SnapshotRecord
+from runtime._stores.base import SnapshotParts, SnapshotRecord
 
 __all__ = [
     "FORMAT_VERSION",
     "MAX_NESTING",
+    "PARTED_VERSION",
+    "WHOLE_UNTIL",
+    "IncrementalEncoder",
     "Snapshot",
     "StepSnapshot",
     "canceled_record",
@@ -40,22 +53,40 @@ __all__ = [
     "encode",
     "failed_record",
     "find_unencodable",
+    "is_parted",
     "mark_canceled",
     "mark_failed",
     "next_record",
     "read_result",
     "record_of",
     "run_events",
+    "split_parts",
     "stand_in_record",
     "to_result",
     "unpack",
 ]
 
 FORMAT_VERSION: Final = 3
-"""The snapshot format this code writes. It also reads versions 1 and 2.
+"""The format this code writes a whole snapshot in. It also reads versions 1, 2 and 4.
 
 Version 3 is version 2 followed by a CRC32 of everything before it, so that a
 flipped bit is caught instead of read back as a different, valid run.
+"""
+
+PARTED_VERSION: Final = 4
+"""The format of a snapshot in parts, as :class:`IncrementalEncoder` writes it.
+
+The bytes are the marker ``0x92 0x04`` followed by parts, each framed as
+``length (4 bytes) | body | CRC32 of the body (4 bytes)``, a body being
+``key length (2 bytes) | key (UTF-8) | payload (msgpack)``. The first part is
+the head, key ``h``: ``[fields, parts, items]``, the snapshot's small fields,
+how many parts follow the head, and the length of a foreach's lists of item
+outputs (or nil). The other parts come in any order: ``s<path>`` a step record
+as ``[ordinal, record]`` (steps are ordered by ordinal), ``v<name>`` one of the
+large top-level values (see ``_VALUE_KEYS``), ``i<index>`` the output of a
+finished foreach item. Each part has its own checksum, so a store may keep the
+parts apart, rewrite only those that changed, and hand back their
+concatenation: a flipped bit in any part is still caught.
 """
 
 _CHECKSUM_BYTES: Final = 4
@@ -118,9 +149,18 @@ class Snapshot(TypedDict):
     resumed: NotRequired[bool]
 
 
+_PACKERS = threading.local()
+
+
 def _packb(value: Any) -> bytes:
-    # A fresh packer per call: a shared msgpack.Packer is not safe across threads.
-    data: bytes = msgpack.packb(value, use_bin_type=True)
+    # A packer per thread: one msgpack.Packer is not safe across threads, and making
+    # one per call costs more than packing a step record. A Packer that raises
+    # resets its buffer, so the next value packs clean.
+    try:
+        packer = _PACKERS.packer
+    except AttributeError:
+        packer = _PACKERS.packer = msgpack.Packer(use_bin_type=True)
+    data: bytes = packer.pack(value)
     return data
 
 
@@ -139,12 +179,14 @@ def encode(snapshot: Mapping[str, Any]) -> bytes:
 
 
 def unpack(data: bytes) -> dict[str, Any]:
-    """The mapping in bytes written by :func:`encode` (any version), checksum checked.
+    """The mapping in bytes written by :func:`encode` or :class:`IncrementalEncoder`, checked.
 
     Raises:
-        SnapshotFormatError: if the checksum does not match, the bytes are not
+        SnapshotFormatError: if a checksum does not match, the bytes are not
             msgpack, do not hold a mapping, or come from an unknown version.
     """
+    if is_parted(data):
+        return _unpack_parted(data)
     if len(data) > _CHECKSUM_BYTES + 1 and data[0] == _PAIR and data[1] == FORMAT_VERSION:
         body, checksum = data[:-_CHECKSUM_BYTES], data[-_CHECKSUM_BYTES:]
         if zlib.crc32(body) != int.from_bytes(checksum, "big"):
@@ -267,6 +309,592 @@ def _upgrade_v1(snapshot: dict[str, Any]) -> None:
     snapshot.setdefault("scopes", {})
 
 
+# --- snapshots in parts (format 4) ----------------------------------------------------
+
+_PARTED_MARKER: Final = bytes((_PAIR, PARTED_VERSION))
+_FRAME_HEAD: Final = struct.Struct(">IH")  # the body's length, then its key's
+_LENGTH: Final = struct.Struct(">I")
+_KEY_LENGTH: Final = struct.Struct(">H")
+_CHECKSUM: Final = struct.Struct(">I")
+_MAX_KEY: Final = 0xFFFF
+_ARRAY32: Final = b"\xdd"  # msgpack's array with a 32-bit length
+
+_VALUE_KEYS: Final = ("input", "carry", "state", "request_context", "result", "scopes", "metadata")
+"""Top-level values that may get a part of their own (see ``_INLINE_VALUE`` and
+``_INLINE_CHANGED``): most transitions leave most of them as they were. The other
+fields ride in the head, but those in ``_FIXED_KEYS``."""
+
+_INLINE_VALUE: Final = 64
+"""The most bytes a value of ``_VALUE_KEYS`` takes and always rides in the head: about
+what a part of its own costs a store in keys and framing."""
+
+_INLINE_CHANGED: Final = 512
+"""The most bytes a step record not ended, or a value, takes and rides in the head in
+the record where it changed. What changed is written anyway, and what changes at almost
+every transition (the carry, a running step) costs no row of its own; what stays the
+same until the next record gets a part then, written once."""
+
+WHOLE_UNTIL: Final = 2048
+"""The most bytes a run's snapshot takes while :class:`IncrementalEncoder` still encodes it
+whole (format 3): one msgpack call is the cheapest encoding of a small snapshot, and
+rewriting 2 KiB at a transition costs a store next to nothing. Past it, parts."""
+
+CHECK_PARTS = False
+"""Decode every record in parts again and compare it with its snapshot (an
+``AssertionError`` if they differ). Off: it costs a whole decode a transition.
+The test suite turns it on, so that every control flow checks that the encoder
+saw each change the run actor made."""
+
+_FIXED_KEYS: Final = ("run_id", "workflow_id", "trace_id", "span_id", "created_at", "include_state")
+"""Fields a run's snapshots share from first to last: one part, written once."""
+
+_MISSING: Final = object()
+_NO_VALUES: Final = (_MISSING,) * len(_VALUE_KEYS)
+_NO_FIXED: Final = (_MISSING,) * len(_FIXED_KEYS)
+_ITEM_LISTS: Final = ("outputs", "done")
+_MAX_DIGITS: Final = 18  # an item's index in its key
+_PAGE: Final = 64
+"""Foreach items per page of the encoder's cache of their bytes: a transition joins
+the pages, not every item, to build the whole snapshot's bytes."""
+
+
+def is_parted(data: bytes) -> bool:
+    """Whether ``data`` starts a snapshot in parts (format 4): a whole one, or a stored head."""
+    return data[:2] == _PARTED_MARKER
+
+
+def _frame(key: str, payload: bytes) -> bytes:
+    name = key.encode("utf-8")
+    if len(name) > _MAX_KEY:
+        raise ValueError(f"a part's key is longer than {_MAX_KEY} bytes")
+    body = _KEY_LENGTH.pack(len(name)) + name + payload
+    return b"".join((_LENGTH.pack(len(body)), body, _CHECKSUM.pack(zlib.crc32(body))))
+
+
+def _parted_error(problem: str) -> SnapshotFormatError:
+    return SnapshotFormatError(f"snapshot bytes (format version {PARTED_VERSION}) {problem}")
+
+
+def _scan(
+    data: bytes, start: int, *, check: bool
+) -> tuple[list[bytes], list[memoryview], list[int]]:
+    """Walk the parts from ``start`` on: each one's key, payload and where it starts.
+
+    Args:
+        data: Format-4 bytes.
+        start: Where the first part starts.
+        check: Check each part's checksum.
+
+    Raises:
+        SnapshotFormatError: if the framing is broken (a part cut short) or,
+            with ``check``, a checksum does not match.
+    """
+    view = memoryview(data)
+    size = len(data)
+    keys: list[bytes] = []
+    payloads: list[memoryview] = []
+    starts: list[int] = []
+    frame_head, checksum, crc32 = _FRAME_HEAD.unpack_from, _CHECKSUM.unpack_from, zlib.crc32
+    position = start
+    while position < size:
+        if position + _FRAME_HEAD.size > size:
+            raise _parted_error("are cut short inside a part's framing")
+        length, key_length = frame_head(data, position)
+        body = position + 4
+        end = body + length
+        payload = position + _FRAME_HEAD.size + key_length
+        if end + _CHECKSUM.size > size or payload > end:
+            raise _parted_error("are cut short, or a part's length is damaged")
+        if check and crc32(view[body:end]) != checksum(data, end)[0]:
+            raise _parted_error(
+                "are damaged: a part's checksum does not match (a flipped bit, a torn "
+                "write, or bytes written by something else)"
+            )
+        keys.append(data[position + _FRAME_HEAD.size : payload])
+        payloads.append(view[payload:end])
+        starts.append(position)
+        position = end + _CHECKSUM.size
+    starts.append(position)
+    return keys, payloads, starts
+
+
+def split_parts(data: bytes, start: int) -> list[tuple[str, bytes]]:
+    """The parts of format-4 bytes after their first ``start`` bytes (the marker and head).
+
+    What a store that keeps parts apart writes for a record whose change it
+    cannot apply: every part, each as ``(key, bytes)``.
+
+    Raises:
+        SnapshotFormatError: if the framing is broken, or a key is not UTF-8.
+    """
+    keys, _, starts = _scan(data, start, check=False)
+    try:
+        return [
+            (key.decode("utf-8"), data[begin:end])
+            for key, begin, end in zip(keys, starts, starts[1:], strict=False)
+        ]
+    except UnicodeDecodeError as exc:
+        raise _parted_error("are damaged: a part's key is not UTF-8") from exc
+
+
+def _unpack_parted(data: bytes) -> dict[str, Any]:
+    """The snapshot in format-4 bytes, every part's checksum checked."""
+    keys, payloads, _ = _scan(data, len(_PARTED_MARKER), check=True)
+    if not keys or keys[0] != b"h":
+        raise _parted_error("do not start with a head part")
+    if len(set(keys)) != len(keys):
+        raise _parted_error("hold a part twice")
+    # One msgpack call for every payload: a part's payload is one msgpack value.
+    stream = _ARRAY32 + len(payloads).to_bytes(4, "big") + b"".join(payloads)
+    try:
+        values = msgpack.unpackb(stream, raw=False)
+        names = [key[1:].decode("utf-8") for key in keys]
+    except Exception as exc:  # msgpack raises several unrelated types for bad bytes
+        raise _parted_error(f"hold a part that cannot be decoded: {exc}") from exc
+    head = values[0]
+    if type(head) is not list or len(head) != 4 or type(head[0]) is not dict:
+        raise _parted_error("have a head part that is not one")
+    fields: dict[str, Any] = head[0]
+    count, length, inline = head[1], head[2], head[3]
+    if type(count) is not int:
+        raise _parted_error("have a head part that does not count the parts")
+    if type(inline) is not list or not all(
+        type(step) is list and len(step) == 3 and type(step[0]) is int and type(step[1]) is str
+        for step in inline
+    ):
+        raise _parted_error("have a head part whose steps are not valid")
+    if count != len(keys) - 1:
+        raise _parted_error(f"hold {len(keys) - 1} parts where the head names {count!r}")
+    steps: list[tuple[int, str, Any]] = [(step[0], step[1], step[2]) for step in inline]
+    items: list[tuple[int, Any]] = []
+    for key, name, value in zip(keys[1:], names[1:], values[1:], strict=True):
+        kind = key[:1]
+        if kind == b"s" and type(value) is list and len(value) == 2 and type(value[0]) is int:
+            steps.append((value[0], name, value[1]))
+        elif kind == b"v" and name in _VALUE_KEYS and name not in fields:
+            fields[name] = value
+        elif key == b"f" and type(value) is dict and fields.keys().isdisjoint(value):
+            fields.update(value)
+        elif kind == b"i" and name.isascii() and name.isdigit() and len(name) <= _MAX_DIGITS:
+            items.append((int(name), value))
+        else:
+            raise _parted_error(f"hold a part {key!r} that does not fit the head")
+    if "steps" not in fields:
+        steps.sort(key=lambda step: step[0])
+        fields["steps"] = {path: record for _, path, record in steps}
+    elif steps:
+        raise _parted_error("hold the steps both whole and in parts")
+    if len(fields["steps"]) != len(steps):
+        raise _parted_error("hold a step twice")
+    _fill_items(fields, length, items, len(data))
+    return fields
+
+
+def _fill_items(
+    fields: dict[str, Any], length: Any, items: list[tuple[int, Any]], size: int
+) -> None:
+    """Put a foreach's lists of outputs back into ``progress``, from its finished items."""
+    if length is None:
+        if items:
+            raise _parted_error("hold foreach items the head does not know of")
+        return
+    progress = fields.get("progress")
+    # Each finished item has a part; a length beyond the bytes is not a real one.
+    if type(length) is not int or not 0 <= length <= size or type(progress) is not dict:
+        raise _parted_error("have a head part whose foreach items are not valid")
+    outputs: list[Any] = [None] * length
+    done = [False] * length
+    for index, output in items:
+        if index >= length:
+            raise _parted_error(f"hold foreach item {index} of {length}")
+        outputs[index] = output
+        done[index] = True
+    progress["outputs"] = outputs
+    progress["done"] = done
+
+
+def _check_parts(data: bytes, snapshot: Mapping[str, Any]) -> None:
+    """Check that ``data`` reads back as ``snapshot`` (see :data:`CHECK_PARTS`)."""
+    decoded = unpack(data)
+    if decoded != snapshot:
+        differ = sorted(
+            key for key in {*decoded, *snapshot} if decoded.get(key) != snapshot.get(key)
+        )
+        raise AssertionError(f"a record in parts does not read back as its snapshot: {differ}")
+
+
+class IncrementalEncoder:
+    """Encodes the successive snapshots of one run in parts (format 4), each part when it changed.
+
+    The run actor keeps one for the snapshot it drives and takes every record
+    from it. While the snapshot is small (up to ``whole_until`` bytes) each
+    record holds it whole, as :func:`record_of` makes it; once it is larger,
+    in parts, for the rest of the encoder's life. So a transition writes at
+    most about ``whole_until`` bytes plus what it changed, and the bytes a run
+    writes grow linearly with its steps.
+
+    In parts, a part is encoded again only when what it holds changed: a step
+    record that differs (``==``) from a shallow copy of it as last encoded (an
+    unchanged value is found equal at once, by identity), a top-level value
+    (carry, state...) that is another object, a foreach item announced with
+    :meth:`item_done`. Looking for changes costs a C-level pass over the steps,
+    not an encoding of each. A part whose new bytes equal the old ones does not
+    count as changed. An open step or a value rides in the head in the record
+    where it changed (it is written anyway), and gets a part of its own once a
+    record leaves it as it was. So a transition encodes what it changed, not
+    the whole run, and a store that keeps parts apart writes about as much
+    (see :class:`~runtime._stores.base.SnapshotParts`); the record's ``data``
+    still holds every part, for a store that keeps it whole.
+
+    This relies on how the run actor changes its snapshot: it replaces values
+    (a step record's too), never changes one's insides in place, except a
+    foreach's lists of item outputs, and it announces each item it changes
+    there. The test suite checks every record against its snapshot
+    (:data:`CHECK_PARTS`). The count of finished items is
+    checked at every record, and any other change of the foreach's progress
+    makes the encoder look at every item again.
+
+    Args:
+        snapshot: The snapshot the records are taken of; the caller keeps
+            changing it between records.
+        whole_until: The most bytes of a snapshot encoded whole (by default
+            :data:`WHOLE_UNTIL`); ``-1``: none, every record is in parts.
+    """
+
+    __slots__ = (
+        "_announced",
+        "_base",
+        "_copies",
+        "_dirty_pages",
+        "_done",
+        "_fixed",
+        "_fixed_frame",
+        "_inline_steps",
+        "_items",
+        "_lineage",
+        "_next_ordinal",
+        "_ordinals",
+        "_outputs",
+        "_pages",
+        "_parted",
+        "_paths",
+        "_progress",
+        "_recent_values",
+        "_snapshot",
+        "_step_frames",
+        "_steps_bytes",
+        "_value_frames",
+        "_values",
+        "_values_bytes",
+        "_whole_until",
+    )
+
+    def __init__(self, snapshot: Snapshot, *, whole_until: int | None = None) -> None:
+        self._snapshot = snapshot
+        self._whole_until = WHOLE_UNTIL if whole_until is None else whole_until
+        self._parted = self._whole_until < 0
+        self._lineage = secrets.randbits(62)
+        self._reset()
+
+    def _reset(self) -> None:
+        """Forget every part: the next record encodes them all, and says so."""
+        self._base: int | None = None
+        self._next_ordinal = 0
+        self._paths: list[str] = []
+        self._copies: list[dict[str, Any]] = []
+        self._ordinals: dict[str, int] = {}
+        self._step_frames: dict[str, bytes] = {}
+        self._inline_steps: dict[str, int] = {}
+        self._steps_bytes: bytes | None = b""
+        self._values: list[Any] = list(_NO_VALUES)
+        self._recent_values: dict[str, bytes] = {}
+        self._fixed: tuple[Any, ...] = _NO_FIXED
+        self._fixed_frame = b""
+        self._value_frames: dict[str, bytes] = {}
+        self._values_bytes: bytes | None = b""
+        self._progress: Any = None
+        self._outputs: Any = None
+        self._done: Any = None
+        self._items: dict[int, bytes] = {}
+        self._pages: dict[int, bytes] = {}
+        self._dirty_pages: set[int] = set()
+        self._announced: list[int] = []
+
+    def item_done(self, index: int) -> None:
+        """Item ``index`` of the foreach in progress has its output now: encode it next time."""
+        if self._parted:  # a whole snapshot needs no telling, and its first parts look at all
+            self._announced.append(index)
+
+    def next_record(self, now: float) -> SnapshotRecord:
+        """Number the snapshot as the run's next one, taken at ``now``, and return its record.
+
+        Raises:
+            SnapshotEncodingError: if some value cannot be encoded.
+        """
+        snapshot = self._snapshot
+        snapshot["seq"] += 1
+        snapshot["updated_at"] = now
+        if not self._parted:
+            data = encode(snapshot)
+            if len(data) <= self._whole_until:
+                return record_of(snapshot, data=data)
+            self._parted = True  # from now on in parts, beginning with this record
+        return self._in_parts()
+
+    def _in_parts(self) -> SnapshotRecord:
+        """The record of the snapshot as it is now, in parts.
+
+        Raises:
+            SnapshotEncodingError: if some value cannot be encoded; the next
+                record then encodes every part again.
+        """
+        snapshot = self._snapshot
+        changed: list[tuple[str, bytes]] = []
+        dropped: list[str] = []
+        try:
+            fields: dict[str, Any] = dict(snapshot)
+            steps = fields.pop("steps", None)
+            if type(steps) is dict:
+                self._encode_steps(steps, changed, dropped)
+            else:
+                fields["steps"] = steps
+                steps = {}
+                self._encode_steps(steps, changed, dropped)
+            self._encode_values(changed, dropped)
+            for name in self._value_frames:
+                del fields[name]
+            self._encode_fixed(fields, changed)
+            length = self._encode_items(fields, changed, dropped)
+            count = (
+                len(self._step_frames)
+                + len(self._value_frames)
+                + len(self._items)
+                + bool(self._fixed_frame)
+            )
+            inline = [(ordinal, path, steps[path]) for path, ordinal in self._inline_steps.items()]
+            head = _PARTED_MARKER + _frame("h", _packb((fields, count, length, inline)))
+        except (TypeError, ValueError, OverflowError) as exc:
+            self._reset()
+            raise _encoding_error(snapshot, "snapshot") from exc
+        data = b"".join((head, *self._joined()))
+        if CHECK_PARTS:
+            _check_parts(data, snapshot)
+        base = self._base
+        self._base = snapshot["seq"]
+        parts = SnapshotParts(self._lineage, base, head, tuple(changed), tuple(dropped))
+        return record_of(snapshot, data=data, parts=parts)
+
+    def _encode_steps(
+        self, steps: dict[str, Any], changed: list[tuple[str, bytes]], dropped: list[str]
+    ) -> None:
+        paths = list(steps)
+        records = list(steps.values())
+        known, copies = self._paths, self._copies
+        if paths[: len(known)] == known:
+            # The usual case: the steps of last time, in the same order, and maybe new ones.
+            # Each record is compared with a copy of it as last encoded: a C-level pass
+            # that finds an unchanged value by identity, and allocates nothing.
+            todo = list(compress(range(len(known)), map(ne, records, copies)))
+            for index in range(len(known), len(paths)):
+                self._ordinals[paths[index]] = self._next_ordinal
+                self._next_ordinal += 1
+                todo.append(index)
+            copies.extend(map(dict.copy, records[len(known) :]))
+        else:
+            todo = self._reorder(paths, records, dropped)
+            copies = self._copies
+        frames, inline = self._step_frames, self._inline_steps
+        recent = {}
+        for index in todo:
+            path, record = paths[index], records[index]
+            copies[index] = record.copy()
+            ordinal = self._ordinals[path]
+            payload = _packb((ordinal, record))
+            if len(payload) <= _INLINE_CHANGED and record.get("status") in OPEN_STEP_STATUSES:
+                # Just started or changed, not ended: it changes again soon. It rides in
+                # the head while it does.
+                recent[path] = ordinal
+                if frames.pop(path, None) is not None:
+                    dropped.append("s" + path)
+                    self._steps_bytes = None
+                continue
+            inline.pop(path, None)
+            self._step_part(path, payload, changed)
+        for path, ordinal in inline.items():
+            if path not in recent:  # unchanged since the last record: a part of its own now
+                self._step_part(path, _packb((ordinal, steps[path])), changed)
+        self._inline_steps = recent
+        self._paths = paths
+
+    def _step_part(self, path: str, payload: bytes, changed: list[tuple[str, bytes]]) -> None:
+        frame = _frame("s" + path, payload)
+        if self._step_frames.get(path) != frame:
+            self._step_frames[path] = frame
+            changed.append(("s" + path, frame))
+            self._steps_bytes = None
+
+    def _reorder(
+        self, paths: list[str], records: list[dict[str, Any]], dropped: list[str]
+    ) -> list[int]:
+        """Steps moved (run again) or went: give ordinals anew where needed; what to encode."""
+        before = dict(zip(self._paths, self._copies, strict=True))
+        old, ordinals = self._ordinals, {}
+        todo: list[int] = []
+        copies: list[dict[str, Any]] = []
+        last = -1  # ordinals increase in the order of the steps
+        for index, (path, record) in enumerate(zip(paths, records, strict=True)):
+            ordinal = old.get(path)
+            copy = before.get(path)
+            if ordinal is None or ordinal <= last:
+                ordinal = self._next_ordinal
+                self._next_ordinal += 1
+                todo.append(index)
+            elif copy != record:
+                todo.append(index)
+            copies.append(record if copy is None else copy)  # replaced if encoded
+            ordinals[path] = last = ordinal
+        for path in old:
+            if path not in ordinals and self._inline_steps.pop(path, None) is None:
+                del self._step_frames[path]
+                dropped.append("s" + path)
+                self._steps_bytes = None
+        self._ordinals = ordinals
+        self._copies = copies
+        return todo
+
+    def _encode_values(self, changed: list[tuple[str, bytes]], dropped: list[str]) -> None:
+        got = list(map(self._snapshot.get, _VALUE_KEYS, _NO_VALUES))
+        frames, recent = self._value_frames, self._recent_values
+        new = set(compress(range(len(_VALUE_KEYS)), map(is_not, got, self._values)))
+        for index, name in enumerate(_VALUE_KEYS):
+            if index not in new:
+                payload = recent.pop(name, None)
+                if payload is not None:  # unchanged since it came: a part of its own now
+                    self._value_part(name, payload, changed)
+                continue
+            value = got[index]
+            # Nothing, or an empty value (no state, no request context): in the head.
+            payload = b"" if value is _MISSING or not value else _packb(value)
+            if len(payload) <= _INLINE_CHANGED:
+                # Small, or just changed (as the carry does at every node): in the head.
+                if len(payload) > _INLINE_VALUE:
+                    recent[name] = payload
+                else:
+                    recent.pop(name, None)
+                if frames.pop(name, None) is not None:
+                    dropped.append("v" + name)
+                    self._values_bytes = None
+                continue
+            recent.pop(name, None)
+            self._value_part(name, payload, changed)
+        self._values = got
+
+    def _value_part(self, name: str, payload: bytes, changed: list[tuple[str, bytes]]) -> None:
+        frame = _frame("v" + name, payload)
+        if self._value_frames.get(name) != frame:
+            self._value_frames[name] = frame
+            changed.append(("v" + name, frame))
+            self._values_bytes = None
+
+    def _encode_fixed(self, fields: dict[str, Any], changed: list[tuple[str, bytes]]) -> None:
+        """Take the fields that never change out of the head, into a part of their own."""
+        fixed = tuple(map(fields.pop, _FIXED_KEYS, _NO_FIXED))
+        if any(map(is_not, fixed, self._fixed)):
+            present = {
+                key: value
+                for key, value in zip(_FIXED_KEYS, fixed, strict=True)
+                if value is not _MISSING
+            }
+            frame = _frame("f", _packb(present)) if present else b""
+            if frame != self._fixed_frame:
+                self._fixed_frame = frame
+                if frame:
+                    changed.append(("f", frame))
+            self._fixed = fixed
+
+    def _encode_items(
+        self, fields: dict[str, Any], changed: list[tuple[str, bytes]], dropped: list[str]
+    ) -> int | None:
+        """Encode a foreach's finished items as parts; the length of its lists, or ``None``.
+
+        Takes the lists out of the head's ``progress``, when they are a foreach's.
+        """
+        progress = fields.get("progress")
+        announced, self._announced = self._announced, []
+        outputs = progress.get("outputs") if type(progress) is dict else None
+        done = progress.get("done") if type(progress) is dict else None
+        if type(outputs) is not list or type(done) is not list or len(outputs) != len(done):
+            self._set_items({}, changed, dropped)
+            self._progress = self._outputs = self._done = None
+            return None
+        assert type(progress) is dict
+        if progress is self._progress and outputs is self._outputs and done is self._done:
+            for index in announced:
+                if 0 <= index < len(done) and done[index] is True:
+                    frame = _frame(f"i{index}", _packb(outputs[index]))
+                    if self._items.get(index) != frame:
+                        self._items[index] = frame
+                        self._dirty_pages.add(index // _PAGE)
+                        changed.append((f"i{index}", frame))
+            if done.count(True) != len(self._items):
+                self._progress = None  # an item changed unannounced: look at them all
+        if progress is not self._progress:
+            if any(
+                flag is not True and (flag is not False or output is not None)
+                for flag, output in zip(done, outputs, strict=True)
+            ):
+                # Not the lists of a foreach as the run actor keeps them: whole, in the head.
+                self._set_items({}, changed, dropped)
+                self._progress = self._outputs = self._done = None
+                return None
+            items = {
+                index: _frame(f"i{index}", _packb(output))
+                for index, (flag, output) in enumerate(zip(done, outputs, strict=True))
+                if flag
+            }
+            self._set_items(items, changed, dropped)
+            self._progress, self._outputs, self._done = progress, outputs, done
+        fields["progress"] = {
+            key: value for key, value in progress.items() if key not in _ITEM_LISTS
+        }
+        return len(done)
+
+    def _set_items(
+        self, items: dict[int, bytes], changed: list[tuple[str, bytes]], dropped: list[str]
+    ) -> None:
+        """Replace every item part by ``items``, noting what changed."""
+        old = self._items
+        if not old and not items:
+            return
+        dropped.extend(f"i{index}" for index in old if index not in items)
+        changed.extend(
+            (f"i{index}", frame) for index, frame in items.items() if old.get(index) != frame
+        )
+        self._items = items
+        self._pages = {}
+        self._dirty_pages = {index // _PAGE for index in items}
+
+    def _joined(self) -> tuple[bytes, ...]:
+        """The bytes of every part but the head, joined by kind (and items by page)."""
+        if self._steps_bytes is None:
+            self._steps_bytes = b"".join(self._step_frames.values())
+        if self._values_bytes is None:
+            self._values_bytes = b"".join(self._value_frames.values())
+        if self._dirty_pages:
+            items, pages = self._items, self._pages
+            for page in self._dirty_pages:
+                first = page * _PAGE
+                joined = b"".join(
+                    [items[index] for index in range(first, first + _PAGE) if index in items]
+                )
+                if joined:
+                    pages[page] = joined
+                else:
+                    pages.pop(page, None)
+            self._dirty_pages = set()
+        return (self._fixed_frame, self._steps_bytes, self._values_bytes, *self._pages.values())
+
+
 def copy_plain(value: Any) -> Any:
     """A deep copy of plain data (checked with :func:`check_encodable` first).
 
@@ -275,8 +903,16 @@ def copy_plain(value: Any) -> Any:
     return msgpack.unpackb(_packb(value), raw=False)
 
 
-def record_of(snapshot: Snapshot) -> SnapshotRecord:
+def record_of(
+    snapshot: Snapshot, *, data: bytes | None = None, parts: SnapshotParts | None = None
+) -> SnapshotRecord:
     """The store record of a snapshot: its bytes and the fields queries filter on.
+
+    Args:
+        snapshot: The snapshot.
+        data: Its bytes, if already encoded (by an :class:`IncrementalEncoder`);
+            else it is encoded whole.
+        parts: What changed since the run's record before (with ``data``).
 
     Raises:
         SnapshotEncodingError: if some value cannot be encoded.
@@ -286,11 +922,12 @@ def record_of(snapshot: Snapshot) -> SnapshotRecord:
         workflow_id=snapshot["workflow_id"],
         seq=snapshot["seq"],
         status=snapshot["status"],
-        data=encode(snapshot),
+        data=encode(snapshot) if data is None else data,
         created_at=snapshot["created_at"],
         updated_at=snapshot["updated_at"],
         trace_id=snapshot["trace_id"],
         wake_at=snapshot["wake_at"] if snapshot["status"] == RunStatus.WAITING else None,
+        parts=parts,
     )
 
 

@@ -2,14 +2,39 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 import structlog
 
+import runtime._snapshot as snapshot_module
 from runtime import Runtime
 from tests._postgres import Server, start_server
 from tests._support import Runtimes, wait_for_no_callboard_threads
+
+CHECK_PARTS = "CALLBOARD_TEST_CHECK_PARTS"
+"""Set for the whole session, so that child processes check their records in parts too."""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _records_in_parts_are_checked() -> Iterator[None]:
+    """Every record in parts is decoded again and compared with its snapshot.
+
+    A change the run actor makes that the encoder does not see fails the test
+    that made it. Runs encode their snapshots in parts from the first record
+    (not only once they are large), so that every control flow goes through
+    them; the durable tests run both ways (see ``tests/durable/conftest.py``).
+    """
+    saved = snapshot_module.CHECK_PARTS, snapshot_module.WHOLE_UNTIL
+    snapshot_module.CHECK_PARTS = True
+    snapshot_module.WHOLE_UNTIL = -1  # type: ignore[misc]
+    os.environ[CHECK_PARTS] = "1"
+    try:
+        yield
+    finally:
+        snapshot_module.CHECK_PARTS, snapshot_module.WHOLE_UNTIL = saved  # type: ignore[misc]
+        os.environ.pop(CHECK_PARTS, None)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

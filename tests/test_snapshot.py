@@ -7,13 +7,16 @@ from typing import Any
 
 import msgpack
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import runtime._snapshot as snapshot_module
 from runtime._errors import SnapshotEncodingError, SnapshotFormatError
 from runtime._model import ErrorInfo, RunStatus, StepStatus, WorkflowResult
 from runtime._snapshot import (
     FORMAT_VERSION,
+    PARTED_VERSION,
+    IncrementalEncoder,
     Snapshot,
     check_encodable,
     decode,
@@ -118,7 +121,7 @@ def test_unpack_rejects_bytes_that_are_not_a_snapshot(data: bytes) -> None:
         unpack(data)
 
 
-@pytest.mark.parametrize("version", [0, FORMAT_VERSION + 1, 99, "1", None])
+@pytest.mark.parametrize("version", [0, PARTED_VERSION + 1, 99, "1", None])
 def test_decode_rejects_an_unknown_format_version(version: Any) -> None:
     data = msgpack.packb([version, {"run_id": "r"}], use_bin_type=True)
 
@@ -262,3 +265,156 @@ def test_to_result_of_a_failed_run_carries_error_info_on_the_run_and_the_step() 
     assert result.steps["first"].error == result.error
     assert result.steps["first"].ended_at is None
     assert result.is_terminal
+
+
+# --- snapshots in parts ------------------------------------------------------------------
+
+
+class PartsKeeper:
+    """A store that keeps parts apart, as SQLite does: the head, and each part by key."""
+
+    def __init__(self) -> None:
+        self.head = b""
+        self.parts: dict[str, bytes] = {}
+
+    def take(self, record: Any) -> bytes:
+        change = record.parts
+        if change is None:
+            self.head, self.parts = record.data, {}
+            return self.read()
+        if change.base_seq is None:
+            self.parts = {}
+        for key in change.dropped:
+            del self.parts[key]
+        self.parts.update(change.changed)
+        self.head = change.head
+        return self.read()
+
+    def read(self) -> bytes:
+        return self.head + b"".join(self.parts.values())
+
+
+def a_snapshot() -> dict[str, Any]:
+    return {
+        "run_id": "r",
+        "workflow_id": "wf",
+        "seq": 0,
+        "status": "running",
+        "input": {"value": "in"},
+        "result": None,
+        "error": None,
+        "steps": {},
+        "next_step": 0,
+        "carry": None,
+        "progress": None,
+        "wake_at": None,
+        "suspended": {},
+        "resume": None,
+        "scopes": {},
+        "state": None,
+        "request_context": {},
+        "include_state": False,
+        "trace_id": "ab" * 16,
+        "span_id": "cd" * 8,
+        "metadata": {},
+        "created_at": 1.0,
+        "updated_at": 1.0,
+    }
+
+
+sized_text = st.integers(0, 700).map(lambda size: "t" * size)
+step_paths = st.sampled_from([f"s{i}" for i in range(8)])
+
+
+def apply(draw: st.DataObject, snapshot: Any, encoder: IncrementalEncoder, op: str) -> None:
+    """Change ``snapshot`` the way a run actor does (replacing values, never editing them)."""
+    steps = snapshot["steps"]
+    if op == "start":
+        path = draw.draw(step_paths)
+        steps.pop(path, None)  # run again: it moves to the end
+        steps[path] = {
+            "status": "running",
+            "payload": {"v": draw.draw(sized_text)},
+            "output": None,
+            "error": None,
+            "started_at": 2.0,
+            "ended_at": None,
+        }
+    elif op == "end" and steps:
+        record = steps[draw.draw(st.sampled_from(sorted(steps)))]
+        record["status"] = draw.draw(st.sampled_from(["success", "failed", "waiting"]))
+        record["output"] = {"v": draw.draw(sized_text)}
+        record["ended_at"] = 3.0
+    elif op == "retry" and steps:
+        record = steps[draw.draw(st.sampled_from(sorted(steps)))]
+        record["attempts"] = record.get("attempts", 1) + 1
+    elif op == "carry":
+        snapshot["carry"] = {"v": draw.draw(sized_text)}
+    elif op == "state":
+        snapshot["state"] = draw.draw(st.none() | st.just({}) | st.builds(dict, v=sized_text))
+    elif op == "foreach":
+        size = draw.draw(st.integers(0, 150))
+        snapshot["carry"] = list(range(size))
+        snapshot["progress"] = {"outputs": [None] * size, "done": [False] * size}
+    elif op == "item" and snapshot["progress"] and "done" in snapshot["progress"]:
+        done = snapshot["progress"]["done"]
+        left = [index for index, flag in enumerate(done) if not flag]
+        if left:
+            index = draw.draw(st.sampled_from(left))
+            snapshot["progress"]["outputs"][index] = {"n": index, "v": draw.draw(sized_text)}
+            done[index] = True
+            encoder.item_done(index)
+    elif op == "progress":
+        snapshot["progress"] = draw.draw(st.none() | st.builds(dict, iteration=st.integers(1, 9)))
+    elif op == "status":
+        snapshot["status"] = draw.draw(st.sampled_from(["running", "waiting", "failed"]))
+
+
+OPS = ["start", "end", "retry", "carry", "state", "foreach", "item", "progress", "status"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data(), st.sampled_from([-1, 0, 2048]))
+def test_every_record_in_parts_reads_back_as_its_snapshot_whole_and_part_by_part(
+    draw: st.DataObject, whole_until: int
+) -> None:
+    snapshot = a_snapshot()
+    encoder = IncrementalEncoder(snapshot, whole_until=whole_until)
+    kept = PartsKeeper()
+    for op in draw.draw(st.lists(st.sampled_from(OPS), min_size=1, max_size=40)):
+        apply(draw, snapshot, encoder, op)
+        record = encoder.next_record(float(snapshot["seq"]))
+
+        assert unpack(record.data) == snapshot  # what a store that keeps it whole reads
+        assert unpack(kept.take(record)) == snapshot  # what a store that keeps parts reads
+
+
+def test_a_transition_encodes_what_it_changed_not_the_whole_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    snapshot = a_snapshot()
+    for index in range(300):
+        snapshot["steps"][f"s{index}"] = {
+            "status": "success",
+            "payload": {"v": "p" * 200},
+            "output": {"v": "o" * 200},
+            "error": None,
+            "started_at": 2.0,
+            "ended_at": 3.0,
+        }
+    encoder = IncrementalEncoder(snapshot, whole_until=-1)
+    first = encoder.next_record(1.0)
+    encoded: list[int] = []
+    packb = snapshot_module._packb
+    monkeypatch.setattr(
+        snapshot_module, "_packb", lambda value: encoded.append(len(packb(value))) or packb(value)
+    )
+
+    snapshot["steps"]["s150"] = {**snapshot["steps"]["s150"], "output": {"v": "changed"}}
+    snapshot["carry"] = {"v": "c" * 1000}
+    record = encoder.next_record(2.0)
+
+    assert sum(encoded) < 2000 < len(first.data) // 50  # a step and the carry, and the head
+    assert record.parts is not None
+    assert sorted(key for key, _ in record.parts.changed) == ["ss150", "vcarry"]
+    assert unpack(record.data) == snapshot

@@ -17,7 +17,15 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from runtime import Runtime, SnapshotFormatError, create_step, create_workflow
-from runtime._snapshot import FORMAT_VERSION, decode, encode
+from runtime._snapshot import (
+    FORMAT_VERSION,
+    PARTED_VERSION,
+    IncrementalEncoder,
+    decode,
+    encode,
+    is_parted,
+    split_parts,
+)
 
 
 class Loose(BaseModel):
@@ -169,3 +177,80 @@ def test_this_code_writes_the_checksummed_format() -> None:
     assert FORMAT_VERSION == 3
     assert DATA[1] == 3
     assert not _reads_back(DATA[:-1])
+
+
+# --- snapshots in parts (format 4) ----------------------------------------------------
+
+
+def _parted(snapshot: dict[str, Any]) -> bytes:
+    """The snapshot in parts, as a run actor's encoder writes it, with a foreach under way."""
+    snapshot = decode(encode(snapshot), "run-1")
+    snapshot["carry"] = [{"n": i} for i in range(12)]
+    snapshot["progress"] = {"outputs": [None] * 12, "done": [False] * 12}
+    encoder = IncrementalEncoder(snapshot, whole_until=-1)
+    encoder.next_record(1.0)
+    for index in (3, 7):
+        snapshot["progress"]["outputs"][index] = {"n": index * 2}
+        snapshot["progress"]["done"][index] = True
+        encoder.item_done(index)
+    record = encoder.next_record(2.0)
+    assert decode(record.data, "run-1") == snapshot
+    return record.data
+
+
+PARTED = _parted(SNAPSHOT)
+
+
+def test_snapshots_in_parts_are_format_4_and_every_part_has_a_checksum() -> None:
+    assert PARTED[:2] == bytes((0x92, PARTED_VERSION))
+    assert is_parted(PARTED) and not is_parted(DATA)
+
+
+def test_every_single_flipped_bit_of_a_snapshot_in_parts_is_caught() -> None:
+    missed = [bit for bit in range(len(PARTED) * 8) if _reads_back(_flip(PARTED, bit))]
+
+    assert missed == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_two_flipped_bits_of_a_snapshot_in_parts_are_caught(data: st.DataObject) -> None:
+    bits = data.draw(
+        st.lists(st.integers(0, len(PARTED) * 8 - 1), min_size=2, max_size=2, unique=True)
+    )
+
+    assert not _reads_back(_flip(PARTED, *bits))
+
+
+def test_a_snapshot_in_parts_cut_short_or_lengthened_is_caught() -> None:
+    cut = [size for size in range(len(PARTED)) if _reads_back(PARTED[:size])]
+
+    assert cut == []
+    assert not _reads_back(PARTED + b"\x00")
+    assert not _reads_back(PARTED + PARTED[2:40])
+
+
+def _head_end(data: bytes) -> int:
+    """Where the head part ends: the marker, then the head."""
+    key, head = split_parts(data, 2)[0]
+    assert key == "h"
+    return 2 + len(head)
+
+
+def test_a_snapshot_in_parts_missing_a_part_or_holding_one_twice_is_caught() -> None:
+    head = _head_end(PARTED)
+    parts = split_parts(PARTED, head)
+    assert len(parts) > 3
+    for index in range(len(parts)):
+        without = PARTED[:head] + b"".join(part for i, (_, part) in enumerate(parts) if i != index)
+        assert not _reads_back(without), parts[index][0]
+    assert not _reads_back(PARTED + parts[0][1])
+
+
+def test_the_parts_of_a_snapshot_read_back_in_any_order_after_the_head() -> None:
+    head = _head_end(PARTED)
+    parts = [part for _, part in split_parts(PARTED, head)]
+    random.Random(3).shuffle(parts)
+
+    assert decode(PARTED[:head] + b"".join(parts), "run-1") == decode(PARTED, "run-1")
+    assert not _reads_back(PARTED[:2] + parts[0] + PARTED[2:head] + b"".join(parts[1:]))

@@ -18,10 +18,41 @@ __all__ = [
     "RecoverableStore",
     "RunFencedError",
     "SharedStore",
+    "SnapshotParts",
     "SnapshotRecord",
     "SnapshotStore",
     "WorkerInfo",
 ]
+
+
+class SnapshotParts(NamedTuple):
+    """How a snapshot kept in parts changed since the record before it.
+
+    A run actor encodes its snapshots in parts (format 4, see
+    :class:`runtime._snapshot.IncrementalEncoder`): a head, one part per step
+    record, per large value (input, carry, state...) and per finished foreach
+    item, each checksummed on its own. A store that keeps parts apart writes
+    only the head and the parts that changed; one that does not ignores this
+    and stores :attr:`SnapshotRecord.data`, which always holds every part.
+
+    Attributes:
+        lineage: The encoder that made the record: a change is relative to
+            that encoder's records only.
+        base_seq: The ``seq`` of the record the change is relative to (the
+            encoder's previous one), or ``None`` when every part is new: a
+            store must then write them all.
+        head: The first bytes of ``data``: the format's marker and the head
+            part (the run's small fields and how many parts it has).
+        changed: ``(key, part)`` of each part written or rewritten since
+            ``base_seq`` (every part, without one), as it appears in ``data``.
+        dropped: The keys of the parts gone since ``base_seq``.
+    """
+
+    lineage: int
+    base_seq: int | None
+    head: bytes
+    changed: tuple[tuple[str, bytes], ...] = ()
+    dropped: tuple[str, ...] = ()
 
 
 class SnapshotRecord(NamedTuple):
@@ -40,6 +71,8 @@ class SnapshotRecord(NamedTuple):
         updated_at: When this snapshot was taken (epoch seconds).
         trace_id: The run's trace id.
         wake_at: When a ``waiting`` run's sleep ends (epoch seconds), else ``None``.
+        parts: How the snapshot changed since the run's record before, for a
+            store that writes only what changed (``None``: keep ``data`` whole).
     """
 
     run_id: str
@@ -51,6 +84,7 @@ class SnapshotRecord(NamedTuple):
     updated_at: float
     trace_id: str
     wake_at: float | None = None
+    parts: SnapshotParts | None = None
 
 
 @runtime_checkable

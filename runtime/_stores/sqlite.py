@@ -4,6 +4,14 @@ One file holds every run's newest snapshot (msgpack bytes) beside the fields
 queries filter on. The database runs in WAL mode, so readers in this process
 and in others never wait for the writer, and the writer never waits for them.
 
+Step records: a snapshot a run actor encodes in parts (format 4, see
+:class:`~runtime._stores.base.SnapshotParts`) is kept as its head in the
+run's row and one row of ``run_parts`` per other part (a step record, a large
+value, a finished foreach item), and each save writes only the head and the
+parts that changed. So the bytes written for a run grow with its steps, not
+with its steps squared. A read hands back the head and its parts concatenated,
+which is the whole snapshot again; any other snapshot is kept whole in the row.
+
 Writes go through one writer thread per store, with group commit: whatever
 has queued up while a transaction ran goes into the next one. ``create`` and
 ``replace`` return once their transaction has committed; ``save`` returns at
@@ -37,20 +45,18 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from runtime import _clock
 from runtime._errors import StoreError
 from runtime._ids import new_id
 from runtime._model import SETTLED_STATUSES, TERMINAL_STATUSES, UNFINISHED_STATUSES
+from runtime._snapshot import is_parted, split_parts
 from runtime._stores._writer import Done, GroupCommitWriter, Write, WriteKind, call, resolve
 from runtime._stores.base import Claimed, RunFencedError, SnapshotRecord, WorkerInfo
 from runtime._tracing import emit
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
-
-SCHEMA_VERSION: Final = 2
-"""The database schema this code writes (``PRAGMA user_version``)."""
 
 HEARTBEAT_INTERVAL: Final = 2.0
 """The most seconds between a worker's heartbeats (a quarter of a shorter lease)."""
@@ -70,6 +76,8 @@ CHECKPOINT_AT_LEAST_EVERY: Final = 2000
 BATCH: Final = 512
 """The most writes one transaction takes."""
 
+_T = TypeVar("_T")
+
 _UNFINISHED: Final = tuple(sorted(UNFINISHED_STATUSES))
 _UNFINISHED_MARKS: Final = ", ".join("?" * len(_UNFINISHED))
 
@@ -83,6 +91,7 @@ _TERMINAL_SQL: Final = _sql_list(TERMINAL_STATUSES)
 _SETTLED_SQL: Final = _sql_list(SETTLED_STATUSES)
 _UNFINISHED_SQL: Final = _sql_list(UNFINISHED_STATUSES)
 
+# Version 1, as every file starts: the migrations below take it on from there.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id      TEXT PRIMARY KEY,
@@ -106,11 +115,33 @@ CREATE TABLE IF NOT EXISTS owners (
 );
 """
 
-_PRUNE_INDEX: Final = "CREATE INDEX IF NOT EXISTS runs_by_end ON runs (status, updated_at)"
-"""What pruning looks runs up by; made on every open, so that older files get it too."""
-
 _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
-    # Version 1 to 2: runs are held by a worker with an epoch, sleep until a
+    # 1 -> 2: step records. The parts of a snapshot kept in parts, beside its head in
+    # the run's row. ``lineage`` names the encoder (one run actor) that wrote them: the
+    # row's lineage says whose parts belong to its head (NULL: a snapshot kept whole,
+    # no parts), and each encoder's changes go on top of its own parts only. A run's
+    # parts go with it, whatever deletes it or stores it whole again.
+    (
+        "ALTER TABLE runs ADD COLUMN lineage INTEGER",
+        """CREATE TABLE IF NOT EXISTS run_parts (
+            run_id  TEXT NOT NULL,
+            lineage INTEGER NOT NULL,
+            key     TEXT NOT NULL,
+            part    BLOB NOT NULL,
+            PRIMARY KEY (run_id, lineage, key)
+        ) WITHOUT ROWID""",
+        """CREATE TRIGGER IF NOT EXISTS run_parts_go_with_their_run AFTER DELETE ON runs
+        BEGIN
+            DELETE FROM run_parts WHERE run_id = old.run_id;
+        END""",
+        """CREATE TRIGGER IF NOT EXISTS run_parts_go_when_kept_whole
+        AFTER UPDATE OF lineage ON runs
+        WHEN old.lineage IS NOT NULL AND new.lineage IS NULL
+        BEGIN
+            DELETE FROM run_parts WHERE run_id = new.run_id;
+        END""",
+    ),
+    # 2 -> 3: runs are held by a worker with an epoch, sleep until a
     # time any worker can see, and carry a cancel request; workers say what
     # they run. A run that has settled is nobody's.
     (
@@ -128,14 +159,28 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE INDEX runs_by_owner ON runs (owner_id) WHERE owner_id IS NOT NULL",
     ),
 )
-"""Each entry moves the schema one version up (entry 0: version 1 to 2), in one transaction."""
+"""The steps that take a file from one schema version to the next, in order: step ``i``
+takes version ``i + 1`` to ``i + 2``. A new file is made at version 1 and taken
+through them all, so a file made new and one migrated in place are the same."""
+
+SCHEMA_VERSION: Final = 1 + len(_MIGRATIONS)
+"""The database schema this code writes (``PRAGMA user_version``)."""
+
+_PARTS_FROM: Final = 2
+"""The first schema version with the ``run_parts`` table."""
+
+_SHARING_FROM: Final = 3
+"""The first schema version with claims (``epoch``, ``wake_at``, worker columns)."""
+
+_PRUNE_INDEX: Final = "CREATE INDEX IF NOT EXISTS runs_by_end ON runs (status, updated_at)"
+"""What pruning looks runs up by; made on every open, so that older files get it too."""
 
 _INSERT_COLUMNS = (
     "run_id, workflow_id, status, seq, created_at, updated_at, trace_id, owner_id, snapshot, "
-    "epoch, wake_at"
+    "lineage, epoch, wake_at"
 )
-_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_ROWS_PER_STATEMENT = 500  # 11 variables a row, well under SQLite's limit of 32,766
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_ROWS_PER_STATEMENT = 500  # 12 variables a row, well under SQLite's limit of 32,766
 
 # A newer snapshot replaces an older one, and nothing replaces a terminal one.
 # Rows of one statement apply in order, so a run saved twice in a batch is fine.
@@ -145,7 +190,7 @@ _ROWS_PER_STATEMENT = 500  # 11 variables a row, well under SQLite's limit of 32
 _ON_CONFLICT_NEWER = f"""
 ON CONFLICT (run_id) DO UPDATE SET
     status = excluded.status, seq = excluded.seq, updated_at = excluded.updated_at,
-    snapshot = excluded.snapshot, wake_at = excluded.wake_at,
+    snapshot = excluded.snapshot, lineage = excluded.lineage, wake_at = excluded.wake_at,
     owner_id = CASE
         WHEN excluded.status IN ({_SETTLED_SQL}) OR excluded.wake_at IS NOT NULL THEN NULL
         ELSE runs.owner_id END
@@ -162,29 +207,54 @@ RETURNING run_id
 _REPLACE = f"""
 UPDATE runs SET
     status = ?, seq = ?, updated_at = ?, snapshot = ?, wake_at = ?, owner_id = ?,
-    epoch = epoch + ?
+    epoch = epoch + ?, lineage = NULL
 WHERE run_id = ? AND seq = ? AND ? > seq AND status NOT IN ({_TERMINAL_SQL})
     AND (owner_id IS NULL OR owner_id = ?)
 RETURNING epoch
 """
 
-_COLUMNS = "run_id, workflow_id, seq, status, snapshot, created_at, updated_at, trace_id, wake_at"
+_COLUMNS = (
+    "r.run_id, r.workflow_id, r.seq, r.status, r.snapshot, r.created_at, r.updated_at, "
+    "r.trace_id, r.wake_at"
+)
 _QUEUED = f"owner_id IS NULL AND status IN ({_UNFINISHED_SQL})"
 """A run nobody holds that is not settled: what claims take (once due)."""
+# A run's parts, those of its row's lineage, joined into one value: a read of runs is one
+# statement with one row a run (one read transaction: a head and its parts always come
+# from the same commit; and one step of the statement a run, not one a part).
+_WITH_PARTS = (
+    "(SELECT CAST(group_concat(p.part, x'') AS BLOB) FROM run_parts p "
+    "WHERE p.run_id = r.run_id AND p.lineage = r.lineage)"
+)
+_WITHOUT_PARTS = "NULL"
+_RUNS = "runs r"
 
 
 def _record(row: tuple[Any, ...]) -> SnapshotRecord:
+    data = bytes(row[4])
+    if row[-1] is not None and is_parted(data):
+        data += row[-1]
     return SnapshotRecord(
         run_id=row[0],
         workflow_id=row[1],
         seq=row[2],
         status=row[3],
-        data=bytes(row[4]),
+        data=data,
         created_at=row[5],
         updated_at=row[6],
         trace_id=row[7],
         wake_at=row[8],
     )
+
+
+class _PartWrites:
+    """What one transaction does to a run's parts of one lineage: clear all first, then each."""
+
+    __slots__ = ("clear", "parts")
+
+    def __init__(self, clear: bool, parts: dict[str, bytes | None] | None = None) -> None:
+        self.clear = clear
+        self.parts: dict[str, bytes | None] = {} if parts is None else parts
 
 
 def path_from_url(location: str | os.PathLike[str]) -> Path:
@@ -243,9 +313,15 @@ class SQLiteStore:
         self._closed = False
         self._writer: GroupCommitWriter | None = None
         self._reclaim = False  # pruned runs freed pages that the file may give back
+        # On the writer thread: lineages a save of which was refused, so that their parts
+        # in the file miss that save's changes: their next save writes every part. A
+        # transaction works on a copy, kept once it commits (a retry starts again).
+        self._broken: set[int] = set()
+        self._broken_after: set[int] | None = None
         self._transactions = 0
         self._checkpointed_at = 0
         self._checkpoint_time = time.monotonic()
+        self._parts_table = True
         if self.path.is_dir():
             raise StoreError(f"cannot use {self.path} as a run store: it is a directory")
         if self.path.exists() and not self.path.is_file():
@@ -254,8 +330,12 @@ class SQLiteStore:
         if readonly:
             if not self.path.exists():
                 raise StoreError(f"no run store at {self.path}: the file does not exist")
-            if self._check_schema(self._reader(), writable=False) < 2:
-                self._columns = _COLUMNS.replace("wake_at", "NULL")
+            # A file not yet migrated has no parts, nor claims, to read (until a runtime
+            # migrates it).
+            version = self._check_schema(self._reader(), writable=False)
+            self._parts_table = version >= _PARTS_FROM
+            if version < _SHARING_FROM:
+                self._columns = _COLUMNS.replace("r.wake_at", "NULL")
             return
         self._create_file()
         connection = self._connect()
@@ -347,8 +427,9 @@ class SQLiteStore:
             # whichever commit happens to cross SQLite's page threshold.
             connection.execute("PRAGMA wal_autocheckpoint = 0")
             connection.execute("BEGIN IMMEDIATE")
-            # Read again under the write lock: another process may have migrated it.
-            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            # Read again under the write lock: another process may have just made or
+            # migrated the file.
+            version = self._check_schema(connection, writable=True)
             if version == 0:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
@@ -357,7 +438,8 @@ class SQLiteStore:
             for steps in _MIGRATIONS[version - 1 :]:
                 for statement in steps:
                     connection.execute(statement)
-            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if version != SCHEMA_VERSION:
+                connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             connection.execute(_PRUNE_INDEX)
             self._write_worker_row(connection)
             connection.execute("COMMIT")
@@ -474,23 +556,47 @@ class SQLiteStore:
 
     def load(self, run_id: str) -> SnapshotRecord | None:
         """The newest committed record of a run, or ``None``."""
-        with self._reading() as connection:
-            row = connection.execute(
-                f"SELECT {self._columns} FROM runs WHERE run_id = ?", (run_id,)
-            ).fetchone()
-        return None if row is None else _record(row)
+        found = self._select(_RUNS, "WHERE r.run_id = ?", (run_id,))
+        return found[0][0] if found else None
 
     def unfinished(self) -> list[SnapshotRecord]:
         """Records of runs that are ``pending``, ``running`` or ``waiting``, whoever drives them.
 
         A ``suspended`` run is not among them: it waits for a resume, not for a runtime.
         """
-        with self._reading() as connection:
-            rows = connection.execute(
-                f"SELECT {self._columns} FROM runs WHERE status IN ({_UNFINISHED_MARKS})",
-                _UNFINISHED,
-            ).fetchall()
-        return [_record(row) for row in rows]
+        found = self._select(_RUNS, f"WHERE r.status IN ({_UNFINISHED_MARKS})", _UNFINISHED)
+        return [record for record, _ in found]
+
+    def _select(
+        self,
+        source: str,
+        where: str,
+        params: Sequence[Any],
+        *,
+        extra: str = "",
+        order: str = "",
+        connection: sqlite3.Connection | None = None,
+    ) -> list[tuple[SnapshotRecord, tuple[Any, ...]]]:
+        """Records of the runs ``r`` in ``source`` (a FROM clause) that ``where`` keeps.
+
+        Each comes with its row. ``extra`` names more columns (after the
+        record's nine), ``order`` orders the runs. Read with a reader, or on
+        ``connection`` (the writer's, inside its transaction).
+        """
+        parts = _WITH_PARTS if self._parts_table else _WITHOUT_PARTS
+        query = f"SELECT {self._columns}{extra}, {parts} FROM {source} {where} {order}"
+        if connection is not None:
+            rows = connection.execute(query, params).fetchall()
+        else:
+            with self._reading() as reader:
+                rows = reader.execute(query, params).fetchall()
+        if not self._parts_table and any(is_parted(row[4]) for row in rows):
+            # Written in parts since this reader opened a file not yet migrated.
+            self._parts_table = True
+            return self._select(
+                source, where, params, extra=extra, order=order, connection=connection
+            )
+        return [(_record(row), row) for row in rows]
 
     # --- sharing the file with other workers ----------------------------------------------
 
@@ -598,30 +704,21 @@ class SQLiteStore:
         """The newest records of these runs; unknown ones are left out."""
         records: list[SnapshotRecord] = []
         ids = list(run_ids)
-        with self._reading() as connection:
-            for start in range(0, len(ids), _ROWS_PER_STATEMENT):
-                chunk = ids[start : start + _ROWS_PER_STATEMENT]
-                rows = connection.execute(
-                    f"SELECT {self._columns} FROM runs WHERE run_id IN "
-                    f"({', '.join('?' * len(chunk))})",
-                    chunk,
-                ).fetchall()
-                records.extend(_record(row) for row in rows)
+        for start in range(0, len(ids), _ROWS_PER_STATEMENT):
+            chunk = ids[start : start + _ROWS_PER_STATEMENT]
+            found = self._select(_RUNS, f"WHERE r.run_id IN ({', '.join('?' * len(chunk))})", chunk)
+            records.extend(record for record, _ in found)
         return records
 
     def queued(self, workflow_ids: Sequence[str] | None = None) -> list[SnapshotRecord]:
         """Queued runs (nobody holds them; a sleeping one once due), oldest first."""
-        query = (
-            f"SELECT {self._columns} FROM runs WHERE {_QUEUED} "
-            "AND (wake_at IS NULL OR wake_at <= ?)"
-        )
+        where = f"WHERE {_QUEUED} AND (r.wake_at IS NULL OR r.wake_at <= ?)"
         params: list[Any] = [_clock.time()]
         if workflow_ids is not None:
-            query += f" AND workflow_id IN ({', '.join('?' * len(workflow_ids))})"
+            where += f" AND r.workflow_id IN ({', '.join('?' * len(workflow_ids))})"
             params.extend(workflow_ids)
-        with self._reading() as connection:
-            rows = connection.execute(query + " ORDER BY created_at", params).fetchall()
-        return [_record(row) for row in rows]
+        found = self._select(_RUNS, where, params, order="ORDER BY r.created_at")
+        return [record for record, _ in found]
 
     def workers(self) -> list[WorkerInfo]:
         """Every worker with a row in the file, and the runs it holds."""
@@ -673,12 +770,13 @@ class SQLiteStore:
             total: int = connection.execute(f"SELECT count(*) FROM runs{where}", params).fetchone()[
                 0
             ]
-            rows = connection.execute(
-                f"SELECT {self._columns} FROM runs{where} ORDER BY created_at DESC, run_id "
-                "LIMIT ? OFFSET ?",
-                [*params, -1 if limit is None else limit, offset],
-            ).fetchall()
-        return [_record(row) for row in rows], total
+        found = self._select(
+            f"(SELECT * FROM runs{where} ORDER BY created_at DESC, run_id LIMIT ? OFFSET ?) r",
+            "",
+            [*params, -1 if limit is None else limit, offset],
+            order="ORDER BY r.created_at DESC, r.run_id",
+        )
+        return [record for record, _ in found], total
 
     def close(self) -> None:
         """Finish the queued writes and end the writer thread; reads go on working."""
@@ -775,6 +873,8 @@ class SQLiteStore:
             return []
         self._transactions += 1
         outcome.apply(self)
+        if self._broken_after is not None:
+            self._broken = self._broken_after
         # Callers blocked in create() first; then the callbacks that tell actors.
         results, errors = outcome.results, outcome.errors
         creates = [write for write in writes if write.kind == "create" and not write.abandoned]
@@ -808,6 +908,7 @@ class SQLiteStore:
         creates = [write for write in writes if write.kind == "create" and not write.abandoned]
         saves = [write for write in writes if write.kind == "save"]
         others = [write for write in writes if write.kind not in ("create", "save")]
+        self._broken_after = None
         connection.execute("BEGIN IMMEDIATE")
         inserted = self._insert(connection, [write.payload for write in creates])
         self._upsert(connection, saves, outcome)
@@ -835,7 +936,7 @@ class SQLiteStore:
         """Insert new runs; return the ids that were new (the others are taken)."""
         inserted: set[str] = set()
         rows = [
-            self._row(record, self.owner_id if hold else None, 1 if hold else 0)
+            self._row(record, record.data, None, self.owner_id if hold else None, 1 if hold else 0)
             for record, hold in creates
         ]
         for chunk in _chunks(rows):
@@ -860,6 +961,7 @@ class SQLiteStore:
         with :class:`RunFencedError`.
         """
         rows: list[tuple[Any, ...]] = []
+        stored: list[SnapshotRecord] = []  # the records written or tried: their parts go too
         expected: dict[str, int] = {}
         carriers: dict[str, list[Write]] = {}
         unheld: dict[str, list[Write]] = {}
@@ -870,12 +972,13 @@ class SQLiteStore:
                 if run_id in self._fenced:
                     outcome.errors[id(write)] = _fenced(run_id)
                     continue
+                stored.append(record)
                 epoch = held.get(run_id)
                 if epoch is None:
-                    rows.append(self._row(record, None, 0))
+                    rows.append(self._row(record, *_stored(record), None, 0))
                     unheld.setdefault(run_id, []).append(write)
                 else:
-                    rows.append(self._row(record, self.owner_id, epoch))
+                    rows.append(self._row(record, *_stored(record), self.owner_id, epoch))
                     expected[run_id] = epoch
                     carriers.setdefault(run_id, []).append(write)
                 if record.status in SETTLED_STATUSES or record.wake_at is not None:
@@ -890,12 +993,11 @@ class SQLiteStore:
             ).fetchall()
             written.update(row[0] for row in found)
         unwritten = [run_id for run_id in expected if run_id not in written]
-        for start in range(0, len(unwritten), _ROWS_PER_STATEMENT):
-            chunk = unwritten[start : start + _ROWS_PER_STATEMENT]
+        for ids in _chunks(unwritten):
             found = connection.execute(
                 "SELECT run_id, owner_id, epoch FROM runs WHERE run_id IN "
-                f"({', '.join('?' * len(chunk))})",
-                chunk,
+                f"({', '.join('?' * len(ids))})",
+                ids,
             ).fetchall()
             for run_id, owner_id, epoch in found:
                 if owner_id != self.owner_id or epoch != expected[run_id]:
@@ -903,14 +1005,15 @@ class SQLiteStore:
                     for write in carriers[run_id]:
                         outcome.errors[id(write)] = _fenced(run_id)
         taken = [run_id for run_id in unheld if run_id not in written]
-        for start in range(0, len(taken), _ROWS_PER_STATEMENT):
-            chunk = taken[start : start + _ROWS_PER_STATEMENT]
+        taken_by_others: set[str] = set()
+        for ids in _chunks(taken):
             found = connection.execute(
                 "SELECT run_id FROM runs WHERE owner_id IS NOT NULL AND run_id IN "
-                f"({', '.join('?' * len(chunk))})",
-                chunk,
+                f"({', '.join('?' * len(ids))})",
+                ids,
             ).fetchall()
             for (run_id,) in found:  # another worker holds it: not this one's to write
+                taken_by_others.add(run_id)
                 for write in unheld[run_id]:
                     outcome.errors[id(write)] = _fenced(run_id)
         for run_id, status in list(outcome.releasing.items()):
@@ -918,8 +1021,96 @@ class SQLiteStore:
                 del outcome.releasing[run_id]
             else:
                 outcome.hint("settled" if status in SETTLED_STATUSES else "queued", run_id)
+        # Parts of records another worker's row holds are never read: leave them out.
+        lost = outcome.fenced | taken_by_others
+        self._save_parts(connection, [r for r in stored if r.run_id not in lost])
 
-    def _row(self, r: SnapshotRecord, owner_id: str | None, epoch: int) -> tuple[Any, ...]:
+    def _save_parts(self, connection: sqlite3.Connection, records: list[SnapshotRecord]) -> None:
+        """Write the parts of the saved records kept in parts: what changed, or all of them.
+
+        The parts of a record are written whatever became of its row, under its
+        lineage: they are what its encoder's next change goes on top of, and a
+        read joins a row only with the parts of the row's own lineage, so a
+        stale record's parts are never read. The parts of the batch take one
+        more statement (and, rarely, one that deletes some).
+        """
+        writes: dict[tuple[str, int], _PartWrites] = {}
+        broken = self._broken_after = set(self._broken)
+        for record in records:
+            change = record.parts
+            if change is None:
+                # Stored whole (unless stale): the parts of earlier records in this batch
+                # would be the row's no longer. Their encoders write all parts next time.
+                for key in [key for key in writes if key[0] == record.run_id]:
+                    del writes[key]
+                    broken.add(key[1])
+                continue
+            key = (record.run_id, change.lineage)
+            if change.base_seq is not None and change.lineage not in broken:
+                parts = writes.setdefault(key, _PartWrites(clear=False)).parts
+                for part_key in change.dropped:
+                    parts[part_key] = None
+                parts.update(change.changed)
+                continue
+            if change.base_seq is None:
+                every = list(change.changed)
+            else:  # its lineage's parts missed a refused save: write them all
+                every = split_parts(record.data, len(change.head))
+                broken.discard(change.lineage)
+            writes[key] = _PartWrites(clear=True, parts=dict(every))
+        if writes:
+            self._write_parts(connection, writes)
+
+    def _write_parts(
+        self, connection: sqlite3.Connection, writes: dict[tuple[str, int], _PartWrites]
+    ) -> None:
+        # Parts written anew replace those their lineage had, and those of every lineage
+        # but the row's (whose head may be this very record, or a newer one's if this
+        # record was stale): another writer's parts are left alone while its row reads them.
+        cleared = [key for key, write in writes.items() if write.clear]
+        for chunk in _chunks(cleared):
+            marks = ", ".join("?" * len(chunk))
+            connection.execute(
+                f"DELETE FROM run_parts WHERE run_id IN ({marks}) AND (lineage IN ({marks}) "
+                "OR lineage IS NOT "
+                "(SELECT r.lineage FROM runs r WHERE r.run_id = run_parts.run_id))",
+                [run_id for run_id, _ in chunk] + [lineage for _, lineage in chunk],
+            )
+        gone = [
+            (run_id, lineage, key)
+            for (run_id, lineage), write in writes.items()
+            if not write.clear
+            for key, part in write.parts.items()
+            if part is None
+        ]
+        for triples in _chunks(gone):
+            connection.execute(
+                "DELETE FROM run_parts WHERE (run_id, lineage, key) IN (VALUES "
+                + ", ".join(["(?, ?, ?)"] * len(triples))
+                + ")",
+                [value for triple in triples for value in triple],
+            )
+        new = [
+            (run_id, lineage, key, part)
+            for (run_id, lineage), write in writes.items()
+            for key, part in write.parts.items()
+            if part is not None
+        ]
+        for rows in _chunks(new):
+            connection.execute(
+                "INSERT OR REPLACE INTO run_parts (run_id, lineage, key, part) VALUES "
+                + ", ".join(["(?, ?, ?, ?)"] * len(rows)),
+                [value for row in rows for value in row],
+            )
+
+    def _row(
+        self,
+        r: SnapshotRecord,
+        blob: bytes,
+        lineage: int | None,
+        owner_id: str | None,
+        epoch: int,
+    ) -> tuple[Any, ...]:
         return (
             r.run_id,
             r.workflow_id,
@@ -929,7 +1120,8 @@ class SQLiteStore:
             r.updated_at,
             r.trace_id,
             owner_id,
-            r.data,
+            blob,
+            lineage,
             epoch,
             r.wake_at,
         )
@@ -1067,16 +1259,25 @@ class SQLiteStore:
         ]
         if not ids:
             return []
-        rows = connection.execute(
-            f"UPDATE runs SET owner_id = ?, epoch = epoch + 1 WHERE run_id IN "
-            f"({', '.join('?' * len(ids))}) AND {_QUEUED} "
-            f"RETURNING {_COLUMNS}, epoch, cancel_requested",
+        marks = ", ".join("?" * len(ids))
+        connection.execute(
+            f"UPDATE runs SET owner_id = ?, epoch = epoch + 1 WHERE run_id IN ({marks}) "
+            f"AND {_QUEUED}",
             (self.owner_id, *ids),
-        ).fetchall()
+        )
+        # Read in this transaction, on this connection: the rows as just claimed.
+        found = self._select(
+            _RUNS,
+            f"WHERE r.run_id IN ({marks}) AND r.owner_id = ?",
+            (*ids, self.owner_id),
+            extra=", r.epoch, r.cancel_requested",
+            order="ORDER BY r.created_at",
+            connection=connection,
+        )
         claimed = []
-        for row in sorted(rows, key=lambda row: row[5]):  # oldest first, as selected
-            outcome.hold[row[0]] = row[9]
-            claimed.append(Claimed(record=_record(row), cancel_requested=bool(row[10])))
+        for record, row in found:  # oldest first, as selected
+            outcome.hold[record.run_id] = row[9]
+            claimed.append(Claimed(record=record, cancel_requested=bool(row[10])))
         return claimed
 
     def _reap(self, connection: sqlite3.Connection, outcome: _Outcome) -> int:
@@ -1104,6 +1305,10 @@ class SQLiteStore:
 
     def _fail(self, writes: list[Write], error: StoreError) -> None:
         emit(logging.ERROR, "store_write_failed", path=str(self.path), error=str(error))
+        for write in writes:
+            if write.kind == "save":
+                # The parts of these lineages miss the changes of these records.
+                self._broken.update(r.parts.lineage for r in write.payload if r.parts is not None)
         for write in writes:
             call(write.done, None, error)
 
@@ -1169,9 +1374,16 @@ def _workflows(text: str) -> list[str]:
     return [str(item) for item in value] if isinstance(value, list) else []
 
 
-def _chunks(rows: list[Any]) -> Iterator[list[Any]]:
-    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-        yield rows[start : start + _ROWS_PER_STATEMENT]
+def _chunks(items: list[_T]) -> Iterator[list[_T]]:
+    for start in range(0, len(items), _ROWS_PER_STATEMENT):
+        yield items[start : start + _ROWS_PER_STATEMENT]
+
+
+def _stored(record: SnapshotRecord) -> tuple[bytes, int | None]:
+    """What a record's row holds: its whole snapshot, or its head and its parts' lineage."""
+    if record.parts is None:
+        return record.data, None
+    return record.parts.head, record.parts.lineage
 
 
 def _filters(

@@ -1,4 +1,10 @@
-"""Fixtures for the durable tests: the store's file, a SQLite store on it."""
+"""Fixtures for the durable tests: the store's file, a SQLite store on it.
+
+Every durable test runs twice: with snapshots as the runtime encodes them
+(whole while they are small, in parts once they are large) and with every
+snapshot in parts, in this process and in the children it starts, so that
+each promise holds for step records kept apart too.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,21 @@ from pathlib import Path
 
 import pytest
 
+import runtime._snapshot as snapshot_module
 from runtime import SQLiteStore
+from runtime._snapshot import WHOLE_UNTIL
+from tests.durable._support import ALL_PARTS
+
+
+@pytest.fixture(autouse=True, params=["as-sized", "all-parts"])
+def snapshot_encoding(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """How run actors encode snapshots: by their size (the default), or always in parts."""
+    if request.param == "all-parts":
+        monkeypatch.setattr(snapshot_module, "WHOLE_UNTIL", -1)
+        monkeypatch.setenv(ALL_PARTS, "1")
+    else:
+        monkeypatch.setattr(snapshot_module, "WHOLE_UNTIL", WHOLE_UNTIL)
+    return str(request.param)
 
 
 @pytest.fixture(autouse=True)

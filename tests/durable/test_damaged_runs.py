@@ -30,7 +30,7 @@ from runtime import (
     create_step,
     create_workflow,
 )
-from runtime._snapshot import decode, encode, unpack
+from runtime._snapshot import WHOLE_UNTIL, decode, encode, is_parted, unpack
 from tests._support import Value, shout_step, wait_for_no_callboard_threads, wait_until
 from tests.durable._support.helpers import raw
 
@@ -56,13 +56,17 @@ def held_workflow(gate: threading.Event) -> Any:
     )
 
 
-def leave_unfinished(db: Path, run_ids: list[str]) -> None:
-    """Runs in progress when their runtime stops at once: left for the next one to resume."""
+def leave_unfinished(db: Path, run_ids: list[str], padding: str = "") -> None:
+    """Runs in progress when their runtime stops at once: left for the next one to resume.
+
+    Each run's input is its id, then ``padding``: a long one makes its snapshot
+    large enough to be kept in parts.
+    """
     gate = threading.Event()
     with Runtime(store=db, stop_timeout=0) as rt:
         wf = rt.register(held_workflow(gate))
         for run_id in run_ids:
-            wf.create_run(run_id).start_async(input_data={"value": run_id})
+            wf.create_run(run_id).start_async(input_data={"value": run_id + padding})
         wait_until(
             lambda: all(
                 (result := wf.get_workflow_run_execution_result(run_id)) is not None
@@ -75,16 +79,31 @@ def leave_unfinished(db: Path, run_ids: list[str]) -> None:
 
 
 def stored(db: Path, run_id: str) -> bytes:
+    """The run's snapshot as a reader gets it: its row's bytes, and its parts if it has them."""
     with raw(db) as connection:
+        connection.execute("BEGIN")
         data: bytes = connection.execute(
             "SELECT snapshot FROM runs WHERE run_id = ?", (run_id,)
         ).fetchone()[0]
-    return data
+        parts = [
+            part
+            for (part,) in connection.execute(
+                "SELECT part FROM run_parts WHERE run_id = ?", (run_id,)
+            )
+        ]
+        connection.execute("COMMIT")
+    return data + b"".join(parts) if is_parted(data) else data
 
 
 def overwrite(db: Path, run_id: str, data: bytes) -> None:
+    """Keep ``data`` whole in the run's row, in place of what the run had."""
     with raw(db) as connection:
-        connection.execute("UPDATE runs SET snapshot = ? WHERE run_id = ?", (data, run_id))
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute(
+            "UPDATE runs SET snapshot = ?, lineage = NULL WHERE run_id = ?", (data, run_id)
+        )
+        connection.execute("DELETE FROM run_parts WHERE run_id = ?", (run_id,))
+        connection.execute("COMMIT")
 
 
 def flip_a_bit(data: bytes) -> bytes:
@@ -141,6 +160,53 @@ def test_recovery_fails_a_damaged_run_alone_and_resumes_the_others(db: Path, dam
         ids = {row[0] for row in connection.execute("SELECT run_id FROM runs")}
     assert "somebody-else" not in ids  # no row for a run nobody started
     assert any(e["event"] == "run_failed_unreadable" for e in logs)
+
+
+def flip_a_bit_in_part(db: Path, run_id: str, kind: str) -> str:
+    """Flip a bit in one stored part of the run, where it lies: its head, or a part's row."""
+    with raw(db) as connection:
+        if kind == "h":
+            (blob,) = connection.execute(
+                "SELECT snapshot FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            assert is_parted(blob), "the run is kept in parts"
+            connection.execute(
+                "UPDATE runs SET snapshot = ? WHERE run_id = ?", (flip_a_bit(blob), run_id)
+            )
+            return "h"
+        key, blob = connection.execute(
+            "SELECT key, part FROM run_parts WHERE run_id = ? AND key LIKE ? ORDER BY key",
+            (run_id, kind + "%"),
+        ).fetchone()
+        connection.execute(
+            "UPDATE run_parts SET part = ? WHERE run_id = ? AND key = ?",
+            (flip_a_bit(blob), run_id, key),
+        )
+        return str(key)
+
+
+@pytest.mark.parametrize("kind", ["h", "s", "v"], ids=["head", "step record", "value"])
+def test_a_flipped_bit_in_any_stored_part_fails_that_run_alone(db: Path, kind: str) -> None:
+    padding = "." * WHOLE_UNTIL  # kept in parts
+    leave_unfinished(db, ["healthy", "damaged"], padding)
+    damaged = stored(db, "damaged")
+    flip_a_bit_in_part(db, "damaged", kind)
+
+    with pytest.raises(SnapshotFormatError):
+        decode(stored(db, "damaged"), "damaged")
+    with Runtime(store=db) as rt:
+        wf = rt.register(held_workflow(open_gate()))
+        wait_until(
+            lambda: status_of(wf, "damaged") == "failed", what="the damaged run recorded failed"
+        )
+        healthy = wf.create_run("healthy").wait(WAIT)
+
+    assert healthy.status == "success" and healthy.result == {"value": "HEALTHY" + padding}
+    failed = wf.get_workflow_run_execution_result("damaged")
+    assert failed is not None and failed.error is not None
+    assert failed.error.name == "SnapshotFormatError"
+    kept = unpack(stored(db, "damaged"))["damaged"]
+    assert len(kept) == len(damaged) and kept != damaged  # the damaged bytes, kept
 
 
 def test_a_run_left_unreadable_does_not_hang_its_waiter(db: Path) -> None:

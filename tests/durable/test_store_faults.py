@@ -220,13 +220,11 @@ def test_a_snapshot_the_database_refuses_fails_its_run_and_no_other(
     row = SQLiteStore._row
 
     def refuse_one_runs_progress(
-        self: SQLiteStore, r: SnapshotRecord, owner_id: str | None, epoch: int
+        self: SQLiteStore, r: SnapshotRecord, *rest: Any
     ) -> tuple[Any, ...]:
-        values = row(self, r, owner_id, epoch)
+        values = row(self, r, *rest)
         if r.run_id == "poisoned" and r.status == "running" and r.seq >= 2:
-            data = values.index(r.data)
-            # A value sqlite3 cannot bind, as the snapshot: refused for good.
-            return (*values[:data], object(), *values[data + 1 :])
+            return (*values[:-1], object())  # a value sqlite3 cannot bind: refused for good
         return values
 
     monkeypatch.setattr(SQLiteStore, "_row", refuse_one_runs_progress)
