@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import secrets
 import struct
-import threading
 import zlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -149,18 +148,10 @@ class Snapshot(TypedDict):
     resumed: NotRequired[bool]
 
 
-_PACKERS = threading.local()
-
-
 def _packb(value: Any) -> bytes:
-    # A packer per thread: one msgpack.Packer is not safe across threads, and making
-    # one per call costs more than packing a step record. A Packer that raises
-    # resets its buffer, so the next value packs clean.
-    try:
-        packer = _PACKERS.packer
-    except AttributeError:
-        packer = _PACKERS.packer = msgpack.Packer(use_bin_type=True)
-    data: bytes = packer.pack(value)
+    # A fresh packer per call: a shared msgpack.Packer is not safe across threads, and
+    # one kept per thread would keep its buffer (256 KiB, more after a large value).
+    data: bytes = msgpack.packb(value, use_bin_type=True)
     return data
 
 
@@ -594,7 +585,10 @@ class IncrementalEncoder:
         self._whole_until = WHOLE_UNTIL if whole_until is None else whole_until
         self._parted = self._whole_until < 0
         self._lineage = secrets.randbits(62)
-        self._reset()
+        if self._parted:
+            self._reset()
+        # else: what parts need is made when the snapshot outgrows whole_until (most
+        # runs never do, and a runtime may hold thousands of them at once).
 
     def _reset(self) -> None:
         """Forget every part: the next record encodes them all, and says so."""
@@ -639,6 +633,7 @@ class IncrementalEncoder:
             if len(data) <= self._whole_until:
                 return record_of(snapshot, data=data)
             self._parted = True  # from now on in parts, beginning with this record
+            self._reset()
         return self._in_parts()
 
     def _in_parts(self) -> SnapshotRecord:
