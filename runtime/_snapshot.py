@@ -13,7 +13,7 @@ transition only the parts that changed, so that a store can write only those.
 
 from __future__ import annotations
 
-import secrets
+import random
 import struct
 import zlib
 from collections.abc import Mapping
@@ -339,6 +339,10 @@ saw each change the run actor made."""
 _FIXED_KEYS: Final = ("run_id", "workflow_id", "trace_id", "span_id", "created_at", "include_state")
 """Fields a run's snapshots share from first to last: one part, written once."""
 
+_LINEAGES: Final = random.Random()
+"""Draws each encoder's lineage: 62 random bits (seeded from the system), never reused
+knowingly; two encoders of one run drawing the same is as likely as a hash collision."""
+
 _MISSING: Final = object()
 _NO_VALUES: Final = (_MISSING,) * len(_VALUE_KEYS)
 _NO_FIXED: Final = (_MISSING,) * len(_FIXED_KEYS)
@@ -584,7 +588,6 @@ class IncrementalEncoder:
         self._snapshot = snapshot
         self._whole_until = WHOLE_UNTIL if whole_until is None else whole_until
         self._parted = self._whole_until < 0
-        self._lineage = secrets.randbits(62)
         if self._parted:
             self._reset()
         # else: what parts need is made when the snapshot outgrows whole_until (most
@@ -592,6 +595,7 @@ class IncrementalEncoder:
 
     def _reset(self) -> None:
         """Forget every part: the next record encodes them all, and says so."""
+        self._lineage = _LINEAGES.getrandbits(62)
         self._base: int | None = None
         self._next_ordinal = 0
         self._paths: list[str] = []

@@ -223,8 +223,9 @@ _QUEUED = f"owner_id IS NULL AND status IN ({_UNFINISHED_SQL})"
 # statement with one row a run (one read transaction: a head and its parts always come
 # from the same commit; and one step of the statement a run, not one a part).
 _WITH_PARTS = (
+    "CASE WHEN r.lineage IS NULL THEN NULL ELSE "  # kept whole: nothing to look up
     "(SELECT CAST(group_concat(p.part, x'') AS BLOB) FROM run_parts p "
-    "WHERE p.run_id = r.run_id AND p.lineage = r.lineage)"
+    "WHERE p.run_id = r.run_id AND p.lineage = r.lineage) END"
 )
 _WITHOUT_PARTS = "NULL"
 _RUNS = "runs r"
