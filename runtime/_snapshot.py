@@ -556,6 +556,43 @@ class IncrementalEncoder:
             :data:`WHOLE_UNTIL`); ``-1``: none, every record is in parts.
     """
 
+    __slots__ = ("_parts", "_snapshot", "_whole_until")
+
+    def __init__(self, snapshot: Snapshot, *, whole_until: int | None = None) -> None:
+        self._snapshot = snapshot
+        self._whole_until = WHOLE_UNTIL if whole_until is None else whole_until
+        # What parts need is made when the snapshot outgrows whole_until: most runs
+        # never do, and a runtime may hold thousands of them at once.
+        self._parts = _PartsEncoder(snapshot) if self._whole_until < 0 else None
+
+    def item_done(self, index: int) -> None:
+        """Item ``index`` of the foreach in progress has its output now: encode it next time."""
+        if self._parts is not None:  # a whole snapshot needs no telling
+            self._parts.item_done(index)
+
+    def next_record(self, now: float) -> SnapshotRecord:
+        """Number the snapshot as the run's next one, taken at ``now``, and return its record.
+
+        Raises:
+            SnapshotEncodingError: if some value cannot be encoded.
+        """
+        snapshot = self._snapshot
+        snapshot["seq"] += 1
+        snapshot["updated_at"] = now
+        parts = self._parts
+        if parts is None:
+            data = encode(snapshot)
+            if len(data) <= self._whole_until:
+                return record_of(snapshot, data=data)
+            # From now on in parts, beginning with this record (its first parts look at
+            # every step and item).
+            parts = self._parts = _PartsEncoder(snapshot)
+        return parts.record()
+
+
+class _PartsEncoder:
+    """The parts of one run's snapshots, as :class:`IncrementalEncoder` last encoded them."""
+
     __slots__ = (
         "_announced",
         "_base",
@@ -571,7 +608,6 @@ class IncrementalEncoder:
         "_ordinals",
         "_outputs",
         "_pages",
-        "_parted",
         "_paths",
         "_progress",
         "_recent_values",
@@ -581,17 +617,11 @@ class IncrementalEncoder:
         "_value_frames",
         "_values",
         "_values_bytes",
-        "_whole_until",
     )
 
-    def __init__(self, snapshot: Snapshot, *, whole_until: int | None = None) -> None:
+    def __init__(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
-        self._whole_until = WHOLE_UNTIL if whole_until is None else whole_until
-        self._parted = self._whole_until < 0
-        if self._parted:
-            self._reset()
-        # else: what parts need is made when the snapshot outgrows whole_until (most
-        # runs never do, and a runtime may hold thousands of them at once).
+        self._reset()
 
     def _reset(self) -> None:
         """Forget every part: the next record encodes them all, and says so."""
@@ -619,28 +649,9 @@ class IncrementalEncoder:
         self._announced: list[int] = []
 
     def item_done(self, index: int) -> None:
-        """Item ``index`` of the foreach in progress has its output now: encode it next time."""
-        if self._parted:  # a whole snapshot needs no telling, and its first parts look at all
-            self._announced.append(index)
+        self._announced.append(index)
 
-    def next_record(self, now: float) -> SnapshotRecord:
-        """Number the snapshot as the run's next one, taken at ``now``, and return its record.
-
-        Raises:
-            SnapshotEncodingError: if some value cannot be encoded.
-        """
-        snapshot = self._snapshot
-        snapshot["seq"] += 1
-        snapshot["updated_at"] = now
-        if not self._parted:
-            data = encode(snapshot)
-            if len(data) <= self._whole_until:
-                return record_of(snapshot, data=data)
-            self._parted = True  # from now on in parts, beginning with this record
-            self._reset()
-        return self._in_parts()
-
-    def _in_parts(self) -> SnapshotRecord:
+    def record(self) -> SnapshotRecord:
         """The record of the snapshot as it is now, in parts.
 
         Raises:
