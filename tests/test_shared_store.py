@@ -21,32 +21,10 @@ import pytest
 from runtime._stores.base import RunFencedError, SharedStore, SnapshotRecord
 from runtime._stores.open import open_store
 from tests._support import wait_for_no_callboard_threads, wait_until
+from tests.test_store_contract import rec
 
 LEASE = 0.5
 """The lease of a worker that a test lets stall: short, so tests stay fast."""
-
-
-def rec(
-    run_id: str,
-    seq: int = 0,
-    status: str = "pending",
-    *,
-    workflow_id: str = "wf",
-    created_at: float = 1_700_000_000.0,
-    wake_at: float | None = None,
-    data: bytes | None = None,
-) -> SnapshotRecord:
-    return SnapshotRecord(
-        run_id=run_id,
-        workflow_id=workflow_id,
-        seq=seq,
-        status=status,
-        data=data if data is not None else f"{run_id}:{seq}".encode(),
-        created_at=created_at,
-        updated_at=created_at + seq,
-        trace_id="cd" * 16,
-        wake_at=wake_at,
-    )
 
 
 class Outcome:

@@ -24,8 +24,10 @@ def rec(
     workflow_id: str = "wf",
     created_at: float = 1_700_000_000.0,
     updated_at: float | None = None,
+    wake_at: float | None = None,
     data: bytes | None = None,
 ) -> SnapshotRecord:
+    """A record whose bytes name its run and seq; ``wake_at`` for a sleeping run."""
     return SnapshotRecord(
         run_id=run_id,
         workflow_id=workflow_id,
@@ -35,6 +37,7 @@ def rec(
         created_at=created_at,
         updated_at=created_at + seq if updated_at is None else updated_at,
         trace_id="ab" * 16,
+        wake_at=wake_at,
     )
 
 

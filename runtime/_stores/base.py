@@ -9,13 +9,13 @@ are :mod:`runtime._stores.memory` and :mod:`runtime._stores.sqlite`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Final, NamedTuple, Protocol, runtime_checkable
 
 from runtime._errors import StoreError
 
 __all__ = [
+    "DEFAULT_LEASE",
     "Claimed",
-    "RecoverableStore",
     "RunFencedError",
     "SharedStore",
     "SnapshotParts",
@@ -184,6 +184,11 @@ class SnapshotStore(Protocol):
         ...
 
 
+DEFAULT_LEASE: Final = 10.0
+"""Seconds without a heartbeat after which a worker's runs go back to the queue, unless a
+store is given another lease."""
+
+
 class RunFencedError(StoreError):
     """A write of a run this store no longer holds: another worker claimed it since.
 
@@ -336,22 +341,4 @@ class SharedStore(SnapshotStore, Protocol):
         Hints only make things faster: whoever polls sees the same a little
         later.
         """
-        ...
-
-
-@runtime_checkable
-class RecoverableStore(SnapshotStore, Protocol):
-    """A durable store that knows which runs lost their owner, and hands them over.
-
-    Being replaced by :class:`SharedStore` (claims with leases and fencing).
-    """
-
-    def orphans(
-        self, workflow_ids: Sequence[str] | None = None
-    ) -> list[tuple[SnapshotRecord, str | None]]:
-        """Unfinished runs whose owner is gone, each with that owner's id."""
-        ...
-
-    def claim(self, run_id: str, previous_owner: str | None) -> bool:
-        """Take over a run if its owner is still ``previous_owner``."""
         ...

@@ -46,7 +46,7 @@ from runtime._errors import StoreError
 from runtime._ids import new_id
 from runtime._model import SETTLED_STATUSES, TERMINAL_STATUSES, UNFINISHED_STATUSES
 from runtime._stores._writer import Done, GroupCommitWriter, Write, WriteKind, call, resolve
-from runtime._stores.base import Claimed, RunFencedError, SnapshotRecord, WorkerInfo
+from runtime._stores.base import DEFAULT_LEASE, Claimed, RunFencedError, SnapshotRecord, WorkerInfo
 from runtime._tracing import emit
 
 if TYPE_CHECKING:
@@ -59,8 +59,8 @@ __all__ = ["LEASE", "SCHEMA_VERSION", "PostgresStore", "redact"]
 SCHEMA_VERSION: Final = 1
 """The database schema this code writes (``callboard_meta.schema_version``)."""
 
-LEASE: Final = 10.0
-"""Default seconds without a heartbeat after which a worker's runs go back to the queue."""
+LEASE: Final = DEFAULT_LEASE
+"""Seconds without a heartbeat after which a worker's runs go back to the queue."""
 
 CALL_TIMEOUT: Final = 30.0
 """Seconds a call that waits for its commit (or a free read connection) waits at most."""

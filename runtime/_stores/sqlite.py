@@ -53,7 +53,7 @@ from runtime._ids import new_id
 from runtime._model import SETTLED_STATUSES, TERMINAL_STATUSES, UNFINISHED_STATUSES
 from runtime._snapshot import is_parted, split_parts
 from runtime._stores._writer import Done, GroupCommitWriter, Write, WriteKind, call, resolve
-from runtime._stores.base import Claimed, RunFencedError, SnapshotRecord, WorkerInfo
+from runtime._stores.base import DEFAULT_LEASE, Claimed, RunFencedError, SnapshotRecord, WorkerInfo
 from runtime._tracing import emit
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
@@ -61,7 +61,7 @@ __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 HEARTBEAT_INTERVAL: Final = 2.0
 """The most seconds between a worker's heartbeats (a quarter of a shorter lease)."""
 
-LEASE: Final = 10.0
+LEASE: Final = DEFAULT_LEASE
 """Seconds without a heartbeat after which a worker's runs go back to the queue."""
 
 LOCK_TIMEOUT: Final = 5.0
