@@ -7,9 +7,10 @@ transaction ran (up to ``batch`` writes) and gives the lot to the store's
 outcome through the write's ``done`` callback. A ``commit`` that returns
 ``False`` could not get the database's lock: the writes stay queued in memory
 and the same batch is tried again, so nothing is lost while another process
-holds the lock. A heartbeat write is added at least every ``heartbeat_interval``
-seconds, and ``idle`` is called after every commit, for the store's
-housekeeping (a checkpoint while nothing waits).
+holds the lock. ``idle`` is called after every commit, and every
+``idle_interval`` seconds while nothing is queued, for the store's housekeeping
+(a checkpoint while nothing waits). Leases are not the writer's business: a
+store renews its worker's lease only when asked (``heartbeat()``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, Literal
@@ -91,7 +91,8 @@ class GroupCommitWriter:
         idle: Called after each committed batch with whether the queue is empty.
         give_up: Called at close with the writes that still could not commit.
         finish: Called last on the writer thread, to release what it holds.
-        heartbeat_interval: The most seconds between two heartbeat writes.
+        idle_interval: Seconds between two calls of ``idle`` while nothing is
+            queued (``None``: only after commits).
         batch: The most writes one transaction takes.
         retry_delay: The first pause before a batch is tried again.
         max_retry_delay: The longest pause between two tries.
@@ -105,7 +106,7 @@ class GroupCommitWriter:
         idle: Callable[[bool], None],
         give_up: Callable[[list[Write]], None],
         finish: Callable[[], None],
-        heartbeat_interval: float,
+        idle_interval: float | None = None,
         batch: int,
         retry_delay: float = 0.01,
         max_retry_delay: float = 1.0,
@@ -114,7 +115,7 @@ class GroupCommitWriter:
         self._idle = idle
         self._give_up = give_up
         self._finish = finish
-        self._heartbeat_interval = heartbeat_interval
+        self._idle_interval = idle_interval
         self._batch = batch
         self._retry_delay = retry_delay
         self._max_retry_delay = max_retry_delay
@@ -143,7 +144,6 @@ class GroupCommitWriter:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        next_heartbeat = time.monotonic() + self._heartbeat_interval
         pending: list[Write] = []
         closing = False
         delay = self._retry_delay
@@ -151,9 +151,10 @@ class GroupCommitWriter:
             while not closing or pending:
                 if not pending and not closing:
                     try:
-                        first = self._queue.get(timeout=max(0.0, next_heartbeat - time.monotonic()))
+                        first = self._queue.get(timeout=self._idle_interval)
                     except queue.Empty:
-                        first = Write("heartbeat", None, ignore)
+                        self._idle(True)  # nothing came: housekeeping, no transaction
+                        continue
                     if first is None:
                         closing = True
                     else:
@@ -169,14 +170,7 @@ class GroupCommitWriter:
                     pending.append(item)
                 if not pending:
                     continue
-                if time.monotonic() >= next_heartbeat and not any(
-                    write.kind == "heartbeat" for write in pending
-                ):
-                    pending.append(Write("heartbeat", None, ignore))
-                left = self._commit(pending)
-                if len(left) < len(pending) and time.monotonic() >= next_heartbeat:
-                    next_heartbeat = time.monotonic() + self._heartbeat_interval
-                pending = left
+                pending = self._commit(pending)
                 if not pending:
                     delay = self._retry_delay
                     self._idle(self._queue.empty())

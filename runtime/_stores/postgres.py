@@ -603,8 +603,6 @@ class PostgresStore:
             idle=lambda _empty: None,
             give_up=self._give_up,
             finish=self._finish,
-            # Leases are renewed by heartbeat() alone; the writer's own beat is a no-op.
-            heartbeat_interval=3600.0,
             batch=BATCH,
         )
 
@@ -941,7 +939,7 @@ class PostgresStore:
             StoreError: if the store is read-only or closed, or stayed unreachable.
         """
         future: Future[bool] = Future()
-        write = self._submit("heartbeat", True, resolve(future))
+        write = self._submit("heartbeat", None, resolve(future))
         return bool(self._committed(write, future, "the lease was not renewed"))
 
     def claim(self, workflow_ids: Sequence[str], limit: int) -> list[Claimed]:
@@ -1303,7 +1301,7 @@ class PostgresStore:
                     batch.reaped = True
                 results[id(write)] = None
             elif write.kind == "heartbeat":
-                results[id(write)] = self._beat(connection, batch, explicit=write.payload is True)
+                results[id(write)] = self._beat(connection, batch)
         touched = sorted(
             {record.run_id for write in writes if write.kind == "save" for record in write.payload}
             | {write.payload[0].run_id for write in writes if write.kind == "replace"}
@@ -1329,9 +1327,7 @@ class PostgresStore:
             results[id(write)] = self._apply(connection, write, batch)
         return results
 
-    def _beat(self, connection: Connection, batch: _Batch, *, explicit: bool) -> bool | None:
-        if not explicit:
-            return None  # the writer's own periodic beat: leases are renewed by heartbeat()
+    def _beat(self, connection: Connection, batch: _Batch) -> bool:
         row = connection.execute(
             "UPDATE callboard_workers SET heartbeat_at = clock_timestamp() "
             "WHERE worker_id = %s RETURNING 1",

@@ -58,8 +58,8 @@ from runtime._tracing import emit
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
-HEARTBEAT_INTERVAL: Final = 2.0
-"""The most seconds between a worker's heartbeats (a quarter of a shorter lease)."""
+IDLE_INTERVAL: Final = 2.0
+"""Seconds between two looks, while no write comes, at whether the WAL needs a checkpoint."""
 
 LEASE: Final = DEFAULT_LEASE
 """Seconds without a heartbeat after which a worker's runs go back to the queue."""
@@ -352,7 +352,7 @@ class SQLiteStore:
             idle=self._checkpoint,
             give_up=self._give_up,
             finish=self._finish,
-            heartbeat_interval=min(HEARTBEAT_INTERVAL, self.lease / 4),
+            idle_interval=IDLE_INTERVAL,
             batch=BATCH,
         )
 
@@ -615,7 +615,7 @@ class SQLiteStore:
         most every 2 s), so a process that stalls stops renewing it.
         """
         future: Future[bool] = Future()
-        self._submit("heartbeat", True, resolve(future))
+        self._submit("heartbeat", None, resolve(future))
         return future.result(CREATE_TIMEOUT)
 
     def claim(self, workflow_ids: Sequence[str], limit: int) -> list[Claimed]:
@@ -1188,8 +1188,6 @@ class SQLiteStore:
             self._reclaim = self._reclaim or deleted > 0
             return deleted
         if kind == "heartbeat":
-            if payload is None:
-                return None  # the writer's own: leases are renewed only by heartbeat()
             cursor = connection.execute(
                 "UPDATE owners SET heartbeat_at = ? WHERE owner_id = ?",
                 (time.time(), self.owner_id),
