@@ -45,6 +45,8 @@ from typing import TYPE_CHECKING, Any, Final
 from runtime._errors import StoreError
 from runtime._ids import new_id
 from runtime._model import SETTLED_STATUSES, TERMINAL_STATUSES, UNFINISHED_STATUSES
+from runtime._snapshot import is_parted
+from runtime._stores._parts import plan_parts
 from runtime._stores._writer import Done, GroupCommitWriter, Write, WriteKind, call, resolve
 from runtime._stores.base import DEFAULT_LEASE, Claimed, RunFencedError, SnapshotRecord, WorkerInfo
 from runtime._tracing import emit
@@ -56,7 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LEASE", "SCHEMA_VERSION", "PostgresStore", "redact"]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 """The database schema this code writes (``callboard_meta.schema_version``)."""
 
 LEASE: Final = DEFAULT_LEASE
@@ -121,7 +123,8 @@ CREATE TABLE IF NOT EXISTS callboard_runs (
     created_at       double precision NOT NULL,
     updated_at       double precision NOT NULL,
     trace_id         text NOT NULL,
-    snapshot         bytea NOT NULL
+    snapshot         bytea NOT NULL,
+    lineage          bigint
 );
 CREATE INDEX IF NOT EXISTS callboard_runs_by_created ON callboard_runs (created_at, run_id);
 CREATE INDEX IF NOT EXISTS callboard_runs_by_workflow ON callboard_runs (workflow_id, created_at);
@@ -144,18 +147,51 @@ CREATE TABLE IF NOT EXISTS callboard_workers (
 )
 """
 
+_PARTS_TABLE: Final = """
+CREATE TABLE IF NOT EXISTS callboard_run_parts (
+    run_id  text NOT NULL REFERENCES callboard_runs (run_id) ON DELETE CASCADE,
+    lineage bigint NOT NULL,
+    key     text NOT NULL,
+    part    bytea NOT NULL,
+    PRIMARY KEY (run_id, lineage, key)
+)"""
+
+_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    # 1 -> 2: step records. A snapshot kept in parts has its head in the run's row and
+    # its parts here, by the lineage (the encoder, one run actor) that wrote them; the
+    # row's lineage says whose parts belong to its head (NULL: kept whole). A run's
+    # parts go with it.
+    (
+        "ALTER TABLE callboard_runs ADD COLUMN IF NOT EXISTS lineage bigint",
+        _PARTS_TABLE,
+    ),
+)
+"""The steps that take a database from one schema version to the next: step ``i`` takes
+version ``i + 1`` to ``i + 2``. A new database gets :data:`_SCHEMA` and then every step
+(each written to be harmless where it is already done), so new and migrated are the same."""
+
+_PARTS_OF: Final = (
+    "(SELECT string_agg(p.part, ''::bytea) FROM callboard_run_parts AS p "
+    "WHERE p.run_id = {table}.run_id AND p.lineage = {table}.lineage)"
+)
+"""A run's parts, those of its row's lineage, joined (in any order: each names itself);
+NULL for a snapshot kept whole. Read in the same statement as the head, so both come from
+one snapshot of the database."""
+
 _COLUMNS: Final = (
-    "run_id, workflow_id, seq, status, snapshot, created_at, updated_at, trace_id, wake_at"
+    "run_id, workflow_id, seq, status, snapshot, created_at, updated_at, trace_id, wake_at, "
+    + _PARTS_OF.format(table="callboard_runs")
 )
 
 # Rows are handed over as arrays, one per column, and unnested: one statement
 # (and one round trip) however many records a batch has.
 _ROWS: Final = """(
     SELECT run_id, workflow_id, status, seq, owner_id, epoch, wake_at, created_at,
-           updated_at, trace_id, decode(snapshot, 'base64') AS snapshot
+           updated_at, trace_id, decode(snapshot, 'base64') AS snapshot, lineage
     FROM jsonb_to_recordset(%s::jsonb) AS j(
         run_id text, workflow_id text, status text, seq int8, owner_id text, epoch int8,
-        wake_at float8, created_at float8, updated_at float8, trace_id text, snapshot text)
+        wake_at float8, created_at float8, updated_at float8, trace_id text, snapshot text,
+        lineage int8)
 ) AS v"""
 """A batch of records as rows: one JSON parameter, which ``json.dumps`` builds in C (eleven
 array parameters cost psycopg's Python array dumper about a fifth of a worker's CPU)."""
@@ -175,7 +211,7 @@ RETURNING run_id
 _SAVE_HELD: Final = f"""
 UPDATE callboard_runs AS r SET
     status = v.status, seq = v.seq, updated_at = v.updated_at, snapshot = v.snapshot,
-    wake_at = v.wake_at, owner_id = v.owner_id
+    wake_at = v.wake_at, owner_id = v.owner_id, lineage = v.lineage
 FROM {_ROWS}
 WHERE r.run_id = v.run_id AND r.owner_id = %s AND r.epoch = v.epoch
     AND v.seq > r.seq AND r.status NOT IN ({_TERMINAL_SQL})
@@ -185,21 +221,44 @@ RETURNING r.run_id
 # A save of runs this store does not hold: it applies only to runs nobody holds.
 _SAVE_FREE: Final = f"""
 INSERT INTO callboard_runs AS r (run_id, workflow_id, status, seq, owner_id, epoch, wake_at,
-                                 created_at, updated_at, trace_id, snapshot)
+                                 created_at, updated_at, trace_id, snapshot, lineage)
 SELECT v.run_id, v.workflow_id, v.status, v.seq, NULL, 0, v.wake_at,
-       v.created_at, v.updated_at, v.trace_id, v.snapshot
+       v.created_at, v.updated_at, v.trace_id, v.snapshot, v.lineage
 FROM {_ROWS}
 ON CONFLICT (run_id) DO UPDATE SET
     status = excluded.status, seq = excluded.seq, updated_at = excluded.updated_at,
-    snapshot = excluded.snapshot, wake_at = excluded.wake_at
+    snapshot = excluded.snapshot, wake_at = excluded.wake_at, lineage = excluded.lineage
 WHERE r.owner_id IS NULL AND excluded.seq > r.seq AND r.status NOT IN ({_TERMINAL_SQL})
 RETURNING r.run_id
+"""
+
+# What a batch does to the parts of its saved records (see runtime._stores._parts):
+# parts written anew replace those their lineage had and those of every lineage but
+# the row's; then single parts go, then new ones are written. One JSON parameter each.
+_CLEAR_PARTS: Final = """
+DELETE FROM callboard_run_parts AS p
+USING jsonb_to_recordset(%s::jsonb) AS c(run_id text, lineage int8)
+WHERE p.run_id = c.run_id AND (p.lineage = c.lineage OR p.lineage IS DISTINCT FROM
+    (SELECT r.lineage FROM callboard_runs AS r WHERE r.run_id = p.run_id))
+"""
+
+_DROP_PARTS: Final = """
+DELETE FROM callboard_run_parts AS p
+USING jsonb_to_recordset(%s::jsonb) AS g(run_id text, lineage int8, key text)
+WHERE p.run_id = g.run_id AND p.lineage = g.lineage AND p.key = g.key
+"""
+
+_WRITE_PARTS: Final = """
+INSERT INTO callboard_run_parts (run_id, lineage, key, part)
+SELECT run_id, lineage, key, decode(part, 'base64')
+FROM jsonb_to_recordset(%s::jsonb) AS n(run_id text, lineage int8, key text, part text)
+ON CONFLICT (run_id, lineage, key) DO UPDATE SET part = excluded.part
 """
 
 _REPLACE: Final = f"""
 UPDATE callboard_runs SET
     status = %(status)s, seq = %(seq)s, updated_at = %(updated_at)s, snapshot = %(snapshot)s,
-    wake_at = %(wake_at)s, owner_id = %(new_owner)s, epoch = epoch + %(bump)s
+    wake_at = %(wake_at)s, owner_id = %(new_owner)s, epoch = epoch + %(bump)s, lineage = NULL
 WHERE run_id = %(run_id)s AND seq = %(expected)s AND %(seq)s > seq
     AND status NOT IN ({_TERMINAL_SQL}) AND {{holder}}
 RETURNING epoch
@@ -216,7 +275,7 @@ WITH picked AS (
 UPDATE callboard_runs AS r SET owner_id = %(owner)s, epoch = r.epoch + 1
 FROM picked WHERE r.run_id = picked.run_id
 RETURNING r.run_id, r.workflow_id, r.seq, r.status, r.snapshot, r.created_at, r.updated_at,
-          r.trace_id, r.wake_at, r.epoch, r.cancel_requested
+          r.trace_id, r.wake_at, {_PARTS_OF.format(table="r")}, r.epoch, r.cancel_requested
 """
 
 # Runs owned by this worker that it does not know it holds: a claim whose
@@ -267,12 +326,15 @@ _HOLDING: Final = frozenset({"create", "claim", "replace"})
 
 
 def _record(row: Sequence[Any]) -> SnapshotRecord:
+    data = bytes(row[4])
+    if row[9] is not None and is_parted(data):
+        data += bytes(row[9])
     return SnapshotRecord(
         run_id=row[0],
         workflow_id=row[1],
         seq=row[2],
         status=row[3],
-        data=bytes(row[4]),
+        data=data,
         created_at=row[5],
         updated_at=row[6],
         trace_id=row[7],
@@ -295,9 +357,17 @@ def _hint_kind(record: SnapshotRecord) -> str | None:
 
 
 def _columns(
-    records: Sequence[SnapshotRecord], owners: Sequence[str | None], epochs: Sequence[int]
+    records: Sequence[SnapshotRecord],
+    owners: Sequence[str | None],
+    epochs: Sequence[int],
+    *,
+    whole: bool = False,
 ) -> list[Any]:
-    """The records as the one JSON parameter of :data:`_ROWS`."""
+    """The records as the one JSON parameter of :data:`_ROWS`.
+
+    A record kept in parts gives its row its head and lineage (its parts are
+    written apart), unless ``whole``: then every record's row holds all of it.
+    """
     return [
         json.dumps(
             [
@@ -312,7 +382,10 @@ def _columns(
                     "created_at": r.created_at,
                     "updated_at": r.updated_at,
                     "trace_id": r.trace_id,
-                    "snapshot": base64.b64encode(r.data).decode("ascii"),
+                    "snapshot": base64.b64encode(
+                        r.data if whole or r.parts is None else r.parts.head
+                    ).decode("ascii"),
+                    "lineage": None if whole or r.parts is None else r.parts.lineage,
                 }
                 for r, owner, epoch in zip(records, owners, epochs, strict=True)
             ]
@@ -497,11 +570,14 @@ class _Listener:
 class _Batch:
     """What one transaction changes of the store's own state, applied once it commits."""
 
-    __slots__ = ("adopted", "fenced", "held", "hints", "reaped")
+    __slots__ = ("adopted", "broken", "fenced", "held", "hints", "reaped")
 
-    def __init__(self, held: dict[str, int], fenced: frozenset[str], reaped: bool) -> None:
+    def __init__(
+        self, held: dict[str, int], fenced: frozenset[str], reaped: bool, broken: set[int]
+    ) -> None:
         self.held = dict(held)
         self.fenced = set(fenced)
+        self.broken = set(broken)  # lineages whose parts missed a refused save
         self.hints = _Hints()
         self.reaped = reaped  # this worker's row was found gone, and nobody was told yet
         self.adopted = False
@@ -557,6 +633,7 @@ class PostgresStore:
         self._lock = threading.Lock()
         self._held: dict[str, int] = {}  # run_id -> epoch; replaced whole, by the writer only
         self._fenced: frozenset[str] = frozenset()  # held once, taken by others since
+        self._broken: set[int] = set()  # lineages whose parts missed a refused save
         self._reaped = False  # a heartbeat found this worker's row gone
         self._ambiguous = False  # a commit that might have held runs was never acknowledged
         self._role: tuple[str, list[str], int | None] = ("both", [], None)
@@ -659,6 +736,12 @@ class PostgresStore:
             raise StoreError(
                 f"{self._shown} has no callboard schema: no store was opened for writing there"
             )
+        if not writable and version < SCHEMA_VERSION:
+            raise StoreError(
+                f"the PostgreSQL store {self._shown} has schema version {version}, older than "
+                f"this callboard's {SCHEMA_VERSION}: open it once for writing (a worker or a "
+                "runtime) to migrate it in place"
+            )
         return version
 
     def _prepare(self, connection: Connection) -> None:
@@ -674,6 +757,11 @@ class PostgresStore:
             if version == 0:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
+                        connection.execute(statement)
+                version = 1
+            if version < SCHEMA_VERSION:
+                for steps in _MIGRATIONS[version - 1 :]:
+                    for statement in steps:
                         connection.execute(statement)
                 connection.execute(
                     "INSERT INTO callboard_meta (key, value) VALUES ('schema_version', %s) "
@@ -1119,6 +1207,10 @@ class PostgresStore:
     def _fail(self, writes: list[Write], error: StoreError) -> None:
         emit(logging.ERROR, "store_write_failed", store=self._shown, error=str(error))
         for write in writes:
+            if write.kind == "save":
+                # The parts of these lineages miss the changes of these records.
+                self._broken.update(r.parts.lineage for r in write.payload if r.parts is not None)
+        for write in writes:
             call(write.done, None, error)
 
     def _connection(self) -> Connection:
@@ -1187,7 +1279,7 @@ class PostgresStore:
         """
         import psycopg
 
-        batch = _Batch(self._held, self._fenced, self._reaped)
+        batch = _Batch(self._held, self._fenced, self._reaped, self._broken)
         committing = False
         try:
             connection = self._connection()
@@ -1225,6 +1317,7 @@ class PostgresStore:
             return []
         self._held = batch.held
         self._fenced = frozenset(batch.fenced)
+        self._broken = batch.broken
         self._reaped = batch.reaped
         if batch.adopted:
             self._ambiguous = False
@@ -1362,7 +1455,7 @@ class PostgresStore:
         epochs = [1 if hold else 0 for hold in holds]
         rows = connection.execute(
             _CREATE,
-            _columns(records, owners, epochs),
+            _columns(records, owners, epochs, whole=True),
         ).fetchall()
         inserted = {row[0] for row in rows}
         missed = [record.run_id for record in records if record.run_id not in inserted]
@@ -1409,17 +1502,9 @@ class PostgresStore:
         batch is written in rounds: the first record of each run, then the
         second, and so on (nearly always a single round).
         """
-        rounds: list[list[tuple[SnapshotRecord, Write]]] = []
-        seen: dict[str, int] = {}
-        for write in writes:
-            for record in write.payload:
-                index = seen.get(record.run_id, 0)
-                seen[record.run_id] = index + 1
-                if index == len(rounds):
-                    rounds.append([])
-                rounds[index].append((record, write))
         fenced: dict[int, list[str]] = {}
-        for entries in rounds:
+        kept_whole: list[str] = []  # runs whose row now holds a whole snapshot: no parts
+        for entries in _rounds(writes):
             entries.sort(key=lambda entry: entry[0].run_id)
             held = [entry for entry in entries if entry[0].run_id in batch.held]
             free = [
@@ -1476,6 +1561,19 @@ class PostgresStore:
                     batch.hints.add(_hint_kind(record), run_id)
                 elif holders.get(run_id, (None, 0))[0] is not None:
                     fenced.setdefault(id(write), []).append(run_id)
+            kept_whole += [
+                record.run_id
+                for record, _ in held + free
+                if record.parts is None and record.run_id in written
+            ]
+        # Parts of records another worker's row holds are never read: leave them out.
+        elsewhere = {run_id for run_ids in fenced.values() for run_id in run_ids}
+        self._save_parts(
+            connection,
+            [r for write in writes for r in write.payload if r.run_id not in elsewhere],
+            kept_whole,
+            batch,
+        )
         for write in writes:
             lost = fenced.get(id(write))
             if lost:
@@ -1484,6 +1582,55 @@ class PostgresStore:
                     f"({self.owner_id}) may not write it",
                     run_id=lost[0],
                 )
+
+    def _save_parts(
+        self,
+        connection: Connection,
+        records: list[SnapshotRecord],
+        kept_whole: list[str],
+        batch: _Batch,
+    ) -> None:
+        """Write the parts of the saved records kept in parts: what changed, or all of them.
+
+        ``kept_whole`` names the runs whose row now holds a whole snapshot: their
+        parts, of every lineage, are nobody's any more.
+        """
+        if kept_whole:
+            connection.execute(
+                "DELETE FROM callboard_run_parts WHERE run_id = ANY(%s)", (sorted(kept_whole),)
+            )
+        writes = plan_parts(records, batch.broken)
+        if not writes:
+            return
+        cleared = [
+            {"run_id": run_id, "lineage": lineage}
+            for (run_id, lineage), write in writes.items()
+            if write.clear
+        ]
+        if cleared:
+            connection.execute(_CLEAR_PARTS, (json.dumps(cleared),))
+        gone = [
+            {"run_id": run_id, "lineage": lineage, "key": key}
+            for (run_id, lineage), write in writes.items()
+            if not write.clear
+            for key, part in write.parts.items()
+            if part is None
+        ]
+        if gone:
+            connection.execute(_DROP_PARTS, (json.dumps(gone),))
+        new = [
+            {
+                "run_id": run_id,
+                "lineage": lineage,
+                "key": key,
+                "part": base64.b64encode(part).decode("ascii"),
+            }
+            for (run_id, lineage), write in sorted(writes.items())
+            for key, part in write.parts.items()
+            if part is not None
+        ]
+        if new:
+            connection.execute(_WRITE_PARTS, (json.dumps(new),))
 
     def _apply(self, connection: Connection, write: Write, batch: _Batch) -> Any:
         kind, payload = write.kind, write.payload
@@ -1550,6 +1697,8 @@ class PostgresStore:
             ).fetchone()
         if row is None:
             return False
+        # Kept whole now: the parts of every lineage are nobody's.
+        connection.execute("DELETE FROM callboard_run_parts WHERE run_id = %s", (run_id,))
         if keeps:
             batch.held[run_id] = row[0]
             batch.fenced.discard(run_id)
@@ -1578,9 +1727,9 @@ class PostgresStore:
         claimed = []
         for row in rows:
             run_id = row[0]
-            batch.held[run_id] = row[9]
+            batch.held[run_id] = row[10]
             batch.fenced.discard(run_id)
-            claimed.append(Claimed(record=_record(row), cancel_requested=bool(row[10])))
+            claimed.append(Claimed(record=_record(row), cancel_requested=bool(row[11])))
         return claimed
 
     def _reap(self, connection: Connection, batch: _Batch) -> int:
@@ -1629,6 +1778,20 @@ class PostgresStore:
             (doomed, statuses),
         ).fetchall()
         return len(rows)
+
+
+def _rounds(writes: list[Write]) -> list[list[tuple[SnapshotRecord, Write]]]:
+    """The saved records in rounds: each run's first record, then each one's second, and so on."""
+    rounds: list[list[tuple[SnapshotRecord, Write]]] = []
+    seen: dict[str, int] = {}
+    for write in writes:
+        for record in write.payload:
+            index = seen.get(record.run_id, 0)
+            seen[record.run_id] = index + 1
+            if index == len(rounds):
+                rounds.append([])
+            rounds[index].append((record, write))
+    return rounds
 
 
 def _reporting(

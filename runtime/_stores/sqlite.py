@@ -51,7 +51,8 @@ from runtime import _clock
 from runtime._errors import StoreError
 from runtime._ids import new_id
 from runtime._model import SETTLED_STATUSES, TERMINAL_STATUSES, UNFINISHED_STATUSES
-from runtime._snapshot import is_parted, split_parts
+from runtime._snapshot import is_parted
+from runtime._stores._parts import PartWrites, plan_parts
 from runtime._stores._writer import Done, GroupCommitWriter, Write, WriteKind, call, resolve
 from runtime._stores.base import DEFAULT_LEASE, Claimed, RunFencedError, SnapshotRecord, WorkerInfo
 from runtime._tracing import emit
@@ -246,16 +247,6 @@ def _record(row: tuple[Any, ...]) -> SnapshotRecord:
         trace_id=row[7],
         wake_at=row[8],
     )
-
-
-class _PartWrites:
-    """What one transaction does to a run's parts of one lineage: clear all first, then each."""
-
-    __slots__ = ("clear", "parts")
-
-    def __init__(self, clear: bool, parts: dict[str, bytes | None] | None = None) -> None:
-        self.clear = clear
-        self.parts: dict[str, bytes | None] = {} if parts is None else parts
 
 
 def path_from_url(location: str | os.PathLike[str]) -> Path:
@@ -1029,41 +1020,16 @@ class SQLiteStore:
     def _save_parts(self, connection: sqlite3.Connection, records: list[SnapshotRecord]) -> None:
         """Write the parts of the saved records kept in parts: what changed, or all of them.
 
-        The parts of a record are written whatever became of its row, under its
-        lineage: they are what its encoder's next change goes on top of, and a
-        read joins a row only with the parts of the row's own lineage, so a
-        stale record's parts are never read. The parts of the batch take one
-        more statement (and, rarely, one that deletes some).
+        See :func:`~runtime._stores._parts.plan_parts`. The parts of the batch
+        take one more statement (and, rarely, one that deletes some).
         """
-        writes: dict[tuple[str, int], _PartWrites] = {}
         broken = self._broken_after = set(self._broken)
-        for record in records:
-            change = record.parts
-            if change is None:
-                # Stored whole (unless stale): the parts of earlier records in this batch
-                # would be the row's no longer. Their encoders write all parts next time.
-                for key in [key for key in writes if key[0] == record.run_id]:
-                    del writes[key]
-                    broken.add(key[1])
-                continue
-            key = (record.run_id, change.lineage)
-            if change.base_seq is not None and change.lineage not in broken:
-                parts = writes.setdefault(key, _PartWrites(clear=False)).parts
-                for part_key in change.dropped:
-                    parts[part_key] = None
-                parts.update(change.changed)
-                continue
-            if change.base_seq is None:
-                every = list(change.changed)
-            else:  # its lineage's parts missed a refused save: write them all
-                every = split_parts(record.data, len(change.head))
-                broken.discard(change.lineage)
-            writes[key] = _PartWrites(clear=True, parts=dict(every))
+        writes = plan_parts(records, broken)
         if writes:
             self._write_parts(connection, writes)
 
     def _write_parts(
-        self, connection: sqlite3.Connection, writes: dict[tuple[str, int], _PartWrites]
+        self, connection: sqlite3.Connection, writes: dict[tuple[str, int], PartWrites]
     ) -> None:
         # Parts written anew replace those their lineage had, and those of every lineage
         # but the row's (whose head may be this very record, or a newer one's if this
