@@ -38,6 +38,7 @@ import os
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Final
@@ -84,6 +85,11 @@ CHANNEL: Final = "callboard"
 
 NOTIFY_BYTES: Final = 7000
 """The most bytes of one hint payload (PostgreSQL takes up to 8000)."""
+
+HINT_DELAY: Final = 0.05
+"""Seconds the writer lets hints wait while more writes keep coming: under load, the hints
+of several commits go out in one ``pg_notify`` transaction (each costs a commit and a wake-up
+of every listener); once the writer has nothing left to do, they go at once."""
 
 LISTEN_POLL: Final = 0.25
 """Seconds the listener waits for a hint before it looks whether to stop."""
@@ -164,6 +170,19 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     (
         "ALTER TABLE callboard_runs ADD COLUMN IF NOT EXISTS lineage bigint",
         _PARTS_TABLE,
+        # A row stored whole again (a replace, a whole record) keeps no parts: checked in
+        # the trigger's WHEN, so that the usual save (whole to whole) costs nothing more.
+        """CREATE OR REPLACE FUNCTION callboard_parts_go_when_kept_whole() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            DELETE FROM callboard_run_parts WHERE run_id = NEW.run_id;
+            RETURN NULL;
+        END $$""",
+        "DROP TRIGGER IF EXISTS callboard_parts_go_when_kept_whole ON callboard_runs",
+        """CREATE TRIGGER callboard_parts_go_when_kept_whole
+        AFTER UPDATE OF lineage ON callboard_runs FOR EACH ROW
+        WHEN (OLD.lineage IS NOT NULL AND NEW.lineage IS NULL)
+        EXECUTE FUNCTION callboard_parts_go_when_kept_whole()""",
     ),
 )
 """The steps that take a database from one schema version to the next: step ``i`` takes
@@ -634,6 +653,8 @@ class PostgresStore:
         self._held: dict[str, int] = {}  # run_id -> epoch; replaced whole, by the writer only
         self._fenced: frozenset[str] = frozenset()  # held once, taken by others since
         self._broken: set[int] = set()  # lineages whose parts missed a refused save
+        self._unsent = _Hints()  # committed, not yet sent to other processes (HINT_DELAY)
+        self._unsent_since = 0.0
         self._reaped = False  # a heartbeat found this worker's row gone
         self._ambiguous = False  # a commit that might have held runs was never acknowledged
         self._role: tuple[str, list[str], int | None] = ("both", [], None)
@@ -677,7 +698,7 @@ class PostgresStore:
         self._writer = GroupCommitWriter(
             name="callboard-postgres-writer",
             commit=self._commit,
-            idle=lambda _empty: None,
+            idle=self._writer_idle,
             give_up=self._give_up,
             finish=self._finish,
             batch=BATCH,
@@ -1247,7 +1268,7 @@ class PostgresStore:
             )
             connection.commit()
             self._held = {}
-            hints = _Hints()
+            hints, self._unsent = self._unsent, _Hints()
             for run_id, status in rows:
                 hints.add("queued" if status in UNFINISHED_STATUSES else None, run_id)
             self._notify(connection, hints)
@@ -1283,9 +1304,12 @@ class PostgresStore:
         committing = False
         try:
             connection = self._connection()
-            results = self._transaction(connection, writes, batch)
-            committing = True
-            connection.commit()
+            # Pipeline mode: statements go out without waiting for each other's
+            # results; the writer waits only where it reads one (and at the commit).
+            with connection.pipeline():
+                results = self._transaction(connection, writes, batch)
+                committing = True
+                connection.commit()
         except Exception as exc:  # psycopg.Error, or a fault of ours: the writer lives on
             if self._wconn is not None:
                 with contextlib.suppress(psycopg.Error):
@@ -1331,8 +1355,23 @@ class PostgresStore:
                 result = None if write.kind == "save" else results.get(id(write))
                 call(write.done, result, error)
         self._tell_here(batch.hints)
-        self._notify(connection, batch.hints)
+        if batch.hints.items:
+            if not self._unsent.items:
+                self._unsent_since = time.monotonic()
+            self._unsent.items.update(batch.hints.items)
         return []
+
+    def _writer_idle(self, empty: bool) -> None:
+        """After each commit: send the hints gathered if the writer is idle or they waited."""
+        if not self._unsent.items:
+            return
+        if not empty and time.monotonic() - self._unsent_since < HINT_DELAY:
+            return
+        connection = self._wconn
+        if connection is None or connection.closed or connection.broken:
+            return  # sent after the next commit, on the new connection
+        hints, self._unsent = self._unsent, _Hints()
+        self._notify(connection, hints)
 
     def _tell_here(self, hints: _Hints) -> None:
         """This store's own hints go to its callback at once; other stores hear NOTIFY."""
@@ -1366,9 +1405,10 @@ class PostgresStore:
         if chunk:
             payloads.append(json.dumps({"from": self.owner_id, "hints": chunk}))
         try:
-            for payload in payloads:
-                connection.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
-            connection.commit()
+            with connection.pipeline():  # one round trip for the lot and its commit
+                for payload in payloads:
+                    connection.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+                connection.commit()
         except psycopg.Error as exc:
             emit(logging.INFO, "store_hint_not_sent", store=self._shown, error=self._reason(exc))
             with contextlib.suppress(psycopg.Error):
@@ -1401,10 +1441,10 @@ class PostgresStore:
             | {write.payload for write in writes if write.kind in ("delete", "request_cancel")}
         )
         if touched:
-            connection.execute(
+            connection.execute(  # its rows are not read: the locks are what it is for
                 "SELECT 1 FROM callboard_runs WHERE run_id = ANY(%s) ORDER BY run_id FOR UPDATE",
                 (touched,),
-            ).fetchall()
+            )
         creates = sorted(
             (write for write in writes if write.kind == "create"),
             key=lambda write: write.payload[0].run_id,
@@ -1503,7 +1543,6 @@ class PostgresStore:
         second, and so on (nearly always a single round).
         """
         fenced: dict[int, list[str]] = {}
-        kept_whole: list[str] = []  # runs whose row now holds a whole snapshot: no parts
         for entries in _rounds(writes):
             entries.sort(key=lambda entry: entry[0].run_id)
             held = [entry for entry in entries if entry[0].run_id in batch.held]
@@ -1515,23 +1554,24 @@ class PostgresStore:
             for record, write in entries:
                 if record.run_id in batch.fenced:
                     fenced.setdefault(id(write), []).append(record.run_id)
-            written: set[str] = set()
+            sent = []  # both statements go out before either's rows are read
             if held:
                 records = [record for record, _ in held]
                 owners = [None if _releases(r) else self.owner_id for r in records]
                 epochs = [batch.held[r.run_id] for r in records]
-                rows = connection.execute(
-                    _SAVE_HELD,
-                    [*_columns(records, owners, epochs), self.owner_id],
-                ).fetchall()
-                written.update(row[0] for row in rows)
+                sent.append(
+                    connection.execute(
+                        _SAVE_HELD, [*_columns(records, owners, epochs), self.owner_id]
+                    )
+                )
             if free:
                 records = [record for record, _ in free]
-                rows = connection.execute(
-                    _SAVE_FREE,
-                    _columns(records, [None] * len(records), [0] * len(records)),
-                ).fetchall()
-                written.update(row[0] for row in rows)
+                sent.append(
+                    connection.execute(
+                        _SAVE_FREE, _columns(records, [None] * len(records), [0] * len(records))
+                    )
+                )
+            written = {row[0] for cursor in sent for row in cursor.fetchall()}
             unwritten = [entry for entry in held + free if entry[0].run_id not in written]
             holders: dict[str, tuple[str | None, int]] = {}
             if unwritten:
@@ -1561,17 +1601,11 @@ class PostgresStore:
                     batch.hints.add(_hint_kind(record), run_id)
                 elif holders.get(run_id, (None, 0))[0] is not None:
                     fenced.setdefault(id(write), []).append(run_id)
-            kept_whole += [
-                record.run_id
-                for record, _ in held + free
-                if record.parts is None and record.run_id in written
-            ]
         # Parts of records another worker's row holds are never read: leave them out.
         elsewhere = {run_id for run_ids in fenced.values() for run_id in run_ids}
         self._save_parts(
             connection,
             [r for write in writes for r in write.payload if r.run_id not in elsewhere],
-            kept_whole,
             batch,
         )
         for write in writes:
@@ -1584,21 +1618,12 @@ class PostgresStore:
                 )
 
     def _save_parts(
-        self,
-        connection: Connection,
-        records: list[SnapshotRecord],
-        kept_whole: list[str],
-        batch: _Batch,
+        self, connection: Connection, records: list[SnapshotRecord], batch: _Batch
     ) -> None:
         """Write the parts of the saved records kept in parts: what changed, or all of them.
 
-        ``kept_whole`` names the runs whose row now holds a whole snapshot: their
-        parts, of every lineage, are nobody's any more.
+        A row stored whole again loses its parts by a trigger (see :data:`_MIGRATIONS`).
         """
-        if kept_whole:
-            connection.execute(
-                "DELETE FROM callboard_run_parts WHERE run_id = ANY(%s)", (sorted(kept_whole),)
-            )
         writes = plan_parts(records, batch.broken)
         if not writes:
             return
@@ -1697,8 +1722,6 @@ class PostgresStore:
             ).fetchone()
         if row is None:
             return False
-        # Kept whole now: the parts of every lineage are nobody's.
-        connection.execute("DELETE FROM callboard_run_parts WHERE run_id = %s", (run_id,))
         if keeps:
             batch.held[run_id] = row[0]
             batch.fenced.discard(run_id)
