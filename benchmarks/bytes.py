@@ -1,4 +1,4 @@
-"""Bytes written per run on SQLite: chains of 3, 10 and 30 steps, foreach of 300 and 3,000 items.
+"""Bytes written per run on SQLite and PostgreSQL: chains of 3, 10, 30 steps, foreach of 300, 3,000.
 
 Run it with ``make bytes`` (or ``.venv/bin/python benchmarks/bytes.py``; ``--quick``
 runs fewer runs of each). Each workload gets a fresh database file and a fresh
@@ -17,6 +17,13 @@ Beside them, the size of the run's final snapshot as a reader gets it
 times the run's bytes are written: it stays flat as runs grow when writes are
 linear in a run's steps, and grows with the steps when they are quadratic),
 and the median wall time of one run (``run.start()``, start to result).
+
+Then the same workloads on PostgreSQL (a throwaway cluster, as the tests start
+one; skipped with a message where there are no server binaries or no psycopg):
+``params`` counted the same way at the writer's connection (the records go as
+JSON, their bytes in base64), and ``WAL`` as the growth of the server's
+write-ahead log (``pg_current_wal_lsn()``), which includes every index and the
+server's own records.
 
 The script counts by patching two private methods of ``SQLiteStore``
 (``_connect``, to wrap the writer's connection, and ``_checkpoint``), which
@@ -96,6 +103,10 @@ class CountingConnection:
         self._counter.add(sql, params)
         return self._connection.execute(sql, params)
 
+    def commit(self) -> None:  # psycopg commits by a method, not a statement
+        self._counter.add("COMMIT", ())
+        self._connection.commit()
+
     def executemany(self, sql: str, rows: Any) -> Any:
         rows = list(rows)
         for row in rows:
@@ -122,6 +133,23 @@ def counting(counter: Counter) -> Iterator[None]:
     finally:
         SQLiteStore._connect = connect  # type: ignore[method-assign]
         SQLiteStore._checkpoint = checkpoint  # type: ignore[method-assign]
+
+
+@contextmanager
+def counting_postgres(counter: Counter) -> Iterator[None]:
+    """Count the writes of every PostgresStore opened inside."""
+    from runtime._stores.postgres import PostgresStore
+
+    connection = PostgresStore._connection
+
+    def counting_connection(self: PostgresStore) -> Any:
+        return CountingConnection(connection(self), counter)
+
+    PostgresStore._connection = counting_connection  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        PostgresStore._connection = connection  # type: ignore[method-assign]
 
 
 def chain(steps: int) -> Any:
@@ -214,6 +242,81 @@ def measure(workload: Workload, folder: Path) -> Row:
     )
 
 
+def wal_lsn(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as connection:
+        row = connection.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def measure_postgres(workload: Workload, url: str) -> Row:
+    counter = Counter()
+    times: list[float] = []
+    with counting_postgres(counter), Runtime(store=url) as rt:
+        wf = rt.register(workload.workflow())
+        time.sleep(0.05)
+        params0, commits0, wal0 = counter.params, counter.commits, wal_lsn(url)
+        run_id = ""
+        for _ in range(workload.runs):
+            run = wf.create_run()
+            began = time.perf_counter()
+            result = run.start(input_data=workload.input_data, timeout=600)
+            times.append(time.perf_counter() - began)
+            if result.status != "success":
+                raise SystemExit(f"{workload.name}: a run ended {result.status}: {result.error}")
+            run_id = run.run_id
+        time.sleep(0.05)
+        params, commits, wal = counter.params, counter.commits, wal_lsn(url)
+        record = rt.store.load(run_id)
+    assert record is not None
+    return Row(
+        name=workload.name,
+        size=workload.size,
+        runs=workload.runs,
+        params=(params - params0) / workload.runs,
+        wal=(wal - wal0) / workload.runs,
+        commits=(commits - commits0) / workload.runs,
+        snapshot=len(record.data),
+        seconds=statistics.median(times),
+    )
+
+
+def postgres_rows(quick: bool) -> list[Row] | str:
+    """The workloads on a throwaway PostgreSQL cluster; or why they were not measured."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return "psycopg is not installed (pip install 'callboard[postgres]')"
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests._postgres import Server, bindir
+
+    if bindir() is None:
+        return "no PostgreSQL server binaries (initdb, pg_ctl) on this machine"
+    server = Server()
+    server.create()
+    try:
+        return [measure_postgres(w, server.new_database()) for w in workloads(quick)]
+    finally:
+        server.destroy()
+
+
+def print_table(rows: list[Row]) -> None:
+    header = (
+        "| workload | runs | params / run | WAL / run | commits / run | final snapshot "
+        "| params / snapshot | time / run |"
+    )
+    print(header)
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        print(
+            f"| {row.name} | {row.runs} | {kib(row.params)} | {kib(row.wal)} | "
+            f"{row.commits:,.0f} | {kib(row.snapshot)} | {row.params / row.snapshot:,.1f}x | "
+            f"{row.seconds * 1000:,.1f} ms |"
+        )
+
+
 def workloads(quick: bool) -> list[Workload]:
     chains = 5 if quick else 20
     return [
@@ -233,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs of each workload")
     parser.add_argument("--db-dir", type=Path, default=None, help="where the SQLite files go")
+    parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
     args = parser.parse_args(argv)
     version = getattr(sqlite_module, "SCHEMA_VERSION", "?")
     print(
@@ -244,18 +348,21 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(dir=args.db_dir) as folder:
         for workload in workloads(args.quick):
             rows.append(measure(workload, Path(folder)))
-    header = (
-        "| workload | runs | params / run | WAL / run | commits / run | final snapshot "
-        "| params / snapshot | time / run |"
+    print_table(rows)
+    if args.no_postgres:
+        return 0
+    from runtime._stores import postgres as postgres_module
+
+    print()
+    print(
+        "# bytes written per run on PostgreSQL; schema version "
+        f"{getattr(postgres_module, 'SCHEMA_VERSION', '?')} (a throwaway cluster, fsync off)"
     )
-    print(header)
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for row in rows:
-        print(
-            f"| {row.name} | {row.runs} | {kib(row.params)} | {kib(row.wal)} | "
-            f"{row.commits:,.0f} | {kib(row.snapshot)} | {row.params / row.snapshot:,.1f}x | "
-            f"{row.seconds * 1000:,.1f} ms |"
-        )
+    found = postgres_rows(args.quick)
+    if isinstance(found, str):
+        print(f"PostgreSQL skipped: {found}")
+    else:
+        print_table(found)
     return 0
 
 
