@@ -86,6 +86,9 @@ CHANNEL: Final = "callboard"
 NOTIFY_BYTES: Final = 7000
 """The most bytes of one hint payload (PostgreSQL takes up to 8000)."""
 
+PIPELINE_BYTES: Final = 64 * 1024
+"""The most snapshot bytes a batch may carry to be sent in pipeline mode (see _commit_group)."""
+
 HINT_DELAY: Final = 0.05
 """Seconds the writer lets hints wait while more writes keep coming: under load, the hints
 of several commits go out in one ``pg_notify`` transaction (each costs a commit and a wake-up
@@ -204,14 +207,14 @@ _COLUMNS: Final = (
 
 # Rows are handed over as arrays, one per column, and unnested: one statement
 # (and one round trip) however many records a batch has.
-_ROWS: Final = """(
+_ROWS_SELECT: Final = """
     SELECT run_id, workflow_id, status, seq, owner_id, epoch, wake_at, created_at,
            updated_at, trace_id, decode(snapshot, 'base64') AS snapshot, lineage
     FROM jsonb_to_recordset(%s::jsonb) AS j(
         run_id text, workflow_id text, status text, seq int8, owner_id text, epoch int8,
         wake_at float8, created_at float8, updated_at float8, trace_id text, snapshot text,
-        lineage int8)
-) AS v"""
+        lineage int8)"""
+_ROWS: Final = f"({_ROWS_SELECT}) AS v"
 """A batch of records as rows: one JSON parameter, which ``json.dumps`` builds in C (eleven
 array parameters cost psycopg's Python array dumper about a fifth of a worker's CPU)."""
 
@@ -225,52 +228,76 @@ ON CONFLICT (run_id) DO NOTHING
 RETURNING run_id
 """
 
+# Both saves answer, for every record, whether its row was written, and the row's
+# owner and epoch as they were (a row not written is as it was): all the writer needs
+# to tell a stale record from a fenced one, without a statement more.
+_SAVED: Final = """
+SELECT v.run_id, w.run_id IS NOT NULL, c.owner_id, c.epoch
+FROM v LEFT JOIN written AS w ON w.run_id = v.run_id
+    LEFT JOIN callboard_runs AS c ON c.run_id = v.run_id
+"""
+
 # A save of runs this store holds: only while owner and epoch are still ours,
 # the record is newer, and the run not ended. A release makes the run nobody's.
 _SAVE_HELD: Final = f"""
-UPDATE callboard_runs AS r SET
-    status = v.status, seq = v.seq, updated_at = v.updated_at, snapshot = v.snapshot,
-    wake_at = v.wake_at, owner_id = v.owner_id, lineage = v.lineage
-FROM {_ROWS}
-WHERE r.run_id = v.run_id AND r.owner_id = %s AND r.epoch = v.epoch
-    AND v.seq > r.seq AND r.status NOT IN ({_TERMINAL_SQL})
-RETURNING r.run_id
-"""
+WITH v AS MATERIALIZED ({_ROWS_SELECT}), written AS (
+    UPDATE callboard_runs AS r SET
+        status = v.status, seq = v.seq, updated_at = v.updated_at, snapshot = v.snapshot,
+        wake_at = v.wake_at, owner_id = v.owner_id, lineage = v.lineage
+    FROM v
+    WHERE r.run_id = v.run_id AND r.owner_id = %s AND r.epoch = v.epoch
+        AND v.seq > r.seq AND r.status NOT IN ({_TERMINAL_SQL})
+    RETURNING r.run_id
+)
+{_SAVED}"""
 
 # A save of runs this store does not hold: it applies only to runs nobody holds.
 _SAVE_FREE: Final = f"""
-INSERT INTO callboard_runs AS r (run_id, workflow_id, status, seq, owner_id, epoch, wake_at,
-                                 created_at, updated_at, trace_id, snapshot, lineage)
-SELECT v.run_id, v.workflow_id, v.status, v.seq, NULL, 0, v.wake_at,
-       v.created_at, v.updated_at, v.trace_id, v.snapshot, v.lineage
-FROM {_ROWS}
-ON CONFLICT (run_id) DO UPDATE SET
-    status = excluded.status, seq = excluded.seq, updated_at = excluded.updated_at,
-    snapshot = excluded.snapshot, wake_at = excluded.wake_at, lineage = excluded.lineage
-WHERE r.owner_id IS NULL AND excluded.seq > r.seq AND r.status NOT IN ({_TERMINAL_SQL})
-RETURNING r.run_id
-"""
+WITH v AS MATERIALIZED ({_ROWS_SELECT}), written AS (
+    INSERT INTO callboard_runs AS r (run_id, workflow_id, status, seq, owner_id, epoch,
+                                     wake_at, created_at, updated_at, trace_id, snapshot,
+                                     lineage)
+    SELECT v.run_id, v.workflow_id, v.status, v.seq, NULL, 0, v.wake_at,
+           v.created_at, v.updated_at, v.trace_id, v.snapshot, v.lineage
+    FROM v
+    ON CONFLICT (run_id) DO UPDATE SET
+        status = excluded.status, seq = excluded.seq, updated_at = excluded.updated_at,
+        snapshot = excluded.snapshot, wake_at = excluded.wake_at, lineage = excluded.lineage
+    WHERE r.owner_id IS NULL AND excluded.seq > r.seq AND r.status NOT IN ({_TERMINAL_SQL})
+    RETURNING r.run_id
+)
+{_SAVED}"""
 
 # What a batch does to the parts of its saved records (see runtime._stores._parts):
 # parts written anew replace those their lineage had and those of every lineage but
 # the row's; then single parts go, then new ones are written. One JSON parameter each.
-_CLEAR_PARTS: Final = """
+# Parts of a run another worker holds are left alone: that worker's row never reads
+# them (the check is here, in the same round trip as the saves that may have fenced).
+_MINE: Final = (
+    "EXISTS (SELECT 1 FROM callboard_runs AS r WHERE r.run_id = {run} "
+    "AND (r.owner_id IS NULL OR r.owner_id = %(me)s))"
+)
+
+_CLEAR_PARTS: Final = f"""
 DELETE FROM callboard_run_parts AS p
-USING jsonb_to_recordset(%s::jsonb) AS c(run_id text, lineage int8)
+USING jsonb_to_recordset(%(rows)s::jsonb) AS c(run_id text, lineage int8)
 WHERE p.run_id = c.run_id AND (p.lineage = c.lineage OR p.lineage IS DISTINCT FROM
     (SELECT r.lineage FROM callboard_runs AS r WHERE r.run_id = p.run_id))
+    AND {_MINE.format(run="c.run_id")}
 """
 
-_DROP_PARTS: Final = """
+_DROP_PARTS: Final = f"""
 DELETE FROM callboard_run_parts AS p
-USING jsonb_to_recordset(%s::jsonb) AS g(run_id text, lineage int8, key text)
+USING jsonb_to_recordset(%(rows)s::jsonb) AS g(run_id text, lineage int8, key text)
 WHERE p.run_id = g.run_id AND p.lineage = g.lineage AND p.key = g.key
+    AND {_MINE.format(run="g.run_id")}
 """
 
-_WRITE_PARTS: Final = """
+_WRITE_PARTS: Final = f"""
 INSERT INTO callboard_run_parts (run_id, lineage, key, part)
-SELECT run_id, lineage, key, decode(part, 'base64')
-FROM jsonb_to_recordset(%s::jsonb) AS n(run_id text, lineage int8, key text, part text)
+SELECT n.run_id, n.lineage, n.key, decode(n.part, 'base64')
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS n(run_id text, lineage int8, key text, part text)
+WHERE {_MINE.format(run="n.run_id")}
 ON CONFLICT (run_id, lineage, key) DO UPDATE SET part = excluded.part
 """
 
@@ -336,6 +363,9 @@ ON CONFLICT (worker_id) DO UPDATE SET
     lease = excluded.lease, heartbeat_at = clock_timestamp()
 RETURNING (xmax = 0)
 """
+
+_BEFORE_SAVES: Final = frozenset({"create", "save", "join", "heartbeat"})
+"""Writes a transaction applies before (or as) its saves; the others come after them."""
 
 _SOLO: Final = frozenset({"prune", "reap"})
 """Writes that run in a transaction of their own: they lock rows the batch does not know of."""
@@ -1306,10 +1336,15 @@ class PostgresStore:
             connection = self._connection()
             # Pipeline mode: statements go out without waiting for each other's
             # results; the writer waits only where it reads one (and at the commit).
-            with connection.pipeline():
-                results = self._transaction(connection, writes, batch)
+            # Not for big batches: psycopg 3.3 was seen to hang here sending a 2 MiB one
+            # (large values in pipeline mode: psycopg issues 604 and 685).
+            pipelined = _payload_bytes(writes) <= PIPELINE_BYTES
+            with connection.pipeline() if pipelined else contextlib.nullcontext():
+                results, settle = self._transaction(connection, writes, batch)
                 committing = True
                 connection.commit()
+            if settle is not None:
+                settle()  # the statements all succeeded: this only reads their rows
         except Exception as exc:  # psycopg.Error, or a fault of ours: the writer lives on
             if self._wconn is not None:
                 with contextlib.suppress(psycopg.Error):
@@ -1416,8 +1451,11 @@ class PostgresStore:
 
     def _transaction(
         self, connection: Connection, writes: list[Write], batch: _Batch
-    ) -> dict[int, Any]:
+    ) -> tuple[dict[int, Any], Callable[[], None] | None]:
         """The writes in one transaction (not committed yet); each write's result by ``id``.
+
+        With it, what reads the saves' answers once the transaction committed
+        (``None`` when they were read already): results are complete only then.
 
         This worker's own row first (a heartbeat, a join), then every run row
         the batch will change, locked in ``run_id`` order; then the creates and
@@ -1452,13 +1490,15 @@ class PostgresStore:
         if creates:
             self._create(connection, creates, batch, results)
         saves = [write for write in writes if write.kind == "save"]
+        others = [write for write in writes if write.kind not in _BEFORE_SAVES]
+        settle = None
         if saves:
-            self._save(connection, saves, batch, results)
-        for write in writes:
-            if write.kind in ("create", "save", "join", "heartbeat"):
-                continue
+            # With nothing after them that reads what they changed, the saves are read
+            # after the commit: the batch is then one round trip.
+            settle = self._save(connection, saves, batch, results, defer=not others)
+        for write in others:
             results[id(write)] = self._apply(connection, write, batch)
-        return results
+        return results, settle
 
     def _beat(self, connection: Connection, batch: _Batch) -> bool:
         row = connection.execute(
@@ -1535,15 +1575,24 @@ class PostgresStore:
         writes: list[Write],
         batch: _Batch,
         results: dict[int, Any],
-    ) -> None:
+        *,
+        defer: bool,
+    ) -> Callable[[], None] | None:
         """Apply every save of the batch, as if one after another.
 
         One statement cannot change a row twice, so a run saved twice in the
         batch is written in rounds: the first record of each run, then the
-        second, and so on (nearly always a single round).
+        second, and so on (nearly always a single round). Each statement
+        answers for every record whether it was written and who held its row,
+        and the parts go out right behind it, so with ``defer`` the last round
+        is read only after the commit: the whole transaction takes one round
+        trip. Then this returns what reads it (and reports the fenced); it must
+        run before ``batch`` or ``results`` are used.
         """
         fenced: dict[int, list[str]] = {}
-        for entries in _rounds(writes):
+        rounds = _rounds(writes)
+        last: list[tuple[Any, bool, list[tuple[SnapshotRecord, Write]]]] = []
+        for index, entries in enumerate(rounds):
             entries.sort(key=lambda entry: entry[0].run_id)
             held = [entry for entry in entries if entry[0].run_id in batch.held]
             free = [
@@ -1554,68 +1603,77 @@ class PostgresStore:
             for record, write in entries:
                 if record.run_id in batch.fenced:
                     fenced.setdefault(id(write), []).append(record.run_id)
-            sent = []  # both statements go out before either's rows are read
+            sent: list[tuple[Any, bool, list[tuple[SnapshotRecord, Write]]]] = []
             if held:
                 records = [record for record, _ in held]
                 owners = [None if _releases(r) else self.owner_id for r in records]
                 epochs = [batch.held[r.run_id] for r in records]
-                sent.append(
-                    connection.execute(
-                        _SAVE_HELD, [*_columns(records, owners, epochs), self.owner_id]
-                    )
+                cursor = connection.execute(
+                    _SAVE_HELD, [*_columns(records, owners, epochs), self.owner_id]
                 )
+                sent.append((cursor, True, held))
             if free:
                 records = [record for record, _ in free]
-                sent.append(
-                    connection.execute(
-                        _SAVE_FREE, _columns(records, [None] * len(records), [0] * len(records))
-                    )
+                cursor = connection.execute(
+                    _SAVE_FREE, _columns(records, [None] * len(records), [0] * len(records))
                 )
-            written = {row[0] for cursor in sent for row in cursor.fetchall()}
-            unwritten = [entry for entry in held + free if entry[0].run_id not in written]
-            holders: dict[str, tuple[str | None, int]] = {}
-            if unwritten:
-                # Not newer, or not ours any more? The rows are locked: this is current.
-                found = connection.execute(
-                    "SELECT run_id, owner_id, epoch FROM callboard_runs WHERE run_id = ANY(%s)",
-                    ([record.run_id for record, _ in unwritten],),
-                ).fetchall()
-                holders = {row[0]: (row[1], row[2]) for row in found}
-            for record, write in held:
-                run_id = record.run_id
-                if run_id in written:
-                    if _releases(record):
-                        del batch.held[run_id]
-                        batch.hints.add(
-                            "settled" if record.status in SETTLED_STATUSES else "queued", run_id
-                        )
-                    continue
-                owner, epoch = holders.get(run_id, (None, -1))
-                if owner != self.owner_id or epoch != batch.held[run_id]:
-                    del batch.held[run_id]
-                    batch.fenced.add(run_id)
-                    fenced.setdefault(id(write), []).append(run_id)
-            for record, write in free:
-                run_id = record.run_id
-                if run_id in written:
-                    batch.hints.add(_hint_kind(record), run_id)
-                elif holders.get(run_id, (None, 0))[0] is not None:
-                    fenced.setdefault(id(write), []).append(run_id)
+                sent.append((cursor, False, free))
+            if defer and index == len(rounds) - 1:
+                last = sent
+            else:
+                self._saved(sent, batch, fenced)
         # Parts of records another worker's row holds are never read: leave them out.
-        elsewhere = {run_id for run_ids in fenced.values() for run_id in run_ids}
         self._save_parts(
             connection,
-            [r for write in writes for r in write.payload if r.run_id not in elsewhere],
+            [r for write in writes for r in write.payload if r.run_id not in batch.fenced],
             batch,
         )
-        for write in writes:
-            lost = fenced.get(id(write))
-            if lost:
-                results[id(write)] = RunFencedError(
-                    f"run {lost[0]!r} is held by another worker: this one "
-                    f"({self.owner_id}) may not write it",
-                    run_id=lost[0],
-                )
+
+        def settle() -> None:
+            self._saved(last, batch, fenced)
+            for write in writes:
+                lost = fenced.get(id(write))
+                if lost:
+                    results[id(write)] = RunFencedError(
+                        f"run {lost[0]!r} is held by another worker: this one "
+                        f"({self.owner_id}) may not write it",
+                        run_id=lost[0],
+                    )
+
+        if defer:
+            return settle
+        settle()
+        return None
+
+    def _saved(
+        self,
+        sent: list[tuple[Any, bool, list[tuple[SnapshotRecord, Write]]]],
+        batch: _Batch,
+        fenced: dict[int, list[str]],
+    ) -> None:
+        """Read what the save statements answered: releases, hints, and the fenced records."""
+        for cursor, held, entries in sent:
+            rows = {row[0]: row for row in cursor.fetchall()}
+            for record, write in entries:
+                run_id = record.run_id
+                _, written, owner, epoch = rows.get(run_id, (run_id, False, None, None))
+                if held:
+                    if written:
+                        if _releases(record):
+                            del batch.held[run_id]
+                            batch.hints.add(
+                                "settled" if record.status in SETTLED_STATUSES else "queued",
+                                run_id,
+                            )
+                    elif owner != self.owner_id or epoch != batch.held[run_id]:
+                        # Not ours any more (a record merely not newer leaves it held).
+                        del batch.held[run_id]
+                        batch.fenced.add(run_id)
+                        fenced.setdefault(id(write), []).append(run_id)
+                elif written:
+                    batch.hints.add(_hint_kind(record), run_id)
+                elif owner is not None:  # another worker holds it: not this one's to write
+                    fenced.setdefault(id(write), []).append(run_id)
 
     def _save_parts(
         self, connection: Connection, records: list[SnapshotRecord], batch: _Batch
@@ -1633,7 +1691,7 @@ class PostgresStore:
             if write.clear
         ]
         if cleared:
-            connection.execute(_CLEAR_PARTS, (json.dumps(cleared),))
+            connection.execute(_CLEAR_PARTS, {"rows": json.dumps(cleared), "me": self.owner_id})
         gone = [
             {"run_id": run_id, "lineage": lineage, "key": key}
             for (run_id, lineage), write in writes.items()
@@ -1642,7 +1700,7 @@ class PostgresStore:
             if part is None
         ]
         if gone:
-            connection.execute(_DROP_PARTS, (json.dumps(gone),))
+            connection.execute(_DROP_PARTS, {"rows": json.dumps(gone), "me": self.owner_id})
         new = [
             {
                 "run_id": run_id,
@@ -1655,7 +1713,7 @@ class PostgresStore:
             if part is not None
         ]
         if new:
-            connection.execute(_WRITE_PARTS, (json.dumps(new),))
+            connection.execute(_WRITE_PARTS, {"rows": json.dumps(new), "me": self.owner_id})
 
     def _apply(self, connection: Connection, write: Write, batch: _Batch) -> Any:
         kind, payload = write.kind, write.payload
@@ -1801,6 +1859,22 @@ class PostgresStore:
             (doomed, statuses),
         ).fetchall()
         return len(rows)
+
+
+def _payload_bytes(writes: list[Write]) -> int:
+    """The snapshot bytes a batch of writes carries."""
+    size = 0
+    for write in writes:
+        if write.kind == "save":
+            for record in write.payload:
+                change = record.parts
+                if change is None or change.base_seq is None:
+                    size += len(record.data)
+                else:  # what goes out: the head and the parts that changed
+                    size += len(change.head) + sum(len(part) for _, part in change.changed)
+        elif write.kind in ("create", "replace"):
+            size += len(write.payload[0].data)
+    return size
 
 
 def _rounds(writes: list[Write]) -> list[list[tuple[SnapshotRecord, Write]]]:
