@@ -43,6 +43,7 @@ RUNTIME_LAYERS = {
     "runtime._stores.memory": 1,
     "runtime._stores.sqlite": 1,
     "runtime._stores._writer": 1,
+    "runtime._stores._parts": 1,
     "runtime._stores.open": 1,
     "runtime._stores.postgres": 1,
     "runtime._step": 2,
