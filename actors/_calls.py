@@ -129,6 +129,12 @@ class Calls:
         # Calls waiting for the snapshot that announces them to be committed.
         self._awaiting_commit: deque[tuple[int, list[Job]]] = deque()
 
+    def release(self) -> None:
+        """The run ended: let go of its announcer (bound to the run actor) and its calls."""
+        self._announce = _ended
+        self._jobs.clear()
+        self._awaiting_commit.clear()
+
     def __len__(self) -> int:
         """How many calls are in flight or waiting to be retried."""
         return len(self._jobs) + len(self._retrying)
@@ -360,3 +366,7 @@ class Calls:
     def _after(self, delay: float, message: TimerFired) -> TimerHandle:
         run = self._run
         return self._timers.call_later(delay, lambda: tell_safely(run, message))
+
+
+def _ended() -> int:
+    raise RuntimeError("the run ended: it announces no more calls")

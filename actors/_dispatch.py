@@ -33,6 +33,7 @@ import queue
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
@@ -191,12 +192,21 @@ class Dispatcher:
                 actor._process_batch()
             except BaseException:
                 emit(logging.ERROR, "dispatcher_fault", actor=str(actor), exc_info=True)
+            actor = None  # an ended actor is not kept alive while this thread waits
 
 
 class _DispatchInbox:
     """An actor's inbox that queues its actor on the dispatcher when mail arrives."""
 
-    __slots__ = ("_actor", "_closed", "_dispatcher", "_lock", "_messages", "_scheduled")
+    __slots__ = (
+        "_actor",
+        "_closed",
+        "_dispatcher",
+        "_gone",
+        "_lock",
+        "_messages",
+        "_scheduled",
+    )
 
     def __init__(self) -> None:
         self._messages: deque[Any] = deque()
@@ -205,6 +215,11 @@ class _DispatchInbox:
         self._closed = False
         self._actor: DispatchedActor | None = None
         self._dispatcher: Dispatcher | None = None
+        # Once closed, the actor only weakly: the inbox and its actor refer to each other,
+        # and a strong reference both ways would leave every ended actor to the cyclic
+        # garbage collector. Mail that comes after still reaches on_undelivered while the
+        # actor is alive, and its class's on_undelivered_gone once it is not.
+        self._gone: tuple[weakref.ref[DispatchedActor], type[DispatchedActor], str] | None = None
 
     def bind(self, actor: DispatchedActor, dispatcher: Dispatcher) -> None:
         self._actor = actor
@@ -221,7 +236,7 @@ class _DispatchInbox:
                     return
                 self._scheduled = True
         if closed:
-            _reply_dead(envelope, self._actor)
+            self._reply_dead(envelope)
             return
         assert self._dispatcher is not None and self._actor is not None
         self._dispatcher.schedule(self._actor)
@@ -255,6 +270,40 @@ class _DispatchInbox:
             left = list(self._messages)
             self._messages.clear()
             return left
+
+    def release(self) -> None:
+        """After :meth:`close`: hold the actor weakly, to go once nothing else holds it."""
+        actor = self._actor
+        if actor is not None and self._closed:
+            self._gone = (weakref.ref(actor), type(actor), str(actor))
+            self._actor = None
+            self._dispatcher = None
+
+    def _reply_dead(self, envelope: Any) -> None:
+        actor = self._actor
+        if actor is None and self._gone is not None:
+            ref, actor_class, name = self._gone
+            actor = ref()
+            if actor is None:
+                _reply_gone(envelope, actor_class, name)
+                return
+        _reply_dead(envelope, actor)
+
+
+def _reply_gone(envelope: Any, actor_class: type[DispatchedActor], name: str) -> None:
+    """Mail for an actor that ended and was freed: its class says what becomes of it."""
+    reply_to = getattr(envelope, "reply_to", None)
+    if reply_to is None:
+        try:
+            actor_class.on_undelivered_gone(envelope.message)
+        except Exception:
+            emit(logging.ERROR, "undelivered_message_failed", actor=name, exc_info=True)
+        return
+    if isinstance(envelope.message, pykka.messages._ActorStop):
+        reply_to.set(None)
+        return
+    error = ActorDeadError(f"{name} stopped before handling the message")
+    reply_to.set_exception(exc_info=(ActorDeadError, error, None))
 
 
 def _reply_dead(envelope: Any, actor: object) -> None:
@@ -330,6 +379,22 @@ class DispatchedActor(pykka.Actor):
         the message: the one tearing the actor down, or the sender's.
         """
 
+    @classmethod
+    def on_undelivered_gone(cls, message: Any) -> None:
+        """A told message for an actor that ended and whose object was freed since.
+
+        The default drops it. An actor that answers a waiting caller in
+        :meth:`on_undelivered` answers here too (there is no instance left).
+        """
+
+    def on_released(self) -> None:
+        """Last, once the actor ended and its inbox let go of it: drop references.
+
+        A subclass whose attributes refer back to it (callbacks bound to it)
+        clears them here, so that the actor is freed as soon as nothing else
+        holds it, instead of by the cyclic garbage collector.
+        """
+
     def _process_batch(self) -> None:
         inbox = self.actor_inbox
         if not self._loop_started:
@@ -398,8 +463,14 @@ class DispatchedActor(pykka.Actor):
             emit(logging.ERROR, "actor_on_failure_crashed", actor=str(self), exc_info=True)
 
     def _teardown(self) -> None:
-        for envelope in self.actor_inbox.close():
+        inbox = self.actor_inbox
+        for envelope in inbox.close():
             _reply_dead(envelope, self)
+        inbox.release()
+        try:
+            self.on_released()
+        except Exception:
+            emit(logging.ERROR, "actor_release_failed", actor=str(self), exc_info=True)
 
 
 class ThreadActor(pykka.ThreadingActor):

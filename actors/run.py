@@ -262,10 +262,19 @@ class RunActor(DispatchedActor):
             raise
 
     def on_undelivered(self, message: Any) -> None:
+        self.on_undelivered_gone(message)
+
+    @classmethod
+    def on_undelivered_gone(cls, message: Any) -> None:
         if isinstance(message, CancelRun):
             # Stopped (it ended, slept or suspended) before reading it: let the caller
             # look again, where the run is now.
             message.reply(CancelOutcome.NOT_HERE)
+
+    def on_released(self) -> None:
+        # The calls' announcer is bound to this actor: without this the actor, its
+        # calls, snapshot and span would wait for the cyclic garbage collector.
+        self._calls.release()
 
     def _on_abort_run(self, message: AbortRun) -> None:
         if message.error is None:

@@ -304,6 +304,10 @@ class SupervisorActor(DispatchedActor):
         self._hooks.finish(plan, snapshot, record, self._registry, on_recorded)
 
     def on_undelivered(self, message: Any) -> None:
+        self.on_undelivered_gone(message)
+
+    @classmethod
+    def on_undelivered_gone(cls, message: Any) -> None:
         if isinstance(message, CancelRun):
             message.reply(CancelOutcome.NOT_HERE)  # stopped: the caller finds it stopped
 
