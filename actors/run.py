@@ -209,7 +209,7 @@ class RunActor(DispatchedActor):
         match job.call:
             case CallStep() as call:
                 # Only steps change the state and the request context; the others read them.
-                self._snapshot["state"] = message.state
+                self._take_state(message)
                 self._snapshot["request_context"] = message.request_context
                 self._step_replied(job, call, message)
             case CallConditions() if message.ok:
@@ -224,6 +224,20 @@ class RunActor(DispatchedActor):
                 self._fail_at("", message.error)
             case call:
                 self._fail_at(call.path, message.error)
+
+    def _take_state(self, message: StepFinished) -> None:
+        """Apply what a step did to the state: nothing, a merge of some keys, or a new state.
+
+        A step that changed nothing leaves the run's state alone, so that a
+        sibling in ``parallel`` that finished first keeps its changes; so does
+        a merge of the keys a step with its own state schema updated.
+        """
+        changes = message.state_changes
+        if changes is None:
+            self._snapshot["state"] = message.state
+        elif changes:
+            current = self._snapshot["state"]
+            self._snapshot["state"] = {**(current if isinstance(current, dict) else {}), **changes}
 
     def _on_snapshot_committed(self, message: SnapshotCommitted) -> None:
         self._calls.committed(message.seq)

@@ -328,6 +328,8 @@ def compile_plan(
             paths.add(path)
         for step_node in leaf_steps(node):
             by_id[step_node.path] = step_node.step
+            if node.scope.prefix == "":
+                _check_state_view(workflow_id, step_node.step, state_schema)
     return ExecutionPlan(
         workflow_id=workflow_id,
         input_schema=input_schema,
@@ -340,6 +342,22 @@ def compile_plan(
         on_error=on_error,
         retry=retry,
     )
+
+
+def _check_state_view(
+    workflow_id: str, step: Step[Any, Any], state_schema: type[BaseModel] | None
+) -> None:
+    """A step's own state schema must name only keys of its workflow's state schema."""
+    own = step.state_schema
+    if own is None or state_schema is None:
+        return
+    unknown = sorted(set(own.model_fields) - set(state_schema.model_fields))
+    if unknown:
+        raise WorkflowDefinitionError(
+            f"workflow {workflow_id!r}: step {step.id!r} has a state_schema with keys "
+            f"{unknown} that the workflow's state_schema {state_schema.__name__} lacks; a "
+            "step's state schema covers part of the workflow's state"
+        )
 
 
 def _resolved(node: Node, retry: RetryPolicy) -> Node:
