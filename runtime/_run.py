@@ -761,6 +761,9 @@ def _resume_target(snapshot: Snapshot, step: Any, run_id: str) -> str:
     if name in suspended:
         return name
     matches = [path for path in suspended if path.endswith("." + name)]
+    if not matches:  # a nested workflow: the suspended steps inside it
+        inside = "." + name + "."
+        matches = [path for path in suspended if inside in "." + path]
     if len(matches) == 1:
         return matches[0]
     if matches:
