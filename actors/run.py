@@ -74,6 +74,7 @@ from runtime._plan import (
     ParallelNode,
     SleepNode,
     StepNode,
+    item_path,
 )
 from runtime._snapshot import (
     IncrementalEncoder,
@@ -447,6 +448,12 @@ class RunActor(DispatchedActor):
                 snapshot["suspended"] = {
                     k: v for k, v in snapshot["suspended"].items() if k != path
                 }
+        elif resume and (key := item_path(path, item)) in resume:
+            # A suspended item of a foreach, resumed: it alone gets the data.
+            resume_data = resume[key]
+            snapshot["resume"] = {k: v for k, v in resume.items() if k != key} or None
+            snapshot["suspended"] = {k: v for k, v in snapshot["suspended"].items() if k != key}
+            snapshot["steps"][path]["resume_payload"] = resume_data
         return self._calls.step(
             index, step_node, payload, self._outputs, item=item, resume_data=resume_data
         )
@@ -593,13 +600,7 @@ class RunActor(DispatchedActor):
     def _step_suspended(self, job: Job, payload: Any, message: StepFinished) -> None:
         path = job.call.path
         if job.item is not None:
-            error = WorkflowDefinitionError(
-                f"step {path!r} suspended inside foreach, which cannot be resumed: "
-                "suspend from a step outside foreach",
-                run_id=self._snapshot["run_id"],
-                step_id=path,
-            )
-            self._fail_at(path, error_dict(error, step_id=path, with_traceback=False))
+            self._item_suspended(job, payload)
             return
         record = self._snapshot["steps"][path]
         record["status"] = StepStatus.SUSPENDED.value
@@ -711,26 +712,61 @@ class RunActor(DispatchedActor):
             progress = {"outputs": [None] * len(items), "done": [False] * len(items)}
             snapshot["progress"] = progress
             self._record_step(step_node.path, items)
+        else:
+            record = snapshot["steps"].get(step_node.path)
+            if record is not None and record["status"] == StepStatus.SUSPENDED:
+                record["status"] = StepStatus.RUNNING.value  # resumed
+                record["ended_at"] = None
         self._next_item = 0
         self._items_left = progress["done"].count(False)
         if not self._items_left:
             self._foreach_done(step_node, progress)
             return
-        self._calls.send(self._next_items(index, node))
+        self._items_go_on(index, node)
 
     def _next_items(self, index: int, node: ForeachNode) -> list[Job]:
         step_node = node.step_node
         assert step_node is not None
-        done = (self._snapshot["progress"] or {})["done"]
-        items = self._snapshot["carry"]
+        snapshot = self._snapshot
+        done = (snapshot["progress"] or {})["done"]
+        items = snapshot["carry"]
+        suspended, resume = snapshot["suspended"], snapshot["resume"] or {}
         free = node.concurrency - len(self._calls)
         jobs: list[Job] = []
         while len(jobs) < free and self._next_item < len(done):
             item = self._next_item
             self._next_item += 1
-            if not done[item]:  # done before a crash: not again
-                jobs.append(self._step_job(index, step_node, items[item], item=item))
+            if done[item]:  # done before a crash: not again
+                continue
+            if suspended:
+                key = item_path(step_node.path, item)
+                if key in suspended and key not in resume:
+                    continue  # suspended, and not resumed this time: it waits
+            jobs.append(self._step_job(index, step_node, items[item], item=item))
         return jobs
+
+    def _items_go_on(self, index: int, node: ForeachNode) -> None:
+        """Start the items there is room for; with none running and none to start, suspend."""
+        jobs = self._next_items(index, node)
+        if jobs:
+            self._calls.send(jobs)
+        elif self._calls:
+            self._tell_snapshot(terminal=False)
+        else:
+            # Every item not done is suspended: the run waits for their resumes.
+            step_node = node.step_node
+            assert step_node is not None
+            path = step_node.path
+            record = self._snapshot["steps"][path]
+            record["status"] = StepStatus.SUSPENDED.value
+            record["ended_at"] = time.time()
+            prefix = path + "["
+            record["suspend_payload"] = {
+                key[len(prefix) : -1]: payload
+                for key, payload in self._snapshot["suspended"].items()
+                if key.startswith(prefix)
+            }
+            self._suspend()
 
     def _item_done(self, job: Job, node: ForeachNode, output: Any) -> None:
         step_node = node.step_node
@@ -743,11 +779,16 @@ class RunActor(DispatchedActor):
         if not self._items_left:
             self._foreach_done(step_node, progress)
             return
-        jobs = self._next_items(job.index, node)
-        if jobs:
-            self._calls.send(jobs)
-        else:
-            self._tell_snapshot(terminal=False)
+        self._items_go_on(job.index, node)
+
+    def _item_suspended(self, job: Job, payload: Any) -> None:
+        """An item of a foreach suspended: it waits; the others go on."""
+        assert job.item is not None
+        node = self._plan.nodes[job.index]
+        assert isinstance(node, ForeachNode)
+        key = item_path(job.call.path, job.item)
+        self._snapshot["suspended"] = {**self._snapshot["suspended"], key: payload}
+        self._items_go_on(job.index, node)
 
     def _foreach_done(self, step_node: StepNode, progress: dict[str, Any]) -> None:
         outputs = list(progress["outputs"])

@@ -57,6 +57,8 @@ __all__ = [
     "StepNode",
     "compile_plan",
     "is_async_callable",
+    "item_path",
+    "split_item_path",
 ]
 
 Hook = Callable[[Any], Any]
@@ -70,6 +72,21 @@ def is_async_callable(fn: Any) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
     )
+
+
+def item_path(path: str, item: int) -> str:
+    """How a foreach step's item is named where it is suspended: ``"step[3]"``."""
+    return f"{path}[{item}]"
+
+
+def split_item_path(name: str) -> tuple[str, int | None]:
+    """The step path and item index of a name such as ``"step[3]"``; ``(name, None)`` else."""
+    if name.endswith("]"):
+        start = name.rfind("[")
+        digits = name[start + 1 : -1]
+        if start > 0 and digits.isdigit() and digits.isascii():
+            return name[:start], int(digits)
+    return name, None
 
 
 @dataclass(frozen=True, slots=True)
