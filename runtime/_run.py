@@ -401,7 +401,8 @@ class Run(Generic[In, Out]):
         if snapshot["status"] != RunStatus.SUSPENDED:
             raise _not_resumable(snapshot)
         path = _resume_target(snapshot, step, self.run_id, for_each_index)
-        definition = self._plan.by_id[split_item_path(path)[0]]
+        by_id = self._plan.by_id
+        definition = by_id[path] if path in by_id else by_id[split_item_path(path)[0]]
         data = validated_resume_data(definition, resume_data, path, self.run_id)
         snapshot["status"] = RunStatus.RUNNING.value
         snapshot["resume"] = {path: data}

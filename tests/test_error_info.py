@@ -6,6 +6,7 @@ import enum
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -214,3 +215,26 @@ def test_whatever_the_attributes_the_error_is_encodable(values: dict[str, Any]) 
     info = ErrorInfo.from_exception(exc)
     check_encodable(info.model_dump(), "error")
     assert set(info.attributes) | set(info.details.get("dropped_attributes", {})) == set(values)
+
+
+def test_runs_show_prints_the_attributes_and_the_cause_chain(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from runtime._cli import main
+
+    db = tmp_path / "runs.db"
+    workflow = (
+        create_workflow(id="api", input_schema=Value, output_schema=Value)
+        .then(create_step(id="call", input_schema=Value, output_schema=Value, execute=chained))
+        .commit()
+    )
+    with Runtime(store=db) as rt:
+        rt.register(workflow).create_run(run_id="r1").start(input_data={"value": "x"})
+    assert not wait_for_no_callboard_threads()
+    capsys.readouterr()
+    code = main(["runs", "show", "r1", "--db", str(db)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert '"status_code": 502' in out
+    causes = [line.split(None, 2)[2] for line in out.splitlines() if line.startswith("caused by")]
+    assert causes == ["ConnectionError: the socket closed", "LowLevelError: connection reset"]
