@@ -337,7 +337,9 @@ class StepResult(BaseModel):
             1, plus one for each retry.
         iterations: For a step in a ``dowhile``/``dountil`` loop, how many
             times the loop has run it; ``None`` elsewhere.
-        suspend_payload: What the step passed to ``ctx.suspend()``, once it has.
+        suspend_payload: What the step passed to ``ctx.suspend()``, once it has
+            (for a ``foreach`` step whose items suspended: each suspended
+            item's payload by its index, as a string).
         resume_payload: The ``resume_data`` the step was resumed with, once it has been.
         started_at: When the step started (UTC).
         ended_at: When the step ended (UTC), once it has.
@@ -371,7 +373,8 @@ class WorkflowResult(BaseModel):
             started. A step of a nested workflow appears as
             ``"child_id.step_id"``, beside ``"child_id"`` for the whole child.
         suspended: For a ``suspended`` run, the suspended step paths and the
-            payload each passed to ``ctx.suspend()``; empty otherwise.
+            payload each passed to ``ctx.suspend()``; a suspended item of a
+            ``foreach`` step is ``"path[index]"``. Empty otherwise.
         waiting_until: For a ``waiting`` run, when its sleep ends (UTC).
         state: The workflow state; only when the run was started with
             ``OutputOptions(include_state=True)``, else ``None``.
