@@ -200,9 +200,13 @@ def test_an_exception_whose_attributes_cannot_be_read_is_still_described() -> No
     assert info.attributes == {}
 
 
+def containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4)
+
+
 plain = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    containers,
     max_leaves=20,
 )
 
