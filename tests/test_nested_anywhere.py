@@ -373,3 +373,81 @@ def test_a_run_suspended_inside_a_nested_member_resumes_in_another_runtime(
         assert not wait_for_no_callboard_threads()
     assert result.status == "success", result.error
     assert result.result == expected
+
+
+# --- a crash inside a region ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("construct", ["parallel", "loop", "foreach"])
+def test_a_crash_inside_a_nested_member_recovers_where_it_was(
+    tmp_path: Path, construct: str
+) -> None:
+    import threading
+
+    from runtime.testing import Harness
+
+    calls: dict[str, int] = {}
+    entered = threading.Event()
+    gate = threading.Event()
+
+    def counted(ctx: Any) -> Value:
+        key = ctx.input_data.value
+        calls[key] = calls.get(key, 0) + 1
+        if key == "b!" and calls[key] == 1:
+            entered.set()
+            gate.wait(WAIT)  # the crash comes while it runs
+        return Value(value=key + "?")
+
+    inner = (
+        create_workflow(id="child", input_schema=Value, output_schema=Value)
+        .then(exclaim("prep"))
+        .then(create_step(id="count", input_schema=Value, output_schema=Value, execute=counted))
+        .commit()
+    )
+    expected: Any
+    if construct == "parallel":
+        workflow = parent("crash-p").parallel([exclaim("a"), inner]).commit()
+        start, expected = "b", {"a": {"value": "b!"}, "child": {"value": "b!?"}}
+    elif construct == "loop":
+        # "a!?" the first round, then "b" (a map in the child would do; the condition
+        # keeps it simple): the second round is interrupted.
+        workflow = (
+            parent("crash-l", Value)
+            .dowhile(
+                create_workflow(id="child", input_schema=Value, output_schema=Value)
+                .map(lambda ctx: {"value": "b" if ctx.input_data["value"] == "a!?" else "a"})
+                .then(exclaim("prep"))
+                .then(
+                    create_step(
+                        id="count", input_schema=Value, output_schema=Value, execute=counted
+                    )
+                )
+                .commit(),
+                lambda ctx: ctx.input_data.value == "a!?",
+            )
+            .commit()
+        )
+        start, expected = "x", {"value": "b!?"}
+    else:
+        workflow = (
+            create_workflow(id="crash-f", input_schema=Value, output_schema=Items)
+            .map(to_items)
+            .foreach(inner)
+            .map(lambda ctx: {"items": ctx.input_data})
+            .commit()
+        )
+        start = "abc"
+        expected = {"items": [{"value": "a!?"}, {"value": "b!?"}, {"value": "c!?"}]}
+    with Harness(store=tmp_path / "runs.db") as harness:
+        run = harness.register(workflow).create_run()
+        run.start_async(input_data={"value": start})
+        assert entered.wait(WAIT)
+        harness.crash_and_recover()
+        gate.set()  # the interrupted call returns to a runtime that is gone
+        result = harness.workflow(workflow.id).create_run(run_id=run.run_id).wait(WAIT)
+    assert result.status == "success", result.error
+    assert result.result == expected
+    assert calls["b!"] == 2  # the interrupted step, again
+    assert all(count == 1 for key, count in calls.items() if key != "b!")
+    if construct == "loop":
+        assert result.steps["child"].iterations == 2
