@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal, TypeAlias
 
@@ -341,6 +341,9 @@ class StepFinished:
         result: The run's result, when this was the last step, or bailed.
         state: The state after the step (changed only through ``set_state``).
         request_context: The request context after the step.
+        state_changes: What the step changed in the state: ``{}`` for nothing,
+            the keys to merge into the run's state (a step with a state schema
+            of its own), or ``None`` to replace the run's state with ``state``.
         retryable: Whether a failure may be retried (not for ``NonRetryableError``).
         token: The :attr:`Call.token` this answers.
     """
@@ -356,6 +359,7 @@ class StepFinished:
     ended_at: float
     retryable: bool = True
     token: int = 0
+    state_changes: dict[str, Any] | None = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

@@ -61,15 +61,20 @@ from runtime._errors import (
 from runtime._model import RunStatus, StepStatus
 from runtime._plan import (
     BranchNode,
+    CollectNode,
+    EachNextNode,
+    EachStartNode,
     EnterNode,
     ExecutionPlan,
     ExitNode,
     ForeachNode,
+    LoopBackNode,
     LoopNode,
     MapNode,
     ParallelNode,
     SleepNode,
     StepNode,
+    item_path,
 )
 from runtime._snapshot import (
     IncrementalEncoder,
@@ -82,6 +87,13 @@ from runtime._snapshot import (
 from runtime._tracing import Span
 
 __all__ = ["RunActor"]
+
+_FLOWS: Final = "#flows"
+"""The suffix of a parallel or branch node's path in the scopes while its nested workflows run."""
+_LOOP: Final = "#loop"
+"""The suffix of a nested workflow's path in the scopes while a loop runs it: the iteration."""
+_EACH: Final = "#each"
+"""The suffix of a nested workflow's path in the scopes while a foreach runs it."""
 
 WAKE_EARLY: Final = 0.001
 """A sleep that ends within this many seconds is over: the run goes on at once."""
@@ -166,7 +178,22 @@ class RunActor(DispatchedActor):
             self._woken()
             return
         snapshot["status"] = RunStatus.RUNNING.value
+        self._mark_children(StepStatus.SUSPENDED, StepStatus.RUNNING)
         self._enter(snapshot["next_step"])
+
+    def _mark_children(self, old: StepStatus, new: StepStatus) -> None:
+        """Give the records of the nested workflows that hold a suspended step a new status.
+
+        A nested workflow is ``suspended`` while its run is suspended at one of
+        its steps, and ``running`` again once the run is resumed.
+        """
+        steps = self._snapshot["steps"]
+        for path in self._snapshot["suspended"]:
+            parts = path.split(".")
+            for end in range(1, len(parts)):
+                record = steps.get(".".join(parts[:end]))
+                if record is not None and record["status"] == old:
+                    record["status"] = new.value
 
     def on_receive(self, message: RunActorMessage) -> None:
         match message:
@@ -209,7 +236,7 @@ class RunActor(DispatchedActor):
         match job.call:
             case CallStep() as call:
                 # Only steps change the state and the request context; the others read them.
-                self._snapshot["state"] = message.state
+                self._take_state(message)
                 self._snapshot["request_context"] = message.request_context
                 self._step_replied(job, call, message)
             case CallConditions() if message.ok:
@@ -224,6 +251,20 @@ class RunActor(DispatchedActor):
                 self._fail_at("", message.error)
             case call:
                 self._fail_at(call.path, message.error)
+
+    def _take_state(self, message: StepFinished) -> None:
+        """Apply what a step did to the state: nothing, a merge of some keys, or a new state.
+
+        A step that changed nothing leaves the run's state alone, so that a
+        sibling in ``parallel`` that finished first keeps its changes; so does
+        a merge of the keys a step with its own state schema updated.
+        """
+        changes = message.state_changes
+        if changes is None:
+            self._snapshot["state"] = message.state
+        elif changes:
+            current = self._snapshot["state"]
+            self._snapshot["state"] = {**(current if isinstance(current, dict) else {}), **changes}
 
     def _on_snapshot_committed(self, message: SnapshotCommitted) -> None:
         self._calls.committed(message.seq)
@@ -326,15 +367,27 @@ class RunActor(DispatchedActor):
                 self._enter_child(index, node)
             case ExitNode():
                 self._exit_child(index, node)
+            case CollectNode():
+                self._collect(index, node)
+            case LoopBackNode():
+                self._enter_loop_back(index, node)
+            case EachStartNode():
+                self._enter_each(index, node)
+            case EachNextNode():
+                self._each_next(index, node)
             case _:  # pragma: no cover - compile_plan makes no other nodes
                 raise TypeError(f"unknown plan node {node!r}")
 
     def _advance(self, output: Any) -> None:
         """The current node is done with ``output``: hand it to the next node."""
+        self._jump(self._snapshot["next_step"] + 1, output)
+
+    def _jump(self, index: int, carry: Any) -> None:
+        """Go to the node at ``index`` with ``carry`` as its input (a loop, a region)."""
         snapshot = self._snapshot
-        snapshot["carry"] = output
+        snapshot["carry"] = carry
         snapshot["progress"] = None
-        self._enter(snapshot["next_step"] + 1)
+        self._enter(index)
 
     def _complete(self, result: Any = None, *, validated: bool = False) -> None:
         """Every node is done: the run succeeds with the last output as its result."""
@@ -404,6 +457,12 @@ class RunActor(DispatchedActor):
                 snapshot["suspended"] = {
                     k: v for k, v in snapshot["suspended"].items() if k != path
                 }
+        elif resume and (key := item_path(path, item)) in resume:
+            # A suspended item of a foreach, resumed: it alone gets the data.
+            resume_data = resume[key]
+            snapshot["resume"] = {k: v for k, v in resume.items() if k != key} or None
+            snapshot["suspended"] = {k: v for k, v in snapshot["suspended"].items() if k != key}
+            snapshot["steps"][path]["resume_payload"] = resume_data
         return self._calls.step(
             index, step_node, payload, self._outputs, item=item, resume_data=resume_data
         )
@@ -541,18 +600,16 @@ class RunActor(DispatchedActor):
         if isinstance(node, StepNode):  # a single step resumed and done
             self._advance(self._outputs[node.path])
             return
-        self._advance({step.step.id: self._outputs[step.path] for step in steps})
+        outputs = {step.step.id: self._outputs[step.path] for step in steps}
+        if isinstance(node, ParallelNode | BranchNode) and node.flows:
+            self._start_flows(index, node, outputs)
+            return
+        self._advance(outputs)
 
     def _step_suspended(self, job: Job, payload: Any, message: StepFinished) -> None:
         path = job.call.path
         if job.item is not None:
-            error = WorkflowDefinitionError(
-                f"step {path!r} suspended inside foreach, which cannot be resumed: "
-                "suspend from a step outside foreach",
-                run_id=self._snapshot["run_id"],
-                step_id=path,
-            )
-            self._fail_at(path, error_dict(error, step_id=path, with_traceback=False))
+            self._item_suspended(job, payload)
             return
         record = self._snapshot["steps"][path]
         record["status"] = StepStatus.SUSPENDED.value
@@ -570,7 +627,9 @@ class RunActor(DispatchedActor):
         if progress is not None and "chosen" in progress:
             self._start_group(index, self._group_steps(index))
             return
-        fns = tuple((cond, step.step.input_schema) for cond, step in node.arms)
+        fns = tuple((cond, step.step.input_schema) for cond, step in node.arms) + tuple(
+            (flow.condition, flow.input_schema) for flow in node.flows if flow.condition is not None
+        )
         self._calls.send(
             [self._calls.conditions(index, node, self._snapshot["carry"], self._outputs, fns)]
         )
@@ -579,13 +638,15 @@ class RunActor(DispatchedActor):
         node = self._plan.nodes[job.index]
         match node:
             case BranchNode():
-                arms = zip(node.arms, results, strict=True)
+                paths = [step.path for _, step in node.arms] + [flow.path for flow in node.flows]
                 self._snapshot["progress"] = {
-                    "chosen": [step.path for (_, step), hold in arms if hold]
+                    "chosen": [path for path, hold in zip(paths, results, strict=True) if hold]
                 }
                 self._start_group(job.index, self._group_steps(job.index))
             case LoopNode():
                 self._loop_decided(job.index, node, results[0])
+            case LoopBackNode():
+                self._loop_back_decided(job.index, node, results[0])
 
     # --- loops -----------------------------------------------------------------------------------
 
@@ -660,26 +721,61 @@ class RunActor(DispatchedActor):
             progress = {"outputs": [None] * len(items), "done": [False] * len(items)}
             snapshot["progress"] = progress
             self._record_step(step_node.path, items)
+        else:
+            record = snapshot["steps"].get(step_node.path)
+            if record is not None and record["status"] == StepStatus.SUSPENDED:
+                record["status"] = StepStatus.RUNNING.value  # resumed
+                record["ended_at"] = None
         self._next_item = 0
         self._items_left = progress["done"].count(False)
         if not self._items_left:
             self._foreach_done(step_node, progress)
             return
-        self._calls.send(self._next_items(index, node))
+        self._items_go_on(index, node)
 
     def _next_items(self, index: int, node: ForeachNode) -> list[Job]:
         step_node = node.step_node
         assert step_node is not None
-        done = (self._snapshot["progress"] or {})["done"]
-        items = self._snapshot["carry"]
+        snapshot = self._snapshot
+        done = (snapshot["progress"] or {})["done"]
+        items = snapshot["carry"]
+        suspended, resume = snapshot["suspended"], snapshot["resume"] or {}
         free = node.concurrency - len(self._calls)
         jobs: list[Job] = []
         while len(jobs) < free and self._next_item < len(done):
             item = self._next_item
             self._next_item += 1
-            if not done[item]:  # done before a crash: not again
-                jobs.append(self._step_job(index, step_node, items[item], item=item))
+            if done[item]:  # done before a crash: not again
+                continue
+            if suspended:
+                key = item_path(step_node.path, item)
+                if key in suspended and key not in resume:
+                    continue  # suspended, and not resumed this time: it waits
+            jobs.append(self._step_job(index, step_node, items[item], item=item))
         return jobs
+
+    def _items_go_on(self, index: int, node: ForeachNode) -> None:
+        """Start the items there is room for; with none running and none to start, suspend."""
+        jobs = self._next_items(index, node)
+        if jobs:
+            self._calls.send(jobs)
+        elif self._calls:
+            self._tell_snapshot(terminal=False)
+        else:
+            # Every item not done is suspended: the run waits for their resumes.
+            step_node = node.step_node
+            assert step_node is not None
+            path = step_node.path
+            record = self._snapshot["steps"][path]
+            record["status"] = StepStatus.SUSPENDED.value
+            record["ended_at"] = time.time()
+            prefix = path + "["
+            record["suspend_payload"] = {
+                key[len(prefix) : -1]: payload
+                for key, payload in self._snapshot["suspended"].items()
+                if key.startswith(prefix)
+            }
+            self._suspend()
 
     def _item_done(self, job: Job, node: ForeachNode, output: Any) -> None:
         step_node = node.step_node
@@ -692,11 +788,16 @@ class RunActor(DispatchedActor):
         if not self._items_left:
             self._foreach_done(step_node, progress)
             return
-        jobs = self._next_items(job.index, node)
-        if jobs:
-            self._calls.send(jobs)
-        else:
-            self._tell_snapshot(terminal=False)
+        self._items_go_on(job.index, node)
+
+    def _item_suspended(self, job: Job, payload: Any) -> None:
+        """An item of a foreach suspended: it waits; the others go on."""
+        assert job.item is not None
+        node = self._plan.nodes[job.index]
+        assert isinstance(node, ForeachNode)
+        key = item_path(job.call.path, job.item)
+        self._snapshot["suspended"] = {**self._snapshot["suspended"], key: payload}
+        self._items_go_on(job.index, node)
 
     def _foreach_done(self, step_node: StepNode, progress: dict[str, Any]) -> None:
         outputs = list(progress["outputs"])
@@ -757,7 +858,22 @@ class RunActor(DispatchedActor):
     def _enter_child(self, index: int, node: EnterNode) -> None:
         snapshot = self._snapshot
         carry = snapshot["carry"]
-        self._record_step(node.path, carry)
+        iteration = snapshot["scopes"].get(node.path + _LOOP, 1) if node.looped else None
+        inside = node.path + "."
+        if any(path.startswith(inside) for path in snapshot["steps"]):
+            # Entered again (a loop's next iteration, a foreach's next item): its steps
+            # run anew, not skipped as done.
+            snapshot["steps"] = {
+                path: record
+                for path, record in snapshot["steps"].items()
+                if not path.startswith(inside)
+            }
+            self._outputs = {
+                path: output
+                for path, output in self._outputs.items()
+                if not path.startswith(inside)
+            }
+        self._record_step(node.path, carry, iterations=iteration)
         schema = node.input_schema
         assert schema is not None
         try:
@@ -799,6 +915,133 @@ class RunActor(DispatchedActor):
         self._outputs = {**self._outputs, node.path: output}
         self._advance(output)
 
+    # --- nested workflows inside constructs -------------------------------------------------
+    #
+    # A nested workflow that is a member of a construct runs in a region of the plan
+    # the run jumps to. What the construct keeps meanwhile (its input, the outputs so
+    # far, a loop's iteration, a foreach's items) is in the snapshot's scopes, under
+    # the construct's path and a suffix, so that a run suspended or recovered inside
+    # a region goes on from its snapshot alone.
+
+    def _start_flows(
+        self, index: int, node: ParallelNode | BranchNode, outputs: dict[str, Any]
+    ) -> None:
+        """The steps of a parallel or branch node are done: run its nested workflows."""
+        snapshot = self._snapshot
+        chosen = (snapshot["progress"] or {}).get("chosen")
+        todo = [
+            number
+            for number, flow in enumerate(node.flows)
+            if isinstance(node, ParallelNode) or (chosen is not None and flow.path in chosen)
+        ]
+        if not todo:
+            snapshot["next_step"] = index + node.end - 1  # on past the regions
+            self._advance(outputs)
+            return
+        stash = {"input": snapshot["carry"], "outputs": outputs, "todo": todo}
+        snapshot["scopes"] = {**snapshot["scopes"], node.path + _FLOWS: stash}
+        self._jump(index + node.flows[todo[0]].offset, stash["input"])
+
+    def _collect(self, index: int, node: CollectNode) -> None:
+        """A nested workflow of a parallel or branch node is done: the next, or the node's end."""
+        snapshot = self._snapshot
+        start = index - node.group
+        group = self._plan.nodes[start]
+        assert isinstance(group, ParallelNode | BranchNode)
+        key = group.path + _FLOWS
+        scopes = dict(snapshot["scopes"])
+        stash = scopes.pop(key)
+        todo = stash["todo"]
+        outputs = {**stash["outputs"], group.flows[todo[0]].id: snapshot["carry"]}
+        todo = todo[1:]
+        if todo:
+            scopes[key] = {"input": stash["input"], "outputs": outputs, "todo": todo}
+            snapshot["scopes"] = scopes
+            self._jump(start + group.flows[todo[0]].offset, stash["input"])
+            return
+        snapshot["scopes"] = scopes
+        snapshot["next_step"] = start + group.end - 1
+        self._advance({member: outputs[member] for member in group.members if member in outputs})
+
+    def _enter_loop_back(self, index: int, node: LoopBackNode) -> None:
+        """A loop's nested workflow has run: ask its condition whether to go round again."""
+        assert node.condition is not None
+        iteration = self._snapshot["scopes"].get(node.path + _LOOP, 1)
+        fns = ((node.condition, node.output_schema),)
+        carry = self._snapshot["carry"]
+        job = self._calls.conditions(index, node, carry, self._outputs, fns, iteration=iteration)
+        self._calls.send([job])
+
+    def _loop_back_decided(self, index: int, node: LoopBackNode, holds: bool) -> None:
+        snapshot = self._snapshot
+        output = snapshot["carry"]
+        key = node.path + _LOOP
+        iteration = snapshot["scopes"].get(key, 1)
+        if holds == node.until:  # dowhile: it no longer holds; dountil: it holds
+            snapshot["scopes"] = {k: v for k, v in snapshot["scopes"].items() if k != key}
+            self._advance(output)
+            return
+        if node.max_iterations is not None and iteration >= node.max_iterations:
+            kind = "dountil" if node.until else "dowhile"
+            error = LoopLimitError(
+                f"{kind} loop over nested workflow {node.path!r} reached its max_iterations "
+                f"({node.max_iterations}) without its condition ending it",
+                run_id=snapshot["run_id"],
+                step_id=node.path,
+            )
+            self._fail_at(node.path, error_dict(error, step_id=node.path, with_traceback=False))
+            return
+        snapshot["scopes"] = {**snapshot["scopes"], key: iteration + 1}
+        self._jump(index - node.body, output)
+
+    def _enter_each(self, index: int, node: EachStartNode) -> None:
+        """A foreach over a nested workflow: keep the list, and send in its first item."""
+        snapshot = self._snapshot
+        items = snapshot["carry"]
+        if not isinstance(items, list):
+            error = StepValidationError(
+                f"foreach over nested workflow {node.path!r} needs a list from the step before "
+                f"it, got {type(items).__name__}",
+                run_id=snapshot["run_id"],
+                step_id=node.path,
+            )
+            self._record_step(node.path, items)
+            self._fail_at(node.path, error_dict(error, step_id=node.path, with_traceback=False))
+            return
+        if not items:
+            record = self._record_step(node.path, items)
+            record["status"] = StepStatus.SUCCESS.value
+            record["output"] = []
+            record["ended_at"] = record["started_at"]
+            self._outputs = {**self._outputs, node.path: []}
+            snapshot["next_step"] = index + node.skip
+            self._advance([])
+            return
+        progress = {"items": items, "outputs": [], "started_at": time.time()}
+        snapshot["scopes"] = {**snapshot["scopes"], node.path + _EACH: progress}
+        self._jump(index + 1, items[0])
+
+    def _each_next(self, index: int, node: EachNextNode) -> None:
+        """A foreach's nested workflow is done with an item: the next one, or the list's end."""
+        snapshot = self._snapshot
+        key = node.path + _EACH
+        scopes = dict(snapshot["scopes"])
+        progress = scopes.pop(key)
+        items = progress["items"]
+        outputs = [*progress["outputs"], snapshot["carry"]]
+        if len(outputs) < len(items):
+            scopes[key] = {**progress, "outputs": outputs}
+            snapshot["scopes"] = scopes
+            self._jump(index - node.body, items[len(outputs)])
+            return
+        snapshot["scopes"] = scopes
+        record = snapshot["steps"][node.path]
+        record["payload"] = items
+        record["output"] = outputs
+        record["started_at"] = progress["started_at"]
+        self._outputs = {**self._outputs, node.path: outputs}
+        self._advance(outputs)
+
     # --- leaving: park, suspend, cancel, finish, halt ------------------------------------
 
     def _park(self, wake_at: float) -> None:
@@ -813,6 +1056,7 @@ class RunActor(DispatchedActor):
 
     def _suspend(self) -> None:
         snapshot = self._snapshot
+        self._mark_children(StepStatus.RUNNING, StepStatus.SUSPENDED)
         snapshot["status"] = RunStatus.SUSPENDED.value
         snapshot["resume"] = None
         snapshot.pop("resumed", None)  # a new suspension: nobody has resumed it yet

@@ -375,7 +375,7 @@ def _step_outcome(
     _check(output, f"step {step.id!r} output", call, str_keys_known=True)
     final_schema = call.final_schema
     result = _final(output, final_schema, call) if final_schema is not None else None
-    state, request_context = _step_after(call, ctx)
+    state, request_context, changes = _step_after(call, ctx)
     return StepFinished(
         step_id=step.id,
         outcome=Outcome.SUCCESS,
@@ -387,6 +387,7 @@ def _step_outcome(
         started_at=started,
         ended_at=time.time(),
         token=call.token,
+        state_changes=changes,
     )
 
 
@@ -428,9 +429,10 @@ def _failure(
     call: StepActorMessage, exc: BaseException, started: float, ctx: StepContext[Any] | None
 ) -> StepFinished:
     state, request_context = call.state, call.request_context
+    changes: dict[str, Any] | None = {}  # a failed call changes nothing
     if isinstance(exc, SuspendRequest | BailOut) and ctx is not None:
         try:
-            state, request_context = _after(call, ctx)
+            state, request_context, changes = _after(call, ctx)
         except BaseException as late:
             exc = late
     if isinstance(exc, SuspendRequest):
@@ -452,21 +454,29 @@ def _failure(
         ended_at=time.time(),
         retryable=not isinstance(exc, NonRetryableError),
         token=call.token,
+        state_changes=changes,
     )
 
 
-def _after(call: StepActorMessage, ctx: StepContext[Any]) -> tuple[Any, dict[str, Any]]:
-    """The state and request context the code leaves behind: only a step body changes them."""
+def _after(
+    call: StepActorMessage, ctx: StepContext[Any]
+) -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
+    """The state, request context and state changes the code leaves behind.
+
+    Only a step body changes them.
+    """
     if isinstance(call, CallStep):
         return _step_after(call, ctx)
-    return call.state, call.request_context
+    return call.state, call.request_context, {}
 
 
-def _step_after(call: CallStep, ctx: StepContext[Any]) -> tuple[Any, dict[str, Any]]:
-    """The state and request context a step leaves behind (checked to be storable)."""
+def _step_after(
+    call: CallStep, ctx: StepContext[Any]
+) -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
+    """The state, request context (checked to be storable) and state changes a step leaves."""
     request_context = ctx.request_context.to_dict()
     _check(request_context, "request_context", call)
-    return ctx.raw_state, request_context
+    return ctx.raw_state, request_context, ctx.state_changes
 
 
 def _report(call: StepActorMessage, span: Span | None, finished: StepFinished) -> None:

@@ -8,13 +8,18 @@ process that ran the workflow and in one that only reads it.
 from __future__ import annotations
 
 import traceback
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = [
+    "ATTRIBUTES_BYTES",
+    "ATTRIBUTE_BYTES",
+    "MAX_ATTRIBUTES",
+    "MAX_CAUSES",
     "OPEN_STEP_STATUSES",
     "PARKED_STATUSES",
     "SETTLED_STATUSES",
@@ -86,6 +91,22 @@ _TRACEBACK_FRAMES = 20
 _TRACEBACK_CHARS = 8000
 
 
+ATTRIBUTE_BYTES: Final = 4096
+"""The most bytes (as msgpack would take, roughly) one exception attribute may take in
+:attr:`ErrorInfo.attributes`; a larger one is dropped with a note."""
+
+ATTRIBUTES_BYTES: Final = 16384
+"""The most bytes all of an exception's kept attributes may take together."""
+
+MAX_ATTRIBUTES: Final = 32
+"""The most attributes kept from one exception."""
+
+MAX_CAUSES: Final = 8
+"""How many links of an exception's ``__cause__``/``__context__`` chain are kept."""
+
+_ATTRIBUTE_DEPTH: Final = 16
+
+
 class ErrorInfo(BaseModel):
     """What went wrong, as recorded on a failed run or step.
 
@@ -93,8 +114,25 @@ class ErrorInfo(BaseModel):
         name: The exception's class name, such as ``"ValueError"``.
         message: ``str()`` of the exception.
         details: Context: the failing ``step_id``, the exception's qualified
-            ``type``, a ``traceback`` where there is one, and pydantic's
-            ``errors`` for validation failures.
+            ``type``, a ``traceback`` where there is one, pydantic's
+            ``errors`` for validation failures, and ``dropped_attributes``
+            (attribute name to the reason) for attributes left out of
+            ``attributes``.
+        attributes: The exception's public, plain-data attributes: each
+            entry of ``vars(exc)`` whose name does not start with ``_`` and
+            whose value is ``None``, a ``bool``, an ``int`` (64-bit), a
+            ``float``, a ``str``, ``bytes``, or a list, tuple or mapping (with
+            ``str`` keys) of those, nested at most 16 deep, taking at most
+            4 KiB; at most 32 of them and 16 KiB in all. So an HTTP error's
+            ``status_code``, ``retryable`` flag and headers dict survive the
+            snapshot. Tuples become lists and mappings dicts (as a stored
+            snapshot reads back); ``str``/``int`` subclasses such as enums
+            become plain ``str``/``int``. Anything else is dropped and named
+            in ``details["dropped_attributes"]``: it never fails the snapshot.
+        cause: The exception's ``__cause__`` (``raise ... from``), or else its
+            ``__context__`` unless suppressed, described the same way
+            (without a traceback: the run's ``details["traceback"]`` shows the
+            whole chain); up to 8 links.
     """
 
     model_config = _FROZEN
@@ -102,43 +140,168 @@ class ErrorInfo(BaseModel):
     name: str
     message: str
     details: dict[str, Any] = Field(default_factory=dict)
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    cause: ErrorInfo | None = None
 
     @classmethod
     def from_exception(
         cls, exc: BaseException, *, with_traceback: bool = True, **context: Any
     ) -> ErrorInfo:
-        """Describe an exception: its class name, message, type and traceback.
+        """Describe an exception: its class name, message, type, attributes, causes, traceback.
 
         Args:
             exc: The exception.
             with_traceback: Whether to record the formatted traceback.
             **context: Extra details, such as ``step_id``.
         """
-        # Nothing here may raise: this runs in the handlers that turn a user's
-        # exception into a failed run, and an exception whose __str__ (or
-        # traceback rendering, or `errors` attribute) fails must still fail
-        # its run rather than leave it running.
-        exc_type = type(exc)
-        details: dict[str, Any] = {"type": f"{exc_type.__module__}.{exc_type.__qualname__}"}
-        details.update((key, value) for key, value in context.items() if value is not None)
+        return _describe(exc, with_traceback, context, {id(exc)}, MAX_CAUSES)
+
+
+def _describe(
+    exc: BaseException,
+    with_traceback: bool,
+    context: dict[str, Any],
+    seen: set[int],
+    causes_left: int,
+) -> ErrorInfo:
+    # Nothing here may raise: this runs in the handlers that turn a user's
+    # exception into a failed run, and an exception whose __str__ (or
+    # traceback rendering, or `errors` attribute, or attributes) fails must
+    # still fail its run rather than leave it running.
+    exc_type = type(exc)
+    details: dict[str, Any] = {"type": f"{exc_type.__module__}.{exc_type.__qualname__}"}
+    details.update((key, value) for key, value in context.items() if value is not None)
+    try:
+        message = str(exc) or exc_type.__name__
+    except Exception:
+        message = f"<{exc_type.__name__}: str() of the exception failed>"
+    try:
+        errors = _errors_of(exc)
+    except Exception:
+        errors = None
+    if errors is not None:
+        details["errors"] = errors
+    dropped: dict[str, str] = {}
+    try:
+        attributes = _attributes_of(exc, dropped)
+    except Exception as failure:
+        attributes = {}
+        dropped["*"] = f"reading the attributes failed: {type(failure).__name__}"
+    if dropped:
+        details["dropped_attributes"] = dropped
+    if with_traceback and exc.__traceback__ is not None:
         try:
-            message = str(exc) or exc_type.__name__
+            text = "".join(traceback.format_exception(exc, limit=_TRACEBACK_FRAMES))
         except Exception:
-            message = f"<{exc_type.__name__}: str() of the exception failed>"
-        try:
-            errors = _errors_of(exc)
-        except Exception:
-            errors = None
-        if errors is not None:
-            details["errors"] = errors
-        if with_traceback and exc.__traceback__ is not None:
+            text = ""
+        if text:
+            details["traceback"] = text[-_TRACEBACK_CHARS:]
+    cause = None
+    link = _cause_of(exc)
+    if link is not None and causes_left > 0 and id(link) not in seen:
+        seen.add(id(link))
+        cause = _describe(link, False, {}, seen, causes_left - 1)
+    return ErrorInfo.model_construct(
+        name=exc_type.__name__,
+        message=message,
+        details=details,
+        attributes=attributes,
+        cause=cause,
+    )
+
+
+def _cause_of(exc: BaseException) -> BaseException | None:
+    """The exception ``exc`` was raised from, or while handling (unless that is suppressed)."""
+    cause = exc.__cause__
+    if cause is None and not exc.__suppress_context__:
+        cause = exc.__context__
+    return cause
+
+
+def _attributes_of(exc: BaseException, dropped: dict[str, str]) -> dict[str, Any]:
+    """The public attributes of ``exc`` that are plain data, within the bounds; notes the rest."""
+    try:
+        names = vars(exc)
+    except TypeError:  # __slots__ only: nothing to read
+        return {}
+    kept: dict[str, Any] = {}
+    total = 0
+    for name, value in list(names.items()):
+        if not isinstance(name, str) or name.startswith("_"):
+            continue
+        if len(kept) >= MAX_ATTRIBUTES:
+            dropped[name] = f"more than {MAX_ATTRIBUTES} attributes"
+            continue
+        budget = min(ATTRIBUTE_BYTES, ATTRIBUTES_BYTES - total)
+        plain, size, problem = _plain_copy(value, budget)
+        if problem is not None:
+            dropped[name] = problem
+            continue
+        kept[name] = plain
+        total += size
+    return kept
+
+
+def _plain_copy(value: Any, budget: int) -> tuple[Any, int, str | None]:
+    """A copy of ``value`` as plain data, its rough encoded size, or why it cannot be kept.
+
+    Recursion is bounded by ``_ATTRIBUTE_DEPTH``; the size counts as msgpack
+    would, give or take a few bytes a value.
+    """
+    used = 0
+
+    def copy(item: Any, depth: int) -> Any:
+        nonlocal used
+        used += 1
+        if used > budget:
+            raise _Refused(f"larger than {budget} bytes")
+        if item is None or isinstance(item, bool):
+            return item
+        if isinstance(item, int):
+            if not -(2**63) <= item < 2**64:
+                raise _Refused("an int out of 64-bit range")
+            used += 8
+            return int(item)
+        if isinstance(item, float):
+            used += 8
+            return float(item)
+        if isinstance(item, str):
+            text = str.__str__(item)
             try:
-                text = "".join(traceback.format_exception(exc, limit=_TRACEBACK_FRAMES))
-            except Exception:
-                text = ""
-            if text:
-                details["traceback"] = text[-_TRACEBACK_CHARS:]
-        return cls.model_construct(name=exc_type.__name__, message=message, details=details)
+                used += len(text.encode("utf-8"))
+            except UnicodeEncodeError:
+                raise _Refused("a str that is not valid UTF-8") from None
+            if used > budget:
+                raise _Refused(f"larger than {budget} bytes")
+            return text
+        if isinstance(item, bytes):
+            used += len(item)
+            if used > budget:
+                raise _Refused(f"larger than {budget} bytes")
+            return bytes(item)
+        if depth >= _ATTRIBUTE_DEPTH:
+            raise _Refused(f"nested deeper than {_ATTRIBUTE_DEPTH} levels")
+        if isinstance(item, list | tuple):
+            return [copy(element, depth + 1) for element in item]
+        if isinstance(item, Mapping):
+            result: dict[str, Any] = {}
+            for key, element in item.items():
+                if not isinstance(key, str):
+                    raise _Refused(f"a mapping with a {type(key).__name__} key")
+                result[copy(key, depth + 1)] = copy(element, depth + 1)
+            return result
+        raise _Refused(f"a {type(item).__qualname__}, which is not plain data")
+
+    try:
+        return copy(value, 0), used, None
+    except _Refused as refused:
+        return None, 0, f"{refused}"
+    except Exception as failure:  # a mapping whose items() fails, and the like
+        return None, 0, f"reading it failed: {type(failure).__name__}"
+
+
+class _Refused(Exception):
+    """Why an attribute value cannot be kept in an :class:`ErrorInfo`."""
 
 
 def _errors_of(exc: BaseException) -> list[dict[str, Any]] | None:
@@ -174,7 +337,9 @@ class StepResult(BaseModel):
             1, plus one for each retry.
         iterations: For a step in a ``dowhile``/``dountil`` loop, how many
             times the loop has run it; ``None`` elsewhere.
-        suspend_payload: What the step passed to ``ctx.suspend()``, once it has.
+        suspend_payload: What the step passed to ``ctx.suspend()``, once it has
+            (for a ``foreach`` step whose items suspended: each suspended
+            item's payload by its index, as a string).
         resume_payload: The ``resume_data`` the step was resumed with, once it has been.
         started_at: When the step started (UTC).
         ended_at: When the step ended (UTC), once it has.
@@ -208,7 +373,8 @@ class WorkflowResult(BaseModel):
             started. A step of a nested workflow appears as
             ``"child_id.step_id"``, beside ``"child_id"`` for the whole child.
         suspended: For a ``suspended`` run, the suspended step paths and the
-            payload each passed to ``ctx.suspend()``; empty otherwise.
+            payload each passed to ``ctx.suspend()``; a suspended item of a
+            ``foreach`` step is ``"path[index]"``. Empty otherwise.
         waiting_until: For a ``waiting`` run, when its sleep ends (UTC).
         state: The workflow state; only when the run was started with
             ``OutputOptions(include_state=True)``, else ``None``.

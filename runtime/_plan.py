@@ -7,6 +7,15 @@ nodes are spliced in between with their paths prefixed by the child's id. A
 run's place is therefore one index, whatever the nesting, and a snapshot
 resumes from it.
 
+A nested workflow may also stand where a step stands inside a construct: a
+member of ``parallel``, an arm of ``branch``, the body of a loop or of a
+``foreach``. Its nodes are spliced in the same way, as a region the run jumps
+to and back from (see :class:`Flow`, :class:`CollectNode`,
+:class:`LoopBackNode`, :class:`EachStartNode` and :class:`EachNextNode`), so
+the run still has one place at a time; every jump is an offset relative to the
+node that makes it, so a region moves with its workflow when that is nested
+in turn.
+
 A plan is immutable, so the actors share it across threads without copying.
 """
 
@@ -28,10 +37,16 @@ from runtime._step import Step
 __all__ = [
     "MAX_SLEEP",
     "BranchNode",
+    "CollectNode",
+    "ConstructSpec",
+    "EachNextNode",
+    "EachStartNode",
     "EnterNode",
     "ExecutionPlan",
     "ExitNode",
+    "Flow",
     "ForeachNode",
+    "LoopBackNode",
     "LoopNode",
     "MapNode",
     "Node",
@@ -42,6 +57,8 @@ __all__ = [
     "StepNode",
     "compile_plan",
     "is_async_callable",
+    "item_path",
+    "split_item_path",
 ]
 
 Hook = Callable[[Any], Any]
@@ -55,6 +72,21 @@ def is_async_callable(fn: Any) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
     )
+
+
+def item_path(path: str, item: int) -> str:
+    """How a foreach step's item is named where it is suspended: ``"step[3]"``."""
+    return f"{path}[{item}]"
+
+
+def split_item_path(name: str) -> tuple[str, int | None]:
+    """The step path and item index of a name such as ``"step[3]"``; ``(name, None)`` else."""
+    if name.endswith("]"):
+        start = name.rfind("[")
+        digits = name[start + 1 : -1]
+        if start > 0 and digits.isdigit() and digits.isascii():
+            return name[:start], int(digits)
+    return name, None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,18 +155,120 @@ class StepNode(Node):
     timeout: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """A nested workflow that is a member of a parallel or branch node.
+
+    Attributes:
+        id: The nested workflow's id: its key in the node's output.
+        path: Its path in results (the path of its :class:`EnterNode`).
+        offset: From the parallel or branch node to the region of the plan
+            that runs it (its ``EnterNode``), which ends with a :class:`CollectNode`.
+        condition: A branch arm's condition (``None`` in parallel).
+        input_schema: The nested workflow's input model (what a condition reads).
+    """
+
+    id: str
+    path: str
+    offset: int
+    condition: Callable[[Any], Any] | None = None
+    input_schema: type[BaseModel] | None = None
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class ParallelNode(Node):
-    """Steps that run at once on the same input; the output maps step id to output."""
+    """Steps that run at once on the same input; the output maps step id to output.
+
+    Nested workflows among the members (``flows``) run after the steps, one
+    after another, each on the same input, in the regions that follow the node.
+    ``members`` are every member's id in order, the order of the output's keys;
+    ``end`` is the offset of the node after the last region (1 without flows).
+    """
 
     steps: tuple[StepNode, ...] = ()
+    flows: tuple[Flow, ...] = ()
+    members: tuple[str, ...] = ()
+    end: int = 1
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class BranchNode(Node):
-    """Steps that run at once where their condition holds; the output maps step id to output."""
+    """Steps that run at once where their condition holds; the output maps step id to output.
+
+    Nested workflows among the arms are ``flows``, as in :class:`ParallelNode`.
+    """
 
     arms: tuple[tuple[Callable[[Any], Any], StepNode], ...] = ()
+    flows: tuple[Flow, ...] = ()
+    members: tuple[str, ...] = ()
+    end: int = 1
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CollectNode(Node):
+    """The end of a nested workflow's region in a parallel or branch node.
+
+    It keeps the nested workflow's output for the node's, then goes to the
+    next region, or on past the node. ``group`` is the offset back to the node.
+    """
+
+    group: int = 0
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class LoopBackNode(Node):
+    """The end of a loop over a nested workflow: its condition decides whether to go round.
+
+    ``body`` is the offset back to the nested workflow's :class:`EnterNode`.
+    """
+
+    condition: Callable[[Any], Any] | None = None
+    until: bool = False
+    max_iterations: int | None = None
+    body: int = 0
+    output_schema: type[BaseModel] | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class EachStartNode(Node):
+    """The start of a foreach over a nested workflow: the list is kept, the first item goes in.
+
+    ``skip`` is the offset to the :class:`EachNextNode` after the region.
+    """
+
+    skip: int = 0
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class EachNextNode(Node):
+    """The end of a foreach's nested workflow: the next item goes round, or the list is done.
+
+    ``body`` is the offset back to the nested workflow's :class:`EnterNode`.
+    """
+
+    body: int = 0
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ConstructSpec(Node):
+    """A construct with a nested workflow among its members, as the builder records it.
+
+    :func:`compile_plan` turns it into nodes and regions; no plan holds one.
+
+    Attributes:
+        kind: ``"parallel"``, ``"branch"``, ``"loop"`` or ``"foreach"``.
+        members: ``(condition, member)`` pairs, a member being a step or a
+            nested workflow's plan (the condition is ``None`` but in a branch).
+        condition: A loop's condition.
+        until: Whether the loop is a ``dountil``.
+        max_iterations: A loop's limit.
+    """
+
+    kind: str = ""
+    members: tuple[tuple[Callable[[Any], Any] | None, StepNode | ExecutionPlan], ...] = ()
+    condition: Callable[[Any], Any] | None = None
+    until: bool = False
+    max_iterations: int | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -172,10 +306,14 @@ class SleepNode(Node):
 
 @dataclass(frozen=True, slots=True, eq=False)
 class EnterNode(Node):
-    """The start of a nested workflow: its input is validated and recorded at ``path``."""
+    """The start of a nested workflow: its input is validated and recorded at ``path``.
+
+    ``looped`` marks the body of a loop, whose record counts its iterations.
+    """
 
     child_id: str = ""
     input_schema: type[BaseModel] | None = None
+    looped: bool = False
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -237,10 +375,12 @@ def _prefixed(node: Node, prefix: str, child: Scope) -> Node:
         return replace(node, path=path, scope=scope)
     if isinstance(node, ParallelNode):
         steps = tuple(_prefixed(s, prefix, child) for s in node.steps)
-        return replace(node, path=path, scope=scope, steps=steps)  # type: ignore[arg-type]
+        flows = tuple(replace(flow, path=prefix + flow.path) for flow in node.flows)
+        return replace(node, path=path, scope=scope, steps=steps, flows=flows)  # type: ignore[arg-type]
     if isinstance(node, BranchNode):
         arms = tuple((cond, _prefixed(s, prefix, child)) for cond, s in node.arms)
-        return replace(node, path=path, scope=scope, arms=arms)  # type: ignore[arg-type]
+        flows = tuple(replace(flow, path=prefix + flow.path) for flow in node.flows)
+        return replace(node, path=path, scope=scope, arms=arms, flows=flows)  # type: ignore[arg-type]
     if isinstance(node, LoopNode | ForeachNode):
         assert node.step_node is not None
         inner = _prefixed(node.step_node, prefix, child)
@@ -297,26 +437,15 @@ def compile_plan(
     flat: list[Node] = []
     for item in nodes:
         if isinstance(item, ExecutionPlan):
-            prefix = item.workflow_id + "."
-            child = Scope(prefix, item.workflow_id, item.input_schema)
-            flat.append(
-                EnterNode(
-                    path=item.workflow_id,
-                    scope=top,
-                    child_id=item.workflow_id,
-                    input_schema=item.input_schema,
-                )
-            )
-            flat.extend(_prefixed(node, prefix, child) for node in item.nodes)
-            flat.append(
-                ExitNode(path=item.workflow_id, scope=top, output_schema=item.output_schema)
-            )
+            flat.extend(_region(item, top))
+        elif isinstance(item, ConstructSpec):
+            flat.extend(_construct(item, top, retry))
         else:
             flat.append(_resolved(item, retry))
     by_id: dict[str, Step[Any, Any]] = {}
     paths: set[str] = set()
     for node in flat:
-        if isinstance(node, ExitNode):
+        if isinstance(node, _MARKERS):
             continue
         owned = [step.path for step in leaf_steps(node)] or [node.path]
         for path in owned:
@@ -328,6 +457,8 @@ def compile_plan(
             paths.add(path)
         for step_node in leaf_steps(node):
             by_id[step_node.path] = step_node.step
+            if node.scope.prefix == "":
+                _check_state_view(workflow_id, step_node.step, state_schema)
     return ExecutionPlan(
         workflow_id=workflow_id,
         input_schema=input_schema,
@@ -340,6 +471,108 @@ def compile_plan(
         on_error=on_error,
         retry=retry,
     )
+
+
+def _check_state_view(
+    workflow_id: str, step: Step[Any, Any], state_schema: type[BaseModel] | None
+) -> None:
+    """A step's own state schema must name only keys of its workflow's state schema."""
+    own = step.state_schema
+    if own is None or state_schema is None:
+        return
+    unknown = sorted(set(own.model_fields) - set(state_schema.model_fields))
+    if unknown:
+        raise WorkflowDefinitionError(
+            f"workflow {workflow_id!r}: step {step.id!r} has a state_schema with keys "
+            f"{unknown} that the workflow's state_schema {state_schema.__name__} lacks; a "
+            "step's state schema covers part of the workflow's state"
+        )
+
+
+_MARKERS: Final = (ExitNode, CollectNode, LoopBackNode, EachStartNode, EachNextNode)
+"""Nodes that share the path of the nested workflow they close or open: no path of their own."""
+
+
+def _region(plan: ExecutionPlan, top: Scope, *, looped: bool = False) -> list[Node]:
+    """A nested workflow's nodes as they sit in its parent: entry, its nodes prefixed, exit."""
+    prefix = plan.workflow_id + "."
+    child = Scope(prefix, plan.workflow_id, plan.input_schema)
+    return [
+        EnterNode(
+            path=plan.workflow_id,
+            scope=top,
+            child_id=plan.workflow_id,
+            input_schema=plan.input_schema,
+            looped=looped,
+        ),
+        *(_prefixed(node, prefix, child) for node in plan.nodes),
+        ExitNode(path=plan.workflow_id, scope=top, output_schema=plan.output_schema),
+    ]
+
+
+def _construct(spec: ConstructSpec, top: Scope, retry: RetryPolicy) -> list[Node]:
+    """The nodes of a construct with nested workflows among its members."""
+    if spec.kind in ("loop", "foreach"):
+        body = spec.members[0][1]
+        assert isinstance(body, ExecutionPlan)
+        region = _region(body, top, looped=spec.kind == "loop")
+        path = body.workflow_id
+        if spec.kind == "foreach":
+            return [
+                EachStartNode(path=path, scope=top, skip=len(region) + 1),
+                *region,
+                EachNextNode(path=path, scope=top, body=len(region)),
+            ]
+        return [
+            *region,
+            LoopBackNode(
+                path=path,
+                scope=top,
+                condition=spec.condition,
+                until=spec.until,
+                max_iterations=spec.max_iterations,
+                body=len(region),
+                output_schema=body.output_schema,
+            ),
+        ]
+    steps: list[tuple[Callable[[Any], Any] | None, StepNode]] = []
+    flows: list[Flow] = []
+    regions: list[Node] = []
+    members: list[str] = []
+    for condition, member in spec.members:
+        if isinstance(member, ExecutionPlan):
+            offset = 1 + len(regions)
+            region = _region(member, top)
+            flows.append(
+                Flow(
+                    id=member.workflow_id,
+                    path=member.workflow_id,
+                    offset=offset,
+                    condition=condition,
+                    input_schema=member.input_schema,
+                )
+            )
+            regions.extend(region)
+            regions.append(
+                CollectNode(path=member.workflow_id, scope=top, group=offset + len(region))
+            )
+            members.append(member.workflow_id)
+        else:
+            steps.append((condition, member))
+            members.append(member.step.id)
+    group: Node
+    if spec.kind == "branch":
+        arms = tuple((condition, step) for condition, step in steps if condition is not None)
+        group = BranchNode(path=spec.path, scope=top, arms=arms)
+    else:
+        group = ParallelNode(path=spec.path, scope=top, steps=tuple(step for _, step in steps))
+    group = replace(  # type: ignore[call-arg]
+        _resolved(group, retry),
+        flows=tuple(flows),
+        members=tuple(members),
+        end=1 + len(regions),
+    )
+    return [group, *regions]
 
 
 def _resolved(node: Node, retry: RetryPolicy) -> Node:

@@ -33,6 +33,7 @@ from runtime._model import (
     WorkflowResult,
 )
 from runtime._options import OutputOptions, TracingOptions
+from runtime._plan import split_item_path
 from runtime._request_context import RequestContext
 from runtime._run_input import first_record, pending_snapshot, validated_resume_data
 from runtime._snapshot import (
@@ -327,6 +328,7 @@ class Run(Generic[In, Out]):
         step: Step[Any, Any] | str | None = None,
         resume_data: BaseModel | Mapping[str, Any] | None = None,
         timeout: float | None = None,
+        for_each_index: int | None = None,
     ) -> WorkflowResult:
         """Resume a suspended run and block until it ends or suspends again.
 
@@ -336,11 +338,12 @@ class Run(Generic[In, Out]):
             step: As :meth:`resume_async`.
             resume_data: As :meth:`resume_async`.
             timeout: Seconds to wait; ``None`` waits as long as it takes.
+            for_each_index: As :meth:`resume_async`.
 
         Raises:
             RunTimeoutError: if ``timeout`` passed first (the run goes on).
         """
-        self.resume_async(step=step, resume_data=resume_data)
+        self.resume_async(step=step, resume_data=resume_data, for_each_index=for_each_index)
         return self.wait(timeout)
 
     def resume_async(
@@ -348,6 +351,7 @@ class Run(Generic[In, Out]):
         *,
         step: Step[Any, Any] | str | None = None,
         resume_data: BaseModel | Mapping[str, Any] | None = None,
+        for_each_index: int | None = None,
     ) -> StartAsyncResult:
         """Resume a suspended run in the background and return at once.
 
@@ -370,6 +374,10 @@ class Run(Generic[In, Out]):
                 step is suspended.
             resume_data: Handed to the step as ``ctx.resume_data``, validated
                 by its ``resume_schema``.
+            for_each_index: For a step of a ``foreach`` whose items suspended,
+                the index of the item to resume (suspended items are listed in
+                the result's ``suspended`` as ``"step[3]"``, which ``step`` may
+                also name). The foreach goes on once every item is done.
 
         Returns:
             ``StartAsyncResult(run_id=...)``.
@@ -392,8 +400,9 @@ class Run(Generic[In, Out]):
         snapshot = decode(record.data, record.run_id)
         if snapshot["status"] != RunStatus.SUSPENDED:
             raise _not_resumable(snapshot)
-        path = _resume_target(snapshot, step, self.run_id)
-        definition = self._plan.by_id[path]
+        path = _resume_target(snapshot, step, self.run_id, for_each_index)
+        by_id = self._plan.by_id
+        definition = by_id[path] if path in by_id else by_id[split_item_path(path)[0]]
         data = validated_resume_data(definition, resume_data, path, self.run_id)
         snapshot["status"] = RunStatus.RUNNING.value
         snapshot["resume"] = {path: data}
@@ -410,13 +419,16 @@ class Run(Generic[In, Out]):
         *,
         step: Step[Any, Any] | str | None = None,
         resume_data: BaseModel | Mapping[str, Any] | None = None,
+        for_each_index: int | None = None,
     ) -> StartAsyncResult:
         """Await :meth:`resume_async` without blocking the event loop.
 
         Same arguments, result and errors; the compare-and-set and its commit
         run on one of the runtime's call threads.
         """
-        return await self._host.call(self.resume_async, step=step, resume_data=resume_data)
+        return await self._host.call(
+            self.resume_async, step=step, resume_data=resume_data, for_each_index=for_each_index
+        )
 
     async def aresume(
         self,
@@ -424,12 +436,13 @@ class Run(Generic[In, Out]):
         step: Step[Any, Any] | str | None = None,
         resume_data: BaseModel | Mapping[str, Any] | None = None,
         timeout: float | None = None,
+        for_each_index: int | None = None,
     ) -> WorkflowResult:
         """Await :meth:`resume` without blocking the event loop: resume, then await the end.
 
         Same arguments, result and errors as :meth:`resume`.
         """
-        await self.aresume_async(step=step, resume_data=resume_data)
+        await self.aresume_async(step=step, resume_data=resume_data, for_each_index=for_each_index)
         return await self.wait_async(timeout)
 
     def _resume_lost(self) -> WorkflowError:
@@ -740,38 +753,67 @@ def _unsubscribe(host: RunHost, run_id: str, channel: Channel[RunEvent]) -> None
     host.unsubscribe(run_id, channel)
 
 
-def _resume_target(snapshot: Snapshot, step: Any, run_id: str) -> str:
-    """The path of the suspended step a resume names (or the only one)."""
+def _resume_target(
+    snapshot: Snapshot, step: Any, run_id: str, for_each_index: int | None = None
+) -> str:
+    """The name of the suspended step (or foreach item) a resume names, or the only one.
+
+    A name is the suspended path itself; else a step id that ends a path; else
+    a nested workflow's id, naming the steps suspended inside it. A foreach's
+    suspended items are ``"path[index]"``, which ``for_each_index`` picks.
+    """
+    if for_each_index is not None and (
+        isinstance(for_each_index, bool) or not isinstance(for_each_index, int)
+    ):
+        raise TypeError(f"for_each_index must be an int, got {type(for_each_index).__name__}")
+    if for_each_index is not None and for_each_index < 0:
+        raise ValueError(f"for_each_index must be 0 or more, got {for_each_index}")
     suspended = list(snapshot["suspended"])
+    named = [(key, *split_item_path(key)) for key in suspended]
+    if for_each_index is not None:
+        named = [entry for entry in named if entry[2] == for_each_index]
     if step is None:
-        if len(suspended) == 1:
-            return suspended[0]
-        raise ResumeTargetError(
-            f"run {run_id!r} has {len(suspended)} suspended steps {suspended}: name the one "
-            "to resume with step=",
-            suspended=suspended,
-            run_id=run_id,
-        )
+        if len(named) == 1:
+            return named[0][0]
+        if for_each_index is None:
+            message = (
+                f"run {run_id!r} has {len(suspended)} suspended steps {suspended}: name the one "
+                "to resume with step="
+            )
+        else:
+            message = (
+                f"run {run_id!r}: {len(named)} suspended items have the index {for_each_index} "
+                f"(suspended: {suspended}); name the step with step="
+            )
+        raise ResumeTargetError(message, suspended=suspended, run_id=run_id)
     if isinstance(step, Step):
         name = step.id
     elif isinstance(step, str):
         name = step
     else:
         raise TypeError(f"step must be a Step or a str, got {type(step).__name__}")
-    if name in suspended:
-        return name
-    matches = [path for path in suspended if path.endswith("." + name)]
+    matches = [key for key, _, _ in named if key == name]
+    if not matches:
+        matches = [key for key, base, _ in named if base == name]
+    if not matches:
+        matches = [key for key, base, _ in named if base.endswith("." + name)]
+    if not matches:  # a nested workflow: the suspended steps inside it
+        inside = "." + name + "."
+        matches = [key for key, base, _ in named if inside in "." + base]
     if len(matches) == 1:
         return matches[0]
     if matches:
+        items = any(split_item_path(match)[1] is not None for match in matches)
         raise ResumeTargetError(
-            f"run {run_id!r}: {name!r} names several suspended steps {matches}; use a full path",
+            f"run {run_id!r}: {name!r} names several suspended steps {matches}; use a full "
+            f"path{' or for_each_index=' if items else ''}",
             suspended=suspended,
             run_id=run_id,
             step_id=name,
         )
+    where = "" if for_each_index is None else f" at item {for_each_index}"
     raise ResumeTargetError(
-        f"run {run_id!r}: step {name!r} is not suspended (suspended: {suspended})",
+        f"run {run_id!r}: step {name!r} is not suspended{where} (suspended: {suspended})",
         suspended=suspended,
         run_id=run_id,
         step_id=name,

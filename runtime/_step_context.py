@@ -67,6 +67,7 @@ class StepContext(Generic[In]):
 
     __slots__ = (
         "_bail_schema",
+        "_changes",
         "_definitions",
         "_init_data",
         "_log_fields",
@@ -126,6 +127,7 @@ class StepContext(Generic[In]):
         self.abort_signal = abort_signal if abort_signal is not None else AbortSignal()
         self.iteration_count = iteration_count
         self._state = state
+        self._changes: dict[str, Any] | None = {}
         self._workflow_state_schema = workflow_state_schema
         self._init_data = init_data
         self._workflow_input_schema = workflow_input_schema
@@ -174,24 +176,46 @@ class StepContext(Generic[In]):
             )
 
     def set_state(self, value: Any) -> None:
-        """Replace the workflow state; later steps read the new value.
+        """Update the workflow state; later steps read the new value.
+
+        A step without a ``state_schema`` of its own replaces the whole state.
+        A step with one updates only that schema's keys: ``value`` is validated
+        against the step's schema and merged into the state the step sees,
+        and the merge is validated against the workflow's ``state_schema``;
+        the run merges the same keys into its state when the step ends, so
+        steps that run at once and update different keys all keep theirs.
 
         Args:
-            value: A model or a mapping, validated against the workflow's
-                ``state_schema`` when it has one.
+            value: A model or a mapping, validated against the step's
+                ``state_schema`` (if it has one) and the workflow's (if it has one).
 
         Raises:
-            StepValidationError: if the value fails the workflow's state schema.
+            StepValidationError: if the value fails the step's or the workflow's
+                state schema.
             SnapshotEncodingError: if the value cannot be stored in a snapshot.
             WorkflowError: in a condition or a ``map`` function, which only read.
         """
         self._refuse("set_state()")
+        own = self.step.state_schema if self.step is not None else None
+        part: dict[str, Any] | None = None
+        if own is not None:
+            part = validate_for_step(
+                own,
+                value,
+                f"step {self.step_id!r}: the set_state() value",
+                "its state schema",
+                run_id=self.run_id,
+                step_id=self.step_id,
+            ).model_dump(mode="json")
+            base = self._state if isinstance(self._state, Mapping) else {}
+            value = {**base, **part}
         schema = self._workflow_state_schema
         if schema is not None:
             model = validate_for_step(
                 schema,
                 value,
-                f"step {self.step_id!r}: the set_state() value",
+                f"step {self.step_id!r}: the set_state() value"
+                + (" merged into the state" if part is not None else ""),
                 "the workflow's state schema",
                 run_id=self.run_id,
                 step_id=self.step_id,
@@ -204,6 +228,20 @@ class StepContext(Generic[In]):
             check_encodable(new_state, "state")
             new_state = copy_plain(new_state)  # later changes to the caller's value stay out
         self._state = new_state
+        if part is None:
+            self._changes = None  # the whole state is replaced
+        elif self._changes is not None:
+            self._changes.update((key, new_state[key]) for key in part if key in new_state)
+
+    @property
+    def state_changes(self) -> dict[str, Any] | None:
+        """What the step changed in the state, for the runtime to merge into the run's.
+
+        ``{}`` when it changed nothing, the keys it updated (with its own
+        ``state_schema``), or ``None`` when it replaced the whole state
+        (:attr:`raw_state`).
+        """
+        return self._changes
 
     def suspend(self, payload: Any = None) -> NoReturn:
         """Suspend the run at this step; it waits, holding no thread, for ``run.resume()``.

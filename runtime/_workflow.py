@@ -21,6 +21,7 @@ from runtime._options import RetryConfig
 from runtime._plan import (
     MAX_SLEEP,
     BranchNode,
+    ConstructSpec,
     ExecutionPlan,
     ForeachNode,
     LoopNode,
@@ -118,7 +119,11 @@ class Workflow(Generic[In, Out]):
             step_node.step
             for node in self._nodes
             if isinstance(node, Node)
-            for step_node in leaf_steps(node)
+            for step_node in (
+                tuple(m for _, m in node.members if isinstance(m, StepNode))
+                if isinstance(node, ConstructSpec)
+                else leaf_steps(node)
+            )
         )
 
     @property
@@ -159,13 +164,28 @@ class Workflow(Generic[In, Out]):
         return Scope("", self.id, self.input_schema)
 
     def _step_node(self, step: Any, method: str) -> StepNode:
-        if isinstance(step, Workflow):
-            raise TypeError(
-                f"workflow {self.id!r}: .{method}() takes steps; a nested workflow goes in .then()"
-            )
         if not isinstance(step, Step):
-            raise TypeError(f"workflow {self.id!r}: .{method}() takes a Step, got {step!r}")
+            raise TypeError(
+                f"workflow {self.id!r}: .{method}() takes a Step or a committed Workflow, "
+                f"got {step!r}"
+            )
         return StepNode(path=step.id, scope=self._scope, step=step)
+
+    def _member(self, step: Any, method: str) -> StepNode | ExecutionPlan:
+        """A step, or a nested workflow's plan, where a step can stand."""
+        if isinstance(step, Workflow):
+            return self._nested(step)
+        return self._step_node(step, method)
+
+    def _nested(self, workflow: Workflow[Any, Any]) -> ExecutionPlan:
+        if workflow is self or workflow.id == self.id:
+            raise WorkflowDefinitionError(f"workflow {self.id!r} cannot nest itself")
+        if not workflow.committed:
+            raise WorkflowDefinitionError(
+                f"workflow {self.id!r}: nested workflow {workflow.id!r} is not committed; "
+                "call .commit() on it first"
+            )
+        return workflow.plan
 
     def _next_id(self, kind: str, given: str | None) -> str:
         if given is None:
@@ -195,35 +215,46 @@ class Workflow(Generic[In, Out]):
             TypeError: if ``step`` is neither a :class:`Step` nor a :class:`Workflow`.
         """
         if isinstance(step, Workflow):
-            if step is self or step.id == self.id:
-                raise WorkflowDefinitionError(f"workflow {self.id!r} cannot nest itself")
-            if not step.committed:
-                raise WorkflowDefinitionError(
-                    f"workflow {self.id!r}: nested workflow {step.id!r} is not committed; "
-                    "call .commit() on it first"
-                )
-            return self._add(step.plan)
+            return self._add(self._nested(step))
         return self._add(self._step_node(step, "then"))
 
-    def parallel(self, steps: Sequence[Step[Any, Any]]) -> Self:
+    def parallel(self, steps: Sequence[Step[Any, Any] | Workflow[Any, Any]]) -> Self:
         """Run steps at once, each on its own step actor, all on the same input.
 
         The output is ``{step_id: output}``. If one fails the run fails, and
         the others are told to stop (their ``ctx.abort_signal`` is set); if
         one suspends and none fails, the run suspends once the others end.
 
+        A member may be a committed workflow, keyed by its id in the output
+        and nested as in :meth:`then`. Nested workflows run after the steps,
+        one after another, each on the same input (the run keeps one place in
+        its plan, which is what a snapshot records and a resume goes back to).
+
         Raises:
             WorkflowDefinitionError: for an empty list.
-            TypeError: for something that is not a :class:`Step`.
+            TypeError: for something that is neither a :class:`Step` nor a
+                :class:`Workflow`.
         """
-        nodes = tuple(self._step_node(step, "parallel") for step in _sequence(steps, "parallel"))
-        if not nodes:
+        members = [self._member(step, "parallel") for step in _sequence(steps, "parallel")]
+        if not members:
             raise WorkflowDefinitionError(f"workflow {self.id!r}: .parallel() needs steps")
-        return self._add(
-            ParallelNode(path=self._next_id("parallel", None), scope=self._scope, steps=nodes)
-        )
+        path = self._next_id("parallel", None)
+        if any(isinstance(member, ExecutionPlan) for member in members):
+            return self._add(
+                ConstructSpec(
+                    path=path,
+                    scope=self._scope,
+                    kind="parallel",
+                    members=tuple((None, member) for member in members),
+                )
+            )
+        nodes = tuple(member for member in members if isinstance(member, StepNode))
+        return self._add(ParallelNode(path=path, scope=self._scope, steps=nodes))
 
-    def branch(self, arms: Sequence[tuple[Callable[[Any], Any], Step[Any, Any]]]) -> Self:
+    def branch(
+        self,
+        arms: Sequence[tuple[Callable[[Any], Any], Step[Any, Any] | Workflow[Any, Any]]],
+    ) -> Self:
         """Run, at once, every step whose condition holds.
 
         A condition is ``condition(ctx)`` returning a truth value (an ``async
@@ -232,26 +263,35 @@ class Workflow(Generic[In, Out]):
         input schema. The output is ``{step_id: output}`` of the arms that
         ran (``{}`` when none did).
 
+        An arm may be a committed workflow (its condition reads the input as
+        the workflow's input schema), keyed by its id; chosen nested workflows
+        run after the chosen steps, one after another, as in :meth:`parallel`.
+
         Raises:
             WorkflowDefinitionError: for no arms.
-            TypeError: for an arm that is not a ``(callable, Step)`` pair.
+            TypeError: for an arm that is not a ``(callable, Step)`` or
+                ``(callable, Workflow)`` pair.
         """
-        built = []
+        built: list[tuple[Callable[[Any], Any], StepNode | ExecutionPlan]] = []
         for arm in _sequence(arms, "branch"):
             if not (isinstance(arm, tuple) and len(arm) == 2 and callable(arm[0])):
                 raise TypeError(
                     f"workflow {self.id!r}: .branch() takes (condition, step) pairs, got {arm!r}"
                 )
-            built.append((arm[0], self._step_node(arm[1], "branch")))
+            built.append((arm[0], self._member(arm[1], "branch")))
         if not built:
             raise WorkflowDefinitionError(f"workflow {self.id!r}: .branch() needs arms")
-        return self._add(
-            BranchNode(path=self._next_id("branch", None), scope=self._scope, arms=tuple(built))
-        )
+        path = self._next_id("branch", None)
+        if any(isinstance(member, ExecutionPlan) for _, member in built):
+            return self._add(
+                ConstructSpec(path=path, scope=self._scope, kind="branch", members=tuple(built))
+            )
+        steps = tuple((cond, m) for cond, m in built if isinstance(m, StepNode))
+        return self._add(BranchNode(path=path, scope=self._scope, arms=steps))
 
     def dowhile(
         self,
-        step: Step[Any, Any],
+        step: Step[Any, Any] | Workflow[Any, Any],
         condition: Callable[[Any], Any],
         *,
         max_iterations: int | None = None,
@@ -261,8 +301,11 @@ class Workflow(Generic[In, Out]):
         ``condition(ctx)`` sees the step's output as ``ctx.input_data`` and
         the number of times the step has run as ``ctx.iteration_count``.
 
+        ``step`` may be a committed workflow, nested as in :meth:`then`: it
+        runs whole at each iteration, its record (at its id) counting them.
+
         Args:
-            step: The step to repeat (its output must fit its own input).
+            step: The step (or workflow) to repeat (its output must fit its own input).
             condition: Truth value; may be ``async``.
             max_iterations: Fail the run with ``LoopLimitError`` once the step
                 has run this many times and the condition still holds.
@@ -271,7 +314,7 @@ class Workflow(Generic[In, Out]):
 
     def dountil(
         self,
-        step: Step[Any, Any],
+        step: Step[Any, Any] | Workflow[Any, Any],
         condition: Callable[[Any], Any],
         *,
         max_iterations: int | None = None,
@@ -284,7 +327,7 @@ class Workflow(Generic[In, Out]):
 
     def _loop(self, step: Any, condition: Any, max_iterations: int | None, *, until: bool) -> Self:
         method = "dountil" if until else "dowhile"
-        node = self._step_node(step, method)
+        member = self._member(step, method)
         if not callable(condition):
             raise TypeError(f"workflow {self.id!r}: .{method}() needs a callable condition")
         if max_iterations is not None and (
@@ -296,6 +339,19 @@ class Workflow(Generic[In, Out]):
                 f"workflow {self.id!r}: max_iterations must be a whole number of 1 or more, "
                 f"got {max_iterations!r}"
             )
+        if isinstance(member, ExecutionPlan):
+            return self._add(
+                ConstructSpec(
+                    path=member.workflow_id,
+                    scope=self._scope,
+                    kind="loop",
+                    members=((None, member),),
+                    condition=condition,
+                    until=until,
+                    max_iterations=max_iterations,
+                )
+            )
+        node = member
         loop = LoopNode(
             path=node.path,
             scope=self._scope,
@@ -306,12 +362,18 @@ class Workflow(Generic[In, Out]):
         )
         return self._add(loop)
 
-    def foreach(self, step: Step[Any, Any], *, concurrency: int = 1) -> Self:
+    def foreach(self, step: Step[Any, Any] | Workflow[Any, Any], *, concurrency: int = 1) -> Self:
         """Run ``step`` once for each item of the list the previous node output.
 
         The output is the list of the step's outputs, in the order of the
         items, whatever order they finish in. Each item is its own call with
         its own input; nothing passes between items or between runs.
+
+        ``step`` may be a committed workflow, nested as in :meth:`then`: it
+        runs whole for each item, one item after another whatever the
+        ``concurrency`` (its steps' records, at ``"child_id.step_id"``, are
+        those of the item in progress); its record at its id ends with the
+        list of items as payload and the list of outputs as output.
 
         Args:
             step: The step, whose input schema each item must fit.
@@ -320,11 +382,20 @@ class Workflow(Generic[In, Out]):
         Raises:
             WorkflowDefinitionError: for a concurrency below 1.
         """
-        node = self._step_node(step, "foreach")
+        node = self._member(step, "foreach")
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise WorkflowDefinitionError(
                 f"workflow {self.id!r}: foreach concurrency must be a whole number of 1 or more, "
                 f"got {concurrency!r}"
+            )
+        if isinstance(node, ExecutionPlan):
+            return self._add(
+                ConstructSpec(
+                    path=node.workflow_id,
+                    scope=self._scope,
+                    kind="foreach",
+                    members=((None, node),),
+                )
             )
         return self._add(
             ForeachNode(path=node.path, scope=self._scope, step_node=node, concurrency=concurrency)

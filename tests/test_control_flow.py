@@ -947,9 +947,6 @@ def test_builder_refuses_empty_or_out_of_range_constructs(build) -> None:
         lambda: builder().map("not callable"),
         lambda: builder().then(42),
         lambda: builder().sleep_until("tomorrow"),
-        lambda: builder().parallel(
-            [create_workflow(id="w", input_schema=N, output_schema=N).then(inc_step()).commit()]
-        ),
     ],
     ids=[
         "parallel-step",
@@ -964,7 +961,6 @@ def test_builder_refuses_empty_or_out_of_range_constructs(build) -> None:
         "map-str",
         "then-int",
         "sleep-until-str",
-        "parallel-workflow",
     ],
 )
 def test_builder_refuses_wrong_types_with_type_error(build) -> None:

@@ -237,6 +237,12 @@ def run_view(result: WorkflowResult) -> RenderableType:
         step_id = result.error.details.get("step_id")
         if step_id:
             fields.add_row("in step", Text(str(step_id)))
+        if result.error.attributes:
+            fields.add_row("attributes", Text(_json_text(result.error.attributes)))
+        cause = result.error.cause
+        while cause is not None:  # the chain is bounded (MAX_CAUSES)
+            fields.add_row("caused by", Text(_error_text(cause.name, cause.message)))
+            cause = cause.cause
     if result.state is not None:
         fields.add_row("state", Text(_json_text(result.state)))
     if not result.steps:

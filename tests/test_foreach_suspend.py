@@ -1,0 +1,205 @@
+"""Suspend inside ``foreach``: each suspended item is addressable, and the foreach ends in order."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from runtime import ResumeTargetError, Runtime, Workflow, create_step, create_workflow
+from tests._support import Counter, wait_for_no_callboard_threads
+
+WAIT = 10.0
+
+
+class Item(BaseModel):
+    n: int
+
+
+class Numbers(BaseModel):
+    numbers: list[int]
+
+
+class Done(BaseModel):
+    outputs: list[Item]
+
+
+def items_workflow(
+    counter: Counter, *, concurrency: int, workflow_id: str = "items"
+) -> Workflow[Any, Any]:
+    def check(ctx: Any) -> Item:
+        n = ctx.input_data.n
+        counter.add(f"item-{n}")
+        if n % 2 == 1 and ctx.resume_data is None:
+            ctx.suspend({"item": n, "why": "odd"})
+        bonus = ctx.resume_data["add"] if ctx.resume_data is not None else 0
+        return Item(n=n * 10 + bonus)
+
+    return (
+        create_workflow(id=workflow_id, input_schema=Numbers, output_schema=Done)
+        .map(lambda ctx: [{"n": n} for n in ctx.input_data["numbers"]])
+        .foreach(
+            create_step(id="check", input_schema=Item, output_schema=Item, execute=check),
+            concurrency=concurrency,
+        )
+        .map(lambda ctx: {"outputs": ctx.input_data})
+        .commit()
+    )
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_each_suspended_item_is_listed_and_resumed_by_its_index(
+    runtime: Runtime, concurrency: int
+) -> None:
+    counter = Counter()
+    workflow = runtime.register(items_workflow(counter, concurrency=concurrency))
+    run = workflow.create_run()
+    result = run.start(input_data={"numbers": [0, 1, 2, 3, 4]}, timeout=WAIT)
+    assert result.status == "suspended"
+    assert result.suspended == {
+        "check[1]": {"item": 1, "why": "odd"},
+        "check[3]": {"item": 3, "why": "odd"},
+    }
+    record = result.steps["check"]
+    assert record.status == "suspended"
+    assert record.suspend_payload == {
+        "1": {"item": 1, "why": "odd"},
+        "3": {"item": 3, "why": "odd"},
+    }
+    assert [counter[f"item-{n}"] for n in range(5)] == [1, 1, 1, 1, 1]
+
+    with pytest.raises(ResumeTargetError) as caught:
+        run.resume_async(step="check", resume_data={"add": 1})  # which item?
+    assert sorted(caught.value.suspended) == ["check[1]", "check[3]"]
+    with pytest.raises(ResumeTargetError):
+        run.resume_async(step="check", for_each_index=2, resume_data={"add": 1})  # done
+
+    result = run.resume(step="check", for_each_index=3, resume_data={"add": 3}, timeout=WAIT)
+    assert result.status == "suspended"
+    assert result.suspended == {"check[1]": {"item": 1, "why": "odd"}}
+    assert result.steps["check"].status == "suspended"
+    assert [counter[f"item-{n}"] for n in range(5)] == [1, 1, 1, 2, 1]  # only item 3 again
+
+    result = run.resume(for_each_index=1, resume_data={"add": 1}, timeout=WAIT)
+    assert result.status == "success", result.error
+    assert result.result == {
+        "outputs": [{"n": 0}, {"n": 11}, {"n": 20}, {"n": 33}, {"n": 40}]  # input order
+    }
+    assert result.steps["check"].status == "success"
+    assert result.suspended == {}
+    assert [counter[f"item-{n}"] for n in range(5)] == [1, 2, 1, 2, 1]
+
+
+def test_a_suspended_item_can_be_named_by_its_path(runtime: Runtime) -> None:
+    counter = Counter()
+    workflow = runtime.register(items_workflow(counter, concurrency=2))
+    run = workflow.create_run()
+    assert run.start(input_data={"numbers": [1, 2]}, timeout=WAIT).status == "suspended"
+    result = run.resume(step="check[0]", resume_data={"add": 5}, timeout=WAIT)
+    assert result.status == "success", result.error
+    assert result.result == {"outputs": [{"n": 15}, {"n": 20}]}
+
+
+def test_other_items_go_on_at_once_while_one_is_suspended(runtime: Runtime) -> None:
+    running = threading.Semaphore(0)
+    release = threading.Event()
+    seen: list[int] = []
+
+    def check(ctx: Any) -> Item:
+        n = ctx.input_data.n
+        if n == 0 and ctx.resume_data is None:
+            ctx.suspend({"item": 0})
+        if n > 0:
+            seen.append(n)
+            running.release()
+            release.wait(WAIT)  # held, so that several run at once
+        return ctx.input_data
+
+    workflow = runtime.register(
+        create_workflow(id="busy", input_schema=Numbers, output_schema=Done)
+        .map(lambda ctx: [{"n": n} for n in ctx.input_data["numbers"]])
+        .foreach(
+            create_step(id="check", input_schema=Item, output_schema=Item, execute=check),
+            concurrency=3,
+        )
+        .map(lambda ctx: {"outputs": ctx.input_data})
+        .commit()
+    )
+    run = workflow.create_run()
+    run.start_async(input_data={"numbers": [0, 1, 2, 3]})
+    try:
+        # Item 0 suspended at once; items 1 and 2 took its place and the next one.
+        assert running.acquire(timeout=WAIT) and running.acquire(timeout=WAIT)
+        assert sorted(seen) == [1, 2]
+        current = workflow.get_workflow_run_execution_result(run.run_id)
+        assert current is not None and current.status == "running"
+        assert current.suspended == {"check[0]": {"item": 0}}
+    finally:
+        release.set()
+    result = run.wait(WAIT)
+    assert result.status == "suspended"
+    assert sorted(seen) == [1, 2, 3]
+    assert list(result.suspended) == ["check[0]"]
+    result = run.resume(resume_data={}, timeout=WAIT)
+    assert result.status == "success", result.error
+    assert result.result == {"outputs": [{"n": 0}, {"n": 1}, {"n": 2}, {"n": 3}]}
+
+
+def test_bad_for_each_indexes_are_refused(runtime: Runtime) -> None:
+    counter = Counter()
+    workflow = runtime.register(items_workflow(counter, concurrency=1))
+    run = workflow.create_run()
+    assert run.start(input_data={"numbers": [1]}, timeout=WAIT).status == "suspended"
+    with pytest.raises(TypeError):
+        run.resume_async(for_each_index="0", resume_data={"add": 1})  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        run.resume_async(for_each_index=-1, resume_data={"add": 1})
+    with pytest.raises(ResumeTargetError):
+        run.resume_async(for_each_index=7, resume_data={"add": 1})
+    assert run.resume(for_each_index=0, resume_data={"add": 1}, timeout=WAIT).status == "success"
+
+
+def test_items_suspended_in_a_nested_workflow_are_resumed_by_step_and_index(
+    runtime: Runtime,
+) -> None:
+    counter = Counter()
+    inner = items_workflow(counter, concurrency=2, workflow_id="inner")
+    workflow = runtime.register(
+        create_workflow(id="outer", input_schema=Numbers, output_schema=Done).then(inner).commit()
+    )
+    run = workflow.create_run()
+    result = run.start(input_data={"numbers": [1, 3]}, timeout=WAIT)
+    assert result.status == "suspended"
+    assert sorted(result.suspended) == ["inner.check[0]", "inner.check[1]"]
+    assert result.steps["inner"].status == "suspended"
+    result = run.resume(step="check", for_each_index=1, resume_data={"add": 2}, timeout=WAIT)
+    assert list(result.suspended) == ["inner.check[0]"]
+    result = run.resume(step="inner", resume_data={"add": 1}, timeout=WAIT)
+    assert result.status == "success", result.error
+    assert result.result == {"outputs": [{"n": 11}, {"n": 32}]}
+
+
+def test_suspended_items_are_resumed_from_another_runtime_on_sqlite(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    counter = Counter()
+    with Runtime(store=db) as first:
+        run = first.register(items_workflow(counter, concurrency=3)).create_run()
+        result = run.start(input_data={"numbers": [1, 2, 3]}, timeout=WAIT)
+        assert result.status == "suspended"
+        run_id = run.run_id
+    assert not wait_for_no_callboard_threads()
+    for index, add in ((2, 7), (0, 9)):
+        with Runtime(store=db) as later:
+            workflow = later.register(items_workflow(counter, concurrency=3))
+            read = workflow.get_workflow_run_execution_result(run_id)
+            assert read is not None and f"check[{index}]" in read.suspended
+            result = workflow.create_run(run_id).resume(
+                step="check", for_each_index=index, resume_data={"add": add}, timeout=WAIT
+            )
+        assert not wait_for_no_callboard_threads()
+    assert result.status == "success", result.error
+    assert result.result == {"outputs": [{"n": 19}, {"n": 20}, {"n": 37}]}
+    assert counter["item-2"] == 1  # the item that never suspended ran once
