@@ -33,8 +33,9 @@ from runtime._model import (
     WorkflowResult,
 )
 from runtime._options import OutputOptions, TracingOptions
+from runtime._queue import Queue
 from runtime._request_context import RequestContext
-from runtime._run_input import first_record, pending_snapshot, validated_resume_data
+from runtime._run_input import first_record, pending_snapshot, queue_entry, validated_resume_data
 from runtime._snapshot import (
     Snapshot,
     canceled_record,
@@ -86,6 +87,9 @@ class Run(Generic[In, Out]):
         initial_state: BaseModel | Mapping[str, Any] | None = None,
         tracing_options: TracingOptions | Mapping[str, Any] | None = None,
         output_options: OutputOptions | Mapping[str, Any] | None = None,
+        queue: Queue | None = None,
+        priority: int | None = None,
+        concurrency_key: str | None = None,
     ) -> StartAsyncResult:
         """Start the run in the background and return its id at once.
 
@@ -103,6 +107,13 @@ class Run(Generic[In, Out]):
                 workflow's ``state_schema`` when it has one.
             tracing_options: Span metadata and a trace id to join.
             output_options: Whether results carry the workflow ``state``.
+            queue: The :class:`Queue` the run goes through, instead of its
+                workflow's (if any): it starts executing once the queue's
+                limits allow.
+            priority: Its priority within the queue: higher first, equal ones
+                in the order they started (an int within ±1,000,000).
+            concurrency_key: Its partition in the queue, instead of the
+                queue's ``key`` function.
 
         Returns:
             ``StartAsyncResult(run_id=...)``.
@@ -115,6 +126,10 @@ class Run(Generic[In, Out]):
             RuntimeOverloadedError: if the runtime's ``max_pending_runs`` runs
                 wait to start; nothing is recorded, and the run can be started
                 again later.
+            QueueFullError: if the queue's ``max_queued`` runs wait; nothing is recorded.
+            QueueKeyError: if the queue's key function raises or names no
+                non-empty str; nothing is recorded.
+            ValueError: for a ``priority`` or ``concurrency_key`` without a queue.
             RuntimeStoppedError: if the runtime is not running.
         """
         with self._lock:
@@ -135,7 +150,10 @@ class Run(Generic[In, Out]):
                 tracing_options=tracing_options,
                 output_options=output_options,
             )
-            host.start_run(plan, snapshot, first_record(snapshot))
+            chosen = queue_entry(
+                plan, snapshot, queue=queue, priority=priority, concurrency_key=concurrency_key
+            )
+            host.start_run(plan, snapshot, first_record(snapshot), chosen)
             self._started = True
         return StartAsyncResult(run_id=run_id)
 
@@ -147,6 +165,9 @@ class Run(Generic[In, Out]):
         initial_state: BaseModel | Mapping[str, Any] | None = None,
         tracing_options: TracingOptions | Mapping[str, Any] | None = None,
         output_options: OutputOptions | Mapping[str, Any] | None = None,
+        queue: Queue | None = None,
+        priority: int | None = None,
+        concurrency_key: str | None = None,
         timeout: float | None = None,
     ) -> WorkflowResult:
         """Start the run and block until it ends; same arguments as :meth:`start_async`.
@@ -160,6 +181,9 @@ class Run(Generic[In, Out]):
             initial_state: As :meth:`start_async`.
             tracing_options: As :meth:`start_async`.
             output_options: As :meth:`start_async`.
+            queue: As :meth:`start_async`.
+            priority: As :meth:`start_async`.
+            concurrency_key: As :meth:`start_async`.
             timeout: Seconds to wait for the run to end; ``None`` waits as long as it takes.
 
         Raises:
@@ -175,6 +199,9 @@ class Run(Generic[In, Out]):
             initial_state=initial_state,
             tracing_options=tracing_options,
             output_options=output_options,
+            queue=queue,
+            priority=priority,
+            concurrency_key=concurrency_key,
         )
         return self.wait(timeout)
 
@@ -186,6 +213,9 @@ class Run(Generic[In, Out]):
         initial_state: BaseModel | Mapping[str, Any] | None = None,
         tracing_options: TracingOptions | Mapping[str, Any] | None = None,
         output_options: OutputOptions | Mapping[str, Any] | None = None,
+        queue: Queue | None = None,
+        priority: int | None = None,
+        concurrency_key: str | None = None,
     ) -> StartAsyncResult:
         """Await :meth:`start_async` without blocking the event loop.
 
@@ -201,6 +231,9 @@ class Run(Generic[In, Out]):
             initial_state=initial_state,
             tracing_options=tracing_options,
             output_options=output_options,
+            queue=queue,
+            priority=priority,
+            concurrency_key=concurrency_key,
         )
 
     async def astart(
@@ -211,6 +244,9 @@ class Run(Generic[In, Out]):
         initial_state: BaseModel | Mapping[str, Any] | None = None,
         tracing_options: TracingOptions | Mapping[str, Any] | None = None,
         output_options: OutputOptions | Mapping[str, Any] | None = None,
+        queue: Queue | None = None,
+        priority: int | None = None,
+        concurrency_key: str | None = None,
         timeout: float | None = None,
     ) -> WorkflowResult:
         """Await :meth:`start` without blocking the event loop: start, then await the end.
@@ -223,6 +259,9 @@ class Run(Generic[In, Out]):
             initial_state=initial_state,
             tracing_options=tracing_options,
             output_options=output_options,
+            queue=queue,
+            priority=priority,
+            concurrency_key=concurrency_key,
         )
         return await self.wait_async(timeout)
 

@@ -146,6 +146,7 @@ class Snapshot(TypedDict):
     created_at: float
     updated_at: float
     resumed: NotRequired[bool]
+    queue: NotRequired[dict[str, Any]]
 
 
 def _packb(value: Any) -> bytes:
@@ -938,7 +939,20 @@ def record_of(
         trace_id=snapshot["trace_id"],
         wake_at=snapshot["wake_at"] if snapshot["status"] == RunStatus.WAITING else None,
         parts=parts,
+        **_queue_fields(snapshot),
     )
+
+
+def _queue_fields(snapshot: Snapshot) -> dict[str, Any]:
+    """The record's queue fields: none for a run in no queue (the usual case, and cheap)."""
+    entry = snapshot.get("queue")
+    if not entry:
+        return {}
+    return {
+        "queue": entry["name"],
+        "queue_key": entry.get("key"),
+        "priority": int(entry.get("priority", 0)),
+    }
 
 
 def close_open_steps(
