@@ -943,6 +943,18 @@ def record_of(
     )
 
 
+def _queue_result(snapshot: Mapping[str, Any]) -> dict[str, Any]:
+    """A result's queue fields: none for a run in no queue."""
+    entry = snapshot.get("queue")
+    if not entry:
+        return {}
+    return {
+        "queue": entry["name"],
+        "queue_key": entry.get("key"),
+        "priority": entry.get("priority"),
+    }
+
+
 def _queue_fields(snapshot: Snapshot) -> dict[str, Any]:
     """The record's queue fields: none for a run in no queue (the usual case, and cheap)."""
     entry = snapshot.get("queue")
@@ -1198,6 +1210,7 @@ def to_result(snapshot: Snapshot) -> WorkflowResult:
                 "span_id": snapshot["span_id"],
                 "created_at": snapshot["created_at"],
                 "updated_at": snapshot["updated_at"],
+                **_queue_result(snapshot),
             }
         )
     except (KeyError, TypeError, ValidationError) as exc:
