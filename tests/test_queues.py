@@ -347,3 +347,60 @@ def test_bad_start_arguments_are_refused_before_anything_is_recorded(runtime: Ru
     assert wf.get_workflow_run_execution_result(run.run_id) is None
     with pytest.raises(TypeError, match="queue must be a Queue"):
         create_workflow(id="w", input_schema=Job, output_schema=Job, queue="q")  # type: ignore[arg-type]
+
+
+def test_a_file_from_before_queues_migrates_and_its_queued_run_finishes(tmp_path: Path) -> None:
+    """A SQLite file at the schema just before queues: opened, it migrates in place."""
+    import sqlite3
+
+    from runtime._run_input import first_record, pending_snapshot
+    from runtime._stores import sqlite as module
+
+    before = module._QUEUES_FROM - 1
+    path = tmp_path / "old.db"
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.executescript(module._SCHEMA)
+    for steps in module._MIGRATIONS[: before - 1]:
+        for statement in steps:
+            connection.execute(statement)
+    wf = workflow(Gauge(), wf_id="old")
+    record = first_record(
+        pending_snapshot(
+            wf.plan,
+            "old-run",
+            input_data={"value": "x"},
+            request_context=None,
+            initial_state=None,
+            tracing_options=None,
+            output_options=None,
+        )
+    )
+    connection.execute(
+        "INSERT INTO runs (run_id, workflow_id, status, seq, created_at, updated_at, trace_id, "
+        "snapshot) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            record.run_id,
+            record.workflow_id,
+            record.status,
+            record.seq,
+            record.created_at,
+            record.updated_at,
+            record.trace_id,
+            record.data,
+        ),
+    )
+    connection.execute(f"PRAGMA user_version = {before}")
+    connection.close()
+
+    with Runtime(store=SQLiteStore(path)) as rt:
+        bound = rt.register(wf)
+        finish_all(bound, ["old-run"])  # claimed by rank, which the migration set
+        queued = rt.register(workflow(Gauge(), queue=Queue("new", concurrency=1), wf_id="new"))
+        finish_all(queued, [queued.create_run().start_async(input_data={"value": "y"}).run_id])
+        store = rt.store
+        assert isinstance(store, SQLiteStore)
+        assert [(s.queue, s.waiting, s.running) for s in store.queue_stats()] == [("new", 0, 0)]
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == module.SCHEMA_VERSION
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(runs)")}
+        assert {"queue", "queue_key", "priority", "rank", "started_at"} <= columns

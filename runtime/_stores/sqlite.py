@@ -123,6 +123,16 @@ CREATE TABLE IF NOT EXISTS owners (
 );
 """
 
+_QUEUES_TABLE: Final = """CREATE TABLE IF NOT EXISTS queues (
+    name            TEXT PRIMARY KEY,
+    concurrency     INTEGER,
+    key_concurrency INTEGER,
+    rate_count      INTEGER,
+    rate_period     REAL,
+    max_queued      INTEGER,
+    updated_at      REAL NOT NULL
+)"""
+
 _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # 1 -> 2: step records. The parts of a snapshot kept in parts, beside its head in
     # the run's row. ``lineage`` names the encoder (one run actor) that wrote them: the
@@ -179,15 +189,7 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE INDEX runs_queued_by_rank ON runs (rank) "
         f"WHERE owner_id IS NULL AND status IN ({_UNFINISHED_SQL})",
         "CREATE INDEX runs_in_queue ON runs (queue, queue_key, started_at) WHERE queue IS NOT NULL",
-        """CREATE TABLE IF NOT EXISTS queues (
-            name            TEXT PRIMARY KEY,
-            concurrency     INTEGER,
-            key_concurrency INTEGER,
-            rate_count      INTEGER,
-            rate_period     REAL,
-            max_queued      INTEGER,
-            updated_at      REAL NOT NULL
-        )""",
+        _QUEUES_TABLE,
     ),
 )
 """The steps that take a file from one schema version to the next, in order: step ``i``
@@ -203,7 +205,9 @@ _PARTS_FROM: Final = 2
 _SHARING_FROM: Final = 3
 """The first schema version with claims (``epoch``, ``wake_at``, worker columns)."""
 
-_QUEUES_FROM: Final = 4
+_QUEUES_FROM: Final = 2 + next(
+    index for index, steps in enumerate(_MIGRATIONS) if _QUEUES_TABLE in steps
+)
 """The first schema version with queues (the ``queue`` columns, the ``queues`` table)."""
 
 _CLAIM_ROUNDS: Final = 16
