@@ -410,6 +410,8 @@ class ActorSystem:
         self, plans: Callable[[], Mapping[str, ExecutionPlan]]
     ) -> Callable[[Sequence[Claimed]], None]:
         def take(claimed: Sequence[Claimed]) -> None:
+            if not self._queues_in_use and any(c.record.queue for c in claimed):
+                self._queues_in_use = True  # from now on a run that settles frees a slot
             message = RunsClaimed(claimed=claimed, plans=plans(), supervisor=self.supervisor)
             self.registry.tell(message)  # dead: the runs go back to the queue at the stop
 

@@ -1754,7 +1754,10 @@ class PostgresStore:
             run_id = row[0]
             batch.held[run_id] = row[9]
             batch.fenced.discard(run_id)
-            claimed.append(Claimed(record=_record(row), cancel_requested=bool(row[10])))
+            record = _record(row)
+            if len(row) > 11:  # claimed through a queue: say which
+                record = record._replace(queue=row[11])
+            claimed.append(Claimed(record=record, cancel_requested=bool(row[10])))
         return claimed
 
     def _claim_through_queues(
@@ -1815,7 +1818,7 @@ class PostgresStore:
                     "started_at = coalesce(r.started_at, %s) WHERE r.run_id = ANY(%s) "
                     "RETURNING r.run_id, r.workflow_id, r.seq, r.status, r.snapshot, "
                     "r.created_at, r.updated_at, r.trace_id, r.wake_at, r.epoch, "
-                    "r.cancel_requested",
+                    "r.cancel_requested, r.queue",
                     (self.owner_id, now, chosen),
                 ).fetchall()
             if len(taken) >= limit or len(rows) < want:

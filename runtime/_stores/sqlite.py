@@ -1389,13 +1389,15 @@ class SQLiteStore:
                 _RUNS,
                 f"WHERE r.run_id IN ({marks}) AND r.owner_id = ?",
                 (*ids, self.owner_id),
-                extra=", r.epoch, r.cancel_requested",
+                extra=", r.epoch, r.cancel_requested, r.queue",
                 order="ORDER BY r.created_at",
                 connection=connection,
             )
             for record, row in found:  # oldest first, as selected
                 outcome.hold[record.run_id] = row[9]
-                claimed.append(Claimed(record=record, cancel_requested=bool(row[10])))
+                claimed.append(
+                    Claimed(record=record._replace(queue=row[11]), cancel_requested=bool(row[10]))
+                )
         return claimed
 
     def _queue_limits(self, connection: sqlite3.Connection) -> dict[str, QueueLimits]:

@@ -1,0 +1,156 @@
+"""W7: the cost of queue limits: runs through a queue beside the same runs through none.
+
+``make bench`` runs it (or: ``.venv/bin/python benchmarks/queues.py [--quick]``). On a
+SQLite file and on a throwaway PostgreSQL cluster (as the tests start one:
+``tests/_postgres.py``; or ``--url``/``$CALLBOARD_TEST_POSTGRES``), for each case:
+
+- a client runtime (``role="client"``) starts ``--runs`` runs of a 3-step workflow,
+  which wait in the store;
+- then a worker runtime in this process (``role="worker"``,
+  ``max_concurrent_runs=--concurrency``) registers the workflow, and the time runs
+  from then to the last run's ``success``.
+
+Cases: **no queue** (the floor, measured in the same run), a queue of
+**concurrency 10**, and a queue of **100 keys** with ``key_concurrency=1`` (each
+run's key is its number modulo 100). The table prints runs/s and the ratio to
+the floor: what the limits cost (claims count the queue's runs in their
+transaction, and a limited claim takes fewer runs at a time). It asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pydantic import BaseModel  # noqa: E402
+
+from runtime import Queue, Runtime, create_step, create_workflow  # noqa: E402
+
+
+class Number(BaseModel):
+    n: int
+
+
+def _add(ctx: Any) -> Number:
+    return Number(n=ctx.input_data.n + 1)
+
+
+def workflow(queue: Queue | None) -> Any:
+    """Three steps, each adding one: the run's work is the runtime's, not the steps'."""
+    return (
+        create_workflow(id="w7", input_schema=Number, output_schema=Number, queue=queue)
+        .then(create_step(id="one", input_schema=Number, output_schema=Number, execute=_add))
+        .then(create_step(id="two", input_schema=Number, output_schema=Number, execute=_add))
+        .then(create_step(id="three", input_schema=Number, output_schema=Number, execute=_add))
+        .commit()
+    )
+
+
+CASES: dict[str, Queue | None] = {
+    "no queue (floor)": None,
+    "concurrency 10": Queue("w7-ten", concurrency=10),
+    "100 keys, 1 each": Queue(
+        "w7-keys", key=lambda number: f"k{number.n % 100}", key_concurrency=1
+    ),
+}
+
+
+def rate(store: Any, queue: Queue | None, runs: int, concurrency: int) -> float:
+    """Runs/s of ``runs`` queued runs through one worker runtime, from register to the last end."""
+    wf = workflow(queue)
+    with Runtime(store=store(), role="client") as client:
+        bound = client.register(wf)
+        for n in range(runs):
+            bound.create_run().start_async(input_data={"n": n})
+        with Runtime(store=store(), role="worker", max_concurrent_runs=concurrency) as worker:
+            started = time.perf_counter()
+            worker.register(wf)
+            reader = client.store
+            assert reader is not None
+            deadline = started + 600
+            while reader.list_runs(status="success", limit=1)[1] < runs:
+                if time.perf_counter() > deadline:
+                    raise RuntimeError("W7: the runs did not end within 600 s")
+                time.sleep(0.005)
+            return runs / (time.perf_counter() - started)
+
+
+def table(name: str, store_for: Any, runs: int, concurrency: int) -> None:
+    print(f"W7 · {name} · runs={runs} · worker max_concurrent_runs={concurrency}")
+    header = f"{'case':<18} | {'runs/s':>9} | {'ratio to floor':>14}"
+    print(header)
+    print("-" * len(header))
+    floor = 0.0
+    for case, queue in CASES.items():
+        measured = rate(store_for(), queue, runs, concurrency)
+        if queue is None:
+            floor = measured
+        print(f"{case:<18} | {measured:>9,.0f} | {measured / floor:>13.2f}x")
+    print()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
+    parser.add_argument("--url", default=os.environ.get("CALLBOARD_TEST_POSTGRES"))
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--quick", action="store_true", help="200 runs: a smoke run")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.runs = 200
+    print(f"{os.cpu_count()} cores")
+    with tempfile.TemporaryDirectory() as folder:
+        count = iter(range(1000))
+
+        def sqlite_store() -> Any:
+            path = Path(folder) / f"w7-{next(count)}.db"
+            return lambda: str(path)
+
+        table("SQLite", sqlite_store, args.runs, args.concurrency)
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        print("W7 on PostgreSQL skipped: psycopg is not installed")
+        return 0
+    from tests._postgres import Server, bindir
+
+    server = Server()
+    if args.url:
+        server.external = args.url
+    elif bindir() is None:
+        print("W7 on PostgreSQL skipped: no PostgreSQL server binaries on this machine")
+        return 0
+    else:
+        server.create()
+    urls: list[str] = []
+    try:
+
+        def postgres_store() -> Any:
+            url = server.new_database()
+            urls.append(url)
+            return lambda: url
+
+        table(
+            "PostgreSQL" + ("" if args.url else " (throwaway cluster, fsync off)"),
+            postgres_store,
+            args.runs,
+            args.concurrency,
+        )
+    finally:
+        for url in urls:
+            server.drop_database(url)
+        server.destroy()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
