@@ -274,29 +274,31 @@ class Admission:
         )
 
     def closed_buckets(self) -> list[Bucket]:
-        """Buckets whose ``key_concurrency`` or rate is taken (in queues still open)."""
+        """Buckets whose ``key_concurrency`` is taken (in queues still open): no run may start."""
         closed = set(self.closed_queues())
-        found: set[Bucket] = set()
-        for bucket, count in self._running.items():
-            limits = self._limits.get(bucket[0])
-            if (
-                limits is not None
-                and bucket[0] not in closed
-                and bucket[1] is not None
-                and limits.key_concurrency is not None
-                and count >= limits.key_concurrency
-            ):
-                found.add(bucket)
-        for bucket, count in self._started.items():
-            limits = self._limits.get(bucket[0])
-            if (
-                limits is not None
-                and bucket[0] not in closed
-                and limits.rate_count is not None
-                and count >= limits.rate_count
-            ):
-                found.add(bucket)
-        return sorted(found, key=lambda bucket: (bucket[0], bucket[1] or ""))
+        found = [
+            bucket
+            for bucket, count in self._running.items()
+            if bucket[0] not in closed
+            and bucket[1] is not None
+            and (limits := self._limits.get(bucket[0])) is not None
+            and limits.key_concurrency is not None
+            and count >= limits.key_concurrency
+        ]
+        return sorted(found, key=_bucket_order)
+
+    def rated_buckets(self) -> list[Bucket]:
+        """Buckets whose rate is taken for this window: no run may *first* start in them."""
+        closed = set(self.closed_queues())
+        found = [
+            bucket
+            for bucket, count in self._started.items()
+            if bucket[0] not in closed
+            and (limits := self._limits.get(bucket[0])) is not None
+            and limits.rate_count is not None
+            and count >= limits.rate_count
+        ]
+        return sorted(found, key=_bucket_order)
 
     def allows(self, queue: str | None, key: str | None, *, first: bool = True) -> bool:
         """Whether a run of this queue and key may start now (nothing is counted).
@@ -341,6 +343,10 @@ class Admission:
         if first and limits.rate_count is not None:
             self._started[bucket] = self._started.get(bucket, 0) + 1
         return True
+
+
+def _bucket_order(bucket: Bucket) -> tuple[str, str]:
+    return bucket[0], bucket[1] or ""
 
 
 def bucket_key(bucket: Bucket) -> str:

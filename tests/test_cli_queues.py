@@ -75,6 +75,8 @@ def test_queues_list_shows_waiting_running_and_limits_per_queue_and_key(
             ("mail", "acme", 2),
             ("mail", "globex", 2),
         }
+        assert main(["runs", "show", runs[0]["run_id"], "--db", db]) == 0
+        assert "priority 2" in capsys.readouterr().out
         gate.set()
 
 

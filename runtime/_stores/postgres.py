@@ -1798,12 +1798,15 @@ class PostgresStore:
                 "SELECT run_id, queue, queue_key, started_at FROM callboard_runs "
                 f"WHERE {_QUEUED_SQL} AND workflow_id = ANY(%(workflows)s) AND {_DUE} "
                 "AND (queue IS NULL OR NOT (queue = ANY(%(closed)s) "
-                "OR queue || chr(31) || coalesce(queue_key, '') = ANY(%(buckets)s))) "
+                "OR queue || chr(31) || coalesce(queue_key, '') = ANY(%(buckets)s) "
+                "OR (started_at IS NULL "
+                "AND queue || chr(31) || coalesce(queue_key, '') = ANY(%(rated)s)))) "
                 "ORDER BY rank, run_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED",
                 {
                     "workflows": workflows,
                     "closed": admission.closed_queues(),
                     "buckets": [bucket_key(bucket) for bucket in admission.closed_buckets()],
+                    "rated": [bucket_key(bucket) for bucket in admission.rated_buckets()],
                     "limit": want,
                 },
             ).fetchall()

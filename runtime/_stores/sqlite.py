@@ -1358,6 +1358,13 @@ class SQLiteStore:
                         f"NOT IN ({', '.join('?' * len(buckets))}))"
                     )
                     params.extend(bucket_key(bucket) for bucket in buckets)
+                rated = admission.rated_buckets()
+                if rated:  # a run that started before (and woke, or was recovered) may go
+                    where += (
+                        " AND (queue IS NULL OR started_at IS NOT NULL OR (queue || char(31) || "
+                        f"coalesce(queue_key, '')) NOT IN ({', '.join('?' * len(rated))}))"
+                    )
+                    params.extend(bucket_key(bucket) for bucket in rated)
             rows = connection.execute(
                 f"SELECT run_id, queue, queue_key, started_at FROM runs {where} "
                 "ORDER BY rank LIMIT ?",
