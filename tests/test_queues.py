@@ -404,3 +404,23 @@ def test_a_file_from_before_queues_migrates_and_its_queued_run_finishes(tmp_path
         assert connection.execute("PRAGMA user_version").fetchone()[0] == module.SCHEMA_VERSION
         columns = {row[1] for row in connection.execute("PRAGMA table_info(runs)")}
         assert {"queue", "queue_key", "priority", "rank", "started_at"} <= columns
+
+
+def test_runs_a_stopped_runtime_left_go_back_through_the_queue(
+    make_runtime: Any, request: pytest.FixtureRequest
+) -> None:
+    """The next runtime on a durable store takes the halted runs only as the limits allow."""
+    if "memory" in request.node.name:
+        pytest.skip("a store in memory keeps no run past its runtime")
+    queue = Queue("recovered", concurrency=1)
+    first, second = Gauge(), Gauge()
+    rt = make_runtime()
+    wf = rt.register(workflow(first, queue=queue, hold=0.3, wf_id="recovered"))
+    ids = [wf.create_run().start_async(input_data={"value": f"r{i}"}).run_id for i in range(4)]
+    wait_for(lambda: len(first.starts) >= 1, "no run started")
+    rt.stop(timeout=0.01)  # halts the run in progress: it goes back to the queue
+    again = make_runtime()
+    resumed = again.register(workflow(second, queue=queue, hold=0.05, wf_id="recovered"))
+    finish_all(resumed, ids)
+    assert second.most["*"] <= 1
+    assert len(second.starts) >= 3  # at least the runs that never started ran here
