@@ -16,7 +16,6 @@ import heapq
 import itertools
 import threading
 from collections import deque
-from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 from runtime._errors import QueueFullError
@@ -159,11 +158,6 @@ class QueueGate(Generic[T]):
     def __len__(self) -> int:
         with self._lock:
             return sum(len(heap) for heap in self._buckets.values())
-
-    def __iter__(self) -> Iterator[T]:
-        with self._lock:
-            items = [entry[4] for heap in self._buckets.values() for entry in heap]
-        return iter(items)
 
     def _started(self, now: float) -> dict[Bucket, int]:
         """First starts within each bucket's window (older ones are forgotten here)."""

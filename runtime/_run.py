@@ -35,7 +35,7 @@ from runtime._model import (
 from runtime._options import OutputOptions, TracingOptions
 from runtime._queue import Queue
 from runtime._request_context import RequestContext
-from runtime._run_input import first_record, pending_snapshot, queue_entry, validated_resume_data
+from runtime._run_input import enter_queue, first_record, pending_snapshot, validated_resume_data
 from runtime._snapshot import (
     Snapshot,
     canceled_record,
@@ -150,7 +150,7 @@ class Run(Generic[In, Out]):
                 tracing_options=tracing_options,
                 output_options=output_options,
             )
-            chosen = queue_entry(
+            chosen = enter_queue(
                 plan, snapshot, queue=queue, priority=priority, concurrency_key=concurrency_key
             )
             host.start_run(plan, snapshot, first_record(snapshot), chosen)

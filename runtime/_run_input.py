@@ -25,7 +25,7 @@ from runtime._stores.base import SnapshotRecord
 if TYPE_CHECKING:
     from runtime._plan import ExecutionPlan
 
-__all__ = ["first_record", "pending_snapshot", "queue_entry", "validated_resume_data"]
+__all__ = ["enter_queue", "first_record", "pending_snapshot", "validated_resume_data"]
 
 _DEFAULT_TRACING = TracingOptions()
 _DEFAULT_OUTPUT = OutputOptions()
@@ -95,7 +95,7 @@ def pending_snapshot(
     }
 
 
-def queue_entry(
+def enter_queue(
     plan: ExecutionPlan,
     snapshot: Snapshot,
     *,
