@@ -17,13 +17,15 @@ with ``key_concurrency=1`` (each run's key is its number modulo 100). The table
 prints runs/s and the ratio to the floor: what the limits cost (claims count the
 queue's runs in their transaction, and a limited claim takes fewer runs at a
 time); for concurrency 10 also beside "10 at once", which parts the cost of the
-bookkeeping from that of running ten runs at a time. It asserts nothing.
+bookkeeping from that of running ten runs at a time. Each figure is the median of
+``--rounds`` (3) measurements, the cases interleaved. It asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -87,20 +89,24 @@ def rate(store: Any, queue: Queue | None, runs: int, concurrency: int) -> float:
             return runs / (time.perf_counter() - started)
 
 
-def table(name: str, store_for: Any, runs: int, concurrency: int) -> None:
-    print(f"W7 · {name} · runs={runs} · worker max_concurrent_runs={concurrency}")
+def table(name: str, store_for: Any, runs: int, concurrency: int, rounds: int) -> None:
+    """One store's table: each case ``rounds`` times, interleaved, and its median."""
+    print(f"W7 · {name} · runs={runs} · worker max_concurrent_runs={concurrency} · rounds={rounds}")
     header = f"{'case':<20} | {'runs/s':>9} | {'vs floor':>8} | {'vs 10 at once':>13}"
     print(header)
     print("-" * len(header))
-    measured: dict[str, float] = {}
-    for case, queue, capacity in CASES:
-        measured[case] = rate(store_for(), queue, runs, capacity or concurrency)
-        floor = measured[CASES[0][0]]
-        same = (
-            f"{measured[case] / measured[CASES[1][0]]:>12.2f}x" if case == "concurrency 10" else ""
-        )
+    samples: dict[str, list[float]] = {case: [] for case, _, _ in CASES}
+    for round_ in range(rounds):
+        # Each round starts with another case: no case always pays for a cold start.
+        order = CASES[round_ % len(CASES) :] + CASES[: round_ % len(CASES)]
+        for case, queue, capacity in order:
+            samples[case].append(rate(store_for(), queue, runs, capacity or concurrency))
+    measured = {case: statistics.median(values) for case, values in samples.items()}
+    floor, same = measured[CASES[0][0]], measured[CASES[1][0]]
+    for case, _, _ in CASES:
+        beside = f"{measured[case] / same:>12.2f}x" if case == "concurrency 10" else ""
         print(
-            f"{case:<20} | {measured[case]:>9,.0f} | {measured[case] / floor:>7.2f}x | {same:>13}"
+            f"{case:<20} | {measured[case]:>9,.0f} | {measured[case] / floor:>7.2f}x | {beside:>13}"
         )
     print()
 
@@ -108,12 +114,13 @@ def table(name: str, store_for: Any, runs: int, concurrency: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     parser.add_argument("--url", default=os.environ.get("CALLBOARD_TEST_POSTGRES"))
-    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3, help="medians of this many runs")
     parser.add_argument("--quick", action="store_true", help="200 runs: a smoke run")
     args = parser.parse_args(argv)
     if args.quick:
-        args.runs = 200
+        args.runs, args.rounds = 200, 1
     print(f"{os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as folder:
         count = iter(range(1000))
@@ -122,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             path = Path(folder) / f"w7-{next(count)}.db"
             return lambda: str(path)
 
-        table("SQLite", sqlite_store, args.runs, args.concurrency)
+        table("SQLite", sqlite_store, args.runs, args.concurrency, args.rounds)
     try:
         import psycopg  # noqa: F401
     except ImportError:
@@ -151,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             postgres_store,
             args.runs,
             args.concurrency,
+            args.rounds,
         )
     finally:
         for url in urls:
