@@ -96,8 +96,10 @@ class Queue:
     no slot, and takes one again when it wakes or resumes.
 
     Args:
-        name: The queue's name; two queues of one name are one queue (the
-            limits of the latest start win in a shared store).
+        name: The queue's name; two queues of one name are one queue. A
+            shared store keeps the limits a process last wrote (at its first
+            start through the queue, and when they change): give a queue the
+            same limits everywhere.
         concurrency: The most runs of the queue executing at once.
         key: A function of a run's validated input (the input model) that
             names its partition, such as a tenant; a start may give
