@@ -28,6 +28,7 @@ test: lint typecheck
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
 	$(BIN)/python benchmarks/fleet.py
+	$(BIN)/python benchmarks/queues.py
 	$(BIN)/python benchmarks/testkit.py
 	$(BIN)/python benchmarks/loop_lag.py
 

@@ -41,6 +41,7 @@ __all__ = [
     "CancelRun",
     "NotifyWhenIdle",
     "Outcome",
+    "QueuesDue",
     "RecordFailure",
     "RegistryMessage",
     "RunActorMessage",
@@ -77,11 +78,19 @@ class StartRun:
     ``admitted``: the run holds a place in the runtime's
     :class:`~actors.supervisor.PendingRuns`, taken by ``start_async``; the
     supervisor gives it back once the run leaves its queue.
+    ``queued``: the run holds a waiting place in its queue (see
+    :meth:`actors._queues.QueueGate.reserve`), taken by ``start_async``.
     """
 
     plan: ExecutionPlan
     snapshot: Snapshot
     admitted: bool = False
+    queued: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class QueuesDue:
+    """A queue's rate window has moved on: runs waiting in it may start now."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +187,15 @@ class RunCrashed:
 
 
 SupervisorMessage: TypeAlias = (
-    StartRun | NotifyWhenIdle | AbortRuns | CancelRun | WakeRun | RunEnded | RunParked | RunCrashed
+    StartRun
+    | NotifyWhenIdle
+    | AbortRuns
+    | CancelRun
+    | WakeRun
+    | RunEnded
+    | RunParked
+    | RunCrashed
+    | QueuesDue
 )
 """Everything :class:`~actors.supervisor.SupervisorActor` accepts."""
 

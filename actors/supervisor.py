@@ -12,6 +12,7 @@ import pykka
 
 from actors._dispatch import DispatchedActor, Dispatcher, FaultBudget, tell_safely, unexpected
 from actors._pool import StepPool
+from actors._queues import QueueGate
 from actors._timer import TimerHandle, Timers
 from actors.hooks import HookRunner
 from actors.messages import (
@@ -20,6 +21,7 @@ from actors.messages import (
     CancelOutcome,
     CancelRun,
     NotifyWhenIdle,
+    QueuesDue,
     RecordFailure,
     RunCrashed,
     RunEnded,
@@ -30,7 +32,10 @@ from actors.messages import (
 )
 from actors.run import RunActor
 from actors.step import error_dict
+from runtime import _clock
+from runtime._model import RunStatus
 from runtime._plan import ExecutionPlan
+from runtime._queue import Bucket, queue_entry, rank
 from runtime._snapshot import Snapshot, canceled_record
 
 __all__ = ["PendingRuns", "SupervisorActor"]
@@ -94,6 +99,8 @@ class SupervisorActor(DispatchedActor):
     from the snapshot when the timer fires. Runs beyond
     ``max_concurrent_runs`` wait in the order they were started (or woken);
     with ``pending``, each holds a place in it until it leaves the queue.
+    On a store in memory, runs with a queue wait in ``gate`` until their
+    queue's limits let them start (a shared store's claims enforce those).
     """
 
     survives_faults = True  # one bad message is logged; every other run goes on
@@ -115,6 +122,7 @@ class SupervisorActor(DispatchedActor):
         durable: bool = False,
         give_up: Callable[[str], None] | None = None,
         shared: bool = False,
+        gate: QueueGate[StartRun] | None = None,
     ) -> None:
         super().__init__(dispatcher)
         # On a shared store a sleeping run is released to the store, which keeps its
@@ -132,6 +140,9 @@ class SupervisorActor(DispatchedActor):
         self._waiting: deque[StartRun] = deque()
         self._sleeping: dict[str, tuple[ExecutionPlan, Snapshot, TimerHandle]] = {}
         self._idle_events: list[threading.Event] = []
+        self._gate: QueueGate[StartRun] = QueueGate() if gate is None else gate
+        self._bucket_of: dict[str, Bucket] = {}  # runs admitted by the gate, executing
+        self._rate_timer: TimerHandle | None = None
 
     def on_receive(self, message: SupervisorMessage) -> None:
         match message:
@@ -151,18 +162,36 @@ class SupervisorActor(DispatchedActor):
                 self._on_notify_when_idle(message)
             case AbortRuns():
                 self._on_abort_runs(message)
+            case QueuesDue():
+                self._on_queues_due(message)
             case _:
                 unexpected(self, message)
 
     def on_stop(self) -> None:
         for _, _, handle in self._sleeping.values():
             handle.cancel()
+        if self._rate_timer is not None:
+            self._rate_timer.cancel()
         for event in self._idle_events:
             event.set()
 
     # --- messages -------------------------------------------------------------------
 
     def _on_start_run(self, message: StartRun) -> None:
+        entry = None if self._shared else queue_entry(message.snapshot)
+        if entry is not None:
+            name, key, priority = entry
+            snapshot = message.snapshot
+            self._gate.offer(
+                snapshot["run_id"],
+                (name, key),
+                rank(snapshot["created_at"], priority),
+                message,
+                reserved=message.queued,
+                first=snapshot["status"] == RunStatus.PENDING,
+            )
+            self._ended(None)
+            return
         if self._limit is not None and len(self._runs) >= self._limit:
             # Every run in the queue holds a place; an admitted one has since its start.
             if self._pending is not None and not message.admitted:
@@ -176,10 +205,15 @@ class SupervisorActor(DispatchedActor):
     def _on_run_ended(self, message: RunEnded) -> None:
         self._ended(message.run_id)
 
+    def _on_queues_due(self, _message: QueuesDue) -> None:
+        self._rate_timer = None
+        self._ended(None)
+
     def _on_run_parked(self, message: RunParked) -> None:
         """A run sleeps (with a wake time) or suspends: its actor is gone; free its slot."""
         run_id = message.run_id
         self._runs.pop(run_id, None)
+        self._leave_queue(run_id)
         if message.wake_at is not None and not self._shared:
             me = self.actor_ref
             try:
@@ -222,6 +256,12 @@ class SupervisorActor(DispatchedActor):
                     self._release(1)
                     plan, snapshot = queued.plan, queued.snapshot
                     break
+            else:
+                gated = self._gate.remove(run_id)
+                if gated is not None:
+                    if gated.admitted:
+                        self._release(1)
+                    plan, snapshot = gated.plan, gated.snapshot
         if snapshot is None or plan is None:
             message.reply(CancelOutcome.NOT_HERE)
             return
@@ -246,8 +286,10 @@ class SupervisorActor(DispatchedActor):
     def _on_abort_runs(self, message: AbortRuns) -> None:
         """Fail (or, without an error, halt) every run in progress, waiting or sleeping."""
         error = message.error
+        gated = self._gate.drain()
+        self._release(sum(1 for waiting in gated if waiting.admitted))
         if error is not None:
-            for waiting in self._waiting:
+            for waiting in [*self._waiting, *gated]:
                 failure = RecordFailure(
                     run_id=waiting.snapshot["run_id"], error=error, plan=waiting.plan
                 )
@@ -288,10 +330,43 @@ class SupervisorActor(DispatchedActor):
     def _ended(self, run_id: str | None) -> None:
         if run_id is not None:
             self._runs.pop(run_id, None)
+            self._leave_queue(run_id)
         while self._waiting and (self._limit is None or len(self._runs) < self._limit):
             self._release(1)
             self._spawn(self._waiting.popleft())
+        self._admit_from_queues()
         self._notify_if_idle()
+
+    def _leave_queue(self, run_id: str) -> None:
+        bucket = self._bucket_of.pop(run_id, None)
+        if bucket is not None:
+            self._gate.release(bucket)
+
+    def _admit_from_queues(self) -> None:
+        """Start the runs waiting in queues that their limits (and the runtime's) let start."""
+        gate = self._gate
+        if not len(gate):
+            return
+        now = _clock.time()
+        while self._limit is None or len(self._runs) < self._limit:
+            ready = gate.pop_ready(now)
+            if ready is None:
+                break
+            run_id, bucket, message = ready
+            if message.admitted:
+                self._release(1)
+            self._bucket_of[run_id] = bucket
+            self._spawn(message)
+        if len(gate) and self._rate_timer is None:
+            opening = gate.next_opening(now)
+            if opening is not None:
+                me = self.actor_ref
+                try:
+                    self._rate_timer = self._timers.call_at(
+                        opening, lambda: tell_safely(me, QueuesDue())
+                    )
+                except Exception:  # a stopped timer thread: the runtime is stopping
+                    self._rate_timer = None
 
     def _release(self, count: int) -> None:
         if self._pending is not None and count:
@@ -314,7 +389,12 @@ class SupervisorActor(DispatchedActor):
     def _notify_if_idle(self) -> None:
         # Sleeping runs count on a store that forgets them, not on a durable one,
         # which keeps them for the next runtime.
-        if not self._runs and not self._waiting and (self._durable or not self._sleeping):
+        if (
+            not self._runs
+            and not self._waiting
+            and not len(self._gate)
+            and (self._durable or not self._sleeping)
+        ):
             for event in self._idle_events:
                 event.set()
             self._idle_events.clear()

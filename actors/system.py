@@ -23,6 +23,7 @@ import pykka
 
 from actors._dispatch import Dispatcher
 from actors._pool import AsyncLoop, StepPool
+from actors._queues import QueueGate
 from actors._retention import Pruner
 from actors._timer import Timers
 from actors._watcher import StoreWatcher
@@ -48,6 +49,7 @@ from runtime._errors import RuntimeOverloadedError, RuntimeStoppedError, StoreEr
 from runtime._model import RunEvent
 from runtime._options import RetentionPolicy
 from runtime._plan import ExecutionPlan
+from runtime._queue import Queue, QueueLimits
 from runtime._snapshot import Snapshot, decode, failed_record
 from runtime._stores.base import Claimed, SharedStore, SnapshotRecord, SnapshotStore
 from runtime._sync import Channel, Latch
@@ -142,6 +144,12 @@ class ActorSystem:
         self.hooks = HookRunner()
         if self.shared is not None:
             self.watcher = StoreWatcher(self.shared, self._seen)
+        # Queues: on a shared store their limits are kept by the store (defined once each
+        # here), on a store in memory by the gate the supervisor admits runs through.
+        self.gate: QueueGate[StartRun] = QueueGate()
+        self._defined: dict[str, QueueLimits] = {}
+        self._defined_lock = threading.Lock()
+        self._queues_in_use = False
         self.registry = RegistryActor.start(store, self.hooks, self._gave_up, self.watcher)
         self.supervisor = SupervisorActor.start(
             self.dispatcher,
@@ -154,6 +162,7 @@ class ActorSystem:
             durable=store.durable,
             give_up=self._gave_up,
             shared=shared,
+            gate=self.gate,
         )
         self.pruner = None if retention is None else Pruner(store, retention)
         # A shutdown's wait for runs in progress, and whether hurry() cut it short.
@@ -178,19 +187,54 @@ class ActorSystem:
 
     # --- runs ------------------------------------------------------------------------
 
-    def start_run(self, plan: ExecutionPlan, snapshot: Snapshot, record: SnapshotRecord) -> bool:
+    def start_run(
+        self,
+        plan: ExecutionPlan,
+        snapshot: Snapshot,
+        record: SnapshotRecord,
+        queue: Queue | None = None,
+    ) -> bool:
         """Record a new run and hand it to the supervisor; ``False`` if its id is taken.
+
+        A run with a ``queue`` waits in it (in the store, on a shared store)
+        until the queue's limits let it start.
 
         Raises:
             RuntimeOverloadedError: if ``max_pending_runs`` runs wait to start;
                 nothing is recorded.
+            QueueFullError: if the queue's ``max_queued`` runs wait; nothing is recorded.
             RuntimeStoppedError: if the actors have stopped; a run recorded just
                 before that is recorded failed, never left pending.
         """
         if not self.registry.is_alive():
             raise RuntimeStoppedError("the runtime's registry has stopped; no run can start")
         if self.shared is not None:
+            if queue is not None:
+                self._define(self.shared, queue.limits)
             return self._start_shared(self.shared, plan, snapshot, record)
+        if queue is not None:
+            self.gate.reserve(queue.limits, record.run_id)  # raises QueueFullError
+            try:
+                return self._start_here(plan, snapshot, record, queued=True)
+            except BaseException:
+                self.gate.unreserve(queue.name)
+                raise
+        return self._start_here(plan, snapshot, record, queued=False)
+
+    def _define(self, store: SharedStore, limits: QueueLimits) -> None:
+        """Keep a queue's limits in the store, once per definition seen in this process."""
+        self._queues_in_use = True
+        with self._defined_lock:
+            if self._defined.get(limits.name) == limits:
+                return
+        store.define_queue(limits)
+        with self._defined_lock:
+            self._defined[limits.name] = limits
+
+    def _start_here(
+        self, plan: ExecutionPlan, snapshot: Snapshot, record: SnapshotRecord, *, queued: bool
+    ) -> bool:
+        """Record a new run in a store nobody else shares, and hand it to the supervisor."""
         pending = self.pending
         if pending is not None and not pending.admit():
             raise RuntimeOverloadedError(
@@ -206,10 +250,12 @@ class ActorSystem:
             raise
         if not created:
             _give_back(pending)
+            if queued:
+                self.gate.unreserve(snapshot["queue"]["name"])
             return False
         try:
             self.supervisor.tell(
-                StartRun(plan=plan, snapshot=snapshot, admitted=pending is not None)
+                StartRun(plan=plan, snapshot=snapshot, admitted=pending is not None, queued=queued)
             )
         except pykka.ActorDeadError as exc:
             _give_back(pending)
@@ -224,9 +270,13 @@ class ActorSystem:
     def _start_shared(
         self, store: SharedStore, plan: ExecutionPlan, snapshot: Snapshot, record: SnapshotRecord
     ) -> bool:
-        """Record a new run on a shared store: held and run here if there is room, else queued."""
+        """Record a new run on a shared store: held and run here if there is room, else queued.
+
+        A run with a queue is always queued: only a claim, which counts the
+        queue's runs over every worker, may let it start.
+        """
         claimer = self.claimer
-        hold = claimer is not None and claimer.reserve()
+        hold = record.queue is None and claimer is not None and claimer.reserve()
         try:
             if not store.create(record, hold=hold):
                 return False
@@ -264,7 +314,8 @@ class ActorSystem:
             hold = True
         else:
             claimer = self.claimer
-            hold = claimer is not None and claimer.reserve()
+            # A run of a queue goes back through a claim, which counts the queue's runs.
+            hold = "queue" not in snapshot and claimer is not None and claimer.reserve()
             try:
                 if not store.replace(record, expected_seq, hold=hold):
                     return False
@@ -359,6 +410,8 @@ class ActorSystem:
         self, plans: Callable[[], Mapping[str, ExecutionPlan]]
     ) -> Callable[[Sequence[Claimed]], None]:
         def take(claimed: Sequence[Claimed]) -> None:
+            if not self._queues_in_use and any(c.record.queue for c in claimed):
+                self._queues_in_use = True  # from now on a run that settles frees a slot
             message = RunsClaimed(claimed=claimed, plans=plans(), supervisor=self.supervisor)
             self.registry.tell(message)  # dead: the runs go back to the queue at the stop
 
@@ -372,7 +425,9 @@ class ActorSystem:
 
     def _hint(self, kind: str, run_id: str) -> None:
         # A run queued, a cancel asked for, or a run released here (room to claim one).
-        if self.claimer is not None and (kind != "settled" or self._capacity is not None):
+        if self.claimer is not None and (
+            kind != "settled" or self._capacity is not None or self._queues_in_use
+        ):
             self.claimer.poke(kind, run_id)
         if self.watcher is not None:
             self.watcher.poke(kind, run_id)

@@ -9,6 +9,8 @@ from runtime._errors import (
     InvalidInputError,
     LoopLimitError,
     NonRetryableError,
+    QueueFullError,
+    QueueKeyError,
     ResumeConflictError,
     ResumeTargetError,
     RoleError,
@@ -42,6 +44,7 @@ from runtime._model import (
 )
 from runtime._options import OutputOptions, RetentionPolicy, RetryConfig, TracingOptions
 from runtime._queries import RunReader
+from runtime._queue import Queue
 from runtime._request_context import RequestContext
 from runtime._run import Run, RunWatch
 from runtime._runtime import Runtime, default_runtime
@@ -66,6 +69,9 @@ __all__ = [
     "NonRetryableError",
     "OutputOptions",
     "PostgresStore",
+    "Queue",
+    "QueueFullError",
+    "QueueKeyError",
     "RequestContext",
     "ResumeConflictError",
     "ResumeTargetError",

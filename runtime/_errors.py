@@ -20,6 +20,10 @@ The hierarchy::
     ├── RuntimeStoppedError              a stopped runtime was used, or stopped under a run
     ├── RuntimeOverloadedError           a start refused: ``max_pending_runs`` runs wait to
     │                                    start; nothing was recorded, try again later
+    ├── QueueFullError                   a start refused: its queue's ``max_queued`` runs wait;
+    │                                    nothing was recorded, try again later
+    ├── QueueKeyError                    a queue's key function raised or named no string
+    │                                    (also ValueError); nothing was recorded
     ├── RunTimeoutError                  a wait for a run outlasted its timeout (also TimeoutError)
     ├── RunNotSuspendedError             resuming a run that is not suspended, and whose
     │                                    last suspension nobody resumed (never suspended,
@@ -52,6 +56,8 @@ __all__ = [
     "InvalidInputError",
     "LoopLimitError",
     "NonRetryableError",
+    "QueueFullError",
+    "QueueKeyError",
     "ResumeConflictError",
     "ResumeTargetError",
     "RoleError",
@@ -237,6 +243,38 @@ class RuntimeOverloadedError(WorkflowError):
     def __init__(self, message: str, *, limit: int, run_id: str | None = None):
         super().__init__(message, run_id=run_id)
         self.limit = limit
+
+
+class QueueFullError(WorkflowError):
+    """A start refused because its queue already has ``max_queued`` runs waiting.
+
+    Nothing was recorded: the same run can be started again once the queue
+    has drained.
+
+    Attributes:
+        queue: The queue's name.
+        limit: The queue's ``max_queued``.
+    """
+
+    def __init__(self, message: str, *, queue: str, limit: int, run_id: str | None = None):
+        super().__init__(message, run_id=run_id)
+        self.queue = queue
+        self.limit = limit
+
+
+class QueueKeyError(WorkflowError, ValueError):
+    """A queue's ``key`` function raised, or returned something other than a non-empty ``str``.
+
+    Raised by the start, before anything is recorded; the original error, if
+    any, is chained as ``__cause__``.
+
+    Attributes:
+        queue: The queue's name.
+    """
+
+    def __init__(self, message: str, *, queue: str, run_id: str | None = None):
+        super().__init__(message, run_id=run_id)
+        self.queue = queue
 
 
 class RunTimeoutError(WorkflowError, TimeoutError):

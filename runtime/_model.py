@@ -382,6 +382,9 @@ class WorkflowResult(BaseModel):
         span_id: The id of the run's root span.
         created_at: When the run was started (UTC).
         updated_at: When the run last changed (UTC).
+        queue: The queue the run went through, if any.
+        queue_key: Its partition in that queue, if any.
+        priority: Its priority in that queue (``None``: no queue).
     """
 
     model_config = _FROZEN
@@ -400,6 +403,9 @@ class WorkflowResult(BaseModel):
     span_id: str | None = None
     created_at: datetime
     updated_at: datetime
+    queue: str | None = None
+    queue_key: str | None = None
+    priority: int | None = None
 
     @property
     def is_terminal(self) -> bool:

@@ -32,6 +32,7 @@ from typing import Any, Final
 from pydantic import BaseModel
 
 from runtime._errors import WorkflowDefinitionError
+from runtime._queue import Queue
 from runtime._step import Step
 
 __all__ = [
@@ -338,6 +339,7 @@ class ExecutionPlan:
         on_finish: Called once when a run ends, whatever its status.
         on_error: Called once when a run fails.
         retry: The workflow's retry policy (a step's own ``retries`` wins).
+        queue: The queue its runs go through unless a start names another.
     """
 
     workflow_id: str
@@ -350,6 +352,7 @@ class ExecutionPlan:
     on_finish: Hook | None = None
     on_error: Hook | None = None
     retry: RetryPolicy = NO_RETRY
+    queue: Queue | None = None
     scope: Scope = field(init=False)
 
     def __post_init__(self) -> None:
@@ -412,6 +415,7 @@ def compile_plan(
     on_finish: Hook | None = None,
     on_error: Hook | None = None,
     retry: RetryPolicy = NO_RETRY,
+    queue: Queue | None = None,
 ) -> ExecutionPlan:
     """Check a workflow's definition and freeze it into a plan.
 
@@ -424,6 +428,7 @@ def compile_plan(
         on_finish: The hook called when a run ends.
         on_error: The hook called when a run fails.
         retry: The workflow's retry policy.
+        queue: The queue of its runs, if any.
 
     Raises:
         WorkflowDefinitionError: for a workflow without nodes, or with two
@@ -470,6 +475,7 @@ def compile_plan(
         on_finish=on_finish,
         on_error=on_error,
         retry=retry,
+        queue=queue,
     )
 
 

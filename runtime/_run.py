@@ -34,8 +34,9 @@ from runtime._model import (
 )
 from runtime._options import OutputOptions, TracingOptions
 from runtime._plan import split_item_path
+from runtime._queue import Queue
 from runtime._request_context import RequestContext
-from runtime._run_input import first_record, pending_snapshot, validated_resume_data
+from runtime._run_input import enter_queue, first_record, pending_snapshot, validated_resume_data
 from runtime._snapshot import (
     Snapshot,
     canceled_record,
@@ -87,6 +88,9 @@ class Run(Generic[In, Out]):
         initial_state: BaseModel | Mapping[str, Any] | None = None,
         tracing_options: TracingOptions | Mapping[str, Any] | None = None,
         output_options: OutputOptions | Mapping[str, Any] | None = None,
+        queue: Queue | None = None,
+        priority: int | None = None,
+        concurrency_key: str | None = None,
     ) -> StartAsyncResult:
         """Start the run in the background and return its id at once.
 
@@ -104,6 +108,13 @@ class Run(Generic[In, Out]):
                 workflow's ``state_schema`` when it has one.
             tracing_options: Span metadata and a trace id to join.
             output_options: Whether results carry the workflow ``state``.
+            queue: The :class:`Queue` the run goes through, instead of its
+                workflow's (if any): it starts executing once the queue's
+                limits allow.
+            priority: Its priority within the queue: higher first, equal ones
+                in the order they started (an int within ±1,000,000).
+            concurrency_key: Its partition in the queue, instead of the
+                queue's ``key`` function.
 
         Returns:
             ``StartAsyncResult(run_id=...)``.
@@ -116,6 +127,10 @@ class Run(Generic[In, Out]):
             RuntimeOverloadedError: if the runtime's ``max_pending_runs`` runs
                 wait to start; nothing is recorded, and the run can be started
                 again later.
+            QueueFullError: if the queue's ``max_queued`` runs wait; nothing is recorded.
+            QueueKeyError: if the queue's key function raises or names no
+                non-empty str; nothing is recorded.
+            ValueError: for a ``priority`` or ``concurrency_key`` without a queue.
             RuntimeStoppedError: if the runtime is not running.
         """
         with self._lock:
@@ -136,7 +151,10 @@ class Run(Generic[In, Out]):
                 tracing_options=tracing_options,
                 output_options=output_options,
             )
-            host.start_run(plan, snapshot, first_record(snapshot))
+            chosen = enter_queue(
+                plan, snapshot, queue=queue, priority=priority, concurrency_key=concurrency_key
+            )
+            host.start_run(plan, snapshot, first_record(snapshot), chosen)
             self._started = True
         return StartAsyncResult(run_id=run_id)
 
@@ -148,6 +166,9 @@ class Run(Generic[In, Out]):
         initial_state: BaseModel | Mapping[str, Any] | None = None,
         tracing_options: TracingOptions | Mapping[str, Any] | None = None,
         output_options: OutputOptions | Mapping[str, Any] | None = None,
+        queue: Queue | None = None,
+        priority: int | None = None,
+        concurrency_key: str | None = None,
         timeout: float | None = None,
     ) -> WorkflowResult:
         """Start the run and block until it ends; same arguments as :meth:`start_async`.
@@ -161,6 +182,9 @@ class Run(Generic[In, Out]):
             initial_state: As :meth:`start_async`.
             tracing_options: As :meth:`start_async`.
             output_options: As :meth:`start_async`.
+            queue: As :meth:`start_async`.
+            priority: As :meth:`start_async`.
+            concurrency_key: As :meth:`start_async`.
             timeout: Seconds to wait for the run to end; ``None`` waits as long as it takes.
 
         Raises:
@@ -176,6 +200,9 @@ class Run(Generic[In, Out]):
             initial_state=initial_state,
             tracing_options=tracing_options,
             output_options=output_options,
+            queue=queue,
+            priority=priority,
+            concurrency_key=concurrency_key,
         )
         return self.wait(timeout)
 
@@ -187,6 +214,9 @@ class Run(Generic[In, Out]):
         initial_state: BaseModel | Mapping[str, Any] | None = None,
         tracing_options: TracingOptions | Mapping[str, Any] | None = None,
         output_options: OutputOptions | Mapping[str, Any] | None = None,
+        queue: Queue | None = None,
+        priority: int | None = None,
+        concurrency_key: str | None = None,
     ) -> StartAsyncResult:
         """Await :meth:`start_async` without blocking the event loop.
 
@@ -202,6 +232,9 @@ class Run(Generic[In, Out]):
             initial_state=initial_state,
             tracing_options=tracing_options,
             output_options=output_options,
+            queue=queue,
+            priority=priority,
+            concurrency_key=concurrency_key,
         )
 
     async def astart(
@@ -212,6 +245,9 @@ class Run(Generic[In, Out]):
         initial_state: BaseModel | Mapping[str, Any] | None = None,
         tracing_options: TracingOptions | Mapping[str, Any] | None = None,
         output_options: OutputOptions | Mapping[str, Any] | None = None,
+        queue: Queue | None = None,
+        priority: int | None = None,
+        concurrency_key: str | None = None,
         timeout: float | None = None,
     ) -> WorkflowResult:
         """Await :meth:`start` without blocking the event loop: start, then await the end.
@@ -224,6 +260,9 @@ class Run(Generic[In, Out]):
             initial_state=initial_state,
             tracing_options=tracing_options,
             output_options=output_options,
+            queue=queue,
+            priority=priority,
+            concurrency_key=concurrency_key,
         )
         return await self.wait_async(timeout)
 

@@ -17,6 +17,7 @@ from runtime._errors import InvalidInputError, SnapshotEncodingError, summarize_
 from runtime._ids import new_span_id, new_trace_id
 from runtime._model import RunStatus
 from runtime._options import OutputOptions, TracingOptions
+from runtime._queue import Queue, check_key, check_priority
 from runtime._snapshot import Snapshot, check_encodable, copy_plain, find_unencodable, record_of
 from runtime._step import Step, plain
 from runtime._stores.base import SnapshotRecord
@@ -24,7 +25,7 @@ from runtime._stores.base import SnapshotRecord
 if TYPE_CHECKING:
     from runtime._plan import ExecutionPlan
 
-__all__ = ["first_record", "pending_snapshot", "validated_resume_data"]
+__all__ = ["enter_queue", "first_record", "pending_snapshot", "validated_resume_data"]
 
 _DEFAULT_TRACING = TracingOptions()
 _DEFAULT_OUTPUT = OutputOptions()
@@ -92,6 +93,47 @@ def pending_snapshot(
         "created_at": now,
         "updated_at": now,
     }
+
+
+def enter_queue(
+    plan: ExecutionPlan,
+    snapshot: Snapshot,
+    *,
+    queue: Queue | None,
+    priority: int | None,
+    concurrency_key: str | None,
+) -> Queue | None:
+    """Put a start's queue, key and priority in its first snapshot; return the queue.
+
+    The start's ``queue`` wins over the workflow's. Without either, a
+    ``priority`` or ``concurrency_key`` is a mistake, said at once.
+
+    Raises:
+        TypeError: for a ``queue`` that is not a :class:`Queue`, a priority that is not an int.
+        ValueError: for a priority or key without a queue, a priority out of range.
+        QueueKeyError: for a key (given, or by the queue's function) that is no non-empty str.
+    """
+    if queue is not None and not isinstance(queue, Queue):
+        raise TypeError(f"queue must be a Queue, got {type(queue).__name__}")
+    chosen = queue if queue is not None else plan.queue
+    run_id = snapshot["run_id"]
+    if chosen is None:
+        if priority is not None or concurrency_key is not None:
+            raise ValueError(
+                f"run {run_id!r}: priority and concurrency_key need a queue (give queue=, "
+                "or create the workflow with one)"
+            )
+        return None
+    level = 0 if priority is None else check_priority(priority)
+    if concurrency_key is not None:
+        key: str | None = check_key(concurrency_key, chosen.name, run_id)
+    elif chosen.key is not None:
+        model = plan.input_schema.model_validate(snapshot["input"])
+        key = chosen.key_of(model, run_id)
+    else:
+        key = None
+    snapshot["queue"] = {"name": chosen.name, "key": key, "priority": level}
+    return chosen
 
 
 def _validated(schema: type[BaseModel], value: Any, field: str, run_id: str) -> Any:

@@ -23,6 +23,7 @@ from runtime._errors import (
 from runtime._model import RunEvent
 from runtime._options import RetentionPolicy
 from runtime._plan import ExecutionPlan
+from runtime._queue import Queue
 from runtime._snapshot import Snapshot, decode, run_events
 from runtime._stores.base import SnapshotRecord, SnapshotStore
 from runtime._stores.memory import MemoryStore
@@ -157,10 +158,17 @@ class RunHost:
             raise RuntimeStoppedError("the runtime is stopped")
         return system
 
-    def start_run(self, plan: ExecutionPlan, snapshot: Snapshot, record: SnapshotRecord) -> None:
-        """Record and start a new run.
+    def start_run(
+        self,
+        plan: ExecutionPlan,
+        snapshot: Snapshot,
+        record: SnapshotRecord,
+        queue: Queue | None = None,
+    ) -> None:
+        """Record and start a new run (through ``queue``, when it has one).
 
         Raises:
+            QueueFullError: if the queue's ``max_queued`` runs wait.
             RunAlreadyStartedError: if the run's id is taken.
             RuntimeOverloadedError: if ``max_pending_runs`` runs wait to start.
             RuntimeStoppedError: if the runtime is not running.
@@ -172,7 +180,7 @@ class RunHost:
                 "nothing; start runs from a runtime with the role 'client' or 'both'",
                 run_id=record.run_id,
             )
-        if not self.running().start_run(plan, snapshot, record):
+        if not self.running().start_run(plan, snapshot, record, queue):
             raise RunAlreadyStartedError(
                 f"run id {record.run_id!r} is already in use by another run",
                 run_id=record.run_id,

@@ -146,6 +146,7 @@ class Snapshot(TypedDict):
     created_at: float
     updated_at: float
     resumed: NotRequired[bool]
+    queue: NotRequired[dict[str, Any]]
 
 
 def _packb(value: Any) -> bytes:
@@ -938,7 +939,32 @@ def record_of(
         trace_id=snapshot["trace_id"],
         wake_at=snapshot["wake_at"] if snapshot["status"] == RunStatus.WAITING else None,
         parts=parts,
+        **_queue_fields(snapshot),
     )
+
+
+def _queue_result(snapshot: Mapping[str, Any]) -> dict[str, Any]:
+    """A result's queue fields: none for a run in no queue."""
+    entry = snapshot.get("queue")
+    if not entry:
+        return {}
+    return {
+        "queue": entry["name"],
+        "queue_key": entry.get("key"),
+        "priority": entry.get("priority"),
+    }
+
+
+def _queue_fields(snapshot: Snapshot) -> dict[str, Any]:
+    """The record's queue fields: none for a run in no queue (the usual case, and cheap)."""
+    entry = snapshot.get("queue")
+    if not entry:
+        return {}
+    return {
+        "queue": entry["name"],
+        "queue_key": entry.get("key"),
+        "priority": int(entry.get("priority", 0)),
+    }
 
 
 def close_open_steps(
@@ -1184,6 +1210,7 @@ def to_result(snapshot: Snapshot) -> WorkflowResult:
                 "span_id": snapshot["span_id"],
                 "created_at": snapshot["created_at"],
                 "updated_at": snapshot["updated_at"],
+                **_queue_result(snapshot),
             }
         )
     except (KeyError, TypeError, ValidationError) as exc:

@@ -36,6 +36,7 @@ from runtime._plan import (
     leaf_steps,
 )
 from runtime._queries import get_run, list_runs
+from runtime._queue import Queue
 from runtime._run import Run
 from runtime._runtime import offload
 from runtime._step import Step
@@ -73,6 +74,7 @@ class Workflow(Generic[In, Out]):
         retry_config: RetryConfig | Mapping[str, Any] | None = None,
         on_finish: Callable[[RunOutcome], Any] | None = None,
         on_error: Callable[[RunOutcome], Any] | None = None,
+        queue: Queue | None = None,
     ) -> None:
         if not isinstance(id, str) or not id:
             raise WorkflowDefinitionError(f"a workflow id must be a non-empty string, got {id!r}")
@@ -101,8 +103,11 @@ class Workflow(Generic[In, Out]):
         self.state_schema = state_schema
         self.description = description
         self.retry_config = _retry_config(retry_config, id)
+        if queue is not None and not isinstance(queue, Queue):
+            raise TypeError(f"workflow {id!r}: queue must be a Queue, got {queue!r}")
         self.on_finish = on_finish
         self.on_error = on_error
+        self.queue = queue
         self._nodes: list[Node | ExecutionPlan] = []
         self._plan: ExecutionPlan | None = None
         self._runtime: Runtime | None = None
@@ -476,6 +481,7 @@ class Workflow(Generic[In, Out]):
                 on_finish=self.on_finish,
                 on_error=self.on_error,
                 retry=RetryPolicy(**self.retry_config.model_dump()),
+                queue=self.queue,
             )
         return self
 
@@ -685,6 +691,7 @@ def create_workflow(
     retry_config: RetryConfig | Mapping[str, Any] | None = None,
     on_finish: Callable[[RunOutcome], Any] | None = None,
     on_error: Callable[[RunOutcome], Any] | None = None,
+    queue: Queue | None = None,
 ) -> Workflow[In, Out]:
     """Define a workflow; add steps with ``.then(step)`` and finish with ``.commit()``.
 
@@ -702,12 +709,14 @@ def create_workflow(
             be ``async``. It runs before the final result is visible, so keep
             it short. An exception in it is logged and changes nothing.
         on_error: Like ``on_finish``, for failed runs only (called first).
+        queue: The :class:`Queue` its runs go through (a start may name
+            another): it bounds how many execute at once, per key and per window.
 
     Raises:
         WorkflowDefinitionError: for an empty id, an id with a ``.``, or a bad
             ``retry_config``.
-        TypeError: for schemas that are not pydantic models, or hooks that
-            are not callable.
+        TypeError: for schemas that are not pydantic models, hooks that
+            are not callable, or a ``queue`` that is not a :class:`Queue`.
     """
     return Workflow(
         id=id,
@@ -718,6 +727,7 @@ def create_workflow(
         retry_config=retry_config,
         on_finish=on_finish,
         on_error=on_error,
+        queue=queue,
     )
 
 

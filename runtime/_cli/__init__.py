@@ -10,14 +10,16 @@
     callboard worker MODULE:ATTR [MODULE:ATTR ...] [--concurrency N] [--lease SECONDS]
                      [--max-step-threads N] [--stop-timeout SECONDS]
     callboard workers list [--json]
+    callboard queues list [--json]
 
 Every command takes ``--db STORE``, by default ``$CALLBOARD_DB``, else ``./callboard.db``:
 a SQLite file as a path or a ``sqlite:///path`` URL, or a ``postgresql://`` (or
 ``postgres://``) URL, which needs the extra ``callboard[postgres]``. The store is opened
 in one place, :func:`~runtime._cli._commands.open_db`.
 
-The reading commands (``runs list``, ``show``, ``watch``, ``workers list``) open the store
-read-only, so they never get in the way of the runtimes writing to it; ``runs prune``
+The reading commands (``runs list``, ``show``, ``watch``, ``workers list``, ``queues
+list``) open the store read-only, so they never get in the way of the runtimes writing
+to it; ``runs prune``
 writes, between their transactions. ``start`` runs a workflow on a runtime of its own in
 this process; a run that outlives the command is not lost: it stays in the store, and the
 next runtime on it that registers its workflow (a ``callboard worker``, say) resumes it.
@@ -355,7 +357,31 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     workers_listing.add_argument("--json", action="store_true", help="print JSON")
     workers_listing.set_defaults(command=_commands.workers_list)
+
+    _add_queues(commands, db)
     return parser
+
+
+def _add_queues(commands: Any, db: argparse.ArgumentParser) -> None:
+    """``callboard queues list``."""
+    queues = commands.add_parser(
+        "queues", help="list the queues of the store and their limits", parents=[db]
+    )
+    queues.set_defaults(parser_for_help=queues)
+    queue_commands = queues.add_subparsers(
+        title="commands", metavar="COMMAND", parser_class=_Parser
+    )
+    queues_listing = queue_commands.add_parser(
+        "list",
+        help="each queue and key: runs waiting, running, and the limits",
+        parents=[db],
+        description=(
+            "Per queue and key: the runs waiting to execute, the runs executing now (held "
+            "by a worker), and the queue's limits: concurrency, per key, rate, max queued."
+        ),
+    )
+    queues_listing.add_argument("--json", action="store_true", help="print JSON")
+    queues_listing.set_defaults(command=_commands.queues_list)
 
 
 def _number(kind: Callable[[str], Any], check: Callable[[Any], bool], what: str) -> Any:

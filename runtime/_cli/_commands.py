@@ -35,6 +35,9 @@ from runtime._cli._render import (
     plain,
     print_json,
     progress_line,
+    queue_plain,
+    queues_summary,
+    queues_table,
     run_view,
     runs_table,
     show,
@@ -70,6 +73,7 @@ __all__ = [
     "RunNotFoundError",
     "UsageError",
     "open_db",
+    "queues_list",
     "runs_list",
     "runs_prune",
     "runs_show",
@@ -396,6 +400,26 @@ def workers_list(args: argparse.Namespace) -> None:
         show(console, workers_table(workers))
         show(console, Text(""))
     show(console, Text(workers_summary(workers), style="dim"))
+
+
+# --- queues list ----------------------------------------------------------------------
+
+
+def queues_list(args: argparse.Namespace) -> None:
+    """``callboard queues list``: per queue and key, runs waiting and running, and the limits.
+
+    A store from before queues has none to show: an empty list.
+    """
+    with _opened(args.db, readonly=True) as store:
+        stats = store.queue_stats() if isinstance(store, SharedStore) else []
+    if args.json:
+        print_json([queue_plain(stat) for stat in stats])
+        return
+    console = console_for(sys.stdout)
+    if stats:
+        show(console, queues_table(stats))
+        show(console, Text(""))
+    show(console, Text(queues_summary(stats), style="dim"))
 
 
 # --- start ------------------------------------------------------------------------------

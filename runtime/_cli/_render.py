@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from runtime._model import RunStatus, StepResult, WorkflowResult, WorkflowRunList
-from runtime._stores.base import WorkerInfo
+from runtime._stores.base import QueueStats, WorkerInfo
 
 __all__ = [
     "console_for",
@@ -28,6 +28,9 @@ __all__ = [
     "plain",
     "print_json",
     "progress_line",
+    "queue_plain",
+    "queues_summary",
+    "queues_table",
     "run_view",
     "runs_table",
     "show",
@@ -182,16 +185,34 @@ def runs_table(page: WorkflowRunList) -> Table:
     table.add_column("STEPS")
     table.add_column("CREATED", no_wrap=True)
     table.add_column("TOOK", no_wrap=True, justify="right")
+    queues = any(result.queue is not None for result in page.runs)
+    if queues:  # only on a page with runs of queues: other pages look as they always did
+        table.add_column("QUEUE", no_wrap=True)
     for result in page.runs:
-        table.add_row(
+        cells = [
             Text(result.run_id),
             Text(result.workflow_id),
             status_text(result.status),
             Text(_progress(result)),
             Text(_when(result.created_at)),
             Text(_took(result.created_at, result.updated_at) if result.is_terminal else "-"),
-        )
+        ]
+        if queues:
+            cells.append(Text(_queue_text(result)))
+        table.add_row(*cells)
     return table
+
+
+def _queue_text(result: WorkflowResult) -> str:
+    """A run's queue, key and priority in a few words (``-`` for a run in no queue)."""
+    if result.queue is None:
+        return "-"
+    text = result.queue
+    if result.queue_key is not None:
+        text += f" key {result.queue_key}"
+    if result.priority:
+        text += f" priority {result.priority}"
+    return text
 
 
 def page_summary(page: WorkflowRunList, offset: int) -> str:
@@ -224,6 +245,8 @@ def run_view(result: WorkflowResult) -> RenderableType:
     fields.add_row("updated", Text(updated))
     if result.trace_id:
         fields.add_row("trace id", Text(result.trace_id))
+    if result.queue is not None:
+        fields.add_row("queue", Text(_queue_text(result)))
     fields.add_row("input", Text(_json_text(result.input)))
     if result.status == RunStatus.WAITING and result.waiting_until is not None:
         fields.add_row("waiting until", Text(_when(result.waiting_until)))
@@ -350,4 +373,70 @@ def workers_summary(workers: list[WorkerInfo]) -> str:
     return (
         f"{len(workers)} worker{'s' if len(workers) != 1 else ''}, "
         f"holding {held} run{'s' if held != 1 else ''}"
+    )
+
+
+# --- queues ---------------------------------------------------------------------------------
+
+
+def _limit(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def queues_table(stats: list[QueueStats]) -> Table:
+    """Each queue and key: runs waiting and running, and the queue's limits."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    table.add_column("QUEUE", no_wrap=True)
+    table.add_column("KEY", no_wrap=True)
+    table.add_column("WAITING", no_wrap=True, justify="right")
+    table.add_column("RUNNING", no_wrap=True, justify="right")
+    table.add_column("CONCURRENCY", no_wrap=True, justify="right")
+    table.add_column("PER KEY", no_wrap=True, justify="right")
+    table.add_column("RATE", no_wrap=True, justify="right")
+    table.add_column("MAX QUEUED", no_wrap=True, justify="right")
+    for stat in stats:
+        limits = stat.limits
+        rate = "-"
+        if limits is not None and limits.rate_count is not None:
+            rate = f"{limits.rate_count}/{limits.rate_period:g} s"
+        table.add_row(
+            Text(stat.queue),
+            Text("-" if stat.key is None else stat.key),
+            Text(str(stat.waiting)),
+            Text(str(stat.running)),
+            Text(_limit(None if limits is None else limits.concurrency)),
+            Text(_limit(None if limits is None else limits.key_concurrency)),
+            Text(rate),
+            Text(_limit(None if limits is None else limits.max_queued)),
+        )
+    return table
+
+
+def queue_plain(stat: QueueStats) -> dict[str, Any]:
+    """A queue and key as JSON-ready data, with the queue's limits (``null``: none)."""
+    limits = stat.limits
+    return {
+        "queue": stat.queue,
+        "key": stat.key,
+        "waiting": stat.waiting,
+        "running": stat.running,
+        "concurrency": None if limits is None else limits.concurrency,
+        "key_concurrency": None if limits is None else limits.key_concurrency,
+        "rate_limit": None
+        if limits is None or limits.rate_count is None
+        else [limits.rate_count, limits.rate_period],
+        "max_queued": None if limits is None else limits.max_queued,
+    }
+
+
+def queues_summary(stats: list[QueueStats]) -> str:
+    """How many queues, and how many runs wait and run in them."""
+    names = {stat.queue for stat in stats}
+    if not names:
+        return "no queues"
+    waiting = sum(stat.waiting for stat in stats)
+    running = sum(stat.running for stat in stats)
+    return (
+        f"{len(names)} queue{'s' if len(names) != 1 else ''}, "
+        f"{waiting} run{'s' if waiting != 1 else ''} waiting, {running} running"
     )

@@ -37,6 +37,7 @@ WriteKind = Literal[
     "join",
     "reap",
     "request_cancel",
+    "define_queue",
 ]
 """What a write does; the store's ``commit`` decides how."""
 

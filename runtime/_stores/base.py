@@ -12,10 +12,12 @@ from collections.abc import Callable, Sequence
 from typing import Final, NamedTuple, Protocol, runtime_checkable
 
 from runtime._errors import StoreError
+from runtime._queue import QueueLimits
 
 __all__ = [
     "DEFAULT_LEASE",
     "Claimed",
+    "QueueStats",
     "RunFencedError",
     "SharedStore",
     "SnapshotParts",
@@ -85,6 +87,9 @@ class SnapshotRecord(NamedTuple):
     trace_id: str
     wake_at: float | None = None
     parts: SnapshotParts | None = None
+    queue: str | None = None
+    queue_key: str | None = None
+    priority: int = 0
 
 
 @runtime_checkable
@@ -230,6 +235,24 @@ class WorkerInfo(NamedTuple):
     held: int
 
 
+class QueueStats(NamedTuple):
+    """One queue and key of a store, as ``callboard queues list`` shows it.
+
+    Attributes:
+        queue: The queue's name.
+        key: The partition (``None``: the queue's runs without a key).
+        waiting: Runs waiting to execute (nobody holds them; due, if asleep).
+        running: Runs executing now (held by a worker).
+        limits: The queue's limits as last defined (``None``: never defined here).
+    """
+
+    queue: str
+    key: str | None
+    waiting: int
+    running: int
+    limits: QueueLimits | None
+
+
 @runtime_checkable
 class SharedStore(SnapshotStore, Protocol):
     """A durable store that several runtimes share: runs are claimed, held and fenced.
@@ -259,7 +282,19 @@ class SharedStore(SnapshotStore, Protocol):
     lease: float
 
     def create(self, record: SnapshotRecord, *, hold: bool = True) -> bool:
-        """Record a new run, held by this worker (epoch 1) or, with ``hold=False``, queued."""
+        """Record a new run, held by this worker (epoch 1) or, with ``hold=False``, queued.
+
+        A run with a queue whose ``max_queued`` runs wait is not recorded:
+        :class:`~runtime._errors.QueueFullError`.
+        """
+        ...
+
+    def define_queue(self, limits: QueueLimits) -> None:
+        """Keep a queue's limits (replacing those it had), for every worker's claims."""
+        ...
+
+    def queue_stats(self) -> list[QueueStats]:
+        """Every queue and key with runs waiting or running, and every queue defined."""
         ...
 
     def replace(self, record: SnapshotRecord, expected_seq: int, *, hold: bool = False) -> bool:
@@ -284,10 +319,13 @@ class SharedStore(SnapshotStore, Protocol):
         ...
 
     def claim(self, workflow_ids: Sequence[str], limit: int) -> list[Claimed]:
-        """Take up to ``limit`` queued runs of these workflows, oldest first.
+        """Take up to ``limit`` queued runs of these workflows, by rank (oldest first).
 
         Each is then held by this worker with its epoch bumped. Runs another
-        claimer has locked are skipped, never waited for.
+        claimer has locked are skipped, never waited for. A run with a queue
+        is taken only while its queue's limits allow (counted over every
+        worker, inside the claim's transaction), and the runs of a queue go
+        by :func:`~runtime._queue.rank`.
         """
         ...
 

@@ -43,13 +43,21 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Final
 
-from runtime._errors import StoreError
+from runtime._errors import QueueFullError, StoreError
 from runtime._ids import new_id
 from runtime._model import SETTLED_STATUSES, TERMINAL_STATUSES, UNFINISHED_STATUSES
+from runtime._queue import Admission, Bucket, QueueLimits, bucket_key, rank
 from runtime._snapshot import is_parted
 from runtime._stores._parts import plan_parts
 from runtime._stores._writer import Done, GroupCommitWriter, Write, WriteKind, call, resolve
-from runtime._stores.base import DEFAULT_LEASE, Claimed, RunFencedError, SnapshotRecord, WorkerInfo
+from runtime._stores.base import (
+    DEFAULT_LEASE,
+    Claimed,
+    QueueStats,
+    RunFencedError,
+    SnapshotRecord,
+    WorkerInfo,
+)
 from runtime._tracing import emit
 
 if TYPE_CHECKING:
@@ -59,8 +67,6 @@ if TYPE_CHECKING:
 
 __all__ = ["LEASE", "SCHEMA_VERSION", "PostgresStore", "redact"]
 
-SCHEMA_VERSION: Final = 2
-"""The database schema this code writes (``callboard_meta.schema_version``)."""
 
 LEASE: Final = DEFAULT_LEASE
 """Seconds without a heartbeat after which a worker's runs go back to the queue."""
@@ -156,6 +162,38 @@ CREATE TABLE IF NOT EXISTS callboard_workers (
 )
 """
 
+# Queues, schema version 3 (each statement harmless where it is already done):
+# a run's queue, key and priority, its rank (runtime._queue.rank: what claims go by),
+# when it first started executing (what rate limits count), and each queue's limits.
+_QUEUES_DDL: Final = f"""
+ALTER TABLE callboard_runs ADD COLUMN IF NOT EXISTS queue text;
+ALTER TABLE callboard_runs ADD COLUMN IF NOT EXISTS queue_key text;
+ALTER TABLE callboard_runs ADD COLUMN IF NOT EXISTS priority integer NOT NULL DEFAULT 0;
+ALTER TABLE callboard_runs ADD COLUMN IF NOT EXISTS rank double precision;
+ALTER TABLE callboard_runs ADD COLUMN IF NOT EXISTS started_at double precision;
+UPDATE callboard_runs SET rank = created_at WHERE rank IS NULL;
+CREATE INDEX IF NOT EXISTS callboard_runs_queued_by_rank ON callboard_runs (rank, run_id)
+    WHERE {_QUEUED_SQL};
+CREATE INDEX IF NOT EXISTS callboard_runs_in_queue
+    ON callboard_runs (queue, queue_key, started_at) WHERE queue IS NOT NULL;
+CREATE TABLE IF NOT EXISTS callboard_queues (
+    name            text PRIMARY KEY,
+    concurrency     integer,
+    key_concurrency integer,
+    rate_count      integer,
+    rate_period     double precision,
+    max_queued      integer,
+    updated_at      timestamptz NOT NULL DEFAULT clock_timestamp()
+)
+"""
+
+_QUEUE_LOCK: Final = 0x63616C6C71756575  # "callqueu": claims through limited queues take turns
+"""The advisory lock that claims of queued runs, and creates into a bounded queue, hold
+until they commit: the counts they read stay true until then, across every worker."""
+
+_CLAIM_ROUNDS: Final = 16
+"""The most rounds of one claim through queues (each round skips what filled in the last)."""
+
 _PARTS_TABLE: Final = """
 CREATE TABLE IF NOT EXISTS callboard_run_parts (
     run_id  text NOT NULL REFERENCES callboard_runs (run_id) ON DELETE CASCADE,
@@ -187,7 +225,12 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         WHEN (OLD.lineage IS NOT NULL AND NEW.lineage IS NULL)
         EXECUTE FUNCTION callboard_parts_go_when_kept_whole()""",
     ),
+    # 2 -> 3: queues (see _QUEUES_DDL).
+    tuple(statement for statement in _QUEUES_DDL.split(";") if statement.strip()),
 )
+
+SCHEMA_VERSION: Final = 1 + len(_MIGRATIONS)
+"""The database schema this code writes (``callboard_meta.schema_version``)."""
 """The steps that take a database from one schema version to the next: step ``i`` takes
 version ``i + 1`` to ``i + 2``. A new database gets :data:`_SCHEMA` and then every step
 (each written to be harmless where it is already done), so new and migrated are the same."""
@@ -218,12 +261,17 @@ _ROWS: Final = f"({_ROWS_SELECT}) AS v"
 """A batch of records as rows: one JSON parameter, which ``json.dumps`` builds in C (eleven
 array parameters cost psycopg's Python array dumper about a fifth of a worker's CPU)."""
 
-_CREATE: Final = f"""
+_CREATE: Final = """
 INSERT INTO callboard_runs (run_id, workflow_id, status, seq, owner_id, epoch, wake_at,
-                            created_at, updated_at, trace_id, snapshot)
+                            created_at, updated_at, trace_id, snapshot,
+                            queue, queue_key, priority, rank)
 SELECT v.run_id, v.workflow_id, v.status, v.seq, v.owner_id, v.epoch, v.wake_at,
-       v.created_at, v.updated_at, v.trace_id, v.snapshot
-FROM {_ROWS}
+       v.created_at, v.updated_at, v.trace_id, decode(v.snapshot, 'base64'),
+       v.queue, v.queue_key, coalesce(v.priority, 0), coalesce(v.rank, v.created_at)
+FROM jsonb_to_recordset(%s::jsonb) AS v(
+    run_id text, workflow_id text, status text, seq int8, owner_id text, epoch int8,
+    wake_at float8, created_at float8, updated_at float8, trace_id text, snapshot text,
+    queue text, queue_key text, priority int4, rank float8)
 ON CONFLICT (run_id) DO NOTHING
 RETURNING run_id
 """
@@ -313,7 +361,7 @@ RETURNING epoch
 _CLAIM: Final = f"""
 WITH picked AS (
     SELECT run_id FROM callboard_runs
-    WHERE {_QUEUED_SQL} AND workflow_id = ANY(%(workflows)s) AND {_DUE}
+    WHERE {_QUEUED_SQL} AND workflow_id = ANY(%(workflows)s) AND {_DUE} AND queue IS NULL
     ORDER BY created_at, run_id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -440,6 +488,46 @@ def _columns(
             ]
         )
     ]
+
+
+def _create_columns(
+    records: Sequence[SnapshotRecord], owners: Sequence[str | None], epochs: Sequence[int]
+) -> list[Any]:
+    """New runs as the one JSON parameter of :data:`_CREATE` (with their queue fields)."""
+    return [
+        json.dumps(
+            [
+                {
+                    "run_id": r.run_id,
+                    "workflow_id": r.workflow_id,
+                    "status": r.status,
+                    "seq": r.seq,
+                    "owner_id": owner,
+                    "epoch": epoch,
+                    "wake_at": r.wake_at,
+                    "created_at": r.created_at,
+                    "updated_at": r.updated_at,
+                    "trace_id": r.trace_id,
+                    "snapshot": base64.b64encode(r.data).decode("ascii"),
+                    "queue": r.queue,
+                    "queue_key": r.queue_key,
+                    "priority": r.priority,
+                    "rank": rank(r.created_at, r.priority),
+                }
+                for r, owner, epoch in zip(records, owners, epochs, strict=True)
+            ]
+        )
+    ]
+
+
+def _queue_full(record: SnapshotRecord, limit: int) -> QueueFullError:
+    return QueueFullError(
+        f"queue {record.queue!r} has {limit} runs waiting (max_queued); run {record.run_id!r} "
+        "was not recorded: start it again once the queue has drained",
+        queue=record.queue or "",
+        limit=limit,
+        run_id=record.run_id,
+    )
 
 
 def redact(url: str) -> str:
@@ -614,6 +702,18 @@ class _Listener:
                 self._deliver(kind, run_id)
             except Exception:
                 emit(logging.ERROR, "store_hint_failed", exc_info=True)
+
+
+_UNBOUNDED: Final = QueueLimits(name="")
+
+
+def _queue_limits(connection: Connection) -> dict[str, QueueLimits]:
+    """Every queue's limits, as the table holds them now."""
+    rows = connection.execute(
+        "SELECT name, concurrency, key_concurrency, rate_count, rate_period, max_queued "
+        "FROM callboard_queues"
+    ).fetchall()
+    return {row[0]: QueueLimits(*row) for row in rows}
 
 
 class _Batch:
@@ -1207,6 +1307,53 @@ class PostgresStore:
         result: list[WorkerInfo] = self._read(read)
         return result
 
+    def define_queue(self, limits: QueueLimits) -> None:
+        """Keep a queue's limits in the database, for every worker's claims (replacing the old).
+
+        Raises:
+            StoreError: if the store is read-only or closed, or stayed unreachable.
+        """
+        future: Future[None] = Future()
+        write = self._submit("define_queue", limits, resolve(future))
+        self._committed(write, future, f"the queue {limits.name!r} was not defined")
+
+    def queue_stats(self) -> list[QueueStats]:
+        """Every queue and key with runs waiting or running, and every queue defined."""
+
+        def read(connection: Connection) -> list[QueueStats]:
+            found = connection.execute("SELECT to_regclass('callboard_queues')").fetchone()
+            if found is None or found[0] is None:
+                return []
+            limits = _queue_limits(connection)
+            rows = connection.execute(
+                "SELECT queue, queue_key, "
+                f"count(*) FILTER (WHERE owner_id IS NULL AND {_DUE}), "
+                "count(*) FILTER (WHERE owner_id IS NOT NULL) "
+                f"FROM callboard_runs WHERE queue IS NOT NULL AND status IN ({_UNFINISHED_SQL}) "
+                "GROUP BY queue, queue_key"
+            ).fetchall()
+            stats = [
+                QueueStats(
+                    queue=queue,
+                    key=key,
+                    waiting=int(waiting),
+                    running=int(running),
+                    limits=limits.get(queue),
+                )
+                for queue, key, waiting, running in rows
+            ]
+            seen = {stat.queue for stat in stats}
+            stats.extend(
+                QueueStats(queue=name, key=None, waiting=0, running=0, limits=queue_limits)
+                for name, queue_limits in limits.items()
+                if name not in seen
+            )
+            stats.sort(key=lambda stat: (stat.queue, stat.key or ""))
+            return stats
+
+        result: list[QueueStats] = self._read(read)
+        return result
+
     def set_hint(self, hint: Callable[[str, str], None] | None) -> None:
         """Call ``hint(kind, run_id)`` when this store or another one changed something.
 
@@ -1383,7 +1530,11 @@ class PostgresStore:
         # Callers blocked in create() first; then the callbacks that tell actors.
         for write in writes:
             if write.kind == "create":
-                call(write.done, results.get(id(write)), None)
+                result = results.get(id(write))
+                if isinstance(result, QueueFullError):
+                    call(write.done, None, result)
+                else:
+                    call(write.done, result, None)
         for write in writes:
             if write.kind != "create":
                 error = results.get(id(write)) if write.kind == "save" else None
@@ -1529,13 +1680,16 @@ class PostgresStore:
             results[id(write)] = False
         if not live:
             return
+        live = self._refuse_full(connection, live, results)
+        if not live:
+            return
         records = [write.payload[0] for write in live]
         holds = [write.payload[1] and not _releases(write.payload[0]) for write in live]
         owners = [self.owner_id if hold else None for hold in holds]
         epochs = [1 if hold else 0 for hold in holds]
         rows = connection.execute(
             _CREATE,
-            _columns(records, owners, epochs, whole=True),
+            _create_columns(records, owners, epochs),
         ).fetchall()
         inserted = {row[0] for row in rows}
         missed = [record.run_id for record in records if record.run_id not in inserted]
@@ -1741,6 +1895,17 @@ class PostgresStore:
             return self._reap(connection, batch)
         if kind == "prune":
             return self._prune(connection, payload)
+        if kind == "define_queue":
+            connection.execute(
+                "INSERT INTO callboard_queues (name, concurrency, key_concurrency, rate_count, "
+                "rate_period, max_queued) VALUES (%s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency, "
+                "key_concurrency = excluded.key_concurrency, rate_count = excluded.rate_count, "
+                "rate_period = excluded.rate_period, max_queued = excluded.max_queued, "
+                "updated_at = clock_timestamp()",
+                tuple(payload),
+            )
+            return None
         raise AssertionError(f"unknown write {kind!r}")
 
     def _replace(self, connection: Connection, write: Write, batch: _Batch) -> bool:
@@ -1801,17 +1966,132 @@ class PostgresStore:
             ).fetchall()
             batch.adopted = True
         if len(rows) < limit:
-            rows += connection.execute(
-                _CLAIM, {"workflows": workflows, "limit": limit - len(rows), "owner": self.owner_id}
-            ).fetchall()
+            if _queue_limits(connection):
+                rows += self._claim_through_queues(connection, workflows, limit - len(rows))
+            else:
+                # No queue defined: no run has one (a queue is defined before its first run).
+                rows += connection.execute(
+                    _CLAIM,
+                    {"workflows": workflows, "limit": limit - len(rows), "owner": self.owner_id},
+                ).fetchall()
         rows.sort(key=lambda row: (row[5], row[0]))  # oldest first
         claimed = []
         for row in rows:
             run_id = row[0]
             batch.held[run_id] = row[10]
             batch.fenced.discard(run_id)
-            claimed.append(Claimed(record=_record(row), cancel_requested=bool(row[11])))
+            record = _record(row)
+            if len(row) > 12:  # claimed through a queue: say which
+                record = record._replace(queue=row[12])
+            claimed.append(Claimed(record=record, cancel_requested=bool(row[11])))
         return claimed
+
+    def _claim_through_queues(
+        self, connection: Connection, workflows: list[str], limit: int
+    ) -> list[tuple[Any, ...]]:
+        """Claim by rank, each run of a queue only while its limits allow, under the queue lock.
+
+        The lock is held until the batch commits: the counts read here stay
+        true for every other worker's claim, which waits for its turn.
+        """
+        connection.execute("SELECT pg_advisory_xact_lock(%s)", (_QUEUE_LOCK,))
+        limits = _queue_limits(connection)
+        now_row = connection.execute(f"SELECT {_NOW}").fetchone()
+        now = float(now_row[0]) if now_row is not None else 0.0
+        running: dict[Bucket, int] = {
+            (queue, key): int(count)
+            for queue, key, count in connection.execute(
+                "SELECT queue, queue_key, count(*) FROM callboard_runs "
+                "WHERE owner_id IS NOT NULL AND queue IS NOT NULL "
+                f"AND status IN ({_UNFINISHED_SQL}) GROUP BY queue, queue_key"
+            ).fetchall()
+        }
+        started: dict[Bucket, int] = {}
+        for name, queue_limits in limits.items():
+            if queue_limits.rate_count is None or queue_limits.rate_period is None:
+                continue
+            for key, count in connection.execute(
+                "SELECT queue_key, count(*) FROM callboard_runs WHERE queue = %s "
+                "AND started_at > %s GROUP BY queue_key",
+                (name, now - queue_limits.rate_period),
+            ).fetchall():
+                started[(name, key)] = int(count)
+        admission = Admission(limits, running, started)
+        taken: list[tuple[Any, ...]] = []
+        for _ in range(_CLAIM_ROUNDS):
+            want = limit - len(taken)
+            rows = connection.execute(
+                "SELECT run_id, queue, queue_key, started_at FROM callboard_runs "
+                f"WHERE {_QUEUED_SQL} AND workflow_id = ANY(%(workflows)s) AND {_DUE} "
+                "AND (queue IS NULL OR NOT (queue = ANY(%(closed)s) "
+                "OR queue || chr(31) || coalesce(queue_key, '') = ANY(%(buckets)s) "
+                "OR (started_at IS NULL "
+                "AND queue || chr(31) || coalesce(queue_key, '') = ANY(%(rated)s)))) "
+                "ORDER BY rank, run_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED",
+                {
+                    "workflows": workflows,
+                    "closed": admission.closed_queues(),
+                    "buckets": [bucket_key(bucket) for bucket in admission.closed_buckets()],
+                    "rated": [bucket_key(bucket) for bucket in admission.rated_buckets()],
+                    "limit": want,
+                },
+            ).fetchall()
+            chosen = [
+                run_id
+                for run_id, queue, key, started_at in rows
+                if admission.admit(queue, key, first=started_at is None)
+            ][:want]
+            if chosen:
+                taken += connection.execute(
+                    "UPDATE callboard_runs AS r SET owner_id = %s, epoch = r.epoch + 1, "
+                    "started_at = coalesce(r.started_at, %s) WHERE r.run_id = ANY(%s) "
+                    "RETURNING r.run_id, r.workflow_id, r.seq, r.status, r.snapshot, "
+                    "r.created_at, r.updated_at, r.trace_id, r.wake_at, "
+                    f"{_PARTS_OF.format(table='r')}, r.epoch, r.cancel_requested, r.queue",
+                    (self.owner_id, now, chosen),
+                ).fetchall()
+            if len(taken) >= limit or len(rows) < want:
+                break  # enough, or nothing more waits: a round skips only what filled up
+        return taken
+
+    def _refuse_full(
+        self, connection: Connection, creates: list[Write], results: dict[int, Any]
+    ) -> list[Write]:
+        """The creates left once those into a queue whose ``max_queued`` runs wait are refused.
+
+        Counted under the queue lock, so that two creates cannot both take the last place.
+        """
+        bounded = [write for write in creates if write.payload[0].queue is not None]
+        if not bounded:
+            return creates
+        limits = _queue_limits(connection)
+        if not any(
+            limits.get(write.payload[0].queue, _UNBOUNDED).max_queued is not None
+            for write in bounded
+        ):
+            return creates
+        connection.execute("SELECT pg_advisory_xact_lock(%s)", (_QUEUE_LOCK,))
+        waiting: dict[str, int] = {}
+        kept: list[Write] = []
+        for write in creates:
+            record = write.payload[0]
+            queue_limits = limits.get(record.queue) if record.queue is not None else None
+            if queue_limits is None or queue_limits.max_queued is None:
+                kept.append(write)
+                continue
+            if record.queue not in waiting:
+                row = connection.execute(
+                    f"SELECT count(*) FROM callboard_runs WHERE queue = %s AND {_QUEUED_SQL} "
+                    f"AND {_DUE}",
+                    (record.queue,),
+                ).fetchone()
+                waiting[record.queue] = int(row[0]) if row is not None else 0
+            if waiting[record.queue] >= queue_limits.max_queued:
+                results[id(write)] = _queue_full(record, queue_limits.max_queued)
+            else:
+                waiting[record.queue] += 1
+                kept.append(write)
+        return kept
 
     def _reap(self, connection: Connection, batch: _Batch) -> int:
         dead = [row[0] for row in connection.execute(_DEAD_WORKERS).fetchall()]

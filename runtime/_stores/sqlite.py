@@ -48,13 +48,21 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from runtime import _clock
-from runtime._errors import StoreError
+from runtime._errors import QueueFullError, StoreError
 from runtime._ids import new_id
 from runtime._model import SETTLED_STATUSES, TERMINAL_STATUSES, UNFINISHED_STATUSES
+from runtime._queue import Admission, Bucket, QueueLimits, bucket_key, rank
 from runtime._snapshot import is_parted
 from runtime._stores._parts import PartWrites, plan_parts
 from runtime._stores._writer import Done, GroupCommitWriter, Write, WriteKind, call, resolve
-from runtime._stores.base import DEFAULT_LEASE, Claimed, RunFencedError, SnapshotRecord, WorkerInfo
+from runtime._stores.base import (
+    DEFAULT_LEASE,
+    Claimed,
+    QueueStats,
+    RunFencedError,
+    SnapshotRecord,
+    WorkerInfo,
+)
 from runtime._tracing import emit
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
@@ -116,6 +124,16 @@ CREATE TABLE IF NOT EXISTS owners (
 );
 """
 
+_QUEUES_TABLE: Final = """CREATE TABLE IF NOT EXISTS queues (
+    name            TEXT PRIMARY KEY,
+    concurrency     INTEGER,
+    key_concurrency INTEGER,
+    rate_count      INTEGER,
+    rate_period     REAL,
+    max_queued      INTEGER,
+    updated_at      REAL NOT NULL
+)"""
+
 _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # 1 -> 2: step records. The parts of a snapshot kept in parts, beside its head in
     # the run's row. ``lineage`` names the encoder (one run actor) that wrote them: the
@@ -159,6 +177,21 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         f"WHERE owner_id IS NULL AND status IN ({_UNFINISHED_SQL})",
         "CREATE INDEX runs_by_owner ON runs (owner_id) WHERE owner_id IS NOT NULL",
     ),
+    # queues: a run's queue, key and priority, fixed at its start; its rank (its start
+    # time less its priority's head start, see runtime._queue.rank), which claims go by;
+    # when it first started executing (what rate limits count); and each queue's limits.
+    (
+        "ALTER TABLE runs ADD COLUMN queue TEXT",
+        "ALTER TABLE runs ADD COLUMN queue_key TEXT",
+        "ALTER TABLE runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE runs ADD COLUMN rank REAL",
+        "ALTER TABLE runs ADD COLUMN started_at REAL",
+        "UPDATE runs SET rank = created_at",
+        "CREATE INDEX runs_queued_by_rank ON runs (rank) "
+        f"WHERE owner_id IS NULL AND status IN ({_UNFINISHED_SQL})",
+        "CREATE INDEX runs_in_queue ON runs (queue, queue_key, started_at) WHERE queue IS NOT NULL",
+        _QUEUES_TABLE,
+    ),
 )
 """The steps that take a file from one schema version to the next, in order: step ``i``
 takes version ``i + 1`` to ``i + 2``. A new file is made at version 1 and taken
@@ -173,6 +206,14 @@ _PARTS_FROM: Final = 2
 _SHARING_FROM: Final = 3
 """The first schema version with claims (``epoch``, ``wake_at``, worker columns)."""
 
+_QUEUES_FROM: Final = 2 + next(
+    index for index, steps in enumerate(_MIGRATIONS) if _QUEUES_TABLE in steps
+)
+"""The first schema version with queues (the ``queue`` columns, the ``queues`` table)."""
+
+_CLAIM_ROUNDS: Final = 16
+"""The most rounds of one claim through queues (each round skips what filled in the last)."""
+
 _PRUNE_INDEX: Final = "CREATE INDEX IF NOT EXISTS runs_by_end ON runs (status, updated_at)"
 """What pruning looks runs up by; made on every open, so that older files get it too."""
 
@@ -181,6 +222,8 @@ _INSERT_COLUMNS = (
     "lineage, epoch, wake_at"
 )
 _ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_CREATE_COLUMNS = _INSERT_COLUMNS + ", queue, queue_key, priority, rank"
+_CREATE_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _ROWS_PER_STATEMENT = 500  # 12 variables a row, well under SQLite's limit of 32,766
 
 # A newer snapshot replaces an older one, and nothing replaces a terminal one.
@@ -739,6 +782,28 @@ class SQLiteStore:
             for row in rows
         ]
 
+    def define_queue(self, limits: QueueLimits) -> None:
+        """Keep a queue's limits in the file, for every worker's claims (replacing the old)."""
+        future: Future[bool] = Future()
+        write = self._submit("define_queue", limits, resolve(future))
+        self._committed(write, future, f"the queue {limits.name!r} was not defined")
+
+    def queue_stats(self) -> list[QueueStats]:
+        """Every queue and key with runs waiting or running, and every queue defined."""
+        with self._reading() as connection:
+            if self._check_schema(connection, writable=False) < _QUEUES_FROM:
+                return []
+            limits = self._queue_limits(connection)
+            rows = connection.execute(
+                "SELECT queue, queue_key, "
+                "sum(CASE WHEN owner_id IS NULL AND (wake_at IS NULL OR wake_at <= ?) "
+                "THEN 1 ELSE 0 END), sum(CASE WHEN owner_id IS NOT NULL THEN 1 ELSE 0 END) "
+                f"FROM runs WHERE queue IS NOT NULL AND status IN ({_UNFINISHED_SQL}) "
+                "GROUP BY queue, queue_key",
+                (_clock.time(),),
+            ).fetchall()
+        return _queue_stats(rows, limits)
+
     def set_hint(self, hint: Callable[[str, str], None] | None) -> None:
         """Call ``hint(kind, run_id)`` after this store's own commits that others wait on.
 
@@ -871,7 +936,8 @@ class SQLiteStore:
         results, errors = outcome.results, outcome.errors
         creates = [write for write in writes if write.kind == "create" and not write.abandoned]
         for write in creates:
-            call(write.done, results[id(write)], None)
+            error = errors.get(id(write))
+            call(write.done, None if error else results.get(id(write), False), error)
         for write in writes:
             if write.kind != "create":
                 error = errors.get(id(write))
@@ -902,6 +968,9 @@ class SQLiteStore:
         others = [write for write in writes if write.kind not in ("create", "save")]
         self._broken_after = None
         connection.execute("BEGIN IMMEDIATE")
+        refused = self._refuse_full(connection, creates, outcome)
+        if refused:
+            creates = [write for write in creates if id(write) not in refused]
         inserted = self._insert(connection, [write.payload for write in creates])
         self._upsert(connection, saves, outcome)
         for write in others:
@@ -928,13 +997,21 @@ class SQLiteStore:
         """Insert new runs; return the ids that were new (the others are taken)."""
         inserted: set[str] = set()
         rows = [
-            self._row(record, record.data, None, self.owner_id if hold else None, 1 if hold else 0)
+            (
+                *self._row(
+                    record, record.data, None, self.owner_id if hold else None, 1 if hold else 0
+                ),
+                record.queue,
+                record.queue_key,
+                record.priority,
+                rank(record.created_at, record.priority),
+            )
             for record, hold in creates
         ]
         for chunk in _chunks(rows):
             found = connection.execute(
-                f"INSERT INTO runs ({_INSERT_COLUMNS}) VALUES "
-                + ", ".join([_ROW] * len(chunk))
+                f"INSERT INTO runs ({_CREATE_COLUMNS}) VALUES "
+                + ", ".join([_CREATE_ROW] * len(chunk))
                 + " ON CONFLICT (run_id) DO NOTHING RETURNING run_id",
                 [value for row in chunk for value in row],
             ).fetchall()
@@ -1168,6 +1245,14 @@ class SQLiteStore:
             self._lost_row = False  # said once
             outcome.fence_all = True
             return False
+        if kind == "define_queue":
+            limits: QueueLimits = payload
+            connection.execute(
+                "INSERT OR REPLACE INTO queues (name, concurrency, key_concurrency, rate_count, "
+                "rate_period, max_queued, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (*limits, time.time()),
+            )
+            return None
         if kind == "join":
             if not self._row_exists(connection):
                 # Reaped before this join made the row anew: the next heartbeat says so.
@@ -1213,37 +1298,145 @@ class SQLiteStore:
         self, connection: sqlite3.Connection, payload: Any, outcome: _Outcome
     ) -> list[Claimed]:
         workflow_ids, limit = payload
+        now = _clock.time()
+        admission = self._admission(connection, now)
+        limited = admission is not None and admission.limited()
         marks = ", ".join("?" * len(workflow_ids))
-        ids = [
-            row[0]
-            for row in connection.execute(
-                f"SELECT run_id FROM runs WHERE {_QUEUED} AND (wake_at IS NULL OR wake_at <= ?) "
-                f"AND workflow_id IN ({marks}) ORDER BY created_at LIMIT ?",
-                (_clock.time(), *workflow_ids, limit),
+        taken: list[str] = []
+        for _ in range(_CLAIM_ROUNDS if limited else 1):
+            want = limit - len(taken)
+            where = (
+                f"WHERE {_QUEUED} AND (wake_at IS NULL OR wake_at <= ?) "
+                f"AND workflow_id IN ({marks})"
+            )
+            params: list[Any] = [now, *workflow_ids]
+            if limited and admission is not None:
+                closed = admission.closed_queues()
+                if closed:
+                    where += (
+                        f" AND (queue IS NULL OR queue NOT IN ({', '.join('?' * len(closed))}))"
+                    )
+                    params.extend(closed)
+                buckets = admission.closed_buckets()
+                if buckets:
+                    where += (
+                        " AND (queue IS NULL OR (queue || char(31) || coalesce(queue_key, '')) "
+                        f"NOT IN ({', '.join('?' * len(buckets))}))"
+                    )
+                    params.extend(bucket_key(bucket) for bucket in buckets)
+                rated = admission.rated_buckets()
+                if rated:  # a run that started before (and woke, or was recovered) may go
+                    where += (
+                        " AND (queue IS NULL OR started_at IS NOT NULL OR (queue || char(31) || "
+                        f"coalesce(queue_key, '')) NOT IN ({', '.join('?' * len(rated))}))"
+                    )
+                    params.extend(bucket_key(bucket) for bucket in rated)
+            rows = connection.execute(
+                f"SELECT run_id, queue, queue_key, started_at FROM runs {where} "
+                "ORDER BY rank LIMIT ?",
+                (*params, want),
             ).fetchall()
-        ]
-        if not ids:
+            chosen = [
+                run_id
+                for run_id, queue, key, started_at in rows
+                if admission is None or admission.admit(queue, key, first=started_at is None)
+            ][:want]
+            if chosen:
+                chosen_marks = ", ".join("?" * len(chosen))
+                connection.execute(
+                    "UPDATE runs SET owner_id = ?, epoch = epoch + 1, "
+                    f"started_at = coalesce(started_at, ?) WHERE run_id IN ({chosen_marks}) "
+                    f"AND {_QUEUED}",
+                    (self.owner_id, now, *chosen),
+                )
+                taken.extend(chosen)
+            if len(taken) >= limit or len(rows) < want:
+                break  # enough, or nothing more waits: a round skips only what filled up
+        if not taken:
             return []
-        marks = ", ".join("?" * len(ids))
-        connection.execute(
-            f"UPDATE runs SET owner_id = ?, epoch = epoch + 1 WHERE run_id IN ({marks}) "
-            f"AND {_QUEUED}",
-            (self.owner_id, *ids),
-        )
-        # Read in this transaction, on this connection: the rows as just claimed.
-        found = self._select(
-            _RUNS,
-            f"WHERE r.run_id IN ({marks}) AND r.owner_id = ?",
-            (*ids, self.owner_id),
-            extra=", r.epoch, r.cancel_requested",
-            order="ORDER BY r.created_at",
-            connection=connection,
-        )
         claimed = []
-        for record, row in found:  # oldest first, as selected
-            outcome.hold[record.run_id] = row[9]
-            claimed.append(Claimed(record=record, cancel_requested=bool(row[10])))
+        for ids in _chunks(taken):
+            marks = ", ".join("?" * len(ids))
+            # Read in this transaction, on this connection: the rows as just claimed.
+            found = self._select(
+                _RUNS,
+                f"WHERE r.run_id IN ({marks}) AND r.owner_id = ?",
+                (*ids, self.owner_id),
+                extra=", r.epoch, r.cancel_requested, r.queue",
+                order="ORDER BY r.created_at",
+                connection=connection,
+            )
+            for record, row in found:  # oldest first, as selected
+                outcome.hold[record.run_id] = row[9]
+                claimed.append(
+                    Claimed(record=record._replace(queue=row[11]), cancel_requested=bool(row[10]))
+                )
         return claimed
+
+    def _queue_limits(self, connection: sqlite3.Connection) -> dict[str, QueueLimits]:
+        rows = connection.execute(
+            "SELECT name, concurrency, key_concurrency, rate_count, rate_period, max_queued "
+            "FROM queues"
+        ).fetchall()
+        return {row[0]: QueueLimits(*row) for row in rows}
+
+    def _admission(self, connection: sqlite3.Connection, now: float) -> Admission | None:
+        """What runs of limited queues execute, and started within their windows, right now.
+
+        Read inside the claim's transaction, which holds the file's write lock:
+        no other worker claims meanwhile, so the counts stay true until it commits.
+        """
+        limits = self._queue_limits(connection)
+        if not limits:
+            return None
+        running: dict[Bucket, int] = {
+            (queue, key): count
+            for queue, key, count in connection.execute(
+                "SELECT queue, queue_key, count(*) FROM runs WHERE owner_id IS NOT NULL "
+                f"AND queue IS NOT NULL AND status IN ({_UNFINISHED_SQL}) "
+                "GROUP BY queue, queue_key"
+            ).fetchall()
+        }
+        started: dict[Bucket, int] = {}
+        for name, queue_limits in limits.items():
+            if queue_limits.rate_count is None or queue_limits.rate_period is None:
+                continue
+            for key, count in connection.execute(
+                "SELECT queue_key, count(*) FROM runs WHERE queue = ? AND started_at > ? "
+                "GROUP BY queue_key",
+                (name, now - queue_limits.rate_period),
+            ).fetchall():
+                started[(name, key)] = count
+        return Admission(limits, running, started)
+
+    def _refuse_full(
+        self, connection: sqlite3.Connection, creates: list[Write], outcome: _Outcome
+    ) -> set[int]:
+        """The creates (by ``id``) into a queue whose ``max_queued`` runs wait: refused."""
+        into_queues = [write for write in creates if write.payload[0].queue is not None]
+        if not into_queues:
+            return set()
+        limits = self._queue_limits(connection)
+        waiting: dict[str, int] = {}
+        refused: set[int] = set()
+        now = _clock.time()
+        for write in into_queues:
+            record = write.payload[0]
+            queue_limits = limits.get(record.queue)
+            if queue_limits is None or queue_limits.max_queued is None:
+                continue
+            if record.queue not in waiting:
+                waiting[record.queue] = connection.execute(
+                    f"SELECT count(*) FROM runs WHERE queue = ? AND {_QUEUED} "
+                    "AND (wake_at IS NULL OR wake_at <= ?)",
+                    (record.queue, now),
+                ).fetchone()[0]
+            if waiting[record.queue] >= queue_limits.max_queued:
+                refused.add(id(write))
+                outcome.errors[id(write)] = _queue_full(record, queue_limits.max_queued)
+            else:
+                waiting[record.queue] += 1
+        return refused
 
     def _reap(self, connection: sqlite3.Connection, outcome: _Outcome) -> int:
         owners = connection.execute(
@@ -1321,6 +1514,38 @@ class _Outcome:
                 hint(kind, run_id)
             except Exception:
                 emit(logging.ERROR, "store_hint_failed", kind=kind, run_id=run_id, exc_info=True)
+
+
+def _queue_stats(rows: Sequence[Sequence[Any]], limits: dict[str, QueueLimits]) -> list[QueueStats]:
+    """Per queue and key: waiting, running and limits; a defined queue with no runs shows too."""
+    stats = [
+        QueueStats(
+            queue=queue,
+            key=key,
+            waiting=int(waiting),
+            running=int(running),
+            limits=limits.get(queue),
+        )
+        for queue, key, waiting, running in rows
+    ]
+    seen = {stat.queue for stat in stats}
+    stats.extend(
+        QueueStats(queue=name, key=None, waiting=0, running=0, limits=queue_limits)
+        for name, queue_limits in limits.items()
+        if name not in seen
+    )
+    stats.sort(key=lambda stat: (stat.queue, stat.key or ""))
+    return stats
+
+
+def _queue_full(record: SnapshotRecord, limit: int) -> QueueFullError:
+    return QueueFullError(
+        f"queue {record.queue!r} has {limit} runs waiting (max_queued); run {record.run_id!r} "
+        "was not recorded: start it again once the queue has drained",
+        queue=record.queue or "",
+        limit=limit,
+        run_id=record.run_id,
+    )
 
 
 def _fenced(run_id: str) -> RunFencedError:

@@ -11,11 +11,11 @@ import os
 import time
 from typing import Any
 
-from runtime import Workflow, create_step, create_workflow
+from runtime import Queue, Workflow, create_step, create_workflow
 from tests._support import Value
 from tests.durable._support.workflows import append_line, asking, logged
 
-__all__ = ["WORKFLOWS", "napper"]
+__all__ = ["TENANT_QUEUE", "WORKFLOWS", "napper", "tenant_job"]
 
 
 def _stamped(step_id: str) -> Any:
@@ -43,5 +43,27 @@ def napper_workflow() -> Workflow[Value, Value]:
 
 napper = napper_workflow()
 
-WORKFLOWS: dict[str, Workflow[Any, Any]] = {wf.id: wf for wf in (logged, asking, napper)}
+TENANT_QUEUE = Queue("tenants", key=lambda job: job.value, key_concurrency=2)
+"""The queue of :data:`tenant_job`: at most two runs of one tenant execute at once."""
+
+
+def _hold(ctx: Any) -> Value:
+    path = ctx.request_context["log"]
+    append_line(path, f"enter {time.time():.6f} pid {os.getpid()}")
+    time.sleep(float(ctx.request_context.get("hold", 0.2)))
+    append_line(path, f"leave {time.time():.6f} pid {os.getpid()}")
+    return Value(value=ctx.input_data.value)
+
+
+tenant_job: Workflow[Value, Value] = (
+    create_workflow(id="tenant_job", input_schema=Value, output_schema=Value, queue=TENANT_QUEUE)
+    .then(create_step(id="hold", input_schema=Value, output_schema=Value, execute=_hold))
+    .commit()
+)
+"""One step that holds for ``request_context["hold"]`` seconds, logging when it enters and
+leaves (to ``request_context["log"]``), in the queue of tenants (the input's value)."""
+
+WORKFLOWS: dict[str, Workflow[Any, Any]] = {
+    wf.id: wf for wf in (logged, asking, napper, tenant_job)
+}
 """What every worker process registers."""

@@ -1,0 +1,174 @@
+"""The queues of a runtime whose store keeps runs in memory: who waits, who may start.
+
+On a shared store (SQLite, PostgreSQL) a queue's limits are kept by the store
+and enforced in its claims, across every worker. A store in memory has one
+process, and its supervisor enforces them here instead: a run with a queue
+waits in its bucket (queue and key) until :meth:`QueueGate.pop_ready` admits
+it, and gives its slot back (:meth:`QueueGate.release`) when it ends, sleeps
+or suspends. The gate is used from the supervisor's thread, but
+:meth:`QueueGate.reserve` (``max_queued``) from the starting thread: one lock
+guards it all.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+from collections import deque
+from typing import Generic, TypeVar
+
+from runtime._errors import QueueFullError
+from runtime._queue import Admission, Bucket, QueueLimits
+
+__all__ = ["QueueGate"]
+
+T = TypeVar("T")
+
+
+class QueueGate(Generic[T]):
+    """Runs waiting in queues, admitted by rank as their queue's limits allow."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._limits: dict[str, QueueLimits] = {}
+        self._buckets: dict[Bucket, list[tuple[float, int, str, bool, T]]] = {}
+        self._order = itertools.count()
+        self._waiting: dict[str, int] = {}  # per queue: runs waiting (or admitted to start)
+        self._running: dict[Bucket, int] = {}
+        self._starts: dict[Bucket, deque[float]] = {}  # first starts within the window
+
+    def define(self, limits: QueueLimits) -> None:
+        """Keep a queue's limits (the latest definition wins)."""
+        with self._lock:
+            self._limits[limits.name] = limits
+
+    def reserve(self, limits: QueueLimits, run_id: str) -> None:
+        """Take a waiting place for a run about to start in this queue.
+
+        Raises:
+            QueueFullError: if ``max_queued`` runs wait in it already.
+        """
+        with self._lock:
+            self._limits[limits.name] = limits
+            waiting = self._waiting.get(limits.name, 0)
+            if limits.max_queued is not None and waiting >= limits.max_queued:
+                raise QueueFullError(
+                    f"queue {limits.name!r} has {limits.max_queued} runs waiting (max_queued); "
+                    f"run {run_id!r} was not recorded: start it again once the queue has drained",
+                    queue=limits.name,
+                    limit=limits.max_queued,
+                    run_id=run_id,
+                )
+            self._waiting[limits.name] = waiting + 1
+
+    def unreserve(self, queue: str) -> None:
+        """Give back a place taken by :meth:`reserve` for a run that was not recorded."""
+        with self._lock:
+            self._waiting[queue] = self._waiting.get(queue, 1) - 1
+
+    def offer(
+        self,
+        run_id: str,
+        bucket: Bucket,
+        rank: float,
+        item: T,
+        *,
+        reserved: bool,
+        first: bool,
+    ) -> None:
+        """Let a run wait in its bucket; ``reserved``: it holds a place since its start."""
+        with self._lock:
+            if not reserved:
+                self._waiting[bucket[0]] = self._waiting.get(bucket[0], 0) + 1
+            heap = self._buckets.setdefault(bucket, [])
+            heapq.heappush(heap, (rank, next(self._order), run_id, first, item))
+
+    def pop_ready(self, now: float) -> tuple[str, Bucket, T] | None:
+        """The best-ranked run its queue's limits let start now, counted as running."""
+        with self._lock:
+            admission = Admission(self._limits, self._running, self._started(now))
+            best: tuple[float, int, Bucket] | None = None
+            for bucket, heap in self._buckets.items():
+                rank, order, _, first, _ = heap[0]
+                if best is not None and (rank, order) >= best[:2]:
+                    continue
+                if admission.allows(bucket[0], bucket[1], first=first):
+                    best = (rank, order, bucket)
+            if best is None:
+                return None
+            bucket = best[2]
+            heap = self._buckets[bucket]
+            _, _, run_id, first, item = heapq.heappop(heap)
+            if not heap:
+                del self._buckets[bucket]
+            self._waiting[bucket[0]] = self._waiting.get(bucket[0], 1) - 1
+            self._running[bucket] = self._running.get(bucket, 0) + 1
+            limits = self._limits.get(bucket[0])
+            if first and limits is not None and limits.rate_count is not None:
+                self._starts.setdefault(bucket, deque()).append(now)
+            return run_id, bucket, item
+
+    def release(self, bucket: Bucket) -> None:
+        """A run of this bucket left execution (ended, slept, suspended): its slot is free."""
+        with self._lock:
+            count = self._running.get(bucket, 0) - 1
+            if count > 0:
+                self._running[bucket] = count
+            else:
+                self._running.pop(bucket, None)
+
+    def remove(self, run_id: str) -> T | None:
+        """Take a waiting run out (cancelled); ``None`` if it does not wait here."""
+        with self._lock:
+            for bucket, heap in self._buckets.items():
+                for index, entry in enumerate(heap):
+                    if entry[2] == run_id:
+                        heap.pop(index)
+                        heapq.heapify(heap)
+                        if not heap:
+                            del self._buckets[bucket]
+                        self._waiting[bucket[0]] = self._waiting.get(bucket[0], 1) - 1
+                        return entry[4]
+        return None
+
+    def drain(self) -> list[T]:
+        """Take every waiting run out (the runtime stops)."""
+        with self._lock:
+            items = [entry[4] for heap in self._buckets.values() for entry in heap]
+            for bucket, heap in self._buckets.items():
+                self._waiting[bucket[0]] = self._waiting.get(bucket[0], len(heap)) - len(heap)
+            self._buckets.clear()
+            return items
+
+    def next_opening(self, now: float) -> float | None:
+        """When a rate window next frees a start, if runs wait in rate-limited queues."""
+        with self._lock:
+            soonest: float | None = None
+            for bucket in self._buckets:
+                limits = self._limits.get(bucket[0])
+                starts = self._starts.get(bucket)
+                if limits is None or limits.rate_period is None or not starts:
+                    continue
+                opening = starts[0] + limits.rate_period
+                if opening > now and (soonest is None or opening < soonest):
+                    soonest = opening
+            return soonest
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(len(heap) for heap in self._buckets.values())
+
+    def _started(self, now: float) -> dict[Bucket, int]:
+        """First starts within each bucket's window (older ones are forgotten here)."""
+        counts: dict[Bucket, int] = {}
+        for bucket, starts in list(self._starts.items()):
+            limits = self._limits.get(bucket[0])
+            period = limits.rate_period if limits is not None else None
+            while starts and (period is None or starts[0] <= now - period):
+                starts.popleft()
+            if starts:
+                counts[bucket] = len(starts)
+            else:
+                del self._starts[bucket]
+        return counts

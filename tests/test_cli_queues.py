@@ -1,0 +1,91 @@
+"""``callboard queues list``, and a run's queue in ``runs list`` and ``runs show``."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runtime import Queue, Runtime, SQLiteStore, create_step, create_workflow
+from runtime._cli import main
+from tests.test_queues import Job, wait_for
+
+
+def blocking(gate: threading.Event, started: list[str], queue: Queue) -> Any:
+    def body(ctx: Any) -> Job:
+        started.append(ctx.input_data.value)
+        assert gate.wait(30)
+        return ctx.input_data
+
+    step = create_step(id="work", input_schema=Job, output_schema=Job, execute=body)
+    return (
+        create_workflow(id="blocking", input_schema=Job, output_schema=Job, queue=queue)
+        .then(step)
+        .commit()
+    )
+
+
+def test_queues_list_shows_waiting_running_and_limits_per_queue_and_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "runs.db")
+    gate, started = threading.Event(), []
+    queue = Queue("mail", key=lambda job: job.value, key_concurrency=1, rate_limit=(100, 60))
+    with Runtime(store=SQLiteStore(db)) as rt:
+        wf = rt.register(blocking(gate, started, queue))
+        for tenant in ("acme", "acme", "acme", "globex"):
+            wf.create_run().start_async(input_data={"value": tenant}, priority=2)
+        wait_for(lambda: len(started) == 2, "one run of each tenant did not start")
+        assert main(["queues", "list", "--db", db, "--json"]) == 0
+        listed = json.loads(capsys.readouterr().out)
+        assert listed == [
+            {
+                "queue": "mail",
+                "key": "acme",
+                "waiting": 2,
+                "running": 1,
+                "concurrency": None,
+                "key_concurrency": 1,
+                "rate_limit": [100, 60.0],
+                "max_queued": None,
+            },
+            {
+                "queue": "mail",
+                "key": "globex",
+                "waiting": 0,
+                "running": 1,
+                "concurrency": None,
+                "key_concurrency": 1,
+                "rate_limit": [100, 60.0],
+                "max_queued": None,
+            },
+        ]
+        assert main(["queues", "list", "--db", db]) == 0
+        table = capsys.readouterr().out
+        assert "mail" in table and "acme" in table and "100/60 s" in table
+        assert "1 queue, 2 runs waiting, 2 running" in table
+        assert main(["runs", "list", "--db", db]) == 0
+        assert "mail key acme priority 2" in capsys.readouterr().out
+        assert main(["runs", "list", "--db", db, "--json"]) == 0
+        runs = json.loads(capsys.readouterr().out)["runs"]
+        assert {(run["queue"], run["queue_key"], run["priority"]) for run in runs} == {
+            ("mail", "acme", 2),
+            ("mail", "globex", 2),
+        }
+        assert main(["runs", "show", runs[0]["run_id"], "--db", db]) == 0
+        assert "priority 2" in capsys.readouterr().out
+        gate.set()
+
+
+def test_queues_list_of_a_store_without_queues_is_empty(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "runs.db")
+    SQLiteStore(db).close()
+    assert main(["queues", "list", "--db", db, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert main(["queues", "list", "--db", db]) == 0
+    assert "no queues" in capsys.readouterr().out

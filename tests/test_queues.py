@@ -1,0 +1,426 @@
+"""Queues: concurrency, per-key limits, rate limits, priorities and bounds, on every store."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from runtime import (
+    Queue,
+    QueueFullError,
+    QueueKeyError,
+    Runtime,
+    SQLiteStore,
+    create_step,
+    create_workflow,
+)
+
+WAIT = 30.0
+
+
+class Job(BaseModel):
+    value: str
+
+
+class Gauge:
+    """How many steps run at once, overall and per key, measured from inside the steps."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now: dict[str, int] = {}
+        self.most: dict[str, int] = {}
+        self.starts: list[tuple[float, str]] = []
+
+    def enter(self, key: str) -> None:
+        with self.lock:
+            self.starts.append((time.monotonic(), key))
+            for name in ("*", key):
+                self.now[name] = self.now.get(name, 0) + 1
+                self.most[name] = max(self.most.get(name, 0), self.now[name])
+
+    def leave(self, key: str) -> None:
+        with self.lock:
+            for name in ("*", key):
+                self.now[name] -= 1
+
+
+def workflow(gauge: Gauge, *, queue: Queue | None = None, hold: float = 0.05, wf_id: str = "job"):
+    def body(ctx: Any) -> Job:
+        gauge.enter(ctx.input_data.value)
+        time.sleep(hold)
+        gauge.leave(ctx.input_data.value)
+        return ctx.input_data
+
+    step = create_step(id="work", input_schema=Job, output_schema=Job, execute=body)
+    return (
+        create_workflow(id=wf_id, input_schema=Job, output_schema=Job, queue=queue)
+        .then(step)
+        .commit()
+    )
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def make_runtime(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[..., Runtime]]:
+    """Started runtimes on one store of each kind, stopped at the end."""
+    made: list[Runtime] = []
+
+    def make(**options: Any) -> Runtime:
+        if request.param == "memory":
+            rt = Runtime(**options)
+        elif request.param == "sqlite":
+            rt = Runtime(store=SQLiteStore(tmp_path / "runs.db"), **options)
+        else:
+            from runtime import PostgresStore
+
+            rt = Runtime(store=PostgresStore(request.getfixturevalue("postgres_url")), **options)
+        made.append(rt)
+        return rt.start()
+
+    yield make
+    for rt in made:
+        rt.stop(timeout=5)
+
+
+def finish_all(wf: Any, run_ids: list[str]) -> None:
+    deadline = time.monotonic() + WAIT
+    for run_id in run_ids:
+        while True:
+            result = wf.get_workflow_run_execution_result(run_id)
+            if result is not None and result.status in ("success", "failed", "canceled"):
+                assert result.status == "success", result.error
+                break
+            assert time.monotonic() < deadline, f"run {run_id} did not end"
+            time.sleep(0.01)
+
+
+def test_concurrency_bounds_the_runs_of_a_queue_executing_at_once(make_runtime: Any) -> None:
+    gauge = Gauge()
+    rt = make_runtime()
+    wf = rt.register(workflow(gauge, queue=Queue("three", concurrency=3)))
+    ids = [wf.create_run().start_async(input_data={"value": f"r{i}"}).run_id for i in range(15)]
+    finish_all(wf, ids)
+    assert gauge.most["*"] <= 3
+    assert gauge.most["*"] >= 2  # the runs did overlap: the bound, not a single file, held them
+
+
+def test_without_a_queue_the_same_runs_overlap_beyond_three(make_runtime: Any) -> None:
+    gauge = Gauge()
+    rt = make_runtime()
+    wf = rt.register(workflow(gauge, hold=0.2))
+    ids = [wf.create_run().start_async(input_data={"value": f"r{i}"}).run_id for i in range(15)]
+    finish_all(wf, ids)
+    assert gauge.most["*"] > 3  # what the test above would see if the queue did nothing
+
+
+def test_key_concurrency_bounds_each_partition(make_runtime: Any) -> None:
+    gauge = Gauge()
+    rt = make_runtime()
+    queue = Queue("tenants", key=lambda job: job.value, key_concurrency=2)
+    wf = rt.register(workflow(gauge, queue=queue, hold=0.1))
+    ids = [
+        wf.create_run().start_async(input_data={"value": f"tenant-{i % 3}"}).run_id
+        for i in range(18)
+    ]
+    finish_all(wf, ids)
+    for key in ("tenant-0", "tenant-1", "tenant-2"):
+        assert gauge.most[key] <= 2, gauge.most
+    assert gauge.most["*"] > 2  # partitions ran beside each other
+
+
+def test_a_concurrency_key_given_at_start_names_the_partition(make_runtime: Any) -> None:
+    gauge = Gauge()
+    rt = make_runtime()
+    wf = rt.register(workflow(gauge, hold=0.1))
+    queue = Queue("given", key_concurrency=1)
+    ids = [
+        wf.create_run()
+        .start_async(input_data={"value": "same"}, queue=queue, concurrency_key=f"k{i % 2}")
+        .run_id
+        for i in range(6)
+    ]
+    finish_all(wf, ids)
+    assert gauge.most["same"] <= 2  # two keys, one run each at a time
+
+
+def blocked_workflow(gate: threading.Event, order: list[str], queue: Queue, wf_id: str) -> Any:
+    def body(ctx: Any) -> Job:
+        order.append(ctx.input_data.value)
+        if ctx.input_data.value == "blocker":
+            assert gate.wait(WAIT)
+        return ctx.input_data
+
+    step = create_step(id="work", input_schema=Job, output_schema=Job, execute=body)
+    return (
+        create_workflow(id=wf_id, input_schema=Job, output_schema=Job, queue=queue)
+        .then(step)
+        .commit()
+    )
+
+
+def wait_for(predicate: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def test_higher_priority_starts_first_and_equals_keep_their_order(make_runtime: Any) -> None:
+    gate, order = threading.Event(), []
+    rt = make_runtime()
+    wf = rt.register(blocked_workflow(gate, order, Queue("one", concurrency=1), "prio"))
+    ids = [wf.create_run().start_async(input_data={"value": "blocker"}).run_id]
+    wait_for(lambda: order == ["blocker"], "the blocker did not start")
+    for name, priority in (("low-1", 0), ("high-1", 5), ("low-2", 0), ("high-2", 5), ("mid", 2)):
+        run = wf.create_run()
+        ids.append(run.start_async(input_data={"value": name}, priority=priority).run_id)
+    gate.set()
+    finish_all(wf, ids)
+    assert order == ["blocker", "high-1", "high-2", "mid", "low-1", "low-2"]
+
+
+def test_a_run_that_waited_long_enough_outranks_a_new_higher_priority(make_runtime: Any) -> None:
+    from runtime._queue import PRIORITY_AGING, rank
+
+    # The order is by rank: a priority-1 run started one aging period and more ago goes first.
+    assert rank(1000.0, 0) < rank(1000.0 + PRIORITY_AGING + 1, 1)
+    assert rank(1000.0, 0) > rank(1000.0 + PRIORITY_AGING - 1, 1)
+
+
+def test_a_sleeping_run_gives_its_slot_back_and_takes_one_when_it_wakes(make_runtime: Any) -> None:
+    events: list[str] = []
+    lock = threading.Lock()
+
+    def note(tag: str) -> Callable[[Any], Job]:
+        def body(ctx: Any) -> Job:
+            with lock:
+                events.append(f"{ctx.input_data.value}:{tag}")
+            return ctx.input_data
+
+        return body
+
+    queue = Queue("slot", concurrency=1)
+    sleeper = (
+        create_workflow(id="sleeper", input_schema=Job, output_schema=Job, queue=queue)
+        .then(create_step(id="a", input_schema=Job, output_schema=Job, execute=note("before")))
+        .sleep(1.0)
+        .then(create_step(id="b", input_schema=Job, output_schema=Job, execute=note("after")))
+        .commit()
+    )
+    quick = (
+        create_workflow(id="quick", input_schema=Job, output_schema=Job, queue=queue)
+        .then(create_step(id="c", input_schema=Job, output_schema=Job, execute=note("ran")))
+        .commit()
+    )
+    rt = make_runtime()
+    sleeping, other = rt.register(sleeper), rt.register(quick)
+    first = sleeping.create_run().start_async(input_data={"value": "s"}).run_id
+    wait_for(lambda: "s:before" in events, "the sleeper did not start")
+    second = other.create_run().start_async(input_data={"value": "q"}).run_id
+    finish_all(other, [second])
+    finish_all(sleeping, [first])
+    # The quick run took the slot while the sleeper slept; the sleeper woke and ended after.
+    assert events == ["s:before", "q:ran", "s:after"]
+
+
+def test_rate_limit_bounds_starts_per_window(make_runtime: Any) -> None:
+    gauge = Gauge()
+    rt = make_runtime()
+    window = 0.6
+    wf = rt.register(workflow(gauge, queue=Queue("rated", rate_limit=(2, window)), hold=0.0))
+    ids = [wf.create_run().start_async(input_data={"value": f"r{i}"}).run_id for i in range(6)]
+    finish_all(wf, ids)
+    times = sorted(at for at, _ in gauge.starts)
+    assert len(times) == 6
+    # No three starts within one window (with a little slack for the step's own start).
+    slack = 0.15
+    for earlier, later in zip(times, times[2:], strict=False):
+        assert later - earlier >= window - slack, times
+    assert times[-1] - times[0] >= 2 * window - slack
+
+
+def test_a_full_queue_refuses_the_start_and_records_nothing(make_runtime: Any) -> None:
+    gate, order = threading.Event(), []
+    rt = make_runtime()
+    queue = Queue("bounded", concurrency=1, max_queued=2)
+    wf = rt.register(blocked_workflow(gate, order, queue, "bounded"))
+    ids = [wf.create_run().start_async(input_data={"value": "blocker"}).run_id]
+    wait_for(lambda: order == ["blocker"], "the blocker did not start")
+    ids += [wf.create_run().start_async(input_data={"value": f"w{i}"}).run_id for i in range(2)]
+    refused = wf.create_run()
+    with pytest.raises(QueueFullError) as caught:
+        refused.start_async(input_data={"value": "one too many"})
+    assert caught.value.queue == "bounded"
+    assert caught.value.limit == 2
+    assert wf.get_workflow_run_execution_result(refused.run_id) is None
+    gate.set()
+    finish_all(wf, ids)
+    again = refused.start_async(input_data={"value": "later"}).run_id  # the same run, now
+    finish_all(wf, [again])
+
+
+def test_a_key_function_that_raises_is_a_clear_error_and_records_nothing(
+    make_runtime: Any,
+) -> None:
+    def broken(job: Job) -> str:
+        raise KeyError("tenant")
+
+    rt = make_runtime()
+    wf = rt.register(workflow(Gauge(), queue=Queue("broken", key=broken, key_concurrency=1)))
+    run = wf.create_run()
+    with pytest.raises(QueueKeyError, match="key function of queue 'broken' raised KeyError"):
+        run.start_async(input_data={"value": "x"})
+    assert wf.get_workflow_run_execution_result(run.run_id) is None
+
+
+def test_a_key_function_that_returns_no_string_is_a_clear_error(make_runtime: Any) -> None:
+    rt = make_runtime()
+    wf = rt.register(workflow(Gauge(), queue=Queue("numbers", key=lambda job: 7)))
+    run = wf.create_run()
+    with pytest.raises(QueueKeyError, match="must be a non-empty str"):
+        run.start_async(input_data={"value": "x"})
+    assert wf.get_workflow_run_execution_result(run.run_id) is None
+    with pytest.raises(QueueKeyError):
+        wf.create_run().start_async(input_data={"value": "x"}, concurrency_key="")
+    # The queue is not stuck: a run with a good key goes through.
+    good = wf.create_run().start_async(input_data={"value": "x"}, concurrency_key="ok").run_id
+    finish_all(wf, [good])
+
+
+def test_queues_show_on_a_runs_record(make_runtime: Any) -> None:
+    rt = make_runtime()
+    wf = rt.register(workflow(Gauge(), queue=Queue("shown", key=lambda job: job.value)))
+    run_id = wf.create_run().start_async(input_data={"value": "acme"}, priority=3).run_id
+    finish_all(wf, [run_id])
+    info = wf.get_workflow_run_by_id(run_id)
+    assert info is not None
+    assert (info.queue, info.queue_key, info.priority) == ("shown", "acme", 3)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "match"),
+    [
+        ({"name": ""}, ValueError, "printable"),
+        ({"name": 3}, TypeError, "must be a str"),
+        ({"name": "q", "concurrency": 0}, ValueError, "at least 1"),
+        ({"name": "q", "concurrency": -2}, ValueError, "at least 1"),
+        ({"name": "q", "concurrency": "3"}, TypeError, "int or None"),
+        ({"name": "q", "concurrency": True}, TypeError, "int or None"),
+        ({"name": "q", "key_concurrency": 0}, ValueError, "at least 1"),
+        ({"name": "q", "max_queued": 0}, ValueError, "at least 1"),
+        ({"name": "q", "key": "tenant"}, TypeError, "function"),
+        ({"name": "q", "rate_limit": (0, 1.0)}, ValueError, "at least 1"),
+        ({"name": "q", "rate_limit": (1, 0)}, ValueError, "above 0"),
+        ({"name": "q", "rate_limit": (1, float("nan"))}, ValueError, "above 0"),
+        ({"name": "q", "rate_limit": (1,)}, TypeError, "pair"),
+        ({"name": "q", "rate_limit": [1, 1.0]}, TypeError, "pair"),
+        ({"name": "q", "rate_limit": (1, "1")}, TypeError, "seconds"),
+    ],
+)
+def test_a_bad_queue_is_refused_at_definition(
+    arguments: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        Queue(**arguments)
+
+
+def test_bad_start_arguments_are_refused_before_anything_is_recorded(runtime: Runtime) -> None:
+    wf = runtime.register(workflow(Gauge(), wf_id="plain"))
+    run = wf.create_run()
+    with pytest.raises(ValueError, match="need a queue"):
+        run.start_async(input_data={"value": "x"}, priority=2)
+    with pytest.raises(ValueError, match="need a queue"):
+        run.start_async(input_data={"value": "x"}, concurrency_key="k")
+    with pytest.raises(TypeError, match="queue must be a Queue"):
+        run.start_async(input_data={"value": "x"}, queue="q")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="priority must be an int"):
+        run.start_async(input_data={"value": "x"}, queue=Queue("q"), priority="high")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="priority must lie within"):
+        run.start_async(input_data={"value": "x"}, queue=Queue("q"), priority=10**9)
+    assert wf.get_workflow_run_execution_result(run.run_id) is None
+    with pytest.raises(TypeError, match="queue must be a Queue"):
+        create_workflow(id="w", input_schema=Job, output_schema=Job, queue="q")  # type: ignore[arg-type]
+
+
+def test_a_file_from_before_queues_migrates_and_its_queued_run_finishes(tmp_path: Path) -> None:
+    """A SQLite file at the schema just before queues: opened, it migrates in place."""
+    import sqlite3
+
+    from runtime._run_input import first_record, pending_snapshot
+    from runtime._stores import sqlite as module
+
+    before = module._QUEUES_FROM - 1
+    path = tmp_path / "old.db"
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.executescript(module._SCHEMA)
+    for steps in module._MIGRATIONS[: before - 1]:
+        for statement in steps:
+            connection.execute(statement)
+    wf = workflow(Gauge(), wf_id="old")
+    record = first_record(
+        pending_snapshot(
+            wf.plan,
+            "old-run",
+            input_data={"value": "x"},
+            request_context=None,
+            initial_state=None,
+            tracing_options=None,
+            output_options=None,
+        )
+    )
+    connection.execute(
+        "INSERT INTO runs (run_id, workflow_id, status, seq, created_at, updated_at, trace_id, "
+        "snapshot) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            record.run_id,
+            record.workflow_id,
+            record.status,
+            record.seq,
+            record.created_at,
+            record.updated_at,
+            record.trace_id,
+            record.data,
+        ),
+    )
+    connection.execute(f"PRAGMA user_version = {before}")
+    connection.close()
+
+    with Runtime(store=SQLiteStore(path)) as rt:
+        bound = rt.register(wf)
+        finish_all(bound, ["old-run"])  # claimed by rank, which the migration set
+        queued = rt.register(workflow(Gauge(), queue=Queue("new", concurrency=1), wf_id="new"))
+        finish_all(queued, [queued.create_run().start_async(input_data={"value": "y"}).run_id])
+        store = rt.store
+        assert isinstance(store, SQLiteStore)
+        assert [(s.queue, s.waiting, s.running) for s in store.queue_stats()] == [("new", 0, 0)]
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == module.SCHEMA_VERSION
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(runs)")}
+        assert {"queue", "queue_key", "priority", "rank", "started_at"} <= columns
+
+
+def test_runs_a_stopped_runtime_left_go_back_through_the_queue(
+    make_runtime: Any, request: pytest.FixtureRequest
+) -> None:
+    """The next runtime on a durable store takes the halted runs only as the limits allow."""
+    if "memory" in request.node.name:
+        pytest.skip("a store in memory keeps no run past its runtime")
+    queue = Queue("recovered", concurrency=1)
+    first, second = Gauge(), Gauge()
+    rt = make_runtime()
+    wf = rt.register(workflow(first, queue=queue, hold=0.3, wf_id="recovered"))
+    ids = [wf.create_run().start_async(input_data={"value": f"r{i}"}).run_id for i in range(4)]
+    wait_for(lambda: len(first.starts) >= 1, "no run started")
+    rt.stop(timeout=0.01)  # halts the run in progress: it goes back to the queue
+    again = make_runtime()
+    resumed = again.register(workflow(second, queue=queue, hold=0.05, wf_id="recovered"))
+    finish_all(resumed, ids)
+    assert second.most["*"] <= 1
+    assert len(second.starts) >= 3  # at least the runs that never started ran here
