@@ -216,6 +216,8 @@ class WorkflowResult(BaseModel):
         span_id: The id of the run's root span.
         created_at: When the run was started (UTC).
         updated_at: When the run last changed (UTC).
+        resource_id: The user or tenant the run was started for
+            (``create_run(resource_id=...)``), or ``None``.
     """
 
     model_config = _FROZEN
@@ -234,6 +236,7 @@ class WorkflowResult(BaseModel):
     span_id: str | None = None
     created_at: datetime
     updated_at: datetime
+    resource_id: str | None = None
 
     @property
     def is_terminal(self) -> bool:

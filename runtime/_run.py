@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from runtime._errors import (
     CancelError,
+    InvalidInputError,
     ResumeConflictError,
     ResumeTargetError,
     RunAlreadyStartedError,
@@ -24,6 +25,7 @@ from runtime._errors import (
     StoreError,
     WorkflowError,
 )
+from runtime._ids import check_resource_id
 from runtime._model import (
     SETTLED_STATUSES,
     TERMINAL_STATUSES,
@@ -63,17 +65,22 @@ class Run(Generic[In, Out]):
     Attributes:
         run_id: The run's id: what ``start_async`` returns and queries take.
         workflow_id: The id of the run's workflow.
+        resource_id: The user or tenant the run is for, as given to
+            ``create_run`` (or to ``start_async``, once started); ``None`` for none.
     """
 
-    __slots__ = ("_host", "_lock", "_plan", "_started", "run_id", "workflow_id")
+    __slots__ = ("_host", "_lock", "_plan", "_started", "resource_id", "run_id", "workflow_id")
 
-    def __init__(self, plan: ExecutionPlan, host: RunHost, run_id: str) -> None:
+    def __init__(
+        self, plan: ExecutionPlan, host: RunHost, run_id: str, resource_id: str | None = None
+    ) -> None:
         self._plan = plan
         self._host = host
         self._lock = threading.Lock()
         self._started = False
         self.run_id = run_id
         self.workflow_id = plan.workflow_id
+        self.resource_id = resource_id
 
     def __repr__(self) -> str:
         return f"<Run {self.run_id!r} of workflow {self.workflow_id!r}>"
@@ -86,6 +93,7 @@ class Run(Generic[In, Out]):
         initial_state: BaseModel | Mapping[str, Any] | None = None,
         tracing_options: TracingOptions | Mapping[str, Any] | None = None,
         output_options: OutputOptions | Mapping[str, Any] | None = None,
+        resource_id: str | None = None,
     ) -> StartAsyncResult:
         """Start the run in the background and return its id at once.
 
@@ -103,6 +111,9 @@ class Run(Generic[In, Out]):
                 workflow's ``state_schema`` when it has one.
             tracing_options: Span metadata and a trace id to join.
             output_options: Whether results carry the workflow ``state``.
+            resource_id: The user or tenant the run is for, when not given to
+                ``create_run`` (this one wins); stored with the run, shown in
+                queries, and what ``list_workflow_runs(resource_id=...)`` filters on.
 
         Returns:
             ``StartAsyncResult(run_id=...)``.
@@ -126,6 +137,10 @@ class Run(Generic[In, Out]):
                 )
             plan, run_id, host = self._plan, self.run_id, self._host
             host.running()
+            if resource_id is None:
+                resource_id = self.resource_id
+            else:
+                resource_id = _checked_resource_id(resource_id, run_id)
             snapshot = pending_snapshot(
                 plan,
                 run_id,
@@ -134,9 +149,11 @@ class Run(Generic[In, Out]):
                 initial_state=initial_state,
                 tracing_options=tracing_options,
                 output_options=output_options,
+                resource_id=resource_id,
             )
             host.start_run(plan, snapshot, first_record(snapshot))
             self._started = True
+            self.resource_id = resource_id
         return StartAsyncResult(run_id=run_id)
 
     def start(
@@ -147,6 +164,7 @@ class Run(Generic[In, Out]):
         initial_state: BaseModel | Mapping[str, Any] | None = None,
         tracing_options: TracingOptions | Mapping[str, Any] | None = None,
         output_options: OutputOptions | Mapping[str, Any] | None = None,
+        resource_id: str | None = None,
         timeout: float | None = None,
     ) -> WorkflowResult:
         """Start the run and block until it ends; same arguments as :meth:`start_async`.
@@ -160,6 +178,7 @@ class Run(Generic[In, Out]):
             initial_state: As :meth:`start_async`.
             tracing_options: As :meth:`start_async`.
             output_options: As :meth:`start_async`.
+            resource_id: As :meth:`start_async`.
             timeout: Seconds to wait for the run to end; ``None`` waits as long as it takes.
 
         Raises:
@@ -175,6 +194,7 @@ class Run(Generic[In, Out]):
             initial_state=initial_state,
             tracing_options=tracing_options,
             output_options=output_options,
+            resource_id=resource_id,
         )
         return self.wait(timeout)
 
@@ -186,6 +206,7 @@ class Run(Generic[In, Out]):
         initial_state: BaseModel | Mapping[str, Any] | None = None,
         tracing_options: TracingOptions | Mapping[str, Any] | None = None,
         output_options: OutputOptions | Mapping[str, Any] | None = None,
+        resource_id: str | None = None,
     ) -> StartAsyncResult:
         """Await :meth:`start_async` without blocking the event loop.
 
@@ -201,6 +222,7 @@ class Run(Generic[In, Out]):
             initial_state=initial_state,
             tracing_options=tracing_options,
             output_options=output_options,
+            resource_id=resource_id,
         )
 
     async def astart(
@@ -211,6 +233,7 @@ class Run(Generic[In, Out]):
         initial_state: BaseModel | Mapping[str, Any] | None = None,
         tracing_options: TracingOptions | Mapping[str, Any] | None = None,
         output_options: OutputOptions | Mapping[str, Any] | None = None,
+        resource_id: str | None = None,
         timeout: float | None = None,
     ) -> WorkflowResult:
         """Await :meth:`start` without blocking the event loop: start, then await the end.
@@ -223,6 +246,7 @@ class Run(Generic[In, Out]):
             initial_state=initial_state,
             tracing_options=tracing_options,
             output_options=output_options,
+            resource_id=resource_id,
         )
         return await self.wait_async(timeout)
 
@@ -601,6 +625,18 @@ class Run(Generic[In, Out]):
         if result is None:  # gone between the wait and the read
             raise _deleted(self.run_id)
         return result
+
+
+def _checked_resource_id(resource_id: object, run_id: str) -> str:
+    try:
+        return check_resource_id(resource_id)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"resource_id for run {run_id!r} is invalid: {exc}",
+            field="resource_id",
+            errors=[{"type": "string_type", "loc": (), "msg": str(exc)}],
+            run_id=run_id,
+        ) from exc
 
 
 def _not_resumable(snapshot: Snapshot) -> WorkflowError:

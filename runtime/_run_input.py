@@ -51,6 +51,7 @@ def pending_snapshot(
     initial_state: Any,
     tracing_options: Any,
     output_options: Any,
+    resource_id: str | None = None,
 ) -> Snapshot:
     """Validate every start argument and build the run's first snapshot."""
     inputs = _validated(plan.input_schema, input_data, "input_data", run_id)
@@ -67,7 +68,7 @@ def pending_snapshot(
         metadata = copy_plain(tracing.metadata)
     output = _options(OutputOptions, output_options, _DEFAULT_OUTPUT, "output_options", run_id)
     now = time.time()
-    return {
+    snapshot: Snapshot = {
         "run_id": run_id,
         "workflow_id": plan.workflow_id,
         "seq": 0,
@@ -92,6 +93,9 @@ def pending_snapshot(
         "created_at": now,
         "updated_at": now,
     }
+    if resource_id is not None:
+        snapshot["resource_id"] = resource_id
+    return snapshot
 
 
 def _validated(schema: type[BaseModel], value: Any, field: str, run_id: str) -> Any:

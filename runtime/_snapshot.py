@@ -119,7 +119,8 @@ class Snapshot(TypedDict):
     ``resumed`` is there (and true) once a resume of the run's last suspension
     is recorded, until the run suspends again: a later resume of that
     suspension lost to it. Snapshots before that key lack it, as do runs
-    never resumed.
+    never resumed. ``resource_id`` is the user or tenant the run was started
+    for (absent in older snapshots).
     """
 
     run_id: str
@@ -146,6 +147,7 @@ class Snapshot(TypedDict):
     created_at: float
     updated_at: float
     resumed: NotRequired[bool]
+    resource_id: NotRequired[str | None]
 
 
 def _packb(value: Any) -> bytes:
@@ -938,6 +940,7 @@ def record_of(
         trace_id=snapshot["trace_id"],
         wake_at=snapshot["wake_at"] if snapshot["status"] == RunStatus.WAITING else None,
         parts=parts,
+        resource_id=snapshot.get("resource_id"),
     )
 
 
@@ -1184,6 +1187,7 @@ def to_result(snapshot: Snapshot) -> WorkflowResult:
                 "span_id": snapshot["span_id"],
                 "created_at": snapshot["created_at"],
                 "updated_at": snapshot["updated_at"],
+                "resource_id": snapshot.get("resource_id"),
             }
         )
     except (KeyError, TypeError, ValidationError) as exc:

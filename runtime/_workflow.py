@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from runtime._errors import RunInProgressError, WorkflowDefinitionError
-from runtime._ids import check_run_id, new_id
+from runtime._ids import check_resource_id, check_run_id, new_id
 from runtime._model import (
     TERMINAL_STATUSES,
     RunOutcome,
@@ -408,26 +408,33 @@ class Workflow(Generic[In, Out]):
             )
         return self
 
-    def create_run(self, run_id: str | None = None) -> Run[In, Out]:
+    def create_run(
+        self, run_id: str | None = None, *, resource_id: str | None = None
+    ) -> Run[In, Out]:
         """Create a run of this workflow (it starts with ``start_async`` or ``start``).
 
         Args:
             run_id: The run's id; a new UUID when omitted.
+            resource_id: The user or tenant the run is for (Mastra's
+                ``resourceId``): stored with the run, shown in its results, and
+                what ``list_workflow_runs(resource_id=...)`` filters on.
 
         Raises:
             WorkflowDefinitionError: if the workflow is not committed.
-            TypeError: if ``run_id`` is not a string.
-            ValueError: if ``run_id`` is empty or not valid UTF-8 text.
+            TypeError: if ``run_id`` or ``resource_id`` is not a string.
+            ValueError: if ``run_id`` or ``resource_id`` is empty or not valid UTF-8 text.
         """
         plan = self.plan
         run_id = new_id() if run_id is None else check_run_id(run_id)
+        if resource_id is not None:
+            check_resource_id(resource_id)
         runtime = self._runtime
         if runtime is None:
             from runtime._runtime import default_runtime
 
-            return default_runtime().register(self).create_run(run_id)
+            return default_runtime().register(self).create_run(run_id, resource_id=resource_id)
         assert self._host is not None
-        return Run(plan, self._host, run_id)
+        return Run(plan, self._host, run_id, resource_id)
 
     def get_workflow_run_execution_result(self, run_id: str) -> WorkflowResult | None:
         """The execution result of a run of this workflow, at this moment.
@@ -472,16 +479,24 @@ class Workflow(Generic[In, Out]):
     def list_workflow_runs(
         self,
         *,
-        status: RunStatus | str | None = None,
+        status: RunStatus | str | Iterable[RunStatus | str] | None = None,
         from_date: datetime | None = None,
         to_date: datetime | None = None,
         limit: int | None = 50,
         offset: int = 0,
+        resource_id: str | None = None,
     ) -> WorkflowRunList:
         """This workflow's runs, newest first (Mastra's ``listWorkflowRuns``).
 
+        The runs waiting for a resume, for one user::
+
+            wf.list_workflow_runs(status="suspended", resource_id="user-42")
+
         Args:
-            status: Only runs with this status.
+            status: Only runs with this status, or with any of several
+                (``["pending", "running"]``).
+            resource_id: Only runs started for this user or tenant
+                (``create_run(resource_id=...)``).
             from_date: Only runs created at or after this time (a naive
                 datetime is taken as UTC).
             to_date: Only runs created at or before this time.
@@ -506,6 +521,7 @@ class Workflow(Generic[In, Out]):
             to_date=to_date,
             limit=limit,
             offset=offset,
+            resource_id=resource_id,
         )
 
     def delete_workflow_run_by_id(self, run_id: str) -> bool:
@@ -551,11 +567,12 @@ class Workflow(Generic[In, Out]):
     async def alist_workflow_runs(
         self,
         *,
-        status: RunStatus | str | None = None,
+        status: RunStatus | str | Iterable[RunStatus | str] | None = None,
         from_date: datetime | None = None,
         to_date: datetime | None = None,
         limit: int | None = 50,
         offset: int = 0,
+        resource_id: str | None = None,
     ) -> WorkflowRunList:
         """Await :meth:`list_workflow_runs` without blocking the event loop.
 
@@ -569,6 +586,7 @@ class Workflow(Generic[In, Out]):
             to_date=to_date,
             limit=limit,
             offset=offset,
+            resource_id=resource_id,
         )
 
     async def adelete_workflow_run_by_id(self, run_id: str) -> bool:

@@ -22,6 +22,7 @@ __all__ = [
     "SnapshotRecord",
     "SnapshotStore",
     "WorkerInfo",
+    "status_set",
 ]
 
 
@@ -73,6 +74,10 @@ class SnapshotRecord(NamedTuple):
         wake_at: When a ``waiting`` run's sleep ends (epoch seconds), else ``None``.
         parts: How the snapshot changed since the run's record before, for a
             store that writes only what changed (``None``: keep ``data`` whole).
+        resource_id: The user or tenant the run belongs to (``create_run(resource_id=...)``),
+            for the store's index: a store writes it with the run's first row and
+            filters on it. Records read back from a SQL store leave it ``None``
+            (the snapshot in ``data`` holds it).
     """
 
     run_id: str
@@ -85,6 +90,16 @@ class SnapshotRecord(NamedTuple):
     trace_id: str
     wake_at: float | None = None
     parts: SnapshotParts | None = None
+    resource_id: str | None = None
+
+
+def status_set(status: str | Sequence[str] | None) -> frozenset[str] | None:
+    """The statuses a ``list_runs`` filter keeps: one, several, or ``None`` for any."""
+    if status is None:
+        return None
+    if isinstance(status, str):
+        return frozenset((status,))
+    return frozenset(status)
 
 
 @runtime_checkable
@@ -141,13 +156,18 @@ class SnapshotStore(Protocol):
         self,
         *,
         workflow_id: str | None = None,
-        status: str | None = None,
+        status: str | Sequence[str] | None = None,
         from_date: float | None = None,
         to_date: float | None = None,
         limit: int | None = 50,
         offset: int = 0,
+        resource_id: str | None = None,
     ) -> tuple[list[SnapshotRecord], int]:
-        """Records newest first (by ``created_at``), filtered, and how many match in all."""
+        """Records newest first (by ``created_at``), filtered, and how many match in all.
+
+        ``status`` is one status or several (a run matches any of them);
+        ``resource_id`` keeps the runs started with that resource id.
+        """
         ...
 
     def delete(self, run_id: str) -> bool:

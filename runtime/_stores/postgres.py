@@ -46,7 +46,14 @@ from runtime._errors import StoreError
 from runtime._ids import new_id
 from runtime._model import SETTLED_STATUSES, TERMINAL_STATUSES, UNFINISHED_STATUSES
 from runtime._stores._writer import Done, GroupCommitWriter, Write, WriteKind, call, resolve
-from runtime._stores.base import DEFAULT_LEASE, Claimed, RunFencedError, SnapshotRecord, WorkerInfo
+from runtime._stores.base import (
+    DEFAULT_LEASE,
+    Claimed,
+    RunFencedError,
+    SnapshotRecord,
+    WorkerInfo,
+    status_set,
+)
 from runtime._tracing import emit
 
 if TYPE_CHECKING:
@@ -144,6 +151,15 @@ CREATE TABLE IF NOT EXISTS callboard_workers (
 )
 """
 
+_ADDED: Final = (
+    # Resource ids: the user or tenant a run was started for, set with its first row.
+    "ALTER TABLE callboard_runs ADD COLUMN IF NOT EXISTS resource_id text",
+    "CREATE INDEX IF NOT EXISTS callboard_runs_by_resource ON callboard_runs "
+    "(resource_id, created_at) WHERE resource_id IS NOT NULL",
+)
+"""Columns and indexes added since the first schema: run on every writable open (each
+is idempotent), so a database made by an older callboard gets them too."""
+
 _COLUMNS: Final = (
     "run_id, workflow_id, seq, status, snapshot, created_at, updated_at, trace_id, wake_at"
 )
@@ -152,19 +168,20 @@ _COLUMNS: Final = (
 # (and one round trip) however many records a batch has.
 _ROWS: Final = """(
     SELECT run_id, workflow_id, status, seq, owner_id, epoch, wake_at, created_at,
-           updated_at, trace_id, decode(snapshot, 'base64') AS snapshot
+           updated_at, trace_id, decode(snapshot, 'base64') AS snapshot, resource_id
     FROM jsonb_to_recordset(%s::jsonb) AS j(
         run_id text, workflow_id text, status text, seq int8, owner_id text, epoch int8,
-        wake_at float8, created_at float8, updated_at float8, trace_id text, snapshot text)
+        wake_at float8, created_at float8, updated_at float8, trace_id text, snapshot text,
+        resource_id text)
 ) AS v"""
 """A batch of records as rows: one JSON parameter, which ``json.dumps`` builds in C (eleven
 array parameters cost psycopg's Python array dumper about a fifth of a worker's CPU)."""
 
 _CREATE: Final = f"""
 INSERT INTO callboard_runs (run_id, workflow_id, status, seq, owner_id, epoch, wake_at,
-                            created_at, updated_at, trace_id, snapshot)
+                            created_at, updated_at, trace_id, snapshot, resource_id)
 SELECT v.run_id, v.workflow_id, v.status, v.seq, v.owner_id, v.epoch, v.wake_at,
-       v.created_at, v.updated_at, v.trace_id, v.snapshot
+       v.created_at, v.updated_at, v.trace_id, v.snapshot, v.resource_id
 FROM {_ROWS}
 ON CONFLICT (run_id) DO NOTHING
 RETURNING run_id
@@ -185,9 +202,9 @@ RETURNING r.run_id
 # A save of runs this store does not hold: it applies only to runs nobody holds.
 _SAVE_FREE: Final = f"""
 INSERT INTO callboard_runs AS r (run_id, workflow_id, status, seq, owner_id, epoch, wake_at,
-                                 created_at, updated_at, trace_id, snapshot)
+                                 created_at, updated_at, trace_id, snapshot, resource_id)
 SELECT v.run_id, v.workflow_id, v.status, v.seq, NULL, 0, v.wake_at,
-       v.created_at, v.updated_at, v.trace_id, v.snapshot
+       v.created_at, v.updated_at, v.trace_id, v.snapshot, v.resource_id
 FROM {_ROWS}
 ON CONFLICT (run_id) DO UPDATE SET
     status = excluded.status, seq = excluded.seq, updated_at = excluded.updated_at,
@@ -313,6 +330,7 @@ def _columns(
                     "updated_at": r.updated_at,
                     "trace_id": r.trace_id,
                     "snapshot": base64.b64encode(r.data).decode("ascii"),
+                    "resource_id": r.resource_id,
                 }
                 for r, owner, epoch in zip(records, owners, epochs, strict=True)
             ]
@@ -680,6 +698,8 @@ class PostgresStore:
                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                     (str(SCHEMA_VERSION),),
                 )
+            for statement in _ADDED:
+                connection.execute(statement)
             self._join_row(connection)
             connection.commit()
         except psycopg.Error as exc:
@@ -821,18 +841,21 @@ class PostgresStore:
         self,
         *,
         workflow_id: str | None = None,
-        status: str | None = None,
+        status: str | Sequence[str] | None = None,
         from_date: float | None = None,
         to_date: float | None = None,
         limit: int | None = 50,
         offset: int = 0,
+        resource_id: str | None = None,
     ) -> tuple[list[SnapshotRecord], int]:
         """Runs, newest first (by ``created_at``), filtered; and how many match in all."""
         clauses: list[str] = []
         params: list[Any] = []
+        statuses = status_set(status)
         for clause, value in (
             ("workflow_id = %s", workflow_id),
-            ("status = %s", status),
+            ("status = ANY(%s)", None if statuses is None else sorted(statuses)),
+            ("resource_id = %s", resource_id),
             ("created_at >= %s", from_date),
             ("created_at <= %s", to_date),
         ):

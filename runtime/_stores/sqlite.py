@@ -53,7 +53,14 @@ from runtime._ids import new_id
 from runtime._model import SETTLED_STATUSES, TERMINAL_STATUSES, UNFINISHED_STATUSES
 from runtime._snapshot import is_parted, split_parts
 from runtime._stores._writer import Done, GroupCommitWriter, Write, WriteKind, call, resolve
-from runtime._stores.base import DEFAULT_LEASE, Claimed, RunFencedError, SnapshotRecord, WorkerInfo
+from runtime._stores.base import (
+    DEFAULT_LEASE,
+    Claimed,
+    RunFencedError,
+    SnapshotRecord,
+    WorkerInfo,
+    status_set,
+)
 from runtime._tracing import emit
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
@@ -158,6 +165,13 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         f"WHERE owner_id IS NULL AND status IN ({_UNFINISHED_SQL})",
         "CREATE INDEX runs_by_owner ON runs (owner_id) WHERE owner_id IS NOT NULL",
     ),
+    # 3 -> 4: resource ids. The user or tenant a run was started for, written with its
+    # first row; listing by it (and by status) reads the index.
+    (
+        "ALTER TABLE runs ADD COLUMN resource_id TEXT",
+        "CREATE INDEX runs_by_resource ON runs (resource_id, created_at) "
+        "WHERE resource_id IS NOT NULL",
+    ),
 )
 """The steps that take a file from one schema version to the next, in order: step ``i``
 takes version ``i + 1`` to ``i + 2``. A new file is made at version 1 and taken
@@ -172,15 +186,18 @@ _PARTS_FROM: Final = 2
 _SHARING_FROM: Final = 3
 """The first schema version with claims (``epoch``, ``wake_at``, worker columns)."""
 
+_RESOURCES_FROM: Final = 4
+"""The first schema version with the ``resource_id`` column."""
+
 _PRUNE_INDEX: Final = "CREATE INDEX IF NOT EXISTS runs_by_end ON runs (status, updated_at)"
 """What pruning looks runs up by; made on every open, so that older files get it too."""
 
 _INSERT_COLUMNS = (
     "run_id, workflow_id, status, seq, created_at, updated_at, trace_id, owner_id, snapshot, "
-    "lineage, epoch, wake_at"
+    "lineage, epoch, wake_at, resource_id"
 )
-_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_ROWS_PER_STATEMENT = 500  # 12 variables a row, well under SQLite's limit of 32,766
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_ROWS_PER_STATEMENT = 500  # 13 variables a row, well under SQLite's limit of 32,766
 
 # A newer snapshot replaces an older one, and nothing replaces a terminal one.
 # Rows of one statement apply in order, so a run saved twice in a batch is fine.
@@ -323,6 +340,7 @@ class SQLiteStore:
         self._checkpointed_at = 0
         self._checkpoint_time = time.monotonic()
         self._parts_table = True
+        self._resources = True  # the file has the resource_id column (read-only: see below)
         if self.path.is_dir():
             raise StoreError(f"cannot use {self.path} as a run store: it is a directory")
         if self.path.exists() and not self.path.is_file():
@@ -335,6 +353,7 @@ class SQLiteStore:
             # migrates it).
             version = self._check_schema(self._reader(), writable=False)
             self._parts_table = version >= _PARTS_FROM
+            self._resources = version >= _RESOURCES_FROM
             if version < _SHARING_FROM:
                 self._columns = _COLUMNS.replace("r.wake_at", "NULL")
             return
@@ -759,14 +778,17 @@ class SQLiteStore:
         self,
         *,
         workflow_id: str | None = None,
-        status: str | None = None,
+        status: str | Sequence[str] | None = None,
         from_date: float | None = None,
         to_date: float | None = None,
         limit: int | None = 50,
         offset: int = 0,
+        resource_id: str | None = None,
     ) -> tuple[list[SnapshotRecord], int]:
         """Runs, newest first, filtered; and how many match in all."""
-        where, params = _filters(workflow_id, status, from_date, to_date)
+        if resource_id is not None and not self._resources:
+            return [], 0  # a file older than resource ids, read without migrating it
+        where, params = _filters(workflow_id, status, from_date, to_date, resource_id)
         with self._reading() as connection:
             total: int = connection.execute(f"SELECT count(*) FROM runs{where}", params).fetchone()[
                 0
@@ -1125,6 +1147,7 @@ class SQLiteStore:
             lineage,
             epoch,
             r.wake_at,
+            r.resource_id,
         )
 
     def _row_exists(self, connection: sqlite3.Connection) -> bool:
@@ -1386,13 +1409,21 @@ def _stored(record: SnapshotRecord) -> tuple[bytes, int | None]:
 
 
 def _filters(
-    workflow_id: str | None, status: str | None, from_date: float | None, to_date: float | None
+    workflow_id: str | None,
+    status: str | Sequence[str] | None,
+    from_date: float | None,
+    to_date: float | None,
+    resource_id: str | None = None,
 ) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
+    statuses = status_set(status)
+    if statuses is not None:
+        clauses.append(f"status IN ({', '.join('?' * len(statuses))})")
+        params.extend(sorted(statuses))
     for clause, value in (
         ("workflow_id = ?", workflow_id),
-        ("status = ?", status),
+        ("resource_id = ?", resource_id),
         ("created_at >= ?", from_date),
         ("created_at <= ?", to_date),
     ):
