@@ -52,6 +52,7 @@ __all__ = [
     "SnapshotCommitted",
     "SnapshotSeen",
     "SnapshotTaken",
+    "StartHookCalled",
     "StartRun",
     "StepActorMessage",
     "StepFinished",
@@ -386,7 +387,14 @@ class AbortRun:
     error: dict[str, Any] | None
 
 
-RunActorMessage: TypeAlias = StepFinished | SnapshotCommitted | TimerFired | CancelRun | AbortRun
+@dataclass(frozen=True, slots=True)
+class StartHookCalled:
+    """The workflow's ``on_start`` hook returned (or failed): the run's first node may start."""
+
+
+RunActorMessage: TypeAlias = (
+    StepFinished | SnapshotCommitted | TimerFired | CancelRun | AbortRun | StartHookCalled
+)
 """Everything :class:`~actors.run.RunActor` accepts."""
 
 

@@ -46,6 +46,7 @@ from actors.messages import (
     RunParked,
     SnapshotCommitted,
     SnapshotTaken,
+    StartHookCalled,
     StepFinished,
     TimerFired,
 )
@@ -165,11 +166,24 @@ class RunActor(DispatchedActor):
             self._snapshot["status"] = RunStatus.RUNNING.value
             self._woken()
             return
+        first = snapshot["status"] == RunStatus.PENDING
         snapshot["status"] = RunStatus.RUNNING.value
+        if first and self._plan.on_start is not None:
+            # The first node starts once on_start has returned (a pending run recovered
+            # after a crash calls it again: it has not started as far as anyone knows).
+            me = self.actor_ref
+            self._hooks.start(self._plan, snapshot, lambda: tell_safely(me, StartHookCalled()))
+            return
         self._enter(snapshot["next_step"])
+
+    def _on_start_hook_called(self, message: StartHookCalled) -> None:
+        if not self._ended:
+            self._enter(self._snapshot["next_step"])
 
     def on_receive(self, message: RunActorMessage) -> None:
         match message:
+            case StartHookCalled():
+                self._on_start_hook_called(message)
             case StepFinished():
                 self._on_step_finished(message)
             case SnapshotCommitted():

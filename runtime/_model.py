@@ -270,12 +270,14 @@ class RunEvent(BaseModel):
 
 
 class RunOutcome(BaseModel):
-    """What a workflow's ``on_finish`` and ``on_error`` hooks receive when a run ends.
+    """What a workflow's hooks receive: ``on_start`` as a run starts, the others as it ends.
 
     Attributes:
         run_id: The run.
         workflow_id: Its workflow.
-        status: ``success``, ``failed`` or ``canceled``.
+        status: ``success``, ``failed`` or ``canceled`` (``running`` for ``on_start``).
+        input: The run's input, as plain data.
+        resource_id: The user or tenant the run was started for, or ``None``.
         result: The run's result (on success).
         error: What went wrong (on failure).
         steps: Every step's record, by path.
@@ -288,6 +290,8 @@ class RunOutcome(BaseModel):
     run_id: str
     workflow_id: str
     status: RunStatus
+    input: Any = None
+    resource_id: str | None = None
     result: Any = None
     error: ErrorInfo | None = None
     steps: dict[str, StepResult] = Field(default_factory=dict)

@@ -200,6 +200,7 @@ class ExecutionPlan:
         on_finish: Called once when a run ends, whatever its status.
         on_error: Called once when a run fails.
         retry: The workflow's retry policy (a step's own ``retries`` wins).
+        on_start: Called when a run starts, before its first step.
     """
 
     workflow_id: str
@@ -212,6 +213,7 @@ class ExecutionPlan:
     on_finish: Hook | None = None
     on_error: Hook | None = None
     retry: RetryPolicy = NO_RETRY
+    on_start: Hook | None = None
     scope: Scope = field(init=False)
 
     def __post_init__(self) -> None:
@@ -272,6 +274,7 @@ def compile_plan(
     on_finish: Hook | None = None,
     on_error: Hook | None = None,
     retry: RetryPolicy = NO_RETRY,
+    on_start: Hook | None = None,
 ) -> ExecutionPlan:
     """Check a workflow's definition and freeze it into a plan.
 
@@ -284,6 +287,7 @@ def compile_plan(
         on_finish: The hook called when a run ends.
         on_error: The hook called when a run fails.
         retry: The workflow's retry policy.
+        on_start: The hook called when a run starts.
 
     Raises:
         WorkflowDefinitionError: for a workflow without nodes, or with two
@@ -339,6 +343,7 @@ def compile_plan(
         on_finish=on_finish,
         on_error=on_error,
         retry=retry,
+        on_start=on_start,
     )
 
 

@@ -72,6 +72,7 @@ class Workflow(Generic[In, Out]):
         retry_config: RetryConfig | Mapping[str, Any] | None = None,
         on_finish: Callable[[RunOutcome], Any] | None = None,
         on_error: Callable[[RunOutcome], Any] | None = None,
+        on_start: Callable[[RunOutcome], Any] | None = None,
     ) -> None:
         if not isinstance(id, str) or not id:
             raise WorkflowDefinitionError(f"a workflow id must be a non-empty string, got {id!r}")
@@ -91,7 +92,11 @@ class Workflow(Generic[In, Out]):
                 raise TypeError(
                     f"workflow {id!r}: {name} must be a pydantic BaseModel subclass, got {schema!r}"
                 )
-        for name, hook in (("on_finish", on_finish), ("on_error", on_error)):
+        for name, hook in (
+            ("on_finish", on_finish),
+            ("on_error", on_error),
+            ("on_start", on_start),
+        ):
             if hook is not None and not callable(hook):
                 raise TypeError(f"workflow {id!r}: {name} must be callable, got {hook!r}")
         self.id = id
@@ -102,6 +107,7 @@ class Workflow(Generic[In, Out]):
         self.retry_config = _retry_config(retry_config, id)
         self.on_finish = on_finish
         self.on_error = on_error
+        self.on_start = on_start
         self._nodes: list[Node | ExecutionPlan] = []
         self._plan: ExecutionPlan | None = None
         self._runtime: Runtime | None = None
@@ -405,6 +411,7 @@ class Workflow(Generic[In, Out]):
                 on_finish=self.on_finish,
                 on_error=self.on_error,
                 retry=RetryPolicy(**self.retry_config.model_dump()),
+                on_start=self.on_start,
             )
         return self
 
@@ -632,6 +639,7 @@ def create_workflow(
     retry_config: RetryConfig | Mapping[str, Any] | None = None,
     on_finish: Callable[[RunOutcome], Any] | None = None,
     on_error: Callable[[RunOutcome], Any] | None = None,
+    on_start: Callable[[RunOutcome], Any] | None = None,
 ) -> Workflow[In, Out]:
     """Define a workflow; add steps with ``.then(step)`` and finish with ``.commit()``.
 
@@ -649,6 +657,11 @@ def create_workflow(
             be ``async``. It runs before the final result is visible, so keep
             it short. An exception in it is logged and changes nothing.
         on_error: Like ``on_finish``, for failed runs only (called first).
+        on_start: ``on_start(outcome)``, called when a run starts, before its
+            first step (status ``running``; ``input`` and ``resource_id`` set); it
+            may be ``async``. Not called again on a resume or a wake, nor for a
+            run recovered past its first step. An exception in it is logged and
+            the run goes on.
 
     Raises:
         WorkflowDefinitionError: for an empty id, an id with a ``.``, or a bad
@@ -665,6 +678,7 @@ def create_workflow(
         retry_config=retry_config,
         on_finish=on_finish,
         on_error=on_error,
+        on_start=on_start,
     )
 
 
