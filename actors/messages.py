@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
 
 import pykka
 from pydantic import BaseModel
@@ -29,6 +29,7 @@ from runtime._stores.base import Claimed, SnapshotRecord
 from runtime._sync import AbortSignal, Channel, Latch
 
 __all__ = [
+    "FROM_NOW",
     "AbortReason",
     "AbortRun",
     "AbortRuns",
@@ -56,6 +57,7 @@ __all__ = [
     "StartRun",
     "StepActorMessage",
     "StepFinished",
+    "StepWrote",
     "SubscribeRun",
     "SupervisorMessage",
     "TimerFired",
@@ -230,11 +232,30 @@ class WatchRun:
 class SubscribeRun:
     """Put each event of the run into ``channel`` as the registry receives it.
 
-    The events so far come first; the channel is closed once the run ends.
+    The events so far come first (with ``from_seq``, only those numbered above
+    it; :data:`FROM_NOW` for none of them); the channel is closed once the run
+    ends.
     """
 
     run_id: str
     channel: Channel[RunEvent]
+    from_seq: int | None = None
+    subscribed: Latch | None = None
+
+
+FROM_NOW: Final = -1
+"""``SubscribeRun.from_seq`` for no past event: only those that come next."""
+
+
+@dataclass(frozen=True, slots=True)
+class StepWrote:
+    """A step wrote ``data`` with ``ctx.writer.write(data)``, at ``at`` (epoch seconds)."""
+
+    run_id: str
+    path: str
+    data: Any
+    at: float
+    item: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +330,7 @@ RegistryMessage: TypeAlias = (
     | RecordFailure
     | RunsClaimed
     | SnapshotSeen
+    | StepWrote
 )
 """Everything :class:`~actors.registry.RegistryActor` accepts."""
 
@@ -471,6 +493,9 @@ class CallStep(Call):
         bail_schema: The top workflow's output schema, for ``ctx.bail()``.
         retry_count: How many times this step was retried before this call.
         resume_data: What a resume hands the step, not validated yet.
+        item: For a foreach item, its index.
+        writer: Where ``ctx.writer.write`` sends what the step writes:
+            ``writer(path, data, at, item)``.
     """
 
     step: Step[Any, Any]
@@ -478,6 +503,8 @@ class CallStep(Call):
     bail_schema: type[BaseModel] | None = None
     retry_count: int = 0
     resume_data: Any = None
+    item: int | None = None
+    writer: Callable[[str, Any, float, int | None], None] | None = None
 
     @property
     def step_id(self) -> str:

@@ -48,6 +48,7 @@ from actors.messages import (
     SnapshotTaken,
     StartHookCalled,
     StepFinished,
+    StepWrote,
     TimerFired,
 )
 from actors.step import error_dict
@@ -86,6 +87,17 @@ __all__ = ["RunActor"]
 
 WAKE_EARLY: Final = 0.001
 """A sleep that ends within this many seconds is over: the run goes on at once."""
+
+
+def _writer(
+    registry: pykka.ActorRef[Any], run_id: str
+) -> Callable[[str, Any, float, int | None], None]:
+    """What ``ctx.writer.write`` calls, on the step's thread: the registry takes it."""
+
+    def write(path: str, data: Any, at: float, item: int | None) -> None:
+        tell_safely(registry, StepWrote(run_id=run_id, path=path, data=data, at=at, item=item))
+
+    return write
 
 
 class RunActor(DispatchedActor):
@@ -129,6 +141,7 @@ class RunActor(DispatchedActor):
             timers,
             announce=self._tell_snapshot,
             durable=durable,
+            writer=_writer(registry, snapshot["run_id"]),
         )
         # Foreach: the next item to consider starting, and how many are not done yet
         # (not in the snapshot: items started and not done run again after a crash).

@@ -391,15 +391,30 @@ class ActorSystem:
             target.set()
         return target
 
-    def subscribe(self, run_id: str, channel: Channel[RunEvent]) -> None:
+    def subscribe(
+        self,
+        run_id: str,
+        channel: Channel[RunEvent],
+        from_seq: int | None = None,
+        subscribed: Latch | None = None,
+    ) -> None:
         """Have the registry put the run's events into ``channel``, then close it.
 
-        Once the registry has stopped, the channel is closed at once.
+        With ``from_seq``, only the past events numbered above it
+        (:data:`~actors.messages.FROM_NOW`: none); ``subscribed`` is set once
+        the registry has taken the subscription. Once the registry has
+        stopped, the channel is closed at once.
         """
         try:
-            self.registry.tell(SubscribeRun(run_id=run_id, channel=channel))
+            self.registry.tell(
+                SubscribeRun(
+                    run_id=run_id, channel=channel, from_seq=from_seq, subscribed=subscribed
+                )
+            )
         except pykka.ActorDeadError:
             channel.close()
+            if subscribed is not None:
+                subscribed.set()
 
     def unsubscribe(self, run_id: str, channel: Channel[RunEvent]) -> None:
         """Have the registry forget ``channel``: its watch was closed or dropped."""

@@ -32,11 +32,19 @@ from runtime._errors import (
 from runtime._model import (
     ErrorInfo,
     RunEvent,
+    RunFinishEvent,
     RunOutcome,
+    RunStartEvent,
     RunStatus,
     StartAsyncResult,
+    StepFinishEvent,
+    StepOutputEvent,
     StepResult,
+    StepStartEvent,
     StepStatus,
+    StepSuspendedEvent,
+    StepWaitingEvent,
+    StreamEvent,
     WorkflowResult,
     WorkflowRunList,
 )
@@ -46,11 +54,12 @@ from runtime._request_context import RequestContext
 from runtime._run import Run, RunWatch
 from runtime._runtime import Runtime, default_runtime
 from runtime._step import Step, create_step
-from runtime._step_context import StepContext
+from runtime._step_context import StepContext, StepWriter
 from runtime._stores.base import SnapshotRecord, SnapshotStore
 from runtime._stores.memory import MemoryStore
 from runtime._stores.postgres import PostgresStore
 from runtime._stores.sqlite import SQLiteStore
+from runtime._stream import RunStream
 from runtime._sync import AbortSignal
 from runtime._workflow import Workflow, create_workflow
 
@@ -77,12 +86,15 @@ __all__ = [
     "RunCrashedError",
     "RunDeletedError",
     "RunEvent",
+    "RunFinishEvent",
     "RunInProgressError",
     "RunNotStartedError",
     "RunNotSuspendedError",
     "RunOutcome",
     "RunReader",
+    "RunStartEvent",
     "RunStatus",
+    "RunStream",
     "RunTimeoutError",
     "RunWatch",
     "Runtime",
@@ -96,11 +108,18 @@ __all__ = [
     "StartAsyncResult",
     "Step",
     "StepContext",
+    "StepFinishEvent",
+    "StepOutputEvent",
     "StepResult",
+    "StepStartEvent",
     "StepStatus",
+    "StepSuspendedEvent",
     "StepTimeoutError",
     "StepValidationError",
+    "StepWaitingEvent",
+    "StepWriter",
     "StoreError",
+    "StreamEvent",
     "TracingOptions",
     "Workflow",
     "WorkflowDefinitionError",

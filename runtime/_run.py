@@ -46,7 +46,8 @@ from runtime._snapshot import (
 )
 from runtime._step import Step
 from runtime._stores.base import SharedStore, SnapshotRecord
-from runtime._sync import Channel, ChannelClosed, Latch
+from runtime._stream import RunStream
+from runtime._sync import Channel, ChannelClosed, EventChannel, Latch
 
 if TYPE_CHECKING:
     from actors.system import ActorSystem
@@ -309,41 +310,133 @@ class Run(Generic[In, Out]):
             record = await host.call(host.load, self.run_id)
         return self._result(record)
 
-    def watch(self, timeout: float | None = None) -> RunWatch:
+    def watch(self, timeout: float | None = None, *, from_seq: int | None = None) -> RunWatch:
         """The run's events as the registry receives them, ending when the run ends.
 
         Iterate with ``for`` or ``async for``: first the events so far (each
-        step started or finished, each status), then each as it happens::
+        step started or finished, each status, what steps wrote), then each as
+        it happens::
 
             for event in run.watch():
-                print(event.type, event.path, event.status)
+                print(event.seq, event.type, event.path, event.status)
 
         A run that suspends is still watched (a resume goes on with it); one
-        that has already ended yields its events and stops.
+        that has already ended yields its events and stops. Each event has its
+        own time (``at``) and number (``seq``).
 
         Args:
             timeout: For ``for``: seconds to wait for each next event before
                 ``RunTimeoutError``; ``None`` waits as long as it takes.
+            from_seq: Only the events numbered above this one (the last a
+                client saw before it lost its connection); ``None`` for all.
 
         Raises:
             RunNotStartedError: if the run was never started.
             SnapshotFormatError: if the run has ended and its stored snapshot
                 cannot be read: there are no events to tell.
+            TypeError: if ``from_seq`` is not an ``int``.
+            ValueError: if ``from_seq`` is negative.
         """
+        if from_seq is not None and from_seq != _FROM_NOW:
+            _check_seq(from_seq)
         record = self._started_record()
         if record.status in TERMINAL_STATUSES:
             read_result(record, self.workflow_id)  # raises for a damaged snapshot
-        watch = RunWatch(self.run_id, timeout)
-        self._host.subscribe(self.run_id, watch._channel)
+        watch = RunWatch(self.run_id, timeout, from_seq)
         watch._attach(self._host)
         return watch
 
-    async def awatch(self, timeout: float | None = None) -> RunWatch:
+    async def awatch(
+        self, timeout: float | None = None, *, from_seq: int | None = None
+    ) -> RunWatch:
         """Await :meth:`watch` without blocking the event loop (it reads the store).
 
         Same arguments, result and errors; iterate the watch with ``async for``.
         """
-        return await self._host.call(self.watch, timeout)
+        return await self._host.call(self.watch, timeout, from_seq=from_seq)
+
+    def stream(self, *, from_seq: int | None = None, timeout: float | None = None) -> RunStream:
+        """The run's events as typed stream events, for UIs, until the run settles.
+
+        Iterate with ``for`` or ``async for``::
+
+            for event in run.stream():
+                match event:
+                    case StepOutputEvent():
+                        print(event.path, event.data)   # what the step wrote
+                    case RunFinishEvent():
+                        print(event.status, event.result)
+
+        The events: ``run_start``, ``step_start``, ``step_output`` (what a step
+        wrote with ``ctx.writer.write``), ``step_waiting``, ``step_suspended``,
+        ``step_finish``, and last ``run_finish`` (for a run that suspends too,
+        with status ``suspended``: :meth:`resume_stream` goes on from there).
+        Each has its time and its number within the run (``seq``); a client
+        that reconnects passes the last number it saw as ``from_seq``.
+
+        Args:
+            from_seq: Only the events numbered above this one; ``None`` for
+                the run's events from its start.
+            timeout: For ``for``: seconds to wait for each next event before
+                ``RunTimeoutError``; ``None`` waits as long as it takes.
+
+        Raises:
+            As :meth:`watch`.
+        """
+        return RunStream(self.watch(timeout, from_seq=from_seq))
+
+    async def astream(
+        self, *, from_seq: int | None = None, timeout: float | None = None
+    ) -> RunStream:
+        """Await :meth:`stream` without blocking the event loop; iterate with ``async for``."""
+        return await self._host.call(self.stream, from_seq=from_seq, timeout=timeout)
+
+    def resume_stream(
+        self,
+        *,
+        step: Step[Any, Any] | str | None = None,
+        resume_data: BaseModel | Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> RunStream:
+        """Resume a suspended run and stream what follows (Mastra's ``resumeStream``).
+
+        The stream starts with the resume (a ``run_start``) and ends when the
+        run settles again; the events before the resume are left out.
+
+        Args:
+            step: As :meth:`resume_async`.
+            resume_data: As :meth:`resume_async`.
+            timeout: As :meth:`stream`.
+
+        Raises:
+            As :meth:`resume_async`; nothing is streamed then.
+        """
+        # Subscribed before the resume is recorded: the stream starts where the
+        # suspension ended, and misses nothing after it.
+        record = self._started_record()
+        if record.status in TERMINAL_STATUSES:
+            raise _not_resumable(decode(record.data, record.run_id))
+        watch = RunWatch(self.run_id, timeout, _FROM_NOW)
+        watch._attach(self._host, wait=True)
+        stream = RunStream(watch)
+        try:
+            self.resume_async(step=step, resume_data=resume_data)
+        except BaseException:
+            stream.close()
+            raise
+        return stream
+
+    async def aresume_stream(
+        self,
+        *,
+        step: Step[Any, Any] | str | None = None,
+        resume_data: BaseModel | Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> RunStream:
+        """Await :meth:`resume_stream` without blocking the event loop."""
+        return await self._host.call(
+            self.resume_stream, step=step, resume_data=resume_data, timeout=timeout
+        )
 
     def resume(
         self,
@@ -627,6 +720,20 @@ class Run(Generic[In, Out]):
         return result
 
 
+_SUBSCRIBE_PATIENCE = 5.0
+"""Seconds ``resume_stream`` waits for the runtime to take its subscription."""
+
+_FROM_NOW = -1
+"""``from_seq`` for no past event (the registry's ``FROM_NOW``)."""
+
+
+def _check_seq(seq: object) -> None:
+    if isinstance(seq, bool) or not isinstance(seq, int):
+        raise TypeError(f"from_seq must be an int, got {type(seq).__name__}")
+    if seq < 0:
+        raise ValueError(f"from_seq must be 0 or more, got {seq}")
+
+
 def _checked_resource_id(resource_id: object, run_id: str) -> str:
     try:
         return check_resource_id(resource_id)
@@ -687,21 +794,52 @@ class RunWatch:
             for event in events:
                 if event.type == "step_finished":
                     break
+
+    A watch that falls far behind (``SUBSCRIBER_BUFFER`` events queued and
+    not taken) is cut off by the runtime, which would otherwise queue events
+    for it without bound; it then subscribes again from the last event it
+    took, transparently, and the runtime replays what its log still holds.
     """
 
-    def __init__(self, run_id: str, timeout: float | None) -> None:
+    def __init__(self, run_id: str, timeout: float | None, from_seq: int | None = None) -> None:
         self.run_id = run_id
         self._timeout = timeout
-        self._channel: Channel[RunEvent] = Channel()
+        self._channel: EventChannel[RunEvent] = EventChannel()
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._closed = False
+        self._host: RunHost | None = None
+        self._last_seq = from_seq
 
-    def _attach(self, host: RunHost) -> None:
-        """Unsubscribe from ``host`` at :meth:`close`, or once this watch is dropped."""
+    @property
+    def last_seq(self) -> int | None:
+        """The number of the last event taken (or the ``from_seq`` it started after)."""
+        return self._last_seq
+
+    def _attach(self, host: RunHost, *, wait: bool = False) -> None:
+        """Subscribe on ``host``; unsubscribe at :meth:`close`, or once this watch is dropped.
+
+        With ``wait``, return once the runtime has taken the subscription, so that
+        whatever the caller does next to the run is told to this watch.
+        """
+        self._host = host
+        subscribed = Latch() if wait else None
+        host.subscribe(self.run_id, self._channel, self._last_seq, subscribed)
+        if subscribed is not None:
+            subscribed.wait(_SUBSCRIBE_PATIENCE)
         # The finalizer holds the channel and the host, never the watch itself.
         finalizer = weakref.finalize(self, _unsubscribe, host, self.run_id, self._channel)
         finalizer.atexit = False
         self._finalizer = finalizer
+
+    def _lagged(self) -> bool:
+        """Whether the runtime cut this watch off for lagging; if so, subscribe again."""
+        if self._closed or not self._channel.lagged or self._host is None:
+            return False
+        if self._finalizer is not None:
+            self._finalizer.detach()  # the runtime forgot that channel already
+        self._channel = EventChannel()
+        self._attach(self._host)
+        return True
 
     @property
     def closed(self) -> bool:
@@ -746,28 +884,36 @@ class RunWatch:
         return self
 
     def __next__(self) -> RunEvent:
-        if self._closed:
-            raise StopIteration
-        try:
-            return self._channel.get(self._timeout)
-        except ChannelClosed:
-            raise StopIteration from None
-        except TimeoutError:
-            raise RunTimeoutError(
-                f"no event from run {self.run_id!r} within {self._timeout} seconds",
-                run_id=self.run_id,
-            ) from None
+        while not self._closed:
+            try:
+                event = self._channel.get(self._timeout)
+            except ChannelClosed:
+                if self._lagged():
+                    continue
+                break
+            except TimeoutError:
+                raise RunTimeoutError(
+                    f"no event from run {self.run_id!r} within {self._timeout} seconds",
+                    run_id=self.run_id,
+                ) from None
+            self._last_seq = event.seq
+            return event
+        raise StopIteration
 
     def __aiter__(self) -> RunWatch:
         return self
 
     async def __anext__(self) -> RunEvent:
-        if self._closed:
-            raise StopAsyncIteration
-        try:
-            return await self._channel.aget()
-        except ChannelClosed:
-            raise StopAsyncIteration from None
+        while not self._closed:
+            try:
+                event = await self._channel.aget()
+            except ChannelClosed:
+                if self._lagged():
+                    continue
+                break
+            self._last_seq = event.seq
+            return event
+        raise StopAsyncIteration
 
 
 def _unsubscribe(host: RunHost, run_id: str, channel: Channel[RunEvent]) -> None:
