@@ -246,27 +246,34 @@ class ActorSystem:
         return True
 
     def resume(
-        self, plan: ExecutionPlan, snapshot: Snapshot, record: SnapshotRecord, expected_seq: int
+        self,
+        plan: ExecutionPlan,
+        snapshot: Snapshot,
+        record: SnapshotRecord,
+        expected_seq: int,
+        *,
+        reopen: bool = False,
     ) -> bool:
         """Record a resume (a compare-and-set on ``expected_seq``) and run the run on.
 
         On a shared store the run is held and run here if there is room, and
         otherwise queued for whichever worker has room. ``False`` (and nothing
         changed) if the run's stored ``seq`` is no longer ``expected_seq``.
+        With ``reopen``, the run has ended and is restarted in place.
 
         Raises:
             RuntimeStoppedError: if the actors have stopped.
         """
         store = self.shared
         if store is None:
-            if not self.store.replace(record, expected_seq):
+            if not self.store.replace(record, expected_seq, reopen=reopen):
                 return False
             hold = True
         else:
             claimer = self.claimer
             hold = claimer is not None and claimer.reserve()
             try:
-                if not store.replace(record, expected_seq, hold=hold):
+                if not store.replace(record, expected_seq, hold=hold, reopen=reopen):
                     return False
             finally:
                 if hold and claimer is not None:

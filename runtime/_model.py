@@ -23,6 +23,7 @@ __all__ = [
     "ErrorInfo",
     "RunEvent",
     "RunFinishEvent",
+    "RunOrigin",
     "RunOutcome",
     "RunStartEvent",
     "RunStatus",
@@ -203,6 +204,21 @@ class StepResult(BaseModel):
     ended_at: datetime | None = None
 
 
+class RunOrigin(BaseModel):
+    """The run a run made by ``workflow.time_travel`` came from.
+
+    Attributes:
+        run_id: The original run.
+        step: The path of the step the new run started from; the steps before
+            it kept the original run's outputs.
+    """
+
+    model_config = _FROZEN
+
+    run_id: str
+    step: str
+
+
 class WorkflowResult(BaseModel):
     """A run's execution result: its status, input, every step, and its output or error.
 
@@ -227,6 +243,9 @@ class WorkflowResult(BaseModel):
         updated_at: When the run last changed (UTC).
         resource_id: The user or tenant the run was started for
             (``create_run(resource_id=...)``), or ``None``.
+        time_traveled_from: For a run made by ``workflow.time_travel``, the run
+            and step it came from; ``None`` otherwise.
+        restarts: How many times ``run.restart()`` ran the run again in place.
     """
 
     model_config = _FROZEN
@@ -246,6 +265,8 @@ class WorkflowResult(BaseModel):
     created_at: datetime
     updated_at: datetime
     resource_id: str | None = None
+    time_traveled_from: RunOrigin | None = None
+    restarts: int = 0
 
     @property
     def is_terminal(self) -> bool:

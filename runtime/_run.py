@@ -19,6 +19,7 @@ from runtime._errors import (
     ResumeTargetError,
     RunAlreadyStartedError,
     RunDeletedError,
+    RunNotRestartableError,
     RunNotStartedError,
     RunNotSuspendedError,
     RunTimeoutError,
@@ -36,6 +37,7 @@ from runtime._model import (
 )
 from runtime._options import OutputOptions, TracingOptions
 from runtime._request_context import RequestContext
+from runtime._restart import restarted, target_path, time_travel_snapshot
 from runtime._run_input import first_record, pending_snapshot, validated_resume_data
 from runtime._snapshot import (
     Snapshot,
@@ -549,6 +551,107 @@ class Run(Generic[In, Out]):
         await self.aresume_async(step=step, resume_data=resume_data)
         return await self.wait_async(timeout)
 
+    def restart_async(self) -> StartAsyncResult:
+        """Run a failed or canceled run again, in place, from where it stopped; return at once.
+
+        The run keeps its id, its input and the records (and outputs) of the
+        steps that succeeded; it goes on at the node where it failed or was
+        canceled, whose steps run again, then on to its end. Its hooks are
+        called again when it ends (``on_start`` is not). The result counts
+        ``restarts``. When this returns the restart is recorded (committed,
+        on a durable store): a query reads the run as ``running``, and a
+        runtime that opens the store after this process died runs it on.
+
+        Returns:
+            ``StartAsyncResult(run_id=...)``.
+
+        Raises:
+            RunNotStartedError: if the run was never started.
+            RunNotRestartableError: if the run did not fail and was not
+                canceled (it succeeded, or has not ended), or another restart
+                of it was recorded first.
+            RunDeletedError: if the run's record was deleted meanwhile.
+            RuntimeStoppedError: if the runtime is not running.
+        """
+        system = self._host.running()
+        record = self._started_record()
+        snapshot = decode(record.data, record.run_id)
+        if snapshot["status"] not in _RESTARTABLE:
+            raise _not_restartable(self.run_id, snapshot["status"])
+        restarted(snapshot)
+        reopened = next_record(snapshot, time.time())
+        # A compare-and-set on a run that has ended: of two restarts, one wins.
+        if not system.resume(self._plan, snapshot, reopened, record.seq, reopen=True):
+            current = self._host.load(self.run_id)
+            if current is None:
+                raise _deleted(self.run_id)
+            raise _not_restartable(self.run_id, current.status)
+        return StartAsyncResult(run_id=self.run_id)
+
+    def restart(self, *, timeout: float | None = None) -> WorkflowResult:
+        """Restart the run (see :meth:`restart_async`) and block until it ends or suspends.
+
+        Args:
+            timeout: Seconds to wait; ``None`` waits as long as it takes.
+
+        Raises:
+            As :meth:`restart_async`, and ``RunTimeoutError`` if ``timeout``
+            passed first (the run goes on).
+        """
+        self.restart_async()
+        return self.wait(timeout)
+
+    async def arestart_async(self) -> StartAsyncResult:
+        """Await :meth:`restart_async` without blocking the event loop."""
+        return await self._host.call(self.restart_async)
+
+    async def arestart(self, *, timeout: float | None = None) -> WorkflowResult:
+        """Await :meth:`restart` without blocking the event loop."""
+        await self.arestart_async()
+        return await self.wait_async(timeout)
+
+    def _time_travel(
+        self,
+        source_run_id: str,
+        step: Step[Any, Any] | str,
+        input_data: Any,
+        resume_data: Any,
+        resource_id: str | None,
+    ) -> None:
+        """Start this new run from the run ``source_run_id`` at ``step`` (``time_travel``)."""
+        with self._lock:
+            if self._started:
+                raise RunAlreadyStartedError(
+                    f"run {self.run_id!r} was already started", run_id=self.run_id
+                )
+            host, plan = self._host, self._plan
+            host.running()
+            path = target_path(plan, step, self.run_id)
+            record = host.load(source_run_id)
+            if record is None or record.workflow_id != self.workflow_id:
+                raise RunNotStartedError(
+                    f"workflow {self.workflow_id!r} has no run {source_run_id!r} to time travel "
+                    "from",
+                    run_id=source_run_id,
+                )
+            source = decode(record.data, record.run_id)
+            if resource_id is None:
+                resource_id = self.resource_id or source.get("resource_id")
+            else:
+                resource_id = _checked_resource_id(resource_id, self.run_id)
+            snapshot = time_travel_snapshot(
+                plan,
+                source,
+                self.run_id,
+                path,
+                input_data=input_data,
+                resume_data=resume_data,
+                resource_id=resource_id,
+            )
+            host.start_run(plan, snapshot, first_record(snapshot))
+            self._started = True
+            self.resource_id = resource_id
+
     def _resume_lost(self) -> WorkflowError:
         """Why the store refused a resume of the run read suspended: what changed it since."""
         current = self._host.load(self.run_id)
@@ -744,6 +847,22 @@ def _checked_resource_id(resource_id: object, run_id: str) -> str:
             errors=[{"type": "string_type", "loc": (), "msg": str(exc)}],
             run_id=run_id,
         ) from exc
+
+
+_RESTARTABLE = frozenset({RunStatus.FAILED, RunStatus.CANCELED})
+
+
+def _not_restartable(run_id: str, status: str) -> RunNotRestartableError:
+    why = (
+        "it succeeded: nothing is left to run"
+        if status == RunStatus.SUCCESS
+        else "it has not ended (a suspended run takes a resume)"
+    )
+    return RunNotRestartableError(
+        f"run {run_id!r} is {status}; only a failed or canceled run can be restarted: {why}",
+        status=status,
+        run_id=run_id,
+    )
 
 
 def _not_resumable(snapshot: Snapshot) -> WorkflowError:

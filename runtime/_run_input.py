@@ -24,7 +24,7 @@ from runtime._stores.base import SnapshotRecord
 if TYPE_CHECKING:
     from runtime._plan import ExecutionPlan
 
-__all__ = ["first_record", "pending_snapshot", "validated_resume_data"]
+__all__ = ["first_record", "pending_snapshot", "validated_input", "validated_resume_data"]
 
 _DEFAULT_TRACING = TracingOptions()
 _DEFAULT_OUTPUT = OutputOptions()
@@ -40,6 +40,11 @@ def validated_resume_data(step: Step[Any, Any], value: Any, path: str, run_id: s
         _encodable(data, "resume_data", "resume_data", run_id)
         data = copy_plain(data)
     return data
+
+
+def validated_input(schema: type[BaseModel], value: Any, field: str, run_id: str) -> Any:
+    """``value`` validated by ``schema``, as plain data; ``InvalidInputError`` naming ``field``."""
+    return _validated(schema, value, field, run_id)
 
 
 def pending_snapshot(

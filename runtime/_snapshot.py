@@ -120,7 +120,9 @@ class Snapshot(TypedDict):
     is recorded, until the run suspends again: a later resume of that
     suspension lost to it. Snapshots before that key lack it, as do runs
     never resumed. ``resource_id`` is the user or tenant the run was started
-    for (absent in older snapshots).
+    for (absent in older snapshots). ``time_traveled_from`` (``{"run_id", "step"}``)
+    links a run made by ``workflow.time_travel`` to its original, and
+    ``restarts`` counts the restarts of a run (both absent when there are none).
     """
 
     run_id: str
@@ -148,6 +150,8 @@ class Snapshot(TypedDict):
     updated_at: float
     resumed: NotRequired[bool]
     resource_id: NotRequired[str | None]
+    time_traveled_from: NotRequired[dict[str, str]]
+    restarts: NotRequired[int]
 
 
 def _packb(value: Any) -> bytes:
@@ -1188,6 +1192,8 @@ def to_result(snapshot: Snapshot) -> WorkflowResult:
                 "created_at": snapshot["created_at"],
                 "updated_at": snapshot["updated_at"],
                 "resource_id": snapshot.get("resource_id"),
+                "time_traveled_from": snapshot.get("time_traveled_from"),
+                "restarts": snapshot.get("restarts", 0),
             }
         )
     except (KeyError, TypeError, ValidationError) as exc:

@@ -443,6 +443,75 @@ class Workflow(Generic[In, Out]):
         assert self._host is not None
         return Run(plan, self._host, run_id, resource_id)
 
+    def time_travel(
+        self,
+        run_id: str,
+        *,
+        step: Step[Any, Any] | str,
+        input_data: BaseModel | Any = None,
+        resume_data: BaseModel | Any = None,
+        new_run_id: str | None = None,
+        resource_id: str | None = None,
+    ) -> Run[In, Out]:
+        """Start a new run that replays run ``run_id`` up to ``step`` and runs on from it.
+
+        Mastra's ``timeTravel``: to debug a step, or to recover from a bad
+        deploy. The new run keeps the recorded records and outputs of the
+        steps before ``step`` (they do not run again), and starts at
+        ``step``'s node with ``input_data`` (validated by the step's input
+        schema; a list of items for a ``foreach``), or with the input the step
+        had in the original run. Its input, state, request context and
+        options are the original's. The original run is not changed; the new
+        one's results say where it came from (``time_traveled_from``). Works
+        on a run of any status, from any runtime on the same store.
+
+        Args:
+            run_id: The recorded run.
+            step: The step to start from: a :class:`Step`, its id, or its path.
+            input_data: The step's input; ``None`` reuses the recorded one.
+            resume_data: Handed to the step as ``ctx.resume_data`` (validated
+                by its ``resume_schema``), as a resume would.
+            new_run_id: The new run's id; a new UUID when omitted.
+            resource_id: The new run's resource id; the original's when omitted.
+
+        Returns:
+            The new run, started (``wait()`` for its end).
+
+        Raises:
+            RunNotStartedError: if this workflow has no run ``run_id``.
+            InvalidInputError: if ``step`` is not a step of this workflow, or
+                ``input_data`` or ``resume_data`` does not fit, or there is no
+                input (none given, and the original never reached the step).
+            RunAlreadyStartedError: if ``new_run_id`` is taken.
+            RuntimeStoppedError: if the runtime is not running.
+        """
+        check_run_id(run_id, lookup=True)
+        run = self.create_run(new_run_id, resource_id=resource_id)
+        run._time_travel(run_id, step, input_data, resume_data, resource_id)
+        return run
+
+    async def atime_travel(
+        self,
+        run_id: str,
+        *,
+        step: Step[Any, Any] | str,
+        input_data: BaseModel | Any = None,
+        resume_data: BaseModel | Any = None,
+        new_run_id: str | None = None,
+        resource_id: str | None = None,
+    ) -> Run[In, Out]:
+        """Await :meth:`time_travel` without blocking the event loop."""
+        return await offload(
+            self._host,
+            self.time_travel,
+            run_id,
+            step=step,
+            input_data=input_data,
+            resume_data=resume_data,
+            new_run_id=new_run_id,
+            resource_id=resource_id,
+        )
+
     def get_workflow_run_execution_result(self, run_id: str) -> WorkflowResult | None:
         """The execution result of a run of this workflow, at this moment.
 

@@ -53,6 +53,7 @@ RUNTIME_LAYERS = {
     "runtime._run": 4,
     "runtime._stream": 4,
     "runtime._run_input": 4,
+    "runtime._restart": 4,
     "runtime._workflow": 4,
     "runtime._queries": 4,
     "runtime": 5,

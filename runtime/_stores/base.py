@@ -137,14 +137,16 @@ class SnapshotStore(Protocol):
         """
         ...
 
-    def replace(self, record: SnapshotRecord, expected_seq: int) -> bool:
+    def replace(self, record: SnapshotRecord, expected_seq: int, *, reopen: bool = False) -> bool:
         """Store ``record`` only if the run's stored ``seq`` is still ``expected_seq``.
 
         A compare-and-set for changes that race (two resumes of one suspended
         run, a resume and a cancel): exactly one caller wins. It fails, and
         changes nothing, if the run is unknown, its stored ``seq`` differs, or
-        its stored status is terminal. On a durable store the record is
-        committed when this returns ``True``.
+        its stored status is terminal. With ``reopen`` (``run.restart()``) it
+        is the other way round: it applies only to a run whose stored status
+        is terminal, the one exception to a terminal status being final. On a
+        durable store the record is committed when this returns ``True``.
         """
         ...
 
@@ -282,7 +284,14 @@ class SharedStore(SnapshotStore, Protocol):
         """Record a new run, held by this worker (epoch 1) or, with ``hold=False``, queued."""
         ...
 
-    def replace(self, record: SnapshotRecord, expected_seq: int, *, hold: bool = False) -> bool:
+    def replace(
+        self,
+        record: SnapshotRecord,
+        expected_seq: int,
+        *,
+        hold: bool = False,
+        reopen: bool = False,
+    ) -> bool:
         """The compare-and-set of :meth:`SnapshotStore.replace`, also on a run nobody holds.
 
         It applies only if nobody holds the run (or this worker does). With

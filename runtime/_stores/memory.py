@@ -57,14 +57,17 @@ class MemoryStore:
         if on_commit is not None:
             on_commit()
 
-    def replace(self, record: SnapshotRecord, expected_seq: int) -> bool:
-        """Store ``record`` if the stored one's ``seq`` is ``expected_seq`` and not terminal."""
+    def replace(self, record: SnapshotRecord, expected_seq: int, *, reopen: bool = False) -> bool:
+        """Store ``record`` if the stored one's ``seq`` is ``expected_seq`` and not terminal.
+
+        With ``reopen``, only if the stored one is terminal (``run.restart()``).
+        """
         with self._lock:
             current = self._records.get(record.run_id)
             if (
                 current is None
                 or current.seq != expected_seq
-                or current.status in TERMINAL_STATUSES
+                or (current.status in TERMINAL_STATUSES) != reopen
                 or record.seq <= current.seq
             ):
                 return False

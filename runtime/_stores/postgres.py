@@ -222,6 +222,11 @@ WHERE run_id = %(run_id)s AND seq = %(expected)s AND %(seq)s > seq
 RETURNING epoch
 """
 
+_REOPEN: Final = _REPLACE.replace(
+    f"status NOT IN ({_TERMINAL_SQL})", f"status IN ({_TERMINAL_SQL})"
+)
+"""The compare-and-set of ``replace(reopen=True)``: only a run that has ended (a restart)."""
+
 _CLAIM: Final = f"""
 WITH picked AS (
     SELECT run_id FROM callboard_runs
@@ -791,7 +796,14 @@ class PostgresStore:
         """
         self._submit("save", list(records), _reporting(on_commit, on_error))
 
-    def replace(self, record: SnapshotRecord, expected_seq: int, *, hold: bool = False) -> bool:
+    def replace(
+        self,
+        record: SnapshotRecord,
+        expected_seq: int,
+        *,
+        hold: bool = False,
+        reopen: bool = False,
+    ) -> bool:
         """Store ``record`` if the run's stored ``seq`` is still ``expected_seq``.
 
         A compare-and-set, committed when it returns ``True``. It fails, and
@@ -805,7 +817,7 @@ class PostgresStore:
                 the store is read-only or closed.
         """
         future: Future[bool] = Future()
-        write = self._submit("replace", (record, expected_seq, hold), resolve(future))
+        write = self._submit("replace", (record, expected_seq, hold, reopen), resolve(future))
         return bool(
             self._committed(
                 write, future, f"the new snapshot of run {record.run_id!r} was not stored"
@@ -1537,7 +1549,7 @@ class PostgresStore:
         raise AssertionError(f"unknown write {kind!r}")
 
     def _replace(self, connection: Connection, write: Write, batch: _Batch) -> bool:
-        record, expected_seq, hold = write.payload
+        record, expected_seq, hold, reopen = write.payload
         # A replace whose caller gave up waiting must not happen: take() decides.
         if not write.take():
             return False
@@ -1560,8 +1572,9 @@ class PostgresStore:
         holder = (
             "owner_id IS NULL" if epoch is None else "owner_id = %(owner)s AND epoch = %(epoch)s"
         )
+        statement = _REOPEN if reopen else _REPLACE
         row = connection.execute(
-            _REPLACE.format(holder=holder),
+            statement.format(holder=holder),
             params,
         ).fetchone()
         if row is None and self._ambiguous:

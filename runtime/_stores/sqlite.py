@@ -230,6 +230,9 @@ WHERE run_id = ? AND seq = ? AND ? > seq AND status NOT IN ({_TERMINAL_SQL})
 RETURNING epoch
 """
 
+_REOPEN = _REPLACE.replace(f"status NOT IN ({_TERMINAL_SQL})", f"status IN ({_TERMINAL_SQL})")
+"""The compare-and-set of ``replace(reopen=True)``: only a run that has ended (a restart)."""
+
 _COLUMNS = (
     "r.run_id, r.workflow_id, r.seq, r.status, r.snapshot, r.created_at, r.updated_at, "
     "r.trace_id, r.wake_at"
@@ -500,7 +503,14 @@ class SQLiteStore:
         write = self._submit("create", (record, hold), resolve(future))
         return self._committed(write, future, f"the run {record.run_id!r} was not recorded")
 
-    def replace(self, record: SnapshotRecord, expected_seq: int, *, hold: bool = False) -> bool:
+    def replace(
+        self,
+        record: SnapshotRecord,
+        expected_seq: int,
+        *,
+        hold: bool = False,
+        reopen: bool = False,
+    ) -> bool:
         """Store ``record`` if the run's stored ``seq`` is still ``expected_seq``.
 
         A compare-and-set, committed when it returns ``True``: it fails, and
@@ -508,14 +518,15 @@ class SQLiteStore:
         not below ``record.seq``, its status is terminal, or another worker
         holds it. With ``hold`` this worker holds the run from then on (its
         epoch bumped); without, an unfinished run is left queued for any
-        worker, and a settled one is nobody's.
+        worker, and a settled one is nobody's. With ``reopen`` it applies only
+        to a run whose status is terminal (``run.restart()``).
 
         Raises:
             StoreError: if the commit did not happen within ``CREATE_TIMEOUT``
                 (the database stayed locked) or the store is read-only or closed.
         """
         future: Future[bool] = Future()
-        write = self._submit("replace", (record, expected_seq, hold), resolve(future))
+        write = self._submit("replace", (record, expected_seq, hold, reopen), resolve(future))
         return self._committed(
             write, future, f"the new snapshot of run {record.run_id!r} was not stored"
         )
@@ -1235,14 +1246,14 @@ class SQLiteStore:
         raise AssertionError(f"unknown write {kind!r}")
 
     def _replace(self, connection: sqlite3.Connection, write: Write, outcome: _Outcome) -> bool:
-        record, expected_seq, hold = write.payload
+        record, expected_seq, hold, reopen = write.payload
         # A replace whose caller gave up waiting must not happen: take() decides.
         if not write.take():
             return False
         settles = record.status in SETTLED_STATUSES
         keep = hold and not settles
         row = connection.execute(
-            _REPLACE,
+            _REOPEN if reopen else _REPLACE,
             (
                 record.status,
                 record.seq,
