@@ -41,9 +41,11 @@ class EventLog:
         status: The run's status in the last snapshot seen.
         steps: Each step's status and attempts in the last snapshot seen.
         record_seq: The ``seq`` of the last snapshot seen (``-1``: none).
+        created_at: When the run of that snapshot was created: a run deleted and
+            made again under the same id is another run.
     """
 
-    __slots__ = ("events", "next_seq", "record_seq", "status", "steps")
+    __slots__ = ("created_at", "events", "next_seq", "record_seq", "status", "steps")
 
     def __init__(self) -> None:
         self.events: deque[RunEvent] = deque(maxlen=EVENT_LOG_SIZE)
@@ -51,6 +53,7 @@ class EventLog:
         self.status = ""
         self.steps: dict[str, tuple[str, int]] = {}
         self.record_seq = -1
+        self.created_at: float | None = None
 
     def add(self, events: list[RunEvent]) -> None:
         """Keep ``events``, numbered from :attr:`next_seq` on (as they were built)."""

@@ -362,6 +362,12 @@ class RegistryActor(ThreadActor):
         Records reach here from this process's actors and from the store
         watcher: one no newer than the last seen is no news.
         """
+        if log.created_at is not None and record.created_at != log.created_at:
+            # Deleted, and a new run made under the same id: the old run's events go, the
+            # numbering goes on, and the new run's events are told from its start.
+            log.status, log.steps, log.record_seq = "", {}, -1
+            log.events.clear()
+        log.created_at = record.created_at
         if record.seq <= log.record_seq:
             return []
         try:

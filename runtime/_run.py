@@ -339,7 +339,7 @@ class Run(Generic[In, Out]):
             TypeError: if ``from_seq`` is not an ``int``.
             ValueError: if ``from_seq`` is negative.
         """
-        if from_seq is not None and from_seq != _FROM_NOW:
+        if from_seq is not None:
             _check_seq(from_seq)
         record = self._started_record()
         if record.status in TERMINAL_STATUSES:

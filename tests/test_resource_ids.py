@@ -181,3 +181,28 @@ def test_a_file_from_before_resource_ids_migrates_in_place(tmp_path: Path) -> No
         assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         indexes = {row[1] for row in connection.execute("PRAGMA index_list(runs)")}
         assert "runs_by_resource" in indexes
+
+
+def test_the_command_lists_by_resource_id_and_shows_resource_and_time_travel(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from runtime._cli import main
+
+    db = tmp_path / "runs.db"
+    with Runtime(store=db) as rt:
+        wf = rt.register(approval)
+        mine = wf.create_run(resource_id="user-42")
+        mine.start(input_data={"value": "a"}, timeout=WAIT)
+        wf.create_run(resource_id="user-7").start(input_data={"value": "b"}, timeout=WAIT)
+        travelled = wf.time_travel(mine.run_id, step="ask", resume_data={"ok": True})
+        travelled.wait(WAIT)
+
+    assert main(["runs", "list", "--db", str(db), "--json", "--resource-id", "user-42"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {run["run_id"] for run in listed["runs"]} == {mine.run_id, travelled.run_id}
+    assert main(["runs", "show", travelled.run_id, "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "resource" in out and "user-42" in out
+    assert f"time travel of  run {mine.run_id} from step ask" in out

@@ -284,3 +284,15 @@ def test_a_slow_consumer_is_cut_off_and_catches_up_from_the_log_with_bounded_mem
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     written = [event.data for event in rest if isinstance(event, StepOutputEvent)]
     assert written == list(range(writes))  # the log still held what it missed
+
+
+def test_a_run_id_used_again_after_a_delete_streams_the_new_run(runtime: Runtime) -> None:
+    wf = runtime.register(two_steps)
+    wf.create_run("same").start(input_data={"value": "a"}, timeout=WAIT)
+    first = list(wf.create_run("same").stream(timeout=WAIT))
+    assert wf.delete_workflow_run_by_id("same")
+    wf.create_run("same").start(input_data={"value": "b"}, timeout=WAIT)
+    second = list(wf.create_run("same").stream(timeout=WAIT))
+    assert kinds(second)[-1] == ("run_finish", "success", {"value": "B!"})
+    assert [kind[0] for kind in kinds(second)] == [kind[0] for kind in EXPECTED]
+    assert second[0].seq > first[-1].seq  # the numbering goes on: no client mixes them up

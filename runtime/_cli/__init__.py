@@ -201,6 +201,9 @@ def _build_parser() -> argparse.ArgumentParser:
     listing = run_commands.add_parser("list", help="list runs, newest first", parents=[db])
     listing.add_argument("--status", choices=[status.value for status in RunStatus])
     listing.add_argument("--workflow", metavar="WORKFLOW_ID", help="only runs of this workflow")
+    listing.add_argument(
+        "--resource-id", metavar="RESOURCE_ID", help="only runs started for this user or tenant"
+    )
     listing.add_argument("--limit", type=_positive_int, default=50, help="at most N runs (50)")
     listing.add_argument("--offset", type=_non_negative_int, default=0, help="skip N runs")
     listing.add_argument("--json", action="store_true", help="print JSON")

@@ -217,6 +217,13 @@ def run_view(result: WorkflowResult) -> RenderableType:
     fields.add_row("run", Text(result.run_id))
     fields.add_row("workflow", Text(result.workflow_id))
     fields.add_row("status", status_text(result.status))
+    if result.resource_id is not None:
+        fields.add_row("resource", Text(result.resource_id))
+    if result.time_traveled_from is not None:
+        origin = result.time_traveled_from
+        fields.add_row("time travel of", Text(f"run {origin.run_id} from step {origin.step}"))
+    if result.restarts:
+        fields.add_row("restarts", Text(str(result.restarts)))
     fields.add_row("created", Text(_when(result.created_at)))
     updated = _when(result.updated_at)
     if result.is_terminal:
