@@ -249,13 +249,18 @@ FROM_NOW: Final = -1
 
 @dataclass(frozen=True, slots=True)
 class StepWrote:
-    """A step wrote ``data`` with ``ctx.writer.write(data)``, at ``at`` (epoch seconds)."""
+    """A step wrote ``data`` with ``ctx.writer.write(data)``, at ``at`` (epoch seconds).
+
+    ``taken`` is called once the registry has handled it: the writer waits for
+    room when too many of its writes are not handled yet.
+    """
 
     run_id: str
     path: str
     data: Any
     at: float
     item: int | None = None
+    taken: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)

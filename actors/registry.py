@@ -130,7 +130,11 @@ class RegistryActor(ThreadActor):
             case SnapshotSeen():
                 self._on_snapshot_seen(message)
             case StepWrote():
-                self._on_step_wrote(message)
+                try:
+                    self._on_step_wrote(message)
+                finally:
+                    if message.taken is not None:
+                        message.taken()
             case _:
                 unexpected(self, message)
 
@@ -323,10 +327,12 @@ class RegistryActor(ThreadActor):
             current = self._live.get(run_id) or self._store.load(run_id)
             if current is not None:
                 self._advance(log, current)
-        event = RunEvent(
+        # Built without validation: every field is made here, and the data is plain
+        # already (the step's writer checked it). A chatty step writes thousands.
+        event = RunEvent.model_construct(
             type="step_output",
             run_id=run_id,
-            status=log.status or RunStatus.RUNNING,
+            status=RunStatus(log.status or RunStatus.RUNNING),
             path=message.path,
             data=message.data,
             item=message.item,

@@ -16,6 +16,7 @@ and what each reply means.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -89,13 +90,34 @@ WAKE_EARLY: Final = 0.001
 """A sleep that ends within this many seconds is over: the run goes on at once."""
 
 
+WRITE_WINDOW: Final = 1024
+"""The most writes of one run's steps (``ctx.writer.write``) not yet handled by the registry:
+a step that writes faster than the registry takes its writes waits, rather than fill the
+registry's inbox without bound."""
+
+WRITE_PATIENCE: Final = 1.0
+"""Seconds a write waits for room in the window before it goes anyway (a registry that
+has stopped handles nothing more)."""
+
+
 def _writer(
     registry: pykka.ActorRef[Any], run_id: str
 ) -> Callable[[str, Any, float, int | None], None]:
     """What ``ctx.writer.write`` calls, on the step's thread: the registry takes it."""
+    window = threading.Semaphore(WRITE_WINDOW)
 
     def write(path: str, data: Any, at: float, item: int | None) -> None:
-        tell_safely(registry, StepWrote(run_id=run_id, path=path, data=data, at=at, item=item))
+        slot = window.acquire(timeout=WRITE_PATIENCE)
+        message = StepWrote(
+            run_id=run_id,
+            path=path,
+            data=data,
+            at=at,
+            item=item,
+            taken=window.release if slot else None,
+        )
+        if not tell_safely(registry, message) and slot:
+            window.release()
 
     return write
 

@@ -62,7 +62,15 @@ def stream_event(event: RunEvent, last_status: str) -> RunStreamEvent | None:
                 path=event.path, status=step.status, output=step.output, error=step.error, **base
             )
         case "step_output" if event.path is not None:
-            return StepOutputEvent(path=event.path, data=event.data, item=event.item, **base)
+            # The most frequent event, from fields already checked: built without validation.
+            return StepOutputEvent.model_construct(
+                run_id=event.run_id,
+                seq=event.seq,
+                at=event.at,
+                path=event.path,
+                data=event.data,
+                item=event.item,
+            )
     return None
 
 
