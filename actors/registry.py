@@ -293,8 +293,8 @@ class RegistryActor(ThreadActor):
             channel.close()  # unreadable: nothing can be told
             return
         from_seq = log.next_seq - 1 if message.from_seq == FROM_NOW else message.from_seq
-        for event in log.since(from_seq):
-            channel.put(event)
+        # At once: a reader that sees the first event of the replay sees all of it queued.
+        channel.put_many(log.since(from_seq))
         if log.status in TERMINAL_STATUSES:
             channel.close()
             return
@@ -426,8 +426,7 @@ class RegistryActor(ThreadActor):
                 channel.lagged = True
                 channel.close()
                 continue
-            for event in events:
-                channel.put(event)
+            channel.put_many(events)
             kept.append(channel)
         if kept:
             self._channels[run_id] = kept

@@ -965,6 +965,11 @@ class RunWatch:
         """Whether :meth:`close` was called."""
         return self._closed
 
+    @property
+    def queued(self) -> int:
+        """How many events have come and wait to be taken."""
+        return len(self._channel)
+
     def close(self) -> None:
         """Stop watching: the iteration ends, and the runtime forgets this watch.
 

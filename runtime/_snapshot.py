@@ -1230,6 +1230,19 @@ def run_events(
     events: list[RunEvent] = []
     seq = first_seq
     early = status != last_status and status in _STARTING
+    if not last_status and not early:
+        # A run told from its record alone, once it is past its start: every run
+        # started pending, at its creation.
+        events.append(
+            RunEvent(
+                type="status",
+                run_id=run_id,
+                status=RunStatus.PENDING,
+                at=_when(snapshot["created_at"]) or changed,
+                seq=seq,
+            )
+        )
+        seq += 1
     if early:
         at = _when(snapshot["created_at"]) if status == RunStatus.PENDING else changed
         events.append(RunEvent(type="status", run_id=run_id, status=status, at=at, seq=seq))

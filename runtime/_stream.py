@@ -83,8 +83,11 @@ class RunStream:
     (what a step wrote with ``ctx.writer.write``), ``step_waiting``,
     ``step_suspended``, ``step_finish``, and last ``run_finish``, after which
     the iteration ends (for a run that suspended too: ``resume_stream`` goes
-    on). Every event has its ``seq``: ``run.stream(from_seq=event.seq)``
-    replays what came after it, for a client that reconnects.
+    on). A replay goes past the ``run_finish`` of a settle the run has moved on
+    from (a suspension it was resumed from, an end it was restarted from): it
+    ends where the run stands now. Every event has its ``seq``:
+    ``run.stream(from_seq=event.seq)`` replays what came after it, for a client
+    that reconnects.
 
     Close it when you stop reading early (``close()``, or ``with`` / ``async with``).
     """
@@ -135,7 +138,9 @@ class RunStream:
         converted = stream_event(event, self._status)
         if event.type == "status":
             self._status = event.status
-        if isinstance(converted, RunFinishEvent):
+        if isinstance(converted, RunFinishEvent) and not self._watch.queued:
+            # The run settles here. (With events queued after it, this is a settle of
+            # the past, replayed: the run was resumed or restarted since.)
             self.close()
         return converted
 

@@ -301,6 +301,22 @@ class Channel(Generic[T]):
             _wake(waiters)
         return True
 
+    def put_many(self, items: Iterable[T]) -> bool:
+        """Add items at the end at once: the consumer sees all of them queued, or none.
+
+        Returns:
+            ``True`` if they were queued, ``False`` if the channel is closed.
+        """
+        with self._condition:
+            if self._closed:
+                return False
+            self._items.extend(items)
+            self._condition.notify()
+            waiters, self._waiters = self._waiters, set()
+        if waiters:
+            _wake(waiters)
+        return True
+
     def close(self) -> None:
         """Close the channel; the consumer still gets the items already put. Idempotent."""
         with self._condition:

@@ -70,6 +70,8 @@ def test_a_failed_run_restarts_in_place_from_its_last_completed_step(runtime: Ru
     run = wf.create_run()
     failed = run.start(input_data={"value": "a"}, timeout=WAIT)
     assert failed.status == "failed" and failed.steps["second"].status == "failed"
+    told = list(run.stream(timeout=WAIT))  # a UI showed the failure
+    assert told[-1].type == "run_finish" and told[-1].status == "failed"
 
     broken["second"] = False
     result = run.restart(timeout=WAIT)
@@ -78,6 +80,18 @@ def test_a_failed_run_restarts_in_place_from_its_last_completed_step(runtime: Ru
     assert result.error is None and result.restarts == 1
     assert calls == Counter(first=1, second=2, third=1)
     assert result.steps["first"] == failed.steps["first"]  # kept, not run again
+    # Its stream tells both: the failure, then the restart to its end, numbered on.
+    ends = [
+        (event.type, event.status)
+        for event in run.stream(timeout=WAIT)
+        if event.type in ("run_start", "run_finish")
+    ]
+    assert ends == [
+        ("run_start", "pending"),
+        ("run_finish", "failed"),
+        ("run_start", "running"),
+        ("run_finish", "success"),
+    ]
     with pytest.raises(RunNotRestartableError) as caught:
         run.restart()
     assert caught.value.status == "success"

@@ -232,6 +232,8 @@ def test_a_stream_ends_at_a_suspension_and_resume_stream_streams_what_follows(
         ("run_finish", "success", {"value": "q:yes"}),
     ]
     assert after[0].seq > before[-1].seq
+    # A replay from the start goes past the suspension the run was resumed from.
+    assert list(run.stream(timeout=WAIT)) == before + after
 
 
 def test_watch_events_carry_their_own_times_and_consecutive_numbers(runtime: Runtime) -> None:
