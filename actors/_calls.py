@@ -103,6 +103,7 @@ class Calls:
         "_run",
         "_snapshot",
         "_timers",
+        "_writer",
     )
 
     def __init__(
@@ -115,8 +116,10 @@ class Calls:
         *,
         announce: Callable[[], int],
         durable: bool,
+        writer: Callable[[str, Any, float, int | None], None] | None = None,
     ) -> None:
         self._run = run
+        self._writer = writer
         self._plan = plan
         self._snapshot = snapshot
         self._pool = pool
@@ -199,6 +202,8 @@ class Calls:
             bail_schema=plan.output_schema,
             retry_count=attempt,
             resume_data=resume_data,
+            item=item,
+            writer=self._writer,
         )
         return Job(
             call=call, index=index, signal=signal, step_node=step_node, item=item, attempt=attempt

@@ -1,4 +1,4 @@
-"""The workflow hooks: ``on_finish`` and ``on_error``, called once when a run ends."""
+"""The workflow hooks: ``on_start`` as a run starts; ``on_finish`` and ``on_error`` as it ends."""
 
 from __future__ import annotations
 
@@ -34,6 +34,8 @@ def outcome_of(snapshot: Snapshot) -> RunOutcome:
             "run_id": snapshot["run_id"],
             "workflow_id": snapshot["workflow_id"],
             "status": snapshot["status"],
+            "input": snapshot["input"],
+            "resource_id": snapshot.get("resource_id"),
             "result": snapshot["result"],
             "error": snapshot["error"],
             "steps": snapshot["steps"],
@@ -66,13 +68,31 @@ class HookRunner:
         if not plan.has_hooks:
             then()
             return
+        self._submit(_call_hooks, plan, copy_plain(snapshot), then)
+
+    def start(self, plan: ExecutionPlan, snapshot: Snapshot, then: Callable[[], object]) -> None:
+        """Call ``plan``'s ``on_start`` hook for the run starting in ``snapshot``, then ``then()``.
+
+        Off the caller's thread, as the other hooks; ``snapshot`` is copied first.
+        """
+        if plan.on_start is None:
+            then()
+            return
+        self._submit(_call_start_hook, plan, copy_plain(snapshot), then)
+
+    def _submit(
+        self,
+        fn: Callable[[ExecutionPlan, Snapshot, Callable[[], object]], None],
+        plan: ExecutionPlan,
+        snapshot: Snapshot,
+        then: Callable[[], object],
+    ) -> None:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(HOOK_THREADS, thread_name_prefix="callboard-hooks")
-        ended: Snapshot = copy_plain(snapshot)
         try:
-            future = self._executor.submit(_call_hooks, plan, ended, then)
+            future = self._executor.submit(fn, plan, snapshot, then)
         except RuntimeError:  # shut down: call them here rather than skip them
-            _call_hooks(plan, ended, then)
+            fn(plan, snapshot, then)
             return
         with self._lock:
             self._pending.add(future)
@@ -119,11 +139,22 @@ class HookRunner:
         concurrent.futures.wait(pending, timeout)
 
 
-def _call_hooks(plan: ExecutionPlan, snapshot: Snapshot, then: Callable[[], object]) -> None:
+def _call_start_hook(plan: ExecutionPlan, snapshot: Snapshot, then: Callable[[], object]) -> None:
+    snapshot["status"] = RunStatus.RUNNING.value
+    _call_hooks(plan, snapshot, then, [("on_start", plan.on_start)])
+
+
+def _call_hooks(
+    plan: ExecutionPlan,
+    snapshot: Snapshot,
+    then: Callable[[], object],
+    hooks: list[tuple[str, Any]] | None = None,
+) -> None:
     try:
-        hooks: list[tuple[str, Any]] = [("on_finish", plan.on_finish)]
-        if snapshot["status"] == RunStatus.FAILED:
-            hooks.insert(0, ("on_error", plan.on_error))
+        if hooks is None:
+            hooks = [("on_finish", plan.on_finish)]
+            if snapshot["status"] == RunStatus.FAILED:
+                hooks.insert(0, ("on_error", plan.on_error))
         outcome = outcome_of(snapshot)
         for name, hook in hooks:
             if hook is None:

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
 
 import pykka
 from pydantic import BaseModel
@@ -29,6 +29,7 @@ from runtime._stores.base import Claimed, SnapshotRecord
 from runtime._sync import AbortSignal, Channel, Latch
 
 __all__ = [
+    "FROM_NOW",
     "AbortReason",
     "AbortRun",
     "AbortRuns",
@@ -53,9 +54,11 @@ __all__ = [
     "SnapshotCommitted",
     "SnapshotSeen",
     "SnapshotTaken",
+    "StartHookCalled",
     "StartRun",
     "StepActorMessage",
     "StepFinished",
+    "StepWrote",
     "SubscribeRun",
     "SupervisorMessage",
     "TimerFired",
@@ -246,11 +249,35 @@ class WatchRun:
 class SubscribeRun:
     """Put each event of the run into ``channel`` as the registry receives it.
 
-    The events so far come first; the channel is closed once the run ends.
+    The events so far come first (with ``from_seq``, only those numbered above
+    it; :data:`FROM_NOW` for none of them); the channel is closed once the run
+    ends.
     """
 
     run_id: str
     channel: Channel[RunEvent]
+    from_seq: int | None = None
+    subscribed: Latch | None = None
+
+
+FROM_NOW: Final = -1
+"""``SubscribeRun.from_seq`` for no past event: only those that come next."""
+
+
+@dataclass(frozen=True, slots=True)
+class StepWrote:
+    """A step wrote ``data`` with ``ctx.writer.write(data)``, at ``at`` (epoch seconds).
+
+    ``taken`` is called once the registry has handled it: the writer waits for
+    room when too many of its writes are not handled yet.
+    """
+
+    run_id: str
+    path: str
+    data: Any
+    at: float
+    item: int | None = None
+    taken: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +352,7 @@ RegistryMessage: TypeAlias = (
     | RecordFailure
     | RunsClaimed
     | SnapshotSeen
+    | StepWrote
 )
 """Everything :class:`~actors.registry.RegistryActor` accepts."""
 
@@ -407,7 +435,14 @@ class AbortRun:
     error: dict[str, Any] | None
 
 
-RunActorMessage: TypeAlias = StepFinished | SnapshotCommitted | TimerFired | CancelRun | AbortRun
+@dataclass(frozen=True, slots=True)
+class StartHookCalled:
+    """The workflow's ``on_start`` hook returned (or failed): the run's first node may start."""
+
+
+RunActorMessage: TypeAlias = (
+    StepFinished | SnapshotCommitted | TimerFired | CancelRun | AbortRun | StartHookCalled
+)
 """Everything :class:`~actors.run.RunActor` accepts."""
 
 
@@ -484,6 +519,9 @@ class CallStep(Call):
         bail_schema: The top workflow's output schema, for ``ctx.bail()``.
         retry_count: How many times this step was retried before this call.
         resume_data: What a resume hands the step, not validated yet.
+        item: For a foreach item, its index.
+        writer: Where ``ctx.writer.write`` sends what the step writes:
+            ``writer(path, data, at, item)``.
     """
 
     step: Step[Any, Any]
@@ -491,6 +529,8 @@ class CallStep(Call):
     bail_schema: type[BaseModel] | None = None
     retry_count: int = 0
     resume_data: Any = None
+    item: int | None = None
+    writer: Callable[[str, Any, float, int | None], None] | None = None
 
     @property
     def step_id(self) -> str:

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pykka
@@ -17,9 +18,11 @@ from actors._dispatch import (
     tell_safely,
     unexpected,
 )
+from actors._events import SUBSCRIBER_BUFFER, EventLog, EventLogs
 from actors._watcher import StoreWatcher
 from actors.hooks import HookRunner
 from actors.messages import (
+    FROM_NOW,
     AbortRun,
     RecordFailure,
     RegistryMessage,
@@ -29,6 +32,7 @@ from actors.messages import (
     SnapshotSeen,
     SnapshotTaken,
     StartRun,
+    StepWrote,
     SubscribeRun,
     UnsubscribeRun,
     WatchRun,
@@ -41,10 +45,11 @@ from runtime._model import (
     SETTLED_STATUSES,
     TERMINAL_STATUSES,
     RunEvent,
+    RunStatus,
 )
 from runtime._snapshot import canceled_record, decode, failed_record, run_events, stand_in_record
 from runtime._stores.base import RunFencedError, SnapshotRecord, SnapshotStore
-from runtime._sync import Channel, Latch
+from runtime._sync import Channel, EventChannel, Latch
 from runtime._tracing import emit
 
 __all__ = ["RegistryActor"]
@@ -79,14 +84,14 @@ class RegistryActor(ThreadActor):
         self._durable = store.durable
         self._hooks = hooks if hooks is not None else HookRunner()
         self._waiters: dict[str, list[threading.Event | Latch]] = {}
-        # Runs somebody watches: their channels, and what the last event told them.
+        # Runs somebody watches: their channels; and the numbered events of the runs
+        # watched now or lately (see actors._events).
         self._channels: dict[str, list[Channel[RunEvent]]] = {}
-        self._seen: dict[str, tuple[str, dict[str, tuple[str, int]]]] = {}
+        self._logs = EventLogs()
         # On a durable store, the last snapshot handed over for each run in
         # progress: a failure is recorded on top of it even before the store has
         # committed it. (The store itself keeps snapshots in order.)
         self._live: dict[str, SnapshotRecord] = {}
-        self._last_seq: dict[str, int] = {}  # the newest seq told to a run's watchers
 
     def on_receive(self, message: RegistryMessage) -> None:
         observer = _probes.observer
@@ -124,6 +129,12 @@ class RegistryActor(ThreadActor):
                 self._on_runs_claimed(message)
             case SnapshotSeen():
                 self._on_snapshot_seen(message)
+            case StepWrote():
+                try:
+                    self._on_step_wrote(message)
+                finally:
+                    if message.taken is not None:
+                        message.taken()
             case _:
                 unexpected(self, message)
 
@@ -149,7 +160,7 @@ class RegistryActor(ThreadActor):
             if on_recorded is not None:
                 on_recorded(False)  # nobody may wait for ever on a write that never happens
             raise
-        if record.run_id in self._channels:
+        if record.run_id in self._logs:
             self._publish(record)
 
     def _store_snapshot(self, message: SnapshotTaken) -> None:
@@ -252,7 +263,6 @@ class RegistryActor(ThreadActor):
         """Stop reading a run from the store once nobody here waits on it or watches it."""
         if run_id in self._waiters or run_id in self._channels:
             return
-        self._last_seq.pop(run_id, None)
         if self._watcher is not None:
             self._watcher.remove(run_id)
 
@@ -266,15 +276,30 @@ class RegistryActor(ThreadActor):
                 self._watcher.add(message.run_id, current.seq)
 
     def _on_subscribe_run(self, message: SubscribeRun) -> None:
-        """``run.watch()``: the events so far, then each one as it comes."""
-        run_id = message.run_id
+        """``run.watch()``, ``run.stream()``: the events so far, then each one as it comes."""
+        try:
+            self._subscribe(message)
+        finally:
+            if message.subscribed is not None:
+                message.subscribed.set()
+
+    def _subscribe(self, message: SubscribeRun) -> None:
+        run_id, channel = message.run_id, message.channel
+        log = self._logs.get(run_id)
+        if log is None:
+            log = self._logs.new(run_id, self._channels)
         current = self._live.get(run_id) or self._store.load(run_id)
-        self._channels.setdefault(run_id, []).append(message.channel)
-        if current is not None:
-            self._publish(current, only=message.channel)
-        elif run_id not in self._seen:
-            self._seen[run_id] = ("", {})
-        if self._watcher is not None and run_id in self._channels:
+        if current is not None and self._advance(log, current) is None:
+            channel.close()  # unreadable: nothing can be told
+            return
+        from_seq = log.next_seq - 1 if message.from_seq == FROM_NOW else message.from_seq
+        # At once: a reader that sees the first event of the replay sees all of it queued.
+        channel.put_many(log.since(from_seq))
+        if log.status in TERMINAL_STATUSES:
+            channel.close()
+            return
+        self._channels.setdefault(run_id, []).append(channel)
+        if self._watcher is not None:
             self._watcher.add(run_id, -1 if current is None else current.seq)
 
     def _on_unsubscribe_run(self, message: UnsubscribeRun) -> None:
@@ -289,8 +314,33 @@ class RegistryActor(ThreadActor):
             self._channels[run_id] = kept
             return
         del self._channels[run_id]
-        self._seen.pop(run_id, None)
         self._unwatch(run_id)
+
+    def _on_step_wrote(self, message: StepWrote) -> None:
+        """A step wrote an event of its own: number it, keep it, tell the run's watchers."""
+        run_id = message.run_id
+        log = self._logs.get(run_id)
+        if log is None:
+            # The first write of a run nobody watches yet: its log starts here, so that
+            # a stream opened a little later still sees it.
+            log = self._logs.new(run_id, self._channels)
+            current = self._live.get(run_id) or self._store.load(run_id)
+            if current is not None:
+                self._advance(log, current)
+        # Built without validation: every field is made here, and the data is plain
+        # already (the step's writer checked it). A chatty step writes thousands.
+        event = RunEvent.model_construct(
+            type="step_output",
+            run_id=run_id,
+            status=RunStatus(log.status or RunStatus.RUNNING),
+            path=message.path,
+            data=message.data,
+            item=message.item,
+            at=datetime.fromtimestamp(message.at, UTC),
+            seq=log.next_seq,
+        )
+        log.add([event])
+        self._deliver(run_id, [event])
 
     def _on_snapshot_seen(self, message: SnapshotSeen) -> None:
         """A run changed in another process (or was lost to one): tell who waits here."""
@@ -304,59 +354,85 @@ class RegistryActor(ThreadActor):
             self._wake(run_id)
             for channel in self._channels.pop(run_id, []):
                 channel.close()
-            self._seen.pop(run_id, None)
+            self._logs.drop(run_id)
             self._unwatch(run_id)
             return
-        if run_id in self._channels:
+        if run_id in self._logs:
             self._publish(record)
         if record.status in SETTLED_STATUSES:
             self._wake(run_id)
 
-    def _publish(self, record: SnapshotRecord, only: Channel[RunEvent] | None = None) -> None:
-        """Tell a run's watchers what changed since the last snapshot they saw."""
-        run_id = record.run_id
+    def _advance(self, log: EventLog, record: SnapshotRecord) -> list[RunEvent] | None:
+        """Number and keep the events since the last snapshot the log saw; ``None``: unreadable.
+
+        Records reach here from this process's actors and from the store
+        watcher: one no newer than the last seen is no news.
+        """
+        if log.created_at is not None and record.created_at != log.created_at:
+            # Deleted, and a new run made under the same id: the old run's events go, the
+            # numbering goes on, and the new run's events are told from its start.
+            log.status, log.steps, log.record_seq = "", {}, -1
+            log.events.clear()
+        log.created_at = record.created_at
+        if record.seq <= log.record_seq:
+            return []
         try:
             snapshot = decode(record.data, record.run_id)
         except SnapshotFormatError as exc:
-            # Nothing more can be said of this run: end its watches rather than hang them.
-            emit(logging.ERROR, "run_unreadable", run_id=run_id, error=str(exc))
-            ended = self._channels.pop(run_id, [])
-            if only is not None and only not in ended:
-                ended.append(only)
-            for channel in ended:
-                channel.close()
-            self._seen.pop(run_id, None)
-            return
-        if only is None:
-            # Records reach here from this process's actors and from the store
-            # watcher: an older one than the last told is no news.
-            if record.seq <= self._last_seq.get(run_id, -1):
-                return
-            self._last_seq[run_id] = record.seq
-        last_status, last_steps = ("", {}) if only is not None else self._seen.get(run_id, ("", {}))
-        events = run_events(snapshot, last_status, last_steps)
-        steps = {
+            emit(logging.ERROR, "run_unreadable", run_id=record.run_id, error=str(exc))
+            return None
+        events = run_events(snapshot, log.status, log.steps, log.next_seq)
+        log.status = snapshot["status"]
+        log.steps = {
             path: (step["status"], step.get("attempts", 1))
             for path, step in snapshot["steps"].items()
         }
-        if only is None or run_id not in self._seen:
-            self._seen[run_id] = (snapshot["status"], steps)
-            # What the watchers were told: the same record again (from the store
-            # watcher, say) is no news.
-            self._last_seq[run_id] = max(record.seq, self._last_seq.get(run_id, -1))
-        channels = [only] if only is not None else self._channels.get(run_id, [])
-        for channel in channels:
-            for event in events:
-                channel.put(event)
-        if snapshot["status"] in TERMINAL_STATUSES:
-            for channel in channels:
+        log.record_seq = record.seq
+        log.add(events)
+        return events
+
+    def _publish(self, record: SnapshotRecord) -> None:
+        """Tell a run's watchers what changed since the last snapshot its log saw."""
+        run_id = record.run_id
+        log = self._logs.get(run_id)
+        if log is None:
+            return
+        events = self._advance(log, record)
+        if events is None:
+            # Nothing more can be said of this run: end its watches rather than hang them.
+            for channel in self._channels.pop(run_id, []):
                 channel.close()
-            if only is None or len(self._channels.get(run_id, ())) <= 1:
-                self._channels.pop(run_id, None)
-                self._seen.pop(run_id, None)
-                self._unwatch(run_id)
-            else:
-                self._channels[run_id].remove(only)
+            self._logs.drop(run_id)
+            self._unwatch(run_id)
+            return
+        self._deliver(run_id, events)
+        if log.status in TERMINAL_STATUSES:
+            for channel in self._channels.pop(run_id, []):
+                channel.close()
+            self._unwatch(run_id)
+
+    def _deliver(self, run_id: str, events: list[RunEvent]) -> None:
+        """Put ``events`` into the run's channels; cut off a subscriber that lags too far."""
+        channels = self._channels.get(run_id)
+        if not channels or not events:
+            return
+        kept = []
+        for channel in channels:
+            if len(channel) + len(events) > SUBSCRIBER_BUFFER and isinstance(channel, EventChannel):
+                # Its consumer takes events more slowly than they come: rather than
+                # queue them without bound, close it as lagged. The consumer takes
+                # what is queued, then subscribes again from the last event it took,
+                # which the log still holds unless it fell EVENT_LOG_SIZE behind.
+                channel.lagged = True
+                channel.close()
+                continue
+            channel.put_many(events)
+            kept.append(channel)
+        if kept:
+            self._channels[run_id] = kept
+        else:
+            del self._channels[run_id]
+            self._unwatch(run_id)
 
     def _on_record_failure(self, message: RecordFailure) -> None:
         current = self._live.get(message.run_id) or self._store.load(message.run_id)

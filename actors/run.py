@@ -16,6 +16,7 @@ and what each reply means.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -46,7 +47,9 @@ from actors.messages import (
     RunParked,
     SnapshotCommitted,
     SnapshotTaken,
+    StartHookCalled,
     StepFinished,
+    StepWrote,
     TimerFired,
 )
 from actors.step import error_dict
@@ -99,6 +102,38 @@ WAKE_EARLY: Final = 0.001
 """A sleep that ends within this many seconds is over: the run goes on at once."""
 
 
+WRITE_WINDOW: Final = 1024
+"""The most writes of one run's steps (``ctx.writer.write``) not yet handled by the registry:
+a step that writes faster than the registry takes its writes waits, rather than fill the
+registry's inbox without bound."""
+
+WRITE_PATIENCE: Final = 1.0
+"""Seconds a write waits for room in the window before it goes anyway (a registry that
+has stopped handles nothing more)."""
+
+
+def _writer(
+    registry: pykka.ActorRef[Any], run_id: str
+) -> Callable[[str, Any, float, int | None], None]:
+    """What ``ctx.writer.write`` calls, on the step's thread: the registry takes it."""
+    window = threading.Semaphore(WRITE_WINDOW)
+
+    def write(path: str, data: Any, at: float, item: int | None) -> None:
+        slot = window.acquire(timeout=WRITE_PATIENCE)
+        message = StepWrote(
+            run_id=run_id,
+            path=path,
+            data=data,
+            at=at,
+            item=item,
+            taken=window.release if slot else None,
+        )
+        if not tell_safely(registry, message) and slot:
+            window.release()
+
+    return write
+
+
 class RunActor(DispatchedActor):
     """Walks a run's plan: sends each call to a step actor and waits for its reply as a message.
 
@@ -140,6 +175,7 @@ class RunActor(DispatchedActor):
             timers,
             announce=self._tell_snapshot,
             durable=durable,
+            writer=_writer(registry, snapshot["run_id"]),
         )
         # Foreach: the next item to consider starting, and how many are not done yet
         # (not in the snapshot: items started and not done run again after a crash).
@@ -177,9 +213,20 @@ class RunActor(DispatchedActor):
             self._snapshot["status"] = RunStatus.RUNNING.value
             self._woken()
             return
+        first = snapshot["status"] == RunStatus.PENDING
         snapshot["status"] = RunStatus.RUNNING.value
         self._mark_children(StepStatus.SUSPENDED, StepStatus.RUNNING)
+        if first and self._plan.on_start is not None:
+            # The first node starts once on_start has returned (a pending run recovered
+            # after a crash calls it again: it has not started as far as anyone knows).
+            me = self.actor_ref
+            self._hooks.start(self._plan, snapshot, lambda: tell_safely(me, StartHookCalled()))
+            return
         self._enter(snapshot["next_step"])
+
+    def _on_start_hook_called(self, message: StartHookCalled) -> None:
+        if not self._ended:
+            self._enter(self._snapshot["next_step"])
 
     def _mark_children(self, old: StepStatus, new: StepStatus) -> None:
         """Give the records of the nested workflows that hold a suspended step a new status.
@@ -197,6 +244,8 @@ class RunActor(DispatchedActor):
 
     def on_receive(self, message: RunActorMessage) -> None:
         match message:
+            case StartHookCalled():
+                self._on_start_hook_called(message)
             case StepFinished():
                 self._on_step_finished(message)
             case SnapshotCommitted():

@@ -267,6 +267,8 @@ def _step_context(call: CallStep, span: Span | None) -> StepContext[Any]:
         retry_count=call.retry_count,
         resume_data=resume_data,
         bail_schema=call.bail_schema,
+        writer=call.writer,
+        item=call.item,
         **_shared(call, span, call.path or step.id),
     )
 

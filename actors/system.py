@@ -296,20 +296,27 @@ class ActorSystem:
         return True
 
     def resume(
-        self, plan: ExecutionPlan, snapshot: Snapshot, record: SnapshotRecord, expected_seq: int
+        self,
+        plan: ExecutionPlan,
+        snapshot: Snapshot,
+        record: SnapshotRecord,
+        expected_seq: int,
+        *,
+        reopen: bool = False,
     ) -> bool:
         """Record a resume (a compare-and-set on ``expected_seq``) and run the run on.
 
         On a shared store the run is held and run here if there is room, and
         otherwise queued for whichever worker has room. ``False`` (and nothing
         changed) if the run's stored ``seq`` is no longer ``expected_seq``.
+        With ``reopen``, the run has ended and is restarted in place.
 
         Raises:
             RuntimeStoppedError: if the actors have stopped.
         """
         store = self.shared
         if store is None:
-            if not self.store.replace(record, expected_seq):
+            if not self.store.replace(record, expected_seq, reopen=reopen):
                 return False
             hold = True
         else:
@@ -317,7 +324,7 @@ class ActorSystem:
             # A run of a queue goes back through a claim, which counts the queue's runs.
             hold = "queue" not in snapshot and claimer is not None and claimer.reserve()
             try:
-                if not store.replace(record, expected_seq, hold=hold):
+                if not store.replace(record, expected_seq, hold=hold, reopen=reopen):
                     return False
             finally:
                 if hold and claimer is not None:
@@ -446,15 +453,30 @@ class ActorSystem:
             target.set()
         return target
 
-    def subscribe(self, run_id: str, channel: Channel[RunEvent]) -> None:
+    def subscribe(
+        self,
+        run_id: str,
+        channel: Channel[RunEvent],
+        from_seq: int | None = None,
+        subscribed: Latch | None = None,
+    ) -> None:
         """Have the registry put the run's events into ``channel``, then close it.
 
-        Once the registry has stopped, the channel is closed at once.
+        With ``from_seq``, only the past events numbered above it
+        (:data:`~actors.messages.FROM_NOW`: none); ``subscribed`` is set once
+        the registry has taken the subscription. Once the registry has
+        stopped, the channel is closed at once.
         """
         try:
-            self.registry.tell(SubscribeRun(run_id=run_id, channel=channel))
+            self.registry.tell(
+                SubscribeRun(
+                    run_id=run_id, channel=channel, from_seq=from_seq, subscribed=subscribed
+                )
+            )
         except pykka.ActorDeadError:
             channel.close()
+            if subscribed is not None:
+                subscribed.set()
 
     def unsubscribe(self, run_id: str, channel: Channel[RunEvent]) -> None:
         """Have the registry forget ``channel``: its watch was closed or dropped."""

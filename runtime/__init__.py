@@ -18,6 +18,7 @@ from runtime._errors import (
     RunCrashedError,
     RunDeletedError,
     RunInProgressError,
+    RunNotRestartableError,
     RunNotStartedError,
     RunNotSuspendedError,
     RunTimeoutError,
@@ -34,11 +35,20 @@ from runtime._errors import (
 from runtime._model import (
     ErrorInfo,
     RunEvent,
+    RunFinishEvent,
+    RunOrigin,
     RunOutcome,
+    RunStartEvent,
     RunStatus,
     StartAsyncResult,
+    StepFinishEvent,
+    StepOutputEvent,
     StepResult,
+    StepStartEvent,
     StepStatus,
+    StepSuspendedEvent,
+    StepWaitingEvent,
+    StreamEvent,
     WorkflowResult,
     WorkflowRunList,
 )
@@ -49,11 +59,12 @@ from runtime._request_context import RequestContext
 from runtime._run import Run, RunWatch
 from runtime._runtime import Runtime, default_runtime
 from runtime._step import Step, create_step
-from runtime._step_context import StepContext
+from runtime._step_context import StepContext, StepWriter
 from runtime._stores.base import SnapshotRecord, SnapshotStore
 from runtime._stores.memory import MemoryStore
 from runtime._stores.postgres import PostgresStore
 from runtime._stores.sqlite import SQLiteStore
+from runtime._stream import RunStream
 from runtime._sync import AbortSignal
 from runtime._workflow import Workflow, create_workflow
 
@@ -83,12 +94,17 @@ __all__ = [
     "RunCrashedError",
     "RunDeletedError",
     "RunEvent",
+    "RunFinishEvent",
     "RunInProgressError",
+    "RunNotRestartableError",
     "RunNotStartedError",
     "RunNotSuspendedError",
+    "RunOrigin",
     "RunOutcome",
     "RunReader",
+    "RunStartEvent",
     "RunStatus",
+    "RunStream",
     "RunTimeoutError",
     "RunWatch",
     "Runtime",
@@ -102,11 +118,18 @@ __all__ = [
     "StartAsyncResult",
     "Step",
     "StepContext",
+    "StepFinishEvent",
+    "StepOutputEvent",
     "StepResult",
+    "StepStartEvent",
     "StepStatus",
+    "StepSuspendedEvent",
     "StepTimeoutError",
     "StepValidationError",
+    "StepWaitingEvent",
+    "StepWriter",
     "StoreError",
+    "StreamEvent",
     "TracingOptions",
     "Workflow",
     "WorkflowDefinitionError",

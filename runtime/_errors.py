@@ -32,6 +32,7 @@ The hierarchy::
     │                                    one of several suspended steps (also ValueError)
     ├── ResumeConflictError              another resume of the same suspension was recorded
     │                                    first, however the two calls interleaved
+    ├── RunNotRestartableError           restarting a run that has not failed or been canceled
     ├── CancelError                      the process holding a run did not carry out its cancel
     ├── RoleError                        a call the runtime's role does not allow
     ├── NonRetryableError                raised by a step body: fail now, do not retry
@@ -65,6 +66,7 @@ __all__ = [
     "RunCrashedError",
     "RunDeletedError",
     "RunInProgressError",
+    "RunNotRestartableError",
     "RunNotStartedError",
     "RunNotSuspendedError",
     "RunTimeoutError",
@@ -289,6 +291,21 @@ class RunNotSuspendedError(WorkflowError):
 
     Attributes:
         status: The run's status when the resume was refused.
+    """
+
+    def __init__(self, message: str, *, status: str, run_id: str | None = None):
+        super().__init__(message, run_id=run_id)
+        self.status = status
+
+
+class RunNotRestartableError(WorkflowError):
+    """``restart`` was called on a run that did not fail and was not canceled.
+
+    A run in progress (or suspended, or asleep) goes on by itself or with a
+    resume; a run that succeeded has nothing left to run.
+
+    Attributes:
+        status: The run's status when the restart was refused.
     """
 
     def __init__(self, message: str, *, status: str, run_id: str | None = None):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import random
 
-__all__ = ["check_run_id", "new_id", "new_span_id", "new_trace_id"]
+__all__ = ["check_resource_id", "check_run_id", "new_id", "new_span_id", "new_trace_id"]
 
 # Ids come from a generator of our own, not os.urandom: they identify, they
 # guard nothing, and os.urandom releases the GIL, so under load every
@@ -51,15 +51,29 @@ def check_run_id(run_id: object, *, lookup: bool = False) -> str:
         ValueError: if it is not valid UTF-8 text (a lone surrogate), which no
             store could write or look up; or, unless ``lookup``, if it is empty.
     """
-    if not isinstance(run_id, str):
-        raise TypeError(f"run_id must be a str, got {type(run_id).__name__}")
-    if not run_id and not lookup:
-        raise ValueError("run_id must not be empty")
-    if not run_id.isascii():
+    return _check_text(run_id, "run_id", allow_empty=lookup)
+
+
+def check_resource_id(resource_id: object) -> str:
+    """``resource_id`` if a store can index a run by it (as :func:`check_run_id` checks).
+
+    Raises:
+        TypeError: if it is not a ``str``.
+        ValueError: if it is empty or not valid UTF-8 text.
+    """
+    return _check_text(resource_id, "resource_id", allow_empty=False)
+
+
+def _check_text(value: object, name: str, *, allow_empty: bool) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    if not value and not allow_empty:
+        raise ValueError(f"{name} must not be empty")
+    if not value.isascii():
         try:
-            run_id.encode("utf-8")
+            value.encode("utf-8")
         except UnicodeEncodeError:
             raise ValueError(
-                f"run_id {run_id!r} is not valid UTF-8 text (it holds a lone surrogate)"
+                f"{name} {value!r} is not valid UTF-8 text (it holds a lone surrogate)"
             ) from None
-    return run_id
+    return value

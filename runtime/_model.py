@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Final
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -27,11 +27,21 @@ __all__ = [
     "UNFINISHED_STATUSES",
     "ErrorInfo",
     "RunEvent",
+    "RunFinishEvent",
+    "RunOrigin",
     "RunOutcome",
+    "RunStartEvent",
     "RunStatus",
+    "RunStreamEvent",
     "StartAsyncResult",
+    "StepFinishEvent",
+    "StepOutputEvent",
     "StepResult",
+    "StepStartEvent",
     "StepStatus",
+    "StepSuspendedEvent",
+    "StepWaitingEvent",
+    "StreamEvent",
     "WorkflowResult",
     "WorkflowRunList",
 ]
@@ -359,6 +369,21 @@ class StepResult(BaseModel):
     ended_at: datetime | None = None
 
 
+class RunOrigin(BaseModel):
+    """The run a run made by ``workflow.time_travel`` came from.
+
+    Attributes:
+        run_id: The original run.
+        step: The path of the step the new run started from; the steps before
+            it kept the original run's outputs.
+    """
+
+    model_config = _FROZEN
+
+    run_id: str
+    step: str
+
+
 class WorkflowResult(BaseModel):
     """A run's execution result: its status, input, every step, and its output or error.
 
@@ -385,6 +410,11 @@ class WorkflowResult(BaseModel):
         queue: The queue the run went through, if any.
         queue_key: Its partition in that queue, if any.
         priority: Its priority in that queue (``None``: no queue).
+        resource_id: The user or tenant the run was started for
+            (``create_run(resource_id=...)``), or ``None``.
+        time_traveled_from: For a run made by ``workflow.time_travel``, the run
+            and step it came from; ``None`` otherwise.
+        restarts: How many times ``run.restart()`` ran the run again in place.
     """
 
     model_config = _FROZEN
@@ -406,6 +436,9 @@ class WorkflowResult(BaseModel):
     queue: str | None = None
     queue_key: str | None = None
     priority: int | None = None
+    resource_id: str | None = None
+    time_traveled_from: RunOrigin | None = None
+    restarts: int = 0
 
     @property
     def is_terminal(self) -> bool:
@@ -420,12 +453,24 @@ class RunEvent(BaseModel):
         type: ``"status"`` (the run's status changed: see ``status``),
             ``"step_started"`` or ``"step_finished"`` (see ``path`` and ``step``;
             a finished step may have succeeded, failed, suspended or been
-            canceled), or ``"step_retrying"`` (a call failed and will be retried).
+            canceled), ``"step_retrying"`` (a call failed and will be retried),
+            or ``"step_output"`` (a step wrote ``data`` with ``ctx.writer.write``).
         run_id: The run.
         status: The run's status when it happened.
         path: The step's path, for step events.
-        step: The step's record at that moment, for step events.
-        at: When the registry received it (UTC).
+        step: The step's record at that moment, for step events but ``step_output``.
+        at: When it happened (UTC), as the run's record says (a step's start or
+            end, the run's last change), so that a replayed event keeps its time;
+            for ``step_output``, when the step wrote it.
+        seq: The event's number within its run, from 1, one more for each
+            event: what a reconnecting client resumes from
+            (``run.stream(from_seq=...)``, an SSE ``Last-Event-ID``). Numbers
+            are given by the runtime that publishes the events (see
+            ``EVENT_LOG_SIZE``).
+        data: What the step wrote, for ``step_output``.
+        item: For ``step_output`` from a ``foreach`` item, the item's index.
+        result: The run's result, for the ``status`` event of a run that succeeded.
+        error: What went wrong, for the ``status`` event of a run that failed.
     """
 
     model_config = _FROZEN
@@ -436,15 +481,130 @@ class RunEvent(BaseModel):
     path: str | None = None
     step: StepResult | None = None
     at: datetime
+    seq: int = 0
+    data: Any = None
+    item: int | None = None
+    result: Any = None
+    error: ErrorInfo | None = None
+
+
+class StreamEvent(BaseModel):
+    """What every event of ``run.stream()`` carries.
+
+    Attributes:
+        type: The kind of event (each subclass has its own).
+        run_id: The run.
+        seq: The event's number within its run (see :attr:`RunEvent.seq`);
+            ``run.stream(from_seq=seq)`` goes on after it.
+        at: When it happened (UTC).
+    """
+
+    model_config = _FROZEN
+
+    type: str
+    run_id: str
+    seq: int
+    at: datetime
+
+
+class RunStartEvent(StreamEvent):
+    """The run started, or went on after a resume (``status`` ``pending`` or ``running``)."""
+
+    type: Literal["run_start"] = "run_start"
+    status: RunStatus
+
+
+class StepStartEvent(StreamEvent):
+    """A step started (``attempt`` 1), or started again after a failure (a retry).
+
+    Attributes:
+        path: The step's path.
+        payload: Its input, as plain data.
+        attempt: Which call of the body this is, from 1.
+    """
+
+    type: Literal["step_start"] = "step_start"
+    path: str
+    payload: Any = None
+    attempt: int = 1
+
+
+class StepOutputEvent(StreamEvent):
+    """A step wrote ``data`` with ``ctx.writer.write(data)`` while it ran.
+
+    Attributes:
+        path: The step's path.
+        data: What it wrote, as plain data (validated by its ``writer_schema``).
+        item: For an item of a ``foreach``, the item's index.
+    """
+
+    type: Literal["step_output"] = "step_output"
+    path: str
+    data: Any = None
+    item: int | None = None
+
+
+class StepWaitingEvent(StreamEvent):
+    """A ``sleep`` or ``sleep_until`` began: the run waits (``waiting``)."""
+
+    type: Literal["step_waiting"] = "step_waiting"
+    path: str
+
+
+class StepSuspendedEvent(StreamEvent):
+    """A step suspended with ``payload`` (what it passed to ``ctx.suspend()``)."""
+
+    type: Literal["step_suspended"] = "step_suspended"
+    path: str
+    payload: Any = None
+
+
+class StepFinishEvent(StreamEvent):
+    """A step ended: ``success`` (with ``output``), ``failed`` (with ``error``) or ``canceled``."""
+
+    type: Literal["step_finish"] = "step_finish"
+    path: str
+    status: StepStatus
+    output: Any = None
+    error: ErrorInfo | None = None
+
+
+class RunFinishEvent(StreamEvent):
+    """The run settled: the last event of a stream.
+
+    ``status`` is ``success`` (with ``result``), ``failed`` (with ``error``),
+    ``canceled``, or ``suspended``: the run waits for a resume, and
+    ``run.resume_stream(...)`` streams what follows.
+    """
+
+    type: Literal["run_finish"] = "run_finish"
+    status: RunStatus
+    result: Any = None
+    error: ErrorInfo | None = None
+
+
+RunStreamEvent = Annotated[
+    RunStartEvent
+    | StepStartEvent
+    | StepOutputEvent
+    | StepWaitingEvent
+    | StepSuspendedEvent
+    | StepFinishEvent
+    | RunFinishEvent,
+    Field(discriminator="type"),
+]
+"""Any event of ``run.stream()``; ``type`` tells which."""
 
 
 class RunOutcome(BaseModel):
-    """What a workflow's ``on_finish`` and ``on_error`` hooks receive when a run ends.
+    """What a workflow's hooks receive: ``on_start`` as a run starts, the others as it ends.
 
     Attributes:
         run_id: The run.
         workflow_id: Its workflow.
-        status: ``success``, ``failed`` or ``canceled``.
+        status: ``success``, ``failed`` or ``canceled`` (``running`` for ``on_start``).
+        input: The run's input, as plain data.
+        resource_id: The user or tenant the run was started for, or ``None``.
         result: The run's result (on success).
         error: What went wrong (on failure).
         steps: Every step's record, by path.
@@ -457,6 +617,8 @@ class RunOutcome(BaseModel):
     run_id: str
     workflow_id: str
     status: RunStatus
+    input: Any = None
+    resource_id: str | None = None
     result: Any = None
     error: ErrorInfo | None = None
     steps: dict[str, StepResult] = Field(default_factory=dict)

@@ -340,6 +340,7 @@ class ExecutionPlan:
         on_error: Called once when a run fails.
         retry: The workflow's retry policy (a step's own ``retries`` wins).
         queue: The queue its runs go through unless a start names another.
+        on_start: Called when a run starts, before its first step.
     """
 
     workflow_id: str
@@ -353,6 +354,7 @@ class ExecutionPlan:
     on_error: Hook | None = None
     retry: RetryPolicy = NO_RETRY
     queue: Queue | None = None
+    on_start: Hook | None = None
     scope: Scope = field(init=False)
 
     def __post_init__(self) -> None:
@@ -416,6 +418,7 @@ def compile_plan(
     on_error: Hook | None = None,
     retry: RetryPolicy = NO_RETRY,
     queue: Queue | None = None,
+    on_start: Hook | None = None,
 ) -> ExecutionPlan:
     """Check a workflow's definition and freeze it into a plan.
 
@@ -429,6 +432,7 @@ def compile_plan(
         on_error: The hook called when a run fails.
         retry: The workflow's retry policy.
         queue: The queue of its runs, if any.
+        on_start: The hook called when a run starts.
 
     Raises:
         WorkflowDefinitionError: for a workflow without nodes, or with two
@@ -476,6 +480,7 @@ def compile_plan(
         on_error=on_error,
         retry=retry,
         queue=queue,
+        on_start=on_start,
     )
 
 

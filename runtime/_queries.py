@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final
 
 from runtime._errors import SnapshotFormatError, StoreError
-from runtime._ids import check_run_id
+from runtime._ids import check_resource_id, check_run_id
 from runtime._model import RunStatus, WorkflowResult, WorkflowRunList
 from runtime._snapshot import read_result
 from runtime._stores.base import SnapshotStore
@@ -59,25 +59,25 @@ def list_runs(
     store: SnapshotStore,
     *,
     workflow_id: str | None = None,
-    status: RunStatus | str | None = None,
+    status: RunStatus | str | Iterable[RunStatus | str] | None = None,
     from_date: datetime | None = None,
     to_date: datetime | None = None,
     limit: int | None = 50,
     offset: int = 0,
+    resource_id: str | None = None,
 ) -> WorkflowRunList:
     """Runs newest first, filtered and paged; unreadable ones are named, not fatal.
 
     Raises:
         TypeError: for a date that is not a ``datetime``, a ``limit`` or
-            ``offset`` that is not an ``int``, or a ``status`` that is not a ``str``.
-        ValueError: for an unknown status, a negative or huge offset, or a
-            limit below 1 or huge.
+            ``offset`` that is not an ``int``, a ``status`` that is not a ``str``
+            (or an iterable of them), or a ``resource_id`` that is not a ``str``.
+        ValueError: for an unknown or no status, a negative or huge offset, a
+            limit below 1 or huge, or an empty ``resource_id``.
     """
-    if status is not None:
-        if not isinstance(status, str):
-            raise TypeError(f"status must be a str, got {type(status).__name__}")
-        if status not in _STATUSES:
-            raise ValueError(f"status must be one of {sorted(_STATUSES)}, got {status!r}")
+    statuses = _statuses(status)
+    if resource_id is not None:
+        check_resource_id(resource_id)
     for name, moment in (("from_date", from_date), ("to_date", to_date)):
         if moment is not None and not isinstance(moment, datetime):
             raise TypeError(f"{name} must be a datetime, got {type(moment).__name__}")
@@ -86,11 +86,12 @@ def list_runs(
     _check_count("offset", offset, least=0)
     records, total = store.list_runs(
         workflow_id=workflow_id,
-        status=None if status is None else str(status),
+        status=statuses,
         from_date=_epoch(from_date),
         to_date=_epoch(to_date),
         limit=limit,
         offset=offset,
+        resource_id=resource_id,
     )
     runs: list[WorkflowResult] = []
     unreadable: list[str] = []
@@ -147,11 +148,12 @@ class RunReader:
         self,
         *,
         workflow_id: str | None = None,
-        status: RunStatus | str | None = None,
+        status: RunStatus | str | Iterable[RunStatus | str] | None = None,
         from_date: datetime | None = None,
         to_date: datetime | None = None,
         limit: int | None = 50,
         offset: int = 0,
+        resource_id: str | None = None,
     ) -> WorkflowRunList:
         """Runs newest first, of one workflow or all; see ``list_workflow_runs``."""
         return list_runs(
@@ -162,6 +164,7 @@ class RunReader:
             to_date=to_date,
             limit=limit,
             offset=offset,
+            resource_id=resource_id,
         )
 
     async def aget_run(
@@ -174,11 +177,12 @@ class RunReader:
         self,
         *,
         workflow_id: str | None = None,
-        status: RunStatus | str | None = None,
+        status: RunStatus | str | Iterable[RunStatus | str] | None = None,
         from_date: datetime | None = None,
         to_date: datetime | None = None,
         limit: int | None = 50,
         offset: int = 0,
+        resource_id: str | None = None,
     ) -> WorkflowRunList:
         """Await :meth:`list_runs` without blocking the event loop (read on a worker thread)."""
         return await asyncio.to_thread(
@@ -189,11 +193,34 @@ class RunReader:
             to_date=to_date,
             limit=limit,
             offset=offset,
+            resource_id=resource_id,
         )
 
     def close(self) -> None:
         """Close the reader (its connections close with their threads)."""
         self._store.close()
+
+
+def _statuses(status: object) -> str | tuple[str, ...] | None:
+    """The status filter as the store takes it: one status, several (sorted), or none."""
+    if status is None:
+        return None
+    if isinstance(status, str):
+        values: list[object] = [status]
+    elif isinstance(status, Iterable) and not isinstance(status, bytes | Mapping):
+        values = list(status)
+        if not values:
+            raise ValueError("status must name at least one status")
+    else:
+        raise TypeError(f"status must be a str or an iterable of them, got {type(status).__name__}")
+    for value in values:
+        if not isinstance(value, str):
+            raise TypeError(f"status must be a str, got {type(value).__name__}")
+        if value not in _STATUSES:
+            raise ValueError(f"status must be one of {sorted(_STATUSES)}, got {value!r}")
+    if len(values) == 1:
+        return str(values[0])
+    return tuple(sorted({str(value) for value in values}))
 
 
 def _dropped_fields(fields: Iterable[str] | None) -> dict[str, Any]:

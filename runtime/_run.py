@@ -14,16 +14,19 @@ from pydantic import BaseModel
 
 from runtime._errors import (
     CancelError,
+    InvalidInputError,
     ResumeConflictError,
     ResumeTargetError,
     RunAlreadyStartedError,
     RunDeletedError,
+    RunNotRestartableError,
     RunNotStartedError,
     RunNotSuspendedError,
     RunTimeoutError,
     StoreError,
     WorkflowError,
 )
+from runtime._ids import check_resource_id
 from runtime._model import (
     SETTLED_STATUSES,
     TERMINAL_STATUSES,
@@ -36,6 +39,7 @@ from runtime._options import OutputOptions, TracingOptions
 from runtime._plan import split_item_path
 from runtime._queue import Queue
 from runtime._request_context import RequestContext
+from runtime._restart import restarted, target_path, time_travel_snapshot
 from runtime._run_input import enter_queue, first_record, pending_snapshot, validated_resume_data
 from runtime._snapshot import (
     Snapshot,
@@ -46,7 +50,8 @@ from runtime._snapshot import (
 )
 from runtime._step import Step
 from runtime._stores.base import SharedStore, SnapshotRecord
-from runtime._sync import Channel, ChannelClosed, Latch
+from runtime._stream import RunStream
+from runtime._sync import Channel, ChannelClosed, EventChannel, Latch
 
 if TYPE_CHECKING:
     from actors.system import ActorSystem
@@ -65,17 +70,22 @@ class Run(Generic[In, Out]):
     Attributes:
         run_id: The run's id: what ``start_async`` returns and queries take.
         workflow_id: The id of the run's workflow.
+        resource_id: The user or tenant the run is for, as given to
+            ``create_run`` (or to ``start_async``, once started); ``None`` for none.
     """
 
-    __slots__ = ("_host", "_lock", "_plan", "_started", "run_id", "workflow_id")
+    __slots__ = ("_host", "_lock", "_plan", "_started", "resource_id", "run_id", "workflow_id")
 
-    def __init__(self, plan: ExecutionPlan, host: RunHost, run_id: str) -> None:
+    def __init__(
+        self, plan: ExecutionPlan, host: RunHost, run_id: str, resource_id: str | None = None
+    ) -> None:
         self._plan = plan
         self._host = host
         self._lock = threading.Lock()
         self._started = False
         self.run_id = run_id
         self.workflow_id = plan.workflow_id
+        self.resource_id = resource_id
 
     def __repr__(self) -> str:
         return f"<Run {self.run_id!r} of workflow {self.workflow_id!r}>"
@@ -91,6 +101,7 @@ class Run(Generic[In, Out]):
         queue: Queue | None = None,
         priority: int | None = None,
         concurrency_key: str | None = None,
+        resource_id: str | None = None,
     ) -> StartAsyncResult:
         """Start the run in the background and return its id at once.
 
@@ -115,6 +126,9 @@ class Run(Generic[In, Out]):
                 in the order they started (an int within ±1,000,000).
             concurrency_key: Its partition in the queue, instead of the
                 queue's ``key`` function.
+            resource_id: The user or tenant the run is for, when not given to
+                ``create_run`` (this one wins); stored with the run, shown in
+                queries, and what ``list_workflow_runs(resource_id=...)`` filters on.
 
         Returns:
             ``StartAsyncResult(run_id=...)``.
@@ -142,6 +156,10 @@ class Run(Generic[In, Out]):
                 )
             plan, run_id, host = self._plan, self.run_id, self._host
             host.running()
+            if resource_id is None:
+                resource_id = self.resource_id
+            else:
+                resource_id = _checked_resource_id(resource_id, run_id)
             snapshot = pending_snapshot(
                 plan,
                 run_id,
@@ -150,12 +168,14 @@ class Run(Generic[In, Out]):
                 initial_state=initial_state,
                 tracing_options=tracing_options,
                 output_options=output_options,
+                resource_id=resource_id,
             )
             chosen = enter_queue(
                 plan, snapshot, queue=queue, priority=priority, concurrency_key=concurrency_key
             )
             host.start_run(plan, snapshot, first_record(snapshot), chosen)
             self._started = True
+            self.resource_id = resource_id
         return StartAsyncResult(run_id=run_id)
 
     def start(
@@ -169,6 +189,7 @@ class Run(Generic[In, Out]):
         queue: Queue | None = None,
         priority: int | None = None,
         concurrency_key: str | None = None,
+        resource_id: str | None = None,
         timeout: float | None = None,
     ) -> WorkflowResult:
         """Start the run and block until it ends; same arguments as :meth:`start_async`.
@@ -185,6 +206,7 @@ class Run(Generic[In, Out]):
             queue: As :meth:`start_async`.
             priority: As :meth:`start_async`.
             concurrency_key: As :meth:`start_async`.
+            resource_id: As :meth:`start_async`.
             timeout: Seconds to wait for the run to end; ``None`` waits as long as it takes.
 
         Raises:
@@ -203,6 +225,7 @@ class Run(Generic[In, Out]):
             queue=queue,
             priority=priority,
             concurrency_key=concurrency_key,
+            resource_id=resource_id,
         )
         return self.wait(timeout)
 
@@ -217,6 +240,7 @@ class Run(Generic[In, Out]):
         queue: Queue | None = None,
         priority: int | None = None,
         concurrency_key: str | None = None,
+        resource_id: str | None = None,
     ) -> StartAsyncResult:
         """Await :meth:`start_async` without blocking the event loop.
 
@@ -235,6 +259,7 @@ class Run(Generic[In, Out]):
             queue=queue,
             priority=priority,
             concurrency_key=concurrency_key,
+            resource_id=resource_id,
         )
 
     async def astart(
@@ -248,6 +273,7 @@ class Run(Generic[In, Out]):
         queue: Queue | None = None,
         priority: int | None = None,
         concurrency_key: str | None = None,
+        resource_id: str | None = None,
         timeout: float | None = None,
     ) -> WorkflowResult:
         """Await :meth:`start` without blocking the event loop: start, then await the end.
@@ -263,6 +289,7 @@ class Run(Generic[In, Out]):
             queue=queue,
             priority=priority,
             concurrency_key=concurrency_key,
+            resource_id=resource_id,
         )
         return await self.wait_async(timeout)
 
@@ -325,41 +352,133 @@ class Run(Generic[In, Out]):
             record = await host.call(host.load, self.run_id)
         return self._result(record)
 
-    def watch(self, timeout: float | None = None) -> RunWatch:
+    def watch(self, timeout: float | None = None, *, from_seq: int | None = None) -> RunWatch:
         """The run's events as the registry receives them, ending when the run ends.
 
         Iterate with ``for`` or ``async for``: first the events so far (each
-        step started or finished, each status), then each as it happens::
+        step started or finished, each status, what steps wrote), then each as
+        it happens::
 
             for event in run.watch():
-                print(event.type, event.path, event.status)
+                print(event.seq, event.type, event.path, event.status)
 
         A run that suspends is still watched (a resume goes on with it); one
-        that has already ended yields its events and stops.
+        that has already ended yields its events and stops. Each event has its
+        own time (``at``) and number (``seq``).
 
         Args:
             timeout: For ``for``: seconds to wait for each next event before
                 ``RunTimeoutError``; ``None`` waits as long as it takes.
+            from_seq: Only the events numbered above this one (the last a
+                client saw before it lost its connection); ``None`` for all.
 
         Raises:
             RunNotStartedError: if the run was never started.
             SnapshotFormatError: if the run has ended and its stored snapshot
                 cannot be read: there are no events to tell.
+            TypeError: if ``from_seq`` is not an ``int``.
+            ValueError: if ``from_seq`` is negative.
         """
+        if from_seq is not None:
+            _check_seq(from_seq)
         record = self._started_record()
         if record.status in TERMINAL_STATUSES:
             read_result(record, self.workflow_id)  # raises for a damaged snapshot
-        watch = RunWatch(self.run_id, timeout)
-        self._host.subscribe(self.run_id, watch._channel)
+        watch = RunWatch(self.run_id, timeout, from_seq)
         watch._attach(self._host)
         return watch
 
-    async def awatch(self, timeout: float | None = None) -> RunWatch:
+    async def awatch(
+        self, timeout: float | None = None, *, from_seq: int | None = None
+    ) -> RunWatch:
         """Await :meth:`watch` without blocking the event loop (it reads the store).
 
         Same arguments, result and errors; iterate the watch with ``async for``.
         """
-        return await self._host.call(self.watch, timeout)
+        return await self._host.call(self.watch, timeout, from_seq=from_seq)
+
+    def stream(self, *, from_seq: int | None = None, timeout: float | None = None) -> RunStream:
+        """The run's events as typed stream events, for UIs, until the run settles.
+
+        Iterate with ``for`` or ``async for``::
+
+            for event in run.stream():
+                match event:
+                    case StepOutputEvent():
+                        print(event.path, event.data)   # what the step wrote
+                    case RunFinishEvent():
+                        print(event.status, event.result)
+
+        The events: ``run_start``, ``step_start``, ``step_output`` (what a step
+        wrote with ``ctx.writer.write``), ``step_waiting``, ``step_suspended``,
+        ``step_finish``, and last ``run_finish`` (for a run that suspends too,
+        with status ``suspended``: :meth:`resume_stream` goes on from there).
+        Each has its time and its number within the run (``seq``); a client
+        that reconnects passes the last number it saw as ``from_seq``.
+
+        Args:
+            from_seq: Only the events numbered above this one; ``None`` for
+                the run's events from its start.
+            timeout: For ``for``: seconds to wait for each next event before
+                ``RunTimeoutError``; ``None`` waits as long as it takes.
+
+        Raises:
+            As :meth:`watch`.
+        """
+        return RunStream(self.watch(timeout, from_seq=from_seq))
+
+    async def astream(
+        self, *, from_seq: int | None = None, timeout: float | None = None
+    ) -> RunStream:
+        """Await :meth:`stream` without blocking the event loop; iterate with ``async for``."""
+        return await self._host.call(self.stream, from_seq=from_seq, timeout=timeout)
+
+    def resume_stream(
+        self,
+        *,
+        step: Step[Any, Any] | str | None = None,
+        resume_data: BaseModel | Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> RunStream:
+        """Resume a suspended run and stream what follows (Mastra's ``resumeStream``).
+
+        The stream starts with the resume (a ``run_start``) and ends when the
+        run settles again; the events before the resume are left out.
+
+        Args:
+            step: As :meth:`resume_async`.
+            resume_data: As :meth:`resume_async`.
+            timeout: As :meth:`stream`.
+
+        Raises:
+            As :meth:`resume_async`; nothing is streamed then.
+        """
+        # Subscribed before the resume is recorded: the stream starts where the
+        # suspension ended, and misses nothing after it.
+        record = self._started_record()
+        if record.status in TERMINAL_STATUSES:
+            raise _not_resumable(decode(record.data, record.run_id))
+        watch = RunWatch(self.run_id, timeout, _FROM_NOW)
+        watch._attach(self._host, wait=True)
+        stream = RunStream(watch)
+        try:
+            self.resume_async(step=step, resume_data=resume_data)
+        except BaseException:
+            stream.close()
+            raise
+        return stream
+
+    async def aresume_stream(
+        self,
+        *,
+        step: Step[Any, Any] | str | None = None,
+        resume_data: BaseModel | Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> RunStream:
+        """Await :meth:`resume_stream` without blocking the event loop."""
+        return await self._host.call(
+            self.resume_stream, step=step, resume_data=resume_data, timeout=timeout
+        )
 
     def resume(
         self,
@@ -483,6 +602,107 @@ class Run(Generic[In, Out]):
         """
         await self.aresume_async(step=step, resume_data=resume_data, for_each_index=for_each_index)
         return await self.wait_async(timeout)
+
+    def restart_async(self) -> StartAsyncResult:
+        """Run a failed or canceled run again, in place, from where it stopped; return at once.
+
+        The run keeps its id, its input and the records (and outputs) of the
+        steps that succeeded; it goes on at the node where it failed or was
+        canceled, whose steps run again, then on to its end. Its hooks are
+        called again when it ends (``on_start`` is not). The result counts
+        ``restarts``. When this returns the restart is recorded (committed,
+        on a durable store): a query reads the run as ``running``, and a
+        runtime that opens the store after this process died runs it on.
+
+        Returns:
+            ``StartAsyncResult(run_id=...)``.
+
+        Raises:
+            RunNotStartedError: if the run was never started.
+            RunNotRestartableError: if the run did not fail and was not
+                canceled (it succeeded, or has not ended), or another restart
+                of it was recorded first.
+            RunDeletedError: if the run's record was deleted meanwhile.
+            RuntimeStoppedError: if the runtime is not running.
+        """
+        system = self._host.running()
+        record = self._started_record()
+        snapshot = decode(record.data, record.run_id)
+        if snapshot["status"] not in _RESTARTABLE:
+            raise _not_restartable(self.run_id, snapshot["status"])
+        restarted(snapshot)
+        reopened = next_record(snapshot, time.time())
+        # A compare-and-set on a run that has ended: of two restarts, one wins.
+        if not system.resume(self._plan, snapshot, reopened, record.seq, reopen=True):
+            current = self._host.load(self.run_id)
+            if current is None:
+                raise _deleted(self.run_id)
+            raise _not_restartable(self.run_id, current.status)
+        return StartAsyncResult(run_id=self.run_id)
+
+    def restart(self, *, timeout: float | None = None) -> WorkflowResult:
+        """Restart the run (see :meth:`restart_async`) and block until it ends or suspends.
+
+        Args:
+            timeout: Seconds to wait; ``None`` waits as long as it takes.
+
+        Raises:
+            As :meth:`restart_async`, and ``RunTimeoutError`` if ``timeout``
+            passed first (the run goes on).
+        """
+        self.restart_async()
+        return self.wait(timeout)
+
+    async def arestart_async(self) -> StartAsyncResult:
+        """Await :meth:`restart_async` without blocking the event loop."""
+        return await self._host.call(self.restart_async)
+
+    async def arestart(self, *, timeout: float | None = None) -> WorkflowResult:
+        """Await :meth:`restart` without blocking the event loop."""
+        await self.arestart_async()
+        return await self.wait_async(timeout)
+
+    def _time_travel(
+        self,
+        source_run_id: str,
+        step: Step[Any, Any] | str,
+        input_data: Any,
+        resume_data: Any,
+        resource_id: str | None,
+    ) -> None:
+        """Start this new run from the run ``source_run_id`` at ``step`` (``time_travel``)."""
+        with self._lock:
+            if self._started:
+                raise RunAlreadyStartedError(
+                    f"run {self.run_id!r} was already started", run_id=self.run_id
+                )
+            host, plan = self._host, self._plan
+            host.running()
+            path = target_path(plan, step, self.run_id)
+            record = host.load(source_run_id)
+            if record is None or record.workflow_id != self.workflow_id:
+                raise RunNotStartedError(
+                    f"workflow {self.workflow_id!r} has no run {source_run_id!r} to time travel "
+                    "from",
+                    run_id=source_run_id,
+                )
+            source = decode(record.data, record.run_id)
+            if resource_id is None:
+                resource_id = self.resource_id or source.get("resource_id")
+            else:
+                resource_id = _checked_resource_id(resource_id, self.run_id)
+            snapshot = time_travel_snapshot(
+                plan,
+                source,
+                self.run_id,
+                path,
+                input_data=input_data,
+                resume_data=resume_data,
+                resource_id=resource_id,
+            )
+            host.start_run(plan, snapshot, first_record(snapshot))
+            self._started = True
+            self.resource_id = resource_id
 
     def _resume_lost(self) -> WorkflowError:
         """Why the store refused a resume of the run read suspended: what changed it since."""
@@ -655,6 +875,48 @@ class Run(Generic[In, Out]):
         return result
 
 
+_SUBSCRIBE_PATIENCE = 5.0
+"""Seconds ``resume_stream`` waits for the runtime to take its subscription."""
+
+_FROM_NOW = -1
+"""``from_seq`` for no past event (the registry's ``FROM_NOW``)."""
+
+
+def _check_seq(seq: object) -> None:
+    if isinstance(seq, bool) or not isinstance(seq, int):
+        raise TypeError(f"from_seq must be an int, got {type(seq).__name__}")
+    if seq < 0:
+        raise ValueError(f"from_seq must be 0 or more, got {seq}")
+
+
+def _checked_resource_id(resource_id: object, run_id: str) -> str:
+    try:
+        return check_resource_id(resource_id)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"resource_id for run {run_id!r} is invalid: {exc}",
+            field="resource_id",
+            errors=[{"type": "string_type", "loc": (), "msg": str(exc)}],
+            run_id=run_id,
+        ) from exc
+
+
+_RESTARTABLE = frozenset({RunStatus.FAILED, RunStatus.CANCELED})
+
+
+def _not_restartable(run_id: str, status: str) -> RunNotRestartableError:
+    why = (
+        "it succeeded: nothing is left to run"
+        if status == RunStatus.SUCCESS
+        else "it has not ended (a suspended run takes a resume)"
+    )
+    return RunNotRestartableError(
+        f"run {run_id!r} is {status}; only a failed or canceled run can be restarted: {why}",
+        status=status,
+        run_id=run_id,
+    )
+
+
 def _not_resumable(snapshot: Snapshot) -> WorkflowError:
     """Why a run read not suspended cannot be resumed: another resume took it, or none did."""
     run_id, status = snapshot["run_id"], snapshot["status"]
@@ -703,26 +965,62 @@ class RunWatch:
             for event in events:
                 if event.type == "step_finished":
                     break
+
+    A watch that falls far behind (``SUBSCRIBER_BUFFER`` events queued and
+    not taken) is cut off by the runtime, which would otherwise queue events
+    for it without bound; it then subscribes again from the last event it
+    took, transparently, and the runtime replays what its log still holds.
     """
 
-    def __init__(self, run_id: str, timeout: float | None) -> None:
+    def __init__(self, run_id: str, timeout: float | None, from_seq: int | None = None) -> None:
         self.run_id = run_id
         self._timeout = timeout
-        self._channel: Channel[RunEvent] = Channel()
+        self._channel: EventChannel[RunEvent] = EventChannel()
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._closed = False
+        self._host: RunHost | None = None
+        self._last_seq = from_seq
 
-    def _attach(self, host: RunHost) -> None:
-        """Unsubscribe from ``host`` at :meth:`close`, or once this watch is dropped."""
+    @property
+    def last_seq(self) -> int | None:
+        """The number of the last event taken (or the ``from_seq`` it started after)."""
+        return self._last_seq
+
+    def _attach(self, host: RunHost, *, wait: bool = False) -> None:
+        """Subscribe on ``host``; unsubscribe at :meth:`close`, or once this watch is dropped.
+
+        With ``wait``, return once the runtime has taken the subscription, so that
+        whatever the caller does next to the run is told to this watch.
+        """
+        self._host = host
+        subscribed = Latch() if wait else None
+        host.subscribe(self.run_id, self._channel, self._last_seq, subscribed)
+        if subscribed is not None:
+            subscribed.wait(_SUBSCRIBE_PATIENCE)
         # The finalizer holds the channel and the host, never the watch itself.
         finalizer = weakref.finalize(self, _unsubscribe, host, self.run_id, self._channel)
         finalizer.atexit = False
         self._finalizer = finalizer
 
+    def _lagged(self) -> bool:
+        """Whether the runtime cut this watch off for lagging; if so, subscribe again."""
+        if self._closed or not self._channel.lagged or self._host is None:
+            return False
+        if self._finalizer is not None:
+            self._finalizer.detach()  # the runtime forgot that channel already
+        self._channel = EventChannel()
+        self._attach(self._host)
+        return True
+
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
         return self._closed
+
+    @property
+    def queued(self) -> int:
+        """How many events have come and wait to be taken."""
+        return len(self._channel)
 
     def close(self) -> None:
         """Stop watching: the iteration ends, and the runtime forgets this watch.
@@ -762,28 +1060,36 @@ class RunWatch:
         return self
 
     def __next__(self) -> RunEvent:
-        if self._closed:
-            raise StopIteration
-        try:
-            return self._channel.get(self._timeout)
-        except ChannelClosed:
-            raise StopIteration from None
-        except TimeoutError:
-            raise RunTimeoutError(
-                f"no event from run {self.run_id!r} within {self._timeout} seconds",
-                run_id=self.run_id,
-            ) from None
+        while not self._closed:
+            try:
+                event = self._channel.get(self._timeout)
+            except ChannelClosed:
+                if self._lagged():
+                    continue
+                break
+            except TimeoutError:
+                raise RunTimeoutError(
+                    f"no event from run {self.run_id!r} within {self._timeout} seconds",
+                    run_id=self.run_id,
+                ) from None
+            self._last_seq = event.seq
+            return event
+        raise StopIteration
 
     def __aiter__(self) -> RunWatch:
         return self
 
     async def __anext__(self) -> RunEvent:
-        if self._closed:
-            raise StopAsyncIteration
-        try:
-            return await self._channel.aget()
-        except ChannelClosed:
-            raise StopAsyncIteration from None
+        while not self._closed:
+            try:
+                event = await self._channel.aget()
+            except ChannelClosed:
+                if self._lagged():
+                    continue
+                break
+            self._last_seq = event.seq
+            return event
+        raise StopAsyncIteration
 
 
 def _unsubscribe(host: RunHost, run_id: str, channel: Channel[RunEvent]) -> None:

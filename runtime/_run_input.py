@@ -25,7 +25,13 @@ from runtime._stores.base import SnapshotRecord
 if TYPE_CHECKING:
     from runtime._plan import ExecutionPlan
 
-__all__ = ["enter_queue", "first_record", "pending_snapshot", "validated_resume_data"]
+__all__ = [
+    "enter_queue",
+    "first_record",
+    "pending_snapshot",
+    "validated_input",
+    "validated_resume_data",
+]
 
 _DEFAULT_TRACING = TracingOptions()
 _DEFAULT_OUTPUT = OutputOptions()
@@ -43,6 +49,11 @@ def validated_resume_data(step: Step[Any, Any], value: Any, path: str, run_id: s
     return data
 
 
+def validated_input(schema: type[BaseModel], value: Any, field: str, run_id: str) -> Any:
+    """``value`` validated by ``schema``, as plain data; ``InvalidInputError`` naming ``field``."""
+    return _validated(schema, value, field, run_id)
+
+
 def pending_snapshot(
     plan: ExecutionPlan,
     run_id: str,
@@ -52,6 +63,7 @@ def pending_snapshot(
     initial_state: Any,
     tracing_options: Any,
     output_options: Any,
+    resource_id: str | None = None,
 ) -> Snapshot:
     """Validate every start argument and build the run's first snapshot."""
     inputs = _validated(plan.input_schema, input_data, "input_data", run_id)
@@ -68,7 +80,7 @@ def pending_snapshot(
         metadata = copy_plain(tracing.metadata)
     output = _options(OutputOptions, output_options, _DEFAULT_OUTPUT, "output_options", run_id)
     now = time.time()
-    return {
+    snapshot: Snapshot = {
         "run_id": run_id,
         "workflow_id": plan.workflow_id,
         "seq": 0,
@@ -93,6 +105,9 @@ def pending_snapshot(
         "created_at": now,
         "updated_at": now,
     }
+    if resource_id is not None:
+        snapshot["resource_id"] = resource_id
+    return snapshot
 
 
 def enter_queue(

@@ -200,18 +200,31 @@ class RunHost:
             return target
         return system.watch(run_id, event)
 
-    def subscribe(self, run_id: str, channel: Channel[RunEvent]) -> None:
-        """Put the run's events into ``channel``, closing it when the run ends."""
+    def subscribe(
+        self,
+        run_id: str,
+        channel: Channel[RunEvent],
+        from_seq: int | None = None,
+        subscribed: Latch | None = None,
+    ) -> None:
+        """Put the run's events into ``channel``, closing it when the run ends.
+
+        With ``from_seq``, only the past events numbered above it (``-1``:
+        none). ``subscribed`` is set once the subscription is taken.
+        """
         system = self.system
         if system is None or self.state == "stopped":
             # Nothing will change any more: what the store holds is the whole story.
             record = self.load(run_id)
-            if record is not None:
+            if record is not None and from_seq != -1:
                 for event in run_events(decode(record.data, record.run_id), "", {}):
-                    channel.put(event)
+                    if from_seq is None or event.seq > from_seq:
+                        channel.put(event)
             channel.close()
+            if subscribed is not None:
+                subscribed.set()
         else:
-            system.subscribe(run_id, channel)
+            system.subscribe(run_id, channel, from_seq, subscribed)
 
     def unsubscribe(self, run_id: str, channel: Channel[RunEvent]) -> None:
         """Stop putting the run's events into ``channel`` (a closed or dropped watch)."""

@@ -119,7 +119,10 @@ class Snapshot(TypedDict):
     ``resumed`` is there (and true) once a resume of the run's last suspension
     is recorded, until the run suspends again: a later resume of that
     suspension lost to it. Snapshots before that key lack it, as do runs
-    never resumed.
+    never resumed. ``resource_id`` is the user or tenant the run was started
+    for (absent in older snapshots). ``time_traveled_from`` (``{"run_id", "step"}``)
+    links a run made by ``workflow.time_travel`` to its original, and
+    ``restarts`` counts the restarts of a run (both absent when there are none).
     """
 
     run_id: str
@@ -147,6 +150,9 @@ class Snapshot(TypedDict):
     updated_at: float
     resumed: NotRequired[bool]
     queue: NotRequired[dict[str, Any]]
+    resource_id: NotRequired[str | None]
+    time_traveled_from: NotRequired[dict[str, str]]
+    restarts: NotRequired[int]
 
 
 def _packb(value: Any) -> bytes:
@@ -940,6 +946,7 @@ def record_of(
         wake_at=snapshot["wake_at"] if snapshot["status"] == RunStatus.WAITING else None,
         parts=parts,
         **_queue_fields(snapshot),
+        resource_id=snapshot.get("resource_id"),
     )
 
 
@@ -1211,6 +1218,9 @@ def to_result(snapshot: Snapshot) -> WorkflowResult:
                 "created_at": snapshot["created_at"],
                 "updated_at": snapshot["updated_at"],
                 **_queue_result(snapshot),
+                "resource_id": snapshot.get("resource_id"),
+                "time_traveled_from": snapshot.get("time_traveled_from"),
+                "restarts": snapshot.get("restarts", 0),
             }
         )
     except (KeyError, TypeError, ValidationError) as exc:
@@ -1224,41 +1234,86 @@ _STEP_GOING_ON: Final = frozenset({StepStatus.RUNNING, StepStatus.WAITING})
 
 
 def run_events(
-    snapshot: Snapshot, last_status: str, last_steps: dict[str, tuple[str, int]]
+    snapshot: Snapshot,
+    last_status: str,
+    last_steps: dict[str, tuple[str, int]],
+    first_seq: int = 1,
 ) -> list[RunEvent]:
     """The events between the last snapshot a watcher saw and this one.
 
     A change of status comes before the step events when the run (re)starts,
-    and after them when it ends, sleeps or suspends, as it happened.
+    and after them when it ends, sleeps or suspends, as it happened. Each
+    event carries the time the snapshot gives it (a step's start or end, the
+    run's last change), never the time it is told, so a replay keeps its times.
 
     Args:
         snapshot: The new snapshot.
         last_status: The run's status in the last one (``""`` for none).
         last_steps: Each step's status and attempts in the last one.
+        first_seq: The number of the first event; the others follow it.
     """
-    now = datetime.now(UTC)
     run_id, status = snapshot["run_id"], snapshot["status"]
+    changed = _when(snapshot["updated_at"]) or datetime.now(UTC)
     events: list[RunEvent] = []
+    seq = first_seq
     early = status != last_status and status in _STARTING
+    if not last_status and not early:
+        # A run told from its record alone, once it is past its start: every run
+        # started pending, at its creation.
+        events.append(
+            RunEvent(
+                type="status",
+                run_id=run_id,
+                status=RunStatus.PENDING,
+                at=_when(snapshot["created_at"]) or changed,
+                seq=seq,
+            )
+        )
+        seq += 1
     if early:
-        events.append(RunEvent(type="status", run_id=run_id, status=status, at=now))
+        at = _when(snapshot["created_at"]) if status == RunStatus.PENDING else changed
+        events.append(RunEvent(type="status", run_id=run_id, status=status, at=at, seq=seq))
+        seq += 1
     for path, step in snapshot["steps"].items():
         seen = last_steps.get(path)
         step_status, attempts = step["status"], step.get("attempts", 1)
         if seen == (step_status, attempts):
             continue
-        kinds = []
+        kinds: list[tuple[str, datetime]] = []
         if seen is None or (seen[0] != StepStatus.RUNNING and step_status == StepStatus.RUNNING):
-            kinds.append("step_started")
+            kinds.append(("step_started", _when(step.get("started_at")) or changed))
         elif step_status == StepStatus.RUNNING and attempts != seen[1]:
-            kinds.append("step_retrying")
+            kinds.append(("step_retrying", changed))
         if step_status not in _STEP_GOING_ON:
-            kinds.append("step_finished")
+            kinds.append(("step_finished", _when(step.get("ended_at")) or changed))
         result = StepResult.model_validate(step)
-        events.extend(
-            RunEvent(type=kind, run_id=run_id, status=status, path=path, step=result, at=now)
-            for kind in kinds
-        )
+        for kind, at in kinds:
+            events.append(
+                RunEvent(
+                    type=kind, run_id=run_id, status=status, path=path, step=result, at=at, seq=seq
+                )
+            )
+            seq += 1
     if status != last_status and not early:
-        events.append(RunEvent(type="status", run_id=run_id, status=status, at=now))
+        events.append(
+            RunEvent(
+                type="status",
+                run_id=run_id,
+                status=status,
+                at=changed,
+                seq=seq,
+                result=snapshot["result"] if status == RunStatus.SUCCESS else None,
+                error=snapshot["error"] if status == RunStatus.FAILED else None,
+            )
+        )
     return events
+
+
+def _when(epoch: Any) -> datetime | None:
+    """An epoch time from a snapshot as an aware datetime (``None`` for none, or nonsense)."""
+    if isinstance(epoch, int | float) and not isinstance(epoch, bool):
+        try:
+            return datetime.fromtimestamp(epoch, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    return None

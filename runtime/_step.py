@@ -78,6 +78,8 @@ class Step(Generic[In, Out]):
             ``StepTimeoutError`` (an async body is cancelled, a sync one abandoned).
         suspend_schema: The model ``ctx.suspend(payload)`` validates its payload against.
         resume_schema: The model ``resume_data`` is validated against on resume.
+        writer_schema: The model ``ctx.writer.write(payload)`` validates its
+            payloads against (``None``: any plain data).
     """
 
     id: str
@@ -90,6 +92,7 @@ class Step(Generic[In, Out]):
     timeout: float | None = None
     suspend_schema: type[BaseModel] | None = None
     resume_schema: type[BaseModel] | None = None
+    writer_schema: type[BaseModel] | None = None
     is_async: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -122,6 +125,7 @@ def _build_step(
     timeout: float | None = None,
     suspend_schema: type[BaseModel] | None = None,
     resume_schema: type[BaseModel] | None = None,
+    writer_schema: type[BaseModel] | None = None,
 ) -> Step[In, Out]:
     if id is None:
         id = getattr(execute, "__name__", None)
@@ -138,6 +142,7 @@ def _build_step(
         ("state_schema", state_schema),
         ("suspend_schema", suspend_schema),
         ("resume_schema", resume_schema),
+        ("writer_schema", writer_schema),
     ):
         if schema is not None:
             _check_schema(schema, name, id)
@@ -166,6 +171,7 @@ def _build_step(
         timeout=None if timeout is None else float(timeout),
         suspend_schema=suspend_schema,
         resume_schema=resume_schema,
+        writer_schema=writer_schema,
     )
 
 
@@ -182,6 +188,7 @@ def create_step(
     timeout: float | None = None,
     suspend_schema: type[BaseModel] | None = None,
     resume_schema: type[BaseModel] | None = None,
+    writer_schema: type[BaseModel] | None = None,
 ) -> Step[In, Out]: ...
 
 
@@ -198,6 +205,7 @@ def create_step(
     timeout: float | None = None,
     suspend_schema: type[BaseModel] | None = None,
     resume_schema: type[BaseModel] | None = None,
+    writer_schema: type[BaseModel] | None = None,
 ) -> Callable[[Callable[[StepContext[In]], Any]], Step[In, Out]]: ...
 
 
@@ -213,6 +221,7 @@ def create_step(
     timeout: float | None = None,
     suspend_schema: type[BaseModel] | None = None,
     resume_schema: type[BaseModel] | None = None,
+    writer_schema: type[BaseModel] | None = None,
 ) -> Step[In, Out] | Callable[[Callable[[StepContext[In]], Any]], Step[In, Out]]:
     """Define a step.
 
@@ -240,6 +249,8 @@ def create_step(
             it runs on, and what it returns is ignored.
         suspend_schema: pydantic model for the payload of ``ctx.suspend()``.
         resume_schema: pydantic model for the ``resume_data`` of ``run.resume()``.
+        writer_schema: pydantic model for the payloads the step writes into
+            the run's stream with ``ctx.writer.write(payload)``.
 
     Returns:
         The step, or a decorator that makes one.
@@ -257,6 +268,7 @@ def create_step(
         "timeout": timeout,
         "suspend_schema": suspend_schema,
         "resume_schema": resume_schema,
+        "writer_schema": writer_schema,
     }
     if execute is not None:
         return _build_step(

@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Generic, NoReturn
 
@@ -21,7 +22,75 @@ from runtime._step import In, Step, plain, validate_for_step
 from runtime._sync import AbortSignal
 from runtime._tracing import step_logger
 
-__all__ = ["BailOut", "StepContext", "SuspendRequest"]
+__all__ = ["BailOut", "StepContext", "StepWriter", "SuspendRequest"]
+
+WriterSink = Callable[[str, Any, float, int | None], None]
+"""Where a step's writes go: ``sink(path, data, at, item)``."""
+
+
+class StepWriter:
+    """``ctx.writer``: what a step writes into its run's stream while it runs.
+
+    Each :meth:`write` becomes a ``step_output`` event of ``run.stream()`` (and
+    of ``run.watch()``), between the step's start and its end, in the order
+    written: progress of a long step, or of each item of a ``foreach``. The
+    events are not stored with the run: a stream sees those written while the
+    runtime keeps the run's event log (see ``EVENT_LOG_SIZE``).
+    """
+
+    __slots__ = ("_item", "_path", "_run_id", "_schema", "_sink", "_step_id")
+
+    def __init__(
+        self,
+        sink: WriterSink | None,
+        *,
+        path: str,
+        step_id: str,
+        run_id: str,
+        schema: type[BaseModel] | None = None,
+        item: int | None = None,
+    ) -> None:
+        self._sink = sink
+        self._path = path
+        self._step_id = step_id
+        self._run_id = run_id
+        self._schema = schema
+        self._item = item
+
+    def write(self, payload: Any) -> None:
+        """Write ``payload`` into the run's stream as a ``step_output`` event.
+
+        Args:
+            payload: A model or plain data, validated against the step's
+                ``writer_schema`` when it has one.
+
+        Raises:
+            StepValidationError: if the payload does not fit ``writer_schema``.
+            SnapshotEncodingError: if the payload is not plain data.
+            WorkflowError: in a condition or a ``map`` function, which only read.
+        """
+        if self._sink is None:
+            raise WorkflowError(
+                f"{self._path!r}: ctx.writer is not available here: a condition or map "
+                "function only reads the run",
+                run_id=self._run_id,
+                step_id=self._step_id,
+            )
+        schema = self._schema
+        if schema is not None:
+            data = validate_for_step(
+                schema,
+                payload,
+                f"step {self._step_id!r}: the writer.write() payload",
+                "its writer schema",
+                run_id=self._run_id,
+                step_id=self._step_id,
+            ).model_dump(mode="json")
+        else:
+            data = plain(payload)
+            check_encodable(data, f"step {self._step_id!r} writer payload")
+            data = copy_plain(data)
+        self._sink(self._path, data, time.time(), self._item)
 
 
 class SuspendRequest(BaseException):
@@ -63,6 +132,8 @@ class StepContext(Generic[In]):
             cancelled, a sibling in ``parallel`` failed, or the step timed out.
         iteration_count: In a loop's condition, how many times the loop has
             run its step; ``None`` elsewhere.
+        writer: Writes the step's own events into the run's stream
+            (``ctx.writer.write(payload)``; see :class:`StepWriter`).
     """
 
     __slots__ = (
@@ -89,6 +160,7 @@ class StepContext(Generic[In]):
         "step",
         "step_id",
         "workflow_id",
+        "writer",
     )
 
     def __init__(
@@ -114,6 +186,8 @@ class StepContext(Generic[In]):
         read_only: bool = False,
         iteration_count: int | None = None,
         bail_schema: type[BaseModel] | None = None,
+        writer: WriterSink | None = None,
+        item: int | None = None,
     ) -> None:
         self.step = step
         self.step_id = step.id if step is not None else (path or "")
@@ -138,6 +212,14 @@ class StepContext(Generic[In]):
         self._prefix = prefix
         self._read_only = read_only
         self._bail_schema = bail_schema
+        self.writer = StepWriter(
+            None if read_only else writer,
+            path=self.path,
+            step_id=self.step_id,
+            run_id=run_id,
+            schema=step.writer_schema if step is not None else None,
+            item=item,
+        )
 
     def now(self) -> datetime:
         """The time now, as callboard's timers see it (an aware UTC datetime).

@@ -10,7 +10,8 @@ loop never blocks.
 - :class:`Latch`: a one-shot flag.
 - :class:`AbortSignal`: what a step sees as ``ctx.abort_signal``: a latch with a
   reason and callbacks.
-- :class:`Channel`: an unbounded FIFO with one consumer, synchronous or async.
+- :class:`Channel`: an unbounded FIFO with one consumer, synchronous or async;
+  :class:`EventChannel`, one its producer may close for lagging behind.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Generic, TypeVar
 
 from runtime import _probes
 
-__all__ = ["AbortSignal", "Channel", "ChannelClosed", "Latch"]
+__all__ = ["AbortSignal", "Channel", "ChannelClosed", "EventChannel", "Latch"]
 
 T = TypeVar("T")
 
@@ -300,6 +301,22 @@ class Channel(Generic[T]):
             _wake(waiters)
         return True
 
+    def put_many(self, items: Iterable[T]) -> bool:
+        """Add items at the end at once: the consumer sees all of them queued, or none.
+
+        Returns:
+            ``True`` if they were queued, ``False`` if the channel is closed.
+        """
+        with self._condition:
+            if self._closed:
+                return False
+            self._items.extend(items)
+            self._condition.notify()
+            waiters, self._waiters = self._waiters, set()
+        if waiters:
+            _wake(waiters)
+        return True
+
     def close(self) -> None:
         """Close the channel; the consumer still gets the items already put. Idempotent."""
         with self._condition:
@@ -355,3 +372,23 @@ class Channel(Generic[T]):
             finally:
                 with self._condition:
                     self._waiters.discard(waiter)
+
+    def __len__(self) -> int:
+        """How many items wait to be taken."""
+        return len(self._items)
+
+
+class EventChannel(Channel[T]):
+    """A :class:`Channel` that its producer may close for lagging behind.
+
+    A producer that will not let a slow consumer grow its queue without bound
+    sets :attr:`lagged` and closes the channel; the consumer, once it has
+    taken what was queued, sees :attr:`lagged` and knows the end is not the
+    end of the stream: it subscribes again from the last item it took.
+    """
+
+    __slots__ = ("lagged",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lagged = False

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from runtime._errors import RunInProgressError, WorkflowDefinitionError
-from runtime._ids import check_run_id, new_id
+from runtime._ids import check_resource_id, check_run_id, new_id
 from runtime._model import (
     TERMINAL_STATUSES,
     RunOutcome,
@@ -75,6 +75,7 @@ class Workflow(Generic[In, Out]):
         on_finish: Callable[[RunOutcome], Any] | None = None,
         on_error: Callable[[RunOutcome], Any] | None = None,
         queue: Queue | None = None,
+        on_start: Callable[[RunOutcome], Any] | None = None,
     ) -> None:
         if not isinstance(id, str) or not id:
             raise WorkflowDefinitionError(f"a workflow id must be a non-empty string, got {id!r}")
@@ -94,7 +95,11 @@ class Workflow(Generic[In, Out]):
                 raise TypeError(
                     f"workflow {id!r}: {name} must be a pydantic BaseModel subclass, got {schema!r}"
                 )
-        for name, hook in (("on_finish", on_finish), ("on_error", on_error)):
+        for name, hook in (
+            ("on_finish", on_finish),
+            ("on_error", on_error),
+            ("on_start", on_start),
+        ):
             if hook is not None and not callable(hook):
                 raise TypeError(f"workflow {id!r}: {name} must be callable, got {hook!r}")
         self.id = id
@@ -108,6 +113,7 @@ class Workflow(Generic[In, Out]):
         self.on_finish = on_finish
         self.on_error = on_error
         self.queue = queue
+        self.on_start = on_start
         self._nodes: list[Node | ExecutionPlan] = []
         self._plan: ExecutionPlan | None = None
         self._runtime: Runtime | None = None
@@ -482,29 +488,106 @@ class Workflow(Generic[In, Out]):
                 on_error=self.on_error,
                 retry=RetryPolicy(**self.retry_config.model_dump()),
                 queue=self.queue,
+                on_start=self.on_start,
             )
         return self
 
-    def create_run(self, run_id: str | None = None) -> Run[In, Out]:
+    def create_run(
+        self, run_id: str | None = None, *, resource_id: str | None = None
+    ) -> Run[In, Out]:
         """Create a run of this workflow (it starts with ``start_async`` or ``start``).
 
         Args:
             run_id: The run's id; a new UUID when omitted.
+            resource_id: The user or tenant the run is for (Mastra's
+                ``resourceId``): stored with the run, shown in its results, and
+                what ``list_workflow_runs(resource_id=...)`` filters on.
 
         Raises:
             WorkflowDefinitionError: if the workflow is not committed.
-            TypeError: if ``run_id`` is not a string.
-            ValueError: if ``run_id`` is empty or not valid UTF-8 text.
+            TypeError: if ``run_id`` or ``resource_id`` is not a string.
+            ValueError: if ``run_id`` or ``resource_id`` is empty or not valid UTF-8 text.
         """
         plan = self.plan
         run_id = new_id() if run_id is None else check_run_id(run_id)
+        if resource_id is not None:
+            check_resource_id(resource_id)
         runtime = self._runtime
         if runtime is None:
             from runtime._runtime import default_runtime
 
-            return default_runtime().register(self).create_run(run_id)
+            return default_runtime().register(self).create_run(run_id, resource_id=resource_id)
         assert self._host is not None
-        return Run(plan, self._host, run_id)
+        return Run(plan, self._host, run_id, resource_id)
+
+    def time_travel(
+        self,
+        run_id: str,
+        *,
+        step: Step[Any, Any] | str,
+        input_data: BaseModel | Any = None,
+        resume_data: BaseModel | Any = None,
+        new_run_id: str | None = None,
+        resource_id: str | None = None,
+    ) -> Run[In, Out]:
+        """Start a new run that replays run ``run_id`` up to ``step`` and runs on from it.
+
+        Mastra's ``timeTravel``: to debug a step, or to recover from a bad
+        deploy. The new run keeps the recorded records and outputs of the
+        steps before ``step`` (they do not run again), and starts at
+        ``step``'s node with ``input_data`` (validated by the step's input
+        schema; a list of items for a ``foreach``), or with the input the step
+        had in the original run. Its input, state, request context and
+        options are the original's. The original run is not changed; the new
+        one's results say where it came from (``time_traveled_from``). Works
+        on a run of any status, from any runtime on the same store.
+
+        Args:
+            run_id: The recorded run.
+            step: The step to start from: a :class:`Step`, its id, or its path.
+            input_data: The step's input; ``None`` reuses the recorded one.
+            resume_data: Handed to the step as ``ctx.resume_data`` (validated
+                by its ``resume_schema``), as a resume would.
+            new_run_id: The new run's id; a new UUID when omitted.
+            resource_id: The new run's resource id; the original's when omitted.
+
+        Returns:
+            The new run, started (``wait()`` for its end).
+
+        Raises:
+            RunNotStartedError: if this workflow has no run ``run_id``.
+            InvalidInputError: if ``step`` is not a step of this workflow, or
+                ``input_data`` or ``resume_data`` does not fit, or there is no
+                input (none given, and the original never reached the step).
+            RunAlreadyStartedError: if ``new_run_id`` is taken.
+            RuntimeStoppedError: if the runtime is not running.
+        """
+        check_run_id(run_id, lookup=True)
+        run = self.create_run(new_run_id, resource_id=resource_id)
+        run._time_travel(run_id, step, input_data, resume_data, resource_id)
+        return run
+
+    async def atime_travel(
+        self,
+        run_id: str,
+        *,
+        step: Step[Any, Any] | str,
+        input_data: BaseModel | Any = None,
+        resume_data: BaseModel | Any = None,
+        new_run_id: str | None = None,
+        resource_id: str | None = None,
+    ) -> Run[In, Out]:
+        """Await :meth:`time_travel` without blocking the event loop."""
+        return await offload(
+            self._host,
+            self.time_travel,
+            run_id,
+            step=step,
+            input_data=input_data,
+            resume_data=resume_data,
+            new_run_id=new_run_id,
+            resource_id=resource_id,
+        )
 
     def get_workflow_run_execution_result(self, run_id: str) -> WorkflowResult | None:
         """The execution result of a run of this workflow, at this moment.
@@ -549,16 +632,24 @@ class Workflow(Generic[In, Out]):
     def list_workflow_runs(
         self,
         *,
-        status: RunStatus | str | None = None,
+        status: RunStatus | str | Iterable[RunStatus | str] | None = None,
         from_date: datetime | None = None,
         to_date: datetime | None = None,
         limit: int | None = 50,
         offset: int = 0,
+        resource_id: str | None = None,
     ) -> WorkflowRunList:
         """This workflow's runs, newest first (Mastra's ``listWorkflowRuns``).
 
+        The runs waiting for a resume, for one user::
+
+            wf.list_workflow_runs(status="suspended", resource_id="user-42")
+
         Args:
-            status: Only runs with this status.
+            status: Only runs with this status, or with any of several
+                (``["pending", "running"]``).
+            resource_id: Only runs started for this user or tenant
+                (``create_run(resource_id=...)``).
             from_date: Only runs created at or after this time (a naive
                 datetime is taken as UTC).
             to_date: Only runs created at or before this time.
@@ -583,6 +674,7 @@ class Workflow(Generic[In, Out]):
             to_date=to_date,
             limit=limit,
             offset=offset,
+            resource_id=resource_id,
         )
 
     def delete_workflow_run_by_id(self, run_id: str) -> bool:
@@ -628,11 +720,12 @@ class Workflow(Generic[In, Out]):
     async def alist_workflow_runs(
         self,
         *,
-        status: RunStatus | str | None = None,
+        status: RunStatus | str | Iterable[RunStatus | str] | None = None,
         from_date: datetime | None = None,
         to_date: datetime | None = None,
         limit: int | None = 50,
         offset: int = 0,
+        resource_id: str | None = None,
     ) -> WorkflowRunList:
         """Await :meth:`list_workflow_runs` without blocking the event loop.
 
@@ -646,6 +739,7 @@ class Workflow(Generic[In, Out]):
             to_date=to_date,
             limit=limit,
             offset=offset,
+            resource_id=resource_id,
         )
 
     async def adelete_workflow_run_by_id(self, run_id: str) -> bool:
@@ -692,6 +786,7 @@ def create_workflow(
     on_finish: Callable[[RunOutcome], Any] | None = None,
     on_error: Callable[[RunOutcome], Any] | None = None,
     queue: Queue | None = None,
+    on_start: Callable[[RunOutcome], Any] | None = None,
 ) -> Workflow[In, Out]:
     """Define a workflow; add steps with ``.then(step)`` and finish with ``.commit()``.
 
@@ -711,6 +806,11 @@ def create_workflow(
         on_error: Like ``on_finish``, for failed runs only (called first).
         queue: The :class:`Queue` its runs go through (a start may name
             another): it bounds how many execute at once, per key and per window.
+        on_start: ``on_start(outcome)``, called when a run starts, before its
+            first step (status ``running``; ``input`` and ``resource_id`` set); it
+            may be ``async``. Not called again on a resume or a wake, nor for a
+            run recovered past its first step. An exception in it is logged and
+            the run goes on.
 
     Raises:
         WorkflowDefinitionError: for an empty id, an id with a ``.``, or a bad
@@ -728,6 +828,7 @@ def create_workflow(
         on_finish=on_finish,
         on_error=on_error,
         queue=queue,
+        on_start=on_start,
     )
 
 

@@ -986,13 +986,20 @@ class FakeReader:
         return results.pop(0) if len(results) > 1 else results[0]
 
     def list_runs(
-        self, *, workflow_id: str | None, status: str | None, limit: int, offset: int
+        self,
+        *,
+        workflow_id: str | None,
+        status: str | None,
+        limit: int,
+        offset: int,
+        resource_id: str | None = None,
     ) -> WorkflowRunList:
         self.status_filters.append(status)
         runs = [
             results[-1]
             for results in self.runs.values()
-            if status is None or results[-1].status == status
+            if (status is None or results[-1].status == status)
+            and (resource_id is None or results[-1].resource_id == resource_id)
         ]
         return WorkflowRunList(runs=runs, total=len(runs))
 

@@ -8,7 +8,8 @@ Layers (imports only go down, or stay within a layer):
     1 codec        runtime._snapshot, runtime._tracing, runtime._stores.*
     2 definitions  runtime._step, runtime._step_context, runtime._plan
     3 machinery    actors.*
-    4 facade       runtime._runtime, runtime._run, runtime._workflow, runtime._queries
+    4 facade       runtime._runtime, runtime._run, runtime._stream, runtime._workflow,
+                   runtime._queries
     5 entry        runtime (runtime/__init__.py), runtime.testing, runtime._cli.*,
                    runtime.__main__
 
@@ -52,7 +53,9 @@ RUNTIME_LAYERS = {
     "runtime._plan": 2,
     "runtime._runtime": 4,
     "runtime._run": 4,
+    "runtime._stream": 4,
     "runtime._run_input": 4,
+    "runtime._restart": 4,
     "runtime._workflow": 4,
     "runtime._queries": 4,
     "runtime": 5,

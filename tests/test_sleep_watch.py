@@ -444,14 +444,16 @@ def test_watching_a_finished_run_yields_its_events_and_ends(runtime: Runtime) ->
     assert run.start(input_data={"n": 1}, timeout=WAIT).status == RunStatus.SUCCESS
     events = list(run.watch(timeout=WAIT))
     assert pairs(events) == [
+        ("status", None),  # told from its record: it began pending, at its creation
         ("step_started", "inc"),
         ("step_finished", "inc"),
         ("step_started", "dbl"),
         ("step_finished", "dbl"),
         ("status", None),
     ]
+    assert events[0].status == RunStatus.PENDING
     assert events[-1].status == RunStatus.SUCCESS
-    assert events[3].step is not None and events[3].step.output == {"n": 4}
+    assert events[4].step is not None and events[4].step.output == {"n": 4}
 
 
 def test_watch_with_a_timeout_raises_run_timeout_while_a_step_blocks(runtime: Runtime) -> None:
@@ -682,7 +684,12 @@ def test_watching_a_finished_run_after_the_runtime_stopped_yields_its_events() -
     finally:
         rt.stop(timeout=5)
     events = list(run.watch(timeout=WAIT))
-    assert pairs(events) == [("step_started", "inc"), ("step_finished", "inc"), ("status", None)]
+    assert pairs(events) == [
+        ("status", None),  # pending, at its creation
+        ("step_started", "inc"),
+        ("step_finished", "inc"),
+        ("status", None),
+    ]
 
 
 @pytest.mark.parametrize("seconds", [float("nan"), float("inf")])

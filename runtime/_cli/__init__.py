@@ -169,6 +169,19 @@ def _error(message: str) -> None:
     sys.stderr.flush()
 
 
+def _add_runs_list(run_commands: Any, db: argparse.ArgumentParser) -> None:
+    listing = run_commands.add_parser("list", help="list runs, newest first", parents=[db])
+    listing.add_argument("--status", choices=[status.value for status in RunStatus])
+    listing.add_argument("--workflow", metavar="WORKFLOW_ID", help="only runs of this workflow")
+    listing.add_argument(
+        "--resource-id", metavar="RESOURCE_ID", help="only runs started for this user or tenant"
+    )
+    listing.add_argument("--limit", type=_positive_int, default=50, help="at most N runs (50)")
+    listing.add_argument("--offset", type=_non_negative_int, default=0, help="skip N runs")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(command=_commands.runs_list)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     # --db is accepted before or after the command; SUPPRESS keeps a subcommand's
     # absent --db from overwriting one given before it.
@@ -200,13 +213,7 @@ def _build_parser() -> argparse.ArgumentParser:
     runs.set_defaults(parser_for_help=runs)
     run_commands = runs.add_subparsers(title="commands", metavar="COMMAND", parser_class=_Parser)
 
-    listing = run_commands.add_parser("list", help="list runs, newest first", parents=[db])
-    listing.add_argument("--status", choices=[status.value for status in RunStatus])
-    listing.add_argument("--workflow", metavar="WORKFLOW_ID", help="only runs of this workflow")
-    listing.add_argument("--limit", type=_positive_int, default=50, help="at most N runs (50)")
-    listing.add_argument("--offset", type=_non_negative_int, default=0, help="skip N runs")
-    listing.add_argument("--json", action="store_true", help="print JSON")
-    listing.set_defaults(command=_commands.runs_list)
+    _add_runs_list(run_commands, db)
 
     prune = run_commands.add_parser(
         "prune",

@@ -235,10 +235,21 @@ class _Reader:
         return get_run(self._store, run_id)
 
     def list_runs(
-        self, *, workflow_id: str | None, status: str | None, limit: int, offset: int
+        self,
+        *,
+        workflow_id: str | None,
+        status: str | None,
+        limit: int,
+        offset: int,
+        resource_id: str | None = None,
     ) -> WorkflowRunList:
         return list_runs(
-            self._store, workflow_id=workflow_id, status=status, limit=limit, offset=offset
+            self._store,
+            workflow_id=workflow_id,
+            status=status,
+            limit=limit,
+            offset=offset,
+            resource_id=resource_id,
         )
 
 
@@ -262,7 +273,11 @@ def runs_list(args: argparse.Namespace) -> None:
     """``callboard runs list``: a page of runs, newest first, as a table or JSON."""
     with _reader(args.db) as reader:
         page = reader.list_runs(
-            workflow_id=args.workflow, status=args.status, limit=args.limit, offset=args.offset
+            workflow_id=args.workflow,
+            status=args.status,
+            limit=args.limit,
+            offset=args.offset,
+            resource_id=args.resource_id,
         )
     if page.unreadable:
         sys.stderr.write(

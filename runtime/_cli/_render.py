@@ -18,7 +18,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from runtime._model import RunStatus, StepResult, WorkflowResult, WorkflowRunList
+from runtime._model import ErrorInfo, RunStatus, StepResult, WorkflowResult, WorkflowRunList
 from runtime._stores.base import QueueStats, WorkerInfo
 
 __all__ = [
@@ -230,6 +230,27 @@ def page_summary(page: WorkflowRunList, offset: int) -> str:
 # --- one run ------------------------------------------------------------------------------
 
 
+def _origin_rows(fields: Table, result: WorkflowResult) -> None:
+    """Who the run is for, and where it came from (a time travel, restarts)."""
+    if result.resource_id is not None:
+        fields.add_row("resource", Text(result.resource_id))
+    if result.time_traveled_from is not None:
+        origin = result.time_traveled_from
+        fields.add_row("time travel of", Text(f"run {origin.run_id} from step {origin.step}"))
+    if result.restarts:
+        fields.add_row("restarts", Text(str(result.restarts)))
+
+
+def _cause_rows(fields: Table, error: ErrorInfo) -> None:
+    """An error's attributes, then the chain of exceptions it was raised from."""
+    if error.attributes:
+        fields.add_row("attributes", Text(_json_text(error.attributes)))
+    cause = error.cause
+    while cause is not None:  # the chain is bounded (MAX_CAUSES)
+        fields.add_row("caused by", Text(_error_text(cause.name, cause.message)))
+        cause = cause.cause
+
+
 def run_view(result: WorkflowResult) -> RenderableType:
     """One run: its fields, then a table of its steps."""
     fields = Table.grid(padding=(0, 2))
@@ -238,6 +259,7 @@ def run_view(result: WorkflowResult) -> RenderableType:
     fields.add_row("run", Text(result.run_id))
     fields.add_row("workflow", Text(result.workflow_id))
     fields.add_row("status", status_text(result.status))
+    _origin_rows(fields, result)
     fields.add_row("created", Text(_when(result.created_at)))
     updated = _when(result.updated_at)
     if result.is_terminal:
@@ -260,12 +282,7 @@ def run_view(result: WorkflowResult) -> RenderableType:
         step_id = result.error.details.get("step_id")
         if step_id:
             fields.add_row("in step", Text(str(step_id)))
-        if result.error.attributes:
-            fields.add_row("attributes", Text(_json_text(result.error.attributes)))
-        cause = result.error.cause
-        while cause is not None:  # the chain is bounded (MAX_CAUSES)
-            fields.add_row("caused by", Text(_error_text(cause.name, cause.message)))
-            cause = cause.cause
+        _cause_rows(fields, result.error)
     if result.state is not None:
         fields.add_row("state", Text(_json_text(result.state)))
     if not result.steps:

@@ -24,6 +24,7 @@ __all__ = [
     "SnapshotRecord",
     "SnapshotStore",
     "WorkerInfo",
+    "status_set",
 ]
 
 
@@ -75,6 +76,10 @@ class SnapshotRecord(NamedTuple):
         wake_at: When a ``waiting`` run's sleep ends (epoch seconds), else ``None``.
         parts: How the snapshot changed since the run's record before, for a
             store that writes only what changed (``None``: keep ``data`` whole).
+        resource_id: The user or tenant the run belongs to (``create_run(resource_id=...)``),
+            for the store's index: a store writes it with the run's first row and
+            filters on it. Records read back from a SQL store leave it ``None``
+            (the snapshot in ``data`` holds it).
     """
 
     run_id: str
@@ -90,6 +95,16 @@ class SnapshotRecord(NamedTuple):
     queue: str | None = None
     queue_key: str | None = None
     priority: int = 0
+    resource_id: str | None = None
+
+
+def status_set(status: str | Sequence[str] | None) -> frozenset[str] | None:
+    """The statuses a ``list_runs`` filter keeps: one, several, or ``None`` for any."""
+    if status is None:
+        return None
+    if isinstance(status, str):
+        return frozenset((status,))
+    return frozenset(status)
 
 
 @runtime_checkable
@@ -127,14 +142,16 @@ class SnapshotStore(Protocol):
         """
         ...
 
-    def replace(self, record: SnapshotRecord, expected_seq: int) -> bool:
+    def replace(self, record: SnapshotRecord, expected_seq: int, *, reopen: bool = False) -> bool:
         """Store ``record`` only if the run's stored ``seq`` is still ``expected_seq``.
 
         A compare-and-set for changes that race (two resumes of one suspended
         run, a resume and a cancel): exactly one caller wins. It fails, and
         changes nothing, if the run is unknown, its stored ``seq`` differs, or
-        its stored status is terminal. On a durable store the record is
-        committed when this returns ``True``.
+        its stored status is terminal. With ``reopen`` (``run.restart()``) it
+        is the other way round: it applies only to a run whose stored status
+        is terminal, the one exception to a terminal status being final. On a
+        durable store the record is committed when this returns ``True``.
         """
         ...
 
@@ -146,13 +163,18 @@ class SnapshotStore(Protocol):
         self,
         *,
         workflow_id: str | None = None,
-        status: str | None = None,
+        status: str | Sequence[str] | None = None,
         from_date: float | None = None,
         to_date: float | None = None,
         limit: int | None = 50,
         offset: int = 0,
+        resource_id: str | None = None,
     ) -> tuple[list[SnapshotRecord], int]:
-        """Records newest first (by ``created_at``), filtered, and how many match in all."""
+        """Records newest first (by ``created_at``), filtered, and how many match in all.
+
+        ``status`` is one status or several (a run matches any of them);
+        ``resource_id`` keeps the runs started with that resource id.
+        """
         ...
 
     def delete(self, run_id: str) -> bool:
@@ -297,7 +319,14 @@ class SharedStore(SnapshotStore, Protocol):
         """Every queue and key with runs waiting or running, and every queue defined."""
         ...
 
-    def replace(self, record: SnapshotRecord, expected_seq: int, *, hold: bool = False) -> bool:
+    def replace(
+        self,
+        record: SnapshotRecord,
+        expected_seq: int,
+        *,
+        hold: bool = False,
+        reopen: bool = False,
+    ) -> bool:
         """The compare-and-set of :meth:`SnapshotStore.replace`, also on a run nobody holds.
 
         It applies only if nobody holds the run (or this worker does). With

@@ -6,9 +6,16 @@ import threading
 from collections.abc import Callable, Sequence
 
 from runtime._model import TERMINAL_STATUSES, UNFINISHED_STATUSES
-from runtime._stores.base import SnapshotRecord
+from runtime._stores.base import SnapshotRecord, status_set
 
 __all__ = ["MemoryStore"]
+
+
+def _keeping_resource(record: SnapshotRecord, current: SnapshotRecord) -> SnapshotRecord:
+    """``record``, with the run's resource id when it carries none (as a SQL row keeps it)."""
+    if record.resource_id is None and current.resource_id is not None:
+        return record._replace(resource_id=current.resource_id)
+    return record
 
 
 class MemoryStore:
@@ -43,25 +50,28 @@ class MemoryStore:
             records_now = self._records
             for record in records:
                 current = records_now.get(record.run_id)
-                if current is None or (
-                    record.seq > current.seq and current.status not in TERMINAL_STATUSES
-                ):
+                if current is None:
                     records_now[record.run_id] = record
+                elif record.seq > current.seq and current.status not in TERMINAL_STATUSES:
+                    records_now[record.run_id] = _keeping_resource(record, current)
         if on_commit is not None:
             on_commit()
 
-    def replace(self, record: SnapshotRecord, expected_seq: int) -> bool:
-        """Store ``record`` if the stored one's ``seq`` is ``expected_seq`` and not terminal."""
+    def replace(self, record: SnapshotRecord, expected_seq: int, *, reopen: bool = False) -> bool:
+        """Store ``record`` if the stored one's ``seq`` is ``expected_seq`` and not terminal.
+
+        With ``reopen``, only if the stored one is terminal (``run.restart()``).
+        """
         with self._lock:
             current = self._records.get(record.run_id)
             if (
                 current is None
                 or current.seq != expected_seq
-                or current.status in TERMINAL_STATUSES
+                or (current.status in TERMINAL_STATUSES) != reopen
                 or record.seq <= current.seq
             ):
                 return False
-            self._records[record.run_id] = record
+            self._records[record.run_id] = _keeping_resource(record, current)
             return True
 
     def load(self, run_id: str) -> SnapshotRecord | None:
@@ -72,18 +82,21 @@ class MemoryStore:
         self,
         *,
         workflow_id: str | None = None,
-        status: str | None = None,
+        status: str | Sequence[str] | None = None,
         from_date: float | None = None,
         to_date: float | None = None,
         limit: int | None = 50,
         offset: int = 0,
+        resource_id: str | None = None,
     ) -> tuple[list[SnapshotRecord], int]:
         """Records newest first, filtered, and how many match in all."""
+        statuses = status_set(status)
         matching = [
             record
             for record in list(self._records.values())
             if (workflow_id is None or record.workflow_id == workflow_id)
-            and (status is None or record.status == status)
+            and (statuses is None or record.status in statuses)
+            and (resource_id is None or record.resource_id == resource_id)
             and (from_date is None or record.created_at >= from_date)
             and (to_date is None or record.created_at <= to_date)
         ]

@@ -57,6 +57,7 @@ from runtime._stores.base import (
     RunFencedError,
     SnapshotRecord,
     WorkerInfo,
+    status_set,
 )
 from runtime._tracing import emit
 
@@ -227,13 +228,19 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     ),
     # 2 -> 3: queues (see _QUEUES_DDL).
     tuple(statement for statement in _QUEUES_DDL.split(";") if statement.strip()),
+    # 3 -> 4: resource ids: the user or tenant a run was started for, set with its first row.
+    (
+        "ALTER TABLE callboard_runs ADD COLUMN IF NOT EXISTS resource_id text",
+        "CREATE INDEX IF NOT EXISTS callboard_runs_by_resource ON callboard_runs "
+        "(resource_id, created_at) WHERE resource_id IS NOT NULL",
+    ),
 )
-
-SCHEMA_VERSION: Final = 1 + len(_MIGRATIONS)
-"""The database schema this code writes (``callboard_meta.schema_version``)."""
 """The steps that take a database from one schema version to the next: step ``i`` takes
 version ``i + 1`` to ``i + 2``. A new database gets :data:`_SCHEMA` and then every step
 (each written to be harmless where it is already done), so new and migrated are the same."""
+
+SCHEMA_VERSION: Final = 1 + len(_MIGRATIONS)
+"""The database schema this code writes (``callboard_meta.schema_version``)."""
 
 _PARTS_OF: Final = (
     "(SELECT string_agg(p.part, ''::bytea) FROM callboard_run_parts AS p "
@@ -252,11 +259,11 @@ _COLUMNS: Final = (
 # (and one round trip) however many records a batch has.
 _ROWS_SELECT: Final = """
     SELECT run_id, workflow_id, status, seq, owner_id, epoch, wake_at, created_at,
-           updated_at, trace_id, decode(snapshot, 'base64') AS snapshot, lineage
+           updated_at, trace_id, decode(snapshot, 'base64') AS snapshot, lineage, resource_id
     FROM jsonb_to_recordset(%s::jsonb) AS j(
         run_id text, workflow_id text, status text, seq int8, owner_id text, epoch int8,
         wake_at float8, created_at float8, updated_at float8, trace_id text, snapshot text,
-        lineage int8)"""
+        lineage int8, resource_id text)"""
 _ROWS: Final = f"({_ROWS_SELECT}) AS v"
 """A batch of records as rows: one JSON parameter, which ``json.dumps`` builds in C (eleven
 array parameters cost psycopg's Python array dumper about a fifth of a worker's CPU)."""
@@ -264,14 +271,15 @@ array parameters cost psycopg's Python array dumper about a fifth of a worker's 
 _CREATE: Final = """
 INSERT INTO callboard_runs (run_id, workflow_id, status, seq, owner_id, epoch, wake_at,
                             created_at, updated_at, trace_id, snapshot,
-                            queue, queue_key, priority, rank)
+                            queue, queue_key, priority, rank, resource_id)
 SELECT v.run_id, v.workflow_id, v.status, v.seq, v.owner_id, v.epoch, v.wake_at,
        v.created_at, v.updated_at, v.trace_id, decode(v.snapshot, 'base64'),
-       v.queue, v.queue_key, coalesce(v.priority, 0), coalesce(v.rank, v.created_at)
+       v.queue, v.queue_key, coalesce(v.priority, 0), coalesce(v.rank, v.created_at),
+       v.resource_id
 FROM jsonb_to_recordset(%s::jsonb) AS v(
     run_id text, workflow_id text, status text, seq int8, owner_id text, epoch int8,
     wake_at float8, created_at float8, updated_at float8, trace_id text, snapshot text,
-    queue text, queue_key text, priority int4, rank float8)
+    queue text, queue_key text, priority int4, rank float8, resource_id text)
 ON CONFLICT (run_id) DO NOTHING
 RETURNING run_id
 """
@@ -304,9 +312,9 @@ _SAVE_FREE: Final = f"""
 WITH v AS MATERIALIZED ({_ROWS_SELECT}), written AS (
     INSERT INTO callboard_runs AS r (run_id, workflow_id, status, seq, owner_id, epoch,
                                      wake_at, created_at, updated_at, trace_id, snapshot,
-                                     lineage)
+                                     lineage, resource_id)
     SELECT v.run_id, v.workflow_id, v.status, v.seq, NULL, 0, v.wake_at,
-           v.created_at, v.updated_at, v.trace_id, v.snapshot, v.lineage
+           v.created_at, v.updated_at, v.trace_id, v.snapshot, v.lineage, v.resource_id
     FROM v
     ON CONFLICT (run_id) DO UPDATE SET
         status = excluded.status, seq = excluded.seq, updated_at = excluded.updated_at,
@@ -357,6 +365,11 @@ WHERE run_id = %(run_id)s AND seq = %(expected)s AND %(seq)s > seq
     AND status NOT IN ({_TERMINAL_SQL}) AND {{holder}}
 RETURNING epoch
 """
+
+_REOPEN: Final = _REPLACE.replace(
+    f"status NOT IN ({_TERMINAL_SQL})", f"status IN ({_TERMINAL_SQL})"
+)
+"""The compare-and-set of ``replace(reopen=True)``: only a run that has ended (a restart)."""
 
 _CLAIM: Final = f"""
 WITH picked AS (
@@ -483,6 +496,7 @@ def _columns(
                         r.data if whole or r.parts is None else r.parts.head
                     ).decode("ascii"),
                     "lineage": None if whole or r.parts is None else r.parts.lineage,
+                    "resource_id": r.resource_id,
                 }
                 for r, owner, epoch in zip(records, owners, epochs, strict=True)
             ]
@@ -513,6 +527,7 @@ def _create_columns(
                     "queue_key": r.queue_key,
                     "priority": r.priority,
                     "rank": rank(r.created_at, r.priority),
+                    "resource_id": r.resource_id,
                 }
                 for r, owner, epoch in zip(records, owners, epochs, strict=True)
             ]
@@ -1010,7 +1025,14 @@ class PostgresStore:
         """
         self._submit("save", list(records), _reporting(on_commit, on_error))
 
-    def replace(self, record: SnapshotRecord, expected_seq: int, *, hold: bool = False) -> bool:
+    def replace(
+        self,
+        record: SnapshotRecord,
+        expected_seq: int,
+        *,
+        hold: bool = False,
+        reopen: bool = False,
+    ) -> bool:
         """Store ``record`` if the run's stored ``seq`` is still ``expected_seq``.
 
         A compare-and-set, committed when it returns ``True``. It fails, and
@@ -1024,7 +1046,7 @@ class PostgresStore:
                 the store is read-only or closed.
         """
         future: Future[bool] = Future()
-        write = self._submit("replace", (record, expected_seq, hold), resolve(future))
+        write = self._submit("replace", (record, expected_seq, hold, reopen), resolve(future))
         return bool(
             self._committed(
                 write, future, f"the new snapshot of run {record.run_id!r} was not stored"
@@ -1060,18 +1082,21 @@ class PostgresStore:
         self,
         *,
         workflow_id: str | None = None,
-        status: str | None = None,
+        status: str | Sequence[str] | None = None,
         from_date: float | None = None,
         to_date: float | None = None,
         limit: int | None = 50,
         offset: int = 0,
+        resource_id: str | None = None,
     ) -> tuple[list[SnapshotRecord], int]:
         """Runs, newest first (by ``created_at``), filtered; and how many match in all."""
         clauses: list[str] = []
         params: list[Any] = []
+        statuses = status_set(status)
         for clause, value in (
             ("workflow_id = %s", workflow_id),
-            ("status = %s", status),
+            ("status = ANY(%s)", None if statuses is None else sorted(statuses)),
+            ("resource_id = %s", resource_id),
             ("created_at >= %s", from_date),
             ("created_at <= %s", to_date),
         ):
@@ -1909,7 +1934,7 @@ class PostgresStore:
         raise AssertionError(f"unknown write {kind!r}")
 
     def _replace(self, connection: Connection, write: Write, batch: _Batch) -> bool:
-        record, expected_seq, hold = write.payload
+        record, expected_seq, hold, reopen = write.payload
         # A replace whose caller gave up waiting must not happen: take() decides.
         if not write.take():
             return False
@@ -1932,8 +1957,9 @@ class PostgresStore:
         holder = (
             "owner_id IS NULL" if epoch is None else "owner_id = %(owner)s AND epoch = %(epoch)s"
         )
+        statement = _REOPEN if reopen else _REPLACE
         row = connection.execute(
-            _REPLACE.format(holder=holder),
+            statement.format(holder=holder),
             params,
         ).fetchone()
         if row is None and self._ambiguous:

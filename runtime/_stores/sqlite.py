@@ -62,6 +62,7 @@ from runtime._stores.base import (
     RunFencedError,
     SnapshotRecord,
     WorkerInfo,
+    status_set,
 )
 from runtime._tracing import emit
 
@@ -192,6 +193,13 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE INDEX runs_in_queue ON runs (queue, queue_key, started_at) WHERE queue IS NOT NULL",
         _QUEUES_TABLE,
     ),
+    # resource ids. The user or tenant a run was started for, written with its
+    # first row; listing by it (and by status) reads the index.
+    (
+        "ALTER TABLE runs ADD COLUMN resource_id TEXT",
+        "CREATE INDEX runs_by_resource ON runs (resource_id, created_at) "
+        "WHERE resource_id IS NOT NULL",
+    ),
 )
 """The steps that take a file from one schema version to the next, in order: step ``i``
 takes version ``i + 1`` to ``i + 2``. A new file is made at version 1 and taken
@@ -211,6 +219,13 @@ _QUEUES_FROM: Final = 2 + next(
 )
 """The first schema version with queues (the ``queue`` columns, the ``queues`` table)."""
 
+_RESOURCES_FROM: Final = 2 + next(
+    index
+    for index, steps in enumerate(_MIGRATIONS)
+    if "ALTER TABLE runs ADD COLUMN resource_id TEXT" in steps
+)
+"""The first schema version with the ``resource_id`` column."""
+
 _CLAIM_ROUNDS: Final = 16
 """The most rounds of one claim through queues (each round skips what filled in the last)."""
 
@@ -219,12 +234,12 @@ _PRUNE_INDEX: Final = "CREATE INDEX IF NOT EXISTS runs_by_end ON runs (status, u
 
 _INSERT_COLUMNS = (
     "run_id, workflow_id, status, seq, created_at, updated_at, trace_id, owner_id, snapshot, "
-    "lineage, epoch, wake_at"
+    "lineage, epoch, wake_at, resource_id"
 )
-_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _CREATE_COLUMNS = _INSERT_COLUMNS + ", queue, queue_key, priority, rank"
-_CREATE_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_ROWS_PER_STATEMENT = 500  # 12 variables a row, well under SQLite's limit of 32,766
+_CREATE_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_ROWS_PER_STATEMENT = 500  # 17 variables a row at most, well under SQLite's limit of 32,766
 
 # A newer snapshot replaces an older one, and nothing replaces a terminal one.
 # Rows of one statement apply in order, so a run saved twice in a batch is fine.
@@ -256,6 +271,9 @@ WHERE run_id = ? AND seq = ? AND ? > seq AND status NOT IN ({_TERMINAL_SQL})
     AND (owner_id IS NULL OR owner_id = ?)
 RETURNING epoch
 """
+
+_REOPEN = _REPLACE.replace(f"status NOT IN ({_TERMINAL_SQL})", f"status IN ({_TERMINAL_SQL})")
+"""The compare-and-set of ``replace(reopen=True)``: only a run that has ended (a restart)."""
 
 _COLUMNS = (
     "r.run_id, r.workflow_id, r.seq, r.status, r.snapshot, r.created_at, r.updated_at, "
@@ -357,6 +375,7 @@ class SQLiteStore:
         self._checkpointed_at = 0
         self._checkpoint_time = time.monotonic()
         self._parts_table = True
+        self._resources = True  # the file has the resource_id column (read-only: see below)
         if self.path.is_dir():
             raise StoreError(f"cannot use {self.path} as a run store: it is a directory")
         if self.path.exists() and not self.path.is_file():
@@ -369,6 +388,7 @@ class SQLiteStore:
             # migrates it).
             version = self._check_schema(self._reader(), writable=False)
             self._parts_table = version >= _PARTS_FROM
+            self._resources = version >= _RESOURCES_FROM
             if version < _SHARING_FROM:
                 self._columns = _COLUMNS.replace("r.wake_at", "NULL")
             return
@@ -515,7 +535,14 @@ class SQLiteStore:
         write = self._submit("create", (record, hold), resolve(future))
         return self._committed(write, future, f"the run {record.run_id!r} was not recorded")
 
-    def replace(self, record: SnapshotRecord, expected_seq: int, *, hold: bool = False) -> bool:
+    def replace(
+        self,
+        record: SnapshotRecord,
+        expected_seq: int,
+        *,
+        hold: bool = False,
+        reopen: bool = False,
+    ) -> bool:
         """Store ``record`` if the run's stored ``seq`` is still ``expected_seq``.
 
         A compare-and-set, committed when it returns ``True``: it fails, and
@@ -523,14 +550,15 @@ class SQLiteStore:
         not below ``record.seq``, its status is terminal, or another worker
         holds it. With ``hold`` this worker holds the run from then on (its
         epoch bumped); without, an unfinished run is left queued for any
-        worker, and a settled one is nobody's.
+        worker, and a settled one is nobody's. With ``reopen`` it applies only
+        to a run whose status is terminal (``run.restart()``).
 
         Raises:
             StoreError: if the commit did not happen within ``CREATE_TIMEOUT``
                 (the database stayed locked) or the store is read-only or closed.
         """
         future: Future[bool] = Future()
-        write = self._submit("replace", (record, expected_seq, hold), resolve(future))
+        write = self._submit("replace", (record, expected_seq, hold, reopen), resolve(future))
         return self._committed(
             write, future, f"the new snapshot of run {record.run_id!r} was not stored"
         )
@@ -815,14 +843,17 @@ class SQLiteStore:
         self,
         *,
         workflow_id: str | None = None,
-        status: str | None = None,
+        status: str | Sequence[str] | None = None,
         from_date: float | None = None,
         to_date: float | None = None,
         limit: int | None = 50,
         offset: int = 0,
+        resource_id: str | None = None,
     ) -> tuple[list[SnapshotRecord], int]:
         """Runs, newest first, filtered; and how many match in all."""
-        where, params = _filters(workflow_id, status, from_date, to_date)
+        if resource_id is not None and not self._resources:
+            return [], 0  # a file older than resource ids, read without migrating it
+        where, params = _filters(workflow_id, status, from_date, to_date, resource_id)
         with self._reading() as connection:
             total: int = connection.execute(f"SELECT count(*) FROM runs{where}", params).fetchone()[
                 0
@@ -1168,6 +1199,7 @@ class SQLiteStore:
             lineage,
             epoch,
             r.wake_at,
+            r.resource_id,
         )
 
     def _row_exists(self, connection: sqlite3.Connection) -> bool:
@@ -1263,14 +1295,14 @@ class SQLiteStore:
         raise AssertionError(f"unknown write {kind!r}")
 
     def _replace(self, connection: sqlite3.Connection, write: Write, outcome: _Outcome) -> bool:
-        record, expected_seq, hold = write.payload
+        record, expected_seq, hold, reopen = write.payload
         # A replace whose caller gave up waiting must not happen: take() decides.
         if not write.take():
             return False
         settles = record.status in SETTLED_STATUSES
         keep = hold and not settles
         row = connection.execute(
-            _REPLACE,
+            _REOPEN if reopen else _REPLACE,
             (
                 record.status,
                 record.seq,
@@ -1577,13 +1609,21 @@ def _stored(record: SnapshotRecord) -> tuple[bytes, int | None]:
 
 
 def _filters(
-    workflow_id: str | None, status: str | None, from_date: float | None, to_date: float | None
+    workflow_id: str | None,
+    status: str | Sequence[str] | None,
+    from_date: float | None,
+    to_date: float | None,
+    resource_id: str | None = None,
 ) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
+    statuses = status_set(status)
+    if statuses is not None:
+        clauses.append(f"status IN ({', '.join('?' * len(statuses))})")
+        params.extend(sorted(statuses))
     for clause, value in (
         ("workflow_id = ?", workflow_id),
-        ("status = ?", status),
+        ("resource_id = ?", resource_id),
         ("created_at >= ?", from_date),
         ("created_at <= ?", to_date),
     ):

@@ -1,0 +1,202 @@
+"""Restart and time travel: running a recorded run again, in place or as a new run.
+
+``run.restart()`` takes a run that failed or was canceled and runs it on from
+the node where it stopped, keeping every step that had succeeded.
+``workflow.time_travel(...)`` builds a new run from a recorded one: the steps
+before a chosen step keep their recorded outputs, and the run starts at that
+step with the input given (or the one it had), linked to the original.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from runtime._errors import InvalidInputError
+from runtime._ids import new_span_id, new_trace_id
+from runtime._model import RunStatus, StepStatus
+from runtime._plan import EnterNode, ExitNode, ForeachNode, leaf_steps
+from runtime._run_input import validated_input, validated_resume_data
+from runtime._snapshot import Snapshot, StepSnapshot, copy_plain
+from runtime._step import Step
+
+if TYPE_CHECKING:
+    from runtime._plan import ExecutionPlan
+
+__all__ = ["restarted", "time_travel_snapshot"]
+
+
+def restarted(snapshot: Snapshot) -> None:
+    """Turn an ended (failed or canceled) run's snapshot into one that runs on, in place.
+
+    The run goes on at the node where it stopped (``next_step``, with its
+    input and progress as recorded): the steps that succeeded keep their
+    records and outputs, the others run again. A nested workflow the run was
+    inside reads ``running`` again.
+    """
+    steps = snapshot["steps"]
+    paths = list(steps)
+    containers = {path for path in paths if any(other.startswith(path + ".") for other in paths)}
+    kept: dict[str, StepSnapshot] = {}
+    for path, step in steps.items():
+        if step["status"] == StepStatus.SUCCESS:
+            kept[path] = step
+        elif path in containers:
+            kept[path] = _reopened(step)
+        # Any other step that did not succeed runs again, with a new record.
+    snapshot["steps"] = kept
+    snapshot["status"] = RunStatus.RUNNING.value
+    snapshot["error"] = None
+    snapshot["result"] = None
+    snapshot["suspended"] = {}
+    snapshot["resume"] = None
+    snapshot["wake_at"] = None
+    snapshot.pop("resumed", None)
+    snapshot["restarts"] = snapshot.get("restarts", 0) + 1
+
+
+def _reopened(step: StepSnapshot) -> StepSnapshot:
+    reopened: StepSnapshot = dict(step)  # type: ignore[assignment]
+    reopened["status"] = StepStatus.RUNNING.value
+    reopened["ended_at"] = None
+    reopened["error"] = None
+    reopened["output"] = None
+    return reopened
+
+
+def target_path(plan: ExecutionPlan, step: Step[Any, Any] | str, run_id: str) -> str:
+    """The path of the step ``step`` names in ``plan``: a path, an id, or a :class:`Step`.
+
+    Raises:
+        InvalidInputError: if no step, or several, have that id.
+    """
+    if isinstance(step, Step):
+        name = step.id
+    elif isinstance(step, str):
+        name = step
+    else:
+        raise TypeError(f"step must be a Step or a str, got {type(step).__name__}")
+    if name in plan.by_id:
+        return name
+    matches = [path for path in plan.by_id if path.endswith("." + name)]
+    if len(matches) == 1:
+        return matches[0]
+    problem = (
+        f"names several steps {matches}: use a full path"
+        if matches
+        else f"is not a step of workflow {plan.workflow_id!r}"
+    )
+    raise InvalidInputError(
+        f"step {name!r} {problem} (time travel of run {run_id!r})",
+        field="step",
+        errors=[{"type": "value_error", "loc": ("step",), "msg": problem}],
+        run_id=run_id,
+    )
+
+
+def time_travel_snapshot(
+    plan: ExecutionPlan,
+    source: Snapshot,
+    run_id: str,
+    path: str,
+    *,
+    input_data: BaseModel | Any = None,
+    resume_data: BaseModel | Any = None,
+    resource_id: str | None = None,
+) -> Snapshot:
+    """The first snapshot of a new run that starts at ``path`` from the run in ``source``.
+
+    The steps of the nodes before ``path``'s node keep their recorded records
+    (those that succeeded); the node of ``path`` runs on ``input_data``
+    (validated by its step's input schema; for a ``foreach``, a list of
+    items), or, without it, on the input it had in ``source``. With
+    ``resume_data`` the step is called with it as ``ctx.resume_data``. The
+    run's input, state, request context and options are ``source``'s.
+
+    Raises:
+        InvalidInputError: if ``input_data`` or ``resume_data`` does not fit,
+            or there is none and ``source`` never reached the step.
+    """
+    index = next(i for i, node in enumerate(plan.nodes) if _owns(node, path))
+    node = plan.nodes[index]
+    before: set[str] = set()
+    open_children: set[str] = set()
+    for node_before in plan.nodes[:index]:
+        before.add(node_before.path)
+        before.update(step_node.path for step_node in leaf_steps(node_before))
+        if isinstance(node_before, EnterNode):
+            open_children.add(node_before.path)
+        elif isinstance(node_before, ExitNode):
+            open_children.discard(node_before.path)
+    steps: dict[str, StepSnapshot] = {}
+    for step_path, record in source["steps"].items():
+        if step_path in open_children:
+            steps[step_path] = _reopened(record)
+        elif step_path in before and record["status"] == StepStatus.SUCCESS:
+            steps[step_path] = record
+    definition = plan.by_id[path]
+    if input_data is None:
+        recorded = source["steps"].get(path)
+        if recorded is None:
+            raise InvalidInputError(
+                f"run {source['run_id']!r} never reached step {path!r}: give the step's "
+                "input_data to time travel to it",
+                field="input_data",
+                errors=[{"type": "missing", "loc": ("input_data",), "msg": "Field required"}],
+                run_id=run_id,
+            )
+        carry = recorded.get("payload")
+    elif isinstance(node, ForeachNode):
+        if not isinstance(input_data, list | tuple):
+            raise InvalidInputError(
+                f"input_data for foreach step {path!r} must be a list of items, "
+                f"got {type(input_data).__name__}",
+                field="input_data",
+                errors=[{"type": "list_type", "loc": (), "msg": "Input should be a list"}],
+                run_id=run_id,
+            )
+        carry = [
+            validated_input(definition.input_schema, item, "input_data", run_id)
+            for item in input_data
+        ]
+    else:
+        carry = validated_input(definition.input_schema, input_data, "input_data", run_id)
+    resume = None
+    if resume_data is not None:
+        resume = {path: validated_resume_data(definition, resume_data, path, run_id)}
+    now = time.time()
+    snapshot: Snapshot = {
+        "run_id": run_id,
+        "workflow_id": plan.workflow_id,
+        "seq": 0,
+        "status": RunStatus.PENDING.value,
+        "input": source["input"],
+        "result": None,
+        "error": None,
+        "steps": copy_plain(steps),
+        "next_step": index,
+        "carry": carry,
+        "progress": None,
+        "wake_at": None,
+        "suspended": {},
+        "resume": resume,
+        "scopes": copy_plain(source["scopes"]),
+        "state": copy_plain(source["state"]),
+        "request_context": copy_plain(source["request_context"]),
+        "include_state": source["include_state"],
+        "trace_id": new_trace_id(),
+        "span_id": new_span_id(),
+        "metadata": copy_plain(source["metadata"]),
+        "created_at": now,
+        "updated_at": now,
+        "time_traveled_from": {"run_id": source["run_id"], "step": path},
+    }
+    if resource_id is not None:
+        snapshot["resource_id"] = resource_id
+    return snapshot
+
+
+def _owns(node: Any, path: str) -> bool:
+    return any(step_node.path == path for step_node in leaf_steps(node))

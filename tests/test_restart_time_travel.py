@@ -1,0 +1,261 @@
+"""``run.restart()`` in place, and ``workflow.time_travel()`` into a new, linked run."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from runtime import (
+    InvalidInputError,
+    RunNotRestartableError,
+    RunNotStartedError,
+    RunReader,
+    Runtime,
+    create_step,
+    create_workflow,
+)
+
+WAIT = 10.0
+
+
+class Value(BaseModel):
+    value: str
+
+
+calls: Counter[str] = Counter()
+broken = {"second": True}
+
+
+def _first(ctx):  # type: ignore[no-untyped-def]
+    calls["first"] += 1
+    return Value(value=ctx.input_data.value + "-1")
+
+
+def _second(ctx):  # type: ignore[no-untyped-def]
+    calls["second"] += 1
+    if broken["second"]:
+        raise RuntimeError("a bad deploy")
+    return Value(value=ctx.input_data.value + "-2")
+
+
+def _third(ctx):  # type: ignore[no-untyped-def]
+    calls["third"] += 1
+    return Value(value=ctx.input_data.value + "-3")
+
+
+first = create_step(id="first", input_schema=Value, output_schema=Value, execute=_first)
+second = create_step(id="second", input_schema=Value, output_schema=Value, execute=_second)
+third = create_step(id="third", input_schema=Value, output_schema=Value, execute=_third)
+chain = (
+    create_workflow(id="chain", input_schema=Value, output_schema=Value)
+    .then(first)
+    .then(second)
+    .then(third)
+    .commit()
+)
+
+
+@pytest.fixture(autouse=True)
+def _fresh() -> None:
+    calls.clear()
+    broken["second"] = True
+
+
+def test_a_failed_run_restarts_in_place_from_its_last_completed_step(runtime: Runtime) -> None:
+    wf = runtime.register(chain)
+    run = wf.create_run()
+    failed = run.start(input_data={"value": "a"}, timeout=WAIT)
+    assert failed.status == "failed" and failed.steps["second"].status == "failed"
+    told = list(run.stream(timeout=WAIT))  # a UI showed the failure
+    assert told[-1].type == "run_finish" and told[-1].status == "failed"
+
+    broken["second"] = False
+    result = run.restart(timeout=WAIT)
+    assert result.run_id == run.run_id
+    assert result.status == "success" and result.result == {"value": "a-1-2-3"}
+    assert result.error is None and result.restarts == 1
+    assert calls == Counter(first=1, second=2, third=1)
+    assert result.steps["first"] == failed.steps["first"]  # kept, not run again
+    # Its stream tells both: the failure, then the restart to its end, numbered on.
+    ends = [
+        (event.type, event.status)
+        for event in run.stream(timeout=WAIT)
+        if event.type in ("run_start", "run_finish")
+    ]
+    assert ends == [
+        ("run_start", "pending"),
+        ("run_finish", "failed"),
+        ("run_start", "running"),
+        ("run_finish", "success"),
+    ]
+    with pytest.raises(RunNotRestartableError) as caught:
+        run.restart()
+    assert caught.value.status == "success"
+
+
+def test_a_canceled_run_restarts_and_the_step_it_stopped_in_runs_again(runtime: Runtime) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(ctx):  # type: ignore[no-untyped-def]
+        calls["slow"] += 1
+        if calls["slow"] == 1:
+            entered.set()
+            ctx.abort_signal.wait(WAIT)
+        return ctx.input_data
+
+    wf = runtime.register(
+        create_workflow(id="slow", input_schema=Value, output_schema=Value)
+        .then(first)
+        .then(create_step(id="slow", input_schema=Value, output_schema=Value, execute=slow))
+        .commit()
+    )
+    run = wf.create_run()
+    run.start_async(input_data={"value": "c"})
+    assert entered.wait(WAIT)
+    assert run.cancel() is True
+    release.set()
+    result = run.restart(timeout=WAIT)
+    assert result.status == "success" and result.result == {"value": "c-1"}
+    assert calls["first"] == 1 and calls["slow"] == 2
+
+
+def test_only_a_failed_or_canceled_run_restarts(runtime: Runtime) -> None:
+    def ask(ctx):  # type: ignore[no-untyped-def]
+        ctx.suspend({"q": 1})
+
+    wf = runtime.register(
+        create_workflow(id="held", input_schema=Value, output_schema=Value)
+        .then(create_step(id="ask", input_schema=Value, output_schema=Value, execute=ask))
+        .commit()
+    )
+    run = wf.create_run()
+    assert run.start(input_data={"value": "x"}, timeout=WAIT).status == "suspended"
+    with pytest.raises(RunNotRestartableError) as caught:
+        run.restart()
+    assert caught.value.status == "suspended"
+    with pytest.raises(RunNotStartedError):
+        wf.create_run().restart()
+
+
+def test_restart_on_sqlite_across_a_process_restart(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    with Runtime(store=db) as rt:
+        run = rt.register(chain).create_run(resource_id="user-1")
+        assert run.start(input_data={"value": "s"}, timeout=WAIT).status == "failed"
+    broken["second"] = False  # the fix is deployed
+    with Runtime(store=db) as rt:  # another runtime on the same file
+        again = rt.register(chain).create_run(run.run_id)
+        result = again.restart(timeout=WAIT)
+        assert result.status == "success" and result.result == {"value": "s-1-2-3"}
+        assert result.resource_id == "user-1" and result.restarts == 1
+    assert calls == Counter(first=1, second=2, third=1)
+    with RunReader(db) as reader:
+        stored = reader.get_run(run.run_id)
+        assert stored is not None and stored.status == "success" and stored.restarts == 1
+
+
+def test_time_travel_on_sqlite_across_a_process_restart_reuses_earlier_outputs(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "runs.db"
+    broken["second"] = False
+    with Runtime(store=db) as rt:
+        original = rt.register(chain).create_run(resource_id="user-9")
+        done = original.start(input_data={"value": "t"}, timeout=WAIT)
+        assert done.result == {"value": "t-1-2-3"}
+    with Runtime(store=db) as rt:
+        wf = rt.register(chain)
+        new = wf.time_travel(original.run_id, step="second", input_data={"value": "fixed"})
+        assert new.run_id != original.run_id
+        result = new.wait(WAIT)
+        assert result.status == "success" and result.result == {"value": "fixed-2-3"}
+        assert result.steps["first"].output == {"value": "t-1"}  # recorded, not run again
+        assert result.steps["second"].payload == {"value": "fixed"}
+        assert result.time_traveled_from is not None
+        assert result.time_traveled_from.run_id == original.run_id
+        assert result.time_traveled_from.step == "second"
+        assert result.resource_id == "user-9" and result.input == {"value": "t"}
+        # Without input_data, the step's recorded input.
+        replay = wf.time_travel(original.run_id, step=third).wait(WAIT)
+        assert replay.result == {"value": "t-1-2-3"}
+        unchanged = wf.get_workflow_run_by_id(original.run_id)
+        assert unchanged is not None and unchanged.time_traveled_from is None
+        listed = wf.list_workflow_runs(resource_id="user-9")
+        assert {(r.run_id, r.time_traveled_from is not None) for r in listed.runs} == {
+            (original.run_id, False),
+            (new.run_id, True),
+            (replay.run_id, True),
+        }
+    assert calls == Counter(first=1, second=2, third=3)
+
+
+def test_time_travel_hands_resume_data_to_the_step(runtime: Runtime) -> None:
+    def ask(ctx):  # type: ignore[no-untyped-def]
+        if ctx.resume_data is None:
+            ctx.suspend({"question": "ok?"})
+        return Value(value=f"{ctx.input_data.value}:{ctx.resume_data['answer']}")
+
+    wf = runtime.register(
+        create_workflow(id="approve", input_schema=Value, output_schema=Value)
+        .then(first)
+        .then(create_step(id="ask", input_schema=Value, output_schema=Value, execute=ask))
+        .commit()
+    )
+    run = wf.create_run()
+    assert run.start(input_data={"value": "r"}, timeout=WAIT).status == "suspended"
+    result = wf.time_travel(run.run_id, step="ask", resume_data={"answer": "yes"}).wait(WAIT)
+    assert result.status == "success" and result.result == {"value": "r-1:yes"}
+    assert calls["first"] == 1
+
+
+def test_time_travel_refuses_what_it_cannot_do(runtime: Runtime) -> None:
+    wf = runtime.register(chain)
+    run = wf.create_run()
+    run.start(input_data={"value": "z"}, timeout=WAIT)  # fails at second: third never ran
+    with pytest.raises(InvalidInputError) as caught:
+        wf.time_travel(run.run_id, step="third")
+    assert caught.value.field == "input_data"
+    with pytest.raises(InvalidInputError) as caught:
+        wf.time_travel(run.run_id, step="nowhere")
+    assert caught.value.field == "step"
+    with pytest.raises(InvalidInputError):
+        wf.time_travel(run.run_id, step="second", input_data={"wrong": 1})
+    with pytest.raises(RunNotStartedError):
+        wf.time_travel("no-such-run", step="second")
+
+
+@pytest.mark.parametrize(
+    "kind", ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_every_store_reopens_only_a_run_that_has_ended(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from runtime._stores.memory import MemoryStore
+    from runtime._stores.open import open_store
+    from runtime._stores.sqlite import SQLiteStore
+    from tests.test_store_contract import rec, save_and_wait
+
+    if kind == "memory":
+        store = MemoryStore()
+    elif kind == "sqlite":
+        store = SQLiteStore(tmp_path / "runs.db")
+    else:
+        store = open_store(request.getfixturevalue("postgres_url"))
+    try:
+        assert store.create(rec("r"))
+        assert not store.replace(rec("r", 1, "running"), 0, reopen=True)  # not ended
+        save_and_wait(store, rec("r", 1, "failed"))
+        assert not store.replace(rec("r", 2, "running"), 1)  # a terminal status is final...
+        assert store.replace(rec("r", 2, "running"), 1, reopen=True)  # ...but for a restart
+        assert not store.replace(rec("r", 3, "running"), 1, reopen=True)  # seq moved on
+        loaded = store.load("r")
+        assert loaded is not None and (loaded.seq, loaded.status) == (2, "running")
+        save_and_wait(store, rec("r", 3, "success"))
+        loaded = store.load("r")
+        assert loaded is not None and loaded.status == "success"
+    finally:
+        store.close()
