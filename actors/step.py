@@ -33,7 +33,7 @@ from actors.messages import (
     StepActorMessage,
     StepFinished,
 )
-from runtime import _clock, _probes
+from runtime import _clock, _otel, _probes
 from runtime._errors import (
     NonRetryableError,
     RunCrashedError,
@@ -155,6 +155,8 @@ class StepActor(ThreadActor):
                 finished = outcome(call, ctx, value, started)
             except BaseException as exc:
                 finished = _failure(call, exc, started, ctx)
+                _report(call, span, finished, exc)
+                return
             _report(call, span, finished)
         except Exception as exc:
             # A fault in callboard's own handling, not in the user's code
@@ -205,7 +207,8 @@ class StepActor(ThreadActor):
                     raise value
                 finished = outcome(call, ctx, value, started)
             except BaseException as exc:
-                finished = _failure(call, exc, started, ctx)
+                _report(call, span, _failure(call, exc, started, ctx), exc)
+                return
             _report(call, span, finished)
 
         try:
@@ -236,10 +239,13 @@ def _execute(call: CallStep, ctx: StepContext[Any]) -> Any:
 
 
 def _span(call: StepActorMessage) -> Span:
+    attempt = call.retry_count + 1 if isinstance(call, CallStep) else 1
     span = Span(
         "workflow_step",
         call.trace_id,
         parent_span_id=call.parent_span_id,
+        otel_parent=call.span_parent,
+        otel_attributes={"callboard.step.attempt": attempt},
         run_id=call.run_id,
         workflow_id=call.workflow_id,
         step_id=call.path or call.step_id,
@@ -469,12 +475,31 @@ def _step_after(call: CallStep, ctx: StepContext[Any]) -> tuple[Any, dict[str, A
     return ctx.raw_state, request_context
 
 
-def _report(call: StepActorMessage, span: Span | None, finished: StepFinished) -> None:
+def _report(
+    call: StepActorMessage,
+    span: Span | None,
+    finished: StepFinished,
+    exception: BaseException | None = None,
+) -> None:
     if span is not None:
+        status = _SPAN_STATUS[finished.outcome]
+        error = finished.error
         span.end(
-            _SPAN_STATUS[finished.outcome],
-            **({} if finished.error is None else {"error": finished.error["name"]}),
+            status,
+            failure=error,
+            exception=exception if error is not None else None,
+            **({} if error is None else {"error": error["name"]}),
         )
+        meter = _otel.instruments()
+        if meter is not None:
+            meter.step_duration.record(
+                max(0.0, finished.ended_at - finished.started_at),
+                {
+                    "callboard.workflow.id": call.workflow_id,
+                    "callboard.step.id": call.path or call.step_id,
+                    "callboard.status": status,
+                },
+            )
     tell_safely(call.reply_to, finished)
 
 

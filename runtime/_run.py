@@ -33,8 +33,9 @@ from runtime._model import (
     WorkflowResult,
 )
 from runtime._options import OutputOptions, TracingOptions
+from runtime._otel import end_span
 from runtime._request_context import RequestContext
-from runtime._run_input import first_record, pending_snapshot, validated_resume_data
+from runtime._run_input import first_record, pending_snapshot, start_span, validated_resume_data
 from runtime._snapshot import (
     Snapshot,
     canceled_record,
@@ -135,7 +136,16 @@ class Run(Generic[In, Out]):
                 tracing_options=tracing_options,
                 output_options=output_options,
             )
-            host.start_run(plan, snapshot, first_record(snapshot))
+            span = start_span(snapshot, tracing_options)
+            if span is None:
+                host.start_run(plan, snapshot, first_record(snapshot))
+            else:
+                try:
+                    host.start_run(plan, snapshot, first_record(snapshot))
+                except BaseException as exc:
+                    end_span(span, "failed", exception=exc)
+                    raise
+                end_span(span, "pending")
             self._started = True
         return StartAsyncResult(run_id=run_id)
 

@@ -120,6 +120,9 @@ class Snapshot(TypedDict):
     is recorded, until the run suspends again: a later resume of that
     suspension lost to it. Snapshots before that key lack it, as do runs
     never resumed.
+
+    ``unsampled`` is there (and true) when the run's ``workflow_start``
+    OpenTelemetry span was not sampled: its later spans are not either.
     """
 
     run_id: str
@@ -146,6 +149,7 @@ class Snapshot(TypedDict):
     created_at: float
     updated_at: float
     resumed: NotRequired[bool]
+    unsampled: NotRequired[bool]
 
 
 def _packb(value: Any) -> bytes:

@@ -4,7 +4,7 @@ Layers (imports only go down, or stay within a layer):
 
     0 leaf         runtime._errors, runtime._model, runtime._options,
                    runtime._request_context, runtime._sync, runtime._ids,
-                   runtime._clock, runtime._probes
+                   runtime._clock, runtime._probes, runtime._otel
     1 codec        runtime._snapshot, runtime._tracing, runtime._stores.*
     2 definitions  runtime._step, runtime._step_context, runtime._plan
     3 machinery    actors.*
@@ -36,6 +36,7 @@ RUNTIME_LAYERS = {
     "runtime._ids": 0,
     "runtime._clock": 0,
     "runtime._probes": 0,
+    "runtime._otel": 0,
     "runtime._snapshot": 1,
     "runtime._tracing": 1,
     "runtime._stores": 1,
