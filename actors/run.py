@@ -405,6 +405,10 @@ class RunActor(DispatchedActor):
                 record["resume_payload"] = resume_data
                 if previous is not None:
                     record["suspend_payload"] = previous.get("suspend_payload")
+                    # The time spent waiting for the resume stays visible: the step
+                    # keeps when it first started, and records when it was resumed.
+                    record["resumed_at"] = record["started_at"]
+                    record["started_at"] = previous.get("started_at") or record["started_at"]
                 snapshot["suspended"] = {
                     k: v for k, v in snapshot["suspended"].items() if k != path
                 }

@@ -26,6 +26,7 @@ from runtime._errors import (
     StepTimeoutError,
     StepValidationError,
     StoreError,
+    UnboundWorkflowError,
     WorkflowDefinitionError,
     WorkflowError,
 )
@@ -102,6 +103,7 @@ __all__ = [
     "StepValidationError",
     "StoreError",
     "TracingOptions",
+    "UnboundWorkflowError",
     "Workflow",
     "WorkflowDefinitionError",
     "WorkflowError",

@@ -176,8 +176,10 @@ class StepResult(BaseModel):
             times the loop has run it; ``None`` elsewhere.
         suspend_payload: What the step passed to ``ctx.suspend()``, once it has.
         resume_payload: The ``resume_data`` the step was resumed with, once it has been.
-        started_at: When the step started (UTC).
+        started_at: When the step started (UTC). A resumed step keeps when
+            it first started, before it suspended.
         ended_at: When the step ended (UTC), once it has.
+        resumed_at: When the step was last resumed (UTC), once it has been.
     """
 
     model_config = _FROZEN
@@ -192,6 +194,7 @@ class StepResult(BaseModel):
     resume_payload: Any = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    resumed_at: datetime | None = None
 
 
 class WorkflowResult(BaseModel):

@@ -105,6 +105,7 @@ class StepSnapshot(TypedDict, total=False):
     iterations: int | None
     suspend_payload: Any
     resume_payload: Any
+    resumed_at: float | None
 
 
 class Snapshot(TypedDict):

@@ -58,6 +58,7 @@ EXPORTED = [
     "StepValidationError",
     "StoreError",
     "TracingOptions",
+    "UnboundWorkflowError",
     "Workflow",
     "WorkflowDefinitionError",
     "WorkflowError",
