@@ -60,6 +60,7 @@ RUNTIME_LAYERS = {
     "runtime._pytest_fixtures": 5,
     "runtime._cli": 5,
     "runtime._cli._commands": 5,
+    "runtime._cli._actions": 5,
     "runtime._cli._loader": 5,
     "runtime._cli._render": 5,
     "runtime._cli._worker": 5,

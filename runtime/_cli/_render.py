@@ -83,9 +83,16 @@ def show(console: Console, renderable: RenderableType) -> None:
     console.file.flush()
 
 
-def print_json(value: Any) -> None:
-    """Write ``value`` to stdout as indented JSON."""
-    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+def print_json(value: Any, file: TextIO | None = None) -> None:
+    """Write ``value`` to ``file`` (by default stdout) as indented JSON."""
+    (file or sys.stdout).write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def print_json_line(value: Any, file: TextIO | None = None) -> None:
+    """Write ``value`` to ``file`` (by default stdout) as one line of JSON, and flush it."""
+    out = file or sys.stdout
+    out.write(json.dumps(value, ensure_ascii=False, separators=(",", ":")) + "\n")
+    out.flush()
 
 
 def plain(model: WorkflowResult | WorkflowRunList) -> Any:
@@ -270,6 +277,20 @@ def _step_status(step: StepResult) -> Text:
     if step.attempts > 1:
         text.append(f" ({step.attempts} attempts)", style="dim")
     return text
+
+
+def suspended_line(result: WorkflowResult) -> Text:
+    """One line for a suspended run: what it waits for, and how to resume it."""
+    line = Text.assemble(
+        f"{datetime.now().strftime('%H:%M:%S')}  run {result.run_id} ",
+        status_text(result.status),
+        ", waiting for a resume",
+    )
+    for index, (path, payload) in enumerate(result.suspended.items()):
+        line.append(": " if index == 0 else "; ")
+        line.append(f"{path} asked {_json_text(payload)}")
+    line.append(f" (callboard runs resume {result.run_id} --data JSON)", style="dim")
+    return line
 
 
 def progress_line(result: WorkflowResult) -> Text:
