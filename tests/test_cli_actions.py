@@ -225,6 +225,7 @@ def test_runs_resume_refuses_bad_arguments(
     db: str,
     flows: tuple[str, ModuleType],
     capsys: pytest.CaptureFixture[str],
+    *,
     argv: list[str],
     code: int,
     message: str,
@@ -334,7 +335,7 @@ def test_runs_watch_json_prints_one_event_per_line_and_says_what_a_suspended_run
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    name, module = flows
+    module = flows[1]
     suspended_run(db, module)
 
     def pause(seconds: float) -> None:  # the operator answers while the watch goes on
