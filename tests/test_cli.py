@@ -1108,8 +1108,7 @@ def test_runs_watch_follows_a_suspended_run_until_it_is_canceled_and_exits_1(
     progress = [line.split(" run r ")[1] for line in out.splitlines() if " run r " in line]
     # The suspended run says so once, with what it waits for and how to resume it.
     assert progress == [
-        "suspended, waiting for a resume: approve asked null "
-        "(callboard runs resume r --data JSON)",
+        "suspended, waiting for a resume: approve asked null (callboard runs resume r --data JSON)",
         "running",
     ]
     assert "status    canceled" in out
