@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import inspect
 import logging
 import time
@@ -147,8 +148,11 @@ class StepActor(ThreadActor):
             started = time.time()
             ctx: StepContext[Any] | None = None
             try:
-                ctx = context(call, span)
-                value = invoke(call, ctx)
+                # The step's span is current while user code runs: spans it makes
+                # (an HTTP client's, say) are its children.
+                with contextlib.nullcontext() if span is None else span.current():
+                    ctx = context(call, span)
+                    value = invoke(call, ctx)
                 if inspect.isawaitable(value):
                     self._await(call, ctx, span, started, value, outcome=outcome)
                     return
@@ -180,7 +184,8 @@ class StepActor(ThreadActor):
             # into the event loop: it would end the loop's thread, and with it
             # every async step of every run. Cancellation still propagates.
             try:
-                return True, await awaitable
+                with contextlib.nullcontext() if span is None else span.current():
+                    return True, await awaitable
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:

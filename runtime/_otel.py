@@ -25,6 +25,7 @@ Metrics come from the meter ``callboard`` (see :class:`Instruments`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -58,6 +59,7 @@ __all__ = [
     "remote_parent",
     "traceparent_of",
     "tracer",
+    "using",
 ]
 
 INSTALLED: Final = otel_trace is not None
@@ -138,6 +140,13 @@ def tracer() -> Any | None:
 def context_with(span: Any) -> Any:
     """An OpenTelemetry context whose current span is ``span``."""
     return otel_trace.set_span_in_context(span)
+
+
+def using(span: Any) -> contextlib.AbstractContextManager[Any]:
+    """Make ``span`` the current span inside the ``with`` block (it is not ended on exit)."""
+    return otel_trace.use_span(
+        span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+    )
 
 
 def empty_context() -> Any:

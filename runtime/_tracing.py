@@ -15,6 +15,7 @@ configuration.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -141,6 +142,15 @@ class Span:
         """The OpenTelemetry context of this span, for its children; ``None`` without one."""
         span = self._otel
         return None if span is None else _otel.context_with(span)
+
+    def current(self) -> contextlib.AbstractContextManager[Any]:
+        """A ``with`` block in which this span is OpenTelemetry's current span.
+
+        User code called inside it (a step body) makes its own spans children
+        of this one. Without an OpenTelemetry span it does nothing.
+        """
+        span = self._otel
+        return contextlib.nullcontext() if span is None else _otel.using(span)
 
     def _start_otel(self, tracer: Any) -> None:
         parent = self.otel_parent

@@ -478,3 +478,33 @@ def test_the_private_attributes_the_fast_check_reads_exist() -> None:
     assert hasattr(trace, "_TRACER_PROVIDER")
     assert hasattr(metrics_state, "_METER_PROVIDER")
     assert _otel._TRACE_GLOBAL and _otel._METER_GLOBAL
+
+
+def test_spans_a_step_body_makes_are_children_of_its_step_span(
+    runtime: Runtime, exporter: InMemorySpanExporter
+) -> None:
+    tracer = trace.get_tracer("the-app")
+
+    def sync_body(ctx: StepContext[Value]) -> Value:
+        with tracer.start_as_current_span("sync work"):
+            return ctx.input_data
+
+    async def async_body(ctx: StepContext[Value]) -> Value:
+        await asyncio.sleep(0)
+        with tracer.start_as_current_span("async work"):
+            return ctx.input_data
+
+    wf = runtime.register(
+        create_workflow(id="otel_inner", input_schema=Value, output_schema=Value)
+        .then(_step("sync_step", sync_body))
+        .then(_step("async_step", async_body))
+        .commit()
+    )
+    assert wf.create_run().start(input_data={"value": "x"}, timeout=WAIT).status == "success"
+
+    spans = exporter.get_finished_spans()
+    by_step = {s.attributes["callboard.step.id"]: s for s in _named(spans, "workflow_step")}
+    for name, step in (("sync work", "sync_step"), ("async work", "async_step")):
+        (inner,) = _named(spans, name)
+        assert inner.parent is not None
+        assert inner.parent.span_id == by_step[step].context.span_id
