@@ -72,7 +72,6 @@ __all__ = [
     "UsageError",
     "open_db",
     "print_page",
-    "runs_list",
     "runs_prune",
     "runs_show",
     "runs_watch",
@@ -253,16 +252,7 @@ def _opened(db: str, *, readonly: bool) -> Iterator[SnapshotStore]:
         store.close()
 
 
-# --- runs list, show, watch, prune ----------------------------------------------------
-
-
-def runs_list(args: argparse.Namespace) -> None:
-    """``callboard runs list``: a page of runs, newest first, as a table or JSON."""
-    with _reader(args.db) as reader:
-        page = reader.list_runs(
-            workflow_id=args.workflow, status=args.status, limit=args.limit, offset=args.offset
-        )
-    print_page(page, args)
+# --- runs list (see _actions.runs_list), show, watch, prune ----------------------------
 
 
 def print_page(page: WorkflowRunList, args: argparse.Namespace) -> None:
