@@ -37,6 +37,7 @@ from runtime import (
     StepTimeoutError,
     StepValidationError,
     StoreError,
+    UnboundWorkflowError,
     WorkflowDefinitionError,
     WorkflowError,
     WorkflowResult,
@@ -69,6 +70,7 @@ ERRORS = [
     SnapshotFormatError,
     StepValidationError,
     StoreError,
+    UnboundWorkflowError,
     WorkflowDefinitionError,
 ]
 

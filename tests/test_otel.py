@@ -1,9 +1,8 @@
 """OpenTelemetry: runs and steps as real spans, and callboard's metrics, read in memory.
 
-The tracer and meter providers are process-wide and can be set only once, so this
-module sets them on first use and clears the exporter between tests; later test
-modules then run with OpenTelemetry configured too. Whether nothing happens without
-OpenTelemetry is checked in fresh interpreters.
+The tracer and meter providers are process-wide: this module sets them for its own
+tests and unsets them afterwards, and clears the exporter between tests. Whether
+nothing happens without OpenTelemetry is checked in fresh interpreters.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import opentelemetry.metrics._internal as metrics_state
 import pytest
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
@@ -24,39 +24,58 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
+from opentelemetry.util._once import Once
 
 from runtime import Runtime, StepContext, TracingOptions, create_step, create_workflow
 from tests._support import ROOT, Value
 
 WAIT = 10.0
 
-_providers: tuple[InMemorySpanExporter, InMemoryMetricReader] | None = None
+
+@pytest.fixture(scope="module")
+def providers() -> Iterator[tuple[InMemorySpanExporter, InMemoryMetricReader]]:
+    """The SDK's providers, set globally for this module's tests and unset after them.
+
+    OpenTelemetry lets a process set its providers once; unsetting them (as the
+    OpenTelemetry project's own test utilities do, through the same private
+    globals) keeps the other test modules running without OpenTelemetry.
+    """
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    _reset_globals()
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(meter_provider)
+    try:
+        yield exporter, reader
+    finally:
+        _reset_globals()
+        tracer_provider.shutdown()
+        meter_provider.shutdown()
 
 
-def _install() -> tuple[InMemorySpanExporter, InMemoryMetricReader]:
-    global _providers  # noqa: PLW0603 - the providers can be set once per process
-    if _providers is None:
-        exporter = InMemorySpanExporter()
-        tracer_provider = TracerProvider()
-        tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-        trace.set_tracer_provider(tracer_provider)
-        reader = InMemoryMetricReader()
-        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
-        _providers = (exporter, reader)
-    return _providers
+def _reset_globals() -> None:
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    trace._TRACER_PROVIDER = None
+    metrics_state._METER_PROVIDER_SET_ONCE = Once()
+    metrics_state._METER_PROVIDER = None
 
 
 @pytest.fixture
-def exporter() -> Iterator[InMemorySpanExporter]:
-    spans, _reader = _install()
+def exporter(
+    providers: tuple[InMemorySpanExporter, InMemoryMetricReader],
+) -> Iterator[InMemorySpanExporter]:
+    spans = providers[0]
     spans.clear()
     yield spans
     spans.clear()
 
 
 @pytest.fixture
-def reader() -> InMemoryMetricReader:
-    _spans, found = _install()
+def reader(providers: tuple[InMemorySpanExporter, InMemoryMetricReader]) -> InMemoryMetricReader:
+    found = providers[1]
     found.get_metrics_data()  # start from what is measured from here on (cumulative: diffs)
     return found
 
@@ -468,15 +487,16 @@ def test_without_configured_opentelemetry_nothing_is_made(block: str, expected: 
     assert done.stderr == ""
 
 
-def test_the_private_attributes_the_fast_check_reads_exist() -> None:
-    # runtime/_otel.py reads these module globals to tell "no provider" in nanoseconds;
-    # if an OpenTelemetry release moves them, it falls back to the public getters.
-    import opentelemetry.metrics._internal as metrics_state
-
+def test_the_private_attributes_the_fast_check_and_these_tests_use_exist() -> None:
+    # runtime/_otel.py reads the provider globals to tell "no provider" in nanoseconds
+    # (if an OpenTelemetry release moves them, it falls back to the public getters);
+    # this module's fixture also resets the set-once guards.
     from runtime import _otel
 
     assert hasattr(trace, "_TRACER_PROVIDER")
     assert hasattr(metrics_state, "_METER_PROVIDER")
+    assert isinstance(trace._TRACER_PROVIDER_SET_ONCE, Once)
+    assert isinstance(metrics_state._METER_PROVIDER_SET_ONCE, Once)
     assert _otel._TRACE_GLOBAL and _otel._METER_GLOBAL
 
 
