@@ -11,6 +11,7 @@ import asyncio
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,8 @@ def providers() -> Iterator[tuple[InMemorySpanExporter, InMemoryMetricReader]]:
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
     reader = InMemoryMetricReader()
     meter_provider = MeterProvider(metric_readers=[reader])
+    global _meter_provider  # noqa: PLW0603 - for a test that swaps the tracer provider
+    _meter_provider = meter_provider
     _reset_globals()
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)
@@ -54,6 +57,9 @@ def providers() -> Iterator[tuple[InMemorySpanExporter, InMemoryMetricReader]]:
         _reset_globals()
         tracer_provider.shutdown()
         meter_provider.shutdown()
+
+
+_meter_provider: MeterProvider | None = None
 
 
 def _reset_globals() -> None:
@@ -528,3 +534,67 @@ def test_spans_a_step_body_makes_are_children_of_its_step_span(
         (inner,) = _named(spans, name)
         assert inner.parent is not None
         assert inner.parent.span_id == by_step[step].context.span_id
+
+
+def test_a_run_recovered_after_a_crash_continues_its_trace(
+    tmp_path: Path, exporter: InMemorySpanExporter
+) -> None:
+    from runtime.testing import Harness
+
+    entered, release = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def slow_once(ctx: StepContext[Value]) -> Value:
+        calls.append(1)
+        if len(calls) == 1:
+            entered.set()
+            release.wait(WAIT)  # the crash loses whatever this returns
+        return ctx.input_data
+
+    workflow = (
+        create_workflow(id="otel_recovered", input_schema=Value, output_schema=Value)
+        .then(_step("first", lambda ctx: ctx.input_data))
+        .then(_step("slow", slow_once))
+        .commit()
+    )
+    with Harness(store=tmp_path / "runs.db", time_skipping=False) as harness:
+        run = harness.register(workflow).create_run()
+        run.start_async(input_data={"value": "x"})
+        assert entered.wait(WAIT)
+        recovered = harness.crash_and_recover()
+        release.set()
+        result = recovered.register(workflow).create_run(run.run_id).wait(WAIT)
+    assert result.status == "success"
+
+    spans = exporter.get_finished_spans()
+    assert {_hex(span.context.trace_id, 32) for span in spans} == {result.trace_id}
+    (start,) = _named(spans, "workflow_start")
+    (run_span,) = _named(spans, "workflow_run")  # the crashed one never ended
+    assert run_span.attributes["callboard.status"] == "success"
+    assert run_span.parent is not None and run_span.parent.span_id == start.context.span_id
+    span_ids = [span.context.span_id for span in spans]
+    assert len(span_ids) == len(set(span_ids))
+
+
+def test_a_run_whose_start_span_is_not_sampled_records_no_span_later(
+    providers: tuple[InMemorySpanExporter, InMemoryMetricReader],
+) -> None:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+
+    exporter = InMemorySpanExporter()
+    unsampled = TracerProvider(sampler=ParentBased(ALWAYS_OFF))
+    unsampled.add_span_processor(SimpleSpanProcessor(exporter))
+    kept = trace.get_tracer_provider()
+    _reset_globals()
+    trace.set_tracer_provider(unsampled)
+    try:
+        with Runtime() as rt:
+            wf = rt.register(_two_steps("otel_unsampled"))
+            result = wf.create_run().start(input_data={"value": "x"}, timeout=WAIT)
+    finally:
+        _reset_globals()
+        trace.set_tracer_provider(kept)
+        metrics.set_meter_provider(_meter_provider)
+    assert result.status == "success"
+    # The run's own spans follow its start span's sampling decision, kept with the run.
+    assert exporter.get_finished_spans() == ()
