@@ -598,3 +598,14 @@ def test_a_run_whose_start_span_is_not_sampled_records_no_span_later(
     assert result.status == "success"
     # The run's own spans follow its start span's sampling decision, kept with the run.
     assert exporter.get_finished_spans() == ()
+
+
+def test_runs_queued_in_a_shared_store_are_gauged(
+    tmp_path: Path, reader: InMemoryMetricReader
+) -> None:
+    # A client starts runs and runs none: they wait in the store for a worker.
+    with Runtime(store=tmp_path / "runs.db", role="client") as client:
+        wf = client.register(_two_steps("metrics_store_queue"))
+        for _ in range(3):
+            wf.create_run().start_async(input_data={"value": "x"})
+        assert _sum(_points(reader)["callboard.runs.queued"]) == 3
