@@ -408,3 +408,20 @@ def test_runs_cancel_in_another_thread_is_safe_while_a_worker_holds_the_run(
         thread.join(WAIT * 2)
         assert run.wait(WAIT).status == "canceled"
     assert codes == [0]
+
+
+def test_runs_show_of_a_resumed_step_shows_when_it_was_resumed(
+    db: str, flows: tuple[str, ModuleType], capsys: pytest.CaptureFixture[str]
+) -> None:
+    module = flows[1]
+    suspended_run(db, module)
+    assert cli(capsys, "runs", "resume", "r1", "--db", db, "--data", '{"answer": "a"}')[0] == 0
+    with Runtime(store=db) as rt:
+        result = rt.register(module.approval).create_run("r1").wait(WAIT)
+    resumed_at = result.steps["ask"].resumed_at
+    assert resumed_at is not None
+
+    code, out, err = cli(capsys, "runs", "show", "r1", "--db", db)
+
+    assert code == 0, err
+    assert f"(resumed {resumed_at.astimezone().strftime('%H:%M:%S')})" in out

@@ -264,11 +264,19 @@ def run_view(result: WorkflowResult) -> RenderableType:
         steps.add_row(
             Text(step_id),
             _step_status(step),
-            Text(_when(step.started_at)),
+            _started(step),
             Text(_took(step.started_at, step.ended_at)),
             outcome,
         )
     return Group(fields, Text(""), steps)
+
+
+def _started(step: StepResult) -> Text:
+    """When a step first started, and when it was resumed, if it was."""
+    text = Text(_when(step.started_at))
+    if step.resumed_at is not None:
+        text.append(f" (resumed {step.resumed_at.astimezone().strftime('%H:%M:%S')})", style="dim")
+    return text
 
 
 def _step_status(step: StepResult) -> Text:
