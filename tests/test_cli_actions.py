@@ -425,3 +425,22 @@ def test_runs_show_of_a_resumed_step_shows_when_it_was_resumed(
 
     assert code == 0, err
     assert f"(resumed {resumed_at.astimezone().strftime('%H:%M:%S')})" in out
+
+
+def test_runs_list_follow_in_text_says_what_a_suspended_run_waits_for(
+    db: str,
+    flows: tuple[str, ModuleType],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    suspended_run(db, flows[1], "waiting")
+
+    def pause(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_actions, "_sleep", pause)
+    code, out, _err = cli(capsys, "runs", "list", "--db", db, "--follow")
+
+    assert code == 130
+    assert "run waiting suspended, waiting for a resume: ask asked" in out
+    assert "callboard runs resume waiting --data JSON" in out
