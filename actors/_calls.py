@@ -89,6 +89,9 @@ class Calls:
         durable: Whether the run's snapshots go to a durable store: then a
             call waits until the snapshot announcing it is committed.
 
+    Attributes:
+        span_parent: The OpenTelemetry context each call's span is a child of
+            (the run actor's span), or ``None``.
     """
 
     __slots__ = (
@@ -104,6 +107,7 @@ class Calls:
         "_snapshot",
         "_timers",
         "_writer",
+        "span_parent",
     )
 
     def __init__(
@@ -126,6 +130,8 @@ class Calls:
         self._timers = timers
         self._announce = announce
         self._durable = durable
+        # The OpenTelemetry context of the run's span, handed to each call (see Call).
+        self.span_parent: Any = None
         self._next_token: Callable[[], int] = itertools.count(1).__next__
         self._jobs: dict[int, Job] = {}
         self._retrying: dict[int, tuple[Job, TimerHandle]] = {}
@@ -192,6 +198,7 @@ class Calls:
             outputs=outputs,
             trace_id=snapshot["trace_id"],
             parent_span_id=snapshot["span_id"],
+            span_parent=self.span_parent,
             reply_to=self._run,
             token=self._next_token(),
             path=step_node.path,
@@ -268,6 +275,7 @@ class Calls:
             "outputs": outputs,
             "trace_id": snapshot["trace_id"],
             "parent_span_id": snapshot["span_id"],
+            "span_parent": self.span_parent,
             "reply_to": self._run,
             "token": self._next_token(),
             "path": node.path,

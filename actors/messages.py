@@ -482,6 +482,8 @@ class Call:
         outputs: The outputs of the steps done so far, by path.
         trace_id: The run's trace.
         parent_span_id: The run's span.
+        span_parent: The OpenTelemetry context of the run actor's ``workflow_run``
+            span, the parent of the call's span; ``None`` without OpenTelemetry.
         reply_to: The run actor.
         token: Names this call within its run; the reply carries it back.
         path: The path of the node the code belongs to, in the run's results.
@@ -506,6 +508,7 @@ class Call:
     path: str = ""
     prefix: str = ""
     signal: AbortSignal | None = None
+    span_parent: Any = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

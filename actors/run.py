@@ -53,7 +53,7 @@ from actors.messages import (
     TimerFired,
 )
 from actors.step import error_dict
-from runtime import _clock
+from runtime import _clock, _otel
 from runtime._errors import (
     LoopLimitError,
     RunCrashedError,
@@ -193,14 +193,25 @@ class RunActor(DispatchedActor):
             span_id=snapshot["span_id"],
             run_id=snapshot["run_id"],
             workflow_id=snapshot["workflow_id"],
+            sampled=not snapshot.get("unsampled", False),
             metadata=snapshot["metadata"],
         )
+        # Whether this actor counts in the runs in flight (callboard.runs.active).
+        self._active: _otel.Instruments | None = None
 
     # --- lifecycle and messages -----------------------------------------------------------
 
     def on_start(self) -> None:
         self._span.start()
         snapshot = self._snapshot
+        self._calls.span_parent = self._span.otel_context()
+        meter = _otel.instruments()
+        if meter is not None:
+            workflow = {"callboard.workflow.id": snapshot["workflow_id"]}
+            if snapshot["status"] == RunStatus.PENDING:
+                meter.runs_started.add(1, workflow)
+            meter.runs_active.add(1, workflow)
+            self._active = meter
         mismatch = self._plan_mismatch()
         if mismatch is not None:
             self._finish(RunStatus.FAILED, error=error_dict(mismatch, with_traceback=False))
@@ -272,7 +283,9 @@ class RunActor(DispatchedActor):
         )
         crash.__traceback__ = traceback
         self._calls.abort(AbortReason.CANCELED)
-        self._span.end(RunStatus.FAILED.value, error=type(crash).__name__)
+        failure = error_dict(crash)
+        self._span.end(RunStatus.FAILED.value, failure=failure, error=type(crash).__name__)
+        self._count_end(RunStatus.FAILED.value)
         tell_safely(
             self._supervisor,
             RunCrashed(run_id=self._snapshot["run_id"], error=error_dict(crash)),
@@ -503,6 +516,10 @@ class RunActor(DispatchedActor):
                 record["resume_payload"] = resume_data
                 if previous is not None:
                     record["suspend_payload"] = previous.get("suspend_payload")
+                    # The time spent waiting for the resume stays visible: the step
+                    # keeps when it first started, and records when it was resumed.
+                    record["resumed_at"] = record["started_at"]
+                    record["started_at"] = previous.get("started_at") or record["started_at"]
                 snapshot["suspended"] = {
                     k: v for k, v in snapshot["suspended"].items() if k != path
                 }
@@ -1116,6 +1133,7 @@ class RunActor(DispatchedActor):
         self._ended = True
         self._calls.abort(AbortReason.CANCELED)
         self._span.end(status.value)
+        self._count_end(None)
         self._tell_snapshot(terminal=False)
         snapshot = self._snapshot
         parked = RunParked(
@@ -1129,6 +1147,7 @@ class RunActor(DispatchedActor):
         self._ended = True
         self._calls.abort(AbortReason.CANCELED)
         self._span.end("interrupted")
+        self._count_end(None)
         ended = RunEnded(run_id=self._snapshot["run_id"], status="halted")
         tell_safely(self._supervisor, ended)
         self.stop_now()
@@ -1172,11 +1191,26 @@ class RunActor(DispatchedActor):
         snapshot = self._snapshot
         # The root span ends before the final result becomes visible, so that
         # whoever sees the result can see the whole trace.
-        self._span.end(status.value, **({} if error is None else {"error": error["name"]}))
+        self._span.end(
+            status.value, failure=error, **({} if error is None else {"error": error["name"]})
+        )
+        self._count_end(status.value)
         record = self._encoder.next_record(time.time())
         self._hooks.finish(self._plan, snapshot, record, self._registry, on_recorded)
         tell_safely(self._supervisor, RunEnded(run_id=snapshot["run_id"], status=status))
         self.stop_now()
+
+    def _count_end(self, status: str | None) -> None:
+        """This actor stops driving the run; ``status`` when the run ended, for the metrics."""
+        meter, self._active = self._active, None
+        if meter is None:
+            return
+        workflow = {"callboard.workflow.id": self._snapshot["workflow_id"]}
+        meter.runs_active.add(-1, workflow)
+        if status is not None:
+            ended = {**workflow, "callboard.status": status}
+            meter.runs_ended.add(1, ended)
+            meter.run_duration.record(max(0.0, time.time() - self._snapshot["created_at"]), ended)
 
     def _tell_snapshot(self, *, terminal: bool = False) -> int:
         """Tell the registry the run's new snapshot; its sequence number."""

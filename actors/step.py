@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import inspect
 import logging
 import time
@@ -33,7 +34,7 @@ from actors.messages import (
     StepActorMessage,
     StepFinished,
 )
-from runtime import _clock, _probes
+from runtime import _clock, _otel, _probes
 from runtime._errors import (
     NonRetryableError,
     RunCrashedError,
@@ -147,14 +148,19 @@ class StepActor(ThreadActor):
             started = time.time()
             ctx: StepContext[Any] | None = None
             try:
-                ctx = context(call, span)
-                value = invoke(call, ctx)
+                # The step's span is current while user code runs: spans it makes
+                # (an HTTP client's, say) are its children.
+                with contextlib.nullcontext() if span is None else span.current():
+                    ctx = context(call, span)
+                    value = invoke(call, ctx)
                 if inspect.isawaitable(value):
                     self._await(call, ctx, span, started, value, outcome=outcome)
                     return
                 finished = outcome(call, ctx, value, started)
             except BaseException as exc:
                 finished = _failure(call, exc, started, ctx)
+                _report(call, span, finished, exc)
+                return
             _report(call, span, finished)
         except Exception as exc:
             # A fault in callboard's own handling, not in the user's code
@@ -178,7 +184,8 @@ class StepActor(ThreadActor):
             # into the event loop: it would end the loop's thread, and with it
             # every async step of every run. Cancellation still propagates.
             try:
-                return True, await awaitable
+                with contextlib.nullcontext() if span is None else span.current():
+                    return True, await awaitable
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:
@@ -205,7 +212,8 @@ class StepActor(ThreadActor):
                     raise value
                 finished = outcome(call, ctx, value, started)
             except BaseException as exc:
-                finished = _failure(call, exc, started, ctx)
+                _report(call, span, _failure(call, exc, started, ctx), exc)
+                return
             _report(call, span, finished)
 
         try:
@@ -236,10 +244,13 @@ def _execute(call: CallStep, ctx: StepContext[Any]) -> Any:
 
 
 def _span(call: StepActorMessage) -> Span:
+    attempt = call.retry_count + 1 if isinstance(call, CallStep) else 1
     span = Span(
         "workflow_step",
         call.trace_id,
         parent_span_id=call.parent_span_id,
+        otel_parent=call.span_parent,
+        otel_attributes={"callboard.step.attempt": attempt},
         run_id=call.run_id,
         workflow_id=call.workflow_id,
         step_id=call.path or call.step_id,
@@ -481,12 +492,31 @@ def _step_after(
     return ctx.raw_state, request_context, ctx.state_changes
 
 
-def _report(call: StepActorMessage, span: Span | None, finished: StepFinished) -> None:
+def _report(
+    call: StepActorMessage,
+    span: Span | None,
+    finished: StepFinished,
+    exception: BaseException | None = None,
+) -> None:
     if span is not None:
+        status = _SPAN_STATUS[finished.outcome]
+        error = finished.error
         span.end(
-            _SPAN_STATUS[finished.outcome],
-            **({} if finished.error is None else {"error": finished.error["name"]}),
+            status,
+            failure=error,
+            exception=exception if error is not None else None,
+            **({} if error is None else {"error": error["name"]}),
         )
+        meter = _otel.instruments()
+        if meter is not None:
+            meter.step_duration.record(
+                max(0.0, finished.ended_at - finished.started_at),
+                {
+                    "callboard.workflow.id": call.workflow_id,
+                    "callboard.step.id": call.path or call.step_id,
+                    "callboard.status": status,
+                },
+            )
     tell_safely(call.reply_to, finished)
 
 

@@ -123,6 +123,7 @@ class SupervisorActor(DispatchedActor):
         give_up: Callable[[str], None] | None = None,
         shared: bool = False,
         gate: QueueGate[StartRun] | None = None,
+        waiting: deque[StartRun] | None = None,
     ) -> None:
         super().__init__(dispatcher)
         # On a shared store a sleeping run is released to the store, which keeps its
@@ -137,7 +138,9 @@ class SupervisorActor(DispatchedActor):
         self._durable = durable
         self._limit = max_concurrent_runs
         self._runs: dict[str, tuple[pykka.ActorRef[Any], ExecutionPlan]] = {}
-        self._waiting: deque[StartRun] = deque()
+        # Runs waiting for room, oldest first. The system may hand in the deque, to
+        # read its length (a gauge) from another thread: len() of a deque is atomic.
+        self._waiting: deque[StartRun] = deque() if waiting is None else waiting
         self._sleeping: dict[str, tuple[ExecutionPlan, Snapshot, TimerHandle]] = {}
         self._idle_events: list[threading.Event] = []
         self._gate: QueueGate[StartRun] = QueueGate() if gate is None else gate

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -45,6 +46,7 @@ from actors.messages import (
 from actors.registry import RegistryActor
 from actors.step import error_dict
 from actors.supervisor import PendingRuns, SupervisorActor
+from runtime import _otel
 from runtime._errors import RuntimeOverloadedError, RuntimeStoppedError, StoreError
 from runtime._model import RunEvent
 from runtime._options import RetentionPolicy
@@ -151,6 +153,7 @@ class ActorSystem:
         self._defined_lock = threading.Lock()
         self._queues_in_use = False
         self.registry = RegistryActor.start(store, self.hooks, self._gave_up, self.watcher)
+        self._waiting: deque[StartRun] = deque()
         self.supervisor = SupervisorActor.start(
             self.dispatcher,
             registry=self.registry,
@@ -163,11 +166,25 @@ class ActorSystem:
             give_up=self._gave_up,
             shared=shared,
             gate=self.gate,
+            waiting=self._waiting,
         )
         self.pruner = None if retention is None else Pruner(store, retention)
         # A shutdown's wait for runs in progress, and whether hurry() cut it short.
         self._draining: threading.Event | None = None
         self._hurried_at: float | None = None
+        _otel.add_source(self)  # its gauges, while OpenTelemetry metrics are configured
+
+    # --- gauges (runtime._otel.MetricSource) -------------------------------------------
+
+    def queued_runs(self) -> int:
+        """Runs waiting for room: in a shared store's queue, else in the supervisor's."""
+        if self.shared is not None:
+            return len(self.shared.queued())
+        return len(self._waiting)
+
+    def step_threads(self) -> int:
+        """Threads in the step pool now."""
+        return self.pool.size
 
     def _seen(self, run_id: str, record: SnapshotRecord | None) -> None:
         with contextlib.suppress(pykka.ActorDeadError):
@@ -513,6 +530,7 @@ class ActorSystem:
             end = deadline if hurried_at is None else min(deadline, hurried_at + SHUTDOWN_GRACE)
             return max(0.05, end - time.monotonic())
 
+        _otel.discard_source(self)
         if self.claimer is not None:
             self.claimer.stop(left())  # nothing more is claimed; the rest are drained
         if self.pruner is not None:
@@ -544,6 +562,7 @@ class ActorSystem:
         next runtime on the same durable store recovers the runs.
         """
         deadline = time.monotonic() + SHUTDOWN_GRACE
+        _otel.discard_source(self)
 
         def left() -> float:
             return max(0.05, deadline - time.monotonic())

@@ -1121,6 +1121,18 @@ def profile_start_async(setup: Setup) -> None:
         pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(20)
 
 
+def configure_otel() -> None:
+    """OpenTelemetry's SDK with a tracer provider that records spans and exports none."""
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+
+    trace.set_tracer_provider(TracerProvider())
+    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+    print("OpenTelemetry: SDK configured, spans recorded and dropped, metrics kept in memory")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="smaller N: a smoke run")
@@ -1137,12 +1149,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run only these workloads (W1 .. W5); the W5 vs W3 row needs both",
     )
     parser.add_argument(
+        "--otel",
+        action="store_true",
+        help="configure OpenTelemetry's SDK first (spans recorded, no exporter; metrics kept "
+        "in memory): the cost of the instrumentation itself",
+    )
+    parser.add_argument(
         "--db-dir",
         type=Path,
         default=None,
         help="folder for the SQLite files (default: the system's temporary folder)",
     )
     args = parser.parse_args(argv)
+    if args.otel:
+        configure_otel()
     sizes = QUICK if args.quick else FULL
     stores = STORES if args.store == "all" else (args.store,)
     began = time.perf_counter_ns()

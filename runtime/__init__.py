@@ -29,6 +29,7 @@ from runtime._errors import (
     StepTimeoutError,
     StepValidationError,
     StoreError,
+    UnboundWorkflowError,
     WorkflowDefinitionError,
     WorkflowError,
 )
@@ -131,6 +132,7 @@ __all__ = [
     "StoreError",
     "StreamEvent",
     "TracingOptions",
+    "UnboundWorkflowError",
     "Workflow",
     "WorkflowDefinitionError",
     "WorkflowError",

@@ -35,6 +35,8 @@ The hierarchy::
     ├── RunNotRestartableError           restarting a run that has not failed or been canceled
     ├── CancelError                      the process holding a run did not carry out its cancel
     ├── RoleError                        a call the runtime's role does not allow
+    ├── UnboundWorkflowError             the original of a workflow used while it is registered
+    │                                    on a runtime: use what ``register`` returned
     ├── NonRetryableError                raised by a step body: fail now, do not retry
     ├── StepTimeoutError                 inside a run: a step outlasted its ``timeout``
     │                                    (also TimeoutError)
@@ -77,6 +79,7 @@ __all__ = [
     "StepTimeoutError",
     "StepValidationError",
     "StoreError",
+    "UnboundWorkflowError",
     "WorkflowDefinitionError",
     "WorkflowError",
     "summarize_errors",
@@ -346,6 +349,17 @@ class ResumeConflictError(WorkflowError):
     def __init__(self, message: str, *, status: str | None = None, run_id: str | None = None):
         super().__init__(message, run_id=run_id)
         self.status = status
+
+
+class UnboundWorkflowError(WorkflowError):
+    """The workflow object ``register`` was given was used while that runtime is not stopped.
+
+    ``runtime.register(workflow)`` returns a copy bound to the runtime; the
+    original stays unbound, and an unbound workflow runs on the process-wide
+    default runtime (in memory). Using the original by mistake would send the
+    runs there, not to the runtime (and store) it was registered on, so it is
+    refused until that runtime has stopped.
+    """
 
 
 class CancelError(WorkflowError):

@@ -351,8 +351,10 @@ class StepResult(BaseModel):
             (for a ``foreach`` step whose items suspended: each suspended
             item's payload by its index, as a string).
         resume_payload: The ``resume_data`` the step was resumed with, once it has been.
-        started_at: When the step started (UTC).
+        started_at: When the step started (UTC). A resumed step keeps when
+            it first started, before it suspended.
         ended_at: When the step ended (UTC), once it has.
+        resumed_at: When the step was last resumed (UTC), once it has been.
     """
 
     model_config = _FROZEN
@@ -367,6 +369,7 @@ class StepResult(BaseModel):
     resume_payload: Any = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    resumed_at: datetime | None = None
 
 
 class RunOrigin(BaseModel):

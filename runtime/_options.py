@@ -9,6 +9,8 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from runtime._otel import parse_traceparent, traceparent_of
+
 __all__ = ["OutputOptions", "RetentionPolicy", "RetryConfig", "TracingOptions"]
 
 _TRACE_ID = re.compile(r"[0-9a-fA-F]{1,32}")
@@ -21,17 +23,51 @@ class TracingOptions(BaseModel):
         metadata: Key/value pairs put on the run's root span (``workflow_run``).
             Values must be encodable with msgpack; ``start_async`` checks them.
         trace_id: Join an existing trace: 1 to 32 hexadecimal characters. When
-            omitted the run starts a new trace with a random 32-character id.
+            omitted the run starts a new trace with a random 32-character id
+            (or, with OpenTelemetry configured, joins the caller's current span).
+        parent: The span the run's spans are children of: a W3C ``traceparent``
+            string (``"00-<trace id>-<span id>-01"``), or an OpenTelemetry
+            ``Span`` or ``SpanContext`` (kept as its ``traceparent``). The run
+            joins its trace. When omitted, OpenTelemetry's current span at
+            ``start_async`` is the parent.
 
     Raises:
         pydantic.ValidationError: (a ``ValueError``) for a trace id that is empty,
-            longer than 32 characters or not hexadecimal.
+            longer than 32 characters or not hexadecimal, a parent that is not a
+            ``traceparent``, or a trace id that is not the parent's.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     metadata: dict[str, Any] = Field(default_factory=dict)
     trace_id: str | None = None
+    parent: str | None = None
+
+    @field_validator("parent", mode="before")
+    @classmethod
+    def _parent_is_traceparent(cls, value: Any) -> Any:
+        if value is None or isinstance(value, str):
+            if isinstance(value, str):
+                parse_traceparent(value)  # raises ValueError
+                return value.strip().lower()
+            return value
+        found = traceparent_of(value)
+        if found is None:
+            raise ValueError(
+                "parent must be a W3C traceparent string or a valid OpenTelemetry Span or "
+                f"SpanContext, got {type(value).__name__}"
+            )
+        return found
+
+    @model_validator(mode="after")
+    def _one_trace(self) -> Self:
+        if self.parent is not None and self.trace_id is not None:
+            parent_trace = parse_traceparent(self.parent)[0]
+            if int(parent_trace, 16) != int(self.trace_id, 16):
+                raise ValueError(
+                    f"trace_id {self.trace_id!r} is not the trace of parent {self.parent!r}"
+                )
+        return self
 
     @field_validator("trace_id")
     @classmethod

@@ -36,11 +36,18 @@ from runtime._model import (
     WorkflowResult,
 )
 from runtime._options import OutputOptions, TracingOptions
+from runtime._otel import end_span
 from runtime._plan import split_item_path
 from runtime._queue import Queue
 from runtime._request_context import RequestContext
 from runtime._restart import restarted, target_path, time_travel_snapshot
-from runtime._run_input import enter_queue, first_record, pending_snapshot, validated_resume_data
+from runtime._run_input import (
+    enter_queue,
+    first_record,
+    pending_snapshot,
+    start_span,
+    validated_resume_data,
+)
 from runtime._snapshot import (
     Snapshot,
     canceled_record,
@@ -173,7 +180,16 @@ class Run(Generic[In, Out]):
             chosen = enter_queue(
                 plan, snapshot, queue=queue, priority=priority, concurrency_key=concurrency_key
             )
-            host.start_run(plan, snapshot, first_record(snapshot), chosen)
+            span = start_span(snapshot, tracing_options)
+            if span is None:
+                host.start_run(plan, snapshot, first_record(snapshot), chosen)
+            else:
+                try:
+                    host.start_run(plan, snapshot, first_record(snapshot), chosen)
+                except BaseException as exc:
+                    end_span(span, "failed", exception=exc)
+                    raise
+                end_span(span, "pending")
             self._started = True
             self.resource_id = resource_id
         return StartAsyncResult(run_id=run_id)

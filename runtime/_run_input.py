@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import BaseModel, ValidationError
 
+from runtime import _otel
 from runtime._errors import InvalidInputError, SnapshotEncodingError, summarize_errors
 from runtime._ids import new_span_id, new_trace_id
 from runtime._model import RunStatus
 from runtime._options import OutputOptions, TracingOptions
+from runtime._otel import parse_traceparent
 from runtime._queue import Queue, check_key, check_priority
 from runtime._snapshot import Snapshot, check_encodable, copy_plain, find_unencodable, record_of
 from runtime._step import Step, plain
@@ -99,7 +101,8 @@ def pending_snapshot(
         "state": state,
         "request_context": context,
         "include_state": output.include_state,
-        "trace_id": tracing.trace_id or new_trace_id(),
+        "trace_id": tracing.trace_id
+        or (parse_traceparent(tracing.parent)[0] if tracing.parent else new_trace_id()),
         "span_id": new_span_id(),
         "metadata": metadata,
         "created_at": now,
@@ -282,3 +285,48 @@ def _not_storable(found: tuple[str, str], field: str, run_id: str) -> InvalidInp
         errors=[{"type": "not_encodable", "loc": (where,), "msg": f"cannot store {what}"}],
         run_id=run_id,
     )
+
+
+def start_span(snapshot: Snapshot, tracing_options: Any) -> Any | None:
+    """Open the ``workflow_start`` span of a run being started, on the caller's thread.
+
+    Without a configured OpenTelemetry tracer this returns ``None`` at once.
+    Otherwise the span is a child of ``TracingOptions.parent``, else (without
+    an explicit ``trace_id``) of the caller's current span; its ids become the
+    run's ``trace_id`` (unless one was given) and ``span_id``, so that every
+    later ``workflow_run`` span, in this process or another, hangs under it.
+    The caller ends it (:func:`runtime._otel.end_span`) once the start is
+    recorded, or refused.
+    """
+    tracer = _otel.tracer()
+    if tracer is None:
+        return None
+    tracing = _options(
+        TracingOptions, tracing_options, _DEFAULT_TRACING, "tracing_options", snapshot["run_id"]
+    )
+    context = None  # the caller's current context
+    if tracing.parent is not None:
+        trace_id, span_id, sampled = parse_traceparent(tracing.parent)
+        context = _otel.remote_parent(trace_id, span_id, sampled=sampled)
+    elif tracing.trace_id is not None:
+        # Join a trace known only by its id: a remote parent nobody records.
+        context = _otel.remote_parent(snapshot["trace_id"], new_span_id())
+    span = tracer.start_span(
+        "workflow_start",
+        context=context,
+        attributes=_otel.attributes(
+            {
+                "run_id": snapshot["run_id"],
+                "workflow_id": snapshot["workflow_id"],
+                "metadata": snapshot["metadata"],
+            }
+        ),
+    )
+    ids = span.get_span_context()
+    if ids.is_valid:
+        if tracing.trace_id is None:
+            snapshot["trace_id"] = f"{ids.trace_id:032x}"
+        snapshot["span_id"] = f"{ids.span_id:016x}"
+        if not ids.trace_flags.sampled:
+            snapshot["unsampled"] = True
+    return span

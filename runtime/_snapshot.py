@@ -105,6 +105,7 @@ class StepSnapshot(TypedDict, total=False):
     iterations: int | None
     suspend_payload: Any
     resume_payload: Any
+    resumed_at: float | None
 
 
 class Snapshot(TypedDict):
@@ -123,6 +124,9 @@ class Snapshot(TypedDict):
     for (absent in older snapshots). ``time_traveled_from`` (``{"run_id", "step"}``)
     links a run made by ``workflow.time_travel`` to its original, and
     ``restarts`` counts the restarts of a run (both absent when there are none).
+
+    ``unsampled`` is there (and true) when the run's ``workflow_start``
+    OpenTelemetry span was not sampled: its later spans are not either.
     """
 
     run_id: str
@@ -153,6 +157,7 @@ class Snapshot(TypedDict):
     resource_id: NotRequired[str | None]
     time_traveled_from: NotRequired[dict[str, str]]
     restarts: NotRequired[int]
+    unsampled: NotRequired[bool]
 
 
 def _packb(value: Any) -> bytes:

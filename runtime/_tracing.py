@@ -15,6 +15,7 @@ configuration.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -22,6 +23,7 @@ from typing import Any
 
 import structlog
 
+from runtime import _otel
 from runtime._ids import new_span_id
 
 __all__ = [
@@ -83,16 +85,35 @@ def emit(level: int, event: str, **fields: Any) -> None:
 class Span:
     """A span: logs ``span_start`` on :meth:`start` and ``span_end`` on :meth:`end`.
 
+    With an OpenTelemetry tracer provider configured (see :mod:`runtime._otel`)
+    it is also an OpenTelemetry span, whose ids are OpenTelemetry's own.
+
     Args:
         name: ``workflow_run`` or ``workflow_step``.
         trace_id: The trace this span belongs to.
         parent_span_id: The enclosing span's id, or ``None`` for a root span.
         span_id: The span's own id; a new random one when omitted.
+        otel_parent: The OpenTelemetry parent: a context, or ``None`` for the
+            span ``(trace_id, parent_span_id)`` (or ``trace_id`` and ``span_id``
+            for a span without a parent id).
+        otel_attributes: Attributes only the OpenTelemetry span carries.
+        sampled: Whether a parent made from ids is sampled.
         fields: Fields added to both events (``run_id``, ``workflow_id``,
             ``step_id``, ``metadata``).
     """
 
-    __slots__ = ("_started", "fields", "name", "parent_span_id", "span_id", "trace_id")
+    __slots__ = (
+        "_otel",
+        "_started",
+        "fields",
+        "name",
+        "otel_attributes",
+        "otel_parent",
+        "parent_span_id",
+        "sampled",
+        "span_id",
+        "trace_id",
+    )
 
     def __init__(
         self,
@@ -100,6 +121,10 @@ class Span:
         trace_id: str,
         parent_span_id: str | None = None,
         span_id: str | None = None,
+        *,
+        otel_parent: Any = None,
+        otel_attributes: dict[str, Any] | None = None,
+        sampled: bool = True,
         **fields: Any,
     ) -> None:
         self.name = name
@@ -107,11 +132,49 @@ class Span:
         self.parent_span_id = parent_span_id
         self.span_id = span_id or new_span_id()
         self.fields = fields
+        self.otel_parent = otel_parent
+        self.otel_attributes = otel_attributes
+        self.sampled = sampled
         self._started = 0.0
+        self._otel: Any = None
+
+    def otel_context(self) -> Any:
+        """The OpenTelemetry context of this span, for its children; ``None`` without one."""
+        span = self._otel
+        return None if span is None else _otel.context_with(span)
+
+    def current(self) -> contextlib.AbstractContextManager[Any]:
+        """A ``with`` block in which this span is OpenTelemetry's current span.
+
+        User code called inside it (a step body) makes its own spans children
+        of this one. Without an OpenTelemetry span it does nothing.
+        """
+        span = self._otel
+        return contextlib.nullcontext() if span is None else _otel.using(span)
+
+    def _start_otel(self, tracer: Any) -> None:
+        parent = self.otel_parent
+        if parent is None:
+            parent = _otel.remote_parent(
+                self.trace_id, self.parent_span_id or self.span_id, sampled=self.sampled
+            )
+        attributes = _otel.attributes(self.fields)
+        if self.otel_attributes:
+            attributes.update(self.otel_attributes)
+        # An explicit context: a span is never parented to whatever span happens to be
+        # current on an actor's thread.
+        self._otel = tracer.start_span(
+            self.name,
+            context=parent if parent is not None else _otel.empty_context(),
+            attributes=attributes,
+        )
 
     def start(self) -> None:
         """Mark the span's start and log ``span_start``."""
         self._started = time.perf_counter()
+        tracer = _otel.tracer()
+        if tracer is not None:
+            self._start_otel(tracer)
         active = _active_logger()
         if active is not None:
             active.info(
@@ -123,8 +186,26 @@ class Span:
                 **self.fields,
             )
 
-    def end(self, status: str, **extra: Any) -> None:
-        """Log ``span_end`` with the span's ``status`` and ``duration_ms``."""
+    def end(
+        self,
+        status: str,
+        *,
+        failure: dict[str, Any] | None = None,
+        exception: BaseException | None = None,
+        **extra: Any,
+    ) -> None:
+        """Log ``span_end`` with the span's ``status`` and ``duration_ms``.
+
+        Args:
+            status: How the span ended (a run or step status).
+            failure: The error (an ``ErrorInfo`` dict) a failed span records.
+            exception: The exception a failed span records, when there is one.
+            extra: More fields for the ``span_end`` event.
+        """
+        span = self._otel
+        if span is not None:
+            self._otel = None  # ended once, whatever calls this again
+            _otel.end_span(span, status, error=failure, exception=exception)
         active = _active_logger()
         if active is not None:
             active.info(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from runtime._errors import RunInProgressError, WorkflowDefinitionError
+from runtime._errors import RunInProgressError, UnboundWorkflowError, WorkflowDefinitionError
 from runtime._ids import check_resource_id, check_run_id, new_id
 from runtime._model import (
     TERMINAL_STATUSES,
@@ -118,6 +119,9 @@ class Workflow(Generic[In, Out]):
         self._plan: ExecutionPlan | None = None
         self._runtime: Runtime | None = None
         self._host: RunHost | None = None
+        # The runtimes this (unbound) workflow was registered on: while one of them is
+        # not stopped, using this object instead of what register() returned is refused.
+        self._registrations: weakref.WeakSet[Runtime] = weakref.WeakSet()
 
     def __repr__(self) -> str:
         state = "committed" if self._plan is not None else "not committed"
@@ -516,6 +520,7 @@ class Workflow(Generic[In, Out]):
         if runtime is None:
             from runtime._runtime import default_runtime
 
+            self._refuse_if_registered()
             return default_runtime().register(self).create_run(run_id, resource_id=resource_id)
         assert self._host is not None
         return Run(plan, self._host, run_id, resource_id)
@@ -755,15 +760,36 @@ class Workflow(Generic[In, Out]):
         if runtime is None:
             from runtime._runtime import default_runtime
 
+            self._refuse_if_registered()
             runtime = default_runtime(start=start)
         store = None if runtime is None else runtime.store
         # Without a (default) runtime, or before a SQLite runtime starts, there
         # is no run to find: an empty store says so, after the same checks.
         return _NO_RUNS if store is None else store
 
+    def _refuse_if_registered(self) -> None:
+        """Refuse the unbound path while a runtime this object was registered on is not stopped.
+
+        Raises:
+            UnboundWorkflowError: naming that runtime.
+        """
+        from runtime._runtime import default_runtime
+
+        default = default_runtime(start=False)
+        for runtime in list(self._registrations):
+            if runtime is not default and runtime._host.state in ("new", "running"):
+                raise UnboundWorkflowError(
+                    f"workflow {self.id!r} is registered on {runtime!r}, but this is the "
+                    "unbound object you passed to register(), which would run on the "
+                    "process-wide default runtime (in memory) instead: use the workflow "
+                    "register() returned (wf = runtime.register(workflow))"
+                )
+
     def _bound_to(self, runtime: Runtime, host: RunHost) -> Self:
         if self._runtime is runtime:
             return self
+        if self._runtime is None:
+            self._registrations.add(runtime)
         bound = object.__new__(type(self))
         bound.__dict__.update(self.__dict__)
         bound._runtime = runtime

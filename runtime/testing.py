@@ -382,7 +382,9 @@ class Harness:
         seed: Seed the ids drawn on the test's own threads (run ids, trace
             ids), so that they repeat from one session to the next. Ids drawn
             on callboard's threads (span ids, actor ids) come from a seeded
-            generator too, but in whatever order the threads draw them.
+            generator too, but in whatever order the threads draw them. With
+            an OpenTelemetry tracer provider configured, the trace and span ids
+            are its own, which the seed does not reach.
         stop_timeout: Seconds :meth:`close` gives runs in progress to end.
         **runtime_options: Passed on to :class:`~runtime.Runtime`
             (``max_concurrent_runs``, ``max_step_threads``, ...).

@@ -1113,7 +1113,11 @@ def test_runs_watch_follows_a_suspended_run_until_it_is_canceled_and_exits_1(
     assert code == 1, err
     assert len(pauses) == 3  # it went on looking at the suspended run
     progress = [line.split(" run r ")[1] for line in out.splitlines() if " run r " in line]
-    assert progress == ["suspended", "running"]
+    # The suspended run says so once, with what it waits for and how to resume it.
+    assert progress == [
+        "suspended, waiting for a resume: approve asked null (callboard runs resume r --data JSON)",
+        "running",
+    ]
     assert "status    canceled" in out
 
 

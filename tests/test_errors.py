@@ -40,6 +40,7 @@ from runtime import (
     StepTimeoutError,
     StepValidationError,
     StoreError,
+    UnboundWorkflowError,
     WorkflowDefinitionError,
     WorkflowError,
     WorkflowResult,
@@ -75,6 +76,7 @@ ERRORS = [
     SnapshotFormatError,
     StepValidationError,
     StoreError,
+    UnboundWorkflowError,
     WorkflowDefinitionError,
 ]
 

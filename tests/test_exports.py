@@ -73,6 +73,7 @@ EXPORTED = [
     "StoreError",
     "StreamEvent",
     "TracingOptions",
+    "UnboundWorkflowError",
     "Workflow",
     "WorkflowDefinitionError",
     "WorkflowError",

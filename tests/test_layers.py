@@ -4,7 +4,7 @@ Layers (imports only go down, or stay within a layer):
 
     0 leaf         runtime._errors, runtime._model, runtime._options,
                    runtime._request_context, runtime._sync, runtime._ids,
-                   runtime._clock, runtime._probes, runtime._queue
+                   runtime._clock, runtime._probes, runtime._queue, runtime._otel
     1 codec        runtime._snapshot, runtime._tracing, runtime._stores.*
     2 definitions  runtime._step, runtime._step_context, runtime._plan
     3 machinery    actors.*
@@ -38,6 +38,7 @@ RUNTIME_LAYERS = {
     "runtime._clock": 0,
     "runtime._probes": 0,
     "runtime._queue": 0,
+    "runtime._otel": 0,
     "runtime._snapshot": 1,
     "runtime._tracing": 1,
     "runtime._stores": 1,
@@ -64,6 +65,7 @@ RUNTIME_LAYERS = {
     "runtime._pytest_fixtures": 5,
     "runtime._cli": 5,
     "runtime._cli._commands": 5,
+    "runtime._cli._actions": 5,
     "runtime._cli._loader": 5,
     "runtime._cli._render": 5,
     "runtime._cli._worker": 5,

@@ -113,6 +113,14 @@ def test_readme_opens_with_make_demo_and_make_test() -> None:
     assert "make test" in head
 
 
+def test_readme_says_near_the_top_how_to_install_callboard_and_what_to_import() -> None:
+    head = "\n".join(README.read_text().splitlines()[:40])
+    assert "pip install /path/to/callboard" in head
+    assert "git+" in head
+    assert "[postgres,otel]" in head
+    assert "from runtime import" in head
+
+
 def test_every_python_block_in_the_readme_runs_in_order(
     readme_run: subprocess.CompletedProcess[str],
 ) -> None:

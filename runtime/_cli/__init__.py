@@ -2,9 +2,13 @@
 
 ::
 
-    callboard runs list [--status S] [--workflow W] [--limit N] [--offset N] [--json]
+    callboard runs list [--status S [S ...]] [--workflow W] [--limit N] [--offset N] [--json]
+                        [--follow [--interval SECONDS]]
     callboard runs show RUN_ID [--json]
-    callboard runs watch RUN_ID [--interval SECONDS]
+    callboard runs watch RUN_ID [--interval SECONDS] [--json]
+    callboard runs cancel RUN_ID [--timeout SECONDS] [--json]
+    callboard runs resume RUN_ID --data JSON [--step STEP] [--definition MODULE:ATTR] [--json]
+    callboard runs delete RUN_ID [--json]
     callboard runs prune [--older-than AGE] [--keep N] [--status S] [--json]
     callboard start MODULE:ATTR [--input JSON] [--run-id ID] [--wait] [--timeout SECONDS] [--json]
     callboard worker MODULE:ATTR [MODULE:ATTR ...] [--concurrency N] [--lease SECONDS]
@@ -19,10 +23,11 @@ in one place, :func:`~runtime._cli._commands.open_db`.
 
 The reading commands (``runs list``, ``show``, ``watch``, ``workers list``, ``queues
 list``) open the store read-only, so they never get in the way of the runtimes writing
-to it; ``runs prune``
-writes, between their transactions. ``start`` runs a workflow on a runtime of its own in
-this process; a run that outlives the command is not lost: it stays in the store, and the
-next runtime on it that registers its workflow (a ``callboard worker``, say) resumes it.
+to it; ``runs prune``, ``cancel``, ``resume`` and ``delete`` write, between their
+transactions (see :mod:`runtime._cli._actions`). ``start`` runs a workflow on a runtime
+of its own in this process; a run that outlives the command is not lost: it stays in the
+store, and the next runtime on it that registers its workflow (a ``callboard worker``,
+say) resumes it.
 ``worker`` runs until SIGTERM or SIGINT: a runtime with the role ``worker`` that takes
 the queued runs of its workflows, whoever started them (see :mod:`runtime._cli._worker`).
 
@@ -32,7 +37,9 @@ Exit codes:
   --wait`` also returns 0 for a run that suspended, waiting for a resume); a worker
   stopped by SIGTERM.
 - 1: the run failed or was canceled, or ``start --wait`` gave up waiting (``--timeout``);
-  a worker whose runtime stopped itself.
+  a worker whose runtime stopped itself; an action the run's state refuses (resuming a
+  run that is not suspended, deleting one that has not ended, a cancel not carried out
+  within ``--timeout``).
 - 2: a usage or input error: bad arguments, ``--input`` that is not JSON or does not fit
   the workflow's input schema, a workflow that cannot be imported, two workflows with
   one id for a worker, no usable run store at ``--db``. One line on stderr.
@@ -54,7 +61,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, NoReturn
 
-from runtime._cli import _commands, _worker
+from runtime._cli import _actions, _commands, _worker
 from runtime._cli._commands import (
     DB_ENV,
     DEFAULT_DB,
@@ -82,6 +89,7 @@ _ERROR_EXIT_CODES: Final[Mapping[type[Exception], ExitCode]] = {
     SnapshotFormatError: ExitCode.USAGE,
     RunNotFoundError: ExitCode.NOT_FOUND,
     NotEndedError: ExitCode.FAILED,
+    _actions.RefusedError: ExitCode.FAILED,
     InterruptedRunError: ExitCode.INTERRUPTED,
 }
 """The errors a command ends with, and the exit code of each; the message goes to stderr."""
@@ -169,19 +177,6 @@ def _error(message: str) -> None:
     sys.stderr.flush()
 
 
-def _add_runs_list(run_commands: Any, db: argparse.ArgumentParser) -> None:
-    listing = run_commands.add_parser("list", help="list runs, newest first", parents=[db])
-    listing.add_argument("--status", choices=[status.value for status in RunStatus])
-    listing.add_argument("--workflow", metavar="WORKFLOW_ID", help="only runs of this workflow")
-    listing.add_argument(
-        "--resource-id", metavar="RESOURCE_ID", help="only runs started for this user or tenant"
-    )
-    listing.add_argument("--limit", type=_positive_int, default=50, help="at most N runs (50)")
-    listing.add_argument("--offset", type=_non_negative_int, default=0, help="skip N runs")
-    listing.add_argument("--json", action="store_true", help="print JSON")
-    listing.set_defaults(command=_commands.runs_list)
-
-
 def _build_parser() -> argparse.ArgumentParser:
     # --db is accepted before or after the command; SUPPRESS keeps a subcommand's
     # absent --db from overwriting one given before it.
@@ -209,11 +204,13 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=_Parser)
 
-    runs = commands.add_parser("runs", help="list, show and watch runs", parents=[db])
+    runs = commands.add_parser(
+        "runs", help="list, show, watch, cancel, resume, delete and prune runs", parents=[db]
+    )
     runs.set_defaults(parser_for_help=runs)
     run_commands = runs.add_subparsers(title="commands", metavar="COMMAND", parser_class=_Parser)
 
-    _add_runs_list(run_commands, db)
+    _add_list(run_commands, db)
 
     prune = run_commands.add_parser(
         "prune",
@@ -258,7 +255,13 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"seconds between two looks ({DEFAULT_INTERVAL})",
     )
-    watch.set_defaults(command=_commands.runs_watch)
+    watch.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON event per line (a step's or the run's new status) instead",
+    )
+    watch.set_defaults(command=_actions.runs_watch)
+    _add_actions(run_commands, db)
 
     start = commands.add_parser(
         "start",
@@ -389,6 +392,103 @@ def _add_queues(commands: Any, db: argparse.ArgumentParser) -> None:
     )
     queues_listing.add_argument("--json", action="store_true", help="print JSON")
     queues_listing.set_defaults(command=_commands.queues_list)
+
+
+def _add_list(run_commands: Any, db: argparse.ArgumentParser) -> None:
+    """``runs list``."""
+    listing = run_commands.add_parser("list", help="list runs, newest first", parents=[db])
+    listing.add_argument(
+        "--status",
+        nargs="+",
+        action="extend",
+        metavar="STATUS",
+        help=(
+            "only runs with one of these statuses (several: --status failed canceled, or "
+            f"failed,canceled): {', '.join(status.value for status in RunStatus)}"
+        ),
+    )
+    listing.add_argument("--workflow", metavar="WORKFLOW_ID", help="only runs of this workflow")
+    listing.add_argument(
+        "--resource-id", metavar="RESOURCE_ID", help="only runs started for this user or tenant"
+    )
+    listing.add_argument("--limit", type=_positive_int, default=50, help="at most N runs (50)")
+    listing.add_argument("--offset", type=_non_negative_int, default=0, help="skip N runs")
+    listing.add_argument(
+        "--json", action="store_true", help="print JSON (with --follow: one run per line)"
+    )
+    listing.add_argument(
+        "--follow",
+        action="store_true",
+        help="then keep looking, and print a line for each run that appears or changes, "
+        "until interrupted",
+    )
+    listing.add_argument(
+        "--interval",
+        type=_positive_float,
+        default=DEFAULT_INTERVAL,
+        metavar="SECONDS",
+        help=f"with --follow: seconds between two looks ({DEFAULT_INTERVAL})",
+    )
+    listing.set_defaults(command=_actions.runs_list)
+
+
+def _add_actions(run_commands: Any, db: argparse.ArgumentParser) -> None:
+    """The commands that act on one run: ``runs cancel``, ``resume`` and ``delete``."""
+    cancel = run_commands.add_parser(
+        "cancel",
+        help="cancel a run (pending, running, waiting or suspended)",
+        parents=[db],
+        description=(
+            "Cancel a run. One no runtime drives (suspended, queued, asleep) is cancelled "
+            "here at once, without its workflow's hooks (this command does not load the "
+            "workflow's code); one a runtime drives is asked to cancel, and that runtime "
+            "carries it out (its hooks run there). Exit 0 once the run is canceled, or if it "
+            "had already ended (it says so)."
+        ),
+    )
+    cancel.add_argument("run_id", metavar="RUN_ID", type=_run_id)
+    cancel.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=_actions.DEFAULT_CANCEL_TIMEOUT,
+        metavar="SECONDS",
+        help=(
+            "the most seconds to wait for the runtime that drives the run to carry out the "
+            f"cancel ({_actions.DEFAULT_CANCEL_TIMEOUT:g})"
+        ),
+    )
+    cancel.add_argument("--json", action="store_true", help="print JSON")
+    cancel.set_defaults(command=_actions.runs_cancel)
+
+    resume = run_commands.add_parser(
+        "resume",
+        help="resume a suspended run with data for its suspended step",
+        parents=[db],
+        description=(
+            "Record the resume of a suspended run (as run.resume() does: of two racing "
+            "resumes one wins) and leave it queued: the next runtime on the store that "
+            "registers its workflow (a callboard worker, say) runs it on. With --definition "
+            "the data is checked against the step's resume_schema first; without, data that "
+            "does not fit fails the run when the step runs."
+        ),
+    )
+    resume.add_argument("run_id", metavar="RUN_ID", type=_run_id)
+    resume.add_argument("--data", metavar="JSON", required=True, help="the resume data, as JSON")
+    resume.add_argument(
+        "--step", metavar="STEP", help="the suspended step (needed when several are)"
+    )
+    resume.add_argument(
+        "--definition",
+        metavar="MODULE:ATTR",
+        help="the run's workflow, to check --data against the step's resume_schema",
+    )
+    resume.add_argument("--json", action="store_true", help="print JSON")
+    resume.set_defaults(command=_actions.runs_resume)
+
+    delete = run_commands.add_parser("delete", help="delete a run that has ended", parents=[db])
+    delete.add_argument("run_id", metavar="RUN_ID", type=_run_id)
+    delete.add_argument("--json", action="store_true", help="print JSON")
+    delete.set_defaults(command=_actions.runs_delete)
 
 
 def _number(kind: Callable[[str], Any], check: Callable[[Any], bool], what: str) -> Any:

@@ -42,6 +42,7 @@ from runtime._cli._render import (
     runs_table,
     show,
     status_text,
+    suspended_line,
     worker_plain,
     workers_summary,
     workers_table,
@@ -73,8 +74,8 @@ __all__ = [
     "RunNotFoundError",
     "UsageError",
     "open_db",
+    "print_page",
     "queues_list",
-    "runs_list",
     "runs_prune",
     "runs_show",
     "runs_watch",
@@ -266,19 +267,11 @@ def _opened(db: str, *, readonly: bool) -> Iterator[SnapshotStore]:
         store.close()
 
 
-# --- runs list, show, watch, prune ----------------------------------------------------
+# --- runs list (see _actions.runs_list), show, watch, prune ----------------------------
 
 
-def runs_list(args: argparse.Namespace) -> None:
-    """``callboard runs list``: a page of runs, newest first, as a table or JSON."""
-    with _reader(args.db) as reader:
-        page = reader.list_runs(
-            workflow_id=args.workflow,
-            status=args.status,
-            limit=args.limit,
-            offset=args.offset,
-            resource_id=args.resource_id,
-        )
+def print_page(page: WorkflowRunList, args: argparse.Namespace) -> None:
+    """Print a page of runs as ``runs list`` does (a warning for unreadable ones on stderr)."""
     if page.unreadable:
         sys.stderr.write(
             f"callboard: warning: {len(page.unreadable)} run(s) could not be read and are "
@@ -389,7 +382,9 @@ def _follow(
             *((step, s.status, s.attempts) for step, s in result.steps.items()),
         )
         if progress != shown:
-            show(console, progress_line(result))
+            # A suspended run waits for a person: say so, and for what, once.
+            suspended = result.status == RunStatus.SUSPENDED
+            show(console, suspended_line(result) if suspended else progress_line(result))
             shown = progress
         if deadline is not None and time.monotonic() >= deadline:
             return None
@@ -445,7 +440,21 @@ def start(args: argparse.Namespace) -> RunStatus | None:
 
     Without ``--wait`` the command's job is done once the run has started, so no
     run status decides its exit code (``None``), whatever became of the run.
+
+    With ``--json`` standard output carries the JSON and nothing else: whatever
+    else is written to it while the command runs (a step's ``print()``, its
+    ``ctx.logger`` lines under structlog's default configuration, the loaded
+    module's own output) goes to standard error.
     """
+    if not args.json:
+        args.json_out = sys.stdout
+        return _start(args)
+    args.json_out = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):
+        return _start(args)
+
+
+def _start(args: argparse.Namespace) -> RunStatus | None:
     input_data = _parse_input(args.input)
     workflow = load_workflow(args.target)
     store = open_db(args.db, readonly=False)
@@ -477,7 +486,7 @@ def start(args: argparse.Namespace) -> RunStatus | None:
         result = bound.get_workflow_run_execution_result(run.run_id)
         assert result is not None, "a started run is always recorded"
         if args.json:
-            print_json({"run_id": run.run_id, "status": result.status.value})
+            print_json({"run_id": run.run_id, "status": result.status.value}, args.json_out)
         elif result.is_terminal:
             show(
                 console_for(sys.stdout),
@@ -537,13 +546,13 @@ def _start_and_wait(
             result = now
         else:
             if args.json:
-                print_json(plain(now))
+                print_json(plain(now), args.json_out)
             raise NotEndedError(
                 f"run {run.run_id} did not end within {args.timeout:g} seconds; "
                 + left_behind(now, shown_db(args.db))
             )
     if args.json:
-        print_json(plain(result))
+        print_json(plain(result), args.json_out)
     elif result.status == RunStatus.SUSPENDED:
         show(console_for(sys.stdout), Text(left_behind(result, shown_db(args.db))))
     return result.status

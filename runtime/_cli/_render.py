@@ -86,9 +86,16 @@ def show(console: Console, renderable: RenderableType) -> None:
     console.file.flush()
 
 
-def print_json(value: Any) -> None:
-    """Write ``value`` to stdout as indented JSON."""
-    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+def print_json(value: Any, file: TextIO | None = None) -> None:
+    """Write ``value`` to ``file`` (by default stdout) as indented JSON."""
+    (file or sys.stdout).write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def print_json_line(value: Any, file: TextIO | None = None) -> None:
+    """Write ``value`` to ``file`` (by default stdout) as one line of JSON, and flush it."""
+    out = file or sys.stdout
+    out.write(json.dumps(value, ensure_ascii=False, separators=(",", ":")) + "\n")
+    out.flush()
 
 
 def plain(model: WorkflowResult | WorkflowRunList) -> Any:
@@ -303,11 +310,19 @@ def run_view(result: WorkflowResult) -> RenderableType:
         steps.add_row(
             Text(step_id),
             _step_status(step),
-            Text(_when(step.started_at)),
+            _started(step),
             Text(_took(step.started_at, step.ended_at)),
             outcome,
         )
     return Group(fields, Text(""), steps)
+
+
+def _started(step: StepResult) -> Text:
+    """When a step first started, and when it was resumed, if it was."""
+    text = Text(_when(step.started_at))
+    if step.resumed_at is not None:
+        text.append(f" (resumed {step.resumed_at.astimezone().strftime('%H:%M:%S')})", style="dim")
+    return text
 
 
 def _step_status(step: StepResult) -> Text:
@@ -316,6 +331,20 @@ def _step_status(step: StepResult) -> Text:
     if step.attempts > 1:
         text.append(f" ({step.attempts} attempts)", style="dim")
     return text
+
+
+def suspended_line(result: WorkflowResult) -> Text:
+    """One line for a suspended run: what it waits for, and how to resume it."""
+    line = Text.assemble(
+        f"{datetime.now().strftime('%H:%M:%S')}  run {result.run_id} ",
+        status_text(result.status),
+        ", waiting for a resume",
+    )
+    for index, (path, payload) in enumerate(result.suspended.items()):
+        line.append(": " if index == 0 else "; ")
+        line.append(f"{path} asked {_json_text(payload)}")
+    line.append(f" (callboard runs resume {result.run_id} --data JSON)", style="dim")
+    return line
 
 
 def progress_line(result: WorkflowResult) -> Text:

@@ -18,10 +18,12 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, Literal
 
+from runtime import _otel
 from runtime._tracing import emit
 
 __all__ = ["Done", "GroupCommitWriter", "Write", "WriteKind", "call", "ignore", "resolve"]
@@ -171,7 +173,14 @@ class GroupCommitWriter:
                     pending.append(item)
                 if not pending:
                     continue
+                meter = _otel.instruments()
+                began = time.perf_counter() if meter is not None else 0.0
                 pending = self._commit(pending)
+                if meter is not None:
+                    # Writes left over could not get the database's lock: a busy try.
+                    meter.commit_duration.record(
+                        time.perf_counter() - began, {"callboard.store.busy": bool(pending)}
+                    )
                 if not pending:
                     delay = self._retry_delay
                     self._idle(self._queue.empty())

@@ -1,0 +1,384 @@
+"""The commands that act on runs, and the ones that follow them: cancel, resume, delete, watch.
+
+They work on the store alone, without the workflows' code, so an operator can act on any
+run from any shell:
+
+- ``runs cancel`` cancels a run nobody drives (suspended, queued, asleep) with a
+  compare-and-set in the store; a run a runtime drives gets a cancel request that
+  runtime carries out (its hooks run there). A run cancelled here while no runtime held
+  it has no hooks run: they are the workflow's code, which this command does not load.
+- ``runs resume`` records the resume (a compare-and-set, as ``run.resume()`` does) and
+  leaves the run queued: the next runtime on the store that registers the workflow (a
+  ``callboard worker``, say) runs it on. With ``--definition MODULE:ATTR`` the data is
+  checked against the step's ``resume_schema`` first; without, a mismatch fails the run
+  when the step runs.
+- ``runs delete`` deletes a run that has ended.
+- ``runs watch --json`` and ``runs list --follow`` poll the store and print a line for
+  each change (JSON lines with ``--json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from rich.text import Text
+
+from runtime._cli import _commands
+from runtime._cli._commands import CommandError, RunNotFoundError, UsageError, open_db, shown_db
+from runtime._cli._loader import load_workflow
+from runtime._cli._render import (
+    console_for,
+    plain,
+    print_json,
+    print_json_line,
+    show,
+    status_text,
+    suspended_line,
+)
+from runtime._errors import InvalidInputError, ResumeTargetError, SnapshotFormatError
+from runtime._model import TERMINAL_STATUSES, RunStatus, WorkflowResult, WorkflowRunList
+from runtime._run import _not_resumable, _resume_target
+from runtime._run_input import validated_resume_data
+from runtime._snapshot import canceled_record, decode, next_record
+from runtime._stores.base import SharedStore, SnapshotRecord, SnapshotStore
+
+__all__ = [
+    "RefusedError",
+    "runs_cancel",
+    "runs_delete",
+    "runs_list",
+    "runs_resume",
+    "runs_watch",
+]
+
+DEFAULT_CANCEL_TIMEOUT: Final = 30.0
+"""Seconds ``runs cancel`` waits for the runtime that drives a run to carry out the cancel."""
+
+# The pause between two looks at the store; a module attribute so that tests can step in.
+_sleep: Callable[[float], None] = time.sleep
+
+
+class RefusedError(CommandError):
+    """The run is not in a state that allows the action (not suspended, not ended, ...)."""
+
+
+def _shared(db: str) -> SharedStore:
+    store = open_db(db, readonly=False)
+    if not isinstance(store, SharedStore):  # pragma: no cover - the command opens only these
+        store.close()
+        raise UsageError(f"{shown_db(db)} is not a store this command can act on")
+    return store
+
+
+def _load(store: SnapshotStore, run_id: str, db: str) -> SnapshotRecord:
+    record = store.load(run_id)
+    if record is None:
+        raise RunNotFoundError(f"no run {run_id!r} in {shown_db(db)}")
+    return record
+
+
+def _say(args: argparse.Namespace, value: dict[str, Any], line: Text | str) -> None:
+    if args.json:
+        print_json(value)
+    else:
+        show(console_for(sys.stdout), line if isinstance(line, Text) else Text(line))
+
+
+# --- cancel ---------------------------------------------------------------------------
+
+
+def runs_cancel(args: argparse.Namespace) -> RunStatus | None:
+    """``callboard runs cancel``: cancel a run, wherever it is; exit 0 once it is canceled."""
+    run_id = args.run_id
+    store = _shared(args.db)
+    try:
+        deadline = time.monotonic() + args.timeout
+        requested = False
+        while True:
+            record = _load(store, run_id, args.db)
+            if record.status in TERMINAL_STATUSES:
+                canceled = requested and record.status == RunStatus.CANCELED
+                break
+            try:
+                snapshot = decode(record.data, record.run_id)
+            except SnapshotFormatError as exc:
+                raise UsageError(f"run {run_id!r} cannot be read: {exc}") from exc
+            # Nobody holds it (suspended, queued, asleep): cancel it here. The store
+            # refuses if a runtime holds it, or it changed since it was read.
+            if store.replace(canceled_record(snapshot, time.time()), record.seq):
+                canceled = True
+                record = _load(store, run_id, args.db)
+                break
+            if not requested:
+                requested = store.request_cancel(run_id)
+                continue
+            if time.monotonic() >= deadline:
+                raise RefusedError(
+                    f"run {run_id!r} is {record.status}: the runtime that drives it did not "
+                    f"carry out the cancel within {args.timeout:g} s; the cancel stays asked "
+                    "for, and is carried out when it next looks, or by whoever takes the run over"
+                )
+            _sleep(0.1)
+    finally:
+        store.close()
+    status = RunStatus(record.status)
+    if canceled:
+        _say(
+            args,
+            {"run_id": run_id, "canceled": True, "status": status.value},
+            f"canceled run {run_id}",
+        )
+        return None
+    _say(
+        args,
+        {"run_id": run_id, "canceled": False, "status": status.value},
+        Text.assemble(f"run {run_id} had already ended: ", status_text(status)),
+    )
+    return None
+
+
+# --- resume ---------------------------------------------------------------------------
+
+
+def runs_resume(args: argparse.Namespace) -> RunStatus | None:
+    """``callboard runs resume``: record a resume; the workflow's next runtime runs it on."""
+    run_id = args.run_id
+    try:
+        data = json.loads(args.data)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--data is not JSON: {exc}") from None
+    except RecursionError:
+        raise UsageError("--data is nested too deep to read") from None
+    workflow = load_workflow(args.definition) if args.definition else None
+    store = _shared(args.db)
+    try:
+        record = _load(store, run_id, args.db)
+        try:
+            snapshot = decode(record.data, record.run_id)
+        except SnapshotFormatError as exc:
+            raise UsageError(f"run {run_id!r} cannot be read: {exc}") from exc
+        if snapshot["status"] != RunStatus.SUSPENDED:
+            raise RefusedError(str(_not_resumable(snapshot)))
+        try:
+            path = _resume_target(snapshot, args.step, run_id)
+        except ResumeTargetError as exc:
+            raise UsageError(str(exc)) from exc
+        if workflow is not None:
+            if workflow.id != record.workflow_id:
+                raise UsageError(
+                    f"run {run_id!r} is a run of workflow {record.workflow_id!r}, "
+                    f"not of {workflow.id!r} ({args.definition})"
+                )
+            definition = workflow.plan.by_id.get(path)
+            if definition is None:
+                raise UsageError(
+                    f"workflow {workflow.id!r} ({args.definition}) has no step {path!r}: it is "
+                    "not the definition the run was started with"
+                )
+            try:
+                data = validated_resume_data(definition, data, path, run_id)
+            except InvalidInputError as exc:
+                raise UsageError(str(exc)) from exc
+        snapshot["status"] = RunStatus.RUNNING.value
+        snapshot["resume"] = {path: data}
+        snapshot["resumed"] = True
+        # Left queued (not held here): whichever runtime registers the workflow takes it.
+        if not store.replace(next_record(snapshot, time.time()), record.seq, hold=False):
+            current = store.load(run_id)
+            now = "deleted" if current is None else current.status
+            raise RefusedError(
+                f"run {run_id!r} changed while it was being resumed (it is {now} now): "
+                "another resume or a cancel came first; this resume changed nothing"
+            )
+    finally:
+        store.close()
+    _say(
+        args,
+        {"run_id": run_id, "resumed": path, "status": RunStatus.RUNNING.value},
+        f"resumed run {run_id} at {path}: the next runtime on {shown_db(args.db)} that "
+        f"registers workflow {record.workflow_id!r} (a callboard worker, say) runs it on",
+    )
+    return None
+
+
+# --- delete ---------------------------------------------------------------------------
+
+
+def runs_delete(args: argparse.Namespace) -> None:
+    """``callboard runs delete``: delete a run that has ended."""
+    run_id = args.run_id
+    store = open_db(args.db, readonly=False)
+    try:
+        record = _load(store, run_id, args.db)
+        if record.status not in TERMINAL_STATUSES:
+            raise RefusedError(
+                f"run {run_id!r} is {record.status}; only a run that has ended can be deleted "
+                f"(cancel it first: callboard runs cancel {run_id})"
+            )
+        deleted = store.delete(run_id)
+    finally:
+        store.close()
+    if not deleted:
+        raise RunNotFoundError(f"no run {run_id!r} in {shown_db(args.db)}")
+    _say(args, {"run_id": run_id, "deleted": True}, f"deleted run {run_id}")
+
+
+# --- following ------------------------------------------------------------------------
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def run_events(previous: WorkflowResult | None, result: WorkflowResult) -> list[dict[str, Any]]:
+    """The events that lead from ``previous`` (``None``: nothing seen yet) to ``result``."""
+    events: list[dict[str, Any]] = []
+    base = {"run_id": result.run_id, "workflow_id": result.workflow_id}
+    before = {} if previous is None else previous.steps
+    for path, step in result.steps.items():
+        seen = before.get(path)
+        if seen is None or (seen.status, seen.attempts) != (step.status, step.attempts):
+            event: dict[str, Any] = {
+                **base,
+                "type": "step",
+                "step": path,
+                "status": step.status.value,
+                "attempts": step.attempts,
+                "time": _now(),
+            }
+            if step.error is not None:
+                event["error"] = step.error.model_dump(mode="json")
+            events.append(event)
+    if previous is None or previous.status != result.status:
+        event = {**base, "type": "status", "status": result.status.value, "time": _now()}
+        event = dict(event)
+        if result.status == RunStatus.SUSPENDED:
+            event["suspended"] = json.loads(json.dumps(result.suspended, default=str))
+        if result.status == RunStatus.WAITING and result.waiting_until is not None:
+            event["waiting_until"] = result.waiting_until.isoformat()
+        if result.is_terminal:
+            event["result"] = plain(result)
+        events.append(event)
+    return events
+
+
+def watch_json(db: str, run_id: str, interval: float) -> RunStatus:
+    """``runs watch --json``: one JSON event per line until the run ends."""
+    with _commands._reader(db) as reader:
+        previous: WorkflowResult | None = None
+        while True:
+            result = reader.get_run(run_id)
+            if result is None:
+                if previous is None:
+                    raise RunNotFoundError(f"no run {run_id!r} in {shown_db(db)}")
+                raise RunNotFoundError("the run was deleted while being watched")
+            for event in run_events(previous, result):
+                print_json_line(event)
+            if result.is_terminal:
+                return result.status
+            previous = result
+            _sleep(interval)
+
+
+def _statuses(given: Iterable[str] | None) -> list[str] | None:
+    if not given:
+        return None
+    found: list[str] = []
+    for value in given:
+        for part in value.split(","):
+            status = part.strip()
+            if status and status not in found:
+                found.append(status)
+    return found or None
+
+
+def list_page(
+    reader: Any,
+    *,
+    workflow_id: str | None,
+    statuses: list[str] | None,
+    limit: int,
+    offset: int,
+    resource_id: str | None = None,
+) -> WorkflowRunList:
+    """A page of runs newest first, of one status, several or all."""
+    status = statuses[0] if statuses is not None and len(statuses) == 1 else statuses
+    page: WorkflowRunList = reader.list_runs(
+        workflow_id=workflow_id,
+        status=status,
+        limit=limit,
+        offset=offset,
+        resource_id=resource_id,
+    )
+    return page
+
+
+def runs_list(args: argparse.Namespace) -> None:
+    """``callboard runs list``: a page of runs (of one status, several or all), or follow them."""
+    statuses = _statuses(args.status)
+    known = {status.value for status in RunStatus}
+    for status in statuses or ():
+        if status not in known:
+            raise UsageError(
+                f"--status: {status!r} is not a run status (one of {', '.join(sorted(known))})"
+            )
+    if args.follow:
+        runs_list_follow(args, statuses)
+        return
+    with _commands._reader(args.db) as reader:
+        page = list_page(
+            reader,
+            workflow_id=args.workflow,
+            statuses=statuses,
+            limit=args.limit,
+            offset=args.offset,
+            resource_id=args.resource_id,
+        )
+    _commands.print_page(page, args)
+
+
+def runs_watch(args: argparse.Namespace) -> RunStatus:
+    """``callboard runs watch``: follow a run until it ends; JSON lines with ``--json``."""
+    if args.json:
+        return watch_json(args.db, args.run_id, args.interval)
+    return _commands.runs_watch(args)
+
+
+def runs_list_follow(args: argparse.Namespace, statuses: list[str] | None) -> None:
+    """``runs list --follow``: the page, then a line for each run that appears or changes."""
+    seen: dict[str, tuple[str, Any]] = {}
+    console = console_for(sys.stdout)
+    with _commands._reader(args.db) as reader:
+        while True:
+            page = list_page(
+                reader,
+                workflow_id=args.workflow,
+                statuses=statuses,
+                limit=args.limit,
+                offset=args.offset,
+                resource_id=args.resource_id,
+            )
+            for run in reversed(page.runs):  # oldest first, as they happened
+                mark = (run.status.value, run.updated_at)
+                if seen.get(run.run_id) == mark:
+                    continue
+                seen[run.run_id] = mark
+                if args.json:
+                    print_json_line(plain(run))
+                else:
+                    line = Text.assemble(
+                        f"{datetime.now().strftime('%H:%M:%S')}  run {run.run_id}  "
+                        f"{run.workflow_id}  ",
+                        status_text(run.status),
+                    )
+                    if run.status == RunStatus.SUSPENDED:
+                        line = suspended_line(run)
+                    show(console, line)
+                    sys.stdout.flush()
+            _sleep(args.interval)

@@ -1,0 +1,446 @@
+"""The ``callboard`` commands that act on runs and follow them, on a real SQLite store.
+
+``runs cancel``, ``runs resume``, ``runs delete``, ``runs list --status A B`` and
+``--follow``, ``runs watch --json``, and ``start --json`` keeping stdout for the JSON.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import textwrap
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from runtime import Runtime
+from runtime._cli import _actions, main
+from tests._support import wait_for_no_callboard_threads
+
+WAIT = 10.0
+
+FLOWS = textwrap.dedent(
+    """
+    import threading
+
+    from pydantic import BaseModel
+
+    from runtime import create_step, create_workflow
+
+
+    class Value(BaseModel):
+        value: str
+
+
+    class Answer(BaseModel):
+        answer: str
+
+
+    def _ask(ctx):
+        if ctx.resume_data is None:
+            ctx.suspend({"question": "go on?"})
+        return Value(value=f"{ctx.input_data.value}: {ctx.resume_data.answer}")
+
+
+    ask = create_step(
+        id="ask", input_schema=Value, output_schema=Value, resume_schema=Answer, execute=_ask
+    )
+    approval = create_workflow(id="approval", input_schema=Value, output_schema=Value)
+    approval = approval.then(ask).commit()
+
+    gate = threading.Event()
+
+
+    def _hold(ctx):
+        ctx.abort_signal.add_callback(lambda reason: gate.set())
+        gate.wait(30)
+        return ctx.input_data
+
+
+    hold = create_step(id="hold", input_schema=Value, output_schema=Value, execute=_hold)
+    held = create_workflow(id="held", input_schema=Value, output_schema=Value).then(hold).commit()
+
+
+    def _chatty(ctx):
+        print("a step's own print")
+        ctx.logger.info("a step's log line", detail=1)
+        return ctx.input_data
+
+
+    chatty_step = create_step(
+        id="chatty", input_schema=Value, output_schema=Value, execute=_chatty
+    )
+    chatty = create_workflow(id="chatty", input_schema=Value, output_schema=Value)
+    chatty = chatty.then(chatty_step).commit()
+    """
+)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return str(tmp_path / "runs.db")
+
+
+@pytest.fixture
+def flows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, ModuleType]]:
+    """A fresh module of workflows in the current folder: its name and the module."""
+    name = f"action_flows_{uuid.uuid4().hex}"
+    (tmp_path / f"{name}.py").write_text(FLOWS)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    try:
+        yield name, importlib.import_module(name)
+    finally:
+        sys.modules.pop(name, None)
+    assert not wait_for_no_callboard_threads(), "a command left threads behind"
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def suspended_run(db: str, module: ModuleType, run_id: str = "r1") -> None:
+    with Runtime(store=db) as rt:
+        result = (
+            rt.register(module.approval)
+            .create_run(run_id)
+            .start(input_data={"value": "post"}, timeout=WAIT)
+        )
+    assert result.status == "suspended"
+
+
+def stored(db: str, module: ModuleType, run_id: str) -> Any:
+    with Runtime(store=db) as rt:
+        return rt.register(module.approval).get_workflow_run_execution_result(run_id)
+
+
+# --- cancel ---------------------------------------------------------------------------
+
+
+def test_runs_cancel_cancels_a_suspended_run_and_exits_0(
+    db: str, flows: tuple[str, ModuleType], capsys: pytest.CaptureFixture[str]
+) -> None:
+    suspended_run(db, flows[1])
+
+    code, out, err = cli(capsys, "runs", "cancel", "r1", "--db", db, "--json")
+
+    assert code == 0, err
+    assert json.loads(out) == {"run_id": "r1", "canceled": True, "status": "canceled"}
+    assert stored(db, flows[1], "r1").status == "canceled"
+
+
+def test_runs_cancel_of_a_run_that_ended_says_so_and_changes_nothing(
+    db: str, flows: tuple[str, ModuleType], capsys: pytest.CaptureFixture[str]
+) -> None:
+    suspended_run(db, flows[1])
+    assert cli(capsys, "runs", "cancel", "r1", "--db", db)[0] == 0
+
+    code, out, err = cli(capsys, "runs", "cancel", "r1", "--db", db)
+
+    assert code == 0, err
+    assert "had already ended: canceled" in out
+
+
+def test_runs_cancel_asks_the_runtime_that_drives_the_run_to_cancel_it(
+    db: str, flows: tuple[str, ModuleType], capsys: pytest.CaptureFixture[str]
+) -> None:
+    module = flows[1]
+    with Runtime(store=db) as rt:
+        wf = rt.register(module.held)
+        run = wf.create_run("busy")
+        run.start_async(input_data={"value": "x"})
+        code, out, err = cli(capsys, "runs", "cancel", "busy", "--db", db, "--json")
+        assert code == 0, err
+        assert json.loads(out)["canceled"] is True
+        assert run.wait(WAIT).status == "canceled"
+    assert module.gate.is_set()  # the step was told through its abort signal
+
+
+def test_runs_cancel_of_an_unknown_run_exits_3(
+    db: str, flows: tuple[str, ModuleType], capsys: pytest.CaptureFixture[str]
+) -> None:
+    suspended_run(db, flows[1])
+    code, _out, err = cli(capsys, "runs", "cancel", "nope", "--db", db)
+    assert code == 3
+    assert "no run 'nope'" in err
+
+
+# --- resume ---------------------------------------------------------------------------
+
+
+def test_runs_resume_records_the_resume_and_the_next_runtime_finishes_the_run(
+    db: str, flows: tuple[str, ModuleType], capsys: pytest.CaptureFixture[str]
+) -> None:
+    name, module = flows
+    suspended_run(db, module)
+
+    code, out, err = cli(
+        capsys,
+        "runs", "resume", "r1", "--db", db, "--data", '{"answer": "yes"}',
+        "--definition", f"{name}:approval", "--json",
+    )  # fmt: skip
+
+    assert code == 0, err
+    assert json.loads(out) == {"run_id": "r1", "resumed": "ask", "status": "running"}
+    with Runtime(store=db) as rt:
+        result = rt.register(module.approval).create_run("r1").wait(WAIT)
+    assert result.status == "success"
+    assert result.result == {"value": "post: yes"}
+    assert result.steps["ask"].resume_payload == {"answer": "yes"}
+
+
+def test_runs_resume_checks_the_data_against_the_definition_and_leaves_the_run_suspended(
+    db: str, flows: tuple[str, ModuleType], capsys: pytest.CaptureFixture[str]
+) -> None:
+    name, module = flows
+    suspended_run(db, module)
+
+    code, _out, err = cli(
+        capsys,
+        "runs", "resume", "r1", "--db", db, "--data", '{"wrong": 1}',
+        "--definition", f"{name}:approval",
+    )  # fmt: skip
+
+    assert code == 2
+    assert "resume_data" in err and "answer" in err
+    assert stored(db, module, "r1").status == "suspended"
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["--data", "not json"], 2, "--data is not JSON"),
+        (["--data", "{}", "--step", "other"], 2, "step 'other' is not suspended"),
+    ],
+)
+def test_runs_resume_refuses_bad_arguments(
+    db: str,
+    flows: tuple[str, ModuleType],
+    capsys: pytest.CaptureFixture[str],
+    *,
+    argv: list[str],
+    code: int,
+    message: str,
+) -> None:
+    suspended_run(db, flows[1])
+    got, _out, err = cli(capsys, "runs", "resume", "r1", "--db", db, *argv)
+    assert got == code
+    assert message in err
+
+
+def test_runs_resume_of_a_run_that_is_not_suspended_exits_1(
+    db: str, flows: tuple[str, ModuleType], capsys: pytest.CaptureFixture[str]
+) -> None:
+    suspended_run(db, flows[1])
+    assert cli(capsys, "runs", "resume", "r1", "--db", db, "--data", '{"answer": "a"}')[0] == 0
+
+    code, _out, err = cli(capsys, "runs", "resume", "r1", "--db", db, "--data", '{"answer": "b"}')
+
+    assert code == 1
+    assert "already resumed" in err
+
+
+# --- delete ---------------------------------------------------------------------------
+
+
+def test_runs_delete_deletes_an_ended_run_and_refuses_one_that_has_not_ended(
+    db: str, flows: tuple[str, ModuleType], capsys: pytest.CaptureFixture[str]
+) -> None:
+    suspended_run(db, flows[1], "waits")
+    suspended_run(db, flows[1], "ends")
+    assert cli(capsys, "runs", "cancel", "ends", "--db", db)[0] == 0
+
+    code, _out, err = cli(capsys, "runs", "delete", "waits", "--db", db)
+    assert code == 1
+    assert "only a run that has ended can be deleted" in err
+
+    code, out, err = cli(capsys, "runs", "delete", "ends", "--db", db, "--json")
+    assert code == 0, err
+    assert json.loads(out) == {"run_id": "ends", "deleted": True}
+    assert stored(db, flows[1], "ends") is None
+    assert cli(capsys, "runs", "delete", "ends", "--db", db)[0] == 3
+
+
+# --- list: several statuses, follow ----------------------------------------------------
+
+
+def test_runs_list_takes_several_statuses(
+    db: str, flows: tuple[str, ModuleType], capsys: pytest.CaptureFixture[str]
+) -> None:
+    module = flows[1]
+    for run_id in ("a", "b", "c"):
+        suspended_run(db, module, run_id)
+    assert cli(capsys, "runs", "cancel", "b", "--db", db)[0] == 0
+    with Runtime(store=db) as rt:
+        rt.register(module.chatty).create_run("d").start(input_data={"value": "x"}, timeout=WAIT)
+    capsys.readouterr()
+
+    for argv in (["--status", "canceled", "success"], ["--status", "canceled,success"]):
+        code, out, err = cli(capsys, "runs", "list", "--db", db, "--json", *argv)
+        assert code == 0, err
+        page = json.loads(out)
+        assert [run["run_id"] for run in page["runs"]] == ["d", "b"]
+        assert page["total"] == 2
+
+    code, _out, err = cli(capsys, "runs", "list", "--db", db, "--status", "finished")
+    assert code == 2
+    assert "'finished' is not a run status" in err
+
+
+def test_runs_list_follow_prints_a_line_for_each_run_that_appears_or_changes(
+    db: str,
+    flows: tuple[str, ModuleType],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    module = flows[1]
+    suspended_run(db, module, "first")
+    looks: list[float] = []
+
+    def pause(seconds: float) -> None:
+        looks.append(seconds)
+        if len(looks) == 1:  # between the first look and the second, a run changes
+            assert main(["runs", "cancel", "first", "--db", db]) == 0
+        elif len(looks) == 2:
+            suspended_run(db, module, "second")
+        else:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(_actions, "_sleep", pause)
+    code, out, _err = cli(capsys, "runs", "list", "--db", db, "--follow", "--json")
+
+    assert code == 130  # followed until interrupted
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [(line["run_id"], line["status"]) for line in lines] == [
+        ("first", "suspended"),
+        ("first", "canceled"),
+        ("second", "suspended"),
+    ]
+
+
+# --- watch ------------------------------------------------------------------------------
+
+
+def test_runs_watch_json_prints_one_event_per_line_and_says_what_a_suspended_run_waits_for(
+    db: str,
+    flows: tuple[str, ModuleType],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    module = flows[1]
+    suspended_run(db, module)
+
+    def pause(seconds: float) -> None:  # the operator answers while the watch goes on
+        monkeypatch.setattr(_actions, "_sleep", lambda seconds: None)
+        data = '{"answer": "ok"}'
+        assert main(["runs", "resume", "r1", "--db", db, "--data", data]) == 0
+        with Runtime(store=db) as rt:
+            assert rt.register(module.approval).create_run("r1").wait(WAIT).status == "success"
+
+    monkeypatch.setattr(_actions, "_sleep", pause)
+    code, out, err = cli(capsys, "runs", "watch", "r1", "--db", db, "--json")
+
+    assert code == 0, err
+    # (The resume's own line, printed meanwhile by the nested command, is not JSON.)
+    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert all(event["run_id"] == "r1" for event in events)
+    first_status = next(e for e in events if e["type"] == "status")
+    assert first_status["status"] == "suspended"
+    assert first_status["suspended"] == {"ask": {"question": "go on?"}}
+    assert [(e["type"], e.get("step"), e["status"]) for e in events][-2:] == [
+        ("step", "ask", "success"),
+        ("status", None, "success"),
+    ]
+    assert events[-1]["result"]["result"] == {"value": "post: ok"}
+
+
+# --- start --json --------------------------------------------------------------------------
+
+
+def test_start_json_keeps_stdout_for_the_json_and_sends_everything_else_to_stderr(
+    db: str, flows: tuple[str, ModuleType], capsys: pytest.CaptureFixture[str]
+) -> None:
+    name, _module = flows
+    code, out, err = cli(
+        capsys, "start", f"{name}:chatty", "--db", db, "--input", '{"value": "v"}', "--wait",
+        "--json",
+    )  # fmt: skip
+
+    assert code == 0, err
+    assert json.loads(out)["status"] == "success"  # stdout is the JSON, and only that
+    assert "a step's own print" in err
+    assert "a step's log line" in err
+
+
+def test_start_json_without_wait_keeps_stdout_for_the_json_too(
+    db: str, flows: tuple[str, ModuleType], capsys: pytest.CaptureFixture[str]
+) -> None:
+    name, _module = flows
+    code, out, err = cli(
+        capsys, "start", f"{name}:chatty", "--db", db, "--input", '{"value": "v"}', "--json"
+    )
+    assert code == 0, err
+    assert json.loads(out)["status"] == "success"
+    assert "a step's own print" in err
+
+
+def test_runs_cancel_in_another_thread_is_safe_while_a_worker_holds_the_run(
+    db: str, flows: tuple[str, ModuleType]
+) -> None:
+    # The command and a runtime in one process: the cancel request goes through the store.
+    module = flows[1]
+    codes: list[int] = []
+    with Runtime(store=db) as rt:
+        run = rt.register(module.held).create_run("threaded")
+        run.start_async(input_data={"value": "x"})
+        thread = threading.Thread(
+            target=lambda: codes.append(main(["runs", "cancel", "threaded", "--db", db]))
+        )
+        thread.start()
+        thread.join(WAIT * 2)
+        assert run.wait(WAIT).status == "canceled"
+    assert codes == [0]
+
+
+def test_runs_show_of_a_resumed_step_shows_when_it_was_resumed(
+    db: str, flows: tuple[str, ModuleType], capsys: pytest.CaptureFixture[str]
+) -> None:
+    module = flows[1]
+    suspended_run(db, module)
+    assert cli(capsys, "runs", "resume", "r1", "--db", db, "--data", '{"answer": "a"}')[0] == 0
+    with Runtime(store=db) as rt:
+        result = rt.register(module.approval).create_run("r1").wait(WAIT)
+    resumed_at = result.steps["ask"].resumed_at
+    assert resumed_at is not None
+
+    code, out, err = cli(capsys, "runs", "show", "r1", "--db", db)
+
+    assert code == 0, err
+    assert f"(resumed {resumed_at.astimezone().strftime('%H:%M:%S')})" in out
+
+
+def test_runs_list_follow_in_text_says_what_a_suspended_run_waits_for(
+    db: str,
+    flows: tuple[str, ModuleType],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    suspended_run(db, flows[1], "waiting")
+
+    def pause(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_actions, "_sleep", pause)
+    code, out, _err = cli(capsys, "runs", "list", "--db", db, "--follow")
+
+    assert code == 130
+    assert "run waiting suspended, waiting for a resume: ask asked" in out
+    assert "callboard runs resume waiting --data JSON" in out

@@ -1,0 +1,611 @@
+"""OpenTelemetry: runs and steps as real spans, and callboard's metrics, read in memory.
+
+The tracer and meter providers are process-wide: this module sets them for its own
+tests and unsets them afterwards, and clears the exporter between tests. Whether
+nothing happens without OpenTelemetry is checked in fresh interpreters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import opentelemetry.metrics._internal as metrics_state
+import pytest
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+from opentelemetry.util._once import Once
+
+from runtime import Runtime, StepContext, TracingOptions, create_step, create_workflow
+from tests._support import ROOT, Value
+
+WAIT = 10.0
+
+
+@pytest.fixture(scope="module")
+def providers() -> Iterator[tuple[InMemorySpanExporter, InMemoryMetricReader]]:
+    """The SDK's providers, set globally for this module's tests and unset after them.
+
+    OpenTelemetry lets a process set its providers once; unsetting them (as the
+    OpenTelemetry project's own test utilities do, through the same private
+    globals) keeps the other test modules running without OpenTelemetry.
+    """
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    global _meter_provider  # noqa: PLW0603 - for a test that swaps the tracer provider
+    _meter_provider = meter_provider
+    _reset_globals()
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(meter_provider)
+    try:
+        yield exporter, reader
+    finally:
+        _reset_globals()
+        tracer_provider.shutdown()
+        meter_provider.shutdown()
+
+
+_meter_provider: MeterProvider | None = None
+
+
+def _reset_globals() -> None:
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    trace._TRACER_PROVIDER = None
+    metrics_state._METER_PROVIDER_SET_ONCE = Once()
+    metrics_state._METER_PROVIDER = None
+
+
+@pytest.fixture
+def exporter(
+    providers: tuple[InMemorySpanExporter, InMemoryMetricReader],
+) -> Iterator[InMemorySpanExporter]:
+    spans = providers[0]
+    spans.clear()
+    yield spans
+    spans.clear()
+
+
+@pytest.fixture
+def reader(providers: tuple[InMemorySpanExporter, InMemoryMetricReader]) -> InMemoryMetricReader:
+    found = providers[1]
+    found.get_metrics_data()  # start from what is measured from here on (cumulative: diffs)
+    return found
+
+
+def _step(step_id: str, execute: Any) -> Any:
+    return create_step(id=step_id, input_schema=Value, output_schema=Value, execute=execute)
+
+
+def _two_steps(workflow_id: str, second: Any = None) -> Any:
+    return (
+        create_workflow(id=workflow_id, input_schema=Value, output_schema=Value)
+        .then(_step("first", lambda ctx: Value(value=ctx.input_data.value.upper())))
+        .then(_step("second", second or (lambda ctx: Value(value=ctx.input_data.value + "!"))))
+        .commit()
+    )
+
+
+def _named(spans: Any, name: str) -> list[ReadableSpan]:
+    return [span for span in spans if span.name == name]
+
+
+def _hex(value: int, width: int) -> str:
+    return f"{value:0{width}x}"
+
+
+def test_a_run_is_a_start_span_a_run_span_and_a_span_per_step(
+    runtime: Runtime, exporter: InMemorySpanExporter
+) -> None:
+    wf = runtime.register(_two_steps("otel_ok"))
+
+    result = wf.create_run().start(
+        input_data={"value": "hi"},
+        tracing_options=TracingOptions(metadata={"tenant": "acme"}),
+        timeout=WAIT,
+    )
+
+    assert result.status == "success"
+    spans = exporter.get_finished_spans()
+    (start,) = _named(spans, "workflow_start")
+    (run,) = _named(spans, "workflow_run")
+    steps = _named(spans, "workflow_step")
+    assert start.parent is None  # no span was current: the run is a trace of its own
+    # The run's ids are the start span's: a result leads to its trace.
+    assert _hex(start.context.trace_id, 32) == result.trace_id
+    assert _hex(start.context.span_id, 16) == result.span_id
+    assert run.parent is not None and run.parent.span_id == start.context.span_id
+    assert {span.attributes["callboard.step.id"] for span in steps} == {"first", "second"}
+    for span in steps:
+        assert span.parent is not None and span.parent.span_id == run.context.span_id
+        assert span.attributes["callboard.run.id"] == result.run_id
+        assert span.attributes["callboard.workflow.id"] == "otel_ok"
+        assert span.attributes["callboard.step.attempt"] == 1
+        assert span.attributes["callboard.status"] == "success"
+    assert {span.context.trace_id for span in spans} == {start.context.trace_id}
+    assert run.attributes["callboard.status"] == "success"
+    assert run.attributes["callboard.metadata.tenant"] == "acme"
+    assert start.attributes["callboard.run.id"] == result.run_id
+
+
+def test_a_run_started_inside_a_span_is_its_child(
+    runtime: Runtime, exporter: InMemorySpanExporter
+) -> None:
+    wf = runtime.register(_two_steps("otel_nested"))
+    tracer = trace.get_tracer("the-app")
+
+    with tracer.start_as_current_span("POST /runs") as request:
+        started = wf.create_run().start_async(input_data={"value": "hi"})
+    result = wf.create_run(started.run_id).wait(WAIT)
+
+    assert result.status == "success"
+    spans = exporter.get_finished_spans()
+    (start,) = _named(spans, "workflow_start")
+    (run,) = _named(spans, "workflow_run")
+    assert start.parent is not None
+    assert start.parent.span_id == request.get_span_context().span_id
+    assert run.parent is not None and run.parent.span_id == start.context.span_id
+    trace_id = request.get_span_context().trace_id
+    assert {span.context.trace_id for span in spans} == {trace_id}
+    assert result.trace_id == _hex(trace_id, 32)
+
+
+def test_a_run_started_from_async_code_inside_a_span_is_its_child(
+    runtime: Runtime, exporter: InMemorySpanExporter
+) -> None:
+    wf = runtime.register(_two_steps("otel_async"))
+    tracer = trace.get_tracer("the-app")
+
+    async def handler() -> Any:
+        # The awaitable twin runs on a call thread: the caller's context goes with it.
+        with tracer.start_as_current_span("POST /runs") as request:
+            started = await wf.create_run().astart_async(input_data={"value": "hi"})
+        return request, await wf.create_run(started.run_id).wait_async(WAIT)
+
+    request, result = asyncio.run(handler())
+
+    assert result.trace_id == _hex(request.get_span_context().trace_id, 32)
+    (start,) = _named(exporter.get_finished_spans(), "workflow_start")
+    assert start.parent is not None
+    assert start.parent.span_id == request.get_span_context().span_id
+
+
+def test_a_traceparent_string_is_the_parent(
+    runtime: Runtime, exporter: InMemorySpanExporter
+) -> None:
+    wf = runtime.register(_two_steps("otel_traceparent"))
+    trace_id, span_id = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+
+    result = wf.create_run().start(
+        input_data={"value": "hi"},
+        tracing_options=TracingOptions(parent=f"00-{trace_id}-{span_id}-01"),
+        timeout=WAIT,
+    )
+
+    assert result.trace_id == trace_id
+    spans = exporter.get_finished_spans()
+    (start,) = _named(spans, "workflow_start")
+    assert start.parent is not None and _hex(start.parent.span_id, 16) == span_id
+    assert {_hex(span.context.trace_id, 32) for span in spans} == {trace_id}
+
+
+def test_a_span_object_is_taken_as_a_parent(
+    runtime: Runtime, exporter: InMemorySpanExporter
+) -> None:
+    wf = runtime.register(_two_steps("otel_span_parent"))
+    with trace.get_tracer("the-app").start_as_current_span("job") as job:
+        options = TracingOptions(parent=job)
+    result = wf.create_run().start(input_data={"value": "x"}, tracing_options=options, timeout=WAIT)
+
+    assert options.parent is not None and options.parent.startswith("00-")
+    assert result.trace_id == _hex(job.get_span_context().trace_id, 32)
+    (start,) = _named(exporter.get_finished_spans(), "workflow_start")
+    assert start.parent is not None and start.parent.span_id == job.get_span_context().span_id
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"parent": "not a traceparent"},
+        {"parent": "00-" + "0" * 32 + "-b7ad6b7169203331-01"},
+        {"parent": 42},
+        {"parent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "trace_id": "abc"},
+    ],
+)
+def test_a_bad_parent_is_refused(options: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=r"parent|trace"):
+        TracingOptions(**options)
+
+
+def test_a_failed_step_records_its_exception_and_an_error_status(
+    runtime: Runtime, exporter: InMemorySpanExporter
+) -> None:
+    def boom(ctx: StepContext[Value]) -> Value:
+        raise KeyError("missing")
+
+    wf = runtime.register(_two_steps("otel_failed", second=boom))
+    result = wf.create_run().start(input_data={"value": "hi"}, timeout=WAIT)
+
+    assert result.status == "failed"
+    spans = exporter.get_finished_spans()
+    (second,) = [s for s in spans if s.attributes.get("callboard.step.id") == "second"]
+    assert second.status.status_code is StatusCode.ERROR
+    (event,) = [e for e in second.events if e.name == "exception"]
+    assert event.attributes["exception.type"] == "KeyError"
+    assert "missing" in str(event.attributes["exception.message"])
+    (run,) = _named(spans, "workflow_run")
+    assert run.status.status_code is StatusCode.ERROR
+    assert run.attributes["callboard.status"] == "failed"
+    assert any(e.name == "exception" for e in run.events)
+
+
+def test_a_retried_step_has_a_span_per_attempt(
+    runtime: Runtime, exporter: InMemorySpanExporter
+) -> None:
+    calls: list[int] = []
+
+    def flaky(ctx: StepContext[Value]) -> Value:
+        calls.append(ctx.retry_count)
+        if len(calls) < 2:
+            raise RuntimeError("once")
+        return ctx.input_data
+
+    step = create_step(
+        id="flaky", input_schema=Value, output_schema=Value, execute=flaky, retries=1
+    )
+    wf = runtime.register(
+        create_workflow(id="otel_retry", input_schema=Value, output_schema=Value)
+        .then(step)
+        .commit()
+    )
+    assert wf.create_run().start(input_data={"value": "x"}, timeout=WAIT).status == "success"
+
+    attempts = sorted(
+        (span.attributes["callboard.step.attempt"], span.attributes["callboard.status"])
+        for span in _named(exporter.get_finished_spans(), "workflow_step")
+    )
+    assert attempts == [(1, "failed"), (2, "success")]
+
+
+def _suspending(workflow_id: str) -> Any:
+    def ask(ctx: StepContext[Value]) -> Value:
+        if ctx.resume_data is None:
+            ctx.suspend({"question": "go?"})
+        return Value(value=f"{ctx.input_data.value}:{ctx.resume_data['answer']}")
+
+    return (
+        create_workflow(id=workflow_id, input_schema=Value, output_schema=Value)
+        .then(_step("before", lambda ctx: ctx.input_data))
+        .then(_step("ask", ask))
+        .commit()
+    )
+
+
+def test_a_resumed_run_continues_its_trace_across_runtimes_with_new_span_ids(
+    tmp_path: Path, exporter: InMemorySpanExporter
+) -> None:
+    store = tmp_path / "runs.db"
+    tracer = trace.get_tracer("the-app")
+    with Runtime(store=store) as first:
+        wf = first.register(_suspending("otel_resume"))
+        with tracer.start_as_current_span("POST /runs") as request:
+            run = wf.create_run()
+            waiting = run.start(input_data={"value": "v"}, timeout=WAIT)
+        assert waiting.status == "suspended"
+    with Runtime(store=store) as second:
+        wf = second.register(_suspending("otel_resume"))
+        done = wf.create_run(run.run_id).resume(resume_data={"answer": "yes"}, timeout=WAIT)
+    assert done.status == "success"
+
+    spans = exporter.get_finished_spans()
+    trace_id = request.get_span_context().trace_id
+    assert {span.context.trace_id for span in spans} == {trace_id}
+    (start,) = _named(spans, "workflow_start")
+    runs = _named(spans, "workflow_run")
+    assert [span.attributes["callboard.status"] for span in runs] == ["suspended", "success"]
+    for span in runs:
+        assert span.parent is not None and span.parent.span_id == start.context.span_id
+    span_ids = [span.context.span_id for span in spans]
+    assert len(span_ids) == len(set(span_ids))
+    # Each step span is the child of the run span that called it.
+    asks = _named(spans, "workflow_step")
+    parents = {span.attributes["callboard.step.id"]: [] for span in asks}
+    for span in asks:
+        assert span.parent is not None
+        parents[span.attributes["callboard.step.id"]].append(span.parent.span_id)
+    assert parents["before"] == [runs[0].context.span_id]
+    assert parents["ask"] == [runs[0].context.span_id, runs[1].context.span_id]
+
+
+# --- metrics --------------------------------------------------------------------------
+
+
+def _points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
+    data = reader.get_metrics_data()
+    found: dict[str, list[Any]] = {}
+    if data is None:
+        return found
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            if scope.scope.name != "callboard":
+                continue
+            for metric in scope.metrics:
+                found.setdefault(metric.name, []).extend(metric.data.data_points)
+    return found
+
+
+def _sum(points: list[Any], **attributes: Any) -> float:
+    keys = {f"callboard.{key.replace('_', '.')}": value for key, value in attributes.items()}
+    return sum(
+        point.value
+        for point in points
+        if all(point.attributes.get(key) == value for key, value in keys.items())
+    )
+
+
+def test_runs_are_counted_by_workflow_and_status_with_their_durations(
+    runtime: Runtime, reader: InMemoryMetricReader
+) -> None:
+    def boom(ctx: StepContext[Value]) -> Value:
+        raise RuntimeError("no")
+
+    ok = runtime.register(_two_steps("metrics_ok"))
+    bad = runtime.register(_two_steps("metrics_bad", second=boom))
+    for _ in range(3):
+        assert ok.create_run().start(input_data={"value": "a"}, timeout=WAIT).status == "success"
+    assert bad.create_run().start(input_data={"value": "a"}, timeout=WAIT).status == "failed"
+
+    points = _points(reader)
+    started = points["callboard.runs.started"]
+    assert _sum(started, workflow_id="metrics_ok") == 3
+    assert _sum(started, workflow_id="metrics_bad") == 1
+    ended = points["callboard.runs.ended"]
+    assert _sum(ended, workflow_id="metrics_ok", status="success") == 3
+    assert _sum(ended, workflow_id="metrics_bad", status="failed") == 1
+    assert _sum(ended, workflow_id="metrics_bad", status="success") == 0
+    (runs,) = [
+        p
+        for p in points["callboard.run.duration"]
+        if p.attributes["callboard.workflow.id"] == "metrics_ok"
+    ]
+    assert runs.count == 3 and runs.sum >= 0
+    steps = [
+        p
+        for p in points["callboard.step.duration"]
+        if p.attributes["callboard.workflow.id"] == "metrics_bad"
+    ]
+    outcomes = {
+        (p.attributes["callboard.step.id"], p.attributes["callboard.status"]) for p in steps
+    }
+    assert outcomes == {("first", "success"), ("second", "failed")}
+    # Every run that began has ended: none is in flight.
+    assert _sum(points["callboard.runs.active"], workflow_id="metrics_ok") == 0
+
+
+def test_runs_in_flight_queued_runs_and_pool_threads_are_gauged(
+    reader: InMemoryMetricReader,
+) -> None:
+    import threading
+
+    gate = threading.Event()
+
+    def held(ctx: StepContext[Value]) -> Value:
+        gate.wait(WAIT)
+        return ctx.input_data
+
+    workflow = (
+        create_workflow(id="metrics_gauges", input_schema=Value, output_schema=Value)
+        .then(_step("held", held))
+        .commit()
+    )
+    with Runtime(max_concurrent_runs=2) as rt:
+        wf = rt.register(workflow)
+        ids = [wf.create_run().start_async(input_data={"value": "x"}).run_id for _ in range(5)]
+        try:
+            points: dict[str, list[Any]] = {}
+            for _ in range(200):  # until both runs in room are in their step
+                points = _points(reader)
+                if _sum(points.get("callboard.runs.active", []), workflow_id="metrics_gauges") == 2:
+                    break
+                gate.wait(0.02)
+            assert _sum(points["callboard.runs.active"], workflow_id="metrics_gauges") == 2
+            assert _sum(points["callboard.runs.queued"]) == 3
+            assert _sum(points["callboard.step_pool.threads"]) >= 2
+        finally:
+            gate.set()
+        for run_id in ids:
+            assert wf.create_run(run_id).wait(WAIT).status == "success"
+    points = _points(reader)
+    assert _sum(points["callboard.runs.active"], workflow_id="metrics_gauges") == 0
+    # A stopped runtime is no longer read.
+    assert _sum(points.get("callboard.runs.queued", [])) == 0
+
+
+def test_store_commits_are_timed(tmp_path: Path, reader: InMemoryMetricReader) -> None:
+    with Runtime(store=tmp_path / "runs.db") as rt:
+        wf = rt.register(_two_steps("metrics_commit"))
+        assert wf.create_run().start(input_data={"value": "a"}, timeout=WAIT).status == "success"
+    (commits,) = [
+        p
+        for p in _points(reader)["callboard.store.commit.duration"]
+        if p.attributes["callboard.store.busy"] is False
+    ]
+    assert commits.count >= 2 and commits.sum > 0
+
+
+# --- without OpenTelemetry ------------------------------------------------------------
+
+_PROBE = textwrap.dedent(
+    """
+    import sys
+    {block}
+    from pydantic import BaseModel
+    from runtime import Runtime, create_step, create_workflow
+    from runtime import _otel
+
+    class V(BaseModel):
+        v: str
+
+    step = create_step(id="s", input_schema=V, output_schema=V, execute=lambda ctx: ctx.input_data)
+    wf = create_workflow(id="w", input_schema=V, output_schema=V).then(step).commit()
+    with Runtime() as rt:
+        result = rt.register(wf).create_run().start(input_data={{"v": "x"}}, timeout=10)
+    assert result.status == "success", result
+    assert _otel.tracer() is None and _otel.instruments() is None
+    # Nothing was built: no tracer, no instruments were ever cached.
+    assert _otel._tracer is None and _otel._instruments is None
+    print(_otel.INSTALLED, len(result.trace_id))
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("block", "expected"),
+    [
+        ("", "True 32"),  # installed, but the application configured no provider
+        ("sys.modules['opentelemetry'] = None", "False 32"),  # not installed
+    ],
+)
+def test_without_configured_opentelemetry_nothing_is_made(block: str, expected: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(block=block)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == expected
+    assert done.stderr == ""
+
+
+def test_the_private_attributes_the_fast_check_and_these_tests_use_exist() -> None:
+    # runtime/_otel.py reads the provider globals to tell "no provider" in nanoseconds
+    # (if an OpenTelemetry release moves them, it falls back to the public getters);
+    # this module's fixture also resets the set-once guards.
+    from runtime import _otel
+
+    assert hasattr(trace, "_TRACER_PROVIDER")
+    assert hasattr(metrics_state, "_METER_PROVIDER")
+    assert isinstance(trace._TRACER_PROVIDER_SET_ONCE, Once)
+    assert isinstance(metrics_state._METER_PROVIDER_SET_ONCE, Once)
+    assert _otel._TRACE_GLOBAL and _otel._METER_GLOBAL
+
+
+def test_spans_a_step_body_makes_are_children_of_its_step_span(
+    runtime: Runtime, exporter: InMemorySpanExporter
+) -> None:
+    tracer = trace.get_tracer("the-app")
+
+    def sync_body(ctx: StepContext[Value]) -> Value:
+        with tracer.start_as_current_span("sync work"):
+            return ctx.input_data
+
+    async def async_body(ctx: StepContext[Value]) -> Value:
+        await asyncio.sleep(0)
+        with tracer.start_as_current_span("async work"):
+            return ctx.input_data
+
+    wf = runtime.register(
+        create_workflow(id="otel_inner", input_schema=Value, output_schema=Value)
+        .then(_step("sync_step", sync_body))
+        .then(_step("async_step", async_body))
+        .commit()
+    )
+    assert wf.create_run().start(input_data={"value": "x"}, timeout=WAIT).status == "success"
+
+    spans = exporter.get_finished_spans()
+    by_step = {s.attributes["callboard.step.id"]: s for s in _named(spans, "workflow_step")}
+    for name, step in (("sync work", "sync_step"), ("async work", "async_step")):
+        (inner,) = _named(spans, name)
+        assert inner.parent is not None
+        assert inner.parent.span_id == by_step[step].context.span_id
+
+
+def test_a_run_recovered_after_a_crash_continues_its_trace(
+    tmp_path: Path, exporter: InMemorySpanExporter
+) -> None:
+    from runtime.testing import Harness
+
+    entered, release = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def slow_once(ctx: StepContext[Value]) -> Value:
+        calls.append(1)
+        if len(calls) == 1:
+            entered.set()
+            release.wait(WAIT)  # the crash loses whatever this returns
+        return ctx.input_data
+
+    workflow = (
+        create_workflow(id="otel_recovered", input_schema=Value, output_schema=Value)
+        .then(_step("first", lambda ctx: ctx.input_data))
+        .then(_step("slow", slow_once))
+        .commit()
+    )
+    with Harness(store=tmp_path / "runs.db", time_skipping=False) as harness:
+        run = harness.register(workflow).create_run()
+        run.start_async(input_data={"value": "x"})
+        assert entered.wait(WAIT)
+        recovered = harness.crash_and_recover()
+        release.set()
+        result = recovered.register(workflow).create_run(run.run_id).wait(WAIT)
+    assert result.status == "success"
+
+    spans = exporter.get_finished_spans()
+    assert {_hex(span.context.trace_id, 32) for span in spans} == {result.trace_id}
+    (start,) = _named(spans, "workflow_start")
+    (run_span,) = _named(spans, "workflow_run")  # the crashed one never ended
+    assert run_span.attributes["callboard.status"] == "success"
+    assert run_span.parent is not None and run_span.parent.span_id == start.context.span_id
+    span_ids = [span.context.span_id for span in spans]
+    assert len(span_ids) == len(set(span_ids))
+
+
+def test_a_run_whose_start_span_is_not_sampled_records_no_span_later(
+    providers: tuple[InMemorySpanExporter, InMemoryMetricReader],
+) -> None:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+
+    exporter = InMemorySpanExporter()
+    unsampled = TracerProvider(sampler=ParentBased(ALWAYS_OFF))
+    unsampled.add_span_processor(SimpleSpanProcessor(exporter))
+    kept = trace.get_tracer_provider()
+    _reset_globals()
+    trace.set_tracer_provider(unsampled)
+    try:
+        with Runtime() as rt:
+            wf = rt.register(_two_steps("otel_unsampled"))
+            result = wf.create_run().start(input_data={"value": "x"}, timeout=WAIT)
+    finally:
+        _reset_globals()
+        trace.set_tracer_provider(kept)
+        metrics.set_meter_provider(_meter_provider)
+    assert result.status == "success"
+    # The run's own spans follow its start span's sampling decision, kept with the run.
+    assert exporter.get_finished_spans() == ()
+
+
+def test_runs_queued_in_a_shared_store_are_gauged(
+    tmp_path: Path, reader: InMemoryMetricReader
+) -> None:
+    # A client starts runs and runs none: they wait in the store for a worker.
+    with Runtime(store=tmp_path / "runs.db", role="client") as client:
+        wf = client.register(_two_steps("metrics_store_queue"))
+        for _ in range(3):
+            wf.create_run().start_async(input_data={"value": "x"})
+        assert _sum(_points(reader)["callboard.runs.queued"]) == 3
