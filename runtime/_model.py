@@ -216,6 +216,8 @@ class WorkflowResult(BaseModel):
         span_id: The id of the run's root span.
         created_at: When the run was started (UTC).
         updated_at: When the run last changed (UTC).
+        idempotency_key: The key the run was started with
+            (``start_async(idempotency_key=...)``), else ``None``.
     """
 
     model_config = _FROZEN
@@ -234,6 +236,7 @@ class WorkflowResult(BaseModel):
     span_id: str | None = None
     created_at: datetime
     updated_at: datetime
+    idempotency_key: str | None = None
 
     @property
     def is_terminal(self) -> bool:

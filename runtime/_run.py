@@ -34,7 +34,12 @@ from runtime._model import (
 )
 from runtime._options import OutputOptions, TracingOptions
 from runtime._request_context import RequestContext
-from runtime._run_input import first_record, pending_snapshot, validated_resume_data
+from runtime._run_input import (
+    check_idempotency_key,
+    first_record,
+    pending_snapshot,
+    validated_resume_data,
+)
 from runtime._snapshot import (
     Snapshot,
     canceled_record,
@@ -86,12 +91,21 @@ class Run(Generic[In, Out]):
         initial_state: BaseModel | Mapping[str, Any] | None = None,
         tracing_options: TracingOptions | Mapping[str, Any] | None = None,
         output_options: OutputOptions | Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> StartAsyncResult:
         """Start the run in the background and return its id at once.
 
         When this returns, the run is recorded (``pending``, or already further)
         and a query by its id from any thread finds it; no step has necessarily
         run yet.
+
+        With an ``idempotency_key``, a start whose key an earlier run of the
+        same workflow holds starts nothing: it returns that run's id without
+        validating anything, and this ``Run`` follows that run from then on
+        (``run.run_id`` becomes its id). A key is remembered as long as its
+        run's record is kept (until it is deleted, or pruned by retention), in
+        every store and for every process that shares it; of two starts that
+        race with one key, one records the run and the other returns its id.
 
         Args:
             input_data: The run's input: a model of the workflow's input schema
@@ -103,20 +117,50 @@ class Run(Generic[In, Out]):
                 workflow's ``state_schema`` when it has one.
             tracing_options: Span metadata and a trace id to join.
             output_options: Whether results carry the workflow ``state``.
+            idempotency_key: A key (a non-empty ``str`` of at most 512
+                characters) that makes a repeated start of the same work
+                return the first run's id instead of starting another run.
+                Keys are scoped to the workflow.
 
         Returns:
-            ``StartAsyncResult(run_id=...)``.
+            ``StartAsyncResult(run_id=...)``: this run's id, or with an
+            ``idempotency_key`` already used, the id of the run that holds it.
 
         Raises:
             InvalidInputError: if an argument is rejected; nothing is recorded,
                 and the run can be started again with good arguments.
             RunAlreadyStartedError: if this run was started before, or its id is
-                taken by another run.
+                taken by another run (whatever the ``idempotency_key``, when
+                that run does not hold the key).
             RuntimeOverloadedError: if the runtime's ``max_pending_runs`` runs
                 wait to start; nothing is recorded, and the run can be started
                 again later.
             RuntimeStoppedError: if the runtime is not running.
+            TypeError: if ``idempotency_key`` is not a ``str``.
+            ValueError: if ``idempotency_key`` is empty or too long.
         """
+        return self._start(
+            input_data=input_data,
+            request_context=request_context,
+            initial_state=initial_state,
+            tracing_options=tracing_options,
+            output_options=output_options,
+            idempotency_key=idempotency_key,
+        )
+
+    def _start(
+        self,
+        *,
+        input_data: Any,
+        request_context: Any,
+        initial_state: Any = None,
+        tracing_options: Any = None,
+        output_options: Any = None,
+        idempotency_key: str | None = None,
+        scheduled: bool = False,
+    ) -> StartAsyncResult:
+        """:meth:`start_async`, also for the runtime's scheduler (which a worker runs too)."""
+        key = None if idempotency_key is None else check_idempotency_key(idempotency_key)
         with self._lock:
             if self._started:
                 raise RunAlreadyStartedError(
@@ -126,6 +170,10 @@ class Run(Generic[In, Out]):
                 )
             plan, run_id, host = self._plan, self.run_id, self._host
             host.running()
+            if key is not None:
+                first = host.run_for_key(plan.workflow_id, key)
+                if first is not None:
+                    return self._follow(first)
             snapshot = pending_snapshot(
                 plan,
                 run_id,
@@ -134,9 +182,23 @@ class Run(Generic[In, Out]):
                 initial_state=initial_state,
                 tracing_options=tracing_options,
                 output_options=output_options,
+                idempotency_key=key,
             )
-            host.start_run(plan, snapshot, first_record(snapshot))
+            try:
+                host.start_run(plan, snapshot, first_record(snapshot), scheduled=scheduled)
+            except RunAlreadyStartedError:
+                # Another start with the same key may have won the race since the look-up.
+                first = None if key is None else host.run_for_key(plan.workflow_id, key)
+                if first is None:
+                    raise
+                return self._follow(first)
             self._started = True
+        return StartAsyncResult(run_id=run_id)
+
+    def _follow(self, run_id: str) -> StartAsyncResult:
+        """Become the handle of the run that holds this start's idempotency key."""
+        self.run_id = run_id
+        self._started = True
         return StartAsyncResult(run_id=run_id)
 
     def start(
@@ -147,9 +209,12 @@ class Run(Generic[In, Out]):
         initial_state: BaseModel | Mapping[str, Any] | None = None,
         tracing_options: TracingOptions | Mapping[str, Any] | None = None,
         output_options: OutputOptions | Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
         timeout: float | None = None,
     ) -> WorkflowResult:
         """Start the run and block until it ends; same arguments as :meth:`start_async`.
+
+        With an ``idempotency_key`` an earlier run holds, this waits for that run.
 
         A run that fails returns its result with ``status == "failed"``; it does
         not raise.
@@ -160,6 +225,7 @@ class Run(Generic[In, Out]):
             initial_state: As :meth:`start_async`.
             tracing_options: As :meth:`start_async`.
             output_options: As :meth:`start_async`.
+            idempotency_key: As :meth:`start_async`.
             timeout: Seconds to wait for the run to end; ``None`` waits as long as it takes.
 
         Raises:
@@ -175,6 +241,7 @@ class Run(Generic[In, Out]):
             initial_state=initial_state,
             tracing_options=tracing_options,
             output_options=output_options,
+            idempotency_key=idempotency_key,
         )
         return self.wait(timeout)
 
@@ -186,6 +253,7 @@ class Run(Generic[In, Out]):
         initial_state: BaseModel | Mapping[str, Any] | None = None,
         tracing_options: TracingOptions | Mapping[str, Any] | None = None,
         output_options: OutputOptions | Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> StartAsyncResult:
         """Await :meth:`start_async` without blocking the event loop.
 
@@ -201,6 +269,7 @@ class Run(Generic[In, Out]):
             initial_state=initial_state,
             tracing_options=tracing_options,
             output_options=output_options,
+            idempotency_key=idempotency_key,
         )
 
     async def astart(
@@ -211,6 +280,7 @@ class Run(Generic[In, Out]):
         initial_state: BaseModel | Mapping[str, Any] | None = None,
         tracing_options: TracingOptions | Mapping[str, Any] | None = None,
         output_options: OutputOptions | Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
         timeout: float | None = None,
     ) -> WorkflowResult:
         """Await :meth:`start` without blocking the event loop: start, then await the end.
@@ -223,6 +293,7 @@ class Run(Generic[In, Out]):
             initial_state=initial_state,
             tracing_options=tracing_options,
             output_options=output_options,
+            idempotency_key=idempotency_key,
         )
         return await self.wait_async(timeout)
 

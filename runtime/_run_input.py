@@ -19,12 +19,12 @@ from runtime._model import RunStatus
 from runtime._options import OutputOptions, TracingOptions
 from runtime._snapshot import Snapshot, check_encodable, copy_plain, find_unencodable, record_of
 from runtime._step import Step, plain
-from runtime._stores.base import SnapshotRecord
+from runtime._stores.base import MAX_IDEMPOTENCY_KEY, SnapshotRecord
 
 if TYPE_CHECKING:
     from runtime._plan import ExecutionPlan
 
-__all__ = ["first_record", "pending_snapshot", "validated_resume_data"]
+__all__ = ["check_idempotency_key", "first_record", "pending_snapshot", "validated_resume_data"]
 
 _DEFAULT_TRACING = TracingOptions()
 _DEFAULT_OUTPUT = OutputOptions()
@@ -51,6 +51,7 @@ def pending_snapshot(
     initial_state: Any,
     tracing_options: Any,
     output_options: Any,
+    idempotency_key: str | None = None,
 ) -> Snapshot:
     """Validate every start argument and build the run's first snapshot."""
     inputs = _validated(plan.input_schema, input_data, "input_data", run_id)
@@ -67,7 +68,7 @@ def pending_snapshot(
         metadata = copy_plain(tracing.metadata)
     output = _options(OutputOptions, output_options, _DEFAULT_OUTPUT, "output_options", run_id)
     now = time.time()
-    return {
+    snapshot: Snapshot = {
         "run_id": run_id,
         "workflow_id": plan.workflow_id,
         "seq": 0,
@@ -92,6 +93,31 @@ def pending_snapshot(
         "created_at": now,
         "updated_at": now,
     }
+    if idempotency_key is not None:
+        snapshot["idempotency_key"] = idempotency_key
+    return snapshot
+
+
+def check_idempotency_key(key: object) -> str:
+    """``key`` if it can be an idempotency key: a non-empty ``str`` of at most 512 characters.
+
+    Raises:
+        TypeError: if it is not a ``str``.
+        ValueError: if it is empty, too long, or not valid UTF-8 text.
+    """
+    if not isinstance(key, str):
+        raise TypeError(f"idempotency_key must be a str, got {type(key).__name__}")
+    if not key:
+        raise ValueError("idempotency_key must not be empty")
+    if len(key) > MAX_IDEMPOTENCY_KEY:
+        raise ValueError(
+            f"idempotency_key has {len(key)} characters; at most {MAX_IDEMPOTENCY_KEY} are allowed"
+        )
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("idempotency_key is not valid UTF-8 text (a lone surrogate)") from None
+    return key
 
 
 def _validated(schema: type[BaseModel], value: Any, field: str, run_id: str) -> Any:
@@ -206,7 +232,7 @@ def first_record(snapshot: Snapshot) -> SnapshotRecord:
             more, nesting deeper than the snapshot allows).
     """
     try:
-        return record_of(snapshot)
+        record = record_of(snapshot)
     except SnapshotEncodingError as exc:
         run_id = snapshot["run_id"]
         for key, field in _ARGUMENTS:
@@ -214,6 +240,9 @@ def first_record(snapshot: Snapshot) -> SnapshotRecord:
             if found is not None:
                 raise _not_storable(found, field, run_id) from exc
         raise
+    if "idempotency_key" in snapshot:
+        return record._replace(idempotency_key=snapshot["idempotency_key"])
+    return record
 
 
 def _not_storable(found: tuple[str, str], field: str, run_id: str) -> InvalidInputError:

@@ -24,7 +24,7 @@ from runtime._model import RunEvent
 from runtime._options import RetentionPolicy
 from runtime._plan import ExecutionPlan
 from runtime._snapshot import Snapshot, decode, run_events
-from runtime._stores.base import SnapshotRecord, SnapshotStore
+from runtime._stores.base import KeyedStore, SnapshotRecord, SnapshotStore
 from runtime._stores.memory import MemoryStore
 from runtime._stores.open import is_postgres_url, open_store
 from runtime._stores.sqlite import path_from_url
@@ -157,16 +157,29 @@ class RunHost:
             raise RuntimeStoppedError("the runtime is stopped")
         return system
 
-    def start_run(self, plan: ExecutionPlan, snapshot: Snapshot, record: SnapshotRecord) -> None:
+    def start_run(
+        self,
+        plan: ExecutionPlan,
+        snapshot: Snapshot,
+        record: SnapshotRecord,
+        *,
+        scheduled: bool = False,
+    ) -> None:
         """Record and start a new run.
 
+        Args:
+            plan: The run's workflow.
+            snapshot: Its first snapshot.
+            record: Its first record.
+            scheduled: Started by this runtime's scheduler, which a ``worker`` has too.
+
         Raises:
-            RunAlreadyStartedError: if the run's id is taken.
+            RunAlreadyStartedError: if the run's id (or its idempotency key) is taken.
             RuntimeOverloadedError: if ``max_pending_runs`` runs wait to start.
             RuntimeStoppedError: if the runtime is not running.
             RoleError: if the runtime is a ``worker``.
         """
-        if self.role == "worker":
+        if self.role == "worker" and not scheduled:
             raise RoleError(
                 "this runtime has the role 'worker': it runs what others start, and starts "
                 "nothing; start runs from a runtime with the role 'client' or 'both'",
@@ -177,6 +190,21 @@ class RunHost:
                 f"run id {record.run_id!r} is already in use by another run",
                 run_id=record.run_id,
             )
+
+    def run_for_key(self, workflow_id: str, key: str) -> str | None:
+        """The run of ``workflow_id`` started with idempotency key ``key``, or ``None``.
+
+        Raises:
+            TypeError: if the store keeps no idempotency keys (a store object of
+                another kind).
+        """
+        store = self.running().store
+        if not isinstance(store, KeyedStore):
+            raise TypeError(
+                f"the store {type(store).__name__} keeps no idempotency keys: use the memory, "
+                "SQLite or PostgreSQL store to start runs with idempotency_key="
+            )
+        return store.run_for_key(workflow_id, key)
 
     def load(self, run_id: str) -> SnapshotRecord | None:
         """The newest stored record of a run (``None``: unknown, or no SQLite store open yet)."""

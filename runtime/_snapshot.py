@@ -146,6 +146,7 @@ class Snapshot(TypedDict):
     created_at: float
     updated_at: float
     resumed: NotRequired[bool]
+    idempotency_key: NotRequired[str]
 
 
 def _packb(value: Any) -> bytes:
@@ -1184,6 +1185,7 @@ def to_result(snapshot: Snapshot) -> WorkflowResult:
                 "span_id": snapshot["span_id"],
                 "created_at": snapshot["created_at"],
                 "updated_at": snapshot["updated_at"],
+                "idempotency_key": snapshot.get("idempotency_key"),
             }
         )
     except (KeyError, TypeError, ValidationError) as exc:

@@ -15,7 +15,9 @@ from runtime._errors import StoreError
 
 __all__ = [
     "DEFAULT_LEASE",
+    "MAX_IDEMPOTENCY_KEY",
     "Claimed",
+    "KeyedStore",
     "RunFencedError",
     "SharedStore",
     "SnapshotParts",
@@ -73,6 +75,8 @@ class SnapshotRecord(NamedTuple):
         wake_at: When a ``waiting`` run's sleep ends (epoch seconds), else ``None``.
         parts: How the snapshot changed since the run's record before, for a
             store that writes only what changed (``None``: keep ``data`` whole).
+        idempotency_key: The key the run was started with (see
+            :class:`KeyedStore`); read by ``create`` only, ``None`` elsewhere.
     """
 
     run_id: str
@@ -85,6 +89,7 @@ class SnapshotRecord(NamedTuple):
     trace_id: str
     wake_at: float | None = None
     parts: SnapshotParts | None = None
+    idempotency_key: str | None = None
 
 
 @runtime_checkable
@@ -181,6 +186,26 @@ class SnapshotStore(Protocol):
 
     def close(self) -> None:
         """Stop writing; records stay readable."""
+        ...
+
+
+MAX_IDEMPOTENCY_KEY: Final = 512
+"""The most characters an idempotency key may have (an index entry, not a payload)."""
+
+
+@runtime_checkable
+class KeyedStore(Protocol):
+    """A store that remembers the idempotency key each run was started with.
+
+    ``create`` of a record whose ``idempotency_key`` another run of the same
+    workflow already holds changes nothing and returns ``False``, as for a
+    taken run id; two creates racing with one key make one run (a unique
+    index does the deciding on SQLite and PostgreSQL). The key is forgotten
+    with its run, when the run is deleted or pruned.
+    """
+
+    def run_for_key(self, workflow_id: str, key: str) -> str | None:
+        """The id of the run of ``workflow_id`` started with ``key``, or ``None``."""
         ...
 
 

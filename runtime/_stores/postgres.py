@@ -40,7 +40,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from runtime._errors import StoreError
 from runtime._ids import new_id
@@ -55,6 +55,8 @@ if TYPE_CHECKING:
     Connection = psycopg.Connection[tuple[Any, ...]]
 
 __all__ = ["LEASE", "SCHEMA_VERSION", "PostgresStore", "redact"]
+
+_T = TypeVar("_T")
 
 SCHEMA_VERSION: Final = 1
 """The database schema this code writes (``callboard_meta.schema_version``)."""
@@ -144,6 +146,28 @@ CREATE TABLE IF NOT EXISTS callboard_workers (
 )
 """
 
+_ADDED: Final = """
+ALTER TABLE callboard_runs ADD COLUMN IF NOT EXISTS idempotency_key text;
+CREATE UNIQUE INDEX IF NOT EXISTS callboard_runs_by_idempotency_key
+    ON callboard_runs (workflow_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS callboard_schedules (
+    schedule_id text PRIMARY KEY,
+    workflow_id text NOT NULL,
+    cron        text NOT NULL,
+    timezone    text NOT NULL,
+    input       text NOT NULL,
+    catch_up    text NOT NULL,
+    overlap     text NOT NULL,
+    paused      boolean NOT NULL DEFAULT false,
+    created_at  double precision NOT NULL,
+    last_tick   double precision,
+    last_run_id text
+)
+"""
+"""What came after the first schema, added to a database that lacks it on every open:
+idempotency keys (one run per key and workflow: the unique index decides between two
+starts that race) and schedules."""
+
 _COLUMNS: Final = (
     "run_id, workflow_id, seq, status, snapshot, created_at, updated_at, trace_id, wake_at"
 )
@@ -152,21 +176,22 @@ _COLUMNS: Final = (
 # (and one round trip) however many records a batch has.
 _ROWS: Final = """(
     SELECT run_id, workflow_id, status, seq, owner_id, epoch, wake_at, created_at,
-           updated_at, trace_id, decode(snapshot, 'base64') AS snapshot
+           updated_at, trace_id, decode(snapshot, 'base64') AS snapshot, idempotency_key
     FROM jsonb_to_recordset(%s::jsonb) AS j(
         run_id text, workflow_id text, status text, seq int8, owner_id text, epoch int8,
-        wake_at float8, created_at float8, updated_at float8, trace_id text, snapshot text)
+        wake_at float8, created_at float8, updated_at float8, trace_id text, snapshot text,
+        idempotency_key text)
 ) AS v"""
 """A batch of records as rows: one JSON parameter, which ``json.dumps`` builds in C (eleven
 array parameters cost psycopg's Python array dumper about a fifth of a worker's CPU)."""
 
 _CREATE: Final = f"""
 INSERT INTO callboard_runs (run_id, workflow_id, status, seq, owner_id, epoch, wake_at,
-                            created_at, updated_at, trace_id, snapshot)
+                            created_at, updated_at, trace_id, snapshot, idempotency_key)
 SELECT v.run_id, v.workflow_id, v.status, v.seq, v.owner_id, v.epoch, v.wake_at,
-       v.created_at, v.updated_at, v.trace_id, v.snapshot
+       v.created_at, v.updated_at, v.trace_id, v.snapshot, v.idempotency_key
 FROM {_ROWS}
-ON CONFLICT (run_id) DO NOTHING
+ON CONFLICT DO NOTHING
 RETURNING run_id
 """
 
@@ -297,11 +322,12 @@ def _hint_kind(record: SnapshotRecord) -> str | None:
 def _columns(
     records: Sequence[SnapshotRecord], owners: Sequence[str | None], epochs: Sequence[int]
 ) -> list[Any]:
-    """The records as the one JSON parameter of :data:`_ROWS`."""
+    """The records as the one JSON parameter of :data:`_ROWS` (a key only where a run has one)."""
     return [
         json.dumps(
             [
                 {
+                    **({"idempotency_key": r.idempotency_key} if r.idempotency_key else {}),
                     "run_id": r.run_id,
                     "workflow_id": r.workflow_id,
                     "status": r.status,
@@ -680,6 +706,7 @@ class PostgresStore:
                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                     (str(SCHEMA_VERSION),),
                 )
+            self._add_missing(connection)
             self._join_row(connection)
             connection.commit()
         except psycopg.Error as exc:
@@ -692,6 +719,46 @@ class PostgresStore:
             with contextlib.suppress(psycopg.Error):
                 connection.rollback()
             raise
+
+    def _add_missing(self, connection: Connection) -> None:
+        """Add what :data:`_ADDED` makes, if the database lacks it.
+
+        Looked up first, so that a database that has it takes no table lock.
+        """
+        row = connection.execute(
+            "SELECT to_regclass('callboard_schedules') IS NOT NULL AND EXISTS (SELECT 1 FROM "
+            "information_schema.columns WHERE table_name = 'callboard_runs' "
+            "AND column_name = 'idempotency_key' AND table_schema = current_schema())"
+        ).fetchone()
+        if row is not None and row[0]:
+            return
+        for statement in _ADDED.split(";"):
+            if statement.strip():
+                connection.execute(statement)
+
+    def run_for_key(self, workflow_id: str, key: str) -> str | None:
+        """The run of ``workflow_id`` started with idempotency key ``key``, or ``None``."""
+
+        def read(connection: Connection) -> str | None:
+            row = connection.execute(
+                "SELECT run_id FROM callboard_runs WHERE workflow_id = %s AND idempotency_key = %s",
+                (workflow_id, key),
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        result: str | None = self._read(read)
+        return result
+
+    def read_with(self, read: Callable[[Connection], _T]) -> _T:
+        """Run ``read`` on one of the store's autocommit connections (a write is one statement).
+
+        For what keeps its own table beside the runs (schedules).
+
+        Raises:
+            StoreError: if the database cannot be reached or refuses the statement.
+        """
+        result: _T = self._read(read)
+        return result
 
     def _join_row(self, connection: Connection) -> bool:
         """Write this worker's row; return whether it was missing (made anew)."""
