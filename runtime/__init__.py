@@ -45,6 +45,7 @@ from runtime._queries import RunReader
 from runtime._request_context import RequestContext
 from runtime._run import Run, RunWatch
 from runtime._runtime import Runtime, default_runtime
+from runtime._schedule import Schedule, ScheduledRun, ScheduleInfo
 from runtime._step import Step, create_step
 from runtime._step_context import StepContext
 from runtime._stores.base import SnapshotRecord, SnapshotStore
@@ -89,6 +90,9 @@ __all__ = [
     "RuntimeOverloadedError",
     "RuntimeStoppedError",
     "SQLiteStore",
+    "Schedule",
+    "ScheduleInfo",
+    "ScheduledRun",
     "SnapshotEncodingError",
     "SnapshotFormatError",
     "SnapshotRecord",

@@ -7,6 +7,8 @@ nothing behind and the same run can be started again with good arguments.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
@@ -17,6 +19,7 @@ from runtime._errors import InvalidInputError, SnapshotEncodingError, summarize_
 from runtime._ids import new_span_id, new_trace_id
 from runtime._model import RunStatus
 from runtime._options import OutputOptions, TracingOptions
+from runtime._schedule import Schedule
 from runtime._snapshot import Snapshot, check_encodable, copy_plain, find_unencodable, record_of
 from runtime._step import Step, plain
 from runtime._stores.base import MAX_IDEMPOTENCY_KEY, SnapshotRecord
@@ -24,7 +27,13 @@ from runtime._stores.base import MAX_IDEMPOTENCY_KEY, SnapshotRecord
 if TYPE_CHECKING:
     from runtime._plan import ExecutionPlan
 
-__all__ = ["check_idempotency_key", "first_record", "pending_snapshot", "validated_resume_data"]
+__all__ = [
+    "bound_schedule",
+    "check_idempotency_key",
+    "first_record",
+    "pending_snapshot",
+    "validated_resume_data",
+]
 
 _DEFAULT_TRACING = TracingOptions()
 _DEFAULT_OUTPUT = OutputOptions()
@@ -118,6 +127,34 @@ def check_idempotency_key(key: object) -> str:
     except UnicodeEncodeError:
         raise ValueError("idempotency_key is not valid UTF-8 text (a lone surrogate)") from None
     return key
+
+
+def bound_schedule(schedule: Schedule, workflow_id: str, input_schema: type[BaseModel]) -> Schedule:
+    """``schedule`` bound to its workflow: with its id, and its input checked and plain.
+
+    The id is the workflow's when the schedule has none; the input is checked
+    against the workflow's input schema and kept as plain (JSON) data.
+
+    Raises:
+        InvalidInputError: if the input does not fit the schema, or cannot be stored.
+    """
+    schedule_id = schedule.schedule_id or workflow_id
+    try:
+        data = _validated(input_schema, schedule.input_data, "input_data", schedule_id)
+        json.dumps(data)  # kept as JSON in the store
+    except InvalidInputError as exc:
+        raise InvalidInputError(
+            str(exc).replace(f"for run {schedule_id!r}", f"of schedule {schedule_id!r}"),
+            field="input_data",
+            errors=exc.errors,
+        ) from exc
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"input_data of schedule {schedule_id!r} cannot be stored: {exc}",
+            field="input_data",
+            errors=[{"type": "not_encodable", "loc": (), "msg": str(exc)}],
+        ) from exc
+    return dataclasses.replace(schedule, schedule_id=schedule_id, input_data=data)
 
 
 def _validated(schema: type[BaseModel], value: Any, field: str, run_id: str) -> Any:

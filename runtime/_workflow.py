@@ -36,7 +36,9 @@ from runtime._plan import (
 )
 from runtime._queries import get_run, list_runs
 from runtime._run import Run
+from runtime._run_input import bound_schedule
 from runtime._runtime import offload
+from runtime._schedule import Schedule
 from runtime._step import Step
 from runtime._stores.base import SnapshotStore
 from runtime._stores.memory import MemoryStore
@@ -72,6 +74,7 @@ class Workflow(Generic[In, Out]):
         retry_config: RetryConfig | Mapping[str, Any] | None = None,
         on_finish: Callable[[RunOutcome], Any] | None = None,
         on_error: Callable[[RunOutcome], Any] | None = None,
+        schedule: Schedule | Sequence[Schedule] | None = None,
     ) -> None:
         if not isinstance(id, str) or not id:
             raise WorkflowDefinitionError(f"a workflow id must be a non-empty string, got {id!r}")
@@ -102,6 +105,7 @@ class Workflow(Generic[In, Out]):
         self.retry_config = _retry_config(retry_config, id)
         self.on_finish = on_finish
         self.on_error = on_error
+        self.schedules = _schedules(schedule, id, input_schema)
         self._nodes: list[Node | ExecutionPlan] = []
         self._plan: ExecutionPlan | None = None
         self._runtime: Runtime | None = None
@@ -614,6 +618,7 @@ def create_workflow(
     retry_config: RetryConfig | Mapping[str, Any] | None = None,
     on_finish: Callable[[RunOutcome], Any] | None = None,
     on_error: Callable[[RunOutcome], Any] | None = None,
+    schedule: Schedule | Sequence[Schedule] | None = None,
 ) -> Workflow[In, Out]:
     """Define a workflow; add steps with ``.then(step)`` and finish with ``.commit()``.
 
@@ -631,10 +636,15 @@ def create_workflow(
             be ``async``. It runs before the final result is visible, so keep
             it short. An exception in it is logged and changes nothing.
         on_error: Like ``on_finish``, for failed runs only (called first).
+        schedule: A :class:`Schedule` (or several) that starts runs of the
+            workflow on a cron expression, on every runtime the workflow is
+            registered with (see ``Runtime.schedule``). Its input is checked
+            against ``input_schema`` here.
 
     Raises:
-        WorkflowDefinitionError: for an empty id, an id with a ``.``, or a bad
-            ``retry_config``.
+        WorkflowDefinitionError: for an empty id, an id with a ``.``, a bad
+            ``retry_config``, or two schedules with one id.
+        InvalidInputError: for a schedule whose input does not fit ``input_schema``.
         TypeError: for schemas that are not pydantic models, or hooks that
             are not callable.
     """
@@ -647,7 +657,30 @@ def create_workflow(
         retry_config=retry_config,
         on_finish=on_finish,
         on_error=on_error,
+        schedule=schedule,
     )
+
+
+def _schedules(value: Any, workflow_id: str, input_schema: type[BaseModel]) -> tuple[Schedule, ...]:
+    """A workflow's schedules, each with its id (the workflow's by default) and checked input."""
+    if value is None:
+        return ()
+    given = [value] if isinstance(value, Schedule) else _sequence(value, "schedule")
+    schedules: list[Schedule] = []
+    for schedule in given:
+        if not isinstance(schedule, Schedule):
+            raise TypeError(
+                f"workflow {workflow_id!r}: schedule must be a Schedule, got "
+                f"{type(schedule).__name__}"
+            )
+        schedules.append(bound_schedule(schedule, workflow_id, input_schema))
+    ids = [schedule.schedule_id for schedule in schedules]
+    if len(set(ids)) != len(ids):
+        raise WorkflowDefinitionError(
+            f"workflow {workflow_id!r}: two schedules share an id ({ids}); give each its "
+            "own schedule_id"
+        )
+    return tuple(schedules)
 
 
 def _retry_config(value: Any, workflow_id: str) -> RetryConfig:
