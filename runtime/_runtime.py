@@ -590,6 +590,7 @@ class Runtime:
             system = self._host.system if self._host.state == "running" else None
         if system is not None and known is None:
             system.workflows_changed(sorted(self._registered()))
+            self._poke_scheduler()  # the store may have schedules of this workflow
         for schedule in workflow.schedules:
             self._define_schedule(plan.workflow_id, schedule)
         return workflow._bound_to(self, self._host)

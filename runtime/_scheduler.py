@@ -83,7 +83,8 @@ class Scheduler:
         self._plans = plans
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._seen: float | None = None  # the clock's reading when the last pass began
+        self._begun = 0  # passes begun
+        self._done = 0  # the last pass done
         self._passed = threading.Condition()
         self._thread = threading.Thread(target=self._loop, name="callboard-scheduler", daemon=True)
         self._forget_waker: Callable[[], None] | None = None
@@ -106,29 +107,31 @@ class Scheduler:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
-    def caught_up(self, moment: float, timeout: float) -> bool:
-        """Wait until a pass that began at ``moment`` or later (by the clock) is done.
+    def caught_up(self, timeout: float) -> bool:
+        """Have a pass begin now, and wait until it is done; whether it was in time.
 
-        For whoever moves a virtual clock and then looks at what fired.
+        For whoever moved a virtual clock (or changed schedules) and then
+        looks at what fired.
         """
-
-        def seen() -> bool:
-            return self._seen is not None and self._seen >= moment
-
         with self._passed:
-            return self._passed.wait_for(seen, timeout)
+            target = self._begun + 1
+        self.poke()
+        with self._passed:
+            return self._passed.wait_for(lambda: self._done >= target, timeout)
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
             self._wake.clear()
-            began = _clock.time()
+            with self._passed:
+                self._begun += 1
+                begun = self._begun
             try:
                 due = self.run_pass()
             except Exception as exc:  # a store that is down: try again after a while
                 emit(logging.WARNING, "schedules_unreadable", error=str(exc))
                 due = None
             with self._passed:
-                self._seen = began
+                self._done = begun
                 self._passed.notify_all()
             wait = POLL if due is None else min(POLL, max(0.0, due - _clock.time()))
             if wait > 0:
@@ -147,6 +150,8 @@ class Scheduler:
             try:
                 upcoming = self._fire_due(row, plan)
             except WorkflowError as exc:  # the store refused (down, locked): the next pass retries
+                if self._host.state != "running":
+                    return None  # stopping: the start was refused for that
                 emit(
                     logging.WARNING,
                     "schedule_tick_failed",

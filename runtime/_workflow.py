@@ -665,12 +665,17 @@ def _schedules(value: Any, workflow_id: str, input_schema: type[BaseModel]) -> t
     """A workflow's schedules, each with its id (the workflow's by default) and checked input."""
     if value is None:
         return ()
-    given = [value] if isinstance(value, Schedule) else _sequence(value, "schedule")
+    if isinstance(value, Schedule):
+        given = [value]
+    elif isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        given = list(value)
+    else:
+        given = [value]  # refused below
     schedules: list[Schedule] = []
     for schedule in given:
         if not isinstance(schedule, Schedule):
             raise TypeError(
-                f"workflow {workflow_id!r}: schedule must be a Schedule, got "
+                f"workflow {workflow_id!r}: schedule must be a Schedule or a list of them, got "
                 f"{type(schedule).__name__}"
             )
         schedules.append(bound_schedule(schedule, workflow_id, input_schema))

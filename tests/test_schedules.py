@@ -1,0 +1,370 @@
+"""Cron schedules under a virtual clock: one run per tick across runtimes, catch-up, overlap."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from runtime import (
+    InvalidInputError,
+    Runtime,
+    Schedule,
+    WorkflowDefinitionError,
+    _clock,
+    create_step,
+    create_workflow,
+)
+from runtime._schedule import newest_tick, next_tick, tick_run_id
+from runtime.testing import VirtualClock
+from tests._support import wait_for_no_callboard_threads
+
+START = datetime(2026, 1, 5, 12, 0, 30, tzinfo=UTC).timestamp()
+"""Half a minute past noon, UTC: the next */5 tick is 12:05."""
+
+FIVE_MINUTES = 300.0
+
+
+class Value(BaseModel):
+    value: str
+
+
+shout = create_step(
+    id="shout",
+    input_schema=Value,
+    output_schema=Value,
+    execute=lambda ctx: Value(value=ctx.input_data.value.upper()),
+)
+report = create_workflow(id="report", input_schema=Value, output_schema=Value).then(shout).commit()
+
+GATE = threading.Event()
+
+
+def _held(ctx: Any) -> Value:
+    GATE.wait(20)
+    return Value(value="done")
+
+
+held_step = create_step(id="held", input_schema=Value, output_schema=Value, execute=_held)
+held = create_workflow(id="held", input_schema=Value, output_schema=Value).then(held_step).commit()
+
+
+@pytest.fixture
+def clock() -> Iterator[VirtualClock]:
+    virtual = VirtualClock(START)
+    _clock.install(virtual.now)
+    try:
+        yield virtual
+    finally:
+        _clock.uninstall()
+
+
+@pytest.fixture
+def gate() -> Iterator[threading.Event]:
+    GATE.clear()
+    yield GATE
+    GATE.set()
+
+
+@pytest.fixture
+def started() -> Iterator[list[Runtime]]:
+    runtimes: list[Runtime] = []
+    yield runtimes
+    GATE.set()
+    for rt in runtimes:
+        rt.stop(timeout=5)
+    left = wait_for_no_callboard_threads(10)
+    assert not left, [thread.name for thread in left]
+
+
+def start(started: list[Runtime], store: Any, **options: Any) -> Runtime:
+    rt = Runtime(store=store, **options).start()
+    started.append(rt)
+    return rt
+
+
+def caught_up(clock: VirtualClock, *runtimes: Runtime) -> None:
+    """Wait until every runtime's scheduler has looked at the schedules since the clock moved."""
+    for rt in runtimes:
+        scheduler = rt._scheduler
+        assert scheduler is not None
+        assert scheduler.caught_up(10), "the scheduler did not look in time"
+
+
+def step(clock: VirtualClock, seconds: float, *runtimes: Runtime, settle: bool = True) -> None:
+    """Move the clock, let the schedulers look, and (with ``settle``) let the runs end.
+
+    Runs end in real time, not on the virtual clock: without waiting for them, the next
+    tick could find the last run still going (and skip, by the default overlap policy).
+    """
+    clock.advance(seconds)
+    caught_up(clock, *runtimes)
+    if settle:
+        for rt in runtimes:
+            runs_end(rt)
+
+
+def runs_end(rt: Runtime) -> None:
+    store = rt.store
+    assert store is not None
+    deadline = time.monotonic() + 10
+    while store.unfinished():
+        assert time.monotonic() < deadline, "runs did not end"
+        time.sleep(0.005)
+
+
+def run_ids(rt: Runtime, workflow_id: str = "report") -> list[str]:
+    store = rt.store
+    assert store is not None
+    records, _total = store.list_runs(workflow_id=workflow_id, limit=None)
+    return sorted(record.run_id for record in records)
+
+
+def tick(minutes_past_noon: int) -> float:
+    return datetime(2026, 1, 5, 12, 0, tzinfo=UTC).timestamp() + 60 * minutes_past_noon
+
+
+# --- definitions ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"cron": "*/5 * * *"}, "invalid cron expression"),
+        ({"cron": "61 * * * *"}, "invalid cron expression"),
+        ({"cron": "* * * * *", "timezone": "Mars/Olympus"}, "unknown time zone"),
+        ({"cron": "* * * * *", "timezone": ""}, "time zone"),
+        ({"cron": "* * * * *", "catch_up": "some"}, "catch_up must be one of"),
+        ({"cron": "* * * * *", "overlap": "queue"}, "overlap must be one of"),
+        ({"cron": "* * * * *", "schedule_id": ""}, "schedule_id"),
+        ({"cron": 5}, "cron must be a str"),
+    ],
+)
+def test_a_bad_schedule_is_refused_when_it_is_made(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(WorkflowDefinitionError, match=message):
+        Schedule(**options)
+
+
+def test_a_bad_schedule_is_refused_by_runtime_schedule_before_anything_is_stored(
+    runtime: Runtime,
+) -> None:
+    with pytest.raises(WorkflowDefinitionError, match="invalid cron"):
+        runtime.schedule(report, cron="every day")
+    with pytest.raises(InvalidInputError, match="schedule 'report'"):
+        runtime.schedule(report, cron="* * * * *", input_data={"value": 3})
+    assert runtime.schedules() == []
+
+
+def test_a_workflow_schedule_input_is_checked_at_definition() -> None:
+    with pytest.raises(InvalidInputError, match="input_data of schedule 'x'"):
+        create_workflow(
+            id="x",
+            input_schema=Value,
+            output_schema=Value,
+            schedule=Schedule(cron="* * * * *", input_data={"nope": 1}),
+        )
+    with pytest.raises(WorkflowDefinitionError, match="share an id"):
+        create_workflow(
+            id="y",
+            input_schema=Value,
+            output_schema=Value,
+            schedule=[
+                Schedule(cron="* * * * *", input_data={"value": "a"}),
+                Schedule(cron="*/2 * * * *", input_data={"value": "b"}),
+            ],
+        )
+    with pytest.raises(TypeError, match="must be a Schedule"):
+        create_workflow(id="z", input_schema=Value, output_schema=Value, schedule="* * * * *")  # type: ignore[arg-type]
+
+
+def test_without_the_cron_extra_the_error_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "cronsim", None)
+    with pytest.raises(ImportError, match=r"callboard\[cron\]"):
+        Schedule(cron="* * * * *")
+
+
+def test_ticks_follow_the_time_zone_across_daylight_saving_time() -> None:
+    winter = datetime(2026, 1, 5, 0, 0, tzinfo=UTC).timestamp()
+    summer = datetime(2026, 7, 6, 0, 0, tzinfo=UTC).timestamp()
+    assert next_tick("0 9 * * *", "Europe/Paris", winter) == winter + 8 * 3600  # UTC+1
+    assert next_tick("0 9 * * *", "Europe/Paris", summer) == summer + 7 * 3600  # UTC+2
+    assert newest_tick("*/5 * * * *", "UTC", tick(5)) == tick(5)
+    assert newest_tick("*/5 * * * *", "UTC", tick(5) - 1) == tick(0)
+    assert tick_run_id("nightly", tick(5)) == "schedule:nightly:2026-01-05T12:05:00Z"
+
+
+# --- firing -----------------------------------------------------------------------------
+
+
+def test_a_schedule_starts_one_run_per_tick(clock: VirtualClock, started: list[Runtime]) -> None:
+    rt = start(started, "memory")
+    rt.schedule(report, cron="*/5 * * * *", input_data={"value": "hi"})
+    step(clock, 200, rt)  # 12:03:50: no tick yet
+    assert run_ids(rt) == []
+    step(clock, 70, rt)  # 12:05:00
+    assert run_ids(rt) == [tick_run_id("report", tick(5))]
+    step(clock, FIVE_MINUTES, rt)
+    assert run_ids(rt) == [tick_run_id("report", tick(5)), tick_run_id("report", tick(10))]
+    result = rt.register(report).create_run(tick_run_id("report", tick(5))).wait(10)
+    assert result.result == {"value": "HI"}
+    [info] = rt.schedules()
+    assert info.next_fire_at == datetime.fromtimestamp(tick(15), UTC)
+    assert info.last_tick_at == datetime.fromtimestamp(tick(10), UTC)
+    assert [run.run_id for run in info.last_runs] == [
+        tick_run_id("report", tick(10)),
+        tick_run_id("report", tick(5)),
+    ]
+
+
+def _three_runtimes_make_one_run_per_tick(
+    clock: VirtualClock, started: list[Runtime], store: Any
+) -> None:
+    fleet = [start(started, store) for _ in range(3)]
+    for rt in fleet:
+        rt.schedule(report, cron="*/5 * * * *", input_data={"value": "fleet"})
+    step(clock, 270, *fleet)  # 12:05
+    for _ in range(5):
+        step(clock, FIVE_MINUTES, *fleet)
+    expected = sorted(tick_run_id("report", tick(minute)) for minute in range(5, 31, 5))
+    assert run_ids(fleet[0]) == expected
+    for run_id in expected:
+        assert fleet[0].register(report).create_run(run_id).wait(10).status == "success"
+    assert len(fleet[0].schedules()) == 1
+
+
+def test_three_runtimes_on_one_sqlite_file_make_one_run_per_tick(
+    clock: VirtualClock, started: list[Runtime], tmp_path: Path
+) -> None:
+    _three_runtimes_make_one_run_per_tick(clock, started, tmp_path / "runs.db")
+
+
+@pytest.mark.postgres
+def test_three_runtimes_on_one_postgres_store_make_one_run_per_tick(
+    clock: VirtualClock, started: list[Runtime], postgres_url: str
+) -> None:
+    _three_runtimes_make_one_run_per_tick(clock, started, postgres_url)
+
+
+@pytest.mark.parametrize(
+    ("catch_up", "expected"),
+    [("latest", [5, 30]), ("skip", [5]), ("all", [5, 10, 15, 20, 25, 30])],
+)
+def test_ticks_missed_while_every_runtime_was_down_follow_the_catch_up_policy(
+    clock: VirtualClock,
+    started: list[Runtime],
+    tmp_path: Path,
+    catch_up: str,
+    expected: list[int],
+) -> None:
+    path = tmp_path / "runs.db"
+    first = start(started, path)
+    first.schedule(
+        report,
+        cron="*/5 * * * *",
+        input_data={"value": "x"},
+        catch_up=catch_up,  # type: ignore[arg-type]
+        # With "all", each missed tick's run starts while the one before still goes on.
+        overlap="allow" if catch_up == "all" else "skip",
+    )
+    step(clock, 270, first)  # 12:05 fires
+    first.stop()
+    clock.advance(27 * 60)  # 12:32: 12:10 ... 12:30 were missed, 12:30 by two minutes
+    second = start(started, path)
+    second.register(report)  # the schedule is in the store: registering the workflow is enough
+    caught_up(clock, second)
+    assert run_ids(second) == sorted(tick_run_id("report", tick(minute)) for minute in expected)
+    runs_end(second)
+    step(clock, 3 * 60, second)  # 12:35 fires on time, whatever the policy
+    assert tick_run_id("report", tick(35)) in run_ids(second)
+
+
+def test_a_tick_while_the_previous_run_goes_on_is_skipped_by_default(
+    clock: VirtualClock, started: list[Runtime], gate: threading.Event
+) -> None:
+    rt = start(started, "memory")
+    rt.schedule(held, cron="*/5 * * * *", input_data={"value": "x"})
+    step(clock, 270, rt, settle=False)
+    step(clock, FIVE_MINUTES, rt, settle=False)  # the 12:05 run still holds: 12:10 is skipped
+    assert run_ids(rt, "held") == [tick_run_id("held", tick(5))]
+    gate.set()
+    rt.register(held).create_run(tick_run_id("held", tick(5))).wait(10)
+    step(clock, FIVE_MINUTES, rt)
+    assert run_ids(rt, "held") == [tick_run_id("held", tick(5)), tick_run_id("held", tick(15))]
+
+
+def test_overlap_allow_starts_a_run_while_the_previous_one_goes_on(
+    clock: VirtualClock, started: list[Runtime], gate: threading.Event
+) -> None:
+    rt = start(started, "memory")
+    rt.schedule(held, cron="*/5 * * * *", input_data={"value": "x"}, overlap="allow")
+    step(clock, 270, rt, settle=False)
+    step(clock, FIVE_MINUTES, rt, settle=False)
+    assert run_ids(rt, "held") == [tick_run_id("held", tick(5)), tick_run_id("held", tick(10))]
+
+
+def test_pause_resume_and_delete(clock: VirtualClock, started: list[Runtime]) -> None:
+    rt = start(started, "memory")
+    rt.schedule(report, cron="*/5 * * * *", input_data={"value": "x"}, schedule_id="every5")
+    assert rt.pause_schedule("every5")
+    [info] = rt.schedules()
+    assert info.paused and info.next_fire_at is None
+    step(clock, 270 + 2 * FIVE_MINUTES, rt)  # 12:15: three ticks while paused
+    assert run_ids(rt) == []
+    assert rt.resume_schedule("every5")
+    caught_up(clock, rt)
+    assert run_ids(rt) == []  # the ticks of the pause are skipped, not caught up
+    step(clock, FIVE_MINUTES, rt)
+    assert run_ids(rt) == [tick_run_id("every5", tick(20))]
+    assert rt.delete_schedule("every5")
+    assert rt.schedules() == []
+    step(clock, FIVE_MINUTES, rt)
+    assert run_ids(rt) == [tick_run_id("every5", tick(20))]  # its runs are kept
+    assert not rt.pause_schedule("every5")
+    assert not rt.resume_schedule("every5")
+    assert not rt.delete_schedule("every5")
+
+
+def test_a_workflow_defined_with_a_schedule_fires_once_registered(
+    clock: VirtualClock, started: list[Runtime]
+) -> None:
+    nightly = (
+        create_workflow(
+            id="nightly",
+            input_schema=Value,
+            output_schema=Value,
+            schedule=Schedule(cron="0 1 * * *", timezone="Europe/Paris", input_data={"value": "n"}),
+        )
+        .then(shout)
+        .commit()
+    )
+    rt = start(started, "memory")
+    rt.register(nightly)
+    [info] = rt.schedules()
+    assert info.schedule_id == "nightly" and info.timezone == "Europe/Paris"
+    assert info.next_fire_at == datetime(2026, 1, 6, 0, 0, tzinfo=UTC)  # 1:00 in Paris
+    step(clock, datetime(2026, 1, 6, 0, 0, tzinfo=UTC).timestamp() - clock.now(), rt)
+    assert run_ids(rt, "nightly") == ["schedule:nightly:2026-01-06T00:00:00Z"]
+
+
+def test_a_client_fires_nothing_and_a_worker_fires_what_it_defined(
+    clock: VirtualClock, started: list[Runtime], tmp_path: Path
+) -> None:
+    path = tmp_path / "runs.db"
+    client = start(started, path, role="client")
+    client.schedule(report, cron="*/5 * * * *", input_data={"value": "c"})
+    assert client._scheduler is None
+    clock.advance(270)
+    worker = start(started, path, role="worker")
+    worker.register(report)
+    caught_up(clock, worker)
+    assert run_ids(client) == [tick_run_id("report", tick(5))]
+    assert client.register(report).create_run(tick_run_id("report", tick(5))).wait(10).status == (
+        "success"
+    )
