@@ -65,6 +65,7 @@ RUNTIME_LAYERS = {
     "runtime._cli._commands": 5,
     "runtime._cli._loader": 5,
     "runtime._cli._render": 5,
+    "runtime._cli._schedules": 5,
     "runtime._cli._worker": 5,
     "runtime.__main__": 5,
 }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import sys
 import threading
 import time
@@ -22,7 +24,9 @@ from runtime import (
     create_step,
     create_workflow,
 )
+from runtime._cli import main
 from runtime._schedule import newest_tick, next_tick, tick_run_id
+from runtime._stores import sqlite as sqlite_module
 from runtime.testing import VirtualClock
 from tests._support import wait_for_no_callboard_threads
 
@@ -368,3 +372,58 @@ def test_a_client_fires_nothing_and_a_worker_fires_what_it_defined(
     assert client.register(report).create_run(tick_run_id("report", tick(5))).wait(10).status == (
         "success"
     )
+
+
+# --- the command line ---------------------------------------------------------------------
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_the_cli_lists_pauses_resumes_and_deletes_schedules(
+    clock: VirtualClock, started: list[Runtime], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "runs.db")
+    rt = start(started, db)
+    rt.schedule(report, cron="*/5 * * * *", input_data={"value": "x"}, schedule_id="five")
+    step(clock, 270, rt)
+    rt.stop()
+
+    code, out, _ = cli(capsys, "schedules", "list", "--db", db)
+    assert code == 0
+    assert "five" in out and "*/5 * * * *" in out and "active" in out
+    assert tick_run_id("five", tick(5)) in out and "success" in out
+    code, out, _ = cli(capsys, "schedules", "list", "--db", db, "--json")
+    [listed] = json.loads(out)
+    assert listed["schedule_id"] == "five" and listed["last_runs"][0]["status"] == "success"
+
+    assert cli(capsys, "schedules", "pause", "five", "--db", db)[:2] == (
+        0,
+        "schedule five paused\n",
+    )
+    assert json.loads(cli(capsys, "schedules", "list", "--db", db, "--json")[1])[0]["paused"]
+    assert cli(capsys, "schedules", "resume", "five", "--db", db)[0] == 0
+    assert not json.loads(cli(capsys, "schedules", "list", "--db", db, "--json")[1])[0]["paused"]
+    assert cli(capsys, "schedules", "delete", "five", "--db", db)[0] == 0
+    code, out, _ = cli(capsys, "schedules", "list", "--db", db)
+    assert code == 0 and "0 schedules" in out
+    code, _, err = cli(capsys, "schedules", "delete", "five", "--db", db)
+    assert code == 3 and "no schedule 'five'" in err
+
+
+def test_the_cli_lists_no_schedules_in_a_file_from_before_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "old.db"
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.executescript(sqlite_module._SCHEMA)
+    for steps in sqlite_module._MIGRATIONS[:2]:
+        for statement in steps:
+            connection.execute(statement)
+    connection.execute("PRAGMA user_version = 3")
+    connection.close()
+    code, out, _ = cli(capsys, "schedules", "list", "--db", str(path))
+    assert code == 0 and "0 schedules" in out
