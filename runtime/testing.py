@@ -900,8 +900,14 @@ def _system_of(runtime: Runtime) -> Any:
 
 
 def _mark_stopped(runtime: Runtime) -> None:
-    """A runtime whose actors were killed: it refuses further calls as a stopped one does."""
+    """A runtime whose actors were killed: it refuses further calls as a stopped one does.
+
+    Its scheduler goes with the crash too: the process it stands for is gone.
+    """
     runtime._host.state = "stopped"
+    scheduler, runtime._scheduler = runtime._scheduler, None
+    if scheduler is not None:
+        scheduler.stop()
 
 
 def _claimer_wake(system: Any) -> float | None:

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
+import structlog.testing
 from pydantic import BaseModel
 
 from runtime import (
@@ -27,7 +29,7 @@ from runtime import (
 from runtime._cli import main
 from runtime._schedule import newest_tick, next_tick, tick_run_id
 from runtime._stores import sqlite as sqlite_module
-from runtime.testing import VirtualClock
+from runtime.testing import Harness, VirtualClock
 from tests._support import wait_for_no_callboard_threads
 
 START = datetime(2026, 1, 5, 12, 0, 30, tzinfo=UTC).timestamp()
@@ -427,3 +429,52 @@ def test_the_cli_lists_no_schedules_in_a_file_from_before_them(
     connection.close()
     code, out, _ = cli(capsys, "schedules", "list", "--db", str(path))
     assert code == 0 and "0 schedules" in out
+
+
+# --- faults -------------------------------------------------------------------------------
+
+
+def test_a_schedule_fires_on_the_runtime_that_recovers_from_a_crash(tmp_path: Path) -> None:
+    with Harness(store=tmp_path / "runs.db", time_skipping=False) as harness:
+        harness.register(report)
+        harness.runtime.schedule(report, cron="*/5 * * * *", input_data={"value": "x"})
+        harness.clock.advance(FIVE_MINUTES)
+        harness.fire_schedules()
+        runs_end(harness.runtime)
+        harness.crash_and_recover()
+        harness.clock.advance(FIVE_MINUTES)
+        harness.fire_schedules()
+        runs_end(harness.runtime)
+        assert len(run_ids(harness.runtime)) == 2
+
+
+class Other(BaseModel):
+    other: int
+
+
+def test_a_stored_input_the_workflow_no_longer_takes_skips_the_tick_and_says_so(
+    clock: VirtualClock, started: list[Runtime], tmp_path: Path, _structlog_reset: None
+) -> None:
+    path = tmp_path / "runs.db"
+    first = start(started, path)
+    first.schedule(report, cron="*/5 * * * *", input_data={"value": "x"})
+    first.stop()
+    changed = (
+        create_workflow(id="report", input_schema=Other, output_schema=Other)
+        .then(
+            create_step(
+                id="same", input_schema=Other, output_schema=Other, execute=lambda c: c.input_data
+            )
+        )
+        .commit()
+    )
+    second = start(started, path)
+    second.register(changed)
+    with structlog.testing.capture_logs() as logs:
+        step(clock, 270, second)
+        step(clock, FIVE_MINUTES, second)
+    assert run_ids(second) == []
+    refused = [log for log in logs if log["event"] == "schedule_input_invalid"]
+    assert len(refused) == 2 and "other" in refused[0]["error"]
+    [info] = second.schedules()
+    assert info.last_tick_at == datetime.fromtimestamp(tick(10), UTC)  # not stuck on 12:05
