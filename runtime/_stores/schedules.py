@@ -30,7 +30,15 @@ from runtime._stores.sqlite import LOCK_TIMEOUT, SQLiteStore
 if TYPE_CHECKING:
     from runtime._stores.postgres import Connection
 
-__all__ = ["MemoryBook", "PostgresBook", "SQLiteBook", "ScheduleBook", "ScheduleRow", "book_for"]
+__all__ = [
+    "MemoryBook",
+    "PostgresBook",
+    "SQLiteBook",
+    "ScheduleBook",
+    "ScheduleRow",
+    "book_for",
+    "close_book",
+]
 
 
 class ScheduleRow(NamedTuple):
@@ -360,3 +368,11 @@ def book_for(store: SnapshotStore) -> ScheduleBook:
             book = made()
             _BOOKS[store] = book
         return book
+
+
+def close_book(store: SnapshotStore) -> None:
+    """Let go of the connection the book of ``store`` holds, if any (a later use opens one)."""
+    with _BOOKS_LOCK:
+        book = _BOOKS.get(store)
+    if isinstance(book, SQLiteBook):
+        book.close()
