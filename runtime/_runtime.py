@@ -743,6 +743,51 @@ class Runtime:
             self._schedules.pop(schedule_id, None)
         return self._book().delete(schedule_id)
 
+    async def aschedule(
+        self,
+        workflow: Workflow[Any, Any],
+        *,
+        cron: str,
+        input_data: BaseModel | Mapping[str, Any] | None = None,
+        timezone: str = "UTC",
+        schedule_id: str | None = None,
+        catch_up: CatchUp = "latest",
+        overlap: Overlap = "skip",
+    ) -> Schedule:
+        """Await :meth:`schedule` without blocking the event loop (it writes to the store).
+
+        Same arguments, result and errors.
+        """
+        return await offload(
+            self._host,
+            functools.partial(
+                self.schedule,
+                workflow,
+                cron=cron,
+                input_data=input_data,
+                timezone=timezone,
+                schedule_id=schedule_id,
+                catch_up=catch_up,
+                overlap=overlap,
+            ),
+        )
+
+    async def aschedules(self) -> list[ScheduleInfo]:
+        """Await :meth:`schedules` without blocking the event loop; same result and errors."""
+        return await offload(self._host, self.schedules)
+
+    async def apause_schedule(self, schedule_id: str) -> bool:
+        """Await :meth:`pause_schedule` without blocking the event loop."""
+        return await offload(self._host, self.pause_schedule, schedule_id)
+
+    async def aresume_schedule(self, schedule_id: str) -> bool:
+        """Await :meth:`resume_schedule` without blocking the event loop."""
+        return await offload(self._host, self.resume_schedule, schedule_id)
+
+    async def adelete_schedule(self, schedule_id: str) -> bool:
+        """Await :meth:`delete_schedule` without blocking the event loop."""
+        return await offload(self._host, self.delete_schedule, schedule_id)
+
     async def aregister(self, workflow: W) -> W:
         """Await :meth:`register` without blocking the event loop.
 

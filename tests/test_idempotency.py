@@ -22,6 +22,7 @@ from runtime import (
     create_workflow,
 )
 from runtime._stores import sqlite as sqlite_module
+from runtime._stores.open import open_store
 from runtime._stores.sqlite import SQLiteStore
 from tests._support import ROOT, wait_for_no_callboard_threads
 
@@ -198,10 +199,18 @@ _CHILD = textwrap.dedent(
 )
 
 
-def test_two_processes_starting_with_one_key_make_one_run(tmp_path: Path) -> None:
-    store, go = tmp_path / "runs.db", tmp_path / "go"
-    SQLiteStore(store).close()  # made once, so that neither child migrates while the other starts
-    script = _CHILD.format(root=str(ROOT), go=str(go), store=str(store))
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_two_processes_starting_with_one_key_make_one_run(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    go = tmp_path / "go"
+    if kind == "sqlite":
+        store: str = str(tmp_path / "runs.db")
+        SQLiteStore(store).close()  # made once: neither child migrates while the other starts
+    else:
+        store = request.getfixturevalue("postgres_url")
+        open_store(store).close()
+    script = _CHILD.format(root=str(ROOT), go=str(go), store=store)
     children = [
         subprocess.Popen(
             [sys.executable, "-c", script],
@@ -217,12 +226,29 @@ def test_two_processes_starting_with_one_key_make_one_run(tmp_path: Path) -> Non
         assert child.returncode == 0, err
     ids = {out.strip() for out, _err in outputs}
     assert len(ids) == 1
-    reader = SQLiteStore(store, readonly=True)
+    reader = open_store(store, readonly=True)
     try:
         records, total = reader.list_runs()
     finally:
         reader.close()
     assert total == 1 and records[0].run_id in ids
+
+
+@pytest.mark.postgres
+def test_a_postgres_database_from_before_keys_gets_them_on_open(postgres_url: str) -> None:
+    import psycopg
+
+    open_store(postgres_url).close()
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        connection.execute("DROP TABLE callboard_schedules")
+        connection.execute("DROP INDEX callboard_runs_by_idempotency_key")
+        connection.execute("ALTER TABLE callboard_runs DROP COLUMN idempotency_key")
+    with Runtime(store=postgres_url) as rt:
+        wf = rt.register(orders)
+        first = wf.create_run().start_async(input_data={"value": "p"}, idempotency_key="k")
+        again = wf.create_run().start_async(input_data={"value": "p"}, idempotency_key="k")
+        assert again.run_id == first.run_id
+        assert rt.schedules() == []
 
 
 def test_a_store_of_the_schema_before_keys_is_migrated(tmp_path: Path) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import inspect
 import json
 import sqlite3
 import sys
@@ -15,6 +18,8 @@ from typing import Any
 import pytest
 import structlog
 import structlog.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from runtime import (
@@ -478,3 +483,47 @@ def test_a_stored_input_the_workflow_no_longer_takes_skips_the_tick_and_says_so(
     assert len(refused) == 2 and "other" in refused[0]["error"]
     [info] = second.schedules()
     assert info.last_tick_at == datetime.fromtimestamp(tick(10), UTC)  # not stuck on 12:05
+
+
+# --- the awaitable twins --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["schedule", "schedules", "pause_schedule", "resume_schedule", "delete_schedule"]
+)
+def test_every_schedule_call_has_an_awaitable_twin(name: str) -> None:
+    twin = getattr(Runtime, "a" + name)
+    assert inspect.iscoroutinefunction(twin)
+    sync_params = list(inspect.signature(getattr(Runtime, name)).parameters)
+    assert list(inspect.signature(twin).parameters) == sync_params
+
+
+def test_schedules_are_managed_with_the_twins(runtime: Runtime) -> None:
+    async def main() -> list[bool]:
+        made = await runtime.aschedule(report, cron="0 * * * *", input_data={"value": "a"})
+        assert made.schedule_id == "report"
+        [info] = await runtime.aschedules()
+        assert info.cron == "0 * * * *"
+        return [
+            await runtime.apause_schedule("report"),
+            await runtime.aresume_schedule("report"),
+            await runtime.adelete_schedule("report"),
+            await runtime.adelete_schedule("report"),
+        ]
+
+    assert asyncio.run(main()) == [True, True, True, False]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    cron=st.text(alphabet=" */-,0123456789LW#?abcdefghijklmnopqrstuvwxyzJANFEBMONSUN", max_size=30),
+    timezone=st.sampled_from(["UTC", "Europe/Paris", "", "Nowhere/City", "../etc", "utc"]),
+)
+def test_any_cron_and_zone_make_a_schedule_or_a_definition_error(cron: str, timezone: str) -> None:
+    try:
+        schedule = Schedule(cron=cron, timezone=timezone)
+    except WorkflowDefinitionError:
+        return
+    # One that is made can say when it fires next (or that it never does).
+    with contextlib.suppress(StopIteration):
+        next_tick(schedule.cron, schedule.timezone, START)
