@@ -45,7 +45,7 @@ __all__ = [
 CatchUp = Literal["skip", "latest", "all"]
 """What a schedule does with ticks missed while no runtime on the store could fire them."""
 
-Overlap = Literal["skip", "allow"]
+Overlap = Literal["skip", "allow", "buffer_one"]
 """What a tick does while the schedule's previous run has not ended."""
 
 ON_TIME: Final = 60.0
@@ -119,7 +119,10 @@ class Schedule:
             starts none, ``"all"`` starts one for each, oldest first.
         overlap: A tick that comes while the schedule's previous run has not
             ended (pending, running, waiting or suspended): ``"skip"`` (the
-            default) starts no run for it, ``"allow"`` starts one anyway.
+            default) starts no run for it, ``"allow"`` starts one anyway,
+            ``"buffer_one"`` starts its run once the previous one ends (one
+            tick waits at most: the ticks that come while one waits are
+            skipped).
 
     Raises:
         WorkflowDefinitionError: for an invalid cron expression, an unknown
@@ -262,6 +265,8 @@ class ScheduleInfo(BaseModel):
         last_tick_at: The newest tick handled: fired, or passed over by a
             policy (UTC); ``None`` before the first.
         last_runs: Its recent runs still in the store, newest first.
+        buffered_tick_at: A tick whose run waits for the previous run to end
+            (``overlap="buffer_one"``), else ``None``.
     """
 
     model_config = _PUBLIC
@@ -277,6 +282,7 @@ class ScheduleInfo(BaseModel):
     next_fire_at: datetime | None = None
     last_tick_at: datetime | None = None
     last_runs: list[ScheduledRun] = Field(default_factory=list)
+    buffered_tick_at: datetime | None = None
 
 
 def utc(epoch: float | None) -> datetime | None:

@@ -83,6 +83,7 @@ class Scheduler:
         self._plans = plans
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._watched: set[str] = set()  # runs whose end wakes the scheduler (buffer_one)
         self._begun = 0  # passes begun
         self._done = 0  # the last pass done
         self._passed = threading.Condition()
@@ -167,6 +168,8 @@ class Scheduler:
         """Start the runs of the schedule's due ticks by its policies; when its next tick is."""
         now = _clock.time()
         anchor = row.created_at if row.last_tick is None else row.last_tick
+        if row.buffered is not None:
+            row = self._start_buffered(row, plan)
         newest = newest_tick(row.cron, row.timezone, now)
         if newest is not None and newest > anchor:
             if row.catch_up == "all":
@@ -183,23 +186,38 @@ class Scheduler:
             if not ticks:
                 self._book.advance(row.schedule_id, newest, None)
                 emit(logging.INFO, "schedule_ticks_missed", schedule_id=row.schedule_id)
+        # A buffered tick waits for the last run's end, which wakes the scheduler (and a
+        # pass comes at least every POLL seconds anyway).
         return next_tick(row.cron, row.timezone, max(now, anchor))
 
-    def _fire(
-        self, row: ScheduleRow, plan: ExecutionPlan, tick: float, last_run: str | None
-    ) -> str | None:
-        """Start the run of one tick (unless the overlap policy says no); the newest run."""
+    def _start_buffered(self, row: ScheduleRow, plan: ExecutionPlan) -> ScheduleRow:
+        """Start the buffered tick's run once the last run has ended; the row as it is then."""
+        assert row.buffered is not None
+        if self._going(row.last_run_id):
+            return row
+        tick = row.buffered
+        run_id = self._start(row, plan, tick)
+        if run_id is None:  # its input no longer fits: the tick is dropped
+            self._book.release(row.schedule_id, tick, row.last_run_id or "")
+            return row._replace(buffered=None)
+        self._book.release(row.schedule_id, tick, run_id)
+        return row._replace(buffered=None, last_run_id=run_id)
+
+    def _going(self, run_id: str | None) -> bool:
+        """Whether the run has not ended; if so, its end (or suspension) wakes the scheduler."""
+        if not still_going(self._host, run_id):
+            if run_id is not None:
+                self._watched.discard(run_id)
+            return False
+        assert run_id is not None
+        if run_id not in self._watched:
+            self._watched.add(run_id)
+            self._host.watch(run_id, self._wake)
+        return True
+
+    def _start(self, row: ScheduleRow, plan: ExecutionPlan, tick: float) -> str | None:
+        """Start the run of a tick; its id (``None``: the stored input no longer fits)."""
         run_id = tick_run_id(row.schedule_id, tick)
-        if row.overlap == "skip" and last_run != run_id and still_going(self._host, last_run):
-            self._book.advance(row.schedule_id, tick, None)
-            emit(
-                logging.INFO,
-                "schedule_tick_skipped",
-                schedule_id=row.schedule_id,
-                tick=tick,
-                still_running=last_run,
-            )
-            return last_run
         try:
             Run(plan, self._host, run_id)._start(
                 input_data=json.loads(row.input), request_context=None, scheduled=True
@@ -216,10 +234,28 @@ class Scheduler:
                 run_id=run_id,
                 error=str(exc),
             )
-            self._book.advance(row.schedule_id, tick, None)
-            return last_run
-        self._book.advance(row.schedule_id, tick, run_id)
+            return None
         return run_id
+
+    def _fire(
+        self, row: ScheduleRow, plan: ExecutionPlan, tick: float, last_run: str | None
+    ) -> str | None:
+        """Start the run of one tick, unless the overlap policy says no; the newest run."""
+        run_id = tick_run_id(row.schedule_id, tick)
+        if row.overlap != "allow" and last_run != run_id and self._going(last_run):
+            buffer = row.overlap == "buffer_one"
+            self._book.advance(row.schedule_id, tick, None, buffer=buffer)
+            emit(
+                logging.INFO,
+                "schedule_tick_buffered" if buffer else "schedule_tick_skipped",
+                schedule_id=row.schedule_id,
+                tick=tick,
+                still_running=last_run,
+            )
+            return last_run
+        started = self._start(row, plan, tick)
+        self._book.advance(row.schedule_id, tick, started)
+        return last_run if started is None else started
 
 
 LAST_RUNS: Final = 5
@@ -264,4 +300,5 @@ def describe(
         next_fire_at=utc(next_fire),
         last_tick_at=utc(row.last_tick),
         last_runs=runs,
+        buffered_tick_at=utc(row.buffered),
     )

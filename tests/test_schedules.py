@@ -154,6 +154,7 @@ def tick(minutes_past_noon: int) -> float:
         ({"cron": "* * * * *", "timezone": ""}, "time zone"),
         ({"cron": "* * * * *", "catch_up": "some"}, "catch_up must be one of"),
         ({"cron": "* * * * *", "overlap": "queue"}, "overlap must be one of"),
+        ({"cron": "* * * * *", "overlap": "buffer_all"}, "overlap must be one of"),
         ({"cron": "* * * * *", "schedule_id": ""}, "schedule_id"),
         ({"cron": 5}, "cron must be a str"),
     ],
@@ -320,8 +321,45 @@ def test_overlap_allow_starts_a_run_while_the_previous_one_goes_on(
     assert run_ids(rt, "held") == [tick_run_id("held", tick(5)), tick_run_id("held", tick(10))]
 
 
-def test_pause_resume_and_delete(clock: VirtualClock, started: list[Runtime]) -> None:
-    rt = start(started, "memory")
+def test_overlap_buffer_one_starts_one_waiting_tick_once_the_previous_run_ends(
+    clock: VirtualClock, started: list[Runtime], gate: threading.Event, location: Any
+) -> None:
+    rt = start(started, location)
+    rt.schedule(held, cron="*/5 * * * *", input_data={"value": "x"}, overlap="buffer_one")
+    step(clock, 270, rt, settle=False)  # 12:05 starts and holds
+    step(clock, FIVE_MINUTES, rt, settle=False)  # 12:10 waits
+    step(clock, FIVE_MINUTES, rt, settle=False)  # 12:15 is dropped: one waits already
+    assert run_ids(rt, "held") == [tick_run_id("held", tick(5))]
+    [info] = rt.schedules()
+    assert info.buffered_tick_at == datetime.fromtimestamp(tick(10), UTC)
+    gate.set()  # 12:05 ends: its end wakes the scheduler, which starts 12:10's run
+    buffered = rt.register(held).create_run(tick_run_id("held", tick(10)))
+    deadline = time.monotonic() + 10
+    while rt.store is not None and rt.store.load(buffered.run_id) is None:
+        assert time.monotonic() < deadline, "the buffered tick never started"
+        time.sleep(0.01)
+    assert buffered.wait(10).status == "success"
+    assert run_ids(rt, "held") == [tick_run_id("held", tick(5)), tick_run_id("held", tick(10))]
+    [info] = rt.schedules()
+    assert info.buffered_tick_at is None
+    step(clock, FIVE_MINUTES, rt)  # 12:20 fires as usual
+    assert tick_run_id("held", tick(20)) in run_ids(rt, "held")
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """A store location of each kind."""
+    if request.param == "memory":
+        return "memory"
+    if request.param == "sqlite":
+        return tmp_path / "runs.db"
+    return request.getfixturevalue("postgres_url")
+
+
+def test_pause_resume_and_delete(
+    clock: VirtualClock, started: list[Runtime], location: Any
+) -> None:
+    rt = start(started, location)
     rt.schedule(report, cron="*/5 * * * *", input_data={"value": "x"}, schedule_id="every5")
     assert rt.pause_schedule("every5")
     [info] = rt.schedules()

@@ -161,7 +161,8 @@ CREATE TABLE IF NOT EXISTS callboard_schedules (
     paused      boolean NOT NULL DEFAULT false,
     created_at  double precision NOT NULL,
     last_tick   double precision,
-    last_run_id text
+    last_run_id text,
+    buffered    double precision
 )
 """
 """What came after the first schema, added to a database that lacks it on every open:

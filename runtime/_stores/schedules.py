@@ -56,6 +56,7 @@ class ScheduleRow(NamedTuple):
         created_at: When it was first stored (epoch seconds): ticks before are not its.
         last_tick: The newest tick handled (epoch seconds), or ``None``.
         last_run_id: The run of the newest tick that started one, or ``None``.
+        buffered: A tick that waits for the last run to end (``overlap="buffer_one"``).
     """
 
     schedule_id: str
@@ -69,6 +70,7 @@ class ScheduleRow(NamedTuple):
     created_at: float
     last_tick: float | None = None
     last_run_id: str | None = None
+    buffered: float | None = None
 
 
 class ScheduleBook(Protocol):
@@ -98,14 +100,24 @@ class ScheduleBook(Protocol):
         """Delete a schedule; whether there was one. Its runs are left alone."""
         ...
 
-    def advance(self, schedule_id: str, tick: float, run_id: str | None) -> bool:
-        """Record ``tick`` as handled (and ``run_id`` as its run), if it is newer than the last."""
+    def advance(
+        self, schedule_id: str, tick: float, run_id: str | None, *, buffer: bool = False
+    ) -> bool:
+        """Record ``tick`` as handled (and ``run_id`` as its run), if it is newer than the last.
+
+        With ``buffer``, the tick is also kept to start once the last run ends,
+        unless a tick is kept already (one at most: later ones are dropped).
+        """
+        ...
+
+    def release(self, schedule_id: str, tick: float, run_id: str) -> bool:
+        """The buffered ``tick`` got its run ``run_id``: forget it; ``False`` if another did."""
         ...
 
 
 _COLUMNS: Final = (
     "schedule_id, workflow_id, cron, timezone, input, catch_up, overlap, paused, "
-    "created_at, last_tick, last_run_id"
+    "created_at, last_tick, last_run_id, buffered"
 )
 
 
@@ -122,6 +134,7 @@ def _row(values: tuple[Any, ...] | Any) -> ScheduleRow:
         created_at=float(values[8]),
         last_tick=None if values[9] is None else float(values[9]),
         last_run_id=values[10],
+        buffered=None if values[11] is None else float(values[11]),
     )
 
 
@@ -141,6 +154,7 @@ class MemoryBook:
                     created_at=known.created_at,
                     last_tick=known.last_tick,
                     last_run_id=known.last_run_id,
+                    buffered=known.buffered,
                 )
             self._rows[row.schedule_id] = row
 
@@ -166,20 +180,32 @@ class MemoryBook:
         with self._lock:
             return self._rows.pop(schedule_id, None) is not None
 
-    def advance(self, schedule_id: str, tick: float, run_id: str | None) -> bool:
+    def advance(
+        self, schedule_id: str, tick: float, run_id: str | None, *, buffer: bool = False
+    ) -> bool:
         with self._lock:
             row = self._rows.get(schedule_id)
             if row is None or (row.last_tick is not None and row.last_tick >= tick):
                 return False
             self._rows[schedule_id] = row._replace(
-                last_tick=tick, last_run_id=run_id if run_id is not None else row.last_run_id
+                last_tick=tick,
+                last_run_id=run_id if run_id is not None else row.last_run_id,
+                buffered=tick if buffer and row.buffered is None else row.buffered,
             )
+            return True
+
+    def release(self, schedule_id: str, tick: float, run_id: str) -> bool:
+        with self._lock:
+            row = self._rows.get(schedule_id)
+            if row is None or row.buffered != tick:
+                return False
+            self._rows[schedule_id] = row._replace(buffered=None, last_run_id=run_id)
             return True
 
 
 # The statements of both SQL books; "?" becomes "%s" for PostgreSQL.
 _PUT: Final = f"""
-INSERT INTO {{table}} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, {{false}}, ?, NULL, NULL)
+INSERT INTO {{table}} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, {{false}}, ?, NULL, NULL, NULL)
 ON CONFLICT (schedule_id) DO UPDATE SET
     workflow_id = excluded.workflow_id, cron = excluded.cron, timezone = excluded.timezone,
     input = excluded.input, catch_up = excluded.catch_up, overlap = excluded.overlap
@@ -192,8 +218,12 @@ UPDATE {table} SET
 WHERE schedule_id = ?
 """
 _ADVANCE: Final = """
-UPDATE {table} SET last_tick = ?, last_run_id = COALESCE(?, last_run_id)
+UPDATE {table} SET last_tick = ?, last_run_id = COALESCE(?, last_run_id),
+    buffered = CASE WHEN ? AND buffered IS NULL THEN ? ELSE buffered END
 WHERE schedule_id = ? AND (last_tick IS NULL OR last_tick < ?)
+"""
+_RELEASE: Final = """
+UPDATE {table} SET buffered = NULL, last_run_id = ? WHERE schedule_id = ? AND buffered = ?
 """
 
 
@@ -282,9 +312,15 @@ class SQLiteBook:
     def delete(self, schedule_id: str) -> bool:
         return self._change(f"DELETE FROM {self._TABLE} WHERE schedule_id = ?", (schedule_id,)) == 1
 
-    def advance(self, schedule_id: str, tick: float, run_id: str | None) -> bool:
+    def advance(
+        self, schedule_id: str, tick: float, run_id: str | None, *, buffer: bool = False
+    ) -> bool:
         statement = _sql(_ADVANCE, self._TABLE, postgres=False)
-        return self._change(statement, (tick, run_id, schedule_id, tick)) == 1
+        return self._change(statement, (tick, run_id, buffer, tick, schedule_id, tick)) == 1
+
+    def release(self, schedule_id: str, tick: float, run_id: str) -> bool:
+        statement = _sql(_RELEASE, self._TABLE, postgres=False)
+        return self._change(statement, (run_id, schedule_id, tick)) == 1
 
 
 class _NoTable(Exception):
@@ -340,9 +376,15 @@ class PostgresBook:
         statement = f"DELETE FROM {self._TABLE} WHERE schedule_id = %s"
         return self._change(statement, (schedule_id,)) == 1
 
-    def advance(self, schedule_id: str, tick: float, run_id: str | None) -> bool:
+    def advance(
+        self, schedule_id: str, tick: float, run_id: str | None, *, buffer: bool = False
+    ) -> bool:
         statement = _sql(_ADVANCE, self._TABLE, postgres=True)
-        return self._change(statement, (tick, run_id, schedule_id, tick)) == 1
+        return self._change(statement, (tick, run_id, buffer, tick, schedule_id, tick)) == 1
+
+    def release(self, schedule_id: str, tick: float, run_id: str) -> bool:
+        statement = _sql(_RELEASE, self._TABLE, postgres=True)
+        return self._change(statement, (run_id, schedule_id, tick)) == 1
 
 
 _BOOKS: weakref.WeakKeyDictionary[Any, ScheduleBook] = weakref.WeakKeyDictionary()

@@ -176,7 +176,8 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             paused      INTEGER NOT NULL DEFAULT 0,
             created_at  REAL NOT NULL,
             last_tick   REAL,
-            last_run_id TEXT
+            last_run_id TEXT,
+            buffered    REAL
         )""",
     ),
 )
