@@ -2,8 +2,9 @@
 
 ``.venv/bin/python benchmarks/idempotency.py [--runs N] [--url postgresql://...]``
 
-For each store (memory, a SQLite file, and PostgreSQL when ``--url`` or
-``$CALLBOARD_TEST_POSTGRES`` names one), on a ``client`` runtime where the store
+For each store (memory, a SQLite file, and PostgreSQL: ``--url`` or
+``$CALLBOARD_TEST_POSTGRES``, else a throwaway cluster when the server binaries are
+there), on a ``client`` runtime where the store
 is shared (so that the starts are measured, not the runs), three kinds of burst
 of ``--runs`` sequential starts (interleaved, best of three) of a one-step workflow:
 
@@ -81,15 +82,39 @@ def main() -> None:
     stores: list[tuple[str, Any, str]] = [("memory", "memory", "both")]
     folder = Path(tempfile.mkdtemp())
     stores.append(("sqlite", folder / "keys.db", "client"))
+    server: Any = None
     if args.url:
         stores.append(("postgres", args.url, "client"))
+    else:
+        server = _throwaway_postgres()
+        if server is not None:
+            stores.append(("postgres", server.new_database(), "client"))
     print(f"start_async, {args.runs} sequential starts per row (starts/s; ratio to no key)")
     print(f"{'store':<10} {'start':<16} {'starts/s':>10} {'ratio':>7}")
-    for name, store, role in stores:
-        rows = _measure(store, args.runs, role)
-        floor = rows[0][1]
-        for label, rate in rows:
-            print(f"{name:<10} {label:<16} {rate:>10.0f} {rate / floor:>6.2f}x")
+    try:
+        for name, store, role in stores:
+            rows = _measure(store, args.runs, role)
+            floor = rows[0][1]
+            for label, rate in rows:
+                print(f"{name:<10} {label:<16} {rate:>10.0f} {rate / floor:>6.2f}x")
+    finally:
+        if server is not None:
+            server.destroy()
+
+
+def _throwaway_postgres() -> Any:
+    """A PostgreSQL cluster of its own (fsync off, as in the tests), or ``None``."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return None
+    from tests._postgres import Server, bindir
+
+    if bindir() is None:
+        return None
+    server = Server()
+    server.create()
+    return server
 
 
 if __name__ == "__main__":

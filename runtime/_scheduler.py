@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
@@ -51,6 +52,9 @@ __all__ = ["LAST_RUNS", "POLL", "Scheduler", "describe", "still_going"]
 POLL: Final = 5.0
 """The longest the scheduler sleeps (real seconds) before it reads the schedules again:
 how soon it sees a schedule another process added, resumed or changed."""
+
+_SLICE: Final = 0.25
+"""Seconds of one slice of the scheduler's sleep, between two looks at the runtime's state."""
 
 _GOING: Final = UNFINISHED_STATUSES | {RunStatus.SUSPENDED.value}
 
@@ -121,7 +125,7 @@ class Scheduler:
             return self._passed.wait_for(lambda: self._done >= target, timeout)
 
     def _loop(self) -> None:
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and self._host.state == "running":
             self._wake.clear()
             with self._passed:
                 self._begun += 1
@@ -135,8 +139,20 @@ class Scheduler:
                 self._done = begun
                 self._passed.notify_all()
             wait = POLL if due is None else min(POLL, max(0.0, due - _clock.time()))
-            if wait > 0:
-                self._wake.wait(wait)
+            self._sleep(wait)
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait until woken or ``seconds`` pass; or until the runtime is no longer running.
+
+        Waits in slices, so that a runtime whose actors are stopped without
+        :meth:`stop` (a harness's crash, a forced shutdown) sees this thread
+        end within a slice.
+        """
+        deadline = time.monotonic() + seconds
+        while self._host.state == "running":
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._wake.wait(min(remaining, _SLICE)):
+                return
 
     def run_pass(self) -> float | None:
         """Fire every due tick of the schedules this runtime can start; the next tick's time."""
