@@ -171,6 +171,7 @@ class Run(Generic[In, Out]):
             plan, run_id, host = self._plan, self.run_id, self._host
             host.running()
             if key is not None:
+                host.may_start(run_id, scheduled=scheduled)  # a worker is told so, keyed or not
                 first = host.run_for_key(plan.workflow_id, key)
                 if first is not None:
                     return self._follow(first)

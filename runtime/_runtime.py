@@ -187,16 +187,24 @@ class RunHost:
             RuntimeStoppedError: if the runtime is not running.
             RoleError: if the runtime is a ``worker``.
         """
-        if self.role == "worker" and not scheduled:
-            raise RoleError(
-                "this runtime has the role 'worker': it runs what others start, and starts "
-                "nothing; start runs from a runtime with the role 'client' or 'both'",
-                run_id=record.run_id,
-            )
+        self.may_start(record.run_id, scheduled=scheduled)
         if not self.running().start_run(plan, snapshot, record):
             raise RunAlreadyStartedError(
                 f"run id {record.run_id!r} is already in use by another run",
                 run_id=record.run_id,
+            )
+
+    def may_start(self, run_id: str, *, scheduled: bool = False) -> None:
+        """Check that this runtime's role lets it start runs (its scheduler's, for a worker).
+
+        Raises:
+            RoleError: if the runtime is a ``worker`` and the start is not its scheduler's.
+        """
+        if self.role == "worker" and not scheduled:
+            raise RoleError(
+                "this runtime has the role 'worker': it runs what others start, and starts "
+                "nothing; start runs from a runtime with the role 'client' or 'both'",
+                run_id=run_id,
             )
 
     def run_for_key(self, workflow_id: str, key: str) -> str | None:

@@ -16,6 +16,7 @@ import pytest
 from pydantic import BaseModel
 
 from runtime import (
+    RoleError,
     RunAlreadyStartedError,
     Runtime,
     create_step,
@@ -273,3 +274,15 @@ def test_a_store_of_the_schema_before_keys_is_migrated(tmp_path: Path) -> None:
         )
     finally:
         connection.close()
+
+
+def test_a_worker_refuses_a_keyed_start_as_any_other(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    with Runtime(store=path) as both:
+        both.register(orders).create_run().start_async(
+            input_data={"value": "x"}, idempotency_key="k"
+        )
+        with Runtime(store=path, role="worker") as worker:
+            wf = worker.register(orders)
+            with pytest.raises(RoleError):
+                wf.create_run().start_async(input_data={"value": "x"}, idempotency_key="k")
