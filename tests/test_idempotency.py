@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from runtime import (
     create_step,
     create_workflow,
 )
+from runtime._cli import main
 from runtime._stores import sqlite as sqlite_module
 from runtime._stores.open import open_store
 from runtime._stores.sqlite import SQLiteStore
@@ -286,3 +288,21 @@ def test_a_worker_refuses_a_keyed_start_as_any_other(tmp_path: Path) -> None:
             wf = worker.register(orders)
             with pytest.raises(RoleError):
                 wf.create_run().start_async(input_data={"value": "x"}, idempotency_key="k")
+
+
+def test_callboard_runs_show_names_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "runs.db"
+    with Runtime(store=path) as rt:
+        run_id = (
+            rt.register(orders)
+            .create_run()
+            .start(input_data={"value": "x"}, idempotency_key="order-77", timeout=10)
+            .run_id
+        )
+    assert main(["runs", "show", run_id, "--db", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "idempotency key" in out and "order-77" in out
+    assert main(["runs", "show", run_id, "--db", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["idempotency_key"] == "order-77"

@@ -224,6 +224,8 @@ def run_view(result: WorkflowResult) -> RenderableType:
     fields.add_row("updated", Text(updated))
     if result.trace_id:
         fields.add_row("trace id", Text(result.trace_id))
+    if result.idempotency_key is not None:
+        fields.add_row("idempotency key", Text(result.idempotency_key))
     fields.add_row("input", Text(_json_text(result.input)))
     if result.status == RunStatus.WAITING and result.waiting_until is not None:
         fields.add_row("waiting until", Text(_when(result.waiting_until)))
