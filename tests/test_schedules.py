@@ -565,3 +565,14 @@ def test_any_cron_and_zone_make_a_schedule_or_a_definition_error(cron: str, time
     # One that is made can say when it fires next (or that it never does).
     with contextlib.suppress(StopIteration):
         next_tick(schedule.cron, schedule.timezone, START)
+
+
+def test_a_six_field_cron_fires_by_the_second(clock: VirtualClock, started: list[Runtime]) -> None:
+    rt = start(started, "memory")
+    rt.schedule(report, cron="*/10 * * * * *", input_data={"value": "s"}, schedule_id="secs")
+    step(clock, 10, rt)  # 12:00:40
+    step(clock, 10, rt)  # 12:00:50
+    assert run_ids(rt) == [
+        tick_run_id("secs", tick(0) + 40),
+        tick_run_id("secs", tick(0) + 50),
+    ]
