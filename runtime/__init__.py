@@ -59,6 +59,7 @@ from runtime._queue import Queue
 from runtime._request_context import RequestContext
 from runtime._run import Run, RunWatch
 from runtime._runtime import Runtime, default_runtime
+from runtime._schedule import Schedule, ScheduledRun, ScheduleInfo
 from runtime._step import Step, create_step
 from runtime._step_context import StepContext, StepWriter
 from runtime._stores.base import SnapshotRecord, SnapshotStore
@@ -112,6 +113,9 @@ __all__ = [
     "RuntimeOverloadedError",
     "RuntimeStoppedError",
     "SQLiteStore",
+    "Schedule",
+    "ScheduleInfo",
+    "ScheduledRun",
     "SnapshotEncodingError",
     "SnapshotFormatError",
     "SnapshotRecord",

@@ -418,6 +418,8 @@ class WorkflowResult(BaseModel):
         time_traveled_from: For a run made by ``workflow.time_travel``, the run
             and step it came from; ``None`` otherwise.
         restarts: How many times ``run.restart()`` ran the run again in place.
+        idempotency_key: The key the run was started with
+            (``start_async(idempotency_key=...)``), else ``None``.
     """
 
     model_config = _FROZEN
@@ -442,6 +444,7 @@ class WorkflowResult(BaseModel):
     resource_id: str | None = None
     time_traveled_from: RunOrigin | None = None
     restarts: int = 0
+    idempotency_key: str | None = None
 
     @property
     def is_terminal(self) -> bool:

@@ -42,6 +42,7 @@ from runtime._queue import Queue
 from runtime._request_context import RequestContext
 from runtime._restart import restarted, target_path, time_travel_snapshot
 from runtime._run_input import (
+    check_idempotency_key,
     enter_queue,
     first_record,
     pending_snapshot,
@@ -109,12 +110,21 @@ class Run(Generic[In, Out]):
         priority: int | None = None,
         concurrency_key: str | None = None,
         resource_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> StartAsyncResult:
         """Start the run in the background and return its id at once.
 
         When this returns, the run is recorded (``pending``, or already further)
         and a query by its id from any thread finds it; no step has necessarily
         run yet.
+
+        With an ``idempotency_key``, a start whose key an earlier run of the
+        same workflow holds starts nothing: it returns that run's id without
+        validating anything, and this ``Run`` follows that run from then on
+        (``run.run_id`` becomes its id). A key is remembered as long as its
+        run's record is kept (until it is deleted, or pruned by retention), in
+        every store and for every process that shares it; of two starts that
+        race with one key, one records the run and the other returns its id.
 
         Args:
             input_data: The run's input: a model of the workflow's input schema
@@ -136,15 +146,21 @@ class Run(Generic[In, Out]):
             resource_id: The user or tenant the run is for, when not given to
                 ``create_run`` (this one wins); stored with the run, shown in
                 queries, and what ``list_workflow_runs(resource_id=...)`` filters on.
+            idempotency_key: A key (a non-empty ``str`` of at most 512
+                characters) that makes a repeated start of the same work
+                return the first run's id instead of starting another run.
+                Keys are scoped to the workflow.
 
         Returns:
-            ``StartAsyncResult(run_id=...)``.
+            ``StartAsyncResult(run_id=...)``: this run's id, or with an
+            ``idempotency_key`` already used, the id of the run that holds it.
 
         Raises:
             InvalidInputError: if an argument is rejected; nothing is recorded,
                 and the run can be started again with good arguments.
             RunAlreadyStartedError: if this run was started before, or its id is
-                taken by another run.
+                taken by another run (whatever the ``idempotency_key``, when
+                that run does not hold the key).
             RuntimeOverloadedError: if the runtime's ``max_pending_runs`` runs
                 wait to start; nothing is recorded, and the run can be started
                 again later.
@@ -153,7 +169,39 @@ class Run(Generic[In, Out]):
                 non-empty str; nothing is recorded.
             ValueError: for a ``priority`` or ``concurrency_key`` without a queue.
             RuntimeStoppedError: if the runtime is not running.
+            TypeError: if ``idempotency_key`` is not a ``str``.
+            ValueError: if ``idempotency_key`` is empty or too long.
         """
+        return self._start(
+            input_data=input_data,
+            request_context=request_context,
+            initial_state=initial_state,
+            tracing_options=tracing_options,
+            output_options=output_options,
+            queue=queue,
+            priority=priority,
+            concurrency_key=concurrency_key,
+            resource_id=resource_id,
+            idempotency_key=idempotency_key,
+        )
+
+    def _start(
+        self,
+        *,
+        input_data: Any,
+        request_context: Any,
+        initial_state: Any = None,
+        tracing_options: Any = None,
+        output_options: Any = None,
+        queue: Queue | None = None,
+        priority: int | None = None,
+        concurrency_key: str | None = None,
+        resource_id: str | None = None,
+        idempotency_key: str | None = None,
+        scheduled: bool = False,
+    ) -> StartAsyncResult:
+        """:meth:`start_async`, also for the runtime's scheduler (which a worker runs too)."""
+        key = None if idempotency_key is None else check_idempotency_key(idempotency_key)
         with self._lock:
             if self._started:
                 raise RunAlreadyStartedError(
@@ -167,6 +215,11 @@ class Run(Generic[In, Out]):
                 resource_id = self.resource_id
             else:
                 resource_id = _checked_resource_id(resource_id, run_id)
+            if key is not None:
+                host.may_start(run_id, scheduled=scheduled)  # a worker is told so, keyed or not
+                first = host.run_for_key(plan.workflow_id, key)
+                if first is not None:
+                    return self._follow(first)
             snapshot = pending_snapshot(
                 plan,
                 run_id,
@@ -176,22 +229,36 @@ class Run(Generic[In, Out]):
                 tracing_options=tracing_options,
                 output_options=output_options,
                 resource_id=resource_id,
+                idempotency_key=key,
             )
             chosen = enter_queue(
                 plan, snapshot, queue=queue, priority=priority, concurrency_key=concurrency_key
             )
             span = start_span(snapshot, tracing_options)
-            if span is None:
-                host.start_run(plan, snapshot, first_record(snapshot), chosen)
-            else:
-                try:
-                    host.start_run(plan, snapshot, first_record(snapshot), chosen)
-                except BaseException as exc:
+            try:
+                host.start_run(plan, snapshot, first_record(snapshot), chosen, scheduled=scheduled)
+            except RunAlreadyStartedError as exc:
+                if span is not None:
                     end_span(span, "failed", exception=exc)
+                # Another start with the same key may have won the race since the look-up.
+                first = None if key is None else host.run_for_key(plan.workflow_id, key)
+                if first is None:
                     raise
+                return self._follow(first)
+            except BaseException as exc:
+                if span is not None:
+                    end_span(span, "failed", exception=exc)
+                raise
+            if span is not None:
                 end_span(span, "pending")
             self._started = True
             self.resource_id = resource_id
+        return StartAsyncResult(run_id=run_id)
+
+    def _follow(self, run_id: str) -> StartAsyncResult:
+        """Become the handle of the run that holds this start's idempotency key."""
+        self.run_id = run_id
+        self._started = True
         return StartAsyncResult(run_id=run_id)
 
     def start(
@@ -206,9 +273,12 @@ class Run(Generic[In, Out]):
         priority: int | None = None,
         concurrency_key: str | None = None,
         resource_id: str | None = None,
+        idempotency_key: str | None = None,
         timeout: float | None = None,
     ) -> WorkflowResult:
         """Start the run and block until it ends; same arguments as :meth:`start_async`.
+
+        With an ``idempotency_key`` an earlier run holds, this waits for that run.
 
         A run that fails returns its result with ``status == "failed"``; it does
         not raise.
@@ -223,6 +293,7 @@ class Run(Generic[In, Out]):
             priority: As :meth:`start_async`.
             concurrency_key: As :meth:`start_async`.
             resource_id: As :meth:`start_async`.
+            idempotency_key: As :meth:`start_async`.
             timeout: Seconds to wait for the run to end; ``None`` waits as long as it takes.
 
         Raises:
@@ -242,6 +313,7 @@ class Run(Generic[In, Out]):
             priority=priority,
             concurrency_key=concurrency_key,
             resource_id=resource_id,
+            idempotency_key=idempotency_key,
         )
         return self.wait(timeout)
 
@@ -257,6 +329,7 @@ class Run(Generic[In, Out]):
         priority: int | None = None,
         concurrency_key: str | None = None,
         resource_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> StartAsyncResult:
         """Await :meth:`start_async` without blocking the event loop.
 
@@ -276,6 +349,7 @@ class Run(Generic[In, Out]):
             priority=priority,
             concurrency_key=concurrency_key,
             resource_id=resource_id,
+            idempotency_key=idempotency_key,
         )
 
     async def astart(
@@ -290,6 +364,7 @@ class Run(Generic[In, Out]):
         priority: int | None = None,
         concurrency_key: str | None = None,
         resource_id: str | None = None,
+        idempotency_key: str | None = None,
         timeout: float | None = None,
     ) -> WorkflowResult:
         """Await :meth:`start` without blocking the event loop: start, then await the end.
@@ -306,6 +381,7 @@ class Run(Generic[In, Out]):
             priority=priority,
             concurrency_key=concurrency_key,
             resource_id=resource_id,
+            idempotency_key=idempotency_key,
         )
         return await self.wait_async(timeout)
 

@@ -7,6 +7,8 @@ nothing behind and the same run can be started again with good arguments.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
@@ -20,14 +22,17 @@ from runtime._model import RunStatus
 from runtime._options import OutputOptions, TracingOptions
 from runtime._otel import parse_traceparent
 from runtime._queue import Queue, check_key, check_priority
+from runtime._schedule import Schedule
 from runtime._snapshot import Snapshot, check_encodable, copy_plain, find_unencodable, record_of
 from runtime._step import Step, plain
-from runtime._stores.base import SnapshotRecord
+from runtime._stores.base import MAX_IDEMPOTENCY_KEY, SnapshotRecord
 
 if TYPE_CHECKING:
     from runtime._plan import ExecutionPlan
 
 __all__ = [
+    "bound_schedule",
+    "check_idempotency_key",
     "enter_queue",
     "first_record",
     "pending_snapshot",
@@ -66,6 +71,7 @@ def pending_snapshot(
     tracing_options: Any,
     output_options: Any,
     resource_id: str | None = None,
+    idempotency_key: str | None = None,
 ) -> Snapshot:
     """Validate every start argument and build the run's first snapshot."""
     inputs = _validated(plan.input_schema, input_data, "input_data", run_id)
@@ -110,6 +116,8 @@ def pending_snapshot(
     }
     if resource_id is not None:
         snapshot["resource_id"] = resource_id
+    if idempotency_key is not None:
+        snapshot["idempotency_key"] = idempotency_key
     return snapshot
 
 
@@ -152,6 +160,56 @@ def enter_queue(
         key = None
     snapshot["queue"] = {"name": chosen.name, "key": key, "priority": level}
     return chosen
+
+
+def check_idempotency_key(key: object) -> str:
+    """``key`` if it can be an idempotency key: a non-empty ``str`` of at most 512 characters.
+
+    Raises:
+        TypeError: if it is not a ``str``.
+        ValueError: if it is empty, too long, or not valid UTF-8 text.
+    """
+    if not isinstance(key, str):
+        raise TypeError(f"idempotency_key must be a str, got {type(key).__name__}")
+    if not key:
+        raise ValueError("idempotency_key must not be empty")
+    if len(key) > MAX_IDEMPOTENCY_KEY:
+        raise ValueError(
+            f"idempotency_key has {len(key)} characters; at most {MAX_IDEMPOTENCY_KEY} are allowed"
+        )
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("idempotency_key is not valid UTF-8 text (a lone surrogate)") from None
+    return key
+
+
+def bound_schedule(schedule: Schedule, workflow_id: str, input_schema: type[BaseModel]) -> Schedule:
+    """``schedule`` bound to its workflow: with its id, and its input checked and plain.
+
+    The id is the workflow's when the schedule has none; the input is checked
+    against the workflow's input schema and kept as plain (JSON) data.
+
+    Raises:
+        InvalidInputError: if the input does not fit the schema, or cannot be stored.
+    """
+    schedule_id = schedule.schedule_id or workflow_id
+    try:
+        data = _validated(input_schema, schedule.input_data, "input_data", schedule_id)
+        json.dumps(data)  # kept as JSON in the store
+    except InvalidInputError as exc:
+        raise InvalidInputError(
+            str(exc).replace(f"for run {schedule_id!r}", f"of schedule {schedule_id!r}"),
+            field="input_data",
+            errors=exc.errors,
+        ) from exc
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"input_data of schedule {schedule_id!r} cannot be stored: {exc}",
+            field="input_data",
+            errors=[{"type": "not_encodable", "loc": (), "msg": str(exc)}],
+        ) from exc
+    return dataclasses.replace(schedule, schedule_id=schedule_id, input_data=data)
 
 
 def _validated(schema: type[BaseModel], value: Any, field: str, run_id: str) -> Any:
@@ -266,7 +324,7 @@ def first_record(snapshot: Snapshot) -> SnapshotRecord:
             more, nesting deeper than the snapshot allows).
     """
     try:
-        return record_of(snapshot)
+        record = record_of(snapshot)
     except SnapshotEncodingError as exc:
         run_id = snapshot["run_id"]
         for key, field in _ARGUMENTS:
@@ -274,6 +332,9 @@ def first_record(snapshot: Snapshot) -> SnapshotRecord:
             if found is not None:
                 raise _not_storable(found, field, run_id) from exc
         raise
+    if "idempotency_key" in snapshot:
+        return record._replace(idempotency_key=snapshot["idempotency_key"])
+    return record
 
 
 def _not_storable(found: tuple[str, str], field: str, run_id: str) -> InvalidInputError:

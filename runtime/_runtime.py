@@ -7,6 +7,7 @@ import atexit
 import concurrent.futures
 import contextvars
 import functools
+import json
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -14,6 +15,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, get_args, overload
 
+from pydantic import BaseModel
+
+from runtime import _clock
 from runtime._errors import (
     RoleError,
     RunAlreadyStartedError,
@@ -24,10 +28,14 @@ from runtime._model import RunEvent
 from runtime._options import RetentionPolicy
 from runtime._plan import ExecutionPlan
 from runtime._queue import Queue
+from runtime._run_input import bound_schedule
+from runtime._schedule import CatchUp, Overlap, Schedule, ScheduleInfo
+from runtime._scheduler import Scheduler, describe
 from runtime._snapshot import Snapshot, decode, run_events
 from runtime._stores.base import SnapshotRecord, SnapshotStore
 from runtime._stores.memory import MemoryStore
 from runtime._stores.open import is_postgres_url, open_store
+from runtime._stores.schedules import ScheduleBook, ScheduleRow, book_for, close_book
 from runtime._stores.sqlite import path_from_url
 from runtime._sync import Channel, Latch
 
@@ -164,27 +172,62 @@ class RunHost:
         snapshot: Snapshot,
         record: SnapshotRecord,
         queue: Queue | None = None,
+        *,
+        scheduled: bool = False,
     ) -> None:
         """Record and start a new run (through ``queue``, when it has one).
 
+        Args:
+            plan: The run's workflow.
+            snapshot: Its first snapshot.
+            record: Its first record.
+            queue: The queue it goes through, if any.
+            scheduled: Started by this runtime's scheduler, which a ``worker`` has too.
+
         Raises:
             QueueFullError: if the queue's ``max_queued`` runs wait.
-            RunAlreadyStartedError: if the run's id is taken.
+            RunAlreadyStartedError: if the run's id (or its idempotency key) is taken.
             RuntimeOverloadedError: if ``max_pending_runs`` runs wait to start.
             RuntimeStoppedError: if the runtime is not running.
             RoleError: if the runtime is a ``worker``.
         """
-        if self.role == "worker":
-            raise RoleError(
-                "this runtime has the role 'worker': it runs what others start, and starts "
-                "nothing; start runs from a runtime with the role 'client' or 'both'",
-                run_id=record.run_id,
-            )
+        self.may_start(record.run_id, scheduled=scheduled)
         if not self.running().start_run(plan, snapshot, record, queue):
             raise RunAlreadyStartedError(
                 f"run id {record.run_id!r} is already in use by another run",
                 run_id=record.run_id,
             )
+
+    def may_start(self, run_id: str, *, scheduled: bool = False) -> None:
+        """Check that this runtime's role lets it start runs (its scheduler's, for a worker).
+
+        Raises:
+            RoleError: if the runtime is a ``worker`` and the start is not its scheduler's.
+        """
+        if self.role == "worker" and not scheduled:
+            raise RoleError(
+                "this runtime has the role 'worker': it runs what others start, and starts "
+                "nothing; start runs from a runtime with the role 'client' or 'both'",
+                run_id=run_id,
+            )
+
+    def run_for_key(self, workflow_id: str, key: str) -> str | None:
+        """The run of ``workflow_id`` started with idempotency key ``key``, or ``None``.
+
+        Raises:
+            TypeError: if the store keeps no idempotency keys (a store object of
+                another kind).
+        """
+        store = self.running().store
+        # getattr, not isinstance(store, KeyedStore): a protocol check costs tens of
+        # microseconds, on every keyed start.
+        find: Callable[[str, str], str | None] | None = getattr(store, "run_for_key", None)
+        if find is None:
+            raise TypeError(
+                f"the store {type(store).__name__} keeps no idempotency keys: use the memory, "
+                "SQLite or PostgreSQL store to start runs with idempotency_key="
+            )
+        return find(workflow_id, key)
 
     def load(self, run_id: str) -> SnapshotRecord | None:
         """The newest stored record of a run (``None``: unknown, or no SQLite store open yet)."""
@@ -360,6 +403,9 @@ class Runtime:
         self._stop_timeout = stop_timeout
         self._lock = threading.Lock()
         self._plans: dict[str, ExecutionPlan] = {}
+        # Schedules defined here, by id, with their workflow's id: stored when the runtime starts.
+        self._schedules: dict[str, tuple[str, Schedule]] = {}
+        self._scheduler: Scheduler | None = None
         self._store_location: str | Path | None = None  # opened by start()
         if store is None or store == "memory":
             if role != "both":
@@ -440,11 +486,17 @@ class Runtime:
             )
             try:
                 system.start_claiming(self._registered)  # joins the store: it may fail
+                book = book_for(host.store)
+                for workflow_id, schedule in self._schedules.values():
+                    book.put(_schedule_row(workflow_id, schedule))
             except BaseException:
                 system.shutdown(0)  # nothing left running; the store is closed too
                 raise
             host.system = system
             host.state = "running"
+            if host.role != "client":  # a client starts what it is told to, nothing on its own
+                self._scheduler = Scheduler(host, book, self._registered)
+                self._scheduler.start()
         return self
 
     def stop(self, timeout: float | None = None) -> None:
@@ -472,12 +524,17 @@ class Runtime:
                 return
             host.state = "stopping"
             system = host.system
+            scheduler, self._scheduler = self._scheduler, None
         assert system is not None
+        if scheduler is not None:
+            scheduler.stop()
         try:
             system.shutdown(self._stop_timeout if timeout is None else timeout)
         finally:
             host.state = "stopped"
             host.close_calls()
+            if host.store is not None:
+                close_book(host.store)
 
     async def astop(self, timeout: float | None = None) -> None:
         """Stop the runtime without blocking the event loop; see :meth:`stop`.
@@ -563,7 +620,198 @@ class Runtime:
             system = self._host.system if self._host.state == "running" else None
         if system is not None and known is None:
             system.workflows_changed(sorted(self._registered()))
+            self._poke_scheduler()  # the store may have schedules of this workflow
+        for schedule in workflow.schedules:
+            self._define_schedule(plan.workflow_id, schedule)
         return workflow._bound_to(self, self._host)
+
+    # --- schedules --------------------------------------------------------------------
+
+    def schedule(
+        self,
+        workflow: Workflow[Any, Any],
+        *,
+        cron: str,
+        input_data: BaseModel | Mapping[str, Any] | None = None,
+        timezone: str = "UTC",
+        schedule_id: str | None = None,
+        catch_up: CatchUp = "latest",
+        overlap: Overlap = "skip",
+    ) -> Schedule:
+        """Start a run of ``workflow`` at every tick of a cron expression, from now on.
+
+        The workflow is registered here if it is not yet. The schedule is
+        kept in the store (from :meth:`start`, or at once on a running
+        runtime), where every runtime on the store sees it: on a shared
+        store, each tick starts exactly one run, however many runtimes
+        (with the role ``both`` or ``worker``, and the workflow registered)
+        fire it; its id is ``schedule:<schedule_id>:<tick in UTC>``. A
+        ``client`` runtime defines, lists, pauses and deletes schedules but
+        fires none. Defining a schedule that the store already has changes
+        its definition and keeps its state (paused, its last tick).
+
+        Args:
+            workflow: A committed workflow.
+            cron: A cron expression (five fields, or six with seconds first).
+            input_data: Each run's input, checked against the workflow's input
+                schema here.
+            timezone: The IANA time zone the expression is read in.
+            schedule_id: The schedule's id; the workflow's id when omitted.
+            catch_up: Ticks missed while no runtime could fire them:
+                ``"latest"`` (one run for the newest), ``"skip"`` or ``"all"``.
+            overlap: A tick while the previous run goes on: ``"skip"`` or
+                ``"allow"``.
+
+        Returns:
+            The :class:`Schedule`, with its id and its input as plain data.
+
+        Raises:
+            WorkflowDefinitionError: for an invalid cron expression, time zone
+                or policy, a workflow that is not committed, or a schedule id
+                this runtime has for another workflow.
+            InvalidInputError: if ``input_data`` does not fit the input schema.
+            ImportError: if the extra ``callboard[cron]`` is not installed.
+            StoreError: if the store refuses the schedule (a running runtime).
+        """
+        plan = workflow.plan
+        spec = bound_schedule(
+            Schedule(
+                cron=cron,
+                input_data=input_data,
+                timezone=timezone,
+                schedule_id=schedule_id,
+                catch_up=catch_up,
+                overlap=overlap,
+            ),
+            plan.workflow_id,
+            plan.input_schema,
+        )
+        self.register(workflow)
+        self._define_schedule(plan.workflow_id, spec)
+        return spec
+
+    def _define_schedule(self, workflow_id: str, schedule: Schedule) -> None:
+        assert schedule.schedule_id is not None
+        with self._lock:
+            known = self._schedules.get(schedule.schedule_id)
+            if known is not None and known[0] != workflow_id:
+                raise WorkflowDefinitionError(
+                    f"schedule {schedule.schedule_id!r} is already defined here for workflow "
+                    f"{known[0]!r}"
+                )
+            if self._host.state in ("stopping", "stopped"):
+                raise RuntimeStoppedError("the runtime is stopped: define schedules on a new one")
+            self._schedules[schedule.schedule_id] = (workflow_id, schedule)
+            running = self._host.state == "running"
+        if running:
+            self._book().put(_schedule_row(workflow_id, schedule))
+            self._poke_scheduler()
+
+    def _book(self) -> ScheduleBook:
+        store = self._host.store
+        if store is None:
+            raise RuntimeStoppedError(
+                "the runtime is not started: its SQLite store is opened by start()"
+            )
+        return book_for(store)
+
+    def _poke_scheduler(self) -> None:
+        scheduler = self._scheduler
+        if scheduler is not None:
+            scheduler.poke()
+
+    def schedules(self) -> list[ScheduleInfo]:
+        """Every schedule in the store, by id, with its next fire time and its last runs.
+
+        Includes the schedules other runtimes on the store defined.
+
+        Raises:
+            RuntimeStoppedError: before a SQLite or PostgreSQL runtime is started.
+            StoreError: if the store cannot be read.
+        """
+        book, store = self._book(), self._host.store
+        assert store is not None
+        now = _clock.time()
+        return [describe(row, store.load, now) for row in book.all()]
+
+    def pause_schedule(self, schedule_id: str) -> bool:
+        """Pause a schedule, for every runtime on the store: it fires nothing until resumed.
+
+        Returns:
+            Whether the store has such a schedule.
+        """
+        return self._book().set_paused(schedule_id, True, _clock.time())
+
+    def resume_schedule(self, schedule_id: str) -> bool:
+        """Resume a paused schedule: it fires from its next tick on.
+
+        The ticks that passed while it was paused are skipped, whatever its
+        ``catch_up`` policy (which is for ticks missed while no runtime ran).
+
+        Returns:
+            Whether the store has such a schedule.
+        """
+        found = self._book().set_paused(schedule_id, False, _clock.time())
+        self._poke_scheduler()
+        return found
+
+    def delete_schedule(self, schedule_id: str) -> bool:
+        """Delete a schedule from the store; its runs are kept.
+
+        A program that defines it again (``runtime.schedule``, or a workflow
+        with ``schedule=`` registered on a runtime that starts) puts it back.
+
+        Returns:
+            Whether the store had such a schedule.
+        """
+        with self._lock:
+            self._schedules.pop(schedule_id, None)
+        return self._book().delete(schedule_id)
+
+    async def aschedule(
+        self,
+        workflow: Workflow[Any, Any],
+        *,
+        cron: str,
+        input_data: BaseModel | Mapping[str, Any] | None = None,
+        timezone: str = "UTC",
+        schedule_id: str | None = None,
+        catch_up: CatchUp = "latest",
+        overlap: Overlap = "skip",
+    ) -> Schedule:
+        """Await :meth:`schedule` without blocking the event loop (it writes to the store).
+
+        Same arguments, result and errors.
+        """
+        return await offload(
+            self._host,
+            functools.partial(
+                self.schedule,
+                workflow,
+                cron=cron,
+                input_data=input_data,
+                timezone=timezone,
+                schedule_id=schedule_id,
+                catch_up=catch_up,
+                overlap=overlap,
+            ),
+        )
+
+    async def aschedules(self) -> list[ScheduleInfo]:
+        """Await :meth:`schedules` without blocking the event loop; same result and errors."""
+        return await offload(self._host, self.schedules)
+
+    async def apause_schedule(self, schedule_id: str) -> bool:
+        """Await :meth:`pause_schedule` without blocking the event loop."""
+        return await offload(self._host, self.pause_schedule, schedule_id)
+
+    async def aresume_schedule(self, schedule_id: str) -> bool:
+        """Await :meth:`resume_schedule` without blocking the event loop."""
+        return await offload(self._host, self.resume_schedule, schedule_id)
+
+    async def adelete_schedule(self, schedule_id: str) -> bool:
+        """Await :meth:`delete_schedule` without blocking the event loop."""
+        return await offload(self._host, self.delete_schedule, schedule_id)
 
     async def aregister(self, workflow: W) -> W:
         """Await :meth:`register` without blocking the event loop.
@@ -577,6 +825,21 @@ class Runtime:
     def store(self) -> SnapshotStore | None:
         """The store runs are kept in (``None`` for a SQLite file before :meth:`start`)."""
         return self._host.store
+
+
+def _schedule_row(workflow_id: str, schedule: Schedule) -> ScheduleRow:
+    assert schedule.schedule_id is not None
+    return ScheduleRow(
+        schedule_id=schedule.schedule_id,
+        workflow_id=workflow_id,
+        cron=schedule.cron,
+        timezone=schedule.timezone,
+        input=json.dumps(schedule.input_data),
+        catch_up=schedule.catch_up,
+        overlap=schedule.overlap,
+        paused=False,
+        created_at=_clock.time(),
+    )
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -158,6 +158,7 @@ class Snapshot(TypedDict):
     time_traveled_from: NotRequired[dict[str, str]]
     restarts: NotRequired[int]
     unsampled: NotRequired[bool]
+    idempotency_key: NotRequired[str]
 
 
 def _packb(value: Any) -> bytes:
@@ -1226,6 +1227,7 @@ def to_result(snapshot: Snapshot) -> WorkflowResult:
                 "resource_id": snapshot.get("resource_id"),
                 "time_traveled_from": snapshot.get("time_traveled_from"),
                 "restarts": snapshot.get("restarts", 0),
+                "idempotency_key": snapshot.get("idempotency_key"),
             }
         )
     except (KeyError, TypeError, ValidationError) as exc:

@@ -39,7 +39,9 @@ from runtime._plan import (
 from runtime._queries import get_run, list_runs
 from runtime._queue import Queue
 from runtime._run import Run
+from runtime._run_input import bound_schedule
 from runtime._runtime import offload
+from runtime._schedule import Schedule
 from runtime._step import Step
 from runtime._stores.base import SnapshotStore
 from runtime._stores.memory import MemoryStore
@@ -77,6 +79,7 @@ class Workflow(Generic[In, Out]):
         on_error: Callable[[RunOutcome], Any] | None = None,
         queue: Queue | None = None,
         on_start: Callable[[RunOutcome], Any] | None = None,
+        schedule: Schedule | Sequence[Schedule] | None = None,
     ) -> None:
         if not isinstance(id, str) or not id:
             raise WorkflowDefinitionError(f"a workflow id must be a non-empty string, got {id!r}")
@@ -115,6 +118,7 @@ class Workflow(Generic[In, Out]):
         self.on_error = on_error
         self.queue = queue
         self.on_start = on_start
+        self.schedules = _schedules(schedule, id, input_schema)
         self._nodes: list[Node | ExecutionPlan] = []
         self._plan: ExecutionPlan | None = None
         self._runtime: Runtime | None = None
@@ -813,6 +817,7 @@ def create_workflow(
     on_error: Callable[[RunOutcome], Any] | None = None,
     queue: Queue | None = None,
     on_start: Callable[[RunOutcome], Any] | None = None,
+    schedule: Schedule | Sequence[Schedule] | None = None,
 ) -> Workflow[In, Out]:
     """Define a workflow; add steps with ``.then(step)`` and finish with ``.commit()``.
 
@@ -837,10 +842,15 @@ def create_workflow(
             may be ``async``. Not called again on a resume or a wake, nor for a
             run recovered past its first step. An exception in it is logged and
             the run goes on.
+        schedule: A :class:`Schedule` (or several) that starts runs of the
+            workflow on a cron expression, on every runtime the workflow is
+            registered with (see ``Runtime.schedule``). Its input is checked
+            against ``input_schema`` here.
 
     Raises:
-        WorkflowDefinitionError: for an empty id, an id with a ``.``, or a bad
-            ``retry_config``.
+        WorkflowDefinitionError: for an empty id, an id with a ``.``, a bad
+            ``retry_config``, or two schedules with one id.
+        InvalidInputError: for a schedule whose input does not fit ``input_schema``.
         TypeError: for schemas that are not pydantic models, hooks that
             are not callable, or a ``queue`` that is not a :class:`Queue`.
     """
@@ -855,7 +865,35 @@ def create_workflow(
         on_error=on_error,
         queue=queue,
         on_start=on_start,
+        schedule=schedule,
     )
+
+
+def _schedules(value: Any, workflow_id: str, input_schema: type[BaseModel]) -> tuple[Schedule, ...]:
+    """A workflow's schedules, each with its id (the workflow's by default) and checked input."""
+    if value is None:
+        return ()
+    if isinstance(value, Schedule):
+        given = [value]
+    elif isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        given = list(value)
+    else:
+        given = [value]  # refused below
+    schedules: list[Schedule] = []
+    for schedule in given:
+        if not isinstance(schedule, Schedule):
+            raise TypeError(
+                f"workflow {workflow_id!r}: schedule must be a Schedule or a list of them, got "
+                f"{type(schedule).__name__}"
+            )
+        schedules.append(bound_schedule(schedule, workflow_id, input_schema))
+    ids = [schedule.schedule_id for schedule in schedules]
+    if len(set(ids)) != len(ids):
+        raise WorkflowDefinitionError(
+            f"workflow {workflow_id!r}: two schedules share an id ({ids}); give each its "
+            "own schedule_id"
+        )
+    return tuple(schedules)
 
 
 def _retry_config(value: Any, workflow_id: str) -> RetryConfig:

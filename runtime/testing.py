@@ -543,6 +543,26 @@ class Harness:
         self._workflows[workflow.plan.workflow_id] = workflow
         return bound
 
+    def fire_schedules(self, timeout: float = 10.0) -> None:
+        """Have the runtime's scheduler look at its cron schedules now, and wait until it has.
+
+        After ``harness.clock.advance(...)``, the runs of every tick due by
+        then are started (as their schedules' policies say) when this returns::
+
+            harness.runtime.schedule(report, cron="0 * * * *", input_data={...})
+            harness.clock.advance(3600)
+            harness.fire_schedules()  # the run of the hour's tick is started
+
+        Raises:
+            RuntimeError: if the runtime has no scheduler (a ``client``), or it
+                did not look within ``timeout`` seconds.
+        """
+        scheduler = self.runtime._scheduler
+        if scheduler is None:
+            raise RuntimeError("the runtime fires no schedules (it is a client, or stopped)")
+        if not scheduler.caught_up(timeout):
+            raise RuntimeError(f"the scheduler did not look at the schedules within {timeout} s")
+
     def workflow(self, workflow_id: str) -> Workflow[Any, Any]:
         """A registered workflow, bound to the current runtime (use after a crash).
 
@@ -860,7 +880,7 @@ class Harness:
 # The harness reaches into a started runtime through these few private names: the
 # runtime's actor system (Runtime._host), the dispatcher's queue of actors with mail and
 # its threads (Dispatcher._ready, Dispatcher._threads, whose loop is Dispatcher._work),
-# and a claimer's next wake-up (Claimer._wake_at).
+# a claimer's next wake-up (Claimer._wake_at), and the runtime's scheduler (Runtime._scheduler).
 # tests/test_testing.py names them all.
 
 
@@ -882,8 +902,14 @@ def _system_of(runtime: Runtime) -> Any:
 
 
 def _mark_stopped(runtime: Runtime) -> None:
-    """A runtime whose actors were killed: it refuses further calls as a stopped one does."""
+    """A runtime whose actors were killed: it refuses further calls as a stopped one does.
+
+    Its scheduler goes with the crash too: the process it stands for is gone.
+    """
     runtime._host.state = "stopped"
+    scheduler, runtime._scheduler = runtime._scheduler, None
+    if scheduler is not None:
+        scheduler.stop()
 
 
 def _claimer_wake(system: Any) -> float | None:

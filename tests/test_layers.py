@@ -6,10 +6,10 @@ Layers (imports only go down, or stay within a layer):
                    runtime._request_context, runtime._sync, runtime._ids,
                    runtime._clock, runtime._probes, runtime._queue, runtime._otel
     1 codec        runtime._snapshot, runtime._tracing, runtime._stores.*
-    2 definitions  runtime._step, runtime._step_context, runtime._plan
+    2 definitions  runtime._step, runtime._step_context, runtime._plan, runtime._schedule
     3 machinery    actors.*
     4 facade       runtime._runtime, runtime._run, runtime._stream, runtime._workflow,
-                   runtime._queries
+                   runtime._queries, runtime._scheduler
     5 entry        runtime (runtime/__init__.py), runtime.testing, runtime._cli.*,
                    runtime.__main__
 
@@ -49,9 +49,11 @@ RUNTIME_LAYERS = {
     "runtime._stores._parts": 1,
     "runtime._stores.open": 1,
     "runtime._stores.postgres": 1,
+    "runtime._stores.schedules": 1,
     "runtime._step": 2,
     "runtime._step_context": 2,
     "runtime._plan": 2,
+    "runtime._schedule": 2,
     "runtime._runtime": 4,
     "runtime._run": 4,
     "runtime._stream": 4,
@@ -59,6 +61,7 @@ RUNTIME_LAYERS = {
     "runtime._restart": 4,
     "runtime._workflow": 4,
     "runtime._queries": 4,
+    "runtime._scheduler": 4,
     "runtime": 5,
     "runtime.testing": 5,
     "runtime._pytest_plugin": 5,
@@ -68,6 +71,7 @@ RUNTIME_LAYERS = {
     "runtime._cli._actions": 5,
     "runtime._cli._loader": 5,
     "runtime._cli._render": 5,
+    "runtime._cli._schedules": 5,
     "runtime._cli._worker": 5,
     "runtime.__main__": 5,
 }

@@ -589,6 +589,7 @@ def test_the_private_names_the_harness_relies_on_exist() -> None:
         assert system.dispatcher._work.__name__ == "_work"
         assert callable(system.timers.next_deadline) and callable(system.timers.wake)
         assert callable(system.kill)
+        assert harness.runtime._scheduler is not None
     assert callable(_ids._getrandbits)
     from actors.claimer import Claimer
 

@@ -15,6 +15,8 @@
                      [--max-step-threads N] [--stop-timeout SECONDS]
     callboard workers list [--json]
     callboard queues list [--json]
+    callboard schedules list [--json]
+    callboard schedules pause|resume|delete SCHEDULE_ID
 
 Every command takes ``--db STORE``, by default ``$CALLBOARD_DB``, else ``./callboard.db``:
 a SQLite file as a path or a ``sqlite:///path`` URL, or a ``postgresql://`` (or
@@ -43,7 +45,7 @@ Exit codes:
 - 2: a usage or input error: bad arguments, ``--input`` that is not JSON or does not fit
   the workflow's input schema, a workflow that cannot be imported, two workflows with
   one id for a worker, no usable run store at ``--db``. One line on stderr.
-- 3: not found: no run with that id.
+- 3: not found: no run (or schedule) with that id.
 - 130: interrupted (Ctrl-C); a worker stopped by SIGINT.
 
 The package: this module holds :func:`main` and the argument tree, and turns how a
@@ -61,7 +63,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, NoReturn
 
-from runtime._cli import _actions, _commands, _worker
+from runtime._cli import _actions, _commands, _schedules, _worker
 from runtime._cli._commands import (
     DB_ENV,
     DEFAULT_DB,
@@ -73,6 +75,7 @@ from runtime._cli._commands import (
     UsageError,
 )
 from runtime._cli._loader import LoadError
+from runtime._cli._schedules import ScheduleNotFoundError
 from runtime._cli._worker import DEFAULT_CONCURRENCY
 from runtime._errors import SnapshotFormatError, StoreError
 from runtime._ids import check_run_id
@@ -88,6 +91,7 @@ _ERROR_EXIT_CODES: Final[Mapping[type[Exception], ExitCode]] = {
     StoreError: ExitCode.USAGE,
     SnapshotFormatError: ExitCode.USAGE,
     RunNotFoundError: ExitCode.NOT_FOUND,
+    ScheduleNotFoundError: ExitCode.NOT_FOUND,
     NotEndedError: ExitCode.FAILED,
     _actions.RefusedError: ExitCode.FAILED,
     InterruptedRunError: ExitCode.INTERRUPTED,
@@ -369,6 +373,7 @@ def _build_parser() -> argparse.ArgumentParser:
     workers_listing.set_defaults(command=_commands.workers_list)
 
     _add_queues(commands, db)
+    _add_schedules(commands, db)
     return parser
 
 
@@ -489,6 +494,32 @@ def _add_actions(run_commands: Any, db: argparse.ArgumentParser) -> None:
     delete.add_argument("run_id", metavar="RUN_ID", type=_run_id)
     delete.add_argument("--json", action="store_true", help="print JSON")
     delete.set_defaults(command=_actions.runs_delete)
+
+
+def _add_schedules(commands: Any, db: argparse.ArgumentParser) -> None:
+    """``callboard schedules list|pause|resume|delete``."""
+    schedules = commands.add_parser(
+        "schedules", help="list, pause, resume and delete cron schedules", parents=[db]
+    )
+    schedules.set_defaults(parser_for_help=schedules)
+    schedule_commands = schedules.add_subparsers(
+        title="commands", metavar="COMMAND", parser_class=_Parser
+    )
+    schedules_listing = schedule_commands.add_parser(
+        "list",
+        help="each schedule: workflow, cron, time zone, state, next fire time, last run",
+        parents=[db],
+    )
+    schedules_listing.add_argument("--json", action="store_true", help="print JSON")
+    schedules_listing.set_defaults(command=_schedules.schedules_list)
+    for verb, command, what in (
+        ("pause", _schedules.schedules_pause, "pause a schedule: no runtime fires it"),
+        ("resume", _schedules.schedules_resume, "resume a schedule from its next tick"),
+        ("delete", _schedules.schedules_delete, "delete a schedule (its runs are kept)"),
+    ):
+        changing = schedule_commands.add_parser(verb, help=what, parents=[db])
+        changing.add_argument("schedule_id", metavar="SCHEDULE_ID")
+        changing.set_defaults(command=command)
 
 
 def _number(kind: Callable[[str], Any], check: Callable[[Any], bool], what: str) -> Any:

@@ -276,6 +276,8 @@ def run_view(result: WorkflowResult) -> RenderableType:
         fields.add_row("trace id", Text(result.trace_id))
     if result.queue is not None:
         fields.add_row("queue", Text(_queue_text(result)))
+    if result.idempotency_key is not None:
+        fields.add_row("idempotency key", Text(result.idempotency_key))
     fields.add_row("input", Text(_json_text(result.input)))
     if result.status == RunStatus.WAITING and result.waiting_until is not None:
         fields.add_row("waiting until", Text(_when(result.waiting_until)))

@@ -16,7 +16,9 @@ from runtime._queue import QueueLimits
 
 __all__ = [
     "DEFAULT_LEASE",
+    "MAX_IDEMPOTENCY_KEY",
     "Claimed",
+    "KeyedStore",
     "QueueStats",
     "RunFencedError",
     "SharedStore",
@@ -80,6 +82,8 @@ class SnapshotRecord(NamedTuple):
             for the store's index: a store writes it with the run's first row and
             filters on it. Records read back from a SQL store leave it ``None``
             (the snapshot in ``data`` holds it).
+        idempotency_key: The key the run was started with (see
+            :class:`KeyedStore`); read by ``create`` only, ``None`` elsewhere.
     """
 
     run_id: str
@@ -96,6 +100,7 @@ class SnapshotRecord(NamedTuple):
     queue_key: str | None = None
     priority: int = 0
     resource_id: str | None = None
+    idempotency_key: str | None = None
 
 
 def status_set(status: str | Sequence[str] | None) -> frozenset[str] | None:
@@ -208,6 +213,26 @@ class SnapshotStore(Protocol):
 
     def close(self) -> None:
         """Stop writing; records stay readable."""
+        ...
+
+
+MAX_IDEMPOTENCY_KEY: Final = 512
+"""The most characters an idempotency key may have (an index entry, not a payload)."""
+
+
+@runtime_checkable
+class KeyedStore(Protocol):
+    """A store that remembers the idempotency key each run was started with.
+
+    ``create`` of a record whose ``idempotency_key`` another run of the same
+    workflow already holds changes nothing and returns ``False``, as for a
+    taken run id; two creates racing with one key make one run (a unique
+    index does the deciding on SQLite and PostgreSQL). The key is forgotten
+    with its run, when the run is deleted or pruned.
+    """
+
+    def run_for_key(self, workflow_id: str, key: str) -> str | None:
+        """The id of the run of ``workflow_id`` started with ``key``, or ``None``."""
         ...
 
 

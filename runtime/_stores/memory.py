@@ -27,14 +27,33 @@ class MemoryStore:
         self._records: dict[str, SnapshotRecord] = {}
         self._lock = threading.Lock()
         self._deleted = 0  # since the dict was last copied
+        # Idempotency keys, both ways: (workflow, key) -> run, and run -> (workflow, key).
+        self._keys: dict[tuple[str, str], str] = {}
+        self._key_of: dict[str, tuple[str, str]] = {}
 
     def create(self, record: SnapshotRecord) -> bool:
-        """Record a new run; ``False`` if its id is taken."""
+        """Record a new run; ``False`` if its id, or its workflow's idempotency key, is taken."""
         with self._lock:
             if record.run_id in self._records:
                 return False
+            key = record.idempotency_key
+            if key is not None:
+                entry = (record.workflow_id, key)
+                if entry in self._keys:
+                    return False
+                self._keys[entry] = record.run_id
+                self._key_of[record.run_id] = entry
             self._records[record.run_id] = record
             return True
+
+    def run_for_key(self, workflow_id: str, key: str) -> str | None:
+        """The run of ``workflow_id`` started with idempotency key ``key``, or ``None``."""
+        return self._keys.get((workflow_id, key))
+
+    def _forget_key(self, run_id: str) -> None:
+        entry = self._key_of.pop(run_id, None)
+        if entry is not None:
+            self._keys.pop(entry, None)
 
     def save(
         self,
@@ -109,6 +128,7 @@ class MemoryStore:
         with self._lock:
             if self._records.pop(run_id, None) is None:
                 return False
+            self._forget_key(run_id)
             self._deleted += 1
             if self._deleted > len(self._records):
                 self._shrink()
@@ -140,6 +160,7 @@ class MemoryStore:
                 doomed.extend(record.run_id for record in ended[keep:])
             for run_id in doomed:
                 del self._records[run_id]
+                self._forget_key(run_id)
             self._deleted += len(doomed)
             if self._deleted > len(self._records):
                 self._shrink()  # memory follows the runs kept, not the most ever held

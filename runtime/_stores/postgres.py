@@ -41,7 +41,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from runtime._errors import QueueFullError, StoreError
 from runtime._ids import new_id
@@ -68,6 +68,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LEASE", "SCHEMA_VERSION", "PostgresStore", "redact"]
 
+_T = TypeVar("_T")
 
 LEASE: Final = DEFAULT_LEASE
 """Seconds without a heartbeat after which a worker's runs go back to the queue."""
@@ -195,6 +196,28 @@ until they commit: the counts they read stay true until then, across every worke
 _CLAIM_ROUNDS: Final = 16
 """The most rounds of one claim through queues (each round skips what filled in the last)."""
 
+_KEYS_AND_SCHEDULES_DDL: Final = """
+ALTER TABLE callboard_runs ADD COLUMN IF NOT EXISTS idempotency_key text;
+CREATE UNIQUE INDEX IF NOT EXISTS callboard_runs_by_idempotency_key
+    ON callboard_runs (workflow_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS callboard_schedules (
+    schedule_id text PRIMARY KEY,
+    workflow_id text NOT NULL,
+    cron        text NOT NULL,
+    timezone    text NOT NULL,
+    input       text NOT NULL,
+    catch_up    text NOT NULL,
+    overlap     text NOT NULL,
+    paused      boolean NOT NULL DEFAULT false,
+    created_at  double precision NOT NULL,
+    last_tick   double precision,
+    last_run_id text,
+    buffered    double precision
+)
+"""
+"""Schema version 5: idempotency keys (one run per key and workflow: the unique index
+decides between two starts that race) and schedules."""
+
 _PARTS_TABLE: Final = """
 CREATE TABLE IF NOT EXISTS callboard_run_parts (
     run_id  text NOT NULL REFERENCES callboard_runs (run_id) ON DELETE CASCADE,
@@ -234,6 +257,8 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE INDEX IF NOT EXISTS callboard_runs_by_resource ON callboard_runs "
         "(resource_id, created_at) WHERE resource_id IS NOT NULL",
     ),
+    # 4 -> 5: idempotency keys and schedules (see _KEYS_AND_SCHEDULES_DDL).
+    tuple(statement for statement in _KEYS_AND_SCHEDULES_DDL.split(";") if statement.strip()),
 )
 """The steps that take a database from one schema version to the next: step ``i`` takes
 version ``i + 1`` to ``i + 2``. A new database gets :data:`_SCHEMA` and then every step
@@ -271,16 +296,17 @@ array parameters cost psycopg's Python array dumper about a fifth of a worker's 
 _CREATE: Final = """
 INSERT INTO callboard_runs (run_id, workflow_id, status, seq, owner_id, epoch, wake_at,
                             created_at, updated_at, trace_id, snapshot,
-                            queue, queue_key, priority, rank, resource_id)
+                            queue, queue_key, priority, rank, resource_id, idempotency_key)
 SELECT v.run_id, v.workflow_id, v.status, v.seq, v.owner_id, v.epoch, v.wake_at,
        v.created_at, v.updated_at, v.trace_id, decode(v.snapshot, 'base64'),
        v.queue, v.queue_key, coalesce(v.priority, 0), coalesce(v.rank, v.created_at),
-       v.resource_id
+       v.resource_id, v.idempotency_key
 FROM jsonb_to_recordset(%s::jsonb) AS v(
     run_id text, workflow_id text, status text, seq int8, owner_id text, epoch int8,
     wake_at float8, created_at float8, updated_at float8, trace_id text, snapshot text,
-    queue text, queue_key text, priority int4, rank float8, resource_id text)
-ON CONFLICT (run_id) DO NOTHING
+    queue text, queue_key text, priority int4, rank float8, resource_id text,
+    idempotency_key text)
+ON CONFLICT DO NOTHING
 RETURNING run_id
 """
 
@@ -512,6 +538,7 @@ def _create_columns(
         json.dumps(
             [
                 {
+                    **({"idempotency_key": r.idempotency_key} if r.idempotency_key else {}),
                     "run_id": r.run_id,
                     "workflow_id": r.workflow_id,
                     "status": r.status,
@@ -946,6 +973,30 @@ class PostgresStore:
             with contextlib.suppress(psycopg.Error):
                 connection.rollback()
             raise
+
+    def run_for_key(self, workflow_id: str, key: str) -> str | None:
+        """The run of ``workflow_id`` started with idempotency key ``key``, or ``None``."""
+
+        def read(connection: Connection) -> str | None:
+            row = connection.execute(
+                "SELECT run_id FROM callboard_runs WHERE workflow_id = %s AND idempotency_key = %s",
+                (workflow_id, key),
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        result: str | None = self._read(read)
+        return result
+
+    def read_with(self, read: Callable[[Connection], _T]) -> _T:
+        """Run ``read`` on one of the store's autocommit connections (a write is one statement).
+
+        For what keeps its own table beside the runs (schedules).
+
+        Raises:
+            StoreError: if the database cannot be reached or refuses the statement.
+        """
+        result: _T = self._read(read)
+        return result
 
     def _join_row(self, connection: Connection) -> bool:
         """Write this worker's row; return whether it was missing (made anew)."""

@@ -200,6 +200,28 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE INDEX runs_by_resource ON runs (resource_id, created_at) "
         "WHERE resource_id IS NOT NULL",
     ),
+    # idempotent starts and schedules: a run remembers the idempotency key it was
+    # started with, one run per key and workflow (the unique index decides between two
+    # starts that race); schedules keep their definition and where they are.
+    (
+        "ALTER TABLE runs ADD COLUMN idempotency_key TEXT",
+        "CREATE UNIQUE INDEX runs_by_idempotency_key ON runs (workflow_id, idempotency_key) "
+        "WHERE idempotency_key IS NOT NULL",
+        """CREATE TABLE IF NOT EXISTS schedules (
+            schedule_id TEXT PRIMARY KEY,
+            workflow_id TEXT NOT NULL,
+            cron        TEXT NOT NULL,
+            timezone    TEXT NOT NULL,
+            input       TEXT NOT NULL,
+            catch_up    TEXT NOT NULL,
+            overlap     TEXT NOT NULL,
+            paused      INTEGER NOT NULL DEFAULT 0,
+            created_at  REAL NOT NULL,
+            last_tick   REAL,
+            last_run_id TEXT,
+            buffered    REAL
+        )""",
+    ),
 )
 """The steps that take a file from one schema version to the next, in order: step ``i``
 takes version ``i + 1`` to ``i + 2``. A new file is made at version 1 and taken
@@ -237,9 +259,9 @@ _INSERT_COLUMNS = (
     "lineage, epoch, wake_at, resource_id"
 )
 _ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_CREATE_COLUMNS = _INSERT_COLUMNS + ", queue, queue_key, priority, rank"
-_CREATE_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_ROWS_PER_STATEMENT = 500  # 17 variables a row at most, well under SQLite's limit of 32,766
+_CREATE_COLUMNS = _INSERT_COLUMNS + ", queue, queue_key, priority, rank, idempotency_key"
+_CREATE_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_ROWS_PER_STATEMENT = 500  # 18 variables a row at most, well under SQLite's limit of 32,766
 
 # A newer snapshot replaces an older one, and nothing replaces a terminal one.
 # Rows of one statement apply in order, so a run saved twice in a batch is fine.
@@ -621,6 +643,15 @@ class SQLiteStore:
         """The newest committed record of a run, or ``None``."""
         found = self._select(_RUNS, "WHERE r.run_id = ?", (run_id,))
         return found[0][0] if found else None
+
+    def run_for_key(self, workflow_id: str, key: str) -> str | None:
+        """The run of ``workflow_id`` started with idempotency key ``key``, or ``None``."""
+        with self._reading() as connection:
+            row = connection.execute(
+                "SELECT run_id FROM runs WHERE workflow_id = ? AND idempotency_key = ?",
+                (workflow_id, key),
+            ).fetchone()
+        return None if row is None else str(row[0])
 
     def unfinished(self) -> list[SnapshotRecord]:
         """Records of runs that are ``pending``, ``running`` or ``waiting``, whoever drives them.
@@ -1036,14 +1067,17 @@ class SQLiteStore:
                 record.queue_key,
                 record.priority,
                 rank(record.created_at, record.priority),
+                record.idempotency_key,
             )
             for record, hold in creates
         ]
         for chunk in _chunks(rows):
+            # No conflict target: a taken run id and a taken idempotency key both
+            # leave the row out (its create returns False).
             found = connection.execute(
                 f"INSERT INTO runs ({_CREATE_COLUMNS}) VALUES "
                 + ", ".join([_CREATE_ROW] * len(chunk))
-                + " ON CONFLICT (run_id) DO NOTHING RETURNING run_id",
+                + " ON CONFLICT DO NOTHING RETURNING run_id",
                 [value for row in chunk for value in row],
             ).fetchall()
             inserted.update(row[0] for row in found)

@@ -1,0 +1,120 @@
+"""``callboard schedules list|pause|resume|delete``: the cron schedules kept in a run store.
+
+``list`` opens the store read-only; ``pause``, ``resume`` and ``delete`` write one
+row of the schedules table, as ``Runtime.pause_schedule`` (and the others) do, and
+every runtime on the store sees the change at its next look (within
+:data:`~runtime._scheduler.POLL` seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import datetime
+from typing import Any
+
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+from runtime._cli._commands import CommandError, _opened
+from runtime._cli._render import console_for, print_json, show, status_text
+from runtime._schedule import ScheduleInfo
+from runtime._scheduler import describe
+from runtime._stores.schedules import book_for
+
+__all__ = [
+    "ScheduleNotFoundError",
+    "schedules_delete",
+    "schedules_list",
+    "schedules_pause",
+    "schedules_resume",
+]
+
+
+class ScheduleNotFoundError(CommandError):
+    """No schedule with that id in the store."""
+
+
+def schedules_list(args: argparse.Namespace) -> None:
+    """``callboard schedules list``: every schedule, its next fire time and last runs."""
+    with _opened(args.db, readonly=True) as store:
+        book = book_for(store)
+        now = time.time()
+        infos = [describe(row, store.load, now) for row in book.all()]
+        close = getattr(book, "close", None)
+        if close is not None:
+            close()
+    if args.json:
+        print_json([info.model_dump(mode="json") for info in infos])
+        return
+    console = console_for(sys.stdout)
+    if infos:
+        show(console, schedules_table(infos))
+        show(console, Text(""))
+    count = len(infos)
+    show(console, Text(f"{count} schedule{'' if count == 1 else 's'}", style="dim"))
+
+
+def _change(args: argparse.Namespace, verb: str) -> None:
+    with _opened(args.db, readonly=False) as store:
+        book = book_for(store)
+        try:
+            if verb == "delete":
+                found = book.delete(args.schedule_id)
+            else:
+                found = book.set_paused(args.schedule_id, verb == "pause", time.time())
+        finally:
+            close = getattr(book, "close", None)
+            if close is not None:
+                close()
+    if not found:
+        raise ScheduleNotFoundError(f"no schedule {args.schedule_id!r} in the store")
+    done = {"pause": "paused", "resume": "resumed", "delete": "deleted"}[verb]
+    sys.stdout.write(f"schedule {args.schedule_id} {done}\n")
+
+
+def schedules_pause(args: argparse.Namespace) -> None:
+    """``callboard schedules pause ID``: no runtime fires it until it is resumed."""
+    _change(args, "pause")
+
+
+def schedules_resume(args: argparse.Namespace) -> None:
+    """``callboard schedules resume ID``: it fires from its next tick on."""
+    _change(args, "resume")
+
+
+def schedules_delete(args: argparse.Namespace) -> None:
+    """``callboard schedules delete ID``: the schedule goes; its runs stay."""
+    _change(args, "delete")
+
+
+def _moment(value: datetime | None) -> str:
+    return "-" if value is None else value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def schedules_table(infos: list[ScheduleInfo]) -> Table:
+    """Schedules one row each: id, workflow, cron and zone, state, next fire, last run."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    table.add_column("SCHEDULE ID", no_wrap=True)
+    table.add_column("WORKFLOW", no_wrap=True)
+    table.add_column("CRON", no_wrap=True)
+    table.add_column("TIME ZONE", no_wrap=True)
+    table.add_column("STATE", no_wrap=True)
+    table.add_column("NEXT FIRE", no_wrap=True)
+    table.add_column("LAST RUN", no_wrap=True)
+    table.add_column("STATUS", no_wrap=True)
+    for info in infos:
+        last: Any = info.last_runs[0] if info.last_runs else None
+        table.add_row(
+            Text(info.schedule_id),
+            Text(info.workflow_id),
+            Text(info.cron),
+            Text(info.timezone),
+            Text("paused" if info.paused else "active", style="yellow" if info.paused else ""),
+            Text(_moment(info.next_fire_at)),
+            Text("-" if last is None else last.run_id),
+            Text("-") if last is None else status_text(last.status),
+        )
+    return table

@@ -1,0 +1,320 @@
+"""The scheduler: one thread per runtime that starts the runs of cron schedules when due.
+
+It never blocks a caller or an actor: it sleeps on an event until the next
+tick of any schedule (or :data:`POLL` seconds, to see schedules that other
+processes added, paused or deleted), reading the time through
+:mod:`runtime._clock` so that a test's virtual clock drives it, and starts
+each run as ``start_async`` does.
+
+Exactly once across a fleet: every runtime on a store that runs the
+scheduler computes the same ticks from the same stored schedule, and a
+tick's run has an id made from the schedule's id and the tick's time
+(:func:`~runtime._schedule.tick_run_id`). The first runtime to create that
+run wins; the others get ``RunAlreadyStartedError`` and only move the
+schedule's last tick on, which moves only forward.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
+
+from runtime import _clock
+from runtime._errors import InvalidInputError, RunAlreadyStartedError, WorkflowError
+from runtime._model import UNFINISHED_STATUSES, RunStatus
+from runtime._run import Run
+from runtime._schedule import (
+    ALL_AT_MOST,
+    ON_TIME,
+    ScheduledRun,
+    ScheduleInfo,
+    newest_tick,
+    next_tick,
+    tick_run_id,
+    ticks_after,
+    ticks_before,
+    utc,
+)
+from runtime._stores.base import SnapshotRecord
+from runtime._stores.schedules import ScheduleBook, ScheduleRow
+from runtime._tracing import emit
+
+if TYPE_CHECKING:
+    from runtime._plan import ExecutionPlan
+    from runtime._runtime import RunHost
+
+__all__ = ["LAST_RUNS", "POLL", "Scheduler", "describe", "still_going"]
+
+POLL: Final = 5.0
+"""The longest the scheduler sleeps (real seconds) before it reads the schedules again:
+how soon it sees a schedule another process added, resumed or changed."""
+
+_SLICE: Final = 0.25
+"""Seconds of one slice of the scheduler's sleep, between two looks at the runtime's state."""
+
+_GOING: Final = UNFINISHED_STATUSES | {RunStatus.SUSPENDED.value}
+
+
+def still_going(host: RunHost, run_id: str | None) -> bool:
+    """Whether a schedule's previous run has not ended (pending, running, waiting, suspended)."""
+    if run_id is None:
+        return False
+    record = host.load(run_id)
+    return record is not None and record.status in _GOING
+
+
+class Scheduler:
+    """Fires the due ticks of the schedules whose workflows this runtime registered.
+
+    Args:
+        host: The runtime's host: its store, and where runs start.
+        book: Where the schedules are kept.
+        plans: The workflows this runtime registered, by id.
+    """
+
+    def __init__(
+        self,
+        host: RunHost,
+        book: ScheduleBook,
+        plans: Callable[[], dict[str, ExecutionPlan]],
+    ) -> None:
+        self._host = host
+        self._book = book
+        self._plans = plans
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._watched: set[str] = set()  # runs whose end wakes the scheduler (buffer_one)
+        self._begun = 0  # passes begun
+        self._done = 0  # the last pass done
+        self._passed = threading.Condition()
+        self._thread = threading.Thread(target=self._loop, name="callboard-scheduler", daemon=True)
+        self._forget_waker: Callable[[], None] | None = None
+
+    def start(self) -> None:
+        """Start the thread; it fires the ticks due now at once."""
+        self._forget_waker = _clock.on_advance(self.poke)
+        self._thread.start()
+
+    def poke(self) -> None:
+        """Look at the schedules now: one was added, resumed or changed, or the clock jumped."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread (a start under way finishes first)."""
+        self._stopping.set()
+        self._wake.set()
+        if self._forget_waker is not None:
+            self._forget_waker()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def caught_up(self, timeout: float) -> bool:
+        """Have a pass begin now, and wait until it is done; whether it was in time.
+
+        For whoever moved a virtual clock (or changed schedules) and then
+        looks at what fired.
+        """
+        with self._passed:
+            target = self._begun + 1
+        self.poke()
+        with self._passed:
+            return self._passed.wait_for(lambda: self._done >= target, timeout)
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set() and self._host.state == "running":
+            self._wake.clear()
+            with self._passed:
+                self._begun += 1
+                begun = self._begun
+            try:
+                due = self.run_pass()
+            except Exception as exc:  # a store that is down: try again after a while
+                emit(logging.WARNING, "schedules_unreadable", error=str(exc))
+                due = None
+            with self._passed:
+                self._done = begun
+                self._passed.notify_all()
+            wait = POLL if due is None else min(POLL, max(0.0, due - _clock.time()))
+            self._sleep(wait)
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait until woken or ``seconds`` pass; or until the runtime is no longer running.
+
+        Waits in slices, so that a runtime whose actors are stopped without
+        :meth:`stop` (a harness's crash, a forced shutdown) sees this thread
+        end within a slice.
+        """
+        deadline = time.monotonic() + seconds
+        while self._host.state == "running":
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._wake.wait(min(remaining, _SLICE)):
+                return
+
+    def run_pass(self) -> float | None:
+        """Fire every due tick of the schedules this runtime can start; the next tick's time."""
+        plans = self._plans()
+        soonest: float | None = None
+        for row in self._book.all():
+            if self._stopping.is_set():
+                return None
+            plan = plans.get(row.workflow_id)
+            if row.paused or plan is None:
+                continue
+            try:
+                upcoming = self._fire_due(row, plan)
+            except WorkflowError as exc:  # the store refused (down, locked): the next pass retries
+                if self._host.state != "running":
+                    return None  # stopping: the start was refused for that
+                emit(
+                    logging.WARNING,
+                    "schedule_tick_failed",
+                    schedule_id=row.schedule_id,
+                    error=str(exc),
+                )
+                upcoming = _clock.time() + POLL
+            if upcoming is not None and (soonest is None or upcoming < soonest):
+                soonest = upcoming
+        return soonest
+
+    def _fire_due(self, row: ScheduleRow, plan: ExecutionPlan) -> float | None:
+        """Start the runs of the schedule's due ticks by its policies; when its next tick is."""
+        now = _clock.time()
+        anchor = row.created_at if row.last_tick is None else row.last_tick
+        if row.buffered is not None:
+            row = self._start_buffered(row, plan)
+        newest = newest_tick(row.cron, row.timezone, now)
+        if newest is not None and newest > anchor:
+            if row.catch_up == "all":
+                ticks = ticks_after(row.cron, row.timezone, anchor, now, ALL_AT_MOST)
+                if len(ticks) == ALL_AT_MOST and ticks[-1] < newest:
+                    self._wake.set()  # more to catch up on: the next pass goes on at once
+            elif row.catch_up == "latest" or now - newest <= ON_TIME:
+                ticks = [newest]
+            else:  # "skip", and the newest tick was missed
+                ticks = []
+            last_run = row.last_run_id
+            for tick in ticks:
+                last_run = self._fire(row, plan, tick, last_run)
+            if not ticks:
+                self._book.advance(row.schedule_id, newest, None)
+                emit(logging.INFO, "schedule_ticks_missed", schedule_id=row.schedule_id)
+        # A buffered tick waits for the last run's end, which wakes the scheduler (and a
+        # pass comes at least every POLL seconds anyway).
+        return next_tick(row.cron, row.timezone, max(now, anchor))
+
+    def _start_buffered(self, row: ScheduleRow, plan: ExecutionPlan) -> ScheduleRow:
+        """Start the buffered tick's run once the last run has ended; the row as it is then."""
+        assert row.buffered is not None
+        if self._going(row.last_run_id):
+            return row
+        tick = row.buffered
+        run_id = self._start(row, plan, tick)
+        if run_id is None:  # its input no longer fits: the tick is dropped
+            self._book.release(row.schedule_id, tick, row.last_run_id or "")
+            return row._replace(buffered=None)
+        self._book.release(row.schedule_id, tick, run_id)
+        return row._replace(buffered=None, last_run_id=run_id)
+
+    def _going(self, run_id: str | None) -> bool:
+        """Whether the run has not ended; if so, its end (or suspension) wakes the scheduler."""
+        if not still_going(self._host, run_id):
+            if run_id is not None:
+                self._watched.discard(run_id)
+            return False
+        assert run_id is not None
+        if run_id not in self._watched:
+            self._watched.add(run_id)
+            self._host.watch(run_id, self._wake)
+        return True
+
+    def _start(self, row: ScheduleRow, plan: ExecutionPlan, tick: float) -> str | None:
+        """Start the run of a tick; its id (``None``: the stored input no longer fits)."""
+        run_id = tick_run_id(row.schedule_id, tick)
+        try:
+            Run(plan, self._host, run_id)._start(
+                input_data=json.loads(row.input), request_context=None, scheduled=True
+            )
+            emit(logging.INFO, "schedule_fired", schedule_id=row.schedule_id, run_id=run_id)
+        except RunAlreadyStartedError:
+            pass  # another runtime on the store started this tick's run first
+        except InvalidInputError as exc:
+            # The workflow's schema changed under the stored input: this tick cannot run.
+            emit(
+                logging.ERROR,
+                "schedule_input_invalid",
+                schedule_id=row.schedule_id,
+                run_id=run_id,
+                error=str(exc),
+            )
+            return None
+        return run_id
+
+    def _fire(
+        self, row: ScheduleRow, plan: ExecutionPlan, tick: float, last_run: str | None
+    ) -> str | None:
+        """Start the run of one tick, unless the overlap policy says no; the newest run."""
+        run_id = tick_run_id(row.schedule_id, tick)
+        if row.overlap != "allow" and last_run != run_id and self._going(last_run):
+            buffer = row.overlap == "buffer_one"
+            self._book.advance(row.schedule_id, tick, None, buffer=buffer)
+            emit(
+                logging.INFO,
+                "schedule_tick_buffered" if buffer else "schedule_tick_skipped",
+                schedule_id=row.schedule_id,
+                tick=tick,
+                still_running=last_run,
+            )
+            return last_run
+        started = self._start(row, plan, tick)
+        self._book.advance(row.schedule_id, tick, started)
+        return last_run if started is None else started
+
+
+LAST_RUNS: Final = 5
+"""How many of a schedule's recent ticks a listing looks up runs for."""
+
+
+def describe(
+    row: ScheduleRow, load: Callable[[str], SnapshotRecord | None], now: float
+) -> ScheduleInfo:
+    """A schedule as listings show it: with its next fire time, and its recent runs.
+
+    Args:
+        row: The schedule as the book keeps it.
+        load: Reads a run's record by id (a store's ``load``).
+        now: The time now (epoch seconds).
+    """
+    anchor = row.created_at if row.last_tick is None else row.last_tick
+    next_fire: float | None = None
+    if not row.paused:
+        newest = newest_tick(row.cron, row.timezone, now)
+        if newest is not None and newest > anchor and row.catch_up != "skip":
+            next_fire = now  # a missed tick that the next pass fires
+        else:
+            next_fire = next_tick(row.cron, row.timezone, max(now, anchor))
+    runs: list[ScheduledRun] = []
+    if row.last_tick is not None:
+        for tick in ticks_before(row.cron, row.timezone, row.last_tick, LAST_RUNS):
+            record = load(tick_run_id(row.schedule_id, tick))
+            if record is not None:
+                runs.append(
+                    ScheduledRun(run_id=record.run_id, tick_at=utc(tick), status=record.status)
+                )
+    return ScheduleInfo(
+        schedule_id=row.schedule_id,
+        workflow_id=row.workflow_id,
+        cron=row.cron,
+        timezone=row.timezone,
+        input=json.loads(row.input),
+        catch_up=row.catch_up,
+        overlap=row.overlap,
+        paused=row.paused,
+        next_fire_at=utc(next_fire),
+        last_tick_at=utc(row.last_tick),
+        last_runs=runs,
+        buffered_tick_at=utc(row.buffered),
+    )

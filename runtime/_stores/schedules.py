@@ -1,0 +1,420 @@
+"""Where schedules are kept: beside the runs, in the same store.
+
+A :class:`ScheduleBook` holds each schedule's definition and where it stands
+(paused, the newest tick handled, the run of the newest tick fired). Memory
+keeps them in a dict (one book per store object, shared by the runtimes that
+share the object); SQLite in the ``schedules`` table of the run file;
+PostgreSQL in ``callboard_schedules``. Every change is one statement,
+committed when it returns: schedules change at a human's pace or once a
+tick, so they need none of the runs' group commit.
+
+Ticks move forward only (:meth:`ScheduleBook.advance` is conditioned on the
+stored tick being older), so of several runtimes that handle one tick, the
+first to write it wins and the others change nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
+
+from runtime._errors import StoreError
+from runtime._stores.base import SnapshotStore
+from runtime._stores.postgres import PostgresStore
+from runtime._stores.sqlite import LOCK_TIMEOUT, SQLiteStore
+
+if TYPE_CHECKING:
+    from runtime._stores.postgres import Connection
+
+__all__ = [
+    "MemoryBook",
+    "PostgresBook",
+    "SQLiteBook",
+    "ScheduleBook",
+    "ScheduleRow",
+    "book_for",
+    "close_book",
+]
+
+
+class ScheduleRow(NamedTuple):
+    """One schedule as a book keeps it.
+
+    Attributes:
+        schedule_id: Its id.
+        workflow_id: The workflow it starts.
+        cron: Its cron expression.
+        timezone: The time zone the expression is read in.
+        input: Each run's input, as JSON text.
+        catch_up: ``"skip"``, ``"latest"`` or ``"all"``.
+        overlap: ``"skip"`` or ``"allow"``.
+        paused: Whether it is paused.
+        created_at: When it was first stored (epoch seconds): ticks before are not its.
+        last_tick: The newest tick handled (epoch seconds), or ``None``.
+        last_run_id: The run of the newest tick that started one, or ``None``.
+        buffered: A tick that waits for the last run to end (``overlap="buffer_one"``).
+    """
+
+    schedule_id: str
+    workflow_id: str
+    cron: str
+    timezone: str
+    input: str
+    catch_up: str
+    overlap: str
+    paused: bool
+    created_at: float
+    last_tick: float | None = None
+    last_run_id: str | None = None
+    buffered: float | None = None
+
+
+class ScheduleBook(Protocol):
+    """What the runtime needs to keep schedules; every method is safe from any thread."""
+
+    def put(self, row: ScheduleRow) -> None:
+        """Store a schedule's definition; one already there keeps its state (paused, ticks)."""
+        ...
+
+    def all(self) -> list[ScheduleRow]:
+        """Every schedule, by id."""
+        ...
+
+    def get(self, schedule_id: str) -> ScheduleRow | None:
+        """One schedule, or ``None``."""
+        ...
+
+    def set_paused(self, schedule_id: str, paused: bool, now: float) -> bool:
+        """Pause or resume; ``False`` if there is no such schedule.
+
+        A resume of a paused schedule moves its last tick to ``now``: the
+        ticks that passed while it was paused are not missed, they are skipped.
+        """
+        ...
+
+    def delete(self, schedule_id: str) -> bool:
+        """Delete a schedule; whether there was one. Its runs are left alone."""
+        ...
+
+    def advance(
+        self, schedule_id: str, tick: float, run_id: str | None, *, buffer: bool = False
+    ) -> bool:
+        """Record ``tick`` as handled (and ``run_id`` as its run), if it is newer than the last.
+
+        With ``buffer``, the tick is also kept to start once the last run ends,
+        unless a tick is kept already (one at most: later ones are dropped).
+        """
+        ...
+
+    def release(self, schedule_id: str, tick: float, run_id: str) -> bool:
+        """The buffered ``tick`` got its run ``run_id``: forget it; ``False`` if another did."""
+        ...
+
+
+_COLUMNS: Final = (
+    "schedule_id, workflow_id, cron, timezone, input, catch_up, overlap, paused, "
+    "created_at, last_tick, last_run_id, buffered"
+)
+
+
+def _row(values: tuple[Any, ...] | Any) -> ScheduleRow:
+    return ScheduleRow(
+        schedule_id=values[0],
+        workflow_id=values[1],
+        cron=values[2],
+        timezone=values[3],
+        input=values[4],
+        catch_up=values[5],
+        overlap=values[6],
+        paused=bool(values[7]),
+        created_at=float(values[8]),
+        last_tick=None if values[9] is None else float(values[9]),
+        last_run_id=values[10],
+        buffered=None if values[11] is None else float(values[11]),
+    )
+
+
+class MemoryBook:
+    """Schedules in a dict: lost with the process, as the memory store's runs are."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, ScheduleRow] = {}
+        self._lock = threading.Lock()
+
+    def put(self, row: ScheduleRow) -> None:
+        with self._lock:
+            known = self._rows.get(row.schedule_id)
+            if known is not None:
+                row = row._replace(
+                    paused=known.paused,
+                    created_at=known.created_at,
+                    last_tick=known.last_tick,
+                    last_run_id=known.last_run_id,
+                    buffered=known.buffered,
+                )
+            self._rows[row.schedule_id] = row
+
+    def all(self) -> list[ScheduleRow]:
+        with self._lock:
+            return [self._rows[key] for key in sorted(self._rows)]
+
+    def get(self, schedule_id: str) -> ScheduleRow | None:
+        return self._rows.get(schedule_id)
+
+    def set_paused(self, schedule_id: str, paused: bool, now: float) -> bool:
+        with self._lock:
+            row = self._rows.get(schedule_id)
+            if row is None:
+                return False
+            last = row.last_tick
+            if row.paused and not paused and (last is None or last < now):
+                last = now
+            self._rows[schedule_id] = row._replace(paused=paused, last_tick=last)
+            return True
+
+    def delete(self, schedule_id: str) -> bool:
+        with self._lock:
+            return self._rows.pop(schedule_id, None) is not None
+
+    def advance(
+        self, schedule_id: str, tick: float, run_id: str | None, *, buffer: bool = False
+    ) -> bool:
+        with self._lock:
+            row = self._rows.get(schedule_id)
+            if row is None or (row.last_tick is not None and row.last_tick >= tick):
+                return False
+            self._rows[schedule_id] = row._replace(
+                last_tick=tick,
+                last_run_id=run_id if run_id is not None else row.last_run_id,
+                buffered=tick if buffer and row.buffered is None else row.buffered,
+            )
+            return True
+
+    def release(self, schedule_id: str, tick: float, run_id: str) -> bool:
+        with self._lock:
+            row = self._rows.get(schedule_id)
+            if row is None or row.buffered != tick:
+                return False
+            self._rows[schedule_id] = row._replace(buffered=None, last_run_id=run_id)
+            return True
+
+
+# The statements of both SQL books; "?" becomes "%s" for PostgreSQL.
+_PUT: Final = f"""
+INSERT INTO {{table}} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, {{false}}, ?, NULL, NULL, NULL)
+ON CONFLICT (schedule_id) DO UPDATE SET
+    workflow_id = excluded.workflow_id, cron = excluded.cron, timezone = excluded.timezone,
+    input = excluded.input, catch_up = excluded.catch_up, overlap = excluded.overlap
+"""
+_SET_PAUSED: Final = """
+UPDATE {table} SET
+    last_tick = CASE WHEN paused AND NOT ? AND (last_tick IS NULL OR last_tick < ?)
+        THEN ? ELSE last_tick END,
+    paused = ?
+WHERE schedule_id = ?
+"""
+_ADVANCE: Final = """
+UPDATE {table} SET last_tick = ?, last_run_id = COALESCE(?, last_run_id),
+    buffered = CASE WHEN ? AND buffered IS NULL THEN ? ELSE buffered END
+WHERE schedule_id = ? AND (last_tick IS NULL OR last_tick < ?)
+"""
+_RELEASE: Final = """
+UPDATE {table} SET buffered = NULL, last_run_id = ? WHERE schedule_id = ? AND buffered = ?
+"""
+
+
+def _sql(statement: str, table: str, *, postgres: bool) -> str:
+    text = statement.format(table=table, false="false" if postgres else "0")
+    return text.replace("?", "%s") if postgres else text
+
+
+class SQLiteBook:
+    """Schedules in the ``schedules`` table of a SQLite run file, on a connection of their own.
+
+    Args:
+        store: The run store whose file keeps them.
+    """
+
+    _TABLE: Final = "schedules"
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._path = store.path
+        self._readonly = store.readonly
+        self._lock = threading.Lock()
+        self._connection: sqlite3.Connection | None = None
+
+    @contextlib.contextmanager
+    def _using(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+        if write and self._readonly:
+            raise StoreError(f"the run store {self._path} is open read-only")
+        with self._lock:
+            try:
+                if self._connection is None:
+                    mode = "ro" if self._readonly else "rw"
+                    self._connection = sqlite3.connect(
+                        f"file:{self._path}?mode={mode}",
+                        uri=True,
+                        timeout=LOCK_TIMEOUT,
+                        isolation_level=None,  # each statement commits on its own
+                        check_same_thread=False,
+                    )
+                yield self._connection
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc) and not write:
+                    raise _NoTable from exc  # a file from before schedules: none to read
+                raise StoreError(f"cannot use the schedules of {self._path}: {exc}") from exc
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot use the schedules of {self._path}: {exc}") from exc
+
+    def _query(self, statement: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        try:
+            with self._using() as connection:
+                rows: list[tuple[Any, ...]] = connection.execute(statement, params).fetchall()
+                return rows
+        except _NoTable:
+            return []
+
+    def _change(self, statement: str, params: tuple[Any, ...]) -> int:
+        with self._using(write=True) as connection:
+            return connection.execute(statement, params).rowcount
+
+    def close(self) -> None:
+        """Close the book's connection (a later call opens another)."""
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+    def put(self, row: ScheduleRow) -> None:
+        self._change(
+            _sql(_PUT, self._TABLE, postgres=False),
+            (*row[:7], row.created_at),
+        )
+
+    def all(self) -> list[ScheduleRow]:
+        found = self._query(f"SELECT {_COLUMNS} FROM {self._TABLE} ORDER BY schedule_id", ())
+        return [_row(values) for values in found]
+
+    def get(self, schedule_id: str) -> ScheduleRow | None:
+        found = self._query(
+            f"SELECT {_COLUMNS} FROM {self._TABLE} WHERE schedule_id = ?", (schedule_id,)
+        )
+        return _row(found[0]) if found else None
+
+    def set_paused(self, schedule_id: str, paused: bool, now: float) -> bool:
+        statement = _sql(_SET_PAUSED, self._TABLE, postgres=False)
+        return self._change(statement, (paused, now, now, paused, schedule_id)) == 1
+
+    def delete(self, schedule_id: str) -> bool:
+        return self._change(f"DELETE FROM {self._TABLE} WHERE schedule_id = ?", (schedule_id,)) == 1
+
+    def advance(
+        self, schedule_id: str, tick: float, run_id: str | None, *, buffer: bool = False
+    ) -> bool:
+        statement = _sql(_ADVANCE, self._TABLE, postgres=False)
+        return self._change(statement, (tick, run_id, buffer, tick, schedule_id, tick)) == 1
+
+    def release(self, schedule_id: str, tick: float, run_id: str) -> bool:
+        statement = _sql(_RELEASE, self._TABLE, postgres=False)
+        return self._change(statement, (run_id, schedule_id, tick)) == 1
+
+
+class _NoTable(Exception):
+    """The file has no schedules table yet (written by an older callboard, opened read-only)."""
+
+
+class PostgresBook:
+    """Schedules in ``callboard_schedules``, on the store's pooled autocommit connections."""
+
+    _TABLE: Final = "callboard_schedules"
+
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+
+    def _query(self, statement: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        def read(connection: Connection) -> list[tuple[Any, ...]]:
+            exists = connection.execute(
+                "SELECT to_regclass(%s) IS NOT NULL", (self._TABLE,)
+            ).fetchone()
+            if exists is None or not exists[0]:
+                return []
+            return connection.execute(statement, params).fetchall()
+
+        return self._store.read_with(read)
+
+    def _change(self, statement: str, params: tuple[Any, ...]) -> int:
+        if self._store.readonly:
+            raise StoreError(f"the PostgreSQL store {self._store.location} is open read-only")
+
+        def write(connection: Connection) -> int:
+            return connection.execute(statement, params).rowcount
+
+        return self._store.read_with(write)
+
+    def put(self, row: ScheduleRow) -> None:
+        self._change(_sql(_PUT, self._TABLE, postgres=True), (*row[:7], row.created_at))
+
+    def all(self) -> list[ScheduleRow]:
+        found = self._query(f"SELECT {_COLUMNS} FROM {self._TABLE} ORDER BY schedule_id", ())
+        return [_row(values) for values in found]
+
+    def get(self, schedule_id: str) -> ScheduleRow | None:
+        found = self._query(
+            f"SELECT {_COLUMNS} FROM {self._TABLE} WHERE schedule_id = %s", (schedule_id,)
+        )
+        return _row(found[0]) if found else None
+
+    def set_paused(self, schedule_id: str, paused: bool, now: float) -> bool:
+        statement = _sql(_SET_PAUSED, self._TABLE, postgres=True)
+        return self._change(statement, (paused, now, now, paused, schedule_id)) == 1
+
+    def delete(self, schedule_id: str) -> bool:
+        statement = f"DELETE FROM {self._TABLE} WHERE schedule_id = %s"
+        return self._change(statement, (schedule_id,)) == 1
+
+    def advance(
+        self, schedule_id: str, tick: float, run_id: str | None, *, buffer: bool = False
+    ) -> bool:
+        statement = _sql(_ADVANCE, self._TABLE, postgres=True)
+        return self._change(statement, (tick, run_id, buffer, tick, schedule_id, tick)) == 1
+
+    def release(self, schedule_id: str, tick: float, run_id: str) -> bool:
+        statement = _sql(_RELEASE, self._TABLE, postgres=True)
+        return self._change(statement, (run_id, schedule_id, tick)) == 1
+
+
+_BOOKS: weakref.WeakKeyDictionary[Any, ScheduleBook] = weakref.WeakKeyDictionary()
+_BOOKS_LOCK = threading.Lock()
+
+
+def book_for(store: SnapshotStore) -> ScheduleBook:
+    """The schedules kept beside ``store``'s runs: one book per store object.
+
+    A store of another kind (an object of the application's) keeps its
+    schedules in memory, as the memory store does.
+    """
+    with _BOOKS_LOCK:
+        book = _BOOKS.get(store)
+        if book is None:
+            made: Callable[[], ScheduleBook]
+            if isinstance(store, SQLiteStore):
+                made = lambda: SQLiteBook(store)  # noqa: E731
+            elif isinstance(store, PostgresStore):
+                made = lambda: PostgresBook(store)  # noqa: E731
+            else:
+                made = MemoryBook
+            book = made()
+            _BOOKS[store] = book
+        return book
+
+
+def close_book(store: SnapshotStore) -> None:
+    """Let go of the connection the book of ``store`` holds, if any (a later use opens one)."""
+    with _BOOKS_LOCK:
+        book = _BOOKS.get(store)
+    if isinstance(book, SQLiteBook):
+        book.close()

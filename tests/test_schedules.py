@@ -1,0 +1,578 @@
+"""Cron schedules under a virtual clock: one run per tick across runtimes, catch-up, overlap."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+import structlog.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel
+
+from runtime import (
+    InvalidInputError,
+    Runtime,
+    Schedule,
+    WorkflowDefinitionError,
+    _clock,
+    create_step,
+    create_workflow,
+)
+from runtime._cli import main
+from runtime._schedule import newest_tick, next_tick, tick_run_id
+from runtime._stores import sqlite as sqlite_module
+from runtime.testing import Harness, VirtualClock
+from tests._support import wait_for_no_callboard_threads
+
+START = datetime(2026, 1, 5, 12, 0, 30, tzinfo=UTC).timestamp()
+"""Half a minute past noon, UTC: the next */5 tick is 12:05."""
+
+FIVE_MINUTES = 300.0
+
+
+class Value(BaseModel):
+    value: str
+
+
+shout = create_step(
+    id="shout",
+    input_schema=Value,
+    output_schema=Value,
+    execute=lambda ctx: Value(value=ctx.input_data.value.upper()),
+)
+report = create_workflow(id="report", input_schema=Value, output_schema=Value).then(shout).commit()
+
+GATE = threading.Event()
+
+
+def _held(ctx: Any) -> Value:
+    GATE.wait(20)
+    return Value(value="done")
+
+
+held_step = create_step(id="held", input_schema=Value, output_schema=Value, execute=_held)
+held = create_workflow(id="held", input_schema=Value, output_schema=Value).then(held_step).commit()
+
+
+@pytest.fixture
+def clock() -> Iterator[VirtualClock]:
+    virtual = VirtualClock(START)
+    _clock.install(virtual.now)
+    try:
+        yield virtual
+    finally:
+        _clock.uninstall()
+
+
+@pytest.fixture
+def gate() -> Iterator[threading.Event]:
+    GATE.clear()
+    yield GATE
+    GATE.set()
+
+
+@pytest.fixture
+def started() -> Iterator[list[Runtime]]:
+    runtimes: list[Runtime] = []
+    yield runtimes
+    GATE.set()
+    for rt in runtimes:
+        rt.stop(timeout=5)
+    left = wait_for_no_callboard_threads(10)
+    assert not left, [thread.name for thread in left]
+
+
+def start(started: list[Runtime], store: Any, **options: Any) -> Runtime:
+    rt = Runtime(store=store, **options).start()
+    started.append(rt)
+    return rt
+
+
+def caught_up(clock: VirtualClock, *runtimes: Runtime) -> None:
+    """Wait until every runtime's scheduler has looked at the schedules since the clock moved."""
+    for rt in runtimes:
+        scheduler = rt._scheduler
+        assert scheduler is not None
+        assert scheduler.caught_up(10), "the scheduler did not look in time"
+
+
+def step(clock: VirtualClock, seconds: float, *runtimes: Runtime, settle: bool = True) -> None:
+    """Move the clock, let the schedulers look, and (with ``settle``) let the runs end.
+
+    Runs end in real time, not on the virtual clock: without waiting for them, the next
+    tick could find the last run still going (and skip, by the default overlap policy).
+    """
+    clock.advance(seconds)
+    caught_up(clock, *runtimes)
+    if settle:
+        for rt in runtimes:
+            runs_end(rt)
+
+
+def runs_end(rt: Runtime) -> None:
+    store = rt.store
+    assert store is not None
+    deadline = time.monotonic() + 10
+    while store.unfinished():
+        assert time.monotonic() < deadline, "runs did not end"
+        time.sleep(0.005)
+
+
+def run_ids(rt: Runtime, workflow_id: str = "report") -> list[str]:
+    store = rt.store
+    assert store is not None
+    records, _total = store.list_runs(workflow_id=workflow_id, limit=None)
+    return sorted(record.run_id for record in records)
+
+
+def tick(minutes_past_noon: int) -> float:
+    return datetime(2026, 1, 5, 12, 0, tzinfo=UTC).timestamp() + 60 * minutes_past_noon
+
+
+# --- definitions ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"cron": "*/5 * * *"}, "invalid cron expression"),
+        ({"cron": "61 * * * *"}, "invalid cron expression"),
+        ({"cron": "* * * * *", "timezone": "Mars/Olympus"}, "unknown time zone"),
+        ({"cron": "* * * * *", "timezone": ""}, "time zone"),
+        ({"cron": "* * * * *", "catch_up": "some"}, "catch_up must be one of"),
+        ({"cron": "* * * * *", "overlap": "queue"}, "overlap must be one of"),
+        ({"cron": "* * * * *", "overlap": "buffer_all"}, "overlap must be one of"),
+        ({"cron": "* * * * *", "schedule_id": ""}, "schedule_id"),
+        ({"cron": 5}, "cron must be a str"),
+    ],
+)
+def test_a_bad_schedule_is_refused_when_it_is_made(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(WorkflowDefinitionError, match=message):
+        Schedule(**options)
+
+
+def test_a_bad_schedule_is_refused_by_runtime_schedule_before_anything_is_stored(
+    runtime: Runtime,
+) -> None:
+    with pytest.raises(WorkflowDefinitionError, match="invalid cron"):
+        runtime.schedule(report, cron="every day")
+    with pytest.raises(InvalidInputError, match="schedule 'report'"):
+        runtime.schedule(report, cron="* * * * *", input_data={"value": 3})
+    assert runtime.schedules() == []
+
+
+def test_a_workflow_schedule_input_is_checked_at_definition() -> None:
+    with pytest.raises(InvalidInputError, match="input_data of schedule 'x'"):
+        create_workflow(
+            id="x",
+            input_schema=Value,
+            output_schema=Value,
+            schedule=Schedule(cron="* * * * *", input_data={"nope": 1}),
+        )
+    with pytest.raises(WorkflowDefinitionError, match="share an id"):
+        create_workflow(
+            id="y",
+            input_schema=Value,
+            output_schema=Value,
+            schedule=[
+                Schedule(cron="* * * * *", input_data={"value": "a"}),
+                Schedule(cron="*/2 * * * *", input_data={"value": "b"}),
+            ],
+        )
+    with pytest.raises(TypeError, match="must be a Schedule"):
+        create_workflow(id="z", input_schema=Value, output_schema=Value, schedule="* * * * *")  # type: ignore[arg-type]
+
+
+def test_without_the_cron_extra_the_error_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "cronsim", None)
+    with pytest.raises(ImportError, match=r"callboard\[cron\]"):
+        Schedule(cron="* * * * *")
+
+
+def test_ticks_follow_the_time_zone_across_daylight_saving_time() -> None:
+    winter = datetime(2026, 1, 5, 0, 0, tzinfo=UTC).timestamp()
+    summer = datetime(2026, 7, 6, 0, 0, tzinfo=UTC).timestamp()
+    assert next_tick("0 9 * * *", "Europe/Paris", winter) == winter + 8 * 3600  # UTC+1
+    assert next_tick("0 9 * * *", "Europe/Paris", summer) == summer + 7 * 3600  # UTC+2
+    assert newest_tick("*/5 * * * *", "UTC", tick(5)) == tick(5)
+    assert newest_tick("*/5 * * * *", "UTC", tick(5) - 1) == tick(0)
+    assert tick_run_id("nightly", tick(5)) == "schedule:nightly:2026-01-05T12:05:00Z"
+
+
+# --- firing -----------------------------------------------------------------------------
+
+
+def test_a_schedule_starts_one_run_per_tick(clock: VirtualClock, started: list[Runtime]) -> None:
+    rt = start(started, "memory")
+    rt.schedule(report, cron="*/5 * * * *", input_data={"value": "hi"})
+    step(clock, 200, rt)  # 12:03:50: no tick yet
+    assert run_ids(rt) == []
+    step(clock, 70, rt)  # 12:05:00
+    assert run_ids(rt) == [tick_run_id("report", tick(5))]
+    step(clock, FIVE_MINUTES, rt)
+    assert run_ids(rt) == [tick_run_id("report", tick(5)), tick_run_id("report", tick(10))]
+    result = rt.register(report).create_run(tick_run_id("report", tick(5))).wait(10)
+    assert result.result == {"value": "HI"}
+    [info] = rt.schedules()
+    assert info.next_fire_at == datetime.fromtimestamp(tick(15), UTC)
+    assert info.last_tick_at == datetime.fromtimestamp(tick(10), UTC)
+    assert [run.run_id for run in info.last_runs] == [
+        tick_run_id("report", tick(10)),
+        tick_run_id("report", tick(5)),
+    ]
+
+
+def _three_runtimes_make_one_run_per_tick(
+    clock: VirtualClock, started: list[Runtime], store: Any
+) -> None:
+    fleet = [start(started, store) for _ in range(3)]
+    for rt in fleet:
+        rt.schedule(report, cron="*/5 * * * *", input_data={"value": "fleet"})
+    step(clock, 270, *fleet)  # 12:05
+    for _ in range(5):
+        step(clock, FIVE_MINUTES, *fleet)
+    expected = sorted(tick_run_id("report", tick(minute)) for minute in range(5, 31, 5))
+    assert run_ids(fleet[0]) == expected
+    for run_id in expected:
+        assert fleet[0].register(report).create_run(run_id).wait(10).status == "success"
+    assert len(fleet[0].schedules()) == 1
+
+
+def test_three_runtimes_on_one_sqlite_file_make_one_run_per_tick(
+    clock: VirtualClock, started: list[Runtime], tmp_path: Path
+) -> None:
+    _three_runtimes_make_one_run_per_tick(clock, started, tmp_path / "runs.db")
+
+
+@pytest.mark.postgres
+def test_three_runtimes_on_one_postgres_store_make_one_run_per_tick(
+    clock: VirtualClock, started: list[Runtime], postgres_url: str
+) -> None:
+    _three_runtimes_make_one_run_per_tick(clock, started, postgres_url)
+
+
+@pytest.mark.parametrize(
+    ("catch_up", "expected"),
+    [("latest", [5, 30]), ("skip", [5]), ("all", [5, 10, 15, 20, 25, 30])],
+)
+def test_ticks_missed_while_every_runtime_was_down_follow_the_catch_up_policy(
+    clock: VirtualClock,
+    started: list[Runtime],
+    tmp_path: Path,
+    catch_up: str,
+    expected: list[int],
+) -> None:
+    path = tmp_path / "runs.db"
+    first = start(started, path)
+    first.schedule(
+        report,
+        cron="*/5 * * * *",
+        input_data={"value": "x"},
+        catch_up=catch_up,  # type: ignore[arg-type]
+        # With "all", each missed tick's run starts while the one before still goes on.
+        overlap="allow" if catch_up == "all" else "skip",
+    )
+    step(clock, 270, first)  # 12:05 fires
+    first.stop()
+    clock.advance(27 * 60)  # 12:32: 12:10 ... 12:30 were missed, 12:30 by two minutes
+    second = start(started, path)
+    second.register(report)  # the schedule is in the store: registering the workflow is enough
+    caught_up(clock, second)
+    assert run_ids(second) == sorted(tick_run_id("report", tick(minute)) for minute in expected)
+    runs_end(second)
+    step(clock, 3 * 60, second)  # 12:35 fires on time, whatever the policy
+    assert tick_run_id("report", tick(35)) in run_ids(second)
+
+
+def test_a_tick_while_the_previous_run_goes_on_is_skipped_by_default(
+    clock: VirtualClock, started: list[Runtime], gate: threading.Event
+) -> None:
+    rt = start(started, "memory")
+    rt.schedule(held, cron="*/5 * * * *", input_data={"value": "x"})
+    step(clock, 270, rt, settle=False)
+    step(clock, FIVE_MINUTES, rt, settle=False)  # the 12:05 run still holds: 12:10 is skipped
+    assert run_ids(rt, "held") == [tick_run_id("held", tick(5))]
+    gate.set()
+    rt.register(held).create_run(tick_run_id("held", tick(5))).wait(10)
+    step(clock, FIVE_MINUTES, rt)
+    assert run_ids(rt, "held") == [tick_run_id("held", tick(5)), tick_run_id("held", tick(15))]
+
+
+def test_overlap_allow_starts_a_run_while_the_previous_one_goes_on(
+    clock: VirtualClock, started: list[Runtime], gate: threading.Event
+) -> None:
+    rt = start(started, "memory")
+    rt.schedule(held, cron="*/5 * * * *", input_data={"value": "x"}, overlap="allow")
+    step(clock, 270, rt, settle=False)
+    step(clock, FIVE_MINUTES, rt, settle=False)
+    assert run_ids(rt, "held") == [tick_run_id("held", tick(5)), tick_run_id("held", tick(10))]
+
+
+def test_overlap_buffer_one_starts_one_waiting_tick_once_the_previous_run_ends(
+    clock: VirtualClock, started: list[Runtime], gate: threading.Event, location: Any
+) -> None:
+    rt = start(started, location)
+    rt.schedule(held, cron="*/5 * * * *", input_data={"value": "x"}, overlap="buffer_one")
+    step(clock, 270, rt, settle=False)  # 12:05 starts and holds
+    step(clock, FIVE_MINUTES, rt, settle=False)  # 12:10 waits
+    step(clock, FIVE_MINUTES, rt, settle=False)  # 12:15 is dropped: one waits already
+    assert run_ids(rt, "held") == [tick_run_id("held", tick(5))]
+    [info] = rt.schedules()
+    assert info.buffered_tick_at == datetime.fromtimestamp(tick(10), UTC)
+    gate.set()  # 12:05 ends: its end wakes the scheduler, which starts 12:10's run
+    buffered = rt.register(held).create_run(tick_run_id("held", tick(10)))
+    deadline = time.monotonic() + 10
+    while rt.store is not None and rt.store.load(buffered.run_id) is None:
+        assert time.monotonic() < deadline, "the buffered tick never started"
+        time.sleep(0.01)
+    assert buffered.wait(10).status == "success"
+    assert run_ids(rt, "held") == [tick_run_id("held", tick(5)), tick_run_id("held", tick(10))]
+    [info] = rt.schedules()
+    assert info.buffered_tick_at is None
+    step(clock, FIVE_MINUTES, rt)  # 12:20 fires as usual
+    assert tick_run_id("held", tick(20)) in run_ids(rt, "held")
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """A store location of each kind."""
+    if request.param == "memory":
+        return "memory"
+    if request.param == "sqlite":
+        return tmp_path / "runs.db"
+    return request.getfixturevalue("postgres_url")
+
+
+def test_pause_resume_and_delete(
+    clock: VirtualClock, started: list[Runtime], location: Any
+) -> None:
+    rt = start(started, location)
+    rt.schedule(report, cron="*/5 * * * *", input_data={"value": "x"}, schedule_id="every5")
+    assert rt.pause_schedule("every5")
+    [info] = rt.schedules()
+    assert info.paused and info.next_fire_at is None
+    step(clock, 270 + 2 * FIVE_MINUTES, rt)  # 12:15: three ticks while paused
+    assert run_ids(rt) == []
+    assert rt.resume_schedule("every5")
+    caught_up(clock, rt)
+    assert run_ids(rt) == []  # the ticks of the pause are skipped, not caught up
+    step(clock, FIVE_MINUTES, rt)
+    assert run_ids(rt) == [tick_run_id("every5", tick(20))]
+    assert rt.delete_schedule("every5")
+    assert rt.schedules() == []
+    step(clock, FIVE_MINUTES, rt)
+    assert run_ids(rt) == [tick_run_id("every5", tick(20))]  # its runs are kept
+    assert not rt.pause_schedule("every5")
+    assert not rt.resume_schedule("every5")
+    assert not rt.delete_schedule("every5")
+
+
+def test_a_workflow_defined_with_a_schedule_fires_once_registered(
+    clock: VirtualClock, started: list[Runtime]
+) -> None:
+    nightly = (
+        create_workflow(
+            id="nightly",
+            input_schema=Value,
+            output_schema=Value,
+            schedule=Schedule(cron="0 1 * * *", timezone="Europe/Paris", input_data={"value": "n"}),
+        )
+        .then(shout)
+        .commit()
+    )
+    rt = start(started, "memory")
+    rt.register(nightly)
+    [info] = rt.schedules()
+    assert info.schedule_id == "nightly" and info.timezone == "Europe/Paris"
+    assert info.next_fire_at == datetime(2026, 1, 6, 0, 0, tzinfo=UTC)  # 1:00 in Paris
+    step(clock, datetime(2026, 1, 6, 0, 0, tzinfo=UTC).timestamp() - clock.now(), rt)
+    assert run_ids(rt, "nightly") == ["schedule:nightly:2026-01-06T00:00:00Z"]
+
+
+def test_a_client_fires_nothing_and_a_worker_fires_what_it_defined(
+    clock: VirtualClock, started: list[Runtime], tmp_path: Path
+) -> None:
+    path = tmp_path / "runs.db"
+    client = start(started, path, role="client")
+    client.schedule(report, cron="*/5 * * * *", input_data={"value": "c"})
+    assert client._scheduler is None
+    clock.advance(270)
+    worker = start(started, path, role="worker")
+    worker.register(report)
+    caught_up(clock, worker)
+    assert run_ids(client) == [tick_run_id("report", tick(5))]
+    assert client.register(report).create_run(tick_run_id("report", tick(5))).wait(10).status == (
+        "success"
+    )
+
+
+# --- the command line ---------------------------------------------------------------------
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_the_cli_lists_pauses_resumes_and_deletes_schedules(
+    clock: VirtualClock, started: list[Runtime], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "runs.db")
+    rt = start(started, db)
+    rt.schedule(report, cron="*/5 * * * *", input_data={"value": "x"}, schedule_id="five")
+    step(clock, 270, rt)
+    rt.stop()
+
+    code, out, _ = cli(capsys, "schedules", "list", "--db", db)
+    assert code == 0
+    assert "five" in out and "*/5 * * * *" in out and "active" in out
+    assert tick_run_id("five", tick(5)) in out and "success" in out
+    code, out, _ = cli(capsys, "schedules", "list", "--db", db, "--json")
+    [listed] = json.loads(out)
+    assert listed["schedule_id"] == "five" and listed["last_runs"][0]["status"] == "success"
+
+    assert cli(capsys, "schedules", "pause", "five", "--db", db)[:2] == (
+        0,
+        "schedule five paused\n",
+    )
+    assert json.loads(cli(capsys, "schedules", "list", "--db", db, "--json")[1])[0]["paused"]
+    assert cli(capsys, "schedules", "resume", "five", "--db", db)[0] == 0
+    assert not json.loads(cli(capsys, "schedules", "list", "--db", db, "--json")[1])[0]["paused"]
+    assert cli(capsys, "schedules", "delete", "five", "--db", db)[0] == 0
+    code, out, _ = cli(capsys, "schedules", "list", "--db", db)
+    assert code == 0 and "0 schedules" in out
+    code, _, err = cli(capsys, "schedules", "delete", "five", "--db", db)
+    assert code == 3 and "no schedule 'five'" in err
+
+
+def test_the_cli_lists_no_schedules_in_a_file_from_before_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "old.db"
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.executescript(sqlite_module._SCHEMA)
+    for steps in sqlite_module._MIGRATIONS[:2]:
+        for statement in steps:
+            connection.execute(statement)
+    connection.execute("PRAGMA user_version = 3")
+    connection.close()
+    code, out, _ = cli(capsys, "schedules", "list", "--db", str(path))
+    assert code == 0 and "0 schedules" in out
+
+
+# --- faults -------------------------------------------------------------------------------
+
+
+def test_a_schedule_fires_on_the_runtime_that_recovers_from_a_crash(tmp_path: Path) -> None:
+    with Harness(store=tmp_path / "runs.db", time_skipping=False) as harness:
+        harness.register(report)
+        harness.runtime.schedule(report, cron="*/5 * * * *", input_data={"value": "x"})
+        harness.clock.advance(FIVE_MINUTES)
+        harness.fire_schedules()
+        runs_end(harness.runtime)
+        harness.crash_and_recover()
+        harness.clock.advance(FIVE_MINUTES)
+        harness.fire_schedules()
+        runs_end(harness.runtime)
+        assert len(run_ids(harness.runtime)) == 2
+
+
+class Other(BaseModel):
+    other: int
+
+
+def test_a_stored_input_the_workflow_no_longer_takes_skips_the_tick_and_says_so(
+    clock: VirtualClock, started: list[Runtime], tmp_path: Path, _structlog_reset: None
+) -> None:
+    path = tmp_path / "runs.db"
+    first = start(started, path)
+    first.schedule(report, cron="*/5 * * * *", input_data={"value": "x"})
+    first.stop()
+    changed = (
+        create_workflow(id="report", input_schema=Other, output_schema=Other)
+        .then(
+            create_step(
+                id="same", input_schema=Other, output_schema=Other, execute=lambda c: c.input_data
+            )
+        )
+        .commit()
+    )
+    second = start(started, path)
+    second.register(changed)
+    with structlog.testing.capture_logs() as logs:
+        step(clock, 270, second)
+        step(clock, FIVE_MINUTES, second)
+    assert run_ids(second) == []
+    refused = [log for log in logs if log["event"] == "schedule_input_invalid"]
+    assert len(refused) == 2 and "other" in refused[0]["error"]
+    [info] = second.schedules()
+    assert info.last_tick_at == datetime.fromtimestamp(tick(10), UTC)  # not stuck on 12:05
+
+
+# --- the awaitable twins --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["schedule", "schedules", "pause_schedule", "resume_schedule", "delete_schedule"]
+)
+def test_every_schedule_call_has_an_awaitable_twin(name: str) -> None:
+    twin = getattr(Runtime, "a" + name)
+    assert inspect.iscoroutinefunction(twin)
+    sync_params = list(inspect.signature(getattr(Runtime, name)).parameters)
+    assert list(inspect.signature(twin).parameters) == sync_params
+
+
+def test_schedules_are_managed_with_the_twins(runtime: Runtime) -> None:
+    async def main() -> list[bool]:
+        made = await runtime.aschedule(report, cron="0 * * * *", input_data={"value": "a"})
+        assert made.schedule_id == "report"
+        [info] = await runtime.aschedules()
+        assert info.cron == "0 * * * *"
+        return [
+            await runtime.apause_schedule("report"),
+            await runtime.aresume_schedule("report"),
+            await runtime.adelete_schedule("report"),
+            await runtime.adelete_schedule("report"),
+        ]
+
+    assert asyncio.run(main()) == [True, True, True, False]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    cron=st.text(alphabet=" */-,0123456789LW#?abcdefghijklmnopqrstuvwxyzJANFEBMONSUN", max_size=30),
+    timezone=st.sampled_from(["UTC", "Europe/Paris", "", "Nowhere/City", "../etc", "utc"]),
+)
+def test_any_cron_and_zone_make_a_schedule_or_a_definition_error(cron: str, timezone: str) -> None:
+    try:
+        schedule = Schedule(cron=cron, timezone=timezone)
+    except WorkflowDefinitionError:
+        return
+    # One that is made can say when it fires next (or that it never does).
+    with contextlib.suppress(StopIteration):
+        next_tick(schedule.cron, schedule.timezone, START)
+
+
+def test_a_six_field_cron_fires_by_the_second(clock: VirtualClock, started: list[Runtime]) -> None:
+    rt = start(started, "memory")
+    rt.schedule(report, cron="*/10 * * * * *", input_data={"value": "s"}, schedule_id="secs")
+    step(clock, 10, rt)  # 12:00:40
+    step(clock, 10, rt)  # 12:00:50
+    assert run_ids(rt) == [
+        tick_run_id("secs", tick(0) + 40),
+        tick_run_id("secs", tick(0) + 50),
+    ]
