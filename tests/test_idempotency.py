@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+import runtime._stores.postgres as postgres_module
 from runtime import (
     RoleError,
     RunAlreadyStartedError,
@@ -246,6 +247,10 @@ def test_a_postgres_database_from_before_keys_gets_them_on_open(postgres_url: st
         connection.execute("DROP TABLE callboard_schedules")
         connection.execute("DROP INDEX callboard_runs_by_idempotency_key")
         connection.execute("ALTER TABLE callboard_runs DROP COLUMN idempotency_key")
+        connection.execute(  # the schema version before keys and schedules
+            "UPDATE callboard_meta SET value = %s WHERE key = 'schema_version'",
+            (str(postgres_module.SCHEMA_VERSION - 1),),
+        )
     with Runtime(store=postgres_url) as rt:
         wf = rt.register(orders)
         first = wf.create_run().start_async(input_data={"value": "p"}, idempotency_key="k")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
+import runtime._stores.sqlite as sqlite_module
 from runtime import (
     InvalidInputError,
     RunReader,
@@ -162,11 +163,14 @@ def test_a_file_from_before_resource_ids_migrates_in_place(tmp_path: Path) -> No
     db = tmp_path / "runs.db"
     with Runtime(store=db) as rt:
         old = rt.register(approval).create_run().start(input_data={"value": "old"}, timeout=WAIT)
-    # Take the file back to the schema before resource ids.
+    # Take the file back to the schema before resource ids (and what came after them).
     with sqlite3.connect(db) as connection:
+        connection.execute("DROP TABLE schedules")
+        connection.execute("DROP INDEX runs_by_idempotency_key")
+        connection.execute("ALTER TABLE runs DROP COLUMN idempotency_key")
         connection.execute("DROP INDEX runs_by_resource")
         connection.execute("ALTER TABLE runs DROP COLUMN resource_id")
-        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+        connection.execute(f"PRAGMA user_version = {sqlite_module._RESOURCES_FROM - 1}")
     with RunReader(db) as reader:  # read as it is, before any migration
         assert reader.list_runs(resource_id="user-1").total == 0
         assert reader.list_runs().total == 1
