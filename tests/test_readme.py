@@ -117,7 +117,7 @@ def test_readme_says_near_the_top_how_to_install_callboard_and_what_to_import() 
     head = "\n".join(README.read_text().splitlines()[:40])
     assert "pip install /path/to/callboard" in head
     assert "git+" in head
-    assert "[postgres,otel]" in head
+    assert "[postgres,otel,cron]" in head
     assert "from runtime import" in head
 
 
