@@ -9,7 +9,7 @@ are :mod:`runtime._stores.memory` and :mod:`runtime._stores.sqlite`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Final, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Final, NamedTuple, Protocol, runtime_checkable
 
 from runtime._errors import StoreError
 from runtime._queue import QueueLimits
@@ -26,6 +26,7 @@ __all__ = [
     "SnapshotRecord",
     "SnapshotStore",
     "WorkerInfo",
+    "queue_stats",
     "status_set",
 ]
 
@@ -434,3 +435,25 @@ class SharedStore(SnapshotStore, Protocol):
         later.
         """
         ...
+
+
+def queue_stats(rows: Sequence[Sequence[Any]], limits: dict[str, QueueLimits]) -> list[QueueStats]:
+    """Per queue and key: waiting, running and limits; a defined queue with no runs shows too."""
+    stats = [
+        QueueStats(
+            queue=queue,
+            key=key,
+            waiting=int(waiting),
+            running=int(running),
+            limits=limits.get(queue),
+        )
+        for queue, key, waiting, running in rows
+    ]
+    seen = {stat.queue for stat in stats}
+    stats.extend(
+        QueueStats(queue=name, key=None, waiting=0, running=0, limits=queue_limits)
+        for name, queue_limits in limits.items()
+        if name not in seen
+    )
+    stats.sort(key=lambda stat: (stat.queue, stat.key or ""))
+    return stats

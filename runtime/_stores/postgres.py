@@ -57,6 +57,7 @@ from runtime._stores.base import (
     RunFencedError,
     SnapshotRecord,
     WorkerInfo,
+    queue_stats,
     status_set,
 )
 from runtime._tracing import emit
@@ -492,38 +493,39 @@ def _hint_kind(record: SnapshotRecord) -> str | None:
     return None
 
 
-def _columns(
-    records: Sequence[SnapshotRecord],
-    owners: Sequence[str | None],
-    epochs: Sequence[int],
-    *,
-    whole: bool = False,
-) -> list[Any]:
-    """The records as the one JSON parameter of :data:`_ROWS`.
+def _fields(r: SnapshotRecord, owner: str | None, epoch: int, *, whole: bool) -> dict[str, Any]:
+    """A record as one row of the JSON parameter of :data:`_ROWS` and :data:`_CREATE`.
 
     A record kept in parts gives its row its head and lineage (its parts are
-    written apart), unless ``whole``: then every record's row holds all of it.
+    written apart), unless ``whole``: then the row holds all of it.
     """
+    return {
+        "run_id": r.run_id,
+        "workflow_id": r.workflow_id,
+        "status": r.status,
+        "seq": r.seq,
+        "owner_id": owner,
+        "epoch": epoch,
+        "wake_at": r.wake_at,
+        "created_at": r.created_at,
+        "updated_at": r.updated_at,
+        "trace_id": r.trace_id,
+        "snapshot": base64.b64encode(r.data if whole or r.parts is None else r.parts.head).decode(
+            "ascii"
+        ),
+        "lineage": None if whole or r.parts is None else r.parts.lineage,
+        "resource_id": r.resource_id,
+    }
+
+
+def _columns(
+    records: Sequence[SnapshotRecord], owners: Sequence[str | None], epochs: Sequence[int]
+) -> list[Any]:
+    """Saved records as the one JSON parameter of :data:`_ROWS`."""
     return [
         json.dumps(
             [
-                {
-                    "run_id": r.run_id,
-                    "workflow_id": r.workflow_id,
-                    "status": r.status,
-                    "seq": r.seq,
-                    "owner_id": owner,
-                    "epoch": epoch,
-                    "wake_at": r.wake_at,
-                    "created_at": r.created_at,
-                    "updated_at": r.updated_at,
-                    "trace_id": r.trace_id,
-                    "snapshot": base64.b64encode(
-                        r.data if whole or r.parts is None else r.parts.head
-                    ).decode("ascii"),
-                    "lineage": None if whole or r.parts is None else r.parts.lineage,
-                    "resource_id": r.resource_id,
-                }
+                _fields(r, owner, epoch, whole=False)
                 for r, owner, epoch in zip(records, owners, epochs, strict=True)
             ]
         )
@@ -533,28 +535,17 @@ def _columns(
 def _create_columns(
     records: Sequence[SnapshotRecord], owners: Sequence[str | None], epochs: Sequence[int]
 ) -> list[Any]:
-    """New runs as the one JSON parameter of :data:`_CREATE` (with their queue fields)."""
+    """New runs as the one JSON parameter of :data:`_CREATE`: whole, with their queue fields."""
     return [
         json.dumps(
             [
                 {
-                    **({"idempotency_key": r.idempotency_key} if r.idempotency_key else {}),
-                    "run_id": r.run_id,
-                    "workflow_id": r.workflow_id,
-                    "status": r.status,
-                    "seq": r.seq,
-                    "owner_id": owner,
-                    "epoch": epoch,
-                    "wake_at": r.wake_at,
-                    "created_at": r.created_at,
-                    "updated_at": r.updated_at,
-                    "trace_id": r.trace_id,
-                    "snapshot": base64.b64encode(r.data).decode("ascii"),
+                    **_fields(r, owner, epoch, whole=True),
                     "queue": r.queue,
                     "queue_key": r.queue_key,
                     "priority": r.priority,
                     "rank": rank(r.created_at, r.priority),
-                    "resource_id": r.resource_id,
+                    **({"idempotency_key": r.idempotency_key} if r.idempotency_key else {}),
                 }
                 for r, owner, epoch in zip(records, owners, epochs, strict=True)
             ]
@@ -1408,24 +1399,7 @@ class PostgresStore:
                 f"FROM callboard_runs WHERE queue IS NOT NULL AND status IN ({_UNFINISHED_SQL}) "
                 "GROUP BY queue, queue_key"
             ).fetchall()
-            stats = [
-                QueueStats(
-                    queue=queue,
-                    key=key,
-                    waiting=int(waiting),
-                    running=int(running),
-                    limits=limits.get(queue),
-                )
-                for queue, key, waiting, running in rows
-            ]
-            seen = {stat.queue for stat in stats}
-            stats.extend(
-                QueueStats(queue=name, key=None, waiting=0, running=0, limits=queue_limits)
-                for name, queue_limits in limits.items()
-                if name not in seen
-            )
-            stats.sort(key=lambda stat: (stat.queue, stat.key or ""))
-            return stats
+            return queue_stats(rows, limits)
 
         result: list[QueueStats] = self._read(read)
         return result

@@ -62,6 +62,7 @@ from runtime._stores.base import (
     RunFencedError,
     SnapshotRecord,
     WorkerInfo,
+    queue_stats,
     status_set,
 )
 from runtime._tracing import emit
@@ -861,7 +862,7 @@ class SQLiteStore:
                 "GROUP BY queue, queue_key",
                 (_clock.time(),),
             ).fetchall()
-        return _queue_stats(rows, limits)
+        return queue_stats(rows, limits)
 
     def set_hint(self, hint: Callable[[str, str], None] | None) -> None:
         """Call ``hint(kind, run_id)`` after this store's own commits that others wait on.
@@ -1580,28 +1581,6 @@ class _Outcome:
                 hint(kind, run_id)
             except Exception:
                 emit(logging.ERROR, "store_hint_failed", kind=kind, run_id=run_id, exc_info=True)
-
-
-def _queue_stats(rows: Sequence[Sequence[Any]], limits: dict[str, QueueLimits]) -> list[QueueStats]:
-    """Per queue and key: waiting, running and limits; a defined queue with no runs shows too."""
-    stats = [
-        QueueStats(
-            queue=queue,
-            key=key,
-            waiting=int(waiting),
-            running=int(running),
-            limits=limits.get(queue),
-        )
-        for queue, key, waiting, running in rows
-    ]
-    seen = {stat.queue for stat in stats}
-    stats.extend(
-        QueueStats(queue=name, key=None, waiting=0, running=0, limits=queue_limits)
-        for name, queue_limits in limits.items()
-        if name not in seen
-    )
-    stats.sort(key=lambda stat: (stat.queue, stat.key or ""))
-    return stats
 
 
 def _queue_full(record: SnapshotRecord, limit: int) -> QueueFullError:
