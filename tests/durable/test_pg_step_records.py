@@ -316,7 +316,7 @@ def test_a_stale_writers_parts_are_never_read_with_the_row(pg_store: PostgresSto
     assert stored is not None and decode(stored.data, "r") == snapshot
 
 
-def test_a_fenced_writer_leaves_no_parts(postgres_url: str) -> None:
+def test_a_fenced_writer_leaves_no_parts_beside_the_holders(postgres_url: str) -> None:
     first = PostgresStore(postgres_url, lease=0.5)
     second = PostgresStore(postgres_url)
     try:
@@ -339,6 +339,22 @@ def test_a_fenced_writer_leaves_no_parts(postgres_url: str) -> None:
         )
         assert done.wait(WAIT) and errors
         assert parts_of(postgres_url, "r") == 0
+
+        # The holder's own record in parts is written, and only its lineage is there.
+        mine = IncrementalEncoder(snapshot, whole_until=-1)
+        record = mine.next_record(time.time())
+        assert record.parts is not None
+        save(second, record)
+        with sql(postgres_url) as connection:
+            lineages = {
+                row[0]
+                for row in connection.execute(
+                    "SELECT lineage FROM callboard_run_parts WHERE run_id = 'r'"
+                ).fetchall()
+            }
+        assert lineages == {record.parts.lineage}
+        stored = second.load("r")
+        assert stored is not None and decode(stored.data, "r") == snapshot
     finally:
         first.close()
         second.close()
