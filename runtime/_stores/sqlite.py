@@ -436,15 +436,7 @@ class SQLiteStore:
             connection.close()
             raise
         self._connection = connection  # the writer thread's alone
-        try:
-            caller = self._connect()
-            caller.execute("PRAGMA synchronous = NORMAL")
-            caller.execute("PRAGMA wal_autocheckpoint = 0")
-            # Another process's lock sends the create to the writer, which waits.
-            caller.execute("PRAGMA busy_timeout = 0")
-        except (sqlite3.Error, StoreError):
-            caller = None  # every create goes through the writer
-        self._caller_connection = caller
+        self._caller_connection = self._connect_callers()
         self._writer = GroupCommitWriter(
             name="callboard-sqlite-writer",
             commit=lambda writes: self._locked_commit(connection, writes),
@@ -491,6 +483,18 @@ class SQLiteStore:
             )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the run store {self.path}: {exc}") from exc
+        return connection
+
+    def _connect_callers(self) -> sqlite3.Connection | None:
+        """The connection creates commit on from their callers' threads (see _create_now)."""
+        try:
+            connection = self._connect()
+            connection.execute("PRAGMA synchronous = NORMAL")
+            connection.execute("PRAGMA wal_autocheckpoint = 0")
+            # Another process's lock sends the create to the writer, which waits.
+            connection.execute("PRAGMA busy_timeout = 0")
+        except (sqlite3.Error, StoreError):
+            return None  # every create goes through the writer
         return connection
 
     def _check_schema(self, connection: sqlite3.Connection, *, writable: bool) -> int:
