@@ -489,12 +489,16 @@ class SQLiteStore:
         """The connection creates commit on from their callers' threads (see _create_now)."""
         try:
             connection = self._connect()
+        except StoreError:
+            return None  # every create goes through the writer
+        try:
             connection.execute("PRAGMA synchronous = NORMAL")
             connection.execute("PRAGMA wal_autocheckpoint = 0")
             # Another process's lock sends the create to the writer, which waits.
             connection.execute("PRAGMA busy_timeout = 0")
-        except (sqlite3.Error, StoreError):
-            return None  # every create goes through the writer
+        except sqlite3.Error:
+            connection.close()
+            return None
         return connection
 
     def _check_schema(self, connection: sqlite3.Connection, *, writable: bool) -> int:
