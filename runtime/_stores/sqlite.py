@@ -54,7 +54,15 @@ from runtime._model import SETTLED_STATUSES, TERMINAL_STATUSES, UNFINISHED_STATU
 from runtime._queue import Admission, Bucket, QueueLimits, bucket_key, rank
 from runtime._snapshot import is_parted
 from runtime._stores._parts import PartWrites, plan_parts
-from runtime._stores._writer import Done, GroupCommitWriter, Write, WriteKind, call, resolve
+from runtime._stores._writer import (
+    Done,
+    GroupCommitWriter,
+    Write,
+    WriteKind,
+    call,
+    ignore,
+    resolve,
+)
 from runtime._stores.base import (
     DEFAULT_LEASE,
     Claimed,
@@ -388,6 +396,12 @@ class SQLiteStore:
         self._local = threading.local()
         self._closed = False
         self._writer: GroupCommitWriter | None = None
+        # Held around every transaction this process writes, the writer's and the
+        # creates its callers commit themselves (see _create_now), and the caller's
+        # connection for those.
+        self._write_lock = threading.Lock()
+        self._caller_connection: sqlite3.Connection | None = None
+        self._finished = False
         self._reclaim = False  # pruned runs freed pages that the file may give back
         # On the writer thread: lineages a save of which was refused, so that their parts
         # in the file miss that save's changes: their next save writes every part. A
@@ -423,10 +437,11 @@ class SQLiteStore:
             connection.close()
             raise
         self._connection = connection  # the writer thread's alone
+        self._caller_connection = self._connect_callers()
         self._writer = GroupCommitWriter(
             name="callboard-sqlite-writer",
-            commit=lambda writes: self._commit(connection, writes),
-            idle=self._checkpoint,
+            commit=lambda writes: self._locked_commit(connection, writes),
+            idle=self._locked_checkpoint,
             give_up=self._give_up,
             finish=self._finish,
             idle_interval=IDLE_INTERVAL,
@@ -469,6 +484,22 @@ class SQLiteStore:
             )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the run store {self.path}: {exc}") from exc
+        return connection
+
+    def _connect_callers(self) -> sqlite3.Connection | None:
+        """The connection creates commit on from their callers' threads (see _create_now)."""
+        try:
+            connection = self._connect()
+        except StoreError:
+            return None  # every create goes through the writer
+        try:
+            connection.execute("PRAGMA synchronous = NORMAL")
+            connection.execute("PRAGMA wal_autocheckpoint = 0")
+            # Another process's lock sends the create to the writer, which waits.
+            connection.execute("PRAGMA busy_timeout = 0")
+        except sqlite3.Error:
+            connection.close()
+            return None
         return connection
 
     def _check_schema(self, connection: sqlite3.Connection, *, writable: bool) -> int:
@@ -554,9 +585,63 @@ class SQLiteStore:
             StoreError: if the commit did not happen within ``CREATE_TIMEOUT``
                 (the database stayed locked) or the store is read-only or closed.
         """
+        if self._fast_creates and not self.readonly and not self._closed:
+            created = self._create_now(record, hold)
+            if created is not None:
+                return created
         future: Future[bool] = Future()
         write = self._submit("create", (record, hold), resolve(future))
         return self._committed(write, future, f"the run {record.run_id!r} was not recorded")
+
+    _fast_creates: bool = True
+    """Whether ``create`` commits on its caller's thread when it can (tests turn it off)."""
+
+    def _create_now(self, record: SnapshotRecord, hold: bool) -> bool | None:
+        """Commit a create on the caller's thread; ``None`` if it must go through the writer.
+
+        The caller waits for the writer's transaction in progress, if any, not
+        for the writes queued behind it, and commits its INSERT in a transaction
+        of its own on a connection of its own: the same statements as a batch's
+        creates (``_refuse_full``, ``_insert``), so a taken id, a taken
+        idempotency key and a full queue come out the same. Whatever stands in
+        the way (another process holds the file's lock, an error) sends the
+        create to the writer instead, whose retries and timeouts then apply, as
+        if this had not been tried: nothing was committed.
+        """
+        if not self._write_lock.acquire(timeout=LOCK_TIMEOUT):
+            return None
+        try:
+            if self._finished:
+                return None
+            connection = self._caller_connection
+            if connection is None:
+                return None
+            write = Write("create", (record, hold), ignore)
+            outcome = _Outcome()
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                refused = self._refuse_full(connection, [write], outcome)
+                created = not refused and record.run_id in self._insert(
+                    connection, [(record, hold)]
+                )
+                connection.execute("COMMIT")
+            except Exception:  # the writer tries it again, and reports what it finds
+                with contextlib.suppress(sqlite3.Error):
+                    connection.execute("ROLLBACK")
+                return None
+            if refused:
+                raise outcome.errors[id(write)]
+            self._transactions += 1
+        finally:
+            self._write_lock.release()
+        if created:
+            if hold:
+                outcome.hold[record.run_id] = 1
+            else:
+                outcome.hint("queued", record.run_id)
+            outcome.apply(self)
+            outcome.send_hints(self._hint)
+        return created
 
     def replace(
         self,
@@ -915,12 +1000,25 @@ class SQLiteStore:
             raise StoreError(f"the run store {self.path} is closed")
         return self._writer.submit(kind, payload, done)
 
+    def _locked_commit(self, connection: sqlite3.Connection, writes: list[Write]) -> list[Write]:
+        with self._write_lock:
+            return self._commit(connection, writes)
+
+    def _locked_checkpoint(self, idle: bool) -> None:
+        with self._write_lock:
+            self._checkpoint(idle)
+
     def _finish(self) -> None:
         """On the writer thread, last: hand back held runs, leave, fold the WAL back in.
 
         Runs this worker still holds (halted at a stop) go back to the queue at
         once, for the next claim by any worker, rather than after the lease.
         """
+        with self._write_lock:
+            # No create commits on its caller's thread from now on.
+            self._finished = True
+            if self._caller_connection is not None:
+                self._caller_connection.close()
         connection = self._connection
         with contextlib.suppress(sqlite3.Error):
             connection.execute("BEGIN IMMEDIATE")

@@ -57,14 +57,19 @@ class Disk:
     """The store's file system, filled and freed through SQLite's page limit."""
 
     def __init__(self, store: SQLiteStore) -> None:
-        self._connection: sqlite3.Connection = store._connection
+        # The writer's connection, and the one creates commit on from their callers' threads.
+        self._connections: list[sqlite3.Connection] = [store._connection]
+        if store._caller_connection is not None:
+            self._connections.append(store._caller_connection)
 
     def fill(self) -> None:
-        pages = self._connection.execute("PRAGMA page_count").fetchone()[0]
-        self._connection.execute(f"PRAGMA max_page_count = {pages}")
+        for connection in self._connections:
+            pages = connection.execute("PRAGMA page_count").fetchone()[0]
+            connection.execute(f"PRAGMA max_page_count = {pages}")
 
     def free(self) -> None:
-        self._connection.execute("PRAGMA max_page_count = 1073741823")
+        for connection in self._connections:
+            connection.execute("PRAGMA max_page_count = 1073741823")
 
 
 @pytest.fixture
