@@ -279,9 +279,9 @@ def run_view(result: WorkflowResult) -> RenderableType:
     fields.add_column()
     fields.add_row("run", Text(result.run_id))
     fields.add_row("workflow", Text(result.workflow_id))
+    fields.add_row("status", status_text(result.status))
     if result.version is not None or result.fingerprint is not None:
         fields.add_row("version", Text(_version_text(result)))
-    fields.add_row("status", status_text(result.status))
     _origin_rows(fields, result)
     fields.add_row("created", Text(_when(result.created_at)))
     updated = _when(result.updated_at)
