@@ -14,7 +14,6 @@ from runtime import (
     RunNotStartedError,
     Runtime,
     RuntimeStoppedError,
-    WorkflowDefinitionError,
     WorkflowError,
     create_step,
     create_workflow,

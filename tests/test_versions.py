@@ -17,8 +17,8 @@ import structlog
 from pydantic import BaseModel
 
 from runtime import (
-    Runtime,
     RunStatus,
+    Runtime,
     Step,
     Workflow,
     WorkflowDefinitionError,
@@ -227,7 +227,7 @@ def test_a_sleeping_run_on_a_changed_definition_stays_waiting_until_its_version_
         def warned() -> list[dict[str, Any]]:
             return [e for e in events if e["event"] == "run_awaits_its_version"]
 
-        wait_until(lambda: warned(), timeout=WAIT, what="the run is reported as awaiting v1")
+        wait_until(warned, timeout=WAIT, what="the run is reported as awaiting v1")
         time.sleep(0.3)  # more claim passes: still said once
         assert len(warned()) == 1
         assert warned()[0]["run_id"] == run.run_id
