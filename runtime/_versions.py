@@ -27,7 +27,8 @@ def matching_plan(
     """The definition a run goes on with, or ``None`` if none registered has its fingerprint.
 
     A snapshot written before versions existed has no fingerprint: it goes
-    on with ``current``, as it always did.
+    on with ``current`` if its recorded steps and place fit that plan (the
+    best that can be told without one), and waits otherwise.
 
     Args:
         snapshot: The run's snapshot.
@@ -36,10 +37,17 @@ def matching_plan(
     """
     fingerprint = snapshot.get("fingerprint")
     if fingerprint is None:
-        return current
+        return current if current is not None and _fits(snapshot, current) else None
     if current is not None and current.fingerprint == fingerprint:
         return current
     return versions.get(fingerprint)
+
+
+def _fits(snapshot: Snapshot, plan: ExecutionPlan) -> bool:
+    """Whether a run's place and recorded steps exist in ``plan``."""
+    return 0 <= snapshot["next_step"] <= len(plan.nodes) and all(
+        path in plan.paths for path in snapshot["steps"]
+    )
 
 
 def version_error(

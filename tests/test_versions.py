@@ -27,6 +27,8 @@ from runtime import (
     create_workflow,
 )
 from runtime._cli import main
+from runtime._snapshot import Snapshot
+from runtime._versions import matching_plan
 from tests._support import Runtimes, wait_until
 
 WAIT = 10.0
@@ -267,3 +269,12 @@ def test_the_cli_shows_each_runs_version(
     assert "VERSION" in listed
     row = next(line for line in listed.splitlines() if line.strip().startswith("run-1"))
     assert "v7" in row.split()
+
+
+def test_a_run_recorded_before_versions_goes_on_only_where_its_steps_fit() -> None:
+    legacy: Any = {"run_id": "r", "workflow_id": "approval", "next_step": 2}
+    legacy["steps"] = {"first": {}, "ask": {}}
+    snapshot: Snapshot = legacy
+    assert matching_plan(snapshot, V1.plan, {}) is V1.plan
+    gone = CHANGES["the suspended step removed"].plan
+    assert matching_plan(snapshot, gone, {gone.fingerprint: gone}) is None
