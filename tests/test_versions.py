@@ -22,6 +22,7 @@ from runtime import (
     Step,
     Workflow,
     WorkflowDefinitionError,
+    WorkflowResult,
     WorkflowVersionError,
     create_step,
     create_workflow,
@@ -204,12 +205,18 @@ NAP_V1 = napping(first, ask, last, version="v1")  # ``ask`` stands for the sleep
 NAP_V2 = napping(extra, first, ask, last, version="v2")
 
 
-@pytest.mark.usefixtures("_structlog_reset")
-def test_a_sleeping_run_on_a_changed_definition_stays_waiting_until_its_version_is_back(
-    runtimes: Runtimes, tmp_path: Path
-) -> None:
-    db = tmp_path / "runs.db"
-    before = runtimes.start(db)
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh shared store: a SQLite file, or a PostgreSQL database."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
+    return str(tmp_path / "runs.db")
+
+
+def fall_asleep(runtimes: Runtimes, location: str) -> tuple[str, WorkflowResult]:
+    """Start a ``napping`` v1 run, wait until it sleeps, stop its runtime: its id and result."""
+    before = runtimes.start(location)
     wf = before.register(NAP_V1)
     run = wf.create_run()
     run.start_async(input_data={"value": "x"})
@@ -221,28 +228,57 @@ def test_a_sleeping_run_on_a_changed_definition_stays_waiting_until_its_version_
     asleep = wf.get_workflow_run_execution_result(run.run_id)
     assert asleep is not None and asleep.waiting_until is not None
     CALLS.clear()
+    return run.run_id, asleep
+
+
+def awaiting(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [event for event in events if event["event"] == "run_awaits_its_version"]
+
+
+@pytest.mark.usefixtures("_structlog_reset")
+def test_a_sleeping_run_on_a_changed_definition_stays_waiting_until_its_version_is_back(
+    runtimes: Runtimes, location: str
+) -> None:
+    run_id, asleep = fall_asleep(runtimes, location)
 
     with structlog.testing.capture_logs() as events:
-        after = runtimes.start(db)
+        after = runtimes.start(location)  # restarted with v2 only
         v2 = after.register(NAP_V2)
-
-        def warned() -> list[dict[str, Any]]:
-            return [e for e in events if e["event"] == "run_awaits_its_version"]
-
-        wait_until(warned, timeout=WAIT, what="the run is reported as awaiting v1")
+        wait_until(lambda: awaiting(events), timeout=WAIT, what="the run awaits v1")
         time.sleep(0.3)  # more claim passes: still said once
-        assert len(warned()) == 1
-        assert warned()[0]["run_id"] == run.run_id
-        assert warned()[0]["log_level"] == "warning"
-        assert "'v1'" in warned()[0]["error"]
-        assert v2.get_workflow_run_execution_result(run.run_id) == asleep  # untouched
+        warned = awaiting(events)
+        assert len(warned) == 1
+        assert (warned[0]["run_id"], warned[0]["log_level"]) == (run_id, "warning")
+        assert "'v1'" in warned[0]["error"] and "'v2'" in warned[0]["error"]
+        assert v2.get_workflow_run_execution_result(run_id) == asleep  # untouched
         assert CALLS == []
 
-        after.register(NAP_V1)
-        done = v2.create_run(run.run_id).wait(timeout=WAIT)
+        after.register(NAP_V1)  # the matching version: the run wakes on it
+        done = v2.create_run(run_id).wait(timeout=WAIT)
 
     assert done.status == RunStatus.SUCCESS, done.error
-    assert done.result == {"value": "x+first+last"}
+    assert (done.version, done.result) == ("v1", {"value": "x+first+last"})
+    assert CALLS == ["last"]
+
+
+@pytest.mark.usefixtures("_structlog_reset")
+def test_a_worker_without_the_runs_version_hands_it_back_untouched_when_it_stops(
+    runtimes: Runtimes, location: str
+) -> None:
+    run_id, asleep = fall_asleep(runtimes, location)
+
+    with structlog.testing.capture_logs() as events:
+        new_only = runtimes.start(location, role="worker")
+        new_only.register(NAP_V2)
+        wait_until(lambda: awaiting(events), timeout=WAIT, what="the new worker parks the run")
+        new_only.stop()
+
+    assert CALLS == []
+    old_too = runtimes.start(location)
+    wf = old_too.register(NAP_V1)
+    assert wf.get_workflow_run_execution_result(run_id) == asleep  # as it was
+    done = wf.create_run(run_id).wait(timeout=WAIT)
+    assert (done.status, done.result) == (RunStatus.SUCCESS, {"value": "x+first+last"})
     assert CALLS == ["last"]
 
 
