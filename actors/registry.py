@@ -48,7 +48,13 @@ from runtime._model import (
     RunStatus,
 )
 from runtime._snapshot import canceled_record, decode, failed_record, run_events, stand_in_record
-from runtime._stores.base import Claimed, RunFencedError, SnapshotRecord, SnapshotStore
+from runtime._stores.base import (
+    Claimed,
+    RunFencedError,
+    SharedStore,
+    SnapshotRecord,
+    SnapshotStore,
+)
 from runtime._sync import Channel, EventChannel, Latch
 from runtime._tracing import emit
 from runtime._versions import matching_plan, version_error
@@ -463,6 +469,11 @@ class RegistryActor(ThreadActor):
 
     def _on_runs_claimed(self, message: RunsClaimed) -> None:
         parked, self._parked = self._parked, {}
+        if parked and isinstance(self._store, SharedStore):
+            # A parked run whose cancel was asked for since its claim ends now.
+            canceling = set(self._store.cancel_requests()) & set(parked)
+            for run_id in canceling:
+                parked[run_id] = parked[run_id]._replace(cancel_requested=True)
         for claimed in (*parked.values(), *message.claimed):
             record = claimed.record
             plan = message.plans.get(record.workflow_id)
@@ -479,14 +490,15 @@ class RegistryActor(ThreadActor):
                     keep_bytes=True,
                 )
                 continue
-            if claimed.cancel_requested:
-                # Its cancel was asked for while another worker held it: it ends here.
-                emit(logging.INFO, "run_canceled_on_claim", run_id=record.run_id)
-                canceled = canceled_record(snapshot, time.time())
-                self._hooks.finish(plan, snapshot, canceled, self.actor_ref)
-                continue
             versions = message.versions.get(record.workflow_id, {})
             matching = matching_plan(snapshot, plan, versions)
+            if claimed.cancel_requested:
+                # Its cancel was asked for while another worker held it (or while it was
+                # parked here): it ends here, with no step run.
+                emit(logging.INFO, "run_canceled_on_claim", run_id=record.run_id)
+                canceled = canceled_record(snapshot, time.time())
+                self._hooks.finish(matching or plan, snapshot, canceled, self.actor_ref)
+                continue
             if matching is None:
                 # Not a step of it runs on another definition: it waits, held and unchanged.
                 if record.run_id not in parked:  # said once, when it is first parked

@@ -467,8 +467,16 @@ class ActorSystem:
         return take
 
     def _cancel_requested(self, run_id: str, done: Callable[[], None]) -> None:
+        def reply(outcome: CancelOutcome) -> None:
+            if outcome == CancelOutcome.NOT_HERE:
+                # Not running here: it may be parked for want of its definition, and the
+                # registry ends a parked run whose cancel was asked for.
+                with contextlib.suppress(pykka.ActorDeadError):
+                    self._take(())
+            done()
+
         try:
-            self.supervisor.tell(CancelRun(run_id=run_id, reply=lambda _outcome: done()))
+            self.supervisor.tell(CancelRun(run_id=run_id, reply=reply))
         except pykka.ActorDeadError:
             done()
 

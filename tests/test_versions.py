@@ -314,3 +314,18 @@ def test_a_run_recorded_before_versions_goes_on_only_where_its_steps_fit() -> No
     assert matching_plan(snapshot, V1.plan, {}) is V1.plan
     gone = CHANGES["the suspended step removed"].plan
     assert matching_plan(snapshot, gone, {gone.fingerprint: gone}) is None
+
+
+@pytest.mark.usefixtures("_structlog_reset")
+def test_a_parked_run_can_be_canceled(runtimes: Runtimes, location: str) -> None:
+    run_id, _ = fall_asleep(runtimes, location)
+
+    with structlog.testing.capture_logs() as events:
+        after = runtimes.start(location)
+        v2 = after.register(NAP_V2)
+        wait_until(lambda: awaiting(events), timeout=WAIT, what="the run is parked")
+
+    assert v2.create_run(run_id).cancel() is True
+    canceled = v2.get_workflow_run_execution_result(run_id)
+    assert canceled is not None and canceled.status == RunStatus.CANCELED
+    assert CALLS == []
