@@ -28,6 +28,7 @@ from runtime import (
     create_workflow,
 )
 from runtime._cli import main
+from runtime._cli._worker import _load
 from runtime._snapshot import Snapshot
 from runtime._versions import matching_plan
 from tests._support import Runtimes, wait_until
@@ -329,3 +330,11 @@ def test_a_parked_run_can_be_canceled(runtimes: Runtimes, location: str) -> None
     canceled = v2.get_workflow_run_execution_result(run_id)
     assert canceled is not None and canceled.status == RunStatus.CANCELED
     assert CALLS == []
+
+
+def test_a_worker_loads_two_versions_of_one_workflow_id_in_order() -> None:
+    flows = "tests._worker_flows"
+    loaded = _load([f"{flows}:greet", f"{flows}:also_greet"])
+
+    assert [flow.id for flow in loaded] == ["greet", "greet"]
+    assert loaded[0].plan.fingerprint != loaded[1].plan.fingerprint
