@@ -312,18 +312,23 @@ class RunsClaimed:
     """Runs this worker claimed from a shared store: start them (or end them, if they must).
 
     The registry decodes each: one whose snapshot cannot be read fails from
-    its row alone, one whose cancel was requested is recorded canceled, and
-    the others go to ``supervisor`` to run on from where they were.
+    its row alone, one whose cancel was requested is recorded canceled, one
+    whose definition (by its plan's fingerprint) is not registered here is
+    parked, held and unchanged, and the others go to ``supervisor`` to run on
+    from where they were. Every message also gives the parked runs another
+    look (one with no runs is sent when a definition is registered).
 
     Attributes:
         claimed: The runs, oldest first.
         plans: The registered workflows, by id.
         supervisor: Where to send the runs to start.
+        versions: Every registered definition, by workflow id then fingerprint.
     """
 
     claimed: Sequence[Claimed]
     plans: Mapping[str, ExecutionPlan]
     supervisor: pykka.ActorRef[Any]
+    versions: Mapping[str, Mapping[str, ExecutionPlan]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,9 +48,16 @@ from runtime._model import (
     RunStatus,
 )
 from runtime._snapshot import canceled_record, decode, failed_record, run_events, stand_in_record
-from runtime._stores.base import RunFencedError, SnapshotRecord, SnapshotStore
+from runtime._stores.base import (
+    Claimed,
+    RunFencedError,
+    SharedStore,
+    SnapshotRecord,
+    SnapshotStore,
+)
 from runtime._sync import Channel, EventChannel, Latch
 from runtime._tracing import emit
+from runtime._versions import matching_plan, version_error
 
 __all__ = ["RegistryActor"]
 
@@ -92,6 +99,9 @@ class RegistryActor(ThreadActor):
         # progress: a failure is recorded on top of it even before the store has
         # committed it. (The store itself keeps snapshots in order.)
         self._live: dict[str, SnapshotRecord] = {}
+        # Runs claimed whose definition (by fingerprint) is not registered here: held,
+        # unchanged, until it is (or until the runtime stops and hands them back).
+        self._parked: dict[str, Claimed] = {}
 
     def on_receive(self, message: RegistryMessage) -> None:
         observer = _probes.observer
@@ -458,7 +468,13 @@ class RegistryActor(ThreadActor):
         self._hooks.finish(message.plan, snapshot, record, self.actor_ref)
 
     def _on_runs_claimed(self, message: RunsClaimed) -> None:
-        for claimed in message.claimed:
+        parked, self._parked = self._parked, {}
+        if parked and isinstance(self._store, SharedStore):
+            # A parked run whose cancel was asked for since its claim ends now.
+            canceling = set(self._store.cancel_requests()) & set(parked)
+            for run_id in canceling:
+                parked[run_id] = parked[run_id]._replace(cancel_requested=True)
+        for claimed in (*parked.values(), *message.claimed):
             record = claimed.record
             plan = message.plans.get(record.workflow_id)
             if plan is None:  # unregistered since the claim: it goes back when this one stops
@@ -474,11 +490,27 @@ class RegistryActor(ThreadActor):
                     keep_bytes=True,
                 )
                 continue
+            versions = message.versions.get(record.workflow_id, {})
+            matching = matching_plan(snapshot, plan, versions)
             if claimed.cancel_requested:
-                # Its cancel was asked for while another worker held it: it ends here.
+                # Its cancel was asked for while another worker held it (or while it was
+                # parked here): it ends here, with no step run.
                 emit(logging.INFO, "run_canceled_on_claim", run_id=record.run_id)
                 canceled = canceled_record(snapshot, time.time())
-                self._hooks.finish(plan, snapshot, canceled, self.actor_ref)
+                self._hooks.finish(matching or plan, snapshot, canceled, self.actor_ref)
+                continue
+            if matching is None:
+                # Not a step of it runs on another definition: it waits, held and unchanged.
+                if record.run_id not in parked:  # said once, when it is first parked
+                    emit(
+                        logging.WARNING,
+                        "run_awaits_its_version",
+                        run_id=record.run_id,
+                        workflow_id=record.workflow_id,
+                        status=record.status,
+                        error=str(version_error(snapshot, versions)),
+                    )
+                self._parked[record.run_id] = claimed
                 continue
             if record.status != "pending":
                 emit(
@@ -489,7 +521,7 @@ class RegistryActor(ThreadActor):
                     from_step=snapshot["next_step"],
                 )
             self._live[record.run_id] = record
-            tell_safely(message.supervisor, StartRun(plan=plan, snapshot=snapshot))
+            tell_safely(message.supervisor, StartRun(plan=matching, snapshot=snapshot))
 
     def _stand_in(self, record: SnapshotRecord, error: dict[str, Any], *, keep_bytes: bool) -> None:
         """Record a run failed from its row alone: its snapshot is unreadable or refused."""

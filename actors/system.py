@@ -135,6 +135,7 @@ class ActorSystem:
             store if store.durable and isinstance(store, SharedStore) else None
         )
         self.claimer: Claimer | None = None
+        self._take: Callable[[Sequence[Claimed]], None] = lambda _claimed: None
         self.watcher: StoreWatcher | None = None
         shared = self.shared is not None
         # On a shared store runs wait in the store, never in this process's memory.
@@ -395,13 +396,27 @@ class ActorSystem:
         """The newest stored record of a run, or ``None``."""
         return self.store.load(run_id)
 
-    def start_claiming(self, plans: Callable[[], Mapping[str, ExecutionPlan]]) -> None:
+    def start_claiming(
+        self,
+        plans: Callable[[], Mapping[str, ExecutionPlan]],
+        versions: Callable[[], Mapping[str, Mapping[str, ExecutionPlan]]] | None = None,
+    ) -> None:
         """On a shared store: start the claimer, which runs queued runs of these workflows.
 
         It hands runs of dead workers back to the queue, claims what there is
         room for (runs left by a process that ended included), and passes on
         cancels asked for from elsewhere. A client claims nothing, but reaps.
+
+        Args:
+            plans: The definition new runs of each workflow use, by workflow id.
+            versions: Every registered definition of each workflow, by workflow
+                id then fingerprint: a claimed run goes on only on the one with
+                its fingerprint (by default, each workflow's one in ``plans``).
         """
+        every = versions or (
+            lambda: {workflow_id: {plan.fingerprint: plan} for workflow_id, plan in plans().items()}
+        )
+        self._take = self._take_claimed(plans, every)
         store = self.shared
         if store is None or self.claimer is not None:
             return
@@ -415,35 +430,53 @@ class ActorSystem:
             plans=plans,
             capacity=self._capacity,
             executes=self.role != "client",
-            take=self._take_claimed(plans),
+            take=self._take,
             cancel=self._cancel_requested,
         )
         store.set_hint(self._hint)
 
     def workflows_changed(self, workflow_ids: Sequence[str]) -> None:
-        """The registered workflows changed: say so in the store, and claim their runs now."""
+        """The registered workflows changed: say so in the store, and claim their runs now.
+
+        Runs claimed earlier and parked for want of their definition (see
+        :class:`~actors.messages.RunsClaimed`) are looked at again.
+        """
         store, claimer = self.shared, self.claimer
         if store is None or claimer is None:
             return
         if self.role != "client":
             with contextlib.suppress(StoreError):
                 store.join(role=self.role, workflows=workflow_ids, concurrency=self._capacity)
+            with contextlib.suppress(pykka.ActorDeadError):
+                self._take(())  # no new runs: the registry looks at its parked ones again
         claimer.poke()
 
     def _take_claimed(
-        self, plans: Callable[[], Mapping[str, ExecutionPlan]]
+        self,
+        plans: Callable[[], Mapping[str, ExecutionPlan]],
+        versions: Callable[[], Mapping[str, Mapping[str, ExecutionPlan]]],
     ) -> Callable[[Sequence[Claimed]], None]:
         def take(claimed: Sequence[Claimed]) -> None:
             if not self._queues_in_use and any(c.record.queue for c in claimed):
                 self._queues_in_use = True  # from now on a run that settles frees a slot
-            message = RunsClaimed(claimed=claimed, plans=plans(), supervisor=self.supervisor)
+            message = RunsClaimed(
+                claimed=claimed, plans=plans(), supervisor=self.supervisor, versions=versions()
+            )
             self.registry.tell(message)  # dead: the runs go back to the queue at the stop
 
         return take
 
     def _cancel_requested(self, run_id: str, done: Callable[[], None]) -> None:
+        def reply(outcome: CancelOutcome) -> None:
+            if outcome == CancelOutcome.NOT_HERE:
+                # Not running here: it may be parked for want of its definition, and the
+                # registry ends a parked run whose cancel was asked for.
+                with contextlib.suppress(pykka.ActorDeadError):
+                    self._take(())
+            done()
+
         try:
-            self.supervisor.tell(CancelRun(run_id=run_id, reply=lambda _outcome: done()))
+            self.supervisor.tell(CancelRun(run_id=run_id, reply=reply))
         except pykka.ActorDeadError:
             done()
 

@@ -32,6 +32,7 @@ from runtime._errors import (
     UnboundWorkflowError,
     WorkflowDefinitionError,
     WorkflowError,
+    WorkflowVersionError,
 )
 from runtime._model import (
     ErrorInfo,
@@ -142,6 +143,7 @@ __all__ = [
     "WorkflowError",
     "WorkflowResult",
     "WorkflowRunList",
+    "WorkflowVersionError",
     "__version__",
     "create_step",
     "create_workflow",

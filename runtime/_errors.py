@@ -32,6 +32,9 @@ The hierarchy::
     │                                    one of several suspended steps (also ValueError)
     ├── ResumeConflictError              another resume of the same suspension was recorded
     │                                    first, however the two calls interleaved
+    ├── WorkflowVersionError             a run started on a definition (fingerprint) of its
+    │                                    workflow that this runtime has not registered; the
+    │                                    run is left as it is
     ├── RunNotRestartableError           restarting a run that has not failed or been canceled
     ├── CancelError                      the process holding a run did not carry out its cancel
     ├── RoleError                        a call the runtime's role does not allow
@@ -82,6 +85,7 @@ __all__ = [
     "UnboundWorkflowError",
     "WorkflowDefinitionError",
     "WorkflowError",
+    "WorkflowVersionError",
     "summarize_errors",
 ]
 
@@ -333,6 +337,39 @@ class ResumeTargetError(WorkflowError, ValueError):
     ):
         super().__init__(message, run_id=run_id, step_id=step_id)
         self.suspended = suspended
+
+
+class WorkflowVersionError(WorkflowError):
+    """A run cannot go on here: no registered definition of its workflow has its fingerprint.
+
+    A run goes on (resumes, wakes, is recovered) only on a definition of its
+    workflow whose plan has the fingerprint recorded when it started. The
+    run is left exactly as it was: register the definition it started on
+    (beside the new one) and try again.
+
+    Attributes:
+        workflow_id: The run's workflow.
+        version: The run's version label (``None``: it had none).
+        fingerprint: The fingerprint of the plan the run started on.
+        registered: The ``(version, fingerprint)`` of each definition of the
+            workflow registered on this runtime.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        workflow_id: str,
+        version: str | None,
+        fingerprint: str | None,
+        registered: list[tuple[str | None, str]],
+        run_id: str | None = None,
+    ):
+        super().__init__(message, run_id=run_id)
+        self.workflow_id = workflow_id
+        self.version = version
+        self.fingerprint = fingerprint
+        self.registered = registered
 
 
 class ResumeConflictError(WorkflowError):

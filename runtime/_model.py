@@ -420,6 +420,11 @@ class WorkflowResult(BaseModel):
         restarts: How many times ``run.restart()`` ran the run again in place.
         idempotency_key: The key the run was started with
             (``start_async(idempotency_key=...)``), else ``None``.
+        version: The workflow's version label the run was started on
+            (``create_workflow(version=...)``), else ``None``.
+        fingerprint: The hash of the workflow's plan the run was started on;
+            the run goes on only on a definition with the same one (``None``
+            for runs recorded before versions existed).
     """
 
     model_config = _FROZEN
@@ -445,6 +450,8 @@ class WorkflowResult(BaseModel):
     time_traveled_from: RunOrigin | None = None
     restarts: int = 0
     idempotency_key: str | None = None
+    version: str | None = None
+    fingerprint: str | None = None
 
     @property
     def is_terminal(self) -> bool:

@@ -21,7 +21,9 @@ A plan is immutable, so the actors share it across threads without copying.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -59,6 +61,7 @@ __all__ = [
     "compile_plan",
     "is_async_callable",
     "item_path",
+    "plan_fingerprint",
     "split_item_path",
 ]
 
@@ -341,6 +344,9 @@ class ExecutionPlan:
         retry: The workflow's retry policy (a step's own ``retries`` wins).
         queue: The queue its runs go through unless a start names another.
         on_start: Called when a run starts, before its first step.
+        version: The label given with ``create_workflow(version=...)``, if any.
+        fingerprint: A hash of the plan's shape (see :func:`plan_fingerprint`):
+            two plans a run can go on across have the same one.
     """
 
     workflow_id: str
@@ -355,10 +361,20 @@ class ExecutionPlan:
     retry: RetryPolicy = NO_RETRY
     queue: Queue | None = None
     on_start: Hook | None = None
+    version: str | None = None
     scope: Scope = field(init=False)
+    fingerprint: str = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scope", Scope("", self.workflow_id, self.input_schema))
+        object.__setattr__(self, "fingerprint", plan_fingerprint(self.workflow_id, self.nodes))
+
+    @property
+    def label(self) -> str:
+        """How a message names this definition: its version label and fingerprint."""
+        if self.version is None:
+            return f"fingerprint {self.fingerprint}"
+        return f"version {self.version!r} (fingerprint {self.fingerprint})"
 
     @property
     def steps(self) -> tuple[Step[Any, Any], ...]:
@@ -369,6 +385,47 @@ class ExecutionPlan:
     def has_hooks(self) -> bool:
         """Whether the workflow has an ``on_finish`` or ``on_error`` hook."""
         return self.on_finish is not None or self.on_error is not None
+
+
+def _shape(node: Node) -> list[Any]:
+    """What a fingerprint keeps of a node: its kind, path and the places it refers to."""
+    shape: list[Any] = [type(node).__name__, node.path, node.scope.prefix]
+    if isinstance(node, StepNode):
+        shape.append(node.step.id)
+    elif isinstance(node, ParallelNode | BranchNode):
+        shape.append([step.path for step in leaf_steps(node)])
+        shape.append(list(node.members))
+        shape.append([[flow.id, flow.offset] for flow in node.flows])
+        shape.append(node.end)
+    elif isinstance(node, LoopNode | ForeachNode):
+        shape.append(leaf_steps(node)[0].path)
+        if isinstance(node, LoopNode):
+            shape.append(node.until)
+    elif isinstance(node, LoopBackNode):
+        shape.extend((node.body, node.until))
+    elif isinstance(node, EachStartNode):
+        shape.append(node.skip)
+    elif isinstance(node, EachNextNode):
+        shape.append(node.body)
+    elif isinstance(node, CollectNode):
+        shape.append(node.group)
+    elif isinstance(node, EnterNode):
+        shape.extend((node.child_id, node.looped))
+    return shape
+
+
+def plan_fingerprint(workflow_id: str, nodes: Sequence[Node]) -> str:
+    """A stable hash of a plan's shape: 16 hex digits.
+
+    It covers what a run's snapshot points into: the workflow id, and each
+    node's kind, path and nesting, in order. It leaves out what a run can go
+    on across unchanged: step bodies, schemas, conditions, sleep lengths,
+    retry policies and hooks. So a fixed bug in a step body keeps the
+    fingerprint, while a step inserted, removed, renamed or moved changes it.
+    """
+    shape = [workflow_id, [_shape(node) for node in nodes]]
+    text = json.dumps(shape, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _prefixed(node: Node, prefix: str, child: Scope) -> Node:
@@ -419,6 +476,7 @@ def compile_plan(
     retry: RetryPolicy = NO_RETRY,
     queue: Queue | None = None,
     on_start: Hook | None = None,
+    version: str | None = None,
 ) -> ExecutionPlan:
     """Check a workflow's definition and freeze it into a plan.
 
@@ -433,6 +491,7 @@ def compile_plan(
         retry: The workflow's retry policy.
         queue: The queue of its runs, if any.
         on_start: The hook called when a run starts.
+        version: The workflow's version label, if any.
 
     Raises:
         WorkflowDefinitionError: for a workflow without nodes, or with two
@@ -481,6 +540,7 @@ def compile_plan(
         retry=retry,
         queue=queue,
         on_start=on_start,
+        version=version,
     )
 
 

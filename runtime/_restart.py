@@ -192,7 +192,10 @@ def time_travel_snapshot(
         "created_at": now,
         "updated_at": now,
         "time_traveled_from": {"run_id": source["run_id"], "step": path},
+        "fingerprint": plan.fingerprint,
     }
+    if plan.version is not None:
+        snapshot["version"] = plan.version
     if resource_id is not None:
         snapshot["resource_id"] = resource_id
     return snapshot

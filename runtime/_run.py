@@ -60,6 +60,7 @@ from runtime._step import Step
 from runtime._stores.base import SharedStore, SnapshotRecord
 from runtime._stream import RunStream
 from runtime._sync import Channel, ChannelClosed, EventChannel, Latch
+from runtime._versions import matching_plan, version_error
 
 if TYPE_CHECKING:
     from actors.system import ActorSystem
@@ -642,6 +643,9 @@ class Run(Generic[In, Out]):
                 ``resume_schema``; the run stays suspended.
             ResumeConflictError: if another resume of the run's suspension was
                 recorded first (``.status`` says where the run is now).
+            WorkflowVersionError: if the run started on a definition of its
+                workflow (a plan fingerprint) not registered on this runtime;
+                the run stays suspended.
             RunDeletedError: if the run's record was deleted meanwhile.
             RuntimeStoppedError: if the runtime is not running.
         """
@@ -651,7 +655,11 @@ class Run(Generic[In, Out]):
         if snapshot["status"] != RunStatus.SUSPENDED:
             raise _not_resumable(snapshot)
         path = _resume_target(snapshot, step, self.run_id, for_each_index)
-        by_id = self._plan.by_id
+        plan = self._going_on(snapshot)
+        by_id = plan.by_id
+        if path not in by_id and split_item_path(path)[0] not in by_id:
+            # A run from before versions were recorded, whose step is gone from this definition.
+            raise version_error(snapshot, self._host.versions.get(self.workflow_id, {}))
         definition = by_id[path] if path in by_id else by_id[split_item_path(path)[0]]
         data = validated_resume_data(definition, resume_data, path, self.run_id)
         snapshot["status"] = RunStatus.RUNNING.value
@@ -660,7 +668,7 @@ class Run(Generic[In, Out]):
         resumed = next_record(snapshot, time.time())
         # The compare-and-set decides between racing resumes (and cancels); it is
         # committed when it returns, so the resume is acknowledged only once durable.
-        if not system.resume(self._plan, snapshot, resumed, record.seq):
+        if not system.resume(plan, snapshot, resumed, record.seq):
             raise self._resume_lost()
         return StartAsyncResult(run_id=self.run_id)
 
@@ -714,6 +722,8 @@ class Run(Generic[In, Out]):
             RunNotRestartableError: if the run did not fail and was not
                 canceled (it succeeded, or has not ended), or another restart
                 of it was recorded first.
+            WorkflowVersionError: if the run started on a definition of its
+                workflow not registered on this runtime; the run is not changed.
             RunDeletedError: if the run's record was deleted meanwhile.
             RuntimeStoppedError: if the runtime is not running.
         """
@@ -722,10 +732,11 @@ class Run(Generic[In, Out]):
         snapshot = decode(record.data, record.run_id)
         if snapshot["status"] not in _RESTARTABLE:
             raise _not_restartable(self.run_id, snapshot["status"])
+        plan = self._going_on(snapshot)
         restarted(snapshot)
         reopened = next_record(snapshot, time.time())
         # A compare-and-set on a run that has ended: of two restarts, one wins.
-        if not system.resume(self._plan, snapshot, reopened, record.seq, reopen=True):
+        if not system.resume(plan, snapshot, reopened, record.seq, reopen=True):
             current = self._host.load(self.run_id)
             if current is None:
                 raise _deleted(self.run_id)
@@ -795,6 +806,18 @@ class Run(Generic[In, Out]):
             host.start_run(plan, snapshot, first_record(snapshot))
             self._started = True
             self.resource_id = resource_id
+
+    def _going_on(self, snapshot: Snapshot) -> ExecutionPlan:
+        """The registered definition with the run's fingerprint: what it goes on with.
+
+        Raises:
+            WorkflowVersionError: if none is registered; the run is not changed.
+        """
+        versions = self._host.versions.get(self.workflow_id, {})
+        plan = matching_plan(snapshot, self._plan, versions)
+        if plan is None:
+            raise version_error(snapshot, versions)
+        return plan
 
     def _resume_lost(self) -> WorkflowError:
         """Why the store refused a resume of the run read suspended: what changed it since."""

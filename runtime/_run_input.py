@@ -113,7 +113,10 @@ def pending_snapshot(
         "metadata": metadata,
         "created_at": now,
         "updated_at": now,
+        "fingerprint": plan.fingerprint,
     }
+    if plan.version is not None:
+        snapshot["version"] = plan.version
     if resource_id is not None:
         snapshot["resource_id"] = resource_id
     if idempotency_key is not None:

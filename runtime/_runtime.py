@@ -109,6 +109,9 @@ class RunHost:
         self.system: ActorSystem | None = None
         self.state: Literal["new", "running", "stopping", "stopped"] = "new"
         self.failure: str | None = None  # why the runtime stopped itself, if it did
+        # Every registered definition of each workflow, by id then fingerprint (see
+        # Runtime.register): replaced as a whole, never changed in place.
+        self.versions: Mapping[str, Mapping[str, ExecutionPlan]] = {}
         self._calls: concurrent.futures.ThreadPoolExecutor | None = None
         self._calls_lock = threading.Lock()
 
@@ -485,7 +488,8 @@ class Runtime:
                 step_loop=step_loop,
             )
             try:
-                system.start_claiming(self._registered)  # joins the store: it may fail
+                # Joins the store: it may fail.
+                system.start_claiming(self._registered, self._registered_versions)
                 book = book_for(host.store)
                 for workflow_id, schedule in self._schedules.values():
                     book.put(_schedule_row(workflow_id, schedule))
@@ -598,6 +602,13 @@ class Runtime:
     def register(self, workflow: W) -> W:
         """Bind a committed workflow to this runtime.
 
+        Several definitions of one workflow id may be registered: each is kept
+        by the fingerprint of its plan (see ``create_workflow(version=...)``).
+        New runs use the one registered last; a run already started goes on
+        (resumes, wakes, is recovered) on the one with its own fingerprint, and
+        stays as it is while none is registered (``WorkflowVersionError`` from
+        ``resume``, a warning from recovery).
+
         Args:
             workflow: A committed workflow.
 
@@ -605,25 +616,44 @@ class Runtime:
             The workflow bound to this runtime: its runs and queries go here.
 
         Raises:
-            WorkflowDefinitionError: if the workflow is not committed, or another
-                workflow with the same id is registered here.
+            WorkflowDefinitionError: if the workflow is not committed, or its
+                version label names another definition registered here.
         """
         plan = workflow.plan
         with self._lock:
+            versions = self._host.versions.get(plan.workflow_id, {})
+            if plan.version is not None:
+                for other in versions.values():
+                    if other.version == plan.version and other.fingerprint != plan.fingerprint:
+                        raise WorkflowDefinitionError(
+                            f"workflow {plan.workflow_id!r}: version {plan.version!r} is already "
+                            f"registered here with another plan (fingerprint {other.fingerprint}, "
+                            f"this one's is {plan.fingerprint}): give the new definition a new "
+                            "version label"
+                        )
             known = self._plans.get(plan.workflow_id)
-            if known is not None and known is not plan:
-                raise WorkflowDefinitionError(
-                    f"another workflow with the id {plan.workflow_id!r} is already "
-                    "registered with this runtime"
-                )
-            self._plans[plan.workflow_id] = plan
+            new_shape = plan.fingerprint not in versions
+            # Copied, never changed in place: other threads read it without the lock.
+            self._host.versions = {
+                **self._host.versions,
+                plan.workflow_id: {**versions, plan.fingerprint: plan},
+            }
+            self._plans[plan.workflow_id] = plan  # new runs use the newest definition
             system = self._host.system if self._host.state == "running" else None
-        if system is not None and known is None:
+        if system is not None and (known is None or new_shape):
+            # A new workflow, or a new shape of one: runs waiting for it may go on now.
             system.workflows_changed(sorted(self._registered()))
-            self._poke_scheduler()  # the store may have schedules of this workflow
+            if known is None:
+                self._poke_scheduler()  # the store may have schedules of this workflow
         for schedule in workflow.schedules:
             self._define_schedule(plan.workflow_id, schedule)
         return workflow._bound_to(self, self._host)
+
+    def _registered_versions(self) -> Mapping[str, Mapping[str, ExecutionPlan]]:
+        """Every registered definition, by workflow id then fingerprint (none, for a client)."""
+        if self._host.role == "client":
+            return {}
+        return self._host.versions  # replaced, never changed in place, by register()
 
     # --- schedules --------------------------------------------------------------------
 

@@ -127,6 +127,11 @@ class Snapshot(TypedDict):
 
     ``unsampled`` is there (and true) when the run's ``workflow_start``
     OpenTelemetry span was not sampled: its later spans are not either.
+
+    ``fingerprint`` is the hash of the plan the run was started on (see
+    :func:`~runtime._plan.plan_fingerprint`) and ``version`` the workflow's
+    version label, if it had one: a run goes on only on a definition with the
+    same fingerprint. Snapshots written before versions lack both.
     """
 
     run_id: str
@@ -159,6 +164,8 @@ class Snapshot(TypedDict):
     restarts: NotRequired[int]
     unsampled: NotRequired[bool]
     idempotency_key: NotRequired[str]
+    fingerprint: NotRequired[str]
+    version: NotRequired[str]
 
 
 def _packb(value: Any) -> bytes:
@@ -1228,6 +1235,8 @@ def to_result(snapshot: Snapshot) -> WorkflowResult:
                 "time_traveled_from": snapshot.get("time_traveled_from"),
                 "restarts": snapshot.get("restarts", 0),
                 "idempotency_key": snapshot.get("idempotency_key"),
+                "version": snapshot.get("version"),
+                "fingerprint": snapshot.get("fingerprint"),
             }
         )
     except (KeyError, TypeError, ValidationError) as exc:

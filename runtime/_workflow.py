@@ -80,6 +80,7 @@ class Workflow(Generic[In, Out]):
         queue: Queue | None = None,
         on_start: Callable[[RunOutcome], Any] | None = None,
         schedule: Schedule | Sequence[Schedule] | None = None,
+        version: str | None = None,
     ) -> None:
         if not isinstance(id, str) or not id:
             raise WorkflowDefinitionError(f"a workflow id must be a non-empty string, got {id!r}")
@@ -119,6 +120,9 @@ class Workflow(Generic[In, Out]):
         self.queue = queue
         self.on_start = on_start
         self.schedules = _schedules(schedule, id, input_schema)
+        if version is not None and (not isinstance(version, str) or not version):
+            raise TypeError(f"workflow {id!r}: version must be a non-empty string, got {version!r}")
+        self.version = version
         self._nodes: list[Node | ExecutionPlan] = []
         self._plan: ExecutionPlan | None = None
         self._runtime: Runtime | None = None
@@ -497,6 +501,7 @@ class Workflow(Generic[In, Out]):
                 retry=RetryPolicy(**self.retry_config.model_dump()),
                 queue=self.queue,
                 on_start=self.on_start,
+                version=self.version,
             )
         return self
 
@@ -818,6 +823,7 @@ def create_workflow(
     queue: Queue | None = None,
     on_start: Callable[[RunOutcome], Any] | None = None,
     schedule: Schedule | Sequence[Schedule] | None = None,
+    version: str | None = None,
 ) -> Workflow[In, Out]:
     """Define a workflow; add steps with ``.then(step)`` and finish with ``.commit()``.
 
@@ -846,13 +852,18 @@ def create_workflow(
             workflow on a cron expression, on every runtime the workflow is
             registered with (see ``Runtime.schedule``). Its input is checked
             against ``input_schema`` here.
+        version: A label for this definition of the workflow (``"2024-06"``,
+            ``"v2"``): recorded with every run beside the plan's fingerprint,
+            shown by the CLI, and what ``WorkflowVersionError`` names. Several
+            versions of one workflow id may be registered on one runtime.
 
     Raises:
         WorkflowDefinitionError: for an empty id, an id with a ``.``, a bad
             ``retry_config``, or two schedules with one id.
         InvalidInputError: for a schedule whose input does not fit ``input_schema``.
         TypeError: for schemas that are not pydantic models, hooks that
-            are not callable, or a ``queue`` that is not a :class:`Queue`.
+            are not callable, a ``queue`` that is not a :class:`Queue`, or a
+            ``version`` that is not a non-empty string.
     """
     return Workflow(
         id=id,
@@ -866,6 +877,7 @@ def create_workflow(
         queue=queue,
         on_start=on_start,
         schedule=schedule,
+        version=version,
     )
 
 

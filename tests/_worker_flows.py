@@ -62,4 +62,8 @@ gated = (
 also_greet = (
     create_workflow(id="greet", input_schema=Value, output_schema=Value).then(linger).commit()
 )
-"""Another workflow with the id ``greet``: a worker refuses to run both."""
+"""Another version of the workflow ``greet`` (another step): a worker may run both."""
+greet_again = (
+    create_workflow(id="greet", input_schema=Value, output_schema=Value).then(shout).commit()
+)
+"""The plan of ``greet`` again: a worker refuses to run both."""

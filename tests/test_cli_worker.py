@@ -296,7 +296,7 @@ def test_a_second_signal_halts_the_run_in_progress_and_hands_it_back_to_the_queu
     [
         (["worker", "tests._no_such_module:flow"], "no module named"),
         (["worker", f"{FLOWS}:Value"], "is not a workflow"),
-        (["worker", f"{FLOWS}:greet", f"{FLOWS}:also_greet"], "are both workflow 'greet'"),
+        (["worker", f"{FLOWS}:greet", f"{FLOWS}:greet_again"], "are both workflow 'greet' with"),
         (["worker", f"{FLOWS}:greet", "--concurrency", "0"], "argument --concurrency"),
         (["worker", f"{FLOWS}:greet", "--lease", "0.01"], "--lease: lease must be at least"),
         (["worker", f"{FLOWS}:greet", "--db", "postgresql://u:secret@h/db"], "callboard[postgres]"),

@@ -44,6 +44,7 @@ from runtime import (
     WorkflowDefinitionError,
     WorkflowError,
     WorkflowResult,
+    WorkflowVersionError,
     create_step,
     create_workflow,
 )
@@ -53,6 +54,7 @@ WAIT = 10.0
 
 ERRORS = [
     CancelError,
+    WorkflowVersionError,
     LoopLimitError,
     NonRetryableError,
     QueueFullError,

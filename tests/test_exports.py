@@ -82,6 +82,7 @@ EXPORTED = [
     "WorkflowError",
     "WorkflowResult",
     "WorkflowRunList",
+    "WorkflowVersionError",
     "__version__",
     "create_step",
     "create_workflow",

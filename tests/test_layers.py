@@ -6,7 +6,8 @@ Layers (imports only go down, or stay within a layer):
                    runtime._request_context, runtime._sync, runtime._ids,
                    runtime._clock, runtime._probes, runtime._queue, runtime._otel
     1 codec        runtime._snapshot, runtime._tracing, runtime._stores.*
-    2 definitions  runtime._step, runtime._step_context, runtime._plan, runtime._schedule
+    2 definitions  runtime._step, runtime._step_context, runtime._plan, runtime._schedule,
+                   runtime._versions
     3 machinery    actors.*
     4 facade       runtime._runtime, runtime._run, runtime._stream, runtime._workflow,
                    runtime._queries, runtime._scheduler
@@ -54,6 +55,7 @@ RUNTIME_LAYERS = {
     "runtime._step_context": 2,
     "runtime._plan": 2,
     "runtime._schedule": 2,
+    "runtime._versions": 2,
     "runtime._runtime": 4,
     "runtime._run": 4,
     "runtime._stream": 4,

@@ -192,6 +192,9 @@ def runs_table(page: WorkflowRunList) -> Table:
     table.add_column("STEPS")
     table.add_column("CREATED", no_wrap=True)
     table.add_column("TOOK", no_wrap=True, justify="right")
+    versions = any(result.version is not None for result in page.runs)
+    if versions:  # only on a page with labelled runs: a fingerprint alone says little here
+        table.add_column("VERSION", no_wrap=True)
     queues = any(result.queue is not None for result in page.runs)
     if queues:  # only on a page with runs of queues: other pages look as they always did
         table.add_column("QUEUE", no_wrap=True)
@@ -204,10 +207,21 @@ def runs_table(page: WorkflowRunList) -> Table:
             Text(_when(result.created_at)),
             Text(_took(result.created_at, result.updated_at) if result.is_terminal else "-"),
         ]
+        if versions:
+            cells.append(Text(result.version or "-"))
         if queues:
             cells.append(Text(_queue_text(result)))
         table.add_row(*cells)
     return table
+
+
+def _version_text(result: WorkflowResult) -> str:
+    """A run's version label and plan fingerprint: ``v2 (fingerprint 0123abcd...)``."""
+    if result.version is None:
+        return f"fingerprint {result.fingerprint}"
+    if result.fingerprint is None:
+        return result.version
+    return f"{result.version} (fingerprint {result.fingerprint})"
 
 
 def _queue_text(result: WorkflowResult) -> str:
@@ -266,6 +280,8 @@ def run_view(result: WorkflowResult) -> RenderableType:
     fields.add_row("run", Text(result.run_id))
     fields.add_row("workflow", Text(result.workflow_id))
     fields.add_row("status", status_text(result.status))
+    if result.version is not None or result.fingerprint is not None:
+        fields.add_row("version", Text(_version_text(result)))
     _origin_rows(fields, result)
     fields.add_row("created", Text(_when(result.created_at)))
     updated = _when(result.updated_at)

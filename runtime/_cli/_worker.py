@@ -110,17 +110,22 @@ def worker(args: argparse.Namespace) -> ExitCode:
 
 
 def _load(targets: Sequence[str]) -> list[Workflow[Any, Any]]:
-    """Each target's workflow; two workflows with one id is a usage error."""
+    """Each target's workflow; two with one id must be two versions (plan fingerprints).
+
+    Several versions of one workflow are registered in the order given: new
+    runs use the last, runs started on an earlier one finish on it.
+    """
     workflows: list[Workflow[Any, Any]] = []
-    seen: dict[str, str] = {}
+    seen: dict[tuple[str, str], str] = {}
     for target in targets:
         workflow = load_workflow(target)
-        if workflow.id in seen:
+        shape = (workflow.id, workflow.plan.fingerprint)
+        if shape in seen:
             raise UsageError(
-                f"{seen[workflow.id]} and {target} are both workflow {workflow.id!r}: "
-                "a worker runs each workflow id once"
+                f"{seen[shape]} and {target} are both workflow {workflow.id!r} with one plan "
+                f"(fingerprint {shape[1]}): a worker runs each version of a workflow once"
             )
-        seen[workflow.id] = target
+        seen[shape] = target
         workflows.append(workflow)
     return workflows
 
