@@ -483,7 +483,8 @@ class WorkflowResult(BaseModel, Generic[Out]):
         if schema is None:
             raise WorkflowError(
                 f"run {self.run_id!r} was read without its workflow, so its output model is "
-                "not known: read result.result, or the workflow's get_workflow_run_by_id()",
+                "not known: read result.result, or read the run through its workflow "
+                "(get_workflow_run_by_id, list_workflow_runs)",
                 run_id=self.run_id,
             )
         return cast(Out, schema.model_validate(self.result))

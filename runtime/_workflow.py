@@ -683,7 +683,7 @@ class Workflow(Generic[In, Out]):
             ValueError: for an unknown status, a negative offset, a limit below
                 1, or either above ``2**63 - 1``.
         """
-        return list_runs(
+        page = list_runs(
             self._store(start=False),
             workflow_id=self.id,
             status=status,
@@ -693,6 +693,9 @@ class Workflow(Generic[In, Out]):
             offset=offset,
             resource_id=resource_id,
         )
+        for run in page.runs:
+            with_output_schema(run, self.output_schema)
+        return page
 
     def delete_workflow_run_by_id(self, run_id: str) -> bool:
         """Delete a finished run of this workflow (Mastra's ``deleteWorkflowRunById``).
