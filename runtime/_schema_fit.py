@@ -68,10 +68,19 @@ class Feed:
     Attributes:
         what: How the error names it: ``"step 'a'"``, ``"the workflow's input"``.
         schema: Its model, or ``None`` when it is not known (after a ``.map()``).
+        keyed: For the output of a ``parallel``, each member's id and output model.
     """
 
     what: str
     schema: type[BaseModel] | None
+    keyed: Mapping[str, type[BaseModel]] | None = None
+
+    def shown(self) -> str:
+        """The model's name, or the members' for a keyed output."""
+        if self.schema is not None:
+            return self.schema.__name__
+        members = ", ".join(f"{k!r}: {v.__name__}" for k, v in (self.keyed or {}).items())
+        return "{" + members + "}"
 
 
 def check_chain(
@@ -85,9 +94,11 @@ def check_chain(
     The first node takes the workflow's input; the last node's output is
     validated by the workflow's output schema. Every member of a
     ``parallel`` or ``branch`` takes the same input; a loop's step also takes
-    its own output. After a ``.map()``, a ``parallel``, a ``branch`` or a
-    ``foreach`` the output's model is not known and the next link is not
-    checked; a ``foreach`` takes a list, which is not checked either.
+    its own output. A ``parallel`` outputs each member's output under its id,
+    checked as fields of those models; after a ``.map()``, a ``branch`` (whose
+    keys are only the arms that ran) or a ``foreach`` the output's model is not
+    known and the next link is not checked; a ``foreach`` takes a list, which
+    is not checked either.
 
     Raises:
         WorkflowDefinitionError: naming both sides of the first link that
@@ -119,6 +130,8 @@ def _through(workflow_id: str, previous: Feed, node: Node | ExecutionPlan) -> Fe
         members = node.steps if isinstance(node, ParallelNode) else [m for _, m in node.arms]
         for member in members:
             check_feed(workflow_id, previous, _member_feed(member)[0])
+        if isinstance(node, ParallelNode) and not node.flows:
+            return _keyed(node.path, list(node.steps))
         return unknown
     if isinstance(node, LoopNode) and node.step_node is not None:
         return _loop(workflow_id, previous, node.step_node)
@@ -128,6 +141,8 @@ def _through(workflow_id: str, previous: Feed, node: Node | ExecutionPlan) -> Fe
         if node.kind in ("parallel", "branch"):
             for _, each in node.members:
                 check_feed(workflow_id, previous, _member_feed(each)[0])
+            if node.kind == "parallel":
+                return _keyed(node.path, [each for _, each in node.members])
         elif node.kind == "loop" and len(node.members) == 1:
             return _loop(workflow_id, previous, node.members[0][1])
         return unknown
@@ -136,6 +151,18 @@ def _through(workflow_id: str, previous: Feed, node: Node | ExecutionPlan) -> Fe
     if isinstance(node, MapNode):
         return unknown
     return unknown
+
+
+def _keyed(path: str, members: Sequence[StepNode | ExecutionPlan]) -> Feed:
+    keyed = {
+        (m.workflow_id if isinstance(m, ExecutionPlan) else m.step.id): _member_feed(m)[1].schema
+        for m in members
+    }
+    return Feed(
+        f"parallel {path!r}",
+        None,
+        {key: schema for key, schema in keyed.items() if schema is not None},
+    )
 
 
 def _loop(workflow_id: str, previous: Feed, member: StepNode | ExecutionPlan) -> Feed:
@@ -157,13 +184,18 @@ def check_feed(workflow_id: str, source: Feed, target: Feed, role: str = "input"
     Raises:
         WorkflowDefinitionError: naming both sides and the field.
     """
-    if source.schema is None or target.schema is None:
+    if target.schema is None:
         return
-    problem = schema_misfit(source.schema, target.schema)
+    if source.schema is not None:
+        problem = schema_misfit(source.schema, target.schema)
+    elif source.keyed is not None:
+        problem = _keyed_misfit(source.keyed, target.schema)
+    else:
+        return
     if problem is not None:
         raise WorkflowDefinitionError(
             f"workflow {workflow_id!r}: {target.what} cannot take the output of "
-            f"{source.what}: {problem} ({source.what}: {source.schema.__name__}; "
+            f"{source.what}: {problem} ({source.what}: {source.shown()}; "
             f"the {role} schema of {target.what}: {target.schema.__name__})"
         )
 
@@ -195,20 +227,39 @@ def _model_misfit(
         or _reshapes(target)
     ):
         return None
-    given = source.model_fields
+    given = {name: field.annotation for name, field in source.model_fields.items()}
+    return _fields_misfit(given, target, prefix, seen)
+
+
+def _keyed_misfit(keyed: Mapping[str, type[BaseModel]], target: type[BaseModel]) -> str | None:
+    if issubclass(target, RootModel) or _reshapes(target):
+        return None
+    return _fields_misfit(keyed, target, "", set())
+
+
+def _fields_misfit(
+    given: Mapping[str, Any], target: type[BaseModel], prefix: str, seen: set[tuple[int, int]]
+) -> str | None:
+    """Why fields ``given`` (name to annotation) must fail ``target``, or ``None``."""
     reshaped = _reshaped_fields(target)
+    accepted: set[str] = set()
     for name, field in target.model_fields.items():
         names = [name] + [a for a in (field.alias, field.validation_alias) if isinstance(a, str)]
-        present = next((given[n] for n in names if n in given), None)
+        accepted.update(names)
+        present = next((n for n in names if n in given), None)
         if present is None:
             if field.is_required() and field.validation_alias is None:
                 return f"required field {prefix + name!r} is missing"
             continue
         if name in reshaped:
             continue
-        problem = _type_misfit(present.annotation, field.annotation, prefix + name, seen)
+        problem = _type_misfit(given[present], field.annotation, prefix + name, seen)
         if problem is not None:
             return problem
+    if target.model_config.get("extra") == "forbid":
+        unwanted = sorted(set(given) - accepted)
+        if unwanted:
+            return f"field {prefix + unwanted[0]!r} is not allowed (extra='forbid')"
     return None
 
 

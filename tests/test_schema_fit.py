@@ -258,6 +258,51 @@ def test_each_parallel_member_is_checked_and_the_keyed_output_is_not() -> None:
     )
 
 
+def test_the_output_of_parallel_is_checked_as_each_members_output_under_its_id() -> None:
+    class Joined(BaseModel):
+        p: Name
+        q: Count
+
+    class JoinedWrongly(BaseModel):
+        p: Count
+
+    class Missing(BaseModel):
+        r: Name
+
+    (
+        create_workflow(id="wf", input_schema=Name, output_schema=Joined)
+        .parallel([step("p", Name, Name), step("q", Name, Count)])
+        .commit()
+    )
+    wrong = create_workflow(id="wf", input_schema=Name, output_schema=JoinedWrongly).parallel(
+        [step("p", Name, Name)]
+    )
+    with pytest.raises(WorkflowDefinitionError, match=r"'p\.count' is missing.*parallel"):
+        wrong.commit()
+    missing = (
+        create_workflow(id="wf", input_schema=Name, output_schema=Missing)
+        .parallel([step("p", Name, Name)])
+        .then(step("r", Missing, Missing))
+    )
+    with pytest.raises(WorkflowDefinitionError, match=r"step 'r'.*parallel 'parallel-1'.*'r'"):
+        missing.commit()
+
+
+def test_a_field_an_extra_forbid_input_refuses_fails() -> None:
+    class Strict(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        name: str
+
+    workflow = (
+        create_workflow(id="wf", input_schema=Both, output_schema=Strict)
+        .then(step("a", Both, Both))
+        .then(step("b", Strict, Strict))
+    )
+
+    with pytest.raises(WorkflowDefinitionError, match=r"'count' is not allowed"):
+        workflow.commit()
+
+
 def test_each_branch_arm_is_checked() -> None:
     workflow = create_workflow(id="wf", input_schema=Name, output_schema=Loose).branch(
         [(lambda ctx: True, step("p", Name, Name)), (lambda ctx: False, step("q", Count, Count))]
