@@ -11,9 +11,12 @@ import traceback
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Generic, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from typing_extensions import TypeVar
+
+from runtime._errors import WorkflowError
 
 __all__ = [
     "ATTRIBUTES_BYTES",
@@ -44,6 +47,7 @@ __all__ = [
     "StreamEvent",
     "WorkflowResult",
     "WorkflowRunList",
+    "with_output_schema",
 ]
 
 
@@ -387,8 +391,15 @@ class RunOrigin(BaseModel):
     step: str
 
 
-class WorkflowResult(BaseModel):
+Out = TypeVar("Out", bound=BaseModel, default=Any)
+
+
+class WorkflowResult(BaseModel, Generic[Out]):
     """A run's execution result: its status, input, every step, and its output or error.
+
+    Generic in the workflow's output model for type checkers: ``run.start()``
+    of a ``Workflow[In, Out]`` returns a ``WorkflowResult[Out]``, whose
+    :attr:`output` is an ``Out``. ``result`` stays plain data.
 
     Attributes:
         run_id: The run's id.
@@ -429,6 +440,10 @@ class WorkflowResult(BaseModel):
 
     model_config = _FROZEN
 
+    # The workflow's output model, when the result was read through its workflow or
+    # run (``output``); not a field, so it is neither serialised nor compared.
+    _output_schema: type[BaseModel] | None = PrivateAttr(default=None)
+
     run_id: str
     workflow_id: str
     status: RunStatus
@@ -457,6 +472,44 @@ class WorkflowResult(BaseModel):
     def is_terminal(self) -> bool:
         """Whether the run has ended (``success``, ``failed`` or ``canceled``)."""
         return self.status in TERMINAL_STATUSES
+
+    @property
+    def output(self) -> Out | None:
+        """The run's result as the workflow's output model, typed ``Out``.
+
+        ``None`` unless the run succeeded (and the result was included).
+
+        Raises:
+            WorkflowError: for a result read without its workflow (from
+                ``runtime.get_run`` or ``runtime.list_runs``), which does not know
+                the output model: read ``result`` there, or go through the workflow.
+        """
+        if self.status != RunStatus.SUCCESS or self.result is None:
+            return None
+        schema = self._output_schema
+        if schema is None:
+            raise WorkflowError(
+                f"run {self.run_id!r} was read without its workflow, so its output model is "
+                "not known: read result.result, or read the run through its workflow "
+                "(get_workflow_run_by_id, list_workflow_runs)",
+                run_id=self.run_id,
+            )
+        return cast(Out, schema.model_validate(self.result))
+
+    def __eq__(self, other: object) -> bool:
+        # pydantic's own __eq__ compares private attributes too; a result is equal to
+        # the same result read without its workflow.
+        if not isinstance(other, WorkflowResult):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # holds dicts: never hashable
+
+
+def with_output_schema(result: WorkflowResult[Any], schema: type[Out]) -> WorkflowResult[Out]:
+    """``result``, now knowing its workflow's output model (for :attr:`WorkflowResult.output`)."""
+    result._output_schema = schema
+    return cast(WorkflowResult[Out], result)
 
 
 class RunEvent(BaseModel):

@@ -8,7 +8,7 @@ import time
 import weakref
 from collections.abc import Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from pydantic import BaseModel
 
@@ -34,6 +34,7 @@ from runtime._model import (
     RunStatus,
     StartAsyncResult,
     WorkflowResult,
+    with_output_schema,
 )
 from runtime._options import OutputOptions, TracingOptions
 from runtime._otel import end_span
@@ -276,7 +277,7 @@ class Run(Generic[In, Out]):
         resource_id: str | None = None,
         idempotency_key: str | None = None,
         timeout: float | None = None,
-    ) -> WorkflowResult:
+    ) -> WorkflowResult[Out]:
         """Start the run and block until it ends; same arguments as :meth:`start_async`.
 
         With an ``idempotency_key`` an earlier run holds, this waits for that run.
@@ -367,7 +368,7 @@ class Run(Generic[In, Out]):
         resource_id: str | None = None,
         idempotency_key: str | None = None,
         timeout: float | None = None,
-    ) -> WorkflowResult:
+    ) -> WorkflowResult[Out]:
         """Await :meth:`start` without blocking the event loop: start, then await the end.
 
         Same arguments, result and errors as :meth:`start`.
@@ -386,7 +387,7 @@ class Run(Generic[In, Out]):
         )
         return await self.wait_async(timeout)
 
-    def wait(self, timeout: float | None = None) -> WorkflowResult:
+    def wait(self, timeout: float | None = None) -> WorkflowResult[Out]:
         """Block until the run ends or suspends, and return its result.
 
         A ``waiting`` run (asleep) is waited for; a ``suspended`` one is
@@ -410,7 +411,7 @@ class Run(Generic[In, Out]):
             return self._result(self._host.load(self.run_id))
         return self._result(record)
 
-    async def wait_async(self, timeout: float | None = None) -> WorkflowResult:
+    async def wait_async(self, timeout: float | None = None) -> WorkflowResult[Out]:
         """Await the end (or suspension) of the run without blocking the event loop.
 
         The awaitable twin of :meth:`wait` (``await`` being a keyword, it keeps
@@ -434,7 +435,7 @@ class Run(Generic[In, Out]):
                 run_id=self.run_id,
             ) from None
 
-    async def _settled(self) -> WorkflowResult:
+    async def _settled(self) -> WorkflowResult[Out]:
         host = self._host
         record: SnapshotRecord | None = await host.call(self._started_record)
         assert record is not None
@@ -580,7 +581,7 @@ class Run(Generic[In, Out]):
         resume_data: BaseModel | Mapping[str, Any] | None = None,
         timeout: float | None = None,
         for_each_index: int | None = None,
-    ) -> WorkflowResult:
+    ) -> WorkflowResult[Out]:
         """Resume a suspended run and block until it ends or suspends again.
 
         Same arguments and errors as :meth:`resume_async`, plus:
@@ -695,7 +696,7 @@ class Run(Generic[In, Out]):
         resume_data: BaseModel | Mapping[str, Any] | None = None,
         timeout: float | None = None,
         for_each_index: int | None = None,
-    ) -> WorkflowResult:
+    ) -> WorkflowResult[Out]:
         """Await :meth:`resume` without blocking the event loop: resume, then await the end.
 
         Same arguments, result and errors as :meth:`resume`.
@@ -743,7 +744,7 @@ class Run(Generic[In, Out]):
             raise _not_restartable(self.run_id, current.status)
         return StartAsyncResult(run_id=self.run_id)
 
-    def restart(self, *, timeout: float | None = None) -> WorkflowResult:
+    def restart(self, *, timeout: float | None = None) -> WorkflowResult[Out]:
         """Restart the run (see :meth:`restart_async`) and block until it ends or suspends.
 
         Args:
@@ -760,7 +761,7 @@ class Run(Generic[In, Out]):
         """Await :meth:`restart_async` without blocking the event loop."""
         return await self._host.call(self.restart_async)
 
-    async def arestart(self, *, timeout: float | None = None) -> WorkflowResult:
+    async def arestart(self, *, timeout: float | None = None) -> WorkflowResult[Out]:
         """Await :meth:`restart` without blocking the event loop."""
         await self.arestart_async()
         return await self.wait_async(timeout)
@@ -983,11 +984,11 @@ class Run(Generic[In, Out]):
             raise _deleted(self.run_id)
         return record
 
-    def _result(self, record: SnapshotRecord | None) -> WorkflowResult:
+    def _result(self, record: SnapshotRecord | None) -> WorkflowResult[Out]:
         result = read_result(record, self.workflow_id)
         if result is None:  # gone between the wait and the read
             raise _deleted(self.run_id)
-        return result
+        return with_output_schema(result, cast("type[Out]", self._plan.output_schema))
 
 
 _SUBSCRIBE_PATIENCE = 5.0

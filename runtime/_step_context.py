@@ -10,9 +10,10 @@ import copy
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Generic, NoReturn
+from typing import Any, Generic, NoReturn, cast, overload
 
 from pydantic import BaseModel
+from typing_extensions import TypeVar
 
 from runtime import _clock
 from runtime._errors import WorkflowError
@@ -23,6 +24,11 @@ from runtime._sync import AbortSignal
 from runtime._tracing import step_logger
 
 __all__ = ["BailOut", "StepContext", "StepWriter", "SuspendRequest"]
+
+State = TypeVar("State", default=Any)
+"""What ``ctx.state`` is for the type checker: ``StepContext[In, MyState]`` (``Any`` by default)."""
+
+StepOut = TypeVar("StepOut", bound=BaseModel)
 
 WriterSink = Callable[[str, Any, float, int | None], None]
 """Where a step's writes go: ``sink(path, data, at, item)``."""
@@ -112,8 +118,13 @@ class BailOut(BaseException):
         self.result = result
 
 
-class StepContext(Generic[In]):
+class StepContext(Generic[In, State]):
     """What a step body (or a condition, or a ``map`` function) receives as ``ctx``.
+
+    Generic for type checkers: a body annotated ``def body(ctx:
+    StepContext[Order, Cart])`` sees ``ctx.input_data`` as an ``Order`` (the
+    step's ``input_schema``) and ``ctx.state`` as a ``Cart`` (name the step's
+    ``state_schema``, or the workflow's; the state is ``Any`` when omitted).
 
     Attributes:
         input_data: The step's input, validated against its ``input_schema``.
@@ -237,7 +248,7 @@ class StepContext(Generic[In]):
         return self.abort_signal.aborted
 
     @property
-    def state(self) -> Any:
+    def state(self) -> State:
         """The workflow state, as the step sees it.
 
         A model of the step's ``state_schema`` (or else the workflow's), or a
@@ -245,8 +256,8 @@ class StepContext(Generic[In]):
         """
         schema = (self.step.state_schema if self.step else None) or self._workflow_state_schema
         if schema is not None:
-            return schema.model_validate(self._state or {})
-        return copy.deepcopy(self._state) if self._state is not None else {}
+            return cast(State, schema.model_validate(self._state or {}))
+        return cast(State, copy.deepcopy(self._state) if self._state is not None else {})
 
     def _refuse(self, what: str) -> None:
         if self._read_only:
@@ -396,8 +407,17 @@ class StepContext(Generic[In]):
         """The input of the workflow this step belongs to, as its ``input_schema`` model."""
         return self._workflow_input_schema.model_validate(self._init_data)
 
+    @overload
+    def get_step_result(self, step: Step[Any, StepOut]) -> StepOut | None: ...
+
+    @overload
+    def get_step_result(self, step: str) -> Any: ...
+
     def get_step_result(self, step: Step[Any, Any] | str) -> Any:
         """The output of an earlier step of this run, as its ``output_schema`` model.
+
+        Given the :class:`Step` itself, a type checker knows the model
+        (``Step[In, Out]`` gives ``Out | None``); given an id, it does not.
 
         Inside a nested workflow a step id names a step of the same nested
         workflow; a full path (``"child.step"``) names any step.

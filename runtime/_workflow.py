@@ -17,6 +17,7 @@ from runtime._model import (
     RunStatus,
     WorkflowResult,
     WorkflowRunList,
+    with_output_schema,
 )
 from runtime._options import RetryConfig
 from runtime._plan import (
@@ -42,6 +43,7 @@ from runtime._run import Run
 from runtime._run_input import bound_schedule
 from runtime._runtime import offload
 from runtime._schedule import Schedule
+from runtime._schema_fit import check_chain
 from runtime._step import Step
 from runtime._stores.base import SnapshotStore
 from runtime._stores.memory import MemoryStore
@@ -487,10 +489,13 @@ class Workflow(Generic[In, Out]):
             The workflow, ready to run.
 
         Raises:
-            WorkflowDefinitionError: if it has no steps or two steps share an id.
+            WorkflowDefinitionError: if it has no steps, two steps share an id,
+                or a node cannot take what the one before it outputs (a
+                required field missing, or a field of a type that cannot fit;
+                see :func:`runtime._schema_fit.check_chain`).
         """
         if self._plan is None:
-            self._plan = compile_plan(
+            plan = compile_plan(
                 workflow_id=self.id,
                 input_schema=self.input_schema,
                 output_schema=self.output_schema,
@@ -503,6 +508,8 @@ class Workflow(Generic[In, Out]):
                 on_start=self.on_start,
                 version=self.version,
             )
+            check_chain(self.id, self.input_schema, self.output_schema, self._nodes)
+            self._plan = plan
         return self
 
     def create_run(
@@ -603,7 +610,7 @@ class Workflow(Generic[In, Out]):
             resource_id=resource_id,
         )
 
-    def get_workflow_run_execution_result(self, run_id: str) -> WorkflowResult | None:
+    def get_workflow_run_execution_result(self, run_id: str) -> WorkflowResult[Out] | None:
         """The execution result of a run of this workflow, at this moment.
 
         Args:
@@ -622,7 +629,7 @@ class Workflow(Generic[In, Out]):
 
     def get_workflow_run_by_id(
         self, run_id: str, fields: Iterable[str] | None = None
-    ) -> WorkflowResult | None:
+    ) -> WorkflowResult[Out] | None:
         """A run of this workflow by id (Mastra's ``getWorkflowRunById``).
 
         Args:
@@ -641,7 +648,8 @@ class Workflow(Generic[In, Out]):
                 a field name that is not one of the above.
             SnapshotFormatError: if the run's stored snapshot cannot be read.
         """
-        return get_run(self._store(start=False), run_id, workflow_id=self.id, fields=fields)
+        result = get_run(self._store(start=False), run_id, workflow_id=self.id, fields=fields)
+        return None if result is None else with_output_schema(result, self.output_schema)
 
     def list_workflow_runs(
         self,
@@ -680,7 +688,7 @@ class Workflow(Generic[In, Out]):
             ValueError: for an unknown status, a negative offset, a limit below
                 1, or either above ``2**63 - 1``.
         """
-        return list_runs(
+        page = list_runs(
             self._store(start=False),
             workflow_id=self.id,
             status=status,
@@ -690,6 +698,9 @@ class Workflow(Generic[In, Out]):
             offset=offset,
             resource_id=resource_id,
         )
+        for run in page.runs:
+            with_output_schema(run, self.output_schema)
+        return page
 
     def delete_workflow_run_by_id(self, run_id: str) -> bool:
         """Delete a finished run of this workflow (Mastra's ``deleteWorkflowRunById``).
@@ -714,7 +725,7 @@ class Workflow(Generic[In, Out]):
             )
         return store.delete(run_id)
 
-    async def aget_workflow_run_execution_result(self, run_id: str) -> WorkflowResult | None:
+    async def aget_workflow_run_execution_result(self, run_id: str) -> WorkflowResult[Out] | None:
         """Await :meth:`get_workflow_run_execution_result` without blocking the event loop.
 
         Same argument, result and errors; the store is read on one of the
@@ -724,7 +735,7 @@ class Workflow(Generic[In, Out]):
 
     async def aget_workflow_run_by_id(
         self, run_id: str, fields: Iterable[str] | None = None
-    ) -> WorkflowResult | None:
+    ) -> WorkflowResult[Out] | None:
         """Await :meth:`get_workflow_run_by_id` without blocking the event loop.
 
         Same arguments, result and errors.

@@ -56,6 +56,7 @@ RUNTIME_LAYERS = {
     "runtime._plan": 2,
     "runtime._schedule": 2,
     "runtime._versions": 2,
+    "runtime._schema_fit": 2,
     "runtime._runtime": 4,
     "runtime._run": 4,
     "runtime._stream": 4,
