@@ -68,6 +68,9 @@ class Claimer:
         take: Called with the runs claimed, to start them.
         cancel: Called with a run held here whose cancel was requested; it
             calls ``done`` once the cancel is settled (recorded or not).
+        parked: How many of the runs held here are parked for want of their
+            definition (see :class:`~actors.messages.RunsClaimed`): they take
+            no room from runs that can go on.
     """
 
     def __init__(
@@ -79,10 +82,12 @@ class Claimer:
         executes: bool,
         take: Callable[[Sequence[Claimed]], None],
         cancel: Callable[[str, Callable[[], None]], None],
+        parked: Callable[[], int] = lambda: 0,
     ) -> None:
         self._store = store
         self._plans = plans
         self._capacity = capacity
+        self._parked = parked
         self._executes = executes
         self._take = take
         self._cancel = cancel
@@ -133,10 +138,14 @@ class Claimer:
             return False
         with self._room_lock:
             capacity = self._capacity
-            if capacity is not None and self._store.held() + self._reserved >= capacity:
+            if capacity is not None and self._in_use() >= capacity:
                 return False
             self._reserved += 1
             return True
+
+    def _in_use(self) -> int:
+        """Room taken: runs held (but parked ones) and room reserved (under ``_room_lock``)."""
+        return self._store.held() - self._parked() + self._reserved
 
     def unreserve(self) -> None:
         """Give back room taken by :meth:`reserve`."""
@@ -199,7 +208,7 @@ class Claimer:
             with self._room_lock:
                 room = CLAIM_BATCH
                 if self._capacity is not None:
-                    room = min(room, self._capacity - store.held() - self._reserved)
+                    room = min(room, self._capacity - self._in_use())
             if room > 0:
                 claimed = store.claim(workflows, room)
                 if claimed:

@@ -82,6 +82,7 @@ class RegistryActor(ThreadActor):
         hooks: HookRunner | None = None,
         give_up: Callable[[str], None] | None = None,
         watcher: StoreWatcher | None = None,
+        parked: Callable[[int], None] | None = None,
     ) -> None:
         super().__init__()
         # On a shared store: reads what other processes do to runs waited on here.
@@ -101,7 +102,9 @@ class RegistryActor(ThreadActor):
         self._live: dict[str, SnapshotRecord] = {}
         # Runs claimed whose definition (by fingerprint) is not registered here: held,
         # unchanged, until it is (or until the runtime stops and hands them back).
+        # How many, told to ``parked`` whenever that changes: they take no room.
         self._parked: dict[str, Claimed] = {}
+        self._on_parked = parked
 
     def on_receive(self, message: RegistryMessage) -> None:
         observer = _probes.observer
@@ -522,6 +525,8 @@ class RegistryActor(ThreadActor):
                 )
             self._live[record.run_id] = record
             tell_safely(message.supervisor, StartRun(plan=matching, snapshot=snapshot))
+        if self._on_parked is not None and (parked or self._parked):
+            self._on_parked(len(self._parked))
 
     def _stand_in(self, record: SnapshotRecord, error: dict[str, Any], *, keep_bytes: bool) -> None:
         """Record a run failed from its row alone: its snapshot is unreadable or refused."""

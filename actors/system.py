@@ -153,7 +153,10 @@ class ActorSystem:
         self._defined: dict[str, QueueLimits] = {}
         self._defined_lock = threading.Lock()
         self._queues_in_use = False
-        self.registry = RegistryActor.start(store, self.hooks, self._gave_up, self.watcher)
+        self._parked_runs = 0  # held here, parked for want of their definition
+        self.registry = RegistryActor.start(
+            store, self.hooks, self._gave_up, self.watcher, self._count_parked
+        )
         self._waiting: deque[StartRun] = deque()
         self.supervisor = SupervisorActor.start(
             self.dispatcher,
@@ -432,6 +435,7 @@ class ActorSystem:
             executes=self.role != "client",
             take=self._take,
             cancel=self._cancel_requested,
+            parked=lambda: self._parked_runs,
         )
         store.set_hint(self._hint)
 
@@ -450,6 +454,13 @@ class ActorSystem:
             with contextlib.suppress(pykka.ActorDeadError):
                 self._take(())  # no new runs: the registry looks at its parked ones again
         claimer.poke()
+
+    def _count_parked(self, count: int) -> None:
+        """On the registry's thread: how many runs are parked now; room may have come free."""
+        more = count > self._parked_runs
+        self._parked_runs = count
+        if more and self.claimer is not None:
+            self.claimer.poke("settled")  # a parked run takes no room: claim in its place
 
     def _take_claimed(
         self,

@@ -283,6 +283,23 @@ def test_a_worker_without_the_runs_version_hands_it_back_untouched_when_it_stops
     assert CALLS == ["last"]
 
 
+@pytest.mark.usefixtures("_structlog_reset")
+def test_a_parked_run_takes_no_room_from_runs_that_can_go_on(
+    runtimes: Runtimes, location: str
+) -> None:
+    run_id, asleep = fall_asleep(runtimes, location)
+
+    with structlog.testing.capture_logs() as events:
+        one_slot = runtimes.start(location, max_concurrent_runs=1)
+        v2 = one_slot.register(NAP_V2)
+        wait_until(lambda: awaiting(events), timeout=WAIT, what="the run is parked")
+        # Held here, unchanged, but not counted: a new run still gets the one slot.
+        done = v2.create_run().start(input_data={"value": "y"}, timeout=WAIT)
+
+    assert (done.status, done.result) == (RunStatus.SUCCESS, {"value": "y+extra+first+last"})
+    assert v2.get_workflow_run_execution_result(run_id) == asleep
+
+
 # --- the command line ------------------------------------------------------------------------
 
 
