@@ -46,7 +46,7 @@ class Fleet:
             concurrency=concurrency,
         )
         self.workers.append(child)
-        child.worker_id = child.expect("ready", timeout=60)  # type: ignore[attr-defined]
+        child.worker_id = child.expect("ready", timeout=60, keep_others=True)  # type: ignore[attr-defined]
         return child
 
     def runtime(self, role: str = "client", **options: Any) -> Runtime:

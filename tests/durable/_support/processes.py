@@ -38,6 +38,7 @@ class Child:
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.stdout: list[str] = []
         self.stderr: list[str] = []
+        self._kept: list[str] = []  # lines passed over by ``expect(..., keep_others=True)``
         self._readers = [
             threading.Thread(target=self._read_stdout, daemon=True),
             threading.Thread(target=self._read_stderr, daemon=True),
@@ -70,8 +71,19 @@ class Child:
         for line in self.proc.stderr:
             self.stderr.append(line)
 
-    def expect(self, prefix: str, timeout: float = 30.0) -> str:
-        """The rest of the first line that starts with ``prefix``; fail if none comes."""
+    def expect(self, prefix: str, timeout: float = 30.0, *, keep_others: bool = False) -> str:
+        """The rest of the first line that starts with ``prefix``; fail if none comes.
+
+        Lines before it are dropped, unless ``keep_others``: then the next
+        calls see them first (a worker may say what it holds before it says
+        it is ready).
+        """
+        for index, kept in enumerate(self._kept):
+            if kept.startswith(prefix):
+                del self._kept[index]
+                return kept[len(prefix) :].strip()
+        if not keep_others:
+            self._kept.clear()
         while True:
             try:
                 line = self.lines.get(timeout=timeout)
@@ -88,6 +100,8 @@ class Child:
                 )
             if line.startswith(prefix):
                 return line[len(prefix) :].strip()
+            if keep_others:
+                self._kept.append(line)
 
     def send(self, line: str) -> None:
         """Write a line to the child's stdin."""
