@@ -313,22 +313,28 @@ RETURNING run_id
 
 # Both saves answer, for every record, whether its row was written, and the row's
 # owner and epoch as they were (a row not written is as it was): all the writer needs
-# to tell a stale record from a fenced one, without a statement more.
+# to tell a stale record from a fenced one, without a statement more. The row is looked
+# up by its key, one record at a time (the LIMIT keeps the planner from making it a join):
+# the planner takes jsonb_to_recordset for 100 rows, and joined it by a scan of the whole
+# table at every save (a save's cost grew with the number of runs stored).
 _SAVED: Final = """
 SELECT v.run_id, w.run_id IS NOT NULL, c.owner_id, c.epoch
 FROM v LEFT JOIN written AS w ON w.run_id = v.run_id
-    LEFT JOIN callboard_runs AS c ON c.run_id = v.run_id
+    LEFT JOIN LATERAL (SELECT c.owner_id, c.epoch FROM callboard_runs AS c
+                       WHERE c.run_id = v.run_id LIMIT 1) AS c ON true
 """
 
 # A save of runs this store holds: only while owner and epoch are still ours,
 # the record is newer, and the run not ended. A release makes the run nobody's.
+# The ids again as an array: rows found by key, not among all the rows this worker holds.
 _SAVE_HELD: Final = f"""
 WITH v AS MATERIALIZED ({_ROWS_SELECT}), written AS (
     UPDATE callboard_runs AS r SET
         status = v.status, seq = v.seq, updated_at = v.updated_at, snapshot = v.snapshot,
         wake_at = v.wake_at, owner_id = v.owner_id, lineage = v.lineage
     FROM v
-    WHERE r.run_id = v.run_id AND r.owner_id = %s AND r.epoch = v.epoch
+    WHERE r.run_id = ANY(%s::text[]) AND r.run_id = v.run_id
+        AND r.owner_id = %s AND r.epoch = v.epoch
         AND v.seq > r.seq AND r.status NOT IN ({_TERMINAL_SQL})
     RETURNING r.run_id
 )
@@ -1813,7 +1819,12 @@ class PostgresStore:
                 owners = [None if _releases(r) else self.owner_id for r in records]
                 epochs = [batch.held[r.run_id] for r in records]
                 cursor = connection.execute(
-                    _SAVE_HELD, [*_columns(records, owners, epochs), self.owner_id]
+                    _SAVE_HELD,
+                    [
+                        *_columns(records, owners, epochs),
+                        [r.run_id for r in records],
+                        self.owner_id,
+                    ],
                 )
                 sent.append((cursor, True, held))
             if free:
