@@ -362,6 +362,9 @@ WITH v AS MATERIALIZED ({_ROWS_SELECT}), written AS (
 # the row's; then single parts go, then new ones are written. One JSON parameter each.
 # Parts of a run another worker holds are left alone: that worker's row never reads
 # them (the check is here, in the same round trip as the saves that may have fenced).
+# The rows come with their number as a LIMIT (%(n)s, all of them): the planner takes
+# jsonb_to_recordset for 100 rows, and without it joined a batch of a few by scanning
+# every run and every part.
 _MINE: Final = (
     "EXISTS (SELECT 1 FROM callboard_runs AS r WHERE r.run_id = {run} "
     "AND (r.owner_id IS NULL OR r.owner_id = %(me)s))"
@@ -369,7 +372,9 @@ _MINE: Final = (
 
 _CLEAR_PARTS: Final = f"""
 DELETE FROM callboard_run_parts AS p
-USING jsonb_to_recordset(%(rows)s::jsonb) AS c(run_id text, lineage int8)
+USING (
+    SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS c(run_id text, lineage int8) LIMIT %(n)s
+) AS c
 WHERE p.run_id = c.run_id AND (p.lineage = c.lineage OR p.lineage IS DISTINCT FROM
     (SELECT r.lineage FROM callboard_runs AS r WHERE r.run_id = p.run_id))
     AND {_MINE.format(run="c.run_id")}
@@ -377,7 +382,10 @@ WHERE p.run_id = c.run_id AND (p.lineage = c.lineage OR p.lineage IS DISTINCT FR
 
 _DROP_PARTS: Final = f"""
 DELETE FROM callboard_run_parts AS p
-USING jsonb_to_recordset(%(rows)s::jsonb) AS g(run_id text, lineage int8, key text)
+USING (
+    SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS g(run_id text, lineage int8, key text)
+    LIMIT %(n)s
+) AS g
 WHERE p.run_id = g.run_id AND p.lineage = g.lineage AND p.key = g.key
     AND {_MINE.format(run="g.run_id")}
 """
@@ -385,7 +393,11 @@ WHERE p.run_id = g.run_id AND p.lineage = g.lineage AND p.key = g.key
 _WRITE_PARTS: Final = f"""
 INSERT INTO callboard_run_parts (run_id, lineage, key, part)
 SELECT n.run_id, n.lineage, n.key, decode(n.part, 'base64')
-FROM jsonb_to_recordset(%(rows)s::jsonb) AS n(run_id text, lineage int8, key text, part text)
+FROM (
+    SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb)
+        AS n(run_id text, lineage int8, key text, part text)
+    LIMIT %(n)s
+) AS n
 WHERE {_MINE.format(run="n.run_id")}
 ON CONFLICT (run_id, lineage, key) DO UPDATE SET part = excluded.part
 """
@@ -1906,7 +1918,10 @@ class PostgresStore:
             if write.clear
         ]
         if cleared:
-            connection.execute(_CLEAR_PARTS, {"rows": json.dumps(cleared), "me": self.owner_id})
+            connection.execute(
+                _CLEAR_PARTS,
+                {"rows": json.dumps(cleared), "n": len(cleared), "me": self.owner_id},
+            )
         gone = [
             {"run_id": run_id, "lineage": lineage, "key": key}
             for (run_id, lineage), write in writes.items()
@@ -1915,7 +1930,9 @@ class PostgresStore:
             if part is None
         ]
         if gone:
-            connection.execute(_DROP_PARTS, {"rows": json.dumps(gone), "me": self.owner_id})
+            connection.execute(
+                _DROP_PARTS, {"rows": json.dumps(gone), "n": len(gone), "me": self.owner_id}
+            )
         new = [
             {
                 "run_id": run_id,
@@ -1928,7 +1945,9 @@ class PostgresStore:
             if part is not None
         ]
         if new:
-            connection.execute(_WRITE_PARTS, {"rows": json.dumps(new), "me": self.owner_id})
+            connection.execute(
+                _WRITE_PARTS, {"rows": json.dumps(new), "n": len(new), "me": self.owner_id}
+            )
 
     def _apply(self, connection: Connection, write: Write, batch: _Batch) -> Any:
         kind, payload = write.kind, write.payload
