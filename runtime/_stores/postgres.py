@@ -313,22 +313,28 @@ RETURNING run_id
 
 # Both saves answer, for every record, whether its row was written, and the row's
 # owner and epoch as they were (a row not written is as it was): all the writer needs
-# to tell a stale record from a fenced one, without a statement more.
+# to tell a stale record from a fenced one, without a statement more. The row is looked
+# up by its key, one record at a time (the LIMIT keeps the planner from making it a join):
+# the planner takes jsonb_to_recordset for 100 rows, and joined it by a scan of the whole
+# table at every save (a save's cost grew with the number of runs stored).
 _SAVED: Final = """
 SELECT v.run_id, w.run_id IS NOT NULL, c.owner_id, c.epoch
 FROM v LEFT JOIN written AS w ON w.run_id = v.run_id
-    LEFT JOIN callboard_runs AS c ON c.run_id = v.run_id
+    LEFT JOIN LATERAL (SELECT c.owner_id, c.epoch FROM callboard_runs AS c
+                       WHERE c.run_id = v.run_id LIMIT 1) AS c ON true
 """
 
 # A save of runs this store holds: only while owner and epoch are still ours,
 # the record is newer, and the run not ended. A release makes the run nobody's.
+# The ids again as an array: rows found by key, not among all the rows this worker holds.
 _SAVE_HELD: Final = f"""
 WITH v AS MATERIALIZED ({_ROWS_SELECT}), written AS (
     UPDATE callboard_runs AS r SET
         status = v.status, seq = v.seq, updated_at = v.updated_at, snapshot = v.snapshot,
         wake_at = v.wake_at, owner_id = v.owner_id, lineage = v.lineage
     FROM v
-    WHERE r.run_id = v.run_id AND r.owner_id = %s AND r.epoch = v.epoch
+    WHERE r.run_id = ANY(%s::text[]) AND r.run_id = v.run_id
+        AND r.owner_id = %s AND r.epoch = v.epoch
         AND v.seq > r.seq AND r.status NOT IN ({_TERMINAL_SQL})
     RETURNING r.run_id
 )
@@ -356,6 +362,9 @@ WITH v AS MATERIALIZED ({_ROWS_SELECT}), written AS (
 # the row's; then single parts go, then new ones are written. One JSON parameter each.
 # Parts of a run another worker holds are left alone: that worker's row never reads
 # them (the check is here, in the same round trip as the saves that may have fenced).
+# The rows come with their number as a LIMIT (%(n)s, all of them): the planner takes
+# jsonb_to_recordset for 100 rows, and without it joined a batch of a few by scanning
+# every run and every part.
 _MINE: Final = (
     "EXISTS (SELECT 1 FROM callboard_runs AS r WHERE r.run_id = {run} "
     "AND (r.owner_id IS NULL OR r.owner_id = %(me)s))"
@@ -363,7 +372,9 @@ _MINE: Final = (
 
 _CLEAR_PARTS: Final = f"""
 DELETE FROM callboard_run_parts AS p
-USING jsonb_to_recordset(%(rows)s::jsonb) AS c(run_id text, lineage int8)
+USING (
+    SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS c(run_id text, lineage int8) LIMIT %(n)s
+) AS c
 WHERE p.run_id = c.run_id AND (p.lineage = c.lineage OR p.lineage IS DISTINCT FROM
     (SELECT r.lineage FROM callboard_runs AS r WHERE r.run_id = p.run_id))
     AND {_MINE.format(run="c.run_id")}
@@ -371,7 +382,10 @@ WHERE p.run_id = c.run_id AND (p.lineage = c.lineage OR p.lineage IS DISTINCT FR
 
 _DROP_PARTS: Final = f"""
 DELETE FROM callboard_run_parts AS p
-USING jsonb_to_recordset(%(rows)s::jsonb) AS g(run_id text, lineage int8, key text)
+USING (
+    SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS g(run_id text, lineage int8, key text)
+    LIMIT %(n)s
+) AS g
 WHERE p.run_id = g.run_id AND p.lineage = g.lineage AND p.key = g.key
     AND {_MINE.format(run="g.run_id")}
 """
@@ -379,7 +393,11 @@ WHERE p.run_id = g.run_id AND p.lineage = g.lineage AND p.key = g.key
 _WRITE_PARTS: Final = f"""
 INSERT INTO callboard_run_parts (run_id, lineage, key, part)
 SELECT n.run_id, n.lineage, n.key, decode(n.part, 'base64')
-FROM jsonb_to_recordset(%(rows)s::jsonb) AS n(run_id text, lineage int8, key text, part text)
+FROM (
+    SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb)
+        AS n(run_id text, lineage int8, key text, part text)
+    LIMIT %(n)s
+) AS n
 WHERE {_MINE.format(run="n.run_id")}
 ON CONFLICT (run_id, lineage, key) DO UPDATE SET part = excluded.part
 """
@@ -1813,7 +1831,12 @@ class PostgresStore:
                 owners = [None if _releases(r) else self.owner_id for r in records]
                 epochs = [batch.held[r.run_id] for r in records]
                 cursor = connection.execute(
-                    _SAVE_HELD, [*_columns(records, owners, epochs), self.owner_id]
+                    _SAVE_HELD,
+                    [
+                        *_columns(records, owners, epochs),
+                        [r.run_id for r in records],
+                        self.owner_id,
+                    ],
                 )
                 sent.append((cursor, True, held))
             if free:
@@ -1895,7 +1918,10 @@ class PostgresStore:
             if write.clear
         ]
         if cleared:
-            connection.execute(_CLEAR_PARTS, {"rows": json.dumps(cleared), "me": self.owner_id})
+            connection.execute(
+                _CLEAR_PARTS,
+                {"rows": json.dumps(cleared), "n": len(cleared), "me": self.owner_id},
+            )
         gone = [
             {"run_id": run_id, "lineage": lineage, "key": key}
             for (run_id, lineage), write in writes.items()
@@ -1904,7 +1930,9 @@ class PostgresStore:
             if part is None
         ]
         if gone:
-            connection.execute(_DROP_PARTS, {"rows": json.dumps(gone), "me": self.owner_id})
+            connection.execute(
+                _DROP_PARTS, {"rows": json.dumps(gone), "n": len(gone), "me": self.owner_id}
+            )
         new = [
             {
                 "run_id": run_id,
@@ -1917,7 +1945,9 @@ class PostgresStore:
             if part is not None
         ]
         if new:
-            connection.execute(_WRITE_PARTS, {"rows": json.dumps(new), "me": self.owner_id})
+            connection.execute(
+                _WRITE_PARTS, {"rows": json.dumps(new), "n": len(new), "me": self.owner_id}
+            )
 
     def _apply(self, connection: Connection, write: Write, batch: _Batch) -> Any:
         kind, payload = write.kind, write.payload
