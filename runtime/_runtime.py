@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import concurrent.futures
+import contextlib
 import contextvars
 import functools
 import json
@@ -24,6 +24,7 @@ from runtime._errors import (
     RuntimeStoppedError,
     WorkflowDefinitionError,
 )
+from runtime._handoff import CallPool
 from runtime._model import RunEvent
 from runtime._options import RetentionPolicy
 from runtime._plan import ExecutionPlan
@@ -109,7 +110,7 @@ class RunHost:
         self.system: ActorSystem | None = None
         self.state: Literal["new", "running", "stopping", "stopped"] = "new"
         self.failure: str | None = None  # why the runtime stopped itself, if it did
-        self._calls: concurrent.futures.ThreadPoolExecutor | None = None
+        self._calls: CallPool | None = None
         self._calls_lock = threading.Lock()
 
     async def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
@@ -119,23 +120,24 @@ class RunHost:
         running (new, or stopped: its results stay readable) lends no thread:
         the call runs on asyncio's default executor instead.
         """
-        loop = asyncio.get_running_loop()
         bound = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
-        executor = self._executor()
-        try:
-            future = loop.run_in_executor(executor, bound)
-        except RuntimeError:  # shut down between the check and the submit
-            future = loop.run_in_executor(None, bound)
+        calls = self._calls if self.state == "running" else None
+        if calls is None:
+            calls = self._pool()
+        future: asyncio.Future[T] | None = None
+        if calls is not None:
+            with contextlib.suppress(RuntimeError):  # closed between the check and the submit
+                future = calls.submit(bound)
+        if future is None:
+            future = asyncio.get_running_loop().run_in_executor(None, bound)
         return await future
 
-    def _executor(self) -> concurrent.futures.ThreadPoolExecutor | None:
+    def _pool(self) -> CallPool | None:
         with self._calls_lock:
             if self.state != "running":
                 return None
             if self._calls is None:
-                self._calls = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=CALL_THREADS, thread_name_prefix="callboard-call"
-                )
+                self._calls = CallPool(CALL_THREADS, "callboard-call")
             return self._calls
 
     def close_calls(self) -> None:
@@ -147,7 +149,7 @@ class RunHost:
         with self._calls_lock:
             calls, self._calls = self._calls, None
         if calls is not None:
-            calls.shutdown(wait=True, cancel_futures=True)
+            calls.close()
 
     def running(self) -> ActorSystem:
         """The actor system, for calls that change runs.
