@@ -154,3 +154,53 @@ def test_a_call_whose_task_was_cancelled_before_it_ran_is_skipped() -> None:
     finally:
         pool.close()
     assert ran == ["next"]
+
+
+def test_async_steps_handed_to_the_apps_loop_in_a_burst_wake_it_once_and_cancel_alike() -> None:
+    from actors._pool import AsyncLoop
+
+    async def main() -> tuple[list[Any], bool, int]:
+        loop = asyncio.get_running_loop()
+        wakes = 0
+        call_soon_threadsafe = loop.call_soon_threadsafe
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            nonlocal wakes
+            wakes += 1
+            return call_soon_threadsafe(*args, **kwargs)
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        steps = AsyncLoop(loop)
+        never = asyncio.Event()
+
+        async def body(n: int) -> int:
+            await asyncio.sleep(0)
+            return n
+
+        async def stuck() -> None:
+            await never.wait()
+
+        futures = []
+
+        def from_a_thread() -> None:  # as step actors hand bodies over, from their threads
+            futures.extend(steps.submit(body(n)) for n in range(50))
+            futures.append(steps.submit(stuck()))
+
+        thread = threading.Thread(target=from_a_thread)
+        thread.start()
+        thread.join()  # the loop is held here while all 51 are handed over
+        woken = wakes
+        results = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures[:50]))
+        # From another thread, as a step's timeout does.
+        assert await asyncio.to_thread(futures[50].cancel)
+        await asyncio.sleep(0.05)
+        cancelled = futures[50].cancelled() and not [
+            t for t in asyncio.all_tasks() if t.get_coro().__name__ == "stuck"
+        ]
+        steps.stop()
+        return results, cancelled, woken
+
+    results, cancelled, woken = asyncio.run(main())
+    assert results == list(range(50))
+    assert cancelled
+    assert woken == 1
