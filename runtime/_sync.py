@@ -4,7 +4,7 @@ A step body runs either on a thread (a plain function) or on an event loop (an
 ``async def``), and the machinery that cancels it or times it out runs on
 other threads. The primitives here serve both sides: a blocking ``wait`` for
 threads, and an ``await``-able wait that parks a future on the waiting loop and
-resolves it with :meth:`asyncio.AbstractEventLoop.call_soon_threadsafe`, so the
+resolves it on that loop (:func:`runtime._handoff.deliver`), so the
 loop never blocks.
 
 - :class:`Latch`: a one-shot flag.
@@ -17,13 +17,13 @@ loop never blocks.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
 from runtime import _probes
+from runtime._handoff import deliver
 
 __all__ = ["AbortSignal", "Channel", "ChannelClosed", "EventChannel", "Latch"]
 
@@ -38,10 +38,13 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 
 def _wake(waiters: Iterable[_Waiter]) -> None:
-    """Resolve each waiter's future on its own loop; a closed loop has no one left to wake."""
+    """Resolve each waiter's future on its own loop; a closed loop has no one left to wake.
+
+    Through :func:`~runtime._handoff.deliver`: waiters of one loop woken together
+    (a latch many coroutines await) wake that loop once, not once each.
+    """
     for loop, future in waiters:
-        with contextlib.suppress(RuntimeError):  # raised by a closed loop
-            loop.call_soon_threadsafe(_resolve, future)
+        deliver(loop, _resolve, future)
 
 
 class Latch:

@@ -3,7 +3,7 @@
 Layers (imports only go down, or stay within a layer):
 
     0 leaf         runtime._errors, runtime._model, runtime._options,
-                   runtime._request_context, runtime._sync, runtime._ids,
+                   runtime._request_context, runtime._sync, runtime._handoff, runtime._ids,
                    runtime._clock, runtime._probes, runtime._queue, runtime._otel
     1 codec        runtime._snapshot, runtime._tracing, runtime._stores.*
     2 definitions  runtime._step, runtime._step_context, runtime._plan, runtime._schedule,
@@ -35,6 +35,7 @@ RUNTIME_LAYERS = {
     "runtime._options": 0,
     "runtime._request_context": 0,
     "runtime._sync": 0,
+    "runtime._handoff": 0,
     "runtime._ids": 0,
     "runtime._clock": 0,
     "runtime._probes": 0,

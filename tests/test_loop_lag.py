@@ -1,7 +1,10 @@
-"""The event loop's lag under callboard's calls: the ``a`` twins against the sync calls.
+"""The event loop's lag under callboard's calls, against floors measured in the same test.
 
-``benchmarks/loop_lag.py`` prints the figures; here a smaller round asserts
-only ratios between modes measured alike, never a wall-clock figure.
+``benchmarks/loop_lag.py`` prints the figures; here small rounds assert only ratios
+between modes measured alike, never a wall-clock figure. The machine may be busy
+(other test suites, on two cores): a round is repeated, up to ``ATTEMPTS`` times, and
+the test passes on the first round that tells the calls apart; calls that hold the
+loop miss the bound in every round.
 """
 
 from __future__ import annotations
@@ -18,6 +21,17 @@ from tests._support import ROOT, wait_for_no_callboard_threads
 
 LOOP_LAG = ROOT / "benchmarks" / "loop_lag.py"
 
+ATTEMPTS = 3
+
+BOUND = 6
+"""How many times the floor the ``a`` calls may make the loop late, on the mean.
+
+The floor is what the same application costs its loop with no callboard call on
+it: its 200 coroutines alone (``no-op``) plus 200 runs in progress in the process
+(``runs``: started and polled from another thread). The ``a`` calls measured 1 to
+3 times that floor on two busy cores; the sync calls 20 to 60 times.
+"""
+
 
 @pytest.fixture(scope="module")
 def loop_lag() -> Iterator[ModuleType]:
@@ -33,13 +47,18 @@ def loop_lag() -> Iterator[ModuleType]:
         del sys.modules[spec.name]
 
 
-def test_the_a_calls_hold_up_the_loop_far_less_than_the_sync_calls(
+def test_the_a_calls_keep_the_loop_near_its_floor_where_the_sync_calls_do_not(
     loop_lag: ModuleType, tmp_path: Path
 ) -> None:
-    sync = loop_lag.measure("sync", 200, 2, tmp_path)
-    awaited = loop_lag.measure("async", 200, 2, tmp_path)
-    # The sync calls hold the loop for whole batches of store commits; the a calls
-    # only hand them over. The loop ticks more often, and its worst stalls are shorter.
-    assert awaited.p99_ms * 3 < sync.p99_ms, (awaited, sync)
-    assert awaited.ticks / awaited.wall_s > sync.ticks / sync.wall_s, (awaited, sync)
+    rounds = []
+    for _ in range(ATTEMPTS):
+        floor = sum(loop_lag.measure(mode, 200, 1, tmp_path).mean_ms for mode in ("no-op", "runs"))
+        awaited = loop_lag.measure("async", 200, 1, tmp_path)
+        sync = loop_lag.measure("sync", 200, 1, tmp_path)
+        rounds.append((round(awaited.mean_ms / floor, 1), round(sync.mean_ms / floor, 1)))
+        # The sync calls missing the bound shows that this round could tell them apart.
+        if awaited.mean_ms < BOUND * floor <= sync.mean_ms:
+            break
+    else:
+        pytest.fail(f"mean lag / floor, (a calls, sync calls) by round: {rounds}")
     assert not wait_for_no_callboard_threads()

@@ -1,0 +1,216 @@
+"""Handing work from threads to an event loop, and back, with few wake-ups of the loop.
+
+An event loop's thread shares the GIL with every other thread of the process.
+Each time it wakes (a callback from another thread writes to its self-pipe),
+it gives up the GIL to poll and to read the pipe, and takes it back again:
+behind whichever runtime threads want it, up to a switch interval (5 ms) each.
+``loop.call_soon_threadsafe`` per result, as ``loop.run_in_executor`` does, so
+costs the loop a wake-up per result, and ``concurrent.futures`` adds a future,
+a condition and a chain of callbacks per call on the loop's thread.
+
+- :func:`deliver`: call a function on a loop from any thread. Deliveries to a
+  loop that has not yet run the ones before wait in its :class:`_Inbox` and run
+  in the same callback: a burst of results wakes the loop once.
+- :class:`CallPool`: a few threads that run blocking calls for coroutines
+  (:meth:`CallPool.submit` returns an ``asyncio.Future``) and deliver their
+  results through the inbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+__all__ = ["CallPool", "deliver"]
+
+T = TypeVar("T")
+A = TypeVar("A")
+
+_Item = tuple[Callable[[Any], object], Any]
+
+
+class _Inbox:
+    """What other threads hand one loop, run in one callback per wake-up of the loop."""
+
+    __slots__ = ("__weakref__", "_items", "_lock", "_loop", "_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Weakly: the inbox is the value of a dictionary keyed weakly by the loop.
+        self._loop = weakref.ref(loop)
+        self._lock = threading.Lock()
+        self._items: list[_Item] = []
+        self._scheduled = False
+
+    def put(self, fn: Callable[[A], object], arg: A) -> bool:
+        """Have the loop call ``fn(arg)``; ``False`` if the loop is closed or gone."""
+        with self._lock:
+            self._items.append((fn, arg))
+            if self._scheduled:  # a drain is on its way: it takes this item too
+                return True
+            self._scheduled = True
+        loop = self._loop()
+        try:
+            if loop is None:
+                raise RuntimeError("the loop is gone")
+            loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # a closed loop: no one is left to call
+            with self._lock:
+                self._items.clear()
+                self._scheduled = False
+            return False
+        return True
+
+    def _drain(self) -> None:
+        with self._lock:
+            items, self._items = self._items, []
+            self._scheduled = False
+        for fn, arg in items:
+            try:
+                fn(arg)
+            except Exception as exc:  # one bad callback must not starve the others
+                loop = self._loop()
+                if loop is not None:
+                    loop.call_exception_handler(
+                        {"message": "callboard: a delivered callback raised", "exception": exc}
+                    )
+
+
+_inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Inbox] = weakref.WeakKeyDictionary()
+_inboxes_lock = threading.Lock()
+
+
+def _inbox(loop: asyncio.AbstractEventLoop) -> _Inbox:
+    inbox = _inboxes.get(loop)
+    if inbox is None:
+        with _inboxes_lock:
+            inbox = _inboxes.get(loop)
+            if inbox is None:
+                inbox = _inboxes[loop] = _Inbox(loop)
+    return inbox
+
+
+def deliver(loop: asyncio.AbstractEventLoop, fn: Callable[[A], object], arg: A) -> bool:
+    """Call ``fn(arg)`` on ``loop``'s thread soon; safe from any thread.
+
+    Deliveries made before the loop gets round to the first run together, in
+    order, in one callback: the loop wakes once for a burst.
+
+    Returns:
+        ``False`` if the loop is closed, and ``fn`` will not be called.
+    """
+    return _inbox(loop).put(fn, arg)
+
+
+class _Job(Generic[T]):
+    __slots__ = ("fn", "future", "inbox")
+
+    def __init__(self, fn: Callable[[], T], future: asyncio.Future[T], inbox: _Inbox) -> None:
+        self.fn = fn
+        self.future = future
+        self.inbox = inbox
+
+
+def _settle(outcome: tuple[asyncio.Future[Any], bool, Any]) -> None:
+    future, ok, value = outcome
+    if future.done():  # the awaiting task was cancelled meanwhile
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+def _cancel(future: asyncio.Future[Any]) -> None:
+    future.cancel()
+
+
+class CallPool:
+    """At most ``max_threads`` threads that run blocking calls for coroutines.
+
+    Threads start as calls come and no thread is free, up to the bound; later
+    calls queue, in order. A result goes back to the awaiting loop through
+    :func:`deliver`, so results that end close together wake the loop once.
+
+    Args:
+        max_threads: The most threads.
+        name: Prefix of the threads' names.
+    """
+
+    def __init__(self, max_threads: int, name: str) -> None:
+        self._max_threads = max_threads
+        self._name = name
+        self._ready = threading.Condition(threading.Lock())
+        self._jobs: deque[_Job[Any]] = deque()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._closed = False
+
+    def submit(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        """Run ``fn()`` on a pool thread; call from a coroutine, and await the future.
+
+        Raises:
+            RuntimeError: if the pool is closed.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        job = _Job(fn, future, _inbox(loop))
+        with self._ready:
+            if self._closed:
+                raise RuntimeError("the call pool is closed")
+            self._jobs.append(job)
+            if self._idle:
+                self._ready.notify()
+                return future
+            if len(self._threads) >= self._max_threads:
+                return future  # a busy thread takes it next
+            thread = threading.Thread(
+                target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
+            )
+            self._threads.append(thread)
+        thread.start()
+        return future
+
+    def threads(self) -> int:
+        """How many threads the pool has started."""
+        return len(self._threads)
+
+    def _work(self) -> None:
+        while True:
+            with self._ready:
+                while not self._jobs and not self._closed:
+                    self._idle += 1
+                    self._ready.wait()
+                    self._idle -= 1
+                if not self._jobs:
+                    return
+                job = self._jobs.popleft()
+            if job.future.cancelled():  # as an executor's queued call, cancelled with its task
+                continue
+            try:
+                outcome = (job.future, True, job.fn())
+            except BaseException as exc:  # handed to the awaiting task, as an executor does
+                outcome = (job.future, False, exc)
+            job.inbox.put(_settle, outcome)
+            del job, outcome
+
+    def close(self) -> None:
+        """Cancel the calls still queued, let the running ones end, and end the threads.
+
+        Idempotent. Waits for the calls running.
+        """
+        with self._ready:
+            self._closed = True
+            queued = list(self._jobs)
+            self._jobs.clear()
+            self._ready.notify_all()
+            threads = list(self._threads)
+        for job in queued:
+            job.inbox.put(_cancel, job.future)
+        current = threading.current_thread()
+        for thread in threads:
+            if thread is not current:
+                thread.join()

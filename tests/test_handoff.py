@@ -1,0 +1,206 @@
+"""Handing work between threads and an event loop: few wake-ups, and a bounded call pool."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from runtime._handoff import CallPool, deliver
+
+WAIT = 10.0
+
+
+def test_a_burst_of_deliveries_wakes_the_loop_once_and_runs_them_in_order() -> None:
+    async def main() -> tuple[list[int], int]:
+        loop = asyncio.get_running_loop()
+        wakes = 0
+        call_soon_threadsafe = loop.call_soon_threadsafe
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            nonlocal wakes
+            wakes += 1
+            return call_soon_threadsafe(*args, **kwargs)
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        got: list[int] = []
+        all_in = threading.Event()
+
+        def producer() -> None:
+            for n in range(100):
+                assert deliver(loop, got.append, n)
+            all_in.set()
+
+        thread = threading.Thread(target=producer)
+        thread.start()
+        # The loop is busy (this blocking wait holds it) while the thread delivers.
+        assert all_in.wait(WAIT)
+        thread.join()
+        while len(got) < 100:
+            await asyncio.sleep(0.001)
+        return got, wakes
+
+    got, wakes = asyncio.run(main())
+    assert got == list(range(100))
+    assert wakes == 1
+
+
+def test_a_delivery_to_a_closed_loop_is_refused() -> None:
+    loop = asyncio.new_event_loop()
+    loop.close()
+    assert not deliver(loop, print, "never")
+
+
+def test_one_bad_delivered_callback_does_not_stop_the_others() -> None:
+    async def main() -> tuple[list[str], list[dict[str, Any]]]:
+        loop = asyncio.get_running_loop()
+        reported: list[dict[str, Any]] = []
+        loop.set_exception_handler(lambda _loop, context: reported.append(context))
+        got: list[str] = []
+
+        def bad(_: str) -> None:
+            raise ValueError("bad callback")
+
+        def producer() -> None:
+            deliver(loop, bad, "x")
+            deliver(loop, got.append, "after")
+
+        await asyncio.to_thread(producer)
+        while not got:
+            await asyncio.sleep(0.001)
+        return got, reported
+
+    got, reported = asyncio.run(main())
+    assert got == ["after"]
+    assert isinstance(reported[0]["exception"], ValueError)
+
+
+def test_the_call_pool_returns_results_and_raises_errors_on_its_bounded_threads() -> None:
+    pool = CallPool(2, "test-call")
+    seen: set[str] = set()
+
+    def work(n: int) -> int:
+        seen.add(threading.current_thread().name)
+        time.sleep(0.001)
+        if n == 7:
+            raise KeyError(n)
+        return n * 2
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(
+            *(pool.submit(lambda n=n: work(n)) for n in range(50)), return_exceptions=True
+        )
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        pool.close()
+    assert [r for n, r in enumerate(results) if n != 7] == [n * 2 for n in range(50) if n != 7]
+    assert isinstance(results[7], KeyError)
+    assert 1 <= len(seen) <= 2 and pool.threads() <= 2
+    assert all(name.startswith("test-call-") for name in seen)
+    assert not [t for t in threading.enumerate() if t.name.startswith("test-call-")]
+
+
+def test_closing_the_call_pool_cancels_queued_calls_and_waits_for_the_running_one() -> None:
+    pool = CallPool(1, "test-call")
+    running = threading.Event()
+    release = threading.Event()
+    ran: list[str] = []
+
+    def slow() -> str:
+        running.set()
+        release.wait(WAIT)
+        ran.append("slow")
+        return "slow"
+
+    async def main() -> tuple[str, bool]:
+        first = pool.submit(slow)
+        second = pool.submit(lambda: ran.append("queued"))
+        await asyncio.to_thread(running.wait, WAIT)
+        threading.Timer(0.05, release.set).start()
+        await asyncio.to_thread(pool.close)
+        with pytest.raises(RuntimeError):
+            pool.submit(lambda: None)
+        result = await first
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        return result, second.cancelled()
+
+    assert asyncio.run(main()) == ("slow", True)
+    assert ran == ["slow"]
+
+
+def test_a_call_whose_task_was_cancelled_before_it_ran_is_skipped() -> None:
+    pool = CallPool(1, "test-call")
+    running = threading.Event()
+    release = threading.Event()
+    ran: list[str] = []
+
+    async def main() -> None:
+        first = pool.submit(lambda: (running.set(), release.wait(WAIT)))
+        second = pool.submit(lambda: ran.append("cancelled one"))
+        await asyncio.to_thread(running.wait, WAIT)
+        second.cancel()
+        release.set()
+        await first
+        await pool.submit(lambda: ran.append("next"))
+
+    try:
+        asyncio.run(main())
+    finally:
+        pool.close()
+    assert ran == ["next"]
+
+
+def test_async_steps_handed_to_the_apps_loop_in_a_burst_wake_it_once_and_cancel_alike() -> None:
+    from actors._pool import AsyncLoop
+
+    async def main() -> tuple[list[Any], bool, int]:
+        loop = asyncio.get_running_loop()
+        wakes = 0
+        call_soon_threadsafe = loop.call_soon_threadsafe
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            nonlocal wakes
+            wakes += 1
+            return call_soon_threadsafe(*args, **kwargs)
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        steps = AsyncLoop(loop)
+        never = asyncio.Event()
+
+        async def body(n: int) -> int:
+            await asyncio.sleep(0)
+            return n
+
+        async def stuck() -> None:
+            await never.wait()
+
+        futures = []
+
+        def from_a_thread() -> None:  # as step actors hand bodies over, from their threads
+            futures.extend(steps.submit(body(n)) for n in range(50))
+            futures.append(steps.submit(stuck()))
+
+        thread = threading.Thread(target=from_a_thread)
+        thread.start()
+        thread.join()  # the loop is held here while all 51 are handed over
+        woken = wakes
+        results = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures[:50]))
+        # From another thread, as a step's timeout does.
+        assert await asyncio.to_thread(futures[50].cancel)
+        await asyncio.sleep(0.05)
+        cancelled = futures[50].cancelled() and not [
+            t for t in asyncio.all_tasks() if t.get_coro().__name__ == "stuck"
+        ]
+        steps.stop()
+        return results, cancelled, woken
+
+    results, cancelled, woken = asyncio.run(main())
+    assert results == list(range(50))
+    assert cancelled
+    assert woken == 1
