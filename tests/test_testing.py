@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from pydantic import BaseModel
 
 from runtime import (
     RetryConfig,
     Runtime,
+    SQLiteStore,
     StepContext,
     _clock,
     _ids,
@@ -199,6 +201,93 @@ def test_sleeps_on_a_sqlite_store_are_skipped_too(tmp_path: Path) -> None:
 
     assert result.status == "success"
     assert time.perf_counter() - began < 5.0
+
+
+# --- leases on virtual time -------------------------------------------------------------
+
+HOUR_LEASE = 3600.0
+"""A lease no test could wait out for real: a run handed back under it proves virtual time."""
+
+
+def _gated_workflow(workflow_id: str, calls: list[str], entered: threading.Event, gate: Any) -> Any:
+    def body(ctx: StepContext[N]) -> N:
+        calls.append(ctx.run_id)
+        if len(calls) == 1:
+            entered.set()
+            gate.wait(BLOCK_LIMIT)  # the first attempt hangs, in a worker that stalls
+        return N(n=ctx.input_data.n + 1)
+
+    step = create_step(id="held", input_schema=N, output_schema=N, execute=body)
+    return create_workflow(id=workflow_id, input_schema=N, output_schema=N).then(step).commit()
+
+
+def test_a_stalled_workers_run_goes_back_once_the_virtual_clock_passes_its_lease(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "runs.db"
+    calls: list[str] = []
+    entered, gate = threading.Event(), threading.Event()
+    workflow = _gated_workflow("leased", calls, entered, gate)
+    with Harness(store=SQLiteStore(path, lease=HOUR_LEASE), time_skipping=False) as harness:
+        harness.register(workflow)
+        stalled = Runtime(store=SQLiteStore(path, lease=HOUR_LEASE))
+        stalled.start()
+        try:
+            run = stalled.register(workflow).create_run()
+            run.start_async(input_data={"n": 0})
+            assert entered.wait(BLOCK_LIMIT)
+            # The worker stalls: nothing renews its lease any more (its claimer is gone).
+            claimer = stalled._host.system.claimer
+            assert claimer is not None
+            claimer.stop(BLOCK_LIMIT)
+            store, theirs = harness.runtime.store, stalled.store
+            assert isinstance(store, SQLiteStore) and isinstance(theirs, SQLiteStore)
+
+            def held() -> dict[str, int]:
+                return {w.worker_id: w.held for w in store.workers()}
+
+            time.sleep(0.3)  # passes of the harness's reaper on the real clock: no effect
+            assert held() == {store.owner_id: 0, theirs.owner_id: 1}
+            harness.clock.advance(HOUR_LEASE - 60)  # not yet
+            time.sleep(0.3)
+            assert held() == {store.owner_id: 0, theirs.owner_id: 1}
+
+            harness.clock.advance(120)  # past the stalled worker's lease, not the harness's
+            result = harness.workflow("leased").create_run(run_id=run.run_id).wait(BLOCK_LIMIT)
+            assert held() == {store.owner_id: 0}  # the stalled worker was reaped
+        finally:
+            gate.set()  # the stalled attempt returns; its write is fenced off
+            stalled.stop(BLOCK_LIMIT)
+
+    assert result.status == "success" and result.result == {"n": 1}
+    assert calls == [run.run_id, run.run_id]  # handed back and run again, by the harness
+
+
+@pytest.mark.usefixtures("_structlog_reset")
+def test_a_jump_of_the_clock_renews_the_leases_of_live_workers(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    workflow = (
+        create_workflow(id="month-nap", input_schema=N, output_schema=N)
+        .sleep(30 * DAY)
+        .then(_step("a"))
+        .commit()
+    )
+    with structlog.testing.capture_logs() as events, Harness(store=path) as harness:
+        other = Runtime(store=path)  # a second live worker on the same file, in this process
+        other.start()
+        try:
+            other.register(workflow)
+            result = harness.register(workflow).create_run().start(input_data={"n": 0}, timeout=10)
+            store, theirs = harness.runtime.store, other.store
+            assert isinstance(store, SQLiteStore) and isinstance(theirs, SQLiteStore)
+            workers = {w.worker_id: w.heartbeat_age for w in store.workers()}
+        finally:
+            other.stop(BLOCK_LIMIT)
+
+    assert result.status == "success"
+    assert set(workers) == {store.owner_id, theirs.owner_id}  # nobody was reaped
+    assert all(age < HOUR_LEASE for age in workers.values())  # renewed within the month
+    assert not [e for e in events if e["event"] in ("worker_reaped", "worker_lease_lost")]
 
 
 def test_the_clock_seam_is_the_wall_clock_outside_a_harness() -> None:
