@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from datetime import datetime
@@ -29,6 +26,8 @@ from runtime import (
 )
 from runtime.testing import Harness, InjectedCrashError, Trace, TraceEvent, VirtualClock
 from tests._support import BLOCK_LIMIT, wait_for_no_callboard_threads, wait_until
+
+pytest_plugins = ["pytester"]
 
 DAY = 86400.0
 
@@ -688,46 +687,41 @@ def test_the_private_names_the_harness_relies_on_exist() -> None:
 # --- the pytest plugin ------------------------------------------------------------------
 
 
-def test_the_pytest_plugin_gives_fixtures_once_turned_on(tmp_path: Path) -> None:
-    (tmp_path / "test_flow.py").write_text(
-        textwrap.dedent(
-            """
-            import pytest
-            from pydantic import BaseModel
-            from runtime import create_step, create_workflow
+def test_the_pytest_plugin_gives_fixtures_once_turned_on(pytester: pytest.Pytester) -> None:
+    # In this process (pytester runs pytest in-process): the plugin is loaded from its
+    # pytest11 entry point as in any project's run, without two interpreters' start-up.
+    pytester.makepyfile(
+        test_flow="""
+        import pytest
+        from pydantic import BaseModel
+        from runtime import create_step, create_workflow
 
-            class N(BaseModel):
-                n: int
+        class N(BaseModel):
+            n: int
 
-            inc = create_step(id="inc", input_schema=N, output_schema=N,
-                              execute=lambda ctx: N(n=ctx.input_data.n + 1))
-            flow = (create_workflow(id="flow", input_schema=N, output_schema=N)
-                    .then(inc).sleep(3600).commit())
+        inc = create_step(id="inc", input_schema=N, output_schema=N,
+                          execute=lambda ctx: N(n=ctx.input_data.n + 1))
+        flow = (create_workflow(id="flow", input_schema=N, output_schema=N)
+                .then(inc).sleep(3600).commit())
 
-            def test_harness(callboard_harness, callboard_runtime):
-                assert callboard_harness.runtime is callboard_runtime
-                result = callboard_harness.register(flow).create_run().start(input_data={"n": 1})
-                assert result.result == {"n": 2}
+        def test_harness(callboard_harness, callboard_runtime):
+            assert callboard_harness.runtime is callboard_runtime
+            result = callboard_harness.register(flow).create_run().start(input_data={"n": 1})
+            assert result.result == {"n": 2}
 
-            @pytest.mark.callboard(time_skipping=False)
-            def test_marker(callboard_harness):
-                assert callboard_harness.time_skipping is False
-            """
-        )
+        @pytest.mark.callboard(time_skipping=False)
+        def test_marker(callboard_harness):
+            assert callboard_harness.time_skipping is False
+        """
     )
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)]
-    options: dict[str, Any] = {
-        "capture_output": True,
-        "text": True,
-        "timeout": 120,
-        "cwd": tmp_path,
-    }
-    off = subprocess.run(command, check=False, **options)
-    on = subprocess.run([*command, "--callboard"], check=False, **options)
+    quick = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest")
+    # Off, the marker is unknown too; this process turns warnings into errors.
+    off = pytester.runpytest_inprocess(*quick, "-W", "ignore::pytest.PytestUnknownMarkWarning")
+    on = pytester.runpytest_inprocess(*quick, "--callboard")
 
-    assert off.returncode != 0 and "fixture 'callboard_harness' not found" in off.stdout
-    assert on.returncode == 0, on.stdout + on.stderr
-    assert "2 passed" in on.stdout
+    assert off.ret != 0
+    off.stdout.fnmatch_lines(["*fixture 'callboard_harness' not found*"])
+    on.assert_outcomes(passed=2)
 
 
 def test_time_skipping_goes_on_after_crash_and_recover(tmp_path: Path) -> None:
