@@ -9,10 +9,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pykka
 import pytest
 import structlog
 from pydantic import BaseModel
 
+from actors.run import RunActor
 from runtime import (
     RetryConfig,
     Runtime,
@@ -482,6 +484,8 @@ def test_crash_and_recover_runs_completed_steps_once_and_the_interrupted_step_ag
     assert new is not old and not old.is_running
     assert result.status == "success" and result.result == {"n": 3}
     assert calls == {"a": 1, "b": 2, "c": 1}
+    # The crashed runtime's actors are gone too: none is left in pykka's registry.
+    assert pykka.ActorRegistry.get_by_class(RunActor) == []
 
 
 def test_a_lost_step_reply_looks_like_a_step_that_never_returns_and_times_out() -> None:
