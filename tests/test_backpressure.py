@@ -23,6 +23,7 @@ from tests._support import (
     Runtimes,
     Value,
     actor_system,
+    advance_until,
     quick_workflow,
     shout_step,
     wait_until,
@@ -295,8 +296,12 @@ def test_a_run_woken_from_its_sleep_takes_a_place_while_it_waits() -> None:
             pending = actor_system(rt).pending
             assert pending is not None
             assert pending.count == 0
-            harness.clock.advance(60)
-            wait_until(lambda: pending.count == 1, what="the woken run queued behind the held one")
+            advance_until(
+                harness.clock,
+                lambda: pending.count == 1,
+                60,
+                "the woken run queued behind the held one",
+            )
 
             wf.create_run().start_async(input_data={"value": "x"})
             with pytest.raises(RuntimeOverloadedError):

@@ -26,7 +26,7 @@ from runtime import (
     create_workflow,
 )
 from runtime.testing import Harness
-from tests._support import N, wait_for_no_callboard_threads, wait_until
+from tests._support import N, advance_until, wait_for_no_callboard_threads, wait_until
 
 WAIT = 10.0  # seconds any wait may take at most, so that a bug fails instead of hanging
 
@@ -745,7 +745,7 @@ def test_waiting_before_a_retry_holds_no_thread() -> None:
         warm_up = wf.create_run()
         warm_up.start_async(input_data={"n": 0})
         wait_until(lambda: calls.seen.count(0) == 1)
-        harness.clock.advance(60)
+        advance_until(harness.clock, lambda: calls.seen.count(1) == 1, 60, "the warm-up retried")
         assert warm_up.wait(WAIT).status == "success"
         baseline = threading.active_count()
         started = [wf.create_run() for _ in range(runs)]
@@ -756,7 +756,7 @@ def test_waiting_before_a_retry_holds_no_thread() -> None:
         # Every run has failed its first call and now waits a minute before its retry.
         waiting = threading.active_count()
         retried = calls.seen.count(1)
-        harness.clock.advance(60)
+        advance_until(harness.clock, lambda: calls.seen.count(1) == runs + 1, 60, "every retry")
 
         for run in started:
             assert run.wait(WAIT).status == RunStatus.SUCCESS

@@ -22,6 +22,7 @@ from runtime import (
     create_workflow,
 )
 from runtime.testing import Harness
+from tests._support import advance_until
 
 WAIT = 30.0
 
@@ -271,7 +272,7 @@ def test_a_sleeping_run_gives_its_slot_back_and_takes_one_when_it_wakes(
     second = other.create_run().start_async(input_data={"value": "q"}).run_id
     finish_all(other, [second])
     if harness is not None:
-        harness.clock.advance(1.0)
+        advance_until(harness.clock, lambda: "s:after" in events, 1.0, "the sleeper woke")
     finish_all(sleeping, [first])
     # The quick run took the slot while the sleeper slept; the sleeper woke and ended after.
     assert events == ["s:before", "q:ran", "s:after"]
