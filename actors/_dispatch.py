@@ -182,6 +182,23 @@ class Dispatcher:
             if thread is not threading.current_thread():
                 thread.join(timeout)
 
+    def abandon_actors(self) -> int:
+        """Forget every actor of this dispatcher still registered, as a crashed process would.
+
+        For a kill (:meth:`actors.system.ActorSystem.kill`), once the threads have
+        stopped: each actor is taken out of pykka's registry and marked stopped, so
+        that nothing finds it any more and a late ``tell`` is refused. Its mail is
+        never handled. Returns how many actors were forgotten.
+        """
+        abandoned = 0
+        for ref in ActorRegistry.get_all():
+            inbox = ref.actor_inbox
+            if isinstance(inbox, _DispatchInbox) and inbox._dispatcher is self:
+                ActorRegistry.unregister(ref)
+                ref.actor_stopped.set()
+                abandoned += 1
+        return abandoned
+
     def _work(self) -> None:
         ready = self._ready
         while True:

@@ -3,7 +3,8 @@
 One thread per runtime on a shared store (SQLite or PostgreSQL). Each pass it
 
 - hands the runs of workers whose lease ran out back to the queue (every
-  half lease): recovery re-enqueues, it never runs anything in place;
+  quarter lease, at most every second, and after a virtual clock's jump):
+  recovery re-enqueues, it never runs anything in place;
 - passes on the cancels requested for runs this worker holds;
 - claims as many queued runs of its registered workflows as it has room for
   (``max_concurrent_runs`` less the runs it holds), and hands them to the
@@ -108,6 +109,10 @@ class Claimer:
         self._next_report = self._started + REPORT_DELAY
         self._reserved = 0
         self._room_lock = threading.Lock()
+        self._reap_wanted = False  # a virtual clock jumped: leases may have run out
+        # A virtual clock's jump renews this worker's lease before any reaper judges by
+        # the new time, and then has the next pass look for workers that did not renew.
+        self._forget_clock = (_clock.on_jump(self._renew), _clock.on_advance(self._advanced))
         self._thread = threading.Thread(target=self._run, name="callboard-claimer", daemon=True)
         self._thread.start()
 
@@ -153,10 +158,25 @@ class Claimer:
             self._reserved -= 1
 
     def stop(self, timeout: float) -> None:
-        """End the thread (waiting up to ``timeout`` seconds)."""
+        """End the thread (waiting up to ``timeout`` seconds); its lease is renewed no more."""
+        for forget in self._forget_clock:
+            forget()
         self._stopped.set()
         self._wake.set()
         self._thread.join(timeout)
+
+    def _renew(self) -> None:
+        """Renew the lease inside a virtual clock's jump (on the jumping thread)."""
+        if self._stopped.is_set():
+            return
+        try:
+            self._store.heartbeat()
+        except Exception:  # a store closing or unreachable: the next pass says so
+            emit(logging.DEBUG, "lease_renewal_failed", worker=self._store.owner_id)
+
+    def _advanced(self) -> None:
+        self._reap_wanted = True
+        self.poke()
 
     # --- the loop --------------------------------------------------------------------
 
@@ -184,8 +204,10 @@ class Claimer:
             self._next_heartbeat = now + min(store.lease / 4, HEARTBEAT_EVERY)
             if not store.heartbeat():
                 emit(logging.WARNING, "worker_lease_was_lost", worker=store.owner_id)
-        if now >= self._next_reap:
-            store.reap()
+        if now >= self._next_reap or self._reap_wanted:
+            self._reap_wanted = False
+            with _clock.judging_leases:  # not while a virtual clock jumps
+                store.reap()
             self._next_reap = now + min(store.lease / 4, REAP_EVERY)
         if not self._executes:
             return max(0.0, min(POLL_INTERVAL, self._next_heartbeat - now))

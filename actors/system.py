@@ -623,6 +623,8 @@ class ActorSystem:
         _stop_actor(self.registry, left())
         self.loop.stop(left())
         self.dispatcher.stop(left())
+        # A crash frees its process's actors: none stays in pykka's registry to be found.
+        self.dispatcher.abandon_actors()
         if self.watcher is not None:
             self.watcher.stop(left())
         if self.shared is not None:

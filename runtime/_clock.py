@@ -1,38 +1,103 @@
 """The clock every timer of callboard reads: the system's, or a test's virtual one.
 
-Sleeps, ``sleep_until``, retry back-offs and step timeouts read the time
-through :func:`time`, a module attribute that is :func:`time.time` itself
-unless a test kit (:mod:`runtime.testing`) installs a virtual clock. A
-reading costs what ``time.time()`` costs: one attribute lookup on a module
-and a call of the same builtin. Whoever waits for a deadline (the timer
-thread) registers a wake-up with :func:`on_advance`, so that a virtual clock
-that jumps forward is noticed at once rather than at the next poll.
+Sleeps, ``sleep_until``, retry back-offs, step timeouts, schedules and the
+leases of a SQLite store's workers (their heartbeats and the reaper's
+judgement) read the time through :func:`time`, a module attribute that is
+:func:`time.time` itself unless a test kit (:mod:`runtime.testing`) installs
+a virtual clock. A reading costs what ``time.time()`` costs: one attribute
+lookup on a module and a call of the same builtin. Whoever waits for a
+deadline (the timer thread) registers a wake-up with :func:`on_advance`, so
+that a virtual clock that jumps forward is noticed at once rather than at the
+next poll.
+
+Leases need more than a reading. A live worker renews its lease every few
+seconds; a virtual clock that jumps a month forward would make every worker
+look dead to the others' reapers. So a jump happens inside :func:`jumping`:
+it moves the clock and renews the lease of every live worker in the process
+(registered with :func:`on_jump`) while reapers wait (a reaper judges inside
+:func:`judging_leases`). A worker that no longer renews (a stalled or killed
+one) is found dead as soon as the clock passes its lease. Outside a test kit
+:func:`judging_leases` is a shared no-op context.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time as _time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 
-__all__ = ["install", "notify_advanced", "on_advance", "time", "uninstall"]
+__all__ = [
+    "install",
+    "judging_leases",
+    "jumping",
+    "notify_advanced",
+    "on_advance",
+    "on_jump",
+    "time",
+    "uninstall",
+]
 
 time: Callable[[], float] = _time.time
 """Epoch seconds now: :func:`time.time`, or the virtual clock's reading while one is installed."""
 
 _wakers: list[Callable[[], None]] = []
+_renewers: list[Callable[[], None]] = []
+_renewers_lock = threading.Lock()
+
+_NO_LOCK: AbstractContextManager[object] = contextlib.nullcontext()
+judging_leases: AbstractContextManager[object] = _NO_LOCK
+"""Held by a reaper while it judges which workers' leases ran out: a no-op on the system's
+clock, a lock shared with :func:`jumping` while a virtual clock is installed."""
 
 
 def install(reading: Callable[[], float]) -> None:
     """Make :func:`time` read ``reading`` (a virtual clock) until :func:`uninstall`."""
-    global time  # noqa: PLW0603 - the module attribute is the seam
+    global time, judging_leases  # noqa: PLW0603 - the module attributes are the seam
+    judging_leases = threading.RLock()
     time = reading
 
 
 def uninstall() -> None:
     """Read the system's clock again, and forget every wake-up."""
-    global time  # noqa: PLW0603
+    global time, judging_leases  # noqa: PLW0603
     time = _time.time
+    judging_leases = _NO_LOCK
     _wakers.clear()
+
+
+@contextlib.contextmanager
+def jumping() -> Iterator[None]:
+    """Move a virtual clock inside this: reapers wait, and live workers renew their leases.
+
+    The block moves the clock; on leaving, every renewer registered with
+    :func:`on_jump` is called, still before any reaper can judge by the new
+    time; then the wake-ups registered with :func:`on_advance` are called.
+    """
+    with judging_leases:
+        yield
+        with _renewers_lock:
+            renewers = list(_renewers)
+        for renew in renewers:
+            renew()
+    notify_advanced()
+
+
+def on_jump(renew: Callable[[], None]) -> Callable[[], None]:
+    """Call ``renew`` inside every jump of a virtual clock; returns a function that forgets it.
+
+    ``renew`` runs on the thread that moves the clock and must not raise.
+    """
+    with _renewers_lock:
+        _renewers.append(renew)
+
+    def forget() -> None:
+        with _renewers_lock:
+            if renew in _renewers:
+                _renewers.remove(renew)
+
+    return forget
 
 
 def on_advance(waker: Callable[[], None]) -> Callable[[], None]:

@@ -4,7 +4,8 @@ A :class:`Harness` starts a :class:`~runtime.Runtime` for one test and stops it,
 checking that no actor thread is left. Inside it:
 
 - **Virtual time** (:class:`VirtualClock`): every timer callboard owns (sleeps,
-  ``sleep_until``, retry back-offs, step timeouts) reads the harness's clock.
+  ``sleep_until``, retry back-offs, step timeouts, schedules, and a SQLite
+  store's worker leases and heartbeats) reads the harness's clock.
   With ``time_skipping=True`` (the default) the clock jumps to the next timer
   whenever no step is executing and the actors have gone quiet, so a workflow
   that sleeps 30 days ends in milliseconds, its timers firing in order. With
@@ -158,16 +159,16 @@ class VirtualClock:
         """
         if not seconds >= 0:  # NaN too
             raise ValueError(f"a clock only goes forward; got {seconds!r} seconds")
-        with self._lock:
+        # Inside jumping(): live workers renew their leases before any reaper sees the
+        # new time, so only a worker that stopped renewing is found dead.
+        with _clock.jumping(), self._lock:
             self._now += seconds
-        _clock.notify_advanced()
 
     def _jump_to(self, when: float) -> None:
-        with self._lock:
-            if when <= self._now:
-                return
-            self._now = when
-        _clock.notify_advanced()
+        if when <= self._now:
+            return
+        with _clock.jumping(), self._lock:
+            self._now = max(self._now, when)
 
     def __repr__(self) -> str:
         return f"<VirtualClock {self._now:.3f}>"
@@ -389,10 +390,15 @@ class Harness:
         **runtime_options: Passed on to :class:`~runtime.Runtime`
             (``max_concurrent_runs``, ``max_step_threads``, ...).
 
-    Time skipping covers the timers the runtime keeps itself: on a memory or
-    SQLite store, sleeps, ``sleep_until``, retry back-offs and step timeouts.
-    A PostgreSQL store judges when a sleeping run is due by the database's
-    clock, and leases and heartbeats everywhere keep real time.
+    Time skipping covers the timers the runtime keeps itself: sleeps,
+    ``sleep_until``, retry back-offs, step timeouts, schedules, and on a
+    SQLite store the workers' leases. Each jump of the clock renews the lease
+    of every worker still running in this process, so only one that stopped
+    renewing (a stalled or killed runtime) is found dead once the clock passes
+    its lease, and its runs go back to the queue. Workers in other processes
+    stamp their heartbeats with the real clock: do not share a store with them
+    while the clock jumps. A PostgreSQL store judges leases, heartbeats and
+    when a sleeping run is due by the database's clock, which no harness moves.
 
     Raises:
         RuntimeError: on entering, if another harness is open in this process.
@@ -577,9 +583,9 @@ class Harness:
         system = _system_of(runtime)
         if self._forget_waker is not None:
             self._forget_waker()
+        # A shared store's claimer wakes by itself when the clock jumps (its sleeping runs
+        # wait in the store, and leases may have run out).
         forget = [_clock.on_advance(system.timers.wake)]
-        if system.claimer is not None:  # a shared store: sleeping runs wait in the store
-            forget.append(_clock.on_advance(system.claimer.poke))
 
         def forget_all() -> None:
             for each in forget:

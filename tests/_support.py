@@ -217,3 +217,17 @@ def actor_system(rt: Runtime) -> ActorSystem:
     system = rt._host.system
     assert system is not None, "the runtime is not started"
     return system
+
+
+def advance_until(clock: Any, predicate: Callable[[], Any], seconds: float, what: str = "") -> None:
+    """Move a harness's virtual ``clock`` by ``seconds`` until ``predicate`` holds.
+
+    Again and again: a timer set a moment after one move (a back-off the run actor
+    has not scheduled yet) is due after the next.
+    """
+    deadline = time.monotonic() + 10.0
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not reached within 10 s of moving the clock: {what or predicate}")
+        clock.advance(seconds)
+        time.sleep(0.005)

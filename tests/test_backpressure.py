@@ -17,11 +17,13 @@ from runtime import (
     create_workflow,
 )
 from runtime._runtime import DEFAULT_MAX_STEP_THREADS
+from runtime.testing import Harness
 from tests._support import (
     BLOCK_LIMIT,
     Runtimes,
     Value,
     actor_system,
+    advance_until,
     quick_workflow,
     shout_step,
     wait_until,
@@ -261,35 +263,53 @@ def test_a_start_refused_for_its_run_id_gives_its_place_back(runtimes: Runtimes)
         wf.create_run().start_async(input_data={"value": "y"})
 
 
-def test_a_run_woken_from_its_sleep_takes_a_place_while_it_waits(runtimes: Runtimes) -> None:
-    rt = runtimes.start("memory", max_concurrent_runs=1, max_pending_runs=2)
-    gate = runtimes.gate()
+def test_a_run_woken_from_its_sleep_takes_a_place_while_it_waits() -> None:
+    gate = threading.Event()
     about_to_sleep = threading.Event()
 
     def nap(ctx: Any) -> float:
         about_to_sleep.set()
-        return 1.0  # long enough for the held run below to take the run slot first
+        return 60.0
 
-    sleeper = rt.register(
-        create_workflow(id="sleeper", input_schema=Value, output_schema=Value)
-        .sleep(nap)
-        .then(shout_step())
-        .commit()
-    ).create_run()
-    sleeper.start_async(input_data={"value": "s"})
-    assert about_to_sleep.wait(BLOCK_LIMIT)
-    wf, _ = held_and_quick(rt, gate)
-    pending = actor_system(rt).pending
-    assert pending is not None
-    wait_until(lambda: pending.count == 1, what="the woken run queued behind the held one")
+    # On a virtual clock moved by hand: the sleeper wakes only once the held run below has
+    # taken the run slot, however slow the machine (on the wall clock a 1 s nap had to be
+    # long enough for that).
+    with Harness(time_skipping=False, max_concurrent_runs=1, max_pending_runs=2) as harness:
+        rt = harness.runtime
+        try:
+            sleepers = rt.register(
+                create_workflow(id="sleeper", input_schema=Value, output_schema=Value)
+                .sleep(nap)
+                .then(shout_step())
+                .commit()
+            )
+            sleeper = sleepers.create_run()
+            sleeper.start_async(input_data={"value": "s"})
+            assert about_to_sleep.wait(BLOCK_LIMIT)
 
-    wf.create_run().start_async(input_data={"value": "x"})
-    with pytest.raises(RuntimeOverloadedError):
-        wf.create_run().start_async(input_data={"value": "y"})
+            def asleep() -> bool:
+                result = sleepers.get_workflow_run_execution_result(sleeper.run_id)
+                return result is not None and result.status == "waiting"
 
-    gate.set()
-    assert sleeper.wait(timeout=BLOCK_LIMIT).result == {"value": "S"}
-    wait_until(lambda: pending.count == 0, what="every place given back")
+            wait_until(asleep, what="the sleeper asleep")
+            wf, _ = held_and_quick(rt, gate)
+            pending = actor_system(rt).pending
+            assert pending is not None
+            assert pending.count == 0
+            advance_until(
+                harness.clock,
+                lambda: pending.count == 1,
+                60,
+                "the woken run queued behind the held one",
+            )
+
+            wf.create_run().start_async(input_data={"value": "x"})
+            with pytest.raises(RuntimeOverloadedError):
+                wf.create_run().start_async(input_data={"value": "y"})
+        finally:
+            gate.set()
+        assert sleeper.wait(timeout=BLOCK_LIMIT).result == {"value": "S"}
+        wait_until(lambda: pending.count == 0, what="every place given back")
 
 
 def test_concurrent_starts_admit_exactly_max_pending_runs(runtimes: Runtimes) -> None:

@@ -25,7 +25,8 @@ from runtime import (
     create_step,
     create_workflow,
 )
-from tests._support import N, wait_for_no_callboard_threads, wait_until
+from runtime.testing import Harness
+from tests._support import N, advance_until, wait_for_no_callboard_threads, wait_until
 
 WAIT = 10.0  # seconds any wait may take at most, so that a bug fails instead of hanging
 
@@ -723,34 +724,43 @@ def test_a_step_that_exhausts_its_retries_fails_with_its_last_error(runtime: Run
     assert calls.seen == [0, 1, 2]
 
 
-def test_waiting_before_a_retry_holds_no_thread(runtime: Runtime) -> None:
+def test_waiting_before_a_retry_holds_no_thread() -> None:
     runs = 100
     calls = Calls()
-    wf = runtime.register(
+    workflow = (
         create_workflow(
             id="retry-later",
             input_schema=N,
             output_schema=N,
-            retry_config={"attempts": 1, "delay": 1.0},
+            retry_config={"attempts": 1, "delay": 60.0},
         )
         .then(flaky_step("flaky", calls, failures=1))
         .commit()
     )
-    # Warm up: the machinery's own threads (timers, a few step actors) start on first use.
-    assert wf.create_run().start(input_data={"n": 0}, timeout=WAIT).status == "success"
-    baseline = threading.active_count()
-    started = [wf.create_run() for _ in range(runs)]
-    for run in started:
-        run.start_async(input_data={"n": 1})
+    # On a virtual clock moved by hand: every run waits for its retry, however slow the
+    # machine, until the test moves the clock (on the wall clock this waited a second).
+    with Harness(time_skipping=False) as harness:
+        wf = harness.register(workflow)
+        # Warm up: the machinery's own threads (timers, a few step actors) start on first use.
+        warm_up = wf.create_run()
+        warm_up.start_async(input_data={"n": 0})
+        wait_until(lambda: calls.seen.count(0) == 1)
+        advance_until(harness.clock, lambda: calls.seen.count(1) == 1, 60, "the warm-up retried")
+        assert warm_up.wait(WAIT).status == "success"
+        baseline = threading.active_count()
+        started = [wf.create_run() for _ in range(runs)]
+        for run in started:
+            run.start_async(input_data={"n": 1})
 
-    wait_until(lambda: calls.seen.count(0) == runs + 1)
-    # Every run has failed its first call and now waits a second before its retry.
-    waiting = threading.active_count()
-    retried = calls.seen.count(1)
+        wait_until(lambda: calls.seen.count(0) == runs + 1)
+        # Every run has failed its first call and now waits a minute before its retry.
+        waiting = threading.active_count()
+        retried = calls.seen.count(1)
+        advance_until(harness.clock, lambda: calls.seen.count(1) == runs + 1, 60, "every retry")
 
-    for run in started:
-        assert run.wait(WAIT).status == RunStatus.SUCCESS
-    assert retried <= runs // 2, "most retries came before the threads were counted"
+        for run in started:
+            assert run.wait(WAIT).status == RunStatus.SUCCESS
+    assert retried == 1, "a retry came before its back-off had passed"  # the warm-up's
     assert waiting - baseline <= 10, f"{waiting - baseline} more threads while runs wait to retry"
 
 

@@ -17,9 +17,12 @@ from runtime import (
     QueueKeyError,
     Runtime,
     SQLiteStore,
+    _clock,
     create_step,
     create_workflow,
 )
+from runtime.testing import Harness
+from tests._support import advance_until
 
 WAIT = 30.0
 
@@ -39,7 +42,8 @@ class Gauge:
 
     def enter(self, key: str) -> None:
         with self.lock:
-            self.starts.append((time.monotonic(), key))
+            # callboard's clock: the wall clock, or a harness's virtual one.
+            self.starts.append((_clock.time(), key))
             for name in ("*", key):
                 self.now[name] = self.now.get(name, 0) + 1
                 self.most[name] = max(self.most.get(name, 0), self.now[name])
@@ -87,6 +91,44 @@ def make_runtime(
     yield make
     for rt in made:
         rt.stop(timeout=5)
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def timed_runtime(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[..., tuple[Runtime, Harness | None]]]:
+    """For a test of a queue's timing: a runtime, and the harness it runs in, if any.
+
+    On memory and SQLite the runtime runs in a :class:`Harness`, so its rate windows and
+    sleeps pass on a virtual clock (``time_skipping`` as asked); on PostgreSQL, whose
+    store judges a sleeping run due by the database's clock, a runtime on the real clock.
+    ``virtual`` names the stores that run in a harness.
+    """
+    opened: list[Harness] = []
+    made: list[Runtime] = []
+
+    def make(
+        *, time_skipping: bool = True, virtual: tuple[str, ...] = ("memory", "sqlite")
+    ) -> tuple[Runtime, Harness | None]:
+        if request.param not in virtual:
+            if request.param == "sqlite":
+                rt = Runtime(store=SQLiteStore(tmp_path / "runs.db")).start()
+            else:
+                from runtime import PostgresStore
+
+                rt = Runtime(store=PostgresStore(request.getfixturevalue("postgres_url"))).start()
+            made.append(rt)
+            return rt, None
+        store = "memory" if request.param == "memory" else SQLiteStore(tmp_path / "runs.db")
+        harness = Harness(store=store, time_skipping=time_skipping).start()
+        opened.append(harness)
+        return harness.runtime, harness
+
+    yield make
+    for rt in made:
+        rt.stop(timeout=5)
+    for harness in opened:
+        harness.close()
 
 
 def finish_all(wf: Any, run_ids: list[str]) -> None:
@@ -194,7 +236,9 @@ def test_a_run_that_waited_long_enough_outranks_a_new_higher_priority(make_runti
     assert rank(1000.0, 0) > rank(1000.0 + PRIORITY_AGING - 1, 1)
 
 
-def test_a_sleeping_run_gives_its_slot_back_and_takes_one_when_it_wakes(make_runtime: Any) -> None:
+def test_a_sleeping_run_gives_its_slot_back_and_takes_one_when_it_wakes(
+    timed_runtime: Any,
+) -> None:
     events: list[str] = []
     lock = threading.Lock()
 
@@ -219,21 +263,27 @@ def test_a_sleeping_run_gives_its_slot_back_and_takes_one_when_it_wakes(make_run
         .then(create_step(id="c", input_schema=Job, output_schema=Job, execute=note("ran")))
         .commit()
     )
-    rt = make_runtime()
+    # Under a harness the clock moves only when told: the sleeper cannot wake before the
+    # quick run has ended, however slowly this thread starts it.
+    rt, harness = timed_runtime(time_skipping=False)
     sleeping, other = rt.register(sleeper), rt.register(quick)
     first = sleeping.create_run().start_async(input_data={"value": "s"}).run_id
     wait_for(lambda: "s:before" in events, "the sleeper did not start")
     second = other.create_run().start_async(input_data={"value": "q"}).run_id
     finish_all(other, [second])
+    if harness is not None:
+        advance_until(harness.clock, lambda: "s:after" in events, 1.0, "the sleeper woke")
     finish_all(sleeping, [first])
     # The quick run took the slot while the sleeper slept; the sleeper woke and ended after.
     assert events == ["s:before", "q:ran", "s:after"]
 
 
-def test_rate_limit_bounds_starts_per_window(make_runtime: Any) -> None:
+def test_rate_limit_bounds_starts_per_window(timed_runtime: Any) -> None:
     gauge = Gauge()
-    rt = make_runtime()
-    window = 0.6
+    # On a shared store the rate windows are judged by the store at each claim, which the
+    # time skipper does not see as a timer: SQLite keeps the real clock here.
+    rt, harness = timed_runtime(virtual=("memory",))
+    window = 0.6 if harness is None else 60.0  # a virtual minute takes no time
     wf = rt.register(workflow(gauge, queue=Queue("rated", rate_limit=(2, window)), hold=0.0))
     ids = [wf.create_run().start_async(input_data={"value": f"r{i}"}).run_id for i in range(6)]
     finish_all(wf, ids)

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pykka
 import pytest
+import structlog
 from pydantic import BaseModel
 
+from actors.run import RunActor
 from runtime import (
     RetryConfig,
     Runtime,
+    SQLiteStore,
     StepContext,
     _clock,
     _ids,
@@ -27,6 +28,8 @@ from runtime import (
 )
 from runtime.testing import Harness, InjectedCrashError, Trace, TraceEvent, VirtualClock
 from tests._support import BLOCK_LIMIT, wait_for_no_callboard_threads, wait_until
+
+pytest_plugins = ["pytester"]
 
 DAY = 86400.0
 
@@ -199,6 +202,93 @@ def test_sleeps_on_a_sqlite_store_are_skipped_too(tmp_path: Path) -> None:
 
     assert result.status == "success"
     assert time.perf_counter() - began < 5.0
+
+
+# --- leases on virtual time -------------------------------------------------------------
+
+HOUR_LEASE = 3600.0
+"""A lease no test could wait out for real: a run handed back under it proves virtual time."""
+
+
+def _gated_workflow(workflow_id: str, calls: list[str], entered: threading.Event, gate: Any) -> Any:
+    def body(ctx: StepContext[N]) -> N:
+        calls.append(ctx.run_id)
+        if len(calls) == 1:
+            entered.set()
+            gate.wait(BLOCK_LIMIT)  # the first attempt hangs, in a worker that stalls
+        return N(n=ctx.input_data.n + 1)
+
+    step = create_step(id="held", input_schema=N, output_schema=N, execute=body)
+    return create_workflow(id=workflow_id, input_schema=N, output_schema=N).then(step).commit()
+
+
+def test_a_stalled_workers_run_goes_back_once_the_virtual_clock_passes_its_lease(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "runs.db"
+    calls: list[str] = []
+    entered, gate = threading.Event(), threading.Event()
+    workflow = _gated_workflow("leased", calls, entered, gate)
+    with Harness(store=SQLiteStore(path, lease=HOUR_LEASE), time_skipping=False) as harness:
+        harness.register(workflow)
+        stalled = Runtime(store=SQLiteStore(path, lease=HOUR_LEASE))
+        stalled.start()
+        try:
+            run = stalled.register(workflow).create_run()
+            run.start_async(input_data={"n": 0})
+            assert entered.wait(BLOCK_LIMIT)
+            # The worker stalls: nothing renews its lease any more (its claimer is gone).
+            claimer = stalled._host.system.claimer
+            assert claimer is not None
+            claimer.stop(BLOCK_LIMIT)
+            store, theirs = harness.runtime.store, stalled.store
+            assert isinstance(store, SQLiteStore) and isinstance(theirs, SQLiteStore)
+
+            def held() -> dict[str, int]:
+                return {w.worker_id: w.held for w in store.workers()}
+
+            time.sleep(0.3)  # passes of the harness's reaper on the real clock: no effect
+            assert held() == {store.owner_id: 0, theirs.owner_id: 1}
+            harness.clock.advance(HOUR_LEASE - 60)  # not yet
+            time.sleep(0.3)
+            assert held() == {store.owner_id: 0, theirs.owner_id: 1}
+
+            harness.clock.advance(120)  # past the stalled worker's lease, not the harness's
+            result = harness.workflow("leased").create_run(run_id=run.run_id).wait(BLOCK_LIMIT)
+            assert held() == {store.owner_id: 0}  # the stalled worker was reaped
+        finally:
+            gate.set()  # the stalled attempt returns; its write is fenced off
+            stalled.stop(BLOCK_LIMIT)
+
+    assert result.status == "success" and result.result == {"n": 1}
+    assert calls == [run.run_id, run.run_id]  # handed back and run again, by the harness
+
+
+@pytest.mark.usefixtures("_structlog_reset")
+def test_a_jump_of_the_clock_renews_the_leases_of_live_workers(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    workflow = (
+        create_workflow(id="month-nap", input_schema=N, output_schema=N)
+        .sleep(30 * DAY)
+        .then(_step("a"))
+        .commit()
+    )
+    with structlog.testing.capture_logs() as events, Harness(store=path) as harness:
+        other = Runtime(store=path)  # a second live worker on the same file, in this process
+        other.start()
+        try:
+            other.register(workflow)
+            result = harness.register(workflow).create_run().start(input_data={"n": 0}, timeout=10)
+            store, theirs = harness.runtime.store, other.store
+            assert isinstance(store, SQLiteStore) and isinstance(theirs, SQLiteStore)
+            workers = {w.worker_id: w.heartbeat_age for w in store.workers()}
+        finally:
+            other.stop(BLOCK_LIMIT)
+
+    assert result.status == "success"
+    assert set(workers) == {store.owner_id, theirs.owner_id}  # nobody was reaped
+    assert all(age < HOUR_LEASE for age in workers.values())  # renewed within the month
+    assert not [e for e in events if e["event"] in ("worker_reaped", "worker_lease_lost")]
 
 
 def test_the_clock_seam_is_the_wall_clock_outside_a_harness() -> None:
@@ -394,6 +484,8 @@ def test_crash_and_recover_runs_completed_steps_once_and_the_interrupted_step_ag
     assert new is not old and not old.is_running
     assert result.status == "success" and result.result == {"n": 3}
     assert calls == {"a": 1, "b": 2, "c": 1}
+    # The crashed runtime's actors are gone too: none is left in pykka's registry.
+    assert pykka.ActorRegistry.get_by_class(RunActor) == []
 
 
 def test_a_lost_step_reply_looks_like_a_step_that_never_returns_and_times_out() -> None:
@@ -599,46 +691,41 @@ def test_the_private_names_the_harness_relies_on_exist() -> None:
 # --- the pytest plugin ------------------------------------------------------------------
 
 
-def test_the_pytest_plugin_gives_fixtures_once_turned_on(tmp_path: Path) -> None:
-    (tmp_path / "test_flow.py").write_text(
-        textwrap.dedent(
-            """
-            import pytest
-            from pydantic import BaseModel
-            from runtime import create_step, create_workflow
+def test_the_pytest_plugin_gives_fixtures_once_turned_on(pytester: pytest.Pytester) -> None:
+    # In this process (pytester runs pytest in-process): the plugin is loaded from its
+    # pytest11 entry point as in any project's run, without two interpreters' start-up.
+    pytester.makepyfile(
+        test_flow="""
+        import pytest
+        from pydantic import BaseModel
+        from runtime import create_step, create_workflow
 
-            class N(BaseModel):
-                n: int
+        class N(BaseModel):
+            n: int
 
-            inc = create_step(id="inc", input_schema=N, output_schema=N,
-                              execute=lambda ctx: N(n=ctx.input_data.n + 1))
-            flow = (create_workflow(id="flow", input_schema=N, output_schema=N)
-                    .then(inc).sleep(3600).commit())
+        inc = create_step(id="inc", input_schema=N, output_schema=N,
+                          execute=lambda ctx: N(n=ctx.input_data.n + 1))
+        flow = (create_workflow(id="flow", input_schema=N, output_schema=N)
+                .then(inc).sleep(3600).commit())
 
-            def test_harness(callboard_harness, callboard_runtime):
-                assert callboard_harness.runtime is callboard_runtime
-                result = callboard_harness.register(flow).create_run().start(input_data={"n": 1})
-                assert result.result == {"n": 2}
+        def test_harness(callboard_harness, callboard_runtime):
+            assert callboard_harness.runtime is callboard_runtime
+            result = callboard_harness.register(flow).create_run().start(input_data={"n": 1})
+            assert result.result == {"n": 2}
 
-            @pytest.mark.callboard(time_skipping=False)
-            def test_marker(callboard_harness):
-                assert callboard_harness.time_skipping is False
-            """
-        )
+        @pytest.mark.callboard(time_skipping=False)
+        def test_marker(callboard_harness):
+            assert callboard_harness.time_skipping is False
+        """
     )
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)]
-    options: dict[str, Any] = {
-        "capture_output": True,
-        "text": True,
-        "timeout": 120,
-        "cwd": tmp_path,
-    }
-    off = subprocess.run(command, check=False, **options)
-    on = subprocess.run([*command, "--callboard"], check=False, **options)
+    quick = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest")
+    # Off, the marker is unknown too; this process turns warnings into errors.
+    off = pytester.runpytest_inprocess(*quick, "-W", "ignore::pytest.PytestUnknownMarkWarning")
+    on = pytester.runpytest_inprocess(*quick, "--callboard")
 
-    assert off.returncode != 0 and "fixture 'callboard_harness' not found" in off.stdout
-    assert on.returncode == 0, on.stdout + on.stderr
-    assert "2 passed" in on.stdout
+    assert off.ret != 0
+    off.stdout.fnmatch_lines(["*fixture 'callboard_harness' not found*"])
+    on.assert_outcomes(passed=2)
 
 
 def test_time_skipping_goes_on_after_crash_and_recover(tmp_path: Path) -> None:

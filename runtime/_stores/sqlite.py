@@ -29,7 +29,8 @@ a held run on its owner and epoch, so that a process that stalled past its
 lease and lost its runs to others changes nothing when it wakes. A worker is
 dead once its heartbeat is older than its lease, or, on this host, once its
 process is gone; any worker then hands its runs back to the queue, where the
-next claim takes them.
+next claim takes them. Heartbeats and that judgement read callboard's clock
+(``runtime._clock``), so that a test kit's virtual clock moves leases too.
 """
 
 from __future__ import annotations
@@ -911,7 +912,7 @@ class SQLiteStore:
                 "heartbeat_at, (SELECT count(*) FROM runs WHERE runs.owner_id = owners.owner_id "
                 f"AND runs.status IN ({_UNFINISHED_SQL})) FROM owners ORDER BY started_at"
             ).fetchall()
-        now = time.time()
+        now = _clock.time()
         return [
             WorkerInfo(
                 worker_id=row[0],
@@ -1350,7 +1351,7 @@ class SQLiteStore:
                 self.owner_id,
                 socket.gethostname(),
                 os.getpid(),
-                time.time(),
+                _clock.time(),  # a lease is judged by callboard's clock (virtual in a test)
                 role,
                 json.dumps(workflows),
                 concurrency,
@@ -1398,7 +1399,7 @@ class SQLiteStore:
         if kind == "heartbeat":
             cursor = connection.execute(
                 "UPDATE owners SET heartbeat_at = ? WHERE owner_id = ?",
-                (time.time(), self.owner_id),
+                (_clock.time(), self.owner_id),
             )
             if cursor.rowcount == 1 and not self._lost_row:
                 return True
@@ -1745,7 +1746,7 @@ def _filters(
 
 
 def _alive(host: str, pid: int, heartbeat_at: float, lease: float) -> bool:
-    if time.time() - heartbeat_at > lease:
+    if _clock.time() - heartbeat_at > lease:
         return False
     if host == socket.gethostname():
         try:

@@ -15,7 +15,9 @@ import pytest
 import structlog
 
 from actors._timer import Timers
+from runtime import _clock
 from runtime._errors import RuntimeStoppedError
+from runtime.testing import VirtualClock
 
 WAIT = 10.0
 FAR = 3600.0  # a deadline no test reaches
@@ -102,14 +104,28 @@ def test_equal_deadlines_fire_in_the_order_they_were_scheduled(timers: Timers) -
 
 
 def test_future_deadlines_fire_in_order(timers: Timers) -> None:
-    fired: list[str] = []
-    done = threading.Event()
-    timers.call_later(0.03, lambda: fired.append("late"))
-    timers.call_later(0.01, lambda: fired.append("early"))
-    timers.call_later(0.05, done.set)
+    # On a virtual clock: each delay counts from the same now, however slowly the test
+    # thread gets to the next line (on the wall clock, a 20 ms stall between the first two
+    # calls made them due in the other order).
+    clock = VirtualClock()
+    _clock.install(clock.now)
+    forget = _clock.on_advance(timers.wake)
+    try:
+        fired: list[str] = []
+        done = threading.Event()
+        timers.call_later(0.03, lambda: fired.append("late"))
+        timers.call_later(0.01, lambda: fired.append("early"))
+        timers.call_later(0.05, done.set)
+        time.sleep(0.05)  # real time passes: nothing is due on the virtual clock
+        assert fired == []
 
-    assert done.wait(WAIT)
-    assert fired == ["early", "late"]
+        clock.advance(0.05)
+
+        assert done.wait(WAIT)
+        assert fired == ["early", "late"]
+    finally:
+        forget()
+        _clock.uninstall()
 
 
 def test_a_past_deadline_fires_at_once_even_behind_a_far_one() -> None:

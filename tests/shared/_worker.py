@@ -36,7 +36,9 @@ def main(params: dict[str, Any]) -> None:
     with rt:
         for workflow in WORKFLOWS.values():
             rt.register(workflow)
-        print(f"ready {getattr(store, 'owner_id', '')}", flush=True)
+        # One write with its newline: a step may already print "holding ..." meanwhile.
+        sys.stdout.write(f"ready {getattr(store, 'owner_id', '')}\n")
+        sys.stdout.flush()
         sys.stdin.read()  # until the parent closes it
 
 

@@ -28,7 +28,9 @@ from tests.durable._support.workflows import (
 
 
 def say(word: str, payload: Any = None) -> None:
-    print(word if payload is None else f"{word} {json.dumps(payload)}", flush=True)
+    # One write with its newline, so that a step's "holding ..." line never splits it.
+    sys.stdout.write((word if payload is None else f"{word} {json.dumps(payload)}") + "\n")
+    sys.stdout.flush()
 
 
 def wait_to_be_killed() -> None:

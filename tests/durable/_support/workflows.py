@@ -12,6 +12,7 @@ kills the process meanwhile). With ``announce`` it first prints
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,10 @@ def _hold(ctx: Any) -> None:
     if not os.path.exists(hold_file):
         return
     if context.get("announce"):
-        print(f"holding {ctx.step_id} {ctx.run_id}", flush=True)
+        # One write with its newline: print() writes the newline apart, and a line the
+        # main thread prints meanwhile ("ready ...") would land in the middle.
+        sys.stdout.write(f"holding {ctx.step_id} {ctx.run_id}\n")
+        sys.stdout.flush()
     deadline = time.monotonic() + HOLD_LIMIT
     while os.path.exists(hold_file) and time.monotonic() < deadline:
         time.sleep(0.005)
