@@ -75,6 +75,7 @@ class RegistryActor(ThreadActor):
         hooks: HookRunner | None = None,
         give_up: Callable[[str], None] | None = None,
         watcher: StoreWatcher | None = None,
+        logs: EventLogs | None = None,
     ) -> None:
         super().__init__()
         # On a shared store: reads what other processes do to runs waited on here.
@@ -87,7 +88,9 @@ class RegistryActor(ThreadActor):
         # Runs somebody watches: their channels; and the numbered events of the runs
         # watched now or lately (see actors._events).
         self._channels: dict[str, list[Channel[RunEvent]]] = {}
-        self._logs = EventLogs()
+        # Shared with the run actors' direct writes on a store in memory (actors._direct):
+        # they tell the registry the snapshots of the runs it keeps a log of.
+        self._logs = EventLogs() if logs is None else logs
         # On a durable store, the last snapshot handed over for each run in
         # progress: a failure is recorded on top of it even before the store has
         # committed it. (The store itself keeps snapshots in order.)

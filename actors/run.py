@@ -27,6 +27,7 @@ import pykka
 from pydantic import ValidationError
 
 from actors._calls import Calls, Job
+from actors._direct import DirectWrites
 from actors._dispatch import DispatchedActor, Dispatcher, tell_safely, unexpected
 from actors._pool import StepPool
 from actors._timer import Timers
@@ -155,9 +156,12 @@ class RunActor(DispatchedActor):
         timers: Timers,
         hooks: HookRunner,
         durable: bool = False,
+        direct: DirectWrites | None = None,
     ) -> None:
         super().__init__(dispatcher)
         self._plan = plan
+        # On a store in memory: snapshots kept without telling the registry.
+        self._direct = direct
         self._snapshot = snapshot
         self._registry = registry
         self._supervisor = supervisor
@@ -1215,6 +1219,9 @@ class RunActor(DispatchedActor):
     def _tell_snapshot(self, *, terminal: bool = False) -> int:
         """Tell the registry the run's new snapshot; its sequence number."""
         record = self._encoder.next_record(time.time())
+        direct = self._direct
+        if direct is not None and not terminal and direct.keep(record):
+            return record.seq
         # A dead registry must not take the run down with it; the runtime
         # records unfinished runs as failed when it stops.
         ack_to = self.actor_ref if self._durable and not terminal else None

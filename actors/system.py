@@ -22,7 +22,9 @@ from typing import Any, Final, Literal
 
 import pykka
 
+from actors._direct import DirectWrites
 from actors._dispatch import Dispatcher
+from actors._events import EventLogs
 from actors._pool import AsyncLoop, StepPool
 from actors._queues import QueueGate
 from actors._retention import Pruner
@@ -152,7 +154,8 @@ class ActorSystem:
         self._defined: dict[str, QueueLimits] = {}
         self._defined_lock = threading.Lock()
         self._queues_in_use = False
-        self.registry = RegistryActor.start(store, self.hooks, self._gave_up, self.watcher)
+        logs = EventLogs()
+        self.registry = RegistryActor.start(store, self.hooks, self._gave_up, self.watcher, logs)
         self._waiting: deque[StartRun] = deque()
         self.supervisor = SupervisorActor.start(
             self.dispatcher,
@@ -167,6 +170,7 @@ class ActorSystem:
             shared=shared,
             gate=self.gate,
             waiting=self._waiting,
+            direct=None if store.durable else DirectWrites(store, logs),
         )
         self.pruner = None if retention is None else Pruner(store, retention)
         # A shutdown's wait for runs in progress, and whether hurry() cut it short.
