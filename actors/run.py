@@ -83,6 +83,7 @@ from runtime._plan import (
 from runtime._snapshot import (
     IncrementalEncoder,
     Snapshot,
+    SnapshotFreezer,
     StepSnapshot,
     close_open_steps,
     mark_canceled,
@@ -168,9 +169,12 @@ class RunActor(DispatchedActor):
         self._hooks = hooks
         self._durable = durable
         self._ended = False
-        # Every record of the run is taken through it: a transition encodes what it
-        # changed, and a store that keeps step records apart writes only that.
-        self._encoder = IncrementalEncoder(snapshot)
+        # Every record of the run is taken through it. On a durable store a transition
+        # encodes what it changed, and a store that keeps step records apart writes only
+        # that; in memory a record is a frozen copy, encoded only if somebody reads it.
+        self._encoder: IncrementalEncoder | SnapshotFreezer = (
+            IncrementalEncoder(snapshot) if durable else SnapshotFreezer(snapshot)
+        )
         self._calls = Calls(
             self.actor_ref,
             plan,
