@@ -5,17 +5,20 @@ assignment under a lock, safe from any thread. Sending each one to the
 registry actor costs a wake-up of the registry's thread and a hand-off of the
 interpreter lock per transition of every run, which on a machine with few
 cores is most of what a run costs. So a run actor on a store in memory keeps
-its snapshots that change nothing for anyone waiting (neither settled nor
-terminal) itself, and tells the registry only:
+its snapshots itself, and tells the registry only:
 
-- a snapshot that settles the run (terminal or suspended): the registry wakes
-  whoever waits for it;
+- a snapshot that suspends the run, or ends a run that has hooks to call or a
+  cancel waiting for it: the registry wakes whoever waits for it;
+- the end of a run somebody waits for (``run.wait()``, ``start``): the
+  registry wakes them;
 - a snapshot of a run somebody watches or streams (the registry keeps an event
-  log for it): the registry turns it into events. The snapshot is stored first
-  and the log looked for after, while the registry makes a log before it reads
-  the store: so either the registry reads the snapshot from the store, or the
-  run actor sees the log and tells it (an event told twice is told once: the
-  log skips a snapshot no newer than the last it saw);
+  log for it): the registry turns it into events.
+
+Both waits and watches are looked for after the snapshot is stored, while the
+registry notes a waiter or a log before it reads the store: so either the
+registry reads the snapshot from the store, or the run actor sees the waiter
+or the log and tells it (a waiter woken twice wakes once; an event told twice
+is told once: the log skips a snapshot no newer than the last it saw);
 - every snapshot while a test kit observes the actors' messages
   (:data:`runtime._probes.observer`), so that its trace and its faults see the
   same messages as on a durable store.
@@ -44,15 +47,19 @@ class DirectWrites:
             writer and are acknowledged).
         watched: The runs whose snapshots the registry must still hear of: its event
             logs, read (``in``) from run actors' threads.
+        waited: The runs somebody waits for: the registry's waiters, read the same way.
     """
 
-    __slots__ = ("_store", "_watched")
+    __slots__ = ("_store", "_waited", "_watched")
 
-    def __init__(self, store: SnapshotStore, watched: Container[str]) -> None:
+    def __init__(
+        self, store: SnapshotStore, watched: Container[str], waited: Container[str] = ()
+    ) -> None:
         if store.durable:
             raise ValueError("a durable store's snapshots go through the registry")
         self._store = store
         self._watched = watched
+        self._waited = waited
 
     def keep(self, record: SnapshotRecord) -> bool:
         """Store a snapshot here and now if that is all it needs; whether it was.
@@ -65,3 +72,16 @@ class DirectWrites:
             return False
         self._store.save((record,))
         return record.run_id not in self._watched
+
+    def end(self, record: SnapshotRecord) -> bool:
+        """Store a run's terminal snapshot here and now if nobody waits for it; whether it was.
+
+        The caller keeps the registry for an end that has hooks to call first or
+        a caller to answer once it is stored. ``False``: the registry must be
+        told of it, to wake who waits or watches; it may have been stored already.
+        """
+        if _probes.observer is not None:
+            return False
+        self._store.save((record,))
+        run_id = record.run_id
+        return run_id not in self._waited and run_id not in self._watched

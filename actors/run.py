@@ -1204,7 +1204,14 @@ class RunActor(DispatchedActor):
         )
         self._count_end(status.value)
         record = self._encoder.next_record(time.time())
-        self._hooks.finish(self._plan, snapshot, record, self._registry, on_recorded)
+        direct = self._direct
+        if (
+            direct is None
+            or on_recorded is not None
+            or self._plan.has_hooks
+            or not direct.end(record)
+        ):
+            self._hooks.finish(self._plan, snapshot, record, self._registry, on_recorded)
         tell_safely(self._supervisor, RunEnded(run_id=snapshot["run_id"], status=status))
         self.stop_now()
 

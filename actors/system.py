@@ -155,7 +155,10 @@ class ActorSystem:
         self._defined_lock = threading.Lock()
         self._queues_in_use = False
         logs = EventLogs()
-        self.registry = RegistryActor.start(store, self.hooks, self._gave_up, self.watcher, logs)
+        waiters: dict[str, list[threading.Event | Latch]] = {}
+        self.registry = RegistryActor.start(
+            store, self.hooks, self._gave_up, self.watcher, logs=logs, waiters=waiters
+        )
         self._waiting: deque[StartRun] = deque()
         self.supervisor = SupervisorActor.start(
             self.dispatcher,
@@ -170,7 +173,7 @@ class ActorSystem:
             shared=shared,
             gate=self.gate,
             waiting=self._waiting,
-            direct=None if store.durable else DirectWrites(store, logs),
+            direct=None if store.durable else DirectWrites(store, logs, waiters),
         )
         self.pruner = None if retention is None else Pruner(store, retention)
         # A shutdown's wait for runs in progress, and whether hurry() cut it short.

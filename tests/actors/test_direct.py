@@ -77,31 +77,96 @@ def test_a_durable_store_is_refused(tmp_path: Any) -> None:
         store.close()
 
 
-def test_in_memory_only_the_settling_snapshot_of_an_unwatched_run_reaches_the_registry(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    told: list[SnapshotRecord] = []
+def _three_steps(workflow_id: str, **options: Any) -> Any:
+    workflow = create_workflow(id=workflow_id, input_schema=Value, output_schema=Value, **options)
+    for name in ("a", "b", "c"):
+        workflow.then(
+            create_step(
+                id=name, input_schema=Value, output_schema=Value, execute=lambda c: c.input_data
+            )
+        )
+    return workflow.commit()
+
+
+@pytest.fixture
+def told(monkeypatch: pytest.MonkeyPatch) -> list[SnapshotRecord]:
+    """Every snapshot the registry is told of."""
+    seen: list[SnapshotRecord] = []
     original = RegistryActor._on_snapshot_taken
 
     def recording(self: RegistryActor, message: SnapshotTaken) -> None:
-        told.append(message.record)
+        seen.append(message.record)
         original(self, message)
 
     monkeypatch.setattr(RegistryActor, "_on_snapshot_taken", recording)
-    steps = [
-        create_step(
-            id=name, input_schema=Value, output_schema=Value, execute=lambda c: c.input_data
-        )
-        for name in ("a", "b", "c")
-    ]
-    workflow = create_workflow(id="direct", input_schema=Value, output_schema=Value)
-    for step in steps:
-        workflow.then(step)
-    with Runtime() as rt:
-        result = rt.register(workflow.commit()).create_run().start(input_data={"value": "x"})
+    return seen
 
-    assert result.status == "success"
-    assert [(r.status, r.seq) for r in told if r.run_id == result.run_id] == [("success", 4)]
+
+def test_in_memory_a_run_nobody_waits_for_never_reaches_the_registry(
+    told: list[SnapshotRecord],
+) -> None:
+    with Runtime() as rt:
+        bound = rt.register(_three_steps("direct"))
+        run = bound.create_run()
+        run.start_async(input_data={"value": "x"})
+        deadline = time.monotonic() + WAIT
+        while (found := bound.get_workflow_run_execution_result(run.run_id)).status != "success":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+    assert found.result == {"value": "x"}
+    assert [r for r in told if r.run_id == run.run_id] == []
+
+
+def test_in_memory_the_end_of_a_run_waited_for_reaches_the_registry_alone(
+    told: list[SnapshotRecord],
+) -> None:
+    release = threading.Event()
+
+    def hold(ctx: Any) -> Value:
+        release.wait(WAIT)
+        return Value(value=ctx.input_data.value)
+
+    workflow = (
+        create_workflow(id="direct-wait", input_schema=Value, output_schema=Value)
+        .then(create_step(id="hold", input_schema=Value, output_schema=Value, execute=hold))
+        .commit()
+    )
+    with Runtime() as rt:
+        run = rt.register(workflow).create_run()
+        run.start_async(input_data={"value": "x"})
+        waited = threading.Thread(target=run.wait, args=(WAIT,))
+        waited.start()
+        time.sleep(0.2)  # the wait is noted by the registry before the step returns
+        release.set()
+        waited.join(WAIT)
+        assert not waited.is_alive()
+        assert run.wait(WAIT).status == "success"
+
+    assert [(r.status, r.seq) for r in told if r.run_id == run.run_id] == [("success", 2)]
+
+
+def test_the_end_of_a_run_with_hooks_goes_through_the_registry_after_them(
+    told: list[SnapshotRecord],
+) -> None:
+    finished: list[str] = []
+    with Runtime() as rt:
+        workflow = _three_steps("direct-hooks", on_finish=lambda o: finished.append(o.status))
+        result = rt.register(workflow).create_run().start(input_data={"value": "x"})
+
+    assert result.status == "success" and finished == ["success"]
+    assert [r.status for r in told if r.run_id == result.run_id] == ["success"]
+
+
+def test_many_runs_waited_for_as_they_end_all_wake() -> None:
+    """A wait racing the run actor's own store of the run's end is never left hanging."""
+    with Runtime() as rt:
+        bound = rt.register(_three_steps("direct-race"))
+        for _ in range(5):
+            runs = [bound.create_run() for _ in range(200)]
+            for run in runs:
+                run.start_async(input_data={"value": "x"})
+            assert all(run.wait(WAIT).status == "success" for run in runs)
 
 
 def test_a_query_while_a_step_runs_sees_the_steps_kept_directly() -> None:

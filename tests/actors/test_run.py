@@ -55,12 +55,19 @@ def received(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[SnapshotRecord]]
             records.append(message.record)
         original(self, message)
 
+    original_end = DirectWrites.end
+
     def keeping(self: DirectWrites, record: SnapshotRecord) -> bool:
         seen[record.run_id].append(record)
         return original_keep(self, record)
 
+    def ending(self: DirectWrites, record: SnapshotRecord) -> bool:
+        seen[record.run_id].append(record)
+        return original_end(self, record)
+
     monkeypatch.setattr(RegistryActor, "_on_snapshot_taken", recording)
     monkeypatch.setattr(DirectWrites, "keep", keeping)
+    monkeypatch.setattr(DirectWrites, "end", ending)
     return seen
 
 
