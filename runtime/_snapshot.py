@@ -978,6 +978,10 @@ class DeferredRecord(SnapshotRecord):
         return held.encoded()
 
 
+_DRIVEN: Final = frozenset({RunStatus.PENDING.value, RunStatus.RUNNING.value})
+"""The statuses of a run whose actor drives it on: its next record replaces this one soon."""
+
+
 class SnapshotFreezer:
     """Takes a run's successive records for a store in memory: frozen copies, encoded lazily.
 
@@ -990,7 +994,9 @@ class SnapshotFreezer:
     before, and a foreach's lists of item outputs copied (changed in place
     too). So a transition costs a pass over the steps at C speed, not an
     encoding of every step record, and no msgpack at all until somebody reads
-    the run's bytes (:class:`DeferredRecord`). Values inside are shared, never
+    the run's bytes (:class:`DeferredRecord`). The record that ends the run's
+    actor (the run ended, sleeps or suspends) is encoded at once: it stays in
+    the store, and bytes cost the garbage collector nothing. Values inside are shared, never
     copied: the run actor replaces them, never changes them in place.
 
     Args:
@@ -1025,6 +1031,12 @@ class SnapshotFreezer:
             }
         if CHECK_PARTS and self._last is not None:
             self._last.check()
+        if snapshot["status"] not in _DRIVEN:
+            # The run actor lets go of the run: its record stays in the store, maybe for
+            # long, as bytes (one object) rather than a tree of dicts that every full
+            # collection of the cyclic garbage collector walks.
+            self._last = None
+            return record_of(frozen)  # type: ignore[arg-type]
         held = self._last = _Frozen(frozen)
         return DeferredRecord(
             run_id=snapshot["run_id"],
