@@ -114,26 +114,51 @@ WRITE_PATIENCE: Final = 1.0
 has stopped handles nothing more)."""
 
 
-def _writer(
-    registry: pykka.ActorRef[Any], run_id: str
-) -> Callable[[str, Any, float, int | None], None]:
-    """What ``ctx.writer.write`` calls, on the step's thread: the registry takes it."""
-    window = threading.Semaphore(WRITE_WINDOW)
+_WINDOW_LOCK: Final = threading.Lock()
+"""Makes a run's write window once, whichever step thread writes first."""
 
-    def write(path: str, data: Any, at: float, item: int | None) -> None:
+
+class _Writer:
+    """What ``ctx.writer.write`` calls, on the step's thread: the registry takes it.
+
+    The window of :data:`WRITE_WINDOW` writes is made on the first write: most
+    runs never write, and a semaphore (a condition and a lock) per run costs
+    every run.
+    """
+
+    __slots__ = ("_registry", "_run_id", "_window")
+
+    def __init__(self, registry: pykka.ActorRef[Any], run_id: str) -> None:
+        self._registry = registry
+        self._run_id = run_id
+        self._window: threading.Semaphore | None = None
+
+    def _made_window(self) -> threading.Semaphore:
+        with _WINDOW_LOCK:
+            if self._window is None:
+                self._window = threading.Semaphore(WRITE_WINDOW)
+            return self._window
+
+    def __call__(self, path: str, data: Any, at: float, item: int | None) -> None:
+        window = self._window or self._made_window()
         slot = window.acquire(timeout=WRITE_PATIENCE)
         message = StepWrote(
-            run_id=run_id,
+            run_id=self._run_id,
             path=path,
             data=data,
             at=at,
             item=item,
             taken=window.release if slot else None,
         )
-        if not tell_safely(registry, message) and slot:
+        if not tell_safely(self._registry, message) and slot:
             window.release()
 
-    return write
+
+def _writer(
+    registry: pykka.ActorRef[Any], run_id: str
+) -> Callable[[str, Any, float, int | None], None]:
+    """What ``ctx.writer.write`` calls for run ``run_id`` (see :class:`_Writer`)."""
+    return _Writer(registry, run_id)
 
 
 class RunActor(DispatchedActor):
