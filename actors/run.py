@@ -196,9 +196,9 @@ class RunActor(DispatchedActor):
         self._ended = False
         # Every record of the run is taken through it. On a durable store a transition
         # encodes what it changed, and a store that keeps step records apart writes only
-        # that; in memory a record is a frozen copy, encoded only if somebody reads it.
+        # that; in a MemoryStore a record is a frozen copy, encoded only if somebody reads it.
         self._encoder: IncrementalEncoder | SnapshotFreezer = (
-            IncrementalEncoder(snapshot) if durable else SnapshotFreezer(snapshot)
+            SnapshotFreezer(snapshot) if direct is not None else IncrementalEncoder(snapshot)
         )
         self._calls = Calls(
             self.actor_ref,

@@ -56,6 +56,7 @@ from runtime._plan import ExecutionPlan
 from runtime._queue import Queue, QueueLimits
 from runtime._snapshot import Snapshot, decode, failed_record
 from runtime._stores.base import Claimed, SharedStore, SnapshotRecord, SnapshotStore
+from runtime._stores.memory import MemoryStore
 from runtime._sync import Channel, Latch
 from runtime._tracing import emit
 
@@ -173,7 +174,8 @@ class ActorSystem:
             shared=shared,
             gate=self.gate,
             waiting=self._waiting,
-            direct=None if store.durable else DirectWrites(store, logs, waiters),
+            # Only a MemoryStore is known to take writes from any thread.
+            direct=DirectWrites(store, logs, waiters) if isinstance(store, MemoryStore) else None,
         )
         self.pruner = None if retention is None else Pruner(store, retention)
         # A shutdown's wait for runs in progress, and whether hurry() cut it short.
