@@ -19,6 +19,8 @@ registry notes a waiter or a log before it reads the store: so either the
 registry reads the snapshot from the store, or the run actor sees the waiter
 or the log and tells it (a waiter woken twice wakes once; an event told twice
 is told once: the log skips a snapshot no newer than the last it saw);
+- every snapshot of a run whose steps wrote events (``ctx.writer.write``, told to
+  the registry): its snapshots must reach the run's event log after those writes;
 - every snapshot while a test kit observes the actors' messages
   (:data:`runtime._probes.observer`), so that its trace and its faults see the
   same messages as on a durable store.

@@ -126,12 +126,16 @@ class _Writer:
     every run.
     """
 
-    __slots__ = ("_registry", "_run_id", "_window")
+    __slots__ = ("_registry", "_run_id", "_window", "wrote")
 
     def __init__(self, registry: pykka.ActorRef[Any], run_id: str) -> None:
         self._registry = registry
         self._run_id = run_id
         self._window: threading.Semaphore | None = None
+        # Set (on the step's thread) before the first write is told to the registry,
+        # so before the step's reply reaches the run actor: from then on the run's
+        # snapshots go through the registry too, in order with its writes.
+        self.wrote = False
 
     def _made_window(self) -> threading.Semaphore:
         with _WINDOW_LOCK:
@@ -140,6 +144,7 @@ class _Writer:
             return self._window
 
     def __call__(self, path: str, data: Any, at: float, item: int | None) -> None:
+        self.wrote = True
         window = self._window or self._made_window()
         slot = window.acquire(timeout=WRITE_PATIENCE)
         message = StepWrote(
@@ -188,6 +193,7 @@ class RunActor(DispatchedActor):
         self._plan = plan
         # On a store in memory: snapshots kept without telling the registry.
         self._direct = direct
+        self._writer = _Writer(registry, snapshot["run_id"])
         self._snapshot = snapshot
         self._registry = registry
         self._supervisor = supervisor
@@ -208,7 +214,7 @@ class RunActor(DispatchedActor):
             timers,
             announce=self._tell_snapshot,
             durable=durable,
-            writer=_writer(registry, snapshot["run_id"]),
+            writer=self._writer,
         )
         # Foreach: the next item to consider starting, and how many are not done yet
         # (not in the snapshot: items started and not done run again after a crash).
@@ -1234,6 +1240,7 @@ class RunActor(DispatchedActor):
             direct is None
             or on_recorded is not None
             or self._plan.has_hooks
+            or self._writer.wrote
             or not direct.end(record)
         ):
             self._hooks.finish(self._plan, snapshot, record, self._registry, on_recorded)
@@ -1256,7 +1263,9 @@ class RunActor(DispatchedActor):
         """Tell the registry the run's new snapshot; its sequence number."""
         record = self._encoder.next_record(time.time())
         direct = self._direct
-        if direct is not None and not terminal and direct.keep(record):
+        # A run whose steps wrote events goes through the registry: its snapshots must
+        # reach the run's event log after the writes, as they happened.
+        if direct is not None and not terminal and not self._writer.wrote and direct.keep(record):
             return record.seq
         # A dead registry must not take the run down with it; the runtime
         # records unfinished runs as failed when it stops.

@@ -229,3 +229,41 @@ def test_a_watch_opened_while_runs_go_sees_every_step_of_each(monkeypatch: Any) 
             finished = [e.path for e in events if e.type == "step_finished"]
             assert finished == names
             assert events[-1].type == "status" and events[-1].status == "success"
+
+
+def test_a_step_s_writes_come_before_its_end_in_a_stream_however_late_the_registry_takes_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    original = RegistryActor._on_step_wrote
+
+    def slow(self: RegistryActor, message: Any) -> None:
+        time.sleep(0.2)  # the run goes on meanwhile
+        original(self, message)
+
+    monkeypatch.setattr(RegistryActor, "_on_step_wrote", slow)
+    release = threading.Event()
+
+    def work(ctx: Any) -> Value:
+        ctx.writer.write({"percent": 10})
+        return Value(value=ctx.input_data.value)
+
+    def hold(ctx: Any) -> Value:
+        release.wait(WAIT)
+        return Value(value=ctx.input_data.value)
+
+    workflow = (
+        create_workflow(id="direct-writes", input_schema=Value, output_schema=Value)
+        .then(create_step(id="work", input_schema=Value, output_schema=Value, execute=work))
+        .then(create_step(id="hold", input_schema=Value, output_schema=Value, execute=hold))
+        .commit()
+    )
+    with Runtime() as rt:
+        run = rt.register(workflow).create_run()
+        run.start_async(input_data={"value": "x"})
+        time.sleep(0.05)  # "work" has written and ended; the registry is still asleep
+        watch = run.watch(timeout=WAIT)
+        release.set()
+        events = [(event.type, event.path) for event in watch]
+
+    work_events = [kind for kind, path in events if path == "work"]
+    assert work_events == ["step_started", "step_output", "step_finished"], events
