@@ -12,18 +12,18 @@ its snapshots itself, and tells the registry only:
 - the end of a run somebody waits for (``run.wait()``, ``start``): the
   registry wakes them;
 - a snapshot of a run somebody watches or streams (the registry keeps an event
-  log for it): the registry turns it into events.
-
-Both waits and watches are looked for after the snapshot is stored, while the
-registry notes a waiter or a log before it reads the store: so either the
-registry reads the snapshot from the store, or the run actor sees the waiter
-or the log and tells it (a waiter woken twice wakes once; an event told twice
-is told once: the log skips a snapshot no newer than the last it saw);
+  log for it): the registry turns it into events;
 - every snapshot of a run whose steps wrote events (``ctx.writer.write``, told to
   the registry): its snapshots must reach the run's event log after those writes;
 - every snapshot while a test kit observes the actors' messages
   (:data:`runtime._probes.observer`), so that its trace and its faults see the
   same messages as on a durable store.
+
+Both waits and watches are looked for after the snapshot is stored, while the
+registry notes a waiter or a log before it reads the store: so either the
+registry reads the snapshot from the store, or the run actor sees the waiter
+or the log and tells it (a waiter woken twice wakes once; an event told twice
+is told once: the log skips a snapshot no newer than the last it saw).
 
 The store keeps snapshots in order itself (a lower ``seq`` never replaces a
 higher one, nothing replaces a terminal one), so a snapshot kept here and an
