@@ -100,6 +100,13 @@ _LOOP: Final = "#loop"
 _EACH: Final = "#each"
 """The suffix of a nested workflow's path in the scopes while a foreach runs it."""
 
+# Statuses as the plain text snapshots hold, looked up once: an enum's ``.value`` is a
+# Python-level property call, and these are set at every step of every run.
+_RUN_RUNNING: Final = RunStatus.RUNNING.value
+_STEP_RUNNING: Final = StepStatus.RUNNING.value
+_STEP_SUCCESS: Final = StepStatus.SUCCESS.value
+_STEP_CANCELED: Final = StepStatus.CANCELED.value
+
 WAKE_EARLY: Final = 0.001
 """A sleep that ends within this many seconds is over: the run goes on at once."""
 
@@ -264,7 +271,7 @@ class RunActor(DispatchedActor):
             self._woken()
             return
         first = snapshot["status"] == RunStatus.PENDING
-        snapshot["status"] = RunStatus.RUNNING.value
+        snapshot["status"] = _RUN_RUNNING
         self._mark_children(StepStatus.SUSPENDED, StepStatus.RUNNING)
         if first and self._plan.on_start is not None:
             # The first node starts once on_start has returned (a pending run recovered
@@ -579,7 +586,7 @@ class RunActor(DispatchedActor):
         # resume payloads) are added when they are: every byte is encoded at
         # every transition of every run.
         record: StepSnapshot = {
-            "status": StepStatus.RUNNING.value,
+            "status": _STEP_RUNNING,
             "payload": payload,
             "output": None,
             "error": None,
@@ -629,7 +636,7 @@ class RunActor(DispatchedActor):
 
     def _finish_step(self, path: str, output: Any, message: StepFinished) -> None:
         record = self._snapshot["steps"][path]
-        record["status"] = StepStatus.SUCCESS.value
+        record["status"] = _STEP_SUCCESS
         record["output"] = output
         record["error"] = None
         record["started_at"] = min(record["started_at"] or message.started_at, message.started_at)
@@ -1206,7 +1213,7 @@ class RunActor(DispatchedActor):
             snapshot["result"] = result
             snapshot["suspended"] = {}
             # A bail leaves siblings and enclosing nodes open.
-            close_open_steps(snapshot, StepStatus.CANCELED.value, time.time())
+            close_open_steps(snapshot, _STEP_CANCELED, time.time())
         else:
             mark_failed(snapshot, error, time.time())
         reason = AbortReason.CANCELED if error is None else AbortReason.SIBLING_FAILED
