@@ -339,6 +339,45 @@ def _reply_dead(envelope: Any, actor: object) -> None:
     reply_to.set_exception(exc_info=(ActorDeadError, error, None))
 
 
+class _StopFlag(threading.Event):
+    """A dispatched actor's ``actor_stopped``: an event whose condition is made only if waited on.
+
+    pykka reads ``actor_stopped.is_set()`` on every ``tell`` and the dispatcher
+    at every message; a ``threading.Event`` builds a condition, a lock and a
+    list of waiters for each actor, one per run, and few are ever waited on.
+    """
+
+    def __init__(self) -> None:  # not Event's: no condition until a wait
+        self._stopped = False
+        self._lock = threading.Lock()
+        self._event: threading.Event | None = None
+
+    def is_set(self) -> bool:
+        return self._stopped
+
+    def set(self) -> None:
+        with self._lock:
+            self._stopped = True
+            event = self._event
+        if event is not None:
+            event.set()
+
+    def clear(self) -> None:
+        raise TypeError("an actor that stopped does not start again")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        with self._lock:
+            if self._stopped:
+                return True
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(timeout)
+
+    def __repr__(self) -> str:
+        return f"<_StopFlag: {'set' if self._stopped else 'unset'}>"
+
+
 class DispatchedActor(pykka.Actor):
     """A pykka actor whose messages are processed on a shared :class:`Dispatcher`.
 
@@ -371,7 +410,7 @@ class DispatchedActor(pykka.Actor):
         # dispatcher thread would wait for the GIL once per run.
         self.actor_urn = f"urn:uuid:{new_id()}"
         self.actor_inbox = _DispatchInbox()
-        self.actor_stopped = threading.Event()
+        self.actor_stopped = _StopFlag()
         self._actor_ref = pykka.ActorRef(self)
         self.actor_inbox.bind(self, dispatcher)
         self._dispatcher = dispatcher

@@ -83,6 +83,9 @@ class RegistryActor(ThreadActor):
         give_up: Callable[[str], None] | None = None,
         watcher: StoreWatcher | None = None,
         parked: Callable[[int], None] | None = None,
+        *,
+        logs: EventLogs | None = None,
+        waiters: dict[str, list[threading.Event | Latch]] | None = None,
     ) -> None:
         super().__init__()
         # On a shared store: reads what other processes do to runs waited on here.
@@ -91,11 +94,14 @@ class RegistryActor(ThreadActor):
         self._store = store
         self._durable = store.durable
         self._hooks = hooks if hooks is not None else HookRunner()
-        self._waiters: dict[str, list[threading.Event | Latch]] = {}
+        # Shared with the run actors' direct writes too: they look for waiters here.
+        self._waiters: dict[str, list[threading.Event | Latch]] = {} if waiters is None else waiters
         # Runs somebody watches: their channels; and the numbered events of the runs
         # watched now or lately (see actors._events).
         self._channels: dict[str, list[Channel[RunEvent]]] = {}
-        self._logs = EventLogs()
+        # Shared with the run actors' direct writes on a store in memory (actors._direct):
+        # they tell the registry the snapshots of the runs it keeps a log of.
+        self._logs = EventLogs() if logs is None else logs
         # On a durable store, the last snapshot handed over for each run in
         # progress: a failure is recorded on top of it even before the store has
         # committed it. (The store itself keeps snapshots in order.)
@@ -280,13 +286,19 @@ class RegistryActor(ThreadActor):
             self._watcher.remove(run_id)
 
     def _on_watch_run(self, message: WatchRun) -> None:
-        current = self._store.load(message.run_id)
+        run_id = message.run_id
+        # The waiter is noted before the store is read: a run actor that stores its
+        # run's end itself looks for waiters after (see actors._direct).
+        events = self._waiters.setdefault(run_id, [])
+        events.append(message.event)
+        current = self._store.load(run_id)
         if current is None or current.status in SETTLED_STATUSES:
+            events.remove(message.event)
+            if not events:
+                del self._waiters[run_id]
             message.event.set()
-        else:
-            self._waiters.setdefault(message.run_id, []).append(message.event)
-            if self._watcher is not None:
-                self._watcher.add(message.run_id, current.seq)
+        elif self._watcher is not None:
+            self._watcher.add(run_id, current.seq)
 
     def _on_subscribe_run(self, message: SubscribeRun) -> None:
         """``run.watch()``, ``run.stream()``: the events so far, then each one as it comes."""

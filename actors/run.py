@@ -27,6 +27,7 @@ import pykka
 from pydantic import ValidationError
 
 from actors._calls import Calls, Job
+from actors._direct import DirectWrites
 from actors._dispatch import DispatchedActor, Dispatcher, tell_safely, unexpected
 from actors._pool import StepPool
 from actors._timer import Timers
@@ -82,6 +83,7 @@ from runtime._plan import (
 from runtime._snapshot import (
     IncrementalEncoder,
     Snapshot,
+    SnapshotFreezer,
     StepSnapshot,
     close_open_steps,
     mark_canceled,
@@ -98,6 +100,13 @@ _LOOP: Final = "#loop"
 _EACH: Final = "#each"
 """The suffix of a nested workflow's path in the scopes while a foreach runs it."""
 
+# Statuses as the plain text snapshots hold, looked up once: an enum's ``.value`` is a
+# Python-level property call, and these are set at every step of every run.
+_RUN_RUNNING: Final = RunStatus.RUNNING.value
+_STEP_RUNNING: Final = StepStatus.RUNNING.value
+_STEP_SUCCESS: Final = StepStatus.SUCCESS.value
+_STEP_CANCELED: Final = StepStatus.CANCELED.value
+
 WAKE_EARLY: Final = 0.001
 """A sleep that ends within this many seconds is over: the run goes on at once."""
 
@@ -112,26 +121,56 @@ WRITE_PATIENCE: Final = 1.0
 has stopped handles nothing more)."""
 
 
-def _writer(
-    registry: pykka.ActorRef[Any], run_id: str
-) -> Callable[[str, Any, float, int | None], None]:
-    """What ``ctx.writer.write`` calls, on the step's thread: the registry takes it."""
-    window = threading.Semaphore(WRITE_WINDOW)
+_WINDOW_LOCK: Final = threading.Lock()
+"""Makes a run's write window once, whichever step thread writes first."""
 
-    def write(path: str, data: Any, at: float, item: int | None) -> None:
+
+class _Writer:
+    """What ``ctx.writer.write`` calls, on the step's thread: the registry takes it.
+
+    The window of :data:`WRITE_WINDOW` writes is made on the first write: most
+    runs never write, and a semaphore (a condition and a lock) per run costs
+    every run.
+    """
+
+    __slots__ = ("_registry", "_run_id", "_window", "wrote")
+
+    def __init__(self, registry: pykka.ActorRef[Any], run_id: str) -> None:
+        self._registry = registry
+        self._run_id = run_id
+        self._window: threading.Semaphore | None = None
+        # Set (on the step's thread) before the first write is told to the registry,
+        # so before the step's reply reaches the run actor: from then on the run's
+        # snapshots go through the registry too, in order with its writes.
+        self.wrote = False
+
+    def _made_window(self) -> threading.Semaphore:
+        with _WINDOW_LOCK:
+            if self._window is None:
+                self._window = threading.Semaphore(WRITE_WINDOW)
+            return self._window
+
+    def __call__(self, path: str, data: Any, at: float, item: int | None) -> None:
+        self.wrote = True
+        window = self._window or self._made_window()
         slot = window.acquire(timeout=WRITE_PATIENCE)
         message = StepWrote(
-            run_id=run_id,
+            run_id=self._run_id,
             path=path,
             data=data,
             at=at,
             item=item,
             taken=window.release if slot else None,
         )
-        if not tell_safely(registry, message) and slot:
+        if not tell_safely(self._registry, message) and slot:
             window.release()
 
-    return write
+
+def _writer(
+    registry: pykka.ActorRef[Any], run_id: str
+) -> Callable[[str, Any, float, int | None], None]:
+    """What ``ctx.writer.write`` calls for run ``run_id`` (see :class:`_Writer`)."""
+    return _Writer(registry, run_id)
 
 
 class RunActor(DispatchedActor):
@@ -155,18 +194,25 @@ class RunActor(DispatchedActor):
         timers: Timers,
         hooks: HookRunner,
         durable: bool = False,
+        direct: DirectWrites | None = None,
     ) -> None:
         super().__init__(dispatcher)
         self._plan = plan
+        # On a store in memory: snapshots kept without telling the registry.
+        self._direct = direct
+        self._writer = _Writer(registry, snapshot["run_id"])
         self._snapshot = snapshot
         self._registry = registry
         self._supervisor = supervisor
         self._hooks = hooks
         self._durable = durable
         self._ended = False
-        # Every record of the run is taken through it: a transition encodes what it
-        # changed, and a store that keeps step records apart writes only that.
-        self._encoder = IncrementalEncoder(snapshot)
+        # Every record of the run is taken through it. On a durable store a transition
+        # encodes what it changed, and a store that keeps step records apart writes only
+        # that; in a MemoryStore a record is a frozen copy, encoded only if somebody reads it.
+        self._encoder: IncrementalEncoder | SnapshotFreezer = (
+            SnapshotFreezer(snapshot) if direct is not None else IncrementalEncoder(snapshot)
+        )
         self._calls = Calls(
             self.actor_ref,
             plan,
@@ -175,7 +221,7 @@ class RunActor(DispatchedActor):
             timers,
             announce=self._tell_snapshot,
             durable=durable,
-            writer=_writer(registry, snapshot["run_id"]),
+            writer=self._writer,
         )
         # Foreach: the next item to consider starting, and how many are not done yet
         # (not in the snapshot: items started and not done run again after a crash).
@@ -225,7 +271,7 @@ class RunActor(DispatchedActor):
             self._woken()
             return
         first = snapshot["status"] == RunStatus.PENDING
-        snapshot["status"] = RunStatus.RUNNING.value
+        snapshot["status"] = _RUN_RUNNING
         self._mark_children(StepStatus.SUSPENDED, StepStatus.RUNNING)
         if first and self._plan.on_start is not None:
             # The first node starts once on_start has returned (a pending run recovered
@@ -540,7 +586,7 @@ class RunActor(DispatchedActor):
         # resume payloads) are added when they are: every byte is encoded at
         # every transition of every run.
         record: StepSnapshot = {
-            "status": StepStatus.RUNNING.value,
+            "status": _STEP_RUNNING,
             "payload": payload,
             "output": None,
             "error": None,
@@ -590,7 +636,7 @@ class RunActor(DispatchedActor):
 
     def _finish_step(self, path: str, output: Any, message: StepFinished) -> None:
         record = self._snapshot["steps"][path]
-        record["status"] = StepStatus.SUCCESS.value
+        record["status"] = _STEP_SUCCESS
         record["output"] = output
         record["error"] = None
         record["started_at"] = min(record["started_at"] or message.started_at, message.started_at)
@@ -1167,7 +1213,7 @@ class RunActor(DispatchedActor):
             snapshot["result"] = result
             snapshot["suspended"] = {}
             # A bail leaves siblings and enclosing nodes open.
-            close_open_steps(snapshot, StepStatus.CANCELED.value, time.time())
+            close_open_steps(snapshot, _STEP_CANCELED, time.time())
         else:
             mark_failed(snapshot, error, time.time())
         reason = AbortReason.CANCELED if error is None else AbortReason.SIBLING_FAILED
@@ -1196,7 +1242,15 @@ class RunActor(DispatchedActor):
         )
         self._count_end(status.value)
         record = self._encoder.next_record(time.time())
-        self._hooks.finish(self._plan, snapshot, record, self._registry, on_recorded)
+        direct = self._direct
+        if (
+            direct is None
+            or on_recorded is not None
+            or self._plan.has_hooks
+            or self._writer.wrote
+            or not direct.end(record)
+        ):
+            self._hooks.finish(self._plan, snapshot, record, self._registry, on_recorded)
         tell_safely(self._supervisor, RunEnded(run_id=snapshot["run_id"], status=status))
         self.stop_now()
 
@@ -1215,6 +1269,11 @@ class RunActor(DispatchedActor):
     def _tell_snapshot(self, *, terminal: bool = False) -> int:
         """Tell the registry the run's new snapshot; its sequence number."""
         record = self._encoder.next_record(time.time())
+        direct = self._direct
+        # A run whose steps wrote events goes through the registry: its snapshots must
+        # reach the run's event log after the writes, as they happened.
+        if direct is not None and not terminal and not self._writer.wrote and direct.keep(record):
+            return record.seq
         # A dead registry must not take the run down with it; the runtime
         # records unfinished runs as failed when it stops.
         ack_to = self.actor_ref if self._durable and not terminal else None

@@ -387,7 +387,14 @@ def _step_outcome(
     output = _dump(model, call)
     _check(output, f"step {step.id!r} output", call, str_keys_known=True)
     final_schema = call.final_schema
-    result = _final(output, final_schema, call) if final_schema is not None else None
+    if final_schema is None:
+        result = None
+    elif type(model) is final_schema:
+        # The last step's output model is one of the workflow's output schema (the
+        # usual case: the same model): validated already, and dumped the same.
+        result = output
+    else:
+        result = _final(output, final_schema, call)
     state, request_context, changes = _step_after(call, ctx)
     return StepFinished(
         step_id=step.id,

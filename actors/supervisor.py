@@ -10,6 +10,7 @@ from typing import Any
 
 import pykka
 
+from actors._direct import DirectWrites
 from actors._dispatch import DispatchedActor, Dispatcher, FaultBudget, tell_safely, unexpected
 from actors._pool import StepPool
 from actors._queues import QueueGate
@@ -124,8 +125,10 @@ class SupervisorActor(DispatchedActor):
         shared: bool = False,
         gate: QueueGate[StartRun] | None = None,
         waiting: deque[StartRun] | None = None,
+        direct: DirectWrites | None = None,
     ) -> None:
         super().__init__(dispatcher)
+        self._direct = direct
         # On a shared store a sleeping run is released to the store, which keeps its
         # wake time: whichever worker is alive then takes it, not a timer here.
         self._shared = shared
@@ -327,6 +330,7 @@ class SupervisorActor(DispatchedActor):
             timers=self._timers,
             hooks=self._hooks,
             durable=self._durable,
+            direct=self._direct,
         )
         self._runs[run_id] = (ref, message.plan)
 

@@ -22,7 +22,9 @@ from typing import Any, Final, Literal
 
 import pykka
 
+from actors._direct import DirectWrites
 from actors._dispatch import Dispatcher
+from actors._events import EventLogs
 from actors._pool import AsyncLoop, StepPool
 from actors._queues import QueueGate
 from actors._retention import Pruner
@@ -54,6 +56,7 @@ from runtime._plan import ExecutionPlan
 from runtime._queue import Queue, QueueLimits
 from runtime._snapshot import Snapshot, decode, failed_record
 from runtime._stores.base import Claimed, SharedStore, SnapshotRecord, SnapshotStore
+from runtime._stores.memory import MemoryStore
 from runtime._sync import Channel, Latch
 from runtime._tracing import emit
 
@@ -154,8 +157,16 @@ class ActorSystem:
         self._defined_lock = threading.Lock()
         self._queues_in_use = False
         self._parked_runs = 0  # held here, parked for want of their definition
+        logs = EventLogs()
+        waiters: dict[str, list[threading.Event | Latch]] = {}
         self.registry = RegistryActor.start(
-            store, self.hooks, self._gave_up, self.watcher, self._count_parked
+            store,
+            self.hooks,
+            self._gave_up,
+            self.watcher,
+            self._count_parked,
+            logs=logs,
+            waiters=waiters,
         )
         self._waiting: deque[StartRun] = deque()
         self.supervisor = SupervisorActor.start(
@@ -171,6 +182,8 @@ class ActorSystem:
             shared=shared,
             gate=self.gate,
             waiting=self._waiting,
+            # Only a MemoryStore is known to take writes from any thread.
+            direct=DirectWrites(store, logs, waiters) if isinstance(store, MemoryStore) else None,
         )
         self.pruner = None if retention is None else Pruner(store, retention)
         # A shutdown's wait for runs in progress, and whether hurry() cut it short.

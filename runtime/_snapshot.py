@@ -41,8 +41,10 @@ __all__ = [
     "MAX_NESTING",
     "PARTED_VERSION",
     "WHOLE_UNTIL",
+    "DeferredRecord",
     "IncrementalEncoder",
     "Snapshot",
+    "SnapshotFreezer",
     "StepSnapshot",
     "canceled_record",
     "check_encodable",
@@ -923,6 +925,169 @@ class _PartsEncoder:
                     pages.pop(page, None)
             self._dirty_pages = set()
         return (self._fixed_frame, self._steps_bytes, self._values_bytes, *self._pages.values())
+
+
+def _reference_bytes(snapshot: Mapping[str, Any]) -> bytes:
+    """The bytes a frozen snapshot is checked against: msgpack's, not through ``_packb``.
+
+    A check of the tests' (:data:`CHECK_PARTS`), not an encoding a store gets: kept apart
+    from :func:`_packb`, which a test counts to measure what runs encode.
+    """
+    data: bytes = msgpack.packb(snapshot, use_bin_type=True)
+    return data
+
+
+class _Frozen:
+    """A snapshot as it was at one record, encoded only when somebody reads its bytes.
+
+    With :data:`CHECK_PARTS` it also holds the bytes the snapshot had when it
+    was frozen, and every later encoding must give the same: a frozen snapshot
+    that changed (the run actor changed in place a value it shares) fails.
+    """
+
+    __slots__ = ("_data", "_reference", "snapshot")
+
+    def __init__(self, snapshot: dict[str, Any]) -> None:
+        self.snapshot = snapshot
+        self._data: bytes | None = None
+        self._reference = _reference_bytes(snapshot) if CHECK_PARTS else None
+
+    def encoded(self) -> bytes:
+        """The snapshot's bytes (format 3), encoded on the first call and kept.
+
+        Raises:
+            SnapshotEncodingError: if some value cannot be encoded.
+        """
+        data = self._data
+        if data is None:
+            # Two threads may both encode it: the same bytes, and either is kept.
+            data = self._data = encode(self.snapshot)
+        self.check()
+        return data
+
+    def check(self) -> None:
+        """With :data:`CHECK_PARTS`: fail if the snapshot is no longer what it was when frozen."""
+        reference = self._reference
+        if reference is not None and _reference_bytes(self.snapshot) != reference:
+            raise AssertionError(
+                f"the frozen snapshot of run {self.snapshot['run_id']!r} at seq "
+                f"{self.snapshot['seq']} changed after it was taken"
+            )
+
+
+class DeferredRecord(SnapshotRecord):
+    """A record whose bytes are encoded on first read, from a frozen copy of its snapshot.
+
+    What :class:`SnapshotFreezer` makes for a store in memory: nothing needs
+    bytes until somebody reads the run, and most records are replaced by the
+    run's next one before anybody does. ``data`` reads like a plain record's.
+    """
+
+    __slots__ = ()
+
+    @property
+    def data(self) -> bytes:
+        """The snapshot's bytes, as :func:`encode` makes them (encoded once, then kept)."""
+        held = tuple.__getitem__(self, 4)
+        if type(held) is bytes:  # made by _replace(data=...)
+            return held
+        assert isinstance(held, _Frozen)
+        return held.encoded()
+
+
+_DRIVEN: Final = frozenset({RunStatus.PENDING.value, RunStatus.RUNNING.value})
+"""The statuses of a run whose actor drives it on: its next record replaces this one soon."""
+
+
+class SnapshotFreezer:
+    """Takes a run's successive records for a store in memory: frozen copies, encoded lazily.
+
+    The run actor's counterpart of :class:`IncrementalEncoder` (the same
+    ``next_record`` and ``item_done``) for a store that keeps records as
+    objects. Each record holds a copy of the snapshot as it was at that
+    moment: its top-level fields copied (the run actor replaces them), each
+    step record copied when it changed since the last record (the run actor
+    changes step records in place) and otherwise shared with the record
+    before, and a foreach's lists of item outputs copied (changed in place
+    too). So a transition costs a pass over the steps at C speed, not an
+    encoding of every step record, and no msgpack at all until somebody reads
+    the run's bytes (:class:`DeferredRecord`). The record that ends the run's
+    actor (the run ended, sleeps or suspends) is encoded at once: it stays in
+    the store, and bytes cost the garbage collector nothing. Values inside are shared, never
+    copied: the run actor replaces them, never changes them in place.
+
+    Args:
+        snapshot: The snapshot the records are taken of; the caller keeps
+            changing it between records.
+    """
+
+    __slots__ = ("_copies", "_last", "_paths", "_snapshot", "_steps")
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+        self._paths: list[str] = []
+        self._copies: list[dict[str, Any]] = []  # each step record as last frozen
+        self._steps: dict[str, Any] = {}  # the frozen steps of the last record
+        self._last: _Frozen | None = None
+
+    def item_done(self, index: int) -> None:
+        """Nothing to note: every record copies a foreach's lists whole."""
+
+    def next_record(self, now: float) -> SnapshotRecord:
+        """Number the snapshot as the run's next one, taken at ``now``, and return its record."""
+        snapshot = self._snapshot
+        snapshot["seq"] += 1
+        snapshot["updated_at"] = now
+        frozen: dict[str, Any] = dict(snapshot)
+        frozen["steps"] = self._freeze_steps(snapshot["steps"])
+        progress = frozen["progress"]
+        if type(progress) is dict and ("outputs" in progress or "done" in progress):
+            frozen["progress"] = {
+                key: value.copy() if type(value) is list else value
+                for key, value in progress.items()
+            }
+        if CHECK_PARTS and self._last is not None:
+            self._last.check()
+        if snapshot["status"] not in _DRIVEN:
+            # The run actor lets go of the run: its record stays in the store, maybe for
+            # long, as bytes (one object) rather than a tree of dicts that every full
+            # collection of the cyclic garbage collector walks.
+            self._last = None
+            return record_of(frozen)  # type: ignore[arg-type]
+        held = self._last = _Frozen(frozen)
+        return DeferredRecord(
+            run_id=snapshot["run_id"],
+            workflow_id=snapshot["workflow_id"],
+            seq=snapshot["seq"],
+            status=snapshot["status"],
+            data=held,  # type: ignore[arg-type]
+            created_at=snapshot["created_at"],
+            updated_at=now,
+            trace_id=snapshot["trace_id"],
+            wake_at=snapshot["wake_at"] if snapshot["status"] == RunStatus.WAITING else None,
+            **_queue_fields(snapshot),
+            resource_id=snapshot.get("resource_id"),
+        )
+
+    def _freeze_steps(self, steps: dict[str, Any]) -> dict[str, Any]:
+        paths = list(steps)
+        records = list(steps.values())
+        known, copies = self._paths, self._copies
+        if paths[: len(known)] == known:
+            # The usual case: the steps of last time, in the same order, and maybe new
+            # ones. A record equal to its last copy (found at once: its values are the
+            # same objects) is shared with the record before.
+            changed = list(compress(range(len(known)), map(ne, records, copies)))
+            if not changed and len(paths) == len(known):
+                return self._steps
+            for index in changed:
+                copies[index] = records[index].copy()
+            copies.extend(map(dict.copy, records[len(known) :]))
+        else:  # a step ran again (moved to the end) or went: copy them all
+            copies = self._copies = list(map(dict.copy, records))
+        self._paths = paths
+        self._steps = dict(zip(paths, copies, strict=True))
+        return self._steps
 
 
 def copy_plain(value: Any) -> Any:

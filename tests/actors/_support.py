@@ -28,5 +28,9 @@ class RecordingStore(MemoryStore):
     def save(self, records: Sequence[SnapshotRecord]) -> None:
         with self._history_lock:
             for record in records:
-                self.history[record.run_id].append(record)
+                history = self.history[record.run_id]
+                # The same record given again (kept by its run actor, then told to the
+                # registry to wake who waits for it: actors._direct) counts once.
+                if not history or history[-1] is not record:
+                    history.append(record)
         super().save(records)

@@ -481,3 +481,24 @@ def test_a_dispatched_actor_sets_every_attribute_pykkas_actor_init_sets(
     assert pykkas <= set(vars(ours))
     assert ours.actor_urn.startswith("urn:uuid:")
     assert ours.actor_ref.actor_urn == ours.actor_urn
+
+
+def test_a_dispatched_actor_s_stop_flag_wakes_a_waiter_and_never_clears() -> None:
+    from actors._dispatch import _StopFlag
+
+    flag = _StopFlag()
+    assert not flag.is_set() and flag.wait(0.01) is False
+    woke = threading.Event()
+
+    def waiter() -> None:
+        if flag.wait(WAIT):
+            woke.set()
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    time.sleep(0.05)
+    flag.set()
+    thread.join(WAIT)
+    assert woke.is_set() and flag.is_set() and flag.wait(0) is True
+    with pytest.raises(TypeError):
+        flag.clear()

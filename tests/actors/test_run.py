@@ -13,6 +13,7 @@ import pytest
 from pydantic import BaseModel
 from structlog.testing import capture_logs
 
+from actors._direct import DirectWrites
 from actors._dispatch import DispatchedActor, Dispatcher, UnexpectedMessageError
 from actors.messages import (
     CancelOutcome,
@@ -39,15 +40,34 @@ class Value(BaseModel):
 
 @pytest.fixture
 def received(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[SnapshotRecord]]:
-    """Every snapshot the registry is handed, kept or not, per run."""
+    """Every snapshot a run actor hands on, kept or not, per run.
+
+    On a store in memory a run actor keeps most snapshots itself (``DirectWrites``);
+    the others, and every snapshot it keeps of a watched run, go to the registry.
+    """
     seen: dict[str, list[SnapshotRecord]] = defaultdict(list)
     original = RegistryActor._on_snapshot_taken
+    original_keep = DirectWrites.keep
 
     def recording(self: RegistryActor, message: SnapshotTaken) -> None:
-        seen[message.record.run_id].append(message.record)
+        records = seen[message.record.run_id]
+        if not records or records[-1] is not message.record:  # not kept and told both
+            records.append(message.record)
         original(self, message)
 
+    original_end = DirectWrites.end
+
+    def keeping(self: DirectWrites, record: SnapshotRecord) -> bool:
+        seen[record.run_id].append(record)
+        return original_keep(self, record)
+
+    def ending(self: DirectWrites, record: SnapshotRecord) -> bool:
+        seen[record.run_id].append(record)
+        return original_end(self, record)
+
     monkeypatch.setattr(RegistryActor, "_on_snapshot_taken", recording)
+    monkeypatch.setattr(DirectWrites, "keep", keeping)
+    monkeypatch.setattr(DirectWrites, "end", ending)
     return seen
 
 
