@@ -228,6 +228,28 @@ def test_sleeps_on_a_sqlite_store_are_skipped_too(tmp_path: Path) -> None:
     assert time.perf_counter() - began < 5.0
 
 
+def test_sleeps_on_a_postgresql_store_are_skipped_too(postgres_server: Any) -> None:
+    workflow = (
+        create_workflow(id="pg-nap", input_schema=N, output_schema=N)
+        .then(_step("a"))
+        .sleep(3 * DAY)
+        .then(_step("b"))
+        .commit()
+    )
+    url = postgres_server.new_database()
+    try:
+        with Harness(store=url) as harness:
+            began = harness.clock.now()
+            result = harness.register(workflow).create_run().start(input_data={"n": 0}, timeout=10)
+            slept = harness.clock.now() - began
+    finally:
+        postgres_server.drop_database(url)
+
+    # Due by the virtual clock, not the database's: a real wait would time out above.
+    assert result.status == "success" and result.result == {"n": 2}
+    assert slept == pytest.approx(3 * DAY, abs=60)
+
+
 # --- leases on virtual time -------------------------------------------------------------
 
 HOUR_LEASE = 3600.0
