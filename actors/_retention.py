@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
+from runtime import _clock
 from runtime._options import RetentionPolicy
 from runtime._stores.base import SnapshotStore
 from runtime._tracing import emit
@@ -39,7 +39,7 @@ class Pruner:
     def prune_now(self) -> int:
         """One pass, on the caller's thread; how many runs it deleted."""
         policy = self._policy
-        ended_before = None if policy.max_age is None else time.time() - policy.max_age
+        ended_before = None if policy.max_age is None else _clock.time() - policy.max_age
         deleted = self._store.prune(ended_before=ended_before, keep=policy.max_runs)
         self.pruned += deleted
         return deleted

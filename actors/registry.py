@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -38,7 +37,7 @@ from actors.messages import (
     WatchRun,
 )
 from actors.step import error_dict
-from runtime import _probes
+from runtime import _clock, _probes
 from runtime._errors import SnapshotFormatError
 from runtime._model import (
     PARKED_STATUSES,
@@ -476,7 +475,7 @@ class RegistryActor(ThreadActor):
                 keep_bytes=True,
             )
             return
-        record = failed_record(snapshot, message.error, time.time())
+        record = failed_record(snapshot, message.error, _clock.time())
         if message.plan is None:
             self._on_snapshot_taken(SnapshotTaken(record=record, terminal=True))
             return
@@ -511,7 +510,7 @@ class RegistryActor(ThreadActor):
                 # Its cancel was asked for while another worker held it (or while it was
                 # parked here): it ends here, with no step run.
                 emit(logging.INFO, "run_canceled_on_claim", run_id=record.run_id)
-                canceled = canceled_record(snapshot, time.time())
+                canceled = canceled_record(snapshot, _clock.time())
                 self._hooks.finish(matching or plan, snapshot, canceled, self.actor_ref)
                 continue
             if matching is None:
@@ -543,7 +542,7 @@ class RegistryActor(ThreadActor):
     def _stand_in(self, record: SnapshotRecord, error: dict[str, Any], *, keep_bytes: bool) -> None:
         """Record a run failed from its row alone: its snapshot is unreadable or refused."""
         emit(logging.ERROR, "run_failed_unreadable", run_id=record.run_id, error=error["message"])
-        failed = stand_in_record(record, error, time.time(), keep_bytes=keep_bytes)
+        failed = stand_in_record(record, error, _clock.time(), keep_bytes=keep_bytes)
         settled = self._committed(failed, True, None, None) if self._durable else None
         self._store.save((failed,), on_commit=settled, on_error=_log_refusal(failed))
         if not self._durable:

@@ -17,7 +17,6 @@ and what each reply means.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
@@ -401,7 +400,7 @@ class RunActor(DispatchedActor):
             message.reply(CancelOutcome.NOT_HERE)
             return
         try:
-            mark_canceled(self._snapshot, time.time())
+            mark_canceled(self._snapshot, _clock.time())
             # The reply travels with the canceled snapshot: the caller hears of the
             # cancel only once every query sees it (and a durable store has it).
             on_recorded = message.reply_once_recorded()
@@ -590,7 +589,7 @@ class RunActor(DispatchedActor):
             "payload": payload,
             "output": None,
             "error": None,
-            "started_at": time.time(),
+            "started_at": _clock.time(),
             "ended_at": None,
         }
         if iterations is not None:
@@ -676,7 +675,7 @@ class RunActor(DispatchedActor):
         if record is not None:
             record["status"] = StepStatus.FAILED.value
             record["error"] = error
-            record["ended_at"] = time.time()
+            record["ended_at"] = _clock.time()
             if attempts is not None:
                 record["attempts"] = attempts
         self._finish(RunStatus.FAILED, error=error)
@@ -880,7 +879,7 @@ class RunActor(DispatchedActor):
             path = step_node.path
             record = self._snapshot["steps"][path]
             record["status"] = StepStatus.SUSPENDED.value
-            record["ended_at"] = time.time()
+            record["ended_at"] = _clock.time()
             prefix = path + "["
             record["suspend_payload"] = {
                 key[len(prefix) : -1]: payload
@@ -916,7 +915,7 @@ class RunActor(DispatchedActor):
         record = self._snapshot["steps"][step_node.path]
         record["status"] = StepStatus.SUCCESS.value
         record["output"] = outputs
-        record["ended_at"] = time.time()
+        record["ended_at"] = _clock.time()
         self._outputs = {**self._outputs, step_node.path: outputs}
         self._advance(outputs)
 
@@ -963,7 +962,7 @@ class RunActor(DispatchedActor):
         if record is not None:
             record["status"] = StepStatus.SUCCESS.value
             record["output"] = snapshot["carry"]
-            record["ended_at"] = time.time()
+            record["ended_at"] = _clock.time()
         snapshot["wake_at"] = None
         self._advance(snapshot["carry"])
 
@@ -1023,7 +1022,7 @@ class RunActor(DispatchedActor):
         if record is not None:
             record["status"] = StepStatus.SUCCESS.value
             record["output"] = output
-            record["ended_at"] = time.time()
+            record["ended_at"] = _clock.time()
         self._outputs = {**self._outputs, node.path: output}
         self._advance(output)
 
@@ -1129,7 +1128,7 @@ class RunActor(DispatchedActor):
             snapshot["next_step"] = index + node.skip
             self._advance([])
             return
-        progress = {"items": items, "outputs": [], "started_at": time.time()}
+        progress = {"items": items, "outputs": [], "started_at": _clock.time()}
         snapshot["scopes"] = {**snapshot["scopes"], node.path + _EACH: progress}
         self._jump(index + 1, items[0])
 
@@ -1213,9 +1212,9 @@ class RunActor(DispatchedActor):
             snapshot["result"] = result
             snapshot["suspended"] = {}
             # A bail leaves siblings and enclosing nodes open.
-            close_open_steps(snapshot, _STEP_CANCELED, time.time())
+            close_open_steps(snapshot, _STEP_CANCELED, _clock.time())
         else:
-            mark_failed(snapshot, error, time.time())
+            mark_failed(snapshot, error, _clock.time())
         reason = AbortReason.CANCELED if error is None else AbortReason.SIBLING_FAILED
         self._end(status, reason=reason, error=error)
 
@@ -1241,7 +1240,7 @@ class RunActor(DispatchedActor):
             status.value, failure=error, **({} if error is None else {"error": error["name"]})
         )
         self._count_end(status.value)
-        record = self._encoder.next_record(time.time())
+        record = self._encoder.next_record(_clock.time())
         direct = self._direct
         if (
             direct is None
@@ -1264,11 +1263,11 @@ class RunActor(DispatchedActor):
         if status is not None:
             ended = {**workflow, "callboard.status": status}
             meter.runs_ended.add(1, ended)
-            meter.run_duration.record(max(0.0, time.time() - self._snapshot["created_at"]), ended)
+            meter.run_duration.record(max(0.0, _clock.time() - self._snapshot["created_at"]), ended)
 
     def _tell_snapshot(self, *, terminal: bool = False) -> int:
         """Tell the registry the run's new snapshot; its sequence number."""
-        record = self._encoder.next_record(time.time())
+        record = self._encoder.next_record(_clock.time())
         direct = self._direct
         # A run whose steps wrote events goes through the registry: its snapshots must
         # reach the run's event log after the writes, as they happened.

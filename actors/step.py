@@ -14,7 +14,6 @@ import concurrent.futures
 import contextlib
 import inspect
 import logging
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -145,7 +144,7 @@ class StepActor(ThreadActor):
         """
         try:
             span = _span(call) if traced else None
-            started = time.time()
+            started = _clock.time()
             ctx: StepContext[Any] | None = None
             try:
                 # The step's span is current while user code runs: spans it makes
@@ -405,7 +404,7 @@ def _step_outcome(
         state=state,
         request_context=request_context,
         started_at=started,
-        ended_at=time.time(),
+        ended_at=_clock.time(),
         token=call.token,
         state_changes=changes,
     )
@@ -440,7 +439,7 @@ def _read(call: ReaderCall, output: Any, started: float) -> StepFinished:
         state=call.state,
         request_context=call.request_context,
         started_at=started,
-        ended_at=time.time(),
+        ended_at=_clock.time(),
         token=call.token,
     )
 
@@ -471,7 +470,7 @@ def _failure(
         state=state,
         request_context=request_context,
         started_at=started,
-        ended_at=time.time(),
+        ended_at=_clock.time(),
         retryable=not isinstance(exc, NonRetryableError),
         token=call.token,
         state_changes=changes,
@@ -529,7 +528,7 @@ def _report(
 
 def _fault(call: StepActorMessage, exc: Exception) -> None:
     emit(logging.ERROR, "step_actor_fault", step_id=call.step_id, exc_info=True)
-    now = time.time()
+    now = _clock.time()
     crash = RunCrashedError(
         f"callboard failed while running step {call.step_id!r}: {type(exc).__name__}"
     )

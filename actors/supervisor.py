@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -382,7 +381,7 @@ class SupervisorActor(DispatchedActor):
     def _record_canceled(
         self, plan: ExecutionPlan, snapshot: Snapshot, on_recorded: Callable[[bool], None]
     ) -> None:
-        record = canceled_record(snapshot, time.time())
+        record = canceled_record(snapshot, _clock.time())
         self._hooks.finish(plan, snapshot, record, self._registry, on_recorded)
 
     def on_undelivered(self, message: Any) -> None:

@@ -48,7 +48,7 @@ from actors.messages import (
 from actors.registry import RegistryActor
 from actors.step import error_dict
 from actors.supervisor import PendingRuns, SupervisorActor
-from runtime import _otel
+from runtime import _clock, _otel
 from runtime._errors import RuntimeOverloadedError, RuntimeStoppedError, StoreError
 from runtime._model import RunEvent
 from runtime._options import RetentionPolicy
@@ -297,7 +297,7 @@ class ActorSystem:
             # that it never sits pending for ever, and tell the caller.
             stopped = RuntimeStoppedError("the runtime stopped before the run could start")
             error = error_dict(stopped, with_traceback=False)
-            self.store.save((failed_record(snapshot, error, time.time()),))
+            self.store.save((failed_record(snapshot, error, _clock.time()),))
             raise stopped from exc
         return True
 
@@ -682,7 +682,7 @@ class ActorSystem:
         error = _stopped_error()
         for record in self.store.unfinished():
             self.store.save(
-                (failed_record(decode(record.data, record.run_id), error, time.time()),)
+                (failed_record(decode(record.data, record.run_id), error, _clock.time()),)
             )
 
 

@@ -4,7 +4,9 @@ Sleeps, ``sleep_until``, retry back-offs, step timeouts, schedules and the
 leases of a SQLite store's workers (their heartbeats and the reaper's
 judgement) read the time through :func:`time`, a module attribute that is
 :func:`time.time` itself unless a test kit (:mod:`runtime.testing`) installs
-a virtual clock. A reading costs what ``time.time()`` costs: one attribute
+a virtual clock. The times a run records (created, updated, a step's start
+and end) and retention's age read it too, so that a run's record agrees with
+its timers. A reading costs what ``time.time()`` costs: one attribute
 lookup on a module and a call of the same builtin. Whoever waits for a
 deadline (the timer thread) registers a wake-up with :func:`on_advance`, so
 that a virtual clock that jumps forward is noticed at once rather than at the

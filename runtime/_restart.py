@@ -9,11 +9,11 @@ step with the input given (or the one it had), linked to the original.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from runtime import _clock
 from runtime._errors import InvalidInputError
 from runtime._ids import new_span_id, new_trace_id
 from runtime._model import RunStatus, StepStatus
@@ -166,7 +166,7 @@ def time_travel_snapshot(
     resume = None
     if resume_data is not None:
         resume = {path: validated_resume_data(definition, resume_data, path, run_id)}
-    now = time.time()
+    now = _clock.time()
     snapshot: Snapshot = {
         "run_id": run_id,
         "workflow_id": plan.workflow_id,

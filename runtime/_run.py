@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from pydantic import BaseModel
 
+from runtime import _clock
 from runtime._errors import (
     CancelError,
     InvalidInputError,
@@ -666,7 +667,7 @@ class Run(Generic[In, Out]):
         snapshot["status"] = RunStatus.RUNNING.value
         snapshot["resume"] = {path: data}
         snapshot["resumed"] = True  # what tells a later resume that this one won
-        resumed = next_record(snapshot, time.time())
+        resumed = next_record(snapshot, _clock.time())
         # The compare-and-set decides between racing resumes (and cancels); it is
         # committed when it returns, so the resume is acknowledged only once durable.
         if not system.resume(plan, snapshot, resumed, record.seq):
@@ -735,7 +736,7 @@ class Run(Generic[In, Out]):
             raise _not_restartable(self.run_id, snapshot["status"])
         plan = self._going_on(snapshot)
         restarted(snapshot)
-        reopened = next_record(snapshot, time.time())
+        reopened = next_record(snapshot, _clock.time())
         # A compare-and-set on a run that has ended: of two restarts, one wins.
         if not system.resume(plan, snapshot, reopened, record.seq, reopen=True):
             current = self._host.load(self.run_id)
@@ -950,7 +951,7 @@ class Run(Generic[In, Out]):
     def _cancel_unheld(self, system: ActorSystem, record: SnapshotRecord) -> bool:
         """Cancel a run no actor drives (suspended, or queued on a shared store) here."""
         snapshot = decode(record.data, record.run_id)
-        canceled = canceled_record(snapshot, time.time())
+        canceled = canceled_record(snapshot, _clock.time())
         # The compare-and-set decides between this cancel and a racing resume, and is
         # committed when it returns. The hooks run after it; the cancel returns once
         # they have, as it does for a run that an actor drove.

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import BaseModel, ValidationError
 
-from runtime import _otel
+from runtime import _clock, _otel
 from runtime._errors import InvalidInputError, SnapshotEncodingError, summarize_errors
 from runtime._ids import new_span_id, new_trace_id
 from runtime._model import RunStatus
@@ -87,7 +86,7 @@ def pending_snapshot(
         _encodable(tracing.metadata, "tracing_options.metadata", "tracing_options", run_id)
         metadata = copy_plain(tracing.metadata)
     output = _options(OutputOptions, output_options, _DEFAULT_OUTPUT, "output_options", run_id)
-    now = time.time()
+    now = _clock.time()
     snapshot: Snapshot = {
         "run_id": run_id,
         "workflow_id": plan.workflow_id,

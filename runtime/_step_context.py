@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Generic, NoReturn, cast, overload
@@ -96,7 +95,7 @@ class StepWriter:
             data = plain(payload)
             check_encodable(data, f"step {self._step_id!r} writer payload")
             data = copy_plain(data)
-        self._sink(self._path, data, time.time(), self._item)
+        self._sink(self._path, data, _clock.time(), self._item)
 
 
 class SuspendRequest(BaseException):

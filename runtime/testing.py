@@ -397,8 +397,9 @@ class Harness:
     renewing (a stalled or killed runtime) is found dead once the clock passes
     its lease, and its runs go back to the queue. Workers in other processes
     stamp their heartbeats with the real clock: do not share a store with them
-    while the clock jumps. A PostgreSQL store judges leases, heartbeats and
-    when a sleeping run is due by the database's clock, which no harness moves.
+    while the clock jumps. A PostgreSQL store judges when a sleeping run is
+    due by the harness's clock too, but leases and heartbeats by the
+    database's clock, which no harness moves.
 
     Raises:
         RuntimeError: on entering, if another harness is open in this process.

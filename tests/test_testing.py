@@ -137,6 +137,30 @@ def test_steps_read_virtual_time_with_ctx_now() -> None:
     assert (seen[1] - seen[0]).total_seconds() == pytest.approx(7 * DAY, abs=1)
 
 
+def test_a_runs_record_is_stamped_by_the_virtual_clock() -> None:
+    workflow = (
+        create_workflow(id="stamped", input_schema=N, output_schema=N)
+        .then(_step("before"))
+        .sleep(7 * DAY)
+        .then(_step("after"))
+        .commit()
+    )
+    with Harness() as harness:
+        began = harness.clock.now()
+        result = harness.register(workflow).create_run().start(input_data={"n": 0}, timeout=10)
+        ended = harness.clock.now()
+
+    assert result.status == "success"
+    before, after = result.steps["before"], result.steps["after"]
+    assert before.ended_at is not None and after.started_at is not None
+    assert after.ended_at is not None
+    # Every time in the record is on one clock: the week between the steps shows.
+    assert (after.started_at - before.ended_at).total_seconds() == pytest.approx(7 * DAY, abs=1)
+    tick = 1e-3  # datetimes keep microseconds
+    assert began - tick <= result.created_at.timestamp() <= before.started_at.timestamp() + tick
+    assert after.ended_at.timestamp() - tick <= result.updated_at.timestamp() <= ended + tick
+
+
 def test_without_time_skipping_the_clock_moves_only_when_advanced() -> None:
     workflow = (
         create_workflow(id="napping", input_schema=N, output_schema=N)
@@ -202,6 +226,28 @@ def test_sleeps_on_a_sqlite_store_are_skipped_too(tmp_path: Path) -> None:
 
     assert result.status == "success"
     assert time.perf_counter() - began < 5.0
+
+
+def test_sleeps_on_a_postgresql_store_are_skipped_too(postgres_server: Any) -> None:
+    workflow = (
+        create_workflow(id="pg-nap", input_schema=N, output_schema=N)
+        .then(_step("a"))
+        .sleep(3 * DAY)
+        .then(_step("b"))
+        .commit()
+    )
+    url = postgres_server.new_database()
+    try:
+        with Harness(store=url) as harness:
+            began = harness.clock.now()
+            result = harness.register(workflow).create_run().start(input_data={"n": 0}, timeout=10)
+            slept = harness.clock.now() - began
+    finally:
+        postgres_server.drop_database(url)
+
+    # Due by the virtual clock, not the database's: a real wait would time out above.
+    assert result.status == "success" and result.result == {"n": 2}
+    assert slept == pytest.approx(3 * DAY, abs=60)
 
 
 # --- leases on virtual time -------------------------------------------------------------

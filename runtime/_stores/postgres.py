@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+from runtime import _clock
 from runtime._errors import QueueFullError, StoreError
 from runtime._ids import new_id
 from runtime._model import SETTLED_STATUSES, TERMINAL_STATUSES, UNFINISHED_STATUSES
@@ -120,9 +121,28 @@ _TERMINAL_SQL: Final = _sql_list(TERMINAL_STATUSES)
 _UNFINISHED_SQL: Final = _sql_list(UNFINISHED_STATUSES)
 _QUEUED_SQL: Final = f"owner_id IS NULL AND status IN ({_UNFINISHED_SQL})"
 """Runs nobody holds that some worker must drive: the partial index's predicate, word for word."""
-_NOW: Final = "(SELECT extract(epoch FROM clock_timestamp())::float8)"
-"""The database's clock in epoch seconds, evaluated once a statement."""
+_NOW: Final = (
+    "(SELECT coalesce(nullif(current_setting('callboard.now', true), '')::float8, "
+    "extract(epoch FROM clock_timestamp())::float8))"
+)
+"""The database's clock in epoch seconds, evaluated once a statement.
+
+Under a test kit's virtual clock, the session's ``callboard.now`` instead (see
+:func:`_virtual_now`): sleeping runs fall due, and queues' rate windows pass, by
+the clock the runs' timers read. Leases keep the database's clock.
+"""
 _DUE: Final = f"(wake_at IS NULL OR wake_at <= {_NOW})"
+
+
+def _virtual_now(connection: Connection) -> None:
+    """Under a virtual clock (a test kit's), tell the session its time for :data:`_NOW`.
+
+    Outside one, nothing: one comparison. Set at the start of every read and
+    transaction, as the virtual clock may have jumped since the last.
+    """
+    if _clock.time is not time.time:
+        connection.execute("SELECT set_config('callboard.now', %s, false)", (repr(_clock.time()),))
+
 
 _SCHEMA: Final = f"""
 CREATE TABLE IF NOT EXISTS callboard_meta (
@@ -1031,6 +1051,7 @@ class PostgresStore:
         for attempt in (1, 2):
             try:
                 with self._readers.connection(self._shown) as connection:
+                    _virtual_now(connection)
                     return read(connection)
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 self._readers.discard_idle()
@@ -1683,6 +1704,7 @@ class PostgresStore:
         earned, if any.
         """
         results: dict[int, Any] = {}
+        _virtual_now(connection)
         for write in writes:
             if write.kind == "join":
                 self._role = write.payload
