@@ -165,13 +165,6 @@ class _Writer:
             window.release()
 
 
-def _writer(
-    registry: pykka.ActorRef[Any], run_id: str
-) -> Callable[[str, Any, float, int | None], None]:
-    """What ``ctx.writer.write`` calls for run ``run_id`` (see :class:`_Writer`)."""
-    return _Writer(registry, run_id)
-
-
 class RunActor(DispatchedActor):
     """Walks a run's plan: sends each call to a step actor and waits for its reply as a message.
 

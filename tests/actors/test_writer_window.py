@@ -32,7 +32,7 @@ def test_writes_past_the_window_wait_for_the_registry_then_go_anyway(
     monkeypatch.setattr(run_module, "WRITE_WINDOW", 3)
     monkeypatch.setattr(run_module, "WRITE_PATIENCE", 0.2)
     registry = SlowRegistry()
-    write = run_module._writer(registry, "run-1")  # type: ignore[arg-type]
+    write = run_module._Writer(registry, "run-1")  # type: ignore[arg-type]
 
     began = time.monotonic()
     for index in range(3):
