@@ -619,16 +619,24 @@ class SQLiteStore:
                 return None
             write = Write("create", (record, hold), ignore)
             outcome = _Outcome()
+            refused: set[int] = set()
             try:
-                connection.execute("BEGIN IMMEDIATE")
-                refused = self._refuse_full(connection, [write], outcome)
-                created = not refused and record.run_id in self._insert(
-                    connection, [(record, hold)]
-                )
-                connection.execute("COMMIT")
+                if record.queue is None:
+                    # One statement, its own transaction: the interpreter lock is let go
+                    # once for the whole create, where BEGIN, INSERT ... RETURNING and
+                    # COMMIT let it go (and wait to take it back) four times or more.
+                    created = self._insert_one(connection, record, hold)
+                else:
+                    connection.execute("BEGIN IMMEDIATE")
+                    refused = self._refuse_full(connection, [write], outcome)
+                    created = not refused and record.run_id in self._insert(
+                        connection, [(record, hold)]
+                    )
+                    connection.execute("COMMIT")
             except Exception:  # the writer tries it again, and reports what it finds
                 with contextlib.suppress(sqlite3.Error):
-                    connection.execute("ROLLBACK")
+                    if connection.in_transaction:
+                        connection.execute("ROLLBACK")
                 return None
             if refused:
                 raise outcome.errors[id(write)]
@@ -1182,6 +1190,29 @@ class SQLiteStore:
             ).fetchall()
             inserted.update(row[0] for row in found)
         return inserted
+
+    def _insert_one(
+        self, connection: sqlite3.Connection, record: SnapshotRecord, hold: bool
+    ) -> bool:
+        """Insert one new run in a statement of its own (autocommit); whether it was new.
+
+        The same row and conflict rule as :meth:`_insert`: a taken run id or
+        idempotency key leaves it out.
+        """
+        cursor = connection.execute(
+            f"INSERT INTO runs ({_CREATE_COLUMNS}) VALUES {_CREATE_ROW} ON CONFLICT DO NOTHING",
+            (
+                *self._row(
+                    record, record.data, None, self.owner_id if hold else None, 1 if hold else 0
+                ),
+                record.queue,
+                record.queue_key,
+                record.priority,
+                rank(record.created_at, record.priority),
+                record.idempotency_key,
+            ),
+        )
+        return cursor.rowcount == 1
 
     def _upsert(
         self, connection: sqlite3.Connection, saves: list[Write], outcome: _Outcome

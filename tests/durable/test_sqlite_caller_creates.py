@@ -26,7 +26,14 @@ def inserting_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
             names.append(threading.current_thread().name)
         return insert(self, connection, creates)
 
+    insert_one = SQLiteStore._insert_one
+
+    def noting_insert_one(self, connection, record, hold):  # type: ignore[no-untyped-def]
+        names.append(threading.current_thread().name)  # a create in no queue, on its own
+        return insert_one(self, connection, record, hold)
+
     monkeypatch.setattr(SQLiteStore, "_insert", noting_insert)
+    monkeypatch.setattr(SQLiteStore, "_insert_one", noting_insert_one)
     return names
 
 
