@@ -94,7 +94,9 @@ def test_a_client_watches_the_events_of_a_run_a_worker_drives(fleet: Fleet, tmp_
     run = client.register(WORKFLOWS["logged"]).create_run()
     run.start_async(input_data={"value": "x"}, request_context=context(tmp_path, "w"))
     events = list(run.watch(timeout=WAIT))
-    finished = [(e.path, e.status) for e in events if e.type == "step_finished"]
+    # The step's own status: an event's ``status`` is the run's, which the watcher may
+    # see already ended when it reads two steps' ends in one record.
+    finished = [(e.path, e.step and e.step.status) for e in events if e.type == "step_finished"]
     assert finished == [("alpha", "success"), ("beta", "success"), ("gamma", "success")]
     assert events[-1].status == "success"
 
@@ -242,9 +244,11 @@ def test_a_sleeping_run_of_a_killed_worker_wakes_on_time_elsewhere(
     [after] = [line for line in read_lines(log) if line.startswith("after")]
     woke_at, pid = float(after.split()[2]), int(after.split()[4])
     assert pid == third.proc.pid
-    # Not before its time, and as soon as a worker is there once it is due.
+    # Not before its time, and as soon as a worker is there once it is due. The slack
+    # is for a loaded machine: with the whole suite beside it on two cores, a worker
+    # just started has been seen to take 2.6 s to get round to its first claims.
     due = max(slept_at + 3, ready_at)
-    assert slept_at + 3 - 0.1 <= woke_at <= due + 2.0, (woke_at - slept_at, ready_at - slept_at)
+    assert slept_at + 3 - 0.1 <= woke_at <= due + 4.0, (woke_at - slept_at, ready_at - slept_at)
 
 
 def count_prefix(path: Path, prefix: str) -> int:
