@@ -81,6 +81,10 @@ SKIP_POLL: Final = 0.001
 """Seconds between two looks of the time skipper at the runtime: it jumps only after
 two looks in a row found no step executing and no message handled in between."""
 
+STORE_LOOK_EVERY: Final = 0.25
+"""Real seconds a shared store's deadlines (lease lapses, rate windows) are read again after,
+while nothing happens in the process; as soon as something does, they are read again."""
+
 THREAD_PREFIXES: Final = ("callboard-", "StepActor-", "RegistryActor-")
 """The names of the threads callboard starts (pykka names actor threads after their class)."""
 
@@ -431,6 +435,7 @@ class Harness:
         self._forget_waker: Callable[[], None] | None = None
         self._skipper: threading.Thread | None = None
         self._skipping_done = threading.Event()
+        self._store_due: tuple[Any, float, list[float]] | None = None
         self._open = False
         self._others: frozenset[threading.Thread] = frozenset()
 
@@ -850,8 +855,14 @@ class Harness:
                 return True
         dispatcher = system.dispatcher
         # Actors with mail waiting for a dispatcher thread, or one handling it (a run
-        # actor's on_start, say, which no message announces).
-        return not dispatcher._ready.empty() or _any_dispatching(dispatcher)
+        # actor's on_start, say, which no message announces); or a store's writer at work
+        # (a run's next step may wait for the commit of the snapshot announcing it).
+        writer = getattr(system.store, "_writer", None)
+        return (
+            not dispatcher._ready.empty()
+            or _any_dispatching(dispatcher)
+            or (writer is not None and writer.busy())
+        )
 
     def _skip(self) -> None:
         """Jump the clock to the next timer whenever the runtime has gone quiet."""
@@ -864,7 +875,7 @@ class Harness:
                 system = _system_of(runtime)
             except RuntimeError:
                 continue
-            if self._busy(system):
+            if self._busy(system) or not _helpers_idle(runtime, system):
                 last = None
                 continue
             counters = self._counters
@@ -872,11 +883,33 @@ class Harness:
             if mark != last:
                 last = mark  # something happened: look again once it stays quiet
                 continue
-            due = [system.timers.next_deadline(), _claimer_wake(system)]
+            due = [
+                system.timers.next_deadline(),
+                _claimer_wake(system),
+                _scheduler_due(runtime),
+                *self._store_deadlines(system, mark),
+            ]
             deadlines = [when for when in due if when is not None]
             if deadlines:
                 self.clock._jump_to(min(deadlines))
             last = None
+
+    def _store_deadlines(self, system: Any, mark: tuple[int, int]) -> list[float]:
+        """A shared store's next lease lapse and rate-window opening (read at most so often)."""
+        claimer = system.claimer
+        if claimer is None:
+            return []
+        key = (mark, self.clock.now(), _clock.live_workers())
+        now = time.monotonic()
+        cached = self._store_due
+        if cached is not None and cached[0] == key and now - cached[1] < STORE_LOOK_EVERY:
+            return cached[2]
+        try:
+            deadlines: list[float] = claimer.store_deadlines()
+        except Exception:  # a store closing (a crash) or unreachable: the next look tells
+            deadlines = []
+        self._store_due = (key, now, deadlines)
+        return deadlines
 
     def __repr__(self) -> str:
         state = "open" if self._open else "closed"
@@ -917,6 +950,20 @@ def _mark_stopped(runtime: Runtime) -> None:
     scheduler, runtime._scheduler = runtime._scheduler, None
     if scheduler is not None:
         scheduler.stop()
+
+
+def _helpers_idle(runtime: Runtime, system: Any) -> bool:
+    """Whether the claimer and the scheduler have done what a jump (or a poke) asked of them."""
+    claimer = system.claimer
+    if claimer is not None and not claimer.idle():
+        return False
+    scheduler = runtime._scheduler
+    return scheduler is None or scheduler.idle()
+
+
+def _scheduler_due(runtime: Runtime) -> float | None:
+    scheduler = runtime._scheduler
+    return None if scheduler is None else scheduler.next_due
 
 
 def _claimer_wake(system: Any) -> float | None:

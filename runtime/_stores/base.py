@@ -8,7 +8,7 @@ are :mod:`runtime._stores.memory` and :mod:`runtime._stores.sqlite`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Final, NamedTuple, Protocol, runtime_checkable
 
 from runtime._errors import StoreError
@@ -386,6 +386,22 @@ class SharedStore(SnapshotStore, Protocol):
 
     def next_wake(self, workflow_ids: Sequence[str]) -> float | None:
         """The earliest ``wake_at`` of queued sleeping runs of these workflows, or ``None``."""
+        ...
+
+    def next_lapse(self, alive: Collection[str] = ()) -> float | None:
+        """When the soonest lease runs out (epoch s) of a worker that holds runs, or ``None``.
+
+        Workers named in ``alive`` are left out: a test kit's time skipper
+        jumps to the lease of a worker that stopped renewing, never to that of
+        one that renews at each jump.
+        """
+        ...
+
+    def next_opening(self, workflow_ids: Sequence[str]) -> float | None:
+        """When a rate window next frees a start (epoch s) in a queue where runs wait, or ``None``.
+
+        Only queues where runs of these workflows wait to start count.
+        """
         ...
 
     def reap(self) -> int:
