@@ -65,6 +65,8 @@ from typing import Any, Final, TypeVar
 from runtime import _clock, _ids, _probes
 from runtime._runtime import Runtime
 from runtime._step import Step
+from runtime._stores.postgres import PostgresStore
+from runtime._stores.sqlite import SQLiteStore
 from runtime._workflow import Workflow
 
 __all__ = [
@@ -714,10 +716,16 @@ class Harness:
 
         Every actor stops handling messages at once: nothing more is recorded,
         no run is drained, halted or failed, and a step in user code runs on
-        but its result is lost. Then a new runtime starts on the same store,
-        with the same workflows registered, and picks up the runs that were
-        in progress: steps whose output was recorded are not run again; the
-        step that was interrupted runs again.
+        but its result is lost. The crashed worker's row and the runs it held
+        stay in the store as a killed process leaves them. Then a new runtime
+        starts on the same store, with the same workflows registered: once
+        the crashed worker's lease has run out on the harness's clock, its
+        reaper hands those runs back and it picks them up. Steps whose output
+        was recorded are not run again; the step that was interrupted runs
+        again. With time skipping the clock jumps to the lease's end by itself
+        once nothing else happens; without, advance it past the lease
+        (``harness.clock.advance(lease + 1)``; 10 seconds unless the store was
+        given another).
 
         Returns:
             The new runtime (also :attr:`runtime`). Use :meth:`workflow` for
@@ -730,6 +738,9 @@ class Harness:
         system = _system_of(old)
         if not system.store.durable:
             raise ValueError("crash_and_recover() needs a durable store (a SQLite path or URL)")
+        # A store object given to the harness is closed with the crash: the new runtime
+        # opens another on the same database, with the same lease.
+        self.store = _reopened(self.store)
         # Every thread of the old runtime alive now ignores callboard's messages from now on.
         self._killed.update(
             thread
@@ -972,6 +983,18 @@ def _claimer_wake(system: Any) -> float | None:
         return None
     wake_at: float | None = claimer._wake_at
     return wake_at
+
+
+def _reopened(store: Any) -> Any:
+    """Where the runtime after a crash keeps its runs (a store object: a new one, same place).
+
+    A store object was closed by the crash; a path or URL opens anew by itself.
+    """
+    if isinstance(store, SQLiteStore):
+        return SQLiteStore(store.path, lease=store.lease)
+    if isinstance(store, PostgresStore):
+        return PostgresStore(store._url, lease=store.lease)
+    return store
 
 
 def _run_of(source: Any) -> str | None:

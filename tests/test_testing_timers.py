@@ -199,6 +199,60 @@ def test_postgresql_stamps_heartbeats_by_the_virtual_clock_and_by_its_own_once_i
         store.close()
 
 
+# --- a crash in place leaves the lease to run out ----------------------------------------
+
+
+def test_a_crashed_runtimes_run_stays_held_until_its_lease_runs_out_by_the_virtual_clock(
+    shared_store: Callable[[], Any],
+) -> None:
+    calls: list[str] = []
+    entered, gate = threading.Event(), threading.Event()
+    workflow = _gated("killed", calls, entered, gate)
+    with Harness(store=shared_store(), time_skipping=False) as harness:
+        run = harness.register(workflow).create_run()
+        run.start_async(input_data={"n": 0})
+        assert entered.wait(BLOCK_LIMIT)
+        crashed: Any = harness.runtime.store
+        recovered = harness.crash_and_recover()
+        gate.set()  # the interrupted attempt returns to a runtime that is gone
+        store: Any = recovered.store
+        assert store is not crashed and store.lease == LEASE  # a store of its own, alike
+        time.sleep(0.3)  # passes of the new reaper on the real clock: no effect
+        # As after a SIGKILL: the crashed worker's row still holds the run.
+        assert _held(store) == {crashed.owner_id: 1, store.owner_id: 0}
+        harness.clock.advance(LEASE - 60)
+        time.sleep(0.3)
+        assert _held(store) == {crashed.owner_id: 1, store.owner_id: 0}
+
+        harness.clock.advance(120)  # the lease ran out: the reaper hands the run back
+        result = harness.workflow(workflow.id).create_run(run_id=run.run_id).wait(BLOCK_LIMIT)
+        assert _held(store) == {store.owner_id: 0}
+
+    assert result.status == "success" and result.result == {"n": 1}
+    assert calls == [run.run_id, run.run_id]
+
+
+def test_with_time_skipping_a_crash_is_recovered_at_the_end_of_the_lease(
+    shared_store: Callable[[], Any],
+) -> None:
+    calls: list[str] = []
+    entered, gate = threading.Event(), threading.Event()
+    workflow = _gated("killed-skipped", calls, entered, gate)
+    with Harness(store=shared_store()) as harness:
+        run = harness.register(workflow).create_run()
+        run.start_async(input_data={"n": 0})
+        assert entered.wait(BLOCK_LIMIT)
+        began, real = harness.clock.now(), time.monotonic()
+        harness.crash_and_recover()
+        gate.set()
+        result = harness.workflow(workflow.id).create_run(run_id=run.run_id).wait(BLOCK_LIMIT)
+        waited, skipped = time.monotonic() - real, harness.clock.now() - began
+
+    assert result.status == "success" and calls == [run.run_id, run.run_id]
+    assert LEASE <= skipped < LEASE + 60
+    assert waited < BLOCK_LIMIT / 2
+
+
 # --- schedules and rate windows ----------------------------------------------------------
 
 

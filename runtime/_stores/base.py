@@ -440,6 +440,15 @@ class SharedStore(SnapshotStore, Protocol):
         """Every worker registered on the store, with its heartbeat age and the runs it holds."""
         ...
 
+    def abandon(self) -> None:
+        """Close as a killed process would: the worker's row and held runs stay as they are.
+
+        Its lease then runs out, and another worker's reaper hands its runs
+        back. For a test kit's simulated crash; :meth:`close` is the orderly
+        way, which hands them back at once.
+        """
+        ...
+
     def set_hint(self, hint: Callable[[str, str], None] | None) -> None:
         """Call ``hint(kind, run_id)`` when this store, or another process, changed something.
 

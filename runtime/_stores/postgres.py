@@ -876,6 +876,7 @@ class PostgresStore:
     """
 
     durable = True
+    _abandoned = False  # closed as a killed process would be: nothing handed back
 
     def __init__(self, url: str, *, lease: float = LEASE, readonly: bool = False) -> None:
         if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
@@ -1288,6 +1289,16 @@ class PostgresStore:
         result: list[SnapshotRecord] = self._read(read)
         return result
 
+    def abandon(self) -> None:
+        """Close as a killed process would: this worker's row and held runs stay as they are.
+
+        Writes already queued still commit (a process killed a moment later
+        would have committed them); then nothing. The lease runs out, and
+        another worker's reaper hands the runs back, as after a ``SIGKILL``.
+        """
+        self._abandoned = True
+        self.close()
+
     def close(self) -> None:
         """Finish the queued writes, leave the workers, stop the listener; bounded in time.
 
@@ -1601,6 +1612,10 @@ class PostgresStore:
 
         connection = self._wconn
         self._wconn = None
+        if self._abandoned:
+            if connection is not None:
+                connection.close()
+            return
         if connection is None or connection.closed or connection.broken:
             with contextlib.suppress(StoreError, psycopg.Error):
                 connection = self._connect(autocommit=False)

@@ -374,6 +374,7 @@ class SQLiteStore:
     """
 
     durable = True
+    _abandoned = False  # closed as a killed process would be: nothing handed back
 
     def __init__(
         self, location: str | os.PathLike[str], *, readonly: bool = False, lease: float = LEASE
@@ -1013,6 +1014,16 @@ class SQLiteStore:
         )
         return [record for record, _ in found], total
 
+    def abandon(self) -> None:
+        """Close as a killed process would: this worker's row and held runs stay as they are.
+
+        Writes already queued still commit (a process killed a moment later
+        would have committed them); then nothing. The lease runs out, and
+        another worker's reaper hands the runs back, as after a ``SIGKILL``.
+        """
+        self._abandoned = True
+        self.close()
+
     def close(self) -> None:
         """Finish the queued writes and end the writer thread; reads go on working."""
         if self._closed:
@@ -1050,6 +1061,9 @@ class SQLiteStore:
             if self._caller_connection is not None:
                 self._caller_connection.close()
         connection = self._connection
+        if self._abandoned:
+            connection.close()
+            return
         with contextlib.suppress(sqlite3.Error):
             connection.execute("BEGIN IMMEDIATE")
             connection.execute(
