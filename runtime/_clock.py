@@ -1,8 +1,9 @@
 """The clock every timer of callboard reads: the system's, or a test's virtual one.
 
-Sleeps, ``sleep_until``, retry back-offs, step timeouts, schedules and the
-leases of a SQLite store's workers (their heartbeats and the reaper's
-judgement) read the time through :func:`time`, a module attribute that is
+Sleeps, ``sleep_until``, retry back-offs, step timeouts, schedules, queues'
+rate windows and the leases of a shared store's workers (their heartbeats and
+the reaper's judgement; PostgreSQL is told the time in each session) read the
+time through :func:`time`, a module attribute that is
 :func:`time.time` itself unless a test kit (:mod:`runtime.testing`) installs
 a virtual clock. The times a run records (created, updated, a step's start
 and end) and retention's age read it too, so that a run's record agrees with

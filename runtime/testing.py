@@ -4,11 +4,13 @@ A :class:`Harness` starts a :class:`~runtime.Runtime` for one test and stops it,
 checking that no actor thread is left. Inside it:
 
 - **Virtual time** (:class:`VirtualClock`): every timer callboard owns (sleeps,
-  ``sleep_until``, retry back-offs, step timeouts, schedules, and a SQLite
-  store's worker leases and heartbeats) reads the harness's clock.
-  With ``time_skipping=True`` (the default) the clock jumps to the next timer
-  whenever no step is executing and the actors have gone quiet, so a workflow
-  that sleeps 30 days ends in milliseconds, its timers firing in order. With
+  ``sleep_until``, retry back-offs, step timeouts, cron schedules, queues' rate
+  windows, and a shared store's worker leases and heartbeats) reads the
+  harness's clock. With ``time_skipping=True`` (the default) the clock jumps to
+  the next timer whenever no step is executing and the actors have gone quiet,
+  so a workflow that sleeps 30 days ends in milliseconds, its timers firing in
+  order. The next timer may also be a schedule's next tick, a rate window's
+  opening, or the end of the lease of a worker that stopped renewing. With
   ``time_skipping=False`` the clock moves only when the test calls
   :meth:`VirtualClock.advance`. Steps read it with ``ctx.now()``. A real
   ``time.sleep`` (or ``asyncio.sleep``) in a step is *not* skipped: it takes
@@ -35,10 +37,11 @@ meanwhile reads the virtual clock too, and its messages show in the trace.
 How the skipper tells that nothing is executing: a call handed to the step
 pool counts until its run actor has received the reply (a step waiting on its
 abort signal alone does not count); no actor waits for a dispatcher thread and
-none is in a handler; and nothing was handled during two looks a millisecond
-apart. Messages that other threads (the registry, a store's writer) are still
-handling can let the clock jump a moment early: the timers still fire in
-order, but a run that is about to set a timer may set it after the jump.
+none is in a handler; the store's writer holds no write; the claimer and the
+scheduler have done the pass a jump asked of them; and nothing was handled
+during two looks a millisecond apart. Work on other threads than these (a
+hook's, a step's own) can let the clock jump a moment early: the timers still
+fire in order, but a run that is about to set a timer may set it after the jump.
 
 Example::
 
@@ -397,15 +400,16 @@ class Harness:
             (``max_concurrent_runs``, ``max_step_threads``, ...).
 
     Time skipping covers the timers the runtime keeps itself: sleeps,
-    ``sleep_until``, retry back-offs, step timeouts, schedules, and on a
-    SQLite store the workers' leases. Each jump of the clock renews the lease
-    of every worker still running in this process, so only one that stopped
-    renewing (a stalled or killed runtime) is found dead once the clock passes
-    its lease, and its runs go back to the queue. Workers in other processes
-    stamp their heartbeats with the real clock: do not share a store with them
-    while the clock jumps. A PostgreSQL store judges when a sleeping run is
-    due by the harness's clock too, but leases and heartbeats by the
-    database's clock, which no harness moves.
+    ``sleep_until``, retry back-offs, step timeouts, cron schedules, queues'
+    rate windows, and on a shared store (SQLite, PostgreSQL) the workers'
+    leases. Each jump of the clock renews the lease of every worker still
+    running in this process, so only one that stopped renewing (a stalled or
+    killed runtime) is found dead once the clock passes its lease, and its
+    runs go back to the queue; with time skipping the clock jumps to the end
+    of such a lease by itself. A schedule keeps the clock jumping from tick
+    to tick while nothing else happens. Workers in other processes stamp
+    their heartbeats with the real clock: do not share a store with them
+    while the clock jumps.
 
     Raises:
         RuntimeError: on entering, if another harness is open in this process.
@@ -931,7 +935,9 @@ class Harness:
 # The harness reaches into a started runtime through these few private names: the
 # runtime's actor system (Runtime._host), the dispatcher's queue of actors with mail and
 # its threads (Dispatcher._ready, Dispatcher._threads, whose loop is Dispatcher._work),
-# a claimer's next wake-up (Claimer._wake_at), and the runtime's scheduler (Runtime._scheduler).
+# a claimer's next wake-up (Claimer._wake_at), the runtime's scheduler (Runtime._scheduler),
+# a store's writer (SQLiteStore._writer, PostgresStore._writer) and a PostgreSQL store's URL
+# (PostgresStore._url, to open the store again after a crash).
 # tests/test_testing.py names them all.
 
 
