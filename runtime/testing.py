@@ -876,8 +876,21 @@ class Harness:
         return (
             not dispatcher._ready.empty()
             or _any_dispatching(dispatcher)
+            or not system.registry.actor_inbox.empty()
+            or self._registry_handling()
             or (writer is not None and writer.busy())
         )
+
+    def _registry_handling(self) -> bool:
+        """Whether a registry (on a thread of its own) is inside a handler, not waiting for mail."""
+        frames = sys._current_frames()
+        for thread in threading.enumerate():
+            if not thread.name.startswith("RegistryActor-") or thread in self._killed:
+                continue
+            frame = frames.get(thread.ident) if thread.ident is not None else None
+            if frame is not None and frame.f_code.co_name != "_actor_loop_running":
+                return True
+        return False
 
     def _skip(self) -> None:
         """Jump the clock to the next timer whenever the runtime has gone quiet."""
@@ -936,6 +949,7 @@ class Harness:
 # runtime's actor system (Runtime._host), the dispatcher's queue of actors with mail and
 # its threads (Dispatcher._ready, Dispatcher._threads, whose loop is Dispatcher._work),
 # a claimer's next wake-up (Claimer._wake_at), the runtime's scheduler (Runtime._scheduler),
+# pykka's loop of a threaded actor (Actor._actor_loop_running, where a registry waits for mail),
 # a store's writer (SQLiteStore._writer, PostgresStore._writer) and a PostgreSQL store's URL
 # (PostgresStore._url, to open the store again after a crash).
 # tests/test_testing.py names them all.

@@ -729,6 +729,7 @@ def test_the_private_names_the_harness_relies_on_exist(tmp_path: Path) -> None:
         assert callable(system.kill)
         assert harness.runtime._scheduler is not None
     assert callable(_ids._getrandbits)
+    assert callable(pykka.ThreadingActor._actor_loop_running)
     from actors.claimer import Claimer
     from runtime import PostgresStore
 

@@ -264,7 +264,7 @@ def _ended(runtime: Runtime, workflow_id: str) -> list[Any]:
 
 
 @pytest.mark.parametrize("store", ["memory", "sqlite"])
-def test_an_hourly_schedule_fires_three_times_in_well_under_a_second(
+def test_an_hourly_schedule_fires_three_times_without_waiting_the_hours(
     store: str, tmp_path: Path
 ) -> None:
     hourly = create_workflow(id="hourly", input_schema=N, output_schema=N).then(inc).commit()
@@ -280,7 +280,7 @@ def test_an_hourly_schedule_fires_three_times_in_well_under_a_second(
         harness.runtime.pause_schedule("hourly")  # the clock stops jumping to its ticks
         ticks = sorted(record.created_at for record in _ended(harness.runtime, "hourly"))[:3]
 
-    assert waited < 1.0
+    assert waited < 5.0  # two virtual hours; milliseconds on a quiet machine
     # One run an hour, on the hour, in virtual time.
     assert all(tick % HOUR == pytest.approx(0, abs=1) for tick in ticks)
     assert [b - a for a, b in itertools.pairwise(ticks)] == [pytest.approx(HOUR, abs=1)] * 2
@@ -290,7 +290,7 @@ def test_an_hourly_schedule_fires_three_times_in_well_under_a_second(
 @pytest.mark.parametrize(
     "store", ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 )
-def test_a_queue_of_one_run_an_hour_drains_three_runs_in_well_under_a_second(
+def test_a_queue_of_one_run_an_hour_drains_three_runs_without_waiting_the_hours(
     store: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     where: Any = {
@@ -315,4 +315,4 @@ def test_a_queue_of_one_run_an_hour_drains_three_runs_in_well_under_a_second(
     starts = sorted(result.steps["inc"].started_at.timestamp() for result in results)
     assert [b - a for a, b in itertools.pairwise(starts)] == [pytest.approx(HOUR, abs=1)] * 2
     assert 2 * HOUR <= took < 2 * HOUR + 60
-    assert waited < 1.0
+    assert waited < 5.0  # two virtual hours; milliseconds on a quiet machine
