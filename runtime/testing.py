@@ -885,7 +885,11 @@ class Harness:
         """Whether a registry (on a thread of its own) is inside a handler, not waiting for mail."""
         frames = sys._current_frames()
         for thread in threading.enumerate():
-            if not thread.name.startswith("RegistryActor-") or thread in self._killed:
+            if (
+                not thread.name.startswith("RegistryActor-")
+                or thread in self._killed
+                or thread in self._others
+            ):
                 continue
             frame = frames.get(thread.ident) if thread.ident is not None else None
             if frame is not None and frame.f_code.co_name != "_actor_loop_running":
