@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/fleet.py
 	$(BIN)/python benchmarks/queues.py
 	$(BIN)/python benchmarks/testkit.py
+	$(BIN)/python benchmarks/time_skipping.py
 	$(BIN)/python benchmarks/loop_lag.py
 
 bytes: $(STAMP)

@@ -42,6 +42,9 @@ HEARTBEAT_EVERY: Final = 2.0
 REAP_EVERY: Final = 1.0
 """The most seconds between two looks for dead workers (a quarter lease, if shorter)."""
 
+LAPSE_MARGIN: Final = 0.001
+"""Seconds past a lease's end at which its worker is surely dead (the judgement is strict)."""
+
 CLAIM_BATCH: Final = 64
 """The most runs one claim takes."""
 
@@ -110,9 +113,13 @@ class Claimer:
         self._reserved = 0
         self._room_lock = threading.Lock()
         self._reap_wanted = False  # a virtual clock jumped: leases may have run out
+        self._passing = False  # a pass is under way
         # A virtual clock's jump renews this worker's lease before any reaper judges by
         # the new time, and then has the next pass look for workers that did not renew.
-        self._forget_clock = (_clock.on_jump(self._renew), _clock.on_advance(self._advanced))
+        self._forget_clock = (
+            _clock.on_jump(self._renew, store.owner_id),
+            _clock.on_advance(self._advanced),
+        )
         self._thread = threading.Thread(target=self._run, name="callboard-claimer", daemon=True)
         self._thread.start()
 
@@ -174,6 +181,31 @@ class Claimer:
         except Exception:  # a store closing or unreachable: the next pass says so
             emit(logging.DEBUG, "lease_renewal_failed", worker=self._store.owner_id)
 
+    def idle(self) -> bool:
+        """Whether no pass is under way or asked for (a test kit's time skipper waits for one).
+
+        After a virtual clock's jump the claimer reaps, claims what fell due,
+        and notes the next wake-up: the clock must not jump again before.
+        """
+        return not (self._passing or self._wake.is_set())
+
+    def store_deadlines(self) -> list[float]:
+        """When the store's own judgement next changes with no write: for a time skipper.
+
+        The soonest lapse of a lease of a worker that holds runs and renews
+        no more at a virtual clock's jumps (a stalled or killed one), and the
+        soonest opening of a rate window where runs of this worker's
+        workflows wait. Reads the store (two queries).
+        """
+        store = self._store
+        lapse = store.next_lapse(_clock.live_workers())
+        deadlines = [] if lapse is None else [lapse + LAPSE_MARGIN]
+        workflows = sorted(self._plans()) if self._executes else []
+        opening = store.next_opening(workflows) if workflows else None
+        if opening is not None:
+            deadlines.append(opening)
+        return deadlines
+
     def _advanced(self) -> None:
         self._reap_wanted = True
         self.poke()
@@ -184,6 +216,7 @@ class Claimer:
         wait = 0.0
         while not self._stopped.is_set():
             self._wake.wait(wait)
+            self._passing = True  # before the clear: idle() never sees a gap between
             self._wake.clear()
             if self._stopped.is_set():
                 return
@@ -195,6 +228,8 @@ class Claimer:
             except Exception:
                 emit(logging.ERROR, "claim_pass_crashed", exc_info=True)
                 wait = _ERROR_PAUSE
+            finally:
+                self._passing = False
 
     def _pass(self) -> float:
         """One pass; the seconds until the next one is due."""

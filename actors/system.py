@@ -614,7 +614,8 @@ class ActorSystem:
         """Stop every actor and thread at once, as a crash of the process would.
 
         No run is drained, halted or failed, and the store is closed as it
-        stands. Only for a test kit that has first made the actors drop their
+        stands: on a shared store this worker's runs stay held until its lease
+        runs out. Only for a test kit that has first made the actors drop their
         mail (:mod:`runtime._probes`), so that nothing more is recorded; the
         next runtime on the same durable store recovers the runs.
         """
@@ -642,7 +643,11 @@ class ActorSystem:
             self.watcher.stop(left())
         if self.shared is not None:
             self.shared.set_hint(None)
-        self.store.close()
+            # Its worker's row and held runs stay, as a killed process leaves them: the
+            # lease runs out, and another worker's reaper hands the runs back.
+            self.shared.abandon()
+        else:
+            self.store.close()
 
     def hurry(self) -> None:
         """Cut a shutdown's wait for runs in progress short: halt them now.

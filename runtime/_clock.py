@@ -1,8 +1,9 @@
 """The clock every timer of callboard reads: the system's, or a test's virtual one.
 
-Sleeps, ``sleep_until``, retry back-offs, step timeouts, schedules and the
-leases of a SQLite store's workers (their heartbeats and the reaper's
-judgement) read the time through :func:`time`, a module attribute that is
+Sleeps, ``sleep_until``, retry back-offs, step timeouts, schedules, queues'
+rate windows and the leases of a shared store's workers (their heartbeats and
+the reaper's judgement; PostgreSQL is told the time in each session) read the
+time through :func:`time`, a module attribute that is
 :func:`time.time` itself unless a test kit (:mod:`runtime.testing`) installs
 a virtual clock. The times a run records (created, updated, a step's start
 and end) and retention's age read it too, so that a run's record agrees with
@@ -34,6 +35,7 @@ __all__ = [
     "install",
     "judging_leases",
     "jumping",
+    "live_workers",
     "notify_advanced",
     "on_advance",
     "on_jump",
@@ -45,7 +47,7 @@ time: Callable[[], float] = _time.time
 """Epoch seconds now: :func:`time.time`, or the virtual clock's reading while one is installed."""
 
 _wakers: list[Callable[[], None]] = []
-_renewers: list[Callable[[], None]] = []
+_renewers: list[tuple[Callable[[], None], str | None]] = []
 _renewers_lock = threading.Lock()
 
 _NO_LOCK: AbstractContextManager[object] = contextlib.nullcontext()
@@ -80,26 +82,40 @@ def jumping() -> Iterator[None]:
     with judging_leases:
         yield
         with _renewers_lock:
-            renewers = list(_renewers)
+            renewers = [renew for renew, _ in _renewers]
         for renew in renewers:
             renew()
     notify_advanced()
 
 
-def on_jump(renew: Callable[[], None]) -> Callable[[], None]:
+def on_jump(renew: Callable[[], None], worker: str | None = None) -> Callable[[], None]:
     """Call ``renew`` inside every jump of a virtual clock; returns a function that forgets it.
 
     ``renew`` runs on the thread that moves the clock and must not raise.
+    ``worker`` names the lease it renews: until forgotten, that worker is one
+    of :func:`live_workers`.
     """
+    entry = (renew, worker)
     with _renewers_lock:
-        _renewers.append(renew)
+        _renewers.append(entry)
 
     def forget() -> None:
         with _renewers_lock:
-            if renew in _renewers:
-                _renewers.remove(renew)
+            if entry in _renewers:
+                _renewers.remove(entry)
 
     return forget
+
+
+def live_workers() -> frozenset[str]:
+    """The workers whose leases every jump renews: those a virtual clock never finds dead.
+
+    A time skipper jumps to the moment another worker's lease runs out (one
+    that stopped renewing, and holds runs), never to a live one's, which each
+    jump would only push on.
+    """
+    with _renewers_lock:
+        return frozenset(worker for _, worker in _renewers if worker is not None)
 
 
 def on_advance(waker: Callable[[], None]) -> Callable[[], None]:

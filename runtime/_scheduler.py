@@ -90,6 +90,8 @@ class Scheduler:
         self._watched: set[str] = set()  # runs whose end wakes the scheduler (buffer_one)
         self._begun = 0  # passes begun
         self._done = 0  # the last pass done
+        self.next_due: float | None = None
+        """When the soonest tick of the schedules seen by the last pass is due (epoch s)."""
         self._passed = threading.Condition()
         self._thread = threading.Thread(target=self._loop, name="callboard-scheduler", daemon=True)
         self._forget_waker: Callable[[], None] | None = None
@@ -112,6 +114,15 @@ class Scheduler:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
+    def idle(self) -> bool:
+        """Whether no pass is under way or asked for (a test kit's time skipper waits for one).
+
+        After a virtual clock's jump the scheduler fires the ticks due and notes
+        the next: the clock must not jump again before.
+        """
+        with self._passed:
+            return self._begun == self._done and not self._wake.is_set()
+
     def caught_up(self, timeout: float) -> bool:
         """Have a pass begin now, and wait until it is done; whether it was in time.
 
@@ -126,16 +137,17 @@ class Scheduler:
 
     def _loop(self) -> None:
         while not self._stopping.is_set() and self._host.state == "running":
-            self._wake.clear()
-            with self._passed:
+            with self._passed:  # begun before the clear: idle() never sees a gap between
                 self._begun += 1
                 begun = self._begun
+            self._wake.clear()
             try:
                 due = self.run_pass()
             except Exception as exc:  # a store that is down: try again after a while
                 emit(logging.WARNING, "schedules_unreadable", error=str(exc))
                 due = None
             with self._passed:
+                self.next_due = due
                 self._done = begun
                 self._passed.notify_all()
             wait = POLL if due is None else min(POLL, max(0.0, due - _clock.time()))

@@ -4,11 +4,13 @@ A :class:`Harness` starts a :class:`~runtime.Runtime` for one test and stops it,
 checking that no actor thread is left. Inside it:
 
 - **Virtual time** (:class:`VirtualClock`): every timer callboard owns (sleeps,
-  ``sleep_until``, retry back-offs, step timeouts, schedules, and a SQLite
-  store's worker leases and heartbeats) reads the harness's clock.
-  With ``time_skipping=True`` (the default) the clock jumps to the next timer
-  whenever no step is executing and the actors have gone quiet, so a workflow
-  that sleeps 30 days ends in milliseconds, its timers firing in order. With
+  ``sleep_until``, retry back-offs, step timeouts, cron schedules, queues' rate
+  windows, and a shared store's worker leases and heartbeats) reads the
+  harness's clock. With ``time_skipping=True`` (the default) the clock jumps to
+  the next timer whenever no step is executing and the actors have gone quiet,
+  so a workflow that sleeps 30 days ends in milliseconds, its timers firing in
+  order. The next timer may also be a schedule's next tick, a rate window's
+  opening, or the end of the lease of a worker that stopped renewing. With
   ``time_skipping=False`` the clock moves only when the test calls
   :meth:`VirtualClock.advance`. Steps read it with ``ctx.now()``. A real
   ``time.sleep`` (or ``asyncio.sleep``) in a step is *not* skipped: it takes
@@ -35,10 +37,11 @@ meanwhile reads the virtual clock too, and its messages show in the trace.
 How the skipper tells that nothing is executing: a call handed to the step
 pool counts until its run actor has received the reply (a step waiting on its
 abort signal alone does not count); no actor waits for a dispatcher thread and
-none is in a handler; and nothing was handled during two looks a millisecond
-apart. Messages that other threads (the registry, a store's writer) are still
-handling can let the clock jump a moment early: the timers still fire in
-order, but a run that is about to set a timer may set it after the jump.
+none is in a handler; the store's writer holds no write; the claimer and the
+scheduler have done the pass a jump asked of them; and nothing was handled
+during two looks a millisecond apart. Work on other threads than these (a
+hook's, a step's own) can let the clock jump a moment early: the timers still
+fire in order, but a run that is about to set a timer may set it after the jump.
 
 Example::
 
@@ -65,6 +68,8 @@ from typing import Any, Final, TypeVar
 from runtime import _clock, _ids, _probes
 from runtime._runtime import Runtime
 from runtime._step import Step
+from runtime._stores.postgres import PostgresStore
+from runtime._stores.sqlite import SQLiteStore
 from runtime._workflow import Workflow
 
 __all__ = [
@@ -80,6 +85,10 @@ W = TypeVar("W", bound=Workflow[Any, Any])
 SKIP_POLL: Final = 0.001
 """Seconds between two looks of the time skipper at the runtime: it jumps only after
 two looks in a row found no step executing and no message handled in between."""
+
+STORE_LOOK_EVERY: Final = 0.25
+"""Real seconds a shared store's deadlines (lease lapses, rate windows) are read again after,
+while nothing happens in the process; as soon as something does, they are read again."""
 
 THREAD_PREFIXES: Final = ("callboard-", "StepActor-", "RegistryActor-")
 """The names of the threads callboard starts (pykka names actor threads after their class)."""
@@ -391,15 +400,16 @@ class Harness:
             (``max_concurrent_runs``, ``max_step_threads``, ...).
 
     Time skipping covers the timers the runtime keeps itself: sleeps,
-    ``sleep_until``, retry back-offs, step timeouts, schedules, and on a
-    SQLite store the workers' leases. Each jump of the clock renews the lease
-    of every worker still running in this process, so only one that stopped
-    renewing (a stalled or killed runtime) is found dead once the clock passes
-    its lease, and its runs go back to the queue. Workers in other processes
-    stamp their heartbeats with the real clock: do not share a store with them
-    while the clock jumps. A PostgreSQL store judges when a sleeping run is
-    due by the harness's clock too, but leases and heartbeats by the
-    database's clock, which no harness moves.
+    ``sleep_until``, retry back-offs, step timeouts, cron schedules, queues'
+    rate windows, and on a shared store (SQLite, PostgreSQL) the workers'
+    leases. Each jump of the clock renews the lease of every worker still
+    running in this process, so only one that stopped renewing (a stalled or
+    killed runtime) is found dead once the clock passes its lease, and its
+    runs go back to the queue; with time skipping the clock jumps to the end
+    of such a lease by itself. A schedule keeps the clock jumping from tick
+    to tick while nothing else happens. Workers in other processes stamp
+    their heartbeats with the real clock: do not share a store with them
+    while the clock jumps.
 
     Raises:
         RuntimeError: on entering, if another harness is open in this process.
@@ -431,6 +441,7 @@ class Harness:
         self._forget_waker: Callable[[], None] | None = None
         self._skipper: threading.Thread | None = None
         self._skipping_done = threading.Event()
+        self._store_due: tuple[Any, float, list[float]] | None = None
         self._open = False
         self._others: frozenset[threading.Thread] = frozenset()
 
@@ -709,10 +720,16 @@ class Harness:
 
         Every actor stops handling messages at once: nothing more is recorded,
         no run is drained, halted or failed, and a step in user code runs on
-        but its result is lost. Then a new runtime starts on the same store,
-        with the same workflows registered, and picks up the runs that were
-        in progress: steps whose output was recorded are not run again; the
-        step that was interrupted runs again.
+        but its result is lost. The crashed worker's row and the runs it held
+        stay in the store as a killed process leaves them. Then a new runtime
+        starts on the same store, with the same workflows registered: once
+        the crashed worker's lease has run out on the harness's clock, its
+        reaper hands those runs back and it picks them up. Steps whose output
+        was recorded are not run again; the step that was interrupted runs
+        again. With time skipping the clock jumps to the lease's end by itself
+        once nothing else happens; without, advance it past the lease
+        (``harness.clock.advance(lease + 1)``; 10 seconds unless the store was
+        given another).
 
         Returns:
             The new runtime (also :attr:`runtime`). Use :meth:`workflow` for
@@ -725,6 +742,9 @@ class Harness:
         system = _system_of(old)
         if not system.store.durable:
             raise ValueError("crash_and_recover() needs a durable store (a SQLite path or URL)")
+        # A store object given to the harness is closed with the crash: the new runtime
+        # opens another on the same database, with the same lease.
+        self.store = _reopened(self.store)
         # Every thread of the old runtime alive now ignores callboard's messages from now on.
         self._killed.update(
             thread
@@ -850,8 +870,31 @@ class Harness:
                 return True
         dispatcher = system.dispatcher
         # Actors with mail waiting for a dispatcher thread, or one handling it (a run
-        # actor's on_start, say, which no message announces).
-        return not dispatcher._ready.empty() or _any_dispatching(dispatcher)
+        # actor's on_start, say, which no message announces); or a store's writer at work
+        # (a run's next step may wait for the commit of the snapshot announcing it).
+        writer = getattr(system.store, "_writer", None)
+        return (
+            not dispatcher._ready.empty()
+            or _any_dispatching(dispatcher)
+            or not system.registry.actor_inbox.empty()
+            or self._registry_handling()
+            or (writer is not None and writer.busy())
+        )
+
+    def _registry_handling(self) -> bool:
+        """Whether a registry (on a thread of its own) is inside a handler, not waiting for mail."""
+        frames = sys._current_frames()
+        for thread in threading.enumerate():
+            if (
+                not thread.name.startswith("RegistryActor-")
+                or thread in self._killed
+                or thread in self._others
+            ):
+                continue
+            frame = frames.get(thread.ident) if thread.ident is not None else None
+            if frame is not None and frame.f_code.co_name != "_actor_loop_running":
+                return True
+        return False
 
     def _skip(self) -> None:
         """Jump the clock to the next timer whenever the runtime has gone quiet."""
@@ -864,7 +907,7 @@ class Harness:
                 system = _system_of(runtime)
             except RuntimeError:
                 continue
-            if self._busy(system):
+            if self._busy(system) or not _helpers_idle(runtime, system):
                 last = None
                 continue
             counters = self._counters
@@ -872,11 +915,33 @@ class Harness:
             if mark != last:
                 last = mark  # something happened: look again once it stays quiet
                 continue
-            due = [system.timers.next_deadline(), _claimer_wake(system)]
+            due = [
+                system.timers.next_deadline(),
+                _claimer_wake(system),
+                _scheduler_due(runtime),
+                *self._store_deadlines(system, mark),
+            ]
             deadlines = [when for when in due if when is not None]
             if deadlines:
                 self.clock._jump_to(min(deadlines))
             last = None
+
+    def _store_deadlines(self, system: Any, mark: tuple[int, int]) -> list[float]:
+        """A shared store's next lease lapse and rate-window opening (read at most so often)."""
+        claimer = system.claimer
+        if claimer is None:
+            return []
+        key = (mark, self.clock.now(), _clock.live_workers())
+        now = time.monotonic()
+        cached = self._store_due
+        if cached is not None and cached[0] == key and now - cached[1] < STORE_LOOK_EVERY:
+            return cached[2]
+        try:
+            deadlines: list[float] = claimer.store_deadlines()
+        except Exception:  # a store closing (a crash) or unreachable: the next look tells
+            deadlines = []
+        self._store_due = (key, now, deadlines)
+        return deadlines
 
     def __repr__(self) -> str:
         state = "open" if self._open else "closed"
@@ -887,7 +952,10 @@ class Harness:
 # The harness reaches into a started runtime through these few private names: the
 # runtime's actor system (Runtime._host), the dispatcher's queue of actors with mail and
 # its threads (Dispatcher._ready, Dispatcher._threads, whose loop is Dispatcher._work),
-# a claimer's next wake-up (Claimer._wake_at), and the runtime's scheduler (Runtime._scheduler).
+# a claimer's next wake-up (Claimer._wake_at), the runtime's scheduler (Runtime._scheduler),
+# pykka's loop of a threaded actor (Actor._actor_loop_running, where a registry waits for mail),
+# a store's writer (SQLiteStore._writer, PostgresStore._writer) and a PostgreSQL store's URL
+# (PostgresStore._url, to open the store again after a crash).
 # tests/test_testing.py names them all.
 
 
@@ -919,12 +987,38 @@ def _mark_stopped(runtime: Runtime) -> None:
         scheduler.stop()
 
 
+def _helpers_idle(runtime: Runtime, system: Any) -> bool:
+    """Whether the claimer and the scheduler have done what a jump (or a poke) asked of them."""
+    claimer = system.claimer
+    if claimer is not None and not claimer.idle():
+        return False
+    scheduler = runtime._scheduler
+    return scheduler is None or scheduler.idle()
+
+
+def _scheduler_due(runtime: Runtime) -> float | None:
+    scheduler = runtime._scheduler
+    return None if scheduler is None else scheduler.next_due
+
+
 def _claimer_wake(system: Any) -> float | None:
     claimer = system.claimer
     if claimer is None:
         return None
     wake_at: float | None = claimer._wake_at
     return wake_at
+
+
+def _reopened(store: Any) -> Any:
+    """Where the runtime after a crash keeps its runs (a store object: a new one, same place).
+
+    A store object was closed by the crash; a path or URL opens anew by itself.
+    """
+    if isinstance(store, SQLiteStore):
+        return SQLiteStore(store.path, lease=store.lease)
+    if isinstance(store, PostgresStore):
+        return PostgresStore(store._url, lease=store.lease)
+    return store
 
 
 def _run_of(source: Any) -> str | None:

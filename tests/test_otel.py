@@ -563,6 +563,8 @@ def test_a_run_recovered_after_a_crash_continues_its_trace(
         assert entered.wait(WAIT)
         recovered = harness.crash_and_recover()
         release.set()
+        # The crashed worker's runs go back once its lease runs out, on the harness's clock.
+        harness.clock.advance(recovered.store.lease + 1)  # type: ignore[union-attr]
         result = recovered.register(workflow).create_run(run.run_id).wait(WAIT)
     assert result.status == "success"
 

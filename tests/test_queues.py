@@ -96,37 +96,28 @@ def make_runtime(
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def timed_runtime(
     request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[Callable[..., tuple[Runtime, Harness | None]]]:
-    """For a test of a queue's timing: a runtime, and the harness it runs in, if any.
+) -> Iterator[Callable[..., tuple[Runtime, Harness]]]:
+    """For a test of a queue's timing: a runtime, and the harness it runs in.
 
-    On memory and SQLite the runtime runs in a :class:`Harness`, so its rate windows and
-    sleeps pass on a virtual clock (``time_skipping`` as asked); on PostgreSQL, whose
-    store judges a sleeping run due by the database's clock, a runtime on the real clock.
-    ``virtual`` names the stores that run in a harness.
+    On every store its rate windows and sleeps pass on the harness's virtual clock
+    (``time_skipping`` as asked): a store in memory keeps its windows as timers, and a
+    shared one judges them at each claim by the time the harness tells it.
     """
     opened: list[Harness] = []
-    made: list[Runtime] = []
 
-    def make(
-        *, time_skipping: bool = True, virtual: tuple[str, ...] = ("memory", "sqlite")
-    ) -> tuple[Runtime, Harness | None]:
-        if request.param not in virtual:
-            if request.param == "sqlite":
-                rt = Runtime(store=SQLiteStore(tmp_path / "runs.db")).start()
-            else:
-                from runtime import PostgresStore
+    def make(*, time_skipping: bool = True) -> tuple[Runtime, Harness]:
+        store: Any = "memory"
+        if request.param == "sqlite":
+            store = SQLiteStore(tmp_path / "runs.db")
+        elif request.param == "postgres":
+            from runtime import PostgresStore
 
-                rt = Runtime(store=PostgresStore(request.getfixturevalue("postgres_url"))).start()
-            made.append(rt)
-            return rt, None
-        store = "memory" if request.param == "memory" else SQLiteStore(tmp_path / "runs.db")
+            store = PostgresStore(request.getfixturevalue("postgres_url"))
         harness = Harness(store=store, time_skipping=time_skipping).start()
         opened.append(harness)
         return harness.runtime, harness
 
     yield make
-    for rt in made:
-        rt.stop(timeout=5)
     for harness in opened:
         harness.close()
 
@@ -271,8 +262,7 @@ def test_a_sleeping_run_gives_its_slot_back_and_takes_one_when_it_wakes(
     wait_for(lambda: "s:before" in events, "the sleeper did not start")
     second = other.create_run().start_async(input_data={"value": "q"}).run_id
     finish_all(other, [second])
-    if harness is not None:
-        advance_until(harness.clock, lambda: "s:after" in events, 1.0, "the sleeper woke")
+    advance_until(harness.clock, lambda: "s:after" in events, 1.0, "the sleeper woke")
     finish_all(sleeping, [first])
     # The quick run took the slot while the sleeper slept; the sleeper woke and ended after.
     assert events == ["s:before", "q:ran", "s:after"]
@@ -280,10 +270,10 @@ def test_a_sleeping_run_gives_its_slot_back_and_takes_one_when_it_wakes(
 
 def test_rate_limit_bounds_starts_per_window(timed_runtime: Any) -> None:
     gauge = Gauge()
-    # On a shared store the rate windows are judged by the store at each claim, which the
-    # time skipper does not see as a timer: SQLite keeps the real clock here.
-    rt, harness = timed_runtime(virtual=("memory",))
-    window = 0.6 if harness is None else 60.0  # a virtual minute takes no time
+    # On a shared store the rate windows are judged by the store at each claim; the time
+    # skipper asks the store when the next one opens.
+    rt, _harness = timed_runtime()
+    window = 60.0  # a virtual minute takes no time
     wf = rt.register(workflow(gauge, queue=Queue("rated", rate_limit=(2, window)), hold=0.0))
     ids = [wf.create_run().start_async(input_data={"value": f"r{i}"}).run_id for i in range(6)]
     finish_all(wf, ids)

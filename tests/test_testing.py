@@ -718,7 +718,7 @@ def test_a_seed_makes_run_ids_and_trace_ids_repeat() -> None:
     assert _ids.new_id() != first[0]  # unseeded again afterwards
 
 
-def test_the_private_names_the_harness_relies_on_exist() -> None:
+def test_the_private_names_the_harness_relies_on_exist(tmp_path: Path) -> None:
     with Harness() as harness:
         system = harness.runtime._host.system
         assert system is not None
@@ -729,9 +729,22 @@ def test_the_private_names_the_harness_relies_on_exist() -> None:
         assert callable(system.kill)
         assert harness.runtime._scheduler is not None
     assert callable(_ids._getrandbits)
+    assert callable(pykka.ThreadingActor._actor_loop_running)
     from actors.claimer import Claimer
+    from runtime import PostgresStore
 
     assert "_wake_at" in Claimer.__init__.__code__.co_names
+    for store_class in (SQLiteStore, PostgresStore):
+        assert "_writer" in store_class.__init__.__code__.co_names
+        assert callable(getattr(store_class, "abandon", None))
+    assert "_url" in PostgresStore.__init__.__code__.co_names
+    with Harness(store=tmp_path / "runs.db") as harness:
+        system = harness.runtime._host.system
+        assert system is not None and system.claimer is not None
+        assert isinstance(system.store._writer.busy(), bool)
+        assert isinstance(system.claimer.idle(), bool)
+        assert harness.runtime._scheduler is not None
+        assert isinstance(harness.runtime._scheduler.idle(), bool)
 
 
 # --- the pytest plugin ------------------------------------------------------------------

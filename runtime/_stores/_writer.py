@@ -125,6 +125,7 @@ class GroupCommitWriter:
         self._wake = threading.Event()
         self._queue: queue.SimpleQueue[Write | None] = queue.SimpleQueue()
         self._stopping = False
+        self._writing = False  # writes taken from the queue and not yet settled
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -137,6 +138,14 @@ class GroupCommitWriter:
         write = Write(kind, payload, done)
         self._queue.put(write)
         return write
+
+    def busy(self) -> bool:
+        """Whether writes wait or are being committed (a test kit's time skipper waits then).
+
+        A run's next step may wait for the commit of the snapshot announcing
+        it: while the writer works, the run is not idle.
+        """
+        return self._writing or not self._queue.empty()
 
     def stop(self, timeout: float | None = None) -> None:
         """Commit what is queued, then end the thread (waiting up to ``timeout`` seconds)."""
@@ -161,6 +170,7 @@ class GroupCommitWriter:
                     if first is None:
                         closing = True
                     else:
+                        self._writing = True
                         pending.append(first)
                 while len(pending) < self._batch:
                     try:
@@ -183,6 +193,7 @@ class GroupCommitWriter:
                     )
                 if not pending:
                     delay = self._retry_delay
+                    self._writing = False  # settled, and their callbacks called
                     self._idle(self._queue.empty())
                 elif closing:
                     self._give_up(pending)

@@ -8,7 +8,7 @@ are :mod:`runtime._stores.memory` and :mod:`runtime._stores.sqlite`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Final, NamedTuple, Protocol, runtime_checkable
 
 from runtime._errors import StoreError
@@ -388,6 +388,22 @@ class SharedStore(SnapshotStore, Protocol):
         """The earliest ``wake_at`` of queued sleeping runs of these workflows, or ``None``."""
         ...
 
+    def next_lapse(self, alive: Collection[str] = ()) -> float | None:
+        """When the soonest lease runs out (epoch s) of a worker that holds runs, or ``None``.
+
+        Workers named in ``alive`` are left out: a test kit's time skipper
+        jumps to the lease of a worker that stopped renewing, never to that of
+        one that renews at each jump.
+        """
+        ...
+
+    def next_opening(self, workflow_ids: Sequence[str]) -> float | None:
+        """When a rate window next frees a start (epoch s) in a queue where runs wait, or ``None``.
+
+        Only queues where runs of these workflows wait to start count.
+        """
+        ...
+
     def reap(self) -> int:
         """Hand back to the queue the runs of workers whose lease ran out; how many runs.
 
@@ -422,6 +438,15 @@ class SharedStore(SnapshotStore, Protocol):
 
     def workers(self) -> list[WorkerInfo]:
         """Every worker registered on the store, with its heartbeat age and the runs it holds."""
+        ...
+
+    def abandon(self) -> None:
+        """Close as a killed process would: the worker's row and held runs stay as they are.
+
+        Its lease then runs out, and another worker's reaper hands its runs
+        back. For a test kit's simulated crash; :meth:`close` is the orderly
+        way, which hands them back at once.
+        """
         ...
 
     def set_hint(self, hint: Callable[[str, str], None] | None) -> None:

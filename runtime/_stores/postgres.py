@@ -20,7 +20,8 @@ that loses its connection is tried once more on a new one.
 Rows of several runs are always locked in ``run_id`` order, and the claim and
 the reaper skip rows that others have locked, so concurrent workers never
 deadlock. Time that matters (heartbeats, leases, wake-ups) is the database's
-clock, never a client's.
+clock, never a client's; only under a test kit's virtual clock is it that
+clock's, told to each session (:data:`_NOW`).
 
 After a commit the writer sends what changed as coalesced ``pg_notify`` hints
 in a short transaction of their own (never inside the writing one); a
@@ -39,7 +40,8 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+import weakref
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -128,20 +130,33 @@ _NOW: Final = (
 """The database's clock in epoch seconds, evaluated once a statement.
 
 Under a test kit's virtual clock, the session's ``callboard.now`` instead (see
-:func:`_virtual_now`): sleeping runs fall due, and queues' rate windows pass, by
-the clock the runs' timers read. Leases keep the database's clock.
+:func:`_virtual_now`): sleeping runs fall due, queues' rate windows pass, and
+heartbeats are stamped and leases judged, by the clock the runs' timers read.
 """
+_NOW_AT: Final = f"to_timestamp({_NOW})"
+""":data:`_NOW` as a ``timestamptz``: what heartbeats are stamped with and leases judged by."""
 _DUE: Final = f"(wake_at IS NULL OR wake_at <= {_NOW})"
+
+
+_TOLD: weakref.WeakSet[Any] = weakref.WeakSet()
+"""Sessions told a virtual time: told to forget it once the virtual clock is gone."""
 
 
 def _virtual_now(connection: Connection) -> None:
     """Under a virtual clock (a test kit's), tell the session its time for :data:`_NOW`.
 
-    Outside one, nothing: one comparison. Set at the start of every read and
-    transaction, as the virtual clock may have jumped since the last.
+    Outside one, nothing but a comparison and a look-up, unless the session was
+    told a virtual time before: then it is told to read the database's clock
+    again (a store that outlives a test kit judges leases by the real clock).
+    Set at the start of every read and transaction, as the virtual clock may
+    have jumped since the last.
     """
     if _clock.time is not time.time:
         connection.execute("SELECT set_config('callboard.now', %s, false)", (repr(_clock.time()),))
+        _TOLD.add(connection)
+    elif _TOLD and connection in _TOLD:
+        connection.execute("SELECT set_config('callboard.now', '', false)")
+        _TOLD.discard(connection)
 
 
 _SCHEMA: Final = f"""
@@ -489,9 +504,9 @@ WHERE owner_id = %(owner)s AND NOT (run_id = ANY(%(known)s::text[]))
 RETURNING {_COLUMNS}, epoch, cancel_requested
 """
 
-_DEAD_WORKERS: Final = """
+_DEAD_WORKERS: Final = f"""
 SELECT worker_id FROM callboard_workers
-WHERE heartbeat_at < clock_timestamp() - make_interval(secs => lease)
+WHERE heartbeat_at < {_NOW_AT} - make_interval(secs => lease)
 ORDER BY worker_id
 FOR UPDATE SKIP LOCKED
 """
@@ -510,13 +525,14 @@ FROM lost WHERE r.run_id = lost.run_id
 RETURNING r.run_id, r.status
 """
 
-_JOIN: Final = """
-INSERT INTO callboard_workers (worker_id, host, pid, role, workflows, concurrency, lease)
-VALUES (%s, %s, %s, %s, %s, %s, %s)
+_JOIN: Final = f"""
+INSERT INTO callboard_workers
+    (worker_id, host, pid, role, workflows, concurrency, lease, heartbeat_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, {_NOW_AT})
 ON CONFLICT (worker_id) DO UPDATE SET
     host = excluded.host, pid = excluded.pid, role = excluded.role,
     workflows = excluded.workflows, concurrency = excluded.concurrency,
-    lease = excluded.lease, heartbeat_at = clock_timestamp()
+    lease = excluded.lease, heartbeat_at = excluded.heartbeat_at
 RETURNING (xmax = 0)
 """
 
@@ -860,6 +876,7 @@ class PostgresStore:
     """
 
     durable = True
+    _abandoned = False  # closed as a killed process would be: nothing handed back
 
     def __init__(self, url: str, *, lease: float = LEASE, readonly: bool = False) -> None:
         if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
@@ -1272,6 +1289,16 @@ class PostgresStore:
         result: list[SnapshotRecord] = self._read(read)
         return result
 
+    def abandon(self) -> None:
+        """Close as a killed process would: this worker's row and held runs stay as they are.
+
+        Writes already queued still commit (a process killed a moment later
+        would have committed them); then nothing. The lease runs out, and
+        another worker's reaper hands the runs back, as after a ``SIGKILL``.
+        """
+        self._abandoned = True
+        self.close()
+
     def close(self) -> None:
         """Finish the queued writes, leave the workers, stop the listener; bounded in time.
 
@@ -1304,7 +1331,7 @@ class PostgresStore:
         self._committed(write, future, "this worker did not join")
 
     def heartbeat(self) -> bool:
-        """Renew this worker's lease, by the database's clock.
+        """Renew this worker's lease, by the database's clock (a test kit's virtual one in a test).
 
         Returns:
             ``False`` if its row was gone (reaped: its runs went back to the
@@ -1348,11 +1375,48 @@ class PostgresStore:
         result: float | None = self._read(read)
         return result
 
+    def next_lapse(self, alive: Collection[str] = ()) -> float | None:
+        """When the soonest lease runs out of a worker that holds runs (but ``alive`` ones)."""
+
+        def read(connection: Connection) -> float | None:
+            row = connection.execute(
+                "SELECT min(extract(epoch FROM w.heartbeat_at)::float8 + w.lease) "
+                "FROM callboard_workers AS w WHERE NOT (w.worker_id = ANY(%s::text[])) "
+                "AND EXISTS (SELECT 1 FROM callboard_runs AS r WHERE r.owner_id = w.worker_id "
+                f"AND r.status IN ({_UNFINISHED_SQL}))",
+                (sorted(alive),),
+            ).fetchone()
+            return None if row is None or row[0] is None else float(row[0])
+
+        result: float | None = self._read(read)
+        return result
+
+    def next_opening(self, workflow_ids: Sequence[str]) -> float | None:
+        """When a rate window next frees a start in a queue where runs of these workflows wait."""
+        ids = sorted(set(workflow_ids))
+
+        def read(connection: Connection) -> float | None:
+            row = connection.execute(
+                "SELECT min(s.started_at + q.rate_period) FROM callboard_runs AS s "
+                "JOIN callboard_queues AS q ON q.name = s.queue "
+                f"WHERE q.rate_period IS NOT NULL AND s.started_at > {_NOW} - q.rate_period "
+                "AND EXISTS (SELECT 1 FROM callboard_runs AS w WHERE w.queue = s.queue "
+                "AND w.queue_key IS NOT DISTINCT FROM s.queue_key AND w.started_at IS NULL "
+                f"AND w.owner_id IS NULL AND w.status IN ({_UNFINISHED_SQL}) "
+                "AND w.workflow_id = ANY(%s))",
+                (ids,),
+            ).fetchone()
+            return None if row is None or row[0] is None else float(row[0])
+
+        result: float | None = self._read(read)
+        return result
+
     def reap(self) -> int:
         """Hand back to the queue the runs of workers whose lease ran out; how many runs.
 
         A worker's lease ran out when its last heartbeat is older than its own
-        lease, by the database's clock; its row is deleted. A worker that is
+        lease, by the database's clock (a test kit's virtual one in a test); its
+        row is deleted. A worker that is
         renewing its lease at this very moment (its row locked) is skipped.
         Runs whose owner has no row at all go back too.
 
@@ -1420,7 +1484,7 @@ class PostgresStore:
             rows = connection.execute(
                 "SELECT w.worker_id, w.host, w.pid, w.role, w.workflows, w.concurrency, "
                 "extract(epoch FROM w.started_at)::float8, "
-                "extract(epoch FROM clock_timestamp() - w.heartbeat_at)::float8, "
+                f"{_NOW} - extract(epoch FROM w.heartbeat_at)::float8, "
                 "(SELECT count(*) FROM callboard_runs AS r WHERE r.owner_id = w.worker_id "
                 f"AND r.status IN ({_UNFINISHED_SQL})) "
                 "FROM callboard_workers AS w ORDER BY w.started_at, w.worker_id"
@@ -1548,6 +1612,10 @@ class PostgresStore:
 
         connection = self._wconn
         self._wconn = None
+        if self._abandoned:
+            if connection is not None:
+                connection.close()
+            return
         if connection is None or connection.closed or connection.broken:
             with contextlib.suppress(StoreError, psycopg.Error):
                 connection = self._connect(autocommit=False)
@@ -1773,7 +1841,7 @@ class PostgresStore:
 
     def _beat(self, connection: Connection, batch: _Batch) -> bool:
         row = connection.execute(
-            "UPDATE callboard_workers SET heartbeat_at = clock_timestamp() "
+            f"UPDATE callboard_workers SET heartbeat_at = {_NOW_AT} "
             "WHERE worker_id = %s RETURNING 1",
             (self.owner_id,),
         ).fetchone()

@@ -43,7 +43,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -374,6 +374,7 @@ class SQLiteStore:
     """
 
     durable = True
+    _abandoned = False  # closed as a killed process would be: nothing handed back
 
     def __init__(
         self, location: str | os.PathLike[str], *, readonly: bool = False, lease: float = LEASE
@@ -889,6 +890,35 @@ class SQLiteStore:
             ).fetchone()
         return None if row is None else row[0]
 
+    def next_lapse(self, alive: Collection[str] = ()) -> float | None:
+        """When the soonest lease runs out of a worker that holds runs (but ``alive`` ones)."""
+        with self._reading() as connection:
+            rows = connection.execute(
+                "SELECT owner_id, heartbeat_at + lease FROM owners WHERE EXISTS (SELECT 1 "
+                "FROM runs WHERE runs.owner_id = owners.owner_id "
+                f"AND runs.status IN ({_UNFINISHED_SQL}))"
+            ).fetchall()
+        return min((lapse for owner, lapse in rows if owner not in alive), default=None)
+
+    def next_opening(self, workflow_ids: Sequence[str]) -> float | None:
+        """When a rate window next frees a start in a queue where runs of these workflows wait."""
+        if not workflow_ids:
+            return None
+        marks = ", ".join("?" * len(workflow_ids))
+        with self._reading() as connection:
+            if self._check_schema(connection, writable=False) < _QUEUES_FROM:
+                return None
+            row = connection.execute(
+                "SELECT min(s.started_at + q.rate_period) FROM runs AS s "
+                "JOIN queues AS q ON q.name = s.queue "
+                "WHERE q.rate_period IS NOT NULL AND s.started_at > ? - q.rate_period "
+                "AND EXISTS (SELECT 1 FROM runs AS w WHERE w.queue = s.queue "
+                f"AND w.queue_key IS s.queue_key AND w.started_at IS NULL AND {_QUEUED} "
+                f"AND w.workflow_id IN ({marks}))",
+                (_clock.time(), *workflow_ids),
+            ).fetchone()
+        return None if row is None else row[0]
+
     def load_many(self, run_ids: Sequence[str]) -> list[SnapshotRecord]:
         """The newest records of these runs; unknown ones are left out."""
         records: list[SnapshotRecord] = []
@@ -992,6 +1022,16 @@ class SQLiteStore:
         )
         return [record for record, _ in found], total
 
+    def abandon(self) -> None:
+        """Close as a killed process would: this worker's row and held runs stay as they are.
+
+        Writes already queued still commit (a process killed a moment later
+        would have committed them); then nothing. The lease runs out, and
+        another worker's reaper hands the runs back, as after a ``SIGKILL``.
+        """
+        self._abandoned = True
+        self.close()
+
     def close(self) -> None:
         """Finish the queued writes and end the writer thread; reads go on working."""
         if self._closed:
@@ -1029,6 +1069,9 @@ class SQLiteStore:
             if self._caller_connection is not None:
                 self._caller_connection.close()
         connection = self._connection
+        if self._abandoned:
+            connection.close()
+            return
         with contextlib.suppress(sqlite3.Error):
             connection.execute("BEGIN IMMEDIATE")
             connection.execute(
