@@ -14,6 +14,7 @@ import concurrent.futures
 import contextlib
 import inspect
 import logging
+import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -223,11 +224,15 @@ class StepActor(ThreadActor):
             _report(call, span, _failure(call, exc, started, ctx))
             return
         future.add_done_callback(done)
+        # A timeout cancels an async body (a sync one cannot be stopped). The signal
+        # holds the future only weakly: the future holds ``done``, which holds the
+        # signal, and a strong reference back would make every async step a reference
+        # cycle that only the garbage collector frees, with its run's actor and records.
+        pending = weakref.ref(future)
 
-        # A timeout cancels an async body (a sync one cannot be stopped).
         def on_abort(reason: str) -> None:
-            if reason == AbortReason.TIMEOUT:
-                future.cancel()
+            if reason == AbortReason.TIMEOUT and (running := pending()) is not None:
+                running.cancel()
 
         signal.add_callback(on_abort)
 
