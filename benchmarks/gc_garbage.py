@@ -60,7 +60,7 @@ class Value(BaseModel):
 
 
 PAYLOAD = {"value": "gc"}
-FAILING = ("gc-fail", "gc-slow")
+FAILING = ("gc-fail", "gc-fail-a", "gc-slow")
 """The workflows whose runs end ``failed``."""
 
 
@@ -84,6 +84,11 @@ class _Refusal(ValueError):
 
 def _fail(ctx: Any) -> Any:
     raise _Refusal("this step fails", 42)
+
+
+async def _fail_async(ctx: Any) -> Any:
+    await asyncio.sleep(0)
+    raise _Refusal("this async step fails", 7)
 
 
 def _fail_once(ctx: StepContext[Any]) -> Any:
@@ -193,6 +198,7 @@ SCENARIOS = (
     Scenario("async-step", "memory", lambda: _workflow("async", _step("a", _pass_async))),
     Scenario("async-twins", "sqlite", lambda: _three("twins"), _async_twins, "astart + aget"),
     Scenario("failing", "memory", lambda: _workflow("fail", _step("boom", _fail))),
+    Scenario("failing-async", "memory", lambda: _workflow("fail-a", _step("boom", _fail_async))),
     Scenario("retry", "memory", lambda: _workflow("retry", _step("r", _fail_once, retries=1))),
     Scenario("timeout", "memory", lambda: _workflow("slow", _step("t", _too_slow, timeout=0.01))),
     Scenario("flow", "memory", _control_flow, what="parallel, foreach, map, sleep"),

@@ -62,6 +62,11 @@ def _refuse(ctx: StepContext[Any]) -> Any:
     raise Refusal("refused")
 
 
+async def _refuse_async(ctx: StepContext[Any]) -> Any:
+    await asyncio.sleep(0)
+    raise Refusal("refused")
+
+
 def _ask(ctx: StepContext[Any]) -> Any:
     if ctx.resume_data is None:
         ctx.suspend({"question": "go on?"})
@@ -133,6 +138,11 @@ CASES: dict[str, tuple[Callable[[], Any], Callable[[Any, int, str], None], str]]
     ),
     "a step that fails with attributes": (
         lambda: _workflow("fails", _step("r", _refuse)),
+        _run_to_the_end,
+        "failed",
+    ),
+    "an async step that fails": (
+        lambda: _workflow("fails-async", _step("r", _refuse_async)),
         _run_to_the_end,
         "failed",
     ),
@@ -208,7 +218,7 @@ def test_finished_runs_leave_no_cyclic_garbage_in_memory(collector_off: None, ca
     _runs_leave_no_garbage(None, case)
 
 
-@pytest.mark.parametrize("case", ["three sync steps", "an async step"])
+@pytest.mark.parametrize("case", ["three sync steps", "an async step", "an async step that fails"])
 def test_finished_runs_leave_no_cyclic_garbage_on_sqlite(
     collector_off: None, tmp_path: Path, case: str
 ) -> None:
