@@ -10,7 +10,6 @@ run actor with :class:`StepFinished`. Step actors live in the step pool
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import inspect
 import logging
@@ -51,7 +50,7 @@ from runtime._step_context import BailOut, StepContext, SuspendRequest
 from runtime._tracing import Span, emit
 
 if TYPE_CHECKING:
-    from actors._pool import StepPool
+    from actors._pool import BodyFuture, StepPool
 
 __all__ = ["StepActor", "error_dict"]
 
@@ -234,7 +233,7 @@ class _Awaiting:
         self.started = started
         self.outcome = outcome
 
-    def done(self, future: concurrent.futures.Future[tuple[bool, Any]]) -> None:
+    def done(self, future: BodyFuture) -> None:
         call, ctx, span, started = self.call, self.ctx, self.span, self.started
         try:
             if future.cancelled():
@@ -275,7 +274,7 @@ class _CancelOnTimeout:
 
     __slots__ = ("future",)
 
-    def __init__(self, future: concurrent.futures.Future[Any]) -> None:
+    def __init__(self, future: BodyFuture) -> None:
         self.future = weakref.ref(future)
 
     def __call__(self, reason: str) -> None:
