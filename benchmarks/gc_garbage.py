@@ -1,4 +1,4 @@
-"""What callboard leaves to Python's cyclic garbage collector, per run, and what the collector costs.
+"""What callboard leaves to the cyclic garbage collector, per run, and what the collector costs.
 
 Run it with ``.venv/bin/python benchmarks/gc_garbage.py`` (``--runs N`` per
 scenario, ``--only NAME`` for some scenarios, ``--no-timing`` to skip the second
@@ -221,7 +221,7 @@ def type_name(obj: object) -> str:
 
 
 def cycles(objects: list[object]) -> list[list[object]]:
-    """The strongly connected components (of more than one object, or a self-loop) of ``objects``."""
+    """The strongly connected components of ``objects``: more than one object, or a self-loop."""
     by_id = {id(obj): obj for obj in objects}
     edges = {
         key: [id(r) for r in gc.get_referents(obj) if id(r) in by_id] for key, obj in by_id.items()
@@ -374,13 +374,16 @@ class Collections:
 
     def __init__(self) -> None:
         self.pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self.spans: list[tuple[float, float, int]] = []  # (began, ended, generation)
         self._began: dict[int, float] = {}
 
     def _callback(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             self._began[threading.get_ident()] = time.perf_counter()
         elif (began := self._began.pop(threading.get_ident(), None)) is not None:
-            self.pauses[info["generation"]].append(time.perf_counter() - began)
+            ended = time.perf_counter()
+            self.pauses[info["generation"]].append(ended - began)
+            self.spans.append((began, ended, info["generation"]))
 
     def __enter__(self) -> Collections:
         gc.callbacks.append(self._callback)
@@ -414,15 +417,46 @@ def timing_w2(store: str, runs: int, directory: Path) -> Timing:
     return Timing(f"w2 {store}", runs, wall, seen.pauses, tracked)
 
 
-def timing_loop_lag(loop_lag: ModuleType, runs: int, directory: Path) -> Timing:
-    """The ``async`` round of loop_lag.py: 200 runs at a time, ``runs // 200`` waves."""
+def timing_loop_lag(loop_lag: ModuleType, runs: int, directory: Path) -> tuple[Timing, list[str]]:
+    """The ``async`` round of loop_lag.py: 200 runs at a time, ``runs // 200`` waves.
+
+    Also returns its worst ticks, each with the collections that overlapped it.
+    """
     loop_lag.measure("async", 20, 1, directory)
+    ticks: list[tuple[float, float]] = []  # (woke, lag)
+    plain_ticker = loop_lag._ticker
+
+    async def ticker(lags: list[float], done: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time() + loop_lag.TICK
+        while not done.is_set():
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            now = loop.time()
+            lags.append(now - due)
+            ticks.append((time.perf_counter(), now - due))
+            due = now + loop_lag.TICK
+
+    loop_lag._ticker = ticker
     gc.collect()
     began = time.perf_counter()
-    with Collections() as seen:
-        lag = loop_lag.measure("async", 200, max(1, runs // 200), directory)
+    try:
+        with Collections() as seen:
+            lag = loop_lag.measure("async", 200, max(1, runs // 200), directory)
+    finally:
+        loop_lag._ticker = plain_ticker
     wall = time.perf_counter() - began
-    return Timing(f"loop-lag async (p99 {lag.p99_ms:.1f} ms)", runs, wall, seen.pauses, 0)
+    worst = []
+    for woke, late in sorted(ticks, key=lambda tick: -tick[1])[:8]:
+        overlapping = [
+            f"gen{generation} {1000 * (ended - start):.1f} ms"
+            for start, ended, generation in seen.spans
+            if ended > woke - late - 0.001 and start < woke and generation > 0
+        ]
+        worst.append(
+            f"  {1000 * late:7.1f} ms late: {', '.join(overlapping) or 'no gen1/gen2 collection'}"
+        )
+    timing = Timing(f"loop-lag async (p99 {lag.p99_ms:.1f} ms)", runs, wall, seen.pauses, 0)
+    return timing, worst
 
 
 # --- output ---------------------------------------------------------------------------
@@ -495,12 +529,15 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(loop_lag_garbage(loop_lag, 200, directory))
         print_garbage(rows, args.top)
         if not args.no_timing:
+            lagged, worst = timing_loop_lag(loop_lag, args.timing_runs, directory)
             timings = [
                 timing_w2("memory", args.timing_runs, directory),
                 timing_w2("sqlite", args.timing_runs, directory),
-                timing_loop_lag(loop_lag, args.timing_runs, directory),
+                lagged,
             ]
             print_timing(timings)
+            print("the loop-lag round's worst ticks, and the collections (gen1, gen2) during each:")
+            print("\n".join(worst))
     return 0
 
 
