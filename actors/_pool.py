@@ -305,7 +305,25 @@ def _spawn(item: tuple[Any, BodyFuture]) -> None:
             future.set_exception(exc)
         raise
 
-    def settle(task: asyncio.Task[Any]) -> None:
+    task.add_done_callback(_Settle(future))
+    future.add_done_callback(_CancelTask(task))
+
+
+class _Settle:
+    """A body's task's done callback: hands the task's outcome to its future.
+
+    Here and in :class:`_CancelTask`, a slotted callable rather than a closure: one
+    tracked object for each async step in progress, where a closure and its
+    cells take three or four.
+    """
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: BodyFuture) -> None:
+        self.future = future
+
+    def __call__(self, task: asyncio.Task[Any]) -> None:
+        future = self.future
         with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled meanwhile
             if task.cancelled():
                 future.cancel()
@@ -314,12 +332,19 @@ def _spawn(item: tuple[Any, BodyFuture]) -> None:
             else:
                 future.set_result(task.result())
 
-    def cancel_task(done: BodyFuture) -> None:
-        if done.cancelled() and not task.done():
-            deliver(loop, _cancel_task, task)
 
-    task.add_done_callback(settle)
-    future.add_done_callback(cancel_task)
+class _CancelTask:
+    """A body's future's done callback: a cancelled future cancels the task, on its loop."""
+
+    __slots__ = ("task",)
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+
+    def __call__(self, done: BodyFuture) -> None:
+        task = self.task
+        if done.cancelled() and not task.done():
+            deliver(task.get_loop(), _cancel_task, task)
 
 
 def _cancel_task(task: asyncio.Task[Any]) -> None:
