@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Final
 
 import pykka
@@ -31,7 +32,7 @@ from runtime._errors import RuntimeStoppedError
 from runtime._handoff import deliver
 from runtime._tracing import emit
 
-__all__ = ["BUSY", "LATE", "STOP_TIMEOUT", "TICK", "AsyncLoop", "StepPool"]
+__all__ = ["BUSY", "LATE", "STOP_TIMEOUT", "TICK", "AsyncLoop", "BodyFuture", "StepPool"]
 
 TICK: Final = 0.02
 """How long a call waits for a step actor before the pool may grow.
@@ -60,6 +61,115 @@ STOP_TIMEOUT: Final = 5.0
 """Seconds to wait for one idle step actor to stop."""
 
 
+class BodyFuture:
+    """What :meth:`AsyncLoop.submit` returns: an ``async def`` body's outcome, from any thread.
+
+    The part of :class:`concurrent.futures.Future` that callboard uses (``result``,
+    ``cancel``, ``cancelled``, ``done``, ``add_done_callback``; ``set_result`` and
+    ``set_exception`` for the loop), in three tracked objects where
+    ``concurrent.futures`` takes a dozen (a condition, its locks and their
+    bound methods): one is alive for every async step in progress, and every
+    garbage collection walks them. Cancelling is possible until the outcome is
+    set. A callback that raises is logged and changes nothing.
+    """
+
+    __slots__ = ("__weakref__", "_callbacks", "_lock", "_outcome", "_settled", "_state")
+
+    _PENDING: Final = 0
+    _RESULT: Final = 1
+    _EXCEPTION: Final = 2
+    _CANCELLED: Final = 3
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state = self._PENDING
+        self._outcome: Any = None
+        self._callbacks: list[Callable[[BodyFuture], object]] | None = None
+        self._settled: threading.Event | None = None  # made by the first blocking result()
+
+    def done(self) -> bool:
+        """Whether the outcome is set or the future cancelled."""
+        return self._state != self._PENDING
+
+    def cancelled(self) -> bool:
+        """Whether the future was cancelled."""
+        return self._state == self._CANCELLED
+
+    def cancel(self) -> bool:
+        """Cancel the future unless its outcome is set; ``True`` if it is cancelled."""
+        return self._settle(self._CANCELLED, None) or self._state == self._CANCELLED
+
+    def set_result(self, value: Any) -> None:
+        """Set the body's value (the loop's call).
+
+        Raises:
+            concurrent.futures.InvalidStateError: if it is done already.
+        """
+        if not self._settle(self._RESULT, value):
+            raise concurrent.futures.InvalidStateError("the future is done")
+
+    def set_exception(self, exc: BaseException) -> None:
+        """Set the exception the body raised (the loop's call).
+
+        Raises:
+            concurrent.futures.InvalidStateError: if it is done already.
+        """
+        if not self._settle(self._EXCEPTION, exc):
+            raise concurrent.futures.InvalidStateError("the future is done")
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the outcome: the value, or the exception raised.
+
+        Raises:
+            concurrent.futures.CancelledError: if the future was cancelled.
+            TimeoutError: if ``timeout`` seconds passed first.
+        """
+        if self._state == self._PENDING:
+            with self._lock:
+                if self._settled is None:
+                    self._settled = threading.Event()
+                settled = self._settled
+            if self._state == self._PENDING and not settled.wait(timeout):
+                raise TimeoutError("the async body has not finished")
+        if self._state == self._CANCELLED:
+            raise concurrent.futures.CancelledError()
+        if self._state == self._EXCEPTION:
+            try:
+                raise self._outcome
+            finally:
+                del self  # the traceback holds this frame: it must not hold the exception
+        return self._outcome
+
+    def add_done_callback(self, fn: Callable[[BodyFuture], object]) -> None:
+        """Call ``fn(future)`` once done: at once if it is, else on the thread that ends it."""
+        with self._lock:
+            if self._state == self._PENDING:
+                if self._callbacks is None:
+                    self._callbacks = []
+                self._callbacks.append(fn)
+                return
+        self._call(fn)
+
+    def _settle(self, state: int, outcome: Any) -> bool:
+        with self._lock:
+            if self._state != self._PENDING:
+                return False
+            self._state, self._outcome = state, outcome
+            callbacks, self._callbacks = self._callbacks, None
+            settled = self._settled
+        if settled is not None:
+            settled.set()
+        for fn in callbacks or ():
+            self._call(fn)
+        return True
+
+    def _call(self, fn: Callable[[BodyFuture], object]) -> None:
+        try:
+            fn(self)
+        except Exception:
+            emit(logging.ERROR, "async_step_callback_failed", exc_info=True)
+
+
 class AsyncLoop:
     """Where ``async def`` steps run: one event loop on its own thread, or the application's.
 
@@ -80,9 +190,9 @@ class AsyncLoop:
         self._thread: threading.Thread | None = None
         self._stopped = False
         # On the application's loop: the bodies still running, to cancel at the stop.
-        self._running: set[concurrent.futures.Future[Any]] = set()
+        self._running: set[BodyFuture] = set()
 
-    def submit(self, coroutine: Any) -> concurrent.futures.Future[Any]:
+    def submit(self, coroutine: Any) -> BodyFuture:
         """Schedule a coroutine on the loop; the future completes on the loop thread.
 
         Raises:
@@ -107,9 +217,7 @@ class AsyncLoop:
             loop = self._loop
         return _spawn_soon(loop, coroutine)
 
-    def _submit_to_app(
-        self, loop: asyncio.AbstractEventLoop, coroutine: Any
-    ) -> concurrent.futures.Future[Any]:
+    def _submit_to_app(self, loop: asyncio.AbstractEventLoop, coroutine: Any) -> BodyFuture:
         """Schedule on the application's loop (called with the lock held)."""
         try:
             future = _spawn_soon(loop, coroutine)
@@ -122,7 +230,7 @@ class AsyncLoop:
         future.add_done_callback(self._forget)
         return future
 
-    def _forget(self, future: concurrent.futures.Future[Any]) -> None:
+    def _forget(self, future: BodyFuture) -> None:
         with self._lock:
             self._running.discard(future)
 
@@ -166,7 +274,7 @@ class AsyncLoop:
             emit(logging.WARNING, "async_steps_abandoned_at_stop")
 
 
-def _spawn_soon(loop: asyncio.AbstractEventLoop, coroutine: Any) -> concurrent.futures.Future[Any]:
+def _spawn_soon(loop: asyncio.AbstractEventLoop, coroutine: Any) -> BodyFuture:
     """``asyncio.run_coroutine_threadsafe``, with the loop woken once for a burst of steps.
 
     Steps handed to a loop before it gets round to the first start together in one
@@ -177,13 +285,13 @@ def _spawn_soon(loop: asyncio.AbstractEventLoop, coroutine: Any) -> concurrent.f
     Raises:
         RuntimeError: if the loop is closed.
     """
-    future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    future = BodyFuture()
     if not deliver(loop, _spawn, (coroutine, future)):
         raise RuntimeError("the event loop is closed")
     return future
 
 
-def _spawn(item: tuple[Any, concurrent.futures.Future[Any]]) -> None:
+def _spawn(item: tuple[Any, BodyFuture]) -> None:
     """On the loop's thread: start the coroutine as a task that settles ``future``."""
     coroutine, future = item
     if future.cancelled():  # cancelled before it started: it never will
@@ -197,7 +305,25 @@ def _spawn(item: tuple[Any, concurrent.futures.Future[Any]]) -> None:
             future.set_exception(exc)
         raise
 
-    def settle(task: asyncio.Task[Any]) -> None:
+    task.add_done_callback(_Settle(future))
+    future.add_done_callback(_CancelTask(task))
+
+
+class _Settle:
+    """A body's task's done callback: hands the task's outcome to its future.
+
+    Here and in :class:`_CancelTask`, a slotted callable rather than a closure: one
+    tracked object for each async step in progress, where a closure and its
+    cells take three or four.
+    """
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: BodyFuture) -> None:
+        self.future = future
+
+    def __call__(self, task: asyncio.Task[Any]) -> None:
+        future = self.future
         with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled meanwhile
             if task.cancelled():
                 future.cancel()
@@ -206,12 +332,19 @@ def _spawn(item: tuple[Any, concurrent.futures.Future[Any]]) -> None:
             else:
                 future.set_result(task.result())
 
-    def cancel_task(done: concurrent.futures.Future[Any]) -> None:
-        if done.cancelled() and not task.done():
-            deliver(loop, _cancel_task, task)
 
-    task.add_done_callback(settle)
-    future.add_done_callback(cancel_task)
+class _CancelTask:
+    """A body's future's done callback: a cancelled future cancels the task, on its loop."""
+
+    __slots__ = ("task",)
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+
+    def __call__(self, done: BodyFuture) -> None:
+        task = self.task
+        if done.cancelled() and not task.done():
+            deliver(task.get_loop(), _cancel_task, task)
 
 
 def _cancel_task(task: asyncio.Task[Any]) -> None:

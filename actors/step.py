@@ -10,10 +10,10 @@ run actor with :class:`StepFinished`. Step actors live in the step pool
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import inspect
 import logging
+import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -50,7 +50,7 @@ from runtime._step_context import BailOut, StepContext, SuspendRequest
 from runtime._tracing import Span, emit
 
 if TYPE_CHECKING:
-    from actors._pool import StepPool
+    from actors._pool import BodyFuture, StepPool
 
 __all__ = ["StepActor", "error_dict"]
 
@@ -177,59 +177,109 @@ class StepActor(ThreadActor):
         outcome: Callable[[C, StepContext[Any], Any, float], StepFinished],
     ) -> None:
         """Run an ``async def`` body on the async loop; reply when it is done."""
-
-        async def body() -> tuple[bool, Any]:
-            # A BaseException (SystemExit, KeyboardInterrupt) must not escape
-            # into the event loop: it would end the loop's thread, and with it
-            # every async step of every run. Cancellation still propagates.
-            try:
-                with contextlib.nullcontext() if span is None else span.current():
-                    return True, await awaitable
-            except asyncio.CancelledError:
-                raise
-            except BaseException as exc:
-                return False, exc
-
-        signal = ctx.abort_signal
-
-        def done(future: concurrent.futures.Future[tuple[bool, Any]]) -> None:
-            try:
-                if future.cancelled():
-                    if signal.reason == AbortReason.TIMEOUT:
-                        raise StepTimeoutError(
-                            f"step {ctx.path!r} was cancelled: it outlasted its timeout",
-                            run_id=call.run_id,
-                            step_id=call.step_id,
-                        )
-                    raise RuntimeStoppedError(
-                        f"step {ctx.path!r} was cancelled: the runtime stopped",
-                        run_id=call.run_id,
-                        step_id=call.step_id,
-                    )
-                ok, value = future.result()
-                if not ok:
-                    raise value
-                finished = outcome(call, ctx, value, started)
-            except BaseException as exc:
-                _report(call, span, _failure(call, exc, started, ctx), exc)
-                return
-            _report(call, span, finished)
-
+        awaiting = _Awaiting(call, ctx, span, started, outcome)
         try:
-            future = self._pool.loop.submit(body())
+            future = self._pool.loop.submit(_body(awaitable, span))
         except RuntimeStoppedError as exc:
             if inspect.iscoroutine(awaitable):
                 awaitable.close()  # it will never run: do not leave it unawaited
             _report(call, span, _failure(call, exc, started, ctx))
             return
-        future.add_done_callback(done)
-
+        future.add_done_callback(awaiting.done)
         # A timeout cancels an async body (a sync one cannot be stopped).
-        def on_abort(reason: str) -> None:
-            if reason == AbortReason.TIMEOUT:
-                future.cancel()
+        ctx.abort_signal.add_callback(_CancelOnTimeout(future))
 
-        signal.add_callback(on_abort)
+
+async def _body(awaitable: Any, span: Span | None) -> tuple[bool, Any]:
+    """An ``async def`` step body as the async loop runs it: ``(True, value)`` or ``(False, exc)``.
+
+    A BaseException (SystemExit, KeyboardInterrupt) must not escape into the
+    event loop: it would end the loop's thread, and with it every async step of
+    every run. Cancellation still propagates. A module function, not a closure:
+    the exception's traceback holds this frame, and a frame that held the
+    future or the step's context would make each failed step a reference cycle.
+    """
+    try:
+        with contextlib.nullcontext() if span is None else span.current():
+            return True, await awaitable
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        return False, exc
+
+
+class _Awaiting:
+    """An async step call waiting for its body: replies when the body's future is done.
+
+    One slotted object instead of closures over the call's values, so that an
+    async step in progress holds a few objects, not a dozen cells and
+    functions (each of which every garbage collection walks), and none of them
+    holds the future: the future holds :meth:`done`.
+    """
+
+    __slots__ = ("call", "ctx", "outcome", "span", "started")
+
+    def __init__(
+        self,
+        call: Any,
+        ctx: StepContext[Any],
+        span: Span | None,
+        started: float,
+        outcome: Callable[[Any, StepContext[Any], Any, float], StepFinished],
+    ) -> None:
+        self.call = call
+        self.ctx = ctx
+        self.span = span
+        self.started = started
+        self.outcome = outcome
+
+    def done(self, future: BodyFuture) -> None:
+        call, ctx, span, started = self.call, self.ctx, self.span, self.started
+        try:
+            if future.cancelled():
+                if ctx.abort_signal.reason == AbortReason.TIMEOUT:
+                    raise StepTimeoutError(
+                        f"step {ctx.path!r} was cancelled: it outlasted its timeout",
+                        run_id=call.run_id,
+                        step_id=call.step_id,
+                    )
+                raise RuntimeStoppedError(
+                    f"step {ctx.path!r} was cancelled: the runtime stopped",
+                    run_id=call.run_id,
+                    step_id=call.step_id,
+                )
+            ok, value = future.result()
+            if ok:
+                finished = self.outcome(call, ctx, value, started)
+        except BaseException as exc:
+            _report(call, span, _failure(call, exc, started, ctx), exc)
+            return
+        if not ok:
+            # The body raised: its exception is reported as it is. Raised again
+            # here, its traceback would hold this frame, whose locals hold it: a
+            # reference cycle per failed step.
+            _report(call, span, _failure(call, value, started, ctx), value)
+            return
+        _report(call, span, finished)
+
+
+class _CancelOnTimeout:
+    """An abort callback that cancels an async body's future when the step times out.
+
+    It holds the future weakly: the future holds :meth:`_Awaiting.done`, which
+    holds the step's context and so its abort signal, and a strong reference
+    back would make every async step a reference cycle that only the garbage
+    collector frees, with its run's actor and records.
+    """
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: BodyFuture) -> None:
+        self.future = weakref.ref(future)
+
+    def __call__(self, reason: str) -> None:
+        if reason == AbortReason.TIMEOUT and (future := self.future()) is not None:
+            future.cancel()
 
 
 # --- contexts ---------------------------------------------------------------------

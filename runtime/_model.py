@@ -262,56 +262,68 @@ def _plain_copy(value: Any, budget: int) -> tuple[Any, int, str | None]:
     Recursion is bounded by ``_ATTRIBUTE_DEPTH``; the size counts as msgpack
     would, give or take a few bytes a value.
     """
-    used = 0
+    copier = _PlainCopier(budget)
+    try:
+        return copier.copy(value, 0), copier.used, None
+    except _Refused as refused:
+        return None, 0, f"{refused}"
+    except Exception as failure:  # a mapping whose items() fails, and the like
+        return None, 0, f"reading it failed: {type(failure).__name__}"
 
-    def copy(item: Any, depth: int) -> Any:
-        nonlocal used
-        used += 1
-        if used > budget:
-            raise _Refused(f"larger than {budget} bytes")
+
+class _PlainCopier:
+    """The recursion of :func:`_plain_copy`, with the bytes used so far.
+
+    A method, not a nested function that calls itself: such a function is a
+    reference cycle (it holds its own cell) that only the garbage collector frees.
+    """
+
+    __slots__ = ("budget", "used")
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.used = 0
+
+    def copy(self, item: Any, depth: int) -> Any:
+        self.used += 1
+        if self.used > self.budget:
+            raise _Refused(f"larger than {self.budget} bytes")
         if item is None or isinstance(item, bool):
             return item
         if isinstance(item, int):
             if not -(2**63) <= item < 2**64:
                 raise _Refused("an int out of 64-bit range")
-            used += 8
+            self.used += 8
             return int(item)
         if isinstance(item, float):
-            used += 8
+            self.used += 8
             return float(item)
         if isinstance(item, str):
             text = str.__str__(item)
             try:
-                used += len(text.encode("utf-8"))
+                self.used += len(text.encode("utf-8"))
             except UnicodeEncodeError:
                 raise _Refused("a str that is not valid UTF-8") from None
-            if used > budget:
-                raise _Refused(f"larger than {budget} bytes")
+            if self.used > self.budget:
+                raise _Refused(f"larger than {self.budget} bytes")
             return text
         if isinstance(item, bytes):
-            used += len(item)
-            if used > budget:
-                raise _Refused(f"larger than {budget} bytes")
+            self.used += len(item)
+            if self.used > self.budget:
+                raise _Refused(f"larger than {self.budget} bytes")
             return bytes(item)
         if depth >= _ATTRIBUTE_DEPTH:
             raise _Refused(f"nested deeper than {_ATTRIBUTE_DEPTH} levels")
         if isinstance(item, list | tuple):
-            return [copy(element, depth + 1) for element in item]
+            return [self.copy(element, depth + 1) for element in item]
         if isinstance(item, Mapping):
             result: dict[str, Any] = {}
             for key, element in item.items():
                 if not isinstance(key, str):
                     raise _Refused(f"a mapping with a {type(key).__name__} key")
-                result[copy(key, depth + 1)] = copy(element, depth + 1)
+                result[self.copy(key, depth + 1)] = self.copy(element, depth + 1)
             return result
         raise _Refused(f"a {type(item).__qualname__}, which is not plain data")
-
-    try:
-        return copy(value, 0), used, None
-    except _Refused as refused:
-        return None, 0, f"{refused}"
-    except Exception as failure:  # a mapping whose items() fails, and the like
-        return None, 0, f"reading it failed: {type(failure).__name__}"
 
 
 class _Refused(Exception):

@@ -190,7 +190,7 @@ def test_async_steps_handed_to_the_apps_loop_in_a_burst_wake_it_once_and_cancel_
         thread.start()
         thread.join()  # the loop is held here while all 51 are handed over
         woken = wakes
-        results = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures[:50]))
+        results = await asyncio.to_thread(lambda: [f.result(5) for f in futures[:50]])
         # From another thread, as a step's timeout does.
         assert await asyncio.to_thread(futures[50].cancel)
         await asyncio.sleep(0.05)
