@@ -377,18 +377,33 @@ FROM v LEFT JOIN written AS w ON w.run_id = v.run_id
 # A save of runs this store holds: only while owner and epoch are still ours,
 # the record is newer, and the run not ended. A release makes the run nobody's.
 # The ids again as an array: rows found by key, not among all the rows this worker holds.
-_SAVE_HELD: Final = f"""
-WITH v AS MATERIALIZED ({_ROWS_SELECT}), written AS (
+# (An array taken from v on the server: a Python list parameter costs psycopg's array
+# dumper, in Python, more than the rest of the statement's parameters.)
+_SAVE_HELD_TEMPLATE: Final = f"""
+WITH v AS MATERIALIZED ({_ROWS_SELECT}){{locked}}, written AS (
     UPDATE callboard_runs AS r SET
         status = v.status, seq = v.seq, updated_at = v.updated_at, snapshot = v.snapshot,
         wake_at = v.wake_at, owner_id = v.owner_id, lineage = v.lineage
-    FROM v
-    WHERE r.run_id = ANY(%s::text[]) AND r.run_id = v.run_id
+    FROM v{{join}}
+    WHERE r.run_id = ANY(ARRAY(SELECT run_id FROM v)) AND r.run_id = v.run_id
         AND r.owner_id = %s AND r.epoch = v.epoch
         AND v.seq > r.seq AND r.status NOT IN ({_TERMINAL_SQL})
     RETURNING r.run_id
 )
 {_SAVED}"""
+
+_SAVE_HELD: Final = _SAVE_HELD_TEMPLATE.format(locked="", join="")
+"""The save of held runs in a transaction that locked their rows already (see _transaction)."""
+
+_SAVE_HELD_ALONE: Final = _SAVE_HELD_TEMPLATE.format(
+    locked=(
+        ", locked AS MATERIALIZED (SELECT run_id FROM callboard_runs "
+        "WHERE run_id = ANY(ARRAY(SELECT run_id FROM v)) ORDER BY run_id FOR UPDATE)"
+    ),
+    join=" JOIN locked AS l ON l.run_id = v.run_id",
+)
+"""The save of held runs as a transaction of its own (see _save_alone): it locks its rows
+in ``run_id`` order first, as every transaction here does, and writes only rows it locked."""
 
 # A save of runs this store does not hold: it applies only to runs nobody holds.
 _SAVE_FREE: Final = f"""
@@ -451,6 +466,13 @@ FROM (
 WHERE {_MINE.format(run="n.run_id")}
 ON CONFLICT (run_id, lineage, key) DO UPDATE SET part = excluded.part
 """
+
+_LOCK_ROWS: Final = (
+    "SELECT 1 FROM callboard_runs WHERE run_id = ANY(ARRAY(SELECT jsonb_array_elements_text("
+    "%s::jsonb))) ORDER BY run_id FOR UPDATE"
+)
+"""Lock the rows of these runs (a JSON array: a list costs psycopg's array dumper, in Python),
+in ``run_id`` order."""
 
 _REPLACE: Final = f"""
 UPDATE callboard_runs SET
@@ -1600,15 +1622,19 @@ class PostgresStore:
         committing = False
         try:
             connection = self._connection()
-            # Pipeline mode: statements go out without waiting for each other's
-            # results; the writer waits only where it reads one (and at the commit).
-            # Not for big batches: psycopg 3.3 was seen to hang here sending a 2 MiB one
-            # (large values in pipeline mode: psycopg issues 604 and 685).
-            pipelined = _payload_bytes(writes) <= PIPELINE_BYTES
-            with connection.pipeline() if pipelined else contextlib.nullcontext():
-                results, settle = self._transaction(connection, writes, batch)
-                committing = True
-                connection.commit()
+            alone = self._alone(writes, batch)
+            if alone is not None:
+                results, settle = self._save_alone(connection, writes, alone, batch), None
+            else:
+                # Pipeline mode: statements go out without waiting for each other's
+                # results; the writer waits only where it reads one (and at the commit).
+                # Not for big batches: psycopg 3.3 was seen to hang here sending a 2 MiB
+                # one (large values in pipeline mode: psycopg issues 604 and 685).
+                pipelined = _payload_bytes(writes) <= PIPELINE_BYTES
+                with connection.pipeline() if pipelined else contextlib.nullcontext():
+                    results, settle = self._transaction(connection, writes, batch)
+                    committing = True
+                    connection.commit()
             if settle is not None:
                 settle()  # the statements all succeeded: this only reads their rows
         except Exception as exc:  # psycopg.Error, or a fault of ours: the writer lives on
@@ -1751,8 +1777,7 @@ class PostgresStore:
         )
         if touched:
             connection.execute(  # its rows are not read: the locks are what it is for
-                "SELECT 1 FROM callboard_runs WHERE run_id = ANY(%s) ORDER BY run_id FOR UPDATE",
-                (touched,),
+                _LOCK_ROWS, (json.dumps(touched),)
             )
         creates = sorted(
             (write for write in writes if write.kind == "create"),
@@ -1883,12 +1908,7 @@ class PostgresStore:
                 owners = [None if _releases(r) else self.owner_id for r in records]
                 epochs = [batch.held[r.run_id] for r in records]
                 cursor = connection.execute(
-                    _SAVE_HELD,
-                    [
-                        *_columns(records, owners, epochs),
-                        [r.run_id for r in records],
-                        self.owner_id,
-                    ],
+                    _SAVE_HELD, [*_columns(records, owners, epochs), self.owner_id]
                 )
                 sent.append((cursor, True, held))
             if free:
@@ -1910,19 +1930,92 @@ class PostgresStore:
 
         def settle() -> None:
             self._saved(last, batch, fenced)
-            for write in writes:
-                lost = fenced.get(id(write))
-                if lost:
-                    results[id(write)] = RunFencedError(
-                        f"run {lost[0]!r} is held by another worker: this one "
-                        f"({self.owner_id}) may not write it",
-                        run_id=lost[0],
-                    )
+            self._report_fenced(writes, fenced, results)
 
         if defer:
             return settle
         settle()
         return None
+
+    def _report_fenced(
+        self, writes: list[Write], fenced: dict[int, list[str]], results: dict[int, Any]
+    ) -> None:
+        """Each save that had a record fenced off gets its :class:`RunFencedError` as result."""
+        for write in writes:
+            lost = fenced.get(id(write))
+            if lost:
+                results[id(write)] = RunFencedError(
+                    f"run {lost[0]!r} is held by another worker: this one "
+                    f"({self.owner_id}) may not write it",
+                    run_id=lost[0],
+                )
+
+    def _alone(
+        self, writes: list[Write], batch: _Batch
+    ) -> list[tuple[SnapshotRecord, Write]] | None:
+        """The saved records, if one statement can be the whole transaction; else ``None``.
+
+        So it is for a batch of saves only (nothing else to write, nothing to read
+        first), each run saved once, of runs held here or fenced off (those are not
+        sent), none kept in parts (their parts are more statements): what a worker's
+        writer nearly always has. Sorted by ``run_id``.
+        """
+        entries: list[tuple[SnapshotRecord, Write]] = []
+        seen: set[str] = set()
+        held = False
+        for write in writes:
+            if write.kind != "save":
+                return None
+            for record in write.payload:
+                run_id = record.run_id
+                if run_id in seen or record.parts is not None:
+                    return None
+                if run_id in batch.held:
+                    held = True
+                elif run_id not in batch.fenced:
+                    return None
+                seen.add(run_id)
+                entries.append((record, write))
+        if not held:
+            return None
+        entries.sort(key=lambda entry: entry[0].run_id)
+        return entries
+
+    def _save_alone(
+        self,
+        connection: Connection,
+        writes: list[Write],
+        entries: list[tuple[SnapshotRecord, Write]],
+        batch: _Batch,
+    ) -> dict[int, Any]:
+        """Save the batch :meth:`_alone` chose in one statement, its own transaction.
+
+        The connection is in autocommit for it: the statement, its commit and
+        its answer take one round trip, with no ``BEGIN``, no pipeline, no lock
+        statement (:data:`_SAVE_HELD_ALONE` locks its rows itself, in order).
+        """
+        results: dict[int, Any] = {}
+        fenced: dict[int, list[str]] = {}
+        held: list[tuple[SnapshotRecord, Write]] = []
+        for record, write in entries:
+            if record.run_id in batch.held:
+                held.append((record, write))
+            else:  # fenced off before: not this one's to write
+                fenced.setdefault(id(write), []).append(record.run_id)
+        records = [record for record, _ in held]
+        owners = [None if _releases(r) else self.owner_id for r in records]
+        epochs = [batch.held[r.run_id] for r in records]
+        connection.autocommit = True
+        try:
+            cursor = connection.execute(
+                _SAVE_HELD_ALONE, [*_columns(records, owners, epochs), self.owner_id]
+            )
+        finally:
+            if not connection.broken and not connection.closed:
+                connection.autocommit = False  # a lost one is made anew, not in autocommit
+        self._saved([(cursor, True, held)], batch, fenced)
+        self._report_fenced(writes, fenced, results)
+        return results
 
     def _saved(
         self,
