@@ -21,7 +21,7 @@ import pytest
 import runtime._stores.postgres as pg
 from runtime import PostgresStore, Runtime
 from runtime._model import TERMINAL_STATUSES
-from tests.durable.test_pg_plans import batch, fill, plan
+from tests.durable.test_pg_plans import batch, fill, held, plan
 from tests.durable.test_step_records import TEXT, chain
 
 WAIT = 10.0
@@ -72,7 +72,7 @@ def test_a_batch_of_saves_writes_no_index(runs: psycopg.Connection[Any]) -> None
             record["updated_at"] = time.time()
         # Both statements: in a transaction that locked the rows, and alone (locking them).
         statement = pg._SAVE_HELD if seq % 2 else pg._SAVE_HELD_ALONE
-        saved = runs.execute(statement, (json.dumps(records), "me")).fetchall()
+        saved = runs.execute(statement, held(records)).fetchall()
         assert all(row[1] for row in saved)
     runs.execute("SELECT pg_stat_force_next_flush()")
     runs.execute("SELECT 1")
