@@ -516,6 +516,12 @@ RETURNING r.run_id, r.workflow_id, r.seq, r.status, r.snapshot, r.created_at, r.
           r.trace_id, r.wake_at, {_PARTS_OF.format(table="r")}, r.epoch, r.cancel_requested
 """
 
+_CLAIM_ALONE: Final = _CLAIM.replace(
+    "AND queue IS NULL",
+    "AND queue IS NULL AND NOT EXISTS (SELECT 1 FROM callboard_queues)",
+)
+"""The claim as a transaction of its own, while no queue is defined (see _claim_alone)."""
+
 # Runs owned by this worker that it does not know it holds: a claim whose
 # commit was sent but never acknowledged (the connection dropped) took them.
 _ADOPT: Final = f"""
@@ -1644,13 +1650,25 @@ class PostgresStore:
             connection.close()
 
     def _commit(self, writes: list[Write]) -> list[Write]:
-        """Commit the writes: the solo ones each alone, the rest together; return those to retry."""
+        """Commit the writes: the solo ones each alone, the rest together; return those to retry.
+
+        A batch of saves and a claim (what a worker's writer has when its claimer
+        asks for runs) is two transactions, the saves first: each is then one
+        statement (see :meth:`_alone` and :meth:`_claim_alone`), which costs the
+        worker less than one transaction of both in a pipeline.
+        """
         grouped = [write for write in writes if write.kind not in _SOLO]
         solo = [write for write in writes if write.kind in _SOLO]
-        if grouped:
-            left = self._commit_group(grouped)
+        groups = [grouped] if grouped else []
+        if any(w.kind == "claim" for w in grouped) and all(
+            w.kind in ("save", "claim") for w in grouped
+        ):
+            saves = [write for write in grouped if write.kind == "save"]
+            groups = ([saves] if saves else []) + [[w] for w in grouped if w.kind == "claim"]
+        for index, group in enumerate(groups):
+            left = self._commit_group(group)
             if left:
-                return left + solo
+                return left + [write for later in groups[index + 1 :] for write in later] + solo
         for index, write in enumerate(solo):
             if self._commit_group([write]):
                 return solo[index:]
@@ -1670,10 +1688,8 @@ class PostgresStore:
         committing = False
         try:
             connection = self._connection()
-            alone = self._alone(writes, batch)
-            if alone is not None:
-                results, settle = self._save_alone(connection, writes, alone, batch), None
-            else:
+            results, settle = self._one_statement(connection, writes, batch), None
+            if results is None:
                 # Pipeline mode: statements go out without waiting for each other's
                 # results; the writer waits only where it reads one (and at the commit).
                 # Not for big batches: psycopg 3.3 was seen to hang here sending a 2 MiB
@@ -2248,6 +2264,10 @@ class PostgresStore:
                     _CLAIM,
                     {"workflows": workflows, "limit": limit - len(rows), "owner": self.owner_id},
                 ).fetchall()
+        return self._claimed(rows, batch)
+
+    def _claimed(self, rows: list[tuple[Any, ...]], batch: _Batch) -> list[Claimed]:
+        """The claimed rows (oldest first), now held here."""
         rows.sort(key=lambda row: (row[5], row[0]))  # oldest first
         claimed = []
         for row in rows:
@@ -2259,6 +2279,51 @@ class PostgresStore:
                 record = record._replace(queue=row[12])
             claimed.append(Claimed(record=record, cancel_requested=bool(row[11])))
         return claimed
+
+    def _one_statement(
+        self, connection: Connection, writes: list[Write], batch: _Batch
+    ) -> dict[int, Any] | None:
+        """The batch as one statement in autocommit, if it can be; each write's result by ``id``.
+
+        ``None``: it cannot (or a claim took nothing), and the batch is still to
+        do as a transaction of several statements. The statement, its commit and
+        its answer take one round trip, with no ``BEGIN`` and no pipeline.
+        """
+        alone = self._alone(writes, batch)
+        if alone is not None:
+            return self._save_alone(connection, writes, alone, batch)
+        if len(writes) == 1 and writes[0].kind == "claim" and not self._ambiguous:
+            claimed = self._claim_alone(connection, writes[0], batch)
+            return None if claimed is None else {id(writes[0]): claimed}
+        return None
+
+    def _claim_alone(
+        self, connection: Connection, write: Write, batch: _Batch
+    ) -> list[Claimed] | None:
+        """A claim as one statement, its own transaction; ``None`` if it took nothing.
+
+        :data:`_CLAIM_ALONE` claims only while no queue is defined; when it took
+        nothing (none waits, or runs wait in queues) the claim is made again as
+        :meth:`_claim` makes it, which looks at the queues.
+        """
+        workflows, limit = write.payload
+        # A claim whose caller gave up waiting must not take runs nobody would drive.
+        if not write.take():
+            return []
+        connection.autocommit = True
+        try:
+            _virtual_now(connection)
+            rows = connection.execute(
+                _CLAIM_ALONE, {"workflows": workflows, "limit": limit, "owner": self.owner_id}
+            ).fetchall()
+        except Exception:
+            # Its commit may have happened unacknowledged: runs held here unknowingly.
+            self._ambiguous = True
+            raise
+        finally:
+            if not connection.broken and not connection.closed:
+                connection.autocommit = False
+        return self._claimed(rows, batch) if rows else None
 
     def _claim_through_queues(
         self, connection: Connection, workflows: list[str], limit: int

@@ -451,23 +451,36 @@ def lose_the_next_commit_ack(store: PostgresStore) -> list[int]:
     """The writer's next commit happens, then its connection drops before the reply.
 
     Touches the store's private writer connection (``_wconn``): the only way to lose
-    exactly one acknowledgement. Returns a list that counts the commits lost.
+    exactly one acknowledgement. A commit is ``commit()`` after a transaction, or a
+    statement run in autocommit (a batch that is one statement: it commits as it runs).
+    Returns a list that counts the commits lost.
     """
     import psycopg
 
     connection = store._wconn
     assert connection is not None
     real_commit = connection.commit
+    real_execute = connection.execute
     lost: list[int] = []
+
+    def drop() -> None:
+        lost.append(1)
+        connection.close()
+        raise psycopg.OperationalError("the server's reply was lost")
 
     def commit() -> None:
         real_commit()
         if not lost:
-            lost.append(1)
-            connection.close()
-            raise psycopg.OperationalError("the server's reply was lost")
+            drop()
+
+    def execute(query: Any, params: Any = None, **options: Any) -> Any:
+        cursor = real_execute(query, params, **options)
+        if connection.autocommit and not lost and "set_config" not in str(query):
+            drop()
+        return cursor
 
     connection.commit = commit  # type: ignore[method-assign]
+    connection.execute = execute  # type: ignore[method-assign]
     return lost
 
 
@@ -495,6 +508,39 @@ def test_a_claim_whose_commit_reply_was_lost_is_not_lost(
     assert [c.record.run_id for c in claimed] == ["r1"]  # adopted: the first try took it
     assert store.held() == 1
     assert [c.record.run_id for c in store.claim(["wf"], 5)] == ["r2"]
+    assert other.claim(["wf"], 5) == []
+
+
+def test_saves_whose_commit_reply_was_lost_are_told_committed_once(
+    stores: Callable[..., PostgresStore],
+) -> None:
+    # A batch of saves of held runs is one statement in autocommit: its commit happens as
+    # it runs. Tried again after the reply was lost, it finds its records stored already
+    # (not newer), the runs still held here: committed, not fenced, told once.
+    store, other = stores(), stores()
+    store.create(rec("r1"))
+    store.create(rec("r2"))
+    lost = lose_the_next_commit_ack(store)
+    outcomes: list[object] = []
+    done = threading.Event()
+
+    def told(outcome: object) -> None:
+        outcomes.append(outcome)
+        done.set()
+
+    store.save(
+        [rec("r1", 1, "running"), rec("r2", 1, "running")],
+        on_commit=lambda: told("committed"),
+        on_error=told,
+    )
+    assert done.wait(10)
+    assert lost == [1]
+    time.sleep(0.2)
+    assert outcomes == ["committed"]
+    assert store.load("r1") == rec("r1", 1, "running")
+    assert store.held() == 2
+    assert save(store, rec("r2", 2, "success")) is None
+    assert other.load("r2") == rec("r2", 2, "success")
     assert other.claim(["wf"], 5) == []
 
 
