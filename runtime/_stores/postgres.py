@@ -1780,7 +1780,10 @@ class PostgresStore:
                 emit(logging.ERROR, "store_hint_failed", kind=kind, run_id=run_id, exc_info=True)
 
     def _notify(self, connection: Connection, hints: _Hints) -> None:
-        """Send the hints, coalesced, in a short transaction of their own; a failure is ignored."""
+        """Send the hints, coalesced, in a short transaction of their own; a failure is ignored.
+
+        The transaction is one statement in autocommit (one round trip, no pipeline).
+        """
         import psycopg
 
         if not hints.items:
@@ -1788,7 +1791,13 @@ class PostgresStore:
         payloads: list[str] = []
         chunk: list[list[str]] = []
         size = 0
-        for kind, run_id in hints.items:
+        whole = json.dumps({"from": self.owner_id, "hints": list(hints.items)})
+        if len(whole) <= NOTIFY_BYTES:  # nearly always: no need to measure each hint
+            payloads.append(whole)
+            chunk, items = [], {}
+        else:
+            items = hints.items
+        for kind, run_id in items:
             entry = [kind, run_id]
             length = len(json.dumps(entry)) + 1
             if chunk and size + length > NOTIFY_BYTES:
@@ -1800,14 +1809,17 @@ class PostgresStore:
         if chunk:
             payloads.append(json.dumps({"from": self.owner_id, "hints": chunk}))
         try:
-            with connection.pipeline():  # one round trip for the lot and its commit
-                for payload in payloads:
-                    connection.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
-                connection.commit()
+            connection.autocommit = True
+            try:
+                connection.execute(
+                    "SELECT pg_notify(%s, p) FROM jsonb_array_elements_text(%s::jsonb) AS p",
+                    (CHANNEL, json.dumps(payloads)),
+                )
+            finally:
+                if not connection.broken and not connection.closed:
+                    connection.autocommit = False
         except psycopg.Error as exc:
             emit(logging.INFO, "store_hint_not_sent", store=self._shown, error=self._reason(exc))
-            with contextlib.suppress(psycopg.Error):
-                connection.rollback()
 
     def _transaction(
         self, connection: Connection, writes: list[Write], batch: _Batch

@@ -551,3 +551,30 @@ def save(store: PostgresStore, record: SnapshotRecord) -> BaseException | None:
     store.save([record], on_commit=done.set, on_error=lambda e: (errors.append(e), done.set()))
     assert done.wait(10)
     return errors[0] if errors else None
+
+
+def test_hints_beyond_one_notification_go_in_several_all_heard(
+    postgres_url: str, stores: Callable[..., PostgresStore]
+) -> None:
+    import psycopg
+
+    sender, listener = stores(), stores()
+    heard: list[tuple[str, str]] = []
+    listener.set_hint(lambda kind, run_id: heard.append((kind, run_id)))
+    # The listener connects in the background: hint until it hears.
+    with psycopg.connect(postgres_url) as connection:
+
+        def first() -> bool:
+            hints = postgres_module._Hints()
+            hints.add("queued", "warm")
+            sender._notify(connection, hints)
+            time.sleep(0.05)
+            return ("queued", "warm") in heard
+
+        wait_until(first, timeout=10, what="a first hint")
+        hints = postgres_module._Hints()
+        many = [("settled", f"run-{index:04d}-" + "x" * 40) for index in range(400)]
+        for kind, run_id in many:
+            hints.add(kind, run_id)
+        sender._notify(connection, hints)  # about 24 kB: four notifications
+    wait_until(lambda: all(hint in heard for hint in many), timeout=10, what="every hint")
