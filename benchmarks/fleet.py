@@ -71,8 +71,10 @@ def worker_main(url: str, concurrency: int) -> None:
         print("ready", flush=True)
         if sys.stdin.readline().strip() != "go":
             return
+        began = cpu_seconds()
         rt.register(workflow())
         sys.stdin.read()
+        print(f"cpu {cpu_seconds() - began}", flush=True)
 
 
 def floor_main(url: str, batch: int) -> None:
@@ -85,6 +87,7 @@ def floor_main(url: str, batch: int) -> None:
         print("ready", flush=True)
         if sys.stdin.readline().strip() != "go":
             return
+        began = cpu_seconds()
         while True:
             with connection.transaction():
                 rows = connection.execute(
@@ -106,6 +109,13 @@ def floor_main(url: str, batch: int) -> None:
                         "WHERE r.run_id = f.run_id AND r.owner = %s AND r.epoch = f.epoch",
                         (status, seq, data, status, ids, epochs, me),
                     )
+        print(f"cpu {cpu_seconds() - began}", flush=True)
+
+
+def cpu_seconds() -> float:
+    """This process's CPU time (user and system), in seconds."""
+    times = os.times()
+    return times.user + times.system
 
 
 # --- the measurements ------------------------------------------------------------------
@@ -135,15 +145,23 @@ def go(processes: list[subprocess.Popen[str]]) -> float:
     return started
 
 
-def finish(processes: list[subprocess.Popen[str]]) -> None:
+def finish(processes: list[subprocess.Popen[str]]) -> float:
+    """End the processes; the CPU seconds they said they spent from ``go`` on, summed."""
     for proc in processes:
         if proc.stdin is not None and not proc.stdin.closed:
             proc.stdin.close()
+    spent = 0.0
     for proc in processes:
         try:
-            proc.wait(30)
+            proc.wait(30)  # what it prints after "ready" is one line: no pipe fills up
         except subprocess.TimeoutExpired:
             proc.kill()
+            continue
+        assert proc.stdout is not None
+        for line in proc.stdout.read().splitlines():
+            if line.startswith("cpu "):
+                spent += float(line.split()[1])
+    return spent
 
 
 def count_done(connection: Any, table: str) -> int:
@@ -175,7 +193,8 @@ def wait_all(url: str, table: str, runs: int, started: float, limit: float = 600
             time.sleep(min(0.25, max(0.01, left / 4)))
 
 
-def callboard_rate(url: str, workers: int, runs: int, concurrency: int) -> float:
+def callboard_rate(url: str, workers: int, runs: int, concurrency: int) -> tuple[float, float]:
+    """Runs/s, and the workers' CPU milliseconds per run."""
     processes = [spawn("worker", url, concurrency) for _ in range(workers)]
     try:
         with Runtime(store=url, role="client") as client:
@@ -185,11 +204,12 @@ def callboard_rate(url: str, workers: int, runs: int, concurrency: int) -> float
         started = go(processes)
         elapsed = wait_all(url, "callboard_runs", runs, started)
     finally:
-        finish(processes)
-    return runs / elapsed
+        spent = finish(processes)
+    return runs / elapsed, spent / runs * 1e3
 
 
-def floor_rate(url: str, workers: int, runs: int, batch: int) -> float:
+def floor_rate(url: str, workers: int, runs: int, batch: int) -> tuple[float, float]:
+    """Runs/s, and the processes' CPU milliseconds per run."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as connection:
@@ -213,8 +233,8 @@ def floor_rate(url: str, workers: int, runs: int, batch: int) -> float:
         started = go(processes)
         elapsed = wait_all(url, "floor_runs", runs, started)
     finally:
-        finish(processes)
-    return runs / elapsed
+        spent = finish(processes)
+    return runs / elapsed, spent / runs * 1e3
 
 
 def median_us(samples: list[float]) -> float:
@@ -319,12 +339,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"concurrency={args.concurrency} floor batch={args.batch} rounds={args.rounds}"
             + ("" if args.url else " · throwaway cluster (fsync off, as in the tests)")
         )
-        header = f"{'workers':>7} | {'callboard':>13} | {'raw-SQL floor':>13} | {'ratio':>6} | aim"
+        header = (
+            f"{'workers':>7} | {'callboard':>13} | {'raw-SQL floor':>13} | {'ratio':>6} | "
+            f"{'aim':<12} | CPU ms/run: workers, floor's"
+        )
         print(header)
         print("-" * len(header))
         for workers in args.workers:
-            ours: list[float] = []
-            floors: list[float] = []
+            ours: list[tuple[float, float]] = []
+            floors: list[tuple[float, float]] = []
             for _ in range(args.rounds):
                 url = server.new_database()
                 try:
@@ -332,11 +355,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     floors.append(floor_rate(url, workers, args.runs, args.batch))
                 finally:
                     server.drop_database(url)
-            mine, floor = statistics.median(ours), statistics.median(floors)
+            mine = statistics.median(rate for rate, _ in ours)
+            floor = statistics.median(rate for rate, _ in floors)
+            cpu = statistics.median(spent for _, spent in ours)
+            floor_cpu = statistics.median(spent for _, spent in floors)
             aim = ">= 0.50x " + ("yes" if mine / floor >= 0.5 else "NO") if workers == 4 else "-"
             print(
                 f"{workers:>7} | {mine:>8,.0f} r/s | {floor:>8,.0f} r/s | "
-                f"{mine / floor:>5.2f}x | {aim}"
+                f"{mine / floor:>5.2f}x | {aim:<12} | {cpu:>5.2f}, {floor_cpu:.2f}"
             )
         print()
         url = server.new_database()

@@ -389,21 +389,50 @@ FROM v LEFT JOIN written AS w ON w.run_id = v.run_id
                        WHERE c.run_id = v.run_id LIMIT 1) AS c ON true
 """
 
+# The rows of a save of held runs: only what it writes or checks, and the snapshots apart,
+# in one bytes parameter (sent as it is) that each row cuts its own out of, by offset
+# and length. In the JSON, base64 snapshots and the fields the update does not need
+# (two floats among them) were about half of the writer's CPU in json.dumps.
+_HELD_ROWS_SELECT: Final = """
+    SELECT run_id, status, seq, owner_id, epoch, wake_at, updated_at,
+           substring(%(blob)b FROM off FOR len) AS snapshot, lineage
+    FROM jsonb_to_recordset(%(rows)s::jsonb) AS j(
+        run_id text, status text, seq int8, owner_id text, epoch int8, wake_at float8,
+        updated_at float8, off int4, len int4, lineage int8)"""
+
 # A save of runs this store holds: only while owner and epoch are still ours,
 # the record is newer, and the run not ended. A release makes the run nobody's.
 # The ids again as an array: rows found by key, not among all the rows this worker holds.
-_SAVE_HELD: Final = f"""
-WITH v AS MATERIALIZED ({_ROWS_SELECT}), written AS (
+# (An array taken from v on the server: a Python list parameter costs psycopg's array
+# dumper, in Python, more than the rest of the statement's parameters.)
+_SAVE_HELD_TEMPLATE: Final = f"""
+WITH v AS MATERIALIZED ({_HELD_ROWS_SELECT}){{locked}}, written AS (
     UPDATE callboard_runs AS r SET
         status = v.status, seq = v.seq, updated_at = v.updated_at, snapshot = v.snapshot,
         wake_at = v.wake_at, owner_id = v.owner_id, lineage = v.lineage
     FROM v
-    WHERE r.run_id = ANY(%s::text[]) AND r.run_id = v.run_id
-        AND r.owner_id = %s AND r.epoch = v.epoch
+    WHERE r.run_id = ANY(ARRAY(SELECT run_id FROM {{keys}})) AND r.run_id = v.run_id
+        AND r.owner_id = %(me)s AND r.epoch = v.epoch
         AND v.seq > r.seq AND r.status NOT IN ({_TERMINAL_SQL})
     RETURNING r.run_id
 )
 {_SAVED}"""
+
+_SAVE_HELD: Final = _SAVE_HELD_TEMPLATE.format(locked="", keys="v")
+"""The save of held runs in a transaction that locked their rows already (see _transaction)."""
+
+_SAVE_HELD_ALONE: Final = _SAVE_HELD_TEMPLATE.format(
+    locked=(
+        ", locked AS MATERIALIZED (SELECT run_id FROM callboard_runs "
+        "WHERE run_id = ANY(ARRAY(SELECT run_id FROM v)) ORDER BY run_id FOR UPDATE)"
+    ),
+    keys="locked",
+)
+"""The save of held runs as a transaction of its own (see _save_alone): it locks its rows
+in ``run_id`` order first, as every transaction here does, and writes only rows it locked.
+The keys it looks up come from the lock (an InitPlan, so all locks are taken before the
+first row is written); a join of the lock with ``v`` was planned as a nested loop that
+scanned the batch again for every row (three times the server time of a batch of 18)."""
 
 # A save of runs this store does not hold: it applies only to runs nobody holds.
 _SAVE_FREE: Final = f"""
@@ -467,6 +496,13 @@ WHERE {_MINE.format(run="n.run_id")}
 ON CONFLICT (run_id, lineage, key) DO UPDATE SET part = excluded.part
 """
 
+_LOCK_ROWS: Final = (
+    "SELECT 1 FROM callboard_runs WHERE run_id = ANY(ARRAY(SELECT jsonb_array_elements_text("
+    "%s::jsonb))) ORDER BY run_id FOR UPDATE"
+)
+"""Lock the rows of these runs (a JSON array: a list costs psycopg's array dumper, in Python),
+in ``run_id`` order."""
+
 _REPLACE: Final = f"""
 UPDATE callboard_runs SET
     status = %(status)s, seq = %(seq)s, updated_at = %(updated_at)s, snapshot = %(snapshot)s,
@@ -494,6 +530,12 @@ FROM picked WHERE r.run_id = picked.run_id
 RETURNING r.run_id, r.workflow_id, r.seq, r.status, r.snapshot, r.created_at, r.updated_at,
           r.trace_id, r.wake_at, {_PARTS_OF.format(table="r")}, r.epoch, r.cancel_requested
 """
+
+_CLAIM_ALONE: Final = _CLAIM.replace(
+    "AND queue IS NULL",
+    "AND queue IS NULL AND NOT EXISTS (SELECT 1 FROM callboard_queues)",
+)
+"""The claim as a transaction of its own, while no queue is defined (see _claim_alone)."""
 
 # Runs owned by this worker that it does not know it holds: a claim whose
 # commit was sent but never acknowledged (the connection dropped) took them.
@@ -614,6 +656,40 @@ def _columns(
             ]
         )
     ]
+
+
+def _held_rows(
+    records: Sequence[SnapshotRecord], owners: Sequence[str | None], epochs: Sequence[int]
+) -> dict[str, Any]:
+    """Saved records of held runs as the parameters of :data:`_HELD_ROWS_SELECT`.
+
+    A record kept in parts gives its row its head and lineage (its parts are
+    written apart). Fields that are NULL are left out of the JSON.
+    """
+    rows: list[dict[str, Any]] = []
+    snapshots: list[bytes] = []
+    offset = 1  # substring() counts from 1
+    for r, owner, epoch in zip(records, owners, epochs, strict=True):
+        data = r.data if r.parts is None else r.parts.head
+        row: dict[str, Any] = {
+            "run_id": r.run_id,
+            "status": r.status,
+            "seq": r.seq,
+            "epoch": epoch,
+            "updated_at": r.updated_at,
+            "off": offset,
+            "len": len(data),
+        }
+        if owner is not None:
+            row["owner_id"] = owner
+        if r.wake_at is not None:
+            row["wake_at"] = r.wake_at
+        if r.parts is not None:
+            row["lineage"] = r.parts.lineage
+        rows.append(row)
+        snapshots.append(data)
+        offset += len(data)
+    return {"rows": json.dumps(rows), "blob": b"".join(snapshots)}
 
 
 def _create_columns(
@@ -1642,13 +1718,25 @@ class PostgresStore:
             connection.close()
 
     def _commit(self, writes: list[Write]) -> list[Write]:
-        """Commit the writes: the solo ones each alone, the rest together; return those to retry."""
+        """Commit the writes: the solo ones each alone, the rest together; return those to retry.
+
+        A batch of saves and a claim (what a worker's writer has when its claimer
+        asks for runs) is two transactions, the saves first: each is then one
+        statement (see :meth:`_alone` and :meth:`_claim_alone`), which costs the
+        worker less than one transaction of both in a pipeline.
+        """
         grouped = [write for write in writes if write.kind not in _SOLO]
         solo = [write for write in writes if write.kind in _SOLO]
-        if grouped:
-            left = self._commit_group(grouped)
+        groups = [grouped] if grouped else []
+        if any(w.kind == "claim" for w in grouped) and all(
+            w.kind in ("save", "claim") for w in grouped
+        ):
+            saves = [write for write in grouped if write.kind == "save"]
+            groups = ([saves] if saves else []) + [[w] for w in grouped if w.kind == "claim"]
+        for index, group in enumerate(groups):
+            left = self._commit_group(group)
             if left:
-                return left + solo
+                return left + [write for later in groups[index + 1 :] for write in later] + solo
         for index, write in enumerate(solo):
             if self._commit_group([write]):
                 return solo[index:]
@@ -1668,15 +1756,17 @@ class PostgresStore:
         committing = False
         try:
             connection = self._connection()
-            # Pipeline mode: statements go out without waiting for each other's
-            # results; the writer waits only where it reads one (and at the commit).
-            # Not for big batches: psycopg 3.3 was seen to hang here sending a 2 MiB one
-            # (large values in pipeline mode: psycopg issues 604 and 685).
-            pipelined = _payload_bytes(writes) <= PIPELINE_BYTES
-            with connection.pipeline() if pipelined else contextlib.nullcontext():
-                results, settle = self._transaction(connection, writes, batch)
-                committing = True
-                connection.commit()
+            results, settle = self._one_statement(connection, writes, batch), None
+            if results is None:
+                # Pipeline mode: statements go out without waiting for each other's
+                # results; the writer waits only where it reads one (and at the commit).
+                # Not for big batches: psycopg 3.3 was seen to hang here sending a 2 MiB
+                # one (large values in pipeline mode: psycopg issues 604 and 685).
+                pipelined = _payload_bytes(writes) <= PIPELINE_BYTES
+                with connection.pipeline() if pipelined else contextlib.nullcontext():
+                    results, settle = self._transaction(connection, writes, batch)
+                    committing = True
+                    connection.commit()
             if settle is not None:
                 settle()  # the statements all succeeded: this only reads their rows
         except Exception as exc:  # psycopg.Error, or a fault of ours: the writer lives on
@@ -1758,7 +1848,10 @@ class PostgresStore:
                 emit(logging.ERROR, "store_hint_failed", kind=kind, run_id=run_id, exc_info=True)
 
     def _notify(self, connection: Connection, hints: _Hints) -> None:
-        """Send the hints, coalesced, in a short transaction of their own; a failure is ignored."""
+        """Send the hints, coalesced, in a short transaction of their own; a failure is ignored.
+
+        The transaction is one statement in autocommit (one round trip, no pipeline).
+        """
         import psycopg
 
         if not hints.items:
@@ -1766,7 +1859,13 @@ class PostgresStore:
         payloads: list[str] = []
         chunk: list[list[str]] = []
         size = 0
-        for kind, run_id in hints.items:
+        whole = json.dumps({"from": self.owner_id, "hints": list(hints.items)})
+        if len(whole) <= NOTIFY_BYTES:  # nearly always: no need to measure each hint
+            payloads.append(whole)
+            chunk, items = [], {}
+        else:
+            items = hints.items
+        for kind, run_id in items:
             entry = [kind, run_id]
             length = len(json.dumps(entry)) + 1
             if chunk and size + length > NOTIFY_BYTES:
@@ -1778,14 +1877,17 @@ class PostgresStore:
         if chunk:
             payloads.append(json.dumps({"from": self.owner_id, "hints": chunk}))
         try:
-            with connection.pipeline():  # one round trip for the lot and its commit
-                for payload in payloads:
-                    connection.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
-                connection.commit()
+            connection.autocommit = True
+            try:
+                connection.execute(
+                    "SELECT pg_notify(%s, p) FROM jsonb_array_elements_text(%s::jsonb) AS p",
+                    (CHANNEL, json.dumps(payloads)),
+                )
+            finally:
+                if not connection.broken and not connection.closed:
+                    connection.autocommit = False
         except psycopg.Error as exc:
             emit(logging.INFO, "store_hint_not_sent", store=self._shown, error=self._reason(exc))
-            with contextlib.suppress(psycopg.Error):
-                connection.rollback()
 
     def _transaction(
         self, connection: Connection, writes: list[Write], batch: _Batch
@@ -1819,8 +1921,7 @@ class PostgresStore:
         )
         if touched:
             connection.execute(  # its rows are not read: the locks are what it is for
-                "SELECT 1 FROM callboard_runs WHERE run_id = ANY(%s) ORDER BY run_id FOR UPDATE",
-                (touched,),
+                _LOCK_ROWS, (json.dumps(touched),)
             )
         creates = sorted(
             (write for write in writes if write.kind == "create"),
@@ -1951,12 +2052,7 @@ class PostgresStore:
                 owners = [None if _releases(r) else self.owner_id for r in records]
                 epochs = [batch.held[r.run_id] for r in records]
                 cursor = connection.execute(
-                    _SAVE_HELD,
-                    [
-                        *_columns(records, owners, epochs),
-                        [r.run_id for r in records],
-                        self.owner_id,
-                    ],
+                    _SAVE_HELD, {**_held_rows(records, owners, epochs), "me": self.owner_id}
                 )
                 sent.append((cursor, True, held))
             if free:
@@ -1978,19 +2074,92 @@ class PostgresStore:
 
         def settle() -> None:
             self._saved(last, batch, fenced)
-            for write in writes:
-                lost = fenced.get(id(write))
-                if lost:
-                    results[id(write)] = RunFencedError(
-                        f"run {lost[0]!r} is held by another worker: this one "
-                        f"({self.owner_id}) may not write it",
-                        run_id=lost[0],
-                    )
+            self._report_fenced(writes, fenced, results)
 
         if defer:
             return settle
         settle()
         return None
+
+    def _report_fenced(
+        self, writes: list[Write], fenced: dict[int, list[str]], results: dict[int, Any]
+    ) -> None:
+        """Each save that had a record fenced off gets its :class:`RunFencedError` as result."""
+        for write in writes:
+            lost = fenced.get(id(write))
+            if lost:
+                results[id(write)] = RunFencedError(
+                    f"run {lost[0]!r} is held by another worker: this one "
+                    f"({self.owner_id}) may not write it",
+                    run_id=lost[0],
+                )
+
+    def _alone(
+        self, writes: list[Write], batch: _Batch
+    ) -> list[tuple[SnapshotRecord, Write]] | None:
+        """The saved records, if one statement can be the whole transaction; else ``None``.
+
+        So it is for a batch of saves only (nothing else to write, nothing to read
+        first), each run saved once, of runs held here or fenced off (those are not
+        sent), none kept in parts (their parts are more statements): what a worker's
+        writer nearly always has. Sorted by ``run_id``.
+        """
+        entries: list[tuple[SnapshotRecord, Write]] = []
+        seen: set[str] = set()
+        held = False
+        for write in writes:
+            if write.kind != "save":
+                return None
+            for record in write.payload:
+                run_id = record.run_id
+                if run_id in seen or record.parts is not None:
+                    return None
+                if run_id in batch.held:
+                    held = True
+                elif run_id not in batch.fenced:
+                    return None
+                seen.add(run_id)
+                entries.append((record, write))
+        if not held:
+            return None
+        entries.sort(key=lambda entry: entry[0].run_id)
+        return entries
+
+    def _save_alone(
+        self,
+        connection: Connection,
+        writes: list[Write],
+        entries: list[tuple[SnapshotRecord, Write]],
+        batch: _Batch,
+    ) -> dict[int, Any]:
+        """Save the batch :meth:`_alone` chose in one statement, its own transaction.
+
+        The connection is in autocommit for it: the statement, its commit and
+        its answer take one round trip, with no ``BEGIN``, no pipeline, no lock
+        statement (:data:`_SAVE_HELD_ALONE` locks its rows itself, in order).
+        """
+        results: dict[int, Any] = {}
+        fenced: dict[int, list[str]] = {}
+        held: list[tuple[SnapshotRecord, Write]] = []
+        for record, write in entries:
+            if record.run_id in batch.held:
+                held.append((record, write))
+            else:  # fenced off before: not this one's to write
+                fenced.setdefault(id(write), []).append(record.run_id)
+        records = [record for record, _ in held]
+        owners = [None if _releases(r) else self.owner_id for r in records]
+        epochs = [batch.held[r.run_id] for r in records]
+        connection.autocommit = True
+        try:
+            cursor = connection.execute(
+                _SAVE_HELD_ALONE, {**_held_rows(records, owners, epochs), "me": self.owner_id}
+            )
+        finally:
+            if not connection.broken and not connection.closed:
+                connection.autocommit = False  # a lost one is made anew, not in autocommit
+        self._saved([(cursor, True, held)], batch, fenced)
+        self._report_fenced(writes, fenced, results)
+        return results
 
     def _saved(
         self,
@@ -2175,6 +2344,10 @@ class PostgresStore:
                     _CLAIM,
                     {"workflows": workflows, "limit": limit - len(rows), "owner": self.owner_id},
                 ).fetchall()
+        return self._claimed(rows, batch)
+
+    def _claimed(self, rows: list[tuple[Any, ...]], batch: _Batch) -> list[Claimed]:
+        """The claimed rows (oldest first), now held here."""
         rows.sort(key=lambda row: (row[5], row[0]))  # oldest first
         claimed = []
         for row in rows:
@@ -2186,6 +2359,51 @@ class PostgresStore:
                 record = record._replace(queue=row[12])
             claimed.append(Claimed(record=record, cancel_requested=bool(row[11])))
         return claimed
+
+    def _one_statement(
+        self, connection: Connection, writes: list[Write], batch: _Batch
+    ) -> dict[int, Any] | None:
+        """The batch as one statement in autocommit, if it can be; each write's result by ``id``.
+
+        ``None``: it cannot (or a claim took nothing), and the batch is still to
+        do as a transaction of several statements. The statement, its commit and
+        its answer take one round trip, with no ``BEGIN`` and no pipeline.
+        """
+        alone = self._alone(writes, batch)
+        if alone is not None:
+            return self._save_alone(connection, writes, alone, batch)
+        if len(writes) == 1 and writes[0].kind == "claim" and not self._ambiguous:
+            claimed = self._claim_alone(connection, writes[0], batch)
+            return None if claimed is None else {id(writes[0]): claimed}
+        return None
+
+    def _claim_alone(
+        self, connection: Connection, write: Write, batch: _Batch
+    ) -> list[Claimed] | None:
+        """A claim as one statement, its own transaction; ``None`` if it took nothing.
+
+        :data:`_CLAIM_ALONE` claims only while no queue is defined; when it took
+        nothing (none waits, or runs wait in queues) the claim is made again as
+        :meth:`_claim` makes it, which looks at the queues.
+        """
+        workflows, limit = write.payload
+        # A claim whose caller gave up waiting must not take runs nobody would drive.
+        if not write.take():
+            return []
+        connection.autocommit = True
+        try:
+            _virtual_now(connection)
+            rows = connection.execute(
+                _CLAIM_ALONE, {"workflows": workflows, "limit": limit, "owner": self.owner_id}
+            ).fetchall()
+        except Exception:
+            # Its commit may have happened unacknowledged: runs held here unknowingly.
+            self._ambiguous = True
+            raise
+        finally:
+            if not connection.broken and not connection.closed:
+                connection.autocommit = False
+        return self._claimed(rows, batch) if rows else None
 
     def _claim_through_queues(
         self, connection: Connection, workflows: list[str], limit: int

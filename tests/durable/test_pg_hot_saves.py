@@ -21,7 +21,7 @@ import pytest
 import runtime._stores.postgres as pg
 from runtime import PostgresStore, Runtime
 from runtime._model import TERMINAL_STATUSES
-from tests.durable.test_pg_plans import batch, fill, plan
+from tests.durable.test_pg_plans import batch, fill, held, plan
 from tests.durable.test_step_records import TEXT, chain
 
 WAIT = 10.0
@@ -70,9 +70,9 @@ def test_a_batch_of_saves_writes_no_index(runs: psycopg.Connection[Any]) -> None
         for record in records:
             record["seq"] = seq
             record["updated_at"] = time.time()
-        saved = runs.execute(
-            pg._SAVE_HELD, (json.dumps(records), [r["run_id"] for r in records], "me")
-        ).fetchall()
+        # Both statements: in a transaction that locked the rows, and alone (locking them).
+        statement = pg._SAVE_HELD if seq % 2 else pg._SAVE_HELD_ALONE
+        saved = runs.execute(statement, held(records)).fetchall()
         assert all(row[1] for row in saved)
     runs.execute("SELECT pg_stat_force_next_flush()")
     runs.execute("SELECT 1")

@@ -83,6 +83,17 @@ def plan(connection: psycopg.Connection[Any], statement: str, params: Any) -> st
     return "\n".join(str(row[0]) for row in rows)
 
 
+def held(rows: list[dict[str, Any]], me: str = "me") -> dict[str, Any]:
+    """Rows as the parameters of the saves of held runs: the snapshots apart, in one blob."""
+    blob = b""
+    out = []
+    for row in rows:
+        data = base64.b64decode(row["snapshot"])
+        out.append({**row, "snapshot": None, "off": len(blob) + 1, "len": len(data)})
+        blob += data
+    return {"rows": json.dumps(out), "blob": blob, "me": me}
+
+
 def batch() -> list[dict[str, Any]]:
     now = time.time()
     return [
@@ -109,7 +120,24 @@ def test_a_save_of_runs_held_here_finds_its_rows_by_key(
     runs: psycopg.Connection[Any],
 ) -> None:
     records = batch()
-    text = plan(runs, pg._SAVE_HELD, [json.dumps(records), [r["run_id"] for r in records], "me"])
+    text = plan(runs, pg._SAVE_HELD, held(records))
+    assert not any(scan in text for scan in SCANNED), text
+
+
+def test_a_save_alone_finds_its_rows_by_key_and_locks_them_in_order(
+    runs: psycopg.Connection[Any],
+) -> None:
+    records = batch()
+    text = plan(runs, pg._SAVE_HELD_ALONE, held(records))
+    assert not any(scan in text for scan in SCANNED), text
+    # Its rows are locked (in run_id order: ORDER BY under FOR UPDATE) found by key.
+    lock = text[text.index("CTE locked") : text.index("CTE written")]
+    assert "LockRows" in lock and "Index Scan using callboard_runs_pkey" in lock, text
+
+
+def test_the_lock_of_a_batchs_rows_finds_them_by_key(runs: psycopg.Connection[Any]) -> None:
+    ids = [r["run_id"] for r in batch()]
+    text = plan(runs, pg._LOCK_ROWS, [json.dumps(ids)])
     assert not any(scan in text for scan in SCANNED), text
 
 

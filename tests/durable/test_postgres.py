@@ -249,7 +249,8 @@ def test_a_record_the_database_refuses_fails_alone(stores: Callable[..., Postgre
 
     for name, record in (
         ("before", rec("good", 1, "running")),
-        ("poison", rec("good", 2, "running", trace_id="\x00")),
+        # A status the database refuses (text holds no NUL): a held save writes the status.
+        ("poison", rec("good", 2, "run\x00ning")),
         ("after", rec("good", 3, "running")),
     ):
         ok, fail = report(name)
@@ -450,23 +451,36 @@ def lose_the_next_commit_ack(store: PostgresStore) -> list[int]:
     """The writer's next commit happens, then its connection drops before the reply.
 
     Touches the store's private writer connection (``_wconn``): the only way to lose
-    exactly one acknowledgement. Returns a list that counts the commits lost.
+    exactly one acknowledgement. A commit is ``commit()`` after a transaction, or a
+    statement run in autocommit (a batch that is one statement: it commits as it runs).
+    Returns a list that counts the commits lost.
     """
     import psycopg
 
     connection = store._wconn
     assert connection is not None
     real_commit = connection.commit
+    real_execute = connection.execute
     lost: list[int] = []
+
+    def drop() -> None:
+        lost.append(1)
+        connection.close()
+        raise psycopg.OperationalError("the server's reply was lost")
 
     def commit() -> None:
         real_commit()
         if not lost:
-            lost.append(1)
-            connection.close()
-            raise psycopg.OperationalError("the server's reply was lost")
+            drop()
+
+    def execute(query: Any, params: Any = None, **options: Any) -> Any:
+        cursor = real_execute(query, params, **options)
+        if connection.autocommit and not lost and "set_config" not in str(query):
+            drop()
+        return cursor
 
     connection.commit = commit  # type: ignore[method-assign]
+    connection.execute = execute  # type: ignore[method-assign]
     return lost
 
 
@@ -497,6 +511,39 @@ def test_a_claim_whose_commit_reply_was_lost_is_not_lost(
     assert other.claim(["wf"], 5) == []
 
 
+def test_saves_whose_commit_reply_was_lost_are_told_committed_once(
+    stores: Callable[..., PostgresStore],
+) -> None:
+    # A batch of saves of held runs is one statement in autocommit: its commit happens as
+    # it runs. Tried again after the reply was lost, it finds its records stored already
+    # (not newer), the runs still held here: committed, not fenced, told once.
+    store, other = stores(), stores()
+    store.create(rec("r1"))
+    store.create(rec("r2"))
+    lost = lose_the_next_commit_ack(store)
+    outcomes: list[object] = []
+    done = threading.Event()
+
+    def told(outcome: object) -> None:
+        outcomes.append(outcome)
+        done.set()
+
+    store.save(
+        [rec("r1", 1, "running"), rec("r2", 1, "running")],
+        on_commit=lambda: told("committed"),
+        on_error=told,
+    )
+    assert done.wait(10)
+    assert lost == [1]
+    time.sleep(0.2)
+    assert outcomes == ["committed"]
+    assert store.load("r1") == rec("r1", 1, "running")
+    assert store.held() == 2
+    assert save(store, rec("r2", 2, "success")) is None
+    assert other.load("r2") == rec("r2", 2, "success")
+    assert other.claim(["wf"], 5) == []
+
+
 def save(store: PostgresStore, record: SnapshotRecord) -> BaseException | None:
     """Save one record and wait: ``None`` once committed, else the error."""
     done = threading.Event()
@@ -504,3 +551,30 @@ def save(store: PostgresStore, record: SnapshotRecord) -> BaseException | None:
     store.save([record], on_commit=done.set, on_error=lambda e: (errors.append(e), done.set()))
     assert done.wait(10)
     return errors[0] if errors else None
+
+
+def test_hints_beyond_one_notification_go_in_several_all_heard(
+    postgres_url: str, stores: Callable[..., PostgresStore]
+) -> None:
+    import psycopg
+
+    sender, listener = stores(), stores()
+    heard: list[tuple[str, str]] = []
+    listener.set_hint(lambda kind, run_id: heard.append((kind, run_id)))
+    # The listener connects in the background: hint until it hears.
+    with psycopg.connect(postgres_url) as connection:
+
+        def first() -> bool:
+            hints = postgres_module._Hints()
+            hints.add("queued", "warm")
+            sender._notify(connection, hints)
+            time.sleep(0.05)
+            return ("queued", "warm") in heard
+
+        wait_until(first, timeout=10, what="a first hint")
+        hints = postgres_module._Hints()
+        many = [("settled", f"run-{index:04d}-" + "x" * 40) for index in range(400)]
+        for kind, run_id in many:
+            hints.add(kind, run_id)
+        sender._notify(connection, hints)  # about 24 kB: four notifications
+    wait_until(lambda: all(hint in heard for hint in many), timeout=10, what="every hint")
