@@ -148,6 +148,25 @@ def test_claim_takes_the_oldest_runs_of_the_workflows_asked_up_to_the_limit(
     assert a.claim(["other"], 0) == []
 
 
+def test_awaiting_others_reads_the_oldest_queued_runs_of_other_workflows_only(
+    shared_store: SharedStores,
+) -> None:
+    a, b = shared_store.open(), shared_store.open()
+    for n in (2, 0, 1):
+        a.create(rec(f"x{n}", workflow_id="x", created_at=10.0 + n), hold=False)
+    a.create(rec("y0", workflow_id="y", created_at=5.0), hold=False)
+    a.create(rec("w0", created_at=1.0), hold=False)  # of "wf": asked for, so left out
+    a.create(rec("held", workflow_id="x", created_at=0.5))  # held: not waiting
+    assert b.awaiting_others(["wf"], 3) == [
+        ("y0", "y", "pending"),
+        ("x0", "x", "pending"),
+        ("x1", "x", "pending"),
+    ]
+    assert [found[0] for found in b.awaiting_others(["wf", "y"], 10)] == ["x0", "x1", "x2"]
+    assert b.awaiting_others(["wf", "x", "y"], 10) == []
+    assert [found[0] for found in b.awaiting_others([], 1)] == ["w0"]
+
+
 def test_two_workers_claiming_at_once_never_take_the_same_run(shared_store: SharedStores) -> None:
     a, b, c = shared_store.open(), shared_store.open(), shared_store.open()
     for n in range(60):

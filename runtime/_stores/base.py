@@ -436,6 +436,17 @@ class SharedStore(SnapshotStore, Protocol):
         """Queued runs (nobody holds them), of these workflows or of all; oldest first."""
         ...
 
+    def awaiting_others(
+        self, workflow_ids: Sequence[str], limit: int
+    ) -> list[tuple[str, str, str]]:
+        """Queued runs of workflows other than these, oldest first: id, workflow and status.
+
+        At most ``limit`` of them, and only those three fields: what a worker
+        reads to say which runs wait for a workflow it does not run, however
+        many wait.
+        """
+        ...
+
     def workers(self) -> list[WorkerInfo]:
         """Every worker registered on the store, with its heartbeat age and the runs it holds."""
         ...

@@ -1553,6 +1553,23 @@ class PostgresStore:
         result: list[SnapshotRecord] = self._read(read)
         return result
 
+    def awaiting_others(
+        self, workflow_ids: Sequence[str], limit: int
+    ) -> list[tuple[str, str, str]]:
+        """Queued runs of other workflows than these, oldest first: id, workflow, status."""
+
+        def read(connection: Connection) -> list[tuple[str, str, str]]:
+            rows = connection.execute(
+                f"SELECT run_id, workflow_id, status FROM callboard_runs WHERE {_QUEUED_SQL} "
+                f"AND {_DUE} AND NOT (workflow_id = ANY(%s::text[])) "
+                "ORDER BY created_at, run_id LIMIT %s",
+                (sorted(set(workflow_ids)), limit),
+            ).fetchall()
+            return [(str(a), str(b), str(c)) for a, b, c in rows]
+
+        result: list[tuple[str, str, str]] = self._read(read)
+        return result
+
     def workers(self) -> list[WorkerInfo]:
         """Every worker registered on the store, with its heartbeat age and the runs it holds."""
 

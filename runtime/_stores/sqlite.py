@@ -939,6 +939,23 @@ class SQLiteStore:
         found = self._select(_RUNS, where, params, order="ORDER BY r.created_at")
         return [record for record, _ in found]
 
+    def awaiting_others(
+        self, workflow_ids: Sequence[str], limit: int
+    ) -> list[tuple[str, str, str]]:
+        """Queued runs of other workflows than these, oldest first: id, workflow, status."""
+        ids = sorted(set(workflow_ids))
+        with self._reading() as connection:
+            if self._check_schema(connection, writable=False) < 2:
+                return []
+            rows = connection.execute(
+                f"SELECT r.run_id, r.workflow_id, r.status FROM runs AS r WHERE {_QUEUED} "
+                "AND (r.wake_at IS NULL OR r.wake_at <= ?) "
+                f"AND r.workflow_id NOT IN ({', '.join('?' * len(ids))}) "
+                "ORDER BY r.created_at LIMIT ?",
+                [_clock.time(), *ids, limit],
+            ).fetchall()
+        return [(run_id, workflow_id, status) for run_id, workflow_id, status in rows]
+
     def workers(self) -> list[WorkerInfo]:
         """Every worker with a row in the file, and the runs it holds."""
         with self._reading() as connection:
