@@ -1226,19 +1226,7 @@ class SQLiteStore:
     ) -> set[str]:
         """Insert new runs; return the ids that were new (the others are taken)."""
         inserted: set[str] = set()
-        rows = [
-            (
-                *self._row(
-                    record, record.data, None, self.owner_id if hold else None, 1 if hold else 0
-                ),
-                record.queue,
-                record.queue_key,
-                record.priority,
-                rank(record.created_at, record.priority),
-                record.idempotency_key,
-            )
-            for record, hold in creates
-        ]
+        rows = [self._create_row(record, hold) for record, hold in creates]
         for chunk in _chunks(rows):
             # No conflict target: a taken run id and a taken idempotency key both
             # leave the row out (its create returns False).
@@ -1261,18 +1249,22 @@ class SQLiteStore:
         """
         cursor = connection.execute(
             f"INSERT INTO runs ({_CREATE_COLUMNS}) VALUES {_CREATE_ROW} ON CONFLICT DO NOTHING",
-            (
-                *self._row(
-                    record, record.data, None, self.owner_id if hold else None, 1 if hold else 0
-                ),
-                record.queue,
-                record.queue_key,
-                record.priority,
-                rank(record.created_at, record.priority),
-                record.idempotency_key,
-            ),
+            self._create_row(record, hold),
         )
         return cursor.rowcount == 1
+
+    def _create_row(self, record: SnapshotRecord, hold: bool) -> tuple[Any, ...]:
+        """The values of a new run's row, in the order of ``_CREATE_COLUMNS``."""
+        return (
+            *self._row(
+                record, record.data, None, self.owner_id if hold else None, 1 if hold else 0
+            ),
+            record.queue,
+            record.queue_key,
+            record.priority,
+            rank(record.created_at, record.priority),
+            record.idempotency_key,
+        )
 
     def _upsert(
         self, connection: sqlite3.Connection, saves: list[Write], outcome: _Outcome
