@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import inspect
 import logging
 import threading
 import time
@@ -192,8 +193,13 @@ class AsyncLoop:
         # On the application's loop: the bodies still running, to cancel at the stop.
         self._running: set[BodyFuture] = set()
 
-    def submit(self, coroutine: Any) -> BodyFuture:
+    def submit(self, coroutine: Any, inner: Any = None) -> BodyFuture:
         """Schedule a coroutine on the loop; the future completes on the loop thread.
+
+        ``inner`` is a coroutine that ``coroutine`` awaits (a step's body in
+        callboard's wrapper): if ``coroutine`` is cancelled before it starts,
+        ``inner`` is closed too, on the loop's thread, so that Python does not
+        warn that it was never awaited.
 
         Raises:
             RuntimeStoppedError: if the loop has been stopped, or the
@@ -204,7 +210,7 @@ class AsyncLoop:
                 coroutine.close()
                 raise RuntimeStoppedError("the runtime is stopped")
             if self._app_loop is not None:
-                return self._submit_to_app(self._app_loop, coroutine)
+                return self._submit_to_app(self._app_loop, coroutine, inner)
             if self._loop is None:
                 self._loop = asyncio.new_event_loop()
                 self._thread = threading.Thread(
@@ -215,12 +221,14 @@ class AsyncLoop:
                 )
                 self._thread.start()
             loop = self._loop
-        return _spawn_soon(loop, coroutine)
+        return _spawn_soon(loop, coroutine, inner)
 
-    def _submit_to_app(self, loop: asyncio.AbstractEventLoop, coroutine: Any) -> BodyFuture:
+    def _submit_to_app(
+        self, loop: asyncio.AbstractEventLoop, coroutine: Any, inner: Any = None
+    ) -> BodyFuture:
         """Schedule on the application's loop (called with the lock held)."""
         try:
-            future = _spawn_soon(loop, coroutine)
+            future = _spawn_soon(loop, coroutine, inner)
         except RuntimeError:  # the loop is closed
             coroutine.close()
             raise RuntimeStoppedError(
@@ -274,7 +282,7 @@ class AsyncLoop:
             emit(logging.WARNING, "async_steps_abandoned_at_stop")
 
 
-def _spawn_soon(loop: asyncio.AbstractEventLoop, coroutine: Any) -> BodyFuture:
+def _spawn_soon(loop: asyncio.AbstractEventLoop, coroutine: Any, inner: Any = None) -> BodyFuture:
     """``asyncio.run_coroutine_threadsafe``, with the loop woken once for a burst of steps.
 
     Steps handed to a loop before it gets round to the first start together in one
@@ -286,16 +294,17 @@ def _spawn_soon(loop: asyncio.AbstractEventLoop, coroutine: Any) -> BodyFuture:
         RuntimeError: if the loop is closed.
     """
     future = BodyFuture()
-    if not deliver(loop, _spawn, (coroutine, future)):
+    if not deliver(loop, _spawn, (coroutine, future, inner)):
         raise RuntimeError("the event loop is closed")
     return future
 
 
-def _spawn(item: tuple[Any, BodyFuture]) -> None:
+def _spawn(item: tuple[Any, BodyFuture, Any]) -> None:
     """On the loop's thread: start the coroutine as a task that settles ``future``."""
-    coroutine, future = item
+    coroutine, future, inner = item
     if future.cancelled():  # cancelled before it started: it never will
         coroutine.close()
+        _close_unstarted(inner)
         return
     loop = asyncio.get_running_loop()
     try:
@@ -306,7 +315,7 @@ def _spawn(item: tuple[Any, BodyFuture]) -> None:
         raise
 
     task.add_done_callback(_Settle(future))
-    future.add_done_callback(_CancelTask(task))
+    future.add_done_callback(_CancelTask(task, inner))
 
 
 class _Settle:
@@ -336,19 +345,35 @@ class _Settle:
 class _CancelTask:
     """A body's future's done callback: a cancelled future cancels the task, on its loop."""
 
-    __slots__ = ("task",)
+    __slots__ = ("inner", "task")
 
-    def __init__(self, task: asyncio.Task[Any]) -> None:
+    def __init__(self, task: asyncio.Task[Any], inner: Any = None) -> None:
         self.task = task
+        self.inner = inner
 
     def __call__(self, done: BodyFuture) -> None:
         task = self.task
         if done.cancelled() and not task.done():
-            deliver(task.get_loop(), _cancel_task, task)
+            deliver(task.get_loop(), _cancel_task, (task, self.inner))
 
 
-def _cancel_task(task: asyncio.Task[Any]) -> None:
+def _cancel_task(item: tuple[asyncio.Task[Any], Any]) -> None:
+    """On the loop's thread: cancel the task; a body it never got to start is closed."""
+    task, inner = item
+    coroutine = task.get_coro()
+    unstarted = (
+        inspect.iscoroutine(coroutine)
+        and inspect.getcoroutinestate(coroutine) == inspect.CORO_CREATED
+    )
     task.cancel()
+    if unstarted:
+        _close_unstarted(inner)
+
+
+def _close_unstarted(inner: Any) -> None:
+    """Close a coroutine that will never be awaited (only one that has not started)."""
+    if inspect.iscoroutine(inner) and inspect.getcoroutinestate(inner) == inspect.CORO_CREATED:
+        inner.close()
 
 
 def _run_until_stopped(loop: asyncio.AbstractEventLoop) -> None:

@@ -179,7 +179,7 @@ class StepActor(ThreadActor):
         """Run an ``async def`` body on the async loop; reply when it is done."""
         awaiting = _Awaiting(call, ctx, span, started, outcome)
         try:
-            future = self._pool.loop.submit(_body(awaitable, span))
+            future = self._pool.loop.submit(_body(awaitable, span), awaitable)
         except RuntimeStoppedError as exc:
             if inspect.iscoroutine(awaitable):
                 awaitable.close()  # it will never run: do not leave it unawaited
