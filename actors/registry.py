@@ -214,16 +214,6 @@ class RegistryActor(ThreadActor):
         if on_recorded is not None:
             on_recorded(stored is not None and stored.seq == record.seq)
 
-    def _committed(
-        self,
-        record: SnapshotRecord,
-        settles: bool,
-        ack_to: pykka.ActorRef[Any] | None,
-        on_recorded: Callable[[bool], None] | None,
-    ) -> Callable[[], None]:
-        """What to do once a durable store has committed ``record`` (on its writer thread)."""
-        return _Saved(self.actor_ref, record, settles, ack_to, on_recorded).committed
-
     def _on_settled_committed(self, message: SettledCommitted) -> None:
         self._wake(message.run_id)
 
@@ -498,7 +488,9 @@ class RegistryActor(ThreadActor):
         """Record a run failed from its row alone: its snapshot is unreadable or refused."""
         emit(logging.ERROR, "run_failed_unreadable", run_id=record.run_id, error=error["message"])
         failed = stand_in_record(record, error, _clock.time(), keep_bytes=keep_bytes)
-        settled = self._committed(failed, True, None, None) if self._durable else None
+        settled = (
+            _Saved(self.actor_ref, failed, True, None, None).committed if self._durable else None
+        )
         self._store.save((failed,), on_commit=settled, on_error=_log_refusal(failed))
         if not self._durable:
             self._wake(record.run_id)

@@ -159,6 +159,21 @@ def _virtual_now(connection: Connection) -> None:
         _TOLD.discard(connection)
 
 
+@contextlib.contextmanager
+def _autocommit(connection: Connection) -> Iterator[None]:
+    """The writer's connection in autocommit for one statement that is its own transaction.
+
+    Back to transactions after it, unless the connection was lost (a lost one is
+    made anew, never left in autocommit).
+    """
+    connection.autocommit = True
+    try:
+        yield
+    finally:
+        if not connection.broken and not connection.closed:
+            connection.autocommit = False
+
+
 _SCHEMA: Final = f"""
 CREATE TABLE IF NOT EXISTS callboard_meta (
     key   text PRIMARY KEY,
@@ -1894,15 +1909,11 @@ class PostgresStore:
         if chunk:
             payloads.append(json.dumps({"from": self.owner_id, "hints": chunk}))
         try:
-            connection.autocommit = True
-            try:
+            with _autocommit(connection):
                 connection.execute(
                     "SELECT pg_notify(%s, p) FROM jsonb_array_elements_text(%s::jsonb) AS p",
                     (CHANNEL, json.dumps(payloads)),
                 )
-            finally:
-                if not connection.broken and not connection.closed:
-                    connection.autocommit = False
         except psycopg.Error as exc:
             emit(logging.INFO, "store_hint_not_sent", store=self._shown, error=self._reason(exc))
 
@@ -2166,14 +2177,10 @@ class PostgresStore:
         records = [record for record, _ in held]
         owners = [None if _releases(r) else self.owner_id for r in records]
         epochs = [batch.held[r.run_id] for r in records]
-        connection.autocommit = True
-        try:
+        with _autocommit(connection):
             cursor = connection.execute(
                 _SAVE_HELD_ALONE, {**_held_rows(records, owners, epochs), "me": self.owner_id}
             )
-        finally:
-            if not connection.broken and not connection.closed:
-                connection.autocommit = False  # a lost one is made anew, not in autocommit
         self._saved([(cursor, True, held)], batch, fenced)
         self._report_fenced(writes, fenced, results)
         return results
@@ -2407,19 +2414,16 @@ class PostgresStore:
         # A claim whose caller gave up waiting must not take runs nobody would drive.
         if not write.take():
             return []
-        connection.autocommit = True
         try:
-            _virtual_now(connection)
-            rows = connection.execute(
-                _CLAIM_ALONE, {"workflows": workflows, "limit": limit, "owner": self.owner_id}
-            ).fetchall()
+            with _autocommit(connection):
+                _virtual_now(connection)
+                rows = connection.execute(
+                    _CLAIM_ALONE, {"workflows": workflows, "limit": limit, "owner": self.owner_id}
+                ).fetchall()
         except Exception:
             # Its commit may have happened unacknowledged: runs held here unknowingly.
             self._ambiguous = True
             raise
-        finally:
-            if not connection.broken and not connection.closed:
-                connection.autocommit = False
         return self._claimed(rows, batch) if rows else None
 
     def _claim_through_queues(
