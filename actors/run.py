@@ -664,8 +664,12 @@ class RunActor(DispatchedActor):
     ) -> None:
         """A call failed for good: its step fails, and with it the run."""
         error = error or {}
-        record = self._snapshot["steps"].get(path)
+        steps = self._snapshot["steps"]
+        record = steps.get(path)
         if record is not None:
+            # A new record: this one may have settled (a loop's step that succeeded
+            # before its loop failed), and a settled record is never changed in place.
+            record = steps[path] = record.copy()
             record["status"] = StepStatus.FAILED.value
             record["error"] = error
             record["ended_at"] = _clock.time()

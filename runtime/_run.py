@@ -239,7 +239,13 @@ class Run(Generic[In, Out]):
             )
             span = start_span(snapshot, tracing_options)
             try:
-                host.start_run(plan, snapshot, first_record(snapshot), chosen, scheduled=scheduled)
+                host.start_run(
+                    plan,
+                    snapshot,
+                    first_record(snapshot, in_memory=host.in_memory),
+                    chosen,
+                    scheduled=scheduled,
+                )
             except RunAlreadyStartedError as exc:
                 if span is not None:
                     end_span(span, "failed", exception=exc)

@@ -22,7 +22,14 @@ from runtime._options import OutputOptions, TracingOptions
 from runtime._otel import parse_traceparent
 from runtime._queue import Queue, check_key, check_priority
 from runtime._schedule import Schedule
-from runtime._snapshot import Snapshot, check_encodable, copy_plain, find_unencodable, record_of
+from runtime._snapshot import (
+    Snapshot,
+    check_encodable,
+    copy_plain,
+    find_unencodable,
+    first_frozen_record,
+    record_of,
+)
 from runtime._step import Step, plain
 from runtime._stores.base import MAX_IDEMPOTENCY_KEY, SnapshotRecord
 
@@ -314,17 +321,23 @@ _ARGUMENTS: Final = (
 """Where each start argument sits in the first snapshot."""
 
 
-def first_record(snapshot: Snapshot) -> SnapshotRecord:
+def first_record(snapshot: Snapshot, *, in_memory: bool = False) -> SnapshotRecord:
     """The first snapshot's record; a value that cannot be stored names its argument.
 
     Encoding is the last check, and costs nothing extra when it passes: only a
-    failure looks for the argument at fault.
+    failure looks for the argument at fault. For a store in memory
+    (``in_memory``) the record is a frozen copy, encoded only if somebody
+    reads its bytes, once a quick pass found every value storable.
 
     Raises:
         InvalidInputError: naming the argument and the path inside it of a
             value msgpack cannot hold (a lone surrogate, an int of 2**64 or
             more, nesting deeper than the snapshot allows).
     """
+    if in_memory:
+        frozen = first_frozen_record(snapshot)
+        if frozen is not None:
+            return frozen
     try:
         record = record_of(snapshot)
     except SnapshotEncodingError as exc:

@@ -122,6 +122,11 @@ class RunHost:
         self._calls: CallPool | None = None
         self._calls_lock = threading.Lock()
 
+    @property
+    def in_memory(self) -> bool:
+        """Whether runs are kept in a :class:`MemoryStore` (records as objects, not bytes)."""
+        return type(self.store) is MemoryStore
+
     async def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Await ``fn(*args, **kwargs)`` run on one of the runtime's call threads.
 

@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from itertools import compress
-from operator import is_not, ne
+from operator import is_not
 from typing import Any, Final, NotRequired, TypedDict
 
 import msgpack
@@ -54,6 +54,7 @@ __all__ = [
     "encode",
     "failed_record",
     "find_unencodable",
+    "first_frozen_record",
     "is_parted",
     "mark_canceled",
     "mark_failed",
@@ -540,6 +541,47 @@ def _check_parts(data: bytes, snapshot: Mapping[str, Any]) -> None:
         raise AssertionError(f"a record in parts does not read back as its snapshot: {differ}")
 
 
+_SETTLED_STEP: Final = frozenset(
+    {StepStatus.SUCCESS.value, StepStatus.FAILED.value, StepStatus.CANCELED.value}
+)
+"""Statuses of a step record that the run actor no longer changes in place: it replaces
+the record (a new dict) to change one, as when the step runs again."""
+
+
+def _changed_steps(
+    records: list[dict[str, Any]],
+    seen: list[dict[str, Any]],
+    copies: list[dict[str, Any]],
+    unsettled: list[int],
+) -> list[int]:
+    """The indices, among the first ``len(seen)`` step records, of those that changed.
+
+    A record that is not the object it was at the last record changed (or may
+    have: it is copied again). One that is the same object changed only if it
+    was not settled then (:data:`_SETTLED_STEP`, its index in ``unsettled``)
+    and now differs from its copy. So a transition costs a pass over the steps
+    comparing identities, and a comparison of each open step's record, not of
+    every record: a run's CPU per step stays flat as its steps add up. The test
+    suite's :data:`CHECK_PARTS` checks every record against its snapshot, and so
+    that a settled record is never changed in place.
+    """
+    changed = list(compress(range(len(seen)), map(is_not, records, seen)))
+    grew = False
+    for index in unsettled:
+        record = records[index]
+        if record is seen[index] and record != copies[index]:
+            changed.append(index)
+            grew = True
+    if grew:
+        changed.sort()
+    return changed
+
+
+def _unsettled(copies: list[dict[str, Any]], indices: Any) -> list[int]:
+    """Those of ``indices`` whose copy is of a step record not settled."""
+    return [index for index in indices if copies[index].get("status") not in _SETTLED_STEP]
+
+
 class IncrementalEncoder:
     """Encodes the successive snapshots of one run in parts (format 4), each part when it changed.
 
@@ -551,8 +593,9 @@ class IncrementalEncoder:
     writes grow linearly with its steps.
 
     In parts, a part is encoded again only when what it holds changed: a step
-    record that differs (``==``) from a shallow copy of it as last encoded (an
-    unchanged value is found equal at once, by identity), a top-level value
+    record that is another object than last time, or one not settled then that
+    differs (``==``) from a shallow copy of it as last encoded (an unchanged
+    value is found equal at once, by identity), a top-level value
     (carry, state...) that is another object, a foreach item announced with
     :meth:`item_done`. Looking for changes costs a C-level pass over the steps,
     not an encoding of each. A part whose new bytes equal the old ones does not
@@ -566,10 +609,12 @@ class IncrementalEncoder:
     This relies on how the run actor changes its snapshot: it replaces values
     (a step record's too), never changes one's insides in place, except a
     foreach's lists of item outputs, and it announces each item it changes
-    there. The test suite checks every record against its snapshot
-    (:data:`CHECK_PARTS`). The count of finished items is
-    checked at every record, and any other change of the foreach's progress
-    makes the encoder look at every item again.
+    there; and it changes a step record in place only while the step is not
+    settled (succeeded, failed, cancelled): a settled one it replaces whole.
+    The test suite checks every record against its snapshot
+    (:data:`CHECK_PARTS`). The count of finished items is checked at every
+    record, and any other change of the foreach's progress makes the encoder
+    look at every item again.
 
     Args:
         snapshot: The snapshot the records are taken of; the caller keeps
@@ -633,9 +678,11 @@ class _PartsEncoder:
         "_paths",
         "_progress",
         "_recent_values",
+        "_seen",
         "_snapshot",
         "_step_frames",
         "_steps_bytes",
+        "_unsettled",
         "_value_frames",
         "_values",
         "_values_bytes",
@@ -652,6 +699,8 @@ class _PartsEncoder:
         self._next_ordinal = 0
         self._paths: list[str] = []
         self._copies: list[dict[str, Any]] = []
+        self._seen: list[dict[str, Any]] = []  # the step records as objects, at the last record
+        self._unsettled: list[int] = []  # indices of the copies not settled
         self._ordinals: dict[str, int] = {}
         self._step_frames: dict[str, bytes] = {}
         self._inline_steps: dict[str, int] = {}
@@ -724,9 +773,8 @@ class _PartsEncoder:
         known, copies = self._paths, self._copies
         if paths[: len(known)] == known:
             # The usual case: the steps of last time, in the same order, and maybe new ones.
-            # Each record is compared with a copy of it as last encoded: a C-level pass
-            # that finds an unchanged value by identity, and allocates nothing.
-            todo = list(compress(range(len(known)), map(ne, records, copies)))
+            todo = _changed_steps(records, self._seen, copies, self._unsettled)
+            candidates = {*self._unsettled, *todo, *range(len(known), len(paths))}
             for index in range(len(known), len(paths)):
                 self._ordinals[paths[index]] = self._next_ordinal
                 self._next_ordinal += 1
@@ -735,6 +783,7 @@ class _PartsEncoder:
         else:
             todo = self._reorder(paths, records, dropped)
             copies = self._copies
+            candidates = set(range(len(paths)))
         frames, inline = self._step_frames, self._inline_steps
         recent = {}
         for index in todo:
@@ -757,6 +806,8 @@ class _PartsEncoder:
                 self._step_part(path, _packb((ordinal, steps[path])), changed)
         self._inline_steps = recent
         self._paths = paths
+        self._seen = records
+        self._unsettled = _unsettled(copies, sorted(candidates))
 
     def _step_part(self, path: str, payload: bytes, changed: list[tuple[str, bytes]]) -> None:
         frame = _frame("s" + path, payload)
@@ -1007,7 +1058,8 @@ class SnapshotFreezer:
     objects. Each record holds a copy of the snapshot as it was at that
     moment: its top-level fields copied (the run actor replaces them), each
     step record copied when it changed since the last record (the run actor
-    changes step records in place) and otherwise shared with the record
+    changes a step's record in place until the step settles, and replaces it
+    after: see :func:`_changed_steps`) and otherwise shared with the record
     before, and a foreach's lists of item outputs copied (changed in place
     too). So a transition costs a pass over the steps at C speed, not an
     encoding of every step record, and no msgpack at all until somebody reads
@@ -1021,12 +1073,14 @@ class SnapshotFreezer:
             changing it between records.
     """
 
-    __slots__ = ("_copies", "_last", "_paths", "_snapshot", "_steps")
+    __slots__ = ("_copies", "_last", "_paths", "_seen", "_snapshot", "_steps", "_unsettled")
 
     def __init__(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
         self._paths: list[str] = []
         self._copies: list[dict[str, Any]] = []  # each step record as last frozen
+        self._seen: list[dict[str, Any]] = []  # the step records as objects, when last frozen
+        self._unsettled: list[int] = []  # indices of the copies not settled
         self._steps: dict[str, Any] = {}  # the frozen steps of the last record
         self._last: _Frozen | None = None
 
@@ -1055,19 +1109,7 @@ class SnapshotFreezer:
             self._last = None
             return record_of(frozen)  # type: ignore[arg-type]
         held = self._last = _Frozen(frozen)
-        return DeferredRecord(
-            run_id=snapshot["run_id"],
-            workflow_id=snapshot["workflow_id"],
-            seq=snapshot["seq"],
-            status=snapshot["status"],
-            data=held,  # type: ignore[arg-type]
-            created_at=snapshot["created_at"],
-            updated_at=now,
-            trace_id=snapshot["trace_id"],
-            wake_at=snapshot["wake_at"] if snapshot["status"] == RunStatus.WAITING else None,
-            **_queue_fields(snapshot),
-            resource_id=snapshot.get("resource_id"),
-        )
+        return _deferred(held, snapshot)
 
     def _freeze_steps(self, steps: dict[str, Any]) -> dict[str, Any]:
         paths = list(steps)
@@ -1075,19 +1117,70 @@ class SnapshotFreezer:
         known, copies = self._paths, self._copies
         if paths[: len(known)] == known:
             # The usual case: the steps of last time, in the same order, and maybe new
-            # ones. A record equal to its last copy (found at once: its values are the
-            # same objects) is shared with the record before.
-            changed = list(compress(range(len(known)), map(ne, records, copies)))
-            if not changed and len(paths) == len(known):
-                return self._steps
-            for index in changed:
-                copies[index] = records[index].copy()
-            copies.extend(map(dict.copy, records[len(known) :]))
+            # ones. An unchanged record is shared with the record before.
+            changed = _changed_steps(records, self._seen, copies, self._unsettled)
+            added = range(len(known), len(paths))
+            if changed or added:
+                frozen = self._steps.copy()
+                for index in changed:
+                    frozen[paths[index]] = copies[index] = records[index].copy()
+                for index in added:
+                    record = records[index].copy()
+                    copies.append(record)
+                    frozen[paths[index]] = record
+                self._unsettled = _unsettled(copies, sorted({*self._unsettled, *changed, *added}))
+            else:
+                frozen = self._steps
         else:  # a step ran again (moved to the end) or went: copy them all
             copies = self._copies = list(map(dict.copy, records))
+            frozen = dict(zip(paths, copies, strict=True))
+            self._unsettled = _unsettled(copies, range(len(copies)))
+        if CHECK_PARTS and frozen != steps:
+            raise AssertionError(
+                f"the frozen steps of run {self._snapshot['run_id']!r} at seq "
+                f"{self._snapshot['seq']} differ from the run's: a settled step's record "
+                "was changed in place"
+            )
         self._paths = paths
-        self._steps = dict(zip(paths, copies, strict=True))
-        return self._steps
+        self._seen = records
+        self._steps = frozen
+        return frozen
+
+
+def _deferred(held: _Frozen, snapshot: Snapshot, key: str | None = None) -> DeferredRecord:
+    return DeferredRecord(
+        run_id=snapshot["run_id"],
+        workflow_id=snapshot["workflow_id"],
+        seq=snapshot["seq"],
+        status=snapshot["status"],
+        data=held,  # type: ignore[arg-type]
+        created_at=snapshot["created_at"],
+        updated_at=snapshot["updated_at"],
+        trace_id=snapshot["trace_id"],
+        wake_at=snapshot["wake_at"] if snapshot["status"] == RunStatus.WAITING else None,
+        **_queue_fields(snapshot),
+        resource_id=snapshot.get("resource_id"),
+        idempotency_key=key,
+    )
+
+
+def first_frozen_record(snapshot: Snapshot) -> SnapshotRecord | None:
+    """A new run's first record for a store in memory: a frozen copy, encoded when read.
+
+    ``None`` if the run's input or state is not plainly storable (see
+    :func:`find_unencodable`): the caller encodes the snapshot, which reports
+    what. Its other values are callboard's own or were checked when given
+    (request context, metadata, ids, keys). The run actor then takes the
+    snapshot on; it adds step records to its own ``steps``, so the copy gets a
+    mapping of its own.
+    """
+    if snapshot["steps"] or snapshot["progress"] is not None:
+        return None  # not a first snapshot
+    if not (_plainly_encodable(snapshot["input"]) and _plainly_encodable(snapshot["state"])):
+        return None
+    frozen: dict[str, Any] = dict(snapshot)
+    frozen["steps"] = {}
+    return _deferred(_Frozen(frozen), snapshot, snapshot.get("idempotency_key"))
 
 
 def copy_plain(value: Any) -> Any:
@@ -1288,6 +1381,8 @@ def find_unencodable(value: Any, path: str) -> tuple[str, str] | None:
     Walks the value without recursion, so that a value nested thousands deep
     is reported rather than raising ``RecursionError``.
     """
+    if _plainly_encodable(value):
+        return None
     stack: list[tuple[Any, str, int]] = [(value, path, 0)]
     while stack:
         item, where, depth = stack.pop()
@@ -1321,6 +1416,44 @@ def find_unencodable(value: Any, path: str) -> tuple[str, str] | None:
             continue
         return (where, type(item).__name__)
     return None
+
+
+_INT_RANGE: Final = range(-(2**63), 2**64)
+
+
+def _plainly_encodable(value: Any) -> bool:
+    """Whether ``value`` is plain data of the exact built-in types, every part fit to store.
+
+    The quick pass of :func:`find_unencodable`: no path is built, and a type
+    is told by identity. ``False`` means only "look closer": a subclass (an
+    ``IntEnum``, a ``str`` subclass) is judged by the full walk.
+    """
+    stack = [(value, 0)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        item, depth = pop()
+        kind = type(item)
+        if kind is str:
+            if not item.isascii() and not _is_utf8(item):
+                return False
+        elif kind is dict:
+            if depth >= MAX_NESTING:
+                return False
+            for key, element in item.items():
+                if type(key) is not str or not (key.isascii() or _is_utf8(key)):
+                    return False
+                push((element, depth + 1))
+        elif kind is list or kind is tuple:
+            if depth >= MAX_NESTING:
+                return False
+            for element in item:
+                push((element, depth + 1))
+        elif kind is int:
+            if item not in _INT_RANGE:
+                return False
+        elif not (item is None or kind is float or kind is bool or kind is bytes):
+            return False
+    return True
 
 
 def _is_utf8(text: str) -> bool:

@@ -18,12 +18,14 @@ from runtime._snapshot import (
     PARTED_VERSION,
     IncrementalEncoder,
     Snapshot,
+    SnapshotFreezer,
     check_encodable,
     decode,
     encode,
     to_result,
     unpack,
 )
+from runtime._stores.base import SnapshotRecord
 
 scalars = (
     st.none()
@@ -341,12 +343,12 @@ def apply(draw: st.DataObject, snapshot: Any, encoder: IncrementalEncoder, op: s
             "ended_at": None,
         }
     elif op == "end" and steps:
-        record = steps[draw.draw(st.sampled_from(sorted(steps)))]
+        record = _to_change(steps, draw.draw(st.sampled_from(sorted(steps))))
         record["status"] = draw.draw(st.sampled_from(["success", "failed", "waiting"]))
         record["output"] = {"v": draw.draw(sized_text)}
         record["ended_at"] = 3.0
     elif op == "retry" and steps:
-        record = steps[draw.draw(st.sampled_from(sorted(steps)))]
+        record = _to_change(steps, draw.draw(st.sampled_from(sorted(steps))))
         record["attempts"] = record.get("attempts", 1) + 1
     elif op == "carry":
         snapshot["carry"] = {"v": draw.draw(sized_text)}
@@ -370,6 +372,18 @@ def apply(draw: st.DataObject, snapshot: Any, encoder: IncrementalEncoder, op: s
         snapshot["status"] = draw.draw(st.sampled_from(["running", "waiting", "failed"]))
 
 
+def _to_change(steps: dict[str, Any], path: str) -> dict[str, Any]:
+    """The record at ``path``, to change in place: a settled one is replaced by a copy first.
+
+    The run actor's contract with the encoders: a step record that succeeded,
+    failed or was cancelled is never changed in place, only replaced.
+    """
+    record = steps[path]
+    if record["status"] in ("success", "failed", "canceled"):
+        record = steps[path] = dict(record)
+    return record
+
+
 OPS = ["start", "end", "retry", "carry", "state", "foreach", "item", "progress", "status"]
 
 
@@ -387,6 +401,37 @@ def test_every_record_in_parts_reads_back_as_its_snapshot_whole_and_part_by_part
 
         assert unpack(record.data) == snapshot  # what a store that keeps it whole reads
         assert unpack(kept.take(record)) == snapshot  # what a store that keeps parts reads
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_every_frozen_record_is_its_snapshot_as_it_was_then(draw: st.DataObject) -> None:
+    """A store in memory keeps frozen copies: each is the snapshot of its moment, unchanged."""
+    snapshot = a_snapshot()
+    freezer = SnapshotFreezer(snapshot)  # type: ignore[arg-type]
+    taken: list[tuple[SnapshotRecord, bytes]] = []
+    for op in draw.draw(st.lists(st.sampled_from(OPS), min_size=1, max_size=40)):
+        apply(draw, snapshot, IncrementalEncoder(snapshot), op)
+        record = freezer.next_record(float(snapshot["seq"]))
+        taken.append((record, msgpack.packb(snapshot)))
+    for record, then in taken:  # later changes reached none of the earlier records
+        assert unpack(record.data) == msgpack.unpackb(then)
+
+
+def test_a_settled_step_record_changed_in_place_is_caught() -> None:
+    """The contract that lets a transition skip settled steps: the test suite checks it."""
+    snapshot = a_snapshot()
+    snapshot["steps"]["s0"] = {"status": "success", "output": {"v": 1}, "ended_at": 3.0}
+    freezer = SnapshotFreezer(snapshot)  # type: ignore[arg-type]
+    encoder = IncrementalEncoder(snapshot, whole_until=-1)
+    freezer.next_record(1.0)
+    encoder.next_record(1.0)
+    snapshot["steps"]["s0"]["output"] = {"v": 2}  # in place: against the contract
+
+    with pytest.raises(AssertionError, match="changed in place"):
+        freezer.next_record(2.0)
+    with pytest.raises(AssertionError, match="does not read back"):
+        encoder.next_record(3.0)
 
 
 def test_a_transition_encodes_what_it_changed_not_the_whole_run(
