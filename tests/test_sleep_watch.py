@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pykka
 import pytest
 from pydantic import BaseModel
 
@@ -327,7 +326,7 @@ def test_a_waiting_run_holds_no_actor(runtime: Runtime) -> None:
         # Run actors of other runtimes (earlier tests, the default runtime) do not count.
         return [
             ref
-            for ref in pykka.ActorRegistry.get_by_class(RunActor)
+            for ref in actor_system(runtime).dispatcher.actors(RunActor)
             if getattr(ref.actor_inbox._actor, "_snapshot", {}).get("run_id") in ids
         ]
 

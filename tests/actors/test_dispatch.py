@@ -23,6 +23,8 @@ from actors._dispatch import (
     UnexpectedMessageError,
     unexpected,
 )
+from actors.run import RunActor
+from tests._support import wait_until
 
 WAIT = 10.0
 
@@ -204,6 +206,38 @@ def test_an_exception_in_a_tell_handler_calls_on_failure_and_stops_the_actor(
     with pytest.raises(pykka.ActorDeadError):
         ref.tell(("msg", 0, 0))
     assert pykka.ActorRegistry.get_by_urn(ref.actor_urn) is None
+
+
+def test_dispatched_actors_are_listed_by_their_dispatcher_until_they_stop(
+    dispatcher: Dispatcher, started: list[pykka.ActorRef[Any]]
+) -> None:
+    """Not in pykka's registry, a list every stop scans: with thousands of runs in
+    flight each run's end paid for a scan of them all."""
+    stopping, failing = Recorder.start(dispatcher), Recorder.start(dispatcher)
+    started.extend([stopping, failing])
+    on_another = Dispatcher()
+    try:
+        elsewhere = Recorder.start(on_another)
+        assert elsewhere.ask(("echo", 1), timeout=WAIT) == ("reply", 1)
+
+        assert set(dispatcher.actors()) == {stopping, failing}
+        assert set(dispatcher.actors(Recorder)) == {stopping, failing}
+        assert dispatcher.actors(RunActor) == []
+        assert on_another.actors() == [elsewhere]
+        assert not {stopping, failing, elsewhere} & set(pykka.ActorRegistry.get_all())
+
+        assert stopping.stop(timeout=WAIT) is True
+        with pytest.raises(ValueError):
+            failing.ask(("boom", 1), timeout=WAIT)  # an ask's failure: the actor lives on
+        assert set(dispatcher.actors()) == {failing}
+        failing.tell(("boom", 2))  # a tell's failure stops it
+        wait_until(lambda: dispatcher.actors() == [], WAIT, "the failed actor off the list")
+        assert not failing.is_alive()
+
+        assert on_another.abandon_actors() == 1  # a kill forgets the rest
+        assert on_another.actors() == [] and not elsewhere.is_alive()
+    finally:
+        on_another.stop(WAIT)
 
 
 def test_stop_runs_on_stop_and_refuses_later_messages(

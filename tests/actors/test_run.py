@@ -8,7 +8,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-import pykka
 import pytest
 from pydantic import BaseModel
 from structlog.testing import capture_logs
@@ -174,7 +173,7 @@ def test_a_run_actor_stops_when_its_run_ends(rt: Runtime) -> None:
         wf.create_run().start(input_data={"value": value}, timeout=WAIT)
     _wait_idle(rt)
 
-    assert pykka.ActorRegistry.get_by_class(RunActor) == []
+    assert actor_system(rt).dispatcher.actors(RunActor) == []
 
 
 def test_a_run_actor_stays_responsive_while_its_step_blocks(rt: Runtime) -> None:
@@ -251,7 +250,7 @@ def test_a_message_outside_the_protocol_is_refused_and_the_run_goes_on(rt: Runti
         with capture_logs() as logs:
             run.start_async(input_data={"value": "x"})
             assert entered.wait(WAIT)
-            (actor,) = pykka.ActorRegistry.get_by_class(RunActor)
+            (actor,) = actor_system(rt).dispatcher.actors(RunActor)
             with pytest.raises(UnexpectedMessageError, match=r"RunActor .* does not accept"):
                 actor.ask(Stray(), timeout=WAIT)
             actor.tell(Stray())
@@ -295,7 +294,7 @@ def test_a_cancel_queued_behind_the_message_that_ends_the_run_is_answered_not_he
     run = wf.create_run()
     run.start_async(input_data={"value": "x"})
     assert entered.wait(WAIT)
-    (actor,) = pykka.ActorRegistry.get_by_class(RunActor)
+    (actor,) = actor_system(rt).dispatcher.actors(RunActor)
     system = actor_system(rt)
     holding, release = threading.Event(), threading.Event()
     holder = Holder.start(system.dispatcher, holding, release)
