@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/testkit.py
 	$(BIN)/python benchmarks/time_skipping.py
 	$(BIN)/python benchmarks/loop_lag.py
+	$(BIN)/python benchmarks/in_flight.py
 
 bytes: $(STAMP)
 	$(BIN)/python benchmarks/bytes.py

@@ -3,8 +3,8 @@
 A :class:`pykka.ThreadingActor` owns a thread, and starting a thread costs about
 a hundred microseconds; a runtime that starts thousands of runs a second cannot
 pay that per run. A :class:`DispatchedActor` is a full pykka actor (an
-``ActorRef``, ``tell``/``ask``, the ``ActorRegistry``, ``on_start``/``on_stop``/
-``on_failure``), but its messages are processed by a :class:`Dispatcher`: a
+``ActorRef``, ``tell``/``ask``, ``on_start``/``on_stop``/``on_failure``), but
+its messages are processed by a :class:`Dispatcher`: a
 small fixed pool of threads. An actor with messages waiting is queued on the
 dispatcher once; a dispatcher thread takes it, processes up to
 :data:`THROUGHPUT` messages in order, and queues it again if more are waiting.
