@@ -302,7 +302,10 @@ def _problem(snapshot: dict[str, Any]) -> str | None:
     if snapshot["status"] not in _RUN_STATUSES:
         return f"'status' is {snapshot['status']!r}, not a run status"
     for path, step in snapshot["steps"].items():
-        if type(step) is not dict or step.get("status") not in _STEP_STATUSES:
+        try:
+            if type(step) is not dict or step.get("status") not in _STEP_STATUSES:
+                return f"step {path!r} is not a step record"
+        except TypeError:  # a status that cannot be hashed: a list, a dict
             return f"step {path!r} is not a step record"
     return None
 

@@ -131,6 +131,16 @@ def test_decode_rejects_an_unknown_format_version(version: Any) -> None:
         unpack(data)
 
 
+@pytest.mark.parametrize("status", [["success"], {"s": 1}, None, 3])
+def test_a_step_record_with_a_status_of_another_kind_is_a_format_error(status: Any) -> None:
+    """Bytes with a valid checksum, written by something else: named, never a bare TypeError."""
+    snapshot = a_snapshot()
+    snapshot["steps"]["s0"] = {"status": status, "output": None}
+
+    with pytest.raises(SnapshotFormatError, match="step 's0' is not a step record"):
+        decode(encode(snapshot), "r")
+
+
 def test_snapshot_format_error_is_a_value_error() -> None:
     with pytest.raises(ValueError):
         decode(b"garbage")
