@@ -43,7 +43,6 @@ from runtime._errors import (
     SnapshotEncodingError,
     StepTimeoutError,
 )
-from runtime._ids import new_span_id
 from runtime._model import ErrorInfo
 from runtime._plan import MAX_SLEEP
 from runtime._request_context import changed, view
@@ -130,7 +129,7 @@ class StepActor(ThreadActor):
     def _call(
         self,
         call: C,
-        context: Callable[[C, str], StepContext[Any]],
+        context: Callable[[C, str | None], StepContext[Any]],
         invoke: Callable[[C, StepContext[Any]], Any],
         outcome: Callable[[C, StepContext[Any], Any, float], StepFinished],
         *,
@@ -141,7 +140,8 @@ class StepActor(ThreadActor):
         Args:
             call: The command.
             context: Builds the ``ctx`` the code receives (and validates the
-                input), given the id of the span its logger reports.
+                input), given the id of the span its logger reports (``None``
+                for a span not made).
             invoke: Calls the code; it may return an awaitable.
             outcome: Validates what the code returned into the reply; raises
                 on anything wrong with it.
@@ -155,8 +155,9 @@ class StepActor(ThreadActor):
                 span_id = span.span_id
             else:
                 # Nobody would see the span (no OpenTelemetry tracer, structlog
-                # unconfigured): it is only the id the step's logger reports.
-                span, span_id = None, new_span_id()
+                # unconfigured): the step's logger, if it asks for one, gets an id
+                # of its own (see StepContext.logger).
+                span, span_id = None, None
             started = _clock.time()
             ctx: StepContext[Any] | None = None
             try:
@@ -330,7 +331,7 @@ def _span(call: StepActorMessage) -> Span:
     return span
 
 
-def _step_context(call: CallStep, span_id: str) -> StepContext[Any]:
+def _step_context(call: CallStep, span_id: str | None) -> StepContext[Any]:
     step = call.step
     input_data = validate_for_step(
         step.input_schema,
@@ -355,7 +356,7 @@ def _step_context(call: CallStep, span_id: str) -> StepContext[Any]:
     )
 
 
-def _reader_context(call: ReaderCall, span_id: str) -> StepContext[Any]:
+def _reader_context(call: ReaderCall, span_id: str | None) -> StepContext[Any]:
     """Conditions, map and sleep functions read the run; they change nothing."""
     return StepContext(
         step=None,
@@ -366,7 +367,7 @@ def _reader_context(call: ReaderCall, span_id: str) -> StepContext[Any]:
     )
 
 
-def _shared(call: Call, span_id: str, path: str) -> dict[str, Any]:
+def _shared(call: Call, span_id: str | None, path: str) -> dict[str, Any]:
     """The parts of a ``StepContext`` every kind of call gives the same way."""
     return {
         "run_id": call.run_id,
