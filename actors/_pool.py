@@ -421,7 +421,10 @@ class StepPool:
         self._core = min(core, limit)
         self._limit = limit
         self._idle_timeout = idle_timeout
-        self._cond = threading.Condition()
+        # `finished` (once per step) takes the lock itself: a condition's `with`
+        # costs two Python calls around the lock's own.
+        self._mutex = threading.RLock()
+        self._cond = threading.Condition(self._mutex)
         self._idle: list[tuple[pykka.ActorRef[Any], float]] = []
         self._backlog: deque[tuple[StepActorMessage, float]] = deque()
         self._live = 0
@@ -465,7 +468,7 @@ class StepPool:
 
         A pool that is stopping stops the actor instead (after the call it is in).
         """
-        with self._cond:
+        with self._mutex:
             self._completions += 1
             if not self._stopping:
                 if self._backlog:

@@ -9,6 +9,7 @@ run actor with :class:`StepFinished`. Step actors live in the step pool
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import inspect
@@ -16,6 +17,7 @@ import logging
 import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
+from types import GeneratorType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from pydantic import BaseModel
@@ -43,11 +45,11 @@ from runtime._errors import (
 )
 from runtime._model import ErrorInfo
 from runtime._plan import MAX_SLEEP
-from runtime._request_context import RequestContext
+from runtime._request_context import changed, view
 from runtime._snapshot import check_encodable, copy_plain, find_unencodable
 from runtime._step import plain, validate_for_step
 from runtime._step_context import BailOut, StepContext, SuspendRequest
-from runtime._tracing import Span, emit
+from runtime._tracing import Span, emit, observed
 
 if TYPE_CHECKING:
     from actors._pool import BodyFuture, StepPool
@@ -85,13 +87,14 @@ class StepActor(ThreadActor):
     def __init__(self, pool: StepPool) -> None:
         super().__init__()
         self._pool = pool
+        self._ref = self.actor_ref  # read once: it is a property
 
     def on_receive(self, message: StepActorMessage) -> None:
         call: StepActorMessage | None = message
         while call is not None:
             observer = _probes.observer
             if observer is not None and not observer(self, call):
-                call = self._pool.finished(self.actor_ref)
+                call = self._pool.finished(self._ref)
                 continue
             match call:
                 case CallStep():
@@ -105,7 +108,7 @@ class StepActor(ThreadActor):
                 case _:
                     unexpected(self, call)
             # Free again: go on with a call that waited for an actor, if any.
-            call = self._pool.finished(self.actor_ref)
+            call = self._pool.finished(self._ref)
 
     # --- messages -------------------------------------------------------------------
 
@@ -126,7 +129,7 @@ class StepActor(ThreadActor):
     def _call(
         self,
         call: C,
-        context: Callable[[C, Span | None], StepContext[Any]],
+        context: Callable[[C, str | None], StepContext[Any]],
         invoke: Callable[[C, StepContext[Any]], Any],
         outcome: Callable[[C, StepContext[Any], Any, float], StepFinished],
         *,
@@ -136,31 +139,46 @@ class StepActor(ThreadActor):
 
         Args:
             call: The command.
-            context: Builds the ``ctx`` the code receives (and validates the input).
+            context: Builds the ``ctx`` the code receives (and validates the
+                input), given the id of the span its logger reports (``None``
+                for a span not made).
             invoke: Calls the code; it may return an awaitable.
             outcome: Validates what the code returned into the reply; raises
                 on anything wrong with it.
             traced: Whether the call has a ``workflow_step`` span of its own.
         """
         try:
-            span = _span(call) if traced else None
+            if not traced:
+                span, span_id = None, call.parent_span_id
+            elif observed():
+                span = _span(call)
+                span_id = span.span_id
+            else:
+                # Nobody would see the span (no OpenTelemetry tracer, structlog
+                # unconfigured): the step's logger, if it asks for one, gets an id
+                # of its own (see StepContext.logger).
+                span, span_id = None, None
             started = _clock.time()
             ctx: StepContext[Any] | None = None
             try:
-                # The step's span is current while user code runs: spans it makes
-                # (an HTTP client's, say) are its children.
-                with contextlib.nullcontext() if span is None else span.current():
-                    ctx = context(call, span)
+                if span is None:
+                    ctx = context(call, span_id)
                     value = invoke(call, ctx)
-                if inspect.isawaitable(value):
-                    self._await(call, ctx, span, started, value, outcome=outcome)
+                else:
+                    # The step's span is current while user code runs: spans it
+                    # makes (an HTTP client's, say) are its children.
+                    with span.current():
+                        ctx = context(call, span_id)
+                        value = invoke(call, ctx)
+                if _awaitable(value):
+                    self._await(call, ctx, span, started, value, outcome=outcome, traced=traced)
                     return
                 finished = outcome(call, ctx, value, started)
             except BaseException as exc:
                 finished = _failure(call, exc, started, ctx)
-                _report(call, span, finished, exc)
+                _report(call, span, finished, exc, traced=traced)
                 return
-            _report(call, span, finished)
+            _report(call, span, finished, traced=traced)
         except Exception as exc:
             # A fault in callboard's own handling, not in the user's code
             # (whose exceptions are caught above): the run must still end.
@@ -175,15 +193,16 @@ class StepActor(ThreadActor):
         awaitable: Any,
         *,
         outcome: Callable[[C, StepContext[Any], Any, float], StepFinished],
+        traced: bool,
     ) -> None:
         """Run an ``async def`` body on the async loop; reply when it is done."""
-        awaiting = _Awaiting(call, ctx, span, started, outcome)
+        awaiting = _Awaiting(call, ctx, span, started, outcome, traced=traced)
         try:
             future = self._pool.loop.submit(_body(awaitable, span), awaitable)
         except RuntimeStoppedError as exc:
             if inspect.iscoroutine(awaitable):
                 awaitable.close()  # it will never run: do not leave it unawaited
-            _report(call, span, _failure(call, exc, started, ctx))
+            _report(call, span, _failure(call, exc, started, ctx), traced=traced)
             return
         future.add_done_callback(awaiting.done)
         # A timeout cancels an async body (a sync one cannot be stopped).
@@ -217,7 +236,7 @@ class _Awaiting:
     holds the future: the future holds :meth:`done`.
     """
 
-    __slots__ = ("call", "ctx", "outcome", "span", "started")
+    __slots__ = ("call", "ctx", "outcome", "span", "started", "traced")
 
     def __init__(
         self,
@@ -226,15 +245,19 @@ class _Awaiting:
         span: Span | None,
         started: float,
         outcome: Callable[[Any, StepContext[Any], Any, float], StepFinished],
+        *,
+        traced: bool,
     ) -> None:
         self.call = call
         self.ctx = ctx
         self.span = span
         self.started = started
         self.outcome = outcome
+        self.traced = traced
 
     def done(self, future: BodyFuture) -> None:
         call, ctx, span, started = self.call, self.ctx, self.span, self.started
+        traced = self.traced
         try:
             if future.cancelled():
                 if ctx.abort_signal.reason == AbortReason.TIMEOUT:
@@ -252,15 +275,15 @@ class _Awaiting:
             if ok:
                 finished = self.outcome(call, ctx, value, started)
         except BaseException as exc:
-            _report(call, span, _failure(call, exc, started, ctx), exc)
+            _report(call, span, _failure(call, exc, started, ctx), exc, traced=traced)
             return
         if not ok:
             # The body raised: its exception is reported as it is. Raised again
             # here, its traceback would hold this frame, whose locals hold it: a
             # reference cycle per failed step.
-            _report(call, span, _failure(call, value, started, ctx), value)
+            _report(call, span, _failure(call, value, started, ctx), value, traced=traced)
             return
-        _report(call, span, finished)
+        _report(call, span, finished, traced=traced)
 
 
 class _CancelOnTimeout:
@@ -308,7 +331,7 @@ def _span(call: StepActorMessage) -> Span:
     return span
 
 
-def _step_context(call: CallStep, span: Span | None) -> StepContext[Any]:
+def _step_context(call: CallStep, span_id: str | None) -> StepContext[Any]:
     step = call.step
     input_data = validate_for_step(
         step.input_schema,
@@ -329,39 +352,38 @@ def _step_context(call: CallStep, span: Span | None) -> StepContext[Any]:
         bail_schema=call.bail_schema,
         writer=call.writer,
         item=call.item,
-        **_shared(call, span, call.path or step.id),
+        **_shared(call, span_id, call.path or step.id),
     )
 
 
-def _reader_context(call: ReaderCall, span: Span | None) -> StepContext[Any]:
+def _reader_context(call: ReaderCall, span_id: str | None) -> StepContext[Any]:
     """Conditions, map and sleep functions read the run; they change nothing."""
     return StepContext(
         step=None,
         input_data=call.payload,
         read_only=True,
         iteration_count=call.iteration if isinstance(call, CallConditions) else None,
-        **_shared(call, span, call.path or call.step_id),
+        **_shared(call, span_id, call.path or call.step_id),
     )
 
 
-def _shared(call: Call, span: Span | None, path: str) -> dict[str, Any]:
+def _shared(call: Call, span_id: str | None, path: str) -> dict[str, Any]:
     """The parts of a ``StepContext`` every kind of call gives the same way."""
-    # Each call gets its own copy of the request context: a step that fails
-    # must not have changed what the run holds.
-    context_copy = copy_plain(call.request_context) if call.request_context else None
     return {
         "run_id": call.run_id,
         "workflow_id": call.workflow_id,
         "state": call.state,
         "workflow_state_schema": call.state_schema,
-        "request_context": RequestContext(context_copy),
+        # Each call gets its own copy of the request context, made when the code
+        # first touches it: a step that fails must not have changed what the run holds.
+        "request_context": view(call.request_context, copy_plain),
         "init_data": call.init_data,
         "workflow_input_schema": call.input_schema,
         "definitions": call.definitions,
         "outputs": call.outputs,
         "log_fields": {
             "trace_id": call.trace_id,
-            "span_id": span.span_id if span is not None else call.parent_span_id,
+            "span_id": span_id,
             "run_id": call.run_id,
             "workflow_id": call.workflow_id,
             "step_id": path,
@@ -373,6 +395,39 @@ def _shared(call: Call, span: Span | None, path: str) -> dict[str, Any]:
 
 
 # --- calling the code -------------------------------------------------------------
+
+# The types whose values ``inspect.isawaitable`` found not awaitable, with abc's
+# cache token at the time: registering any class with an ABC (such as
+# ``Awaitable.register``) changes the token and so forgets them, as it resets
+# abc's own caches. Replaced whole, never cleared, so a thread holding the
+# old pair is not fooled.
+_sync_kinds: tuple[object, set[type]] = (abc.get_cache_token(), set())
+
+_SYNC_KINDS_KEPT: Final = 256
+"""The most types remembered (types made at run time must not pile up)."""
+
+
+def _awaitable(value: Any) -> bool:
+    """``inspect.isawaitable(value)``, at the cost of a set lookup for a type seen before.
+
+    A step returns a model or plain data, never awaitable; asking abc each
+    time costs two Python calls. Generators are asked every time: whether one
+    is awaitable depends on its code's flags, not on its type.
+    """
+    global _sync_kinds  # noqa: PLW0603 - a cache, replaced whole
+    kind = type(value)
+    token = abc.get_cache_token()
+    known, kinds = _sync_kinds
+    if kind in kinds and token == known:
+        return False
+    if inspect.isawaitable(value):
+        return True
+    if kind is not GeneratorType:
+        if token != known:
+            _sync_kinds = (token, {kind})
+        elif len(kinds) < _SYNC_KINDS_KEPT:
+            kinds.add(kind)
+    return False
 
 
 def _call_fn(call: CallMap | CallSleepLength, ctx: StepContext[Any]) -> Any:
@@ -425,15 +480,21 @@ def _step_outcome(
 ) -> StepFinished:
     """Validate and encode-check what a step body returned; raise on anything wrong."""
     step = call.step
-    model = validate_for_step(
-        step.output_schema,
-        value,
-        f"step {step.id!r}: the {type(value).__name__} it returned",
-        "its output schema",
-        run_id=call.run_id,
-        step_id=step.id,
-    )
-    output = _dump(model, call)
+    model = value
+    if not isinstance(value, step.output_schema):  # a model of it is the usual return
+        model = validate_for_step(
+            step.output_schema,
+            value,
+            f"step {step.id!r}: the {type(value).__name__} it returned",
+            "its output schema",
+            run_id=call.run_id,
+            step_id=step.id,
+        )
+    try:
+        output = model.model_dump(mode="json")
+    except (PydanticSerializationError, ValueError) as exc:
+        # ValueError: JSON-mode dumping of bytes that are not UTF-8, for one.
+        raise _dump_error(model, call, exc) from exc
     _check(output, f"step {step.id!r} output", call, str_keys_known=True)
     final_schema = call.final_schema
     if final_schema is None:
@@ -543,8 +604,11 @@ def _step_after(
     call: CallStep, ctx: StepContext[Any]
 ) -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
     """The state, request context (checked to be storable) and state changes a step leaves."""
-    request_context = ctx.request_context.to_dict()
-    _check(request_context, "request_context", call)
+    request_context = changed(ctx.request_context)
+    if request_context is None:  # untouched: still the run's own, checked before
+        request_context = call.request_context
+    else:
+        _check(request_context, "request_context", call)
     return ctx.raw_state, request_context, ctx.state_changes
 
 
@@ -553,18 +617,22 @@ def _report(
     span: Span | None,
     finished: StepFinished,
     exception: BaseException | None = None,
+    *,
+    traced: bool = False,
 ) -> None:
+    """End the call's span, record its duration (for a traced call) and reply."""
     if span is not None:
-        status = _SPAN_STATUS[finished.outcome]
         error = finished.error
         span.end(
-            status,
+            _SPAN_STATUS[finished.outcome],
             failure=error,
             exception=exception if error is not None else None,
             **({} if error is None else {"error": error["name"]}),
         )
+    if traced:
         meter = _otel.instruments()
         if meter is not None:
+            status = _SPAN_STATUS[finished.outcome]
             meter.step_duration.record(
                 max(0.0, finished.ended_at - finished.started_at),
                 {
@@ -623,28 +691,23 @@ def _wake_time(value: Any, call: CallSleepLength) -> float:
     )
 
 
-def _dump(model: BaseModel, call: CallStep) -> Any:
-    try:
-        return model.model_dump(mode="json")
-    except (PydanticSerializationError, ValueError) as exc:
-        # ValueError: JSON-mode dumping of bytes that are not UTF-8, for one.
-        output = f"step {call.step.id!r} output"
-        found = find_unencodable(model.model_dump(), output)
-        if found is not None:
-            where, type_name = found
-            text = (
-                f"{where} holds a value of type {type_name}, which cannot be stored in a snapshot"
-            )
-        else:
-            where, type_name = output, type(model).__name__
-            text = f"{output} ({type_name}) cannot be stored in a snapshot: {exc}"
-        raise SnapshotEncodingError(
-            text,
-            path=where,
-            type_name=type_name,
-            run_id=call.run_id,
-            step_id=call.step.id,
-        ) from exc
+def _dump_error(model: BaseModel, call: CallStep, exc: Exception) -> SnapshotEncodingError:
+    """The error for a step output that ``model_dump(mode="json")`` refused."""
+    output = f"step {call.step.id!r} output"
+    found = find_unencodable(model.model_dump(), output)
+    if found is not None:
+        where, type_name = found
+        text = f"{where} holds a value of type {type_name}, which cannot be stored in a snapshot"
+    else:
+        where, type_name = output, type(model).__name__
+        text = f"{output} ({type_name}) cannot be stored in a snapshot: {exc}"
+    return SnapshotEncodingError(
+        text,
+        path=where,
+        type_name=type_name,
+        run_id=call.run_id,
+        step_id=call.step.id,
+    )
 
 
 def _check(value: Any, path: str, call: StepActorMessage, *, str_keys_known: bool = False) -> None:

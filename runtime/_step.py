@@ -52,8 +52,10 @@ def validate_for_step(
     """
     if isinstance(value, schema):
         return value
+    if isinstance(value, BaseModel):  # plain(value), without a call: a step's input is a dict
+        value = value.model_dump(mode="json")
     try:
-        return schema.model_validate(plain(value))
+        return schema.model_validate(value)
     except ValidationError as exc:
         raise StepValidationError.from_validation(
             f"{what} does not fit {role} {schema.__name__}", exc, run_id=run_id, step_id=step_id

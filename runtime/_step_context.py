@@ -16,6 +16,7 @@ from typing_extensions import TypeVar
 
 from runtime import _clock
 from runtime._errors import WorkflowError
+from runtime._ids import new_span_id
 from runtime._request_context import RequestContext
 from runtime._snapshot import check_encodable, copy_plain
 from runtime._step import In, Step, plain, validate_for_step
@@ -151,6 +152,7 @@ class StepContext(Generic[In, State]):
         "_changes",
         "_definitions",
         "_init_data",
+        "_item",
         "_log_fields",
         "_logger",
         "_outputs",
@@ -159,6 +161,8 @@ class StepContext(Generic[In, State]):
         "_state",
         "_workflow_input_schema",
         "_workflow_state_schema",
+        "_writer",
+        "_writer_sink",
         "abort_signal",
         "input_data",
         "iteration_count",
@@ -170,7 +174,6 @@ class StepContext(Generic[In, State]):
         "step",
         "step_id",
         "workflow_id",
-        "writer",
     )
 
     def __init__(
@@ -222,14 +225,25 @@ class StepContext(Generic[In, State]):
         self._prefix = prefix
         self._read_only = read_only
         self._bail_schema = bail_schema
-        self.writer = StepWriter(
-            None if read_only else writer,
-            path=self.path,
-            step_id=self.step_id,
-            run_id=run_id,
-            schema=step.writer_schema if step is not None else None,
-            item=item,
-        )
+        self._writer_sink = None if read_only else writer
+        self._item = item
+        self._writer: StepWriter | None = None  # made when first asked for: few steps write
+
+    @property
+    def writer(self) -> StepWriter:
+        """Writes the step's own events into the run's stream (see :class:`StepWriter`)."""
+        writer = self._writer
+        if writer is None:
+            step = self.step
+            writer = self._writer = StepWriter(
+                self._writer_sink,
+                path=self.path,
+                step_id=self.step_id,
+                run_id=self.run_id,
+                schema=step.writer_schema if step is not None else None,
+                item=self._item,
+            )
+        return writer
 
     def now(self) -> datetime:
         """The time now, as callboard's timers see it (an aware UTC datetime).
@@ -447,5 +461,10 @@ class StepContext(Generic[In, State]):
     def logger(self) -> Any:
         """A structlog logger bound to the run's ``trace_id``, ``run_id`` and this step."""
         if self._logger is None:
-            self._logger = step_logger(**self._log_fields)
+            fields = self._log_fields
+            if "span_id" in fields and fields["span_id"] is None:
+                # The step's span was not made, as nothing would have seen it: the
+                # logger still names a span of the step's own.
+                fields = {**fields, "span_id": new_span_id()}
+            self._logger = step_logger(**fields)
         return self._logger

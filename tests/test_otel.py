@@ -395,6 +395,36 @@ def test_runs_are_counted_by_workflow_and_status_with_their_durations(
     assert _sum(points["callboard.runs.active"], workflow_id="metrics_ok") == 0
 
 
+def test_step_durations_are_recorded_with_metrics_and_no_tracer(
+    reader: InMemoryMetricReader,
+) -> None:
+    # Nobody sees a step's span here (no tracer, structlog unconfigured), so none
+    # is made; its duration is measured all the same.
+    kept = trace.get_tracer_provider()
+    _reset_globals()
+    metrics.set_meter_provider(_meter_provider)
+    try:
+        with Runtime() as rt:
+            wf = rt.register(_two_steps("metrics_no_tracer"))
+            result = wf.create_run().start(input_data={"value": "a"}, timeout=WAIT)
+    finally:
+        _reset_globals()
+        trace.set_tracer_provider(kept)
+        metrics.set_meter_provider(_meter_provider)
+    assert result.status == "success"
+    steps = [
+        p
+        for p in _points(reader)["callboard.step.duration"]
+        if p.attributes["callboard.workflow.id"] == "metrics_no_tracer"
+    ]
+    assert {
+        (p.attributes["callboard.step.id"], p.attributes["callboard.status"]) for p in steps
+    } == {
+        ("first", "success"),
+        ("second", "success"),
+    }
+
+
 def test_runs_in_flight_queued_runs_and_pool_threads_are_gauged(
     reader: InMemoryMetricReader,
 ) -> None:
