@@ -8,6 +8,7 @@ nothing happens without OpenTelemetry is checked in fresh interpreters.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import textwrap
@@ -67,6 +68,22 @@ def _reset_globals() -> None:
     trace._TRACER_PROVIDER = None
     metrics_state._METER_PROVIDER_SET_ONCE = Once()
     metrics_state._METER_PROVIDER = None
+
+
+@contextlib.contextmanager
+def _tracer_provider_swapped(provider: TracerProvider | None) -> Iterator[None]:
+    """The session's meter provider with ``provider`` as the tracer provider (or none)."""
+    kept = trace.get_tracer_provider()
+    _reset_globals()
+    if provider is not None:
+        trace.set_tracer_provider(provider)
+    metrics.set_meter_provider(_meter_provider)
+    try:
+        yield
+    finally:
+        _reset_globals()
+        trace.set_tracer_provider(kept)
+        metrics.set_meter_provider(_meter_provider)
 
 
 @pytest.fixture
@@ -400,17 +417,9 @@ def test_step_durations_are_recorded_with_metrics_and_no_tracer(
 ) -> None:
     # Nobody sees a step's span here (no tracer, structlog unconfigured), so none
     # is made; its duration is measured all the same.
-    kept = trace.get_tracer_provider()
-    _reset_globals()
-    metrics.set_meter_provider(_meter_provider)
-    try:
-        with Runtime() as rt:
-            wf = rt.register(_two_steps("metrics_no_tracer"))
-            result = wf.create_run().start(input_data={"value": "a"}, timeout=WAIT)
-    finally:
-        _reset_globals()
-        trace.set_tracer_provider(kept)
-        metrics.set_meter_provider(_meter_provider)
+    with _tracer_provider_swapped(None), Runtime() as rt:
+        wf = rt.register(_two_steps("metrics_no_tracer"))
+        result = wf.create_run().start(input_data={"value": "a"}, timeout=WAIT)
     assert result.status == "success"
     steps = [
         p
@@ -616,17 +625,9 @@ def test_a_run_whose_start_span_is_not_sampled_records_no_span_later(
     exporter = InMemorySpanExporter()
     unsampled = TracerProvider(sampler=ParentBased(ALWAYS_OFF))
     unsampled.add_span_processor(SimpleSpanProcessor(exporter))
-    kept = trace.get_tracer_provider()
-    _reset_globals()
-    trace.set_tracer_provider(unsampled)
-    try:
-        with Runtime() as rt:
-            wf = rt.register(_two_steps("otel_unsampled"))
-            result = wf.create_run().start(input_data={"value": "x"}, timeout=WAIT)
-    finally:
-        _reset_globals()
-        trace.set_tracer_provider(kept)
-        metrics.set_meter_provider(_meter_provider)
+    with _tracer_provider_swapped(unsampled), Runtime() as rt:
+        wf = rt.register(_two_steps("otel_unsampled"))
+        result = wf.create_run().start(input_data={"value": "x"}, timeout=WAIT)
     assert result.status == "success"
     # The run's own spans follow its start span's sampling decision, kept with the run.
     assert exporter.get_finished_spans() == ()
