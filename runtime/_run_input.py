@@ -327,7 +327,8 @@ def first_record(snapshot: Snapshot, *, in_memory: bool = False) -> SnapshotReco
     Encoding is the last check, and costs nothing extra when it passes: only a
     failure looks for the argument at fault. For a store in memory
     (``in_memory``) the record is a frozen copy, encoded only if somebody
-    reads its bytes, once a quick pass found every value storable.
+    reads its bytes, once a quick pass found the input and state storable
+    (the other arguments were checked when given).
 
     Raises:
         InvalidInputError: naming the argument and the path inside it of a
