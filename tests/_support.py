@@ -173,6 +173,24 @@ def held_workflow(
     )
 
 
+def gated_workflow(workflow_id: str, calls: list[str], entered: threading.Event, gate: Any):
+    """One step, ``held``, adding one to ``n``; its first attempt hangs until ``gate`` opens.
+
+    Each attempt appends its run id to ``calls``; the first sets ``entered``
+    first. For a worker that stalls (or is killed) in the middle of a step.
+    """
+
+    def body(ctx):
+        calls.append(ctx.run_id)
+        if len(calls) == 1:
+            entered.set()
+            gate.wait(BLOCK_LIMIT)  # the first attempt hangs, in a worker that stalls
+        return N(n=ctx.input_data.n + 1)
+
+    step = create_step(id="held", input_schema=N, output_schema=N, execute=body)
+    return create_workflow(id=workflow_id, input_schema=N, output_schema=N).then(step).commit()
+
+
 def quick_workflow(workflow_id: str = "quick"):
     """One step that upper-cases the value."""
     return (

@@ -27,7 +27,7 @@ from runtime import (
     create_workflow,
 )
 from runtime.testing import Harness, InjectedCrashError, Trace, TraceEvent, VirtualClock
-from tests._support import BLOCK_LIMIT, wait_for_no_callboard_threads, wait_until
+from tests._support import BLOCK_LIMIT, gated_workflow, wait_for_no_callboard_threads, wait_until
 
 pytest_plugins = ["pytester"]
 
@@ -256,25 +256,13 @@ HOUR_LEASE = 3600.0
 """A lease no test could wait out for real: a run handed back under it proves virtual time."""
 
 
-def _gated_workflow(workflow_id: str, calls: list[str], entered: threading.Event, gate: Any) -> Any:
-    def body(ctx: StepContext[N]) -> N:
-        calls.append(ctx.run_id)
-        if len(calls) == 1:
-            entered.set()
-            gate.wait(BLOCK_LIMIT)  # the first attempt hangs, in a worker that stalls
-        return N(n=ctx.input_data.n + 1)
-
-    step = create_step(id="held", input_schema=N, output_schema=N, execute=body)
-    return create_workflow(id=workflow_id, input_schema=N, output_schema=N).then(step).commit()
-
-
 def test_a_stalled_workers_run_goes_back_once_the_virtual_clock_passes_its_lease(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "runs.db"
     calls: list[str] = []
     entered, gate = threading.Event(), threading.Event()
-    workflow = _gated_workflow("leased", calls, entered, gate)
+    workflow = gated_workflow("leased", calls, entered, gate)
     with Harness(store=SQLiteStore(path, lease=HOUR_LEASE), time_skipping=False) as harness:
         harness.register(workflow)
         stalled = Runtime(store=SQLiteStore(path, lease=HOUR_LEASE))

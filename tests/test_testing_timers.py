@@ -27,7 +27,7 @@ from runtime import (
     create_workflow,
 )
 from runtime.testing import Harness
-from tests._support import BLOCK_LIMIT, wait_for_no_callboard_threads
+from tests._support import BLOCK_LIMIT, gated_workflow, wait_for_no_callboard_threads
 
 HOUR = 3600.0
 LEASE = HOUR
@@ -61,18 +61,6 @@ def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[],
     return lambda: PostgresStore(url, lease=LEASE)
 
 
-def _gated(workflow_id: str, calls: list[str], entered: threading.Event, gate: Any) -> Any:
-    def body(ctx: StepContext[N]) -> N:
-        calls.append(ctx.run_id)
-        if len(calls) == 1:
-            entered.set()
-            gate.wait(BLOCK_LIMIT)  # the first attempt hangs, in a worker that stalls
-        return N(n=ctx.input_data.n + 1)
-
-    step = create_step(id="held", input_schema=N, output_schema=N, execute=body)
-    return create_workflow(id=workflow_id, input_schema=N, output_schema=N).then(step).commit()
-
-
 def _stall(runtime: Runtime) -> None:
     """The worker stalls: nothing renews its lease any more (its claimer is gone)."""
     claimer = runtime._host.system.claimer if runtime._host.system is not None else None
@@ -92,7 +80,7 @@ def test_a_stalled_workers_lease_runs_out_by_the_virtual_clock_and_its_run_goes_
 ) -> None:
     calls: list[str] = []
     entered, gate = threading.Event(), threading.Event()
-    workflow = _gated("leased", calls, entered, gate)
+    workflow = gated_workflow("leased", calls, entered, gate)
     with Harness(store=shared_store(), time_skipping=False) as harness:
         harness.register(workflow)
         stalled = Runtime(store=shared_store()).start()
@@ -128,7 +116,7 @@ def test_time_skipping_jumps_to_a_stalled_workers_lease_end(
 ) -> None:
     calls: list[str] = []
     entered, gate = threading.Event(), threading.Event()
-    workflow = _gated("skipped-lease", calls, entered, gate)
+    workflow = gated_workflow("skipped-lease", calls, entered, gate)
     with Harness(store=shared_store()) as harness:
         harness.register(workflow)
         stalled = Runtime(store=shared_store()).start()
@@ -155,7 +143,7 @@ def test_live_workers_in_the_process_are_not_jumped_to_while_the_harness_is_quie
     # Another runtime executing a step holds a run under a lease it renews at each jump:
     # its lease's end is no timer, and the clock stays where it is.
     entered, gate = threading.Event(), threading.Event()
-    workflow = _gated("busy-elsewhere", [], entered, gate)
+    workflow = gated_workflow("busy-elsewhere", [], entered, gate)
     with Harness(store=shared_store()) as harness:
         other = Runtime(store=shared_store()).start()
         try:
@@ -207,7 +195,7 @@ def test_a_crashed_runtimes_run_stays_held_until_its_lease_runs_out_by_the_virtu
 ) -> None:
     calls: list[str] = []
     entered, gate = threading.Event(), threading.Event()
-    workflow = _gated("killed", calls, entered, gate)
+    workflow = gated_workflow("killed", calls, entered, gate)
     with Harness(store=shared_store(), time_skipping=False) as harness:
         run = harness.register(workflow).create_run()
         run.start_async(input_data={"n": 0})
@@ -237,7 +225,7 @@ def test_with_time_skipping_a_crash_is_recovered_at_the_end_of_the_lease(
 ) -> None:
     calls: list[str] = []
     entered, gate = threading.Event(), threading.Event()
-    workflow = _gated("killed-skipped", calls, entered, gate)
+    workflow = gated_workflow("killed-skipped", calls, entered, gate)
     with Harness(store=shared_store()) as harness:
         run = harness.register(workflow).create_run()
         run.start_async(input_data={"n": 0})
