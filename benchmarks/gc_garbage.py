@@ -320,21 +320,35 @@ def garbage_of(scenario: Scenario, runs: int, directory: Path) -> Garbage:
     with Runtime(store=_store(scenario.store, directory)) as rt:
         wf = rt.register(scenario.workflow())
         scenario.drive(wf, 20)  # warm up: caches, pools and threads the runs share
-        gc.collect()
-        gc.disable()
-        gc.set_debug(gc.DEBUG_SAVEALL)
-        try:
-            before = _tracked()
+
+        def drive() -> None:
             scenario.drive(wf, runs)
             time.sleep(0.2)  # the run actors' last messages and the writer's last batch
-            after = _tracked()
-            gc.collect()
-            found = list(gc.garbage)
-            gc.garbage.clear()
-        finally:
-            gc.set_debug(0)
-            gc.enable()
-    return _summary(scenario.name, scenario.store, runs, found, after - before)
+
+        found, growth = _left_by(drive)
+    return _summary(scenario.name, scenario.store, runs, found, growth)
+
+
+def _left_by(action: Callable[[], object]) -> tuple[list[object], collections.Counter[str]]:
+    """What ``action`` left to the cyclic collector, and the tracked objects it added.
+
+    The collector is off while it runs, then one collection with
+    ``DEBUG_SAVEALL`` keeps what it found in ``gc.garbage`` instead of freeing it.
+    """
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        before = _tracked()
+        action()
+        after = _tracked()
+        gc.collect()
+        found = list(gc.garbage)
+        gc.garbage.clear()
+    finally:
+        gc.set_debug(0)
+        gc.enable()
+    return found, after - before
 
 
 def _summary(
@@ -350,20 +364,8 @@ def _summary(
 def loop_lag_garbage(loop_lag: ModuleType, runs: int, directory: Path) -> Garbage:
     """The ``async`` round of loop_lag.py (one wave), runtime start and stop included."""
     loop_lag.measure("async", 20, 1, directory)  # warm up
-    gc.collect()
-    gc.disable()
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    try:
-        before = _tracked()
-        loop_lag.measure("async", runs, 1, directory)
-        after = _tracked()
-        gc.collect()
-        found = list(gc.garbage)
-        gc.garbage.clear()
-    finally:
-        gc.set_debug(0)
-        gc.enable()
-    return _summary("loop-lag", "sqlite", runs, found, after - before)
+    found, growth = _left_by(lambda: loop_lag.measure("async", runs, 1, directory))
+    return _summary("loop-lag", "sqlite", runs, found, growth)
 
 
 # --- collections, with the collector on ---------------------------------------------
