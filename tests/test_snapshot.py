@@ -22,6 +22,7 @@ from runtime._snapshot import (
     check_encodable,
     decode,
     encode,
+    first_frozen_record,
     to_result,
     unpack,
 )
@@ -426,6 +427,23 @@ def test_every_frozen_record_is_its_snapshot_as_it_was_then(draw: st.DataObject)
         taken.append((record, msgpack.packb(snapshot)))
     for record, then in taken:  # later changes reached none of the earlier records
         assert unpack(record.data) == msgpack.unpackb(then)
+
+
+def test_a_first_frozen_record_is_its_snapshot_as_it_was_when_taken() -> None:
+    """A store in memory keeps a new run's first record unencoded: the run goes on after it."""
+    snapshot = a_snapshot()
+    snapshot["steps"] = {}
+    before = msgpack.packb(snapshot)
+    record = first_frozen_record(snapshot)  # type: ignore[arg-type]
+    assert record is not None
+
+    snapshot["steps"]["s0"] = {"status": "running", "output": None}  # the run actor's next moves
+    snapshot["status"], snapshot["carry"] = "success", {"v": "changed"}
+
+    assert unpack(record.data) == msgpack.unpackb(before)
+    assert (record.seq, record.status) == (0, "running")
+    for bad in (2**64, "a\ud800b"):  # not plainly storable: the caller encodes, which names it
+        assert first_frozen_record({**snapshot, "steps": {}, "input": {"v": bad}}) is None  # type: ignore[typeddict-item]
 
 
 def test_a_settled_step_record_changed_in_place_is_caught() -> None:
