@@ -1071,8 +1071,12 @@ class SQLiteStore:
             return self._commit(connection, writes)
 
     def _locked_checkpoint(self, idle: bool) -> None:
-        with self._write_lock:
-            self._checkpoint(idle)
+        # The lock only when there is something to do: after every commit, a caller
+        # committing its create would otherwise make the writer wait for it (a burst of
+        # starts kept the writer waiting about 11 ms a commit for nothing).
+        if self._checkpoint_due(idle):
+            with self._write_lock:
+                self._checkpoint(idle)
 
     def _finish(self) -> None:
         """On the writer thread, last: hand back held runs, leave, fold the WAL back in.
@@ -1116,15 +1120,20 @@ class SQLiteStore:
                 # executescript steps the pragma to its end; execute() would free one page.
                 self._connection.executescript("PRAGMA incremental_vacuum;")
                 self._transactions += 1
-        since = self._transactions - self._checkpointed_at
-        due = since >= CHECKPOINT_AT_LEAST_EVERY or (
-            idle and since and (since >= 100 or time.monotonic() - self._checkpoint_time >= 1.0)
-        )
-        if due:
+        if self._checkpoint_due(idle):
             with contextlib.suppress(sqlite3.Error):  # PASSIVE never blocks; a miss waits
                 self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             self._checkpointed_at = self._transactions
             self._checkpoint_time = time.monotonic()
+
+    def _checkpoint_due(self, idle: bool) -> bool:
+        """Whether :meth:`_checkpoint` has work: pages to reclaim, or a WAL to fold back."""
+        if self._reclaim and idle:
+            return True
+        since = self._transactions - self._checkpointed_at
+        return since >= CHECKPOINT_AT_LEAST_EVERY or bool(
+            idle and since and (since >= 100 or time.monotonic() - self._checkpoint_time >= 1.0)
+        )
 
     def _commit(self, connection: sqlite3.Connection, writes: list[Write]) -> list[Write]:
         """Run the writes in one transaction and report each outcome; return those to try again.
