@@ -66,7 +66,12 @@ def check_resource_id(resource_id: object) -> str:
 
 def _check_text(value: object, name: str, *, allow_empty: bool) -> str:
     if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+        hint = ""
+        if name == "run_id" and isinstance(getattr(value, "run_id", None), str):
+            # start_async() returns a StartAsyncResult (Mastra's ``{ runId }``): its id is
+            # an attribute, an easy slip.
+            hint = f" (pass its .run_id: {type(value).__name__}.run_id is the id)"
+        raise TypeError(f"{name} must be a str, got {type(value).__name__}{hint}")
     if not value and not allow_empty:
         raise ValueError(f"{name} must not be empty")
     if not value.isascii():

@@ -159,6 +159,17 @@ def test_a_query_with_a_run_id_that_is_not_a_string_raises_type_error(
         wf.get_workflow_run_execution_result(bad_run_id)
 
 
+def test_a_query_given_start_async_s_result_instead_of_its_run_id_says_to_pass_run_id(
+    runtime: Runtime,
+) -> None:
+    wf = runtime.register(simple_workflow())
+    started = wf.create_run().start_async(input_data={"value": "x"})
+    with pytest.raises(TypeError, match=r"got StartAsyncResult \(pass its \.run_id"):
+        wf.get_workflow_run_execution_result(started)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"pass its \.run_id"):
+        wf.create_run(run_id=started)  # type: ignore[arg-type]
+
+
 def test_a_query_for_an_unknown_run_id_returns_none(runtime: Runtime) -> None:
     wf = runtime.register(simple_workflow())
     assert wf.get_workflow_run_execution_result("no-such-run") is None
