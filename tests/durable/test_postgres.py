@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -484,9 +485,98 @@ def lose_the_next_commit_ack(store: PostgresStore) -> list[int]:
     return lost
 
 
-def test_a_create_whose_commit_reply_was_lost_is_still_the_creators(
+def lose_the_next_caller_ack(store: PostgresStore) -> list[int]:
+    """The next create committed on its caller's thread happens, then its reply is lost.
+
+    Puts in the store's private pool of autocommit connections (``_readers``) one
+    whose next ``INSERT`` runs and commits, then drops before the reply.
+    """
+    import psycopg
+
+    connection = store._connect(autocommit=True)
+    real_execute = connection.execute
+    lost: list[int] = []
+
+    def execute(query: Any, params: Any = None, **options: Any) -> Any:
+        cursor = real_execute(query, params, **options)
+        if not lost and "INSERT INTO callboard_runs" in str(query):
+            lost.append(1)
+            connection.close()
+            raise psycopg.OperationalError("the server's reply was lost")
+        return cursor
+
+    connection.execute = execute  # type: ignore[method-assign]
+    store._readers.discard_idle()
+    store._readers.add(connection)
+    return lost
+
+
+def test_a_create_commits_on_its_callers_thread_while_the_writer_is_held_up(
+    postgres_url: str, stores: Callable[..., PostgresStore]
+) -> None:
+    import psycopg
+
+    store = stores()
+    store.join(role="both", workflows=["wf"], concurrency=None)
+    with psycopg.connect(postgres_url) as locker:
+        # The writer's next transaction (a heartbeat) waits for this lock on its row.
+        locker.execute(
+            "SELECT 1 FROM callboard_workers WHERE worker_id = %s FOR UPDATE", (store.owner_id,)
+        )
+        beat = threading.Thread(target=store.heartbeat, daemon=True)
+        beat.start()
+        wait_until(store._writer.busy, what="the writer is held up")  # type: ignore[union-attr]
+        assert store.create(rec("r1")) is True  # not behind the writer's transaction
+        assert store.create(rec("r1")) is False  # its id is taken
+        assert (store.held(), store.holds("r1")) == (1, True)
+        assert beat.is_alive()  # the writer was held up all along
+        locker.rollback()
+    beat.join(10)
+    assert save(store, rec("r1", 1, "running")) is None  # held here, at epoch 1
+
+
+def test_a_create_with_no_connection_free_goes_through_the_writer(
     stores: Callable[..., PostgresStore],
 ) -> None:
+    store = stores()
+    with contextlib.ExitStack() as taken:  # every pooled connection busy (reads, creates)
+        for _ in range(postgres_module.READERS):
+            taken.enter_context(store._readers.connection("test"))
+        with store._readers.spare() as spare:
+            assert spare is None
+        assert store.create(rec("r1")) is True  # not waiting for a connection: the writer's
+        assert store.holds("r1")
+    assert save(store, rec("r1", 1, "running")) is None
+
+
+def test_a_create_whose_reply_to_its_caller_was_lost_is_still_the_creators(
+    stores: Callable[..., PostgresStore],
+) -> None:
+    store, other = stores(), stores()
+    lost = lose_the_next_caller_ack(store)
+    # The writer tries it again, and takes the identical row as this create's.
+    assert store.create(rec("r1")) is True
+    assert lost == [1]
+    assert store.held() == 1
+    assert save(store, rec("r1", 1, "running")) is None
+    assert other.claim(["wf"], 1) == []
+    assert other.create(rec("r1")) is False  # and another store's create of it is refused
+
+
+def test_runs_created_on_callers_threads_go_back_to_the_queue_when_the_store_closes(
+    stores: Callable[..., PostgresStore],
+) -> None:
+    store, other = stores(), stores()
+    assert store.create(rec("r1")) is True
+    assert other.claim(["wf"], 5) == []  # held by the first store
+    store.close()
+    assert [c.record.run_id for c in other.claim(["wf"], 5)] == ["r1"]
+
+
+def test_a_create_whose_commit_reply_was_lost_is_still_the_creators(
+    stores: Callable[..., PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(PostgresStore, "_fast_creates", False)  # through the writer
     store, other = stores(), stores()
     lost = lose_the_next_commit_ack(store)
     assert store.create(rec("r1")) is True  # tried again, and found to be the same create
