@@ -1371,7 +1371,7 @@ class PostgresStore:
             with self._readers.spare() as connection:
                 if connection is None:
                     return None
-                _virtual_now(connection)
+                # No _virtual_now: the statement reads no clock of the database's.
                 created = bool(
                     connection.execute(_CREATE_ONE, _create_row(record, self.owner_id)).fetchall()
                 )
