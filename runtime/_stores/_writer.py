@@ -40,6 +40,7 @@ WriteKind = Literal[
     "reap",
     "request_cancel",
     "define_queue",
+    "hint",
 ]
 """What a write does; the store's ``commit`` decides how."""
 

@@ -52,7 +52,7 @@ from runtime._model import SETTLED_STATUSES, TERMINAL_STATUSES, UNFINISHED_STATU
 from runtime._queue import Admission, Bucket, QueueLimits, bucket_key, rank
 from runtime._snapshot import is_parted
 from runtime._stores._parts import plan_parts
-from runtime._stores._writer import Done, GroupCommitWriter, Write, WriteKind, call, resolve
+from runtime._stores._writer import Done, GroupCommitWriter, Write, WriteKind, call, ignore, resolve
 from runtime._stores.base import (
     DEFAULT_LEASE,
     Claimed,
@@ -740,8 +740,8 @@ def _create_columns(
     ]
 
 
-def _create_row(r: SnapshotRecord, owner: str) -> tuple[Any, ...]:
-    """A new run held by ``owner`` (epoch 1) as the parameters of :data:`_CREATE_ONE`."""
+def _create_row(r: SnapshotRecord, owner: str | None) -> tuple[Any, ...]:
+    """A new run as the parameters of :data:`_CREATE_ONE`: held by ``owner`` (epoch 1) or queued."""
     priority = r.priority or 0
     return (
         r.run_id,
@@ -749,7 +749,7 @@ def _create_row(r: SnapshotRecord, owner: str) -> tuple[Any, ...]:
         r.status,
         r.seq,
         owner,
-        1,
+        0 if owner is None else 1,
         r.wake_at,
         r.created_at,
         r.updated_at,
@@ -1330,9 +1330,9 @@ class PostgresStore:
                 database stayed unreachable) or the store is read-only or closed.
         """
         maybe = False  # whether a try on this thread may have committed it, unacknowledged
-        if hold and record.queue is None and self._fast_creates and not _releases(record):
+        if record.queue is None and self._fast_creates and not _releases(record):
             try:
-                created = self._create_now(record)
+                created = self._create_now(record, hold)
             except _Unacknowledged:
                 maybe = True
             else:
@@ -1343,21 +1343,23 @@ class PostgresStore:
         return bool(self._committed(write, future, f"the run {record.run_id!r} was not recorded"))
 
     _fast_creates: bool = True
-    """Whether ``create`` commits a run it holds on its caller's thread (tests turn it off)."""
+    """Whether ``create`` commits on its caller's thread when it can (tests turn it off)."""
 
-    def _create_now(self, record: SnapshotRecord) -> bool | None:
-        """Commit the create of a run held here on the caller's thread; ``None``: not tried.
+    def _create_now(self, record: SnapshotRecord, hold: bool) -> bool | None:
+        """Commit a create on the caller's thread; ``None``: not tried.
 
         One ``INSERT`` in autocommit on a pooled connection: its own transaction,
         one round trip, and no wait behind the writer's batches of saves (a burst
         of starts on a runtime running runs waited about 5 ms each). Only a run
-        that is held here, with no queue (a queue's limits are counted by the
-        writer, under the queue lock), and only with a connection free at once:
-        when many callers create together, one transaction of the writer's
-        takes them all, more cheaply than one each. The run is this worker's at
-        epoch 1 from the commit on; the writer takes it into its count at its
-        next transaction, before any save of the run, which comes after this
-        returns.
+        with no queue (a queue's limits are counted by the writer, under the
+        queue lock), and only with a connection free at once: when many callers
+        create together, one transaction of the writer's takes them all, more
+        cheaply than one each. A run held here is this worker's at epoch 1 from
+        the commit on; the writer takes it into its count at its next
+        transaction, before any save of the run, which comes after this
+        returns. One left queued is announced as the writer's creates are: to
+        this store's hint at once, and to other processes by the writer's next
+        ``NOTIFY``.
 
         Raises:
             _Unacknowledged: if it failed, maybe after its commit.
@@ -1372,14 +1374,21 @@ class PostgresStore:
                 if connection is None:
                     return None
                 # No _virtual_now: the statement reads no clock of the database's.
+                owner = self.owner_id if hold else None
                 created = bool(
-                    connection.execute(_CREATE_ONE, _create_row(record, self.owner_id)).fetchall()
+                    connection.execute(_CREATE_ONE, _create_row(record, owner)).fetchall()
                 )
         except (psycopg.Error, StoreError) as exc:
             self._readers.discard_idle()
             raise _Unacknowledged from exc
         finally:
-            self._callers.end(record.run_id if created else None)
+            self._callers.end(record.run_id if created and hold else None)
+        if created and not hold:
+            hints = _Hints()
+            hints.add(_hint_kind(record), record.run_id)
+            self._tell_here(hints)
+            with contextlib.suppress(StoreError):  # closed meanwhile: workers poll too
+                self._submit("hint", hints, ignore)
         return created
 
     def _take_held_new(self) -> None:
@@ -1930,6 +1939,12 @@ class PostgresStore:
         statement (see :meth:`_alone` and :meth:`_claim_alone`), which costs the
         worker less than one transaction of both in a pipeline.
         """
+        if any(write.kind == "hint" for write in writes):
+            for write in writes:
+                if write.kind == "hint":  # committed on a caller's thread: to send on
+                    self._hold_hints(write.payload)
+                    call(write.done, None, None)
+            writes = [write for write in writes if write.kind != "hint"]
         grouped = [write for write in writes if write.kind not in _SOLO]
         solo = [write for write in writes if write.kind in _SOLO]
         groups = [grouped] if grouped else []
@@ -2024,11 +2039,15 @@ class PostgresStore:
                 result = None if write.kind == "save" else results.get(id(write))
                 call(write.done, result, error)
         self._tell_here(batch.hints)
-        if batch.hints.items:
+        self._hold_hints(batch.hints)
+        return []
+
+    def _hold_hints(self, hints: _Hints) -> None:
+        """Keep committed hints for the next ``NOTIFY`` (see :meth:`_writer_idle`)."""
+        if hints.items:
             if not self._unsent.items:
                 self._unsent_since = time.monotonic()
-            self._unsent.items.update(batch.hints.items)
-        return []
+            self._unsent.items.update(hints.items)
 
     def _writer_idle(self, empty: bool) -> None:
         """After each commit: send the hints gathered if the writer is idle or they waited."""

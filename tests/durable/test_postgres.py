@@ -535,6 +535,28 @@ def test_a_create_commits_on_its_callers_thread_while_the_writer_is_held_up(
     assert save(store, rec("r1", 1, "running")) is None  # held here, at epoch 1
 
 
+def test_a_queued_run_created_on_its_callers_thread_is_announced_here_and_elsewhere(
+    stores: Callable[..., PostgresStore],
+) -> None:
+    client, worker = stores(), stores()
+    here: list[tuple[str, str]] = []
+    heard: list[tuple[str, str]] = []
+    client.set_hint(lambda kind, run_id: here.append((kind, run_id)))
+    worker.set_hint(lambda kind, run_id: heard.append((kind, run_id)))
+    wait_until(lambda: worker._listener is not None, what="the worker listens")
+
+    def announced() -> bool:  # the listener connects in the background: create until heard
+        run_id = f"r{len(here)}"
+        assert client.create(rec(run_id), hold=False) is True
+        assert ("queued", run_id) in here  # this store's own hint, at once
+        time.sleep(0.05)
+        return ("queued", run_id) in heard
+
+    wait_until(announced, timeout=10, what="another store hears of a queued run")
+    assert client.held() == 0
+    assert [c.record.run_id for c in worker.claim(["wf"], 100)] == [r for _, r in here]
+
+
 def test_a_create_with_no_connection_free_goes_through_the_writer(
     stores: Callable[..., PostgresStore],
 ) -> None:
