@@ -17,7 +17,8 @@ or uses ``--url``/``$CALLBOARD_TEST_POSTGRES``, and for 1, 2 and 4 worker proces
 It prints a table with runs/s and the ratio to the floor measured in the same
 run; the aim is at least 0.5x with 4 workers. Then W1 and W4 on PostgreSQL, in
 this process: the median ``start_async`` of a burst (each start committed before
-it returns) beside one committed ``INSERT`` by psycopg, and the median
+it returns), on a runtime that runs them and on a ``role="client"`` one that only
+starts them, beside one committed ``INSERT`` by psycopg, and the median
 ``get_workflow_run_execution_result`` beside one ``SELECT`` of a snapshot by id.
 It asserts nothing about speed.
 """
@@ -263,6 +264,14 @@ def w1_w4(url: str, count: int) -> list[tuple[str, float, float, str]]:
             began = time.perf_counter()
             wf.get_workflow_run_execution_result(run_id)
             queries.append(time.perf_counter() - began)
+    with Runtime(store=url, role="client") as client:  # starts only: the runs wait queued
+        wf = client.register(workflow())
+        queued: list[float] = []
+        for index in range(count):
+            run = wf.create_run()
+            began = time.perf_counter()
+            run.start_async(input_data={"n": index})
+            queued.append(time.perf_counter() - began)
     inserts: list[float] = []
     selects: list[float] = []
     data = os.urandom(300)
@@ -283,6 +292,14 @@ def w1_w4(url: str, count: int) -> list[tuple[str, float, float, str]]:
         (
             "W1 start_async median, burst",
             median_us(starts),
+            median_us(inserts),
+            "psycopg: 1 committed INSERT",
+        )
+    )
+    rows.append(
+        (
+            "W1 start_async median, client",
+            median_us(queued),
             median_us(inserts),
             "psycopg: 1 committed INSERT",
         )
