@@ -1007,9 +1007,9 @@ class _Unacknowledged(Exception):
 
 
 class _CallerCreates:
-    """Creates of held runs committed on their callers' threads, for :class:`PostgresStore`.
+    """Creates committed on their callers' threads, for :class:`PostgresStore`.
 
-    ``held`` is what they hold (run id to epoch, always 1) until the writer
+    ``held`` is what those of runs held here hold (run id to epoch, always 1) until the writer
     takes it into its own count; under ``lock``, which the store's ``held()``
     also takes, so a run is counted once at every moment. The creates under
     way are counted, so that the writer's last act (handing back what this
