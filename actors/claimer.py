@@ -265,17 +265,9 @@ class Claimer:
             return wait
         if self._claim_wanted:
             self._claim_wanted = False
-            with self._room_lock:
-                room = CLAIM_BATCH
-                if self._capacity is not None:
-                    room = min(room, self._capacity - self._in_use())
-            if room > 0:
-                claimed = store.claim(workflows, room)
-                if claimed:
-                    self._take(claimed)
-                if len(claimed) == room:
-                    self._claim_wanted = True  # more may wait
-                    wait = 0.0
+            if self._claim(workflows):
+                self._claim_wanted = True  # more may wait
+                wait = 0.0
         if self._wake_wanted:
             self._wake_wanted = False
             self._wake_at = store.next_wake(workflows)
@@ -284,6 +276,30 @@ class Claimer:
         if time.monotonic() >= self._next_report:
             self._report_unregistered(plans)
         return wait
+
+    def _claim(self, workflows: Sequence[str]) -> bool:
+        """Claim queued runs for the room there is and hand them on; whether more may wait."""
+        with self._room_lock:
+            room = CLAIM_BATCH
+            kept = 0
+            if self._capacity is not None:
+                room = min(room, self._capacity - self._in_use())
+                # Kept until the runs claimed are held: a run started here meanwhile
+                # (reserve) must not take this room too, or the worker runs more runs
+                # than its capacity.
+                kept = max(room, 0)
+                self._reserved += kept
+        if room <= 0:
+            return False
+        try:
+            claimed = self._store.claim(workflows, room)
+        finally:
+            if kept:
+                with self._room_lock:
+                    self._reserved -= kept
+        if claimed:
+            self._take(claimed)
+        return len(claimed) == room
 
     def _pass_on_cancel(self, run_id: str) -> None:
         with self._canceling_lock:
