@@ -279,27 +279,20 @@ class Claimer:
 
     def _claim(self, workflows: Sequence[str]) -> bool:
         """Claim queued runs for the room there is and hand them on; whether more may wait."""
-        with self._room_lock:
+        store = self._store
+        if self._capacity is None:
             room = CLAIM_BATCH
-            kept = 0
-            if self._capacity is not None:
-                room = min(room, self._capacity - self._in_use())
-                # Kept until the runs claimed are held: a run started here meanwhile
-                # (reserve) must not take this room too, or the worker runs more runs
-                # than its capacity.
-                kept = max(room, 0)
-                self._reserved += kept
-        if room <= 0:
-            return False
-        try:
-            claimed = self._store.claim(workflows, room)
-        finally:
-            if kept:
-                with self._room_lock:
-                    self._reserved -= kept
+            claimed = store.claim(workflows, room)
+        else:
+            # Room counted and taken under one lock: a run started here meanwhile
+            # (reserve) waits for the claim and then counts the runs it took. Counted
+            # before and claimed after, the same room went to both, one run too many.
+            with self._room_lock:
+                room = min(CLAIM_BATCH, self._capacity - self._in_use())
+                claimed = store.claim(workflows, room) if room > 0 else []
         if claimed:
             self._take(claimed)
-        return len(claimed) == room
+        return room > 0 and len(claimed) == room
 
     def _pass_on_cancel(self, run_id: str) -> None:
         with self._canceling_lock:

@@ -2,11 +2,11 @@
 
 On a shared store a runtime with ``max_concurrent_runs`` holds a run it starts
 if it has room (``Claimer.reserve``), and its claimer claims queued runs for the
-room left. The claimer counts its room, then claims: a run started here in
+room left. The claimer counted its room, then claimed: a run started here in
 between took that room too, and the claim took a queued run on top of it, so two
 runs ran on a worker limited to one (seen once in CI: a run that had to stay
-pending behind a blocker ran its step). The claim now keeps the room it counted
-until the runs it took are held.
+pending behind a blocker ran its step). A start now waits for a claim under way,
+and counts the runs it took.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ from runtime import SQLiteStore, create_step, create_workflow
 from runtime._stores.base import Claimed
 from tests._support import BLOCK_LIMIT, N, Runtimes, actor_system, wait_until
 
+GRACE = 1.0
+"""Seconds the starts are given to return while the claim waits (they return in milliseconds)."""
+
 
 class PausedClaims(SQLiteStore):
     """A SQLite store whose next claim, once armed, waits for the test before it reads."""
@@ -29,16 +32,18 @@ class PausedClaims(SQLiteStore):
         self.armed = False
         self.paused = threading.Event()
         self.go = threading.Event()
-        self.claims = 0
+        self.done = threading.Event()
 
     def claim(self, workflow_ids: Sequence[str], limit: int) -> list[Claimed]:
-        if self.armed:
-            self.armed = False
-            self.paused.set()
-            self.go.wait(BLOCK_LIMIT)
-        claimed = super().claim(workflow_ids, limit)
-        self.claims += 1
-        return claimed
+        if not self.armed:
+            return super().claim(workflow_ids, limit)
+        self.armed = False
+        self.paused.set()
+        self.go.wait(BLOCK_LIMIT)
+        try:
+            return super().claim(workflow_ids, limit)
+        finally:
+            self.done.set()
 
 
 def test_a_run_started_while_a_claim_is_under_way_does_not_take_the_room_the_claim_counted(
@@ -67,13 +72,22 @@ def test_a_run_started_while_a_claim_is_under_way_does_not_take_the_room_the_cla
     assert store.paused.wait(BLOCK_LIMIT), "the claimer never claimed"
 
     # The claimer has counted its room (one) and waits to claim: two runs start meanwhile.
-    first = bound.create_run()
-    first.start_async(input_data={"n": 1})
-    second = bound.create_run()
-    second.start_async(input_data={"n": 2})
-    store.go.set()
+    first, second = bound.create_run(), bound.create_run()
 
-    wait_until(lambda: store.claims == 1, what="the paused claim")
+    def start_both() -> None:
+        first.start_async(input_data={"n": 1})
+        second.start_async(input_data={"n": 2})
+
+    starter = threading.Thread(target=start_both)
+    starter.start()
+    # Both starts return at once if they may take room the claim counted; they wait for
+    # the claim if not. A moment for the first case, so that the claim comes after them.
+    starter.join(GRACE)
+    store.go.set()
+    starter.join(BLOCK_LIMIT)
+    assert not starter.is_alive()
+
+    assert store.done.wait(BLOCK_LIMIT), "the paused claim never ended"
     wait_until(lambda: entered, what="a run's step started")
     for _ in range(2):  # two more passes of the claimer: what it would take, it has taken
         claimer.poke()
