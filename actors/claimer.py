@@ -265,17 +265,9 @@ class Claimer:
             return wait
         if self._claim_wanted:
             self._claim_wanted = False
-            with self._room_lock:
-                room = CLAIM_BATCH
-                if self._capacity is not None:
-                    room = min(room, self._capacity - self._in_use())
-            if room > 0:
-                claimed = store.claim(workflows, room)
-                if claimed:
-                    self._take(claimed)
-                if len(claimed) == room:
-                    self._claim_wanted = True  # more may wait
-                    wait = 0.0
+            if self._claim(workflows):
+                self._claim_wanted = True  # more may wait
+                wait = 0.0
         if self._wake_wanted:
             self._wake_wanted = False
             self._wake_at = store.next_wake(workflows)
@@ -284,6 +276,23 @@ class Claimer:
         if time.monotonic() >= self._next_report:
             self._report_unregistered(plans)
         return wait
+
+    def _claim(self, workflows: Sequence[str]) -> bool:
+        """Claim queued runs for the room there is and hand them on; whether more may wait."""
+        store = self._store
+        if self._capacity is None:
+            room = CLAIM_BATCH
+            claimed = store.claim(workflows, room)
+        else:
+            # Room counted and taken under one lock: a run started here meanwhile
+            # (reserve) waits for the claim and then counts the runs it took. Counted
+            # before and claimed after, the same room went to both, one run too many.
+            with self._room_lock:
+                room = min(CLAIM_BATCH, self._capacity - self._in_use())
+                claimed = store.claim(workflows, room) if room > 0 else []
+        if claimed:
+            self._take(claimed)
+        return room > 0 and len(claimed) == room
 
     def _pass_on_cancel(self, run_id: str) -> None:
         with self._canceling_lock:

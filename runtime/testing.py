@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import os
 import random
@@ -62,7 +63,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any, Final, TypeVar
 
 from runtime import _clock, _ids, _probes
@@ -883,7 +884,7 @@ class Harness:
 
     def _registry_handling(self) -> bool:
         """Whether a registry (on a thread of its own) is inside a handler, not waiting for mail."""
-        frames = sys._current_frames()
+        frames = _current_frames()
         for thread in threading.enumerate():
             if (
                 not thread.name.startswith("RegistryActor-")
@@ -959,9 +960,36 @@ class Harness:
 # tests/test_testing.py names them all.
 
 
+_COLLECTS_ON_ALLOCATION: Final = sys.version_info < (3, 12)
+"""Whether allocating an object may start a garbage collection there and then (before 3.12;
+since, a collection waits for the interpreter's next check between bytecodes)."""
+
+
+def _current_frames() -> dict[int, FrameType]:
+    """``sys._current_frames()``, with the cyclic garbage collector held off during the call.
+
+    Before Python 3.12 the call makes frame objects while it holds the
+    interpreter's lock on its list of threads, and an allocation may start a
+    collection there. If that collection frees a ``threading.local`` (a store
+    left in a reference cycle by an earlier test holds one), the local's
+    cleanup takes the same lock: the thread waits for itself forever while
+    holding the GIL, and every thread of the process stops with it, pytest-timeout's
+    signal handler too (python/cpython#106883). The test clock looks a thousand
+    times a second, so a long suite met it. CPython's own fix holds the
+    collector off in the same way.
+    """
+    if not _COLLECTS_ON_ALLOCATION or not gc.isenabled():
+        return sys._current_frames()
+    gc.disable()
+    try:
+        return sys._current_frames()
+    finally:
+        gc.enable()
+
+
 def _any_dispatching(dispatcher: Any) -> bool:
     """Whether a dispatcher thread is inside an actor's handler (not waiting for work)."""
-    frames = sys._current_frames()
+    frames = _current_frames()
     for thread in dispatcher._threads:
         frame = frames.get(thread.ident) if thread.ident is not None else None
         if frame is not None and frame.f_code.co_name != "_work":
