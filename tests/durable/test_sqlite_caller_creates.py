@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-import runtime._stores.sqlite as sqlite_module
 from runtime import QueueFullError, SQLiteStore, StoreError
 from runtime._queue import QueueLimits
 from runtime._stores.base import SnapshotRecord
@@ -83,9 +82,9 @@ def test_a_create_does_not_wait_for_the_writes_queued_at_the_writer(
 
 
 def test_a_create_goes_through_the_writer_while_another_process_holds_the_lock(
-    db: Path, sqlite_store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+    db: Path, quick_lock_store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite_module, "LOCK_TIMEOUT", 0.05)
+    sqlite_store = quick_lock_store
     names = inserting_threads(monkeypatch)
     outcome: list[bool] = []
     with capture_logs() as logs, raw(db) as other_writer:
