@@ -3,7 +3,9 @@
 Every durable test runs twice: with snapshots as the runtime encodes them
 (whole while they are small, in parts once they are large) and with every
 snapshot in parts, in this process and in the children it starts, so that
-each promise holds for step records kept apart too.
+each promise holds for step records kept apart too. A module whose tests only
+hand a store records made by hand (no run actor, no child process) overrides
+``snapshot_encoding`` and runs them once: the second run would prove nothing new.
 """
 
 from __future__ import annotations

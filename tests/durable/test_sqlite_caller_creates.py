@@ -15,6 +15,16 @@ from tests._support import wait_until
 from tests.durable._support.helpers import raw, record, row
 
 
+@pytest.fixture(autouse=True)
+def snapshot_encoding() -> str:
+    """These tests run once, not once per encoding (see ``tests/durable/conftest.py``).
+
+    They hand the store records made by hand: no run actor or child process encodes a
+    snapshot here.
+    """
+    return "by-hand"
+
+
 def inserting_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The names of the threads that run each INSERT of new runs, from now on."""
     names: list[str] = []

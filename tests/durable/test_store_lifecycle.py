@@ -28,6 +28,16 @@ WORKFLOW = "wf"  # the workflow of helpers.record()
 THREADS = 8
 
 
+@pytest.fixture(autouse=True)
+def snapshot_encoding() -> str:
+    """These tests run once, not once per encoding (see ``tests/durable/conftest.py``).
+
+    They hand the store records made by hand: no run actor or child process encodes a
+    snapshot here.
+    """
+    return "by-hand"
+
+
 def stored(store: SnapshotStore, run_id: str) -> tuple[int, str, bytes] | None:
     found = store.load(run_id)
     return None if found is None else (found.seq, found.status, found.data)
