@@ -44,7 +44,11 @@ class Fleet:
     def start_workers(
         self, count: int, *, concurrency: int | None = None, lease: float = LEASE
     ) -> list[Child]:
-        """Start ``count`` worker processes at once; return once every one is ready."""
+        """Start ``count`` worker processes at once; return once every one is ready.
+
+        The store is made first, here, so that no worker migrates it while another starts.
+        """
+        open_store(self.location, lease).close()
         children = [
             Child(
                 "worker",
