@@ -9,13 +9,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import pytest
 from pydantic import BaseModel
 
-from actors.system import ActorSystem
 from runtime import Runtime, create_step, create_workflow
+
+if TYPE_CHECKING:
+    from actors.system import ActorSystem
 
 ROOT = Path(__file__).resolve().parents[1]
 """The repository: where the examples, the README and the sources are."""
@@ -48,12 +49,20 @@ def wait_for_no_callboard_threads(timeout: float = 5.0) -> list[threading.Thread
     return left
 
 
+def _fail(reason: str) -> NoReturn:
+    # pytest is imported here, not at the top: the worker processes of the tests import this
+    # module, and pytest would add a fifth of a second to each one's start.
+    import pytest
+
+    pytest.fail(reason)
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> None:
     """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            pytest.fail(f"not reached within {timeout} s: {what or predicate}")
+            _fail(f"not reached within {timeout} s: {what or predicate}")
         time.sleep(0.005)
 
 
@@ -246,6 +255,6 @@ def advance_until(clock: Any, predicate: Callable[[], Any], seconds: float, what
     deadline = time.monotonic() + 10.0
     while not predicate():
         if time.monotonic() > deadline:
-            pytest.fail(f"not reached within 10 s of moving the clock: {what or predicate}")
+            _fail(f"not reached within 10 s of moving the clock: {what or predicate}")
         clock.advance(seconds)
         time.sleep(0.005)

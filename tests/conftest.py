@@ -105,8 +105,11 @@ def postgres_server() -> Iterator[Server]:
 
 @pytest.fixture
 def postgres_url(postgres_server: Server) -> Iterator[str]:
-    """The URL of a fresh database of its own for one test."""
+    """The URL of a fresh database of its own for one test, dropped after it.
+
+    Dropped on the throwaway cluster too: it stays small (it may live in memory), and its
+    deletion at the end of the session takes no time.
+    """
     url = postgres_server.new_database()
     yield url
-    if postgres_server.external is not None:
-        postgres_server.drop_database(url)
+    postgres_server.release_database(url)

@@ -53,16 +53,18 @@ def _found(output: str, case: Path) -> dict[int, tuple[str, str]]:
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("case", CASES, ids=[case.stem for case in CASES])
-def test_mypy_sees_the_types_each_case_expects(case: Path, tmp_path: Path) -> None:
+def test_mypy_sees_the_types_each_case_expects(case: Path) -> None:
     checked = subprocess.run(
         [
             sys.executable,
             "-m",
             "mypy",
             "--strict",
-            "--no-incremental",
+            # The project's own cache, which ``make typecheck`` fills before the tests run:
+            # mypy rechecks whatever changed since (sources and options are hashed), so the
+            # answer is the same as from scratch, in a second instead of ten.
             "--cache-dir",
-            str(tmp_path / "cache"),
+            str(ROOT / ".mypy_cache"),
             "--config-file",
             str(ROOT / "pyproject.toml"),
             str(case.relative_to(ROOT)),

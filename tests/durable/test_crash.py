@@ -9,6 +9,7 @@ must not run again, and the interrupted step runs at most twice.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -142,9 +143,15 @@ def test_a_live_runtime_takes_over_a_dead_peers_runs_without_registering_again(
     wf = runtimes.start(db).register(logged)  # registered before the peer even starts
     time.sleep(0.5)  # the peer dies well after this runtime's start
     run_ids = [f"peer-{index}" for index in range(3)]
-    for run_id in run_ids:
-        with Child("kill-after-start", db=str(db), run_id=run_id, value=run_id, log=str(log)) as c:
-            assert c.wait() == -9, c.error_output()
+    with contextlib.ExitStack() as stack:  # three peers at once, each killed after its start
+        peers = [
+            stack.enter_context(
+                Child("kill-after-start", db=str(db), run_id=run_id, value=run_id, log=str(log))
+            )
+            for run_id in run_ids
+        ]
+        for peer in peers:
+            assert peer.wait() == -9, peer.error_output()
 
     wait_until(
         lambda: all((row(db, run_id) or {}).get("status") == "success" for run_id in run_ids),

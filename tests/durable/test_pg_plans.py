@@ -30,6 +30,16 @@ HELD = range(100, 100 + BATCH)
 SCANNED = ("Seq Scan on callboard_runs", "Seq Scan on callboard_run_parts")
 
 
+@pytest.fixture(autouse=True)
+def snapshot_encoding() -> str:
+    """These tests run once, not once per encoding (see ``tests/durable/conftest.py``).
+
+    They hand the store records made by hand: no run actor or child process encodes a
+    snapshot here.
+    """
+    return "by-hand"
+
+
 def fill(url: str, *, parts: bool) -> psycopg.Connection[Any]:
     """3,000 runs: the batch's held by ``me``, half the others ended, half held by another
     worker; with ``parts``, each kept in parts of lineage 7 (5 parts a run). Analyzed."""

@@ -22,6 +22,16 @@ from tests._postgres import PASSWORD, Server, free_port
 from tests._support import wait_for_no_callboard_threads, wait_until
 
 
+@pytest.fixture(autouse=True)
+def snapshot_encoding() -> str:
+    """These tests run once, not once per encoding (see ``tests/durable/conftest.py``).
+
+    They hand the store records made by hand: no run actor or child process encodes a
+    snapshot here.
+    """
+    return "by-hand"
+
+
 def rec(run_id: str, seq: int = 0, status: str = "pending", **fields: Any) -> SnapshotRecord:
     values: dict[str, Any] = {
         "run_id": run_id,

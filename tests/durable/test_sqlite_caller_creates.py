@@ -8,12 +8,21 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-import runtime._stores.sqlite as sqlite_module
 from runtime import QueueFullError, SQLiteStore, StoreError
 from runtime._queue import QueueLimits
 from runtime._stores.base import SnapshotRecord
 from tests._support import wait_until
 from tests.durable._support.helpers import raw, record, row
+
+
+@pytest.fixture(autouse=True)
+def snapshot_encoding() -> str:
+    """These tests run once, not once per encoding (see ``tests/durable/conftest.py``).
+
+    They hand the store records made by hand: no run actor or child process encodes a
+    snapshot here.
+    """
+    return "by-hand"
 
 
 def inserting_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -83,9 +92,9 @@ def test_a_create_does_not_wait_for_the_writes_queued_at_the_writer(
 
 
 def test_a_create_goes_through_the_writer_while_another_process_holds_the_lock(
-    db: Path, sqlite_store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+    db: Path, quick_lock_store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite_module, "LOCK_TIMEOUT", 0.05)
+    sqlite_store = quick_lock_store
     names = inserting_threads(monkeypatch)
     outcome: list[bool] = []
     with capture_logs() as logs, raw(db) as other_writer:

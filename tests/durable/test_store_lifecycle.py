@@ -28,6 +28,16 @@ WORKFLOW = "wf"  # the workflow of helpers.record()
 THREADS = 8
 
 
+@pytest.fixture(autouse=True)
+def snapshot_encoding() -> str:
+    """These tests run once, not once per encoding (see ``tests/durable/conftest.py``).
+
+    They hand the store records made by hand: no run actor or child process encodes a
+    snapshot here.
+    """
+    return "by-hand"
+
+
 def stored(store: SnapshotStore, run_id: str) -> tuple[int, str, bytes] | None:
     found = store.load(run_id)
     return None if found is None else (found.seq, found.status, found.data)
@@ -290,10 +300,10 @@ def test_a_closed_store_refuses_replace(sqlite_store: SQLiteStore) -> None:
 
 
 def test_a_replace_waits_for_another_writers_lock_and_commits_once_it_lets_go(
-    db: Path, sqlite_store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+    db: Path, quick_lock_store: SQLiteStore
 ) -> None:
+    sqlite_store = quick_lock_store
     suspended_run(sqlite_store)
-    monkeypatch.setattr(sqlite_module, "LOCK_TIMEOUT", 0.05)
     outcome: list[bool] = []
     with capture_logs() as logs, raw(db) as other_writer:
         other_writer.execute("BEGIN IMMEDIATE")

@@ -38,16 +38,31 @@ class Fleet:
 
     def worker(self, *, concurrency: int | None = None, lease: float = LEASE) -> Child:
         """Start a worker process; return once it is ready (its id in ``.worker_id``)."""
-        child = Child(
-            "worker",
-            module="tests.shared._worker",
-            store=self.location,
-            lease=lease,
-            concurrency=concurrency,
-        )
-        self.workers.append(child)
-        child.worker_id = child.expect("ready", timeout=60, keep_others=True)  # type: ignore[attr-defined]
+        [child] = self.start_workers(1, concurrency=concurrency, lease=lease)
         return child
+
+    def start_workers(
+        self, count: int, *, concurrency: int | None = None, lease: float = LEASE
+    ) -> list[Child]:
+        """Start ``count`` worker processes at once; return once every one is ready.
+
+        The store is made first, here, so that no worker migrates it while another starts.
+        """
+        open_store(self.location, lease).close()
+        children = [
+            Child(
+                "worker",
+                module="tests.shared._worker",
+                store=self.location,
+                lease=lease,
+                concurrency=concurrency,
+            )
+            for _ in range(count)
+        ]
+        self.workers += children
+        for child in children:
+            child.worker_id = child.expect("ready", timeout=60, keep_others=True)  # type: ignore[attr-defined]
+        return children
 
     def runtime(self, role: str = "client", **options: Any) -> Runtime:
         """A runtime in this process on the store, started."""
@@ -59,6 +74,7 @@ class Fleet:
     def close(self) -> None:
         for rt in self.runtimes:
             rt.stop(timeout=1)
+        # Every worker is told to stop before any is waited for: they stop side by side.
         for child in self.workers:
             if child.proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -66,10 +82,11 @@ class Fleet:
                 if child.proc.stdin is not None:
                     with contextlib.suppress(OSError):
                         child.proc.stdin.close()
-                try:
-                    child.proc.wait(10)
-                except Exception:
-                    child.proc.kill()
+        for child in self.workers:
+            try:
+                child.proc.wait(10)
+            except Exception:
+                child.proc.kill()
             child.__exit__(None, None, None)
 
 

@@ -43,8 +43,7 @@ def _store(fleet: Fleet) -> SharedStore:
 def test_a_client_starts_runs_that_workers_run_and_its_waits_return(
     fleet: Fleet, tmp_path: Path
 ) -> None:
-    for _ in range(3):
-        fleet.worker(concurrency=2)
+    fleet.start_workers(3, concurrency=2)
     client = fleet.runtime("client")
     wf = client.register(WORKFLOWS["logged"])
     runs = [wf.create_run() for _ in range(12)]
@@ -227,8 +226,7 @@ def test_a_worker_stopped_past_its_lease_is_fenced_off_when_it_wakes(
 def test_a_sleeping_run_of_a_killed_worker_wakes_on_time_elsewhere(
     fleet: Fleet, tmp_path: Path
 ) -> None:
-    first = fleet.worker()
-    second = fleet.worker()
+    first, second = fleet.start_workers(2)
     client = fleet.runtime("client")
     run = client.register(WORKFLOWS["napper"]).create_run()
     log = tmp_path / "n.log"

@@ -28,8 +28,7 @@ def most_at_once(intervals: list[tuple[float, float]]) -> int:
 
 
 def test_key_concurrency_holds_across_three_worker_processes(fleet: Fleet, tmp_path: Path) -> None:
-    for _ in range(3):
-        fleet.worker(concurrency=2)  # so that three runs at once take two processes or more
+    fleet.start_workers(3, concurrency=2)  # so that three runs at once take two processes or more
     client = fleet.runtime("client")
     wf = client.register(WORKFLOWS["tenant_job"])
     runs = []
@@ -68,8 +67,7 @@ def test_concurrency_holds_across_processes_for_runs_a_both_runtime_starts(
     fleet: Fleet, tmp_path: Path
 ) -> None:
     """A ``both`` runtime queues a run with a queue instead of holding it: limits still hold."""
-    for _ in range(2):
-        fleet.worker(concurrency=4)
+    fleet.start_workers(2, concurrency=4)
     both = fleet.runtime("both", max_concurrent_runs=4)
     wf = both.register(WORKFLOWS["tenant_job"])
     queue = Queue("pair", concurrency=2)
