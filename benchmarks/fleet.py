@@ -242,6 +242,19 @@ def median_us(samples: list[float]) -> float:
     return statistics.median(samples) * 1e6
 
 
+def timed_starts(wf: Any, count: int) -> tuple[list[float], list[str]]:
+    """Start ``count`` runs one after another: each ``start_async``'s seconds, and the ids."""
+    seconds: list[float] = []
+    run_ids: list[str] = []
+    for index in range(count):
+        run = wf.create_run()
+        began = time.perf_counter()
+        run.start_async(input_data={"n": index})
+        seconds.append(time.perf_counter() - began)
+        run_ids.append(run.run_id)
+    return seconds, run_ids
+
+
 def w1_w4(url: str, count: int) -> list[tuple[str, float, float, str]]:
     """W1 and W4 on PostgreSQL: callboard beside raw psycopg, in microseconds."""
     import psycopg
@@ -249,14 +262,7 @@ def w1_w4(url: str, count: int) -> list[tuple[str, float, float, str]]:
     rows: list[tuple[str, float, float, str]] = []
     with Runtime(store=url) as rt:
         wf = rt.register(workflow())
-        starts: list[float] = []
-        run_ids: list[str] = []
-        for index in range(count):
-            run = wf.create_run()
-            began = time.perf_counter()
-            run.start_async(input_data={"n": index})
-            starts.append(time.perf_counter() - began)
-            run_ids.append(run.run_id)
+        starts, run_ids = timed_starts(wf, count)
         for run_id in run_ids:
             wf.create_run(run_id).wait(timeout=60)
         queries: list[float] = []
@@ -265,13 +271,7 @@ def w1_w4(url: str, count: int) -> list[tuple[str, float, float, str]]:
             wf.get_workflow_run_execution_result(run_id)
             queries.append(time.perf_counter() - began)
     with Runtime(store=url, role="client") as client:  # starts only: the runs wait queued
-        wf = client.register(workflow())
-        queued: list[float] = []
-        for index in range(count):
-            run = wf.create_run()
-            began = time.perf_counter()
-            run.start_async(input_data={"n": index})
-            queued.append(time.perf_counter() - began)
+        queued, _ = timed_starts(client.register(workflow()), count)
     inserts: list[float] = []
     selects: list[float] = []
     data = os.urandom(300)
