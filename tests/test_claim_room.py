@@ -14,11 +14,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from runtime import SQLiteStore, create_step, create_workflow
+from runtime import SQLiteStore
 from runtime._stores.base import Claimed
-from tests._support import BLOCK_LIMIT, N, Runtimes, actor_system, wait_until
+from tests._support import BLOCK_LIMIT, Runtimes, actor_system, gated_workflow, wait_until
 
 GRACE = 1.0
 """Seconds the starts are given to return while the claim waits (they return in milliseconds)."""
@@ -50,18 +49,8 @@ def test_a_run_started_while_a_claim_is_under_way_does_not_take_the_room_the_cla
     tmp_path: Path, runtimes: Runtimes
 ) -> None:
     gate = runtimes.gate()
-    entered: list[str] = []
-
-    def body(ctx: Any) -> N:
-        entered.append(ctx.run_id)
-        gate.wait(BLOCK_LIMIT)
-        return ctx.input_data
-
-    workflow = (
-        create_workflow(id="one-at-a-time", input_schema=N, output_schema=N)
-        .then(create_step(id="hold", input_schema=N, output_schema=N, execute=body))
-        .commit()
-    )
+    entered: list[str] = []  # the run ids whose step started; the first one's waits for gate
+    workflow = gated_workflow("one-at-a-time", entered, threading.Event(), gate)
     store = PausedClaims(tmp_path / "runs.db")
     rt = runtimes.start(store, max_concurrent_runs=1)
     bound = rt.register(workflow)
