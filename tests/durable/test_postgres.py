@@ -521,27 +521,36 @@ def lose_the_next_caller_ack(store: PostgresStore) -> list[int]:
     return lost
 
 
-def test_a_create_commits_on_its_callers_thread_while_the_writer_is_held_up(
-    postgres_url: str, stores: Callable[..., PostgresStore]
-) -> None:
+@contextlib.contextmanager
+def writer_held_up(store: PostgresStore, postgres_url: str) -> Iterator[threading.Thread]:
+    """The store's writer stuck in a transaction (a heartbeat waiting for a row lock).
+
+    Yields the thread whose heartbeat the writer holds up; it ends once the lock goes.
+    """
     import psycopg
 
-    store = stores()
     store.join(role="both", workflows=["wf"], concurrency=None)
     with psycopg.connect(postgres_url) as locker:
-        # The writer's next transaction (a heartbeat) waits for this lock on its row.
         locker.execute(
             "SELECT 1 FROM callboard_workers WHERE worker_id = %s FOR UPDATE", (store.owner_id,)
         )
         beat = threading.Thread(target=store.heartbeat, daemon=True)
         beat.start()
         wait_until(store._writer.busy, what="the writer is held up")  # type: ignore[union-attr]
+        yield beat
+        locker.rollback()
+    beat.join(10)
+
+
+def test_a_create_commits_on_its_callers_thread_while_the_writer_is_held_up(
+    postgres_url: str, stores: Callable[..., PostgresStore]
+) -> None:
+    store = stores()
+    with writer_held_up(store, postgres_url) as beat:
         assert store.create(rec("r1")) is True  # not behind the writer's transaction
         assert store.create(rec("r1")) is False  # its id is taken
         assert (store.held(), store.holds("r1")) == (1, True)
         assert beat.is_alive()  # the writer was held up all along
-        locker.rollback()
-    beat.join(10)
     assert save(store, rec("r1", 1, "running")) is None  # held here, at epoch 1
 
 
@@ -596,10 +605,11 @@ def test_a_create_whose_reply_to_its_caller_was_lost_is_still_the_creators(
 
 
 def test_runs_created_on_callers_threads_go_back_to_the_queue_when_the_store_closes(
-    stores: Callable[..., PostgresStore],
+    postgres_url: str, stores: Callable[..., PostgresStore]
 ) -> None:
     store, other = stores(), stores()
-    assert store.create(rec("r1")) is True
+    with writer_held_up(store, postgres_url):
+        assert store.create(rec("r1")) is True  # so, on this thread: the writer is held up
     assert other.claim(["wf"], 5) == []  # held by the first store
     store.close()
     assert [c.record.run_id for c in other.claim(["wf"], 5)] == ["r1"]
