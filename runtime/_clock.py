@@ -26,6 +26,7 @@ one) is found dead as soon as the clock passes its lease. Outside a test kit
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time as _time
 from collections.abc import Callable, Iterator
@@ -49,6 +50,17 @@ time: Callable[[], float] = _time.time
 _wakers: list[Callable[[], None]] = []
 _renewers: list[tuple[Callable[[], None], str | None]] = []
 _renewers_lock = threading.Lock()
+
+
+def _after_fork() -> None:
+    # In a forked child the parent's stores renew nothing (their runtimes are stopped
+    # here), and a lock another thread held at the fork would stay held for ever.
+    global _renewers_lock  # noqa: PLW0603
+    _renewers_lock = threading.Lock()
+    _renewers.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 _NO_LOCK: AbstractContextManager[object] = contextlib.nullcontext()
 judging_leases: AbstractContextManager[object] = _NO_LOCK

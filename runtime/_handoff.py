@@ -19,6 +19,7 @@ a condition and a chain of callbacks per call on the loop's thread.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import weakref
 from collections import deque
@@ -81,6 +82,15 @@ class _Inbox:
 
 _inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Inbox] = weakref.WeakKeyDictionary()
 _inboxes_lock = threading.Lock()
+
+
+def _after_fork() -> None:
+    # A lock another thread held at the fork would stay held for ever in the child.
+    global _inboxes_lock  # noqa: PLW0603
+    _inboxes_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def _inbox(loop: asyncio.AbstractEventLoop) -> _Inbox:

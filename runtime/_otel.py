@@ -243,6 +243,18 @@ _sources: weakref.WeakSet[Any] = weakref.WeakSet()
 _sources_lock = threading.Lock()
 
 
+def _after_fork() -> None:
+    # In a forked child the parent's runtimes are stopped: their gauges are not this
+    # process's. A lock another thread held at the fork would stay held for ever.
+    global _sources_lock, _instruments_lock  # noqa: PLW0603
+    _sources_lock = threading.Lock()
+    _instruments_lock = threading.Lock()
+    _sources.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
 def add_source(source: MetricSource) -> None:
     """Read ``source``'s gauges at each collection, while it lives or until discarded."""
     with _sources_lock:

@@ -10,10 +10,11 @@ import functools
 import json
 import os
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, get_args, overload
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast, get_args, overload
 
 from pydantic import BaseModel
 
@@ -116,6 +117,8 @@ class RunHost:
         self.system: ActorSystem | None = None
         self.state: Literal["new", "running", "stopping", "stopped"] = "new"
         self.failure: str | None = None  # why the runtime stopped itself, if it did
+        self.pid = os.getpid()  # the process that started it (set again by Runtime.start)
+        self.fork_error: str | None = None  # set in a forked child: why it cannot run here
         # Every registered definition of each workflow, by id then fingerprint (see
         # Runtime.register): replaced as a whole, never changed in place.
         self.versions: Mapping[str, Mapping[str, ExecutionPlan]] = {}
@@ -154,6 +157,28 @@ class RunHost:
                 self._calls = CallPool(CALL_THREADS, "callboard-call")
             return self._calls
 
+    def forked(self) -> None:
+        """In a forked child: stop here, and refuse every call with the reason.
+
+        The runtime's threads were not copied into the child, and its store's
+        connections (a SQLite file's, a PostgreSQL pool's) belong to the process
+        that opened them: using one from a child can corrupt what the parent
+        does with it. So the child never touches them, not even to close them.
+        """
+        self.fork_error = (
+            f"this runtime was started in process {self.pid}, and this process "
+            f"({os.getpid()}) is a fork of it: a runtime's threads and its store's "
+            "connections stay with the process that started it. Start a new Runtime in "
+            "this process, after the fork (or start child processes with "
+            "multiprocessing's 'spawn' or 'forkserver' method)"
+        )
+        self.state = "stopped"
+        if self.store is not None:
+            _left_by_the_parent.append(self.store)  # never closed here: see above
+            self.store = cast(SnapshotStore, _ForkedStore(self.fork_error))
+        self._calls = None
+        self._calls_lock = threading.Lock()
+
     def close_calls(self) -> None:
         """End the call threads: calls queued are cancelled, calls running are waited for.
 
@@ -173,6 +198,8 @@ class RunHost:
         """
         system = self.system
         if self.state != "running" or system is None:
+            if self.fork_error is not None:
+                raise RuntimeStoppedError(self.fork_error)
             if self.state == "new":
                 raise RuntimeStoppedError(
                     "the runtime is not started: use `with Runtime() as rt:` or rt.start()"
@@ -511,6 +538,8 @@ class Runtime:
                 raise
             host.system = system
             host.state = "running"
+            host.pid = os.getpid()
+            _started.add(self)
             if host.role != "client":  # a client starts what it is told to, nothing on its own
                 self._scheduler = Scheduler(host, book, self._registered)
                 self._scheduler.start()
@@ -584,6 +613,12 @@ class Runtime:
         if self._host.role == "client":
             return {}
         return dict(self._plans)  # a copy under the GIL; called with self._lock held too
+
+    def _forked(self) -> None:
+        """In a forked child (see ``_after_fork``): stopped here, every call refused with why."""
+        self._lock = threading.Lock()
+        self._scheduler = None
+        self._host.forked()
 
     def _gave_up(self, reason: str) -> None:
         """The actors failed too often to go on: stop, and say why to every later call."""
@@ -911,6 +946,41 @@ def _retention(value: object) -> RetentionPolicy | None:
 
 _default_lock = threading.Lock()
 _default: Runtime | None = None
+
+_started: weakref.WeakSet[Runtime] = weakref.WeakSet()
+"""Every runtime started in this process (a forked child forgets them: see ``_after_fork``)."""
+
+_left_by_the_parent: list[Any] = []
+"""In a forked child, the stores of the parent's runtimes: kept, so nothing here closes them."""
+
+
+class _ForkedStore:
+    """Stands in, in a forked child, for the store of a runtime started before the fork."""
+
+    __slots__ = ("_reason",)
+
+    def __init__(self, reason: str) -> None:
+        self._reason = reason
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeStoppedError(self._reason)
+
+
+def _after_fork() -> None:
+    """In a forked child: the runtimes started before the fork stop here, and say why.
+
+    The child has one thread: the one that forked. Locks another thread held
+    at the fork stay held in the child for ever, so the ones a child may take
+    again are made anew.
+    """
+    global _default_lock  # noqa: PLW0603 - a lock copied locked by the fork is useless
+    _default_lock = threading.Lock()
+    for runtime in list(_started):
+        runtime._forked()
+    _started.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 @overload

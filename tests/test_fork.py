@@ -1,0 +1,158 @@
+"""A runtime started before ``os.fork()``: the child is told so, and a new runtime there works.
+
+A daemon that forks its workers after starting a runtime (``gunicorn --preload``,
+``multiprocessing``'s default ``fork`` on Linux) gives each child a copy of the
+runtime without its threads, and with its store's connections, which are the
+parent's. Without the fork hook, a start in the child returned a run id and the
+run never ran (memory), or the child hung (SQLite).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runtime import Runtime, RuntimeStoppedError, create_step, create_workflow
+from tests._support import Value
+
+WAIT = 10.0
+CHILD_DEADLINE = 60.0
+
+
+def _workflow() -> Any:
+    step = create_step(
+        id="echo", input_schema=Value, output_schema=Value, execute=lambda ctx: ctx.input_data
+    )
+    return create_workflow(id="forked", input_schema=Value, output_schema=Value).then(step).commit()
+
+
+def _in_a_child(body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``body`` in a forked child; its report, or a failure if it hung or died."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, and leave without running the parent's cleanup
+        os.close(read_end)
+        try:
+            report = body()
+        except BaseException as exc:
+            report = {"raised": f"{type(exc).__name__}: {exc}"}
+        os.write(write_end, json.dumps(report).encode())
+        os._exit(0)
+    os.close(write_end)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + CHILD_DEADLINE
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                os.kill(pid, signal.SIGKILL)
+                pytest.fail(f"the forked child did not finish within {CHILD_DEADLINE} s")
+            ready, _, _ = select.select([read_end], [], [], remaining)
+            if ready:
+                chunk = os.read(read_end, 65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+    assert chunks, "the forked child reported nothing"
+    report: dict[str, Any] = json.loads(b"".join(chunks))
+    return report
+
+
+def _refusal(call: Callable[[], object]) -> str | None:
+    try:
+        call()
+    except RuntimeStoppedError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.mark.parametrize("durable", [False, True], ids=["memory", "sqlite"])
+def test_a_runtime_started_before_a_fork_refuses_in_the_child_and_a_new_one_runs(
+    tmp_path: Path, durable: bool
+) -> None:
+    _fork_after_start(str(tmp_path / "runs.db") if durable else "memory", durable=durable)
+
+
+def test_a_postgresql_runtime_started_before_a_fork_leaves_the_parent_its_connections(
+    postgres_url: str,
+) -> None:
+    # The child neither uses nor closes the parent's pooled connections: the parent's
+    # runtime goes on with them after the child has ended.
+    _fork_after_start(postgres_url, durable=True)
+
+
+def _fork_after_start(store: str, *, durable: bool) -> None:
+    with Runtime(store=store) as rt:
+        wf = rt.register(_workflow())
+        before = wf.create_run().start(input_data={"value": "parent"}, timeout=WAIT)
+        assert before.status == "success"
+
+        def child() -> dict[str, Any]:
+            report: dict[str, Any] = {
+                "start": _refusal(lambda: wf.create_run().start_async(input_data={"value": "c"})),
+                "read": _refusal(lambda: wf.get_workflow_run_execution_result(before.run_id)),
+                "running": rt.is_running,
+            }
+            began = time.monotonic()
+            rt.stop()  # nothing to stop here, and nothing of the parent's to wait for
+            report["stop_s"] = time.monotonic() - began
+            with Runtime(store=store) as fresh:
+                mine = fresh.register(_workflow())
+                ran = mine.create_run().start(input_data={"value": "child"}, timeout=WAIT)
+                report["fresh"] = ran.status
+                found = mine.get_workflow_run_execution_result(before.run_id)
+                report["parent_run"] = None if found is None else found.status
+            return report
+
+        report = _in_a_child(child)
+        after = wf.create_run().start(input_data={"value": "parent again"}, timeout=WAIT)
+
+    assert "raised" not in report, report
+    for call in ("start", "read"):
+        assert report[call] is not None, f"{call} was not refused in the child"
+        assert "is a fork of it" in report[call]
+        assert f"started in process {os.getpid()}" in report[call]
+    assert report["running"] is False
+    assert report["stop_s"] < 5
+    assert report["fresh"] == "success"
+    # A file is shared: a new runtime in the child reads it through connections of its own.
+    assert report["parent_run"] == ("success" if durable else None)
+    assert after.status == "success"  # the parent's runtime never noticed
+
+
+def test_an_unbound_workflow_gets_a_default_runtime_of_its_own_in_a_forked_child(
+    default_runtime_stopped_after: None,
+) -> None:
+    workflow = _workflow()
+    assert workflow.create_run().start(input_data={"value": "x"}, timeout=WAIT).status == "success"
+
+    def child() -> dict[str, Any]:
+        result = workflow.create_run().start(input_data={"value": "y"}, timeout=WAIT)
+        return {"status": result.status}
+
+    assert _in_a_child(child) == {"status": "success"}
+
+
+def test_a_runtime_created_but_not_started_before_a_fork_starts_in_the_child(
+    tmp_path: Path,
+) -> None:
+    rt = Runtime(store=tmp_path / "runs.db")
+
+    def child() -> dict[str, Any]:
+        with rt:
+            wf = rt.register(_workflow())
+            result = wf.create_run().start(input_data={"value": "y"}, timeout=WAIT)
+        return {"status": result.status}
+
+    assert _in_a_child(child) == {"status": "success"}
