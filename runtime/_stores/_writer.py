@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from runtime import _otel
 from runtime._tracing import emit
@@ -83,6 +83,12 @@ class Write:
             self.taken = False
 
 
+MAX_REST: Final = 0.005
+"""The longest rest of a writer made with ``rest=True`` between two transactions, in seconds."""
+
+_sleep = time.sleep  # a test replaces it to see the rests
+
+
 class GroupCommitWriter:
     """A thread that commits queued writes in batches, through the store's functions.
 
@@ -100,6 +106,14 @@ class GroupCommitWriter:
         batch: The most writes one transaction takes.
         retry_delay: The first pause before a batch is tried again.
         max_retry_delay: The longest pause between two tries.
+        rest: After committing a batch of several writes (a sign of load), rest
+            before the next transaction as long as that one took (at most
+            ``MAX_REST`` seconds). For a store whose callers also take the
+            database's lock (SQLite's creates on their own threads): under load
+            the lock is then free at least half the time, where a writer that
+            commits back to back would hold it almost always; writes that come
+            meanwhile join the next batch. A run whose saves come one at a time
+            never waits for it.
     """
 
     def __init__(
@@ -114,8 +128,10 @@ class GroupCommitWriter:
         batch: int,
         retry_delay: float = 0.01,
         max_retry_delay: float = 1.0,
+        rest: bool = False,
     ) -> None:
         self._commit = commit
+        self._rest = rest
         self._idle = idle
         self._give_up = give_up
         self._finish = finish
@@ -160,6 +176,7 @@ class GroupCommitWriter:
         pending: list[Write] = []
         closing = False
         delay = self._retry_delay
+        rest_until = 0.0  # no transaction before this (perf_counter), see ``rest``
         try:
             while not closing or pending:
                 if not pending and not closing:
@@ -173,24 +190,25 @@ class GroupCommitWriter:
                     else:
                         self._writing = True
                         pending.append(first)
-                while len(pending) < self._batch:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        closing = True
-                        break
-                    pending.append(item)
+                if rest_until and not closing:
+                    pause = rest_until - time.perf_counter()
+                    if pause > 0:
+                        _sleep(pause)
+                closing = self._fill(pending) or closing
                 if not pending:
                     continue
                 meter = _otel.instruments()
-                began = time.perf_counter() if meter is not None else 0.0
+                batch = len(pending)
+                began = time.perf_counter()
                 pending = self._commit(pending)
+                ended = time.perf_counter()
+                rest_until = 0.0
+                if self._rest and batch > 1:
+                    rest_until = ended + min(ended - began, MAX_REST)
                 if meter is not None:
                     # Writes left over could not get the database's lock: a busy try.
                     meter.commit_duration.record(
-                        time.perf_counter() - began, {"callboard.store.busy": bool(pending)}
+                        ended - began, {"callboard.store.busy": bool(pending)}
                     )
                 if not pending:
                     delay = self._retry_delay
@@ -205,6 +223,18 @@ class GroupCommitWriter:
                     delay = min(delay * 2, self._max_retry_delay)
         finally:
             self._finish()
+
+    def _fill(self, pending: list[Write]) -> bool:
+        """Add what is queued to ``pending``, up to a batch; whether a stop was asked for."""
+        while len(pending) < self._batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return False
+            if item is None:
+                return True
+            pending.append(item)
+        return False
 
 
 def resolve(future: Future[Any]) -> Done:
