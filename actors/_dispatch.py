@@ -35,6 +35,7 @@ pykka 4.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import sys
 import threading
@@ -82,6 +83,21 @@ def tell_safely(ref: pykka.ActorRef[Any], message: Any) -> bool:
     except ActorDeadError:
         return False
     return True
+
+
+def _after_fork() -> None:
+    """In a forked child, forget the parent's threading actors and the lock they are listed under.
+
+    pykka lists every threading actor (step actors, as a step pool grows and
+    shrinks) in one registry, under one lock. A fork while another thread held
+    it would leave it held for ever in the child, where the first runtime
+    started would wait on it; and the parent's actors have no thread here.
+    """
+    pykka.ActorRegistry._actor_refs_lock = threading.RLock()
+    pykka.ActorRegistry._actor_refs.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 class UnexpectedMessageError(TypeError):

@@ -13,11 +13,13 @@ import json
 import os
 import select
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pykka
 import pytest
 
 from runtime import Runtime, RuntimeStoppedError, create_step, create_workflow
@@ -156,3 +158,37 @@ def test_a_runtime_created_but_not_started_before_a_fork_starts_in_the_child(
         return {"status": result.status}
 
     assert _in_a_child(child) == {"status": "success"}
+
+
+def test_locks_other_threads_held_at_the_fork_do_not_stop_new_runtimes_in_the_child(
+    tmp_path: Path, default_runtime_stopped_after: None
+) -> None:
+    # A fork comes at any moment of the parent's other threads: here, while one holds
+    # pykka's actor registry (a step pool growing) and the default runtime's lock.
+    from runtime import _runtime as engine
+
+    holding = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with pykka.ActorRegistry._actor_refs_lock, engine._default_lock:
+            holding.set()
+            release.wait(WAIT)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(WAIT)
+
+        def child() -> dict[str, Any]:
+            with Runtime(store=tmp_path / "runs.db") as rt:
+                wf = rt.register(_workflow())
+                bound = wf.create_run().start(input_data={"value": "y"}, timeout=WAIT)
+            unbound = _workflow().create_run().start(input_data={"value": "z"}, timeout=WAIT)
+            return {"bound": bound.status, "unbound": unbound.status}
+
+        report = _in_a_child(child)
+    finally:
+        release.set()
+        holder.join(WAIT)
+    assert report == {"bound": "success", "unbound": "success"}
