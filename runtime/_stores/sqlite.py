@@ -43,6 +43,7 @@ import socket
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future
 from pathlib import Path
@@ -381,7 +382,7 @@ class SQLiteStore:
     ) -> None:
         if not lease >= 0.2:  # also refuses NaN
             raise ValueError(f"lease must be at least 0.2 seconds, got {lease}")
-        self.path = path_from_url(location)
+        self.path = _new_store_path(self, location)
         self.readonly = readonly
         self.lease = float(lease)
         self.owner_id = new_id()
@@ -1802,6 +1803,45 @@ def _workflows(text: str) -> list[str]:
     except ValueError:
         return []
     return [str(item) for item in value] if isinstance(value, list) else []
+
+
+_opened: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
+"""The SQLite stores this process has made (a forked child checks them: ``_after_fork``)."""
+
+_forked_from: int | None = None
+"""In a forked child of a process that had SQLite stores open: its parent's pid."""
+
+
+def _new_store_path(store: SQLiteStore, location: str | os.PathLike[str]) -> Path:
+    """The path of a store being made, noted for ``_after_fork``; refused in a forked child.
+
+    Raises:
+        StoreError: in a fork of a process that had SQLite stores open.
+    """
+    if _forked_from is not None:
+        raise StoreError(
+            f"this process is a fork of process {_forked_from}, which had SQLite run "
+            "stores open when it forked: SQLite's locks and internal state do not "
+            "survive a fork (a store opened here could wait for ever on a lock another "
+            "thread held at the fork, or share the parent's lock state for the file). "
+            "Start this process with multiprocessing's 'spawn' or 'forkserver' method, "
+            "or fork before opening any store"
+        )
+    _opened.add(store)
+    return path_from_url(location)
+
+
+def _after_fork() -> None:
+    # SQLite keeps process-wide state (a list of open files and their locks, mutexes)
+    # that a fork copies as it was: held by threads that are not in the child, and
+    # counting locks the child does not hold. A store opened in the child is refused.
+    global _forked_from  # noqa: PLW0603
+    if any(not store._closed for store in list(_opened)):
+        _forked_from = os.getppid()
+    _opened.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def _chunks(items: list[_T]) -> Iterator[list[_T]]:
