@@ -47,7 +47,7 @@ from runtime._model import ErrorInfo
 from runtime._plan import MAX_SLEEP
 from runtime._request_context import changed, view
 from runtime._snapshot import check_encodable, copy_plain, find_unencodable
-from runtime._step import plain, validate_for_step
+from runtime._step import dump_model, plain, validate_for_step
 from runtime._step_context import BailOut, StepContext, SuspendRequest
 from runtime._tracing import Span, emit, observed
 
@@ -491,7 +491,7 @@ def _step_outcome(
             step_id=step.id,
         )
     try:
-        output = model.model_dump(mode="json")
+        output = dump_model(model)
     except (PydanticSerializationError, ValueError) as exc:
         # ValueError: JSON-mode dumping of bytes that are not UTF-8, for one.
         raise _dump_error(model, call, exc) from exc

@@ -117,7 +117,6 @@ class RunHost:
         self.system: ActorSystem | None = None
         self.state: Literal["new", "running", "stopping", "stopped"] = "new"
         self.failure: str | None = None  # why the runtime stopped itself, if it did
-        self.pid = os.getpid()  # the process that started it (set again by Runtime.start)
         self.fork_error: str | None = None  # set in a forked child: why it cannot run here
         # Every registered definition of each workflow, by id then fingerprint (see
         # Runtime.register): replaced as a whole, never changed in place.
@@ -158,7 +157,7 @@ class RunHost:
             return self._calls
 
     def forked(self) -> None:
-        """In a forked child: stop here, and refuse every call with the reason.
+        """In a forked child of the process that started it: stop here, and refuse every call.
 
         The runtime's threads were not copied into the child, and its store's
         connections (a SQLite file's, a PostgreSQL pool's) belong to the process
@@ -166,7 +165,7 @@ class RunHost:
         does with it. So the child never touches them, not even to close them.
         """
         self.fork_error = (
-            f"this runtime was started in process {self.pid}, and this process "
+            f"this runtime was started in process {os.getppid()}, and this process "
             f"({os.getpid()}) is a fork of it: a runtime's threads and its store's "
             "connections stay with the process that started it. Start a new Runtime in "
             "this process, after the fork (or start child processes with "
@@ -538,7 +537,6 @@ class Runtime:
                 raise
             host.system = system
             host.state = "running"
-            host.pid = os.getpid()
             _started.add(self)
             if host.role != "client":  # a client starts what it is told to, nothing on its own
                 self._scheduler = Scheduler(host, book, self._registered)

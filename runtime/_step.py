@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, overload
 
 from pydantic import BaseModel, ValidationError
 
@@ -27,11 +27,38 @@ StepBody = Callable[["StepContext[Any]"], Any]
 def plain(value: Any) -> Any:
     """A model as plain JSON-like data; anything else unchanged."""
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+        return dump_model(value)
     return value
 
 
 M = TypeVar("M", bound=BaseModel)
+
+_MODEL_VALIDATE: Final = BaseModel.__dict__["model_validate"].__func__
+_MODEL_DUMP: Final = BaseModel.model_dump
+
+
+def validate_model(schema: type[M], data: Any) -> M:
+    """``schema.model_validate(data)``; straight to pydantic's validator if ``schema`` keeps it.
+
+    ``model_validate`` is a Python wrapper around the validator that costs about
+    as much as validating a small input (measured: 4.4 µs for validate and dump
+    of a one-field input, 1.4 µs straight). A schema that overrides it, or whose
+    definition is not complete yet, gets the wrapper.
+    """
+    if getattr(schema.model_validate, "__func__", None) is _MODEL_VALIDATE and (
+        schema.__pydantic_complete__
+    ):
+        model: M = schema.__pydantic_validator__.validate_python(data)
+        return model
+    return schema.model_validate(data)
+
+
+def dump_model(model: BaseModel) -> Any:
+    """``model.model_dump(mode="json")``; straight to the serializer if the class keeps it."""
+    kind = type(model)
+    if kind.model_dump is _MODEL_DUMP:
+        return kind.__pydantic_serializer__.to_python(model, mode="json")
+    return model.model_dump(mode="json")
 
 
 def validate_for_step(
@@ -53,9 +80,9 @@ def validate_for_step(
     if isinstance(value, schema):
         return value
     if isinstance(value, BaseModel):  # plain(value), without a call: a step's input is a dict
-        value = value.model_dump(mode="json")
+        value = dump_model(value)
     try:
-        return schema.model_validate(value)
+        return validate_model(schema, value)
     except ValidationError as exc:
         raise StepValidationError.from_validation(
             f"{what} does not fit {role} {schema.__name__}", exc, run_id=run_id, step_id=step_id

@@ -1,6 +1,6 @@
-"""A start validates its input with the schema's own ``model_validate`` and ``model_dump``.
+"""Starts and steps validate with the schema's own ``model_validate`` and ``model_dump``.
 
-Starts call pydantic's validator and serializer directly when the schema keeps
+Starts and steps call pydantic's validator and serializer directly when the schema keeps
 ``BaseModel``'s methods (the wrappers cost as much as the work on a small input).
 A schema that overrides either must still have its override called.
 """
@@ -66,6 +66,7 @@ def test_a_schema_with_its_own_model_dump_has_it_called_at_start() -> None:
         result = wf.create_run().start(input_data={"name": "x"}, timeout=WAIT)
     assert result.status == "success"
     assert result.input == {"name": "x", "tagged": True}
+    assert result.steps["echo"].output == {"name": "x", "tagged": True}  # the step's too
 
 
 def test_a_plain_schema_reads_the_same_through_the_direct_path() -> None:

@@ -1836,7 +1836,8 @@ def _after_fork() -> None:
     # that a fork copies as it was: held by threads that are not in the child, and
     # counting locks the child does not hold. A store opened in the child is refused.
     global _forked_from  # noqa: PLW0603
-    if any(not store._closed for store in list(_opened)):
+    # A store still being made (no _closed yet) counts as open.
+    if any(not getattr(store, "_closed", False) for store in list(_opened)):
         _forked_from = os.getppid()
     _opened.clear()
 
