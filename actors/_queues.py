@@ -85,7 +85,11 @@ class QueueGate(Generic[T]):
             heapq.heappush(heap, (rank, next(self._order), run_id, first, item))
 
     def pop_ready(self, now: float) -> tuple[str, Bucket, T] | None:
-        """The best-ranked run its queue's limits let start now, counted as running."""
+        """The best-ranked run its queue's limits let start now, counted as running.
+
+        ``now`` is a reading of the monotonic clock (:func:`runtime._clock.monotonic`):
+        rate windows are durations, which a jump of the wall clock must not stretch.
+        """
         with self._lock:
             admission = Admission(self._limits, self._running, self._started(now))
             best: tuple[float, int, Bucket] | None = None
@@ -142,7 +146,10 @@ class QueueGate(Generic[T]):
             return items
 
     def next_opening(self, now: float) -> float | None:
-        """When a rate window next frees a start, if runs wait in rate-limited queues."""
+        """When a rate window next frees a start, if runs wait in rate-limited queues.
+
+        On the clock ``now`` was read from, as for :meth:`pop_ready`.
+        """
         with self._lock:
             soonest: float | None = None
             for bucket in self._buckets:

@@ -1,17 +1,25 @@
-"""Timers: one thread per runtime that calls functions at wall-clock deadlines.
+"""Timers: one thread per runtime that calls functions at deadlines.
 
 Sleeps, step timeouts and retry back-offs all need "tell this actor at time T".
 A thread or a :class:`threading.Timer` per deadline would cost a thread each;
-:class:`Timers` keeps every deadline in one heap served by one daemon thread,
+:class:`Timers` keeps every deadline in two heaps served by one daemon thread,
 ``callboard-timers``, started on first use.
 
-Deadlines are wall-clock epoch seconds (:func:`time.time`), not monotonic ones:
-a durable sleep stores the time it wakes at, and that time has to mean the
-same thing in the process that resumes it. The clock is read through
-:mod:`runtime._clock`, which a test kit can point at a virtual clock (then
-:meth:`Timers.wake` makes the thread look at it again when it jumps).
-Callbacks run on the timer thread, one at a time, in deadline order; they must
-be quick (they ``tell`` an actor).
+Two kinds of deadline, one heap each:
+
+- :meth:`Timers.call_at` takes a wall-clock moment, in epoch seconds
+  (:func:`time.time`): a durable sleep stores the time it wakes at, and that
+  time has to mean the same thing in the process that resumes it. If the
+  system's clock jumps, such a deadline moves with it.
+- :meth:`Timers.call_later` takes a duration, counted on the monotonic clock:
+  a step's timeout or a retry's back-off lives only in this process, and must
+  last as long as it says whatever the wall clock does (an NTP step of an hour
+  forward would otherwise time out every step in flight).
+
+Both clocks are read through :mod:`runtime._clock`, which a test kit can point
+at a virtual clock (then :meth:`Timers.wake` makes the thread look at it again
+when it jumps). Callbacks run on the timer thread, one at a time, each heap's
+in deadline order; they must be quick (they ``tell`` an actor).
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ MAX_WAIT: Final = 1.0
 
 The thread sleeps with :class:`threading.Condition`, which counts monotonic
 time; a wall clock that jumps (an NTP step, a suspended machine) would
-otherwise make a timer fire late by the size of the jump.
+otherwise make a wall-clock deadline fire late by the size of the jump.
 """
 
 _PENDING: Final = 0
@@ -47,14 +55,20 @@ class TimerHandle:
     """A scheduled call, returned by :meth:`Timers.call_at`; cancel it with :meth:`cancel`.
 
     Attributes:
-        when: The deadline, in epoch seconds.
+        when: The deadline: epoch seconds for :meth:`Timers.call_at`, seconds on
+            the monotonic clock (:func:`runtime._clock.monotonic`) for
+            :meth:`Timers.call_later`.
+        steady: Whether ``when`` is on the monotonic clock.
     """
 
-    __slots__ = ("_fn", "_state", "_timers", "when")
+    __slots__ = ("_fn", "_state", "_timers", "steady", "when")
 
-    def __init__(self, timers: Timers, when: float, fn: Callable[[], object]) -> None:
+    def __init__(
+        self, timers: Timers, when: float, fn: Callable[[], object], *, steady: bool = False
+    ) -> None:
         self._timers = timers
         self.when = when
+        self.steady = steady
         self._fn: Callable[[], object] | None = fn
         self._state = _PENDING
 
@@ -74,11 +88,12 @@ class TimerHandle:
 
     def __repr__(self) -> str:
         state = ("pending", "fired", "cancelled")[self._state]
-        return f"<TimerHandle when={self.when!r} {state}>"
+        clock = " monotonic" if self.steady else ""
+        return f"<TimerHandle when={self.when!r}{clock} {state}>"
 
 
 class Timers:
-    """A heap of wall-clock deadlines served by one daemon thread.
+    """Wall-clock and monotonic deadlines served by one daemon thread.
 
     Args:
         max_wait: The longest the thread sleeps before reading the clock again
@@ -97,9 +112,10 @@ class Timers:
         self._condition = threading.Condition(threading.Lock())
         # Entries are (when, sequence, handle): the sequence keeps equal
         # deadlines in the order they were scheduled and spares comparing handles.
-        self._heap: list[tuple[float, int, TimerHandle]] = []
+        self._heap: list[tuple[float, int, TimerHandle]] = []  # wall-clock deadlines
+        self._steady: list[tuple[float, int, TimerHandle]] = []  # monotonic deadlines
         self._sequence = itertools.count()
-        self._cancelled = 0  # cancelled entries still in the heap (deleted lazily)
+        self._cancelled = 0  # cancelled entries still in either heap (deleted lazily)
         self._stopped = False
         self._thread: threading.Thread | None = None
 
@@ -120,24 +136,13 @@ class Timers:
         """
         if math.isnan(when):
             raise ValueError("a timer deadline cannot be NaN")
-        handle = TimerHandle(self, when, fn)
-        with self._condition:
-            if self._stopped:
-                raise RuntimeStoppedError("the runtime's timers are stopped")
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="callboard-timers", daemon=True
-                )
-                self._thread.start()
-            entry = (when, next(self._sequence), handle)
-            heapq.heappush(self._heap, entry)
-            # Only a new earliest deadline changes how long the thread should sleep.
-            if self._heap[0] is entry:
-                self._condition.notify()
-        return handle
+        return self._push(TimerHandle(self, when, fn), self._heap)
 
     def call_later(self, delay: float, fn: Callable[[], object]) -> TimerHandle:
-        """Call ``fn()`` on the timer thread ``delay`` seconds from now.
+        """Call ``fn()`` on the timer thread once ``delay`` seconds have passed.
+
+        The delay is counted on the monotonic clock: a jump of the system's
+        wall clock neither shortens nor stretches it.
 
         Args:
             delay: Seconds from now; zero or less fires at once.
@@ -148,13 +153,43 @@ class Timers:
 
         Raises:
             RuntimeStoppedError: The timers were stopped.
+            ValueError: ``delay`` is NaN.
         """
-        return self.call_at(_clock.time() + delay, fn)
+        if math.isnan(delay):
+            raise ValueError("a timer delay cannot be NaN")
+        handle = TimerHandle(self, _clock.monotonic() + delay, fn, steady=True)
+        return self._push(handle, self._steady)
+
+    def _push(self, handle: TimerHandle, heap: list[tuple[float, int, TimerHandle]]) -> TimerHandle:
+        with self._condition:
+            if self._stopped:
+                raise RuntimeStoppedError("the runtime's timers are stopped")
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="callboard-timers", daemon=True
+                )
+                self._thread.start()
+            entry = (handle.when, next(self._sequence), handle)
+            heapq.heappush(heap, entry)
+            # Only a new earliest deadline changes how long the thread should sleep.
+            if heap[0] is entry:
+                self._condition.notify()
+        return handle
 
     def next_deadline(self) -> float | None:
-        """The earliest deadline of a timer neither cancelled nor fired, or ``None``."""
+        """The earliest deadline of a timer neither cancelled nor fired, or ``None``.
+
+        In epoch seconds: a monotonic deadline is given as the wall-clock
+        moment it falls on if the clocks keep their pace.
+        """
         with self._condition:
             pending = [when for when, _, handle in self._heap if handle._state == _PENDING]
+            steady = [when for when, _, handle in self._steady if handle._state == _PENDING]
+        if steady:
+            soonest = min(steady)
+            wall, monotonic = _clock.time, _clock.monotonic
+            # Under a test kit both clocks are its virtual one: no conversion, no rounding.
+            pending.append(soonest if monotonic is wall else soonest - monotonic() + wall())
         return min(pending, default=None)
 
     def wake(self) -> None:
@@ -177,9 +212,10 @@ class Timers:
         """
         with self._condition:
             self._stopped = True
-            for _, _, handle in self._heap:
+            for _, _, handle in (*self._heap, *self._steady):
                 handle._fn = None
             self._heap.clear()
+            self._steady.clear()
             self._cancelled = 0
             self._condition.notify()
             thread = self._thread
@@ -192,7 +228,7 @@ class Timers:
     def __len__(self) -> int:
         """The number of timers that are neither cancelled nor fired."""
         with self._condition:
-            return len(self._heap) - self._cancelled
+            return len(self._heap) + len(self._steady) - self._cancelled
 
     def _cancel(self, handle: TimerHandle) -> bool:
         with self._condition:
@@ -203,9 +239,9 @@ class Timers:
             if self._stopped:  # the heap is already empty
                 return True
             self._cancelled += 1
-            if self._cancelled * 2 > len(self._heap):
-                self._heap = [entry for entry in self._heap if entry[2]._state == _PENDING]
-                heapq.heapify(self._heap)
+            if self._cancelled * 2 > len(self._heap) + len(self._steady):
+                self._heap = _compacted(self._heap)
+                self._steady = _compacted(self._steady)
                 self._cancelled = 0
         return True
 
@@ -213,24 +249,35 @@ class Timers:
         """Wait for the earliest deadline and take its callback; ``None`` once stopped."""
         with self._condition:
             while not self._stopped:
-                heap = self._heap  # read each time: compaction replaces the list
-                if not heap:
+                # Read each time: compaction replaces the lists.
+                wall, steady = self._heap, self._steady
+                if self._drop_cancelled(wall) or self._drop_cancelled(steady):
+                    continue
+                if not wall and not steady:
                     self._condition.wait()
                     continue
-                when, _, handle = heap[0]
-                if handle._state == _CANCELLED:
-                    heapq.heappop(heap)
-                    self._cancelled -= 1
-                    continue
-                delay = when - _clock.time()
-                if delay > 0:
-                    self._condition.wait(min(delay, self._max_wait))
-                    continue
-                heapq.heappop(heap)
-                handle._state = _FIRED
-                fn, handle._fn = handle._fn, None
-                return fn
+                delay: float | None = None
+                for heap, now in ((wall, _clock.time), (steady, _clock.monotonic)):
+                    if not heap:
+                        continue
+                    left = heap[0][0] - now()
+                    if left <= 0:
+                        handle = heapq.heappop(heap)[2]
+                        handle._state = _FIRED
+                        fn, handle._fn = handle._fn, None
+                        return fn
+                    delay = left if delay is None else min(delay, left)
+                assert delay is not None
+                self._condition.wait(min(delay, self._max_wait))
         return None
+
+    def _drop_cancelled(self, heap: list[tuple[float, int, TimerHandle]]) -> bool:
+        """Pop a cancelled entry off the top of ``heap``, if there is one (the lock is held)."""
+        if heap and heap[0][2]._state == _CANCELLED:
+            heapq.heappop(heap)
+            self._cancelled -= 1
+            return True
+        return False
 
     def _run(self) -> None:
         while (fn := self._next_due()) is not None:
@@ -239,3 +286,10 @@ class Timers:
                 fn()
             except BaseException:
                 emit(logging.ERROR, "timer_callback_failed", exc_info=True)
+
+
+def _compacted(heap: list[tuple[float, int, TimerHandle]]) -> list[tuple[float, int, TimerHandle]]:
+    """The entries of ``heap`` still pending, as a heap."""
+    kept = [entry for entry in heap if entry[2]._state == _PENDING]
+    heapq.heapify(kept)
+    return kept

@@ -353,7 +353,9 @@ class SupervisorActor(DispatchedActor):
         gate = self._gate
         if not len(gate):
             return
-        now = _clock.time()
+        # A rate window is a duration in this process: counted on the monotonic clock, so
+        # that a jump of the wall clock neither closes a queue for the jump nor opens it.
+        now = _clock.monotonic()
         while self._limit is None or len(self._runs) < self._limit:
             ready = gate.pop_ready(now)
             if ready is None:
@@ -368,8 +370,8 @@ class SupervisorActor(DispatchedActor):
             if opening is not None:
                 me = self.actor_ref
                 try:
-                    self._rate_timer = self._timers.call_at(
-                        opening, lambda: tell_safely(me, QueuesDue())
+                    self._rate_timer = self._timers.call_later(
+                        opening - now, lambda: tell_safely(me, QueuesDue())
                     )
                 except Exception:  # a stopped timer thread: the runtime is stopping
                     self._rate_timer = None

@@ -1,4 +1,4 @@
-"""The clock every timer of callboard reads: the system's, or a test's virtual one.
+"""The clocks every timer of callboard reads: the system's, or a test's virtual one.
 
 Sleeps, ``sleep_until``, retry back-offs, step timeouts, schedules, queues'
 rate windows and the leases of a shared store's workers (their heartbeats and
@@ -12,6 +12,15 @@ lookup on a module and a call of the same builtin. Whoever waits for a
 deadline (the timer thread) registers a wake-up with :func:`on_advance`, so
 that a virtual clock that jumps forward is noticed at once rather than at the
 next poll.
+
+Durations that live only in this process (a step's timeout, a retry's back-off,
+a queue's rate window) are counted on :func:`monotonic` instead: the system's
+wall clock can jump (an NTP step, a virtual machine resumed on another host,
+``date -s``), and a jump of an hour would otherwise fail every step in flight
+that has a timeout, or stretch a back-off by the hour. What is stored (a
+sleep's wake time, a schedule's next fire) keeps wall-clock time, since it
+has to mean the same moment in another process. With a virtual clock
+installed, :func:`monotonic` reads it too.
 
 Leases need more than a reading. A live worker renews its lease every few
 seconds; a virtual clock that jumps a month forward would make every worker
@@ -37,6 +46,7 @@ __all__ = [
     "judging_leases",
     "jumping",
     "live_workers",
+    "monotonic",
     "notify_advanced",
     "on_advance",
     "on_jump",
@@ -46,6 +56,10 @@ __all__ = [
 
 time: Callable[[], float] = _time.time
 """Epoch seconds now: :func:`time.time`, or the virtual clock's reading while one is installed."""
+
+monotonic: Callable[[], float] = _time.monotonic
+"""Seconds on a clock that never jumps: :func:`time.monotonic`, or the virtual clock's reading
+while one is installed (a test kit's clock moves only forward, when the test moves it)."""
 
 _wakers: list[Callable[[], None]] = []
 _renewers: list[tuple[Callable[[], None], str | None]] = []
@@ -69,16 +83,24 @@ clock, a lock shared with :func:`jumping` while a virtual clock is installed."""
 
 
 def install(reading: Callable[[], float]) -> None:
-    """Make :func:`time` read ``reading`` (a virtual clock) until :func:`uninstall`."""
-    global time, judging_leases  # noqa: PLW0603 - the module attributes are the seam
+    """Make :func:`time` and :func:`monotonic` read ``reading`` (a virtual clock).
+
+    Until :func:`uninstall`.
+    """
+    global time, monotonic, judging_leases  # noqa: PLW0603 - the module attributes are the seam
     judging_leases = threading.RLock()
+    # Both read the virtual clock itself, so that a deadline counted as now + delay on
+    # either is the very float a jump of delay reaches (a reading shifted by an offset
+    # would round differently, and a skip to the deadline could stop a hair short of it).
     time = reading
+    monotonic = reading
 
 
 def uninstall() -> None:
     """Read the system's clock again, and forget every wake-up."""
-    global time, judging_leases  # noqa: PLW0603
+    global time, monotonic, judging_leases  # noqa: PLW0603
     time = _time.time
+    monotonic = _time.monotonic
     judging_leases = _NO_LOCK
     _wakers.clear()
 

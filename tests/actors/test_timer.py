@@ -1,4 +1,4 @@
-"""Timers: one thread, a heap of wall-clock deadlines, callbacks in deadline order."""
+"""Timers: one thread, heaps of wall-clock and monotonic deadlines, callbacks in deadline order."""
 
 from __future__ import annotations
 
@@ -395,3 +395,69 @@ def test_cancel_after_stop_does_not_break_len() -> None:
 def test_a_nan_deadline_is_refused(timers: Timers) -> None:
     with pytest.raises(ValueError, match="NaN"):
         timers.call_at(float("nan"), noop)
+
+
+# --- the wall clock jumps ------------------------------------------------------------
+
+
+def jump_wall_clock(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    system = time.time
+    monkeypatch.setattr(_clock, "time", lambda: system() + seconds)
+
+
+def test_a_forward_jump_of_the_wall_clock_fires_call_at_but_not_call_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    timers = Timers(max_wait=0.01)
+    try:
+        fired: list[str] = []
+        timers.call_later(60, lambda: fired.append("delay"))
+        timers.call_at(time.time() + 60, lambda: fired.append("moment"))
+        wait_until_the_thread_sleeps(timers)
+
+        jump_wall_clock(monkeypatch, FAR)
+        looked = threading.Event()
+        timers.call_at(_clock.time() - 1, looked.set)  # fires after whatever the jump made due
+
+        assert looked.wait(WAIT)
+        assert fired == ["moment"]
+        assert len(timers) == 1
+    finally:
+        assert timers.stop(timeout=WAIT)
+
+
+def test_a_backward_jump_of_the_wall_clock_does_not_stretch_call_later(
+    timers: Timers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fired = threading.Event()
+    handle = timers.call_later(0.05, fired.set)
+    jump_wall_clock(monkeypatch, -FAR)
+
+    assert fired.wait(WAIT)  # an hour on, if it counted on the wall clock
+    assert handle.steady and not handle.cancelled
+
+
+def test_next_deadline_gives_a_delay_in_wall_clock_time(timers: Timers) -> None:
+    before = time.time()
+    timers.call_later(100, noop)
+    timers.call_at(before + 200, noop)
+
+    deadline = timers.next_deadline()
+
+    assert deadline is not None and before + 99 < deadline < time.time() + 101
+
+
+def test_cancelled_delays_are_compacted_with_the_moments(timers: Timers) -> None:
+    later = [timers.call_later(FAR, noop) for _ in range(600)]
+    at = [timers.call_at(time.time() + FAR, noop) for _ in range(400)]
+
+    for handle in [*later[:550], *at[:350]]:
+        handle.cancel()
+
+    assert len(timers) == 100
+    assert len(timers._heap) + len(timers._steady) <= 2 * len(timers) + 1
+
+
+def test_a_nan_delay_is_refused(timers: Timers) -> None:
+    with pytest.raises(ValueError, match="NaN"):
+        timers.call_later(float("nan"), noop)
