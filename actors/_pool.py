@@ -7,7 +7,10 @@ blocked: a burst of short steps is served by a few threads, while blocked
 steps get a thread each up to the pool's limit (the runtime's ``max_step_threads``). Past
 the limit, calls wait in the pool's backlog, first in first out, for an actor
 to free up: never a thread more, and never a call dropped before the pool
-stops. ``async def`` bodies
+stops. An actor whose step blocks until another run ends (``run.start()`` or
+``run.wait()`` in a step body) does not count against the limit while it
+waits: otherwise steps that wait for runs, once they held every thread, would
+wait for ever for the steps of those runs. ``async def`` bodies
 run on one shared event loop thread (:class:`AsyncLoop`) and hold no step
 actor while they wait.
 """
@@ -394,12 +397,15 @@ class StepPool:
 
     A call goes to an idle actor, or to a new one while fewer than ``core``
     live; otherwise it joins the backlog, which actors that free up serve in
-    order. When the oldest call in the backlog has waited a whole
-    :data:`TICK`, the monitor thread adds actors, up to ``limit``: one for
-    every call waiting if no call ended in that tick (the actors are
-    stalled), or at most as many as live (the pool doubles) if the process
-    used less than :data:`BUSY` of a CPU in it and was not starved of CPU
-    (:data:`LATE`): the actors are blocked, not busy.
+    order. Actors blocked in a wait for a run (:meth:`wait_began`) are not
+    counted, neither against ``core`` nor against ``limit``: each lets one
+    more actor live while it waits, and an actor that frees up while more
+    than ``limit`` others are not waiting stops. When the oldest call in the
+    backlog has waited a whole :data:`TICK`, the monitor thread adds actors,
+    up to ``limit``: one for every call waiting if no call ended in that tick
+    (the actors are stalled), or at most as many as live (the pool doubles)
+    if the process used less than :data:`BUSY` of a CPU in it and was not
+    starved of CPU (:data:`LATE`): the actors are blocked, not busy.
 
     Args:
         loop: Where ``async def`` bodies run.
@@ -428,6 +434,9 @@ class StepPool:
         self._idle: list[tuple[pykka.ActorRef[Any], float]] = []
         self._backlog: deque[tuple[StepActorMessage, float]] = deque()
         self._live = 0
+        self._waiting = 0  # actors blocked in a wait for a run: not counted against the limit
+        self.on_wait: Callable[[str], object] | None = None
+        """Called with the run id when a step actor begins to wait for a run."""
         self._completions = 0
         self._stopping = False
         self._monitor = threading.Thread(
@@ -440,6 +449,35 @@ class StepPool:
         """How many step actors are alive."""
         return self._live
 
+    @property
+    def waiting(self) -> int:
+        """How many step actors are blocked in a wait for a run (and not counted)."""
+        return self._waiting
+
+    def wait_began(self, run_id: str) -> None:
+        """A step actor blocks until run ``run_id`` ends: it no longer counts against the bounds.
+
+        A call in the backlog gets a new actor at once if the waiting ones leave
+        fewer than ``core`` working: the run waited for may need it.
+        """
+        on_wait = self.on_wait
+        if on_wait is not None:
+            on_wait(run_id)
+        with self._cond:
+            self._waiting += 1
+            if self._stopping or not self._backlog or self._live - self._waiting >= self._core:
+                if self._backlog:
+                    self._cond.notify()  # the monitor may grow the pool, by the new bound
+                return
+            self._live += 1
+            call = self._backlog.popleft()[0]
+        StepActor.start(self).tell(call)
+
+    def wait_ended(self) -> None:
+        """The wait of :meth:`wait_began` is over (an actor beyond the bound stops when free)."""
+        with self._cond:
+            self._waiting -= 1
+
     def submit(self, call: StepActorMessage) -> None:
         """Run a call on an idle actor, a new one while under ``core``, or when one frees up.
 
@@ -451,7 +489,7 @@ class StepPool:
                 raise RuntimeStoppedError("the runtime is stopped")
             if self._idle:
                 ref = self._idle.pop()[0]
-            elif self._live < self._core:
+            elif self._live - self._waiting < self._core:
                 self._live += 1
                 ref = None
             else:
@@ -470,7 +508,8 @@ class StepPool:
         """
         with self._mutex:
             self._completions += 1
-            if not self._stopping:
+            # Past the bound once waits for runs have ended: this actor is one too many.
+            if not self._stopping and self._live - self._waiting <= self._limit:
                 if self._backlog:
                     return self._backlog.popleft()[0]
                 self._idle.append((ref, time.monotonic()))
@@ -530,7 +569,7 @@ class StepPool:
                 # The actors are blocked. Stalled ones all at once: every call
                 # waiting gets an actor, up to the limit. Otherwise the pool at
                 # most doubles per tick, so that a tick misread costs few threads.
-                grow = min(len(self._backlog), self._limit - self._live)
+                grow = min(len(self._backlog), self._limit + self._waiting - self._live)
                 if not stalled:
                     grow = min(grow, max(1, self._live))
                 work = [self._backlog.popleft()[0] for _ in range(grow)]

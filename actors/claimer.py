@@ -78,6 +78,9 @@ class Claimer:
         parked: How many of the runs held here are parked for want of their
             definition (see :class:`~actors.messages.RunsClaimed`): they take
             no room from runs that can go on.
+        waiting: How many steps of runs held here wait for another run to end
+            (``run.start()`` in a step body): each makes room for one more run,
+            which may be the one it waits for.
     """
 
     def __init__(
@@ -90,11 +93,13 @@ class Claimer:
         take: Callable[[Sequence[Claimed]], None],
         cancel: Callable[[str, Callable[[], None]], None],
         parked: Callable[[], int] = lambda: 0,
+        waiting: Callable[[], int] = lambda: 0,
     ) -> None:
         self._store = store
         self._plans = plans
         self._capacity = capacity
         self._parked = parked
+        self._steps_waiting = waiting
         self._executes = executes
         self._take = take
         self._cancel = cancel
@@ -159,8 +164,11 @@ class Claimer:
             return True
 
     def _in_use(self) -> int:
-        """Room taken: runs held (but parked ones) and room reserved (under ``_room_lock``)."""
-        return self._store.held() - self._parked() + self._reserved
+        """Room taken (under ``_room_lock``).
+
+        Runs held, but for parked ones and one per step waiting for a run, and room reserved.
+        """
+        return self._store.held() - self._parked() - self._steps_waiting() + self._reserved
 
     def unreserve(self) -> None:
         """Give back room taken by :meth:`reserve`."""

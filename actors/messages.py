@@ -58,6 +58,7 @@ __all__ = [
     "StartRun",
     "StepActorMessage",
     "StepFinished",
+    "StepWaitBegan",
     "StepWrote",
     "SubscribeRun",
     "SupervisorMessage",
@@ -71,7 +72,7 @@ __all__ = [
 # --- to the supervisor ------------------------------------------------------------
 # From the facade: StartRun, NotifyWhenIdle, AbortRuns, CancelRun; from the
 # registry: StartRun (a recovered run); from a timer: WakeRun; from a run
-# actor: RunEnded, RunParked, RunCrashed.
+# actor: RunEnded, RunParked, RunCrashed; from a step actor's thread: StepWaitBegan.
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +95,13 @@ class StartRun:
 @dataclass(frozen=True, slots=True)
 class QueuesDue:
     """A queue's rate window has moved on: runs waiting in it may start now."""
+
+
+@dataclass(frozen=True, slots=True)
+class StepWaitBegan:
+    """A step body began to wait for run ``run_id`` to end: its run makes room meanwhile."""
+
+    run_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +207,7 @@ SupervisorMessage: TypeAlias = (
     | RunParked
     | RunCrashed
     | QueuesDue
+    | StepWaitBegan
 )
 """Everything :class:`~actors.supervisor.SupervisorActor` accepts."""
 

@@ -49,6 +49,7 @@ from runtime._request_context import changed, view
 from runtime._snapshot import check_encodable, copy_plain, find_unencodable
 from runtime._step import dump_model, plain, validate_for_step
 from runtime._step_context import BailOut, StepContext, SuspendRequest
+from runtime._sync import on_run_waits
 from runtime._tracing import Span, emit, observed
 
 if TYPE_CHECKING:
@@ -88,6 +89,11 @@ class StepActor(ThreadActor):
         super().__init__()
         self._pool = pool
         self._ref = self.actor_ref  # read once: it is a property
+
+    def on_start(self) -> None:
+        # On the actor's own thread: a step body that blocks here until another run ends
+        # tells the pool, which does not count this thread meanwhile.
+        on_run_waits(self._pool.wait_began, self._pool.wait_ended)
 
     def on_receive(self, message: StepActorMessage) -> None:
         call: StepActorMessage | None = message

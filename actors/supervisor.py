@@ -27,6 +27,7 @@ from actors.messages import (
     RunEnded,
     RunParked,
     StartRun,
+    StepWaitBegan,
     SupervisorMessage,
     WakeRun,
 )
@@ -169,6 +170,8 @@ class SupervisorActor(DispatchedActor):
                 self._on_abort_runs(message)
             case QueuesDue():
                 self._on_queues_due(message)
+            case StepWaitBegan():
+                self._on_step_wait_began(message)
             case _:
                 unexpected(self, message)
 
@@ -197,7 +200,7 @@ class SupervisorActor(DispatchedActor):
             )
             self._ended(None)
             return
-        if self._limit is not None and len(self._runs) >= self._limit:
+        if not self._has_room():
             # Every run in the queue holds a place; an admitted one has since its start.
             if self._pending is not None and not message.admitted:
                 self._pending.add()
@@ -337,7 +340,7 @@ class SupervisorActor(DispatchedActor):
         if run_id is not None:
             self._runs.pop(run_id, None)
             self._leave_queue(run_id)
-        while self._waiting and (self._limit is None or len(self._runs) < self._limit):
+        while self._waiting and self._has_room():
             self._release(1)
             self._spawn(self._waiting.popleft())
         self._admit_from_queues()
@@ -356,7 +359,7 @@ class SupervisorActor(DispatchedActor):
         # A rate window is a duration in this process: counted on the monotonic clock, so
         # that a jump of the wall clock neither closes a queue for the jump nor opens it.
         now = _clock.monotonic()
-        while self._limit is None or len(self._runs) < self._limit:
+        while self._has_room():
             ready = gate.pop_ready(now)
             if ready is None:
                 break
@@ -375,6 +378,18 @@ class SupervisorActor(DispatchedActor):
                     )
                 except Exception:  # a stopped timer thread: the runtime is stopping
                     self._rate_timer = None
+
+    def _has_room(self) -> bool:
+        """Whether one more run may execute: fewer than ``max_concurrent_runs`` do.
+
+        A run whose step waits for another run to end (``run.start()`` in a step
+        body) does not count while it waits: the run it waits for may need its
+        place, and would otherwise wait for it for ever.
+        """
+        return self._limit is None or len(self._runs) < self._limit + self._pool.waiting
+
+    def _on_step_wait_began(self, _message: StepWaitBegan) -> None:
+        self._ended(None)
 
     def _release(self, count: int) -> None:
         if self._pending is not None and count:

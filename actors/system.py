@@ -23,7 +23,7 @@ from typing import Any, Final, Literal
 import pykka
 
 from actors._direct import DirectWrites
-from actors._dispatch import Dispatcher
+from actors._dispatch import Dispatcher, tell_safely
 from actors._events import EventLogs
 from actors._pool import AsyncLoop, StepPool
 from actors._queues import QueueGate
@@ -41,6 +41,7 @@ from actors.messages import (
     SnapshotSeen,
     SnapshotTaken,
     StartRun,
+    StepWaitBegan,
     SubscribeRun,
     UnsubscribeRun,
     WatchRun,
@@ -185,6 +186,7 @@ class ActorSystem:
             # Only a MemoryStore is known to take writes from any thread.
             direct=DirectWrites(store, logs, waiters) if isinstance(store, MemoryStore) else None,
         )
+        self.pool.on_wait = self._step_wait_began
         self.pruner = None if retention is None else Pruner(store, retention)
         # A shutdown's wait for runs in progress, and whether hurry() cut it short.
         self._draining: threading.Event | None = None
@@ -202,6 +204,13 @@ class ActorSystem:
     def step_threads(self) -> int:
         """Threads in the step pool now."""
         return self.pool.size
+
+    def _step_wait_began(self, run_id: str) -> None:
+        """A step blocks until ``run_id`` ends: its run's room may go to another run now."""
+        tell_safely(self.supervisor, StepWaitBegan(run_id=run_id))
+        claimer = self.claimer
+        if claimer is not None:
+            claimer.poke("settled")
 
     def _seen(self, run_id: str, record: SnapshotRecord | None) -> None:
         with contextlib.suppress(pykka.ActorDeadError):
@@ -449,6 +458,7 @@ class ActorSystem:
             take=self._take,
             cancel=self._cancel_requested,
             parked=lambda: self._parked_runs,
+            waiting=lambda: self.pool.waiting,
         )
         store.set_hint(self._hint)
 

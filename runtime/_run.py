@@ -61,7 +61,7 @@ from runtime._snapshot import (
 from runtime._step import Step
 from runtime._stores.base import SharedStore, SnapshotRecord
 from runtime._stream import RunStream
-from runtime._sync import Channel, ChannelClosed, EventChannel, Latch
+from runtime._sync import Channel, ChannelClosed, EventChannel, Latch, waiting_for_a_run
 from runtime._versions import matching_plan, version_error
 
 if TYPE_CHECKING:
@@ -410,7 +410,10 @@ class Run(Generic[In, Out]):
         """
         record = self._started_record()
         if record.status not in SETTLED_STATUSES:
-            if not self._host.watch(self.run_id).wait(timeout):
+            latch = self._host.watch(self.run_id)
+            with waiting_for_a_run(self.run_id):  # inside a step: its thread is not counted
+                ended = latch.wait(timeout)
+            if not ended:
                 raise RunTimeoutError(
                     f"run {self.run_id!r} did not end within {timeout} seconds; it goes on",
                     run_id=self.run_id,

@@ -12,22 +12,63 @@ loop never blocks.
   reason and callbacks.
 - :class:`Channel`: an unbounded FIFO with one consumer, synchronous or async;
   :class:`EventChannel`, one its producer may close for lagging behind.
+- :func:`waiting_for_a_run`: what a thread of a bounded pool (a step actor's) does
+  while it blocks until another run ends, so that the pool does not count it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 from runtime import _probes
 from runtime._handoff import deliver
 
-__all__ = ["AbortSignal", "Channel", "ChannelClosed", "EventChannel", "Latch"]
+__all__ = [
+    "AbortSignal",
+    "Channel",
+    "ChannelClosed",
+    "EventChannel",
+    "Latch",
+    "on_run_waits",
+    "waiting_for_a_run",
+]
 
 T = TypeVar("T")
+
+_this_thread = threading.local()
+
+
+def on_run_waits(began: Callable[[str], None], ended: Callable[[], None]) -> None:
+    """Have the calling thread report its waits for runs: ``began(run_id)``, then ``ended()``.
+
+    A step actor's thread calls it once: a step body that blocks until another
+    run ends (``run.start()`` or ``run.wait()`` inside a step) then tells its
+    pool, which does not count the thread against its bound meanwhile.
+    """
+    _this_thread.hooks = (began, ended)
+
+
+@contextlib.contextmanager
+def waiting_for_a_run(run_id: str) -> Iterator[None]:
+    """Around a blocking wait for run ``run_id``: reported if the thread asked for it."""
+    hooks: tuple[Callable[[str], None], Callable[[], None]] | None = getattr(
+        _this_thread, "hooks", None
+    )
+    if hooks is None:
+        yield
+        return
+    began, ended = hooks
+    began(run_id)
+    try:
+        yield
+    finally:
+        ended()
+
 
 _Waiter = tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]
 

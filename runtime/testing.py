@@ -102,6 +102,7 @@ _SENDERS: Final[dict[str, str]] = {
     "RunEnded": "RunActor",
     "RunParked": "RunActor",
     "RunCrashed": "RunActor",
+    "StepWaitBegan": "StepActor",
     "SnapshotTaken": "RunActor",
     "SettledCommitted": "Store",
     "WatchRun": "Runtime",

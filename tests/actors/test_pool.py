@@ -12,6 +12,7 @@ import pytest
 
 from actors._pool import AsyncLoop
 from runtime._errors import RuntimeStoppedError
+from runtime._sync import waiting_for_a_run
 from tests.actors.harness import WAIT, Harness, Value, harnesses, step, step_threads
 
 
@@ -271,3 +272,57 @@ def test_the_async_loop_refuses_work_once_stopped_and_closes_the_coroutine() -> 
         loop.submit(coroutine)
 
     assert coroutine.cr_frame is None  # closed: never left unawaited
+
+
+def test_a_step_waiting_for_a_run_lets_another_actor_run_past_the_limit(
+    make_harness: Callable[..., Harness],
+) -> None:
+    harness = make_harness(core=1, limit=1)
+    waiting, release = threading.Event(), threading.Event()
+
+    def waits_for_a_run(ctx: Any) -> Value:
+        with waiting_for_a_run("another-run"):  # as run.wait() inside a step does
+            waiting.set()
+            assert release.wait(WAIT)
+        return ctx.input_data
+
+    try:
+        harness.execute(step(waits_for_a_run), {"value": "parent"})
+        assert waiting.wait(WAIT)
+        assert harness.pool.waiting == 1
+        harness.execute(step(lambda ctx: ctx.input_data), {"value": "child"})
+        child = harness.reply()  # before the parent's wait ends: it had an actor of its own
+        assert child.ok
+        assert harness.pool.size == 2
+    finally:
+        release.set()
+    assert harness.reply().ok
+    assert harness.pool.waiting == 0
+    assert harness.pool.size == 1  # the actor past the bound stopped once free
+
+
+def test_without_a_wait_for_a_run_a_blocked_step_still_holds_its_place(
+    make_harness: Callable[..., Harness],
+) -> None:
+    harness = make_harness(core=1, limit=1)
+    entered, release = threading.Event(), threading.Event()
+    ran = threading.Event()
+
+    def blocked(ctx: Any) -> Value:
+        entered.set()
+        assert release.wait(WAIT)
+        return ctx.input_data
+
+    def second(ctx: Any) -> Value:
+        ran.set()
+        return ctx.input_data
+
+    try:
+        harness.execute(step(blocked), {"value": "first"})
+        assert entered.wait(WAIT)
+        harness.execute(step(second), {"value": "second"})
+        assert not ran.wait(0.2)  # the limit holds for any other kind of blocking
+    finally:
+        release.set()
+    assert all(harness.reply().ok for _ in range(2))
+    assert harness.pool.size == 1
