@@ -2,7 +2,7 @@
 
 Each actor checks :data:`observer` before it handles a message, the step
 actor checks :data:`step_body` before it calls a step's body, and a step that
-waits on its abort signal alone enters :data:`parked`. Outside a
+waits on its abort signal or another run alone enters :data:`parked`. Outside a
 harness (:mod:`runtime.testing`) both are ``None``, and the check is all
 they cost.
 """
@@ -24,5 +24,5 @@ step_body: Callable[[Any, Any], Any] | None = None
 """Called as ``step_body(call, ctx)`` instead of ``call.step.execute(ctx)``."""
 
 parked: Callable[[], AbstractContextManager[None]] | None = None
-"""Entered while a step waits, with no timeout, on its abort signal: it waits on callboard
-alone, so a virtual clock may jump over the wait."""
+"""Entered while a step waits, with no timeout, on its abort signal, or for another run to
+end: it waits on callboard alone, so a virtual clock may jump over the wait."""

@@ -129,3 +129,36 @@ def test_the_threads_past_the_bound_go_once_the_waits_end() -> None:
         assert pool.waiting == 0
         assert pool.size <= 2  # every thread beyond max_step_threads has stopped
         assert max(peak) > 2  # while parents waited, their children had threads of their own
+
+
+def test_under_a_harness_a_step_waiting_for_a_sleeping_run_lets_the_clock_jump() -> None:
+    # The parent's step is executing, but it waits on callboard alone: the time skipper
+    # may jump the virtual clock over the child's day of sleep.
+    from runtime.testing import Harness
+
+    sleepy = (
+        create_workflow(id="sleepy", input_schema=Number, output_schema=Number)
+        .sleep(86_400)
+        .then(double)
+        .commit()
+    )
+    with Harness() as harness:
+        children = harness.register(sleepy)
+
+        def delegate(ctx: StepContext[Number]) -> Number:
+            result = children.create_run().start(input_data={"n": ctx.input_data.n}, timeout=WAIT)
+            return Number(n=result.result["n"])
+
+        step = create_step(
+            id="delegate", input_schema=Number, output_schema=Number, execute=delegate
+        )
+        parents = harness.register(
+            create_workflow(id="waiting-parent", input_schema=Number, output_schema=Number)
+            .then(step)
+            .commit()
+        )
+        start = harness.clock.now()
+        result = parents.create_run().start(input_data={"n": 21}, timeout=WAIT)
+        assert result.status == "success", result.error
+        assert result.result == {"n": 42}
+        assert harness.clock.now() - start >= 86_400
