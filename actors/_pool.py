@@ -226,6 +226,16 @@ class AsyncLoop:
             loop = self._loop
         return _spawn_soon(loop, coroutine, inner)
 
+    def is_current(self) -> bool:
+        """Whether the calling code runs on this loop (inside an ``async def`` step, say)."""
+        loop = self._loop
+        if loop is None:
+            return False
+        try:
+            return asyncio.get_running_loop() is loop
+        except RuntimeError:  # no loop runs on this thread
+            return False
+
     def _submit_to_app(
         self, loop: asyncio.AbstractEventLoop, coroutine: Any, inner: Any = None
     ) -> BodyFuture:

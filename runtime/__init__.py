@@ -5,6 +5,7 @@ Define workflows from typed steps, start runs in the background with
 """
 
 from runtime._errors import (
+    BlockingCallError,
     CancelError,
     InvalidInputError,
     LoopLimitError,
@@ -75,6 +76,7 @@ __version__ = "0.1.0"  # the one place: pyproject.toml reads it ([tool.hatch.ver
 
 __all__ = [
     "AbortSignal",
+    "BlockingCallError",
     "CancelError",
     "ErrorInfo",
     "InvalidInputError",

@@ -419,6 +419,16 @@ class NonRetryableError(WorkflowError):
     """Raise it from a step body to fail the step at once, without the retries it has left."""
 
 
+class BlockingCallError(WorkflowError, RuntimeError):
+    """A blocking call where it could wait for ever: ``wait()`` inside an ``async def`` step.
+
+    An ``async def`` step runs on the event loop that runs every async step of
+    the runtime; a blocking ``run.wait()`` (or ``run.start()``) there stops that
+    loop until the run ends, and the run may need the loop to end. Await
+    ``run.wait_async()`` (or ``run.astart()``) instead.
+    """
+
+
 class StepTimeoutError(WorkflowError, TimeoutError):
     """A step ran longer than its ``timeout``; an async body was cancelled, a sync one abandoned."""
 

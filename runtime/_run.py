@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from runtime import _clock
 from runtime._errors import (
+    BlockingCallError,
     CancelError,
     InvalidInputError,
     ResumeConflictError,
@@ -311,7 +312,10 @@ class Run(Generic[In, Out]):
             RuntimeOverloadedError: as :meth:`start_async`.
             RuntimeStoppedError: as :meth:`start_async`.
             RunTimeoutError: if ``timeout`` passed first (the run goes on).
+            BlockingCallError: if called on the event loop of the runtime's async
+                steps (nothing is started).
         """
+        self._refuse_on_step_loop("start")
         self.start_async(
             input_data=input_data,
             request_context=request_context,
@@ -407,9 +411,12 @@ class Run(Generic[In, Out]):
             RunNotStartedError: if the run was never started.
             RunDeletedError: if the run ended and its record was deleted or pruned.
             RunTimeoutError: if ``timeout`` passed first (the run goes on).
+            BlockingCallError: if the run has not ended and the caller runs on the
+                event loop of the runtime's async steps (see :meth:`wait_async`).
         """
         record = self._started_record()
         if record.status not in SETTLED_STATUSES:
+            self._refuse_on_step_loop("wait")
             latch = self._host.watch(self.run_id)
             with waiting_for_a_run(self.run_id):  # inside a step: its thread is not counted
                 ended = latch.wait(timeout)
@@ -605,6 +612,7 @@ class Run(Generic[In, Out]):
         Raises:
             RunTimeoutError: if ``timeout`` passed first (the run goes on).
         """
+        self._refuse_on_step_loop("resume")
         self.resume_async(step=step, resume_data=resume_data, for_each_index=for_each_index)
         return self.wait(timeout)
 
@@ -764,6 +772,7 @@ class Run(Generic[In, Out]):
             As :meth:`restart_async`, and ``RunTimeoutError`` if ``timeout``
             passed first (the run goes on).
         """
+        self._refuse_on_step_loop("restart")
         self.restart_async()
         return self.wait(timeout)
 
@@ -993,6 +1002,22 @@ class Run(Generic[In, Out]):
                 )
             raise _deleted(self.run_id)
         return record
+
+    def _refuse_on_step_loop(self, call: str) -> None:
+        """Refuse a blocking ``call`` on the loop of the runtime's async steps, which it would stop.
+
+        Raises:
+            BlockingCallError: if the caller runs on that loop.
+        """
+        if self._host.on_step_loop():
+            a_twin = {"wait": "wait_async"}.get(call, f"a{call}")
+            raise BlockingCallError(
+                f"run {self.run_id!r}: {call}() blocks until the run ends, and was called on "
+                "the event loop that runs this runtime's async steps (inside an async def "
+                "step, say): it would stop that loop, which the run may need in order to "
+                f"end; await run.{a_twin}() instead",
+                run_id=self.run_id,
+            )
 
     def _result(self, record: SnapshotRecord | None) -> WorkflowResult[Out]:
         result = read_result(record, self.workflow_id)

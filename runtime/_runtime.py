@@ -189,6 +189,11 @@ class RunHost:
         if calls is not None:
             calls.close()
 
+    def on_step_loop(self) -> bool:
+        """Whether the caller runs on the event loop of this runtime's async steps."""
+        system = self.system
+        return system is not None and system.loop.is_current()
+
     def running(self) -> ActorSystem:
         """The actor system, for calls that change runs.
 

@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 
 import runtime
 from runtime import (
+    BlockingCallError,
     CancelError,
     InvalidInputError,
     LoopLimitError,
@@ -53,6 +54,7 @@ from tests._support import Value, actor_system, callboard_threads
 WAIT = 10.0
 
 ERRORS = [
+    BlockingCallError,
     CancelError,
     WorkflowVersionError,
     LoopLimitError,
@@ -103,6 +105,7 @@ def test_every_error_is_a_workflow_error_named_error(error: type[Exception]) -> 
 @pytest.mark.parametrize(
     ("error", "builtin"),
     [
+        (BlockingCallError, RuntimeError),
         (InvalidInputError, ValueError),
         (WorkflowDefinitionError, ValueError),
         (StepValidationError, ValueError),

@@ -14,6 +14,7 @@ import runtime
 
 EXPORTED = [
     "AbortSignal",
+    "BlockingCallError",
     "CancelError",
     "ErrorInfo",
     "InvalidInputError",

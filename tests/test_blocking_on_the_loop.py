@@ -1,0 +1,143 @@
+"""A blocking wait for a run on the event loop that runs the runtime's async steps.
+
+``run.start()`` or ``run.wait()`` inside an ``async def`` step stopped the loop
+every async step of the runtime runs on, until the run ended; a run with an async
+step of its own could then never end (it waited for ever, or until its timeout,
+which then blamed the run). Such a call now raises ``BlockingCallError`` at once,
+naming the awaitable twin; nothing is started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from runtime import (
+    BlockingCallError,
+    RunStatus,
+    Runtime,
+    StepContext,
+    create_step,
+    create_workflow,
+)
+
+WAIT = 20.0
+
+
+class Number(BaseModel):
+    n: int
+
+
+async def double_later(ctx: StepContext[Number]) -> Number:
+    await asyncio.sleep(0.01)
+    return Number(n=ctx.input_data.n * 2)
+
+
+child = (
+    create_workflow(id="async-child", input_schema=Number, output_schema=Number)
+    .then(create_step(id="double", input_schema=Number, output_schema=Number, execute=double_later))
+    .commit()
+)
+
+
+@pytest.fixture
+def rt() -> Iterator[Runtime]:
+    with Runtime() as runtime:
+        yield runtime
+
+
+def parent(runtime: Runtime, body: Any) -> Any:
+    step = create_step(id="parent", input_schema=Number, output_schema=Number, execute=body)
+    return runtime.register(
+        create_workflow(id="async-parent", input_schema=Number, output_schema=Number)
+        .then(step)
+        .commit()
+    )
+
+
+def test_start_inside_an_async_step_is_refused_and_starts_nothing(rt: Runtime) -> None:
+    children = rt.register(child)
+
+    async def body(ctx: StepContext[Number]) -> Number:
+        result = children.create_run().start(input_data={"n": 1}, timeout=WAIT)
+        return Number(n=result.result["n"])
+
+    result = parent(rt, body).create_run().start(input_data={"n": 1}, timeout=WAIT)
+
+    assert result.status == RunStatus.FAILED
+    assert result.error is not None and result.error.name == "BlockingCallError"
+    assert "await run.astart()" in result.error.message
+    assert children.list_workflow_runs().total == 0  # refused before anything was recorded
+
+
+def test_wait_inside_an_async_step_is_refused_for_a_run_going_on(rt: Runtime) -> None:
+    children = rt.register(child)
+
+    async def body(ctx: StepContext[Number]) -> Number:
+        run = children.create_run()
+        run.start_async(input_data={"n": 2})
+        try:
+            run.wait(WAIT)
+        except BlockingCallError as exc:
+            assert "await run.wait_async()" in str(exc)
+            done = await run.wait_async(WAIT)  # the way that works
+            return Number(n=done.result["n"])
+        raise AssertionError("wait() was not refused")
+
+    result = parent(rt, body).create_run().start(input_data={"n": 2}, timeout=WAIT)
+
+    assert result.status == RunStatus.SUCCESS, result.error
+    assert result.result == {"n": 4}
+
+
+def test_wait_for_a_run_that_has_ended_returns_even_on_the_loop(rt: Runtime) -> None:
+    children = rt.register(child)
+    ended = children.create_run()
+    assert ended.start(input_data={"n": 5}, timeout=WAIT).status == RunStatus.SUCCESS
+
+    async def body(ctx: StepContext[Number]) -> Number:
+        return Number(n=ended.wait().result["n"])  # nothing to wait for: no block
+
+    result = parent(rt, body).create_run().start(input_data={"n": 0}, timeout=WAIT)
+    assert result.status == RunStatus.SUCCESS and result.result == {"n": 10}
+
+
+def test_a_sync_step_may_still_block_on_a_run(rt: Runtime) -> None:
+    children = rt.register(child)
+
+    def body(ctx: StepContext[Number]) -> Number:
+        return Number(n=children.create_run().start(input_data={"n": 3}, timeout=WAIT).result["n"])
+
+    result = parent(rt, body).create_run().start(input_data={"n": 3}, timeout=WAIT)
+    assert result.status == RunStatus.SUCCESS and result.result == {"n": 6}
+
+
+def test_a_blocking_wait_on_the_apps_loop_is_refused_with_async_steps_app() -> None:
+    # With async_steps="app", the application's loop runs the async steps: a blocking
+    # wait in the application's own coroutine would stop them the same way.
+    async def main() -> None:
+        async with Runtime(async_steps="app") as rt:
+            children = rt.register(child)
+            run = children.create_run()
+            with pytest.raises(BlockingCallError, match="astart"):
+                run.start(input_data={"n": 1}, timeout=WAIT)
+            result = await run.astart(input_data={"n": 1}, timeout=WAIT)
+            assert result.status == RunStatus.SUCCESS and result.result == {"n": 2}
+
+    asyncio.run(main())
+
+
+def test_a_blocking_wait_on_another_loop_is_not_refused() -> None:
+    # With the default private loop, the application's loop is not the steps' one: a
+    # blocking call there stops the application, not the run (its choice to make).
+    async def main() -> None:
+        async with Runtime() as rt:
+            children = rt.register(child)
+            result = children.create_run().start(input_data={"n": 4}, timeout=WAIT)
+            assert result.status == RunStatus.SUCCESS and result.result == {"n": 8}
+
+    asyncio.run(main())
