@@ -19,6 +19,7 @@ from runtime._model import RunOutcome, RunStatus
 from runtime._plan import ExecutionPlan
 from runtime._snapshot import Snapshot, copy_plain
 from runtime._stores.base import SnapshotRecord
+from runtime._sync import serving
 from runtime._tracing import emit
 
 __all__ = ["HookRunner", "outcome_of"]
@@ -150,6 +151,7 @@ def _call_hooks(
     then: Callable[[], object],
     hooks: list[tuple[str, Any]] | None = None,
 ) -> None:
+    serving(snapshot["run_id"])  # a hook's wait for its own run is refused
     try:
         if hooks is None:
             hooks = [("on_finish", plan.on_finish)]
@@ -175,6 +177,7 @@ def _call_hooks(
     except Exception:
         emit(logging.ERROR, "workflow_hooks_not_called", run_id=snapshot["run_id"], exc_info=True)
     finally:
+        serving(None)
         then()
 
 

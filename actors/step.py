@@ -49,7 +49,7 @@ from runtime._request_context import changed, view
 from runtime._snapshot import check_encodable, copy_plain, find_unencodable
 from runtime._step import dump_model, plain, validate_for_step
 from runtime._step_context import BailOut, StepContext, SuspendRequest
-from runtime._sync import on_run_waits
+from runtime._sync import on_run_waits, serving
 from runtime._tracing import Span, emit, observed
 
 if TYPE_CHECKING:
@@ -153,6 +153,7 @@ class StepActor(ThreadActor):
                 on anything wrong with it.
             traced: Whether the call has a ``workflow_step`` span of its own.
         """
+        serving(call.run_id)  # a wait for its own run in the body is refused
         try:
             if not traced:
                 span, span_id = None, call.parent_span_id

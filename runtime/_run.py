@@ -62,7 +62,14 @@ from runtime._snapshot import (
 from runtime._step import Step
 from runtime._stores.base import SharedStore, SnapshotRecord
 from runtime._stream import RunStream
-from runtime._sync import Channel, ChannelClosed, EventChannel, Latch, waiting_for_a_run
+from runtime._sync import (
+    Channel,
+    ChannelClosed,
+    EventChannel,
+    Latch,
+    served_run,
+    waiting_for_a_run,
+)
 from runtime._versions import matching_plan, version_error
 
 if TYPE_CHECKING:
@@ -417,6 +424,13 @@ class Run(Generic[In, Out]):
         record = self._started_record()
         if record.status not in SETTLED_STATUSES:
             self._refuse_on_step_loop("wait")
+            if served_run() == self.run_id:
+                raise BlockingCallError(
+                    f"run {self.run_id!r}: wait() was called inside one of its own steps or "
+                    "hooks, and would wait for ever: the run ends only once that step or "
+                    "hook has returned",
+                    run_id=self.run_id,
+                )
             latch = self._host.watch(self.run_id)
             with waiting_for_a_run(self.run_id):  # inside a step: its thread is not counted
                 ended = latch.wait(timeout)

@@ -35,12 +35,25 @@ __all__ = [
     "EventChannel",
     "Latch",
     "on_run_waits",
+    "served_run",
+    "serving",
     "waiting_for_a_run",
 ]
 
 T = TypeVar("T")
 
 _this_thread = threading.local()
+
+
+def serving(run_id: str | None) -> None:
+    """Note the run whose step or hook the calling thread runs now (``None``: none)."""
+    _this_thread.run_id = run_id
+
+
+def served_run() -> str | None:
+    """The run whose step or hook the calling thread runs, as :func:`serving` noted."""
+    run_id: str | None = getattr(_this_thread, "run_id", None)
+    return run_id
 
 
 def on_run_waits(began: Callable[[str], None], ended: Callable[[], None]) -> None:

@@ -141,3 +141,45 @@ def test_a_blocking_wait_on_another_loop_is_not_refused() -> None:
             assert result.status == RunStatus.SUCCESS and result.result == {"n": 8}
 
     asyncio.run(main())
+
+
+# --- a wait for the run one is part of -------------------------------------------------
+
+
+def test_a_step_waiting_for_its_own_run_fails_at_once(rt: Runtime) -> None:
+    holder: dict[str, Any] = {}
+
+    def body(ctx: StepContext[Number]) -> Number:
+        holder["wf"].create_run(ctx.run_id).wait(WAIT)  # the run ends after this step
+        return ctx.input_data
+
+    wf = holder["wf"] = parent(rt, body)
+    result = wf.create_run().start(input_data={"n": 1}, timeout=WAIT)
+
+    assert result.status == RunStatus.FAILED
+    assert result.error is not None and result.error.name == "BlockingCallError"
+    assert "inside one of its own steps or hooks" in result.error.message
+
+
+def test_a_hook_waiting_for_its_own_run_fails_and_the_run_ends(rt: Runtime) -> None:
+    failures: list[BaseException] = []
+    holder: dict[str, Any] = {}
+
+    def on_finish(outcome: Any) -> None:
+        try:
+            holder["wf"].create_run(outcome.run_id).wait()  # before: for ever
+        except BlockingCallError as exc:
+            failures.append(exc)
+
+    step = create_step(
+        id="pass", input_schema=Number, output_schema=Number, execute=lambda ctx: ctx.input_data
+    )
+    wf = holder["wf"] = rt.register(
+        create_workflow(id="hooked", input_schema=Number, output_schema=Number, on_finish=on_finish)
+        .then(step)
+        .commit()
+    )
+    result = wf.create_run().start(input_data={"n": 7}, timeout=WAIT)
+
+    assert result.status == RunStatus.SUCCESS
+    assert len(failures) == 1 and "own steps or hooks" in str(failures[0])
