@@ -357,6 +357,63 @@ def path_from_url(location: str | os.PathLike[str]) -> Path:
     return Path(text)
 
 
+class _Reader:
+    """A thread's read-only connection: closed when the thread ends, or when the store goes.
+
+    It lives in the store's ``threading.local``. A connection left to the
+    garbage collector makes Python (3.13 on) warn about an unclosed database,
+    once for every thread that read and ended, in the application's logs or its
+    test run; and when the store goes in a collection of reference cycles, the
+    collector finalizes the objects it frees in no particular order. So every
+    reader is also listed in ``open_readers``, which a finalizer of the store
+    closes (finalizers of weak references run before the collector's).
+    """
+
+    __slots__ = ("_lock", "_open", "connection")
+
+    def __init__(
+        self,
+        connection: sqlite3.Connection,
+        open_readers: set[sqlite3.Connection],
+        lock: threading.Lock,
+    ) -> None:
+        self.connection = connection
+        self._open = open_readers
+        self._lock = lock
+        with lock:
+            open_readers.add(connection)
+
+    def __del__(self) -> None:
+        with self._lock:
+            self._open.discard(self.connection)
+        with contextlib.suppress(Exception):
+            self.connection.close()
+
+
+def _readers_of(
+    store: object,
+) -> tuple[threading.local, set[sqlite3.Connection], threading.Lock]:
+    """Where a store keeps its threads' readers.
+
+    A ``threading.local``, and the open readers listed under a lock, which a
+    finalizer of ``store`` closes (see :class:`_Reader`).
+    """
+    open_readers: set[sqlite3.Connection] = set()
+    lock = threading.Lock()
+    weakref.finalize(store, _close_readers, open_readers, lock)
+    return threading.local(), open_readers, lock
+
+
+def _close_readers(open_readers: set[sqlite3.Connection], lock: threading.Lock) -> None:
+    """Close the readers of a store that is gone, from whichever thread frees it."""
+    with lock:
+        connections = list(open_readers)
+        open_readers.clear()
+    for connection in connections:
+        with contextlib.suppress(Exception):
+            connection.close()
+
+
 class SQLiteStore:
     """Snapshots in a SQLite file, shared safely between threads and processes.
 
@@ -396,7 +453,8 @@ class SQLiteStore:
         self._started_at = time.time()
         self._columns = _COLUMNS
         self._lost_row = False  # reaped, and a join made the row anew: heartbeat() says so
-        self._local = threading.local()
+        # Each thread's reader, and all of them to close when this store is freed.
+        self._local, self._readers, self._readers_lock = _readers_of(self)
         self._closed = False
         self._writer: GroupCommitWriter | None = None
         # Held around every transaction this process writes, the writer's and the
@@ -567,11 +625,11 @@ class SQLiteStore:
             raise StoreError(f"cannot prepare the run store {self.path}: {exc}") from exc
 
     def _reader(self) -> sqlite3.Connection:
-        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
-        if connection is None:
+        reader: _Reader | None = getattr(self._local, "reader", None)
+        if reader is None:
             connection = self._connect(readonly=True)
-            self._local.connection = connection
-        return connection
+            reader = self._local.reader = _Reader(connection, self._readers, self._readers_lock)
+        return reader.connection
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
