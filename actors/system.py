@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 import pykka
 
@@ -56,7 +56,7 @@ from runtime._options import RetentionPolicy
 from runtime._plan import ExecutionPlan
 from runtime._queue import Queue, QueueLimits
 from runtime._snapshot import Snapshot, decode, failed_record
-from runtime._stores.base import Claimed, SharedStore, SnapshotRecord, SnapshotStore
+from runtime._stores.base import Claimed, SharedStore, SnapshotRecord, SnapshotStore, provides
 from runtime._stores.memory import MemoryStore
 from runtime._sync import Channel, Latch
 from runtime._tracing import emit
@@ -136,7 +136,7 @@ class ActorSystem:
         self._on_give_up = on_give_up
         self._capacity = max_concurrent_runs
         self.shared: SharedStore | None = (
-            store if store.durable and isinstance(store, SharedStore) else None
+            cast("SharedStore", store) if store.durable and provides(store, SharedStore) else None
         )
         self.claimer: Claimer | None = None
         self._take: Callable[[Sequence[Claimed]], None] = lambda _claimed: None

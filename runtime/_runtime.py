@@ -34,7 +34,7 @@ from runtime._run_input import bound_schedule
 from runtime._schedule import CatchUp, Overlap, Schedule, ScheduleInfo
 from runtime._scheduler import Scheduler, describe
 from runtime._snapshot import Snapshot, decode, run_events
-from runtime._stores.base import SnapshotRecord, SnapshotStore
+from runtime._stores.base import SnapshotRecord, SnapshotStore, provides
 from runtime._stores.memory import MemoryStore
 from runtime._stores.open import is_postgres_url, open_store
 from runtime._stores.schedules import ScheduleBook, ScheduleRow, book_for, close_book
@@ -464,7 +464,7 @@ class Runtime:
         elif isinstance(store, str | os.PathLike):
             self._host = RunHost(None, role)
             self._store_location = str(store) if is_postgres_url(store) else path_from_url(store)
-        elif isinstance(store, SnapshotStore):
+        elif provides(store, SnapshotStore):  # not isinstance: see provides()
             self._host = RunHost(store, role)
         else:
             raise TypeError(

@@ -8,6 +8,7 @@ are :mod:`runtime._stores.memory` and :mod:`runtime._stores.sqlite`.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, Final, NamedTuple, Protocol, runtime_checkable
 
@@ -26,6 +27,7 @@ __all__ = [
     "SnapshotRecord",
     "SnapshotStore",
     "WorkerInfo",
+    "provides",
     "queue_stats",
     "status_set",
 ]
@@ -493,3 +495,25 @@ def queue_stats(rows: Sequence[Sequence[Any]], limits: dict[str, QueueLimits]) -
     )
     stats.sort(key=lambda stat: (stat.queue, stat.key or ""))
     return stats
+
+
+def provides(obj: object, protocol: type) -> bool:
+    """Whether ``obj`` has every member of ``protocol`` (one of the store protocols here).
+
+    As ``isinstance(obj, protocol)`` answers on Python 3.11, on every version:
+    from 3.12 on, ``isinstance`` against a runtime-checkable protocol looks
+    members up statically, so a store that hands them on through
+    ``__getattr__`` (a wrapper that times or logs every call, say) would be
+    refused there, or taken for a store of another kind, and accepted on 3.11.
+    """
+    return all(hasattr(obj, name) for name in _members(protocol))
+
+
+def _members(protocol: type) -> frozenset[str]:
+    names: set[str] = set()
+    for base in protocol.__mro__:
+        if base is object or base.__module__ == "typing":
+            continue
+        declared = [*vars(base), *inspect.get_annotations(base)]
+        names.update(name for name in declared if not name.startswith("_"))
+    return frozenset(names)
