@@ -404,7 +404,8 @@ def test_workers_list_of_a_store_without_workers_is_empty_with_exit_0(
 def test_workers_list_of_a_store_from_before_worker_rows_is_empty_with_exit_0(
     db: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with sqlite3.connect(db) as connection:  # schema version 1: owners had no role, workflows
+    # Schema version 1: owners had no role, workflows.
+    with contextlib.closing(sqlite3.connect(db)) as connection:
         connection.executescript(
             "CREATE TABLE runs (run_id TEXT PRIMARY KEY, workflow_id TEXT NOT NULL, "
             "status TEXT NOT NULL, seq INTEGER NOT NULL, created_at REAL NOT NULL, "
@@ -415,8 +416,9 @@ def test_workers_list_of_a_store_from_before_worker_rows_is_empty_with_exit_0(
             "INSERT INTO owners VALUES ('old', 'host', 1, 0);"
             "PRAGMA user_version = 1;"
         )
+        connection.commit()
     assert listed(capsys, db) == []
-    with sqlite3.connect(db) as connection:  # read, not migrated
+    with contextlib.closing(sqlite3.connect(db)) as connection:  # read, not migrated
         assert connection.execute("PRAGMA user_version").fetchone()[0] == 1
 
 

@@ -391,6 +391,7 @@ def test_bad_start_arguments_are_refused_before_anything_is_recorded(runtime: Ru
 
 def test_a_file_from_before_queues_migrates_and_its_queued_run_finishes(tmp_path: Path) -> None:
     """A SQLite file at the schema just before queues: opened, it migrates in place."""
+    import contextlib
     import sqlite3
 
     from runtime._run_input import first_record, pending_snapshot
@@ -440,7 +441,7 @@ def test_a_file_from_before_queues_migrates_and_its_queued_run_finishes(tmp_path
         store = rt.store
         assert isinstance(store, SQLiteStore)
         assert [(s.queue, s.waiting, s.running) for s in store.queue_stats()] == [("new", 0, 0)]
-    with sqlite3.connect(path) as connection:
+    with contextlib.closing(sqlite3.connect(path)) as connection:
         assert connection.execute("PRAGMA user_version").fetchone()[0] == module.SCHEMA_VERSION
         columns = {row[1] for row in connection.execute("PRAGMA table_info(runs)")}
         assert {"queue", "queue_key", "priority", "rank", "started_at"} <= columns

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -164,13 +165,14 @@ def test_a_file_from_before_resource_ids_migrates_in_place(tmp_path: Path) -> No
     with Runtime(store=db) as rt:
         old = rt.register(approval).create_run().start(input_data={"value": "old"}, timeout=WAIT)
     # Take the file back to the schema before resource ids (and what came after them).
-    with sqlite3.connect(db) as connection:
+    with contextlib.closing(sqlite3.connect(db)) as connection:
         connection.execute("DROP TABLE schedules")
         connection.execute("DROP INDEX runs_by_idempotency_key")
         connection.execute("ALTER TABLE runs DROP COLUMN idempotency_key")
         connection.execute("DROP INDEX runs_by_resource")
         connection.execute("ALTER TABLE runs DROP COLUMN resource_id")
         connection.execute(f"PRAGMA user_version = {sqlite_module._RESOURCES_FROM - 1}")
+        connection.commit()
     with RunReader(db) as reader:  # read as it is, before any migration
         assert reader.list_runs(resource_id="user-1").total == 0
         assert reader.list_runs().total == 1
@@ -181,7 +183,7 @@ def test_a_file_from_before_resource_ids_migrates_in_place(tmp_path: Path) -> No
         assert wf.list_workflow_runs(resource_id="user-1").total == 1
         assert wf.list_workflow_runs(status="suspended").total == 2
         assert wf.get_workflow_run_by_id(old.run_id).resource_id is None  # type: ignore[union-attr]
-    with sqlite3.connect(db) as connection:
+    with contextlib.closing(sqlite3.connect(db)) as connection:
         assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         indexes = {row[1] for row in connection.execute("PRAGMA index_list(runs)")}
         assert "runs_by_resource" in indexes

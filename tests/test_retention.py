@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -157,13 +158,13 @@ def test_pruning_gives_the_space_back_to_the_file_system(tmp_path: Path) -> None
     now = time.time()
     for index in range(400):
         assert store.create(record(f"r{index}", "success", now, size=4000))
-    with sqlite3.connect(path) as reader:
+    with contextlib.closing(sqlite3.connect(path)) as reader:
         before = reader.execute("PRAGMA page_count").fetchone()[0]
 
     assert store.prune(keep=0) == 400
     store.close()  # idle, then a last checkpoint
 
-    with sqlite3.connect(path) as reader:
+    with contextlib.closing(sqlite3.connect(path)) as reader:
         after = reader.execute("PRAGMA page_count").fetchone()[0]
     assert after < before / 4, (before, after)
 

@@ -289,6 +289,14 @@ class SQLiteBook:
                 self._connection.close()
                 self._connection = None
 
+    def __del__(self) -> None:
+        # A book outlives its runtime's stop when schedules are read after it; Python
+        # (3.13 on) warns about a connection left for the garbage collector to close.
+        connection = self._connection
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
+
     def put(self, row: ScheduleRow) -> None:
         self._change(
             _sql(_PUT, self._TABLE, postgres=False),
