@@ -1,6 +1,6 @@
 # Everything runs inside .venv, built from pyproject.toml by the first target that needs it.
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
