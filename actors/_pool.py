@@ -231,10 +231,9 @@ class AsyncLoop:
         loop = self._loop
         if loop is None:
             return False
-        try:
-            return asyncio.get_running_loop() is loop
-        except RuntimeError:  # no loop runs on this thread
-            return False
+        # The low-level form: None rather than an exception where no loop runs (called
+        # on every blocking wait for a run that has not ended).
+        return asyncio._get_running_loop() is loop
 
     def _submit_to_app(
         self, loop: asyncio.AbstractEventLoop, coroutine: Any, inner: Any = None
@@ -470,18 +469,21 @@ class StepPool:
         A call in the backlog gets a new actor at once if the waiting ones leave
         fewer than ``core`` working: the run waited for may need it.
         """
+        call = None
+        with self._cond:
+            self._waiting += 1
+            if self._backlog and not self._stopping:
+                if self._live - self._waiting < self._core:
+                    self._live += 1
+                    call = self._backlog.popleft()[0]
+                else:
+                    self._cond.notify()  # the monitor may grow the pool, by the new bound
+        # Told after the count changed, so that whoever it tells sees the room it makes.
         on_wait = self.on_wait
         if on_wait is not None:
             on_wait(run_id)
-        with self._cond:
-            self._waiting += 1
-            if self._stopping or not self._backlog or self._live - self._waiting >= self._core:
-                if self._backlog:
-                    self._cond.notify()  # the monitor may grow the pool, by the new bound
-                return
-            self._live += 1
-            call = self._backlog.popleft()[0]
-        StepActor.start(self).tell(call)
+        if call is not None:
+            StepActor.start(self).tell(call)
 
     def wait_ended(self) -> None:
         """The wait of :meth:`wait_began` is over (an actor beyond the bound stops when free)."""

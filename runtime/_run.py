@@ -68,7 +68,7 @@ from runtime._sync import (
     EventChannel,
     Latch,
     served_run,
-    waiting_for_a_run,
+    wait_for_a_run,
 )
 from runtime._versions import matching_plan, version_error
 
@@ -431,10 +431,8 @@ class Run(Generic[In, Out]):
                     "hook has returned",
                     run_id=self.run_id,
                 )
-            latch = self._host.watch(self.run_id)
-            with waiting_for_a_run(self.run_id):  # inside a step: its thread is not counted
-                ended = latch.wait(timeout)
-            if not ended:
+            # Inside a step, its thread (and its run's place) is not counted meanwhile.
+            if not wait_for_a_run(self._host.watch(self.run_id).wait, self.run_id, timeout):
                 raise RunTimeoutError(
                     f"run {self.run_id!r} did not end within {timeout} seconds; it goes on",
                     run_id=self.run_id,

@@ -12,17 +12,16 @@ loop never blocks.
   reason and callbacks.
 - :class:`Channel`: an unbounded FIFO with one consumer, synchronous or async;
   :class:`EventChannel`, one its producer may close for lagging behind.
-- :func:`waiting_for_a_run`: what a thread of a bounded pool (a step actor's) does
-  while it blocks until another run ends, so that the pool does not count it.
+- :func:`wait_for_a_run`: a blocking wait for a run, which a thread of a bounded
+  pool (a step actor's) reports, so that the pool does not count it meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
 from runtime import _probes
@@ -37,7 +36,7 @@ __all__ = [
     "on_run_waits",
     "served_run",
     "serving",
-    "waiting_for_a_run",
+    "wait_for_a_run",
 ]
 
 T = TypeVar("T")
@@ -66,9 +65,10 @@ def on_run_waits(began: Callable[[str], None], ended: Callable[[], None]) -> Non
     _this_thread.hooks = (began, ended)
 
 
-@contextlib.contextmanager
-def waiting_for_a_run(run_id: str) -> Iterator[None]:
-    """Around a blocking wait for run ``run_id``: reported if the thread asked for it.
+def wait_for_a_run(
+    wait: Callable[[float | None], bool], run_id: str, timeout: float | None
+) -> bool:
+    """``wait(timeout)`` for run ``run_id`` to end, reported if the thread asked for it.
 
     Under a test harness with time skipping, a step's wait for a run does not
     hold the virtual clock back either: the step waits on callboard alone.
@@ -76,18 +76,16 @@ def waiting_for_a_run(run_id: str) -> Iterator[None]:
     hooks: tuple[Callable[[str], None], Callable[[], None]] | None = getattr(
         _this_thread, "hooks", None
     )
-    if hooks is None:
-        yield
-        return
+    if hooks is None:  # not a step's thread: nothing to report
+        return wait(timeout)
     began, ended = hooks
     began(run_id)
     try:
         parked = _probes.parked
         if parked is None:
-            yield
-        else:
-            with parked():
-                yield
+            return wait(timeout)
+        with parked():
+            return wait(timeout)
     finally:
         ended()
 

@@ -12,7 +12,7 @@ import pytest
 
 from actors._pool import AsyncLoop
 from runtime._errors import RuntimeStoppedError
-from runtime._sync import waiting_for_a_run
+from runtime._sync import wait_for_a_run
 from tests.actors.harness import WAIT, Harness, Value, harnesses, step, step_threads
 
 
@@ -281,9 +281,11 @@ def test_a_step_waiting_for_a_run_lets_another_actor_run_past_the_limit(
     waiting, release = threading.Event(), threading.Event()
 
     def waits_for_a_run(ctx: Any) -> Value:
-        with waiting_for_a_run("another-run"):  # as run.wait() inside a step does
+        def wait(timeout: float | None) -> bool:
             waiting.set()
-            assert release.wait(WAIT)
+            return release.wait(timeout)
+
+        assert wait_for_a_run(wait, "another-run", WAIT)  # as run.wait() inside a step does
         return ctx.input_data
 
     try:
