@@ -422,6 +422,8 @@ class StepPool:
             turn in a first-in, first-out backlog.
         core: Step actors kept even when idle (at most ``limit``).
         idle_timeout: Seconds an idle actor beyond ``core`` lives on.
+        on_wait: Called with the run id when a step actor begins to wait for a
+            run, once the pool counts it (the runtime makes room for that run).
     """
 
     def __init__(
@@ -431,8 +433,10 @@ class StepPool:
         limit: int,
         core: int = 4,
         idle_timeout: float = 60.0,
+        on_wait: Callable[[str], object] | None = None,
     ) -> None:
         self.loop = loop
+        self._on_wait = on_wait
         self._core = min(core, limit)
         self._limit = limit
         self._idle_timeout = idle_timeout
@@ -444,8 +448,6 @@ class StepPool:
         self._backlog: deque[tuple[StepActorMessage, float]] = deque()
         self._live = 0
         self._waiting = 0  # actors blocked in a wait for a run: not counted against the limit
-        self.on_wait: Callable[[str], object] | None = None
-        """Called with the run id when a step actor begins to wait for a run."""
         self._completions = 0
         self._stopping = False
         self._monitor = threading.Thread(
@@ -479,9 +481,8 @@ class StepPool:
                 else:
                     self._cond.notify()  # the monitor may grow the pool, by the new bound
         # Told after the count changed, so that whoever it tells sees the room it makes.
-        on_wait = self.on_wait
-        if on_wait is not None:
-            on_wait(run_id)
+        if self._on_wait is not None:
+            self._on_wait(run_id)
         if call is not None:
             StepActor.start(self).tell(call)
 

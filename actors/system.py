@@ -146,7 +146,7 @@ class ActorSystem:
         self.pending = None if max_pending_runs is None or shared else PendingRuns(max_pending_runs)
         self.dispatcher = Dispatcher()
         self.loop = AsyncLoop(step_loop)
-        self.pool = StepPool(self.loop, limit=max_step_threads)
+        self.pool = StepPool(self.loop, limit=max_step_threads, on_wait=self._step_wait_began)
         self.timers = Timers()
         self.hooks = HookRunner()
         if self.shared is not None:
@@ -186,7 +186,6 @@ class ActorSystem:
             # Only a MemoryStore is known to take writes from any thread.
             direct=DirectWrites(store, logs, waiters) if isinstance(store, MemoryStore) else None,
         )
-        self.pool.on_wait = self._step_wait_began
         self.pruner = None if retention is None else Pruner(store, retention)
         # A shutdown's wait for runs in progress, and whether hurry() cut it short.
         self._draining: threading.Event | None = None

@@ -8,6 +8,7 @@ are :mod:`runtime._stores.memory` and :mod:`runtime._stores.sqlite`.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, Final, NamedTuple, Protocol, runtime_checkable
@@ -509,6 +510,7 @@ def provides(obj: object, protocol: type) -> bool:
     return all(hasattr(obj, name) for name in _members(protocol))
 
 
+@functools.cache
 def _members(protocol: type) -> frozenset[str]:
     names: set[str] = set()
     for base in protocol.__mro__:
