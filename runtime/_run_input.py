@@ -237,6 +237,17 @@ def _validated(schema: type[BaseModel], value: Any, field: str, run_id: str) -> 
             errors=errors,
             run_id=run_id,
         ) from exc
+    except Exception as exc:
+        # A validator of the user's that raised something pydantic passes on (it turns
+        # only ValueError and AssertionError into errors): the input was still rejected.
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise InvalidInputError(
+            f"{field} for run {run_id!r} was rejected by {schema.__name__}: a validator "
+            f"raised {reason}",
+            field=field,
+            errors=[{"type": "validator_raised", "loc": (), "msg": reason}],
+            run_id=run_id,
+        ) from exc
     try:
         return dump_model(model)
     except Exception as exc:  # pydantic's serialization errors have no common base

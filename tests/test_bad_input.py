@@ -6,7 +6,7 @@ import threading
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from runtime import (
     InvalidInputError,
@@ -123,6 +123,87 @@ def test_start_raises_invalid_input_too(runtime: Runtime) -> None:
     with pytest.raises(InvalidInputError):
         run.start(input_data={"value": None}, timeout=5)
     assert_nothing_recorded_and_a_good_start_works(wf, run)
+
+
+class Picky(BaseModel):
+    """A schema whose validator raises what pydantic does not turn into a ValidationError."""
+
+    value: str
+
+    @field_validator("value")
+    @classmethod
+    def _picky(cls, value: str) -> str:
+        if value == "type":
+            raise TypeError("not this type of value")
+        if value == "key":
+            raise KeyError("no such key")
+        if value == "bare":
+            raise LookupError
+        return value
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("type", "TypeError: not this type of value"),
+        ("key", "KeyError: 'no such key'"),
+        ("bare", "LookupError"),
+    ],
+)
+def test_a_validator_raising_another_exception_still_raises_invalid_input(
+    runtime: Runtime, value: str, reason: str
+) -> None:
+    # pydantic passes on what a validator raises but ValueError and AssertionError: a
+    # caller mapping InvalidInputError to "bad request" must not get a bare KeyError.
+    step = create_step(id="shout", input_schema=Picky, output_schema=Value, execute=shout)
+    wf = runtime.register(
+        create_workflow(id="picky", input_schema=Picky, output_schema=Value).then(step).commit()
+    )
+    run = wf.create_run()
+    with pytest.raises(InvalidInputError) as caught:
+        run.start_async(input_data={"value": value})
+    error = caught.value
+    assert error.field == "input_data"
+    assert error.run_id == run.run_id
+    assert error.errors == [{"type": "validator_raised", "loc": (), "msg": reason}]
+    assert f"rejected by Picky: a validator raised {reason}" in str(error)
+    assert type(error.__cause__).__name__ == reason.split(":", maxsplit=1)[0]
+    assert_nothing_recorded_and_a_good_start_works(wf, run)
+
+
+def test_a_validator_raising_another_exception_in_state_or_resume_data_raises_invalid_input(
+    runtime: Runtime,
+) -> None:
+    def ask(ctx: Any) -> Value:
+        if ctx.resume_data is None:
+            ctx.suspend({"question": "which?"})
+        return Value(value=ctx.resume_data.value)
+
+    step = create_step(
+        id="ask", input_schema=Value, output_schema=Value, resume_schema=Picky, execute=ask
+    )
+    wf = runtime.register(
+        create_workflow(
+            id="picky-state", input_schema=Value, output_schema=Value, state_schema=Picky
+        )
+        .then(step)
+        .commit()
+    )
+    run = wf.create_run()
+    with pytest.raises(InvalidInputError) as caught:
+        run.start_async(input_data={"value": "v"}, initial_state={"value": "key"})
+    assert caught.value.field == "initial_state"
+    assert wf.get_workflow_run_execution_result(run.run_id) is None
+
+    suspended = run.start(input_data={"value": "v"}, initial_state={"value": "s"}, timeout=5)
+    assert suspended.status == "suspended"
+    with pytest.raises(InvalidInputError) as caught:
+        run.resume(step="ask", resume_data={"value": "type"}, timeout=5)
+    assert caught.value.field == "resume_data"
+    assert caught.value.errors[0]["type"] == "validator_raised"
+    assert wf.get_workflow_run_execution_result(run.run_id).status == "suspended"
+    resumed = run.resume(step="ask", resume_data={"value": "fine"}, timeout=5)
+    assert resumed.status == "success" and resumed.result == {"value": "fine"}
 
 
 # --- initial_state -----------------------------------------------------------------------
