@@ -5,7 +5,14 @@ from __future__ import annotations
 import os
 import random
 
-__all__ = ["check_resource_id", "check_run_id", "new_id", "new_span_id", "new_trace_id"]
+__all__ = [
+    "check_resource_id",
+    "check_run_id",
+    "new_id",
+    "new_span_id",
+    "new_trace_id",
+    "unstorable_text",
+]
 
 # Ids come from a generator of our own, not os.urandom: they identify, they
 # guard nothing, and os.urandom releases the GIL, so under load every
@@ -49,7 +56,8 @@ def check_run_id(run_id: object, *, lookup: bool = False) -> str:
     Raises:
         TypeError: if it is not a ``str``.
         ValueError: if it is not valid UTF-8 text (a lone surrogate), which no
-            store could write or look up; or, unless ``lookup``, if it is empty.
+            store could write or look up, or holds a NUL character, which
+            PostgreSQL cannot; or, unless ``lookup``, if it is empty.
     """
     return _check_text(run_id, "run_id", allow_empty=lookup)
 
@@ -59,7 +67,7 @@ def check_resource_id(resource_id: object) -> str:
 
     Raises:
         TypeError: if it is not a ``str``.
-        ValueError: if it is empty or not valid UTF-8 text.
+        ValueError: if it is empty, not valid UTF-8 text, or holds a NUL character.
     """
     return _check_text(resource_id, "resource_id", allow_empty=False)
 
@@ -74,11 +82,25 @@ def _check_text(value: object, name: str, *, allow_empty: bool) -> str:
         raise TypeError(f"{name} must be a str, got {type(value).__name__}{hint}")
     if not value and not allow_empty:
         raise ValueError(f"{name} must not be empty")
+    problem = unstorable_text(value)
+    if problem is not None:
+        raise ValueError(f"{name} {value!r} {problem}")
+    return value
+
+
+def unstorable_text(value: str) -> str | None:
+    """Why ``value`` cannot be a name every store keeps (as a key or a column), or ``None``.
+
+    A lone surrogate is no UTF-8 text, which every store writes; a NUL
+    character is text, but PostgreSQL's ``text`` cannot hold it, and a name
+    one store takes and another refuses would work in memory and in SQLite and
+    then fail as a store error in production.
+    """
+    if "\x00" in value:
+        return "holds a NUL character (\\x00), which PostgreSQL cannot store"
     if not value.isascii():
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise ValueError(
-                f"{name} {value!r} is not valid UTF-8 text (it holds a lone surrogate)"
-            ) from None
-    return value
+            return "is not valid UTF-8 text (it holds a lone surrogate)"
+    return None

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from runtime import _clock, _otel
 from runtime._errors import InvalidInputError, SnapshotEncodingError, summarize_errors
-from runtime._ids import new_span_id, new_trace_id
+from runtime._ids import new_span_id, new_trace_id, unstorable_text
 from runtime._model import RunStatus
 from runtime._options import OutputOptions, TracingOptions
 from runtime._otel import parse_traceparent
@@ -176,7 +176,7 @@ def check_idempotency_key(key: object) -> str:
 
     Raises:
         TypeError: if it is not a ``str``.
-        ValueError: if it is empty, too long, or not valid UTF-8 text.
+        ValueError: if it is empty, too long, not valid UTF-8 text, or holds a NUL character.
     """
     if not isinstance(key, str):
         raise TypeError(f"idempotency_key must be a str, got {type(key).__name__}")
@@ -186,10 +186,9 @@ def check_idempotency_key(key: object) -> str:
         raise ValueError(
             f"idempotency_key has {len(key)} characters; at most {MAX_IDEMPOTENCY_KEY} are allowed"
         )
-    try:
-        key.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("idempotency_key is not valid UTF-8 text (a lone surrogate)") from None
+    problem = unstorable_text(key)
+    if problem is not None:
+        raise ValueError(f"idempotency_key {problem}")
     return key
 
 

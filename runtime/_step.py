@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, overload
 from pydantic import BaseModel, ValidationError
 
 from runtime._errors import StepValidationError, WorkflowDefinitionError
+from runtime._ids import unstorable_text
 
 if TYPE_CHECKING:
     from runtime._step_context import StepContext
@@ -160,6 +161,9 @@ def _build_step(
         id = getattr(execute, "__name__", None)
     if not isinstance(id, str) or not id:
         raise WorkflowDefinitionError(f"a step id must be a non-empty string, got {id!r}")
+    problem = unstorable_text(id)
+    if problem is not None:
+        raise WorkflowDefinitionError(f"step id {id!r} {problem}")
     _check_schema(input_schema, "input_schema", id)
     _check_schema(output_schema, "output_schema", id)
     if "." in id:

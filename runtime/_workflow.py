@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from runtime._errors import RunInProgressError, UnboundWorkflowError, WorkflowDefinitionError
-from runtime._ids import check_resource_id, check_run_id, new_id
+from runtime._ids import check_resource_id, check_run_id, new_id, unstorable_text
 from runtime._model import (
     TERMINAL_STATUSES,
     RunOutcome,
@@ -86,6 +86,9 @@ class Workflow(Generic[In, Out]):
     ) -> None:
         if not isinstance(id, str) or not id:
             raise WorkflowDefinitionError(f"a workflow id must be a non-empty string, got {id!r}")
+        problem = unstorable_text(id)
+        if problem is not None:
+            raise WorkflowDefinitionError(f"workflow id {id!r} {problem}")
         if "." in id:
             raise WorkflowDefinitionError(
                 f"workflow id {id!r} holds a '.', which separates a nested workflow's id from "
@@ -124,6 +127,8 @@ class Workflow(Generic[In, Out]):
         self.schedules = _schedules(schedule, id, input_schema)
         if version is not None and (not isinstance(version, str) or not version):
             raise TypeError(f"workflow {id!r}: version must be a non-empty string, got {version!r}")
+        if version is not None and (problem := unstorable_text(version)) is not None:
+            raise WorkflowDefinitionError(f"workflow {id!r}: version {version!r} {problem}")
         self.version = version
         self._nodes: list[Node | ExecutionPlan] = []
         self._plan: ExecutionPlan | None = None
@@ -220,6 +225,9 @@ class Workflow(Generic[In, Out]):
                 f"workflow {self.id!r}: a {kind} id must be a non-empty string without '.', "
                 f"got {given!r}"
             )
+        problem = unstorable_text(given)
+        if problem is not None:
+            raise WorkflowDefinitionError(f"workflow {self.id!r}: {kind} id {given!r} {problem}")
         return given
 
     def then(self, step: Step[Any, Any] | Workflow[Any, Any]) -> Self:

@@ -23,6 +23,7 @@ from runtime import (
     InvalidInputError,
     Runtime,
     TracingOptions,
+    WorkflowDefinitionError,
     create_step,
     create_workflow,
 )
@@ -169,6 +170,68 @@ def test_a_surrogate_run_id_in_a_query_is_a_value_error_on_every_store(
 
     with pytest.raises(ValueError, match="UTF-8"):
         call("x\ud800")
+
+
+# --- NUL characters: text every store but PostgreSQL would take --------------------------
+
+
+def test_a_nul_character_in_a_run_id_is_refused_at_create_run_and_in_queries(rt: Runtime) -> None:
+    # PostgreSQL's text cannot hold NUL: taken in memory or SQLite, such an id would fail
+    # only once the same code ran on a shared store, as a store error.
+    wf = rt.register(loose)
+
+    with pytest.raises(ValueError, match="NUL"):
+        wf.create_run("run\x00one")
+    for query in (wf.get_workflow_run_execution_result, wf.get_workflow_run_by_id):
+        with pytest.raises(ValueError, match="NUL"):
+            query("run\x00one")
+
+
+def test_a_nul_character_in_a_resource_id_or_idempotency_key_is_refused_and_records_nothing(
+    rt: Runtime,
+) -> None:
+    wf = rt.register(loose)
+    with pytest.raises(ValueError, match="NUL"):
+        wf.create_run(resource_id="tenant\x00")
+    run = wf.create_run()
+    with pytest.raises(ValueError, match=r"resource_id .* NUL"):
+        run.start_async(input_data={"value": 1}, resource_id="tenant\x00")
+    with pytest.raises(ValueError, match="idempotency_key holds a NUL"):
+        run.start_async(input_data={"value": 1}, idempotency_key="key\x00")
+
+    assert wf.get_workflow_run_execution_result(run.run_id) is None
+    assert run.start(input_data={"value": 1}, timeout=10).status == "success"
+
+
+@pytest.mark.parametrize("where", ["workflow", "step", "map", "version"])
+@pytest.mark.parametrize("bad", ["a\x00b", "a\ud800"])
+def test_a_name_no_store_could_keep_is_refused_at_definition(where: str, bad: str) -> None:
+    with pytest.raises(WorkflowDefinitionError, match=r"NUL|UTF-8"):
+        if where == "workflow":
+            create_workflow(id=bad, input_schema=Loose, output_schema=Loose)
+        elif where == "step":
+            create_step(id=bad, input_schema=Loose, output_schema=Loose, execute=echo.execute)
+        elif where == "map":
+            create_workflow(id="w", input_schema=Loose, output_schema=Loose).map(dict, id=bad)
+        else:
+            create_workflow(id="w", input_schema=Loose, output_schema=Loose, version=bad)
+
+
+@pytest.mark.postgres
+def test_a_nul_character_inside_a_runs_values_is_kept_on_postgresql(postgres_url: str) -> None:
+    # Values travel in the snapshot's bytes, not in text columns: only names are refused.
+    with Runtime(store=postgres_url) as runtime:
+        wf = runtime.register(loose)
+        result = wf.create_run().start(
+            input_data={"value": "a\x00b"},
+            request_context={"k\x00": "v\x00"},
+            tracing_options={"metadata": {"m": "\x00"}},
+            timeout=10,
+        )
+
+        assert result.status == "success"
+        assert result.result == {"value": "a\x00b"}
+        assert wf.get_workflow_run_execution_result(result.run_id).result == {"value": "a\x00b"}
 
 
 @pytest.mark.parametrize(
