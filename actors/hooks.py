@@ -83,7 +83,7 @@ class HookRunner:
 
     def _submit(
         self,
-        fn: Callable[[ExecutionPlan, Snapshot, Callable[[], object]], None],
+        fn: Callable[[ExecutionPlan, Snapshot, Callable[[], object], object], None],
         plan: ExecutionPlan,
         snapshot: Snapshot,
         then: Callable[[], object],
@@ -91,9 +91,9 @@ class HookRunner:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(HOOK_THREADS, thread_name_prefix="callboard-hooks")
         try:
-            future = self._executor.submit(fn, plan, snapshot, then)
+            future = self._executor.submit(fn, plan, snapshot, then, self)
         except RuntimeError:  # shut down: call them here rather than skip them
-            fn(plan, snapshot, then)
+            fn(plan, snapshot, then, self)
             return
         with self._lock:
             self._pending.add(future)
@@ -140,18 +140,22 @@ class HookRunner:
         concurrent.futures.wait(pending, timeout)
 
 
-def _call_start_hook(plan: ExecutionPlan, snapshot: Snapshot, then: Callable[[], object]) -> None:
+def _call_start_hook(
+    plan: ExecutionPlan, snapshot: Snapshot, then: Callable[[], object], owner: object
+) -> None:
     snapshot["status"] = RunStatus.RUNNING.value
-    _call_hooks(plan, snapshot, then, [("on_start", plan.on_start)])
+    _call_hooks(plan, snapshot, then, owner, [("on_start", plan.on_start)])
 
 
 def _call_hooks(
     plan: ExecutionPlan,
     snapshot: Snapshot,
     then: Callable[[], object],
+    owner: object,
     hooks: list[tuple[str, Any]] | None = None,
 ) -> None:
-    serving(snapshot["run_id"])  # a hook's wait for its own run is refused
+    # A hook's wait for its own run, or its runtime's stop, is refused.
+    serving(snapshot["run_id"], owner)
     try:
         if hooks is None:
             hooks = [("on_finish", plan.on_finish)]

@@ -49,7 +49,7 @@ from runtime._request_context import changed, view
 from runtime._snapshot import check_encodable, copy_plain, find_unencodable
 from runtime._step import dump_model, plain, validate_for_step
 from runtime._step_context import BailOut, StepContext, SuspendRequest
-from runtime._sync import on_run_waits, serving
+from runtime._sync import on_run_waits, serving, serving_in_task
 from runtime._tracing import Span, emit, observed
 
 if TYPE_CHECKING:
@@ -153,7 +153,7 @@ class StepActor(ThreadActor):
                 on anything wrong with it.
             traced: Whether the call has a ``workflow_step`` span of its own.
         """
-        serving(call.run_id)  # a wait for its own run in the body is refused
+        serving(call.run_id, self._pool)  # a wait for its own run (or a stop) is refused
         try:
             if not traced:
                 span, span_id = None, call.parent_span_id
@@ -205,7 +205,9 @@ class StepActor(ThreadActor):
         """Run an ``async def`` body on the async loop; reply when it is done."""
         awaiting = _Awaiting(call, ctx, span, started, outcome, traced=traced)
         try:
-            future = self._pool.loop.submit(_body(awaitable, span), awaitable)
+            future = self._pool.loop.submit(
+                _body(awaitable, span, call.run_id, self._pool), awaitable
+            )
         except RuntimeStoppedError as exc:
             if inspect.iscoroutine(awaitable):
                 awaitable.close()  # it will never run: do not leave it unawaited
@@ -216,7 +218,7 @@ class StepActor(ThreadActor):
         ctx.abort_signal.add_callback(_CancelOnTimeout(future))
 
 
-async def _body(awaitable: Any, span: Span | None) -> tuple[bool, Any]:
+async def _body(awaitable: Any, span: Span | None, run_id: str, owner: object) -> tuple[bool, Any]:
     """An ``async def`` step body as the async loop runs it: ``(True, value)`` or ``(False, exc)``.
 
     A BaseException (SystemExit, KeyboardInterrupt) must not escape into the
@@ -224,7 +226,10 @@ async def _body(awaitable: Any, span: Span | None) -> tuple[bool, Any]:
     every run. Cancellation still propagates. A module function, not a closure:
     the exception's traceback holds this frame, and a frame that held the
     future or the step's context would make each failed step a reference cycle.
+    Its task notes the run it serves: a wait for that run, or a stop of its
+    runtime, inside the body is refused.
     """
+    serving_in_task(run_id, owner)
     try:
         with contextlib.nullcontext() if span is None else span.current():
             return True, await awaitable

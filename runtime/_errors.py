@@ -425,8 +425,10 @@ class BlockingCallError(WorkflowError, RuntimeError):
     An ``async def`` step runs on the event loop that runs every async step of
     the runtime; a blocking ``run.wait()`` (or ``run.start()``) there stops that
     loop until the run ends, and the run may need the loop to end. Await
-    ``run.wait_async()`` (or ``run.astart()``) instead. A ``wait()`` inside one
-    of the run's own steps or hooks is refused too: the run ends only after it.
+    ``run.wait_async()`` (or ``run.astart()``) instead. A ``wait()`` or
+    ``wait_async()`` inside one of the run's own steps or hooks is refused too:
+    the run ends only after it. So is ``Runtime.stop()`` (or ``astop()``) inside
+    a step or hook of one of the runtime's runs, which the stop would wait for.
     """
 
 

@@ -453,6 +453,8 @@ class Run(Generic[In, Out]):
             RunNotStartedError: if the run was never started.
             RunDeletedError: if the run ended and its record was deleted or pruned.
             RunTimeoutError: if ``timeout`` passed first (the run goes on).
+            BlockingCallError: if the run has not ended and this is awaited inside
+                one of its own steps, which it would wait for.
         """
         if timeout is None:
             return await self._settled()
@@ -469,6 +471,13 @@ class Run(Generic[In, Out]):
         record: SnapshotRecord | None = await host.call(self._started_record)
         assert record is not None
         if record.status not in SETTLED_STATUSES:
+            if served_run() == self.run_id:
+                raise BlockingCallError(
+                    f"run {self.run_id!r}: wait_async() was awaited inside one of its own "
+                    "steps or hooks, and would wait for ever: the run ends only once that "
+                    "step or hook has returned",
+                    run_id=self.run_id,
+                )
             latch = Latch()
             host.watch(self.run_id, latch)
             await latch.wait_async()

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from runtime import _clock
 from runtime._errors import (
+    BlockingCallError,
     RoleError,
     RunAlreadyStartedError,
     RuntimeStoppedError,
@@ -39,7 +40,7 @@ from runtime._stores.memory import MemoryStore
 from runtime._stores.open import is_postgres_url, open_store
 from runtime._stores.schedules import ScheduleBook, ScheduleRow, book_for, close_book
 from runtime._stores.sqlite import path_from_url
-from runtime._sync import Channel, Latch
+from runtime._sync import Channel, Latch, served
 
 if TYPE_CHECKING:
     from actors.system import ActorSystem
@@ -563,7 +564,13 @@ class Runtime:
 
         Args:
             timeout: Seconds to wait for runs in progress.
+
+        Raises:
+            BlockingCallError: if called inside a step or hook of one of this
+                runtime's runs while it runs, since the stop would wait for that
+                run while the run waits for the stop; nothing is stopped.
         """
+        self._refuse_inside_own_run("stop")
         host = self._host
         with self._lock:
             if host.state != "running":
@@ -590,8 +597,40 @@ class Runtime:
 
         Args:
             timeout: Seconds to wait for runs in progress.
+
+        Raises:
+            BlockingCallError: if awaited inside a step or hook of one of this
+                runtime's runs (see :meth:`stop`).
         """
+        self._refuse_inside_own_run("astop")
         await asyncio.get_running_loop().run_in_executor(None, self.stop, timeout)
+
+    def _refuse_inside_own_run(self, call: str) -> None:
+        """Refuse a stop from a step or hook of this runtime's: it would wait for its own run.
+
+        A runtime stopping or stopped already has nothing to wait for: such a
+        call returns at once, as from anywhere.
+
+        Raises:
+            BlockingCallError: if the caller runs such a step or hook.
+        """
+        run_id, owner = served()
+        host = self._host
+        system = host.system
+        if (
+            run_id is None
+            or system is None
+            or host.state != "running"
+            or owner not in (system.pool, system.hooks)
+        ):
+            return
+        raise BlockingCallError(
+            f"{call}() was called inside a step or hook of run {run_id!r} of this runtime: "
+            "it waits for the runs in progress, that one included, which cannot end before "
+            f"the call returns. Stop the runtime from outside its runs (a thread of your "
+            f"own, threading.Thread(target=rt.stop).start(), does it)",
+            run_id=run_id,
+        )
 
     def _step_loop(
         self, running: asyncio.AbstractEventLoop | None

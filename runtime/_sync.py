@@ -22,6 +22,7 @@ import asyncio
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from typing import Generic, TypeVar
 
 from runtime import _probes
@@ -34,8 +35,10 @@ __all__ = [
     "EventChannel",
     "Latch",
     "on_run_waits",
+    "served",
     "served_run",
     "serving",
+    "serving_in_task",
     "wait_for_a_run",
 ]
 
@@ -44,15 +47,44 @@ T = TypeVar("T")
 _this_thread = threading.local()
 
 
-def serving(run_id: str | None) -> None:
-    """Note the run whose step or hook the calling thread runs now (``None``: none)."""
+_served_in_task: ContextVar[tuple[str, object] | None] = ContextVar(
+    "callboard_served_run", default=None
+)
+"""The run (and the runtime's part that runs it) whose async step body this task runs."""
+
+
+def serving(run_id: str | None, owner: object = None) -> None:
+    """Note the run whose step or hook the calling thread runs now (``None``: none).
+
+    ``owner`` is what runs it (a runtime's step pool, its hook runner): a call
+    that would wait for that runtime's runs can tell it is one of them.
+    """
     _this_thread.run_id = run_id
+    _this_thread.owner = owner
+
+
+def serving_in_task(run_id: str, owner: object) -> None:
+    """Note, for the calling asyncio task (and tasks it makes), the run whose async step it runs.
+
+    Async steps share their loop's thread, so :func:`serving` cannot tell them apart.
+    """
+    _served_in_task.set((run_id, owner))
+
+
+def served() -> tuple[str | None, object]:
+    """The run whose step or hook the caller runs and what runs it; ``(None, None)`` if none.
+
+    An async step body's task (see :func:`serving_in_task`) first, then the thread.
+    """
+    in_task = _served_in_task.get()
+    if in_task is not None:
+        return in_task
+    return getattr(_this_thread, "run_id", None), getattr(_this_thread, "owner", None)
 
 
 def served_run() -> str | None:
-    """The run whose step or hook the calling thread runs, as :func:`serving` noted."""
-    run_id: str | None = getattr(_this_thread, "run_id", None)
-    return run_id
+    """The run whose step or hook the caller runs, as :func:`served` finds it."""
+    return served()[0]
 
 
 def on_run_waits(began: Callable[[str], None], ended: Callable[[], None]) -> None:

@@ -10,6 +10,8 @@ naming the awaitable twin; nothing is started.
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -183,3 +185,118 @@ def test_a_hook_waiting_for_its_own_run_fails_and_the_run_ends(rt: Runtime) -> N
 
     assert result.status == RunStatus.SUCCESS
     assert len(failures) == 1 and "own steps or hooks" in str(failures[0])
+
+
+def test_an_async_step_awaiting_its_own_run_fails_at_once(rt: Runtime) -> None:
+    holder: dict[str, Any] = {}
+
+    async def body(ctx: StepContext[Number]) -> Number:
+        # Before: no timeout, so it waited for ever (and the run with it).
+        await holder["wf"].create_run(ctx.run_id).wait_async()
+        return ctx.input_data
+
+    wf = holder["wf"] = parent(rt, body)
+    result = wf.create_run().start(input_data={"n": 1}, timeout=WAIT)
+
+    assert result.status == RunStatus.FAILED
+    assert result.error is not None and result.error.name == "BlockingCallError"
+    assert "wait_async() was awaited inside one of its own steps" in result.error.message
+
+
+def test_an_async_step_may_await_another_run(rt: Runtime) -> None:
+    children = rt.register(child)
+
+    async def body(ctx: StepContext[Number]) -> Number:
+        result = await children.create_run().astart(input_data={"n": ctx.input_data.n})
+        return Number(n=result.result["n"] + 1)
+
+    result = parent(rt, body).create_run().start(input_data={"n": 3}, timeout=WAIT)
+
+    assert result.status == RunStatus.SUCCESS and result.result == {"n": 7}
+
+
+# --- a stop of the runtime one runs in ------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_step_stopping_its_own_runtime_fails_at_once_and_the_runtime_goes_on(
+    rt: Runtime, kind: str
+) -> None:
+    # Before: the stop waited its whole timeout for the run that called it, and failed it.
+    def sync_body(ctx: StepContext[Number]) -> Number:
+        rt.stop(timeout=WAIT)
+        return ctx.input_data
+
+    async def async_body(ctx: StepContext[Number]) -> Number:
+        await rt.astop(timeout=WAIT)
+        return ctx.input_data
+
+    wf = parent(rt, sync_body if kind == "sync" else async_body)
+    result = wf.create_run().start(input_data={"n": 1}, timeout=WAIT)
+
+    assert result.status == RunStatus.FAILED
+    assert result.error is not None and result.error.name == "BlockingCallError"
+    assert f"{'a' if kind == 'async' else ''}stop() was called inside a step or hook of run" in (
+        result.error.message
+    )
+    assert rt.is_running  # nothing was stopped
+    assert wf.create_run().start(input_data={"n": 2}, timeout=WAIT).status == RunStatus.FAILED
+
+
+def test_a_hook_stopping_its_own_runtime_is_refused_and_the_run_ends(rt: Runtime) -> None:
+    failures: list[BaseException] = []
+
+    def on_finish(outcome: Any) -> None:
+        try:
+            rt.stop(timeout=WAIT)
+        except BlockingCallError as exc:
+            failures.append(exc)
+
+    step = create_step(
+        id="pass", input_schema=Number, output_schema=Number, execute=lambda ctx: ctx.input_data
+    )
+    wf = rt.register(
+        create_workflow(
+            id="stopper", input_schema=Number, output_schema=Number, on_finish=on_finish
+        )
+        .then(step)
+        .commit()
+    )
+    result = wf.create_run().start(input_data={"n": 7}, timeout=WAIT)
+
+    assert result.status == RunStatus.SUCCESS
+    assert len(failures) == 1 and "stop() was called inside a step or hook" in str(failures[0])
+    assert rt.is_running
+
+
+def test_a_step_may_stop_another_runtime_and_its_own_from_a_thread_of_its_own(
+    rt: Runtime,
+) -> None:
+    other = Runtime().start()
+    stopper: list[threading.Thread] = []
+
+    def body(ctx: StepContext[Number]) -> Number:
+        other.stop(timeout=WAIT)  # not this step's runtime: nothing to wait for here
+        thread = threading.Thread(target=rt.stop, kwargs={"timeout": WAIT})
+        thread.start()  # this run ends, then the stop goes on
+        stopper.append(thread)
+        return ctx.input_data
+
+    run = parent(rt, body).create_run()
+    run.start_async(input_data={"n": 5})
+    stopper_started = _wait_for(lambda: bool(stopper))
+    stopper[0].join(WAIT)
+
+    assert stopper_started and not stopper[0].is_alive()
+    assert not other.is_running and not rt.is_running
+    result = run.wait(WAIT)
+    assert result.status == RunStatus.SUCCESS and result.result == {"n": 5}
+
+
+def _wait_for(condition: Any, limit: float = WAIT) -> bool:
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
