@@ -409,7 +409,8 @@ class Runtime:
             ``int``, or a ``retention`` that is neither a policy nor a mapping.
         ValueError: for a ``max_concurrent_runs``, ``max_step_threads`` or
             ``max_pending_runs`` below 1, a negative ``stop_timeout``, an
-            empty store location, a retention policy pydantic refuses, an
+            empty store location or a URL of another scheme (``memory://``,
+            ``mysql://``), a retention policy pydantic refuses, an
             unknown ``role``, a role other than ``"both"`` on a memory store,
             or an ``async_steps`` that is none of the above.
     """

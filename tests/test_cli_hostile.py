@@ -114,3 +114,19 @@ def test_the_real_command_survives_bytes_that_are_not_utf8(place: Path) -> None:
     assert done.returncode == 2
     assert b"Traceback" not in done.stderr
     assert b"not a run id" in done.stderr
+
+
+@pytest.mark.parametrize("command", [["runs", "list"], ["worker", "hostile_flows:flow"]])
+@pytest.mark.parametrize("url", ["memory://", "mysql://host/db", "redis://localhost:6379"])
+def test_a_url_of_another_scheme_is_refused_and_makes_no_file(
+    place: Path, capsys: pytest.CaptureFixture[str], command: list[str], url: str
+) -> None:
+    # Taken for a path, "mysql://host/db" named the file mysql:/host/db (a Path folds
+    # its "//"), and a worker made "memory:" in the current folder.
+    before = sorted(place.rglob("*"))
+
+    code, err = run_cli(capsys, *command, "--db", url)
+
+    assert code == 2
+    assert "unknown store URL scheme" in err and "Traceback" not in err
+    assert sorted(place.rglob("*")) == before

@@ -295,6 +295,22 @@ def test_any_context_and_input_is_a_run_or_an_invalid_input_error(
         assert run.wait(10).status == "success"
 
 
+@pytest.mark.parametrize(
+    "store", ["memory://", "mysql://host/db", "redis://localhost", "file:///tmp/runs.db"]
+)
+def test_a_store_url_of_another_scheme_is_a_value_error_and_makes_no_file(
+    store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Taken for a path, "memory://" became a SQLite file named "memory:" in the working
+    # folder, and "mysql://host/db" a "folder mysql:/host does not exist" at start().
+    monkeypatch.chdir(tmp_path)
+
+    with pytest.raises(ValueError, match="unknown store URL scheme"):
+        Runtime(store=store)
+
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("store", [5, object(), b"runs.db", ["memory"]])
 def test_a_runtime_on_something_that_is_not_a_store_is_a_type_error_and_starts_nothing(
     store: Any,

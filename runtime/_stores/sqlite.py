@@ -39,6 +39,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import socket
 import sqlite3
 import threading
@@ -343,9 +344,25 @@ def _record(row: tuple[Any, ...]) -> SnapshotRecord:
     )
 
 
+_OTHER_URL: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+)://")
+"""A URL's scheme (of two characters or more: ``C://`` is a Windows path)."""
+
+
 def path_from_url(location: str | os.PathLike[str]) -> Path:
-    """A database path from a path or a ``sqlite:///path`` URL."""
+    """A database path from a path or a ``sqlite:///path`` URL.
+
+    Raises:
+        ValueError: for a malformed ``sqlite://`` URL, or a URL of another
+            scheme (``memory://``, ``mysql://``...): taken for a path, it would
+            name a file (a ``Path`` folds its ``//``), made in the working folder.
+    """
     text = os.fspath(location)
+    other = _OTHER_URL.match(text)
+    if other is not None and other.group(1) != "sqlite":
+        raise ValueError(
+            f"unknown store URL scheme {other.group(1) + '://'!r} in {text!r}: use 'memory', "
+            "a SQLite file path or sqlite:///path, or a postgresql:// URL"
+        )
     if text.startswith("sqlite:///"):
         text = text[len("sqlite:///") :]  # sqlite:///relative or sqlite:////absolute
     elif text.startswith("sqlite://"):
