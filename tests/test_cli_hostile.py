@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime import SQLiteStore
+from runtime import Runtime, SQLiteStore
 from runtime._cli import main
 
 WORKFLOW = """
@@ -130,3 +130,29 @@ def test_a_url_of_another_scheme_is_refused_and_makes_no_file(
     assert code == 2
     assert "unknown store URL scheme" in err and "Traceback" not in err
     assert sorted(place.rglob("*")) == before
+
+
+@pytest.mark.parametrize("option", ["--db", "--store"])
+def test_a_reader_that_goes_away_ends_the_command_quietly_with_141(
+    place: Path, option: str
+) -> None:
+    # `callboard runs list | head`: before, a BrokenPipeError traceback, exit 1.
+    from hostile_flows import flow  # type: ignore[import-not-found]
+
+    with Runtime(store=place / "callboard.db") as runtime:
+        workflow = runtime.register(flow)
+        for _ in range(3):
+            workflow.create_run().start(input_data={"value": 1}, timeout=30)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    command = [sys.executable, "-m", "runtime", "runs", "list", option, "callboard.db"]
+    reader = subprocess.Popen(
+        command, cwd=place, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert reader.stdout is not None and reader.stderr is not None
+    reader.stdout.close()  # gone before the first line
+    with reader.stderr:
+        errors = reader.stderr.read()
+    code = reader.wait(60)
+
+    assert code == 141
+    assert b"Traceback" not in errors and b"BrokenPipe" not in errors

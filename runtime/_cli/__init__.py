@@ -57,6 +57,7 @@ opening of the store, ``_worker`` the worker and its signals, ``_loader`` the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
@@ -138,7 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         The exit code: 0 success, 1 the run failed or was canceled, 2 a usage
-        or input error, 3 not found (130 when interrupted).
+        or input error, 3 not found (130 when interrupted, 141 when the
+        reader of the output went away).
     """
     parser = _build_parser()
     try:
@@ -162,6 +164,14 @@ def _run(command: Command, args: argparse.Namespace) -> ExitCode:
     except KeyboardInterrupt:
         _error("interrupted")
         return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`callboard runs list | head`): stop quietly. Standard
+        # output goes nowhere from now on, or flushing it at exit would raise again.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        return ExitCode.OUTPUT_CLOSED
     except tuple(_ERROR_EXIT_CODES) as exc:
         _error(str(exc))
         return next(code for kind, code in _ERROR_EXIT_CODES.items() if isinstance(exc, kind))
@@ -187,6 +197,8 @@ def _build_parser() -> argparse.ArgumentParser:
     db = _Parser(add_help=False)
     db.add_argument(
         "--db",
+        "--store",  # the name Runtime(store=...) gives it
+        dest="db",
         metavar="STORE",
         default=argparse.SUPPRESS,
         help=(

@@ -118,6 +118,9 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130
     """Ctrl-C, as shells report SIGINT."""
 
+    OUTPUT_CLOSED = 141
+    """Whoever read the output stopped reading (``| head``), as shells report SIGPIPE."""
+
 
 Command = Callable[[argparse.Namespace], RunStatus | ExitCode | None]
 """A command: the parsed arguments in; out, the status of the run that decides the exit
