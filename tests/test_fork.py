@@ -9,10 +9,12 @@ run never ran (memory), or the child hung (SQLite).
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import select
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -39,38 +41,56 @@ def _workflow() -> Any:
 
 
 def _in_a_child(body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run ``body`` in a forked child; its report, or a failure if it hung or died."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: report, and leave without running the parent's cleanup
-        os.close(read_end)
+    """Run ``body`` in a forked child; its report, or a failure if it hung or died.
+
+    A child that hangs writes every thread's stack to a file first, which the
+    failure shows: a hang after a fork is a lock some thread held at the fork.
+    """
+    with tempfile.TemporaryFile() as stacks:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report, and leave without running the parent's cleanup
+            os.close(read_end)
+            # Not faulthandler.dump_traceback_later: it first cancels the parent's timer
+            # (pytest's faulthandler_timeout), and waits for a thread the child lacks.
+            threading.Thread(target=_dump_stacks_later, args=(stacks,), daemon=True).start()
+            try:
+                report = body()
+            except BaseException as exc:
+                report = {"raised": f"{type(exc).__name__}: {exc}"}
+            os.write(write_end, json.dumps(report).encode())
+            os._exit(0)
+        os.close(write_end)
+        chunks: list[bytes] = []
+        deadline = time.monotonic() + CHILD_DEADLINE
         try:
-            report = body()
-        except BaseException as exc:
-            report = {"raised": f"{type(exc).__name__}: {exc}"}
-        os.write(write_end, json.dumps(report).encode())
-        os._exit(0)
-    os.close(write_end)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + CHILD_DEADLINE
-    try:
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                os.kill(pid, signal.SIGKILL)
-                pytest.fail(f"the forked child did not finish within {CHILD_DEADLINE} s")
-            ready, _, _ = select.select([read_end], [], [], remaining)
-            if ready:
-                chunk = os.read(read_end, 65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-    finally:
-        os.close(read_end)
-        os.waitpid(pid, 0)
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    os.kill(pid, signal.SIGKILL)
+                    stacks.seek(0)
+                    pytest.fail(
+                        f"the forked child did not finish within {CHILD_DEADLINE} s; "
+                        "its threads:\n" + stacks.read().decode(errors="replace")
+                    )
+                ready, _, _ = select.select([read_end], [], [], remaining)
+                if ready:
+                    chunk = os.read(read_end, 65536)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+        finally:
+            os.close(read_end)
+            os.waitpid(pid, 0)
     assert chunks, "the forked child reported nothing"
     report: dict[str, Any] = json.loads(b"".join(chunks))
     return report
+
+
+def _dump_stacks_later(file: Any) -> None:
+    time.sleep(CHILD_DEADLINE - 5)
+    faulthandler.dump_traceback(file=file, all_threads=True)
+    file.flush()
 
 
 def _refusal(call: Callable[[], object]) -> str | None:
