@@ -8,7 +8,9 @@ The library never configures structlog and is quiet by default: while
 structlog runs with its built-in configuration, callboard's own events below
 WARNING are dropped before they are built, the way the
 standard library shows nothing below WARNING to a program that set up no
-logging. Once the application configures structlog (or a test uses
+logging; warnings and errors go to the standard library's logger
+``callboard`` if the program set up ``logging``, else to standard error.
+Once the application configures structlog (or a test uses
 ``structlog.testing.capture_logs()``), every event goes through that
 configuration.
 """
@@ -79,17 +81,48 @@ def observed() -> bool:
     return _otel.tracer() is not None or _active_logger() is not None
 
 
+_stdlib_logger = logging.getLogger("callboard")
+"""Where quiet mode's warnings and errors go once the program has set up standard logging."""
+
+
 def emit(level: int, event: str, **fields: Any) -> None:
     """Log one of callboard's events, unless quiet mode drops it.
 
-    In quiet mode a warning or an error still shows, on standard error, never
-    on standard output: that is the program's (its ``--json``, its pipes).
+    In quiet mode a warning or an error still shows: through the standard
+    library's logger ``callboard`` once the program has set up ``logging``
+    (a handler on it or on the root logger: its handlers, levels and
+    filters then apply), else on standard error, never on standard output:
+    that is the program's (its ``--json``, its pipes).
     """
     active = _active_logger()
     if active is not None:
         active.log(level, event, **fields)
     elif level >= logging.WARNING:
-        structlog.wrap_logger(structlog.PrintLogger(sys.stderr)).log(level, event, **fields)
+        if _stdlib_logger.hasHandlers():
+            _log_to_stdlib(level, event, fields)
+        else:
+            structlog.wrap_logger(structlog.PrintLogger(sys.stderr)).log(level, event, **fields)
+
+
+def _log_to_stdlib(level: int, event: str, fields: dict[str, Any]) -> None:
+    """An event as a record of the standard library's logger ``callboard``.
+
+    The message is the event and its fields (``key=value``, as structlog
+    shows them); a handler that formats records its own way finds them in the
+    record's ``callboard_event`` and ``callboard_fields``, and ``exc_info``
+    is the record's.
+    """
+    if not _stdlib_logger.isEnabledFor(level):
+        return
+    exc_info = fields.pop("exc_info", None)
+    message = " ".join([event, *(f"{key}={value!r}" for key, value in fields.items())])
+    _stdlib_logger.log(
+        level,
+        "%s",
+        message,
+        exc_info=exc_info,
+        extra={"callboard_event": event, "callboard_fields": fields},
+    )
 
 
 class Span:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
@@ -11,6 +12,7 @@ import pytest
 import structlog
 
 from runtime import Runtime, create_step, create_workflow
+from runtime._tracing import emit
 from tests._support import ROOT
 
 PROGRAM = """
@@ -127,3 +129,69 @@ def test_in_quiet_mode_a_warning_goes_to_stderr_never_to_stdout() -> None:
     assert done.stdout == ""
     assert "store_locked" in done.stderr
     assert "dropped" not in done.stderr
+
+
+def test_with_standard_logging_set_up_warnings_and_errors_go_through_it() -> None:
+    # A daemon that set up only the standard library's logging (no structlog): before,
+    # callboard's errors bypassed its handlers and went to stderr.
+    script = """
+import logging, sys
+logging.basicConfig(stream=sys.stdout, format="%(name)s|%(levelname)s|%(message)s")
+from pydantic import BaseModel
+from runtime import Runtime, create_step, create_workflow
+from runtime._tracing import emit
+
+class Value(BaseModel):
+    value: str
+
+def broken_hook(outcome):
+    raise RuntimeError("the hook broke")
+
+def same(ctx):
+    return ctx.input_data
+
+step = create_step(id="same", input_schema=Value, output_schema=Value, execute=same)
+flow = (
+    create_workflow(id="hooked", input_schema=Value, output_schema=Value, on_finish=broken_hook)
+    .then(step)
+    .commit()
+)
+emit(logging.WARNING, "store_locked", path="x.db")
+emit(logging.INFO, "span_start", name="dropped")
+with Runtime() as rt:
+    result = rt.register(flow).create_run().start(input_data={"value": "x"}, timeout=10)
+    assert result.status == "success"
+"""
+    done = _run(script)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    lines = done.stdout.splitlines()
+    assert "callboard|WARNING|store_locked path='x.db'" in lines
+    assert "dropped" not in done.stdout and "span_start" not in done.stdout
+    [hook] = [line for line in lines if "workflow_hook_failed" in line]
+    assert hook.startswith("callboard|ERROR|workflow_hook_failed hook='on_finish' run_id=")
+    assert "RuntimeError: the hook broke" in done.stdout  # the traceback, as exc_info
+
+
+def test_a_logging_record_carries_the_event_and_its_fields_and_levels_apply(
+    unconfigured_structlog: None,
+) -> None:
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    callboard_logger = logging.getLogger("callboard")
+    callboard_logger.addHandler(handler)
+    try:
+        emit(logging.WARNING, "store_locked", path="x.db", waiting=3)
+        callboard_logger.setLevel(logging.ERROR)  # the application's choice holds
+        emit(logging.WARNING, "store_locked", path="y.db", waiting=1)
+    finally:
+        callboard_logger.removeHandler(handler)
+        callboard_logger.setLevel(logging.NOTSET)
+
+    [record] = records
+    assert record.levelno == logging.WARNING and record.name == "callboard"
+    assert record.getMessage() == "store_locked path='x.db' waiting=3"
+    assert record.callboard_event == "store_locked"  # type: ignore[attr-defined]
+    assert record.callboard_fields == {"path": "x.db", "waiting": 3}  # type: ignore[attr-defined]
