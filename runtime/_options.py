@@ -5,15 +5,57 @@ from __future__ import annotations
 import math
 import re
 from datetime import timedelta
-from typing import Any, Self
+from typing import Any, Final, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from runtime._otel import parse_traceparent, traceparent_of
 
-__all__ = ["OutputOptions", "RetentionPolicy", "RetryConfig", "TracingOptions"]
+__all__ = [
+    "FOREVER",
+    "OutputOptions",
+    "RetentionPolicy",
+    "RetryConfig",
+    "TracingOptions",
+    "check_timeout",
+]
 
 _TRACE_ID = re.compile(r"[0-9a-fA-F]{1,32}")
+
+FOREVER: Final = 10 * 365 * 86400.0
+"""Seconds past which a timeout means no timeout: a wait's clocks and locks refuse some
+larger ones (``threading``'s ``TIMEOUT_MAX``, a ``time_t``), and ten years is as good as
+for ever to a program."""
+
+
+def check_timeout(
+    timeout: object,
+    name: str = "timeout",
+    *,
+    forever: float | None = None,
+    allow_none: bool = True,
+) -> float | None:
+    """``timeout`` as a wait takes it: seconds, or ``None`` for as long as it takes.
+
+    A negative one is none left (as ``threading`` takes it: a deadline already
+    past), and one past ten years (``math.inf`` included) is ``forever``:
+    ``None``, or ten years for a caller whose ``None`` means something else.
+
+    Raises:
+        TypeError: if it is not a real number (a ``bool`` is not), nor ``None``
+            where ``allow_none``.
+        ValueError: if it is NaN.
+    """
+    if timeout is None and allow_none:
+        return None
+    kind = "a number of seconds or None" if allow_none else "a number of seconds"
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool):
+        raise TypeError(f"{name} must be {kind}, got {type(timeout).__name__}")
+    if math.isnan(timeout):
+        raise ValueError(f"{name} must be {kind}, got NaN")
+    if timeout > FOREVER:
+        return forever
+    return float(max(timeout, 0))
 
 
 class TracingOptions(BaseModel):

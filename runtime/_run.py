@@ -38,7 +38,7 @@ from runtime._model import (
     WorkflowResult,
     with_output_schema,
 )
-from runtime._options import OutputOptions, TracingOptions
+from runtime._options import OutputOptions, TracingOptions, check_timeout
 from runtime._otel import end_span
 from runtime._plan import split_item_path
 from runtime._queue import Queue
@@ -322,6 +322,7 @@ class Run(Generic[In, Out]):
             BlockingCallError: if called on the event loop of the runtime's async
                 steps (nothing is started).
         """
+        timeout = check_timeout(timeout)
         self._refuse_on_step_loop("start")
         self.start_async(
             input_data=input_data,
@@ -391,6 +392,7 @@ class Run(Generic[In, Out]):
 
         Same arguments, result and errors as :meth:`start`.
         """
+        timeout = check_timeout(timeout)
         await self.astart_async(
             input_data=input_data,
             request_context=request_context,
@@ -421,6 +423,7 @@ class Run(Generic[In, Out]):
             BlockingCallError: if the run has not ended and the caller runs on the
                 event loop of the runtime's async steps (see :meth:`wait_async`).
         """
+        timeout = check_timeout(timeout)
         record = self._started_record()
         if record.status not in SETTLED_STATUSES:
             self._refuse_on_step_loop("wait")
@@ -456,6 +459,7 @@ class Run(Generic[In, Out]):
             BlockingCallError: if the run has not ended and this is awaited inside
                 one of its own steps, which it would wait for.
         """
+        timeout = check_timeout(timeout)
         if timeout is None:
             return await self._settled()
         try:
@@ -511,6 +515,7 @@ class Run(Generic[In, Out]):
             TypeError: if ``from_seq`` is not an ``int``.
             ValueError: if ``from_seq`` is negative.
         """
+        timeout = check_timeout(timeout)
         if from_seq is not None:
             _check_seq(from_seq)
         record = self._started_record()
@@ -527,6 +532,7 @@ class Run(Generic[In, Out]):
 
         Same arguments, result and errors; iterate the watch with ``async for``.
         """
+        timeout = check_timeout(timeout)
         return await self._host.call(self.watch, timeout, from_seq=from_seq)
 
     def stream(self, *, from_seq: int | None = None, timeout: float | None = None) -> RunStream:
@@ -557,12 +563,14 @@ class Run(Generic[In, Out]):
         Raises:
             As :meth:`watch`.
         """
+        timeout = check_timeout(timeout)
         return RunStream(self.watch(timeout, from_seq=from_seq))
 
     async def astream(
         self, *, from_seq: int | None = None, timeout: float | None = None
     ) -> RunStream:
         """Await :meth:`stream` without blocking the event loop; iterate with ``async for``."""
+        timeout = check_timeout(timeout)
         return await self._host.call(self.stream, from_seq=from_seq, timeout=timeout)
 
     def resume_stream(
@@ -585,6 +593,7 @@ class Run(Generic[In, Out]):
         Raises:
             As :meth:`resume_async`; nothing is streamed then.
         """
+        timeout = check_timeout(timeout)
         # Subscribed before the resume is recorded: the stream starts where the
         # suspension ended, and misses nothing after it.
         record = self._started_record()
@@ -608,6 +617,7 @@ class Run(Generic[In, Out]):
         timeout: float | None = None,
     ) -> RunStream:
         """Await :meth:`resume_stream` without blocking the event loop."""
+        timeout = check_timeout(timeout)
         return await self._host.call(
             self.resume_stream, step=step, resume_data=resume_data, timeout=timeout
         )
@@ -633,6 +643,7 @@ class Run(Generic[In, Out]):
         Raises:
             RunTimeoutError: if ``timeout`` passed first (the run goes on).
         """
+        timeout = check_timeout(timeout)
         self._refuse_on_step_loop("resume")
         self.resume_async(step=step, resume_data=resume_data, for_each_index=for_each_index)
         return self.wait(timeout)
@@ -740,6 +751,7 @@ class Run(Generic[In, Out]):
 
         Same arguments, result and errors as :meth:`resume`.
         """
+        timeout = check_timeout(timeout)
         await self.aresume_async(step=step, resume_data=resume_data, for_each_index=for_each_index)
         return await self.wait_async(timeout)
 
@@ -793,6 +805,7 @@ class Run(Generic[In, Out]):
             As :meth:`restart_async`, and ``RunTimeoutError`` if ``timeout``
             passed first (the run goes on).
         """
+        timeout = check_timeout(timeout)
         self._refuse_on_step_loop("restart")
         self.restart_async()
         return self.wait(timeout)
@@ -803,6 +816,7 @@ class Run(Generic[In, Out]):
 
     async def arestart(self, *, timeout: float | None = None) -> WorkflowResult[Out]:
         """Await :meth:`restart` without blocking the event loop."""
+        timeout = check_timeout(timeout)
         await self.arestart_async()
         return await self.wait_async(timeout)
 

@@ -28,7 +28,7 @@ from runtime._errors import (
 )
 from runtime._handoff import CallPool
 from runtime._model import RunEvent
-from runtime._options import RetentionPolicy
+from runtime._options import FOREVER, RetentionPolicy, check_timeout
 from runtime._plan import ExecutionPlan
 from runtime._queue import Queue
 from runtime._run_input import bound_schedule
@@ -406,9 +406,10 @@ class Runtime:
     Raises:
         TypeError: for a ``store`` that is none of the above, a
             ``max_step_threads`` or ``max_pending_runs`` that is not an
-            ``int``, or a ``retention`` that is neither a policy nor a mapping.
+            ``int``, a ``stop_timeout`` that is not a number, or a
+            ``retention`` that is neither a policy nor a mapping.
         ValueError: for a ``max_concurrent_runs``, ``max_step_threads`` or
-            ``max_pending_runs`` below 1, a negative ``stop_timeout``, an
+            ``max_pending_runs`` below 1, a negative or NaN ``stop_timeout``, an
             empty store location or a URL of another scheme (``memory://``,
             ``mysql://``), a retention policy pydantic refuses, an
             unknown ``role``, a role other than ``"both"`` on a memory store,
@@ -439,6 +440,7 @@ class Runtime:
             raise ValueError(f"role must be 'both', 'worker' or 'client', got {role!r}")
         if max_concurrent_runs is not None and max_concurrent_runs < 1:
             raise ValueError(f"max_concurrent_runs must be at least 1, got {max_concurrent_runs}")
+        checked = check_timeout(stop_timeout, "stop_timeout", forever=FOREVER, allow_none=False)
         if stop_timeout < 0:
             raise ValueError(f"stop_timeout must not be negative, got {stop_timeout}")
         self._max_concurrent_runs = max_concurrent_runs
@@ -449,7 +451,8 @@ class Runtime:
             else _at_least_one("max_pending_runs", max_pending_runs)
         )
         self._retention = _retention(retention)
-        self._stop_timeout = stop_timeout
+        assert checked is not None  # a number, at most ten years
+        self._stop_timeout = checked
         self._lock = threading.Lock()
         self._plans: dict[str, ExecutionPlan] = {}
         # Schedules defined here, by id, with their workflow's id: stored when the runtime starts.
@@ -571,6 +574,7 @@ class Runtime:
                 runtime's runs while it runs, since the stop would wait for that
                 run while the run waits for the stop; nothing is stopped.
         """
+        timeout = check_timeout(timeout, forever=FOREVER)
         self._refuse_inside_own_run("stop")
         host = self._host
         with self._lock:
@@ -603,6 +607,7 @@ class Runtime:
             BlockingCallError: if awaited inside a step or hook of one of this
                 runtime's runs (see :meth:`stop`).
         """
+        timeout = check_timeout(timeout, forever=FOREVER)
         self._refuse_inside_own_run("astop")
         await asyncio.get_running_loop().run_in_executor(None, self.stop, timeout)
 

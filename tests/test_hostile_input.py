@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from runtime import (
     InvalidInputError,
     Runtime,
+    RunTimeoutError,
     TracingOptions,
     WorkflowDefinitionError,
     create_step,
@@ -321,3 +322,81 @@ def test_a_runtime_on_something_that_is_not_a_store_is_a_type_error_and_starts_n
         Runtime(store=store)
 
     assert {thread.ident for thread in threading.enumerate()} <= before
+
+
+# --- timeouts ------------------------------------------------------------------------------
+
+
+def _slow(ctx: Any) -> Any:
+    import time
+
+    time.sleep(0.2)
+    return ctx.input_data
+
+
+slow = (
+    create_workflow(id="hostile-slow", input_schema=Loose, output_schema=Loose)
+    .then(create_step(id="slow", input_schema=Loose, output_schema=Loose, execute=_slow))
+    .commit()
+)
+
+
+@pytest.mark.parametrize(
+    ("timeout", "error"),
+    [("5", TypeError), (True, TypeError), (b"1", TypeError), (float("nan"), ValueError)],
+    ids=["str", "bool", "bytes", "nan"],
+)
+def test_a_timeout_that_is_no_number_of_seconds_is_refused_before_anything_starts(
+    rt: Runtime, timeout: Any, error: type[Exception]
+) -> None:
+    # Before: "'>' not supported between 'str' and 'int'" from deep inside, once the run
+    # had started; NaN waited not at all and blamed the run with RunTimeoutError.
+    wf = rt.register(loose)
+    run = wf.create_run()
+
+    with pytest.raises(error, match="timeout must be a number of seconds or None"):
+        run.start(input_data={"value": 1}, timeout=timeout)
+    assert wf.get_workflow_run_execution_result(run.run_id) is None
+
+    run.start_async(input_data={"value": 1})
+    for call in (run.wait, rt.stop):
+        with pytest.raises(error, match="timeout must be a number of seconds"):
+            call(timeout)
+    assert rt.is_running
+    assert run.wait(10).status == "success"
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), 1e30, 10**30], ids=["inf", "1e30", "10**30"])
+def test_an_endless_timeout_waits_as_long_as_it_takes(rt: Runtime, timeout: float) -> None:
+    # Before: OverflowError ("timestamp out of range for platform time_t").
+    wf = rt.register(slow)
+    run = wf.create_run()
+    run.start_async(input_data={"value": 1})
+
+    assert run.wait(timeout).status == "success"
+    assert wf.create_run().start(input_data={"value": 2}, timeout=timeout).status == "success"
+    wf.create_run().start_async(input_data={"value": 3})
+    rt.stop(timeout)  # the run in progress ends first
+    assert not rt.is_running
+
+
+def test_a_negative_timeout_is_a_deadline_already_past(rt: Runtime) -> None:
+    # As threading takes it: `run.wait(deadline - time.monotonic())` late is no error of type.
+    wf = rt.register(slow)
+    run = wf.create_run()
+    run.start_async(input_data={"value": 1})
+
+    with pytest.raises(RunTimeoutError):
+        run.wait(-1)
+    assert run.wait(10).status == "success"
+
+
+@pytest.mark.parametrize(
+    ("stop_timeout", "error"),
+    [(float("nan"), ValueError), ("5", TypeError), (None, TypeError), (-1, ValueError)],
+)
+def test_a_stop_timeout_that_is_no_number_of_seconds_is_refused(
+    stop_timeout: Any, error: type[Exception]
+) -> None:
+    with pytest.raises(error, match="stop_timeout must"):
+        Runtime(stop_timeout=stop_timeout)
