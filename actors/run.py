@@ -88,6 +88,7 @@ from runtime._snapshot import (
     mark_canceled,
     mark_failed,
 )
+from runtime._step import dump_model
 from runtime._tracing import Span
 
 __all__ = ["RunActor"]
@@ -494,9 +495,7 @@ class RunActor(DispatchedActor):
         plan = self._plan
         if not validated:
             try:
-                result = plan.output_schema.model_validate(self._snapshot["carry"]).model_dump(
-                    mode="json"
-                )
+                result = dump_model(plan.output_schema.model_validate(self._snapshot["carry"]))
             except ValidationError as exc:
                 last = plan.nodes[-1].path
                 error = StepValidationError.from_validation(
@@ -985,7 +984,7 @@ class RunActor(DispatchedActor):
         schema = node.input_schema
         assert schema is not None
         try:
-            child_input = schema.model_validate(carry).model_dump(mode="json")
+            child_input = dump_model(schema.model_validate(carry))
         except ValidationError as exc:
             error = StepValidationError.from_validation(
                 f"the input of nested workflow {node.path!r} does not fit its input schema "
@@ -1004,7 +1003,7 @@ class RunActor(DispatchedActor):
         schema = node.output_schema
         assert schema is not None
         try:
-            output = schema.model_validate(snapshot["carry"]).model_dump(mode="json")
+            output = dump_model(schema.model_validate(snapshot["carry"]))
         except ValidationError as exc:
             error = StepValidationError.from_validation(
                 f"the output of nested workflow {node.path!r} does not fit its output schema "

@@ -731,11 +731,13 @@ def _check(value: Any, path: str, call: StepActorMessage, *, str_keys_known: boo
 
 
 def _final(output: Any, schema: type[BaseModel], call: CallStep) -> Any:
-    return validate_for_step(
-        schema,
-        output,
-        f"the output of the last step {call.step.id!r}",
-        "the workflow's output schema",
-        run_id=call.run_id,
-        step_id=call.step.id,
-    ).model_dump(mode="json")
+    return dump_model(
+        validate_for_step(
+            schema,
+            output,
+            f"the output of the last step {call.step.id!r}",
+            "the workflow's output schema",
+            run_id=call.run_id,
+            step_id=call.step.id,
+        )
+    )

@@ -55,11 +55,17 @@ def validate_model(schema: type[M], data: Any) -> M:
 
 
 def dump_model(model: BaseModel) -> Any:
-    """``model.model_dump(mode="json")``; straight to the serializer if the class keeps it."""
+    """``model.model_dump(mode="json", by_alias=True)``; straight to the serializer if it can.
+
+    By alias: what a snapshot holds is validated again by the same schema (the
+    next step's input, ``ctx.state``, a typed result), and a model whose fields
+    have aliases validates them, not the fields' names (unless it also allows
+    those), as the JSON a web framework returns for it holds them.
+    """
     kind = type(model)
     if kind.model_dump is _MODEL_DUMP:
-        return kind.__pydantic_serializer__.to_python(model, mode="json")
-    return model.model_dump(mode="json")
+        return kind.__pydantic_serializer__.to_python(model, mode="json", by_alias=True)
+    return model.model_dump(mode="json", by_alias=True)
 
 
 def validate_for_step(

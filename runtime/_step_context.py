@@ -19,7 +19,7 @@ from runtime._errors import WorkflowError
 from runtime._ids import new_span_id
 from runtime._request_context import RequestContext
 from runtime._snapshot import check_encodable, copy_plain
-from runtime._step import In, Step, plain, validate_for_step
+from runtime._step import In, Step, dump_model, plain, validate_for_step
 from runtime._sync import AbortSignal
 from runtime._tracing import step_logger
 
@@ -84,14 +84,16 @@ class StepWriter:
             )
         schema = self._schema
         if schema is not None:
-            data = validate_for_step(
-                schema,
-                payload,
-                f"step {self._step_id!r}: the writer.write() payload",
-                "its writer schema",
-                run_id=self._run_id,
-                step_id=self._step_id,
-            ).model_dump(mode="json")
+            data = dump_model(
+                validate_for_step(
+                    schema,
+                    payload,
+                    f"step {self._step_id!r}: the writer.write() payload",
+                    "its writer schema",
+                    run_id=self._run_id,
+                    step_id=self._step_id,
+                )
+            )
         else:
             data = plain(payload)
             check_encodable(data, f"step {self._step_id!r} writer payload")
@@ -305,14 +307,16 @@ class StepContext(Generic[In, State]):
         own = self.step.state_schema if self.step is not None else None
         part: dict[str, Any] | None = None
         if own is not None:
-            part = validate_for_step(
-                own,
-                value,
-                f"step {self.step_id!r}: the set_state() value",
-                "its state schema",
-                run_id=self.run_id,
-                step_id=self.step_id,
-            ).model_dump(mode="json")
+            part = dump_model(
+                validate_for_step(
+                    own,
+                    value,
+                    f"step {self.step_id!r}: the set_state() value",
+                    "its state schema",
+                    run_id=self.run_id,
+                    step_id=self.step_id,
+                )
+            )
             base = self._state if isinstance(self._state, Mapping) else {}
             value = {**base, **part}
         schema = self._workflow_state_schema
@@ -326,7 +330,7 @@ class StepContext(Generic[In, State]):
                 run_id=self.run_id,
                 step_id=self.step_id,
             )
-            new_state = model.model_dump(mode="json")
+            new_state = dump_model(model)
         else:
             new_state = plain(value)
             if isinstance(new_state, Mapping):
@@ -368,14 +372,16 @@ class StepContext(Generic[In, State]):
         self._refuse("suspend()")
         schema = self.step.suspend_schema if self.step is not None else None
         if schema is not None:
-            payload = validate_for_step(
-                schema,
-                payload,
-                f"step {self.step_id!r}: the suspend() payload",
-                "its suspend schema",
-                run_id=self.run_id,
-                step_id=self.step_id,
-            ).model_dump(mode="json")
+            payload = dump_model(
+                validate_for_step(
+                    schema,
+                    payload,
+                    f"step {self.step_id!r}: the suspend() payload",
+                    "its suspend schema",
+                    run_id=self.run_id,
+                    step_id=self.step_id,
+                )
+            )
         else:
             payload = plain(payload)
             check_encodable(payload, f"step {self.step_id!r} suspend payload")
@@ -398,14 +404,16 @@ class StepContext(Generic[In, State]):
         self._refuse("bail()")
         schema = self._bail_schema
         if schema is not None:
-            result = validate_for_step(
-                schema,
-                result,
-                f"step {self.step_id!r}: the bail() result",
-                "the workflow's output schema",
-                run_id=self.run_id,
-                step_id=self.step_id,
-            ).model_dump(mode="json")
+            result = dump_model(
+                validate_for_step(
+                    schema,
+                    result,
+                    f"step {self.step_id!r}: the bail() result",
+                    "the workflow's output schema",
+                    run_id=self.run_id,
+                    step_id=self.step_id,
+                )
+            )
         else:
             result = plain(result)
             check_encodable(result, f"step {self.step_id!r} bail result")

@@ -1,0 +1,137 @@
+"""Schemas whose fields have aliases: what a run stores is what the same schema validates.
+
+A snapshot holds each model as ``model_dump(mode="json", by_alias=True)``: the
+next step's input, ``ctx.state``, ``ctx.resume_data`` and a typed result are
+that data validated again by the schema, and a model with aliases (``Field(alias=...)``,
+an ``alias_generator``) validates the aliases, not the fields' names. Dumped by
+name, every such workflow failed at its first step: "userId: Field required".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from runtime import RunStatus, Runtime, StepContext, create_step, create_workflow
+
+WAIT = 20.0
+
+
+class Order(BaseModel):
+    """camelCase on the wire, as a web API has it."""
+
+    model_config = ConfigDict(alias_generator=to_camel)
+
+    order_id: int
+    unit_price: float
+
+
+class Tally(BaseModel):
+    total_cents: int = Field(alias="totalCents", default=0)
+
+
+class Approval(BaseModel):
+    approved_by: str = Field(alias="approvedBy")
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def rt(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]:
+    store = None if request.param == "memory" else tmp_path / "runs.db"
+    with Runtime(store=store) as runtime:
+        yield runtime
+
+
+def _double(ctx: StepContext[Order]) -> Order:
+    order = ctx.input_data
+    ctx.set_state(Tally.model_validate({"totalCents": int(order.unit_price * 100)}))
+    return Order(orderId=order.order_id, unitPrice=order.unit_price * 2)
+
+
+def _check(ctx: StepContext[Order]) -> Order:
+    tally = ctx.state  # the state, validated again from the snapshot
+    assert isinstance(tally, Tally) and tally.total_cents == 150
+    return ctx.input_data
+
+
+def test_a_chain_of_steps_with_aliased_schemas_runs_and_stores_the_aliases(rt: Runtime) -> None:
+    double = create_step(id="double", input_schema=Order, output_schema=Order, execute=_double)
+    check = create_step(id="check", input_schema=Order, output_schema=Order, execute=_check)
+    wf = rt.register(
+        create_workflow(id="orders", input_schema=Order, output_schema=Order, state_schema=Tally)
+        .then(double)
+        .then(check)
+        .commit()
+    )
+
+    result = wf.create_run().start(
+        input_data={"orderId": 7, "unitPrice": 1.5}, output_options={"include_state": True}
+    )
+
+    assert result.status == RunStatus.SUCCESS, result.error
+    assert result.input == {"orderId": 7, "unitPrice": 1.5}
+    assert result.result == {"orderId": 7, "unitPrice": 3.0}
+    assert result.state == {"totalCents": 150}
+    assert result.steps["double"].output == {"orderId": 7, "unitPrice": 3.0}
+    assert result.output == Order(orderId=7, unitPrice=3.0)  # the typed result, validated again
+    again = wf.get_workflow_run_execution_result(result.run_id)
+    assert again is not None and again.output == Order(orderId=7, unitPrice=3.0)
+
+
+def test_aliased_resume_data_and_suspend_payload_round_trip(rt: Runtime) -> None:
+    def ask(ctx: StepContext[Order]) -> Order:
+        if ctx.resume_data is None:
+            ctx.suspend(Approval(approvedBy="nobody yet"))
+        assert isinstance(ctx.resume_data, Approval)
+        return Order(orderId=ctx.resume_data.approved_by.count("a"), unitPrice=1.0)
+
+    step = create_step(
+        id="ask",
+        input_schema=Order,
+        output_schema=Order,
+        suspend_schema=Approval,
+        resume_schema=Approval,
+        execute=ask,
+    )
+    wf = rt.register(
+        create_workflow(id="approvals", input_schema=Order, output_schema=Order).then(step).commit()
+    )
+    run = wf.create_run()
+
+    suspended = run.start(input_data=Order(orderId=1, unitPrice=2.0), timeout=WAIT)
+    assert suspended.status == RunStatus.SUSPENDED
+    assert suspended.suspended == {"ask": {"approvedBy": "nobody yet"}}
+    resumed = run.resume(step="ask", resume_data={"approvedBy": "ada lovelace"}, timeout=WAIT)
+
+    assert resumed.status == RunStatus.SUCCESS, resumed.error
+    assert resumed.result == {"orderId": 3, "unitPrice": 1.0}
+
+
+def test_a_nested_workflow_and_a_bail_with_aliased_schemas(rt: Runtime) -> None:
+    def bail_early(ctx: StepContext[Order]) -> Any:
+        if ctx.input_data.order_id < 0:
+            ctx.bail(Order(orderId=0, unitPrice=0.0))
+        return ctx.input_data
+
+    inner = (
+        create_workflow(id="inner-orders", input_schema=Order, output_schema=Order)
+        .then(create_step(id="bail", input_schema=Order, output_schema=Order, execute=bail_early))
+        .commit()
+    )
+    wf = rt.register(
+        create_workflow(id="outer-orders", input_schema=Order, output_schema=Order)
+        .then(inner)
+        .commit()
+    )
+
+    ran = wf.create_run().start(input_data={"orderId": 4, "unitPrice": 0.5}, timeout=WAIT)
+    bailed = wf.create_run().start(input_data={"orderId": -1, "unitPrice": 0.5}, timeout=WAIT)
+
+    assert ran.status == RunStatus.SUCCESS, ran.error
+    assert ran.result == {"orderId": 4, "unitPrice": 0.5}
+    assert bailed.status == RunStatus.SUCCESS, bailed.error
+    assert bailed.result == {"orderId": 0, "unitPrice": 0.0}
