@@ -24,7 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, RootModel
+import pydantic
+from pydantic import BaseModel, RootModel, SecretBytes, SecretStr
 
 from runtime._errors import WorkflowDefinitionError
 from runtime._plan import (
@@ -40,7 +41,7 @@ from runtime._plan import (
     StepNode,
 )
 
-__all__ = ["Feed", "check_chain", "check_feed", "schema_misfit"]
+__all__ = ["Feed", "check_chain", "check_feed", "schema_misfit", "secret_field"]
 
 Kind = Literal["bool", "int", "float", "str", "bytes", "list", "dict", "model"]
 
@@ -278,6 +279,47 @@ def _reshaped_fields(model: type[BaseModel]) -> set[str]:
             if "*" in decorator.info.fields:
                 names.update(model.model_fields)
     return names
+
+
+_SECRET_TYPES: tuple[type, ...] = tuple(
+    kind
+    for kind in (SecretStr, SecretBytes, getattr(pydantic, "Secret", None))
+    if isinstance(kind, type)
+)
+"""pydantic's secret types: ``model_dump(mode="json")`` writes their values as stars."""
+
+
+def secret_field(model: type[BaseModel]) -> str | None:
+    """Where ``model`` holds a secret (a ``SecretStr``...), as ``field.inner[]``, or ``None``.
+
+    A run keeps its data as JSON-like snapshots, where pydantic writes a secret
+    as ``"**********"``: a step would be handed the stars instead of the secret.
+    Nested models, containers, unions and ``Annotated`` are looked into.
+    """
+    return _secret_in(model, "", set())
+
+
+def _secret_in(annotation: Any, path: str, seen: set[type]) -> str | None:
+    annotation = _strip(annotation)
+    origin = typing.get_origin(annotation)
+    kind = origin if origin is not None else annotation
+    if isinstance(kind, type) and issubclass(kind, _SECRET_TYPES):
+        return path or "the model itself"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        if annotation in seen:
+            return None
+        seen.add(annotation)
+        for name, field in annotation.model_fields.items():
+            found = _secret_in(field.annotation, f"{path}.{name}" if path else name, seen)
+            if found is not None:
+                return found
+        return None
+    inner = path if origin in _UNION_ORIGINS else f"{path}[]"  # a union's member is the field
+    for argument in typing.get_args(annotation):
+        found = _secret_in(argument, inner, seen)
+        if found is not None:
+            return found
+    return None
 
 
 def _strip(annotation: Any) -> Any:

@@ -147,6 +147,26 @@ def _check_schema(value: Any, what: str, step_id: str) -> None:
         raise TypeError(
             f"step {step_id!r}: {what} must be a pydantic BaseModel subclass, got {value!r}"
         )
+    refuse_secrets(value, f"step {step_id!r}: {what}")
+
+
+def refuse_secrets(schema: type[BaseModel], what: str) -> None:
+    """Refuse a schema with a secret field, which a run's snapshots would keep as stars.
+
+    Raises:
+        WorkflowDefinitionError: naming the field.
+    """
+    from runtime._schema_fit import secret_field
+
+    where = secret_field(schema)
+    if where is not None:
+        raise WorkflowDefinitionError(
+            f"{what} {schema.__name__} holds a secret at {where!r} (a pydantic SecretStr, "
+            "SecretBytes or Secret): a run keeps its data in snapshots, where pydantic writes "
+            "a secret as '**********', so the steps after it, and the result, would get the "
+            "stars, not the secret. Keep the secret out of the run's data: pass what names "
+            "it, and read it inside the step (from your configuration or secret store)"
+        )
 
 
 def _build_step(

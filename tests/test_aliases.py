@@ -1,4 +1,4 @@
-"""Schemas whose fields have aliases: what a run stores is what the same schema validates.
+"""Schemas and what a run's snapshots keep of their models: aliases, and no secrets.
 
 A snapshot holds each model as ``model_dump(mode="json", by_alias=True)``: the
 next step's input, ``ctx.state``, ``ctx.resume_data`` and a typed result are
@@ -14,10 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretBytes, SecretStr
 from pydantic.alias_generators import to_camel
 
-from runtime import RunStatus, Runtime, StepContext, create_step, create_workflow
+from runtime import (
+    RunStatus,
+    Runtime,
+    StepContext,
+    WorkflowDefinitionError,
+    create_step,
+    create_workflow,
+)
 
 WAIT = 20.0
 
@@ -135,3 +142,51 @@ def test_a_nested_workflow_and_a_bail_with_aliased_schemas(rt: Runtime) -> None:
     assert ran.result == {"orderId": 4, "unitPrice": 0.5}
     assert bailed.status == RunStatus.SUCCESS, bailed.error
     assert bailed.result == {"orderId": 0, "unitPrice": 0.0}
+
+
+# --- secrets, which a snapshot would keep as stars -------------------------------------------
+
+
+class Token(BaseModel):
+    name: str
+    secret: SecretStr
+
+
+class Login(BaseModel):
+    user: str
+    tokens: list[Token] = []
+
+
+class Vault(BaseModel):
+    keys: dict[str, SecretBytes | None] = {}
+
+
+@pytest.mark.parametrize(
+    ("schema", "where"),
+    [(Token, "secret"), (Login, "tokens[].secret"), (Vault, "keys[]")],
+    ids=["field", "in-a-list-of-models", "in-a-dict-of-optionals"],
+)
+@pytest.mark.parametrize("role", ["step-input", "step-resume", "workflow-input", "workflow-state"])
+def test_a_schema_holding_a_secret_is_refused_at_definition(
+    schema: type[BaseModel], where: str, role: str
+) -> None:
+    # Before: pydantic wrote the secret as "**********" into the run's snapshot, and the
+    # next step got the stars: a login that failed with nothing to say why.
+    def body(ctx: StepContext[Any]) -> Any:
+        return ctx.input_data
+
+    with pytest.raises(WorkflowDefinitionError) as caught:
+        if role == "step-input":
+            create_step(id="s", input_schema=schema, output_schema=Order, execute=body)
+        elif role == "step-resume":
+            create_step(
+                id="s", input_schema=Order, output_schema=Order, resume_schema=schema, execute=body
+            )
+        elif role == "workflow-input":
+            create_workflow(id="w", input_schema=schema, output_schema=Order)
+        else:
+            create_workflow(id="w", input_schema=Order, output_schema=Order, state_schema=schema)
+
+    message = str(caught.value)
+    assert f"{schema.__name__} holds a secret at {where!r}" in message
+    assert "'**********'" in message and "Keep the secret out of the run's data" in message
