@@ -41,7 +41,7 @@ from runtime._plan import (
     StepNode,
 )
 
-__all__ = ["Feed", "check_chain", "check_feed", "schema_misfit", "secret_field"]
+__all__ = ["Feed", "check_chain", "check_feed", "schema_misfit", "unkept_field"]
 
 Kind = Literal["bool", "int", "float", "str", "bytes", "list", "dict", "model"]
 
@@ -289,34 +289,43 @@ _SECRET_TYPES: tuple[type, ...] = tuple(
 """pydantic's secret types: ``model_dump(mode="json")`` writes their values as stars."""
 
 
-def secret_field(model: type[BaseModel]) -> str | None:
-    """Where ``model`` holds a secret (a ``SecretStr``...), as ``field.inner[]``, or ``None``.
+Unkept = tuple[str, Literal["secret", "excluded"]]
+"""Where a model holds a value a snapshot cannot keep, and why."""
 
-    A run keeps its data as JSON-like snapshots, where pydantic writes a secret
-    as ``"**********"``: a step would be handed the stars instead of the secret.
-    Nested models, containers, unions and ``Annotated`` are looked into.
+
+def unkept_field(model: type[BaseModel]) -> Unkept | None:
+    """Where ``model`` holds a value a run's snapshot cannot keep, as ``field.inner[]``, and why.
+
+    A run keeps its data as JSON-like snapshots (``model_dump``), where pydantic
+    writes a secret (a ``SecretStr``...) as ``"**********"`` and leaves out a
+    field marked ``Field(exclude=True)``: a step would be handed the stars, or
+    the field's default, or fail for want of it. Nested models, containers,
+    unions and ``Annotated`` are looked into. ``None`` if it keeps everything.
     """
-    return _secret_in(model, "", set())
+    return _unkept_in(model, "", set())
 
 
-def _secret_in(annotation: Any, path: str, seen: set[type]) -> str | None:
+def _unkept_in(annotation: Any, path: str, seen: set[type]) -> Unkept | None:
     annotation = _strip(annotation)
     origin = typing.get_origin(annotation)
     kind = origin if origin is not None else annotation
     if isinstance(kind, type) and issubclass(kind, _SECRET_TYPES):
-        return path or "the model itself"
+        return (path or "the model itself", "secret")
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         if annotation in seen:
             return None
         seen.add(annotation)
         for name, field in annotation.model_fields.items():
-            found = _secret_in(field.annotation, f"{path}.{name}" if path else name, seen)
+            where = f"{path}.{name}" if path else name
+            if field.exclude is True:
+                return (where, "excluded")
+            found = _unkept_in(field.annotation, where, seen)
             if found is not None:
                 return found
         return None
     inner = path if origin in _UNION_ORIGINS else f"{path}[]"  # a union's member is the field
     for argument in typing.get_args(annotation):
-        found = _secret_in(argument, inner, seen)
+        found = _unkept_in(argument, inner, seen)
         if found is not None:
             return found
     return None

@@ -147,19 +147,22 @@ def _check_schema(value: Any, what: str, step_id: str) -> None:
         raise TypeError(
             f"step {step_id!r}: {what} must be a pydantic BaseModel subclass, got {value!r}"
         )
-    refuse_secrets(value, f"step {step_id!r}: {what}")
+    refuse_unkept(value, f"step {step_id!r}: {what}")
 
 
-def refuse_secrets(schema: type[BaseModel], what: str) -> None:
-    """Refuse a schema with a secret field, which a run's snapshots would keep as stars.
+def refuse_unkept(schema: type[BaseModel], what: str) -> None:
+    """Refuse a schema with a field a run's snapshots cannot keep: a secret, an excluded field.
 
     Raises:
         WorkflowDefinitionError: naming the field.
     """
-    from runtime._schema_fit import secret_field
+    from runtime._schema_fit import unkept_field
 
-    where = secret_field(schema)
-    if where is not None:
+    found = unkept_field(schema)
+    if found is None:
+        return
+    where, why = found
+    if why == "secret":
         raise WorkflowDefinitionError(
             f"{what} {schema.__name__} holds a secret at {where!r} (a pydantic SecretStr, "
             "SecretBytes or Secret): a run keeps its data in snapshots, where pydantic writes "
@@ -167,6 +170,12 @@ def refuse_secrets(schema: type[BaseModel], what: str) -> None:
             "stars, not the secret. Keep the secret out of the run's data: pass what names "
             "it, and read it inside the step (from your configuration or secret store)"
         )
+    raise WorkflowDefinitionError(
+        f"{what} {schema.__name__} excludes the field {where!r} from its dumps "
+        "(Field(exclude=True)): a run keeps its data in snapshots, which would leave it out, "
+        "so the steps after it would get its default, or fail for want of it. Drop "
+        "exclude=True from a schema a workflow uses (exclude it where you show the data)"
+    )
 
 
 def _build_step(

@@ -44,7 +44,7 @@ from runtime._run_input import bound_schedule
 from runtime._runtime import offload
 from runtime._schedule import Schedule
 from runtime._schema_fit import check_chain
-from runtime._step import Step, refuse_secrets
+from runtime._step import Step, refuse_unkept
 from runtime._stores.base import SnapshotStore
 from runtime._stores.memory import MemoryStore
 
@@ -106,7 +106,7 @@ class Workflow(Generic[In, Out]):
                     f"workflow {id!r}: {name} must be a pydantic BaseModel subclass, got {schema!r}"
                 )
             if schema is not None:
-                refuse_secrets(schema, f"workflow {id!r}: {name}")
+                refuse_unkept(schema, f"workflow {id!r}: {name}")
         for name, hook in (
             ("on_finish", on_finish),
             ("on_error", on_error),
