@@ -289,7 +289,7 @@ _SECRET_TYPES: tuple[type, ...] = tuple(
 """pydantic's secret types: ``model_dump(mode="json")`` writes their values as stars."""
 
 
-Unkept = tuple[str, Literal["secret", "excluded"]]
+Unkept = tuple[str, Literal["secret", "excluded", "computed"]]
 """Where a model holds a value a snapshot cannot keep, and why."""
 
 
@@ -299,7 +299,9 @@ def unkept_field(model: type[BaseModel]) -> Unkept | None:
     A run keeps its data as JSON-like snapshots (``model_dump``), where pydantic
     writes a secret (a ``SecretStr``...) as ``"**********"`` and leaves out a
     field marked ``Field(exclude=True)``: a step would be handed the stars, or
-    the field's default, or fail for want of it. Nested models, containers,
+    the field's default, or fail for want of it. A computed field of a model
+    that forbids extra fields is written, and then refused as an extra one by
+    the same model. Nested models, containers,
     unions and ``Annotated`` are looked into. ``None`` if it keeps everything.
     """
     return _unkept_in(model, "", set())
@@ -315,6 +317,10 @@ def _unkept_in(annotation: Any, path: str, seen: set[type]) -> Unkept | None:
         if annotation in seen:
             return None
         seen.add(annotation)
+        computed = annotation.model_computed_fields
+        if computed and annotation.model_config.get("extra") == "forbid":
+            name = next(iter(computed))
+            return (f"{path}.{name}" if path else name, "computed")
         for name, field in annotation.model_fields.items():
             where = f"{path}.{name}" if path else name
             if field.exclude is True:

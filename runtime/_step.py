@@ -151,7 +151,7 @@ def _check_schema(value: Any, what: str, step_id: str) -> None:
 
 
 def refuse_unkept(schema: type[BaseModel], what: str) -> None:
-    """Refuse a schema with a field a run's snapshots cannot keep: a secret, an excluded field.
+    """Refuse a schema whose data a run's snapshots cannot keep (see ``unkept_field``).
 
     Raises:
         WorkflowDefinitionError: naming the field.
@@ -169,6 +169,13 @@ def refuse_unkept(schema: type[BaseModel], what: str) -> None:
             "a secret as '**********', so the steps after it, and the result, would get the "
             "stars, not the secret. Keep the secret out of the run's data: pass what names "
             "it, and read it inside the step (from your configuration or secret store)"
+        )
+    if why == "computed":
+        raise WorkflowDefinitionError(
+            f"{what} {schema.__name__} has the computed field {where!r} in a model that "
+            "forbids extra fields: a run keeps its data in snapshots, where the computed field "
+            "is written, and the same model then refuses it as an extra input. Allow extra "
+            "fields (extra='ignore', the default), or compute the value inside the step"
         )
     raise WorkflowDefinitionError(
         f"{what} {schema.__name__} excludes the field {where!r} from its dumps "

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, ConfigDict, Field, SecretBytes, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretBytes, SecretStr, computed_field
 from pydantic.alias_generators import to_camel
 
 from runtime import (
@@ -216,3 +216,48 @@ def test_a_schema_excluding_a_field_from_its_dumps_is_refused_at_definition(
     assert f"{schema.__name__} excludes the field {where!r}" in str(caught.value)
     with pytest.raises(WorkflowDefinitionError, match="excludes the field"):
         create_step(id="s", input_schema=Order, output_schema=schema, execute=lambda c: c)
+
+
+class Priced(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cents: int
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def euros(self) -> float:
+        return self.cents / 100
+
+
+class PricedLoosely(BaseModel):
+    cents: int
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def euros(self) -> float:
+        return self.cents / 100
+
+
+def test_a_computed_field_in_a_model_that_forbids_extras_is_refused_at_definition() -> None:
+    # Before: the snapshot held "euros", and the first step's input refused it as extra.
+    with pytest.raises(WorkflowDefinitionError, match="has the computed field 'euros'"):
+        create_workflow(id="w", input_schema=Priced, output_schema=Order)
+
+
+def test_a_computed_field_in_a_model_that_ignores_extras_rides_along(rt: Runtime) -> None:
+    step = create_step(
+        id="same",
+        input_schema=PricedLoosely,
+        output_schema=PricedLoosely,
+        execute=lambda ctx: ctx.input_data,
+    )
+    wf = rt.register(
+        create_workflow(id="priced", input_schema=PricedLoosely, output_schema=PricedLoosely)
+        .then(step)
+        .commit()
+    )
+
+    result = wf.create_run().start(input_data={"cents": 250}, timeout=WAIT)
+
+    assert result.status == RunStatus.SUCCESS, result.error
+    assert result.result == {"cents": 250, "euros": 2.5}
