@@ -228,7 +228,11 @@ def _model_misfit(
         or _reshapes(target)
     ):
         return None
-    given = {name: field.annotation for name, field in source.model_fields.items()}
+    # A snapshot holds a model dumped by alias: its keys are the serialization aliases.
+    given = {
+        field.serialization_alias or field.alias or name: field.annotation
+        for name, field in source.model_fields.items()
+    }
     return _fields_misfit(given, target, prefix, seen)
 
 
@@ -241,16 +245,18 @@ def _keyed_misfit(keyed: Mapping[str, type[BaseModel]], target: type[BaseModel])
 def _fields_misfit(
     given: Mapping[str, Any], target: type[BaseModel], prefix: str, seen: set[tuple[int, int]]
 ) -> str | None:
-    """Why fields ``given`` (name to annotation) must fail ``target``, or ``None``."""
+    """Why fields ``given`` (key to annotation) must fail ``target``, or ``None``."""
     reshaped = _reshaped_fields(target)
     accepted: set[str] = set()
     for name, field in target.model_fields.items():
-        names = [name] + [a for a in (field.alias, field.validation_alias) if isinstance(a, str)]
-        accepted.update(names)
+        names = _validation_keys(target, name, field)
+        accepted.update(names or (name,))
+        if names is None:  # an AliasPath or AliasChoices: not judged
+            continue
         present = next((n for n in names if n in given), None)
         if present is None:
-            if field.is_required() and field.validation_alias is None:
-                return f"required field {prefix + name!r} is missing"
+            if field.is_required():
+                return f"required field {prefix + names[0]!r} is missing"
             continue
         if name in reshaped:
             continue
@@ -262,6 +268,19 @@ def _fields_misfit(
         if unwanted:
             return f"field {prefix + unwanted[0]!r} is not allowed (extra='forbid')"
     return None
+
+
+def _validation_keys(model: type[BaseModel], name: str, field: Any) -> list[str] | None:
+    """The keys ``model`` takes field ``name`` by (alias first); ``None`` if not plain keys."""
+    chosen = field.validation_alias
+    if chosen is not None and not isinstance(chosen, str):
+        return None
+    config = model.model_config
+    aliases = [chosen or field.alias] if (chosen or field.alias) else []
+    if config.get("validate_by_alias") is False:
+        aliases = []
+    by_name = bool(config.get("populate_by_name") or config.get("validate_by_name"))
+    return [*aliases, name] if by_name or not aliases else aliases
 
 
 def _reshapes(model: type[BaseModel]) -> bool:

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic.alias_generators import to_camel
 
-from runtime import Step, WorkflowDefinitionError, create_step, create_workflow
+from runtime import Runtime, Step, WorkflowDefinitionError, create_step, create_workflow
 
 
 class Name(BaseModel):
@@ -348,3 +349,82 @@ def test_foreach_takes_a_list_so_its_input_and_output_are_not_checked() -> None:
         .map(lambda ctx: {"n": len(ctx.input_data)})
         .commit()
     )
+
+
+# --- aliases: a snapshot holds a model dumped by alias ---------------------------------------
+
+
+class CamelOrder(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel)
+
+    order_id: int
+
+
+class CamelNamed(BaseModel):
+    orderId: int  # a field named as the JSON key
+
+
+class SnakeOrder(BaseModel):
+    order_id: int
+
+
+class CamelOrSnake(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+    order_id: int
+
+
+@pytest.mark.parametrize(
+    ("output_schema", "input_schema"),
+    [
+        (CamelOrder, CamelNamed),  # the alias is the other model's field name
+        (CamelNamed, CamelOrder),  # and the other way round
+        (SnakeOrder, CamelOrSnake),  # a model that takes names too
+        (CamelOrder, CamelOrSnake),
+    ],
+)
+def test_aliased_chains_that_fit_commit_and_run(
+    output_schema: type[BaseModel], input_schema: type[BaseModel]
+) -> None:
+    def same(ctx: Any) -> Any:
+        return ctx.input_data
+
+    workflow = (
+        create_workflow(id="wf", input_schema=output_schema, output_schema=input_schema)
+        .then(
+            create_step(
+                id="a", input_schema=output_schema, output_schema=output_schema, execute=same
+            )
+        )
+        .then(
+            create_step(id="b", input_schema=input_schema, output_schema=input_schema, execute=same)
+        )
+        .commit()
+    )
+    first = output_schema.model_validate(
+        {"orderId": 5} if output_schema is not SnakeOrder else {"order_id": 5}
+    )
+    with Runtime() as runtime:
+        result = runtime.register(workflow).create_run().start(input_data=first, timeout=10)
+
+    assert result.status == "success", result.error
+
+
+@pytest.mark.parametrize(
+    ("output_schema", "input_schema", "key"),
+    [
+        (CamelOrder, SnakeOrder, "order_id"),  # the snapshot holds orderId
+        (SnakeOrder, CamelOrder, "orderId"),  # an alias the model alone takes
+    ],
+)
+def test_aliased_chains_that_cannot_fit_fail_at_commit_naming_the_key(
+    output_schema: type[BaseModel], input_schema: type[BaseModel], key: str
+) -> None:
+    workflow = (
+        create_workflow(id="wf", input_schema=output_schema, output_schema=input_schema)
+        .then(step("a", output_schema, output_schema))
+        .then(step("b", input_schema, input_schema))
+    )
+
+    with pytest.raises(WorkflowDefinitionError, match=f"required field '{key}' is missing"):
+        workflow.commit()
