@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from datetime import timedelta
-from typing import Any, Final, Self
+from typing import Any, Final, Self, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -49,13 +50,18 @@ def check_timeout(
     if timeout is None and allow_none:
         return None
     kind = "a number of seconds or None" if allow_none else "a number of seconds"
-    if not isinstance(timeout, int | float) or isinstance(timeout, bool):
+    # numbers.Real: numpy's numbers too (an np.int64 is no int); a bool is a slip.
+    if not isinstance(timeout, numbers.Real) or isinstance(timeout, bool):
         raise TypeError(f"{name} must be {kind}, got {type(timeout).__name__}")
-    if math.isnan(timeout):
-        raise ValueError(f"{name} must be {kind}, got NaN")
-    if timeout > FOREVER:
+    try:
+        seconds = float(timeout)
+    except OverflowError:  # an int (or a fraction) past any float
+        return forever if cast(Any, timeout) > 0 else 0.0
+    if seconds > FOREVER:
         return forever
-    return float(max(timeout, 0))
+    if math.isnan(seconds):
+        raise ValueError(f"{name} must be {kind}, got NaN")
+    return max(seconds, 0.0)
 
 
 class TracingOptions(BaseModel):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from datetime import datetime
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -343,8 +345,14 @@ slow = (
 
 @pytest.mark.parametrize(
     ("timeout", "error"),
-    [("5", TypeError), (True, TypeError), (b"1", TypeError), (float("nan"), ValueError)],
-    ids=["str", "bool", "bytes", "nan"],
+    [
+        ("5", TypeError),
+        (True, TypeError),
+        (b"1", TypeError),
+        (Decimal("5"), TypeError),
+        (float("nan"), ValueError),
+    ],
+    ids=["str", "bool", "bytes", "decimal", "nan"],
 )
 def test_a_timeout_that_is_no_number_of_seconds_is_refused_before_anything_starts(
     rt: Runtime, timeout: Any, error: type[Exception]
@@ -366,7 +374,11 @@ def test_a_timeout_that_is_no_number_of_seconds_is_refused_before_anything_start
     assert run.wait(10).status == "success"
 
 
-@pytest.mark.parametrize("timeout", [float("inf"), 1e30, 10**30], ids=["inf", "1e30", "10**30"])
+@pytest.mark.parametrize(
+    "timeout",
+    [float("inf"), 1e30, 10**30, 10**400, Fraction(7, 2)],
+    ids=["inf", "1e30", "10**30", "10**400", "fraction"],
+)
 def test_an_endless_timeout_waits_as_long_as_it_takes(rt: Runtime, timeout: float) -> None:
     # Before: OverflowError ("timestamp out of range for platform time_t").
     wf = rt.register(slow)
