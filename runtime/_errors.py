@@ -112,6 +112,20 @@ class WorkflowError(Exception):
         self.run_id = run_id
         self.step_id = step_id
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its message and attributes, without __init__: an exception's own
+        # reduce calls cls(*args), which misses the keyword-only arguments most of the
+        # errors here take, so one sent back by a process pool or a task queue would not
+        # load ("missing 2 required keyword-only arguments").
+        return (_rebuilt, (type(self), self.args), self.__dict__)
+
+
+def _rebuilt(kind: type[WorkflowError], args: tuple[Any, ...]) -> WorkflowError:
+    """An error of ``kind`` with ``args``, its attributes to be set by unpickling."""
+    error = kind.__new__(kind, *args)
+    error.args = args
+    return error
+
 
 class WorkflowDefinitionError(WorkflowError, ValueError):
     """A workflow or step definition that cannot be used (empty, duplicate ids, uncommitted)."""

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import inspect
+import pickle
 import threading
 import time
 from collections.abc import Iterator
@@ -348,3 +351,38 @@ def test_a_run_whose_registry_died_is_not_left_pending_once_the_runtime_stops(
 
     result = wf.get_workflow_run_execution_result(run.run_id)
     assert result is None or result.status == "failed"
+
+
+def _an_instance(error: type[Exception]) -> Exception:
+    """An instance made with a value for every argument its constructor requires."""
+    parameters = list(inspect.signature(error.__init__).parameters.values())[1:]
+    positional = [
+        f"{error.__name__} happened"
+        for p in parameters
+        if p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD
+    ]
+    keywords: dict[str, Any] = {
+        p.name: [{"type": "missing", "loc": ("x",), "msg": "Field required"}]
+        if p.name == "errors"
+        else f"the {p.name}"
+        for p in parameters
+        if p.default is p.empty and p.kind is p.KEYWORD_ONLY
+    }
+    if "run_id" in {p.name for p in parameters}:
+        keywords.setdefault("run_id", "run-7")
+    return error(*positional, **keywords)
+
+
+@pytest.mark.parametrize("error", [*ERRORS, WorkflowError], ids=lambda e: e.__name__)
+def test_every_error_survives_pickling_and_copying_with_its_attributes(
+    error: type[Exception],
+) -> None:
+    # A process pool or a task queue pickles an exception to send it back. Before, the
+    # errors with keyword-only arguments did not load: "missing 2 required keyword-only
+    # arguments: 'field' and 'errors'".
+    original = _an_instance(error)
+
+    for copied in (pickle.loads(pickle.dumps(original)), copy.copy(original)):
+        assert type(copied) is error
+        assert copied.args == original.args and str(copied) == str(original)
+        assert vars(copied) == vars(original)
