@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from pydantic import BaseModel
 
 from runtime import (
@@ -100,9 +101,17 @@ def test_a_stalled_workers_lease_runs_out_by_the_virtual_clock_and_its_run_goes_
             assert ages[theirs.owner_id] == pytest.approx(LEASE - 60, abs=5)
             assert ages[store.owner_id] < 5  # renewed at the jump
 
-            harness.clock.advance(120)  # past the stalled worker's lease, not the harness's
-            result = harness.workflow("leased").create_run(run_id=run.run_id).wait(BLOCK_LIMIT)
+            with structlog.testing.capture_logs() as events:
+                harness.clock.advance(120)  # past the stalled worker's lease, not the harness's
+                result = harness.workflow("leased").create_run(run_id=run.run_id).wait(BLOCK_LIMIT)
             assert _held(store) == {store.owner_id: 0}
+            if isinstance(store, SQLiteStore):  # the log says which worker, why, and what
+                [reaped] = [e for e in events if e["event"] == "worker_reaped"]
+                assert reaped["worker"] == theirs.owner_id
+                assert reaped["reason"].startswith("its lease ran out: last heartbeat 3")
+                [back] = [e for e in events if e["event"] == "runs_handed_back"]
+                assert back["runs"] == 1 and back["first"] == [run.run_id]
+                assert back["reaped"] == [theirs.owner_id]
         finally:
             gate.set()  # the stalled attempt returns; its write is fenced off
             stalled.stop(BLOCK_LIMIT)
@@ -121,19 +130,23 @@ def test_time_skipping_jumps_to_a_stalled_workers_lease_end(
         harness.register(workflow)
         stalled = Runtime(store=shared_store()).start()
         try:
-            run = stalled.register(workflow).create_run()
-            run.start_async(input_data={"n": 0})
-            assert entered.wait(BLOCK_LIMIT)
-            began, real = harness.clock.now(), time.monotonic()
-            _stall(stalled)
-            result = harness.workflow(workflow.id).create_run(run_id=run.run_id).wait(BLOCK_LIMIT)
-            waited, skipped = time.monotonic() - real, harness.clock.now() - began
+            with structlog.testing.capture_logs() as events:
+                run = stalled.register(workflow).create_run()
+                run.start_async(input_data={"n": 0})
+                assert entered.wait(BLOCK_LIMIT)
+                began, real = harness.clock.now(), time.monotonic()
+                _stall(stalled)
+                wf = harness.workflow(workflow.id)
+                result = wf.create_run(run_id=run.run_id).wait(BLOCK_LIMIT)
+                waited, skipped = time.monotonic() - real, harness.clock.now() - began
         finally:
             gate.set()
             stalled.stop(BLOCK_LIMIT)
 
     assert result.status == "success" and calls == [run.run_id, run.run_id]
-    assert LEASE <= skipped < LEASE + 60  # the clock jumped to the lease's end, not further
+    # Seen once in the whole suite: the run handed back with the clock unmoved. Say why.
+    handed = [e for e in events if e["event"] in ("worker_reaped", "runs_handed_back")]
+    assert LEASE <= skipped < LEASE + 60, (skipped, handed)  # to the lease's end, no further
     assert waited < BLOCK_LIMIT / 2  # an hour's lease did not take its real time
 
 

@@ -1781,14 +1781,20 @@ class SQLiteStore:
             "SELECT owner_id, host, pid, heartbeat_at, lease FROM owners WHERE owner_id != ?",
             (self.owner_id,),
         ).fetchall()
-        dead = [
-            owner_id
+        dead = {
+            owner_id: reason
             for owner_id, host, pid, heartbeat_at, lease in owners
-            if not _alive(host, pid, heartbeat_at, lease)
-        ]
-        for owner_id in dead:
+            if (reason := _death(host, pid, heartbeat_at, lease)) is not None
+        }
+        for owner_id, reason in dead.items():
             connection.execute("DELETE FROM owners WHERE owner_id = ?", (owner_id,))
-            emit(logging.WARNING, "worker_reaped", path=str(self.path), worker=owner_id)
+            emit(
+                logging.WARNING,
+                "worker_reaped",
+                path=str(self.path),
+                worker=owner_id,
+                reason=reason,
+            )
         rows = connection.execute(
             "UPDATE runs SET owner_id = NULL WHERE owner_id IS NOT NULL AND owner_id != ? "
             f"AND status IN ({_UNFINISHED_SQL}) "
@@ -1797,6 +1803,17 @@ class SQLiteStore:
         ).fetchall()
         for (run_id,) in rows:
             outcome.hint("queued", run_id)
+        if rows:
+            # Runs of the workers reaped just now, or of workers with no row at all (their
+            # row was deleted: reaped by another worker before it could hand them back).
+            emit(
+                logging.WARNING,
+                "runs_handed_back",
+                path=str(self.path),
+                runs=len(rows),
+                reaped=sorted(dead),
+                first=[run_id for (run_id,) in rows[:5]],
+            )
         return len(rows)
 
     def _fail(self, writes: list[Write], error: StoreError) -> None:
@@ -1958,16 +1975,22 @@ def _filters(
 
 
 def _alive(host: str, pid: int, heartbeat_at: float, lease: float) -> bool:
-    if _clock.time() - heartbeat_at > lease:
-        return False
+    return _death(host, pid, heartbeat_at, lease) is None
+
+
+def _death(host: str, pid: int, heartbeat_at: float, lease: float) -> str | None:
+    """Why a worker is dead, for the log; ``None`` while it is alive."""
+    age = _clock.time() - heartbeat_at
+    if age > lease:
+        return f"its lease ran out: last heartbeat {age:.1f} s ago, lease {lease:g} s"
     if host == socket.gethostname():
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            return False
+            return f"its process {pid} on this host is gone"
         except PermissionError:
-            return True
-    return True
+            return None
+    return None
 
 
 _PASSING_CODES: Final = frozenset(
