@@ -427,13 +427,7 @@ class Run(Generic[In, Out]):
         record = self._started_record()
         if record.status not in SETTLED_STATUSES:
             self._refuse_on_step_loop("wait")
-            if served_run() == self.run_id:
-                raise BlockingCallError(
-                    f"run {self.run_id!r}: wait() was called inside one of its own steps or "
-                    "hooks, and would wait for ever: the run ends only once that step or "
-                    "hook has returned",
-                    run_id=self.run_id,
-                )
+            self._refuse_inside_itself("wait() was called")
             # Inside a step, its thread (and its run's place) is not counted meanwhile.
             if not wait_for_a_run(self._host.watch(self.run_id).wait, self.run_id, timeout):
                 raise RunTimeoutError(
@@ -475,13 +469,7 @@ class Run(Generic[In, Out]):
         record: SnapshotRecord | None = await host.call(self._started_record)
         assert record is not None
         if record.status not in SETTLED_STATUSES:
-            if served_run() == self.run_id:
-                raise BlockingCallError(
-                    f"run {self.run_id!r}: wait_async() was awaited inside one of its own "
-                    "steps or hooks, and would wait for ever: the run ends only once that "
-                    "step or hook has returned",
-                    run_id=self.run_id,
-                )
+            self._refuse_inside_itself("wait_async() was awaited")
             latch = Latch()
             host.watch(self.run_id, latch)
             await latch.wait_async()
@@ -1037,6 +1025,19 @@ class Run(Generic[In, Out]):
                 )
             raise _deleted(self.run_id)
         return record
+
+    def _refuse_inside_itself(self, what: str) -> None:
+        """Refuse a wait for this run inside one of its own steps or hooks, which it would outlast.
+
+        Raises:
+            BlockingCallError: if the caller runs one of them.
+        """
+        if served_run() == self.run_id:
+            raise BlockingCallError(
+                f"run {self.run_id!r}: {what} inside one of its own steps or hooks, and would "
+                "wait for ever: the run ends only once that step or hook has returned",
+                run_id=self.run_id,
+            )
 
     def _refuse_on_step_loop(self, call: str) -> None:
         """Refuse a blocking ``call`` on the loop of the runtime's async steps, which it would stop.
