@@ -308,7 +308,7 @@ _SECRET_TYPES: tuple[type, ...] = tuple(
 """pydantic's secret types: ``model_dump(mode="json")`` writes their values as stars."""
 
 
-Unkept = tuple[str, Literal["secret", "excluded", "computed"]]
+Unkept = tuple[str, Literal["secret", "excluded", "computed", "alias"]]
 """Where a model holds a value a snapshot cannot keep, and why."""
 
 
@@ -320,7 +320,8 @@ def unkept_field(model: type[BaseModel]) -> Unkept | None:
     field marked ``Field(exclude=True)``: a step would be handed the stars, or
     the field's default, or fail for want of it. A computed field of a model
     that forbids extra fields is written, and then refused as an extra one by
-    the same model. Nested models, containers,
+    the same model; a field written under a key (its serialization alias)
+    that the model does not read it back by is lost. Nested models, containers,
     unions and ``Annotated`` are looked into. ``None`` if it keeps everything.
     """
     return _unkept_in(model, "", set())
@@ -344,6 +345,10 @@ def _unkept_in(annotation: Any, path: str, seen: set[type]) -> Unkept | None:
             where = f"{path}.{name}" if path else name
             if field.exclude is True:
                 return (where, "excluded")
+            keys = _validation_keys(annotation, name, field)
+            written = field.serialization_alias or field.alias or name
+            if keys is not None and written not in keys:
+                return (where, "alias")
             found = _unkept_in(field.annotation, where, seen)
             if found is not None:
                 return found

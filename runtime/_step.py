@@ -177,6 +177,13 @@ def refuse_unkept(schema: type[BaseModel], what: str) -> None:
             "is written, and the same model then refuses it as an extra input. Allow extra "
             "fields (extra='ignore', the default), or compute the value inside the step"
         )
+    if why == "alias":
+        raise WorkflowDefinitionError(
+            f"{what} {schema.__name__} writes the field {where!r} under a key it does not "
+            "read it back by (its serialization_alias is not its validation alias): a run "
+            "stores a model by alias and validates it again, so the next step would not find "
+            "the field. Give the field one alias for both (Field(alias=...))"
+        )
     raise WorkflowDefinitionError(
         f"{what} {schema.__name__} excludes the field {where!r} from its dumps "
         "(Field(exclude=True)): a run keeps its data in snapshots, which would leave it out, "

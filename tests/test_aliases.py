@@ -261,3 +261,21 @@ def test_a_computed_field_in_a_model_that_ignores_extras_rides_along(rt: Runtime
 
     assert result.status == RunStatus.SUCCESS, result.error
     assert result.result == {"cents": 250, "euros": 2.5}
+
+
+class WrittenElsewhere(BaseModel):
+    total: int = Field(serialization_alias="sum")
+
+
+class ReadElsewhere(BaseModel):
+    total: int = Field(validation_alias="amount", serialization_alias="sum")
+
+
+@pytest.mark.parametrize("schema", [WrittenElsewhere, ReadElsewhere])
+def test_a_field_written_under_a_key_its_model_does_not_read_is_refused(
+    schema: type[BaseModel],
+) -> None:
+    # Stored by alias ("sum") and validated again by "total" or "amount": before, the
+    # first step failed for want of a field the input had.
+    with pytest.raises(WorkflowDefinitionError, match="writes the field 'total' under a key"):
+        create_workflow(id="w", input_schema=schema, output_schema=Order)
