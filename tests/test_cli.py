@@ -7,6 +7,7 @@ console script, in a subprocess.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sqlite3
@@ -1135,3 +1136,59 @@ def test_runs_watch_exits_0_once_a_resumed_run_succeeds(
     code, out, err = run_cli(capsys, "runs", "watch", "r", "--db", db)
     assert code == 0, err
     assert "status    success" in out
+
+
+@pytest.mark.parametrize("form", ["file", "stdin"])
+def test_start_reads_its_input_from_a_file_or_standard_input(
+    db: str,
+    flows: str,
+    *,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    form: str,
+) -> None:
+    # A big input, or one with quotes a shell would mangle, need not be on the command line.
+    text = json.dumps({"value": 'it\'s "quoted" ' + "x" * 100_000})
+    if form == "file":
+        (tmp_path / "input.json").write_text(text)
+        given = f"@{tmp_path / 'input.json'}"
+    else:
+        monkeypatch.setattr("sys.stdin", io.StringIO(text))
+        given = "-"
+
+    code, out, err = run_cli(
+        capsys, "start", f"{flows}:greet", "--input", given, "--wait", "--json", "--db", db
+    )
+
+    assert code == 0, err
+    assert json.loads(out)["result"]["value"] == json.loads(text)["value"].upper()
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("@{tmp}/missing.json", "--input @{tmp}/missing.json: cannot read the file: No such file"),
+        ("@{tmp}", "--input @{tmp}: cannot read the file: Is a directory"),
+        ("@{tmp}/bad.json", "--input @{tmp}/bad.json is not JSON"),
+    ],
+    ids=["missing", "a-folder", "not-json"],
+)
+def test_start_input_from_a_file_that_will_not_do_is_one_line_and_exit_2(
+    db: str,
+    flows: str,
+    *,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    given: str,
+    message: str,
+) -> None:
+    (tmp_path / "bad.json").write_text("{not json")
+
+    code, out, err = run_cli(
+        capsys, "start", f"{flows}:greet", "--input", given.format(tmp=tmp_path), "--db", db
+    )
+
+    assert code == 2 and out == ""
+    assert err.startswith(f"callboard: error: {message.format(tmp=tmp_path)}")
+    assert err.count("\n") == 1

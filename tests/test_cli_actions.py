@@ -197,6 +197,25 @@ def test_runs_resume_records_the_resume_and_the_next_runtime_finishes_the_run(
     assert result.steps["ask"].resume_payload == {"answer": "yes"}
 
 
+def test_runs_resume_reads_its_data_from_a_file(
+    db: str, flows: tuple[str, ModuleType], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    name, module = flows
+    suspended_run(db, module)
+    (tmp_path / "answer.json").write_text('{"answer": "from a file"}')
+
+    code, _out, err = cli(
+        capsys,
+        "runs", "resume", "r1", "--db", db, "--data", f"@{tmp_path / 'answer.json'}",
+        "--definition", f"{name}:approval",
+    )  # fmt: skip
+
+    assert code == 0, err
+    with Runtime(store=db) as rt:
+        result = rt.register(module.approval).create_run("r1").wait(WAIT)
+    assert result.result == {"value": "post: from a file"}
+
+
 def test_runs_resume_checks_the_data_against_the_definition_and_leaves_the_run_suspended(
     db: str, flows: tuple[str, ModuleType], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -293,7 +293,11 @@ def _build_parser() -> argparse.ArgumentParser:
         ),
     )
     start.add_argument("target", metavar="MODULE:ATTR", help="e.g. myapp.flows:checkout")
-    start.add_argument("--input", metavar="JSON", help="the run's input, a JSON object")
+    start.add_argument(
+        "--input",
+        metavar="JSON",
+        help="the run's input, a JSON object; @PATH reads it from a file, - from standard input",
+    )
     start.add_argument(
         "--run-id", metavar="ID", type=_run_id, help="the run's id (default: a new UUID)"
     )
@@ -490,7 +494,12 @@ def _add_actions(run_commands: Any, db: argparse.ArgumentParser) -> None:
         ),
     )
     resume.add_argument("run_id", metavar="RUN_ID", type=_run_id)
-    resume.add_argument("--data", metavar="JSON", required=True, help="the resume data, as JSON")
+    resume.add_argument(
+        "--data",
+        metavar="JSON",
+        required=True,
+        help="the resume data, as JSON; @PATH reads it from a file, - from standard input",
+    )
     resume.add_argument(
         "--step", metavar="STEP", help="the suspended step (needed when several are)"
     )

@@ -149,12 +149,7 @@ def runs_cancel(args: argparse.Namespace) -> RunStatus | None:
 def runs_resume(args: argparse.Namespace) -> RunStatus | None:
     """``callboard runs resume``: record a resume; the workflow's next runtime runs it on."""
     run_id = args.run_id
-    try:
-        data = json.loads(args.data)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"--data is not JSON: {exc}") from None
-    except RecursionError:
-        raise UsageError("--data is nested too deep to read") from None
+    data = _commands.read_json_argument(args.data, "--data")
     workflow = load_workflow(args.definition) if args.definition else None
     store = _shared(args.db)
     try:

@@ -20,6 +20,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from enum import IntEnum
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
@@ -562,11 +563,31 @@ def _start_and_wait(
 
 
 def _parse_input(text: str | None) -> Any:
-    if text is None:
-        return None
+    return None if text is None else read_json_argument(text, "--input")
+
+
+def read_json_argument(text: str, option: str) -> Any:
+    """The JSON an option gives: inline, ``@path`` for a file's, or ``-`` for standard input's.
+
+    No JSON text begins with ``@`` or is ``-``, so neither form hides a value.
+
+    Raises:
+        UsageError: if the file cannot be read, or the text is not JSON.
+    """
+    where = option
+    if text == "-":
+        text, where = sys.stdin.read(), f"{option} - (standard input)"
+    elif text.startswith("@"):
+        path = text[1:]
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise UsageError(f"{option} @{path}: cannot read the file: {reason}") from None
+        where = f"{option} @{path}"
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UsageError(f"--input is not JSON: {exc}") from None
+        raise UsageError(f"{where} is not JSON: {exc}") from None
     except RecursionError:
-        raise UsageError("--input is nested too deep to read") from None
+        raise UsageError(f"{where} is nested too deep to read") from None
