@@ -18,16 +18,15 @@ and of ``foreach`` (a list).
 
 from __future__ import annotations
 
-import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
-import pydantic
-from pydantic import BaseModel, RootModel, SecretBytes, SecretStr
+from pydantic import BaseModel, RootModel
 
 from runtime._errors import WorkflowDefinitionError
+from runtime._model_keys import UNION_ORIGINS, strip_annotated, validation_keys
 from runtime._plan import (
     BranchNode,
     ConstructSpec,
@@ -41,7 +40,7 @@ from runtime._plan import (
     StepNode,
 )
 
-__all__ = ["Feed", "check_chain", "check_feed", "schema_misfit", "unkept_field"]
+__all__ = ["Feed", "check_chain", "check_feed", "schema_misfit"]
 
 Kind = Literal["bool", "int", "float", "str", "bytes", "list", "dict", "model"]
 
@@ -57,7 +56,6 @@ _ACCEPTS: dict[Kind, frozenset[Kind]] = {
     "model": frozenset({"model", "dict"}),
 }
 
-_UNION_ORIGINS: tuple[Any, ...] = (Union, types.UnionType)
 _LIST_ORIGINS: tuple[Any, ...] = (list, tuple, set, frozenset, Sequence)
 _DICT_ORIGINS: tuple[Any, ...] = (dict, Mapping)
 
@@ -249,7 +247,7 @@ def _fields_misfit(
     reshaped = _reshaped_fields(target)
     accepted: set[str] = set()
     for name, field in target.model_fields.items():
-        names = _validation_keys(target, name, field)
+        names = validation_keys(target, name, field)
         accepted.update(names or (name,))
         if names is None:  # an AliasPath or AliasChoices: not judged
             continue
@@ -270,19 +268,6 @@ def _fields_misfit(
     return None
 
 
-def _validation_keys(model: type[BaseModel], name: str, field: Any) -> list[str] | None:
-    """The keys ``model`` takes field ``name`` by (alias first); ``None`` if not plain keys."""
-    chosen = field.validation_alias
-    if chosen is not None and not isinstance(chosen, str):
-        return None
-    config = model.model_config
-    aliases = [chosen or field.alias] if (chosen or field.alias) else []
-    if config.get("validate_by_alias") is False:
-        aliases = []
-    by_name = bool(config.get("populate_by_name") or config.get("validate_by_name"))
-    return [*aliases, name] if by_name or not aliases else aliases
-
-
 def _reshapes(model: type[BaseModel]) -> bool:
     """Whether a model validator may change the data before the fields are read."""
     decorators = model.__pydantic_decorators__
@@ -300,82 +285,15 @@ def _reshaped_fields(model: type[BaseModel]) -> set[str]:
     return names
 
 
-_SECRET_TYPES: tuple[type, ...] = tuple(
-    kind
-    for kind in (SecretStr, SecretBytes, getattr(pydantic, "Secret", None))
-    if isinstance(kind, type)
-)
-"""pydantic's secret types: ``model_dump(mode="json")`` writes their values as stars."""
-
-
-Unkept = tuple[str, Literal["secret", "excluded", "computed", "alias"]]
-"""Where a model holds a value a snapshot cannot keep, and why."""
-
-
-def unkept_field(model: type[BaseModel]) -> Unkept | None:
-    """Where ``model`` holds a value a run's snapshot cannot keep, as ``field.inner[]``, and why.
-
-    A run keeps its data as JSON-like snapshots (``model_dump``), where pydantic
-    writes a secret (a ``SecretStr``...) as ``"**********"`` and leaves out a
-    field marked ``Field(exclude=True)``: a step would be handed the stars, or
-    the field's default, or fail for want of it. A computed field of a model
-    that forbids extra fields is written, and then refused as an extra one by
-    the same model; a field written under a key (its serialization alias)
-    that the model does not read it back by is lost. Nested models, containers,
-    unions and ``Annotated`` are looked into. ``None`` if it keeps everything.
-    """
-    return _unkept_in(model, "", set())
-
-
-def _unkept_in(annotation: Any, path: str, seen: set[type]) -> Unkept | None:
-    annotation = _strip(annotation)
-    origin = typing.get_origin(annotation)
-    kind = origin if origin is not None else annotation
-    if isinstance(kind, type) and issubclass(kind, _SECRET_TYPES):
-        return (path or "the model itself", "secret")
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        if annotation in seen:
-            return None
-        seen.add(annotation)
-        computed = annotation.model_computed_fields
-        if computed and annotation.model_config.get("extra") == "forbid":
-            name = next(iter(computed))
-            return (f"{path}.{name}" if path else name, "computed")
-        for name, field in annotation.model_fields.items():
-            where = f"{path}.{name}" if path else name
-            if field.exclude is True:
-                return (where, "excluded")
-            keys = _validation_keys(annotation, name, field)
-            written = field.serialization_alias or field.alias or name
-            if keys is not None and written not in keys:
-                return (where, "alias")
-            found = _unkept_in(field.annotation, where, seen)
-            if found is not None:
-                return found
-        return None
-    inner = path if origin in _UNION_ORIGINS else f"{path}[]"  # a union's member is the field
-    for argument in typing.get_args(annotation):
-        found = _unkept_in(argument, inner, seen)
-        if found is not None:
-            return found
-    return None
-
-
-def _strip(annotation: Any) -> Any:
-    while typing.get_origin(annotation) is typing.Annotated:
-        annotation = typing.get_args(annotation)[0]
-    return annotation
-
-
 def _type_misfit(source: Any, target: Any, name: str, seen: set[tuple[int, int]]) -> str | None:
-    source, target = _strip(source), _strip(target)
+    source, target = strip_annotated(source), strip_annotated(target)
     if source is Any or target is Any or source is None or target is None:
         return None
-    if typing.get_origin(source) in _UNION_ORIGINS:
+    if typing.get_origin(source) in UNION_ORIGINS:
         # Conservative: one member that fits is enough.
         problems = [_type_misfit(arm, target, name, seen) for arm in typing.get_args(source)]
         return None if any(p is None for p in problems) else problems[0]
-    if typing.get_origin(target) in _UNION_ORIGINS:
+    if typing.get_origin(target) in UNION_ORIGINS:
         arms = typing.get_args(target)
         problems = [_type_misfit(source, arm, name, seen) for arm in arms]
         if any(p is None for p in problems):

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from runtime._errors import StepValidationError, WorkflowDefinitionError
 from runtime._ids import unstorable_text
+from runtime._model_keys import refuse_unkept
 
 if TYPE_CHECKING:
     from runtime._step_context import StepContext
@@ -148,48 +149,6 @@ def _check_schema(value: Any, what: str, step_id: str) -> None:
             f"step {step_id!r}: {what} must be a pydantic BaseModel subclass, got {value!r}"
         )
     refuse_unkept(value, f"step {step_id!r}: {what}")
-
-
-def refuse_unkept(schema: type[BaseModel], what: str) -> None:
-    """Refuse a schema whose data a run's snapshots cannot keep (see ``unkept_field``).
-
-    Raises:
-        WorkflowDefinitionError: naming the field.
-    """
-    from runtime._schema_fit import unkept_field
-
-    found = unkept_field(schema)
-    if found is None:
-        return
-    where, why = found
-    if why == "secret":
-        raise WorkflowDefinitionError(
-            f"{what} {schema.__name__} holds a secret at {where!r} (a pydantic SecretStr, "
-            "SecretBytes or Secret): a run keeps its data in snapshots, where pydantic writes "
-            "a secret as '**********', so the steps after it, and the result, would get the "
-            "stars, not the secret. Keep the secret out of the run's data: pass what names "
-            "it, and read it inside the step (from your configuration or secret store)"
-        )
-    if why == "computed":
-        raise WorkflowDefinitionError(
-            f"{what} {schema.__name__} has the computed field {where!r} in a model that "
-            "forbids extra fields: a run keeps its data in snapshots, where the computed field "
-            "is written, and the same model then refuses it as an extra input. Allow extra "
-            "fields (extra='ignore', the default), or compute the value inside the step"
-        )
-    if why == "alias":
-        raise WorkflowDefinitionError(
-            f"{what} {schema.__name__} writes the field {where!r} under a key it does not "
-            "read it back by (its serialization_alias is not its validation alias): a run "
-            "stores a model by alias and validates it again, so the next step would not find "
-            "the field. Give the field one alias for both (Field(alias=...))"
-        )
-    raise WorkflowDefinitionError(
-        f"{what} {schema.__name__} excludes the field {where!r} from its dumps "
-        "(Field(exclude=True)): a run keeps its data in snapshots, which would leave it out, "
-        "so the steps after it would get its default, or fail for want of it. Drop "
-        "exclude=True from a schema a workflow uses (exclude it where you show the data)"
-    )
 
 
 def _build_step(

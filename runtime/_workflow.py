@@ -19,6 +19,7 @@ from runtime._model import (
     WorkflowRunList,
     with_output_schema,
 )
+from runtime._model_keys import refuse_unkept
 from runtime._options import RetryConfig
 from runtime._plan import (
     MAX_SLEEP,
@@ -44,7 +45,7 @@ from runtime._run_input import bound_schedule
 from runtime._runtime import offload
 from runtime._schedule import Schedule
 from runtime._schema_fit import check_chain
-from runtime._step import Step, refuse_unkept
+from runtime._step import Step
 from runtime._stores.base import SnapshotStore
 from runtime._stores.memory import MemoryStore
 

@@ -7,7 +7,7 @@ Layers (imports only go down, or stay within a layer):
                    runtime._clock, runtime._probes, runtime._queue, runtime._otel
     1 codec        runtime._snapshot, runtime._tracing, runtime._stores.*
     2 definitions  runtime._step, runtime._step_context, runtime._plan, runtime._schedule,
-                   runtime._versions
+                   runtime._versions, runtime._schema_fit, runtime._model_keys
     3 machinery    actors.*
     4 facade       runtime._runtime, runtime._run, runtime._stream, runtime._workflow,
                    runtime._queries, runtime._scheduler
@@ -58,6 +58,7 @@ RUNTIME_LAYERS = {
     "runtime._schedule": 2,
     "runtime._versions": 2,
     "runtime._schema_fit": 2,
+    "runtime._model_keys": 2,
     "runtime._runtime": 4,
     "runtime._run": 4,
     "runtime._stream": 4,
