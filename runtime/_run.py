@@ -520,7 +520,6 @@ class Run(Generic[In, Out]):
 
         Same arguments, result and errors; iterate the watch with ``async for``.
         """
-        timeout = check_timeout(timeout)
         return await self._host.call(self.watch, timeout, from_seq=from_seq)
 
     def stream(self, *, from_seq: int | None = None, timeout: float | None = None) -> RunStream:
@@ -551,14 +550,12 @@ class Run(Generic[In, Out]):
         Raises:
             As :meth:`watch`.
         """
-        timeout = check_timeout(timeout)
         return RunStream(self.watch(timeout, from_seq=from_seq))
 
     async def astream(
         self, *, from_seq: int | None = None, timeout: float | None = None
     ) -> RunStream:
         """Await :meth:`stream` without blocking the event loop; iterate with ``async for``."""
-        timeout = check_timeout(timeout)
         return await self._host.call(self.stream, from_seq=from_seq, timeout=timeout)
 
     def resume_stream(
@@ -605,7 +602,6 @@ class Run(Generic[In, Out]):
         timeout: float | None = None,
     ) -> RunStream:
         """Await :meth:`resume_stream` without blocking the event loop."""
-        timeout = check_timeout(timeout)
         return await self._host.call(
             self.resume_stream, step=step, resume_data=resume_data, timeout=timeout
         )
