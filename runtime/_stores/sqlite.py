@@ -923,7 +923,7 @@ class SQLiteStore:
                 "SELECT host, pid, heartbeat_at, lease FROM owners WHERE owner_id != ?",
                 (self.owner_id,),
             ).fetchall()
-            if any(not _alive(*owner) for owner in owners):
+            if any(_death(*owner) is not None for owner in owners):
                 return True
             orphan = connection.execute(
                 "SELECT 1 FROM runs WHERE owner_id IS NOT NULL AND owner_id != ? "
@@ -1972,10 +1972,6 @@ def _filters(
             clauses.append(clause)
             params.append(value)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
-
-
-def _alive(host: str, pid: int, heartbeat_at: float, lease: float) -> bool:
-    return _death(host, pid, heartbeat_at, lease) is None
 
 
 def _death(host: str, pid: int, heartbeat_at: float, lease: float) -> str | None:
