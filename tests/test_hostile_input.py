@@ -314,6 +314,54 @@ def test_a_store_url_of_another_scheme_is_a_value_error_and_makes_no_file(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_relative_store_path_keeps_naming_the_same_file_after_the_process_changes_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A daemon that detaches does os.chdir("/"). Each thread's reader and the scheduler
+    # open connections of their own later, by path: "runs.db" then named another file,
+    # and a query from a new thread failed with "unable to open database file".
+    home, elsewhere = tmp_path / "app", tmp_path / "elsewhere"
+    home.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(home)
+    runtime = Runtime(store="runs.db")
+    monkeypatch.chdir(elsewhere)  # between Runtime(...) and start()
+    with runtime:
+        bound = runtime.register(loose)
+        first = bound.create_run()
+        assert first.start(input_data={"value": 1}, timeout=10).status == "success"
+        monkeypatch.chdir(tmp_path)  # while it runs
+        second = bound.create_run()
+        assert second.start(input_data={"value": 2}, timeout=10).status == "success"
+        found: list[Any] = []
+        reader = threading.Thread(
+            target=lambda: found.append(bound.get_workflow_run_execution_result(first.run_id))
+        )
+        reader.start()
+        reader.join(10)
+        assert found and found[0] is not None and found[0].result == {"value": 1}
+
+    assert (home / "runs.db").exists()
+    assert not list(elsewhere.iterdir())
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["app", "elsewhere"]
+
+
+def test_a_store_path_that_starts_with_a_tilde_is_in_the_home_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It was taken for a folder named "~" in the working folder: "folder ~ does not exist".
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "state").mkdir()
+
+    with Runtime(store="~/state/runs.db") as runtime:
+        result = runtime.register(loose).create_run().start(input_data={"value": 1}, timeout=10)
+
+    assert result.status == "success"
+    assert (tmp_path / "state" / "runs.db").exists()
+    assert not (tmp_path / "~").exists()
+
+
 @pytest.mark.parametrize("store", [5, object(), b"runs.db", ["memory"]])
 def test_a_runtime_on_something_that_is_not_a_store_is_a_type_error_and_starts_nothing(
     store: Any,

@@ -349,7 +349,13 @@ _OTHER_URL: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+)://")
 
 
 def path_from_url(location: str | os.PathLike[str]) -> Path:
-    """A database path from a path or a ``sqlite:///path`` URL.
+    """A database path from a path or a ``sqlite:///path`` URL, made absolute.
+
+    A relative path is taken from the working folder of this call, once: a
+    daemon that changes folder later (``os.chdir("/")`` when it detaches)
+    keeps using the same file, where every connection opened afterwards (a
+    thread's reader, the scheduler's) would have looked for another. A
+    leading ``~`` is the user's home folder, as in a shell.
 
     Raises:
         ValueError: for a malformed ``sqlite://`` URL, or a URL of another
@@ -371,7 +377,10 @@ def path_from_url(location: str | os.PathLike[str]) -> Path:
         )
     if not text:
         raise ValueError("the SQLite store needs a file path")
-    return Path(text)
+    path = Path(text)
+    with contextlib.suppress(RuntimeError):  # no home folder to be found: left as it is
+        path = path.expanduser()
+    return path.absolute()
 
 
 class _Reader:
