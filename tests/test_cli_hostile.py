@@ -156,3 +156,85 @@ def test_a_reader_that_goes_away_ends_the_command_quietly_with_141(
 
     assert code == 141
     assert b"Traceback" not in errors and b"BrokenPipe" not in errors
+
+
+TERMINAL_CODES = "\x1b[2J\x1b]0;owned\x07\x9b31m\u202e"
+"""Clear the screen, retitle the window, a C1 control sequence, a right-to-left override."""
+
+FAILING = """
+from typing import Any
+from pydantic import BaseModel
+from runtime import create_step, create_workflow
+
+class Loose(BaseModel):
+    value: Any = None
+
+def refuse(ctx):
+    raise ValueError("bad value " + ctx.input_data.value)
+
+refusing = create_step(id="refuse", input_schema=Loose, output_schema=Loose, execute=refuse)
+flow = create_workflow(id="failing", input_schema=Loose, output_schema=Loose).then(refusing)
+flow = flow.commit()
+"""
+
+
+@pytest.fixture
+def marked(place: Path) -> str:
+    """A failed run whose id and error message carry what a terminal would obey."""
+    (place / "failing_flows.py").write_text(FAILING)
+    from failing_flows import flow  # type: ignore[import-not-found]
+
+    run_id = "order-" + TERMINAL_CODES
+    with Runtime(store=place / "callboard.db") as runtime:
+        run = runtime.register(flow).create_run(run_id=run_id)
+        assert run.start(input_data={"value": TERMINAL_CODES}, timeout=30).status == "failed"
+    return run_id
+
+
+def _obeyed(text: str) -> list[str]:
+    return [code for code in ("\x1b", "\x07", "\x9b", "\u202e") if code in text]
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["pipe", "terminal"])
+@pytest.mark.parametrize("command", [["runs", "list"], ["runs", "show", "RUN"]])
+def test_what_a_run_holds_cannot_drive_the_operators_terminal(
+    marked: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: list[str],
+    terminal: bool,
+) -> None:
+    # Run ids and error messages come from programs and their users. Printed as they
+    # were, "\x1b[2J" cleared the operator's screen and "\x1b]0;...\x07" retitled it.
+    if terminal:  # rich then writes its own colours: only those escapes may remain
+        monkeypatch.setenv("FORCE_COLOR", "1")
+        monkeypatch.delenv("NO_COLOR", raising=False)
+    argv = [marked if part == "RUN" else part for part in command]
+
+    assert main(argv) == (1 if command[1] == "show" else 0)
+    out, err = capsys.readouterr()
+
+    assert "\\x1b[2J" in out and "\\u202e" in out and "\\x9b31m" in out
+    without_colours = out.replace("\x1b[0m", "")
+    for colour in ("\x1b[1m", "\x1b[2m", "\x1b[1;31m", "\x1b[31m"):
+        without_colours = without_colours.replace(colour, "")
+    assert _obeyed(without_colours) == [], out
+    assert ("\x1b[" in out) == terminal  # the colours are rich's, kept on a terminal
+    assert _obeyed(err) == []
+
+
+def test_an_error_message_the_command_repeats_cannot_drive_the_terminal(
+    place: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The module's own traceback is Python's to print; the command's one-line summary
+    # of it repeated the message as it was.
+    (place / "refusing_module.py").write_text(
+        f"raise RuntimeError({'cannot load ' + TERMINAL_CODES!r})\n"
+    )
+
+    code, err = run_cli(capsys, "start", "refusing_module:flow")
+
+    assert code == 2
+    summary = [line for line in err.splitlines() if line.startswith("callboard: error:")]
+    assert len(summary) == 1 and "cannot load \\x1b[2J" in summary[0], err
+    assert _obeyed(summary[0]) == []

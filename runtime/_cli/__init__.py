@@ -76,6 +76,7 @@ from runtime._cli._commands import (
     UsageError,
 )
 from runtime._cli._loader import LoadError
+from runtime._cli._render import shown
 from runtime._cli._schedules import ScheduleNotFoundError
 from runtime._cli._worker import DEFAULT_CONCURRENCY
 from runtime._errors import SnapshotFormatError, StoreError
@@ -115,7 +116,7 @@ class _Parser(argparse.ArgumentParser):
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         if message:
-            sys.stderr.write(message)
+            sys.stderr.write(shown(message))
         raise _ParserExit(status)
 
     def error(self, message: str) -> NoReturn:
@@ -187,7 +188,7 @@ def _db_path(given: str | None) -> str:
 
 
 def _error(message: str) -> None:
-    sys.stderr.write(f"callboard: error: {message}\n")
+    sys.stderr.write(f"callboard: error: {shown(message)}\n")
     sys.stderr.flush()
 
 

@@ -42,6 +42,7 @@ from runtime._cli._render import (
     run_view,
     runs_table,
     show,
+    shown,
     status_text,
     suspended_line,
     worker_plain,
@@ -279,7 +280,7 @@ def print_page(page: WorkflowRunList, args: argparse.Namespace) -> None:
     if page.unreadable:
         sys.stderr.write(
             f"callboard: warning: {len(page.unreadable)} run(s) could not be read and are "
-            f"left out: {', '.join(page.unreadable)}\n"
+            f"left out: {shown(', '.join(page.unreadable))}\n"
         )
     if args.json:
         print_json(plain(page))

@@ -9,12 +9,15 @@ blanks, so that a table row stays whole for grep and friends.
 from __future__ import annotations
 
 import json
+import re
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, Final, TextIO
 
 from rich import box
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
@@ -34,6 +37,7 @@ __all__ = [
     "run_view",
     "runs_table",
     "show",
+    "shown",
     "status_text",
     "worker_plain",
     "workers_summary",
@@ -70,12 +74,53 @@ def console_for(stream: TextIO) -> Console:
     )
 
 
+_UNSAFE: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+"""Characters a terminal obeys instead of showing: every control character but a newline
+and a tab (an escape sequence can clear the screen, retitle the window or hide the text
+after it), and the marks that reorder bidirectional text (which make a run id read as
+another)."""
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def shown(text: str) -> str:
+    r"""``text`` safe for a terminal: the characters it would obey written as ``\x1b`` escapes.
+
+    Run ids, workflow ids, error messages and outputs come from programs and
+    their users; the command shows them, never lets them drive the terminal.
+    """
+    return _UNSAFE.sub(_escaped, text)
+
+
+class _Shown:
+    """A renderable whose text is :func:`shown`; rich's own styles and cursor moves stay.
+
+    Rich makes its colours from each segment's style when it writes, not from the
+    segment's text, so escaping the text alone keeps them.
+    """
+
+    def __init__(self, inner: RenderableType) -> None:
+        self.inner = inner
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Segment]:
+        for segment in console.render(self.inner, options):
+            if segment.control or not _UNSAFE.search(segment.text):
+                yield segment
+            else:
+                yield Segment(shown(segment.text), segment.style)
+
+
 def show(console: Console, renderable: RenderableType) -> None:
     """Print to the console; off a terminal, without the trailing blanks rich pads lines with.
 
     A line of text is not wrapped (the terminal wraps it, and a pipe wants it whole).
+    What the terminal would obey in the text is shown escaped (:func:`shown`).
     """
     soft_wrap = isinstance(renderable, Text)
+    renderable = _Shown(renderable)
     if console.is_terminal:
         console.print(renderable, soft_wrap=soft_wrap)
         return

@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from runtime._cli._commands import CommandError, _opened
-from runtime._cli._render import console_for, print_json, show, status_text
+from runtime._cli._render import console_for, print_json, show, shown, status_text
 from runtime._schedule import ScheduleInfo
 from runtime._scheduler import describe
 from runtime._stores.schedules import book_for
@@ -72,7 +72,7 @@ def _change(args: argparse.Namespace, verb: str) -> None:
     if not found:
         raise ScheduleNotFoundError(f"no schedule {args.schedule_id!r} in the store")
     done = {"pause": "paused", "resume": "resumed", "delete": "deleted"}[verb]
-    sys.stdout.write(f"schedule {args.schedule_id} {done}\n")
+    sys.stdout.write(f"schedule {shown(args.schedule_id)} {done}\n")
 
 
 def schedules_pause(args: argparse.Namespace) -> None:
