@@ -44,6 +44,7 @@ from runtime._errors import (
     StepTimeoutError,
 )
 from runtime._model import ErrorInfo
+from runtime._options import seconds_of
 from runtime._plan import MAX_SLEEP
 from runtime._request_context import changed, view
 from runtime._snapshot import check_encodable, copy_plain, find_unencodable
@@ -689,6 +690,7 @@ def _wake_time(value: Any, call: CallSleepLength) -> float:
     if isinstance(value, datetime):
         moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
         return moment.timestamp()
+    value = seconds_of(value)
     if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
         if not 0 <= seconds <= MAX_SLEEP:  # NaN fails this too
@@ -699,7 +701,7 @@ def _wake_time(value: Any, call: CallSleepLength) -> float:
         return _clock.time() + seconds
     raise TypeError(
         f"{call.path!r}: the sleep function returned {type(value).__name__}; "
-        "it must return seconds (a number) or a datetime"
+        "it must return seconds (a number), a timedelta or a datetime"
     )
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "RetryConfig",
     "TracingOptions",
     "check_timeout",
+    "seconds_of",
 ]
 
 _TRACE_ID = re.compile(r"[0-9a-fA-F]{1,32}")
@@ -27,6 +28,15 @@ FOREVER: Final = 10 * 365 * 86400.0
 """Seconds past which a timeout means no timeout: a wait's clocks and locks refuse some
 larger ones (``threading``'s ``TIMEOUT_MAX``, a ``time_t``), and ten years is as good as
 for ever to a program."""
+
+
+def seconds_of(value: Any) -> Any:
+    """A ``timedelta`` in seconds; anything else as it is, for its caller to check.
+
+    Every duration of a definition takes seconds or a ``timedelta``: a sleep,
+    a step's timeout, retry delays, a queue's rate window, retention.
+    """
+    return value.total_seconds() if isinstance(value, timedelta) else value
 
 
 def check_timeout(
@@ -150,9 +160,9 @@ class RetryConfig(BaseModel):
 
     Attributes:
         attempts: Retries after the first call (0: none).
-        delay: Seconds before the first retry.
+        delay: Seconds before the first retry (or a ``timedelta``).
         backoff: Factor each further wait grows by (1: the same wait each time).
-        max_delay: The longest wait, in seconds; ``None`` for no cap.
+        max_delay: The longest wait, in seconds (or a ``timedelta``); ``None`` for no cap.
         jitter: A fraction from 0 to 1.
 
     Example:
@@ -168,6 +178,19 @@ class RetryConfig(BaseModel):
     max_delay: float | None = Field(default=None, ge=0)
     jitter: float = Field(default=0.0, ge=0, le=1)
 
+    @field_validator("delay", "max_delay", mode="before")
+    @classmethod
+    def _seconds(cls, value: Any) -> Any:
+        return seconds_of(value)
+
+    @field_validator("delay", "backoff", "max_delay")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        # An infinite delay left the run "running" for ever, with no time to wake at.
+        if value is not None and not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
 
 class RetentionPolicy(BaseModel):
     """How long a runtime keeps the runs that have ended, pruned in the background.
@@ -180,7 +203,7 @@ class RetentionPolicy(BaseModel):
         max_age: Prune runs that ended longer ago than this: seconds, or a
             ``timedelta``.
         max_runs: Keep at most this many ended runs, the most recent.
-        interval: Seconds between two passes of the pruner.
+        interval: Seconds between two passes of the pruner (or a ``timedelta``).
 
     Example:
         >>> RetentionPolicy(max_age=timedelta(days=7), max_runs=100_000).max_age
@@ -193,10 +216,10 @@ class RetentionPolicy(BaseModel):
     max_runs: int | None = Field(default=None, ge=0)
     interval: float = Field(default=1.0, gt=0)
 
-    @field_validator("max_age", mode="before")
+    @field_validator("max_age", "interval", mode="before")
     @classmethod
     def _seconds(cls, value: Any) -> Any:
-        return value.total_seconds() if isinstance(value, timedelta) else value
+        return seconds_of(value)
 
     @field_validator("max_age", "interval")
     @classmethod

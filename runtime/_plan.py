@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -113,10 +114,14 @@ class RetryPolicy:
     jitter: float = 0.0
 
     def delay_before(self, retry: int, rng: random.Random | None = None) -> float:
-        """Seconds to wait before retry number ``retry`` (1 for the first)."""
-        seconds = self.delay * self.backoff ** max(0, retry - 1)
+        """Seconds to wait before retry ``retry`` (1 for the first), at most ``MAX_SLEEP``."""
+        try:
+            seconds = self.delay * self.backoff ** max(0, retry - 1)
+        except OverflowError:  # a float backoff of 10 passes the largest float at retry 310
+            seconds = math.inf
         if self.max_delay is not None:
             seconds = min(seconds, self.max_delay)
+        seconds = min(seconds, MAX_SLEEP)
         if self.jitter and seconds:
             spread = seconds * self.jitter
             seconds += (rng or random).uniform(-spread, spread)

@@ -19,9 +19,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Final, NamedTuple
 
 from runtime._errors import QueueKeyError
+from runtime._options import seconds_of
 
 __all__ = [
     "MAX_PRIORITY",
@@ -106,9 +108,9 @@ class Queue:
             ``concurrency_key=`` instead.
         key_concurrency: The most runs of one partition executing at once.
         rate_limit: ``(n, per_seconds)``: at most ``n`` runs start executing
-            per window of ``per_seconds``, per partition for runs with a key,
-            per queue for the others. A run's first start counts; a wake-up
-            from a sleep does not.
+            per window of ``per_seconds`` (seconds, or a ``timedelta``), per
+            partition for runs with a key, per queue for the others. A run's
+            first start counts; a wake-up from a sleep does not.
         max_queued: The most runs waiting in the queue; a start beyond raises
             :class:`~runtime.QueueFullError` and records nothing.
 
@@ -122,7 +124,7 @@ class Queue:
     concurrency: int | None = None
     key: Callable[[Any], str] | None = None
     key_concurrency: int | None = None
-    rate_limit: tuple[int, float] | None = None
+    rate_limit: tuple[int, float | timedelta] | None = None
     max_queued: int | None = None
 
     def __post_init__(self) -> None:
@@ -138,9 +140,11 @@ class Queue:
                 raise TypeError(f"Queue rate_limit must be a pair (n, per_seconds), got {limit!r}")
             count, period = limit
             _positive(count, "rate_limit count")
+            period = seconds_of(period)
             if isinstance(period, bool) or not isinstance(period, int | float):
                 raise TypeError(
-                    f"Queue rate_limit period must be a number of seconds, got {period!r}"
+                    f"Queue rate_limit period must be a number of seconds or a timedelta, "
+                    f"got {period!r}"
                 )
             if not (math.isfinite(period) and period > 0):
                 raise ValueError(f"Queue rate_limit period must be above 0 seconds, got {period}")
@@ -155,7 +159,7 @@ class Queue:
             concurrency=self.concurrency,
             key_concurrency=self.key_concurrency,
             rate_count=count,
-            rate_period=period,
+            rate_period=None if period is None else float(seconds_of(period)),
             max_queued=self.max_queued,
         )
 

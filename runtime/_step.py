@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, overload
 
 from pydantic import BaseModel, ValidationError
@@ -12,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from runtime._errors import StepValidationError, WorkflowDefinitionError
 from runtime._ids import unstorable_text
 from runtime._model_keys import refuse_unkept
+from runtime._options import seconds_of
 
 if TYPE_CHECKING:
     from runtime._step_context import StepContext
@@ -160,7 +163,7 @@ def _build_step(
     state_schema: type[BaseModel] | None,
     description: str | None,
     retries: int | None = None,
-    timeout: float | None = None,
+    timeout: float | timedelta | None = None,
     suspend_schema: type[BaseModel] | None = None,
     resume_schema: type[BaseModel] | None = None,
     writer_schema: type[BaseModel] | None = None,
@@ -195,11 +198,15 @@ def _build_step(
         raise WorkflowDefinitionError(
             f"step {id!r}: retries must be a whole number of 0 or more, got {retries!r}"
         )
+    timeout = seconds_of(timeout)
     if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not 0 < timeout < math.inf
     ):
         raise WorkflowDefinitionError(
-            f"step {id!r}: timeout must be a number of seconds above 0, got {timeout!r}"
+            f"step {id!r}: timeout must be a finite number of seconds above 0 or a timedelta "
+            f"(None for no timeout), got {timeout!r}"
         )
     return Step(
         id=id,
@@ -226,7 +233,7 @@ def create_step(
     state_schema: type[BaseModel] | None = None,
     description: str | None = None,
     retries: int | None = None,
-    timeout: float | None = None,
+    timeout: float | timedelta | None = None,
     suspend_schema: type[BaseModel] | None = None,
     resume_schema: type[BaseModel] | None = None,
     writer_schema: type[BaseModel] | None = None,
@@ -243,7 +250,7 @@ def create_step(
     state_schema: type[BaseModel] | None = None,
     description: str | None = None,
     retries: int | None = None,
-    timeout: float | None = None,
+    timeout: float | timedelta | None = None,
     suspend_schema: type[BaseModel] | None = None,
     resume_schema: type[BaseModel] | None = None,
     writer_schema: type[BaseModel] | None = None,
@@ -259,7 +266,7 @@ def create_step(
     state_schema: type[BaseModel] | None = None,
     description: str | None = None,
     retries: int | None = None,
-    timeout: float | None = None,
+    timeout: float | timedelta | None = None,
     suspend_schema: type[BaseModel] | None = None,
     resume_schema: type[BaseModel] | None = None,
     writer_schema: type[BaseModel] | None = None,
@@ -284,7 +291,7 @@ def create_step(
         description: Free text.
         retries: Retries after a failed call (the step's own count wins over
             the workflow's ``retry_config``); ``NonRetryableError`` stops them.
-        timeout: Seconds one call may take; then it fails with
+        timeout: Seconds (or a ``timedelta``) one call may take; then it fails with
             ``StepTimeoutError`` (and may be retried). An ``async def`` body is
             cancelled; a plain function cannot be stopped, so it is abandoned:
             it runs on, and what it returns is ignored.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -20,7 +20,7 @@ from runtime._model import (
     with_output_schema,
 )
 from runtime._model_keys import refuse_unkept
-from runtime._options import RetryConfig
+from runtime._options import RetryConfig, seconds_of
 from runtime._plan import (
     MAX_SLEEP,
     BranchNode,
@@ -450,8 +450,10 @@ class Workflow(Generic[In, Out]):
             raise TypeError(f"workflow {self.id!r}: .map() takes a callable, got {fn!r}")
         return self._add(MapNode(path=self._next_id("map", id), scope=self._scope, fn=fn))
 
-    def sleep(self, seconds: float | Callable[[Any], Any], *, id: str | None = None) -> Self:
-        """Pause the run for ``seconds`` (a number, or ``fn(ctx)`` that returns one).
+    def sleep(
+        self, seconds: float | timedelta | Callable[[Any], Any], *, id: str | None = None
+    ) -> Self:
+        """Pause the run for ``seconds``: a number, a ``timedelta``, or ``fn(ctx)`` returning one.
 
         The run is ``waiting`` meanwhile and holds no thread and no actor; with
         a durable store the sleep survives a restart and ends at its time.
@@ -463,14 +465,15 @@ class Workflow(Generic[In, Out]):
                 finite, or above ``MAX_SLEEP`` (about 100 years).
         """
         if not callable(seconds):
+            seconds = seconds_of(seconds)
             if (
                 isinstance(seconds, bool)
                 or not isinstance(seconds, int | float)
                 or not 0 <= seconds <= MAX_SLEEP
             ):
                 raise WorkflowDefinitionError(
-                    f"workflow {self.id!r}: .sleep() takes seconds (from 0 to {MAX_SLEEP:g}) "
-                    f"or a function, got {seconds!r}"
+                    f"workflow {self.id!r}: .sleep() takes seconds (from 0 to {MAX_SLEEP:g}), "
+                    f"a timedelta or a function, got {seconds!r}"
                 )
             seconds = float(seconds)
         return self._add(
