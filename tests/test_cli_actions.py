@@ -11,8 +11,10 @@ import json
 import sys
 import textwrap
 import threading
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -312,6 +314,39 @@ def test_runs_list_takes_several_statuses(
     code, _out, err = cli(capsys, "runs", "list", "--db", db, "--status", "finished")
     assert code == 2
     assert "'finished' is not a run status" in err
+
+
+def test_runs_list_since_and_until_take_an_age_or_a_date_and_time(
+    db: str, flows: tuple[str, ModuleType], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The API had from_date/to_date; an operator asking "what failed in the last hour"
+    # could only page through everything.
+    module = flows[1]
+    with Runtime(store=db) as rt:
+        chatty = rt.register(module.chatty)
+        chatty.create_run("early").start(input_data={"value": "x"}, timeout=WAIT)
+        time.sleep(0.05)
+        between = datetime.now(UTC)
+        time.sleep(0.05)
+        chatty.create_run("late").start(input_data={"value": "x"}, timeout=WAIT)
+    capsys.readouterr()
+
+    def listed(*argv: str) -> list[str]:
+        code, out, err = cli(capsys, "runs", "list", "--db", db, "--json", *argv)
+        assert code == 0, err
+        return [run["run_id"] for run in json.loads(out)["runs"]]
+
+    local = between.astimezone().replace(tzinfo=None).isoformat()  # local time, as typed
+    assert listed("--since", "1h") == ["late", "early"]
+    assert listed("--since", between.isoformat()) == ["late"]
+    assert listed("--since", local) == ["late"]
+    assert listed("--until", between.isoformat()) == ["early"]
+    assert listed("--since", "2999-01-01") == []
+    assert listed("--since", "30d", "--until", "1h") == []  # both started under an hour ago
+
+    code, _out, err = cli(capsys, "runs", "list", "--db", db, "--since", "yesterday")
+    assert code == 2
+    assert "expected an age such as 30m" in err and err.count("\n") == 1
 
 
 def test_runs_list_follow_prints_a_line_for_each_run_that_appears_or_changes(

@@ -62,6 +62,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NoReturn
 
 from runtime._cli import _actions, _commands, _schedules, _worker
@@ -433,6 +434,19 @@ def _add_list(run_commands: Any, db: argparse.ArgumentParser) -> None:
     listing.add_argument(
         "--resource-id", metavar="RESOURCE_ID", help="only runs started for this user or tenant"
     )
+    listing.add_argument(
+        "--since",
+        type=_moment,
+        metavar="WHEN",
+        help="only runs started at or after WHEN: an age (30m, 12h, 7d: that long ago) or a "
+        "date and time (2026-12-01, 2026-12-01T09:30, in local time unless it has an offset)",
+    )
+    listing.add_argument(
+        "--until",
+        type=_moment,
+        metavar="WHEN",
+        help="only runs started at or before WHEN (as --since)",
+    )
     listing.add_argument("--limit", type=_positive_int, default=50, help="at most N runs (50)")
     listing.add_argument("--offset", type=_non_negative_int, default=0, help="skip N runs")
     listing.add_argument(
@@ -579,6 +593,22 @@ _positive_float = _number(float, lambda value: value > 0, "a number of seconds a
 _non_negative_float = _number(float, lambda value: value >= 0, "a number of seconds")
 
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _moment(text: str) -> datetime:
+    """An age (``30m``: that long ago) or an ISO 8601 date and time (local without an offset)."""
+    try:
+        return datetime.now(UTC) - timedelta(seconds=_duration(text))
+    except (argparse.ArgumentTypeError, OverflowError):
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "expected an age such as 30m, 12h or 7d, or a date and time such as 2026-12-01 or "
+            f"2026-12-01T09:30, got {text!r}"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.astimezone()
 
 
 def _duration(text: str) -> float:

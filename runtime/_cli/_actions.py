@@ -301,8 +301,10 @@ def list_page(
     limit: int,
     offset: int,
     resource_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> WorkflowRunList:
-    """A page of runs newest first, of one status, several or all."""
+    """A page of runs newest first, of one status, several or all, started within the dates."""
     status = statuses[0] if statuses is not None and len(statuses) == 1 else statuses
     page: WorkflowRunList = reader.list_runs(
         workflow_id=workflow_id,
@@ -310,6 +312,8 @@ def list_page(
         limit=limit,
         offset=offset,
         resource_id=resource_id,
+        from_date=since,
+        to_date=until,
     )
     return page
 
@@ -334,6 +338,8 @@ def runs_list(args: argparse.Namespace) -> None:
             limit=args.limit,
             offset=args.offset,
             resource_id=args.resource_id,
+            since=args.since,
+            until=args.until,
         )
     _commands.print_page(page, args)
 
@@ -358,6 +364,8 @@ def runs_list_follow(args: argparse.Namespace, statuses: list[str] | None) -> No
                 limit=args.limit,
                 offset=args.offset,
                 resource_id=args.resource_id,
+                since=args.since,
+                until=args.until,
             )
             for run in reversed(page.runs):  # oldest first, as they happened
                 mark = (run.status.value, run.updated_at)

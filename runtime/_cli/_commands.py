@@ -19,6 +19,7 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from enum import IntEnum
 from pathlib import Path
 from types import TracebackType
@@ -45,6 +46,7 @@ from runtime._cli._render import (
     shown,
     status_text,
     suspended_line,
+    terminal_safe,
     worker_plain,
     workers_summary,
     workers_table,
@@ -248,6 +250,8 @@ class _Reader:
         limit: int,
         offset: int,
         resource_id: str | None = None,
+        from_date: datetime | None = None,
+        to_date: datetime | None = None,
     ) -> WorkflowRunList:
         return list_runs(
             self._store,
@@ -256,6 +260,8 @@ class _Reader:
             limit=limit,
             offset=offset,
             resource_id=resource_id,
+            from_date=from_date,
+            to_date=to_date,
         )
 
 
@@ -368,13 +374,13 @@ def _follow(
                 result = fetch()
                 if result is None:
                     raise RunNotFoundError("the run was deleted while being watched")
-                live.update(run_view(result), refresh=True)
+                live.update(terminal_safe(run_view(result)), refresh=True)
                 if done(result):
                     return result
                 if deadline is not None and time.monotonic() >= deadline:
                     return None
                 pause()
-    shown: tuple[Any, ...] | None = None
+    last_progress: tuple[Any, ...] | None = None
     while True:
         result = fetch()
         if result is None:
@@ -386,11 +392,11 @@ def _follow(
             result.status,
             *((step, s.status, s.attempts) for step, s in result.steps.items()),
         )
-        if progress != shown:
+        if progress != last_progress:
             # A suspended run waits for a person: say so, and for what, once.
             suspended = result.status == RunStatus.SUSPENDED
             show(console, suspended_line(result) if suspended else progress_line(result))
-            shown = progress
+            last_progress = progress
         if deadline is not None and time.monotonic() >= deadline:
             return None
         pause()

@@ -39,6 +39,7 @@ __all__ = [
     "show",
     "shown",
     "status_text",
+    "terminal_safe",
     "worker_plain",
     "workers_summary",
     "workers_table",
@@ -111,6 +112,11 @@ class _Shown:
                 yield segment
             else:
                 yield Segment(shown(segment.text), segment.style)
+
+
+def terminal_safe(renderable: RenderableType) -> RenderableType:
+    """``renderable`` with its text :func:`shown`, for what prints it without :func:`show`."""
+    return _Shown(renderable)
 
 
 def show(console: Console, renderable: RenderableType) -> None:
