@@ -314,6 +314,19 @@ def test_a_store_url_of_another_scheme_is_a_value_error_and_makes_no_file(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("store", [":memory:", "sqlite:///:memory:", "file::memory:?cache=shared"])
+def test_sqlites_in_memory_name_is_refused_with_the_store_to_use_and_makes_no_file(
+    store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Taken for a path, ":memory:" made a SQLite file named ":memory:" in the working folder.
+    monkeypatch.chdir(tmp_path)
+
+    with pytest.raises(ValueError, match="use store='memory'"):
+        Runtime(store=store)
+
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_relative_store_path_keeps_naming_the_same_file_after_the_process_changes_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

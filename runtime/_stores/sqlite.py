@@ -377,6 +377,14 @@ def path_from_url(location: str | os.PathLike[str]) -> Path:
         )
     if not text:
         raise ValueError("the SQLite store needs a file path")
+    if text == ":memory:" or text.startswith("file::memory:"):
+        # SQLite's name for a database private to one connection: taken for a path, it
+        # made a file named ":memory:" in the working folder.
+        raise ValueError(
+            f"{os.fspath(location)!r} is SQLite's in-memory database, which a runtime's "
+            "several connections cannot share: use store='memory' to keep runs in memory, "
+            "or give a file path"
+        )
     path = Path(text)
     with contextlib.suppress(RuntimeError):  # no home folder to be found: left as it is
         path = path.expanduser()
