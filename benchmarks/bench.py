@@ -331,8 +331,10 @@ def start_and_wait(workflow: Any, count: int) -> list[Any]:
 
 # --- the raw SQLite floors ------------------------------------------------------------
 
-# A table with the columns and indexes of callboard's runs table, so that a raw
-# INSERT writes as many b-trees as a callboard start does.
+# A table with the columns of callboard's runs table that a start fills, and the indexes
+# a start writes (the partial ones whose condition a held, unqueued run meets: by owner),
+# so that a raw INSERT writes as many b-trees as a callboard start does. Until
+# 2026-12-03 it had three of the five indexes (runs_by_owner and runs_by_end missing).
 FLOOR_SCHEMA = (
     "CREATE TABLE runs (run_id TEXT PRIMARY KEY, workflow_id TEXT NOT NULL, "
     "status TEXT NOT NULL, seq INTEGER NOT NULL, created_at REAL NOT NULL, "
@@ -340,6 +342,8 @@ FLOOR_SCHEMA = (
     "CREATE INDEX runs_by_created ON runs (created_at)",
     "CREATE INDEX runs_by_workflow ON runs (workflow_id, created_at)",
     "CREATE INDEX runs_by_status ON runs (status, created_at)",
+    "CREATE INDEX runs_by_owner ON runs (owner_id) WHERE owner_id IS NOT NULL",
+    "CREATE INDEX runs_by_end ON runs (status, updated_at)",
 )
 FLOOR_INSERT = (
     "INSERT INTO runs (run_id, workflow_id, status, seq, created_at, updated_at, trace_id, "
