@@ -48,7 +48,7 @@ from runtime._options import seconds_of
 from runtime._plan import MAX_SLEEP
 from runtime._request_context import changed, view
 from runtime._snapshot import check_encodable, copy_plain, find_unencodable
-from runtime._step import dump_model, plain, validate_for_step
+from runtime._step import dump_model, plain, validate_for_step, why_not_dumped
 from runtime._step_context import BailOut, StepContext, SuspendRequest
 from runtime._sync import on_run_waits, serving, serving_in_task
 from runtime._tracing import Span, emit, observed
@@ -714,7 +714,7 @@ def _dump_error(model: BaseModel, call: CallStep, exc: Exception) -> SnapshotEnc
         text = f"{where} holds a value of type {type_name}, which cannot be stored in a snapshot"
     else:
         where, type_name = output, type(model).__name__
-        text = f"{output} ({type_name}) cannot be stored in a snapshot: {exc}"
+        text = f"{output} ({type_name}) cannot be stored in a snapshot: {why_not_dumped(exc)}"
     return SnapshotEncodingError(
         text,
         path=where,

@@ -30,7 +30,7 @@ from runtime._snapshot import (
     first_frozen_record,
     record_of,
 )
-from runtime._step import Step, dump_model, plain, validate_model
+from runtime._step import Step, dump_model, plain, validate_model, why_not_dumped
 from runtime._stores.base import MAX_IDEMPOTENCY_KEY, SnapshotRecord
 
 if TYPE_CHECKING:
@@ -251,7 +251,8 @@ def _validated(schema: type[BaseModel], value: Any, field: str, run_id: str) -> 
         return dump_model(model)
     except Exception as exc:  # pydantic's serialization errors have no common base
         raise InvalidInputError(
-            f"{field} for run {run_id!r} holds a value that cannot be stored: {exc}",
+            f"{field} for run {run_id!r} holds a value that cannot be stored: "
+            f"{why_not_dumped(exc)}",
             field=field,
             errors=[{"type": "not_encodable", "loc": (), "msg": str(exc)}],
             run_id=run_id,

@@ -72,6 +72,18 @@ def dump_model(model: BaseModel) -> Any:
     return model.model_dump(mode="json", by_alias=True)
 
 
+_BYTES_HINT: Final = (
+    "a bytes field is kept as UTF-8 text in a snapshot; for bytes that are not UTF-8, give its "
+    "model ConfigDict(ser_json_bytes='base64', val_json_bytes='base64')"
+)
+
+
+def why_not_dumped(exc: Exception) -> str:
+    """What :func:`dump_model`'s error says, and for bytes that are not UTF-8, what to do."""
+    text = str(exc)
+    return f"{text} ({_BYTES_HINT})" if "utf-8" in text.lower() else text
+
+
 def validate_for_step(
     schema: type[M], value: Any, what: str, role: str, *, run_id: str, step_id: str
 ) -> M:

@@ -473,3 +473,52 @@ def test_a_stop_timeout_that_is_no_number_of_seconds_is_refused(
 ) -> None:
     with pytest.raises(error, match="stop_timeout must"):
         Runtime(stop_timeout=stop_timeout)
+
+
+# --- bytes that are not UTF-8 ------------------------------------------------------------
+
+
+class Blob(BaseModel):
+    data: bytes
+
+
+class Base64Blob(BaseModel):
+    model_config = {"ser_json_bytes": "base64", "val_json_bytes": "base64"}
+
+    data: bytes
+
+
+def test_bytes_that_are_not_utf8_are_refused_with_what_to_do_and_that_works() -> None:
+    # pydantic writes a bytes field as UTF-8 text in JSON mode, which is what a snapshot
+    # keeps: "'utf-8' codec can't decode byte 0xff" said nothing of how to keep them.
+    raw = b"\xff\xfe\x00binary"
+    echo_blob = create_step(
+        id="echo", input_schema=Blob, output_schema=Blob, execute=lambda ctx: ctx.input_data
+    )
+    make_blob = create_step(
+        id="make", input_schema=Loose, output_schema=Blob, execute=lambda ctx: Blob(data=raw)
+    )
+    keep, again = (
+        create_step(
+            id=name,
+            input_schema=Base64Blob,
+            output_schema=Base64Blob,
+            execute=lambda ctx: ctx.input_data,
+        )
+        for name in ("keep", "again")
+    )
+    blobs = create_workflow(id="blobs", input_schema=Blob, output_schema=Blob).then(echo_blob)
+    made = create_workflow(id="made", input_schema=Loose, output_schema=Blob).then(make_blob)
+    kept = create_workflow(id="kept", input_schema=Base64Blob, output_schema=Base64Blob)
+    kept = kept.then(keep).then(again)
+
+    with Runtime() as runtime:
+        with pytest.raises(InvalidInputError, match="ser_json_bytes='base64'"):
+            runtime.register(blobs.commit()).create_run().start(input_data={"data": raw})
+        failed = runtime.register(made.commit()).create_run().start(input_data={"value": 1})
+        result = runtime.register(kept.commit()).create_run().start(input_data={"data": raw})
+
+    assert failed.status == "failed" and failed.error is not None
+    assert "ser_json_bytes='base64'" in failed.error.message
+    assert result.status == "success", result.error
+    assert result.output is not None and result.output.data == raw
