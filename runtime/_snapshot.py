@@ -1196,9 +1196,10 @@ class SnapshotFreezer:
         quadratic (a foreach of 32,000 items took 16 s in memory, of 2,000 0.3 s).
         A record taken while the run actor drives the run shares the last copy until
         n / 32 more records have been taken, so each record may show up to that many
-        finished items as not yet done: nothing reads them but a resume, and the
-        record a run suspends or ends with is copied afresh, whole. A copy is never
-        changed after it is made.
+        finished items as not yet done. Only a resume or a restart acts on a record's
+        progress, and they start from the record a run suspended or ended with, which
+        is copied afresh, whole (a run whose actor crashed is failed from its last
+        record, which lagged its actor before too). A copy is never changed once made.
         """
         kept = self._progress_copy
         if (
