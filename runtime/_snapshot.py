@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from itertools import compress
 from operator import is_not
-from typing import Any, Final, NotRequired, TypedDict
+from typing import Any, Final, NotRequired, TypedDict, cast
 
 import msgpack
 from pydantic import ValidationError
@@ -764,7 +764,7 @@ class _PartsEncoder:
             raise _encoding_error(snapshot, "snapshot") from exc
         pieces = _Pieces((head, *self._joined()))
         if CHECK_PARTS:
-            _check_parts(pieces.joined(), snapshot)
+            _check_parts(pieces.encoded(), snapshot)
         base = self._base
         self._base = snapshot["seq"]
         parts = SnapshotParts(self._lineage, base, head, tuple(changed), tuple(dropped))
@@ -1054,7 +1054,7 @@ class _Pieces:
         self._pieces: tuple[bytes, ...] | None = pieces
         self._data: bytes | None = None
 
-    def joined(self) -> bytes:
+    def encoded(self) -> bytes:
         """The bytes, joined on the first call and kept (two threads may both join)."""
         data = self._data
         if data is None:
@@ -1068,8 +1068,8 @@ class _Pieces:
         return data
 
 
-class PartedRecord(SnapshotRecord):
-    """A record in parts (:class:`IncrementalEncoder`'s) whose whole bytes are joined when read.
+class _LazyRecord(SnapshotRecord):
+    """A record whose ``data`` holds what makes its bytes when first read (then kept).
 
     ``data`` reads like a plain record's.
     """
@@ -1078,32 +1078,28 @@ class PartedRecord(SnapshotRecord):
 
     @property
     def data(self) -> bytes:
-        """The snapshot's whole bytes, as :func:`unpack` reads them (joined once, then kept)."""
-        held = tuple.__getitem__(self, 4)
-        if type(held) is bytes:  # made by _replace(data=...)
+        """The snapshot's bytes, made on the first read and kept."""
+        held = cast("bytes | _Frozen | _Pieces", tuple.__getitem__(self, 4))
+        if isinstance(held, bytes):  # made by _replace(data=...)
             return held
-        assert isinstance(held, _Pieces)
-        return held.joined()
+        return held.encoded()
 
 
-class DeferredRecord(SnapshotRecord):
+class PartedRecord(_LazyRecord):
+    """A record in parts (:class:`IncrementalEncoder`'s) whose whole bytes are joined when read."""
+
+    __slots__ = ()
+
+
+class DeferredRecord(_LazyRecord):
     """A record whose bytes are encoded on first read, from a frozen copy of its snapshot.
 
     What :class:`SnapshotFreezer` makes for a store in memory: nothing needs
     bytes until somebody reads the run, and most records are replaced by the
-    run's next one before anybody does. ``data`` reads like a plain record's.
+    run's next one before anybody does.
     """
 
     __slots__ = ()
-
-    @property
-    def data(self) -> bytes:
-        """The snapshot's bytes, as :func:`encode` makes them (encoded once, then kept)."""
-        held = tuple.__getitem__(self, 4)
-        if type(held) is bytes:  # made by _replace(data=...)
-            return held
-        assert isinstance(held, _Frozen)
-        return held.encoded()
 
 
 _DRIVEN: Final = frozenset({RunStatus.PENDING.value, RunStatus.RUNNING.value})
