@@ -74,6 +74,23 @@ def _cronsim() -> type[CronSim]:
     return CronSim
 
 
+_MACROS: Final = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+"""The shorthands of Vixie cron and its heirs, as the five fields they stand for."""
+
+
+def _expression(cron: str) -> str:
+    """The fields cronsim reads for ``cron``: a shorthand (``@daily``) spelled out."""
+    return _MACROS.get(cron.strip().lower(), cron) if cron.lstrip().startswith("@") else cron
+
+
 def _load_zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
 
@@ -104,8 +121,10 @@ class Schedule:
 
     Args:
         cron: A cron expression: five fields (minute, hour, day of month,
-            month, day of week: ``"*/5 * * * *"``), or six with seconds first
-            (``"*/10 * * * * *"``). Read by cronsim (the extra ``callboard[cron]``).
+            month, day of week: ``"*/5 * * * *"``), six with seconds first
+            (``"*/10 * * * * *"``), or a shorthand: ``@hourly``, ``@daily``
+            (``@midnight``), ``@weekly``, ``@monthly``, ``@yearly`` (``@annually``).
+            Read by cronsim (the extra ``callboard[cron]``).
         input_data: Each run's input: a model of the workflow's input schema
             or a mapping; checked against the schema when the schedule is
             bound to its workflow.
@@ -157,9 +176,13 @@ class Schedule:
         from cronsim import CronSimError
 
         try:
-            cron_sim(self.cron, datetime.now(zone))
+            cron_sim(_expression(self.cron), datetime.now(zone))
         except CronSimError as exc:
-            raise WorkflowDefinitionError(f"invalid cron expression {self.cron!r}: {exc}") from exc
+            known = ", ".join(_MACROS)
+            hint = f" (the shorthands are {known})" if self.cron.lstrip().startswith("@") else ""
+            raise WorkflowDefinitionError(
+                f"invalid cron expression {self.cron!r}: {exc}{hint}"
+            ) from exc
         if self.catch_up not in get_args(CatchUp):
             raise WorkflowDefinitionError(
                 f"catch_up must be one of {list(get_args(CatchUp))}, got {self.catch_up!r}"
@@ -183,14 +206,14 @@ def _moment(epoch: float, zone: ZoneInfo) -> datetime:
 
 def next_tick(cron: str, timezone: str, after: float) -> float:
     """The first tick strictly after ``after`` (epoch seconds)."""
-    it = _cronsim()(cron, _moment(after, _load_zone(timezone)))
+    it = _cronsim()(_expression(cron), _moment(after, _load_zone(timezone)))
     return next(it).timestamp()
 
 
 def ticks_after(cron: str, timezone: str, after: float, until: float, limit: int) -> list[float]:
     """The ticks in ``(after, until]``, oldest first, at most ``limit`` of them."""
     ticks: list[float] = []
-    for moment in _cronsim()(cron, _moment(after, _load_zone(timezone))):
+    for moment in _cronsim()(_expression(cron), _moment(after, _load_zone(timezone))):
         tick = moment.timestamp()
         if tick > until or len(ticks) >= limit:
             break
@@ -204,7 +227,7 @@ def newest_tick(cron: str, timezone: str, until: float) -> float | None:
     # past ``until`` but before the next tick (ticks fall on whole seconds).
     start = _moment(math.floor(until) + 1, _load_zone(timezone))
     try:
-        tick = next(_cronsim()(cron, start, reverse=True)).timestamp()
+        tick = next(_cronsim()(_expression(cron), start, reverse=True)).timestamp()
     except StopIteration:
         return None
     return tick if tick <= until else None
@@ -214,7 +237,7 @@ def ticks_before(cron: str, timezone: str, until: float, count: int) -> list[flo
     """Up to ``count`` ticks at or before ``until``, newest first."""
     start = _moment(math.floor(until) + 1, _load_zone(timezone))
     ticks: list[float] = []
-    for moment in _cronsim()(cron, start, reverse=True):
+    for moment in _cronsim()(_expression(cron), start, reverse=True):
         tick = moment.timestamp()
         if tick > until:
             continue

@@ -212,6 +212,33 @@ def test_ticks_follow_the_time_zone_across_daylight_saving_time() -> None:
     assert tick_run_id("nightly", tick(5)) == "schedule:nightly:2026-01-05T12:05:00Z"
 
 
+@pytest.mark.parametrize(
+    ("shorthand", "fields"),
+    [
+        ("@hourly", "0 * * * *"),
+        ("@daily", "0 0 * * *"),
+        ("@midnight", "0 0 * * *"),
+        ("@weekly", "0 0 * * 0"),
+        ("@monthly", "0 0 1 * *"),
+        ("@yearly", "0 0 1 1 *"),
+        ("@Annually", "0 0 1 1 *"),
+    ],
+)
+def test_the_cron_shorthands_tick_as_the_fields_they_stand_for(shorthand: str, fields: str) -> None:
+    # "@daily" was "invalid cron expression '@daily': Wrong number of fields".
+    Schedule(cron=shorthand)
+    start = datetime(2027, 3, 10, 12, 30, tzinfo=UTC).timestamp()
+    later = next_tick(shorthand, "Europe/Paris", start)
+
+    assert later == next_tick(fields, "Europe/Paris", start)
+    assert newest_tick(shorthand, "UTC", later + 1) == newest_tick(fields, "UTC", later + 1)
+
+
+def test_a_shorthand_cron_does_not_know_is_refused_naming_those_it_does() -> None:
+    with pytest.raises(WorkflowDefinitionError, match="the shorthands are @yearly"):
+        Schedule(cron="@reboot")
+
+
 # --- firing -----------------------------------------------------------------------------
 
 
