@@ -25,6 +25,7 @@ from runtime._errors import (
     RunNotStartedError,
     RunNotSuspendedError,
     RunTimeoutError,
+    RuntimeStoppedError,
     StoreError,
     WorkflowError,
 )
@@ -420,6 +421,8 @@ class Run(Generic[In, Out]):
             RunNotStartedError: if the run was never started.
             RunDeletedError: if the run ended and its record was deleted or pruned.
             RunTimeoutError: if ``timeout`` passed first (the run goes on).
+            RuntimeStoppedError: if the runtime stopped (or was stopped) first,
+                leaving the run unfinished in a durable store for the next runtime.
             BlockingCallError: if the run has not ended and the caller runs on the
                 event loop of the runtime's async steps (see :meth:`wait_async`).
         """
@@ -434,7 +437,7 @@ class Run(Generic[In, Out]):
                     f"run {self.run_id!r} did not end within {timeout} seconds; it goes on",
                     run_id=self.run_id,
                 )
-            return self._result(self._host.load(self.run_id))
+            return self._waited(self._host.load(self.run_id))
         return self._result(record)
 
     async def wait_async(self, timeout: float | None = None) -> WorkflowResult[Out]:
@@ -450,6 +453,8 @@ class Run(Generic[In, Out]):
             RunNotStartedError: if the run was never started.
             RunDeletedError: if the run ended and its record was deleted or pruned.
             RunTimeoutError: if ``timeout`` passed first (the run goes on).
+            RuntimeStoppedError: if the runtime stopped (or was stopped) first,
+                leaving the run unfinished in a durable store for the next runtime.
             BlockingCallError: if the run has not ended and this is awaited inside
                 one of its own steps, which it would wait for.
         """
@@ -473,7 +478,7 @@ class Run(Generic[In, Out]):
             latch = Latch()
             host.watch(self.run_id, latch)
             await latch.wait_async()
-            record = await host.call(host.load, self.run_id)
+            return self._waited(await host.call(host.load, self.run_id))
         return self._result(record)
 
     def watch(self, timeout: float | None = None, *, from_seq: int | None = None) -> RunWatch:
@@ -1050,6 +1055,22 @@ class Run(Generic[In, Out]):
                 f"end; await run.{a_twin}() instead",
                 run_id=self.run_id,
             )
+
+    def _waited(self, record: SnapshotRecord | None) -> WorkflowResult[Out]:
+        """The result a wait ends with: the run's, once it ended or suspended.
+
+        Raises:
+            RuntimeStoppedError: if the wait ended because the runtime stopped
+                (or was stopped) while the run goes on in a durable store.
+        """
+        if record is not None and record.status not in SETTLED_STATUSES:
+            raise RuntimeStoppedError(
+                f"the runtime stopped while waiting for run {self.run_id!r}, which is "
+                f"{record.status} in its store: a runtime on that store that registers "
+                f"workflow {self.workflow_id!r} goes on with it (wait for it there)",
+                run_id=self.run_id,
+            )
+        return self._result(record)
 
     def _result(self, record: SnapshotRecord | None) -> WorkflowResult[Out]:
         result = read_result(record, self.workflow_id)
