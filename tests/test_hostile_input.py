@@ -298,30 +298,32 @@ def test_any_context_and_input_is_a_run_or_an_invalid_input_error(
         assert run.wait(10).status == "success"
 
 
+_OTHER_SCHEME = "unknown store URL scheme"
+_SQLITE_IN_MEMORY = "use store='memory'"
+
+
 @pytest.mark.parametrize(
-    "store", ["memory://", "mysql://host/db", "redis://localhost", "file:///tmp/runs.db"]
+    ("store", "message"),
+    [
+        # Taken for a path, "memory://" became a SQLite file named "memory:" in the working
+        # folder, and "mysql://host/db" a "folder mysql:/host does not exist" at start().
+        ("memory://", _OTHER_SCHEME),
+        ("mysql://host/db", _OTHER_SCHEME),
+        ("redis://localhost", _OTHER_SCHEME),
+        ("file:///tmp/runs.db", _OTHER_SCHEME),
+        # SQLite's name for a database private to one connection made a file named
+        # ":memory:" in the working folder.
+        (":memory:", _SQLITE_IN_MEMORY),
+        ("sqlite:///:memory:", _SQLITE_IN_MEMORY),
+        ("file::memory:?cache=shared", _SQLITE_IN_MEMORY),
+    ],
 )
-def test_a_store_url_of_another_scheme_is_a_value_error_and_makes_no_file(
-    store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_store_no_file_can_be_is_a_value_error_that_says_why_and_makes_no_file(
+    store: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Taken for a path, "memory://" became a SQLite file named "memory:" in the working
-    # folder, and "mysql://host/db" a "folder mysql:/host does not exist" at start().
     monkeypatch.chdir(tmp_path)
 
-    with pytest.raises(ValueError, match="unknown store URL scheme"):
-        Runtime(store=store)
-
-    assert list(tmp_path.iterdir()) == []
-
-
-@pytest.mark.parametrize("store", [":memory:", "sqlite:///:memory:", "file::memory:?cache=shared"])
-def test_sqlites_in_memory_name_is_refused_with_the_store_to_use_and_makes_no_file(
-    store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Taken for a path, ":memory:" made a SQLite file named ":memory:" in the working folder.
-    monkeypatch.chdir(tmp_path)
-
-    with pytest.raises(ValueError, match="use store='memory'"):
+    with pytest.raises(ValueError, match=message):
         Runtime(store=store)
 
     assert list(tmp_path.iterdir()) == []
