@@ -126,7 +126,7 @@ def show(console: Console, renderable: RenderableType) -> None:
     What the terminal would obey in the text is shown escaped (:func:`shown`).
     """
     soft_wrap = isinstance(renderable, Text)
-    renderable = _Shown(renderable)
+    renderable = terminal_safe(renderable)
     if console.is_terminal:
         console.print(renderable, soft_wrap=soft_wrap)
         return
