@@ -165,6 +165,9 @@ class RegistryActor(ThreadActor):
         self._waiters.clear()
         for channels in self._channels.values():
             for channel in channels:
+                # Their runs have not ended: the watch says the stop cut it short.
+                if isinstance(channel, EventChannel):
+                    channel.stopped = True
                 channel.close()
         self._channels.clear()
 

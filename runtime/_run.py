@@ -507,6 +507,10 @@ class Run(Generic[In, Out]):
                 cannot be read: there are no events to tell.
             TypeError: if ``from_seq`` is not an ``int``.
             ValueError: if ``from_seq`` is negative.
+
+        While iterating, after the events so far, :class:`RuntimeStoppedError`
+        if the runtime stopped (or was stopped) before the run ended: a watch
+        ends quietly only with its run.
         """
         timeout = check_timeout(timeout)
         if from_seq is not None:
@@ -1216,6 +1220,23 @@ class RunWatch:
         self._attach(self._host)
         return True
 
+    def _check_not_stopped(self) -> None:
+        """At the end of the events: raise if the runtime's stop ended them, not the run.
+
+        Raises:
+            RuntimeStoppedError: if the runtime stopped (or was stopped) before
+                the run ended; the run goes on in a durable store.
+        """
+        if self._closed or not self._channel.stopped:
+            return
+        self._closed = True  # told once; a next ``next()`` ends the iteration
+        raise RuntimeStoppedError(
+            f"the runtime stopped while watching run {self.run_id!r}, which had not ended: "
+            "these are its events so far; on a durable store, a runtime that registers its "
+            "workflow goes on with it (watch it there)",
+            run_id=self.run_id,
+        )
+
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
@@ -1270,6 +1291,7 @@ class RunWatch:
             except ChannelClosed:
                 if self._lagged():
                     continue
+                self._check_not_stopped()
                 break
             except TimeoutError:
                 raise RunTimeoutError(
@@ -1290,6 +1312,7 @@ class RunWatch:
             except ChannelClosed:
                 if self._lagged():
                     continue
+                self._check_not_stopped()
                 break
             self._last_seq = event.seq
             return event

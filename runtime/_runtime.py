@@ -27,7 +27,7 @@ from runtime._errors import (
     WorkflowDefinitionError,
 )
 from runtime._handoff import CallPool
-from runtime._model import RunEvent
+from runtime._model import TERMINAL_STATUSES, RunEvent
 from runtime._options import FOREVER, RetentionPolicy, check_timeout
 from runtime._plan import ExecutionPlan
 from runtime._queue import Queue
@@ -40,7 +40,7 @@ from runtime._stores.memory import MemoryStore
 from runtime._stores.open import is_postgres_url, open_store
 from runtime._stores.schedules import ScheduleBook, ScheduleRow, book_for, close_book
 from runtime._stores.sqlite import path_from_url
-from runtime._sync import Channel, Latch, served
+from runtime._sync import Channel, EventChannel, Latch, served
 
 if TYPE_CHECKING:
     from actors.system import ActorSystem
@@ -311,6 +311,12 @@ class RunHost:
                 for event in run_events(decode(record.data, record.run_id), "", {}):
                     if from_seq is None or event.seq > from_seq:
                         channel.put(event)
+            if (
+                isinstance(channel, EventChannel)
+                and record is not None
+                and record.status not in TERMINAL_STATUSES
+            ):
+                channel.stopped = True  # the story so far, not its end
             channel.close()
             if subscribed is not None:
                 subscribed.set()

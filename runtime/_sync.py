@@ -480,11 +480,15 @@ class EventChannel(Channel[T]):
     A producer that will not let a slow consumer grow its queue without bound
     sets :attr:`lagged` and closes the channel; the consumer, once it has
     taken what was queued, sees :attr:`lagged` and knows the end is not the
-    end of the stream: it subscribes again from the last item it took.
+    end of the stream: it subscribes again from the last item it took. A
+    producer that goes away before the stream ended sets :attr:`stopped`
+    before it closes the channel, so the consumer can tell that end from the
+    stream's own.
     """
 
-    __slots__ = ("lagged",)
+    __slots__ = ("lagged", "stopped")
 
     def __init__(self) -> None:
         super().__init__()
         self.lagged = False
+        self.stopped = False

@@ -1,9 +1,10 @@
-"""A wait that the runtime's stop ends says so: it never returns a run that has not ended.
+"""A wait or a watch that the runtime's stop ends says so: neither passes for the run's end.
 
 Before, on a durable store, ``run.wait()`` (and ``wait_async()``, ``start()``) of a run
 still in progress when its runtime stopped returned the run's result with status
 ``running``: the next line of a caller that reads ``result.status == "success"`` took it
-for a failure, and nothing said that the run goes on in the store.
+for a failure, and nothing said that the run goes on in the store. A watch ended the
+same way stopped as if the run had ended.
 """
 
 from __future__ import annotations
@@ -99,3 +100,98 @@ def test_in_memory_the_stop_still_fails_the_run_and_the_wait_returns_it() -> Non
         waiter.join(10)
 
     assert len(outcome) == 1 and outcome[0].status == "failed"
+
+
+def _watched(watch: Any) -> tuple[list[str], BaseException | None]:
+    """The event types a watch yields, and what its iteration ended with."""
+    seen: list[str] = []
+    try:
+        for event in watch:
+            seen.append(event.type)
+    except Exception as exc:  # what the watch ended with is the point
+        return seen, exc
+    return seen, None
+
+
+def test_a_watch_ended_by_the_stop_raises_after_the_events_so_far(tmp_path: Path) -> None:
+    outcome: list[tuple[list[str], BaseException | None]] = []
+    with Runtime(store=tmp_path / "runs.db", stop_timeout=0.2) as runtime:
+        run = runtime.register(flow).create_run()
+        run.start_async(input_data={"value": 1})
+        watch = run.watch(timeout=30)
+        watcher = threading.Thread(target=lambda: outcome.append(_watched(watch)))
+        watcher.start()
+        runtime.stop()
+        watcher.join(10)
+
+    assert len(outcome) == 1
+    seen, ended = outcome[0]
+    assert "step_started" in seen, seen  # what was told before the stop is kept
+    assert isinstance(ended, RuntimeStoppedError), ended
+    assert ended.run_id == run.run_id and "had not ended" in str(ended)
+    assert list(watch) == [] and watch.closed  # told once; then the iteration ends
+
+
+def test_an_async_watch_ended_by_the_stop_raises(tmp_path: Path) -> None:
+    async def main() -> tuple[list[str], BaseException | None]:
+        runtime = Runtime(store=tmp_path / "runs.db", stop_timeout=0.2)
+        await runtime.astart()
+        run = runtime.register(flow).create_run()
+        await run.astart_async(input_data={"value": 1})
+        seen: list[str] = []
+
+        async def watch() -> None:
+            async with await run.awatch() as events:
+                async for event in events:
+                    seen.append(event.type)
+
+        watching = asyncio.ensure_future(watch())
+        await asyncio.sleep(0.1)
+        await runtime.astop()
+        (ended,) = await asyncio.gather(watching, return_exceptions=True)
+        return seen, ended
+
+    seen, ended = asyncio.run(main())
+
+    assert "step_started" in seen, seen
+    assert isinstance(ended, RuntimeStoppedError), ended
+
+
+def test_a_watch_on_a_stopped_runtime_tells_the_story_so_far_and_says_it_is_not_the_end(
+    tmp_path: Path,
+) -> None:
+    runtime = Runtime(store=tmp_path / "runs.db", stop_timeout=0.2)
+    with runtime:
+        workflow = runtime.register(flow)
+        unfinished = workflow.create_run()
+        unfinished.start_async(input_data={"value": 1})
+        gate.set()
+        done = workflow.create_run()
+        done.start(input_data={"value": 2})
+        gate.clear()
+        third = workflow.create_run()
+        third.start_async(input_data={"value": 3})
+
+    # The first run may have finished while the gate was open; the third had not.
+    seen, ended = _watched(third.watch())
+    assert seen[:1] == ["status"], seen
+    assert isinstance(ended, RuntimeStoppedError), ended
+    seen, ended = _watched(done.watch())
+    assert ended is None and seen[-1] == "status", seen  # an ended run's watch ends quietly
+
+
+def test_in_memory_the_stop_fails_the_run_and_its_watch_ends_with_that(tmp_path: Path) -> None:
+    outcome: list[tuple[list[str], BaseException | None]] = []
+    with Runtime(stop_timeout=0.2) as runtime:
+        run = runtime.register(flow).create_run()
+        run.start_async(input_data={"value": 1})
+        watch = run.watch(timeout=30)
+        watcher = threading.Thread(target=lambda: outcome.append(_watched(watch)))
+        watcher.start()
+        runtime.stop()
+        watcher.join(10)
+
+    assert len(outcome) == 1
+    seen, ended = outcome[0]
+    assert ended is None, ended  # the run ended (failed): its watch ends quietly
+    assert seen[-1] == "status" and watch.last_seq is not None
