@@ -431,13 +431,18 @@ class Run(Generic[In, Out]):
         if record.status not in SETTLED_STATUSES:
             self._refuse_on_step_loop("wait")
             self._refuse_inside_itself("wait() was called")
-            # Inside a step, its thread (and its run's place) is not counted meanwhile.
-            if not wait_for_a_run(self._host.watch(self.run_id).wait, self.run_id, timeout):
-                raise RunTimeoutError(
-                    f"run {self.run_id!r} did not end within {timeout} seconds; it goes on",
-                    run_id=self.run_id,
-                )
-            return self._waited(self._host.load(self.run_id))
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                # Inside a step, its thread (and its run's place) is not counted meanwhile.
+                if not wait_for_a_run(self._host.watch(self.run_id).wait, self.run_id, left):
+                    raise RunTimeoutError(
+                        f"run {self.run_id!r} did not end within {timeout} seconds; it goes on",
+                        run_id=self.run_id,
+                    )
+                woken = self._host.load(self.run_id)
+                if not self._woken_early(woken):
+                    return self._waited(woken)
         return self._result(record)
 
     async def wait_async(self, timeout: float | None = None) -> WorkflowResult[Out]:
@@ -475,10 +480,13 @@ class Run(Generic[In, Out]):
         assert record is not None
         if record.status not in SETTLED_STATUSES:
             self._refuse_inside_itself("wait_async() was awaited")
-            latch = Latch()
-            host.watch(self.run_id, latch)
-            await latch.wait_async()
-            return self._waited(await host.call(host.load, self.run_id))
+            while True:
+                latch = Latch()
+                host.watch(self.run_id, latch)
+                await latch.wait_async()
+                woken = await host.call(host.load, self.run_id)
+                if not self._woken_early(woken):
+                    return self._waited(woken)
         return self._result(record)
 
     def watch(self, timeout: float | None = None, *, from_seq: int | None = None) -> RunWatch:
@@ -1059,6 +1067,19 @@ class Run(Generic[In, Out]):
                 f"end; await run.{a_twin}() instead",
                 run_id=self.run_id,
             )
+
+    def _woken_early(self, record: SnapshotRecord | None) -> bool:
+        """Whether a wait was woken while the run goes on here: it waits again.
+
+        A wake-up names no record: the one that woke it may be older than what
+        the wait had read (the commit of a suspension, told after a resume of
+        that suspension was recorded). What the store reads now decides.
+        """
+        return (
+            record is not None
+            and record.status not in SETTLED_STATUSES
+            and self._host.state == "running"
+        )
 
     def _waited(self, record: SnapshotRecord | None) -> WorkflowResult[Out]:
         """The result a wait ends with: the run's, once it ended or suspended.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -195,3 +196,54 @@ def test_in_memory_the_stop_fails_the_run_and_its_watch_ends_with_that(tmp_path:
     seen, ended = outcome[0]
     assert ended is None, ended  # the run ended (failed): its watch ends quietly
     assert seen[-1] == "status" and watch.last_seq is not None
+
+
+def _wake_early(runtime: Runtime, run_id: str) -> None:
+    """Tell the registry a settle of ``run_id`` was committed, late: as a suspension's is
+    when its commit notice comes after a resume of that suspension was recorded."""
+    from actors.messages import SettledCommitted
+
+    assert runtime._host.system is not None
+    runtime._host.system.registry.tell(SettledCommitted(run_id=run_id))
+
+
+def test_a_wait_woken_while_the_run_goes_on_waits_again(tmp_path: Path) -> None:
+    outcome: list[Any] = []
+    with Runtime(store=tmp_path / "runs.db") as runtime:
+        run = runtime.register(flow).create_run()
+        run.start_async(input_data={"value": 1})
+
+        def wait() -> None:
+            try:
+                outcome.append(run.wait(timeout=30))
+            except Exception as exc:  # what the wait ended with is the point
+                outcome.append(exc)
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        for _ in range(3):  # each wakes the waiter while the run goes on
+            time.sleep(0.05)
+            _wake_early(runtime, run.run_id)
+        time.sleep(0.05)
+        assert outcome == []  # still waiting
+        gate.set()
+        waiter.join(10)
+
+    assert len(outcome) == 1 and getattr(outcome[0], "status", None) == "success", outcome
+
+
+def test_an_awaited_wait_woken_while_the_run_goes_on_waits_again(tmp_path: Path) -> None:
+    async def main() -> Any:
+        async with Runtime(store=tmp_path / "runs.db") as runtime:
+            run = runtime.register(flow).create_run()
+            await run.astart_async(input_data={"value": 1})
+            waiting = asyncio.ensure_future(run.wait_async(timeout=30))
+            for _ in range(3):
+                await asyncio.sleep(0.05)
+                _wake_early(runtime, run.run_id)
+            await asyncio.sleep(0.05)
+            assert not waiting.done()
+            gate.set()
+            return await waiting
+
+    assert asyncio.run(main()).status == "success"
