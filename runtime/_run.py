@@ -1069,16 +1069,14 @@ class Run(Generic[In, Out]):
             )
 
     def _woken_early(self, record: SnapshotRecord | None) -> bool:
-        """Whether a wait was woken while the run goes on here: it waits again.
+        """Whether a wait was woken while the run goes on and its end will be told: wait again.
 
         A wake-up names no record: the one that woke it may be older than what
         the wait had read (the commit of a suspension, told after a resume of
         that suspension was recorded). What the store reads now decides.
         """
         return (
-            record is not None
-            and record.status not in SETTLED_STATUSES
-            and self._host.state == "running"
+            record is not None and record.status not in SETTLED_STATUSES and self._host.hears_runs()
         )
 
     def _waited(self, record: SnapshotRecord | None) -> WorkflowResult[Out]:

@@ -190,6 +190,11 @@ class RunHost:
         if calls is not None:
             calls.close()
 
+    def hears_runs(self) -> bool:
+        """Whether a run's settling here would still be told: it runs, and its registry lives."""
+        system = self.system
+        return self.state == "running" and system is not None and system.registry.is_alive()
+
     def on_step_loop(self) -> bool:
         """Whether the caller runs on the event loop of this runtime's async steps."""
         system = self.system
