@@ -80,6 +80,7 @@ from runtime._plan import (
     item_path,
 )
 from runtime._snapshot import (
+    EACH_SCOPE,
     IncrementalEncoder,
     Snapshot,
     SnapshotFreezer,
@@ -97,7 +98,7 @@ _FLOWS: Final = "#flows"
 """The suffix of a parallel or branch node's path in the scopes while its nested workflows run."""
 _LOOP: Final = "#loop"
 """The suffix of a nested workflow's path in the scopes while a loop runs it: the iteration."""
-_EACH: Final = "#each"
+_EACH: Final = EACH_SCOPE
 """The suffix of a nested workflow's path in the scopes while a foreach runs it."""
 
 # Statuses as the plain text snapshots hold, looked up once: an enum's ``.value`` is a

@@ -369,6 +369,15 @@ _LINEAGES: Final = random.Random()
 """Draws each encoder's lineage: 62 random bits (seeded from the system), never reused
 knowingly; two encoders of one run drawing the same is as likely as a hash collision."""
 
+EACH_SCOPE: Final = "#each"
+"""The suffix of a scope key that holds a foreach over a nested workflow: its ``items``
+and the ``outputs`` of the items done so far, kept in parts of their own (``"e"``, the
+items; ``"o"``, an output each), so that an item done costs a part, not the whole list
+encoded again."""
+
+_EACH_LISTS: Final = ("items", "outputs")
+_SCOPES: Final = _VALUE_KEYS.index("scopes")
+
 _MISSING: Final = object()
 _NO_VALUES: Final = (_MISSING,) * len(_VALUE_KEYS)
 _NO_FIXED: Final = (_MISSING,) * len(_FIXED_KEYS)
@@ -472,26 +481,18 @@ def _unpack_parted(data: bytes) -> dict[str, Any]:
         names = [key[1:].decode("utf-8") for key in keys]
     except Exception as exc:  # msgpack raises several unrelated types for bad bytes
         raise _parted_error(f"hold a part that cannot be decoded: {exc}") from exc
-    head = values[0]
-    if type(head) is not list or len(head) != 4 or type(head[0]) is not dict:
-        raise _parted_error("have a head part that is not one")
-    fields: dict[str, Any] = head[0]
-    count, length, inline = head[1], head[2], head[3]
-    if type(count) is not int:
-        raise _parted_error("have a head part that does not count the parts")
-    if type(inline) is not list or not all(
-        type(step) is list and len(step) == 3 and type(step[0]) is int and type(step[1]) is str
-        for step in inline
-    ):
-        raise _parted_error("have a head part whose steps are not valid")
-    if count != len(keys) - 1:
-        raise _parted_error(f"hold {len(keys) - 1} parts where the head names {count!r}")
-    steps: list[tuple[int, str, Any]] = [(step[0], step[1], step[2]) for step in inline]
+    fields, length, steps = _head(values[0], len(keys) - 1)
     items: list[tuple[int, Any]] = []
+    each_items: dict[str, Any] = {}
+    each_outputs: list[tuple[str, int, Any]] = []
     for key, name, value in zip(keys[1:], names[1:], values[1:], strict=True):
         kind = key[:1]
         if kind == b"s" and type(value) is list and len(value) == 2 and type(value[0]) is int:
             steps.append((value[0], name, value[1]))
+        elif kind == b"e" and name.endswith(EACH_SCOPE) and type(value) is list:
+            each_items[name] = value
+        elif kind == b"o" and (place := _each_output_key(name)) is not None:
+            each_outputs.append((place[1], place[0], value))
         elif kind == b"v" and name in _VALUE_KEYS and name not in fields:
             fields[name] = value
         elif key == b"f" and type(value) is dict and fields.keys().isdisjoint(value):
@@ -508,7 +509,62 @@ def _unpack_parted(data: bytes) -> dict[str, Any]:
     if len(fields["steps"]) != len(steps):
         raise _parted_error("hold a step twice")
     _fill_items(fields, length, items, len(data))
+    if each_items or each_outputs:
+        _fill_each(fields, each_items, each_outputs)
     return fields
+
+
+def _head(head: Any, parts: int) -> tuple[dict[str, Any], Any, list[tuple[int, str, Any]]]:
+    """The fields, the foreach's length and the steps riding in a head part's value."""
+    if type(head) is not list or len(head) != 4 or type(head[0]) is not dict:
+        raise _parted_error("have a head part that is not one")
+    fields: dict[str, Any] = head[0]
+    count, length, inline = head[1], head[2], head[3]
+    if type(count) is not int:
+        raise _parted_error("have a head part that does not count the parts")
+    if type(inline) is not list or not all(
+        type(step) is list and len(step) == 3 and type(step[0]) is int and type(step[1]) is str
+        for step in inline
+    ):
+        raise _parted_error("have a head part whose steps are not valid")
+    if count != parts:
+        raise _parted_error(f"hold {parts} parts where the head names {count!r}")
+    return fields, length, [(step[0], step[1], step[2]) for step in inline]
+
+
+def _each_output_key(name: str) -> tuple[int, str] | None:
+    """``(index, scope key)`` of an output part's name ``"<index>:<scope key>"``."""
+    digits, colon, scope = name.partition(":")
+    if (
+        not colon
+        or not digits.isascii()
+        or not digits.isdigit()
+        or len(digits) > _MAX_DIGITS
+        or not scope.endswith(EACH_SCOPE)
+    ):
+        return None
+    return int(digits), scope
+
+
+def _fill_each(
+    fields: dict[str, Any], items: dict[str, Any], outputs: list[tuple[str, int, Any]]
+) -> None:
+    """Put the lists of each foreach over a nested workflow back into its scope."""
+    scopes = fields.get("scopes")
+    by_scope: dict[str, list[tuple[int, Any]]] = {key: [] for key in items}
+    for scope, index, output in outputs:
+        if scope not in by_scope:
+            raise _parted_error(f"hold an output of foreach {scope!r} without its items")
+        by_scope[scope].append((index, output))
+    for scope, done in by_scope.items():
+        entry = scopes.get(scope) if type(scopes) is dict else None
+        if type(entry) is not dict or not entry.keys().isdisjoint(_EACH_LISTS):
+            raise _parted_error(f"hold the items of foreach {scope!r} its scopes do not know of")
+        done.sort(key=lambda pair: pair[0])
+        if [index for index, _ in done] != list(range(len(done))):
+            raise _parted_error(f"hold the outputs of foreach {scope!r} with some missing")
+        entry["items"] = items[scope]
+        entry["outputs"] = [output for _, output in done]
 
 
 def _fill_items(
@@ -583,6 +639,17 @@ def _changed_steps(
 def _unsettled(copies: list[dict[str, Any]], indices: Any) -> list[int]:
     """Those of ``indices`` whose copy is of a step record not settled."""
     return [index for index in indices if copies[index].get("status") not in _SETTLED_STEP]
+
+
+class _EachLists:
+    """What a :class:`_PartsEncoder` encoded of one foreach over a nested workflow."""
+
+    __slots__ = ("count", "items", "last")
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items  # the list encoded as the foreach's items
+        self.count = 0  # its outputs encoded, from the first
+        self.last: Any = None  # the last of them, to see the next list goes on from it
 
 
 class IncrementalEncoder:
@@ -670,6 +737,10 @@ class _PartsEncoder:
         "_counted_at",
         "_dirty_pages",
         "_done",
+        "_each",
+        "_each_dirty",
+        "_each_frames",
+        "_each_pages",
         "_fixed",
         "_fixed_frame",
         "_inline_steps",
@@ -682,6 +753,8 @@ class _PartsEncoder:
         "_paths",
         "_progress",
         "_recent_values",
+        "_scopes_in",
+        "_scopes_out",
         "_seen",
         "_snapshot",
         "_step_frames",
@@ -723,6 +796,13 @@ class _PartsEncoder:
         self._dirty_pages: set[int] = set()
         self._announced: list[int] = []
         self._counted_at = 0  # the items encoded when the done flags were last counted
+        # Foreaches over nested workflows, by scope key: their items and outputs in parts.
+        self._scopes_in: Any = None  # the scopes last seen, and the same without the lists
+        self._scopes_out: Any = None
+        self._each: dict[str, _EachLists] = {}
+        self._each_frames: dict[tuple[str, int], bytes] = {}  # (key, index); items: -1
+        self._each_pages: dict[tuple[str, int], bytes] = {}
+        self._each_dirty: set[tuple[str, int]] = set()
 
     def item_done(self, index: int) -> None:
         self._announced.append(index)
@@ -749,12 +829,15 @@ class _PartsEncoder:
             self._encode_values(changed, dropped)
             for name in self._value_frames:
                 del fields[name]
+            if "scopes" in fields and fields["scopes"] is self._scopes_in:
+                fields["scopes"] = self._scopes_out  # in the head: without the lists too
             self._encode_fixed(fields, changed)
             length = self._encode_items(fields, changed, dropped)
             count = (
                 len(self._step_frames)
                 + len(self._value_frames)
                 + len(self._items)
+                + len(self._each_frames)
                 + bool(self._fixed_frame)
             )
             inline = [(ordinal, path, steps[path]) for path, ordinal in self._inline_steps.items()]
@@ -853,6 +936,7 @@ class _PartsEncoder:
 
     def _encode_values(self, changed: list[tuple[str, bytes]], dropped: list[str]) -> None:
         got = list(map(self._snapshot.get, _VALUE_KEYS, _NO_VALUES))
+        got[_SCOPES] = self._thin_scopes(got[_SCOPES], changed, dropped)
         frames, recent = self._value_frames, self._recent_values
         new = set(compress(range(len(_VALUE_KEYS)), map(is_not, got, self._values)))
         for index, name in enumerate(_VALUE_KEYS):
@@ -877,6 +961,90 @@ class _PartsEncoder:
             recent.pop(name, None)
             self._value_part(name, payload, changed)
         self._values = got
+
+    def _thin_scopes(
+        self, scopes: Any, changed: list[tuple[str, bytes]], dropped: list[str]
+    ) -> Any:
+        """``scopes`` without the lists of its foreaches over nested workflows, put in parts.
+
+        The same object as last time while ``scopes`` is: an unchanged value is
+        not encoded again.
+        """
+        if scopes is self._scopes_in:
+            return self._scopes_out
+        thinned = scopes
+        kept: set[str] = set()
+        if type(scopes) is dict:
+            for key, value in scopes.items():
+                if not (type(key) is str and key.endswith(EACH_SCOPE) and type(value) is dict):
+                    continue
+                items, outputs = value.get("items"), value.get("outputs")
+                if type(items) is not list or type(outputs) is not list:
+                    continue
+                if thinned is scopes:
+                    thinned = dict(scopes)
+                thinned[key] = {
+                    name: inner for name, inner in value.items() if name not in _EACH_LISTS
+                }
+                self._each_lists(key, items, outputs, changed, dropped)
+                kept.add(key)
+        for key in [key for key in self._each if key not in kept]:
+            self._drop_each(key, dropped)
+        self._scopes_in, self._scopes_out = scopes, thinned
+        return thinned
+
+    def _each_lists(
+        self,
+        key: str,
+        items: list[Any],
+        outputs: list[Any],
+        changed: list[tuple[str, bytes]],
+        dropped: list[str],
+    ) -> None:
+        """Encode what is new in one foreach's lists: its items once, each output once.
+
+        The run actor only appends to the outputs (a new list each time, the
+        same objects in it): a list that is not the last one plus more (other
+        items, fewer outputs, another last output) is encoded again whole.
+        """
+        lists = self._each.get(key)
+        count = 0 if lists is None else lists.count
+        if (
+            lists is None
+            or lists.items is not items
+            or len(outputs) < count
+            or (count and outputs[count - 1] is not lists.last)
+        ):
+            if lists is not None:
+                self._drop_each(key, dropped)
+            lists = self._each[key] = _EachLists(items)
+            self._each_part(key, -1, "e" + key, items, changed)
+            count = 0
+        for index in range(count, len(outputs)):
+            self._each_part(key, index, f"o{index}:{key}", outputs[index], changed)
+        lists.count = len(outputs)
+        lists.last = outputs[-1] if outputs else None
+
+    def _each_part(
+        self, key: str, index: int, name: str, value: Any, changed: list[tuple[str, bytes]]
+    ) -> None:
+        frame = _frame(name, _packb(value))
+        self._each_frames[(key, index)] = frame
+        self._each_dirty.add((key, -1 if index < 0 else index // _PAGE))
+        changed.append((name, frame))
+
+    def _drop_each(self, key: str, dropped: list[str]) -> None:
+        """A foreach's lists went (it ended, or starts again): their parts go."""
+        lists = self._each.pop(key)
+        dropped.append("e" + key)
+        dropped.extend(f"o{index}:{key}" for index in range(lists.count))
+        frames = self._each_frames
+        for index in range(-1, lists.count):
+            del frames[(key, index)]
+        pages = [page for page in self._each_pages if page[0] == key]
+        for page in pages:
+            del self._each_pages[page]
+        self._each_dirty = {page for page in self._each_dirty if page[0] != key}
 
     def _value_part(self, name: str, payload: bytes, changed: list[tuple[str, bytes]]) -> None:
         frame = _frame("v" + name, payload)
@@ -989,7 +1157,28 @@ class _PartsEncoder:
                 else:
                     pages.pop(page, None)
             self._dirty_pages = set()
-        return (self._fixed_frame, self._steps_bytes, self._values_bytes, *self._pages.values())
+        if self._each_dirty:
+            frames, each_pages = self._each_frames, self._each_pages
+            for key, page in self._each_dirty:
+                if page < 0:
+                    each_pages[(key, page)] = frames[(key, -1)]
+                    continue
+                first = page * _PAGE
+                each_pages[(key, page)] = b"".join(
+                    [
+                        frames[(key, index)]
+                        for index in range(first, first + _PAGE)
+                        if (key, index) in frames
+                    ]
+                )
+            self._each_dirty = set()
+        return (
+            self._fixed_frame,
+            self._steps_bytes,
+            self._values_bytes,
+            *self._pages.values(),
+            *self._each_pages.values(),
+        )
 
 
 def _reference_bytes(snapshot: Mapping[str, Any]) -> bytes:

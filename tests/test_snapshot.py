@@ -379,6 +379,21 @@ def apply(draw: st.DataObject, snapshot: Any, encoder: IncrementalEncoder, op: s
             encoder.item_done(index)
     elif op == "progress":
         snapshot["progress"] = draw.draw(st.none() | st.builds(dict, iteration=st.integers(1, 9)))
+    elif op == "each":  # a foreach over a nested workflow starts, or starts again
+        key = draw.draw(each_keys)
+        items = [{"n": index} for index in range(draw.draw(st.integers(0, 90)))]
+        progress = {"items": items, "outputs": [], "started_at": 2.0}
+        snapshot["scopes"] = {**snapshot["scopes"], key: progress}
+    elif op == "each_item":  # its nested workflow is done with the next item
+        key = draw.draw(each_keys)
+        progress = snapshot["scopes"].get(key)
+        if progress is not None and len(progress["outputs"]) < len(progress["items"]):
+            output = {"v": draw.draw(sized_text)}
+            progress = {**progress, "outputs": [*progress["outputs"], output]}
+            snapshot["scopes"] = {**snapshot["scopes"], key: progress, "inner.": output}
+    elif op == "each_end":  # done with every item: the lists go to the step record
+        key = draw.draw(each_keys)
+        snapshot["scopes"] = {k: v for k, v in snapshot["scopes"].items() if k != key}
     elif op == "status":
         snapshot["status"] = draw.draw(st.sampled_from(["running", "waiting", "failed"]))
 
@@ -395,7 +410,22 @@ def _to_change(steps: dict[str, Any], path: str) -> dict[str, Any]:
     return record
 
 
-OPS = ["start", "end", "retry", "carry", "state", "foreach", "item", "progress", "status"]
+each_keys = st.sampled_from(["inner#each", "outer.inner#each"])
+
+OPS = [
+    "start",
+    "end",
+    "retry",
+    "carry",
+    "state",
+    "foreach",
+    "item",
+    "progress",
+    "status",
+    "each",
+    "each_item",
+    "each_end",
+]
 
 
 @settings(max_examples=150, deadline=None)
@@ -551,3 +581,45 @@ def test_a_transition_encodes_what_it_changed_not_the_whole_run(
     assert record.parts is not None
     assert sorted(key for key, _ in record.parts.changed) == ["ss150", "vcarry"]
     assert unpack(record.data) == snapshot
+
+
+def test_an_item_of_a_foreach_over_a_nested_workflow_encodes_its_output_not_the_lists(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The scopes were one part: every item encoded every item and every output so far
+    # again, and a foreach of n items over a nested workflow was quadratic on SQLite.
+    items = 2_000
+    snapshot = a_snapshot()
+    progress: dict[str, Any] = {
+        "items": [{"n": index, "text": "i" * 40} for index in range(items)],
+        "outputs": [],
+        "started_at": 2.0,
+    }
+    snapshot["scopes"] = {"each#each": progress}
+    encoder = IncrementalEncoder(snapshot, whole_until=-1)
+    kept = PartsKeeper()
+    kept.take(encoder.next_record(1.0))
+    encoded: list[int] = []
+    packb = snapshot_module._packb
+    monkeypatch.setattr(
+        snapshot_module, "_packb", lambda value: encoded.append(len(packb(value))) or packb(value)
+    )
+    per_item: list[int] = []
+    for index in range(items):
+        encoded.clear()
+        output = {"n": index, "text": "o" * 40}
+        progress = {**progress, "outputs": [*progress["outputs"], output]}
+        snapshot["scopes"] = {"each#each": progress, "each.": output}
+        record = encoder.next_record(float(index + 2))
+        per_item.append(sum(encoded))
+        if index % 500 == 0:
+            assert unpack(kept.take(record)) == snapshot
+        else:
+            kept.take(record)
+
+    assert max(per_item) < 1_000  # an output and the head: not the items (100 KB), nor the outputs
+    assert max(per_item[-100:]) <= 2 * max(per_item[:100])  # flat: not growing with them
+    snapshot["scopes"] = {}  # the foreach is done: its parts go
+    record = encoder.next_record(float(items + 2))
+    assert record.parts is not None and len(record.parts.dropped) == items + 1
+    assert unpack(kept.take(record)) == snapshot == unpack(record.data)

@@ -234,6 +234,10 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             buffered    REAL
         )""",
     ),
+    # a foreach over a nested workflow keeps its items and each item's output in parts of
+    # their own (see runtime._snapshot.EACH_SCOPE), which an older callboard cannot read:
+    # no table changes, the version says so and an older callboard refuses the file.
+    (),
 )
 """The steps that take a file from one schema version to the next, in order: step ``i``
 takes version ``i + 1`` to ``i + 2``. A new file is made at version 1 and taken

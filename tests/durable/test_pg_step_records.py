@@ -22,7 +22,14 @@ import pytest
 import runtime._stores.postgres as postgres_module
 from runtime import PostgresStore, Runtime, StoreError
 from runtime._snapshot import IncrementalEncoder, decode, encode, is_parted, record_of, to_result
-from tests.durable.test_step_records import TEXT, chain, finish_step, foreach, snapshot_of
+from tests.durable.test_step_records import (
+    TEXT,
+    chain,
+    finish_step,
+    foreach,
+    nested_foreach,
+    snapshot_of,
+)
 
 WAIT = 10.0
 
@@ -147,6 +154,20 @@ def test_the_bytes_a_foreach_writes_grow_linearly_with_its_items(
 
     assert written[300] < 3 * written[100], written
     assert written[300] / 300 < 4096, written  # a head and an item a finished item, in base64
+
+
+def test_the_bytes_a_foreach_over_a_nested_workflow_writes_grow_linearly_with_its_items(
+    postgres_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    written = {
+        items: bytes_of_one_run(
+            postgres_server.new_database(), monkeypatch, nested_foreach(items), {"count": items}
+        )
+        for items in (100, 300)
+    }
+
+    assert written[300] < 3.3 * written[100], written
+    assert written[300] / 300 < 16384, written  # a few heads and step records an item, base64
 
 
 # --- what a store reads back ---------------------------------------------------------------
@@ -431,3 +452,15 @@ def test_a_version_1_database_migrates_in_place_and_its_runs_go_on_in_parts(
     assert row is not None and int(row[0]) == postgres_module.SCHEMA_VERSION
     reader = PostgresStore(postgres_url, readonly=True)  # migrated: readers are welcome again
     reader.close()
+
+
+def test_a_callboard_from_before_the_nested_foreach_parts_refuses_the_database(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A foreach over a nested workflow keeps its lists in parts an older callboard cannot
+    # read: the schema version says so (6 was the last such callboard's), and it refuses.
+    PostgresStore(postgres_url).close()
+    monkeypatch.setattr(postgres_module, "SCHEMA_VERSION", 6)
+
+    with pytest.raises(StoreError, match="written by a newer callboard"):
+        PostgresStore(postgres_url)

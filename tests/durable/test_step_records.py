@@ -105,6 +105,24 @@ def foreach(items: int) -> Any:
     )
 
 
+def nested_foreach(items: int) -> Any:
+    """A foreach of ``items`` items over a nested workflow of one step."""
+    each = create_step(
+        id="each",
+        input_schema=Item,
+        output_schema=Item,
+        execute=lambda ctx: Item(n=ctx.input_data.n + 1),
+    )
+    inner = create_workflow(id="inner", input_schema=Item, output_schema=Item).then(each).commit()
+    return (
+        create_workflow(id=f"nested-foreach-{items}", input_schema=Items, output_schema=Items)
+        .map(lambda ctx: [{"n": i} for i in range(ctx.input_data["count"])])
+        .foreach(inner)
+        .map(lambda ctx: {"count": len(ctx.input_data)})
+        .commit()
+    )
+
+
 class Written:
     """What the writer's connection of every store opened meanwhile was handed."""
 
@@ -220,6 +238,21 @@ def test_the_bytes_a_foreach_writes_grow_linearly_with_its_items(
 
     assert written[300] < 3 * written[100], written
     assert written[300] / 300 < 2048, written  # about a head and an item a finished item
+
+
+def test_the_bytes_a_foreach_over_a_nested_workflow_writes_grow_linearly_with_its_items(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its items and the outputs so far were one value, written whole at every item.
+    written = {
+        items: bytes_of_one_run(
+            tmp_path / f"{items}.db", monkeypatch, nested_foreach(items), {"count": items}
+        )
+        for items in (100, 300)
+    }
+
+    assert written[300] < 3.3 * written[100], written
+    assert written[300] / 300 < 8192, written  # a few heads and step records an item
 
 
 def test_the_bytes_encoded_for_a_run_grow_linearly_with_its_steps_and_items(
