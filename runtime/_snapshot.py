@@ -679,8 +679,10 @@ class IncrementalEncoder:
     This relies on how the run actor changes its snapshot: it replaces values
     (a step record's too), never changes one's insides in place, except a
     foreach's lists of item outputs, and it announces each item it changes
-    there; and it changes a step record in place only while the step is not
-    settled (succeeded, failed, cancelled): a settled one it replaces whole.
+    there; it changes a step record in place only while the step is not
+    settled (succeeded, failed, cancelled): a settled one it replaces whole;
+    and a foreach over a nested workflow (a scope ending in :data:`EACH_SCOPE`)
+    gets each output as a new list of the outputs before it and that one.
     The test suite checks every record against its snapshot
     (:data:`CHECK_PARTS`). The count of finished items is checked at every
     record, and any other change of the foreach's progress makes the encoder
