@@ -561,11 +561,13 @@ class RunActor(DispatchedActor):
                 snapshot["suspended"] = {
                     k: v for k, v in snapshot["suspended"].items() if k != path
                 }
+                self._encoder.suspended_changed(path, gone=True)
         elif resume and (key := item_path(path, item)) in resume:
             # A suspended item of a foreach, resumed: it alone gets the data.
             resume_data = resume[key]
             snapshot["resume"] = {k: v for k, v in resume.items() if k != key} or None
             snapshot["suspended"] = {k: v for k, v in snapshot["suspended"].items() if k != key}
+            self._encoder.suspended_changed(key, gone=True)
             snapshot["steps"][path]["resume_payload"] = resume_data
         return self._calls.step(
             index, step_node, payload, self._outputs, item=item, resume_data=resume_data
@@ -724,6 +726,7 @@ class RunActor(DispatchedActor):
         record["suspend_payload"] = payload
         record["ended_at"] = message.ended_at
         self._snapshot["suspended"] = {**self._snapshot["suspended"], path: payload}
+        self._encoder.suspended_changed(path)
         node = self._plan.nodes[job.index]
         if isinstance(node, LoopNode):
             self._suspend()
@@ -905,6 +908,7 @@ class RunActor(DispatchedActor):
         assert isinstance(node, ForeachNode)
         key = item_path(job.call.path, job.item)
         self._snapshot["suspended"] = {**self._snapshot["suspended"], key: payload}
+        self._encoder.suspended_changed(key)
         self._items_go_on(job.index, node)
 
     def _foreach_done(self, step_node: StepNode, progress: dict[str, Any]) -> None:

@@ -387,6 +387,12 @@ _PAGE: Final = 64
 """Foreach items per page of the encoder's cache of their bytes: a transition joins
 the pages, not every item, to build the whole snapshot's bytes."""
 
+_SUSPENDED_PAGE: Final = 64
+"""Entries of a run's ``suspended`` per part: a suspension or a resume encodes one part
+of up to this many, and a new encoder (a resume's) writes one part per this many. With
+256, a foreach of 300 items that all suspend wrote 3.9 times what one of 100 wrote; with
+64, 2.4 times, and a resume of one item of 4,000 took about a tenth longer."""
+
 
 def is_parted(data: bytes) -> bool:
     """Whether ``data`` starts a snapshot in parts (format 4): a whole one, or a stored head."""
@@ -485,6 +491,7 @@ def _unpack_parted(data: bytes) -> dict[str, Any]:
     items: list[tuple[int, Any]] = []
     each_items: dict[str, Any] = {}
     each_outputs: list[tuple[str, int, Any]] = []
+    suspended: list[tuple[int, dict[str, Any]]] = []
     for key, name, value in zip(keys[1:], names[1:], values[1:], strict=True):
         kind = key[:1]
         if kind == b"s" and type(value) is list and len(value) == 2 and type(value[0]) is int:
@@ -493,6 +500,8 @@ def _unpack_parted(data: bytes) -> dict[str, Any]:
             each_items[name] = value
         elif kind == b"o" and (place := _each_output_key(name)) is not None:
             each_outputs.append((place[1], place[0], value))
+        elif kind == b"u" and name.isascii() and name.isdigit() and type(value) is dict:
+            suspended.append((int(name), value))
         elif kind == b"v" and name in _VALUE_KEYS and name not in fields:
             fields[name] = value
         elif key == b"f" and type(value) is dict and fields.keys().isdisjoint(value):
@@ -511,7 +520,24 @@ def _unpack_parted(data: bytes) -> dict[str, Any]:
     _fill_items(fields, length, items, len(data))
     if each_items or each_outputs:
         _fill_each(fields, each_items, each_outputs)
+    _fill_suspended(fields, suspended)
     return fields
+
+
+def _fill_suspended(fields: dict[str, Any], pages: list[tuple[int, dict[str, Any]]]) -> None:
+    """Put the suspended steps back, in order, unless the head holds them whole."""
+    if "suspended" in fields:
+        if pages:
+            raise _parted_error("hold the suspended steps both whole and in parts")
+        return
+    # In pages of entries, each in order (none: nothing is suspended).
+    pages.sort(key=lambda page: page[0])
+    suspended: dict[str, Any] = {}
+    for _, entries in pages:
+        suspended.update(entries)
+    if len(suspended) != sum(len(entries) for _, entries in pages):
+        raise _parted_error("hold a suspended step twice")
+    fields["suspended"] = suspended
 
 
 def _head(head: Any, parts: int) -> tuple[dict[str, Any], Any, list[tuple[int, str, Any]]]:
@@ -593,10 +619,12 @@ def _fill_items(
 def _check_parts(data: bytes, snapshot: Mapping[str, Any]) -> None:
     """Check that ``data`` reads back as ``snapshot`` (see :data:`CHECK_PARTS`)."""
     decoded = unpack(data)
-    if decoded != snapshot:
+    if decoded != snapshot or list(decoded.get("suspended", ())) != list(
+        snapshot.get("suspended", ())
+    ):
         differ = sorted(
             key for key in {*decoded, *snapshot} if decoded.get(key) != snapshot.get(key)
-        )
+        ) or ["the order of suspended"]
         raise AssertionError(f"a record in parts does not read back as its snapshot: {differ}")
 
 
@@ -709,6 +737,15 @@ class IncrementalEncoder:
         if self._parts is not None:  # a whole snapshot needs no telling
             self._parts.item_done(index)
 
+    def suspended_changed(self, key: str, *, gone: bool = False) -> None:
+        """The run's ``suspended`` got (or changed, or with ``gone`` lost) the entry ``key``.
+
+        The snapshot holds a new dict: the entry is encoded (or dropped) next
+        time, not the whole dict.
+        """
+        if self._parts is not None:
+            self._parts.suspended_changed(key, gone)
+
     def next_record(self, now: float) -> SnapshotRecord:
         """Number the snapshot as the run's next one, taken at ``now``, and return its record.
 
@@ -761,6 +798,14 @@ class _PartsEncoder:
         "_snapshot",
         "_step_frames",
         "_steps_bytes",
+        "_suspended",
+        "_suspended_announced",
+        "_suspended_bytes",
+        "_suspended_dirty",
+        "_suspended_entries",
+        "_suspended_keys",
+        "_suspended_next",
+        "_suspended_pages",
         "_unsettled",
         "_value_frames",
         "_values",
@@ -805,9 +850,21 @@ class _PartsEncoder:
         self._each_frames: dict[tuple[str, int], bytes] = {}  # (key, index); items: -1
         self._each_pages: dict[tuple[str, int], bytes] = {}
         self._each_dirty: set[tuple[str, int]] = set()
+        # The run's suspended steps, an entry a part, by the ordinal that keeps their order.
+        self._suspended: Any = None  # the dict last encoded
+        self._suspended_announced: list[tuple[str, bool]] = []
+        self._suspended_entries: dict[str, tuple[int, Any]] = {}  # key: (ordinal, payload)
+        self._suspended_keys: dict[int, str] = {}  # ordinal: key
+        self._suspended_next = 0
+        self._suspended_pages: dict[int, bytes] = {}  # page: its frame
+        self._suspended_dirty: set[int] = set()
+        self._suspended_bytes: bytes | None = b""
 
     def item_done(self, index: int) -> None:
         self._announced.append(index)
+
+    def suspended_changed(self, key: str, gone: bool) -> None:
+        self._suspended_announced.append((key, gone))
 
     def record(self) -> SnapshotRecord:
         """The record of the snapshot as it is now, in parts.
@@ -834,12 +891,15 @@ class _PartsEncoder:
             if "scopes" in fields and fields["scopes"] is self._scopes_in:
                 fields["scopes"] = self._scopes_out  # in the head: without the lists too
             self._encode_fixed(fields, changed)
+            if type(fields.get("suspended")) is dict:
+                self._encode_suspended(fields.pop("suspended"), changed, dropped)
             length = self._encode_items(fields, changed, dropped)
             count = (
                 len(self._step_frames)
                 + len(self._value_frames)
                 + len(self._items)
                 + len(self._each_frames)
+                + len(self._suspended_pages)
                 + bool(self._fixed_frame)
             )
             inline = [(ordinal, path, steps[path]) for path, ordinal in self._inline_steps.items()]
@@ -1048,6 +1108,79 @@ class _PartsEncoder:
             del self._each_pages[page]
         self._each_dirty = {page for page in self._each_dirty if page[0] != key}
 
+    def _encode_suspended(
+        self, suspended: dict[str, Any], changed: list[tuple[str, bytes]], dropped: list[str]
+    ) -> None:
+        """Encode the pages of ``suspended`` whose entries changed since the last record.
+
+        The entries go in parts of up to ``_SUSPENDED_PAGE`` each, by ordinal: a suspension
+        or a resume encodes one page, and a record written whole (a new encoder,
+        as at every resume) writes a part per ``_SUSPENDED_PAGE`` entries, not one each. An
+        entry keeps its ordinal while it stays (a changed payload stays where it
+        was in the dict); one that comes, or comes back, gets the next, as it
+        goes to the end of the dict. What the announcements do not explain (the
+        dict emptied at the run's end, a first record) encodes every entry.
+        """
+        announced, self._suspended_announced = self._suspended_announced, []
+        if suspended is self._suspended:
+            return
+        entries, keys, dirty = self._suspended_entries, self._suspended_keys, self._suspended_dirty
+        explained = self._suspended is not None
+        if explained:
+            touched: dict[str, None] = {}
+            for key, gone in announced:
+                entry = entries.pop(key, None) if gone else None
+                if entry is not None:
+                    del keys[entry[0]]
+                    dirty.add(entry[0] // _SUSPENDED_PAGE)
+                touched[key] = None
+            for key in touched:
+                if key in suspended:  # a changed entry keeps its ordinal; a new one, the next
+                    self._suspended_entry(key, suspended[key])
+                elif key in entries:
+                    explained = False
+            explained = explained and len(entries) == len(suspended)
+        if not explained:  # every entry anew
+            dirty.update(self._suspended_pages)
+            entries.clear()
+            keys.clear()
+            for key, payload in suspended.items():
+                self._suspended_entry(key, payload)
+        self._suspended = suspended
+        pages = self._suspended_pages
+        for page in sorted(dirty):
+            first = page * _SUSPENDED_PAGE
+            # A map, in the entries' order: a list an entry made msgpack's reader build a
+            # tracked container each, and a resume of a large foreach collect them.
+            held = {
+                keys[ordinal]: entries[keys[ordinal]][1]
+                for ordinal in range(first, first + _SUSPENDED_PAGE)
+                if ordinal in keys
+            }
+            name = f"u{page}"
+            if not held:
+                if pages.pop(page, None) is not None:
+                    dropped.append(name)
+                    self._suspended_bytes = None
+                continue
+            frame = _frame(name, _packb(held))
+            if pages.get(page) != frame:
+                pages[page] = frame
+                changed.append((name, frame))
+                self._suspended_bytes = None
+        dirty.clear()
+
+    def _suspended_entry(self, key: str, payload: Any) -> None:
+        entry = self._suspended_entries.get(key)
+        if entry is None:
+            ordinal = self._suspended_next
+            self._suspended_next += 1
+            self._suspended_keys[ordinal] = key
+        else:
+            ordinal = entry[0]
+        self._suspended_entries[key] = (ordinal, payload)
+        self._suspended_dirty.add(ordinal // _SUSPENDED_PAGE)
+
     def _value_part(self, name: str, payload: bytes, changed: list[tuple[str, bytes]]) -> None:
         frame = _frame("v" + name, payload)
         if self._value_frames.get(name) != frame:
@@ -1174,12 +1307,15 @@ class _PartsEncoder:
                     ]
                 )
             self._each_dirty = set()
+        if self._suspended_bytes is None:
+            self._suspended_bytes = b"".join(self._suspended_pages.values())
         return (
             self._fixed_frame,
             self._steps_bytes,
             self._values_bytes,
             *self._pages.values(),
             *self._each_pages.values(),
+            self._suspended_bytes,
         )
 
 
@@ -1354,6 +1490,9 @@ class SnapshotFreezer:
 
     def item_done(self, index: int) -> None:
         """Nothing to note: a record copies a foreach's lists whole (see ``_frozen_progress``)."""
+
+    def suspended_changed(self, key: str, *, gone: bool = False) -> None:
+        """Nothing to note: a record shares the run's ``suspended``, which is replaced."""
 
     def next_record(self, now: float) -> SnapshotRecord:
         """Number the snapshot as the run's next one, taken at ``now``, and return its record."""

@@ -391,6 +391,16 @@ def apply(draw: st.DataObject, snapshot: Any, encoder: IncrementalEncoder, op: s
             output = {"v": draw.draw(sized_text)}
             progress = {**progress, "outputs": [*progress["outputs"], output]}
             snapshot["scopes"] = {**snapshot["scopes"], key: progress, "inner.": output}
+    elif op == "suspend":  # a step (or item) suspends, or suspends again with a new payload
+        key = draw.draw(suspended_keys)
+        snapshot["suspended"] = {**snapshot["suspended"], key: {"v": draw.draw(sized_text)}}
+        encoder.suspended_changed(key)
+    elif op == "unsuspend" and snapshot["suspended"]:  # one is resumed
+        key = draw.draw(st.sampled_from(sorted(snapshot["suspended"])))
+        snapshot["suspended"] = {k: v for k, v in snapshot["suspended"].items() if k != key}
+        encoder.suspended_changed(key, gone=True)
+    elif op == "unsuspend_all":  # the run ends: told to no encoder
+        snapshot["suspended"] = {}
     elif op == "each_end":  # done with every item: the lists go to the step record
         key = draw.draw(each_keys)
         snapshot["scopes"] = {k: v for k, v in snapshot["scopes"].items() if k != key}
@@ -411,6 +421,7 @@ def _to_change(steps: dict[str, Any], path: str) -> dict[str, Any]:
 
 
 each_keys = st.sampled_from(["inner#each", "outer.inner#each"])
+suspended_keys = st.sampled_from(["ask", "inner.ask", *[f"each[{i}]" for i in range(6)]])
 
 OPS = [
     "start",
@@ -425,6 +436,9 @@ OPS = [
     "each",
     "each_item",
     "each_end",
+    "suspend",
+    "unsuspend",
+    "unsuspend_all",
 ]
 
 
@@ -441,7 +455,9 @@ def test_every_record_in_parts_reads_back_as_its_snapshot_whole_and_part_by_part
         record = encoder.next_record(float(snapshot["seq"]))
 
         assert unpack(record.data) == snapshot  # what a store that keeps it whole reads
-        assert unpack(kept.take(record)) == snapshot  # what a store that keeps parts reads
+        read = unpack(kept.take(record))
+        assert read == snapshot  # what a store that keeps parts reads
+        assert list(read["suspended"]) == list(snapshot["suspended"])  # in the same order
 
 
 @settings(max_examples=100, deadline=None)

@@ -255,6 +255,41 @@ def test_the_bytes_a_foreach_over_a_nested_workflow_writes_grow_linearly_with_it
     assert written[300] / 300 < 8192, written  # a few heads and step records an item
 
 
+def asking_foreach(items: int) -> Any:
+    """A foreach of ``items`` items of a step that suspends every one of them."""
+
+    def ask(ctx: Any) -> Item:
+        if ctx.resume_data is None:
+            ctx.suspend({"item": ctx.input_data.n})
+        return Item(n=ctx.input_data.n)
+
+    each = create_step(id="ask", input_schema=Item, output_schema=Item, execute=ask)
+    return (
+        create_workflow(id=f"asking-foreach-{items}", input_schema=Items, output_schema=Items)
+        .map(lambda ctx: [{"n": i} for i in range(ctx.input_data["count"])])
+        .foreach(each, concurrency=4)
+        .map(lambda ctx: {"count": len(ctx.input_data)})
+        .commit()
+    )
+
+
+def test_the_bytes_a_foreach_whose_items_suspend_writes_grow_linearly_with_its_items(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The run's suspended steps rode whole in the head of every record: each item's
+    # suspension wrote every suspension before it again.
+    written = {}
+    for items in (100, 300):
+        with counting(monkeypatch) as counted, Runtime(store=tmp_path / f"{items}.db") as rt:
+            wf = rt.register(asking_foreach(items))
+            before = counted.bytes
+            result = wf.create_run().start(input_data={"count": items}, timeout=60)
+            assert result.status == "suspended" and len(result.suspended) == items
+            written[items] = counted.bytes - before
+
+    assert written[300] < 3.3 * written[100], written
+
+
 def test_the_bytes_encoded_for_a_run_grow_linearly_with_its_steps_and_items(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
