@@ -9,6 +9,7 @@ run never ran (memory), or the child hung (SQLite).
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import json
 import os
@@ -24,7 +25,14 @@ from typing import Any
 import pykka
 import pytest
 
-from runtime import Runtime, RuntimeStoppedError, StoreError, create_step, create_workflow
+from runtime import (
+    Runtime,
+    RuntimeStoppedError,
+    SQLiteStore,
+    StoreError,
+    create_step,
+    create_workflow,
+)
 from tests._support import Value
 
 WAIT = 10.0
@@ -45,6 +53,10 @@ def _in_a_child(body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
     A child that hangs writes every thread's stack to a file first, which the
     failure shows: a hang after a fork is a lock some thread held at the fork.
+    The parent asks for them with SIGABRT, which faulthandler answers from its
+    signal handler: a thread of the child's own that sleeps and then dumps them
+    wrote nothing the two times a child hung in the suite (the hung thread held
+    the GIL, or that thread never woke).
     """
     with tempfile.TemporaryFile() as stacks:
         read_end, write_end = os.pipe()
@@ -53,7 +65,7 @@ def _in_a_child(body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
             os.close(read_end)
             # Not faulthandler.dump_traceback_later: it first cancels the parent's timer
             # (pytest's faulthandler_timeout), and waits for a thread the child lacks.
-            threading.Thread(target=_dump_stacks_later, args=(stacks,), daemon=True).start()
+            faulthandler.enable(file=stacks, all_threads=True)
             try:
                 report = body()
             except BaseException as exc:
@@ -67,7 +79,7 @@ def _in_a_child(body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    os.kill(pid, signal.SIGKILL)
+                    _stop_with_stacks(pid)
                     stacks.seek(0)
                     pytest.fail(
                         f"the forked child did not finish within {CHILD_DEADLINE} s; "
@@ -81,16 +93,22 @@ def _in_a_child(body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
                     chunks.append(chunk)
         finally:
             os.close(read_end)
-            os.waitpid(pid, 0)
+            with contextlib.suppress(ChildProcessError):  # reaped if it had to be stopped
+                os.waitpid(pid, 0)
     assert chunks, "the forked child reported nothing"
     report: dict[str, Any] = json.loads(b"".join(chunks))
     return report
 
 
-def _dump_stacks_later(file: Any) -> None:
-    time.sleep(CHILD_DEADLINE - 5)
-    faulthandler.dump_traceback(file=file, all_threads=True)
-    file.flush()
+def _stop_with_stacks(pid: int) -> None:
+    """Have a hung child write its threads' stacks (SIGABRT), then end it for sure."""
+    os.kill(pid, signal.SIGABRT)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if os.waitpid(pid, os.WNOHANG) != (0, 0):
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
 
 
 def _refusal(call: Callable[[], object]) -> str | None:
@@ -228,3 +246,37 @@ def test_locks_other_threads_held_at_the_fork_do_not_stop_new_runtimes_in_the_ch
         release.set()
         holder.join(WAIT)
     assert report == {"bound": "success", "unbound": "success"}
+
+
+def test_a_forked_child_leaves_the_sqlite_readers_of_the_parents_threads_alone(
+    tmp_path: Path,
+) -> None:
+    # As the child starts, Python frees what the parent's other threads kept in
+    # thread-locals: a SQLite store's reader of each thread. Freeing one closed its
+    # connection, a SQLite call in the child on the parent's connection: the child hung
+    # when a parent thread held one of SQLite's mutexes at the fork (seen twice in the
+    # suite; then caught with its stack, in _Reader.__del__ under os.fork()).
+    store = SQLiteStore(tmp_path / "runs.db")
+    done_reading, release = threading.Event(), threading.Event()
+
+    def read_then_wait() -> None:
+        store.load("nothing")  # this thread's reader
+        done_reading.set()
+        release.wait(WAIT)
+
+    reader = threading.Thread(target=read_then_wait)
+    reader.start()
+    try:
+        assert done_reading.wait(WAIT)
+        readers = set(store._readers)
+        assert readers
+
+        def child() -> dict[str, Any]:
+            return {"kept": len(set(store._readers) & readers)}
+
+        report = _in_a_child(child)
+    finally:
+        release.set()
+        reader.join(WAIT)
+        store.close()
+    assert report == {"kept": len(readers)}  # none closed, none forgotten, in the child

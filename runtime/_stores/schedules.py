@@ -16,6 +16,7 @@ first to write it wins and the others change nothing.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 import weakref
@@ -246,6 +247,7 @@ class SQLiteBook:
         self._readonly = store.readonly
         self._lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None
+        self._pid = os.getpid()
 
     @contextlib.contextmanager
     def _using(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
@@ -293,7 +295,8 @@ class SQLiteBook:
         # A book outlives its runtime's stop when schedules are read after it; Python
         # (3.13 on) warns about a connection left for the garbage collector to close.
         connection = self._connection
-        if connection is not None:
+        # Not in a forked child: the connection is the parent's (see sqlite._Reader).
+        if connection is not None and os.getpid() == self._pid:
             with contextlib.suppress(Exception):
                 connection.close()
 

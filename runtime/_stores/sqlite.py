@@ -407,7 +407,7 @@ class _Reader:
     closes (finalizers of weak references run before the collector's).
     """
 
-    __slots__ = ("_lock", "_open", "connection")
+    __slots__ = ("_lock", "_open", "_pid", "connection")
 
     def __init__(
         self,
@@ -418,10 +418,17 @@ class _Reader:
         self.connection = connection
         self._open = open_readers
         self._lock = lock
+        self._pid = os.getpid()
         with lock:
             open_readers.add(connection)
 
     def __del__(self) -> None:
+        if os.getpid() != self._pid:
+            # In a forked child, which frees the thread-locals of the parent's other
+            # threads as it starts: their connections are the parent's, and closing one
+            # here hung the child (SQLite's mutexes, held by a parent thread at the
+            # fork), as could this lock. Left alone, as the parent's store is.
+            return
         with self._lock:
             self._open.discard(self.connection)
         with contextlib.suppress(Exception):
@@ -438,12 +445,17 @@ def _readers_of(
     """
     open_readers: set[sqlite3.Connection] = set()
     lock = threading.Lock()
-    weakref.finalize(store, _close_readers, open_readers, lock)
+    weakref.finalize(store, _close_readers, open_readers, lock, os.getpid())
     return threading.local(), open_readers, lock
 
 
-def _close_readers(open_readers: set[sqlite3.Connection], lock: threading.Lock) -> None:
-    """Close the readers of a store that is gone, from whichever thread frees it."""
+def _close_readers(open_readers: set[sqlite3.Connection], lock: threading.Lock, pid: int) -> None:
+    """Close the readers of a store that is gone, from whichever thread frees it.
+
+    Not in a forked child of the process that opened them (see :class:`_Reader`).
+    """
+    if os.getpid() != pid:
+        return
     with lock:
         connections = list(open_readers)
         open_readers.clear()
