@@ -45,21 +45,27 @@ def _release() -> Any:
     gate.set()
 
 
+def _waiting(run: Any, outcome: list[Any]) -> threading.Thread:
+    """A thread that waits for ``run`` and appends what the wait ended with to ``outcome``."""
+
+    def wait() -> None:
+        try:
+            outcome.append(run.wait(timeout=30))
+        except Exception as exc:  # what the wait ended with is the point
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    return waiter
+
+
 def test_a_wait_ended_by_the_stop_raises_and_the_run_goes_on_in_the_store(tmp_path: Path) -> None:
     store = tmp_path / "runs.db"
     outcome: list[Any] = []
     with Runtime(store=store, stop_timeout=0.2) as runtime:
         run = runtime.register(flow).create_run()
         run.start_async(input_data={"value": 1})
-
-        def wait() -> None:
-            try:
-                outcome.append(run.wait(timeout=30))
-            except Exception as exc:  # what the wait ended with is the point
-                outcome.append(exc)
-
-        waiter = threading.Thread(target=wait)
-        waiter.start()
+        waiter = _waiting(run, outcome)
         runtime.stop()
         waiter.join(10)
         with pytest.raises(RuntimeStoppedError, match="goes on with it"):
@@ -212,15 +218,7 @@ def test_a_wait_woken_while_the_run_goes_on_waits_again(tmp_path: Path) -> None:
     with Runtime(store=tmp_path / "runs.db") as runtime:
         run = runtime.register(flow).create_run()
         run.start_async(input_data={"value": 1})
-
-        def wait() -> None:
-            try:
-                outcome.append(run.wait(timeout=30))
-            except Exception as exc:  # what the wait ended with is the point
-                outcome.append(exc)
-
-        waiter = threading.Thread(target=wait)
-        waiter.start()
+        waiter = _waiting(run, outcome)
         for _ in range(3):  # each wakes the waiter while the run goes on
             time.sleep(0.05)
             _wake_early(runtime, run.run_id)

@@ -24,7 +24,7 @@ from runtime import PostgresStore, Runtime, StoreError
 from runtime._snapshot import IncrementalEncoder, decode, encode, is_parted, record_of, to_result
 from tests.durable.test_step_records import (
     TEXT,
-    asking_foreach,
+    bytes_until_suspended,
     chain,
     finish_step,
     foreach,
@@ -174,15 +174,10 @@ def test_the_bytes_a_foreach_over_a_nested_workflow_writes_grow_linearly_with_it
 def test_the_bytes_a_foreach_whose_items_suspend_writes_grow_linearly_with_its_items(
     postgres_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    written = {}
-    for items in (100, 300):
-        url = postgres_server.new_database()
-        with counting(monkeypatch) as counted, Runtime(store=url) as rt:
-            wf = rt.register(asking_foreach(items))
-            before = counted.bytes
-            result = wf.create_run().start(input_data={"count": items}, timeout=60)
-            assert result.status == "suspended" and len(result.suspended) == items
-            written[items] = counted.bytes - before
+    written = {
+        items: bytes_until_suspended(counting(monkeypatch), postgres_server.new_database(), items)
+        for items in (100, 300)
+    }
 
     assert written[300] < 3.3 * written[100], written
 

@@ -273,19 +273,28 @@ def asking_foreach(items: int) -> Any:
     )
 
 
+def bytes_until_suspended(counted: Any, store: Any, items: int) -> int:
+    """Bytes written from the start of an ``asking_foreach(items)`` run to its suspension.
+
+    ``counted`` is a ``counting(...)`` context of the store's kind, not entered yet.
+    """
+    with counted as written, Runtime(store=store) as rt:
+        wf = rt.register(asking_foreach(items))
+        before = written.bytes
+        result = wf.create_run().start(input_data={"count": items}, timeout=60)
+        assert result.status == "suspended" and len(result.suspended) == items
+        return int(written.bytes - before)
+
+
 def test_the_bytes_a_foreach_whose_items_suspend_writes_grow_linearly_with_its_items(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The run's suspended steps rode whole in the head of every record: each item's
     # suspension wrote every suspension before it again.
-    written = {}
-    for items in (100, 300):
-        with counting(monkeypatch) as counted, Runtime(store=tmp_path / f"{items}.db") as rt:
-            wf = rt.register(asking_foreach(items))
-            before = counted.bytes
-            result = wf.create_run().start(input_data={"count": items}, timeout=60)
-            assert result.status == "suspended" and len(result.suspended) == items
-            written[items] = counted.bytes - before
+    written = {
+        items: bytes_until_suspended(counting(monkeypatch), tmp_path / f"{items}.db", items)
+        for items in (100, 300)
+    }
 
     assert written[300] < 3.3 * written[100], written
 
