@@ -120,9 +120,13 @@ def _watched(watch: Any) -> tuple[list[str], BaseException | None]:
     return seen, None
 
 
-def test_a_watch_ended_by_the_stop_raises_after_the_events_so_far(tmp_path: Path) -> None:
+def _watched_through_the_stop(store: Any) -> tuple[Any, Any, list[str], BaseException | None]:
+    """A run held in its step, watched from a thread while its runtime stops.
+
+    Returns the run, its watch, the event types the watch yielded and what it ended with.
+    """
     outcome: list[tuple[list[str], BaseException | None]] = []
-    with Runtime(store=tmp_path / "runs.db", stop_timeout=0.2) as runtime:
+    with Runtime(store=store, stop_timeout=0.2) as runtime:
         run = runtime.register(flow).create_run()
         run.start_async(input_data={"value": 1})
         watch = run.watch(timeout=30)
@@ -130,9 +134,13 @@ def test_a_watch_ended_by_the_stop_raises_after_the_events_so_far(tmp_path: Path
         watcher.start()
         runtime.stop()
         watcher.join(10)
-
     assert len(outcome) == 1
-    seen, ended = outcome[0]
+    return run, watch, *outcome[0]
+
+
+def test_a_watch_ended_by_the_stop_raises_after_the_events_so_far(tmp_path: Path) -> None:
+    run, watch, seen, ended = _watched_through_the_stop(tmp_path / "runs.db")
+
     assert "step_started" in seen, seen  # what was told before the stop is kept
     assert isinstance(ended, RuntimeStoppedError), ended
     assert ended.run_id == run.run_id and "had not ended" in str(ended)
@@ -187,19 +195,9 @@ def test_a_watch_on_a_stopped_runtime_tells_the_story_so_far_and_says_it_is_not_
     assert ended is None and seen[-1] == "status", seen  # an ended run's watch ends quietly
 
 
-def test_in_memory_the_stop_fails_the_run_and_its_watch_ends_with_that(tmp_path: Path) -> None:
-    outcome: list[tuple[list[str], BaseException | None]] = []
-    with Runtime(stop_timeout=0.2) as runtime:
-        run = runtime.register(flow).create_run()
-        run.start_async(input_data={"value": 1})
-        watch = run.watch(timeout=30)
-        watcher = threading.Thread(target=lambda: outcome.append(_watched(watch)))
-        watcher.start()
-        runtime.stop()
-        watcher.join(10)
+def test_in_memory_the_stop_fails_the_run_and_its_watch_ends_with_that() -> None:
+    _, watch, seen, ended = _watched_through_the_stop("memory")
 
-    assert len(outcome) == 1
-    seen, ended = outcome[0]
     assert ended is None, ended  # the run ended (failed): its watch ends quietly
     assert seen[-1] == "status" and watch.last_seq is not None
 
