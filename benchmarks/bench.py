@@ -811,9 +811,10 @@ def bench_w2(mode: str, setup: Setup) -> list[Row]:
     for store in setup.stores:
         runs_s, memory = per_s(elapsed[store]), store == MEMORY
         aim = (">= 1.50x", runs_s >= 1.5 * pykka_s) if memory else ()
+        least = 10_000 if memory else 2_000  # issue 15's aims: runs/s of 3-step runs
         rows += [
             Row("W2", store, mode, "throughput", runs_s, pool_s, "runs/s", pool_is,
-                *((">= 10,000 runs/s", runs_s >= 10_000) if memory else ())),
+                f">= {least:,} runs/s", runs_s >= least),
             Row("W2", store, mode, "throughput", runs_s, pykka_s, "runs/s", pykka_is, *aim),
             Row("W2", store, mode, "throughput", per_s(elapsed[store], 3),
                 per_s(pykka_elapsed, 3), "steps/s", pykka_is, *aim),
@@ -822,8 +823,8 @@ def bench_w2(mode: str, setup: Setup) -> list[Row]:
             rows += chain_rows(mode, chains)
         if store == SQLITE:
             rows.append(
-                Row("W2", store, mode, "throughput", runs_s, per_s(raw_elapsed), "runs/s",
-                    raw_is, "> 1,000 runs/s", runs_s > 1_000)
+                Row("W2", store, mode, "throughput", runs_s, raw_s := per_s(raw_elapsed),
+                    "runs/s", raw_is, ">= 0.50x", runs_s >= 0.5 * raw_s)
             )  # fmt: skip
     return rows
 
