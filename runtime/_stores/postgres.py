@@ -340,9 +340,10 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     tuple(statement for statement in _KEYS_AND_SCHEDULES_DDL.split(";") if statement.strip()),
     # 5 -> 6: saves of a run in progress write no index (see _ENDED_DDL).
     _ENDED_DDL,
-    # 6 -> 7: a foreach over a nested workflow keeps its items and each item's output in
-    # parts of their own (see runtime._snapshot.EACH_SCOPE), which an older callboard
-    # cannot read: no table changes, the version says so and an older callboard refuses.
+    # 6 -> 7: snapshots in parts hold kinds of part an older callboard cannot read (a
+    # foreach over a nested workflow's items and outputs, see runtime._snapshot.EACH_SCOPE;
+    # the run's suspended steps, 64 to a part): no table changes, the version says so
+    # and an older callboard refuses the database.
     (),
 )
 """The steps that take a database from one schema version to the next: step ``i`` takes

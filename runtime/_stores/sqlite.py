@@ -234,9 +234,10 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             buffered    REAL
         )""",
     ),
-    # a foreach over a nested workflow keeps its items and each item's output in parts of
-    # their own (see runtime._snapshot.EACH_SCOPE), which an older callboard cannot read:
-    # no table changes, the version says so and an older callboard refuses the file.
+    # 6 -> 7: snapshots in parts hold kinds of part an older callboard cannot read (a
+    # foreach over a nested workflow's items and outputs, see runtime._snapshot.EACH_SCOPE;
+    # the run's suspended steps, 64 to a part): no table changes, the version says so
+    # and an older callboard refuses the file.
     (),
 )
 """The steps that take a file from one schema version to the next, in order: step ``i``
