@@ -65,8 +65,18 @@ def each_flow(counter: Counter) -> Any:
     )
 
 
-def part_keys(db: Path, run_id: str) -> list[str]:
+def part_keys(db: Path | str, run_id: str) -> list[str]:
     """The keys of the run's parts that its row reads (its own lineage's)."""
+    if isinstance(db, str):  # a PostgreSQL URL
+        import psycopg
+
+        with psycopg.connect(db, autocommit=True) as connection:
+            found = connection.execute(
+                "SELECT p.key FROM callboard_run_parts p JOIN callboard_runs r "
+                "ON r.run_id = p.run_id AND r.lineage = p.lineage WHERE p.run_id = %s",
+                (run_id,),
+            ).fetchall()
+        return sorted(key for (key,) in found)
     with raw(db) as connection:
         rows = connection.execute(
             "SELECT p.key FROM run_parts p JOIN runs r ON r.run_id = p.run_id "
@@ -76,7 +86,7 @@ def part_keys(db: Path, run_id: str) -> list[str]:
     return sorted(key for (key,) in rows)
 
 
-def suspend_in_the_middle(runtimes: Runtimes, db: Path, counter: Counter) -> str:
+def suspend_in_the_middle(runtimes: Runtimes, db: Path | str, counter: Counter) -> str:
     rt = runtimes.start(db)
     run = rt.register(each_flow(counter)).create_run()
     result = run.start(input_data={"items": [{"n": n} for n in range(SIZE)]}, timeout=WAIT)
@@ -85,7 +95,7 @@ def suspend_in_the_middle(runtimes: Runtimes, db: Path, counter: Counter) -> str
     return run.run_id
 
 
-def resume_and_check(runtimes: Runtimes, db: Path, counter: Counter, run_id: str) -> None:
+def resume_and_check(runtimes: Runtimes, db: Path | str, counter: Counter, run_id: str) -> None:
     rt = runtimes.start(db)
     run = rt.register(each_flow(counter)).create_run(run_id)
     result = run.resume(step="inner", resume_data={"plus": 1}, timeout=WAIT)
@@ -124,6 +134,19 @@ def test_a_foreach_over_a_nested_workflow_suspended_midway_keeps_its_lists_in_pa
     assert all(size < 512 for size in scopes), scopes
 
     resume_and_check(runtimes, db, counter, run_id)  # read back by another runtime
+
+
+def test_on_postgresql_too_the_lists_are_parts_and_another_runtime_finishes_the_foreach(
+    postgres_url: str, runtimes: Runtimes
+) -> None:
+    counter = Counter()
+    run_id = suspend_in_the_middle(runtimes, postgres_url, counter)
+
+    keys = part_keys(postgres_url, run_id)
+    assert "einner#each" in keys
+    assert len([key for key in keys if key.startswith("o")]) == ASKS_AT
+    assert [key for key in keys if key.startswith("u")] == ["u0"]  # the item that asked
+    resume_and_check(runtimes, postgres_url, counter, run_id)
 
 
 def test_a_file_left_by_the_callboard_before_with_a_foreach_midway_migrates_and_finishes(
