@@ -41,7 +41,7 @@ from runtime._model import (
 )
 from runtime._options import OutputOptions, TracingOptions, check_timeout
 from runtime._otel import end_span
-from runtime._plan import split_item_path
+from runtime._plan import item_path, split_item_path
 from runtime._queue import Queue
 from runtime._request_context import RequestContext
 from runtime._restart import restarted, target_path, time_travel_snapshot
@@ -1359,6 +1359,13 @@ def _resume_target(
         raise TypeError(f"for_each_index must be an int, got {type(for_each_index).__name__}")
     if for_each_index is not None and for_each_index < 0:
         raise ValueError(f"for_each_index must be 0 or more, got {for_each_index}")
+    if for_each_index is not None and isinstance(step, Step | str):
+        # A step and an item, as a resume of one item of a large foreach names them: what
+        # the rules below find, without a pass over every suspension.
+        name = step.id if isinstance(step, Step) else step
+        key = item_path(name, for_each_index)
+        if split_item_path(name)[1] is None and key in snapshot["suspended"]:
+            return key
     suspended = list(snapshot["suspended"])
     named = [(key, *split_item_path(key)) for key in suspended]
     if for_each_index is not None:
