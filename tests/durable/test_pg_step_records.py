@@ -176,10 +176,13 @@ def test_the_bytes_a_foreach_whose_items_suspend_writes_grow_linearly_with_its_i
 ) -> None:
     written = {
         items: bytes_until_suspended(counting(monkeypatch), postgres_server.new_database(), items)
-        for items in (100, 300)
+        for items in (100, 400)
     }
 
-    assert written[300] < 3.3 * written[100], written
+    # Linear is about 4x; each suspension writing every one before it gave 10x and more.
+    # What a batch of saves coalesces varies with timing (once 3.8x for 300 against 100
+    # in CI, 3.0x here): hence the room.
+    assert written[400] < 6 * written[100], written
 
 
 # --- what a store reads back ---------------------------------------------------------------
