@@ -847,10 +847,11 @@ class _PartsEncoder:
         self._scopes_in: Any = None  # the scopes last seen, and the same without the lists
         self._scopes_out: Any = None
         self._each: dict[str, _EachLists] = {}
-        self._each_frames: dict[tuple[str, int], bytes] = {}  # (key, index); items: -1
+        self._each_frames: dict[str, dict[int, bytes]] = {}  # key: index: frame; items: -1
         self._each_pages: dict[tuple[str, int], bytes] = {}
         self._each_dirty: set[tuple[str, int]] = set()
-        # The run's suspended steps, an entry a part, by the ordinal that keeps their order.
+        # The run's suspended steps, _SUSPENDED_PAGE to a part, by the ordinals that keep
+        # their order.
         self._suspended: Any = None  # the dict last encoded
         self._suspended_announced: list[tuple[str, bool]] = []
         self._suspended_entries: dict[str, tuple[int, Any]] = {}  # key: (ordinal, payload)
@@ -898,7 +899,7 @@ class _PartsEncoder:
                 len(self._step_frames)
                 + len(self._value_frames)
                 + len(self._items)
-                + len(self._each_frames)
+                + sum(map(len, self._each_frames.values()))
                 + len(self._suspended_pages)
                 + bool(self._fixed_frame)
             )
@@ -1091,7 +1092,7 @@ class _PartsEncoder:
         self, key: str, index: int, name: str, value: Any, changed: list[tuple[str, bytes]]
     ) -> None:
         frame = _frame(name, _packb(value))
-        self._each_frames[(key, index)] = frame
+        self._each_frames.setdefault(key, {})[index] = frame
         self._each_dirty.add((key, -1 if index < 0 else index // _PAGE))
         changed.append((name, frame))
 
@@ -1100,9 +1101,7 @@ class _PartsEncoder:
         lists = self._each.pop(key)
         dropped.append("e" + key)
         dropped.extend(f"o{index}:{key}" for index in range(lists.count))
-        frames = self._each_frames
-        for index in range(-1, lists.count):
-            del frames[(key, index)]
+        del self._each_frames[key]
         pages = [page for page in self._each_pages if page[0] == key]
         for page in pages:
             del self._each_pages[page]
@@ -1281,31 +1280,18 @@ class _PartsEncoder:
         if self._values_bytes is None:
             self._values_bytes = b"".join(self._value_frames.values())
         if self._dirty_pages:
-            items, pages = self._items, self._pages
+            pages = self._pages
             for page in self._dirty_pages:
-                first = page * _PAGE
-                joined = b"".join(
-                    [items[index] for index in range(first, first + _PAGE) if index in items]
-                )
+                joined = _join_page(self._items, page)
                 if joined:
                     pages[page] = joined
                 else:
                     pages.pop(page, None)
             self._dirty_pages = set()
         if self._each_dirty:
-            frames, each_pages = self._each_frames, self._each_pages
             for key, page in self._each_dirty:
-                if page < 0:
-                    each_pages[(key, page)] = frames[(key, -1)]
-                    continue
-                first = page * _PAGE
-                each_pages[(key, page)] = b"".join(
-                    [
-                        frames[(key, index)]
-                        for index in range(first, first + _PAGE)
-                        if (key, index) in frames
-                    ]
-                )
+                frames = self._each_frames[key]
+                self._each_pages[(key, page)] = frames[-1] if page < 0 else _join_page(frames, page)
             self._each_dirty = set()
         if self._suspended_bytes is None:
             self._suspended_bytes = b"".join(self._suspended_pages.values())
@@ -1317,6 +1303,12 @@ class _PartsEncoder:
             *self._each_pages.values(),
             self._suspended_bytes,
         )
+
+
+def _join_page(frames: dict[int, bytes], page: int) -> bytes:
+    """The frames of the indices of one page (``_PAGE`` of them) in order, joined."""
+    first = page * _PAGE
+    return b"".join([frames[index] for index in range(first, first + _PAGE) if index in frames])
 
 
 def _reference_bytes(snapshot: Mapping[str, Any]) -> bytes:
