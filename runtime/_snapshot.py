@@ -382,7 +382,7 @@ _MISSING: Final = object()
 _NO_VALUES: Final = (_MISSING,) * len(_VALUE_KEYS)
 _NO_FIXED: Final = (_MISSING,) * len(_FIXED_KEYS)
 _ITEM_LISTS: Final = ("outputs", "done")
-_MAX_DIGITS: Final = 18  # an item's index in its key
+_MAX_DIGITS: Final = 18  # an item's, an output's or a page's index in its key
 _PAGE: Final = 64
 """Foreach items per page of the encoder's cache of their bytes: a transition joins
 the pages, not every item, to build the whole snapshot's bytes."""
@@ -500,7 +500,13 @@ def _unpack_parted(data: bytes) -> dict[str, Any]:
             each_items[name] = value
         elif kind == b"o" and (place := _each_output_key(name)) is not None:
             each_outputs.append((place[1], place[0], value))
-        elif kind == b"u" and name.isascii() and name.isdigit() and type(value) is dict:
+        elif (
+            kind == b"u"
+            and name.isascii()
+            and name.isdigit()
+            and len(name) <= _MAX_DIGITS
+            and type(value) is dict
+        ):
             suspended.append((int(name), value))
         elif kind == b"v" and name in _VALUE_KEYS and name not in fields:
             fields[name] = value

@@ -21,6 +21,7 @@ from runtime._snapshot import (
     FORMAT_VERSION,
     PARTED_VERSION,
     IncrementalEncoder,
+    _frame,
     decode,
     encode,
     is_parted,
@@ -254,3 +255,18 @@ def test_the_parts_of_a_snapshot_read_back_in_any_order_after_the_head() -> None
 
     assert decode(PARTED[:head] + b"".join(parts), "run-1") == decode(PARTED, "run-1")
     assert not _reads_back(PARTED[:2] + parts[0] + PARTED[2:head] + b"".join(parts[1:]))
+
+
+@pytest.mark.parametrize("kind", ["i", "u", "o"])
+def test_a_part_whose_key_holds_a_number_too_long_to_read_is_refused(kind: str) -> None:
+    # A part with a well-formed frame and checksum whose name is thousands of digits:
+    # int() refuses such text with a ValueError of its own (past 4,300 digits), which
+    # must come out as the decoder's SnapshotFormatError, as any other bad part does.
+    head = _head_end(PARTED)
+    parts = split_parts(PARTED, head)
+    digits = "7" * 5000
+    name = f"{kind}{digits}" + (":x#each" if kind == "o" else "")
+    payload = msgpack.packb({} if kind == "u" else {"n": 1})
+    forged = PARTED[:head] + _frame(name, payload) + b"".join(part for _, part in parts[1:])
+
+    assert not _reads_back(forged)
