@@ -227,12 +227,15 @@ class SnapshotTaken:
         on_recorded: Called once, from any thread: ``True`` when the store has
             taken the snapshot (committed it, if durable), ``False`` when it
             never will. The reply to a cancel travels this way.
+        stored: The store holds the record already (a compare-and-set put it
+            there): the registry tells waiters and watchers, and writes nothing.
     """
 
     record: SnapshotRecord
     terminal: bool
     ack_to: pykka.ActorRef[Any] | None = None
     on_recorded: Callable[[bool], None] | None = None
+    stored: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -187,6 +187,15 @@ class RegistryActor(ThreadActor):
     def _store_snapshot(self, message: SnapshotTaken) -> None:
         record, ack_to, on_recorded = message.record, message.ack_to, message.on_recorded
         settles = record.status in SETTLED_STATUSES  # terminal ones included
+        if message.stored:
+            # In the store already (a cancel's compare-and-set, committed): writing it
+            # again would be a write on its way after the run may have been deleted.
+            self._live.pop(record.run_id, None)
+            if settles:
+                self._wake(record.run_id)
+            if on_recorded is not None:
+                on_recorded(True)
+            return
         if self._durable:
             last = self._live.get(record.run_id)
             if last is not None and last.seq >= record.seq:

@@ -577,7 +577,7 @@ class ActorSystem:
     def record(self, record: SnapshotRecord) -> None:
         """Hand a record the store already holds to the registry, for waiters and watchers."""
         with contextlib.suppress(pykka.ActorDeadError):
-            self.registry.tell(SnapshotTaken(record=record, terminal=True))
+            self.registry.tell(SnapshotTaken(record=record, terminal=True, stored=True))
 
     # --- shutting down ---------------------------------------------------------------
 

@@ -725,7 +725,8 @@ class Workflow(Generic[In, Out]):
         Raises:
             TypeError: if ``run_id`` is not a string.
             ValueError: if ``run_id`` is not valid UTF-8 text.
-            RunInProgressError: if the run has not ended (``pending`` or ``running``).
+            RunInProgressError: if the run has not ended (``pending``, ``running``,
+                ``waiting`` or ``suspended``).
         """
         check_run_id(run_id, lookup=True)
         store = self._store(start=False)
@@ -733,11 +734,15 @@ class Workflow(Generic[In, Out]):
         if record is None or record.workflow_id != self.id:
             return False
         if record.status not in TERMINAL_STATUSES:
-            raise RunInProgressError(
-                f"run {run_id!r} is {record.status}; only a run that has ended can be deleted",
-                run_id=run_id,
-            )
-        return store.delete(run_id)
+            raise _in_progress(run_id, record.status)
+        if store.delete(run_id):
+            return True
+        # The store deletes only a run that has ended: this one was restarted meanwhile,
+        # or deleted by somebody else.
+        record = store.load(run_id)
+        if record is not None and record.workflow_id == self.id:
+            raise _in_progress(run_id, record.status)
+        return False
 
     async def aget_workflow_run_execution_result(self, run_id: str) -> WorkflowResult[Out] | None:
         """Await :meth:`get_workflow_run_execution_result` without blocking the event loop.
@@ -955,3 +960,9 @@ def _sequence(value: Any, method: str) -> list[Any]:
     if isinstance(value, str | bytes) or not isinstance(value, Sequence):
         raise TypeError(f".{method}() takes a list, got {type(value).__name__}")
     return list(value)
+
+
+def _in_progress(run_id: str, status: str) -> RunInProgressError:
+    return RunInProgressError(
+        f"run {run_id!r} is {status}; only a run that has ended can be deleted", run_id=run_id
+    )

@@ -244,10 +244,47 @@ def test_unfinished_is_the_pending_running_and_waiting_runs(store: SnapshotStore
 
 def test_delete_says_whether_there_was_a_run(store: SnapshotStore) -> None:
     store.create(rec("r1"))
+    save_and_wait(store, rec("r1", 1, "success"))
     assert store.delete("r1")
     assert not store.delete("r1")
     assert store.load("r1") is None
     assert store.create(rec("r1"))
+
+
+@pytest.mark.parametrize("status", ["pending", "running", "waiting", "suspended"])
+def test_delete_leaves_a_run_that_has_not_ended(store: SnapshotStore, status: str) -> None:
+    # Checked with the delete, not before it: a run restarted between a caller's look
+    # and its delete was deleted under its actor, whose writes then had no row.
+    store.create(rec("r1"))
+    save_and_wait(store, rec("r1", 1, status, wake_at=2e9 if status == "waiting" else None))
+    assert not store.delete("r1")
+    assert store.load("r1") is not None
+
+
+def test_a_save_of_a_run_that_is_not_there_stores_nothing(store: SnapshotStore) -> None:
+    # Only create() records a run. A save still on its way when its run was deleted
+    # (the registry's copy of a cancel, say) used to bring the run back.
+    store.create(rec("r1"))
+    save_and_wait(store, rec("r1", 1, "failed"))
+    assert store.delete("r1")
+    save_and_wait(store, rec("r1", 3, "canceled"), rec("nobody", 1, "running"))
+    assert store.load("r1") is None
+    assert store.load("nobody") is None
+    assert store.create(rec("r1", data=b"a run of that id again"))
+    assert store.load("r1") == rec("r1", data=b"a run of that id again")
+
+
+def test_a_save_of_a_deleted_run_leaves_a_new_run_of_its_id_alone(store: SnapshotStore) -> None:
+    # The id of a deleted run is free again; a record of the deleted run still on its way
+    # (older incarnation: created at another time) must not land on the new run.
+    store.create(rec("r1", created_at=1_000.0))
+    save_and_wait(store, rec("r1", 1, "canceled", created_at=1_000.0))
+    assert store.delete("r1")
+    store.create(rec("r1", created_at=2_000.0, data=b"the new run"))
+    save_and_wait(store, rec("r1", 5, "canceled", created_at=1_000.0))
+    assert store.load("r1") == rec("r1", created_at=2_000.0, data=b"the new run")
+    save_and_wait(store, rec("r1", 1, "running", created_at=2_000.0))
+    assert store.load("r1") == rec("r1", 1, "running", created_at=2_000.0)
 
 
 def test_prune_deletes_only_ended_runs(store: SnapshotStore) -> None:

@@ -217,8 +217,15 @@ def runs_delete(args: argparse.Namespace) -> None:
                 f"(cancel it first: callboard runs cancel {run_id})"
             )
         deleted = store.delete(run_id)
+        # The store deletes only a run that has ended: one restarted meanwhile stays.
+        after = None if deleted else store.load(run_id)
     finally:
         store.close()
+    if after is not None:
+        raise RefusedError(
+            f"run {run_id!r} is {after.status} now (restarted meanwhile); only a run that has "
+            "ended can be deleted"
+        )
     if not deleted:
         raise RunNotFoundError(f"no run {run_id!r} in {shown_db(args.db)}")
     _say(args, {"run_id": run_id, "deleted": True}, f"deleted run {run_id}")

@@ -187,7 +187,13 @@ class SnapshotStore(Protocol):
         ...
 
     def delete(self, run_id: str) -> bool:
-        """Delete a run's record; return whether there was one."""
+        """Delete the record of a run that has ended; return whether it did.
+
+        ``False`` for a run that is not there, and for one that has not ended
+        (``success``, ``failed`` or ``canceled``): the status is checked in the
+        same step as the delete, so a run restarted meanwhile is never deleted
+        under its actor.
+        """
         ...
 
     def prune(

@@ -69,9 +69,12 @@ class MemoryStore:
             records_now = self._records
             for record in records:
                 current = records_now.get(record.run_id)
-                if current is None:
-                    records_now[record.run_id] = record
-                elif record.seq > current.seq and current.status not in TERMINAL_STATUSES:
+                # A run that is not here (deleted meanwhile) stays gone: only create()
+                # records a run, and a save still on its way must not bring one back,
+                # nor land on a new run given the same id since (created at another time).
+                if current is None or current.created_at != record.created_at:
+                    continue
+                if record.seq > current.seq and current.status not in TERMINAL_STATUSES:
                     records_now[record.run_id] = _keeping_resource(record, current)
         if on_commit is not None:
             on_commit()
@@ -124,10 +127,18 @@ class MemoryStore:
         return matching[offset:end], len(matching)
 
     def delete(self, run_id: str) -> bool:
-        """Delete a run's record; return whether there was one."""
+        """Delete the record of a run that has ended; return whether it did.
+
+        ``False`` for a run that is not there, and for one that has not ended
+        (``success``, ``failed`` or ``canceled``): the status is checked in the
+        same step as the delete, so a run restarted meanwhile is never deleted
+        under its actor.
+        """
         with self._lock:
-            if self._records.pop(run_id, None) is None:
+            current = self._records.get(run_id)
+            if current is None or current.status not in TERMINAL_STATUSES:
                 return False
+            del self._records[run_id]
             self._forget_key(run_id)
             self._deleted += 1
             if self._deleted > len(self._records):

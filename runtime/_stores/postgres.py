@@ -426,11 +426,11 @@ FROM v LEFT JOIN written AS w ON w.run_id = v.run_id
 # and length. In the JSON, base64 snapshots and the fields the update does not need
 # (two floats among them) were about half of the writer's CPU in json.dumps.
 _HELD_ROWS_SELECT: Final = """
-    SELECT run_id, status, seq, owner_id, epoch, wake_at, updated_at,
+    SELECT run_id, status, seq, owner_id, epoch, wake_at, updated_at, created_at,
            substring(%(blob)b FROM off FOR len) AS snapshot, lineage
     FROM jsonb_to_recordset(%(rows)s::jsonb) AS j(
         run_id text, status text, seq int8, owner_id text, epoch int8, wake_at float8,
-        updated_at float8, off int4, len int4, lineage int8)"""
+        updated_at float8, created_at float8, off int4, len int4, lineage int8)"""
 
 # A save of runs this store holds: only while owner and epoch are still ours,
 # the record is newer, and the run not ended. A release makes the run nobody's.
@@ -444,7 +444,7 @@ WITH v AS MATERIALIZED ({_HELD_ROWS_SELECT}){{locked}}, written AS (
         wake_at = v.wake_at, owner_id = v.owner_id, lineage = v.lineage
     FROM v
     WHERE r.run_id = ANY(ARRAY(SELECT run_id FROM {{keys}})) AND r.run_id = v.run_id
-        AND r.owner_id = %(me)s AND r.epoch = v.epoch
+        AND r.owner_id = %(me)s AND r.epoch = v.epoch AND r.created_at = v.created_at
         AND v.seq > r.seq AND r.status NOT IN ({_TERMINAL_SQL})
     RETURNING r.run_id
 )
@@ -466,7 +466,10 @@ The keys it looks up come from the lock (an InitPlan, so all locks are taken bef
 first row is written); a join of the lock with ``v`` was planned as a nested loop that
 scanned the batch again for every row (three times the server time of a batch of 18)."""
 
-# A save of runs this store does not hold: it applies only to runs nobody holds.
+# A save of runs this store does not hold: it applies only to runs nobody holds, and
+# only to runs that exist: a save still on its way when its run was deleted inserts no
+# row (the INSERT is for ON CONFLICT's multi-row update, never a new run), nor changes
+# a new run given that id since (created at another time).
 _SAVE_FREE: Final = f"""
 WITH v AS MATERIALIZED ({_ROWS_SELECT}), written AS (
     INSERT INTO callboard_runs AS r (run_id, workflow_id, status, seq, owner_id, epoch,
@@ -475,10 +478,12 @@ WITH v AS MATERIALIZED ({_ROWS_SELECT}), written AS (
     SELECT v.run_id, v.workflow_id, v.status, v.seq, NULL, 0, v.wake_at,
            v.created_at, v.updated_at, v.trace_id, v.snapshot, v.lineage, v.resource_id
     FROM v
+    WHERE EXISTS (SELECT 1 FROM callboard_runs AS e WHERE e.run_id = v.run_id)
     ON CONFLICT (run_id) DO UPDATE SET
         status = excluded.status, seq = excluded.seq, updated_at = excluded.updated_at,
         snapshot = excluded.snapshot, wake_at = excluded.wake_at, lineage = excluded.lineage
     WHERE r.owner_id IS NULL AND excluded.seq > r.seq AND r.status NOT IN ({_TERMINAL_SQL})
+        AND r.created_at = excluded.created_at
     RETURNING r.run_id
 )
 {_SAVED}"""
@@ -709,6 +714,7 @@ def _held_rows(
             "seq": r.seq,
             "epoch": epoch,
             "updated_at": r.updated_at,
+            "created_at": r.created_at,
             "off": offset,
             "len": len(data),
         }
@@ -1521,7 +1527,13 @@ class PostgresStore:
         return result
 
     def delete(self, run_id: str) -> bool:
-        """Delete a run's record; return whether there was one."""
+        """Delete the record of a run that has ended; return whether it did.
+
+        ``False`` for a run that is not there, and for one that has not ended
+        (``success``, ``failed`` or ``canceled``): the status is checked in the
+        same step as the delete, so a run restarted meanwhile is never deleted
+        under its actor.
+        """
         future: Future[bool] = Future()
         write = self._submit("delete", run_id, resolve(future))
         return bool(self._committed(write, future, f"the run {run_id!r} was not deleted"))
@@ -2472,11 +2484,15 @@ class PostgresStore:
             return self._claim(connection, write, batch)
         if kind == "delete":
             row = connection.execute(
-                "DELETE FROM callboard_runs WHERE run_id = %s RETURNING 1", (payload,)
+                f"DELETE FROM callboard_runs WHERE run_id = %s AND status IN ({_TERMINAL_SQL}) "
+                "RETURNING 1",
+                (payload,),
             ).fetchone()
+            if row is None:
+                return False  # not there, or not ended: a run still held stays held
             batch.held.pop(payload, None)
             batch.fenced.discard(payload)
-            return row is not None
+            return True
         if kind == "request_cancel":
             row = connection.execute(
                 "UPDATE callboard_runs SET cancel_requested = true "

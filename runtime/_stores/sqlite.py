@@ -284,7 +284,9 @@ _ROWS_PER_STATEMENT = 500  # 18 variables a row at most, well under SQLite's lim
 # Rows of one statement apply in order, so a run saved twice in a batch is fine.
 # The row's owner_id and epoch say who the writer expects to hold the run: this
 # worker at that epoch, or (both NULL and 0) nobody. A run that settles, or
-# sleeps until a wake time, is released: nobody holds it any more.
+# sleeps until a wake time, is released: nobody holds it any more. A record of a run
+# deleted since, whose id a new run took, is that other run's (created at another time):
+# it changes nothing.
 _ON_CONFLICT_NEWER = f"""
 ON CONFLICT (run_id) DO UPDATE SET
     status = excluded.status, seq = excluded.seq, updated_at = excluded.updated_at,
@@ -292,10 +294,11 @@ ON CONFLICT (run_id) DO UPDATE SET
     owner_id = CASE
         WHEN excluded.status IN ({_SETTLED_SQL}) OR excluded.wake_at IS NOT NULL THEN NULL
         ELSE runs.owner_id END
-WHERE excluded.seq > runs.seq AND runs.status NOT IN ({_TERMINAL_SQL}) AND (
+WHERE excluded.seq > runs.seq AND runs.status NOT IN ({_TERMINAL_SQL})
+    AND runs.created_at = excluded.created_at AND (
     (excluded.owner_id IS NULL AND runs.owner_id IS NULL)
     OR (runs.owner_id = excluded.owner_id AND runs.epoch = excluded.epoch))
-RETURNING run_id
+RETURNING run_id, created_at
 """
 
 # The compare-and-set of replace(): the run's stored seq must be the one its
@@ -822,7 +825,13 @@ class SQLiteStore:
         self._submit("save", list(records), _reporting(on_commit, on_error))
 
     def delete(self, run_id: str) -> bool:
-        """Delete a run; return whether it existed."""
+        """Delete the record of a run that has ended; return whether it did.
+
+        ``False`` for a run that is not there, and for one that has not ended
+        (``success``, ``failed`` or ``canceled``): the status is checked in the
+        same step as the delete, so a run restarted meanwhile is never deleted
+        under its actor.
+        """
         future: Future[bool] = Future()
         self._submit("delete", run_id, resolve(future))
         return future.result(CREATE_TIMEOUT)
@@ -1405,6 +1414,10 @@ class SQLiteStore:
         expected: dict[str, int] = {}
         carriers: dict[str, list[Write]] = {}
         unheld: dict[str, list[Write]] = {}
+        # Which run each id names, by its creation time: a record of a run deleted since
+        # whose id a new run took is not the new run's to write, fence or release.
+        saved_made: dict[str, float] = {}
+        releases: dict[str, tuple[str, float]] = {}
         held = self._held
         for write in saves:
             for record in write.payload:
@@ -1413,6 +1426,7 @@ class SQLiteStore:
                     outcome.errors[id(write)] = _fenced(run_id)
                     continue
                 stored.append(record)
+                saved_made[run_id] = record.created_at
                 epoch = held.get(run_id)
                 if epoch is None:
                     rows.append(self._row(record, *_stored(record), None, 0))
@@ -1422,25 +1436,38 @@ class SQLiteStore:
                     expected[run_id] = epoch
                     carriers.setdefault(run_id, []).append(write)
                 if record.status in SETTLED_STATUSES or record.wake_at is not None:
-                    outcome.releasing[run_id] = record.status
+                    releases[run_id] = (record.status, record.created_at)
         written: set[str] = set()
+        made: dict[str, float] = {}  # the creation time of each saved id's row, as it is now
         for chunk in _chunks(rows):
+            # Only runs that have a row: a save still on its way when its run was
+            # deleted must not bring it back (the INSERT is for the upsert's
+            # multi-row update; only create() records a run).
             found = connection.execute(
-                f"INSERT INTO runs ({_INSERT_COLUMNS}) VALUES "
+                f"INSERT INTO runs ({_INSERT_COLUMNS}) SELECT * FROM (VALUES "
                 + ", ".join([_ROW] * len(chunk))
+                + ") WHERE EXISTS (SELECT 1 FROM runs AS e WHERE e.run_id = column1)"
                 + _ON_CONFLICT_NEWER,
                 [value for row in chunk for value in row],
             ).fetchall()
-            written.update(row[0] for row in found)
+            for run_id, created_at in found:
+                written.add(run_id)
+                made[run_id] = created_at
+        # Runs not written: a run with no row any more (deleted while the save was on
+        # its way) or another run of that id is left alone; one another worker holds
+        # now is fenced.
         unwritten = [run_id for run_id in expected if run_id not in written]
         for ids in _chunks(unwritten):
             found = connection.execute(
-                "SELECT run_id, owner_id, epoch FROM runs WHERE run_id IN "
+                "SELECT run_id, owner_id, epoch, created_at FROM runs WHERE run_id IN "
                 f"({', '.join('?' * len(ids))})",
                 ids,
             ).fetchall()
-            for run_id, owner_id, epoch in found:
-                if owner_id != self.owner_id or epoch != expected[run_id]:
+            for run_id, owner_id, epoch, created_at in found:
+                made[run_id] = created_at
+                if created_at == saved_made[run_id] and (
+                    owner_id != self.owner_id or epoch != expected[run_id]
+                ):
                     outcome.fenced.add(run_id)
                     for write in carriers[run_id]:
                         outcome.errors[id(write)] = _fenced(run_id)
@@ -1448,22 +1475,28 @@ class SQLiteStore:
         taken_by_others: set[str] = set()
         for ids in _chunks(taken):
             found = connection.execute(
-                "SELECT run_id FROM runs WHERE owner_id IS NOT NULL AND run_id IN "
+                "SELECT run_id, owner_id, created_at FROM runs WHERE run_id IN "
                 f"({', '.join('?' * len(ids))})",
                 ids,
             ).fetchall()
-            for (run_id,) in found:  # another worker holds it: not this one's to write
-                taken_by_others.add(run_id)
-                for write in unheld[run_id]:
-                    outcome.errors[id(write)] = _fenced(run_id)
-        for run_id, status in list(outcome.releasing.items()):
-            if run_id not in written:
-                del outcome.releasing[run_id]
-            else:
+            for run_id, owner_id, created_at in found:
+                made[run_id] = created_at
+                if owner_id is not None and created_at == saved_made[run_id]:
+                    # Another worker holds it: not this one's to write.
+                    taken_by_others.add(run_id)
+                    for write in unheld[run_id]:
+                        outcome.errors[id(write)] = _fenced(run_id)
+        for run_id, (status, created_at) in releases.items():
+            if run_id in written and made[run_id] == created_at:
+                outcome.releasing[run_id] = status
                 outcome.hint("settled" if status in SETTLED_STATUSES else "queued", run_id)
-        # Parts of records another worker's row holds are never read: leave them out.
+        # Parts of records another worker's row holds are never read, and those of a
+        # run that is gone (or is another run now) would outlive it: leave them out.
         lost = outcome.fenced | taken_by_others
-        self._save_parts(connection, [r for r in stored if r.run_id not in lost])
+        self._save_parts(
+            connection,
+            [r for r in stored if r.run_id not in lost and made.get(r.run_id) == r.created_at],
+        )
 
     def _save_parts(self, connection: sqlite3.Connection, records: list[SnapshotRecord]) -> None:
         """Write the parts of the saved records kept in parts: what changed, or all of them.
@@ -1569,7 +1602,13 @@ class SQLiteStore:
     def _apply(self, connection: sqlite3.Connection, write: Write, outcome: _Outcome) -> Any:
         kind, payload = write.kind, write.payload
         if kind == "delete":
-            return connection.execute("DELETE FROM runs WHERE run_id = ?", (payload,)).rowcount == 1
+            return (
+                connection.execute(
+                    f"DELETE FROM runs WHERE run_id = ? AND status IN ({_TERMINAL_SQL})",
+                    (payload,),
+                ).rowcount
+                == 1
+            )
         if kind == "replace":
             return self._replace(connection, write, outcome)
         if kind == "claim":

@@ -24,6 +24,9 @@ WAIT = 10.0
 TERMINAL = {"success", "failed"}
 
 
+CREATED_AT = time.time()  # one run's snapshots share it, as a run actor's do
+
+
 def snapshot(run_id: str, seq: int, status: str, **changes: Any) -> Snapshot:
     now = time.time()
     data: Snapshot = {
@@ -48,7 +51,7 @@ def snapshot(run_id: str, seq: int, status: str, **changes: Any) -> Snapshot:
         "trace_id": "ab" * 16,
         "span_id": "cd" * 8,
         "metadata": {},
-        "created_at": now,
+        "created_at": CREATED_AT,
         "updated_at": now,
     }
     data.update(changes)  # type: ignore[typeddict-item]

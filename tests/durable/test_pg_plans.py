@@ -40,6 +40,9 @@ def snapshot_encoding() -> str:
     return "by-hand"
 
 
+CREATED_AT = 1_700_000_000.0  # a run's saves carry its creation time, as a run actor's do
+
+
 def fill(url: str, *, parts: bool) -> psycopg.Connection[Any]:
     """3,000 runs: the batch's held by ``me``, half the others ended, half held by another
     worker; with ``parts``, each kept in parts of lineage 7 (5 parts a run). Analyzed."""
@@ -55,7 +58,7 @@ def fill(url: str, *, parts: bool) -> psycopg.Connection[Any]:
             "owner_id": "me" if index in HELD else ("other" if index % 2 else None),
             "epoch": 1,
             "wake_at": None,
-            "created_at": now,
+            "created_at": CREATED_AT,
             "updated_at": now,
             "trace_id": "t",
             "snapshot": snapshot,
@@ -115,7 +118,7 @@ def batch() -> list[dict[str, Any]]:
             "owner_id": "me",
             "epoch": 1,
             "wake_at": None,
-            "created_at": now,
+            "created_at": CREATED_AT,
             "updated_at": now,
             "trace_id": "t",
             "snapshot": base64.b64encode(b"y" * 600).decode("ascii"),

@@ -1,0 +1,111 @@
+"""A deleted run stays deleted: writes still on their way when it went do not bring it back.
+
+Deleting a run that has ended while something of it is still in flight (the
+registry's copy of a cancel of a suspended run, the last save of a run that
+just ended) used to bring the run back: in memory every time the cancel was of
+a suspended run, on SQLite a few times in a hundred. Its id then refused a new
+run (``RunAlreadyStartedError``), a listing showed it again, and on SQLite the
+parts of a large run outlived it in their table.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from runtime import RunInProgressError, Runtime, create_step, create_workflow
+from runtime._snapshot import WHOLE_UNTIL
+
+RUNS = 30
+WAIT = 10.0
+
+
+class Note(BaseModel):
+    text: str
+
+
+def _ask(ctx: Any) -> Note:
+    if ctx.resume_data is None:
+        ctx.suspend({"question": "go on?"})
+    return ctx.input_data
+
+
+ASKING = (
+    create_workflow(id="asking", input_schema=Note, output_schema=Note)
+    .then(create_step(id="ask", input_schema=Note, output_schema=Note, execute=_ask))
+    .commit()
+)
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    if request.param == "postgres":
+        yield request.getfixturevalue("postgres_url")
+    else:
+        yield "memory" if request.param == "memory" else tmp_path / "deleted.db"
+
+
+@pytest.mark.parametrize("size", ["small", "kept in parts"])
+def test_a_canceled_suspended_run_once_deleted_stays_deleted(store: Any, size: str) -> None:
+    text = "." * (WHOLE_UNTIL if size == "kept in parts" else 10)
+    with Runtime(store=store) as rt:
+        wf = rt.register(ASKING)
+        ids = []
+        for index in range(RUNS):
+            run = wf.create_run(f"asked-{index}")
+            assert run.start(input_data={"text": text}, timeout=WAIT).status == "suspended"
+            assert run.cancel()
+            assert wf.delete_workflow_run_by_id(run.run_id)
+            ids.append(run.run_id)
+    # The runtime has stopped: every write it had on its way is done. What it kept is
+    # still readable (a store in memory goes with its runtime: read it there).
+    back = [run_id for run_id in ids if wf.get_workflow_run_execution_result(run_id)]
+    listed = {run.run_id for run in wf.list_workflow_runs(limit=None).runs}
+
+    assert back == []
+    assert listed.isdisjoint(ids)
+    if store == "memory":
+        return
+    with Runtime(store=store) as rt:
+        wf = rt.register(ASKING)
+        assert [run_id for run_id in ids if wf.get_workflow_run_execution_result(run_id)] == []
+        again = wf.create_run(ids[0]).start(input_data={"text": "again"}, timeout=WAIT)
+    assert again.status == "suspended"  # the id is free for a new run
+    if isinstance(store, Path):
+        with sqlite3.connect(store) as connection:
+            orphans = connection.execute(
+                "SELECT count(*) FROM run_parts WHERE run_id NOT IN (SELECT run_id FROM runs)"
+            ).fetchone()[0]
+        assert orphans == 0
+
+
+def test_a_run_restarted_while_it_is_being_deleted_is_not_deleted(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # delete_workflow_run_by_id looks at the run, then deletes it. A restart in between
+    # reopened the run, and the delete took it from under its new actor: the run was
+    # gone, and what that actor wrote next had no row.
+    with Runtime(store=store) as rt:
+        wf = rt.register(ASKING)
+        run = wf.create_run()
+        assert run.start(input_data={"text": "t"}, timeout=WAIT).status == "suspended"
+        assert run.cancel()
+        delete = type(rt.store).delete
+
+        def restart_first(self: Any, run_id: str) -> bool:
+            run.restart_async()  # between the look and the delete
+            return delete(self, run_id)
+
+        monkeypatch.setattr(type(rt.store), "delete", restart_first)
+        with pytest.raises(RunInProgressError):
+            wf.delete_workflow_run_by_id(run.run_id)
+        monkeypatch.undo()
+
+        result = run.wait(WAIT)
+        assert result.status == "suspended"  # restarted, at its step again
+        assert wf.get_workflow_run_execution_result(run.run_id) is not None
