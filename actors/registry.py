@@ -224,7 +224,9 @@ class RegistryActor(ThreadActor):
         if settles and stored is not None and stored.status in SETTLED_STATUSES:
             self._wake(record.run_id)
         if on_recorded is not None:
-            on_recorded(stored is not None and stored.seq == record.seq)
+            # Kept: the store holds it, or something newer built on it (a restart of
+            # the run it ended may have come in between).
+            on_recorded(stored is not None and stored.seq >= record.seq)
 
     def _on_settled_committed(self, message: SettledCommitted) -> None:
         self._wake(message.run_id)

@@ -997,6 +997,10 @@ class Run(Generic[In, Out]):
             return recorded
         if stored.status in TERMINAL_STATUSES:
             return False  # it ended otherwise first: this cancel changed nothing
+        if recorded:
+            # Recorded, and reopened since by a restart (the one thing that takes a run
+            # back from an end): this call canceled it all the same.
+            return True
         raise StoreError(
             f"the cancel of run {self.run_id!r} was not recorded: the store did not take the "
             f"canceled snapshot, and the run still reads as {stored.status}"

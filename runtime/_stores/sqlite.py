@@ -1459,16 +1459,18 @@ class SQLiteStore:
         unwritten = [run_id for run_id in expected if run_id not in written]
         for ids in _chunks(unwritten):
             found = connection.execute(
-                "SELECT run_id, owner_id, epoch, created_at FROM runs WHERE run_id IN "
+                "SELECT run_id, owner_id, epoch, created_at, status FROM runs WHERE run_id IN "
                 f"({', '.join('?' * len(ids))})",
                 ids,
             ).fetchall()
-            for run_id, owner_id, epoch, created_at in found:
+            for run_id, owner_id, epoch, created_at, status in found:
                 made[run_id] = created_at
                 if created_at == saved_made[run_id] and (
                     owner_id != self.owner_id or epoch != expected[run_id]
                 ):
                     outcome.fenced.add(run_id)
+                    if owner_id is None and status in TERMINAL_STATUSES:
+                        outcome.ended.add(run_id)  # a cancel ended it: no worker took it
                     for write in carriers[run_id]:
                         outcome.errors[id(write)] = _fenced(run_id)
         taken = [run_id for run_id in unheld if run_id not in written]
@@ -1902,14 +1904,24 @@ class SQLiteStore:
 class _Outcome:
     """What one transaction did: each write's result or error, and what to do once committed."""
 
-    __slots__ = ("errors", "fence_all", "fenced", "hints", "hold", "releasing", "results")
+    __slots__ = (
+        "ended",
+        "errors",
+        "fence_all",
+        "fenced",
+        "hints",
+        "hold",
+        "releasing",
+        "results",
+    )
 
     def __init__(self) -> None:
         self.results: dict[int, Any] = {}
         self.errors: dict[int, BaseException] = {}
         self.hold: dict[str, int] = {}  # runs this worker holds from now, with their epochs
         self.releasing: dict[str, str] = {}  # runs it holds no more (settled, asleep, queued)
-        self.fenced: set[str] = set()  # runs another worker took
+        self.fenced: set[str] = set()  # runs another worker took, or that ended meanwhile
+        self.ended: set[str] = set()  # of those, runs a compare-and-set ended (a cancel)
         self.fence_all = False  # this worker was reaped: every run it held went back
         self.hints: list[tuple[str, str]] = []
 
@@ -1929,7 +1941,12 @@ class _Outcome:
             for run_id in self.fenced:
                 held.pop(run_id, None)
                 store._fenced.add(run_id)
-                emit(logging.WARNING, "run_fenced", run_id=run_id, worker=store.owner_id)
+                if run_id in self.ended:
+                    # Canceled while this worker's actor had just taken it (a wake, a
+                    # claim): the cancel won; the actor stops, and nothing is wrong.
+                    emit(logging.INFO, "run_ended_meanwhile", run_id=run_id)
+                else:
+                    emit(logging.WARNING, "run_fenced", run_id=run_id, worker=store.owner_id)
             for run_id, epoch in self.hold.items():
                 held[run_id] = epoch
                 store._fenced.discard(run_id)
