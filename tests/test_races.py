@@ -11,6 +11,7 @@ new run of the same id, and how a delete took a run restarted under it.
 from __future__ import annotations
 
 import random
+import signal
 import threading
 import time
 from collections import Counter
@@ -125,6 +126,33 @@ def _call(wf: Any, kind: str, run_id: str | None, rng: random.Random) -> str | N
 
 
 def test_calls_raced_from_many_threads_answer_as_documented(store: Any) -> None:
+    _storm(store)
+
+
+@pytest.mark.parametrize("shared", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_calls_raced_beside_a_worker_process_answer_as_documented(
+    shared: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    # The same, while a `callboard worker` process on the store takes runs too: cancels,
+    # resumes and waits then go across processes.
+    from tests.test_cli_worker import Worker
+
+    store = (
+        request.getfixturevalue("postgres_url") if shared == "postgres" else tmp_path / "raced.db"
+    )
+    Runtime(store=store).start().stop()  # the store's schema, before the worker opens it
+    worker = Worker(str(store), "tests.test_races:RACED")
+    try:
+        worker.started()
+        _storm(store, fenced_allowed=True)
+        worker.signal(signal.SIGTERM)
+        assert worker.exit_code() == 0, worker.output()
+    finally:
+        worker.close()
+    assert "Traceback" not in worker.output()
+
+
+def _storm(store: Any, *, fenced_allowed: bool = False) -> None:
     ids: list[str] = []
     lock = threading.Lock()
     answers: Counter[str] = Counter()
@@ -172,8 +200,8 @@ def test_calls_raced_from_many_threads_answer_as_documented(store: Any) -> None:
 
     assert surprises == []
     assert fresh.status == "success" and fresh.result == {"n": 2}
-    # One process drives every run: nothing of its own is ever fenced off.
-    assert [e for e in logs if e["event"] == "run_fenced"] == []
+    if not fenced_allowed:  # one process drives every run: nothing is fenced off
+        assert [e for e in logs if e["event"] == "run_fenced"] == []
     assert answers["start: ok"] > 10 and answers["cancel: ok"] > 10, answers
 
 
