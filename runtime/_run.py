@@ -504,8 +504,9 @@ class Run(Generic[In, Out]):
         own time (``at``) and number (``seq``).
 
         Args:
-            timeout: For ``for``: seconds to wait for each next event before
-                ``RunTimeoutError``; ``None`` waits as long as it takes.
+            timeout: Seconds to wait for each next event (with ``for`` and
+                ``async for`` alike) before ``RunTimeoutError``; ``None`` waits
+                as long as it takes.
             from_seq: Only the events numbered above this one (the last a
                 client saw before it lost its connection); ``None`` for all.
 
@@ -561,8 +562,9 @@ class Run(Generic[In, Out]):
         Args:
             from_seq: Only the events numbered above this one; ``None`` for
                 the run's events from its start.
-            timeout: For ``for``: seconds to wait for each next event before
-                ``RunTimeoutError``; ``None`` waits as long as it takes.
+            timeout: Seconds to wait for each next event (with ``for`` and
+                ``async for`` alike) before ``RunTimeoutError``; ``None`` waits
+                as long as it takes.
 
         Raises:
             As :meth:`watch`.
@@ -1331,12 +1333,21 @@ class RunWatch:
     async def __anext__(self) -> RunEvent:
         while not self._closed:
             try:
-                event = await self._channel.aget()
+                if self._timeout is None:
+                    event = await self._channel.aget()
+                else:
+                    async with asyncio.timeout(self._timeout):
+                        event = await self._channel.aget()
             except ChannelClosed:
                 if self._lagged():
                     continue
                 self._check_not_stopped()
                 break
+            except TimeoutError:
+                raise RunTimeoutError(
+                    f"no event from run {self.run_id!r} within {self._timeout} seconds",
+                    run_id=self.run_id,
+                ) from None
             self._last_seq = event.seq
             return event
         raise StopAsyncIteration

@@ -10,6 +10,7 @@ new run of the same id, and how a delete took a run restarted under it.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import signal
 import threading
@@ -227,3 +228,71 @@ def test_a_cancel_followed_at_once_by_a_restart_says_it_canceled_the_run(
         result = run.wait(WAIT)
 
     assert result.status == "success" and result.restarts == 1
+
+
+async def _acall(wf: Any, kind: str, run_id: str | None, rng: random.Random) -> str | None:
+    """The awaitable twin of :func:`_call`."""
+    if kind == "start" or run_id is None:
+        run = wf.create_run()
+        await run.astart_async(input_data={"n": rng.randrange(10)})
+        return str(run.run_id)
+    run = wf.create_run(run_id)
+    if kind == "start_same":
+        await run.astart_async(input_data={"n": 1})
+    elif kind == "resume":
+        await run.aresume_async(resume_data={})
+    elif kind == "resume_wrong":
+        await run.aresume_async(step="no-such-step", resume_data={})
+    elif kind == "cancel":
+        await run.acancel()
+    elif kind == "delete":
+        await wf.adelete_workflow_run_by_id(run_id)
+    elif kind == "restart":
+        await run.arestart_async()
+    elif kind == "wait":
+        await run.wait_async(timeout=0.05)
+    elif kind == "watch":
+        async for _ in run.watch(timeout=0.05):
+            pass
+    elif kind == "get":
+        await wf.aget_workflow_run_execution_result(run_id)
+    else:
+        await wf.alist_workflow_runs(limit=20)
+    return None
+
+
+def test_awaitable_calls_raced_on_one_loop_answer_as_documented(store: Any) -> None:
+    # The same storm through the `a` twins, from sixteen tasks on one event loop (it
+    # found `async for` over a watch ignoring its timeout: every task hung in one).
+    ids: list[str] = []
+    surprises: list[str] = []
+    answers: Counter[str] = Counter()
+
+    async def client(seed: int, wf: Any, until: float) -> None:
+        rng = random.Random(seed)
+        while time.monotonic() < until:
+            kind = rng.choice(KINDS)
+            run_id = rng.choice(ids[-4:]) if ids else None
+            try:
+                started = await _acall(wf, kind, run_id, rng)
+            except EXPECTED as exc:
+                answers[f"{kind}: {type(exc).__name__}"] += 1
+            except Exception as exc:
+                surprises.append(f"{kind}: {type(exc).__name__}: {exc}")
+            else:
+                answers[f"{kind}: ok"] += 1
+                if started is not None:
+                    ids.append(started)
+
+    async def main() -> Any:
+        async with Runtime(store=store) as rt:
+            wf = rt.register(RACED)
+            until = time.monotonic() + SECONDS
+            await asyncio.gather(*(client(seed, wf, until) for seed in range(2 * THREADS)))
+            return await wf.create_run().astart(input_data={"n": 1}, timeout=WAIT)
+
+    fresh = asyncio.run(asyncio.wait_for(main(), SECONDS + 3 * WAIT))
+
+    assert surprises == []
+    assert fresh.status == "success" and fresh.result == {"n": 2}
+    assert answers["start: ok"] > 10 and answers["watch: ok"] > 10, answers

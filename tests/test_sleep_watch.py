@@ -488,6 +488,38 @@ def test_watch_with_a_timeout_raises_run_timeout_while_a_step_blocks(runtime: Ru
     assert (received[-1].type, received[-1].status) == ("status", RunStatus.SUCCESS)
 
 
+def test_async_for_over_a_watch_with_a_timeout_raises_run_timeout_too(runtime: Runtime) -> None:
+    # The timeout was for `for` only: `async for` over watch(timeout=...) of a run with
+    # nothing to tell (a step that blocks, a suspended run) waited for ever.
+    entered, release = threading.Event(), threading.Event()
+    wf = runtime.register(
+        create_workflow(id="stuck-async", input_schema=N, output_schema=N)
+        .then(gated_step(entered, release))
+        .commit()
+    )
+    run = wf.create_run()
+
+    async def watch_until_timeout() -> tuple[list[RunEvent], RunTimeoutError | None]:
+        received: list[RunEvent] = []
+        try:
+            async for event in run.watch(timeout=0.2):
+                received.append(event)
+        except RunTimeoutError as exc:
+            return received, exc
+        return received, None
+
+    try:
+        run.start_async(input_data={"n": 1})
+        assert entered.wait(WAIT)
+        received, timed_out = asyncio.run(asyncio.wait_for(watch_until_timeout(), WAIT))
+        assert timed_out is not None and timed_out.run_id == run.run_id
+        assert ("step_started", "gate") in pairs(received)
+        assert ("step_finished", "gate") not in pairs(received)
+    finally:
+        release.set()
+    assert run.wait(WAIT).status == RunStatus.SUCCESS
+
+
 def test_async_for_over_watch_yields_the_events(runtime: Runtime) -> None:
     wf = runtime.register(
         create_workflow(id="async-watch", input_schema=N, output_schema=N)
