@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -113,3 +115,12 @@ def postgres_url(postgres_server: Server) -> Iterator[str]:
     url = postgres_server.new_database()
     yield url
     postgres_server.release_database(url)
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def each_store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """What ``Runtime(store=...)`` takes, once for each store: ``"memory"``, a SQLite file's
+    path (not created yet), a fresh PostgreSQL database's URL."""
+    if request.param == "postgres":
+        return request.getfixturevalue("postgres_url")
+    return "memory" if request.param == "memory" else tmp_path / "runs.db"

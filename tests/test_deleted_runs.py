@@ -11,7 +11,6 @@ parts of a large run outlived it in their table.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,16 +41,9 @@ ASKING = (
 )
 
 
-@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    if request.param == "postgres":
-        yield request.getfixturevalue("postgres_url")
-    else:
-        yield "memory" if request.param == "memory" else tmp_path / "deleted.db"
-
-
 @pytest.mark.parametrize("size", ["small", "kept in parts"])
-def test_a_canceled_suspended_run_once_deleted_stays_deleted(store: Any, size: str) -> None:
+def test_a_canceled_suspended_run_once_deleted_stays_deleted(each_store: Any, size: str) -> None:
+    store = each_store
     text = "." * (WHOLE_UNTIL if size == "kept in parts" else 10)
     with Runtime(store=store) as rt:
         wf = rt.register(ASKING)
@@ -85,8 +77,9 @@ def test_a_canceled_suspended_run_once_deleted_stays_deleted(store: Any, size: s
 
 
 def test_a_run_restarted_while_it_is_being_deleted_is_not_deleted(
-    store: Any, monkeypatch: pytest.MonkeyPatch
+    each_store: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    store = each_store
     # delete_workflow_run_by_id looks at the run, then deletes it. A restart in between
     # reopened the run, and the delete took it from under its new actor: the run was
     # gone, and what that actor wrote next had no row.

@@ -16,7 +16,6 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,14 +86,6 @@ KINDS = [
 ]  # fmt: skip
 
 
-@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    if request.param == "postgres":
-        yield request.getfixturevalue("postgres_url")
-    else:
-        yield "memory" if request.param == "memory" else tmp_path / "raced.db"
-
-
 def _call(wf: Any, kind: str, run_id: str | None, rng: random.Random) -> str | None:
     """Make one call; return the id of a run it started."""
     if kind == "start" or run_id is None:
@@ -126,7 +117,8 @@ def _call(wf: Any, kind: str, run_id: str | None, rng: random.Random) -> str | N
     return None
 
 
-def test_calls_raced_from_many_threads_answer_as_documented(store: Any) -> None:
+def test_calls_raced_from_many_threads_answer_as_documented(each_store: Any) -> None:
+    store = each_store
     _storm(store)
 
 
@@ -207,8 +199,9 @@ def _storm(store: Any, *, fenced_allowed: bool = False) -> None:
 
 
 def test_a_cancel_followed_at_once_by_a_restart_says_it_canceled_the_run(
-    store: Any, monkeypatch: pytest.MonkeyPatch
+    each_store: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    store = each_store
     # The cancel is recorded, then reads the store back to tell which end the run
     # kept. A restart in between reopened the run, and the cancel raised StoreError
     # ("not recorded ... still reads as running") though it had been recorded.
@@ -261,7 +254,8 @@ async def _acall(wf: Any, kind: str, run_id: str | None, rng: random.Random) -> 
     return None
 
 
-def test_awaitable_calls_raced_on_one_loop_answer_as_documented(store: Any) -> None:
+def test_awaitable_calls_raced_on_one_loop_answer_as_documented(each_store: Any) -> None:
+    store = each_store
     # The same storm through the `a` twins, from sixteen tasks on one event loop (it
     # found `async for` over a watch ignoring its timeout: every task hung in one).
     ids: list[str] = []
