@@ -834,7 +834,11 @@ class RunActor(DispatchedActor):
             self._record_step(step_node.path, items)
         else:
             record = snapshot["steps"].get(step_node.path)
-            if record is not None and record["status"] == StepStatus.SUSPENDED:
+            if record is None:
+                # Restarted after a cancel or failure: the foreach's record went with
+                # it (it did not succeed), its items' progress stays.
+                self._record_step(step_node.path, items)
+            elif record["status"] == StepStatus.SUSPENDED:
                 record["status"] = StepStatus.RUNNING.value  # resumed
                 record["ended_at"] = None
         self._next_item = 0

@@ -259,3 +259,58 @@ def test_every_store_reopens_only_a_run_that_has_ended(
         assert loaded is not None and loaded.status == "success"
     finally:
         store.close()
+
+
+class Num(BaseModel):
+    n: int
+
+
+class Nums(BaseModel):
+    items: list[Num]
+
+
+failing = {"n": -1}
+
+
+def _check(ctx):  # type: ignore[no-untyped-def]
+    calls[f"check {ctx.input_data.n}"] += 1
+    if ctx.input_data.n == failing["n"]:
+        raise RuntimeError("a bad deploy")
+    if ctx.input_data.n % 2 == 0 and ctx.resume_data is None:
+        ctx.suspend({"n": ctx.input_data.n})
+    return Num(n=ctx.input_data.n * 10)
+
+
+checks = (
+    create_workflow(id="checks", input_schema=Nums, output_schema=Nums)
+    .map(lambda ctx: ctx.input_data["items"])
+    .foreach(create_step(id="check", input_schema=Num, output_schema=Num, execute=_check))
+    .map(lambda ctx: {"items": ctx.input_data})
+    .commit()
+)
+
+
+@pytest.mark.parametrize("ended", ["canceled", "failed"])
+def test_a_foreach_restarts_with_the_items_it_had_done(runtime: Runtime, ended: str) -> None:
+    # The foreach's own record did not survive the restart (it had not succeeded) and its
+    # actor crashed at the next item (KeyError: the step's path).
+    failing["n"] = 5 if ended == "failed" else -1
+    wf = runtime.register(checks)
+    run = wf.create_run()
+    first = run.start(input_data={"items": [{"n": n} for n in (1, 2, 5)]}, timeout=WAIT)
+    if ended == "canceled":
+        assert first.status == "suspended" and set(first.suspended) == {"check[1]"}
+        assert run.cancel()
+    else:
+        assert first.status == "failed"
+    failing["n"] = -1
+
+    again = run.restart(timeout=WAIT)
+    assert again.status == "suspended", again.error
+    assert set(again.suspended) == {"check[1]"}
+    done = run.resume(step="check", for_each_index=1, resume_data={}, timeout=WAIT)
+
+    assert done.status == "success", done.error
+    assert done.result == {"items": [{"n": 10}, {"n": 20}, {"n": 50}]}
+    assert done.restarts == 1
+    assert calls["check 1"] == 1  # done before the restart: not again
