@@ -198,8 +198,9 @@ class RegistryActor(ThreadActor):
             return
         if self._durable:
             last = self._live.get(record.run_id)
-            if last is not None and last.seq >= record.seq:
-                # Older than what the store will hold once it commits.
+            if last is not None and last.seq >= record.seq and last.created_at == record.created_at:
+                # Older than what the store will hold once it commits. (A run of the same
+                # id created since, after a delete, is another run: its records count.)
                 if on_recorded is not None:
                     on_recorded(False)
                 return

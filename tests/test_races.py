@@ -80,9 +80,22 @@ RACED = (
     .then(create_step(id="add", input_schema=Number, output_schema=Number, execute=_add))
     .commit()
 )
+# The same through a foreach of three items (n, n + 1, n + 2: one or two suspend); its
+# result is the first item's number plus one, as RACED's is.
+RACED_FOREACH = (
+    create_workflow(id="raced-foreach", input_schema=Number, output_schema=Number)
+    .map(lambda ctx: [{"n": ctx.input_data["n"] + step} for step in (0, 2, 4)])
+    .foreach(
+        create_step(id="ask", input_schema=Number, output_schema=Number, execute=_ask),
+        concurrency=2,
+    )
+    .map(lambda ctx: {"n": ctx.input_data[0]["n"] + 1})
+    .commit()
+)
+WORKFLOWS = {"steps": RACED, "foreach": RACED_FOREACH}
 KINDS = [
-    "start", "start_same", "resume", "resume_wrong", "cancel", "delete", "restart",
-    "wait", "watch", "get", "list",
+    "start", "start_same", "resume", "resume_item", "resume_wrong", "cancel", "delete",
+    "restart", "wait", "watch", "get", "list",
 ]  # fmt: skip
 
 
@@ -97,6 +110,8 @@ def _call(wf: Any, kind: str, run_id: str | None, rng: random.Random) -> str | N
         run.start_async(input_data={"n": 1})
     elif kind == "resume":
         run.resume_async(resume_data={})
+    elif kind == "resume_item":
+        run.resume_async(step="ask", for_each_index=rng.randrange(3), resume_data={})
     elif kind == "resume_wrong":
         run.resume_async(step="no-such-step", resume_data={})
     elif kind == "cancel":
@@ -117,9 +132,11 @@ def _call(wf: Any, kind: str, run_id: str | None, rng: random.Random) -> str | N
     return None
 
 
-def test_calls_raced_from_many_threads_answer_as_documented(each_store: Any) -> None:
+@pytest.mark.parametrize("shape", sorted(WORKFLOWS))
+def test_calls_raced_from_many_threads_answer_as_documented(each_store: Any, shape: str) -> None:
+    # Over a foreach it found restart() crashing the actor of a run ended inside one.
     store = each_store
-    _storm(store)
+    _storm(store, WORKFLOWS[shape])
 
 
 @pytest.mark.parametrize("shared", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -137,7 +154,7 @@ def test_calls_raced_beside_a_worker_process_answer_as_documented(
     worker = Worker(str(store), "tests.test_races:RACED")
     try:
         worker.started()
-        _storm(store, fenced_allowed=True)
+        _storm(store, RACED, fenced_allowed=True)
         worker.signal(signal.SIGTERM)
         assert worker.exit_code() == 0, worker.output()
     finally:
@@ -145,7 +162,7 @@ def test_calls_raced_beside_a_worker_process_answer_as_documented(
     assert "Traceback" not in worker.output()
 
 
-def _storm(store: Any, *, fenced_allowed: bool = False) -> None:
+def _storm(store: Any, workflow: Any, *, fenced_allowed: bool = False) -> None:
     ids: list[str] = []
     lock = threading.Lock()
     answers: Counter[str] = Counter()
@@ -170,7 +187,7 @@ def _storm(store: Any, *, fenced_allowed: bool = False) -> None:
                         ids.append(started)
 
     with capture_logs() as logs, Runtime(store=store) as rt:
-        wf = rt.register(RACED)
+        wf = rt.register(workflow)
         until = time.monotonic() + SECONDS
         threads = [
             threading.Thread(target=storm, args=(seed, wf, until)) for seed in range(THREADS)
@@ -187,7 +204,10 @@ def _storm(store: Any, *, fenced_allowed: bool = False) -> None:
                 return False
             return result is None or result.status in ("success", "failed", "canceled", "suspended")
 
-        wait_until(lambda: all(settled(run_id) for run_id in ids), WAIT, "every run settled")
+        def unsettled() -> list[str]:
+            return [run_id for run_id in ids if not settled(run_id)]
+
+        wait_until(lambda: not unsettled(), WAIT, "every run settled")
         fresh = wf.create_run().start(input_data={"n": 1}, timeout=WAIT)
         assert rt.is_running
 
@@ -234,6 +254,8 @@ async def _acall(wf: Any, kind: str, run_id: str | None, rng: random.Random) -> 
         await run.astart_async(input_data={"n": 1})
     elif kind == "resume":
         await run.aresume_async(resume_data={})
+    elif kind == "resume_item":
+        await run.aresume_async(step="ask", for_each_index=rng.randrange(3), resume_data={})
     elif kind == "resume_wrong":
         await run.aresume_async(step="no-such-step", resume_data={})
     elif kind == "cancel":

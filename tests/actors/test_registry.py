@@ -19,6 +19,7 @@ from actors.registry import RegistryActor
 from runtime._snapshot import Snapshot, decode, encode
 from runtime._stores.base import SnapshotRecord
 from runtime._stores.memory import MemoryStore
+from runtime._stores.sqlite import SQLiteStore
 
 WAIT = 10.0
 TERMINAL = {"success", "failed"}
@@ -352,3 +353,41 @@ def test_a_message_outside_the_protocol_is_refused_and_the_registry_goes_on(
     ]
     assert registry.is_alive()
     assert watch(registry, "r").is_set()
+
+
+def test_on_a_durable_store_a_new_run_of_a_deleted_runs_id_has_its_snapshots_kept(
+    tmp_path: Any,
+) -> None:
+    # The registry remembers the last snapshot of each run in progress on a durable
+    # store, and drops an older one. A run of the same id started after the first was
+    # deleted had its snapshots dropped as older than the deleted run's: it stayed
+    # pending for ever, its actor waiting for a commit (1 race in 5 on PostgreSQL).
+    store = SQLiteStore(tmp_path / "runs.db")
+    registry = RegistryActor.start(store)
+    try:
+        store.create(record("r", 0, "pending", created_at=1_000.0))
+        take(registry, record("r", 3, "running", created_at=1_000.0))  # remembered
+        store.save([record("r", 4, "canceled", created_at=1_000.0)])  # ended elsewhere
+        wait_until_stored = time.monotonic() + WAIT
+        while (done := store.load("r")) is None or done.status != "canceled":
+            assert time.monotonic() < wait_until_stored
+            time.sleep(0.01)
+        assert store.delete("r")
+        store.create(record("r", 0, "pending", created_at=2_000.0))
+
+        committed = threading.Event()
+        registry.ask(
+            SnapshotTaken(
+                record=record("r", 1, "running", created_at=2_000.0),
+                terminal=False,
+                on_recorded=lambda kept: committed.set() if kept else None,
+            ),
+            timeout=WAIT,
+        )
+
+        assert committed.wait(WAIT)
+        again = store.load("r")
+        assert again is not None and (again.seq, again.status) == (1, "running")
+    finally:
+        registry.stop(timeout=WAIT)
+        store.close()
