@@ -169,10 +169,15 @@ class WakeRun:
 
 @dataclass(frozen=True, slots=True)
 class RunEnded:
-    """A run reached a terminal status (or was halted) and its actor stopped."""
+    """A run reached a terminal status (or was halted) and its actor stopped.
+
+    ``actor`` is the run actor that sends it: a run of the same id started since
+    (its first deleted) has another, which this message does not concern.
+    """
 
     run_id: str
     status: RunStatus | Literal["halted"]
+    actor: pykka.ActorRef[Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +192,7 @@ class RunParked:
     plan: ExecutionPlan
     snapshot: Snapshot
     wake_at: float | None
+    actor: pykka.ActorRef[Any] | None = None  # as RunEnded's
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +201,7 @@ class RunCrashed:
 
     run_id: str
     error: dict[str, Any]
+    actor: pykka.ActorRef[Any] | None = None  # as RunEnded's
 
 
 SupervisorMessage: TypeAlias = (

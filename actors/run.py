@@ -328,7 +328,9 @@ class RunActor(DispatchedActor):
         self._count_end(RunStatus.FAILED.value)
         tell_safely(
             self._supervisor,
-            RunCrashed(run_id=self._snapshot["run_id"], error=error_dict(crash)),
+            RunCrashed(
+                run_id=self._snapshot["run_id"], error=error_dict(crash), actor=self.actor_ref
+            ),
         )
 
     def _on_step_finished(self, message: StepFinished) -> None:
@@ -1187,7 +1189,11 @@ class RunActor(DispatchedActor):
         self._tell_snapshot(terminal=False)
         snapshot = self._snapshot
         parked = RunParked(
-            run_id=snapshot["run_id"], plan=self._plan, snapshot=snapshot, wake_at=wake_at
+            run_id=snapshot["run_id"],
+            plan=self._plan,
+            snapshot=snapshot,
+            wake_at=wake_at,
+            actor=self.actor_ref,
         )
         tell_safely(self._supervisor, parked)
         self.stop_now()
@@ -1198,7 +1204,7 @@ class RunActor(DispatchedActor):
         self._calls.abort(AbortReason.CANCELED)
         self._span.end("interrupted")
         self._count_end(None)
-        ended = RunEnded(run_id=self._snapshot["run_id"], status="halted")
+        ended = RunEnded(run_id=self._snapshot["run_id"], status="halted", actor=self.actor_ref)
         tell_safely(self._supervisor, ended)
         self.stop_now()
 
@@ -1255,7 +1261,8 @@ class RunActor(DispatchedActor):
             or not direct.end(record)
         ):
             self._hooks.finish(self._plan, snapshot, record, self._registry, on_recorded)
-        tell_safely(self._supervisor, RunEnded(run_id=snapshot["run_id"], status=status))
+        ended = RunEnded(run_id=snapshot["run_id"], status=status, actor=self.actor_ref)
+        tell_safely(self._supervisor, ended)
         self.stop_now()
 
     def _count_end(self, status: str | None) -> None:

@@ -211,7 +211,16 @@ class SupervisorActor(DispatchedActor):
             self._spawn(message)
 
     def _on_run_ended(self, message: RunEnded) -> None:
-        self._ended(message.run_id)
+        self._ended(message.run_id if self._drives(message.run_id, message.actor) else None)
+
+    def _drives(self, run_id: str, actor: pykka.ActorRef[Any] | None) -> bool:
+        """Whether ``actor`` is the one this supervisor has for ``run_id`` (or it has none).
+
+        Not so for the actor of a run that ended, was deleted, and whose id a new run
+        took before its last message came: the table's entry is the new run's.
+        """
+        entry = self._runs.get(run_id)
+        return entry is None or actor is None or entry[0] is actor
 
     def _on_queues_due(self, _message: QueuesDue) -> None:
         self._rate_timer = None
@@ -220,6 +229,9 @@ class SupervisorActor(DispatchedActor):
     def _on_run_parked(self, message: RunParked) -> None:
         """A run sleeps (with a wake time) or suspends: its actor is gone; free its slot."""
         run_id = message.run_id
+        if not self._drives(run_id, message.actor):
+            self._ended(None)
+            return
         self._runs.pop(run_id, None)
         self._leave_queue(run_id)
         if message.wake_at is not None and not self._shared:
@@ -281,6 +293,9 @@ class SupervisorActor(DispatchedActor):
         self._notify_if_idle()
 
     def _on_run_crashed(self, message: RunCrashed) -> None:
+        if not self._drives(message.run_id, message.actor):
+            self._ended(None)  # a deleted run's actor: its record is gone, nothing to fail
+            return
         running = self._runs.get(message.run_id)
         plan = running[1] if running is not None else None
         failure = RecordFailure(run_id=message.run_id, error=message.error, plan=plan)

@@ -11,6 +11,7 @@ parts of a large run outlived it in their table.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from pydantic import BaseModel
 
 from runtime import RunInProgressError, Runtime, create_step, create_workflow
 from runtime._snapshot import WHOLE_UNTIL
+from tests._support import wait_until
 
 RUNS = 30
 WAIT = 10.0
@@ -102,3 +104,51 @@ def test_a_run_restarted_while_it_is_being_deleted_is_not_deleted(
         result = run.wait(WAIT)
         assert result.status == "suspended"  # restarted, at its step again
         assert wf.get_workflow_run_execution_result(run.run_id) is not None
+
+
+def test_a_new_run_of_a_deleted_runs_id_keeps_its_actor_when_the_old_ones_end_comes_late(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The supervisor's table of run actors is keyed by run id. The end of the first run,
+    # told after its id was deleted and taken by a new run, took the new run's entry:
+    # the new run went on, but a cancel of it found no actor (CancelError after 5 s).
+    import actors.run as run_module
+    from actors.messages import RunEnded
+
+    held: list[tuple[Any, Any]] = []
+    tell = run_module.tell_safely
+
+    def late_end(ref: Any, message: Any) -> bool:
+        if isinstance(message, RunEnded) and message.run_id == "same" and not held:
+            held.append((ref, message))  # the first run's end, told later
+            return True
+        return bool(tell(ref, message))
+
+    gate = threading.Event()
+
+    def hold(ctx: Any) -> Note:
+        if ctx.input_data.text == "hold":
+            gate.wait(WAIT)
+        return ctx.input_data
+
+    holding = (
+        create_workflow(id="holding", input_schema=Note, output_schema=Note)
+        .then(create_step(id="hold", input_schema=Note, output_schema=Note, execute=hold))
+        .commit()
+    )
+    monkeypatch.setattr(run_module, "tell_safely", late_end)
+    try:
+        with Runtime() as rt:
+            wf = rt.register(holding)
+            first = wf.create_run("same")
+            assert first.start(input_data={"text": "go"}, timeout=WAIT).status == "success"
+            wait_until(lambda: held, what="the first run's end, held back")
+            assert wf.delete_workflow_run_by_id("same")
+            second = wf.create_run("same")
+            second.start_async(input_data={"text": "hold"})  # its actor waits in the step
+            ref, message = held[0]
+            tell(ref, message)  # the first run's end comes now
+            assert second.cancel() is True
+            assert second.wait(WAIT).status == "canceled"
+    finally:
+        gate.set()
