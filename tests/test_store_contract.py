@@ -287,6 +287,23 @@ def test_a_save_of_a_deleted_run_leaves_a_new_run_of_its_id_alone(store: Snapsho
     assert store.load("r1") == rec("r1", 1, "running", created_at=2_000.0)
 
 
+@pytest.mark.parametrize("reopen", [False, True], ids=["replace", "reopen"])
+def test_a_compare_and_set_of_a_deleted_run_leaves_a_new_run_of_its_id_alone(
+    store: SnapshotStore, reopen: bool
+) -> None:
+    # A restart (or resume, or cancel) reads the run, then compares and sets on its seq.
+    # The run deleted meanwhile and a new one of the same id at the same seq: the set
+    # landed on the new run, whose row then held the old run's snapshot (its actor's
+    # saves, of the old run, never applied: it stayed running for ever).
+    store.create(rec("r1", created_at=2_000.0, data=b"the new run"))
+    save_and_wait(store, rec("r1", 2, "canceled" if reopen else "suspended", created_at=2_000.0))
+    late = rec("r1", 3, "running", created_at=1_000.0)  # of the deleted run
+
+    assert not store.replace(late, 2, reopen=reopen)
+    loaded = store.load("r1")
+    assert loaded is not None and loaded.seq == 2 and loaded.created_at == 2_000.0
+
+
 def test_prune_deletes_only_ended_runs(store: SnapshotStore) -> None:
     statuses = ["pending", "running", "waiting", "suspended", "success", "failed", "canceled"]
     for n, status in enumerate(statuses):

@@ -88,6 +88,7 @@ class MemoryStore:
             current = self._records.get(record.run_id)
             if (
                 current is None
+                or current.created_at != record.created_at  # a new run of that id since
                 or current.seq != expected_seq
                 or (current.status in TERMINAL_STATUSES) != reopen
                 or record.seq <= current.seq

@@ -545,7 +545,7 @@ UPDATE callboard_runs SET
     status = %(status)s, seq = %(seq)s, updated_at = %(updated_at)s, snapshot = %(snapshot)s,
     wake_at = %(wake_at)s, owner_id = %(new_owner)s, epoch = epoch + %(bump)s, lineage = NULL
 WHERE run_id = %(run_id)s AND seq = %(expected)s AND %(seq)s > seq
-    AND status NOT IN ({_TERMINAL_SQL}) AND {{holder}}
+    AND status NOT IN ({_TERMINAL_SQL}) AND {{holder}} AND created_at = %(created_at)s
 RETURNING epoch
 """
 
@@ -2539,6 +2539,7 @@ class PostgresStore:
             "expected": expected_seq,
             "owner": self.owner_id,
             "epoch": epoch,
+            "created_at": record.created_at,  # the run read, not a new one of its id since
         }
         holder = (
             "owner_id IS NULL" if epoch is None else "owner_id = %(owner)s AND epoch = %(epoch)s"

@@ -303,14 +303,16 @@ RETURNING run_id, created_at
 
 # The compare-and-set of replace(): the run's stored seq must be the one its
 # caller read, its status not terminal, the new seq above the stored one, and
-# nobody else may hold it. Parameters: status, seq, updated_at, snapshot,
-# wake_at, new owner, epoch step, run_id, expected seq, seq, this worker.
+# nobody else may hold it, and the row must be of the run it read (created then: not
+# a new run given the id after a delete). Parameters: status, seq, updated_at,
+# snapshot, wake_at, new owner, epoch step, run_id, expected seq, seq, this worker,
+# created_at.
 _REPLACE = f"""
 UPDATE runs SET
     status = ?, seq = ?, updated_at = ?, snapshot = ?, wake_at = ?, owner_id = ?,
     epoch = epoch + ?, lineage = NULL
 WHERE run_id = ? AND seq = ? AND ? > seq AND status NOT IN ({_TERMINAL_SQL})
-    AND (owner_id IS NULL OR owner_id = ?)
+    AND (owner_id IS NULL OR owner_id = ?) AND created_at = ?
 RETURNING epoch
 """
 
@@ -1696,6 +1698,7 @@ class SQLiteStore:
                 expected_seq,
                 record.seq,
                 self.owner_id,
+                record.created_at,  # the run read, not a new one given its id since
             ),
         ).fetchone()
         if row is None:
