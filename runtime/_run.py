@@ -1333,11 +1333,8 @@ class RunWatch:
     async def __anext__(self) -> RunEvent:
         while not self._closed:
             try:
-                if self._timeout is None:
+                async with asyncio.timeout(self._timeout):  # None: as long as it takes
                     event = await self._channel.aget()
-                else:
-                    async with asyncio.timeout(self._timeout):
-                        event = await self._channel.aget()
             except ChannelClosed:
                 if self._lagged():
                     continue

@@ -455,17 +455,24 @@ def test_watching_a_finished_run_yields_its_events_and_ends(runtime: Runtime) ->
     assert events[4].step is not None and events[4].step.output == {"n": 4}
 
 
-def test_watch_with_a_timeout_raises_run_timeout_while_a_step_blocks(runtime: Runtime) -> None:
-    entered, release = threading.Event(), threading.Event()
+def _blocked_run(runtime: Runtime, release: threading.Event) -> Any:
+    """A run started and waiting in its one step until ``release`` is set."""
+    entered = threading.Event()
     wf = runtime.register(
         create_workflow(id="stuck", input_schema=N, output_schema=N)
         .then(gated_step(entered, release))
         .commit()
     )
     run = wf.create_run()
+    run.start_async(input_data={"n": 1})
+    assert entered.wait(WAIT)
+    return run
+
+
+def test_watch_with_a_timeout_raises_run_timeout_while_a_step_blocks(runtime: Runtime) -> None:
+    release = threading.Event()
     try:
-        run.start_async(input_data={"n": 1})
-        assert entered.wait(WAIT)
+        run = _blocked_run(runtime, release)
         watch = run.watch(timeout=0.2)
         received: list[RunEvent] = []
         with pytest.raises(RunTimeoutError) as caught:
@@ -491,15 +498,9 @@ def test_watch_with_a_timeout_raises_run_timeout_while_a_step_blocks(runtime: Ru
 def test_async_for_over_a_watch_with_a_timeout_raises_run_timeout_too(runtime: Runtime) -> None:
     # The timeout was for `for` only: `async for` over watch(timeout=...) of a run with
     # nothing to tell (a step that blocks, a suspended run) waited for ever.
-    entered, release = threading.Event(), threading.Event()
-    wf = runtime.register(
-        create_workflow(id="stuck-async", input_schema=N, output_schema=N)
-        .then(gated_step(entered, release))
-        .commit()
-    )
-    run = wf.create_run()
+    release = threading.Event()
 
-    async def watch_until_timeout() -> tuple[list[RunEvent], RunTimeoutError | None]:
+    async def watch_until_timeout(run: Any) -> tuple[list[RunEvent], RunTimeoutError | None]:
         received: list[RunEvent] = []
         try:
             async for event in run.watch(timeout=0.2):
@@ -509,9 +510,8 @@ def test_async_for_over_a_watch_with_a_timeout_raises_run_timeout_too(runtime: R
         return received, None
 
     try:
-        run.start_async(input_data={"n": 1})
-        assert entered.wait(WAIT)
-        received, timed_out = asyncio.run(asyncio.wait_for(watch_until_timeout(), WAIT))
+        run = _blocked_run(runtime, release)
+        received, timed_out = asyncio.run(asyncio.wait_for(watch_until_timeout(run), WAIT))
         assert timed_out is not None and timed_out.run_id == run.run_id
         assert ("step_started", "gate") in pairs(received)
         assert ("step_finished", "gate") not in pairs(received)
