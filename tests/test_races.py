@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from structlog.testing import capture_logs
 
 from runtime import (
+    Queue,
     ResumeConflictError,
     ResumeTargetError,
     RunAlreadyStartedError,
@@ -92,7 +93,16 @@ RACED_FOREACH = (
     .map(lambda ctx: {"n": ctx.input_data[0]["n"] + 1})
     .commit()
 )
-WORKFLOWS = {"steps": RACED, "foreach": RACED_FOREACH}
+# The same through a queue of two slots, one for each parity of the input.
+QUEUE = Queue("raced", concurrency=2, key=lambda number: str(number.n % 2), key_concurrency=1)
+RACED_QUEUED = (
+    create_workflow(id="raced-queued", input_schema=Number, output_schema=Number, queue=QUEUE)
+    .then(create_step(id="ask", input_schema=Number, output_schema=Number, execute=_ask))
+    .sleep(0.01)
+    .then(create_step(id="add", input_schema=Number, output_schema=Number, execute=_add))
+    .commit()
+)
+WORKFLOWS = {"steps": RACED, "foreach": RACED_FOREACH, "queued": RACED_QUEUED}
 KINDS = [
     "start", "start_same", "resume", "resume_item", "resume_wrong", "cancel", "delete",
     "restart", "wait", "watch", "get", "list",
@@ -137,12 +147,13 @@ def test_calls_raced_from_many_threads_answer_as_documented(each_store: Any, sha
     # Over a foreach it found restart() crashing the actor of a run ended inside one, and
     # a restart whose compare-and-set landed on a new run of the deleted run's id.
     store = each_store
-    _storm(store, WORKFLOWS[shape])
+    _storm(store, WORKFLOWS[shape], queued=shape == "queued")
 
 
+@pytest.mark.parametrize("attr", ["RACED", "RACED_QUEUED"])
 @pytest.mark.parametrize("shared", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_calls_raced_beside_a_worker_process_answer_as_documented(
-    shared: str, tmp_path: Path, request: pytest.FixtureRequest
+    shared: str, attr: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     # The same, while a `callboard worker` process on the store takes runs too: cancels,
     # resumes and waits then go across processes.
@@ -152,10 +163,10 @@ def test_calls_raced_beside_a_worker_process_answer_as_documented(
         request.getfixturevalue("postgres_url") if shared == "postgres" else tmp_path / "raced.db"
     )
     Runtime(store=store).start().stop()  # the store's schema, before the worker opens it
-    worker = Worker(str(store), "tests.test_races:RACED")
+    worker = Worker(str(store), f"tests.test_races:{attr}")
     try:
         worker.started()
-        _storm(store, RACED, fenced_allowed=True)
+        _storm(store, globals()[attr], fenced_allowed=True, queued=attr == "RACED_QUEUED")
         worker.signal(signal.SIGTERM)
         assert worker.exit_code() == 0, worker.output()
     finally:
@@ -163,7 +174,9 @@ def test_calls_raced_beside_a_worker_process_answer_as_documented(
     assert "Traceback" not in worker.output()
 
 
-def _storm(store: Any, workflow: Any, *, fenced_allowed: bool = False) -> None:
+def _storm(
+    store: Any, workflow: Any, *, fenced_allowed: bool = False, queued: bool = False
+) -> None:
     ids: list[str] = []
     lock = threading.Lock()
     answers: Counter[str] = Counter()
@@ -210,6 +223,8 @@ def _storm(store: Any, workflow: Any, *, fenced_allowed: bool = False) -> None:
 
         wait_until(lambda: not unsettled(), WAIT, "every run settled")
         fresh = wf.create_run().start(input_data={"n": 1}, timeout=WAIT)
+        if queued:  # no slot of the queue was lost in the storm: both run at once
+            _both_slots_free(rt)
         assert rt.is_running
 
     assert surprises == []
@@ -217,6 +232,26 @@ def _storm(store: Any, workflow: Any, *, fenced_allowed: bool = False) -> None:
     if not fenced_allowed:  # one process drives every run: nothing is fenced off
         assert [e for e in logs if e["event"] == "run_fenced"] == []
     assert answers["start: ok"] > 10 and answers["cancel: ok"] > 10, answers
+
+
+def _both_slots_free(rt: Runtime) -> None:
+    """Two runs of the queue, one of each key, execute at the same time."""
+    together = threading.Barrier(2)
+
+    def meet(ctx: Any) -> Number:
+        together.wait(WAIT)  # BrokenBarrierError: the other run never started
+        return ctx.input_data
+
+    meeting = (
+        create_workflow(id="meeting", input_schema=Number, output_schema=Number, queue=QUEUE)
+        .then(create_step(id="meet", input_schema=Number, output_schema=Number, execute=meet))
+        .commit()
+    )
+    wf = rt.register(meeting)
+    runs = [wf.create_run() for _ in range(2)]
+    for n, run in enumerate(runs):
+        run.start_async(input_data={"n": n})
+    assert [run.wait(2 * WAIT).status for run in runs] == ["success", "success"]
 
 
 def test_a_cancel_followed_at_once_by_a_restart_says_it_canceled_the_run(
