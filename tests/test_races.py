@@ -6,6 +6,10 @@ cancels, deletes, restarts, waits, watches, reads and listings, at random, on
 the newest four runs, for a couple of seconds a store. This is how a run
 deleted with a write still on its way came back, how that write landed on a
 new run of the same id, and how a delete took a run restarted under it.
+
+The same storm also runs through a queue (then no slot of it may be lost), beside a
+worker process, while PostgreSQL restarts, and while another connection holds SQLite's
+write lock.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -35,6 +40,7 @@ from runtime import (
     RunNotSuspendedError,
     Runtime,
     RunTimeoutError,
+    StoreError,
     WorkflowError,
     create_step,
     create_workflow,
@@ -174,8 +180,70 @@ def test_calls_raced_beside_a_worker_process_answer_as_documented(
     assert "Traceback" not in worker.output()
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("beside", ["alone", "beside a worker"])
+def test_calls_raced_while_postgres_restarts_lose_nothing(
+    postgres_server: Any, postgres_url: str, beside: str
+) -> None:
+    # The storm again, and the server stopped for half a second in the middle of it:
+    # calls may fail with StoreError while it is gone, and every run still settles.
+    from tests.test_cli_worker import Worker
+
+    if not postgres_server.restartable:
+        pytest.skip("an external server is not ours to restart")
+
+    def restart() -> None:
+        time.sleep(SECONDS / 3)
+        postgres_server.stop("fast")
+        try:
+            time.sleep(0.5)
+        finally:
+            postgres_server.start()
+
+    if beside == "alone":
+        _storm(postgres_url, RACED, during=restart, also=(StoreError,))
+        return
+    Runtime(store=postgres_url).start().stop()  # the schema, before the worker opens it
+    worker = Worker(postgres_url, "tests.test_races:RACED")
+    try:
+        worker.started()
+        _storm(postgres_url, RACED, fenced_allowed=True, during=restart, also=(StoreError,))
+        worker.signal(signal.SIGTERM)
+        assert worker.exit_code() == 0, worker.output()
+    finally:
+        worker.close()
+    assert "Traceback" not in worker.output()
+
+
+def test_calls_raced_while_another_process_holds_the_sqlite_lock_lose_nothing(
+    tmp_path: Path,
+) -> None:
+    # The storm on SQLite, and the database's write lock taken by another connection
+    # for a second in the middle of it: every call waits for it (none fails), and every
+    # run still settles.
+    path = tmp_path / "locked.db"
+
+    def hold_the_lock() -> None:
+        time.sleep(SECONDS / 3)
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            time.sleep(1.0)
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+
+    _storm(path, RACED, during=hold_the_lock)
+
+
 def _storm(
-    store: Any, workflow: Any, *, fenced_allowed: bool = False, queued: bool = False
+    store: Any,
+    workflow: Any,
+    *,
+    fenced_allowed: bool = False,
+    queued: bool = False,
+    during: Any = None,
+    also: tuple[type[BaseException], ...] = (),
 ) -> None:
     ids: list[str] = []
     lock = threading.Lock()
@@ -190,7 +258,7 @@ def _storm(
                 run_id = rng.choice(ids[-4:]) if ids else None
             try:
                 started = _call(wf, kind, run_id, rng)
-            except EXPECTED as exc:
+            except EXPECTED + also as exc:
                 answers[f"{kind}: {type(exc).__name__}"] += 1
             except Exception as exc:  # an error a call does not document for this
                 surprises.append(f"{kind}: {type(exc).__name__}: {exc}")
@@ -208,6 +276,8 @@ def _storm(
         ]
         for thread in threads:
             thread.start()
+        if during is not None:
+            during()
         for thread in threads:
             thread.join()
 
