@@ -215,6 +215,46 @@ def test_calls_raced_while_postgres_restarts_lose_nothing(
     assert "Traceback" not in worker.output()
 
 
+@pytest.mark.parametrize("fault", ["killed", "stopped past its lease"])
+@pytest.mark.parametrize("shared", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_calls_raced_while_a_worker_process_fails_lose_nothing(
+    shared: str, fault: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    # The storm beside a worker with a lease of a second, killed (SIGKILL) in the middle
+    # of it, or stopped (SIGSTOP) for twice its lease and then let go on: the runs it
+    # held are taken over, what it writes after waking is fenced off, every run settles.
+    from tests.test_cli_worker import Worker
+
+    store = (
+        request.getfixturevalue("postgres_url") if shared == "postgres" else tmp_path / "raced.db"
+    )
+    Runtime(store=store).start().stop()  # the store's schema, before the worker opens it
+    worker = Worker(str(store), "tests.test_races:RACED", options=("--lease", "1"))
+
+    def fail() -> None:
+        time.sleep(SECONDS / 3)
+        if fault == "killed":
+            worker.signal(signal.SIGKILL)
+            return
+        worker.signal(signal.SIGSTOP)
+        try:
+            time.sleep(2.0)
+        finally:
+            worker.signal(signal.SIGCONT)
+
+    try:
+        worker.started()
+        _storm(store, RACED, fenced_allowed=True, during=fail)
+        if fault == "killed":
+            assert worker.exit_code() == -signal.SIGKILL
+        else:
+            worker.signal(signal.SIGTERM)
+            assert worker.exit_code() == 0, worker.output()
+    finally:
+        worker.close()
+    assert "Traceback" not in worker.output()
+
+
 def test_calls_raced_while_another_process_holds_the_sqlite_lock_lose_nothing(
     tmp_path: Path,
 ) -> None:
