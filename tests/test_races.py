@@ -15,12 +15,14 @@ write lock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import signal
 import sqlite3
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +158,39 @@ def test_calls_raced_from_many_threads_answer_as_documented(each_store: Any, sha
     _storm(store, WORKFLOWS[shape], queued=shape == "queued")
 
 
+def _shared(shared: str, tmp_path: Path, request: pytest.FixtureRequest) -> Any:
+    """A store several processes share: a fresh SQLite file, or a fresh PostgreSQL database."""
+    if shared == "postgres":
+        return request.getfixturevalue("postgres_url")
+    return tmp_path / "raced.db"
+
+
+@contextlib.contextmanager
+def _beside_a_worker(
+    store: Any, attr: str = "RACED", *, options: tuple[str, ...] = ()
+) -> Iterator[Any]:
+    """A ``callboard worker`` process on ``store`` that runs this module's ``attr``.
+
+    Stopped (killed, if it is still there) when the block ends; it must have left no
+    traceback on its stderr.
+    """
+    from tests.test_cli_worker import Worker
+
+    Runtime(store=store).start().stop()  # the store's schema, before the worker opens it
+    worker = Worker(str(store), f"tests.test_races:{attr}", options=options)
+    try:
+        worker.started()
+        yield worker
+    finally:
+        worker.close()
+    assert "Traceback" not in worker.output()
+
+
+def _stopped_by_sigterm(worker: Any) -> None:
+    worker.signal(signal.SIGTERM)
+    assert worker.exit_code() == 0, worker.output()
+
+
 @pytest.mark.parametrize("attr", ["RACED", "RACED_QUEUED"])
 @pytest.mark.parametrize("shared", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_calls_raced_beside_a_worker_process_answer_as_documented(
@@ -163,21 +198,10 @@ def test_calls_raced_beside_a_worker_process_answer_as_documented(
 ) -> None:
     # The same, while a `callboard worker` process on the store takes runs too: cancels,
     # resumes and waits then go across processes.
-    from tests.test_cli_worker import Worker
-
-    store = (
-        request.getfixturevalue("postgres_url") if shared == "postgres" else tmp_path / "raced.db"
-    )
-    Runtime(store=store).start().stop()  # the store's schema, before the worker opens it
-    worker = Worker(str(store), f"tests.test_races:{attr}")
-    try:
-        worker.started()
+    store = _shared(shared, tmp_path, request)
+    with _beside_a_worker(store, attr) as worker:
         _storm(store, globals()[attr], fenced_allowed=True, queued=attr == "RACED_QUEUED")
-        worker.signal(signal.SIGTERM)
-        assert worker.exit_code() == 0, worker.output()
-    finally:
-        worker.close()
-    assert "Traceback" not in worker.output()
+        _stopped_by_sigterm(worker)
 
 
 @pytest.mark.postgres
@@ -187,8 +211,6 @@ def test_calls_raced_while_postgres_restarts_lose_nothing(
 ) -> None:
     # The storm again, and the server stopped for half a second in the middle of it:
     # calls may fail with StoreError while it is gone, and every run still settles.
-    from tests.test_cli_worker import Worker
-
     if not postgres_server.restartable:
         pytest.skip("an external server is not ours to restart")
 
@@ -203,16 +225,9 @@ def test_calls_raced_while_postgres_restarts_lose_nothing(
     if beside == "alone":
         _storm(postgres_url, RACED, during=restart, also=(StoreError,))
         return
-    Runtime(store=postgres_url).start().stop()  # the schema, before the worker opens it
-    worker = Worker(postgres_url, "tests.test_races:RACED")
-    try:
-        worker.started()
+    with _beside_a_worker(postgres_url) as worker:
         _storm(postgres_url, RACED, fenced_allowed=True, during=restart, also=(StoreError,))
-        worker.signal(signal.SIGTERM)
-        assert worker.exit_code() == 0, worker.output()
-    finally:
-        worker.close()
-    assert "Traceback" not in worker.output()
+        _stopped_by_sigterm(worker)
 
 
 @pytest.mark.parametrize("fault", ["killed", "stopped past its lease"])
@@ -222,37 +237,26 @@ def test_calls_raced_while_a_worker_process_fails_lose_nothing(
 ) -> None:
     # The storm beside a worker with a lease of a second, killed (SIGKILL) in the middle
     # of it, or stopped (SIGSTOP) for twice its lease and then let go on: the runs it
-    # held are taken over, what it writes after waking is fenced off, every run settles.
-    from tests.test_cli_worker import Worker
+    # held are taken over and every run settles; the stopped one goes on once woken.
+    store = _shared(shared, tmp_path, request)
+    with _beside_a_worker(store, options=("--lease", "1")) as worker:
 
-    store = (
-        request.getfixturevalue("postgres_url") if shared == "postgres" else tmp_path / "raced.db"
-    )
-    Runtime(store=store).start().stop()  # the store's schema, before the worker opens it
-    worker = Worker(str(store), "tests.test_races:RACED", options=("--lease", "1"))
+        def fail() -> None:
+            time.sleep(SECONDS / 3)
+            if fault == "killed":
+                worker.signal(signal.SIGKILL)
+                return
+            worker.signal(signal.SIGSTOP)
+            try:
+                time.sleep(2.0)
+            finally:
+                worker.signal(signal.SIGCONT)
 
-    def fail() -> None:
-        time.sleep(SECONDS / 3)
-        if fault == "killed":
-            worker.signal(signal.SIGKILL)
-            return
-        worker.signal(signal.SIGSTOP)
-        try:
-            time.sleep(2.0)
-        finally:
-            worker.signal(signal.SIGCONT)
-
-    try:
-        worker.started()
         _storm(store, RACED, fenced_allowed=True, during=fail)
         if fault == "killed":
             assert worker.exit_code() == -signal.SIGKILL
         else:
-            worker.signal(signal.SIGTERM)
-            assert worker.exit_code() == 0, worker.output()
-    finally:
-        worker.close()
-    assert "Traceback" not in worker.output()
+            _stopped_by_sigterm(worker)
 
 
 def test_calls_raced_while_another_process_holds_the_sqlite_lock_lose_nothing(
