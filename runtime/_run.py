@@ -970,8 +970,9 @@ class Run(Generic[In, Out]):
                 return requested and record.status == RunStatus.CANCELED
             if not store.holds(self.run_id) and self._cancel_unheld(system, record):
                 return True
-            if system.cancel(self.run_id) != "not_here":  # claimed here meanwhile
-                continue
+            answer = system.cancel(self.run_id)
+            if answer != "not_here":  # claimed here meanwhile: carried out here
+                return self._canceled(answer == "recorded")
             if not requested:
                 requested = store.request_cancel(self.run_id)
                 continue

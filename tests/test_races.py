@@ -451,6 +451,65 @@ def test_a_cancel_followed_at_once_by_a_restart_says_it_canceled_the_run(
     assert result.status == "success" and result.restarts == 1
 
 
+@pytest.mark.parametrize("shared", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_cancel_that_read_the_run_unheld_before_this_worker_claimed_it_goes_to_its_actor(
+    shared: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A cancel on a shared store looks whether this worker holds the run; if not, and no
+    # actor here drives it, it ends it in the store with a compare-and-set. A claim here
+    # in between made the run this worker's, and the compare-and-set ended it all the
+    # same, under the actor the claim had started: that actor ran on, its writes went
+    # nowhere, and a restart then gave the run a second actor here. (The storm beside a
+    # worker process found it: a run left `running` for ever.) The cancel must go to the
+    # actor, which ends the run: its next step never runs.
+    store = _shared(shared, tmp_path, request)
+    entered, gate = threading.Event(), threading.Event()
+    after: list[int] = []
+
+    def held(ctx: Any) -> Number:
+        entered.set()
+        gate.wait(WAIT)
+        return ctx.input_data
+
+    def then(ctx: Any) -> Number:
+        after.append(ctx.input_data.n)
+        return ctx.input_data
+
+    gated = (
+        create_workflow(id="gated", input_schema=Number, output_schema=Number)
+        .then(create_step(id="held", input_schema=Number, output_schema=Number, execute=held))
+        .then(create_step(id="then", input_schema=Number, output_schema=Number, execute=then))
+        .commit()
+    )
+    try:
+        with Runtime(store=store) as rt:
+            wf = rt.register(gated)
+            run = wf.create_run()
+            run.start_async(input_data={"n": 1})
+            assert entered.wait(WAIT)  # held here, its actor in the first step
+            system = rt._host.system
+            assert system is not None and system.shared is not None
+            # What the cancel saw before the claim landed: not held here, no actor here.
+            monkeypatch.setattr(type(system.shared), "holds", lambda self, run_id: False)
+            answers = iter(["not_here"])
+            real_cancel = type(system).cancel
+            monkeypatch.setattr(
+                type(system),
+                "cancel",
+                lambda self, run_id: next(answers, None) or real_cancel(self, run_id),
+            )
+            assert run.cancel() is True
+            monkeypatch.undo()
+            gate.set()
+            result = run.wait(WAIT)
+        # The stop waited for every run's actor to end.
+    finally:
+        gate.set()
+
+    assert result.status == "canceled"
+    assert after == []  # the actor ended the run: no step of it ran after the cancel
+
+
 async def _acall(wf: Any, kind: str, run_id: str | None, rng: random.Random) -> str | None:
     """The awaitable twin of :func:`_call`."""
     if kind == "start" or run_id is None:

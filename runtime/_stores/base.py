@@ -364,7 +364,9 @@ class SharedStore(SnapshotStore, Protocol):
     ) -> bool:
         """The compare-and-set of :meth:`SnapshotStore.replace`, also on a run nobody holds.
 
-        It applies only if nobody holds the run (or this worker does). With
+        It applies only if nobody holds the run, this worker neither: a run a
+        worker holds is changed by its actor there (a cancel asks that worker;
+        see :meth:`request_cancel`). With
         ``hold`` the run is then held here (its epoch bumped); without, it is
         left queued (an unfinished ``record``) or released (a settled one).
         """

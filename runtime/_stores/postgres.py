@@ -545,9 +545,11 @@ UPDATE callboard_runs SET
     status = %(status)s, seq = %(seq)s, updated_at = %(updated_at)s, snapshot = %(snapshot)s,
     wake_at = %(wake_at)s, owner_id = %(new_owner)s, epoch = epoch + %(bump)s, lineage = NULL
 WHERE run_id = %(run_id)s AND seq = %(expected)s AND %(seq)s > seq
-    AND status NOT IN ({_TERMINAL_SQL}) AND {{holder}} AND created_at = %(created_at)s
+    AND status NOT IN ({_TERMINAL_SQL}) AND owner_id IS NULL AND created_at = %(created_at)s
 RETURNING epoch
 """
+"""The compare-and-set of ``replace()``: on the seq its caller read, of a run nobody holds
+(this worker neither: a run it holds is its actor's to change)."""
 
 _REOPEN: Final = _REPLACE.replace(
     f"status NOT IN ({_TERMINAL_SQL})", f"status IN ({_TERMINAL_SQL})"
@@ -1443,8 +1445,8 @@ class PostgresStore:
 
         A compare-and-set, committed when it returns ``True``. It fails, and
         changes nothing, if the run is unknown, its stored ``seq`` differs or is
-        not below ``record.seq``, its status is terminal, or another worker
-        holds it. With ``hold`` the run is then held here (its epoch bumped);
+        not below ``record.seq``, its status is terminal, or a worker (this one
+        included) holds it. With ``hold`` the run is then held here (its epoch bumped);
         without, it is left queued (an unfinished record) or released.
 
         Raises:
@@ -2525,7 +2527,6 @@ class PostgresStore:
         if not write.take():
             return False
         run_id = record.run_id
-        epoch = batch.held.get(run_id)
         keeps = hold and not _releases(record)
         params = {
             "status": record.status,
@@ -2537,18 +2538,10 @@ class PostgresStore:
             "bump": 1 if keeps else 0,
             "run_id": run_id,
             "expected": expected_seq,
-            "owner": self.owner_id,
-            "epoch": epoch,
             "created_at": record.created_at,  # the run read, not a new one of its id since
         }
-        holder = (
-            "owner_id IS NULL" if epoch is None else "owner_id = %(owner)s AND epoch = %(epoch)s"
-        )
         statement = _REOPEN if reopen else _REPLACE
-        row = connection.execute(
-            statement.format(holder=holder),
-            params,
-        ).fetchone()
+        row = connection.execute(statement, params).fetchone()
         if row is None and self._ambiguous:
             # The same replace, committed by a try whose acknowledgement was lost?
             row = connection.execute(

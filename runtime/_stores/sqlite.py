@@ -303,16 +303,17 @@ RETURNING run_id, created_at
 
 # The compare-and-set of replace(): the run's stored seq must be the one its
 # caller read, its status not terminal, the new seq above the stored one, and
-# nobody else may hold it, and the row must be of the run it read (created then: not
-# a new run given the id after a delete). Parameters: status, seq, updated_at,
-# snapshot, wake_at, new owner, epoch step, run_id, expected seq, seq, this worker,
-# created_at.
+# nobody may hold it (this worker neither: a run it holds is its actor's to change, and
+# a cancel that read the run unheld just before this worker claimed it must not end it
+# under the actor that claim starts), and the row must be of the run it read (created
+# then: not a new run given the id after a delete). Parameters: status, seq, updated_at,
+# snapshot, wake_at, new owner, epoch step, run_id, expected seq, seq, created_at.
 _REPLACE = f"""
 UPDATE runs SET
     status = ?, seq = ?, updated_at = ?, snapshot = ?, wake_at = ?, owner_id = ?,
     epoch = epoch + ?, lineage = NULL
 WHERE run_id = ? AND seq = ? AND ? > seq AND status NOT IN ({_TERMINAL_SQL})
-    AND (owner_id IS NULL OR owner_id = ?) AND created_at = ?
+    AND owner_id IS NULL AND created_at = ?
 RETURNING epoch
 """
 
@@ -1697,7 +1698,6 @@ class SQLiteStore:
                 record.run_id,
                 expected_seq,
                 record.seq,
-                self.owner_id,
                 record.created_at,  # the run read, not a new one given its id since
             ),
         ).fetchone()
