@@ -117,6 +117,16 @@ def postgres_url(postgres_server: Server) -> Iterator[str]:
     postgres_server.release_database(url)
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def each_shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store several runtimes and processes share, once of each kind: a SQLite file's
+    path (not created yet), a fresh PostgreSQL database's URL."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
+    return str(tmp_path / "runs.db")
+
+
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def each_store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     """What ``Runtime(store=...)`` takes, once for each store: ``"memory"``, a SQLite file's

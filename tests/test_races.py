@@ -158,13 +158,6 @@ def test_calls_raced_from_many_threads_answer_as_documented(each_store: Any, sha
     _storm(store, WORKFLOWS[shape])
 
 
-def _shared(shared: str, tmp_path: Path, request: pytest.FixtureRequest) -> Any:
-    """A store several processes share: a fresh SQLite file, or a fresh PostgreSQL database."""
-    if shared == "postgres":
-        return request.getfixturevalue("postgres_url")
-    return tmp_path / "raced.db"
-
-
 @contextlib.contextmanager
 def _beside_a_worker(
     store: Any, attr: str = "RACED", *, options: tuple[str, ...] = ()
@@ -195,13 +188,12 @@ def _stopped_by_sigterm(worker: Any) -> None:
 
 
 @pytest.mark.parametrize("attr", ["RACED", "RACED_QUEUED"])
-@pytest.mark.parametrize("shared", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_calls_raced_beside_a_worker_process_answer_as_documented(
-    shared: str, attr: str, tmp_path: Path, request: pytest.FixtureRequest
+    each_shared_store: str, attr: str
 ) -> None:
     # The same, while a `callboard worker` process on the store takes runs too: cancels,
     # resumes and waits then go across processes.
-    store = _shared(shared, tmp_path, request)
+    store = each_shared_store
     with _beside_a_worker(store, attr) as worker:
         _storm(store, globals()[attr], fenced_allowed=True)
         _stopped_by_sigterm(worker)
@@ -241,14 +233,13 @@ def test_calls_raced_while_postgres_restarts_lose_nothing(
 
 
 @pytest.mark.parametrize("fault", ["killed", "stopped past its lease"])
-@pytest.mark.parametrize("shared", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_calls_raced_while_a_worker_process_fails_lose_nothing(
-    shared: str, fault: str, tmp_path: Path, request: pytest.FixtureRequest
+    each_shared_store: str, fault: str
 ) -> None:
     # The storm beside a worker with a lease of a second, killed (SIGKILL) in the middle
     # of it, or stopped (SIGSTOP) for twice its lease and then let go on: the runs it
     # held are taken over and every run settles; the stopped one goes on once woken.
-    store = _shared(shared, tmp_path, request)
+    store = each_shared_store
     with _beside_a_worker(store, options=("--lease", "1")) as worker:
 
         def fail() -> None:
@@ -390,7 +381,7 @@ def _where(store: Any, wf: Any, run_id: str) -> str:
             row = connection.execute(
                 query.format("callboard_runs").replace("?", "%s"), (run_id,)
             ).fetchone()
-    elif isinstance(store, Path):
+    elif store != "memory":  # a SQLite file's path
         with contextlib.closing(sqlite3.connect(store)) as connection:
             row = connection.execute(query.format("runs"), (run_id,)).fetchone()
     else:
@@ -460,9 +451,8 @@ def test_a_cancel_followed_at_once_by_a_restart_says_it_canceled_the_run(
     assert result.status == "success" and result.restarts == 1
 
 
-@pytest.mark.parametrize("shared", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_a_cancel_that_read_the_run_unheld_before_this_worker_claimed_it_goes_to_its_actor(
-    shared: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+    each_shared_store: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A cancel on a shared store looks whether this worker holds the run; if not, and no
     # actor here drives it, it ends it in the store with a compare-and-set. A claim here
@@ -471,7 +461,7 @@ def test_a_cancel_that_read_the_run_unheld_before_this_worker_claimed_it_goes_to
     # nowhere, and a restart then gave the run a second actor here. (The storm beside a
     # worker process found it: a run left `running` for ever.) The cancel must go to the
     # actor, which ends the run: its next step never runs.
-    store = _shared(shared, tmp_path, request)
+    store = each_shared_store
     entered, gate = threading.Event(), threading.Event()
     after: list[int] = []
 

@@ -206,18 +206,9 @@ NAP_V1 = napping(first, ask, last, version="v1")  # ``ask`` stands for the sleep
 NAP_V2 = napping(extra, first, ask, last, version="v2")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh shared store: a SQLite file, or a PostgreSQL database."""
-    if request.param == "postgres":
-        url: str = request.getfixturevalue("postgres_url")
-        return url
-    return str(tmp_path / "runs.db")
-
-
-def fall_asleep(runtimes: Runtimes, location: str) -> tuple[str, WorkflowResult]:
+def fall_asleep(runtimes: Runtimes, each_shared_store: str) -> tuple[str, WorkflowResult]:
     """Start a ``napping`` v1 run, wait until it sleeps, stop its runtime: its id and result."""
-    before = runtimes.start(location)
+    before = runtimes.start(each_shared_store)
     wf = before.register(NAP_V1)
     run = wf.create_run()
     run.start_async(input_data={"value": "x"})
@@ -238,12 +229,12 @@ def awaiting(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @pytest.mark.usefixtures("_structlog_reset")
 def test_a_sleeping_run_on_a_changed_definition_stays_waiting_until_its_version_is_back(
-    runtimes: Runtimes, location: str
+    runtimes: Runtimes, each_shared_store: str
 ) -> None:
-    run_id, asleep = fall_asleep(runtimes, location)
+    run_id, asleep = fall_asleep(runtimes, each_shared_store)
 
     with structlog.testing.capture_logs() as events:
-        after = runtimes.start(location)  # restarted with v2 only
+        after = runtimes.start(each_shared_store)  # restarted with v2 only
         v2 = after.register(NAP_V2)
         wait_until(lambda: awaiting(events), timeout=WAIT, what="the run awaits v1")
         time.sleep(0.3)  # more claim passes: still said once
@@ -264,12 +255,12 @@ def test_a_sleeping_run_on_a_changed_definition_stays_waiting_until_its_version_
 
 @pytest.mark.usefixtures("_structlog_reset")
 def test_a_worker_without_the_runs_version_hands_it_back_untouched_when_it_stops(
-    runtimes: Runtimes, location: str
+    runtimes: Runtimes, each_shared_store: str
 ) -> None:
-    run_id, asleep = fall_asleep(runtimes, location)
+    run_id, asleep = fall_asleep(runtimes, each_shared_store)
 
     with structlog.testing.capture_logs() as events:
-        new_only = runtimes.start(location, role="worker")
+        new_only = runtimes.start(each_shared_store, role="worker")
         new_only.register(NAP_V2)
         wait_until(lambda: awaiting(events), timeout=WAIT, what="the new worker parks the run")
         new_only.stop()
@@ -277,9 +268,9 @@ def test_a_worker_without_the_runs_version_hands_it_back_untouched_when_it_stops
     assert CALLS == []
     # Read by a client, which executes nothing: by now the nap may be over, and
     # a runtime with v1 would wake the run before the read.
-    reader = runtimes.start(location, role="client").register(NAP_V1)
+    reader = runtimes.start(each_shared_store, role="client").register(NAP_V1)
     assert reader.get_workflow_run_execution_result(run_id) == asleep  # as it was
-    old_too = runtimes.start(location)
+    old_too = runtimes.start(each_shared_store)
     wf = old_too.register(NAP_V1)
     done = wf.create_run(run_id).wait(timeout=WAIT)
     assert (done.status, done.result) == (RunStatus.SUCCESS, {"value": "x+first+last"})
@@ -288,12 +279,12 @@ def test_a_worker_without_the_runs_version_hands_it_back_untouched_when_it_stops
 
 @pytest.mark.usefixtures("_structlog_reset")
 def test_a_parked_run_takes_no_room_from_runs_that_can_go_on(
-    runtimes: Runtimes, location: str
+    runtimes: Runtimes, each_shared_store: str
 ) -> None:
-    run_id, asleep = fall_asleep(runtimes, location)
+    run_id, asleep = fall_asleep(runtimes, each_shared_store)
 
     with structlog.testing.capture_logs() as events:
-        one_slot = runtimes.start(location, max_concurrent_runs=1)
+        one_slot = runtimes.start(each_shared_store, max_concurrent_runs=1)
         v2 = one_slot.register(NAP_V2)
         wait_until(lambda: awaiting(events), timeout=WAIT, what="the run is parked")
         # Held here, unchanged, but not counted: a new run still gets the one slot.
@@ -338,11 +329,11 @@ def test_a_run_recorded_before_versions_goes_on_only_where_its_steps_fit() -> No
 
 
 @pytest.mark.usefixtures("_structlog_reset")
-def test_a_parked_run_can_be_canceled(runtimes: Runtimes, location: str) -> None:
-    run_id, _ = fall_asleep(runtimes, location)
+def test_a_parked_run_can_be_canceled(runtimes: Runtimes, each_shared_store: str) -> None:
+    run_id, _ = fall_asleep(runtimes, each_shared_store)
 
     with structlog.testing.capture_logs() as events:
-        after = runtimes.start(location)
+        after = runtimes.start(each_shared_store)
         v2 = after.register(NAP_V2)
         wait_until(lambda: awaiting(events), timeout=WAIT, what="the run is parked")
 

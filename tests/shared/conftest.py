@@ -6,7 +6,6 @@ import contextlib
 import os
 import signal
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,15 +16,6 @@ from tests.shared._worker import open_store
 
 LEASE = 1.0
 """The lease of the worker processes: short, so that a dead one is found within seconds."""
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Where the runtimes of a test meet: a SQLite file, or a fresh PostgreSQL database."""
-    if request.param == "postgres":
-        url: str = request.getfixturevalue("postgres_url")
-        return url
-    return str(tmp_path / "runs.db")
 
 
 class Fleet:
@@ -91,8 +81,8 @@ class Fleet:
 
 
 @pytest.fixture
-def fleet(location: str) -> Iterator[Fleet]:
-    made = Fleet(location)
+def fleet(each_shared_store: str) -> Iterator[Fleet]:
+    made = Fleet(each_shared_store)
     try:
         yield made
     finally:
