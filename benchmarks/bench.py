@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import ctypes
@@ -42,6 +43,7 @@ import pykka
 import structlog
 from pydantic import BaseModel
 
+from actors._dispatch import DispatchedActor, Dispatcher
 from runtime import MemoryStore, Runtime, SnapshotRecord, create_step, create_workflow
 
 NS_PER_US = 1_000
@@ -194,6 +196,78 @@ class PipelineActor(pykka.ThreadingActor):
         self._done.put(three_plain_steps(message))
         self.stop()
         return None
+
+
+class FloorStepActor(pykka.ThreadingActor):
+    """The design floor's step actor: calls a plain function and tells the result back."""
+
+    use_daemon_thread = True
+
+    def __init__(self, pool: FloorPool) -> None:
+        super().__init__()
+        self._pool = pool
+        self._ref = self.actor_ref
+
+    def on_receive(self, message: Any) -> None:
+        call = message
+        while call is not None:
+            fn, value, reply_to = call
+            reply_to.tell(fn(value))
+            call = self._pool.finished(self._ref)
+
+
+class FloorPool:
+    """The design floor's step pool: idle step actors reused, at most ``size``, a backlog."""
+
+    def __init__(self, size: int) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[pykka.ActorRef[Any]] = []
+        self._backlog: collections.deque[Any] = collections.deque()
+        self._live = 0
+        self._size = size
+
+    def submit(self, call: Any) -> None:
+        with self._lock:
+            if self._idle:
+                ref = self._idle.pop()
+            elif self._live < self._size:
+                self._live += 1
+                ref = None
+            else:
+                self._backlog.append(call)
+                return
+        (ref or FloorStepActor.start(self)).tell(call)
+
+    def finished(self, ref: pykka.ActorRef[Any]) -> Any:
+        with self._lock:
+            if self._backlog:
+                return self._backlog.popleft()
+            self._idle.append(ref)
+            return None
+
+
+class FloorRunActor(DispatchedActor):
+    """The design floor's run actor: each step on the pool in turn, nothing recorded."""
+
+    def __init__(
+        self, dispatcher: Dispatcher, pool: FloorPool, done: queue.SimpleQueue[Any], value: Any
+    ) -> None:
+        super().__init__(dispatcher)
+        self._pool = pool
+        self._done = done
+        self._value = value
+        self._next = 0
+
+    def on_start(self) -> None:
+        self._pool.submit((PLAIN_STEPS[0], self._value, self.actor_ref))
+
+    def on_receive(self, message: Any) -> None:
+        self._next += 1
+        if self._next == len(PLAIN_STEPS):
+            self._done.put(message)
+            self.stop_now()
+            return
+        self._pool.submit((PLAIN_STEPS[self._next], message, self.actor_ref))
 
 
 class EchoActor(pykka.ThreadingActor):
@@ -740,6 +814,32 @@ def pykka_pipeline_ns(count: int) -> int:
     return elapsed
 
 
+FLOOR_POOL_THREADS = 4  # as a runtime's step pool keeps (StepPool's ``core``)
+
+
+def design_floor_ns(count: int, warmup: int) -> int:
+    """callboard's design with nothing else: a run actor per run on a dispatcher thread,
+    each of its 3 steps on a pool of step actors and told back; no validation, no record."""
+    dispatcher = Dispatcher(name="bench-floor")
+    pool = FloorPool(FLOOR_POOL_THREADS)
+    done: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    try:
+        for _ in range(warmup):
+            FloorRunActor.start(dispatcher, pool, done, PAYLOAD)
+        for _ in range(warmup):
+            done.get()
+        clock = time.perf_counter_ns
+        start = clock()
+        for _ in range(count):
+            FloorRunActor.start(dispatcher, pool, done, PAYLOAD)
+        for _ in range(count):
+            done.get()
+        return clock() - start
+    finally:
+        dispatcher.stop(5.0)
+        pykka.ActorRegistry.stop_all()
+
+
 def callboard_runs_ns(setup: Setup, store: str) -> int:
     sizes = setup.sizes
     with fresh_runtime(setup, store) as runtime:
@@ -786,6 +886,7 @@ def bench_w2(mode: str, setup: Setup) -> list[Row]:
     elapsed = by_store(setup)
     pool_elapsed: list[int] = []
     pykka_elapsed: list[int] = []
+    floor_elapsed: list[int] = []
     raw_elapsed: list[int] = []
     chains: list[dict[int, float]] = []
     for index in range(sizes.rounds):
@@ -797,6 +898,8 @@ def bench_w2(mode: str, setup: Setup) -> list[Row]:
         pool_elapsed.append(thread_pool_ns(sizes.runs, sizes.warmup))
         clean_slate()
         pykka_elapsed.append(pykka_pipeline_ns(sizes.runs))
+        clean_slate()
+        floor_elapsed.append(design_floor_ns(sizes.runs, sizes.warmup))
         if setup.sqlite_in(index):
             raw_elapsed.append(raw_runs_ns(setup, sizes.runs))
 
@@ -806,6 +909,7 @@ def bench_w2(mode: str, setup: Setup) -> list[Row]:
     pool_s, pykka_s = per_s(pool_elapsed), per_s(pykka_elapsed)
     pool_is = "ThreadPoolExecutor, 3 plain functions"
     pykka_is = "raw pykka: ThreadingActor per run, tell"
+    floor_is = "the design bare: run actor on dispatcher, steps on pool"
     raw_is = "raw sqlite3, 1 thread: a committed txn per snapshot"
     rows = []
     for store in setup.stores:
@@ -818,6 +922,8 @@ def bench_w2(mode: str, setup: Setup) -> list[Row]:
             Row("W2", store, mode, "throughput", runs_s, pykka_s, "runs/s", pykka_is, *aim),
             Row("W2", store, mode, "throughput", per_s(elapsed[store], 3),
                 per_s(pykka_elapsed, 3), "steps/s", pykka_is, *aim),
+            Row("W2", store, mode, "throughput", runs_s, per_s(floor_elapsed), "runs/s",
+                floor_is),
         ]  # fmt: skip
         if memory and chains:
             rows += chain_rows(mode, chains)
