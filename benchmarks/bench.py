@@ -245,6 +245,13 @@ class FloorPool:
             self._idle.append(ref)
             return None
 
+    def stop(self) -> None:
+        """Stop its step actors (all idle once every run has ended), and no others."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for ref in idle:
+            ref.stop()
+
 
 class FloorRunActor(DispatchedActor):
     """The design floor's run actor: each step on the pool in turn, nothing recorded."""
@@ -818,8 +825,11 @@ FLOOR_POOL_THREADS = 4  # as a runtime's step pool keeps (StepPool's ``core``)
 
 
 def design_floor_ns(count: int, warmup: int) -> int:
-    """callboard's design with nothing else: a run actor per run on a dispatcher thread,
-    each of its 3 steps on a pool of step actors and told back; no validation, no record."""
+    """callboard's design with nothing else, ``count`` runs started and waited for.
+
+    A run actor per run on a dispatcher thread, each of its 3 steps on a pool of
+    step actors and told back; no validation, no record, no registry, no span.
+    """
     dispatcher = Dispatcher(name="bench-floor")
     pool = FloorPool(FLOOR_POOL_THREADS)
     done: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -837,7 +847,7 @@ def design_floor_ns(count: int, warmup: int) -> int:
         return clock() - start
     finally:
         dispatcher.stop(5.0)
-        pykka.ActorRegistry.stop_all()
+        pool.stop()
 
 
 def callboard_runs_ns(setup: Setup, store: str) -> int:
