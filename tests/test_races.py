@@ -409,6 +409,26 @@ def _both_slots_free(rt: Runtime) -> None:
     assert [run.wait(2 * WAIT).status for run in runs] == ["success", "success"]
 
 
+def _held_first(workflow_id: str, *then: Any) -> tuple[Any, threading.Event, threading.Event]:
+    """A workflow whose first step sets ``entered`` and waits for ``gate``; then ``then``.
+
+    Returns the workflow and the two events: the test sets ``gate`` to let the step end.
+    """
+    entered, gate = threading.Event(), threading.Event()
+
+    def held(ctx: Any) -> Number:
+        entered.set()
+        gate.wait(WAIT)
+        return ctx.input_data
+
+    workflow = create_workflow(id=workflow_id, input_schema=Number, output_schema=Number).then(
+        create_step(id="held", input_schema=Number, output_schema=Number, execute=held)
+    )
+    for step in then:
+        workflow = workflow.then(step)
+    return workflow.commit(), entered, gate
+
+
 def test_a_cancel_followed_at_once_by_a_restart_says_it_canceled_the_run(
     each_store: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -422,18 +442,7 @@ def test_a_cancel_followed_at_once_by_a_restart_says_it_canceled_the_run(
         self.restart_async()
         return read_back(self, recorded)
 
-    entered, gate = threading.Event(), threading.Event()
-
-    def held(ctx: Any) -> Number:
-        entered.set()
-        gate.wait(WAIT)
-        return Number(n=ctx.input_data.n + 1)
-
-    holding = (
-        create_workflow(id="holding", input_schema=Number, output_schema=Number)
-        .then(create_step(id="held", input_schema=Number, output_schema=Number, execute=held))
-        .commit()
-    )
+    holding, entered, gate = _held_first("holding")
     try:
         with Runtime(store=store) as rt:
             wf = rt.register(holding)
@@ -462,23 +471,14 @@ def test_a_cancel_that_read_the_run_unheld_before_this_worker_claimed_it_goes_to
     # worker process found it: a run left `running` for ever.) The cancel must go to the
     # actor, which ends the run: its next step never runs.
     store = each_shared_store
-    entered, gate = threading.Event(), threading.Event()
     after: list[int] = []
-
-    def held(ctx: Any) -> Number:
-        entered.set()
-        gate.wait(WAIT)
-        return ctx.input_data
 
     def then(ctx: Any) -> Number:
         after.append(ctx.input_data.n)
         return ctx.input_data
 
-    gated = (
-        create_workflow(id="gated", input_schema=Number, output_schema=Number)
-        .then(create_step(id="held", input_schema=Number, output_schema=Number, execute=held))
-        .then(create_step(id="then", input_schema=Number, output_schema=Number, execute=then))
-        .commit()
+    gated, entered, gate = _held_first(
+        "gated", create_step(id="then", input_schema=Number, output_schema=Number, execute=then)
     )
     try:
         with Runtime(store=store) as rt:

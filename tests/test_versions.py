@@ -206,9 +206,9 @@ NAP_V1 = napping(first, ask, last, version="v1")  # ``ask`` stands for the sleep
 NAP_V2 = napping(extra, first, ask, last, version="v2")
 
 
-def fall_asleep(runtimes: Runtimes, each_shared_store: str) -> tuple[str, WorkflowResult]:
+def fall_asleep(runtimes: Runtimes, store: str) -> tuple[str, WorkflowResult]:
     """Start a ``napping`` v1 run, wait until it sleeps, stop its runtime: its id and result."""
-    before = runtimes.start(each_shared_store)
+    before = runtimes.start(store)
     wf = before.register(NAP_V1)
     run = wf.create_run()
     run.start_async(input_data={"value": "x"})
