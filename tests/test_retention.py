@@ -247,3 +247,53 @@ def test_a_memory_store_gives_back_its_table_once_most_runs_are_gone() -> None:
 
     assert len(store) == 10
     assert sys.getsizeof(store._records) < peak / 50
+
+
+def test_a_memory_store_keeps_plain_records_untracked_by_the_garbage_collector() -> None:
+    import gc
+
+    store = MemoryStore()
+    now = time.time()
+    ended = record("ended", "success", now)
+    waiting = record("waiting", "waiting", now)._replace(wake_at=now + 60)
+    assert store.create(ended) and store.create(waiting)
+    gc.collect()
+
+    # A named tuple is tracked for ever; the plain tuple the store keeps is not.
+    assert gc.is_tracked(ended)
+    assert not gc.is_tracked(store._records["ended"])
+    assert not gc.is_tracked(store._records["waiting"])
+    # What comes out is the record that went in, of its own type, by every read.
+    loaded = store.load("ended")
+    assert type(loaded) is SnapshotRecord and loaded == ended
+    assert store.list_runs() == ([ended, waiting], 2)
+    assert all(type(found) is SnapshotRecord for found in store.list_runs()[0])
+    assert store.unfinished() == [waiting]
+    assert type(store.unfinished()[0]) is SnapshotRecord
+    later = waiting._replace(seq=1, status="success", updated_at=now + 1)
+    store.save([later])
+    assert store.load("waiting") == later
+    assert store.prune(keep=1) == 1  # the older of the two ended runs
+    assert store.load("ended") is None
+    assert store.delete("waiting")
+    assert len(store) == 0
+
+
+def test_runs_kept_in_memory_add_nothing_to_the_garbage_collectors_work() -> None:
+    import gc
+
+    workflow = create_workflow(id="kept", input_schema=Value, output_schema=Value)
+    with Runtime() as rt:
+        wf = rt.register(workflow.then(shout_step()).commit())
+        for _ in range(50):
+            wf.create_run().start(input_data={"value": "v"}, timeout=10)
+        gc.collect()
+        before = len(gc.get_objects())
+        for _ in range(600):
+            wf.create_run().start(input_data={"value": "v"}, timeout=10)
+        gc.collect()
+        grown = len(gc.get_objects()) - before
+        assert len(rt.store) == 650
+    # Each ended run is kept as one record: kept as a tracked object, 600 more runs
+    # would add 600 objects to every full collection of the process.
+    assert grown < 100, f"{grown} more objects tracked by the garbage collector"

@@ -4,11 +4,42 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from runtime._model import TERMINAL_STATUSES, UNFINISHED_STATUSES
 from runtime._stores.base import SnapshotRecord, status_set
 
 __all__ = ["MemoryStore"]
+
+
+_Kept = SnapshotRecord | tuple[Any, ...]
+"""What the dict holds for a run: its record, or the record's fields as a plain tuple."""
+
+_new_tuple = tuple.__new__
+
+
+def _kept(record: SnapshotRecord) -> _Kept:
+    """What the dict keeps of ``record``: a plain tuple of its fields when they are plain values.
+
+    Python's cyclic garbage collector stops tracking a plain tuple of plain
+    values (text, numbers, bytes, ``None``) the first time it looks at it, and
+    never stops tracking a subclass of tuple such as ``SnapshotRecord``. A run
+    that ended, sleeps or suspends stays here as bytes (see
+    ``SnapshotFreezer.next_record``): kept as a named tuple, each such run
+    would add an object to every full collection for as long as it is kept,
+    so a process's pauses would grow with its history of runs.
+    """
+    if type(record) is SnapshotRecord and type(record.data) is bytes and record.parts is None:
+        return tuple(record)
+    return record
+
+
+def _record(kept: _Kept) -> SnapshotRecord:
+    """The record the dict keeps as ``kept`` (see :func:`_kept`)."""
+    if type(kept) is tuple:
+        record: SnapshotRecord = _new_tuple(SnapshotRecord, kept)
+        return record
+    return kept  # type: ignore[return-value]
 
 
 def _keeping_resource(record: SnapshotRecord, current: SnapshotRecord) -> SnapshotRecord:
@@ -24,7 +55,7 @@ class MemoryStore:
     durable = False
 
     def __init__(self) -> None:
-        self._records: dict[str, SnapshotRecord] = {}
+        self._records: dict[str, _Kept] = {}
         self._lock = threading.Lock()
         self._deleted = 0  # since the dict was last copied
         # Idempotency keys, both ways: (workflow, key) -> run, and run -> (workflow, key).
@@ -43,7 +74,7 @@ class MemoryStore:
                     return False
                 self._keys[entry] = record.run_id
                 self._key_of[record.run_id] = entry
-            self._records[record.run_id] = record
+            self._records[record.run_id] = _kept(record)
             return True
 
     def run_for_key(self, workflow_id: str, key: str) -> str | None:
@@ -68,14 +99,17 @@ class MemoryStore:
         with self._lock:  # against a concurrent replace() or prune()
             records_now = self._records
             for record in records:
-                current = records_now.get(record.run_id)
+                kept = records_now.get(record.run_id)
                 # A run that is not here (deleted meanwhile) stays gone: only create()
                 # records a run, and a save still on its way must not bring one back,
                 # nor land on a new run given the same id since (created at another time).
-                if current is None or current.created_at != record.created_at:
+                if kept is None:
+                    continue
+                current = _record(kept)
+                if current.created_at != record.created_at:
                     continue
                 if record.seq > current.seq and current.status not in TERMINAL_STATUSES:
-                    records_now[record.run_id] = _keeping_resource(record, current)
+                    records_now[record.run_id] = _kept(_keeping_resource(record, current))
         if on_commit is not None:
             on_commit()
 
@@ -85,7 +119,8 @@ class MemoryStore:
         With ``reopen``, only if the stored one is terminal (``run.restart()``).
         """
         with self._lock:
-            current = self._records.get(record.run_id)
+            kept = self._records.get(record.run_id)
+            current = None if kept is None else _record(kept)
             if (
                 current is None
                 or current.created_at != record.created_at  # a new run of that id since
@@ -94,12 +129,13 @@ class MemoryStore:
                 or record.seq <= current.seq
             ):
                 return False
-            self._records[record.run_id] = _keeping_resource(record, current)
+            self._records[record.run_id] = _kept(_keeping_resource(record, current))
             return True
 
     def load(self, run_id: str) -> SnapshotRecord | None:
         """The newest record of a run, or ``None``."""
-        return self._records.get(run_id)
+        kept = self._records.get(run_id)
+        return None if kept is None else _record(kept)
 
     def list_runs(
         self,
@@ -116,7 +152,7 @@ class MemoryStore:
         statuses = status_set(status)
         matching = [
             record
-            for record in list(self._records.values())
+            for record in map(_record, list(self._records.values()))
             if (workflow_id is None or record.workflow_id == workflow_id)
             and (statuses is None or record.status in statuses)
             and (resource_id is None or record.resource_id == resource_id)
@@ -136,8 +172,8 @@ class MemoryStore:
         under its actor.
         """
         with self._lock:
-            current = self._records.get(run_id)
-            if current is None or current.status not in TERMINAL_STATUSES:
+            kept = self._records.get(run_id)
+            if kept is None or _record(kept).status not in TERMINAL_STATUSES:
                 return False
             del self._records[run_id]
             self._forget_key(run_id)
@@ -161,7 +197,11 @@ class MemoryStore:
         """Delete ended runs older than ``ended_before``, then all but the newest ``keep``."""
         statuses = TERMINAL_STATUSES if status is None else TERMINAL_STATUSES & {status}
         with self._lock:
-            ended = [record for record in self._records.values() if record.status in statuses]
+            ended = [
+                record
+                for record in map(_record, self._records.values())
+                if record.status in statuses
+            ]
             if ended_before is not None:
                 doomed = [record.run_id for record in ended if record.updated_at < ended_before]
                 ended = [record for record in ended if record.updated_at >= ended_before]
@@ -182,7 +222,7 @@ class MemoryStore:
         """The records of runs that are ``pending``, ``running`` or ``waiting``."""
         return [
             record
-            for record in list(self._records.values())
+            for record in map(_record, list(self._records.values()))
             if record.status in UNFINISHED_STATUSES
         ]
 
