@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from runtime._model import TERMINAL_STATUSES, UNFINISHED_STATUSES
+from runtime._model import SETTLED_STATUSES, TERMINAL_STATUSES, UNFINISHED_STATUSES, RunStatus
 from runtime._stores.base import SnapshotRecord, status_set
 
 __all__ = ["MemoryStore"]
@@ -16,6 +16,9 @@ _Kept = SnapshotRecord | tuple[Any, ...]
 """What the dict holds for a run: its record, or the record's fields as a plain tuple."""
 
 _new_tuple = tuple.__new__
+
+_LET_GO = SETTLED_STATUSES | {RunStatus.WAITING}
+"""The statuses of a run whose actor let go of it: its record stays as it is, maybe for long."""
 
 
 def _kept(record: SnapshotRecord) -> _Kept:
@@ -29,7 +32,12 @@ def _kept(record: SnapshotRecord) -> _Kept:
     would add an object to every full collection for as long as it is kept,
     so a process's pauses would grow with its history of runs.
     """
-    if type(record) is SnapshotRecord and type(record.data) is bytes and record.parts is None:
+    if (
+        type(record) is SnapshotRecord
+        and record.status in _LET_GO
+        and type(record.data) is bytes
+        and record.parts is None
+    ):
         return tuple(record)
     return record
 

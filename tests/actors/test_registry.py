@@ -104,7 +104,7 @@ def test_a_newer_snapshot_replaces_the_stored_one(
 
     take(registry, newer)
 
-    assert store.load("r") is newer
+    assert store.load("r") == newer
 
 
 @pytest.mark.parametrize("late_seq", [1, 2], ids=["older", "equal"])
@@ -117,7 +117,7 @@ def test_an_older_or_equal_snapshot_never_replaces_a_newer_one(
 
     take(registry, record("r", late_seq, "running", next_step=0))
 
-    assert store.load("r") is newer
+    assert store.load("r") == newer
 
 
 @pytest.mark.parametrize(
@@ -133,7 +133,7 @@ def test_nothing_replaces_a_terminal_snapshot(
     take(registry, record("r", 4, late))
     take(registry, record("r", 99, "pending"))
 
-    assert store.load("r") is final
+    assert store.load("r") == final
 
 
 def test_on_recorded_hears_true_once_the_store_holds_the_snapshot(
@@ -278,7 +278,7 @@ def test_record_failure_is_ignored_for_a_terminal_run(
         timeout=WAIT,
     )
 
-    assert store.load("r") is final
+    assert store.load("r") == final
 
 
 def test_record_failure_for_an_unknown_run_records_nothing(
@@ -325,7 +325,7 @@ def test_snapshots_from_many_threads_leave_the_highest_seq(
         thread.join()
     watch(registry, "r")  # a round trip: everything told before it has been handled
 
-    assert store.load("r") is records[200]
+    assert store.load("r") == records[200]
 
 
 @dataclass(frozen=True)
