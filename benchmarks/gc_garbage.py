@@ -6,7 +6,7 @@ table). To measure another checkout of callboard with the same script, put it
 first on the path: ``PYTHONPATH=/path/to/checkout .venv/bin/python
 benchmarks/gc_garbage.py``.
 
-Two tables:
+Three tables:
 
 1. **Garbage per run.** Each scenario starts a fresh runtime, warms it up, then,
    with the collector disabled and ``gc.DEBUG_SAVEALL`` set, runs ``--runs`` runs
@@ -27,6 +27,10 @@ Two tables:
    (timed with :data:`gc.callbacks`). A full (generation 2) collection holds the
    GIL while it walks every tracked object of the process.
 
+3. **Runs kept.** One runtime on a store in memory keeps more and more ended
+   runs (``--kept``): the length of a full collection with nothing to free, and
+   the objects tracked, at each count. A kept run should add nothing to it.
+
 It asserts nothing; ``tests/test_gc_garbage.py`` holds the per-run garbage at
 zero.
 """
@@ -42,7 +46,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -307,8 +311,11 @@ class Garbage:
     paths: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
-def _tracked() -> collections.Counter[str]:
-    return collections.Counter(type_name(obj) for obj in gc.get_objects())
+def _tracked(leaving: Collection[object] = ()) -> collections.Counter[str]:
+    """Tracked objects by type, but for those in ``leaving`` (compared by identity)."""
+    skip = {id(obj) for obj in leaving}
+    skip.add(id(leaving))
+    return collections.Counter(type_name(obj) for obj in gc.get_objects() if id(obj) not in skip)
 
 
 def _store(kind: str, directory: Path) -> str | None:
@@ -334,6 +341,9 @@ def _left_by(action: Callable[[], object]) -> tuple[list[object], collections.Co
 
     The collector is off while it runs, then one collection with
     ``DEBUG_SAVEALL`` keeps what it found in ``gc.garbage`` instead of freeing it.
+    The objects added are counted after that collection, without what it found:
+    what the next full collection walks (a collection stops tracking a tuple or
+    dict that holds only plain values, such as a finished run's stored record).
     """
     gc.collect()
     gc.disable()
@@ -341,10 +351,10 @@ def _left_by(action: Callable[[], object]) -> tuple[list[object], collections.Co
     try:
         before = _tracked()
         action()
-        after = _tracked()
         gc.collect()
         found = list(gc.garbage)
         gc.garbage.clear()
+        after = _tracked(found)
     finally:
         gc.set_debug(0)
         gc.enable()
@@ -461,6 +471,28 @@ def timing_loop_lag(loop_lag: ModuleType, runs: int, directory: Path) -> tuple[T
     return timing, worst
 
 
+def timing_kept(kept: list[int]) -> list[tuple[int, int, float]]:
+    """A full collection's length in a runtime keeping more and more ended runs in memory.
+
+    For each count in ``kept`` (rising): 3-step runs until the memory store keeps that
+    many, then the shortest of three :func:`gc.collect` calls with nothing to free,
+    and the objects tracked. The first count is the floor the others are measured against.
+    """
+    rows = []
+    with Runtime() as rt:
+        wf = rt.register(_three("kept"))
+        for count in kept:
+            while len(rt.store) < count:
+                _start_and_wait(wf, min(200, count - len(rt.store)))
+            lengths = []
+            for _ in range(3):
+                began = time.perf_counter()
+                gc.collect()
+                lengths.append(time.perf_counter() - began)
+            rows.append((len(rt.store), len(gc.get_objects()), min(lengths)))
+    return rows
+
+
 # --- output ---------------------------------------------------------------------------
 
 
@@ -497,6 +529,15 @@ def print_timing(rows: list[Timing]) -> None:
         print(f"{row.workload:<34} {row.runs:>6} {row.wall_s:>7.2f}   " + " ".join(cells))
 
 
+def print_kept(rows: list[tuple[int, int, float]]) -> None:
+    print()
+    print("a full collection (gc.collect(), nothing to free) with ended runs kept in memory")
+    print(f"{'runs kept':>10} {'tracked':>9} {'full gc ms':>11} {'vs first':>9}")
+    floor = rows[0][2]
+    for kept, tracked, length in rows:
+        print(f"{kept:>10,} {tracked:>9,} {1000 * length:>11.1f} {length / floor:>8.2f}x")
+
+
 def _loop_lag() -> ModuleType:
     spec = importlib.util.spec_from_file_location("callboard_loop_lag", HERE / "loop_lag.py")
     assert spec is not None and spec.loader is not None
@@ -517,8 +558,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=400, help="runs per garbage scenario")
     parser.add_argument("--timing-runs", type=int, default=2000, help="runs per timed workload")
     parser.add_argument("--only", nargs="*", help="scenario names (and loop-lag)")
-    parser.add_argument("--no-timing", action="store_true", help="skip the second table")
+    parser.add_argument("--no-timing", action="store_true", help="skip the second and third tables")
     parser.add_argument("--top", type=int, default=4)
+    parser.add_argument(
+        "--kept",
+        type=int,
+        nargs="+",
+        default=[200, 10_000, 40_000],
+        help="ended runs kept in memory at each full collection timed (rising)",
+    )
     args = parser.parse_args(argv)
     import runtime
 
@@ -540,6 +588,7 @@ def main(argv: list[str] | None = None) -> int:
             print_timing(timings)
             print("the loop-lag round's worst ticks, and the collections (gen1, gen2) during each:")
             print("\n".join(worst))
+            print_kept(timing_kept(args.kept))
     return 0
 
 
