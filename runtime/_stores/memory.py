@@ -15,7 +15,7 @@ __all__ = ["MemoryStore"]
 _Kept = SnapshotRecord | tuple[Any, ...]
 """What the dict holds for a run: its record, or the record's fields as a plain tuple."""
 
-_new_tuple = tuple.__new__
+_new_tuple: Any = tuple.__new__  # builds a SnapshotRecord from its fields without keywords
 
 _LET_GO = SETTLED_STATUSES | {RunStatus.WAITING}
 """The statuses of a run whose actor let go of it: its record stays as it is, maybe for long."""
@@ -72,6 +72,7 @@ class MemoryStore:
 
     def create(self, record: SnapshotRecord) -> bool:
         """Record a new run; ``False`` if its id, or its workflow's idempotency key, is taken."""
+        kept = _kept(record)
         with self._lock:
             if record.run_id in self._records:
                 return False
@@ -82,7 +83,7 @@ class MemoryStore:
                     return False
                 self._keys[entry] = record.run_id
                 self._key_of[record.run_id] = entry
-            self._records[record.run_id] = _kept(record)
+            self._records[record.run_id] = kept
             return True
 
     def run_for_key(self, workflow_id: str, key: str) -> str | None:
@@ -104,20 +105,29 @@ class MemoryStore:
 
         Keeping a record in a dict cannot fail: ``on_error`` is never called.
         """
+        # What each record is kept as is worked out before the lock is taken: the less a
+        # thread does while holding it, the less a caller creating a run waits for it.
+        plain = [_kept(record) for record in records]
         with self._lock:  # against a concurrent replace() or prune()
             records_now = self._records
-            for record in records:
+            for record, kept_as in zip(records, plain, strict=True):
                 kept = records_now.get(record.run_id)
                 # A run that is not here (deleted meanwhile) stays gone: only create()
                 # records a run, and a save still on its way must not bring one back,
                 # nor land on a new run given the same id since (created at another time).
                 if kept is None:
                     continue
-                current = _record(kept)
+                # _record(kept), inline: no call of a Python function under the lock.
+                current: SnapshotRecord = (
+                    _new_tuple(SnapshotRecord, kept) if type(kept) is tuple else kept  # type: ignore[assignment]
+                )
                 if current.created_at != record.created_at:
                     continue
                 if record.seq > current.seq and current.status not in TERMINAL_STATUSES:
-                    records_now[record.run_id] = _kept(_keeping_resource(record, current))
+                    if record.resource_id is None and current.resource_id is not None:
+                        records_now[record.run_id] = _kept(_keeping_resource(record, current))
+                    else:
+                        records_now[record.run_id] = kept_as
         if on_commit is not None:
             on_commit()
 
