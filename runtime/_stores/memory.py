@@ -105,31 +105,46 @@ class MemoryStore:
 
         Keeping a record in a dict cannot fail: ``on_error`` is never called.
         """
-        # What each record is kept as is worked out before the lock is taken: the less a
-        # thread does while holding it, the less a caller creating a run waits for it.
-        plain = [_kept(record) for record in records]
-        with self._lock:  # against a concurrent replace() or prune()
-            records_now = self._records
-            for record, kept_as in zip(records, plain, strict=True):
-                kept = records_now.get(record.run_id)
-                # A run that is not here (deleted meanwhile) stays gone: only create()
-                # records a run, and a save still on its way must not bring one back,
-                # nor land on a new run given the same id since (created at another time).
-                if kept is None:
-                    continue
-                # _record(kept), inline: no call of a Python function under the lock.
-                current: SnapshotRecord = (
-                    _new_tuple(SnapshotRecord, kept) if type(kept) is tuple else kept  # type: ignore[assignment]
-                )
-                if current.created_at != record.created_at:
-                    continue
-                if record.seq > current.seq and current.status not in TERMINAL_STATUSES:
-                    if record.resource_id is None and current.resource_id is not None:
-                        records_now[record.run_id] = _kept(_keeping_resource(record, current))
-                    else:
-                        records_now[record.run_id] = kept_as
+        for record in records:
+            self._save_one(record)
         if on_commit is not None:
             on_commit()
+
+    def _save_one(self, record: SnapshotRecord) -> None:
+        """:meth:`save` of one record: nothing done under the lock lets go of the GIL.
+
+        The interpreter hands its lock (the GIL) from thread to thread only where a
+        thread calls a function or loops back; a thread made to hand it over while
+        it holds the store's lock makes every thread that wants the store wait for it
+        to get the GIL back: 200 µs or more each time on two busy cores, and once it
+        happens it tends to go on (a caller's ``create`` waits behind a run actor's
+        save, which then waits behind the caller's next ``create``). So the work is
+        done before the lock is taken, and under it are only reads of the dict and
+        the record and one store into the dict (a run's let-go record aside).
+        """
+        run_id = record.run_id
+        kept_as = _kept(record)
+        created_at, seq = record.created_at, record.seq
+        plain_resource = record.resource_id is None
+        with self._lock:  # against a concurrent replace(), delete() or prune()
+            records_now = self._records
+            # A run that is not here (deleted meanwhile) stays gone: only create() records
+            # a run, and a save still on its way must not bring one back, nor land on a
+            # new run given the same id since (created at another time).
+            if run_id not in records_now:
+                return
+            kept: Any = records_now[run_id]
+            if kept.__class__ is tuple:  # a let-go record, as a plain tuple
+                kept = _new_tuple(SnapshotRecord, kept)
+            if (
+                kept.created_at != created_at  # a new run of that id since
+                or seq <= kept.seq
+                or kept.status in TERMINAL_STATUSES
+            ):
+                return
+            if plain_resource and kept.resource_id is not None:
+                kept_as = _kept(_keeping_resource(record, kept))
+            records_now[run_id] = kept_as
 
     def replace(self, record: SnapshotRecord, expected_seq: int, *, reopen: bool = False) -> bool:
         """Store ``record`` if the stored one's ``seq`` is ``expected_seq`` and not terminal.

@@ -1,0 +1,72 @@
+"""MemoryStore under threads: a save never holds the store's lock where another thread can run."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from runtime import MemoryStore, SnapshotRecord
+
+
+def running(run_id: str, seq: int, created_at: float) -> SnapshotRecord:
+    return SnapshotRecord(
+        run_id=run_id,
+        workflow_id="wf",
+        seq=seq,
+        status="running",
+        data=b"x" * 40,
+        created_at=created_at,
+        updated_at=created_at + seq,
+        trace_id="ab" * 16,
+    )
+
+
+@pytest.fixture
+def switching_often() -> Iterator[None]:
+    """The interpreter's lock handed between threads as often as it can be."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
+
+
+@pytest.mark.usefixtures("switching_often")
+def test_a_thread_never_finds_the_lock_held_by_a_save() -> None:
+    # A run actor saves each run several times while callers create runs. If a save
+    # could hand the interpreter to another thread while holding the store's lock,
+    # a create would find the lock taken, sleep on it, then wait for the interpreter
+    # again: 200 µs and more a time on two busy cores. Python hands the interpreter
+    # over only where a thread calls a function or loops back, and a save does
+    # neither under the lock: another thread only ever finds it free.
+    store = MemoryStore()
+    now = time.time()
+    runs = [f"r{index}" for index in range(50)]
+    for run_id in runs:
+        assert store.create(running(run_id, 0, now))
+    saves = [(running(run_id, seq, now),) for seq in range(1, 200) for run_id in runs]
+    done = threading.Event()
+    looks = {"free": 0, "held": 0}
+
+    def look() -> None:
+        lock = store._lock
+        while not done.is_set():
+            looks["held" if lock.locked() else "free"] += 1
+
+    looker = threading.Thread(target=look)
+    looker.start()
+    try:
+        for records in saves:
+            store.save(records)
+    finally:
+        done.set()
+        looker.join()
+
+    assert looks["free"] > 100, looks  # the two threads did take turns
+    assert looks["held"] == 0, looks
+    assert all(store.load(run_id).seq == 199 for run_id in runs)  # type: ignore[union-attr]
