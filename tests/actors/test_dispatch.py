@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -536,3 +537,51 @@ def test_a_dispatched_actor_s_stop_flag_wakes_a_waiter_and_never_clears() -> Non
     assert woke.is_set() and flag.is_set() and flag.wait(0) is True
     with pytest.raises(TypeError):
         flag.clear()
+
+
+class _NoDispatcher:
+    """What an inbox tells when its actor has mail and was not queued: counted only."""
+
+    def __init__(self) -> None:
+        self.scheduled = 0
+
+    def schedule(self, actor: Any) -> None:
+        self.scheduled += 1
+
+
+def test_a_sender_never_finds_an_inbox_lock_held_by_another_thread() -> None:
+    # Senders and the dispatcher take turns on an inbox's lock. If one of them could
+    # be made to hand the GIL over while holding it, the others would sleep on the
+    # lock and then wait for the GIL again. Nothing under the lock hands it over, so
+    # a thread that looks (with the GIL handed over every microsecond) finds it free.
+    inbox = actors._dispatch._DispatchInbox()
+    dispatcher = _NoDispatcher()
+    inbox.bind(object(), dispatcher)  # type: ignore[arg-type]
+    done = threading.Event()
+    looks = {"free": 0, "held": 0}
+
+    def look() -> None:
+        lock = inbox._lock
+        while not done.is_set():
+            looks["held" if lock.locked() else "free"] += 1
+
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    looker = threading.Thread(target=look)
+    looker.start()
+    taken = []
+    try:
+        for index in range(20_000):
+            inbox.put(index)
+            if index % 3 == 2:  # take them out three at a time, then find the inbox empty
+                while (envelope := inbox.next_or_idle()) is not None:
+                    taken.append(envelope)
+    finally:
+        sys.setswitchinterval(before)
+        done.set()
+        looker.join()
+
+    assert taken == list(range(len(taken))) and len(taken) >= 19_998
+    assert dispatcher.scheduled == 6_667  # once for each batch of three
+    assert looks["free"] > 100, looks  # the two threads did take turns
+    assert looks["held"] == 0, looks
