@@ -5,6 +5,7 @@ The fixtures built on these live in ``tests/conftest.py``.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -55,6 +56,34 @@ def _fail(reason: str) -> NoReturn:
     import pytest
 
     pytest.fail(reason)
+
+
+def looks_at_lock(lock: Any, work: Callable[[], object]) -> dict[str, int]:
+    """How often a second thread finds ``lock`` held, and free, while ``work`` runs.
+
+    The interpreter lock is handed between threads as often as it can be
+    (``sys.setswitchinterval(1e-6)``) meanwhile. A thread can only look while
+    the one doing ``work`` has handed the interpreter over, so ``held`` counts
+    the times that thread did so while holding ``lock``.
+    """
+    done = threading.Event()
+    looks = {"free": 0, "held": 0}
+
+    def look() -> None:
+        while not done.is_set():
+            looks["held" if lock.locked() else "free"] += 1
+
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    looker = threading.Thread(target=look)
+    looker.start()
+    try:
+        work()
+    finally:
+        sys.setswitchinterval(before)
+        done.set()
+        looker.join()
+    return looks
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> None:

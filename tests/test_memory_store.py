@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-import threading
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from runtime import MemoryStore, SnapshotRecord
+from tests._support import looks_at_lock
 
 
 def running(run_id: str, seq: int, created_at: float) -> SnapshotRecord:
@@ -25,18 +21,6 @@ def running(run_id: str, seq: int, created_at: float) -> SnapshotRecord:
     )
 
 
-@pytest.fixture
-def switching_often() -> Iterator[None]:
-    """The interpreter's lock handed between threads as often as it can be."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(before)
-
-
-@pytest.mark.usefixtures("switching_often")
 def test_a_thread_never_finds_the_lock_held_by_a_save() -> None:
     # A run actor saves each run several times while callers create runs. If a save
     # could hand the interpreter to another thread while holding the store's lock,
@@ -50,22 +34,12 @@ def test_a_thread_never_finds_the_lock_held_by_a_save() -> None:
     for run_id in runs:
         assert store.create(running(run_id, 0, now))
     saves = [(running(run_id, seq, now),) for seq in range(1, 200) for run_id in runs]
-    done = threading.Event()
-    looks = {"free": 0, "held": 0}
 
-    def look() -> None:
-        lock = store._lock
-        while not done.is_set():
-            looks["held" if lock.locked() else "free"] += 1
-
-    looker = threading.Thread(target=look)
-    looker.start()
-    try:
+    def save_all() -> None:
         for records in saves:
             store.save(records)
-    finally:
-        done.set()
-        looker.join()
+
+    looks = looks_at_lock(store._lock, save_all)
 
     assert looks["free"] > 100, looks  # the two threads did take turns
     assert looks["held"] == 0, looks

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from actors._dispatch import (
     unexpected,
 )
 from actors.run import RunActor
-from tests._support import wait_until
+from tests._support import looks_at_lock, wait_until
 
 WAIT = 10.0
 
@@ -557,29 +556,16 @@ def test_a_sender_never_finds_an_inbox_lock_held_by_another_thread() -> None:
     inbox = actors._dispatch._DispatchInbox()
     dispatcher = _NoDispatcher()
     inbox.bind(object(), dispatcher)  # type: ignore[arg-type]
-    done = threading.Event()
-    looks = {"free": 0, "held": 0}
-
-    def look() -> None:
-        lock = inbox._lock
-        while not done.is_set():
-            looks["held" if lock.locked() else "free"] += 1
-
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    looker = threading.Thread(target=look)
-    looker.start()
     taken = []
-    try:
+
+    def put_and_take() -> None:
         for index in range(20_000):
             inbox.put(index)
             if index % 3 == 2:  # take them out three at a time, then find the inbox empty
                 while (envelope := inbox.next_or_idle()) is not None:
                     taken.append(envelope)
-    finally:
-        sys.setswitchinterval(before)
-        done.set()
-        looker.join()
+
+    looks = looks_at_lock(inbox._lock, put_and_take)
 
     assert taken == list(range(len(taken))) and len(taken) >= 19_998
     assert dispatcher.scheduled == 6_667  # once for each batch of three
