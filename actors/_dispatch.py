@@ -248,7 +248,7 @@ class _DispatchInbox:
     nothing done under it lets go of the GIL: CPython hands the GIL to another
     thread only at a call or a loop back, and a thread made to hand it over while
     it holds the lock would have every other sender, and the dispatcher, sleep on
-    the lock and then wait for the GIL again (milliseconds, on two busy cores). So
+    the lock and then wait for the GIL again, as a memory store's lock did. So
     a message goes in with ``+=`` and comes out with an index and ``del``, not
     with ``append`` and ``popleft``, which are calls.
     """

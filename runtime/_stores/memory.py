@@ -116,8 +116,8 @@ class MemoryStore:
         The interpreter hands its lock (the GIL) from thread to thread only where a
         thread calls a function or loops back; a thread made to hand it over while
         it holds the store's lock makes every thread that wants the store wait for it
-        to get the GIL back: 200 µs or more each time on two busy cores, and once it
-        happens it tends to go on (a caller's ``create`` waits behind a run actor's
+        to get the GIL back (100 to 400 µs a time, measured on two busy cores), and
+        once it happens it tends to go on (a caller's ``create`` waits behind a run actor's
         save, which then waits behind the caller's next ``create``). So the work is
         done before the lock is taken, and under it are only reads of the dict and
         the record and one store into the dict (a run's let-go record aside).
