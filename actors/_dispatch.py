@@ -384,6 +384,11 @@ def _reply_dead(envelope: Any, actor: object) -> None:
     reply_to.set_exception(exc_info=(ActorDeadError, error, None))
 
 
+_STOP_FLAGS_LOCK = threading.Lock()
+"""Guards every :class:`_StopFlag` (held for two assignments): a lock per flag was one
+more object per run for the garbage collector, and flags are set once and rarely waited on."""
+
+
 class _StopFlag(threading.Event):
     """A dispatched actor's ``actor_stopped``: an event whose condition is made only if waited on.
 
@@ -392,16 +397,15 @@ class _StopFlag(threading.Event):
     list of waiters for each actor, one per run, and few are ever waited on.
     """
 
-    def __init__(self) -> None:  # not Event's: no condition until a wait
+    def __init__(self) -> None:  # not Event's: no condition until a wait, no lock of its own
         self._stopped = False
-        self._lock = threading.Lock()
         self._event: threading.Event | None = None
 
     def is_set(self) -> bool:
         return self._stopped
 
     def set(self) -> None:
-        with self._lock:
+        with _STOP_FLAGS_LOCK:
             self._stopped = True
             event = self._event
         if event is not None:
@@ -411,11 +415,12 @@ class _StopFlag(threading.Event):
         raise TypeError("an actor that stopped does not start again")
 
     def wait(self, timeout: float | None = None) -> bool:
-        with self._lock:
+        made = threading.Event()  # before the lock: no call that may hand the GIL over in it
+        with _STOP_FLAGS_LOCK:
             if self._stopped:
                 return True
             if self._event is None:
-                self._event = threading.Event()
+                self._event = made
             event = self._event
         return event.wait(timeout)
 

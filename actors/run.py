@@ -1219,7 +1219,7 @@ class RunActor(DispatchedActor):
             return
         snapshot = self._snapshot
         if error is None:
-            snapshot["status"] = status.value
+            snapshot["status"] = status._value_  # .value is a Python property: slower
             snapshot["result"] = result
             snapshot["suspended"] = {}
             # A bail leaves siblings and enclosing nodes open.
@@ -1245,12 +1245,11 @@ class RunActor(DispatchedActor):
         self._ended = True
         self._calls.abort(reason)
         snapshot = self._snapshot
+        value: str = status._value_  # .value is a Python property: slower
         # The root span ends before the final result becomes visible, so that
         # whoever sees the result can see the whole trace.
-        self._span.end(
-            status.value, failure=error, **({} if error is None else {"error": error["name"]})
-        )
-        self._count_end(status.value)
+        self._span.end(value, failure=error, **({} if error is None else {"error": error["name"]}))
+        self._count_end(value)
         record = self._encoder.next_record(_clock.time())
         direct = self._direct
         if (

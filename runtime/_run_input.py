@@ -67,6 +67,9 @@ def validated_input(schema: type[BaseModel], value: Any, field: str, run_id: str
     return _validated(schema, value, field, run_id)
 
 
+_PENDING: Final = RunStatus.PENDING.value  # read once: an enum's .value is a Python property
+
+
 def pending_snapshot(
     plan: ExecutionPlan,
     run_id: str,
@@ -98,7 +101,7 @@ def pending_snapshot(
         "run_id": run_id,
         "workflow_id": plan.workflow_id,
         "seq": 0,
-        "status": RunStatus.PENDING.value,
+        "status": _PENDING,
         "input": inputs,
         "result": None,
         "error": None,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 import struct
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from itertools import compress
 from operator import is_not
@@ -642,10 +642,10 @@ the record (a new dict) to change one, as when the step runs again."""
 
 
 def _changed_steps(
-    records: list[dict[str, Any]],
-    seen: list[dict[str, Any]],
+    records: Sequence[dict[str, Any]],
+    seen: Sequence[dict[str, Any]],
     copies: list[dict[str, Any]],
-    unsettled: list[int],
+    unsettled: Sequence[int],
 ) -> list[int]:
     """The indices, among the first ``len(seen)`` step records, of those that changed.
 
@@ -670,9 +670,13 @@ def _changed_steps(
     return changed
 
 
-def _unsettled(copies: list[dict[str, Any]], indices: Any) -> list[int]:
-    """Those of ``indices`` whose copy is of a step record not settled."""
-    return [index for index in indices if copies[index].get("status") not in _SETTLED_STEP]
+def _unsettled(copies: list[dict[str, Any]], indices: Any) -> tuple[int, ...]:
+    """Those of ``indices`` whose copy is of a step record not settled.
+
+    A tuple: an encoder or freezer keeps it until its next record, and the garbage
+    collector stops tracking a tuple of ints (never a list).
+    """
+    return tuple([index for index in indices if copies[index].get("status") not in _SETTLED_STEP])
 
 
 class _EachLists:
@@ -830,7 +834,7 @@ class _PartsEncoder:
         self._paths: list[str] = []
         self._copies: list[dict[str, Any]] = []
         self._seen: list[dict[str, Any]] = []  # the step records as objects, at the last record
-        self._unsettled: list[int] = []  # indices of the copies not settled
+        self._unsettled: tuple[int, ...] = ()  # indices of the copies not settled
         self._ordinals: dict[str, int] = {}
         self._step_frames: dict[str, bytes] = {}
         self._inline_steps: dict[str, int] = {}
@@ -1474,10 +1478,12 @@ class SnapshotFreezer:
 
     def __init__(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
-        self._paths: list[str] = []
-        self._copies: list[dict[str, Any]] = []  # each step record as last frozen
-        self._seen: list[dict[str, Any]] = []  # the step records as objects, when last frozen
-        self._unsettled: list[int] = []  # indices of the copies not settled
+        # Tuples where they are replaced, not changed: the collector stops tracking a
+        # tuple of strings or ints, never a list, and one is kept by each run in flight.
+        self._paths: tuple[str, ...] = ()
+        self._copies: list[dict[str, Any]] | None = None  # each step record as last frozen
+        self._seen: tuple[dict[str, Any], ...] = ()  # the step records, when last frozen
+        self._unsettled: tuple[int, ...] = ()  # indices of the copies not settled
         self._steps: dict[str, Any] = {}  # the frozen steps of the last record
         self._last: _Frozen | None = None
         # A foreach's progress (its lists of outputs and done flags), the copy of it the
@@ -1541,9 +1547,11 @@ class SnapshotFreezer:
         return copy
 
     def _freeze_steps(self, steps: dict[str, Any]) -> dict[str, Any]:
-        paths = list(steps)
-        records = list(steps.values())
+        paths = tuple(steps)
+        records = tuple(steps.values())
         known, copies = self._paths, self._copies
+        if copies is None:  # made with the first step
+            copies = self._copies = []
         if paths[: len(known)] == known:
             # The usual case: the steps of last time, in the same order, and maybe new
             # ones. An unchanged record is shared with the record before.

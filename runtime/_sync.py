@@ -209,6 +209,14 @@ class Latch:
                 self._waiters.discard(waiter)
 
 
+_SIGNALS_LOCK = threading.Lock()
+"""Guards every :class:`AbortSignal`'s reason, callbacks and latch. Each holds it for a
+few assignments and no call that could hand the GIL over (a lock held across a
+hand-over makes every other thread that wants it wait for the GIL too); a lock of its
+own per step call was one more object for the garbage collector per step.
+"""
+
+
 class AbortSignal:
     """Tells a step that its run no longer wants its result, and why.
 
@@ -237,14 +245,15 @@ class AbortSignal:
             swallowed so that one bad callback cannot stop the others.
     """
 
-    __slots__ = ("_callbacks", "_latch", "_lock", "_reason", "callback_errors")
+    __slots__ = ("_callbacks", "_latch", "_reason", "callback_errors")
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        # Made on the first wait: every step call gets a signal, few wait on one.
+        # Made on the first wait (the latch) or callback (the list): every step call
+        # gets a signal, few wait on one or give it a callback, and each object a
+        # signal holds is one more for the garbage collector while its step runs.
         self._latch: Latch | None = None
         self._reason: str | None = None
-        self._callbacks: list[Callable[[str], None]] = []
+        self._callbacks: list[Callable[[str], None]] | None = None
         self.callback_errors = 0
 
     @property
@@ -253,12 +262,20 @@ class AbortSignal:
         return self._reason is not None
 
     def _waitable(self) -> Latch:
-        with self._lock:
-            if self._latch is None:
-                self._latch = Latch()
-                if self._reason is not None:
-                    self._latch.set()
-            return self._latch
+        latch = self._latch
+        if latch is not None:
+            return latch
+        made = Latch()  # before the lock, which no call that may hand the GIL over holds
+        with _SIGNALS_LOCK:
+            latch = self._latch
+            if latch is None:
+                latch = self._latch = made
+                aborted = self._reason is not None  # abort() saw no latch to set
+            else:
+                aborted = False  # another thread's, set (or to be set) as it should be
+        if aborted:
+            latch.set()
+        return latch
 
     @property
     def reason(self) -> str | None:
@@ -302,9 +319,12 @@ class AbortSignal:
         Args:
             fn: Called with the abort's reason.
         """
-        with self._lock:
+        with _SIGNALS_LOCK:
             if self._reason is None:
-                self._callbacks.append(fn)
+                if self._callbacks is None:
+                    self._callbacks = [fn]
+                else:
+                    self._callbacks.append(fn)
                 return
             reason = self._reason
         self._call(fn, reason)
@@ -318,15 +338,15 @@ class AbortSignal:
         Returns:
             ``True`` if this call aborted the signal, ``False`` if it already was.
         """
-        with self._lock:
+        with _SIGNALS_LOCK:
             if self._reason is not None:
                 return False
             self._reason = reason
-            callbacks, self._callbacks = self._callbacks, []
+            callbacks, self._callbacks = self._callbacks, None
             latch = self._latch
         if latch is not None:
             latch.set()
-        for fn in callbacks:
+        for fn in callbacks or ():
             self._call(fn, reason)
         return True
 
@@ -334,7 +354,7 @@ class AbortSignal:
         try:
             fn(reason)
         except Exception:
-            with self._lock:
+            with _SIGNALS_LOCK:
                 self.callback_errors += 1
 
     def __repr__(self) -> str:
