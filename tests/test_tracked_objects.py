@@ -18,6 +18,7 @@ from actors._calls import Calls
 from actors._dispatch import _StopFlag
 from runtime._snapshot import SnapshotFreezer
 from runtime._sync import AbortSignal
+from tests._support import wait_until
 from tests.test_snapshot import a_snapshot
 
 
@@ -54,8 +55,7 @@ def test_an_abort_signal_wakes_a_wait_that_began_before_the_abort() -> None:
 
     waiter = threading.Thread(target=wait)
     waiter.start()
-    while signal._latch is None:  # the waiter made the latch
-        threading.Event().wait(0.001)
+    wait_until(lambda: signal._latch is not None, what="the waiter made the latch")
     signal.abort("canceled")
     waiter.join(10)
     assert woke.is_set()
