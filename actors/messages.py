@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass
 from enum import StrEnum
 from typing import Any, Final, Literal, TypeAlias
 
@@ -612,37 +612,10 @@ StepActorMessage: TypeAlias = CallStep | CallConditions | CallMap | CallSleepLen
 
 
 # Every message gets a quicker __init__ (see actors._frozen_init): a run of three steps
-# builds about a dozen of them, and a call of a step carries 25 fields.
-for _message in (
-    StartRun,
-    QueuesDue,
-    StepWaitBegan,
-    NotifyWhenIdle,
-    AbortRuns,
-    CancelRun,
-    WakeRun,
-    RunEnded,
-    RunParked,
-    RunCrashed,
-    SnapshotTaken,
-    SettledCommitted,
-    WatchRun,
-    SubscribeRun,
-    StepWrote,
-    UnsubscribeRun,
-    RecordFailure,
-    RunsClaimed,
-    SnapshotSeen,
-    StepFinished,
-    SnapshotCommitted,
-    TimerFired,
-    AbortRun,
-    StartHookCalled,
-    Call,
-    CallStep,
-    CallConditions,
-    CallMap,
-    CallSleepLength,
-):
-    quick_frozen_init(_message)
-del _message
+# builds about a dozen of them, and a call of a step carries 25 fields. Every dataclass
+# this module exports is a message, so a new one gets it too.
+for _name in __all__:
+    _message = globals()[_name]
+    if isinstance(_message, type) and is_dataclass(_message):
+        quick_frozen_init(_message)
+del _name, _message
