@@ -26,10 +26,13 @@ the asker; a ``tell`` has nobody to hand it to, so it is logged as
 ``unexpected_message`` and the actor goes on: one stray message must not stop
 the supervisor or the registry.
 
+A told message goes into a dispatched actor's inbox as it is, not in one of
+pykka's envelopes (:class:`_DispatchedRef`); an ask still comes in an envelope.
+
 This module relies on a few of pykka 4's private names (hooks for new actor
-types, ``Actor._handle_receive``, ``Actor._stop``, ``Actor._handle_failure``);
-``tests/actors/test_dispatch.py`` names each one, and ``pyproject.toml`` pins
-pykka 4.
+types, ``Actor._handle_receive``, ``Actor._stop``, ``Actor._handle_failure``,
+the ``Envelope`` class of ``pykka._envelope``); ``tests/actors/test_dispatch.py``
+names each one, and ``pyproject.toml`` pins pykka 4.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from typing import Any, ClassVar, Final, Never, NoReturn, Self
 
 import pykka
 from pykka import ActorDeadError
+from pykka._envelope import Envelope
 
 from runtime import _probes
 from runtime._ids import new_id
@@ -280,8 +284,9 @@ class _DispatchInbox:
         self._actor = actor
         self._dispatcher = dispatcher
 
-    def put(self, envelope: Any, /) -> None:
-        one = (envelope,)  # made before the lock: making it may run the garbage collector
+    def put(self, item: Any, /) -> None:
+        """Queue an ``Envelope``, or a told message as it is (see :class:`_DispatchedRef`)."""
+        one = (item,)  # made before the lock: making it may run the garbage collector
         with self._lock:
             if self._closed:
                 closed = True
@@ -292,7 +297,7 @@ class _DispatchInbox:
                     return
                 self._scheduled = True
         if closed:
-            self._reply_dead(envelope)
+            self._reply_dead(item)
             return
         assert self._dispatcher is not None and self._actor is not None
         self._dispatcher.schedule(self._actor)
@@ -300,9 +305,9 @@ class _DispatchInbox:
     def get(self) -> Any:
         with self._lock:
             messages = self._messages
-            envelope = messages[0]
+            item = messages[0]
             del messages[0]
-            return envelope
+            return item
 
     def empty(self) -> bool:
         return not self._messages
@@ -315,13 +320,13 @@ class _DispatchInbox:
         self._dispatcher.schedule(self._actor)
 
     def next_or_idle(self) -> Any | None:
-        """The next envelope, or ``None`` after marking the actor as not scheduled."""
+        """The next item, or ``None`` after marking the actor as not scheduled."""
         with self._lock:
             messages = self._messages
             if messages:
-                envelope = messages[0]
+                item = messages[0]
                 del messages[0]
-                return envelope
+                return item
             self._scheduled = False
             return None
 
@@ -341,43 +346,55 @@ class _DispatchInbox:
             self._actor = None
             self._dispatcher = None
 
-    def _reply_dead(self, envelope: Any) -> None:
+    def _reply_dead(self, item: Any) -> None:
         actor = self._actor
         if actor is None and self._gone is not None:
             ref, actor_class, name = self._gone
             actor = ref()
             if actor is None:
-                _reply_gone(envelope, actor_class, name)
+                _reply_gone(item, actor_class, name)
                 return
-        _reply_dead(envelope, actor)
+        _reply_dead(item, actor)
 
 
-def _reply_gone(envelope: Any, actor_class: type[DispatchedActor], name: str) -> None:
+def _opened(item: Any) -> tuple[Any, pykka.Future[Any] | None]:
+    """An inbox item's message and the future its sender waits on (``None`` for a tell).
+
+    An item is an ``Envelope`` (an ask, or a tell through pykka's own ``ActorRef``)
+    or a told message as it is (:class:`_DispatchedRef`): told by its type, never
+    by its attributes, since a message of ours may have a ``reply_to`` of its own.
+    """
+    if type(item) is Envelope:
+        return item.message, item.reply_to
+    return item, None
+
+
+def _reply_gone(item: Any, actor_class: type[DispatchedActor], name: str) -> None:
     """Mail for an actor that ended and was freed: its class says what becomes of it."""
-    reply_to = getattr(envelope, "reply_to", None)
+    message, reply_to = _opened(item)
     if reply_to is None:
         try:
-            actor_class.on_undelivered_gone(envelope.message)
+            actor_class.on_undelivered_gone(message)
         except Exception:
             emit(logging.ERROR, "undelivered_message_failed", actor=name, exc_info=True)
         return
-    if isinstance(envelope.message, pykka.messages._ActorStop):
+    if isinstance(message, pykka.messages._ActorStop):
         reply_to.set(None)
         return
     error = ActorDeadError(f"{name} stopped before handling the message")
     reply_to.set_exception(exc_info=(ActorDeadError, error, None))
 
 
-def _reply_dead(envelope: Any, actor: object) -> None:
-    reply_to = getattr(envelope, "reply_to", None)
+def _reply_dead(item: Any, actor: object) -> None:
+    message, reply_to = _opened(item)
     if reply_to is None:
         if isinstance(actor, DispatchedActor):
             try:
-                actor.on_undelivered(envelope.message)
+                actor.on_undelivered(message)
             except Exception:
                 emit(logging.ERROR, "undelivered_message_failed", actor=str(actor), exc_info=True)
         return
-    if isinstance(envelope.message, pykka.messages._ActorStop):
+    if isinstance(message, pykka.messages._ActorStop):
         reply_to.set(None)
         return
     error = ActorDeadError(f"{actor} stopped before handling the message")
@@ -428,6 +445,31 @@ class _StopFlag(threading.Event):
         return f"<_StopFlag: {'set' if self._stopped else 'unset'}>"
 
 
+class _DispatchedRef(pykka.ActorRef[Any]):
+    """A dispatched actor's ref: ``tell`` puts the message in the inbox as it is.
+
+    pykka's ``tell`` asks ``is_alive()`` (which asks the stop flag) and wraps
+    the message in an ``Envelope``: two Python calls and an object the garbage
+    collector tracks until the message is handled, for every message of every
+    run. A told message needs no envelope (it carries no reply), so here it
+    goes in bare, and :meth:`DispatchedActor._process` tells the two apart by
+    type. ``ask`` and everything else are pykka's, with envelopes.
+    """
+
+    def tell(self, message: Any) -> None:
+        """Send ``message`` without waiting for an answer.
+
+        Raises:
+            ActorDeadError: if the actor has stopped.
+        """
+        if self.actor_stopped.is_set():
+            raise ActorDeadError(f"{self} not found")
+        if message is None or type(message) is Envelope:
+            # An item the inbox could not tell apart: None means "no mail".
+            message = Envelope(message)
+        self.actor_inbox.put(message)
+
+
 class DispatchedActor(pykka.Actor):
     """A pykka actor whose messages are processed on a shared :class:`Dispatcher`.
 
@@ -461,7 +503,7 @@ class DispatchedActor(pykka.Actor):
         self.actor_urn = f"urn:uuid:{new_id()}"
         self.actor_inbox = _DispatchInbox()
         self.actor_stopped = _StopFlag()
-        self._actor_ref = pykka.ActorRef(self)
+        self._actor_ref = _DispatchedRef(self)
         self.actor_inbox.bind(self, dispatcher)
         self._dispatcher = dispatcher
         self._loop_started = False
@@ -535,25 +577,29 @@ class DispatchedActor(pykka.Actor):
             if self.actor_stopped.is_set():
                 self._teardown()
                 return
-            envelope = inbox.next_or_idle()
-            if envelope is None:
+            item = inbox.next_or_idle()
+            if item is None:
                 return
-            self._process(envelope)
+            self._process(item)
         if self.actor_stopped.is_set():
             self._teardown()
             return
         # Yield the thread to other actors; come back for the rest of the mail.
         self._dispatcher.schedule(self)
 
-    def _process(self, envelope: Any) -> None:
+    def _process(self, item: Any) -> None:
+        if type(item) is Envelope:
+            message, reply_to = item.message, item.reply_to
+        else:  # a told message as it is (see _DispatchedRef)
+            message, reply_to = item, None
         try:
             observer = _probes.observer
-            if observer is not None and not observer(self, envelope.message):
+            if observer is not None and not observer(self, message):
                 return
-            response = self._handle_receive(envelope.message)
+            response = self._handle_receive(message)
         except BaseException as exc:
-            if envelope.reply_to is not None:
-                envelope.reply_to.set_exception()
+            if reply_to is not None:
+                reply_to.set_exception()
             elif isinstance(exc, UnexpectedMessageError):
                 _report_unexpected(self, exc)
             elif self.survives_faults:
@@ -561,15 +607,15 @@ class DispatchedActor(pykka.Actor):
                     logging.ERROR,
                     "actor_message_failed",
                     actor=str(self),
-                    message=type(envelope.message).__name__,
+                    message=type(message).__name__,
                     exc_info=True,
                 )
                 self.on_fault(exc)
             else:
                 self._fail(*sys.exc_info())
             return
-        if envelope.reply_to is not None:
-            envelope.reply_to.set(response)
+        if reply_to is not None:
+            reply_to.set(response)
 
     def _fail(
         self,
@@ -592,8 +638,8 @@ class DispatchedActor(pykka.Actor):
 
     def _teardown(self) -> None:
         inbox = self.actor_inbox
-        for envelope in inbox.close():
-            _reply_dead(envelope, self)
+        for item in inbox.close():
+            _reply_dead(item, self)
         inbox.release()
         try:
             self.on_released()

@@ -571,3 +571,115 @@ def test_a_sender_never_finds_an_inbox_lock_held_by_another_thread() -> None:
     assert dispatcher.scheduled == 6_667  # once for each batch of three
     assert looks["free"] > 100, looks  # the two threads did take turns
     assert looks["held"] == 0, looks
+
+
+# --- told messages go into the inbox bare --------------------------------------------
+
+
+TAKERS: dict[str, _Taker] = {}
+
+
+class _Taker(DispatchedActor):
+    """Keeps every message it handles (``None`` too) and every one it never handled."""
+
+    def __init__(self, dispatcher: Dispatcher, gate: threading.Event) -> None:
+        super().__init__(dispatcher)
+        TAKERS[self.actor_urn] = self
+        self.gate = gate
+        self.handled: list[Any] = []
+        self.undelivered: list[Any] = []
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "block":
+            self.gate.wait(WAIT)
+        elif message == "stop_now":
+            self.stop_now()
+        self.handled.append(message)
+        return ("got", message)
+
+    def on_undelivered(self, message: Any) -> None:
+        self.undelivered.append(message)
+
+
+class _WithReplyTo:
+    """A message of the actor's own protocol that happens to have a ``reply_to``."""
+
+    def __init__(self) -> None:
+        self.reply_to = pykka.ThreadingFuture[Any]()
+        self.message = "not an envelope's"
+
+
+def test_a_told_message_waits_in_the_inbox_without_an_envelope_and_an_ask_with_one(
+    dispatcher: Dispatcher, started: list[pykka.ActorRef[Any]]
+) -> None:
+    gate = threading.Event()
+    ref = _Taker.start(dispatcher, gate)
+    started.append(ref)
+    ref.tell("block")
+    wait_until(ref.actor_inbox.empty)  # the actor holds "block"
+    told = ("told", 1)
+    ref.tell(told)
+    asked = ref.ask("asked", block=False)
+
+    waiting = list(ref.actor_inbox._messages)
+    gate.set()
+
+    assert waiting[0] is told  # no envelope: nothing more for the collector to track
+    assert isinstance(waiting[1], pykka._envelope.Envelope)
+    assert waiting[1].message == "asked" and waiting[1].reply_to is not None
+    assert asked.get(timeout=WAIT) == ("got", "asked")
+    assert TAKERS.pop(ref.actor_urn).handled == ["block", told, "asked"]
+
+
+def _never_answered(future: pykka.Future[Any]) -> bool:
+    with pytest.raises(pykka.Timeout):
+        future.get(timeout=0)
+    return True
+
+
+def test_a_told_none_and_a_message_with_a_reply_to_of_its_own_are_handled_as_told(
+    dispatcher: Dispatcher, started: list[pykka.ActorRef[Any]]
+) -> None:
+    gate = threading.Event()
+    gate.set()
+    ref = _Taker.start(dispatcher, gate)
+    started.append(ref)
+    own = _WithReplyTo()
+    ref.tell(None)  # in an envelope: a bare None would read as an empty inbox
+    ref.tell(own)
+    assert ref.ask("last", timeout=WAIT) == ("got", "last")
+
+    assert TAKERS.pop(ref.actor_urn).handled == [None, own, "last"]
+    assert _never_answered(own.reply_to)  # nothing answered through the message's field
+
+
+def test_told_messages_left_when_an_actor_stops_reach_on_undelivered_as_they_were_told(
+    dispatcher: Dispatcher,
+) -> None:
+    gate = threading.Event()
+    ref = _Taker.start(dispatcher, gate)
+    actor = TAKERS.pop(ref.actor_urn)
+    ref.tell("block")
+    ref.tell("stop_now")
+    own = _WithReplyTo()
+    ref.tell(own)
+    ref.tell(None)
+    asked = ref.ask("asked", block=False)
+    gate.set()
+
+    with pytest.raises(pykka.ActorDeadError):
+        asked.get(timeout=WAIT)
+    assert actor.actor_stopped.wait(WAIT)
+    assert actor.undelivered == [own, None]
+    assert _never_answered(own.reply_to)
+    with pytest.raises(pykka.ActorDeadError):  # and a tell after the stop is refused
+        ref.tell("late")
+
+
+def test_the_envelope_class_the_dispatcher_tells_apart_is_pykkas() -> None:
+    # actors/_dispatch.py imports it from pykka's private module pykka._envelope.
+    from pykka._envelope import Envelope
+
+    envelope = Envelope("m", reply_to=None)
+    assert (envelope.message, envelope.reply_to) == ("m", None)
+    assert pykka.ActorRef.tell.__module__ == "pykka._ref"
