@@ -552,6 +552,28 @@ def test_a_first_frozen_record_is_its_snapshot_as_it_was_when_taken() -> None:
         assert first_frozen_record({**snapshot, "steps": {}, "input": {"v": bad}}) is None  # type: ignore[typeddict-item]
 
 
+def test_a_settled_step_record_is_shared_by_the_frozen_records_not_copied() -> None:
+    """An open step's record is copied into a record; a settled one is kept as it is."""
+    snapshot = a_snapshot()
+    open_step = {"status": "running", "payload": {"v": 1}, "started_at": 1.0}
+    snapshot["steps"]["s0"] = open_step
+    freezer = SnapshotFreezer(snapshot)  # type: ignore[arg-type]
+    first = freezer.next_record(1.0)
+    open_step["status"], open_step["output"] = "success", {"v": 2}  # settled in place
+    second = freezer.next_record(2.0)
+    settled = {"status": "failed", "error": {"name": "E"}}
+    snapshot["steps"]["s1"] = settled  # added settled
+    third = freezer.next_record(3.0)
+
+    def held(record: Any) -> dict[str, Any]:
+        return tuple.__getitem__(record, 4).snapshot["steps"]  # type: ignore[no-any-return]
+
+    assert held(first)["s0"] is not open_step and held(first)["s0"]["status"] == "running"
+    assert held(second)["s0"] is open_step  # settled: shared, never changed in place again
+    assert held(third)["s0"] is open_step and held(third)["s1"] is settled
+    assert unpack(first.data)["steps"]["s0"]["status"] == "running"
+
+
 def test_a_settled_step_record_changed_in_place_is_caught() -> None:
     """The contract that lets a transition skip settled steps: the test suite checks it."""
     snapshot = a_snapshot()
@@ -562,7 +584,9 @@ def test_a_settled_step_record_changed_in_place_is_caught() -> None:
     encoder.next_record(1.0)
     snapshot["steps"]["s0"]["output"] = {"v": 2}  # in place: against the contract
 
-    with pytest.raises(AssertionError, match="changed in place"):
+    # The freezer's last record shares the settled step record: that record is what
+    # changed after it was taken.
+    with pytest.raises(AssertionError, match="changed after it was taken"):
         freezer.next_record(2.0)
     with pytest.raises(AssertionError, match="does not read back"):
         encoder.next_record(3.0)
