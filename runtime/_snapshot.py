@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from itertools import compress
 from operator import is_not
-from typing import Any, Final, NotRequired, TypedDict, cast
+from typing import Any, Final, NotRequired, Self, TypedDict, cast
 
 import msgpack
 from pydantic import ValidationError
@@ -1341,20 +1341,26 @@ def _reference_bytes(snapshot: Mapping[str, Any]) -> bytes:
     return data
 
 
-class _Frozen:
-    """A snapshot as it was at one record, encoded only when somebody reads its bytes.
+class _Frozen(dict[str, Any]):
+    """A snapshot as it was at one record: a copy of its mapping, encoded only when read.
 
-    With :data:`CHECK_PARTS` it also holds the bytes the snapshot had when it
-    was frozen, and every later encoding must give the same: a frozen snapshot
-    that changed (the run actor changed in place a value it shares) fails.
+    The copy is the record's holder too (a dict with two slots), not a dict held
+    by another object: one object fewer per transition of every run for the
+    garbage collector. Its slots are set when used: ``_data`` once encoded,
+    ``_reference`` by :meth:`seal`.
+
+    With :data:`CHECK_PARTS`, :meth:`seal` keeps the bytes the snapshot had when
+    it was frozen, and every later encoding must give the same: a frozen
+    snapshot that changed (the run actor changed in place a value it shares) fails.
     """
 
-    __slots__ = ("_data", "_reference", "snapshot")
+    __slots__ = ("_data", "_reference")
 
-    def __init__(self, snapshot: dict[str, Any]) -> None:
-        self.snapshot = snapshot
-        self._data: bytes | None = None
-        self._reference = _reference_bytes(snapshot) if CHECK_PARTS else None
+    def seal(self) -> Self:
+        """Done filling the copy in: with :data:`CHECK_PARTS`, keep its bytes to check."""
+        if CHECK_PARTS:
+            self._reference = _reference_bytes(self)
+        return self
 
     def encoded(self) -> bytes:
         """The snapshot's bytes (format 3), encoded on the first call and kept.
@@ -1362,20 +1368,20 @@ class _Frozen:
         Raises:
             SnapshotEncodingError: if some value cannot be encoded.
         """
-        data = self._data
+        data: bytes | None = getattr(self, "_data", None)
         if data is None:
             # Two threads may both encode it: the same bytes, and either is kept.
-            data = self._data = encode(self.snapshot)
+            data = self._data = encode(self)
         self.check()
         return data
 
     def check(self) -> None:
         """With :data:`CHECK_PARTS`: fail if the snapshot is no longer what it was when frozen."""
-        reference = self._reference
-        if reference is not None and _reference_bytes(self.snapshot) != reference:
+        reference: bytes | None = getattr(self, "_reference", None)
+        if reference is not None and _reference_bytes(self) != reference:
             raise AssertionError(
-                f"the frozen snapshot of run {self.snapshot['run_id']!r} at seq "
-                f"{self.snapshot['seq']} changed after it was taken"
+                f"the frozen snapshot of run {self['run_id']!r} at seq "
+                f"{self['seq']} changed after it was taken"
             )
 
 
@@ -1514,20 +1520,21 @@ class SnapshotFreezer:
         snapshot = self._snapshot
         snapshot["seq"] += 1
         snapshot["updated_at"] = now
-        frozen: dict[str, Any] = dict(snapshot)
+        driven = snapshot["status"] in _DRIVEN
+        frozen: dict[str, Any] = _Frozen(snapshot) if driven else dict(snapshot)
         frozen["steps"] = self._freeze_steps(snapshot["steps"])
         progress = frozen["progress"]
         if type(progress) is dict and ("outputs" in progress or "done" in progress):
             frozen["progress"] = self._frozen_progress(progress, snapshot["status"])
         if CHECK_PARTS and self._last is not None:
             self._last.check()
-        if snapshot["status"] not in _DRIVEN:
+        if not driven:
             # The run actor lets go of the run: its record stays in the store, maybe for
             # long, as bytes (one object) rather than a tree of dicts that every full
             # collection of the cyclic garbage collector walks.
             self._last = None
             return record_of(frozen)  # type: ignore[arg-type]
-        held = self._last = _Frozen(frozen)
+        held = self._last = cast(_Frozen, frozen).seal()
         return _deferred(held, snapshot)
 
     def _frozen_progress(self, progress: dict[str, Any], status: str) -> dict[str, Any]:
@@ -1675,9 +1682,9 @@ def first_frozen_record(snapshot: Snapshot) -> SnapshotRecord | None:
         return None  # not a first snapshot
     if not (_plainly_encodable(snapshot["input"]) and _plainly_encodable(snapshot["state"])):
         return None
-    frozen: dict[str, Any] = dict(snapshot)
+    frozen = _Frozen(snapshot)
     frozen["steps"] = {}
-    return _deferred(_Frozen(frozen), snapshot, snapshot.get("idempotency_key"))
+    return _deferred(frozen.seal(), snapshot, snapshot.get("idempotency_key"))
 
 
 def copy_plain(value: Any) -> Any:

@@ -505,7 +505,7 @@ def test_a_foreach_in_memory_copies_its_lists_a_bounded_number_of_times() -> Non
         snapshot["progress"]["done"][item] = True
         freezer.item_done(item)
         record = freezer.next_record(float(item))
-        progress = tuple.__getitem__(record, 4).snapshot["progress"]
+        progress = tuple.__getitem__(record, 4)["progress"]
         copies[id(progress)] = progress  # kept alive, so that no id is reused
     snapshot["status"] = "suspended"  # the run actor lets go: the record is whole and exact
     last = unpack(freezer.next_record(float(items)).data)["progress"]
@@ -566,8 +566,10 @@ def test_a_settled_step_record_is_shared_by_the_frozen_records_not_copied() -> N
     third = freezer.next_record(3.0)
 
     def held(record: Any) -> dict[str, Any]:
-        return tuple.__getitem__(record, 4).snapshot["steps"]  # type: ignore[no-any-return]
+        return tuple.__getitem__(record, 4)["steps"]  # type: ignore[no-any-return]
 
+    # The frozen copy of the mapping holds the record itself: no object around it.
+    assert isinstance(tuple.__getitem__(first, 4), dict)
     assert held(first)["s0"] is not open_step and held(first)["s0"]["status"] == "running"
     assert held(second)["s0"] is open_step  # settled: shared, never changed in place again
     assert held(third)["s0"] is open_step and held(third)["s1"] is settled
