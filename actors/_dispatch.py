@@ -588,6 +588,7 @@ class DispatchedActor(pykka.Actor):
         self._dispatcher.schedule(self)
 
     def _process(self, item: Any) -> None:
+        # What _opened does, inline: this runs for every message of every run.
         if type(item) is Envelope:
             message, reply_to = item.message, item.reply_to
         else:  # a told message as it is (see _DispatchedRef)

@@ -676,10 +676,9 @@ def test_told_messages_left_when_an_actor_stops_reach_on_undelivered_as_they_wer
         ref.tell("late")
 
 
-def test_the_envelope_class_the_dispatcher_tells_apart_is_pykkas() -> None:
-    # actors/_dispatch.py imports it from pykka's private module pykka._envelope.
-    from pykka._envelope import Envelope
-
-    envelope = Envelope("m", reply_to=None)
+def test_the_envelope_class_the_dispatcher_tells_apart_is_the_one_pykkas_asks_use() -> None:
+    # actors/_dispatch.py imports it from pykka's private module pykka._envelope; were
+    # pykka's refs to wrap asks in another class, an ask would pass for a bare tell.
+    assert actors._dispatch.Envelope is pykka._ref.Envelope
+    envelope = actors._dispatch.Envelope("m", reply_to=None)
     assert (envelope.message, envelope.reply_to) == ("m", None)
-    assert pykka.ActorRef.tell.__module__ == "pykka._ref"
