@@ -44,3 +44,31 @@ def test_a_thread_never_finds_the_lock_held_by_a_save() -> None:
     assert looks["free"] > 100, looks  # the two threads did take turns
     assert looks["held"] == 0, looks
     assert all(store.load(run_id).seq == 199 for run_id in runs)  # type: ignore[union-attr]
+
+
+def test_a_save_onto_a_let_go_record_never_holds_the_lock_where_another_thread_runs() -> None:
+    # A sleeping run's record is kept as a plain tuple (see memory._kept); every wake-up
+    # saves a record onto it, and that too must not hand the interpreter over under the
+    # lock (it used to turn the tuple back into a record there: a call).
+    store = MemoryStore()
+    now = time.time()
+    runs = [f"r{index}" for index in range(50)]
+    for run_id in runs:
+        assert store.create(running(run_id, 0, now))
+
+    def record(run_id: str, seq: int) -> SnapshotRecord:
+        # Odd: the run goes to sleep (let go, kept as a tuple); even: it wakes onto that.
+        made = running(run_id, seq, now)
+        return made._replace(status="waiting", wake_at=now + 60) if seq % 2 else made
+
+    saves = [(record(run_id, seq),) for seq in range(1, 200) for run_id in runs]
+
+    def save_all() -> None:
+        for records in saves:
+            store.save(records)
+
+    looks = looks_at_lock(store._lock, save_all)
+
+    assert looks["free"] > 100, looks
+    assert looks["held"] == 0, looks
+    assert all(store.load(run_id).status == "waiting" for run_id in runs)  # type: ignore[union-attr]

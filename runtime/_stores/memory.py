@@ -50,6 +50,13 @@ def _record(kept: _Kept) -> SnapshotRecord:
     return kept  # type: ignore[return-value]
 
 
+# Where _save_one reads a kept record's fields: by index, the same for a SnapshotRecord
+# and for the plain tuple of its fields, with no call made to turn one into the other.
+_SEQ, _STATUS, _CREATED_AT, _RESOURCE_ID = (
+    SnapshotRecord._fields.index(name) for name in ("seq", "status", "created_at", "resource_id")
+)
+
+
 def _keeping_resource(record: SnapshotRecord, current: SnapshotRecord) -> SnapshotRecord:
     """``record``, with the run's resource id when it carries none (as a SQL row keeps it)."""
     if record.resource_id is None and current.resource_id is not None:
@@ -120,7 +127,9 @@ class MemoryStore:
         once it happens it tends to go on (a caller's ``create`` waits behind a run actor's
         save, which then waits behind the caller's next ``create``). So the work is
         done before the lock is taken, and under it are only reads of the dict and
-        the record and one store into the dict (a run's let-go record aside).
+        the kept record (by index, whether it is kept as a record or as a plain
+        tuple) and one store into the dict (a save with no resource id onto a run
+        that has one aside: rare, it copies the id across).
         """
         run_id = record.run_id
         kept_as = _kept(record)
@@ -133,17 +142,15 @@ class MemoryStore:
             # new run given the same id since (created at another time).
             if run_id not in records_now:
                 return
-            kept: Any = records_now[run_id]
-            if kept.__class__ is tuple:  # a let-go record, as a plain tuple
-                kept = _new_tuple(SnapshotRecord, kept)
+            kept: tuple[Any, ...] = records_now[run_id]  # a record, or a let-go one as a tuple
             if (
-                kept.created_at != created_at  # a new run of that id since
-                or seq <= kept.seq
-                or kept.status in TERMINAL_STATUSES
+                kept[_CREATED_AT] != created_at  # a new run of that id since
+                or seq <= kept[_SEQ]
+                or kept[_STATUS] in TERMINAL_STATUSES
             ):
                 return
-            if plain_resource and kept.resource_id is not None:
-                kept_as = _kept(_keeping_resource(record, kept))
+            if plain_resource and kept[_RESOURCE_ID] is not None:
+                kept_as = _kept(_keeping_resource(record, _record(kept)))
             records_now[run_id] = kept_as
 
     def replace(self, record: SnapshotRecord, expected_seq: int, *, reopen: bool = False) -> bool:
