@@ -378,11 +378,7 @@ def _reply_gone(item: Any, actor_class: type[DispatchedActor], name: str) -> Non
         except Exception:
             emit(logging.ERROR, "undelivered_message_failed", actor=name, exc_info=True)
         return
-    if isinstance(message, pykka.messages._ActorStop):
-        reply_to.set(None)
-        return
-    error = ActorDeadError(f"{name} stopped before handling the message")
-    reply_to.set_exception(exc_info=(ActorDeadError, error, None))
+    _answer_unhandled(message, reply_to, name)
 
 
 def _reply_dead(item: Any, actor: object) -> None:
@@ -394,10 +390,19 @@ def _reply_dead(item: Any, actor: object) -> None:
             except Exception:
                 emit(logging.ERROR, "undelivered_message_failed", actor=str(actor), exc_info=True)
         return
+    _answer_unhandled(message, reply_to, str(actor))
+
+
+def _answer_unhandled(message: Any, reply_to: pykka.Future[Any], name: str) -> None:
+    """Answer an ask that its actor (``name``) stopped before handling.
+
+    A stop request is answered as done (the actor has stopped); anything else
+    with ``ActorDeadError``.
+    """
     if isinstance(message, pykka.messages._ActorStop):
         reply_to.set(None)
         return
-    error = ActorDeadError(f"{actor} stopped before handling the message")
+    error = ActorDeadError(f"{name} stopped before handling the message")
     reply_to.set_exception(exc_info=(ActorDeadError, error, None))
 
 
