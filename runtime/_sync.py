@@ -319,12 +319,13 @@ class AbortSignal:
         Args:
             fn: Called with the abort's reason.
         """
+        one = [fn]  # made before the lock; under it, += (no call that may hand the GIL over)
         with _SIGNALS_LOCK:
             if self._reason is None:
                 if self._callbacks is None:
-                    self._callbacks = [fn]
+                    self._callbacks = one
                 else:
-                    self._callbacks.append(fn)
+                    self._callbacks += one
                 return
             reason = self._reason
         self._call(fn, reason)
