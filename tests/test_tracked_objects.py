@@ -102,6 +102,11 @@ def test_the_calls_of_a_run_in_memory_keep_no_counter_and_no_commit_queue() -> N
 def test_the_calls_of_a_durable_run_wait_for_their_commit() -> None:
     calls = _calls(durable=True)
     assert isinstance(calls._awaiting_commit, deque)
+    calls._awaiting_commit.append((3, []))  # calls announced by the snapshot of seq 3
+    calls.committed(2)
+    assert len(calls._awaiting_commit) == 1  # not handed over before their commit
+    calls.committed(3)
+    assert not calls._awaiting_commit
 
 
 def test_a_freezer_keeps_its_step_paths_and_open_steps_untracked() -> None:
