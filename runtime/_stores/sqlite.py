@@ -98,6 +98,17 @@ CHECKPOINT_AT_LEAST_EVERY: Final = 2000
 BATCH: Final = 512
 """The most writes one transaction takes."""
 
+WAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
+"""Bytes the WAL file is cut back to when it starts over (SQLite's ``journal_size_limit``).
+
+The WAL grows while something keeps a checkpoint from folding it back (a
+reader holding a snapshot, another process's long transaction) and is then
+reused from its start, but SQLite keeps the file at its peak size unless told
+a limit: a burst beside a slow reader would hold that disk for the rest of the
+runtime's life. Well above what it uses under load (10-20 MB in ``make
+bench``), so that a busy store does not cut and grow it over and over.
+"""
+
 _T = TypeVar("_T")
 
 _UNFINISHED: Final = tuple(sorted(UNFINISHED_STATUSES))
@@ -617,6 +628,8 @@ class SQLiteStore:
         try:
             connection.execute("PRAGMA synchronous = NORMAL")
             connection.execute("PRAGMA wal_autocheckpoint = 0")
+            # Either connection may be the one that starts the WAL over (and cuts it).
+            connection.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}").fetchall()
             # Another process's lock sends the create to the writer, which waits.
             connection.execute("PRAGMA busy_timeout = 0")
         except sqlite3.Error:
@@ -657,6 +670,7 @@ class SQLiteStore:
             # Checkpoints run when the writer is idle (see _checkpoint), not inside
             # whichever commit happens to cross SQLite's page threshold.
             connection.execute("PRAGMA wal_autocheckpoint = 0")
+            connection.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}").fetchall()
             connection.execute("BEGIN IMMEDIATE")
             # Read again under the write lock: another process may have just made or
             # migrated the file.

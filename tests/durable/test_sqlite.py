@@ -161,6 +161,48 @@ def test_results_outlive_the_runtime_that_ran_them(db: Path, runtimes: Runtimes)
     assert wf.get_workflow_run_execution_result(done.run_id) == done
 
 
+@pytest.mark.parametrize("by", ["start", "save"])
+def test_a_wal_grown_beside_a_reader_is_cut_back_when_it_starts_over(
+    by: str, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst beside a reader that holds a snapshot grows the WAL; it does not keep that size.
+
+    SQLite reuses a WAL from its start once a checkpoint has folded all of it
+    back, but keeps the file at its peak unless told a limit. Either of the
+    store's connections may be the one that starts it over: a start commits on
+    its caller's, a save on the writer's.
+    """
+    limit = 256 * 1024
+    monkeypatch.setattr(sqlite_module, "WAL_SIZE_LIMIT", limit)
+    monkeypatch.setattr(sqlite_module, "IDLE_INTERVAL", 0.05)  # the writer's look at the WAL
+    store = SQLiteStore(db)
+    wal = Path(f"{db}-wal")
+    try:
+        with raw(db) as reader:
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM runs").fetchall()
+            for index in range(40):  # no checkpoint can fold these back while the reader reads
+                assert store.create(record(f"run-{index}", data=os.urandom(64 * 1024)))
+            reader.execute("COMMIT")
+        grown = wal.stat().st_size
+        assert grown > 8 * limit
+        seq = 0
+
+        def cut_back() -> bool:
+            nonlocal seq
+            seq += 1
+            store._checkpoint_time = 0.0  # a checkpoint is due at the writer's next idle call
+            if by == "start":
+                assert store.create(record(f"more-{seq}"))
+            else:
+                save_and_wait(store, record("run-0", seq=seq, status="running"))
+            return wal.stat().st_size <= limit
+
+        wait_until(cut_back, timeout=10, what=f"the WAL ({grown} bytes) cut back to {limit}")
+    finally:
+        store.close()
+
+
 # --- the store keeps a run's order -------------------------------------------------
 
 
