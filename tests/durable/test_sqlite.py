@@ -203,6 +203,24 @@ def test_a_wal_grown_beside_a_reader_is_cut_back_when_it_starts_over(
         store.close()
 
 
+def test_a_steady_stream_of_runs_keeps_the_wal_small(db: Path, runtimes: Runtimes) -> None:
+    """Checkpoints fold the whole log back often enough for it to start over.
+
+    A checkpoint run beside the store's own writes (tried, to spare a start
+    the 5 ms it waits behind one) never folds the log back whole, so it never
+    starts over, and no size limit applies: it grew by 30-40 KB a run (62 MB
+    after the 2,000 runs here), where it stays at 6-14 MB.
+    """
+    rt = runtimes.start(db)
+    wf = rt.register(quick_workflow())
+    for _ in range(4):
+        runs = [wf.create_run() for _ in range(500)]
+        for run in runs:
+            run.start_async(input_data={"value": "v"})
+        assert all(run.wait(timeout=30).status == "success" for run in runs)
+    assert Path(f"{db}-wal").stat().st_size < 32 * 1024 * 1024
+
+
 # --- the store keeps a run's order -------------------------------------------------
 
 
