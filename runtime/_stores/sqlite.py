@@ -627,10 +627,7 @@ class SQLiteStore:
         except StoreError:
             return None  # every create goes through the writer
         try:
-            connection.execute("PRAGMA synchronous = NORMAL")
-            connection.execute("PRAGMA wal_autocheckpoint = 0")
-            # Either connection may be the one that starts the WAL over (and cuts it).
-            connection.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}").fetchall()
+            _set_for_writing(connection)
             # Another process's lock sends the create to the writer, which waits.
             connection.execute("PRAGMA busy_timeout = 0")
         except sqlite3.Error:
@@ -667,11 +664,7 @@ class SQLiteStore:
                 # file system (see _reclaim), instead of leaving the file at its peak.
                 connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
             connection.execute("PRAGMA journal_mode = WAL").fetchone()
-            connection.execute("PRAGMA synchronous = NORMAL")
-            # Checkpoints run when the writer is idle (see _checkpoint), not inside
-            # whichever commit happens to cross SQLite's page threshold.
-            connection.execute("PRAGMA wal_autocheckpoint = 0")
-            connection.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}").fetchall()
+            _set_for_writing(connection)
             connection.execute("BEGIN IMMEDIATE")
             # Read again under the write lock: another process may have just made or
             # migrated the file.
@@ -2048,6 +2041,21 @@ os.register_at_fork(after_in_child=_after_fork)
 def _chunks(items: list[_T]) -> Iterator[list[_T]]:
     for start in range(0, len(items), _ROWS_PER_STATEMENT):
         yield items[start : start + _ROWS_PER_STATEMENT]
+
+
+def _set_for_writing(connection: sqlite3.Connection) -> None:
+    """What each of a store's two writing connections (the writer's, the callers') sets.
+
+    Both commit, and either may be the one that starts the WAL over, so they must
+    agree: commits synced as ``NORMAL`` (they survive the process being killed, as
+    the README says, not always a power failure), no checkpoint inside whichever
+    commit crosses SQLite's page threshold (the writer checkpoints when idle, see
+    ``SQLiteStore._checkpoint``), and the WAL cut back to :data:`WAL_SIZE_LIMIT`
+    when it starts over.
+    """
+    connection.execute("PRAGMA synchronous = NORMAL")
+    connection.execute("PRAGMA wal_autocheckpoint = 0")
+    connection.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}").fetchall()
 
 
 def _stored(record: SnapshotRecord) -> tuple[bytes, int | None]:
