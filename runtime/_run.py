@@ -84,6 +84,11 @@ In = TypeVar("In", bound=BaseModel)
 Out = TypeVar("Out", bound=BaseModel)
 
 
+# What start_async returns, made by the model's validator: the model's __init__ is a Python
+# frame around the same call (0.76 µs against 0.63, of a start's 10 in memory).
+_start_result = StartAsyncResult.__pydantic_validator__.validate_python
+
+
 class Run(Generic[In, Out]):
     """One execution of a workflow. Create it with ``workflow.create_run()``.
 
@@ -271,7 +276,8 @@ class Run(Generic[In, Out]):
                 end_span(span, "pending")
             self._started = True
             self.resource_id = resource_id
-        return StartAsyncResult(run_id=run_id)
+        result: StartAsyncResult = _start_result({"run_id": run_id})
+        return result
 
     def _follow(self, run_id: str) -> StartAsyncResult:
         """Become the handle of the run that holds this start's idempotency key."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from pydantic import BaseModel, ValidationError
 
@@ -69,6 +69,38 @@ def validated_input(schema: type[BaseModel], value: Any, field: str, run_id: str
 
 _PENDING: Final = RunStatus.PENDING.value  # read once: an enum's .value is a Python property
 
+_FIRST: Final[dict[str, Any]] = {
+    "run_id": None,
+    "workflow_id": None,
+    "seq": 0,
+    "status": _PENDING,
+    "input": None,
+    "result": None,
+    "error": None,
+    "steps": None,
+    "next_step": 0,
+    "carry": None,
+    "progress": None,
+    "wake_at": None,
+    "suspended": None,
+    "resume": None,
+    "scopes": None,
+    "state": None,
+    "request_context": None,
+    "include_state": False,
+    "trace_id": None,
+    "span_id": None,
+    "metadata": None,
+    "created_at": None,
+    "updated_at": None,
+    "fingerprint": None,
+}
+"""A first snapshot's keys in order, with the values that never vary: what
+:func:`pending_snapshot` copies and fills in. Copying a dict is a block copy, and setting
+a key it has keeps the order (so the snapshot's bytes are what a literal gives), where a
+literal of 24 keys builds the dict key by key: 0.38 µs against 0.85. It holds no mutable
+value (every copy shares its values until they are set)."""
+
 
 def pending_snapshot(
     plan: ExecutionPlan,
@@ -89,41 +121,47 @@ def pending_snapshot(
         if plan.state_schema is not None
         else _plain_mapping(initial_state, "initial_state", run_id)
     )
-    context = _plain_mapping(request_context, "request_context", run_id) or {}
-    tracing = _options(TracingOptions, tracing_options, _DEFAULT_TRACING, "tracing_options", run_id)
+    context = (
+        {}
+        if request_context is None
+        else _plain_mapping(request_context, "request_context", run_id) or {}
+    )
     metadata: dict[str, Any] = {}
-    if tracing.metadata:
-        _encodable(tracing.metadata, "tracing_options.metadata", "tracing_options", run_id)
-        metadata = copy_plain(tracing.metadata)
-    output = _options(OutputOptions, output_options, _DEFAULT_OUTPUT, "output_options", run_id)
+    if tracing_options is None:
+        trace_id = new_trace_id()
+    else:
+        tracing = _options(
+            TracingOptions, tracing_options, _DEFAULT_TRACING, "tracing_options", run_id
+        )
+        if tracing.metadata:
+            _encodable(tracing.metadata, "tracing_options.metadata", "tracing_options", run_id)
+            metadata = copy_plain(tracing.metadata)
+        trace_id = tracing.trace_id or (
+            parse_traceparent(tracing.parent)[0] if tracing.parent else new_trace_id()
+        )
+    include_state = (
+        False
+        if output_options is None
+        else _options(
+            OutputOptions, output_options, _DEFAULT_OUTPUT, "output_options", run_id
+        ).include_state
+    )
     now = _clock.time()
-    snapshot: Snapshot = {
-        "run_id": run_id,
-        "workflow_id": plan.workflow_id,
-        "seq": 0,
-        "status": _PENDING,
-        "input": inputs,
-        "result": None,
-        "error": None,
-        "steps": {},
-        "next_step": 0,
-        "carry": inputs,
-        "progress": None,
-        "wake_at": None,
-        "suspended": {},
-        "resume": None,
-        "scopes": {},
-        "state": state,
-        "request_context": context,
-        "include_state": output.include_state,
-        "trace_id": tracing.trace_id
-        or (parse_traceparent(tracing.parent)[0] if tracing.parent else new_trace_id()),
-        "span_id": new_span_id(),
-        "metadata": metadata,
-        "created_at": now,
-        "updated_at": now,
-        "fingerprint": plan.fingerprint,
-    }
+    snapshot = cast("Snapshot", _FIRST.copy())
+    snapshot["run_id"] = run_id
+    snapshot["workflow_id"] = plan.workflow_id
+    snapshot["input"] = snapshot["carry"] = inputs
+    snapshot["steps"] = {}
+    snapshot["suspended"] = {}
+    snapshot["scopes"] = {}
+    snapshot["state"] = state
+    snapshot["request_context"] = context
+    snapshot["include_state"] = include_state
+    snapshot["trace_id"] = trace_id
+    snapshot["span_id"] = new_span_id()
+    snapshot["metadata"] = metadata
+    snapshot["created_at"] = snapshot["updated_at"] = now
+    snapshot["fingerprint"] = plan.fingerprint
     if plan.version is not None:
         snapshot["version"] = plan.version
     if resource_id is not None:
@@ -225,11 +263,12 @@ def bound_schedule(schedule: Schedule, workflow_id: str, input_schema: type[Base
 
 def _validated(schema: type[BaseModel], value: Any, field: str, run_id: str) -> Any:
     try:
-        model = (
-            value
-            if isinstance(value, schema)
-            else validate_model(schema, {} if value is None else plain(value))
-        )
+        if type(value) is dict:  # the usual case, told apart without a model class's checks
+            model = validate_model(schema, value)
+        elif isinstance(value, schema):
+            model = value
+        else:
+            model = validate_model(schema, {} if value is None else plain(value))
     except ValidationError as exc:
         errors = [dict(error) for error in exc.errors(include_url=False)]
         raise InvalidInputError(

@@ -1901,6 +1901,8 @@ def find_unencodable(value: Any, path: str) -> tuple[str, str] | None:
 
 
 _INT_RANGE: Final = range(-(2**63), 2**64)
+_SCALARS: Final = frozenset({float, bool, bytes, type(None)})
+"""The exact types msgpack stores whatever their value."""
 
 
 def _plainly_encodable(value: Any) -> bool:
@@ -1909,7 +1911,25 @@ def _plainly_encodable(value: Any) -> bool:
     The quick pass of :func:`find_unencodable`: no path is built, and a type
     is told by identity. ``False`` means only "look closer": a subclass (an
     ``IntEnum``, a ``str`` subclass) is judged by the full walk.
+
+    A dict of scalars (a start's usual input) is checked in one loop, in half
+    the time of stacking each of its values.
     """
+    if type(value) is dict:
+        for key, element in value.items():
+            kind = type(element)
+            if type(key) is not str or not (key.isascii() or _is_utf8(key)):
+                return False
+            if kind is str:
+                if not (element.isascii() or _is_utf8(element)):
+                    return False
+            elif kind is int:
+                if element not in _INT_RANGE:
+                    return False
+            elif kind not in _SCALARS:
+                break  # a container (or something to refuse): the walk below judges
+        else:
+            return True
     stack = [(value, 0)]
     pop, push = stack.pop, stack.append
     while stack:

@@ -56,6 +56,64 @@ def test_check_encodable_accepts_every_plain_value(value: dict[str, Any]) -> Non
     check_encodable(value, "value")
 
 
+class _Text(str):
+    """A subclass of a scalar: storable, but only the full walk may say so."""
+
+
+# Plain values and values the quick pass must not call plainly storable: ints past
+# 64 bits, lone surrogates (as values and as keys), keys that are no str, subclasses,
+# objects of no storable type; flat dicts (a start's input) and nested ones.
+hostile_scalars = scalars | st.sampled_from(
+    [2**64, -(2**63) - 1, "a\ud800b", _Text("t"), object(), {1, 2}]
+)
+hostile_keys = st.text(max_size=4) | st.sampled_from(["\udfff", 1])
+hostile = st.recursive(
+    hostile_scalars,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.tuples(children, children)
+        | st.dictionaries(hostile_keys, children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(hostile | st.dictionaries(st.text(max_size=4), hostile_scalars, max_size=5))
+def test_the_quick_pass_passes_exactly_the_plain_values_fit_to_store(value: Any) -> None:
+    """``_plainly_encodable`` (its loop for a flat dict, and its walk) against a plain
+    recursive reading of what it promises; and what it passes, the full walk accepts."""
+    quick = snapshot_module._plainly_encodable(value)
+    assert quick == _plain_and_storable(value, 0)
+    if quick:
+        assert snapshot_module.find_unencodable(value, "value") is None
+
+
+def _plain_and_storable(value: Any, depth: int) -> bool:
+    kind = type(value)
+    if kind is str:
+        return _utf8(value)
+    if kind is int:
+        return -(2**63) <= value < 2**64
+    if kind in (float, bool, bytes, type(None)):
+        return True
+    if kind not in (dict, list, tuple) or depth >= snapshot_module.MAX_NESTING:
+        return False
+    if kind is dict:
+        return all(
+            type(key) is str and _utf8(key) and _plain_and_storable(element, depth + 1)
+            for key, element in value.items()
+        )
+    return all(_plain_and_storable(element, depth + 1) for element in value)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 # msgpack can pack map keys that its own reader, strict by default, refuses.
 readable_elsewhere = st.dictionaries(
     st.integers(-(2**31), 2**31) | st.booleans() | st.none() | st.floats(allow_nan=False),
