@@ -121,31 +121,13 @@ def pending_snapshot(
         if plan.state_schema is not None
         else _plain_mapping(initial_state, "initial_state", run_id)
     )
-    context = (
-        {}
-        if request_context is None
-        else _plain_mapping(request_context, "request_context", run_id) or {}
-    )
+    context = _plain_mapping(request_context, "request_context", run_id) or {}
+    tracing = _options(TracingOptions, tracing_options, _DEFAULT_TRACING, "tracing_options", run_id)
     metadata: dict[str, Any] = {}
-    if tracing_options is None:
-        trace_id = new_trace_id()
-    else:
-        tracing = _options(
-            TracingOptions, tracing_options, _DEFAULT_TRACING, "tracing_options", run_id
-        )
-        if tracing.metadata:
-            _encodable(tracing.metadata, "tracing_options.metadata", "tracing_options", run_id)
-            metadata = copy_plain(tracing.metadata)
-        trace_id = tracing.trace_id or (
-            parse_traceparent(tracing.parent)[0] if tracing.parent else new_trace_id()
-        )
-    include_state = (
-        False
-        if output_options is None
-        else _options(
-            OutputOptions, output_options, _DEFAULT_OUTPUT, "output_options", run_id
-        ).include_state
-    )
+    if tracing.metadata:
+        _encodable(tracing.metadata, "tracing_options.metadata", "tracing_options", run_id)
+        metadata = copy_plain(tracing.metadata)
+    output = _options(OutputOptions, output_options, _DEFAULT_OUTPUT, "output_options", run_id)
     now = _clock.time()
     snapshot = cast("Snapshot", _FIRST.copy())
     snapshot["run_id"] = run_id
@@ -156,8 +138,10 @@ def pending_snapshot(
     snapshot["scopes"] = {}
     snapshot["state"] = state
     snapshot["request_context"] = context
-    snapshot["include_state"] = include_state
-    snapshot["trace_id"] = trace_id
+    snapshot["include_state"] = output.include_state
+    snapshot["trace_id"] = tracing.trace_id or (
+        parse_traceparent(tracing.parent)[0] if tracing.parent else new_trace_id()
+    )
     snapshot["span_id"] = new_span_id()
     snapshot["metadata"] = metadata
     snapshot["created_at"] = snapshot["updated_at"] = now

@@ -1912,14 +1912,17 @@ def _plainly_encodable(value: Any) -> bool:
     is told by identity. ``False`` means only "look closer": a subclass (an
     ``IntEnum``, a ``str`` subclass) is judged by the full walk.
 
-    A dict of scalars (a start's usual input) is checked in one loop, in half
-    the time of stacking each of its values.
+    A dict (a start's usual input) has its keys and scalar values checked in one
+    loop, in half the time of stacking each value; only the containers (and
+    anything else) it holds go on to the walk.
     """
+    stack: list[tuple[Any, int]]
     if type(value) is dict:
+        stack = []
         for key, element in value.items():
-            kind = type(element)
             if type(key) is not str or not (key.isascii() or _is_utf8(key)):
                 return False
+            kind = type(element)
             if kind is str:
                 if not (element.isascii() or _is_utf8(element)):
                     return False
@@ -1927,10 +1930,11 @@ def _plainly_encodable(value: Any) -> bool:
                 if element not in _INT_RANGE:
                     return False
             elif kind not in _SCALARS:
-                break  # a container (or something to refuse): the walk below judges
-        else:
+                stack.append((element, 1))
+        if not stack:
             return True
-    stack = [(value, 0)]
+    else:
+        stack = [(value, 0)]
     pop, push = stack.pop, stack.append
     while stack:
         item, depth = pop()
@@ -1953,7 +1957,7 @@ def _plainly_encodable(value: Any) -> bool:
         elif kind is int:
             if item not in _INT_RANGE:
                 return False
-        elif not (item is None or kind is float or kind is bool or kind is bytes):
+        elif kind not in _SCALARS:
             return False
     return True
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgpack
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import runtime._snapshot as snapshot_module
@@ -79,6 +79,19 @@ hostile = st.recursive(
 
 
 @given(hostile | st.dictionaries(st.text(max_size=4), hostile_scalars, max_size=5))
+# Each kind of value the quick pass must refuse, in a flat dict (its own loop) and
+# deeper (its walk), besides what hypothesis draws.
+@example({"v": "x", "n": 1, "f": 1.5, "b": b"", "t": True, "z": None})
+@example({"v": 2**64})
+@example({"v": "a\ud800b"})
+@example({"\udfff": 1})
+@example({1: 1})
+@example({"v": _Text("t")})
+@example({"v": {1, 2}})
+@example({"v": object()})
+@example({"v": [1, {"w": 2**64}]})
+@example({"v": ("x", {"\udfff": 1})})
+@example([{1, 2}])
 def test_the_quick_pass_passes_exactly_the_plain_values_fit_to_store(value: Any) -> None:
     """``_plainly_encodable`` (its loop for a flat dict, and its walk) against a plain
     recursive reading of what it promises; and what it passes, the full walk accepts."""
