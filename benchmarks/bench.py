@@ -35,6 +35,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,7 @@ QUICK = Sizes(
 )
 
 SLEEP_S = 1.0
+SLEEP_NS = round(SLEEP_S * NS_PER_S)
 
 MEMORY = "memory"
 SQLITE = "sqlite"
@@ -973,15 +975,22 @@ class Concurrency:
     rss_peak: int
     threads_peak: int
     threads_baseline: int
+    # W5 only: when the last run began its sleep (after the first start), and how long
+    # after the last sleep was due the last run ended: wall = the first + SLEEP_S + the second.
+    asleep_ns: int | None = None
+    late_ns: int | None = None
 
     @classmethod
-    def of(cls, wall_ns: int, sampler: Sampler) -> Concurrency:
+    def of(
+        cls, wall_ns: int, sampler: Sampler, phases: tuple[int, int] | None = None
+    ) -> Concurrency:
         return cls(
             wall_ns,
             sampler.peak_rss - sampler.baseline_rss,
             sampler.peak_rss,
             sampler.peak_threads,
             sampler.baseline_threads,
+            *(phases or (None, None)),
         )
 
     @property
@@ -1128,24 +1137,46 @@ def bench_w4(mode: str, setup: Setup) -> list[Row]:
 # --- W5: a fleet of sleeping runs ---------------------------------------------------
 
 
-async def _sleep_one() -> None:
+async def _sleep_one() -> tuple[int, int]:
+    clock = time.perf_counter_ns
+    asleep = clock()
     await asyncio.sleep(SLEEP_S)
+    return asleep, clock()
 
 
-async def _sleep_all_ns(count: int) -> int:
+async def _sleep_all_ns(count: int) -> tuple[int, tuple[int, int]]:
     clock = time.perf_counter_ns
     start = clock()
     tasks = [asyncio.create_task(_sleep_one()) for _ in range(count)]
-    await asyncio.gather(*tasks)
-    return clock() - start
+    times = await asyncio.gather(*tasks)
+    elapsed = clock() - start
+    return elapsed, fleet_phases(start, [(asleep, asleep + SLEEP_NS, end) for asleep, end in times])
+
+
+def fleet_phases(start: int, runs: Sequence[tuple[int, int, int]]) -> tuple[int, int]:
+    """W5's wall in two parts, from each run's (asleep, due, ended) on one clock in ns.
+
+    How long after ``start`` the last run began its sleep, and how long after
+    the last sleep was due the last run ended.
+    """
+    return (
+        max(asleep for asleep, _, _ in runs) - start,
+        max(end for _, _, end in runs) - max(due for _, due, _ in runs),
+    )
 
 
 def asyncio_sleepers(count: int) -> Concurrency:
     """The W5 floor: ``count`` tasks on one event loop, each awaiting ``asyncio.sleep(1)``."""
     clean_slate()
     with Sampler() as sampler:
-        elapsed = asyncio.run(_sleep_all_ns(count))
-    return Concurrency.of(elapsed, sampler)
+        elapsed, phases = asyncio.run(_sleep_all_ns(count))
+    return Concurrency.of(elapsed, sampler, phases)
+
+
+def _epoch_ns(moment: datetime | None) -> int:
+    if moment is None:
+        raise RuntimeError("a W5 run's record lacks a step time")
+    return round(moment.timestamp() * NS_PER_S)
 
 
 def callboard_fleet(setup: Setup, store: str) -> Concurrency:
@@ -1157,16 +1188,22 @@ def callboard_fleet(setup: Setup, store: str) -> Concurrency:
         clean_slate()
         with Sampler() as sampler:
             clock = time.perf_counter_ns
-            start = clock()
+            start, epoch = clock(), time.time_ns()  # step times are on the wall clock
             for run in runs:
                 run.start_async(input_data=PAYLOAD)
             for run in runs:
                 run.wait()
             elapsed = clock() - start
-        if not all(run.wait().status == "success" for run in runs):
+        results = [run.wait() for run in runs]
+        if not all(result.status == "success" for result in results):
             raise RuntimeError("a W5 run did not succeed")
+        times = []
+        for result in results:
+            sleep = next(iter(result.steps.values()))  # the first step a run starts
+            asleep = _epoch_ns(sleep.started_at)
+            times.append((asleep, asleep + SLEEP_NS, _epoch_ns(result.updated_at)))
     wait_for_threads(threads_before)
-    return Concurrency.of(elapsed, sampler)
+    return Concurrency.of(elapsed, sampler, fleet_phases(epoch, times))
 
 
 FLEET_THREADS_AIM = 16  # "holds no thread while it sleeps": a few runtime threads, not one per run
@@ -1193,6 +1230,10 @@ def bench_w5(mode: str, setup: Setup) -> list[Row]:
         rows += [
             Row("W5", store, mode, "wall, first start to last end", wall, floor_wall, "s",
                 tasks_is, *(("<= 1.50x", wall <= 1.5 * floor_wall) if memory else ())),
+            Row("W5", store, mode, "last run asleep, after first start",
+                mid(ours[store], "asleep_ns"), mid(floors, "asleep_ns"), "s", tasks_is),
+            Row("W5", store, mode, "last end, after last sleep was due",
+                mid(ours[store], "late_ns"), mid(floors, "late_ns"), "s", tasks_is),
             Row("W5", store, mode, "peak RSS over baseline", mid(ours[store], "rss_delta"),
                 mid(floors, "rss_delta"), "MB", tasks_is),
             Row("W5", store, mode, "peak RSS, absolute", mid(ours[store], "rss_peak"),
