@@ -976,7 +976,7 @@ class Concurrency:
     threads_peak: int
     threads_baseline: int
     # W5 only: when the last run began its sleep (after the first start), and how long
-    # after the last sleep was due the last run ended: wall = the first + SLEEP_S + the second.
+    # after the last sleep was due the last run ended: wall ≈ the first + SLEEP_S + the second.
     asleep_ns: int | None = None
     late_ns: int | None = None
 
