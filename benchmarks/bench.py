@@ -1150,19 +1150,17 @@ async def _sleep_all_ns(count: int) -> tuple[int, tuple[int, int]]:
     tasks = [asyncio.create_task(_sleep_one()) for _ in range(count)]
     times = await asyncio.gather(*tasks)
     elapsed = clock() - start
-    return elapsed, fleet_phases(start, [(asleep, asleep + SLEEP_NS, end) for asleep, end in times])
+    return elapsed, fleet_phases(start, times)
 
 
-def fleet_phases(start: int, runs: Sequence[tuple[int, int, int]]) -> tuple[int, int]:
-    """W5's wall in two parts, from each run's (asleep, due, ended) on one clock in ns.
+def fleet_phases(start: int, runs: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    """W5's wall in two parts, from when each run began its sleep and ended, in ns on one clock.
 
     How long after ``start`` the last run began its sleep, and how long after
-    the last sleep was due the last run ended.
+    that sleep was due (``SLEEP_S`` later) the last run ended.
     """
-    return (
-        max(asleep for asleep, _, _ in runs) - start,
-        max(end for _, _, end in runs) - max(due for _, due, _ in runs),
-    )
+    last_asleep = max(asleep for asleep, _ in runs)
+    return last_asleep - start, max(end for _, end in runs) - (last_asleep + SLEEP_NS)
 
 
 def asyncio_sleepers(count: int) -> Concurrency:
@@ -1200,8 +1198,7 @@ def callboard_fleet(setup: Setup, store: str) -> Concurrency:
         times = []
         for result in results:
             sleep = next(iter(result.steps.values()))  # the first step a run starts
-            asleep = _epoch_ns(sleep.started_at)
-            times.append((asleep, asleep + SLEEP_NS, _epoch_ns(result.updated_at)))
+            times.append((_epoch_ns(sleep.started_at), _epoch_ns(result.updated_at)))
     wait_for_threads(threads_before)
     return Concurrency.of(elapsed, sampler, fleet_phases(epoch, times))
 
