@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -302,6 +303,69 @@ def test_the_other_records_of_a_fenced_save_are_stored(shared_store: SharedStore
 
 
 # --- leases, reaping, fencing -------------------------------------------------------------
+
+
+def stall_writer(store: SharedStore) -> tuple[threading.Event, threading.Event]:
+    """The store's writer stops at its next batch until told to go on: what is saved
+    meanwhile is committed in one batch after it. Returns (stopped, go_on)."""
+    writer = store._writer  # type: ignore[attr-defined]
+    commit = writer._commit
+    stopped, go_on = threading.Event(), threading.Event()
+
+    def stalled_commit(writes: list[Any]) -> Any:
+        if not go_on.is_set():
+            stopped.set()
+            go_on.wait(10)
+        return commit(writes)
+
+    writer._commit = stalled_commit
+    return stopped, go_on
+
+
+def queued_saves(store: SharedStore, *records: SnapshotRecord) -> list[Outcome]:
+    """Save a record of run ``mine``, then, while the writer is at it, each of these.
+
+    Those are committed in one batch after the first. Returns every save's outcome.
+    """
+    stopped, go_on = stall_writer(store)
+    outcomes = [Outcome() for _ in range(len(records) + 1)]
+    first, *rest = outcomes
+    store.save([rec("mine", 1, "running")], on_commit=first.commit, on_error=first.fail)
+    try:
+        assert stopped.wait(10)
+        for record, outcome in zip(records, rest, strict=True):
+            store.save([record], on_commit=outcome.commit, on_error=outcome.fail)
+    finally:
+        go_on.set()
+    return [outcome.wait() for outcome in outcomes]
+
+
+def test_saves_of_a_run_in_one_batch_are_each_committed_and_the_newest_stored(
+    shared_store: SharedStores,
+) -> None:
+    a = shared_store.open()
+    a.create(rec("mine"))
+    a.create(rec("r1"))
+    outcomes = queued_saves(
+        a, rec("r1", 1, "running"), rec("r1", 3, "running"), rec("r1", 2, "running")
+    )
+    assert [outcome.committed for outcome in outcomes] == [True] * 4
+    assert a.load("r1") == rec("r1", 3, "running")
+    assert save(a, rec("r1", 4, "success")).committed
+    assert a.load("r1") == rec("r1", 4, "success")
+
+
+def test_every_save_of_a_fenced_run_in_one_batch_is_fenced(shared_store: SharedStores) -> None:
+    stalled, b = shared_store.open(lease=LEASE), shared_store.open()
+    stalled.create(rec("mine"))
+    stalled.create(rec("r1"))
+    assert reaped(b, 2) == 2
+    b.claim(["wf"], 2)
+    # The batch before them (of another run b took too) did not tell this worker
+    # that r1 is fenced: the batch of r1's saves finds it out.
+    outcomes = queued_saves(stalled, rec("r1", 1, "running"), rec("r1", 2, "running"))
+    assert [type(outcome.error) for outcome in outcomes] == [RunFencedError] * 3
+    assert b.load("r1") == rec("r1")
 
 
 def test_a_stalled_workers_runs_go_back_to_the_queue_and_its_writes_are_fenced(

@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any, Final, NamedTuple, Protocol, runtime_checkable
 
 from runtime._errors import StoreError
+from runtime._model import SETTLED_STATUSES, TERMINAL_STATUSES
 from runtime._queue import QueueLimits
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "provides",
     "queue_stats",
     "status_set",
+    "supersedes",
 ]
 
 
@@ -114,6 +116,35 @@ def status_set(status: str | Sequence[str] | None) -> frozenset[str] | None:
     if isinstance(status, str):
         return frozenset((status,))
     return frozenset(status)
+
+
+_LETS_GO: Final = TERMINAL_STATUSES | SETTLED_STATUSES
+"""Statuses of a record that ends its run or lets go of it (as a ``wake_at`` does too)."""
+
+
+def supersedes(later: SnapshotRecord, earlier: SnapshotRecord) -> bool:
+    """Whether a store's save may write ``later`` alone where ``earlier`` came just before it.
+
+    Both are records of one run (``run_id``), saved one after the other in a
+    batch. A store writes a saved record over the run's row only if it is newer
+    (``seq``), of the same run (``created_at``: not one deleted since whose id
+    another took), the row is not terminal, and the worker holding the row at
+    that epoch wrote it (or nobody holds it). If ``later`` is newer, of the same
+    run, and ``earlier`` neither ends the run nor lets go of it (a settled
+    status, a ``wake_at``), writing ``earlier`` then ``later`` leaves the row as
+    writing ``later`` alone does, and both or neither are written: ``earlier``
+    need not be. A run saved again before its store's writer took the last save
+    (a first step does not wait for a commit) then costs one row write, not two.
+    A record left out is reported as the one that stands in for it is: it is
+    never tried on its own, so a record the database would refuse on its own
+    is not told so when a newer one of its run is written in its place.
+    """
+    return (
+        later.seq > earlier.seq
+        and later.created_at == earlier.created_at
+        and earlier.status not in _LETS_GO
+        and earlier.wake_at is None
+    )
 
 
 @runtime_checkable

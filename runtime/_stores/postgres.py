@@ -62,6 +62,7 @@ from runtime._stores.base import (
     WorkerInfo,
     queue_stats,
     status_set,
+    supersedes,
 )
 from runtime._tracing import emit
 
@@ -2340,48 +2341,57 @@ class PostgresStore:
 
     def _alone(
         self, writes: list[Write], batch: _Batch
-    ) -> list[tuple[SnapshotRecord, Write]] | None:
+    ) -> tuple[list[tuple[SnapshotRecord, Write]], list[tuple[SnapshotRecord, Write]]] | None:
         """The saved records, if one statement can be the whole transaction; else ``None``.
 
         So it is for a batch of saves only (nothing else to write, nothing to read
-        first), each run saved once, of runs held here or fenced off (those are not
-        sent), none kept in parts (their parts are more statements): what a worker's
-        writer nearly always has. Sorted by ``run_id``.
+        first), of runs held here or fenced off (those are not sent), none kept in
+        parts (their parts are more statements): what a worker's writer nearly
+        always has. A run saved more than once goes in once, with its last record,
+        if each of its records supersedes the one before (see
+        :func:`~runtime._stores.base.supersedes`). Returns the records to send,
+        sorted by ``run_id``, and those left out for a later one.
         """
-        entries: list[tuple[SnapshotRecord, Write]] = []
-        seen: set[str] = set()
+        entries: dict[str, tuple[SnapshotRecord, Write]] = {}
+        superseded: list[tuple[SnapshotRecord, Write]] = []
         held = False
         for write in writes:
             if write.kind != "save":
                 return None
             for record in write.payload:
                 run_id = record.run_id
-                if run_id in seen or record.parts is not None:
+                if record.parts is not None:
                     return None
+                before = entries.get(run_id)
+                if before is not None:
+                    if not supersedes(record, before[0]):
+                        return None
+                    superseded.append(before)
                 if run_id in batch.held:
                     held = True
                 elif run_id not in batch.fenced:
                     return None
-                seen.add(run_id)
-                entries.append((record, write))
+                entries[run_id] = (record, write)
         if not held:
             return None
-        entries.sort(key=lambda entry: entry[0].run_id)
-        return entries
+        return sorted(entries.values(), key=lambda entry: entry[0].run_id), superseded
 
     def _save_alone(
         self,
         connection: Connection,
         writes: list[Write],
-        entries: list[tuple[SnapshotRecord, Write]],
+        alone: tuple[list[tuple[SnapshotRecord, Write]], list[tuple[SnapshotRecord, Write]]],
         batch: _Batch,
     ) -> dict[int, Any]:
         """Save the batch :meth:`_alone` chose in one statement, its own transaction.
 
         The connection is in autocommit for it: the statement, its commit and
         its answer take one round trip, with no ``BEGIN``, no pipeline, no lock
-        statement (:data:`_SAVE_HELD_ALONE` locks its rows itself, in order).
+        statement (:data:`_SAVE_HELD_ALONE` locks its rows itself, in order). A
+        record left out for a later one of its run fares as that one does: it
+        is fenced off if the run is.
         """
+        entries, superseded = alone
         results: dict[int, Any] = {}
         fenced: dict[int, list[str]] = {}
         held: list[tuple[SnapshotRecord, Write]] = []
@@ -2398,6 +2408,9 @@ class PostgresStore:
                 _SAVE_HELD_ALONE, {**_held_rows(records, owners, epochs), "me": self.owner_id}
             )
         self._saved([(cursor, True, held)], batch, fenced)
+        for record, write in superseded:
+            if record.run_id in batch.fenced:
+                fenced.setdefault(id(write), []).append(record.run_id)
         self._report_fenced(writes, fenced, results)
         return results
 

@@ -75,6 +75,7 @@ from runtime._stores.base import (
     WorkerInfo,
     queue_stats,
     status_set,
+    supersedes,
 )
 from runtime._tracing import emit
 
@@ -570,7 +571,7 @@ class SQLiteStore:
         self._caller_connection = self._connect_callers()
         self._writer = GroupCommitWriter(
             name="callboard-sqlite-writer",
-            commit=lambda writes: self._locked_commit(connection, writes),
+            commit=lambda writes: self._commit(connection, writes),
             idle=self._locked_checkpoint,
             give_up=self._give_up,
             finish=self._finish,
@@ -1200,10 +1201,6 @@ class SQLiteStore:
             raise StoreError(f"the run store {self.path} is closed")
         return self._writer.submit(kind, payload, done)
 
-    def _locked_commit(self, connection: sqlite3.Connection, writes: list[Write]) -> list[Write]:
-        with self._write_lock:
-            return self._commit(connection, writes)
-
     def _locked_checkpoint(self, idle: bool) -> None:
         # The lock only when there is something to do: after every commit, a caller
         # committing its create would otherwise make the writer wait for it (a burst of
@@ -1279,10 +1276,19 @@ class SQLiteStore:
         tried alone, so that only the bad one fails.
         """
         try:
-            outcome = self._transaction(connection, writes)
+            # The lock for the statements only: a create committing on its caller's
+            # thread waits for it, and need not wait for the callbacks below as well.
+            with self._write_lock:
+                try:
+                    outcome = self._transaction(connection, writes)
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        connection.execute("ROLLBACK")
+                    raise
+                self._transactions += 1
+                if self._broken_after is not None:
+                    self._broken = self._broken_after
         except Exception as exc:  # sqlite3.Error, or a fault of ours: the writer lives on
-            with contextlib.suppress(sqlite3.Error):
-                connection.execute("ROLLBACK")
             for write in writes:
                 write.release()  # not committed: a caller may still give up on it
             if _locked(exc):
@@ -1301,10 +1307,7 @@ class SQLiteStore:
                 return self._commit_alone(connection, writes)
             self._fail(writes, StoreError(f"cannot write to the run store {self.path}: {exc}"))
             return []
-        self._transactions += 1
         outcome.apply(self)
-        if self._broken_after is not None:
-            self._broken = self._broken_after
         # Callers blocked in create() first; then the callbacks that tell actors.
         results, errors = outcome.results, outcome.errors
         creates = [write for write in writes if write.kind == "create" and not write.abandoned]
@@ -1420,7 +1423,7 @@ class SQLiteStore:
         another worker holds it now is fenced: the writes that carried it fail
         with :class:`RunFencedError`.
         """
-        rows: list[tuple[Any, ...]] = []
+        rows: list[tuple[SnapshotRecord, tuple[Any, ...]]] = []
         stored: list[SnapshotRecord] = []  # the records written or tried: their parts go too
         expected: dict[str, int] = {}
         carriers: dict[str, list[Write]] = {}
@@ -1440,17 +1443,17 @@ class SQLiteStore:
                 saved_made[run_id] = record.created_at
                 epoch = held.get(run_id)
                 if epoch is None:
-                    rows.append(self._row(record, *_stored(record), None, 0))
+                    rows.append((record, self._row(record, *_stored(record), None, 0)))
                     unheld.setdefault(run_id, []).append(write)
                 else:
-                    rows.append(self._row(record, *_stored(record), self.owner_id, epoch))
+                    rows.append((record, self._row(record, *_stored(record), self.owner_id, epoch)))
                     expected[run_id] = epoch
                     carriers.setdefault(run_id, []).append(write)
                 if record.status in SETTLED_STATUSES or record.wake_at is not None:
                     releases[run_id] = (record.status, record.created_at)
         written: set[str] = set()
         made: dict[str, float] = {}  # the creation time of each saved id's row, as it is now
-        for chunk in _chunks(rows):
+        for chunk in _chunks(_without_superseded(rows)):
             # Only runs that have a row: a save still on its way when its run was
             # deleted must not bring it back (the INSERT is for the upsert's
             # multi-row update; only create() records a run).
@@ -2056,6 +2059,24 @@ def _set_for_writing(connection: sqlite3.Connection) -> None:
     connection.execute("PRAGMA synchronous = NORMAL")
     connection.execute("PRAGMA wal_autocheckpoint = 0")
     connection.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}").fetchall()
+
+
+def _without_superseded(
+    rows: list[tuple[SnapshotRecord, tuple[Any, ...]]],
+) -> list[tuple[Any, ...]]:
+    """The rows of a batch's saves, less those the next record of their run supersedes.
+
+    See :func:`~runtime._stores.base.supersedes`.
+    """
+    kept: list[tuple[Any, ...] | None] = []
+    last: dict[str, tuple[SnapshotRecord, int]] = {}  # run -> its last record, its row's place
+    for record, row in rows:
+        before = last.get(record.run_id)
+        if before is not None and supersedes(record, before[0]):
+            kept[before[1]] = None
+        last[record.run_id] = (record, len(kept))
+        kept.append(row)
+    return [row for row in kept if row is not None]
 
 
 def _stored(record: SnapshotRecord) -> tuple[bytes, int | None]:

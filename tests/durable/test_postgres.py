@@ -242,6 +242,7 @@ def test_a_closed_store_refuses_writes(stores: Callable[..., PostgresStore]) -> 
 def test_a_record_the_database_refuses_fails_alone(stores: Callable[..., PostgresStore]) -> None:
     store = stores()
     store.create(rec("good"))
+    store.create(rec("other"))
     with pytest.raises(StoreError, match="cannot write"):
         store.create(rec("bad\x00id"))
     outcomes: dict[str, Any] = {}
@@ -261,8 +262,10 @@ def test_a_record_the_database_refuses_fails_alone(stores: Callable[..., Postgre
     for name, record in (
         ("before", rec("good", 1, "running")),
         # A status the database refuses (text holds no NUL): a held save writes the status.
-        ("poison", rec("good", 2, "run\x00ning")),
-        ("after", rec("good", 3, "running")),
+        # Of another run: a record of "good" here would be left out for the one after it
+        # (a batch writes a run's newest record only), and so never refused.
+        ("poison", rec("other", 1, "run\x00ning")),
+        ("after", rec("good", 2, "running")),
     ):
         ok, fail = report(name)
         store.save([record], on_commit=ok, on_error=fail)
@@ -270,7 +273,8 @@ def test_a_record_the_database_refuses_fails_alone(stores: Callable[..., Postgre
         assert done.acquire(timeout=10)
     assert outcomes["before"] == outcomes["after"] == "committed"
     assert isinstance(outcomes["poison"], StoreError)
-    assert store.load("good") == rec("good", 3, "running")
+    assert store.load("good") == rec("good", 2, "running")
+    assert store.load("other") == rec("other")
 
 
 def test_writes_queued_while_the_server_restarts_commit_once_it_is_back(
@@ -710,3 +714,32 @@ def test_hints_beyond_one_notification_go_in_several_all_heard(
             hints.add(kind, run_id)
         sender._notify(connection, hints)  # about 24 kB: four notifications
     wait_until(lambda: all(hint in heard for hint in many), timeout=10, what="every hint")
+
+
+def test_a_batch_that_saves_a_run_more_than_once_is_still_one_statement(
+    stores: Callable[..., PostgresStore],
+) -> None:
+    # A run's first step does not wait for the commit of its running snapshot, so the next
+    # save of the run often joins it in the writer's queue: the batch writes the newest
+    # record only, in one statement in autocommit, not a transaction of rounds.
+    from tests.test_shared_store import queued_saves
+
+    store = stores()
+    store.create(rec("mine"))
+    store.create(rec("r1"))
+    connection = store._wconn
+    assert connection is not None
+    real_execute = connection.execute
+    statements: list[tuple[bool, str]] = []
+
+    def execute(query: Any, params: Any = None, **options: Any) -> Any:
+        statements.append((connection.autocommit, str(query)))
+        return real_execute(query, params, **options)
+
+    connection.execute = execute  # type: ignore[method-assign]
+    outcomes = queued_saves(store, rec("r1", 1, "running"), rec("r1", 2, "running"))
+    assert [outcome.committed for outcome in outcomes] == [True] * 3
+    saves = [(autocommit, query) for autocommit, query in statements if "set_config" not in query]
+    assert len(saves) == 2, saves  # the first batch's statement, then the second's
+    assert all(autocommit for autocommit, _ in saves)
+    assert store.load("r1") == rec("r1", 2, "running")

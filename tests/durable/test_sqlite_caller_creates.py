@@ -12,7 +12,7 @@ from runtime import QueueFullError, SQLiteStore, StoreError
 from runtime._queue import QueueLimits
 from runtime._stores.base import SnapshotRecord
 from tests._support import wait_until
-from tests.durable._support.helpers import raw, record, row
+from tests.durable._support.helpers import raw, record, row, save_and_wait
 
 
 @pytest.fixture(autouse=True)
@@ -71,14 +71,14 @@ def test_a_create_does_not_wait_for_the_writes_queued_at_the_writer(
 ) -> None:
     assert sqlite_store.create(record("r"))
     stuck, go_on = threading.Event(), threading.Event()
-    locked_commit = SQLiteStore._locked_commit
+    commit = SQLiteStore._commit
 
     def stuck_commit(self, connection, writes):  # type: ignore[no-untyped-def]
         stuck.set()
         go_on.wait(10)  # the writer is busy elsewhere, its saves queued
-        return locked_commit(self, connection, writes)
+        return commit(self, connection, writes)
 
-    monkeypatch.setattr(SQLiteStore, "_locked_commit", stuck_commit)
+    monkeypatch.setattr(SQLiteStore, "_commit", stuck_commit)
     saved = threading.Event()
     sqlite_store.save([record("r", seq=1, status="running")], on_commit=saved.set)
     try:
@@ -141,3 +141,81 @@ def test_a_create_after_close_is_refused(sqlite_store: SQLiteStore) -> None:
     sqlite_store.close()
     with pytest.raises(StoreError, match="closed"):
         sqlite_store.create(record("late"))
+
+
+def test_a_create_does_not_wait_for_the_callbacks_of_the_writers_last_commit(
+    sqlite_store: SQLiteStore,
+) -> None:
+    # The writer lets go of the database once its transaction is committed: the callbacks
+    # that tell run actors their snapshots are stored run on its thread after that.
+    assert sqlite_store.create(record("r"))
+    in_callback, go_on = threading.Event(), threading.Event()
+
+    def slow_callback() -> None:
+        in_callback.set()
+        go_on.wait(10)
+
+    sqlite_store.save([record("r", seq=1, status="running")], on_commit=slow_callback)
+    created: list[bool] = []
+    try:
+        assert in_callback.wait(10)
+        creating = threading.Thread(target=lambda: created.append(sqlite_store.create(record("s"))))
+        creating.start()
+        creating.join(5)
+        assert created == [True], "the create waited for the writer's callback"
+    finally:
+        go_on.set()
+
+
+def test_saves_of_one_run_in_one_batch_write_its_row_once_the_newest(
+    db: Path, sqlite_store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert sqlite_store.create(record("r"))
+    assert sqlite_store.create(record("other"))
+    with raw(db) as connection:  # every change of a row, as the database makes it
+        connection.execute("CREATE TABLE changes (run_id TEXT, seq INTEGER)")
+        connection.execute(
+            "CREATE TRIGGER noting AFTER UPDATE ON runs "
+            "BEGIN INSERT INTO changes VALUES (new.run_id, new.seq); END"
+        )
+    stuck, go_on = threading.Event(), threading.Event()
+    commit = SQLiteStore._commit
+
+    def stuck_commit(self, connection, writes):  # type: ignore[no-untyped-def]
+        if not go_on.is_set():
+            stuck.set()
+            go_on.wait(10)  # the writer is busy with the first batch: the rest queue up
+        return commit(self, connection, writes)
+
+    monkeypatch.setattr(SQLiteStore, "_commit", stuck_commit)
+    committed = [threading.Event() for _ in range(4)]
+    sqlite_store.save([record("other", seq=1, status="running")], on_commit=committed[0].set)
+    try:
+        assert stuck.wait(10)
+        # Three saves of one run, the last of them older than the one before it.
+        for seq, event in zip((1, 3, 2), committed[1:], strict=True):
+            sqlite_store.save([record("r", seq=seq, status="running")], on_commit=event.set)
+    finally:
+        go_on.set()
+    assert all(event.wait(10) for event in committed), "a save was never reported committed"
+    with raw(db) as connection:
+        changes = connection.execute("SELECT run_id, seq FROM changes").fetchall()
+    assert changes == [("other", 1), ("r", 3)]
+    stored = sqlite_store.load("r")
+    assert stored is not None and stored.seq == 3
+
+
+def test_a_held_record_after_one_that_lets_go_of_the_run_in_one_batch_is_not_written(
+    sqlite_store: SQLiteStore,
+) -> None:
+    # Asleep, the run is nobody's: a later record written as this worker's changes nothing.
+    assert sqlite_store.create(record("r"))
+    asleep = record("r", seq=2, status="waiting")._replace(wake_at=1_800_000_000.0)
+    save_and_wait(
+        sqlite_store,
+        record("r", seq=1, status="running"),
+        asleep,
+        record("r", seq=3, status="running"),
+    )
+    assert sqlite_store.load("r") == asleep
+    assert not sqlite_store.holds("r")
