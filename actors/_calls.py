@@ -8,7 +8,8 @@ body, the conditions of a branch or loop, a ``map`` or sleep function.
   names it with a token, which the reply carries back;
 - it holds each call until the snapshot announcing it is recorded, and on a
   durable store until that snapshot is committed, so that a step whose output
-  is recorded never runs again after a crash (commit gating);
+  is recorded never runs again after a crash (commit gating; a pending run's
+  first calls, with no output before them to store, go at once);
 - it sets a step's timeout timer when the step is handed over, and holds a
   failed step for its retry back-off, on a timer rather than a thread;
 - it tells every call still in flight to stop when the run ends.
@@ -91,6 +92,10 @@ class Calls:
     Attributes:
         span_parent: The OpenTelemetry context each call's span is a child of
             (the run actor's span), or ``None``.
+        gated: Whether calls sent now wait for the commit of the snapshot that
+            announces them (on a durable store). The run actor clears it while
+            it sends a pending run's first calls, which have no step output
+            before them to be stored first.
     """
 
     __slots__ = (
@@ -105,6 +110,7 @@ class Calls:
         "_timers",
         "_tokens",
         "_writer",
+        "gated",
         "span_parent",
     )
 
@@ -129,6 +135,7 @@ class Calls:
         self._announce = announce
         # The OpenTelemetry context of the run's span, handed to each call (see Call).
         self.span_parent: Any = None
+        self.gated = True
         self._tokens = 0  # the last call's token
         self._jobs: dict[int, Job] = {}
         self._retrying: dict[int, tuple[Job, TimerHandle]] = {}
@@ -302,7 +309,7 @@ class Calls:
         for job in jobs:
             running[job.call.token] = job
         seq = self._announce()
-        if self._awaiting_commit is not None:  # on a durable store
+        if self._awaiting_commit is not None and self.gated:  # on a durable store
             self._awaiting_commit.append((seq, jobs))
         else:
             self._submit(jobs)

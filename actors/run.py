@@ -273,11 +273,30 @@ class RunActor(DispatchedActor):
             me = self.actor_ref
             self._hooks.start(self._plan, snapshot, lambda: tell_safely(me, StartHookCalled()))
             return
-        self._enter(snapshot["next_step"])
+        if first:
+            self._enter_first()
+        else:
+            self._enter(snapshot["next_step"])
 
     def _on_start_hook_called(self, message: StartHookCalled) -> None:
         if not self._ended:
+            self._enter_first()
+
+    def _enter_first(self) -> None:
+        """Enter a pending run's first node; its calls go out without waiting for a commit.
+
+        On a durable store a call waits for the commit of the snapshot that
+        announces it, so that the output of the step before it is stored first.
+        These have no step before them: the run's pending record, committed
+        when it was created (or claimed), is what a recovery starts them from
+        either way; the snapshot marking them running is saved behind them.
+        """
+        calls = self._calls
+        calls.gated = False
+        try:
             self._enter(self._snapshot["next_step"])
+        finally:
+            calls.gated = True
 
     def _mark_children(self, old: StepStatus, new: StepStatus) -> None:
         """Give the records of the nested workflows that hold a suspended step a new status.

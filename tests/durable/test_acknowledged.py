@@ -125,6 +125,8 @@ def test_a_cancel_whose_snapshot_the_store_refuses_raises_store_error_and_is_not
     rt = runtimes.start(store, max_concurrent_runs=1 if where == "pending" else None)
     setting = Setting(rt, where, None)
     run = setting.new_run()
+    if where == "running":  # a run's first step starts before the store has it running
+        wait_until(lambda: status(db, run.run_id) == "running", what="the run stored running")
     before = status(db, run.run_id)
 
     with pytest.raises(StoreError) as refused:
