@@ -87,7 +87,8 @@ class Calls:
         announce: Records the run's snapshot, which announces the calls about
             to be sent; returns its sequence number.
         durable: Whether the run's snapshots go to a durable store: then a
-            call waits until the snapshot announcing it is committed.
+            call waits until the snapshot announcing it is committed (unless
+            sent while ``gated`` is off).
 
     Attributes:
         span_parent: The OpenTelemetry context each call's span is a child of
@@ -303,7 +304,7 @@ class Calls:
 
         On a durable store the calls wait until that snapshot is committed
         (:meth:`committed`), so a step whose output is recorded never runs
-        again after a crash.
+        again after a crash; while ``gated`` is off they go at once.
         """
         running = self._jobs
         for job in jobs:
