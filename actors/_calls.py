@@ -96,7 +96,7 @@ class Calls:
         gated: Whether calls sent now wait for the commit of the snapshot that
             announces them (on a durable store). The run actor clears it while
             it sends a pending run's first calls, which have no step output
-            before them to be stored first.
+            before them that is not stored yet.
     """
 
     __slots__ = (

@@ -287,9 +287,12 @@ class RunActor(DispatchedActor):
 
         On a durable store a call waits for the commit of the snapshot that
         announces it, so that the output of the step before it is stored first.
-        These have no step before them: the run's pending record, committed
-        when it was created (or claimed), is what a recovery starts them from
-        either way; the snapshot marking them running is saved behind them.
+        These have no output before them that is not stored yet (a time-travelled
+        run's earlier outputs are in its first record): the run's pending record,
+        committed before this actor started, is what a recovery starts them from
+        either way. The snapshot marking them running is saved behind them. An on_start
+        hook changes nothing that would have to be stored first: a run recovered
+        while pending calls it again.
         """
         calls = self._calls
         calls.gated = False
