@@ -268,6 +268,28 @@ class Runtimes:
         assert not left, f"threads left after the runtimes stopped: {[t.name for t in left]}"
 
 
+def stall_writer(store: Any) -> tuple[threading.Event, threading.Event]:
+    """Stop a store's group-commit writer at its next batch until ``go_on`` is set.
+
+    What is written meanwhile queues up, and goes in one batch after that one
+    (creates on a SQLite store's callers' threads still commit). Touches the
+    store's private writer. Returns ``(stopped, go_on)``: ``stopped`` is set once
+    the writer waits; set ``go_on`` (at teardown at the latest) to let it commit.
+    """
+    writer = store._writer
+    commit = writer._commit
+    stopped, go_on = threading.Event(), threading.Event()
+
+    def stalled_commit(writes: list[Any]) -> Any:
+        if not go_on.is_set():
+            stopped.set()
+            go_on.wait(10)
+        return commit(writes)
+
+    writer._commit = stalled_commit
+    return stopped, go_on
+
+
 def actor_system(rt: Runtime) -> ActorSystem:
     """The actor system of a started runtime, for tests that break its actors on purpose."""
     system = rt._host.system

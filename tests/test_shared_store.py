@@ -15,13 +15,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from runtime._stores.base import RunFencedError, SharedStore, SnapshotRecord
 from runtime._stores.open import open_store
-from tests._support import wait_for_no_callboard_threads, wait_until
+from tests._support import stall_writer, wait_for_no_callboard_threads, wait_until
 from tests.test_store_contract import rec
 
 LEASE = 0.5
@@ -303,23 +302,6 @@ def test_the_other_records_of_a_fenced_save_are_stored(shared_store: SharedStore
 
 
 # --- leases, reaping, fencing -------------------------------------------------------------
-
-
-def stall_writer(store: SharedStore) -> tuple[threading.Event, threading.Event]:
-    """The store's writer stops at its next batch until told to go on: what is saved
-    meanwhile is committed in one batch after it. Returns (stopped, go_on)."""
-    writer = store._writer  # type: ignore[attr-defined]
-    commit = writer._commit
-    stopped, go_on = threading.Event(), threading.Event()
-
-    def stalled_commit(writes: list[Any]) -> Any:
-        if not go_on.is_set():
-            stopped.set()
-            go_on.wait(10)
-        return commit(writes)
-
-    writer._commit = stalled_commit
-    return stopped, go_on
 
 
 def queued_saves(store: SharedStore, *records: SnapshotRecord) -> list[Outcome]:

@@ -11,7 +11,7 @@ from structlog.testing import capture_logs
 from runtime import QueueFullError, SQLiteStore, StoreError
 from runtime._queue import QueueLimits
 from runtime._stores.base import SnapshotRecord
-from tests._support import wait_until
+from tests._support import stall_writer, wait_until
 from tests.durable._support.helpers import raw, record, row, save_and_wait
 
 
@@ -168,7 +168,7 @@ def test_a_create_does_not_wait_for_the_callbacks_of_the_writers_last_commit(
 
 
 def test_saves_of_one_run_in_one_batch_write_its_row_once_the_newest(
-    db: Path, sqlite_store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+    db: Path, sqlite_store: SQLiteStore
 ) -> None:
     assert sqlite_store.create(record("r"))
     assert sqlite_store.create(record("other"))
@@ -178,16 +178,7 @@ def test_saves_of_one_run_in_one_batch_write_its_row_once_the_newest(
             "CREATE TRIGGER noting AFTER UPDATE ON runs "
             "BEGIN INSERT INTO changes VALUES (new.run_id, new.seq); END"
         )
-    stuck, go_on = threading.Event(), threading.Event()
-    commit = SQLiteStore._commit
-
-    def stuck_commit(self, connection, writes):  # type: ignore[no-untyped-def]
-        if not go_on.is_set():
-            stuck.set()
-            go_on.wait(10)  # the writer is busy with the first batch: the rest queue up
-        return commit(self, connection, writes)
-
-    monkeypatch.setattr(SQLiteStore, "_commit", stuck_commit)
+    stuck, go_on = stall_writer(sqlite_store)  # at the first batch: the rest queue up
     committed = [threading.Event() for _ in range(4)]
     sqlite_store.save([record("other", seq=1, status="running")], on_commit=committed[0].set)
     try:
