@@ -390,8 +390,7 @@ class Calls:
             pool.submit(job.call)
 
     def _after(self, delay: float, message: TimerFired) -> TimerHandle:
-        run = self._run
-        return self._timers.call_later(delay, lambda: tell_safely(run, message))
+        return self._timers.call_later(delay, tell_safely, self._run, message)
 
 
 def _ended() -> int:

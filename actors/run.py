@@ -90,7 +90,7 @@ from runtime._snapshot import (
     mark_failed,
 )
 from runtime._step import dump_model
-from runtime._tracing import Span
+from runtime._tracing import Span, observed
 
 __all__ = ["RunActor"]
 
@@ -227,24 +227,28 @@ class RunActor(DispatchedActor):
             for path, step in snapshot["steps"].items()
             if step["status"] == StepStatus.SUCCESS
         }
-        self._span = Span(
-            "workflow_run",
-            snapshot["trace_id"],
-            span_id=snapshot["span_id"],
-            run_id=snapshot["run_id"],
-            workflow_id=snapshot["workflow_id"],
-            sampled=not snapshot.get("unsampled", False),
-            metadata=snapshot["metadata"],
-        )
+        # The run's span, made in on_start only if somebody would see it (see observed()):
+        # in a program that traces nothing it is two objects less per run in flight.
+        self._span: Span | None = None
         # Whether this actor counts in the runs in flight (callboard.runs.active).
         self._active: _otel.Instruments | None = None
 
     # --- lifecycle and messages -----------------------------------------------------------
 
     def on_start(self) -> None:
-        self._span.start()
         snapshot = self._snapshot
-        self._calls.span_parent = self._span.otel_context()
+        if observed():
+            span = self._span = Span(
+                "workflow_run",
+                snapshot["trace_id"],
+                span_id=snapshot["span_id"],
+                run_id=snapshot["run_id"],
+                workflow_id=snapshot["workflow_id"],
+                sampled=not snapshot.get("unsampled", False),
+                metadata=snapshot["metadata"],
+            )
+            span.start()
+            self._calls.span_parent = span.otel_context()
         meter = _otel.instruments()
         if meter is not None:
             workflow = {"callboard.workflow.id": snapshot["workflow_id"]}
@@ -346,7 +350,7 @@ class RunActor(DispatchedActor):
         crash.__traceback__ = traceback
         self._calls.abort(AbortReason.CANCELED)
         failure = error_dict(crash)
-        self._span.end(RunStatus.FAILED.value, failure=failure, error=type(crash).__name__)
+        self._end_span(RunStatus.FAILED.value, failure=failure, error=type(crash).__name__)
         self._count_end(RunStatus.FAILED.value)
         tell_safely(
             self._supervisor,
@@ -1206,7 +1210,7 @@ class RunActor(DispatchedActor):
         """The run waits (``wake_at`` set) or is suspended: stop, handing its snapshot back."""
         self._ended = True
         self._calls.abort(AbortReason.CANCELED)
-        self._span.end(status.value)
+        self._end_span(status.value)
         self._count_end(None)
         self._tell_snapshot(terminal=False)
         snapshot = self._snapshot
@@ -1224,7 +1228,7 @@ class RunActor(DispatchedActor):
         """Stop driving the run, recording nothing: a durable store keeps it for later."""
         self._ended = True
         self._calls.abort(AbortReason.CANCELED)
-        self._span.end("interrupted")
+        self._end_span("interrupted")
         self._count_end(None)
         ended = RunEnded(run_id=self._snapshot["run_id"], status="halted", actor=self.actor_ref)
         tell_safely(self._supervisor, ended)
@@ -1270,7 +1274,7 @@ class RunActor(DispatchedActor):
         value: str = status._value_  # .value is a Python property: slower
         # The root span ends before the final result becomes visible, so that
         # whoever sees the result can see the whole trace.
-        self._span.end(value, failure=error, **({} if error is None else {"error": error["name"]}))
+        self._end_span(value, failure=error, **({} if error is None else {"error": error["name"]}))
         self._count_end(value)
         record = self._encoder.next_record(_clock.time())
         direct = self._direct
@@ -1285,6 +1289,12 @@ class RunActor(DispatchedActor):
         ended = RunEnded(run_id=snapshot["run_id"], status=status, actor=self.actor_ref)
         tell_safely(self._supervisor, ended)
         self.stop_now()
+
+    def _end_span(self, status: str, **fields: Any) -> None:
+        """End the run's span, if it has one (see :meth:`on_start`)."""
+        span = self._span
+        if span is not None:
+            span.end(status, **fields)
 
     def _count_end(self, status: str | None) -> None:
         """This actor stops driving the run; ``status`` when the run ended, for the metrics."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -89,6 +90,11 @@ class PendingRuns:
             self._count -= count
 
 
+def _wake(supervisor: pykka.ActorRef[Any], run_id: str) -> None:
+    """A sleeping run's timer: the supervisor starts it again (on the timer thread)."""
+    tell_safely(supervisor, WakeRun(run_id=run_id))
+
+
 class SupervisorActor(DispatchedActor):
     """Spawns and watches the run actors of one runtime, and wakes its sleeping runs.
 
@@ -149,6 +155,10 @@ class SupervisorActor(DispatchedActor):
         self._gate: QueueGate[StartRun] = QueueGate() if gate is None else gate
         self._bucket_of: dict[str, Bucket] = {}  # runs admitted by the gate, executing
         self._rate_timer: TimerHandle | None = None
+        # A sleeping run's timer calls this with the run's id: one callable for every
+        # run, so that a timer holds only the id (a tuple of text, which the garbage
+        # collector stops tracking), not a closure of its own.
+        self._wake = functools.partial(_wake, self.actor_ref)
 
     def on_receive(self, message: SupervisorMessage) -> None:
         match message:
@@ -235,11 +245,8 @@ class SupervisorActor(DispatchedActor):
         self._runs.pop(run_id, None)
         self._leave_queue(run_id)
         if message.wake_at is not None and not self._shared:
-            me = self.actor_ref
             try:
-                handle = self._timers.call_at(
-                    message.wake_at, lambda: tell_safely(me, WakeRun(run_id=run_id))
-                )
+                handle = self._timers.call_at(message.wake_at, self._wake, run_id)
             except Exception as exc:  # a stopped timer thread: the run cannot wake here
                 failure = RecordFailure(run_id=run_id, error=error_dict(exc), plan=message.plan)
                 tell_safely(self._registry, failure)

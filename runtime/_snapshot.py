@@ -1520,21 +1520,21 @@ class SnapshotFreezer:
         snapshot = self._snapshot
         snapshot["seq"] += 1
         snapshot["updated_at"] = now
-        driven = snapshot["status"] in _DRIVEN
-        frozen: dict[str, Any] = _Frozen(snapshot) if driven else dict(snapshot)
+        if CHECK_PARTS and self._last is not None:
+            self._last.check()
+        if snapshot["status"] not in _DRIVEN:
+            # The run actor lets go of the run: its record stays in the store, maybe for
+            # long, as bytes (one object) rather than a tree of dicts that every full
+            # collection of the cyclic garbage collector walks. Encoded from the
+            # snapshot itself: bytes need no frozen copy.
+            self._last = None
+            return record_of(snapshot)
+        frozen = _Frozen(snapshot)
         frozen["steps"] = self._freeze_steps(snapshot["steps"])
         progress = frozen["progress"]
         if type(progress) is dict and ("outputs" in progress or "done" in progress):
             frozen["progress"] = self._frozen_progress(progress, snapshot["status"])
-        if CHECK_PARTS and self._last is not None:
-            self._last.check()
-        if not driven:
-            # The run actor lets go of the run: its record stays in the store, maybe for
-            # long, as bytes (one object) rather than a tree of dicts that every full
-            # collection of the cyclic garbage collector walks.
-            self._last = None
-            return record_of(frozen)  # type: ignore[arg-type]
-        held = self._last = cast(_Frozen, frozen).seal()
+        held = self._last = frozen.seal()
         return _deferred(held, snapshot)
 
     def _frozen_progress(self, progress: dict[str, Any], status: str) -> dict[str, Any]:

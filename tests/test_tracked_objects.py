@@ -14,11 +14,17 @@ import threading
 from collections import deque
 from typing import Any
 
+import pytest
+from pydantic import BaseModel
+from structlog.testing import capture_logs
+
 from actors._calls import Calls
 from actors._dispatch import _StopFlag
-from runtime._snapshot import SnapshotFreezer
+from actors.run import RunActor
+from runtime import Runtime, create_step, create_workflow
+from runtime._snapshot import SnapshotFreezer, decode
 from runtime._sync import AbortSignal
-from tests._support import wait_until
+from tests._support import actor_system, wait_until
 from tests.test_snapshot import a_snapshot
 
 
@@ -127,3 +133,107 @@ def test_a_freezer_keeps_its_step_paths_and_open_steps_untracked() -> None:
     assert freezer._unsettled == (2,)
     assert not gc.is_tracked(freezer._paths)
     assert not gc.is_tracked(freezer._unsettled)
+
+
+def test_the_record_that_lets_go_of_a_run_is_encoded_from_the_snapshot_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bytes need no frozen copy: the record a run ends with is not frozen first."""
+    snapshot: dict[str, Any] = a_snapshot()
+    snapshot["status"] = "running"
+    snapshot["steps"] = {"first": {"status": "running", "payload": {"v": 1}}}
+    freezer = SnapshotFreezer(snapshot)  # type: ignore[arg-type]
+    freezer.next_record(1.0)
+
+    def no_copy(*_args: Any) -> Any:
+        raise AssertionError("the last record was frozen before it was encoded")
+
+    monkeypatch.setattr(SnapshotFreezer, "_freeze_steps", no_copy)
+    snapshot["steps"]["first"] = {"status": "success", "payload": {"v": 1}, "output": {"v": 2}}
+    snapshot["status"] = "success"
+    record = freezer.next_record(2.0)
+    assert type(record.data) is bytes
+    assert decode(record.data) == snapshot
+    assert record.seq == snapshot["seq"] == 2
+
+
+class _Value(BaseModel):
+    value: str
+
+
+def _held_workflow(rt: Runtime, gate: threading.Event, entered: list[str]) -> Any:
+    def held(ctx: Any) -> Any:
+        entered.append(ctx.run_id)
+        gate.wait(10)
+        return ctx.input_data
+
+    step = create_step(id="held", input_schema=_Value, output_schema=_Value, execute=held)
+    return rt.register(
+        create_workflow(id="held", input_schema=_Value, output_schema=_Value).then(step).commit()
+    )
+
+
+def _run_actor(rt: Runtime, run_id: str) -> RunActor:
+    for ref in actor_system(rt).dispatcher.actors(RunActor):
+        actor = ref._actor_weakref()
+        if actor is not None and actor._snapshot["run_id"] == run_id:
+            return actor
+    raise AssertionError(f"no run actor drives run {run_id!r}")
+
+
+def test_sleeping_runs_share_one_wake_callable_and_keep_only_their_ids() -> None:
+    """A sleeping run holds no closure of its own: its timer has the shared callable and its id."""
+    rt = Runtime().start()
+    try:
+        step = create_step(id="after", input_schema=_Value, output_schema=_Value, execute=_same)
+        wf = rt.register(
+            create_workflow(id="sleeper", input_schema=_Value, output_schema=_Value)
+            .sleep(3600)
+            .then(step)
+            .commit()
+        )
+        runs = [wf.create_run() for _ in range(20)]
+        for run in runs:
+            run.start_async(input_data={"value": "x"})
+        timers = actor_system(rt).timers
+        wait_until(lambda: len(timers) == 20, what="every run asleep")
+        gc.collect()
+        handles = [entry[2] for entry in timers._heap]
+        assert len({id(handle._fn) for handle in handles}) == 1
+        assert sorted(handle._args for handle in handles) == sorted((run.run_id,) for run in runs)
+        assert not any(gc.is_tracked(handle._args) for handle in handles)
+    finally:
+        rt.stop(timeout=0)  # the sleepers would be waited for
+
+
+def _same(ctx: Any) -> Any:
+    return ctx.input_data
+
+
+def test_a_run_makes_its_span_only_when_something_would_see_it() -> None:
+    gate = threading.Event()
+    entered: list[str] = []
+    rt = Runtime().start()
+    try:
+        wf = _held_workflow(rt, gate, entered)
+        quiet = wf.create_run()
+        quiet.start_async(input_data={"value": "quiet"})
+        wait_until(lambda: quiet.run_id in entered, what="the quiet run in its step")
+        assert _run_actor(rt, quiet.run_id)._span is None
+        with capture_logs() as logs:
+            logged = wf.create_run()
+            logged.start_async(input_data={"value": "logged"})
+            wait_until(lambda: logged.run_id in entered, what="the logged run in its step")
+            assert _run_actor(rt, logged.run_id)._span is not None
+            gate.set()
+            assert logged.wait(10).status == "success"
+        assert quiet.wait(10).status == "success"
+        run_spans = [
+            (entry["event"], entry["run_id"])
+            for entry in logs
+            if entry.get("name") == "workflow_run"
+        ]
+        assert run_spans == [("span_start", logged.run_id), ("span_end", logged.run_id)]
+    finally:
+        gate.set()
+        rt.stop()

@@ -68,6 +68,10 @@ def noop() -> None:
     pass
 
 
+def noop_with(*_args: object) -> None:
+    pass
+
+
 # --- firing ----------------------------------------------------------------------
 
 
@@ -260,6 +264,64 @@ def test_cancelling_drops_the_callback_at_once() -> None:
         assert ref() is None
     finally:
         assert timers.stop(timeout=WAIT)
+
+
+def test_a_timer_calls_its_callback_with_its_arguments_and_lets_go_of_them(
+    timers: Timers,
+) -> None:
+    class Argument:
+        pass
+
+    calls: list[tuple[object, ...]] = []
+    done = threading.Event()
+    argument = Argument()
+    ref = weakref.ref(argument)
+
+    def record(*args: object) -> None:
+        calls.append(args)
+        done.set()
+
+    timers.call_later(0, record, argument, "run-1")
+    del argument
+    assert done.wait(WAIT)
+    assert len(calls) == 1
+    assert calls[0][0] is ref() and calls[0][1] == "run-1"
+    calls.clear()
+    # Once fired, the timer thread keeps nothing of it while it waits for the next.
+    wait_until_the_thread_sleeps(timers)
+    gc.collect()
+    assert ref() is None
+
+
+def test_cancelling_drops_the_arguments_at_once(timers: Timers) -> None:
+    class Argument:
+        pass
+
+    argument = Argument()
+    ref = weakref.ref(argument)
+    handle = timers.call_at(time.time() + FAR, noop_with, argument)
+    del argument
+    gc.collect()
+    assert ref() is not None  # the pending timer keeps it
+    handle.cancel()
+    gc.collect()
+    assert ref() is None
+
+
+def test_a_timer_with_text_arguments_holds_nothing_tracked_but_its_callback(
+    timers: Timers,
+) -> None:
+    """A sleeping run's timer: one callback for every run, and the run's id."""
+    wake = partial(noop_with, "shared")
+    handles = [timers.call_at(time.time() + FAR, wake, f"run-{i}") for i in range(100)]
+    gc.collect()  # the collector stops tracking a tuple of text once it has seen it
+    for handle in handles:
+        tracked = [
+            referent
+            for referent in gc.get_referents(handle)
+            if gc.is_tracked(referent) and referent is not type(handle)
+        ]
+        assert sorted(map(id, tracked)) == sorted(map(id, [timers, wake]))
 
 
 def test_the_heap_is_compacted_once_more_than_half_is_cancelled(timers: Timers) -> None:
