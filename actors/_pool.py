@@ -36,7 +36,17 @@ from runtime._errors import RuntimeStoppedError
 from runtime._handoff import deliver
 from runtime._tracing import emit
 
-__all__ = ["BUSY", "LATE", "STOP_TIMEOUT", "TICK", "AsyncLoop", "BodyFuture", "StepPool"]
+__all__ = [
+    "BUSY",
+    "HELD",
+    "LATE",
+    "STOP_TIMEOUT",
+    "TICK",
+    "VOIDED",
+    "AsyncLoop",
+    "BodyFuture",
+    "StepPool",
+]
 
 TICK: Final = 0.02
 """How long a call waits for a step actor before the pool may grow.
@@ -59,6 +69,43 @@ LATE: Final = 0.005
 A monitor thread that wakes later than this waited for a CPU: the host is
 busy, so the process's low CPU use shows a starved process, not blocked
 actors."""
+
+
+HELD: Final = TICK
+"""How late past a tick the monitor may wake for the tick to say anything at all.
+
+Later than this, something held the GIL for most of the tick and past it: a
+full collection of Python's garbage collector over many runs in flight (40 to
+80 ms in ``make bench``'s W5), or a long call into C. No step could finish
+meanwhile either, so a tick without a finished call would read as blocked
+actors, and the pool grew to its limit for steps that take microseconds. Such
+a tick is watched again, at most :data:`VOIDED` times in a row: a host that
+starves the process for ever still lets the pool grow for blocked steps."""
+
+VOIDED: Final = 2
+"""How many ticks in a row the monitor may set aside for :data:`HELD`."""
+
+
+def _tick_verdict(finished: bool, late: float, cpu: float, wall: float) -> str | None:
+    """What a tick in which a call waited says: ``"stalled"``, ``"idle"``, or ``None``.
+
+    Args:
+        finished: Whether any call ended in the tick.
+        late: How long after the tick's deadline the monitor woke.
+        cpu: The CPU seconds the process used in the tick.
+        wall: The tick's length, as the monitor measured it.
+
+    ``"stalled"``: no call ended, so the actors are blocked (every waiting call
+    gets an actor). ``"idle"``: calls ended but the process used less than
+    :data:`BUSY` of a CPU and was not starved (:data:`LATE`), so the actors
+    wait on something else (the pool may double). ``None``: the calls wait for
+    the CPU or the GIL, which more threads would not give them.
+    """
+    if not finished:
+        return "stalled"
+    if late < LATE and cpu < BUSY * wall:
+        return "idle"
+    return None
 
 
 STOP_TIMEOUT: Final = 5.0
@@ -414,7 +461,8 @@ class StepPool:
     up to ``limit``: one for every call waiting if no call ended in that tick
     (the actors are stalled), or at most as many as live (the pool doubles)
     if the process used less than :data:`BUSY` of a CPU in it and was not
-    starved of CPU (:data:`LATE`): the actors are blocked, not busy.
+    starved of CPU (:data:`LATE`): the actors are blocked, not busy. A tick
+    past which the monitor itself could not run (:data:`HELD`) says neither.
 
     Args:
         loop: Where ``async def`` bodies run.
@@ -554,6 +602,7 @@ class StepPool:
         self._monitor.join(max(0.0, deadline - time.monotonic()))
 
     def _watch(self) -> None:
+        voided = 0  # ticks set aside in a row because the GIL was held past them (HELD)
         while True:
             with self._cond:
                 while not self._backlog and not self._stopping:
@@ -571,14 +620,21 @@ class StepPool:
                 if not self._backlog or self._backlog[0][1] > began:
                     continue  # no call has waited a whole tick
                 now = time.monotonic()
-                stalled = self._completions == seen
+                if now - deadline > HELD and voided < VOIDED:
+                    voided += 1
+                    continue
+                voided = 0
                 # A monitor that wakes late shares a starved CPU: then low CPU use
                 # says nothing about the actors, which may be as starved.
-                idle = now - deadline < LATE and time.process_time() - cpu < BUSY * (now - began)
-                if not (stalled or idle):
-                    # The process is busy (or starved): the calls wait for the
-                    # CPU or the GIL, which more threads would not give them.
+                verdict = _tick_verdict(
+                    self._completions != seen,
+                    now - deadline,
+                    time.process_time() - cpu,
+                    now - began,
+                )
+                if verdict is None:
                     continue
+                stalled = verdict == "stalled"
                 # The actors are blocked. Stalled ones all at once: every call
                 # waiting gets an actor, up to the limit. Otherwise the pool at
                 # most doubles per tick, so that a tick misread costs few threads.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from actors._pool import AsyncLoop
+from actors._pool import HELD, TICK, AsyncLoop, _tick_verdict
 from runtime._errors import RuntimeStoppedError
 from runtime._sync import wait_for_a_run
 from tests.actors.harness import WAIT, Harness, Value, harnesses, step, step_threads
@@ -82,6 +83,41 @@ def test_steps_that_block_briefly_make_the_pool_grow_though_they_keep_finishing(
     assert all(harness.reply().ok for _ in range(200))
 
     assert harness.pool.size == 16
+
+
+def test_a_tick_in_which_the_gil_was_held_throughout_does_not_grow_the_pool(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """A full garbage collection (or a long call into C) stops every thread; not a blocked step.
+
+    In ``make bench``'s W5, a 50 ms collection came in the tick the monitor
+    watched, no step finished in it, and the pool grew to its limit for steps
+    that take microseconds. Here ``sorted`` holds the GIL for longer than a
+    tick while a call waits behind a step that is let go right after.
+    """
+    harness = make_harness(core=1, limit=16)
+    entered, go = threading.Event(), threading.Event()
+
+    def first(ctx: Any) -> Value:
+        entered.set()
+        go.wait(WAIT)
+        return ctx.input_data
+
+    def quick(ctx: Any) -> Value:
+        return ctx.input_data
+
+    data = [random.random() for _ in range(800_000)]  # about 0.15 s to sort, in one C call
+    harness.execute(step(first), {"value": "first"})
+    assert entered.wait(WAIT)
+    harness.execute(step(quick), {"value": "behind"})  # waits: the one actor is taken
+    time.sleep(0.01)  # the monitor begins its tick
+    held = time.monotonic()
+    sorted(data)
+    assert time.monotonic() - held > TICK + HELD
+    go.set()
+    assert all(harness.reply().ok for _ in range(2))
+    time.sleep(3 * TICK)  # ticks after the calls ended: nothing waits, nothing to grow for
+    assert harness.pool.size == 1
 
 
 def test_the_pool_does_not_grow_beyond_its_limit(make_harness: Callable[..., Harness]) -> None:
@@ -328,3 +364,10 @@ def test_without_a_wait_for_a_run_a_blocked_step_still_holds_its_place(
         release.set()
     assert all(harness.reply().ok for _ in range(2))
     assert harness.pool.size == 1
+
+
+def test_a_tick_verdict_reads_blocked_actors_from_the_calls_and_the_cpu() -> None:
+    assert _tick_verdict(False, 0.0, 1.0, TICK) == "stalled"  # no call ended, however busy
+    assert _tick_verdict(True, 0.0, 0.0, TICK) == "idle"  # calls end, the process rests
+    assert _tick_verdict(True, 0.0, TICK, TICK) is None  # calls wait for the CPU
+    assert _tick_verdict(True, 2 * TICK, 0.0, 3 * TICK) is None  # the monitor was starved too
