@@ -243,25 +243,28 @@ def test_len_counts_only_live_timers(timers: Timers) -> None:
     assert len(timers) == 8
 
 
-def test_cancelling_drops_the_callback_at_once() -> None:
+def test_cancelling_drops_the_callback_and_its_arguments_at_once() -> None:
     timers = Timers()
     try:
 
         class Callback:
-            def __call__(self) -> None:
+            def __call__(self, _argument: object) -> None:
                 pass
 
-        callback = Callback()
-        ref = weakref.ref(callback)
-        handle = timers.call_later(FAR, callback)
-        del callback
+        class Argument:
+            pass
+
+        callback, argument = Callback(), Argument()
+        refs = [weakref.ref(callback), weakref.ref(argument)]
+        handle = timers.call_later(FAR, callback, argument)
+        del callback, argument
         gc.collect()
-        assert ref() is not None  # the pending timer keeps it
+        assert all(ref() is not None for ref in refs)  # the pending timer keeps them
 
         handle.cancel()
         gc.collect()
 
-        assert ref() is None
+        assert all(ref() is None for ref in refs)
     finally:
         assert timers.stop(timeout=WAIT)
 
@@ -289,21 +292,6 @@ def test_a_timer_calls_its_callback_with_its_arguments_and_lets_go_of_them(
     calls.clear()
     # Once fired, the timer thread keeps nothing of it while it waits for the next.
     wait_until_the_thread_sleeps(timers)
-    gc.collect()
-    assert ref() is None
-
-
-def test_cancelling_drops_the_arguments_at_once(timers: Timers) -> None:
-    class Argument:
-        pass
-
-    argument = Argument()
-    ref = weakref.ref(argument)
-    handle = timers.call_at(time.time() + FAR, noop_with, argument)
-    del argument
-    gc.collect()
-    assert ref() is not None  # the pending timer keeps it
-    handle.cancel()
     gc.collect()
     assert ref() is None
 
