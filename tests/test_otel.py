@@ -455,9 +455,13 @@ def test_runs_in_flight_queued_runs_and_pool_threads_are_gauged(
         ids = [wf.create_run().start_async(input_data={"value": "x"}).run_id for _ in range(5)]
         try:
             points: dict[str, list[Any]] = {}
-            for _ in range(200):  # until both runs in room are in their step
+            # Until both runs in room are in their step and the supervisor has queued the
+            # other three (their starts may reach it after the first two runs began).
+            for _ in range(200):
                 points = _points(reader)
-                if _sum(points.get("callboard.runs.active", []), workflow_id="metrics_gauges") == 2:
+                active = points.get("callboard.runs.active", [])
+                queued = points.get("callboard.runs.queued", [])
+                if _sum(active, workflow_id="metrics_gauges") == 2 and _sum(queued) == 3:
                     break
                 gate.wait(0.02)
             assert _sum(points["callboard.runs.active"], workflow_id="metrics_gauges") == 2
