@@ -103,6 +103,8 @@ def _tick_verdict(finished: bool, late: float, cpu: float, wall: float) -> str |
     """
     if not finished:
         return "stalled"
+    # A monitor that wakes late shares a starved CPU: then low CPU use says nothing
+    # about the actors, which may be as starved.
     if late < LATE and cpu < BUSY * wall:
         return "idle"
     return None
@@ -624,8 +626,6 @@ class StepPool:
                     voided += 1
                     continue
                 voided = 0
-                # A monitor that wakes late shares a starved CPU: then low CPU use
-                # says nothing about the actors, which may be as starved.
                 verdict = _tick_verdict(
                     self._completions != seen,
                     now - deadline,

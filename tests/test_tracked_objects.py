@@ -15,16 +15,22 @@ from collections import deque
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
 from structlog.testing import capture_logs
 
 from actors._calls import Calls
 from actors._dispatch import _StopFlag
 from actors.run import RunActor
-from runtime import Runtime, create_step, create_workflow
+from runtime import Runtime, create_workflow
 from runtime._snapshot import SnapshotFreezer, decode
 from runtime._sync import AbortSignal
-from tests._support import actor_system, wait_until
+from tests._support import (
+    Counter,
+    Value,
+    actor_system,
+    held_workflow,
+    shout_step,
+    wait_until,
+)
 from tests.test_snapshot import a_snapshot
 
 
@@ -157,22 +163,6 @@ def test_the_record_that_lets_go_of_a_run_is_encoded_from_the_snapshot_itself(
     assert record.seq == snapshot["seq"] == 2
 
 
-class _Value(BaseModel):
-    value: str
-
-
-def _held_workflow(rt: Runtime, gate: threading.Event, entered: list[str]) -> Any:
-    def held(ctx: Any) -> Any:
-        entered.append(ctx.run_id)
-        gate.wait(10)
-        return ctx.input_data
-
-    step = create_step(id="held", input_schema=_Value, output_schema=_Value, execute=held)
-    return rt.register(
-        create_workflow(id="held", input_schema=_Value, output_schema=_Value).then(step).commit()
-    )
-
-
 def _run_actor(rt: Runtime, run_id: str) -> RunActor:
     for ref in actor_system(rt).dispatcher.actors(RunActor):
         actor = ref._actor_weakref()
@@ -185,11 +175,10 @@ def test_sleeping_runs_share_one_wake_callable_and_keep_only_their_ids() -> None
     """A sleeping run holds no closure of its own: its timer has the shared callable and its id."""
     rt = Runtime().start()
     try:
-        step = create_step(id="after", input_schema=_Value, output_schema=_Value, execute=_same)
         wf = rt.register(
-            create_workflow(id="sleeper", input_schema=_Value, output_schema=_Value)
+            create_workflow(id="sleeper", input_schema=Value, output_schema=Value)
             .sleep(3600)
-            .then(step)
+            .then(shout_step())
             .commit()
         )
         runs = [wf.create_run() for _ in range(20)]
@@ -206,24 +195,19 @@ def test_sleeping_runs_share_one_wake_callable_and_keep_only_their_ids() -> None
         rt.stop(timeout=0)  # the sleepers would be waited for
 
 
-def _same(ctx: Any) -> Any:
-    return ctx.input_data
-
-
 def test_a_run_makes_its_span_only_when_something_would_see_it() -> None:
-    gate = threading.Event()
-    entered: list[str] = []
+    gate, counter = threading.Event(), Counter()
     rt = Runtime().start()
     try:
-        wf = _held_workflow(rt, gate, entered)
+        wf = rt.register(held_workflow(counter, gate))
         quiet = wf.create_run()
         quiet.start_async(input_data={"value": "quiet"})
-        wait_until(lambda: quiet.run_id in entered, what="the quiet run in its step")
+        wait_until(lambda: counter[f"{quiet.run_id}/hold"], what="the quiet run in its step")
         assert _run_actor(rt, quiet.run_id)._span is None
         with capture_logs() as logs:
             logged = wf.create_run()
             logged.start_async(input_data={"value": "logged"})
-            wait_until(lambda: logged.run_id in entered, what="the logged run in its step")
+            wait_until(lambda: counter[f"{logged.run_id}/hold"], what="the logged run in its step")
             assert _run_actor(rt, logged.run_id)._span is not None
             gate.set()
             assert logged.wait(10).status == "success"
