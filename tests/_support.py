@@ -5,11 +5,14 @@ The fixtures built on these live in ``tests/conftest.py``.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from pydantic import BaseModel
@@ -309,3 +312,25 @@ def advance_until(clock: Any, predicate: Callable[[], Any], seconds: float, what
             _fail(f"not reached within 10 s of moving the clock: {what or predicate}")
         clock.advance(seconds)
         time.sleep(0.005)
+
+
+@contextlib.contextmanager
+def script_module(path: Path, name: str, *, beside: bool = False) -> Iterator[ModuleType]:
+    """A script (``benchmarks/*.py``, ``examples/demo.py``) imported as module ``name``.
+
+    Those folders are not packages on the path. With ``beside``, the script's folder
+    is put first on ``sys.path`` meanwhile, for a script that imports its neighbours.
+    """
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    if beside:
+        sys.path.insert(0, str(path.parent))
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules[name]
+        if beside:
+            sys.path.remove(str(path.parent))

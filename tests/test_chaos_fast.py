@@ -8,9 +8,7 @@ actor, a retry were miscounted, or a snapshot's checksum went unchecked.
 
 from __future__ import annotations
 
-import importlib.util
 import random
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import Any
 import pytest
 
 from runtime import Runtime, SnapshotFormatError
-from tests._support import ROOT, wait_for_no_callboard_threads
+from tests._support import ROOT, script_module, wait_for_no_callboard_threads
 
 CHAOS = ROOT / "benchmarks" / "chaos.py"
 SEED = 20_240_601
@@ -29,15 +27,8 @@ SEED = 20_240_601
 @pytest.fixture(scope="module")
 def chaos() -> Iterator[ModuleType]:
     """benchmarks/chaos.py imported as a module (benchmarks/ is not a package on the path)."""
-    spec = importlib.util.spec_from_file_location("callboard_chaos", CHAOS)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
+    with script_module(CHAOS, "callboard_chaos") as module:
         yield module
-    finally:
-        del sys.modules[spec.name]
 
 
 def failed_rows(rows: list[Any]) -> list[Any]:

@@ -6,7 +6,6 @@ The demo keeps its runs in a SQLite run store and ends by listing them with the
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from types import ModuleType
 import pytest
 
 from runtime import RunReader
-from tests._support import ROOT
+from tests._support import ROOT, script_module
 
 DEMO = ROOT / "examples" / "demo.py"
 TIMEOUT = 60.0
@@ -168,15 +167,8 @@ def threads_left_since(before: set[threading.Thread], timeout: float = 5.0) -> l
 @pytest.fixture
 def demo_module() -> Iterator[ModuleType]:
     """examples/demo.py imported as a module (examples/ is not a package on the path)."""
-    spec = importlib.util.spec_from_file_location("callboard_demo", DEMO)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
+    with script_module(DEMO, "callboard_demo") as module:
         yield module
-    finally:
-        del sys.modules[spec.name]
 
 
 def test_main_returns_zero_and_stops_its_runtime(

@@ -9,15 +9,13 @@ loop miss the bound in every round.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from tests._support import ROOT, wait_for_no_callboard_threads
+from tests._support import ROOT, script_module, wait_for_no_callboard_threads
 
 LOOP_LAG = ROOT / "benchmarks" / "loop_lag.py"
 
@@ -36,15 +34,8 @@ it: its 200 coroutines alone (``no-op``) plus 200 runs in progress in the proces
 @pytest.fixture(scope="module")
 def loop_lag() -> Iterator[ModuleType]:
     """benchmarks/loop_lag.py imported as a module (benchmarks/ is not a package on the path)."""
-    spec = importlib.util.spec_from_file_location("callboard_loop_lag", LOOP_LAG)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
+    with script_module(LOOP_LAG, "callboard_loop_lag") as module:
         yield module
-    finally:
-        del sys.modules[spec.name]
 
 
 def test_the_a_calls_keep_the_loop_near_its_floor_where_the_sync_calls_do_not(
