@@ -1,6 +1,6 @@
 """Which thread spends a run's CPU: W2 and W5 by thread, beside raw pykka's CPU per run.
 
-Run it with ``.venv/bin/python benchmarks/threads.py`` (about 30 s on 2 cores),
+Run it with ``.venv/bin/python benchmarks/threads.py`` (about 10 s on 2 cores),
 ``--quick`` for a smoke run, ``--store memory`` or ``--store sqlite`` for one
 store. To measure another checkout of callboard with the same script, put it
 first on the path: ``PYTHONPATH=/path/to/checkout .venv/bin/python
@@ -163,13 +163,15 @@ def w5(fleet: int, splits: list[Split]) -> None:
             _burst(workflow, fleet)
 
 
-def floor(runs: int, splits: list[Split]) -> Split:
+def floor(runs: int) -> Split:
+    """The raw-pykka pipeline's split: its threads end with their runs, so read its process CPU."""
     clean_slate()
     pykka_pipeline_ns(max(100, runs // 4))
     clean_slate()
-    with measured("floor", "-", runs, splits):
+    taken: list[Split] = []
+    with measured("floor", "-", runs, taken):
         pykka_pipeline_ns(runs)
-    return splits.pop()
+    return taken[0]
 
 
 def print_table(splits: list[Split], base: Split) -> None:
@@ -215,8 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         f"callboard threads · {os.cpu_count()} cores · CPython {platform.python_version()} · "
         f"W2 runs={runs} · W5 fleet={fleet}"
     )
+    base = floor(runs)
     splits: list[Split] = []
-    base = floor(runs, splits)
     workloads: list[Callable[[], None]] = [
         (lambda store=store: w2(store, runs, splits)) for store in stores
     ]
