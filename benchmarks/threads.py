@@ -40,22 +40,24 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench import (
+    FULL,
     MEMORY,
-    PAYLOAD,
     SQLITE,
+    DatabaseFiles,
+    Setup,
     clean_slate,
     fleet_workflow,
+    fresh_runtime,
     noop_workflow,
     pykka_pipeline_ns,
+    start_and_wait,
 )
-
-from runtime import Runtime
 
 GROUPS = ("caller", "dispatcher", "step pool", "store writer", "registry", "timers", "other")
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -127,40 +129,28 @@ def measured(workload: str, store: str, runs: int, splits: list[Split]) -> Itera
     splits.append(Split(workload, store, runs, wall, process, by_group))
 
 
-@contextlib.contextmanager
-def runtime_on(store: str) -> Iterator[Runtime]:
-    with tempfile.TemporaryDirectory(prefix="callboard-threads-") as folder:
-        location = MEMORY if store == MEMORY else str(Path(folder) / "runs.db")
-        clean_slate()
-        runtime = Runtime(store=location).start()
-        try:
-            yield runtime
-        finally:
-            runtime.stop()
-
-
-def _burst(workflow: Any, count: int) -> None:
-    runs = [workflow.create_run() for _ in range(count)]
-    for run in runs:
-        run.start_async(input_data=PAYLOAD)
+def _succeeded(runs: list[Any]) -> None:
+    """Raise unless every run succeeded (read after the timed part: a read costs CPU)."""
     for run in runs:
         if run.wait().status != "success":
             raise RuntimeError(f"a run did not succeed: {run.run_id}")
 
 
-def w2(store: str, runs: int, splits: list[Split]) -> None:
-    with runtime_on(store) as runtime:
+def w2(setup: Setup, store: str, runs: int, splits: list[Split]) -> None:
+    with fresh_runtime(setup, store) as runtime:
         workflow = runtime.register(noop_workflow())
-        _burst(workflow, max(100, runs // 4))
+        start_and_wait(workflow, max(100, runs // 4))
         with measured("W2", store, runs, splits):
-            _burst(workflow, runs)
+            done = start_and_wait(workflow, runs)
+        _succeeded(done)
 
 
-def w5(fleet: int, splits: list[Split]) -> None:
-    with runtime_on(MEMORY) as runtime:
+def w5(setup: Setup, fleet: int, splits: list[Split]) -> None:
+    with fresh_runtime(setup, MEMORY) as runtime:
         workflow = runtime.register(fleet_workflow())
         with measured("W5", MEMORY, fleet, splits):
-            _burst(workflow, fleet)
+            done = start_and_wait(workflow, fleet)
+        _succeeded(done)
 
 
 def floor(runs: int) -> Split:
@@ -219,13 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     base = floor(runs)
     splits: list[Split] = []
-    workloads: list[Callable[[], None]] = [
-        (lambda store=store: w2(store, runs, splits)) for store in stores
-    ]
-    if MEMORY in stores:
-        workloads.append(lambda: w5(fleet, splits))
-    for workload in workloads:
-        workload()
+    with tempfile.TemporaryDirectory(prefix="callboard-threads-") as folder:
+        setup = Setup(sizes=FULL, stores=stores, files=DatabaseFiles(Path(folder)), record=None)
+        for store in stores:
+            w2(setup, store, runs, splits)
+        if MEMORY in stores:
+            w5(setup, fleet, splits)
     print_table(splits, base)
     return 0
 
