@@ -1313,7 +1313,7 @@ class SQLiteStore:
                 return writes
             if len(writes) > 1:
                 return self._commit_alone(connection, writes)
-            self._fail(writes, StoreError(f"cannot write to the run store {self.path}: {exc}"))
+            self._fail(writes, StoreError(self._refusal(connection, writes, exc)))
             return []
         outcome.apply(self)
         # Callers blocked in create() first; then the callbacks that tell actors.
@@ -1328,6 +1328,24 @@ class SQLiteStore:
                 call(write.done, None if error else results.get(id(write)), error)
         outcome.send_hints(self._hint)
         return []
+
+    def _refusal(
+        self, connection: sqlite3.Connection, writes: list[Write], exc: BaseException
+    ) -> str:
+        """What to tell the caller of a write the database refused for good."""
+        message = f"cannot write to the run store {self.path}: {exc}"
+        code = getattr(exc, "sqlite_errorcode", None)
+        if isinstance(code, int) and code & 0xFF == _SQLITE_TOOBIG:
+            runs = ", ".join(sorted({repr(run_id) for w in writes for run_id in _run_ids(w)}))
+            try:
+                limit = f"{connection.getlimit(sqlite3.SQLITE_LIMIT_LENGTH):,} bytes"
+            except sqlite3.Error:
+                limit = "its length limit"
+            message += (
+                f" (run {runs or 'of this write'} holds a value larger than SQLite stores in one "
+                f"field, {limit}: keep large data outside the run and pass a reference to it)"
+            )
+        return message
 
     def _commit_alone(self, connection: sqlite3.Connection, writes: list[Write]) -> list[Write]:
         """Commit each write in a transaction of its own; return those to try again."""
@@ -2145,6 +2163,20 @@ _PASSING_CODES: Final = frozenset(
         15,  # SQLITE_PROTOCOL
     }
 )
+
+
+_SQLITE_TOOBIG: Final = 18
+"""SQLite's result code for a string or blob longer than its length limit."""
+
+
+def _run_ids(write: Write) -> list[str]:
+    """The runs a write records (none for a write that records no run)."""
+    payload = write.payload
+    if write.kind == "save":
+        return [record.run_id for record in payload]
+    if write.kind in ("create", "replace") and isinstance(payload[0], SnapshotRecord):
+        return [payload[0].run_id]
+    return []
 
 
 def _passing(exc: BaseException) -> bool:

@@ -20,7 +20,14 @@ import pytest
 from pydantic import BaseModel
 from structlog.testing import capture_logs
 
-from runtime import Runtime, SnapshotRecord, SQLiteStore, create_step, create_workflow
+from runtime import (
+    Runtime,
+    SnapshotRecord,
+    SQLiteStore,
+    StoreError,
+    create_step,
+    create_workflow,
+)
 from runtime._snapshot import decode
 
 WAIT = 10.0
@@ -255,3 +262,46 @@ def test_a_snapshot_the_database_refuses_fails_its_run_and_no_other(
     assert result.error is not None and result.error.name == "StoreError"
     assert [r.status for r in other_results] == ["success"] * 5
     assert any(e["event"] == "snapshot_refused" for e in logs)
+
+
+def grow(ctx: Any) -> Text:
+    return Text(value=ctx.input_data.value * 1_000)
+
+
+def test_a_value_larger_than_sqlite_stores_fails_its_start_or_its_run_saying_so(
+    tmp_path: Path,
+) -> None:
+    # SQLite refuses a string or blob over its length limit (1 GB unless built otherwise)
+    # with SQLITE_TOOBIG for good; the limit is lowered here, as the disk is filled above.
+    store = SQLiteStore(tmp_path / "runs.db")
+    for connection in (store._connection, store._caller_connection):
+        if connection is not None:
+            connection.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 100_000)
+    step = create_step(id="grow", input_schema=Text, output_schema=Text, execute=grow)
+    workflow = create_workflow(id="big", input_schema=Text, output_schema=Text).then(step).commit()
+    with capture_logs() as logs, Runtime(store=store) as rt:
+        wf = rt.register(workflow)
+        too_big = wf.create_run()
+        with pytest.raises(StoreError) as refused:
+            too_big.start_async(input_data={"value": "x" * 200_000})
+        message = str(refused.value)
+        assert f"run {too_big.run_id!r} holds a value larger than SQLite stores" in message
+        assert "100,000 bytes" in message
+        assert wf.get_workflow_run_execution_result(too_big.run_id) is None  # nothing recorded
+
+        grows = wf.create_run()  # its input fits, its step's output (1,000 times it) does not
+        grows.start_async(input_data={"value": "y" * 1_000})
+        others = [wf.create_run() for _ in range(3)]
+        for run in others:
+            run.start_async(input_data={"value": "z"})
+        result = grows.wait(WAIT)
+        other_results = [run.wait(WAIT) for run in others]
+        too_big.start_async(input_data={"value": "fits"})  # the refused start left nothing
+        again = too_big.wait(WAIT)
+
+    assert result.status == "failed"
+    assert result.error is not None and result.error.name == "StoreError"
+    assert f"run {grows.run_id!r} holds a value larger than SQLite stores" in result.error.message
+    assert [r.status for r in other_results] == ["success"] * 3
+    assert again.status == "success" and again.result == {"value": "fits" * 1_000}
+    assert any(e["event"] == "store_write_failed" for e in logs)
