@@ -1341,9 +1341,10 @@ class SQLiteStore:
                 limit = f"{connection.getlimit(sqlite3.SQLITE_LIMIT_LENGTH):,} bytes"
             except sqlite3.Error:
                 limit = "its length limit"
+            holder = f"run {runs} holds" if runs else "the write holds"
             message += (
-                f" (run {runs or 'of this write'} holds a value larger than SQLite stores in one "
-                f"field, {limit}: keep large data outside the run and pass a reference to it)"
+                f" ({holder} a value larger than SQLite stores in one field, {limit}: "
+                "keep large data outside the run and pass a reference to it)"
             )
         return message
 
@@ -2174,7 +2175,7 @@ def _run_ids(write: Write) -> list[str]:
     payload = write.payload
     if write.kind == "save":
         return [record.run_id for record in payload]
-    if write.kind in ("create", "replace") and isinstance(payload[0], SnapshotRecord):
+    if write.kind in ("create", "replace"):  # (record, ...)
         return [payload[0].run_id]
     return []
 
