@@ -2,9 +2,10 @@
 
 On a shared store a run may be driven by another process, or another host.
 Waiting for it, or watching its events, cannot rely on this process's actors:
-the watcher reads the runs somebody here waits on from the store, every
-:data:`WATCH_INTERVAL` seconds or at once when the store hints that one
-changed, and hands each newer record to the registry, which wakes the waiters
+the watcher reads the seq of the runs somebody here waits on from the store,
+every :data:`WATCH_INTERVAL` seconds or at once when the store hints that one
+changed, loads the records of those whose seq moved, and hands each newer
+record to the registry, which wakes the waiters
 and tells the watchers as it does for the runs its own actors drive. Runs this
 process holds are skipped: its own actors report them.
 """
@@ -99,18 +100,23 @@ class StoreWatcher:
             if not ids:
                 continue
             try:
-                records = {record.run_id: record for record in self._store.load_many(ids)}
+                # A run's seq first, a few bytes each: most runs waited on have not
+                # changed since the last read, and their records may be large.
+                seqs = self._store.seqs(ids)
+                changed = [run_id for run_id in ids if seqs.get(run_id, _GONE) > watched[run_id]]
+                loaded = self._store.load_many(changed) if changed else []
             except StoreError as exc:
                 emit(logging.WARNING, "store_watch_failed", error=str(exc))
                 continue
-            for run_id in ids:
-                record = records.get(run_id)
-                seen = watched[run_id]
-                if record is None:
-                    if seen != _GONE:
-                        self._note(run_id, _GONE)
-                        self._call(run_id, None)
-                elif record.seq > seen:
+            records = {record.run_id: record for record in loaded}
+            gone = [run_id for run_id in ids if run_id not in seqs]
+            gone += [run_id for run_id in changed if run_id not in records]  # deleted since
+            for run_id in gone:
+                if watched[run_id] != _GONE:  # never recorded, or deleted
+                    self._note(run_id, _GONE)
+                    self._call(run_id, None)
+            for run_id, record in records.items():
+                if record.seq > watched[run_id]:
                     self._note(run_id, record.seq)
                     self._call(run_id, record)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from actors._watcher import StoreWatcher
 from runtime._stores.base import RunFencedError, SharedStore, SnapshotRecord
 from runtime._stores.open import open_store
 from tests._support import stall_writer, wait_for_no_callboard_threads, wait_until
@@ -518,6 +519,74 @@ def test_load_many_returns_the_runs_it_knows(shared_store: SharedStores) -> None
     found = sorted(a.load_many(["r2", "nobody", "r1"]))
     assert found == [rec("r1"), rec("r2", 1, "running")]
     assert a.load_many([]) == []
+
+
+def test_seqs_reads_the_newest_seq_of_the_runs_it_knows(shared_store: SharedStores) -> None:
+    a, b = shared_store.open(), shared_store.open()
+    a.create(rec("r1"))
+    a.create(rec("r2"))
+    save(a, rec("r2", 1, "running"), rec("r2", 2, "running"))
+    assert b.seqs(["r2", "nobody", "r1"]) == {"r1": 0, "r2": 2}
+    assert b.seqs([]) == {}
+    many = [f"m{n}" for n in range(600)]  # more than one statement's worth on SQLite
+    for run_id in many:
+        a.create(rec(run_id), hold=False)
+    assert b.seqs([*many, "nobody"]) == dict.fromkeys(many, 0)
+
+
+class LoadsSeen:
+    """Hands every call on to ``inner``, noting which runs ``load_many`` was asked for."""
+
+    def __init__(self, inner: SharedStore) -> None:
+        self._inner = inner
+        self.loaded: list[str] = []
+
+    def load_many(self, run_ids: list[str]) -> list[SnapshotRecord]:
+        self.loaded.extend(run_ids)
+        return self._inner.load_many(run_ids)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+
+def test_the_store_watcher_loads_only_the_runs_whose_seq_moved(
+    shared_store: SharedStores,
+) -> None:
+    """A process waiting on thousands of runs others drive reads their seqs, not their records.
+
+    Records may be large, and most runs waited on (asleep, suspended, on a long step)
+    do not change between two reads: loading them all at every read cost a process that
+    waited on 5,000 sleeping runs most of a core.
+    """
+    a, other = shared_store.open(), shared_store.open()
+    for run_id in ("still", "moves", "deleted"):
+        a.create(rec(run_id), hold=False)
+    save(a, rec("deleted", 1, "success"))  # only a run that has ended can be deleted
+    seen = LoadsSeen(a)
+    delivered: list[tuple[str, int | None]] = []
+    watcher = StoreWatcher(
+        seen,  # type: ignore[arg-type]
+        lambda run_id, record: delivered.append((run_id, None if record is None else record.seq)),
+        interval=0.01,
+    )
+    try:
+        watcher.add("still", 0)
+        watcher.add("moves", 0)
+        watcher.add("deleted", 1)
+        watcher.add("never-recorded", -1)
+        wait_until(lambda: ("never-recorded", None) in delivered)
+        time.sleep(0.2)  # twenty reads or so
+        assert delivered == [("never-recorded", None)]
+        assert seen.loaded == []
+        save(other, rec("moves", 1, "running"))
+        assert other.delete("deleted")
+        wait_until(lambda: len(delivered) == 3)
+        assert sorted(delivered[1:], key=str) == [("deleted", None), ("moves", 1)]
+        time.sleep(0.2)
+        assert len(delivered) == 3  # each change reported once
+        assert "still" not in seen.loaded and seen.loaded.count("moves") == 1
+    finally:
+        watcher.stop(5)
 
 
 def test_queued_lists_runs_nobody_holds_oldest_first(shared_store: SharedStores) -> None:

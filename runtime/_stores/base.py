@@ -474,6 +474,14 @@ class SharedStore(SnapshotStore, Protocol):
         """The newest records of these runs (unknown ones left out)."""
         ...
 
+    def seqs(self, run_ids: Sequence[str]) -> dict[str, int]:
+        """The ``seq`` of each of these runs' newest record (unknown ones left out).
+
+        A few bytes a run: what a poller reads to learn which runs changed
+        before it loads their records.
+        """
+        ...
+
     def queued(self, workflow_ids: Sequence[str] | None = None) -> list[SnapshotRecord]:
         """Queued runs (nobody holds them), of these workflows or of all; oldest first."""
         ...

@@ -1487,6 +1487,19 @@ class PostgresStore:
         result: list[SnapshotRecord] = self._read(read)
         return result
 
+    def seqs(self, run_ids: Sequence[str]) -> dict[str, int]:
+        """The ``seq`` of each of these runs' newest record (unknown ones left out)."""
+        ids = list(run_ids)
+
+        def read(connection: Connection) -> dict[str, int]:
+            rows = connection.execute(
+                "SELECT run_id, seq FROM callboard_runs WHERE run_id = ANY(%s)", (ids,)
+            ).fetchall()
+            return dict(rows)
+
+        result: dict[str, int] = self._read(read)
+        return result
+
     def list_runs(
         self,
         *,

@@ -1072,6 +1072,18 @@ class SQLiteStore:
             records.extend(record for record, _ in found)
         return records
 
+    def seqs(self, run_ids: Sequence[str]) -> dict[str, int]:
+        """The ``seq`` of each of these runs' newest record; unknown ones are left out."""
+        found: dict[str, int] = {}
+        ids = list(run_ids)
+        with self._reading() as reader:
+            for start in range(0, len(ids), _ROWS_PER_STATEMENT):
+                chunk = ids[start : start + _ROWS_PER_STATEMENT]
+                marks = ", ".join("?" * len(chunk))
+                query = f"SELECT run_id, seq FROM runs WHERE run_id IN ({marks})"
+                found.update(reader.execute(query, chunk).fetchall())
+        return found
+
     def queued(self, workflow_ids: Sequence[str] | None = None) -> list[SnapshotRecord]:
         """Queued runs (nobody holds them; a sleeping one once due), oldest first."""
         where = f"WHERE {_QUEUED} AND (r.wake_at IS NULL OR r.wake_at <= ?)"
