@@ -65,6 +65,7 @@ __all__ = [
     "SupervisorMessage",
     "TimerFired",
     "UnsubscribeRun",
+    "UnwatchRun",
     "WakeRun",
     "WatchRun",
 ]
@@ -266,6 +267,18 @@ class WatchRun:
 
 
 @dataclass(frozen=True, slots=True)
+class UnwatchRun:
+    """Forget ``event`` of an earlier :class:`WatchRun`: its wait timed out or was cancelled.
+
+    Once a run's last waiter goes, the registry stops reading it from a shared store
+    for waiters (a wait given up on must not be kept, and read for, until the run ends).
+    """
+
+    run_id: str
+    event: threading.Event | Latch
+
+
+@dataclass(frozen=True, slots=True)
 class SubscribeRun:
     """Put each event of the run into ``channel`` as the registry receives it.
 
@@ -372,6 +385,7 @@ RegistryMessage: TypeAlias = (
     SnapshotTaken
     | SettledCommitted
     | WatchRun
+    | UnwatchRun
     | SubscribeRun
     | UnsubscribeRun
     | RecordFailure

@@ -6,7 +6,7 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import pykka
 
@@ -34,6 +34,7 @@ from actors.messages import (
     StepWrote,
     SubscribeRun,
     UnsubscribeRun,
+    UnwatchRun,
     WatchRun,
 )
 from actors.step import error_dict
@@ -59,6 +60,9 @@ from runtime._tracing import emit
 from runtime._versions import matching_plan, version_error
 
 __all__ = ["RegistryActor"]
+
+
+_T = TypeVar("_T")
 
 
 class RegistryActor(ThreadActor):
@@ -137,6 +141,8 @@ class RegistryActor(ThreadActor):
                 self._on_settled_committed(message)
             case WatchRun():
                 self._on_watch_run(message)
+            case UnwatchRun():
+                self._on_unwatch_run(message)
             case SubscribeRun():
                 self._on_subscribe_run(message)
             case UnsubscribeRun():
@@ -259,6 +265,13 @@ class RegistryActor(ThreadActor):
         elif self._watcher is not None:
             self._watcher.add(run_id, current.seq)
 
+    def _on_unwatch_run(self, message: UnwatchRun) -> None:
+        """A wait timed out or was cancelled: forget its event, and the run once none is left.
+
+        Its run may have settled meanwhile, its waiters woken and gone: then nothing is left.
+        """
+        self._forget(self._waiters, message.run_id, message.event)
+
     def _on_subscribe_run(self, message: SubscribeRun) -> None:
         """``run.watch()``, ``run.stream()``: the events so far, then each one as it comes."""
         try:
@@ -288,16 +301,21 @@ class RegistryActor(ThreadActor):
 
     def _on_unsubscribe_run(self, message: UnsubscribeRun) -> None:
         """A watch was closed or dropped: forget its channel, and the run once none is left."""
-        run_id = message.run_id
-        channels = self._channels.get(run_id)
-        if channels is None:
+        self._forget(self._channels, message.run_id, message.channel)
+
+    def _forget(self, table: dict[str, list[_T]], run_id: str, item: _T) -> None:
+        """Take ``item`` from the run's waiters or channels; stop following the run if last.
+
+        By identity: each wait has an event of its own, each watch a channel.
+        """
+        items = table.get(run_id)
+        if items is None:
             return
-        # By identity: two channels are never the same watch.
-        kept = [channel for channel in channels if channel is not message.channel]
+        kept = [each for each in items if each is not item]
         if kept:
-            self._channels[run_id] = kept
+            table[run_id] = kept
             return
-        del self._channels[run_id]
+        del table[run_id]
         self._unwatch(run_id)
 
     def _on_step_wrote(self, message: StepWrote) -> None:

@@ -44,6 +44,7 @@ from actors.messages import (
     StepWaitBegan,
     SubscribeRun,
     UnsubscribeRun,
+    UnwatchRun,
     WatchRun,
 )
 from actors.registry import RegistryActor
@@ -535,6 +536,11 @@ class ActorSystem:
         except pykka.ActorDeadError:
             target.set()
         return target
+
+    def unwatch(self, run_id: str, event: threading.Event | Latch) -> None:
+        """Have the registry forget ``event`` of an earlier :meth:`watch` (a wait given up on)."""
+        with contextlib.suppress(pykka.ActorDeadError):
+            self.registry.tell(UnwatchRun(run_id=run_id, event=event))
 
     def subscribe(
         self,

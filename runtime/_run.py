@@ -441,7 +441,13 @@ class Run(Generic[In, Out]):
             while True:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 # Inside a step, its thread (and its run's place) is not counted meanwhile.
-                if not wait_for_a_run(self._host.watch(self.run_id).wait, self.run_id, left):
+                event = self._host.watch(self.run_id)
+                try:
+                    settled = wait_for_a_run(event.wait, self.run_id, left)
+                finally:
+                    if not event.is_set():  # timed out (or interrupted): nobody waits here
+                        self._host.unwatch(self.run_id, event)
+                if not settled:
                     raise RunTimeoutError(
                         f"run {self.run_id!r} did not end within {timeout} seconds; it goes on",
                         run_id=self.run_id,
@@ -489,7 +495,11 @@ class Run(Generic[In, Out]):
             while True:
                 latch = Latch()
                 host.watch(self.run_id, latch)
-                await latch.wait_async()
+                try:
+                    await latch.wait_async()
+                except BaseException:  # cancelled, or timed out: this wait is given up
+                    host.unwatch(self.run_id, latch)
+                    raise
                 woken = await host.call(host.load, self.run_id)
                 if not self._woken_early(woken):
                     return self._waited(woken)
@@ -989,7 +999,9 @@ class Run(Generic[In, Out]):
                     "carried out when that worker looks again, or by whoever takes the run over",
                     run_id=self.run_id,
                 )
-            self._host.watch(self.run_id).wait(0.2)
+            event = self._host.watch(self.run_id)
+            if not event.wait(0.2):
+                self._host.unwatch(self.run_id, event)
 
     def _canceled(self, recorded: bool) -> bool:
         """Whether the store reads the run canceled, once the actors answered a cancel.

@@ -296,6 +296,12 @@ class RunHost:
             return target
         return system.watch(run_id, event)
 
+    def unwatch(self, run_id: str, event: threading.Event | Latch) -> None:
+        """Forget ``event`` of an earlier :meth:`watch`: its wait timed out or was cancelled."""
+        system = self.system
+        if system is not None and self.state != "stopped":
+            system.unwatch(run_id, event)
+
     def subscribe(
         self,
         run_id: str,

@@ -14,7 +14,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from actors._dispatch import UnexpectedMessageError
-from actors.messages import RecordFailure, SnapshotTaken, WatchRun
+from actors.messages import RecordFailure, SnapshotTaken, UnwatchRun, WatchRun
 from actors.registry import RegistryActor
 from runtime._snapshot import Snapshot, decode, encode
 from runtime._stores.base import SnapshotRecord
@@ -201,6 +201,29 @@ def test_watching_a_running_run_sets_the_event_only_once_it_is_terminal(
     assert first.is_set()
     assert second.is_set()
     assert not other.is_set()
+
+
+def test_a_waiter_given_up_on_is_forgotten_and_the_others_still_woken(
+    registry: pykka.ActorRef[Any], store: MemoryStore
+) -> None:
+    """A wait that timed out (or was cancelled) is not kept until its run ends.
+
+    Before, ``await run.wait_async(timeout=5)`` asked again and again of a run that lasts
+    a day (a long poll) left one event per call in the registry, until the run ended.
+    """
+    store.create(record("r", 0, "pending"))
+    take(registry, record("r", 1, "running"))
+    given_up = [watch(registry, "r") for _ in range(3)]
+    kept = watch(registry, "r")
+    for event in given_up:
+        registry.ask(UnwatchRun(run_id="r", event=event), timeout=WAIT)
+    registry.ask(UnwatchRun(run_id="r", event=threading.Event()), timeout=WAIT)  # unknown: no-op
+    registry.ask(UnwatchRun(run_id="nobody", event=kept), timeout=WAIT)
+
+    take(registry, record("r", 2, "success"))
+
+    assert kept.is_set()
+    assert not any(event.is_set() for event in given_up)
 
 
 def test_an_ignored_terminal_snapshot_does_not_wake_waiters(
