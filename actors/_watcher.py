@@ -21,10 +21,13 @@ from runtime._errors import StoreError
 from runtime._stores.base import SharedStore, SnapshotRecord
 from runtime._tracing import emit
 
-__all__ = ["WATCH_INTERVAL", "StoreWatcher"]
+__all__ = ["ERROR_PAUSE", "WATCH_INTERVAL", "StoreWatcher"]
 
 WATCH_INTERVAL: Final = 0.1
 """Seconds between two reads of the runs waited on that other processes drive."""
+
+ERROR_PAUSE: Final = 1.0
+"""Seconds before the next read after one that failed (the store is down, say)."""
 
 _GONE: Final = -2
 """The seq noted for a run whose record was deleted: it is not reported again."""
@@ -89,9 +92,11 @@ class StoreWatcher:
             thread.join(timeout)
 
     def _run(self) -> None:
+        pause = self._interval
         while True:
-            self._wake.wait(self._interval)
+            self._wake.wait(pause)
             self._wake.clear()
+            pause = self._interval
             with self._lock:
                 if self._stopped:
                     return
@@ -106,7 +111,10 @@ class StoreWatcher:
                 changed = [run_id for run_id in ids if seqs.get(run_id, _GONE) > watched[run_id]]
                 loaded = self._store.load_many(changed) if changed else []
             except StoreError as exc:
-                emit(logging.WARNING, "store_watch_failed", error=str(exc))
+                # Once a second while it lasts, as the claimer does: not ten warnings a
+                # second for as long as a database restarts.
+                emit(logging.WARNING, "store_watch_failed", error=str(exc), retry_in=ERROR_PAUSE)
+                pause = max(self._interval, ERROR_PAUSE)
                 continue
             records = {record.run_id: record for record in loaded}
             gone = [run_id for run_id in ids if run_id not in seqs]

@@ -17,8 +17,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from actors._watcher import StoreWatcher
+from runtime._errors import StoreError
 from runtime._stores.base import RunFencedError, SharedStore, SnapshotRecord
 from runtime._stores.open import open_store
 from tests._support import stall_writer, wait_for_no_callboard_threads, wait_until
@@ -585,6 +587,46 @@ def test_the_store_watcher_loads_only_the_runs_whose_seq_moved(
         time.sleep(0.2)
         assert len(delivered) == 3  # each change reported once
         assert "still" not in seen.loaded and seen.loaded.count("moves") == 1
+    finally:
+        watcher.stop(5)
+
+
+class GoesDown(LoadsSeen):
+    """A store whose reads fail while ``down`` is set, as while its database restarts."""
+
+    down = False
+
+    def seqs(self, run_ids: list[str]) -> dict[str, int]:
+        if self.down:
+            raise StoreError("cannot read the store: the database is down")
+        return self._inner.seqs(run_ids)
+
+
+def test_the_store_watcher_pauses_after_a_failed_read_and_goes_on(
+    shared_store: SharedStores,
+) -> None:
+    a = shared_store.open()
+    a.create(rec("r"), hold=False)
+    store = GoesDown(a)
+    store.down = True
+    delivered: list[SnapshotRecord | None] = []
+    watcher = StoreWatcher(
+        store,  # type: ignore[arg-type]
+        lambda _run_id, record: delivered.append(record),
+        interval=0.01,
+    )
+    try:
+        with capture_logs() as logs:
+            watcher.add("r", 0)
+            time.sleep(0.5)  # fifty reads' worth at the interval
+        failed = [log for log in logs if log["event"] == "store_watch_failed"]
+        # One warning a second while the store is down, not one a read.
+        assert len(failed) == 1, logs
+        assert "the database is down" in failed[0]["error"]
+        store.down = False
+        save(a, rec("r", 1, "running"))
+        wait_until(lambda: delivered)  # back to reading once the pause is over
+        assert [record.seq for record in delivered if record is not None] == [1]
     finally:
         watcher.stop(5)
 
