@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Final
 
@@ -54,6 +55,8 @@ class StoreWatcher:
         self._deliver = deliver
         self._interval = interval
         self._runs: dict[str, int] = {}  # run id -> the newest seq seen
+        self._poked: set[str] = set()  # runs hinted at since the last read
+        self._sweep = False  # a hint named no run: read them all at once
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopped = False
@@ -78,9 +81,20 @@ class StoreWatcher:
             self._runs.pop(run_id, None)
 
     def poke(self, _kind: str = "", run_id: str = "") -> None:
-        """Read now: a run changed (a hint from the store)."""
-        if not run_id or run_id in self._runs:
-            self._wake.set()
+        """Read now: a run changed (a hint from the store); ``""``: any of them may have.
+
+        A hint that names a run has only that run read, between the reads of them all
+        every interval: a steady stream of hints (runs ending elsewhere, a batch every
+        50 ms) would otherwise read every run waited on at each.
+        """
+        with self._lock:
+            if run_id and run_id not in self._runs:
+                return
+            if run_id:
+                self._poked.add(run_id)
+            else:
+                self._sweep = True
+        self._wake.set()
 
     def stop(self, timeout: float) -> None:
         """Stop the thread (waiting up to ``timeout`` seconds)."""
@@ -93,14 +107,26 @@ class StoreWatcher:
 
     def _run(self) -> None:
         pause = self._interval
+        swept = time.monotonic()  # when every run was last read (none is watched before)
         while True:
             self._wake.wait(pause)
             self._wake.clear()
-            pause = self._interval
+            now = time.monotonic()
             with self._lock:
                 if self._stopped:
                     return
-                watched = dict(self._runs)
+                due = self._sweep or now - swept >= self._interval
+                if due:
+                    watched = dict(self._runs)
+                else:  # woken by hints: only the runs they named
+                    watched = {
+                        run_id: self._runs[run_id] for run_id in self._poked if run_id in self._runs
+                    }
+                self._poked.clear()
+                self._sweep = False
+            if due:
+                swept = now
+            pause = max(0.0, swept + self._interval - time.monotonic())
             ids = [run_id for run_id in watched if not self._store.holds(run_id)]
             if not ids:
                 continue
@@ -114,7 +140,8 @@ class StoreWatcher:
                 # Once a second while it lasts, as the claimer does: not ten warnings a
                 # second for as long as a database restarts.
                 emit(logging.WARNING, "store_watch_failed", error=str(exc), retry_in=ERROR_PAUSE)
-                pause = max(self._interval, ERROR_PAUSE)
+                pause = ERROR_PAUSE
+                swept = time.monotonic() + ERROR_PAUSE - self._interval  # all read once it is over
                 continue
             records = {record.run_id: record for record in loaded}
             gone = [run_id for run_id in ids if run_id not in seqs]
