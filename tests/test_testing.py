@@ -383,8 +383,9 @@ def test_on_a_durable_store_a_step_waits_for_the_commit_of_the_previous_steps_ou
         trace = harness.trace.of(result.run_id)
 
     assert result.status == "success"
+    # Not the snapshot marking a running before a's call: a new run's first step goes out
+    # without waiting for it, and either may arrive first (it failed about 1 run in 20).
     trace.expect_in_order(
-        "Registry<-SnapshotTaken",
         "StepActor<-CallStep:a",
         "RunActor<-StepFinished:a",
         "Registry<-SnapshotTaken",
