@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from pydantic import BaseModel  # noqa: E402
 
 from runtime import Runtime, create_step, create_workflow  # noqa: E402
+from tests._postgres import script_server  # noqa: E402
 
 ROUNDS = 3
 
@@ -86,7 +87,7 @@ def main() -> None:
     if args.url:
         stores.append(("postgres", args.url, "client"))
     else:
-        server = _throwaway_postgres()
+        server = script_server()  # fsync off, as in the tests
         if server is not None:
             stores.append(("postgres", server.new_database(), "client"))
     print(f"start_async, {args.runs} sequential starts per row (starts/s; ratio to no key)")
@@ -100,21 +101,6 @@ def main() -> None:
     finally:
         if server is not None:
             server.destroy()
-
-
-def _throwaway_postgres() -> Any:
-    """A PostgreSQL cluster of its own (fsync off, as in the tests), or ``None``."""
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        return None
-    from tests._postgres import Server, bindir
-
-    if bindir() is None:
-        return None
-    server = Server()
-    server.create()
-    return server
 
 
 if __name__ == "__main__":

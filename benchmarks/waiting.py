@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from actors._watcher import WATCH_INTERVAL
 from runtime import Runtime, create_step, create_workflow
+from tests._postgres import script_server
 
 
 class Value(BaseModel):
@@ -114,27 +115,12 @@ def one_store(location: str, runs: int, pad: int, seconds: float) -> tuple[float
     return waiting - idle, floor, records
 
 
-def postgres_server() -> Any:
-    """A throwaway PostgreSQL cluster, as the tests start one; ``None`` where none can run."""
-    try:
-        import psycopg  # noqa: F401
-
-        from tests._postgres import Server, bindir
-    except ImportError:
-        return None
-    if bindir() is None:
-        return None
-    server = Server()
-    server.create()
-    return server
-
-
 @contextmanager
 def locations(names: tuple[str, ...]) -> Iterator[Iterator[tuple[str, Callable[[], str]]]]:
     """Yields ``(name, fresh location)`` for each store of ``names`` that can run here."""
     folder = tempfile.mkdtemp(prefix="callboard-waiting-")
     numbers = iter(range(1_000_000))
-    server = postgres_server() if "postgres" in names else None
+    server = script_server() if "postgres" in names else None
 
     def stores() -> Iterator[tuple[str, Callable[[], str]]]:
         if "sqlite" in names:

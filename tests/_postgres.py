@@ -239,13 +239,29 @@ def _cluster_parent() -> str | None:
     return None
 
 
+def script_server() -> Server | None:
+    """A server for a script (a benchmark); ``None`` without psycopg, or binaries and a URL."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return None
+    server = Server()
+    if server.external is None and bindir() is None:
+        return None
+    return _created(server)
+
+
 def start_server() -> Server:
     """The server for this session; skips (or fails, in CI) where there is none."""
     try:
         import psycopg  # noqa: F401
     except ImportError:
         unavailable("psycopg is not installed (pip install 'callboard[postgres]')")
-    server = Server()
+    return _created(Server())
+
+
+def _created(server: Server) -> Server:
+    """``server`` with its throwaway cluster made and started (none for an external one)."""
     if server.external is None:
         try:
             server.create()
