@@ -87,9 +87,9 @@ class StoreWatcher:
         every interval: a steady stream of hints (runs ending elsewhere, a batch every
         50 ms) would otherwise read every run waited on at each.
         """
+        if run_id and run_id not in self._runs:
+            return  # most hints: runs nobody here waits on (a dict lookup, no lock)
         with self._lock:
-            if run_id and run_id not in self._runs:
-                return
             if run_id:
                 self._poked.add(run_id)
             else:
