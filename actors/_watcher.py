@@ -106,10 +106,9 @@ class StoreWatcher:
             thread.join(timeout)
 
     def _run(self) -> None:
-        pause = self._interval
         swept = time.monotonic()  # when every run was last read (none is watched before)
         while True:
-            self._wake.wait(pause)
+            self._wake.wait(max(0.0, swept + self._interval - time.monotonic()))
             self._wake.clear()
             now = time.monotonic()
             with self._lock:
@@ -126,7 +125,6 @@ class StoreWatcher:
                 self._sweep = False
             if due:
                 swept = now
-            pause = max(0.0, swept + self._interval - time.monotonic())
             ids = [run_id for run_id in watched if not self._store.holds(run_id)]
             if not ids:
                 continue
@@ -140,8 +138,8 @@ class StoreWatcher:
                 # Once a second while it lasts, as the claimer does: not ten warnings a
                 # second for as long as a database restarts.
                 emit(logging.WARNING, "store_watch_failed", error=str(exc), retry_in=ERROR_PAUSE)
-                pause = ERROR_PAUSE
-                swept = time.monotonic() + ERROR_PAUSE - self._interval  # all read once it is over
+                # Every run is read again once the pause is over (a hint may come sooner).
+                swept = time.monotonic() + ERROR_PAUSE - self._interval
                 continue
             records = {record.run_id: record for record in loaded}
             gone = [run_id for run_id in ids if run_id not in seqs]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import subprocess
 import sys
 import threading
 import time
@@ -312,6 +313,23 @@ def advance_until(clock: Any, predicate: Callable[[], Any], seconds: float, what
             _fail(f"not reached within 10 s of moving the clock: {what or predicate}")
         clock.advance(seconds)
         time.sleep(0.005)
+
+
+def quick_script_stdout(path: Path, *args: str) -> str:
+    """What a script (``benchmarks/*.py``) prints when run with ``--quick`` and ``args``.
+
+    Run in a process of its own, as a user runs it; a failed run fails the test with
+    the script's error output.
+    """
+    done = subprocess.run(
+        [sys.executable, str(path), "--quick", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 @contextlib.contextmanager

@@ -7,8 +7,6 @@ table would say the dispatcher or the step pool cost nothing.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +15,14 @@ from types import ModuleType
 import pytest
 
 from runtime import Runtime
-from tests._support import ROOT, Counter, Value, held_workflow, script_module
+from tests._support import (
+    ROOT,
+    Counter,
+    Value,
+    held_workflow,
+    quick_script_stdout,
+    script_module,
+)
 
 THREADS = ROOT / "benchmarks" / "threads.py"
 
@@ -49,14 +54,7 @@ def test_every_thread_of_a_busy_runtime_has_its_group(
 
 
 def test_a_quick_run_prints_a_row_per_workload() -> None:
-    done = subprocess.run(
-        [sys.executable, str(THREADS), "--quick", "--store", "memory"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    rows = [line.split("|") for line in done.stdout.splitlines() if line.count("|") > 5]
+    printed = quick_script_stdout(THREADS, "--store", "memory")
+    rows = [line.split("|") for line in printed.splitlines() if line.count("|") > 5]
     named = {(row[0].strip(), row[1].strip()) for row in rows}
     assert {("W2", "memory"), ("W5", "memory")} <= named

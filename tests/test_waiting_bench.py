@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-from tests._support import ROOT
+from tests._support import ROOT, quick_script_stdout
 
 WAITING = ROOT / "benchmarks" / "waiting.py"
 
 
 def test_a_quick_run_prints_the_cost_of_waiting_beside_its_floor() -> None:
-    done = subprocess.run(
-        [sys.executable, str(WAITING), "--quick", "--store", "sqlite"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    rows = [line.split("|") for line in done.stdout.splitlines() if line.startswith("sqlite")]
-    assert len(rows) == 1, done.stdout
+    printed = quick_script_stdout(WAITING, "--store", "sqlite")
+    rows = [line.split("|") for line in printed.splitlines() if line.startswith("sqlite")]
+    assert len(rows) == 1, printed
     store, runs, waiting, floor, _ratio, records = (cell.strip() for cell in rows[0])
     assert (store, runs) == ("sqlite", "200")
     for share in (waiting, floor, records):
-        assert share.endswith("%"), done.stdout
+        assert share.endswith("%"), printed
         float(share.rstrip("%"))
