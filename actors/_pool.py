@@ -26,7 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import pykka
 
@@ -35,6 +35,9 @@ from actors.step import StepActor
 from runtime._errors import RuntimeStoppedError
 from runtime._handoff import deliver
 from runtime._tracing import emit
+
+if TYPE_CHECKING:
+    from actors.claimer import LeaseGuard
 
 __all__ = [
     "BUSY",
@@ -500,6 +503,9 @@ class StepPool:
         self._waiting = 0  # actors blocked in a wait for a run: not counted against the limit
         self._completions = 0
         self._stopping = False
+        # On a shared store: asked before a step body starts whether this worker still
+        # holds its run (see actors.claimer.LeaseGuard); set by the runtime.
+        self.guard: LeaseGuard | None = None
         self._monitor = threading.Thread(
             target=self._watch, name="callboard-step-monitor", daemon=True
         )

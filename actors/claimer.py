@@ -31,7 +31,14 @@ from runtime._plan import ExecutionPlan
 from runtime._stores.base import Claimed, SharedStore
 from runtime._tracing import emit
 
-__all__ = ["CLAIM_BATCH", "POLL_INTERVAL", "REPORT_AT_MOST", "REPORT_DELAY", "Claimer"]
+__all__ = [
+    "CLAIM_BATCH",
+    "POLL_INTERVAL",
+    "REPORT_AT_MOST",
+    "REPORT_DELAY",
+    "Claimer",
+    "LeaseGuard",
+]
 
 POLL_INTERVAL: Final = 0.25
 """Seconds between two passes when nothing pokes the claimer."""
@@ -64,6 +71,69 @@ _ERROR_PAUSE: Final = 1.0
 """Seconds to wait after a pass failed (the store unreachable) before the next."""
 
 
+class LeaseGuard:
+    """Keeps a worker whose lease may have lapsed from starting a step of a run it lost.
+
+    Writes are fenced by the store: a worker that stalled past its lease (a
+    SIGSTOP, a long pause, a lost network) and wakes up changes no run another
+    worker took over meanwhile. But a step body's effects are the user's, and
+    a woken worker's run actor would go on to start the next step before its
+    first write is refused: after the run was cancelled, say, or beside the
+    worker that took it. So before a step starts, :meth:`may_start` checks
+    that this worker still holds the run, and, when its lease was last known
+    renewed more than half a lease ago (by this process's monotonic clock,
+    which runs on through a stop), renews it first: a worker that was reaped
+    meanwhile learns so there, and the runs it held are no longer its own.
+
+    The claimer renews the lease through :meth:`beat`, every quarter lease
+    at most, so in a worker that runs normally a step's check is a clock read
+    and a set lookup. A stall that begins right after the check is not seen:
+    the window is the time from the check to the body's first line.
+
+    Args:
+        store: The shared store whose lease this worker holds.
+    """
+
+    def __init__(self, store: SharedStore) -> None:
+        self._store = store
+        self._fresh_for = store.lease / 2
+        self._renewed = time.monotonic()  # joining the store made the first heartbeat
+        self._lock = threading.Lock()
+
+    def beat(self) -> bool:
+        """Renew the lease (:meth:`SharedStore.heartbeat`); ``False`` if this worker was reaped.
+
+        Raises:
+            StoreError: as ``heartbeat`` does.
+        """
+        sent = time.monotonic()
+        renewed = self._store.heartbeat()
+        if renewed:
+            self._renewed = max(self._renewed, sent)
+        return renewed
+
+    def may_start(self, run_id: str) -> bool:
+        """Whether a step of ``run_id`` may start here now: this worker holds the run.
+
+        Renews the lease first when it was last renewed more than half a lease
+        ago. A store that cannot be reached cannot tell: the step starts, as it
+        would have (its output is fenced off if the run was lost).
+        """
+        if time.monotonic() - self._renewed >= self._fresh_for:
+            with self._lock:  # one renewal at a time: the others find the lease fresh
+                if time.monotonic() - self._renewed >= self._fresh_for:
+                    try:
+                        if not self.beat():
+                            emit(
+                                logging.WARNING,
+                                "worker_lease_was_lost",
+                                worker=self._store.owner_id,
+                            )
+                    except StoreError:
+                        return True
+        return self._store.holds(run_id)
+
+
 class Claimer:
     """The thread that reaps, claims and passes on cancels for one runtime.
 
@@ -81,6 +151,8 @@ class Claimer:
         waiting: How many steps of runs held here wait for another run to end
             (``run.start()`` in a step body): each makes room for one more run,
             which may be the one it waits for.
+        guard: Through which it renews the lease, so that steps know when it
+            was last renewed (a guard of its own if not given).
     """
 
     def __init__(
@@ -94,8 +166,10 @@ class Claimer:
         cancel: Callable[[str, Callable[[], None]], None],
         parked: Callable[[], int] = lambda: 0,
         waiting: Callable[[], int] = lambda: 0,
+        guard: LeaseGuard | None = None,
     ) -> None:
         self._store = store
+        self._guard = guard or LeaseGuard(store)
         self._plans = plans
         self._capacity = capacity
         self._parked = parked
@@ -188,7 +262,7 @@ class Claimer:
         if self._stopped.is_set():
             return
         try:
-            self._store.heartbeat()
+            self._guard.beat()
         except Exception:  # a store closing or unreachable: the next pass says so
             emit(logging.DEBUG, "lease_renewal_failed", worker=self._store.owner_id)
 
@@ -248,7 +322,7 @@ class Claimer:
         now = time.monotonic()
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + min(store.lease / 4, HEARTBEAT_EVERY)
-            if not store.heartbeat():
+            if not self._guard.beat():
                 emit(logging.WARNING, "worker_lease_was_lost", worker=store.owner_id)
         if now >= self._next_reap or self._reap_wanted:
             self._reap_wanted = False

@@ -469,9 +469,14 @@ class TimerFired:
 
 @dataclass(frozen=True, slots=True)
 class AbortRun:
-    """End this run now as failed with ``error``; with ``None``, halt it and record nothing."""
+    """End this run now as failed with ``error``; with ``None``, halt it and record nothing.
+
+    ``lost``: halted because this worker no longer holds the run (another took
+    it while this one stalled past its lease): the registry is told so too.
+    """
 
     error: dict[str, Any] | None
+    lost: bool = False
 
 
 @dataclass(frozen=True, slots=True)

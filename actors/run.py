@@ -46,6 +46,7 @@ from actors.messages import (
     RunEnded,
     RunParked,
     SnapshotCommitted,
+    SnapshotSeen,
     SnapshotTaken,
     StartHookCalled,
     StepFinished,
@@ -448,6 +449,11 @@ class RunActor(DispatchedActor):
         self._calls.release()
 
     def _on_abort_run(self, message: AbortRun) -> None:
+        if message.lost:
+            # Whoever waits here for the run now reads it from the store, as after
+            # a write of it was fenced off.
+            run_id = self._snapshot["run_id"]
+            tell_safely(self._registry, SnapshotSeen(run_id=run_id, record=None, fenced=True))
         if message.error is None:
             self._halt()
         else:

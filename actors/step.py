@@ -26,6 +26,7 @@ from pydantic_core import PydanticSerializationError
 from actors._dispatch import ThreadActor, tell_safely, unexpected
 from actors.messages import (
     AbortReason,
+    AbortRun,
     Call,
     CallConditions,
     CallMap,
@@ -120,6 +121,19 @@ class StepActor(ThreadActor):
     # --- messages -------------------------------------------------------------------
 
     def _on_call_step(self, call: CallStep) -> None:
+        guard = self._pool.guard
+        if guard is not None and not guard.may_start(call.run_id):
+            # Another worker took the run while this one stalled past its lease: the
+            # step must not run here (its output would be fenced off, its effects not).
+            emit(
+                logging.WARNING,
+                "step_not_started",
+                run_id=call.run_id,
+                step_id=call.step_id,
+                reason="this worker no longer holds the run: its lease lapsed meanwhile",
+            )
+            tell_safely(call.reply_to, AbortRun(error=None, lost=True))
+            return
         self._call(call, _step_context, _execute, _step_outcome, traced=True)
 
     def _on_call_conditions(self, call: CallConditions) -> None:

@@ -30,7 +30,7 @@ from actors._queues import QueueGate
 from actors._retention import Pruner
 from actors._timer import Timers
 from actors._watcher import StoreWatcher
-from actors.claimer import Claimer
+from actors.claimer import Claimer, LeaseGuard
 from actors.hooks import HookRunner
 from actors.messages import (
     AbortRuns,
@@ -450,6 +450,10 @@ class ActorSystem:
             workflows=sorted(plans()) if self.role != "client" else [],
             concurrency=self._capacity,
         )
+        guard = LeaseGuard(store)
+        if self.role != "client":
+            # A step of a run this worker lost while it stalled does not start.
+            self.pool.guard = guard
         self.claimer = Claimer(
             store,
             plans=plans,
@@ -459,6 +463,7 @@ class ActorSystem:
             cancel=self._cancel_requested,
             parked=lambda: self._parked_runs,
             waiting=lambda: self.pool.waiting,
+            guard=guard,
         )
         store.set_hint(self._hint)
 

@@ -2204,9 +2204,23 @@ class PostgresStore:
             return True
         if row is None:
             self._join_row(connection)
-        # Reaped: whatever this worker held went back to the queue, and is not ours.
-        batch.fenced.update(batch.held)
-        batch.held.clear()
+        # Reaped: what this worker held then went back to the queue, and is not ours. But
+        # a run it claimed after its row was deleted (it woke, and claimed before it beat)
+        # is still its own, at the epoch it knows: nobody else took it, and with the row
+        # back nobody hands it back. Fencing that one too would leave it held by a live
+        # worker that never drives it. The rows are locked (in run_id order) until this
+        # commits, so that no claim or hand-back slips in between.
+        kept: set[str] = set()
+        if batch.held:
+            for run_id, epoch in connection.execute(
+                "SELECT run_id, epoch FROM callboard_runs WHERE run_id = ANY(%s) "
+                "AND owner_id = %s ORDER BY run_id FOR UPDATE",
+                (sorted(batch.held), self.owner_id),
+            ).fetchall():
+                if batch.held.get(run_id) == epoch:
+                    kept.add(run_id)
+        batch.fenced.update(run_id for run_id in batch.held if run_id not in kept)
+        batch.held = {run_id: batch.held[run_id] for run_id in kept}
         batch.reaped = False
         return False
 

@@ -1710,6 +1710,24 @@ class SQLiteStore:
                 self._write_worker_row(connection)
             self._lost_row = False  # said once
             outcome.fence_all = True
+            # A run claimed after the row was deleted (the worker woke, and claimed before
+            # it beat) is still its own at the epoch it knows: nobody else took it, and
+            # with the row back nobody hands it back. It stays held (see _Outcome.apply).
+            with self._held_lock:
+                held = dict(self._held)
+            ids = sorted(held)
+            for start in range(0, len(ids), _ROWS_PER_STATEMENT):
+                chunk = ids[start : start + _ROWS_PER_STATEMENT]
+                marks = ", ".join("?" * len(chunk))
+                outcome.kept.update(
+                    run_id
+                    for run_id, epoch in connection.execute(
+                        f"SELECT run_id, epoch FROM runs WHERE owner_id = ? "
+                        f"AND run_id IN ({marks})",
+                        (self.owner_id, *chunk),
+                    )
+                    if held.get(run_id) == epoch
+                )
             return False
         if kind == "define_queue":
             limits: QueueLimits = payload
@@ -1964,6 +1982,7 @@ class _Outcome:
         "fenced",
         "hints",
         "hold",
+        "kept",
         "releasing",
         "results",
     )
@@ -1976,6 +1995,7 @@ class _Outcome:
         self.fenced: set[str] = set()  # runs another worker took, or that ended meanwhile
         self.ended: set[str] = set()  # of those, runs a compare-and-set ended (a cancel)
         self.fence_all = False  # this worker was reaped: every run it held went back
+        self.kept: set[str] = set()  # but these: still its own, at its epoch (claimed since)
         self.hints: list[tuple[str, str]] = []
 
     def hint(self, kind: str, run_id: str) -> None:
@@ -1988,7 +2008,7 @@ class _Outcome:
         with store._held_lock:
             held = store._held
             if self.fence_all:
-                self.fenced.update(held)
+                self.fenced.update(run_id for run_id in held if run_id not in self.kept)
             for run_id in self.releasing:
                 held.pop(run_id, None)
             for run_id in self.fenced:

@@ -1,0 +1,153 @@
+"""A worker that stalls past its lease and wakes: what it may still do, and what it must.
+
+In one process: a ``worker`` runtime and a ``client`` runtime on the same store
+(SQLite, and PostgreSQL), each with a worker row of its own. The worker's stall
+is made by its store's heartbeat: while "stalled" a heartbeat either fails (the
+worker cannot renew its lease) or is lost (it returns as if renewed, and writes
+nothing), so that the client's reaper finds the lease run out and hands the
+worker's runs back, while the worker's actors go on as a woken process's do.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from actors.messages import CallStep
+from runtime import Runtime, StoreError, _probes
+from runtime._stores.base import SharedStore
+from tests._support import wait_until
+from tests.durable._support.workflows import read_lines
+from tests.shared._workflows import WORKFLOWS
+from tests.shared.conftest import Fleet
+
+LEASE = 0.5
+WAIT = 60.0
+
+
+def _shared(rt: Runtime) -> SharedStore:
+    store = rt.store
+    assert isinstance(store, SharedStore)
+    return store
+
+
+class Stall:
+    """Replaces a store's heartbeat while set: ``fail`` raises, else the beat is lost."""
+
+    def __init__(self, store: SharedStore, *, fail: bool) -> None:
+        self._real: Callable[[], bool] = store.heartbeat
+        self._fail = fail
+        self.on = threading.Event()
+        store.heartbeat = self._beat  # type: ignore[method-assign]
+
+    def _beat(self) -> bool:
+        if not self.on.is_set():
+            return self._real()
+        if self._fail:
+            raise StoreError("stalled: the lease is not renewed")
+        return True  # lost on its way: the row keeps its old time
+
+
+def _reaped(client: Runtime, worker: Runtime) -> bool:
+    worker_id = _shared(worker).owner_id
+    return all(w.worker_id != worker_id for w in _shared(client).workers())
+
+
+@pytest.fixture
+def pair(fleet: Fleet) -> Iterator[tuple[Runtime, Runtime, Any]]:
+    """A worker and a client with the ``logged`` workflow: both runtimes, and the client's."""
+    worker = fleet.runtime("worker", lease=LEASE)
+    client = fleet.runtime("client", lease=LEASE)
+    worker.register(WORKFLOWS["logged"])
+    yield worker, client, client.register(WORKFLOWS["logged"])
+
+
+@pytest.mark.usefixtures("_structlog_reset")
+def test_a_woken_worker_starts_no_step_of_a_run_cancelled_while_it_stalled(
+    pair: tuple[Runtime, Runtime, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker, client, wf = pair
+    stall = Stall(_shared(worker), fail=True)
+    # The run's second step is dispatched to a step actor once the first step's
+    # output is committed; the actor is held there, as a process stopped between
+    # the two would be, until the test lets it go.
+    held, release = threading.Event(), threading.Event()
+
+    def observer(actor: Any, message: Any) -> bool:
+        if isinstance(message, CallStep) and message.step_id == "beta":
+            held.set()
+            release.wait(WAIT)
+        return True
+
+    monkeypatch.setattr(_probes, "observer", observer)
+    log = tmp_path / "r.log"
+    run = wf.create_run()
+    run.start_async(input_data={"value": "x"}, request_context={"log": str(log)})
+    assert held.wait(WAIT), "the second step was never dispatched"
+    stall.on.set()
+    try:
+        wait_until(lambda: _reaped(client, worker), timeout=WAIT, what="the worker is reaped")
+        assert run.cancel() is True  # nobody holds it now: canceled in the store
+    finally:
+        stall.on.clear()
+        with capture_logs() as logs:
+            release.set()
+            wait_until(
+                lambda: any(e["event"] == "step_not_started" for e in logs),
+                timeout=WAIT,
+                what="the woken worker holds the step back",
+            )
+
+    assert "start beta" not in read_lines(log)
+    assert read_lines(log) == ["start alpha", "end alpha"]
+    assert run.wait(timeout=WAIT).status == "canceled"
+    [held_back] = [e for e in logs if e["event"] == "step_not_started"]
+    assert (held_back["run_id"], held_back["step_id"]) == (run.run_id, "beta")
+    # The worker lives on, with a lease of its own again, and takes new runs.
+    monkeypatch.setattr(_probes, "observer", None)
+    after = wf.create_run()
+    after.start_async(input_data={"value": "y"}, request_context={"log": str(tmp_path / "a.log")})
+    assert after.wait(timeout=WAIT).status == "success"
+
+
+def test_a_run_a_reaped_worker_claimed_before_it_noticed_is_not_left_stranded(
+    pair: tuple[Runtime, Runtime, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker, client, wf = pair
+    stall = Stall(_shared(worker), fail=False)
+    hold = tmp_path / "hold"
+    hold.touch()
+    context = {"log": str(tmp_path / "r.log"), "hold_step": "beta", "hold_file": str(hold)}
+    stall.on.set()  # its beats are lost from now: its row ages, and the client reaps it
+    try:
+        wait_until(lambda: _reaped(client, worker), timeout=WAIT, what="the worker is reaped")
+        # From now on nobody reaps (a reaper would hand back the run below, which the
+        # worker holds without a row, before the worker beats again: in a fleet that is
+        # a race, here it is taken out), and the worker's claimer goes on as one frozen
+        # between its heartbeat and its claim does: it claims this run without a row, at
+        # a new epoch, and the run waits in its second step.
+        for rt in (client, worker):
+            monkeypatch.setattr(_shared(rt), "reap", lambda: 0)
+        run = wf.create_run()
+        run.start_async(input_data={"value": "x"}, request_context=context)
+        wait_until(
+            lambda: read_lines(tmp_path / "r.log")[-1:] == ["start beta"],
+            timeout=WAIT,
+            what="the worker runs it",
+        )
+    finally:
+        stall.on.clear()  # the next beat finds the row gone: the lease was lost
+    wait_until(lambda: not _reaped(client, worker), timeout=WAIT, what="the worker beats again")
+    monkeypatch.undo()
+    hold.unlink()
+
+    # What it held when it was reaped went back to the queue; this run it claimed
+    # afterwards is its own, and it finishes it, instead of holding it for ever.
+    result = run.wait(timeout=WAIT)
+    assert result.status == "success", result.error
+    assert result.result == {"value": "x-a-b-c"}
