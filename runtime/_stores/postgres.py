@@ -102,6 +102,12 @@ NOTIFY_BYTES: Final = 7000
 PIPELINE_BYTES: Final = 64 * 1024
 """The most snapshot bytes a batch may carry to be sent in pipeline mode (see _commit_group)."""
 
+PREPARE_TRIES: Final = 3
+"""How many times opening the store prepares it (schema, worker row) when cut off meanwhile."""
+
+PREPARE_PAUSE: Final = 0.2
+"""Seconds before the second try at preparing the store (twice that before the third)."""
+
 HINT_DELAY: Final = 0.05
 """Seconds the writer lets hints wait while more writes keep coming: under load, the hints
 of several commits go out in one ``pg_notify`` transaction (each costs a commit and a wake-up
@@ -1150,13 +1156,7 @@ class PostgresStore:
                 raise
             self._readers.add(connection)
             return
-        connection = self._connect(autocommit=False)
-        try:
-            self._prepare(connection)
-        except BaseException:
-            connection.close()
-            raise
-        self._wconn = connection
+        self._wconn = self._prepared()
         self._writer = GroupCommitWriter(
             name="callboard-postgres-writer",
             commit=self._commit,
@@ -1165,6 +1165,30 @@ class PostgresStore:
             finish=self._finish,
             batch=BATCH,
         )
+
+    def _prepared(self) -> Connection:
+        """The writer's connection, once the schema is made (or migrated) and this worker joined.
+
+        Connected, then cut off (the server restarting, a terminated backend, a
+        deadlock with another process's migration): it tries again. A server
+        that cannot be reached at all fails in ``_connect``, at once.
+        """
+        attempt = 1
+        while True:
+            connection = self._connect(autocommit=False)
+            try:
+                self._prepare(connection)
+            except StoreError as exc:
+                connection.close()
+                if attempt == PREPARE_TRIES or not _passing(exc.__cause__ or exc):
+                    raise
+                time.sleep(PREPARE_PAUSE * attempt)
+                attempt += 1
+                continue
+            except BaseException:
+                connection.close()
+                raise
+            return connection
 
     @property
     def location(self) -> str:

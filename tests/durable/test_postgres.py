@@ -213,6 +213,45 @@ def test_the_schema_is_made_once_by_workers_starting_together(postgres_url: str)
             store.close()
 
 
+def test_a_store_cut_off_while_it_prepares_tries_again(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
+
+    join_row = PostgresStore._join_row
+    cuts = [psycopg.OperationalError("server closed the connection unexpectedly")]
+
+    def cut_once(self: PostgresStore, connection: Any) -> bool:
+        if cuts:  # what a terminated backend or a restarting server does to the first try
+            raise cuts.pop()
+        return join_row(self, connection)
+
+    monkeypatch.setattr(PostgresStore, "_join_row", cut_once)
+    store = PostgresStore(postgres_url)
+    try:
+        assert not cuts
+        assert [w.worker_id for w in store.workers()] == [store.owner_id]
+    finally:
+        store.close()
+
+
+def test_a_store_whose_preparation_fails_for_good_is_not_tried_again(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
+
+    tries: list[int] = []
+
+    def refuse(self: PostgresStore, connection: Any) -> bool:
+        tries.append(1)
+        raise psycopg.errors.InsufficientPrivilege("permission denied for table")
+
+    monkeypatch.setattr(PostgresStore, "_join_row", refuse)
+    with pytest.raises(StoreError, match=r"cannot prepare the PostgreSQL store.*permission denied"):
+        PostgresStore(postgres_url)
+    assert len(tries) == 1
+
+
 def test_a_readonly_store_reads_and_refuses_writes(
     stores: Callable[..., PostgresStore],
 ) -> None:
