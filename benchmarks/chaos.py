@@ -1,4 +1,4 @@
-"""callboard's fault campaign: kills, a soak, flipped bits and a full disk, in one table.
+"""callboard's fault campaign: kills, a soak, flipped bits, a full disk and a fleet, in one table.
 
 Run it with ``make chaos`` (or ``.venv/bin/python benchmarks/chaos.py``); ``--quick``
 makes every scenario smaller, ``--only soak flips`` runs only those scenarios,
@@ -22,6 +22,13 @@ API, child processes, and plain ``sqlite3`` to look at the files. The scenarios:
   its parts); every run is then queried through a new runtime.
 - ``disk``: the SQLite file lives on a small tmpfs that runs fill up; then the
   space comes back, and every run that was started must finish.
+- ``fleet``: three ``worker`` processes and a ``client`` runtime share a throwaway
+  PostgreSQL cluster (as the tests start one; the scenario reports itself skipped
+  without the server binaries or psycopg). While the client starts runs (half of
+  them sleep between two steps), workers are SIGKILLed and replaced, SIGSTOPped
+  past their lease and woken, every connection to the database is cut, and the
+  server is restarted; then every acknowledged run must end once, no completed
+  step may run again, and a worker that wakes fenced off must change nothing.
 
 This file is also imported by ``tests/test_chaos_fast.py``, which runs small,
 seeded versions of the soak and the flips in ``make test``.
@@ -58,6 +65,7 @@ from pydantic import BaseModel
 
 from runtime import (
     NonRetryableError,
+    PostgresStore,
     RetryConfig,
     RunAlreadyStartedError,
     RunReader,
@@ -72,7 +80,7 @@ from runtime import (
 )
 
 SCRIPT = Path(__file__).resolve()
-SCENARIOS = ("kills", "soak", "flips", "disk")
+SCENARIOS = ("kills", "soak", "flips", "disk", "fleet")
 TERMINAL = ("success", "failed", "canceled")
 
 
@@ -89,6 +97,9 @@ class Sizes:
     flip_unfinished: int  # runs halted unfinished before the flips (half of them damaged)
     disk_max_runs: int  # the most runs started while waiting for the disk to fill
     final_wait: float  # seconds the last kill worker gets to finish every run
+    fleet_runs: int  # runs the PostgreSQL fleet's client starts during its chaos
+    fleet_seconds: float  # how long the fleet's workers are killed, stopped and cut off
+    fleet_restarts: int  # the most restarts of the PostgreSQL server during it
 
 
 FULL = Sizes(
@@ -100,6 +111,9 @@ FULL = Sizes(
     flip_unfinished=20,
     disk_max_runs=5_000,
     final_wait=180.0,
+    fleet_runs=1_500,
+    fleet_seconds=60.0,
+    fleet_restarts=2,
 )
 QUICK = Sizes(
     kill_runs=200,
@@ -110,6 +124,9 @@ QUICK = Sizes(
     flip_unfinished=10,
     disk_max_runs=5_000,
     final_wait=90.0,
+    fleet_runs=300,
+    fleet_seconds=15.0,
+    fleet_restarts=1,
 )
 
 
@@ -342,11 +359,12 @@ def kill_run_id(index: int) -> str:
 
 
 class Worker:
-    """A kill worker in its own process; a thread reads its stdout for ``READY`` and ``DONE``."""
+    """A worker in its own process; a thread reads its stdout for ``READY`` and ``DONE``."""
 
-    def __init__(self, params: dict[str, Any], stderr: Any) -> None:
+    def __init__(self, params: dict[str, Any], stderr: Any, role: str = "kill-worker") -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(SCRIPT), "--role", "kill-worker", "--params", json.dumps(params)],
+            [sys.executable, str(SCRIPT), "--role", role, "--params", json.dumps(params)],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
@@ -371,8 +389,10 @@ class Worker:
     def finish(self, timeout: float = 30.0) -> int:
         code = self.proc.wait(timeout)
         self._reader.join(5)
-        assert self.proc.stdout is not None
+        assert self.proc.stdout is not None and self.proc.stdin is not None
         self.proc.stdout.close()
+        with contextlib.suppress(OSError):  # a pipe a killed child left unread
+            self.proc.stdin.close()
         return code
 
 
@@ -384,6 +404,7 @@ class KillLog:
     starts: dict[tuple[str, str], list[tuple[int, str, str]]] = field(default_factory=dict)
     done: set[tuple[str, str, str]] = field(default_factory=set)
     committed_at: dict[tuple[str, str], int] = field(default_factory=dict)
+    canceled: dict[str, tuple[int, str]] = field(default_factory=dict)  # line, what it returned
     torn: int = 0
 
     @classmethod
@@ -404,6 +425,10 @@ class KillLog:
                     log.done.add((run_id, step, token))
                 case ["final", run_id, _status, _pid]:
                     log.committed(run_id, TRACED_STEPS[-1], index)
+                case ["canceled", run_id, returned, _pid]:
+                    log.canceled[run_id] = (index, returned)
+                case ["signal", _name, _pid]:
+                    pass  # what the fleet's campaign did to a worker, for a reader of the journal
                 case _:
                     log.torn += 1
         return log
@@ -433,12 +458,15 @@ def _previous(step: str) -> str | None:
 
 def chain_breaks(result: WorkflowResult, log: KillLog) -> int:
     """1 if a finished run's stored steps do not hand tokens on as the journal says, else 0."""
-    steps = result.steps
-    if [*steps] != list(TRACED_STEPS) or result.status != "success":
+    if [*result.steps] != list(TRACED_STEPS) or result.status != "success":
         return 1
-    given = "input"
+    return token_chain_breaks(result, log, "input")
+
+
+def token_chain_breaks(result: WorkflowResult, log: KillLog, given: str | None) -> int:
+    """1 unless each traced step got the token ``given`` or its previous step's, as journaled."""
     for step in TRACED_STEPS:
-        record = steps[step]
+        record = result.steps[step]
         token = (record.output or {}).get("token")
         if (record.payload or {}).get("token") != given or (result.run_id, step, token) not in (
             log.done
@@ -1277,6 +1305,452 @@ def full_disk(sizes: Sizes, folder: Path) -> list[Row]:
     ]
 
 
+# --- scenario 5: a PostgreSQL fleet --------------------------------------------------
+
+FLEET = "fleet"
+FLEET_LEASE = 1.0  # seconds: a worker stopped for longer is reaped, and fenced off on waking
+FLEET_WORKERS = 3
+FLEET_NAP = "nap"
+
+
+def _nap(ctx: StepContext[Any]) -> float:
+    """Half the runs sleep between ``a`` and ``b``: whichever worker is alive wakes them."""
+    return 0.3 if int(ctx.input_data["token"][-1], 16) % 2 else 0.0
+
+
+FLEET_WORKFLOW = (
+    create_workflow(id="chaos-fleet", input_schema=Link, output_schema=Link)
+    .then(_traced_step("a", (0.01, 0.06)))
+    .sleep(_nap, id=FLEET_NAP)
+    .then(_traced_step("b", (0.01, 0.06)))
+    .then(_traced_step("c", (0.01, 0.06)))
+    .commit()
+)
+
+
+def fleet_worker(params: dict[str, Any]) -> None:
+    """In a child: a ``worker`` runtime on the PostgreSQL store until its stdin closes.
+
+    Prints ``READY`` once the workflow is registered; closing its stdin stops
+    it gracefully (exit status 0); the campaign also kills and stops it.
+    """
+    global _journal  # noqa: PLW0603 - one journal per worker process, opened first
+    _journal = Journal(Path(params["journal"]))
+    store = PostgresStore(params["url"], lease=FLEET_LEASE)
+    with Runtime(store=store, role="worker", max_concurrent_runs=params["concurrency"]) as rt:
+        rt.register(FLEET_WORKFLOW)
+        print("READY", flush=True)
+        sys.stdin.read()
+
+
+def fleet_run_id(index: int) -> str:
+    return f"fleet-{index:05d}"
+
+
+class FleetStarter:
+    """The client's starts, paced over the chaos: each run id is tried until it is recorded.
+
+    A start that raises ``StoreError`` (the connection was cut, the server is
+    restarting) may or may not have been committed: the same run id is tried
+    again, and ``RunAlreadyStartedError`` then says it was. Only a start that
+    returned is journaled ``acked``.
+    """
+
+    def __init__(self, wf: Any, journal: Journal, count: int, seconds: float) -> None:
+        self.runs: dict[str, Any] = {}
+        self.errors = 0
+        self.given_up: list[str] = []
+        self._wf, self._journal, self._count, self._seconds = wf, journal, count, seconds
+        self.thread = threading.Thread(target=self._run, name="chaos-fleet-starter")
+        self.thread.start()
+
+    def _run(self) -> None:
+        began = time.monotonic()
+        for index in range(self._count):
+            # Paced so that the starts last about the chaos's first two thirds.
+            time.sleep(max(0.0, began + index * self._seconds / self._count - time.monotonic()))
+            run_id = fleet_run_id(index)
+            run = self._wf.create_run(run_id)
+            deadline = time.monotonic() + 60.0
+            while True:
+                try:
+                    run.start_async(input_data={"token": uuid.uuid4().hex[:16]})
+                except RunAlreadyStartedError:
+                    self.runs[run_id] = run
+                    break
+                except StoreError:
+                    self.errors += 1
+                    if time.monotonic() > deadline:
+                        self.given_up.append(run_id)
+                        break
+                    time.sleep(0.2)
+                    continue
+                self._journal.write("acked", run_id, str(os.getpid()))
+                self.runs[run_id] = run
+                break
+
+
+class FleetCanceler:
+    """Cancels a started run now and then from the client, and journals what ``cancel()`` said.
+
+    ``canceled RUN True`` once a cancel returned ``True`` (recorded: no step may
+    start after it), ``canceled RUN False`` if the run had ended first, and
+    ``canceled RUN TYPE`` for an error (the run is then left to end either way).
+    """
+
+    def __init__(self, starter: FleetStarter, journal: Journal, rng: random.Random) -> None:
+        self.errors: Counter[str] = Counter()
+        self.stop = threading.Event()
+        self._starter, self._journal, self._rng = starter, journal, rng
+        self.thread = threading.Thread(target=self._run, name="chaos-fleet-canceler")
+        self.thread.start()
+
+    def _run(self) -> None:
+        asked: set[str] = set()
+        while not self.stop.wait(self._rng.uniform(0.1, 0.5)):
+            started = [run_id for run_id in list(self._starter.runs) if run_id not in asked]
+            if not started:
+                continue
+            run_id = self._rng.choice(started[-8:])  # a recent one: likely still going
+            asked.add(run_id)
+            try:
+                returned = str(self._starter.runs[run_id].cancel())
+            except Exception as exc:  # reported in the table
+                returned = type(exc).__name__
+                self.errors[returned] += 1
+                if os.environ.get("CHAOS_SAY"):
+                    print(f"cancel {run_id}: {returned}: {exc}", file=sys.stderr, flush=True)
+            self._journal.write("canceled", run_id, returned, str(os.getpid()))
+
+
+def fleet_chain_breaks(result: WorkflowResult, log: KillLog) -> int:
+    """As :func:`chain_breaks`, with the nap between ``a`` and ``b`` passing the token on."""
+    steps = result.steps
+    nap = steps.get(FLEET_NAP)
+    if (
+        [path for path in steps if path != FLEET_NAP] != list(TRACED_STEPS)
+        or nap is None
+        or nap.status != "success"
+        or result.status != "success"
+    ):
+        return 1
+    return token_chain_breaks(result, log, (result.input or {}).get("token"))
+
+
+class _Fleet:
+    """The worker processes of the fleet scenario, replaced as they are killed."""
+
+    def __init__(self, params: dict[str, Any], stderr: Any, journal: Journal) -> None:
+        self.params, self.stderr, self.journal = params, stderr, journal
+        self.live: list[Worker] = []
+        self.stopped: dict[Worker, float] = {}  # SIGSTOPped, and when to SIGCONT them
+        self.killed = self.stops = self.crashed = self.unstarted = 0
+
+    def spawn(self) -> Worker:
+        worker = Worker(self.params, self.stderr, role="fleet-worker")
+        self.live.append(worker)
+        return worker
+
+    def kill(self, worker: Worker) -> None:
+        self.live.remove(worker)
+        self.stopped.pop(worker, None)
+        self.journal.write("signal", "SIGKILL", str(worker.proc.pid))
+        code = worker.kill()
+        if code == -signal.SIGKILL:
+            self.killed += 1
+        elif worker.ready.is_set():  # it had died by itself
+            self.crashed += 1
+        else:
+            self.unstarted += 1
+
+    def stop(self, worker: Worker, seconds: float) -> None:
+        os.kill(worker.proc.pid, signal.SIGSTOP)
+        self.journal.write("signal", "SIGSTOP", str(worker.proc.pid))
+        self.stopped[worker] = time.monotonic() + seconds
+        self.stops += 1
+
+    def wake_due(self, every: bool = False) -> None:
+        now = time.monotonic()
+        for worker, due in list(self.stopped.items()):
+            if every or due <= now:
+                os.kill(worker.proc.pid, signal.SIGCONT)
+                self.journal.write("signal", "SIGCONT", str(worker.proc.pid))
+                del self.stopped[worker]
+
+    def check_alive(self) -> None:
+        """Count and replace a worker that died without being killed.
+
+        One that never got to ``READY`` could not open the store (the server was
+        restarting as it started): a start refused, as it should be, counted apart.
+        """
+        for worker in list(self.live):
+            if worker.proc.poll() is not None:
+                self.live.remove(worker)
+                if worker.ready.is_set():
+                    self.crashed += 1
+                else:
+                    self.unstarted += 1
+                worker.finish()
+                self.spawn()
+
+    def close(self) -> int:
+        """Stop every worker gracefully (stdin closed); how many did not exit with 0."""
+        self.wake_due(every=True)
+        for worker in self.live:
+            assert worker.proc.stdin is not None
+            with contextlib.suppress(OSError):
+                worker.proc.stdin.close()
+        bad = 0
+        for worker in self.live:
+            try:
+                bad += worker.finish(timeout=30.0) != 0
+            except subprocess.TimeoutExpired:
+                bad += 1
+                worker.kill()
+        self.live.clear()
+        return bad
+
+
+def _sever(server: Any, dbname: str) -> int:
+    """Terminate every connection to the database but this one: what a network cut does."""
+    with server.admin() as connection:
+        rows = connection.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (dbname,),
+        ).fetchall()
+    return len(rows)
+
+
+def fleet(sizes: Sizes, seed: int, folder: Path, server: Any = None) -> list[Row]:
+    """Three worker processes and a client on PostgreSQL, under kills, stops, cuts and restarts.
+
+    On ``server`` (a ``tests._postgres.Server``: a test's), in a database of its
+    own, restarted only if it is restartable; else on a throwaway cluster of its own.
+    """
+    if server is not None:
+        return _fleet_campaign(sizes, seed, folder, server)
+    server = _fleet_server()
+    if server is None:
+        return [reported(FLEET, "skipped", "no psycopg, or no PostgreSQL server binaries")]
+    try:
+        return _fleet_campaign(sizes, seed, folder, server)
+    finally:
+        server.destroy()
+
+
+def _fleet_server() -> Any:
+    sys.path.insert(0, str(SCRIPT.parents[1]))
+    try:
+        from tests._postgres import script_server
+    except ImportError:
+        return None
+    return script_server()
+
+
+def _fleet_campaign(sizes: Sizes, seed: int, folder: Path, server: Any) -> list[Row]:
+    rng = random.Random(seed)
+    url = server.new_database()
+    try:
+        return _fleet_rows(sizes, rng, folder, server, url)
+    finally:
+        server.drop_database(url)
+
+
+def _fleet_rows(sizes: Sizes, rng: random.Random, folder: Path, server: Any, url: str) -> list[Row]:
+    dbname = url.split("?", 1)[0].rsplit("/", 1)[1]
+    journal_path, stderr_path = folder / "fleet.journal", folder / "fleet.stderr"
+    journal = Journal(journal_path)
+    params = {"url": url, "journal": str(journal_path), "concurrency": 8}
+    committed: dict[tuple[str, str], int] = {}
+    severed = restarts = 0
+    mark = EVENTS.mark()
+    began = time.monotonic()
+    with stderr_path.open("w") as stderr:
+        workers = _Fleet(params, stderr, journal)
+        client_store = PostgresStore(url, lease=FLEET_LEASE)
+        client = Runtime(store=client_store, role="client").start()
+        try:
+            for _ in range(FLEET_WORKERS):
+                workers.spawn()
+            for worker in workers.live:
+                worker.ready.wait(60.0)
+            wf = client.register(FLEET_WORKFLOW)
+            starter = FleetStarter(wf, journal, sizes.fleet_runs, sizes.fleet_seconds * 2 / 3)
+            canceler = FleetCanceler(starter, journal, random.Random(rng.random()))
+            chaos_began = time.monotonic()
+            chaos_ends = chaos_began + sizes.fleet_seconds
+            # The restarts at random moments of the chaos's middle, the rest at random.
+            restart_at = sorted(
+                chaos_began + rng.uniform(0.2, 0.7) * sizes.fleet_seconds
+                for _ in range(sizes.fleet_restarts if server.restartable else 0)
+            )
+            while time.monotonic() < chaos_ends:
+                time.sleep(rng.uniform(0.2, 0.9))
+                workers.wake_due()
+                workers.check_alive()
+                if restart_at and restart_at[0] <= time.monotonic():
+                    restart_at.pop(0)
+                    action = "restart"
+                else:
+                    action = rng.choices(("kill", "stop", "sever", "look"), (4, 3, 3, 1))[0]
+                if action == "kill" and workers.live:
+                    workers.kill(rng.choice(workers.live))
+                    workers.spawn()
+                elif action == "stop":
+                    awake = [w for w in workers.live if w not in workers.stopped]
+                    if len(awake) > 1:  # one stays awake to reap the others
+                        workers.stop(rng.choice(awake), rng.uniform(1.5, 4.0) * FLEET_LEASE)
+                elif action == "sever":
+                    severed += _sever(server, dbname)
+                elif action == "restart":
+                    restarts += 1
+                    server.stop("fast")  # a clean stop: the throwaway cluster's commits are
+                    time.sleep(rng.uniform(0.3, 2.0))  # not flushed, and a crash could lose them
+                    server.start()
+                else:  # look: steps the store holds as succeeded were committed by now
+                    _note_committed(client, wf, starter, journal_path, committed)
+            workers.wake_due(every=True)
+            workers.check_alive()
+            starter.thread.join()
+            canceler.stop.set()
+            canceler.thread.join()
+            calm_began = time.monotonic()
+            unfinished = _wait_all(starter, sizes.final_wait)
+            calm_took = time.monotonic() - calm_began
+            # Every worker awake again, and every run ended: whatever a fenced-off worker
+            # still writes must change nothing.
+            before = _fleet_states(wf, starter)
+            time.sleep(3 * FLEET_LEASE)
+            changed = sum(
+                before.get(run_id) != state for run_id, state in _fleet_states(wf, starter).items()
+            )
+            results = {
+                run_id: wf.get_workflow_run_execution_result(run_id) for run_id in starter.runs
+            }
+            if os.environ.get("CHAOS_SAY") and unfinished:
+                with server.admin(url.split("?", 1)[0].rsplit("/", 1)[1]) as connection:
+                    for row in connection.execute(
+                        "SELECT r.run_id, r.status, r.owner_id, r.epoch, w.pid, "
+                        "extract(epoch FROM now() - w.heartbeat_at) FROM callboard_runs r "
+                        "LEFT JOIN callboard_workers w ON w.worker_id = r.owner_id "
+                        "WHERE r.status NOT IN ('success', 'failed', 'canceled')"
+                    ):
+                        print("unfinished:", row, file=sys.stderr, flush=True)
+            worker_rows = len(client_store.workers())
+        finally:
+            not_clean = workers.close()
+            client.stop()
+    log = KillLog.read(journal_path, committed)
+    lost = {run_id for run_id in log.acked if results.get(run_id) is None}
+    canceled = {run_id for run_id, (_, said) in log.canceled.items() if said == "True"}
+    # A cancel that returned True ends its run canceled; any other run ends in success
+    # (a cancel that failed may still have been carried out later: either is right).
+    undecided = {
+        run_id for run_id, (_, said) in log.canceled.items() if said not in ("True", "False")
+    }
+    wrong_end = sum(
+        r is not None
+        and run_id not in undecided
+        and r.status != ("canceled" if run_id in canceled else "success")
+        for run_id, r in results.items()
+    )
+    breaks = sum(
+        fleet_chain_breaks(r, log)
+        for r in results.values()
+        if r is not None and r.status == "success"
+    )
+    after_cancel = sum(
+        1
+        for (run_id, _step), executions in log.starts.items()
+        if run_id in canceled
+        for index, _, _ in executions
+        if index > log.canceled[run_id][0]
+    )
+    completed_again, interrupted_again = log.reruns()
+    tracebacks = stderr_path.read_text(encoding="utf-8", errors="replace").count("Traceback")
+    rows = [
+        reported(FLEET, "worker processes (at once)", FLEET_WORKERS),
+        at_least(FLEET, "workers SIGKILLed (each replaced)", workers.killed, 1),
+        at_least(FLEET, "workers SIGSTOPped past their lease", workers.stops, 1),
+        at_least(FLEET, "connections cut (pg_terminate_backend)", severed, 1),
+        reported(FLEET, "server restarts", restarts),
+        must_be(FLEET, "workers that died by themselves", workers.crashed, 0),
+        reported(FLEET, "workers that could not open the store to start", workers.unstarted),
+        reported(FLEET, "runs acknowledged by the client's start_async", len(log.acked)),
+        reported(FLEET, "starts that raised StoreError (tried again)", starter.errors),
+        must_be(FLEET, "run ids never recorded after 60 s of tries", len(starter.given_up), 0),
+        must_be(FLEET, "lost runs (acknowledged, not in the store)", len(lost), 0),
+        must_be(FLEET, f"unfinished at the end (of {len(starter.runs):,})", unfinished, 0),
+        reported(
+            FLEET,
+            "cancels from the client (returned True / False)",
+            f"{len(canceled)} / {sum(said == 'False' for _, said in log.canceled.values())}",
+        ),
+        reported(
+            FLEET,
+            "cancels that raised",
+            ", ".join(f"{name} x{n}" for name, n in sorted(canceler.errors.items())) or "none",
+        ),
+        must_be(FLEET, "runs ended otherwise than their cancel said", wrong_end, 0),
+        must_be(FLEET, "steps started after their run's cancel returned True", after_cancel, 0),
+        must_be(FLEET, "completed steps re-run", completed_again, 0),
+        reported(FLEET, "interrupted steps re-run (allowed)", interrupted_again),
+        must_be(FLEET, "stored step chains that contradict the journal", breaks, 0),
+        must_be(FLEET, "runs changed after every run ended", changed, 0),
+        must_be(FLEET, "workers that did not stop cleanly at the end", not_clean, 0),
+        reported(FLEET, "worker rows on the store before the end", worker_rows),
+        reported(FLEET, "tracebacks on the workers' stderr", tracebacks),
+        reported(FLEET, "callboard warnings/errors logged by the client", EVENTS.since(mark)),
+        reported(FLEET, "seconds from the chaos's end to the last run's end", calm_took),
+        reported(FLEET, "seconds", time.monotonic() - began),
+    ]
+    return rows
+
+
+def _note_committed(
+    client: Runtime,
+    wf: Any,
+    starter: FleetStarter,
+    journal: Path,
+    committed: dict[tuple[str, str], int],
+) -> None:
+    """Steps the store holds as succeeded now were committed before the journal's next line."""
+    try:
+        runs = wf.list_workflow_runs(limit=None).runs
+    except StoreError:  # the server is away: look another time
+        return
+    lines = len(read_journal(journal))
+    for run in runs:
+        for path, step in run.steps.items():
+            if step.status == "success" and path in TRACED_STEPS:
+                committed.setdefault((run.run_id, path), lines - 1)
+
+
+def _wait_all(starter: FleetStarter, seconds: float) -> int:
+    """Wait from the client for every started run; how many did not end in ``seconds``."""
+    deadline = time.monotonic() + seconds
+    unfinished = 0
+    for run in starter.runs.values():
+        try:
+            result = run.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except (RunTimeoutError, StoreError):
+            unfinished += 1
+            continue
+        unfinished += not result.is_terminal
+    return unfinished
+
+
+def _fleet_states(wf: Any, starter: FleetStarter) -> dict[str, tuple[Any, ...]]:
+    states = {}
+    for run_id in starter.runs:
+        result = wf.get_workflow_run_execution_result(run_id)
+        states[run_id] = (
+            None if result is None else (result.status, result.updated_at, result.result)
+        )
+    return states
+
+
 # --- the campaign ---------------------------------------------------------------------
 
 
@@ -1305,6 +1779,8 @@ def campaign(sizes: Sizes, seed: int, folder: Path, only: Sequence[str]) -> Iter
         )
     if "disk" in only:
         yield from guarded(DISK, lambda: full_disk(sizes, folder))
+    if "fleet" in only:
+        yield from guarded(FLEET, lambda: fleet(sizes, seed, folder))
 
 
 @contextlib.contextmanager
@@ -1325,11 +1801,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     parser.add_argument("--seed", type=int, default=None, help="repeat an earlier campaign")
     parser.add_argument("--keep", action="store_true", help="keep the files for a look")
-    parser.add_argument("--role", choices=("kill-worker", "disk-child"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--role", choices=("kill-worker", "disk-child", "fleet-worker"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--params", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.role == "kill-worker":
         kill_worker(json.loads(args.params))
+        return 0
+    if args.role == "fleet-worker":
+        fleet_worker(json.loads(args.params))
         return 0
     if args.role == "disk-child":
         disk_child(json.loads(args.params))

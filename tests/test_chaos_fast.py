@@ -1,13 +1,17 @@
-"""Two scenarios of ``make chaos``, small and seeded: a soak of failing steps, and flipped bits.
+"""Three scenarios of ``make chaos``, small and seeded: a soak of failing steps, flipped bits,
+and a fleet of workers on PostgreSQL killed, stopped and cut off.
 
 ``benchmarks/chaos.py`` runs them at full size and prints their figures; here
 the same code runs a few hundred runs with a fixed seed, and every figure that
 has a bound must meet it. They fail if a step's ``SystemExit`` escaped its
-actor, a retry were miscounted, or a snapshot's checksum went unchecked.
+actor, a retry were miscounted, a snapshot's checksum went unchecked, or a
+worker on PostgreSQL lost a run, re-ran a completed step, or wrote after it
+was fenced off.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import threading
 from collections.abc import Iterator
@@ -126,3 +130,20 @@ def test_watching_a_damaged_finished_run_raises_instead_of_blocking(
         wf = rt.register(workflow)
         with pytest.raises(SnapshotFormatError):
             list(wf.create_run(run_id).watch(timeout=0.5))
+
+
+@pytest.mark.postgres
+def test_a_seeded_fleet_on_postgresql_under_kills_stops_and_cuts_loses_nothing(
+    chaos: ModuleType, postgres_server: Any, tmp_path: Path
+) -> None:
+    sizes = dataclasses.replace(chaos.QUICK, fleet_runs=150, fleet_seconds=10.0, fleet_restarts=1)
+
+    rows = chaos.fleet(sizes, SEED, tmp_path, server=postgres_server)
+
+    assert failed_rows(rows) == [], rows
+    assert figure(rows, "lost runs (acknowledged, not in the store)") == "0"
+    assert figure(rows, "completed steps re-run") == "0"
+    assert figure(rows, "runs acknowledged by the client's start_async") == "150"
+    if postgres_server.restartable:
+        assert figure(rows, "server restarts") == "1"
+    assert not wait_for_no_callboard_threads()
