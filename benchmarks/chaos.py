@@ -29,6 +29,8 @@ API, child processes, and plain ``sqlite3`` to look at the files. The scenarios:
   past their lease and woken, every connection to the database is cut, and the
   server is restarted; then every acknowledged run must end once, no completed
   step may run again, and a worker that wakes fenced off must change nothing.
+  Then the same fleet on a SQLite file (worker processes on one host), with the
+  kills and stops alone.
 
 This file is also imported by ``tests/test_chaos_fast.py``, which runs small,
 seeded versions of the soak and the flips in ``make test``.
@@ -72,6 +74,7 @@ from runtime import (
     Runtime,
     RunTimeoutError,
     SnapshotFormatError,
+    SQLiteStore,
     StepContext,
     StoreError,
     WorkflowResult,
@@ -1336,11 +1339,18 @@ def fleet_worker(params: dict[str, Any]) -> None:
     """
     global _journal  # noqa: PLW0603 - one journal per worker process, opened first
     _journal = Journal(Path(params["journal"]))
-    store = PostgresStore(params["url"], lease=FLEET_LEASE)
+    store = fleet_store(params["store"])
     with Runtime(store=store, role="worker", max_concurrent_runs=params["concurrency"]) as rt:
         rt.register(FLEET_WORKFLOW)
         print("READY", flush=True)
         sys.stdin.read()
+
+
+def fleet_store(location: str) -> PostgresStore | SQLiteStore:
+    """The fleet's store at ``location`` (a PostgreSQL URL or a SQLite file), with its lease."""
+    if location.startswith("postgresql://"):
+        return PostgresStore(location, lease=FLEET_LEASE)
+    return SQLiteStore(location, lease=FLEET_LEASE)
 
 
 def fleet_run_id(index: int) -> str:
@@ -1418,8 +1428,6 @@ class FleetCanceler:
             except Exception as exc:  # reported in the table
                 returned = type(exc).__name__
                 self.errors[returned] += 1
-                if os.environ.get("CHAOS_SAY"):
-                    print(f"cancel {run_id}: {returned}: {exc}", file=sys.stderr, flush=True)
             self._journal.write("canceled", run_id, returned, str(os.getpid()))
 
 
@@ -1549,26 +1557,34 @@ def _fleet_server() -> Any:
 
 
 def _fleet_campaign(sizes: Sizes, seed: int, folder: Path, server: Any) -> list[Row]:
-    rng = random.Random(seed)
     url = server.new_database()
     try:
-        return _fleet_rows(sizes, rng, folder, server, url)
+        return _fleet_rows(sizes, random.Random(seed), folder, url, server)
     finally:
         server.drop_database(url)
 
 
-def _fleet_rows(sizes: Sizes, rng: random.Random, folder: Path, server: Any, url: str) -> list[Row]:
-    dbname = url.split("?", 1)[0].rsplit("/", 1)[1]
-    journal_path, stderr_path = folder / "fleet.journal", folder / "fleet.stderr"
+def fleet_sqlite(sizes: Sizes, seed: int, folder: Path) -> list[Row]:
+    """The fleet on one SQLite file, worker processes on one host: kills and stops only."""
+    return _fleet_rows(sizes, random.Random(seed), folder, str(folder / "fleet.db"), None)
+
+
+def _fleet_rows(
+    sizes: Sizes, rng: random.Random, folder: Path, location: str, server: Any
+) -> list[Row]:
+    """The campaign on ``location``; ``server`` (PostgreSQL's) for its cuts and restarts."""
+    name = FLEET if server is not None else f"{FLEET} (sqlite)"
+    dbname = location.split("?", 1)[0].rsplit("/", 1)[1]
+    journal_path, stderr_path = folder / f"{name}.journal", folder / f"{name}.stderr"
     journal = Journal(journal_path)
-    params = {"url": url, "journal": str(journal_path), "concurrency": 8}
+    params = {"store": location, "journal": str(journal_path), "concurrency": 8}
     committed: dict[tuple[str, str], int] = {}
     severed = restarts = 0
     mark = EVENTS.mark()
     began = time.monotonic()
     with stderr_path.open("w") as stderr:
         workers = _Fleet(params, stderr, journal)
-        client_store = PostgresStore(url, lease=FLEET_LEASE)
+        client_store = fleet_store(location)
         client = Runtime(store=client_store, role="client").start()
         try:
             for _ in range(FLEET_WORKERS):
@@ -1583,7 +1599,7 @@ def _fleet_rows(sizes: Sizes, rng: random.Random, folder: Path, server: Any, url
             # The restarts at random moments of the chaos's middle, the rest at random.
             restart_at = sorted(
                 chaos_began + rng.uniform(0.2, 0.7) * sizes.fleet_seconds
-                for _ in range(sizes.fleet_restarts if server.restartable else 0)
+                for _ in range(sizes.fleet_restarts if server and server.restartable else 0)
             )
             while time.monotonic() < chaos_ends:
                 time.sleep(rng.uniform(0.2, 0.9))
@@ -1593,7 +1609,9 @@ def _fleet_rows(sizes: Sizes, rng: random.Random, folder: Path, server: Any, url
                     restart_at.pop(0)
                     action = "restart"
                 else:
-                    action = rng.choices(("kill", "stop", "sever", "look"), (4, 3, 3, 1))[0]
+                    action = rng.choices(
+                        ("kill", "stop", "sever", "look"), (4, 3, 3 if server else 0, 1)
+                    )[0]
                 if action == "kill" and workers.live:
                     workers.kill(rng.choice(workers.live))
                     workers.spawn()
@@ -1628,15 +1646,6 @@ def _fleet_rows(sizes: Sizes, rng: random.Random, folder: Path, server: Any, url
             results = {
                 run_id: wf.get_workflow_run_execution_result(run_id) for run_id in starter.runs
             }
-            if os.environ.get("CHAOS_SAY") and unfinished:
-                with server.admin(url.split("?", 1)[0].rsplit("/", 1)[1]) as connection:
-                    for row in connection.execute(
-                        "SELECT r.run_id, r.status, r.owner_id, r.epoch, w.pid, "
-                        "extract(epoch FROM now() - w.heartbeat_at) FROM callboard_runs r "
-                        "LEFT JOIN callboard_workers w ON w.worker_id = r.owner_id "
-                        "WHERE r.status NOT IN ('success', 'failed', 'canceled')"
-                    ):
-                        print("unfinished:", row, file=sys.stderr, flush=True)
             worker_rows = len(client_store.workers())
         finally:
             not_clean = workers.close()
@@ -1670,40 +1679,46 @@ def _fleet_rows(sizes: Sizes, rng: random.Random, folder: Path, server: Any, url
     completed_again, interrupted_again = log.reruns()
     tracebacks = stderr_path.read_text(encoding="utf-8", errors="replace").count("Traceback")
     rows = [
-        reported(FLEET, "worker processes (at once)", FLEET_WORKERS),
-        at_least(FLEET, "workers SIGKILLed (each replaced)", workers.killed, 1),
-        at_least(FLEET, "workers SIGSTOPped past their lease", workers.stops, 1),
-        at_least(FLEET, "connections cut (pg_terminate_backend)", severed, 1),
-        reported(FLEET, "server restarts", restarts),
-        must_be(FLEET, "workers that died by themselves", workers.crashed, 0),
-        reported(FLEET, "workers that could not open the store to start", workers.unstarted),
-        reported(FLEET, "runs acknowledged by the client's start_async", len(log.acked)),
-        reported(FLEET, "starts that raised StoreError (tried again)", starter.errors),
-        must_be(FLEET, "run ids never recorded after 60 s of tries", len(starter.given_up), 0),
-        must_be(FLEET, "lost runs (acknowledged, not in the store)", len(lost), 0),
-        must_be(FLEET, f"unfinished at the end (of {len(starter.runs):,})", unfinished, 0),
+        reported(name, "worker processes (at once)", FLEET_WORKERS),
+        at_least(name, "workers SIGKILLed (each replaced)", workers.killed, 1),
+        at_least(name, "workers SIGSTOPped past their lease", workers.stops, 1),
+        *(
+            [
+                at_least(name, "connections cut (pg_terminate_backend)", severed, 1),
+                reported(name, "server restarts", restarts),
+            ]
+            if server is not None
+            else []
+        ),
+        must_be(name, "workers that died by themselves", workers.crashed, 0),
+        reported(name, "workers that could not open the store to start", workers.unstarted),
+        reported(name, "runs acknowledged by the client's start_async", len(log.acked)),
+        reported(name, "starts that raised StoreError (tried again)", starter.errors),
+        must_be(name, "run ids never recorded after 60 s of tries", len(starter.given_up), 0),
+        must_be(name, "lost runs (acknowledged, not in the store)", len(lost), 0),
+        must_be(name, f"unfinished at the end (of {len(starter.runs):,})", unfinished, 0),
         reported(
-            FLEET,
+            name,
             "cancels from the client (returned True / False)",
             f"{len(canceled)} / {sum(said == 'False' for _, said in log.canceled.values())}",
         ),
         reported(
-            FLEET,
+            name,
             "cancels that raised",
             ", ".join(f"{name} x{n}" for name, n in sorted(canceler.errors.items())) or "none",
         ),
-        must_be(FLEET, "runs ended otherwise than their cancel said", wrong_end, 0),
-        must_be(FLEET, "steps started after their run's cancel returned True", after_cancel, 0),
-        must_be(FLEET, "completed steps re-run", completed_again, 0),
-        reported(FLEET, "interrupted steps re-run (allowed)", interrupted_again),
-        must_be(FLEET, "stored step chains that contradict the journal", breaks, 0),
-        must_be(FLEET, "runs changed after every run ended", changed, 0),
-        must_be(FLEET, "workers that did not stop cleanly at the end", not_clean, 0),
-        reported(FLEET, "worker rows on the store before the end", worker_rows),
-        reported(FLEET, "tracebacks on the workers' stderr", tracebacks),
-        reported(FLEET, "callboard warnings/errors logged by the client", EVENTS.since(mark)),
-        reported(FLEET, "seconds from the chaos's end to the last run's end", calm_took),
-        reported(FLEET, "seconds", time.monotonic() - began),
+        must_be(name, "runs ended otherwise than their cancel said", wrong_end, 0),
+        must_be(name, "steps started after their run's cancel returned True", after_cancel, 0),
+        must_be(name, "completed steps re-run", completed_again, 0),
+        reported(name, "interrupted steps re-run (allowed)", interrupted_again),
+        must_be(name, "stored step chains that contradict the journal", breaks, 0),
+        must_be(name, "runs changed after every run ended", changed, 0),
+        must_be(name, "workers that did not stop cleanly at the end", not_clean, 0),
+        reported(name, "worker rows on the store before the end", worker_rows),
+        reported(name, "tracebacks on the workers' stderr", tracebacks),
+        reported(name, "callboard warnings/errors logged by the client", EVENTS.since(mark)),
+        reported(name, "seconds from the chaos's end to the last run's end", calm_took),
+        reported(name, "seconds", time.monotonic() - began),
     ]
     return rows
 
@@ -1781,6 +1796,7 @@ def campaign(sizes: Sizes, seed: int, folder: Path, only: Sequence[str]) -> Iter
         yield from guarded(DISK, lambda: full_disk(sizes, folder))
     if "fleet" in only:
         yield from guarded(FLEET, lambda: fleet(sizes, seed, folder))
+        yield from guarded(f"{FLEET} (sqlite)", lambda: fleet_sqlite(sizes, seed + 1, folder))
 
 
 @contextlib.contextmanager
