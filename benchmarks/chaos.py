@@ -25,7 +25,8 @@ API, child processes, and plain ``sqlite3`` to look at the files. The scenarios:
 - ``fleet``: three ``worker`` processes and a ``client`` runtime share a throwaway
   PostgreSQL cluster (as the tests start one; the scenario reports itself skipped
   without the server binaries or psycopg). While the client starts runs (half of
-  them sleep between two steps), workers are SIGKILLed and replaced, SIGSTOPped
+  them sleep between two steps; one in eight suspends until the client resumes
+  it) and cancels some, workers are SIGKILLed and replaced, SIGSTOPped
   past their lease and woken, every connection to the database is cut, and the
   server is restarted; then every acknowledged run must end once, no completed
   step may run again, and a worker that wakes fenced off must change nothing.
@@ -430,6 +431,8 @@ class KillLog:
                     log.committed(run_id, TRACED_STEPS[-1], index)
                 case ["canceled", run_id, returned, _pid]:
                     log.canceled[run_id] = (index, returned)
+                case ["resumed", _run_id, _pid]:
+                    pass  # the fleet's client resumed a suspended run
                 case ["signal", _name, _pid]:
                     pass  # what the fleet's campaign did to a worker, for a reader of the journal
                 case _:
@@ -1331,6 +1334,34 @@ FLEET_WORKFLOW = (
 )
 
 
+def _ask(ctx: StepContext[Link]) -> Link:
+    """Suspends until the client resumes it with a token, which it passes on."""
+    if ctx.resume_data is None:
+        ctx.suspend({"asks": ctx.input_data.token})
+    resumed: Link = ctx.resume_data
+    return resumed
+
+
+FLEET_ASK = "chaos-fleet-ask"
+FLEET_ASK_WORKFLOW = (
+    create_workflow(id=FLEET_ASK, input_schema=Link, output_schema=Link)
+    .then(
+        create_step(
+            id="ask", input_schema=Link, output_schema=Link, resume_schema=Link, execute=_ask
+        )
+    )
+    .then(_traced_step("c", (0.01, 0.06)))
+    .commit()
+)
+FLEET_ASK_EVERY = 8
+"""One run in this many suspends in its first step until the client resumes it."""
+
+
+def fleet_resume_token(run_id: str) -> str:
+    """What the client resumes a run with: the same at every try, so any try that took is known."""
+    return f"resumed-{run_id}"
+
+
 def fleet_worker(params: dict[str, Any]) -> None:
     """In a child: a ``worker`` runtime on the PostgreSQL store until its stdin closes.
 
@@ -1342,6 +1373,7 @@ def fleet_worker(params: dict[str, Any]) -> None:
     store = fleet_store(params["store"])
     with Runtime(store=store, role="worker", max_concurrent_runs=params["concurrency"]) as rt:
         rt.register(FLEET_WORKFLOW)
+        rt.register(FLEET_ASK_WORKFLOW)
         print("READY", flush=True)
         sys.stdin.read()
 
@@ -1363,14 +1395,15 @@ class FleetStarter:
     A start that raises ``StoreError`` (the connection was cut, the server is
     restarting) may or may not have been committed: the same run id is tried
     again, and ``RunAlreadyStartedError`` then says it was. Only a start that
-    returned is journaled ``acked``.
+    returned is journaled ``acked``. Every :data:`FLEET_ASK_EVERY`-th run is one
+    of ``ask``, which a :class:`FleetResumer` resumes.
     """
 
-    def __init__(self, wf: Any, journal: Journal, count: int, seconds: float) -> None:
+    def __init__(self, wfs: tuple[Any, Any], journal: Journal, count: int, seconds: float) -> None:
         self.runs: dict[str, Any] = {}
         self.errors = 0
         self.given_up: list[str] = []
-        self._wf, self._journal, self._count, self._seconds = wf, journal, count, seconds
+        self.wfs, self._journal, self._count, self._seconds = wfs, journal, count, seconds
         self.thread = threading.Thread(target=self._run, name="chaos-fleet-starter")
         self.thread.start()
 
@@ -1380,7 +1413,7 @@ class FleetStarter:
             # Paced so that the starts last about the chaos's first two thirds.
             time.sleep(max(0.0, began + index * self._seconds / self._count - time.monotonic()))
             run_id = fleet_run_id(index)
-            run = self._wf.create_run(run_id)
+            run = self.wfs[index % FLEET_ASK_EVERY == FLEET_ASK_EVERY - 1].create_run(run_id)
             deadline = time.monotonic() + 60.0
             while True:
                 try:
@@ -1398,6 +1431,46 @@ class FleetStarter:
                 self._journal.write("acked", run_id, str(os.getpid()))
                 self.runs[run_id] = run
                 break
+
+
+class FleetResumer:
+    """Resumes the client's suspended ``ask`` runs, each with its token, journaled once taken.
+
+    ``resumed RUN`` once ``resume_async`` returned; an error (the server away, the
+    run cancelled meanwhile) is counted, and the run looked at again later.
+    """
+
+    def __init__(self, starter: FleetStarter, journal: Journal) -> None:
+        self.errors: Counter[str] = Counter()
+        self.resumed: set[str] = set()
+        self.stop = threading.Event()
+        self._starter, self._journal, self._ask_wf = starter, journal, starter.wfs[1]
+        self.thread = threading.Thread(target=self._run, name="chaos-fleet-resumer")
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.2):
+            self.once()
+
+    def once(self) -> int:
+        """Resume every ask run that is suspended now; how many are left to resume."""
+        left = 0
+        for run_id, run in list(self._starter.runs.items()):
+            if run.workflow_id != FLEET_ASK or run_id in self.resumed:
+                continue
+            try:
+                result = self._ask_wf.get_workflow_run_execution_result(run_id)
+                if result is None or result.status != "suspended":
+                    left += result is None or not result.is_terminal
+                    continue
+                run.resume_async(resume_data={"token": fleet_resume_token(run_id)})
+            except Exception as exc:  # reported in the table; looked at again
+                self.errors[type(exc).__name__] += 1
+                left += 1
+                continue
+            self.resumed.add(run_id)
+            self._journal.write("resumed", run_id, str(os.getpid()))
+        return left
 
 
 class FleetCanceler:
@@ -1443,6 +1516,21 @@ def fleet_chain_breaks(result: WorkflowResult, log: KillLog) -> int:
     ):
         return 1
     return token_chain_breaks(result, log, (result.input or {}).get("token"))
+
+
+def ask_chain_breaks(result: WorkflowResult, log: KillLog) -> int:
+    """1 unless ``ask`` passed on the client's resume token, and ``c`` took it, as journaled."""
+    steps = result.steps
+    if [*steps] != ["ask", "c"]:
+        return 1
+    given = fleet_resume_token(result.run_id)
+    if (steps["ask"].output or {}).get("token") != given:
+        return 1
+    c = steps["c"]
+    token = (c.output or {}).get("token")
+    if (c.payload or {}).get("token") != given or (result.run_id, "c", token) not in log.done:
+        return 1
+    return 0 if (result.result or {}).get("token") == token else 1
 
 
 class _Fleet:
@@ -1592,8 +1680,10 @@ def _fleet_rows(
             for worker in workers.live:
                 worker.ready.wait(60.0)
             wf = client.register(FLEET_WORKFLOW)
-            starter = FleetStarter(wf, journal, sizes.fleet_runs, sizes.fleet_seconds * 2 / 3)
+            wfs = (wf, client.register(FLEET_ASK_WORKFLOW))
+            starter = FleetStarter(wfs, journal, sizes.fleet_runs, sizes.fleet_seconds * 2 / 3)
             canceler = FleetCanceler(starter, journal, random.Random(rng.random()))
+            resumer = FleetResumer(starter, journal)
             chaos_began = time.monotonic()
             chaos_ends = chaos_began + sizes.fleet_seconds
             # The restarts at random moments of the chaos's middle, the rest at random.
@@ -1635,17 +1725,17 @@ def _fleet_rows(
             canceler.thread.join()
             calm_began = time.monotonic()
             unfinished = _wait_all(starter, sizes.final_wait)
+            resumer.stop.set()
+            resumer.thread.join()
             calm_took = time.monotonic() - calm_began
             # Every worker awake again, and every run ended: whatever a fenced-off worker
             # still writes must change nothing.
-            before = _fleet_states(wf, starter)
+            before = _fleet_states(starter)
             time.sleep(3 * FLEET_LEASE)
             changed = sum(
-                before.get(run_id) != state for run_id, state in _fleet_states(wf, starter).items()
+                before.get(run_id) != state for run_id, state in _fleet_states(starter).items()
             )
-            results = {
-                run_id: wf.get_workflow_run_execution_result(run_id) for run_id in starter.runs
-            }
+            results = {run_id: _fleet_result(starter, run_id) for run_id in starter.runs}
             worker_rows = len(client_store.workers())
         finally:
             not_clean = workers.close()
@@ -1665,7 +1755,7 @@ def _fleet_rows(
         for run_id, r in results.items()
     )
     breaks = sum(
-        fleet_chain_breaks(r, log)
+        (ask_chain_breaks if r.workflow_id == FLEET_ASK else fleet_chain_breaks)(r, log)
         for r in results.values()
         if r is not None and r.status == "success"
     )
@@ -1705,7 +1795,13 @@ def _fleet_rows(
         reported(
             name,
             "cancels that raised",
-            ", ".join(f"{name} x{n}" for name, n in sorted(canceler.errors.items())) or "none",
+            ", ".join(f"{kind} x{n}" for kind, n in sorted(canceler.errors.items())) or "none",
+        ),
+        reported(name, "suspended runs the client resumed", len(resumer.resumed)),
+        reported(
+            name,
+            "resumes that raised (tried again)",
+            ", ".join(f"{kind} x{n}" for kind, n in sorted(resumer.errors.items())) or "none",
         ),
         must_be(name, "runs ended otherwise than their cancel said", wrong_end, 0),
         must_be(name, "steps started after their run's cancel returned True", after_cancel, 0),
@@ -1743,23 +1839,38 @@ def _note_committed(
 
 
 def _wait_all(starter: FleetStarter, seconds: float) -> int:
-    """Wait from the client for every started run; how many did not end in ``seconds``."""
+    """Wait from the client for every started run; how many did not end in ``seconds``.
+
+    A suspended run is waited for again: the resumer resumes it meanwhile.
+    """
     deadline = time.monotonic() + seconds
     unfinished = 0
     for run in starter.runs.values():
-        try:
-            result = run.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except (RunTimeoutError, StoreError):
-            unfinished += 1
-            continue
-        unfinished += not result.is_terminal
+        while True:
+            try:
+                result = run.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except (RunTimeoutError, StoreError):
+                unfinished += 1
+                break
+            if result.status == "suspended" and time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+            unfinished += not result.is_terminal
+            break
     return unfinished
 
 
-def _fleet_states(wf: Any, starter: FleetStarter) -> dict[str, tuple[Any, ...]]:
+def _fleet_result(starter: FleetStarter, run_id: str) -> WorkflowResult | None:
+    """The run's result, read through its own workflow."""
+    wf = starter.wfs[starter.runs[run_id].workflow_id == FLEET_ASK]
+    result: WorkflowResult | None = wf.get_workflow_run_execution_result(run_id)
+    return result
+
+
+def _fleet_states(starter: FleetStarter) -> dict[str, tuple[Any, ...]]:
     states = {}
     for run_id in starter.runs:
-        result = wf.get_workflow_run_execution_result(run_id)
+        result = _fleet_result(starter, run_id)
         states[run_id] = (
             None if result is None else (result.status, result.updated_at, result.result)
         )
