@@ -101,8 +101,8 @@ class Sizes:
     flip_unfinished: int  # runs halted unfinished before the flips (half of them damaged)
     disk_max_runs: int  # the most runs started while waiting for the disk to fill
     final_wait: float  # seconds the last kill worker gets to finish every run
-    fleet_runs: int  # runs the PostgreSQL fleet's client starts during its chaos
-    fleet_seconds: float  # how long the fleet's workers are killed, stopped and cut off
+    fleet_runs: int  # runs each fleet's client starts during its chaos
+    fleet_seconds: float  # how long each fleet's workers are killed, stopped (and cut off)
     fleet_restarts: int  # the most restarts of the PostgreSQL server during it
 
 
@@ -1311,7 +1311,7 @@ def full_disk(sizes: Sizes, folder: Path) -> list[Row]:
     ]
 
 
-# --- scenario 5: a PostgreSQL fleet --------------------------------------------------
+# --- scenario 5: fleets of workers, on PostgreSQL and on SQLite ----------------------
 
 FLEET = "fleet"
 FLEET_LEASE = 1.0  # seconds: a worker stopped for longer is reaped, and fenced off on waking
