@@ -101,7 +101,7 @@ class LeaseGuard:
         self._lock = threading.Lock()
 
     def beat(self) -> bool:
-        """Renew the lease (:meth:`SharedStore.heartbeat`); ``False`` if this worker was reaped.
+        """Renew the lease (:meth:`SharedStore.heartbeat`); ``False`` (and a warning) if reaped.
 
         Raises:
             StoreError: as ``heartbeat`` does.
@@ -110,6 +110,8 @@ class LeaseGuard:
         renewed = self._store.heartbeat()
         if renewed:
             self._renewed = max(self._renewed, sent)
+        else:
+            emit(logging.WARNING, "worker_lease_was_lost", worker=self._store.owner_id)
         return renewed
 
     def may_start(self, run_id: str) -> bool:
@@ -123,12 +125,7 @@ class LeaseGuard:
             with self._lock:  # one renewal at a time: the others find the lease fresh
                 if time.monotonic() - self._renewed >= self._fresh_for:
                     try:
-                        if not self.beat():
-                            emit(
-                                logging.WARNING,
-                                "worker_lease_was_lost",
-                                worker=self._store.owner_id,
-                            )
+                        self.beat()  # reaped: the runs it held are fenced, not held
                     except StoreError:
                         return True
         return self._store.holds(run_id)
@@ -322,8 +319,7 @@ class Claimer:
         now = time.monotonic()
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + min(store.lease / 4, HEARTBEAT_EVERY)
-            if not self._guard.beat():
-                emit(logging.WARNING, "worker_lease_was_lost", worker=store.owner_id)
+            self._guard.beat()
         if now >= self._next_reap or self._reap_wanted:
             self._reap_wanted = False
             with _clock.judging_leases:  # not while a virtual clock jumps

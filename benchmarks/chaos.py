@@ -1450,27 +1450,22 @@ class FleetResumer:
 
     def _run(self) -> None:
         while not self.stop.wait(0.2):
-            self.once()
+            self._resume_suspended()
 
-    def once(self) -> int:
-        """Resume every ask run that is suspended now; how many are left to resume."""
-        left = 0
+    def _resume_suspended(self) -> None:
         for run_id, run in list(self._starter.runs.items()):
             if run.workflow_id != FLEET_ASK or run_id in self.resumed:
                 continue
             try:
                 result = self._ask_wf.get_workflow_run_execution_result(run_id)
                 if result is None or result.status != "suspended":
-                    left += result is None or not result.is_terminal
                     continue
                 run.resume_async(resume_data={"token": fleet_resume_token(run_id)})
             except Exception as exc:  # reported in the table; looked at again
                 self.errors[type(exc).__name__] += 1
-                left += 1
                 continue
             self.resumed.add(run_id)
             self._journal.write("resumed", run_id, str(os.getpid()))
-        return left
 
 
 class FleetCanceler:

@@ -1065,9 +1065,7 @@ class SQLiteStore:
     def load_many(self, run_ids: Sequence[str]) -> list[SnapshotRecord]:
         """The newest records of these runs; unknown ones are left out."""
         records: list[SnapshotRecord] = []
-        ids = list(run_ids)
-        for start in range(0, len(ids), _ROWS_PER_STATEMENT):
-            chunk = ids[start : start + _ROWS_PER_STATEMENT]
+        for chunk in _chunks(list(run_ids)):
             found = self._select(_RUNS, f"WHERE r.run_id IN ({', '.join('?' * len(chunk))})", chunk)
             records.extend(record for record, _ in found)
         return records
@@ -1075,10 +1073,8 @@ class SQLiteStore:
     def seqs(self, run_ids: Sequence[str]) -> dict[str, int]:
         """The ``seq`` of each of these runs' newest record; unknown ones are left out."""
         found: dict[str, int] = {}
-        ids = list(run_ids)
         with self._reading() as reader:
-            for start in range(0, len(ids), _ROWS_PER_STATEMENT):
-                chunk = ids[start : start + _ROWS_PER_STATEMENT]
+            for chunk in _chunks(list(run_ids)):
                 marks = ", ".join("?" * len(chunk))
                 query = f"SELECT run_id, seq FROM runs WHERE run_id IN ({marks})"
                 found.update(reader.execute(query, chunk).fetchall())
@@ -1715,9 +1711,7 @@ class SQLiteStore:
             # with the row back nobody hands it back. It stays held (see _Outcome.apply).
             with self._held_lock:
                 held = dict(self._held)
-            ids = sorted(held)
-            for start in range(0, len(ids), _ROWS_PER_STATEMENT):
-                chunk = ids[start : start + _ROWS_PER_STATEMENT]
+            for chunk in _chunks(sorted(held)):
                 marks = ", ".join("?" * len(chunk))
                 outcome.kept.update(
                     run_id
