@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -299,6 +300,72 @@ def test_runs_finish_after_postgresql_restarts_under_them(
             log = tmp_path / f"p{index}.log"
             assert count(log, "start alpha") == 1
             assert count(log, "start gamma") == 1
+    finally:
+        fleet.close()
+
+
+@pytest.mark.postgres
+def test_runs_finish_after_a_postgresql_outage_of_several_leases(
+    postgres_server: Any, postgres_url: str, tmp_path: Path
+) -> None:
+    # Down for four leases: by the database's clock every worker's heartbeat is stale
+    # when it returns, so each reaps the others (and is reaped) while its runs' saves
+    # wait; and a start made while it is down waits for it instead of failing.
+    if not postgres_server.restartable:
+        pytest.skip("CALLBOARD_TEST_POSTGRES names a server these tests may not restart")
+    fleet = Fleet(postgres_url)
+    try:
+        workers = fleet.start_workers(2, concurrency=4)
+        client = fleet.runtime("client")
+        wf = client.register(WORKFLOWS["logged"])
+        hold = tmp_path / "hold"
+        hold.touch()
+        runs = [wf.create_run() for _ in range(4)]
+        for index, run in enumerate(runs):
+            ctx = context(
+                tmp_path, f"o{index}", hold_step="beta", hold_file=str(hold), announce=True
+            )
+            run.start_async(input_data={"value": f"v{index}"}, request_context=ctx)
+        wait_until(
+            lambda: all(
+                any(f"holding beta {run.run_id}" in "".join(w.stdout) for w in workers)
+                for run in runs
+            ),
+            timeout=WAIT,
+            what="every run holds in beta",
+        )
+
+        late = wf.create_run()
+        started: list[Any] = []
+        postgres_server.stop()
+        try:
+            hold.unlink()  # the held steps end while the server is down: their saves wait
+            starter = threading.Thread(
+                target=lambda: started.append(
+                    late.start_async(
+                        input_data={"value": "late"}, request_context=context(tmp_path, "late")
+                    )
+                )
+            )
+            starter.start()
+            time.sleep(4 * LEASE)
+            assert starter.is_alive()  # the start waits for its commit
+        finally:
+            postgres_server.start()
+        starter.join(WAIT)
+        assert [s.run_id for s in started] == [late.run_id]
+
+        for index, run in enumerate(runs):
+            result = run.wait(timeout=WAIT)
+            assert result.status == "success", result.error
+            assert result.result == {"value": f"v{index}-a-b-c"}
+            log = tmp_path / f"o{index}.log"
+            assert count(log, "start alpha") == 1  # committed before the outage
+            assert count(log, "start gamma") == 1  # beta's end was saved once, by one owner
+        result = late.wait(timeout=WAIT)
+        assert result.status == "success", result.error
+        assert result.result == {"value": "late-a-b-c"}
+        assert all(w.proc.poll() is None for w in workers)  # none gave up on the store
     finally:
         fleet.close()
 
