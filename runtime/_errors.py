@@ -11,6 +11,8 @@ The hierarchy::
     ├── SnapshotEncodingError            a value that msgpack cannot encode (also TypeError)
     ├── SnapshotFormatError              stored snapshot bytes that cannot be read (also ValueError)
     ├── StoreError                       the run store cannot be opened, read or written
+    │   └── StoreUnavailableError        it cannot be reached for now (a server down, a file
+    │                                    kept locked): the same call may succeed later
     ├── RunAlreadyStartedError           a run started twice, or a run id already in use
     ├── RunNotStartedError               waiting on a run that was never started
     ├── RunInProgressError               deleting a run that has not ended
@@ -82,6 +84,7 @@ __all__ = [
     "StepTimeoutError",
     "StepValidationError",
     "StoreError",
+    "StoreUnavailableError",
     "UnboundWorkflowError",
     "WorkflowDefinitionError",
     "WorkflowError",
@@ -222,6 +225,21 @@ class SnapshotFormatError(WorkflowError, ValueError):
 
 class StoreError(WorkflowError):
     """The run store cannot be opened, read or written (its message says which file and why)."""
+
+
+class StoreUnavailableError(StoreError):
+    """The run store cannot be reached for now; the same call may succeed later.
+
+    A PostgreSQL server that is down, restarting or cut off, a connection that
+    no pool slot freed within its time, a commit that did not come within its
+    time, or a SQLite file that another connection kept locked. The call that
+    raised it changed nothing, with one exception: a start whose commit was
+    under way when the connection went may have recorded its run (starting
+    the same :class:`~runtime.Run` again either records it or raises
+    :class:`RunAlreadyStartedError`). ``wait()``, ``wait_async()`` and
+    ``watch()`` do not raise it while their timeout lasts: they read again
+    until the store answers.
+    """
 
 
 class RunAlreadyStartedError(WorkflowError):

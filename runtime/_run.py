@@ -6,7 +6,7 @@ import asyncio
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
@@ -27,6 +27,7 @@ from runtime._errors import (
     RunTimeoutError,
     RuntimeStoppedError,
     StoreError,
+    StoreUnavailableError,
     WorkflowError,
 )
 from runtime._ids import check_resource_id
@@ -82,6 +83,7 @@ __all__ = ["Run", "RunWatch"]
 
 In = TypeVar("In", bound=BaseModel)
 Out = TypeVar("Out", bound=BaseModel)
+T = TypeVar("T")
 
 
 # What start_async returns, made by the model's validator: the model's __init__ is a Python
@@ -186,6 +188,12 @@ class Run(Generic[In, Out]):
                 non-empty str; nothing is recorded.
             ValueError: for a ``priority`` or ``concurrency_key`` without a queue.
             RuntimeStoppedError: if the runtime is not running.
+            StoreUnavailableError: if the store could not be reached, or did not
+                commit the start within 30 s; nothing is recorded (but for a
+                commit under way when the connection went: starting this run
+                again records it or raises ``RunAlreadyStartedError``).
+            StoreError: if the store refused the run for good (a value too large
+                for it, say).
             TypeError: if ``idempotency_key`` is not a ``str``.
             ValueError: if ``idempotency_key`` is empty or too long.
         """
@@ -431,13 +439,15 @@ class Run(Generic[In, Out]):
                 leaving the run unfinished in a durable store for the next runtime.
             BlockingCallError: if the run has not ended and the caller runs on the
                 event loop of the runtime's async steps (see :meth:`wait_async`).
+            StoreUnavailableError: if the store could not be reached when
+                ``timeout`` passed (until then, the wait reads it again and again).
         """
         timeout = check_timeout(timeout)
-        record = self._started_record()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        record = self._through_outage(self._started_record, deadline)
         if record.status not in SETTLED_STATUSES:
             self._refuse_on_step_loop("wait")
             self._refuse_inside_itself("wait() was called")
-            deadline = None if timeout is None else time.monotonic() + timeout
             while True:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 # Inside a step, its thread (and its run's place) is not counted meanwhile.
@@ -452,7 +462,7 @@ class Run(Generic[In, Out]):
                         f"run {self.run_id!r} did not end within {timeout} seconds; it goes on",
                         run_id=self.run_id,
                     )
-                woken = self._host.load(self.run_id)
+                woken = self._through_outage(self._load, deadline)
                 if not self._woken_early(woken):
                     return self._waited(woken)
         return self._result(record)
@@ -474,21 +484,28 @@ class Run(Generic[In, Out]):
                 leaving the run unfinished in a durable store for the next runtime.
             BlockingCallError: if the run has not ended and this is awaited inside
                 one of its own steps, which it would wait for.
+            StoreUnavailableError: if the store could not be reached when
+                ``timeout`` passed (until then, the wait reads it again and again).
         """
         timeout = check_timeout(timeout)
+        outage: list[StoreUnavailableError] = []  # the last read's error, while it lasts
         if timeout is None:
-            return await self._settled()
+            return await self._settled(outage)
         try:
-            return await asyncio.wait_for(self._settled(), timeout)
+            return await asyncio.wait_for(self._settled(outage), timeout)
         except TimeoutError:
+            if outage:
+                raise outage[-1] from None
             raise RunTimeoutError(
                 f"run {self.run_id!r} did not end within {timeout} seconds; it goes on",
                 run_id=self.run_id,
             ) from None
 
-    async def _settled(self) -> WorkflowResult[Out]:
+    async def _settled(self, outage: list[StoreUnavailableError]) -> WorkflowResult[Out]:
         host = self._host
-        record: SnapshotRecord | None = await host.call(self._started_record)
+        record: SnapshotRecord | None = await self._through_outage_async(
+            self._started_record, outage
+        )
         assert record is not None
         if record.status not in SETTLED_STATUSES:
             self._refuse_inside_itself("wait_async() was awaited")
@@ -500,7 +517,7 @@ class Run(Generic[In, Out]):
                 except BaseException:  # cancelled, or timed out: this wait is given up
                     host.unwatch(self.run_id, latch)
                     raise
-                woken = await host.call(host.load, self.run_id)
+                woken = await self._through_outage_async(self._load, outage)
                 if not self._woken_early(woken):
                     return self._waited(woken)
         return self._result(record)
@@ -530,6 +547,8 @@ class Run(Generic[In, Out]):
             RunNotStartedError: if the run was never started.
             SnapshotFormatError: if the run has ended and its stored snapshot
                 cannot be read: there are no events to tell.
+            StoreUnavailableError: if the store could not be reached when
+                ``timeout`` passed (until then, this reads it again and again).
             TypeError: if ``from_seq`` is not an ``int``.
             ValueError: if ``from_seq`` is negative.
 
@@ -540,7 +559,8 @@ class Run(Generic[In, Out]):
         timeout = check_timeout(timeout)
         if from_seq is not None:
             _check_seq(from_seq)
-        record = self._started_record()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        record = self._through_outage(self._started_record, deadline)
         if record.status in TERMINAL_STATUSES:
             read_result(record, self.workflow_id)  # raises for a damaged snapshot
         watch = RunWatch(self.run_id, timeout, from_seq)
@@ -931,6 +951,8 @@ class Run(Generic[In, Out]):
             CancelError: if another process holds the run and did not carry out
                 the cancel within :data:`REMOTE_CANCEL_PATIENCE` seconds (the
                 cancel stays asked for).
+            StoreUnavailableError: if the store could not be reached (to read
+                the run, or to record the cancel within 30 s).
             StoreError: if the store refused the canceled snapshot: the cancel is
                 not recorded (the run's actor has stopped, but its record
                 still reads as before, and a runtime that recovers it runs it on).
@@ -1047,6 +1069,51 @@ class Run(Generic[In, Out]):
         system.run_hooks(self._plan, snapshot, then)
         hooks_done.wait()
         return True
+
+    def _load(self) -> SnapshotRecord | None:
+        return self._host.load(self.run_id)
+
+    def _through_outage(self, read: Callable[[], T], deadline: float | None) -> T:
+        """``read()``, tried again while the store cannot be reached, until ``deadline``.
+
+        For the calls that wait: a wait outlasts a server's restart as it
+        outlasts a slow run. The pauses between tries grow to
+        :data:`OUTAGE_PAUSE_MAX` seconds; a stopped runtime ends them.
+
+        Raises:
+            StoreUnavailableError: the last try's, once ``deadline`` passed.
+        """
+        pause = OUTAGE_PAUSE_MIN
+        while True:
+            try:
+                return read()
+            except StoreUnavailableError:
+                left = None if deadline is None else deadline - time.monotonic()
+                if (left is not None and left <= 0) or self._host.state != "running":
+                    raise
+                time.sleep(pause if left is None else min(pause, left))
+                pause = min(pause * 2, OUTAGE_PAUSE_MAX)
+
+    async def _through_outage_async(
+        self, read: Callable[[], T], outage: list[StoreUnavailableError]
+    ) -> T:
+        """:meth:`_through_outage` on the caller's loop, until cancelled (its timeout).
+
+        ``outage`` holds the last try's error while the store cannot be reached.
+        """
+        pause = OUTAGE_PAUSE_MIN
+        while True:
+            try:
+                value = await self._host.call(read)
+            except StoreUnavailableError as exc:
+                if self._host.state != "running":
+                    raise
+                outage[:] = [exc]
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, OUTAGE_PAUSE_MAX)
+                continue
+            outage.clear()
+            return value
 
     def _started_record(self) -> SnapshotRecord:
         record = self._host.load(self.run_id)
@@ -1203,6 +1270,10 @@ CANCEL_PATIENCE = 5.0
 
 REMOTE_CANCEL_PATIENCE = 60.0
 """Seconds ``cancel()`` waits for the worker holding a run (on a shared store) to cancel it."""
+
+OUTAGE_PAUSE_MIN = 0.05
+OUTAGE_PAUSE_MAX = 1.0
+"""Seconds between two reads of a wait while its store cannot be reached: doubling, to this."""
 
 
 class RunWatch:

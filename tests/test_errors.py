@@ -44,6 +44,7 @@ from runtime import (
     StepTimeoutError,
     StepValidationError,
     StoreError,
+    StoreUnavailableError,
     UnboundWorkflowError,
     WorkflowDefinitionError,
     WorkflowError,
@@ -83,6 +84,7 @@ ERRORS = [
     SnapshotFormatError,
     StepValidationError,
     StoreError,
+    StoreUnavailableError,
     UnboundWorkflowError,
     WorkflowDefinitionError,
 ]
@@ -117,6 +119,7 @@ def test_every_error_is_a_workflow_error_named_error(error: type[Exception]) -> 
         (RunTimeoutError, TimeoutError),
         (RunDeletedError, LookupError),
         (QueueKeyError, ValueError),
+        (StoreUnavailableError, StoreError),
     ],
     ids=lambda e: e.__name__,
 )

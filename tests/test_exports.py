@@ -75,6 +75,7 @@ EXPORTED = [
     "StepWaitingEvent",
     "StepWriter",
     "StoreError",
+    "StoreUnavailableError",
     "StreamEvent",
     "TracingOptions",
     "UnboundWorkflowError",

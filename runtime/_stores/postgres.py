@@ -46,7 +46,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from runtime import _clock
-from runtime._errors import QueueFullError, StoreError
+from runtime._errors import QueueFullError, StoreError, StoreUnavailableError
 from runtime._ids import new_id
 from runtime._model import SETTLED_STATUSES, TERMINAL_STATUSES, UNFINISHED_STATUSES
 from runtime._queue import Admission, Bucket, QueueLimits, bucket_key, rank
@@ -895,7 +895,9 @@ class _Readers:
     def connection(self, describe: str) -> Iterator[Connection]:
         """A connection, given back when done, waiting up to ``CALL_TIMEOUT`` for one."""
         if not self._slots.acquire(timeout=CALL_TIMEOUT):
-            raise StoreError(f"no connection to {describe} came free within {CALL_TIMEOUT} s")
+            raise StoreUnavailableError(
+                f"no connection to {describe} came free within {CALL_TIMEOUT} s"
+            )
         with self._lent() as connection:
             yield connection
 
@@ -1141,6 +1143,7 @@ class PostgresStore:
         self._unsent_since = 0.0
         self._reaped = False  # a heartbeat found this worker's row gone
         self._ambiguous = False  # a commit that might have held runs was never acknowledged
+        self._opened = False  # connected once: a lost connection is an outage, not a bad URL
         self._role: tuple[str, list[str], int | None] = ("both", [], None)
         _require_psycopg()
         settings = _url_settings(url, self._shown)
@@ -1155,8 +1158,10 @@ class PostgresStore:
                 connection.close()
                 raise
             self._readers.add(connection)
+            self._opened = True
             return
         self._wconn = self._prepared()
+        self._opened = True
         self._writer = GroupCommitWriter(
             name="callboard-postgres-writer",
             commit=self._commit,
@@ -1208,13 +1213,21 @@ class PostgresStore:
         return text
 
     def _connect(self, *, autocommit: bool) -> Connection:
-        """A new connection; a StoreError saying why there is none."""
+        """A new connection; a StoreError saying why there is none.
+
+        Once the store has opened (its URL, login and database were good), a
+        connection refused or lost for a passing reason is a
+        :class:`StoreUnavailableError`: the server is down or restarting, or
+        the network is gone. Before, it is a plain ``StoreError``: libpq gives
+        no code that tells an unreachable server from a wrong password.
+        """
         import psycopg
 
         try:
             return psycopg.connect(self._url, autocommit=autocommit, **self._options)
         except psycopg.Error as exc:
-            raise StoreError(
+            error = StoreUnavailableError if self._opened and _passing(exc) else StoreError
+            raise error(
                 f"cannot connect to the PostgreSQL store {self._shown}: {self._reason(exc)}"
             ) from exc
 
@@ -1341,11 +1354,12 @@ class PostgresStore:
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 self._readers.discard_idle()
                 if attempt == 2:
-                    raise StoreError(
+                    raise StoreUnavailableError(
                         f"cannot read the PostgreSQL store {self._shown}: {self._reason(exc)}"
                     ) from exc
             except psycopg.Error as exc:
-                raise StoreError(
+                error = StoreUnavailableError if _passing(exc) else StoreError
+                raise error(
                     f"cannot read the PostgreSQL store {self._shown}: {self._reason(exc)}"
                 ) from exc
             except StoreError:
@@ -1364,8 +1378,9 @@ class PostgresStore:
             hold: Hold the run here (epoch 1), or leave it queued for any worker.
 
         Raises:
-            StoreError: if the commit did not happen within ``CALL_TIMEOUT`` (the
-                database stayed unreachable) or the store is read-only or closed.
+            StoreUnavailableError: if the commit did not happen within
+                ``CALL_TIMEOUT`` (the database stayed unreachable).
+            StoreError: if the store is read-only or closed.
         """
         maybe = False  # whether a try on this thread may have committed it, unacknowledged
         if record.queue is None and self._fast_creates and not _releases(record):
@@ -1475,8 +1490,8 @@ class PostgresStore:
         without, it is left queued (an unfinished record) or released.
 
         Raises:
-            StoreError: if the commit did not happen within ``CALL_TIMEOUT`` or
-                the store is read-only or closed.
+            StoreUnavailableError: if the commit did not happen within ``CALL_TIMEOUT``.
+            StoreError: if the store is read-only or closed.
         """
         future: Future[bool] = Future()
         write = self._submit("replace", (record, expected_seq, hold, reopen), resolve(future))
@@ -1920,13 +1935,15 @@ class PostgresStore:
         except TimeoutError as exc:
             if not write.abandon():  # taken by a commit just now: its outcome follows
                 return future.result(CALL_TIMEOUT)
-            raise StoreError(
+            raise StoreUnavailableError(
                 f"the PostgreSQL store {self._shown} did not commit within {CALL_TIMEOUT} s; "
                 f"{not_done}"
             ) from exc
 
     def _give_up(self, writes: list[Write]) -> None:
-        self._fail(writes, StoreError(f"the PostgreSQL store {self._shown} stayed unreachable"))
+        self._fail(
+            writes, StoreUnavailableError(f"the PostgreSQL store {self._shown} stayed unreachable")
+        )
 
     def _fail(self, writes: list[Write], error: StoreError) -> None:
         emit(logging.ERROR, "store_write_failed", store=self._shown, error=str(error))
@@ -1963,30 +1980,43 @@ class PostgresStore:
             if connection is not None:
                 connection.close()
             return
-        if connection is None or connection.closed or connection.broken:
-            with contextlib.suppress(StoreError, psycopg.Error):
-                connection = self._connect(autocommit=False)
-        if connection is None or connection.closed:
-            return
-        try:
-            rows = connection.execute(
-                "UPDATE callboard_runs SET owner_id = NULL WHERE owner_id = %s "
-                "RETURNING run_id, status",
-                (self.owner_id,),
-            ).fetchall()
-            connection.execute(
-                "DELETE FROM callboard_workers WHERE worker_id = %s", (self.owner_id,)
-            )
-            connection.commit()
-            self._held = {}
-            hints, self._unsent = self._unsent, _Hints()
-            for run_id, status in rows:
-                hints.add("queued" if status in UNFINISHED_STATUSES else None, run_id)
-            self._notify(connection, hints)
-        except psycopg.Error as exc:
-            emit(logging.WARNING, "store_leave_failed", store=self._shown, error=self._reason(exc))
-        finally:
-            connection.close()
+        for attempt in (1, 2):
+            if connection is None or connection.closed or connection.broken:
+                with contextlib.suppress(StoreError, psycopg.Error):
+                    connection = self._connect(autocommit=False)
+            if connection is None or connection.closed:
+                return
+            try:
+                rows = connection.execute(
+                    "UPDATE callboard_runs SET owner_id = NULL WHERE owner_id = %s "
+                    "RETURNING run_id, status",
+                    (self.owner_id,),
+                ).fetchall()
+                connection.execute(
+                    "DELETE FROM callboard_workers WHERE worker_id = %s", (self.owner_id,)
+                )
+                connection.commit()
+                self._held = {}
+                hints, self._unsent = self._unsent, _Hints()
+                for run_id, status in rows:
+                    hints.add("queued" if status in UNFINISHED_STATUSES else None, run_id)
+                self._notify(connection, hints)
+                return
+            except psycopg.Error as exc:
+                # An idle connection the server dropped (a restart since the last write)
+                # is found out only now: once more on a new one.
+                if attempt == 1 and _passing(exc):
+                    connection.close()
+                    continue
+                emit(
+                    logging.WARNING,
+                    "store_leave_failed",
+                    store=self._shown,
+                    error=self._reason(exc),
+                )
+                return
+            finally:
+                connection.close()
 
     def _commit(self, writes: list[Write]) -> list[Write]:
         """Commit the writes: the solo ones each alone, the rest together; return those to retry.
@@ -2544,6 +2574,9 @@ class PostgresStore:
 
     def _apply(self, connection: Connection, write: Write, batch: _Batch) -> Any:
         kind, payload = write.kind, write.payload
+        if kind not in ("replace", "claim") and not write.take():
+            # Its caller gave up waiting, and was told it did not happen: it must not.
+            return None
         if kind == "replace":
             return self._replace(connection, write, batch)
         if kind == "claim":

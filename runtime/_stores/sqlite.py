@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from runtime import _clock
-from runtime._errors import QueueFullError, StoreError
+from runtime._errors import QueueFullError, StoreError, StoreUnavailableError
 from runtime._ids import new_id
 from runtime._model import SETTLED_STATUSES, TERMINAL_STATUSES, UNFINISHED_STATUSES
 from runtime._queue import Admission, Bucket, QueueLimits, bucket_key, rank
@@ -710,7 +710,8 @@ class SQLiteStore:
         try:
             yield self._reader()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot read the run store {self.path}: {exc}") from exc
+            error = StoreUnavailableError if _locked(exc) else StoreError
+            raise error(f"cannot read the run store {self.path}: {exc}") from exc
 
     # --- the store interface ------------------------------------------------------
 
@@ -721,8 +722,9 @@ class SQLiteStore:
         queued for whichever worker claims it first.
 
         Raises:
-            StoreError: if the commit did not happen within ``CREATE_TIMEOUT``
-                (the database stayed locked) or the store is read-only or closed.
+            StoreUnavailableError: if the commit did not happen within
+                ``CREATE_TIMEOUT`` (the database stayed locked).
+            StoreError: if the store is read-only or closed.
         """
         if self._fast_creates and not self.readonly and not self._closed:
             created = self._create_now(record, hold)
@@ -730,7 +732,7 @@ class SQLiteStore:
                 return created
         future: Future[bool] = Future()
         write = self._submit("create", (record, hold), resolve(future))
-        return self._committed(write, future, f"the run {record.run_id!r} was not recorded")
+        return bool(self._committed(write, future, f"the run {record.run_id!r} was not recorded"))
 
     _fast_creates: bool = True
     """Whether ``create`` commits on its caller's thread when it can (tests turn it off)."""
@@ -809,23 +811,26 @@ class SQLiteStore:
         to a run whose status is terminal (``run.restart()``).
 
         Raises:
-            StoreError: if the commit did not happen within ``CREATE_TIMEOUT``
-                (the database stayed locked) or the store is read-only or closed.
+            StoreUnavailableError: if the commit did not happen within
+                ``CREATE_TIMEOUT`` (the database stayed locked).
+            StoreError: if the store is read-only or closed.
         """
         future: Future[bool] = Future()
         write = self._submit("replace", (record, expected_seq, hold, reopen), resolve(future))
-        return self._committed(
-            write, future, f"the new snapshot of run {record.run_id!r} was not stored"
+        return bool(
+            self._committed(
+                write, future, f"the new snapshot of run {record.run_id!r} was not stored"
+            )
         )
 
-    def _committed(self, write: Write, future: Future[bool], not_done: str) -> bool:
+    def _committed(self, write: Write, future: Future[Any], not_done: str) -> Any:
         """Wait for a write that its caller must know committed (or not) before going on."""
         try:
             return future.result(CREATE_TIMEOUT)
         except TimeoutError as exc:
             if not write.abandon():  # taken by a commit just now: its outcome follows
                 return future.result(CREATE_TIMEOUT)
-            raise StoreError(
+            raise StoreUnavailableError(
                 f"the run store {self.path} stayed locked for {CREATE_TIMEOUT} s; {not_done}"
             ) from exc
 
@@ -853,8 +858,8 @@ class SQLiteStore:
         under its actor.
         """
         future: Future[bool] = Future()
-        self._submit("delete", run_id, resolve(future))
-        return future.result(CREATE_TIMEOUT)
+        write = self._submit("delete", run_id, resolve(future))
+        return bool(self._committed(write, future, f"the run {run_id!r} was not deleted"))
 
     def prune(
         self,
@@ -875,8 +880,8 @@ class SQLiteStore:
         if not statuses:
             return 0
         future: Future[int] = Future()
-        self._submit("prune", (ended_before, keep, sorted(statuses)), resolve(future))
-        return future.result(CREATE_TIMEOUT)
+        write = self._submit("prune", (ended_before, keep, sorted(statuses)), resolve(future))
+        return int(self._committed(write, future, "nothing was pruned"))
 
     def load(self, run_id: str) -> SnapshotRecord | None:
         """The newest committed record of a run, or ``None``."""
@@ -937,8 +942,8 @@ class SQLiteStore:
         """Say in this worker's row what it runs (its role, workflows and capacity)."""
         self._joined = (role, sorted(workflows), concurrency)
         future: Future[None] = Future()
-        self._submit("join", None, resolve(future))
-        future.result(CREATE_TIMEOUT)
+        write = self._submit("join", None, resolve(future))
+        self._committed(write, future, "this worker did not join")
 
     def heartbeat(self) -> bool:
         """Renew this worker's lease now; ``False`` if its row was gone (it was reaped).
@@ -947,8 +952,8 @@ class SQLiteStore:
         most every 2 s), so a process that stalls stops renewing it.
         """
         future: Future[bool] = Future()
-        self._submit("heartbeat", None, resolve(future))
-        return future.result(CREATE_TIMEOUT)
+        write = self._submit("heartbeat", None, resolve(future))
+        return bool(self._committed(write, future, "the lease was not renewed"))
 
     def claim(self, workflow_ids: Sequence[str], limit: int) -> list[Claimed]:
         """Take up to ``limit`` queued runs of these workflows that are due, oldest first."""
@@ -964,8 +969,9 @@ class SQLiteStore:
         if due is None:
             return []  # the usual case, found with a read: no write transaction
         future: Future[list[Claimed]] = Future()
-        self._submit("claim", (list(workflow_ids), limit), resolve(future))
-        return future.result(CREATE_TIMEOUT)
+        write = self._submit("claim", (list(workflow_ids), limit), resolve(future))
+        claimed: list[Claimed] = self._committed(write, future, "nothing was claimed")
+        return claimed
 
     def reap(self) -> int:
         """Hand the runs of dead workers back to the queue; how many runs.
@@ -977,8 +983,8 @@ class SQLiteStore:
         if not self._anyone_to_reap():
             return 0  # the usual case, found with a read: no write transaction
         future: Future[int] = Future()
-        self._submit("reap", None, resolve(future))
-        return future.result(CREATE_TIMEOUT)
+        write = self._submit("reap", None, resolve(future))
+        return int(self._committed(write, future, "nothing was reaped"))
 
     def _anyone_to_reap(self) -> bool:
         with self._reading() as connection:
@@ -999,8 +1005,8 @@ class SQLiteStore:
     def request_cancel(self, run_id: str) -> bool:
         """Mark an unfinished (or suspended) run for cancel; ``False`` if there is none."""
         future: Future[bool] = Future()
-        self._submit("request_cancel", run_id, resolve(future))
-        return future.result(CREATE_TIMEOUT)
+        write = self._submit("request_cancel", run_id, resolve(future))
+        return bool(self._committed(write, future, f"no cancel of {run_id!r} was recorded"))
 
     def cancel_requests(self) -> list[str]:
         """Runs this worker holds whose cancel was requested."""
@@ -1253,7 +1259,7 @@ class SQLiteStore:
         connection.close()
 
     def _give_up(self, writes: list[Write]) -> None:
-        self._fail(writes, StoreError(f"the run store {self.path} stayed locked"))
+        self._fail(writes, StoreUnavailableError(f"the run store {self.path} stayed locked"))
 
     def _checkpoint(self, idle: bool) -> None:
         """Copy the WAL back into the database while nothing waits, or when it grew long.
@@ -1652,6 +1658,9 @@ class SQLiteStore:
 
     def _apply(self, connection: sqlite3.Connection, write: Write, outcome: _Outcome) -> Any:
         kind, payload = write.kind, write.payload
+        if kind != "replace" and not write.take():
+            # Its caller gave up waiting, and was told it did not happen: it must not.
+            return None
         if kind == "delete":
             return (
                 connection.execute(

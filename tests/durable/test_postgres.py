@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import runtime._stores.postgres as postgres_module
-from runtime import StoreError
+from runtime import StoreError, StoreUnavailableError
 from runtime._stores.base import SnapshotRecord
 from runtime._stores.memory import MemoryStore
 from runtime._stores.open import open_store
@@ -385,6 +385,62 @@ def test_close_while_the_server_is_down_is_bounded_and_fails_what_it_could_not_w
     assert store.load("r1") == rec("r1")  # reads still work once it is back
 
 
+def test_a_write_whose_caller_gave_up_while_the_server_was_down_is_not_done_later(
+    postgres_server: Server,
+    postgres_url: str,
+    stores: Callable[..., PostgresStore],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import psycopg
+
+    if not postgres_server.restartable:
+        pytest.skip("an external server is not ours to restart")
+    monkeypatch.setattr(postgres_module, "CALL_TIMEOUT", 0.5)
+    store = stores()
+    store.create(rec("ended", 0, "success"), hold=False)
+    store.create(rec("going", 0, "running"), hold=False)
+    postgres_server.stop("fast")
+    try:
+        with pytest.raises(StoreUnavailableError, match="not deleted"):
+            store.delete("ended")
+        with pytest.raises(StoreUnavailableError, match="no cancel"):
+            store.request_cancel("going")
+    finally:
+        postgres_server.start()
+    time.sleep(1.0)  # the writer's next tries: the dropped writes are not in them
+    assert store.load("ended") == rec("ended", 0, "success")
+    with psycopg.connect(postgres_url) as connection:
+        row = connection.execute(
+            "SELECT cancel_requested FROM callboard_runs WHERE run_id = 'going'"
+        ).fetchone()
+    assert row == (False,)
+
+
+def test_a_store_closed_after_the_server_restarted_leaves_the_workers_table(
+    postgres_server: Server, postgres_url: str, stores: Callable[..., PostgresStore]
+) -> None:
+    import psycopg
+
+    if not postgres_server.restartable:
+        pytest.skip("an external server is not ours to restart")
+    store = stores()
+    store.create(rec("r1"))  # held here: handed back when the store closes
+    postgres_server.stop("fast")
+    postgres_server.start()
+    # The writer's connection was dropped while it had nothing to write: closing finds
+    # out only when it hands the run back and deletes its row.
+    store.close()
+    with psycopg.connect(postgres_url) as connection:
+        workers = connection.execute(
+            "SELECT count(*) FROM callboard_workers WHERE worker_id = %s", (store.owner_id,)
+        ).fetchone()
+        owner = connection.execute(
+            "SELECT owner_id FROM callboard_runs WHERE run_id = 'r1'"
+        ).fetchone()
+    assert workers == (0,)
+    assert owner == (None,)
+
+
 def test_a_read_after_the_server_restarted_reconnects(
     postgres_server: Server, stores: Callable[..., PostgresStore]
 ) -> None:
@@ -395,7 +451,7 @@ def test_a_read_after_the_server_restarted_reconnects(
     assert store.load("r1") == rec("r1")  # a pooled connection now exists
     postgres_server.stop("fast")
     try:
-        with pytest.raises(StoreError, match="cannot"):
+        with pytest.raises(StoreUnavailableError, match="cannot"):
             store.load("r1")
     finally:
         postgres_server.start()

@@ -7,6 +7,7 @@ import shutil
 import stat
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from runtime import (
     SnapshotFormatError,
     SQLiteStore,
     StoreError,
+    StoreUnavailableError,
     create_step,
     create_workflow,
 )
@@ -384,6 +386,34 @@ def test_a_start_that_outlasts_the_create_timeout_raises_and_records_nothing(
     assert wf.get_workflow_run_execution_result(run.run_id) is None
     # Told it was not recorded, the caller can start the same run again.
     assert run.start(input_data={"value": "v"}, timeout=10).result == {"value": "V"}
+
+
+def test_writes_that_outlast_the_timeout_raise_store_unavailable_and_are_dropped(
+    db: Path, monkeypatch: pytest.MonkeyPatch, runtimes: Runtimes
+) -> None:
+    # Each write a caller waits for, not only a start's: a delete (and a cancel request,
+    # a worker's heartbeat, claim and reap) that timed out raised a bare TimeoutError,
+    # and was carried out later all the same.
+    monkeypatch.setattr(sqlite_module, "LOCK_TIMEOUT", 0.05)
+    monkeypatch.setattr(sqlite_module, "CREATE_TIMEOUT", 0.3)
+    rt = runtimes.start(db)
+    wf = rt.register(quick_workflow())
+    run = wf.create_run()
+    assert run.start(input_data={"value": "v"}, timeout=10).status == "success"
+    store = rt.store
+    assert isinstance(store, SQLiteStore)
+    with raw(db) as other_writer:
+        other_writer.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreUnavailableError, match=r"locked .* not deleted"):
+            wf.delete_workflow_run_by_id(run.run_id)
+        with pytest.raises(StoreUnavailableError, match=r"locked .* no cancel"):
+            store.request_cancel(run.run_id)
+        with pytest.raises(StoreUnavailableError, match=r"locked .* not renewed"):
+            store.heartbeat()
+        other_writer.execute("COMMIT")
+    time.sleep(0.5)  # the writer's next transactions: the dropped writes are not in them
+    assert row(db, run.run_id) is not None
+    assert wf.get_workflow_run_execution_result(run.run_id) is not None
 
 
 # --- a corrupted row -----------------------------------------------------------------
