@@ -36,6 +36,7 @@ next claim takes them. Heartbeats and that judgement read callboard's clock
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -599,13 +600,14 @@ class SQLiteStore:
     def _create_file(self) -> None:
         if self.path.exists():
             # SQLite may reuse a descriptor this process already holds on the
-            # file, so ask the operating system whether it can be written now.
-            try:
-                os.close(os.open(self.path, os.O_RDWR))
-            except OSError as exc:
-                raise StoreError(
-                    f"cannot write to the run store {self.path}: {exc.strerror}"
-                ) from exc
+            # file, so ask the operating system whether it can be written now:
+            # with access(), never by opening it. Closing a descriptor of a file
+            # drops every POSIX lock this process holds on it, SQLite's own
+            # connections' included: another process would then take the file
+            # for unused, and checkpoint and delete its WAL under them.
+            refused = _unwritable(self.path)
+            if refused is not None:
+                raise StoreError(f"cannot write to the run store {self.path}: {refused}")
             return
         if not self.path.parent.exists():
             raise StoreError(
@@ -2234,6 +2236,18 @@ def _reporting(
             on_error(error)
 
     return done
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why this process may not open ``path`` for writing (asked without opening it), if so."""
+    effective = os.access in os.supports_effective_ids
+    if os.access(path, os.W_OK, effective_ids=effective):
+        return None
+    try:
+        read_only = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs on this system
+        read_only = False
+    return os.strerror(errno.EROFS if read_only else errno.EACCES)
 
 
 def _locked(exc: BaseException) -> bool:

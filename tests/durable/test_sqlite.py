@@ -365,6 +365,40 @@ def test_runs_started_while_another_writer_holds_the_lock_commit_once_it_lets_go
     assert (counter["first"], counter["hold"], counter["last"]) == (1, 1, 1)
 
 
+def _posix_locks_held_here(path: Path) -> list[str]:
+    """This process's POSIX locks on ``path``, as /proc/locks lists them (Linux)."""
+    inode = os.stat(path).st_ino
+    held = []
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if "POSIX" in fields and str(os.getpid()) in fields:
+            index = fields.index(str(os.getpid()))
+            if fields[index + 1].endswith(f":{inode}"):
+                held.append(" ".join(fields[index - 1 :]))
+    return sorted(held)
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="reads Linux's /proc/locks")
+def test_opening_a_second_store_on_a_file_keeps_the_locks_the_first_holds(
+    db: Path, runtimes: Runtimes
+) -> None:
+    # Closing any descriptor of a file drops every POSIX lock the process holds on it.
+    # Opening a store checked that the file was writable by opening and closing it, so
+    # a second runtime on the file in one process (a worker beside a client, as the
+    # README shows) dropped the first one's SQLite locks: another process then took the
+    # file for unused, checkpointed and deleted its WAL under the open connections, and
+    # the file was "malformed".
+    first = runtimes.start(db)
+    first.register(quick_workflow()).create_run().start(input_data={"value": "v"}, timeout=10)
+    held = _posix_locks_held_here(db)
+    assert held, "a store in WAL mode holds a shared lock on its file"
+    second = SQLiteStore(db)
+    try:
+        assert _posix_locks_held_here(db) == held
+    finally:
+        second.close()
+
+
 def test_a_start_that_outlasts_the_create_timeout_raises_and_records_nothing(
     db: Path, monkeypatch: pytest.MonkeyPatch, runtimes: Runtimes
 ) -> None:
