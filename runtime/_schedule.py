@@ -12,6 +12,7 @@ extra ``callboard[cron]``; it walks time-zone-aware datetimes, so a daily
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Literal, get_args
@@ -204,17 +205,30 @@ def _moment(epoch: float, zone: ZoneInfo) -> datetime:
     return datetime.fromtimestamp(epoch, zone)
 
 
+def _forward(cron: str, timezone: str, after: float) -> Iterator[float]:
+    """The ticks strictly after ``after`` (epoch seconds), oldest first.
+
+    cronsim walks wall-clock time: started in the second pass of an hour that
+    the end of daylight saving time repeats, its first moments can be of the
+    first pass, before ``after`` (a daily 01:30 in New York, from 01:15 EST,
+    gave 01:30 EDT, an hour gone: a scheduler waiting for it spun). Those are
+    left out.
+    """
+    for moment in _cronsim()(_expression(cron), _moment(after, _load_zone(timezone))):
+        tick = moment.timestamp()
+        if tick > after:
+            yield tick
+
+
 def next_tick(cron: str, timezone: str, after: float) -> float:
     """The first tick strictly after ``after`` (epoch seconds)."""
-    it = _cronsim()(_expression(cron), _moment(after, _load_zone(timezone)))
-    return next(it).timestamp()
+    return next(_forward(cron, timezone, after))
 
 
 def ticks_after(cron: str, timezone: str, after: float, until: float, limit: int) -> list[float]:
     """The ticks in ``(after, until]``, oldest first, at most ``limit`` of them."""
     ticks: list[float] = []
-    for moment in _cronsim()(_expression(cron), _moment(after, _load_zone(timezone))):
-        tick = moment.timestamp()
+    for tick in _forward(cron, timezone, after):
         if tick > until or len(ticks) >= limit:
             break
         ticks.append(tick)
@@ -226,11 +240,22 @@ def newest_tick(cron: str, timezone: str, until: float) -> float | None:
     # A reverse walk yields ticks strictly before its start: start a whole second on,
     # past ``until`` but before the next tick (ticks fall on whole seconds).
     start = _moment(math.floor(until) + 1, _load_zone(timezone))
-    try:
-        tick = next(_cronsim()(_expression(cron), start, reverse=True)).timestamp()
-    except StopIteration:
+    newest = None
+    for moment in _cronsim()(_expression(cron), start, reverse=True):
+        tick = moment.timestamp()
+        if tick <= until:
+            newest = tick
+            break
+    if newest is None:
         return None
-    return tick if tick <= until else None
+    # In the second pass of a repeated hour, a walk back by the wall clock passes over
+    # the ticks of the first pass (01:15 EST back to yesterday's 01:30, past today's
+    # 01:30 EDT): whatever lies between is the newest. Outside, this is one step.
+    for tick in _forward(cron, timezone, newest):
+        if tick > until:
+            break
+        newest = tick
+    return newest
 
 
 def ticks_before(cron: str, timezone: str, until: float, count: int) -> list[float]:
@@ -244,6 +269,10 @@ def ticks_before(cron: str, timezone: str, until: float, count: int) -> list[flo
         ticks.append(tick)
         if len(ticks) >= count:
             break
+    # The newest may be one a walk back by the wall clock passed over (see newest_tick).
+    newest = newest_tick(cron, timezone, until)
+    if newest is not None and newest not in ticks:
+        ticks = sorted({newest, *ticks}, reverse=True)[:count]
     return ticks
 
 

@@ -204,10 +204,19 @@ class Scheduler:
                 ticks = ticks_after(row.cron, row.timezone, anchor, now, ALL_AT_MOST)
                 if len(ticks) == ALL_AT_MOST and ticks[-1] < newest:
                     self._wake.set()  # more to catch up on: the next pass goes on at once
-            elif row.catch_up == "latest" or now - newest <= ON_TIME:
-                ticks = [newest]
-            else:  # "skip", and the newest tick was missed
-                ticks = []
+            else:
+                # Ticks up to ON_TIME late are not missed: each gets its run, whatever
+                # the policy (a schedule every few seconds, with its runtimes held up
+                # for a while, fired only the newest). The policy is for the others.
+                on_time = ticks_after(
+                    row.cron, row.timezone, max(anchor, now - ON_TIME - 0.001), now, ALL_AT_MOST
+                )
+                if on_time:
+                    ticks = on_time
+                elif row.catch_up == "latest":
+                    ticks = [newest]
+                else:  # "skip", and every due tick was missed
+                    ticks = []
             last_run = row.last_run_id
             for tick in ticks:
                 last_run = self._fire(row, plan, tick, last_run)

@@ -212,6 +212,43 @@ def test_ticks_follow_the_time_zone_across_daylight_saving_time() -> None:
     assert tick_run_id("nightly", tick(5)) == "schedule:nightly:2026-01-05T12:05:00Z"
 
 
+def test_in_the_repeated_hour_the_next_tick_is_ahead_and_the_newest_is_behind() -> None:
+    # New York falls back at 02:00 EDT on 2025-11-02: 01:00-01:59 comes twice. From
+    # 01:15 EST the next tick of a daily 01:30 was 01:30 EDT, an hour gone (a scheduler
+    # waiting for it spun for the hour), and the newest was yesterday's.
+    zone = "America/New_York"
+    first_pass = datetime(2025, 11, 2, 5, 30, tzinfo=UTC).timestamp()  # 01:30 EDT
+    second_pass = datetime(2025, 11, 2, 6, 15, tzinfo=UTC).timestamp()  # 01:15 EST
+    tomorrow = datetime(2025, 11, 3, 6, 30, tzinfo=UTC).timestamp()  # 01:30 EST
+    assert next_tick("30 1 * * *", zone, second_pass) == tomorrow
+    assert newest_tick("30 1 * * *", zone, second_pass) == first_pass
+
+
+@pytest.mark.parametrize(
+    ("zone", "day"),
+    [
+        ("America/New_York", (2025, 11, 2, 4)),  # falls back at 06:00 UTC
+        ("America/New_York", (2025, 3, 9, 5)),  # springs forward at 07:00 UTC
+        ("Europe/Berlin", (2025, 10, 26, 0)),  # falls back at 01:00 UTC
+        ("Europe/Berlin", (2025, 3, 30, 0)),  # springs forward at 01:00 UTC
+        ("Australia/Lord_Howe", (2025, 4, 5, 14)),  # falls back half an hour at 15:00 UTC
+    ],
+)
+def test_ticks_around_daylight_saving_time_are_ordered(
+    zone: str, day: tuple[int, int, int, int]
+) -> None:
+    # Every 5 minutes of 6 hours around a change of the clocks: the next tick is after
+    # the moment, the newest at or before it, and none lies between.
+    begin = datetime(*day, tzinfo=UTC).timestamp()
+    for cron in ("30 1 * * *", "30 2 * * *", "0 * * * *", "*/20 * * * *", "15 1,2 * * *"):
+        for minutes in range(0, 6 * 60, 5):
+            now = begin + minutes * 60 + 7.5
+            following, newest = next_tick(cron, zone, now), newest_tick(cron, zone, now)
+            assert following > now, (cron, now)
+            assert newest is not None and newest <= now, (cron, now)
+            assert next_tick(cron, zone, newest) == following, (cron, now)
+
+
 @pytest.mark.parametrize(
     ("shorthand", "fields"),
     [
@@ -322,6 +359,33 @@ def test_ticks_missed_while_every_runtime_was_down_follow_the_catch_up_policy(
     runs_end(second)
     step(clock, 3 * 60, second)  # 12:35 fires on time, whatever the policy
     assert tick_run_id("report", tick(35)) in run_ids(second)
+
+
+@pytest.mark.parametrize("catch_up", ["latest", "skip"])
+def test_ticks_less_than_a_minute_late_each_get_their_run_whatever_the_policy(
+    clock: VirtualClock, started: list[Runtime], tmp_path: Path, catch_up: str
+) -> None:
+    # A schedule every 10 s whose runtimes were down (or held up) for 40 s: those ticks
+    # were not missed (the README: a tick is missed once more than a minute past), yet
+    # only the newest ran, and none with "skip" once it too was a little late.
+    path = tmp_path / "runs.db"
+    first = start(started, path)
+    first.schedule(
+        report,
+        cron="*/10 * * * * *",
+        input_data={"value": "x"},
+        catch_up=catch_up,  # type: ignore[arg-type]
+        overlap="allow",
+    )
+    step(clock, 10, first)  # 12:00:40 fires
+    first.stop()
+    clock.advance(46)  # 12:01:26: 12:00:50, 12:01:00, 12:01:10 and 12:01:20 are due
+    second = start(started, path)
+    second.register(report)
+    caught_up(clock, second)
+    expected = [tick(0) + 40, tick(0) + 50, tick(1), tick(1) + 10, tick(1) + 20]
+    assert run_ids(second) == sorted(tick_run_id("report", moment) for moment in expected)
+    runs_end(second)
 
 
 def test_a_tick_while_the_previous_run_goes_on_is_skipped_by_default(
