@@ -118,7 +118,7 @@ class RetryPolicy:
         try:
             seconds = self.delay * self.backoff ** max(0, retry - 1)
         except OverflowError:  # a float backoff of 10 passes the largest float at retry 310
-            seconds = math.inf
+            seconds = math.inf if self.delay > 0 else 0.0  # 0 times anything is 0
         if self.max_delay is not None:
             seconds = min(seconds, self.max_delay)
         seconds = min(seconds, MAX_SLEEP)

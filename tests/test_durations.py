@@ -145,6 +145,9 @@ def test_a_capped_backoff_stays_at_its_cap_however_many_retries() -> None:
     assert uncapped.delay_before(5000) == MAX_SLEEP
     jittered = RetryPolicy(attempts=5000, delay=1.0, backoff=10.0, jitter=0.5)
     assert 0 < jittered.delay_before(5000) <= 1.5 * MAX_SLEEP
+    # No delay stays no delay: past the largest float it was MAX_SLEEP (about 100 years).
+    at_once = RetryPolicy(attempts=5000, delay=0.0, backoff=10.0)
+    assert [at_once.delay_before(n) for n in (1, 309, 310, 5000)] == [0.0] * 4
 
 
 def test_a_run_with_many_capped_retries_fails_with_its_own_error() -> None:
