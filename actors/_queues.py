@@ -43,6 +43,11 @@ class QueueGate(Generic[T]):
         with self._lock:
             self._limits[limits.name] = limits
 
+    def limits(self, name: str) -> QueueLimits | None:
+        """The limits last seen for the queue ``name``, if any."""
+        with self._lock:
+            return self._limits.get(name)
+
     def reserve(self, limits: QueueLimits, run_id: str) -> None:
         """Take a waiting place for a run about to start in this queue.
 

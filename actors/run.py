@@ -457,7 +457,7 @@ class RunActor(DispatchedActor):
         if message.error is None:
             self._halt()
         else:
-            self._finish(RunStatus.FAILED, error=message.error)
+            self._finish(RunStatus.FAILED, error=_naming_run(message.error, self._snapshot))
 
     # --- walking the plan ------------------------------------------------------------
 
@@ -1327,3 +1327,14 @@ class RunActor(DispatchedActor):
         ack_to = self.actor_ref if self._durable and not terminal else None
         tell_safely(self._registry, SnapshotTaken(record=record, terminal=terminal, ack_to=ack_to))
         return record.seq
+
+
+def _naming_run(error: dict[str, Any], snapshot: Snapshot) -> dict[str, Any]:
+    """``error`` with this run's id in its attributes, where it names no run.
+
+    One error fails every run a stop aborts; each run's record names its own run.
+    """
+    attributes = error.get("attributes")
+    if isinstance(attributes, dict) and "run_id" in attributes and attributes["run_id"] is None:
+        return {**error, "attributes": {**attributes, "run_id": snapshot["run_id"]}}
+    return error

@@ -168,6 +168,12 @@ class StepActor(ThreadActor):
                 on anything wrong with it.
             traced: Whether the call has a ``workflow_step`` span of its own.
         """
+        signal = call.signal
+        if signal is not None and signal.aborted:
+            # Its run let go of it while it waited for a step thread (cancelled, failed
+            # or timed out): its reply would be ignored, and its code must not start
+            # after a cancel() that returned True.
+            return
         serving(call.run_id, self._pool)  # a wait for its own run (or a stop) is refused
         try:
             if not traced:
@@ -370,7 +376,16 @@ def _step_context(call: CallStep, span_id: str | None) -> StepContext[Any]:
     )
     resume_data = call.resume_data
     if resume_data is not None and step.resume_schema is not None:
-        resume_data = step.resume_schema.model_validate(resume_data)
+        # Checked at resume() by a runtime that has the definition; not by one that
+        # resumes by the record alone (the command line's runs resume).
+        resume_data = validate_for_step(
+            step.resume_schema,
+            resume_data,
+            f"step {step.id!r}: its resume data",
+            "its resume schema",
+            run_id=call.run_id,
+            step_id=step.id,
+        )
     return StepContext(
         step=step,
         input_data=input_data,

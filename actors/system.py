@@ -264,6 +264,12 @@ class ActorSystem:
                 raise
         return self._start_here(plan, snapshot, record, queued=False)
 
+    def queue_limits(self, name: str) -> QueueLimits | None:
+        """The limits of the queue ``name`` as this process last used them, if it did."""
+        with self._defined_lock:
+            defined = self._defined.get(name)
+        return defined if defined is not None else self.gate.limits(name)
+
     def _define(self, store: SharedStore, limits: QueueLimits) -> None:
         """Keep a queue's limits in the store, once per definition seen in this process."""
         self._queues_in_use = True
@@ -704,8 +710,8 @@ class ActorSystem:
         # With every actor stopped, a run still pending or running would stay so
         # for ever: only a broken machinery (a dead registry or supervisor)
         # leaves one behind. Record it failed rather than lose it.
-        error = _stopped_error()
         for record in self.store.unfinished():
+            error = _stopped_error(record.run_id)
             self.store.save(
                 (failed_record(decode(record.data, record.run_id), error, _clock.time()),)
             )
@@ -727,8 +733,9 @@ def _give_back(pending: PendingRuns | None) -> None:
         pending.release()
 
 
-def _stopped_error() -> dict[str, Any]:
-    stopped = RuntimeStoppedError("the runtime stopped before the run ended")
+def _stopped_error(run_id: str | None = None) -> dict[str, Any]:
+    """The error of runs a stop fails; each run's actor puts in its own id (see ``AbortRun``)."""
+    stopped = RuntimeStoppedError("the runtime stopped before the run ended", run_id=run_id)
     return error_dict(stopped, with_traceback=False)
 
 

@@ -6,6 +6,7 @@ import os
 import random
 
 __all__ = [
+    "check_lookup_name",
     "check_resource_id",
     "check_run_id",
     "new_id",
@@ -70,6 +71,20 @@ def check_resource_id(resource_id: object) -> str:
         ValueError: if it is empty, not valid UTF-8 text, or holds a NUL character.
     """
     return _check_text(resource_id, "resource_id", allow_empty=False)
+
+
+def check_lookup_name(value: object, name: str) -> str:
+    """``value`` if it can be looked up as ``name`` (a workflow or schedule id) in every store.
+
+    An empty one is fine (it names nothing); one with a lone surrogate or a
+    NUL character is refused, as :func:`check_run_id` refuses it: no store
+    could hold it, and SQLite could not even look it up.
+
+    Raises:
+        TypeError: if it is not a ``str``.
+        ValueError: if it is not valid UTF-8 text or holds a NUL character.
+    """
+    return _check_text(value, name, allow_empty=True)
 
 
 def _check_text(value: object, name: str, *, allow_empty: bool) -> str:

@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import Any, Final
 
 from runtime._errors import SnapshotFormatError, StoreError
-from runtime._ids import check_resource_id, check_run_id
+from runtime._ids import check_lookup_name, check_resource_id, check_run_id
 from runtime._model import RunStatus, WorkflowResult, WorkflowRunList
 from runtime._snapshot import read_result
 from runtime._stores.base import SnapshotStore
@@ -71,11 +71,15 @@ def list_runs(
     Raises:
         TypeError: for a date that is not a ``datetime``, a ``limit`` or
             ``offset`` that is not an ``int``, a ``status`` that is not a ``str``
-            (or an iterable of them), or a ``resource_id`` that is not a ``str``.
+            (or an iterable of them), or a ``workflow_id`` or ``resource_id``
+            that is not a ``str``.
         ValueError: for an unknown or no status, a negative or huge offset, a
-            limit below 1 or huge, or an empty ``resource_id``.
+            limit below 1 or huge, an empty ``resource_id``, or a
+            ``workflow_id`` or ``resource_id`` no store can hold.
     """
     statuses = _statuses(status)
+    if workflow_id is not None:
+        check_lookup_name(workflow_id, "workflow_id")
     if resource_id is not None:
         check_resource_id(resource_id)
     for name, moment in (("from_date", from_date), ("to_date", to_date)):

@@ -45,6 +45,10 @@ PRIORITY_AGING: Final = 60.0
 MAX_PRIORITY: Final = 1_000_000
 """The largest priority, and the negative of the smallest."""
 
+MAX_LIMIT: Final = 2**31 - 1
+"""The largest limit (a queue's, a runtime's ``max_concurrent_runs``): PostgreSQL keeps
+them as ``integer``, and a limit one store keeps must be one every store keeps."""
+
 _MAX_NAME: Final = 200
 """The most characters of a queue's name or key."""
 
@@ -77,6 +81,8 @@ def _positive(value: Any, field: str) -> int | None:
         raise TypeError(f"Queue {field} must be an int or None, got {type(value).__name__}")
     if value < 1:
         raise ValueError(f"Queue {field} must be at least 1, got {value}")
+    if value > MAX_LIMIT:
+        raise ValueError(f"Queue {field} must be at most {MAX_LIMIT:,}, got {value}")
     return value
 
 
@@ -115,7 +121,8 @@ class Queue:
             :class:`~runtime.QueueFullError` and records nothing.
 
     Raises:
-        ValueError: for an empty name, a limit below 1, a window not above 0.
+        ValueError: for an empty name, a limit below 1 or above 2**31 - 1, a
+            window not above 0.
         TypeError: for a limit that is not an int, a ``key`` that is not
             callable, or a ``rate_limit`` that is not a pair.
     """
@@ -149,6 +156,18 @@ class Queue:
             if not (math.isfinite(period) and period > 0):
                 raise ValueError(f"Queue rate_limit period must be above 0 seconds, got {period}")
             object.__setattr__(self, "rate_limit", (count, float(period)))
+
+    @classmethod
+    def of_limits(cls, limits: QueueLimits) -> Queue:
+        """A queue with ``limits`` and no key function (its runs bring their keys)."""
+        rate = None if limits.rate_count is None else (limits.rate_count, limits.rate_period or 0)
+        return cls(
+            limits.name,
+            concurrency=limits.concurrency,
+            key_concurrency=limits.key_concurrency,
+            rate_limit=rate,
+            max_queued=limits.max_queued,
+        )
 
     @property
     def limits(self) -> QueueLimits:

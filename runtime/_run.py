@@ -897,9 +897,31 @@ class Run(Generic[In, Out]):
                 resume_data=resume_data,
                 resource_id=resource_id,
             )
-            host.start_run(plan, snapshot, first_record(snapshot))
+            queue = self._source_queue(source, snapshot)
+            host.start_run(plan, snapshot, first_record(snapshot), queue)
             self._started = True
             self.resource_id = resource_id
+
+    def _source_queue(self, source: Snapshot, snapshot: Snapshot) -> Queue | None:
+        """The queue a time-traveled run goes through: its source's, with its key and priority.
+
+        The workflow's queue, or the one the source was started with, as this
+        runtime knows it (from starting it here, or from the store's limits on a
+        shared store, where a claim enforces them by name). Without it, none.
+        """
+        entry = source.get("queue")
+        if not entry:
+            return None
+        name = entry["name"]
+        kept = {"name": name, "key": entry.get("key"), "priority": int(entry.get("priority", 0))}
+        if self._plan.queue is not None and self._plan.queue.name == name:
+            snapshot["queue"] = kept
+            return self._plan.queue
+        system = self._host.running()
+        limits = system.queue_limits(name)
+        if limits is not None or system.shared is not None:
+            snapshot["queue"] = kept  # else unknown here: nothing would admit it
+        return None if limits is None else Queue.of_limits(limits)
 
     def _going_on(self, snapshot: Snapshot) -> ExecutionPlan:
         """The registered definition with the run's fingerprint: what it goes on with.

@@ -27,10 +27,11 @@ from runtime._errors import (
     WorkflowDefinitionError,
 )
 from runtime._handoff import CallPool
+from runtime._ids import check_lookup_name
 from runtime._model import TERMINAL_STATUSES, RunEvent
 from runtime._options import FOREVER, RetentionPolicy, check_timeout
 from runtime._plan import ExecutionPlan
-from runtime._queue import Queue
+from runtime._queue import MAX_LIMIT, Queue
 from runtime._run_input import bound_schedule
 from runtime._schedule import CatchUp, Overlap, Schedule, ScheduleInfo
 from runtime._scheduler import Scheduler, describe
@@ -422,11 +423,12 @@ class Runtime:
 
     Raises:
         TypeError: for a ``store`` that is none of the above, a
-            ``max_step_threads`` or ``max_pending_runs`` that is not an
-            ``int``, a ``stop_timeout`` that is not a number, or a
+            ``max_concurrent_runs``, ``max_step_threads`` or ``max_pending_runs``
+            that is not an ``int``, a ``stop_timeout`` that is not a number, or a
             ``retention`` that is neither a policy nor a mapping.
         ValueError: for a ``max_concurrent_runs``, ``max_step_threads`` or
-            ``max_pending_runs`` below 1, a negative or NaN ``stop_timeout``, an
+            ``max_pending_runs`` below 1, a ``max_concurrent_runs`` above
+            2**31 - 1, a negative or NaN ``stop_timeout``, an
             empty store location or a URL of another scheme (``memory://``,
             ``mysql://``), a retention policy pydantic refuses, an
             unknown ``role``, a role other than ``"both"`` on a memory store,
@@ -455,8 +457,12 @@ class Runtime:
         self._async_steps = async_steps
         if role not in get_args(RoleName):
             raise ValueError(f"role must be 'both', 'worker' or 'client', got {role!r}")
-        if max_concurrent_runs is not None and max_concurrent_runs < 1:
-            raise ValueError(f"max_concurrent_runs must be at least 1, got {max_concurrent_runs}")
+        if max_concurrent_runs is not None:
+            _at_least_one("max_concurrent_runs", max_concurrent_runs)
+            if max_concurrent_runs > MAX_LIMIT:  # a shared store keeps it as a worker's capacity
+                raise ValueError(
+                    f"max_concurrent_runs must be at most {MAX_LIMIT:,}, got {max_concurrent_runs}"
+                )
         checked = check_timeout(stop_timeout, "stop_timeout", forever=FOREVER, allow_none=False)
         if stop_timeout < 0:
             raise ValueError(f"stop_timeout must not be negative, got {stop_timeout}")
@@ -729,10 +735,11 @@ class Runtime:
             The workflow bound to this runtime: its runs and queries go here.
 
         Raises:
+            TypeError: if ``workflow`` is not a workflow (a step, say).
             WorkflowDefinitionError: if the workflow is not committed, or its
                 version label names another definition registered here.
         """
-        plan = workflow.plan
+        plan = _plan_of(workflow)
         with self._lock:
             versions = self._host.versions.get(plan.workflow_id, {})
             if plan.version is not None:
@@ -815,8 +822,9 @@ class Runtime:
             InvalidInputError: if ``input_data`` does not fit the input schema.
             ImportError: if the extra ``callboard[cron]`` is not installed.
             StoreError: if the store refuses the schedule (a running runtime).
+            TypeError: if ``workflow`` is not a workflow (a step, say).
         """
-        plan = workflow.plan
+        plan = _plan_of(workflow)
         spec = bound_schedule(
             Schedule(
                 cron=cron,
@@ -882,7 +890,12 @@ class Runtime:
 
         Returns:
             Whether the store has such a schedule.
+
+        Raises:
+            TypeError: if ``schedule_id`` is not a ``str``.
+            ValueError: if it is text no store can hold (a NUL, a lone surrogate).
         """
+        check_lookup_name(schedule_id, "schedule_id")
         return self._book().set_paused(schedule_id, True, _clock.time())
 
     def resume_schedule(self, schedule_id: str) -> bool:
@@ -893,7 +906,12 @@ class Runtime:
 
         Returns:
             Whether the store has such a schedule.
+
+        Raises:
+            TypeError: if ``schedule_id`` is not a ``str``.
+            ValueError: if it is text no store can hold (a NUL, a lone surrogate).
         """
+        check_lookup_name(schedule_id, "schedule_id")
         found = self._book().set_paused(schedule_id, False, _clock.time())
         self._poke_scheduler()
         return found
@@ -906,7 +924,12 @@ class Runtime:
 
         Returns:
             Whether the store had such a schedule.
+
+        Raises:
+            TypeError: if ``schedule_id`` is not a ``str``.
+            ValueError: if it is text no store can hold (a NUL, a lone surrogate).
         """
+        check_lookup_name(schedule_id, "schedule_id")
         with self._lock:
             self._schedules.pop(schedule_id, None)
         return self._book().delete(schedule_id)
@@ -990,6 +1013,20 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+def _plan_of(workflow: object) -> ExecutionPlan:
+    """The plan of a committed workflow given to ``register`` or ``schedule``."""
+    from runtime._step import Step
+    from runtime._workflow import Workflow  # imports this module
+
+    if not isinstance(workflow, Workflow):
+        what = "a step" if isinstance(workflow, Step) else type(workflow).__name__
+        raise TypeError(
+            f"expected a workflow (create_workflow(...)....commit()), got {what}"
+            + (": put it in a workflow with .then(step)" if isinstance(workflow, Step) else "")
+        )
+    return workflow.plan
 
 
 def _at_least_one(name: str, value: object) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -129,6 +130,43 @@ def test_steps_beyond_the_bound_wait_their_turn_and_every_run_ends(runtimes: Run
     assert len(seen) == 400
 
 
+def test_a_step_waiting_for_a_thread_when_its_run_is_cancelled_never_starts(
+    runtimes: Runtimes,
+) -> None:
+    # Its call was handed to the step threads already: it ran once a thread came free,
+    # after cancel() had returned True ("no further step starts").
+    rt = runtimes.start("memory", max_step_threads=1)
+    gate = runtimes.gate()
+    seen: list[str] = []
+
+    def note(ctx: Any) -> Value:
+        seen.append(ctx.input_data.value)
+        if ctx.input_data.value == "blocker":
+            assert gate.wait(BLOCK_LIMIT)
+        return ctx.input_data
+
+    wf = rt.register(
+        create_workflow(id="queued-call", input_schema=Value, output_schema=Value)
+        .then(create_step(id="note", input_schema=Value, output_schema=Value, execute=note))
+        .commit()
+    )
+    blocker = wf.create_run()
+    blocker.start_async(input_data={"value": "blocker"})
+    wait_until(lambda: seen == ["blocker"], what="the blocker holds the only step thread")
+    waiting = wf.create_run()
+    waiting.start_async(input_data={"value": "waiting"})
+    time.sleep(0.1)  # its step's call waits for the thread
+
+    assert waiting.cancel() is True
+    gate.set()
+    assert blocker.wait(timeout=BLOCK_LIMIT).status == "success"
+    after = wf.create_run().start(input_data={"value": "after"}, timeout=BLOCK_LIMIT)
+    assert after.status == "success"  # the thread went on to the next call
+
+    assert seen == ["blocker", "after"]
+    assert waiting.wait(timeout=BLOCK_LIMIT).status == "canceled"
+
+
 def test_async_steps_hold_no_step_thread_while_they_await(runtimes: Runtimes) -> None:
     rt = runtimes.start("memory", max_step_threads=1)
     count = 20
@@ -172,6 +210,25 @@ def test_max_step_threads_below_one_is_a_value_error(value: int) -> None:
 def test_max_step_threads_that_is_not_an_int_is_a_type_error(value: Any) -> None:
     with pytest.raises(TypeError, match="max_step_threads must be an int"):
         Runtime(max_step_threads=value)
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "match"),
+    [
+        (0, ValueError, "must be at least 1"),
+        (2**31, ValueError, "must be at most 2,147,483,647"),
+        # Taken before, and then no run ever ran on a shared store: every claim failed.
+        (1.5, TypeError, "must be an int"),
+        (float("inf"), TypeError, "must be an int"),
+        ("3", TypeError, "must be an int"),
+        (True, TypeError, "must be an int"),
+    ],
+)
+def test_a_bad_max_concurrent_runs_is_refused_when_the_runtime_is_made(
+    value: Any, error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=f"max_concurrent_runs {match}"):
+        Runtime(max_concurrent_runs=value)
 
 
 # --- max_pending_runs -------------------------------------------------------------------

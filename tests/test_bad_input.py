@@ -18,6 +18,7 @@ from runtime import (
     create_step,
     create_workflow,
 )
+from runtime._queries import list_runs
 from tests._support import Value, callboard_threads, shout
 
 BLOCK_LIMIT = 10.0
@@ -643,3 +644,42 @@ def test_a_step_output_of_bytes_that_are_not_utf8_fails_the_run_naming_the_step(
     assert result.error.name == "SnapshotEncodingError"
     assert "step 'blob' output" in result.error.message
     assert "Blob" in result.error.message
+
+
+# --- what register, schedule and the look-ups by name take ------------------------------
+
+
+def test_registering_something_that_is_not_a_workflow_is_a_type_error(runtime: Runtime) -> None:
+    # It was "AttributeError: 'Step' object has no attribute 'plan'".
+    step = create_step(id="lonely", input_schema=Value, output_schema=Value, execute=shout)
+    with pytest.raises(TypeError, match=r"got a step: put it in a workflow with \.then\(step\)"):
+        runtime.register(step)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"expected a workflow .*, got int$"):
+        runtime.register(5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="got a step"):
+        runtime.schedule(step, cron="* * * * *")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [(5, TypeError), (b"x", TypeError), ("\ud800", ValueError), ("a\x00b", ValueError)],
+)
+def test_a_look_up_by_a_name_no_store_can_hold_is_refused_alike_on_every_store(
+    each_store: Any, name: Any, error: type[Exception]
+) -> None:
+    # SQLite raised UnicodeEncodeError for a lone surrogate where memory answered False;
+    # a number or None was "no such schedule".
+    with Runtime(store=each_store) as rt:
+        wf = rt.register(
+            create_workflow(id="named", input_schema=Value, output_schema=Value)
+            .then(create_step(id="s", input_schema=Value, output_schema=Value, execute=shout))
+            .commit()
+        )
+        for call in (rt.pause_schedule, rt.resume_schedule, rt.delete_schedule):
+            with pytest.raises(error, match="schedule_id"):
+                call(name)
+        assert rt.store is not None
+        with pytest.raises(error, match="workflow_id"):
+            list_runs(rt.store, workflow_id=name)  # what RunReader.list_runs and the CLI call
+        assert rt.pause_schedule("") is False  # names nothing, as an empty run id finds nothing
+        assert wf.list_workflow_runs().total == 0

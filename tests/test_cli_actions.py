@@ -235,6 +235,25 @@ def test_runs_resume_checks_the_data_against_the_definition_and_leaves_the_run_s
     assert stored(db, module, "r1").status == "suspended"
 
 
+def test_data_resumed_without_the_definition_that_does_not_fit_fails_the_step_plainly(
+    db: str, flows: tuple[str, ModuleType], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Without --definition nothing checks the data at the resume: the step does, when
+    # the run goes on. Its run failed with pydantic's raw ValidationError.
+    _name, module = flows
+    suspended_run(db, module)
+
+    code, _out, err = cli(capsys, "runs", "resume", "r1", "--db", db, "--data", '{"wrong": 1}')
+
+    assert code == 0, err
+    with Runtime(store=db) as rt:
+        result = rt.register(module.approval).create_run("r1").wait(WAIT)
+    assert result.status == "failed"
+    assert result.error is not None and result.error.name == "StepValidationError"
+    assert "step 'ask': its resume data does not fit its resume schema" in result.error.message
+    assert result.error.attributes["step_id"] == "ask"
+
+
 @pytest.mark.parametrize(
     ("argv", "code", "message"),
     [

@@ -260,6 +260,8 @@ def test_a_run_in_progress_when_stop_times_out_ends_failed_with_runtime_stopped(
         assert result.status == "failed"
         assert result.error is not None
         assert result.error.name == "RuntimeStoppedError"
+        # One error fails every run the stop aborts: each names its own run.
+        assert result.error.attributes["run_id"] == run.run_id
         assert result.steps["body"].status == "failed"
         assert result.steps["body"].error is not None
         assert result.steps["body"].error.name == "RuntimeStoppedError"

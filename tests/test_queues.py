@@ -219,6 +219,35 @@ def test_higher_priority_starts_first_and_equals_keep_their_order(make_runtime: 
     assert order == ["blocker", "high-1", "high-2", "mid", "low-1", "low-2"]
 
 
+@pytest.mark.parametrize("given_at", ["workflow", "start"])
+def test_a_time_traveled_run_goes_through_its_sources_queue(
+    make_runtime: Any, given_at: str
+) -> None:
+    # It went past the queue's limits, and its result named no queue.
+    gate, order = threading.Event(), []
+    rt = make_runtime()
+    one = Queue("one", concurrency=1)
+    wf = rt.register(
+        blocked_workflow(gate, order, one if given_at == "workflow" else None, "travel")  # type: ignore[arg-type]
+    )
+    start = {} if given_at == "workflow" else {"queue": one}
+    source = wf.create_run()
+    source.start_async(input_data={"value": "source"}, priority=3, **start)
+    assert source.wait(timeout=WAIT).status == "success"
+    blocker = wf.create_run()
+    blocker.start_async(input_data={"value": "blocker"}, **start)
+    wait_for(lambda: order == ["source", "blocker"], "the blocker did not start")
+
+    traveled = wf.time_travel(source.run_id, step="work", input_data={"value": "traveled"})
+    time.sleep(0.3)
+    assert order == ["source", "blocker"]  # it waits for the blocker's slot
+    info = wf.get_workflow_run_by_id(traveled.run_id)
+    assert info is not None and (info.queue, info.priority) == ("one", 3)
+    gate.set()
+    assert traveled.wait(timeout=WAIT).status == "success"
+    assert order == ["source", "blocker", "traveled"]
+
+
 def test_a_run_that_waited_long_enough_outranks_a_new_higher_priority(make_runtime: Any) -> None:
     from runtime._queue import PRIORITY_AGING, rank
 
@@ -355,6 +384,11 @@ def test_queues_show_on_a_runs_record(make_runtime: Any) -> None:
         ({"name": "q", "concurrency": True}, TypeError, "int or None"),
         ({"name": "q", "key_concurrency": 0}, ValueError, "at least 1"),
         ({"name": "q", "max_queued": 0}, ValueError, "at least 1"),
+        # PostgreSQL keeps limits as integer: one it would refuse is refused everywhere.
+        ({"name": "q", "max_queued": 2**31}, ValueError, "at most 2,147,483,647"),
+        ({"name": "q", "concurrency": 3_000_000_000}, ValueError, "at most"),
+        ({"name": "q", "key_concurrency": 2**63}, ValueError, "at most"),
+        ({"name": "q", "rate_limit": (2**31, 1.0)}, ValueError, "at most"),
         ({"name": "q", "key": "tenant"}, TypeError, "function"),
         ({"name": "q", "rate_limit": (0, 1.0)}, ValueError, "at least 1"),
         ({"name": "q", "rate_limit": (1, 0)}, ValueError, "above 0"),

@@ -81,7 +81,7 @@ from runtime._cli._render import shown
 from runtime._cli._schedules import ScheduleNotFoundError
 from runtime._cli._worker import DEFAULT_CONCURRENCY
 from runtime._errors import SnapshotFormatError, StoreError
-from runtime._ids import check_run_id
+from runtime._ids import check_run_id, unstorable_text
 from runtime._model import TERMINAL_STATUSES, RunStatus
 from runtime._runtime import DEFAULT_MAX_STEP_THREADS, DEFAULT_STOP_TIMEOUT
 
@@ -430,9 +430,17 @@ def _add_list(run_commands: Any, db: argparse.ArgumentParser) -> None:
             f"failed,canceled): {', '.join(status.value for status in RunStatus)}"
         ),
     )
-    listing.add_argument("--workflow", metavar="WORKFLOW_ID", help="only runs of this workflow")
     listing.add_argument(
-        "--resource-id", metavar="RESOURCE_ID", help="only runs started for this user or tenant"
+        "--workflow",
+        type=_name("a workflow id"),
+        metavar="WORKFLOW_ID",
+        help="only runs of this workflow",
+    )
+    listing.add_argument(
+        "--resource-id",
+        type=_name("a resource id"),
+        metavar="RESOURCE_ID",
+        help="only runs started for this user or tenant",
     )
     listing.add_argument(
         "--since",
@@ -554,7 +562,7 @@ def _add_schedules(commands: Any, db: argparse.ArgumentParser) -> None:
         ("delete", _schedules.schedules_delete, "delete a schedule (its runs are kept)"),
     ):
         changing = schedule_commands.add_parser(verb, help=what, parents=[db])
-        changing.add_argument("schedule_id", metavar="SCHEDULE_ID")
+        changing.add_argument("schedule_id", metavar="SCHEDULE_ID", type=_name("a schedule id"))
         changing.set_defaults(command=command)
 
 
@@ -587,6 +595,25 @@ def _run_id(text: str) -> str:
         shown = text.encode("utf-8", "surrogateescape") if text else text
         why = "it is empty" if not text else "it is not valid UTF-8 text"
         raise argparse.ArgumentTypeError(f"{shown!r} is not a run id: {why}") from None
+
+
+def _name(what: str) -> Callable[[str], str]:
+    """A workflow, resource or schedule id on the command line: non-empty UTF-8 text."""
+
+    def parse(text: str) -> str:
+        if not text:
+            raise argparse.ArgumentTypeError(f"{what} must not be empty")
+        problem = unstorable_text(text)
+        if problem is not None:
+            # Bytes that are not UTF-8 reach Python as lone surrogates: show them as bytes.
+            try:
+                shown: object = text.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:
+                shown = text
+            raise argparse.ArgumentTypeError(f"{shown!r} is not {what}: it {problem}")
+        return text
+
+    return parse
 
 
 _positive_float = _number(float, lambda value: value > 0, "a number of seconds above 0")

@@ -329,6 +329,8 @@ def runs_list(args: argparse.Namespace) -> None:
     """``callboard runs list``: a page of runs (of one status, several or all), or follow them."""
     statuses = _statuses(args.status)
     known = {status.value for status in RunStatus}
+    if args.status and statuses is None:  # --status '' or ',': a filter that names nothing
+        raise UsageError(f"--status: name at least one run status ({', '.join(sorted(known))})")
     for status in statuses or ():
         if status not in known:
             raise UsageError(
