@@ -501,6 +501,7 @@ class StepPool:
         self._backlog: deque[tuple[StepActorMessage, float]] = deque()
         self._live = 0
         self._waiting = 0  # actors blocked in a wait for a run: not counted against the limit
+        self._awaiting = 0  # async step bodies awaiting a run: they hold no actor
         self._completions = 0
         self._stopping = False
         # On a shared store: asked before a step body starts whether this worker still
@@ -518,8 +519,11 @@ class StepPool:
 
     @property
     def waiting(self) -> int:
-        """How many step actors are blocked in a wait for a run (and not counted)."""
-        return self._waiting
+        """How many step bodies wait for a run: actors blocked in one, async bodies awaiting one.
+
+        Their runs do not count against ``max_concurrent_runs`` meanwhile.
+        """
+        return self._waiting + self._awaiting
 
     def wait_began(self, run_id: str) -> None:
         """A step actor blocks until run ``run_id`` ends: it no longer counts against the bounds.
@@ -546,6 +550,22 @@ class StepPool:
         """The wait of :meth:`wait_began` is over (an actor beyond the bound stops when free)."""
         with self._cond:
             self._waiting -= 1
+
+    def await_began(self, run_id: str) -> None:
+        """An async step body awaits run ``run_id``'s end: its run makes room meanwhile.
+
+        As :meth:`wait_began` for a blocked actor, but the body holds no actor,
+        so the thread bound is left as it is.
+        """
+        with self._cond:
+            self._awaiting += 1
+        if self._on_wait is not None:
+            self._on_wait(run_id)
+
+    def await_ended(self) -> None:
+        """The await of :meth:`await_began` is over."""
+        with self._cond:
+            self._awaiting -= 1
 
     def submit(self, call: StepActorMessage) -> None:
         """Run a call on an idle actor, a new one while under ``core``, or when one frees up.

@@ -69,6 +69,7 @@ from runtime._sync import (
     ChannelClosed,
     EventChannel,
     Latch,
+    served,
     served_run,
     wait_for_a_run,
 )
@@ -509,14 +510,24 @@ class Run(Generic[In, Out]):
         assert record is not None
         if record.status not in SETTLED_STATUSES:
             self._refuse_inside_itself("wait_async() was awaited")
+            # Inside an async step body: its run does not count against
+            # max_concurrent_runs while it awaits, as a blocked step's does not.
+            pool = served()[1]
+            began = getattr(pool, "await_began", None)
+            ended = getattr(pool, "await_ended", None)
             while True:
                 latch = Latch()
                 host.watch(self.run_id, latch)
+                if began is not None:
+                    began(self.run_id)
                 try:
                     await latch.wait_async()
                 except BaseException:  # cancelled, or timed out: this wait is given up
                     host.unwatch(self.run_id, latch)
                     raise
+                finally:
+                    if ended is not None:
+                        ended()
                 woken = await self._through_outage_async(self._load, outage)
                 if not self._woken_early(woken):
                     return self._waited(woken)

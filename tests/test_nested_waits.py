@@ -91,6 +91,35 @@ def test_runs_waiting_for_runs_do_not_hold_every_place(store: Any) -> None:
         assert [r.status for r in results] == ["success"] * PARENTS
 
 
+def test_async_steps_awaiting_runs_do_not_hold_every_place(store: Any) -> None:
+    # An async step that awaits a child run (astart, wait_async) kept its run's place:
+    # with max_concurrent_runs=2, a chain three deep waited for ever where the sync
+    # chain finished.
+    with Runtime(**options(store, max_concurrent_runs=2)) as rt:
+        chain: list[Any] = []
+
+        async def down(ctx: StepContext[Number]) -> Number:
+            n = ctx.input_data.n
+            if n == 0:
+                return Number(n=0)
+            result = await chain[0].create_run().astart(input_data={"n": n - 1}, timeout=WAIT)
+            return Number(n=result.result["n"] + 1)
+
+        step = create_step(id="down", input_schema=Number, output_schema=Number, execute=down)
+        chain.append(
+            rt.register(
+                create_workflow(id="chain", input_schema=Number, output_schema=Number)
+                .then(step)
+                .commit()
+            )
+        )
+        runs = [chain[0].create_run() for _ in range(2)]
+        for run in runs:
+            run.start_async(input_data={"n": 3})
+        assert [run.wait(WAIT).result for run in runs] == [{"n": 3}, {"n": 3}]
+        assert _system_of(rt).pool.waiting == 0
+
+
 def test_both_bounds_at_once_and_three_levels_deep(store: Any) -> None:
     with Runtime(**options(store, max_step_threads=1, max_concurrent_runs=1)) as rt:
         middles = parent_of(rt)  # a "parent" run of "child" runs
