@@ -1310,9 +1310,9 @@ class RunActor(DispatchedActor):
         workflow = {"callboard.workflow.id": self._snapshot["workflow_id"]}
         meter.runs_active.add(-1, workflow)
         if status is not None:
-            ended = {**workflow, "callboard.status": status}
-            meter.runs_ended.add(1, ended)
-            meter.run_duration.record(max(0.0, _clock.time() - self._snapshot["created_at"]), ended)
+            meter.run_ended(
+                self._snapshot["workflow_id"], status, self._snapshot["created_at"], _clock.time()
+            )
 
     def _tell_snapshot(self, *, terminal: bool = False) -> int:
         """Tell the registry the run's new snapshot; its sequence number."""

@@ -254,7 +254,13 @@ async def _body(awaitable: Any, span: Span | None, run_id: str, owner: object) -
     try:
         with contextlib.nullcontext() if span is None else span.current():
             return True, await awaitable
-    except asyncio.CancelledError:
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and not task.cancelling():
+            # Nobody cancelled this task: the body raised it itself (it awaited a
+            # task something else cancelled, as HTTP clients do). A failure of the
+            # step, as in a sync body, not a stop of the runtime.
+            return False, exc
         raise
     except BaseException as exc:
         return False, exc
@@ -663,10 +669,16 @@ def _report(
     traced: bool = False,
 ) -> None:
     """End the call's span, record its duration (for a traced call) and reply."""
+    status, error = _SPAN_STATUS[finished.outcome], finished.error
+    signal = call.signal
+    if signal is not None and signal.aborted and error is None:
+        # A sync body cannot be stopped: it ran on after its run let go of it (its
+        # timeout passed, or the run was cancelled), and what it returns is ignored.
+        # Its span and duration say what the run recorded, not "success".
+        status, error, exception = _let_go(call, signal.reason)
     if span is not None:
-        error = finished.error
         span.end(
-            _SPAN_STATUS[finished.outcome],
+            status,
             failure=error,
             exception=exception if error is not None else None,
             **({} if error is None else {"error": error["name"]}),
@@ -674,7 +686,6 @@ def _report(
     if traced:
         meter = _otel.instruments()
         if meter is not None:
-            status = _SPAN_STATUS[finished.outcome]
             meter.step_duration.record(
                 max(0.0, finished.ended_at - finished.started_at),
                 {
@@ -684,6 +695,21 @@ def _report(
                 },
             )
     tell_safely(call.reply_to, finished)
+
+
+def _let_go(
+    call: StepActorMessage, reason: str | None
+) -> tuple[str, dict[str, Any] | None, BaseException | None]:
+    """The status, error and exception of a call its run let go of before it returned."""
+    if reason == AbortReason.TIMEOUT:
+        path = call.path or call.step_id
+        timeout = StepTimeoutError(
+            f"step {path!r} did not finish within its timeout",
+            run_id=call.run_id,
+            step_id=path,
+        )
+        return Outcome.FAILED.value, error_dict(timeout, with_traceback=False), timeout
+    return "canceled", None, None
 
 
 def _fault(call: StepActorMessage, exc: Exception) -> None:

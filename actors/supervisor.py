@@ -34,7 +34,7 @@ from actors.messages import (
 )
 from actors.run import RunActor
 from actors.step import error_dict
-from runtime import _clock
+from runtime import _clock, _otel
 from runtime._model import RunStatus
 from runtime._plan import ExecutionPlan
 from runtime._queue import Bucket, queue_entry, rank
@@ -421,6 +421,13 @@ class SupervisorActor(DispatchedActor):
         self, plan: ExecutionPlan, snapshot: Snapshot, on_recorded: Callable[[bool], None]
     ) -> None:
         record = canceled_record(snapshot, _clock.time())
+        meter = _otel.instruments()
+        if meter is not None and snapshot["status"] != RunStatus.PENDING:
+            # Asleep: no actor drives it to count its end. A run still queued never
+            # began, and is not counted as started either.
+            meter.run_ended(
+                snapshot["workflow_id"], "canceled", snapshot["created_at"], record.updated_at
+            )
         self._hooks.finish(plan, snapshot, record, self._registry, on_recorded)
 
     def on_undelivered(self, message: Any) -> None:

@@ -335,6 +335,12 @@ class Instruments:
             description="Threads in the step pools",
         )
 
+    def run_ended(self, workflow_id: str, status: str, created_at: float, now: float) -> None:
+        """Count a run's end and record its duration, by workflow and status."""
+        ended = {"callboard.workflow.id": workflow_id, "callboard.status": status}
+        self.runs_ended.add(1, ended)
+        self.run_duration.record(max(0.0, now - created_at), ended)
+
 
 _instruments: tuple[object, Instruments] | None = None
 _instruments_lock = threading.Lock()

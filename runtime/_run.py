@@ -41,7 +41,7 @@ from runtime._model import (
     with_output_schema,
 )
 from runtime._options import OutputOptions, TracingOptions, check_timeout
-from runtime._otel import end_span
+from runtime._otel import end_span, instruments
 from runtime._plan import item_path, split_item_path
 from runtime._queue import Queue
 from runtime._request_context import RequestContext
@@ -1091,6 +1091,11 @@ class Run(Generic[In, Out]):
         # they have, as it does for a run that an actor drove.
         if not system.store.replace(canceled, record.seq):
             return False  # changed meanwhile, or (on a shared store) held by a worker
+        meter = instruments()
+        if meter is not None and record.status != RunStatus.PENDING:
+            # It ended with no actor to count it (asleep, suspended, or left by a dead
+            # worker); one that never began is not counted as started either.
+            meter.run_ended(self.workflow_id, "canceled", snapshot["created_at"], _clock.time())
         hooks_done = threading.Event()
 
         def then() -> None:

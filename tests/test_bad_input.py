@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
@@ -473,6 +474,17 @@ async def _shout_async(ctx):
     return Value(value=ctx.input_data.value.upper())
 
 
+async def _raise_cancelled_async(ctx):
+    # What an HTTP client's call does when something else cancelled its inner task.
+    inner = asyncio.ensure_future(asyncio.sleep(10))
+    inner.cancel()
+    return await inner
+
+
+def _raise_cancelled(ctx):
+    raise asyncio.CancelledError
+
+
 @pytest.mark.parametrize(
     ("body", "name"),
     [
@@ -480,8 +492,18 @@ async def _shout_async(ctx):
         (_raise_keyboard_interrupt, "KeyboardInterrupt"),
         (_raise_system_exit_async, "SystemExit"),
         (_raise_keyboard_interrupt_async, "KeyboardInterrupt"),
+        (_raise_cancelled, "CancelledError"),
+        # It was "RuntimeStoppedError: ... was cancelled: the runtime stopped", and retried.
+        (_raise_cancelled_async, "CancelledError"),
     ],
-    ids=["SystemExit", "KeyboardInterrupt", "async-SystemExit", "async-KeyboardInterrupt"],
+    ids=[
+        "SystemExit",
+        "KeyboardInterrupt",
+        "async-SystemExit",
+        "async-KeyboardInterrupt",
+        "CancelledError",
+        "async-CancelledError",
+    ],
 )
 def test_a_step_raising_a_base_exception_fails_its_run_and_stops_no_actor(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch, body, name: str

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -646,3 +647,84 @@ def test_runs_queued_in_a_shared_store_are_gauged(
         for _ in range(3):
             wf.create_run().start_async(input_data={"value": "x"})
         assert _sum(_points(reader)["callboard.runs.queued"]) == 3
+
+
+def test_a_sync_step_its_run_let_go_of_is_not_reported_a_success(
+    runtime: Runtime, exporter: InMemorySpanExporter, reader: InMemoryMetricReader
+) -> None:
+    # A sync body cannot be stopped: one that outlived its timeout returned later, and
+    # its span and duration said "success" while its run recorded a StepTimeoutError.
+    let_go = threading.Event()
+
+    def slow(ctx: StepContext[Value]) -> Value:
+        let_go.wait(WAIT)
+        return ctx.input_data
+
+    step = create_step(
+        id="slow", input_schema=Value, output_schema=Value, execute=slow, timeout=0.1
+    )
+    wf = runtime.register(
+        create_workflow(id="otel_timeout", input_schema=Value, output_schema=Value)
+        .then(step)
+        .commit()
+    )
+    result = wf.create_run().start(input_data={"value": "a"}, timeout=WAIT)
+    assert result.status == "failed"
+    assert result.error is not None and result.error.name == "StepTimeoutError"
+    let_go.set()
+
+    def step_span() -> list[ReadableSpan]:
+        return [
+            s
+            for s in _named(exporter.get_finished_spans(), "workflow_step")
+            if s.attributes.get("callboard.workflow.id") == "otel_timeout"
+        ]
+
+    deadline = time.monotonic() + WAIT
+    while not step_span() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (span,) = step_span()
+    assert span.attributes["callboard.status"] == "failed"
+    assert span.status.status_code is StatusCode.ERROR
+    (event,) = [e for e in span.events if e.name == "exception"]
+    assert event.attributes["exception.type"] == "runtime.StepTimeoutError"
+    steps = [
+        p
+        for p in _points(reader)["callboard.step.duration"]
+        if p.attributes["callboard.workflow.id"] == "otel_timeout"
+    ]
+    assert {p.attributes["callboard.status"] for p in steps} == {"failed"}
+
+
+def test_runs_cancelled_while_asleep_or_suspended_are_counted_as_ended(
+    runtime: Runtime, reader: InMemoryMetricReader
+) -> None:
+    # No actor drives such a run: its end went uncounted, and started minus ended
+    # drifted up for good.
+    asleep = runtime.register(
+        create_workflow(id="otel_asleep", input_schema=Value, output_schema=Value)
+        .sleep(60)
+        .then(_step("after", lambda ctx: ctx.input_data))
+        .commit()
+    )
+
+    def ask(ctx: StepContext[Value]) -> Value:
+        return ctx.suspend({"question": "go on?"}) if ctx.resume_data is None else ctx.input_data
+
+    suspended = runtime.register(
+        create_workflow(id="otel_suspended", input_schema=Value, output_schema=Value)
+        .then(_step("ask", ask))
+        .commit()
+    )
+    for wf, status in ((asleep, "waiting"), (suspended, "suspended")):
+        run = wf.create_run()
+        run.start_async(input_data={"value": "a"})
+        deadline = time.monotonic() + WAIT
+        while wf.get_workflow_run_execution_result(run.run_id).status != status:
+            assert time.monotonic() < deadline, f"the run did not become {status}"
+            time.sleep(0.01)
+        assert run.cancel() is True
+
+    ended = _points(reader)["callboard.runs.ended"]
+    for workflow_id in ("otel_asleep", "otel_suspended"):
+        assert _sum(ended, workflow_id=workflow_id, status="canceled") == 1
