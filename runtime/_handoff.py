@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -207,10 +208,12 @@ class CallPool:
             job.inbox.put(_settle, outcome)
             del job, outcome
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
         """Cancel the calls still queued, let the running ones end, and end the threads.
 
-        Idempotent. Waits for the calls running.
+        Idempotent. Waits for the calls running, for at most ``timeout``
+        seconds in all (``None``: as long as they take); a call still running
+        then ends on its own daemon thread.
         """
         with self._ready:
             self._closed = True
@@ -221,6 +224,7 @@ class CallPool:
         for job in queued:
             job.inbox.put(_cancel, job.future)
         current = threading.current_thread()
+        deadline = None if timeout is None else time.monotonic() + timeout
         for thread in threads:
             if thread is not current:
-                thread.join()
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))

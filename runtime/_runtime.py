@@ -8,8 +8,10 @@ import contextlib
 import contextvars
 import functools
 import json
+import math
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -180,16 +182,17 @@ class RunHost:
         self._calls = None
         self._calls_lock = threading.Lock()
 
-    def close_calls(self) -> None:
+    def close_calls(self, timeout: float | None = None) -> None:
         """End the call threads: calls queued are cancelled, calls running are waited for.
 
         Called once the actors have stopped, when every call still running
-        finds the runtime stopped and returns soon.
+        finds the runtime stopped and returns soon; for at most ``timeout``
+        seconds (a cancel waits a grace of its own for the store's last commits).
         """
         with self._calls_lock:
             calls, self._calls = self._calls, None
         if calls is not None:
-            calls.close()
+            calls.close(timeout)
 
     def hears_runs(self) -> bool:
         """Whether a run's settling here would still be told: it runs, and its registry lives."""
@@ -612,11 +615,17 @@ class Runtime:
         assert system is not None
         if scheduler is not None:
             scheduler.stop()
+        from actors.system import SHUTDOWN_GRACE
+
+        budget = self._stop_timeout if timeout is None else timeout
+        # What stop may take in all (promise 6): its timeout, and the grace of the shutdown.
+        deadline = time.monotonic() + budget + SHUTDOWN_GRACE
         try:
-            system.shutdown(self._stop_timeout if timeout is None else timeout)
+            system.shutdown(budget)
         finally:
             host.state = "stopped"
-            host.close_calls()
+            left = deadline - time.monotonic()
+            host.close_calls(None if math.isinf(left) else max(0.0, left))
             if host.store is not None:
                 close_book(host.store)
 

@@ -145,3 +145,30 @@ def test_stop_with_timeout_0_from_another_thread_halts_the_runs_a_stop_waits_for
     else:
         with pytest.raises(RuntimeStoppedError, match="which is running in its store"):
             run.wait(WAIT)
+
+
+def test_stop_returns_while_an_awaitable_call_still_runs_on_a_call_thread() -> None:
+    # The `a` calls run on the runtime's call threads, which stop() joined without a
+    # bound: an acancel() waiting out the cancel's own grace (or anything slower) held
+    # stop past its timeout plus the grace (4.7 s for stop(0.5)).
+    release, entered = threading.Event(), threading.Event()
+
+    def slow_call() -> None:
+        entered.set()
+        release.wait(60)
+
+    async def main() -> None:
+        rt = Runtime()
+        await rt.astart()
+        pending = asyncio.ensure_future(rt._host.call(slow_call))
+        assert await asyncio.to_thread(entered.wait, WAIT)
+        stopping = threading.Thread(target=rt.stop, kwargs={"timeout": 0.1})
+        stopping.start()
+        await asyncio.to_thread(stopping.join, WAIT)
+        try:
+            assert not stopping.is_alive(), "stop() waited for a call still running"
+        finally:
+            release.set()
+        await pending  # it ends on its own daemon thread
+
+    asyncio.run(main())
