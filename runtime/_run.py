@@ -30,7 +30,7 @@ from runtime._errors import (
     StoreUnavailableError,
     WorkflowError,
 )
-from runtime._ids import check_resource_id
+from runtime._ids import check_resource_id, new_span_id, new_trace_id
 from runtime._model import (
     SETTLED_STATUSES,
     TERMINAL_STATUSES,
@@ -47,6 +47,7 @@ from runtime._queue import Queue
 from runtime._request_context import RequestContext
 from runtime._restart import restarted, target_path, time_travel_snapshot
 from runtime._run_input import (
+    DRAWN_IDS,
     check_idempotency_key,
     enter_queue,
     first_record,
@@ -375,19 +376,25 @@ class Run(Generic[In, Out]):
         awaiting task does not undo a start already on its way: the run may
         still be recorded and run.
         """
-        return await self._host.call(
-            self.start_async,
-            input_data=input_data,
-            request_context=request_context,
-            initial_state=initial_state,
-            tracing_options=tracing_options,
-            output_options=output_options,
-            queue=queue,
-            priority=priority,
-            concurrency_key=concurrency_key,
-            resource_id=resource_id,
-            idempotency_key=idempotency_key,
-        )
+        # The ids drawn here, in the order the caller's tasks run (see DRAWN_IDS);
+        # the call below takes the task's context variables with it.
+        drawn = DRAWN_IDS.set((new_trace_id(), new_span_id()))
+        try:
+            return await self._host.call(
+                self.start_async,
+                input_data=input_data,
+                request_context=request_context,
+                initial_state=initial_state,
+                tracing_options=tracing_options,
+                output_options=output_options,
+                queue=queue,
+                priority=priority,
+                concurrency_key=concurrency_key,
+                resource_id=resource_id,
+                idempotency_key=idempotency_key,
+            )
+        finally:
+            DRAWN_IDS.reset(drawn)
 
     async def astart(
         self,

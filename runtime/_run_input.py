@@ -7,6 +7,7 @@ nothing behind and the same run can be started again with good arguments.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import json
 from collections.abc import Mapping
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from runtime._plan import ExecutionPlan
 
 __all__ = [
+    "DRAWN_IDS",
     "bound_schedule",
     "check_idempotency_key",
     "enter_queue",
@@ -48,6 +50,17 @@ __all__ = [
 
 _DEFAULT_TRACING = TracingOptions()
 _DEFAULT_OUTPUT = OutputOptions()
+
+DRAWN_IDS: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
+    "callboard_drawn_ids", default=None
+)
+"""A start's trace and span ids, drawn by its caller before a call thread makes the snapshot.
+
+An awaitable start (``astart_async``) draws them on the caller's thread, in the
+order its tasks run: under a test harness's seed they repeat from one session
+to the next, as the run ids drawn there do, where call threads drew them in
+whatever order they ran.
+"""
 
 
 def validated_resume_data(step: Step[Any, Any], value: Any, path: str, run_id: str) -> Any:
@@ -139,10 +152,12 @@ def pending_snapshot(
     snapshot["state"] = state
     snapshot["request_context"] = context
     snapshot["include_state"] = output.include_state
+    drawn = DRAWN_IDS.get()
+    trace_id, span_id = drawn if drawn is not None else (None, None)
     snapshot["trace_id"] = tracing.trace_id or (
-        parse_traceparent(tracing.parent)[0] if tracing.parent else new_trace_id()
+        parse_traceparent(tracing.parent)[0] if tracing.parent else trace_id or new_trace_id()
     )
-    snapshot["span_id"] = new_span_id()
+    snapshot["span_id"] = span_id or new_span_id()
     snapshot["metadata"] = metadata
     snapshot["created_at"] = snapshot["updated_at"] = now
     snapshot["fingerprint"] = plan.fingerprint

@@ -718,6 +718,32 @@ def test_a_seed_makes_run_ids_and_trace_ids_repeat() -> None:
     assert _ids.new_id() != first[0]  # unseeded again afterwards
 
 
+def test_a_seed_makes_the_ids_of_concurrent_awaitable_starts_repeat() -> None:
+    # astart_async validates and commits on a call thread, where the trace ids were
+    # drawn, in whatever order the threads ran: the run ids repeated, the trace ids did
+    # not (nor matched those of the same starts made with the sync API).
+    async def draw() -> list[tuple[str, str]]:
+        async with Harness(seed=7) as harness:
+            wf = harness.register(_three_steps())
+            runs = [wf.create_run() for _ in range(20)]
+            results = await asyncio.gather(*(run.astart(input_data={"n": 0}) for run in runs))
+        return [(result.run_id, result.trace_id or "") for result in results]
+
+    def draw_sync() -> list[tuple[str, str]]:
+        with Harness(seed=7) as harness:
+            wf = harness.register(_three_steps())
+            runs = [wf.create_run() for _ in range(20)]
+            for run in runs:
+                run.start_async(input_data={"n": 0})
+            results = [run.wait(timeout=BLOCK_LIMIT) for run in runs]
+        return [(result.run_id, result.trace_id or "") for result in results]
+
+    first, second = asyncio.run(draw()), asyncio.run(draw())
+
+    assert first == second
+    assert draw_sync() == first
+
+
 def test_the_private_names_the_harness_relies_on_exist(tmp_path: Path) -> None:
     with Harness() as harness:
         system = harness.runtime._host.system
