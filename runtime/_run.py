@@ -1026,10 +1026,11 @@ class Run(Generic[In, Out]):
         """Await :meth:`cancel` without blocking the event loop.
 
         Same result and errors. The cancel (and, for a run another process
-        holds, the wait for that process to carry it out) runs on one of the
-        runtime's call threads.
+        holds, the wait for that process to carry it out) runs on a thread of
+        its own: it may wait for the run's hooks, or for that process, and
+        other awaitable calls do not wait behind it.
         """
-        return await self._host.call(self.cancel)
+        return await self._host.call_apart(self.cancel)
 
     def _cancel_elsewhere(self, system: ActorSystem, store: SharedStore) -> bool:
         """Cancel a run no actor here drives, on a shared store.

@@ -152,6 +152,36 @@ class RunHost:
             future = asyncio.get_running_loop().run_in_executor(None, bound)
         return await future
 
+    async def call_apart(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Await ``fn(*args, **kwargs)`` run on a thread of its own.
+
+        For a call that may wait long (a cancel waits for its run's hooks, or
+        for the process that holds the run): on the few shared call threads,
+        a handful of them held up every other awaitable call.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        bound = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+
+        def settle(value: Any, error: BaseException | None) -> None:
+            if future.done():  # the awaiting task was cancelled meanwhile
+                return
+            if error is None:
+                future.set_result(value)
+            else:
+                future.set_exception(error)
+
+        def work() -> None:
+            try:
+                value, error = bound(), None
+            except BaseException as exc:  # handed to the awaiting task, not lost here
+                value, error = None, exc
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                loop.call_soon_threadsafe(settle, value, error)
+
+        threading.Thread(target=work, name="callboard-call-apart", daemon=True).start()
+        return await future
+
     def _pool(self) -> CallPool | None:
         with self._calls_lock:
             if self.state != "running":

@@ -35,6 +35,7 @@ from tests._support import (
     held_workflow,
     inc_step,
     quick_workflow,
+    shout,
     wait_for_no_callboard_threads,
     wait_until,
 )
@@ -394,5 +395,53 @@ def test_the_twins_work_on_a_postgresql_store(runtimes: Runtimes, postgres_url: 
         listed = await wf.alist_workflow_runs()
         assert sorted(r.run_id for r in listed.runs) == sorted([run.run_id, other.run_id])
         assert await wf.adelete_workflow_run_by_id(other.run_id) is True
+
+    asyncio.run(main())
+
+
+def test_cancels_waiting_for_slow_hooks_do_not_hold_up_other_awaitable_calls() -> None:
+    # The `a` calls share a few call threads (CALL_THREADS): four acancel() calls whose
+    # runs' on_finish hooks took their time held up every other awaitable call, a read
+    # of a finished run included, until the hooks returned.
+    from runtime._runtime import CALL_THREADS
+
+    release = threading.Event()
+
+    def slow_hook(outcome: Any) -> None:
+        release.wait(BLOCK_LIMIT)
+
+    def forever(ctx: Any) -> Value:
+        ctx.abort_signal.wait(BLOCK_LIMIT)
+        return ctx.input_data
+
+    async def main() -> None:
+        async with Runtime() as rt:
+            hooked = rt.register(
+                create_workflow(
+                    id="hooked", input_schema=Value, output_schema=Value, on_finish=slow_hook
+                )
+                .then(create_step(id="f", input_schema=Value, output_schema=Value, execute=forever))
+                .commit()
+            )
+            quick = rt.register(
+                create_workflow(id="quick", input_schema=Value, output_schema=Value)
+                .then(create_step(id="s", input_schema=Value, output_schema=Value, execute=shout))
+                .commit()
+            )
+            done = await quick.create_run().astart(input_data={"value": "a"})
+            runs = [hooked.create_run() for _ in range(CALL_THREADS + 1)]
+            for run in runs:
+                await run.astart_async(input_data={"value": "x"})
+            cancels = [asyncio.ensure_future(run.acancel()) for run in runs]
+            await asyncio.sleep(0.2)  # each cancel waits for its run's hook
+            try:
+                read = await asyncio.wait_for(
+                    quick.aget_workflow_run_execution_result(done.run_id), BLOCK_LIMIT / 2
+                )
+                assert read is not None and read.status == "success"
+                assert not any(cancel.done() for cancel in cancels)  # still in their hooks
+            finally:
+                release.set()
+            assert await asyncio.gather(*cancels) == [True] * len(runs)
 
     asyncio.run(main())
