@@ -26,7 +26,16 @@ from typing import Any, Final, Literal
 from runtime import _otel
 from runtime._tracing import emit
 
-__all__ = ["Done", "GroupCommitWriter", "Write", "WriteKind", "call", "ignore", "resolve"]
+__all__ = [
+    "Done",
+    "GroupCommitWriter",
+    "Write",
+    "WriteKind",
+    "call",
+    "ignore",
+    "outcome_within",
+    "resolve",
+]
 
 WriteKind = Literal[
     "create",
@@ -81,6 +90,40 @@ class Write:
         """Called by the writer when the transaction that took the write did not commit."""
         with self.lock:
             self.taken = False
+
+
+ABANDON_POLL: Final = 0.05
+"""Seconds between two tries at abandoning a write that a transaction holds (outcome_within)."""
+
+
+def outcome_within(write: Write, future: Future[Any], timeout: float) -> tuple[bool, Any]:
+    """Wait up to ``timeout`` for a write's outcome; then give the write up if it can be.
+
+    Returns:
+        ``(True, value)`` once the write's outcome came (its future's value;
+        its exception is raised); ``(False, None)`` if the write was given up:
+        not committed, and it never will be.
+
+    Raises:
+        TimeoutError: if a transaction that took the write still had not
+            ended another ``timeout`` later: the write may yet commit. A
+            transaction that fails gives the write back, and it is given up
+            then, at once, rather than waited for through its retries.
+    """
+    try:
+        return True, future.result(timeout)
+    except TimeoutError:
+        pass
+    deadline = time.monotonic() + timeout
+    while not write.abandon():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        try:
+            return True, future.result(min(ABANDON_POLL, left))
+        except TimeoutError:
+            continue
+    return False, None
 
 
 MAX_REST: Final = 0.005

@@ -52,7 +52,16 @@ from runtime._model import SETTLED_STATUSES, TERMINAL_STATUSES, UNFINISHED_STATU
 from runtime._queue import Admission, Bucket, QueueLimits, bucket_key, rank
 from runtime._snapshot import is_parted
 from runtime._stores._parts import plan_parts
-from runtime._stores._writer import Done, GroupCommitWriter, Write, WriteKind, call, ignore, resolve
+from runtime._stores._writer import (
+    Done,
+    GroupCommitWriter,
+    Write,
+    WriteKind,
+    call,
+    ignore,
+    outcome_within,
+    resolve,
+)
 from runtime._stores.base import (
     DEFAULT_LEASE,
     Claimed,
@@ -83,6 +92,17 @@ CALL_TIMEOUT: Final = 30.0
 
 CONNECT_TIMEOUT: Final = 5
 """Seconds one connection attempt waits, unless the URL says ``connect_timeout``."""
+
+LOCK_TIMEOUT: Final = 5.0
+"""Seconds one statement waits for a lock another session holds (``lock_timeout``).
+
+A ``LOCK TABLE``, a long migration or a stuck session held every read, start
+and write for as long as it held its lock, past every timeout a caller gave.
+A statement that gives up fails for a passing reason: a read raises
+:class:`StoreUnavailableError` (a wait reads again), a write is tried again.
+Opening the store waits as long as another process's migration takes.
+Unless the URL's ``options`` set ``lock_timeout`` themselves.
+"""
 
 CLOSE_TIMEOUT: Final = 10.0
 """Seconds ``close`` waits for the queued writes to commit."""
@@ -1149,6 +1169,7 @@ class PostgresStore:
         settings = _url_settings(url, self._shown)
         self._password = str(settings.get("password") or "")
         self._options = _connection_options(settings)
+        self._lock_timeout = "lock_timeout" not in str(settings.get("options") or "")
         self._readers = _Readers(lambda: self._connect(autocommit=True), READERS)
         if readonly:
             connection = self._connect(autocommit=True)
@@ -1224,7 +1245,16 @@ class PostgresStore:
         import psycopg
 
         try:
-            return psycopg.connect(self._url, autocommit=autocommit, **self._options)
+            connection = psycopg.connect(self._url, autocommit=autocommit, **self._options)
+            if self._lock_timeout:
+                try:
+                    connection.execute(f"SET lock_timeout = {int(LOCK_TIMEOUT * 1000)}")
+                    if not autocommit:
+                        connection.commit()
+                except BaseException:
+                    connection.close()
+                    raise
+            return connection
         except psycopg.Error as exc:
             error = StoreUnavailableError if self._opened and _passing(exc) else StoreError
             raise error(
@@ -1272,6 +1302,8 @@ class PostgresStore:
         import psycopg
 
         try:
+            # However long another process's migration holds the schema lock.
+            connection.execute("SET LOCAL lock_timeout = 0")
             connection.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             version = self._check_schema(connection, writable=True)
             if version == 0:
@@ -1352,6 +1384,11 @@ class PostgresStore:
                     _virtual_now(connection)
                     return read(connection)
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                if getattr(exc, "sqlstate", None) == "55P03":  # lock_timeout: not a lost line
+                    raise StoreUnavailableError(
+                        f"cannot read the PostgreSQL store {self._shown}: {self._reason(exc)} "
+                        f"(another session held a lock on its tables for {LOCK_TIMEOUT} s)"
+                    ) from exc
                 self._readers.discard_idle()
                 if attempt == 2:
                     raise StoreUnavailableError(
@@ -1382,6 +1419,7 @@ class PostgresStore:
                 ``CALL_TIMEOUT`` (the database stayed unreachable).
             StoreError: if the store is read-only or closed.
         """
+        began = time.monotonic()
         maybe = False  # whether a try on this thread may have committed it, unacknowledged
         if record.queue is None and self._fast_creates and not _releases(record):
             try:
@@ -1393,7 +1431,14 @@ class PostgresStore:
                     return created
         future: Future[bool] = Future()
         write = self._submit("create", (record, hold, maybe), resolve(future))
-        return bool(self._committed(write, future, f"the run {record.run_id!r} was not recorded"))
+        # The try on this thread (a lock may have held it) counts against the wait.
+        left = max(0.0, CALL_TIMEOUT - (time.monotonic() - began))
+        return bool(
+            self._committed(write, future, f"the run {record.run_id!r} was not recorded", left)
+        )
+
+    _lock_timeout: bool = True
+    """Whether connections set ``lock_timeout`` (:data:`LOCK_TIMEOUT`): unless the URL does."""
 
     _fast_creates: bool = True
     """Whether ``create`` commits on its caller's thread when it can (tests turn it off)."""
@@ -1928,17 +1973,23 @@ class PostgresStore:
             raise StoreError(f"the PostgreSQL store {self._shown} is closed")
         return self._writer.submit(kind, payload, done)
 
-    def _committed(self, write: Write, future: Future[Any], not_done: str) -> Any:
+    def _committed(
+        self, write: Write, future: Future[Any], not_done: str, timeout: float = CALL_TIMEOUT
+    ) -> Any:
         """Wait for a write that its caller must know committed (or not) before going on."""
         try:
-            return future.result(CALL_TIMEOUT)
-        except TimeoutError as exc:
-            if not write.abandon():  # taken by a commit just now: its outcome follows
-                return future.result(CALL_TIMEOUT)
+            came, value = outcome_within(write, future, timeout)
+        except TimeoutError:
+            raise StoreUnavailableError(
+                f"the PostgreSQL store {self._shown} did not finish the transaction of this "
+                f"write within {2 * CALL_TIMEOUT} s; it may still commit"
+            ) from None
+        if not came:
             raise StoreUnavailableError(
                 f"the PostgreSQL store {self._shown} did not commit within {CALL_TIMEOUT} s; "
                 f"{not_done}"
-            ) from exc
+            )
+        return value
 
     def _give_up(self, writes: list[Write]) -> None:
         self._fail(

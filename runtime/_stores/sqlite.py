@@ -65,6 +65,7 @@ from runtime._stores._writer import (
     WriteKind,
     call,
     ignore,
+    outcome_within,
     resolve,
 )
 from runtime._stores.base import (
@@ -828,13 +829,17 @@ class SQLiteStore:
     def _committed(self, write: Write, future: Future[Any], not_done: str) -> Any:
         """Wait for a write that its caller must know committed (or not) before going on."""
         try:
-            return future.result(CREATE_TIMEOUT)
-        except TimeoutError as exc:
-            if not write.abandon():  # taken by a commit just now: its outcome follows
-                return future.result(CREATE_TIMEOUT)
+            came, value = outcome_within(write, future, CREATE_TIMEOUT)
+        except TimeoutError:
+            raise StoreUnavailableError(
+                f"the run store {self.path} did not finish the transaction of this write "
+                f"within {2 * CREATE_TIMEOUT} s; it may still commit"
+            ) from None
+        if not came:
             raise StoreUnavailableError(
                 f"the run store {self.path} stayed locked for {CREATE_TIMEOUT} s; {not_done}"
-            ) from exc
+            )
+        return value
 
     def save(
         self,

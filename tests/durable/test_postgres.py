@@ -416,6 +416,40 @@ def test_a_write_whose_caller_gave_up_while_the_server_was_down_is_not_done_late
     assert row == (False,)
 
 
+def test_a_table_lock_another_session_holds_bounds_reads_and_starts(
+    postgres_url: str, stores: Callable[..., PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # LOCK TABLE (or a long migration, a stuck session) held every read and start for as
+    # long as it held the lock, past every timeout: 150 s and more in a helper's campaign.
+    import psycopg
+
+    monkeypatch.setattr(postgres_module, "LOCK_TIMEOUT", 0.3)
+    monkeypatch.setattr(postgres_module, "CALL_TIMEOUT", 1.0)
+    store = stores()
+    store.create(rec("before"))
+    outcomes: list[Any] = []
+
+    def attempt(call: Callable[[], Any]) -> None:
+        try:
+            outcomes.append(call())
+        except StoreUnavailableError as exc:
+            outcomes.append(exc)
+
+    with psycopg.connect(postgres_url) as holder:
+        holder.execute("LOCK TABLE callboard_runs IN ACCESS EXCLUSIVE MODE")
+        for call in (lambda: store.load("before"), lambda: store.create(rec("during"))):
+            caller = threading.Thread(target=attempt, args=(call,))
+            caller.start()
+            caller.join(20)
+            assert not caller.is_alive(), "a call waited for the lock as long as it was held"
+        holder.rollback()
+    assert [type(outcome) for outcome in outcomes] == [StoreUnavailableError] * 2
+    assert "lock" in str(outcomes[0])
+    time.sleep(0.5)  # the writer's next tries: the start it gave up is not among them
+    assert store.load("during") is None
+    assert store.load("before") == rec("before")
+
+
 def test_a_store_closed_after_the_server_restarted_leaves_the_workers_table(
     postgres_server: Server, postgres_url: str, stores: Callable[..., PostgresStore]
 ) -> None:
