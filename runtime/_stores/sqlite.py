@@ -564,7 +564,12 @@ class SQLiteStore:
                 raise StoreError(f"no run store at {self.path}: the file does not exist")
             # A file not yet migrated has no parts, nor claims, to read (until a runtime
             # migrates it).
-            version = self._check_schema(self._reader(), writable=False)
+            try:
+                version = self._check_schema(self._reader(), writable=False)
+            except BaseException:
+                # Not at the collector's pace: the caller may unmount the file's media next.
+                _close_readers(self._readers, self._readers_lock, os.getpid())
+                raise
             self._parts_table = version >= _PARTS_FROM
             self._resources = version >= _RESOURCES_FROM
             if version < _SHARING_FROM:
@@ -624,6 +629,10 @@ class SQLiteStore:
 
     def _connect(self, *, readonly: bool = False) -> sqlite3.Connection:
         uri = f"file:{self.path}?mode={'ro' if readonly else 'rw'}"
+        if readonly and _unchangeable(self.path):
+            # On read-only media SQLite cannot make the -shm file a WAL database
+            # needs ("unable to open database file"); nothing can change it there.
+            uri += "&immutable=1"
         try:
             connection = sqlite3.connect(
                 uri, uri=True, timeout=LOCK_TIMEOUT, isolation_level=None, check_same_thread=False
@@ -652,6 +661,13 @@ class SQLiteStore:
             version: int = connection.execute("PRAGMA user_version").fetchone()[0]
             connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.DatabaseError as exc:
+            if _on_read_only_fs(self.path):
+                raise StoreError(
+                    f"cannot read the run store {self.path} (SQLite says: {exc}): it lies on "
+                    "a read-only file system with a write-ahead log (-wal) beside it, which "
+                    "SQLite can fold in only where it can write; copy the files to writable "
+                    "storage"
+                ) from exc
             raise StoreError(
                 f"{self.path} is not a callboard run store (SQLite says: {exc})"
             ) from exc
@@ -1214,7 +1230,15 @@ class SQLiteStore:
         self.close()
 
     def close(self) -> None:
-        """Finish the queued writes and end the writer thread; reads go on working."""
+        """Finish the queued writes and end the writer thread; reads go on working.
+
+        A store opened read-only (a ``RunReader``) closes its threads' read
+        connections too, so that its file can go (its media unmounted) at once;
+        a read after that opens a new one.
+        """
+        if self.readonly:
+            _close_readers(self._readers, self._readers_lock, os.getpid())
+            self._local = threading.local()
         if self._closed:
             return
         self._closed = True
@@ -2243,16 +2267,32 @@ def _reporting(
     return done
 
 
+def _on_read_only_fs(path: Path) -> bool:
+    """Whether ``path`` lies on a file system mounted read-only."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs on this system
+        return False
+
+
+def _unchangeable(path: Path) -> bool:
+    """Whether nothing can change the database at ``path``: read-only media, no WAL to fold in."""
+    if not _on_read_only_fs(path):
+        return False
+    try:
+        return path.with_name(path.name + "-wal").stat().st_size == 0
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
 def _unwritable(path: Path) -> str | None:
     """Why this process may not open ``path`` for writing (asked without opening it), if so."""
     effective = os.access in os.supports_effective_ids
     if os.access(path, os.W_OK, effective_ids=effective):
         return None
-    try:
-        read_only = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
-    except (OSError, AttributeError):  # no statvfs on this system
-        read_only = False
-    return os.strerror(errno.EROFS if read_only else errno.EACCES)
+    return os.strerror(errno.EROFS if _on_read_only_fs(path) else errno.EACCES)
 
 
 def _locked(exc: BaseException) -> bool:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -397,6 +399,43 @@ def test_opening_a_second_store_on_a_file_keeps_the_locks_the_first_holds(
         assert _posix_locks_held_here(db) == held
     finally:
         second.close()
+
+
+@contextlib.contextmanager
+def _read_only_mount(folder: Path) -> Iterator[None]:
+    """``folder`` bind-mounted read-only over itself; skips where this cannot be done."""
+    mount = shutil.which("mount")
+    if mount is None or os.geteuid() != 0:
+        pytest.skip("needs root and mount(8) to make a read-only bind mount")
+    if subprocess.run([mount, "--bind", str(folder), str(folder)], check=False).returncode:
+        pytest.skip("bind mounts are not allowed here")
+    try:
+        subprocess.run([mount, "-o", "remount,bind,ro", str(folder), str(folder)], check=True)
+        yield
+    finally:
+        # A file still open there keeps it busy: detach it anyway, then say so.
+        if subprocess.run(["umount", str(folder)], check=False).returncode:
+            subprocess.run(["umount", "-l", str(folder)], check=False)
+            raise AssertionError(f"{folder} was still in use: a file there was left open")
+
+
+def test_a_finished_store_on_read_only_media_is_read(tmp_path: Path, runtimes: Runtimes) -> None:
+    # SQLite cannot make the -shm file a database in WAL mode needs there: "is not a
+    # callboard run store (SQLite says: unable to open database file)".
+    rt = runtimes.start(tmp_path / "runs.db")
+    result = rt.register(quick_workflow()).create_run().start(input_data={"value": "v"})
+    rt.stop()
+    media = tmp_path / "media"
+    media.mkdir()
+    shutil.copy(tmp_path / "runs.db", media / "runs.db")
+    (media / "late.db").write_bytes((tmp_path / "runs.db").read_bytes())
+    (media / "late.db-wal").write_bytes(b"\0" * 100)  # a log a writer left behind
+    with _read_only_mount(media):
+        with RunReader(media / "runs.db") as reader:
+            found = reader.get_run(result.run_id)
+            assert found is not None and found.status == "success"
+        with pytest.raises(StoreError, match="read-only file system with a write-ahead log"):
+            RunReader(media / "late.db")
 
 
 def test_a_start_that_outlasts_the_create_timeout_raises_and_records_nothing(
