@@ -560,20 +560,7 @@ class SQLiteStore:
             # A FIFO or a device would block the open, or read as garbage.
             raise StoreError(f"cannot use {self.path} as a run store: it is not a regular file")
         if readonly:
-            if not self.path.exists():
-                raise StoreError(f"no run store at {self.path}: the file does not exist")
-            # A file not yet migrated has no parts, nor claims, to read (until a runtime
-            # migrates it).
-            try:
-                version = self._check_schema(self._reader(), writable=False)
-            except BaseException:
-                # Not at the collector's pace: the caller may unmount the file's media next.
-                _close_readers(self._readers, self._readers_lock, os.getpid())
-                raise
-            self._parts_table = version >= _PARTS_FROM
-            self._resources = version >= _RESOURCES_FROM
-            if version < _SHARING_FROM:
-                self._columns = _COLUMNS.replace("r.wake_at", "NULL")
+            self._open_readonly()
             return
         self._create_file()
         connection = self._connect()
@@ -602,6 +589,23 @@ class SQLiteStore:
         return f"SQLiteStore({str(self.path)!r}{', readonly=True' if self.readonly else ''})"
 
     # --- opening --------------------------------------------------------------------
+
+    def _open_readonly(self) -> None:
+        """Check the file for reading only; a file not yet migrated is read as it is."""
+        if not self.path.exists():
+            raise StoreError(f"no run store at {self.path}: the file does not exist")
+        # A file not yet migrated has no parts, nor claims, to read (until a runtime
+        # migrates it).
+        try:
+            version = self._check_schema(self._reader(), writable=False)
+        except BaseException:
+            # Not at the collector's pace: the caller may unmount the file's media next.
+            _close_readers(self._readers, self._readers_lock, os.getpid())
+            raise
+        self._parts_table = version >= _PARTS_FROM
+        self._resources = version >= _RESOURCES_FROM
+        if version < _SHARING_FROM:
+            self._columns = _COLUMNS.replace("r.wake_at", "NULL")
 
     def _create_file(self) -> None:
         if self.path.exists():
