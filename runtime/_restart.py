@@ -43,7 +43,10 @@ def restarted(snapshot: Snapshot) -> None:
     for path, step in steps.items():
         if step["status"] == StepStatus.SUCCESS:
             kept[path] = step
-        elif path in containers:
+        elif path in containers or "iterations" in step:
+            # A loop's step keeps its record, which alone holds the input of the
+            # iteration it stopped in: without it the loop began again from its
+            # first input, counting on from where it stopped.
             kept[path] = _reopened(step)
         # Any other step that did not succeed runs again, with a new record.
     snapshot["steps"] = kept

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -314,3 +315,46 @@ def test_a_foreach_restarts_with_the_items_it_had_done(runtime: Runtime, ended: 
     assert done.result == {"items": [{"n": 10}, {"n": 20}, {"n": 50}]}
     assert done.restarts == 1
     assert calls["check 1"] == 1  # done before the restart: not again
+
+
+class Count(BaseModel):
+    n: int
+
+
+@pytest.mark.parametrize("max_iterations", [4, None])
+def test_a_loop_restarts_at_the_iteration_it_stopped_in_with_its_input(
+    runtime: Runtime, max_iterations: int | None
+) -> None:
+    # The loop's step record (which alone holds the input of the iteration it stopped
+    # in) was dropped: the loop began again from its first input, counting on from where
+    # it stopped, and hit max_iterations (or ran the done iterations again).
+    seen: list[int] = []
+    broken = {"on": True}
+
+    def inc(ctx: Any) -> Count:
+        seen.append(ctx.input_data.n)
+        if ctx.input_data.n == 2 and broken["on"]:
+            raise RuntimeError("down at 2")
+        return Count(n=ctx.input_data.n + 1)
+
+    wf = runtime.register(
+        create_workflow(id="counting", input_schema=Count, output_schema=Count)
+        .dountil(
+            create_step(id="inc", input_schema=Count, output_schema=Count, execute=inc),
+            lambda ctx: ctx.input_data.n >= 4,
+            max_iterations=max_iterations,
+        )
+        .commit()
+    )
+    run = wf.create_run()
+    first = run.start(input_data={"n": 0}, timeout=WAIT)
+    assert first.status == "failed"
+    assert seen == [0, 1, 2]
+    broken["on"] = False
+
+    again = run.restart(timeout=WAIT)
+
+    assert again.status == "success", again.error
+    assert again.result == {"n": 4}
+    assert seen == [0, 1, 2, 2, 3]  # the iteration it failed in, then the next
+    assert again.steps["inc"].iterations == 4
