@@ -17,7 +17,14 @@ from runtime import _clock
 from runtime._errors import InvalidInputError
 from runtime._ids import new_span_id, new_trace_id
 from runtime._model import RunStatus, StepStatus
-from runtime._plan import EnterNode, ExitNode, ForeachNode, leaf_steps
+from runtime._plan import (
+    CollectNode,
+    EachNextNode,
+    EnterNode,
+    ExitNode,
+    ForeachNode,
+    leaf_steps,
+)
 from runtime._run_input import validated_input, validated_resume_data
 from runtime._snapshot import Snapshot, StepSnapshot, copy_plain
 from runtime._step import Step
@@ -124,6 +131,7 @@ def time_travel_snapshot(
     """
     index = next(i for i, node in enumerate(plan.nodes) if _owns(node, path))
     node = plan.nodes[index]
+    _check_not_in_a_region(plan, index, path, run_id)
     before: set[str] = set()
     open_children: set[str] = set()
     for node_before in plan.nodes[:index]:
@@ -202,6 +210,37 @@ def time_travel_snapshot(
     if resource_id is not None:
         snapshot["resource_id"] = resource_id
     return snapshot
+
+
+def _check_not_in_a_region(plan: ExecutionPlan, index: int, path: str, run_id: str) -> None:
+    """Refuse a time travel into a nested workflow run as a parallel member or foreach body.
+
+    A branch arm counts as a parallel member. Such a construct keeps what its
+    members (or items) did so far while it runs, and a run that ended keeps
+    none of it: the new run failed at the nested workflow's end
+    (``RunCrashedError``: ``KeyError: 'parallel-1#flows'``).
+
+    Raises:
+        InvalidInputError: if ``path`` lies in such a region.
+    """
+    for later in range(index + 1, len(plan.nodes)):
+        node = plan.nodes[later]
+        if isinstance(node, CollectNode):
+            start, kind = later - node.group, "a parallel or branch member"
+        elif isinstance(node, EachNextNode):
+            start, kind = later - node.body, "the body of a foreach"
+        else:
+            continue
+        if start <= index:
+            owner = plan.nodes[start].path
+            raise InvalidInputError(
+                f"cannot time travel to step {path!r}: it lies in a nested workflow that "
+                f"runs as {kind} ({owner!r}), whose progress the recorded run does not keep; "
+                f"time travel to a step before {owner!r}, or restart a failed run",
+                field="step",
+                errors=[{"type": "value_error", "loc": ("step",), "msg": "not supported"}],
+                run_id=run_id,
+            )
 
 
 def _owns(node: Any, path: str) -> bool:

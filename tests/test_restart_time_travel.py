@@ -358,3 +358,53 @@ def test_a_loop_restarts_at_the_iteration_it_stopped_in_with_its_input(
     assert again.result == {"n": 4}
     assert seen == [0, 1, 2, 2, 3]  # the iteration it failed in, then the next
     assert again.steps["inc"].iterations == 4
+
+
+def test_time_travel_into_a_nested_workflow_run_as_a_member_is_refused_plainly(
+    runtime: Runtime,
+) -> None:
+    # The construct's progress is not kept once its run ended: the new run crashed at
+    # the nested workflow's end ("KeyError: 'parallel-1#flows'", "KeyError: 'kid#each'").
+    def step(step_id: str, factor: int) -> Any:
+        return create_step(
+            id=step_id,
+            input_schema=Count,
+            output_schema=Count,
+            execute=lambda ctx: Count(n=ctx.input_data.n * factor),
+        )
+
+    kid = (
+        create_workflow(id="kid", input_schema=Count, output_schema=Count)
+        .then(step("k1", 2))
+        .then(step("k2", 3))
+        .commit()
+    )
+    together = runtime.register(
+        create_workflow(id="together", input_schema=Count, output_schema=Count)
+        .parallel([step("side", 1), kid])
+        .map(lambda ctx: ctx.input_data["kid"])
+        .commit()
+    )
+    each = runtime.register(
+        create_workflow(id="each", input_schema=Count, output_schema=Count)
+        .map(lambda ctx: [{"n": 1}, {"n": 2}])
+        .foreach(kid)
+        .map(lambda ctx: ctx.input_data[-1])
+        .commit()
+    )
+    for wf, owner in ((together, "parallel-1"), (each, "kid")):
+        run = wf.create_run()
+        assert run.start(input_data={"n": 1}, timeout=WAIT).status == "success"
+        with pytest.raises(InvalidInputError, match=f"lies in a nested workflow .*{owner!r}"):
+            wf.time_travel(run.run_id, step="kid.k2")
+    # Before such a member, and into a nested workflow that runs alone, it goes on.
+    chained = runtime.register(
+        create_workflow(id="chained", input_schema=Count, output_schema=Count)
+        .then(step("first", 1))
+        .then(kid)
+        .commit()
+    )
+    run = chained.create_run()
+    assert run.start(input_data={"n": 1}, timeout=WAIT).result == {"n": 6}
+    again = chained.time_travel(run.run_id, step="kid.k2", input_data={"n": 5})
+    assert again.wait(timeout=WAIT).result == {"n": 15}
