@@ -368,7 +368,12 @@ class RunActor(DispatchedActor):
             case CallStep() as call:
                 # Only steps change the state and the request context; the others read them.
                 self._take_state(message)
-                self._snapshot["request_context"] = message.request_context
+                if message.request_context is not call.request_context:  # it changed some
+                    self._snapshot["request_context"] = _with_changes(
+                        self._snapshot["request_context"],
+                        call.request_context,
+                        message.request_context,
+                    )
                 self._step_replied(job, call, message)
             case CallConditions() if message.ok:
                 self._conditions_replied(job, message.output)
@@ -1338,3 +1343,24 @@ def _naming_run(error: dict[str, Any], snapshot: Snapshot) -> dict[str, Any]:
     if isinstance(attributes, dict) and "run_id" in attributes and attributes["run_id"] is None:
         return {**error, "attributes": {**attributes, "run_id": snapshot["run_id"]}}
     return error
+
+
+def _with_changes(
+    current: dict[str, Any], before: dict[str, Any], after: dict[str, Any]
+) -> dict[str, Any]:
+    """The run's request context ``current`` with what a step changed from ``before`` to ``after``.
+
+    Keys it set or deleted, not its whole copy: steps that ran at once (a
+    parallel's members, a foreach's items) each keep their changes, where the
+    last to finish put back what it had seen at its start over the others'.
+    """
+    if current is before:  # nothing changed it meanwhile: the usual case
+        return after
+    merged = dict(current)
+    for key, value in after.items():
+        if key not in before or before[key] != value:
+            merged[key] = value
+    for key in before:
+        if key not in after:
+            merged.pop(key, None)
+    return merged

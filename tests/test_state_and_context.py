@@ -555,3 +555,49 @@ def test_set_state_with_an_unencodable_value_fails_the_step(runtime: Runtime) ->
     assert result.error is not None
     assert result.error.name == "SnapshotEncodingError"
     assert "'handle'" in result.error.message
+
+
+def test_steps_run_at_once_each_keep_their_request_context_changes(runtime: Runtime) -> None:
+    # The last member of a parallel to finish put back the context it had seen at its
+    # start: the others' changes were lost (a member that changed nothing lost them too).
+    gate = threading.Event()
+
+    def fast(ctx: Any) -> Value:
+        ctx.request_context.set("from_fast", 1)
+        gate.set()
+        return ctx.input_data
+
+    def slow(ctx: Any) -> Value:
+        assert gate.wait(5)
+        time.sleep(0.05)
+        ctx.request_context.set("from_slow", 2)
+        ctx.request_context.delete("drop_me")
+        return ctx.input_data
+
+    def idle(ctx: Any) -> Value:
+        assert gate.wait(5)
+        time.sleep(0.1)  # the last to finish, having changed nothing
+        return ctx.input_data
+
+    seen: list[dict[str, Any]] = []
+
+    def after(ctx: Any) -> Value:
+        seen.append(ctx.request_context.to_dict())
+        return Value(value="done")
+
+    def step(step_id: str, body: Any) -> Any:
+        return create_step(id=step_id, input_schema=Value, output_schema=Value, execute=body)
+
+    wf = runtime.register(
+        create_workflow(id="together", input_schema=Value, output_schema=Value)
+        .parallel([step("fast", fast), step("slow", slow), step("idle", idle)])
+        .map(lambda ctx: ctx.input_data["fast"])
+        .then(step("after", after))
+        .commit()
+    )
+    result = wf.create_run().start(
+        input_data={"value": "v"}, request_context={"user": "ada", "drop_me": 0}, timeout=5
+    )
+
+    assert result.status == "success", result.error
+    assert seen == [{"user": "ada", "from_fast": 1, "from_slow": 2}]
