@@ -2094,6 +2094,7 @@ def run_events(
         at = _when(snapshot["created_at"]) if status == RunStatus.PENDING else changed
         events.append(RunEvent(type="status", run_id=run_id, status=status, at=at, seq=seq))
         seq += 1
+    told: list[tuple[datetime, str, str, StepResult]] = []
     for path, step in snapshot["steps"].items():
         seen = last_steps.get(path)
         step_status, attempts = step["status"], step.get("attempts", 1)
@@ -2107,13 +2108,17 @@ def run_events(
         if step_status not in _STEP_GOING_ON:
             kinds.append(("step_finished", _when(step.get("ended_at")) or changed))
         result = StepResult.model_validate(step)
-        for kind, at in kinds:
-            events.append(
-                RunEvent(
-                    type=kind, run_id=run_id, status=status, path=path, step=result, at=at, seq=seq
-                )
-            )
-            seq += 1
+        told.extend((at, kind, path, result) for kind, at in kinds)
+    if len(told) > 1:
+        # In the order they happened, not the records': a nested workflow's record
+        # comes before its steps', and it ended after its last one.
+        told.sort(key=lambda event: event[0])
+    for at, kind, path, result in told:
+        event = RunEvent(
+            type=kind, run_id=run_id, status=status, path=path, step=result, at=at, seq=seq
+        )
+        events.append(event)
+        seq += 1
     if status != last_status and not early:
         events.append(
             RunEvent(

@@ -298,3 +298,38 @@ def test_a_run_id_used_again_after_a_delete_streams_the_new_run(runtime: Runtime
     assert kinds(second)[-1] == ("run_finish", "success", {"value": "B!"})
     assert [kind[0] for kind in kinds(second)] == [kind[0] for kind in EXPECTED]
     assert second[0].seq > first[-1].seq  # the numbering goes on: no client mixes them up
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_a_nested_workflow_is_told_finished_after_its_last_step(store: str, tmp_path: Path) -> None:
+    # One snapshot ends both: its events came in the records' order, the nested
+    # workflow's before its step's, with a later time on the earlier number.
+    class N(BaseModel):
+        n: int
+
+    def slow(ctx: Any) -> N:
+        time.sleep(0.02)
+        return N(n=ctx.input_data.n + 1)
+
+    kid = (
+        create_workflow(id="kid", input_schema=N, output_schema=N)
+        .then(create_step(id="k", input_schema=N, output_schema=N, execute=slow))
+        .commit()
+    )
+    where: Any = "memory" if store == "memory" else tmp_path / "runs.db"
+    with Runtime(store=where) as rt:
+        wf = rt.register(
+            create_workflow(id="outer", input_schema=N, output_schema=N).then(kid).commit()
+        )
+        run = wf.create_run()
+        run.start_async(input_data={"n": 0})
+        events = [e for e in run.watch(timeout=10) if e.type.startswith("step")]
+
+    told = [(e.type, e.path) for e in events]
+    assert told == [
+        ("step_started", "kid"),
+        ("step_started", "kid.k"),
+        ("step_finished", "kid.k"),
+        ("step_finished", "kid"),
+    ]
+    assert [e.at for e in events] == sorted(e.at for e in events)
