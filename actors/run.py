@@ -584,9 +584,17 @@ class RunActor(DispatchedActor):
         path = step_node.path
         resume_data = None
         resume = snapshot["resume"]
+        attempt = 0
         if item is None:
             previous = snapshot["steps"].get(path)
             record = self._record_step(path, payload, iterations=iteration)
+            if previous is not None and previous["status"] == _STEP_RUNNING:
+                # Recovered in its retries' back-off (or in a retry): the calls made
+                # count against its budget, as they would have without the stop.
+                attempts = previous.get("attempts")
+                if attempts is not None and attempts > 1:
+                    attempt = attempts - 1
+                    record["attempts"] = attempts
             if resume and path in resume:
                 resume_data = resume[path]
                 snapshot["resume"] = {k: v for k, v in resume.items() if k != path} or None
@@ -609,7 +617,13 @@ class RunActor(DispatchedActor):
             self._encoder.suspended_changed(key, gone=True)
             snapshot["steps"][path]["resume_payload"] = resume_data
         return self._calls.step(
-            index, step_node, payload, self._outputs, item=item, resume_data=resume_data
+            index,
+            step_node,
+            payload,
+            self._outputs,
+            item=item,
+            resume_data=resume_data,
+            attempt=attempt,
         )
 
     def _record_step(

@@ -1067,3 +1067,40 @@ def test_the_hooks_have_run_when_start_returns(runtime: Runtime) -> None:
     queried = wf.get_workflow_run_execution_result(run.run_id)
     assert queried is not None
     assert queried.status == RunStatus.SUCCESS
+
+
+def test_a_run_stopped_in_its_retries_back_off_keeps_its_budget_on_recovery(
+    tmp_path: Any,
+) -> None:
+    # The recovered runtime called the step with retry_count 0 and a whole new budget:
+    # with attempts=2, four calls in all instead of three.
+    seen: list[int] = []
+
+    def down(ctx: Any) -> N:
+        seen.append(ctx.retry_count)
+        raise RuntimeError(f"down {ctx.retry_count}")
+
+    workflow = (
+        create_workflow(
+            id="down",
+            input_schema=N,
+            output_schema=N,
+            retry_config={"attempts": 2, "delay": 60},
+        )
+        .then(create_step(id="down", input_schema=N, output_schema=N, execute=down))
+        .commit()
+    )
+    path = tmp_path / "runs.db"
+    with Runtime(store=path, stop_timeout=0.1) as first:
+        run = first.register(workflow).create_run()
+        run.start_async(input_data={"n": 1})
+        wait_until(lambda: seen == [0], what="the first call failed; its retry waits a minute")
+        time.sleep(0.1)  # its back-off recorded
+    with Runtime(store=path, stop_timeout=0.1) as second:
+        wf = second.register(workflow)
+        # Called again at once on recovery, as the second call of its budget of three.
+        wait_until(lambda: len(seen) == 2, what="the recovered run called its step")
+        assert seen == [0, 1]
+        time.sleep(0.1)  # its next back-off recorded
+        stored = wf.get_workflow_run_execution_result(run.run_id)
+        assert stored is not None and stored.steps["down"].attempts == 3  # the next call's
