@@ -777,6 +777,7 @@ class RunActor(DispatchedActor):
         record = self._snapshot["steps"][path]
         record["status"] = StepStatus.SUSPENDED.value
         record["suspend_payload"] = payload
+        record["error"] = None  # an earlier attempt's: this one did not fail
         record["ended_at"] = message.ended_at
         self._snapshot["suspended"] = {**self._snapshot["suspended"], path: payload}
         self._encoder.suspended_changed(path)
@@ -973,6 +974,7 @@ class RunActor(DispatchedActor):
         record = self._snapshot["steps"][step_node.path]
         record["status"] = StepStatus.SUCCESS.value
         record["output"] = outputs
+        record["error"] = None  # an item's that failed and then, retried, succeeded
         record["ended_at"] = _clock.time()
         self._outputs = {**self._outputs, step_node.path: outputs}
         self._advance(outputs)

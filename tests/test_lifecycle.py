@@ -1104,3 +1104,45 @@ def test_a_run_stopped_in_its_retries_back_off_keeps_its_budget_on_recovery(
         time.sleep(0.1)  # its next back-off recorded
         stored = wf.get_workflow_run_execution_result(run.run_id)
         assert stored is not None and stored.steps["down"].attempts == 3  # the next call's
+
+
+def test_a_step_that_failed_once_keeps_no_error_once_it_succeeds_or_suspends(
+    runtime: Runtime,
+) -> None:
+    # A foreach whose item succeeded on its retry ended with that item's first error on
+    # its record, as did a step that failed once and then suspended.
+    def flaky(ctx: Any) -> N:
+        if ctx.retry_count == 0:
+            raise ConnectionError(f"busy {ctx.input_data.n}")
+        return ctx.input_data
+
+    def then_suspends(ctx: Any) -> N:
+        if ctx.retry_count == 0:
+            raise ConnectionError("busy")
+        if ctx.resume_data is None:
+            ctx.suspend({})
+        return ctx.input_data
+
+    each = runtime.register(
+        create_workflow(id="each-flaky", input_schema=N, output_schema=N)
+        .map(lambda ctx: [{"n": 0}, {"n": 1}])
+        .foreach(create_step(id="flaky", input_schema=N, output_schema=N, execute=flaky, retries=2))
+        .map(lambda ctx: ctx.input_data[-1])
+        .commit()
+    )
+    done = each.create_run().start(input_data={"n": 0}, timeout=5)
+    assert done.status == "success"
+    assert done.steps["flaky"].error is None
+
+    asks = runtime.register(
+        create_workflow(id="then-suspends", input_schema=N, output_schema=N)
+        .then(
+            create_step(
+                id="asks", input_schema=N, output_schema=N, execute=then_suspends, retries=1
+            )
+        )
+        .commit()
+    )
+    waiting = asks.create_run().start(input_data={"n": 0}, timeout=5)
+    assert waiting.status == "suspended"
+    assert waiting.steps["asks"].error is None
