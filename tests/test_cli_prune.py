@@ -99,3 +99,14 @@ def test_prune_on_a_missing_store_is_a_usage_error(
     assert code == 2
     assert "does not exist" in err
     assert not (tmp_path / "no.db").exists()
+
+
+def test_a_status_prune_does_not_take_names_the_choices_plainly(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It listed them as "<RunStatus.CANCELED: 'canceled'>, ...".
+    code, _, err = run_cli(capsys, "runs", "prune", "--keep", "1", "--status", "suspended")
+
+    assert code == 2
+    assert "(choose from 'canceled', 'failed', 'success')" in err
+    assert "RunStatus" not in err
