@@ -249,7 +249,7 @@ def _build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--keep", type=_non_negative_int, metavar="N", help="keep the newest N")
     prune.add_argument(
         "--status",
-        choices=sorted(status.value for status in TERMINAL_STATUSES),
+        choices=sorted(str(status) for status in TERMINAL_STATUSES),
         help="only runs that ended with this status",
     )
     prune.add_argument("--json", action="store_true", help="print JSON")
