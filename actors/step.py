@@ -355,13 +355,17 @@ def _execute(call: CallStep, ctx: StepContext[Any]) -> Any:
 
 
 def _span(call: StepActorMessage) -> Span:
-    attempt = call.retry_count + 1 if isinstance(call, CallStep) else 1
+    attributes: dict[str, Any] = {"callboard.step.attempt": 1}
+    if isinstance(call, CallStep):
+        attributes["callboard.step.attempt"] = call.retry_count + 1
+        if call.item is not None:  # a foreach's item: the items' spans told apart
+            attributes["callboard.step.item"] = call.item
     span = Span(
         "workflow_step",
         call.trace_id,
         parent_span_id=call.parent_span_id,
         otel_parent=call.span_parent,
-        otel_attributes={"callboard.step.attempt": attempt},
+        otel_attributes=attributes,
         run_id=call.run_id,
         workflow_id=call.workflow_id,
         step_id=call.path or call.step_id,

@@ -728,3 +728,24 @@ def test_runs_cancelled_while_asleep_or_suspended_are_counted_as_ended(
     ended = _points(reader)["callboard.runs.ended"]
     for workflow_id in ("otel_asleep", "otel_suspended"):
         assert _sum(ended, workflow_id=workflow_id, status="canceled") == 1
+
+
+def test_the_spans_of_a_foreachs_items_carry_their_index(
+    runtime: Runtime, exporter: InMemorySpanExporter
+) -> None:
+    # They could not be told apart: each had the step's id and attempt 1.
+    wf = runtime.register(
+        create_workflow(id="otel_each", input_schema=Value, output_schema=Value)
+        .map(lambda ctx: [{"value": "a"}, {"value": "b"}, {"value": "c"}])
+        .foreach(_step("each", lambda ctx: ctx.input_data))
+        .map(lambda ctx: ctx.input_data[0])
+        .commit()
+    )
+    assert wf.create_run().start(input_data={"value": "x"}, timeout=WAIT).status == "success"
+
+    items = [
+        span.attributes.get("callboard.step.item")
+        for span in _named(exporter.get_finished_spans(), "workflow_step")
+        if span.attributes.get("callboard.step.id") == "each"
+    ]
+    assert sorted(items) == [0, 1, 2]
