@@ -202,6 +202,20 @@ def test_a_worker_runs_the_runs_a_client_starts_and_sigterm_stops_it_with_exit_0
     assert row_of(capsys, db, worker.proc.pid) is None
 
 
+def test_a_worker_names_each_of_two_definitions_of_one_workflow(
+    db: str, workers: list[Worker]
+) -> None:
+    # Its started line said "workflows=greet,greet".
+    worker = spawn(workers, db, f"{FLOWS}:greet", f"{FLOWS}:also_greet")
+    names = worker.started()["workflows"].split(",")
+    assert names == [
+        f"greet@{flows.greet.plan.fingerprint[:12]}",
+        f"greet@{flows.also_greet.plan.fingerprint[:12]}",
+    ]
+    worker.signal(signal.SIGTERM)
+    assert worker.exit_code() == 0, worker.output()
+
+
 def test_a_worker_with_concurrency_1_holds_one_run_at_a_time(
     db: str, workers: list[Worker], client: Runtime
 ) -> None:

@@ -29,6 +29,7 @@ import signal
 import socket
 import sys
 import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from types import FrameType, TracebackType
 from typing import Any, Final
@@ -91,7 +92,7 @@ def worker(args: argparse.Namespace) -> ExitCode:
         try:
             _say(
                 f"started id={store.owner_id} host={socket.gethostname()} pid={os.getpid()} "
-                f"workflows={','.join(workflow.id for workflow in workflows)} "
+                f"workflows={_named(workflows)} "
                 f"concurrency={args.concurrency} lease={store.lease:g}s "
                 f"db={shown_db(args.db)}"
             )
@@ -224,3 +225,20 @@ class _Signals:
 
 def _ignore(number: int, frame: FrameType | None) -> None:
     """A signal handler that does nothing: the wakeup fd has the signal already."""
+
+
+def _named(workflows: Sequence[Workflow[Any, Any]]) -> str:
+    """The workflows as the started line names them: an id, and which one of an id's versions.
+
+    Several definitions of one id are told apart by their version label, or by
+    their fingerprint's first characters: ``greet@v1,greet@v2``, not ``greet,greet``.
+    """
+    counts = Counter(workflow.id for workflow in workflows)
+    names = []
+    for workflow in workflows:
+        plan = workflow.plan
+        if counts[workflow.id] == 1:
+            names.append(workflow.id)
+        else:
+            names.append(f"{workflow.id}@{plan.version or plan.fingerprint[:12]}")
+    return ",".join(names)
