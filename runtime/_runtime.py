@@ -28,7 +28,7 @@ from runtime._errors import (
     RuntimeStoppedError,
     WorkflowDefinitionError,
 )
-from runtime._handoff import CallPool
+from runtime._handoff import CallPool, deliver
 from runtime._ids import check_lookup_name
 from runtime._model import TERMINAL_STATUSES, RunEvent
 from runtime._options import FOREVER, RetentionPolicy, check_timeout
@@ -163,21 +163,20 @@ class RunHost:
         future: asyncio.Future[T] = loop.create_future()
         bound = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
 
-        def settle(value: Any, error: BaseException | None) -> None:
-            if future.done():  # the awaiting task was cancelled meanwhile
-                return
-            if error is None:
-                future.set_result(value)
-            else:
-                future.set_exception(error)
+        def settle(outcome: tuple[Any, BaseException | None]) -> None:
+            if not future.done():  # else the awaiting task was cancelled meanwhile
+                value, error = outcome
+                if error is None:
+                    future.set_result(value)
+                else:
+                    future.set_exception(error)
 
         def work() -> None:
             try:
-                value, error = bound(), None
+                outcome: tuple[Any, BaseException | None] = (bound(), None)
             except BaseException as exc:  # handed to the awaiting task, not lost here
-                value, error = None, exc
-            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
-                loop.call_soon_threadsafe(settle, value, error)
+                outcome = (None, exc)
+            deliver(loop, settle, outcome)  # a closed loop: nobody waits
 
         threading.Thread(target=work, name="callboard-call-apart", daemon=True).start()
         return await future
@@ -1059,11 +1058,14 @@ def _plan_of(workflow: object) -> ExecutionPlan:
     from runtime._step import Step
     from runtime._workflow import Workflow  # imports this module
 
-    if not isinstance(workflow, Workflow):
-        what = "a step" if isinstance(workflow, Step) else type(workflow).__name__
+    if isinstance(workflow, Step):
         raise TypeError(
-            f"expected a workflow (create_workflow(...)....commit()), got {what}"
-            + (": put it in a workflow with .then(step)" if isinstance(workflow, Step) else "")
+            "expected a workflow (create_workflow(...)....commit()), got a step: "
+            "put it in a workflow with .then(step)"
+        )
+    if not isinstance(workflow, Workflow):
+        raise TypeError(
+            f"expected a workflow (create_workflow(...)....commit()), got {type(workflow).__name__}"
         )
     return workflow.plan
 

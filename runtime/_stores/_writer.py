@@ -24,6 +24,7 @@ from concurrent.futures import Future
 from typing import Any, Final, Literal
 
 from runtime import _otel
+from runtime._errors import StoreUnavailableError
 from runtime._tracing import emit
 
 __all__ = [
@@ -32,8 +33,8 @@ __all__ = [
     "Write",
     "WriteKind",
     "call",
+    "committed",
     "ignore",
-    "outcome_within",
     "resolve",
 ]
 
@@ -93,37 +94,38 @@ class Write:
 
 
 ABANDON_POLL: Final = 0.05
-"""Seconds between two tries at abandoning a write that a transaction holds (outcome_within)."""
+"""Seconds between two tries at abandoning a write that a transaction holds (``committed``)."""
 
 
-def outcome_within(write: Write, future: Future[Any], timeout: float) -> tuple[bool, Any]:
-    """Wait up to ``timeout`` for a write's outcome; then give the write up if it can be.
+def committed(
+    write: Write, future: Future[Any], timeout: float, *, given_up: str, unfinished: str
+) -> Any:
+    """A write's outcome (its future's value, or its exception raised), waited for ``timeout``.
 
-    Returns:
-        ``(True, value)`` once the write's outcome came (its future's value;
-        its exception is raised); ``(False, None)`` if the write was given up:
-        not committed, and it never will be.
+    For a write its caller must know committed, or not, before going on.
+    Then the write is given up if it can be: not committed, and never to be.
+    A transaction that holds it meanwhile gives it back if it fails, and it is
+    given up then, at once, rather than waited for through its retries.
 
     Raises:
-        TimeoutError: if a transaction that took the write still had not
-            ended another ``timeout`` later: the write may yet commit. A
-            transaction that fails gives the write back, and it is given up
-            then, at once, rather than waited for through its retries.
+        StoreUnavailableError: ``given_up`` once the write was given up;
+            ``unfinished`` if a transaction that took it still had not ended
+            another ``timeout`` later (the write may yet commit).
     """
     try:
-        return True, future.result(timeout)
+        return future.result(timeout)
     except TimeoutError:
         pass
     deadline = time.monotonic() + timeout
     while not write.abandon():
         left = deadline - time.monotonic()
         if left <= 0:
-            raise TimeoutError
+            raise StoreUnavailableError(unfinished)
         try:
-            return True, future.result(min(ABANDON_POLL, left))
+            return future.result(min(ABANDON_POLL, left))
         except TimeoutError:
             continue
-    return False, None
+    raise StoreUnavailableError(given_up)
 
 
 MAX_REST: Final = 0.005

@@ -58,8 +58,8 @@ from runtime._stores._writer import (
     Write,
     WriteKind,
     call,
+    committed,
     ignore,
-    outcome_within,
     resolve,
 )
 from runtime._stores.base import (
@@ -1169,6 +1169,7 @@ class PostgresStore:
         settings = _url_settings(url, self._shown)
         self._password = str(settings.get("password") or "")
         self._options = _connection_options(settings)
+        # Whether connections set lock_timeout (LOCK_TIMEOUT): unless the URL's options do.
         self._lock_timeout = "lock_timeout" not in str(settings.get("options") or "")
         self._readers = _Readers(lambda: self._connect(autocommit=True), READERS)
         if readonly:
@@ -1436,9 +1437,6 @@ class PostgresStore:
         return bool(
             self._committed(write, future, f"the run {record.run_id!r} was not recorded", left)
         )
-
-    _lock_timeout: bool = True
-    """Whether connections set ``lock_timeout`` (:data:`LOCK_TIMEOUT`): unless the URL does."""
 
     _fast_creates: bool = True
     """Whether ``create`` commits on its caller's thread when it can (tests turn it off)."""
@@ -1977,19 +1975,15 @@ class PostgresStore:
         self, write: Write, future: Future[Any], not_done: str, timeout: float = CALL_TIMEOUT
     ) -> Any:
         """Wait for a write that its caller must know committed (or not) before going on."""
-        try:
-            came, value = outcome_within(write, future, timeout)
-        except TimeoutError:
-            raise StoreUnavailableError(
-                f"the PostgreSQL store {self._shown} did not finish the transaction of this "
-                f"write within {2 * CALL_TIMEOUT} s; it may still commit"
-            ) from None
-        if not came:
-            raise StoreUnavailableError(
-                f"the PostgreSQL store {self._shown} did not commit within {CALL_TIMEOUT} s; "
-                f"{not_done}"
-            )
-        return value
+        return committed(
+            write,
+            future,
+            timeout,
+            given_up=f"the PostgreSQL store {self._shown} did not commit within {CALL_TIMEOUT} s; "
+            f"{not_done}",
+            unfinished=f"the PostgreSQL store {self._shown} did not finish the transaction of "
+            f"this write within {2 * CALL_TIMEOUT} s; it may still commit",
+        )
 
     def _give_up(self, writes: list[Write]) -> None:
         self._fail(
@@ -2057,8 +2051,7 @@ class PostgresStore:
                 # An idle connection the server dropped (a restart since the last write)
                 # is found out only now: once more on a new one.
                 if attempt == 1 and _passing(exc):
-                    connection.close()
-                    continue
+                    continue  # closed below; a new one is made above
                 emit(
                     logging.WARNING,
                     "store_leave_failed",

@@ -64,8 +64,8 @@ from runtime._stores._writer import (
     Write,
     WriteKind,
     call,
+    committed,
     ignore,
-    outcome_within,
     resolve,
 )
 from runtime._stores.base import (
@@ -848,18 +848,14 @@ class SQLiteStore:
 
     def _committed(self, write: Write, future: Future[Any], not_done: str) -> Any:
         """Wait for a write that its caller must know committed (or not) before going on."""
-        try:
-            came, value = outcome_within(write, future, CREATE_TIMEOUT)
-        except TimeoutError:
-            raise StoreUnavailableError(
-                f"the run store {self.path} did not finish the transaction of this write "
-                f"within {2 * CREATE_TIMEOUT} s; it may still commit"
-            ) from None
-        if not came:
-            raise StoreUnavailableError(
-                f"the run store {self.path} stayed locked for {CREATE_TIMEOUT} s; {not_done}"
-            )
-        return value
+        return committed(
+            write,
+            future,
+            CREATE_TIMEOUT,
+            given_up=f"the run store {self.path} stayed locked for {CREATE_TIMEOUT} s; {not_done}",
+            unfinished=f"the run store {self.path} did not finish the transaction of this write "
+            f"within {2 * CREATE_TIMEOUT} s; it may still commit",
+        )
 
     def save(
         self,
