@@ -9,6 +9,9 @@ One thread per runtime on a shared store (SQLite or PostgreSQL). Each pass it
 - claims as many queued runs of its registered workflows as it has room for
   (``max_concurrent_runs`` less the runs it holds), and hands them to the
   registry, which starts them;
+- hands back to the queue the runs the registry found it cannot drive (their
+  version is not registered here), and leaves them out of its claims until
+  the registered workflows change;
 - notes when the next sleeping run of its workflows is due, and wakes then.
 
 It passes every :data:`POLL_INTERVAL` seconds, and at once when poked: by the
@@ -36,6 +39,7 @@ __all__ = [
     "POLL_INTERVAL",
     "REPORT_AT_MOST",
     "REPORT_DELAY",
+    "SKIPPED_AT_MOST",
     "Claimer",
     "LeaseGuard",
 ]
@@ -66,6 +70,9 @@ _REPORTED_AT_MOST: Final = 10_000
 
 REPORT_AT_MOST: Final = 100
 """Queued runs of unregistered workflows a report reads at most (the oldest): each is said once."""
+
+SKIPPED_AT_MOST: Final = 10_000
+"""The most runs a worker remembers to leave out of its claims (then it forgets them all)."""
 
 _ERROR_PAUSE: Final = 1.0
 """Seconds to wait after a pass failed (the store unreachable) before the next."""
@@ -142,9 +149,6 @@ class Claimer:
         take: Called with the runs claimed, to start them.
         cancel: Called with a run held here whose cancel was requested; it
             calls ``done`` once the cancel is settled (recorded or not).
-        parked: How many of the runs held here are parked for want of their
-            definition (see :class:`~actors.messages.RunsClaimed`): they take
-            no room from runs that can go on.
         waiting: How many steps of runs held here wait for another run to end
             (``run.start()`` in a step body): each makes room for one more run,
             which may be the one it waits for.
@@ -161,7 +165,6 @@ class Claimer:
         executes: bool,
         take: Callable[[Sequence[Claimed]], None],
         cancel: Callable[[str, Callable[[], None]], None],
-        parked: Callable[[], int] = lambda: 0,
         waiting: Callable[[], int] = lambda: 0,
         guard: LeaseGuard | None = None,
     ) -> None:
@@ -169,7 +172,10 @@ class Claimer:
         self._guard = guard or LeaseGuard(store)
         self._plans = plans
         self._capacity = capacity
-        self._parked = parked
+        # Runs claimed here that cannot go on here (see park): to hand back, and then
+        # to skip in this worker's claims until its definitions change.
+        self._handing_back: list[str] = []
+        self._skipped: set[str] = set()
         self._steps_waiting = waiting
         self._executes = executes
         self._take = take
@@ -218,6 +224,26 @@ class Claimer:
             self._claim_wanted = self._cancels_wanted = self._wake_wanted = True
         self._wake.set()
 
+    def park(self, run_ids: Sequence[str]) -> None:
+        """Hand these runs, held here, back to the queue: none can go on here.
+
+        No definition of their version is registered here (see
+        :class:`~actors.messages.RunsClaimed`). The next pass hands them back,
+        unchanged, for a worker that has theirs; they take no room here
+        meanwhile, and this worker's claims leave them until
+        :meth:`definitions_changed` (but for one whose cancel is requested:
+        it is claimed to end).
+        """
+        with self._room_lock:
+            self._handing_back.extend(run_ids)
+        self.poke("settled")  # room came free: claim in their place
+
+    def definitions_changed(self) -> None:
+        """The registered workflows changed: runs handed back may go on here now."""
+        with self._room_lock:
+            self._skipped.clear()
+        self.poke()
+
     def reserve(self) -> bool:
         """Take room for a run this process starts (or resumes) and holds at once.
 
@@ -237,9 +263,11 @@ class Claimer:
     def _in_use(self) -> int:
         """Room taken (under ``_room_lock``).
 
-        Runs held, but for parked ones and one per step waiting for a run, and room reserved.
+        Runs held, but for those to hand back and one per step waiting for a run, and room
+        reserved.
         """
-        return self._store.held() - self._parked() - self._steps_waiting() + self._reserved
+        held = self._store.held() - len(self._handing_back)
+        return held - self._steps_waiting() + self._reserved
 
     def unreserve(self) -> None:
         """Give back room taken by :meth:`reserve`."""
@@ -336,6 +364,8 @@ class Claimer:
             self._cancels_wanted = False
             for run_id in store.cancel_requests():
                 self._pass_on_cancel(run_id)
+        if self._handing_back:
+            self._hand_back()
         plans = self._plans()
         workflows = sorted(plans)
         wait = max(0.0, min(self._next_full, self._next_heartbeat) - now)
@@ -348,7 +378,9 @@ class Claimer:
                 wait = 0.0
         if self._wake_wanted:
             self._wake_wanted = False
-            self._wake_at = store.next_wake(workflows)
+            with self._room_lock:
+                skipped = tuple(self._skipped)
+            self._wake_at = store.next_wake(workflows, skipped)
         if self._wake_at is not None:
             wait = min(wait, max(0.0, self._wake_at - _clock.time()))
         if time.monotonic() >= self._next_report:
@@ -358,19 +390,38 @@ class Claimer:
     def _claim(self, workflows: Sequence[str]) -> bool:
         """Claim queued runs for the room there is and hand them on; whether more may wait."""
         store = self._store
+        with self._room_lock:
+            skipped = tuple(self._skipped)
         if self._capacity is None:
             room = CLAIM_BATCH
-            claimed = store.claim(workflows, room)
+            claimed = store.claim(workflows, room, skipped)
         else:
             # Room counted and taken under one lock: a run started here meanwhile
             # (reserve) waits for the claim and then counts the runs it took. Counted
             # before and claimed after, the same room went to both, one run too many.
             with self._room_lock:
                 room = min(CLAIM_BATCH, self._capacity - self._in_use())
-                claimed = store.claim(workflows, room) if room > 0 else []
+                claimed = store.claim(workflows, room, skipped) if room > 0 else []
         if claimed:
             self._take(claimed)
         return room > 0 and len(claimed) == room
+
+    def _hand_back(self) -> None:
+        """Hand back the runs parked since the last pass, and skip them from now on.
+
+        Raises:
+            StoreError: as :meth:`SharedStore.hand_back` does; they are tried again.
+        """
+        with self._room_lock:
+            run_ids = list(self._handing_back)
+        self._store.hand_back(run_ids)
+        with self._room_lock:
+            del self._handing_back[: len(run_ids)]
+            if len(self._skipped) + len(run_ids) > SKIPPED_AT_MOST:
+                # Bounded: those forgotten are claimed once more, and handed back again.
+                self._skipped.clear()
+            self._skipped.update(run_ids)
+        self._claim_wanted = self._wake_wanted = True
 
     def _pass_on_cancel(self, run_id: str) -> None:
         with self._canceling_lock:

@@ -346,10 +346,10 @@ class RunsClaimed:
 
     The registry decodes each: one whose snapshot cannot be read fails from
     its row alone, one whose cancel was requested is recorded canceled, one
-    whose definition (by its plan's fingerprint) is not registered here is
-    parked, held and unchanged, and the others go to ``supervisor`` to run on
-    from where they were. Every message also gives the parked runs another
-    look (one with no runs is sent when a definition is registered).
+    whose definition (by its plan's fingerprint) is not registered here goes
+    back to the queue unchanged (the claimer hands it back, for a worker that
+    has it), and the others go to ``supervisor`` to run on from where they
+    were.
 
     Attributes:
         claimed: The runs, oldest first.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -49,9 +49,7 @@ from runtime._model import (
 )
 from runtime._snapshot import canceled_record, decode, failed_record, run_events, stand_in_record
 from runtime._stores.base import (
-    Claimed,
     RunFencedError,
-    SharedStore,
     SnapshotRecord,
     SnapshotStore,
 )
@@ -63,6 +61,9 @@ __all__ = ["RegistryActor"]
 
 
 _T = TypeVar("_T")
+
+_WARNED_AT_MOST = 10_000
+"""The most ids of runs handed back for want of their version remembered as said (then cleared)."""
 
 
 class RegistryActor(ThreadActor):
@@ -85,7 +86,7 @@ class RegistryActor(ThreadActor):
         hooks: HookRunner | None = None,
         give_up: Callable[[str], None] | None = None,
         watcher: StoreWatcher | None = None,
-        parked: Callable[[int], None] | None = None,
+        hand_back: Callable[[Sequence[str]], None] | None = None,
         *,
         logs: EventLogs | None = None,
         waiters: dict[str, list[threading.Event | Latch]] | None = None,
@@ -109,11 +110,11 @@ class RegistryActor(ThreadActor):
         # progress: a failure is recorded on top of it even before the store has
         # committed it. (The store itself keeps snapshots in order.)
         self._live: dict[str, SnapshotRecord] = {}
-        # Runs claimed whose definition (by fingerprint) is not registered here: held,
-        # unchanged, until it is (or until the runtime stops and hands them back).
-        # How many, told to ``parked`` whenever that changes: they take no room.
-        self._parked: dict[str, Claimed] = {}
-        self._on_parked = parked
+        # Runs claimed that cannot go on here (their definition, by fingerprint, is not
+        # registered) go to ``hand_back``, unchanged: back to the queue, for a worker
+        # that has it. The ids of those said so, to say it once (bounded).
+        self._hand_back = hand_back
+        self._warned: set[str] = set()
 
     def on_receive(self, message: RegistryMessage) -> None:
         observer = _probes.observer
@@ -460,17 +461,13 @@ class RegistryActor(ThreadActor):
         self._hooks.finish(message.plan, snapshot, record, self.actor_ref)
 
     def _on_runs_claimed(self, message: RunsClaimed) -> None:
-        parked, self._parked = self._parked, {}
-        if parked and isinstance(self._store, SharedStore):
-            # A parked run whose cancel was asked for since its claim ends now.
-            canceling = set(self._store.cancel_requests()) & set(parked)
-            for run_id in canceling:
-                parked[run_id] = parked[run_id]._replace(cancel_requested=True)
-        for claimed in (*parked.values(), *message.claimed):
+        elsewhere: list[str] = []  # runs that go back to the queue, for another worker
+        for claimed in message.claimed:
             record = claimed.record
             plan = message.plans.get(record.workflow_id)
-            if plan is None:  # unregistered since the claim: it goes back when this one stops
+            if plan is None:  # unregistered since the claim
                 emit(logging.WARNING, "claimed_run_has_no_workflow", run_id=record.run_id)
+                elsewhere.append(record.run_id)
                 continue
             try:
                 snapshot = decode(record.data, record.run_id)
@@ -486,14 +483,19 @@ class RegistryActor(ThreadActor):
             matching = matching_plan(snapshot, plan, versions)
             if claimed.cancel_requested:
                 # Its cancel was asked for while another worker held it (or while it was
-                # parked here): it ends here, with no step run.
+                # on its way back from one that could not drive it): it ends here, with no
+                # step run.
                 emit(logging.INFO, "run_canceled_on_claim", run_id=record.run_id)
                 canceled = canceled_record(snapshot, _clock.time())
                 self._hooks.finish(matching or plan, snapshot, canceled, self.actor_ref)
                 continue
             if matching is None:
-                # Not a step of it runs on another definition: it waits, held and unchanged.
-                if record.run_id not in parked:  # said once, when it is first parked
+                # Not a step of it runs on another definition: it goes back, unchanged, for
+                # a worker that has its own, and holds no place in its queue meanwhile.
+                if record.run_id not in self._warned:  # said once
+                    if len(self._warned) >= _WARNED_AT_MOST:
+                        self._warned.clear()
+                    self._warned.add(record.run_id)
                     emit(
                         logging.WARNING,
                         "run_awaits_its_version",
@@ -501,8 +503,9 @@ class RegistryActor(ThreadActor):
                         workflow_id=record.workflow_id,
                         status=record.status,
                         error=str(version_error(snapshot, versions)),
+                        hint="a worker on this store that registers its version runs it",
                     )
-                self._parked[record.run_id] = claimed
+                elsewhere.append(record.run_id)
                 continue
             if record.status != "pending":
                 emit(
@@ -514,8 +517,8 @@ class RegistryActor(ThreadActor):
                 )
             self._live[record.run_id] = record
             tell_safely(message.supervisor, StartRun(plan=matching, snapshot=snapshot))
-        if self._on_parked is not None and (parked or self._parked):
-            self._on_parked(len(self._parked))
+        if elsewhere and self._hand_back is not None:
+            self._hand_back(elsewhere)
 
     def _stand_in(self, record: SnapshotRecord, error: dict[str, Any], *, keep_bytes: bool) -> None:
         """Record a run failed from its row alone: its snapshot is unreadable or refused."""

@@ -158,7 +158,6 @@ class ActorSystem:
         self._defined: dict[str, QueueLimits] = {}
         self._defined_lock = threading.Lock()
         self._queues_in_use = False
-        self._parked_runs = 0  # held here, parked for want of their definition
         logs = EventLogs()
         waiters: dict[str, list[threading.Event | Latch]] = {}
         self.registry = RegistryActor.start(
@@ -166,7 +165,7 @@ class ActorSystem:
             self.hooks,
             self._gave_up,
             self.watcher,
-            self._count_parked,
+            self._hand_back,
             logs=logs,
             waiters=waiters,
         )
@@ -467,7 +466,6 @@ class ActorSystem:
             executes=self.role != "client",
             take=self._take,
             cancel=self._cancel_requested,
-            parked=lambda: self._parked_runs,
             waiting=lambda: self.pool.waiting,
             guard=guard,
         )
@@ -476,8 +474,8 @@ class ActorSystem:
     def workflows_changed(self, workflow_ids: Sequence[str]) -> None:
         """The registered workflows changed: say so in the store, and claim their runs now.
 
-        Runs claimed earlier and parked for want of their definition (see
-        :class:`~actors.messages.RunsClaimed`) are looked at again.
+        Runs handed back earlier for want of their definition (see
+        :class:`~actors.messages.RunsClaimed`) may be claimed here again.
         """
         store, claimer = self.shared, self.claimer
         if store is None or claimer is None:
@@ -485,16 +483,12 @@ class ActorSystem:
         if self.role != "client":
             with contextlib.suppress(StoreError):
                 store.join(role=self.role, workflows=workflow_ids, concurrency=self._capacity)
-            with contextlib.suppress(pykka.ActorDeadError):
-                self._take(())  # no new runs: the registry looks at its parked ones again
-        claimer.poke()
+        claimer.definitions_changed()
 
-    def _count_parked(self, count: int) -> None:
-        """On the registry's thread: how many runs are parked now; room may have come free."""
-        more = count > self._parked_runs
-        self._parked_runs = count
-        if more and self.claimer is not None:
-            self.claimer.poke("settled")  # a parked run takes no room: claim in its place
+    def _hand_back(self, run_ids: Sequence[str]) -> None:
+        """On the registry's thread: claimed runs that cannot go on here go back to the queue."""
+        if self.claimer is not None:
+            self.claimer.park(run_ids)
 
     def _take_claimed(
         self,
@@ -512,12 +506,10 @@ class ActorSystem:
         return take
 
     def _cancel_requested(self, run_id: str, done: Callable[[], None]) -> None:
-        def reply(outcome: CancelOutcome) -> None:
-            if outcome == CancelOutcome.NOT_HERE:
-                # Not running here: it may be parked for want of its definition, and the
-                # registry ends a parked run whose cancel was asked for.
-                with contextlib.suppress(pykka.ActorDeadError):
-                    self._take(())
+        # Not running here (not yet started, or on its way back to the queue for want of
+        # its definition): the next look passes it on again, and a run handed back with
+        # its cancel asked for is claimed to end.
+        def reply(_outcome: CancelOutcome) -> None:
             done()
 
         try:

@@ -12,7 +12,7 @@ and counts the runs it took.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from runtime import SQLiteStore
@@ -33,14 +33,16 @@ class PausedClaims(SQLiteStore):
         self.go = threading.Event()
         self.done = threading.Event()
 
-    def claim(self, workflow_ids: Sequence[str], limit: int) -> list[Claimed]:
+    def claim(
+        self, workflow_ids: Sequence[str], limit: int, skip: Collection[str] = ()
+    ) -> list[Claimed]:
         if not self.armed:
-            return super().claim(workflow_ids, limit)
+            return super().claim(workflow_ids, limit, skip)
         self.armed = False
         self.paused.set()
         self.go.wait(BLOCK_LIMIT)
         try:
-            return super().claim(workflow_ids, limit)
+            return super().claim(workflow_ids, limit, skip)
         finally:
             self.done.set()
 

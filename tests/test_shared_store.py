@@ -21,6 +21,7 @@ from structlog.testing import capture_logs
 
 from actors._watcher import StoreWatcher
 from runtime._errors import StoreError
+from runtime._queue import QueueLimits
 from runtime._stores.base import RunFencedError, SharedStore, SnapshotRecord
 from runtime._stores.open import open_store
 from tests._support import stall_writer, wait_for_no_callboard_threads, wait_until
@@ -274,6 +275,64 @@ def test_a_run_put_to_sleep_is_released_and_claimable_only_once_due(
     assert claimed == ["r1"]
     assert time.time() >= wake_at - 0.05  # the database's clock, give or take
     assert b.next_wake(["wf"]) is None
+
+
+def test_a_run_handed_back_is_queued_for_others_and_its_hander_may_skip_it(
+    shared_store: SharedStores,
+) -> None:
+    a, b = shared_store.open(), shared_store.open()
+    a.create(rec("r1", created_at=1.0), hold=False)
+    a.create(rec("r2", created_at=2.0), hold=False)
+    assert [c.record.run_id for c in a.claim(["wf"], 10)] == ["r1", "r2"]
+
+    assert a.hand_back(["r1", "unknown"]) == 1
+    assert (a.holds("r1"), a.holds("r2"), a.held()) == (False, True, 1)
+    assert ids(b.queued()) == ["r1"]
+    assert a.load("r1") == rec("r1", created_at=1.0)  # as it was
+    assert a.claim(["wf"], 10, skip={"r1"}) == []
+    assert [c.record.run_id for c in b.claim(["wf"], 10)] == ["r1"]
+    # Not its own any more: a second hand-back changes nothing, the holder keeps it.
+    assert a.hand_back(["r1"]) == 0
+    assert b.holds("r1") and b.queued() == []
+    assert save(b, rec("r1", 1, "running", created_at=1.0)).committed
+
+
+def test_a_skipped_run_whose_cancel_was_asked_for_is_claimed_to_end(
+    shared_store: SharedStores,
+) -> None:
+    a = shared_store.open()
+    a.create(rec("r1"), hold=False)
+    assert len(a.claim(["wf"], 10)) == 1
+    assert a.request_cancel("r1")
+    assert a.hand_back(["r1"]) == 1
+    claimed = a.claim(["wf"], 10, skip={"r1"})
+    assert [(c.record.run_id, c.cancel_requested) for c in claimed] == [("r1", True)]
+
+
+def test_next_wake_leaves_out_skipped_sleepers(shared_store: SharedStores) -> None:
+    a = shared_store.open()
+    a.create(rec("r1"))
+    wake_at = time.time() - 1  # due
+    assert save(a, rec("r1", 1, "waiting", wake_at=wake_at)).committed
+    assert a.next_wake(["wf"]) == pytest.approx(wake_at)
+    assert a.next_wake(["wf"], skip={"r1"}) is None
+    assert a.claim(["wf"], 10, skip={"r1"}) == []
+
+
+def test_a_handed_back_run_holds_no_place_in_its_queue_and_has_not_started(
+    shared_store: SharedStores,
+) -> None:
+    a, b = shared_store.open(), shared_store.open()
+    a.define_queue(QueueLimits("q", concurrency=1, rate_count=1, rate_period=3600.0))
+    a.create(rec("r1", created_at=1.0)._replace(queue="q"), hold=False)
+    a.create(rec("r2", created_at=2.0)._replace(queue="q"), hold=False)
+    assert [c.record.run_id for c in a.claim(["wf"], 10)] == ["r1"]  # one place
+    assert b.claim(["wf"], 10) == []
+    assert a.hand_back(["r1"]) == 1
+    [stats] = b.queue_stats()
+    assert (stats.waiting, stats.running) == (2, 0)
+    # Its place, and its start in the rate window (one an hour), are free again.
+    assert [c.record.run_id for c in b.claim(["wf"], 10, skip={"r1"})] == ["r2"]
 
 
 def test_a_save_of_a_run_nobody_holds_applies(shared_store: SharedStores) -> None:

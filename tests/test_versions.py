@@ -17,6 +17,7 @@ import structlog
 from pydantic import BaseModel
 
 from runtime import (
+    Queue,
     RunStatus,
     Runtime,
     Step,
@@ -195,8 +196,12 @@ def test_two_versions_at_once_old_runs_finish_on_v1_new_runs_use_v2(runtime: Run
 NAP = 0.5
 
 
-def napping(*steps: Step[Any, Any], version: str) -> Workflow[Value, Value]:
-    flow = create_workflow(id="napping", input_schema=Value, output_schema=Value, version=version)
+def napping(
+    *steps: Step[Any, Any], version: str, queue: Queue | None = None
+) -> Workflow[Value, Value]:
+    flow = create_workflow(
+        id="napping", input_schema=Value, output_schema=Value, version=version, queue=queue
+    )
     for step in steps:
         flow = flow.then(step) if step is not ask else flow.sleep(NAP, id="nap")
     return flow.commit()
@@ -292,6 +297,51 @@ def test_a_parked_run_takes_no_room_from_runs_that_can_go_on(
 
     assert (done.status, done.result) == (RunStatus.SUCCESS, {"value": "y+extra+first+last"})
     assert v2.get_workflow_run_execution_result(run_id) == asleep
+
+
+@pytest.mark.usefixtures("_structlog_reset")
+def test_in_a_rolling_deploy_a_run_goes_to_the_worker_with_its_version_and_its_queue_flows_on(
+    runtimes: Runtimes, each_shared_store: str
+) -> None:
+    # One run at a time through the queue. A v1 run sleeps; the new worker, with v2
+    # only, claims it when it wakes and cannot run it: it must neither hold the queue's
+    # one place (new v2 runs wait for ever) nor keep the run from a worker that has v1.
+    one_at_a_time = Queue("deploys", concurrency=1)
+    old_v1, new_v2 = (
+        napping(first, ask, last, version="v1", queue=one_at_a_time),
+        napping(extra, first, ask, last, version="v2", queue=one_at_a_time),
+    )
+    before = runtimes.start(each_shared_store)
+    wf = before.register(old_v1)
+    run = wf.create_run()
+    run.start_async(input_data={"value": "x"})
+    wait_until(
+        lambda: wf.get_workflow_run_execution_result(run.run_id).status == RunStatus.WAITING,
+        what="the v1 run falls asleep",
+    )
+    before.stop()
+    time.sleep(NAP)  # due
+
+    with structlog.testing.capture_logs() as events:
+        new = runtimes.start(each_shared_store, role="worker")
+        new.register(new_v2)
+        wait_until(lambda: awaiting(events), timeout=WAIT, what="the new worker meets the v1 run")
+        client = runtimes.start(each_shared_store, role="client")
+        v2 = client.register(new_v2)
+        fresh = v2.create_run().start(input_data={"value": "y"}, timeout=WAIT)
+        assert (fresh.status, fresh.version) == (RunStatus.SUCCESS, "v2")
+
+        both = runtimes.start(each_shared_store, role="worker")
+        both.register(old_v1)
+        both.register(new_v2)
+        done = v2.create_run(run.run_id).wait(timeout=WAIT)
+
+    assert (done.status, done.version, done.result) == (
+        RunStatus.SUCCESS,
+        "v1",
+        {"value": "x+first+last"},
+    )
+    assert len(awaiting(events)) == 1  # said once, by the worker without v1
 
 
 # --- the command line ------------------------------------------------------------------------

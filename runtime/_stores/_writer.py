@@ -43,6 +43,7 @@ WriteKind = Literal[
     "save",
     "replace",
     "claim",
+    "hand_back",
     "delete",
     "prune",
     "heartbeat",

@@ -415,19 +415,34 @@ class SharedStore(SnapshotStore, Protocol):
         """
         ...
 
-    def claim(self, workflow_ids: Sequence[str], limit: int) -> list[Claimed]:
+    def claim(
+        self, workflow_ids: Sequence[str], limit: int, skip: Collection[str] = ()
+    ) -> list[Claimed]:
         """Take up to ``limit`` queued runs of these workflows, by rank (oldest first).
 
         Each is then held by this worker with its epoch bumped. Runs another
-        claimer has locked are skipped, never waited for. A run with a queue
-        is taken only while its queue's limits allow (counted over every
-        worker, inside the claim's transaction), and the runs of a queue go
-        by :func:`~runtime._queue.rank`.
+        claimer has locked are skipped, never waited for, and so are runs
+        named in ``skip`` (ones this worker handed back, unable to drive them),
+        unless their cancel was requested: those end on their claim. A run
+        with a queue is taken only while its queue's limits allow (counted
+        over every worker, inside the claim's transaction), and the runs of a
+        queue go by :func:`~runtime._queue.rank`.
         """
         ...
 
-    def next_wake(self, workflow_ids: Sequence[str]) -> float | None:
-        """The earliest ``wake_at`` of queued sleeping runs of these workflows, or ``None``."""
+    def hand_back(self, run_ids: Sequence[str]) -> int:
+        """Give runs held here back to the queue at once, unchanged; how many were.
+
+        For runs this worker cannot drive (no definition of their version is
+        registered here), so that a worker that has it takes them, and their
+        queue counts them as waiting, not executing. Runs this worker does not
+        hold are left alone. A pending run's start is forgotten: its queue's
+        rate limit counts its next claim as its first start.
+        """
+        ...
+
+    def next_wake(self, workflow_ids: Sequence[str], skip: Collection[str] = ()) -> float | None:
+        """The earliest ``wake_at`` of queued sleeping runs of these workflows (but ``skip``'s)."""
         ...
 
     def next_lapse(self, alive: Collection[str] = ()) -> float | None:

@@ -603,6 +603,14 @@ _CLAIM_ALONE: Final = _CLAIM.replace(
 )
 """The claim as a transaction of its own, while no queue is defined (see _claim_alone)."""
 
+_SKIPPING: Final = "(cancel_requested OR NOT (run_id = ANY(%(skip)s::text[])))"
+"""Leaves out of a claim the runs this worker skips, but those whose cancel was requested."""
+
+_CLAIM_SKIPPING: Final = _CLAIM.replace("AND queue IS NULL", f"AND queue IS NULL AND {_SKIPPING}")
+_CLAIM_ALONE_SKIPPING: Final = _CLAIM_ALONE.replace(
+    "AND queue IS NULL", f"AND queue IS NULL AND {_SKIPPING}"
+)
+
 # Runs owned by this worker that it does not know it holds: a claim whose
 # commit was sent but never acknowledged (the connection dropped) took them.
 _ADOPT: Final = f"""
@@ -1726,11 +1734,14 @@ class PostgresStore:
         write = self._submit("heartbeat", None, resolve(future))
         return bool(self._committed(write, future, "the lease was not renewed"))
 
-    def claim(self, workflow_ids: Sequence[str], limit: int) -> list[Claimed]:
+    def claim(
+        self, workflow_ids: Sequence[str], limit: int, skip: Collection[str] = ()
+    ) -> list[Claimed]:
         """Take up to ``limit`` queued runs of these workflows, oldest first.
 
         Each is then held here with its epoch bumped. Rows another worker has
-        locked are skipped (``FOR UPDATE SKIP LOCKED``), never waited for.
+        locked are skipped (``FOR UPDATE SKIP LOCKED``), never waited for, and
+        so are runs named in ``skip``, unless their cancel was requested.
 
         Raises:
             StoreError: if the store is read-only or closed, or stayed unreachable.
@@ -1738,19 +1749,43 @@ class PostgresStore:
         if limit <= 0 or not workflow_ids:
             return []
         future: Future[list[Claimed]] = Future()
-        write = self._submit("claim", (sorted(set(workflow_ids)), limit), resolve(future))
+        payload = (sorted(set(workflow_ids)), limit, sorted(skip))
+        write = self._submit("claim", payload, resolve(future))
         claimed: list[Claimed] = self._committed(write, future, "nothing was claimed")
         return claimed
 
-    def next_wake(self, workflow_ids: Sequence[str]) -> float | None:
-        """The earliest ``wake_at`` of queued sleeping runs of these workflows, or ``None``."""
+    def hand_back(self, run_ids: Sequence[str]) -> int:
+        """Give runs held here back to the queue at once, as they are; how many were.
+
+        For runs this worker cannot drive (no definition of their version is
+        registered here): any worker may claim them next. A run this worker no
+        longer holds is left alone. A run that never started is counted again
+        as a first start by its queue's rate limit.
+
+        Raises:
+            StoreError: if the store is read-only or closed, or stayed unreachable.
+        """
+        if not run_ids:
+            return 0
+        future: Future[int] = Future()
+        write = self._submit("hand_back", sorted(set(run_ids)), resolve(future))
+        handed: int = self._committed(write, future, "no run was handed back")
+        return handed
+
+    def next_wake(self, workflow_ids: Sequence[str], skip: Collection[str] = ()) -> float | None:
+        """The earliest ``wake_at`` of queued sleeping runs of these workflows, or ``None``.
+
+        Runs named in ``skip`` are left out.
+        """
         ids = sorted(set(workflow_ids))
+        skipped = sorted(skip)
 
         def read(connection: Connection) -> float | None:
             row = connection.execute(
                 f"SELECT min(wake_at) FROM callboard_runs WHERE {_QUEUED_SQL} "
-                "AND wake_at IS NOT NULL AND workflow_id = ANY(%s)",
-                (ids,),
+                "AND wake_at IS NOT NULL AND workflow_id = ANY(%(workflows)s)"
+                + (f" AND {_SKIPPING}" if skipped else ""),
+                {"workflows": ids, "skip": skipped},
             ).fetchone()
             return None if row is None or row[0] is None else float(row[0])
 
@@ -2625,6 +2660,8 @@ class PostgresStore:
             return self._replace(connection, write, batch)
         if kind == "claim":
             return self._claim(connection, write, batch)
+        if kind == "hand_back":
+            return self._hand_back(connection, payload, batch)
         if kind == "delete":
             row = connection.execute(
                 f"DELETE FROM callboard_runs WHERE run_id = %s AND status IN ({_TERMINAL_SQL}) "
@@ -2700,8 +2737,26 @@ class PostgresStore:
             batch.hints.add(_hint_kind(record), run_id)
         return True
 
+    def _hand_back(self, connection: Connection, run_ids: list[str], batch: _Batch) -> int:
+        held = {run_id: batch.held[run_id] for run_id in run_ids if run_id in batch.held}
+        if not held:
+            return 0
+        rows = connection.execute(
+            "UPDATE callboard_runs AS r SET owner_id = NULL, started_at = CASE "
+            "WHEN r.status = 'pending' THEN NULL ELSE r.started_at END "
+            "FROM unnest(%s::text[], %s::bigint[]) AS h(run_id, epoch) "
+            "WHERE r.run_id = h.run_id AND r.owner_id = %s AND r.epoch = h.epoch "
+            f"AND r.status IN ({_UNFINISHED_SQL}) RETURNING r.run_id",
+            (list(held), list(held.values()), self.owner_id),
+        ).fetchall()
+        for run_id in held:  # handed back, or not its own any more: held no longer
+            batch.held.pop(run_id, None)
+        for (run_id,) in rows:
+            batch.hints.add("queued", run_id)
+        return len(rows)
+
     def _claim(self, connection: Connection, write: Write, batch: _Batch) -> list[Claimed]:
-        workflows, limit = write.payload
+        workflows, limit, skip = write.payload
         # A claim whose caller gave up waiting must not take runs nobody would drive.
         if not write.take():
             return []
@@ -2714,12 +2769,17 @@ class PostgresStore:
             batch.adopted = True
         if len(rows) < limit:
             if _queue_limits(connection):
-                rows += self._claim_through_queues(connection, workflows, limit - len(rows))
+                rows += self._claim_through_queues(connection, workflows, limit - len(rows), skip)
             else:
                 # No queue defined: no run has one (a queue is defined before its first run).
                 rows += connection.execute(
-                    _CLAIM,
-                    {"workflows": workflows, "limit": limit - len(rows), "owner": self.owner_id},
+                    _CLAIM_SKIPPING if skip else _CLAIM,
+                    {
+                        "workflows": workflows,
+                        "limit": limit - len(rows),
+                        "owner": self.owner_id,
+                        "skip": skip,
+                    },
                 ).fetchall()
         return self._claimed(rows, batch)
 
@@ -2763,7 +2823,7 @@ class PostgresStore:
         nothing (none waits, or runs wait in queues) the claim is made again as
         :meth:`_claim` makes it, which looks at the queues.
         """
-        workflows, limit = write.payload
+        workflows, limit, skip = write.payload
         # A claim whose caller gave up waiting must not take runs nobody would drive.
         if not write.take():
             return []
@@ -2771,7 +2831,8 @@ class PostgresStore:
             with _autocommit(connection):
                 _virtual_now(connection)
                 rows = connection.execute(
-                    _CLAIM_ALONE, {"workflows": workflows, "limit": limit, "owner": self.owner_id}
+                    _CLAIM_ALONE_SKIPPING if skip else _CLAIM_ALONE,
+                    {"workflows": workflows, "limit": limit, "owner": self.owner_id, "skip": skip},
                 ).fetchall()
         except Exception:
             # Its commit may have happened unacknowledged: runs held here unknowingly.
@@ -2780,7 +2841,7 @@ class PostgresStore:
         return self._claimed(rows, batch) if rows else None
 
     def _claim_through_queues(
-        self, connection: Connection, workflows: list[str], limit: int
+        self, connection: Connection, workflows: list[str], limit: int, skip: list[str]
     ) -> list[tuple[Any, ...]]:
         """Claim by rank, each run of a queue only while its limits allow, under the queue lock.
 
@@ -2816,7 +2877,7 @@ class PostgresStore:
             rows = connection.execute(
                 "SELECT run_id, queue, queue_key, started_at FROM callboard_runs "
                 f"WHERE {_QUEUED_SQL} AND workflow_id = ANY(%(workflows)s) AND {_DUE} "
-                "AND (queue IS NULL OR NOT (queue = ANY(%(closed)s) "
+                f"AND {_SKIPPING} AND (queue IS NULL OR NOT (queue = ANY(%(closed)s) "
                 "OR queue || chr(31) || coalesce(queue_key, '') = ANY(%(buckets)s) "
                 "OR (started_at IS NULL "
                 "AND queue || chr(31) || coalesce(queue_key, '') = ANY(%(rated)s)))) "
@@ -2827,6 +2888,7 @@ class PostgresStore:
                     "buckets": [bucket_key(bucket) for bucket in admission.closed_buckets()],
                     "rated": [bucket_key(bucket) for bucket in admission.rated_buckets()],
                     "limit": want,
+                    "skip": skip,
                 },
             ).fetchall()
             chosen = [

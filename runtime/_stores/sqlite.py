@@ -978,23 +978,44 @@ class SQLiteStore:
         write = self._submit("heartbeat", None, resolve(future))
         return bool(self._committed(write, future, "the lease was not renewed"))
 
-    def claim(self, workflow_ids: Sequence[str], limit: int) -> list[Claimed]:
-        """Take up to ``limit`` queued runs of these workflows that are due, oldest first."""
+    def claim(
+        self, workflow_ids: Sequence[str], limit: int, skip: Collection[str] = ()
+    ) -> list[Claimed]:
+        """Take up to ``limit`` queued runs of these workflows that are due, oldest first.
+
+        Runs named in ``skip`` are left, unless their cancel was requested.
+        """
         if limit < 1 or not workflow_ids:
             return []
         marks = ", ".join("?" * len(workflow_ids))
+        skipping, skipped = _skipping(skip)
         with self._reading() as connection:
             due = connection.execute(
                 f"SELECT 1 FROM runs WHERE {_QUEUED} AND (wake_at IS NULL OR wake_at <= ?) "
-                f"AND workflow_id IN ({marks}) LIMIT 1",
-                (_clock.time(), *workflow_ids),
+                f"AND workflow_id IN ({marks}){skipping} LIMIT 1",
+                (_clock.time(), *workflow_ids, *skipped),
             ).fetchone()
         if due is None:
             return []  # the usual case, found with a read: no write transaction
         future: Future[list[Claimed]] = Future()
-        write = self._submit("claim", (list(workflow_ids), limit), resolve(future))
+        write = self._submit("claim", (list(workflow_ids), limit, skip), resolve(future))
         claimed: list[Claimed] = self._committed(write, future, "nothing was claimed")
         return claimed
+
+    def hand_back(self, run_ids: Sequence[str]) -> int:
+        """Give runs held here back to the queue at once, as they are; how many were.
+
+        For runs this worker cannot drive (no definition of their version is
+        registered here): any worker may claim them next. A run this worker no
+        longer holds is left alone. A run that never started is counted again
+        as a first start by its queue's rate limit.
+        """
+        if not run_ids:
+            return 0
+        future: Future[int] = Future()
+        write = self._submit("hand_back", list(run_ids), resolve(future))
+        handed: int = self._committed(write, future, "no run was handed back")
+        return handed
 
     def reap(self) -> int:
         """Hand the runs of dead workers back to the queue; how many runs.
@@ -1049,16 +1070,17 @@ class SQLiteStore:
         """Whether this worker holds the run now."""
         return run_id in self._held
 
-    def next_wake(self, workflow_ids: Sequence[str]) -> float | None:
-        """The earliest wake time of the queued sleeping runs of these workflows."""
+    def next_wake(self, workflow_ids: Sequence[str], skip: Collection[str] = ()) -> float | None:
+        """The earliest wake time of queued sleeping runs of these workflows (but ``skip``'s)."""
         if not workflow_ids:
             return None
         marks = ", ".join("?" * len(workflow_ids))
+        skipping, skipped = _skipping(skip)
         with self._reading() as connection:
             row = connection.execute(
                 f"SELECT min(wake_at) FROM runs WHERE {_QUEUED} AND wake_at IS NOT NULL "
-                f"AND workflow_id IN ({marks})",
-                list(workflow_ids),
+                f"AND workflow_id IN ({marks}){skipping}",
+                (*workflow_ids, *skipped),
             ).fetchone()
         return None if row is None else row[0]
 
@@ -1704,6 +1726,8 @@ class SQLiteStore:
             return self._replace(connection, write, outcome)
         if kind == "claim":
             return self._claim(connection, payload, outcome)
+        if kind == "hand_back":
+            return self._hand_back(connection, payload, outcome)
         if kind == "reap":
             return self._reap(connection, outcome)
         if kind == "request_cancel":
@@ -1815,19 +1839,20 @@ class SQLiteStore:
     def _claim(
         self, connection: sqlite3.Connection, payload: Any, outcome: _Outcome
     ) -> list[Claimed]:
-        workflow_ids, limit = payload
+        workflow_ids, limit, skip = payload
         now = _clock.time()
         admission = self._admission(connection, now)
         limited = admission is not None and admission.limited()
         marks = ", ".join("?" * len(workflow_ids))
+        skipping, skipped = _skipping(skip)
         taken: list[str] = []
         for _ in range(_CLAIM_ROUNDS if limited else 1):
             want = limit - len(taken)
             where = (
                 f"WHERE {_QUEUED} AND (wake_at IS NULL OR wake_at <= ?) "
-                f"AND workflow_id IN ({marks})"
+                f"AND workflow_id IN ({marks}){skipping}"
             )
-            params: list[Any] = [now, *workflow_ids]
+            params: list[Any] = [now, *workflow_ids, *skipped]
             if limited and admission is not None:
                 closed = admission.closed_queues()
                 if closed:
@@ -1897,6 +1922,25 @@ class SQLiteStore:
             "FROM queues"
         ).fetchall()
         return {row[0]: QueueLimits(*row) for row in rows}
+
+    def _hand_back(
+        self, connection: sqlite3.Connection, run_ids: list[str], outcome: _Outcome
+    ) -> int:
+        with self._held_lock:
+            held = {run_id: self._held[run_id] for run_id in run_ids if run_id in self._held}
+        handed = 0
+        for run_id, epoch in sorted(held.items()):
+            cursor = connection.execute(
+                "UPDATE runs SET owner_id = NULL, started_at = CASE WHEN status = 'pending' "
+                "THEN NULL ELSE started_at END WHERE run_id = ? AND owner_id = ? AND epoch = ? "
+                f"AND status IN ({_UNFINISHED_SQL})",
+                (run_id, self.owner_id, epoch),
+            )
+            outcome.releasing[run_id] = "queued"  # or not its own any more: held no longer
+            if cursor.rowcount == 1:
+                handed += 1
+                outcome.hint("queued", run_id)
+        return handed
 
     def _admission(self, connection: sqlite3.Connection, now: float) -> Admission | None:
         """What runs of limited queues execute, and started within their windows, right now.
@@ -2083,6 +2127,20 @@ def _fenced(run_id: str) -> RunFencedError:
         f"run {run_id!r} is held by another worker now (this one's lease ran out, or it "
         "never held it): this worker's write was not applied",
         run_id=run_id,
+    )
+
+
+def _skipping(skip: Collection[str]) -> tuple[str, tuple[str, ...]]:
+    """The condition (and its one parameter) that leaves ``skip``'s runs out of a claim.
+
+    A run whose cancel was requested is claimed all the same: it ends on its claim.
+    """
+    if not skip:
+        return "", ()
+    skipped = tuple(sorted(skip))
+    return (
+        " AND (cancel_requested = 1 OR run_id NOT IN (SELECT value FROM json_each(?)))",
+        (json.dumps(skipped),),
     )
 
 

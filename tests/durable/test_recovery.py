@@ -255,10 +255,10 @@ def test_recovery_does_not_hold_up_start_or_register(
     looking, go_on = threading.Event(), threading.Event()
     claim = SQLiteStore.claim
 
-    def slow_claim(self, workflow_ids, limit):  # type: ignore[no-untyped-def]
+    def slow_claim(self, workflow_ids, limit, skip=()):  # type: ignore[no-untyped-def]
         looking.set()
         go_on.wait(10)
-        return claim(self, workflow_ids, limit)
+        return claim(self, workflow_ids, limit, skip)
 
     monkeypatch.setattr(SQLiteStore, "claim", slow_claim)
     rt = Runtime(store=db)
