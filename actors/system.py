@@ -75,6 +75,9 @@ Role = Literal["both", "worker", "client"]
 
 ROLES: Final[tuple[Role, ...]] = ("both", "worker", "client")
 
+_IDLE_ANSWER: Final = 0.1
+"""Seconds a stop on the async steps' loop waits to learn whether any run is in progress."""
+
 SHUTDOWN_GRACE: Final = 2.0
 """Seconds :meth:`ActorSystem.shutdown` gives, beyond its ``timeout``, to stop every actor
 and thread it started: together, not each. What has not stopped by then (a step blocked
@@ -590,13 +593,15 @@ class ActorSystem:
 
     # --- shutting down ---------------------------------------------------------------
 
-    def shutdown(self, timeout: float | None) -> None:
+    def shutdown(self, timeout: float | None, *, on_step_loop: bool = False) -> None:
         """Wait up to ``timeout`` seconds for runs in progress, stop everything, close the store.
 
         Runs still going then are failed (in memory) or halted (on a durable
         store, where the next runtime resumes them). The whole takes at most
         ``timeout`` plus :data:`SHUTDOWN_GRACE` seconds (and the store's close);
         a :meth:`hurry` from another thread ends the wait for runs at once.
+        ``on_step_loop``: the caller blocks the loop of the async steps, so no
+        run in progress could end meanwhile: it waits for none (and says so).
         """
         deadline = time.monotonic() + (timeout or 0.0) + SHUTDOWN_GRACE
 
@@ -611,7 +616,7 @@ class ActorSystem:
         if self.pruner is not None:
             self.pruner.stop(left())
         try:
-            self._drain(timeout, left)
+            self._drain(timeout, left, on_step_loop=on_step_loop)
         finally:
             _stop_actor(self.supervisor, left())
             self.timers.stop(left())
@@ -680,14 +685,27 @@ class ActorSystem:
         if draining is not None:
             draining.set()
 
-    def _drain(self, timeout: float | None, left: Callable[[], float]) -> None:
+    def _drain(
+        self, timeout: float | None, left: Callable[[], float], *, on_step_loop: bool
+    ) -> None:
         """Wait for the runs in progress; then fail those still going (halt them, if durable)."""
         try:
             idle = threading.Event()
             self._draining = idle  # before looking at _hurried_at: see hurry()
             self.supervisor.tell(NotifyWhenIdle(event=idle))
+            if on_step_loop:
+                # Only for the supervisor's answer: with the loop blocked, no run ends.
+                timeout = _IDLE_ANSWER if timeout is None else min(timeout, _IDLE_ANSWER)
             if self._hurried_at is None and idle.wait(timeout) and self._hurried_at is None:
                 return
+            if on_step_loop:
+                emit(
+                    logging.WARNING,
+                    "stop_blocks_step_loop",
+                    hint="stop() was called on the event loop that runs this runtime's async "
+                    "steps, and blocks it: no run in progress could end, so they were halted "
+                    "at once; await rt.astop() (or use async with) to let them end",
+                )
             aborted = threading.Event()
             # A durable store keeps a halted run unfinished, and the next runtime
             # on it resumes the run; in memory it would be lost, so it fails.

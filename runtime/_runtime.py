@@ -650,7 +650,7 @@ class Runtime:
         # What stop may take in all (promise 6): its timeout, and the grace of the shutdown.
         deadline = time.monotonic() + budget + SHUTDOWN_GRACE
         try:
-            system.shutdown(budget)
+            system.shutdown(budget, on_step_loop=system.loop.is_current())
         finally:
             host.state = "stopped"
             left = deadline - time.monotonic()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import pytest
+import structlog
 
 from runtime import RunStatus, Runtime, create_step, create_workflow
 from tests._support import Value, wait_for_no_callboard_threads
@@ -146,6 +148,49 @@ def test_astop_cancels_the_steps_it_started_on_the_apps_loop_and_leaves_the_loop
         assert await asyncio.sleep(0, result="alive") == "alive"
         left = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
         assert left == []
+
+    asyncio.run(main())
+    assert not wait_for_no_callboard_threads()
+
+
+@pytest.mark.usefixtures("_structlog_reset")
+def test_a_sync_stop_on_the_apps_loop_halts_runs_at_once_and_says_to_await_astop() -> None:
+    # The sync stop blocks the very loop the run's async step needs: waiting its
+    # timeout (half a minute here) for the run to end could never pay.
+    async def main() -> None:
+        started = asyncio.Event()
+
+        async def long(ctx: Any) -> Value:
+            started.set()
+            await asyncio.sleep(3600)
+            return ctx.input_data
+
+        wf = (
+            create_workflow(id="long", input_schema=Value, output_schema=Value)
+            .then(create_step(id="long", input_schema=Value, output_schema=Value, execute=long))
+            .commit()
+        )
+        rt = await Runtime(async_steps="app", stop_timeout=30).astart()
+        bound = rt.register(wf)
+        run = bound.create_run()
+        await run.astart_async(input_data={"value": "v"})
+        await asyncio.wait_for(started.wait(), WAIT)
+        with structlog.testing.capture_logs() as events:
+            began = time.monotonic()
+            rt.stop()
+            took = time.monotonic() - began
+        assert took < 15, f"stop() waited {took:.1f} s for a run that could not end"
+        [warned] = [event for event in events if event["event"] == "stop_blocks_step_loop"]
+        assert "await rt.astop()" in warned["hint"]
+        result = bound.get_workflow_run_execution_result(run.run_id)
+        assert result is not None and result.status == RunStatus.FAILED
+        assert result.error is not None and "stopped" in result.error.message
+
+        # With no run in progress it waits for none, and has nothing to say.
+        idle = await Runtime(async_steps="app", stop_timeout=30).astart()
+        with structlog.testing.capture_logs() as events:
+            idle.stop()
+        assert [event["event"] for event in events if "stop" in event["event"]] == []
 
     asyncio.run(main())
     assert not wait_for_no_callboard_threads()
