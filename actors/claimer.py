@@ -146,7 +146,8 @@ class Claimer:
         plans: The registered workflows, read at every pass.
         capacity: The most runs this worker holds at once (``None``: no limit).
         executes: Whether this runtime runs workflows (not a client).
-        take: Called with the runs claimed, to start them.
+        take: Called with the runs claimed, to start them, and the count of
+            changes to the registered workflows before the claim.
         cancel: Called with a run held here whose cancel was requested; it
             calls ``done`` once the cancel is settled (recorded or not).
         waiting: How many steps of runs held here wait for another run to end
@@ -163,7 +164,7 @@ class Claimer:
         plans: Callable[[], Mapping[str, ExecutionPlan]],
         capacity: int | None,
         executes: bool,
-        take: Callable[[Sequence[Claimed]], None],
+        take: Callable[[Sequence[Claimed], int], None],
         cancel: Callable[[str, Callable[[], None]], None],
         waiting: Callable[[], int] = lambda: 0,
         guard: LeaseGuard | None = None,
@@ -174,8 +175,12 @@ class Claimer:
         self._capacity = capacity
         # Runs claimed here that cannot go on here (see park): to hand back, and then
         # to skip in this worker's claims until its definitions change.
-        self._handing_back: list[str] = []
+        # (Under a lock of their own: the registry's thread parks runs, and must never
+        # wait for a claim or hand-back under way.)
+        self._handing_back: list[tuple[str, int]] = []  # with the generation of their claim
         self._skipped: set[str] = set()
+        self._generation = 0  # changes to the registered workflows, each a new look
+        self._parked_lock = threading.Lock()
         self._steps_waiting = waiting
         self._executes = executes
         self._take = take
@@ -224,7 +229,7 @@ class Claimer:
             self._claim_wanted = self._cancels_wanted = self._wake_wanted = True
         self._wake.set()
 
-    def park(self, run_ids: Sequence[str]) -> None:
+    def park(self, run_ids: Sequence[str], generation: int) -> None:
         """Hand these runs, held here, back to the queue: none can go on here.
 
         No definition of their version is registered here (see
@@ -232,15 +237,18 @@ class Claimer:
         unchanged, for a worker that has theirs; they take no room here
         meanwhile, and this worker's claims leave them until
         :meth:`definitions_changed` (but for one whose cancel is requested:
-        it is claimed to end).
+        it is claimed to end). ``generation`` is what :meth:`_claim` handed on
+        with them: if the registered workflows changed since, they are not
+        skipped (they were judged by what was registered before).
         """
-        with self._room_lock:
-            self._handing_back.extend(run_ids)
+        with self._parked_lock:
+            self._handing_back.extend((run_id, generation) for run_id in run_ids)
         self.poke("settled")  # room came free: claim in their place
 
     def definitions_changed(self) -> None:
         """The registered workflows changed: runs handed back may go on here now."""
-        with self._room_lock:
+        with self._parked_lock:
+            self._generation += 1
             self._skipped.clear()
         self.poke()
 
@@ -378,7 +386,7 @@ class Claimer:
                 wait = 0.0
         if self._wake_wanted:
             self._wake_wanted = False
-            with self._room_lock:
+            with self._parked_lock:
                 skipped = tuple(self._skipped)
             self._wake_at = store.next_wake(workflows, skipped)
         if self._wake_at is not None:
@@ -390,8 +398,9 @@ class Claimer:
     def _claim(self, workflows: Sequence[str]) -> bool:
         """Claim queued runs for the room there is and hand them on; whether more may wait."""
         store = self._store
-        with self._room_lock:
+        with self._parked_lock:
             skipped = tuple(self._skipped)
+            generation = self._generation  # read before the claim: see park
         if self._capacity is None:
             room = CLAIM_BATCH
             claimed = store.claim(workflows, room, skipped)
@@ -403,7 +412,7 @@ class Claimer:
                 room = min(CLAIM_BATCH, self._capacity - self._in_use())
                 claimed = store.claim(workflows, room, skipped) if room > 0 else []
         if claimed:
-            self._take(claimed)
+            self._take(claimed, generation)
         return room > 0 and len(claimed) == room
 
     def _hand_back(self) -> None:
@@ -412,15 +421,19 @@ class Claimer:
         Raises:
             StoreError: as :meth:`SharedStore.hand_back` does; they are tried again.
         """
+        # Under the room lock, as a claim: the room they leave is counted once, not
+        # both before and after the store lets them go.
         with self._room_lock:
-            run_ids = list(self._handing_back)
-        self._store.hand_back(run_ids)
-        with self._room_lock:
-            del self._handing_back[: len(run_ids)]
-            if len(self._skipped) + len(run_ids) > SKIPPED_AT_MOST:
-                # Bounded: those forgotten are claimed once more, and handed back again.
-                self._skipped.clear()
-            self._skipped.update(run_ids)
+            with self._parked_lock:
+                parked = list(self._handing_back)
+            self._store.hand_back([run_id for run_id, _ in parked])
+            with self._parked_lock:
+                del self._handing_back[: len(parked)]
+                if len(self._skipped) + len(parked) > SKIPPED_AT_MOST:
+                    # Bounded: those forgotten are claimed once more, and handed back again.
+                    self._skipped.clear()
+                now = self._generation
+                self._skipped.update(run_id for run_id, judged in parked if judged == now)
         self._claim_wanted = self._wake_wanted = True
 
     def _pass_on_cancel(self, run_id: str) -> None:

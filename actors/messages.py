@@ -356,12 +356,15 @@ class RunsClaimed:
         plans: The registered workflows, by id.
         supervisor: Where to send the runs to start.
         versions: Every registered definition, by workflow id then fingerprint.
+        generation: The claimer's count of changes to the registered workflows
+            before the claim (see :meth:`actors.claimer.Claimer.park`).
     """
 
     claimed: Sequence[Claimed]
     plans: Mapping[str, ExecutionPlan]
     supervisor: pykka.ActorRef[Any]
     versions: Mapping[str, Mapping[str, ExecutionPlan]] = field(default_factory=dict)
+    generation: int = 0
 
 
 @dataclass(frozen=True, slots=True)

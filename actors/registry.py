@@ -86,7 +86,7 @@ class RegistryActor(ThreadActor):
         hooks: HookRunner | None = None,
         give_up: Callable[[str], None] | None = None,
         watcher: StoreWatcher | None = None,
-        hand_back: Callable[[Sequence[str]], None] | None = None,
+        hand_back: Callable[[Sequence[str], int], None] | None = None,
         *,
         logs: EventLogs | None = None,
         waiters: dict[str, list[threading.Event | Latch]] | None = None,
@@ -518,7 +518,7 @@ class RegistryActor(ThreadActor):
             self._live[record.run_id] = record
             tell_safely(message.supervisor, StartRun(plan=matching, snapshot=snapshot))
         if elsewhere and self._hand_back is not None:
-            self._hand_back(elsewhere)
+            self._hand_back(elsewhere, message.generation)
 
     def _stand_in(self, record: SnapshotRecord, error: dict[str, Any], *, keep_bytes: bool) -> None:
         """Record a run failed from its row alone: its snapshot is unreadable or refused."""

@@ -143,7 +143,7 @@ class ActorSystem:
             cast("SharedStore", store) if store.durable and provides(store, SharedStore) else None
         )
         self.claimer: Claimer | None = None
-        self._take: Callable[[Sequence[Claimed]], None] = lambda _claimed: None
+        self._take: Callable[[Sequence[Claimed], int], None] = lambda _claimed, _gen: None
         self.watcher: StoreWatcher | None = None
         shared = self.shared is not None
         # On a shared store runs wait in the store, never in this process's memory.
@@ -488,21 +488,25 @@ class ActorSystem:
                 store.join(role=self.role, workflows=workflow_ids, concurrency=self._capacity)
         claimer.definitions_changed()
 
-    def _hand_back(self, run_ids: Sequence[str]) -> None:
+    def _hand_back(self, run_ids: Sequence[str], generation: int) -> None:
         """On the registry's thread: claimed runs that cannot go on here go back to the queue."""
         if self.claimer is not None:
-            self.claimer.park(run_ids)
+            self.claimer.park(run_ids, generation)
 
     def _take_claimed(
         self,
         plans: Callable[[], Mapping[str, ExecutionPlan]],
         versions: Callable[[], Mapping[str, Mapping[str, ExecutionPlan]]],
-    ) -> Callable[[Sequence[Claimed]], None]:
-        def take(claimed: Sequence[Claimed]) -> None:
+    ) -> Callable[[Sequence[Claimed], int], None]:
+        def take(claimed: Sequence[Claimed], generation: int) -> None:
             if not self._queues_in_use and any(c.record.queue for c in claimed):
                 self._queues_in_use = True  # from now on a run that settles frees a slot
             message = RunsClaimed(
-                claimed=claimed, plans=plans(), supervisor=self.supervisor, versions=versions()
+                claimed=claimed,
+                plans=plans(),
+                supervisor=self.supervisor,
+                versions=versions(),
+                generation=generation,
             )
             self.registry.tell(message)  # dead: the runs go back to the queue at the stop
 
