@@ -8,6 +8,7 @@ import contextlib
 import contextvars
 import functools
 import json
+import logging
 import math
 import os
 import threading
@@ -44,6 +45,7 @@ from runtime._stores.open import is_postgres_url, open_store
 from runtime._stores.schedules import ScheduleBook, ScheduleRow, book_for, close_book
 from runtime._stores.sqlite import path_from_url
 from runtime._sync import Channel, EventChannel, Latch, served
+from runtime._tracing import emit
 
 if TYPE_CHECKING:
     from actors.system import ActorSystem
@@ -596,7 +598,7 @@ class Runtime:
                 system.start_claiming(self._registered, self._registered_versions)
                 book = book_for(host.store)
                 for workflow_id, schedule in self._schedules.values():
-                    book.put(_schedule_row(workflow_id, schedule))
+                    _put_schedule(book, _schedule_row(workflow_id, schedule))
             except BaseException:
                 system.shutdown(0)  # nothing left running; the store is closed too
                 raise
@@ -893,7 +895,7 @@ class Runtime:
             self._schedules[schedule.schedule_id] = (workflow_id, schedule)
             running = self._host.state == "running"
         if running:
-            self._book().put(_schedule_row(workflow_id, schedule))
+            _put_schedule(self._book(), _schedule_row(workflow_id, schedule))
             self._poke_scheduler()
 
     def _book(self) -> ScheduleBook:
@@ -1029,6 +1031,30 @@ class Runtime:
     def store(self) -> SnapshotStore | None:
         """The store runs are kept in (``None`` for a SQLite file before :meth:`start`)."""
         return self._host.store
+
+
+def _put_schedule(book: ScheduleBook, row: ScheduleRow) -> None:
+    """Store a schedule's definition, and say so if that changed what the store held.
+
+    What it held may be another process's, or this one's before a redeploy: the
+    definition written last wins.
+    """
+    known = book.get(row.schedule_id)
+    book.put(row)
+    if known is None:
+        return
+    before = (known.workflow_id, known.cron, known.timezone)
+    after = (row.workflow_id, row.cron, row.timezone)
+    if before != after:
+        emit(
+            logging.WARNING,
+            "schedule_redefined",
+            schedule_id=row.schedule_id,
+            before=" ".join(before),
+            after=" ".join(after),
+            hint="the definition written last wins, for every process on the store; "
+            "a new cron or time zone fires from its next tick, with nothing caught up",
+        )
 
 
 def _schedule_row(workflow_id: str, schedule: Schedule) -> ScheduleRow:

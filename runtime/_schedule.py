@@ -37,6 +37,7 @@ __all__ = [
     "check_schedule_id",
     "newest_tick",
     "next_tick",
+    "tick_of",
     "tick_run_id",
     "ticks_after",
     "ticks_before",
@@ -282,6 +283,17 @@ def tick_run_id(schedule_id: str, tick: float) -> str:
     return f"schedule:{schedule_id}:{moment:%Y-%m-%dT%H:%M:%SZ}"
 
 
+def tick_of(schedule_id: str, run_id: str) -> datetime | None:
+    """The tick a run of the schedule was started for, read from its id; ``None`` if not one."""
+    prefix = f"schedule:{schedule_id}:"
+    if not run_id.startswith(prefix):
+        return None
+    try:
+        return datetime.strptime(run_id[len(prefix) :], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
 _PUBLIC = ConfigDict(frozen=True, extra="forbid")
 
 
@@ -316,9 +328,14 @@ class ScheduleInfo(BaseModel):
         next_fire_at: When it fires next (UTC); ``None`` while paused.
         last_tick_at: The newest tick handled: fired, or passed over by a
             policy (UTC); ``None`` before the first.
-        last_runs: Its recent runs still in the store, newest first.
+        last_runs: Its recent runs still in the store, newest first: those of
+            its last few ticks, and the run of the newest tick that started
+            one however long ago (the run the overlap policy waits for).
         buffered_tick_at: A tick whose run waits for the previous run to end
             (``overlap="buffer_one"``), else ``None``.
+        error: Why this process cannot compute the schedule's ticks (a time
+            zone its tz database lacks, say, or a cron its parser refuses),
+            else ``None``; it fires none of them, and ``next_fire_at`` is ``None``.
     """
 
     model_config = _PUBLIC
@@ -335,6 +352,7 @@ class ScheduleInfo(BaseModel):
     last_tick_at: datetime | None = None
     last_runs: list[ScheduledRun] = Field(default_factory=list)
     buffered_tick_at: datetime | None = None
+    error: str | None = None
 
 
 def utc(epoch: float | None) -> datetime | None:

@@ -34,6 +34,7 @@ from runtime._schedule import (
     ScheduleInfo,
     newest_tick,
     next_tick,
+    tick_of,
     tick_run_id,
     ticks_after,
     ticks_before,
@@ -88,6 +89,8 @@ class Scheduler:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._watched: set[str] = set()  # runs whose end wakes the scheduler (buffer_one)
+        # Schedules this process cannot fire, with what was said of each (said once).
+        self._said: dict[str, tuple[str, str, str]] = {}
         self._begun = 0  # passes begun
         self._done = 0  # the last pass done
         self.next_due: float | None = None
@@ -188,9 +191,33 @@ class Scheduler:
                     error=str(exc),
                 )
                 upcoming = _clock.time() + POLL
+            except Exception as exc:
+                # Not this store's fault: this process cannot compute the schedule's ticks
+                # (a time zone its tz database lacks, a cron its parser refuses, written by
+                # another process). It fires none of them; the other schedules go on.
+                self._unusable(row, exc)
+                continue
+            self._said.pop(row.schedule_id, None)
             if upcoming is not None and (soonest is None or upcoming < soonest):
                 soonest = upcoming
         return soonest
+
+    def _unusable(self, row: ScheduleRow, exc: Exception) -> None:
+        """Say (once for each definition) that this process cannot fire a schedule, and why."""
+        said = (row.cron, row.timezone, str(exc))
+        if self._said.get(row.schedule_id) == said:
+            return
+        self._said[row.schedule_id] = said
+        emit(
+            logging.ERROR,
+            "schedule_unusable",
+            schedule_id=row.schedule_id,
+            cron=row.cron,
+            timezone=row.timezone,
+            error=f"{type(exc).__name__}: {exc}",
+            hint="this process fires none of its ticks; a process that can read its cron "
+            "and time zone does, or define it again with ones this process reads",
+        )
 
     def _fire_due(self, row: ScheduleRow, plan: ExecutionPlan) -> float | None:
         """Start the runs of the schedule's due ticks by its policies; when its next tick is."""
@@ -311,20 +338,33 @@ def describe(
     """
     anchor = row.created_at if row.last_tick is None else row.last_tick
     next_fire: float | None = None
-    if not row.paused:
-        newest = newest_tick(row.cron, row.timezone, now)
-        if newest is not None and newest > anchor and row.catch_up != "skip":
-            next_fire = now  # a missed tick that the next pass fires
-        else:
-            next_fire = next_tick(row.cron, row.timezone, max(now, anchor))
+    ticks: list[float] = []
+    error: str | None = None
+    try:
+        if not row.paused:
+            newest = newest_tick(row.cron, row.timezone, now)
+            if newest is not None and newest > anchor and row.catch_up != "skip":
+                next_fire = now  # a missed tick that the next pass fires
+            else:
+                next_fire = next_tick(row.cron, row.timezone, max(now, anchor))
+        if row.last_tick is not None:
+            ticks = ticks_before(row.cron, row.timezone, row.last_tick, LAST_RUNS)
+    except Exception as exc:  # written by a process that reads what this one cannot
+        error = f"{type(exc).__name__}: {exc}"
     runs: list[ScheduledRun] = []
-    if row.last_tick is not None:
-        for tick in ticks_before(row.cron, row.timezone, row.last_tick, LAST_RUNS):
-            record = load(tick_run_id(row.schedule_id, tick))
-            if record is not None:
-                runs.append(
-                    ScheduledRun(run_id=record.run_id, tick_at=utc(tick), status=record.status)
-                )
+    for tick in ticks:
+        record = load(tick_run_id(row.schedule_id, tick))
+        if record is not None:
+            runs.append(ScheduledRun(run_id=record.run_id, tick_at=utc(tick), status=record.status))
+    last = row.last_run_id
+    if last is not None and all(run.run_id != last for run in runs):
+        # Its run from longer ago (a long run that later ticks passed over, or a pause
+        # since): what the overlap policy waits for, so shown first.
+        record = load(last)
+        tick_at = tick_of(row.schedule_id, last)
+        if record is not None and tick_at is not None:
+            runs.insert(0, ScheduledRun(run_id=last, tick_at=tick_at, status=record.status))
+            runs.sort(key=lambda run: run.tick_at, reverse=True)
     return ScheduleInfo(
         schedule_id=row.schedule_id,
         workflow_id=row.workflow_id,
@@ -338,4 +378,5 @@ def describe(
         last_tick_at=utc(row.last_tick),
         last_runs=runs,
         buffered_tick_at=utc(row.buffered),
+        error=error,
     )

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfoNotFoundError
 
 import pytest
 import structlog
@@ -31,9 +32,13 @@ from runtime import (
     create_step,
     create_workflow,
 )
+from runtime import _schedule as schedule_module
 from runtime._cli import main
 from runtime._schedule import newest_tick, next_tick, tick_run_id
 from runtime._stores import sqlite as sqlite_module
+from runtime._stores.memory import MemoryStore
+from runtime._stores.open import open_store
+from runtime._stores.schedules import ScheduleRow, book_for, close_book
 from runtime.testing import Harness, VirtualClock
 from tests._support import wait_for_no_callboard_threads
 
@@ -612,6 +617,101 @@ def test_a_stored_input_the_workflow_no_longer_takes_skips_the_tick_and_says_so(
     assert len(refused) == 2 and "other" in refused[0]["error"]
     [info] = second.schedules()
     assert info.last_tick_at == datetime.fromtimestamp(tick(10), UTC)  # not stuck on 12:05
+
+
+def test_a_new_cron_fires_from_its_next_tick_with_nothing_caught_up(
+    clock: VirtualClock, started: list[Runtime], location: Any, _structlog_reset: None
+) -> None:
+    # A redeploy changes a stored schedule's cron: the new cron's ticks from before the
+    # change were never due, even with catch_up="all" (12:05 and 12:10 here).
+    rt = start(started, location)
+    rt.schedule(report, cron="0 0 * * *", input_data={"value": "x"}, catch_up="all")
+    step(clock, 780, rt)  # 12:13:30
+    with structlog.testing.capture_logs() as logs:
+        rt.schedule(report, cron="*/5 * * * *", input_data={"value": "x"}, catch_up="all")
+        step(clock, 1, rt)
+    assert run_ids(rt) == []
+    [said] = [log for log in logs if log["event"] == "schedule_redefined"]
+    assert (said["before"], said["after"]) == ("report 0 0 * * * UTC", "report */5 * * * * UTC")
+    [info] = rt.schedules()
+    assert info.next_fire_at == datetime.fromtimestamp(tick(15), UTC)
+    step(clock, 90, rt)  # 12:15:01
+    assert run_ids(rt) == [tick_run_id("report", tick(15))]
+    with structlog.testing.capture_logs() as logs:  # the same definition again: no news
+        rt.schedule(report, cron="*/5 * * * *", input_data={"value": "y"}, catch_up="all")
+    assert [log for log in logs if log["event"] == "schedule_redefined"] == []
+
+
+def test_the_run_a_tick_got_is_recorded_though_another_process_passed_over_that_tick(
+    location: Any,
+) -> None:
+    # Two processes at one tick, overlap="skip": A read the last run going and passed
+    # over the tick; B read it ended and started the tick's run. The schedule must wait
+    # for B's run at the next tick, so B's run is the last run even though A moved first.
+    store = MemoryStore() if location == "memory" else open_store(location)
+    try:
+        book = book_for(store)
+        book.put(ScheduleRow("s", "report", "*/5 * * * *", "UTC", "{}", "skip", "skip", False, 0.0))
+        assert book.advance("s", 300.0, "run-at-0")
+        assert book.advance("s", 600.0, None)  # A: passed over
+        assert book.advance("s", 600.0, "run-at-600")  # B: started it
+        assert not book.advance("s", 600.0, None)  # a pass over it changes nothing more
+        assert not book.advance("s", 300.0, "run-at-0")  # nor an older tick
+        row = book.get("s")
+        assert row is not None and (row.last_tick, row.last_run_id) == (600.0, "run-at-600")
+    finally:
+        close_book(store)
+        store.close()
+
+
+@pytest.mark.usefixtures("_structlog_reset")
+def test_a_schedule_this_process_cannot_read_leaves_the_others_firing(
+    clock: VirtualClock, started: list[Runtime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another process wrote a time zone this one's tz database lacks (an older tzdata):
+    # that schedule fires nothing here, says why once, and the others go on.
+    rt = start(started, "memory")
+    rt.schedule(
+        report,
+        cron="*/5 * * * *",
+        input_data={"value": "x"},
+        schedule_id="a-kyiv",
+        timezone="Europe/Kyiv",
+    )
+    rt.schedule(report, cron="*/5 * * * *", input_data={"value": "x"}, schedule_id="b-utc")
+    real = schedule_module._load_zone
+
+    def older_tzdata(name: str) -> Any:
+        if name == "Europe/Kyiv":
+            raise ZoneInfoNotFoundError(f"No time zone found with key {name}")
+        return real(name)
+
+    monkeypatch.setattr(schedule_module, "_load_zone", older_tzdata)
+    with structlog.testing.capture_logs() as logs:
+        step(clock, 270, rt)
+        step(clock, FIVE_MINUTES, rt)
+    assert run_ids(rt) == [tick_run_id("b-utc", tick(5)), tick_run_id("b-utc", tick(10))]
+    [said] = [log for log in logs if log["event"] == "schedule_unusable"]
+    assert said["schedule_id"] == "a-kyiv" and "Europe/Kyiv" in said["error"]
+    kyiv, utc_one = rt.schedules()
+    assert kyiv.error is not None and "Europe/Kyiv" in kyiv.error
+    assert kyiv.next_fire_at is None
+    assert utc_one.error is None and utc_one.next_fire_at == datetime.fromtimestamp(tick(15), UTC)
+
+
+def test_a_long_run_stays_listed_while_later_ticks_pass_it_over(
+    clock: VirtualClock, started: list[Runtime], gate: threading.Event
+) -> None:
+    rt = start(started, "memory")
+    rt.schedule(held, cron="*/5 * * * *", input_data={"value": "x"})
+    step(clock, 270, rt, settle=False)  # 12:05 starts and holds
+    for _ in range(6):  # six ticks passed over
+        step(clock, FIVE_MINUTES, rt, settle=False)
+    [info] = rt.schedules()
+    assert [(run.run_id, run.status) for run in info.last_runs] == [
+        (tick_run_id("held", tick(5)), "running")
+    ]
+    assert info.last_runs[0].tick_at == datetime.fromtimestamp(tick(5), UTC)
 
 
 # --- the awaitable twins --------------------------------------------------------------------

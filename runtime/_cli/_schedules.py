@@ -94,6 +94,12 @@ def _moment(value: datetime | None) -> str:
     return "-" if value is None else value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _state(info: ScheduleInfo) -> Text:
+    if info.error is not None:  # this process cannot read its cron or zone: --json says why
+        return Text("unreadable", style="red")
+    return Text("paused" if info.paused else "active", style="yellow" if info.paused else "")
+
+
 def schedules_table(infos: list[ScheduleInfo]) -> Table:
     """Schedules one row each: id, workflow, cron and zone, state, next fire, last run."""
     table = Table(box=box.SIMPLE_HEAD, show_edge=False)
@@ -112,7 +118,7 @@ def schedules_table(infos: list[ScheduleInfo]) -> Table:
             Text(info.workflow_id),
             Text(info.cron),
             Text(info.timezone),
-            Text("paused" if info.paused else "active", style="yellow" if info.paused else ""),
+            _state(info),
             Text(_moment(info.next_fire_at)),
             Text("-" if last is None else last.run_id),
             Text("-") if last is None else status_text(last.status),

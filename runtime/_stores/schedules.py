@@ -78,7 +78,11 @@ class ScheduleBook(Protocol):
     """What the runtime needs to keep schedules; every method is safe from any thread."""
 
     def put(self, row: ScheduleRow) -> None:
-        """Store a schedule's definition; one already there keeps its state (paused, ticks)."""
+        """Store a schedule's definition; one already there keeps its state (paused, ticks).
+
+        But a new cron or time zone counts its ticks from the put (``row.created_at``):
+        the new definition's ticks before it were never due, and none is caught up.
+        """
         ...
 
     def all(self) -> list[ScheduleRow]:
@@ -106,6 +110,8 @@ class ScheduleBook(Protocol):
     ) -> bool:
         """Record ``tick`` as handled (and ``run_id`` as its run), if it is newer than the last.
 
+        A ``run_id`` is recorded for the tick the schedule is at, too: another
+        process may have passed over that tick while this one started its run.
         With ``buffer``, the tick is also kept to start once the last run ends,
         unless a tick is kept already (one at most: later ones are dropped).
         """
@@ -150,10 +156,15 @@ class MemoryBook:
         with self._lock:
             known = self._rows.get(row.schedule_id)
             if known is not None:
+                last_tick = known.last_tick
+                if (known.cron, known.timezone) != (row.cron, row.timezone) and (
+                    last_tick is None or last_tick < row.created_at
+                ):
+                    last_tick = row.created_at  # the new definition's ticks count from now
                 row = row._replace(
                     paused=known.paused,
                     created_at=known.created_at,
-                    last_tick=known.last_tick,
+                    last_tick=last_tick,
                     last_run_id=known.last_run_id,
                     buffered=known.buffered,
                 )
@@ -186,7 +197,10 @@ class MemoryBook:
     ) -> bool:
         with self._lock:
             row = self._rows.get(schedule_id)
-            if row is None or (row.last_tick is not None and row.last_tick >= tick):
+            if row is None:
+                return False
+            last = row.last_tick
+            if last is not None and (last > tick or (last == tick and run_id is None)):
                 return False
             self._rows[schedule_id] = row._replace(
                 last_tick=tick,
@@ -209,8 +223,15 @@ _PUT: Final = f"""
 INSERT INTO {{table}} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, {{false}}, ?, NULL, NULL, NULL)
 ON CONFLICT (schedule_id) DO UPDATE SET
     workflow_id = excluded.workflow_id, cron = excluded.cron, timezone = excluded.timezone,
-    input = excluded.input, catch_up = excluded.catch_up, overlap = excluded.overlap
+    input = excluded.input, catch_up = excluded.catch_up, overlap = excluded.overlap,
+    last_tick = CASE WHEN ({{table}}.cron <> excluded.cron
+            OR {{table}}.timezone <> excluded.timezone)
+        AND ({{table}}.last_tick IS NULL OR {{table}}.last_tick < excluded.created_at)
+        THEN excluded.created_at ELSE {{table}}.last_tick END
 """
+"""A schedule's definition; one stored already keeps its state, but a new cron or time zone
+counts its ticks from now (``created_at`` is the put's time): the new definition's ticks
+before it was written were never due."""
 _SET_PAUSED: Final = """
 UPDATE {table} SET
     last_tick = CASE WHEN paused AND NOT ? AND (last_tick IS NULL OR last_tick < ?)
@@ -221,8 +242,12 @@ WHERE schedule_id = ?
 _ADVANCE: Final = """
 UPDATE {table} SET last_tick = ?, last_run_id = COALESCE(?, last_run_id),
     buffered = CASE WHEN ? AND buffered IS NULL THEN ? ELSE buffered END
-WHERE schedule_id = ? AND (last_tick IS NULL OR last_tick < ?)
+WHERE schedule_id = ? AND (last_tick IS NULL OR last_tick < ?
+    OR (last_tick = ? AND CAST(? AS TEXT) IS NOT NULL))
 """
+"""Move a schedule's last tick on; or, for the tick it is at, record the run it got: another
+process may have passed over that tick (its previous run going on, as that process read it)
+while this one started its run, which the overlap policy must then wait for."""
 _RELEASE: Final = """
 UPDATE {table} SET buffered = NULL, last_run_id = ? WHERE schedule_id = ? AND buffered = ?
 """
@@ -327,7 +352,8 @@ class SQLiteBook:
         self, schedule_id: str, tick: float, run_id: str | None, *, buffer: bool = False
     ) -> bool:
         statement = _sql(_ADVANCE, self._TABLE, postgres=False)
-        return self._change(statement, (tick, run_id, buffer, tick, schedule_id, tick)) == 1
+        params = (tick, run_id, buffer, tick, schedule_id, tick, tick, run_id)
+        return self._change(statement, params) == 1
 
     def release(self, schedule_id: str, tick: float, run_id: str) -> bool:
         statement = _sql(_RELEASE, self._TABLE, postgres=False)
@@ -391,7 +417,8 @@ class PostgresBook:
         self, schedule_id: str, tick: float, run_id: str | None, *, buffer: bool = False
     ) -> bool:
         statement = _sql(_ADVANCE, self._TABLE, postgres=True)
-        return self._change(statement, (tick, run_id, buffer, tick, schedule_id, tick)) == 1
+        params = (tick, run_id, buffer, tick, schedule_id, tick, tick, run_id)
+        return self._change(statement, params) == 1
 
     def release(self, schedule_id: str, tick: float, run_id: str) -> bool:
         statement = _sql(_RELEASE, self._TABLE, postgres=True)
