@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
+import socket
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, Final, NamedTuple, Protocol, runtime_checkable
 
@@ -31,6 +33,7 @@ __all__ = [
     "WorkerInfo",
     "provides",
     "queue_stats",
+    "refuse_upgrade_beside_older",
     "status_set",
     "supersedes",
 ]
@@ -558,6 +561,45 @@ def queue_stats(rows: Sequence[Sequence[Any]], limits: dict[str, QueueLimits]) -
     )
     stats.sort(key=lambda stat: (stat.queue, stat.key or ""))
     return stats
+
+
+def refuse_upgrade_beside_older(
+    location: str, version: int, target: int, users: Sequence[tuple[str, int]]
+) -> None:
+    """Refuse to upgrade a store's schema while processes of an older callboard use it.
+
+    Such a process read the schema when it opened the store, and never again:
+    once upgraded, it would misread what this version writes (and fail runs it
+    cannot read). ``users`` are the host and pid of each process whose lease
+    has not run out; one on this host whose pid is gone does not count.
+
+    Raises:
+        StoreError: naming them, if any is left.
+    """
+    here = socket.gethostname()
+    live = [(host, pid) for host, pid in users if host != here or _pid_alive(pid)]
+    if not live:
+        return
+    shown = ", ".join(f"{host}:{pid}" for host, pid in live[:5])
+    if len(live) > 5:
+        shown += f" and {len(live) - 5} more"
+    raise StoreError(
+        f"the run store {location} has schema version {version} and is in use by "
+        f"{len(live)} process(es) of an older callboard ({shown}); this callboard would "
+        f"upgrade it to version {target}, which those cannot read: stop them first (one "
+        "killed without a stop counts until its lease runs out), then start this one; it "
+        "is left untouched"
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
 
 
 def provides(obj: object, protocol: type) -> bool:

@@ -70,6 +70,7 @@ from runtime._stores.base import (
     SnapshotRecord,
     WorkerInfo,
     queue_stats,
+    refuse_upgrade_beside_older,
     status_set,
     supersedes,
 )
@@ -1321,6 +1322,14 @@ class PostgresStore:
                         connection.execute(statement)
                 version = 1
             if version < SCHEMA_VERSION:
+                if version >= 1:
+                    # Processes that opened it at the older version read the schema then,
+                    # never again: they would misread what this version writes.
+                    users = connection.execute(
+                        "SELECT host, pid FROM callboard_workers "
+                        f"WHERE heartbeat_at >= {_NOW_AT} - make_interval(secs => lease)"
+                    ).fetchall()
+                    refuse_upgrade_beside_older(self._shown, version, SCHEMA_VERSION, users)
                 for steps in _MIGRATIONS[version - 1 :]:
                     for statement in steps:
                         connection.execute(statement)

@@ -76,6 +76,7 @@ from runtime._stores.base import (
     SnapshotRecord,
     WorkerInfo,
     queue_stats,
+    refuse_upgrade_beside_older,
     status_set,
     supersedes,
 )
@@ -706,6 +707,8 @@ class SQLiteStore:
                     if statement.strip():
                         connection.execute(statement)
                 version = 1
+            if version < SCHEMA_VERSION:
+                self._refuse_upgrade_beside_older(connection, version)
             for steps in _MIGRATIONS[version - 1 :]:
                 for statement in steps:
                     connection.execute(statement)
@@ -720,6 +723,18 @@ class SQLiteStore:
             if isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc):
                 raise StoreError(f"cannot write to the run store {self.path}: {exc}") from exc
             raise StoreError(f"cannot prepare the run store {self.path}: {exc}") from exc
+        except StoreError:
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute("ROLLBACK")
+            raise
+
+    def _refuse_upgrade_beside_older(self, connection: sqlite3.Connection, version: int) -> None:
+        """Refuse to migrate the file while processes that opened it at ``version`` live."""
+        lease = "lease" if version >= 3 else str(LEASE)  # a column of its own from version 3
+        users = connection.execute(
+            f"SELECT host, pid FROM owners WHERE heartbeat_at + {lease} >= ?", (_clock.time(),)
+        ).fetchall()
+        refuse_upgrade_beside_older(str(self.path), version, SCHEMA_VERSION, users)
 
     def _reader(self) -> sqlite3.Connection:
         reader: _Reader | None = getattr(self._local, "reader", None)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import sys
 import threading
 import time
@@ -178,6 +180,21 @@ def test_a_newer_schema_is_refused_and_left_untouched(postgres_url: str) -> None
         refused(lambda readonly=readonly: PostgresStore(postgres_url, readonly=readonly), "newer")
     assert state() == before
     wait_until(lambda: callboard_connections(postgres_url) == 0, what="connections closed")
+
+
+def test_an_upgrade_waits_until_the_processes_of_the_older_schema_are_gone(
+    postgres_url: str,
+) -> None:
+    older = PostgresStore(postgres_url)  # stands for a process that opened it before
+    try:
+        sql(postgres_url, "UPDATE callboard_meta SET value = %s", str(SCHEMA_VERSION - 1))
+        error = refused(lambda: PostgresStore(postgres_url), "older callboard", "stop them first")
+        assert f"{socket.gethostname()}:{os.getpid()}" in str(error)
+        assert sql(postgres_url, "SELECT value FROM callboard_meta") == [(str(SCHEMA_VERSION - 1),)]
+    finally:
+        older.close()
+    PostgresStore(postgres_url).close()  # gone: the upgrade goes ahead
+    assert sql(postgres_url, "SELECT value FROM callboard_meta") == [(str(SCHEMA_VERSION),)]
 
 
 def test_a_lease_must_be_positive(postgres_url: str) -> None:

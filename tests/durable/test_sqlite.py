@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import threading
@@ -80,6 +81,24 @@ def test_a_database_written_by_a_newer_schema_is_refused_and_left_untouched(
         runtimes.start(db)
     assert str(db) in str(caught.value)
     assert file_state(db) == before
+
+
+def test_an_upgrade_waits_until_the_processes_of_the_older_schema_are_gone(db: Path) -> None:
+    # A process that opened the file at the older version read the schema then, and
+    # never again: upgraded under it, it would misread what this version writes.
+    older = SQLiteStore(db)  # stands for it: it joined, and renews its lease
+    with raw(db) as connection:
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+    before = file_state(db)
+    with pytest.raises(StoreError, match="older callboard") as caught:
+        SQLiteStore(db)
+    assert f"{socket.gethostname()}:{os.getpid()}" in str(caught.value)
+    assert "stop them first" in str(caught.value)
+    assert file_state(db) == before
+    older.close()  # gone: its row with it
+    SQLiteStore(db).close()
+    with raw(db) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_a_reader_refuses_a_database_written_by_a_newer_schema(db: Path) -> None:
