@@ -59,6 +59,7 @@ from runtime._snapshot import (
     Snapshot,
     canceled_record,
     decode,
+    is_stand_in,
     next_record,
     read_result,
 )
@@ -841,6 +842,14 @@ class Run(Generic[In, Out]):
         snapshot = decode(record.data, record.run_id)
         if snapshot["status"] not in _RESTARTABLE:
             raise _not_restartable(self.run_id, snapshot["status"])
+        if is_stand_in(snapshot):
+            raise RunNotRestartableError(
+                f"run {self.run_id!r} failed because its snapshot could not be read or "
+                "stored, and its record was rebuilt from its row alone: it holds no input "
+                "and no steps to restart from; start a new run",
+                status=snapshot["status"],
+                run_id=self.run_id,
+            )
         plan = self._going_on(snapshot)
         restarted(snapshot)
         reopened = next_record(snapshot, _clock.time())

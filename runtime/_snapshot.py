@@ -1812,10 +1812,23 @@ def stand_in_record(
         "metadata": {},
         "created_at": record.created_at,
         "updated_at": now,
+        "stand_in": True,  # nothing of the run's own: no input, no steps to go on from
     }
     if keep_bytes:
         snapshot["damaged"] = record.data
     return next_record(snapshot, now)  # type: ignore[arg-type]
+
+
+def is_stand_in(snapshot: Snapshot) -> bool:
+    """Whether a snapshot was built by :func:`stand_in_record`: it holds nothing of its run's.
+
+    Those written before they were marked have the zero span id and no steps.
+    """
+    return bool(
+        snapshot.get("stand_in")
+        or "damaged" in snapshot
+        or (snapshot["span_id"] == "0" * 16 and not snapshot["steps"] and snapshot["input"] is None)
+    )
 
 
 def canceled_record(snapshot: Snapshot, now: float) -> SnapshotRecord:

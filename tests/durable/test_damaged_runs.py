@@ -23,6 +23,7 @@ from actors.registry import RegistryActor
 from actors.run import RunActor
 from actors.supervisor import SupervisorActor
 from runtime import (
+    RunNotRestartableError,
     Runtime,
     RunTimeoutError,
     RuntimeStoppedError,
@@ -148,6 +149,9 @@ def test_recovery_fails_a_damaged_run_alone_and_resumes_the_others(db: Path, dam
         )
         healthy = wf.create_run("healthy").wait(WAIT)
         fresh = wf.create_run().start(input_data={"value": "after"}, timeout=WAIT)
+        # Its record holds nothing of its own to go on from: a restart says so.
+        with pytest.raises(RunNotRestartableError, match="rebuilt from its row alone"):
+            wf.create_run("damaged").restart_async()
 
     assert healthy.status == "success" and healthy.result == {"value": "HEALTHY"}
     assert fresh.status == "success"
