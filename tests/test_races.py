@@ -377,7 +377,10 @@ def _storm(
     assert fresh.status == "success" and fresh.result == {"n": 2}
     if not fenced_allowed:  # one process drives every run: nothing is fenced off
         assert [e for e in logs if e["event"] == "run_fenced"] == []
-    assert answers["start: ok"] > 10 and answers["cancel: ok"] > 10, answers
+    # The storm made its calls: that many of each kind went through. (With a fault
+    # injected, part of its two seconds is the fault's, and on a loaded machine fewer do.)
+    least = 10 if during is None else 5
+    assert answers["start: ok"] > least and answers["cancel: ok"] > least, answers
     return answers
 
 
