@@ -227,9 +227,11 @@ class RegistryActor(ThreadActor):
             return
         self._store.save((record,))
         # Wake waiters only if the store kept it: a stale terminal snapshot
-        # (the store refuses those) must not end anyone's wait early.
+        # (the store refuses those) must not end anyone's wait early. A run no longer
+        # there was deleted (retention may prune an end its actor stored before this
+        # came): its waiters wake, and find it so.
         stored = self._store.load(record.run_id) if settles or on_recorded is not None else None
-        if settles and stored is not None and stored.status in SETTLED_STATUSES:
+        if settles and (stored is None or stored.status in SETTLED_STATUSES):
             self._wake(record.run_id)
         if on_recorded is not None:
             # Kept: the store holds it, or something newer built on it (a restart of

@@ -22,6 +22,8 @@ from runtime._queue import QueueLimits
 __all__ = [
     "DEFAULT_LEASE",
     "MAX_IDEMPOTENCY_KEY",
+    "MAX_LEASE",
+    "MIN_LEASE",
     "Claimed",
     "KeyedStore",
     "QueueStats",
@@ -31,6 +33,7 @@ __all__ = [
     "SnapshotRecord",
     "SnapshotStore",
     "WorkerInfo",
+    "check_lease",
     "provides",
     "queue_stats",
     "refuse_upgrade_beside_older",
@@ -278,6 +281,30 @@ class KeyedStore(Protocol):
     def run_for_key(self, workflow_id: str, key: str) -> str | None:
         """The id of the run of ``workflow_id`` started with ``key``, or ``None``."""
         ...
+
+
+MIN_LEASE: Final = 0.2
+"""The shortest lease a store takes (seconds): a heartbeat must come within it."""
+
+MAX_LEASE: Final = 86_400.0
+"""The longest lease a store takes (seconds, a day): a worker killed with a longer one would
+hold its runs past any wait worth having, and the stores compute with it."""
+
+
+def check_lease(lease: float) -> float:
+    """``lease`` as a float, if it is between :data:`MIN_LEASE` and :data:`MAX_LEASE` seconds.
+
+    Raises:
+        ValueError: if it is not (NaN and infinity included).
+    """
+    if isinstance(lease, bool) or not isinstance(lease, int | float):
+        raise ValueError(f"lease must be a number of seconds, got {lease!r}")
+    if not MIN_LEASE <= lease <= MAX_LEASE:  # also refuses NaN
+        raise ValueError(
+            f"lease must be at least {MIN_LEASE:g} seconds and at most a day "
+            f"({MAX_LEASE:g}), got {lease!r}"
+        )
+    return float(lease)
 
 
 DEFAULT_LEASE: Final = 10.0

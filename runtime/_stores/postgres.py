@@ -64,11 +64,13 @@ from runtime._stores._writer import (
 )
 from runtime._stores.base import (
     DEFAULT_LEASE,
+    MAX_LEASE,
     Claimed,
     QueueStats,
     RunFencedError,
     SnapshotRecord,
     WorkerInfo,
+    check_lease,
     queue_stats,
     refuse_upgrade_beside_older,
     status_set,
@@ -623,7 +625,7 @@ RETURNING {_COLUMNS}, epoch, cancel_requested
 
 _DEAD_WORKERS: Final = f"""
 SELECT worker_id FROM callboard_workers
-WHERE heartbeat_at < {_NOW_AT} - make_interval(secs => lease)
+WHERE heartbeat_at < {_NOW_AT} - make_interval(secs => least(lease, {MAX_LEASE}))
 ORDER BY worker_id
 FOR UPDATE SKIP LOCKED
 """
@@ -1150,8 +1152,10 @@ class PostgresStore:
             raise StoreError(
                 f"a PostgreSQL store needs a postgresql:// or postgres:// URL, got {shown!r}"
             )
-        if not lease > 0:
-            raise StoreError(f"a lease is a positive number of seconds, got {lease!r}")
+        try:
+            lease = check_lease(lease)
+        except ValueError as exc:
+            raise StoreError(str(exc)) from None
         self._url = url  # never shown: it may hold the password
         self.lease = float(lease)
         self.readonly = readonly
@@ -1327,7 +1331,8 @@ class PostgresStore:
                     # never again: they would misread what this version writes.
                     users = connection.execute(
                         "SELECT host, pid FROM callboard_workers "
-                        f"WHERE heartbeat_at >= {_NOW_AT} - make_interval(secs => lease)"
+                        f"WHERE heartbeat_at >= {_NOW_AT} "
+                        f"- make_interval(secs => least(lease, {MAX_LEASE}))"
                     ).fetchall()
                     refuse_upgrade_beside_older(self._shown, version, SCHEMA_VERSION, users)
                 for steps in _MIGRATIONS[version - 1 :]:
@@ -1806,7 +1811,8 @@ class PostgresStore:
 
         def read(connection: Connection) -> float | None:
             row = connection.execute(
-                "SELECT min(extract(epoch FROM w.heartbeat_at)::float8 + w.lease) "
+                "SELECT min(extract(epoch FROM w.heartbeat_at)::float8 "
+                f"+ least(w.lease, {MAX_LEASE})) "
                 "FROM callboard_workers AS w WHERE NOT (w.worker_id = ANY(%s::text[])) "
                 "AND EXISTS (SELECT 1 FROM callboard_runs AS r WHERE r.owner_id = w.worker_id "
                 f"AND r.status IN ({_UNFINISHED_SQL}))",

@@ -370,7 +370,16 @@ class PostgresBook:
     _TABLE: Final = "callboard_schedules"
 
     def __init__(self, store: PostgresStore) -> None:
-        self._store = store
+        # Not the store itself: the books are kept by store in a weak mapping, which a
+        # value holding its own key would keep for ever (one store a runtime started).
+        self._ref = weakref.ref(store)
+
+    @property
+    def _store(self) -> PostgresStore:
+        store = self._ref()
+        if store is None:
+            raise StoreError("the PostgreSQL store of these schedules is gone")
+        return store
 
     def _query(self, statement: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         def read(connection: Connection) -> list[tuple[Any, ...]]:

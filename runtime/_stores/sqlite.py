@@ -75,6 +75,7 @@ from runtime._stores.base import (
     RunFencedError,
     SnapshotRecord,
     WorkerInfo,
+    check_lease,
     queue_stats,
     refuse_upgrade_beside_older,
     status_set,
@@ -518,8 +519,7 @@ class SQLiteStore:
     def __init__(
         self, location: str | os.PathLike[str], *, readonly: bool = False, lease: float = LEASE
     ) -> None:
-        if not lease >= 0.2:  # also refuses NaN
-            raise ValueError(f"lease must be at least 0.2 seconds, got {lease}")
+        lease = check_lease(lease)
         self.path = _new_store_path(self, location)
         self.readonly = readonly
         self.lease = float(lease)

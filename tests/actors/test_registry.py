@@ -414,3 +414,19 @@ def test_on_a_durable_store_a_new_run_of_a_deleted_runs_id_has_its_snapshots_kep
     finally:
         registry.stop(timeout=WAIT)
         store.close()
+
+
+def test_a_run_pruned_before_its_end_reaches_the_registry_wakes_its_waiters(
+    registry: pykka.ActorRef[Any], store: MemoryStore
+) -> None:
+    # In memory a run actor stores its run's end itself, then tells the registry (which
+    # wakes who waits). Retention may delete the ended run in between: its waiters must
+    # wake all the same (and find it deleted), not wait for ever.
+    store.create(record("r1", 0, "running"))
+    woken = watch(registry, "r1")
+    ended = record("r1", 1, "success")
+    store.save((ended,))
+    assert store.delete("r1")  # pruned as soon as it ended
+    take(registry, ended)
+    assert woken.wait(WAIT)
+    assert store.load("r1") is None  # and not brought back

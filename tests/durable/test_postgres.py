@@ -197,8 +197,26 @@ def test_an_upgrade_waits_until_the_processes_of_the_older_schema_are_gone(
     assert sql(postgres_url, "SELECT value FROM callboard_meta") == [(str(SCHEMA_VERSION),)]
 
 
-def test_a_lease_must_be_positive(postgres_url: str) -> None:
-    refused(lambda: PostgresStore(postgres_url, lease=0), "lease")
+@pytest.mark.parametrize("lease", [0, 0.1, float("inf"), float("nan"), 86_401])
+def test_a_lease_is_a_fifth_of_a_second_to_a_day(postgres_url: str, lease: float) -> None:
+    refused(lambda: PostgresStore(postgres_url, lease=lease), "lease must be at least")
+
+
+def test_a_worker_row_with_an_endless_lease_stops_nobody_from_reaping(postgres_url: str) -> None:
+    # Written by a callboard that let `--lease inf` through: computing with it made every
+    # worker's reap and claim fail ("interval out of range") for as long as the row stayed.
+    store = PostgresStore(postgres_url)
+    try:
+        sql(
+            postgres_url,
+            "INSERT INTO callboard_workers (worker_id, host, pid, role, lease) "
+            "VALUES ('endless', 'elsewhere', 1, 'worker', 'Infinity')",
+        )
+        assert store.reap() == 0  # alive for a day at most, by the store's judgement
+        assert store.next_lapse() is None  # it holds no run
+        assert [info.worker_id for info in store.workers() if info.worker_id == "endless"]
+    finally:
+        store.close()
 
 
 # --- the schema -----------------------------------------------------------------------
@@ -889,3 +907,22 @@ def test_a_batch_that_saves_a_run_more_than_once_is_still_one_statement(
     assert len(saves) == 2, saves  # the first batch's statement, then the second's
     assert all(autocommit for autocommit, _ in saves)
     assert store.load("r1") == rec("r1", 2, "running")
+
+
+def test_a_stopped_runtime_leaves_its_store_to_the_garbage_collector(postgres_url: str) -> None:
+    # Its schedule book was kept by store in a weak mapping, and held the store itself:
+    # every runtime started and stopped in a process left its store behind for good.
+    import gc
+    import weakref
+
+    from runtime import Runtime
+
+    stores = []
+    for _ in range(3):
+        rt = Runtime(store=postgres_url).start()
+        assert rt.store is not None
+        stores.append(weakref.ref(rt.store))
+        rt.stop()
+        del rt
+    gc.collect()
+    assert [ref() for ref in stores] == [None, None, None]

@@ -254,10 +254,12 @@ def count_prefix(path: Path, prefix: str) -> int:
     return sum(1 for line in read_lines(path) if line.startswith(prefix))
 
 
-def test_leases_are_at_least_a_fifth_of_a_second(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="lease"):
-        SQLiteStore(tmp_path / "runs.db", lease=0.0)
-    assert LEASE >= 0.2
+def test_leases_are_at_least_a_fifth_of_a_second_and_at_most_a_day(tmp_path: Path) -> None:
+    for lease in (0.0, 0.1, float("inf"), float("nan"), 86_401.0):
+        with pytest.raises(ValueError, match=r"lease must be at least 0\.2 seconds and at most"):
+            SQLiteStore(tmp_path / "runs.db", lease=lease)
+    assert 0.2 <= LEASE <= 86_400
+    SQLiteStore(tmp_path / "runs.db", lease=86_400).close()
 
 
 @pytest.mark.postgres
