@@ -1773,7 +1773,12 @@ def failed_record(snapshot: Snapshot, error: dict[str, Any], now: float) -> Snap
 
 
 def stand_in_record(
-    record: SnapshotRecord, error: dict[str, Any], now: float, *, keep_bytes: bool
+    record: SnapshotRecord,
+    error: dict[str, Any],
+    now: float,
+    *,
+    keep_bytes: bool,
+    status: str = RunStatus.FAILED.value,
 ) -> SnapshotRecord:
     """A failed snapshot built from a stored row alone, for a run whose snapshot is unusable.
 
@@ -1787,12 +1792,14 @@ def stand_in_record(
         now: When the run failed.
         keep_bytes: Keep the unreadable snapshot bytes, under ``"damaged"``,
             for whoever inspects the row.
+        status: How the run ends: ``failed``, or ``canceled`` (by an operator
+            who cancels a run whose snapshot cannot be read).
     """
     snapshot: dict[str, Any] = {
         "run_id": record.run_id,
         "workflow_id": record.workflow_id,
         "seq": record.seq,
-        "status": RunStatus.FAILED.value,
+        "status": status,
         "input": None,
         "result": None,
         "error": error,

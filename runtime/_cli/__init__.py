@@ -16,7 +16,7 @@
     callboard workers list [--json]
     callboard queues list [--json]
     callboard schedules list [--json]
-    callboard schedules pause|resume|delete SCHEDULE_ID
+    callboard schedules pause|resume|delete SCHEDULE_ID [--json]
 
 Every command takes ``--db STORE``, by default ``$CALLBOARD_DB``, else ``./callboard.db``:
 a SQLite file as a path or a ``sqlite:///path`` URL, or a ``postgresql://`` (or
@@ -25,11 +25,13 @@ in one place, :func:`~runtime._cli._commands.open_db`.
 
 The reading commands (``runs list``, ``show``, ``watch``, ``workers list``, ``queues
 list``) open the store read-only, so they never get in the way of the runtimes writing
-to it; ``runs prune``, ``cancel``, ``resume`` and ``delete`` write, between their
-transactions (see :mod:`runtime._cli._actions`). ``start`` runs a workflow on a runtime
-of its own in this process; a run that outlives the command is not lost: it stays in the
-store, and the next runtime on it that registers its workflow (a ``callboard worker``,
-say) resumes it.
+to it. The commands that change it (``runs prune``, ``cancel``, ``resume``, ``delete``,
+``schedules pause|resume|delete``) write between their transactions (see
+:mod:`runtime._cli._actions`), and only to a store that exists: at a location with none
+they say so as the reading commands do (exit 2), and create nothing. ``start`` runs a
+workflow on a runtime of its own in this process; a run that outlives the command is not
+lost: it stays in the store, and the next runtime on it that registers its workflow (a
+``callboard worker``, say) resumes it.
 ``worker`` runs until SIGTERM or SIGINT: a runtime with the role ``worker`` that takes
 the queued runs of its workflows, whoever started them (see :mod:`runtime._cli._worker`).
 
@@ -268,7 +270,7 @@ def _build_parser() -> argparse.ArgumentParser:
     watch.add_argument("run_id", metavar="RUN_ID", type=_run_id)
     watch.add_argument(
         "--interval",
-        type=_positive_float,
+        type=_interval,
         default=DEFAULT_INTERVAL,
         metavar="SECONDS",
         help=f"seconds between two looks ({DEFAULT_INTERVAL})",
@@ -306,7 +308,7 @@ def _build_parser() -> argparse.ArgumentParser:
     start.add_argument("--wait", action="store_true", help="show progress and the result")
     start.add_argument(
         "--timeout",
-        type=_non_negative_float,
+        type=_non_negative_timeout,
         metavar="SECONDS",
         help=(
             "the most seconds this command keeps the run going (default: until it ends "
@@ -346,7 +348,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument(
         "--lease",
-        type=_positive_float,
+        type=_interval,
         metavar="SECONDS",
         help=(
             "seconds without a heartbeat after which other workers take this one's runs "
@@ -362,7 +364,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument(
         "--stop-timeout",
-        type=_non_negative_float,
+        type=_non_negative_timeout,
         default=DEFAULT_STOP_TIMEOUT,
         metavar="SECONDS",
         help=(
@@ -468,7 +470,7 @@ def _add_list(run_commands: Any, db: argparse.ArgumentParser) -> None:
     )
     listing.add_argument(
         "--interval",
-        type=_positive_float,
+        type=_interval,
         default=DEFAULT_INTERVAL,
         metavar="SECONDS",
         help=f"with --follow: seconds between two looks ({DEFAULT_INTERVAL})",
@@ -493,7 +495,7 @@ def _add_actions(run_commands: Any, db: argparse.ArgumentParser) -> None:
     cancel.add_argument("run_id", metavar="RUN_ID", type=_run_id)
     cancel.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=_positive_timeout,
         default=_actions.DEFAULT_CANCEL_TIMEOUT,
         metavar="SECONDS",
         help=(
@@ -563,6 +565,7 @@ def _add_schedules(commands: Any, db: argparse.ArgumentParser) -> None:
     ):
         changing = schedule_commands.add_parser(verb, help=what, parents=[db])
         changing.add_argument("schedule_id", metavar="SCHEDULE_ID", type=_name("a schedule id"))
+        changing.add_argument("--json", action="store_true", help="print JSON")
         changing.set_defaults(command=command)
 
 
@@ -616,8 +619,23 @@ def _name(what: str) -> Callable[[str], str]:
     return parse
 
 
-_positive_float = _number(float, lambda value: value > 0, "a number of seconds above 0")
-_non_negative_float = _number(float, lambda value: value >= 0, "a number of seconds")
+_A_DAY: Final = 86400.0
+"""The most seconds an ``--interval`` or a ``--lease`` may be."""
+
+# An interval or a lease is slept or waited on: it must be a finite number of seconds,
+# and one that ``time.sleep`` takes (inf or 1e12 overflowed it, with a traceback).
+_interval = _number(
+    float,
+    lambda value: 0 < value <= _A_DAY,
+    f"a number of seconds above 0 and at most {_A_DAY:g} (a day)",
+)
+# A timeout may be inf: wait for ever. NaN is no number of seconds, and is refused.
+_positive_timeout = _number(
+    float, lambda value: value > 0, "a number of seconds above 0 (inf: no limit)"
+)
+_non_negative_timeout = _number(
+    float, lambda value: value >= 0, "a number of seconds, 0 or more (inf: no limit)"
+)
 
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 

@@ -20,6 +20,7 @@ run from any shell:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -30,7 +31,14 @@ from typing import Any, Final
 from rich.text import Text
 
 from runtime._cli import _commands
-from runtime._cli._commands import CommandError, RunNotFoundError, UsageError, open_db, shown_db
+from runtime._cli._commands import (
+    CommandError,
+    RunNotFoundError,
+    UsageError,
+    open_db,
+    require_store,
+    shown_db,
+)
 from runtime._cli._loader import load_workflow
 from runtime._cli._render import (
     console_for,
@@ -38,14 +46,22 @@ from runtime._cli._render import (
     print_json,
     print_json_line,
     show,
+    shown,
+    shown_text,
     status_text,
     suspended_line,
 )
 from runtime._errors import InvalidInputError, ResumeTargetError, SnapshotFormatError
-from runtime._model import TERMINAL_STATUSES, RunStatus, WorkflowResult, WorkflowRunList
+from runtime._model import (
+    TERMINAL_STATUSES,
+    ErrorInfo,
+    RunStatus,
+    WorkflowResult,
+    WorkflowRunList,
+)
 from runtime._run import _not_resumable, _resume_target
 from runtime._run_input import validated_resume_data
-from runtime._snapshot import canceled_record, decode, next_record
+from runtime._snapshot import canceled_record, decode, next_record, stand_in_record
 from runtime._stores.base import SharedStore, SnapshotRecord, SnapshotStore
 
 __all__ = [
@@ -69,6 +85,8 @@ class RefusedError(CommandError):
 
 
 def _shared(db: str) -> SharedStore:
+    """The store at ``db`` opened for writing; there must be one (none is created)."""
+    require_store(db)
     store = open_db(db, readonly=False)
     if not isinstance(store, SharedStore):  # pragma: no cover - the command opens only these
         store.close()
@@ -87,7 +105,7 @@ def _say(args: argparse.Namespace, value: dict[str, Any], line: Text | str) -> N
     if args.json:
         print_json(value)
     else:
-        show(console_for(sys.stdout), line if isinstance(line, Text) else Text(line))
+        show(console_for(sys.stdout), line if isinstance(line, Text) else shown_text(line))
 
 
 # --- cancel ---------------------------------------------------------------------------
@@ -100,21 +118,37 @@ def runs_cancel(args: argparse.Namespace) -> RunStatus | None:
     try:
         deadline = time.monotonic() + args.timeout
         requested = False
+        next_reap = 0.0
         while True:
             record = _load(store, run_id, args.db)
             if record.status in TERMINAL_STATUSES:
                 canceled = requested and record.status == RunStatus.CANCELED
                 break
             try:
-                snapshot = decode(record.data, record.run_id)
+                ended = canceled_record(decode(record.data, record.run_id), time.time())
             except SnapshotFormatError as exc:
-                raise UsageError(f"run {run_id!r} cannot be read: {exc}") from exc
+                # Nobody can run it on, nor read it: it ends canceled all the same (its
+                # bytes kept), so that it can be deleted, rather than stay for ever.
+                error = ErrorInfo.from_exception(exc, run_id=run_id, with_traceback=False)
+                ended = stand_in_record(
+                    record,
+                    error.model_dump(),
+                    time.time(),
+                    keep_bytes=True,
+                    status=RunStatus.CANCELED.value,
+                )
             # Nobody holds it (suspended, queued, asleep): cancel it here. The store
             # refuses if a runtime holds it, or it changed since it was read.
-            if store.replace(canceled_record(snapshot, time.time()), record.seq):
+            if store.replace(ended, record.seq):
                 canceled = True
                 record = _load(store, run_id, args.db)
                 break
+            if time.monotonic() >= next_reap:
+                # Held by a worker that died? Its runs go back to the queue (as any live
+                # runtime's reaper would do), and the next look cancels it here.
+                next_reap = time.monotonic() + 1.0
+                if store.reap():
+                    continue
             if not requested:
                 requested = store.request_cancel(run_id)
                 continue
@@ -138,7 +172,7 @@ def runs_cancel(args: argparse.Namespace) -> RunStatus | None:
     _say(
         args,
         {"run_id": run_id, "canceled": False, "status": status.value},
-        Text.assemble(f"run {run_id} had already ended: ", status_text(status)),
+        Text.assemble(f"run {shown(run_id)} had already ended: ", status_text(status)),
     )
     return None
 
@@ -147,7 +181,28 @@ def runs_cancel(args: argparse.Namespace) -> RunStatus | None:
 
 
 def runs_resume(args: argparse.Namespace) -> RunStatus | None:
-    """``callboard runs resume``: record a resume; the workflow's next runtime runs it on."""
+    """``callboard runs resume``: record a resume; the workflow's next runtime runs it on.
+
+    With ``--json`` standard output carries the JSON and nothing else: what the
+    ``--definition``'s module (or its schemas' validators) writes to it goes to
+    standard error, as with ``start --json``.
+    """
+    if args.json:
+        with contextlib.redirect_stdout(sys.stderr):
+            path, workflow_id = _resume(args)
+    else:
+        path, workflow_id = _resume(args)
+    _say(
+        args,
+        {"run_id": args.run_id, "resumed": path, "status": RunStatus.RUNNING.value},
+        f"resumed run {args.run_id} at {path}: the next runtime on {shown_db(args.db)} that "
+        f"registers workflow {workflow_id!r} (a callboard worker, say) runs it on",
+    )
+    return None
+
+
+def _resume(args: argparse.Namespace) -> tuple[str, str]:
+    """Record the resume of ``args.run_id``; the suspended step's path, and the workflow's id."""
     run_id = args.run_id
     data = _commands.read_json_argument(args.data, "--data")
     workflow = load_workflow(args.definition) if args.definition else None
@@ -193,13 +248,7 @@ def runs_resume(args: argparse.Namespace) -> RunStatus | None:
             )
     finally:
         store.close()
-    _say(
-        args,
-        {"run_id": run_id, "resumed": path, "status": RunStatus.RUNNING.value},
-        f"resumed run {run_id} at {path}: the next runtime on {shown_db(args.db)} that "
-        f"registers workflow {record.workflow_id!r} (a callboard worker, say) runs it on",
-    )
-    return None
+    return path, record.workflow_id
 
 
 # --- delete ---------------------------------------------------------------------------
@@ -208,7 +257,7 @@ def runs_resume(args: argparse.Namespace) -> RunStatus | None:
 def runs_delete(args: argparse.Namespace) -> None:
     """``callboard runs delete``: delete a run that has ended."""
     run_id = args.run_id
-    store = open_db(args.db, readonly=False)
+    store = _shared(args.db)
     try:
         record = _load(store, run_id, args.db)
         if record.status not in TERMINAL_STATUSES:
@@ -385,8 +434,10 @@ def runs_list_follow(args: argparse.Namespace, statuses: list[str] | None) -> No
                     print_json_line(plain(run))
                 else:
                     line = Text.assemble(
-                        f"{datetime.now().strftime('%H:%M:%S')}  run {run.run_id}  "
-                        f"{run.workflow_id}  ",
+                        shown(
+                            f"{datetime.now().strftime('%H:%M:%S')}  run {run.run_id}  "
+                            f"{run.workflow_id}  "
+                        ),
                         status_text(run.status),
                     )
                     if run.status == RunStatus.SUSPENDED:

@@ -44,6 +44,7 @@ from runtime._cli._render import (
     runs_table,
     show,
     shown,
+    shown_text,
     status_text,
     suspended_line,
     terminal_safe,
@@ -80,6 +81,7 @@ __all__ = [
     "open_db",
     "print_page",
     "queues_list",
+    "require_store",
     "runs_prune",
     "runs_show",
     "runs_watch",
@@ -269,6 +271,20 @@ def _reader(db: str) -> _Reader:
     return _Reader(open_db(db, readonly=True))
 
 
+def require_store(db: str) -> None:
+    """Refuse a location that holds no run store, as the reading commands do.
+
+    A command that writes calls it before it opens the store for writing, which
+    would create one: a mistyped ``--db`` made an empty SQLite file (or the
+    callboard tables in a PostgreSQL database), then said "no run" (exit 3).
+
+    Raises:
+        UsageError: if there is no run store at ``db`` (exit 2).
+        StoreError: if there is one that cannot be used.
+    """
+    _reader(db).close()
+
+
 @contextlib.contextmanager
 def _opened(db: str, *, readonly: bool) -> Iterator[SnapshotStore]:
     store = open_db(db, readonly=readonly)
@@ -302,7 +318,7 @@ def runs_prune(args: argparse.Namespace) -> None:
     """``callboard runs prune``: delete ended runs by age and/or count; say how many."""
     if args.older_than is None and args.keep is None:
         raise UsageError("runs prune: give --older-than, --keep or both")
-    _reader(args.db).close()  # the same checks and messages as the reading commands
+    require_store(args.db)  # the same checks and messages as the reading commands
     with _opened(args.db, readonly=False) as store:
         ended_before = None if args.older_than is None else time.time() - args.older_than
         deleted = store.prune(ended_before=ended_before, keep=args.keep, status=args.status)
@@ -488,7 +504,9 @@ def _start(args: argparse.Namespace) -> RunStatus | None:
         if not args.json:
             show(
                 console_for(sys.stdout),
-                Text(f"started run {run.run_id} of workflow {bound.id} in {shown_db(args.db)}"),
+                shown_text(
+                    f"started run {run.run_id} of workflow {bound.id} in {shown_db(args.db)}"
+                ),
             )
         # The process is about to end, and its runs with it: give them the grace
         # period to finish; whatever is still going is halted, and stays in the
@@ -501,10 +519,10 @@ def _start(args: argparse.Namespace) -> RunStatus | None:
         elif result.is_terminal:
             show(
                 console_for(sys.stdout),
-                Text.assemble(f"run {run.run_id} ended: ", status_text(result.status)),
+                Text.assemble(shown(f"run {run.run_id} ended: "), status_text(result.status)),
             )
         else:
-            show(console_for(sys.stdout), Text(left_behind(result, shown_db(args.db))))
+            show(console_for(sys.stdout), shown_text(left_behind(result, shown_db(args.db))))
         return None
     except KeyboardInterrupt:
         runtime.stop(timeout=0)  # Ctrl-C means now: halt, do not wait for the run
@@ -546,7 +564,9 @@ def _start_and_wait(
         console = console_for(sys.stdout)
         show(
             console,
-            Text(f"started run {run.run_id} of workflow {workflow.id} in {shown_db(args.db)}"),
+            shown_text(
+                f"started run {run.run_id} of workflow {workflow.id} in {shown_db(args.db)}"
+            ),
         )
         result = _follow(console, fetch, pause, deadline, _has_settled)
     if result is None:
@@ -565,7 +585,7 @@ def _start_and_wait(
     if args.json:
         print_json(plain(result), args.json_out)
     elif result.status == RunStatus.SUSPENDED:
-        show(console_for(sys.stdout), Text(left_behind(result, shown_db(args.db))))
+        show(console_for(sys.stdout), shown_text(left_behind(result, shown_db(args.db))))
     return result.status
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "runs_table",
     "show",
     "shown",
+    "shown_text",
     "status_text",
     "terminal_safe",
     "worker_plain",
@@ -172,6 +173,17 @@ def _json_text(value: Any) -> str:
 # --- words: statuses, times, errors ------------------------------------------------------
 
 
+def shown_text(value: str, style: str = "") -> Text:
+    r"""``value`` as rich text, :func:`shown` first.
+
+    Rich drops some control characters (``\r``, ``\x07``, ``\x08``, ``\x0b``,
+    ``\x0c``) from the text it is given, before :func:`show` could escape them: run
+    ids ``order-1\r`` and ``order-1`` read the same. Every value a run or a user
+    gave becomes text through this (or :func:`shown`, before ``append``).
+    """
+    return Text(shown(value), style=style)
+
+
 def status_text(status: str) -> Text:
     """A run's or a step's status in its colour."""
     return Text(str(status), style=_STATUS_STYLES.get(str(status), ""))
@@ -251,17 +263,17 @@ def runs_table(page: WorkflowRunList) -> Table:
         table.add_column("QUEUE", no_wrap=True)
     for result in page.runs:
         cells = [
-            Text(result.run_id),
-            Text(result.workflow_id),
+            shown_text(result.run_id),
+            shown_text(result.workflow_id),
             status_text(result.status),
-            Text(_progress(result)),
+            shown_text(_progress(result)),
             Text(_when(result.created_at)),
             Text(_took(result.created_at, result.updated_at) if result.is_terminal else "-"),
         ]
         if versions:
-            cells.append(Text(result.version or "-"))
+            cells.append(shown_text(result.version or "-"))
         if queues:
-            cells.append(Text(_queue_text(result)))
+            cells.append(shown_text(_queue_text(result)))
         table.add_row(*cells)
     return table
 
@@ -305,10 +317,10 @@ def page_summary(page: WorkflowRunList, offset: int) -> str:
 def _origin_rows(fields: Table, result: WorkflowResult) -> None:
     """Who the run is for, and where it came from (a time travel, restarts)."""
     if result.resource_id is not None:
-        fields.add_row("resource", Text(result.resource_id))
+        fields.add_row("resource", shown_text(result.resource_id))
     if result.time_traveled_from is not None:
         origin = result.time_traveled_from
-        fields.add_row("time travel of", Text(f"run {origin.run_id} from step {origin.step}"))
+        fields.add_row("time travel of", shown_text(f"run {origin.run_id} from step {origin.step}"))
     if result.restarts:
         fields.add_row("restarts", Text(str(result.restarts)))
 
@@ -316,10 +328,10 @@ def _origin_rows(fields: Table, result: WorkflowResult) -> None:
 def _cause_rows(fields: Table, error: ErrorInfo) -> None:
     """An error's attributes, then the chain of exceptions it was raised from."""
     if error.attributes:
-        fields.add_row("attributes", Text(_json_text(error.attributes)))
+        fields.add_row("attributes", shown_text(_json_text(error.attributes)))
     cause = error.cause
     while cause is not None:  # the chain is bounded (MAX_CAUSES)
-        fields.add_row("caused by", Text(_error_text(cause.name, cause.message)))
+        fields.add_row("caused by", shown_text(_error_text(cause.name, cause.message)))
         cause = cause.cause
 
 
@@ -328,11 +340,11 @@ def run_view(result: WorkflowResult) -> RenderableType:
     fields = Table.grid(padding=(0, 2))
     fields.add_column(style="bold", no_wrap=True)
     fields.add_column()
-    fields.add_row("run", Text(result.run_id))
-    fields.add_row("workflow", Text(result.workflow_id))
+    fields.add_row("run", shown_text(result.run_id))
+    fields.add_row("workflow", shown_text(result.workflow_id))
     fields.add_row("status", status_text(result.status))
     if result.version is not None or result.fingerprint is not None:
-        fields.add_row("version", Text(_version_text(result)))
+        fields.add_row("version", shown_text(_version_text(result)))
     _origin_rows(fields, result)
     fields.add_row("created", Text(_when(result.created_at)))
     updated = _when(result.updated_at)
@@ -340,27 +352,29 @@ def run_view(result: WorkflowResult) -> RenderableType:
         updated += f" (took {_took(result.created_at, result.updated_at)})"
     fields.add_row("updated", Text(updated))
     if result.trace_id:
-        fields.add_row("trace id", Text(result.trace_id))
+        fields.add_row("trace id", shown_text(result.trace_id))
     if result.queue is not None:
-        fields.add_row("queue", Text(_queue_text(result)))
+        fields.add_row("queue", shown_text(_queue_text(result)))
     if result.idempotency_key is not None:
-        fields.add_row("idempotency key", Text(result.idempotency_key))
-    fields.add_row("input", Text(_json_text(result.input)))
+        fields.add_row("idempotency key", shown_text(result.idempotency_key))
+    fields.add_row("input", shown_text(_json_text(result.input)))
     if result.status == RunStatus.WAITING and result.waiting_until is not None:
         fields.add_row("waiting until", Text(_when(result.waiting_until)))
     # Each suspended step with what it passed to ctx.suspend(): what a resume answers.
     for index, (path, payload) in enumerate(result.suspended.items()):
-        fields.add_row("suspended" if index == 0 else "", Text(f"{path}: {_json_text(payload)}"))
+        fields.add_row(
+            "suspended" if index == 0 else "", shown_text(f"{path}: {_json_text(payload)}")
+        )
     if result.status == RunStatus.SUCCESS:
-        fields.add_row("result", Text(_json_text(result.result)))
+        fields.add_row("result", shown_text(_json_text(result.result)))
     if result.error is not None:
-        fields.add_row("error", Text(_error_text(result.error.name, result.error.message)))
+        fields.add_row("error", shown_text(_error_text(result.error.name, result.error.message)))
         step_id = result.error.details.get("step_id")
         if step_id:
-            fields.add_row("in step", Text(str(step_id)))
+            fields.add_row("in step", shown_text(str(step_id)))
         _cause_rows(fields, result.error)
     if result.state is not None:
-        fields.add_row("state", Text(_json_text(result.state)))
+        fields.add_row("state", shown_text(_json_text(result.state)))
     if not result.steps:
         return Group(fields, Text("no step has started yet", style="dim"))
     steps = Table(box=box.SIMPLE_HEAD, show_edge=False)
@@ -371,13 +385,13 @@ def run_view(result: WorkflowResult) -> RenderableType:
     steps.add_column("OUTPUT OR ERROR")
     for step_id, step in result.steps.items():
         if step.error is not None:
-            outcome = Text(_error_text(step.error.name, step.error.message), style="red")
+            outcome = shown_text(_error_text(step.error.name, step.error.message), style="red")
         elif step.status == "success":
-            outcome = Text(_json_text(step.output))
+            outcome = shown_text(_json_text(step.output))
         else:
             outcome = Text("")
         steps.add_row(
-            Text(step_id),
+            shown_text(step_id),
             _step_status(step),
             _started(step),
             Text(_took(step.started_at, step.ended_at)),
@@ -405,28 +419,29 @@ def _step_status(step: StepResult) -> Text:
 def suspended_line(result: WorkflowResult) -> Text:
     """One line for a suspended run: what it waits for, and how to resume it."""
     line = Text.assemble(
-        f"{datetime.now().strftime('%H:%M:%S')}  run {result.run_id} ",
+        shown(f"{datetime.now().strftime('%H:%M:%S')}  run {result.run_id} "),
         status_text(result.status),
         ", waiting for a resume",
     )
     for index, (path, payload) in enumerate(result.suspended.items()):
         line.append(": " if index == 0 else "; ")
-        line.append(f"{path} asked {_json_text(payload)}")
-    line.append(f" (callboard runs resume {result.run_id} --data JSON)", style="dim")
+        line.append(shown(f"{path} asked {_json_text(payload)}"))
+    line.append(shown(f" (callboard runs resume {result.run_id} --data JSON)"), style="dim")
     return line
 
 
 def progress_line(result: WorkflowResult) -> Text:
     """One line for a run that moved on: the time, its status, and each step's status."""
     line = Text.assemble(
-        f"{datetime.now().strftime('%H:%M:%S')}  run {result.run_id} ", status_text(result.status)
+        shown(f"{datetime.now().strftime('%H:%M:%S')}  run {result.run_id} "),
+        status_text(result.status),
     )
     if result.steps:
         line.append(": ")
         for index, (step_id, step) in enumerate(result.steps.items()):
             if index:
                 line.append(", ")
-            line.append(f"{step_id} ")
+            line.append(shown(f"{step_id} "))
             line.append_text(_step_status(step))
     return line
 
@@ -452,11 +467,11 @@ def workers_table(workers: list[WorkerInfo]) -> Table:
     table.add_column("STARTED", no_wrap=True)
     for worker in workers:
         table.add_row(
-            Text(worker.worker_id),
-            Text(worker.host),
+            shown_text(worker.worker_id),
+            shown_text(worker.host),
             Text(str(worker.pid)),
-            Text(worker.role),
-            Text(", ".join(worker.workflows) or "-"),
+            shown_text(worker.role),
+            shown_text(", ".join(worker.workflows) or "-"),
             Text("-" if worker.concurrency is None else str(worker.concurrency)),
             Text(f"{_age(worker.heartbeat_age)} ago"),
             Text(str(worker.held)),
@@ -515,8 +530,8 @@ def queues_table(stats: list[QueueStats]) -> Table:
         if limits is not None and limits.rate_count is not None:
             rate = f"{limits.rate_count}/{limits.rate_period:g} s"
         table.add_row(
-            Text(stat.queue),
-            Text("-" if stat.key is None else stat.key),
+            shown_text(stat.queue),
+            shown_text("-" if stat.key is None else stat.key),
             Text(str(stat.waiting)),
             Text(str(stat.running)),
             Text(_limit(None if limits is None else limits.concurrency)),

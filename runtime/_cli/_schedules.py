@@ -18,8 +18,15 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from runtime._cli._commands import CommandError, _opened
-from runtime._cli._render import console_for, print_json, show, shown, status_text
+from runtime._cli._commands import CommandError, _opened, require_store
+from runtime._cli._render import (
+    console_for,
+    print_json,
+    show,
+    shown,
+    shown_text,
+    status_text,
+)
 from runtime._schedule import ScheduleInfo
 from runtime._scheduler import describe
 from runtime._stores.schedules import book_for
@@ -58,6 +65,8 @@ def schedules_list(args: argparse.Namespace) -> None:
 
 
 def _change(args: argparse.Namespace, verb: str) -> None:
+    """Pause, resume or delete a schedule; say so (one JSON object with ``--json``)."""
+    require_store(args.db)  # opening it for writing would create a store at a mistyped --db
     with _opened(args.db, readonly=False) as store:
         book = book_for(store)
         try:
@@ -71,6 +80,13 @@ def _change(args: argparse.Namespace, verb: str) -> None:
                 close()
     if not found:
         raise ScheduleNotFoundError(f"no schedule {args.schedule_id!r} in the store")
+    if args.json:
+        print_json(
+            {"schedule_id": args.schedule_id, "deleted": True}
+            if verb == "delete"
+            else {"schedule_id": args.schedule_id, "paused": verb == "pause"}
+        )
+        return
     done = {"pause": "paused", "resume": "resumed", "delete": "deleted"}[verb]
     sys.stdout.write(f"schedule {shown(args.schedule_id)} {done}\n")
 
@@ -114,13 +130,13 @@ def schedules_table(infos: list[ScheduleInfo]) -> Table:
     for info in infos:
         last: Any = info.last_runs[0] if info.last_runs else None
         table.add_row(
-            Text(info.schedule_id),
-            Text(info.workflow_id),
-            Text(info.cron),
-            Text(info.timezone),
+            shown_text(info.schedule_id),
+            shown_text(info.workflow_id),
+            shown_text(info.cron),
+            shown_text(info.timezone),
             _state(info),
             Text(_moment(info.next_fire_at)),
-            Text("-" if last is None else last.run_id),
+            shown_text("-" if last is None else last.run_id),
             Text("-") if last is None else status_text(last.status),
         )
     return table
