@@ -6,16 +6,19 @@ The fixtures built on these live in ``tests/conftest.py``.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.util
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, NoReturn
 
+import pytest
 from pydantic import BaseModel
 
 from runtime import Runtime, create_step, create_workflow
@@ -352,3 +355,22 @@ def script_module(path: Path, name: str, *, beside: bool = False) -> Iterator[Mo
         del sys.modules[name]
         if beside:
             sys.path.remove(str(path.parent))
+
+
+def importable_flows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str, prefix: str
+) -> Iterator[tuple[str, ModuleType]]:
+    """A fresh module of ``source`` in ``tmp_path``, made the current folder: name and module.
+
+    For a fixture to ``yield from``: the module is forgotten afterwards, and no callboard
+    thread may be left (a command that leaves one fails the test).
+    """
+    name = f"{prefix}_{uuid.uuid4().hex}"
+    (tmp_path / f"{name}.py").write_text(source)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    try:
+        yield name, importlib.import_module(name)
+    finally:
+        sys.modules.pop(name, None)
+    assert not wait_for_no_callboard_threads(), "a command left threads behind"

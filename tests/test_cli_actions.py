@@ -6,13 +6,10 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 import textwrap
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +20,7 @@ import pytest
 
 from runtime import Runtime
 from runtime._cli import _actions, main
-from tests._support import wait_for_no_callboard_threads
+from tests._support import importable_flows
 
 WAIT = 10.0
 
@@ -92,15 +89,7 @@ def db(tmp_path: Path) -> str:
 @pytest.fixture
 def flows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, ModuleType]]:
     """A fresh module of workflows in the current folder: its name and the module."""
-    name = f"action_flows_{uuid.uuid4().hex}"
-    (tmp_path / f"{name}.py").write_text(FLOWS)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
-    try:
-        yield name, importlib.import_module(name)
-    finally:
-        sys.modules.pop(name, None)
-    assert not wait_for_no_callboard_threads(), "a command left threads behind"
+    yield from importable_flows(tmp_path, monkeypatch, FLOWS, "action_flows")
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

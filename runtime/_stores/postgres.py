@@ -2022,13 +2022,16 @@ class PostgresStore:
         return self._writer.submit(kind, payload, done)
 
     def _committed(
-        self, write: Write, future: Future[Any], not_done: str, timeout: float = CALL_TIMEOUT
+        self, write: Write, future: Future[Any], not_done: str, timeout: float | None = None
     ) -> Any:
-        """Wait for a write that its caller must know committed (or not) before going on."""
+        """Wait for a write that its caller must know committed (or not) before going on.
+
+        ``timeout``: ``CALL_TIMEOUT`` unless given (read at the call, not at definition).
+        """
         return committed(
             write,
             future,
-            timeout,
+            CALL_TIMEOUT if timeout is None else timeout,
             given_up=f"the PostgreSQL store {self._shown} did not commit within {CALL_TIMEOUT} s; "
             f"{not_done}",
             unfinished=f"the PostgreSQL store {self._shown} did not finish the transaction of "
