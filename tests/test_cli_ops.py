@@ -20,10 +20,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
-from runtime import Runtime, SQLiteStore
+from runtime import Runtime, SQLiteStore, StoreUnavailableError
 from runtime._cli import _actions, _commands, main
 from tests._support import importable_flows
 from tests.actors.test_registry import record
@@ -432,3 +433,40 @@ def test_a_run_held_by_a_worker_that_died_is_canceled_once_its_lease_has_run_out
     code, out, err = cli(capsys, "runs", "cancel", "r1", "--db", db, "--timeout", "5", "--json")
     assert code == 0, err
     assert json.loads(out) == {"run_id": "r1", "canceled": True, "status": "canceled"}
+
+
+# --- a store that cannot be reached for a while ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(["runs", "watch", "done"], id="watch"),
+        pytest.param(["runs", "watch", "done", "--json"], id="watch-json"),
+    ],
+)
+def test_following_a_run_reads_again_while_the_store_is_unavailable(
+    capsys: pytest.CaptureFixture[str],
+    db: str,
+    flows: tuple[str, ModuleType],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+) -> None:
+    # A PostgreSQL restart under `runs watch` (as `watch()` in the API does, it waits
+    # the outage out): two reads fail for now, then the store answers.
+    ended_runs(db, flows[1], "done")
+    real = _commands._Reader.get_run
+    failures = [StoreUnavailableError("the server is restarting")] * 2
+
+    def get_run(self: Any, run_id: str) -> Any:
+        if failures:
+            raise failures.pop()
+        return real(self, run_id)
+
+    monkeypatch.setattr(_commands._Reader, "get_run", get_run)
+    monkeypatch.setattr(_commands, "_sleep", lambda _seconds: None)
+    code, out, err = cli(capsys, *argv, "--db", db)
+    assert code == 0, err
+    assert "the server is restarting; reading again until it answers" in err
+    assert err.count("reading again") == 1  # said once
+    assert "success" in out

@@ -324,7 +324,7 @@ def watch_json(db: str, run_id: str, interval: float) -> RunStatus:
     with _commands._reader(db) as reader:
         previous: WorkflowResult | None = None
         while True:
-            result = reader.get_run(run_id)
+            result = _commands.through_outage(lambda: reader.get_run(run_id))
             if result is None:
                 if previous is None:
                     raise RunNotFoundError(f"no run {run_id!r} in {shown_db(db)}")
@@ -415,15 +415,17 @@ def runs_list_follow(args: argparse.Namespace, statuses: list[str] | None) -> No
     console = console_for(sys.stdout)
     with _commands._reader(args.db) as reader:
         while True:
-            page = list_page(
-                reader,
-                workflow_id=args.workflow,
-                statuses=statuses,
-                limit=args.limit,
-                offset=args.offset,
-                resource_id=args.resource_id,
-                since=args.since,
-                until=args.until,
+            page = _commands.through_outage(
+                lambda: list_page(
+                    reader,
+                    workflow_id=args.workflow,
+                    statuses=statuses,
+                    limit=args.limit,
+                    offset=args.offset,
+                    resource_id=args.resource_id,
+                    since=args.since,
+                    until=args.until,
+                )
             )
             for run in reversed(page.runs):  # oldest first, as they happened
                 mark = (run.status.value, run.updated_at)

@@ -23,7 +23,7 @@ from datetime import datetime
 from enum import IntEnum
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from rich.console import Console
 from rich.live import Live
@@ -58,6 +58,7 @@ from runtime._errors import (
     RunTimeoutError,
     SnapshotFormatError,
     StoreError,
+    StoreUnavailableError,
 )
 from runtime._model import SETTLED_STATUSES, RunStatus, WorkflowResult, WorkflowRunList
 from runtime._queries import get_run, list_runs
@@ -346,12 +347,39 @@ def runs_show(args: argparse.Namespace) -> RunStatus:
     return result.status
 
 
+_R = TypeVar("_R")
+
+
+def through_outage(read: Callable[[], _R]) -> _R:
+    """``read()``, tried again for as long as the store cannot be reached, as ``watch()`` does.
+
+    For the commands that follow runs until they end (``runs watch``, ``runs list
+    --follow``): a PostgreSQL server restarting under them is waited out (pauses
+    doubling to a second), said once on standard error; Ctrl-C stops the wait.
+    """
+    pause = 0.05
+    said = False
+    while True:
+        try:
+            return read()
+        except StoreUnavailableError as exc:
+            if not said:
+                print(
+                    f"callboard: {exc}; reading again until it answers (Ctrl-C to stop)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                said = True
+            _sleep(pause)
+            pause = min(1.0, pause * 2)
+
+
 def runs_watch(args: argparse.Namespace) -> RunStatus:
     """``callboard runs watch``: follow a run until it ends."""
     with _reader(args.db) as reader:
 
         def fetch() -> WorkflowResult | None:
-            return reader.get_run(args.run_id)
+            return through_outage(lambda: reader.get_run(args.run_id))
 
         if fetch() is None:
             raise RunNotFoundError(f"no run {args.run_id!r} in {shown_db(args.db)}")
