@@ -358,12 +358,12 @@ def describe(
             runs.append(ScheduledRun(run_id=record.run_id, tick_at=utc(tick), status=record.status))
     last = row.last_run_id
     if last is not None and all(run.run_id != last for run in runs):
-        # Its run from longer ago (a long run that later ticks passed over, or a pause
-        # since): what the overlap policy waits for, so shown first.
+        # Its run from longer ago (a long run that later ticks passed over, or one before
+        # a pause): what the overlap policy waits for. Listed too, newest first as all.
         record = load(last)
         tick_at = tick_of(row.schedule_id, last)
         if record is not None and tick_at is not None:
-            runs.insert(0, ScheduledRun(run_id=last, tick_at=tick_at, status=record.status))
+            runs.append(ScheduledRun(run_id=last, tick_at=tick_at, status=record.status))
             runs.sort(key=lambda run: run.tick_at, reverse=True)
     return ScheduleInfo(
         schedule_id=row.schedule_id,
