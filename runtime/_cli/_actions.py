@@ -389,17 +389,24 @@ def runs_list(args: argparse.Namespace) -> None:
         runs_list_follow(args, statuses)
         return
     with _commands._reader(args.db) as reader:
-        page = list_page(
-            reader,
-            workflow_id=args.workflow,
-            statuses=statuses,
-            limit=args.limit,
-            offset=args.offset,
-            resource_id=args.resource_id,
-            since=args.since,
-            until=args.until,
-        )
+        page = _asked_page(reader, args, statuses)
     _commands.print_page(page, args)
+
+
+def _asked_page(
+    reader: Any, args: argparse.Namespace, statuses: list[str] | None
+) -> WorkflowRunList:
+    """The page ``runs list`` asked for, by its arguments."""
+    return list_page(
+        reader,
+        workflow_id=args.workflow,
+        statuses=statuses,
+        limit=args.limit,
+        offset=args.offset,
+        resource_id=args.resource_id,
+        since=args.since,
+        until=args.until,
+    )
 
 
 def runs_watch(args: argparse.Namespace) -> RunStatus:
@@ -415,18 +422,7 @@ def runs_list_follow(args: argparse.Namespace, statuses: list[str] | None) -> No
     console = console_for(sys.stdout)
     with _commands._reader(args.db) as reader:
         while True:
-            page = _commands.through_outage(
-                lambda: list_page(
-                    reader,
-                    workflow_id=args.workflow,
-                    statuses=statuses,
-                    limit=args.limit,
-                    offset=args.offset,
-                    resource_id=args.resource_id,
-                    since=args.since,
-                    until=args.until,
-                )
-            )
+            page = _commands.through_outage(lambda: _asked_page(reader, args, statuses))
             for run in reversed(page.runs):  # oldest first, as they happened
                 mark = (run.status.value, run.updated_at)
                 if seen.get(run.run_id) == mark:

@@ -34,6 +34,7 @@ __all__ = [
     "SnapshotStore",
     "WorkerInfo",
     "check_lease",
+    "process_alive",
     "provides",
     "queue_stats",
     "refuse_upgrade_beside_older",
@@ -603,8 +604,7 @@ def refuse_upgrade_beside_older(
     Raises:
         StoreError: naming them, if any is left.
     """
-    here = socket.gethostname()
-    live = [(host, pid) for host, pid in users if host != here or _pid_alive(pid)]
+    live = [(host, pid) for host, pid in users if process_alive(host, pid)]
     if not live:
         return
     shown = ", ".join(f"{host}:{pid}" for host, pid in live[:5])
@@ -619,7 +619,13 @@ def refuse_upgrade_beside_older(
     )
 
 
-def _pid_alive(pid: int) -> bool:
+def process_alive(host: str, pid: int) -> bool:
+    """Whether a worker's process may be alive: ``False`` only for one on this host that is gone.
+
+    A process on another host cannot be asked; one here that another user owns is alive.
+    """
+    if host != socket.gethostname():
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -76,6 +76,7 @@ from runtime._stores.base import (
     SnapshotRecord,
     WorkerInfo,
     check_lease,
+    process_alive,
     queue_stats,
     refuse_upgrade_beside_older,
     status_set,
@@ -2282,13 +2283,8 @@ def _death(host: str, pid: int, heartbeat_at: float, lease: float) -> str | None
     age = _clock.time() - heartbeat_at
     if age > lease:
         return f"its lease ran out: last heartbeat {age:.1f} s ago, lease {lease:g} s"
-    if host == socket.gethostname():
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return f"its process {pid} on this host is gone"
-        except PermissionError:
-            return None
+    if not process_alive(host, pid):
+        return f"its process {pid} on this host is gone"
     return None
 
 
