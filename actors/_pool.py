@@ -650,6 +650,7 @@ class StepPool:
                 now = time.monotonic()
                 if now - deadline > HELD and voided < VOIDED:
                     voided += 1
+                    emit(logging.DEBUG, "step_pool_tick_set_aside", late=round(now - deadline, 4))
                     continue
                 voided = 0
                 verdict = _tick_verdict(
