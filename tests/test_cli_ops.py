@@ -2,7 +2,8 @@
 ``--json`` everywhere, and ids with control characters in them.
 
 - The commands that write refuse a location with no run store, as the reading commands
-  do, and create none (a SQLite file; the tables in a PostgreSQL database).
+  do, and create none (a SQLite file; the tables in a PostgreSQL database). ``--db
+  memory`` is refused: ``Runtime(store="memory")`` is a store of one process.
 - ``--interval`` and ``--lease`` take a finite number of seconds, at most a day;
   a timeout may be ``inf`` (no limit), never NaN.
 - ``runs resume --definition M:A --json`` keeps standard output for the JSON.
@@ -142,6 +143,33 @@ def test_a_writing_command_on_a_mistyped_sqlite_db_says_there_is_no_store_and_cr
     assert list(tmp_path.iterdir()) == []  # neither the file nor its -wal and -shm
     # The same line as a reading command's.
     assert cli(capsys, "runs", "list", "--db", str(typo))[2] == err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        *WRITING_COMMANDS,
+        pytest.param(["runs", "list"], id="runs-list"),
+        pytest.param(["start", "{flows}:quick", "--input", '{"value": "v"}'], id="start"),
+        pytest.param(["worker", "{flows}:quick"], id="worker"),
+    ],
+)
+def test_db_memory_is_refused_as_a_store_no_command_can_reach_and_no_file_is_made(
+    argv: list[str],
+    flows: tuple[str, ModuleType],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``Runtime(store="memory")`` names a memory store; ``--db memory`` made a file ``memory``."""
+    before = set(tmp_path.iterdir())
+
+    argv = [arg.replace("{flows}", flows[0]) for arg in argv]
+    code, out, err = cli(capsys, *argv, "--db", "memory")
+
+    assert code == 2, err
+    assert out == ""
+    assert "--db memory: a memory store" in err and "./memory" in err
+    assert set(tmp_path.iterdir()) == before
 
 
 @pytest.mark.postgres

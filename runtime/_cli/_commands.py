@@ -180,6 +180,12 @@ def open_db(location: str, *, readonly: bool, lease: float | None = None) -> Sna
             newer schema, not writable; a PostgreSQL server that cannot be
             reached, a failed login, the extra not installed).
     """
+    if location == "memory":  # Runtime(store="memory"): a store no other process can see
+        raise UsageError(
+            "--db memory: a memory store lives and dies with its one process, so no command "
+            "can reach it; give a SQLite file or a postgresql:// URL (a file named memory: "
+            "./memory)"
+        )
     if location.lower().startswith(_POSTGRES_SCHEMES):
         try:
             return open_store(location, readonly=readonly, lease=lease)
