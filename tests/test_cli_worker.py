@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import queue
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -40,9 +41,11 @@ FLOWS = "tests._worker_flows"
 class Worker:
     """``callboard worker`` in a process of its own; its stderr is read line by line."""
 
-    def __init__(self, db: str, *targets: str, options: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, db: str, *targets: str, options: tuple[str, ...] = (), under: tuple[str, ...] = ()
+    ) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runtime", "worker", *targets, "--db", db, *options],
+            [*under, sys.executable, "-m", "runtime", "worker", *targets, "--db", db, *options],
             cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
             stdin=subprocess.DEVNULL,
@@ -120,8 +123,15 @@ def workers() -> Iterator[list[Worker]]:
         worker.close()
 
 
-def spawn(started: list[Worker], db: str, *targets: str, options: tuple[str, ...] = ()) -> Worker:
-    worker = Worker(db, *targets, options=options)
+def spawn(
+    started: list[Worker],
+    db: str,
+    *targets: str,
+    options: tuple[str, ...] = (),
+    under: tuple[str, ...] = (),
+) -> Worker:
+    """A worker process; ``under`` is a command it runs under (``nohup``, which execs it)."""
+    worker = Worker(db, *targets, options=options, under=under)
     started.append(worker)
     return worker
 
@@ -276,6 +286,45 @@ def test_sigint_lets_the_run_in_progress_end_then_exits_130_and_leaves_the_store
     assert run.wait(DEADLINE).status == RunStatus.SUCCESS
     assert worker.exit_code() == 130, worker.output()
     assert row_of(capsys, db, worker.proc.pid) is None
+
+
+def test_sighup_stops_a_worker_as_sigterm_does_with_a_line_and_exit_0(
+    db: str, workers: list[Worker], client: Runtime, tmp_path: Path
+) -> None:
+    # A closed terminal or a dropped ssh session killed the worker, with no line at all.
+    worker = spawn(workers, db, f"{FLOWS}:gated")
+    worker.started()
+    gate = tmp_path / "gate"
+    run = client.register(flows.gated).create_run()
+    run.start_async(input_data={"value": str(gate)})
+    wait_until(lambda: status_of(db, run.run_id)[1] is not None, DEADLINE, "the worker claims")
+
+    worker.signal(signal.SIGHUP)
+    worker.expect("callboard worker: SIGHUP: stopping")
+    assert worker.proc.poll() is None  # it waits for the run
+    gate.touch()
+
+    assert run.wait(DEADLINE).status == RunStatus.SUCCESS
+    assert worker.exit_code() == 0, worker.output()
+
+
+@pytest.mark.skipif(shutil.which("nohup") is None, reason="no nohup on this machine")
+def test_a_worker_under_nohup_outlives_a_sighup(
+    db: str, workers: list[Worker], client: Runtime
+) -> None:
+    worker = spawn(workers, db, f"{FLOWS}:greet", under=("nohup",))
+    worker.started()
+
+    worker.signal(signal.SIGHUP)
+    # A worker that took the SIGHUP would stop claiming: this run would never end.
+    run = client.register(flows.greet).create_run()
+    run.start_async(input_data={"value": "still here"})
+    assert run.wait(DEADLINE).status == RunStatus.SUCCESS
+    assert worker.proc.poll() is None
+
+    worker.signal(signal.SIGTERM)
+    assert worker.exit_code() == 0, worker.output()
+    assert "SIGHUP" not in worker.output()
 
 
 def test_a_second_signal_halts_the_run_in_progress_and_hands_it_back_to_the_queue(

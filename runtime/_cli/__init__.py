@@ -32,14 +32,14 @@ they say so as the reading commands do (exit 2), and create nothing. ``start`` r
 workflow on a runtime of its own in this process; a run that outlives the command is not
 lost: it stays in the store, and the next runtime on it that registers its workflow (a
 ``callboard worker``, say) resumes it.
-``worker`` runs until SIGTERM or SIGINT: a runtime with the role ``worker`` that takes
+``worker`` runs until SIGTERM, SIGINT or SIGHUP: a runtime with the role ``worker`` that takes
 the queued runs of its workflows, whoever started them (see :mod:`runtime._cli._worker`).
 
 Exit codes:
 
 - 0: success (for ``runs show``: the run has neither failed nor been canceled; ``start
   --wait`` also returns 0 for a run that suspended, waiting for a resume); a worker
-  stopped by SIGTERM.
+  stopped by SIGTERM or SIGHUP.
 - 1: the run failed or was canceled, or ``start --wait`` gave up waiting (``--timeout``);
   a worker whose runtime stopped itself; an action the run's state refuses (resuming a
   run that is not suspended, deleting one that has not ended, a cancel not carried out
@@ -219,7 +219,7 @@ def _build_parser() -> argparse.ArgumentParser:
         parents=[db],
         epilog=(
             "exit codes: 0 success, 1 the run failed or was canceled, 2 usage or input error, "
-            "3 not found, 130 interrupted (worker: 0 after SIGTERM, 130 after SIGINT)"
+            "3 not found, 130 interrupted (worker: 0 after SIGTERM or SIGHUP, 130 after SIGINT)"
         ),
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=_Parser)
@@ -323,14 +323,15 @@ def _build_parser() -> argparse.ArgumentParser:
         help="run the runs of workflows from the store, whoever starts them, until stopped",
         parents=[db],
         description=(
-            "Load each MODULE:ATTR workflow (as start does) and run, until SIGTERM or SIGINT, "
+            "Load each MODULE:ATTR workflow (as start does) and run, until SIGTERM, SIGINT or "
+            "SIGHUP (unless started under nohup), "
             "a runtime with the role 'worker' on the store: it takes the queued runs of these "
             "workflows, whoever started them, up to --concurrency at once, and starts none. "
             "It says on stderr, in one line, its worker id, host, pid, workflows and "
             "concurrency. The first signal stops it taking runs and gives those in "
             "progress --stop-timeout seconds to end; those still going then, or at a second "
             "signal, go back to the queue, for any worker to resume from their last "
-            "completed step. Exit code 0 after SIGTERM, 130 after SIGINT (Ctrl-C)."
+            "completed step. Exit code 0 after SIGTERM or SIGHUP, 130 after SIGINT (Ctrl-C)."
         ),
     )
     worker.add_argument(

@@ -7,12 +7,14 @@ worker id, host, pid, workflows and concurrency), and a line at each step of its
 
 Stopping, as a process manager expects:
 
-- the first SIGTERM or SIGINT (Ctrl-C) stops claiming and gives the runs in progress
+- the first SIGTERM, SIGINT (Ctrl-C) or SIGHUP (its terminal closed) stops claiming and
+  gives the runs in progress
   ``--stop-timeout`` seconds to end; those still going are then halted and go back to
-  the queue, for any worker to resume from their last completed step;
+  the queue, for any worker to resume from their last completed step. A SIGHUP that the
+  process was started ignoring (``nohup``) stays ignored;
 - a second signal halts them at once;
-- the exit code is 0 after SIGTERM, 130 after SIGINT (as shells report Ctrl-C), 1 if the
-  runtime stopped itself (its actors failed too often).
+- the exit code is 0 after SIGTERM or SIGHUP, 130 after SIGINT (as shells report Ctrl-C),
+  1 if the runtime stopped itself (its actors failed too often).
 
 The signals are waited for on a socket that :func:`signal.set_wakeup_fd` writes each
 signal's number to, so the main thread wakes at once, and the Python-level handlers do
@@ -50,7 +52,11 @@ Bounded, so that a fleet shares the queue: a worker without a limit would claim 
 queued run of its workflows (64 a pass) and keep them from workers with room.
 """
 
-_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
+_SIGNALS: Final[tuple[int, ...]] = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+"""The signals that stop a worker. SIGHUP (not on Windows) came with no handler, so a
+closed terminal or an ssh session that dropped killed the worker without a line."""
 
 _WOKEN: Final = 0
 """The byte :meth:`_Signals.wake` writes: no signal has the number 0."""
@@ -60,7 +66,7 @@ _LOOK_EVERY: Final = 1.0
 
 
 def worker(args: argparse.Namespace) -> ExitCode:
-    """``callboard worker``: run the runs of the given workflows until SIGTERM or SIGINT.
+    """``callboard worker``: run the runs of the given workflows until SIGTERM, SIGINT or SIGHUP.
 
     Everything that can be refused is checked before anything starts: the workflows
     load and have distinct ids, and the store opens.
@@ -165,10 +171,11 @@ def _say(line: str) -> None:
 
 
 class _Signals:
-    """SIGINT and SIGTERM, counted, for as long as the worker runs.
+    """SIGINT, SIGTERM and SIGHUP, counted, for as long as the worker runs.
 
-    Installing it takes over both signals (and the wakeup fd) from whatever handled
-    them; leaving the ``with`` block gives them back.
+    Installing it takes over the signals (and the wakeup fd) from whatever handled
+    them; leaving the ``with`` block gives them back. A SIGHUP ignored when it is
+    installed is left ignored: ``nohup`` asked the worker to outlive its terminal.
 
     Raises:
         UsageError: if this is not the main thread, where Python runs signal handlers.
@@ -182,7 +189,13 @@ class _Signals:
         self._reader.setblocking(False)
         self._writer.setblocking(False)
         self._previous_fd = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
-        self._previous = {number: signal.signal(number, _ignore) for number in _SIGNALS}
+        self._taken = tuple(
+            number
+            for number in _SIGNALS
+            if number in (signal.SIGINT, signal.SIGTERM)
+            or signal.getsignal(number) is not signal.SIG_IGN
+        )
+        self._previous = {number: signal.signal(number, _ignore) for number in self._taken}
 
     def __enter__(self) -> _Signals:
         return self
@@ -212,7 +225,7 @@ class _Signals:
                 data = self._reader.recv(64)
             except (BlockingIOError, InterruptedError):
                 return
-            self.received.extend(number for number in data if number in _SIGNALS)
+            self.received.extend(number for number in data if number in self._taken)
 
     def wait_first(self, running: Callable[[], bool]) -> int | None:
         """The first signal, once it comes; ``None`` if ``running()`` turns false first."""
