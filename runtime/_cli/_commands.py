@@ -215,6 +215,11 @@ def shown_db(location: str) -> str:
         password = parts.password
     except ValueError:  # a URL too malformed to read a password from: show its scheme only
         return f"{location.partition(':')[0]}://..."
+    if location.lower().startswith(_POSTGRES_SCHEMES):
+        from runtime._stores.postgres import redact
+
+        # The store's own reading: a password with an unencoded '@' or '/' is hidden whole.
+        return redact(location)
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
     if password is None and not any(key == "password" for key, _ in query):
         return location

@@ -40,6 +40,7 @@ import re
 import socket
 import threading
 import time
+import urllib.parse
 import weakref
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future
@@ -826,13 +827,68 @@ def _queue_full(record: SnapshotRecord, limit: int) -> QueueFullError:
 
 
 def _url_settings(url: str, shown: str) -> dict[str, Any]:
-    """The connection settings a URL holds; a StoreError (naming it as ``shown``) if it is bad."""
+    """The connection settings a URL holds; a StoreError (naming it as ``shown``) if it is bad.
+
+    A user name or password with an unencoded ``@`` or ``/`` is refused before
+    libpq reads it: libpq ends the user info at the first ``@`` and the host at
+    the first ``/``, so the rest of the password became the host or the database,
+    and its "cannot translate host name" message showed it.
+    """
     import psycopg
 
+    rest = url.partition("://")[2]
+    query = rest.find("?")
+    at = rest.rfind("@", 0, query if query >= 0 else len(rest))
+    if at >= 0 and ("@" in rest[:at] or "/" in rest[:at]):
+        raise StoreError(
+            f"the user name or password in the PostgreSQL URL {shown!r} holds an '@' or '/' "
+            "that is not percent-encoded (write '@' as %40 and '/' as %2F): libpq would read "
+            "part of it as the host or the database"
+        )
     try:
         return psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.Error as exc:
-        raise StoreError(f"not a valid PostgreSQL URL {shown!r}: {exc}") from exc
+        reason = _scrubbed(str(exc), _secrets(url, {}))
+        raise StoreError(f"not a valid PostgreSQL URL {shown!r}: {reason}") from exc
+
+
+def _password_span(rest: str) -> tuple[int, int] | None:
+    """Where a password lies in a URL's part after ``://``: past the first ``:``, up to an ``@``.
+
+    The ``@`` is the last one before the query: libpq's reading (the first
+    ``@``) left the tail of a password with an unencoded ``@`` or ``/`` to show
+    as the host or the database. With no ``@`` before a ``?``, the password may
+    hold that ``?``: then the last ``@`` of all, and a query value with an
+    ``@`` in it may be hidden with it, in what is only ever shown.
+    """
+    query = rest.find("?")
+    at = rest.rfind("@", 0, query if query >= 0 else len(rest))
+    if at < 0:
+        at = rest.rfind("@")
+    colon = rest.find(":", 0, at) if at > 0 else -1
+    return (colon + 1, at) if colon >= 0 else None
+
+
+def _secrets(url: str, settings: dict[str, Any]) -> tuple[str, ...]:
+    """What an error message must not show of the password: whole, decoded, and its pieces.
+
+    A password that libpq misread (one with an unencoded ``?`` or ``#``) comes
+    back in its messages in pieces, as a port, a host or a query parameter.
+    Pieces of one character are left: hiding every ``a`` would hide the message.
+    """
+    rest = url.partition("://")[2]
+    span = _password_span(rest)
+    typed = rest[span[0] : span[1]] if span else ""
+    pieces = {typed, urllib.parse.unquote(typed), str(settings.get("password") or "")}
+    pieces.update(re.split(r"[@/?#:&=]", typed))
+    return tuple(sorted((piece for piece in pieces if len(piece) > 1), key=len, reverse=True))
+
+
+def _scrubbed(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` with every one of ``secrets`` in it replaced by ``***``."""
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
 
 
 def _connection_options(settings: dict[str, Any]) -> dict[str, Any]:
@@ -856,13 +912,11 @@ def redact(url: str) -> str:
     scheme, separator, rest = url.partition("://")
     if not separator:
         return re.sub(r"(?i)(password\s*=\s*)\S*", r"\1***", url)
-    end = next((i for i, char in enumerate(rest) if char in "/?#"), len(rest))
-    authority, tail = rest[:end], rest[end:]
-    userinfo, at, hostport = authority.rpartition("@")
-    if at and ":" in userinfo:
-        authority = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
-    tail = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", tail)
-    return f"{scheme}{separator}{authority}{tail}"
+    span = _password_span(rest)
+    if span is not None:
+        rest = f"{rest[: span[0]]}***{rest[span[1] :]}"
+    rest = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", rest)
+    return f"{scheme}{separator}{rest}"
 
 
 def _require_psycopg() -> None:
@@ -1161,7 +1215,7 @@ class PostgresStore:
         self.readonly = readonly
         self.owner_id = new_id()
         self._shown = redact(url)
-        self._password = ""
+        self._secrets: tuple[str, ...] = ()
         self._closed = False
         self._writer: GroupCommitWriter | None = None
         self._wconn: Connection | None = None
@@ -1180,7 +1234,7 @@ class PostgresStore:
         self._role: tuple[str, list[str], int | None] = ("both", [], None)
         _require_psycopg()
         settings = _url_settings(url, self._shown)
-        self._password = str(settings.get("password") or "")
+        self._secrets = _secrets(url, settings)
         self._options = _connection_options(settings)
         # Whether connections set lock_timeout (LOCK_TIMEOUT): unless the URL's options do.
         self._lock_timeout = "lock_timeout" not in str(settings.get("options") or "")
@@ -1242,10 +1296,7 @@ class PostgresStore:
 
     def _reason(self, exc: BaseException) -> str:
         """An error's message, on one line, with the password (if any) taken out."""
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        if self._password:
-            text = text.replace(self._password, "***")
-        return text
+        return _scrubbed(" ".join(str(exc).split()) or type(exc).__name__, self._secrets)
 
     def _connect(self, *, autocommit: bool) -> Connection:
         """A new connection; a StoreError saying why there is none.

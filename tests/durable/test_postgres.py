@@ -15,10 +15,11 @@ import pytest
 
 import runtime._stores.postgres as postgres_module
 from runtime import StoreError, StoreUnavailableError
+from runtime._cli._commands import shown_db
 from runtime._stores.base import SnapshotRecord
 from runtime._stores.memory import MemoryStore
 from runtime._stores.open import open_store
-from runtime._stores.postgres import SCHEMA_VERSION, PostgresStore, redact
+from runtime._stores.postgres import SCHEMA_VERSION, PostgresStore, _scrubbed, _secrets, redact
 from runtime._stores.sqlite import SQLiteStore
 from tests._postgres import PASSWORD, Server, free_port
 from tests._support import wait_for_no_callboard_threads, wait_until
@@ -144,6 +145,48 @@ def test_redact_hides_a_password_in_the_user_part_or_the_query() -> None:
         "postgres://u@h/db?password=***&sslmode=require"
     )
     assert redact("postgresql:///db?host=/tmp") == "postgresql:///db?host=/tmp"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        # libpq ends the user info at the first '@' and the host at the first '/'.
+        ("postgresql://ada:s3cr@Tail9@h:5/db", "postgresql://ada:***@h:5/db"),
+        ("postgresql://ada:s3cr/Tail9@h/db", "postgresql://ada:***@h/db"),
+        ("postgresql://ada:k7?Zq9x@h/db", "postgresql://ada:***@h/db"),
+        ("postgresql://ada:k7#Zq9x@h/db", "postgresql://ada:***@h/db"),
+        # An '@' in a query value leaves the rest alone.
+        (
+            "postgresql://ada@h:5/db?application_name=a@b",
+            "postgresql://ada@h:5/db?application_name=a@b",
+        ),
+        (
+            "postgresql://ada:pw@h:5/db?application_name=a@b",
+            "postgresql://ada:***@h:5/db?application_name=a@b",
+        ),
+    ],
+)
+def test_redact_hides_a_password_with_unencoded_url_characters_whole(url: str, shown: str) -> None:
+    assert redact(url) == shown
+    assert shown_db(url) == shown
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://ada:s3cr@Tail9@127.0.0.1:1/db", "postgresql://ada:s3cr/Tail9@127.0.0.1:1/db"],
+)
+def test_a_password_with_an_unencoded_at_or_slash_is_refused_without_showing_any_of_it(
+    url: str,
+) -> None:
+    # libpq took "Tail9@127.0.0.1" for the host, and said so: "could not translate host name".
+    error = refused(lambda: PostgresStore(url), "not percent-encoded", "%40")
+    assert "s3cr" not in str(error) and "Tail9" not in str(error)
+
+
+def test_an_error_message_shows_no_piece_of_the_password() -> None:
+    secrets = _secrets("postgresql://ada:k7?Zq9x@h/db", {})
+    message = 'invalid port "k7" near "Zq9x@h/db"'
+    assert _scrubbed(message, secrets) == 'invalid port "***" near "***@h/db"'
 
 
 def test_a_missing_driver_names_the_extra_to_install(
