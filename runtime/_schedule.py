@@ -325,7 +325,10 @@ class ScheduleInfo(BaseModel):
         catch_up: Its policy for missed ticks.
         overlap: Its policy for a tick while the previous run goes on.
         paused: Whether it is paused (it fires nothing until resumed).
-        next_fire_at: When it fires next (UTC); ``None`` while paused.
+        next_fire_at: When it fires next (UTC); ``None`` while paused. A time
+            already past is a tick due (missed, and fired by its ``catch_up``
+            policy), which the next pass of a runtime that registers the
+            workflow fires: one long past says no such runtime is running.
         last_tick_at: The newest tick handled: fired, or passed over by a
             policy (UTC); ``None`` before the first.
         last_runs: Its recent runs still in the store, newest first: those of

@@ -322,6 +322,24 @@ class Scheduler:
         return last_run if started is None else started
 
 
+def _first_due(row: ScheduleRow, anchor: float, now: float) -> float | None:
+    """The oldest past tick that the next pass fires (as ``_fire_due`` picks them), or ``None``.
+
+    Shown as the schedule's next fire: a time already past says a tick is due.
+    It was shown as "now", which looked the same an hour later when no runtime
+    registered the workflow to fire it.
+    """
+    newest = newest_tick(row.cron, row.timezone, now)
+    if newest is None or newest <= anchor:
+        return None
+    if row.catch_up == "all":
+        return next_tick(row.cron, row.timezone, anchor)
+    on_time = next_tick(row.cron, row.timezone, max(anchor, now - ON_TIME - 0.001))
+    if on_time <= now:
+        return on_time
+    return newest if row.catch_up == "latest" else None
+
+
 LAST_RUNS: Final = 5
 """How many of a schedule's recent ticks a listing looks up runs for."""
 
@@ -342,10 +360,8 @@ def describe(
     error: str | None = None
     try:
         if not row.paused:
-            newest = newest_tick(row.cron, row.timezone, now)
-            if newest is not None and newest > anchor and row.catch_up != "skip":
-                next_fire = now  # a missed tick that the next pass fires
-            else:
+            next_fire = _first_due(row, anchor, now)
+            if next_fire is None:
                 next_fire = next_tick(row.cron, row.timezone, max(now, anchor))
         if row.last_tick is not None:
             ticks = ticks_before(row.cron, row.timezone, row.last_tick, LAST_RUNS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import io
 import json
 import sqlite3
 import sys
@@ -22,6 +23,7 @@ import structlog.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
+from rich.console import Console
 
 from runtime import (
     InvalidInputError,
@@ -34,6 +36,7 @@ from runtime import (
 )
 from runtime import _schedule as schedule_module
 from runtime._cli import main
+from runtime._cli._schedules import schedules_table
 from runtime._schedule import newest_tick, next_tick, tick_run_id
 from runtime._stores import sqlite as sqlite_module
 from runtime._stores.memory import MemoryStore
@@ -513,6 +516,26 @@ def test_a_client_fires_nothing_and_a_worker_fires_what_it_defined(
     assert client.register(report).create_run(tick_run_id("report", tick(5))).wait(10).status == (
         "success"
     )
+
+
+@pytest.mark.parametrize(
+    ("catch_up", "fires"),
+    [("latest", tick(60)), ("all", tick(5)), ("skip", tick(65))],
+)
+def test_a_due_tick_that_no_runtime_fires_shows_as_a_past_next_fire_marked_overdue(
+    catch_up: str, fires: float, clock: VirtualClock, started: list[Runtime], tmp_path: Path
+) -> None:
+    # It showed "now", an hour later as at once: no sign that nobody fires it.
+    client = start(started, tmp_path / "runs.db", role="client")
+    client.schedule(report, cron="*/5 * * * *", input_data={"value": "c"}, catch_up=catch_up)
+    clock.advance(3750)  # 13:03:00: the 13:00 tick is past, and not on time any more
+    [info] = client.schedules()
+    assert info.next_fire_at == datetime.fromtimestamp(fires, UTC)
+
+    console = Console(file=io.StringIO(), width=200)
+    console.print(schedules_table([info], clock.now()))
+    rendered = console.file.getvalue()  # type: ignore[attr-defined]
+    assert ("overdue" in rendered) == (fires < clock.now())
 
 
 # --- the command line ---------------------------------------------------------------------

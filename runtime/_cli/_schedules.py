@@ -12,7 +12,7 @@ import argparse
 import sys
 import time
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from rich import box
 from rich.table import Table
@@ -28,7 +28,7 @@ from runtime._cli._render import (
     status_text,
 )
 from runtime._schedule import ScheduleInfo
-from runtime._scheduler import describe
+from runtime._scheduler import POLL, describe
 from runtime._stores.schedules import book_for
 
 __all__ = [
@@ -58,7 +58,7 @@ def schedules_list(args: argparse.Namespace) -> None:
         return
     console = console_for(sys.stdout)
     if infos:
-        show(console, schedules_table(infos))
+        show(console, schedules_table(infos, now))
         show(console, Text(""))
     count = len(infos)
     show(console, Text(f"{count} schedule{'' if count == 1 else 's'}", style="dim"))
@@ -106,8 +106,21 @@ def schedules_delete(args: argparse.Namespace) -> None:
     _change(args, "delete")
 
 
+OVERDUE: Final = 2 * POLL
+"""Seconds past its time after which a due tick is shown as overdue: a runtime that
+registers its workflow fires it within a pass of the scheduler (every POLL seconds)."""
+
+
 def _moment(value: datetime | None) -> str:
     return "-" if value is None else value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _next_fire(info: ScheduleInfo, now: float) -> Text:
+    text = _moment(info.next_fire_at)
+    if info.next_fire_at is not None and now - info.next_fire_at.timestamp() > OVERDUE:
+        # Due, and nobody fired it: no running runtime registers the workflow.
+        return Text(f"{text} overdue", style="red")
+    return Text(text)
 
 
 def _state(info: ScheduleInfo) -> Text:
@@ -116,8 +129,12 @@ def _state(info: ScheduleInfo) -> Text:
     return Text("paused" if info.paused else "active", style="yellow" if info.paused else "")
 
 
-def schedules_table(infos: list[ScheduleInfo]) -> Table:
-    """Schedules one row each: id, workflow, cron and zone, state, next fire, last run."""
+def schedules_table(infos: list[ScheduleInfo], now: float) -> Table:
+    """Schedules one row each: id, workflow, cron and zone, state, next fire, last run.
+
+    A next fire time more than :data:`OVERDUE` seconds before ``now`` (epoch
+    seconds) is marked ``overdue``.
+    """
     table = Table(box=box.SIMPLE_HEAD, show_edge=False)
     table.add_column("SCHEDULE ID", no_wrap=True)
     table.add_column("WORKFLOW", no_wrap=True)
@@ -135,7 +152,7 @@ def schedules_table(infos: list[ScheduleInfo]) -> Table:
             shown_text(info.cron),
             shown_text(info.timezone),
             _state(info),
-            Text(_moment(info.next_fire_at)),
+            _next_fire(info, now),
             shown_text("-" if last is None else last.run_id),
             Text("-") if last is None else status_text(last.status),
         )
