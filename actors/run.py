@@ -700,6 +700,10 @@ class RunActor(DispatchedActor):
             record["error"] = error
             if job.item is None:
                 record["attempts"] = retry + 1
+            else:
+                # A foreach step counts its items' retries: each one shows, and a
+                # watcher is told it (step_retrying), as for a step of its own.
+                record["attempts"] = record.get("attempts", 1) + 1
             again = self._calls.step(
                 job.index,
                 step_node,

@@ -362,7 +362,8 @@ class StepResult(BaseModel):
         attempts: How many times the body was called in its latest round:
             1, plus one for each retry. While the step waits out the delay
             before a retry, that retry is counted already (and a
-            ``step_retrying`` event told it).
+            ``step_retrying`` event told it). For a ``foreach`` step: 1, plus
+            one for each retry of any of its items.
         iterations: For a step in a ``dowhile``/``dountil`` loop, how many
             times the loop has run it; ``None`` elsewhere.
         suspend_payload: What the step passed to ``ctx.suspend()``, once it has

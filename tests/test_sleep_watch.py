@@ -610,6 +610,42 @@ def test_a_retried_step_yields_a_step_retrying_event(runtime: Runtime) -> None:
     assert run.wait(WAIT).result == {"n": 2}
 
 
+def test_a_retried_item_of_a_foreach_yields_a_step_retrying_event(runtime: Runtime) -> None:
+    # The foreach's record kept attempts 1 through its items' retries: no event told them.
+    entered, release = threading.Event(), threading.Event()
+
+    def flaky(ctx: Any) -> N:
+        if ctx.retry_count == 0 and ctx.input_data.n == 2:
+            entered.set()
+            release.wait(WAIT)
+            raise ValueError("the first attempt of item 2 fails")
+        return ctx.input_data
+
+    wf = runtime.register(
+        create_workflow(id="items", input_schema=N, output_schema=N)
+        .map(lambda ctx: [{"n": n} for n in range(ctx.input_data["n"])])
+        .foreach(create_step(id="flaky", input_schema=N, output_schema=N, execute=flaky, retries=2))
+        .map(lambda ctx: {"n": len(ctx.input_data)})
+        .commit()
+    )
+    run = wf.create_run()
+    try:
+        run.start_async(input_data={"n": 3})
+        assert entered.wait(WAIT)
+        watch = run.watch(timeout=WAIT)
+        events = [next(iter(watch))]
+    finally:
+        release.set()
+    events += list(watch)
+    retrying = [e for e in events if e.type == "step_retrying"]
+    assert [e.path for e in retrying] == ["flaky"]
+    assert retrying[0].step is not None and retrying[0].step.attempts == 2
+    assert retrying[0].step.error is not None
+    assert "item 2 fails" in retrying[0].step.error.message
+    result = run.wait(WAIT)
+    assert result.result == {"n": 3} and result.steps["flaky"].attempts == 2
+
+
 # --- waiting: wait_async, suspended runs ----------------------------------------------------------
 
 
