@@ -445,6 +445,27 @@ def test_overlap_buffer_one_starts_one_waiting_tick_once_the_previous_run_ends(
     assert tick_run_id("held", tick(20)) in run_ids(rt, "held")
 
 
+def test_a_pause_drops_a_buffered_tick_so_the_resume_starts_nothing_for_it(
+    clock: VirtualClock, started: list[Runtime], gate: threading.Event, location: Any
+) -> None:
+    # The tick buffered before the pause started its run at the resume: a pause that
+    # stopped nothing it had promised to stop.
+    rt = start(started, location)
+    rt.schedule(held, cron="*/5 * * * *", input_data={"value": "x"}, overlap="buffer_one")
+    step(clock, 270, rt, settle=False)  # 12:05 starts and holds
+    step(clock, FIVE_MINUTES, rt, settle=False)  # 12:10 waits
+    assert rt.pause_schedule("held")
+    [info] = rt.schedules()
+    assert info.paused and info.buffered_tick_at is None
+    gate.set()
+    assert rt.register(held).create_run(tick_run_id("held", tick(5))).wait(10).status == "success"
+    assert rt.resume_schedule("held")
+    step(clock, 60, rt)  # 12:11: the resume's pass
+    assert run_ids(rt, "held") == [tick_run_id("held", tick(5))]
+    step(clock, 4 * 60, rt)  # 12:15 fires as usual
+    assert run_ids(rt, "held") == [tick_run_id("held", tick(5)), tick_run_id("held", tick(15))]
+
+
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def location(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     """A store location of each kind."""

@@ -98,6 +98,8 @@ class ScheduleBook(Protocol):
 
         A resume of a paused schedule moves its last tick to ``now``: the
         ticks that passed while it was paused are not missed, they are skipped.
+        A pause drops a buffered tick, which would otherwise start its run
+        after the resume.
         """
         ...
 
@@ -185,7 +187,8 @@ class MemoryBook:
             last = row.last_tick
             if row.paused and not paused and (last is None or last < now):
                 last = now
-            self._rows[schedule_id] = row._replace(paused=paused, last_tick=last)
+            buffered = None if paused else row.buffered
+            self._rows[schedule_id] = row._replace(paused=paused, last_tick=last, buffered=buffered)
             return True
 
     def delete(self, schedule_id: str) -> bool:
@@ -236,9 +239,12 @@ _SET_PAUSED: Final = """
 UPDATE {table} SET
     last_tick = CASE WHEN paused AND NOT ? AND (last_tick IS NULL OR last_tick < ?)
         THEN ? ELSE last_tick END,
+    buffered = CASE WHEN ? THEN NULL ELSE buffered END,
     paused = ?
 WHERE schedule_id = ?
 """
+"""Pause (dropping a buffered tick: it would start its run after the resume) or resume
+(skipping the ticks of the pause)."""
 _ADVANCE: Final = """
 UPDATE {table} SET last_tick = ?, last_run_id = COALESCE(?, last_run_id),
     buffered = CASE WHEN ? AND buffered IS NULL THEN ? ELSE buffered END
@@ -343,7 +349,7 @@ class SQLiteBook:
 
     def set_paused(self, schedule_id: str, paused: bool, now: float) -> bool:
         statement = _sql(_SET_PAUSED, self._TABLE, postgres=False)
-        return self._change(statement, (paused, now, now, paused, schedule_id)) == 1
+        return self._change(statement, (paused, now, now, paused, paused, schedule_id)) == 1
 
     def delete(self, schedule_id: str) -> bool:
         return self._change(f"DELETE FROM {self._TABLE} WHERE schedule_id = ?", (schedule_id,)) == 1
@@ -416,7 +422,7 @@ class PostgresBook:
 
     def set_paused(self, schedule_id: str, paused: bool, now: float) -> bool:
         statement = _sql(_SET_PAUSED, self._TABLE, postgres=True)
-        return self._change(statement, (paused, now, now, paused, schedule_id)) == 1
+        return self._change(statement, (paused, now, now, paused, paused, schedule_id)) == 1
 
     def delete(self, schedule_id: str) -> bool:
         statement = f"DELETE FROM {self._TABLE} WHERE schedule_id = %s"
