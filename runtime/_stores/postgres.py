@@ -919,6 +919,38 @@ def redact(url: str) -> str:
     return f"{scheme}{separator}{rest}"
 
 
+_in_pipeline_exit = threading.local()
+
+
+class _PipelineExitFilter(logging.Filter):
+    """Drops psycopg's "error ignored terminating" warning for the writer's own pipeline.
+
+    A connection lost in a batch fails the pipeline's exit too, and psycopg logged
+    that on its own logger beside the writer's ``store_write_retrying``: a second
+    warning, naming an object, for one failure. Only this thread's, while
+    :func:`_pipeline_exit_unlogged` is in effect: psycopg's other records pass.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            getattr(_in_pipeline_exit, "on", False)
+            and str(record.msg).startswith("error ignored terminating")
+        )
+
+
+logging.getLogger("psycopg").addFilter(_PipelineExitFilter())
+
+
+@contextlib.contextmanager
+def _pipeline_exit_unlogged() -> Iterator[None]:
+    """While in effect, this thread's pipeline exits log nothing through psycopg."""
+    _in_pipeline_exit.on = True
+    try:
+        yield
+    finally:
+        _in_pipeline_exit.on = False
+
+
 def _require_psycopg() -> None:
     try:
         import psycopg  # noqa: F401
@@ -2219,7 +2251,10 @@ class PostgresStore:
                 # Not for big batches: psycopg 3.3 was seen to hang here sending a 2 MiB
                 # one (large values in pipeline mode: psycopg issues 604 and 685).
                 pipelined = _payload_bytes(writes) <= PIPELINE_BYTES
-                with connection.pipeline() if pipelined else contextlib.nullcontext():
+                with (
+                    _pipeline_exit_unlogged(),
+                    connection.pipeline() if pipelined else contextlib.nullcontext(),
+                ):
                     results, settle = self._transaction(connection, writes, batch)
                     committing = True
                     connection.commit()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import sys
@@ -14,13 +15,14 @@ from typing import Any
 import pytest
 
 import runtime._stores.postgres as postgres_module
-from runtime import StoreError, StoreUnavailableError
+from runtime import Runtime, StoreError, StoreUnavailableError
 from runtime._cli._commands import shown_db
 from runtime._stores.base import SnapshotRecord
 from runtime._stores.memory import MemoryStore
 from runtime._stores.open import open_store
 from runtime._stores.postgres import SCHEMA_VERSION, PostgresStore, _scrubbed, _secrets, redact
 from runtime._stores.sqlite import SQLiteStore
+from tests import _worker_flows as flows
 from tests._postgres import PASSWORD, Server, free_port
 from tests._support import wait_for_no_callboard_threads, wait_until
 
@@ -461,6 +463,35 @@ def test_close_while_the_server_is_down_is_bounded_and_fails_what_it_could_not_w
         postgres_server.start()
     assert len(errors) == 1 and isinstance(errors[0], StoreError)
     assert store.load("r1") == rec("r1")  # reads still work once it is back
+
+
+def test_a_connection_lost_in_a_pipelined_batch_is_one_warning_not_psycopgs_too(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # psycopg logged "error ignored terminating <psycopg.Pipeline [BAD] at 0x...>" beside
+    # the writer's own store_write_retrying.
+    store = PostgresStore(postgres_url)
+    transaction = store._transaction
+    cut: list[int] = []
+
+    def cut_once(connection: Any, writes: Any, batch: Any) -> Any:
+        done = transaction(connection, writes, batch)
+        if not cut:
+            cut.append(connection.info.backend_pid)
+            sql(postgres_url, "SELECT pg_terminate_backend(%s)", cut[0])
+        return done
+
+    monkeypatch.setattr(store, "_transaction", cut_once)
+    with caplog.at_level(logging.WARNING), Runtime(store=store) as rt:
+        result = rt.register(flows.greet).create_run().start(input_data={"value": "v"}, timeout=30)
+    assert result.status == "success"
+    assert cut, "no batch went through the pipeline"
+    assert [r.name for r in caplog.records] == ["callboard"], caplog.text  # store_write_retrying
+    # The filter is this writer's alone: psycopg's other warnings still come through.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        logging.getLogger("psycopg").warning("error ignored terminating %r: %s", "x", "y")
+    assert [r.name for r in caplog.records] == ["psycopg"]
 
 
 def test_a_write_whose_caller_gave_up_while_the_server_was_down_is_not_done_later(
