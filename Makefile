@@ -22,8 +22,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# A process per core, at most 4 (each PostgreSQL test process starts its own cluster).
 test: lint typecheck
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --maxprocesses=4
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
