@@ -264,10 +264,20 @@ def test_a_worker_with_concurrency_1_holds_one_run_at_a_time(
 # --- stopping -------------------------------------------------------------------------------
 
 
-def test_sigint_lets_the_run_in_progress_end_then_exits_130_and_leaves_the_store(
+@pytest.mark.parametrize(
+    "stop",
+    [
+        pytest.param((signal.SIGINT, 130), id="SIGINT"),
+        # A closed terminal or a dropped ssh session killed the worker, with no line at all.
+        pytest.param((signal.SIGHUP, 0), id="SIGHUP"),
+    ],
+)
+def test_sigint_or_sighup_lets_the_run_in_progress_end_then_exits_and_leaves_the_store(
+    stop: tuple[signal.Signals, int],
     db: str,
     workers: list[Worker],
     client: Runtime,
+    *,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -278,34 +288,15 @@ def test_sigint_lets_the_run_in_progress_end_then_exits_130_and_leaves_the_store
     run.start_async(input_data={"value": str(gate)})
     wait_until(lambda: status_of(db, run.run_id)[1] is not None, DEADLINE, "the worker claims")
 
-    worker.signal(signal.SIGINT)
-    worker.expect("callboard worker: SIGINT: stopping")
+    number, code = stop
+    worker.signal(number)
+    worker.expect(f"callboard worker: {number.name}: stopping")
     assert worker.proc.poll() is None  # it waits for the run
     gate.touch()
 
     assert run.wait(DEADLINE).status == RunStatus.SUCCESS
-    assert worker.exit_code() == 130, worker.output()
+    assert worker.exit_code() == code, worker.output()
     assert row_of(capsys, db, worker.proc.pid) is None
-
-
-def test_sighup_stops_a_worker_as_sigterm_does_with_a_line_and_exit_0(
-    db: str, workers: list[Worker], client: Runtime, tmp_path: Path
-) -> None:
-    # A closed terminal or a dropped ssh session killed the worker, with no line at all.
-    worker = spawn(workers, db, f"{FLOWS}:gated")
-    worker.started()
-    gate = tmp_path / "gate"
-    run = client.register(flows.gated).create_run()
-    run.start_async(input_data={"value": str(gate)})
-    wait_until(lambda: status_of(db, run.run_id)[1] is not None, DEADLINE, "the worker claims")
-
-    worker.signal(signal.SIGHUP)
-    worker.expect("callboard worker: SIGHUP: stopping")
-    assert worker.proc.poll() is None  # it waits for the run
-    gate.touch()
-
-    assert run.wait(DEADLINE).status == RunStatus.SUCCESS
-    assert worker.exit_code() == 0, worker.output()
 
 
 @pytest.mark.skipif(shutil.which("nohup") is None, reason="no nohup on this machine")
