@@ -276,7 +276,12 @@ class AsyncLoop:
                 )
                 self._thread.start()
             loop = self._loop
-        return _spawn_soon(loop, coroutine, inner)
+        try:
+            return _spawn_soon(loop, coroutine, inner)
+        except RuntimeError:  # its loop is closed: its thread has ended
+            coroutine.close()
+            _close_unstarted(inner)
+            raise RuntimeStoppedError("the loop of this runtime's async steps has ended") from None
 
     def is_current(self) -> bool:
         """Whether the calling code runs on this loop (inside an ``async def`` step, say)."""
@@ -336,13 +341,17 @@ class AsyncLoop:
             asyncio.gather(*tasks, return_exceptions=True).add_done_callback(lambda _: loop.stop())
 
         loop.set_exception_handler(_quiet_at_stop)
-        loop.call_soon_threadsafe(cancel_all)
+        try:
+            loop.call_soon_threadsafe(cancel_all)
+        except RuntimeError:  # closed already: its thread has ended
+            return
         thread.join(timeout)
         if thread.is_alive():
             # A step blocks the loop's thread, or ignores its cancel: the daemon
             # thread is left to it, as a blocked sync step's thread is, and
             # closes the loop once it gets back to it.
-            loop.call_soon_threadsafe(loop.stop)
+            with contextlib.suppress(RuntimeError):  # it closed meanwhile
+                loop.call_soon_threadsafe(loop.stop)
             emit(logging.WARNING, "async_steps_abandoned_at_stop")
 
 
@@ -441,9 +450,28 @@ def _close_unstarted(inner: Any) -> None:
 
 
 def _run_until_stopped(loop: asyncio.AbstractEventLoop) -> None:
-    """The loop thread: run the loop until stopped, then close it (whatever is left)."""
+    """The loop thread: run the loop until stopped, then close it (whatever is left).
+
+    A task a step's body made that raises SystemExit or KeyboardInterrupt (an
+    ``argparse`` error in a ``gather``-ed call) has asyncio re-raise it out of
+    ``run_forever``: the thread died, silently, with every async step in flight
+    on the loop, and every later one failed. The task keeps the exception, so
+    the body that awaits it fails its step; the loop goes on for the others.
+    """
     try:
-        loop.run_forever()
+        while True:
+            try:
+                loop.run_forever()
+            except (SystemExit, KeyboardInterrupt) as exc:
+                emit(
+                    logging.ERROR,
+                    "async_step_task_raised",
+                    error=f"{type(exc).__name__}: {exc}",
+                    hint="a task made by an async step raised it; the step that awaits the "
+                    "task fails, and the loop of async steps goes on",
+                )
+                continue
+            return
     finally:
         loop.close()
 

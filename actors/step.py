@@ -250,7 +250,7 @@ async def _body(awaitable: Any, span: Span | None, run_id: str, owner: object) -
     Its task notes the run it serves: a wait for that run, or a stop of its
     runtime, inside the body is refused.
     """
-    serving_in_task(run_id, owner)
+    served = serving_in_task(run_id, owner)
     try:
         with contextlib.nullcontext() if span is None else span.current():
             return True, await awaitable
@@ -264,6 +264,8 @@ async def _body(awaitable: Any, span: Span | None, run_id: str, owner: object) -
         raise
     except BaseException as exc:
         return False, exc
+    finally:
+        served.end()  # tasks it left running serve no run: they may wait for this one
 
 
 class _Awaiting:

@@ -34,6 +34,7 @@ __all__ = [
     "ChannelClosed",
     "EventChannel",
     "Latch",
+    "ServedCell",
     "on_run_waits",
     "served",
     "served_run",
@@ -47,9 +48,28 @@ T = TypeVar("T")
 _this_thread = threading.local()
 
 
-_served_in_task: ContextVar[tuple[str, object] | None] = ContextVar(
-    "callboard_served_run", default=None
-)
+class ServedCell:
+    """The run an async step body serves, for its task and the tasks it makes, until it ends.
+
+    A cell, not the values: tasks copy the context they are made in, and a task
+    the body left running (to notify someone once the run ends, say) still held
+    the run after the body returned, and its wait for that run was refused as
+    one that would wait for ever.
+    """
+
+    __slots__ = ("owner", "run_id")
+
+    def __init__(self, run_id: str, owner: object) -> None:
+        self.run_id: str | None = run_id
+        self.owner: object = owner
+
+    def end(self) -> None:
+        """The body has returned: its tasks serve no run any more."""
+        self.run_id = None
+        self.owner = None
+
+
+_served_in_task: ContextVar[ServedCell | None] = ContextVar("callboard_served_run", default=None)
 """The run (and the runtime's part that runs it) whose async step body this task runs."""
 
 
@@ -63,12 +83,17 @@ def serving(run_id: str | None, owner: object = None) -> None:
     _this_thread.owner = owner
 
 
-def serving_in_task(run_id: str, owner: object) -> None:
+def serving_in_task(run_id: str, owner: object) -> ServedCell:
     """Note, for the calling asyncio task (and tasks it makes), the run whose async step it runs.
 
     Async steps share their loop's thread, so :func:`serving` cannot tell them apart.
+
+    Returns:
+        The cell to :meth:`~ServedCell.end` when the body returns.
     """
-    _served_in_task.set((run_id, owner))
+    cell = ServedCell(run_id, owner)
+    _served_in_task.set(cell)
+    return cell
 
 
 def served() -> tuple[str | None, object]:
@@ -77,8 +102,8 @@ def served() -> tuple[str | None, object]:
     An async step body's task (see :func:`serving_in_task`) first, then the thread.
     """
     in_task = _served_in_task.get()
-    if in_task is not None:
-        return in_task
+    if in_task is not None and in_task.run_id is not None:
+        return in_task.run_id, in_task.owner
     return getattr(_this_thread, "run_id", None), getattr(_this_thread, "owner", None)
 
 

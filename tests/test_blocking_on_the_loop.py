@@ -300,3 +300,75 @@ def _wait_for(condition: Any, limit: float = WAIT) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+def test_a_task_an_async_step_left_running_may_wait_for_the_steps_own_run(rt: Runtime) -> None:
+    # The task copied the body's note of the run it served, which never lapsed: its wait
+    # for that run, once the step had returned, was refused as one that waits for ever.
+    outcomes: list[Any] = []
+    left: set[asyncio.Task[None]] = set()
+    gate = threading.Event()
+
+    async def notify_when_done(run_id: str) -> None:
+        try:
+            outcomes.append((await runs.create_run(run_id).wait_async(WAIT)).status)
+        except BaseException as exc:  # the test reports what it was
+            outcomes.append(exc)
+
+    async def kick(ctx: StepContext[Number]) -> Number:
+        left.add(asyncio.create_task(notify_when_done(ctx.run_id)))
+        return ctx.input_data
+
+    def held(ctx: StepContext[Number]) -> Number:
+        gate.wait(WAIT)  # the run goes on while the task waits for it
+        return ctx.input_data
+
+    runs = rt.register(
+        create_workflow(id="notifying", input_schema=Number, output_schema=Number)
+        .then(create_step(id="kick", input_schema=Number, output_schema=Number, execute=kick))
+        .then(create_step(id="held", input_schema=Number, output_schema=Number, execute=held))
+        .commit()
+    )
+    run = runs.create_run()
+    run.start_async(input_data={"n": 1})
+    time.sleep(0.3)  # the task has asked by now (a refusal comes at once)
+    gate.set()
+    assert run.wait(WAIT).status == RunStatus.SUCCESS
+    deadline = time.monotonic() + WAIT
+    while not outcomes and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert outcomes == [RunStatus.SUCCESS]
+
+
+def test_an_own_run_awaited_in_a_task_the_body_awaits_is_still_refused(rt: Runtime) -> None:
+    async def body(ctx: StepContext[Number]) -> Number:
+        own = parents.create_run(ctx.run_id)
+        await asyncio.gather(own.wait_async(WAIT))
+        return ctx.input_data
+
+    parents = parent(rt, body)
+    result = parents.create_run().start(input_data={"n": 1}, timeout=WAIT)
+    assert result.status == RunStatus.FAILED
+    assert result.error is not None and result.error.name == "BlockingCallError"
+
+
+@pytest.mark.parametrize("raised", [SystemExit(2), KeyboardInterrupt()], ids=type)
+def test_a_task_of_an_async_step_that_raises_systemexit_fails_its_step_not_the_loop(
+    rt: Runtime, raised: BaseException
+) -> None:
+    # asyncio lets SystemExit and KeyboardInterrupt out of the loop: the loop's thread
+    # ended, silently, and every async step after it failed with "the event loop is closed".
+    async def fatal() -> None:
+        raise raised  # argparse's parse_args() on bad input raises SystemExit(2)
+
+    async def body(ctx: StepContext[Number]) -> Number:
+        await asyncio.gather(fatal())
+        return ctx.input_data
+
+    result = parent(rt, body).create_run().start(input_data={"n": 1}, timeout=WAIT)
+    assert result.status == RunStatus.FAILED
+    assert result.error is not None and result.error.name == type(raised).__name__
+    # The loop goes on: async steps of other runs still run.
+    children = rt.register(child)
+    assert children.create_run().start(input_data={"n": 4}, timeout=WAIT).result == {"n": 8}
+    assert any(thread.name == "callboard-async" for thread in threading.enumerate())
