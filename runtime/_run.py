@@ -500,8 +500,21 @@ class Run(Generic[In, Out]):
         outage: list[StoreUnavailableError] = []  # the last read's error, while it lasts
         if timeout is None:
             return await self._settled(outage)
+        # The first read is made whatever the timeout, as wait() makes it: under the
+        # timeout, a wait_async(0) of a run that had ended said it "goes on".
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         try:
-            return await asyncio.wait_for(self._settled(outage), timeout)
+            first = await self._host.call(self._started_record)
+        except StoreUnavailableError as exc:
+            if loop.time() >= deadline or self._host.state != "running":
+                raise
+            outage[:] = [exc]
+        else:
+            if first.status in SETTLED_STATUSES:
+                return self._result(first)
+        try:
+            return await asyncio.wait_for(self._settled(outage), max(0.0, deadline - loop.time()))
         except TimeoutError:
             if outage:
                 raise outage[-1] from None

@@ -199,6 +199,23 @@ def test_wait_async_with_a_timeout_raises_run_timeout_error_and_the_run_goes_on(
         gate.set()
 
 
+def test_wait_async_of_an_ended_run_with_no_time_to_wait_returns_it_as_wait_does(
+    runtime: Runtime,
+) -> None:
+    # wait_async(0) raised RunTimeoutError ("it goes on") for a run that had ended: its
+    # timeout covered the first read too, which wait() always makes.
+    wf = runtime.register(quick_workflow())
+
+    async def main() -> None:
+        run = wf.create_run()
+        assert (await run.astart(input_data={"value": "x"}, timeout=WAIT)).status == "success"
+        for timeout in (0, 1e-9):
+            assert (await run.wait_async(timeout)).status == RunStatus.SUCCESS
+        assert (await asyncio.to_thread(run.wait, 0)).status == RunStatus.SUCCESS
+
+    asyncio.run(main())
+
+
 def test_queries_of_a_stopped_runtime_still_answer_when_awaited() -> None:
     async def main() -> None:
         rt = await Runtime().astart()
