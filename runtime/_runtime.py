@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import contextlib
 import contextvars
 import functools
@@ -568,16 +569,47 @@ class Runtime:
             The runtime itself.
         """
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, self._start, loop)
+        starting: concurrent.futures.Future[bool] = concurrent.futures.Future()
+
+        def start() -> None:
+            try:
+                started = self._started_here(loop)
+            except BaseException as exc:
+                starting.set_exception(exc)
+            else:
+                starting.set_result(started)
+
+        loop.run_in_executor(None, start)
+        try:
+            await asyncio.shield(asyncio.wrap_future(starting))
+        except asyncio.CancelledError:
+            # The start goes on in its thread, and nobody would stop what it starts:
+            # a server cancelled during its startup left the runtime claiming runs.
+            # Told in the thread that ends the start (or here, if it has ended).
+            starting.add_done_callback(self._undo_start)
+            raise
+        return self
+
+    def _undo_start(self, starting: concurrent.futures.Future[bool]) -> None:
+        """Stop what a cancelled :meth:`astart` started (on a thread: it may wait for runs)."""
+        if starting.cancelled() or starting.exception() is not None or not starting.result():
+            return
+        emit(logging.INFO, "runtime_start_cancelled", hint="the runtime it started is stopped")
+        threading.Thread(target=self.stop, name="callboard-start-undone").start()
 
     def _start(self, running: asyncio.AbstractEventLoop | None) -> Runtime:
+        self._started_here(running)
+        return self
+
+    def _started_here(self, running: asyncio.AbstractEventLoop | None) -> bool:
+        """Start the actors; whether this call started them (not one before it)."""
         from actors.system import ActorSystem
 
         step_loop = self._step_loop(running)
         host = self._host
         with self._lock:
             if host.state == "running":
-                return self
+                return False
             if host.state != "new":
                 raise RuntimeStoppedError("this runtime was stopped; create a new Runtime")
             if host.store is None:
@@ -608,7 +640,7 @@ class Runtime:
             if host.role != "client":  # a client starts what it is told to, nothing on its own
                 self._scheduler = Scheduler(host, book, self._registered)
                 self._scheduler.start()
-        return self
+        return True
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop the runtime and every actor and thread it started.

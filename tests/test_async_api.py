@@ -216,6 +216,29 @@ def test_wait_async_of_an_ended_run_with_no_time_to_wait_returns_it_as_wait_does
     asyncio.run(main())
 
 
+def test_a_runtime_whose_astart_was_cancelled_is_stopped_once_its_start_ends(
+    tmp_path: Path,
+) -> None:
+    # A server cancelled during its startup (async with Runtime(...) in its lifespan):
+    # __aexit__ never ran, and the runtime went on, claiming and running runs.
+    rt = Runtime(store=tmp_path / "runs.db")
+
+    async def lifespan() -> None:
+        async with rt:
+            await asyncio.sleep(WAIT)
+
+    async def main() -> None:
+        task = asyncio.create_task(lifespan())
+        await asyncio.sleep(0)  # astart has handed the start to a thread
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    wait_until(lambda: rt._host.state == "stopped", WAIT, "the started runtime stops")
+    assert not wait_for_no_callboard_threads()
+
+
 def test_queries_of_a_stopped_runtime_still_answer_when_awaited() -> None:
     async def main() -> None:
         rt = await Runtime().astart()
