@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 import weakref
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from pydantic import BaseModel
 
-from runtime import _clock
+from runtime import _clock, _probes
 from runtime._errors import (
     BlockingCallError,
     CancelError,
@@ -539,10 +540,14 @@ class Run(Generic[In, Out]):
             while True:
                 latch = Latch()
                 host.watch(self.run_id, latch)
+                parked = _probes.parked if began is not None else None
                 if began is not None:
                     began(self.run_id)
                 try:
-                    await latch.wait_async()
+                    # Under a test harness, a step waiting for a run holds its clock
+                    # back no more than a sync step's wait does (it waited for ever).
+                    with contextlib.nullcontext() if parked is None else parked():
+                        await latch.wait_async()
                 except BaseException:  # cancelled, or timed out: this wait is given up
                     host.unwatch(self.run_id, latch)
                     raise

@@ -160,9 +160,11 @@ def test_the_threads_past_the_bound_go_once_the_waits_end() -> None:
         assert max(peak) > 2  # while parents waited, their children had threads of their own
 
 
-def test_under_a_harness_a_step_waiting_for_a_sleeping_run_lets_the_clock_jump() -> None:
+@pytest.mark.parametrize("body", ["sync", "async"])
+def test_under_a_harness_a_step_waiting_for_a_sleeping_run_lets_the_clock_jump(body: str) -> None:
     # The parent's step is executing, but it waits on callboard alone: the time skipper
-    # may jump the virtual clock over the child's day of sleep.
+    # may jump the virtual clock over the child's day of sleep. An async step's
+    # await run.astart() held the clock for ever.
     from runtime.testing import Harness
 
     sleepy = (
@@ -178,8 +180,16 @@ def test_under_a_harness_a_step_waiting_for_a_sleeping_run_lets_the_clock_jump()
             result = children.create_run().start(input_data={"n": ctx.input_data.n}, timeout=WAIT)
             return Number(n=result.result["n"])
 
+        async def adelegate(ctx: StepContext[Number]) -> Number:
+            run = children.create_run()
+            result = await run.astart(input_data={"n": ctx.input_data.n}, timeout=WAIT)
+            return Number(n=result.result["n"])
+
         step = create_step(
-            id="delegate", input_schema=Number, output_schema=Number, execute=delegate
+            id="delegate",
+            input_schema=Number,
+            output_schema=Number,
+            execute=delegate if body == "sync" else adelegate,
         )
         parents = harness.register(
             create_workflow(id="waiting-parent", input_schema=Number, output_schema=Number)
