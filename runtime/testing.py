@@ -14,8 +14,11 @@ checking that no actor thread is left. Inside it:
   ``time_skipping=False`` the clock moves only when the test calls
   :meth:`VirtualClock.advance`. Steps read it with ``ctx.now()``. A real
   ``time.sleep`` (or ``asyncio.sleep``) in a step is *not* skipped: it takes
-  its real time, and holds the clock back meanwhile. A step waiting on
-  ``ctx.abort_signal.wait()`` with no timeout does not hold it back.
+  its real time, and holds the clock back meanwhile, no further than real
+  time: a timer due while steps alone execute fires once as much real time
+  has passed (a step's timeout fails a hung step). A step waiting on
+  ``ctx.abort_signal.wait()`` with no timeout, or for another run, does not
+  hold it back.
 - **A message trace** (:class:`Trace`): every message an actor handles, as a
   frozen :class:`TraceEvent`.
 - **Faults**, chosen by run, step path and attempt: :meth:`Harness.fail_step`,
@@ -861,15 +864,18 @@ class Harness:
         with counters.lock:
             counters.calls.pop((actor.actor_urn, message.token), None)
 
-    def _busy(self, system: Any) -> bool:
+    def _steps_executing(self) -> bool:
+        """Whether a step's call is under way (one not waiting on callboard alone)."""
         counters = self._counters
         with counters.lock:
             calls = counters.calls
             # A reply to a run actor that has stopped is never received: forget the call.
             for key in [key for key, ref in calls.items() if not ref.is_alive()]:
                 del calls[key]
-            if len(calls) - counters.parked > 0:
-                return True
+            return len(calls) - counters.parked > 0
+
+    def _actors_busy(self, system: Any) -> bool:
+        """Whether an actor has mail or handles some, or the store's writer is at work."""
         dispatcher = system.dispatcher
         # Actors with mail waiting for a dispatcher thread, or one handling it (a run
         # actor's on_start, say, which no message announces); or a store's writer at work
@@ -899,8 +905,13 @@ class Harness:
         return False
 
     def _skip(self) -> None:
-        """Jump the clock to the next timer whenever the runtime has gone quiet."""
+        """Jump the clock to the next timer whenever the runtime has gone quiet.
+
+        While steps execute and nothing else happens, the clock keeps up with
+        the real one instead (see :meth:`_keep_up`).
+        """
         last: tuple[int, int] | None = None
+        executing: tuple[float, float] | None = None  # (real, virtual) since steps alone ran
         while not self._skipping_done.wait(SKIP_POLL):
             runtime = self._runtime
             if runtime is None:
@@ -909,7 +920,10 @@ class Harness:
                 system = _system_of(runtime)
             except RuntimeError:
                 continue
-            if self._busy(system) or not _helpers_idle(runtime, system):
+            steps = self._steps_executing()
+            quiet = not self._actors_busy(system) and _helpers_idle(runtime, system)
+            executing = self._keep_up(system, executing) if steps and quiet else None
+            if steps or not quiet:
                 last = None
                 continue
             counters = self._counters
@@ -927,6 +941,31 @@ class Harness:
             if deadlines:
                 self.clock._jump_to(min(deadlines))
             last = None
+
+    def _keep_up(self, system: Any, since: tuple[float, float] | None) -> tuple[float, float]:
+        """While only steps execute, let the next timer fire once as much real time has passed.
+
+        The clock stood still while a step ran, so a step's timeout (a timer on
+        this clock) never came: a step that hung hung the test, where a runtime
+        fails it with ``StepTimeoutError``. Now a timer due ``d`` seconds ahead
+        fires after ``d`` real seconds of steps executing, as outside a harness.
+
+        Args:
+            system: The runtime's actor system.
+            since: When (real and virtual time) steps alone began to execute,
+                as this returned it last; ``None`` at first.
+
+        Returns:
+            What to pass as ``since`` next time.
+        """
+        real, virtual = time.monotonic(), self.clock.now()
+        if since is None or since[1] != virtual:  # just began, or the clock moved meanwhile
+            return real, virtual
+        due = system.timers.next_deadline()
+        if due is not None and due <= virtual + (real - since[0]):
+            self.clock._jump_to(due)
+            return time.monotonic(), self.clock.now()
+        return since
 
     def _store_deadlines(self, system: Any, mark: tuple[int, int]) -> list[float]:
         """A shared store's next lease lapse and rate-window opening (read at most so often)."""

@@ -213,6 +213,56 @@ def test_a_real_sleep_in_a_step_is_not_skipped() -> None:
         assert time.perf_counter() - began >= 0.2
 
 
+@pytest.mark.parametrize("body", ["sync", "async"])
+def test_a_step_that_hangs_past_its_timeout_fails_with_step_timeout_error(body: str) -> None:
+    # The clock stood still while the step ran, so its timeout (a timer on that clock)
+    # never fired: the step ran to its end (a hung one, for ever) and succeeded.
+    release = threading.Event()
+
+    def hang(ctx: StepContext[N]) -> N:
+        release.wait(10)
+        return ctx.input_data
+
+    async def ahang(ctx: StepContext[N]) -> N:
+        await asyncio.sleep(10)
+        return ctx.input_data
+
+    step = create_step(
+        id="hang",
+        input_schema=N,
+        output_schema=N,
+        execute=hang if body == "sync" else ahang,
+        timeout=0.2,
+    )
+    workflow = create_workflow(id="hangs", input_schema=N, output_schema=N).then(step).commit()
+    try:
+        with Harness() as harness:
+            began = harness.clock.now()
+            result = harness.register(workflow).create_run().start(input_data={"n": 0}, timeout=10)
+            assert result.status == "failed"
+            assert result.error is not None and result.error.name == "StepTimeoutError"
+            assert 0.2 <= harness.clock.now() - began < 10  # the timeout's, not the body's end
+            release.set()  # the abandoned sync body ends before the harness checks threads
+    finally:
+        release.set()
+
+
+def test_a_step_that_ends_before_its_timeout_leaves_the_clock_where_the_timers_put_it() -> None:
+    # Keeping up with real time is for steps that outlast a timer: a day of sleep after
+    # a quick step still jumps, and whole, to the day's end.
+    workflow = (
+        create_workflow(id="quick-then-sleep", input_schema=N, output_schema=N)
+        .then(_step("quick", timeout=5.0))
+        .sleep(DAY)
+        .commit()
+    )
+    with Harness() as harness:
+        began = harness.clock.now()
+        result = harness.register(workflow).create_run().start(input_data={"n": 0}, timeout=10)
+        assert result.status == "success"
+        assert harness.clock.now() - began == pytest.approx(DAY, abs=1.0)
+
+
 def test_sleeps_on_a_sqlite_store_are_skipped_too(tmp_path: Path) -> None:
     workflow = (
         create_workflow(id="durable-nap", input_schema=N, output_schema=N)
