@@ -427,7 +427,10 @@ class UnboundWorkflowError(WorkflowError):
     original stays unbound, and an unbound workflow runs on the process-wide
     default runtime (in memory). Using the original by mistake would send the
     runs there, not to the runtime (and store) it was registered on, so it is
-    refused until that runtime has stopped.
+    refused until that runtime has stopped. While a test
+    :class:`~runtime.testing.Harness` is open, an unbound workflow is refused
+    too: the default runtime would read the harness's virtual clock, which
+    moves for the harness's own runtime only.
     """
 
 

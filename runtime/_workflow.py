@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from runtime import _probes
 from runtime._errors import RunInProgressError, UnboundWorkflowError, WorkflowDefinitionError
 from runtime._ids import check_resource_id, check_run_id, new_id, unstorable_text
 from runtime._model import (
@@ -551,6 +552,7 @@ class Workflow(Generic[In, Out]):
             from runtime._runtime import default_runtime
 
             self._refuse_if_registered()
+            self._refuse_under_harness()
             return default_runtime().register(self).create_run(run_id, resource_id=resource_id)
         assert self._host is not None
         return Run(plan, self._host, run_id, resource_id)
@@ -800,6 +802,8 @@ class Workflow(Generic[In, Out]):
             from runtime._runtime import default_runtime
 
             self._refuse_if_registered()
+            if start:
+                self._refuse_under_harness()
             runtime = default_runtime(start=start)
         store = None if runtime is None else runtime.store
         # Without a (default) runtime, or before a SQLite runtime starts, there
@@ -823,6 +827,24 @@ class Workflow(Generic[In, Out]):
                     "process-wide default runtime (in memory) instead: use the workflow "
                     "register() returned (wf = runtime.register(workflow))"
                 )
+
+    def _refuse_under_harness(self) -> None:
+        """Refuse the unbound path while a test harness is open in the process.
+
+        The default runtime would start and read the harness's virtual clock,
+        which jumps only for the harness's own runtime: a workflow the test
+        forgot to register hung on its first sleep, and the default runtime's
+        threads failed the harness's check at its close, unexplained.
+
+        Raises:
+            UnboundWorkflowError: naming the fix.
+        """
+        if _probes.observer is not None:
+            raise UnboundWorkflowError(
+                f"workflow {self.id!r} is not registered with the open Harness: unbound, it "
+                "would run on the process-wide default runtime, which the harness's virtual "
+                "clock does not serve; use the workflow harness.register() returns"
+            )
 
     def _bound_to(self, runtime: Runtime, host: RunHost) -> Self:
         if self._runtime is runtime:

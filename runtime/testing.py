@@ -59,6 +59,7 @@ import asyncio
 import contextlib
 import gc
 import itertools
+import math
 import os
 import random
 import sys
@@ -134,6 +135,32 @@ _RECEIVERS: Final[dict[str, str]] = {
 
 _active: Harness | None = None
 _active_lock = threading.Lock()
+
+
+def _check_fault(method: str, at: str, occurrence: int) -> None:
+    """Refuse a fault that would never fire: a message type no actor handles, a bad count.
+
+    A misspelt type (``"StepFinishd"``) was taken, and the test went on without
+    its fault, passing for the wrong reason.
+    """
+    names = {*_SENDERS, "CancelRun"}
+    if at not in names:
+        raise ValueError(
+            f"{method}: no message {at!r}; the actors handle {', '.join(sorted(names))}"
+        )
+    if not isinstance(occurrence, int) or isinstance(occurrence, bool) or occurrence < 1:
+        raise ValueError(f"{method}: occurrence is counted from 1, got {occurrence!r}")
+
+
+def _caller_outside(path: str) -> str:
+    """Where the code that called into ``path``'s package (callboard) is: ``file:line``."""
+    package = os.path.dirname(path) + os.sep
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None:
+        return "?"
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
 
 
 class InjectedCrashError(Exception):
@@ -429,6 +456,8 @@ class Harness:
         stop_timeout: float = 5.0,
         **runtime_options: Any,
     ) -> None:
+        if not isinstance(time_skipping, bool):
+            raise TypeError(f"time_skipping must be True or False, got {time_skipping!r}")
         self.store = store
         self.time_skipping = time_skipping
         self.seed = seed
@@ -448,6 +477,7 @@ class Harness:
         self._skipping_done = threading.Event()
         self._store_due: tuple[Any, float, list[float]] | None = None
         self._open = False
+        self._opened_at = ""
         self._others: frozenset[threading.Thread] = frozenset()
 
     # --- opening and closing ---------------------------------------------------------
@@ -456,9 +486,15 @@ class Harness:
         """Install the clock and probes and start the runtime (``with`` does this)."""
         global _active  # noqa: PLW0603 - one harness per process: the probes are global
         with _active_lock:
+            if _active is self:
+                raise RuntimeError("this Harness is open already")
             if _active is not None:
-                raise RuntimeError("another Harness is open in this process; close it first")
+                raise RuntimeError(
+                    f"another Harness is open in this process (opened at {_active._opened_at}); "
+                    "close it first"
+                )
             _active = self
+            self._opened_at = _caller_outside(__file__)
         # Threads of runtimes started outside the harness are theirs to stop, not ours.
         self._others = frozenset(threading.enumerate())
         try:
@@ -552,7 +588,7 @@ class Harness:
         Raises:
             RuntimeError: if the harness is not open.
         """
-        if self._runtime is None:
+        if self._runtime is None or not self._open:
             raise RuntimeError("the harness is not open: use `with Harness() as harness:`")
         return self._runtime
 
@@ -627,7 +663,12 @@ class Harness:
         Args:
             step: The step, or its id.
             fn: The stand-in body: a plain function or an ``async def``.
+
+        Raises:
+            TypeError: if ``fn`` is not callable.
         """
+        if not callable(fn):
+            raise TypeError(f"override: fn must be callable, got {type(fn).__name__}")
         self._overrides[_step_id(step)] = fn
 
     def fail_step(
@@ -645,8 +686,21 @@ class Harness:
             error: The exception (a copy is raised each time) or its type.
             attempt: Which attempts fail, counted from 1; one or several.
             run_id: Only in this run; in every run when omitted.
+
+        Raises:
+            TypeError: if ``error`` is not an exception or an exception type.
+            ValueError: if an attempt is not a whole number from 1.
         """
+        if not (
+            isinstance(error, BaseException)
+            or (isinstance(error, type) and issubclass(error, BaseException))
+        ):
+            raise TypeError(f"fail_step: error must be an exception or its type, got {error!r}")
         attempts = frozenset((attempt,) if isinstance(attempt, int) else attempt)
+        if not attempts or any(
+            not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in attempts
+        ):
+            raise ValueError(f"fail_step: attempts are counted from 1, got {attempt!r}")
         self._step_faults.append(_StepFault(_step_id(step), error, attempts, run_id))
 
     def crash_run(
@@ -665,12 +719,15 @@ class Harness:
 
         Args:
             at: The message type that crashes it: ``"StepFinished"`` (a step's
-                reply), ``"SnapshotCommitted"``, ``"TimerFired"``, ``"CancelRun"``.
+                reply), ``"SnapshotCommitted"``, ``"TimerFired"`` (a retry's
+                back-off ending; a sleep's end wakes the run through the
+                supervisor instead), ``"CancelRun"``.
             run_id: Only this run; the first that matches when omitted.
             step: Only a message about this step (path or id).
             occurrence: Crash on the n-th matching message.
         """
         path = None if step is None else _step_id(step)
+        _check_fault("crash_run", at, occurrence)
         self._message_faults.append(_MessageFault("crash", at, run_id, path, occurrence))
 
     def drop_message(
@@ -695,6 +752,7 @@ class Harness:
             occurrence: Lose the n-th matching message.
         """
         path = None if step is None else _step_id(step)
+        _check_fault("drop_message", at, occurrence)
         self._message_faults.append(_MessageFault("drop", at, run_id, path, occurrence))
 
     def delay_message(
@@ -716,6 +774,16 @@ class Harness:
             occurrence: Delay the n-th matching message.
         """
         path = None if step is None else _step_id(step)
+        _check_fault("delay_message", at, occurrence)
+        if (
+            not isinstance(seconds, (int, float))
+            or isinstance(seconds, bool)
+            or not math.isfinite(seconds)
+            or seconds < 0
+        ):
+            raise ValueError(
+                f"delay_message: seconds must be a finite number, 0 or more, got {seconds!r}"
+            )
         self._message_faults.append(
             _MessageFault("delay", at, run_id, path, occurrence, seconds=seconds)
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from datetime import datetime
@@ -732,11 +733,56 @@ def test_an_async_override_is_awaited() -> None:
 # --- the harness itself -----------------------------------------------------------------
 
 
-def test_only_one_harness_is_open_at_a_time() -> None:
-    with Harness(), pytest.raises(RuntimeError, match="another Harness"):
-        Harness().start()
+def test_a_workflow_not_registered_with_the_harness_is_refused_not_run_on_the_default() -> None:
+    # It started the process's default runtime, whose first sleep waited for ever on the
+    # harness's clock; without a sleep, the harness's close failed on its threads.
+    from runtime import UnboundWorkflowError
+    from runtime._runtime import default_runtime
+
+    sleepy = create_workflow(id="forgotten", input_schema=N, output_schema=N).sleep(3600).commit()
     with Harness():
-        pass
+        with pytest.raises(UnboundWorkflowError, match=r"harness\.register\(\)"):
+            sleepy.create_run().start(input_data={"n": 1}, timeout=5)
+        assert sleepy.list_workflow_runs().total == 0  # a query starts no runtime: it may ask
+    assert default_runtime(start=False) is None or not default_runtime(start=False).is_running
+
+
+def test_only_one_harness_is_open_at_a_time() -> None:
+    with Harness(), pytest.raises(RuntimeError, match="another Harness") as refused:
+        Harness().start()
+    # Where the open one was opened: a test that left one open fails the ones after it.
+    assert f"{__file__}:" in str(refused.value)
+    with Harness() as harness, pytest.raises(RuntimeError, match="open already"):
+        harness.start()
+    with pytest.raises(RuntimeError, match="not open"):
+        _ = harness.runtime  # it was the stopped runtime
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "words"),
+    [
+        (lambda h: h.fail_step("a", "oops"), TypeError, "an exception or its type"),
+        (lambda h: h.fail_step("a", ValueError, attempt=0), ValueError, "counted from 1"),
+        (lambda h: h.fail_step("a", ValueError, attempt=[]), ValueError, "counted from 1"),
+        (lambda h: h.crash_run(at="StepFinishd"), ValueError, "no message 'StepFinishd'"),
+        (lambda h: h.drop_message("CallStep", occurrence=0), ValueError, "counted from 1"),
+        (lambda h: h.delay_message("StepFinished", -5), ValueError, "finite"),
+        (lambda h: h.delay_message("StepFinished", float("inf")), ValueError, "finite"),
+        (lambda h: h.override("a", 42), TypeError, "callable"),
+    ],
+)
+def test_a_fault_or_override_that_could_never_work_is_refused_when_it_is_made(
+    make: Any, error: type[Exception], words: str
+) -> None:
+    # Each was taken and never fired (a typo), or fired wrongly (a string raised as a
+    # TypeError inside the step, then retried), or spun the clock to infinity.
+    with Harness() as harness, pytest.raises(error, match=re.escape(words)):
+        make(harness)
+
+
+def test_time_skipping_must_be_a_bool() -> None:
+    with pytest.raises(TypeError, match="True or False"):
+        Harness(time_skipping="no")  # type: ignore[arg-type]
 
 
 def test_a_harness_is_an_async_context_manager_too() -> None:
