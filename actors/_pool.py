@@ -283,6 +283,11 @@ class AsyncLoop:
             _close_unstarted(inner)
             raise RuntimeStoppedError("the loop of this runtime's async steps has ended") from None
 
+    @property
+    def stopped(self) -> bool:
+        """Whether :meth:`stop` was called: the runtime is stopping, or has stopped."""
+        return self._stopped
+
     def is_current(self) -> bool:
         """Whether the calling code runs on this loop (inside an ``async def`` step, say)."""
         loop = self._loop

@@ -55,7 +55,7 @@ from runtime._sync import on_run_waits, serving, serving_in_task
 from runtime._tracing import Span, emit, observed
 
 if TYPE_CHECKING:
-    from actors._pool import BodyFuture, StepPool
+    from actors._pool import AsyncLoop, BodyFuture, StepPool
 
 __all__ = ["StepActor", "error_dict"]
 
@@ -224,11 +224,10 @@ class StepActor(ThreadActor):
         traced: bool,
     ) -> None:
         """Run an ``async def`` body on the async loop; reply when it is done."""
-        awaiting = _Awaiting(call, ctx, span, started, outcome, traced=traced)
+        loop = self._pool.loop
+        awaiting = _Awaiting(call, ctx, span, started, outcome, traced=traced, loop=loop)
         try:
-            future = self._pool.loop.submit(
-                _body(awaitable, span, call.run_id, self._pool), awaitable
-            )
+            future = loop.submit(_body(awaitable, span, call.run_id, self._pool), awaitable)
         except RuntimeStoppedError as exc:
             if inspect.iscoroutine(awaitable):
                 awaitable.close()  # it will never run: do not leave it unawaited
@@ -277,7 +276,7 @@ class _Awaiting:
     holds the future: the future holds :meth:`done`.
     """
 
-    __slots__ = ("call", "ctx", "outcome", "span", "started", "traced")
+    __slots__ = ("call", "ctx", "loop", "outcome", "span", "started", "traced")
 
     def __init__(
         self,
@@ -288,9 +287,11 @@ class _Awaiting:
         outcome: Callable[[Any, StepContext[Any], Any, float], StepFinished],
         *,
         traced: bool,
+        loop: AsyncLoop,
     ) -> None:
         self.call = call
         self.ctx = ctx
+        self.loop = loop
         self.span = span
         self.started = started
         self.outcome = outcome
@@ -307,10 +308,17 @@ class _Awaiting:
                         run_id=call.run_id,
                         step_id=call.step_id,
                     )
-                raise RuntimeStoppedError(
-                    f"step {ctx.path!r} was cancelled: the runtime stopped",
-                    run_id=call.run_id,
-                    step_id=call.step_id,
+                if self.loop.stopped:
+                    raise RuntimeStoppedError(
+                        f"step {ctx.path!r} was cancelled: the runtime stopped",
+                        run_id=call.run_id,
+                        step_id=call.step_id,
+                    )
+                # Its task was cancelled by other code: the application's loop shutting
+                # down without stopping the runtime, or the body cancelling its own task.
+                raise asyncio.CancelledError(
+                    f"step {ctx.path!r} was cancelled, not by callboard: its task was "
+                    "cancelled (its event loop shutting down, say)"
                 )
             ok, value = future.result()
             if ok:

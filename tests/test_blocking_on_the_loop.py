@@ -372,3 +372,21 @@ def test_a_task_of_an_async_step_that_raises_systemexit_fails_its_step_not_the_l
     children = rt.register(child)
     assert children.create_run().start(input_data={"n": 4}, timeout=WAIT).result == {"n": 8}
     assert any(thread.name == "callboard-async" for thread in threading.enumerate())
+
+
+def test_an_async_step_whose_task_other_code_cancels_does_not_say_the_runtime_stopped(
+    rt: Runtime,
+) -> None:
+    # It failed with RuntimeStoppedError "the runtime stopped", while the runtime ran on.
+    async def body(ctx: StepContext[Number]) -> Number:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        await asyncio.sleep(1)
+        return ctx.input_data
+
+    result = parent(rt, body).create_run().start(input_data={"n": 1}, timeout=WAIT)
+    assert result.status == RunStatus.FAILED
+    assert result.error is not None and result.error.name == "CancelledError"
+    assert "not by callboard" in result.error.message
+    assert rt.is_running
