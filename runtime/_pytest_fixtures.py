@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -14,9 +15,25 @@ __all__ = ["callboard_harness", "callboard_runtime"]
 
 @pytest.fixture
 def callboard_harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
-    """An open test harness (options from ``@pytest.mark.callboard(...)``); closed afterwards."""
-    marker = request.node.get_closest_marker("callboard")
-    options = dict(marker.kwargs) if marker is not None else {}
+    """An open test harness (options from ``@pytest.mark.callboard(...)``); closed afterwards.
+
+    The markers of the test, its class and its module add up, the closest
+    winning an option they share: a class's ``time_skipping=False`` holds for
+    a test of it that sets ``stop_timeout`` alone.
+
+    Raises:
+        pytest.UsageError: for a marker with positional arguments (options
+            are named: ``store="x.db"``).
+    """
+    options: dict[str, Any] = {}
+    for marker in request.node.iter_markers("callboard"):  # the closest first
+        if marker.args:
+            raise pytest.UsageError(
+                f"@pytest.mark.callboard takes options by name (store=..., time_skipping=...), "
+                f"got the positional {marker.args!r}"
+            )
+        for name, value in marker.kwargs.items():
+            options.setdefault(name, value)
     with Harness(**options) as harness:
         yield harness
 

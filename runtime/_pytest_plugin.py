@@ -2,12 +2,13 @@
 
 Installed with callboard as a ``pytest11`` entry point, but off until a project
 turns it on: ``callboard = true`` in its pytest ini options, or ``--callboard``
-on the command line (or ``-p runtime._pytest_fixtures``). Then:
+on the command line. Then:
 
 - ``callboard_harness``: an open :class:`runtime.testing.Harness`, closed after the test;
 - ``callboard_runtime``: that harness's runtime;
 - ``@pytest.mark.callboard(time_skipping=False, store=..., seed=...)``: the
-  harness's options for one test.
+  harness's options for one test (or a class's, or a module's: they add up,
+  the closest winning).
 """
 
 from __future__ import annotations

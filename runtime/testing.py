@@ -91,6 +91,10 @@ SKIP_POLL: Final = 0.001
 """Seconds between two looks of the time skipper at the runtime: it jumps only after
 two looks in a row found no step executing and no message handled in between."""
 
+IDLE_POLL: Final = 0.016
+"""Seconds between two looks of the time skipper while the runtime is quiet with no timer
+to jump to: it waits for the test's next call, which the next look notices."""
+
 STORE_LOOK_EVERY: Final = 0.25
 """Real seconds a shared store's deadlines (lease lapses, rate windows) are read again after,
 while nothing happens in the process; as soon as something does, they are read again."""
@@ -975,12 +979,15 @@ class Harness:
     def _skip(self) -> None:
         """Jump the clock to the next timer whenever the runtime has gone quiet.
 
-        While steps execute and nothing else happens, the clock keeps up with
-        the real one instead (see :meth:`_keep_up`).
+        While steps execute, the clock keeps up with the real one instead (see
+        :meth:`_keep_up`). With nothing to jump to, the looks grow apart (to
+        :data:`IDLE_POLL`): an idle harness kept a sixth of a core busy.
         """
         last: tuple[int, int] | None = None
-        executing: tuple[float, float] | None = None  # (real, virtual) since steps alone ran
-        while not self._skipping_done.wait(SKIP_POLL):
+        executing: tuple[float, float] | None = None  # (real, virtual) since steps ran
+        poll = SKIP_POLL
+        while not self._skipping_done.wait(poll):
+            poll = SKIP_POLL
             runtime = self._runtime
             if runtime is None:
                 continue
@@ -988,10 +995,12 @@ class Harness:
                 system = _system_of(runtime)
             except RuntimeError:
                 continue
-            steps = self._steps_executing()
-            quiet = not self._actors_busy(system) and _helpers_idle(runtime, system)
-            executing = self._keep_up(system, executing) if steps and quiet else None
-            if steps or not quiet:
+            if self._steps_executing():
+                executing = self._keep_up(runtime, system, executing)
+                last = None
+                continue
+            executing = None
+            if self._actors_busy(system) or not _helpers_idle(runtime, system):
                 last = None
                 continue
             counters = self._counters
@@ -1008,20 +1017,26 @@ class Harness:
             deadlines = [when for when in due if when is not None]
             if deadlines:
                 self.clock._jump_to(min(deadlines))
-            last = None
+                last = None
+            else:
+                poll = IDLE_POLL  # quiet, and nothing to jump to: the next look can wait
 
-    def _keep_up(self, system: Any, since: tuple[float, float] | None) -> tuple[float, float]:
-        """While only steps execute, let the next timer fire once as much real time has passed.
+    def _keep_up(
+        self, runtime: Runtime, system: Any, since: tuple[float, float] | None
+    ) -> tuple[float, float]:
+        """While steps execute, let the next timer fire once as much real time has passed.
 
         The clock stood still while a step ran, so a step's timeout (a timer on
         this clock) never came: a step that hung hung the test, where a runtime
         fails it with ``StepTimeoutError``. Now a timer due ``d`` seconds ahead
-        fires after ``d`` real seconds of steps executing, as outside a harness.
+        fires after ``d`` real seconds of steps executing (with the actors
+        quiet then), as outside a harness.
 
         Args:
-            system: The runtime's actor system.
-            since: When (real and virtual time) steps alone began to execute,
-                as this returned it last; ``None`` at first.
+            runtime: The harness's runtime.
+            system: Its actor system.
+            since: When (real and virtual time) steps began to execute, as this
+                returned it last; ``None`` at first.
 
         Returns:
             What to pass as ``since`` next time.
@@ -1030,7 +1045,12 @@ class Harness:
         if since is None or since[1] != virtual:  # just began, or the clock moved meanwhile
             return real, virtual
         due = system.timers.next_deadline()
-        if due is not None and due <= virtual + (real - since[0]):
+        if (
+            due is not None
+            and due <= virtual + (real - since[0])
+            and not self._actors_busy(system)
+            and _helpers_idle(runtime, system)
+        ):
             self.clock._jump_to(due)
             return time.monotonic(), self.clock.now()
         return since

@@ -897,6 +897,18 @@ def test_the_pytest_plugin_gives_fixtures_once_turned_on(pytester: pytest.Pytest
         @pytest.mark.callboard(time_skipping=False)
         def test_marker(callboard_harness):
             assert callboard_harness.time_skipping is False
+
+        @pytest.mark.callboard(time_skipping=False, stop_timeout=2.0)
+        class TestMarkersAddUp:
+            @pytest.mark.callboard(stop_timeout=1.0)
+            def test_merged(self, callboard_harness):
+                # The class's time_skipping=False held only for tests with no marker.
+                assert callboard_harness.time_skipping is False
+                assert callboard_harness.stop_timeout == 1.0
+
+        @pytest.mark.callboard("x.db")
+        def test_positional(callboard_harness):
+            pass
         """
     )
     quick = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest")
@@ -906,7 +918,8 @@ def test_the_pytest_plugin_gives_fixtures_once_turned_on(pytester: pytest.Pytest
 
     assert off.ret != 0
     off.stdout.fnmatch_lines(["*fixture 'callboard_harness' not found*"])
-    on.assert_outcomes(passed=2)
+    on.assert_outcomes(passed=3, errors=1)
+    on.stdout.fnmatch_lines(["*takes options by name*"])  # a positional one was dropped
 
 
 def test_time_skipping_goes_on_after_crash_and_recover(tmp_path: Path) -> None:
