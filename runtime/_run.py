@@ -505,6 +505,7 @@ class Run(Generic[In, Out]):
         # timeout, a wait_async(0) of a run that had ended said it "goes on".
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        first: SnapshotRecord | None = None
         try:
             first = await self._host.call(self._started_record)
         except StoreUnavailableError as exc:
@@ -515,7 +516,9 @@ class Run(Generic[In, Out]):
             if first.status in SETTLED_STATUSES:
                 return self._result(first)
         try:
-            return await asyncio.wait_for(self._settled(outage), max(0.0, deadline - loop.time()))
+            return await asyncio.wait_for(
+                self._settled(outage, first), max(0.0, deadline - loop.time())
+            )
         except TimeoutError:
             if outage:
                 raise outage[-1] from None
@@ -524,12 +527,13 @@ class Run(Generic[In, Out]):
                 run_id=self.run_id,
             ) from None
 
-    async def _settled(self, outage: list[StoreUnavailableError]) -> WorkflowResult[Out]:
+    async def _settled(
+        self, outage: list[StoreUnavailableError], record: SnapshotRecord | None = None
+    ) -> WorkflowResult[Out]:
+        """Wait for the run to settle; ``record`` is a read of it already made, if any."""
         host = self._host
-        record: SnapshotRecord | None = await self._through_outage_async(
-            self._started_record, outage
-        )
-        assert record is not None
+        if record is None:
+            record = await self._through_outage_async(self._started_record, outage)
         if record.status not in SETTLED_STATUSES:
             self._refuse_inside_itself("wait_async() was awaited")
             # Inside an async step body: its run does not count against
@@ -989,7 +993,7 @@ class Run(Generic[In, Out]):
         if snapshot["status"] == RunStatus.SUSPENDED:
             # Only a resume changes a suspended run and leaves it suspended (once the
             # resumed step suspends again): that resume won.
-            return _resume_conflict(self.run_id, snapshot["status"])
+            return _resume_conflict(self.run_id, snapshot["status"], _still_waiting(snapshot))
         return _not_resumable(snapshot)
 
     def cancel(self) -> bool:
@@ -1313,7 +1317,7 @@ def _not_resumable(snapshot: Snapshot) -> WorkflowError:
     """Why a run read not suspended cannot be resumed: another resume took it, or none did."""
     run_id, status = snapshot["run_id"], snapshot["status"]
     if snapshot.get("resumed"):
-        return _resume_conflict(run_id, status)
+        return _resume_conflict(run_id, status, _still_waiting(snapshot))
     return RunNotSuspendedError(
         f"run {run_id!r} is {status}; only a suspended run can be resumed",
         status=status,
@@ -1321,7 +1325,29 @@ def _not_resumable(snapshot: Snapshot) -> WorkflowError:
     )
 
 
-def _resume_conflict(run_id: str, status: str) -> ResumeConflictError:
+def _still_waiting(snapshot: Snapshot) -> list[str]:
+    """The run's suspensions no resume has taken yet.
+
+    A resume recorded but not yet begun is in ``"resume"``, and its step stays in
+    ``"suspended"`` until its step starts.
+    """
+    taken = snapshot.get("resume") or {}
+    return sorted(path for path in snapshot.get("suspended") or {} if path not in taken)
+
+
+def _resume_conflict(
+    run_id: str, status: str, waiting: list[str] | None = None
+) -> ResumeConflictError:
+    if waiting:
+        # Another of its suspensions was resumed, not this one: a foreach's other item, a
+        # parallel's other member. It said "already resumed" of one nobody had resumed.
+        return ResumeConflictError(
+            f"run {run_id!r} is {status}: another resume of it came first, and "
+            f"{', '.join(repr(path) for path in waiting)} still wait; this resume changed "
+            "nothing: resume again once the run has suspended (wait() returns then)",
+            status=status,
+            run_id=run_id,
+        )
     return ResumeConflictError(
         f"run {run_id!r} was already resumed by another call (it is {status} now); "
         "this resume changed nothing",

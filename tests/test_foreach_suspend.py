@@ -256,3 +256,39 @@ def test_the_look_up_of_one_item_of_a_large_foreach_looks_at_that_item_only(
     found = run_module._resume_target({"suspended": suspended}, "check", "r", 3_000)  # type: ignore[typeddict-item]
 
     assert found == "check[3000]" and len(splits) <= 1
+
+
+def test_a_resume_of_another_item_while_one_is_resumed_says_so_and_the_run_takes_it_later(
+    runtime: Runtime,
+) -> None:
+    # It said "was already resumed by another call" of an item nobody had resumed.
+    from runtime import ResumeConflictError
+
+    release = threading.Event()
+
+    def check(ctx: Any) -> Item:
+        if ctx.resume_data is None:
+            ctx.suspend({"item": ctx.input_data.n})
+        release.wait(WAIT)  # the work after the approval: the run is running meanwhile
+        return ctx.input_data
+
+    workflow = runtime.register(
+        create_workflow(id="reviews", input_schema=Numbers, output_schema=Done)
+        .map(lambda ctx: [{"n": n} for n in ctx.input_data["numbers"]])
+        .foreach(create_step(id="check", input_schema=Item, output_schema=Item, execute=check))
+        .map(lambda ctx: {"outputs": ctx.input_data})
+        .commit()
+    )
+    run = workflow.create_run()
+    assert run.start(input_data={"numbers": [1, 2]}, timeout=WAIT).status == "suspended"
+    try:
+        run.resume_async(for_each_index=0, resume_data={})
+        with pytest.raises(ResumeConflictError) as caught:
+            run.resume_async(for_each_index=1, resume_data={})
+        assert "another resume of it came first" in str(caught.value)
+        assert "'check[1]' still wait" in str(caught.value)
+    finally:
+        release.set()
+    assert run.wait(WAIT).status == "suspended"
+    result = run.resume(for_each_index=1, resume_data={}, timeout=WAIT)
+    assert result.status == "success" and result.result == {"outputs": [{"n": 1}, {"n": 2}]}
