@@ -588,6 +588,7 @@ class RunActor(DispatchedActor):
         if item is None:
             previous = snapshot["steps"].get(path)
             record = self._record_step(path, payload, iterations=iteration)
+            resumed_before = None
             if previous is not None and previous["status"] == _STEP_RUNNING:
                 # Recovered in its retries' back-off (or in a retry): the calls made
                 # count against its budget, as they would have without the stop.
@@ -595,7 +596,18 @@ class RunActor(DispatchedActor):
                 if attempts is not None and attempts > 1:
                     attempt = attempts - 1
                     record["attempts"] = attempts
-            if resume and path in resume:
+                # Recovered while it ran on a resume: its resume data was taken out of
+                # the run's pending resumes when it began, and the committed resume was
+                # lost (the step ran again without it, and suspended again).
+                resumed_before = previous.get("resume_payload")
+            if resumed_before is not None and not (resume and path in resume):
+                assert previous is not None
+                resume_data = resumed_before
+                record["resume_payload"] = resume_data
+                record["suspend_payload"] = previous.get("suspend_payload")
+                record["resumed_at"] = previous.get("resumed_at")
+                record["started_at"] = previous.get("started_at") or record["started_at"]
+            elif resume and path in resume:
                 resume_data = resume[path]
                 snapshot["resume"] = {k: v for k, v in resume.items() if k != path} or None
                 record["resume_payload"] = resume_data

@@ -218,6 +218,37 @@ def test_a_resume_that_returned_survives_the_process_killed_right_after_it(
     assert 1 <= count(log, "end gamma") <= 2
 
 
+def test_a_resumed_step_interrupted_by_a_crash_runs_again_with_its_resume_data(
+    tmp_path: Path, db: Path, runtimes: Runtimes
+) -> None:
+    # The resume data left the run's pending resumes when the step began: the next
+    # runtime ran the step again without it, and the run suspended again, asking anew.
+    log, hold = tmp_path / "steps.log", tmp_path / "hold"
+    first = runtimes.start(db)
+    run = first.register(asking).create_run("asked")
+    context = {"log": str(log), "hold_step": "ask", "hold_file": str(hold), "announce": True}
+    suspended = run.start(input_data={"value": "x"}, request_context=context, timeout=WAIT)
+    assert suspended.status == "suspended"
+    first.stop(timeout=WAIT)
+
+    hold.touch()
+    with Child("resume-then-hold", db=str(db), run_id="asked") as child:
+        assert child.expect("holding") == "ask asked"
+        child.kill()
+    hold.unlink()
+    assert read_run(db, "asked").status == "running"
+
+    wf = runtimes.start(db).register(asking)
+    wait_until(lambda: status(db, "asked") != "running", what="the next runtime ends the run")
+    result = wf.get_workflow_run_execution_result("asked")
+    assert result is not None
+    assert result.status == "success", result.suspended
+    assert result.result == {"value": "x-a-yes-c"}
+    assert result.steps["ask"].resume_payload == {"ok": True}
+    assert count(log, "start ask") == 3  # suspended, resumed and killed, resumed again
+    assert count(log, "end ask") == 1
+
+
 def test_the_losers_of_resumes_racing_on_threads_get_resume_conflict_on_sqlite(
     db: Path, runtimes: Runtimes, tmp_path: Path
 ) -> None:

@@ -192,9 +192,17 @@ def resume_then_die(params: dict[str, Any]) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def resume_then_hold(params: dict[str, Any]) -> None:
+    """Resume a suspended ``asking`` run, whose ``ask`` then holds and says so; await SIGKILL."""
+    rt = Runtime(store=params["db"]).start()
+    rt.register(asking).create_run(params["run_id"]).resume_async(resume_data={"ok": True})
+    wait_to_be_killed()
+
+
 COMMANDS = {
     "cancel-then-die": cancel_then_die,
     "resume-then-die": resume_then_die,
+    "resume-then-hold": resume_then_hold,
     "crash-in-step": crash_in_step,
     "kill-after-start": kill_after_start,
     "crash-pending": crash_pending,

@@ -100,6 +100,7 @@ def asking_step(step_id: str = "ask") -> Any:
         append_line(log, f"start {step_id}")
         if ctx.resume_data is None:
             ctx.suspend({"question": f"go on with {ctx.input_data.value}?"})
+        _hold(ctx)  # resumed: a test may hold it here, to kill its process meanwhile
         append_line(log, f"end {step_id}")
         return Value(value=f"{ctx.input_data.value}-{'yes' if ctx.resume_data.ok else 'no'}")
 
