@@ -622,11 +622,14 @@ class RunActor(DispatchedActor):
                 }
                 self._encoder.suspended_changed(path, gone=True)
         elif resume and (key := item_path(path, item)) in resume:
-            # A suspended item of a foreach, resumed: it alone gets the data.
+            # A suspended item of a foreach, resumed: it alone gets the data. The data
+            # stays among the pending resumes until the item ends or suspends again: a
+            # crash meanwhile runs the item again with it (it ran again without, and
+            # suspended again, its committed resume lost).
             resume_data = resume[key]
-            snapshot["resume"] = {k: v for k, v in resume.items() if k != key} or None
-            snapshot["suspended"] = {k: v for k, v in snapshot["suspended"].items() if k != key}
-            self._encoder.suspended_changed(key, gone=True)
+            if key in snapshot["suspended"]:
+                snapshot["suspended"] = {k: v for k, v in snapshot["suspended"].items() if k != key}
+                self._encoder.suspended_changed(key, gone=True)
             snapshot["steps"][path]["resume_payload"] = resume_data
         return self._calls.step(
             index,
@@ -968,6 +971,7 @@ class RunActor(DispatchedActor):
         progress = self._snapshot["progress"] or {}
         progress["outputs"][job.item] = output
         progress["done"][job.item] = True
+        self._resume_taken(item_path(job.call.path, job.item))
         self._encoder.item_done(job.item)
         self._items_left -= 1
         if not self._items_left:
@@ -981,9 +985,16 @@ class RunActor(DispatchedActor):
         node = self._plan.nodes[job.index]
         assert isinstance(node, ForeachNode)
         key = item_path(job.call.path, job.item)
+        self._resume_taken(key)
         self._snapshot["suspended"] = {**self._snapshot["suspended"], key: payload}
         self._encoder.suspended_changed(key)
         self._items_go_on(job.index, node)
+
+    def _resume_taken(self, key: str) -> None:
+        """The resumed item ``key`` ended or suspended again: its resume is no longer pending."""
+        resume = self._snapshot["resume"]
+        if resume and key in resume:
+            self._snapshot["resume"] = {k: v for k, v in resume.items() if k != key} or None
 
     def _foreach_done(self, step_node: StepNode, progress: dict[str, Any]) -> None:
         outputs = list(progress["outputs"])

@@ -28,7 +28,15 @@ from runtime import RunReader, SnapshotRecord, SQLiteStore, StoreError
 from tests._support import Runtimes, wait_until
 from tests.durable._support.helpers import barrier, raw, row
 from tests.durable._support.processes import Child
-from tests.durable._support.workflows import asking, blocker, count, logged, read_lines, sleepy
+from tests.durable._support.workflows import (
+    asking,
+    asking_items,
+    blocker,
+    count,
+    logged,
+    read_lines,
+    sleepy,
+)
 from tests.test_acknowledged import GRACE, TRIALS, WAIT, WHERE, Setting, cancel_in_a_thread
 
 CHILD_LIMIT = 30.0
@@ -247,6 +255,32 @@ def test_a_resumed_step_interrupted_by_a_crash_runs_again_with_its_resume_data(
     assert result.steps["ask"].resume_payload == {"ok": True}
     assert count(log, "start ask") == 3  # suspended, resumed and killed, resumed again
     assert count(log, "end ask") == 1
+
+
+def test_a_resumed_foreach_item_interrupted_by_a_crash_runs_again_with_its_resume_data(
+    tmp_path: Path, db: Path, runtimes: Runtimes
+) -> None:
+    log, hold = tmp_path / "steps.log", tmp_path / "hold"
+    first = runtimes.start(db)
+    run = first.register(asking_items).create_run("items")
+    context = {"log": str(log), "hold_step": "ask", "hold_file": str(hold), "announce": True}
+    suspended = run.start(input_data={"value": "x"}, request_context=context, timeout=WAIT)
+    assert sorted(suspended.suspended) == ["ask[0]", "ask[1]"]
+    first.stop(timeout=WAIT)
+
+    hold.touch()
+    with Child("resume-then-hold", db=str(db), run_id="items", for_each_index=1) as child:
+        assert child.expect("holding") == "ask items"
+        child.kill()
+    hold.unlink()
+
+    wf = runtimes.start(db).register(asking_items)
+    wait_until(lambda: status(db, "items") != "running", what="the next runtime goes on")
+    again = wf.get_workflow_run_execution_result("items")
+    assert again is not None
+    assert again.suspended == {"ask[0]": {"question": "go on with x1?"}}  # item 1 ended
+    result = wf.create_run("items").resume(for_each_index=0, resume_data={"ok": True})
+    assert result.status == "success" and result.result == {"value": "x1-yes,x2-yes"}
 
 
 def test_the_losers_of_resumes_racing_on_threads_get_resume_conflict_on_sqlite(

@@ -20,6 +20,7 @@ from runtime import RunReader, Runtime, WorkflowError
 from tests.durable._support.workflows import (
     HOLD_LIMIT,
     asking,
+    asking_items,
     blocker,
     logged,
     read_lines,
@@ -195,7 +196,11 @@ def resume_then_die(params: dict[str, Any]) -> None:
 def resume_then_hold(params: dict[str, Any]) -> None:
     """Resume a suspended ``asking`` run, whose ``ask`` then holds and says so; await SIGKILL."""
     rt = Runtime(store=params["db"]).start()
-    rt.register(asking).create_run(params["run_id"]).resume_async(resume_data={"ok": True})
+    if "for_each_index" in params:
+        run = rt.register(asking_items).create_run(params["run_id"])
+        run.resume_async(for_each_index=params["for_each_index"], resume_data={"ok": True})
+    else:
+        rt.register(asking).create_run(params["run_id"]).resume_async(resume_data={"ok": True})
     wait_to_be_killed()
 
 

@@ -135,7 +135,19 @@ def asking_workflow() -> Workflow[Value, Value]:
     )
 
 
+def asking_items_workflow() -> Workflow[Value, Value]:
+    """``ask`` for each of two items, ``x1`` and ``x2`` (each suspends until resumed)."""
+    return (
+        create_workflow(id="asking-items", input_schema=Value, output_schema=Value)
+        .map(lambda ctx: [{"value": f"{ctx.input_data['value']}{n}"} for n in (1, 2)])
+        .foreach(asking_step(), concurrency=2)
+        .map(lambda ctx: {"value": ",".join(item["value"] for item in ctx.input_data)})
+        .commit()
+    )
+
+
 logged = logged_workflow()
 blocker = blocker_workflow()
 sleepy = sleepy_workflow()
 asking = asking_workflow()
+asking_items = asking_items_workflow()
