@@ -1743,12 +1743,20 @@ def _fleet_rows(
     undecided = {
         run_id for run_id, (_, said) in log.canceled.items() if said not in ("True", "False")
     }
-    wrong_end = sum(
-        r is not None
+    wrong = {
+        run_id: r
+        for run_id, r in results.items()
+        if r is not None
         and run_id not in undecided
         and r.status != ("canceled" if run_id in canceled else "success")
-        for run_id, r in results.items()
-    )
+    }
+    wrong_end = len(wrong)
+    for run_id, r in sorted(wrong.items()):  # what a failed bound needs looked at
+        said = log.canceled.get(run_id, (None, "no cancel"))[1]
+        error = r.error.name + ": " + r.error.message if r.error is not None else "-"
+        print(
+            f"  {name}: {run_id} ended {r.status} (cancel: {said}; error: {error})", file=sys.stderr
+        )
     breaks = sum(
         (ask_chain_breaks if r.workflow_id == FLEET_ASK else fleet_chain_breaks)(r, log)
         for r in results.values()

@@ -951,6 +951,26 @@ def _pipeline_exit_unlogged() -> Iterator[None]:
         _in_pipeline_exit.on = False
 
 
+def _left_stuck(connection: Connection) -> bool:
+    """Close the connection if a failure left it neither idle nor lost; whether it did.
+
+    A cut in a pipelined batch can fail the pipeline's exit and leave the
+    connection open in the middle of a command (``ACTIVE``), not broken: every
+    later batch then failed on it ("can't change 'autocommit' now"), and with
+    it the runs whose snapshots it carried. Closed, it is made anew for the
+    next try, as a lost one is.
+    """
+    import psycopg
+
+    if connection.closed or connection.broken:
+        return False
+    if connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        return False
+    with contextlib.suppress(psycopg.Error):
+        connection.close()
+    return True
+
+
 def _require_psycopg() -> None:
     try:
         import psycopg  # noqa: F401
@@ -2261,12 +2281,14 @@ class PostgresStore:
             if settle is not None:
                 settle()  # the statements all succeeded: this only reads their rows
         except Exception as exc:  # psycopg.Error, or a fault of ours: the writer lives on
+            stuck = False
             if self._wconn is not None:
                 with contextlib.suppress(psycopg.Error):
                     self._wconn.rollback()
+                stuck = _left_stuck(self._wconn)
             for write in writes:
                 write.release()  # not committed: a caller may still give up on it
-            if isinstance(exc, StoreError) or _passing(exc):
+            if isinstance(exc, StoreError) or _passing(exc) or stuck:
                 if committing and any(write.kind in _HOLDING for write in writes):
                     self._ambiguous = True
                 emit(

@@ -494,6 +494,29 @@ def test_a_connection_lost_in_a_pipelined_batch_is_one_warning_not_psycopgs_too(
     assert [r.name for r in caplog.records] == ["psycopg"]
 
 
+def test_a_writer_connection_left_in_the_middle_of_a_command_is_made_anew_not_failing_writes(
+    stores: Callable[..., PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Seen in make chaos's fleet: a cut in a pipelined batch left the connection ACTIVE
+    # (not broken), and every later write failed on it ("can't change 'autocommit' now"),
+    # failing the runs whose snapshots it carried.
+    store = stores()
+    one_statement = store._one_statement
+    stuck: list[int] = []
+
+    def leave_it_active(connection: Any, writes: Any, batch: Any) -> Any:
+        if not stuck:
+            stuck.append(1)
+            connection.pgconn.send_query(b"SELECT 1")  # sent, its result never read
+        return one_statement(connection, writes, batch)
+
+    store.create(rec("r1", 0, "running"), hold=False)  # on a pooled connection
+    monkeypatch.setattr(store, "_one_statement", leave_it_active)
+    assert save(store, rec("r1", 1, "running")) is None  # through the writer
+    assert stuck
+    assert store.load("r1") == rec("r1", 1, "running")
+
+
 def test_a_write_whose_caller_gave_up_while_the_server_was_down_is_not_done_later(
     postgres_server: Server,
     postgres_url: str,
