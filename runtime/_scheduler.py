@@ -225,25 +225,10 @@ class Scheduler:
         anchor = row.created_at if row.last_tick is None else row.last_tick
         if row.buffered is not None:
             row = self._start_buffered(row, plan)
-        newest = newest_tick(row.cron, row.timezone, now)
+        newest, ticks = due_ticks(row, anchor, now, ALL_AT_MOST)
         if newest is not None and newest > anchor:
-            if row.catch_up == "all":
-                ticks = ticks_after(row.cron, row.timezone, anchor, now, ALL_AT_MOST)
-                if len(ticks) == ALL_AT_MOST and ticks[-1] < newest:
-                    self._wake.set()  # more to catch up on: the next pass goes on at once
-            else:
-                # Ticks up to ON_TIME late are not missed: each gets its run, whatever
-                # the policy (a schedule every few seconds, with its runtimes held up
-                # for a while, fired only the newest). The policy is for the others.
-                on_time = ticks_after(
-                    row.cron, row.timezone, max(anchor, now - ON_TIME - 0.001), now, ALL_AT_MOST
-                )
-                if on_time:
-                    ticks = on_time
-                elif row.catch_up == "latest":
-                    ticks = [newest]
-                else:  # "skip", and every due tick was missed
-                    ticks = []
+            if row.catch_up == "all" and len(ticks) == ALL_AT_MOST and ticks[-1] < newest:
+                self._wake.set()  # more to catch up on: the next pass goes on at once
             last_run = row.last_run_id
             for tick in ticks:
                 last_run = self._fire(row, plan, tick, last_run)
@@ -322,22 +307,26 @@ class Scheduler:
         return last_run if started is None else started
 
 
-def _first_due(row: ScheduleRow, anchor: float, now: float) -> float | None:
-    """The oldest past tick that the next pass fires (as ``_fire_due`` picks them), or ``None``.
+def due_ticks(
+    row: ScheduleRow, anchor: float, now: float, limit: int
+) -> tuple[float | None, list[float]]:
+    """The schedule's newest tick by ``now``, and the past ticks its policies fire, oldest first.
 
-    Shown as the schedule's next fire: a time already past says a tick is due.
-    It was shown as "now", which looked the same an hour later when no runtime
-    registered the workflow to fire it.
+    Ticks after ``anchor`` (the last tick handled) are due. Those up to
+    :data:`ON_TIME` late are not missed: each gets its run, whatever the policy
+    (a schedule every few seconds, with its runtimes held up for a while, fired
+    only the newest). The ``catch_up`` policy is for the others: ``"all"`` fires
+    them all (``limit`` at most), ``"latest"`` the newest, ``"skip"`` none.
     """
     newest = newest_tick(row.cron, row.timezone, now)
     if newest is None or newest <= anchor:
-        return None
+        return newest, []
     if row.catch_up == "all":
-        return next_tick(row.cron, row.timezone, anchor)
-    on_time = next_tick(row.cron, row.timezone, max(anchor, now - ON_TIME - 0.001))
-    if on_time <= now:
-        return on_time
-    return newest if row.catch_up == "latest" else None
+        return newest, ticks_after(row.cron, row.timezone, anchor, now, limit)
+    on_time = ticks_after(row.cron, row.timezone, max(anchor, now - ON_TIME - 0.001), now, limit)
+    if on_time:
+        return newest, on_time
+    return newest, [newest] if row.catch_up == "latest" else []
 
 
 LAST_RUNS: Final = 5
@@ -360,9 +349,10 @@ def describe(
     error: str | None = None
     try:
         if not row.paused:
-            next_fire = _first_due(row, anchor, now)
-            if next_fire is None:
-                next_fire = next_tick(row.cron, row.timezone, max(now, anchor))
+            # A tick due shows as its own past time (it showed as "now", alike an
+            # hour later when no runtime registered the workflow to fire it).
+            _, due = due_ticks(row, anchor, now, 1)
+            next_fire = due[0] if due else next_tick(row.cron, row.timezone, max(now, anchor))
         if row.last_tick is not None:
             ticks = ticks_before(row.cron, row.timezone, row.last_tick, LAST_RUNS)
     except Exception as exc:  # written by a process that reads what this one cannot

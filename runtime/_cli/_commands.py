@@ -209,28 +209,21 @@ def open_db(location: str, *, readonly: bool, lease: float | None = None) -> Sna
 
 
 def shown_db(location: str) -> str:
-    """The store's location as messages show it: without a URL's password."""
+    """The store's location as messages show it: without a URL's password.
+
+    A URL of any scheme (a mistyped ``postgressql://`` too) is shown as the
+    PostgreSQL store shows its own: a password with an unencoded ``@`` or ``/``
+    is hidden whole.
+    """
     try:
-        parts = urllib.parse.urlsplit(location)
-        password = parts.password
+        urllib.parse.urlsplit(location)
     except ValueError:  # a URL too malformed to read a password from: show its scheme only
         return f"{location.partition(':')[0]}://..."
-    if location.lower().startswith(_POSTGRES_SCHEMES):
-        from runtime._stores.postgres import redact
-
-        # The store's own reading: a password with an unencoded '@' or '/' is hidden whole.
-        return redact(location)
-    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    if password is None and not any(key == "password" for key, _ in query):
+    if "://" not in location:
         return location
-    netloc = parts.netloc
-    if password is not None:
-        userinfo, _, hostport = netloc.rpartition("@")
-        netloc = f"{userinfo.partition(':')[0]}:***@{hostport}"
-    hidden = [(key, "***" if key == "password" else value) for key, value in query]
-    return urllib.parse.urlunsplit(
-        parts._replace(netloc=netloc, query=urllib.parse.urlencode(hidden, safe="*"))
-    )
+    from runtime._stores.postgres import redact
+
+    return redact(location)
 
 
 class _Reader:

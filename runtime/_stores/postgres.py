@@ -837,8 +837,7 @@ def _url_settings(url: str, shown: str) -> dict[str, Any]:
     import psycopg
 
     rest = url.partition("://")[2]
-    query = rest.find("?")
-    at = rest.rfind("@", 0, query if query >= 0 else len(rest))
+    at = _userinfo_end(rest)
     if at >= 0 and ("@" in rest[:at] or "/" in rest[:at]):
         raise StoreError(
             f"the user name or password in the PostgreSQL URL {shown!r} holds an '@' or '/' "
@@ -852,6 +851,15 @@ def _url_settings(url: str, shown: str) -> dict[str, Any]:
         raise StoreError(f"not a valid PostgreSQL URL {shown!r}: {reason}") from exc
 
 
+def _userinfo_end(rest: str) -> int:
+    """Where a URL's user info ends, after its ``://``: its last ``@`` before the query; -1.
+
+    Not libpq's first ``@``: a password with an unencoded ``@`` or ``/`` ends here.
+    """
+    query = rest.find("?")
+    return rest.rfind("@", 0, query if query >= 0 else len(rest))
+
+
 def _password_span(rest: str) -> tuple[int, int] | None:
     """Where a password lies in a URL's part after ``://``: past the first ``:``, up to an ``@``.
 
@@ -861,8 +869,7 @@ def _password_span(rest: str) -> tuple[int, int] | None:
     hold that ``?``: then the last ``@`` of all, and a query value with an
     ``@`` in it may be hidden with it, in what is only ever shown.
     """
-    query = rest.find("?")
-    at = rest.rfind("@", 0, query if query >= 0 else len(rest))
+    at = _userinfo_end(rest)
     if at < 0:
         at = rest.rfind("@")
     colon = rest.find(":", 0, at) if at > 0 else -1

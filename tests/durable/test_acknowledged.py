@@ -226,28 +226,37 @@ def test_a_resume_that_returned_survives_the_process_killed_right_after_it(
     assert 1 <= count(log, "end gamma") <= 2
 
 
-def test_a_resumed_step_interrupted_by_a_crash_runs_again_with_its_resume_data(
-    tmp_path: Path, db: Path, runtimes: Runtimes
-) -> None:
-    # The resume data left the run's pending resumes when the step began: the next
-    # runtime ran the step again without it, and the run suspended again, asking anew.
+def killed_while_resumed(
+    tmp_path: Path, db: Path, runtimes: Runtimes, workflow: Any, run_id: str, **resume: Any
+) -> tuple[Any, Path]:
+    """Start ``workflow``'s run until it suspends, resume it in a child process and kill
+    the child while the resumed step (the ``ask`` of ``asking``) holds; then start the
+    next runtime on the file. Its bound workflow, and the steps' log."""
     log, hold = tmp_path / "steps.log", tmp_path / "hold"
     first = runtimes.start(db)
-    run = first.register(asking).create_run("asked")
+    run = first.register(workflow).create_run(run_id)
     context = {"log": str(log), "hold_step": "ask", "hold_file": str(hold), "announce": True}
     suspended = run.start(input_data={"value": "x"}, request_context=context, timeout=WAIT)
     assert suspended.status == "suspended"
     first.stop(timeout=WAIT)
 
     hold.touch()
-    with Child("resume-then-hold", db=str(db), run_id="asked") as child:
-        assert child.expect("holding") == "ask asked"
+    with Child("resume-then-hold", db=str(db), run_id=run_id, **resume) as child:
+        assert child.expect("holding") == f"ask {run_id}"
         child.kill()
     hold.unlink()
-    assert read_run(db, "asked").status == "running"
+    assert read_run(db, run_id).status == "running"
+    wf = runtimes.start(db).register(workflow)
+    wait_until(lambda: status(db, run_id) != "running", what="the next runtime goes on")
+    return wf, log
 
-    wf = runtimes.start(db).register(asking)
-    wait_until(lambda: status(db, "asked") != "running", what="the next runtime ends the run")
+
+def test_a_resumed_step_interrupted_by_a_crash_runs_again_with_its_resume_data(
+    tmp_path: Path, db: Path, runtimes: Runtimes
+) -> None:
+    # The resume data left the run's pending resumes when the step began: the next
+    # runtime ran the step again without it, and the run suspended again, asking anew.
+    wf, log = killed_while_resumed(tmp_path, db, runtimes, asking, "asked")
     result = wf.get_workflow_run_execution_result("asked")
     assert result is not None
     assert result.status == "success", result.suspended
@@ -260,22 +269,7 @@ def test_a_resumed_step_interrupted_by_a_crash_runs_again_with_its_resume_data(
 def test_a_resumed_foreach_item_interrupted_by_a_crash_runs_again_with_its_resume_data(
     tmp_path: Path, db: Path, runtimes: Runtimes
 ) -> None:
-    log, hold = tmp_path / "steps.log", tmp_path / "hold"
-    first = runtimes.start(db)
-    run = first.register(asking_items).create_run("items")
-    context = {"log": str(log), "hold_step": "ask", "hold_file": str(hold), "announce": True}
-    suspended = run.start(input_data={"value": "x"}, request_context=context, timeout=WAIT)
-    assert sorted(suspended.suspended) == ["ask[0]", "ask[1]"]
-    first.stop(timeout=WAIT)
-
-    hold.touch()
-    with Child("resume-then-hold", db=str(db), run_id="items", for_each_index=1) as child:
-        assert child.expect("holding") == "ask items"
-        child.kill()
-    hold.unlink()
-
-    wf = runtimes.start(db).register(asking_items)
-    wait_until(lambda: status(db, "items") != "running", what="the next runtime goes on")
+    wf, _ = killed_while_resumed(tmp_path, db, runtimes, asking_items, "items", for_each_index=1)
     again = wf.get_workflow_run_execution_result("items")
     assert again is not None
     assert again.suspended == {"ask[0]": {"question": "go on with x1?"}}  # item 1 ended
