@@ -595,7 +595,9 @@ class Run(Generic[In, Out]):
 
         While iterating, after the events so far, :class:`RuntimeStoppedError`
         if the runtime stopped (or was stopped) before the run ended: a watch
-        ends quietly only with its run.
+        ends quietly only with its run. A ``for`` loop (not ``async for``) over
+        the watch of a run that had not ended raises :class:`BlockingCallError`
+        on the event loop of the runtime's async steps, which it would stop.
         """
         timeout = check_timeout(timeout)
         if from_seq is not None:
@@ -605,6 +607,7 @@ class Run(Generic[In, Out]):
         if record.status in TERMINAL_STATUSES:
             read_result(record, self.workflow_id)  # raises for a damaged snapshot
         watch = RunWatch(self.run_id, timeout, from_seq)
+        watch._ended = record.status in TERMINAL_STATUSES
         watch._attach(self._host)
         return watch
 
@@ -1402,6 +1405,7 @@ class RunWatch:
         self._closed = False
         self._host: RunHost | None = None
         self._last_seq = from_seq
+        self._ended = False  # whether the run had ended when watched: its events are all told
 
     @property
     def last_seq(self) -> int | None:
@@ -1499,6 +1503,14 @@ class RunWatch:
         return self
 
     def __next__(self) -> RunEvent:
+        if not self._ended and self._host is not None and self._host.on_step_loop():
+            raise BlockingCallError(
+                f"run {self.run_id!r}: a for loop over its watch blocks until each next event, "
+                "and runs on the event loop that runs this runtime's async steps (inside an "
+                "async def step, or on the app's loop with async_steps='app'): it would stop "
+                "that loop, which the run may need in order to go on; use async for instead",
+                run_id=self.run_id,
+            )
         while not self._closed:
             try:
                 event = self._channel.get(self._timeout)

@@ -390,3 +390,48 @@ def test_an_async_step_whose_task_other_code_cancels_does_not_say_the_runtime_st
     assert result.error is not None and result.error.name == "CancelledError"
     assert "not by callboard" in result.error.message
     assert rt.is_running
+
+
+# --- a sync watch on the loop ------------------------------------------------------------
+
+
+def test_a_sync_watch_of_a_run_going_on_is_refused_on_the_apps_loop() -> None:
+    # A for loop over a live run's watch blocks between events: on the loop that runs
+    # the async steps, the run's own async step could then never run, and the loop
+    # waited for ever. async for is the way; a run that has ended may be read either way.
+    async def main() -> None:
+        async with Runtime(async_steps="app") as rt:
+            children = rt.register(child)
+            run = children.create_run()
+            await run.astart_async(input_data={"n": 1})
+            with pytest.raises(BlockingCallError, match="async for"):
+                for _ in run.watch(timeout=WAIT):
+                    pass
+            with pytest.raises(BlockingCallError, match="async for"):
+                for _ in run.stream(timeout=WAIT):
+                    pass
+            events = [event async for event in await run.awatch(timeout=WAIT)]
+            assert events[-1].status == RunStatus.SUCCESS
+            told = [event.type for event in run.watch(timeout=WAIT)]  # ended: no block
+            assert told == [event.type for event in events]
+
+    asyncio.run(main())
+
+
+def test_a_sync_watch_inside_an_async_step_is_refused(rt: Runtime) -> None:
+    children = rt.register(child)
+
+    async def body(ctx: StepContext[Number]) -> Number:
+        run = children.create_run()
+        await run.astart_async(input_data={"n": 3})
+        try:
+            next(iter(run.watch(timeout=WAIT)))
+        except BlockingCallError as exc:
+            assert "async for" in str(exc)
+            done = await run.wait_async(WAIT)
+            return Number(n=done.result["n"])
+        raise AssertionError("the sync watch was not refused")
+
+    result = parent(rt, body).create_run().start(input_data={"n": 3}, timeout=WAIT)
+    assert result.status == RunStatus.SUCCESS, result.error
+    assert result.result == {"n": 6}
