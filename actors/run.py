@@ -62,7 +62,7 @@ from runtime._errors import (
     StepValidationError,
     WorkflowDefinitionError,
 )
-from runtime._model import RunStatus, StepStatus
+from runtime._model import OPEN_STEP_STATUSES, RunStatus, StepStatus
 from runtime._plan import (
     BranchNode,
     CollectNode,
@@ -749,6 +749,12 @@ class RunActor(DispatchedActor):
             record["ended_at"] = _clock.time()
             if attempts is not None:
                 record["attempts"] = attempts
+        # Its siblings did not fail: they are let go of (canceled), and keep no error of
+        # another step's. The nodes that enclose it (a nested workflow) fail with it.
+        now = _clock.time()
+        for other, open_record in steps.items():
+            if open_record["status"] in OPEN_STEP_STATUSES and not _encloses(other, path):
+                steps[other] = {**open_record, "status": _STEP_CANCELED, "ended_at": now}
         self._finish(RunStatus.FAILED, error=error)
 
     # --- parallel and branch ------------------------------------------------------------------
@@ -1407,3 +1413,8 @@ def _with_changes(
         if key not in after:
             merged.pop(key, None)
     return merged
+
+
+def _encloses(outer: str, path: str) -> bool:
+    """Whether the step at ``outer`` holds the one at ``path`` (a nested workflow's step)."""
+    return path.startswith(outer) and path[len(outer) : len(outer) + 1] in (".", "[")

@@ -187,10 +187,43 @@ def test_parallel_failure_fails_the_run_tells_the_sibling_and_runs_nothing_later
     assert result.steps["fail"].status == "failed"
     assert sibling_done.wait(WAIT)
     assert told == {"woken": True, "aborted": True, "cancelled": True, "reason": "sibling_failed"}
-    assert result.steps["sibling"].status != "success"
+    # The sibling did not fail: it was let go of, and shows no error of another step's.
+    assert result.steps["sibling"].status == "canceled"
+    assert result.steps["sibling"].error is None
     assert later_calls == []
     assert "later" not in result.steps
     assert not any(path.startswith("map-") for path in result.steps)
+
+
+def test_a_nested_workflow_fails_with_the_step_that_failed_in_it(runtime: Runtime) -> None:
+    # Its siblings are let go of (canceled, above); the nested workflow that holds the
+    # step is not a sibling: it fails with its step's error.
+    def fail(ctx):
+        raise ValueError("boom inside")
+
+    child = (
+        create_workflow(id="child", input_schema=N, output_schema=N)
+        .then(inc_step())
+        .then(create_step(id="fail", input_schema=N, output_schema=N, execute=fail))
+        .commit()
+    )
+    workflow = (
+        create_workflow(id="nested-fail", input_schema=N, output_schema=N)
+        .parallel([child, inc_step("beside")])
+        .map(lambda ctx: ctx.input_data["beside"])
+        .commit()
+    )
+
+    result = run_once(runtime, workflow, {"n": 1})
+
+    assert result.status == "failed"
+    assert result.error is not None and result.error.message == "boom inside"
+    assert result.steps["child.fail"].status == "failed"
+    assert result.steps["child"].status == "failed"
+    assert result.steps["child"].error is not None
+    assert result.steps["child"].error.message == "boom inside"
+    assert result.steps["child.inc"].status == "success"
+    assert result.steps["beside"].status == "success"
 
 
 # --- branch ----------------------------------------------------------------------------
