@@ -289,9 +289,15 @@ class RegistryActor(ThreadActor):
         if log is None:
             log = self._logs.new(run_id, self._channels)
         current = self._live.get(run_id) or self._store.load(run_id)
-        if current is not None and self._advance(log, current) is None:
-            channel.close()  # unreadable: nothing can be told
-            return
+        if current is not None:
+            events = self._advance(log, current)
+            if events is None:
+                channel.close()  # unreadable: nothing can be told
+                return
+            # The store may be ahead of what this actor was told (a run actor saves to a
+            # store in memory itself, then tells): the watchers already here are told
+            # what the read found, which the log now holds and will not number again.
+            self._tell(run_id, log, events)
         from_seq = log.next_seq - 1 if message.from_seq == FROM_NOW else message.from_seq
         # At once: a reader that sees the first event of the replay sees all of it queued.
         channel.put_many(log.since(from_seq))
@@ -410,6 +416,10 @@ class RegistryActor(ThreadActor):
             self._logs.drop(run_id)
             self._unwatch(run_id)
             return
+        self._tell(run_id, log, events)
+
+    def _tell(self, run_id: str, log: EventLog, events: list[RunEvent]) -> None:
+        """Tell the run's watchers ``events``, the log's newest; end their watches with the run."""
         self._deliver(run_id, events)
         if log.status in TERMINAL_STATUSES:
             for channel in self._channels.pop(run_id, []):

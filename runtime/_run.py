@@ -597,7 +597,9 @@ class Run(Generic[In, Out]):
         if the runtime stopped (or was stopped) before the run ended: a watch
         ends quietly only with its run. A ``for`` loop (not ``async for``) over
         the watch of a run that had not ended raises :class:`BlockingCallError`
-        on the event loop of the runtime's async steps, which it would stop.
+        on the event loop of the runtime's async steps, which it would stop;
+        so does a watch of a run not ended inside one of its own steps or
+        hooks, which it would outlast.
         """
         timeout = check_timeout(timeout)
         if from_seq is not None:
@@ -606,6 +608,8 @@ class Run(Generic[In, Out]):
         record = self._through_outage(self._started_record, deadline)
         if record.status in TERMINAL_STATUSES:
             read_result(record, self.workflow_id)  # raises for a damaged snapshot
+        else:
+            self._refuse_inside_itself("watch() (or stream()) was called")
         watch = RunWatch(self.run_id, timeout, from_seq)
         watch._ended = record.status in TERMINAL_STATUSES
         watch._attach(self._host)
@@ -618,6 +622,7 @@ class Run(Generic[In, Out]):
 
         Same arguments, result and errors; iterate the watch with ``async for``.
         """
+        self._refuse_inside_itself("watch() (or stream()) was called")
         return await self._host.call(self.watch, timeout, from_seq=from_seq)
 
     def stream(self, *, from_seq: int | None = None, timeout: float | None = None) -> RunStream:
@@ -655,6 +660,7 @@ class Run(Generic[In, Out]):
         self, *, from_seq: int | None = None, timeout: float | None = None
     ) -> RunStream:
         """Await :meth:`stream` without blocking the event loop; iterate with ``async for``."""
+        self._refuse_inside_itself("watch() (or stream()) was called")
         return await self._host.call(self.stream, from_seq=from_seq, timeout=timeout)
 
     def resume_stream(

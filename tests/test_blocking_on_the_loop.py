@@ -187,6 +187,54 @@ def test_a_hook_waiting_for_its_own_run_fails_and_the_run_ends(rt: Runtime) -> N
     assert len(failures) == 1 and "own steps or hooks" in str(failures[0])
 
 
+@pytest.mark.parametrize("how", ["watch", "stream", "awatch", "astream"])
+def test_a_hook_watching_its_own_run_is_refused_and_the_run_ends(rt: Runtime, how: str) -> None:
+    # Before: the watch waited for the run's end, which comes after the hook returns.
+    failures: list[BaseException] = []
+    holder: dict[str, Any] = {}
+
+    def on_finish(outcome: Any) -> None:
+        run = holder["wf"].create_run(outcome.run_id)
+        try:
+            if how.startswith("a"):
+                asyncio.run(getattr(run, how)())
+            else:
+                for _ in getattr(run, how)():
+                    pass
+        except BlockingCallError as exc:
+            failures.append(exc)
+
+    step = create_step(
+        id="pass", input_schema=Number, output_schema=Number, execute=lambda ctx: ctx.input_data
+    )
+    wf = holder["wf"] = rt.register(
+        create_workflow(id="hooked", input_schema=Number, output_schema=Number, on_finish=on_finish)
+        .then(step)
+        .commit()
+    )
+    result = wf.create_run().start(input_data={"n": 7}, timeout=WAIT)
+
+    assert result.status == RunStatus.SUCCESS
+    assert len(failures) == 1 and "watch() (or stream()) was called inside" in str(failures[0])
+    assert len(list(wf.create_run(result.run_id).watch(timeout=WAIT))) > 1  # ended: told
+
+
+def test_a_step_watching_its_own_run_fails_at_once(rt: Runtime) -> None:
+    holder: dict[str, Any] = {}
+
+    def body(ctx: StepContext[Number]) -> Number:
+        for _ in holder["wf"].create_run(ctx.run_id).stream():
+            pass
+        return ctx.input_data
+
+    wf = holder["wf"] = parent(rt, body)
+    result = wf.create_run().start(input_data={"n": 1}, timeout=WAIT)
+
+    assert result.status == RunStatus.FAILED
+    assert result.error is not None and result.error.name == "BlockingCallError"
+    assert "inside one of its own steps or hooks" in result.error.message
+
+
 def test_an_async_step_awaiting_its_own_run_fails_at_once(rt: Runtime) -> None:
     holder: dict[str, Any] = {}
 

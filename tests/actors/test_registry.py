@@ -14,12 +14,13 @@ import structlog
 from structlog.testing import capture_logs
 
 from actors._dispatch import UnexpectedMessageError
-from actors.messages import RecordFailure, SnapshotTaken, UnwatchRun, WatchRun
+from actors.messages import RecordFailure, SnapshotTaken, SubscribeRun, UnwatchRun, WatchRun
 from actors.registry import RegistryActor
 from runtime._snapshot import Snapshot, decode, encode
 from runtime._stores.base import SnapshotRecord
 from runtime._stores.memory import MemoryStore
 from runtime._stores.sqlite import SQLiteStore
+from runtime._sync import ChannelClosed, EventChannel
 
 WAIT = 10.0
 TERMINAL = {"success", "failed"}
@@ -430,3 +431,53 @@ def test_a_run_pruned_before_its_end_reaches_the_registry_wakes_its_waiters(
     take(registry, ended)
     assert woken.wait(WAIT)
     assert store.load("r1") is None  # and not brought back
+
+
+def subscribe(registry: pykka.ActorRef[Any], run_id: str) -> EventChannel[Any]:
+    channel: EventChannel[Any] = EventChannel()
+    registry.ask(SubscribeRun(run_id=run_id, channel=channel), timeout=WAIT)
+    return channel
+
+
+def drained(channel: EventChannel[Any]) -> list[tuple[int, str, str]]:
+    """The events a closed channel holds: (seq, type, status); raises if it is still open."""
+    told = []
+    while True:
+        try:
+            event = channel.get(0)
+        except ChannelClosed:
+            return told
+        told.append((event.seq, event.type, str(event.status)))
+
+
+def test_a_watch_opened_while_the_store_is_ahead_leaves_the_others_told_everything(
+    registry: pykka.ActorRef[Any], store: MemoryStore
+) -> None:
+    # In memory a run actor saves its snapshots itself and tells the registry after: a
+    # second watch opened in between reads the newer record from the store. The first
+    # watch was told nothing of what that read found (the registry, told it later, had
+    # seen it), and was closed at the run's end without its last events.
+    store.create(record("r", 0, "pending"))
+    first = subscribe(registry, "r")
+    take(registry, record("r", 1, "running"))
+    step = {"status": "success", "output": {"value": "out"}, "attempts": 1}
+    ahead = [
+        record("r", 2, "running", steps={"a": {**step, "status": "running", "output": None}}),
+        record("r", 3, "success", steps={"a": step}, result={"value": "out"}),
+    ]
+    store.save(ahead)  # the run actor's own saves
+    second = subscribe(registry, "r")
+    for rec in ahead:  # then it tells the registry
+        registry.ask(SnapshotTaken(record=rec, terminal=rec.status in TERMINAL, stored=True))
+
+    told, replayed = drained(first), drained(second)
+    assert told == replayed
+    assert [kind for _, kind, _ in told] == [
+        "status",  # pending
+        "status",  # running
+        "step_started",
+        "step_finished",
+        "status",  # success
+    ]
+    assert told[-1][2] == "success"
+    assert [seq for seq, _, _ in told] == [1, 2, 3, 4, 5]
