@@ -709,7 +709,7 @@ class RunOutcome(BaseModel):
     request_context: dict[str, Any] = Field(default_factory=dict)
 
 
-class WorkflowRunList(BaseModel):
+class WorkflowRunList(BaseModel, Generic[Out]):
     """A page of runs, newest first, from ``list_workflow_runs``.
 
     Attributes:
@@ -721,7 +721,7 @@ class WorkflowRunList(BaseModel):
 
     model_config = _FROZEN
 
-    runs: list[WorkflowResult]
+    runs: list[WorkflowResult[Out]]
     total: int
     unreadable: list[str] = Field(default_factory=list)
 

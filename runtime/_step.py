@@ -7,7 +7,7 @@ import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeAlias, TypeVar, overload
 
 from pydantic import BaseModel, ValidationError
 
@@ -24,8 +24,14 @@ __all__ = ["Step", "create_step", "plain", "validate_for_step"]
 
 In = TypeVar("In", bound=BaseModel)
 Out = TypeVar("Out", bound=BaseModel)
+# A Step and a StepContext only hand out their types: a Step[Order, Receipt] is a
+# Step[BaseModel, BaseModel], so that members of different types join in one list.
+In_co = TypeVar("In_co", bound=BaseModel, covariant=True)
+Out_co = TypeVar("Out_co", bound=BaseModel, covariant=True)
 
 StepBody = Callable[["StepContext[Any]"], Any]
+_Returned: TypeAlias = Out | Mapping[str, Any] | Awaitable[Out | Mapping[str, Any]]
+"""What a body of a step with output ``Out`` may return, for the type checker."""
 """``execute(ctx)``: returns the output model or a dict, or a coroutine that does."""
 
 
@@ -113,7 +119,7 @@ def validate_for_step(
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class Step(Generic[In, Out]):
+class Step(Generic[In_co, Out_co]):
     """A typed unit of work. Build one with :func:`create_step`.
 
     Attributes:
@@ -135,8 +141,8 @@ class Step(Generic[In, Out]):
     """
 
     id: str
-    input_schema: type[In]
-    output_schema: type[Out]
+    input_schema: type[In_co]
+    output_schema: type[Out_co]
     execute: StepBody
     state_schema: type[BaseModel] | None = None
     description: str | None = None
@@ -241,7 +247,7 @@ def create_step(
     id: str,
     input_schema: type[In],
     output_schema: type[Out],
-    execute: Callable[[StepContext[In]], Out | Mapping[str, Any] | Awaitable[Any]],
+    execute: Callable[[StepContext[In]], _Returned[Out]],
     state_schema: type[BaseModel] | None = None,
     description: str | None = None,
     retries: int | None = None,
@@ -266,7 +272,7 @@ def create_step(
     suspend_schema: type[BaseModel] | None = None,
     resume_schema: type[BaseModel] | None = None,
     writer_schema: type[BaseModel] | None = None,
-) -> Callable[[Callable[[StepContext[In]], Any]], Step[In, Out]]: ...
+) -> Callable[[Callable[[StepContext[In]], _Returned[Out]]], Step[In, Out]]: ...
 
 
 def create_step(

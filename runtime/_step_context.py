@@ -19,7 +19,7 @@ from runtime._errors import WorkflowError
 from runtime._ids import new_span_id
 from runtime._request_context import RequestContext
 from runtime._snapshot import check_encodable, copy_plain
-from runtime._step import In, Step, dump_model, plain, validate_for_step
+from runtime._step import In_co, Step, dump_model, plain, validate_for_step
 from runtime._sync import AbortSignal
 from runtime._tracing import step_logger
 
@@ -120,7 +120,7 @@ class BailOut(BaseException):
         self.result = result
 
 
-class StepContext(Generic[In, State]):
+class StepContext(Generic[In_co, State]):
     """What a step body (or a condition, or a ``map`` function) receives as ``ctx``.
 
     Generic for type checkers: a body annotated ``def body(ctx:
@@ -181,8 +181,8 @@ class StepContext(Generic[In, State]):
     def __init__(
         self,
         *,
-        step: Step[In, Any] | None,
-        input_data: In,
+        step: Step[In_co, Any] | None,
+        input_data: In_co,
         run_id: str,
         workflow_id: str,
         state: Any,
@@ -446,11 +446,17 @@ class StepContext(Generic[In, State]):
         Args:
             step: The step or its id (or path).
 
+        A step that ran as a ``foreach`` body has a list of outputs, one per
+        item: given its id, this returns the list of models; given the step
+        itself (typed to give one model), it raises ``TypeError``.
+
         Returns:
-            The output model, or ``None`` when that step has not succeeded in this run.
+            The output model (a list of them for a foreach step named by id),
+            or ``None`` when that step has not succeeded in this run.
 
         Raises:
             KeyError: if the workflow has no step with that id.
+            TypeError: if ``step`` is a :class:`Step` that ran as a foreach body.
         """
         step_id = step if isinstance(step, str) else step.id
         path = self._prefix + step_id
@@ -463,7 +469,16 @@ class StepContext(Generic[In, State]):
         output = self._outputs.get(path)
         if output is None:
             return None
-        return definition.output_schema.model_validate(output)
+        schema = definition.output_schema
+        if type(output) is list:  # a foreach body's: a model is never a list
+            if not isinstance(step, str):
+                raise TypeError(
+                    f"step {step_id!r} ran as a foreach body: its output is a list, one per "
+                    f"item, not one {schema.__name__}; ctx.get_step_result({step_id!r}) (by id) "
+                    "returns the list of models"
+                )
+            return [schema.model_validate(item) for item in output]
+        return schema.model_validate(output)
 
     @property
     def logger(self) -> Any:

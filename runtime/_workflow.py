@@ -5,7 +5,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
@@ -676,7 +676,7 @@ class Workflow(Generic[In, Out]):
         limit: int | None = 50,
         offset: int = 0,
         resource_id: str | None = None,
-    ) -> WorkflowRunList:
+    ) -> WorkflowRunList[Out]:
         """This workflow's runs, newest first (Mastra's ``listWorkflowRuns``).
 
         The runs waiting for a resume, for one user::
@@ -716,7 +716,7 @@ class Workflow(Generic[In, Out]):
         )
         for run in page.runs:
             with_output_schema(run, self.output_schema)
-        return page
+        return cast("WorkflowRunList[Out]", page)
 
     def delete_workflow_run_by_id(self, run_id: str) -> bool:
         """Delete a finished run of this workflow (Mastra's ``deleteWorkflowRunById``).
@@ -772,7 +772,7 @@ class Workflow(Generic[In, Out]):
         limit: int | None = 50,
         offset: int = 0,
         resource_id: str | None = None,
-    ) -> WorkflowRunList:
+    ) -> WorkflowRunList[Out]:
         """Await :meth:`list_workflow_runs` without blocking the event loop.
 
         Same arguments, result and errors.

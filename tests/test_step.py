@@ -308,6 +308,43 @@ def test_get_step_result_returns_an_earlier_step_output_model(runtime: Runtime) 
     assert "no-such-step" in str(seen["unknown"])
 
 
+def test_get_step_result_of_a_foreach_step_is_its_list_by_id_and_refused_by_step(
+    runtime: Runtime,
+) -> None:
+    # Typed to give one model, the step form failed the run with pydantic's raw error
+    # on the list of outputs.
+    seen: dict[str, Any] = {}
+    double = create_step(
+        id="double",
+        input_schema=Count,
+        output_schema=Count,
+        execute=lambda ctx: Count(count=ctx.input_data.count * 2),
+    )
+
+    def after(ctx):
+        seen["by_id"] = ctx.get_step_result("double")
+        try:
+            ctx.get_step_result(double)
+        except TypeError as exc:
+            seen["by_step"] = exc
+        return Count(count=len(seen["by_id"]))
+
+    workflow = (
+        create_workflow(id="each-result", input_schema=Value, output_schema=Count)
+        .map(lambda ctx: [{"count": 1}, {"count": 2}])
+        .foreach(double)
+        .map(lambda ctx: {"count": 0})
+        .then(create_step(id="after", input_schema=Count, output_schema=Count, execute=after))
+        .commit()
+    )
+    result = runtime.register(workflow).create_run().start(input_data={"value": "v"})
+
+    assert result.status == "success", result.error
+    assert seen["by_id"] == [Count(count=2), Count(count=4)]
+    assert "ran as a foreach body" in str(seen["by_step"])
+    assert "ctx.get_step_result('double') (by id)" in str(seen["by_step"])
+
+
 def test_get_step_result_is_per_run(runtime: Runtime) -> None:
     seen: dict[str, Any] = {}
     first = create_step(
