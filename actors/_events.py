@@ -39,7 +39,7 @@ class EventLog:
         events: The newest events, oldest first.
         next_seq: The number the next event gets.
         status: The run's status in the last snapshot seen.
-        steps: Each step's status and attempts in the last snapshot seen.
+        steps: Each step's status, attempts and loop iterations in the last snapshot seen.
         record_seq: The ``seq`` of the last snapshot seen (``-1``: none).
         created_at: When the run of that snapshot was created: a run deleted and
             made again under the same id is another run.
@@ -51,7 +51,7 @@ class EventLog:
         self.events: deque[RunEvent] = deque(maxlen=EVENT_LOG_SIZE)
         self.next_seq = 1
         self.status = ""
-        self.steps: dict[str, tuple[str, int]] = {}
+        self.steps: dict[str, tuple[str, int, int]] = {}
         self.record_seq = -1
         self.created_at: float | None = None
 

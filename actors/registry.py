@@ -395,7 +395,7 @@ class RegistryActor(ThreadActor):
         events = run_events(snapshot, log.status, log.steps, log.next_seq)
         log.status = snapshot["status"]
         log.steps = {
-            path: (step["status"], step.get("attempts", 1))
+            path: (step["status"], step.get("attempts", 1), step.get("iterations") or 0)
             for path, step in snapshot["steps"].items()
         }
         log.record_seq = record.seq

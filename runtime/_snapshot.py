@@ -2076,7 +2076,7 @@ _STEP_GOING_ON: Final = frozenset({StepStatus.RUNNING, StepStatus.WAITING})
 def run_events(
     snapshot: Snapshot,
     last_status: str,
-    last_steps: dict[str, tuple[str, int]],
+    last_steps: dict[str, tuple[str, int, int]],
     first_seq: int = 1,
 ) -> list[RunEvent]:
     """The events between the last snapshot a watcher saw and this one.
@@ -2089,7 +2089,10 @@ def run_events(
     Args:
         snapshot: The new snapshot.
         last_status: The run's status in the last one (``""`` for none).
-        last_steps: Each step's status and attempts in the last one.
+        last_steps: Each step's status, attempts and loop iterations in the last one.
+            Snapshots may be skipped (another process's watcher reads the newest
+            only): a loop's step seen running at a later iteration ended the
+            one before and started again, which is not a retry.
         first_seq: The number of the first event; the others follow it.
     """
     run_id, status = snapshot["run_id"], snapshot["status"]
@@ -2118,11 +2121,17 @@ def run_events(
     for path, step in snapshot["steps"].items():
         seen = last_steps.get(path)
         step_status, attempts = step["status"], step.get("attempts", 1)
-        if seen == (step_status, attempts):
+        iterations = step.get("iterations") or 0
+        if seen == (step_status, attempts, iterations):
             continue
         kinds: list[tuple[str, datetime]] = []
+        started = _when(step.get("started_at")) or changed
         if seen is None or (seen[0] != StepStatus.RUNNING and step_status == StepStatus.RUNNING):
-            kinds.append(("step_started", _when(step.get("started_at")) or changed))
+            kinds.append(("step_started", started))
+        elif seen[0] == StepStatus.RUNNING and iterations != seen[2]:
+            # A loop's next iteration, the one seen running having ended unseen.
+            kinds.append(("step_finished", started))
+            kinds.append(("step_started", started))
         elif step_status == StepStatus.RUNNING and attempts != seen[1]:
             kinds.append(("step_retrying", changed))
         if step_status not in _STEP_GOING_ON:

@@ -481,3 +481,29 @@ def test_a_watch_opened_while_the_store_is_ahead_leaves_the_others_told_everythi
     ]
     assert told[-1][2] == "success"
     assert [seq for seq, _, _ in told] == [1, 2, 3, 4, 5]
+
+
+def test_a_loops_next_iteration_seen_late_is_told_as_an_end_and_a_start_not_a_retry(
+    registry: pykka.ActorRef[Any], store: MemoryStore
+) -> None:
+    # Another process's watcher reads the newest record only: between two of its reads a
+    # loop's step may have been retried, then gone round again. That is not a retry.
+    store.create(record("r", 0, "pending"))
+    watcher = subscribe(registry, "r")
+    running = {"status": "running", "output": None, "started_at": 1.0, "ended_at": None}
+    take(registry, record("r", 1, "running", steps={"loop": {**running, "attempts": 2}}))
+    later = {**running, "started_at": 2.0, "iterations": 3}
+    take(registry, record("r", 2, "running", steps={"loop": later}))
+    done = {**later, "status": "success", "output": {"value": "v"}, "ended_at": 3.0}
+    take(registry, record("r", 3, "success", steps={"loop": done}, result={"value": "v"}))
+
+    told = [(kind, status) for _, kind, status in drained(watcher)]
+    assert told == [
+        ("status", "pending"),
+        ("status", "running"),
+        ("step_started", "running"),
+        ("step_finished", "running"),  # the iteration (or attempt) seen running ended
+        ("step_started", "running"),  # and the third iteration began
+        ("step_finished", "success"),
+        ("status", "success"),
+    ]
