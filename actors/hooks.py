@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import inspect
+import itertools
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
 import pykka
@@ -19,13 +21,17 @@ from runtime._model import RunOutcome, RunStatus
 from runtime._plan import ExecutionPlan
 from runtime._snapshot import Snapshot, copy_plain
 from runtime._stores.base import SnapshotRecord
-from runtime._sync import serving
+from runtime._sync import on_run_waits, serving
 from runtime._tracing import emit
 
 __all__ = ["HookRunner", "outcome_of"]
 
 HOOK_THREADS: Final = 2
-"""Threads that call hooks: a slow hook holds up the ends of other runs with hooks, no more."""
+"""Threads that call hooks: a slow hook holds up the ends of other runs with hooks, no more.
+
+A hook that waits for another run (``run.start()``, ``run.wait()``) does not count
+meanwhile: that run's own hooks may need a thread to end, so one more is started
+when hooks are queued and every thread counted is busy."""
 
 
 def outcome_of(snapshot: Snapshot) -> RunOutcome:
@@ -57,7 +63,7 @@ class HookRunner:
     """
 
     def __init__(self) -> None:
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: _HookThreads | None = None
         self._lock = threading.Lock()
         self._pending: set[concurrent.futures.Future[None]] = set()
 
@@ -89,7 +95,7 @@ class HookRunner:
         then: Callable[[], object],
     ) -> None:
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(HOOK_THREADS, thread_name_prefix="callboard-hooks")
+            self._executor = _HookThreads(HOOK_THREADS)
         try:
             future = self._executor.submit(fn, plan, snapshot, then, self)
         except RuntimeError:  # shut down: call them here rather than skip them
@@ -134,10 +140,91 @@ class HookRunner:
         executor = self._executor
         if executor is None:
             return
-        executor.shutdown(wait=False)
+        executor.shutdown()
         with self._lock:
             pending = list(self._pending)
         concurrent.futures.wait(pending, timeout)
+
+
+class _HookThreads:
+    """Threads that take calls in order: ``size`` of them, and more while some wait for runs.
+
+    A thread whose hook waits for another run (see :func:`~runtime._sync.on_run_waits`)
+    is not counted: were the threads all waiting, the hooks of the runs they wait
+    for could never be called, and none would end.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._cond = threading.Condition(threading.Lock())
+        self._calls: deque[tuple[concurrent.futures.Future[None], Callable[[], None]]] = deque()
+        self._live = 0  # threads
+        self._idle = 0  # threads waiting for a call
+        self._waiting = 0  # threads whose hook waits for a run
+        self._shut = False
+        self._names = itertools.count(1)
+
+    def submit(self, fn: Callable[..., None], /, *args: Any) -> concurrent.futures.Future[None]:
+        """Call ``fn(*args)`` on a thread; its future.
+
+        Raises:
+            RuntimeError: after :meth:`shutdown`.
+        """
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        with self._cond:
+            if self._shut:
+                raise RuntimeError("the hook threads are shut down")
+            self._calls.append((future, functools.partial(fn, *args)))
+            self._more()
+        return future
+
+    def shutdown(self) -> None:
+        """Take no more calls; the threads end once the calls handed over are done."""
+        with self._cond:
+            self._shut = True
+            self._cond.notify_all()
+
+    def _more(self) -> None:
+        """Wake an idle thread for a call, or start one if every thread counted is busy."""
+        if self._idle:
+            self._cond.notify()
+        elif self._live - self._waiting < self._size:
+            self._live += 1
+            thread = threading.Thread(
+                target=self._work, name=f"callboard-hooks-{next(self._names)}", daemon=False
+            )
+            thread.start()
+
+    def _work(self) -> None:
+        on_run_waits(self._wait_began, self._wait_ended)
+        while True:
+            with self._cond:
+                while not self._calls and not self._shut and self._live <= self._size:
+                    self._idle += 1
+                    self._cond.wait()
+                    self._idle -= 1
+                if not self._calls:  # shut down, or one more than needed: let it go
+                    self._live -= 1
+                    return
+                future, call = self._calls.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                call()
+            except BaseException as exc:  # told to the future, as an executor does
+                future.set_exception(exc)
+            else:
+                future.set_result(None)
+
+    def _wait_began(self, run_id: str) -> None:
+        with self._cond:
+            self._waiting += 1
+            if self._calls:
+                self._more()
+
+    def _wait_ended(self) -> None:
+        with self._cond:
+            self._waiting -= 1
 
 
 def _call_start_hook(

@@ -984,6 +984,40 @@ def test_a_hook_that_raises_is_logged_and_the_run_still_succeeds(runtime: Runtim
     assert queried.status == RunStatus.SUCCESS
 
 
+def test_hooks_waiting_for_runs_whose_own_hooks_need_a_thread_do_not_hold_them_up(
+    runtime: Runtime,
+) -> None:
+    # Two runs end at once, and each one's on_finish starts a run whose workflow has an
+    # on_finish too, and waits for it. Both hook threads then waited, and the new runs'
+    # hooks (so their ends) had no thread: each wait lasted until its timeout.
+    both_in_hooks = threading.Barrier(2, timeout=WAIT)
+    told: list[str] = []
+    follow = runtime.register(
+        create_workflow(
+            id="follow-up", input_schema=N, output_schema=N, on_finish=lambda outcome: None
+        )
+        .then(counting_step("follow", Calls()))
+        .commit()
+    )
+
+    def on_finish(outcome: RunOutcome) -> None:
+        both_in_hooks.wait()
+        result = follow.create_run().start(input_data={"n": 1}, timeout=WAIT)
+        told.append(result.status)
+
+    first = runtime.register(
+        create_workflow(id="first", input_schema=N, output_schema=N, on_finish=on_finish)
+        .then(counting_step("work", Calls()))
+        .commit()
+    )
+    runs = [first.create_run() for _ in range(2)]
+    for run in runs:
+        run.start_async(input_data={"n": 1})
+
+    assert [run.wait(2 * WAIT).status for run in runs] == [RunStatus.SUCCESS] * 2
+    assert told == [RunStatus.SUCCESS] * 2
+
+
 def test_an_async_hook_is_awaited(runtime: Runtime) -> None:
     seen: list[str] = []
 
