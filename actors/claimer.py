@@ -30,6 +30,7 @@ from typing import Final
 
 from runtime import _clock
 from runtime._errors import StoreError
+from runtime._model import TERMINAL_STATUSES
 from runtime._plan import ExecutionPlan
 from runtime._stores.base import Claimed, SharedStore
 from runtime._tracing import emit
@@ -136,6 +137,21 @@ class LeaseGuard:
                     except StoreError:
                         return True
         return self._store.holds(run_id)
+
+    def why_not(self, run_id: str) -> str | None:
+        """Why a step of ``run_id`` may not start here, as :meth:`may_start` found.
+
+        ``None`` when the run ended or went meanwhile (cancelled, say): no
+        step of it starts anywhere, and nothing is amiss.
+        """
+        try:
+            record = self._store.load(run_id)
+        except StoreError:
+            record = None  # the store said no just now: the lease is the likelier cause
+        else:
+            if record is None or record.status in TERMINAL_STATUSES:
+                return None
+        return "this worker no longer holds the run: its lease lapsed meanwhile"
 
 
 class Claimer:

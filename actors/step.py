@@ -125,12 +125,13 @@ class StepActor(ThreadActor):
         if guard is not None and not guard.may_start(call.run_id):
             # Another worker took the run while this one stalled past its lease: the
             # step must not run here (its output would be fenced off, its effects not).
+            reason = guard.why_not(call.run_id)
             emit(
-                logging.WARNING,
+                logging.DEBUG if reason is None else logging.WARNING,
                 "step_not_started",
                 run_id=call.run_id,
                 step_id=call.step_id,
-                reason="this worker no longer holds the run: its lease lapsed meanwhile",
+                reason=reason or "the run ended (was cancelled, say) or was deleted meanwhile",
             )
             tell_safely(call.reply_to, AbortRun(error=None, lost=True))
             return

@@ -108,6 +108,9 @@ def test_a_woken_worker_starts_no_step_of_a_run_cancelled_while_it_stalled(
     assert run.wait(timeout=WAIT).status == "canceled"
     [held_back] = [e for e in logs if e["event"] == "step_not_started"]
     assert (held_back["run_id"], held_back["step_id"]) == (run.run_id, "beta")
+    # Not a lapsed lease to warn of: the run was cancelled meanwhile, as it should be.
+    assert held_back["reason"].startswith("the run ended (was cancelled, say)")
+    assert held_back["log_level"] == "debug"
     # The worker lives on, with a lease of its own again, and takes new runs.
     monkeypatch.setattr(_probes, "observer", None)
     after = wf.create_run()
