@@ -111,6 +111,19 @@ RACED_QUEUED = (
     .commit()
 )
 WORKFLOWS = {"steps": RACED, "foreach": RACED_FOREACH, "queued": RACED_QUEUED}
+STORM_AT_MOST = 8
+"""A storm lasts SECONDS, and up to this many times longer until enough calls went through
+(a loaded machine makes fewer in the same time)."""
+
+
+def _storming(until: float, enough: Callable[[], bool]) -> bool:
+    """Whether a storm goes on: for SECONDS, then until ``enough()`` (for a while at most)."""
+    now = time.monotonic()
+    if now < until:
+        return True
+    return now < until + (STORM_AT_MOST - 1) * SECONDS and not enough()
+
+
 KINDS = [
     "start", "start_same", "resume", "resume_item", "resume_wrong", "cancel", "delete",
     "restart", "wait", "watch", "get", "list",
@@ -316,9 +329,14 @@ def _storm(
     surprises: list[str] = []
     calls: list[tuple[float, float, str | None, str, str]] = [] if calls_out is None else calls_out
 
+    least = 10 if during is None else 5
+
+    def enough() -> bool:
+        return answers["start: ok"] > least and answers["cancel: ok"] > least
+
     def storm(seed: int, wf: Any, until: float) -> None:
         rng = random.Random(seed)
-        while time.monotonic() < until:
+        while _storming(until, enough):
             kind = rng.choice(KINDS)
             with lock:
                 run_id = rng.choice(ids[-4:]) if ids else None
@@ -378,9 +396,9 @@ def _storm(
     if not fenced_allowed:  # one process drives every run: nothing is fenced off
         assert [e for e in logs if e["event"] == "run_fenced"] == []
     # The storm made its calls: that many of each kind went through. (With a fault
-    # injected, part of its two seconds is the fault's, and on a loaded machine fewer do.)
-    least = 10 if during is None else 5
-    assert answers["start: ok"] > least and answers["cancel: ok"] > least, answers
+    # injected, part of its two seconds is the fault's; on a loaded machine it goes on
+    # longer, until they did.)
+    assert enough(), answers
     return answers
 
 
@@ -570,9 +588,12 @@ def test_awaitable_calls_raced_on_one_loop_answer_as_documented(each_store: Any)
     surprises: list[str] = []
     answers: Counter[str] = Counter()
 
+    def enough() -> bool:
+        return answers["start: ok"] > 10 and answers["watch: ok"] > 10
+
     async def client(seed: int, wf: Any, until: float) -> None:
         rng = random.Random(seed)
-        while time.monotonic() < until:
+        while _storming(until, enough):
             kind = rng.choice(KINDS)
             run_id = rng.choice(ids[-4:]) if ids else None
             try:
@@ -593,8 +614,8 @@ def test_awaitable_calls_raced_on_one_loop_answer_as_documented(each_store: Any)
             await asyncio.gather(*(client(seed, wf, until) for seed in range(2 * THREADS)))
             return await wf.create_run().astart(input_data={"n": 1}, timeout=WAIT)
 
-    fresh = asyncio.run(asyncio.wait_for(main(), SECONDS + 3 * WAIT))
+    fresh = asyncio.run(asyncio.wait_for(main(), STORM_AT_MOST * SECONDS + 3 * WAIT))
 
     assert surprises == []
     assert fresh.status == "success" and fresh.result == {"n": 2}
-    assert answers["start: ok"] > 10 and answers["watch: ok"] > 10, answers
+    assert enough(), answers
