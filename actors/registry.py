@@ -288,6 +288,12 @@ class RegistryActor(ThreadActor):
         log = self._logs.get(run_id)
         if log is None:
             log = self._logs.new(run_id, self._channels)
+            if message.from_seq is not None and message.from_seq > 0:
+                # The client's numbers come from a log this runtime does not have (another
+                # process's, before a restart, or one that went): nothing here is "after"
+                # them. The run's events are told again, numbered on from the client's
+                # last, so that it takes them, and the run's end, as new.
+                log.next_seq = message.from_seq + 1
         current = self._live.get(run_id) or self._store.load(run_id)
         if current is not None:
             events = self._advance(log, current)

@@ -507,3 +507,25 @@ def test_a_loops_next_iteration_seen_late_is_told_as_an_end_and_a_start_not_a_re
         ("step_finished", "success"),
         ("status", "success"),
     ]
+
+
+def test_a_reconnect_numbered_by_a_log_this_registry_lacks_is_told_the_run_again(
+    registry: pykka.ActorRef[Any], store: MemoryStore
+) -> None:
+    # A stream's client reconnects to a runtime that has no log of the run (another
+    # process, a restart, a log that went): it was told nothing after its last number,
+    # and its stream ended without the run's end, so it reconnected again and again.
+    step = {"status": "success", "output": {"value": "out"}, "started_at": 1.0, "ended_at": 2.0}
+    store.create(record("r", 0, "pending"))
+    store.save([record("r", 5, "success", steps={"a": step}, result={"value": "out"})])
+    channel: EventChannel[Any] = EventChannel()
+    registry.ask(SubscribeRun(run_id="r", channel=channel, from_seq=40), timeout=WAIT)
+
+    told = drained(channel)
+    assert [seq for seq, _, _ in told] == [41, 42, 43, 44]
+    assert [kind for _, kind, _ in told] == ["status", "step_started", "step_finished", "status"]
+    assert told[-1][2] == "success"
+    # A log this registry keeps goes on from where it is.
+    again: EventChannel[Any] = EventChannel()
+    registry.ask(SubscribeRun(run_id="r", channel=again, from_seq=42), timeout=WAIT)
+    assert [seq for seq, _, _ in drained(again)] == [43, 44]
