@@ -6,7 +6,7 @@ import math
 import numbers
 import re
 from datetime import timedelta
-from typing import Any, Final, Self, cast
+from typing import TYPE_CHECKING, Any, Final, Self, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -178,6 +178,19 @@ class RetryConfig(BaseModel):
     max_delay: float | None = Field(default=None, ge=0)
     jitter: float = Field(default=0.0, ge=0, le=1)
 
+    if TYPE_CHECKING:
+        # What a type checker without pydantic's plugin sees: the durations take a
+        # timedelta too (the fields hold seconds once validated).
+        def __init__(
+            self,
+            *,
+            attempts: int = 0,
+            delay: float | timedelta = 0.0,
+            backoff: float = 1.0,
+            max_delay: float | timedelta | None = None,
+            jitter: float = 0.0,
+        ) -> None: ...
+
     @field_validator("delay", "max_delay", mode="before")
     @classmethod
     def _seconds(cls, value: Any) -> Any:
@@ -215,6 +228,16 @@ class RetentionPolicy(BaseModel):
     max_age: float | None = Field(default=None, gt=0)
     max_runs: int | None = Field(default=None, ge=0)
     interval: float = Field(default=1.0, gt=0)
+
+    if TYPE_CHECKING:
+        # As RetryConfig's: the durations take a timedelta too.
+        def __init__(
+            self,
+            *,
+            max_age: float | timedelta | None = None,
+            max_runs: int | None = None,
+            interval: float | timedelta = 1.0,
+        ) -> None: ...
 
     @field_validator("max_age", "interval", mode="before")
     @classmethod

@@ -8,6 +8,7 @@ that code, and no other line may be an error: a regression in the annotations
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -85,3 +86,35 @@ def test_the_cases_expect_something() -> None:
         marks = _expected(case).values()
         assert any(kind == "reveals" for kind, _ in marks), case
         assert any(kind == "error" for kind, _ in marks), case
+
+
+_DURATIONS = '''
+from datetime import timedelta
+
+from runtime import RetentionPolicy, RetryConfig
+
+RetryConfig(delay=timedelta(milliseconds=10), max_delay=timedelta(seconds=1))
+RetentionPolicy(max_age=timedelta(days=7), interval=timedelta(minutes=5))
+RetryConfig(attempts=2, delay=0.5)
+RetryConfig(delay="soon")  # error
+'''
+
+
+@pytest.mark.timeout(300)
+def test_durations_take_a_timedelta_for_a_checker_without_pydantics_plugin(
+    tmp_path: Path,
+) -> None:
+    # The README promises seconds or a timedelta; without the pydantic plugin (most
+    # users' set-up) mypy saw the fields' own type, float, and refused the timedelta.
+    case = tmp_path / "durations.py"
+    case.write_text(_DURATIONS)
+    checked = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(case)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "MYPYPATH": str(ROOT)},
+    )
+    errors = [line for line in checked.stdout.splitlines() if ": error:" in line]
+    assert len(errors) == 1 and "durations.py:9:" in errors[0], checked.stdout
