@@ -88,7 +88,7 @@ def test_the_cases_expect_something() -> None:
         assert any(kind == "error" for kind, _ in marks), case
 
 
-_DURATIONS = '''
+_DURATIONS = """
 from datetime import timedelta
 
 from runtime import RetentionPolicy, RetryConfig
@@ -97,7 +97,7 @@ RetryConfig(delay=timedelta(milliseconds=10), max_delay=timedelta(seconds=1))
 RetentionPolicy(max_age=timedelta(days=7), interval=timedelta(minutes=5))
 RetryConfig(attempts=2, delay=0.5)
 RetryConfig(delay="soon")  # error
-'''
+"""
 
 
 @pytest.mark.timeout(300)
