@@ -68,11 +68,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import FrameType, TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, overload
 
 from runtime import _clock, _ids, _probes
 from runtime._runtime import Runtime
-from runtime._step import Step
+from runtime._step import In, Out, Step, _Returned
+from runtime._step_context import StepContext
 from runtime._stores.postgres import PostgresStore
 from runtime._stores.sqlite import SQLiteStore
 from runtime._workflow import Workflow
@@ -656,8 +657,19 @@ class Harness:
 
     # --- overrides and faults --------------------------------------------------------
 
+    @overload
+    def override(
+        self, step: Step[In, Out], fn: Callable[[StepContext[In]], _Returned[Out]]
+    ) -> None: ...
+
+    @overload
+    def override(self, step: str, fn: Callable[[Any], Any]) -> None: ...
+
     def override(self, step: Step[Any, Any] | str, fn: Callable[[Any], Any]) -> None:
         """Run ``fn(ctx)`` instead of the step's body, in this harness only.
+
+        Given the step itself, a type checker holds ``fn`` to the step's
+        types, as a body given to ``create_step``; given an id, it cannot.
 
         The step's input is validated before ``fn`` is called and what ``fn``
         returns is validated against the step's output schema, as for the

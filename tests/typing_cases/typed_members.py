@@ -16,6 +16,7 @@ from runtime import (
     create_step,
     create_workflow,
 )
+from runtime.testing import Harness
 
 
 class Order(BaseModel):
@@ -88,3 +89,13 @@ with Runtime() as runtime:
         shown: RunStreamEvent = event  # the name of what a stream yields
         if shown.type == "run_finish":
             reveal_type(shown)  # reveals: RunFinishEvent
+
+
+def fake_label(ctx: StepContext[Label]) -> Label:
+    return ctx.input_data
+
+
+with Harness() as harness:
+    harness.override(labelled, lambda ctx: Label(text=ctx.input_data.item))
+    harness.override(labelled, fake_label)  # error: arg-type
+    harness.override("label", fake_label)  # by id: the checker cannot know
