@@ -133,8 +133,7 @@ def main() -> None:
             floor = rows[0][1] or 1
             for when, heap, rss in rows:
                 print(
-                    f"{name:<8} | {when:<20} | {heap:>9,} kB | {heap / floor:>6.2f}x | "
-                    f"{rss:>7,} kB"
+                    f"{name:<8} | {when:<20} | {heap:>9,} kB | {heap / floor:>6.2f}x | {rss:>7,} kB"
                 )
 
 
