@@ -12,7 +12,8 @@ checking that no actor thread is left. Inside it:
   order. The next timer may also be a schedule's next tick, a rate window's
   opening, or the end of the lease of a worker that stopped renewing. With
   ``time_skipping=False`` the clock moves only when the test calls
-  :meth:`VirtualClock.advance`. Steps read it with ``ctx.now()``. A real
+  :meth:`VirtualClock.advance`, which walks through each timer due by then,
+  the runtime's timers set on the way included. Steps read it with ``ctx.now()``. A real
   ``time.sleep`` (or ``asyncio.sleep``) in a step is *not* skipped: it takes
   its real time, and holds the clock back meanwhile, no further than real
   time: a timer due while steps alone execute fires once as much real time
@@ -87,6 +88,10 @@ __all__ = [
 ]
 
 W = TypeVar("W", bound=Workflow[Any, Any])
+
+WALK_PATIENCE: Final = 2.0
+"""Real seconds ``clock.advance`` waits, before a timer it walks through, for steps that
+execute and make no progress; then it goes on without them."""
 
 SKIP_POLL: Final = 0.001
 """Seconds between two looks of the time skipper at the runtime: it jumps only after
@@ -189,6 +194,8 @@ class VirtualClock:
     def __init__(self, start: float | None = None) -> None:
         self._now = time.time() if start is None else float(start)
         self._lock = threading.Lock()
+        # Set by the open harness: moves the clock to a time through each timer before it.
+        self._walker: Callable[[float], None] | None = None
 
     def now(self) -> float:
         """The virtual time, in epoch seconds."""
@@ -196,6 +203,16 @@ class VirtualClock:
 
     def advance(self, seconds: float) -> None:
         """Move the clock ``seconds`` forward; the timers due by then fire, in order.
+
+        On a harness's clock this walks: it stops at each timer due by then,
+        and once the runtime has handled it (the run went on, and maybe set a
+        timer of its own, a next sleep, a retry's back-off, that is due by
+        then too) goes on to the next. So ``advance(20)`` takes a run through
+        two sleeps of 10 seconds, as 20 seconds would. It waits for steps
+        executing meanwhile, but gives up waiting on one that makes no
+        progress for :data:`WALK_PATIENCE` real seconds (one blocked until
+        the test itself does something next, say): the clock then goes on
+        without it.
 
         Args:
             seconds: How far; zero does nothing.
@@ -205,6 +222,10 @@ class VirtualClock:
         """
         if not seconds >= 0:  # NaN too
             raise ValueError(f"a clock only goes forward; got {seconds!r} seconds")
+        walker = self._walker
+        if walker is not None:
+            walker(self._now + seconds)
+            return
         # Inside jumping(): live workers renew their leases before any reaper sees the
         # new time, so only a worker that stopped renewing is found dead.
         with _clock.jumping(), self._lock:
@@ -510,6 +531,7 @@ class Harness:
             if self.seed is not None:
                 _seed_ids(self.seed)
             self._runtime = self._start_runtime()
+            self.clock._walker = self._walk_to
             if self.time_skipping:
                 self._skipping_done.clear()
                 self._skipper = threading.Thread(
@@ -545,6 +567,7 @@ class Harness:
 
     def _uninstall(self) -> None:
         global _active  # noqa: PLW0603
+        self.clock._walker = None
         self._skipping_done.set()
         if self._skipper is not None:
             self._skipper.join(5.0)
@@ -1020,18 +1043,76 @@ class Harness:
             if mark != last:
                 last = mark  # something happened: look again once it stays quiet
                 continue
-            due = [
-                system.timers.next_deadline(),
-                _claimer_wake(system),
-                _scheduler_due(runtime),
-                *self._store_deadlines(system, mark),
-            ]
-            deadlines = [when for when in due if when is not None]
-            if deadlines:
-                self.clock._jump_to(min(deadlines))
+            due = self._next_deadline(runtime, system, mark)
+            if due is not None:
+                self.clock._jump_to(due)
                 last = None
             else:
                 poll = IDLE_POLL  # quiet, and nothing to jump to: the next look can wait
+
+    def _next_deadline(self, runtime: Runtime, system: Any, mark: tuple[int, int]) -> float | None:
+        """The soonest of the runtime's timers, claimer and scheduler wakes, and store deadlines."""
+        due = [
+            system.timers.next_deadline(),
+            _claimer_wake(system),
+            _scheduler_due(runtime),
+            *self._store_deadlines(system, mark),
+        ]
+        return min((when for when in due if when is not None), default=None)
+
+    def _walk_to(self, target: float) -> None:
+        """``clock.advance``: to ``target`` through each deadline before it, each handled."""
+        clock = self.clock
+        stuck = False  # a step made no progress for WALK_PATIENCE: wait for it no more
+        while clock.now() < target:
+            found = self._once_quiet(patient=not stuck)
+            if found is None:
+                break  # no runtime to walk with (stopped, crashed)
+            due, stuck_now = found
+            stuck = stuck or stuck_now
+            if due is None or due > target:
+                break
+            if due > clock.now():
+                clock._jump_to(due)
+            elif stuck:
+                break  # due already, and what would handle it does not: leave it be
+            else:
+                time.sleep(SKIP_POLL)  # due already: the timer thread is firing it
+        clock._jump_to(target)
+
+    def _once_quiet(self, *, patient: bool) -> tuple[float | None, bool] | None:
+        """The next deadline once the runtime is quiet, and whether a step held that up.
+
+        Quiet: no step executing, the actors idle, the helpers too, and nothing
+        handled or submitted between two looks. Steps executing hold it up for
+        as long as calls keep being handled, or :data:`WALK_PATIENCE` without;
+        not at all unless ``patient``. ``None`` if there is no runtime to ask.
+        """
+        runtime = self._runtime
+        last: tuple[int, int] | None = None
+        progressed = time.monotonic()
+        while True:
+            if runtime is None:
+                return None
+            try:
+                system = _system_of(runtime)
+            except RuntimeError:
+                return None
+            counters = self._counters
+            mark = (counters.handled, counters.submitted)
+            executing = self._steps_executing()
+            busy = self._actors_busy(system) or not _helpers_idle(runtime, system)
+            if not busy and not executing and mark == last:
+                return self._next_deadline(runtime, system, mark), False
+            if mark != last:
+                last, progressed = mark, time.monotonic()
+            elif (
+                executing
+                and not busy
+                and (not patient or time.monotonic() - progressed > WALK_PATIENCE)
+            ):
+                return self._next_deadline(runtime, system, mark), True
+            time.sleep(SKIP_POLL)
 
     def _keep_up(
         self, runtime: Runtime, system: Any, since: tuple[float, float] | None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import threading
 import time
@@ -183,6 +184,67 @@ def test_without_time_skipping_the_clock_moves_only_when_advanced() -> None:
 
         harness.clock.advance(1)
         assert run.wait(timeout=BLOCK_LIMIT).status == "success"
+
+
+def test_advance_walks_through_each_timer_the_runs_set_on_the_way() -> None:
+    # A single jump fired the first sleep's timer only: the second sleep was set after
+    # it, from the new time, and the run stayed asleep though its 20 seconds had passed.
+    retried = itertools.count()
+
+    def flaky(ctx: StepContext[N]) -> N:
+        if next(retried) == 0:
+            raise RuntimeError("once")
+        return N(n=ctx.input_data.n + 1)
+
+    workflow = (
+        create_workflow(id="walked", input_schema=N, output_schema=N)
+        .sleep(10)
+        .then(_step("a"))
+        .sleep(5)
+        .then(create_step(id="flaky", input_schema=N, output_schema=N, execute=flaky, retries=1))
+        .commit()
+    )
+    with Harness(time_skipping=False) as harness:
+        bound = harness.register(workflow)
+        run = bound.create_run()
+        run.start_async(input_data={"n": 0})
+        wait_until(lambda: bound.get_workflow_run_execution_result(run.run_id).status == "waiting")
+        began = harness.clock.now()
+
+        harness.clock.advance(10 + 5 + 2)  # the two sleeps and the retry's back-off of 0
+
+        assert run.wait(timeout=BLOCK_LIMIT).status == "success"
+        assert harness.clock.now() == pytest.approx(began + 17)
+
+
+def test_advance_does_not_wait_for_ever_on_a_step_the_test_holds() -> None:
+    # A step blocked until the test lets it go makes no progress: the walk goes on
+    # without it after WALK_PATIENCE, and the timers due fire all the same.
+    held, release, let_go = threading.Event(), threading.Event(), threading.Event()
+
+    def hold(ctx: StepContext[N]) -> N:
+        held.set()
+        release.wait(BLOCK_LIMIT)
+        let_go.set()
+        return ctx.input_data
+
+    sleeper = create_workflow(id="sleeper", input_schema=N, output_schema=N).sleep(30).commit()
+    holder = (
+        create_workflow(id="holder", input_schema=N, output_schema=N)
+        .then(create_step(id="hold", input_schema=N, output_schema=N, execute=hold))
+        .commit()
+    )
+    with Harness(time_skipping=False) as harness:
+        asleep = harness.register(sleeper).create_run()
+        asleep.start_async(input_data={"n": 0})
+        harness.register(holder).create_run().start_async(input_data={"n": 0})
+        assert held.wait(BLOCK_LIMIT)
+        try:
+            harness.clock.advance(30)
+            assert not let_go.is_set()  # the walk did not wait for the held step to end
+            assert asleep.wait(timeout=BLOCK_LIMIT).status == "success"
+        finally:
+            release.set()
 
 
 def test_a_virtual_clock_never_goes_back() -> None:
