@@ -46,7 +46,12 @@ def restarted(snapshot: Snapshot) -> None:
     steps = snapshot["steps"]
     paths = list(steps)
     containers = {path for path in paths if any(other.startswith(path + ".") for other in paths)}
+    # A foreach's record holds one item's resume data, not each one's: its items that
+    # were resumed ask for a resume again.
+    progress = snapshot["progress"]
+    in_foreach = isinstance(progress, dict) and "done" in progress
     kept: dict[str, StepSnapshot] = {}
+    resumes: dict[str, Any] = {}
     for path, step in steps.items():
         if step["status"] == StepStatus.SUCCESS:
             kept[path] = step
@@ -55,13 +60,17 @@ def restarted(snapshot: Snapshot) -> None:
             # iteration it stopped in: without it the loop began again from its
             # first input, counting on from where it stopped.
             kept[path] = _reopened(step)
+        elif step.get("resume_payload") is not None and not in_foreach:
+            # It failed (or was cancelled) after a resume: it runs again with the data it
+            # was resumed with, as a retry would, rather than ask for it anew.
+            resumes[path] = step["resume_payload"]
         # Any other step that did not succeed runs again, with a new record.
     snapshot["steps"] = kept
     snapshot["status"] = RunStatus.RUNNING.value
     snapshot["error"] = None
     snapshot["result"] = None
     snapshot["suspended"] = {}
-    snapshot["resume"] = None
+    snapshot["resume"] = resumes or None
     snapshot["wake_at"] = None
     snapshot.pop("resumed", None)
     snapshot["restarts"] = snapshot.get("restarts", 0) + 1

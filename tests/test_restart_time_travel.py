@@ -142,6 +142,56 @@ def test_only_a_failed_or_canceled_run_restarts(runtime: Runtime) -> None:
         wf.create_run().restart()
 
 
+class Answer(BaseModel):
+    answer: str
+
+
+def _approve(ctx):  # type: ignore[no-untyped-def]
+    calls["approve"] += 1
+    if ctx.resume_data is None:
+        ctx.suspend({"question": "ship it?"})
+    if broken["second"]:
+        raise RuntimeError("the shipping service is down")
+    return Value(value=f"{ctx.input_data.value}:{ctx.resume_data.answer}")
+
+
+approving = (
+    create_workflow(id="approving", input_schema=Value, output_schema=Value)
+    .then(first)
+    .then(
+        create_step(
+            id="approve",
+            input_schema=Value,
+            output_schema=Value,
+            execute=_approve,
+            resume_schema=Answer,
+        )
+    )
+    .commit()
+)
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_a_step_that_failed_after_its_resume_restarts_with_its_resume_data(
+    store: str, tmp_path: Path
+) -> None:
+    # It ran again without the data, suspended again, and asked the approver anew.
+    with Runtime(store=store if store == "memory" else tmp_path / "runs.db") as rt:
+        run = rt.register(approving).create_run()
+        assert run.start(input_data={"value": "v"}, timeout=WAIT).status == "suspended"
+        failed = run.resume(resume_data={"answer": "yes"}, timeout=WAIT)
+        assert failed.status == "failed"
+        assert failed.steps["approve"].resume_payload == {"answer": "yes"}
+        broken["second"] = False
+
+        result = run.restart(timeout=WAIT)
+
+    assert result.status == "success", result.error
+    assert result.result == {"value": "v-1:yes"}
+    assert result.steps["approve"].resume_payload == {"answer": "yes"}
+    assert calls == Counter(first=1, approve=3)  # suspend, fail, succeed: no second ask
+
+
 def test_restart_on_sqlite_across_a_process_restart(tmp_path: Path) -> None:
     db = tmp_path / "runs.db"
     with Runtime(store=db) as rt:
