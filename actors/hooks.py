@@ -196,7 +196,7 @@ class _HookThreads:
             thread.start()
 
     def _work(self) -> None:
-        on_run_waits(self._wait_began, self._wait_ended)
+        on_run_waits(self._wait_began, self._wait_ended, step=False)
         while True:
             with self._cond:
                 while not self._calls and not self._shut and self._live <= self._size:

@@ -112,14 +112,19 @@ def served_run() -> str | None:
     return served()[0]
 
 
-def on_run_waits(began: Callable[[str], None], ended: Callable[[], None]) -> None:
+def on_run_waits(
+    began: Callable[[str], None], ended: Callable[[], None], *, step: bool = True
+) -> None:
     """Have the calling thread report its waits for runs: ``began(run_id)``, then ``ended()``.
 
     A step actor's thread calls it once: a step body that blocks until another
     run ends (``run.start()`` or ``run.wait()`` inside a step) then tells its
-    pool, which does not count the thread against its bound meanwhile.
+    pool, which does not count the thread against its bound meanwhile. A hook
+    thread does too, with ``step`` false: a test harness counts only steps'
+    waits among the calls it sees under way.
     """
     _this_thread.hooks = (began, ended)
+    _this_thread.step = step
 
 
 def wait_for_a_run(
@@ -138,7 +143,7 @@ def wait_for_a_run(
     began, ended = hooks
     began(run_id)
     try:
-        parked = _probes.parked
+        parked = _probes.parked if getattr(_this_thread, "step", True) else None
         if parked is None:
             return wait(timeout)
         with parked():

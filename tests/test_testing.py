@@ -247,6 +247,37 @@ def test_advance_does_not_wait_for_ever_on_a_step_the_test_holds() -> None:
             release.set()
 
 
+def test_a_hook_waiting_for_a_run_does_not_hide_that_runs_step_from_time_skipping() -> None:
+    # The hook's wait counted as a step's (parked), which hid the step executing for
+    # real meanwhile: the clock jumped to that step's timeout, and failed it.
+    def slow(ctx: StepContext[N]) -> N:
+        time.sleep(0.3)  # real time: the clock must keep up with it, not jump past it
+        return ctx.input_data
+
+    followed = (
+        create_workflow(id="followed", input_schema=N, output_schema=N)
+        .then(create_step(id="slow", input_schema=N, output_schema=N, execute=slow, timeout=60))
+        .commit()
+    )
+    told: list[str] = []
+    with Harness() as harness:
+        follow = harness.register(followed)
+
+        def on_finish(outcome: Any) -> None:
+            told.append(follow.create_run().start(input_data={"n": 1}, timeout=BLOCK_LIMIT).status)
+
+        first = harness.register(
+            create_workflow(id="first", input_schema=N, output_schema=N, on_finish=on_finish)
+            .then(_step("a"))
+            .commit()
+        )
+        assert (
+            first.create_run().start(input_data={"n": 0}, timeout=BLOCK_LIMIT).status == "success"
+        )
+
+    assert told == ["success"]
+
+
 def test_a_virtual_clock_never_goes_back() -> None:
     clock = VirtualClock(start=100.0)
     clock.advance(0)
