@@ -249,9 +249,15 @@ class SnapshotTaken:
 
 @dataclass(frozen=True, slots=True)
 class SettledCommitted:
-    """A run's terminal (or suspended) snapshot is committed: wake whoever waits for the run."""
+    """A run's terminal (or suspended) snapshot is committed: wake whoever waits for the run.
+
+    ``record`` is that snapshot's: its events are told to the run's watchers
+    now, not when it was taken, so that nobody is told an end a crash could
+    still undo.
+    """
 
     run_id: str
+    record: SnapshotRecord | None = None
 
 
 @dataclass(frozen=True, slots=True)

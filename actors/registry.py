@@ -188,7 +188,11 @@ class RegistryActor(ThreadActor):
             if on_recorded is not None:
                 on_recorded(False)  # nobody may wait for ever on a write that never happens
             raise
-        if record.run_id in self._logs:
+        if record.run_id in self._logs and not (
+            self._durable and not message.stored and record.status in SETTLED_STATUSES
+        ):
+            # A durable store's settle is told once committed (_on_settled_committed):
+            # told now, a crash before the commit could undo the end a watcher was told.
             self._publish(record)
 
     def _store_snapshot(self, message: SnapshotTaken) -> None:
@@ -239,6 +243,8 @@ class RegistryActor(ThreadActor):
             on_recorded(stored is not None and stored.seq >= record.seq)
 
     def _on_settled_committed(self, message: SettledCommitted) -> None:
+        if message.record is not None and message.run_id in self._logs:
+            self._publish(message.record)
         self._wake(message.run_id)
 
     def _wake(self, run_id: str) -> None:
@@ -585,7 +591,7 @@ class _Saved:
         if self.ack_to is not None:
             tell_safely(self.ack_to, SnapshotCommitted(seq=self.record.seq))
         if self.settles:
-            tell_safely(self.me, SettledCommitted(run_id=self.record.run_id))
+            tell_safely(self.me, SettledCommitted(run_id=self.record.run_id, record=self.record))
 
     def refused(self, exc: BaseException) -> None:
         """The store refused the record for good.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from runtime._stores.base import SnapshotRecord
 from runtime._stores.memory import MemoryStore
 from runtime._stores.sqlite import SQLiteStore
 from runtime._sync import ChannelClosed, EventChannel
+from tests._support import wait_until
 
 WAIT = 10.0
 TERMINAL = {"success", "failed"}
@@ -529,3 +530,55 @@ def test_a_reconnect_numbered_by_a_log_this_registry_lacks_is_told_the_run_again
     again: EventChannel[Any] = EventChannel()
     registry.ask(SubscribeRun(run_id="r", channel=again, from_seq=42), timeout=WAIT)
     assert [seq for seq, _, _ in drained(again)] == [43, 44]
+
+
+class HeldCommits(MemoryStore):
+    """A durable store in memory whose commits come when the test says: saved, not committed."""
+
+    durable = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.commits: list[Callable[[], None]] = []
+
+    def save(
+        self,
+        records: Any,
+        on_commit: Callable[[], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        super().save(records)
+        if on_commit is not None:
+            self.commits.append(on_commit)
+
+
+def test_on_a_durable_store_watchers_are_told_a_runs_end_once_it_is_committed() -> None:
+    # Told when taken, a watcher (a UI's stream) saw the run succeed; a crash before
+    # the commit then ran its last step again, and it could end otherwise.
+    store = HeldCommits()
+    ref = RegistryActor.start(store)
+    try:
+        store.create(record("r", 0, "pending"))
+        watcher = subscribe(ref, "r")
+        take(ref, record("r", 1, "running"))
+        store.commits.pop()()
+        ref.ask(SnapshotTaken(record=record("r", 2, "success"), terminal=True), timeout=WAIT)
+
+        ref.ask(SubscribeRun(run_id="other", channel=EventChannel()), timeout=WAIT)  # a turn
+        assert [event.type for event in _taken(watcher)] == ["status", "status"]  # not the end
+        assert not watcher.closed
+
+        store.commits.pop()()  # now it is durable
+        wait_until(lambda: watcher.closed, timeout=WAIT, what="the watch ends with the run")
+        told = drained(watcher)
+        assert [(kind, status) for _, kind, status in told] == [("status", "success")]
+    finally:
+        ref.stop(timeout=WAIT)
+
+
+def _taken(channel: EventChannel[Any]) -> list[Any]:
+    """The events queued in an open channel, taken."""
+    taken = []
+    while len(channel):
+        taken.append(channel.get(0))
+    return taken
