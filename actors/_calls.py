@@ -63,6 +63,8 @@ class Job:
         item: For a foreach item's call, the item's index.
         attempt: How many times the step was retried before this call.
         timer: The step's timeout timer, once it is handed over.
+        delay: Seconds to wait before handing it over: what was left of a
+            retry's back-off when the run was recovered.
     """
 
     call: StepActorMessage
@@ -72,6 +74,7 @@ class Job:
     item: int | None = None
     attempt: int = 0
     timer: TimerHandle | None = None
+    delay: float | None = None
 
 
 class Calls:
@@ -307,9 +310,16 @@ class Calls:
         again after a crash; while ``gated`` is off they go at once.
         """
         running = self._jobs
+        waiting = [job for job in jobs if job.delay is not None]
+        if waiting:
+            jobs = [job for job in jobs if job.delay is None]
         for job in jobs:
             running[job.call.token] = job
         seq = self._announce()
+        for job in waiting:  # in a back-off that a recovery found under way: its rest
+            self.retry_later(job, job.delay or 0.0)
+        if not jobs:
+            return
         if self._awaiting_commit is not None and self.gated:  # on a durable store
             self._awaiting_commit.append((seq, jobs))
         else:
@@ -346,14 +356,19 @@ class Calls:
             job.signal.abort(AbortReason.TIMEOUT.value)
         return job
 
-    def retry_later(self, job: Job, policy: RetryPolicy) -> None:
-        """Hand ``job`` (a failed step's next attempt) over after the policy's back-off.
+    @staticmethod
+    def backoff(job: Job, policy: RetryPolicy) -> float:
+        """Seconds to wait before ``job``, a failed step's next attempt, as the policy says."""
+        return policy.delay_before(job.attempt, _rng)
+
+    def retry_later(self, job: Job, delay: float) -> None:
+        """Hand ``job`` (a failed step's next attempt) over after ``delay`` seconds.
 
         The wait holds no thread: a timer tells the run actor when the time
         has come, and the run actor calls :meth:`retry_due`.
         """
         token = job.call.token
-        delay = policy.delay_before(job.attempt, _rng)
+        job.delay = None
         handle = self._after(delay, TimerFired(token, "retry"))
         self._retrying[token] = (job, handle)
 

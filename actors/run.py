@@ -528,6 +528,8 @@ class RunActor(DispatchedActor):
         snapshot = self._snapshot
         snapshot["carry"] = carry
         snapshot["progress"] = None
+        if "retries" in snapshot:  # the node's retries, done with it
+            del snapshot["retries"]
         self._enter(index)
 
     def _complete(self, result: Any = None, *, validated: bool = False) -> None:
@@ -585,17 +587,22 @@ class RunActor(DispatchedActor):
         resume_data = None
         resume = snapshot["resume"]
         attempt = 0
+        delay: float | None = None
         if item is None:
             previous = snapshot["steps"].get(path)
             record = self._record_step(path, payload, iterations=iteration)
             resumed_before = None
             if previous is not None and previous["status"] == _STEP_RUNNING:
                 # Recovered in its retries' back-off (or in a retry): the calls made
-                # count against its budget, as they would have without the stop.
+                # count against its budget, as they would have without the stop, and
+                # what is left of the back-off is waited out.
                 attempts = previous.get("attempts")
                 if attempts is not None and attempts > 1:
                     attempt = attempts - 1
                     record["attempts"] = attempts
+                    entry = (snapshot.get("retries") or {}).get(path)
+                    if entry is not None:
+                        delay = _left(entry[1])
                 # Recovered while it ran on a resume: its resume data was taken out of
                 # the run's pending resumes when it began, and the committed resume was
                 # lost (the step ran again without it, and suspended again).
@@ -621,7 +628,12 @@ class RunActor(DispatchedActor):
                     k: v for k, v in snapshot["suspended"].items() if k != path
                 }
                 self._encoder.suspended_changed(path, gone=True)
-        elif resume and (key := item_path(path, item)) in resume:
+        else:
+            # An item recovered in its retries' back-off (or in a retry), as a step is.
+            entry = (snapshot.get("retries") or {}).get(item_path(path, item))
+            if entry is not None:
+                attempt, delay = int(entry[0]), _left(entry[1])
+        if item is not None and resume and (key := item_path(path, item)) in resume:
             # A suspended item of a foreach, resumed: it alone gets the data. The data
             # stays among the pending resumes until the item ends or suspends again: a
             # crash meanwhile runs the item again with it (it ran again without, and
@@ -631,7 +643,7 @@ class RunActor(DispatchedActor):
                 snapshot["suspended"] = {k: v for k, v in snapshot["suspended"].items() if k != key}
                 self._encoder.suspended_changed(key, gone=True)
             snapshot["steps"][path]["resume_payload"] = resume_data
-        return self._calls.step(
+        job = self._calls.step(
             index,
             step_node,
             payload,
@@ -640,6 +652,8 @@ class RunActor(DispatchedActor):
             resume_data=resume_data,
             attempt=attempt,
         )
+        job.delay = delay
+        return job
 
     def _record_step(
         self, path: str, payload: Any, *, iterations: int | None = None
@@ -728,8 +742,15 @@ class RunActor(DispatchedActor):
                 resume_data=call.resume_data,
                 attempt=retry,
             )
+            delay = self._calls.backoff(again, policy)
+            # Recorded (beside the step records, which readers of older versions check
+            # key by key), so that a recovery goes on with its budget and its back-off.
+            key = call.path if job.item is None else item_path(call.path, job.item)
+            retries = dict(self._snapshot.get("retries") or {})
+            retries[key] = [retry, _clock.time() + delay]
+            self._snapshot["retries"] = retries
             self._tell_snapshot(terminal=False)
-            self._calls.retry_later(again, policy)
+            self._calls.retry_later(again, delay)
             return
         self._fail_at(call.path, error, attempts=job.attempt + 1 if job.item is None else None)
 
@@ -1418,3 +1439,9 @@ def _with_changes(
 def _encloses(outer: str, path: str) -> bool:
     """Whether the step at ``outer`` holds the one at ``path`` (a nested workflow's step)."""
     return path.startswith(outer) and path[len(outer) : len(outer) + 1] in (".", "[")
+
+
+def _left(due: float) -> float | None:
+    """Seconds until ``due`` (a retry's recorded time), or ``None`` if it has come."""
+    left = due - _clock.time()
+    return left if left > 0 else None

@@ -73,6 +73,7 @@ def restarted(snapshot: Snapshot) -> None:
     snapshot["resume"] = resumes or None
     snapshot["wake_at"] = None
     snapshot.pop("resumed", None)
+    snapshot.pop("retries", None)  # a restarted step has its whole budget again
     snapshot["restarts"] = snapshot.get("restarts", 0) + 1
 
 

@@ -169,6 +169,7 @@ class Snapshot(TypedDict):
     idempotency_key: NotRequired[str]
     fingerprint: NotRequired[str]
     version: NotRequired[str]
+    retries: NotRequired[dict[str, list[float]]]
 
 
 def _packb(value: Any) -> bytes:

@@ -1103,41 +1103,57 @@ def test_the_hooks_have_run_when_start_returns(runtime: Runtime) -> None:
     assert queried.status == RunStatus.SUCCESS
 
 
-def test_a_run_stopped_in_its_retries_back_off_keeps_its_budget_on_recovery(
-    tmp_path: Any,
+class Items(BaseModel):
+    items: list[N]
+
+
+@pytest.mark.parametrize("kind", ["step", "foreach item"])
+def test_a_run_stopped_in_its_retries_back_off_keeps_its_budget_and_back_off_on_recovery(
+    tmp_path: Any, kind: str
 ) -> None:
     # The recovered runtime called the step with retry_count 0 and a whole new budget:
-    # with attempts=2, four calls in all instead of three.
-    seen: list[int] = []
+    # with attempts=2, four calls in all instead of three (a foreach item: still so
+    # until 2026-12-05). And it called at once, its back-off forgotten: a process that
+    # crashed again and again retried a struggling service with no wait at all.
+    seen: list[tuple[int, float]] = []
+    delay = 1.0
 
     def down(ctx: Any) -> N:
-        seen.append(ctx.retry_count)
+        seen.append((ctx.retry_count, time.time()))
         raise RuntimeError(f"down {ctx.retry_count}")
 
-    workflow = (
-        create_workflow(
-            id="down",
-            input_schema=N,
-            output_schema=N,
-            retry_config={"attempts": 2, "delay": 60},
-        )
-        .then(create_step(id="down", input_schema=N, output_schema=N, execute=down))
-        .commit()
+    step = create_step(id="down", input_schema=N, output_schema=N, execute=down)
+    built = create_workflow(
+        id="down",
+        input_schema=N,
+        output_schema=N if kind == "step" else Items,
+        retry_config={"attempts": 2, "delay": delay},
     )
+    if kind == "step":
+        workflow = built.then(step).commit()
+    else:
+        workflow = (
+            built.map(lambda ctx: [ctx.input_data])
+            .foreach(step)
+            .map(lambda ctx: {"items": ctx.input_data})
+            .commit()
+        )
     path = tmp_path / "runs.db"
     with Runtime(store=path, stop_timeout=0.1) as first:
         run = first.register(workflow).create_run()
         run.start_async(input_data={"n": 1})
-        wait_until(lambda: seen == [0], what="the first call failed; its retry waits a minute")
+        wait_until(lambda: len(seen) == 1, what="the first call failed; its retry waits")
         time.sleep(0.1)  # its back-off recorded
     with Runtime(store=path, stop_timeout=0.1) as second:
         wf = second.register(workflow)
-        # Called again at once on recovery, as the second call of its budget of three.
         wait_until(lambda: len(seen) == 2, what="the recovered run called its step")
-        assert seen == [0, 1]
-        time.sleep(0.1)  # its next back-off recorded
-        stored = wf.get_workflow_run_execution_result(run.run_id)
-        assert stored is not None and stored.steps["down"].attempts == 3  # the next call's
+        # The second call of its budget of three, once its back-off was over.
+        assert seen[1][0] == 1
+        assert seen[1][1] - seen[0][1] >= delay
+        result = wf.create_run(run.run_id).wait(timeout=WAIT)
+    assert [retry for retry, _ in seen] == [0, 1, 2]
+    assert result.status == RunStatus.FAILED
+    assert result.steps["down"].attempts == 3
 
 
 def test_a_step_that_failed_once_keeps_no_error_once_it_succeeds_or_suspends(
