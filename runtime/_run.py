@@ -18,6 +18,7 @@ from runtime._errors import (
     BlockingCallError,
     CancelError,
     InvalidInputError,
+    QueueFullError,
     ResumeConflictError,
     ResumeTargetError,
     RunAlreadyStartedError,
@@ -26,6 +27,7 @@ from runtime._errors import (
     RunNotStartedError,
     RunNotSuspendedError,
     RunTimeoutError,
+    RuntimeOverloadedError,
     RuntimeStoppedError,
     StoreError,
     StoreUnavailableError,
@@ -272,10 +274,12 @@ class Run(Generic[In, Out]):
                     chosen,
                     scheduled=scheduled,
                 )
-            except RunAlreadyStartedError as exc:
+            except (RunAlreadyStartedError, QueueFullError, RuntimeOverloadedError) as exc:
                 if span is not None:
                     end_span(span, "failed", exception=exc)
-                # Another start with the same key may have won the race since the look-up.
+                # Another start with the same key may have won the race since the look-up,
+                # and taken the queue's last place, or the runtime's, with it: this start
+                # is that one's, not refused.
                 first = None if key is None else host.run_for_key(plan.workflow_id, key)
                 if first is None:
                     raise

@@ -17,6 +17,7 @@ import pytest
 from pydantic import BaseModel
 
 from runtime import (
+    Queue,
     RoleError,
     RunAlreadyStartedError,
     Runtime,
@@ -153,6 +154,53 @@ def test_concurrent_starts_with_one_key_make_one_run(rt: Runtime) -> None:
     assert not errors
     assert len(ids) == 8 and len(set(ids)) == 1
     assert wf.list_workflow_runs().total == 1
+
+
+def test_a_start_that_lost_the_race_for_its_key_and_a_full_queue_returns_the_first_run(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its look-up of the key came before the first start was recorded, which took the
+    # queue's last place: the store refused it as full before it saw the key taken, and
+    # a retried webhook was told QueueFullError for a run that exists.
+    holding, held = threading.Event(), threading.Event()
+
+    def hold(ctx: Any) -> Value:
+        holding.set()
+        held.wait(20)
+        return ctx.input_data
+
+    blocking = (
+        create_workflow(id="blocking", input_schema=Value, output_schema=Value)
+        .then(create_step(id="hold", input_schema=Value, output_schema=Value, execute=hold))
+        .commit()
+    )
+    line = Queue("line", concurrency=1, max_queued=1)
+    wf, blocker = rt.register(orders), rt.register(blocking)
+    try:
+        blocker.create_run().start_async(input_data={"value": "b"}, queue=line)
+        assert holding.wait(20)  # executing: the queue's one place is free
+        first = wf.create_run()
+        first.start_async(input_data={"value": "x"}, queue=line, idempotency_key="once")
+        late = wf.create_run()
+        monkeypatch.setattr(late._host, "run_for_key", _misses_once(late._host.run_for_key))
+
+        again = late.start_async(input_data={"value": "x"}, queue=line, idempotency_key="once")
+
+        assert again.run_id == first.run_id
+        assert wf.list_workflow_runs().total == 1
+    finally:
+        held.set()
+
+
+def _misses_once(look_up: Any) -> Any:
+    """``run_for_key`` that finds nothing the first time, as a look-up that lost a race."""
+    calls = []
+
+    def run_for_key(*args: Any) -> Any:
+        calls.append(args)
+        return None if len(calls) == 1 else look_up(*args)
+
+    return run_for_key
 
 
 def test_the_awaitable_start_takes_a_key(rt: Runtime) -> None:
