@@ -15,6 +15,7 @@ from runtime import (
     Queue,
     QueueFullError,
     QueueKeyError,
+    RetentionPolicy,
     Runtime,
     SQLiteStore,
     _clock,
@@ -22,7 +23,7 @@ from runtime import (
     create_workflow,
 )
 from runtime.testing import Harness
-from tests._support import advance_until
+from tests._support import advance_until, wait_until
 
 WAIT = 30.0
 
@@ -313,6 +314,29 @@ def test_rate_limit_bounds_starts_per_window(timed_runtime: Any) -> None:
     for earlier, later in zip(times, times[2:], strict=False):
         assert later - earlier >= window - slack, times
     assert times[-1] - times[0] >= 2 * window - slack
+
+
+def test_runs_pruned_inside_their_queues_rate_window_still_count_against_it(
+    make_runtime: Any,
+) -> None:
+    # A shared store counted a window's starts from the runs it still held: retention
+    # pruned the two that had ended, and the next two started at once, four in a window
+    # of two.
+    gauge = Gauge()
+    window = 3.0
+    rt = make_runtime(retention=RetentionPolicy(max_runs=0, interval=0.05))
+    wf = rt.register(workflow(gauge, queue=Queue("rated", rate_limit=(2, window)), hold=0.0))
+    for number in range(2):
+        wf.create_run().start_async(input_data={"value": f"r{number}"})
+    wait_until(lambda: len(gauge.starts) == 2, timeout=WAIT, what="the first two started")
+    time.sleep(0.5)  # several passes of the pruner
+    for number in range(2, 4):
+        wf.create_run().start_async(input_data={"value": f"r{number}"})
+    wait_until(lambda: len(gauge.starts) == 4, timeout=WAIT, what="the next two started")
+    times = sorted(at for at, _ in gauge.starts)
+    # A step starts a little after its run is counted: a second of slack, where the
+    # fault made it half a second in all.
+    assert times[2] - times[0] >= window - 1.0, times
 
 
 def test_a_full_queue_refuses_the_start_and_records_nothing(make_runtime: Any) -> None:

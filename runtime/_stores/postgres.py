@@ -331,10 +331,20 @@ rank changes no indexed column; with free room on the page (``fillfactor``) it i
 
 # What retention's prune deletes: runs that ended before a time, and those beyond the
 # newest ``keep`` (by when they ended), both through ``callboard_runs_ended``.
-_ENDED_BEFORE: Final = "SELECT run_id FROM callboard_runs WHERE status = ANY(%s) AND ended_at < %s"
+_COUNTED_START: Final = (
+    "(r.queue IS NOT NULL AND r.started_at IS NOT NULL AND EXISTS (SELECT 1 FROM "
+    "callboard_queues AS q WHERE q.name = r.queue AND q.rate_period IS NOT NULL "
+    f"AND r.started_at > {_NOW} - q.rate_period))"
+)
+"""A run whose start its queue's rate window still counts: pruning it would free a start."""
+_ENDED_BEFORE: Final = (
+    "SELECT run_id FROM callboard_runs AS r WHERE status = ANY(%s) AND ended_at < %s "
+    f"AND NOT {_COUNTED_START}"
+)
 _ENDED_BEYOND: Final = (
-    "SELECT run_id FROM callboard_runs WHERE status = ANY(%s) AND ended_at IS NOT NULL "
-    "AND NOT (run_id = ANY(%s::text[])) ORDER BY ended_at DESC, run_id OFFSET %s"
+    "SELECT run_id FROM callboard_runs AS r WHERE status = ANY(%s) AND ended_at IS NOT NULL "
+    f"AND NOT (run_id = ANY(%s::text[])) AND NOT {_COUNTED_START} "
+    "ORDER BY ended_at DESC, run_id OFFSET %s"
 )
 
 _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (

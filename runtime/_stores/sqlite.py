@@ -1761,16 +1761,23 @@ class SQLiteStore:
             ended_before, keep, statuses = payload
             marks = ", ".join("?" * len(statuses))
             deleted = 0
+            # A run whose start its queue's rate window still counts is kept: pruned, it
+            # would free a start in that window.
+            queues = connection.execute("PRAGMA user_version").fetchone()[0] >= _QUEUES_FROM
+            counted = _COUNTED_START if queues else "0"
+            now = _clock.time()
             if ended_before is not None:
                 deleted += connection.execute(
-                    f"DELETE FROM runs WHERE status IN ({marks}) AND updated_at < ?",
-                    (*statuses, ended_before),
+                    f"DELETE FROM runs AS r WHERE status IN ({marks}) AND updated_at < ? "
+                    f"AND NOT {counted}",
+                    (*statuses, ended_before, *([now] if counted != "0" else [])),
                 ).rowcount
             if keep is not None:
                 deleted += connection.execute(
-                    "DELETE FROM runs WHERE run_id IN (SELECT run_id FROM runs "
-                    f"WHERE status IN ({marks}) ORDER BY updated_at DESC LIMIT -1 OFFSET ?)",
-                    (*statuses, keep),
+                    "DELETE FROM runs WHERE run_id IN (SELECT run_id FROM runs AS r "
+                    f"WHERE status IN ({marks}) AND NOT {counted} "
+                    "ORDER BY updated_at DESC LIMIT -1 OFFSET ?)",
+                    (*statuses, *([now] if counted != "0" else []), keep),
                 ).rowcount
             self._reclaim = self._reclaim or deleted > 0
             return deleted
@@ -2146,6 +2153,12 @@ def _fenced(run_id: str) -> RunFencedError:
         run_id=run_id,
     )
 
+
+_COUNTED_START: Final = (
+    "(r.queue IS NOT NULL AND r.started_at IS NOT NULL AND EXISTS (SELECT 1 FROM queues AS q "
+    "WHERE q.name = r.queue AND q.rate_period IS NOT NULL AND r.started_at > ? - q.rate_period))"
+)
+"""A run whose start its queue's rate window still counts (``?``: now)."""
 
 _AMONG: Final = "(SELECT value FROM json_each(?))"
 """A list of values as one parameter (:func:`_listed`), for ``IN``: one statement whatever
