@@ -280,12 +280,17 @@ def ticks_before(cron: str, timezone: str, until: float, count: int) -> list[flo
 def tick_run_id(schedule_id: str, tick: float) -> str:
     """The id of the run a schedule starts for a tick: the same in every process."""
     moment = datetime.fromtimestamp(tick, UTC)
-    return f"schedule:{schedule_id}:{moment:%Y-%m-%dT%H:%M:%SZ}"
+    return f"{tick_run_prefix(schedule_id)}{moment:%Y-%m-%dT%H:%M:%SZ}"
+
+
+def tick_run_prefix(schedule_id: str) -> str:
+    """What the ids of a schedule's runs begin with."""
+    return f"schedule:{schedule_id}:"
 
 
 def tick_of(schedule_id: str, run_id: str) -> datetime | None:
     """The tick a run of the schedule was started for, read from its id; ``None`` if not one."""
-    prefix = f"schedule:{schedule_id}:"
+    prefix = tick_run_prefix(schedule_id)
     if not run_id.startswith(prefix):
         return None
     try:

@@ -36,6 +36,7 @@ from runtime._schedule import (
     next_tick,
     tick_of,
     tick_run_id,
+    tick_run_prefix,
     ticks_after,
     ticks_before,
     utc,
@@ -58,6 +59,9 @@ _SLICE: Final = 0.25
 """Seconds of one slice of the scheduler's sleep, between two looks at the runtime's state."""
 
 _GOING: Final = UNFINISHED_STATUSES | {RunStatus.SUSPENDED.value}
+
+GOING_LOOKED_AT: Final = 1000
+"""The most unfinished runs of a workflow a redefined schedule looks through for its own."""
 
 
 def still_going(host: RunHost, run_id: str | None) -> bool:
@@ -230,6 +234,8 @@ class Scheduler:
             if row.catch_up == "all" and len(ticks) == ALL_AT_MOST and ticks[-1] < newest:
                 self._wake.set()  # more to catch up on: the next pass goes on at once
             last_run = row.last_run_id
+            if last_run is None and row.overlap != "allow" and ticks:
+                last_run = self._left_going(row)
             for tick in ticks:
                 last_run = self._fire(row, plan, tick, last_run)
             if not ticks:
@@ -251,6 +257,26 @@ class Scheduler:
             return row._replace(buffered=None)
         self._book.release(row.schedule_id, tick, run_id)
         return row._replace(buffered=None, last_run_id=run_id)
+
+    def _left_going(self, row: ScheduleRow) -> str | None:
+        """The newest run of the schedule not yet ended, for a schedule with no last run.
+
+        A schedule deleted and defined again (a redeploy, ``callboard schedules
+        delete``) starts with no last run: the run its previous definition left
+        going would not hold back the next tick, and two ran at once. At most
+        :data:`GOING_LOOKED_AT` unfinished runs of the workflow are looked at.
+        """
+        store = self._host.store
+        if store is None:
+            return None
+        prefix = tick_run_prefix(row.schedule_id)
+        records, _ = store.list_runs(
+            workflow_id=row.workflow_id, status=sorted(_GOING), limit=GOING_LOOKED_AT
+        )
+        for record in records:  # newest first
+            if record.run_id.startswith(prefix):
+                return record.run_id
+        return None
 
     def _going(self, run_id: str | None) -> bool:
         """Whether the run has not ended; if so, its end (or suspension) wakes the scheduler."""

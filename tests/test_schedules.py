@@ -476,6 +476,24 @@ def location(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     return request.getfixturevalue("postgres_url")
 
 
+def test_a_schedule_deleted_and_defined_again_still_skips_a_tick_while_its_run_goes_on(
+    clock: VirtualClock, started: list[Runtime], gate: threading.Event, location: Any
+) -> None:
+    # Defined again (a redeploy, `callboard schedules delete`), it had no last run: the
+    # run its first definition started, still going, held nothing back, and two ran.
+    rt = start(started, location)
+    rt.schedule(held, cron="*/5 * * * *", input_data={"value": "x"})
+    step(clock, 270, rt, settle=False)  # 12:05 starts and holds
+    assert rt.delete_schedule("held")
+    rt.schedule(held, cron="*/5 * * * *", input_data={"value": "x"})
+    step(clock, FIVE_MINUTES, rt, settle=False)  # 12:10: the 12:05 run still holds
+    assert run_ids(rt, "held") == [tick_run_id("held", tick(5))]
+    gate.set()
+    rt.register(held).create_run(tick_run_id("held", tick(5))).wait(10)
+    step(clock, FIVE_MINUTES, rt)
+    assert run_ids(rt, "held") == [tick_run_id("held", tick(5)), tick_run_id("held", tick(15))]
+
+
 def test_pause_resume_and_delete(
     clock: VirtualClock, started: list[Runtime], location: Any
 ) -> None:
