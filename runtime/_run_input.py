@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import json
+import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -115,6 +116,34 @@ literal of 24 keys builds the dict key by key: 0.38 µs against 0.85. It holds n
 value (every copy shares its values until they are set)."""
 
 
+_created_lock = threading.Lock()
+_last_created = 0.0
+
+_TIE: Final = 1e-6
+"""How far a start's time is moved past the one before when the clock has not moved."""
+_BACK: Final = 1.0
+"""Within how much before the last start's time a start's time is moved past it; a clock
+set back by more (or a test's virtual clock started anew) is taken as it reads."""
+
+
+def _created_now() -> float:
+    """The time a run is created at: the clock's, but never equal to the last start's.
+
+    Queues take equal priorities in the order of these times (``rank``); on a clock
+    that did not move between starts (a test kit's, when it does not skip time; two
+    starts in one microsecond) they tied, and PostgreSQL broke the tie by run id, at
+    random. Each start in this process is a microsecond past the one before.
+    """
+    global _last_created  # noqa: PLW0603 - the one clock of the process
+    now = _clock.time()
+    with _created_lock:
+        last = _last_created
+        if last - _BACK < now <= last:
+            now = last + _TIE
+        _last_created = now
+    return now
+
+
 def pending_snapshot(
     plan: ExecutionPlan,
     run_id: str,
@@ -141,7 +170,7 @@ def pending_snapshot(
         _encodable(tracing.metadata, "tracing_options.metadata", "tracing_options", run_id)
         metadata = copy_plain(tracing.metadata)
     output = _options(OutputOptions, output_options, _DEFAULT_OUTPUT, "output_options", run_id)
-    now = _clock.time()
+    now = _created_now()
     snapshot = cast("Snapshot", _FIRST.copy())
     snapshot["run_id"] = run_id
     snapshot["workflow_id"] = plan.workflow_id

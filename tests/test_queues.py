@@ -207,17 +207,33 @@ def wait_for(predicate: Callable[[], bool], what: str) -> None:
 
 
 def test_higher_priority_starts_first_and_equals_keep_their_order(make_runtime: Any) -> None:
+    started = [("low-1", 0), ("high-1", 5), ("low-2", 0), ("high-2", 5), ("mid", 2)]
+    order = _in_order(make_runtime(), started)
+    assert order == ["blocker", "high-1", "high-2", "mid", "low-1", "low-2"]
+
+
+def test_equal_priorities_keep_their_order_on_a_clock_that_stands_still(
+    timed_runtime: Any,
+) -> None:
+    # The starts' times tied (a test kit's clock without time skipping), and PostgreSQL
+    # took equal priorities in the order of their random run ids.
+    started = [(f"a{number}", 0) for number in range(8)] + [("b", 1)]
+    order = _in_order(timed_runtime(time_skipping=False)[0], started)
+    assert order == ["blocker", "b", *(f"a{number}" for number in range(8))]
+
+
+def _in_order(rt: Runtime, started: list[tuple[str, int]]) -> list[str]:
+    """The order in which runs started behind a blocker, with these names and priorities."""
     gate, order = threading.Event(), []
-    rt = make_runtime()
     wf = rt.register(blocked_workflow(gate, order, Queue("one", concurrency=1), "prio"))
     ids = [wf.create_run().start_async(input_data={"value": "blocker"}).run_id]
     wait_for(lambda: order == ["blocker"], "the blocker did not start")
-    for name, priority in (("low-1", 0), ("high-1", 5), ("low-2", 0), ("high-2", 5), ("mid", 2)):
+    for name, priority in started:
         run = wf.create_run()
         ids.append(run.start_async(input_data={"value": name}, priority=priority).run_id)
     gate.set()
     finish_all(wf, ids)
-    assert order == ["blocker", "high-1", "high-2", "mid", "low-1", "low-2"]
+    return order
 
 
 @pytest.mark.parametrize("given_at", ["workflow", "start"])
