@@ -163,6 +163,15 @@ def test_a_runs_record_is_stamped_by_the_virtual_clock() -> None:
     assert after.ended_at.timestamp() - tick <= result.updated_at.timestamp() <= ended + tick
 
 
+def _asleep(harness: Harness, workflow: Any) -> tuple[Any, Any]:
+    """The workflow bound to the harness, and a run of it started and gone to sleep."""
+    bound = harness.register(workflow)
+    run = bound.create_run()
+    run.start_async(input_data={"n": 0})
+    wait_until(lambda: bound.get_workflow_run_execution_result(run.run_id).status == "waiting")
+    return bound, run
+
+
 def test_without_time_skipping_the_clock_moves_only_when_advanced() -> None:
     workflow = (
         create_workflow(id="napping", input_schema=N, output_schema=N)
@@ -171,10 +180,7 @@ def test_without_time_skipping_the_clock_moves_only_when_advanced() -> None:
         .commit()
     )
     with Harness(time_skipping=False) as harness:
-        bound = harness.register(workflow)
-        run = bound.create_run()
-        run.start_async(input_data={"n": 0})
-        wait_until(lambda: bound.get_workflow_run_execution_result(run.run_id).status == "waiting")
+        bound, run = _asleep(harness, workflow)
         time.sleep(0.05)
         assert bound.get_workflow_run_execution_result(run.run_id).status == "waiting"
 
@@ -205,10 +211,7 @@ def test_advance_walks_through_each_timer_the_runs_set_on_the_way() -> None:
         .commit()
     )
     with Harness(time_skipping=False) as harness:
-        bound = harness.register(workflow)
-        run = bound.create_run()
-        run.start_async(input_data={"n": 0})
-        wait_until(lambda: bound.get_workflow_run_execution_result(run.run_id).status == "waiting")
+        _, run = _asleep(harness, workflow)
         began = harness.clock.now()
 
         harness.clock.advance(10 + 5 + 2)  # the two sleeps and the retry's back-off of 0
