@@ -130,12 +130,20 @@ class TracingOptions(BaseModel):
     @field_validator("trace_id")
     @classmethod
     def _trace_id_is_hex(cls, value: str | None) -> str | None:
-        if value is not None and not _TRACE_ID.fullmatch(value):
+        if value is None:
+            return None
+        if not _TRACE_ID.fullmatch(value):
             raise ValueError(
                 f"trace_id must be 1 to 32 hexadecimal characters, got {value!r} "
                 f"({len(value)} characters)"
             )
-        return value.lower() if value is not None else None
+        if int(value, 16) == 0:
+            # OpenTelemetry (and W3C trace context) take an all-zero trace id for none:
+            # the run's spans went to new traces, apart from the one its result named.
+            raise ValueError(f"trace_id must not be all zeros, got {value!r}")
+        # As OpenTelemetry and a traceparent write it (32 digits), so that the result,
+        # the logs and the exported spans name the trace alike.
+        return value.lower().zfill(32)
 
 
 class OutputOptions(BaseModel):

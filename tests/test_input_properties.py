@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
@@ -70,12 +70,21 @@ def test_any_input_either_starts_a_run_or_raises_invalid_input_and_records_nothi
 
 
 @given(trace_id=st.text(max_size=40))
-def test_a_trace_id_is_accepted_exactly_when_it_is_1_to_32_hex_characters(trace_id: str) -> None:
-    valid = 1 <= len(trace_id) <= 32 and all(c in "0123456789abcdefABCDEF" for c in trace_id)
+@example(trace_id="0")
+@example(trace_id="0" * 32)
+@example(trace_id="aBc")
+def test_a_trace_id_is_accepted_exactly_when_it_is_1_to_32_hex_digits_not_all_zero(
+    trace_id: str,
+) -> None:
+    valid = (
+        1 <= len(trace_id) <= 32
+        and all(c in "0123456789abcdefABCDEF" for c in trace_id)
+        and int(trace_id, 16) != 0  # none, to OpenTelemetry
+    )
     try:
         options = TracingOptions(trace_id=trace_id)
     except ValueError:
         assert not valid
     else:
         assert valid
-        assert options.trace_id == trace_id.lower()
+        assert options.trace_id == trace_id.lower().zfill(32)

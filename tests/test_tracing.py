@@ -48,7 +48,7 @@ def test_a_run_logs_a_root_span_and_a_child_span_per_step(runtime: Runtime) -> N
     root = _spans(logs, "workflow_run")
     assert [e["event"] for e in root] == ["span_start", "span_end"]
     for event in root:
-        assert event["trace_id"] == "abc123"
+        assert event["trace_id"] == "abc123".zfill(32)
         assert event["span_id"] == result.span_id
         assert event["parent_span_id"] is None
         assert (event["run_id"], event["workflow_id"]) == (result.run_id, "traced")
@@ -66,7 +66,7 @@ def test_a_run_logs_a_root_span_and_a_child_span_per_step(runtime: Runtime) -> N
         ("span_end", "second"),
     ]
     for event in steps:
-        assert event["trace_id"] == "abc123"
+        assert event["trace_id"] == "abc123".zfill(32)
         assert event["parent_span_id"] == result.span_id
         assert (event["run_id"], event["workflow_id"]) == (result.run_id, "traced")
     first_start, first_end, second_start, second_end = steps
@@ -107,8 +107,8 @@ def test_the_given_trace_id_is_used_in_lower_case(runtime: Runtime) -> None:
             input_data={"value": "a"}, tracing_options={"trace_id": "ABC123"}, timeout=WAIT
         )
 
-    assert result.trace_id == "abc123"
-    assert {e["trace_id"] for e in logs if e["event"] == "span_end"} == {"abc123"}
+    assert result.trace_id == "abc123".zfill(32)  # as OpenTelemetry writes it
+    assert {e["trace_id"] for e in logs if e["event"] == "span_end"} == {"abc123".zfill(32)}
 
 
 def test_the_root_span_ends_before_the_final_result_becomes_visible(runtime: Runtime) -> None:
@@ -186,7 +186,7 @@ def test_step_logger_events_carry_the_runs_trace_id_and_run_id(runtime: Runtime)
     assert [e["event"] for e in said] == ["step_says_hello", "step_warns"]
     step_span = next(e for e in logs if e["event"] == "span_start" and e.get("step_id") == "second")
     for event in said:
-        assert event["trace_id"] == "beef"
+        assert event["trace_id"] == "beef".zfill(32)
         assert event["run_id"] == result.run_id
         assert event["workflow_id"] == "traced"
         assert event["step_id"] == "second"
@@ -209,6 +209,6 @@ def test_concurrent_runs_keep_their_spans_apart(runtime: Runtime) -> None:
     for index, result in enumerate(results):
         mine = [e for e in logs if e.get("run_id") == result.run_id and "name" in e]
         assert len(mine) == 6  # a root span and two step spans, each start and end
-        assert {e["trace_id"] for e in mine} == {f"{index + 1:x}"}
+        assert {e["trace_id"] for e in mine} == {f"{index + 1:032x}"}
         steps = [e for e in mine if e["name"] == "workflow_step"]
         assert {e["parent_span_id"] for e in steps} == {result.span_id}
