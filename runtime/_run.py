@@ -960,7 +960,16 @@ class Run(Generic[In, Out]):
                 resource_id=resource_id,
             )
             queue = self._source_queue(source, snapshot)
-            host.start_run(plan, snapshot, first_record(snapshot), queue)
+            # As a start's: the run's trace hangs under the caller's current span.
+            span = start_span(snapshot, None)
+            try:
+                host.start_run(plan, snapshot, first_record(snapshot), queue)
+            except BaseException as exc:
+                if span is not None:
+                    end_span(span, "failed", exception=exc)
+                raise
+            if span is not None:
+                end_span(span, "pending")
             self._started = True
             self.resource_id = resource_id
 

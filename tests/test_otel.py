@@ -181,6 +181,29 @@ def test_a_run_started_inside_a_span_is_its_child(
     assert result.trace_id == _hex(trace_id, 32)
 
 
+def test_a_time_traveled_run_is_a_trace_under_the_callers_span_like_a_start(
+    runtime: Runtime, exporter: InMemorySpanExporter
+) -> None:
+    # It had no workflow_start span: its workflow_run hung under a span never exported,
+    # in a trace of its own, whatever span was current.
+    wf = runtime.register(_two_steps("otel_travel"))
+    first = wf.create_run().start(input_data={"value": "hi"}, timeout=WAIT)
+    exporter.clear()
+    tracer = trace.get_tracer("the-app")
+
+    with tracer.start_as_current_span("debug") as debug:
+        result = wf.time_travel(first.run_id, step="second").wait(WAIT)
+
+    assert result.status == "success"
+    spans = exporter.get_finished_spans()
+    (start,) = _named(spans, "workflow_start")
+    (run,) = _named(spans, "workflow_run")
+    assert start.parent is not None and start.parent.span_id == debug.get_span_context().span_id
+    assert run.parent is not None and run.parent.span_id == start.context.span_id
+    assert result.trace_id == _hex(debug.get_span_context().trace_id, 32)
+    assert result.span_id == _hex(start.context.span_id, 16)
+
+
 def test_a_run_started_from_async_code_inside_a_span_is_its_child(
     runtime: Runtime, exporter: InMemorySpanExporter
 ) -> None:
