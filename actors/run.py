@@ -253,7 +253,7 @@ class RunActor(DispatchedActor):
         meter = _otel.instruments()
         if meter is not None:
             workflow = {"callboard.workflow.id": snapshot["workflow_id"]}
-            if snapshot["status"] == RunStatus.PENDING:
+            if snapshot["status"] == RunStatus.PENDING or snapshot.get("restarting"):
                 meter.runs_started.add(1, workflow)
             meter.runs_active.add(1, workflow)
             self._active = meter
@@ -271,6 +271,7 @@ class RunActor(DispatchedActor):
             return
         first = snapshot["status"] == RunStatus.PENDING
         snapshot["status"] = _RUN_RUNNING
+        snapshot.pop("restarting", None)  # counted above: a recovery later is not a restart
         self._mark_children(StepStatus.SUSPENDED, StepStatus.RUNNING)
         if first and self._plan.on_start is not None:
             # The first node starts once on_start has returned (a pending run recovered
@@ -1385,9 +1386,9 @@ class RunActor(DispatchedActor):
         workflow = {"callboard.workflow.id": self._snapshot["workflow_id"]}
         meter.runs_active.add(-1, workflow)
         if status is not None:
-            meter.run_ended(
-                self._snapshot["workflow_id"], status, self._snapshot["created_at"], _clock.time()
-            )
+            snapshot = self._snapshot
+            began = snapshot.get("restarted_at", snapshot["created_at"])
+            meter.run_ended(snapshot["workflow_id"], status, began, _clock.time())
 
     def _tell_snapshot(self, *, terminal: bool = False) -> int:
         """Tell the registry the run's new snapshot; its sequence number."""

@@ -75,6 +75,10 @@ def restarted(snapshot: Snapshot) -> None:
     snapshot.pop("resumed", None)
     snapshot.pop("retries", None)  # a restarted step has its whole budget again
     snapshot["restarts"] = snapshot.get("restarts", 0) + 1
+    # For the metrics: the run starts again (counted once, by the actor that takes it
+    # on), and its duration is counted from now.
+    snapshot["restarted_at"] = _clock.time()
+    snapshot["restarting"] = True
 
 
 def _reopened(step: StepSnapshot) -> StepSnapshot:

@@ -165,6 +165,8 @@ class Snapshot(TypedDict):
     resource_id: NotRequired[str | None]
     time_traveled_from: NotRequired[dict[str, str]]
     restarts: NotRequired[int]
+    restarted_at: NotRequired[float]
+    restarting: NotRequired[bool]
     unsampled: NotRequired[bool]
     idempotency_key: NotRequired[str]
     fingerprint: NotRequired[str]

@@ -436,6 +436,39 @@ def test_runs_are_counted_by_workflow_and_status_with_their_durations(
     assert _sum(points["callboard.runs.active"], workflow_id="metrics_ok") == 0
 
 
+def test_a_restart_is_counted_as_a_start_and_its_duration_from_the_restart(
+    runtime: Runtime, reader: InMemoryMetricReader
+) -> None:
+    # It was counted as ended twice and started once (started minus ended went below
+    # zero), and its duration ran from the run's creation, through the time it lay failed.
+    broken = {"now": True}
+
+    def flaky(ctx: StepContext[Value]) -> Value:
+        if broken["now"]:
+            raise RuntimeError("a bad deploy")
+        return ctx.input_data
+
+    wf = runtime.register(_two_steps("metrics_restart", second=flaky))
+    run = wf.create_run()
+    assert run.start(input_data={"value": "a"}, timeout=WAIT).status == "failed"
+    time.sleep(1.0)  # lying failed, before the fix is deployed
+    broken["now"] = False
+    began = time.monotonic()
+    assert run.restart(timeout=WAIT).status == "success"
+    restarting = time.monotonic() - began
+
+    points = _points(reader)
+    assert _sum(points["callboard.runs.started"], workflow_id="metrics_restart") == 2
+    assert _sum(points["callboard.runs.ended"], workflow_id="metrics_restart") == 2
+    (succeeded,) = [
+        p
+        for p in points["callboard.run.duration"]
+        if p.attributes["callboard.workflow.id"] == "metrics_restart"
+        and p.attributes["callboard.status"] == "success"
+    ]
+    assert succeeded.sum <= restarting + 0.01  # within the restart: counted from it
+
+
 def test_step_durations_are_recorded_with_metrics_and_no_tracer(
     reader: InMemoryMetricReader,
 ) -> None:
