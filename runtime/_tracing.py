@@ -206,11 +206,20 @@ class Span:
             attributes.update(self.otel_attributes)
         # An explicit context: a span is never parented to whatever span happens to be
         # current on an actor's thread.
-        self._otel = tracer.start_span(
+        span = self._otel = tracer.start_span(
             self.name,
             context=parent if parent is not None else _otel.empty_context(),
             attributes=attributes,
         )
+        # The log events name the spans OpenTelemetry exports: this one's id, and its
+        # parent's (a run's workflow_start, a step's workflow_run), so that logs and
+        # traces join by span id.
+        own = span.get_span_context()
+        if own.is_valid:
+            self.span_id = f"{own.span_id:016x}"
+            above = getattr(span, "parent", None)  # an SDK span's parent span context
+            if above is not None and above.is_valid:
+                self.parent_span_id = f"{above.span_id:016x}"
 
     def start(self) -> None:
         """Mark the span's start and log ``span_start``."""

@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from opentelemetry.util._once import Once
+from structlog.testing import capture_logs
 
 from runtime import Runtime, StepContext, TracingOptions, create_step, create_workflow
 from tests._support import ROOT, Value
@@ -157,6 +158,36 @@ def test_a_run_is_a_start_span_a_run_span_and_a_span_per_step(
     assert run.attributes["callboard.status"] == "success"
     assert run.attributes["callboard.metadata.tenant"] == "acme"
     assert start.attributes["callboard.run.id"] == result.run_id
+
+
+@pytest.mark.usefixtures("_structlog_reset")
+def test_the_log_events_name_the_spans_opentelemetry_exports(
+    runtime: Runtime, exporter: InMemorySpanExporter
+) -> None:
+    # The run's events named its workflow_start span, and each step's (with what the
+    # step logged) an id no exported span had: logs and traces did not join by span id.
+    logged: list[dict[str, Any]] = []
+
+    def second(ctx: StepContext[Value]) -> Value:
+        ctx.logger.info("charging card")
+        return ctx.input_data
+
+    wf = runtime.register(_two_steps("otel_logs", second=second))
+    with capture_logs() as logs:
+        result = wf.create_run().start(input_data={"value": "hi"}, timeout=WAIT)
+        logged = list(logs)
+
+    assert result.status == "success"
+    spans = {_hex(span.context.span_id, 16): span for span in exporter.get_finished_spans()}
+    starts = [event for event in logged if event["event"] == "span_start"]
+    assert {event["name"] for event in starts} == {"workflow_run", "workflow_step"}
+    for event in starts:
+        span = spans[event["span_id"]]
+        assert span.name == event["name"]
+        assert span.parent is not None
+        assert event["parent_span_id"] == _hex(span.parent.span_id, 16)
+    (charging,) = [event for event in logged if event["event"] == "charging card"]
+    assert spans[charging["span_id"]].attributes["callboard.step.id"] == "second"
 
 
 def test_a_run_started_inside_a_span_is_its_child(
