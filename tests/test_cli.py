@@ -26,6 +26,7 @@ import pytest
 import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rich.console import Console
 
 from runtime import (
     ErrorInfo,
@@ -1132,6 +1133,26 @@ def test_runs_watch_follows_a_suspended_run_until_it_is_canceled_and_exits_1(
         "running",
     ]
     assert "status    canceled" in out
+
+
+def test_runs_watch_on_a_terminal_names_what_a_suspended_run_waits_for_and_how_to_resume_it(
+    db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The live view showed the run, but not the resume command a pipe is told.
+    suspended = lifecycle_result("suspended", run_id="r", suspended={"approve": None})
+    serve(monkeypatch, [suspended, suspended, lifecycle_result("canceled", run_id="r")])
+    monkeypatch.setattr(_commands, "_sleep", lambda seconds: None)
+    screen = io.StringIO()
+    monkeypatch.setattr(
+        _commands,
+        "console_for",
+        lambda stream: Console(file=screen, force_terminal=True, width=200, color_system=None),
+    )
+    code, _, err = run_cli(capsys, "runs", "watch", "r", "--db", db)
+    assert code == 1, err
+    drawn = screen.getvalue()
+    assert "waiting for a resume: approve asked null" in drawn
+    assert "(callboard runs resume r --data JSON)" in drawn
 
 
 def test_runs_watch_exits_0_once_a_resumed_run_succeeds(

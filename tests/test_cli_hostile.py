@@ -180,6 +180,51 @@ def test_a_reader_that_goes_away_ends_the_command_quietly_with_141(
     assert b"Traceback" not in errors and b"BrokenPipe" not in errors
 
 
+def test_a_reader_that_goes_away_in_a_large_json_output_ends_the_command_with_141(
+    place: Path,
+) -> None:
+    # The document went in one write: a pipe closed after its first bytes took part of
+    # it, the write raised nothing, and the command exited 0 where the table exits 141.
+    from hostile_flows import flow
+
+    with Runtime(store=place / "callboard.db") as runtime:
+        workflow = runtime.register(flow)
+        for _ in range(4):
+            workflow.create_run().start(input_data={"value": "x" * 100_000}, timeout=30)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    command = [sys.executable, "-m", "runtime", "runs", "list", "--json", "--db", "callboard.db"]
+    reader = subprocess.Popen(
+        command, cwd=place, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert reader.stdout is not None and reader.stderr is not None
+    assert reader.stdout.read(100)  # `| head -c 100`
+    reader.stdout.close()
+    with reader.stderr:
+        errors = reader.stderr.read()
+    code = reader.wait(60)
+
+    assert code == 141
+    assert b"Traceback" not in errors
+
+
+def test_an_empty_db_is_refused_not_taken_for_the_default_store(
+    place: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `--db "$DB"` with DB unset fell back to CALLBOARD_DB (or ./callboard.db) and
+    # deleted the run there.
+    from hostile_flows import flow
+
+    with Runtime(store=place / "callboard.db") as runtime:
+        run_id = runtime.register(flow).create_run().start(input_data={}, timeout=30).run_id
+    monkeypatch.setenv("CALLBOARD_DB", str(place / "callboard.db"))
+
+    code, err = run_cli(capsys, "runs", "delete", run_id, "--db", "")
+
+    assert code == 2 and "--db is empty" in err
+    with Runtime(store=place / "callboard.db") as runtime:
+        assert runtime.register(flow).get_workflow_run_by_id(run_id) is not None
+
+
 TERMINAL_CODES = "\x1b[2J\x1b]0;owned\x07\x9b31m\u202e"
 """Clear the screen, retitle the window, a C1 control sequence, a right-to-left override."""
 

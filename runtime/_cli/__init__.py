@@ -157,7 +157,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr
         )
         return int(ExitCode.USAGE)
-    args.db = _db_path(getattr(args, "db", None))
+    given = getattr(args, "db", None)
+    if given is not None and not given.strip():
+        # An unset shell variable (--db "$DB"): falling back to CALLBOARD_DB or
+        # ./callboard.db would act on a store nobody named, deletes included.
+        _error("--db is empty: name a SQLite file or a postgresql:// URL")
+        return int(ExitCode.USAGE)
+    args.db = _db_path(given)
     return int(_run(command, args))
 
 

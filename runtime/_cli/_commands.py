@@ -25,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
@@ -422,7 +422,11 @@ def _follow(
                 result = fetch()
                 if result is None:
                     raise RunNotFoundError("the run was deleted while being watched")
-                live.update(terminal_safe(run_view(result)), refresh=True)
+                view: Any = run_view(result)
+                if result.status == RunStatus.SUSPENDED:
+                    # What it waits for, and the command that resumes it, as off a terminal.
+                    view = Group(view, suspended_line(result))
+                live.update(terminal_safe(view), refresh=True)
                 if done(result):
                     return result
                 if deadline is not None and time.monotonic() >= deadline:

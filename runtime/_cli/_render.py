@@ -138,9 +138,18 @@ def show(console: Console, renderable: RenderableType) -> None:
     console.file.flush()
 
 
+_JSON_CHUNK: Final = 16384
+"""Characters written at a time: one large write that a closed pipe takes in part raises
+nothing, so ``| head`` exited 0 where the table's lines exit 141."""
+
+
 def print_json(value: Any, file: TextIO | None = None) -> None:
     """Write ``value`` to ``file`` (by default stdout) as indented JSON."""
-    (file or sys.stdout).write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+    out = file or sys.stdout
+    text = json.dumps(value, indent=2, ensure_ascii=False) + "\n"
+    for start in range(0, len(text), _JSON_CHUNK):
+        out.write(text[start : start + _JSON_CHUNK])
+        out.flush()
 
 
 def print_json_line(value: Any, file: TextIO | None = None) -> None:
