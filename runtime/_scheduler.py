@@ -21,7 +21,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
+
+from pydantic import ValidationError
 
 from runtime import _clock
 from runtime._errors import InvalidInputError, RunAlreadyStartedError, WorkflowError
@@ -397,18 +399,28 @@ def describe(
         if record is not None and tick_at is not None:
             runs.append(ScheduledRun(run_id=last, tick_at=tick_at, status=record.status))
             runs.sort(key=lambda run: run.tick_at, reverse=True)
-    return ScheduleInfo(
-        schedule_id=row.schedule_id,
-        workflow_id=row.workflow_id,
-        cron=row.cron,
-        timezone=row.timezone,
-        input=json.loads(row.input),
-        catch_up=row.catch_up,
-        overlap=row.overlap,
-        paused=row.paused,
-        next_fire_at=utc(next_fire),
-        last_tick_at=utc(row.last_tick),
-        last_runs=runs,
-        buffered_tick_at=utc(row.buffered),
-        error=error,
-    )
+    try:
+        given: Any = json.loads(row.input)
+    except ValueError as exc:
+        given, error = None, error or f"its input is not JSON: {exc}"
+    fields: dict[str, Any] = {
+        "schedule_id": row.schedule_id,
+        "workflow_id": row.workflow_id,
+        "cron": row.cron,
+        "timezone": row.timezone,
+        "input": given,
+        "catch_up": row.catch_up,
+        "overlap": row.overlap,
+        "paused": row.paused,
+        "next_fire_at": utc(next_fire),
+        "last_tick_at": utc(row.last_tick),
+        "last_runs": runs,
+        "buffered_tick_at": utc(row.buffered),
+    }
+    try:
+        return ScheduleInfo(**fields, error=error)
+    except ValidationError as exc:
+        # A policy this process does not know (a newer one wrote it): the schedule is
+        # listed as it is, unreadable, not the listing refused for it.
+        problem = error or f"{exc.error_count()} of its values this process cannot read"
+        return ScheduleInfo.model_construct(**fields, error=problem)

@@ -761,6 +761,33 @@ def test_a_schedule_this_process_cannot_read_leaves_the_others_firing(
     assert utc_one.error is None and utc_one.next_fire_at == datetime.fromtimestamp(tick(15), UTC)
 
 
+@pytest.mark.parametrize(
+    ("column", "value", "said"),
+    [("overlap", "queue_all", "cannot read"), ("input", "{not json", "not JSON")],
+)
+def test_a_schedule_row_with_values_this_process_cannot_read_is_listed_as_such(
+    clock: VirtualClock,
+    started: list[Runtime],
+    tmp_path: Path,
+    *,
+    column: str,
+    value: str,
+    said: str,
+) -> None:
+    # A policy a newer callboard wrote (or a damaged input) raised out of the listing, and
+    # `callboard schedules list` showed a traceback and none of the schedules.
+    rt = start(started, tmp_path / "runs.db")
+    rt.schedule(report, cron="*/5 * * * *", input_data={"value": "x"}, schedule_id="a-odd")
+    rt.schedule(report, cron="*/5 * * * *", input_data={"value": "x"}, schedule_id="b-fine")
+    with sqlite3.connect(tmp_path / "runs.db") as raw:
+        raw.execute(f"UPDATE schedules SET {column} = ? WHERE schedule_id = 'a-odd'", (value,))
+
+    odd, fine = rt.schedules()
+
+    assert odd.schedule_id == "a-odd" and odd.error is not None and said in odd.error
+    assert fine.schedule_id == "b-fine" and fine.error is None
+
+
 def test_a_long_run_stays_listed_while_later_ticks_pass_it_over(
     clock: VirtualClock, started: list[Runtime], gate: threading.Event
 ) -> None:
