@@ -446,6 +446,22 @@ def test_workers_list_shows_each_runtime_on_the_store_as_a_table(
     assert lines[-1] == "1 worker, holding 0 runs"
 
 
+def test_workers_list_marks_a_worker_past_its_lease_as_expired(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A killed worker showed as alive, holding its runs, however long ago it last beat.
+    with Runtime(store=SQLiteStore(db, lease=3600.0)) as runtime:
+        runtime.register(flows.greet)
+        with sqlite3.connect(db) as raw:  # its last heartbeat two hours ago
+            raw.execute("UPDATE owners SET heartbeat_at = heartbeat_at - 7200")
+        [worker] = listed(capsys, db)
+        code = main(["workers", "list", "--db", db])
+        out, err = capsys.readouterr()
+    assert (worker["lease"], worker["expired"]) == (3600.0, True)
+    assert code == 0, err
+    assert "lease (3600.0 s) expired" in out
+
+
 def test_workers_list_of_a_store_without_workers_is_empty_with_exit_0(
     db: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -570,6 +570,9 @@ def test_workers_lists_each_worker_with_its_heartbeat_age_and_runs_held(
     after = {w.worker_id: w.heartbeat_age for w in a.workers()}
     assert after[a.owner_id] < before[a.owner_id]
     assert after[b.owner_id] >= before[b.owner_id]
+    # Each with its own lease: one past it without a heartbeat is shown expired.
+    assert wb.lease == 30.0 and wa.lease == a.lease
+    assert not wa.expired and wa._replace(heartbeat_age=a.lease + 1).expired
 
 
 def test_load_many_returns_the_runs_it_knows(shared_store: SharedStores) -> None:

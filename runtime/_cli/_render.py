@@ -482,7 +482,10 @@ def workers_table(workers: list[WorkerInfo]) -> Table:
             shown_text(worker.role),
             shown_text(", ".join(worker.workflows) or "-"),
             Text("-" if worker.concurrency is None else str(worker.concurrency)),
-            Text(f"{_age(worker.heartbeat_age)} ago"),
+            Text(
+                f"{_age(worker.heartbeat_age)} ago"
+                + (f", lease ({_age(worker.lease)}) expired" if worker.expired else "")
+            ),
             Text(str(worker.held)),
             Text(_when(datetime.fromtimestamp(worker.started_at, UTC))),
         )
@@ -499,6 +502,8 @@ def worker_plain(worker: WorkerInfo) -> dict[str, Any]:
         "workflows": list(worker.workflows),
         "concurrency": worker.concurrency,
         "heartbeat_age": round(worker.heartbeat_age, 3),
+        "lease": worker.lease,
+        "expired": worker.expired,
         "held": worker.held,
         "started_at": datetime.fromtimestamp(worker.started_at, UTC).isoformat(),
     }

@@ -341,6 +341,8 @@ class WorkerInfo(NamedTuple):
         started_at: When it joined (epoch seconds).
         heartbeat_age: Seconds since its last heartbeat, by the store's clock.
         held: How many unfinished runs it holds now.
+        lease: Its lease, in seconds: past it without a heartbeat, it is taken
+            for dead, and the next reaper hands its runs to other workers.
     """
 
     worker_id: str
@@ -352,6 +354,12 @@ class WorkerInfo(NamedTuple):
     started_at: float
     heartbeat_age: float
     held: int
+    lease: float
+
+    @property
+    def expired(self) -> bool:
+        """Whether its lease has run out: it stopped renewing it (killed, stalled, cut off)."""
+        return self.heartbeat_age > self.lease
 
 
 class QueueStats(NamedTuple):

@@ -2057,7 +2057,7 @@ class PostgresStore:
                 "extract(epoch FROM w.started_at)::float8, "
                 f"{_NOW} - extract(epoch FROM w.heartbeat_at)::float8, "
                 "(SELECT count(*) FROM callboard_runs AS r WHERE r.owner_id = w.worker_id "
-                f"AND r.status IN ({_UNFINISHED_SQL})) "
+                f"AND r.status IN ({_UNFINISHED_SQL})), w.lease "
                 "FROM callboard_workers AS w ORDER BY w.started_at, w.worker_id"
             ).fetchall()
             return [
@@ -2071,6 +2071,7 @@ class PostgresStore:
                     started_at=row[6],
                     heartbeat_age=max(0.0, row[7]),
                     held=int(row[8]),
+                    lease=float(row[9]),
                 )
                 for row in rows
             ]

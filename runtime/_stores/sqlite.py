@@ -1185,7 +1185,7 @@ class SQLiteStore:
             rows = connection.execute(
                 "SELECT owner_id, host, pid, role, workflows, concurrency, started_at, "
                 "heartbeat_at, (SELECT count(*) FROM runs WHERE runs.owner_id = owners.owner_id "
-                f"AND runs.status IN ({_UNFINISHED_SQL})) FROM owners ORDER BY started_at"
+                f"AND runs.status IN ({_UNFINISHED_SQL})), lease FROM owners ORDER BY started_at"
             ).fetchall()
         now = _clock.time()
         return [
@@ -1199,6 +1199,7 @@ class SQLiteStore:
                 started_at=row[6],
                 heartbeat_age=max(0.0, now - row[7]),
                 held=row[8],
+                lease=float(row[9]),
             )
             for row in rows
         ]
