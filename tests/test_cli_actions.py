@@ -388,6 +388,38 @@ def test_runs_list_follow_prints_a_line_for_each_run_that_appears_or_changes(
     ]
 
 
+def test_runs_list_follow_tells_the_change_of_a_run_that_leaves_its_filter(
+    db: str,
+    flows: tuple[str, ModuleType],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Following the suspended runs, a cancel of one was never told: the canceled run was
+    # no longer on the page asked for, and the follower said nothing of it.
+    module = flows[1]
+    suspended_run(db, module, "first")
+    looks: list[float] = []
+
+    def pause(seconds: float) -> None:
+        looks.append(seconds)
+        if len(looks) == 1:
+            assert main(["runs", "cancel", "first", "--db", db]) == 0
+        elif len(looks) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(_actions, "_sleep", pause)
+    code, out, _err = cli(
+        capsys, "runs", "list", "--db", db, "--follow", "--json", "--status", "suspended"
+    )
+
+    assert code == 130
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [(line["run_id"], line["status"]) for line in lines] == [
+        ("first", "suspended"),
+        ("first", "canceled"),  # once, though it is not suspended any more
+    ]
+
+
 # --- watch ------------------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import sys
 import time
@@ -416,30 +417,53 @@ def runs_watch(args: argparse.Namespace) -> RunStatus:
     return _commands.runs_watch(args)
 
 
+FOLLOWED_OFF_PAGE: Final = 1000
+"""The most runs ``runs list --follow`` keeps reading once they left its page unfinished."""
+
+
 def runs_list_follow(args: argparse.Namespace, statuses: list[str] | None) -> None:
-    """``runs list --follow``: the page, then a line for each run that appears or changes."""
+    """``runs list --follow``: the page, then a line for each run that appears or changes.
+
+    A run told before that leaves the page (its status left the filter, newer runs
+    pushed it past ``--limit``) is read by itself: its change is told once more, and it
+    is followed on until it ends (or goes), at most :data:`FOLLOWED_OFF_PAGE` of them.
+    """
     seen: dict[str, tuple[str, Any]] = {}
     console = console_for(sys.stdout)
+
+    def tell(run: WorkflowResult) -> None:
+        if args.json:
+            print_json_line(plain(run))
+        elif run.status == RunStatus.SUSPENDED:
+            show(console, suspended_line(run))
+        else:
+            when = datetime.now().strftime("%H:%M:%S")
+            header = shown(f"{when}  run {run.run_id}  {run.workflow_id}  ")
+            show(console, Text.assemble(header, status_text(run.status)))
+        sys.stdout.flush()
+
     with _commands._reader(args.db) as reader:
         while True:
             page = _commands.through_outage(lambda: _asked_page(reader, args, statuses))
+            on_page = set()
             for run in reversed(page.runs):  # oldest first, as they happened
+                on_page.add(run.run_id)
                 mark = (run.status.value, run.updated_at)
-                if seen.get(run.run_id) == mark:
+                if seen.get(run.run_id) != mark:
+                    seen[run.run_id] = mark
+                    tell(run)
+            off_page = [run_id for run_id in seen if run_id not in on_page]
+            for run_id in off_page[: len(off_page) - FOLLOWED_OFF_PAGE]:
+                del seen[run_id]  # the oldest told: followed no more
+            for run_id in off_page[-FOLLOWED_OFF_PAGE:]:
+                run = _commands.through_outage(functools.partial(reader.get_run, run_id))
+                if run is None:  # deleted or pruned
+                    del seen[run_id]
                     continue
-                seen[run.run_id] = mark
-                if args.json:
-                    print_json_line(plain(run))
-                else:
-                    line = Text.assemble(
-                        shown(
-                            f"{datetime.now().strftime('%H:%M:%S')}  run {run.run_id}  "
-                            f"{run.workflow_id}  "
-                        ),
-                        status_text(run.status),
-                    )
-                    if run.status == RunStatus.SUSPENDED:
-                        line = suspended_line(run)
-                    show(console, line)
-                    sys.stdout.flush()
+                mark = (run.status.value, run.updated_at)
+                if seen[run_id] != mark:
+                    seen[run_id] = mark
+                    tell(run)
+                if run.is_terminal:
+                    del seen[run_id]
             _sleep(args.interval)
