@@ -313,6 +313,7 @@ def test_runs_show_of_an_unreadable_run_exits_2_with_one_line(
     assert code == 2
     assert out == ""
     assert err.startswith(f"callboard: error: run 'run-2' in {corrupted} cannot be read: ")
+    assert err.count("cannot be read") == 1  # said once, not once more inside
     assert err.count("\n") == 1
 
 

@@ -228,7 +228,8 @@ def test_an_interval_or_a_lease_that_is_not_a_finite_number_up_to_a_day_is_a_usa
     assert code == 2, err
     assert out == ""
     assert err.count("\n") == 1
-    assert f"argument {argv[-1]}: expected a number of seconds above 0 and at most 86400" in err
+    least = "from 0.2 to" if argv[-1] == "--lease" else "above 0 and at most"  # the store's
+    assert f"argument {argv[-1]}: expected a number of seconds {least} 86400" in err
     assert repr(value) in err
 
 

@@ -352,7 +352,10 @@ def test_a_second_signal_halts_the_run_in_progress_and_hands_it_back_to_the_queu
         (["worker", f"{FLOWS}:Value"], "is not a workflow"),
         (["worker", f"{FLOWS}:greet", f"{FLOWS}:greet_again"], "are both workflow 'greet' with"),
         (["worker", f"{FLOWS}:greet", "--concurrency", "0"], "argument --concurrency"),
-        (["worker", f"{FLOWS}:greet", "--lease", "0.01"], "--lease: lease must be at least"),
+        (
+            ["worker", f"{FLOWS}:greet", "--lease", "0.1"],
+            "--lease: expected a number of seconds from 0.2",
+        ),
         (["worker", f"{FLOWS}:greet", "--db", "postgresql://u:secret@h/db"], "callboard[postgres]"),
         (["worker", f"{FLOWS}:greet", "--db", "sqlite://runs.db"], "--db: a SQLite URL is"),
         (["worker"], "the following arguments are required: MODULE:ATTR"),

@@ -86,6 +86,7 @@ from runtime._errors import SnapshotFormatError, StoreError
 from runtime._ids import check_run_id, unstorable_text
 from runtime._model import TERMINAL_STATUSES, RunStatus
 from runtime._runtime import DEFAULT_MAX_STEP_THREADS, DEFAULT_STOP_TIMEOUT
+from runtime._stores.base import MAX_LEASE, MIN_LEASE
 
 __all__ = ["DB_ENV", "DEFAULT_DB", "ExitCode", "main"]
 
@@ -355,7 +356,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument(
         "--lease",
-        type=_interval,
+        type=_lease,
         metavar="SECONDS",
         help=(
             "seconds without a heartbeat after which other workers take this one's runs "
@@ -635,6 +636,13 @@ _interval = _number(
     float,
     lambda value: 0 < value <= _A_DAY,
     f"a number of seconds above 0 and at most {_A_DAY:g} (a day)",
+)
+# A lease within the store's own bounds: past argparse, 0.1 was refused by the store
+# with other words than 0 was here.
+_lease = _number(
+    float,
+    lambda value: MIN_LEASE <= value <= MAX_LEASE,
+    f"a number of seconds from {MIN_LEASE:g} to {MAX_LEASE:g} (a day)",
 )
 # A timeout may be inf: wait for ever. NaN is no number of seconds, and is refused.
 _positive_timeout = _number(

@@ -339,8 +339,10 @@ def runs_show(args: argparse.Namespace) -> RunStatus:
         try:
             result = reader.get_run(args.run_id)
         except SnapshotFormatError as exc:
+            # Its message may name the run already: said once, with where it is.
+            why = str(exc).removeprefix(f"run {args.run_id!r} cannot be read: ")
             raise UsageError(
-                f"run {args.run_id!r} in {shown_db(args.db)} cannot be read: {exc}"
+                f"run {args.run_id!r} in {shown_db(args.db)} cannot be read: {why}"
             ) from exc
     if result is None:
         raise RunNotFoundError(f"no run {args.run_id!r} in {shown_db(args.db)}")
