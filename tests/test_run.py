@@ -186,7 +186,7 @@ def test_a_given_trace_id_is_the_run_trace_id(runtime: Runtime) -> None:
         tracing_options=TracingOptions(trace_id="ABCDEF0123"),
         timeout=5,
     )
-    assert result.trace_id == "abcdef0123"
+    assert result.trace_id == "abcdef0123".zfill(32)  # lower case, 32 digits
 
 
 def test_a_run_can_be_given_its_own_id(runtime: Runtime) -> None:
