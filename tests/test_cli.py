@@ -123,6 +123,17 @@ FLOWS = textwrap.dedent(
         .commit()
     )
     draft = create_workflow(id="draft", input_schema=Value, output_schema=Value).then(shout)
+    asking = create_step(
+        id="ask",
+        input_schema=Value,
+        output_schema=Value,
+        execute=lambda ctx: ctx.input_data if ctx.resume_data else ctx.suspend({"ok": "?"}),
+    )
+    approval = (
+        create_workflow(id="approval", input_schema=Value, output_schema=Value)
+        .then(asking)
+        .commit()
+    )
     answer = 42
 
 
@@ -686,6 +697,18 @@ def test_start_wait_gives_up_after_its_timeout_with_exit_1(
     assert code == 1
     assert "did not end within 0.05 seconds" in err
     assert "resumes it from its last completed step" in err
+
+
+def test_start_wait_of_a_run_that_suspends_names_the_command_that_resumes_it(
+    db: str, flows: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It said a program would resume it with run.resume(), and not the command.
+    code, out, err = run_cli(
+        capsys, "start", f"{flows}:approval", "--input", '{"value": "x"}', "--wait",
+        "--run-id", "asked", "--db", db,
+    )  # fmt: skip
+    assert "suspended" in out + err
+    assert "callboard runs resume asked --data JSON" in out + err, (code, out, err)
 
 
 def test_start_loads_a_workflow_from_a_python_file_and_a_dotted_attribute(

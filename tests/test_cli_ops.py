@@ -373,7 +373,7 @@ def test_schedules_pause_resume_and_delete_print_one_json_object_each(
 
     code, out, err = cli(capsys, "schedules", "delete", "five", "--json", "--db", db)
     assert code == 3
-    assert out == "" and "no schedule 'five'" in err
+    assert out == "" and f"no schedule 'five' in {db}" in err  # which store, as runs say
 
 
 # --- control characters: escaped, never dropped -------------------------------------------

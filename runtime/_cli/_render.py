@@ -228,8 +228,9 @@ def left_behind(result: WorkflowResult, db: str) -> str:
     if result.status == RunStatus.SUSPENDED:
         steps = ", ".join(result.suspended) or "a step"
         return (
-            f"run {result.run_id} is suspended at {steps}: it stays in {db} until a program "
-            f"that registers workflow {result.workflow_id!r} resumes it with run.resume()"
+            f"run {result.run_id} is suspended at {steps}: it stays in {db} until it is "
+            f"resumed, with `callboard runs resume {result.run_id} --data JSON` or run.resume() "
+            f"in a program that registers workflow {result.workflow_id!r}"
         )
     sleeping = ""
     if result.status == RunStatus.WAITING and result.waiting_until is not None:

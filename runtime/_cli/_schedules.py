@@ -18,7 +18,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from runtime._cli._commands import CommandError, _opened, require_store
+from runtime._cli._commands import CommandError, _opened, require_store, shown_db
 from runtime._cli._render import (
     console_for,
     print_json,
@@ -79,7 +79,7 @@ def _change(args: argparse.Namespace, verb: str) -> None:
             if close is not None:
                 close()
     if not found:
-        raise ScheduleNotFoundError(f"no schedule {args.schedule_id!r} in the store")
+        raise ScheduleNotFoundError(f"no schedule {args.schedule_id!r} in {shown_db(args.db)}")
     if args.json:
         print_json(
             {"schedule_id": args.schedule_id, "deleted": True}
