@@ -190,8 +190,10 @@ class _HookThreads:
             self._cond.notify()
         elif self._live - self._waiting < self._size:
             self._live += 1
+            # A daemon: an idle one waits for calls with no end, and a program that never
+            # stopped its runtime must still exit (stop() waits for the hooks under way).
             thread = threading.Thread(
-                target=self._work, name=f"callboard-hooks-{next(self._names)}", daemon=False
+                target=self._work, name=f"callboard-hooks-{next(self._names)}", daemon=True
             )
             thread.start()
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -1016,6 +1019,36 @@ def test_hooks_waiting_for_runs_whose_own_hooks_need_a_thread_do_not_hold_them_u
 
     assert [run.wait(2 * WAIT).status for run in runs] == [RunStatus.SUCCESS] * 2
     assert told == [RunStatus.SUCCESS] * 2
+
+
+_NEVER_STOPPED = """
+import sys
+from pydantic import BaseModel
+from runtime import Runtime, create_step, create_workflow
+
+class N(BaseModel):
+    n: int
+
+step = create_step(id="s", input_schema=N, output_schema=N, execute=lambda ctx: ctx.input_data)
+flow = create_workflow(id="h", input_schema=N, output_schema=N, on_finish=lambda o: None)
+runtime = Runtime().start()
+print(runtime.register(flow.then(step).commit()).create_run().start(input_data={"n": 1}).status)
+"""
+
+
+def test_a_program_that_never_stops_its_runtime_still_exits_after_calling_hooks() -> None:
+    # The hook threads waited for more hooks without end, and Python waited for them at
+    # exit: the program hung after its last line (the hooks change of 2026-12-05).
+    done = subprocess.run(
+        [sys.executable, "-c", _NEVER_STOPPED],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "success"
 
 
 def test_an_async_hook_is_awaited(runtime: Runtime) -> None:
