@@ -310,16 +310,19 @@ class Calls:
         again after a crash; while ``gated`` is off they go at once.
         """
         running = self._jobs
-        waiting = [job for job in jobs if job.delay is not None]
-        if waiting:
-            jobs = [job for job in jobs if job.delay is None]
+        waiting: list[Job] = []
         for job in jobs:
-            running[job.call.token] = job
+            if job.delay is None:
+                running[job.call.token] = job
+            else:  # in a back-off that a recovery found under way: it waits out the rest
+                waiting.append(job)
         seq = self._announce()
-        for job in waiting:  # in a back-off that a recovery found under way: its rest
-            self.retry_later(job, job.delay or 0.0)
-        if not jobs:
-            return
+        if waiting:
+            for job in waiting:
+                self.retry_later(job, job.delay or 0.0)
+            jobs = [job for job in jobs if job.call.token in running]
+            if not jobs:
+                return
         if self._awaiting_commit is not None and self.gated:  # on a durable store
             self._awaiting_commit.append((seq, jobs))
         else:

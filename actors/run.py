@@ -629,11 +629,11 @@ class RunActor(DispatchedActor):
                     k: v for k, v in snapshot["suspended"].items() if k != path
                 }
                 self._encoder.suspended_changed(path, gone=True)
-        else:
+        elif (retries := snapshot.get("retries")) and (
+            entry := retries.get(item_path(path, item))
+        ) is not None:
             # An item recovered in its retries' back-off (or in a retry), as a step is.
-            entry = (snapshot.get("retries") or {}).get(item_path(path, item))
-            if entry is not None:
-                attempt, delay = int(entry[0]), _left(entry[1])
+            attempt, delay = int(entry[0]), _left(entry[1])
         if item is not None and resume and (key := item_path(path, item)) in resume:
             # A suspended item of a foreach, resumed: it alone gets the data. The data
             # stays among the pending resumes until the item ends or suspends again: a
