@@ -1106,10 +1106,8 @@ class Harness:
                 return self._next_deadline(runtime, system, mark), False
             if mark != last:
                 last, progressed = mark, time.monotonic()
-            elif (
-                executing
-                and not busy
-                and (not patient or time.monotonic() - progressed > WALK_PATIENCE)
+            elif (executing and not busy and not patient) or (
+                time.monotonic() - progressed > WALK_PATIENCE  # whatever holds it up
             ):
                 return self._next_deadline(runtime, system, mark), True
             time.sleep(SKIP_POLL)
