@@ -265,18 +265,17 @@ class Run(Generic[In, Out]):
             chosen = enter_queue(
                 plan, snapshot, queue=queue, priority=priority, concurrency_key=concurrency_key
             )
-            span = start_span(snapshot, tracing_options)
             try:
-                host.start_run(
+                _start_traced(
+                    host,
                     plan,
                     snapshot,
                     first_record(snapshot, in_memory=host.in_memory),
                     chosen,
+                    tracing_options=tracing_options,
                     scheduled=scheduled,
                 )
-            except (RunAlreadyStartedError, QueueFullError, RuntimeOverloadedError) as exc:
-                if span is not None:
-                    end_span(span, "failed", exception=exc)
+            except (RunAlreadyStartedError, QueueFullError, RuntimeOverloadedError):
                 # Another start with the same key may have won the race since the look-up,
                 # and taken the queue's last place, or the runtime's, with it: this start
                 # is that one's, not refused.
@@ -284,12 +283,6 @@ class Run(Generic[In, Out]):
                 if first is None:
                     raise
                 return self._follow(first)
-            except BaseException as exc:
-                if span is not None:
-                    end_span(span, "failed", exception=exc)
-                raise
-            if span is not None:
-                end_span(span, "pending")
             self._started = True
             self.resource_id = resource_id
         result: StartAsyncResult = _start_result({"run_id": run_id})
@@ -961,15 +954,7 @@ class Run(Generic[In, Out]):
             )
             queue = self._source_queue(source, snapshot)
             # As a start's: the run's trace hangs under the caller's current span.
-            span = start_span(snapshot, None)
-            try:
-                host.start_run(plan, snapshot, first_record(snapshot), queue)
-            except BaseException as exc:
-                if span is not None:
-                    end_span(span, "failed", exception=exc)
-                raise
-            if span is not None:
-                end_span(span, "pending")
+            _start_traced(host, plan, snapshot, first_record(snapshot), queue, tracing_options=None)
             self._started = True
             self.resource_id = resource_id
 
@@ -1568,6 +1553,32 @@ class RunWatch:
             self._last_seq = event.seq
             return event
         raise StopAsyncIteration
+
+
+def _start_traced(
+    host: RunHost,
+    plan: ExecutionPlan,
+    snapshot: Snapshot,
+    record: SnapshotRecord,
+    queue: Queue | None,
+    *,
+    tracing_options: Any,
+    scheduled: bool = False,
+) -> None:
+    """Record a new run and start it, inside its ``workflow_start`` span (if traced).
+
+    Raises:
+        What ``host.start_run`` raises; the span ends failed with it.
+    """
+    span = start_span(snapshot, tracing_options)
+    try:
+        host.start_run(plan, snapshot, record, queue, scheduled=scheduled)
+    except BaseException as exc:
+        if span is not None:
+            end_span(span, "failed", exception=exc)
+        raise
+    if span is not None:
+        end_span(span, "pending")
 
 
 def _unsubscribe(host: RunHost, run_id: str, channel: Channel[RunEvent]) -> None:

@@ -10,7 +10,7 @@ import json
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -357,6 +357,36 @@ def test_runs_list_since_and_until_take_an_age_or_a_date_and_time(
     assert "expected an age such as 30m" in err and err.count("\n") == 1
 
 
+def _cancel(db: str, run_id: str) -> None:
+    assert main(["runs", "cancel", run_id, "--db", db]) == 0
+
+
+def _followed(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    between: list[Callable[[], Any]],
+    *argv: str,
+) -> list[tuple[str, str]]:
+    """``runs list --follow --json``, doing each of ``between`` after a look, then Ctrl-C.
+
+    Returns:
+        Each run told, with its status, in order.
+    """
+    looks = iter(between)
+
+    def pause(seconds: float) -> None:
+        action = next(looks, None)
+        if action is None:
+            raise KeyboardInterrupt
+        action()
+
+    monkeypatch.setattr(_actions, "_sleep", pause)
+    code, out, _err = cli(capsys, "runs", "list", "--follow", "--json", *argv)
+    assert code == 130  # followed until interrupted
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return [(line["run_id"], line["status"]) for line in lines]
+
+
 def test_runs_list_follow_prints_a_line_for_each_run_that_appears_or_changes(
     db: str,
     flows: tuple[str, ModuleType],
@@ -365,27 +395,19 @@ def test_runs_list_follow_prints_a_line_for_each_run_that_appears_or_changes(
 ) -> None:
     module = flows[1]
     suspended_run(db, module, "first")
-    looks: list[float] = []
 
-    def pause(seconds: float) -> None:
-        looks.append(seconds)
-        if len(looks) == 1:  # between the first look and the second, a run changes
-            assert main(["runs", "cancel", "first", "--db", db]) == 0
-        elif len(looks) == 2:
-            suspended_run(db, module, "second")
-        else:
-            raise KeyboardInterrupt
+    told = _followed(
+        capsys,
+        monkeypatch,
+        [
+            lambda: _cancel(db, "first"),  # between two looks
+            lambda: suspended_run(db, module, "second"),
+        ],
+        "--db",
+        db,
+    )
 
-    monkeypatch.setattr(_actions, "_sleep", pause)
-    code, out, _err = cli(capsys, "runs", "list", "--db", db, "--follow", "--json")
-
-    assert code == 130  # followed until interrupted
-    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    assert [(line["run_id"], line["status"]) for line in lines] == [
-        ("first", "suspended"),
-        ("first", "canceled"),
-        ("second", "suspended"),
-    ]
+    assert told == [("first", "suspended"), ("first", "canceled"), ("second", "suspended")]
 
 
 def test_runs_list_follow_tells_the_change_of_a_run_that_leaves_its_filter(
@@ -396,28 +418,20 @@ def test_runs_list_follow_tells_the_change_of_a_run_that_leaves_its_filter(
 ) -> None:
     # Following the suspended runs, a cancel of one was never told: the canceled run was
     # no longer on the page asked for, and the follower said nothing of it.
-    module = flows[1]
-    suspended_run(db, module, "first")
-    looks: list[float] = []
+    suspended_run(db, flows[1], "first")
 
-    def pause(seconds: float) -> None:
-        looks.append(seconds)
-        if len(looks) == 1:
-            assert main(["runs", "cancel", "first", "--db", db]) == 0
-        elif len(looks) == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(_actions, "_sleep", pause)
-    code, out, _err = cli(
-        capsys, "runs", "list", "--db", db, "--follow", "--json", "--status", "suspended"
+    told = _followed(
+        capsys,
+        monkeypatch,
+        [lambda: _cancel(db, "first"), lambda: None],
+        "--db",
+        db,
+        "--status",
+        "suspended",
     )
 
-    assert code == 130
-    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    assert [(line["run_id"], line["status"]) for line in lines] == [
-        ("first", "suspended"),
-        ("first", "canceled"),  # once, though it is not suspended any more
-    ]
+    # The cancel is told once, though the run is not suspended any more.
+    assert told == [("first", "suspended"), ("first", "canceled")]
 
 
 # --- watch ------------------------------------------------------------------------------
