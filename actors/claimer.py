@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Final
 
 from runtime import _clock
@@ -171,6 +171,10 @@ class Claimer:
             which may be the one it waits for.
         guard: Through which it renews the lease, so that steps know when it
             was last renewed (a guard of its own if not given).
+        here: The runs with an actor in this process (see
+            :class:`~actors.supervisor.RunsHere`): one the store no longer
+            holds (it was reaped while it stalled) is not claimed back until
+            its actor lets go.
     """
 
     def __init__(
@@ -184,8 +188,10 @@ class Claimer:
         cancel: Callable[[str, Callable[[], None]], None],
         waiting: Callable[[], int] = lambda: 0,
         guard: LeaseGuard | None = None,
+        here: Callable[[], Collection[str]] = list,
     ) -> None:
         self._store = store
+        self._here = here
         self._guard = guard or LeaseGuard(store)
         self._plans = plans
         self._capacity = capacity
@@ -417,16 +423,18 @@ class Claimer:
         with self._parked_lock:
             skipped = tuple(self._skipped)
             generation = self._generation  # read before the claim: see park
+        # Runs lost while this worker stalled, whose actors here are still in a step.
+        busy = [run_id for run_id in self._here() if not store.holds(run_id)]
         if self._capacity is None:
             room = CLAIM_BATCH
-            claimed = store.claim(workflows, room, skipped)
+            claimed = store.claim(workflows, room, skipped, busy)
         else:
             # Room counted and taken under one lock: a run started here meanwhile
             # (reserve) waits for the claim and then counts the runs it took. Counted
             # before and claimed after, the same room went to both, one run too many.
             with self._room_lock:
                 room = min(CLAIM_BATCH, self._capacity - self._in_use())
-                claimed = store.claim(workflows, room, skipped) if room > 0 else []
+                claimed = store.claim(workflows, room, skipped, busy) if room > 0 else []
         if claimed:
             self._take(claimed, generation)
         return room > 0 and len(claimed) == room

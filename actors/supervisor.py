@@ -40,7 +40,38 @@ from runtime._plan import ExecutionPlan
 from runtime._queue import Bucket, queue_entry, rank
 from runtime._snapshot import Snapshot, canceled_record
 
-__all__ = ["PendingRuns", "SupervisorActor"]
+__all__ = ["PendingRuns", "RunsHere", "SupervisorActor"]
+
+
+class RunsHere:
+    """The runs a supervisor has an actor for, or waiting for room, read from other threads.
+
+    On a shared store, a worker that stalled past its lease (a long pause, a
+    SIGSTOP) is reaped, and its runs go back to the queue while their actors
+    here may still be in a step. Its claimer must not take such a run back
+    beside its old actor: two actors would run its steps at once. So the
+    claimer leaves out of its claims the runs named here that the store no
+    longer holds, until their actors let go (their writes are fenced off).
+    """
+
+    __slots__ = ("_ids", "_lock")
+
+    def __init__(self) -> None:
+        self._ids: set[str] = set()
+        self._lock = threading.Lock()
+
+    def add(self, run_id: str) -> None:
+        with self._lock:
+            self._ids.add(run_id)
+
+    def discard(self, *run_ids: str) -> None:
+        with self._lock:
+            self._ids.difference_update(run_ids)
+
+    def __call__(self) -> list[str]:
+        """The runs, now."""
+        with self._lock:
+            return list(self._ids)
 
 
 class PendingRuns:
@@ -132,9 +163,11 @@ class SupervisorActor(DispatchedActor):
         gate: QueueGate[StartRun] | None = None,
         waiting: deque[StartRun] | None = None,
         direct: DirectWrites | None = None,
+        here: RunsHere | None = None,
     ) -> None:
         super().__init__(dispatcher)
         self._direct = direct
+        self._here = here
         # On a shared store a sleeping run is released to the store, which keeps its
         # wake time: whichever worker is alive then takes it, not a timer here.
         self._shared = shared
@@ -215,6 +248,8 @@ class SupervisorActor(DispatchedActor):
             if self._pending is not None and not message.admitted:
                 self._pending.add()
             self._waiting.append(message)
+            if self._here is not None:
+                self._here.add(message.snapshot["run_id"])
         else:
             if message.admitted:
                 self._release(1)
@@ -243,6 +278,8 @@ class SupervisorActor(DispatchedActor):
             self._ended(None)
             return
         self._runs.pop(run_id, None)
+        if self._here is not None:
+            self._here.discard(run_id)
         self._leave_queue(run_id)
         if message.wake_at is not None and not self._shared:
             try:
@@ -280,6 +317,8 @@ class SupervisorActor(DispatchedActor):
             for queued in self._waiting:
                 if queued.snapshot["run_id"] == run_id:
                     self._waiting.remove(queued)
+                    if self._here is not None:
+                        self._here.discard(run_id)
                     self._release(1)
                     plan, snapshot = queued.plan, queued.snapshot
                     break
@@ -328,6 +367,8 @@ class SupervisorActor(DispatchedActor):
                 tell_safely(self._registry, RecordFailure(run_id=run_id, error=error, plan=plan))
         # Halted, they stay pending or waiting in a durable store, for the next runtime.
         self._release(len(self._waiting))
+        if self._here is not None:
+            self._here.discard(*(waiting.snapshot["run_id"] for waiting in self._waiting))
         self._waiting.clear()
         for _, _, handle in self._sleeping.values():
             handle.cancel()
@@ -338,6 +379,8 @@ class SupervisorActor(DispatchedActor):
                     failure = RecordFailure(run_id=run_id, error=error, plan=plan)
                     tell_safely(self._registry, failure)
                 self._runs.pop(run_id, None)
+                if self._here is not None:
+                    self._here.discard(run_id)
         self._notify_if_idle()
 
     # --- helpers --------------------------------------------------------------------
@@ -357,10 +400,14 @@ class SupervisorActor(DispatchedActor):
             direct=self._direct,
         )
         self._runs[run_id] = (ref, message.plan)
+        if self._here is not None:
+            self._here.add(run_id)
 
     def _ended(self, run_id: str | None) -> None:
         if run_id is not None:
             self._runs.pop(run_id, None)
+            if self._here is not None:
+                self._here.discard(run_id)
             self._leave_queue(run_id)
         while self._waiting and self._has_room():
             self._release(1)

@@ -49,7 +49,7 @@ from actors.messages import (
 )
 from actors.registry import RegistryActor
 from actors.step import error_dict
-from actors.supervisor import PendingRuns, SupervisorActor
+from actors.supervisor import PendingRuns, RunsHere, SupervisorActor
 from runtime import _clock, _otel
 from runtime._errors import RuntimeOverloadedError, RuntimeStoppedError, StoreError
 from runtime._model import RunEvent
@@ -173,6 +173,8 @@ class ActorSystem:
             waiters=waiters,
         )
         self._waiting: deque[StartRun] = deque()
+        # On a shared store: the runs with an actor here, which its claims leave alone.
+        self._here = RunsHere() if shared else None
         self.supervisor = SupervisorActor.start(
             self.dispatcher,
             registry=self.registry,
@@ -188,6 +190,7 @@ class ActorSystem:
             waiting=self._waiting,
             # Only a MemoryStore is known to take writes from any thread.
             direct=DirectWrites(store, logs, waiters) if isinstance(store, MemoryStore) else None,
+            here=self._here,
         )
         self.pruner = None if retention is None else Pruner(store, retention)
         # A shutdown's wait for runs in progress, and whether hurry() cut it short.
@@ -471,6 +474,7 @@ class ActorSystem:
             cancel=self._cancel_requested,
             waiting=lambda: self.pool.waiting,
             guard=guard,
+            here=self._here or list,
         )
         store.set_hint(self._hint)
 

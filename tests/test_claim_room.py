@@ -34,15 +34,19 @@ class PausedClaims(SQLiteStore):
         self.done = threading.Event()
 
     def claim(
-        self, workflow_ids: Sequence[str], limit: int, skip: Collection[str] = ()
+        self,
+        workflow_ids: Sequence[str],
+        limit: int,
+        skip: Collection[str] = (),
+        busy: Collection[str] = (),
     ) -> list[Claimed]:
         if not self.armed:
-            return super().claim(workflow_ids, limit, skip)
+            return super().claim(workflow_ids, limit, skip, busy)
         self.armed = False
         self.paused.set()
         self.go.wait(BLOCK_LIMIT)
         try:
-            return super().claim(workflow_ids, limit, skip)
+            return super().claim(workflow_ids, limit, skip, busy)
         finally:
             self.done.set()
 

@@ -309,6 +309,44 @@ def test_a_skipped_run_whose_cancel_was_asked_for_is_claimed_to_end(
     assert [(c.record.run_id, c.cancel_requested) for c in claimed] == [("r1", True)]
 
 
+@pytest.mark.parametrize("queued", [False, True], ids=["no-queue", "through-a-queue"])
+def test_a_claim_leaves_busy_runs_even_those_whose_cancel_was_asked_for(
+    shared_store: SharedStores, queued: bool
+) -> None:
+    a = shared_store.open()
+    if queued:  # claimed by rank, under the queues' limits
+        a.define_queue(QueueLimits("q", concurrency=5))
+    for run_id in ("r1", "r2", "r3"):
+        record = rec(run_id)
+        a.create(record._replace(queue="q") if queued else record, hold=False)
+    assert a.request_cancel("r1")
+
+    claimed = a.claim(["wf"], 10, skip={"r1", "r2"}, busy={"r1", "r3"})
+
+    assert claimed == []  # r2 is skipped; r1 and r3 are busy, the cancel of r1 or not
+    assert sorted(c.record.run_id for c in a.claim(["wf"], 10, busy={"r3"})) == ["r1", "r2"]
+
+
+def test_a_claim_that_finds_a_run_it_thought_it_held_in_the_queue_hands_it_back_fenced(
+    shared_store: SharedStores,
+) -> None:
+    stalled, b = shared_store.open(lease=LEASE), shared_store.open()
+    stalled.create(rec("r1"))
+    save(stalled, rec("r1", 1, "running"))
+    assert reaped(b) == 1
+    assert stalled.held() == 1  # by its own count: it has not heard yet
+
+    # Its actor of r1 may still be in a step: a second one must not start beside it.
+    assert stalled.claim(["wf"], 5) == []
+
+    assert (stalled.held(), stalled.holds("r1")) == (0, False)
+    assert ids(b.queued()) == ["r1"]
+    assert isinstance(save(stalled, rec("r1", 2, "running")).error, RunFencedError)
+    # Once that actor let go, r1 is claimed as any run, here or elsewhere.
+    assert [c.record for c in stalled.claim(["wf"], 5)] == [rec("r1", 1, "running")]
+    assert save(stalled, rec("r1", 2, "success")).committed
+
+
 def test_next_wake_leaves_out_skipped_sleepers(shared_store: SharedStores) -> None:
     a = shared_store.open()
     a.create(rec("r1"))

@@ -455,17 +455,26 @@ class SharedStore(SnapshotStore, Protocol):
         ...
 
     def claim(
-        self, workflow_ids: Sequence[str], limit: int, skip: Collection[str] = ()
+        self,
+        workflow_ids: Sequence[str],
+        limit: int,
+        skip: Collection[str] = (),
+        busy: Collection[str] = (),
     ) -> list[Claimed]:
         """Take up to ``limit`` queued runs of these workflows, by rank (oldest first).
 
         Each is then held by this worker with its epoch bumped. Runs another
         claimer has locked are skipped, never waited for, and so are runs
         named in ``skip`` (ones this worker handed back, unable to drive them),
-        unless their cancel was requested: those end on their claim. A run
-        with a queue is taken only while its queue's limits allow (counted
-        over every worker, inside the claim's transaction), and the runs of a
-        queue go by :func:`~runtime._queue.rank`.
+        unless their cancel was requested: those end on their claim. Runs
+        named in ``busy`` are never taken: their actors still run in this
+        process (a worker that was reaped while it stalled, and woke, waits
+        for its actors of the runs it lost to let go of them first). A run
+        this store thought it held, which the claim found in the queue (this
+        worker was reaped, and has not heard so yet), goes back to the queue
+        instead, fenced off here. A run with a queue is taken only while its
+        queue's limits allow (counted over every worker, inside the claim's
+        transaction), and the runs of a queue go by :func:`~runtime._queue.rank`.
         """
         ...
 

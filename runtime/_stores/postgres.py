@@ -620,19 +620,32 @@ _CLAIM_ALONE: Final = _CLAIM.replace(
 _SKIPPING: Final = "(cancel_requested OR NOT (run_id = ANY(%(skip)s::text[])))"
 """Leaves out of a claim the runs this worker skips, but those whose cancel was requested."""
 
-_CLAIM_SKIPPING: Final = _CLAIM.replace("AND queue IS NULL", f"AND queue IS NULL AND {_SKIPPING}")
+_NOT_BUSY: Final = "NOT (run_id = ANY(%(busy)s::text[]))"
+"""Leaves out of a claim the runs whose actors still run in this process, cancel or not."""
+
+_CLAIM_SKIPPING: Final = _CLAIM.replace(
+    "AND queue IS NULL", f"AND queue IS NULL AND {_SKIPPING} AND {_NOT_BUSY}"
+)
 _CLAIM_ALONE_SKIPPING: Final = _CLAIM_ALONE.replace(
-    "AND queue IS NULL", f"AND queue IS NULL AND {_SKIPPING}"
+    "AND queue IS NULL", f"AND queue IS NULL AND {_SKIPPING} AND {_NOT_BUSY}"
 )
 
 # Runs owned by this worker that it does not know it holds: a claim whose
 # commit was sent but never acknowledged (the connection dropped) took them.
 _ADOPT: Final = f"""
 UPDATE callboard_runs SET epoch = epoch + 1
-WHERE owner_id = %(owner)s AND NOT (run_id = ANY(%(known)s::text[]))
+WHERE owner_id = %(owner)s AND NOT (run_id = ANY(%(known)s::text[])) AND {_NOT_BUSY}
     AND status IN ({_UNFINISHED_SQL}) AND workflow_id = ANY(%(workflows)s)
 RETURNING {_COLUMNS}, epoch, cancel_requested
 """
+
+_ADOPTABLE_BUSY: Final = f"""
+SELECT 1 FROM callboard_runs
+WHERE owner_id = %(owner)s AND NOT (run_id = ANY(%(known)s::text[]))
+    AND run_id = ANY(%(busy)s::text[]) AND status IN ({_UNFINISHED_SQL})
+LIMIT 1
+"""
+"""A run _ADOPT left for later: its actor here has yet to let go of it."""
 
 _DEAD_WORKERS: Final = f"""
 SELECT worker_id FROM callboard_workers
@@ -1869,13 +1882,20 @@ class PostgresStore:
         return bool(self._committed(write, future, "the lease was not renewed"))
 
     def claim(
-        self, workflow_ids: Sequence[str], limit: int, skip: Collection[str] = ()
+        self,
+        workflow_ids: Sequence[str],
+        limit: int,
+        skip: Collection[str] = (),
+        busy: Collection[str] = (),
     ) -> list[Claimed]:
         """Take up to ``limit`` queued runs of these workflows, oldest first.
 
         Each is then held here with its epoch bumped. Rows another worker has
         locked are skipped (``FOR UPDATE SKIP LOCKED``), never waited for, and
-        so are runs named in ``skip``, unless their cancel was requested.
+        so are runs named in ``skip``, unless their cancel was requested, and
+        those named in ``busy``. A run this store thought it held, which the
+        claim found in the queue (reaped meanwhile), goes back to the queue
+        instead, fenced off: its actor here may still be running a step.
 
         Raises:
             StoreError: if the store is read-only or closed, or stayed unreachable.
@@ -1883,7 +1903,7 @@ class PostgresStore:
         if limit <= 0 or not workflow_ids:
             return []
         future: Future[list[Claimed]] = Future()
-        payload = (sorted(set(workflow_ids)), limit, sorted(skip))
+        payload = (sorted(set(workflow_ids)), limit, sorted(skip), sorted(busy))
         write = self._submit("claim", payload, resolve(future))
         claimed: list[Claimed] = self._committed(write, future, "nothing was claimed")
         return claimed
@@ -2900,32 +2920,68 @@ class PostgresStore:
         return len(rows)
 
     def _claim(self, connection: Connection, write: Write, batch: _Batch) -> list[Claimed]:
-        workflows, limit, skip = write.payload
+        workflows, limit, skip, busy = write.payload
         # A claim whose caller gave up waiting must not take runs nobody would drive.
         if not write.take():
             return []
         rows: list[tuple[Any, ...]] = []
         if self._ambiguous:
-            rows += connection.execute(
-                _ADOPT,
-                {"owner": self.owner_id, "known": sorted(batch.held), "workflows": workflows},
-            ).fetchall()
-            batch.adopted = True
+            adopting = {
+                "owner": self.owner_id,
+                "known": sorted(batch.held),
+                "workflows": workflows,
+                "busy": busy,
+            }
+            rows += connection.execute(_ADOPT, adopting).fetchall()
+            # Still unsure while a run of its own is left for its actor here to let go of.
+            batch.adopted = (
+                not busy or connection.execute(_ADOPTABLE_BUSY, adopting).fetchone() is None
+            )
         if len(rows) < limit:
             if _queue_limits(connection):
-                rows += self._claim_through_queues(connection, workflows, limit - len(rows), skip)
+                rows += self._claim_through_queues(
+                    connection, workflows, limit - len(rows), skip, busy
+                )
             else:
                 # No queue defined: no run has one (a queue is defined before its first run).
                 rows += connection.execute(
-                    _CLAIM_SKIPPING if skip else _CLAIM,
+                    _CLAIM_SKIPPING if skip or busy else _CLAIM,
                     {
                         "workflows": workflows,
                         "limit": limit - len(rows),
                         "owner": self.owner_id,
                         "skip": skip,
+                        "busy": busy,
                     },
                 ).fetchall()
+        rows = self._retaken(connection, rows, batch)
         return self._claimed(rows, batch)
+
+    def _retaken(
+        self, connection: Connection, rows: list[tuple[Any, ...]], batch: _Batch
+    ) -> list[tuple[Any, ...]]:
+        """The claimed rows but those of runs this store thought it held, which go back.
+
+        A claim finds a run it holds in the queue only if this worker was reaped
+        (its lease ran out while it stalled) and has not heard so yet: the run's
+        actor here may still be in a step. Claimed again, the run would get a
+        second actor beside it, and both would write under the new epoch. It
+        goes back to the queue at once, fenced off here: its actor's next write
+        is refused, the actor lets go, and then the run is claimed anew.
+        """
+        retaken = {row[0] for row in rows if row[0] in batch.held}
+        if not retaken:
+            return rows
+        connection.execute(
+            "UPDATE callboard_runs SET owner_id = NULL WHERE run_id = ANY(%s) AND owner_id = %s",
+            (sorted(retaken), self.owner_id),
+        )
+        for run_id in sorted(retaken):
+            del batch.held[run_id]
+            batch.fenced.add(run_id)
+            batch.hints.add("queued", run_id)
+        emit(logging.WARNING, "runs_lost_while_stalled", store=self._shown, runs=sorted(retaken))
+        return [row for row in rows if row[0] not in retaken]
 
     def _claimed(self, rows: list[tuple[Any, ...]], batch: _Batch) -> list[Claimed]:
         """The claimed rows (oldest first), now held here."""
@@ -2967,7 +3023,7 @@ class PostgresStore:
         nothing (none waits, or runs wait in queues) the claim is made again as
         :meth:`_claim` makes it, which looks at the queues.
         """
-        workflows, limit, skip = write.payload
+        workflows, limit, skip, busy = write.payload
         # A claim whose caller gave up waiting must not take runs nobody would drive.
         if not write.take():
             return []
@@ -2975,17 +3031,30 @@ class PostgresStore:
             with _autocommit(connection):
                 _virtual_now(connection)
                 rows = connection.execute(
-                    _CLAIM_ALONE_SKIPPING if skip else _CLAIM_ALONE,
-                    {"workflows": workflows, "limit": limit, "owner": self.owner_id, "skip": skip},
+                    _CLAIM_ALONE_SKIPPING if skip or busy else _CLAIM_ALONE,
+                    {
+                        "workflows": workflows,
+                        "limit": limit,
+                        "owner": self.owner_id,
+                        "skip": skip,
+                        "busy": busy,
+                    },
                 ).fetchall()
+                kept = self._retaken(connection, rows, batch) if rows else rows
         except Exception:
             # Its commit may have happened unacknowledged: runs held here unknowingly.
             self._ambiguous = True
             raise
-        return self._claimed(rows, batch) if rows else None
+        # Took some, even if all of them went back (none is claimed again in this batch).
+        return self._claimed(kept, batch) if rows else None
 
     def _claim_through_queues(
-        self, connection: Connection, workflows: list[str], limit: int, skip: list[str]
+        self,
+        connection: Connection,
+        workflows: list[str],
+        limit: int,
+        skip: list[str],
+        busy: list[str],
     ) -> list[tuple[Any, ...]]:
         """Claim by rank, each run of a queue only while its limits allow, under the queue lock.
 
@@ -3021,7 +3090,8 @@ class PostgresStore:
             rows = connection.execute(
                 "SELECT run_id, queue, queue_key, started_at FROM callboard_runs "
                 f"WHERE {_QUEUED_SQL} AND workflow_id = ANY(%(workflows)s) AND {_DUE} "
-                f"AND {_SKIPPING} AND (queue IS NULL OR NOT (queue = ANY(%(closed)s) "
+                f"AND {_SKIPPING} AND {_NOT_BUSY} "
+                "AND (queue IS NULL OR NOT (queue = ANY(%(closed)s) "
                 "OR queue || chr(31) || coalesce(queue_key, '') = ANY(%(buckets)s) "
                 "OR (started_at IS NULL "
                 "AND queue || chr(31) || coalesce(queue_key, '') = ANY(%(rated)s)))) "
@@ -3033,6 +3103,7 @@ class PostgresStore:
                     "rated": [bucket_key(bucket) for bucket in admission.rated_buckets()],
                     "limit": want,
                     "skip": skip,
+                    "busy": busy,
                 },
             ).fetchall()
             chosen = [

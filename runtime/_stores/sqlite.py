@@ -1000,15 +1000,22 @@ class SQLiteStore:
         return bool(self._committed(write, future, "the lease was not renewed"))
 
     def claim(
-        self, workflow_ids: Sequence[str], limit: int, skip: Collection[str] = ()
+        self,
+        workflow_ids: Sequence[str],
+        limit: int,
+        skip: Collection[str] = (),
+        busy: Collection[str] = (),
     ) -> list[Claimed]:
         """Take up to ``limit`` queued runs of these workflows that are due, oldest first.
 
-        Runs named in ``skip`` are left, unless their cancel was requested.
+        Runs named in ``skip`` are left, unless their cancel was requested, and so
+        are those named in ``busy``. A run this store thought it held, which the
+        claim found in the queue (reaped meanwhile), goes back to the queue
+        instead, fenced off: its actor here may still be running a step.
         """
         if limit < 1 or not workflow_ids:
             return []
-        skipping, skipped = _skipping(skip)
+        skipping, skipped = _skipping(skip, busy)
         with self._reading() as connection:
             due = connection.execute(
                 f"SELECT 1 FROM runs WHERE {_QUEUED} AND (wake_at IS NULL OR wake_at <= ?) "
@@ -1018,7 +1025,7 @@ class SQLiteStore:
         if due is None:
             return []  # the usual case, found with a read: no write transaction
         future: Future[list[Claimed]] = Future()
-        write = self._submit("claim", (list(workflow_ids), limit, skip), resolve(future))
+        write = self._submit("claim", (list(workflow_ids), limit, skip, busy), resolve(future))
         claimed: list[Claimed] = self._committed(write, future, "nothing was claimed")
         return claimed
 
@@ -1865,11 +1872,11 @@ class SQLiteStore:
     def _claim(
         self, connection: sqlite3.Connection, payload: Any, outcome: _Outcome
     ) -> list[Claimed]:
-        workflow_ids, limit, skip = payload
+        workflow_ids, limit, skip, busy = payload
         now = _clock.time()
         admission = self._admission(connection, now)
         limited = admission is not None and admission.limited()
-        skipping, skipped = _skipping(skip)
+        skipping, skipped = _skipping(skip, busy)
         taken: list[str] = []
         for _ in range(_CLAIM_ROUNDS if limited else 1):
             want = limit - len(taken)
@@ -1920,6 +1927,7 @@ class SQLiteStore:
                 taken.extend(chosen)
             if len(taken) >= limit or len(rows) < want:
                 break  # enough, or nothing more waits: a round skips only what filled up
+        taken = self._retaken(connection, taken, outcome)
         if not taken:
             return []
         claimed = []
@@ -1940,6 +1948,35 @@ class SQLiteStore:
                     Claimed(record=record._replace(queue=row[11]), cancel_requested=bool(row[10]))
                 )
         return claimed
+
+    def _retaken(
+        self, connection: sqlite3.Connection, taken: list[str], outcome: _Outcome
+    ) -> list[str]:
+        """The claimed runs but those this store thought it held, which go back to the queue.
+
+        A claim finds a run it holds in the queue only if this worker was reaped
+        (its lease ran out while it stalled) and has not heard so yet: the run's
+        actor here may still be in a step. Claimed again, the run would get a
+        second actor beside it, and both would write under the new epoch. It
+        goes back at once, fenced off here: its actor's next write is refused,
+        the actor lets go, and then the run is claimed anew.
+        """
+        with self._held_lock:
+            retaken = sorted(run_id for run_id in taken if run_id in self._held)
+        if not retaken:
+            return taken
+        for ids in _chunks(retaken):
+            connection.execute(
+                f"UPDATE runs SET owner_id = NULL WHERE run_id IN ({', '.join('?' * len(ids))}) "
+                "AND owner_id = ?",
+                (*ids, self.owner_id),
+            )
+        for run_id in retaken:
+            outcome.fenced.add(run_id)
+            outcome.hint("queued", run_id)
+        emit(logging.WARNING, "runs_lost_while_stalled", path=str(self.path), runs=retaken)
+        gone = set(retaken)
+        return [run_id for run_id in taken if run_id not in gone]
 
     def _queue_limits(self, connection: sqlite3.Connection) -> dict[str, QueueLimits]:
         rows = connection.execute(
@@ -2173,18 +2210,21 @@ def _listed(values: Iterable[str]) -> str:
     return json.dumps(list(values))
 
 
-def _skipping(skip: Collection[str]) -> tuple[str, tuple[str, ...]]:
-    """The condition (and its one parameter) that leaves ``skip``'s runs out of a claim.
+def _skipping(skip: Collection[str], busy: Collection[str] = ()) -> tuple[str, tuple[str, ...]]:
+    """The condition (and its parameters) that leaves ``skip``'s and ``busy``'s runs out of a claim.
 
-    A run whose cancel was requested is claimed all the same: it ends on its claim.
+    A skipped run whose cancel was requested is claimed all the same: it ends on
+    its claim. A busy one is not: its actor here still runs.
     """
-    if not skip:
-        return "", ()
-    skipped = tuple(sorted(skip))
-    return (
-        " AND (cancel_requested = 1 OR run_id NOT IN (SELECT value FROM json_each(?)))",
-        (json.dumps(skipped),),
-    )
+    condition = ""
+    params: tuple[str, ...] = ()
+    if skip:
+        condition = " AND (cancel_requested = 1 OR run_id NOT IN (SELECT value FROM json_each(?)))"
+        params = (json.dumps(sorted(skip)),)
+    if busy:
+        condition += " AND run_id NOT IN (SELECT value FROM json_each(?))"
+        params = (*params, json.dumps(sorted(busy)))
+    return condition, params
 
 
 def _workflows(text: str) -> list[str]:
