@@ -185,6 +185,9 @@ class Scheduler:
             plan = plans.get(row.workflow_id)
             if row.paused or plan is None:
                 continue
+            if row.damaged is not None:
+                self._say_damaged(row)
+                continue
             try:
                 upcoming = self._fire_due(row, plan)
             except WorkflowError as exc:  # the store refused (down, locked): the next pass retries
@@ -223,6 +226,22 @@ class Scheduler:
             error=f"{type(exc).__name__}: {exc}",
             hint="this process fires none of its ticks; a process that can read its cron "
             "and time zone does, or define it again with ones this process reads",
+        )
+
+    def _say_damaged(self, row: ScheduleRow) -> None:
+        """Say (once for each damage) that a schedule's row cannot be read, and how to mend it."""
+        said = (row.cron, row.timezone, str(row.damaged))
+        if self._said.get(row.schedule_id) == said:
+            return
+        self._said[row.schedule_id] = said
+        emit(
+            logging.ERROR,
+            "schedule_damaged",
+            schedule_id=row.schedule_id,
+            error=f"the store's row is damaged: {row.damaged}",
+            hint="no process fires its ticks until it is defined again (Runtime.schedule "
+            "with its id mends the row, counting its ticks from then), or delete it: "
+            f"callboard schedules delete {row.schedule_id}",
         )
 
     def _fire_due(self, row: ScheduleRow, plan: ExecutionPlan) -> float | None:
@@ -374,9 +393,9 @@ def describe(
     anchor = row.created_at if row.last_tick is None else row.last_tick
     next_fire: float | None = None
     ticks: list[float] = []
-    error: str | None = None
+    error = None if row.damaged is None else f"the store's row is damaged: {row.damaged}"
     try:
-        if not row.paused:
+        if not row.paused and row.damaged is None:  # a damaged one fires nothing
             # A tick due shows as its own past time (it showed as "now", alike an
             # hour later when no runtime registered the workflow to fire it).
             _, due = due_ticks(row, anchor, now, 1)

@@ -539,3 +539,55 @@ def test_runs_a_stopped_runtime_left_go_back_through_the_queue(
     finish_all(resumed, ids)
     assert second.most["*"] <= 1
     assert len(second.starts) >= 3  # at least the runs that never started ran here
+
+
+@pytest.mark.usefixtures("_structlog_reset")
+def test_a_queue_whose_stored_limit_is_not_a_number_holds_its_runs_and_the_others_go_on(
+    tmp_path: Path,
+) -> None:
+    # A limit written by hand into the SQLite file made every claim raise: no run of any
+    # queue (or of none) started, and `callboard queues list` showed a traceback.
+    import io
+    import sqlite3
+    from contextlib import redirect_stderr, redirect_stdout
+
+    import structlog.testing
+
+    from runtime._cli import main
+
+    path = tmp_path / "runs.db"
+    odd = workflow(Gauge(), queue=Queue("odd", concurrency=2), wf_id="odd")
+    fine = workflow(Gauge(), queue=Queue("fine", rate_limit=(5, 60.0)), wf_id="fine")
+    plain = workflow(Gauge(), wf_id="plain")
+    with (
+        structlog.testing.capture_logs() as logs,
+        Runtime(store=SQLiteStore(path), role="worker") as worker,
+        Runtime(store=path, role="client") as rt,
+    ):
+        bound = {wf.id: (worker.register(wf), rt.register(wf)) for wf in (odd, fine, plain)}
+        for wf_id in ("odd", "fine"):  # a process defines a queue at its first start
+            result = bound[wf_id][1].create_run().start(input_data={"value": "x"}, timeout=WAIT)
+            assert result.status == "success"
+        with sqlite3.connect(path) as raw:
+            raw.execute("UPDATE queues SET concurrency = 'two' WHERE name = 'odd'")
+        held = bound["odd"][1].create_run()
+        held.start_async(input_data={"value": "o"})
+        for wf_id in ("fine", "plain"):
+            result = bound[wf_id][1].create_run().start(input_data={"value": "x"}, timeout=WAIT)
+            assert result.status == "success"
+        out = io.StringIO()
+        with redirect_stdout(out), redirect_stderr(io.StringIO()):
+            listed = main(["queues", "list", "--db", str(path)])
+        time.sleep(0.5)  # claim passes: its limit is unknown, so it waits
+        now = bound["odd"][1].get_workflow_run_execution_result(held.run_id)
+        assert now is not None and now.status == "pending"
+
+    assert listed == 0 and "odd" in out.getvalue() and "fine" in out.getvalue()
+    said = [log for log in logs if log["event"] == "queue_damaged"]
+    assert said and {log["queue"] for log in said} == {"odd"}
+    assert "its concurrency is 'two'" in said[0]["error"]
+    # A process that defines the queue again (at its first start) mends its row.
+    with Runtime(store=SQLiteStore(path)) as mended:
+        wf = mended.register(odd)
+        assert wf.create_run().start(input_data={"value": "y"}, timeout=WAIT).status == "success"
+        assert wf.create_run(run_id=held.run_id).wait(timeout=WAIT).status == "success"

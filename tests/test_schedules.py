@@ -788,6 +788,39 @@ def test_a_schedule_row_with_values_this_process_cannot_read_is_listed_as_such(
     assert fine.schedule_id == "b-fine" and fine.error is None
 
 
+@pytest.mark.usefixtures("_structlog_reset")
+@pytest.mark.parametrize("column", ["created_at", "last_tick", "buffered"])
+def test_a_schedule_whose_stored_time_is_not_a_number_is_listed_fires_nothing_and_is_mended(
+    clock: VirtualClock, started: list[Runtime], tmp_path: Path, column: str
+) -> None:
+    # A time written by hand into the SQLite file made every read of the schedules raise:
+    # `schedules list` showed a traceback, and no schedule of the store fired at all.
+    rt = start(started, tmp_path / "runs.db")
+    rt.schedule(report, cron="*/5 * * * *", input_data={"value": "x"}, schedule_id="a-odd")
+    rt.schedule(report, cron="*/5 * * * *", input_data={"value": "x"}, schedule_id="b-fine")
+    with structlog.testing.capture_logs() as logs:
+        with sqlite3.connect(tmp_path / "runs.db") as raw:
+            raw.execute(f"UPDATE schedules SET {column} = 'x' WHERE schedule_id = 'a-odd'")
+        step(clock, 270, rt)
+        step(clock, FIVE_MINUTES, rt)
+    odd, fine = rt.schedules()
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        listed = main(["schedules", "list", "--db", str(tmp_path / "runs.db")])
+
+    assert run_ids(rt) == [tick_run_id("b-fine", tick(5)), tick_run_id("b-fine", tick(10))]
+    [said] = [log for log in logs if log["event"] == "schedule_damaged"]  # once
+    assert said["schedule_id"] == "a-odd" and f"its {column} is 'x'" in said["error"]
+    assert odd.error is not None and column in odd.error and odd.next_fire_at is None
+    assert fine.error is None
+    assert listed == 0 and "a-odd" in out.getvalue() and "unreadable" in out.getvalue()
+    # Defined again, it is mended, and fires from its next tick.
+    rt.schedule(report, cron="*/5 * * * *", input_data={"value": "x"}, schedule_id="a-odd")
+    step(clock, FIVE_MINUTES, rt)
+    assert rt.schedules()[0].error is None
+    assert tick_run_id("a-odd", tick(15)) in run_ids(rt)
+
+
 def test_a_long_run_stays_listed_while_later_ticks_pass_it_over(
     clock: VirtualClock, started: list[Runtime], gate: threading.Event
 ) -> None:

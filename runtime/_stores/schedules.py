@@ -16,6 +16,7 @@ first to write it wins and the others change nothing.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sqlite3
 import threading
@@ -58,6 +59,10 @@ class ScheduleRow(NamedTuple):
         last_tick: The newest tick handled (epoch seconds), or ``None``.
         last_run_id: The run of the newest tick that started one, or ``None``.
         buffered: A tick that waits for the last run to end (``overlap="buffer_one"``).
+        damaged: What of the row cannot be read (a time that is not a number,
+            written by hand into a SQLite file), or ``None``. Such a schedule
+            is listed with it as its error, and fires no tick until it is
+            defined again, which repairs the row.
     """
 
     schedule_id: str
@@ -72,6 +77,7 @@ class ScheduleRow(NamedTuple):
     last_tick: float | None = None
     last_run_id: str | None = None
     buffered: float | None = None
+    damaged: str | None = None
 
 
 class ScheduleBook(Protocol):
@@ -130,7 +136,13 @@ _COLUMNS: Final = (
 )
 
 
+_LATEST: Final = 1e11
+"""Seconds from the epoch (about the year 5138) past which a stored time is damage."""
+
+
 def _row(values: tuple[Any, ...] | Any) -> ScheduleRow:
+    problems: list[str] = []
+    created_at = _time(values[8], "created_at", problems)
     return ScheduleRow(
         schedule_id=values[0],
         workflow_id=values[1],
@@ -140,11 +152,31 @@ def _row(values: tuple[Any, ...] | Any) -> ScheduleRow:
         catch_up=values[5],
         overlap=values[6],
         paused=bool(values[7]),
-        created_at=float(values[8]),
-        last_tick=None if values[9] is None else float(values[9]),
+        created_at=0.0 if created_at is None else created_at,
+        last_tick=_time(values[9], "last_tick", problems),
         last_run_id=values[10],
-        buffered=None if values[11] is None else float(values[11]),
+        buffered=_time(values[11], "buffered", problems),
+        damaged="; ".join(problems) or None,
     )
+
+
+def _time(value: Any, column: str, problems: list[str]) -> float | None:
+    """A time column's value; ``None`` (and a problem said) if it is not a time in range.
+
+    SQLite keeps whatever a hand writes into a column: one row must not stop
+    every schedule from being read.
+    """
+    if value is None and column != "created_at":
+        return None
+    if (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and abs(value) < _LATEST
+    ):
+        return float(value)
+    problems.append(f"its {column} is {value!r}, not a time")
+    return None
 
 
 class MemoryBook:
@@ -259,6 +291,19 @@ UPDATE {table} SET buffered = NULL, last_run_id = ? WHERE schedule_id = ? AND bu
 """
 
 
+_REPAIR: Final = f"""
+UPDATE schedules SET
+    created_at = CASE WHEN typeof(created_at) IN ('real', 'integer')
+        AND abs(created_at) < {_LATEST:.0f} THEN created_at ELSE ? END,
+    last_tick = CASE WHEN last_tick IS NULL OR typeof(last_tick) IN ('real', 'integer')
+        AND abs(last_tick) < {_LATEST:.0f} THEN last_tick ELSE ? END,
+    buffered = CASE WHEN buffered IS NULL OR typeof(buffered) IN ('real', 'integer')
+        AND abs(buffered) < {_LATEST:.0f} THEN buffered ELSE NULL END
+WHERE schedule_id = ?
+"""
+"""Resets the times of a SQLite row that are not numbers (put there by hand)."""
+
+
 def _sql(statement: str, table: str, *, postgres: bool) -> str:
     text = statement.format(table=table, false="false" if postgres else "0")
     return text.replace("?", "%s") if postgres else text
@@ -336,6 +381,9 @@ class SQLiteBook:
             _sql(_PUT, self._TABLE, postgres=False),
             (*row[:7], row.created_at),
         )
+        # A time written by hand that is not a number: the definition written now
+        # repairs it, counting the schedule's ticks from now (as for a new cron).
+        self._change(_REPAIR, (row.created_at, row.created_at, row.schedule_id))
 
     def all(self) -> list[ScheduleRow]:
         found = self._query(f"SELECT {_COLUMNS} FROM {self._TABLE} ORDER BY schedule_id", ())

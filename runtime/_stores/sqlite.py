@@ -39,6 +39,7 @@ import contextlib
 import errno
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -533,6 +534,7 @@ class SQLiteStore:
         # The runs this worker holds, each with the epoch its writes are conditioned
         # on; and those it lost to another worker, whose late writes change nothing.
         self._held: dict[str, int] = {}
+        self._damage_said: set[tuple[str, str]] = set()  # queue rows said damaged
         self._fenced: set[str] = set()
         self._held_lock = threading.Lock()
         self._hint: Callable[[str, str], None] | None = None
@@ -1983,7 +1985,27 @@ class SQLiteStore:
             "SELECT name, concurrency, key_concurrency, rate_count, rate_period, max_queued "
             "FROM queues"
         ).fetchall()
-        return {row[0]: QueueLimits(*row) for row in rows}
+        limits = {}
+        for row in rows:
+            damage = _queue_damage(row)
+            if damage is None:
+                limits[row[0]] = QueueLimits(*row)
+                continue
+            # Written by hand: its limits are unknown, so none of its runs starts (a
+            # limit may guard a service), and the other queues go on.
+            limits[str(row[0])] = QueueLimits(str(row[0]), concurrency=0)
+            said = (str(row[0]), damage)
+            if said not in self._damage_said:
+                self._damage_said.add(said)
+                emit(
+                    logging.ERROR,
+                    "queue_damaged",
+                    path=str(self.path),
+                    queue=str(row[0]),
+                    error=f"the store's row is damaged: {damage}",
+                    hint="none of its runs starts until the queue is defined again",
+                )
+        return limits
 
     def _hand_back(
         self, connection: sqlite3.Connection, run_ids: list[str], outcome: _Outcome
@@ -2208,6 +2230,30 @@ query per length, about 20 KB per workflow id, for good (42 MB at 2,000 ids)."""
 def _listed(values: Iterable[str]) -> str:
     """``values`` as the one parameter of :data:`_AMONG`."""
     return json.dumps(list(values))
+
+
+_LIMIT_COLUMNS: Final = (
+    "concurrency",
+    "key_concurrency",
+    "rate_count",
+    "rate_period",
+    "max_queued",
+)
+
+
+def _queue_damage(row: tuple[Any, ...]) -> str | None:
+    """What of a ``queues`` row is not a limit (SQLite keeps what a hand writes), or ``None``."""
+    if not isinstance(row[0], str):
+        return f"its name is {row[0]!r}"
+    for column, value in zip(_LIMIT_COLUMNS, row[1:], strict=True):
+        if value is None:
+            continue
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if column != "rate_period":
+            number = number and float(value).is_integer()
+        if not number or not 0 < value < math.inf:
+            return f"its {column} is {value!r}"
+    return None
 
 
 def _skipping(skip: Collection[str], busy: Collection[str] = ()) -> tuple[str, tuple[str, ...]]:
