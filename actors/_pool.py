@@ -37,6 +37,7 @@ from runtime._handoff import deliver
 from runtime._tracing import emit
 
 if TYPE_CHECKING:
+    from actors._here import RunsHere
     from actors.claimer import LeaseGuard
 
 __all__ = [
@@ -540,6 +541,9 @@ class StepPool:
         # On a shared store: asked before a step body starts whether this worker still
         # holds its run (see actors.claimer.LeaseGuard); set by the runtime.
         self.guard: LeaseGuard | None = None
+        # On a shared store: where each user-code call counts itself while it runs (see
+        # actors._here.RunsHere); set by the runtime.
+        self.here: RunsHere | None = None
         self._monitor = threading.Thread(
             target=self._watch, name="callboard-step-monitor", daemon=True
         )

@@ -172,7 +172,7 @@ class Claimer:
         guard: Through which it renews the lease, so that steps know when it
             was last renewed (a guard of its own if not given).
         here: The runs with an actor in this process (see
-            :class:`~actors.supervisor.RunsHere`): one the store no longer
+            :class:`~actors._here.RunsHere`): one the store no longer
             holds (it was reaped while it stalled) is not claimed back until
             its actor lets go.
     """

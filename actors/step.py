@@ -55,6 +55,7 @@ from runtime._sync import on_run_waits, serving, serving_in_task
 from runtime._tracing import Span, emit, observed
 
 if TYPE_CHECKING:
+    from actors._here import RunsHere
     from actors._pool import AsyncLoop, BodyFuture, StepPool
 
 __all__ = ["StepActor", "error_dict"]
@@ -176,6 +177,10 @@ class StepActor(ThreadActor):
             # after a cancel() that returned True.
             return
         serving(call.run_id, self._pool)  # a wait for its own run (or a stop) is refused
+        here = self._pool.here
+        if here is not None:
+            here.body_began(call.run_id)  # its run is not claimed here again until it returns
+        handed_on = False  # an async body's future ends the count, once done
         try:
             if not traced:
                 span, span_id = None, call.parent_span_id
@@ -200,7 +205,9 @@ class StepActor(ThreadActor):
                         ctx = context(call, span_id)
                         value = invoke(call, ctx)
                 if _awaitable(value):
-                    self._await(call, ctx, span, started, value, outcome=outcome, traced=traced)
+                    handed_on = self._await(
+                        call, ctx, span, started, value, outcome=outcome, traced=traced
+                    )
                     return
                 finished = outcome(call, ctx, value, started)
             except BaseException as exc:
@@ -212,6 +219,9 @@ class StepActor(ThreadActor):
             # A fault in callboard's own handling, not in the user's code
             # (whose exceptions are caught above): the run must still end.
             _fault(call, exc)
+        finally:
+            if here is not None and not handed_on:
+                here.body_ended(call.run_id)
 
     def _await(
         self,
@@ -223,20 +233,26 @@ class StepActor(ThreadActor):
         *,
         outcome: Callable[[C, StepContext[Any], Any, float], StepFinished],
         traced: bool,
-    ) -> None:
-        """Run an ``async def`` body on the async loop; reply when it is done."""
+    ) -> bool:
+        """Run an ``async def`` body on the async loop; reply when it is done.
+
+        Returns whether the body was handed to the loop (and its end is reported there).
+        """
         loop = self._pool.loop
-        awaiting = _Awaiting(call, ctx, span, started, outcome, traced=traced, loop=loop)
+        awaiting = _Awaiting(
+            call, ctx, span, started, outcome, traced=traced, loop=loop, here=self._pool.here
+        )
         try:
             future = loop.submit(_body(awaitable, span, call.run_id, self._pool), awaitable)
         except RuntimeStoppedError as exc:
             if inspect.iscoroutine(awaitable):
                 awaitable.close()  # it will never run: do not leave it unawaited
             _report(call, span, _failure(call, exc, started, ctx), traced=traced)
-            return
+            return False
         future.add_done_callback(awaiting.done)
         # A timeout cancels an async body (a sync one cannot be stopped).
         ctx.abort_signal.add_callback(_CancelOnTimeout(future))
+        return True
 
 
 async def _body(awaitable: Any, span: Span | None, run_id: str, owner: object) -> tuple[bool, Any]:
@@ -277,7 +293,7 @@ class _Awaiting:
     holds the future: the future holds :meth:`done`.
     """
 
-    __slots__ = ("call", "ctx", "loop", "outcome", "span", "started", "traced")
+    __slots__ = ("call", "ctx", "here", "loop", "outcome", "span", "started", "traced")
 
     def __init__(
         self,
@@ -289,9 +305,11 @@ class _Awaiting:
         *,
         traced: bool,
         loop: AsyncLoop,
+        here: RunsHere | None = None,
     ) -> None:
         self.call = call
         self.ctx = ctx
+        self.here = here
         self.loop = loop
         self.span = span
         self.started = started
@@ -301,6 +319,8 @@ class _Awaiting:
     def done(self, future: BodyFuture) -> None:
         call, ctx, span, started = self.call, self.ctx, self.span, self.started
         traced = self.traced
+        if self.here is not None:
+            self.here.body_ended(call.run_id)
         try:
             if future.cancelled():
                 if ctx.abort_signal.reason == AbortReason.TIMEOUT:

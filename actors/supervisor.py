@@ -12,6 +12,7 @@ import pykka
 
 from actors._direct import DirectWrites
 from actors._dispatch import DispatchedActor, Dispatcher, FaultBudget, tell_safely, unexpected
+from actors._here import RunsHere
 from actors._pool import StepPool
 from actors._queues import QueueGate
 from actors._timer import TimerHandle, Timers
@@ -40,38 +41,7 @@ from runtime._plan import ExecutionPlan
 from runtime._queue import Bucket, queue_entry, rank
 from runtime._snapshot import Snapshot, canceled_record
 
-__all__ = ["PendingRuns", "RunsHere", "SupervisorActor"]
-
-
-class RunsHere:
-    """The runs a supervisor has an actor for, or waiting for room, read from other threads.
-
-    On a shared store, a worker that stalled past its lease (a long pause, a
-    SIGSTOP) is reaped, and its runs go back to the queue while their actors
-    here may still be in a step. Its claimer must not take such a run back
-    beside its old actor: two actors would run its steps at once. So the
-    claimer leaves out of its claims the runs named here that the store no
-    longer holds, until their actors let go (their writes are fenced off).
-    """
-
-    __slots__ = ("_ids", "_lock")
-
-    def __init__(self) -> None:
-        self._ids: set[str] = set()
-        self._lock = threading.Lock()
-
-    def add(self, run_id: str) -> None:
-        with self._lock:
-            self._ids.add(run_id)
-
-    def discard(self, *run_ids: str) -> None:
-        with self._lock:
-            self._ids.difference_update(run_ids)
-
-    def __call__(self) -> list[str]:
-        """The runs, now."""
-        with self._lock:
-            return list(self._ids)
+__all__ = ["PendingRuns", "SupervisorActor"]
 
 
 class PendingRuns:
@@ -164,10 +134,12 @@ class SupervisorActor(DispatchedActor):
         waiting: deque[StartRun] | None = None,
         direct: DirectWrites | None = None,
         here: RunsHere | None = None,
+        holds: Callable[[str], bool] | None = None,
     ) -> None:
         super().__init__(dispatcher)
         self._direct = direct
         self._here = here
+        self._holds = holds
         # On a shared store a sleeping run is released to the store, which keeps its
         # wake time: whichever worker is alive then takes it, not a timer here.
         self._shared = shared
@@ -304,6 +276,13 @@ class SupervisorActor(DispatchedActor):
         run_id = message.run_id
         entry = self._runs.get(run_id)
         if entry is not None:
+            if self._holds is not None and not self._holds(run_id):
+                # Its actor here drives a run the shared store no longer holds here (this
+                # worker was reaped while it stalled): its canceled snapshot would be fenced
+                # off, and its hooks would tell a cancel that never happened. The cancel is
+                # the store's to make, or the holder's.
+                message.reply(CancelOutcome.NOT_HERE)
+                return
             if not tell_safely(entry[0], message):
                 message.reply(CancelOutcome.NOT_HERE)
             return

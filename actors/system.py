@@ -25,6 +25,7 @@ import pykka
 from actors._direct import DirectWrites
 from actors._dispatch import Dispatcher, tell_safely
 from actors._events import EventLogs
+from actors._here import RunsHere
 from actors._pool import AsyncLoop, StepPool
 from actors._queues import QueueGate
 from actors._retention import Pruner
@@ -49,7 +50,7 @@ from actors.messages import (
 )
 from actors.registry import RegistryActor
 from actors.step import error_dict
-from actors.supervisor import PendingRuns, RunsHere, SupervisorActor
+from actors.supervisor import PendingRuns, SupervisorActor
 from runtime import _clock, _otel
 from runtime._errors import RuntimeOverloadedError, RuntimeStoppedError, StoreError
 from runtime._model import RunEvent
@@ -191,6 +192,7 @@ class ActorSystem:
             # Only a MemoryStore is known to take writes from any thread.
             direct=DirectWrites(store, logs, waiters) if isinstance(store, MemoryStore) else None,
             here=self._here,
+            holds=None if self.shared is None else self.shared.holds,
         )
         self.pruner = None if retention is None else Pruner(store, retention)
         # A shutdown's wait for runs in progress, and whether hurry() cut it short.
@@ -465,6 +467,7 @@ class ActorSystem:
         if self.role != "client":
             # A step of a run this worker lost while it stalled does not start.
             self.pool.guard = guard
+            self.pool.here = self._here  # a body outliving its actor keeps its run here
         self.claimer = Claimer(
             store,
             plans=plans,

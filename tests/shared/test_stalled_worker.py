@@ -19,9 +19,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from actors.messages import CallStep
-from runtime import Runtime, StoreError, _probes
+from runtime import Runtime, StoreError, _probes, create_step, create_workflow
 from runtime._stores.base import SharedStore
-from tests._support import wait_until
+from tests._support import Value, wait_until
 from tests.durable._support.workflows import read_lines
 from tests.shared._workflows import WORKFLOWS
 from tests.shared.conftest import Fleet
@@ -199,3 +199,109 @@ def test_a_woken_worker_leaves_in_the_queue_a_run_whose_step_it_still_runs(
         "start gamma",
         "end gamma",
     ]
+
+
+def _woken(worker: Runtime, client: Runtime) -> None:
+    """Stall the worker past its lease until the client reaps it; then let it beat again."""
+    stall = Stall(_shared(worker), fail=True)
+    stall.on.set()
+    try:
+        wait_until(lambda: _reaped(client, worker), timeout=WAIT, what="the worker is reaped")
+    finally:
+        stall.on.clear()
+    wait_until(lambda: not _reaped(client, worker), timeout=WAIT, what="the worker beats again")
+
+
+def _claim_passes(worker: Runtime, count: int = 3) -> None:
+    claimer = worker._host.system.claimer
+    assert claimer is not None
+    for _ in range(count):
+        claimer.poke()
+        wait_until(claimer.idle, timeout=WAIT, what="the claimer's pass")
+
+
+class _Members:
+    """Parallel members ``left`` and ``right`` whose first tries each wait to be let go."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+        self.entered = {"left": threading.Event(), "right": threading.Event()}
+        self.go = {"left": threading.Event(), "right": threading.Event()}
+        self._lock = threading.Lock()
+
+    def step(self, step_id: str) -> Any:
+        def execute(ctx: Any) -> Value:
+            with self._lock:
+                first = f"start {step_id}" not in self.log
+                self.log.append(f"start {step_id}")
+            if first:
+                self.entered[step_id].set()
+                self.go[step_id].wait(WAIT)
+            with self._lock:
+                self.log.append(f"end {step_id}")
+            return Value(value=step_id)
+
+        return create_step(id=step_id, input_schema=Value, output_schema=Value, execute=execute)
+
+    def workflow(self) -> Any:
+        return (
+            create_workflow(id="pair-of-members", input_schema=Value, output_schema=Value)
+            .parallel([self.step("left"), self.step("right")])
+            .map(lambda ctx: {"value": "both"})
+            .commit()
+        )
+
+
+def test_a_woken_worker_leaves_its_run_queued_while_a_body_outlives_the_runs_actor(
+    pair: tuple[Runtime, Runtime, Any],
+) -> None:
+    worker, client, _ = pair
+    members = _Members()
+    workflow = members.workflow()
+    worker.register(workflow)
+    run = client.register(workflow).create_run()
+    run.start_async(input_data={"value": "x"})
+    for entered in members.entered.values():
+        assert entered.wait(WAIT), "both members run"
+    _woken(worker, client)
+    members.go["left"].set()  # its output is fenced off: the run's actor here stops...
+    wait_until(lambda: "end left" in members.log, timeout=WAIT, what="left returns")
+    _claim_passes(worker)
+
+    # ... while right's first try still runs: claimed back now, right would run twice at
+    # once in this process, and the run would end before that first try returned.
+    assert sorted(members.log) == ["end left", "start left", "start right"]
+    members.go["right"].set()
+    result = run.wait(timeout=WAIT)
+    assert result.status == "success", result.error
+    assert members.log.index("end right") < members.log.index("start right", 2)
+
+
+def test_a_cancel_on_a_woken_worker_cancels_the_run_it_lost_and_leaves_it_in_the_store(
+    pair: tuple[Runtime, Runtime, Any], tmp_path: Path
+) -> None:
+    worker, client, wf = pair
+    hold = tmp_path / "hold"
+    hold.touch()
+    log = tmp_path / "r.log"
+    run = wf.create_run()
+    run.start_async(
+        input_data={"value": "x"},
+        request_context={"log": str(log), "hold_step": "beta", "hold_file": str(hold)},
+    )
+    wait_until(lambda: read_lines(log)[-1:] == ["start beta"], timeout=WAIT, what="beta runs")
+    _woken(worker, client)
+    mine = worker.register(WORKFLOWS["logged"]).create_run(run_id=run.run_id)
+
+    # Its actor here was fenced off: the cancel is the store's to make (nobody holds the
+    # run), not the actor's. Handed to that actor, it raised StoreError, and the run was
+    # claimed back beside beta's first try.
+    assert mine.cancel() is True
+    _claim_passes(worker)
+    assert run.wait(timeout=WAIT).status == "canceled"
+    assert read_lines(log) == ["start alpha", "end alpha", "start beta"]
+    hold.unlink()
+    wait_until(lambda: read_lines(log)[-1:] == ["end beta"], timeout=WAIT, what="beta returns")
+    _claim_passes(worker)
+    assert read_lines(log) == ["start alpha", "end alpha", "start beta", "end beta"]
+    assert run.wait(timeout=WAIT).status == "canceled"

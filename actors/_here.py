@@ -1,0 +1,58 @@
+"""The runs a worker on a shared store still has in this process, for its claims to leave."""
+
+from __future__ import annotations
+
+import threading
+
+__all__ = ["RunsHere"]
+
+
+class RunsHere:
+    """The runs with an actor here, or a step body still running here, read from any thread.
+
+    On a shared store, a worker that stalled past its lease (a long pause, a
+    SIGSTOP) is reaped, and its runs go back to the queue while their actors
+    here may still be in a step. Its claimer must not take such a run back
+    beside what is left of it here: two actors would run its steps at once.
+    So the claimer leaves out of its claims the runs named here that the
+    store no longer holds, until everything of them here has let go: the
+    supervisor's actor (or its start waiting for room), and each step body
+    still running, which outlives its actor when the actor was stopped (its
+    writes fenced off, a cancel) or gave up on it (a timeout).
+    """
+
+    __slots__ = ("_bodies", "_ids", "_lock")
+
+    def __init__(self) -> None:
+        self._ids: set[str] = set()
+        self._bodies: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def add(self, run_id: str) -> None:
+        """The supervisor has an actor of the run (or its start waits for room)."""
+        with self._lock:
+            self._ids.add(run_id)
+
+    def discard(self, *run_ids: str) -> None:
+        """The supervisor's actor of these runs is gone (or their starts are)."""
+        with self._lock:
+            self._ids.difference_update(run_ids)
+
+    def body_began(self, run_id: str) -> None:
+        """User code of the run (a step body, a condition, a map) began on a thread or loop."""
+        with self._lock:
+            self._bodies[run_id] = self._bodies.get(run_id, 0) + 1
+
+    def body_ended(self, run_id: str) -> None:
+        """User code counted by :meth:`body_began` returned (or raised)."""
+        with self._lock:
+            left = self._bodies.get(run_id, 0) - 1
+            if left > 0:
+                self._bodies[run_id] = left
+            else:
+                self._bodies.pop(run_id, None)
+
+    def __call__(self) -> list[str]:
+        """The runs, now."""
+        with self._lock:
+            return list(self._ids.union(self._bodies))
