@@ -21,6 +21,10 @@ def callboard_harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
     winning an option they share: a class's ``time_skipping=False`` holds for
     a test of it that sets ``stop_timeout`` alone.
 
+    ``store="sqlite"`` is a SQLite file of the test's own, in its
+    ``tmp_path``: a durable store that no other test (or session, or xdist
+    worker) shares. A path names one file for every test that gives it.
+
     Raises:
         pytest.UsageError: for a marker with positional arguments (options
             are named: ``store="x.db"``).
@@ -34,7 +38,11 @@ def callboard_harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
             )
         for name, value in marker.kwargs.items():
             options.setdefault(name, value)
+    if options.get("store") == "sqlite":
+        options["store"] = request.getfixturevalue("tmp_path") / "runs.db"
     with Harness(**options) as harness:
+        # What another Harness opened meanwhile names: pytest's frames would say nothing.
+        harness._opened_at = f"by the callboard_harness fixture of {request.node.nodeid}"
         yield harness
 
 

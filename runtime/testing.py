@@ -89,6 +89,9 @@ __all__ = [
 
 W = TypeVar("W", bound=Workflow[Any, Any])
 
+_LATEST: Final = 253_402_300_800.0
+"""The first second of the year 10000 (epoch seconds): no record holds a time past it."""
+
 WALK_PATIENCE: Final = 2.0
 """Real seconds ``clock.advance`` waits, before a timer it walks through, for steps that
 execute and make no progress; then it goes on without them."""
@@ -147,16 +150,28 @@ _active: Harness | None = None
 _active_lock = threading.Lock()
 
 
-def _check_fault(method: str, at: str, occurrence: int) -> None:
+_STEP_MESSAGES: Final = frozenset(
+    {"CallStep", "CallConditions", "CallMap", "CallSleepLength", "StepFinished"}
+)
+"""The messages about one step (a call of its code, or the reply): a fault may name the step."""
+
+
+def _check_fault(method: str, at: str, occurrence: int, step: str | None = None) -> None:
     """Refuse a fault that would never fire: a message type no actor handles, a bad count.
 
     A misspelt type (``"StepFinishd"``) was taken, and the test went on without
-    its fault, passing for the wrong reason.
+    its fault, passing for the wrong reason; so was a step given for a message
+    that names none (``TimerFired``).
     """
     names = {*_SENDERS, "CancelRun"}
     if at not in names:
         raise ValueError(
             f"{method}: no message {at!r}; the actors handle {', '.join(sorted(names))}"
+        )
+    if step is not None and at not in _STEP_MESSAGES:
+        raise ValueError(
+            f"{method}: a {at} names no step, so step={step!r} would never match; a step is "
+            f"named by {', '.join(sorted(_STEP_MESSAGES))} (filter a {at} by run_id)"
         )
     if not isinstance(occurrence, int) or isinstance(occurrence, bool) or occurrence < 1:
         raise ValueError(f"{method}: occurrence is counted from 1, got {occurrence!r}")
@@ -193,6 +208,10 @@ class VirtualClock:
 
     def __init__(self, start: float | None = None) -> None:
         self._now = time.time() if start is None else float(start)
+        if not 0 <= self._now < _LATEST:  # NaN too
+            raise ValueError(
+                f"a virtual clock starts between 1970 and the year 9999; got {start!r} seconds"
+            )
         self._lock = threading.Lock()
         # Set by the open harness: moves the clock to a time through each timer before it.
         self._walker: Callable[[float], None] | None = None
@@ -218,10 +237,17 @@ class VirtualClock:
             seconds: How far; zero does nothing.
 
         Raises:
-            ValueError: for a negative ``seconds``: time never goes back.
+            ValueError: for a negative ``seconds`` (time never goes back), or
+                one that would take the clock past the year 9999, which no
+                record can hold.
         """
         if not seconds >= 0:  # NaN too
             raise ValueError(f"a clock only goes forward; got {seconds!r} seconds")
+        if not self._now + seconds < _LATEST:  # inf too
+            raise ValueError(
+                f"advance({seconds!r}) would take the clock past the year 9999, which no run's "
+                "record can hold"
+            )
         walker = self._walker
         if walker is not None:
             walker(self._now + seconds)
@@ -428,7 +454,8 @@ class _Counters:
     lock: threading.Lock = field(default_factory=threading.Lock)
     # Calls handed to the step pool whose reply the run actor has not received yet,
     # by (run actor, token): a call counts from the hand-over until its reply is handled.
-    calls: dict[tuple[str, int], Any] = field(default_factory=dict)
+    # With each, the path of the code it calls: a reply names the step only by its id.
+    calls: dict[tuple[str, int], tuple[Any, str]] = field(default_factory=dict)
     submitted: int = 0  # calls handed to the step pool, ever
     parked: int = 0  # steps waiting on their abort signal alone
     handled: int = 0  # messages handled by any actor
@@ -516,11 +543,11 @@ class Harness:
                 raise RuntimeError("this Harness is open already")
             if _active is not None:
                 raise RuntimeError(
-                    f"another Harness is open in this process (opened at {_active._opened_at}); "
+                    f"another Harness is open in this process (opened {_active._opened_at}); "
                     "close it first"
                 )
             _active = self
-            self._opened_at = _caller_outside(__file__)
+            self._opened_at = f"at {_caller_outside(__file__)}"
         # Threads of runtimes started outside the harness are theirs to stop, not ours.
         self._others = frozenset(threading.enumerate())
         try:
@@ -549,11 +576,19 @@ class Harness:
 
         Raises:
             AssertionError: if a thread of callboard is still alive a few seconds
-                after the stop (a step stuck in user code, say).
+                after the stop (a step stuck in user code, say), or if an
+                override or fault names a step that no registered workflow has
+                (a misspelt id: it could never have applied, and the test
+                passed without it).
         """
+        self._close(check=True)
+
+    def _close(self, *, check: bool) -> None:
+        """:meth:`close`; ``check``: whether to check the steps named (not while a test fails)."""
         if not self._open:
             return
         self._open = False
+        unknown = self._unknown_steps() if check else ""
         try:
             if self._runtime is not None:
                 self._runtime.stop(self.stop_timeout)
@@ -564,6 +599,31 @@ class Harness:
             raise AssertionError(
                 f"threads of callboard left after the harness closed: {[t.name for t in left]}"
             )
+        if unknown:
+            raise AssertionError(unknown)
+
+    def _unknown_steps(self) -> str:
+        """What to say of the overrides and faults naming no step of a registered workflow."""
+        runtime = self._runtime
+        named = [
+            *self._overrides,
+            *(fault.step for fault in self._step_faults),
+            *(fault.step for fault in self._message_faults if fault.step is not None),
+        ]
+        if runtime is None or not named:
+            return ""
+        known: set[str] = set()
+        for versions in runtime._registered_versions().values():
+            for plan in versions.values():
+                known.update(plan.by_id)  # paths
+                known.update(step.id for step in plan.by_id.values())
+        unknown = sorted({name for name in named if name not in known})
+        if not unknown:
+            return ""
+        return (
+            f"the harness was told of steps no registered workflow has: {unknown} (its "
+            f"overrides and faults for them never applied); the steps are {sorted(known)}"
+        )
 
     def _uninstall(self) -> None:
         global _active  # noqa: PLW0603
@@ -594,7 +654,7 @@ class Harness:
         exc_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.close()
+        self._close(check=exc_type is None)
 
     async def __aenter__(self) -> Harness:
         return self.start()
@@ -605,7 +665,7 @@ class Harness:
         exc_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        await asyncio.to_thread(self.close)
+        await asyncio.to_thread(self._close, check=exc_type is None)
 
     # --- the runtime -----------------------------------------------------------------
 
@@ -766,7 +826,7 @@ class Harness:
             occurrence: Crash on the n-th matching message.
         """
         path = None if step is None else _step_id(step)
-        _check_fault("crash_run", at, occurrence)
+        _check_fault("crash_run", at, occurrence, path)
         self._message_faults.append(_MessageFault("crash", at, run_id, path, occurrence))
 
     def drop_message(
@@ -791,7 +851,7 @@ class Harness:
             occurrence: Lose the n-th matching message.
         """
         path = None if step is None else _step_id(step)
-        _check_fault("drop_message", at, occurrence)
+        _check_fault("drop_message", at, occurrence, path)
         self._message_faults.append(_MessageFault("drop", at, run_id, path, occurrence))
 
     def delay_message(
@@ -813,7 +873,7 @@ class Harness:
             occurrence: Delay the n-th matching message.
         """
         path = None if step is None else _step_id(step)
-        _check_fault("delay_message", at, occurrence)
+        _check_fault("delay_message", at, occurrence, path)
         if (
             not isinstance(seconds, (int, float))
             or isinstance(seconds, bool)
@@ -883,6 +943,11 @@ class Harness:
         receiver = _RECEIVERS.get(type(actor).__name__, type(actor).__name__)
         run_id = _run_of(message) or _run_of(actor)
         path = getattr(message, "path", None) or getattr(message, "step_id", None)
+        if name == "StepFinished":  # it names its step by id: its call's path is the one
+            with counters.lock:
+                called = counters.calls.get((actor.actor_urn, message.token))
+            if called is not None:
+                path = called[1]
         if name == "CancelRun":
             sender = "Supervisor" if receiver == "RunActor" else "Runtime"
         else:
@@ -906,17 +971,34 @@ class Harness:
                     f"injected by the test harness: run actor crashed at {name}"
                     + (f" of step {path!r}" if path else "")
                 )
+            called = None
+            if name in _STEP_MESSAGES and name != "StepFinished":
+                # A call lost (or held back) executes nothing meanwhile: it must not keep
+                # the clock keeping pace with real time, as a step executing does.
+                counters = self._counters
+                with counters.lock:
+                    called = counters.calls.pop((message.reply_to.actor_urn, message.token), None)
             if fault.action == "delay":
-                self._deliver_later(actor, message, fault.seconds)
+                self._deliver_later(actor, message, fault.seconds, called)
             return False
         return True
 
-    def _deliver_later(self, actor: Any, message: Any, seconds: float) -> None:
+    def _deliver_later(
+        self, actor: Any, message: Any, seconds: float, called: tuple[Any, str] | None
+    ) -> None:
         ref = actor.actor_ref
+        counters = self._counters
 
         def deliver() -> None:
-            with contextlib.suppress(Exception):  # the actor has stopped since: lost
+            if called is not None:  # on its way to execute again
+                with counters.lock:
+                    counters.calls[(message.reply_to.actor_urn, message.token)] = called
+            try:
                 ref.tell(message)
+            except Exception:  # the actor has stopped since: lost
+                if called is not None:
+                    with counters.lock:
+                        counters.calls.pop((message.reply_to.actor_urn, message.token), None)
 
         _system_of(self.runtime).timers.call_later(seconds, deliver)
 
@@ -954,7 +1036,7 @@ class Harness:
             reply_to = call.reply_to
             key = (reply_to.actor_urn, call.token)
             with counters.lock:
-                counters.calls[key] = reply_to
+                counters.calls[key] = (reply_to, call.path or call.step_id)
                 counters.submitted += 1
             try:
                 submit(call)
@@ -977,7 +1059,7 @@ class Harness:
         with counters.lock:
             calls = counters.calls
             # A reply to a run actor that has stopped is never received: forget the call.
-            for key in [key for key, ref in calls.items() if not ref.is_alive()]:
+            for key in [key for key, (ref, _) in calls.items() if not ref.is_alive()]:
                 del calls[key]
             return len(calls) - counters.parked > 0
 
@@ -1284,6 +1366,13 @@ def _run_of(source: Any) -> str | None:
 
 
 def _step_id(step: Step[Any, Any] | str) -> str:
+    if isinstance(step, Workflow):
+        raise TypeError(
+            f"a workflow ({step.id!r}) was given where a step is named: name the steps of a "
+            f"nested workflow by their paths ('{step.id}.<step id>') or give them"
+        )
+    if not isinstance(step, str | Step):
+        raise TypeError(f"a step or its id (or path) is wanted, got {type(step).__name__}")
     return step if isinstance(step, str) else step.id
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import re
 import threading
 import time
@@ -190,6 +191,24 @@ def test_without_time_skipping_the_clock_moves_only_when_advanced() -> None:
 
         harness.clock.advance(1)
         assert run.wait(timeout=BLOCK_LIMIT).status == "success"
+
+
+@pytest.mark.parametrize("seconds", [math.inf, 9_000 * 365 * 86_400.0])
+def test_advance_past_the_year_9999_is_refused_and_the_harness_goes_on(seconds: float) -> None:
+    # advance(math.inf) was taken: the clock read inf, and every start after it failed.
+    workflow = create_workflow(id="plain", input_schema=N, output_schema=N).then(_step("a"))
+    with Harness(time_skipping=False) as harness:
+        bound = harness.register(workflow.commit())
+        before = harness.clock.now()
+        with pytest.raises(ValueError, match="year 9999"):
+            harness.clock.advance(seconds)
+        assert harness.clock.now() == before
+        assert bound.create_run().start(input_data={"n": 0}, timeout=BLOCK_LIMIT).status == (
+            "success"
+        )
+    for start in (math.inf, -1.0, math.nan):
+        with pytest.raises(ValueError, match="between 1970 and the year 9999"):
+            VirtualClock(start=start)
 
 
 def test_advance_walks_through_each_timer_the_runs_set_on_the_way() -> None:
@@ -712,6 +731,53 @@ def test_a_delayed_step_reply_arrives_late_in_virtual_time() -> None:
     assert too_late.error is not None and too_late.error.name == "StepTimeoutError"
 
 
+@pytest.mark.parametrize("fault", ["drop", "delay"])
+def test_a_lost_or_held_step_call_does_not_keep_the_clock_at_real_time(fault: str) -> None:
+    # The call counted as a step executing until its reply came, which never came (or came
+    # late): time skipping kept pace with the real clock meanwhile, for every run. An hour's
+    # sleep of another run then took an hour.
+    guarded = _step("guarded", timeout=3600)
+    lossy = create_workflow(id="lossy", input_schema=N, output_schema=N).then(guarded).commit()
+    napper = create_workflow(id="napper", input_schema=N, output_schema=N).sleep(3600)
+    with Harness() as harness:
+        if fault == "drop":
+            harness.drop_message("CallStep", step="guarded")
+        else:
+            harness.delay_message("CallStep", 1800, step="guarded")
+        lost = harness.register(lossy).create_run()
+        lost.start_async(input_data={"n": 0})
+        began = time.monotonic()
+        napped = harness.register(napper.then(_step("a")).commit()).create_run()
+        result = napped.start(input_data={"n": 0}, timeout=30)
+        took = time.monotonic() - began
+        ended = lost.wait(timeout=30)
+
+    assert result.status == "success" and took < 30  # virtual: not the hour it sleeps
+    # Dropped, the call's timeout fails it; held 30 minutes, it runs then and succeeds.
+    assert ended.status == ("failed" if fault == "drop" else "success")
+
+
+def test_a_fault_names_a_nested_step_by_its_path_in_its_reply_too() -> None:
+    child = create_workflow(id="child", input_schema=N, output_schema=N).then(_step("lookup"))
+    nested = create_workflow(id="nested", input_schema=N, output_schema=N)
+    workflow = nested.then(child.commit()).commit()
+    with Harness() as harness:
+        bound = harness.register(workflow)
+        harness.crash_run(at="StepFinished", step="child.lookup")
+        crashed = bound.create_run().start(input_data={"n": 0}, timeout=10)
+        fine = bound.create_run().start(input_data={"n": 0}, timeout=10)
+        # The trace names the reply as the call: by the step's path.
+        harness.trace.expect_in_order("CallStep:child.lookup", "StepFinished:child.lookup")
+
+    assert crashed.status == "failed" and "InjectedCrashError" in str(crashed.error)
+    assert fine.status == "success"
+
+
+def test_a_fault_on_a_message_that_names_no_step_cannot_be_given_one() -> None:
+    with Harness() as harness, pytest.raises(ValueError, match="a TimerFired names no step"):
+        harness.crash_run(at="TimerFired", step="a")
+
+
 def test_sleeping_runs_wake_in_the_order_of_their_wake_times() -> None:
     woke: list[int] = []
 
@@ -865,6 +931,9 @@ def test_only_one_harness_is_open_at_a_time() -> None:
         (lambda h: h.delay_message("StepFinished", -5), ValueError, "finite"),
         (lambda h: h.delay_message("StepFinished", float("inf")), ValueError, "finite"),
         (lambda h: h.override("a", 42), TypeError, "callable"),
+        (lambda h: h.override(_three_steps(), _inc), TypeError, "name the steps of a nested"),
+        (lambda h: h.fail_step(_three_steps(), ValueError), TypeError, "paths ('three."),
+        (lambda h: h.drop_message("CallStep", step=3), TypeError, "got int"),
     ],
 )
 def test_a_fault_or_override_that_could_never_work_is_refused_when_it_is_made(
@@ -874,6 +943,43 @@ def test_a_fault_or_override_that_could_never_work_is_refused_when_it_is_made(
     # TypeError inside the step, then retried), or spun the clock to infinity.
     with Harness() as harness, pytest.raises(error, match=re.escape(words)):
         make(harness)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda h: h.override("bb", _inc),
+        lambda h: h.fail_step("b.a", ValueError),
+        lambda h: h.crash_run(step="three.b"),
+        lambda h: h.delay_message("StepFinished", 1, step="c "),
+    ],
+)
+def test_a_harness_closing_names_an_override_or_fault_for_a_step_no_workflow_has(
+    make: Any,
+) -> None:
+    # A misspelt step was taken and never applied: the test passed without its fault.
+    harness = Harness().start()
+    try:
+        harness.register(_three_steps())
+        make(harness)
+        result = harness.workflow("three").create_run().start(input_data={"n": 0}, timeout=5)
+        assert result.status == "success"
+    finally:
+        with pytest.raises(AssertionError, match=r"no registered workflow has: \[") as said:
+            harness.close()
+    assert "'a', 'b', 'c'" in str(said.value)  # the steps it does know
+
+
+def test_faults_for_known_steps_that_never_fired_and_a_failing_test_close_quietly() -> None:
+    with Harness() as harness:
+        harness.register(_three_steps())
+        harness.fail_step("b", ValueError, attempt=3)  # b never gets a third attempt
+        harness.crash_run(step="c", occurrence=2)
+        harness.workflow("three").create_run().start(input_data={"n": 0}, timeout=5)
+    # A test failing already is not told of a misspelt step on top of its own failure.
+    with pytest.raises(KeyError), Harness() as harness:
+        harness.override("nowhere", _inc)
+        raise KeyError("the test's own failure")
 
 
 def test_time_skipping_must_be_a_bool() -> None:
@@ -1005,6 +1111,24 @@ def test_the_pytest_plugin_gives_fixtures_once_turned_on(pytester: pytest.Pytest
         @pytest.mark.callboard("x.db")
         def test_positional(callboard_harness):
             pass
+
+        @pytest.mark.callboard(store="sqlite", time_skipping=False)
+        class TestAFileEach:
+            # Each test's file is its own: the run the first leaves asleep is not the
+            # second's to recover (a path given as store= would be).
+            def test_leaves_one_asleep(self, callboard_harness):
+                store = callboard_harness.runtime.store
+                assert store.path.name == "runs.db"
+                callboard_harness.register(flow).create_run().start_async(input_data={"n": 1})
+
+            def test_finds_none(self, callboard_harness):
+                assert callboard_harness.register(flow).list_workflow_runs().total == 0
+
+        def test_own_harness_beside_the_fixtures(callboard_harness):
+            from runtime.testing import Harness
+            with pytest.raises(RuntimeError) as refused:
+                Harness().start()
+            assert "by the callboard_harness fixture of test_flow.py::" in str(refused.value)
         """
     )
     quick = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest")
@@ -1014,7 +1138,7 @@ def test_the_pytest_plugin_gives_fixtures_once_turned_on(pytester: pytest.Pytest
 
     assert off.ret != 0
     off.stdout.fnmatch_lines(["*fixture 'callboard_harness' not found*"])
-    on.assert_outcomes(passed=3, errors=1)
+    on.assert_outcomes(passed=6, errors=1)
     on.stdout.fnmatch_lines(["*takes options by name*"])  # a positional one was dropped
 
 
