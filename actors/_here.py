@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Collection
 
 __all__ = ["RunsHere"]
 
@@ -21,12 +22,15 @@ class RunsHere:
     writes fenced off, a cancel) or gave up on it (a timeout).
     """
 
-    __slots__ = ("_bodies", "_ids", "_lock")
+    __slots__ = ("_bodies", "_ids", "_left_out", "_lock", "on_free")
 
     def __init__(self) -> None:
         self._ids: set[str] = set()
         self._bodies: dict[str, int] = {}
+        self._left_out: set[str] = set()  # runs a claim left out for what is here of them
         self._lock = threading.Lock()
+        self.on_free: Callable[[], None] | None = None
+        """Called (outside the lock) once nothing is left here of a run a claim left out."""
 
     def add(self, run_id: str) -> None:
         """The supervisor has an actor of the run (or its start waits for room)."""
@@ -37,6 +41,9 @@ class RunsHere:
         """The supervisor's actor of these runs is gone (or their starts are)."""
         with self._lock:
             self._ids.difference_update(run_ids)
+            freed = self._freed(run_ids)
+        if freed:
+            self._tell_free()
 
     def body_began(self, run_id: str) -> None:
         """User code of the run (a step body, a condition, a map) began on a thread or loop."""
@@ -49,8 +56,33 @@ class RunsHere:
             left = self._bodies.get(run_id, 0) - 1
             if left > 0:
                 self._bodies[run_id] = left
-            else:
-                self._bodies.pop(run_id, None)
+                return
+            self._bodies.pop(run_id, None)
+            freed = self._freed((run_id,))
+        if freed:
+            self._tell_free()
+
+    def left_out(self, run_ids: Collection[str]) -> None:
+        """A claim left these runs out: once nothing of one is left here, say so (on_free)."""
+        if run_ids:
+            with self._lock:
+                self._left_out.update(run_ids)
+
+    def _freed(self, run_ids: Collection[str]) -> bool:
+        """Under the lock: whether one of these runs, left out by a claim, is gone from here."""
+        if not self._left_out:
+            return False
+        freed = False
+        for run_id in run_ids:
+            if run_id in self._left_out and run_id not in self._ids and run_id not in self._bodies:
+                self._left_out.discard(run_id)
+                freed = True
+        return freed
+
+    def _tell_free(self) -> None:
+        on_free = self.on_free
+        if on_free is not None:
+            on_free()  # the run waits in the store: claim it now, not at the next poll
 
     def __call__(self) -> list[str]:
         """The runs, now."""

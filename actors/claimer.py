@@ -25,9 +25,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
+from actors._here import RunsHere
 from runtime import _clock
 from runtime._errors import StoreError
 from runtime._model import TERMINAL_STATUSES
@@ -188,7 +189,7 @@ class Claimer:
         cancel: Callable[[str, Callable[[], None]], None],
         waiting: Callable[[], int] = lambda: 0,
         guard: LeaseGuard | None = None,
-        here: Callable[[], Collection[str]] = list,
+        here: RunsHere | None = None,
     ) -> None:
         self._store = store
         self._here = here
@@ -424,7 +425,10 @@ class Claimer:
             skipped = tuple(self._skipped)
             generation = self._generation  # read before the claim: see park
         # Runs lost while this worker stalled, whose actors here are still in a step.
-        busy = [run_id for run_id in self._here() if not store.holds(run_id)]
+        here = self._here
+        busy = [] if here is None else [run_id for run_id in here() if not store.holds(run_id)]
+        if here is not None:
+            here.left_out(busy)
         if self._capacity is None:
             room = CLAIM_BATCH
             claimed = store.claim(workflows, room, skipped, busy)

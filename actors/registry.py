@@ -89,7 +89,7 @@ class RegistryActor(ThreadActor):
         hand_back: Callable[[Sequence[str], int], None] | None = None,
         *,
         logs: EventLogs | None = None,
-        waiters: dict[str, list[threading.Event | Latch]] | None = None,
+        waiters: dict[str, dict[threading.Event | Latch, None]] | None = None,
     ) -> None:
         super().__init__()
         # On a shared store: reads what other processes do to runs waited on here.
@@ -99,10 +99,14 @@ class RegistryActor(ThreadActor):
         self._durable = store.durable
         self._hooks = hooks if hooks is not None else HookRunner()
         # Shared with the run actors' direct writes too: they look for waiters here.
-        self._waiters: dict[str, list[threading.Event | Latch]] = {} if waiters is None else waiters
+        self._waiters: dict[str, dict[threading.Event | Latch, None]] = (
+            {} if waiters is None else waiters
+        )
         # Runs somebody watches: their channels; and the numbered events of the runs
         # watched now or lately (see actors._events).
-        self._channels: dict[str, list[Channel[RunEvent]]] = {}
+        # Each run's waiters and channels in dicts as ordered sets: one of thousands
+        # given up on (a wait cancelled, a watch closed) goes in O(1), not a list's rebuild.
+        self._channels: dict[str, dict[Channel[RunEvent], None]] = {}
         # Shared with the run actors' direct writes on a store in memory (actors._direct):
         # they tell the registry the snapshots of the runs it keeps a log of.
         self._logs = EventLogs() if logs is None else logs
@@ -263,11 +267,11 @@ class RegistryActor(ThreadActor):
         run_id = message.run_id
         # The waiter is noted before the store is read: a run actor that stores its
         # run's end itself looks for waiters after (see actors._direct).
-        events = self._waiters.setdefault(run_id, [])
-        events.append(message.event)
+        events = self._waiters.setdefault(run_id, {})
+        events[message.event] = None
         current = self._store.load(run_id)
         if current is None or current.status in SETTLED_STATUSES:
-            events.remove(message.event)
+            events.pop(message.event, None)
             if not events:
                 del self._waiters[run_id]
             message.event.set()
@@ -316,7 +320,7 @@ class RegistryActor(ThreadActor):
         if log.status in TERMINAL_STATUSES:
             channel.close()
             return
-        self._channels.setdefault(run_id, []).append(channel)
+        self._channels.setdefault(run_id, {})[channel] = None
         if self._watcher is not None:
             self._watcher.add(run_id, -1 if current is None else current.seq)
 
@@ -324,17 +328,17 @@ class RegistryActor(ThreadActor):
         """A watch was closed or dropped: forget its channel, and the run once none is left."""
         self._forget(self._channels, message.run_id, message.channel)
 
-    def _forget(self, table: dict[str, list[_T]], run_id: str, item: _T) -> None:
+    def _forget(self, table: dict[str, dict[_T, None]], run_id: str, item: _T) -> None:
         """Take ``item`` from the run's waiters or channels; stop following the run if last.
 
-        By identity: each wait has an event of its own, each watch a channel.
+        By identity (events and channels hash so): each wait has an event of its own,
+        each watch a channel.
         """
         items = table.get(run_id)
         if items is None:
             return
-        kept = [each for each in items if each is not item]
-        if kept:
-            table[run_id] = kept
+        items.pop(item, None)
+        if items:
             return
         del table[run_id]
         self._unwatch(run_id)
@@ -375,7 +379,7 @@ class RegistryActor(ThreadActor):
             return
         if record is None:  # deleted: what the waiters read next says so
             self._wake(run_id)
-            for channel in self._channels.pop(run_id, []):
+            for channel in self._channels.pop(run_id, {}):
                 channel.close()
             self._logs.drop(run_id)
             self._unwatch(run_id)
@@ -423,7 +427,7 @@ class RegistryActor(ThreadActor):
         events = self._advance(log, record)
         if events is None:
             # Nothing more can be said of this run: end its watches rather than hang them.
-            for channel in self._channels.pop(run_id, []):
+            for channel in self._channels.pop(run_id, {}):
                 channel.close()
             self._logs.drop(run_id)
             self._unwatch(run_id)
@@ -434,7 +438,7 @@ class RegistryActor(ThreadActor):
         """Tell the run's watchers ``events``, the log's newest; end their watches with the run."""
         self._deliver(run_id, events)
         if log.status in TERMINAL_STATUSES:
-            for channel in self._channels.pop(run_id, []):
+            for channel in self._channels.pop(run_id, {}):
                 channel.close()
             self._unwatch(run_id)
 
@@ -443,7 +447,7 @@ class RegistryActor(ThreadActor):
         channels = self._channels.get(run_id)
         if not channels or not events:
             return
-        kept = []
+        kept: dict[Channel[RunEvent], None] = {}
         for channel in channels:
             if len(channel) + len(events) > SUBSCRIBER_BUFFER and isinstance(channel, EventChannel):
                 # Its consumer takes events more slowly than they come: rather than
@@ -454,7 +458,7 @@ class RegistryActor(ThreadActor):
                 channel.close()
                 continue
             channel.put_many(events)
-            kept.append(channel)
+            kept[channel] = None
         if kept:
             self._channels[run_id] = kept
         else:

@@ -163,7 +163,7 @@ class ActorSystem:
         self._defined_lock = threading.Lock()
         self._queues_in_use = False
         logs = EventLogs()
-        waiters: dict[str, list[threading.Event | Latch]] = {}
+        waiters: dict[str, dict[threading.Event | Latch, None]] = {}
         self.registry = RegistryActor.start(
             store,
             self.hooks,
@@ -477,8 +477,10 @@ class ActorSystem:
             cancel=self._cancel_requested,
             waiting=lambda: self.pool.waiting,
             guard=guard,
-            here=self._here or list,
+            here=self._here,
         )
+        if self._here is not None:
+            self._here.on_free = self.claimer.poke
         store.set_hint(self._hint)
 
     def workflows_changed(self, workflow_ids: Sequence[str]) -> None:

@@ -347,6 +347,39 @@ def test_a_claim_that_finds_a_run_it_thought_it_held_in_the_queue_hands_it_back_
     assert save(stalled, rec("r1", 2, "success")).committed
 
 
+def test_a_run_put_to_sleep_due_and_claimed_in_one_batch_is_claimed_not_fenced(
+    shared_store: SharedStores,
+) -> None:
+    # The save that lets go of the run, and a claim behind it in the same batch (one
+    # transaction on SQLite): the claim found the run "held" by the store's count from
+    # before the batch, and handed it back fenced off, as one lost while stalled.
+    a = shared_store.open()
+    a.create(rec("mine"))
+    a.create(rec("r1"))
+    a.create(rec("r2", created_at=2e9), hold=False)  # queued: the claim is made, not read away
+    stopped, go_on = stall_writer(a)
+    first, asleep = Outcome(), Outcome()
+    claimed: list[list[str]] = []
+    claim = threading.Thread(
+        target=lambda: claimed.append(sorted(c.record.run_id for c in a.claim(["wf"], 5)))
+    )
+    with capture_logs() as logs:
+        a.save([rec("mine", 1, "running")], on_commit=first.commit, on_error=first.fail)
+        try:
+            assert stopped.wait(10)
+            due = rec("r1", 1, "waiting", wake_at=time.time() - 1)
+            a.save([due], on_commit=asleep.commit, on_error=asleep.fail)
+            claim.start()
+            time.sleep(0.2)  # the claim waits behind the save
+        finally:
+            go_on.set()
+        claim.join(10)
+        assert asleep.wait().committed
+
+    assert claimed == [["r1", "r2"]] and a.holds("r1")
+    assert [log["event"] for log in logs if "fenced" in log["event"] or "lost" in log["event"]] == []
+
+
 def test_next_wake_leaves_out_skipped_sleepers(shared_store: SharedStores) -> None:
     a = shared_store.open()
     a.create(rec("r1"))

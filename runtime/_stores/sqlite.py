@@ -1964,7 +1964,12 @@ class SQLiteStore:
         the actor lets go, and then the run is claimed anew.
         """
         with self._held_lock:
-            retaken = sorted(run_id for run_id in taken if run_id in self._held)
+            # Not one an earlier write of this transaction let go of (put to sleep, due).
+            retaken = sorted(
+                run_id
+                for run_id in taken
+                if run_id in self._held and run_id not in outcome.releasing
+            )
         if not retaken:
             return taken
         for ids in _chunks(retaken):
