@@ -30,7 +30,7 @@ from runtime._errors import (
     RuntimeStoppedError,
     WorkflowDefinitionError,
 )
-from runtime._handoff import CallPool, deliver
+from runtime._handoff import CallPool
 from runtime._ids import check_lookup_name
 from runtime._model import TERMINAL_STATUSES, RunEvent
 from runtime._options import FOREVER, RetentionPolicy, check_timeout
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from runtime._workflow import Workflow
 
 __all__ = [
+    "APART_THREADS",
     "CALL_THREADS",
     "DEFAULT_STOP_TIMEOUT",
     "AsyncSteps",
@@ -68,9 +69,9 @@ T = TypeVar("T")
 CALL_THREADS: Final = 4
 """The most threads a runtime runs the blocking part of its awaitable calls on.
 
-``astart_async``, ``acancel``, ``alist_workflow_runs`` and the other ``a``
-calls hand their blocking part (validation, a store commit, a lock another
-process holds, a wait for another process) to these threads and await it, so
+``astart_async``, ``alist_workflow_runs`` and the other ``a`` calls (but
+``acancel``: see :data:`APART_THREADS`) hand their blocking part (validation, a
+store commit, a lock another process holds) to these threads and await it, so
 the event loop never waits. Calls beyond the bound queue for a thread without
 blocking the loop; the threads end with the runtime.
 
@@ -79,6 +80,16 @@ decoding a snapshot), so more threads do not make it faster, and each one more
 is one more thread the event loop's own thread queues behind for the GIL. With
 200 coroutines polling at once on two cores, 4 threads left the loop less late
 than 8 (``benchmarks/loop_lag.py``: a mean lag of about 3.5 ms against 5 ms).
+"""
+
+APART_THREADS: Final = 16
+"""The most threads ``acancel`` runs on, apart from :data:`CALL_THREADS`.
+
+A cancel may wait long: for its run's hooks, or for another process to carry
+it out. On the four call threads, a few of them held every other awaitable call
+up; so cancels have threads of their own, started as they come (each start
+waits for the new thread to run, on the loop's thread), at most sixteen, and
+later cancels queue for one. They end with the runtime.
 """
 
 DEFAULT_STOP_TIMEOUT: Final = 10.0
@@ -129,6 +140,7 @@ class RunHost:
         # Runtime.register): replaced as a whole, never changed in place.
         self.versions: Mapping[str, Mapping[str, ExecutionPlan]] = {}
         self._calls: CallPool | None = None
+        self._apart: CallPool | None = None
         self._calls_lock = threading.Lock()
 
     @property
@@ -156,38 +168,32 @@ class RunHost:
         return await future
 
     async def call_apart(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """Await ``fn(*args, **kwargs)`` run on a thread of its own.
+        """Await ``fn(*args, **kwargs)`` run on a pool of its own (:data:`APART_THREADS`).
 
         For a call that may wait long (a cancel waits for its run's hooks, or
         for the process that holds the run): on the few shared call threads,
-        a handful of them held up every other awaitable call.
+        a handful of them held up every other awaitable call. A thread of its
+        own for each such call held the loop instead: starting a thread waits
+        for it to run, and a thousand cancels at once held the loop a second.
         """
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
         bound = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
-
-        def settle(outcome: tuple[Any, BaseException | None]) -> None:
-            if not future.done():  # else the awaiting task was cancelled meanwhile
-                value, error = outcome
-                if error is None:
-                    future.set_result(value)
-                else:
-                    future.set_exception(error)
-
-        def work() -> None:
-            try:
-                outcome: tuple[Any, BaseException | None] = (bound(), None)
-            except BaseException as exc:  # handed to the awaiting task, not lost here
-                outcome = (None, exc)
-            deliver(loop, settle, outcome)  # a closed loop: nobody waits
-
-        threading.Thread(target=work, name="callboard-call-apart", daemon=True).start()
+        apart = self._pool(apart=True)
+        future: asyncio.Future[T] | None = None
+        if apart is not None:
+            with contextlib.suppress(RuntimeError):  # closed between the check and the submit
+                future = apart.submit(bound)
+        if future is None:
+            future = asyncio.get_running_loop().run_in_executor(None, bound)
         return await future
 
-    def _pool(self) -> CallPool | None:
+    def _pool(self, *, apart: bool = False) -> CallPool | None:
         with self._calls_lock:
             if self.state != "running":
                 return None
+            if apart:
+                if self._apart is None:
+                    self._apart = CallPool(APART_THREADS, "callboard-call-apart")
+                return self._apart
             if self._calls is None:
                 self._calls = CallPool(CALL_THREADS, "callboard-call")
             return self._calls
@@ -211,7 +217,7 @@ class RunHost:
         if self.store is not None:
             _left_by_the_parent.append(self.store)  # never closed here: see above
             self.store = cast(SnapshotStore, _ForkedStore(self.fork_error))
-        self._calls = None
+        self._calls = self._apart = None
         self._calls_lock = threading.Lock()
 
     def close_calls(self, timeout: float | None = None) -> None:
@@ -222,9 +228,11 @@ class RunHost:
         seconds (a cancel waits a grace of its own for the store's last commits).
         """
         with self._calls_lock:
-            calls, self._calls = self._calls, None
-        if calls is not None:
-            calls.close(timeout)
+            pools = [pool for pool in (self._calls, self._apart) if pool is not None]
+            self._calls = self._apart = None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for pool in pools:
+            pool.close(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def hears_runs(self) -> bool:
         """Whether a run's settling here would still be told: it runs, and its registry lives."""

@@ -485,3 +485,43 @@ def test_cancels_waiting_for_slow_hooks_do_not_hold_up_other_awaitable_calls() -
             assert await asyncio.gather(*cancels) == [True] * len(runs)
 
     asyncio.run(main())
+
+
+def test_many_cancels_at_once_share_a_bounded_pool_of_threads_that_ends_with_the_runtime() -> None:
+    # Each acancel() started a thread of its own, on the loop's thread, which waits for the
+    # new thread to run: a thousand cancels at once held the loop for a second, with
+    # dozens of threads alive. They share APART_THREADS now (a cancel waiting for its
+    # run's hook holds one; the others queue for it, and the loop goes on).
+    from runtime._runtime import APART_THREADS
+
+    release = threading.Event()
+    seen: list[int] = []
+
+    def slow_hook(outcome: Any) -> None:
+        seen.append(sum(t.name.startswith("callboard-call-apart") for t in threading.enumerate()))
+        release.wait(BLOCK_LIMIT)
+
+    def forever(ctx: Any) -> Value:
+        ctx.abort_signal.wait(BLOCK_LIMIT)
+        return ctx.input_data
+
+    async def main() -> list[bool]:
+        async with Runtime() as rt:
+            hooked = rt.register(
+                create_workflow(
+                    id="hooked", input_schema=Value, output_schema=Value, on_finish=slow_hook
+                )
+                .then(create_step(id="f", input_schema=Value, output_schema=Value, execute=forever))
+                .commit()
+            )
+            runs = [hooked.create_run() for _ in range(APART_THREADS * 2)]
+            for run in runs:
+                await run.astart_async(input_data={"value": "x"})
+            cancels = [asyncio.ensure_future(run.acancel()) for run in runs]
+            await asyncio.sleep(0.3)  # as many cancels as there are threads wait in hooks
+            release.set()
+            return list(await asyncio.gather(*cancels))
+
+    assert asyncio.run(main()) == [True] * APART_THREADS * 2
+    assert max(seen) <= APART_THREADS
+    assert not [t for t in threading.enumerate() if t.name.startswith("callboard-call-apart")]
