@@ -209,7 +209,7 @@ class Calls:
             if scope.prefix
             else snapshot["input"],
             input_schema=scope.input_schema,
-            definitions=plan.by_id,
+            definitions=plan.output_schemas,
             outputs=outputs,
             trace_id=snapshot["trace_id"],
             parent_span_id=snapshot["span_id"],
@@ -286,7 +286,7 @@ class Calls:
             if scope.prefix
             else snapshot["input"],
             "input_schema": scope.input_schema,
-            "definitions": plan.by_id,
+            "definitions": plan.output_schemas,
             "outputs": outputs,
             "trace_id": snapshot["trace_id"],
             "parent_span_id": snapshot["span_id"],

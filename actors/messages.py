@@ -531,7 +531,8 @@ class Call:
         request_context: The run's request context.
         init_data: The (nested) workflow's input, for ``ctx.get_init_data()``.
         input_schema: The (nested) workflow's input schema.
-        definitions: The workflow's steps by id, for ``ctx.get_step_result()``.
+        definitions: The output schema of each step and nested workflow by path, for
+            ``ctx.get_step_result()``.
         outputs: The outputs of the steps done so far, by path.
         trace_id: The run's trace.
         parent_span_id: The run's span.
@@ -552,7 +553,7 @@ class Call:
     request_context: dict[str, Any]
     init_data: Any
     input_schema: type[BaseModel]
-    definitions: Mapping[str, Step[Any, Any]]
+    definitions: Mapping[str, type[BaseModel]]
     outputs: Mapping[str, Any]
     trace_id: str
     parent_span_id: str

@@ -352,6 +352,7 @@ class ExecutionPlan:
         version: The label given with ``create_workflow(version=...)``, if any.
         fingerprint: A hash of the plan's shape (see :func:`plan_fingerprint`):
             two plans a run can go on across have the same one.
+        output_schemas: The output's model of each step and nested workflow, by path.
     """
 
     workflow_id: str
@@ -369,10 +370,20 @@ class ExecutionPlan:
     version: str | None = None
     scope: Scope = field(init=False)
     fingerprint: str = field(init=False)
+    output_schemas: Mapping[str, type[BaseModel]] = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scope", Scope("", self.workflow_id, self.input_schema))
         object.__setattr__(self, "fingerprint", plan_fingerprint(self.workflow_id, self.nodes))
+        # What ctx.get_step_result() reads an earlier output as: each step's, and each
+        # nested workflow's (its output is recorded at its path, as a step's is).
+        schemas: dict[str, type[BaseModel]] = {
+            node.path: node.output_schema
+            for node in self.nodes
+            if isinstance(node, ExitNode) and node.output_schema is not None
+        }
+        schemas.update((path, step.output_schema) for path, step in self.by_id.items())
+        object.__setattr__(self, "output_schemas", schemas)
 
     @property
     def label(self) -> str:

@@ -84,6 +84,7 @@ if TYPE_CHECKING:
     from actors.system import ActorSystem
     from runtime._plan import ExecutionPlan
     from runtime._runtime import RunHost
+    from runtime._workflow import Workflow
 
 __all__ = ["Run", "RunWatch"]
 
@@ -663,7 +664,7 @@ class Run(Generic[In, Out]):
     def resume_stream(
         self,
         *,
-        step: Step[Any, Any] | str | None = None,
+        step: Step[Any, Any] | Workflow[Any, Any] | str | None = None,
         resume_data: BaseModel | Mapping[str, Any] | None = None,
         timeout: float | None = None,
     ) -> RunStream:
@@ -699,7 +700,7 @@ class Run(Generic[In, Out]):
     async def aresume_stream(
         self,
         *,
-        step: Step[Any, Any] | str | None = None,
+        step: Step[Any, Any] | Workflow[Any, Any] | str | None = None,
         resume_data: BaseModel | Mapping[str, Any] | None = None,
         timeout: float | None = None,
     ) -> RunStream:
@@ -711,7 +712,7 @@ class Run(Generic[In, Out]):
     def resume(
         self,
         *,
-        step: Step[Any, Any] | str | None = None,
+        step: Step[Any, Any] | Workflow[Any, Any] | str | None = None,
         resume_data: BaseModel | Mapping[str, Any] | None = None,
         timeout: float | None = None,
         for_each_index: int | None = None,
@@ -737,7 +738,7 @@ class Run(Generic[In, Out]):
     def resume_async(
         self,
         *,
-        step: Step[Any, Any] | str | None = None,
+        step: Step[Any, Any] | Workflow[Any, Any] | str | None = None,
         resume_data: BaseModel | Mapping[str, Any] | None = None,
         for_each_index: int | None = None,
     ) -> StartAsyncResult:
@@ -812,7 +813,7 @@ class Run(Generic[In, Out]):
     async def aresume_async(
         self,
         *,
-        step: Step[Any, Any] | str | None = None,
+        step: Step[Any, Any] | Workflow[Any, Any] | str | None = None,
         resume_data: BaseModel | Mapping[str, Any] | None = None,
         for_each_index: int | None = None,
     ) -> StartAsyncResult:
@@ -828,7 +829,7 @@ class Run(Generic[In, Out]):
     async def aresume(
         self,
         *,
-        step: Step[Any, Any] | str | None = None,
+        step: Step[Any, Any] | Workflow[Any, Any] | str | None = None,
         resume_data: BaseModel | Mapping[str, Any] | None = None,
         timeout: float | None = None,
         for_each_index: int | None = None,
@@ -1634,12 +1635,14 @@ def _resume_target(
                 f"(suspended: {suspended}); name the step with step="
             )
         raise ResumeTargetError(message, suspended=suspended, run_id=run_id)
-    if isinstance(step, Step):
+    from runtime._workflow import Workflow  # here: it imports this module
+
+    if isinstance(step, Step | Workflow):  # a nested workflow: the step suspended in it
         name = step.id
     elif isinstance(step, str):
         name = step
     else:
-        raise TypeError(f"step must be a Step or a str, got {type(step).__name__}")
+        raise TypeError(f"step must be a Step, a Workflow or a str, got {type(step).__name__}")
     matches = [key for key, _, _ in named if key == name]
     if not matches:
         matches = [key for key, base, _ in named if base == name]

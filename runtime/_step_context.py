@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Generic, NoReturn, cast, overload
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, cast, overload
 
 from pydantic import BaseModel
 from typing_extensions import TypeVar
@@ -22,6 +22,9 @@ from runtime._snapshot import check_encodable, copy_plain
 from runtime._step import In_co, Step, dump_model, plain, validate_for_step
 from runtime._sync import AbortSignal
 from runtime._tracing import step_logger
+
+if TYPE_CHECKING:
+    from runtime._workflow import Workflow
 
 __all__ = ["BailOut", "StepContext", "StepWriter", "SuspendRequest"]
 
@@ -190,7 +193,7 @@ class StepContext(Generic[In_co, State]):
         request_context: RequestContext,
         init_data: Any,
         workflow_input_schema: type[BaseModel],
-        definitions: Mapping[str, Step[Any, Any]],
+        definitions: Mapping[str, type[BaseModel]],
         outputs: Mapping[str, Any],
         log_fields: dict[str, Any],
         path: str | None = None,
@@ -432,19 +435,24 @@ class StepContext(Generic[In_co, State]):
     def get_step_result(self, step: Step[Any, StepOut]) -> StepOut | None: ...
 
     @overload
+    def get_step_result(self, step: Workflow[Any, StepOut]) -> StepOut | None: ...
+
+    @overload
     def get_step_result(self, step: str) -> Any: ...
 
-    def get_step_result(self, step: Step[Any, Any] | str) -> Any:
+    def get_step_result(self, step: Step[Any, Any] | Workflow[Any, Any] | str) -> Any:
         """The output of an earlier step of this run, as its ``output_schema`` model.
 
         Given the :class:`Step` itself, a type checker knows the model
         (``Step[In, Out]`` gives ``Out | None``); given an id, it does not.
+        A nested workflow is a step too: given it (or its id), this is its
+        output, as its ``output_schema`` model.
 
         Inside a nested workflow a step id names a step of the same nested
         workflow; a full path (``"child.step"``) names any step.
 
         Args:
-            step: The step or its id (or path).
+            step: The step, a nested workflow, or its id (or path).
 
         A step that ran as a ``foreach`` body has a list of outputs, one per
         item: given its id, this returns the list of models; given the step
@@ -460,16 +468,15 @@ class StepContext(Generic[In_co, State]):
         """
         step_id = step if isinstance(step, str) else step.id
         path = self._prefix + step_id
-        definition = self._definitions.get(path)
-        if definition is None:
+        schema = self._definitions.get(path)
+        if schema is None:
             path = step_id
-            definition = self._definitions.get(path)
-        if definition is None:
+            schema = self._definitions.get(path)
+        if schema is None:
             raise KeyError(f"workflow {self.workflow_id!r} has no step {step_id!r}")
         output = self._outputs.get(path)
         if output is None:
             return None
-        schema = definition.output_schema
         if type(output) is list:  # a foreach body's: a model is never a list
             if not isinstance(step, str):
                 raise TypeError(

@@ -427,3 +427,37 @@ def test_ctx_logger_logs_with_the_run_trace_id_and_run_id(runtime: Runtime) -> N
     assert said_async[0]["trace_id"] == result.trace_id
     assert said_async[0]["run_id"] == result.run_id
     assert said_async[0]["step_id"] == "talk_async"
+
+
+def test_get_step_result_reads_a_nested_workflows_output_by_the_workflow_or_its_id(
+    runtime: Runtime,
+) -> None:
+    # A nested workflow is a step: its output is recorded at its id, and Mastra reads it
+    # with getStepResult(child). It raised KeyError: "workflow 'parent' has no step 'child'".
+    seen: dict[str, Any] = {}
+    double = create_step(
+        id="double",
+        input_schema=Count,
+        output_schema=Count,
+        execute=lambda ctx: Count(count=ctx.input_data.count * 2),
+    )
+    child = create_workflow(id="child", input_schema=Count, output_schema=Count).then(double)
+    child_workflow = child.commit()
+
+    def after(ctx: Any) -> Count:
+        seen["by_workflow"] = ctx.get_step_result(child_workflow)
+        seen["by_id"] = ctx.get_step_result("child")
+        seen["inner"] = ctx.get_step_result("child.double")
+        return ctx.input_data
+
+    parent = (
+        create_workflow(id="parent", input_schema=Count, output_schema=Count)
+        .then(child_workflow)
+        .then(create_step(id="after", input_schema=Count, output_schema=Count, execute=after))
+        .commit()
+    )
+    result = runtime.register(parent).create_run().start(input_data={"count": 2}, timeout=10)
+
+    assert result.status == "success", result.error
+    assert seen["by_workflow"] == Count(count=4) and isinstance(seen["by_workflow"], Count)
+    assert seen["by_id"] == seen["inner"] == Count(count=4)
