@@ -221,7 +221,10 @@ class Calls:
             signal=signal,
             step=step_node.step,
             final_schema=plan.output_schema if last else None,
-            bail_schema=plan.output_schema,
+            # A bail ends the workflow the step is in: a nested one's is its own output.
+            bail_schema=plan.output_schemas[scope.prefix[:-1]]
+            if scope.prefix
+            else plan.output_schema,
             retry_count=attempt,
             resume_data=resume_data,
             item=item,

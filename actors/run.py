@@ -687,6 +687,9 @@ class RunActor(DispatchedActor):
         if outcome is Outcome.BAILED:
             if job.item is None:
                 self._finish_step(call.path, message.output, message)
+            if call.prefix:  # inside a nested workflow: it ends, not the run
+                self._bail_out_of(job.index, call.prefix, message.result)
+                return
             self._finish(RunStatus.SUCCESS, result=message.result)
             return
         if outcome is Outcome.SUSPENDED:
@@ -1080,6 +1083,50 @@ class RunActor(DispatchedActor):
             record["ended_at"] = _clock.time()
         snapshot["wake_at"] = None
         self._advance(snapshot["carry"])
+
+    def _bail_out_of(self, index: int, prefix: str, result: Any) -> None:
+        """A step of the nested workflow whose steps' paths start with ``prefix`` bailed.
+
+        The nested workflow ends there as a success with ``result`` as its output
+        (its :class:`ExitNode` checks it), and the run goes on after it, as Mastra
+        runs a nested workflow as a run of its own that the bail ends. Its calls
+        still in flight (siblings in a parallel, other items of a foreach) are let
+        go of, and their records read ``canceled``.
+        """
+        nodes = self._plan.nodes
+        end = next(
+            (
+                at
+                for at in range(index + 1, len(nodes))
+                if isinstance(nodes[at], ExitNode) and nodes[at].path + "." == prefix
+            ),
+            None,
+        )
+        if end is None:  # pragma: no cover - compile_plan ends every nested workflow
+            self._finish(RunStatus.SUCCESS, result=result)
+            return
+        self._calls.abort(AbortReason.CANCELED)
+        snapshot = self._snapshot
+        now = _clock.time()
+        steps = snapshot["steps"]
+        for path, record in list(steps.items()):
+            if path.startswith(prefix) and record["status"] in OPEN_STEP_STATUSES:
+                steps[path] = {**record, "status": _STEP_CANCELED, "ended_at": now}
+        if any(path.startswith(prefix) for path in snapshot["suspended"]):
+            snapshot["suspended"] = {
+                path: payload
+                for path, payload in snapshot["suspended"].items()
+                if not path.startswith(prefix)
+            }
+        # What its constructs kept (a loop's count, a foreach's items) is done with; its
+        # input stays, as at its end.
+        if any(key.startswith(prefix) and key != prefix for key in snapshot["scopes"]):
+            snapshot["scopes"] = {
+                key: value
+                for key, value in snapshot["scopes"].items()
+                if not key.startswith(prefix) or key == prefix
+            }
+        self._jump(end, result)
 
     def _enter_child(self, index: int, node: EnterNode) -> None:
         snapshot = self._snapshot

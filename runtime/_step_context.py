@@ -116,7 +116,7 @@ class SuspendRequest(BaseException):
 
 
 class BailOut(BaseException):
-    """Raised by ``ctx.bail()`` to end the run as a success; the runtime catches it."""
+    """Raised by ``ctx.bail()`` to end its workflow as a success; the runtime catches it."""
 
     def __init__(self, result: Any) -> None:
         super().__init__("the step bailed out")
@@ -392,13 +392,17 @@ class StepContext(Generic[In_co, State]):
         raise SuspendRequest(payload)
 
     def bail(self, result: Any) -> NoReturn:
-        """End the whole run now as a success, with ``result`` as its result.
+        """End the workflow this step is in now as a success, with ``result`` as its output.
 
-        Leaves the body at once, like :meth:`suspend`; no later step runs.
+        Leaves the body at once, like :meth:`suspend`. At the top, the run
+        ends, with ``result`` as its result: no later step runs. In a nested
+        workflow, that workflow ends (its steps still running are cancelled)
+        and ``result`` is its output: the run goes on with the step after it,
+        as Mastra runs a nested workflow as a run of its own.
 
         Args:
-            result: The run's result (a model or plain data), validated
-                against the workflow's ``output_schema``.
+            result: The output (a model or plain data), validated against
+                the ``output_schema`` of the workflow the step is in.
 
         Raises:
             StepValidationError: if the result does not fit the output schema.
@@ -412,7 +416,7 @@ class StepContext(Generic[In_co, State]):
                     schema,
                     result,
                     f"step {self.step_id!r}: the bail() result",
-                    "the workflow's output schema",
+                    f"the output schema of the workflow it ends ({schema.__name__})",
                     run_id=self.run_id,
                     step_id=self.step_id,
                 )

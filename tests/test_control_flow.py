@@ -934,11 +934,94 @@ def test_a_bail_leaves_no_step_open_in_the_finished_run(runtime: Runtime, where:
     result = run_once(runtime, builder_.commit(), {"n": 1})
 
     assert result.status == "success", result.error
-    assert result.result == {"n": 99}
+    # A bail in a nested workflow ends that workflow: the step after it runs (inc).
+    assert result.result == {"n": 100 if where == "nested" else 99}
     still_open = {path: step.status for path, step in result.steps.items()}
     assert not {path for path, status in still_open.items() if status in OPEN_STEP_STATUSES}, (
         still_open
     )
+
+
+class Total(BaseModel):
+    total: int
+
+
+def test_a_bail_in_a_nested_workflow_ends_it_with_its_own_output_and_the_run_goes_on(
+    runtime: Runtime,
+) -> None:
+    # As in Mastra, where a nested workflow is a run of its own: its bail is its output.
+    # It ended the whole run, and was checked against the outer workflow's output schema
+    # (Total here: so it failed the run, "total: Field required").
+    sibling_started = threading.Event()
+    later: list[str] = []
+
+    def slow(ctx: Any) -> N:
+        sibling_started.set()
+        ctx.abort_signal.wait(WAIT)
+        return ctx.input_data
+
+    def quit_early(ctx: Any) -> N:
+        assert sibling_started.wait(WAIT)
+        ctx.bail(N(n=ctx.input_data.n * 10))
+
+    def never(ctx: Any) -> N:
+        later.append("child.never")
+        return ctx.input_data
+
+    child = (
+        create_workflow(id="child", input_schema=N, output_schema=N)
+        .parallel(
+            [
+                create_step(id="slow", input_schema=N, output_schema=N, execute=slow),
+                create_step(id="quit", input_schema=N, output_schema=N, execute=quit_early),
+            ]
+        )
+        .map(lambda ctx: ctx.input_data["quit"])
+        .then(create_step(id="never", input_schema=N, output_schema=N, execute=never))
+        .commit()
+    )
+    finish = create_step(
+        id="finish",
+        input_schema=N,
+        output_schema=Total,
+        execute=lambda ctx: Total(total=ctx.input_data.n + 1),
+    )
+    outer = (
+        create_workflow(id="outer", input_schema=N, output_schema=Total)
+        .then(child)
+        .then(finish)
+        .commit()
+    )
+
+    result = run_once(runtime, outer, {"n": 4})
+
+    assert result.status == "success", result.error
+    assert result.result == {"total": 41}
+    assert later == []  # the nested workflow's later step never ran
+    statuses = {path: step.status for path, step in result.steps.items()}
+    assert statuses["child"] == "success" and result.steps["child"].output == {"n": 40}
+    assert statuses["child.quit"] == "success"
+    assert statuses["child.slow"] == "canceled"
+    assert "child.never" not in statuses and statuses["finish"] == "success"
+
+
+def test_a_bail_in_a_nested_workflow_must_fit_that_workflows_output_schema(
+    runtime: Runtime,
+) -> None:
+    def wrong(ctx: Any) -> N:
+        ctx.bail(Total(total=1))
+
+    child = (
+        create_workflow(id="child", input_schema=N, output_schema=N)
+        .then(create_step(id="wrong", input_schema=N, output_schema=N, execute=wrong))
+        .commit()
+    )
+    outer = create_workflow(id="outer", input_schema=N, output_schema=N).then(child).commit()
+
+    result = run_once(runtime, outer, {"n": 1})
+
+    assert result.status == "failed" and result.error is not None
+    assert "the output schema of the workflow it ends (N)" in result.error.message
 
 
 # --- builder errors ----------------------------------------------------------------------
