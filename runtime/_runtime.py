@@ -510,6 +510,9 @@ class Runtime:
         if stop_timeout < 0:
             raise ValueError(f"stop_timeout must not be negative, got {stop_timeout}")
         self._max_concurrent_runs = max_concurrent_runs
+        # Every workflow registered, by id and fingerprint (a test kit recovering from a
+        # crash registers them again on the runtime that takes over).
+        self._registered_workflows: dict[tuple[str, str], Workflow[Any, Any]] = {}
         self._max_step_threads = _at_least_one("max_step_threads", max_step_threads)
         self._max_pending_runs = (
             None
@@ -839,6 +842,7 @@ class Runtime:
                 plan.workflow_id: {**versions, plan.fingerprint: plan},
             }
             self._plans[plan.workflow_id] = plan  # new runs use the newest definition
+            self._registered_workflows[plan.workflow_id, plan.fingerprint] = workflow
             system = self._host.system if self._host.state == "running" else None
         if system is not None and (known is None or new_shape):
             # A new workflow, or a new shape of one: runs waiting for it may go on now.

@@ -591,7 +591,7 @@ class Harness:
         unknown = self._unknown_steps() if check else ""
         try:
             if self._runtime is not None:
-                self._runtime.stop(self.stop_timeout)
+                self._runtime.stop(self._stop_budget(self._runtime))
         finally:
             self._uninstall()
         left = _wait_for_no_threads(5.0, self._others)
@@ -601,6 +601,23 @@ class Harness:
             )
         if unknown:
             raise AssertionError(unknown)
+
+    def _stop_budget(self, runtime: Runtime) -> float:
+        """How long the close lets runs in progress go on: ``stop_timeout``, or none at all.
+
+        None when the clock no longer moves (no time skipping) and nothing runs: what
+        is left waits on timers (a sleep, a retry's back-off) that can never fire, and
+        the whole ``stop_timeout`` was spent for nothing at every such close.
+        """
+        if self.time_skipping or not runtime.is_running:
+            return self.stop_timeout
+        try:
+            system = _system_of(runtime)
+        except RuntimeError:
+            return self.stop_timeout
+        if self._steps_executing() or self._actors_busy(system):
+            return self.stop_timeout
+        return 0.0
 
     def _unknown_steps(self) -> str:
         """What to say of the overrides and faults naming no step of a registered workflow."""
@@ -714,9 +731,16 @@ class Harness:
         """A registered workflow, bound to the current runtime (use after a crash).
 
         Raises:
-            KeyError: if no workflow with this id was registered with the harness.
+            KeyError: if no workflow with this id was registered with the harness
+                (or on its runtime, before a crash).
         """
-        return self.runtime.register(self._workflows[workflow_id])
+        workflow = self._workflows.get(workflow_id)
+        if workflow is None:
+            raise KeyError(
+                f"no workflow {workflow_id!r} was registered with this harness; registered: "
+                f"{sorted(self._workflows)} (harness.register(workflow) registers one)"
+            )
+        return self.runtime.register(workflow)
 
     def _start_runtime(self) -> Runtime:
         runtime = Runtime(store=self.store, stop_timeout=self.stop_timeout, **self._options)
@@ -925,7 +949,14 @@ class Harness:
         )
         system.kill()
         _mark_stopped(old)
+        # Workflows registered on the runtime itself (harness.runtime.register, the
+        # callboard_runtime fixture) as well as with the harness are the new one's too.
+        carried = list(old._registered_workflows.values())
+        for workflow in carried:
+            self._workflows.setdefault(workflow.plan.workflow_id, workflow)
         self._runtime = self._start_runtime()
+        for workflow in carried:
+            self._runtime.register(workflow)
         return self._runtime
 
     # --- the probes ------------------------------------------------------------------

@@ -658,8 +658,9 @@ def test_a_crashed_run_actor_becomes_a_failed_run_with_run_crashed_error() -> No
     assert after.status == "success"  # the crash happens once
 
 
+@pytest.mark.parametrize("registered", ["with the harness", "on its runtime"])
 def test_crash_and_recover_runs_completed_steps_once_and_the_interrupted_step_again(
-    tmp_path: Path,
+    tmp_path: Path, registered: str
 ) -> None:
     calls = {"a": 0, "b": 0, "c": 0}
     entered = threading.Event()
@@ -683,7 +684,10 @@ def test_crash_and_recover_runs_completed_steps_once_and_the_interrupted_step_ag
         .commit()
     )
     with Harness(store=tmp_path / "runs.db") as harness:
-        run = harness.register(workflow).create_run()
+        # As the callboard_runtime fixture invites: the new runtime has it too. It had
+        # not: harness.workflow() raised a bare KeyError and the run was never recovered.
+        register = harness.register if registered == "with the harness" else None
+        run = (register or harness.runtime.register)(workflow).create_run()
         run.start_async(input_data={"n": 0})
         assert entered.wait(BLOCK_LIMIT)
         old = harness.runtime
@@ -1170,3 +1174,38 @@ def test_time_skipping_goes_on_after_crash_and_recover(tmp_path: Path) -> None:
 
     assert result.status == "success" and result.result == {"n": 2}
     assert time.perf_counter() - began < 5.0
+
+
+def test_closing_with_runs_only_asleep_on_a_clock_that_stands_still_waits_for_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Without time skipping nothing wakes them during the close: each such close waited
+    # its whole stop_timeout for nothing. A step in user code still gets it.
+    given: list[float | None] = []
+    stop = Runtime.stop
+
+    def noted(self: Runtime, timeout: float | None = None) -> None:
+        given.append(timeout)
+        stop(self, timeout)
+
+    monkeypatch.setattr(Runtime, "stop", noted)
+    entered, release = threading.Event(), threading.Event()
+
+    def held(ctx: StepContext[N]) -> N:
+        entered.set()
+        release.wait(BLOCK_LIMIT)
+        return ctx.input_data
+
+    napping = create_workflow(id="napping", input_schema=N, output_schema=N).sleep(3600)
+    with Harness(time_skipping=False, stop_timeout=30.0) as harness:
+        _asleep(harness, napping.then(_step("a")).commit())
+    holding = create_workflow(id="holding", input_schema=N, output_schema=N)
+    step = create_step(id="held", input_schema=N, output_schema=N, execute=held)
+    with Harness(time_skipping=False, stop_timeout=30.0) as harness:
+        harness.register(holding.then(step).commit()).create_run().start_async(
+            input_data={"n": 0}
+        )
+        assert entered.wait(BLOCK_LIMIT)
+        threading.Timer(0.2, release.set).start()
+
+    assert given == [0.0, 30.0]
