@@ -1202,9 +1202,7 @@ def test_closing_with_runs_only_asleep_on_a_clock_that_stands_still_waits_for_no
     holding = create_workflow(id="holding", input_schema=N, output_schema=N)
     step = create_step(id="held", input_schema=N, output_schema=N, execute=held)
     with Harness(time_skipping=False, stop_timeout=30.0) as harness:
-        harness.register(holding.then(step).commit()).create_run().start_async(
-            input_data={"n": 0}
-        )
+        harness.register(holding.then(step).commit()).create_run().start_async(input_data={"n": 0})
         assert entered.wait(BLOCK_LIMIT)
         threading.Timer(0.2, release.set).start()
 
