@@ -429,16 +429,19 @@ class Claimer:
         busy = [] if here is None else [run_id for run_id in here() if not store.holds(run_id)]
         if here is not None:
             here.left_out(busy)
+        # Named only when there are some: a store of the user's written before
+        # claim() took busy runs still claims (it never sees a stalled worker's).
+        extra = {"busy": busy} if busy else {}
         if self._capacity is None:
             room = CLAIM_BATCH
-            claimed = store.claim(workflows, room, skipped, busy)
+            claimed = store.claim(workflows, room, skipped, **extra)
         else:
             # Room counted and taken under one lock: a run started here meanwhile
             # (reserve) waits for the claim and then counts the runs it took. Counted
             # before and claimed after, the same room went to both, one run too many.
             with self._room_lock:
                 room = min(CLAIM_BATCH, self._capacity - self._in_use())
-                claimed = store.claim(workflows, room, skipped, busy) if room > 0 else []
+                claimed = store.claim(workflows, room, skipped, **extra) if room > 0 else []
         if claimed:
             self._take(claimed, generation)
         return room > 0 and len(claimed) == room

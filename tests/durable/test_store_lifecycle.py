@@ -225,12 +225,19 @@ def test_a_queued_run_is_claimed_once_and_a_suspended_one_never(
     store_one_run_per_status(sqlite_store)
     hand_over(db, ["waiting", "suspended"], "gone-owner", pid=dead_pid(), heartbeat_at=0.0)
     sqlite_store.reap()
-    claimed = sqlite_store.claim([WORKFLOW], 10)
-    assert "suspended" not in [found.record.run_id for found in claimed]
-    assert "waiting" in [found.record.run_id for found in claimed]
-    assert (row(db, "waiting") or {})["owner_id"] == sqlite_store.owner_id
-    assert sqlite_store.claim([WORKFLOW], 10) == []
-    assert (row(db, "suspended") or {})["owner_id"] == "gone-owner"
+    # Another worker claims: sqlite_store made the runs, and by its own count holds them
+    # still (the hand-over went behind its back); a claim of its own would take them for
+    # runs lost while it stalled, and hand them back.
+    other = SQLiteStore(db)
+    try:
+        claimed = other.claim([WORKFLOW], 10)
+        assert "suspended" not in [found.record.run_id for found in claimed]
+        assert "waiting" in [found.record.run_id for found in claimed]
+        assert (row(db, "waiting") or {})["owner_id"] == other.owner_id
+        assert other.claim([WORKFLOW], 10) == []
+        assert (row(db, "suspended") or {})["owner_id"] == "gone-owner"
+    finally:
+        other.close()
 
 
 # --- replace on SQLite: durable, owned, locked ------------------------------------------------
