@@ -63,10 +63,18 @@ class RunsHere:
             self._tell_free()
 
     def left_out(self, run_ids: Collection[str]) -> None:
-        """A claim left these runs out: once nothing of one is left here, say so (on_free)."""
-        if run_ids:
-            with self._lock:
-                self._left_out.update(run_ids)
+        """A claim left these runs out: once nothing of one is left here, say so (on_free).
+
+        One that let go meanwhile (between :meth:`among` and this) is said free at once.
+        """
+        if not run_ids:
+            return
+        with self._lock:
+            gone = [run_id for run_id in run_ids if run_id not in self._ids]
+            gone = [run_id for run_id in gone if run_id not in self._bodies]
+            self._left_out.update(run_id for run_id in run_ids if run_id not in gone)
+        if gone:
+            self._tell_free()
 
     def _freed(self, run_ids: Collection[str]) -> bool:
         """Under the lock: whether one of these runs, left out by a claim, is gone from here."""
@@ -88,3 +96,11 @@ class RunsHere:
         """The runs, now."""
         with self._lock:
             return list(self._ids.union(self._bodies))
+
+    def among(self, run_ids: Collection[str]) -> list[str]:
+        """Those of ``run_ids`` that are here now (in the time of ``run_ids``, not of all here)."""
+        if not run_ids:
+            return []
+        with self._lock:
+            ids, bodies = self._ids, self._bodies
+            return [run_id for run_id in run_ids if run_id in ids or run_id in bodies]

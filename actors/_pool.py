@@ -34,6 +34,7 @@ from actors.messages import StepActorMessage
 from actors.step import StepActor
 from runtime._errors import RuntimeStoppedError
 from runtime._handoff import deliver
+from runtime._sync import served_run
 from runtime._tracing import emit
 
 if TYPE_CHECKING:
@@ -249,13 +250,17 @@ class AsyncLoop:
         # On the application's loop: the bodies still running, to cancel at the stop.
         self._running: set[BodyFuture] = set()
 
-    def submit(self, coroutine: Any, inner: Any = None) -> BodyFuture:
+    def submit(
+        self, coroutine: Any, inner: Any = None, on_end: Callable[[], None] | None = None
+    ) -> BodyFuture:
         """Schedule a coroutine on the loop; the future completes on the loop thread.
 
         ``inner`` is a coroutine that ``coroutine`` awaits (a step's body in
         callboard's wrapper): if ``coroutine`` is cancelled before it starts,
         ``inner`` is closed too, on the loop's thread, so that Python does not
-        warn that it was never awaited.
+        warn that it was never awaited. ``on_end`` is called on the loop's
+        thread once the coroutine has really ended, or will never start: a
+        cancelled future is done at once, while its task may still unwind.
 
         Raises:
             RuntimeStoppedError: if the loop has been stopped, or the
@@ -266,7 +271,7 @@ class AsyncLoop:
                 coroutine.close()
                 raise RuntimeStoppedError("the runtime is stopped")
             if self._app_loop is not None:
-                return self._submit_to_app(self._app_loop, coroutine, inner)
+                return self._submit_to_app(self._app_loop, coroutine, inner, on_end)
             if self._loop is None:
                 self._loop = asyncio.new_event_loop()
                 self._thread = threading.Thread(
@@ -278,7 +283,7 @@ class AsyncLoop:
                 self._thread.start()
             loop = self._loop
         try:
-            return _spawn_soon(loop, coroutine, inner)
+            return _spawn_soon(loop, coroutine, inner, on_end)
         except RuntimeError:  # its loop is closed: its thread has ended
             coroutine.close()
             _close_unstarted(inner)
@@ -299,11 +304,15 @@ class AsyncLoop:
         return asyncio._get_running_loop() is loop
 
     def _submit_to_app(
-        self, loop: asyncio.AbstractEventLoop, coroutine: Any, inner: Any = None
+        self,
+        loop: asyncio.AbstractEventLoop,
+        coroutine: Any,
+        inner: Any = None,
+        on_end: Callable[[], None] | None = None,
     ) -> BodyFuture:
         """Schedule on the application's loop (called with the lock held)."""
         try:
-            future = _spawn_soon(loop, coroutine, inner)
+            future = _spawn_soon(loop, coroutine, inner, on_end)
         except RuntimeError:  # the loop is closed
             coroutine.close()
             raise RuntimeStoppedError(
@@ -361,7 +370,12 @@ class AsyncLoop:
             emit(logging.WARNING, "async_steps_abandoned_at_stop")
 
 
-def _spawn_soon(loop: asyncio.AbstractEventLoop, coroutine: Any, inner: Any = None) -> BodyFuture:
+def _spawn_soon(
+    loop: asyncio.AbstractEventLoop,
+    coroutine: Any,
+    inner: Any = None,
+    on_end: Callable[[], None] | None = None,
+) -> BodyFuture:
     """``asyncio.run_coroutine_threadsafe``, with the loop woken once for a burst of steps.
 
     Steps handed to a loop before it gets round to the first start together in one
@@ -373,28 +387,46 @@ def _spawn_soon(loop: asyncio.AbstractEventLoop, coroutine: Any, inner: Any = No
         RuntimeError: if the loop is closed.
     """
     future = BodyFuture()
-    if not deliver(loop, _spawn, (coroutine, future, inner)):
+    if not deliver(loop, _spawn, (coroutine, future, inner, on_end)):
         raise RuntimeError("the event loop is closed")
     return future
 
 
-def _spawn(item: tuple[Any, BodyFuture, Any]) -> None:
+def _spawn(item: tuple[Any, BodyFuture, Any, Callable[[], None] | None]) -> None:
     """On the loop's thread: start the coroutine as a task that settles ``future``."""
-    coroutine, future, inner = item
+    coroutine, future, inner, on_end = item
     if future.cancelled():  # cancelled before it started: it never will
         coroutine.close()
         _close_unstarted(inner)
+        if on_end is not None:
+            on_end()
         return
     loop = asyncio.get_running_loop()
     try:
         task = loop.create_task(coroutine)
     except BaseException as exc:
+        if on_end is not None:
+            on_end()
         with contextlib.suppress(concurrent.futures.InvalidStateError):
             future.set_exception(exc)
         raise
 
     task.add_done_callback(_Settle(future))
+    if on_end is not None:
+        task.add_done_callback(_Ended(on_end))
     future.add_done_callback(_CancelTask(task, inner))
+
+
+class _Ended:
+    """A body's task's done callback: ``on_end()``, once the task has really ended."""
+
+    __slots__ = ("on_end",)
+
+    def __init__(self, on_end: Callable[[], None]) -> None:
+        self.on_end = on_end
+
+    def __call__(self, _task: asyncio.Task[Any]) -> None:
+        self.on_end()
 
 
 class _Settle:
@@ -536,6 +568,9 @@ class StepPool:
         self._live = 0
         self._waiting = 0  # actors blocked in a wait for a run: not counted against the limit
         self._awaiting = 0  # async step bodies awaiting a run: they hold no actor
+        # The runs whose bodies wait (blocked or awaiting), by how many: a claimer counts
+        # the room a wait makes only for a run its worker still holds.
+        self._waits_of: dict[str | None, int] = {}
         self._completions = 0
         self._stopping = False
         # On a shared store: asked before a step body starts whether this worker still
@@ -562,6 +597,26 @@ class StepPool:
         """
         return self._waiting + self._awaiting
 
+    def waiting_held(self, holds: Callable[[str], bool]) -> int:
+        """How many of the :attr:`waiting` bodies are of runs that ``holds`` says are held.
+
+        A body of a run its worker no longer holds (the run was cancelled while
+        its step waited, or taken over after the worker stalled) makes no room:
+        its run is not counted among the held ones to begin with.
+        """
+        with self._cond:
+            waits = list(self._waits_of.items())
+        return sum(count for run_id, count in waits if run_id is not None and holds(run_id))
+
+    def _count_wait(self, step: int) -> None:
+        """Count a wait of the calling body's run in or out (under the lock)."""
+        run_id = served_run()
+        left = self._waits_of.get(run_id, 0) + step
+        if left > 0:
+            self._waits_of[run_id] = left
+        else:
+            self._waits_of.pop(run_id, None)
+
     def wait_began(self, run_id: str) -> None:
         """A step actor blocks until run ``run_id`` ends: it no longer counts against the bounds.
 
@@ -571,6 +626,7 @@ class StepPool:
         call = None
         with self._cond:
             self._waiting += 1
+            self._count_wait(1)
             if self._backlog and not self._stopping:
                 if self._live - self._waiting < self._core:
                     self._live += 1
@@ -587,6 +643,7 @@ class StepPool:
         """The wait of :meth:`wait_began` is over (an actor beyond the bound stops when free)."""
         with self._cond:
             self._waiting -= 1
+            self._count_wait(-1)
 
     def await_began(self, run_id: str) -> None:
         """An async step body awaits run ``run_id``'s end: its run makes room meanwhile.
@@ -596,6 +653,7 @@ class StepPool:
         """
         with self._cond:
             self._awaiting += 1
+            self._count_wait(1)
         if self._on_wait is not None:
             self._on_wait(run_id)
 
@@ -603,6 +661,7 @@ class StepPool:
         """The await of :meth:`await_began` is over."""
         with self._cond:
             self._awaiting -= 1
+            self._count_wait(-1)
 
     def submit(self, call: StepActorMessage) -> None:
         """Run a call on an idle actor, a new one while under ``core``, or when one frees up.

@@ -295,10 +295,20 @@ class Claimer:
         """Room taken (under ``_room_lock``).
 
         Runs held, but for those to hand back and one per step waiting for a run, and room
-        reserved.
+        reserved; and runs lost while this worker stalled whose steps still run here.
         """
         held = self._store.held() - len(self._handing_back)
-        return held - self._steps_waiting() + self._reserved
+        return held - self._steps_waiting() + self._reserved + len(self._busy())
+
+    def _busy(self) -> list[str]:
+        """Runs this worker lost (fenced off) that still have an actor or a step body here."""
+        here = self._here
+        if here is None:
+            return []
+        fenced = getattr(self._store, "fenced", None)
+        if fenced is None:  # a store of the user's: every run here it does not hold
+            return [run_id for run_id in here() if not self._store.holds(run_id)]
+        return here.among(fenced())
 
     def unreserve(self) -> None:
         """Give back room taken by :meth:`reserve`."""
@@ -425,10 +435,9 @@ class Claimer:
             skipped = tuple(self._skipped)
             generation = self._generation  # read before the claim: see park
         # Runs lost while this worker stalled, whose actors here are still in a step.
-        here = self._here
-        busy = [] if here is None else [run_id for run_id in here() if not store.holds(run_id)]
-        if here is not None:
-            here.left_out(busy)
+        busy = self._busy()
+        if busy and self._here is not None:
+            self._here.left_out(busy)
         # Named only when there are some: a store of the user's written before
         # claim() took busy runs still claims (it never sees a stalled worker's).
         extra = {"busy": busy} if busy else {}

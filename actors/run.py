@@ -687,6 +687,9 @@ class RunActor(DispatchedActor):
         if outcome is Outcome.BAILED:
             if job.item is None:
                 self._finish_step(call.path, message.output, message)
+                # Its output is the bail's, as its record says (and a run rebuilt from
+                # the record reads): ctx.get_step_result() of it gives the same live.
+                self._outputs = {**self._outputs, call.path: message.output}
             if call.prefix:  # inside a nested workflow: it ends, not the run
                 self._bail_out_of(job.index, call.prefix, message.result)
                 return
@@ -1118,6 +1121,13 @@ class RunActor(DispatchedActor):
                 for path, payload in snapshot["suspended"].items()
                 if not path.startswith(prefix)
             }
+        # A resume of one of its steps (a foreach item's) is spent: the nested workflow
+        # entered again (a loop's next pass, a foreach's next item) asks again.
+        resume = snapshot["resume"]
+        if resume and any(path.startswith(prefix) for path in resume):
+            snapshot["resume"] = {
+                path: data for path, data in resume.items() if not path.startswith(prefix)
+            } or None
         # What its constructs kept (a loop's count, a foreach's items) is done with; its
         # input stays, as at its end.
         if any(key.startswith(prefix) and key != prefix for key in snapshot["scopes"]):

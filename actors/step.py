@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import weakref
@@ -206,7 +207,7 @@ class StepActor(ThreadActor):
                         value = invoke(call, ctx)
                 if _awaitable(value):
                     handed_on = self._await(
-                        call, ctx, span, started, value, outcome=outcome, traced=traced
+                        call, ctx, span, started, value, outcome=outcome, traced=traced, here=here
                     )
                     return
                 finished = outcome(call, ctx, value, started)
@@ -233,17 +234,19 @@ class StepActor(ThreadActor):
         *,
         outcome: Callable[[C, StepContext[Any], Any, float], StepFinished],
         traced: bool,
+        here: RunsHere | None,
     ) -> bool:
         """Run an ``async def`` body on the async loop; reply when it is done.
 
         Returns whether the body was handed to the loop (and its end is reported there).
         """
         loop = self._pool.loop
-        awaiting = _Awaiting(
-            call, ctx, span, started, outcome, traced=traced, loop=loop, here=self._pool.here
-        )
+        awaiting = _Awaiting(call, ctx, span, started, outcome, traced=traced, loop=loop)
+        # The body counts as running here until its task has really ended: a timeout
+        # cancels the future at once, while the task may take its time to unwind.
+        on_end = None if here is None else functools.partial(here.body_ended, call.run_id)
         try:
-            future = loop.submit(_body(awaitable, span, call.run_id, self._pool), awaitable)
+            future = loop.submit(_body(awaitable, span, call.run_id, self._pool), awaitable, on_end)
         except RuntimeStoppedError as exc:
             if inspect.iscoroutine(awaitable):
                 awaitable.close()  # it will never run: do not leave it unawaited
@@ -293,7 +296,7 @@ class _Awaiting:
     holds the future: the future holds :meth:`done`.
     """
 
-    __slots__ = ("call", "ctx", "here", "loop", "outcome", "span", "started", "traced")
+    __slots__ = ("call", "ctx", "loop", "outcome", "span", "started", "traced")
 
     def __init__(
         self,
@@ -305,11 +308,9 @@ class _Awaiting:
         *,
         traced: bool,
         loop: AsyncLoop,
-        here: RunsHere | None = None,
     ) -> None:
         self.call = call
         self.ctx = ctx
-        self.here = here
         self.loop = loop
         self.span = span
         self.started = started
@@ -319,8 +320,6 @@ class _Awaiting:
     def done(self, future: BodyFuture) -> None:
         call, ctx, span, started = self.call, self.ctx, self.span, self.started
         traced = self.traced
-        if self.here is not None:
-            self.here.body_ended(call.run_id)
         try:
             if future.cancelled():
                 if ctx.abort_signal.reason == AbortReason.TIMEOUT:

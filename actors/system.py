@@ -475,7 +475,7 @@ class ActorSystem:
             executes=self.role != "client",
             take=self._take,
             cancel=self._cancel_requested,
-            waiting=lambda: self.pool.waiting,
+            waiting=lambda: self.pool.waiting_held(store.holds),
             guard=guard,
             here=self._here,
         )

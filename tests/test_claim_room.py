@@ -95,3 +95,58 @@ def test_a_run_started_while_a_claim_is_under_way_does_not_take_the_room_the_cla
     assert first.wait(BLOCK_LIMIT).status == "success"
     assert second.wait(BLOCK_LIMIT).status == "success"
     assert entered == [first.run_id, second.run_id]
+
+
+def test_a_step_waiting_for_a_run_makes_room_only_while_its_own_run_is_held(
+    tmp_path: Path, runtimes: Runtimes
+) -> None:
+    # A step waiting for another run (its child) makes room for one run more: the child
+    # may need it. Its run cancelled meanwhile, the run no longer counted among those held,
+    # the wait made room all the same: the worker took three runs at a limit of two.
+    from runtime import create_step, create_workflow
+    from tests._support import Value
+
+    gate = runtimes.gate()
+    entered: list[str] = []
+
+    def job_body(ctx: object) -> Value:
+        entered.append(ctx.run_id)  # type: ignore[attr-defined]
+        gate.wait(BLOCK_LIMIT)
+        return ctx.input_data  # type: ignore[attr-defined,no-any-return]
+
+    job = (
+        create_workflow(id="job", input_schema=Value, output_schema=Value)
+        .then(create_step(id="hold", input_schema=Value, output_schema=Value, execute=job_body))
+        .commit()
+    )
+    bound: dict[str, object] = {}
+
+    def spawn(ctx: object) -> Value:
+        bound["job"].create_run().start(input_data={"value": "child"})  # type: ignore[attr-defined]
+        return ctx.input_data  # type: ignore[attr-defined,no-any-return]
+
+    parent = (
+        create_workflow(id="parent", input_schema=Value, output_schema=Value)
+        .then(create_step(id="spawn", input_schema=Value, output_schema=Value, execute=spawn))
+        .commit()
+    )
+    path = tmp_path / "runs.db"
+    worker = runtimes.start(SQLiteStore(path), max_concurrent_runs=2)
+    client = runtimes.start(SQLiteStore(path), role="client")
+    worker.register(parent)
+    bound["job"] = worker.register(job)
+    client.register(job)
+    run = client.register(parent).create_run()
+    run.start_async(input_data={"value": "p"})
+    wait_until(lambda: len(entered) == 1, BLOCK_LIMIT, "the child runs")
+    assert run.cancel() is True  # its step still waits for the child
+    for index in range(3):
+        client.register(job).create_run().start_async(input_data={"value": f"q{index}"})
+    claimer = actor_system(worker).claimer
+    assert claimer is not None
+    for _ in range(3):
+        claimer.poke()
+        wait_until(claimer.idle, BLOCK_LIMIT, "the claimer's pass")
+
+    assert worker.store.held() == 2  # the child and one job: the limit
+    assert len(entered) == 2

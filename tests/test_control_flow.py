@@ -1024,6 +1024,83 @@ def test_a_bail_in_a_nested_workflow_must_fit_that_workflows_output_schema(
     assert "the output schema of the workflow it ends (N)" in result.error.message
 
 
+def test_a_resumed_item_that_bails_leaves_no_resume_for_the_next_pass_of_its_workflow(
+    runtime: Runtime,
+) -> None:
+    # Its resume data stayed in the run: the nested workflow's next pass (a loop's) handed
+    # it to the item again, which went on without asking: one approval let every pass by.
+    calls: list[tuple[int, Any]] = []
+
+    def review(ctx: Any) -> N:
+        calls.append((ctx.input_data.n, ctx.resume_data))
+        if ctx.resume_data is None:
+            ctx.suspend({"n": ctx.input_data.n})
+        ctx.bail(N(n=ctx.input_data.n + 1))
+
+    child = (
+        create_workflow(id="child", input_schema=N, output_schema=N)
+        .map(lambda ctx: [ctx.input_data])
+        .foreach(create_step(id="review", input_schema=N, output_schema=N, execute=review))
+        .map(lambda ctx: ctx.input_data[0])
+        .commit()
+    )
+    outer = (
+        create_workflow(id="outer", input_schema=N, output_schema=N)
+        .dowhile(child, lambda ctx: ctx.input_data.n < 3)
+        .commit()
+    )
+    run = runtime.register(outer).create_run()
+    result = run.start(input_data={"n": 0}, timeout=WAIT)
+    asked = 0
+    while result.status == "suspended" and asked < 5:
+        asked += 1
+        result = run.resume(
+            step="review", for_each_index=0, resume_data={"ok": asked}, timeout=WAIT
+        )
+
+    assert result.status == "success" and result.result == {"n": 3}
+    assert asked == 3  # each pass asked
+    assert [data for _, data in calls] == [None, {"ok": 1}, None, {"ok": 2}, None, {"ok": 3}]
+
+
+def test_the_output_of_a_step_that_bailed_is_its_bail_live_as_after_a_resume(
+    runtime: Runtime,
+) -> None:
+    read: list[Any] = []
+
+    def quit_(ctx: Any) -> N:
+        ctx.bail(N(n=10))
+
+    def ask(ctx: Any) -> N:
+        if ctx.resume_data is None:
+            ctx.suspend({})
+        return ctx.input_data
+
+    def reader(ctx: Any) -> N:
+        read.append(ctx.get_step_result("child.q"))
+        return ctx.input_data
+
+    child = (
+        create_workflow(id="child", input_schema=N, output_schema=N)
+        .then(create_step(id="q", input_schema=N, output_schema=N, execute=quit_))
+        .commit()
+    )
+    outer = (
+        create_workflow(id="outer", input_schema=N, output_schema=N)
+        .then(child)
+        .then(create_step(id="read-live", input_schema=N, output_schema=N, execute=reader))
+        .then(create_step(id="ask", input_schema=N, output_schema=N, execute=ask))
+        .then(create_step(id="read-resumed", input_schema=N, output_schema=N, execute=reader))
+        .commit()
+    )
+    run = runtime.register(outer).create_run()
+    assert run.start(input_data={"n": 1}, timeout=WAIT).status == "suspended"
+    result = run.resume(resume_data={}, timeout=WAIT)
+
+    assert result.status == "success", result.error
+    assert read == [N(n=10), N(n=10)]  # it was None live, and the bail after a resume
+
+
 # --- builder errors ----------------------------------------------------------------------
 
 

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -379,6 +380,44 @@ def test_a_run_put_to_sleep_due_and_claimed_in_one_batch_is_claimed_not_fenced(
     assert claimed == [["r1", "r2"]] and a.holds("r1")
     said = [log["event"] for log in logs]
     assert "run_fenced" not in said and "runs_lost_while_stalled" not in said
+
+
+@pytest.mark.postgres
+def test_a_claim_cut_off_before_it_hands_back_a_run_it_took_adopts_the_run_later(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On PostgreSQL a lone claim commits by itself, and the hand-back of a run this worker
+    # thought it held is a statement after it: cut off in between, the run stayed this
+    # worker's at the new epoch, while the store knew it at the old one and so never
+    # adopted it. Nobody drove the run, and nobody reaped it while the worker lived.
+    import psycopg
+
+    from runtime._stores.postgres import PostgresStore
+
+    stores = SharedStores(postgres_url, hears_others=True)
+    try:
+        stalled, b = stores.open(lease=LEASE), stores.open()
+        stalled.create(rec("r1"))
+        assert reaped(b) == 1  # back in the queue; stalled has not heard
+        retaken = PostgresStore._retaken
+        cuts: list[str] = []
+
+        def cut_once(self: Any, connection: Any, rows: Any, batch: Any) -> Any:
+            if not cuts:
+                cuts.append("cut")
+                raise psycopg.OperationalError("the connection was cut (injected)")
+            return retaken(self, connection, rows, batch)
+
+        monkeypatch.setattr(PostgresStore, "_retaken", cut_once)
+
+        claimed = [c.record.run_id for c in stalled.claim(["wf"], 5)]
+
+        assert cuts == ["cut"]
+        # Taken again by the retried claim, at an epoch it knows: its to drive now.
+        assert claimed == ["r1"] and stalled.holds("r1")
+        assert save(stalled, rec("r1", 1, "running")).committed
+    finally:
+        stores.close()
 
 
 def test_next_wake_leaves_out_skipped_sleepers(shared_store: SharedStores) -> None:

@@ -2028,6 +2028,10 @@ class PostgresStore:
         with self._callers.lock:
             return len(self._held) + len(self._callers.held)
 
+    def fenced(self) -> frozenset[str]:
+        """The runs this worker held and lost (reaped, taken over) and has not taken again."""
+        return self._fenced
+
     def holds(self, run_id: str) -> bool:
         """Whether this worker holds the run now, by its own count."""
         with self._callers.lock:
@@ -3027,6 +3031,7 @@ class PostgresStore:
         # A claim whose caller gave up waiting must not take runs nobody would drive.
         if not write.take():
             return []
+        rows: list[tuple[Any, ...]] = []
         try:
             with _autocommit(connection):
                 _virtual_now(connection)
@@ -3044,6 +3049,13 @@ class PostgresStore:
         except Exception:
             # Its commit may have happened unacknowledged: runs held here unknowingly.
             self._ambiguous = True
+            # Claimed (committed) but not handed back: the store owns them at the new
+            # epoch. Known no more, the next claim adopts them once nothing of them is
+            # left here; known at their old epoch, it would pass them over for ever.
+            lost = {row[0] for row in rows if row[0] in self._held}
+            if lost:
+                self._held = {key: at for key, at in self._held.items() if key not in lost}
+                self._fenced = self._fenced | lost
             raise
         # Took some, even if all of them went back (none is claimed again in this batch).
         return self._claimed(kept, batch) if rows else None

@@ -1099,6 +1099,11 @@ class SQLiteStore:
         """Whether this worker holds the run now."""
         return run_id in self._held
 
+    def fenced(self) -> frozenset[str]:
+        """The runs this worker held and lost (reaped, taken over) and has not taken again."""
+        with self._held_lock:
+            return frozenset(self._fenced)
+
     def next_wake(self, workflow_ids: Sequence[str], skip: Collection[str] = ()) -> float | None:
         """The earliest wake time of queued sleeping runs of these workflows (but ``skip``'s)."""
         if not workflow_ids:

@@ -305,3 +305,44 @@ def test_a_cancel_on_a_woken_worker_cancels_the_run_it_lost_and_leaves_it_in_the
     _claim_passes(worker)
     assert read_lines(log) == ["start alpha", "end alpha", "start beta", "end beta"]
     assert run.wait(timeout=WAIT).status == "canceled"
+
+
+def test_an_async_body_that_outlasts_its_timeout_keeps_its_run_here_until_it_returns(
+    pair: tuple[Runtime, Runtime, Any],
+) -> None:
+    # A timeout cancels the body's future at once, while its task unwinds as it will (a
+    # clean-up it awaits, shielded): counted as gone at the cancel, its run could be
+    # claimed back here beside it, once this worker had stalled and been reaped.
+    import asyncio
+
+    worker, client, _ = pair
+    unwinding, unwound = threading.Event(), threading.Event()
+
+    async def slow(ctx: Any) -> Value:
+        try:
+            await asyncio.sleep(WAIT)
+        finally:
+            unwinding.set()
+            await asyncio.shield(asyncio.to_thread(unwound.wait, WAIT))
+        return ctx.input_data
+
+    step = create_step(
+        id="slow", input_schema=Value, output_schema=Value, execute=slow, timeout=0.3
+    )
+    workflow = (
+        create_workflow(id="outlasting", input_schema=Value, output_schema=Value)
+        .then(step)
+        .commit()
+    )
+    worker.register(workflow)
+    run = client.register(workflow).create_run()
+    run.start_async(input_data={"value": "x"})
+    here = worker._host.system._here
+    assert here is not None
+    try:
+        assert run.wait(timeout=WAIT).status == "failed"  # timed out: its actor has ended
+        assert unwinding.wait(WAIT)
+        assert run.run_id in here()  # its body still unwinds here
+    finally:
+        unwound.set()
+    wait_until(lambda: run.run_id not in here(), timeout=WAIT, what="the body has returned")
