@@ -172,10 +172,10 @@ class Claimer:
             which may be the one it waits for.
         guard: Through which it renews the lease, so that steps know when it
             was last renewed (a guard of its own if not given).
-        here: The runs with an actor in this process (see
-            :class:`~actors._here.RunsHere`): one the store no longer
-            holds (it was reaped while it stalled) is not claimed back until
-            its actor lets go.
+        here: The runs with an actor or a step body in this process (see
+            :class:`~actors._here.RunsHere`): one the store lost (this worker
+            was reaped while it stalled) is not claimed back until nothing
+            of it runs here, and takes room meanwhile.
     """
 
     def __init__(
