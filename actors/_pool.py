@@ -608,25 +608,30 @@ class StepPool:
             waits = list(self._waits_of.items())
         return sum(count for run_id, count in waits if run_id is not None and holds(run_id))
 
-    def _count_wait(self, step: int) -> None:
-        """Count a wait of the calling body's run in or out (under the lock)."""
-        run_id = served_run()
+    def _count_wait(self, run_id: str | None, step: int) -> None:
+        """Count a wait of the body of run ``run_id`` in or out (under the lock).
+
+        Out under the run it was counted in under (what ``wait_began`` returned): by
+        the end of a wait its task may serve no run any more (a task the body left
+        behind, awaiting a run after the body returned).
+        """
         left = self._waits_of.get(run_id, 0) + step
         if left > 0:
             self._waits_of[run_id] = left
         else:
             self._waits_of.pop(run_id, None)
 
-    def wait_began(self, run_id: str) -> None:
+    def wait_began(self, run_id: str) -> str | None:
         """A step actor blocks until run ``run_id`` ends: it no longer counts against the bounds.
 
         A call in the backlog gets a new actor at once if the waiting ones leave
         fewer than ``core`` working: the run waited for may need it.
         """
         call = None
+        counted = served_run()
         with self._cond:
             self._waiting += 1
-            self._count_wait(1)
+            self._count_wait(counted, 1)
             if self._backlog and not self._stopping:
                 if self._live - self._waiting < self._core:
                     self._live += 1
@@ -638,30 +643,36 @@ class StepPool:
             self._on_wait(run_id)
         if call is not None:
             StepActor.start(self).tell(call)
+        return counted
 
-    def wait_ended(self) -> None:
-        """The wait of :meth:`wait_began` is over (an actor beyond the bound stops when free)."""
+    def wait_ended(self, counted: str | None = None) -> None:
+        """The wait of :meth:`wait_began` is over (an actor beyond the bound stops when free).
+
+        ``counted`` is what :meth:`wait_began` returned.
+        """
         with self._cond:
             self._waiting -= 1
-            self._count_wait(-1)
+            self._count_wait(counted, -1)
 
-    def await_began(self, run_id: str) -> None:
+    def await_began(self, run_id: str) -> str | None:
         """An async step body awaits run ``run_id``'s end: its run makes room meanwhile.
 
         As :meth:`wait_began` for a blocked actor, but the body holds no actor,
         so the thread bound is left as it is.
         """
+        counted = served_run()
         with self._cond:
             self._awaiting += 1
-            self._count_wait(1)
+            self._count_wait(counted, 1)
         if self._on_wait is not None:
             self._on_wait(run_id)
+        return counted
 
-    def await_ended(self) -> None:
-        """The await of :meth:`await_began` is over."""
+    def await_ended(self, counted: str | None = None) -> None:
+        """The await of :meth:`await_began` is over; ``counted`` is what that returned."""
         with self._cond:
             self._awaiting -= 1
-            self._count_wait(-1)
+            self._count_wait(counted, -1)
 
     def submit(self, call: StepActorMessage) -> None:
         """Run a call on an idle actor, a new one while under ``core``, or when one frees up.

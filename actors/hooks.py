@@ -224,7 +224,7 @@ class _HookThreads:
             if self._calls:
                 self._more()
 
-    def _wait_ended(self) -> None:
+    def _wait_ended(self, _counted: object = None) -> None:
         with self._cond:
             self._waiting -= 1
 

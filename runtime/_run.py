@@ -543,8 +543,7 @@ class Run(Generic[In, Out]):
                 latch = Latch()
                 host.watch(self.run_id, latch)
                 parked = _probes.parked if began is not None else None
-                if began is not None:
-                    began(self.run_id)
+                counted = began(self.run_id) if began is not None else None
                 try:
                     # Under a test harness, a step waiting for a run holds its clock
                     # back no more than a sync step's wait does (it waited for ever).
@@ -555,7 +554,7 @@ class Run(Generic[In, Out]):
                     raise
                 finally:
                     if ended is not None:
-                        ended()
+                        ended(counted)
                 woken = await self._through_outage_async(self._load, outage)
                 if not self._woken_early(woken):
                     return self._waited(woken)

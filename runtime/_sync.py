@@ -23,7 +23,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from runtime import _probes
 from runtime._handoff import deliver
@@ -113,9 +113,11 @@ def served_run() -> str | None:
 
 
 def on_run_waits(
-    began: Callable[[str], None], ended: Callable[[], None], *, step: bool = True
+    began: Callable[[str], Any], ended: Callable[[Any], None], *, step: bool = True
 ) -> None:
-    """Have the calling thread report its waits for runs: ``began(run_id)``, then ``ended()``.
+    """Have the calling thread report its waits for runs: ``began(run_id)``, then ``ended(it)``.
+
+    ``ended`` is given what ``began`` returned: what the wait was counted under.
 
     A step actor's thread calls it once: a step body that blocks until another
     run ends (``run.start()`` or ``run.wait()`` inside a step) then tells its
@@ -135,13 +137,13 @@ def wait_for_a_run(
     Under a test harness with time skipping, a step's wait for a run does not
     hold the virtual clock back either: the step waits on callboard alone.
     """
-    hooks: tuple[Callable[[str], None], Callable[[], None]] | None = getattr(
+    hooks: tuple[Callable[[str], Any], Callable[[Any], None]] | None = getattr(
         _this_thread, "hooks", None
     )
     if hooks is None:  # not a step's thread: nothing to report
         return wait(timeout)
     began, ended = hooks
-    began(run_id)
+    counted = began(run_id)
     try:
         parked = _probes.parked if getattr(_this_thread, "step", True) else None
         if parked is None:
@@ -149,7 +151,7 @@ def wait_for_a_run(
         with parked():
             return wait(timeout)
     finally:
-        ended()
+        ended(counted)
 
 
 _Waiter = tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]

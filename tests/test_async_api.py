@@ -525,3 +525,52 @@ def test_many_cancels_at_once_share_a_bounded_pool_of_threads_that_ends_with_the
     assert asyncio.run(main()) == [True] * APART_THREADS * 2
     assert max(seen) <= APART_THREADS
     assert not [t for t in threading.enumerate() if t.name.startswith("callboard-call-apart")]
+
+
+def test_a_wait_that_outlives_its_async_step_body_is_counted_out_under_the_run_it_was_counted_in(
+    runtime: Runtime,
+) -> None:
+    # A body that leaves a task awaiting another run, and returns: the task's wait was
+    # counted in under the body's run and, the body gone, counted out under no run. Every
+    # such run stayed counted as waiting for ever (room a worker gives a waiting step).
+    children: list[Any] = []
+    release = threading.Event()
+
+    def held(ctx: Any) -> Value:
+        release.wait(WAIT)  # it ends after the parents' bodies have returned
+        return ctx.input_data
+
+    child = (
+        create_workflow(id="child", input_schema=Value, output_schema=Value)
+        .then(create_step(id="s", input_schema=Value, output_schema=Value, execute=held))
+        .commit()
+    )
+    bound = runtime.register(child)
+    left: set[Any] = set()
+
+    async def leave_a_wait(ctx: Any) -> Value:
+        run = bound.create_run()
+        await run.astart_async(input_data={"value": "c"})
+        task = asyncio.get_running_loop().create_task(run.wait_async(WAIT))
+        left.add(task)
+        task.add_done_callback(left.discard)
+        await asyncio.sleep(0.05)  # the task begins its wait
+        children.append(run)
+        return ctx.input_data
+
+    parent = runtime.register(
+        create_workflow(id="parent", input_schema=Value, output_schema=Value)
+        .then(create_step(id="p", input_schema=Value, output_schema=Value, execute=leave_a_wait))
+        .commit()
+    )
+    for index in range(20):
+        result = parent.create_run().start(input_data={"value": f"p{index}"}, timeout=WAIT)
+        assert result.status == "success"
+    release.set()
+    for run in children:
+        assert run.wait(timeout=WAIT).status == "success"
+    wait_until(lambda: not left, WAIT, "the waits left behind ended")
+
+    pool = runtime._host.system.pool
+    wait_until(lambda: not pool._waits_of, WAIT, "no wait counted any more")
+    assert pool.waiting == 0

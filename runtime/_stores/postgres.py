@@ -3080,9 +3080,12 @@ class PostgresStore:
         running: dict[Bucket, int] = {
             (queue, key): int(count)
             for queue, key, count in connection.execute(
+                # A busy run nobody holds executes too: this worker lost it while it
+                # stalled, and its step still runs here.
                 "SELECT queue, queue_key, count(*) FROM callboard_runs "
-                "WHERE owner_id IS NOT NULL AND queue IS NOT NULL "
-                f"AND status IN ({_UNFINISHED_SQL}) GROUP BY queue, queue_key"
+                "WHERE (owner_id IS NOT NULL OR run_id = ANY(%s)) AND queue IS NOT NULL "
+                f"AND status IN ({_UNFINISHED_SQL}) GROUP BY queue, queue_key",
+                (busy,),
             ).fetchall()
         }
         started: dict[Bucket, int] = {}

@@ -1881,7 +1881,7 @@ class SQLiteStore:
     ) -> list[Claimed]:
         workflow_ids, limit, skip, busy = payload
         now = _clock.time()
-        admission = self._admission(connection, now)
+        admission = self._admission(connection, now, busy)
         limited = admission is not None and admission.limited()
         skipping, skipped = _skipping(skip, busy)
         taken: list[str] = []
@@ -2036,11 +2036,15 @@ class SQLiteStore:
                 outcome.hint("queued", run_id)
         return handed
 
-    def _admission(self, connection: sqlite3.Connection, now: float) -> Admission | None:
+    def _admission(
+        self, connection: sqlite3.Connection, now: float, busy: Collection[str] = ()
+    ) -> Admission | None:
         """What runs of limited queues execute, and started within their windows, right now.
 
         Read inside the claim's transaction, which holds the file's write lock:
         no other worker claims meanwhile, so the counts stay true until it commits.
+        A run held by a worker executes; so does a ``busy`` one nobody holds: this
+        worker lost it while it stalled, and its step still runs here.
         """
         limits = self._queue_limits(connection)
         if not limits:
@@ -2048,9 +2052,11 @@ class SQLiteStore:
         running: dict[Bucket, int] = {
             (queue, key): count
             for queue, key, count in connection.execute(
-                "SELECT queue, queue_key, count(*) FROM runs WHERE owner_id IS NOT NULL "
+                "SELECT queue, queue_key, count(*) FROM runs WHERE (owner_id IS NOT NULL "
+                "OR run_id IN (SELECT value FROM json_each(?))) "
                 f"AND queue IS NOT NULL AND status IN ({_UNFINISHED_SQL}) "
-                "GROUP BY queue, queue_key"
+                "GROUP BY queue, queue_key",
+                (json.dumps(sorted(busy)),),
             ).fetchall()
         }
         started: dict[Bucket, int] = {}

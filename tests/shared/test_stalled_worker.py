@@ -346,3 +346,54 @@ def test_an_async_body_that_outlasts_its_timeout_keeps_its_run_here_until_it_ret
     finally:
         unwound.set()
     wait_until(lambda: run.run_id not in here(), timeout=WAIT, what="the body has returned")
+
+
+def test_a_woken_worker_counts_a_run_it_lost_as_executing_in_its_queue(
+    pair: tuple[Runtime, Runtime, Any],
+) -> None:
+    # Its step still runs here, and nobody holds it: the store counted no run executing in
+    # its queue, and the woken worker ran another run of a queue of one beside it.
+    from runtime import Queue
+
+    worker, client, _ = pair
+    log: list[str] = []
+    entered, go = threading.Event(), threading.Event()
+    lock = threading.Lock()
+
+    def body(ctx: Any) -> Value:
+        with lock:
+            first = not log
+            log.append(f"start {ctx.input_data.value}")
+        if first:
+            entered.set()
+            go.wait(WAIT)
+        with lock:
+            log.append(f"end {ctx.input_data.value}")
+        return ctx.input_data
+
+    step = create_step(id="one", input_schema=Value, output_schema=Value, execute=body)
+    workflow = (
+        create_workflow(
+            id="one-at-a-time",
+            input_schema=Value,
+            output_schema=Value,
+            queue=Queue("one", concurrency=1),
+        )
+        .then(step)
+        .commit()
+    )
+    worker.register(workflow)
+    bound = client.register(workflow)
+    first = bound.create_run()
+    first.start_async(input_data={"value": "r1"})
+    assert entered.wait(WAIT)
+    _woken(worker, client)
+    second = bound.create_run()
+    second.start_async(input_data={"value": "r2"})
+    _claim_passes(worker)
+
+    assert log == ["start r1"]  # r2 waits: r1 still executes, here
+    go.set()
+    assert second.wait(timeout=WAIT).status == "success"
+    assert first.wait(timeout=WAIT).status == "success"
+    assert log.index("end r1") < log.index("start r2")
