@@ -213,36 +213,34 @@ class Scheduler:
 
     def _unusable(self, row: ScheduleRow, exc: Exception) -> None:
         """Say (once for each definition) that this process cannot fire a schedule, and why."""
-        said = (row.cron, row.timezone, str(exc))
-        if self._said.get(row.schedule_id) == said:
-            return
-        self._said[row.schedule_id] = said
-        emit(
-            logging.ERROR,
+        self._say_once(
+            row,
             "schedule_unusable",
-            schedule_id=row.schedule_id,
+            f"{type(exc).__name__}: {exc}",
+            "this process fires none of its ticks; a process that can read its cron "
+            "and time zone does, or define it again with ones this process reads",
             cron=row.cron,
             timezone=row.timezone,
-            error=f"{type(exc).__name__}: {exc}",
-            hint="this process fires none of its ticks; a process that can read its cron "
-            "and time zone does, or define it again with ones this process reads",
         )
 
     def _say_damaged(self, row: ScheduleRow) -> None:
         """Say (once for each damage) that a schedule's row cannot be read, and how to mend it."""
-        said = (row.cron, row.timezone, str(row.damaged))
-        if self._said.get(row.schedule_id) == said:
-            return
-        self._said[row.schedule_id] = said
-        emit(
-            logging.ERROR,
+        self._say_once(
+            row,
             "schedule_damaged",
-            schedule_id=row.schedule_id,
-            error=f"the store's row is damaged: {row.damaged}",
-            hint="no process fires its ticks until it is defined again (Runtime.schedule "
+            f"the store's row is damaged: {row.damaged}",
+            "no process fires its ticks until it is defined again (Runtime.schedule "
             "with its id mends the row, counting its ticks from then), or delete it: "
             f"callboard schedules delete {row.schedule_id}",
         )
+
+    def _say_once(self, row: ScheduleRow, event: str, error: str, hint: str, **fields: Any) -> None:
+        """Log ``event`` for the schedule once for each definition and error."""
+        said = (row.cron, row.timezone, error)
+        if self._said.get(row.schedule_id) == said:
+            return
+        self._said[row.schedule_id] = said
+        emit(logging.ERROR, event, schedule_id=row.schedule_id, error=error, hint=hint, **fields)
 
     def _fire_due(self, row: ScheduleRow, plan: ExecutionPlan) -> float | None:
         """Start the runs of the schedule's due ticks by its policies; when its next tick is."""

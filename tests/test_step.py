@@ -308,18 +308,22 @@ def test_get_step_result_returns_an_earlier_step_output_model(runtime: Runtime) 
     assert "no-such-step" in str(seen["unknown"])
 
 
+def _double() -> Step[Count, Count]:
+    return create_step(
+        id="double",
+        input_schema=Count,
+        output_schema=Count,
+        execute=lambda ctx: Count(count=ctx.input_data.count * 2),
+    )
+
+
 def test_get_step_result_of_a_foreach_step_is_its_list_by_id_and_refused_by_step(
     runtime: Runtime,
 ) -> None:
     # Typed to give one model, the step form failed the run with pydantic's raw error
     # on the list of outputs.
     seen: dict[str, Any] = {}
-    double = create_step(
-        id="double",
-        input_schema=Count,
-        output_schema=Count,
-        execute=lambda ctx: Count(count=ctx.input_data.count * 2),
-    )
+    double = _double()
 
     def after(ctx):
         seen["by_id"] = ctx.get_step_result("double")
@@ -435,12 +439,7 @@ def test_get_step_result_reads_a_nested_workflows_output_by_the_workflow_or_its_
     # A nested workflow is a step: its output is recorded at its id, and Mastra reads it
     # with getStepResult(child). It raised KeyError: "workflow 'parent' has no step 'child'".
     seen: dict[str, Any] = {}
-    double = create_step(
-        id="double",
-        input_schema=Count,
-        output_schema=Count,
-        execute=lambda ctx: Count(count=ctx.input_data.count * 2),
-    )
+    double = _double()
     child = create_workflow(id="child", input_schema=Count, output_schema=Count).then(double)
     child_workflow = child.commit()
 
