@@ -181,7 +181,7 @@ class StepActor(ThreadActor):
         here = self._pool.here
         if here is not None:
             here.body_began(call.run_id)  # its run is not claimed here again until it returns
-        handed_on = False  # an async body's future ends the count, once done
+        handed_on = False  # an async body's task ends the count, once it has ended
         try:
             if not traced:
                 span, span_id = None, call.parent_span_id

@@ -250,8 +250,7 @@ class SupervisorActor(DispatchedActor):
             self._ended(None)
             return
         self._runs.pop(run_id, None)
-        if self._here is not None:
-            self._here.discard(run_id)
+        self._gone_from_here(run_id)
         self._leave_queue(run_id)
         if message.wake_at is not None and not self._shared:
             try:
@@ -296,8 +295,7 @@ class SupervisorActor(DispatchedActor):
             for queued in self._waiting:
                 if queued.snapshot["run_id"] == run_id:
                     self._waiting.remove(queued)
-                    if self._here is not None:
-                        self._here.discard(run_id)
+                    self._gone_from_here(run_id)
                     self._release(1)
                     plan, snapshot = queued.plan, queued.snapshot
                     break
@@ -346,8 +344,7 @@ class SupervisorActor(DispatchedActor):
                 tell_safely(self._registry, RecordFailure(run_id=run_id, error=error, plan=plan))
         # Halted, they stay pending or waiting in a durable store, for the next runtime.
         self._release(len(self._waiting))
-        if self._here is not None:
-            self._here.discard(*(waiting.snapshot["run_id"] for waiting in self._waiting))
+        self._gone_from_here(*(waiting.snapshot["run_id"] for waiting in self._waiting))
         self._waiting.clear()
         for _, _, handle in self._sleeping.values():
             handle.cancel()
@@ -358,8 +355,7 @@ class SupervisorActor(DispatchedActor):
                     failure = RecordFailure(run_id=run_id, error=error, plan=plan)
                     tell_safely(self._registry, failure)
                 self._runs.pop(run_id, None)
-                if self._here is not None:
-                    self._here.discard(run_id)
+                self._gone_from_here(run_id)
         self._notify_if_idle()
 
     # --- helpers --------------------------------------------------------------------
@@ -385,14 +381,18 @@ class SupervisorActor(DispatchedActor):
     def _ended(self, run_id: str | None) -> None:
         if run_id is not None:
             self._runs.pop(run_id, None)
-            if self._here is not None:
-                self._here.discard(run_id)
+            self._gone_from_here(run_id)
             self._leave_queue(run_id)
         while self._waiting and self._has_room():
             self._release(1)
             self._spawn(self._waiting.popleft())
         self._admit_from_queues()
         self._notify_if_idle()
+
+    def _gone_from_here(self, *run_ids: str) -> None:
+        """No actor (or start) of these runs is here any more: a claim may take them here."""
+        if self._here is not None:
+            self._here.discard(*run_ids)
 
     def _leave_queue(self, run_id: str) -> None:
         bucket = self._bucket_of.pop(run_id, None)
