@@ -70,9 +70,9 @@ class RunsHere:
         if not run_ids:
             return
         with self._lock:
-            gone = [run_id for run_id in run_ids if run_id not in self._ids]
-            gone = [run_id for run_id in gone if run_id not in self._bodies]
-            self._left_out.update(run_id for run_id in run_ids if run_id not in gone)
+            here = [run_id for run_id in run_ids if run_id in self._ids or run_id in self._bodies]
+            self._left_out.update(here)
+            gone = len(here) < len(run_ids)
         if gone:
             self._tell_free()
 

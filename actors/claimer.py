@@ -291,14 +291,16 @@ class Claimer:
             self._reserved += 1
             return True
 
-    def _in_use(self) -> int:
+    def _in_use(self, busy: Sequence[str] | None = None) -> int:
         """Room taken (under ``_room_lock``).
 
         Runs held, but for those to hand back and one per step waiting for a run, and room
-        reserved; and runs lost while this worker stalled whose steps still run here.
+        reserved; and runs lost while this worker stalled whose steps still run here
+        (``busy``, when the caller has them already).
         """
         held = self._store.held() - len(self._handing_back)
-        return held - self._steps_waiting() + self._reserved + len(self._busy())
+        lost = len(self._busy() if busy is None else busy)
+        return held - self._steps_waiting() + self._reserved + lost
 
     def _busy(self) -> list[str]:
         """Runs this worker lost (fenced off) that still have an actor or a step body here."""
@@ -449,7 +451,7 @@ class Claimer:
             # (reserve) waits for the claim and then counts the runs it took. Counted
             # before and claimed after, the same room went to both, one run too many.
             with self._room_lock:
-                room = min(CLAIM_BATCH, self._capacity - self._in_use())
+                room = min(CLAIM_BATCH, self._capacity - self._in_use(busy))
                 claimed = store.claim(workflows, room, skipped, **extra) if room > 0 else []
         if claimed:
             self._take(claimed, generation)

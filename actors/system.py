@@ -402,8 +402,11 @@ class ActorSystem:
         store; the caller reads back which end the store kept), ``"refused"``
         if the run's actor stopped but the store did not take the snapshot,
         ``"not_here"`` at once if no actor of this runtime drives or holds it.
-        The workflow's hooks run before the snapshot is recorded, so this
-        waits for them too.
+        On a shared store a refusal of a run the store no longer holds is
+        ``"not_here"`` too: its actor here was fenced off at that write (this
+        worker was reaped while it stalled), and the run is the store's, or
+        another worker's, to cancel. The workflow's hooks run before the
+        snapshot is recorded, so this waits for them too.
 
         Raises:
             RuntimeStoppedError: if the actors have stopped, or stop before answering.
@@ -418,10 +421,15 @@ class ActorSystem:
         # in slices only guards against actors stopped under the call at shutdown.
         while True:
             try:
-                return _CANCEL_ANSWERS[answer.result(CANCEL_CHECK_EVERY)]
+                said = _CANCEL_ANSWERS[answer.result(CANCEL_CHECK_EVERY)]
             except FutureTimeout:
                 if self.supervisor.is_alive() or self.registry.is_alive():
                     continue
+            else:
+                shared = self.shared
+                if said == "refused" and shared is not None and not shared.holds(run_id):
+                    return "not_here"
+                return said
             try:
                 # The store commits what it was handed as it closes: a last chance.
                 return _CANCEL_ANSWERS[answer.result(SHUTDOWN_GRACE)]

@@ -1048,15 +1048,10 @@ class Run(Generic[In, Out]):
                     return True
                 continue  # resumed meanwhile: cancel it where it runs now
             answer = system.cancel(self.run_id)
-            shared = system.shared
-            if answer == "refused" and shared is not None and not shared.holds(self.run_id):
-                # Its actor here was fenced off (this worker was reaped while it stalled,
-                # and heard so only at this write): the run is the store's or another's.
-                answer = "not_here"
             if answer != "not_here":
                 return self._canceled(answer == "recorded")
-            if shared is not None:
-                return self._cancel_elsewhere(system, shared)
+            if system.shared is not None:
+                return self._cancel_elsewhere(system, system.shared)
             if time.monotonic() > deadline:
                 raise CancelError(
                     f"run {self.run_id!r} is {record.status} but no actor of this runtime "
@@ -1093,8 +1088,6 @@ class Run(Generic[In, Out]):
             if not store.holds(self.run_id) and self._cancel_unheld(system, record):
                 return True
             answer = system.cancel(self.run_id)
-            if answer == "refused" and not store.holds(self.run_id):
-                answer = "not_here"  # an actor here fenced off at this write (see cancel)
             if answer != "not_here":  # claimed here meanwhile: carried out here
                 return self._canceled(answer == "recorded")
             if not requested:

@@ -160,7 +160,6 @@ def test_a_woken_worker_leaves_in_the_queue_a_run_whose_step_it_still_runs(
     pair: tuple[Runtime, Runtime, Any], tmp_path: Path
 ) -> None:
     worker, client, wf = pair
-    stall = Stall(_shared(worker), fail=True)
     hold = tmp_path / "hold"
     hold.touch()
     log = tmp_path / "r.log"
@@ -168,17 +167,8 @@ def test_a_woken_worker_leaves_in_the_queue_a_run_whose_step_it_still_runs(
     run = wf.create_run()
     run.start_async(input_data={"value": "x"}, request_context=context)
     wait_until(lambda: read_lines(log)[-1:] == ["start beta"], timeout=WAIT, what="beta runs")
-    stall.on.set()
-    try:
-        wait_until(lambda: _reaped(client, worker), timeout=WAIT, what="the worker is reaped")
-    finally:
-        stall.on.clear()  # it wakes, with beta still running: the run is in the queue now
-    wait_until(lambda: not _reaped(client, worker), timeout=WAIT, what="the worker beats again")
-    claimer = worker._host.system.claimer
-    assert claimer is not None
-    for _ in range(3):  # passes that claim whatever waits, after the one that beat
-        claimer.poke()
-        wait_until(claimer.idle, timeout=WAIT, what="the claimer's pass")
+    _woken(worker, client)  # with beta still running: the run is in the queue now
+    _claim_passes(worker)  # passes that claim whatever waits, after the one that beat
 
     # Claimed here again beside the actor still in beta, a second actor would run beta
     # (and then the rest) at the same time, both writing under the new claim.
