@@ -46,7 +46,15 @@ class _Sink:
 
 
 class _Pool:
-    """A step pool that never has a next call for the actor."""
+    """A step pool that never has a next call for the actor.
+
+    As a memory store's runtime has it: no lease guard, no count of the runs here,
+    and no async loop (the W2 bodies are plain functions).
+    """
+
+    guard = None
+    here = None
+    loop = None
 
     def finished(self, ref: Any) -> None:
         return None
@@ -72,13 +80,13 @@ def _capture_call() -> Any:
     return dataclasses.replace(captured[1], reply_to=_Sink())
 
 
-def _best(fn: Any) -> float:
+def _best(fn: Any, rounds: int, calls: int) -> float:
     best = float("inf")
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         began = time.process_time()
-        for _ in range(CALLS):
+        for _ in range(calls):
             fn()
-        best = min(best, (time.process_time() - began) / CALLS)
+        best = min(best, (time.process_time() - began) / calls)
     return best * 1e6
 
 
@@ -99,7 +107,7 @@ def _python_calls(fn: Any, times: int = 100) -> float:
     return count / times
 
 
-def measure(mode: str) -> None:
+def measure(mode: str, rounds: int = ROUNDS, calls: int = CALLS) -> None:
     """Measure one mode in this process; print ``mode cpu_us calls floor_us``."""
     from bench import configure_logging
 
@@ -125,8 +133,8 @@ def measure(mode: str) -> None:
         output = step.execute(_Ctx(model)).model_dump(mode="json")
         check_encodable(output, "output", str_keys_known=True)
 
-    cpu = _best(one_step)
-    print(mode, cpu, _python_calls(one_step), _best(floor), flush=True)
+    cpu = _best(one_step, rounds, calls)
+    print(mode, cpu, _python_calls(one_step), _best(floor, rounds, calls), flush=True)
 
 
 @dataclasses.dataclass
@@ -136,21 +144,23 @@ class _Ctx:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one round of 200 calls: a smoke run")
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    rounds, calls = (1, 200) if args.quick else (ROUNDS, CALLS)
     if args.mode:
-        measure(args.mode)
+        measure(args.mode, rounds, calls)
         return
     print(
-        f"step_cost · CPython {sys.version.split()[0]} · best of {ROUNDS} rounds of "
-        f"{CALLS:,} calls · {os.cpu_count()} cores"
+        f"step_cost · CPython {sys.version.split()[0]} · best of {rounds} rounds of "
+        f"{calls:,} calls · {os.cpu_count()} cores"
     )
     print()
     print("mode   | CPU per step | Python calls per step | floor   | ratio")
     print("-------+--------------+-----------------------+---------+------")
     for mode in ("quiet", "logged", "otel"):
         out = subprocess.run(
-            [sys.executable, __file__, "--mode", mode],
+            [sys.executable, __file__, "--mode", mode, *(["--quick"] if args.quick else [])],
             check=True,
             capture_output=True,
             text=True,
