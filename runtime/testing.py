@@ -530,6 +530,7 @@ class Harness:
         self._skipping_done = threading.Event()
         self._store_due: tuple[Any, float, list[float]] | None = None
         self._open = False
+        self._closed = False  # closed after being open: overrides and faults refused
         self._opened_at = ""
         self._others: frozenset[threading.Thread] = frozenset()
 
@@ -566,6 +567,7 @@ class Harness:
                 )
                 self._skipper.start()
             self._open = True
+            self._closed = False
         except BaseException:
             self._uninstall()
             raise
@@ -588,6 +590,7 @@ class Harness:
         if not self._open:
             return
         self._open = False
+        self._closed = True
         unknown = self._unknown_steps() if check else ""
         try:
             if self._runtime is not None:
@@ -789,7 +792,9 @@ class Harness:
 
         Raises:
             TypeError: if ``fn`` is not callable.
+            RuntimeError: if the harness has been closed.
         """
+        self._refuse_when_closed("override")
         if not callable(fn):
             raise TypeError(f"override: fn must be callable, got {type(fn).__name__}")
         self._overrides[_step_id(step)] = fn
@@ -813,7 +818,9 @@ class Harness:
         Raises:
             TypeError: if ``error`` is not an exception or an exception type.
             ValueError: if an attempt is not a whole number from 1.
+            RuntimeError: if the harness has been closed.
         """
+        self._refuse_when_closed("fail_step")
         if not (
             isinstance(error, BaseException)
             or (isinstance(error, type) and issubclass(error, BaseException))
@@ -848,7 +855,13 @@ class Harness:
             run_id: Only this run; the first that matches when omitted.
             step: Only a message about this step (path or id).
             occurrence: Crash on the n-th matching message.
+
+        Raises:
+            ValueError: if ``at`` is no message an actor handles, ``step`` is given
+                for a message that names none, or ``occurrence`` is not from 1.
+            RuntimeError: if the harness has been closed.
         """
+        self._refuse_when_closed("crash_run")
         path = None if step is None else _step_id(step)
         _check_fault("crash_run", at, occurrence, path)
         self._message_faults.append(_MessageFault("crash", at, run_id, path, occurrence))
@@ -873,7 +886,13 @@ class Harness:
             run_id: Only this run's.
             step: Only a message about this step (path or id).
             occurrence: Lose the n-th matching message.
+
+        Raises:
+            ValueError: if ``at`` is no message an actor handles, ``step`` is given
+                for a message that names none, or ``occurrence`` is not from 1.
+            RuntimeError: if the harness has been closed.
         """
+        self._refuse_when_closed("drop_message")
         path = None if step is None else _step_id(step)
         _check_fault("drop_message", at, occurrence, path)
         self._message_faults.append(_MessageFault("drop", at, run_id, path, occurrence))
@@ -895,7 +914,13 @@ class Harness:
             run_id: Only this run's.
             step: Only a message about this step (path or id).
             occurrence: Delay the n-th matching message.
+
+        Raises:
+            ValueError: as :meth:`drop_message`; and for ``seconds`` not a finite
+                number, 0 or more.
+            RuntimeError: if the harness has been closed.
         """
+        self._refuse_when_closed("delay_message")
         path = None if step is None else _step_id(step)
         _check_fault("delay_message", at, occurrence, path)
         if (
@@ -910,6 +935,14 @@ class Harness:
         self._message_faults.append(
             _MessageFault("delay", at, run_id, path, occurrence, seconds=seconds)
         )
+
+    def _refuse_when_closed(self, method: str) -> None:
+        """Refuse an override or fault given once the harness has closed: it could never apply."""
+        if self._closed:
+            raise RuntimeError(
+                f"{method}: this Harness is closed, so nothing it is given now can apply; "
+                "give overrides and faults inside its `with` block"
+            )
 
     def crash_and_recover(self) -> Runtime:
         """Crash the process in place, as a SIGKILL would, then recover on the same store.

@@ -1008,6 +1008,30 @@ def test_runtime_of_a_closed_harness_is_refused() -> None:
         _ = harness.runtime
 
 
+def test_overrides_and_faults_given_to_a_closed_harness_are_refused_not_dropped() -> None:
+    steps = _three_steps()
+    with Harness() as harness:
+        harness.register(steps)
+    given = [
+        lambda: harness.override("a", lambda ctx: {"n": 0}),
+        lambda: harness.fail_step("a", ValueError),
+        harness.crash_run,
+        lambda: harness.drop_message("StepFinished"),
+        lambda: harness.delay_message("StepFinished", 1.0),
+    ]
+    for give in given:
+        with pytest.raises(RuntimeError, match="Harness is closed"):
+            give()
+
+    # Before it opens, they are taken (and apply once it is open).
+    later = Harness()
+    later.override("a", lambda ctx: {"n": 41})
+    with later:
+        result = later.register(steps).create_run().start(input_data={"n": 0})
+    assert result.status == "success"
+    assert result.result == {"n": 43}
+
+
 def test_a_seed_makes_run_ids_and_trace_ids_repeat() -> None:
     def draw() -> tuple[str, str]:
         with Harness(seed=7) as harness:
