@@ -44,6 +44,7 @@ __all__ = [
     "NotifyWhenIdle",
     "Outcome",
     "QueuesDue",
+    "ReadWaited",
     "RecordFailure",
     "RegistryMessage",
     "RunActorMessage",
@@ -273,6 +274,17 @@ class WatchRun:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadWaited:
+    """The registry's note to itself: read the runs of the waits it has noted since its last read.
+
+    A wait that arrives while more mail waits is noted at once and its run read
+    later, with every other run waited on meanwhile, in one read of the store:
+    a burst of thousands of waits (clients reconnecting together) cost a read
+    each, one after another, while every other run's wait queued behind them.
+    """
+
+
+@dataclass(frozen=True, slots=True)
 class UnwatchRun:
     """Forget ``event`` of an earlier :class:`WatchRun`: its wait timed out or was cancelled.
 
@@ -394,6 +406,7 @@ RegistryMessage: TypeAlias = (
     SnapshotTaken
     | SettledCommitted
     | WatchRun
+    | ReadWaited
     | UnwatchRun
     | SubscribeRun
     | UnsubscribeRun

@@ -23,6 +23,7 @@ from actors.hooks import HookRunner
 from actors.messages import (
     FROM_NOW,
     AbortRun,
+    ReadWaited,
     RecordFailure,
     RegistryMessage,
     RunsClaimed,
@@ -39,7 +40,7 @@ from actors.messages import (
 )
 from actors.step import error_dict
 from runtime import _clock, _probes
-from runtime._errors import SnapshotFormatError
+from runtime._errors import SnapshotFormatError, StoreError
 from runtime._model import (
     PARKED_STATUSES,
     SETTLED_STATUSES,
@@ -50,6 +51,7 @@ from runtime._model import (
 from runtime._snapshot import canceled_record, decode, failed_record, run_events, stand_in_record
 from runtime._stores.base import (
     RunFencedError,
+    SharedStore,
     SnapshotRecord,
     SnapshotStore,
 )
@@ -61,6 +63,9 @@ __all__ = ["RegistryActor"]
 
 
 _T = TypeVar("_T")
+
+_READ_AT_MOST = 500
+"""The most runs of waits read from a shared store in one query (a burst reads in several)."""
 
 _WARNED_AT_MOST = 10_000
 """The most ids of runs handed back for want of their version remembered as said (then cleared)."""
@@ -119,6 +124,10 @@ class RegistryActor(ThreadActor):
         # that has it. The ids of those said so, to say it once (bounded).
         self._hand_back = hand_back
         self._warned: set[str] = set()
+        # Runs of waits noted and not yet read from the store (an ordered set), and
+        # whether a ReadWaited is on its way for them.
+        self._unread: dict[str, None] = {}
+        self._read_asked = False
 
     def on_receive(self, message: RegistryMessage) -> None:
         observer = _probes.observer
@@ -146,6 +155,9 @@ class RegistryActor(ThreadActor):
                 self._on_settled_committed(message)
             case WatchRun():
                 self._on_watch_run(message)
+            case ReadWaited():
+                self._read_asked = False
+                self._read_waited()
             case UnwatchRun():
                 self._on_unwatch_run(message)
             case SubscribeRun():
@@ -266,17 +278,58 @@ class RegistryActor(ThreadActor):
     def _on_watch_run(self, message: WatchRun) -> None:
         run_id = message.run_id
         # The waiter is noted before the store is read: a run actor that stores its
-        # run's end itself looks for waiters after (see actors._direct).
-        events = self._waiters.setdefault(run_id, {})
-        events[message.event] = None
-        current = self._store.load(run_id)
-        if current is None or current.status in SETTLED_STATUSES:
-            events.pop(message.event, None)
-            if not events:
-                del self._waiters[run_id]
-            message.event.set()
-        elif self._watcher is not None:
-            self._watcher.add(run_id, current.seq)
+        # run's end itself looks for waiters after (see actors._direct), and an end
+        # committed meanwhile wakes it through _wake. Then the read tells whether the
+        # run had settled before it was noted.
+        self._waiters.setdefault(run_id, {})[message.event] = None
+        self._unread[run_id] = None
+        if self.actor_inbox.empty():
+            self._read_waited()  # a wait alone: read now
+        elif not self._read_asked:
+            # More mail waits, perhaps more waits: read their runs together once they
+            # are noted (the note goes behind them).
+            self._read_asked = True
+            self.actor_ref.tell(ReadWaited())
+
+    def _read_waited(self) -> None:
+        """Read the runs of the waits noted since the last read; wake those settled or gone."""
+        live, waiters, watcher = self._live, self._waiters, self._watcher
+        run_ids: list[str] = []
+        for run_id in self._unread:
+            if run_id not in waiters:
+                continue  # woken, or given up on, since it was noted
+            last = live.get(run_id)
+            if last is None:
+                run_ids.append(run_id)
+            elif watcher is not None:
+                # In progress here (on a durable store): its end comes through this
+                # actor, not the store, so it is not read. Should it be lost to another
+                # worker, the watcher reads it from then on.
+                watcher.add(run_id, last.seq)
+        self._unread.clear()
+        if not run_ids:
+            return
+        store = self._store
+        try:
+            if isinstance(store, SharedStore) and len(run_ids) > 1:
+                found: dict[str, SnapshotRecord] = {}
+                for at in range(0, len(run_ids), _READ_AT_MOST):
+                    chunk = run_ids[at : at + _READ_AT_MOST]
+                    found.update((record.run_id, record) for record in store.load_many(chunk))
+                current: dict[str, SnapshotRecord | None] = {r: found.get(r) for r in run_ids}
+            else:
+                current = {run_id: store.load(run_id) for run_id in run_ids}
+        except StoreError as exc:
+            # They read the store again themselves (through the outage), and wait again.
+            emit(logging.WARNING, "run_waits_read_failed", runs=len(run_ids), error=str(exc))
+            for run_id in run_ids:
+                self._wake(run_id)
+            return
+        for run_id, record in current.items():
+            if record is None or record.status in SETTLED_STATUSES:
+                self._wake(run_id)  # settled, or deleted: what the waiters read next says so
+            elif self._watcher is not None:
+                self._watcher.add(run_id, record.seq)
 
     def _on_unwatch_run(self, message: UnwatchRun) -> None:
         """A wait timed out or was cancelled: forget its event, and the run once none is left.

@@ -123,6 +123,7 @@ _SENDERS: Final[dict[str, str]] = {
     "SnapshotTaken": "RunActor",
     "SettledCommitted": "Store",
     "WatchRun": "Runtime",
+    "ReadWaited": "Registry",
     "SubscribeRun": "Runtime",
     "RecordFailure": "Supervisor",
     "RunsClaimed": "Claimer",
