@@ -125,12 +125,20 @@ class RunReader:
             PostgreSQL database as a ``postgresql://`` URL.
 
     Raises:
-        StoreError: if there is no run store at that location.
+        StoreError: if there is no run store at that location (or none is named).
+        TypeError: if ``location`` is not a path or URL.
     """
 
     def __init__(self, location: str | os.PathLike[str]) -> None:
-        if location == "memory":
-            raise StoreError("RunReader reads a durable store: a SQLite file or PostgreSQL")
+        if location == "memory" or location is None or location == "":
+            # None or "" (an unset variable, say) opened an empty store in memory.
+            raise StoreError(
+                f"RunReader reads a durable store: a SQLite file or PostgreSQL, got {location!r}"
+            )
+        if not isinstance(location, str | os.PathLike):
+            raise TypeError(
+                f"RunReader takes a path or URL (str or os.PathLike), got {type(location).__name__}"
+            )
         self._store = open_store(location, readonly=True)
 
     def __enter__(self) -> RunReader:
@@ -232,7 +240,14 @@ def _dropped_fields(fields: Iterable[str] | None) -> dict[str, Any]:
         return {}
     if isinstance(fields, str):
         fields = [fields]
+    if not isinstance(fields, Iterable):
+        raise TypeError(
+            f"fields must be names of result parts (a list of str), got {type(fields).__name__}"
+        )
     wanted = set(fields)
+    strange = [name for name in wanted if not isinstance(name, str)]
+    if strange:
+        raise TypeError(f"fields must be names of result parts (str), got {strange[0]!r}")
     unknown = wanted - set(_RESULT_PARTS)
     if unknown:
         raise ValueError(

@@ -274,6 +274,15 @@ def bound_schedule(schedule: Schedule, workflow_id: str, input_schema: type[Base
     try:
         data = _validated(input_schema, schedule.input_data, "input_data", schedule_id)
         json.dumps(data)  # kept as JSON in the store
+        # And what each tick starts must go into a snapshot, as a start's input does:
+        # an int past 64 bits or a lone surrogate was taken here and every tick failed.
+        check_encodable(data, "input_data")
+    except SnapshotEncodingError as exc:
+        raise InvalidInputError(
+            f"{exc} (schedule {schedule_id!r})",
+            field="input_data",
+            errors=[{"type": "not_encodable", "loc": (exc.path,), "msg": str(exc)}],
+        ) from exc
     except InvalidInputError as exc:
         raise InvalidInputError(
             str(exc).replace(f"for run {schedule_id!r}", f"of schedule {schedule_id!r}"),

@@ -538,6 +538,11 @@ class Runtime:
         elif isinstance(store, str | os.PathLike):
             self._host = RunHost(None, role)
             self._store_location = str(store) if is_postgres_url(store) else path_from_url(store)
+        elif isinstance(store, type):
+            raise TypeError(
+                f"store must be a store object, got the class {store.__name__} itself "
+                f"(make one: store={store.__name__}(...))"
+            )
         elif provides(store, SnapshotStore):  # not isinstance: see provides()
             self._host = RunHost(store, role)
         else:
@@ -567,7 +572,9 @@ class Runtime:
                 that cannot be reached, a database that does not exist, a failed
                 login, the extra not installed; or a store written by a newer
                 callboard. The message says which.
-            ValueError: with ``async_steps="app"``, if no event loop runs here.
+            ValueError: with ``async_steps="app"``, if no event loop runs here;
+                or if the store object given is another runtime's that has not
+                stopped (give each runtime its own, or the same path or URL).
         """
         return self._start(_running_loop())
 
@@ -614,8 +621,6 @@ class Runtime:
 
     def _started_here(self, running: asyncio.AbstractEventLoop | None) -> bool:
         """Start the actors; whether this call started them (not one before it)."""
-        from actors.system import ActorSystem
-
         step_loop = self._step_loop(running)
         host = self._host
         with self._lock:
@@ -626,32 +631,46 @@ class Runtime:
             if host.store is None:
                 assert self._store_location is not None
                 host.store = open_store(self._store_location)
-            system = ActorSystem(
-                host.store,
-                max_concurrent_runs=self._max_concurrent_runs,
-                max_step_threads=self._max_step_threads,
-                max_pending_runs=self._max_pending_runs,
-                retention=self._retention,
-                on_give_up=self._gave_up,
-                role=host.role,
-                step_loop=step_loop,
-            )
+            else:
+                _take_store(self, host.store)  # a store object given: one runtime's at a time
             try:
-                # Joins the store: it may fail.
-                system.start_claiming(self._registered, self._registered_versions)
-                book = book_for(host.store)
-                for workflow_id, schedule in self._schedules.values():
-                    _put_schedule(book, _schedule_row(workflow_id, schedule))
+                system = self._started_system(host, step_loop)
             except BaseException:
-                system.shutdown(0)  # nothing left running; the store is closed too
+                _let_go_of_store(self, host.store)
                 raise
             host.system = system
             host.state = "running"
             _started.add(self)
             if host.role != "client":  # a client starts what it is told to, nothing on its own
-                self._scheduler = Scheduler(host, book, self._registered)
+                self._scheduler = Scheduler(host, book_for(host.store), self._registered)
                 self._scheduler.start()
         return True
+
+    def _started_system(self, host: RunHost, step_loop: Any) -> ActorSystem:
+        """An actor system on the host's store, joined to it, with the schedules put."""
+        from actors.system import ActorSystem
+
+        assert host.store is not None
+        system = ActorSystem(
+            host.store,
+            max_concurrent_runs=self._max_concurrent_runs,
+            max_step_threads=self._max_step_threads,
+            max_pending_runs=self._max_pending_runs,
+            retention=self._retention,
+            on_give_up=self._gave_up,
+            role=host.role,
+            step_loop=step_loop,
+        )
+        try:
+            # Joins the store: it may fail.
+            system.start_claiming(self._registered, self._registered_versions)
+            book = book_for(host.store)
+            for workflow_id, schedule in self._schedules.values():
+                _put_schedule(book, _schedule_row(workflow_id, schedule))
+        except BaseException:
+            system.shutdown(0)  # nothing left running; the store is closed too
+            raise
+        return system
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop the runtime and every actor and thread it started.
@@ -702,6 +721,7 @@ class Runtime:
             host.close_calls(None if math.isinf(left) else max(0.0, left))
             if host.store is not None:
                 close_book(host.store)
+                _let_go_of_store(self, host.store)
 
     async def astop(self, timeout: float | None = None) -> None:
         """Stop the runtime without blocking the event loop; see :meth:`stop`.
@@ -1160,6 +1180,47 @@ def _retention(value: object) -> RetentionPolicy | None:
 _default_lock = threading.Lock()
 _default: Runtime | None = None
 
+_stores_taken: dict[int, weakref.ref[Runtime]] = {}
+"""The runtime each store object given to one is used by, by the object's ``id``.
+
+While that runtime has not stopped it holds its store, so the ``id`` is that store's.
+"""
+
+_stores_lock = threading.Lock()
+
+
+def _take_store(runtime: Runtime, store: SnapshotStore) -> None:
+    """Note that ``runtime`` starts on ``store`` (an object given to it); refuse one in use.
+
+    Two runtimes on one store object shared its connections, threads and state:
+    the first to stop closed the store under the other, whose runs never ended.
+    """
+    with _stores_lock:
+        taken = _stores_taken.get(id(store))
+        other = None if taken is None else taken()
+        if (
+            other is not None
+            and other is not runtime
+            and other._host.store is store
+            and other._host.state != "stopped"
+        ):
+            raise ValueError(
+                f"this store object ({type(store).__name__}) is in use by another Runtime "
+                "that has not stopped; give each runtime a store object of its own, or the "
+                "same path or URL (runtimes on one SQLite file or PostgreSQL database share "
+                "its runs)"
+            )
+        _stores_taken[id(store)] = weakref.ref(runtime)
+
+
+def _let_go_of_store(runtime: Runtime, store: SnapshotStore) -> None:
+    """``runtime`` no longer uses ``store`` (it stopped, or its start failed)."""
+    with _stores_lock:
+        taken = _stores_taken.get(id(store))
+        if taken is not None and taken() in (runtime, None):
+            del _stores_taken[id(store)]
+
+
 _started: weakref.WeakSet[Runtime] = weakref.WeakSet()
 """Every runtime started in this process (a forked child forgets them: see ``_after_fork``)."""
 
@@ -1186,8 +1247,10 @@ def _after_fork() -> None:
     at the fork stay held in the child for ever, so the ones a child may take
     again are made anew.
     """
-    global _default_lock  # noqa: PLW0603 - a lock copied locked by the fork is useless
+    global _default_lock, _stores_lock  # noqa: PLW0603 - a lock copied locked is useless
     _default_lock = threading.Lock()
+    _stores_lock = threading.Lock()
+    _stores_taken.clear()  # the parent's runtimes hold them; the child's may not use them
     for runtime in list(_started):
         runtime._forked()
     _started.clear()

@@ -12,14 +12,15 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, cast, overload
 
 from pydantic import BaseModel
+from pydantic_core import PydanticSerializationError
 from typing_extensions import TypeVar
 
 from runtime import _clock
-from runtime._errors import WorkflowError
+from runtime._errors import SnapshotEncodingError, WorkflowError
 from runtime._ids import new_span_id
 from runtime._request_context import RequestContext
 from runtime._snapshot import check_encodable, copy_plain
-from runtime._step import In_co, Step, dump_model, plain, validate_for_step
+from runtime._step import In_co, Step, dump_model, plain, validate_for_step, why_not_dumped
 from runtime._sync import AbortSignal
 from runtime._tracing import step_logger
 
@@ -333,18 +334,42 @@ class StepContext(Generic[In_co, State]):
                 run_id=self.run_id,
                 step_id=self.step_id,
             )
-            new_state = dump_model(model)
+            try:
+                new_state = dump_model(model)
+            except (PydanticSerializationError, ValueError) as exc:
+                # An object an Any field took that JSON cannot hold, say.
+                raise self._unstorable_state(
+                    f"step {self.step_id!r}: the state it set ({type(model).__name__}) cannot "
+                    f"be stored in a snapshot: {why_not_dumped(exc)}",
+                    type(model).__name__,
+                ) from exc
+            # Its schema took it, but a snapshot may not: an int past 64 bits was found
+            # only when the run actor encoded the snapshot, and the actor crashed.
+            self._check_state(new_state, str_keys_known=True)
         else:
             new_state = plain(value)
             if isinstance(new_state, Mapping):
                 new_state = dict(new_state)
-            check_encodable(new_state, "state")
+            self._check_state(new_state)
             new_state = copy_plain(new_state)  # later changes to the caller's value stay out
         self._state = new_state
         if part is None:
             self._changes = None  # the whole state is replaced
         elif self._changes is not None:
             self._changes.update((key, new_state[key]) for key in part if key in new_state)
+
+    def _check_state(self, state: Any, *, str_keys_known: bool = False) -> None:
+        """Refuse a state no snapshot can hold, naming this step and run."""
+        try:
+            check_encodable(state, "state", str_keys_known=str_keys_known)
+        except SnapshotEncodingError as exc:
+            exc.run_id, exc.step_id = self.run_id, self.step_id
+            raise
+
+    def _unstorable_state(self, text: str, type_name: str) -> SnapshotEncodingError:
+        return SnapshotEncodingError(
+            text, path="state", type_name=type_name, run_id=self.run_id, step_id=self.step_id
+        )
 
     @property
     def state_changes(self) -> dict[str, Any] | None:
@@ -468,9 +493,20 @@ class StepContext(Generic[In_co, State]):
 
         Raises:
             KeyError: if the workflow has no step with that id.
-            TypeError: if ``step`` is a :class:`Step` that ran as a foreach body.
+            TypeError: if ``step`` is a :class:`Step` that ran as a foreach body,
+                or is not a step, a workflow or a string.
         """
-        step_id = step if isinstance(step, str) else step.id
+        if isinstance(step, str):
+            step_id = step
+        else:
+            from runtime._workflow import Workflow  # a cycle at import time
+
+            step_id = step.id if isinstance(step, Step | Workflow) else None
+            if not isinstance(step_id, str):
+                raise TypeError(
+                    "ctx.get_step_result() takes a step, a nested workflow or its id (a str), "
+                    f"got {step!r}"
+                )
         path = self._prefix + step_id
         schema = self._definitions.get(path)
         if schema is None:

@@ -323,9 +323,16 @@ class AbortSignal:
         Returns:
             Whether the signal is aborted (``False`` only on timeout).
 
+        Raises:
+            TypeError: if ``timeout`` is not a number (or ``None``).
+            ValueError: if ``timeout`` is NaN (a negative one is none left).
+
         Under a test harness with time skipping, a wait with no ``timeout``
         does not hold the virtual clock back: the step waits only on callboard.
         """
+        from runtime._options import check_timeout  # _options imports from here
+
+        timeout = check_timeout(timeout)
         parked = _probes.parked
         if parked is None or timeout is not None:
             return self._waitable().wait(timeout)
@@ -345,7 +352,7 @@ class AbortSignal:
         """Call ``fn(reason)`` once, when the signal is aborted; at once if it already is.
 
         Callbacks run on the thread that aborts the signal, so they should be
-        quick. An exception from one is swallowed and counted in
+        quick. An exception from one (a ``SystemExit`` too) is swallowed and counted in
         :attr:`callback_errors`.
 
         Args:
@@ -386,9 +393,13 @@ class AbortSignal:
     def _call(self, fn: Callable[[str], None], reason: str) -> None:
         try:
             fn(reason)
-        except Exception:
+        except BaseException as exc:
+            # A SystemExit from a user's callback, on the run actor's thread, crashed the
+            # run actor: the cancel that aborted it returned False, and the run failed.
             with _SIGNALS_LOCK:
                 self.callback_errors += 1
+            if isinstance(exc, KeyboardInterrupt):
+                raise  # Ctrl-C, on the main thread: not the callback's to swallow
 
     def __repr__(self) -> str:
         return f"<AbortSignal aborted={self.aborted} reason={self._reason!r}>"

@@ -96,12 +96,12 @@ class Workflow(Generic[In, Out]):
                 f"workflow id {id!r} holds a '.', which separates a nested workflow's id from "
                 "its steps' ids in results"
             )
-        for name, schema in (
-            ("input_schema", input_schema),
-            ("output_schema", output_schema),
-            ("state_schema", state_schema),
+        for name, schema, required in (
+            ("input_schema", input_schema, True),
+            ("output_schema", output_schema, True),
+            ("state_schema", state_schema, False),
         ):
-            if schema is not None and not (
+            if (schema is not None or required) and not (
                 isinstance(schema, type) and issubclass(schema, BaseModel)
             ):
                 raise TypeError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from typing import Any
 
@@ -10,17 +11,21 @@ import pytest
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from runtime import (
+    AbortSignal,
     InvalidInputError,
     RequestContext,
+    RunReader,
     Runtime,
     RunTimeoutError,
+    Step,
+    StoreError,
     TracingOptions,
     WorkflowError,
     create_step,
     create_workflow,
 )
 from runtime._queries import list_runs
-from tests._support import Value, callboard_threads, shout
+from tests._support import Value, callboard_threads, shout, shout_step
 
 BLOCK_LIMIT = 10.0
 
@@ -705,3 +710,83 @@ def test_a_look_up_by_a_name_no_store_can_hold_is_refused_alike_on_every_store(
             list_runs(rt.store, workflow_id=name)  # what RunReader.list_runs and the CLI call
         assert rt.pause_schedule("") is False  # names nothing, as an empty run id finds nothing
         assert wf.list_workflow_runs().total == 0
+
+
+@pytest.mark.parametrize("missing", ["input_schema", "output_schema"])
+def test_a_workflow_without_its_input_or_output_schema_is_refused_at_the_call(
+    missing: str,
+) -> None:
+    # None was taken: a run then crashed on its output, or start_async raised an
+    # AttributeError from deep inside.
+    schemas: dict[str, Any] = {"input_schema": Value, "output_schema": Value, missing: None}
+    with pytest.raises(TypeError, match=f"{missing} must be a pydantic BaseModel subclass"):
+        create_workflow(id="no-schema", **schemas)
+
+
+def test_an_abort_callback_raising_system_exit_leaves_the_cancel_done(runtime: Runtime) -> None:
+    # It crashed the run actor that aborted the signal: cancel() returned False and the
+    # run ended failed (RunCrashedError) instead of canceled.
+    started = threading.Event()
+
+    def body(ctx: Any) -> Value:
+        ctx.abort_signal.add_callback(lambda reason: sys.exit(4))
+        started.set()
+        ctx.abort_signal.wait(BLOCK_LIMIT)
+        return ctx.input_data
+
+    workflow = runtime.register(
+        create_workflow(id="exits", input_schema=Value, output_schema=Value)
+        .then(create_step(id="body", input_schema=Value, output_schema=Value, execute=body))
+        .commit()
+    )
+    run = workflow.create_run()
+    run.start_async(input_data={"value": "v"})
+    assert started.wait(BLOCK_LIMIT)
+    assert run.cancel() is True
+    assert run.wait(timeout=BLOCK_LIMIT).status == "canceled"
+
+
+@pytest.mark.parametrize("location", [None, ""])
+def test_a_run_reader_given_no_location_is_refused_not_opened_empty(location: Any) -> None:
+    # An unset variable: it opened an empty store in memory and listed no runs.
+    with pytest.raises(StoreError, match="RunReader reads a durable store"):
+        RunReader(location)
+
+
+@pytest.mark.parametrize("wrong", [None, 5, {"id": "first"}, Step], ids=repr)
+def test_get_step_result_of_something_that_is_no_step_fails_the_step_saying_so(
+    runtime: Runtime, wrong: Any
+) -> None:
+    def reads(ctx: Any) -> Value:
+        ctx.get_step_result(wrong)
+        return ctx.input_data
+
+    workflow = runtime.register(
+        create_workflow(id="reads", input_schema=Value, output_schema=Value)
+        .then(shout_step())
+        .then(create_step(id="reads", input_schema=Value, output_schema=Value, execute=reads))
+        .commit()
+    )
+    result = workflow.create_run().start(input_data={"value": "v"}, timeout=BLOCK_LIMIT)
+    assert result.status == "failed"
+    assert result.error is not None
+    assert result.error.name == "TypeError"
+    assert "takes a step, a nested workflow or its id" in result.error.message
+
+
+def test_an_abort_signal_wait_with_a_timeout_that_is_no_number_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="timeout must be a number"):
+        AbortSignal().wait("1")  # type: ignore[arg-type]
+
+
+def test_fields_that_are_not_names_are_a_type_error(runtime: Runtime) -> None:
+    workflow = runtime.register(
+        create_workflow(id="fields", input_schema=Value, output_schema=Value)
+        .then(shout_step())
+        .commit()
+    )
+    run_id = workflow.create_run().start(input_data={"value": "v"}, timeout=BLOCK_LIMIT).run_id
+    with pytest.raises(TypeError, match="fields must be names"):
+        workflow.get_workflow_run_by_id(run_id, fields=5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="fields must be names"):
+        workflow.get_workflow_run_by_id(run_id, fields=[1])  # type: ignore[list-item]

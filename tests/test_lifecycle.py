@@ -17,6 +17,7 @@ from structlog.testing import capture_logs
 
 from runtime import (
     InvalidInputError,
+    MemoryStore,
     NonRetryableError,
     ResumeConflictError,
     ResumeTargetError,
@@ -24,6 +25,7 @@ from runtime import (
     RunOutcome,
     RunStatus,
     Runtime,
+    SQLiteStore,
     StepStatus,
     create_step,
     create_workflow,
@@ -1229,3 +1231,46 @@ def test_a_step_that_failed_once_keeps_no_error_once_it_succeeds_or_suspends(
     waiting = asks.create_run().start(input_data={"n": 0}, timeout=5)
     assert waiting.status == "suspended"
     assert waiting.steps["asks"].error is None
+
+
+# --- one store object, one runtime at a time ---------------------------------------------
+
+
+def test_a_store_object_in_use_by_a_running_runtime_is_refused_to_another(tmp_path: Any) -> None:
+    # Both started: stopping the first closed the store under the second, whose run in
+    # progress never ended and whose every start raised "the store is closed".
+    store = SQLiteStore(tmp_path / "runs.db")
+    first = Runtime(store=store).start()
+    try:
+        second = Runtime(store=store)
+        with pytest.raises(ValueError, match="in use by another Runtime"):
+            second.start()
+        # The first is untouched by the refusal.
+        workflow = first.register(
+            create_workflow(id="one", input_schema=N, output_schema=N)
+            .then(create_step(id="same", input_schema=N, output_schema=N, execute=_same))
+            .commit()
+        )
+        assert workflow.create_run().start(input_data={"n": 1}, timeout=10).status == "success"
+    finally:
+        first.stop()
+    assert not second.is_running
+
+
+def test_a_memory_store_object_goes_to_one_runtime_at_a_time_then_to_the_next() -> None:
+    store = MemoryStore()
+    with Runtime(store=store), pytest.raises(ValueError, match="in use by another Runtime"):
+        Runtime(store=store).start()
+    # Stopped: a memory store is not closed, and the next runtime may have it.
+    with Runtime(store=store) as later:
+        assert later.is_running
+
+
+@pytest.mark.parametrize("kind", [MemoryStore, SQLiteStore])
+def test_a_store_class_given_instead_of_a_store_is_refused_at_the_call(kind: type) -> None:
+    with pytest.raises(TypeError, match=f"the class {kind.__name__} itself"):
+        Runtime(store=kind)
+
+
+def _same(ctx: Any) -> N:
+    return ctx.input_data

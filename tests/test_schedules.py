@@ -182,6 +182,32 @@ def test_a_bad_schedule_is_refused_by_runtime_schedule_before_anything_is_stored
     assert runtime.schedules() == []
 
 
+class _Loose(BaseModel):
+    value: Any
+
+
+@pytest.mark.parametrize(
+    ("value", "named"), [(2**64, "out of 64-bit range"), ("\ud800", "surrogate")]
+)
+def test_a_schedule_input_no_snapshot_can_hold_is_refused_when_it_is_made(
+    runtime: Runtime, value: Any, named: str
+) -> None:
+    # JSON takes both, so the schedule was stored, and every tick failed to start a run
+    # (a log line each; the schedule itself said nothing wrong).
+    loose = runtime.register(
+        create_workflow(id="loose", input_schema=_Loose, output_schema=_Loose)
+        .then(create_step(id="keep", input_schema=_Loose, output_schema=_Loose, execute=_keep))
+        .commit()
+    )
+    with pytest.raises(InvalidInputError, match=f"(?s){named}.*schedule 'loose'"):
+        runtime.schedule(loose, cron="* * * * *", input_data={"value": value})
+    assert runtime.schedules() == []
+
+
+def _keep(ctx: Any) -> Any:
+    return ctx.input_data
+
+
 def test_a_workflow_schedule_input_is_checked_at_definition() -> None:
     with pytest.raises(InvalidInputError, match="input_data of schedule 'x'"):
         create_workflow(

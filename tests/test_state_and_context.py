@@ -557,6 +557,45 @@ def test_set_state_with_an_unencodable_value_fails_the_step(runtime: Runtime) ->
     assert "'handle'" in result.error.message
 
 
+class _Holds(BaseModel):
+    count: int = 0
+    anything: Any = None
+
+
+@pytest.mark.parametrize(
+    ("state", "named"),
+    [
+        ({"count": 2**64}, "out of 64-bit range"),
+        ({"anything": object()}, "Unable to serialize unknown type"),
+    ],
+    ids=["int past 64 bits", "object in an Any field"],
+)
+def test_a_state_its_schema_takes_but_no_snapshot_can_hold_fails_the_step_not_the_actor(
+    runtime: Runtime, state: dict[str, Any], named: str
+) -> None:
+    # It was dumped and not checked: the run actor crashed encoding the snapshot
+    # (RunCrashedError, naming no step), or pydantic's raw error came out.
+    def sets(ctx: Any) -> Value:
+        ctx.set_state(state)
+        return ctx.input_data
+
+    workflow = (
+        create_workflow(
+            id="held-state", input_schema=Value, output_schema=Value, state_schema=_Holds
+        )
+        .then(create_step(id="sets", input_schema=Value, output_schema=Value, execute=sets))
+        .commit()
+    )
+    result = runtime.register(workflow).create_run().start(input_data={"value": "b"}, timeout=5)
+    assert result.status == "failed"
+    assert result.error is not None
+    assert result.error.name == "SnapshotEncodingError"
+    assert named in result.error.message
+    assert result.steps["sets"].status == "failed"
+    assert result.steps["sets"].error is not None
+    assert result.steps["sets"].error.name == "SnapshotEncodingError"
+
+
 def test_steps_run_at_once_each_keep_their_request_context_changes(runtime: Runtime) -> None:
     # The last member of a parallel to finish put back the context it had seen at its
     # start: the others' changes were lost (a member that changed nothing lost them too).
