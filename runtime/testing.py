@@ -633,18 +633,34 @@ class Harness:
         ]
         if runtime is None or not named:
             return ""
-        known: set[str] = set()
-        for versions in runtime._registered_versions().values():
-            for plan in versions.values():
-                known.update(plan.by_id)  # paths
-                known.update(step.id for step in plan.by_id.values())
+        known, nested = _names_of(runtime)
         unknown = sorted({name for name in named if name not in known})
         if not unknown:
             return ""
+        workflows = [name for name in unknown if name in nested]
+        told = (
+            f"; {workflows} name nested workflows, not steps: name their steps by their "
+            f"paths ('{workflows[0]}.<step id>')"
+            if workflows
+            else ""
+        )
         return (
             f"the harness was told of steps no registered workflow has: {unknown} (its "
-            f"overrides and faults for them never applied); the steps are {sorted(known)}"
+            f"overrides and faults for them never applied){told}; the steps are {sorted(known)}"
         )
+
+    def _step_named(self, step: Step[Any, Any] | str) -> str:
+        """``step``'s id or path; refused at once if it names a registered nested workflow."""
+        name = _step_id(step)
+        runtime = self._runtime
+        if runtime is not None and isinstance(step, str):
+            known, nested = _names_of(runtime)
+            if name in nested and name not in known:
+                raise TypeError(
+                    f"{name!r} names a nested workflow, not a step: name its steps by their "
+                    f"paths ('{name}.<step id>')"
+                )
+        return name
 
     def _uninstall(self) -> None:
         global _active  # noqa: PLW0603
@@ -798,7 +814,7 @@ class Harness:
         self._refuse_when_closed("override")
         if not callable(fn):
             raise TypeError(f"override: fn must be callable, got {type(fn).__name__}")
-        self._overrides[_step_id(step)] = fn
+        self._overrides[self._step_named(step)] = fn
 
     def fail_step(
         self,
@@ -832,7 +848,7 @@ class Harness:
             not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in attempts
         ):
             raise ValueError(f"fail_step: attempts are counted from 1, got {attempt!r}")
-        self._step_faults.append(_StepFault(_step_id(step), error, attempts, run_id))
+        self._step_faults.append(_StepFault(self._step_named(step), error, attempts, run_id))
 
     def crash_run(
         self,
@@ -863,7 +879,7 @@ class Harness:
             RuntimeError: if the harness has been closed.
         """
         self._refuse_when_closed("crash_run")
-        path = None if step is None else _step_id(step)
+        path = None if step is None else self._step_named(step)
         _check_fault("crash_run", at, occurrence, path)
         self._message_faults.append(_MessageFault("crash", at, run_id, path, occurrence))
 
@@ -894,7 +910,7 @@ class Harness:
             RuntimeError: if the harness has been closed.
         """
         self._refuse_when_closed("drop_message")
-        path = None if step is None else _step_id(step)
+        path = None if step is None else self._step_named(step)
         _check_fault("drop_message", at, occurrence, path)
         self._message_faults.append(_MessageFault("drop", at, run_id, path, occurrence))
 
@@ -922,7 +938,7 @@ class Harness:
             RuntimeError: if the harness has been closed.
         """
         self._refuse_when_closed("delay_message")
-        path = None if step is None else _step_id(step)
+        path = None if step is None else self._step_named(step)
         _check_fault("delay_message", at, occurrence, path)
         if (
             not isinstance(seconds, (int, float))
@@ -1428,6 +1444,20 @@ def _run_of(source: Any) -> str | None:
         if isinstance(snapshot, dict):
             run_id = snapshot.get("run_id")
     return run_id if isinstance(run_id, str) else None
+
+
+def _names_of(runtime: Runtime) -> tuple[set[str], set[str]]:
+    """The steps' paths and ids, and the nested workflows', of every registered workflow."""
+    steps: set[str] = set()
+    nested: set[str] = set()
+    for versions in runtime._registered_versions().values():
+        for plan in versions.values():
+            steps.update(plan.by_id)  # paths
+            steps.update(step.id for step in plan.by_id.values())
+            for path in plan.output_schemas:
+                if path not in plan.by_id:
+                    nested.update((path, path.rsplit(".", 1)[-1]))
+    return steps, nested
 
 
 def _step_id(step: Step[Any, Any] | str) -> str:

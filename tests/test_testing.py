@@ -974,6 +974,44 @@ def test_a_harness_closing_names_an_override_or_fault_for_a_step_no_workflow_has
     assert "'a', 'b', 'c'" in str(said.value)  # the steps it does know
 
 
+def _nesting() -> Any:
+    return (
+        create_workflow(id="outer", input_schema=N, output_schema=N)
+        .then(_three_steps("inner"))
+        .then(_step("after"))
+        .commit()
+    )
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda h: h.override("inner", _inc),
+        lambda h: h.fail_step("inner", ValueError),
+        lambda h: h.crash_run(step="inner"),
+        lambda h: h.drop_message("StepFinished", step="inner"),
+    ],
+)
+def test_a_nested_workflows_id_given_as_a_step_is_refused_when_registered_and_named_at_close(
+    make: Any,
+) -> None:
+    # Given the workflow object it was refused; given its id it was taken, never fired,
+    # and the close said no registered workflow had 'inner' (the outer one does).
+    with Harness() as harness:
+        harness.register(_nesting())
+        with pytest.raises(TypeError, match=r"'inner' names a nested workflow, not a step"):
+            make(harness)
+    harness = Harness()
+    make(harness)  # before anything is registered it cannot be told apart...
+    harness.start()
+    try:
+        harness.register(_nesting())
+    finally:
+        with pytest.raises(AssertionError, match=r"\['inner'\] name nested workflows") as said:
+            harness.close()  # ...and the close says what it was
+    assert "'inner.<step id>'" in str(said.value)
+
+
 def test_faults_for_known_steps_that_never_fired_and_a_failing_test_close_quietly() -> None:
     with Harness() as harness:
         harness.register(_three_steps())

@@ -345,7 +345,10 @@ def _build_parser() -> argparse.ArgumentParser:
         "targets",
         metavar="MODULE:ATTR",
         nargs="+",
-        help="the workflows to run, e.g. myapp.flows:checkout (distinct ids)",
+        help=(
+            "the workflows to run, e.g. myapp.flows:checkout (each once; several "
+            "versions of one id are registered in the order given)"
+        ),
     )
     worker.add_argument(
         "--concurrency",
