@@ -147,20 +147,31 @@ def time_travel_snapshot(
     node = plan.nodes[index]
     _check_not_in_a_region(plan, index, path, run_id)
     before: set[str] = set()
-    open_children: set[str] = set()
-    for node_before in plan.nodes[:index]:
+    open_children: dict[str, int] = {}  # the nested workflows ``path`` lies in: their entries
+    for at, node_before in enumerate(plan.nodes[:index]):
         before.add(node_before.path)
         before.update(step_node.path for step_node in leaf_steps(node_before))
         if isinstance(node_before, EnterNode):
-            open_children.add(node_before.path)
+            open_children[node_before.path] = at
         elif isinstance(node_before, ExitNode):
-            open_children.discard(node_before.path)
+            open_children.pop(node_before.path, None)
     steps: dict[str, StepSnapshot] = {}
     for step_path, record in source["steps"].items():
         if step_path in open_children:
             steps[step_path] = _reopened(record)
         elif step_path in before and record["status"] == StepStatus.SUCCESS:
             steps[step_path] = record
+    if isinstance(node, ForeachNode) and resume_data is not None:
+        # Its items are resumed one by one (each its own suspension); given for the
+        # step, the data reached none of them and the items asked again, silently.
+        raise InvalidInputError(
+            f"step {path!r} runs as a foreach body, whose items are resumed one by one: "
+            "time travel without resume_data, then resume each item that suspends "
+            "(run.resume(step=..., for_each_index=...))",
+            field="resume_data",
+            errors=[{"type": "value_error", "loc": ("resume_data",), "msg": "not supported"}],
+            run_id=run_id,
+        )
     definition = plan.by_id[path]
     if input_data is None:
         recorded = source["steps"].get(path)
@@ -191,6 +202,19 @@ def time_travel_snapshot(
     resume = None
     if resume_data is not None:
         resume = {path: validated_resume_data(definition, resume_data, path, run_id)}
+    scopes = _scopes_kept(
+        plan,
+        source,
+        before=before,
+        open_children=open_children,
+        index=index,
+        input_data=input_data,
+        path=path,
+        run_id=run_id,
+    )
+    for child in open_children:
+        if child not in steps:  # never entered by the recorded run: entered now
+            steps[child] = _entered(child, scopes[child + "."])
     now = _clock.time()
     snapshot: Snapshot = {
         "run_id": run_id,
@@ -207,7 +231,7 @@ def time_travel_snapshot(
         "wake_at": None,
         "suspended": {},
         "resume": resume,
-        "scopes": copy_plain(source["scopes"]),
+        "scopes": copy_plain(scopes),
         "state": copy_plain(source["state"]),
         "request_context": copy_plain(source["request_context"]),
         "include_state": source["include_state"],
@@ -224,6 +248,76 @@ def time_travel_snapshot(
     if resource_id is not None:
         snapshot["resource_id"] = resource_id
     return snapshot
+
+
+def _scopes_kept(
+    plan: ExecutionPlan,
+    source: Snapshot,
+    *,
+    before: set[str],
+    open_children: dict[str, int],
+    index: int,
+    input_data: Any,
+    path: str,
+    run_id: str,
+) -> dict[str, Any]:
+    """What the new run keeps of the recorded run's scopes, and the inputs it gives.
+
+    A scope is kept by a node's path (a nested workflow's input, ``path.``; a
+    loop's count, ``path#loop``; ...): those of the nodes before the target,
+    the nested workflows it lies in among them. The others are of nodes the
+    new run has yet to reach: a loop after the target counted on from the
+    recorded run's passes (and hit its ``max_iterations`` early).
+
+    A nested workflow the target lies in that the recorded run never entered
+    gets ``input_data`` as its input when the target is its first step (it
+    read the run's own input, checked against its schema, instead).
+
+    Raises:
+        InvalidInputError: if the target lies in such a nested workflow and is
+            not its first step: nothing says what its input would be.
+    """
+    kept: dict[str, Any] = {}
+    for key, value in source["scopes"].items():
+        if key.endswith("."):
+            owner = key[:-1]
+        elif "#" in key:
+            owner = key[: key.rindex("#")]
+        else:
+            owner = key
+        if owner in before:
+            kept[key] = value
+    for child, entry in open_children.items():
+        if child + "." in kept:
+            continue
+        between = plan.nodes[entry + 1 : index]
+        if input_data is None or not all(isinstance(n, EnterNode) for n in between):
+            raise InvalidInputError(
+                f"run {source['run_id']!r} never entered nested workflow {child!r}, so its "
+                f"input is not known: time travel to its first step with input_data, or to "
+                f"a step before it (not to {path!r})",
+                field="step",
+                errors=[{"type": "value_error", "loc": ("step",), "msg": "not entered"}],
+                run_id=run_id,
+            )
+        enter = plan.nodes[entry]
+        assert isinstance(enter, EnterNode) and enter.input_schema is not None
+        model = validated_input(enter.input_schema, input_data, "input_data", run_id)
+        kept[child + "."] = copy_plain(model)
+    return kept
+
+
+def _entered(child: str, child_input: Any) -> StepSnapshot:
+    """The record of a nested workflow the new run is inside, entered with ``child_input``."""
+    now = _clock.time()
+    return {
+        "status": StepStatus.RUNNING.value,
+        "payload": child_input,
+        "output": None,
+        "error": None,
+        "started_at": now,
+        "ended_at": None,
+    }
 
 
 def _check_not_in_a_region(plan: ExecutionPlan, index: int, path: str, run_id: str) -> None:

@@ -458,3 +458,128 @@ def test_time_travel_into_a_nested_workflow_run_as_a_member_is_refused_plainly(
     assert run.start(input_data={"n": 1}, timeout=WAIT).result == {"n": 6}
     again = chained.time_travel(run.run_id, step="kid.k2", input_data={"n": 5})
     assert again.wait(timeout=WAIT).result == {"n": 15}
+
+
+# --- time travel and the constructs after the target (found by a helper) -------------------
+
+
+class N(BaseModel):
+    n: int
+
+
+class Order(BaseModel):
+    name: str
+
+
+class Ok(BaseModel):
+    ok: bool
+
+
+def _gate(ctx):  # type: ignore[no-untyped-def]
+    if ctx.input_data.n == 11 and ctx.resume_data is None:
+        ctx.suspend({"n": ctx.input_data.n})
+    return ctx.input_data
+
+
+def test_time_travel_to_a_step_before_a_loop_counts_the_loop_from_its_first_pass(
+    runtime: Runtime,
+) -> None:
+    # The recorded run stopped in the loop's second pass; the new run's loop counted on
+    # from there and hit max_iterations a pass early (LoopLimitError).
+    inner = (
+        create_workflow(id="inner", input_schema=N, output_schema=N)
+        .then(
+            create_step(id="gate", input_schema=N, output_schema=N, resume_schema=Ok, execute=_gate)
+        )
+        .then(
+            create_step(
+                id="inc", input_schema=N, output_schema=N, execute=lambda c: N(n=c.input_data.n + 1)
+            )
+        )
+        .commit()
+    )
+    workflow = runtime.register(
+        create_workflow(id="looping", input_schema=N, output_schema=N)
+        .then(
+            create_step(
+                id="tens",
+                input_schema=N,
+                output_schema=N,
+                execute=lambda c: N(n=c.input_data.n * 10),
+            )
+        )
+        .dountil(inner, lambda ctx: ctx.input_data.n >= 13, max_iterations=3)
+        .commit()
+    )
+    source = workflow.create_run()
+    assert source.start(input_data={"n": 1}, timeout=WAIT).status == "suspended"  # pass 2
+
+    run = workflow.time_travel(source.run_id, step="tens")
+    result = run.wait(timeout=WAIT)
+    assert result.status == "suspended"  # at n == 11 again, in the new run's second pass
+    result = workflow.create_run(run.run_id).resume(resume_data={"ok": True}, timeout=WAIT)
+    assert result.status == "success", result.error
+    assert result.result == {"n": 13}
+    assert result.steps["inner"].iterations == 3
+
+
+def _fails(ctx):  # type: ignore[no-untyped-def]
+    raise RuntimeError("a fails")
+
+
+def _from_start(ctx):  # type: ignore[no-untyped-def]
+    return N(n=ctx.get_init_data().n * 100 + ctx.input_data.n)
+
+
+def _entering_workflow() -> Any:
+    sub = (
+        create_workflow(id="sub", input_schema=N, output_schema=N)
+        .then(create_step(id="b", input_schema=N, output_schema=N, execute=_from_start))
+        .then(create_step(id="c", input_schema=N, output_schema=N, execute=_from_start))
+        .commit()
+    )
+    return (
+        create_workflow(id="entering", input_schema=Order, output_schema=N)
+        .then(create_step(id="a", input_schema=Order, output_schema=N, execute=_fails))
+        .then(sub)
+        .commit()
+    )
+
+
+def test_time_travel_into_a_nested_workflow_never_entered_gives_it_the_input_given(
+    runtime: Runtime,
+) -> None:
+    # Its ctx.get_init_data() read the run's own input (an Order), checked against the
+    # nested workflow's schema: the step failed; and the nested workflow had no record.
+    workflow = runtime.register(_entering_workflow())
+    source = workflow.create_run()
+    assert source.start(input_data={"name": "abc"}, timeout=WAIT).status == "failed"
+
+    result = workflow.time_travel(source.run_id, step="sub.b", input_data={"n": 5}).wait(WAIT)
+    assert result.status == "success", result.error
+    assert result.result == {"n": 1005}  # b: 5 * 100 + 5; c: 5 * 100 + 505
+    assert result.steps["sub"].status == "success"
+    assert result.steps["sub"].payload == {"n": 5}
+
+    # A later step of it: nothing says what the nested workflow's input would be.
+    with pytest.raises(InvalidInputError, match="never entered nested workflow 'sub'"):
+        workflow.time_travel(source.run_id, step="sub.c", input_data={"n": 5})
+
+
+def test_time_travel_to_a_foreach_step_with_resume_data_is_refused_not_dropped(
+    runtime: Runtime,
+) -> None:
+    # The data was kept for the step, and a foreach gives resume data to items
+    # ("item[2]"): every item asked again and nothing said why.
+    item = create_step(id="item", input_schema=N, output_schema=N, resume_schema=Ok, execute=_gate)
+    workflow = runtime.register(
+        create_workflow(id="each-gate", input_schema=N, output_schema=N)
+        .map(lambda ctx: [{"n": 10}, {"n": 11}])
+        .foreach(item)
+        .map(lambda ctx: ctx.input_data[-1])
+        .commit()
+    )
+    source = workflow.create_run()
+    assert source.start(input_data={"n": 0}, timeout=WAIT).status == "suspended"
+    with pytest.raises(InvalidInputError, match="foreach body, whose items are resumed one by"):
+        workflow.time_travel(source.run_id, step="item", resume_data={"ok": True})
