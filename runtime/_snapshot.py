@@ -2105,22 +2105,24 @@ def run_events(
     early = status != last_status and status in _STARTING
     if not last_status and not early:
         # A run told from its record alone, once it is past its start: every run
-        # started pending, at its creation.
+        # started pending, at its creation, and one with steps ran from its first.
+        created = _when(snapshot["created_at"]) or changed
         events.append(
-            RunEvent(
-                type="status",
-                run_id=run_id,
-                status=RunStatus.PENDING,
-                at=_when(snapshot["created_at"]) or changed,
-                seq=seq,
-            )
+            RunEvent(type="status", run_id=run_id, status=RunStatus.PENDING, at=created, seq=seq)
         )
         seq += 1
+        if snapshot["steps"]:
+            began = [_when(step.get("started_at")) for step in snapshot["steps"].values()]
+            ran = min((when for when in began if when is not None), default=created)
+            events.append(
+                RunEvent(type="status", run_id=run_id, status=RunStatus.RUNNING, at=ran, seq=seq)
+            )
+            seq += 1
     if early:
         at = _when(snapshot["created_at"]) if status == RunStatus.PENDING else changed
         events.append(RunEvent(type="status", run_id=run_id, status=status, at=at, seq=seq))
         seq += 1
-    told: list[tuple[datetime, str, str, StepResult]] = []
+    told: list[tuple[datetime, str, str, StepResult, str]] = []
     for path, step in snapshot["steps"].items():
         seen = last_steps.get(path)
         step_status, attempts = step["status"], step.get("attempts", 1)
@@ -2140,14 +2142,20 @@ def run_events(
         if step_status not in _STEP_GOING_ON:
             kinds.append(("step_finished", _when(step.get("ended_at")) or changed))
         result = StepResult.model_validate(step)
-        told.extend((at, kind, path, result) for kind, at in kinds)
+        for kind, at in kinds:
+            if kind == "step_started" and step_status not in _STEP_GOING_ON:
+                # A start told late (the step has ended since, unseen): the run was
+                # running then, and the step's record read as a start's, not its end's.
+                told.append((at, kind, path, _as_started(result), RunStatus.RUNNING))
+            else:
+                told.append((at, kind, path, result, status))
     if len(told) > 1:
         # In the order they happened, not the records': a nested workflow's record
         # comes before its steps', and it ended after its last one.
         told.sort(key=lambda event: event[0])
-    for at, kind, path, result in told:
+    for at, kind, path, result, then in told:
         event = RunEvent(
-            type=kind, run_id=run_id, status=status, path=path, step=result, at=at, seq=seq
+            type=kind, run_id=run_id, status=then, path=path, step=result, at=at, seq=seq
         )
         events.append(event)
         seq += 1
@@ -2164,6 +2172,19 @@ def run_events(
             )
         )
     return events
+
+
+def _as_started(result: StepResult) -> StepResult:
+    """A step's record as it read when the step started: running, nothing come of it yet."""
+    return result.model_copy(
+        update={
+            "status": StepStatus.RUNNING,
+            "output": None,
+            "error": None,
+            "ended_at": None,
+            "suspend_payload": None,
+        }
+    )
 
 
 def _when(epoch: Any) -> datetime | None:

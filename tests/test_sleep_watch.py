@@ -443,16 +443,25 @@ def test_watching_a_finished_run_yields_its_events_and_ends(runtime: Runtime) ->
     assert run.start(input_data={"n": 1}, timeout=WAIT).status == RunStatus.SUCCESS
     events = list(run.watch(timeout=WAIT))
     assert pairs(events) == [
-        ("status", None),  # told from its record: it began pending, at its creation
+        ("status", None),  # told from its record: it began pending, at its creation,
+        ("status", None),  # and ran from its first step's start
         ("step_started", "inc"),
         ("step_finished", "inc"),
         ("step_started", "dbl"),
         ("step_finished", "dbl"),
         ("status", None),
     ]
-    assert events[0].status == RunStatus.PENDING
+    # Each start, told late, was while the run ran (it read "success" before).
+    statuses = [event.status for event in events]
+    assert statuses[:3] == [RunStatus.PENDING, RunStatus.RUNNING, RunStatus.RUNNING]
+    assert statuses[4] == RunStatus.RUNNING
     assert events[-1].status == RunStatus.SUCCESS
-    assert events[4].step is not None and events[4].step.output == {"n": 4}
+    assert events[5].step is not None and events[5].step.output == {"n": 4}
+    # A start told late carries the step's record as it was when it started.
+    started = events[2].step
+    assert started is not None and started.status == "running"
+    assert started.output is None and started.ended_at is None
+    assert events[2].at == started.started_at
 
 
 def _blocked_run(runtime: Runtime, release: threading.Event) -> Any:
@@ -756,6 +765,7 @@ def test_watching_a_finished_run_after_the_runtime_stopped_yields_its_events() -
     events = list(run.watch(timeout=WAIT))
     assert pairs(events) == [
         ("status", None),  # pending, at its creation
+        ("status", None),  # running, from its first step's start
         ("step_started", "inc"),
         ("step_finished", "inc"),
         ("status", None),
