@@ -932,6 +932,9 @@ def _connection_options(settings: dict[str, Any]) -> dict[str, Any]:
             ("keepalives_idle", 10),
             ("keepalives_interval", 5),
             ("keepalives_count", 3),
+            # Text goes to and from the server as UTF-8 whatever PGCLIENTENCODING says
+            # (a LATIN1 one turned any other character into an encoding error).
+            ("client_encoding", "UTF8"),
         )
         if key not in settings
     }
@@ -1014,15 +1017,21 @@ def _passing(exc: BaseException) -> bool:
     """Whether a failed transaction may succeed if tried again as it is.
 
     A lost or refused connection, a server shutting down or starting, a
-    deadlock or serialization failure, a lock timeout, resources that ran out.
-    Bad data, a missing table or a refused statement are for good.
+    deadlock or serialization failure, a lock timeout, resources that ran out,
+    a database read-only for now (a standby a failover reconnected to before
+    its promotion, ``default_transaction_read_only`` set for a while). Bad
+    data, a missing table or a refused statement are for good.
     """
     import psycopg
 
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
         return True
     state = getattr(exc, "sqlstate", None) or ""
-    return state[:2] in {"08", "40", "53", "57", "58"} or state == "55P03"
+    return state[:2] in {"08", "40", "53", "57", "58"} or state in _PASSING_STATES
+
+
+_PASSING_STATES: Final = frozenset({"55P03", "25006"})
+"""lock_not_available; read_only_sql_transaction."""
 
 
 class _Hints:
@@ -1312,6 +1321,7 @@ class PostgresStore:
         self._unsent_since = 0.0
         self._reaped = False  # a heartbeat found this worker's row gone
         self._ambiguous = False  # a commit that might have held runs was never acknowledged
+        self._retried_for: str | None = None  # why the writer last had to try again, if it did
         self._opened = False  # connected once: a lost connection is an outage, not a bad URL
         self._role: tuple[str, list[str], int | None] = ("both", [], None)
         _require_psycopg()
@@ -1413,6 +1423,16 @@ class PostgresStore:
         import psycopg
 
         try:
+            encoding = connection.execute("SHOW server_encoding").fetchone()
+            if encoding is not None and encoding[0] != "UTF8":
+                # SQL_ASCII (initdb's default under LANG=C): every text came back as
+                # bytes, and no run could be read. LATIN1 and the like: a workflow id
+                # outside it stopped every claim.
+                raise StoreError(
+                    f"the database of the PostgreSQL store {self._shown} has encoding "
+                    f"{encoding[0]}; callboard keeps text as UTF-8 and needs a UTF8 database "
+                    "(CREATE DATABASE ... ENCODING 'UTF8' TEMPLATE template0)"
+                )
             row = connection.execute("SELECT to_regclass('callboard_meta') IS NOT NULL").fetchone()
             version = 0
             if row is not None and row[0]:
@@ -2173,15 +2193,23 @@ class PostgresStore:
 
         ``timeout``: ``CALL_TIMEOUT`` unless given (read at the call, not at definition).
         """
-        return committed(
-            write,
-            future,
-            CALL_TIMEOUT if timeout is None else timeout,
-            given_up=f"the PostgreSQL store {self._shown} did not commit within {CALL_TIMEOUT} s; "
-            f"{not_done}",
-            unfinished=f"the PostgreSQL store {self._shown} did not finish the transaction of "
-            f"this write within {2 * CALL_TIMEOUT} s; it may still commit",
-        )
+        try:
+            return committed(
+                write,
+                future,
+                CALL_TIMEOUT if timeout is None else timeout,
+                given_up=f"the PostgreSQL store {self._shown} did not commit within "
+                f"{CALL_TIMEOUT} s; {not_done}",
+                unfinished=f"the PostgreSQL store {self._shown} did not finish the transaction "
+                f"of this write within {2 * CALL_TIMEOUT} s; it may still commit",
+            )
+        except StoreUnavailableError as exc:
+            # Why the writer kept trying: said only in its log lines, the error read as
+            # if the server had said nothing (too many connections, a statement timeout).
+            retried = self._retried_for
+            if retried is None:
+                raise
+            raise StoreUnavailableError(f"{exc} (its last try: {retried})") from exc
 
     def _give_up(self, writes: list[Write]) -> None:
         self._fail(
@@ -2333,6 +2361,7 @@ class PostgresStore:
             if isinstance(exc, StoreError) or _passing(exc) or stuck:
                 if committing and any(write.kind in _HOLDING for write in writes):
                     self._ambiguous = True
+                self._retried_for = self._reason(exc)
                 emit(
                     logging.WARNING,
                     "store_write_retrying",
@@ -2353,6 +2382,7 @@ class PostgresStore:
                 ),
             )
             return []
+        self._retried_for = None
         self._held = batch.held
         self._fenced = frozenset(batch.fenced)
         self._broken = batch.broken

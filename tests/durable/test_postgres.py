@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import runtime._stores.postgres as postgres_module
-from runtime import Runtime, StoreError, StoreUnavailableError
+from runtime import Runtime, StoreError, StoreUnavailableError, create_workflow
 from runtime._cli._commands import shown_db
 from runtime._stores.base import SnapshotRecord
 from runtime._stores.memory import MemoryStore
@@ -123,6 +123,45 @@ def test_an_authentication_failure_is_a_store_error_that_never_shows_the_passwor
     error = refused(lambda: PostgresStore(url), "password authentication failed")
     assert "wrong-secret-123" not in str(error)
     assert "***" in str(error)
+
+
+@pytest.mark.parametrize("encoding", ["SQL_ASCII", "LATIN1"])
+def test_a_database_not_in_utf8_is_refused_at_the_open_naming_its_encoding(
+    postgres_server: Server, encoding: str
+) -> None:
+    # SQL_ASCII (initdb's default under LANG=C): every text came back as bytes and no run
+    # could be read; LATIN1: a workflow id outside it stopped every claim of the runtime.
+    name = f"callboard_enc_{encoding.lower()}_{os.getpid()}"
+    with postgres_server.admin() as admin:
+        admin.execute(
+            f"CREATE DATABASE {name} TEMPLATE template0 ENCODING '{encoding}' "
+            "LC_COLLATE 'C' LC_CTYPE 'C'"
+        )
+    try:
+        error = refused(lambda: PostgresStore(postgres_server.url(name)), "needs a UTF8 database")
+        assert f"has encoding {encoding}" in str(error)
+    finally:
+        with postgres_server.admin() as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_text_goes_as_utf8_whatever_the_client_encoding_in_the_environment(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PGCLIENTENCODING", "LATIN1")
+    with Runtime(store=postgres_url) as rt:
+        fancy = (
+            create_workflow(id="fancy-✓", input_schema=flows.Value, output_schema=flows.Value)
+            .then(flows.shout)
+            .commit()
+        )
+        result = (
+            rt.register(fancy)
+            .create_run(run_id="run-✓")
+            .start(input_data={"value": "é✓"}, timeout=30)
+        )
+        assert result.status == "success", result.error
+        assert result.run_id == "run-✓"
 
 
 def test_the_password_shows_in_no_repr(postgres_server: Server, postgres_url: str) -> None:

@@ -86,3 +86,73 @@ def test_a_store_that_never_opened_is_a_plain_store_error(postgres_url: str) -> 
     with pytest.raises(StoreError, match="cannot connect") as raised:
         Runtime(store=postgres_url.replace("port=", "port=1"), role="worker").start()
     assert not isinstance(raised.value, StoreUnavailableError)
+
+
+@pytest.mark.postgres
+def test_a_database_read_only_for_a_while_holds_its_runs_writes_until_it_is_writable(
+    postgres_server: Any, postgres_url: str, tmp_path: Path
+) -> None:
+    # What a client that reconnected to a standby before its promotion sees (SQLSTATE
+    # 25006). Each write was refused for good: the step's output and then the run's
+    # failure, and the run stayed 'running', held by a live worker with no actor.
+    log, hold = tmp_path / "run.log", tmp_path / "hold"
+    hold.touch()
+    dbname = postgres_url.split("///", 1)[1].split("?", 1)[0]
+    with Runtime(store=postgres_url) as rt:
+        wf = rt.register(WORKFLOWS["logged"])
+        run = wf.create_run()
+        run.start_async(
+            input_data={"value": "x"},
+            request_context={"log": str(log), "hold_step": "beta", "hold_file": str(hold)},
+        )
+        wait_until(lambda: "start beta" in read_lines(log), timeout=WAIT, what="beta holds")
+        _read_only(postgres_server, dbname, True)
+        try:
+            hold.unlink()  # beta ends: its output cannot be written for now
+            wait_until(lambda: "end beta" in read_lines(log), timeout=WAIT, what="beta ends")
+            time.sleep(1.0)  # its save is tried and refused meanwhile
+        finally:
+            _read_only(postgres_server, dbname, False)
+        result = run.wait(timeout=WAIT)
+        assert result.status == "success", result.error
+        assert result.result == {"value": "x-a-b-c"}
+        assert read_lines(log).count("start beta") == 1
+
+
+@pytest.mark.postgres
+def test_a_start_given_up_says_why_the_store_kept_trying(
+    postgres_server: Any, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It said only "did not commit within 30 s": the cause (too many connections, a
+    # statement timeout, a read-only database) was in the writer's log lines alone.
+    import runtime._stores.postgres as postgres_module
+
+    monkeypatch.setattr(postgres_module, "CALL_TIMEOUT", 1.0)
+    dbname = postgres_url.split("///", 1)[1].split("?", 1)[0]
+    with Runtime(store=postgres_url) as rt:
+        wf = rt.register(WORKFLOWS["logged"])
+        _read_only(postgres_server, dbname, True)
+        try:
+            with pytest.raises(StoreUnavailableError, match="did not commit") as raised:
+                wf.create_run().start_async(input_data={"value": "x"})
+            assert "its last try: cannot execute" in str(raised.value)
+            assert "read-only transaction" in str(raised.value)
+        finally:
+            _read_only(postgres_server, dbname, False)
+
+
+def _read_only(server: Any, dbname: str, on: bool) -> None:
+    """Make the database read-only (or writable again) for every session from now on.
+
+    Sessions take the setting when they begin: the store's are cut off, to begin anew.
+    """
+    setting = (
+        "SET default_transaction_read_only = on" if on else "RESET default_transaction_read_only"
+    )
+    with server.admin() as admin:
+        admin.execute(f'ALTER DATABASE "{dbname}" {setting}')
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (dbname,),
+        )
