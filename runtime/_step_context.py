@@ -499,14 +499,14 @@ class StepContext(Generic[In_co, State]):
         if isinstance(step, str):
             step_id = step
         else:
-            from runtime._workflow import Workflow  # a cycle at import time
-
-            step_id = step.id if isinstance(step, Step | Workflow) else None
-            if not isinstance(step_id, str):
+            # A step or a workflow (a layer above: told by its id, as any object with one).
+            named = None if isinstance(step, type) else getattr(step, "id", None)
+            if not isinstance(named, str):
                 raise TypeError(
                     "ctx.get_step_result() takes a step, a nested workflow or its id (a str), "
                     f"got {step!r}"
                 )
+            step_id = named
         path = self._prefix + step_id
         schema = self._definitions.get(path)
         if schema is None:

@@ -1214,28 +1214,33 @@ class _CallerCreates:
     worker holds) waits for them, and none begins after it.
     """
 
-    __slots__ = ("_closed", "_count", "_done", "held", "lock")
+    __slots__ = ("_closed", "_count", "_done", "held", "lock", "under_way")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.held: dict[str, int] = {}
+        self.under_way: dict[str, int] = {}  # run id -> creates of it under way
         self._done = threading.Condition(self.lock)
         self._count = 0
         self._closed = False
 
-    def begin(self) -> bool:
+    def begin(self, run_id: str) -> bool:
         """Count a create under way; ``False`` (nothing counted) once closed."""
         with self.lock:
             if self._closed:
                 return False
             self._count += 1
+            self.under_way[run_id] = self.under_way.get(run_id, 0) + 1
             return True
 
-    def end(self, held: str | None) -> None:
-        """A create ended; ``held``: the run it holds, if it committed one."""
+    def end(self, run_id: str, *, held: bool) -> None:
+        """A create ended; ``held``: it committed the run, held here."""
         with self.lock:
-            if held is not None:
-                self.held[held] = 1
+            if held:
+                self.held[run_id] = 1
+            left = self.under_way.pop(run_id) - 1
+            if left:
+                self.under_way[run_id] = left
             self._count -= 1
             self._done.notify_all()
 
@@ -1637,7 +1642,7 @@ class PostgresStore:
         """
         import psycopg
 
-        if self._closed or self.readonly or not self._callers.begin():
+        if self._closed or self.readonly or not self._callers.begin(record.run_id):
             return None
         created: bool | None = None
         try:
@@ -1653,7 +1658,7 @@ class PostgresStore:
             self._readers.discard_idle()
             raise _Unacknowledged from exc
         finally:
-            self._callers.end(record.run_id if created and hold else None)
+            self._callers.end(record.run_id, held=bool(created and hold))
         if created and not hold:
             hints = _Hints()
             hints.add(_hint_kind(record), record.run_id)
@@ -2234,6 +2239,11 @@ class PostgresStore:
             self._wconn = None
             connection = self._connect(autocommit=False)
             self._wconn = connection
+            # A server that crashed may have lost commits it had acknowledged (with
+            # synchronous_commit off, or after a failover to an asynchronous standby):
+            # a run let go of here may be ours again in the database, with no actor. The
+            # next claim adopts any such run, as after a commit never acknowledged.
+            self._ambiguous = True
             emit(logging.INFO, "store_reconnected", store=self._shown)
         return connection
 
@@ -2960,13 +2970,18 @@ class PostgresStore:
             return []
         rows: list[tuple[Any, ...]] = []
         if self._ambiguous:
-            adopting = {
-                "owner": self.owner_id,
-                "known": sorted(batch.held),
-                "workflows": workflows,
-                "busy": busy,
-            }
-            rows += connection.execute(_ADOPT, adopting).fetchall()
+            callers = self._callers
+            # No create begins on a caller's thread meanwhile, and those under way or
+            # committed since the batch began are left alone: they are held here, by
+            # the actors their callers start (adopted, each would have two).
+            with callers.lock:
+                adopting = {
+                    "owner": self.owner_id,
+                    "known": sorted({*batch.held, *callers.held, *callers.under_way}),
+                    "workflows": workflows,
+                    "busy": busy,
+                }
+                rows += connection.execute(_ADOPT, adopting).fetchall()
             # Still unsure while a run of its own is left for its actor here to let go of.
             batch.adopted = (
                 not busy or connection.execute(_ADOPTABLE_BUSY, adopting).fetchone() is None

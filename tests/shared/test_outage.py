@@ -156,3 +156,72 @@ def _read_only(server: Any, dbname: str, on: bool) -> None:
             "WHERE datname = %s AND pid <> pg_backend_pid()",
             (dbname,),
         )
+
+
+@pytest.mark.postgres
+def test_a_run_whose_acknowledged_commits_the_server_lost_is_taken_up_again_after_a_reconnect(
+    postgres_server: Any, postgres_url: str, tmp_path: Path
+) -> None:
+    # A server that crashes with synchronous_commit off (or fails over to an asynchronous
+    # standby) may lose commits it acknowledged. The worker had let go of its run; the
+    # database had it 'running' again, owned by that live worker, and nothing took it up.
+    if not postgres_server.restartable:
+        pytest.skip("CALLBOARD_TEST_POSTGRES names a server these tests may not restart")
+    log, hold = tmp_path / "run.log", tmp_path / "hold"
+    hold.touch()
+    dbname = postgres_url.split("///", 1)[1].split("?", 1)[0]
+    with Runtime(store=postgres_url) as rt:
+        wf = rt.register(WORKFLOWS["logged"])
+        run = wf.create_run()
+        run.start_async(
+            input_data={"value": "x"},
+            request_context={"log": str(log), "hold_step": "beta", "hold_file": str(hold)},
+        )
+        wait_until(lambda: "start beta" in read_lines(log), timeout=WAIT, what="beta holds")
+        with postgres_server.admin(dbname) as admin:
+            columns = [
+                name
+                for (name,) in admin.execute(
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_name = 'callboard_runs' AND is_generated = 'NEVER'"
+                ).fetchall()
+            ]
+            cursor = admin.execute(
+                f"SELECT {', '.join(columns)} FROM callboard_runs WHERE run_id = %s",
+                (run.run_id,),
+            )
+            kept = dict(zip(columns, cursor.fetchone(), strict=True))
+            parts = admin.execute(
+                "SELECT lineage, key, part FROM callboard_run_parts WHERE run_id = %s",
+                (run.run_id,),
+            ).fetchall()
+        assert kept["status"] == "running" and kept["owner_id"] is not None
+        hold.unlink()
+        assert run.wait(timeout=WAIT).status == "success"
+
+        # The crash took the commits since: the row is as it was while beta ran.
+        with postgres_server.admin(dbname) as admin:
+            assigned = ", ".join(f"{name} = %({name})s" for name in columns if name != "run_id")
+            admin.execute(f"UPDATE callboard_runs SET {assigned} WHERE run_id = %(run_id)s", kept)
+            admin.execute("DELETE FROM callboard_run_parts WHERE run_id = %s", (run.run_id,))
+            for lineage, key, part in parts:
+                admin.execute(
+                    "INSERT INTO callboard_run_parts (run_id, lineage, key, part) "
+                    "VALUES (%s, %s, %s, %s)",
+                    (run.run_id, lineage, key, part),
+                )
+        # ...and the server comes back from its crash.
+        postgres_server.stop()
+        postgres_server.start()
+
+        def settled() -> bool:
+            with postgres_server.admin(dbname) as admin:
+                row = admin.execute(
+                    "SELECT status, owner_id FROM callboard_runs WHERE run_id = %s",
+                    (run.run_id,),
+                ).fetchone()
+            return row == ("success", None)
+
+        wait_until(settled, timeout=WAIT, what="the run taken up again and ended")
+        assert read_lines(log).count("start beta") == 2  # from its last record kept
+        assert read_lines(log).count("start alpha") == 1
