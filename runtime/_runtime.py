@@ -1032,11 +1032,14 @@ class Runtime:
         Raises:
             TypeError: if ``schedule_id`` is not a ``str``.
             ValueError: if it is text no store can hold (a NUL, a lone surrogate).
+            RuntimeStoppedError: before a SQLite or PostgreSQL runtime is started
+                (nothing is forgotten: the schedule is still stored at the start).
         """
         check_lookup_name(schedule_id, "schedule_id")
+        book = self._book()  # before anything is forgotten: it raises before the start
         with self._lock:
             self._schedules.pop(schedule_id, None)
-        return self._book().delete(schedule_id)
+        return book.delete(schedule_id)
 
     async def aschedule(
         self,

@@ -89,8 +89,23 @@ _MACROS: Final = {
 
 
 def _expression(cron: str) -> str:
-    """The fields cronsim reads for ``cron``: a shorthand (``@daily``) spelled out."""
-    return _MACROS.get(cron.strip().lower(), cron) if cron.lstrip().startswith("@") else cron
+    """The fields cronsim reads for ``cron``: a shorthand (``@daily``) spelled out.
+
+    A minute field that begins with ``*`` under a fixed hour (``*/30 1 * * *``)
+    is spelled as the range it means (``0-59/30``): cronsim takes any ``*`` there
+    for a job of every hour, which fires in both passes of the hour the end of
+    daylight saving time repeats and not at all in the one spring skips, while
+    ``0,30 1 * * *``, the same times, fires once and at 3:00. A fixed hour is a
+    fixed hour however its minutes are written.
+    """
+    if cron.lstrip().startswith("@"):
+        return _MACROS.get(cron.strip().lower(), cron)
+    fields = cron.split()
+    at = {5: 0, 6: 1}.get(len(fields))  # the minute's field (six: seconds first)
+    if at is not None and fields[at].startswith("*") and not fields[at + 1].startswith("*"):
+        fields[at] = "0-59" + fields[at][1:]
+        return " ".join(fields)
+    return cron
 
 
 def _load_zone(name: str) -> ZoneInfo:

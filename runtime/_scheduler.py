@@ -38,7 +38,6 @@ from runtime._schedule import (
     next_tick,
     tick_of,
     tick_run_id,
-    tick_run_prefix,
     ticks_after,
     ticks_before,
     utc,
@@ -256,13 +255,29 @@ class Scheduler:
             if last_run is None and row.overlap != "allow" and ticks:
                 last_run = self._left_going(row)
             for tick in ticks:
-                last_run = self._fire(row, plan, tick, last_run)
+                if not self._still_due(row, tick):
+                    break  # paused, deleted, defined anew or handled elsewhere meanwhile
+                last_run, row = self._fire(row, plan, tick, last_run)
             if not ticks:
                 self._book.advance(row.schedule_id, newest, None)
                 emit(logging.INFO, "schedule_ticks_missed", schedule_id=row.schedule_id)
         # A buffered tick waits for the last run's end, which wakes the scheduler (and a
         # pass comes at least every POLL seconds anyway).
         return next_tick(row.cron, row.timezone, max(now, anchor))
+
+    def _still_due(self, row: ScheduleRow, tick: float) -> bool:
+        """Whether ``tick`` of the schedule as read at the pass's start is still to fire.
+
+        A catch-up fires up to :data:`ALL_AT_MOST` ticks a pass: a pause or delete made
+        meanwhile let the rest of them start their runs after the call returned.
+        """
+        now = self._book.get(row.schedule_id)
+        return (
+            now is not None
+            and not now.paused
+            and (now.cron, now.timezone) == (row.cron, row.timezone)
+            and (now.last_tick is None or now.last_tick < tick)
+        )
 
     def _start_buffered(self, row: ScheduleRow, plan: ExecutionPlan) -> ScheduleRow:
         """Start the buffered tick's run once the last run has ended; the row as it is then."""
@@ -288,12 +303,13 @@ class Scheduler:
         store = self._host.store
         if store is None:
             return None
-        prefix = tick_run_prefix(row.schedule_id)
         records, _ = store.list_runs(
             workflow_id=row.workflow_id, status=sorted(_GOING), limit=GOING_LOOKED_AT
         )
         for record in records:  # newest first
-            if record.run_id.startswith(prefix):
+            # Its own run, by the tick it names: "report" is a prefix of the runs of a
+            # schedule "report:eu" too, whose runs held back every tick of "report".
+            if tick_of(row.schedule_id, record.run_id) is not None:
                 return record.run_id
         return None
 
@@ -333,23 +349,37 @@ class Scheduler:
 
     def _fire(
         self, row: ScheduleRow, plan: ExecutionPlan, tick: float, last_run: str | None
-    ) -> str | None:
-        """Start the run of one tick, unless the overlap policy says no; the newest run."""
+    ) -> tuple[str | None, ScheduleRow]:
+        """Start the run of one tick, unless the overlap policy says no.
+
+        Returns:
+            The newest run, and the row as this leaves it (a tick buffered).
+        """
         run_id = tick_run_id(row.schedule_id, tick)
         if row.overlap != "allow" and last_run != run_id and self._going(last_run):
-            buffer = row.overlap == "buffer_one"
-            self._book.advance(row.schedule_id, tick, None, buffer=buffer)
+            buffer = row.overlap == "buffer_one" and row.buffered is None
+            # A previous run found going (left by an earlier definition) is recorded as
+            # the schedule's: the buffered tick waits for it, not for none.
+            found = last_run if last_run != row.last_run_id else None
+            self._book.advance(row.schedule_id, tick, found, buffer=buffer)
+            row = row._replace(last_run_id=last_run, buffered=tick if buffer else row.buffered)
+            if buffer:
+                event = "schedule_tick_buffered"
+            elif row.overlap == "buffer_one":
+                event = "schedule_tick_dropped"  # one waits already: at most one does
+            else:
+                event = "schedule_tick_skipped"
             emit(
                 logging.INFO,
-                "schedule_tick_buffered" if buffer else "schedule_tick_skipped",
+                event,
                 schedule_id=row.schedule_id,
                 tick=tick,
                 still_running=last_run,
             )
-            return last_run
+            return last_run, row
         started = self._start(row, plan, tick)
         self._book.advance(row.schedule_id, tick, started)
-        return last_run if started is None else started
+        return (last_run if started is None else started), row
 
 
 def due_ticks(

@@ -28,6 +28,7 @@ from rich.console import Console
 from runtime import (
     InvalidInputError,
     Runtime,
+    RuntimeStoppedError,
     Schedule,
     WorkflowDefinitionError,
     _clock,
@@ -915,3 +916,150 @@ def test_a_six_field_cron_fires_by_the_second(clock: VirtualClock, started: list
         tick_run_id("secs", tick(0) + 40),
         tick_run_id("secs", tick(0) + 50),
     ]
+
+
+# --- found by a helper probing schedules ---------------------------------------------------
+
+
+def test_a_schedule_whose_id_begins_another_ones_is_not_held_back_by_its_runs(
+    clock: VirtualClock, started: list[Runtime], gate: threading.Event
+) -> None:
+    # "report" took the going runs of "report:eu" (ids "schedule:report:eu:...") for its
+    # own previous run, and skipped every tick while one went on.
+    rt = start(started, "memory")
+    rt.schedule(held, cron="*/5 * * * *", input_data={"value": "x"}, schedule_id="held:eu")
+    step(clock, 270, rt, settle=False)  # 12:05: held:eu's run starts and holds
+    rt.schedule(held, cron="*/5 * * * *", input_data={"value": "x"})  # "held", no last run
+    step(clock, FIVE_MINUTES, rt, settle=False)  # 12:10
+    assert tick_run_id("held", tick(10)) in run_ids(rt, "held")
+
+
+def test_buffer_one_after_a_redeploy_waits_for_the_run_the_old_definition_left_going(
+    clock: VirtualClock, started: list[Runtime], gate: threading.Event, location: Any
+) -> None:
+    # The tick was buffered, but nothing recorded the run it waited for: the next pass
+    # started it at once, beside the old run.
+    rt = start(started, location)
+    rt.schedule(held, cron="*/5 * * * *", input_data={"value": "x"}, overlap="buffer_one")
+    step(clock, 270, rt, settle=False)  # 12:05 starts and holds
+    assert rt.delete_schedule("held")
+    rt.schedule(held, cron="*/5 * * * *", input_data={"value": "x"}, overlap="buffer_one")
+    step(clock, FIVE_MINUTES, rt, settle=False)  # 12:10 is buffered behind 12:05's run
+    caught_up(clock, rt)  # and the next pass leaves it buffered
+    assert run_ids(rt, "held") == [tick_run_id("held", tick(5))]
+    [info] = rt.schedules()
+    assert info.buffered_tick_at == datetime.fromtimestamp(tick(10), UTC)
+    gate.set()  # 12:05 ends: 12:10's run starts
+    buffered = rt.register(held).create_run(tick_run_id("held", tick(10)))
+    deadline = time.monotonic() + 10
+    while rt.store is not None and rt.store.load(buffered.run_id) is None:
+        assert time.monotonic() < deadline, "the buffered tick never started"
+        time.sleep(0.01)
+    assert buffered.wait(10).status == "success"
+
+
+def test_a_buffered_tick_another_process_started_no_longer_holds_the_slot(location: Any) -> None:
+    # Two processes at one tick, overlap="buffer_one": A buffered it behind the last run,
+    # B (reading that run ended) started its run. The slot stayed taken by a tick that
+    # had its run: the next tick was dropped for it, and it started nothing.
+    store = MemoryStore() if location == "memory" else open_store(location)
+    try:
+        book = book_for(store)
+        book.put(
+            ScheduleRow("s", "report", "*/5 * * * *", "UTC", "{}", "skip", "buffer_one", False, 0.0)
+        )
+        assert book.advance("s", 300.0, "run-at-300")
+        assert book.advance("s", 600.0, None, buffer=True)  # A: buffered
+        assert book.advance("s", 600.0, "run-at-600")  # B: started it
+        row = book.get("s")
+        assert row is not None
+        assert (row.last_tick, row.last_run_id, row.buffered) == (600.0, "run-at-600", None)
+        assert book.advance("s", 900.0, None, buffer=True)  # the next tick has the slot
+        row = book.get("s")
+        assert row is not None and row.buffered == 900.0
+    finally:
+        close_book(store)
+        store.close()
+
+
+@pytest.mark.usefixtures("_structlog_reset")
+def test_a_pause_made_during_a_catch_up_stops_its_remaining_ticks(
+    clock: VirtualClock, started: list[Runtime], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A pass fires up to 100 missed ticks; one paused (or deleted) while it did went on
+    # starting the rest of them after the call returned.
+    path = tmp_path / "runs.db"
+    first = start(started, path)
+    first.schedule(
+        report, cron="*/5 * * * *", input_data={"value": "x"}, catch_up="all", overlap="allow"
+    )
+    first.stop()
+    clock.advance(10 * FIVE_MINUTES)  # ten ticks missed
+    from runtime import _scheduler as scheduler_module
+
+    fired: list[str] = []
+    real_start = scheduler_module.Scheduler._start
+
+    def start_then_pause(self: Any, row: Any, plan: Any, at: float) -> str | None:
+        run_id = real_start(self, row, plan, at)
+        fired.append(str(run_id))
+        if len(fired) == 3:
+            assert second.pause_schedule("report")
+        return run_id
+
+    monkeypatch.setattr(scheduler_module.Scheduler, "_start", start_then_pause)
+    second = start(started, path)
+    second.register(report)
+    caught_up(clock, second)
+    assert len(fired) == 3
+    runs_end(second)
+    assert len(run_ids(second)) == 3
+
+
+@pytest.mark.parametrize(
+    ("cron", "same_as"), [("*/30 1 * * *", "0,30 1 * * *"), ("*/20 2 * * *", "0,20,40 2 * * *")]
+)
+def test_a_fixed_hour_is_fixed_across_daylight_saving_time_however_its_minutes_are_written(
+    cron: str, same_as: str
+) -> None:
+    # A minute field beginning with "*" made the parser take it for a job of every hour:
+    # in New York it fired in both passes of the hour autumn repeats, and not at all on
+    # the day spring skips the hour 2.
+    zone = "America/New_York"
+    for begin, end in (
+        (datetime(2026, 11, 1, 4, tzinfo=UTC), datetime(2026, 11, 1, 8, tzinfo=UTC)),
+        (datetime(2026, 3, 8, 6, tzinfo=UTC), datetime(2026, 3, 8, 9, tzinfo=UTC)),
+    ):
+        got = schedule_module.ticks_after(cron, zone, begin.timestamp(), end.timestamp(), 100)
+        want = schedule_module.ticks_after(same_as, zone, begin.timestamp(), end.timestamp(), 100)
+        assert got == want and got
+
+
+def test_fire_schedules_starts_every_due_tick_however_many_passes_that_takes(
+    tmp_path: Path,
+) -> None:
+    # A pass catches up on 100 ticks at most: it returned with 100 of 250 started.
+    path = tmp_path / "runs.db"
+    first = Harness(store=path, time_skipping=False)
+    first.clock = VirtualClock(START)
+    with first:
+        first.runtime.schedule(
+            report, cron="* * * * *", input_data={"value": "x"}, catch_up="all", overlap="allow"
+        )
+    later = Harness(store=path, time_skipping=False)
+    later.clock = VirtualClock(START + 250 * 60)  # the runtimes were down meanwhile
+    with later:
+        bound = later.register(report)
+        later.fire_schedules()
+        assert bound.list_workflow_runs(limit=None).total == 250
+
+
+def test_delete_schedule_before_the_start_forgets_nothing(tmp_path: Path) -> None:
+    # It raised (the store opens at the start), having forgotten the definition: the
+    # start then stored no schedule.
+    rt = Runtime(store=tmp_path / "runs.db")
+    rt.schedule(report, cron="*/5 * * * *", input_data={"value": "x"}, schedule_id="keep-me")
+    with pytest.raises(RuntimeStoppedError):
+        rt.delete_schedule("keep-me")
+    with rt:
+        assert [info.schedule_id for info in rt.schedules()] == ["keep-me"]
