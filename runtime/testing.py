@@ -759,8 +759,7 @@ class Harness:
     def _scheduled_runs(self) -> tuple[tuple[str, float | None, str | None], ...]:
         """Each schedule's last tick and run, as the store holds them."""
         return tuple(
-            (row.schedule_id, row.last_tick, row.last_run_id)
-            for row in self.runtime._book().all()
+            (row.schedule_id, row.last_tick, row.last_run_id) for row in self.runtime._book().all()
         )
 
     def workflow(self, workflow_id: str) -> Workflow[Any, Any]:
