@@ -196,7 +196,13 @@ class Schedule:
             cron_sim(_expression(self.cron), datetime.now(zone))
         except CronSimError as exc:
             known = ", ".join(_MACROS)
-            hint = f" (the shorthands are {known})" if self.cron.lstrip().startswith("@") else ""
+            if self.cron.lstrip().startswith("@"):
+                hint = f" (the shorthands are {known})"
+            elif len(self.cron.split()) == 6:
+                # A Quartz cron's year, last, was read as a day of the week.
+                hint = " (six fields are read with seconds first; a year field is not taken)"
+            else:
+                hint = ""
             raise WorkflowDefinitionError(
                 f"invalid cron expression {self.cron!r}: {exc}{hint}"
             ) from exc

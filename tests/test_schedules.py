@@ -166,6 +166,7 @@ def tick(minutes_past_noon: int) -> float:
         ({"cron": "* * * * *", "overlap": "buffer_all"}, "overlap must be one of"),
         ({"cron": "* * * * *", "schedule_id": ""}, "schedule_id"),
         ({"cron": 5}, "cron must be a str"),
+        ({"cron": "0 0 1 1 * 2030"}, "six fields are read with seconds first"),
     ],
 )
 def test_a_bad_schedule_is_refused_when_it_is_made(options: dict[str, Any], message: str) -> None:
