@@ -1034,6 +1034,8 @@ class Run(Generic[In, Out]):
             StoreError: if the store refused the canceled snapshot: the cancel is
                 not recorded (the run's actor has stopped, but its record
                 still reads as before, and a runtime that recovers it runs it on).
+            SnapshotFormatError: if the run's stored snapshot cannot be read (it
+                is damaged): nothing is changed.
             RuntimeStoppedError: if the runtime is not running, or stopped
                 before the cancel was recorded.
         """
