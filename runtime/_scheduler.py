@@ -275,7 +275,8 @@ class Scheduler:
         return (
             now is not None
             and not now.paused
-            and (now.cron, now.timezone) == (row.cron, row.timezone)
+            # The same definition: not one defined anew after a delete (a new creation).
+            and (now.cron, now.timezone, now.created_at) == (row.cron, row.timezone, row.created_at)
             and (now.last_tick is None or now.last_tick < tick)
         )
 

@@ -2113,7 +2113,9 @@ def run_events(
         seq += 1
         if snapshot["steps"]:
             began = [_when(step.get("started_at")) for step in snapshot["steps"].values()]
-            ran = min((when for when in began if when is not None), default=created)
+            # Not before its creation: a time-traveled run's first steps are copies,
+            # started when the original's were.
+            ran = max(min((when for when in began if when is not None), default=created), created)
             events.append(
                 RunEvent(type="status", run_id=run_id, status=RunStatus.RUNNING, at=ran, seq=seq)
             )
@@ -2122,6 +2124,9 @@ def run_events(
         at = _when(snapshot["created_at"]) if status == RunStatus.PENDING else changed
         events.append(RunEvent(type="status", run_id=run_id, status=status, at=at, seq=seq))
         seq += 1
+    # A run told from its record alone ran while its steps did: each step event carries
+    # running (the end's status, told last, as a live watch tells it).
+    replayed = not last_status and not early
     told: list[tuple[datetime, str, str, StepResult, str]] = []
     for path, step in snapshot["steps"].items():
         seen = last_steps.get(path)
@@ -2148,7 +2153,7 @@ def run_events(
                 # running then, and the step's record read as a start's, not its end's.
                 told.append((at, kind, path, _as_started(result), RunStatus.RUNNING))
             else:
-                told.append((at, kind, path, result, status))
+                told.append((at, kind, path, result, RunStatus.RUNNING if replayed else status))
     if len(told) > 1:
         # In the order they happened, not the records': a nested workflow's record
         # comes before its steps', and it ended after its last one.

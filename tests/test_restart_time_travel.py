@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -583,3 +584,26 @@ def test_time_travel_to_a_foreach_step_with_resume_data_is_refused_not_dropped(
     assert source.start(input_data={"n": 0}, timeout=WAIT).status == "suspended"
     with pytest.raises(InvalidInputError, match="foreach body, whose items are resumed one by"):
         workflow.time_travel(source.run_id, step="item", resume_data={"ok": True})
+
+
+def test_a_time_traveled_runs_events_told_from_its_record_begin_at_its_creation(
+    tmp_path: Path,
+) -> None:
+    # Its first steps are the original's, started before it was created: its "running"
+    # was dated by them, before its own "pending".
+    path = tmp_path / "runs.db"
+    broken["second"] = False
+    with Runtime(store=path) as rt:
+        workflow = rt.register(chain)
+        original = workflow.create_run().start(input_data={"value": "v"}, timeout=WAIT).run_id
+        time.sleep(0.05)
+        traveled = workflow.time_travel(original, step="third")
+        assert traveled.wait(timeout=WAIT).status == "success"
+    with Runtime(store=path) as rt:
+        events = list(rt.register(chain).create_run(traveled.run_id).watch(timeout=WAIT))
+    assert [(e.type, str(e.status)) for e in events[:2]] == [
+        ("status", "pending"),
+        ("status", "running"),
+    ]
+    assert events[0].at <= events[1].at
+    assert all(event.status == "running" for event in events if event.type != "status")

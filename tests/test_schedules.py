@@ -983,6 +983,22 @@ def test_a_buffered_tick_another_process_started_no_longer_holds_the_slot(locati
         store.close()
 
 
+def test_a_tick_from_before_a_schedules_definition_does_not_move_it(location: Any) -> None:
+    # A catch-up pass of a definition deleted and defined anew meanwhile recorded its old
+    # tick on the new row: its ticks went back, and it caught up on the deleted one's.
+    store = MemoryStore() if location == "memory" else open_store(location)
+    try:
+        book = book_for(store)
+        book.put(ScheduleRow("s", "report", "* * * * *", "UTC", "{}", "all", "allow", False, 900.0))
+        assert not book.advance("s", 600.0, "old-run")
+        row = book.get("s")
+        assert row is not None and (row.last_tick, row.last_run_id) == (None, None)
+        assert book.advance("s", 960.0, "new-run")
+    finally:
+        close_book(store)
+        store.close()
+
+
 @pytest.mark.usefixtures("_structlog_reset")
 def test_a_pause_made_during_a_catch_up_stops_its_remaining_ticks(
     clock: VirtualClock, started: list[Runtime], tmp_path: Path, monkeypatch: pytest.MonkeyPatch

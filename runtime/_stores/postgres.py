@@ -1233,16 +1233,30 @@ class _CallerCreates:
             self.under_way[run_id] = self.under_way.get(run_id, 0) + 1
             return True
 
-    def end(self, run_id: str, *, held: bool) -> None:
-        """A create ended; ``held``: it committed the run, held here."""
+    def end(self, run_id: str, *, held: bool, unsure: bool = False) -> None:
+        """A create ended; ``held``: it committed the run, held here.
+
+        ``unsure``: it failed, maybe after its commit; the run stays under way until
+        :meth:`settled` (the writer's create of it has ended): adopted meanwhile, it
+        would get an actor of its own beside the one its caller starts.
+        """
         with self.lock:
             if held:
                 self.held[run_id] = 1
-            left = self.under_way.pop(run_id) - 1
-            if left:
-                self.under_way[run_id] = left
+            if not unsure:
+                self._forget(run_id)
             self._count -= 1
             self._done.notify_all()
+
+    def settled(self, run_id: str) -> None:
+        """The writer's create of a run whose create here was ``unsure`` has ended."""
+        with self.lock:
+            self._forget(run_id)
+
+    def _forget(self, run_id: str) -> None:
+        left = self.under_way.pop(run_id) - 1
+        if left:
+            self.under_way[run_id] = left
 
     def close(self, timeout: float) -> None:
         """Let no create begin, and wait up to ``timeout`` seconds for those under way."""
@@ -1610,13 +1624,17 @@ class PostgresStore:
             else:
                 if created is not None:
                     return created
-        future: Future[bool] = Future()
-        write = self._submit("create", (record, hold, maybe), resolve(future))
-        # The try on this thread (a lock may have held it) counts against the wait.
-        left = max(0.0, CALL_TIMEOUT - (time.monotonic() - began))
-        return bool(
-            self._committed(write, future, f"the run {record.run_id!r} was not recorded", left)
-        )
+        try:
+            future: Future[bool] = Future()
+            write = self._submit("create", (record, hold, maybe), resolve(future))
+            # The try on this thread (a lock may have held it) counts against the wait.
+            left = max(0.0, CALL_TIMEOUT - (time.monotonic() - began))
+            return bool(
+                self._committed(write, future, f"the run {record.run_id!r} was not recorded", left)
+            )
+        finally:
+            if maybe:
+                self._callers.settled(record.run_id)
 
     _fast_creates: bool = True
     """Whether ``create`` commits on its caller's thread when it can (tests turn it off)."""
@@ -1645,6 +1663,7 @@ class PostgresStore:
         if self._closed or self.readonly or not self._callers.begin(record.run_id):
             return None
         created: bool | None = None
+        unsure = False
         try:
             with self._readers.spare() as connection:
                 if connection is None:
@@ -1656,9 +1675,10 @@ class PostgresStore:
                 )
         except (psycopg.Error, StoreError) as exc:
             self._readers.discard_idle()
+            unsure = True  # the caller's create() settles it once the writer's try ends
             raise _Unacknowledged from exc
         finally:
-            self._callers.end(record.run_id, held=bool(created and hold))
+            self._callers.end(record.run_id, held=bool(created and hold), unsure=unsure)
         if created and not hold:
             hints = _Hints()
             hints.add(_hint_kind(record), record.run_id)

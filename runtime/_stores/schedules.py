@@ -237,6 +237,8 @@ class MemoryBook:
             last = row.last_tick
             if last is not None and (last > tick or (last == tick and run_id is None)):
                 return False
+            if row.created_at > tick:
+                return False  # not a tick of this definition (see _ADVANCE)
             if buffer and row.buffered is None:
                 buffered: float | None = tick
             elif row.buffered == tick and run_id is not None:
@@ -287,12 +289,14 @@ _ADVANCE: Final = """
 UPDATE {table} SET last_tick = ?, last_run_id = COALESCE(?, last_run_id),
     buffered = CASE WHEN ? AND buffered IS NULL THEN ?
         WHEN buffered = ? AND CAST(? AS TEXT) IS NOT NULL THEN NULL ELSE buffered END
-WHERE schedule_id = ? AND (last_tick IS NULL OR last_tick < ?
+WHERE schedule_id = ? AND created_at <= ? AND (last_tick IS NULL OR last_tick < ?
     OR (last_tick = ? AND CAST(? AS TEXT) IS NOT NULL))
 """
 """Move a schedule's last tick on; or, for the tick it is at, record the run it got: another
 process may have passed over that tick (its previous run going on, as that process read it)
-while this one started its run, which the overlap policy must then wait for. A tick kept
+while this one started its run, which the overlap policy must then wait for. A tick from
+before the schedule's definition is not its own (a pass of a definition deleted since and
+defined anew): it moved the new one's ticks back, to be caught up on. A tick kept
 buffered that gets its run so is no longer buffered (another process, reading the previous
 run ended, started it at once): kept, it held the slot, the next tick was dropped for it,
 and it started nothing."""
@@ -416,7 +420,7 @@ class SQLiteBook:
         self, schedule_id: str, tick: float, run_id: str | None, *, buffer: bool = False
     ) -> bool:
         statement = _sql(_ADVANCE, self._TABLE, postgres=False)
-        params = (tick, run_id, buffer, tick, tick, run_id, schedule_id, tick, tick, run_id)
+        params = (tick, run_id, buffer, tick, tick, run_id, schedule_id, tick, tick, tick, run_id)
         return self._change(statement, params) == 1
 
     def release(self, schedule_id: str, tick: float, run_id: str) -> bool:
@@ -490,7 +494,7 @@ class PostgresBook:
         self, schedule_id: str, tick: float, run_id: str | None, *, buffer: bool = False
     ) -> bool:
         statement = _sql(_ADVANCE, self._TABLE, postgres=True)
-        params = (tick, run_id, buffer, tick, tick, run_id, schedule_id, tick, tick, run_id)
+        params = (tick, run_id, buffer, tick, tick, run_id, schedule_id, tick, tick, tick, run_id)
         return self._change(statement, params) == 1
 
     def release(self, schedule_id: str, tick: float, run_id: str) -> bool:

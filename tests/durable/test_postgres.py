@@ -908,6 +908,32 @@ def test_a_create_whose_reply_to_its_caller_was_lost_is_still_the_creators(
     assert other.create(rec("r1")) is False  # and another store's create of it is refused
 
 
+def test_a_create_whose_reply_was_lost_is_not_adopted_before_the_writer_has_it(
+    stores: Callable[..., PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After a reconnect the store is unsure what it holds, and its next claim adopts the
+    # runs the database says are its own. A create committed on the caller's thread whose
+    # reply was lost was adopted then, before the caller's create went through the
+    # writer, which then took the row as its own too: two actors of one run.
+    store = stores()
+    lose_the_next_caller_ack(store)
+    claimed: list[list[str]] = []
+    real_submit = store._submit
+
+    def submit(kind: str, payload: Any, done: Any) -> Any:
+        if kind == "create" and payload[2]:  # the caller's create, after the lost reply
+            store._ambiguous = True  # as after any reconnect
+            claimed.append([c.record.run_id for c in store.claim(["wf"], 10)])
+        return real_submit(kind, payload, done)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "_submit", submit)
+    assert store.create(rec("r1")) is True
+    assert claimed == [[]]  # the claim in between left it alone
+    assert store.held() == 1
+    assert store.claim(["wf"], 10) == []  # and later ones too: it is held
+    assert save(store, rec("r1", 1, "running")) is None
+
+
 def test_runs_created_on_callers_threads_go_back_to_the_queue_when_the_store_closes(
     postgres_url: str, stores: Callable[..., PostgresStore]
 ) -> None:
