@@ -164,7 +164,7 @@ class RetryConfig(BaseModel):
 
     The wait before retry ``n`` (1 for the first) is ``delay * backoff ** (n - 1)``,
     capped at ``max_delay``, then moved at random by up to ``jitter`` times
-    itself either way. The wait holds no thread.
+    itself either way, never past ``max_delay``. The wait holds no thread.
 
     Attributes:
         attempts: Retries after the first call (0: none).

@@ -125,6 +125,9 @@ class RetryPolicy:
         if self.jitter and seconds:
             spread = seconds * self.jitter
             seconds += (rng or random).uniform(-spread, spread)
+            if self.max_delay is not None:
+                # A cap is a cap: jitter may bring a wait under it, never over it.
+                seconds = min(seconds, self.max_delay)
         return max(0.0, seconds)
 
 

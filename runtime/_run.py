@@ -1082,18 +1082,19 @@ class Run(Generic[In, Out]):
         queue meanwhile (its worker died).
         """
         deadline = time.monotonic() + REMOTE_CANCEL_PATIENCE
-        requested = False
+        requested = False  # asked for, by this call or another before it
+        mine = False  # asked for by this call: of two cancels, one is told True
         while True:
             record = self._started_record()
             if record.status in TERMINAL_STATUSES:
-                return requested and record.status == RunStatus.CANCELED
+                return mine and record.status == RunStatus.CANCELED
             if not store.holds(self.run_id) and self._cancel_unheld(system, record):
                 return True
             answer = system.cancel(self.run_id)
             if answer != "not_here":  # claimed here meanwhile: carried out here
                 return self._canceled(answer == "recorded")
             if not requested:
-                requested = store.request_cancel(self.run_id)
+                requested, mine = True, store.request_cancel(self.run_id)
                 continue
             if time.monotonic() > deadline:
                 raise CancelError(

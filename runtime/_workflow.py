@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -116,6 +117,12 @@ class Workflow(Generic[In, Out]):
         ):
             if hook is not None and not callable(hook):
                 raise TypeError(f"workflow {id!r}: {name} must be callable, got {hook!r}")
+            if inspect.isgeneratorfunction(hook) or inspect.isasyncgenfunction(hook):
+                # Called, it makes a generator that nobody runs: its body never ran.
+                raise TypeError(
+                    f"workflow {id!r}: {name} is a generator function, whose body would "
+                    "never run; make it a plain function or an async def without yield"
+                )
         self.id = id
         self.input_schema = input_schema
         self.output_schema = output_schema

@@ -131,6 +131,7 @@ _SENDERS: Final[dict[str, str]] = {
     "StepFinished": "StepActor",
     "SnapshotCommitted": "Registry",
     "TimerFired": "Timers",
+    "StartHookCalled": "Hooks",
     "AbortRun": "Supervisor",
     "CallStep": "RunActor",
     "CallConditions": "RunActor",

@@ -790,3 +790,19 @@ def test_fields_that_are_not_names_are_a_type_error(runtime: Runtime) -> None:
         workflow.get_workflow_run_by_id(run_id, fields=5)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="fields must be names"):
         workflow.get_workflow_run_by_id(run_id, fields=[1])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("hook_name", ["on_start", "on_finish", "on_error"])
+def test_a_generator_hook_is_refused_at_definition(hook_name: str) -> None:
+    # Called, it made a generator nobody ran: the hook's body never ran, and nothing said so.
+    def sync_gen(outcome: Any) -> Any:
+        yield outcome
+
+    async def async_gen(outcome: Any) -> Any:
+        yield outcome
+
+    for hook in (sync_gen, async_gen):
+        with pytest.raises(TypeError, match=f"{hook_name} is a generator function"):
+            create_workflow(
+                id="gen-hook", input_schema=Value, output_schema=Value, **{hook_name: hook}
+            )

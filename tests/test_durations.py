@@ -150,6 +150,19 @@ def test_a_capped_backoff_stays_at_its_cap_however_many_retries() -> None:
     assert [at_once.delay_before(n) for n in (1, 309, 310, 5000)] == [0.0] * 4
 
 
+def test_jitter_never_takes_a_wait_past_max_delay() -> None:
+    # It was added after the cap: with max_delay=20 and jitter=0.5, waits of up to 30 s,
+    # where the README promises the wait never exceeds max_delay.
+    import random
+
+    policy = RetryPolicy(attempts=10, delay=10.0, backoff=2.0, max_delay=20.0, jitter=0.5)
+    drawn = random.Random(7)
+    waits = [policy.delay_before(n, drawn) for n in range(1, 11) for _ in range(50)]
+    assert max(waits) <= 20.0
+    assert min(waits) >= 5.0  # jitter still spreads them under the cap
+    assert len(set(waits)) > 100
+
+
 def test_a_run_with_many_capped_retries_fails_with_its_own_error() -> None:
     # Before: RunCrashedError "OverflowError: (34, 'Numerical result out of range')"
     # at retry 310, with the actor's traceback in the log.

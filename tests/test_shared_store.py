@@ -11,6 +11,7 @@ and say in ``shared_store`` where its database is.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,11 +22,12 @@ import pytest
 from structlog.testing import capture_logs
 
 from actors._watcher import StoreWatcher
+from runtime import Runtime, create_step, create_workflow
 from runtime._errors import StoreError
 from runtime._queue import QueueLimits
 from runtime._stores.base import RunFencedError, SharedStore, SnapshotRecord
 from runtime._stores.open import open_store
-from tests._support import stall_writer, wait_for_no_callboard_threads, wait_until
+from tests._support import Value, stall_writer, wait_for_no_callboard_threads, wait_until
 from tests.test_store_contract import rec
 
 LEASE = 0.5
@@ -637,6 +639,9 @@ def test_a_cancel_request_reaches_the_holder(shared_store: SharedStores) -> None
     assert client.request_cancel("r1")
     assert not client.request_cancel("ended")
     assert not client.request_cancel("nobody")
+    # Asked for already: of two cancels from elsewhere, only the first is told it asked
+    # (both were, and both cancel() calls returned True).
+    assert not shared_store.open().request_cancel("r1")
     assert holder.cancel_requests() == ["r1"]
     assert client.cancel_requests() == []
     save(holder, rec("r1", 1, "canceled"))
@@ -910,3 +915,39 @@ def test_other_workers_hear_hints_of_queued_settled_and_cancelled_runs(
     a.create(rec("r3"), hold=False)
     time.sleep(0.3)
     assert heard == []
+
+
+def test_of_two_cancels_from_clients_of_a_run_a_worker_holds_one_returns_true(
+    each_shared_store: str,
+) -> None:
+    # Both returned True: each asked for the cancel, and each saw the run end canceled.
+    entered = threading.Event()
+
+    def holds(ctx: Any) -> Any:
+        entered.set()
+        ctx.abort_signal.wait(30)
+        return ctx.input_data
+
+    flow = (
+        create_workflow(id="holding", input_schema=Value, output_schema=Value)
+        .then(create_step(id="holds", input_schema=Value, output_schema=Value, execute=holds))
+        .commit()
+    )
+    with contextlib.ExitStack() as stack:
+        worker = stack.enter_context(Runtime(store=each_shared_store, role="worker"))
+        worker.register(flow)
+        clients = [
+            stack.enter_context(Runtime(store=each_shared_store, role="client")) for _ in range(2)
+        ]
+        started = clients[0].register(flow).create_run().start_async(input_data={"value": "v"})
+        run_id = started.run_id
+        assert entered.wait(30)
+        runs = [client.register(flow).create_run(run_id) for client in clients]
+        answers: list[bool] = []
+        threads = [threading.Thread(target=lambda r=r: answers.append(r.cancel())) for r in runs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert sorted(answers) == [False, True]
+        assert runs[0].wait(timeout=30).status == "canceled"

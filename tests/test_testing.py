@@ -1012,6 +1012,23 @@ def test_a_nested_workflows_id_given_as_a_step_is_refused_when_registered_and_na
     assert "'inner.<step id>'" in str(said.value)
 
 
+def test_the_on_start_hooks_reply_is_traced_from_the_hooks_and_may_be_crashed_at() -> None:
+    # It was traced from "?", and a fault at it was refused as no message an actor handles.
+    hooked = (
+        create_workflow(id="hooked", input_schema=N, output_schema=N, on_start=lambda o: None)
+        .then(_step("a"))
+        .commit()
+    )
+    with Harness() as harness:
+        run = harness.register(hooked).create_run()
+        harness.crash_run(at="StartHookCalled", run_id=run.run_id)
+        result = run.start(input_data={"n": 0}, timeout=5)
+        assert result.status == "failed"
+        assert result.error is not None and "InjectedCrashError" in result.error.message
+        told = [e for e in harness.trace.of(run.run_id) if e.message == "StartHookCalled"]
+        assert [(e.sender, e.receiver) for e in told] == [("Hooks", "RunActor")]
+
+
 def test_faults_for_known_steps_that_never_fired_and_a_failing_test_close_quietly() -> None:
     with Harness() as harness:
         harness.register(_three_steps())

@@ -151,7 +151,8 @@ def runs_cancel(args: argparse.Namespace) -> RunStatus | None:
                 if store.reap():
                     continue
             if not requested:
-                requested = store.request_cancel(run_id)
+                store.request_cancel(run_id)  # False: asked for already, by another
+                requested = True
                 continue
             if time.monotonic() >= deadline:
                 raise RefusedError(

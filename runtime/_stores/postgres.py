@@ -2045,7 +2045,10 @@ class PostgresStore:
         return int(self._committed(write, future, "nothing was reaped"))
 
     def request_cancel(self, run_id: str) -> bool:
-        """Mark an unfinished run for cancel, for whoever holds it; ``False`` if none is.
+        """Mark an unfinished run for cancel, for whoever holds it.
+
+        ``False`` if there is none, or its cancel was asked for already: of two
+        callers, one is told it asked (the one whose cancel it then is).
 
         Raises:
             StoreError: if the store is read-only or closed, or stayed unreachable.
@@ -2904,7 +2907,8 @@ class PostgresStore:
         if kind == "request_cancel":
             row = connection.execute(
                 "UPDATE callboard_runs SET cancel_requested = true "
-                f"WHERE run_id = %s AND status IN ({_UNFINISHED_SQL}) RETURNING 1",
+                f"WHERE run_id = %s AND status IN ({_UNFINISHED_SQL}) "
+                "AND NOT cancel_requested RETURNING 1",
                 (payload,),
             ).fetchone()
             if row is not None:

@@ -1076,7 +1076,11 @@ class SQLiteStore:
         return orphan is not None
 
     def request_cancel(self, run_id: str) -> bool:
-        """Mark an unfinished (or suspended) run for cancel; ``False`` if there is none."""
+        """Mark an unfinished (or suspended) run for cancel.
+
+        ``False`` if there is none, or its cancel was asked for already: of two
+        callers, one is told it asked (the one whose cancel it then is).
+        """
         future: Future[bool] = Future()
         write = self._submit("request_cancel", run_id, resolve(future))
         return bool(self._committed(write, future, f"no cancel of {run_id!r} was recorded"))
@@ -1766,7 +1770,7 @@ class SQLiteStore:
         if kind == "request_cancel":
             cursor = connection.execute(
                 "UPDATE runs SET cancel_requested = 1 WHERE run_id = ? "
-                f"AND status IN ({_UNFINISHED_SQL})",
+                f"AND status IN ({_UNFINISHED_SQL}) AND NOT cancel_requested",
                 (payload,),
             )
             if cursor.rowcount == 1:
