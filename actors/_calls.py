@@ -41,6 +41,7 @@ from actors.messages import (
     StepActorMessage,
     TimerFired,
 )
+from runtime import _clock
 from runtime._plan import ExecutionPlan, MapNode, Node, RetryPolicy, SleepNode, StepNode, leaf_steps
 from runtime._snapshot import Snapshot
 from runtime._sync import AbortSignal
@@ -352,14 +353,34 @@ class Calls:
         return job
 
     def timed_out(self, token: int) -> Job | None:
-        """A step's timeout went off: abandon its call and tell it to stop.
+        """A step's timeout timer went off: abandon its call and tell it to stop, if it is due.
+
+        A timeout counts from when the step's code began, not from when its call
+        was handed over: one that waited for a step thread (all of them taken)
+        failed, its body never called, and counted as an attempt. A call that
+        waited and has not begun yet, or began less than its timeout ago, has
+        its timer set again. One that never waited and never began (lost on its
+        way) times out.
 
         Returns:
-            The call, or ``None`` if it had finished just before.
+            The call, or ``None`` if it had finished just before, or is not due.
         """
-        job = self._jobs.pop(token, None)
-        if job is not None:
-            job.signal.abort(AbortReason.TIMEOUT.value)
+        job = self._jobs.get(token)
+        if job is None:
+            return None
+        step_node = job.step_node
+        assert step_node is not None and step_node.timeout is not None
+        signal, timeout = job.signal, step_node.timeout
+        began = signal.began
+        if began is not None:
+            left = began + timeout - _clock.monotonic()
+        else:
+            left = timeout if signal.waited else 0.0
+        if left > _TIMEOUT_SLACK:
+            job.timer = self._after(left, TimerFired(token, "timeout"))
+            return None
+        del self._jobs[token]
+        job.signal.abort(AbortReason.TIMEOUT.value)
         return job
 
     @staticmethod
@@ -412,6 +433,10 @@ class Calls:
 
     def _after(self, delay: float, message: TimerFired) -> TimerHandle:
         return self._timers.call_later(delay, tell_safely, self._run, message)
+
+
+_TIMEOUT_SLACK = 0.001
+"""Seconds left of a timeout that count as none: a timer may fire a little early."""
 
 
 def _ended() -> int:

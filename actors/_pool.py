@@ -690,6 +690,9 @@ class StepPool:
                 ref = None
             else:
                 self._backlog.append((call, time.monotonic()))
+                signal = call.signal
+                if signal is not None:
+                    signal.waited = True  # its step's timeout waits until it begins
                 if len(self._backlog) == 1:
                     self._cond.notify()
                 return

@@ -172,11 +172,13 @@ class StepActor(ThreadActor):
             traced: Whether the call has a ``workflow_step`` span of its own.
         """
         signal = call.signal
-        if signal is not None and signal.aborted:
-            # Its run let go of it while it waited for a step thread (cancelled, failed
-            # or timed out): its reply would be ignored, and its code must not start
-            # after a cancel() that returned True.
-            return
+        if signal is not None:
+            if signal.aborted:
+                # Its run let go of it while it waited for a step thread (cancelled,
+                # failed or timed out): its reply would be ignored, and its code must
+                # not start after a cancel() that returned True.
+                return
+            signal.began = _clock.monotonic()  # its timeout counts from here
         serving(call.run_id, self._pool)  # a wait for its own run (or a stop) is refused
         here = self._pool.here
         if here is not None:

@@ -277,7 +277,7 @@ class AbortSignal:
             swallowed so that one bad callback cannot stop the others.
     """
 
-    __slots__ = ("_callbacks", "_latch", "_reason", "callback_errors")
+    __slots__ = ("_callbacks", "_latch", "_reason", "began", "callback_errors", "waited")
 
     def __init__(self) -> None:
         # Made on the first wait (the latch) or callback (the list): every step call
@@ -287,6 +287,11 @@ class AbortSignal:
         self._reason: str | None = None
         self._callbacks: list[Callable[[str], None]] | None = None
         self.callback_errors = 0
+        # When the code it is for began to run (callboard's monotonic clock), and whether
+        # its call waited for a step thread (all were taken) first. A step's timeout
+        # counts from its beginning. Set by callboard.
+        self.began: float | None = None
+        self.waited = False
 
     @property
     def aborted(self) -> bool:

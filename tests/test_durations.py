@@ -190,3 +190,31 @@ def test_a_run_with_many_capped_retries_fails_with_its_own_error() -> None:
     assert result.status == "failed"
     assert result.error is not None and result.error.name == "ConnectionError", result.error
     assert len(calls) == 321
+
+
+def test_a_step_timeout_counts_from_its_body_not_from_its_wait_for_a_thread() -> None:
+    # Eight runs of a 0.4 s step on two step threads: the last ones waited over a second
+    # for a thread, and their 1 s timeout failed them with their bodies never called.
+    bodies: list[int] = []
+
+    def slow(ctx: StepContext[Order]) -> Order:
+        bodies.append(1)
+        time.sleep(0.4)
+        return ctx.input_data
+
+    step = create_step(
+        id="slow", input_schema=Order, output_schema=Order, execute=slow, timeout=1.0
+    )
+    with Runtime(max_step_threads=2) as runtime:
+        workflow = runtime.register(
+            create_workflow(id="queued", input_schema=Order, output_schema=Order)
+            .then(step)
+            .commit()
+        )
+        runs = [workflow.create_run() for _ in range(8)]
+        for run in runs:
+            run.start_async(input_data={"id": 1})
+        results = [run.wait(timeout=60) for run in runs]
+    assert [result.status for result in results] == ["success"] * 8
+    assert len(bodies) == 8
+    assert all(result.steps["slow"].attempts == 1 for result in results)
