@@ -109,6 +109,25 @@ class HookRunner:
         with self._lock:
             self._pending.discard(future)
 
+    # An async hook's await of another run (``await run.wait_async()``, ``astart()``):
+    # its thread does not count meanwhile, as for a sync hook's wait (``on_run_waits``).
+    # Both hook threads awaiting runs whose own hooks had no thread left: none ended.
+
+    parks_clock: Final = False
+    """A test kit's clock does not take a hook's await for a step's (see ``_settled``)."""
+
+    def await_began(self, run_id: str) -> None:
+        """A hook on this thread awaits run ``run_id``'s end."""
+        executor = self._executor
+        if executor is not None:
+            executor.wait_began(run_id)
+
+    def await_ended(self, _counted: object = None) -> None:
+        """The await of :meth:`await_began` is over."""
+        executor = self._executor
+        if executor is not None:
+            executor.wait_ended()
+
     def finish(
         self,
         plan: ExecutionPlan,
@@ -198,7 +217,7 @@ class _HookThreads:
             thread.start()
 
     def _work(self) -> None:
-        on_run_waits(self._wait_began, self._wait_ended, step=False)
+        on_run_waits(self.wait_began, self.wait_ended, step=False)
         while True:
             with self._cond:
                 while not self._calls and not self._shut and self._live <= self._size:
@@ -218,13 +237,15 @@ class _HookThreads:
             else:
                 future.set_result(None)
 
-    def _wait_began(self, run_id: str) -> None:
+    def wait_began(self, run_id: str) -> None:
+        """A hook on one of these threads waits for run ``run_id``: it counts no more."""
         with self._cond:
             self._waiting += 1
             if self._calls:
                 self._more()
 
-    def _wait_ended(self, _counted: object = None) -> None:
+    def wait_ended(self, _counted: object = None) -> None:
+        """The wait of :meth:`wait_began` is over."""
         with self._cond:
             self._waiting -= 1
 

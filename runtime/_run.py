@@ -539,10 +539,11 @@ class Run(Generic[In, Out]):
             pool = served()[1]
             began = getattr(pool, "await_began", None)
             ended = getattr(pool, "await_ended", None)
+            parks = began is not None and getattr(pool, "parks_clock", True)
             while True:
                 latch = Latch()
                 host.watch(self.run_id, latch)
-                parked = _probes.parked if began is not None else None
+                parked = _probes.parked if parks else None
                 counted = began(self.run_id) if began is not None else None
                 try:
                     # Under a test harness, a step waiting for a run holds its clock

@@ -1023,6 +1023,43 @@ def test_hooks_waiting_for_runs_whose_own_hooks_need_a_thread_do_not_hold_them_u
     assert told == [RunStatus.SUCCESS] * 2
 
 
+@pytest.mark.parametrize("hook", ["on_finish", "on_start"])
+def test_async_hooks_awaiting_runs_whose_own_hooks_need_a_thread_do_not_hold_them_up(
+    runtime: Runtime, hook: str
+) -> None:
+    # As above, with async hooks awaiting the follow-up runs (astart): their awaits still
+    # counted against the two hook threads, and every run involved stayed running for
+    # good, and so did every later run of a workflow with hooks.
+    both_in_hooks = threading.Barrier(2, timeout=WAIT)
+    told: list[str] = []
+    follow = runtime.register(
+        create_workflow(
+            id="follow-up", input_schema=N, output_schema=N, on_finish=lambda outcome: None
+        )
+        .then(counting_step("follow", Calls()))
+        .commit()
+    )
+
+    async def waits_for_a_follow_up(outcome: RunOutcome) -> None:
+        await asyncio.to_thread(both_in_hooks.wait)
+        result = await follow.create_run().astart(input_data={"n": 1}, timeout=WAIT)
+        told.append(result.status)
+
+    first = runtime.register(
+        create_workflow(
+            id="first", input_schema=N, output_schema=N, **{hook: waits_for_a_follow_up}
+        )
+        .then(counting_step("work", Calls()))
+        .commit()
+    )
+    runs = [first.create_run() for _ in range(2)]
+    for run in runs:
+        run.start_async(input_data={"n": 1})
+
+    assert [run.wait(2 * WAIT).status for run in runs] == [RunStatus.SUCCESS] * 2
+    assert told == [RunStatus.SUCCESS] * 2
+
+
 _NEVER_STOPPED = """
 import sys
 from pydantic import BaseModel
