@@ -264,8 +264,9 @@ def _call_hooks(
     owner: object,
     hooks: list[tuple[str, Any]] | None = None,
 ) -> None:
-    # A hook's wait for its own run, or its runtime's stop, is refused.
-    serving(snapshot["run_id"], owner)
+    # A hook's wait for its own run, or its runtime's stop, is refused; a cancel of its
+    # own run from an end hook is told the run has ended.
+    serving(snapshot["run_id"], owner, ended=hooks is None)
     try:
         if hooks is None:
             hooks = [("on_finish", plan.on_finish)]

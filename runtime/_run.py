@@ -76,6 +76,7 @@ from runtime._sync import (
     Latch,
     served,
     served_run,
+    serving_an_end,
     wait_for_a_run,
 )
 from runtime._versions import matching_plan, version_error
@@ -1041,6 +1042,11 @@ class Run(Generic[In, Out]):
                 before the cancel was recorded.
         """
         system = self._host.running()
+        if serving_an_end() == self.run_id:
+            # In its own on_finish or on_error: it has ended, and its end is recorded
+            # once that hook returns (a cancel waited for it, then raised CancelError).
+            self._started_record()  # the errors a cancel raises: not started, deleted
+            return False
         deadline = time.monotonic() + CANCEL_PATIENCE
         while True:
             record = self._started_record()
@@ -1071,6 +1077,8 @@ class Run(Generic[In, Out]):
         its own: it may wait for the run's hooks, or for that process, and
         other awaitable calls do not wait behind it.
         """
+        if serving_an_end() == self.run_id:
+            return self.cancel()  # its own end hook: at once, without a thread (see cancel)
         return await self._host.call_apart(self.cancel)
 
     def _cancel_elsewhere(self, system: ActorSystem, store: SharedStore) -> bool:

@@ -73,14 +73,21 @@ _served_in_task: ContextVar[ServedCell | None] = ContextVar("callboard_served_ru
 """The run (and the runtime's part that runs it) whose async step body this task runs."""
 
 
-def serving(run_id: str | None, owner: object = None) -> None:
+def serving(run_id: str | None, owner: object = None, *, ended: bool = False) -> None:
     """Note the run whose step or hook the calling thread runs now (``None``: none).
 
     ``owner`` is what runs it (a runtime's step pool, its hook runner): a call
     that would wait for that runtime's runs can tell it is one of them.
+    ``ended``: the hook is one of the run's end (``on_finish``, ``on_error``).
     """
     _this_thread.run_id = run_id
     _this_thread.owner = owner
+    _this_thread.ended = ended
+
+
+def serving_an_end() -> str | None:
+    """The run whose end hook (``on_finish``, ``on_error``) the calling thread runs, if any."""
+    return getattr(_this_thread, "run_id", None) if getattr(_this_thread, "ended", False) else None
 
 
 def serving_in_task(run_id: str, owner: object) -> ServedCell:

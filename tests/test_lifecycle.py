@@ -1311,3 +1311,33 @@ def test_a_store_class_given_instead_of_a_store_is_refused_at_the_call(kind: typ
 
 def _same(ctx: Any) -> N:
     return ctx.input_data
+
+
+@pytest.mark.parametrize("hook", ["on_finish", "on_error"])
+@pytest.mark.parametrize("awaited", [False, True], ids=["cancel", "acancel"])
+def test_a_cancel_of_its_own_run_in_an_end_hook_says_at_once_that_it_has_ended(
+    runtime: Runtime, hook: str, awaited: bool
+) -> None:
+    # The run still read running while its end hooks ran: the cancel waited for its
+    # end, which waited for the hook, then raised CancelError (after 5 s in memory, 60 s
+    # on a shared store), holding the run's end back all that while.
+    answers: list[bool] = []
+
+    def cancels_itself(outcome: RunOutcome) -> Any:
+        run = runtime.register(flow).create_run(outcome.run_id)
+        if awaited:
+            answers.append(asyncio.run(run.acancel()))
+        else:
+            answers.append(run.cancel())
+
+    def fails(ctx: Any) -> N:
+        raise RuntimeError("down")
+
+    flow = runtime.register(
+        create_workflow(id="self-cancel", input_schema=N, output_schema=N, **{hook: cancels_itself})
+        .then(create_step(id="fails", input_schema=N, output_schema=N, execute=fails))
+        .commit()
+    )
+    result = flow.create_run().start(input_data={"n": 1}, timeout=WAIT)
+    assert result.status == RunStatus.FAILED
+    assert answers == [False]  # it raised CancelError once its patience ran out
