@@ -66,16 +66,27 @@ class HookRunner:
         self._executor: _HookThreads | None = None
         self._lock = threading.Lock()
         self._pending: set[concurrent.futures.Future[None]] = set()
+        # Runs whose on_start is called now: their end's hooks wait for it.
+        self._starting: dict[str, concurrent.futures.Future[None]] = {}
 
     def run(self, plan: ExecutionPlan, snapshot: Snapshot, then: Callable[[], object]) -> None:
         """Call ``plan``'s hooks for the ended run in ``snapshot``, then ``then()``.
 
-        ``snapshot`` is copied first: the caller may go on using it.
+        ``snapshot`` is copied first: the caller may go on using it. A run whose
+        ``on_start`` is still being called (a cancel came meanwhile) has its end's
+        hooks called once it has returned: ``on_finish`` tore down what ``on_start``
+        was still setting up, beside it.
         """
         if not plan.has_hooks:
             then()
             return
-        self._submit(_call_hooks, plan, copy_plain(snapshot), then)
+        copied = copy_plain(snapshot)
+        with self._lock:
+            starting = self._starting.get(snapshot["run_id"])
+        if starting is None:
+            self._submit(_call_hooks, plan, copied, then)
+            return
+        starting.add_done_callback(lambda _: self._submit(_call_hooks, plan, copied, then))
 
     def start(self, plan: ExecutionPlan, snapshot: Snapshot, then: Callable[[], object]) -> None:
         """Call ``plan``'s ``on_start`` hook for the run starting in ``snapshot``, then ``then()``.
@@ -85,7 +96,23 @@ class HookRunner:
         if plan.on_start is None:
             then()
             return
-        self._submit(_call_start_hook, plan, copy_plain(snapshot), then)
+        run_id = snapshot["run_id"]
+        # Noted before the hook is handed over: an end that comes at once waits for it.
+        gate: concurrent.futures.Future[None] = concurrent.futures.Future()
+        with self._lock:
+            self._starting[run_id] = gate
+
+        def started(_done: object = None) -> None:
+            with self._lock:
+                if self._starting.get(run_id) is gate:
+                    del self._starting[run_id]
+            gate.set_result(None)
+
+        future = self._submit(_call_start_hook, plan, copy_plain(snapshot), then)
+        if future is None:
+            started()  # called here already (shut down)
+        else:
+            future.add_done_callback(started)
 
     def _submit(
         self,
@@ -93,17 +120,19 @@ class HookRunner:
         plan: ExecutionPlan,
         snapshot: Snapshot,
         then: Callable[[], object],
-    ) -> None:
+    ) -> concurrent.futures.Future[None] | None:
+        """Hand the call to a hook thread; its future (``None``: called here, at once)."""
         if self._executor is None:
             self._executor = _HookThreads(HOOK_THREADS)
         try:
             future = self._executor.submit(fn, plan, snapshot, then, self)
         except RuntimeError:  # shut down: call them here rather than skip them
             fn(plan, snapshot, then, self)
-            return
+            return None
         with self._lock:
             self._pending.add(future)
         future.add_done_callback(self._forget)
+        return future
 
     def _forget(self, future: concurrent.futures.Future[None]) -> None:
         with self._lock:

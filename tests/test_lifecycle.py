@@ -1341,3 +1341,41 @@ def test_a_cancel_of_its_own_run_in_an_end_hook_says_at_once_that_it_has_ended(
     result = flow.create_run().start(input_data={"n": 1}, timeout=WAIT)
     assert result.status == RunStatus.FAILED
     assert answers == [False]  # it raised CancelError once its patience ran out
+
+
+def test_a_cancel_while_on_start_runs_calls_on_finish_once_on_start_has_returned(
+    runtime: Runtime,
+) -> None:
+    # on_finish(canceled) ran on the other hook thread while on_start still ran: it tore
+    # down what on_start was still setting up; and the cancel returned before on_start did.
+    order: list[str] = []
+    in_start, let_go = threading.Event(), threading.Event()
+
+    def on_start(outcome: RunOutcome) -> None:
+        order.append("on_start begins")
+        in_start.set()
+        let_go.wait(WAIT)
+        order.append("on_start returns")
+
+    def on_finish(outcome: RunOutcome) -> None:
+        order.append(f"on_finish {outcome.status}")
+
+    flow = runtime.register(
+        create_workflow(
+            id="set-up", input_schema=N, output_schema=N, on_start=on_start, on_finish=on_finish
+        )
+        .then(counting_step("work", Calls()))
+        .commit()
+    )
+    run = flow.create_run()
+    run.start_async(input_data={"n": 1})
+    assert in_start.wait(WAIT)
+    answer: list[bool] = []
+    canceling = threading.Thread(target=lambda: answer.append(run.cancel()))
+    canceling.start()
+    canceling.join(0.5)
+    assert canceling.is_alive()  # the cancel waits for the hooks, on_start's included
+    let_go.set()
+    canceling.join(WAIT)
+    assert answer == [True]
+    assert order == ["on_start begins", "on_start returns", "on_finish canceled"]
