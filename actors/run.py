@@ -202,6 +202,9 @@ class RunActor(DispatchedActor):
         self._hooks = hooks
         self._durable = durable
         self._ended = False
+        # On a durable store, a run with end hooks: the seq of the record that keeps its
+        # last steps, and its result, until that record is committed (see _complete).
+        self._ending: tuple[int, Any] | None = None
         # Every record of the run is taken through it. On a durable store a transition
         # encodes what it changed, and a store that keeps step records apart writes only
         # that; in a MemoryStore a record is a frozen copy, encoded only if somebody reads it.
@@ -405,6 +408,10 @@ class RunActor(DispatchedActor):
 
     def _on_snapshot_committed(self, message: SnapshotCommitted) -> None:
         self._calls.committed(message.seq)
+        ending = self._ending
+        if ending is not None and message.seq >= ending[0]:
+            self._ending = None
+            self._finish(RunStatus.SUCCESS, result=ending[1])
 
     def _on_timer_fired(self, message: TimerFired) -> None:
         if self._ended:
@@ -550,6 +557,13 @@ class RunActor(DispatchedActor):
                 )
                 self._finish(RunStatus.FAILED, error=error_dict(error, step_id=last))
                 return
+        if self._durable and self._plan.has_hooks:
+            # The end is recorded after the hooks return, and only the end's record held
+            # the last steps' outputs: a crash while on_finish ran lost them, and the run
+            # ran its last step again and called on_finish twice. They are recorded first
+            # (the run still running, past its last node), and the hooks wait for that.
+            self._ending = (self._tell_snapshot(), result)
+            return
         self._finish(RunStatus.SUCCESS, result=result)
 
     # --- steps and groups of steps -------------------------------------------------------

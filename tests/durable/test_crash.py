@@ -17,7 +17,7 @@ from runtime import RunReader, WorkflowResult
 from tests._support import Runtimes, wait_until
 from tests.durable._support.helpers import row
 from tests.durable._support.processes import Child
-from tests.durable._support.workflows import count, logged, read_lines
+from tests.durable._support.workflows import count, finished, logged, read_lines
 
 RESUME_TIMEOUT = 20.0
 
@@ -161,3 +161,36 @@ def test_a_live_runtime_takes_over_a_dead_peers_runs_without_registering_again(
     for run_id in run_ids:
         result = wf.get_workflow_run_execution_result(run_id)
         assert result is not None and result.result == {"value": f"{run_id}-a-b-c"}
+
+
+def test_a_run_killed_in_its_on_finish_hook_does_not_run_its_last_step_again(
+    tmp_path: Path, runtimes: Runtimes
+) -> None:
+    # The end is recorded after the hooks, and only the end's record held the last step's
+    # output: the next process ran gamma again, then on_finish a second time.
+    db, log, hold = tmp_path / "runs.db", tmp_path / "steps.log", tmp_path / "hold"
+    hold.touch()
+    run_id = "crash-in-on-finish"
+    with Child(
+        "crash-in-on-finish",
+        db=str(db),
+        run_id=run_id,
+        value="x",
+        log=str(log),
+        hold_file=str(hold),
+    ) as child:
+        assert child.expect("holding") == f"on_finish {run_id}"
+        child.kill()
+    hold.unlink()
+    wf = runtimes.start(db).register(finished)
+    wait_until(
+        lambda: (row(db, run_id) or {}).get("status") == "success",
+        timeout=RESUME_TIMEOUT,
+        what=f"run {run_id} finishes after recovery",
+    )
+    result = wf.get_workflow_run_execution_result(run_id)
+    assert result is not None and result.result == {"value": "x-a-b-c"}
+    for step in ("alpha", "beta", "gamma"):
+        assert count(log, f"start {step}") == 1, read_lines(log)
+    # The hook itself is called again: its first call was cut off by the kill.
+    assert count(log, "on_finish success") == 2

@@ -22,6 +22,7 @@ from tests.durable._support.workflows import (
     asking,
     asking_items,
     blocker,
+    finished,
     logged,
     read_lines,
     sleepy,
@@ -49,6 +50,22 @@ def crash_in_step(params: dict[str, Any]) -> None:
         request_context={
             "log": params["log"],
             "hold_step": params["hold_step"],
+            "hold_file": params["hold_file"],
+            "announce": True,
+        },
+    )
+    wait_to_be_killed()
+
+
+def crash_in_on_finish(params: dict[str, Any]) -> None:
+    """Start a run of ``finished`` held in its ``on_finish`` hook, announced; await SIGKILL."""
+    rt = Runtime(store=params["db"]).start()
+    wf = rt.register(finished)
+    wf.create_run(params["run_id"]).start_async(
+        input_data={"value": params["value"]},
+        request_context={
+            "log": params["log"],
+            "hold_step": "on_finish",
             "hold_file": params["hold_file"],
             "announce": True,
         },
@@ -209,6 +226,7 @@ COMMANDS = {
     "resume-then-die": resume_then_die,
     "resume-then-hold": resume_then_hold,
     "crash-in-step": crash_in_step,
+    "crash-in-on-finish": crash_in_on_finish,
     "kill-after-start": kill_after_start,
     "crash-pending": crash_pending,
     "read": read,

@@ -79,6 +79,32 @@ def logged_workflow(workflow_id: str = "logged") -> Workflow[Value, Value]:
     )
 
 
+def _finish_logged(outcome: Any) -> None:
+    """An ``on_finish`` hook: logs ``on_finish``, and may be held as a step is (``hold_step``)."""
+    context = outcome.request_context
+    append_line(context["log"], f"on_finish {outcome.status}")
+    if context.get("hold_step") == "on_finish" and os.path.exists(context["hold_file"]):
+        if context.get("announce"):
+            sys.stdout.write(f"holding on_finish {outcome.run_id}\n")
+            sys.stdout.flush()
+        deadline = time.monotonic() + HOLD_LIMIT
+        while os.path.exists(context["hold_file"]) and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+
+def finished_workflow() -> Workflow[Value, Value]:
+    """``logged``'s three steps and an ``on_finish`` hook that logs (and may be held)."""
+    return (
+        create_workflow(
+            id="finished", input_schema=Value, output_schema=Value, on_finish=_finish_logged
+        )
+        .then(logged_step("alpha", "a"))
+        .then(logged_step("beta", "b"))
+        .then(logged_step("gamma", "c"))
+        .commit()
+    )
+
+
 def blocker_workflow() -> Workflow[Value, Value]:
     """One step, ``block``, meant to be held so that it keeps a concurrency slot."""
     return (
@@ -147,6 +173,7 @@ def asking_items_workflow() -> Workflow[Value, Value]:
 
 
 logged = logged_workflow()
+finished = finished_workflow()
 blocker = blocker_workflow()
 sleepy = sleepy_workflow()
 asking = asking_workflow()
