@@ -32,6 +32,7 @@ import pykka
 
 from actors.messages import StepActorMessage
 from actors.step import StepActor
+from runtime import _clock
 from runtime._errors import RuntimeStoppedError
 from runtime._handoff import deliver
 from runtime._sync import served_run
@@ -635,7 +636,7 @@ class StepPool:
             if self._backlog and not self._stopping:
                 if self._live - self._waiting < self._core:
                     self._live += 1
-                    call = self._backlog.popleft()[0]
+                    call = _handed(self._backlog.popleft()[0])
                 else:
                     self._cond.notify()  # the monitor may grow the pool, by the new bound
         # Told after the count changed, so that whoever it tells sees the room it makes.
@@ -710,7 +711,7 @@ class StepPool:
             # Past the bound once waits for runs have ended: this actor is one too many.
             if not self._stopping and self._live - self._waiting <= self._limit:
                 if self._backlog:
-                    return self._backlog.popleft()[0]
+                    return _handed(self._backlog.popleft()[0])
                 self._idle.append((ref, time.monotonic()))
                 return None
             self._live -= 1
@@ -778,7 +779,7 @@ class StepPool:
                 grow = min(len(self._backlog), self._limit + self._waiting - self._live)
                 if not stalled:
                     grow = min(grow, max(1, self._live))
-                work = [self._backlog.popleft()[0] for _ in range(grow)]
+                work = [_handed(self._backlog.popleft()[0]) for _ in range(grow)]
                 self._live += grow
                 if not work:
                     # At the limit: the waiting calls are served as actors free
@@ -795,3 +796,14 @@ class StepPool:
             ref, _ = self._idle.pop(0)
             self._live -= 1
             ref.stop(block=False)
+
+
+def _handed(call: StepActorMessage) -> StepActorMessage:
+    """A call that waited for an actor, as one is handed it: its step's timeout is told when.
+
+    Lost after this (a test kit's dropped ``CallStep``), it times out a timeout later.
+    """
+    signal = call.signal
+    if signal is not None:
+        signal.handed = _clock.monotonic()
+    return call

@@ -83,10 +83,34 @@ class HookRunner:
         copied = copy_plain(snapshot)
         with self._lock:
             starting = self._starting.get(snapshot["run_id"])
+            if starting is not None:
+                # Counted as handed over already: a stop meanwhile waits for it too.
+                chained: concurrent.futures.Future[None] = concurrent.futures.Future()
+                self._pending.add(chained)
         if starting is None:
             self._submit(_call_hooks, plan, copied, then)
             return
-        starting.add_done_callback(lambda _: self._submit(_call_hooks, plan, copied, then))
+        chained.add_done_callback(self._forget)
+
+        def call(_started: object) -> None:
+            future = self._submit(_call_hooks, plan, copied, then)
+            if future is None:  # called already, here (shut down)
+                chained.set_result(None)
+            else:
+                future.add_done_callback(lambda _: chained.set_result(None))
+
+        starting.add_done_callback(call)
+
+    def release_start(self, run_id: str) -> None:
+        """Let the end's hooks of ``run_id`` go before its ``on_start`` returns.
+
+        For an ``on_start`` that cancels its own run: the cancel waits for the end,
+        which would wait for that ``on_start``.
+        """
+        with self._lock:
+            gate = self._starting.pop(run_id, None)
+        if gate is not None and not gate.done():
+            gate.set_result(None)
 
     def start(self, plan: ExecutionPlan, snapshot: Snapshot, then: Callable[[], object]) -> None:
         """Call ``plan``'s ``on_start`` hook for the run starting in ``snapshot``, then ``then()``.
@@ -106,7 +130,8 @@ class HookRunner:
             with self._lock:
                 if self._starting.get(run_id) is gate:
                     del self._starting[run_id]
-            gate.set_result(None)
+            if not gate.done():  # released early: see release_start
+                gate.set_result(None)
 
         future = self._submit(_call_start_hook, plan, copy_plain(snapshot), then)
         if future is None:

@@ -557,11 +557,23 @@ class RunActor(DispatchedActor):
                 )
                 self._finish(RunStatus.FAILED, error=error_dict(error, step_id=last))
                 return
+        self._succeed(result)
+
+    def _succeed(self, result: Any) -> None:
+        """The run succeeds with ``result`` (its last node's output, or a bail's)."""
         if self._durable and self._plan.has_hooks:
             # The end is recorded after the hooks return, and only the end's record held
             # the last steps' outputs: a crash while on_finish ran lost them, and the run
-            # ran its last step again and called on_finish twice. They are recorded first
-            # (the run still running, past its last node), and the hooks wait for that.
+            # ran its last step (or the step that bailed) again and called on_finish
+            # twice. They are recorded first, the run still running past its last node
+            # with the result as its carry (what a recovery ends with), and the hooks
+            # wait for that record.
+            # What still runs (a bail's siblings) is told to stop now, as at the end, and
+            # its replies are ignored meanwhile.
+            self._calls.abort(AbortReason.CANCELED)
+            snapshot = self._snapshot
+            snapshot["next_step"] = len(self._plan.nodes)
+            snapshot["carry"] = result
             self._ending = (self._tell_snapshot(), result)
             return
         self._finish(RunStatus.SUCCESS, result=result)
@@ -707,7 +719,7 @@ class RunActor(DispatchedActor):
             if call.prefix:  # inside a nested workflow: it ends, not the run
                 self._bail_out_of(job.index, call.prefix, message.result)
                 return
-            self._finish(RunStatus.SUCCESS, result=message.result)
+            self._succeed(message.result)
             return
         if outcome is Outcome.SUSPENDED:
             self._step_suspended(job, message.output, message)

@@ -162,6 +162,10 @@ class ActorSystem:
         self._defined: dict[str, QueueLimits] = {}
         self._defined_lock = threading.Lock()
         self._queues_in_use = False
+        # Runs whose cancel a call here asked another process for (oldest first, at most
+        # CANCELS_ASKED_KEPT): a later cancel() of one, after the first gave up waiting
+        # (CancelError), is told it canceled the run, not that another call did.
+        self.cancels_asked: dict[str, None] = {}
         logs = EventLogs()
         waiters: dict[str, dict[threading.Event | Latch, None]] = {}
         self.registry = RegistryActor.start(

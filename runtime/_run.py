@@ -1042,6 +1042,7 @@ class Run(Generic[In, Out]):
                 before the cancel was recorded.
         """
         system = self._host.running()
+        self._release_own_start()
         if serving_an_end() == self.run_id:
             # In its own on_finish or on_error: it has ended, and its end is recorded
             # once that hook returns (a cancel waited for it, then raised CancelError).
@@ -1079,7 +1080,18 @@ class Run(Generic[In, Out]):
         """
         if serving_an_end() == self.run_id:
             return self.cancel()  # its own end hook: at once, without a thread (see cancel)
+        self._release_own_start()  # here: the cancel's own thread is no hook's
         return await self._host.call_apart(self.cancel)
+
+    def _release_own_start(self) -> None:
+        """Inside this run's own ``on_start``: let its end's hooks go without waiting for it.
+
+        They wait for ``on_start`` to return, and the recorded cancel waits for them.
+        """
+        in_hook_of, owner = served()
+        release = getattr(owner, "release_start", None)
+        if in_hook_of == self.run_id and release is not None:
+            release(self.run_id)
 
     def _cancel_elsewhere(self, system: ActorSystem, store: SharedStore) -> bool:
         """Cancel a run no actor here drives, on a shared store.
@@ -1103,7 +1115,13 @@ class Run(Generic[In, Out]):
             if answer != "not_here":  # claimed here meanwhile: carried out here
                 return self._canceled(answer == "recorded")
             if not requested:
-                requested, mine = True, store.request_cancel(self.run_id)
+                asked = system.cancels_asked
+                mine = store.request_cancel(self.run_id) or self.run_id in asked
+                requested = True
+                if mine:
+                    asked[self.run_id] = None
+                    if len(asked) > CANCELS_ASKED_KEPT:
+                        del asked[next(iter(asked))]
                 continue
             if time.monotonic() > deadline:
                 raise CancelError(
@@ -1388,6 +1406,9 @@ CANCEL_PATIENCE = 5.0
 
 REMOTE_CANCEL_PATIENCE = 60.0
 """Seconds ``cancel()`` waits for the worker holding a run (on a shared store) to cancel it."""
+
+CANCELS_ASKED_KEPT = 10_000
+"""How many runs whose cancel it asked another process for a runtime remembers."""
 
 OUTAGE_PAUSE_MIN = 0.05
 OUTAGE_PAUSE_MAX = 1.0

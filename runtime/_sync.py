@@ -284,7 +284,7 @@ class AbortSignal:
             swallowed so that one bad callback cannot stop the others.
     """
 
-    __slots__ = ("_callbacks", "_latch", "_reason", "began", "callback_errors", "waited")
+    __slots__ = ("_callbacks", "_latch", "_reason", "began", "callback_errors", "handed", "waited")
 
     def __init__(self) -> None:
         # Made on the first wait (the latch) or callback (the list): every step call
@@ -299,6 +299,7 @@ class AbortSignal:
         # counts from its beginning. Set by callboard.
         self.began: float | None = None
         self.waited = False
+        self.handed: float | None = None  # when a call that waited was handed to an actor
 
     @property
     def aborted(self) -> bool:

@@ -23,6 +23,7 @@ from runtime import (
     ResumeTargetError,
     RunNotSuspendedError,
     RunOutcome,
+    RunReader,
     RunStatus,
     Runtime,
     SQLiteStore,
@@ -1379,3 +1380,99 @@ def test_a_cancel_while_on_start_runs_calls_on_finish_once_on_start_has_returned
     canceling.join(WAIT)
     assert answer == [True]
     assert order == ["on_start begins", "on_start returns", "on_finish canceled"]
+
+
+@pytest.mark.parametrize("awaited", [False, True], ids=["cancel", "acancel"])
+def test_on_start_cancelling_its_own_run_is_told_true_and_on_finish_sees_canceled(
+    runtime: Runtime, awaited: bool
+) -> None:
+    # The end's hooks wait for on_start; the cancel waits for them: it waited for ever.
+    answers: list[Any] = []
+    finished: list[str] = []
+
+    def on_start(outcome: RunOutcome) -> Any:
+        run = runtime.register(flow).create_run(outcome.run_id)
+        answers.append(asyncio.run(run.acancel()) if awaited else run.cancel())
+
+    flow = runtime.register(
+        create_workflow(
+            id="cancels-at-start",
+            input_schema=N,
+            output_schema=N,
+            on_start=on_start,
+            on_finish=lambda outcome: finished.append(outcome.status),
+        )
+        .then(counting_step("never", Calls()))
+        .commit()
+    )
+    run = flow.create_run()
+    run.start_async(input_data={"n": 1})
+    assert run.wait(timeout=WAIT).status == RunStatus.CANCELED
+    wait_until(lambda: answers, timeout=WAIT, what="on_start's cancel returns")
+    assert answers == [True]
+    assert finished == [RunStatus.CANCELED]
+
+
+def test_a_stop_while_on_start_runs_waits_for_the_end_hooks_chained_behind_it() -> None:
+    # The end's hooks, waiting for on_start, were not among those the stop waited for:
+    # on_finish still ran after stop() had returned.
+    log: list[str] = []
+
+    def on_start(outcome: RunOutcome) -> None:
+        time.sleep(0.3)
+        log.append("on_start returned")
+
+    def on_finish(outcome: RunOutcome) -> None:
+        time.sleep(0.2)
+        log.append("on_finish returned")
+
+    rt = Runtime(stop_timeout=0).start()
+    flow = rt.register(
+        create_workflow(
+            id="stopped", input_schema=N, output_schema=N, on_start=on_start, on_finish=on_finish
+        )
+        .then(counting_step("work", Calls()))
+        .commit()
+    )
+    flow.create_run().start_async(input_data={"n": 1})
+    time.sleep(0.1)  # on_start runs
+    rt.stop()
+    assert log == ["on_start returned", "on_finish returned"]
+
+
+@pytest.mark.parametrize("how", ["last step", "bail"])
+def test_a_durable_run_records_its_last_steps_before_on_finish_is_called(
+    tmp_path: Any, how: str
+) -> None:
+    # Only the end's record, written after the hooks, held them: a process that died
+    # while on_finish ran lost them, and the next one ran the step again.
+    in_hook, let_go = threading.Event(), threading.Event()
+
+    def on_finish(outcome: RunOutcome) -> None:
+        in_hook.set()
+        let_go.wait(WAIT)
+
+    def last(ctx: Any) -> N:
+        if how == "bail":
+            ctx.bail(N(n=99))
+        return N(n=ctx.input_data.n + 1)
+
+    with Runtime(store=tmp_path / "runs.db") as rt:
+        flow = rt.register(
+            create_workflow(id="recorded", input_schema=N, output_schema=N, on_finish=on_finish)
+            .then(counting_step("first", Calls()))
+            .then(create_step(id="last", input_schema=N, output_schema=N, execute=last))
+            .commit()
+        )
+        run = flow.create_run()
+        run.start_async(input_data={"n": 1})
+        try:
+            assert in_hook.wait(WAIT)
+            with RunReader(tmp_path / "runs.db") as reader:
+                kept = reader.get_run(run.run_id)
+        finally:
+            let_go.set()
+        assert run.wait(timeout=WAIT).status == RunStatus.SUCCESS
+    assert kept is not None
+    assert kept.status == "running"  # its end is recorded once the hooks return
+    assert kept.steps["last"].status == "success"

@@ -951,3 +951,72 @@ def test_of_two_cancels_from_clients_of_a_run_a_worker_holds_one_returns_true(
             thread.join(60)
         assert sorted(answers) == [False, True]
         assert runs[0].wait(timeout=30).status == "canceled"
+
+
+def test_a_cancel_tried_again_after_its_first_try_gave_up_is_told_it_canceled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first try asked for the cancel and gave up waiting (CancelError); the second
+    # found it asked for already, and returned False once the run ended canceled, as if
+    # it had ended before the call.
+    import runtime._run as run_module
+    from runtime import CancelError
+
+    entered = threading.Event()
+
+    def holds(ctx: Any) -> Any:
+        entered.set()
+        ctx.abort_signal.wait(30)
+        return ctx.input_data
+
+    flow = (
+        create_workflow(id="holding", input_schema=Value, output_schema=Value)
+        .then(create_step(id="holds", input_schema=Value, output_schema=Value, execute=holds))
+        .commit()
+    )
+    path = tmp_path / "runs.db"
+    with Runtime(store=path, role="worker") as worker, Runtime(store=path, role="client") as client:
+        worker.register(flow)
+        store = worker._host.store
+        assert store is not None
+        looking = threading.Event()  # the worker looks at cancel requests only once set
+        real = store.cancel_requests
+        monkeypatch.setattr(store, "cancel_requests", lambda: real() if looking.is_set() else [])
+        run = client.register(flow).create_run()
+        run.start_async(input_data={"value": "v"})
+        assert entered.wait(30)
+        monkeypatch.setattr(run_module, "REMOTE_CANCEL_PATIENCE", 0.3)
+        with pytest.raises(CancelError):
+            run.cancel()
+        looking.set()
+        monkeypatch.setattr(run_module, "REMOTE_CANCEL_PATIENCE", 60.0)
+        assert run.cancel() is True
+        assert run.wait(timeout=30).status == "canceled"
+
+
+def test_a_run_canceled_from_another_process_and_restarted_runs_on(each_shared_store: str) -> None:
+    # The cancel asked for stayed asked for after the run ended: the worker that took the
+    # restarted run canceled it again at once.
+    entered, go = threading.Event(), threading.Event()
+
+    def held(ctx: Any) -> Any:
+        entered.set()
+        if not go.is_set():
+            ctx.abort_signal.wait(30)
+        return ctx.input_data
+
+    flow = (
+        create_workflow(id="again", input_schema=Value, output_schema=Value)
+        .then(create_step(id="held", input_schema=Value, output_schema=Value, execute=held))
+        .commit()
+    )
+    with contextlib.ExitStack() as stack:
+        worker = stack.enter_context(Runtime(store=each_shared_store, role="worker"))
+        worker.register(flow)
+        client = stack.enter_context(Runtime(store=each_shared_store, role="client"))
+        run = client.register(flow).create_run()
+        run.start_async(input_data={"value": "v"})
+        assert entered.wait(30)
+        assert run.cancel() is True  # asked of the worker, which holds it
+        go.set()
+        assert run.restart(timeout=30).status == "success"

@@ -761,6 +761,31 @@ def test_a_lost_or_held_step_call_does_not_keep_the_clock_at_real_time(fault: st
     assert ended.status == ("failed" if fault == "drop" else "success")
 
 
+def test_a_step_call_lost_after_it_waited_for_a_thread_still_times_out() -> None:
+    # Its timeout counted from the body's start, which never came: re-armed for ever, the
+    # run never ended and the virtual clock raced on.
+    def holds_the_thread(ctx: StepContext[N]) -> N:
+        time.sleep(0.3)  # real time: the only step thread is taken meanwhile
+        return ctx.input_data
+
+    lost = _step("lost", timeout=5)
+    both = (
+        create_workflow(id="both", input_schema=N, output_schema=BaseModel)
+        .parallel(
+            [
+                create_step(id="busy", input_schema=N, output_schema=N, execute=holds_the_thread),
+                lost,
+            ]
+        )
+        .commit()
+    )
+    with Harness(max_step_threads=1) as harness:
+        harness.drop_message("CallStep", step="lost")
+        result = harness.register(both).create_run().start(input_data={"n": 0}, timeout=30)
+    assert result.status == "failed"
+    assert result.error is not None and result.error.name == "StepTimeoutError"
+
+
 def test_a_fault_names_a_nested_step_by_its_path_in_its_reply_too() -> None:
     child = create_workflow(id="child", input_schema=N, output_schema=N).then(_step("lookup"))
     nested = create_workflow(id="nested", input_schema=N, output_schema=N)

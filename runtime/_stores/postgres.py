@@ -594,8 +594,11 @@ RETURNING epoch
 
 _REOPEN: Final = _REPLACE.replace(
     f"status NOT IN ({_TERMINAL_SQL})", f"status IN ({_TERMINAL_SQL})"
-)
-"""The compare-and-set of ``replace(reopen=True)``: only a run that has ended (a restart)."""
+).replace("lineage = NULL", "lineage = NULL, cancel_requested = false")
+"""The compare-and-set of ``replace(reopen=True)``: only a run that has ended (a restart).
+
+A cancel asked for earlier was carried out (or the run ended otherwise): it is forgotten,
+or the restarted run was canceled again as soon as a worker took it."""
 
 _CLAIM: Final = f"""
 WITH picked AS (

@@ -349,8 +349,13 @@ WHERE run_id = ? AND seq = ? AND ? > seq AND status NOT IN ({_TERMINAL_SQL})
 RETURNING epoch
 """
 
-_REOPEN = _REPLACE.replace(f"status NOT IN ({_TERMINAL_SQL})", f"status IN ({_TERMINAL_SQL})")
-"""The compare-and-set of ``replace(reopen=True)``: only a run that has ended (a restart)."""
+_REOPEN = _REPLACE.replace(
+    f"status NOT IN ({_TERMINAL_SQL})", f"status IN ({_TERMINAL_SQL})"
+).replace("lineage = NULL", "lineage = NULL, cancel_requested = 0")
+"""The compare-and-set of ``replace(reopen=True)``: only a run that has ended (a restart).
+
+A cancel asked for earlier was carried out (or the run ended otherwise): it is forgotten,
+or the restarted run was canceled again as soon as a worker took it."""
 
 _COLUMNS = (
     "r.run_id, r.workflow_id, r.seq, r.status, r.snapshot, r.created_at, r.updated_at, "
