@@ -433,7 +433,9 @@ class RunActor(DispatchedActor):
         self._step_failed(job, error_dict(timeout, step_id=path, with_traceback=False), True)
 
     def _on_cancel_run(self, message: CancelRun) -> None:
-        if self._ended:
+        if self._ended or self._ending is not None:
+            # Ended, or succeeded and recording its last steps before its hooks: a
+            # cancel now would turn a run whose every step succeeded into a canceled one.
             message.reply(CancelOutcome.NOT_HERE)
             return
         try:
