@@ -24,45 +24,16 @@ import concurrent.futures
 import contextlib
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runtime import Runtime, create_step, create_workflow
+from given_up_waits import LONG, QUICK, RELEASE  # the same two workflows, held and quick
 
-
-class Value(BaseModel):
-    value: str
-
-
-RELEASE = threading.Event()
-
-
-def _held(ctx: Any) -> Value:
-    RELEASE.wait(600)
-    return ctx.input_data
-
-
-LONG = (
-    create_workflow(id="long", input_schema=Value, output_schema=Value)
-    .then(create_step(id="held", input_schema=Value, output_schema=Value, execute=_held))
-    .commit()
-)
-QUICK = (
-    create_workflow(id="quick", input_schema=Value, output_schema=Value)
-    .then(
-        create_step(
-            id="pass", input_schema=Value, output_schema=Value, execute=lambda ctx: ctx.input_data
-        )
-    )
-    .commit()
-)
+from runtime import Runtime
 
 
 async def _taken(rt: Runtime, run_id: str, waits: int) -> None:

@@ -917,22 +917,29 @@ def test_other_workers_hear_hints_of_queued_settled_and_cancelled_runs(
     assert heard == []
 
 
+def _held_until_canceled(entered: threading.Event, go: threading.Event | None = None) -> Any:
+    """A workflow whose one step sets ``entered`` and waits for its cancel (unless ``go``)."""
+
+    def held(ctx: Any) -> Any:
+        entered.set()
+        if go is None or not go.is_set():
+            ctx.abort_signal.wait(30)
+        return ctx.input_data
+
+    return (
+        create_workflow(id="holding", input_schema=Value, output_schema=Value)
+        .then(create_step(id="held", input_schema=Value, output_schema=Value, execute=held))
+        .commit()
+    )
+
+
 def test_of_two_cancels_from_clients_of_a_run_a_worker_holds_one_returns_true(
     each_shared_store: str,
 ) -> None:
     # Both returned True: each asked for the cancel, and each saw the run end canceled.
     entered = threading.Event()
 
-    def holds(ctx: Any) -> Any:
-        entered.set()
-        ctx.abort_signal.wait(30)
-        return ctx.input_data
-
-    flow = (
-        create_workflow(id="holding", input_schema=Value, output_schema=Value)
-        .then(create_step(id="holds", input_schema=Value, output_schema=Value, execute=holds))
-        .commit()
-    )
+    flow = _held_until_canceled(entered)
     with contextlib.ExitStack() as stack:
         worker = stack.enter_context(Runtime(store=each_shared_store, role="worker"))
         worker.register(flow)
@@ -964,16 +971,7 @@ def test_a_cancel_tried_again_after_its_first_try_gave_up_is_told_it_canceled(
 
     entered = threading.Event()
 
-    def holds(ctx: Any) -> Any:
-        entered.set()
-        ctx.abort_signal.wait(30)
-        return ctx.input_data
-
-    flow = (
-        create_workflow(id="holding", input_schema=Value, output_schema=Value)
-        .then(create_step(id="holds", input_schema=Value, output_schema=Value, execute=holds))
-        .commit()
-    )
+    flow = _held_until_canceled(entered)
     path = tmp_path / "runs.db"
     with Runtime(store=path, role="worker") as worker, Runtime(store=path, role="client") as client:
         worker.register(flow)
@@ -999,17 +997,7 @@ def test_a_run_canceled_from_another_process_and_restarted_runs_on(each_shared_s
     # restarted run canceled it again at once.
     entered, go = threading.Event(), threading.Event()
 
-    def held(ctx: Any) -> Any:
-        entered.set()
-        if not go.is_set():
-            ctx.abort_signal.wait(30)
-        return ctx.input_data
-
-    flow = (
-        create_workflow(id="again", input_schema=Value, output_schema=Value)
-        .then(create_step(id="held", input_schema=Value, output_schema=Value, execute=held))
-        .commit()
-    )
+    flow = _held_until_canceled(entered, go)
     with contextlib.ExitStack() as stack:
         worker = stack.enter_context(Runtime(store=each_shared_store, role="worker"))
         worker.register(flow)
