@@ -128,6 +128,9 @@ class RegistryActor(ThreadActor):
         # whether a ReadWaited is on its way for them.
         self._unread: dict[str, None] = {}
         self._read_asked = False
+        # The store, if it reads many runs in one query (a protocol's isinstance is slow:
+        # asked once, not at every wait).
+        self._many_at_once: SharedStore | None = store if isinstance(store, SharedStore) else None
 
     def on_receive(self, message: RegistryMessage) -> None:
         observer = _probes.observer
@@ -309,13 +312,13 @@ class RegistryActor(ThreadActor):
         self._unread.clear()
         if not run_ids:
             return
-        store = self._store
+        store, many = self._store, self._many_at_once
         try:
-            if isinstance(store, SharedStore) and len(run_ids) > 1:
+            if len(run_ids) > 1 and many is not None:
                 found: dict[str, SnapshotRecord] = {}
                 for at in range(0, len(run_ids), _READ_AT_MOST):
                     chunk = run_ids[at : at + _READ_AT_MOST]
-                    found.update((record.run_id, record) for record in store.load_many(chunk))
+                    found.update((record.run_id, record) for record in many.load_many(chunk))
                 current: dict[str, SnapshotRecord | None] = {r: found.get(r) for r in run_ids}
             else:
                 current = {run_id: store.load(run_id) for run_id in run_ids}
