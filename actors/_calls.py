@@ -371,8 +371,8 @@ class Calls:
         step_node = job.step_node
         assert step_node is not None and step_node.timeout is not None
         signal, timeout = job.signal, step_node.timeout
-        began = signal.began if signal.began is not None else signal.handed
-        if began is not None:  # begun, or handed to an actor after it waited
+        began = signal.began  # begun, or handed to an actor after it waited
+        if began is not None:
             left = began + timeout - _clock.monotonic()
         else:
             left = timeout if signal.waited else 0.0

@@ -799,11 +799,12 @@ class StepPool:
 
 
 def _handed(call: StepActorMessage) -> StepActorMessage:
-    """A call that waited for an actor, as one is handed it: its step's timeout is told when.
+    """A call that waited for an actor, as one is handed it: its step's timeout counts from now.
 
-    Lost after this (a test kit's dropped ``CallStep``), it times out a timeout later.
+    The actor sets the time again when the code begins; lost before (a test kit's dropped
+    ``CallStep``), the call times out a timeout later.
     """
     signal = call.signal
     if signal is not None:
-        signal.handed = _clock.monotonic()
+        signal.began = _clock.monotonic()
     return call

@@ -21,7 +21,7 @@ from runtime._model import RunOutcome, RunStatus
 from runtime._plan import ExecutionPlan
 from runtime._snapshot import Snapshot, copy_plain
 from runtime._stores.base import SnapshotRecord
-from runtime._sync import on_run_waits, serving
+from runtime._sync import on_run_waits, serving_hook
 from runtime._tracing import emit
 
 __all__ = ["HookRunner", "outcome_of"]
@@ -320,7 +320,7 @@ def _call_hooks(
 ) -> None:
     # A hook's wait for its own run, or its runtime's stop, is refused; a cancel of its
     # own run from an end hook is told the run has ended.
-    serving(snapshot["run_id"], owner, ended=hooks is None)
+    serving_hook(snapshot["run_id"], owner, ended=hooks is None)
     try:
         if hooks is None:
             hooks = [("on_finish", plan.on_finish)]
@@ -346,7 +346,7 @@ def _call_hooks(
     except Exception:
         emit(logging.ERROR, "workflow_hooks_not_called", run_id=snapshot["run_id"], exc_info=True)
     finally:
-        serving(None)
+        serving_hook(None, None, ended=False)
         then()
 
 

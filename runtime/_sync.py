@@ -73,15 +73,22 @@ _served_in_task: ContextVar[ServedCell | None] = ContextVar("callboard_served_ru
 """The run (and the runtime's part that runs it) whose async step body this task runs."""
 
 
-def serving(run_id: str | None, owner: object = None, *, ended: bool = False) -> None:
+def serving(run_id: str | None, owner: object = None) -> None:
     """Note the run whose step or hook the calling thread runs now (``None``: none).
 
     ``owner`` is what runs it (a runtime's step pool, its hook runner): a call
     that would wait for that runtime's runs can tell it is one of them.
-    ``ended``: the hook is one of the run's end (``on_finish``, ``on_error``).
     """
     _this_thread.run_id = run_id
     _this_thread.owner = owner
+
+
+def serving_hook(run_id: str | None, owner: object, *, ended: bool) -> None:
+    """:func:`serving` for a hook; ``ended``: one of the run's end (``on_finish``, ``on_error``).
+
+    Apart from :func:`serving`, which every step call makes: a step thread runs no hook.
+    """
+    serving(run_id, owner)
     _this_thread.ended = ended
 
 
@@ -284,7 +291,7 @@ class AbortSignal:
             swallowed so that one bad callback cannot stop the others.
     """
 
-    __slots__ = ("_callbacks", "_latch", "_reason", "began", "callback_errors", "handed", "waited")
+    __slots__ = ("_callbacks", "_latch", "_reason", "began", "callback_errors", "waited")
 
     def __init__(self) -> None:
         # Made on the first wait (the latch) or callback (the list): every step call
@@ -294,12 +301,11 @@ class AbortSignal:
         self._reason: str | None = None
         self._callbacks: list[Callable[[str], None]] | None = None
         self.callback_errors = 0
-        # When the code it is for began to run (callboard's monotonic clock), and whether
-        # its call waited for a step thread (all were taken) first. A step's timeout
-        # counts from its beginning. Set by callboard.
+        # When the code it is for began to run (callboard's monotonic clock; for a call
+        # that waited for a step thread, all taken, first set when an actor is handed
+        # it), and whether it waited. A step's timeout counts from it. Set by callboard.
         self.began: float | None = None
         self.waited = False
-        self.handed: float | None = None  # when a call that waited was handed to an actor
 
     @property
     def aborted(self) -> bool:
