@@ -33,13 +33,7 @@ def test_waits_outlast_a_postgresql_outage_and_other_calls_say_it_is_unavailable
     log, hold = tmp_path / "run.log", tmp_path / "hold"
     hold.touch()
     with Runtime(store=postgres_url) as rt:
-        wf = rt.register(WORKFLOWS["logged"])
-        run = wf.create_run()
-        run.start_async(
-            input_data={"value": "x"},
-            request_context={"log": str(log), "hold_step": "beta", "hold_file": str(hold)},
-        )
-        wait_until(lambda: "start beta" in read_lines(log), timeout=WAIT, what="beta holds")
+        wf, run = _held_in_beta(rt, log, hold)
 
         results: list[Any] = []
         events: list[Any] = []
@@ -99,13 +93,7 @@ def test_a_database_read_only_for_a_while_holds_its_runs_writes_until_it_is_writ
     hold.touch()
     dbname = postgres_url.split("///", 1)[1].split("?", 1)[0]
     with Runtime(store=postgres_url) as rt:
-        wf = rt.register(WORKFLOWS["logged"])
-        run = wf.create_run()
-        run.start_async(
-            input_data={"value": "x"},
-            request_context={"log": str(log), "hold_step": "beta", "hold_file": str(hold)},
-        )
-        wait_until(lambda: "start beta" in read_lines(log), timeout=WAIT, what="beta holds")
+        _, run = _held_in_beta(rt, log, hold)
         _read_only(postgres_server, dbname, True)
         try:
             hold.unlink()  # beta ends: its output cannot be written for now
@@ -171,13 +159,7 @@ def test_a_run_whose_acknowledged_commits_the_server_lost_is_taken_up_again_afte
     hold.touch()
     dbname = postgres_url.split("///", 1)[1].split("?", 1)[0]
     with Runtime(store=postgres_url) as rt:
-        wf = rt.register(WORKFLOWS["logged"])
-        run = wf.create_run()
-        run.start_async(
-            input_data={"value": "x"},
-            request_context={"log": str(log), "hold_step": "beta", "hold_file": str(hold)},
-        )
-        wait_until(lambda: "start beta" in read_lines(log), timeout=WAIT, what="beta holds")
+        _, run = _held_in_beta(rt, log, hold)
         with postgres_server.admin(dbname) as admin:
             columns = [
                 name
@@ -225,3 +207,15 @@ def test_a_run_whose_acknowledged_commits_the_server_lost_is_taken_up_again_afte
         wait_until(settled, timeout=WAIT, what="the run taken up again and ended")
         assert read_lines(log).count("start beta") == 2  # from its last record kept
         assert read_lines(log).count("start alpha") == 1
+
+
+def _held_in_beta(rt: Runtime, log: Path, hold: Path) -> tuple[Any, Any]:
+    """The ``logged`` workflow on ``rt``, and a run of it started and held in ``beta``."""
+    wf = rt.register(WORKFLOWS["logged"])
+    run = wf.create_run()
+    run.start_async(
+        input_data={"value": "x"},
+        request_context={"log": str(log), "hold_step": "beta", "hold_file": str(hold)},
+    )
+    wait_until(lambda: "start beta" in read_lines(log), timeout=WAIT, what="beta holds")
+    return wf, run
