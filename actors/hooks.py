@@ -68,6 +68,8 @@ class HookRunner:
         self._pending: set[concurrent.futures.Future[None]] = set()
         # Runs whose on_start is called now: their end's hooks wait for it.
         self._starting: dict[str, concurrent.futures.Future[None]] = {}
+        # The ends decided and not yet handed to the registry, their hooks under way.
+        self._ends: dict[int, SnapshotTaken] = {}
 
     def run(self, plan: ExecutionPlan, snapshot: Snapshot, then: Callable[[], object]) -> None:
         """Call ``plan``'s hooks for the ended run in ``snapshot``, then ``then()``.
@@ -198,12 +200,34 @@ class HookRunner:
         registry has stopped.
         """
         ended = SnapshotTaken(record=record, terminal=True, on_recorded=on_recorded)
+        if not plan.has_hooks:
+            if not tell_safely(registry, ended) and on_recorded is not None:
+                on_recorded(False)
+            return
+        key = id(ended)
+        with self._lock:
+            self._ends[key] = ended
 
         def record_end() -> None:
+            with self._lock:
+                if self._ends.pop(key, None) is None:
+                    return  # recorded by the stop meanwhile (see unrecorded_ends)
             if not tell_safely(registry, ended) and on_recorded is not None:
                 on_recorded(False)
 
         self.run(plan, snapshot, record_end)
+
+    def unrecorded_ends(self) -> list[SnapshotTaken]:
+        """Take the ends whose hooks are still under way: their records are not in the store.
+
+        For a stop that waited for the hooks as long as it could: the run's end is
+        decided (its hooks were told it), so a store in memory records it rather
+        than fail the run. The hooks, when they return, record nothing more.
+        """
+        with self._lock:
+            ends = list(self._ends.values())
+            self._ends.clear()
+        return ends
 
     def stop(self, timeout: float | None = None) -> None:
         """Wait up to ``timeout`` seconds for the hooks already handed over; release the threads.

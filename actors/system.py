@@ -655,6 +655,7 @@ class ActorSystem:
             if self.shared is not None:
                 self.shared.set_hint(None)
             if not self.store.durable:
+                self._record_decided_ends()
                 self._fail_unfinished()
             self.store.close()
 
@@ -740,6 +741,15 @@ class ActorSystem:
             aborted.wait(left())
         except pykka.ActorDeadError:
             emit(logging.ERROR, "supervisor_found_dead_at_stop")
+
+    def _record_decided_ends(self) -> None:
+        # A run whose end hooks outlasted the stop ended as they were told (success,
+        # say): in memory, that is what it records, not the stop's failure. (On a
+        # durable store it stays unfinished, and the next runtime calls its hooks again.)
+        for ended in self.hooks.unrecorded_ends():
+            self.store.save((ended.record,))
+            if ended.on_recorded is not None:
+                ended.on_recorded(True)
 
     def _fail_unfinished(self) -> None:
         # With every actor stopped, a run still pending or running would stay so

@@ -107,6 +107,59 @@ def test_stop_returns_while_a_hook_blocks() -> None:
         release.set()
 
 
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_run_whose_end_hook_outlasts_the_stop_keeps_the_end_its_hook_was_told(
+    fails: bool,
+) -> None:
+    # In memory, a stop fails the runs it leaves unfinished; a run whose steps all
+    # ran (or whose step failed) and whose on_finish was still running had been told
+    # its end already, and recorded the stop's failure instead, its step's output lost.
+    release, entered, returned = threading.Event(), threading.Event(), threading.Event()
+    told: list[str] = []
+
+    def hook(outcome: Any) -> None:
+        told.append(outcome.status)
+        entered.set()
+        release.wait(60)
+        returned.set()
+
+    def body(ctx: Any) -> Value:
+        if fails:
+            raise ValueError("the step's own failure")
+        return Value(value=ctx.input_data.value + "!")
+
+    workflow = (
+        create_workflow(id="hooked", input_schema=Value, output_schema=Value, on_finish=hook)
+        .then(create_step(id="step", input_schema=Value, output_schema=Value, execute=body))
+        .commit()
+    )
+    rt = Runtime().start()
+    registered = rt.register(workflow)
+    run = registered.create_run()
+    run.start_async(input_data={"value": "v"})
+    assert entered.wait(WAIT)
+    try:
+        stopping = _stop_in_background(rt)
+        stopping.join(WAIT)
+        assert not stopping.is_alive()
+
+        result = registered.get_workflow_run_execution_result(run.run_id)
+        assert result is not None
+        assert told == [result.status]
+        if fails:
+            assert result.status == "failed" and result.error is not None
+            assert result.error.name == "ValueError"
+        else:
+            assert result.status == "success"
+            assert result.result == {"value": "v!"}
+            assert result.steps["step"].output == {"value": "v!"}
+    finally:
+        release.set()
+    assert returned.wait(WAIT)  # the hook returns late: that records nothing more
+    after = registered.get_workflow_run_execution_result(run.run_id)
+    assert after is not None and after.status == result.status
+
+
 @pytest.mark.parametrize("store", ["memory", "sqlite"])
 def test_stop_with_timeout_0_from_another_thread_halts_the_runs_a_stop_waits_for(
     store: str, tmp_path: Path
