@@ -350,16 +350,16 @@ class RegistryActor(ThreadActor):
                 message.subscribed.set()
 
     def _subscribe(self, message: SubscribeRun) -> None:
-        run_id, channel = message.run_id, message.channel
+        run_id, channel, from_seq = message.run_id, message.channel, message.from_seq
         log = self._logs.get(run_id)
         if log is None:
             log = self._logs.new(run_id, self._channels)
-            if message.from_seq is not None and message.from_seq > 0:
+            if from_seq is not None and from_seq > 0:
                 # The client's numbers come from a log this runtime does not have (another
                 # process's, before a restart, or one that went): nothing here is "after"
                 # them. The run's events are told again, numbered on from the client's
                 # last, so that it takes them, and the run's end, as new.
-                log.next_seq = message.from_seq + 1
+                log.next_seq = from_seq + 1
         current = self._live.get(run_id) or self._store.load(run_id)
         if current is not None:
             events = self._advance(log, current)
@@ -370,7 +370,19 @@ class RegistryActor(ThreadActor):
             # store in memory itself, then tells): the watchers already here are told
             # what the read found, which the log now holds and will not number again.
             self._tell(run_id, log, events)
-        from_seq = log.next_seq - 1 if message.from_seq == FROM_NOW else message.from_seq
+            if from_seq is not None and from_seq >= log.next_seq:
+                # Past every number this log gave: the client's come from another log (of
+                # another process, from before a restart, or one this runtime let go
+                # and began again since, for another watcher). As with no log, the run's
+                # events are told again, numbered on from the client's last; the log
+                # keeps them (numbers only go up), so a reconnect from one of them goes on.
+                replay = self._replay(current, from_seq + 1)
+                if replay is None:
+                    channel.close()
+                    return
+                log.add(replay)
+        if from_seq == FROM_NOW:
+            from_seq = log.next_seq - 1
         # At once: a reader that sees the first event of the replay sees all of it queued.
         channel.put_many(log.since(from_seq))
         if log.status in TERMINAL_STATUSES:
@@ -473,6 +485,15 @@ class RegistryActor(ThreadActor):
         log.record_seq = record.seq
         log.add(events)
         return events
+
+    def _replay(self, record: SnapshotRecord, first_seq: int) -> list[RunEvent] | None:
+        """The run's events from its start, numbered from ``first_seq``; ``None``: unreadable."""
+        try:
+            snapshot = decode(record.data, record.run_id)
+        except SnapshotFormatError as exc:
+            emit(logging.ERROR, "run_unreadable", run_id=record.run_id, error=str(exc))
+            return None
+        return run_events(snapshot, "", {}, first_seq)
 
     def _publish(self, record: SnapshotRecord) -> None:
         """Tell a run's watchers what changed since the last snapshot its log saw."""

@@ -363,7 +363,13 @@ class RunHost:
             # Nothing will change any more: what the store holds is the whole story.
             record = self.load(run_id)
             if record is not None and from_seq != -1:
-                for event in run_events(decode(record.data, record.run_id), "", {}):
+                events = run_events(decode(record.data, record.run_id), "", {})
+                if from_seq is not None and events and from_seq > events[-1].seq:
+                    # Past every number of this replay: the client's come from a log (this
+                    # runtime's before it stopped, another process's), as the registry
+                    # takes them; the run's events are told again, numbered on from it.
+                    events = run_events(decode(record.data, record.run_id), "", {}, from_seq + 1)
+                for event in events:
                     if from_seq is None or event.seq > from_seq:
                         channel.put(event)
             if (

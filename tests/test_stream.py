@@ -125,6 +125,39 @@ def test_a_stream_replays_from_a_sequence_number_the_same_events(runtime: Runtim
     assert list(run.stream(from_seq=first[-1].seq, timeout=WAIT)) == []
 
 
+def test_a_reconnect_past_this_runtimes_numbers_is_told_the_run_again_to_its_end(
+    tmp_path: Path,
+) -> None:
+    # A client saw a run's events, writes and all, from a runtime that then stopped.
+    # A runtime on the same file numbers the run's events again, without the writes
+    # (another tab streamed it there first): lower numbers. The client reconnecting
+    # with its last number was told nothing, not even the run's end.
+    path = tmp_path / "runs.db"
+    with Runtime(store=path) as rt:
+        run = rt.register(two_steps).create_run()
+        run.start_async(input_data={"value": "a"})
+        seen = list(run.stream(timeout=WAIT))
+    last = seen[-1].seq
+    replayed = [("run_start",), *[kind for kind in EXPECTED[1:] if kind[0] != "step_output"]]
+    with Runtime(store=path) as rt:
+        again = rt.register(two_steps).create_run(run.run_id)
+        other_tab = list(again.stream(timeout=WAIT))
+        assert kinds(other_tab) == replayed and other_tab[-1].seq < last
+
+        back = list(again.stream(from_seq=last, timeout=WAIT))
+        assert kinds(back) == replayed
+        assert back[0].seq > last and [e.seq for e in back] == sorted({e.seq for e in back})
+        # The log keeps them: a reconnect from one of them goes on from there, and the
+        # other tab's numbers still mean what they meant.
+        assert list(again.stream(from_seq=back[1].seq, timeout=WAIT)) == back[2:]
+        told_on = list(again.stream(from_seq=other_tab[-2].seq, timeout=WAIT))
+        assert told_on[0] == other_tab[-1]
+    # A stopped runtime tells what its store holds, by the same rule.
+    after_stop = list(again.stream(from_seq=last + 100, timeout=WAIT))
+    assert kinds(after_stop) == replayed and after_stop[0].seq > last + 100
+    assert list(again.stream(from_seq=other_tab[-2].seq, timeout=WAIT)) == other_tab[-1:]
+
+
 def test_an_async_stream_yields_the_same_events(runtime: Runtime) -> None:
     wf = runtime.register(two_steps)
 
