@@ -1174,6 +1174,11 @@ class RunActor(DispatchedActor):
         if any(path.startswith(inside) for path in snapshot["steps"]):
             # Entered again (a loop's next iteration, a foreach's next item): its steps
             # run anew, not skipped as done.
+            if not node.looped:
+                # A foreach's next item comes in the turn its last step ended: that end is
+                # told first, or watchers, who saw the step start, never see it finish
+                # (a loop's condition, called in between, tells it).
+                self._tell_snapshot()
             snapshot["steps"] = {
                 path: record
                 for path, record in snapshot["steps"].items()
@@ -1223,7 +1228,10 @@ class RunActor(DispatchedActor):
             record["status"] = StepStatus.SUCCESS.value
             record["output"] = output
             record["ended_at"] = _clock.time()
-        self._outputs = {**self._outputs, node.path: output}
+        if node.path not in self._plan.output_schemas.per_item:
+            # A foreach's nested workflow has one output when its list is done, not one
+            # per item: the next item's steps read none until then (as a step's do).
+            self._outputs = {**self._outputs, node.path: output}
         self._advance(output)
 
     # --- nested workflows inside constructs -------------------------------------------------

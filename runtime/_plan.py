@@ -335,6 +335,16 @@ class ExitNode(Node):
     output_schema: type[BaseModel] | None = None
 
 
+class OutputSchemas(dict[str, type[BaseModel]]):
+    """Each step's and nested workflow's output model, by path (see ``ExecutionPlan``)."""
+
+    __slots__ = ("per_item",)
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.per_item: frozenset[str] = frozenset()
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class ExecutionPlan:
     """A committed workflow: its schemas, hooks and nodes in the order they run.
@@ -355,7 +365,9 @@ class ExecutionPlan:
         version: The label given with ``create_workflow(version=...)``, if any.
         fingerprint: A hash of the plan's shape (see :func:`plan_fingerprint`):
             two plans a run can go on across have the same one.
-        output_schemas: The output's model of each step and nested workflow, by path.
+        output_schemas: The output's model of each step and nested workflow, by path;
+            its ``per_item`` are the paths run by a ``foreach``, whose output is a
+            list of them, one per item.
     """
 
     workflow_id: str
@@ -373,19 +385,24 @@ class ExecutionPlan:
     version: str | None = None
     scope: Scope = field(init=False)
     fingerprint: str = field(init=False)
-    output_schemas: Mapping[str, type[BaseModel]] = field(init=False)
+    output_schemas: OutputSchemas = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scope", Scope("", self.workflow_id, self.input_schema))
         object.__setattr__(self, "fingerprint", plan_fingerprint(self.workflow_id, self.nodes))
         # What ctx.get_step_result() reads an earlier output as: each step's, and each
         # nested workflow's (its output is recorded at its path, as a step's is).
-        schemas: dict[str, type[BaseModel]] = {
-            node.path: node.output_schema
+        schemas = OutputSchemas(
+            (node.path, node.output_schema)
             for node in self.nodes
             if isinstance(node, ExitNode) and node.output_schema is not None
-        }
+        )
         schemas.update((path, step.output_schema) for path, step in self.by_id.items())
+        # Told by the plan, not by the output's type: a step's output is a list too when
+        # its model is a root model over one.
+        schemas.per_item = frozenset(
+            node.path for node in self.nodes if isinstance(node, ForeachNode | EachStartNode)
+        )
         object.__setattr__(self, "output_schemas", schemas)
 
     @property

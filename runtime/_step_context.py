@@ -517,7 +517,10 @@ class StepContext(Generic[In_co, State]):
         output = self._outputs.get(path)
         if output is None:
             return None
-        if type(output) is list:  # a foreach body's: a model is never a list
+        per_item = getattr(self._definitions, "per_item", None)
+        if type(output) is list if per_item is None else path in per_item:
+            if type(output) is not list:
+                return None  # one item's output, the foreach going on (a nested workflow's)
             if not isinstance(step, str):
                 raise TypeError(
                     f"step {step_id!r} ran as a foreach body: its output is a list, one per "

@@ -8,7 +8,7 @@ import threading
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, RootModel
 
 from runtime import (
     Runtime,
@@ -702,6 +702,68 @@ def test_a_map_reads_earlier_step_results_and_the_init_data(runtime: Runtime) ->
 
     assert result.status == "success", result.error
     assert result.result == {"first": 6, "init": 5, "last": 12}
+
+
+def test_get_step_result_reads_a_root_model_over_a_list_as_one_output(runtime: Runtime) -> None:
+    # Its output is a list: taken for a foreach body's, one model per item.
+    class Names(RootModel[list[str]]):
+        pass
+
+    names = create_step(
+        id="names",
+        input_schema=N,
+        output_schema=Names,
+        execute=lambda ctx: Names([f"n{i}" for i in range(ctx.input_data.n)]),
+    )
+    read: list[Any] = []
+
+    def reader(ctx: Any) -> N:
+        read.extend([ctx.get_step_result(names), ctx.get_step_result("names")])
+        return N(n=len(read))
+
+    workflow = (
+        create_workflow(id="root-list", input_schema=N, output_schema=N)
+        .then(names)
+        .map(lambda ctx: {"n": len(ctx.input_data)})
+        .then(create_step(id="reader", input_schema=N, output_schema=N, execute=reader))
+        .commit()
+    )
+    result = run_once(runtime, workflow, {"n": 2})
+
+    assert result.status == "success", result.error
+    assert read == [Names(["n0", "n1"]), Names(["n0", "n1"])]
+
+
+def test_a_foreach_over_a_nested_workflow_has_no_output_until_its_list_is_done(
+    runtime: Runtime,
+) -> None:
+    # Its items read the item before's output as the nested workflow's, where a
+    # foreach of a step reads none until its list is done.
+    read: list[Any] = []
+
+    def reader(ctx: Any) -> N:
+        read.append(ctx.get_step_result("kid"))
+        return N(n=ctx.input_data.n + 1)
+
+    kid = (
+        create_workflow(id="kid", input_schema=N, output_schema=N)
+        .then(create_step(id="r", input_schema=N, output_schema=N, execute=reader))
+        .commit()
+    )
+    after = create_step(id="after", input_schema=Loose, output_schema=Loose, execute=reader)
+    workflow = (
+        create_workflow(id="each-kid", input_schema=Loose, output_schema=Loose)
+        .map(lambda ctx: [{"n": 1}, {"n": 2}, {"n": 3}])
+        .foreach(kid)
+        .map(lambda ctx: {"n": 0, "outputs": ctx.input_data})
+        .then(after)
+        .commit()
+    )
+    result = run_once(runtime, workflow, {})
+
+    assert result.status == "success", result.error
+    assert read[:3] == [None, None, None]
+    assert read[3] == [N(n=2), N(n=3), N(n=4)]
 
 
 # --- nested workflows ------------------------------------------------------------------

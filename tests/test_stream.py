@@ -158,6 +158,36 @@ def test_a_reconnect_past_this_runtimes_numbers_is_told_the_run_again_to_its_end
     assert list(again.stream(from_seq=other_tab[-2].seq, timeout=WAIT)) == other_tab[-1:]
 
 
+@pytest.mark.parametrize("where", ["memory", "sqlite"])
+def test_each_item_of_a_foreach_over_a_nested_workflow_is_told_finished(
+    where: str, tmp_path: Path
+) -> None:
+    # The next item came in the turn the nested workflow's last step ended, and took
+    # that step's record away before any watcher saw it end: 3 starts, 1 finish.
+    child = (
+        create_workflow(id="child", input_schema=Value, output_schema=Value)
+        .then(work)
+        .then(done)
+        .commit()
+    )
+    workflow = (
+        create_workflow(id="each-child", input_schema=Items, output_schema=Items)
+        .map(lambda ctx: [{"value": item} for item in ctx.input_data["items"]])
+        .foreach(child)
+        .map(lambda ctx: {"items": [out["value"] for out in ctx.input_data]})
+        .commit()
+    )
+    with Runtime(store=None if where == "memory" else tmp_path / "runs.db") as rt:
+        run = rt.register(workflow).create_run()
+        run.start_async(input_data={"items": ["a", "b", "c"]})
+        events = list(run.watch(timeout=WAIT))
+    assert run.wait(WAIT).result == {"items": ["A!", "B!", "C!"]}
+    for path in ("child.work", "child.done"):
+        started = [e for e in events if e.type == "step_started" and e.path == path]
+        finished = [e for e in events if e.type == "step_finished" and e.path == path]
+        assert (len(started), len(finished)) == (3, 3), path
+
+
 def test_an_async_stream_yields_the_same_events(runtime: Runtime) -> None:
     wf = runtime.register(two_steps)
 
