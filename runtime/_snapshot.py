@@ -2134,16 +2134,8 @@ def run_events(
         iterations = step.get("iterations") or 0
         if seen == (step_status, attempts, iterations):
             continue
-        kinds: list[tuple[str, datetime]] = []
         started = _when(step.get("started_at")) or changed
-        if seen is None or (seen[0] != StepStatus.RUNNING and step_status == StepStatus.RUNNING):
-            kinds.append(("step_started", started))
-        elif seen[0] == StepStatus.RUNNING and iterations != seen[2]:
-            # A loop's next iteration, the one seen running having ended unseen.
-            kinds.append(("step_finished", started))
-            kinds.append(("step_started", started))
-        elif step_status == StepStatus.RUNNING and attempts != seen[1]:
-            kinds.append(("step_retrying", changed))
+        kinds = _step_kinds(seen, (step_status, attempts, iterations), started, changed)
         if step_status not in _STEP_GOING_ON:
             kinds.append(("step_finished", _when(step.get("ended_at")) or changed))
         result = StepResult.model_validate(step)
@@ -2177,6 +2169,36 @@ def run_events(
             )
         )
     return events
+
+
+def _step_kinds(
+    seen: tuple[str, int, int] | None,
+    now: tuple[str, int, int],
+    started: datetime,
+    changed: datetime,
+) -> list[tuple[str, datetime]]:
+    """What began since a step was last ``seen`` as it is ``now``: its start, or a retry.
+
+    Both are (status, attempts, loop iterations).
+    """
+    status, attempts, iterations = now
+    if seen is None or (seen[0] != StepStatus.RUNNING and status == StepStatus.RUNNING):
+        return [("step_started", started)]
+    if seen[0] == StepStatus.RUNNING and iterations != seen[2]:
+        # A loop's next iteration, the one seen running having ended unseen.
+        return [("step_finished", started), ("step_started", started)]
+    if status == StepStatus.RUNNING and attempts != seen[1]:
+        return [("step_retrying", changed)]
+    if (
+        seen[0] not in _STEP_GOING_ON
+        and status not in _STEP_GOING_ON
+        and status != StepStatus.CANCELED
+    ):
+        # Settled when last seen, and settled otherwise now: it ran again meanwhile, in
+        # snapshots unseen (a watcher in another process reads the newest only): a
+        # resume, a restart, a loop's next iteration.
+        return [("step_started", started)]
+    return []
 
 
 def _as_started(result: StepResult) -> StepResult:

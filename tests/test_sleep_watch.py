@@ -24,6 +24,7 @@ from runtime import (
     create_step,
     create_workflow,
 )
+from runtime._snapshot import decode, run_events
 from runtime.testing import Harness
 from tests._support import (
     N,
@@ -818,3 +819,56 @@ def test_waiting_until_is_right_for_a_moment_far_in_the_future(runtime: Runtime)
     waiting_until = status_of(wf, run.run_id).waiting_until
     assert run.cancel() is True
     assert waiting_until == moment
+
+
+@pytest.mark.parametrize("how", ["resume", "restart"])
+def test_a_step_that_ran_again_unseen_is_told_started_before_its_end(
+    runtime: Runtime, how: str
+) -> None:
+    # A watcher in another process reads a run's newest snapshot only: one that saw a
+    # step suspended (or failed) and next sees it ended never saw it running again,
+    # and told its end with no start.
+    failing = [True]
+
+    def ask(ctx: Any) -> N:
+        if how == "resume" and ctx.resume_data is None:
+            ctx.suspend({})
+        if how == "restart" and failing[0]:
+            failing[0] = False
+            raise ValueError("not yet")
+        return N(n=ctx.input_data.n + 1)
+
+    wf = runtime.register(
+        create_workflow(id="again", input_schema=N, output_schema=N)
+        .then(create_step(id="ask", input_schema=N, output_schema=N, execute=ask))
+        .commit()
+    )
+    run = wf.create_run()
+    first = run.start(input_data={"n": 1}, timeout=WAIT)
+    assert first.status == ("suspended" if how == "resume" else "failed")
+    before = decode_record(runtime, run.run_id)
+    if how == "resume":
+        run.resume(resume_data={}, timeout=WAIT)
+    else:
+        run.restart(timeout=WAIT)
+    after = decode_record(runtime, run.run_id)
+    seen = {
+        path: (step["status"], step.get("attempts", 1), step.get("iterations") or 0)
+        for path, step in before["steps"].items()
+    }
+
+    told = run_events(after, before["status"], seen)
+
+    assert [(e.type, e.path) for e in told if e.path] == [
+        ("step_started", "ask"),
+        ("step_finished", "ask"),
+    ]
+    started = next(e for e in told if e.type == "step_started")
+    assert started.step is not None and started.step.status == "running"
+    assert told[-1].status == RunStatus.SUCCESS
+
+
+def decode_record(runtime: Runtime, run_id: str) -> Any:
+    record = runtime.store.load(run_id)
+    assert record is not None
+    return decode(record.data, run_id)
