@@ -547,7 +547,7 @@ class DispatchedActor(pykka.Actor):
             self._stop()
 
     def on_undelivered(self, message: Any) -> None:
-        """A told message that this actor stopped before handling: nobody ever will.
+        """A told message that this actor stopped before handling, or failed on: nobody will.
 
         The default drops it. An actor whose messages carry a reply that a caller
         waits for overrides this to answer it. Called on whichever thread finds
@@ -619,6 +619,9 @@ class DispatchedActor(pykka.Actor):
                 self.on_fault(exc)
             else:
                 self._fail(*sys.exc_info())
+                # The message it failed on was never handled: whoever waits for its
+                # answer (a cancel's caller) is answered as for the mail left in the inbox.
+                _reply_dead(item, self)
             return
         if reply_to is not None:
             reply_to.set(response)

@@ -201,6 +201,9 @@ def test_an_exception_in_a_tell_handler_calls_on_failure_and_stops_the_actor(
     assert [(e["event"], e["log_level"]) for e in logs] == [("actor_crashed", "error")]
     assert actor.actor_stopped.wait(WAIT)
     assert actor.failures == [ValueError]
+    # The message it failed on is answered as undelivered, as mail left behind is: a
+    # sender waiting for an answer through it (a cancel's caller) is not left waiting.
+    assert actor.undelivered == [("boom", 2)]
     assert actor.stop_events == []  # on_failure, not on_stop
     assert not ref.is_alive()
     with pytest.raises(pykka.ActorDeadError):
