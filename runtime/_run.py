@@ -668,6 +668,7 @@ class Run(Generic[In, Out]):
         step: Step[Any, Any] | Workflow[Any, Any] | str | None = None,
         resume_data: BaseModel | Mapping[str, Any] | None = None,
         timeout: float | None = None,
+        for_each_index: int | None = None,
     ) -> RunStream:
         """Resume a suspended run and stream what follows (Mastra's ``resumeStream``).
 
@@ -678,6 +679,7 @@ class Run(Generic[In, Out]):
             step: As :meth:`resume_async`.
             resume_data: As :meth:`resume_async`.
             timeout: As :meth:`stream`.
+            for_each_index: As :meth:`resume_async`.
 
         Raises:
             As :meth:`resume_async`; nothing is streamed then.
@@ -692,7 +694,7 @@ class Run(Generic[In, Out]):
         watch._attach(self._host, wait=True)
         stream = RunStream(watch)
         try:
-            self.resume_async(step=step, resume_data=resume_data)
+            self.resume_async(step=step, resume_data=resume_data, for_each_index=for_each_index)
         except BaseException:
             stream.close()
             raise
@@ -704,10 +706,15 @@ class Run(Generic[In, Out]):
         step: Step[Any, Any] | Workflow[Any, Any] | str | None = None,
         resume_data: BaseModel | Mapping[str, Any] | None = None,
         timeout: float | None = None,
+        for_each_index: int | None = None,
     ) -> RunStream:
         """Await :meth:`resume_stream` without blocking the event loop."""
         return await self._host.call(
-            self.resume_stream, step=step, resume_data=resume_data, timeout=timeout
+            self.resume_stream,
+            step=step,
+            resume_data=resume_data,
+            timeout=timeout,
+            for_each_index=for_each_index,
         )
 
     def resume(

@@ -260,6 +260,35 @@ def test_a_write_that_does_not_fit_the_writer_schema_fails_the_step(runtime: Run
     assert "writer schema" in result.error.message
 
 
+def test_resume_stream_resumes_one_item_of_a_foreach_by_its_index(runtime: Runtime) -> None:
+    # resume() and resume_async() take for_each_index; their streaming twins did not.
+    def ask(ctx):  # type: ignore[no-untyped-def]
+        if ctx.resume_data is None:
+            ctx.suspend({"item": ctx.input_data.value})
+        return Value(value=ctx.input_data.value + ctx.resume_data["mark"])
+
+    wf = runtime.register(
+        create_workflow(id="each-asks", input_schema=Items, output_schema=Items)
+        .map(lambda ctx: [{"value": item} for item in ctx.input_data["items"]])
+        .foreach(create_step(id="ask", input_schema=Value, output_schema=Value, execute=ask))
+        .map(lambda ctx: {"items": [out["value"] for out in ctx.input_data]})
+        .commit()
+    )
+    run = wf.create_run()
+    assert run.start(input_data={"items": ["a", "b"]}, timeout=WAIT).status == "suspended"
+    first = list(run.resume_stream(step="ask", for_each_index=1, resume_data={"mark": "!"}))
+    assert first[-1].type == "run_finish" and first[-1].status == "suspended"
+    assert list(run.wait(WAIT).suspended) == ["ask[0]"]
+
+    async def last() -> list[Any]:
+        stream = await run.aresume_stream(step="ask", for_each_index=0, resume_data={"mark": "?"})
+        return [event async for event in stream]
+
+    second = asyncio.run(last())
+    assert second[-1].type == "run_finish" and second[-1].status == "success"
+    assert run.wait(WAIT).result == {"items": ["a?", "b!"]}
+
+
 def test_a_stream_ends_at_a_suspension_and_resume_stream_streams_what_follows(
     runtime: Runtime,
 ) -> None:
