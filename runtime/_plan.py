@@ -541,8 +541,12 @@ def compile_plan(
     flat: list[Node] = []
     for item in nodes:
         if isinstance(item, ExecutionPlan):
+            _check_nested_state(workflow_id, item, state_schema)
             flat.extend(_region(item, top))
         elif isinstance(item, ConstructSpec):
+            for _, member in item.members:
+                if isinstance(member, ExecutionPlan):
+                    _check_nested_state(workflow_id, member, state_schema)
             flat.extend(_construct(item, top, retry))
         else:
             flat.append(_resolved(item, retry))
@@ -561,8 +565,7 @@ def compile_plan(
             paths.add(path)
         for step_node in leaf_steps(node):
             by_id[step_node.path] = step_node.step
-            if node.scope.prefix == "":
-                _check_state_view(workflow_id, step_node.step, state_schema)
+            _check_state_view(workflow_id, step_node.step, state_schema)
     return ExecutionPlan(
         workflow_id=workflow_id,
         input_schema=input_schema,
@@ -593,6 +596,35 @@ def _check_state_view(
             f"workflow {workflow_id!r}: step {step.id!r} has a state_schema with keys "
             f"{unknown} that the workflow's state_schema {state_schema.__name__} lacks; a "
             "step's state schema covers part of the workflow's state"
+        )
+
+
+def _check_nested_state(
+    workflow_id: str, child: ExecutionPlan, state_schema: type[BaseModel] | None
+) -> None:
+    """A nested workflow's state schema must name only keys of its parent's.
+
+    A run has one state, its top workflow's: a nested workflow's steps read it as
+    that workflow's model (or their own), never as the nested one's, whose keys
+    must therefore be there.
+    """
+    own = child.state_schema
+    if own is None:
+        return
+    if state_schema is None:
+        raise WorkflowDefinitionError(
+            f"workflow {workflow_id!r}: the nested workflow {child.workflow_id!r} has a "
+            f"state_schema ({own.__name__}) and {workflow_id!r} has none; a run's state is "
+            f"its top workflow's, which the nested workflow's steps read, so give "
+            f"{workflow_id!r} a state_schema with the keys {sorted(own.model_fields)}"
+        )
+    unknown = sorted(set(own.model_fields) - set(state_schema.model_fields))
+    if unknown:
+        raise WorkflowDefinitionError(
+            f"workflow {workflow_id!r}: the nested workflow {child.workflow_id!r} has a "
+            f"state_schema ({own.__name__}) with keys {unknown} that the state_schema "
+            f"{state_schema.__name__} of {workflow_id!r} lacks; a run's state is its top "
+            "workflow's, which the nested workflow's steps read"
         )
 
 

@@ -224,6 +224,73 @@ def test_a_step_state_schema_with_keys_the_workflow_lacks_is_refused_at_commit()
         workflow.commit()
 
 
+@pytest.mark.parametrize("where", ["then", "parallel", "foreach"])
+def test_a_nested_workflow_whose_state_schema_the_parent_lacks_is_refused_at_commit(
+    where: str,
+) -> None:
+    # Its steps read the run's state as the top workflow's model: a key of its own
+    # schema that the top one lacks failed the run (AttributeError) once nested.
+    class Tally(BaseModel):
+        tally: int = 0
+
+    child = (
+        create_workflow(id="child", input_schema=Value, output_schema=Value, state_schema=Tally)
+        .then(
+            create_step(
+                id="count", input_schema=Value, output_schema=Value, execute=lambda c: c.input_data
+            )
+        )
+        .commit()
+    )
+
+    def nest(parent: Any) -> Any:
+        if where == "then":
+            return parent.then(child)
+        if where == "parallel":
+            return parent.parallel([child]).map(lambda ctx: ctx.input_data["child"])
+        return (
+            parent.map(lambda ctx: [ctx.input_data]).foreach(child).map(lambda c: c.input_data[0])
+        )
+
+    for parent_schema, named in ((Order, "'tally'"), (None, "has none")):
+        parent = create_workflow(
+            id="parent", input_schema=Value, output_schema=Value, state_schema=parent_schema
+        )
+        with pytest.raises(WorkflowDefinitionError, match=named):
+            nest(parent).commit()
+
+    class Wider(BaseModel):
+        tally: int = 0
+        more: str = ""
+
+    fits = create_workflow(id="parent", input_schema=Value, output_schema=Value, state_schema=Wider)
+    nest(fits).commit()
+
+
+def test_a_nested_step_whose_state_schema_the_top_workflow_lacks_is_refused_at_commit() -> None:
+    class Stranger(BaseModel):
+        other: int = 0
+
+    child = (
+        create_workflow(id="child", input_schema=Value, output_schema=Value)
+        .then(
+            create_step(
+                id="stranger",
+                input_schema=Value,
+                output_schema=Value,
+                state_schema=Stranger,
+                execute=lambda ctx: ctx.input_data,
+            )
+        )
+        .commit()
+    )
+    parent = create_workflow(
+        id="parent", input_schema=Value, output_schema=Value, state_schema=Order
+    ).then(child)
+    with pytest.raises(WorkflowDefinitionError, match="'other'"):
+        parent.commit()
+
+
 def test_partial_state_set_before_a_suspend_is_kept_through_the_resume(runtime: Runtime) -> None:
     def ask(ctx: Any) -> Value:
         if ctx.resume_data is None:
