@@ -937,9 +937,8 @@ class Run(Generic[In, Out]):
                 raise RunAlreadyStartedError(
                     f"run {self.run_id!r} was already started", run_id=self.run_id
                 )
-            host, plan = self._host, self._plan
+            host = self._host
             host.running()
-            path = target_path(plan, step, self.run_id)
             record = host.load(source_run_id)
             if record is None or record.workflow_id != self.workflow_id:
                 raise RunNotStartedError(
@@ -948,6 +947,10 @@ class Run(Generic[In, Out]):
                     run_id=source_run_id,
                 )
             source = decode(record.data, record.run_id)
+            # On the definition the source ran on, as a restart: on another, the steps
+            # before the target that the source never ran were skipped, unrecorded.
+            plan = self._going_on(source)
+            path = target_path(plan, step, self.run_id)
             if resource_id is None:
                 resource_id = self.resource_id or source.get("resource_id")
             else:

@@ -604,6 +604,9 @@ class Workflow(Generic[In, Out]):
                 ``input_data`` or ``resume_data`` does not fit, or there is no
                 input (none given, and the original never reached the step).
             RunAlreadyStartedError: if ``new_run_id`` is taken.
+            WorkflowVersionError: if run ``run_id`` started on a definition of this
+                workflow (a plan fingerprint) not registered on this runtime; the new
+                run goes on the one registered with its fingerprint otherwise.
             RuntimeStoppedError: if the runtime is not running.
         """
         check_run_id(run_id, lookup=True)

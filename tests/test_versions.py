@@ -191,6 +191,45 @@ def test_two_versions_at_once_old_runs_finish_on_v1_new_runs_use_v2(runtime: Run
     }
 
 
+def test_time_travel_from_a_run_of_another_registered_version_goes_on_that_version(
+    runtime: Runtime,
+) -> None:
+    # Time travel built the new run on the handle's definition: a step it has before
+    # the target that the original (on v1) never ran was skipped, unrecorded, in a run
+    # labelled v2.
+    v1 = runtime.register(approval(first, last, version="v1"))
+    original = v1.create_run()
+    assert original.start(input_data={"value": "x"}, timeout=WAIT).status == RunStatus.SUCCESS
+    v2 = runtime.register(approval(first, extra, last, version="v2"))
+    CALLS.clear()
+
+    again = v2.time_travel(original.run_id, step="last").wait(WAIT)
+
+    assert again.status == RunStatus.SUCCESS, again.error
+    assert (again.version, list(again.steps)) == ("v1", ["first", "last"])
+    assert CALLS == ["last"]
+
+
+def test_time_travel_from_a_run_whose_version_is_not_registered_is_refused(
+    runtimes: Runtimes, tmp_path: Path
+) -> None:
+    db = tmp_path / "runs.db"
+    before = runtimes.start(db)
+    original = before.register(approval(first, last, version="v1")).create_run()
+    assert original.start(input_data={"value": "x"}, timeout=WAIT).status == RunStatus.SUCCESS
+    before.stop()
+    CALLS.clear()
+
+    after = runtimes.start(db)
+    v2 = after.register(approval(first, extra, last, version="v2"))
+    with pytest.raises(WorkflowVersionError) as raised:
+        v2.time_travel(original.run_id, step="last", new_run_id="travelled")
+
+    assert raised.value.version == "v1"
+    assert CALLS == []
+    assert v2.get_workflow_run_execution_result("travelled") is None
+
+
 # --- a sleeping run across a restart ---------------------------------------------------------
 
 NAP = 0.5
