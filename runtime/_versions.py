@@ -16,7 +16,7 @@ from runtime._errors import WorkflowVersionError
 from runtime._plan import ExecutionPlan
 from runtime._snapshot import Snapshot
 
-__all__ = ["matching_plan", "version_error"]
+__all__ = ["matching_plan", "started_on", "version_error"]
 
 
 def matching_plan(
@@ -50,23 +50,27 @@ def _fits(snapshot: Snapshot, plan: ExecutionPlan) -> bool:
     )
 
 
+def started_on(snapshot: Snapshot) -> str:
+    """How a message names the definition a run started on: its version and fingerprint."""
+    version, fingerprint = snapshot.get("version"), snapshot.get("fingerprint")
+    if fingerprint is None:  # recorded before versions were: its steps no longer fit
+        return "a definition from before versions were recorded, with other steps"
+    if version is None:
+        return f"fingerprint {fingerprint}"
+    return f"version {version!r} (fingerprint {fingerprint})"
+
+
 def version_error(
     snapshot: Snapshot, versions: Mapping[str, ExecutionPlan]
 ) -> WorkflowVersionError:
     """The error for a run whose definition is not registered: it names what is."""
     version, fingerprint = snapshot.get("version"), snapshot.get("fingerprint")
-    if fingerprint is None:  # recorded before versions were: its steps no longer fit
-        run_label = "a definition from before versions were recorded, with other steps"
-    elif version is None:
-        run_label = f"fingerprint {fingerprint}"
-    else:
-        run_label = f"version {version!r} (fingerprint {fingerprint})"
     known = [plan.label for plan in versions.values()]
     registered = ", ".join(known) if known else "no definition"
     return WorkflowVersionError(
         f"run {snapshot['run_id']!r} of workflow {snapshot['workflow_id']!r} started on "
-        f"{run_label}, and this runtime has registered {registered}: the run is left as it "
-        "is; register the definition it started on beside the new one "
+        f"{started_on(snapshot)}, and this runtime has registered {registered}: the run is "
+        "left as it is; register the definition it started on beside the new one "
         "(runtime.register(old_workflow)) and try again",
         workflow_id=snapshot["workflow_id"],
         version=version,

@@ -53,6 +53,26 @@ FLOWS = textwrap.dedent(
     approval = create_workflow(id="approval", input_schema=Value, output_schema=Value)
     approval = approval.then(ask).commit()
 
+
+    class Verdict(BaseModel):
+        approved: bool
+
+
+    def _judge(ctx):
+        if ctx.resume_data is None:
+            ctx.suspend({})
+        return ctx.input_data
+
+
+    judge = create_step(
+        id="ask", input_schema=Value, output_schema=Value, resume_schema=Verdict, execute=_judge
+    )
+    pre = create_step(id="pre", input_schema=Value, output_schema=Value, execute=_judge)
+    approval_v2 = create_workflow(
+        id="approval", input_schema=Value, output_schema=Value, version="v2"
+    )
+    approval_v2 = approval_v2.then(pre).then(judge).commit()
+
     gate = threading.Event()
 
 
@@ -221,6 +241,25 @@ def test_runs_resume_checks_the_data_against_the_definition_and_leaves_the_run_s
 
     assert code == 2
     assert "resume_data" in err and "answer" in err
+    assert stored(db, module, "r1").status == "suspended"
+
+
+def test_runs_resume_refuses_a_definition_of_another_version_and_leaves_the_run_suspended(
+    db: str, flows: tuple[str, ModuleType], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The data fit that definition's step, whose resume schema is not the one the run's
+    # own definition checks it against: the resume was recorded, and the run failed.
+    name, module = flows
+    suspended_run(db, module)
+
+    code, _out, err = cli(
+        capsys,
+        "runs", "resume", "r1", "--db", db, "--data", '{"approved": true}',
+        "--definition", f"{name}:approval_v2",
+    )  # fmt: skip
+
+    assert code == 2
+    assert "started on fingerprint" in err and "version 'v2'" in err
     assert stored(db, module, "r1").status == "suspended"
 
 

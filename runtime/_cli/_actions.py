@@ -64,6 +64,7 @@ from runtime._run import _not_resumable, _resume_target
 from runtime._run_input import validated_resume_data
 from runtime._snapshot import canceled_record, decode, next_record, stand_in_record
 from runtime._stores.base import SharedStore, SnapshotRecord, SnapshotStore
+from runtime._versions import matching_plan, started_on
 
 __all__ = [
     "RefusedError",
@@ -226,6 +227,14 @@ def _resume(args: argparse.Namespace) -> tuple[str, str]:
                 raise UsageError(
                     f"run {run_id!r} is a run of workflow {record.workflow_id!r}, "
                     f"not of {workflow.id!r} ({args.definition})"
+                )
+            if matching_plan(snapshot, workflow.plan, {}) is None:
+                # Another version: its step's resume schema is not the one the run's
+                # definition checks the data against when it goes on.
+                raise UsageError(
+                    f"run {run_id!r} started on {started_on(snapshot)}, not on "
+                    f"{workflow.plan.label} ({args.definition}): its resume data is checked "
+                    "against the definition it started on; pass that one"
                 )
             definition = workflow.plan.by_id.get(path)
             if definition is None:
