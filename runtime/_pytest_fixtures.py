@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Generator, Iterator
+from typing import Any, Final
 
 import pytest
 
 from runtime._runtime import Runtime
 from runtime.testing import Harness
 
-__all__ = ["callboard_harness", "callboard_runtime"]
+__all__ = ["callboard_harness", "callboard_runtime", "pytest_runtest_makereport"]
+
+_FAILED: Final = pytest.StashKey[bool]()
+"""On a test's item: whether its setup or its call failed (told by the reports pytest makes)."""
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Note on the test's item that it failed, for ``callboard_harness`` closing after it.
+
+    pytest hands a fixture nothing of the test's failure; its report is made before
+    the fixtures are torn down.
+    """
+    report = yield
+    if report.failed and report.when in ("setup", "call"):
+        item.stash[_FAILED] = True
+    return report
 
 
 @pytest.fixture
@@ -24,6 +42,10 @@ def callboard_harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
     ``store="sqlite"`` is a SQLite file of the test's own, in its
     ``tmp_path``: a durable store that no other test (or session, or xdist
     worker) shares. A path names one file for every test that gives it.
+
+    As ``with Harness()`` does for a block that raised, the close says nothing
+    of an override or fault naming a step no workflow has when the test failed
+    already: its own failure is the one to read.
 
     Raises:
         pytest.UsageError: for a marker with positional arguments (options
@@ -40,10 +62,13 @@ def callboard_harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
             options.setdefault(name, value)
     if options.get("store") == "sqlite":
         options["store"] = request.getfixturevalue("tmp_path") / "runs.db"
-    with Harness(**options) as harness:
-        # What another Harness opened meanwhile names: pytest's frames would say nothing.
-        harness._opened_at = f"by the callboard_harness fixture of {request.node.nodeid}"
+    harness = Harness(**options).start()
+    # What another Harness opened meanwhile names: pytest's frames would say nothing.
+    harness._opened_at = f"by the callboard_harness fixture of {request.node.nodeid}"
+    try:
         yield harness
+    finally:
+        harness._close(check=not request.node.stash.get(_FAILED, False))
 
 
 @pytest.fixture

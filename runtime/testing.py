@@ -63,15 +63,20 @@ import itertools
 import math
 import os
 import random
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, Final, TypeVar, overload
+from typing import Any, Final, TypeVar, get_args, overload
 
+from actors import messages as _messages
 from runtime import _clock, _ids, _probes
+from runtime._plan import BranchNode, MapNode, SleepNode
 from runtime._runtime import Runtime
 from runtime._step import In, Out, Step, _Returned
 from runtime._step_context import StepContext
@@ -124,7 +129,11 @@ _SENDERS: Final[dict[str, str]] = {
     "SettledCommitted": "Store",
     "WatchRun": "Runtime",
     "ReadWaited": "Registry",
+    "UnwatchRun": "Runtime",
     "SubscribeRun": "Runtime",
+    "UnsubscribeRun": "Runtime",
+    "StepWrote": "StepActor",
+    "QueuesDue": "Timers",
     "RecordFailure": "Supervisor",
     "RunsClaimed": "Claimer",
     "SnapshotSeen": "StoreWatcher",
@@ -148,6 +157,24 @@ _RECEIVERS: Final[dict[str, str]] = {
     "RegistryActor": "Registry",
 }
 
+
+def _handled_by() -> dict[str, frozenset[str]]:
+    """Which actors handle each message, as the protocol's unions of what each accepts say."""
+    handled: dict[str, set[str]] = {}
+    for receiver, accepted in (
+        ("Supervisor", _messages.SupervisorMessage),
+        ("Registry", _messages.RegistryMessage),
+        ("RunActor", _messages.RunActorMessage),
+        ("StepActor", _messages.StepActorMessage),
+    ):
+        for kind in get_args(accepted):
+            handled.setdefault(kind.__name__, set()).add(receiver)
+    return {name: frozenset(receivers) for name, receivers in handled.items()}
+
+
+_HANDLED_BY: Final = _handled_by()
+"""Which actors handle each message type (``CancelRun``: the supervisor and a run actor)."""
+
 _active: Harness | None = None
 _active_lock = threading.Lock()
 
@@ -158,17 +185,26 @@ _STEP_MESSAGES: Final = frozenset(
 """The messages about one step (a call of its code, or the reply): a fault may name the step."""
 
 
-def _check_fault(method: str, at: str, occurrence: int, step: str | None = None) -> None:
+def _check_fault(
+    method: str, at: str, occurrence: int, step: str | None = None, *, crash: bool = False
+) -> None:
     """Refuse a fault that would never fire: a message type no actor handles, a bad count.
 
     A misspelt type (``"StepFinishd"``) was taken, and the test went on without
     its fault, passing for the wrong reason; so was a step given for a message
-    that names none (``TimerFired``).
+    that names none (``TimerFired``), and a ``crash`` (of a run actor) at a
+    message only other actors receive (``StartRun``, ``CallStep``).
     """
-    names = {*_SENDERS, "CancelRun"}
-    if at not in names:
+    if at not in _HANDLED_BY:
         raise ValueError(
-            f"{method}: no message {at!r}; the actors handle {', '.join(sorted(names))}"
+            f"{method}: no message {at!r}; the actors handle {', '.join(sorted(_HANDLED_BY))}"
+        )
+    if crash and "RunActor" not in _HANDLED_BY[at]:
+        theirs = sorted(name for name, by in _HANDLED_BY.items() if "RunActor" in by)
+        raise ValueError(
+            f"{method}: a run actor never receives a {at} (the "
+            f"{' and the '.join(sorted(_HANDLED_BY[at]))} handles it), so it could never "
+            f"crash at one; a run actor receives {', '.join(theirs)}"
         )
     if step is not None and at not in _STEP_MESSAGES:
         raise ValueError(
@@ -422,6 +458,23 @@ def copy_error(error: BaseException) -> BaseException:
     return fresh
 
 
+_Names = tuple[str | None, str | None]
+"""What names the step (or node) a message is about: its path and its id."""
+
+
+def _call_names(call: Any) -> tuple[str, str]:
+    """The path and the id of the step (or ``map``, ``branch``, ``sleep`` node) a call runs.
+
+    A node's id is its path inside its own workflow: a nested ``child.shape``'s is ``shape``.
+    """
+    path: str = call.path or call.step_id
+    step = getattr(call, "step", None)
+    if step is not None:
+        return path, step.id
+    prefix: str = call.prefix
+    return path, path[len(prefix) :] if prefix and path.startswith(prefix) else path
+
+
 @dataclass(slots=True)
 class _MessageFault:
     action: str  # "crash", "drop" or "delay"
@@ -433,14 +486,14 @@ class _MessageFault:
     seen: int = 0
     fired: bool = False
 
-    def hit(self, receiver: str, message: str, run_id: str | None, path: str | None) -> bool:
+    def hit(self, receiver: str, message: str, run_id: str | None, names: _Names) -> bool:
         if self.fired or message != self.at:
             return False
         if self.action == "crash" and receiver != "RunActor":
             return False
         if self.run_id is not None and run_id != self.run_id:
             return False
-        if self.step is not None and path != self.step:
+        if self.step is not None and self.step not in names:  # its path, or its id
             return False
         self.seen += 1
         if self.seen == self.occurrence:
@@ -456,8 +509,8 @@ class _Counters:
     lock: threading.Lock = field(default_factory=threading.Lock)
     # Calls handed to the step pool whose reply the run actor has not received yet,
     # by (run actor, token): a call counts from the hand-over until its reply is handled.
-    # With each, the path of the code it calls: a reply names the step only by its id.
-    calls: dict[tuple[str, int], tuple[Any, str]] = field(default_factory=dict)
+    # With each, the path and id of the code it calls: a reply names the step by its id alone.
+    calls: dict[tuple[str, int], tuple[Any, str, str]] = field(default_factory=dict)
     submitted: int = 0  # calls handed to the step pool, ever
     parked: int = 0  # steps waiting on their abort signal alone
     handled: int = 0  # messages handled by any actor
@@ -470,9 +523,12 @@ class Harness:
     """A runtime wired for one test; a context manager, sync (``with``) and async.
 
     Args:
-        store: ``"memory"`` (the default), a SQLite path, a ``postgresql://``
-            URL or a store object, as for :class:`~runtime.Runtime`. Only a
-            durable store survives :meth:`crash_and_recover`.
+        store: ``"memory"`` (the default); ``"sqlite"``, a SQLite file of the
+            harness's own in a temporary directory, removed when it closes (as
+            the pytest marker's ``store="sqlite"``); or a SQLite path, a
+            ``postgresql://`` URL or a store object, as for
+            :class:`~runtime.Runtime`. Only a durable store survives
+            :meth:`crash_and_recover`.
         time_skipping: Jump the virtual clock to the next timer whenever no
             step is executing; ``False`` moves it only on
             :meth:`VirtualClock.advance`.
@@ -514,6 +570,8 @@ class Harness:
         if not isinstance(time_skipping, bool):
             raise TypeError(f"time_skipping must be True or False, got {time_skipping!r}")
         self.store = store
+        self._store_given = store  # "sqlite" is a new file each time the harness opens
+        self._temporary: str | None = None  # the directory of that file, while open
         self.time_skipping = time_skipping
         self.seed = seed
         self.stop_timeout = stop_timeout
@@ -526,6 +584,10 @@ class Harness:
         self._step_faults: list[_StepFault] = []
         self._message_faults: list[_MessageFault] = []
         self._counters = _Counters()
+        # Messages a delay holds back, by id() once handed over again, until their actor
+        # takes them: each with the names it came with and the first fault left to apply.
+        self._held: dict[int, tuple[Any, _Names, int]] = {}
+        self._held_lock = threading.Lock()
         self._killed: set[threading.Thread] = set()
         self._forget_waker: Callable[[], None] | None = None
         self._skipper: threading.Thread | None = None
@@ -560,6 +622,11 @@ class Harness:
             _probes.parked = self._parked
             if self.seed is not None:
                 _seed_ids(self.seed)
+            if isinstance(self._store_given, str) and self._store_given == "sqlite":
+                # A keyword, as "memory" is, not a path: a file named ./sqlite was made in
+                # the working directory, and shared by every harness that gave it.
+                self._temporary = tempfile.mkdtemp(prefix="callboard-harness-")
+                self.store = Path(self._temporary) / "runs.db"
             self._runtime = self._start_runtime()
             self.clock._walker = self._walk_to
             if self.time_skipping:
@@ -572,6 +639,7 @@ class Harness:
             self._closed = False
         except BaseException:
             self._uninstall()
+            self._remove_temporary()
             raise
         return self
 
@@ -600,6 +668,7 @@ class Harness:
         finally:
             self._uninstall()
         left = _wait_for_no_threads(5.0, self._others)
+        self._remove_temporary()
         if left:
             raise AssertionError(
                 f"threads of callboard left after the harness closed: {[t.name for t in left]}"
@@ -612,7 +681,9 @@ class Harness:
 
         None when the clock no longer moves (no time skipping) and nothing runs: what
         is left waits on timers (a sleep, a retry's back-off) that can never fire, and
-        the whole ``stop_timeout`` was spent for nothing at every such close.
+        the whole ``stop_timeout`` was spent for nothing at every such close. A hook
+        under way runs: a run whose ``on_start`` was still being called failed at a
+        stop that gave it nothing.
         """
         if self.time_skipping or not runtime.is_running:
             return self.stop_timeout
@@ -620,22 +691,23 @@ class Harness:
             system = _system_of(runtime)
         except RuntimeError:
             return self.stop_timeout
-        if self._steps_executing() or self._actors_busy(system):
+        if self._steps_executing() or self._actors_busy(system) or _hooks_under_way(system):
             return self.stop_timeout
         return 0.0
 
     def _unknown_steps(self) -> str:
         """What to say of the overrides and faults naming no step of a registered workflow."""
         runtime = self._runtime
-        named = [
-            *self._overrides,
-            *(fault.step for fault in self._step_faults),
-            *(fault.step for fault in self._message_faults if fault.step is not None),
-        ]
-        if runtime is None or not named:
+        # What runs a step's body names a step; a message fault may name a node too.
+        bodies = [*self._overrides, *(fault.step for fault in self._step_faults)]
+        messages = [fault.step for fault in self._message_faults if fault.step is not None]
+        if runtime is None or not (bodies or messages):
             return ""
-        known, nested = _names_of(runtime)
-        unknown = sorted({name for name in named if name not in known})
+        known, nodes, nested = _names_of(runtime)
+        unknown = sorted(
+            {name for name in bodies if name not in known}
+            | {name for name in messages if name not in known | nodes}
+        )
         if not unknown:
             return ""
         workflows = [name for name in unknown if name in nested]
@@ -645,9 +717,16 @@ class Harness:
             if workflows
             else ""
         )
+        also = (
+            f", and the nodes a message fault may name (map, branch, computed sleep) are "
+            f"{sorted(nodes)}"
+            if nodes
+            else ""
+        )
         return (
             f"the harness was told of steps no registered workflow has: {unknown} (its "
-            f"overrides and faults for them never applied){told}; the steps are {sorted(known)}"
+            f"overrides and faults for them never applied){told}; the steps are "
+            f"{sorted(known)}{also}"
         )
 
     def _step_named(self, step: Step[Any, Any] | str) -> str:
@@ -655,13 +734,20 @@ class Harness:
         name = _step_id(step)
         runtime = self._runtime
         if runtime is not None and isinstance(step, str):
-            known, nested = _names_of(runtime)
-            if name in nested and name not in known:
+            known, nodes, nested = _names_of(runtime)
+            if name in nested and name not in known | nodes:
                 raise TypeError(
                     f"{name!r} names a nested workflow, not a step: name its steps by their "
                     f"paths ('{name}.<step id>')"
                 )
         return name
+
+    def _remove_temporary(self) -> None:
+        """Remove the file of ``store="sqlite"`` (its directory, with SQLite's side files)."""
+        directory, self._temporary = self._temporary, None
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+            self.store = self._store_given
 
     def _uninstall(self) -> None:
         global _active  # noqa: PLW0603
@@ -881,22 +967,23 @@ class Harness:
         run actor. Happens once.
 
         Args:
-            at: The message type that crashes it: ``"StepFinished"`` (a step's
-                reply), ``"SnapshotCommitted"``, ``"TimerFired"`` (a retry's
-                back-off ending; a sleep's end wakes the run through the
-                supervisor instead), ``"CancelRun"``.
+            at: The message type that crashes it, one a run actor receives:
+                ``"StepFinished"`` (a step's reply), ``"SnapshotCommitted"``,
+                ``"TimerFired"`` (a retry's back-off ending; a sleep's end wakes
+                the run through the supervisor instead), ``"CancelRun"``,
+                ``"AbortRun"``, ``"StartHookCalled"``.
             run_id: Only this run; the first that matches when omitted.
             step: Only a message about this step (path or id).
             occurrence: Crash on the n-th matching message.
 
         Raises:
-            ValueError: if ``at`` is no message an actor handles, ``step`` is given
-                for a message that names none, or ``occurrence`` is not from 1.
+            ValueError: if ``at`` is no message a run actor receives, ``step`` is
+                given for a message that names none, or ``occurrence`` is not from 1.
             RuntimeError: if the harness has been closed.
         """
         self._refuse_when_closed("crash_run")
         path = None if step is None else self._step_named(step)
-        _check_fault("crash_run", at, occurrence, path)
+        _check_fault("crash_run", at, occurrence, path, crash=True)
         self._message_faults.append(_MessageFault("crash", at, run_id, path, occurrence))
 
     def drop_message(
@@ -1036,34 +1123,67 @@ class Harness:
         counters = self._counters
         with counters.lock:
             counters.handled += 1
+        with self._held_lock:  # a message a fault held back, handed over now: as it first came
+            held = self._held.pop(id(message), None)
         name = kind.__name__
         receiver = _RECEIVERS.get(type(actor).__name__, type(actor).__name__)
         run_id = _run_of(message) or _run_of(actor)
-        path = getattr(message, "path", None) or getattr(message, "step_id", None)
-        if name == "StepFinished":  # it names its step by id: its call's path is the one
-            with counters.lock:
-                called = counters.calls.get((actor.actor_urn, message.token))
+        if held is not None:
+            names, first = held[1], held[2]
+        else:
+            names, first = self._names_in(actor, message), 0
+        try:
+            handled = self._apply_faults(actor, message, (receiver, name, run_id, names), first)
+        except InjectedCrashError:
+            self._record(receiver, name, run_id, names[0])  # received, and crashed on
+            raise
+        finally:
+            if name == "StepFinished":
+                self._replied(actor, message)  # after a delay's timer is set
+        if handled:  # not one lost, nor one held back: that is traced once it is handed over
+            self._record(receiver, name, run_id, names[0])
+        return handled
+
+    def _names_in(self, actor: Any, message: Any) -> _Names:
+        """The path and id of the step a message is about (``None`` for what names none)."""
+        if isinstance(message, _messages.StepFinished):
+            # It names its step by id (a node by path): its call's names are the ones.
+            with self._counters.lock:
+                called = self._counters.calls.get((actor.actor_urn, message.token))
             if called is not None:
-                path = called[1]
+                return called[1], called[2]
+            return message.step_id, message.step_id
+        if isinstance(message, _messages.Call):
+            return _call_names(message)
+        return getattr(message, "path", None) or getattr(message, "step_id", None), None
+
+    def _record(self, receiver: str, name: str, run_id: str | None, path: str | None) -> None:
         if name == "CancelRun":
             sender = "Supervisor" if receiver == "RunActor" else "Runtime"
         else:
             sender = _SENDERS.get(name, "?")
         self.trace._record(sender, receiver, name, run_id, path)
-        try:
-            return self._apply_faults(actor, message, (receiver, name, run_id, path))
-        finally:
-            if name == "StepFinished":
-                self._replied(actor, message)  # after a delay's timer is set
 
     def _apply_faults(
-        self, actor: Any, message: Any, about: tuple[str, str, str | None, str | None]
+        self,
+        actor: Any,
+        message: Any,
+        about: tuple[str, str, str | None, _Names],
+        first: int = 0,
     ) -> bool:
-        receiver, name, run_id, path = about
-        for fault in self._message_faults:
-            if not fault.hit(receiver, name, run_id, path):
+        """Whether the actor handles the message now, once the faults from ``first`` on apply.
+
+        A message held back comes again with ``first`` past the fault that held it: the
+        faults before that one have counted it already.
+        """
+        receiver, name, run_id, names = about
+        faults = self._message_faults
+        for index in range(first, len(faults)):
+            fault = faults[index]
+            if not fault.hit(receiver, name, run_id, names):
                 continue
             if fault.action == "crash":
+                path = names[0]
                 raise InjectedCrashError(
                     f"injected by the test harness: run actor crashed at {name}"
                     + (f" of step {path!r}" if path else "")
@@ -1076,23 +1196,34 @@ class Harness:
                 with counters.lock:
                     called = counters.calls.pop((message.reply_to.actor_urn, message.token), None)
             if fault.action == "delay":
-                self._deliver_later(actor, message, fault.seconds, called)
+                self._deliver_later(actor, message, fault.seconds, called, (names, index + 1))
             return False
         return True
 
     def _deliver_later(
-        self, actor: Any, message: Any, seconds: float, called: tuple[Any, str] | None
+        self,
+        actor: Any,
+        message: Any,
+        seconds: float,
+        called: tuple[Any, str, str] | None,
+        held: tuple[_Names, int],
     ) -> None:
+        """Hand ``message`` to ``actor`` in ``seconds``, as it came (see :meth:`_observe`)."""
         ref = actor.actor_ref
         counters = self._counters
+        key = id(message)
 
         def deliver() -> None:
             if called is not None:  # on its way to execute again
                 with counters.lock:
                     counters.calls[(message.reply_to.actor_urn, message.token)] = called
+            with self._held_lock:  # kept (the message with it) until its actor takes it
+                self._held[key] = (message, *held)
             try:
                 ref.tell(message)
             except Exception:  # the actor has stopped since: lost
+                with self._held_lock:
+                    self._held.pop(key, None)
                 if called is not None:
                     with counters.lock:
                         counters.calls.pop((message.reply_to.actor_urn, message.token), None)
@@ -1133,7 +1264,7 @@ class Harness:
             reply_to = call.reply_to
             key = (reply_to.actor_urn, call.token)
             with counters.lock:
-                counters.calls[key] = (reply_to, call.path or call.step_id)
+                counters.calls[key] = (reply_to, *_call_names(call))
                 counters.submitted += 1
             try:
                 submit(call)
@@ -1156,7 +1287,7 @@ class Harness:
         with counters.lock:
             calls = counters.calls
             # A reply to a run actor that has stopped is never received: forget the call.
-            for key in [key for key, (ref, _) in calls.items() if not ref.is_alive()]:
+            for key in [key for key, (ref, *_) in calls.items() if not ref.is_alive()]:
                 del calls[key]
             return len(calls) - counters.parked > 0
 
@@ -1242,8 +1373,16 @@ class Harness:
     def _walk_to(self, target: float) -> None:
         """``clock.advance``: to ``target`` through each deadline before it, each handled."""
         clock = self.clock
+        if target <= clock.now():
+            return  # advance(0): nothing moves
         stuck = False  # a step made no progress for WALK_PATIENCE: wait for it no more
-        while clock.now() < target:
+        # On until the next deadline lies past the target, not until the clock reaches
+        # it: a timer due at the target itself is handled too (advance(20) through two
+        # sleeps of 10 seconds left the run at its second, the clock at 20).
+        # The deadline found past due, and since when (real time): one that stays so, with
+        # the runtime quiet, is not being handled (leave it be rather than look for ever).
+        overdue: tuple[float, float] | None = None
+        while True:
             found = self._once_quiet(patient=not stuck)
             if found is None:
                 break  # no runtime to walk with (stopped, crashed)
@@ -1253,9 +1392,16 @@ class Harness:
                 break
             if due > clock.now():
                 clock._jump_to(due)
-            elif stuck:
+                overdue = None
+            elif stuck or (
+                overdue is not None
+                and overdue[0] == due
+                and time.monotonic() - overdue[1] > WALK_PATIENCE
+            ):
                 break  # due already, and what would handle it does not: leave it be
             else:
+                if overdue is None or overdue[0] != due:
+                    overdue = (due, time.monotonic())
                 time.sleep(SKIP_POLL)  # due already: the timer thread is firing it
         clock._jump_to(target)
 
@@ -1353,8 +1499,9 @@ class Harness:
 # its threads (Dispatcher._ready, Dispatcher._threads, whose loop is Dispatcher._work),
 # a claimer's next wake-up (Claimer._wake_at), the runtime's scheduler (Runtime._scheduler),
 # pykka's loop of a threaded actor (Actor._actor_loop_running, where a registry waits for mail),
-# a store's writer (SQLiteStore._writer, PostgresStore._writer) and a PostgreSQL store's URL
-# (PostgresStore._url, to open the store again after a crash).
+# a store's writer (SQLiteStore._writer, PostgresStore._writer), a PostgreSQL store's URL
+# (PostgresStore._url, to open the store again after a crash) and the hooks handed to the
+# hook threads (HookRunner._pending, with its HookRunner._lock).
 # tests/test_testing.py names them all.
 
 
@@ -1422,6 +1569,12 @@ def _helpers_idle(runtime: Runtime, system: Any) -> bool:
     return scheduler is None or scheduler.idle()
 
 
+def _hooks_under_way(system: Any) -> bool:
+    """Whether a workflow's hook (``on_start``, ``on_finish``, ``on_error``) is called or due."""
+    with system.hooks._lock:
+        return bool(system.hooks._pending)
+
+
 def _scheduler_due(runtime: Runtime) -> float | None:
     scheduler = runtime._scheduler
     return None if scheduler is None else scheduler.next_due
@@ -1462,18 +1615,29 @@ def _run_of(source: Any) -> str | None:
     return run_id if isinstance(run_id, str) else None
 
 
-def _names_of(runtime: Runtime) -> tuple[set[str], set[str]]:
-    """The steps' paths and ids, and the nested workflows', of every registered workflow."""
+def _names_of(runtime: Runtime) -> tuple[set[str], set[str], set[str]]:
+    """The paths and ids of every registered workflow's steps, nodes and nested workflows.
+
+    The nodes are those whose code is called, not a step's: a ``map``, a ``branch``
+    (its conditions) and a ``sleep`` of computed length. A message fault may name
+    one (``CallMap``, and its reply); an override or a step fault may not.
+    """
     steps: set[str] = set()
+    nodes: set[str] = set()
     nested: set[str] = set()
     for versions in runtime._registered_versions().values():
         for plan in versions.values():
             steps.update(plan.by_id)  # paths
             steps.update(step.id for step in plan.by_id.values())
+            for node in plan.nodes:
+                if isinstance(node, MapNode | BranchNode) or (
+                    isinstance(node, SleepNode) and (callable(node.seconds) or callable(node.until))
+                ):
+                    nodes.update((node.path, node.path[len(node.scope.prefix) :]))
             for path in plan.output_schemas:
                 if path not in plan.by_id:
                     nested.update((path, path.rsplit(".", 1)[-1]))
-    return steps, nested
+    return steps, nodes - steps, nested
 
 
 def _step_id(step: Step[Any, Any] | str) -> str:

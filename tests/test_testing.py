@@ -8,6 +8,7 @@ import math
 import re
 import threading
 import time
+import typing
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -237,6 +238,25 @@ def test_advance_walks_through_each_timer_the_runs_set_on_the_way() -> None:
 
         assert run.wait(timeout=BLOCK_LIMIT).status == "success"
         assert harness.clock.now() == pytest.approx(began + 17)
+
+
+def test_advance_handles_a_timer_due_at_the_target_itself() -> None:
+    # The walk stopped once the clock reached the target: the second sleep, due at it
+    # exactly, was not waited for, and the run read just after was still asleep.
+    workflow = (
+        create_workflow(id="twice", input_schema=N, output_schema=N)
+        .sleep(10)
+        .sleep(10)
+        .then(_step("a"))
+        .commit()
+    )
+    with Harness(time_skipping=False) as harness:
+        bound, run = _asleep(harness, workflow)
+        began = harness.clock.now()
+        harness.clock.advance(20)
+        result = bound.get_workflow_run_execution_result(run.run_id)  # at once, no wait
+        assert result.status == "success" and list(result.steps) == ["sleep-1", "sleep-2", "a"]
+        assert harness.clock.now() == began + 20
 
 
 def test_advance_does_not_wait_for_ever_on_a_step_the_test_holds() -> None:
@@ -603,6 +623,40 @@ def test_the_trace_keeps_other_runs_apart() -> None:
     assert len(both.of(first.run_id)) + len(both.of(second.run_id)) <= len(both)
 
 
+def test_a_held_back_reply_is_traced_once_where_it_was_handled_by_its_path() -> None:
+    # It was traced when held back, and again when handled, then by the step's id: the
+    # trace showed a's reply before b's, and "StepFinished:child.a" came never after b's.
+    child = (
+        create_workflow(id="child", input_schema=N, output_schema=N)
+        .parallel([_step("a"), _step("b")])
+        .map(lambda ctx: {"n": 0})
+        .commit()
+    )
+    workflow = create_workflow(id="pair", input_schema=N, output_schema=N).then(child)
+    with Harness() as harness:
+        harness.delay_message("StepFinished", 60, step="child.a")
+        result = harness.register(workflow.commit()).create_run().start(input_data={"n": 0})
+        trace = harness.trace.of(result.run_id)
+
+    assert result.status == "success"
+    replies = [event.step_path for event in trace if event.message == "StepFinished"]
+    assert replies == ["child.b", "child.a", "child.map-2"]
+    trace.expect_in_order("RunActor<-StepFinished:child.b", "RunActor<-StepFinished:child.a")
+
+
+def test_a_dropped_message_is_not_traced_as_handled() -> None:
+    guarded = _step("guarded", timeout=60)
+    workflow = create_workflow(id="lossy", input_schema=N, output_schema=N).then(guarded)
+    with Harness() as harness:
+        harness.drop_message("StepFinished", step="guarded")
+        result = harness.register(workflow.commit()).create_run().start(input_data={"n": 0})
+        trace = harness.trace.of(result.run_id)
+
+    assert result.status == "failed"  # its reply lost, its timeout failed it
+    assert [e.step_path for e in trace if e.message == "CallStep"] == ["guarded"]
+    assert [e.step_path for e in trace if e.message == "StepFinished"] == []
+
+
 # --- faults -----------------------------------------------------------------------------
 
 
@@ -802,9 +856,84 @@ def test_a_fault_names_a_nested_step_by_its_path_in_its_reply_too() -> None:
     assert fine.status == "success"
 
 
+@pytest.mark.parametrize("fault", ["crash", "drop", "delay"])
+@pytest.mark.parametrize("by", ["step", "id"])
+def test_a_message_fault_names_a_nested_step_by_its_id_too(fault: str, by: str) -> None:
+    # Only the path matched: a fault naming child.lookup by its id (or the step itself)
+    # never fired, and the test passed without it.
+    lookup = _step("lookup", timeout=60)
+    child = create_workflow(id="child", input_schema=N, output_schema=N).then(lookup)
+    nested = create_workflow(id="nested", input_schema=N, output_schema=N)
+    workflow = nested.then(child.commit()).commit()
+    name: Any = lookup if by == "step" else "lookup"
+    with Harness() as harness:
+        bound = harness.register(workflow)
+        if fault == "crash":
+            harness.crash_run(at="StepFinished", step=name)
+        elif fault == "drop":
+            harness.drop_message("CallStep", step=name)
+        else:
+            harness.delay_message("StepFinished", 3600, step=name)
+        began = harness.clock.now()
+        result = bound.create_run().start(input_data={"n": 0}, timeout=BLOCK_LIMIT)
+        took = harness.clock.now() - began
+
+    if fault == "crash":
+        assert result.status == "failed" and "InjectedCrashError" in str(result.error)
+    elif fault == "drop":  # the call never came: its timeout failed it
+        assert result.status == "failed"
+        assert result.error is not None and result.error.name == "StepTimeoutError"
+    else:  # the reply came an hour late: past its timeout
+        assert took >= 60 and result.status == "failed"
+
+
 def test_a_fault_on_a_message_that_names_no_step_cannot_be_given_one() -> None:
     with Harness() as harness, pytest.raises(ValueError, match="a TimerFired names no step"):
         harness.crash_run(at="TimerFired", step="a")
+
+
+@pytest.mark.parametrize(
+    ("at", "step", "receiver"),
+    [
+        ("StartRun", None, "Supervisor"),
+        ("CallStep", "a", "StepActor"),
+        ("WakeRun", None, "Supervisor"),
+        ("RunEnded", None, "Supervisor"),
+        ("WatchRun", None, "Registry"),
+    ],
+)
+def test_a_crash_at_a_message_no_run_actor_receives_is_refused(
+    at: str, step: str | None, receiver: str
+) -> None:
+    # Taken: a run actor never receives one, so the crash never came and the test passed.
+    with Harness() as harness:
+        harness.register(_three_steps())
+        with pytest.raises(ValueError, match=f"a run actor never receives a {at} .*{receiver}"):
+            harness.crash_run(at=at, step=step)
+
+
+def test_every_message_of_the_protocol_may_be_faulted_and_is_traced_from_its_sender() -> None:
+    # UnwatchRun, UnsubscribeRun and StepWrote (the registry's) were refused as no
+    # message at all, and traced from "?".
+    from actors import messages
+    from runtime import testing
+
+    protocol = {
+        kind.__name__
+        for union in (
+            messages.SupervisorMessage,
+            messages.RegistryMessage,
+            messages.RunActorMessage,
+            messages.StepActorMessage,
+        )
+        for kind in typing.get_args(union)
+    }
+    assert protocol - {"CancelRun"} <= set(testing._SENDERS)  # CancelRun: told by receiver
+    with Harness() as harness:
+        for name in sorted(protocol):
+            harness.drop_message(name, occurrence=10**9)  # taken: never reached
+        for name in ("StepFinished", "SnapshotCommitted", "TimerFired", "StartHookCalled"):
+            harness.crash_run(at=name, occurrence=10**9)
 
 
 def test_sleeping_runs_wake_in_the_order_of_their_wake_times() -> None:
@@ -997,6 +1126,52 @@ def test_a_harness_closing_names_an_override_or_fault_for_a_step_no_workflow_has
         with pytest.raises(AssertionError, match=r"no registered workflow has: \[") as said:
             harness.close()
     assert "'a', 'b', 'c'" in str(said.value)  # the steps it does know
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda h: h.delay_message("CallMap", 3600, step="shape"),
+        lambda h: h.delay_message("StepFinished", 3600, step="child.shape"),
+        lambda h: h.delay_message("CallConditions", 3600, step="branch-4"),
+        lambda h: h.delay_message("CallSleepLength", 3600, step="child.nap"),
+    ],
+)
+def test_a_message_fault_may_name_a_map_branch_or_computed_sleep_node(make: Any) -> None:
+    # Fired, by the node's path or id, and then the close said no workflow had it.
+    child = (
+        create_workflow(id="child", input_schema=N, output_schema=N)
+        .then(_step("a"))
+        .map(lambda ctx: {"n": 5}, id="shape")
+        .sleep(lambda ctx: 1, id="nap")
+        .branch([(lambda ctx: True, _step("b"))])
+        .map(lambda ctx: ctx.get_step_result("child.b"))
+        .commit()
+    )
+    workflow = create_workflow(id="nodes", input_schema=N, output_schema=N).then(child)
+    with Harness() as harness:
+        bound = harness.register(workflow.commit())
+        make(harness)
+        began = harness.clock.now()
+        result = bound.create_run().start(input_data={"n": 0}, timeout=BLOCK_LIMIT)
+        assert result.status == "success" and harness.clock.now() - began >= 3600  # it fired
+
+
+def test_an_override_or_step_fault_naming_a_node_is_named_at_close() -> None:
+    workflow = (
+        create_workflow(id="mapped", input_schema=N, output_schema=N)
+        .then(_step("a"))
+        .map(lambda ctx: {"n": 5}, id="shape")
+        .commit()
+    )
+    harness = Harness().start()
+    try:
+        harness.register(workflow)
+        harness.override("shape", _inc)  # a map's function is no step's body
+    finally:
+        with pytest.raises(AssertionError, match=r"has: \['shape'\]") as said:
+            harness.close()
+    assert "may name (map, branch, computed sleep) are ['shape']" in str(said.value)
 
 
 def _nesting() -> Any:
@@ -1250,6 +1425,42 @@ def test_the_pytest_plugin_gives_fixtures_once_turned_on(pytester: pytest.Pytest
     on.stdout.fnmatch_lines(["*takes options by name*"])  # a positional one was dropped
 
 
+def test_the_fixture_says_nothing_of_a_misspelt_step_when_the_test_failed_already(
+    pytester: pytest.Pytester,
+) -> None:
+    # pytest hands a fixture nothing of the test's failure: the close named the step too,
+    # and one failing test read "1 failed, 1 error".
+    pytester.makepyfile(
+        test_typo="""
+        from pydantic import BaseModel
+        from runtime import create_step, create_workflow
+
+        class N(BaseModel):
+            n: int
+
+        charge = create_step(id="charge", input_schema=N, output_schema=N,
+                             execute=lambda ctx: N(n=ctx.input_data.n + 1))
+        flow = create_workflow(id="flow", input_schema=N, output_schema=N).then(charge).commit()
+
+        def test_fails_with_a_typo(callboard_harness):
+            callboard_harness.fail_step("chrage", ConnectionError)
+            result = callboard_harness.register(flow).create_run().start(input_data={"n": 1})
+            assert result.status == "failed"
+
+        def test_passes_with_a_typo(callboard_harness):
+            callboard_harness.fail_step("chrage", ConnectionError)
+            callboard_harness.register(flow).create_run().start(input_data={"n": 1})
+        """
+    )
+    ran = pytester.runpytest_inprocess(
+        "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--callboard"
+    )
+
+    ran.assert_outcomes(failed=1, passed=1, errors=1)  # the error: the passing test's close
+    ran.stdout.fnmatch_lines(["ERROR test_typo.py::test_passes_with_a_typo - AssertionError*"])
+    ran.stdout.no_fnmatch_line("ERROR test_typo.py::test_fails_with_a_typo*")
+
+
 def test_time_skipping_goes_on_after_crash_and_recover(tmp_path: Path) -> None:
     entered = threading.Event()
     gate = threading.Event()
@@ -1311,3 +1522,43 @@ def test_closing_with_runs_only_asleep_on_a_clock_that_stands_still_waits_for_no
         threading.Timer(0.2, release.set).start()
 
     assert given == [0.0, 30.0]
+
+
+def test_closing_while_an_on_start_hook_runs_gives_it_the_stop_timeout() -> None:
+    # Without time skipping the close gave runs no time when no step executed: a run whose
+    # on_start was still being called failed with RuntimeStoppedError.
+    entered, release = threading.Event(), threading.Event()
+
+    def on_start(_outcome: Any) -> None:
+        entered.set()
+        release.wait(BLOCK_LIMIT)
+
+    hooked = create_workflow(id="hooked", input_schema=N, output_schema=N, on_start=on_start).then(
+        _step("a")
+    )
+    with Harness(time_skipping=False, stop_timeout=BLOCK_LIMIT) as harness:
+        bound = harness.register(hooked.commit())
+        run = bound.create_run()
+        run.start_async(input_data={"n": 0})
+        assert entered.wait(BLOCK_LIMIT)
+        threading.Timer(0.2, release.set).start()
+    result = bound.get_workflow_run_execution_result(run.run_id)
+    assert result.status == "success" and list(result.steps) == ["a"]
+
+
+def test_store_sqlite_is_a_file_of_the_harness_own_removed_when_it_closes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It made a file named ./sqlite in the working directory, which every harness that
+    # gave it shared; the pytest marker's store="sqlite" is a file of the test's own.
+    monkeypatch.chdir(tmp_path)
+    workflow = create_workflow(id="napping", input_schema=N, output_schema=N).sleep(60)
+    with Harness(store="sqlite", time_skipping=False) as harness:
+        path = harness.runtime.store.path
+        assert path.exists() and path.name == "runs.db" and tmp_path not in path.parents
+        _asleep(harness, workflow.then(_step("a")).commit())
+        harness.crash_and_recover()  # durable: the new runtime finds the run there
+        assert harness.runtime.store.path == path
+    assert not path.exists() and not path.parent.exists()
+    assert list(tmp_path.iterdir()) == []
+    assert harness.store == "sqlite"
