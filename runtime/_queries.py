@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import weakref
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from runtime._errors import SnapshotFormatError, StoreError
 from runtime._ids import check_lookup_name, check_resource_id, check_run_id
@@ -140,6 +141,24 @@ class RunReader:
                 f"RunReader takes a path or URL (str or os.PathLike), got {type(location).__name__}"
             )
         self._store = open_store(location, readonly=True)
+        _open_readers.add(self)
+
+    def _forked(self) -> None:
+        """In a forked child: refuse every read, and never touch the parent's connections.
+
+        A PostgreSQL connection shared with the parent mixed up the two processes'
+        replies (a run id read as a count), and closing one from here would end the
+        parent's; a SQLite connection may not be used by two processes at all.
+        """
+        _left_by_the_parent.append(self._store)  # never closed, nor freed, here
+        self._store = cast(
+            SnapshotStore,
+            _ForkedReader(
+                f"this RunReader was opened in process {os.getppid()}, and this process "
+                f"({os.getpid()}) is a fork of it: its store's connections stay with that "
+                "process. Open a new RunReader in this one, after the fork"
+            ),
+        )
 
     def __enter__(self) -> RunReader:
         return self
@@ -211,6 +230,34 @@ class RunReader:
     def close(self) -> None:
         """Close the reader (its connections close with their threads)."""
         self._store.close()
+
+
+class _ForkedReader:
+    """Stands in, in a forked child, for the store of a reader opened before the fork."""
+
+    __slots__ = ("_reason",)
+
+    def __init__(self, reason: str) -> None:
+        self._reason = reason
+
+    def close(self) -> None:
+        """Nothing to close here: the connections are the parent's."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise StoreError(self._reason)
+
+
+_open_readers: weakref.WeakSet[RunReader] = weakref.WeakSet()
+_left_by_the_parent: list[Any] = []
+
+
+def _after_fork() -> None:
+    for reader in list(_open_readers):
+        reader._forked()
+    _open_readers.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def _statuses(status: object) -> str | tuple[str, ...] | None:

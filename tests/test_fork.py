@@ -26,6 +26,7 @@ import pykka
 import pytest
 
 from runtime import (
+    RunReader,
     Runtime,
     RuntimeStoppedError,
     SQLiteStore,
@@ -187,6 +188,40 @@ def _fork_after_start(store: str, *, durable: bool) -> None:
         assert "fresh_refused" not in report
         assert report["parent_run"] is None
     assert after.status == "success"  # the parent's runtime never noticed
+
+
+@pytest.mark.parametrize("where", ["sqlite", "postgresql"])
+def test_a_run_reader_opened_before_a_fork_refuses_in_the_child_and_the_parent_reads_on(
+    tmp_path: Path, where: str, request: pytest.FixtureRequest
+) -> None:
+    # It read through the parent's connection: on PostgreSQL the two processes' replies
+    # got mixed up on the shared socket (a run id read as a count, IndexError).
+    store = (
+        str(tmp_path / "runs.db") if where == "sqlite" else request.getfixturevalue("postgres_url")
+    )
+    with Runtime(store=store) as rt:
+        run_id = rt.register(_workflow()).create_run().start(input_data={"value": "x"}).run_id
+    with RunReader(store) as reader:
+        assert reader.get_run(run_id) is not None
+
+        def child() -> dict[str, Any]:
+            try:
+                reader.get_run(run_id)
+            except StoreError as exc:
+                refused = str(exc)
+            else:
+                refused = ""
+            reader.close()  # touches nothing of the parent's
+            return {"refused": refused}
+
+        report = _in_a_child(child)
+        found = reader.get_run(run_id)  # the parent's connections, untouched
+        listed = reader.list_runs()
+
+    assert "is a fork of it" in report["refused"], report
+    assert "new RunReader" in report["refused"]
+    assert found is not None and found.status == "success"
+    assert listed.total == 1
 
 
 def test_an_unbound_workflow_gets_a_default_runtime_of_its_own_in_a_forked_child(
