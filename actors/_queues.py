@@ -32,11 +32,15 @@ class QueueGate(Generic[T]):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._limits: dict[str, QueueLimits] = {}
-        self._buckets: dict[Bucket, list[tuple[float, int, str, bool, T]]] = {}
+        # Two lines per bucket: runs yet to start for the first time, which the rate limit
+        # may hold back, and runs woken, resumed or recovered, which it never holds. In one
+        # line, the second kind waited behind a first start the rate held, for its window.
+        self._buckets: dict[tuple[Bucket, bool], list[tuple[float, int, str, bool, T]]] = {}
         self._order = itertools.count()
         self._waiting: dict[str, int] = {}  # per queue: runs waiting (or admitted to start)
         self._running: dict[Bucket, int] = {}
-        self._starts: dict[Bucket, deque[float]] = {}  # first starts within the window
+        # First starts within the window, per bucket: when, and which run (see forget).
+        self._starts: dict[Bucket, deque[tuple[float, str]]] = {}
 
     def define(self, limits: QueueLimits) -> None:
         """Keep a queue's limits (the latest definition wins)."""
@@ -86,7 +90,7 @@ class QueueGate(Generic[T]):
         with self._lock:
             if not reserved:
                 self._waiting[bucket[0]] = self._waiting.get(bucket[0], 0) + 1
-            heap = self._buckets.setdefault(bucket, [])
+            heap = self._buckets.setdefault((bucket, first), [])
             heapq.heappush(heap, (rank, next(self._order), run_id, first, item))
 
     def pop_ready(self, now: float) -> tuple[str, Bucket, T] | None:
@@ -97,25 +101,27 @@ class QueueGate(Generic[T]):
         """
         with self._lock:
             admission = Admission(self._limits, self._running, self._started(now))
-            best: tuple[float, int, Bucket] | None = None
-            for bucket, heap in self._buckets.items():
-                rank, order, _, first, _ = heap[0]
+            best: tuple[float, int, tuple[Bucket, bool]] | None = None
+            for line, heap in self._buckets.items():
+                rank, order = heap[0][:2]
                 if best is not None and (rank, order) >= best[:2]:
                     continue
+                bucket, first = line
                 if admission.allows(bucket[0], bucket[1], first=first):
-                    best = (rank, order, bucket)
+                    best = (rank, order, line)
             if best is None:
                 return None
-            bucket = best[2]
-            heap = self._buckets[bucket]
-            _, _, run_id, first, item = heapq.heappop(heap)
+            line = best[2]
+            bucket, first = line
+            heap = self._buckets[line]
+            _, _, run_id, _, item = heapq.heappop(heap)
             if not heap:
-                del self._buckets[bucket]
+                del self._buckets[line]
             self._waiting[bucket[0]] = self._waiting.get(bucket[0], 1) - 1
             self._running[bucket] = self._running.get(bucket, 0) + 1
             limits = self._limits.get(bucket[0])
             if first and limits is not None and limits.rate_count is not None:
-                self._starts.setdefault(bucket, deque()).append(now)
+                self._starts.setdefault(bucket, deque()).append((now, run_id))
             return run_id, bucket, item
 
     def release(self, bucket: Bucket) -> None:
@@ -130,14 +136,15 @@ class QueueGate(Generic[T]):
     def remove(self, run_id: str) -> T | None:
         """Take a waiting run out (cancelled); ``None`` if it does not wait here."""
         with self._lock:
-            for bucket, heap in self._buckets.items():
+            for line, heap in self._buckets.items():
                 for index, entry in enumerate(heap):
                     if entry[2] == run_id:
                         heap.pop(index)
                         heapq.heapify(heap)
                         if not heap:
-                            del self._buckets[bucket]
-                        self._waiting[bucket[0]] = self._waiting.get(bucket[0], 1) - 1
+                            del self._buckets[line]
+                        queue = line[0][0]
+                        self._waiting[queue] = self._waiting.get(queue, 1) - 1
                         return entry[4]
         return None
 
@@ -145,7 +152,7 @@ class QueueGate(Generic[T]):
         """Take every waiting run out (the runtime stops)."""
         with self._lock:
             items = [entry[4] for heap in self._buckets.values() for entry in heap]
-            for bucket, heap in self._buckets.items():
+            for (bucket, _), heap in self._buckets.items():
                 self._waiting[bucket[0]] = self._waiting.get(bucket[0], len(heap)) - len(heap)
             self._buckets.clear()
             return items
@@ -157,15 +164,35 @@ class QueueGate(Generic[T]):
         """
         with self._lock:
             soonest: float | None = None
-            for bucket in self._buckets:
+            for bucket, first in self._buckets:
+                if not first:
+                    continue  # a rate window holds back first starts only
                 limits = self._limits.get(bucket[0])
                 starts = self._starts.get(bucket)
                 if limits is None or limits.rate_period is None or not starts:
                     continue
-                opening = starts[0] + limits.rate_period
+                opening = starts[0][0] + limits.rate_period
                 if opening > now and (soonest is None or opening < soonest):
                     soonest = opening
             return soonest
+
+    def forget(self, run_id: str) -> bool:
+        """Take a deleted run's first start out of its bucket's rate window.
+
+        On SQLite and PostgreSQL the window is counted from the runs stored, so a
+        run deleted by hand no longer counts in it; in memory the gate counts it,
+        and is told of the delete through this.
+
+        Returns:
+            Whether the run's start still counted: a run the window held may start now.
+        """
+        with self._lock:
+            for bucket, starts in self._starts.items():
+                kept = deque(start for start in starts if start[1] != run_id)
+                if len(kept) != len(starts):
+                    self._starts[bucket] = kept
+                    return True
+            return False
 
     def __len__(self) -> int:
         with self._lock:
@@ -177,7 +204,7 @@ class QueueGate(Generic[T]):
         for bucket, starts in list(self._starts.items()):
             limits = self._limits.get(bucket[0])
             period = limits.rate_period if limits is not None else None
-            while starts and (period is None or starts[0] <= now - period):
+            while starts and (period is None or starts[0][0] <= now - period):
                 starts.popleft()
             if starts:
                 counts[bucket] = len(starts)

@@ -49,6 +49,7 @@ __all__ = [
     "RegistryMessage",
     "RunActorMessage",
     "RunCrashed",
+    "RunDeleted",
     "RunEnded",
     "RunParked",
     "RunsClaimed",
@@ -75,7 +76,8 @@ __all__ = [
 # --- to the supervisor ------------------------------------------------------------
 # From the facade: StartRun, NotifyWhenIdle, AbortRuns, CancelRun; from the
 # registry: StartRun (a recovered run); from a timer: WakeRun; from a run
-# actor: RunEnded, RunParked, RunCrashed; from a step actor's thread: StepWaitBegan.
+# actor: RunEnded, RunParked, RunCrashed; from a step actor's thread: StepWaitBegan;
+# from a MemoryStore's delete: RunDeleted.
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,13 @@ class QueuesDue:
 @dataclass(frozen=True, slots=True)
 class StepWaitBegan:
     """A step body began to wait for run ``run_id`` to end: its run makes room meanwhile."""
+
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunDeleted:
+    """Run ``run_id`` was deleted from a store in memory: its start leaves its rate window."""
 
     run_id: str
 
@@ -218,6 +227,7 @@ SupervisorMessage: TypeAlias = (
     | RunCrashed
     | QueuesDue
     | StepWaitBegan
+    | RunDeleted
 )
 """Everything :class:`~actors.supervisor.SupervisorActor` accepts."""
 

@@ -26,6 +26,7 @@ from actors.messages import (
     QueuesDue,
     RecordFailure,
     RunCrashed,
+    RunDeleted,
     RunEnded,
     RunParked,
     StartRun,
@@ -187,6 +188,8 @@ class SupervisorActor(DispatchedActor):
                 self._on_queues_due(message)
             case StepWaitBegan():
                 self._on_step_wait_began(message)
+            case RunDeleted():
+                self._on_run_deleted(message)
             case _:
                 unexpected(self, message)
 
@@ -205,6 +208,10 @@ class SupervisorActor(DispatchedActor):
         if entry is not None:
             name, key, priority = entry
             snapshot = message.snapshot
+            # Every run in a queue holds a place, as in the runtime's own queue below: an
+            # admitted one has since its start, one woken, resumed or recovered takes it now.
+            if self._pending is not None and not message.admitted:
+                self._pending.add()
             self._gate.offer(
                 snapshot["run_id"],
                 (name, key),
@@ -302,8 +309,7 @@ class SupervisorActor(DispatchedActor):
             else:
                 gated = self._gate.remove(run_id)
                 if gated is not None:
-                    if gated.admitted:
-                        self._release(1)
+                    self._release(1)
                     plan, snapshot = gated.plan, gated.snapshot
         if snapshot is None or plan is None:
             message.reply(CancelOutcome.NOT_HERE)
@@ -333,7 +339,7 @@ class SupervisorActor(DispatchedActor):
         """Fail (or, without an error, halt) every run in progress, waiting or sleeping."""
         error = message.error
         gated = self._gate.drain()
-        self._release(sum(1 for waiting in gated if waiting.admitted))
+        self._release(len(gated))
         if error is not None:
             for waiting in [*self._waiting, *gated]:
                 failure = RecordFailure(
@@ -412,8 +418,7 @@ class SupervisorActor(DispatchedActor):
             if ready is None:
                 break
             run_id, bucket, message = ready
-            if message.admitted:
-                self._release(1)
+            self._release(1)
             self._bucket_of[run_id] = bucket
             self._spawn(message)
         if len(gate) and self._rate_timer is None:
@@ -438,6 +443,11 @@ class SupervisorActor(DispatchedActor):
 
     def _on_step_wait_began(self, _message: StepWaitBegan) -> None:
         self._ended(None)
+
+    def _on_run_deleted(self, message: RunDeleted) -> None:
+        """A run was deleted from the store: its start no longer counts in its rate window."""
+        if self._gate.forget(message.run_id):
+            self._ended(None)  # a run the window held may start now
 
     def _release(self, count: int) -> None:
         if self._pending is not None and count:

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, cast, get_args
 
 import pykka
 
@@ -35,15 +35,21 @@ from actors.claimer import Claimer, LeaseGuard
 from actors.hooks import HookRunner
 from actors.messages import (
     AbortRuns,
+    Call,
     CancelOutcome,
     CancelRun,
     NotifyWhenIdle,
+    RegistryMessage,
+    RunActorMessage,
+    RunDeleted,
     RunsClaimed,
     SnapshotSeen,
     SnapshotTaken,
     StartRun,
+    StepActorMessage,
     StepWaitBegan,
     SubscribeRun,
+    SupervisorMessage,
     UnsubscribeRun,
     UnwatchRun,
     WatchRun,
@@ -64,12 +70,36 @@ from runtime._sync import Channel, Latch
 from runtime._tracing import emit
 
 __all__ = [
+    "CALL_MESSAGES",
+    "MESSAGE_RECEIVERS",
     "ROLES",
     "SHUTDOWN_GRACE",
     "ActorSystem",
     "CancelAnswer",
     "Role",
 ]
+
+
+def _receivers() -> dict[str, frozenset[str]]:
+    """Which actors handle each message, as the protocol's unions of what each accepts say."""
+    handled: dict[str, set[str]] = {}
+    for receiver, accepted in (
+        ("Supervisor", SupervisorMessage),
+        ("Registry", RegistryMessage),
+        ("RunActor", RunActorMessage),
+        ("StepActor", StepActorMessage),
+    ):
+        for kind in get_args(accepted):
+            handled.setdefault(kind.__name__, set()).add(receiver)
+    return {name: frozenset(receivers) for name, receivers in handled.items()}
+
+
+MESSAGE_RECEIVERS: Final = _receivers()
+"""Which actors handle each message type, by name (``CancelRun``: the supervisor and a run
+actor): what the test kit's faults may name."""
+
+CALL_MESSAGES: Final = frozenset(kind.__name__ for kind in Call.__subclasses__())
+"""The names of the calls of a step's or a node's code (``CallStep``, ``CallMap``...)."""
 
 Role = Literal["both", "worker", "client"]
 """What a runtime does on a shared store: start and run runs, only run them, or only start."""
@@ -149,6 +179,13 @@ class ActorSystem:
         shared = self.shared is not None
         # On a shared store runs wait in the store, never in this process's memory.
         self.pending = None if max_pending_runs is None or shared else PendingRuns(max_pending_runs)
+        if max_pending_runs is not None and shared:
+            emit(
+                logging.WARNING,
+                "max_pending_runs_ignored",
+                max_pending_runs=max_pending_runs,
+                reason="on a shared store runs wait in the store, where this bound does not apply",
+            )
         self.dispatcher = Dispatcher()
         self.loop = AsyncLoop(step_loop)
         self.pool = StepPool(self.loop, limit=max_step_threads, on_wait=self._step_wait_began)
@@ -198,6 +235,10 @@ class ActorSystem:
             here=self._here,
             holds=None if self.shared is None else self.shared.holds,
         )
+        if isinstance(store, MemoryStore):
+            # A run deleted by hand frees its start in its queue's rate window, as on a SQL
+            # store, which counts the window from the runs it holds.
+            store.on_delete = self._run_deleted
         self.pruner = None if retention is None else Pruner(store, retention)
         # A shutdown's wait for runs in progress, and whether hurry() cut it short.
         self._draining: threading.Event | None = None
@@ -222,6 +263,10 @@ class ActorSystem:
         claimer = self.claimer
         if claimer is not None:
             claimer.poke("settled")
+
+    def _run_deleted(self, run_id: str) -> None:
+        """The memory store deleted a run: the supervisor's queues forget its start."""
+        tell_safely(self.supervisor, RunDeleted(run_id=run_id))
 
     def _seen(self, run_id: str, record: SnapshotRecord | None) -> None:
         with contextlib.suppress(pykka.ActorDeadError):
@@ -657,7 +702,10 @@ class ActorSystem:
             if not self.store.durable:
                 self._record_decided_ends()
                 self._fail_unfinished()
-            self.store.close()
+            store = self.store
+            if isinstance(store, MemoryStore) and store.on_delete == self._run_deleted:
+                store.on_delete = None  # a store kept after the stop holds none of this
+            store.close()
 
     def kill(self) -> None:
         """Stop every actor and thread at once, as a crash of the process would.

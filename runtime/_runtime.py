@@ -436,7 +436,8 @@ class Runtime:
             ``max_concurrent_runs`` below this.
         max_pending_runs: The most runs that may wait to start: started but
             not yet given a run actor, because ``max_concurrent_runs`` runs
-            are in progress or the supervisor has yet to reach them. Runs
+            are in progress, their queue's limits hold them, or the
+            supervisor has yet to reach them. Runs
             woken from a sleep, resumed or recovered are never refused, but
             count while they queue. When that many wait, ``start_async``
             (and ``start``) raises :class:`RuntimeOverloadedError` before
@@ -445,7 +446,9 @@ class Runtime:
             ``max_concurrent_runs`` is a use the runtime supports, and a
             waiting run costs only its snapshot, no thread. On a shared
             store (SQLite, PostgreSQL) runs beyond ``max_concurrent_runs``
-            wait in the store, not in memory, and this bound does not apply.
+            wait in the store, not in memory, and this bound does not apply:
+            the runtime logs ``max_pending_runs_ignored`` (a warning) as it
+            starts.
         stop_timeout: Seconds :meth:`stop` (and leaving the ``with`` block)
             waits for runs in progress before recording them as failed (in
             memory) or leaving them for the next runtime (on a durable store).
@@ -1247,6 +1250,16 @@ class _ForkedStore:
 
     def __getattr__(self, name: str) -> Any:
         raise RuntimeStoppedError(self._reason)
+
+
+def message_protocol() -> tuple[Mapping[str, frozenset[str]], frozenset[str]]:
+    """For the test kit: which actors handle each message, and which messages are calls.
+
+    By name: the runtime reaches the actors only through here (see ``tests/test_layers.py``).
+    """
+    from actors.system import CALL_MESSAGES, MESSAGE_RECEIVERS
+
+    return MESSAGE_RECEIVERS, CALL_MESSAGES
 
 
 def _after_fork() -> None:

@@ -72,12 +72,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, Final, TypeVar, get_args, overload
+from typing import Any, Final, TypeVar, overload
 
-from actors import messages as _messages
 from runtime import _clock, _ids, _probes
 from runtime._plan import BranchNode, MapNode, SleepNode
-from runtime._runtime import Runtime
+from runtime._runtime import Runtime, message_protocol
 from runtime._step import In, Out, Step, _Returned
 from runtime._step_context import StepContext
 from runtime._stores.postgres import PostgresStore
@@ -134,6 +133,7 @@ _SENDERS: Final[dict[str, str]] = {
     "UnsubscribeRun": "Runtime",
     "StepWrote": "StepActor",
     "QueuesDue": "Timers",
+    "RunDeleted": "Store",
     "RecordFailure": "Supervisor",
     "RunsClaimed": "Claimer",
     "SnapshotSeen": "StoreWatcher",
@@ -158,22 +158,9 @@ _RECEIVERS: Final[dict[str, str]] = {
 }
 
 
-def _handled_by() -> dict[str, frozenset[str]]:
-    """Which actors handle each message, as the protocol's unions of what each accepts say."""
-    handled: dict[str, set[str]] = {}
-    for receiver, accepted in (
-        ("Supervisor", _messages.SupervisorMessage),
-        ("Registry", _messages.RegistryMessage),
-        ("RunActor", _messages.RunActorMessage),
-        ("StepActor", _messages.StepActorMessage),
-    ):
-        for kind in get_args(accepted):
-            handled.setdefault(kind.__name__, set()).add(receiver)
-    return {name: frozenset(receivers) for name, receivers in handled.items()}
-
-
-_HANDLED_BY: Final = _handled_by()
-"""Which actors handle each message type (``CancelRun``: the supervisor and a run actor)."""
+_HANDLED_BY, _CALLS = message_protocol()
+"""Which actors handle each message type (``CancelRun``: the supervisor and a run actor),
+and the names of the calls of a step's or a node's code (``CallStep``, ``CallMap``...)."""
 
 _active: Harness | None = None
 _active_lock = threading.Lock()
@@ -1146,14 +1133,14 @@ class Harness:
 
     def _names_in(self, actor: Any, message: Any) -> _Names:
         """The path and id of the step a message is about (``None`` for what names none)."""
-        if isinstance(message, _messages.StepFinished):
+        if type(message).__name__ == "StepFinished":
             # It names its step by id (a node by path): its call's names are the ones.
             with self._counters.lock:
                 called = self._counters.calls.get((actor.actor_urn, message.token))
             if called is not None:
                 return called[1], called[2]
             return message.step_id, message.step_id
-        if isinstance(message, _messages.Call):
+        if type(message).__name__ in _CALLS:
             return _call_names(message)
         return getattr(message, "path", None) or getattr(message, "step_id", None), None
 

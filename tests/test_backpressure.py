@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from runtime import (
+    Queue,
     RunAlreadyStartedError,
     Runtime,
     RuntimeOverloadedError,
@@ -320,7 +322,9 @@ def test_a_start_refused_for_its_run_id_gives_its_place_back(runtimes: Runtimes)
         wf.create_run().start_async(input_data={"value": "y"})
 
 
-def test_a_run_woken_from_its_sleep_takes_a_place_while_it_waits() -> None:
+@pytest.mark.parametrize("queued", [False, True], ids=["no-queue", "queue"])
+def test_a_run_woken_from_its_sleep_takes_a_place_while_it_waits(queued: bool) -> None:
+    # In a queue it took none: a run woken there waited uncounted, and new starts went in.
     gate = threading.Event()
     about_to_sleep = threading.Event()
 
@@ -335,7 +339,12 @@ def test_a_run_woken_from_its_sleep_takes_a_place_while_it_waits() -> None:
         rt = harness.runtime
         try:
             sleepers = rt.register(
-                create_workflow(id="sleeper", input_schema=Value, output_schema=Value)
+                create_workflow(
+                    id="sleeper",
+                    input_schema=Value,
+                    output_schema=Value,
+                    queue=Queue("naps") if queued else None,
+                )
                 .sleep(nap)
                 .then(shout_step())
                 .commit()
@@ -399,6 +408,30 @@ def test_concurrent_starts_admit_exactly_max_pending_runs(runtimes: Runtimes) ->
     assert all(wf.get_workflow_run_execution_result(run.run_id) is None for run in refused)
     gate.set()
     assert all(run.wait(timeout=BLOCK_LIMIT).status == "success" for run in admitted)
+
+
+@pytest.mark.usefixtures("_structlog_reset")
+def test_max_pending_runs_on_a_shared_store_says_once_that_it_does_not_apply(
+    tmp_path: Path,
+) -> None:
+    # It was ignored without a word: only Runtime's docstring said so.
+    import structlog.testing
+
+    with (
+        structlog.testing.capture_logs() as logs,
+        Runtime(store=tmp_path / "runs.db", max_concurrent_runs=1, max_pending_runs=2) as rt,
+    ):
+        wf = rt.register(quick_workflow())
+        runs = [wf.create_run() for _ in range(5)]
+        for run in runs:
+            run.start_async(input_data={"value": "x"})  # none refused: they wait in the store
+        assert all(run.wait(timeout=BLOCK_LIMIT).status == "success" for run in runs)
+    said = [log for log in logs if log["event"] == "max_pending_runs_ignored"]
+    assert len(said) == 1
+    assert said[0]["log_level"] == "warning" and said[0]["max_pending_runs"] == 2
+    with structlog.testing.capture_logs() as logs, Runtime(max_pending_runs=2):
+        pass
+    assert not [log for log in logs if log["event"] == "max_pending_runs_ignored"]
 
 
 @pytest.mark.parametrize("value", [0, -5])

@@ -332,6 +332,69 @@ def test_rate_limit_bounds_starts_per_window(timed_runtime: Any) -> None:
     assert times[-1] - times[0] >= 2 * window - slack
 
 
+def test_a_woken_run_is_not_held_behind_a_first_start_its_queues_rate_holds_back(
+    timed_runtime: Any,
+) -> None:
+    # In memory each partition kept one line: a run woken from its sleep waited behind a
+    # higher-priority run that had yet to start, which the rate held back, for the window.
+    events: list[str] = []
+    lock = threading.Lock()
+
+    def note(tag: str) -> Callable[[Any], Job]:
+        def body(ctx: Any) -> Job:
+            with lock:
+                events.append(f"{ctx.input_data.value}:{tag}")
+            return ctx.input_data
+
+        return body
+
+    napper = (
+        create_workflow(
+            id="napper",
+            input_schema=Job,
+            output_schema=Job,
+            queue=Queue("rated-naps", rate_limit=(1, 86_400.0)),
+        )
+        .then(create_step(id="a", input_schema=Job, output_schema=Job, execute=note("before")))
+        .sleep(1.0)
+        .then(create_step(id="b", input_schema=Job, output_schema=Job, execute=note("after")))
+        .commit()
+    )
+    # The clock moves only when told: the day's window stays shut however slow the machine.
+    rt, harness = timed_runtime(time_skipping=False)
+    wf = rt.register(napper)
+    sleeper = wf.create_run().start_async(input_data={"value": "s"}).run_id  # the window's start
+    wait_for(lambda: "s:before" in events, "the sleeper did not start")
+    held = wf.create_run().start_async(input_data={"value": "h"}, priority=5).run_id
+    advance_until(harness.clock, lambda: "s:after" in events, 1.0, "the sleeper woke and ran")
+    finish_all(wf, [sleeper])
+    result = wf.get_workflow_run_execution_result(held)
+    assert result is not None and result.status == "pending"  # still held by the rate
+    assert "h:before" not in events
+
+
+def test_deleting_a_run_frees_its_start_in_its_queues_rate_window(make_runtime: Any) -> None:
+    # SQLite and PostgreSQL count a window from the runs they hold; in memory the start of
+    # a run deleted by hand still counted, and the next run waited for the whole window.
+    gauge = Gauge()
+    rt = make_runtime()
+    wf = rt.register(workflow(gauge, queue=Queue("rated-once", rate_limit=(1, 86_400.0)), hold=0.0))
+    first = wf.create_run()
+    assert first.start(input_data={"value": "first"}, timeout=WAIT).status == "success"
+    second = wf.create_run()
+    second.start_async(input_data={"value": "second"})
+    result = wf.get_workflow_run_execution_result(second.run_id)
+    assert result is not None and result.status == "pending"
+    assert wf.delete_workflow_run_by_id(first.run_id)
+    assert second.wait(timeout=WAIT).status == "success"
+    # The second run's start counts in its turn: a third waits for the window.
+    third = wf.create_run()
+    third.start_async(input_data={"value": "third"})
+    time.sleep(0.2)
+    result = wf.get_workflow_run_execution_result(third.run_id)
+    assert result is not None and result.status == "pending"
+
+
 def test_runs_pruned_inside_their_queues_rate_window_still_count_against_it(
     make_runtime: Any,
 ) -> None:

@@ -76,6 +76,9 @@ class MemoryStore:
         # Idempotency keys, both ways: (workflow, key) -> run, and run -> (workflow, key).
         self._keys: dict[tuple[str, str], str] = {}
         self._key_of: dict[str, tuple[str, str]] = {}
+        self.on_delete: Callable[[str], None] | None = None
+        """Told the id of each run :meth:`delete` deleted: the runtime's queues forget its
+        start (a SQL store counts a rate window from the runs it holds, a memory one cannot)."""
 
     def create(self, record: SnapshotRecord) -> bool:
         """Record a new run; ``False`` if its id, or its workflow's idempotency key, is taken."""
@@ -220,6 +223,11 @@ class MemoryStore:
             self._deleted += 1
             if self._deleted > len(self._records):
                 self._shrink()
+            on_delete = self.on_delete
+            if on_delete is not None:
+                # Under the lock: a new run given this id can be created only after, so the
+                # queues hear of the delete before they hear of that run's start.
+                on_delete(run_id)
             return True
 
     def _shrink(self) -> None:
@@ -234,7 +242,11 @@ class MemoryStore:
         keep: int | None = None,
         status: str | None = None,
     ) -> int:
-        """Delete ended runs older than ``ended_before``, then all but the newest ``keep``."""
+        """Delete ended runs older than ``ended_before``, then all but the newest ``keep``.
+
+        ``on_delete`` is not told: a run pruned still counts in its queue's rate
+        window, as a SQL store's retention keeps such a run until it counts no more.
+        """
         statuses = TERMINAL_STATUSES if status is None else TERMINAL_STATUSES & {status}
         with self._lock:
             ended = [
