@@ -148,6 +148,22 @@ class CancelOutcome(StrEnum):
     """No actor of this runtime drives or holds the run (any more); nothing changed."""
 
 
+def _once(reply: Callable[[CancelOutcome], None]) -> Callable[[CancelOutcome], None]:
+    """``reply``, called at most once: the first answer is the answer."""
+    lock = threading.Lock()
+    answered = False
+
+    def answer(outcome: CancelOutcome) -> None:
+        nonlocal answered
+        with lock:
+            if answered:
+                return
+            answered = True
+        reply(outcome)
+
+    return answer
+
+
 @dataclass(frozen=True, slots=True)
 class CancelRun:
     """Cancel a run; ``reply`` receives the :class:`CancelOutcome`, exactly once.
@@ -161,6 +177,11 @@ class CancelRun:
 
     run_id: str
     reply: Callable[[CancelOutcome], None]
+
+    def __post_init__(self) -> None:
+        # Exactly once, whoever answers: a handler that fails after handing its answer on
+        # (to the record of the canceled snapshot) is answered again as undelivered.
+        object.__setattr__(self, "reply", _once(self.reply))
 
     def reply_once_recorded(self) -> Callable[[bool], None]:
         """The ``on_recorded`` of the run's canceled snapshot: it replies to this cancel."""
@@ -668,6 +689,6 @@ StepActorMessage: TypeAlias = CallStep | CallConditions | CallMap | CallSleepLen
 # this module exports is a message, so a new one gets it too.
 for _name in __all__:
     _message = globals()[_name]
-    if isinstance(_message, type) and is_dataclass(_message):
-        quick_frozen_init(_message)
+    if isinstance(_message, type) and is_dataclass(_message) and _message is not CancelRun:
+        quick_frozen_init(_message)  # (a cancel, rare, keeps its own, which wraps its reply)
 del _name, _message
