@@ -70,6 +70,9 @@ class HookRunner:
         self._starting: dict[str, concurrent.futures.Future[None]] = {}
         # The ends decided and not yet handed to the registry, their hooks under way.
         self._ends: dict[int, SnapshotTaken] = {}
+        self.record_late: Callable[[SnapshotRecord], None] | None = None
+        """For a store in memory: records an end whose hooks returned once the registry
+        had stopped (the stop fails what it finds unfinished, the end told or not)."""
 
     def run(self, plan: ExecutionPlan, snapshot: Snapshot, then: Callable[[], object]) -> None:
         """Call ``plan``'s hooks for the ended run in ``snapshot``, then ``then()``.
@@ -212,8 +215,13 @@ class HookRunner:
             with self._lock:
                 if self._ends.pop(key, None) is None:
                     return  # recorded by the stop meanwhile (see unrecorded_ends)
-            if not tell_safely(registry, ended) and on_recorded is not None:
-                on_recorded(False)
+            if tell_safely(registry, ended):
+                return
+            late = self.record_late
+            if late is not None:
+                late(record)  # the registry stopped under a stop: the end is the hooks' still
+            if on_recorded is not None:
+                on_recorded(late is not None)
 
         self.run(plan, snapshot, record_end)
 

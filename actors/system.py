@@ -239,6 +239,10 @@ class ActorSystem:
             # A run deleted by hand frees its start in its queue's rate window, as on a SQL
             # store, which counts the window from the runs it holds.
             store.on_delete = self._run_deleted
+            # An end hook that returns after a stop stopped the registry: its run's end is
+            # recorded still, before the stop fails what it finds unfinished, or after
+            # (then the store keeps the failure, which came first).
+            self.hooks.record_late = lambda record: store.save((record,))
         self.pruner = None if retention is None else Pruner(store, retention)
         # A shutdown's wait for runs in progress, and whether hurry() cut it short.
         self._draining: threading.Event | None = None

@@ -160,6 +160,46 @@ def test_a_run_whose_end_hook_outlasts_the_stop_keeps_the_end_its_hook_was_told(
     assert after is not None and after.status == result.status
 
 
+def test_an_end_hook_returning_after_the_registry_stopped_still_records_its_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Its end went to the stopped registry, and the stop then failed the run it found
+    # unfinished, though the hook had been told it succeeded.
+    registry_gone = threading.Event()
+    loop_stop = system_module.AsyncLoop.stop
+
+    def later_loop_stop(self: Any, timeout: float | None = None) -> Any:
+        registry_gone.set()  # the stop stops the loop right after the registry
+        assert returned.wait(WAIT)  # the hook returns now, in between
+        return loop_stop(self, timeout)
+
+    monkeypatch.setattr(system_module.AsyncLoop, "stop", later_loop_stop)
+    returned = threading.Event()
+
+    def hook(outcome: Any) -> None:
+        registry_gone.wait(WAIT)
+        threading.Timer(0.2, returned.set).start()  # once this hook's call has ended
+
+    workflow = (
+        create_workflow(id="late", input_schema=Value, output_schema=Value, on_finish=hook)
+        .then(
+            create_step(
+                id="same", input_schema=Value, output_schema=Value, execute=lambda c: c.input_data
+            )
+        )
+        .commit()
+    )
+    rt = Runtime(stop_timeout=0.1).start()
+    registered = rt.register(workflow)
+    run = registered.create_run()
+    run.start_async(input_data={"value": "v"})
+    rt.stop()
+
+    result = registered.get_workflow_run_execution_result(run.run_id)
+    assert result is not None
+    assert (result.status, result.error) == ("success", None)
+
+
 @pytest.mark.parametrize("store", ["memory", "sqlite"])
 def test_stop_with_timeout_0_from_another_thread_halts_the_runs_a_stop_waits_for(
     store: str, tmp_path: Path
