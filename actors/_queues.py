@@ -15,7 +15,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
-from collections import deque
+from collections import OrderedDict
 from typing import Generic, TypeVar
 
 from runtime._errors import QueueFullError
@@ -40,7 +40,10 @@ class QueueGate(Generic[T]):
         self._waiting: dict[str, int] = {}  # per queue: runs waiting (or admitted to start)
         self._running: dict[Bucket, int] = {}
         # First starts within the window, per bucket: when, and which run (see forget).
-        self._starts: dict[Bucket, deque[tuple[float, str]]] = {}
+        # (In the order of the starts, which only go forward: the oldest goes first, and a
+        # deleted run's is taken out at once, wherever it is.)
+        self._starts: dict[Bucket, OrderedDict[str, float]] = {}
+        self._start_in: dict[str, Bucket] = {}  # the bucket of each run's start kept there
 
     def define(self, limits: QueueLimits) -> None:
         """Keep a queue's limits (the latest definition wins)."""
@@ -121,7 +124,8 @@ class QueueGate(Generic[T]):
             self._running[bucket] = self._running.get(bucket, 0) + 1
             limits = self._limits.get(bucket[0])
             if first and limits is not None and limits.rate_count is not None:
-                self._starts.setdefault(bucket, deque()).append((now, run_id))
+                self._starts.setdefault(bucket, OrderedDict())[run_id] = now
+                self._start_in[run_id] = bucket
             return run_id, bucket, item
 
     def release(self, bucket: Bucket) -> None:
@@ -171,7 +175,7 @@ class QueueGate(Generic[T]):
                 starts = self._starts.get(bucket)
                 if limits is None or limits.rate_period is None or not starts:
                     continue
-                opening = starts[0][0] + limits.rate_period
+                opening = next(iter(starts.values())) + limits.rate_period
                 if opening > now and (soonest is None or opening < soonest):
                     soonest = opening
             return soonest
@@ -187,12 +191,12 @@ class QueueGate(Generic[T]):
             Whether the run's start still counted: a run the window held may start now.
         """
         with self._lock:
-            for bucket, starts in self._starts.items():
-                kept = deque(start for start in starts if start[1] != run_id)
-                if len(kept) != len(starts):
-                    self._starts[bucket] = kept
-                    return True
-            return False
+            # Told of every run deleted, counted in a window or not: found by its id.
+            bucket = self._start_in.pop(run_id, None)
+            if bucket is None:
+                return False
+            del self._starts[bucket][run_id]
+            return True
 
     def __len__(self) -> int:
         with self._lock:
@@ -204,8 +208,13 @@ class QueueGate(Generic[T]):
         for bucket, starts in list(self._starts.items()):
             limits = self._limits.get(bucket[0])
             period = limits.rate_period if limits is not None else None
-            while starts and (period is None or starts[0][0] <= now - period):
-                starts.popleft()
+            while starts:
+                gone = next(iter(starts))
+                if period is not None and starts[gone] > now - period:
+                    break
+                del starts[gone]
+                if self._start_in.get(gone) == bucket:
+                    del self._start_in[gone]
             if starts:
                 counts[bucket] = len(starts)
             else:
