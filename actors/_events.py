@@ -45,7 +45,7 @@ class EventLog:
             made again under the same id is another run.
     """
 
-    __slots__ = ("created_at", "events", "next_seq", "record_seq", "status", "steps")
+    __slots__ = ("created_at", "events", "next_seq", "record_seq", "replayed", "status", "steps")
 
     def __init__(self) -> None:
         self.events: deque[RunEvent] = deque(maxlen=EVENT_LOG_SIZE)
@@ -54,6 +54,18 @@ class EventLog:
         self.steps: dict[str, tuple[str, int, int]] = {}
         self.record_seq = -1
         self.created_at: float | None = None
+        # The numbers of the last replay told to one client alone (see ``skip``).
+        self.replayed: tuple[int, int] | None = None
+
+    def skip(self, first: int, last: int) -> None:
+        """Numbers ``first`` to ``last`` were given to a replay told to one client: skip them."""
+        self.replayed = (first, last)
+        self.next_seq = max(self.next_seq, last + 1)
+
+    def replayed_at(self, seq: int) -> bool:
+        """Whether ``seq`` is a number of the last replay but not its last: none is kept."""
+        replayed = self.replayed
+        return replayed is not None and replayed[0] <= seq < replayed[1]
 
     def add(self, events: list[RunEvent]) -> None:
         """Keep ``events``, numbered from :attr:`next_seq` on (as they were built)."""

@@ -370,17 +370,24 @@ class RegistryActor(ThreadActor):
             # store in memory itself, then tells): the watchers already here are told
             # what the read found, which the log now holds and will not number again.
             self._tell(run_id, log, events)
-            if from_seq is not None and from_seq >= log.next_seq:
+            if from_seq is not None and (from_seq >= log.next_seq or log.replayed_at(from_seq)):
                 # Past every number this log gave: the client's come from another log (of
                 # another process, from before a restart, or one this runtime let go
-                # and began again since, for another watcher). As with no log, the run's
-                # events are told again, numbered on from the client's last; the log
-                # keeps them (numbers only go up), so a reconnect from one of them goes on.
-                replay = self._replay(current, from_seq + 1)
+                # and began again since, for another watcher); or one of a replay like
+                # this one. As with no log, the run's events are told again, to this
+                # client alone, numbered on from its last (or past every number given).
+                # The log's numbering skips theirs: its own clients reconnect as before.
+                replay = self._replay(current, max(from_seq, log.next_seq - 1) + 1)
                 if replay is None:
                     channel.close()
                     return
-                log.add(replay)
+                if replay:
+                    log.skip(replay[0].seq, replay[-1].seq)
+                channel.put_many(replay)
+                if log.status in TERMINAL_STATUSES:
+                    channel.close()
+                    return
+                from_seq = FROM_NOW
         if from_seq == FROM_NOW:
             from_seq = log.next_seq - 1
         # At once: a reader that sees the first event of the replay sees all of it queued.
