@@ -950,7 +950,21 @@ class Run(Generic[In, Out]):
             # On the definition the source ran on, as a restart: on another, the steps
             # before the target that the source never ran were skipped, unrecorded.
             plan = self._going_on(source)
-            path = target_path(plan, step, self.run_id)
+            try:
+                path = target_path(plan, step, self.run_id)
+            except InvalidInputError as exc:
+                if plan is self._plan:
+                    raise
+                # A step of this definition, not of the one the run started on.
+                name = step.id if isinstance(step, Step) else step
+                raise InvalidInputError(
+                    f"step {name!r} is not a step of workflow {self.workflow_id!r} as run "
+                    f"{source_run_id!r} started on it ({plan.label}), which the new run goes "
+                    "on: time travel to a step of that definition",
+                    field="step",
+                    errors=exc.errors,
+                    run_id=self.run_id,
+                ) from exc
             if resource_id is None:
                 resource_id = self.resource_id or source.get("resource_id")
             else:

@@ -17,6 +17,7 @@ import structlog
 from pydantic import BaseModel
 
 from runtime import (
+    InvalidInputError,
     Queue,
     RunStatus,
     Runtime,
@@ -208,6 +209,9 @@ def test_time_travel_from_a_run_of_another_registered_version_goes_on_that_versi
     assert again.status == RunStatus.SUCCESS, again.error
     assert (again.version, list(again.steps)) == ("v1", ["first", "last"])
     assert CALLS == ["last"]
+    # A step only the new version has is none of the definition the new run goes on.
+    with pytest.raises(InvalidInputError, match=r"as run .* started on it \(version 'v1'"):
+        v2.time_travel(original.run_id, step=extra)
 
 
 def test_time_travel_from_a_run_whose_version_is_not_registered_is_refused(
