@@ -17,7 +17,7 @@ and what each reply means.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final
@@ -190,9 +190,13 @@ class RunActor(DispatchedActor):
         hooks: HookRunner,
         durable: bool = False,
         direct: DirectWrites | None = None,
+        watched: Container[str] = frozenset(),
     ) -> None:
         super().__init__(dispatcher)
         self._plan = plan
+        # The runs the registry keeps events of (read from here: ``in`` is safe), for
+        # what only a watcher needs (see _enter_child).
+        self._watched = watched
         # On a store in memory: snapshots kept without telling the registry.
         self._direct = direct
         self._writer = _Writer(registry, snapshot["run_id"])
@@ -1174,10 +1178,11 @@ class RunActor(DispatchedActor):
         if any(path.startswith(inside) for path in snapshot["steps"]):
             # Entered again (a loop's next iteration, a foreach's next item): its steps
             # run anew, not skipped as done.
-            if not node.looped:
+            if not node.looped and snapshot["run_id"] in self._watched:
                 # A foreach's next item comes in the turn its last step ended: that end is
                 # told first, or watchers, who saw the step start, never see it finish
-                # (a loop's condition, called in between, tells it).
+                # (a loop's condition, called in between, tells it). Only then: on a
+                # durable store it is a write per item more.
                 self._tell_snapshot()
             snapshot["steps"] = {
                 path: record

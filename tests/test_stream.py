@@ -165,8 +165,15 @@ def test_each_item_of_a_foreach_over_a_nested_workflow_is_told_finished(
 ) -> None:
     # The next item came in the turn the nested workflow's last step ended, and took
     # that step's record away before any watcher saw it end: 3 starts, 1 finish.
+    watching = threading.Event()
+
+    def gate(ctx):  # type: ignore[no-untyped-def]
+        assert watching.wait(WAIT)  # the items go on once the watch is taken
+        return ctx.input_data
+
     child = (
         create_workflow(id="child", input_schema=Value, output_schema=Value)
+        .then(create_step(id="gate", input_schema=Value, output_schema=Value, execute=gate))
         .then(work)
         .then(done)
         .commit()
@@ -181,9 +188,12 @@ def test_each_item_of_a_foreach_over_a_nested_workflow_is_told_finished(
     with Runtime(store=None if where == "memory" else tmp_path / "runs.db") as rt:
         run = rt.register(workflow).create_run()
         run.start_async(input_data={"items": ["a", "b", "c"]})
-        events = list(run.watch(timeout=WAIT))
+        watch = iter(run.watch(timeout=WAIT))
+        events = [next(watch)]  # taken: the registry keeps the run's events from now
+        watching.set()
+        events += list(watch)
     assert run.wait(WAIT).result == {"items": ["A!", "B!", "C!"]}
-    for path in ("child.work", "child.done"):
+    for path in ("child.gate", "child.work", "child.done"):
         started = [e for e in events if e.type == "step_started" and e.path == path]
         finished = [e for e in events if e.type == "step_finished" and e.path == path]
         assert (len(started), len(finished)) == (3, 3), path
