@@ -19,7 +19,7 @@ from runtime._options import seconds_of
 if TYPE_CHECKING:
     from runtime._step_context import StepContext
 
-__all__ = ["Step", "create_step", "plain", "validate_for_step"]
+__all__ = ["Step", "create_step", "plain", "validate_for_step", "validate_input", "validate_output"]
 
 
 In = TypeVar("In", bound=BaseModel)
@@ -113,9 +113,48 @@ def validate_for_step(
     try:
         return validate_model(schema, value)
     except ValidationError as exc:
-        raise StepValidationError.from_validation(
-            f"{what} does not fit {role} {schema.__name__}", exc, run_id=run_id, step_id=step_id
-        ) from exc
+        raise _unfit(f"{what} does not fit {role}", schema, exc, run_id, step_id) from exc
+
+
+def validate_input(step: Step[M, Any], value: Any, run_id: str) -> M:
+    """:func:`validate_for_step` of a step's input; its message is made on failure."""
+    schema = step.input_schema
+    if isinstance(value, BaseModel):
+        return validate_for_step(
+            schema,
+            value,
+            f"step {step.id!r}: its input",
+            "its input schema",
+            run_id=run_id,
+            step_id=step.id,
+        )
+    try:
+        return validate_model(schema, value)
+    except ValidationError as exc:
+        text = f"step {step.id!r}: its input does not fit its input schema"
+        raise _unfit(text, schema, exc, run_id, step.id) from exc
+
+
+def validate_output(step: Step[Any, M], value: Any, run_id: str) -> M:
+    """:func:`validate_for_step` of what a step's body returned; its message is made on failure."""
+    schema = step.output_schema
+    if isinstance(value, schema):
+        return value
+    try:
+        return validate_model(schema, dump_model(value) if isinstance(value, BaseModel) else value)
+    except ValidationError as exc:
+        returned = f"step {step.id!r}: the {type(value).__name__} it returned"
+        text = f"{returned} does not fit its output schema"
+        raise _unfit(text, schema, exc, run_id, step.id) from exc
+
+
+def _unfit(
+    text: str, schema: type[BaseModel], exc: ValidationError, run_id: str, step_id: str
+) -> StepValidationError:
+    """The error for a value that does not fit ``schema``: ``text``, the schema and the errors."""
+    return StepValidationError.from_validation(
+        f"{text} {schema.__name__}", exc, run_id=run_id, step_id=step_id
+    )
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -152,6 +191,8 @@ class Step(Generic[In_co, Out_co]):
     resume_schema: type[BaseModel] | None = None
     writer_schema: type[BaseModel] | None = None
     is_async: bool = field(init=False)
+    _output_name: str = field(init=False, repr=False)
+    """What the step's output is called in an error, made once rather than per call."""
 
     def __post_init__(self) -> None:
         body: Any = self.execute
@@ -159,6 +200,7 @@ class Step(Generic[In_co, Out_co]):
             getattr(body, "__call__", None)  # noqa: B004 - an object with an async __call__
         )
         object.__setattr__(self, "is_async", is_async)
+        object.__setattr__(self, "_output_name", f"step {self.id!r} output")
 
     def __repr__(self) -> str:
         return f"Step(id={self.id!r})"

@@ -7,9 +7,10 @@
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Generic, NoReturn, cast, overload
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, Protocol, cast, overload
 
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
@@ -18,7 +19,7 @@ from typing_extensions import TypeVar
 from runtime import _clock
 from runtime._errors import SnapshotEncodingError, WorkflowError
 from runtime._ids import new_span_id
-from runtime._request_context import RequestContext
+from runtime._request_context import RequestContext, changed, view
 from runtime._snapshot import check_encodable, copy_plain
 from runtime._step import In_co, Step, dump_model, plain, validate_for_step, why_not_dumped
 from runtime._sync import AbortSignal
@@ -124,6 +125,58 @@ class BailOut(BaseException):
         self.result = result
 
 
+_VIEWING = threading.Lock()
+"""Taken while a context's request context view is made, on the first ask."""
+
+
+class CallFields(Protocol):
+    """What a call of user code carries that its context is made from (``actors.messages.Call``)."""
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def workflow_id(self) -> str: ...
+    @property
+    def payload(self) -> Any: ...
+    @property
+    def state(self) -> Any: ...
+    @property
+    def state_schema(self) -> type[BaseModel] | None: ...
+    @property
+    def request_context(self) -> dict[str, Any]: ...
+    @property
+    def init_data(self) -> Any: ...
+    @property
+    def input_schema(self) -> type[BaseModel]: ...
+    @property
+    def definitions(self) -> Mapping[str, type[BaseModel]]: ...
+    @property
+    def outputs(self) -> Mapping[str, Any]: ...
+    @property
+    def trace_id(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def prefix(self) -> str: ...
+    @property
+    def signal(self) -> AbortSignal | None: ...
+
+
+class StepCallFields(CallFields, Protocol):
+    """What a call of a step body carries as well (``actors.messages.CallStep``)."""
+
+    @property
+    def step(self) -> Step[Any, Any]: ...
+    @property
+    def retry_count(self) -> int: ...
+    @property
+    def bail_schema(self) -> type[BaseModel] | None: ...
+    @property
+    def writer(self) -> WriterSink | None: ...
+    @property
+    def item(self) -> int | None: ...
+
+
 class StepContext(Generic[In_co, State]):
     """What a step body (or a condition, or a ``map`` function) receives as ``ctx``.
 
@@ -164,7 +217,11 @@ class StepContext(Generic[In_co, State]):
         "_outputs",
         "_prefix",
         "_read_only",
+        "_request_context",
+        "_run_context",
+        "_span_id",
         "_state",
+        "_trace_id",
         "_workflow_input_schema",
         "_workflow_state_schema",
         "_writer",
@@ -173,7 +230,6 @@ class StepContext(Generic[In_co, State]):
         "input_data",
         "iteration_count",
         "path",
-        "request_context",
         "resume_data",
         "retry_count",
         "run_id",
@@ -214,7 +270,8 @@ class StepContext(Generic[In_co, State]):
         self.input_data = input_data
         self.run_id = run_id
         self.workflow_id = workflow_id
-        self.request_context = request_context
+        self._request_context: RequestContext | None = request_context
+        self._run_context: dict[str, Any] = {}  # unused: the context is given
         self.retry_count = retry_count
         self.resume_data = resume_data
         self.abort_signal = abort_signal if abort_signal is not None else AbortSignal()
@@ -226,7 +283,9 @@ class StepContext(Generic[In_co, State]):
         self._workflow_input_schema = workflow_input_schema
         self._definitions = definitions
         self._outputs = outputs
-        self._log_fields = log_fields
+        self._log_fields: dict[str, Any] | None = log_fields
+        self._trace_id: str | None = None
+        self._span_id: str | None = None
         self._logger: Any = None
         self._prefix = prefix
         self._read_only = read_only
@@ -234,6 +293,114 @@ class StepContext(Generic[In_co, State]):
         self._writer_sink = None if read_only else writer
         self._item = item
         self._writer: StepWriter | None = None  # made when first asked for: few steps write
+
+    # The step actor makes a context per call with these rather than with __init__: a
+    # call with twenty keyword arguments cost more than the rest of making the context.
+
+    @classmethod
+    def _of_step(
+        cls, call: StepCallFields, input_data: Any, resume_data: Any, span_id: str | None
+    ) -> StepContext[Any, Any]:
+        """The context of a step body's call, given its input and resume data, validated."""
+        ctx = cls._of_call(call, call.step, input_data, span_id)
+        ctx.retry_count = call.retry_count
+        ctx.resume_data = resume_data
+        ctx._bail_schema = call.bail_schema
+        ctx._writer_sink = call.writer
+        ctx._item = call.item
+        return ctx
+
+    @classmethod
+    def _of_reader(
+        cls, call: CallFields, step_id: str, iteration_count: int | None, span_id: str | None
+    ) -> StepContext[Any, Any]:
+        """The context of code that only reads the run: conditions, a map or sleep function."""
+        ctx = cls._of_call(call, None, call.payload, span_id, step_id)
+        ctx.iteration_count = iteration_count
+        ctx._read_only = True
+        return ctx
+
+    @classmethod
+    def _of_call(
+        cls,
+        call: CallFields,
+        step: Step[Any, Any] | None,
+        input_data: Any,
+        span_id: str | None,
+        step_id: str = "",
+    ) -> StepContext[Any, Any]:
+        """A context as __init__ makes it; what differs by kind of call is set above."""
+        ctx: StepContext[Any, Any] = object.__new__(cls)
+        step_id = ctx.step_id = step.id if step is not None else step_id
+        ctx.step = step
+        ctx.path = call.path or step_id
+        ctx.input_data = input_data
+        ctx.run_id = call.run_id
+        ctx.workflow_id = call.workflow_id
+        ctx.retry_count = 0
+        ctx.resume_data = None
+        signal = call.signal
+        ctx.abort_signal = signal if signal is not None else AbortSignal()
+        ctx.iteration_count = None
+        ctx._state = call.state
+        ctx._changes = {}
+        ctx._workflow_state_schema = call.state_schema
+        ctx._init_data = call.init_data
+        ctx._workflow_input_schema = call.input_schema
+        ctx._definitions = call.definitions
+        ctx._outputs = call.outputs
+        # The request context's view, and the fields the logger is bound to, are made
+        # when first asked for: few steps touch either.
+        ctx._request_context = None
+        ctx._run_context = call.request_context
+        ctx._log_fields = None
+        ctx._trace_id = call.trace_id
+        ctx._span_id = span_id
+        ctx._logger = None
+        ctx._prefix = call.prefix
+        ctx._read_only = False
+        ctx._bail_schema = None
+        ctx._writer_sink = None
+        ctx._item = None
+        ctx._writer = None
+        return ctx
+
+    @property
+    def request_context(self) -> RequestContext:
+        """The run's :class:`RequestContext`; changes are seen by later steps of the same run.
+
+        Each call gets its own copy, made when the code first changes it (or reads
+        a list or dict from it): a step that fails must not have changed what the
+        run holds.
+        """
+        context = self._request_context
+        if context is None:
+            made = view(self._run_context, copy_plain)
+            with _VIEWING:  # two threads of the step asking first must share one view
+                context = self._request_context
+                if context is None:
+                    context = self._request_context = made
+        return context
+
+    @request_context.setter
+    def request_context(self, value: RequestContext) -> None:
+        self._request_context = value
+
+    def _after(self) -> tuple[Any, dict[str, Any] | None, dict[str, Any] | None]:
+        """What a step's code leaves, for the runtime: its state, request context and changes.
+
+        The request context's values, checked to be storable, if the code touched
+        them; ``None`` if not (they are still the run's own, checked before).
+        """
+        context = self._request_context
+        values = None if context is None else changed(context)
+        if values is not None:
+            try:
+                check_encodable(values, "request_context")
+            except SnapshotEncodingError as exc:
+                exc.run_id, exc.step_id = self.run_id, self.step_id
+                raise
+        return self._state, values, self._changes
 
     @property
     def writer(self) -> StepWriter:
@@ -535,6 +702,14 @@ class StepContext(Generic[In_co, State]):
         """A structlog logger bound to the run's ``trace_id``, ``run_id`` and this step."""
         if self._logger is None:
             fields = self._log_fields
+            if fields is None:
+                fields = {
+                    "trace_id": self._trace_id,
+                    "span_id": self._span_id,
+                    "run_id": self.run_id,
+                    "workflow_id": self.workflow_id,
+                    "step_id": self.path,
+                }
             if "span_id" in fields and fields["span_id"] is None:
                 # The step's span was not made, as nothing would have seen it: the
                 # logger still names a span of the step's own.
