@@ -29,6 +29,7 @@ from runtime._errors import (
     RunTimeoutError,
     RuntimeOverloadedError,
     RuntimeStoppedError,
+    SnapshotFormatError,
     StoreError,
     StoreUnavailableError,
     WorkflowError,
@@ -37,6 +38,7 @@ from runtime._ids import check_resource_id, new_span_id, new_trace_id
 from runtime._model import (
     SETTLED_STATUSES,
     TERMINAL_STATUSES,
+    ErrorInfo,
     RunEvent,
     RunStatus,
     StartAsyncResult,
@@ -65,6 +67,7 @@ from runtime._snapshot import (
     is_stand_in,
     next_record,
     read_result,
+    stand_in_record,
 )
 from runtime._step import Step
 from runtime._stores.base import SharedStore, SnapshotRecord
@@ -1060,10 +1063,13 @@ class Run(Generic[In, Out]):
             StoreError: if the store refused the canceled snapshot: the cancel is
                 not recorded (the run's actor has stopped, but its record
                 still reads as before, and a runtime that recovers it runs it on).
-            SnapshotFormatError: if the run's stored snapshot cannot be read (it
-                is damaged): nothing is changed.
             RuntimeStoppedError: if the runtime is not running, or stopped
                 before the cancel was recorded.
+
+        A run nobody drives (suspended, queued) whose stored snapshot cannot be
+        read (it is damaged) can never go on: it is cancelled all the same, its
+        error saying why and its bytes kept (``SnapshotFormatError`` before), so
+        that it can be deleted.
         """
         system = self._host.running()
         self._release_own_start()
@@ -1184,7 +1190,10 @@ class Run(Generic[In, Out]):
 
     def _cancel_unheld(self, system: ActorSystem, record: SnapshotRecord) -> bool:
         """Cancel a run no actor drives (suspended, or queued on a shared store) here."""
-        snapshot = decode(record.data, record.run_id)
+        try:
+            snapshot = decode(record.data, record.run_id)
+        except SnapshotFormatError as exc:
+            return self._cancel_unreadable(system, record, exc)
         canceled = canceled_record(snapshot, _clock.time())
         # The compare-and-set decides between this cancel and a racing resume, and is
         # committed when it returns. The hooks run after it; the cancel returns once
@@ -1206,6 +1215,24 @@ class Run(Generic[In, Out]):
 
         system.run_hooks(self._plan, snapshot, then)
         hooks_done.wait()
+        return True
+
+    def _cancel_unreadable(
+        self, system: ActorSystem, record: SnapshotRecord, exc: SnapshotFormatError
+    ) -> bool:
+        """Cancel a run nobody holds whose stored snapshot is damaged: it can never go on.
+
+        It ends canceled, with the reason as its error and its bytes kept, as
+        ``callboard runs cancel`` ends it, so that it can be deleted; its hooks are
+        not called (there is nothing of the run to hand them).
+        """
+        error = ErrorInfo.from_exception(exc, run_id=self.run_id, with_traceback=False)
+        canceled = stand_in_record(
+            record, error.model_dump(), _clock.time(), keep_bytes=True, status="canceled"
+        )
+        if not system.store.replace(canceled, record.seq):
+            return False  # changed meanwhile, or (on a shared store) held by a worker
+        system.record(canceled)
         return True
 
     def _load(self) -> SnapshotRecord | None:

@@ -136,6 +136,37 @@ DAMAGE = {"flipped bit": flip_a_bit, "missing steps": lambda d: without(d, "step
 DAMAGE["another run's id"] = another_runs
 
 
+def test_a_suspended_run_whose_snapshot_is_damaged_can_be_cancelled_then_deleted(
+    db: Path,
+) -> None:
+    # Nobody claims a suspended run, so nothing ever failed it; resume and cancel raised
+    # SnapshotFormatError and a delete refused it as in progress: it stayed for ever.
+    def ask(ctx: Any) -> Value:
+        if ctx.resume_data is None:
+            ctx.suspend({})
+        return ctx.input_data
+
+    workflow = (
+        create_workflow(id="asking", input_schema=Value, output_schema=Value)
+        .then(create_step(id="ask", input_schema=Value, output_schema=Value, execute=ask))
+        .commit()
+    )
+    with Runtime(store=db) as rt:
+        run = rt.register(workflow).create_run("held")
+        assert run.start(input_data={"value": "v"}).status == "suspended"
+    overwrite(db, "held", flip_a_bit(stored(db, "held")))
+
+    with Runtime(store=db) as rt:
+        wf = rt.register(workflow)
+        again = wf.create_run("held")
+        assert again.cancel() is True
+        result = wf.get_workflow_run_execution_result("held")
+        assert result is not None and result.status == "canceled"
+        assert result.error is not None and result.error.name == "SnapshotFormatError"
+        assert again.cancel() is False
+        assert wf.delete_workflow_run_by_id("held") is True
+
+
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
 def test_recovery_fails_a_damaged_run_alone_and_resumes_the_others(db: Path, damage: str) -> None:
     leave_unfinished(db, ["healthy", "damaged"])
