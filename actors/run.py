@@ -17,7 +17,7 @@ and what each reply means.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Container
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final
@@ -190,13 +190,9 @@ class RunActor(DispatchedActor):
         hooks: HookRunner,
         durable: bool = False,
         direct: DirectWrites | None = None,
-        watched: Container[str] = frozenset(),
     ) -> None:
         super().__init__(dispatcher)
         self._plan = plan
-        # The runs the registry keeps events of (read from here: ``in`` is safe), for
-        # what only a watcher needs (see _enter_child).
-        self._watched = watched
         # On a store in memory: snapshots kept without telling the registry.
         self._direct = direct
         self._writer = _Writer(registry, snapshot["run_id"])
@@ -1178,11 +1174,13 @@ class RunActor(DispatchedActor):
         if any(path.startswith(inside) for path in snapshot["steps"]):
             # Entered again (a loop's next iteration, a foreach's next item): its steps
             # run anew, not skipped as done.
-            if not node.looped and snapshot["run_id"] in self._watched:
+            if not node.looped:
                 # A foreach's next item comes in the turn its last step ended: that end is
                 # told first, or watchers, who saw the step start, never see it finish
-                # (a loop's condition, called in between, tells it). Only then: on a
-                # durable store it is a write per item more.
+                # (a loop's condition, called in between, tells it). Always: whether a
+                # watch is on its way to the registry cannot be told from here (telling
+                # it only to runs the registry kept events of lost it to a watch taken
+                # meanwhile). On a durable store it is a write per item more.
                 self._tell_snapshot()
             snapshot["steps"] = {
                 path: record

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections import deque
-from collections.abc import Callable, Container
+from collections.abc import Callable
 from typing import Any
 
 import pykka
@@ -136,11 +136,9 @@ class SupervisorActor(DispatchedActor):
         direct: DirectWrites | None = None,
         here: RunsHere | None = None,
         holds: Callable[[str], bool] | None = None,
-        watched: Container[str] = frozenset(),
     ) -> None:
         super().__init__(dispatcher)
         self._direct = direct
-        self._watched = watched
         self._here = here
         self._holds = holds
         # On a shared store a sleeping run is released to the store, which keeps its
@@ -381,7 +379,6 @@ class SupervisorActor(DispatchedActor):
             hooks=self._hooks,
             durable=self._durable,
             direct=self._direct,
-            watched=self._watched,
         )
         self._runs[run_id] = (ref, message.plan)
         if self._here is not None:

@@ -234,7 +234,6 @@ class ActorSystem:
             direct=DirectWrites(store, logs, waiters) if isinstance(store, MemoryStore) else None,
             here=self._here,
             holds=None if self.shared is None else self.shared.holds,
-            watched=logs,
         )
         if isinstance(store, MemoryStore):
             # A run deleted by hand frees its start in its queue's rate window, as on a SQL
