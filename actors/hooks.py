@@ -70,9 +70,10 @@ class HookRunner:
         self._starting: dict[str, concurrent.futures.Future[None]] = {}
         # The ends decided and not yet handed to the registry, their hooks under way.
         self._ends: dict[int, SnapshotTaken] = {}
-        self.record_late: Callable[[SnapshotRecord], None] | None = None
+        self.record_late: Callable[[SnapshotRecord], bool] | None = None
         """For a store in memory: records an end whose hooks returned once the registry
-        had stopped (the stop fails what it finds unfinished, the end told or not)."""
+        had stopped (the stop fails what it finds unfinished, the end told or not), and
+        says whether the store kept it."""
 
     def run(self, plan: ExecutionPlan, snapshot: Snapshot, then: Callable[[], object]) -> None:
         """Call ``plan``'s hooks for the ended run in ``snapshot``, then ``then()``.
@@ -218,10 +219,10 @@ class HookRunner:
             if tell_safely(registry, ended):
                 return
             late = self.record_late
-            if late is not None:
-                late(record)  # the registry stopped under a stop: the end is the hooks' still
+            # The registry stopped under a stop: the end is the one the hooks were told.
+            kept = late is not None and late(record)
             if on_recorded is not None:
-                on_recorded(late is not None)
+                on_recorded(kept)
 
         self.run(plan, snapshot, record_end)
 

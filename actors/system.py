@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -242,7 +243,7 @@ class ActorSystem:
             # An end hook that returns after a stop stopped the registry: its run's end is
             # recorded still, before the stop fails what it finds unfinished, or after
             # (then the store keeps the failure, which came first).
-            self.hooks.record_late = lambda record: store.save((record,))
+            self.hooks.record_late = functools.partial(_kept_in, store)
         self.pruner = None if retention is None else Pruner(store, retention)
         # A shutdown's wait for runs in progress, and whether hurry() cut it short.
         self._draining: threading.Event | None = None
@@ -812,6 +813,15 @@ class ActorSystem:
             self.store.save(
                 (failed_record(decode(record.data, record.run_id), error, _clock.time()),)
             )
+
+
+def _kept_in(store: MemoryStore, record: SnapshotRecord) -> bool:
+    """Save ``record`` in ``store``; whether the store kept it (not an end that came first)."""
+    store.save((record,))
+    stored = store.load(record.run_id)
+    # The same seq and status: a failure the stop recorded first has the seq after the
+    # run's last record, which may be this one's.
+    return stored is not None and (stored.seq, stored.status) == (record.seq, record.status)
 
 
 def _settler(future: Future[CancelOutcome]) -> Callable[[CancelOutcome], None]:
