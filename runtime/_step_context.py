@@ -384,6 +384,8 @@ class StepContext(Generic[In_co, State]):
 
     @request_context.setter
     def request_context(self, value: RequestContext) -> None:
+        if value is None:  # None stands for "not made yet": it would undo the step's changes
+            raise TypeError("ctx.request_context cannot be set to None")
         self._request_context = value
 
     def _after(self) -> tuple[Any, dict[str, Any] | None, dict[str, Any] | None]:

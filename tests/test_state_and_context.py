@@ -130,6 +130,25 @@ def test_steps_see_the_request_context_as_a_request_context(runtime: Runtime) ->
     assert kinds == [RequestContext, RequestContext]
 
 
+def test_a_step_that_sets_its_request_context_to_none_fails_and_changes_nothing(
+    runtime: Runtime,
+) -> None:
+    # None once stood for a context the step never touched: its changes were kept as if
+    # it had made none, where the step had meant to clear it.
+    def body(ctx):
+        ctx.request_context.set("seen", True)
+        ctx.request_context = None
+        return ctx.input_data
+
+    step = create_step(id="clear", input_schema=Value, output_schema=Value, execute=body)
+    wf = runtime.register(
+        create_workflow(id="clear", input_schema=Value, output_schema=Value).then(step).commit()
+    )
+    result = wf.create_run().start(input_data={"value": "c"}, request_context={"a": 1}, timeout=5)
+    assert result.status == "failed" and result.error is not None
+    assert result.error.name == "TypeError" and "None" in result.error.message
+
+
 def test_a_step_change_to_the_request_context_is_seen_by_later_steps_only_in_its_run(
     runtime: Runtime,
 ) -> None:
