@@ -275,7 +275,6 @@ class Run(Generic[In, Out]):
                     host,
                     plan,
                     snapshot,
-                    first_record(snapshot, in_memory=host.in_memory),
                     chosen,
                     tracing_options=tracing_options,
                     scheduled=scheduled,
@@ -983,7 +982,7 @@ class Run(Generic[In, Out]):
             )
             queue = self._source_queue(source, snapshot)
             # As a start's: the run's trace hangs under the caller's current span.
-            _start_traced(host, plan, snapshot, first_record(snapshot), queue, tracing_options=None)
+            _start_traced(host, plan, snapshot, queue, tracing_options=None)
             self._started = True
             self.resource_id = resource_id
 
@@ -1643,7 +1642,6 @@ def _start_traced(
     host: RunHost,
     plan: ExecutionPlan,
     snapshot: Snapshot,
-    record: SnapshotRecord,
     queue: Queue | None,
     *,
     tracing_options: Any,
@@ -1651,11 +1649,16 @@ def _start_traced(
 ) -> None:
     """Record a new run and start it, inside its ``workflow_start`` span (if traced).
 
+    Its first record is taken once the span gave the run its trace and span ids:
+    taken before, it kept the ids made without the span, and a run that waited in
+    a durable store's queue went on from it, in another trace.
+
     Raises:
-        What ``host.start_run`` raises; the span ends failed with it.
+        What ``first_record`` and ``host.start_run`` raise; the span ends failed with it.
     """
     span = start_span(snapshot, tracing_options)
     try:
+        record = first_record(snapshot, in_memory=host.in_memory)
         host.start_run(plan, snapshot, record, queue, scheduled=scheduled)
     except BaseException as exc:
         if span is not None:

@@ -212,6 +212,50 @@ def test_a_run_started_inside_a_span_is_its_child(
     assert result.trace_id == _hex(trace_id, 32)
 
 
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_a_run_that_waits_in_the_queue_stays_in_the_trace_it_was_started_in(
+    store: str, tmp_path: Path, exporter: InMemorySpanExporter
+) -> None:
+    # Its first record was taken before its workflow_start span gave it its ids: on a
+    # durable store a run that waited went on from that record, in a trace of its own,
+    # and in memory its result read so while it waited.
+    release = threading.Event()
+
+    def held(ctx: Any) -> Value:
+        release.wait(WAIT)
+        return ctx.input_data
+
+    workflow = (
+        create_workflow(id="otel_queued", input_schema=Value, output_schema=Value)
+        .then(_step("held", held))
+        .commit()
+    )
+    where = "memory" if store == "memory" else tmp_path / "runs.db"
+    tracer = trace.get_tracer("the-app")
+    with Runtime(store=where, max_concurrent_runs=1) as rt:
+        wf = rt.register(workflow)
+        first, second = wf.create_run(), wf.create_run()
+        with tracer.start_as_current_span("POST /runs") as request:
+            first.start_async(input_data={"value": "a"})
+            second.start_async(input_data={"value": "b"})
+        waiting = wf.get_workflow_run_execution_result(second.run_id)
+        release.set()
+        done = second.wait(WAIT)
+
+    trace_id = _hex(request.get_span_context().trace_id, 32)
+    assert waiting is not None and waiting.status == "pending"
+    assert (waiting.trace_id, done.trace_id) == (trace_id, trace_id)
+    spans = exporter.get_finished_spans()
+    (start,) = [s for s in _named(spans, "workflow_start") if _run_of(s) == second.run_id]
+    (run,) = [s for s in _named(spans, "workflow_run") if _run_of(s) == second.run_id]
+    assert run.parent is not None and run.parent.span_id == start.context.span_id
+    assert done.span_id == _hex(start.context.span_id, 16)
+
+
+def _run_of(span: ReadableSpan) -> Any:
+    return (span.attributes or {}).get("callboard.run.id")
+
+
 def test_a_time_traveled_run_is_a_trace_under_the_callers_span_like_a_start(
     runtime: Runtime, exporter: InMemorySpanExporter
 ) -> None:
