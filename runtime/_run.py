@@ -1202,8 +1202,10 @@ class Run(Generic[In, Out]):
         meter = instruments()
         if meter is not None and record.status != RunStatus.PENDING:
             # It ended with no actor to count it (asleep, suspended, or left by a dead
-            # worker); one that never began is not counted as started either.
-            meter.run_ended(self.workflow_id, "canceled", snapshot["created_at"], _clock.time())
+            # worker); one that never began is not counted as started either. Its time
+            # counts from its last restart, if any, as a run actor counts it.
+            since = snapshot.get("restarted_at", snapshot["created_at"])
+            meter.run_ended(self.workflow_id, "canceled", since, _clock.time())
         hooks_done = threading.Event()
 
         def then() -> None:

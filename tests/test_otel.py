@@ -544,6 +544,67 @@ def test_a_restart_is_counted_as_a_start_and_its_duration_from_the_restart(
     assert succeeded.sum <= restarting + 0.01  # within the restart: counted from it
 
 
+def test_a_run_canceled_while_queued_is_not_counted_ended_as_it_never_started(
+    reader: InMemoryMetricReader,
+) -> None:
+    # In memory the check read the status after the cancel had marked it canceled: the
+    # run was counted ended (and its duration recorded) though never counted started.
+    release = threading.Event()
+
+    def held(ctx: Any) -> Value:
+        release.wait(WAIT)
+        return ctx.input_data
+
+    workflow = (
+        create_workflow(id="metrics_queued", input_schema=Value, output_schema=Value)
+        .then(_step("held", held))
+        .commit()
+    )
+    with Runtime(max_concurrent_runs=1) as rt:
+        wf = rt.register(workflow)
+        first, second = wf.create_run(), wf.create_run()
+        first.start_async(input_data={"value": "a"})
+        second.start_async(input_data={"value": "b"})
+        assert second.cancel() is True
+        release.set()
+        assert first.wait(WAIT).status == "success"
+
+    points = _points(reader)
+    assert _sum(points["callboard.runs.started"], workflow_id="metrics_queued") == 1
+    ended = points["callboard.runs.ended"]
+    assert _sum(ended, workflow_id="metrics_queued") == 1
+    assert _sum(ended, workflow_id="metrics_queued", status="canceled") == 0
+
+
+def test_a_restarted_run_canceled_while_suspended_counts_its_time_from_the_restart(
+    runtime: Runtime, reader: InMemoryMetricReader
+) -> None:
+    # Canceled with no actor to count it, its duration ran from the run's creation,
+    # through the time it lay failed, where a run actor counts from the restart.
+    broken = {"now": True}
+
+    def ask(ctx: StepContext[Value]) -> Value:
+        if broken["now"]:
+            raise RuntimeError("a bad deploy")
+        return ctx.suspend({}) if ctx.resume_data is None else ctx.input_data
+
+    wf = runtime.register(_two_steps("metrics_restart_cancel", second=ask))
+    run = wf.create_run()
+    assert run.start(input_data={"value": "a"}, timeout=WAIT).status == "failed"
+    time.sleep(1.0)  # lying failed
+    broken["now"] = False
+    assert run.restart(timeout=WAIT).status == "suspended"
+    assert run.cancel() is True
+
+    (canceled,) = [
+        p
+        for p in _points(reader)["callboard.run.duration"]
+        if p.attributes["callboard.workflow.id"] == "metrics_restart_cancel"
+        and p.attributes["callboard.status"] == "canceled"
+    ]
+    assert canceled.sum < 1.0  # from the restart, not from before the second it lay failed
+
+
 def test_step_durations_are_recorded_with_metrics_and_no_tracer(
     reader: InMemoryMetricReader,
 ) -> None:
