@@ -251,7 +251,10 @@ def test_the_bytes_a_foreach_over_a_nested_workflow_writes_grow_linearly_with_it
         for items in (100, 300)
     }
 
-    assert written[300] < 3.3 * written[100], written
+    # Linear is 3x, quadratic 9x. A batch of the writer's drops a record its run's next one
+    # in the batch supersedes, as an item's end and the next item's start often are: with
+    # every such pair batched in one run and none in the other, 3.5x (seen under load).
+    assert written[300] < 4.0 * written[100], written
     assert written[300] / 300 < 8192, written  # a few heads and step records an item
 
 
