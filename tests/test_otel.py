@@ -220,16 +220,7 @@ def test_a_run_that_waits_in_the_queue_stays_in_the_trace_it_was_started_in(
     # durable store a run that waited went on from that record, in a trace of its own,
     # and in memory its result read so while it waited.
     release = threading.Event()
-
-    def held(ctx: Any) -> Value:
-        release.wait(WAIT)
-        return ctx.input_data
-
-    workflow = (
-        create_workflow(id="otel_queued", input_schema=Value, output_schema=Value)
-        .then(_step("held", held))
-        .commit()
-    )
+    workflow = _held_until("otel_queued", release)
     where = "memory" if store == "memory" else tmp_path / "runs.db"
     tracer = trace.get_tracer("the-app")
     with Runtime(store=where, max_concurrent_runs=1) as rt:
@@ -250,6 +241,19 @@ def test_a_run_that_waits_in_the_queue_stays_in_the_trace_it_was_started_in(
     (run,) = [s for s in _named(spans, "workflow_run") if _run_of(s) == second.run_id]
     assert run.parent is not None and run.parent.span_id == start.context.span_id
     assert done.span_id == _hex(start.context.span_id, 16)
+
+
+def _held_until(workflow_id: str, release: threading.Event) -> Any:
+    """A one-step workflow whose step returns once ``release`` is set."""
+
+    def held(ctx: Any) -> Value:
+        release.wait(WAIT)
+        return ctx.input_data
+
+    step = _step("held", held)
+    return (
+        create_workflow(id=workflow_id, input_schema=Value, output_schema=Value).then(step).commit()
+    )
 
 
 def _run_of(span: ReadableSpan) -> Any:
@@ -550,16 +554,7 @@ def test_a_run_canceled_while_queued_is_not_counted_ended_as_it_never_started(
     # In memory the check read the status after the cancel had marked it canceled: the
     # run was counted ended (and its duration recorded) though never counted started.
     release = threading.Event()
-
-    def held(ctx: Any) -> Value:
-        release.wait(WAIT)
-        return ctx.input_data
-
-    workflow = (
-        create_workflow(id="metrics_queued", input_schema=Value, output_schema=Value)
-        .then(_step("held", held))
-        .commit()
-    )
+    workflow = _held_until("metrics_queued", release)
     with Runtime(max_concurrent_runs=1) as rt:
         wf = rt.register(workflow)
         first, second = wf.create_run(), wf.create_run()
