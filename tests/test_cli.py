@@ -224,6 +224,23 @@ def test_runs_list_json_is_the_page_with_the_runs_and_the_total(
     assert WorkflowResult.model_validate(page["runs"][2]) == stored_runs["run-1"]
 
 
+def test_runs_list_to_a_pipe_keeps_every_column_of_every_row_whatever_one_value_holds(
+    db: str, stored_runs: dict[str, WorkflowResult], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The table was fitted to 200 columns: a run id of 250 characters hid every column
+    # but two, of every row, and `runs list | grep failed` found nothing.
+    long_id = "r" * 250
+    with Runtime(store=db) as rt:
+        rt.register(greet).create_run(run_id=long_id).start(input_data={"value": "x"})
+    code, out, _ = run_cli(capsys, "runs", "list", "--db", db)
+
+    assert code == 0
+    rows = table_rows(out)
+    assert rows[0][:3] == [long_id, "greet", "success"]
+    assert [row[2] for row in rows[1:]] == ["success", "failed", "success"]
+    assert len([line for line in out.splitlines() if "failed" in line]) == 1
+
+
 def test_runs_list_filters_by_status_and_by_workflow(
     db: str, stored_runs: dict[str, WorkflowResult], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -46,8 +46,10 @@ __all__ = [
     "workers_table",
 ]
 
-_PLAIN_WIDTH: Final = 200
-"""Columns for tables written to a pipe or file, where rich would otherwise assume 80."""
+_PLAIN_WIDTH: Final = 10_000
+"""Columns for tables written to a pipe or file, where rich would otherwise assume 80: a
+row never cut, whatever its longest value (a 250-character run id hid every column but
+two at 200), and no line longer than what it shows (a table is as wide as its cells)."""
 
 _STATUS_STYLES: Final = {
     "pending": "yellow",
