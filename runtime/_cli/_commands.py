@@ -59,10 +59,12 @@ from runtime._errors import (
     SnapshotFormatError,
     StoreError,
     StoreUnavailableError,
+    summarize_errors,
 )
 from runtime._model import SETTLED_STATUSES, RunStatus, WorkflowResult, WorkflowRunList
 from runtime._queries import get_run, list_runs
 from runtime._run import Run
+from runtime._run_input import validated_input
 from runtime._runtime import DEFAULT_STOP_TIMEOUT, Runtime
 from runtime._stores.base import SharedStore, SnapshotStore
 from runtime._stores.open import open_store
@@ -522,6 +524,15 @@ def start(args: argparse.Namespace) -> RunStatus | None:
 def _start(args: argparse.Namespace) -> RunStatus | None:
     input_data = _parse_input(args.input)
     workflow = load_workflow(args.target)
+    # Checked before the store is opened: input that does not fit made a store at a
+    # mistyped --db, which no other command creates on a refusal.
+    try:
+        validated_input(workflow.plan.input_schema, input_data, "input_data", args.run_id or "")
+    except InvalidInputError as exc:
+        raise UsageError(
+            f"--input does not fit {workflow.plan.input_schema.__name__}, the input schema of "
+            f"workflow {workflow.id!r}: {summarize_errors(exc.errors)}"
+        ) from exc
     store = open_db(args.db, readonly=False)
     try:
         runtime = Runtime(store=store).start()
