@@ -573,7 +573,7 @@ def test_db_may_be_a_sqlite_url_and_a_malformed_one_exits_2(
     code, out, _ = run_cli(capsys, "runs", "list", "--db", f"sqlite:///{db}", "--json")
     assert code == 0
     assert json.loads(out)["total"] == 3
-    for argv in (["runs", "list"], ["start", f"{flows}:greet", "--input", "{}"]):
+    for argv in (["runs", "list"], ["start", f"{flows}:greet", "--input", '{"value": "x"}']):
         code, out, err = run_cli(capsys, *argv, "--db", "sqlite://runs.db")
         assert code == 2
         assert err.startswith("callboard: error: --db: a SQLite URL is sqlite:///")
@@ -955,6 +955,40 @@ def test_python_m_runtime_reports_bad_input_in_one_line_without_a_traceback(
     assert result.returncode == 2
     assert result.stderr.startswith("callboard: error: --input is not JSON")
     assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("wait", [False, True], ids=["no-wait", "wait"])
+def test_start_json_keeps_what_a_steps_child_process_writes_off_standard_output(
+    db: str, tmp_path: Path, wait: bool
+) -> None:
+    # redirect_stdout moved Python's sys.stdout only: a child process a step started
+    # wrote to descriptor 1, before the JSON, which then did not parse.
+    (tmp_path / "shelling.py").write_text(
+        textwrap.dedent(
+            """
+            import subprocess, sys
+            from pydantic import BaseModel
+            from runtime import create_step, create_workflow
+
+            class Value(BaseModel):
+                value: str
+
+            def shell(ctx):
+                subprocess.run([sys.executable, "-c", "print('from a child process')"], check=True)
+                return ctx.input_data
+
+            step = create_step(id="shell", input_schema=Value, output_schema=Value, execute=shell)
+            flow = create_workflow(id="shelling", input_schema=Value, output_schema=Value)
+            flow = flow.then(step).commit()
+            """
+        )
+    )
+    argv = [sys.executable, "-m", "runtime", "start", "shelling:flow", "--input", '{"value": "v"}']
+    result = _run([*argv, "--json", *(["--wait"] if wait else []), "--db", db], tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["status"] == "success"
+    assert "from a child process" in result.stderr
 
 
 @pytest.mark.skipif(not CONSOLE_SCRIPT.exists(), reason="the callboard script is not installed")

@@ -508,7 +508,12 @@ def test_workers_list_of_a_missing_store_exits_2_and_creates_nothing(
 
 @pytest.mark.parametrize(
     "argv",
-    [["runs", "list"], ["runs", "show", "r"], ["workers", "list"], ["start", f"{FLOWS}:greet"]],
+    [
+        ["runs", "list"],
+        ["runs", "show", "r"],
+        ["workers", "list"],
+        ["start", f"{FLOWS}:greet", "--input", '{"value": "x"}'],
+    ],
 )
 def test_every_command_says_a_postgresql_url_needs_the_extra_without_showing_the_password(
     argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import time
 import urllib.parse
@@ -517,8 +518,36 @@ def start(args: argparse.Namespace) -> RunStatus | None:
         args.json_out = sys.stdout
         return _start(args)
     args.json_out = sys.stdout
-    with contextlib.redirect_stdout(sys.stderr):
+    with _stdout_fd_to_stderr(args), contextlib.redirect_stdout(sys.stderr):
         return _start(args)
+
+
+@contextlib.contextmanager
+def _stdout_fd_to_stderr(args: argparse.Namespace) -> Iterator[None]:
+    """While a ``--json`` command runs, file descriptor 1 is standard error's too.
+
+    ``redirect_stdout`` moves Python's ``sys.stdout``; a child process a step starts
+    writes to the descriptor itself, and its output came before the JSON. The JSON
+    goes to the real standard output, kept aside meanwhile. (Where ``sys.stdout``
+    has no descriptor, a test's capture, nothing but Python writes to it.)
+    """
+    try:
+        real = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+        yield
+        return
+    sys.stdout.flush()
+    kept = os.dup(real)
+    json_out = open(kept, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+    os.dup2(sys.stderr.fileno(), real)
+    args.json_out = json_out
+    try:
+        yield
+    finally:
+        json_out.flush()
+        sys.stdout.flush()
+        os.dup2(kept, real)
+        os.close(kept)
 
 
 def _start(args: argparse.Namespace) -> RunStatus | None:
