@@ -532,14 +532,14 @@ def _stdout_fd_to_stderr(args: argparse.Namespace) -> Iterator[None]:
     has no descriptor, a test's capture, nothing but Python writes to it.)
     """
     try:
-        real = sys.stdout.fileno()
+        real, errors = sys.stdout.fileno(), sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
         yield
         return
     sys.stdout.flush()
     kept = os.dup(real)
     json_out = open(kept, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
-    os.dup2(sys.stderr.fileno(), real)
+    os.dup2(errors, real)
     args.json_out = json_out
     try:
         yield
