@@ -1231,10 +1231,10 @@ class RunActor(DispatchedActor):
             record["status"] = StepStatus.SUCCESS.value
             record["output"] = output
             record["ended_at"] = _clock.time()
-        if node.path not in self._plan.output_schemas.per_item:
-            # A foreach's nested workflow has one output when its list is done, not one
-            # per item: the next item's steps read none until then (as a step's do).
-            self._outputs = {**self._outputs, node.path: output}
+        # For a foreach's nested workflow this is one item's output, replaced by the list
+        # once it is done; a step reads none until then (get_step_result tells by the
+        # plan, as it must for outputs rebuilt from a snapshot too).
+        self._outputs = {**self._outputs, node.path: output}
         self._advance(output)
 
     # --- nested workflows inside constructs -------------------------------------------------

@@ -800,9 +800,9 @@ class ActorSystem:
         # say): in memory, that is what it records, not the stop's failure. (On a
         # durable store it stays unfinished, and the next runtime calls its hooks again.)
         for ended in self.hooks.unrecorded_ends():
-            self.store.save((ended.record,))
+            kept = _kept_in(self.store, ended.record)
             if ended.on_recorded is not None:
-                ended.on_recorded(True)
+                ended.on_recorded(kept)
 
     def _fail_unfinished(self) -> None:
         # With every actor stopped, a run still pending or running would stay so
@@ -815,7 +815,7 @@ class ActorSystem:
             )
 
 
-def _kept_in(store: MemoryStore, record: SnapshotRecord) -> bool:
+def _kept_in(store: SnapshotStore, record: SnapshotRecord) -> bool:
     """Save ``record`` in ``store``; whether the store kept it (not an end that came first)."""
     store.save((record,))
     stored = store.load(record.run_id)
