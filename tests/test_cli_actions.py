@@ -394,6 +394,14 @@ def test_runs_list_since_and_until_take_an_age_or_a_date_and_time(
     code, _out, err = cli(capsys, "runs", "list", "--db", db, "--since", "yesterday")
     assert code == 2
     assert "expected an age such as 30m" in err and err.count("\n") == 1
+    # The edges of the calendar: a plain message each, naming no function of ours.
+    code, _out, err = cli(capsys, "runs", "list", "--db", db, "--since", "0001-01-01")
+    assert code == 2
+    assert "'0001-01-01' is out of range" in err and "_moment" not in err
+    code, _out, err = cli(capsys, "runs", "list", "--db", db, "--since", "1000000w")
+    assert code == 2
+    assert "'1000000w' reaches back before the year 1" in err
+    assert listed("--since", "0001-01-02T00:00+00:00") == ["late", "early"]
 
 
 def _cancel(db: str, run_id: str) -> None:

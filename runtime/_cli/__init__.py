@@ -661,9 +661,16 @@ _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 def _moment(text: str) -> datetime:
     """An age (``30m``: that long ago) or an ISO 8601 date and time (local without an offset)."""
     try:
-        return datetime.now(UTC) - timedelta(seconds=_duration(text))
-    except (argparse.ArgumentTypeError, OverflowError):
+        seconds = _duration(text)
+    except argparse.ArgumentTypeError:
         pass
+    else:
+        try:
+            return datetime.now(UTC) - timedelta(seconds=seconds)
+        except OverflowError:
+            raise argparse.ArgumentTypeError(
+                f"the age {text!r} reaches back before the year 1"
+            ) from None
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
@@ -671,7 +678,14 @@ def _moment(text: str) -> datetime:
             "expected an age such as 30m, 12h or 7d, or a date and time such as 2026-12-01 or "
             f"2026-12-01T09:30, got {text!r}"
         ) from None
-    return moment if moment.tzinfo is not None else moment.astimezone()
+    if moment.tzinfo is not None:
+        return moment
+    try:  # local time: a date at the very edge of the calendar has no local equivalent
+        return moment.astimezone()
+    except (OverflowError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"the date {text!r} is out of range: give a date between the years 2 and 9998"
+        ) from None
 
 
 def _duration(text: str) -> float:
