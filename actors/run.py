@@ -713,11 +713,12 @@ class RunActor(DispatchedActor):
             self._step_failed(job, message.error or {}, message.retryable)
             return
         if outcome is Outcome.BAILED:
-            if job.item is None:
-                self._finish_step(call.path, message.output, message)
-                # Its output is the bail's, as its record says (and a run rebuilt from
-                # the record reads): ctx.get_step_result() of it gives the same live.
-                self._outputs = {**self._outputs, call.path: message.output}
+            # Its output is the bail's, as its record says (and a run rebuilt from the
+            # record reads): ctx.get_step_result() of it gives the same live. A foreach
+            # item's bail ends the foreach so too, as a parallel member's ends it: the
+            # step succeeded, its items still running are told to stop.
+            self._finish_step(call.path, message.output, message)
+            self._outputs = {**self._outputs, call.path: message.output}
             if call.prefix:  # inside a nested workflow: it ends, not the run
                 self._bail_out_of(job.index, call.prefix, message.result)
                 return

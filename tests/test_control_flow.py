@@ -1002,6 +1002,11 @@ def test_a_bail_leaves_no_step_open_in_the_finished_run(runtime: Runtime, where:
     assert not {path for path, status in still_open.items() if status in OPEN_STEP_STATUSES}, (
         still_open
     )
+    # The step that bailed succeeded with the bail's output, a foreach whose item bailed
+    # as a parallel member (it read canceled).
+    gate_path = "bailing-child.gate" if where == "nested" else "gate"
+    assert still_open[gate_path] == "success"
+    assert result.steps[gate_path].output == {"n": 99}
 
 
 class Total(BaseModel):
