@@ -31,6 +31,11 @@ least recently used goes first, and its numbering starts again if it is streamed
 SUBSCRIBER_BUFFER: Final = 1024
 """The most events queued for one subscriber before it is cut off as lagged."""
 
+REPLAYS_KEPT: Final = 32
+"""The most replays told to one client alone (a reconnect with another log's numbers)
+whose numbers a run's log remembers; a client from the middle of an older one is told
+what the log holds after its number, as a client of the log itself would be."""
+
 
 class EventLog:
     """One run's numbered events, and what its last snapshot said (to tell what changed).
@@ -54,18 +59,21 @@ class EventLog:
         self.steps: dict[str, tuple[str, int, int]] = {}
         self.record_seq = -1
         self.created_at: float | None = None
-        # The numbers of the last replay told to one client alone (see ``skip``).
-        self.replayed: tuple[int, int] | None = None
+        # The numbers of the replays told lately to one client alone (see ``skip``).
+        self.replayed: tuple[tuple[int, int], ...] = ()
 
     def skip(self, first: int, last: int) -> None:
-        """Numbers ``first`` to ``last`` were given to a replay told to one client: skip them."""
-        self.replayed = (first, last)
+        """Numbers ``first`` to ``last`` were given to a replay told to one client: skip them.
+
+        The last :data:`REPLAYS_KEPT` replays are remembered, so that a client from the
+        middle of any of them is told the run again (the log keeps none of their events).
+        """
+        self.replayed = (*self.replayed[-(REPLAYS_KEPT - 1) :], (first, last))
         self.next_seq = max(self.next_seq, last + 1)
 
     def replayed_at(self, seq: int) -> bool:
-        """Whether ``seq`` is a number of the last replay but not its last: none is kept."""
-        replayed = self.replayed
-        return replayed is not None and replayed[0] <= seq < replayed[1]
+        """Whether ``seq`` is a number of a replay remembered but not its last."""
+        return any(first <= seq < last for first, last in self.replayed)
 
     def add(self, events: list[RunEvent]) -> None:
         """Keep ``events``, numbered from :attr:`next_seq` on (as they were built)."""

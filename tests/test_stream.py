@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from actors._events import EVENT_LOG_SIZE, SUBSCRIBER_BUFFER
+from actors._events import EVENT_LOG_SIZE, REPLAYS_KEPT, SUBSCRIBER_BUFFER, EventLog
 from runtime import (
     RunEvent,
     RunFinishEvent,
@@ -153,10 +153,24 @@ def test_a_reconnect_past_this_runtimes_numbers_is_told_the_run_again_to_its_end
         # A reconnect from the middle of that replay is told it again, numbered on.
         once_more = list(again.stream(from_seq=back[1].seq, timeout=WAIT))
         assert kinds(once_more) == replayed and once_more[0].seq > back[-1].seq
+        # So is one from the middle of the replay before that one (it was told nothing).
+        from_first = list(again.stream(from_seq=back[1].seq, timeout=WAIT))
+        assert kinds(from_first) == replayed and from_first[0].seq > once_more[-1].seq
     # A stopped runtime tells what its store holds, by the same rule.
     after_stop = list(again.stream(from_seq=last + 100, timeout=WAIT))
     assert kinds(after_stop) == replayed and after_stop[0].seq > last + 100
     assert list(again.stream(from_seq=other_tab[-2].seq, timeout=WAIT)) == other_tab[-1:]
+
+
+def test_a_log_remembers_the_numbers_of_its_last_replays_only() -> None:
+    log = EventLog()
+    for first in range(10, 10 * (REPLAYS_KEPT + 2), 10):
+        log.skip(first, first + 5)
+    assert len(log.replayed) == REPLAYS_KEPT  # bounded, however often clients come back
+    assert not log.replayed_at(12)  # the oldest went
+    assert log.replayed_at(10 * (REPLAYS_KEPT + 1) + 2) and log.replayed_at(32)
+    assert not log.replayed_at(35)  # a replay's last number: its client has it all
+    assert log.next_seq == 10 * (REPLAYS_KEPT + 1) + 6
 
 
 @pytest.mark.parametrize("where", ["memory", "sqlite"])
