@@ -383,6 +383,8 @@ class RunActor(DispatchedActor):
                 self._conditions_replied(job, message.output)
             case CallMap() as call if message.ok:
                 self._finish_step(call.path, message.output, message)
+                # ctx.get_step_result() reads it as a resumed run's steps would.
+                self._outputs = {**self._outputs, call.path: message.output}
                 self._advance(message.output)
             case CallSleepLength() if message.ok:
                 self._sleep_until(job.index, message.output)

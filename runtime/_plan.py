@@ -338,11 +338,13 @@ class ExitNode(Node):
 class OutputSchemas(dict[str, type[BaseModel]]):
     """Each step's and nested workflow's output model, by path (see ``ExecutionPlan``)."""
 
-    __slots__ = ("per_item",)
+    __slots__ = ("per_item", "plain")
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.per_item: frozenset[str] = frozenset()
+        # The paths of ``.map()`` nodes: outputs of no model, read back as plain data.
+        self.plain: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -403,6 +405,7 @@ class ExecutionPlan:
         schemas.per_item = frozenset(
             node.path for node in self.nodes if isinstance(node, ForeachNode | EachStartNode)
         )
+        schemas.plain = frozenset(node.path for node in self.nodes if isinstance(node, MapNode))
         object.__setattr__(self, "output_schemas", schemas)
 
     @property

@@ -656,9 +656,13 @@ class StepContext(Generic[In_co, State]):
         item: given its id, this returns the list of models; given the step
         itself (typed to give one model), it raises ``TypeError``.
 
+        A ``.map()`` is named by its id (``map-N`` unless given one): its
+        output has no model, so this returns a copy of it as plain data.
+
         Returns:
-            The output model (a list of them for a foreach step named by id),
-            or ``None`` when that step has not succeeded in this run.
+            The output model (a list of them for a foreach step named by id;
+            plain data for a map), or ``None`` when that step has not
+            succeeded in this run.
 
         Raises:
             KeyError: if the workflow has no step with that id.
@@ -676,17 +680,27 @@ class StepContext(Generic[In_co, State]):
                     f"got {step!r}"
                 )
             step_id = named
+        definitions = self._definitions
         path = self._prefix + step_id
-        schema = self._definitions.get(path)
+        schema = definitions.get(path)
         if schema is None:
             path = step_id
-            schema = self._definitions.get(path)
+            schema = definitions.get(path)
         if schema is None:
-            raise KeyError(f"workflow {self.workflow_id!r} has no step {step_id!r}")
+            maps = getattr(definitions, "plain", ())
+            path = self._prefix + step_id
+            if path not in maps:
+                path = step_id
+            if path not in maps or not isinstance(step, str):
+                raise KeyError(f"workflow {self.workflow_id!r} has no step {step_id!r}")
+            # A .map(): no model to read its output as; a copy, so that changing it
+            # changes nothing the run holds (its record, a later map's input).
+            output = self._outputs.get(path)
+            return None if output is None else copy_plain(output)
         output = self._outputs.get(path)
         if output is None:
             return None
-        per_item = getattr(self._definitions, "per_item", None)
+        per_item = getattr(definitions, "per_item", None)
         if type(output) is list if per_item is None else path in per_item:
             if type(output) is not list:
                 return None  # one item's output, the foreach going on (a nested workflow's)

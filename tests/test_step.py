@@ -374,6 +374,36 @@ def test_get_step_result_is_per_run(runtime: Runtime) -> None:
     }
 
 
+def test_get_step_result_of_a_map_is_a_copy_of_its_output_live_and_after_a_resume(
+    runtime: Runtime,
+) -> None:
+    read: list[Any] = []
+
+    def reader(ctx):
+        shaped = ctx.get_step_result("shaped")
+        read.append((dict(shaped), ctx.get_step_result("map-2")))
+        shaped["value"] = "changed"  # a copy: the run's record keeps its own
+        if ctx.resume_data is None and len(read) == 1:
+            ctx.suspend({})
+        return ctx.input_data
+
+    workflow = (
+        create_workflow(id="maps", input_schema=Value, output_schema=Value)
+        .map(lambda ctx: {"value": ctx.input_data["value"] + "!"}, id="shaped")
+        .map(lambda ctx: {"value": ctx.input_data["value"] * 2})
+        .then(create_step(id="read", input_schema=Value, output_schema=Value, execute=reader))
+        .commit()
+    )
+    run = runtime.register(workflow).create_run()
+    assert run.start(input_data={"value": "a"}, timeout=5).status == "suspended"
+    result = run.resume(resume_data={}, timeout=5)
+
+    assert result.status == "success", result.error
+    expected = ({"value": "a!"}, {"value": "a!a!"})
+    assert read == [expected, expected]  # live (it raised KeyError), and after the resume
+    assert result.steps["shaped"].output == {"value": "a!"}
+
+
 def test_the_context_works_the_same_in_an_async_step(runtime: Runtime) -> None:
     seen: dict[str, Any] = {}
     first = create_step(
