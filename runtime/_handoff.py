@@ -49,12 +49,17 @@ class _Inbox:
 
     def put(self, fn: Callable[[A], object], arg: A) -> bool:
         """Have the loop call ``fn(arg)``; ``False`` if the loop is closed or gone."""
+        loop = self._loop()
         with self._lock:
+            if self._scheduled and (loop is None or loop.is_closed()):
+                # The loop closed before the drain on its way ran: none will run now.
+                self._items.clear()
+                self._scheduled = False
+                return False
             self._items.append((fn, arg))
             if self._scheduled:  # a drain is on its way: it takes this item too
                 return True
             self._scheduled = True
-        loop = self._loop()
         try:
             if loop is None:
                 raise RuntimeError("the loop is gone")
@@ -100,8 +105,24 @@ def _inbox(loop: asyncio.AbstractEventLoop) -> _Inbox:
         with _inboxes_lock:
             inbox = _inboxes.get(loop)
             if inbox is None:
+                _let_go_of_closed_loops()
                 inbox = _inboxes[loop] = _Inbox(loop)
     return inbox
+
+
+def _let_go_of_closed_loops() -> None:
+    """Drop the inboxes of loops that closed with a delivery not yet run.
+
+    What such an inbox holds (futures of the loop) keeps its loop, the key that
+    would free it, alive: a program that calls ``asyncio.run()`` again and again
+    kept every loop that ended with a call in flight. Done as a new loop's inbox
+    is made, so that the closed ones are at most as many as the loops in use.
+    """
+    for loop in [loop for loop in list(_inboxes) if loop.is_closed()]:
+        inbox = _inboxes.pop(loop, None)
+        if inbox is not None:
+            with inbox._lock:
+                inbox._items.clear()
 
 
 def deliver(loop: asyncio.AbstractEventLoop, fn: Callable[[A], object], arg: A) -> bool:
@@ -135,8 +156,32 @@ def _settle(outcome: tuple[asyncio.Future[Any], bool, Any]) -> None:
         future.set_exception(value)
 
 
-def _cancel(future: asyncio.Future[Any]) -> None:
-    future.cancel()
+def _run_on_the_default_executor(job: _Job[Any]) -> None:
+    """On the job's loop: run a call the closed pool did not take, on the loop's executor.
+
+    As a call made after the stop would run (see ``RunHost.call``): its caller gets
+    its result, or its error, never a cancellation nobody asked for.
+    """
+    future = job.future
+    if future.done():  # its task was cancelled meanwhile
+        return
+    try:
+        elsewhere = future.get_loop().run_in_executor(None, job.fn)
+    except RuntimeError as exc:  # the loop's executor is shut down: its loop is ending
+        future.set_exception(exc)
+        return
+
+    def settle(done: asyncio.Future[Any]) -> None:
+        if future.done():
+            return
+        if done.cancelled():
+            future.cancel()
+        elif (error := done.exception()) is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(done.result())
+
+    elsewhere.add_done_callback(settle)
 
 
 class CallPool:
@@ -209,7 +254,7 @@ class CallPool:
             del job, outcome
 
     def close(self, timeout: float | None = None) -> None:
-        """Cancel the calls still queued, let the running ones end, and end the threads.
+        """Hand the calls still queued to their loops' executors, let the running ones end.
 
         Idempotent. Waits for the calls running, for at most ``timeout``
         seconds in all (``None``: as long as they take); a call still running
@@ -222,7 +267,7 @@ class CallPool:
             self._ready.notify_all()
             threads = list(self._threads)
         for job in queued:
-            job.inbox.put(_cancel, job.future)
+            job.inbox.put(_run_on_the_default_executor, job)
         current = threading.current_thread()
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in threads:

@@ -221,7 +221,7 @@ class RunHost:
         self._calls_lock = threading.Lock()
 
     def close_calls(self, timeout: float | None = None) -> None:
-        """End the call threads: calls queued are cancelled, calls running are waited for.
+        """End the call threads: calls queued go to their loops' executors; calls running end.
 
         Called once the actors have stopped, when every call still running
         finds the runtime stopped and returns soon; for at most ``timeout``
