@@ -673,7 +673,9 @@ class RunActor(DispatchedActor):
             if key in snapshot["suspended"]:
                 snapshot["suspended"] = {k: v for k, v in snapshot["suspended"].items() if k != key}
                 self._encoder.suspended_changed(key, gone=True)
-            snapshot["steps"][path]["resume_payload"] = resume_data
+            record = snapshot["steps"][path]
+            record["resume_payload"] = resume_data
+            record["resumed_at"] = _clock.time()  # the last of its items resumed
         job = self._calls.step(
             index,
             step_node,

@@ -95,3 +95,36 @@ def test_a_resumed_step_keeps_when_it_first_started_and_records_when_it_was_resu
     assert record.resumed_at is not None and record.ended_at is not None
     assert first_start < record.resumed_at <= record.ended_at
     assert (record.resumed_at - first_start).total_seconds() >= 0.05
+
+
+def test_a_foreach_records_when_its_items_were_resumed(runtime: Runtime) -> None:
+    def ask(ctx: StepContext[Value]) -> Value:
+        if ctx.resume_data is None:
+            ctx.suspend({"question": ctx.input_data.value})
+        return ctx.input_data
+
+    step = create_step(id="ask", input_schema=Value, output_schema=Value, execute=ask)
+    wf = runtime.register(
+        create_workflow(id="resumed_items", input_schema=Value, output_schema=Value)
+        .map(lambda ctx: [{"value": "a"}, {"value": "b"}])
+        .foreach(step)
+        .map(lambda ctx: ctx.input_data[0])
+        .commit()
+    )
+    run = wf.create_run()
+    suspended = run.start(input_data={"value": "v"}, timeout=WAIT)
+    assert suspended.steps["ask"].resumed_at is None
+    assert suspended.steps["ask"].suspend_payload == {
+        "0": {"question": "a"},
+        "1": {"question": "b"},
+    }
+
+    half = run.resume(step="ask[0]", resume_data={}, timeout=WAIT)
+    first_resume = half.steps["ask"].resumed_at
+    assert half.status == "suspended" and first_resume is not None  # it was None
+    done = run.resume(step="ask[1]", resume_data={}, timeout=WAIT)
+
+    record = done.steps["ask"]
+    assert done.status == "success", done.error
+    assert record.resumed_at is not None and first_resume <= record.resumed_at
+    assert record.started_at is not None and record.started_at < first_resume
