@@ -19,7 +19,7 @@ from actors._dispatch import tell_safely
 from actors.messages import SnapshotTaken
 from runtime._model import RunOutcome, RunStatus
 from runtime._plan import ExecutionPlan
-from runtime._snapshot import Snapshot, copy_plain
+from runtime._snapshot import Snapshot, copy_plain, public_steps
 from runtime._stores.base import SnapshotRecord
 from runtime._sync import on_run_waits, serving_hook
 from runtime._tracing import emit
@@ -45,7 +45,7 @@ def outcome_of(snapshot: Snapshot) -> RunOutcome:
             "resource_id": snapshot.get("resource_id"),
             "result": snapshot["result"],
             "error": snapshot["error"],
-            "steps": snapshot["steps"],
+            "steps": public_steps(snapshot["steps"]),
             "state": snapshot["state"],
             "request_context": snapshot["request_context"] or {},
         }

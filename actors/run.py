@@ -108,6 +108,7 @@ _RUN_RUNNING: Final = RunStatus.RUNNING.value
 _STEP_RUNNING: Final = StepStatus.RUNNING.value
 _STEP_SUCCESS: Final = StepStatus.SUCCESS.value
 _STEP_CANCELED: Final = StepStatus.CANCELED.value
+_NO_STATE: Final = object()  # a record without a start_state (its state may be None)
 
 WAKE_EARLY: Final = 0.001
 """A sleep that ends within this many seconds is over: the run goes on at once."""
@@ -225,6 +226,9 @@ class RunActor(DispatchedActor):
         # (not in the snapshot: items started and not done run again after a crash).
         self._next_item = 0
         self._items_left = 0
+        # The state each step record began with, by path (not in the snapshot): a step
+        # that changes the state records it, for a time travel to start there again.
+        self._began: dict[str, Any] = {}
         # A resumed run starts with the outputs of the steps it completed before.
         self._outputs: dict[str, Any] = {
             path: step["output"]
@@ -371,7 +375,7 @@ class RunActor(DispatchedActor):
         match job.call:
             case CallStep() as call:
                 # Only steps change the state and the request context; the others read them.
-                self._take_state(message)
+                self._take_state(call, message)
                 if message.request_context is not call.request_context:  # it changed some
                     self._snapshot["request_context"] = _with_changes(
                         self._snapshot["request_context"],
@@ -394,19 +398,51 @@ class RunActor(DispatchedActor):
             case call:
                 self._fail_at(call.path, message.error)
 
-    def _take_state(self, message: StepFinished) -> None:
+    def _take_state(self, call: CallStep, message: StepFinished) -> None:
         """Apply what a step did to the state: nothing, a merge of some keys, or a new state.
 
         A step that changed nothing leaves the run's state alone, so that a
         sibling in ``parallel`` that finished first keeps its changes; so does
-        a merge of the keys a step with its own state schema updated.
+        a merge of the keys a step with its own state schema updated. A step
+        that changed it keeps in its record the state it began with (see
+        :meth:`_keep_start_state`).
         """
         changes = message.state_changes
         if changes is None:
-            self._snapshot["state"] = message.state
+            state = message.state
         elif changes:
             current = self._snapshot["state"]
-            self._snapshot["state"] = {**(current if isinstance(current, dict) else {}), **changes}
+            state = {**(current if isinstance(current, dict) else {}), **changes}
+        else:
+            return
+        before = self._snapshot["state"]
+        self._snapshot["state"] = state
+        if state != before:
+            self._keep_start_state(call)
+
+    def _keep_start_state(self, call: CallStep) -> None:
+        """Keep in the step's record the state it began with: it changed the state.
+
+        Only such a step keeps one, so a run whose state never changes writes
+        no byte more. The state a step began with is then the ``start_state``
+        of the first record from its own on that has one, or else the run's
+        state as it ended: what ``time_travel`` starts the step on.
+        """
+        steps = self._snapshot["steps"]
+        record = steps.get(call.path)
+        if record is None or "start_state" in record:
+            return  # an item of a foreach after another changed it, or a resumed step
+        # The state when its record began: a retry's call carries the state as it is
+        # then, a sibling's change included. A record this actor did not begin (a
+        # foreach's, resumed) began on the state this call began on: had a call of it
+        # changed the state since, the record would have it.
+        began = self._began.get(call.path, call.state)
+        if record["status"] in OPEN_STEP_STATUSES:
+            record["start_state"] = began
+        else:
+            # A settled record is never changed in place (the snapshot's encoder
+            # encodes it again only if it is another object).
+            steps[call.path] = {**record, "start_state": began}
 
     def _on_snapshot_committed(self, message: SnapshotCommitted) -> None:
         self._calls.committed(message.seq)
@@ -622,6 +658,8 @@ class RunActor(DispatchedActor):
         if item is None:
             previous = snapshot["steps"].get(path)
             record = self._record_step(path, payload, iterations=iteration)
+            if previous is not None and previous["status"] != _STEP_SUCCESS:
+                _keep_began(previous, record)  # resumed, or recovered while it ran
             resumed_before = None
             if previous is not None and previous["status"] == _STEP_RUNNING:
                 # Recovered in its retries' back-off (or in a retry): the calls made
@@ -665,17 +703,7 @@ class RunActor(DispatchedActor):
             # An item recovered in its retries' back-off (or in a retry), as a step is.
             attempt, delay = int(entry[0]), _left(entry[1])
         if item is not None and resume and (key := item_path(path, item)) in resume:
-            # A suspended item of a foreach, resumed: it alone gets the data. The data
-            # stays among the pending resumes until the item ends or suspends again: a
-            # crash meanwhile runs the item again with it (it ran again without, and
-            # suspended again, its committed resume lost).
-            resume_data = resume[key]
-            if key in snapshot["suspended"]:
-                snapshot["suspended"] = {k: v for k, v in snapshot["suspended"].items() if k != key}
-                self._encoder.suspended_changed(key, gone=True)
-            record = snapshot["steps"][path]
-            record["resume_payload"] = resume_data
-            record["resumed_at"] = _clock.time()  # the last of its items resumed
+            resume_data = self._resume_item(path, key, resume[key])
         job = self._calls.step(
             index,
             step_node,
@@ -687,6 +715,22 @@ class RunActor(DispatchedActor):
         )
         job.delay = delay
         return job
+
+    def _resume_item(self, path: str, key: str, resume_data: Any) -> Any:
+        """A suspended item of a foreach, resumed: it alone gets the data.
+
+        The data stays among the pending resumes until the item ends or suspends
+        again: a crash meanwhile runs the item again with it (it ran again without,
+        and suspended again, its committed resume lost).
+        """
+        snapshot = self._snapshot
+        if key in snapshot["suspended"]:
+            snapshot["suspended"] = {k: v for k, v in snapshot["suspended"].items() if k != key}
+            self._encoder.suspended_changed(key, gone=True)
+        record = snapshot["steps"][path]
+        record["resume_payload"] = resume_data
+        record["resumed_at"] = _clock.time()  # the last of its items resumed
+        return resume_data
 
     def _record_step(
         self, path: str, payload: Any, *, iterations: int | None = None
@@ -707,6 +751,7 @@ class RunActor(DispatchedActor):
         steps = self._snapshot["steps"]
         steps.pop(path, None)  # a step run again moves to the end, in the order steps ran
         steps[path] = record
+        self._began[path] = self._snapshot["state"]
         return record
 
     # --- replies ---------------------------------------------------------------------------
@@ -1536,6 +1581,17 @@ def _with_changes(
         if key not in after:
             merged.pop(key, None)
     return merged
+
+
+def _keep_began(previous: StepSnapshot, record: StepSnapshot) -> None:
+    """Carry the state a step began with the first time into its new record, if it has one.
+
+    A step resumed (or recovered while it ran) began when it was first called:
+    a loop's next pass, whose record follows one that succeeded, begins anew.
+    """
+    began = previous.get("start_state", _NO_STATE)
+    if began is not _NO_STATE:
+        record["start_state"] = began
 
 
 def _encloses(outer: str, path: str) -> bool:

@@ -26,11 +26,11 @@ from runtime._plan import (
     leaf_steps,
 )
 from runtime._run_input import validated_input, validated_resume_data
-from runtime._snapshot import Snapshot, StepSnapshot, copy_plain
+from runtime._snapshot import Snapshot, StepSnapshot, copy_plain, state_at
 from runtime._step import Step
 
 if TYPE_CHECKING:
-    from runtime._plan import ExecutionPlan
+    from runtime._plan import ExecutionPlan, Node
 
 __all__ = ["restarted", "time_travel_snapshot"]
 
@@ -137,7 +137,10 @@ def time_travel_snapshot(
     (validated by its step's input schema; for a ``foreach``, a list of
     items), or, without it, on the input it had in ``source``. With
     ``resume_data`` the step is called with it as ``ctx.resume_data``. The
-    run's input, state, request context and options are ``source``'s.
+    run's input, request context and options are ``source``'s, and its state
+    is ``source``'s as it was when the node of ``path`` began there (as the
+    run ended, for a run recorded before callboard kept it, or one that
+    never reached the node).
 
     Raises:
         InvalidInputError: if ``input_data`` or ``resume_data`` does not fit,
@@ -232,7 +235,9 @@ def time_travel_snapshot(
         "suspended": {},
         "resume": resume,
         "scopes": copy_plain(scopes),
-        "state": copy_plain(source["state"]),
+        # The state as it was when the step's node began in the recorded run, not as
+        # that run ended: a step that appended to it appends once again, not twice.
+        "state": copy_plain(state_at(source["steps"], _paths_of(node), source["state"])),
         "request_context": copy_plain(source["request_context"]),
         "include_state": source["include_state"],
         "trace_id": new_trace_id(),
@@ -353,3 +358,8 @@ def _check_not_in_a_region(plan: ExecutionPlan, index: int, path: str, run_id: s
 
 def _owns(node: Any, path: str) -> bool:
     return any(step_node.path == path for step_node in leaf_steps(node))
+
+
+def _paths_of(node: Node) -> set[str]:
+    """The paths of the steps of ``node``: those of a parallel or branch all began together."""
+    return {step_node.path for step_node in leaf_steps(node)}

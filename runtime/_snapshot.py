@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 import struct
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from itertools import compress
 from operator import is_not
@@ -59,11 +59,13 @@ __all__ = [
     "mark_canceled",
     "mark_failed",
     "next_record",
+    "public_steps",
     "read_result",
     "record_of",
     "run_events",
     "split_parts",
     "stand_in_record",
+    "state_at",
     "to_result",
     "unpack",
 ]
@@ -96,7 +98,15 @@ _PAIR: Final = 0x92  # msgpack's fixarray of two: (version, snapshot)
 
 
 class StepSnapshot(TypedDict, total=False):
-    """One step's record inside a snapshot (the last four keys are absent in version 1)."""
+    """One step's record inside a snapshot (the last five keys are absent in version 1).
+
+    ``start_state`` is the run's state as it was when the step began, kept only
+    by a step that changed the state (a run whose state never changes keeps
+    none), and absent in records written before it: the state a step began
+    with is the ``start_state`` of the first record from its own on that has
+    one, or else the run's state (see :func:`state_at`). It is not part of a
+    :class:`~runtime._model.StepResult`.
+    """
 
     status: str
     payload: Any
@@ -109,6 +119,7 @@ class StepSnapshot(TypedDict, total=False):
     suspend_payload: Any
     resume_payload: Any
     resumed_at: float | None
+    start_state: Any
 
 
 class Snapshot(TypedDict):
@@ -2047,7 +2058,7 @@ def to_result(snapshot: Snapshot) -> WorkflowResult:
                 "input": snapshot["input"],
                 "result": snapshot["result"],
                 "error": snapshot["error"],
-                "steps": snapshot["steps"],
+                "steps": public_steps(snapshot["steps"]),
                 "suspended": snapshot.get("suspended") or {},
                 "waiting_until": _moment(snapshot.get("wake_at"))
                 if snapshot["status"] == RunStatus.WAITING
@@ -2072,6 +2083,46 @@ def to_result(snapshot: Snapshot) -> WorkflowResult:
         ) from exc
 
 
+def _public_step(step: StepSnapshot) -> Mapping[str, Any]:
+    """A step record without what only the runtime reads (its ``start_state``)."""
+    if _START_STATE not in step:
+        return step
+    return {key: value for key, value in step.items() if key != _START_STATE}
+
+
+def public_steps(steps: dict[str, StepSnapshot]) -> Mapping[str, Mapping[str, Any]]:
+    """The step records as a result (or a hook's outcome) shows them: no ``start_state``."""
+    if not any(_START_STATE in step for step in steps.values()):
+        return steps  # most runs: no state, or one that never changed
+    return {path: _public_step(step) for path, step in steps.items()}
+
+
+def state_at(steps: Mapping[str, StepSnapshot], paths: Collection[str], final: Any) -> Any:
+    """The run's state as it was when the first of ``paths`` to run began.
+
+    A step that changed the state keeps in its record the state it began
+    with (``start_state``), and the steps between two such steps left the
+    state as it was: a step began with the ``start_state`` of the first
+    record from its own on (records are in the order the steps began) that
+    has one. Without one (no step changed the state since, or the records
+    were written before callboard kept it), the run's state as it ended:
+    ``final``. Without a record of any of ``paths`` (the run never reached
+    them), ``final`` too.
+
+    Args:
+        steps: A snapshot's step records.
+        paths: The paths of the steps of one plan node.
+        final: The snapshot's state.
+    """
+    reached = False
+    for path, record in steps.items():
+        reached = reached or path in paths
+        if reached and _START_STATE in record:
+            return record[_START_STATE]
+    return final
+
+
+_START_STATE: Final = "start_state"
 _STARTING: Final = frozenset({RunStatus.PENDING, RunStatus.RUNNING})
 _STEP_GOING_ON: Final = frozenset({StepStatus.RUNNING, StepStatus.WAITING})
 
@@ -2138,7 +2189,7 @@ def run_events(
         kinds = _step_kinds(seen, (step_status, attempts, iterations), started, changed)
         if step_status not in _STEP_GOING_ON:
             kinds.append(("step_finished", _when(step.get("ended_at")) or changed))
-        result = StepResult.model_validate(step)
+        result = StepResult.model_validate(_public_step(step))
         for kind, at in kinds:
             if kind == "step_started" and step_status not in _STEP_GOING_ON:
                 # A start told late (the step has ended since, unseen): the run was

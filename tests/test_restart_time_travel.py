@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from runtime import (
     InvalidInputError,
+    OutputOptions,
     RunNotRestartableError,
     RunNotStartedError,
     RunReader,
@@ -607,3 +608,238 @@ def test_a_time_traveled_runs_events_told_from_its_record_begin_at_its_creation(
     ]
     assert events[0].at <= events[1].at
     assert all(event.status == "running" for event in events if event.type != "status")
+
+
+# --- time travel and the workflow state ---------------------------------------------------
+
+
+class Log(BaseModel):
+    log: list[str] = []
+    pad: str = ""  # large enough that a durable store keeps the step records in parts
+
+
+PAD = "p" * 1500
+
+
+def _appending(name: str) -> Any:
+    def body(ctx):  # type: ignore[no-untyped-def]
+        ctx.set_state({"log": [*ctx.state.log, name], "pad": ctx.state.pad})
+        return Value(value=ctx.input_data.value + name)
+
+    return create_step(id=name, input_schema=Value, output_schema=Value, execute=body)
+
+
+def _reading(ctx):  # type: ignore[no-untyped-def]
+    ctx.set_state({"log": ctx.state.log, "pad": ctx.state.pad})  # the same state: no change
+    return Value(value=ctx.input_data.value + ".")
+
+
+def _logging_workflow() -> Any:
+    reads = create_step(id="reads", input_schema=Value, output_schema=Value, execute=_reading)
+    return (
+        create_workflow(id="logging", input_schema=Value, output_schema=Value, state_schema=Log)
+        .then(_appending("a"))
+        .then(reads)
+        .then(_appending("b"))
+        .then(_appending("c"))
+        .commit()
+    )
+
+
+def _stored_steps(rt: Runtime, run_id: str) -> dict[str, dict[str, Any]]:
+    from runtime._snapshot import decode
+
+    assert rt.store is not None
+    record = rt.store.load(run_id)
+    assert record is not None
+    return dict(decode(record.data, run_id)["steps"])
+
+
+@pytest.mark.parametrize(
+    "kind", ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_time_travel_runs_a_step_on_the_state_it_began_with_in_the_original(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    # The new run's state was the original's as it ended: a step that appended to the
+    # state appended twice (["a", "b", "c", "b", "c"]).
+    store = {
+        "memory": None,
+        "sqlite": tmp_path / "runs.db",
+        "postgres": request.getfixturevalue("postgres_url") if kind == "postgres" else None,
+    }[kind]
+    with Runtime(store=store) as rt:
+        workflow = rt.register(_logging_workflow())
+        source = workflow.create_run()
+        done = source.start(
+            input_data={"value": ""},
+            initial_state={"log": [], "pad": PAD},
+            output_options=OutputOptions(include_state=True),
+            timeout=WAIT,
+        )
+        assert done.status == "success" and done.state == {"log": ["a", "b", "c"], "pad": PAD}
+        began = {
+            path: record.get("start_state")
+            for path, record in _stored_steps(rt, source.run_id).items()
+        }
+        # Only the steps that changed the state keep the state they began with.
+        assert began == {
+            "a": {"log": [], "pad": PAD},
+            "reads": None,
+            "b": {"log": ["a"], "pad": PAD},
+            "c": {"log": ["a", "b"], "pad": PAD},
+        }
+        assert "start_state" not in _stored_steps(rt, source.run_id)["reads"]
+        for step, value in [("a", "a.bc"), ("reads", "a.bc"), ("b", "a.bc"), ("c", "a.bc")]:
+            traveled = workflow.time_travel(source.run_id, step=step).wait(WAIT)
+            assert traveled.status == "success", traveled.error
+            assert traveled.result == {"value": value}
+            assert traveled.state == {"log": ["a", "b", "c"], "pad": PAD}, step
+            assert "start_state" not in traveled.steps["b"].model_dump()
+        # A run made by time travel keeps the records it took over, the state they began
+        # with included: time travel from it goes back as far.
+        again = workflow.time_travel(source.run_id, step="c").wait(WAIT)
+        assert workflow.time_travel(again.run_id, step="b").wait(WAIT).state == {
+            "log": ["a", "b", "c"],
+            "pad": PAD,
+        }
+
+
+def test_time_travel_to_a_parallel_member_starts_the_group_on_the_state_it_began_with(
+    runtime: Runtime,
+) -> None:
+    workflow = runtime.register(
+        create_workflow(id="both-log", input_schema=Value, output_schema=Value, state_schema=Log)
+        .then(_appending("a"))
+        .parallel([_appending("x"), _appending("y")])
+        .map(lambda ctx: Value(value=ctx.input_data["x"]["value"] + ctx.input_data["y"]["value"]))
+        .commit()
+    )
+    # Each member replaces the whole state: the last to finish wins, as in the original.
+    source = workflow.create_run()
+    include = OutputOptions(include_state=True)
+    done = source.start(input_data={"value": ""}, output_options=include, timeout=WAIT)
+    assert done.status == "success" and done.state["log"] in (["a", "x"], ["a", "y"])
+    traveled = workflow.time_travel(source.run_id, step="y").wait(WAIT)
+    assert traveled.status == "success", traveled.error
+    # Both members began on ["a"] again, not on the state one of them left.
+    assert traveled.state["log"] in (["a", "x"], ["a", "y"])
+
+
+def test_a_run_whose_state_never_changes_keeps_no_start_state_in_its_step_records(
+    tmp_path: Path,
+) -> None:
+    # The records of such runs are as they were: not a byte more.
+    fields = {"status", "payload", "output", "error", "started_at", "ended_at"}
+    broken["second"] = False
+    with Runtime(store=tmp_path / "runs.db") as rt:
+        stateless = rt.register(chain).create_run()
+        assert stateless.start(input_data={"value": "s"}, timeout=WAIT).status == "success"
+        unchanged = rt.register(
+            create_workflow(
+                id="reads-only", input_schema=Value, output_schema=Value, state_schema=Log
+            )
+            .then(create_step(id="r1", input_schema=Value, output_schema=Value, execute=_reading))
+            .then(create_step(id="r2", input_schema=Value, output_schema=Value, execute=_reading))
+            .commit()
+        ).create_run()
+        done = unchanged.start(input_data={"value": ""}, initial_state={"log": ["x"]}, timeout=WAIT)
+        assert done.status == "success"
+        for run in (stateless, unchanged):
+            steps = _stored_steps(rt, run.run_id)
+            assert steps and all(set(record) == fields for record in steps.values()), steps
+
+
+def test_time_travel_from_a_record_without_start_states_starts_on_the_state_as_it_ended(
+    tmp_path: Path,
+) -> None:
+    # Records written before callboard kept the state a step began with: time travel
+    # works as it did then, on the state the run ended with.
+    from runtime._snapshot import decode, encode, record_of
+    from runtime._stores.sqlite import SQLiteStore
+
+    db = tmp_path / "runs.db"
+    with Runtime(store=db) as rt:
+        source = rt.register(_logging_workflow()).create_run()
+        done = source.start(input_data={"value": ""}, initial_state={"log": []}, timeout=WAIT)
+        assert done.status == "success"
+    store = SQLiteStore(db)
+    try:
+        record = store.load(source.run_id)
+        assert record is not None
+        old = decode(record.data, source.run_id)
+        for step in old["steps"].values():
+            step.pop("start_state", None)
+        old["run_id"] = "from-an-older-callboard"
+        assert store.create(record_of(old, data=encode(old)))
+    finally:
+        store.close()
+    with Runtime(store=db) as rt:
+        workflow = rt.register(_logging_workflow())
+        traveled = workflow.time_travel("from-an-older-callboard", step="b").wait(WAIT)
+        assert traveled.status == "success", traveled.error
+        assert traveled.result == {"value": "a.bc"}
+        assert _final_state(rt, traveled.run_id)["log"] == ["a", "b", "c", "b", "c"]
+
+
+def _final_state(rt: Runtime, run_id: str) -> dict[str, Any]:
+    from runtime._snapshot import decode
+
+    assert rt.store is not None
+    record = rt.store.load(run_id)
+    assert record is not None
+    state: dict[str, Any] = decode(record.data, run_id)["state"]
+    return state
+
+
+def test_a_resumed_step_keeps_the_state_it_first_began_with(runtime: Runtime) -> None:
+    # It appended before it suspended, and again when resumed (its body runs again from
+    # the start): time travel to it starts it on the state it first began with.
+    def ask(ctx):  # type: ignore[no-untyped-def]
+        ctx.set_state({"log": [*ctx.state.log, "ask"], "pad": ""})
+        if ctx.resume_data is None:
+            ctx.suspend({"question": "ok?"})
+        return Value(value=ctx.input_data.value + "?")
+
+    workflow = runtime.register(
+        create_workflow(id="log-ask", input_schema=Value, output_schema=Value, state_schema=Log)
+        .then(_appending("a"))
+        .then(create_step(id="ask", input_schema=Value, output_schema=Value, execute=ask))
+        .commit()
+    )
+    run = workflow.create_run()
+    include = OutputOptions(include_state=True)
+    assert run.start(input_data={"value": ""}, output_options=include, timeout=WAIT).status == (
+        "suspended"
+    )
+    resumed = run.resume(step="ask", resume_data={"ok": True}, timeout=WAIT)
+    assert resumed.status == "success" and resumed.state["log"] == ["a", "ask", "ask"]
+    traveled = workflow.time_travel(run.run_id, step="ask", resume_data={"ok": True}).wait(WAIT)
+    assert traveled.status == "success", traveled.error
+    assert traveled.state["log"] == ["a", "ask"]
+
+
+def test_time_travel_into_a_nested_workflow_starts_on_the_state_its_step_began_with(
+    runtime: Runtime,
+) -> None:
+    inner = (
+        create_workflow(id="inner", input_schema=Value, output_schema=Value)
+        .then(_appending("b"))
+        .then(_appending("c"))
+        .commit()
+    )
+    workflow = runtime.register(
+        create_workflow(id="outer", input_schema=Value, output_schema=Value, state_schema=Log)
+        .then(_appending("a"))
+        .then(inner)
+        .then(_appending("d"))
+        .commit()
+    )
+    source = workflow.create_run()
+    include = OutputOptions(include_state=True)
+    done = source.start(input_data={"value": ""}, output_options=include, timeout=WAIT)
+    assert done.status == "success" and done.state["log"] == ["a", "b", "c", "d"]
+    for step in ("inner.b", "inner.c", "d"):
+        traveled = workflow.time_travel(source.run_id, step=step).wait(WAIT)
+        assert traveled.status == "success", traveled.error
+        assert traveled.state["log"] == ["a", "b", "c", "d"], step
