@@ -97,6 +97,9 @@ class Calls:
     Attributes:
         span_parent: The OpenTelemetry context each call's span is a child of
             (the run actor's span), or ``None``.
+        span_id: The span id each call names as its parent: the run actor's
+            ``workflow_run`` span's, or ``None`` while the actor has no span
+            (the run's own, as stored, then).
         gated: Whether calls sent now wait for the commit of the snapshot that
             announces them (on a durable store). The run actor clears it while
             it sends a pending run's first calls, which have no step output
@@ -116,6 +119,7 @@ class Calls:
         "_tokens",
         "_writer",
         "gated",
+        "span_id",
         "span_parent",
     )
 
@@ -140,6 +144,7 @@ class Calls:
         self._announce = announce
         # The OpenTelemetry context of the run's span, handed to each call (see Call).
         self.span_parent: Any = None
+        self.span_id: str | None = None
         self.gated = True
         self._tokens = 0  # the last call's token
         self._jobs: dict[int, Job] = {}
@@ -213,7 +218,7 @@ class Calls:
             definitions=plan.output_schemas,
             outputs=outputs,
             trace_id=snapshot["trace_id"],
-            parent_span_id=snapshot["span_id"],
+            parent_span_id=self.span_id or snapshot["span_id"],
             span_parent=self.span_parent,
             reply_to=self._run,
             token=self._token(),
@@ -293,7 +298,7 @@ class Calls:
             "definitions": plan.output_schemas,
             "outputs": outputs,
             "trace_id": snapshot["trace_id"],
-            "parent_span_id": snapshot["span_id"],
+            "parent_span_id": self.span_id or snapshot["span_id"],
             "span_parent": self.span_parent,
             "reply_to": self._run,
             "token": self._token(),

@@ -579,7 +579,8 @@ class Call:
             ``ctx.get_step_result()``.
         outputs: The outputs of the steps done so far, by path.
         trace_id: The run's trace.
-        parent_span_id: The run's span.
+        parent_span_id: The span of the run actor's ``workflow_run`` (one per
+            part of the run: each resume, wake or restart has its own).
         span_parent: The OpenTelemetry context of the run actor's ``workflow_run``
             span, the parent of the call's span; ``None`` without OpenTelemetry.
         reply_to: The run actor.

@@ -246,10 +246,18 @@ class RunActor(DispatchedActor):
     def on_start(self) -> None:
         snapshot = self._snapshot
         if observed():
+            # A pending run's first part is its root span, with the span id the run was
+            # started with (its results' span_id). Each later part (after a resume, a
+            # wake, a restart or a recovery) is a span of its own under that one, in the
+            # same trace: with one id for every part, the logs showed the run's span
+            # started and ended again and again, and could not tell the parts apart.
+            # (With OpenTelemetry the ids are its own, each part under workflow_start.)
+            first = snapshot["status"] == RunStatus.PENDING
             span = self._span = Span(
                 "workflow_run",
                 snapshot["trace_id"],
-                span_id=snapshot["span_id"],
+                parent_span_id=None if first else snapshot["span_id"],
+                span_id=snapshot["span_id"] if first else None,
                 run_id=snapshot["run_id"],
                 workflow_id=snapshot["workflow_id"],
                 sampled=not snapshot.get("unsampled", False),
@@ -257,6 +265,7 @@ class RunActor(DispatchedActor):
             )
             span.start()
             self._calls.span_parent = span.otel_context()
+            self._calls.span_id = span.span_id
         meter = _otel.instruments()
         if meter is not None:
             workflow = {"callboard.workflow.id": snapshot["workflow_id"]}

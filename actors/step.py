@@ -195,6 +195,8 @@ class StepActor(ThreadActor):
             elif observed():
                 span = _span(call)
                 span_id = span.span_id
+                if signal is not None:
+                    signal.add_callback(_EndOnLetGo(span, call))
             else:
                 # Nobody would see the span (no OpenTelemetry tracer, structlog
                 # unconfigured): the step's logger, if it asks for one, gets an id
@@ -360,6 +362,30 @@ class _Awaiting:
             _report(call, span, _failure(call, value, started, ctx), value, traced=traced)
             return
         _report(call, span, finished, traced=traced)
+
+
+class _EndOnLetGo:
+    """An abort callback that ends a call's span when its run lets go of the call.
+
+    A sync body cannot be stopped: the span of one that outlived its timeout
+    (or ran on after its run was cancelled) stayed open until the body
+    returned, if it ever did, long after its run had recorded the step's end
+    and ended its own span. The span ends when the run gives the call up, with
+    what the run recorded; the body's own end, later, ends it no more (see
+    :meth:`Span.end`). It holds the span and two strings, not the call, which
+    holds the signal that holds this callback: no reference cycle per call.
+    """
+
+    __slots__ = ("path", "run_id", "span")
+
+    def __init__(self, span: Span, call: StepActorMessage) -> None:
+        self.span = span
+        self.path = call.path or call.step_id
+        self.run_id = call.run_id
+
+    def __call__(self, reason: str) -> None:
+        status, error, exception = _let_go(self.path, self.run_id, reason)
+        _end_span(self.span, status, error, exception)
 
 
 class _CancelOnTimeout:
@@ -660,14 +686,10 @@ def _report(
         # A sync body cannot be stopped: it ran on after its run let go of it (its
         # timeout passed, or the run was cancelled), and what it returns is ignored.
         # Its span and duration say what the run recorded, not "success".
-        status, error, exception = _let_go(call, signal.reason)
+        status, error, exception = _let_go(call.path or call.step_id, call.run_id, signal.reason)
     if span is not None:
-        span.end(
-            status,
-            failure=error,
-            exception=exception if error is not None else None,
-            **({} if error is None else {"error": error["name"]}),
-        )
+        # Ended already (and this does nothing) if the run let go of the call first.
+        _end_span(span, status, error, exception)
     if traced:
         meter = _otel.instruments()
         if meter is not None:
@@ -682,15 +704,26 @@ def _report(
     tell_safely(call.reply_to, finished)
 
 
+def _end_span(
+    span: Span, status: str, error: dict[str, Any] | None, exception: BaseException | None
+) -> None:
+    """End a call's span with its status, and with its error if it failed."""
+    span.end(
+        status,
+        failure=error,
+        exception=exception if error is not None else None,
+        **({} if error is None else {"error": error["name"]}),
+    )
+
+
 def _let_go(
-    call: StepActorMessage, reason: str | None
+    path: str, run_id: str, reason: str | None
 ) -> tuple[str, dict[str, Any] | None, BaseException | None]:
-    """The status, error and exception of a call its run let go of before it returned."""
+    """The status, error and exception of a call (at ``path``) its run let go of."""
     if reason == AbortReason.TIMEOUT:
-        path = call.path or call.step_id
         timeout = StepTimeoutError(
             f"step {path!r} did not finish within its timeout",
-            run_id=call.run_id,
+            run_id=run_id,
             step_id=path,
         )
         return Outcome.FAILED.value, error_dict(timeout, with_traceback=False), timeout

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import threading
 import time
 from typing import Any
 
@@ -125,6 +126,11 @@ def _log_to_stdlib(level: int, event: str, fields: dict[str, Any]) -> None:
     )
 
 
+_ENDING = threading.Lock()
+"""Taken to mark a span ended: a step's span may be ended by two threads at once (see
+:meth:`Span.end`)."""
+
+
 class Span:
     """A span: logs ``span_start`` on :meth:`start` and ``span_end`` on :meth:`end`.
 
@@ -146,6 +152,7 @@ class Span:
     """
 
     __slots__ = (
+        "_ended",
         "_otel",
         "_started",
         "fields",
@@ -179,6 +186,7 @@ class Span:
         self.otel_attributes = otel_attributes
         self.sampled = sampled
         self._started = 0.0
+        self._ended = False
         self._otel: Any = None
 
     def otel_context(self) -> Any:
@@ -246,7 +254,12 @@ class Span:
         exception: BaseException | None = None,
         **extra: Any,
     ) -> None:
-        """Log ``span_end`` with the span's ``status`` and ``duration_ms``.
+        """Log ``span_end`` with the span's ``status`` and ``duration_ms``, once.
+
+        A span ends once: a later call does nothing. A step's span is ended by
+        the run actor's thread when its run lets go of the step (a timeout, a
+        cancel), while the step's own thread ends it when the body returns; a
+        sync body cannot be stopped, and may return at that very moment.
 
         Args:
             status: How the span ended (a run or step status).
@@ -254,9 +267,13 @@ class Span:
             exception: The exception a failed span records, when there is one.
             extra: More fields for the ``span_end`` event.
         """
+        with _ENDING:
+            if self._ended:
+                return
+            self._ended = True
         span = self._otel
         if span is not None:
-            self._otel = None  # ended once, whatever calls this again
+            self._otel = None
             _otel.end_span(span, status, error=failure, exception=exception)
         active = _active_logger()
         if active is not None:

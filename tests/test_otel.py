@@ -31,7 +31,7 @@ from opentelemetry.util._once import Once
 from structlog.testing import capture_logs
 
 from runtime import Runtime, StepContext, TracingOptions, create_step, create_workflow
-from tests._support import ROOT, Value
+from tests._support import ROOT, Value, wait_until
 
 WAIT = 10.0
 
@@ -867,20 +867,84 @@ def test_a_sync_step_its_run_let_go_of_is_not_reported_a_success(
             if s.attributes.get("callboard.workflow.id") == "otel_timeout"
         ]
 
-    deadline = time.monotonic() + WAIT
-    while not step_span() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    def durations() -> list[Any]:
+        return [
+            p
+            for p in _points(reader).get("callboard.step.duration", [])
+            if p.attributes["callboard.workflow.id"] == "otel_timeout"
+        ]
+
+    # The body's duration is recorded when it returns.
+    wait_until(durations, what="the body returned")
     (span,) = step_span()
     assert span.attributes["callboard.status"] == "failed"
     assert span.status.status_code is StatusCode.ERROR
     (event,) = [e for e in span.events if e.name == "exception"]
     assert event.attributes["exception.type"] == "runtime.StepTimeoutError"
-    steps = [
-        p
-        for p in _points(reader)["callboard.step.duration"]
-        if p.attributes["callboard.workflow.id"] == "otel_timeout"
-    ]
-    assert {p.attributes["callboard.status"] for p in steps} == {"failed"}
+    assert {p.attributes["callboard.status"] for p in durations()} == {"failed"}
+
+
+def test_a_sync_steps_span_ends_when_its_timeout_lets_it_go_not_when_it_returns(
+    runtime: Runtime, exporter: InMemorySpanExporter, reader: InMemoryMetricReader
+) -> None:
+    # Its span stayed open while the abandoned body ran on, ended only when (if ever)
+    # it returned: after its run's span, or never for a body still blocked at stop().
+    let_go = threading.Event()
+
+    def slow(ctx: StepContext[Value]) -> Value:
+        let_go.wait(WAIT)
+        return ctx.input_data
+
+    step = create_step(
+        id="stuck", input_schema=Value, output_schema=Value, execute=slow, timeout=0.1, retries=1
+    )
+    wf = runtime.register(
+        create_workflow(id="otel_let_go", input_schema=Value, output_schema=Value)
+        .then(step)
+        .commit()
+    )
+
+    def step_spans() -> list[ReadableSpan]:
+        return [
+            s
+            for s in _named(exporter.get_finished_spans(), "workflow_step")
+            if s.attributes.get("callboard.workflow.id") == "otel_let_go"
+        ]
+
+    try:
+        result = wf.create_run().start(input_data={"value": "a"}, timeout=WAIT)
+        assert result.status == "failed"
+        assert result.error is not None and result.error.name == "StepTimeoutError"
+        # Both attempts' bodies are still blocked; their spans ended as their run let go.
+        spans = step_spans()
+        assert sorted(s.attributes["callboard.step.attempt"] for s in spans) == [1, 2]
+        (run_span,) = [
+            s
+            for s in _named(exporter.get_finished_spans(), "workflow_run")
+            if s.attributes.get("callboard.workflow.id") == "otel_let_go"
+        ]
+        for span in spans:
+            assert span.attributes["callboard.status"] == "failed"
+            assert span.status.status_code is StatusCode.ERROR
+            (event,) = [e for e in span.events if e.name == "exception"]
+            assert event.attributes["exception.type"] == "runtime.StepTimeoutError"
+            assert span.parent is not None and span.parent.span_id == run_span.context.span_id
+            assert span.end_time is not None and run_span.end_time is not None
+            assert span.end_time <= run_span.end_time
+    finally:
+        let_go.set()
+
+    def durations() -> list[Any]:
+        return [
+            p
+            for p in _points(reader).get("callboard.step.duration", [])
+            if p.attributes["callboard.workflow.id"] == "otel_let_go"
+        ]
+
+    # Once the bodies have returned (each records its call's duration then), nothing
+    # more is exported: each span ended once.
+    wait_until(lambda: sum(p.count for p in durations()) == 2, what="both bodies returned")
+    assert len(step_spans()) == 2
 
 
 def test_runs_cancelled_while_asleep_or_suspended_are_counted_as_ended(

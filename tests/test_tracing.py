@@ -10,6 +10,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from runtime import Runtime, TracingOptions, create_step, create_workflow
+from runtime._tracing import Span
 from tests._support import Value
 
 WAIT = 10.0
@@ -212,3 +213,125 @@ def test_concurrent_runs_keep_their_spans_apart(runtime: Runtime) -> None:
         assert {e["trace_id"] for e in mine} == {f"{index + 1:032x}"}
         steps = [e for e in mine if e["name"] == "workflow_step"]
         assert {e["parent_span_id"] for e in steps} == {result.span_id}
+
+
+def _parts(logs: list[dict[str, Any]], run_id: str) -> list[tuple[dict[str, Any], list[str]]]:
+    """Each ``workflow_run`` span of a run (its ``span_start``), with its steps' ids, in order."""
+    parts: list[tuple[dict[str, Any], list[str]]] = []
+    for event in logs:
+        if event["event"] != "span_start" or event["run_id"] != run_id:
+            continue
+        if event["name"] == "workflow_run":
+            parts.append((event, []))
+        else:
+            assert event["parent_span_id"] == parts[-1][0]["span_id"]
+            parts[-1][1].append(event["step_id"])
+    return parts
+
+
+def test_a_resumed_run_logs_a_new_run_span_under_its_first_in_the_same_trace(
+    runtime: Runtime,
+) -> None:
+    # Without OpenTelemetry each part of the run logged the span id the run was started
+    # with: its run span started and ended twice under one id, its steps' spans in both
+    # parts children of it.
+    def ask(ctx: Any) -> Value:
+        if ctx.resume_data is None:
+            ctx.suspend({"question": "go on?"})
+        return ctx.input_data
+
+    wf = runtime.register(_two_steps(second=ask))
+    run = wf.create_run()
+
+    with capture_logs() as logs:
+        waiting = run.start(input_data={"value": "x"}, timeout=WAIT)
+        assert waiting.status == "suspended"
+        done = run.resume(resume_data={"answer": "yes"}, timeout=WAIT)
+
+    assert done.status == "success"
+    assert (done.trace_id, done.span_id) == (waiting.trace_id, waiting.span_id)
+    (first, first_steps), (second, second_steps) = _parts(logs, run.run_id)
+    assert (first["span_id"], first["parent_span_id"]) == (done.span_id, None)
+    assert second["span_id"] != done.span_id
+    assert second["parent_span_id"] == done.span_id
+    assert (first_steps, second_steps) == (["first", "second"], ["second"])
+    ends = [e for e in _spans(logs, "workflow_run") if e["event"] == "span_end"]
+    assert [(e["span_id"], e["status"]) for e in ends] == [
+        (first["span_id"], "suspended"),
+        (second["span_id"], "success"),
+    ]
+    mine = [e for e in logs if e.get("run_id") == run.run_id and "name" in e]
+    assert {e["trace_id"] for e in mine} == {done.trace_id}
+
+
+def test_a_restarted_run_logs_a_new_run_span_under_its_first_in_the_same_trace(
+    runtime: Runtime,
+) -> None:
+    failures = ["once"]
+
+    def flaky(ctx: Any) -> Value:
+        if failures:
+            raise RuntimeError(failures.pop())
+        return ctx.input_data
+
+    wf = runtime.register(_two_steps(second=flaky))
+    run = wf.create_run()
+
+    with capture_logs() as logs:
+        assert run.start(input_data={"value": "x"}, timeout=WAIT).status == "failed"
+        done = run.restart(timeout=WAIT)
+
+    assert done.status == "success"
+    (first, first_steps), (second, second_steps) = _parts(logs, run.run_id)
+    assert (first["span_id"], first["parent_span_id"]) == (done.span_id, None)
+    assert second["span_id"] != done.span_id
+    assert second["parent_span_id"] == done.span_id
+    assert (first_steps, second_steps) == (["first", "second"], ["second"])
+    mine = [e for e in logs if e.get("run_id") == run.run_id and "name" in e]
+    assert {e["trace_id"] for e in mine} == {done.trace_id}
+
+
+def test_a_sync_step_let_go_at_its_timeout_ends_its_span_then(runtime: Runtime) -> None:
+    # Its span_end was logged only when the abandoned body returned: after the run's
+    # own span_end, or never for a body still blocked at stop().
+    let_go = threading.Event()
+
+    def stuck(ctx: Any) -> Value:
+        let_go.wait(WAIT)
+        return ctx.input_data
+
+    wf = runtime.register(
+        create_workflow(id="stuck", input_schema=Value, output_schema=Value)
+        .then(
+            create_step(
+                id="stuck", input_schema=Value, output_schema=Value, execute=stuck, timeout=0.1
+            )
+        )
+        .commit()
+    )
+    try:
+        with capture_logs() as logs:
+            result = wf.create_run().start(input_data={"value": "x"}, timeout=WAIT)
+        assert result.status == "failed"
+        ends = [e for e in logs if e["event"] == "span_end"]
+        assert [(e["name"], e["status"], e.get("error")) for e in ends] == [
+            ("workflow_step", "failed", "StepTimeoutError"),
+            ("workflow_run", "failed", "StepTimeoutError"),
+        ]
+    finally:
+        let_go.set()
+
+
+def test_a_span_ends_once_whatever_ends_it_again() -> None:
+    # A step's span is ended by its run letting go of the step and by its body
+    # returning; the second end must log nothing.
+    span = Span("workflow_step", "ab".zfill(32), parent_span_id="1".zfill(16), run_id="r")
+    with capture_logs() as logs:
+        span.start()
+        span.end("failed", failure={"name": "StepTimeoutError", "message": "late"})
+        span.end("success")
+
+    assert [(e["event"], e.get("status")) for e in logs] == [
+        ("span_start", None),
+        ("span_end", "failed"),
+    ]
