@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import contextvars
 import functools
 import inspect
 import logging
@@ -205,15 +206,19 @@ class StepActor(ThreadActor):
             started = _clock.time()
             ctx: StepContext[Any] | None = None
             try:
+                # User code runs in a copy of the thread's context variables: what it
+                # sets (a tenant a logging helper binds, say) stays with this call,
+                # where it was seen by every later run's steps on this thread (and by
+                # their async bodies, whose tasks copy it).
                 if span is None:
                     ctx = context(call, span_id)
-                    value = invoke(call, ctx)
+                    value = contextvars.copy_context().run(invoke, call, ctx)
                 else:
                     # The step's span is current while user code runs: spans it
                     # makes (an HTTP client's, say) are its children.
                     with span.current():
                         ctx = context(call, span_id)
-                        value = invoke(call, ctx)
+                        value = contextvars.copy_context().run(invoke, call, ctx)
                 if _awaitable(value):
                     handed_on = self._await(
                         call, ctx, span, started, value, outcome=outcome, traced=traced, here=here

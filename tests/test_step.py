@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import Any
 
 import pytest
@@ -402,6 +403,48 @@ def test_get_step_result_of_a_map_is_a_copy_of_its_output_live_and_after_a_resum
     expected = ({"value": "a!"}, {"value": "a!a!"})
     assert read == [expected, expected]  # live (it raised KeyError), and after the resume
     assert result.steps["shaped"].output == {"value": "a!"}
+
+
+TENANT: contextvars.ContextVar[str | None] = contextvars.ContextVar("tenant", default=None)
+
+
+@pytest.mark.parametrize("async_steps", ["private", "app"])
+def test_a_context_variable_a_step_sets_stays_with_that_step(async_steps: str) -> None:
+    # A logging helper binding a tenant in one run's step: a later run of another
+    # workflow, on the same step thread, saw it in its steps (sync and async).
+    seen: dict[str, str | None] = {}
+
+    def tag(ctx):
+        TENANT.set(ctx.input_data.value)
+        seen["tagging step"] = TENANT.get()
+        return ctx.input_data
+
+    def sync_read(ctx):
+        seen["sync step"] = TENANT.get()
+        return ctx.input_data
+
+    async def async_read(ctx):
+        seen["async step"] = TENANT.get()
+        return ctx.input_data
+
+    def one_step(workflow_id: str, execute: Any) -> Any:
+        step = create_step(id=workflow_id, input_schema=Value, output_schema=Value, execute=execute)
+        return (
+            create_workflow(id=workflow_id, input_schema=Value, output_schema=Value)
+            .then(step)
+            .commit()
+        )
+
+    async def main() -> None:
+        async with Runtime(async_steps=async_steps, max_step_threads=1) as rt:
+            for workflow_id, execute in [("tag", tag), ("sync", sync_read), ("async", async_read)]:
+                wf = rt.register(one_step(workflow_id, execute))
+                result = await wf.create_run().astart(input_data={"value": "acme"}, timeout=5)
+                assert result.status == "success", result.error
+
+    asyncio.run(main())
+    assert seen == {"tagging step": "acme", "sync step": None, "async step": None}
+    assert TENANT.get() is None
 
 
 def test_the_context_works_the_same_in_an_async_step(runtime: Runtime) -> None:
