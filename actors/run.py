@@ -1310,14 +1310,22 @@ class RunActor(DispatchedActor):
         """The steps of a parallel or branch node are done: run its nested workflows."""
         snapshot = self._snapshot
         chosen = (snapshot["progress"] or {}).get("chosen")
-        todo = [
-            number
-            for number, flow in enumerate(node.flows)
-            if isinstance(node, ParallelNode) or (chosen is not None and flow.path in chosen)
-        ]
+        records = snapshot["steps"]
+        outputs = dict(outputs)
+        todo = []
+        for number, flow in enumerate(node.flows):
+            if isinstance(node, BranchNode) and (chosen is None or flow.path not in chosen):
+                continue
+            record = records.get(flow.path)
+            if record is not None and record["status"] == StepStatus.SUCCESS:
+                # Kept from the recorded run by a time travel to another member, which
+                # alone runs again: the nested workflow keeps its output.
+                outputs[flow.id] = record["output"]
+                continue
+            todo.append(number)
         if not todo:
             snapshot["next_step"] = index + node.end - 1  # on past the regions
-            self._advance(outputs)
+            self._advance({member: outputs[member] for member in node.members if member in outputs})
             return
         stash = {"input": snapshot["carry"], "outputs": outputs, "todo": todo}
         snapshot["scopes"] = {**snapshot["scopes"], node.path + _FLOWS: stash}

@@ -9,7 +9,7 @@ step with the input given (or the one it had), linked to the original.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import BaseModel
 
@@ -18,11 +18,13 @@ from runtime._errors import InvalidInputError
 from runtime._ids import new_span_id, new_trace_id
 from runtime._model import RunStatus, StepStatus
 from runtime._plan import (
+    BranchNode,
     CollectNode,
     EachNextNode,
     EnterNode,
     ExitNode,
     ForeachNode,
+    ParallelNode,
     leaf_steps,
 )
 from runtime._run_input import validated_input, validated_resume_data
@@ -33,6 +35,10 @@ if TYPE_CHECKING:
     from runtime._plan import ExecutionPlan, Node
 
 __all__ = ["restarted", "time_travel_snapshot"]
+
+_LOOP: Final = "#loop"
+"""The suffix of a loop's count of passes over a nested workflow in a run's scopes (as the
+run actor keeps it)."""
 
 
 def restarted(snapshot: Snapshot) -> None:
@@ -135,7 +141,9 @@ def time_travel_snapshot(
     The steps of the nodes before ``path``'s node keep their recorded records
     (those that succeeded); the node of ``path`` runs on ``input_data``
     (validated by its step's input schema; for a ``foreach``, a list of
-    items), or, without it, on the input it had in ``source``. With
+    items), or, without it, on the input it had in ``source``: of a parallel
+    or branch node, ``path`` alone, the other members keeping what they did
+    (see :func:`_members_kept`). With
     ``resume_data`` the step is called with it as ``ctx.resume_data``. The
     run's input, request context and options are ``source``'s, and its state
     is ``source``'s as it was when the node of ``path`` began there (as the
@@ -215,9 +223,20 @@ def time_travel_snapshot(
         path=path,
         run_id=run_id,
     )
-    for child in open_children:
+    for child, entry in open_children.items():
         if child not in steps:  # never entered by the recorded run: entered now
             steps[child] = _entered(child, scopes[child + "."])
+        enter = plan.nodes[entry]
+        if isinstance(enter, EnterNode) and enter.looped:
+            # A loop's body the target lies in: the new run's pass is its first, as for a
+            # loop over a step. The recorded run's count (its record's, and the scope's of
+            # a run that stopped inside the loop) was kept, and only the next pass's entry
+            # rewrote it: a body that took one pass read the original's three.
+            steps[child]["iterations"] = 1
+            scopes.pop(child + _LOOP, None)
+    progress: dict[str, Any] | None = None
+    if isinstance(node, ParallelNode | BranchNode):
+        progress = _members_kept(node, path, source, steps, scopes)
     now = _clock.time()
     snapshot: Snapshot = {
         "run_id": run_id,
@@ -230,7 +249,7 @@ def time_travel_snapshot(
         "steps": copy_plain(steps),
         "next_step": index,
         "carry": carry,
-        "progress": None,
+        "progress": progress,
         "wake_at": None,
         "suspended": {},
         "resume": resume,
@@ -312,6 +331,52 @@ def _scopes_kept(
     return kept
 
 
+def _members_kept(
+    node: ParallelNode | BranchNode,
+    path: str,
+    source: Snapshot,
+    steps: dict[str, StepSnapshot],
+    scopes: dict[str, Any],
+) -> dict[str, Any] | None:
+    """Keep what the other members of ``path``'s parallel or branch node did; the progress.
+
+    As Mastra's time travel, only the target runs again: a member that
+    succeeded in the recorded run keeps its record and output (with the input
+    it had), and the node's output is built from them and the target's new
+    one. The run actor skips a member that succeeded, as in a restart, and
+    nested workflows among the members that succeeded keep their records,
+    their steps' and their scopes. A member that did not succeed runs again
+    with the target, on its input. A branch runs the arms the recorded run
+    chose and the target, without asking the conditions again: an arm the
+    original did not run does not run now either (the returned progress says
+    which arms were chosen; ``None`` for a parallel node).
+
+    ``steps`` and ``scopes`` are the new run's, added to in place.
+    """
+    recorded = source["steps"]
+    members = [step_node.path for step_node in leaf_steps(node)]
+    flows = [flow.path for flow in node.flows]
+    for member in members:
+        record = recorded.get(member)
+        if member != path and record is not None and record["status"] == StepStatus.SUCCESS:
+            steps[member] = record
+    for flow in flows:
+        record = recorded.get(flow)
+        if record is None or record["status"] != StepStatus.SUCCESS:
+            continue  # it runs again (its steps' records are dropped as it is entered)
+        inside = flow + "."
+        for step_path, step_record in recorded.items():
+            if step_path == flow or step_path.startswith(inside):
+                steps[step_path] = step_record
+        for key, value in source["scopes"].items():
+            if key.startswith(inside) or key.startswith(flow + "#"):
+                scopes[key] = value
+    if isinstance(node, ParallelNode):
+        return None
+    chosen = [member for member in members + flows if member == path or member in recorded]
+    return {"chosen": chosen}
+
+
 def _entered(child: str, child_input: Any) -> StepSnapshot:
     """The record of a nested workflow the new run is inside, entered with ``child_input``."""
     now = _clock.time()
@@ -344,7 +409,7 @@ def _check_not_in_a_region(plan: ExecutionPlan, index: int, path: str, run_id: s
             start, kind = later - node.body, "the body of a foreach"
         else:
             continue
-        if start <= index:
+        if start < index:  # the node itself (a plain member) is no region
             owner = plan.nodes[start].path
             raise InvalidInputError(
                 f"cannot time travel to step {path!r}: it lies in a nested workflow that "

@@ -581,7 +581,9 @@ class Workflow(Generic[In, Out]):
         steps before ``step`` (they do not run again), and starts at
         ``step``'s node with ``input_data`` (validated by the step's input
         schema; a list of items for a ``foreach``), or with the input the step
-        had in the original run. Its input, state, request context and
+        had in the original run. A ``parallel`` member or ``branch`` arm runs
+        alone: the members that succeeded in the original keep their records
+        and outputs. Its input, state, request context and
         options are the original's. The original run is not changed; the new
         one's results say where it came from (``time_traveled_from``). Works
         on a run of any status, from any runtime on the same store.

@@ -843,3 +843,174 @@ def test_time_travel_into_a_nested_workflow_starts_on_the_state_its_step_began_w
         traveled = workflow.time_travel(source.run_id, step=step).wait(WAIT)
         assert traveled.status == "success", traveled.error
         assert traveled.state["log"] == ["a", "b", "c", "d"], step
+
+
+# --- time travel into a parallel or branch member, and into a loop's body ------------------
+
+
+class Anything(BaseModel):
+    model_config = {"extra": "allow"}
+
+
+def _counting(step_id: str, factor: int) -> Any:
+    def execute(ctx):  # type: ignore[no-untyped-def]
+        calls[step_id] += 1  # a side effect, as an email sent
+        return Count(n=ctx.input_data.n * factor)
+
+    return create_step(id=step_id, input_schema=Count, output_schema=Count, execute=execute)
+
+
+def test_time_travel_to_a_parallel_member_runs_that_member_alone(runtime: Runtime) -> None:
+    # The other members ran again on input_data: a side effect repeated, and their
+    # recorded outputs changed. As in Mastra, they keep what they did, nested workflows
+    # among them too, and the group's output is theirs with the target's new one.
+    kid = (
+        create_workflow(id="kid", input_schema=Count, output_schema=Count)
+        .then(_counting("k1", 1000))
+        .commit()
+    )
+    workflow = runtime.register(
+        create_workflow(id="members", input_schema=Count, output_schema=Anything)
+        .parallel([_counting("email", 1), kid, _counting("calc", 100)])
+        .commit()
+    )
+    source = workflow.create_run()
+    done = source.start(input_data={"n": 1}, timeout=WAIT)
+    assert done.status == "success", done.error
+    calls.clear()
+
+    traveled = workflow.time_travel(source.run_id, step="calc", input_data={"n": 7}).wait(WAIT)
+
+    assert traveled.status == "success", traveled.error
+    assert calls == {"calc": 1}
+    assert traveled.result == {"email": {"n": 1}, "kid": {"n": 1000}, "calc": {"n": 700}}
+    assert list(traveled.result) == ["email", "kid", "calc"]  # the members' order
+    assert traveled.steps["email"].payload == {"n": 1}  # the input it ran on
+    assert traveled.steps["email"].output == {"n": 1}
+    assert traveled.steps["kid.k1"].status == "success"
+    assert traveled.steps["calc"].payload == {"n": 7}
+    # Without input_data the target runs on the input it had; the others are kept still.
+    calls.clear()
+    again = workflow.time_travel(traveled.run_id, step="email").wait(WAIT)
+    assert again.status == "success", again.error
+    assert calls == {"email": 1}
+    assert again.result == {"email": {"n": 1}, "kid": {"n": 1000}, "calc": {"n": 700}}
+
+
+def test_time_travel_to_a_branch_arm_runs_that_arm_alone_without_its_condition(
+    runtime: Runtime,
+) -> None:
+    workflow = runtime.register(
+        create_workflow(id="arms", input_schema=Count, output_schema=Anything)
+        .branch(
+            [
+                (lambda ctx: ctx.input_data.n > 5, _counting("big", -1)),
+                (lambda ctx: True, _counting("any", 1)),
+                (lambda ctx: ctx.input_data.n > 5, _counting("other", 2)),
+            ]
+        )
+        .commit()
+    )
+    source = workflow.create_run()
+    assert source.start(input_data={"n": 1}, timeout=WAIT).result == {"any": {"n": 1}}
+    calls.clear()
+
+    # The arm the original ran runs alone on the new input: "big" and "other", whose
+    # conditions now hold, do not run (they did not in the original).
+    traveled = workflow.time_travel(source.run_id, step="any", input_data={"n": 9}).wait(WAIT)
+    assert traveled.status == "success", traveled.error
+    assert calls == {"any": 1}
+    assert traveled.result == {"any": {"n": 9}}
+    assert "big" not in traveled.steps and "other" not in traveled.steps
+
+    # An arm the original did not run runs, its condition not asked; the arm that
+    # ran keeps its output.
+    calls.clear()
+    chosen = workflow.time_travel(source.run_id, step="big", input_data={"n": 2}).wait(WAIT)
+    assert chosen.status == "success", chosen.error
+    assert calls == {"big": 1}
+    assert chosen.result == {"big": {"n": -2}, "any": {"n": 1}}
+
+
+def test_time_travel_into_a_nested_workflow_run_by_a_loop_counts_its_passes_from_the_first(
+    runtime: Runtime,
+) -> None:
+    # The nested workflow's record kept the original's three passes (a step as the
+    # loop's body counted one).
+    kid = (
+        create_workflow(id="kid", input_schema=Count, output_schema=Count)
+        .then(
+            create_step(
+                id="a",
+                input_schema=Count,
+                output_schema=Count,
+                execute=lambda c: Count(n=c.input_data.n + 1),
+            )
+        )
+        .commit()
+    )
+    seen: list[int] = []
+
+    def enough(ctx):  # type: ignore[no-untyped-def]
+        seen.append(ctx.iteration_count)
+        return ctx.input_data.n >= 3
+
+    workflow = runtime.register(
+        create_workflow(id="passes", input_schema=Count, output_schema=Count)
+        .dountil(kid, enough, max_iterations=3)
+        .commit()
+    )
+    source = workflow.create_run()
+    done = source.start(input_data={"n": 0}, timeout=WAIT)
+    assert done.status == "success" and done.steps["kid"].iterations == 3
+    seen.clear()
+
+    traveled = workflow.time_travel(source.run_id, step="kid.a", input_data={"n": 2}).wait(WAIT)
+
+    assert traveled.status == "success", traveled.error
+    assert traveled.result == {"n": 3}
+    assert seen == [1]
+    assert traveled.steps["kid"].iterations == 1
+
+
+def test_time_travel_into_a_loop_body_the_original_stopped_in_counts_from_the_first_pass(
+    runtime: Runtime,
+) -> None:
+    # The original suspended in the loop's second pass: the new run counted on from its
+    # count, and hit max_iterations a pass early (LoopLimitError).
+    inner = (
+        create_workflow(id="inner", input_schema=N, output_schema=N)
+        .then(
+            create_step(id="gate", input_schema=N, output_schema=N, resume_schema=Ok, execute=_gate)
+        )
+        .then(
+            create_step(
+                id="inc", input_schema=N, output_schema=N, execute=lambda c: N(n=c.input_data.n + 1)
+            )
+        )
+        .commit()
+    )
+    seen: list[int] = []
+
+    def enough(ctx):  # type: ignore[no-untyped-def]
+        seen.append(ctx.iteration_count)
+        return ctx.input_data.n >= 14
+
+    workflow = runtime.register(
+        create_workflow(id="stopped-looping", input_schema=N, output_schema=N)
+        .dountil(inner, enough, max_iterations=3)
+        .commit()
+    )
+    source = workflow.create_run()
+    stopped = source.start(input_data={"n": 10}, timeout=WAIT)
+    assert stopped.status == "suspended" and stopped.steps["inner"].iterations == 2
+    seen.clear()
+
+    traveled = workflow.time_travel(
+        source.run_id, step="inner.gate", input_data={"n": 11}, resume_data={"ok": True}
+    ).wait(WAIT)
+
+    assert traveled.status == "success", traveled.error
+    assert traveled.result == {"n": 14}
+    assert seen == [1, 2, 3]
+    assert traveled.steps["inner"].iterations == 3
