@@ -5,8 +5,10 @@ names, in its time zone. Each tick's run has an id made from the schedule's
 id and the tick's time (:func:`tick_run_id`), so that however many runtimes
 share a store, a tick makes one run: the others find the id taken. The cron
 expressions are read by `cronsim <https://pypi.org/project/cronsim/>`_, the
-extra ``callboard[cron]``; it walks time-zone-aware datetimes, so a daily
-``0 9 * * *`` in ``Europe/Paris`` stays at 9:00 across daylight saving time.
+extra ``callboard[cron]``, and walked in the schedule's time zone, so a daily
+``0 9 * * *`` in ``Europe/Paris`` stays at 9:00 across daylight saving time. The
+rules for the hours the clocks skip or repeat are this module's (:func:`_wall_tick`),
+the same for five fields and six.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -227,19 +229,106 @@ def _moment(epoch: float, zone: ZoneInfo) -> datetime:
     return datetime.fromtimestamp(epoch, zone)
 
 
+def _fixed_hour(expression: str) -> bool:
+    """Whether the fields name fixed hours and minutes (``30 1 * * *``), not every hour's.
+
+    Seconds first or not: the same rules of daylight saving time hold for both.
+    """
+    fields = expression.split()
+    at = {5: 0, 6: 1}.get(len(fields))  # the minute's field (six: seconds first)
+    return at is not None and not fields[at].startswith("*") and not fields[at + 1].startswith("*")
+
+
+def _jump(wall: datetime, zone: ZoneInfo) -> int:
+    """The moment (epoch seconds) the clocks jump over ``wall``, a local time spring skips.
+
+    The zone's offset changes once between ``wall`` read with the offset after the
+    jump and ``wall`` read with the one before: halve that span down to the second
+    (the tz database puts its changes on whole seconds).
+    """
+    low, high = sorted(
+        (
+            int(wall.replace(tzinfo=zone, fold=1).timestamp()),
+            int(wall.replace(tzinfo=zone, fold=0).timestamp()),
+        )
+    )
+    after = _moment(high, zone).utcoffset()
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _moment(middle, zone).utcoffset() == after:
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+def _wall_tick(wall: datetime, zone: ZoneInfo) -> float:
+    """The tick of a fixed hour's local time ``wall`` (naive), by the rules of the README.
+
+    In an hour the end of daylight saving time repeats, the first pass (``fold=0``).
+    In the hour spring skips, the moment the clocks jump (3:00 in New York) plus one
+    microsecond for each second from the start of the gap to ``wall``, and one: each
+    skipped time has a tick of its own, after a tick of 3:00 itself, in their order,
+    and so a run id of its own (02:00 and 03:00 were one tick, and one run). Made
+    from a whole number of microseconds, it reads back the same from a store.
+    """
+    first = wall.replace(tzinfo=zone)  # fold=0: the first pass of a repeated hour
+    if _moment(first.timestamp(), zone).replace(tzinfo=None) == wall:
+        return first.timestamp()
+    jump = _jump(wall, zone)
+    gap_start = _moment(jump - 1, zone).replace(tzinfo=None) + timedelta(seconds=1)
+    late = round((wall - gap_start).total_seconds()) + 1
+    return (jump * 1_000_000 + late) / 1_000_000
+
+
+def _skipped(tick: float) -> bool:
+    """Whether a tick stands for a time spring skipped: the only ticks off a whole second."""
+    return tick != math.floor(tick)
+
+
+def _walk(cron: str, timezone: str, start: float, *, reverse: bool = False) -> Iterator[float]:
+    """The ticks after ``start`` (before, if ``reverse``) by the local wall clock.
+
+    A fixed hour's ticks are walked as naive local times, each made a tick by
+    :func:`_wall_tick`: cronsim applies its own rules of daylight saving time to
+    five fields only, and six (seconds first) fired twice in a repeated hour and
+    never in a skipped one. Every hour's ticks (``0 * * * *``) are walked in the
+    zone's real time, both passes of a repeated hour and none of a skipped one.
+    Near a jump of the clocks they may come slightly out of order (a tick of
+    3:00 before the skipped times after it): :func:`_forward` orders them.
+    """
+    expression = _expression(cron)
+    zone = _load_zone(timezone)
+    if not _fixed_hour(expression):
+        for moment in _cronsim()(expression, _moment(start, zone), reverse=reverse):
+            yield moment.timestamp()
+        return
+    wall = _moment(start, zone).replace(tzinfo=None)
+    for moment in _cronsim()(expression, wall, reverse=reverse):
+        yield _wall_tick(moment, zone)
+
+
 def _forward(cron: str, timezone: str, after: float) -> Iterator[float]:
     """The ticks strictly after ``after`` (epoch seconds), oldest first.
 
-    cronsim walks wall-clock time: started in the second pass of an hour that
-    the end of daylight saving time repeats, its first moments can be of the
-    first pass, before ``after`` (a daily 01:30 in New York, from 01:15 EST,
-    gave 01:30 EDT, an hour gone: a scheduler waiting for it spun). Those are
-    left out.
+    The walk starts a second early: the skipped times of a spring gap tick in the
+    second after the jump, behind their wall-clock start (from the tick of
+    02:00, at 03:00 plus a microsecond, a walk from 03:00:00.000001 passed over
+    02:30's). In the second pass of an hour the end of daylight saving time
+    repeats, a wall-clock walk gives first moments of the first pass, before
+    ``after`` (a daily 01:30 in New York, from 01:15 EST, gave 01:30 EDT, an hour
+    gone: a scheduler waiting for it spun). Those are left out.
     """
-    for moment in _cronsim()(_expression(cron), _moment(after, _load_zone(timezone))):
-        tick = moment.timestamp()
-        if tick > after:
-            yield tick
+    held: list[float] = []  # skipped times: a tick of 3:00 may come after them, and before
+    for tick in _walk(cron, timezone, math.floor(after) - 1):
+        if tick <= after:
+            continue
+        held.append(tick)
+        if not _skipped(tick):
+            # Any later tick is after this one, and after the skipped times before it.
+            yield from sorted(held)
+            held.clear()
+    yield from sorted(held)
 
 
 def next_tick(cron: str, timezone: str, after: float) -> float:
@@ -257,17 +346,28 @@ def ticks_after(cron: str, timezone: str, after: float, until: float, limit: int
     return ticks
 
 
+def _reaching_back(cron: str, timezone: str, until: float, count: int) -> float | None:
+    """A tick at or before ``until`` with at least ``count - 1`` more between it and ``until``.
+
+    The lowest of the first ``count`` ticks a walk back by the wall clock finds:
+    those it passes over (the first pass of a repeated hour, from its second;
+    the skipped times of a spring gap, behind 3:00) lie between, and a walk
+    forward from it finds them. ``None`` if the expression never matched.
+    """
+    # A reverse walk yields ticks strictly before its start: start a whole second on,
+    # past ``until`` (the ticks that are not whole seconds lie after one that is).
+    found: list[float] = []
+    for tick in _walk(cron, timezone, math.floor(until) + 1, reverse=True):
+        if tick <= until:
+            found.append(tick)
+            if len(found) >= count:
+                break
+    return min(found, default=None)
+
+
 def newest_tick(cron: str, timezone: str, until: float) -> float | None:
     """The newest tick at or before ``until``, or ``None`` (an expression that never matched)."""
-    # A reverse walk yields ticks strictly before its start: start a whole second on,
-    # past ``until`` but before the next tick (ticks fall on whole seconds).
-    start = _moment(math.floor(until) + 1, _load_zone(timezone))
-    newest = None
-    for moment in _cronsim()(_expression(cron), start, reverse=True):
-        tick = moment.timestamp()
-        if tick <= until:
-            newest = tick
-            break
+    newest = _reaching_back(cron, timezone, until, 1)
     if newest is None:
         return None
     # In the second pass of a repeated hour, a walk back by the wall clock passes over
@@ -282,26 +382,30 @@ def newest_tick(cron: str, timezone: str, until: float) -> float | None:
 
 def ticks_before(cron: str, timezone: str, until: float, count: int) -> list[float]:
     """Up to ``count`` ticks at or before ``until``, newest first."""
-    start = _moment(math.floor(until) + 1, _load_zone(timezone))
-    ticks: list[float] = []
-    for moment in _cronsim()(_expression(cron), start, reverse=True):
-        tick = moment.timestamp()
+    lowest = _reaching_back(cron, timezone, until, count)
+    if lowest is None:
+        return []
+    ticks = [lowest]
+    for tick in _forward(cron, timezone, lowest):
         if tick > until:
-            continue
-        ticks.append(tick)
-        if len(ticks) >= count:
             break
-    # The newest may be one a walk back by the wall clock passed over (see newest_tick).
-    newest = newest_tick(cron, timezone, until)
-    if newest is not None and newest not in ticks:
-        ticks = sorted({newest, *ticks}, reverse=True)[:count]
-    return ticks
+        ticks.append(tick)
+    return ticks[::-1][:count]
+
+
+_TICK_SHAPE: Final = "%Y-%m-%dT%H:%M:%SZ"
+_SKIPPED_SHAPE: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 def tick_run_id(schedule_id: str, tick: float) -> str:
-    """The id of the run a schedule starts for a tick: the same in every process."""
+    """The id of the run a schedule starts for a tick: the same in every process.
+
+    The tick's UTC time, to the second; with its microseconds for a time spring
+    skipped, fired just after the jump (``2026-03-08T07:00:00.001801Z``).
+    """
     moment = datetime.fromtimestamp(tick, UTC)
-    return f"{tick_run_prefix(schedule_id)}{moment:%Y-%m-%dT%H:%M:%SZ}"
+    shape = _SKIPPED_SHAPE if moment.microsecond else _TICK_SHAPE
+    return f"{tick_run_prefix(schedule_id)}{moment.strftime(shape)}"
 
 
 def tick_run_prefix(schedule_id: str) -> str:
@@ -314,10 +418,12 @@ def tick_of(schedule_id: str, run_id: str) -> datetime | None:
     prefix = tick_run_prefix(schedule_id)
     if not run_id.startswith(prefix):
         return None
-    try:
-        return datetime.strptime(run_id[len(prefix) :], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        return None
+    for shape in (_TICK_SHAPE, _SKIPPED_SHAPE):
+        try:
+            return datetime.strptime(run_id[len(prefix) :], shape).replace(tzinfo=UTC)
+        except ValueError:
+            pass
+    return None
 
 
 _PUBLIC = ConfigDict(frozen=True, extra="forbid")

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import inspect
 import io
+import itertools
 import json
 import sqlite3
 import sys
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pytest
 import structlog
@@ -1050,6 +1051,136 @@ def test_a_fixed_hour_is_fixed_across_daylight_saving_time_however_its_minutes_a
         got = schedule_module.ticks_after(cron, zone, begin.timestamp(), end.timestamp(), 100)
         want = schedule_module.ticks_after(same_as, zone, begin.timestamp(), end.timestamp(), 100)
         assert got == want and got
+
+
+SPRING = datetime(2026, 3, 8, 7, tzinfo=UTC).timestamp()
+"""When New York's clocks jump from 02:00 EST to 03:00 EDT."""
+
+NEW_YORK = "America/New_York"
+
+
+@pytest.mark.parametrize(
+    ("six", "five"),
+    [
+        ("0 30 2 * * *", "30 2 * * *"),
+        ("0 30 1 * * *", "30 1 * * *"),
+        ("0 */30 2 * * *", "*/30 2 * * *"),
+        ("0 0,30 1-3 * * *", "0,30 1-3 * * *"),
+        ("0 0 * * * *", "0 * * * *"),
+    ],
+)
+def test_a_six_field_cron_keeps_the_daylight_saving_rules_of_five_fields(
+    six: str, five: str
+) -> None:
+    # cronsim keeps its rules of a fixed hour to five fields: in New York a daily
+    # "0 30 2 * * *" never fired on the day spring skips 02:00-03:00, and "0 30 1 * * *"
+    # fired twice on the day autumn repeats 01:00-02:00.
+    for begin, end in (
+        (datetime(2026, 11, 1, 4, tzinfo=UTC), datetime(2026, 11, 1, 8, tzinfo=UTC)),
+        (datetime(2026, 3, 8, 5, tzinfo=UTC), datetime(2026, 3, 8, 9, tzinfo=UTC)),
+    ):
+        got = schedule_module.ticks_after(six, NEW_YORK, begin.timestamp(), end.timestamp(), 100)
+        want = schedule_module.ticks_after(five, NEW_YORK, begin.timestamp(), end.timestamp(), 100)
+        assert got == want and got, (six, begin)
+
+
+def test_a_six_field_cron_with_seconds_fires_once_a_day_across_daylight_saving_time() -> None:
+    autumn = datetime(2026, 11, 1, 5, 30, 15, tzinfo=UTC).timestamp()  # 01:30:15 EDT
+    day = 24 * 3600
+    assert schedule_module.ticks_after(
+        "15 30 1 * * *", NEW_YORK, autumn - day, autumn + day - 1, 10
+    ) == [autumn]
+    [spring] = schedule_module.ticks_after(
+        "15 30 2 * * *", NEW_YORK, SPRING - 3600, SPRING + 60, 10
+    )
+    # At the jump, 03:00, and a microsecond on for each second 02:30:15 lies in the gap, and one.
+    assert tick_run_id("s", spring) == "schedule:s:2026-03-08T07:00:00.001816Z"
+
+
+def test_a_six_field_daily_cron_makes_one_run_on_each_day_the_clocks_change() -> None:
+    for cron, begin, local in (
+        ("0 30 2 * * *", datetime(2026, 3, 8, 6, tzinfo=UTC), "03:00:00-0400"),
+        ("0 30 1 * * *", datetime(2026, 11, 1, 4, tzinfo=UTC), "01:30:00-0400"),
+    ):
+        harness = Harness(time_skipping=False)
+        harness.clock = VirtualClock(begin.timestamp())
+        with harness:
+            bound = harness.register(report)
+            harness.runtime.schedule(
+                report, cron=cron, timezone=NEW_YORK, input_data={"value": "x"},
+                catch_up="all", overlap="allow",
+            )  # fmt: skip
+            for _ in range(16):  # four hours, a quarter at a time
+                harness.clock.advance(15 * 60)
+                harness.fire_schedules()
+            runs = bound.list_workflow_runs(limit=None).runs
+            ticks = [schedule_module.tick_of("report", run.run_id) for run in runs]
+            assert [
+                f"{moment.astimezone(ZoneInfo(NEW_YORK)):%H:%M:%S%z}"
+                for moment in ticks
+                if moment is not None
+            ] == [local], cron
+
+
+def test_each_tick_in_the_hour_spring_skips_fires_at_the_jump_with_a_run_id_of_its_own() -> None:
+    # "0,30 2-3 * * *" on the day New York skips 02:00-03:00: 02:00 and 02:30 moved to
+    # 03:00 and shared the id of 03:00's own tick, one run for three ticks.
+    cron = "0,30 2-3 * * *"
+    ticks = schedule_module.ticks_after(cron, NEW_YORK, SPRING - 3600, SPRING + 3600, 10)
+    assert ticks == [SPRING, SPRING + 0.000001, SPRING + 0.001801, SPRING + 1800]
+    assert [tick_run_id("s", moment) for moment in ticks] == [
+        "schedule:s:2026-03-08T07:00:00Z",
+        "schedule:s:2026-03-08T07:00:00.000001Z",  # 02:00, a second into the gap
+        "schedule:s:2026-03-08T07:00:00.001801Z",  # 02:30
+        "schedule:s:2026-03-08T07:30:00Z",
+    ]
+    for moment in ticks:
+        read = schedule_module.tick_of("s", tick_run_id("s", moment))
+        assert read is not None and read.timestamp() == moment
+    # Walked from any of them, forward or back, the same ticks in the same order.
+    for earlier, later in itertools.pairwise(ticks):
+        assert next_tick(cron, NEW_YORK, earlier) == later
+        assert newest_tick(cron, NEW_YORK, (earlier + later) / 2) == earlier
+    assert schedule_module.ticks_before(cron, NEW_YORK, SPRING + 1800, 4) == ticks[::-1]
+    assert schedule_module.ticks_before(cron, NEW_YORK, SPRING + 0.001, 2) == [
+        SPRING + 0.000001,
+        SPRING,
+    ]
+
+
+def _two_runtimes_make_a_run_for_each_tick_of_the_hour_spring_skips(
+    started: list[Runtime], store: Any
+) -> None:
+    virtual = VirtualClock(SPRING - 3600)  # 01:00 EST
+    _clock.install(virtual.now)
+    try:
+        fleet = [start(started, store) for _ in range(2)]
+        for rt in fleet:
+            rt.schedule(
+                report, cron="0 2,3 * * *", timezone=NEW_YORK, input_data={"value": "x"},
+                catch_up="all", overlap="allow",
+            )  # fmt: skip
+        for _ in range(12):  # three hours, a quarter at a time
+            step(virtual, 15 * 60, *fleet)
+        assert run_ids(fleet[0]) == [
+            "schedule:report:2026-03-08T07:00:00.000001Z",  # 02:00, fired at 03:00
+            "schedule:report:2026-03-08T07:00:00Z",
+        ]
+    finally:
+        _clock.uninstall()
+
+
+def test_two_runtimes_make_a_run_for_each_tick_of_the_hour_spring_skips(
+    started: list[Runtime], tmp_path: Path
+) -> None:
+    _two_runtimes_make_a_run_for_each_tick_of_the_hour_spring_skips(started, tmp_path / "runs.db")
+
+
+@pytest.mark.postgres
+def test_two_runtimes_on_postgres_make_a_run_for_each_tick_of_the_hour_spring_skips(
+    started: list[Runtime], postgres_url: str
+) -> None:
+    _two_runtimes_make_a_run_for_each_tick_of_the_hour_spring_skips(started, postgres_url)
 
 
 def test_fire_schedules_starts_every_due_tick_however_many_passes_that_takes(
