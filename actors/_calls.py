@@ -196,6 +196,7 @@ class Calls:
         plan, snapshot = self._plan, self._snapshot
         scope = step_node.scope
         signal = AbortSignal()
+        self._tokens = token = self._tokens + 1  # _token(), inline: a call fewer per step
         # The step that is the last node is checked against the workflow's output
         # schema too; the steps of a last parallel, branch or loop are not: their
         # node's combined output is, when the run completes.
@@ -221,7 +222,7 @@ class Calls:
             parent_span_id=self.span_id or snapshot["span_id"],
             span_parent=self.span_parent,
             reply_to=self._run,
-            token=self._token(),
+            token=token,
             path=step_node.path,
             prefix=scope.prefix,
             signal=signal,

@@ -277,7 +277,7 @@ class _DispatchInbox:
         # Once closed, the actor only weakly: the inbox and its actor refer to each other,
         # and a strong reference both ways would leave every ended actor to the cyclic
         # garbage collector. Mail that comes after still reaches on_undelivered while the
-        # actor is alive, and its class's on_undelivered_gone once it is not.
+        # actor is alive, and its class's on_undelivered_gone once it is not. (With its urn.)
         self._gone: tuple[weakref.ref[DispatchedActor], type[DispatchedActor], str] | None = None
 
     def bind(self, actor: DispatchedActor, dispatcher: Dispatcher) -> None:
@@ -342,17 +342,19 @@ class _DispatchInbox:
         """After :meth:`close`: hold the actor weakly, to go once nothing else holds it."""
         actor = self._actor
         if actor is not None and self._closed:
-            self._gone = (weakref.ref(actor), type(actor), str(actor))
+            # Its urn, not its name: the name is formatted only if mail comes after all.
+            self._gone = (weakref.ref(actor), type(actor), actor.actor_urn)
             self._actor = None
             self._dispatcher = None
 
     def _reply_dead(self, item: Any) -> None:
         actor = self._actor
         if actor is None and self._gone is not None:
-            ref, actor_class, name = self._gone
+            ref, actor_class, urn = self._gone
             actor = ref()
             if actor is None:
-                _reply_gone(item, actor_class, name)
+                # How pykka names an actor (Actor.__str__), which none of ours overrides.
+                _reply_gone(item, actor_class, f"{actor_class.__name__} ({urn})")
                 return
         _reply_dead(item, actor)
 
@@ -404,6 +406,16 @@ def _answer_unhandled(message: Any, reply_to: pykka.Future[Any], name: str) -> N
         return
     error = ActorDeadError(f"{name} stopped before handling the message")
     reply_to.set_exception(exc_info=(ActorDeadError, error, None))
+
+
+_PYKKA_MESSAGES: Final = (
+    pykka.messages._ActorStop,
+    pykka.messages.ProxyCall,
+    pykka.messages.ProxyGetAttr,
+    pykka.messages.ProxySetAttr,
+)
+"""pykka's own messages, which its ``_handle_receive`` handles: a stop (asked, but told
+would work too) and what a proxy sends (told by ``defer()``)."""
 
 
 _STOP_FLAGS_LOCK = threading.Lock()
@@ -483,6 +495,7 @@ class DispatchedActor(pykka.Actor):
     """
 
     actor_inbox: _DispatchInbox
+    actor_stopped: _StopFlag
 
     survives_faults: ClassVar[bool] = False
     """Whether a told message whose handler raises is logged and the actor goes on.
@@ -520,7 +533,7 @@ class DispatchedActor(pykka.Actor):
         Its ``on_start`` runs on a dispatcher thread, before its first message.
         """
         actor = cls(*args, **kwargs)
-        ref: pykka.ActorRef[Self] = actor.actor_ref
+        ref: pykka.ActorRef[Self] = actor._actor_ref  # not through the property: one call less
         actor._dispatcher._actors.add(ref)
         actor._start_actor_loop()
         return ref
@@ -531,7 +544,7 @@ class DispatchedActor(pykka.Actor):
     def _stop(self) -> None:
         # pykka's, but taken off the dispatcher's list (a set) instead of pykka's registry
         # (a list scanned to remove it), and no debug line formatted for every run.
-        self._dispatcher._actors.discard(self.actor_ref)
+        self._dispatcher._actors.discard(self._actor_ref)
         self.actor_stopped.set()
         try:
             self.on_stop()
@@ -572,6 +585,8 @@ class DispatchedActor(pykka.Actor):
 
     def _process_batch(self) -> None:
         inbox = self.actor_inbox
+        # The stop flag read as an attribute, not through is_set(): a call fewer per message.
+        stopped = self.actor_stopped
         if not self._loop_started:
             self._loop_started = True
             try:
@@ -579,14 +594,14 @@ class DispatchedActor(pykka.Actor):
             except BaseException:
                 self._fail(*sys.exc_info())
         for _ in range(THROUGHPUT):
-            if self.actor_stopped.is_set():
+            if stopped._stopped:
                 self._teardown()
                 return
             item = inbox.next_or_idle()
             if item is None:
                 return
             self._process(item)
-        if self.actor_stopped.is_set():
+        if stopped._stopped:
             self._teardown()
             return
         # Yield the thread to other actors; come back for the rest of the mail.
@@ -602,7 +617,13 @@ class DispatchedActor(pykka.Actor):
             observer = _probes.observer
             if observer is not None and not observer(self, message):
                 return
-            response = self._handle_receive(message)
+            if reply_to is None and not isinstance(message, _PYKKA_MESSAGES):
+                # A told message of ours goes straight to on_receive: pykka's
+                # _handle_receive would look for its four kinds one by one first, at
+                # every message of every run.
+                response = self.on_receive(message)
+            else:
+                response = self._handle_receive(message)
         except BaseException as exc:
             if reply_to is not None:
                 reply_to.set_exception()

@@ -681,7 +681,7 @@ class StepPool:
         Raises:
             RuntimeStoppedError: if the pool is stopping.
         """
-        with self._cond:
+        with self._mutex:  # the condition's lock, taken without its two Python calls
             if self._stopping:
                 raise RuntimeStoppedError("the runtime is stopped")
             if self._idle:

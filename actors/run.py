@@ -230,11 +230,15 @@ class RunActor(DispatchedActor):
         # that changes the state records it, for a time travel to start there again.
         self._began: dict[str, Any] = {}
         # A resumed run starts with the outputs of the steps it completed before.
-        self._outputs: dict[str, Any] = {
-            path: step["output"]
-            for path, step in snapshot["steps"].items()
-            if step["status"] == StepStatus.SUCCESS
-        }
+        self._outputs: dict[str, Any] = (
+            {
+                path: step["output"]
+                for path, step in snapshot["steps"].items()
+                if step["status"] == StepStatus.SUCCESS
+            }
+            if snapshot["steps"]
+            else {}
+        )
         # The run's span, made in on_start only if somebody would see it (see observed()):
         # in a program that traces nothing it is two objects less per run in flight.
         self._span: Span | None = None
@@ -288,7 +292,8 @@ class RunActor(DispatchedActor):
         first = snapshot["status"] == RunStatus.PENDING
         snapshot["status"] = _RUN_RUNNING
         snapshot.pop("restarting", None)  # counted above: a recovery later is not a restart
-        self._mark_children(StepStatus.SUSPENDED, StepStatus.RUNNING)
+        if snapshot["suspended"]:
+            self._mark_children(StepStatus.SUSPENDED, StepStatus.RUNNING)
         if first and self._plan.on_start is not None:
             # The first node starts once on_start has returned (a pending run recovered
             # after a crash calls it again: it has not started as far as anyone knows).
@@ -384,7 +389,9 @@ class RunActor(DispatchedActor):
         match job.call:
             case CallStep() as call:
                 # Only steps change the state and the request context; the others read them.
-                self._take_state(call, message)
+                changes = message.state_changes
+                if changes is None or changes:  # else it changed nothing of the state
+                    self._take_state(call, message)
                 if message.request_context is not call.request_context:  # it changed some
                     self._snapshot["request_context"] = _with_changes(
                         self._snapshot["request_context"],
@@ -526,8 +533,9 @@ class RunActor(DispatchedActor):
     def _plan_mismatch(self) -> WorkflowDefinitionError | None:
         """Why a resumed run's snapshot does not fit the workflow as registered now, if so."""
         plan, snapshot = self._plan, self._snapshot
-        if 0 <= snapshot["next_step"] <= len(plan.nodes) and all(
-            path in plan.paths for path in snapshot["steps"]
+        steps = snapshot["steps"]  # none in a new run's: nothing to look up
+        if 0 <= snapshot["next_step"] <= len(plan.nodes) and (
+            not steps or all(path in plan.paths for path in steps)
         ):
             return None
         return WorkflowDefinitionError(
@@ -1518,9 +1526,14 @@ class RunActor(DispatchedActor):
         snapshot = self._snapshot
         value: str = status._value_  # .value is a Python property: slower
         # The root span ends before the final result becomes visible, so that
-        # whoever sees the result can see the whole trace.
-        self._end_span(value, failure=error, **({} if error is None else {"error": error["name"]}))
-        self._count_end(value)
+        # whoever sees the result can see the whole trace. (Neither is there in a
+        # program that traces and measures nothing: no call for them then.)
+        if self._span is not None:
+            self._end_span(
+                value, failure=error, **({} if error is None else {"error": error["name"]})
+            )
+        if self._active is not None:
+            self._count_end(value)
         record = self._encoder.next_record(_clock.time())
         direct = self._direct
         if (

@@ -159,6 +159,9 @@ class SupervisorActor(DispatchedActor):
         self._sleeping: dict[str, tuple[ExecutionPlan, Snapshot, TimerHandle]] = {}
         self._idle_events: list[threading.Event] = []
         self._gate: QueueGate[StartRun] = QueueGate() if gate is None else gate
+        # Whether a run was ever offered to the gate: until then it is empty, and a run's
+        # end need not ask it (its length is counted under its lock) for runs to admit.
+        self._gated = False
         self._bucket_of: dict[str, Bucket] = {}  # runs admitted by the gate, executing
         self._rate_timer: TimerHandle | None = None
         # A sleeping run's timer calls this with the run's id: one callable for every
@@ -204,7 +207,12 @@ class SupervisorActor(DispatchedActor):
     # --- messages -------------------------------------------------------------------
 
     def _on_start_run(self, message: StartRun) -> None:
-        entry = None if self._shared else queue_entry(message.snapshot)
+        # queue_entry() only for a run in a queue: this runs for every run.
+        entry = (
+            None
+            if self._shared or not message.snapshot.get("queue")
+            else queue_entry(message.snapshot)
+        )
         if entry is not None:
             name, key, priority = entry
             snapshot = message.snapshot
@@ -212,6 +220,7 @@ class SupervisorActor(DispatchedActor):
             # admitted one has since its start, one woken, resumed or recovered takes it now.
             if self._pending is not None and not message.admitted:
                 self._pending.add()
+            self._gated = True
             self._gate.offer(
                 snapshot["run_id"],
                 (name, key),
@@ -387,13 +396,17 @@ class SupervisorActor(DispatchedActor):
     def _ended(self, run_id: str | None) -> None:
         if run_id is not None:
             self._runs.pop(run_id, None)
-            self._gone_from_here(run_id)
-            self._leave_queue(run_id)
+            if self._here is not None:
+                self._here.discard(run_id)
+            if self._bucket_of:
+                self._leave_queue(run_id)
         while self._waiting and self._has_room():
             self._release(1)
             self._spawn(self._waiting.popleft())
-        self._admit_from_queues()
-        self._notify_if_idle()
+        if self._gated:
+            self._admit_from_queues()
+        if not self._runs:
+            self._notify_if_idle()
 
     def _gone_from_here(self, *run_ids: str) -> None:
         """No actor (or start) of these runs is here any more: a claim may take them here."""
@@ -481,7 +494,7 @@ class SupervisorActor(DispatchedActor):
         if (
             not self._runs
             and not self._waiting
-            and not len(self._gate)
+            and not (self._gated and len(self._gate))
             and (self._durable or not self._sleeping)
         ):
             for event in self._idle_events:

@@ -1354,7 +1354,9 @@ class Run(Generic[In, Out]):
         return self._result(record)
 
     def _result(self, record: SnapshotRecord | None) -> WorkflowResult[Out]:
-        result = read_result(record, self.workflow_id)
+        # A store in memory holds bytes this process encoded: read without the checks
+        # against damage that bytes from a disk or a server get.
+        result = read_result(record, self.workflow_id, own_bytes=self._host.in_memory)
         if result is None:  # gone between the wait and the read
             raise _deleted(self.run_id)
         return with_output_schema(result, cast("type[Out]", self._plan.output_schema))

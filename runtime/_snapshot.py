@@ -1464,6 +1464,10 @@ class DeferredRecord(_LazyRecord):
 _DRIVEN: Final = frozenset({RunStatus.PENDING.value, RunStatus.RUNNING.value})
 """The statuses of a run whose actor drives it on: its next record replaces this one soon."""
 
+_FEW_STEPS: Final = 4
+"""A run with at most this many step records has them all looked at for each record in
+memory (see :meth:`SnapshotFreezer._freeze_steps`); a longer one, only those that changed."""
+
 _PROGRESS_SHARED: Final = 32
 """A foreach of n items copies its lists for a record in memory about this many times
 (see :meth:`SnapshotFreezer._frozen_progress`): linear in n, where a copy at every record
@@ -1548,8 +1552,11 @@ class SnapshotFreezer:
         progress = frozen["progress"]
         if type(progress) is dict and ("outputs" in progress or "done" in progress):
             frozen["progress"] = self._frozen_progress(progress, snapshot["status"])
-        held = self._last = frozen.seal()
-        return _deferred(held, snapshot)
+        if CHECK_PARTS:
+            frozen.seal()
+        self._last = frozen
+        record: DeferredRecord = _record_values(DeferredRecord, snapshot, frozen, None, None)
+        return record
 
     def _frozen_progress(self, progress: dict[str, Any], status: str) -> dict[str, Any]:
         """A copy of a foreach's progress for a record: the last one, or a new one.
@@ -1579,6 +1586,18 @@ class SnapshotFreezer:
         return copy
 
     def _freeze_steps(self, steps: dict[str, Any]) -> dict[str, Any]:
+        if len(steps) <= _FEW_STEPS:
+            # Few steps: each open one copied, each settled one shared, without finding out
+            # which changed since the last record, which costs more than it saves here.
+            if self._copies is not None:  # had more: what was noted of them is stale
+                self._paths, self._seen, self._unsettled, self._copies = (), (), (), None
+                self._steps = {}
+            # (A settled record changed in place after all is caught as before, with
+            # CHECK_PARTS: the last record, which shares it, no longer encodes the same.)
+            return {
+                path: record if record.get("status") in _SETTLED_STEP else record.copy()
+                for path, record in steps.items()
+            }
         paths = tuple(steps)
         records = tuple(steps.values())
         known, copies = self._paths, self._copies
@@ -2027,16 +2046,44 @@ def _moment(epoch: Any) -> Any:
     return epoch
 
 
-def read_result(record: SnapshotRecord | None, workflow_id: str) -> WorkflowResult | None:
-    """The public result of a stored record, if it belongs to ``workflow_id``."""
+def read_result(
+    record: SnapshotRecord | None, workflow_id: str, *, own_bytes: bool = False
+) -> WorkflowResult | None:
+    """The public result of a stored record, if it belongs to ``workflow_id``.
+
+    Args:
+        record: The record read from the store, or ``None``.
+        workflow_id: The workflow the caller reads runs of.
+        own_bytes: The record's bytes were encoded by this process and never left
+            it (a store in memory): the checksum and checks of :func:`decode`, which
+            catch damage on a disk, a wire or another program's writes, are left out.
+            The result is still validated whole (:func:`to_result`).
+    """
     if record is None or record.workflow_id != workflow_id:
         return None
     try:
+        if own_bytes:
+            return to_result(_unpack_own(record.data))
         return to_result(decode(record.data, record.run_id))
     except SnapshotFormatError as exc:
         raise SnapshotFormatError(
             f"run {record.run_id!r} cannot be read: {exc}", run_id=record.run_id
         ) from exc
+
+
+def _unpack_own(data: bytes) -> Snapshot:
+    """A snapshot from bytes this process encoded and kept in memory (see :func:`read_result`).
+
+    Bytes of another form than :func:`encode` writes (none in memory) are decoded.
+    """
+    if len(data) > _CHECKSUM_BYTES + 1 and data[0] == _PAIR and data[1] == FORMAT_VERSION:
+        try:
+            pair = msgpack.unpackb(data[:-_CHECKSUM_BYTES], raw=False, use_list=True)
+        except Exception as exc:  # msgpack raises several unrelated types for bad bytes
+            raise SnapshotFormatError(f"snapshot bytes cannot be decoded: {exc}") from exc
+        snapshot: Snapshot = pair[1]
+        return snapshot
+    return decode(data)
 
 
 def to_result(snapshot: Snapshot) -> WorkflowResult:

@@ -272,3 +272,35 @@ def test_wait_on_an_ended_run_returns_at_once(runtime: Runtime) -> None:
     run = wf.create_run()
     run.start(input_data={"value": "done"}, timeout=5)
     assert run.wait(timeout=0).status == "success"
+
+
+def test_wait_reads_a_store_in_memorys_result_without_the_checks_against_damage(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """Bytes this process encoded and kept in memory need no checksum nor key-by-key check.
+
+    A durable store's bytes get both: they crossed a disk (or a wire) and may be damaged.
+    """
+    import runtime._snapshot as snapshot_module
+
+    checked: list[str] = []
+    original = snapshot_module._problem
+
+    def problem(snapshot):
+        checked.append(snapshot["run_id"])
+        return original(snapshot)
+
+    monkeypatch.setattr(snapshot_module, "_problem", problem)
+    workflow = create_workflow(id="read", input_schema=Value, output_schema=Value).then(
+        shout_step()
+    )
+    with Runtime() as rt:
+        run = rt.register(workflow.commit()).create_run()
+        result = run.start(input_data={"value": "hi"})
+        assert result.status == "success" and result.result == {"value": "HI"}
+        assert run.wait().steps["shout"].output == {"value": "HI"}
+        assert checked == []
+    with Runtime(store=tmp_path / "runs.db") as rt:
+        run = rt.register(workflow.commit()).create_run()
+        assert run.start(input_data={"value": "hi"}).result == {"value": "HI"}
+        assert run.run_id in checked

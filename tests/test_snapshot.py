@@ -14,6 +14,7 @@ import runtime._snapshot as snapshot_module
 from runtime._errors import SnapshotEncodingError, SnapshotFormatError
 from runtime._model import ErrorInfo, RunStatus, StepStatus, WorkflowResult
 from runtime._snapshot import (
+    _FEW_STEPS,
     FORMAT_VERSION,
     PARTED_VERSION,
     IncrementalEncoder,
@@ -645,6 +646,48 @@ def test_a_settled_step_record_is_shared_by_the_frozen_records_not_copied() -> N
     assert held(second)["s0"] is open_step  # settled: shared, never changed in place again
     assert held(third)["s0"] is open_step and held(third)["s1"] is settled
     assert unpack(first.data)["steps"]["s0"]["status"] == "running"
+
+
+def test_a_freezer_of_a_run_of_few_steps_looks_at_them_all_and_notes_none() -> None:
+    """Up to ``_FEW_STEPS`` step records, a record copies each open one and shares each
+    settled one, without noting which it saw (finding the changed ones costs more than
+    it saves there); past them it notes them, and forgets them when the run has few again.
+    """
+    snapshot = a_snapshot()
+    freezer = SnapshotFreezer(snapshot)  # type: ignore[arg-type]
+    open_step = {"status": "running", "payload": {"v": 1}, "started_at": 1.0}
+    snapshot["steps"]["s0"] = open_step
+    first = freezer.next_record(1.0)
+    assert freezer._copies is None and freezer._paths == ()
+    open_step["status"], open_step["output"] = "success", {"v": 2}  # settled in place
+    snapshot["steps"]["s1"] = {"status": "running", "payload": {"v": 2}}
+    second = freezer.next_record(2.0)
+    assert freezer._copies is None
+
+    def held(record: Any) -> dict[str, Any]:
+        return tuple.__getitem__(record, 4)["steps"]  # type: ignore[no-any-return]
+
+    assert held(first)["s0"] is not open_step and held(first)["s0"]["status"] == "running"
+    assert held(second)["s0"] is open_step  # settled: shared
+    assert held(second)["s1"] is not snapshot["steps"]["s1"]  # open: copied
+    for index in range(2, _FEW_STEPS + 2):
+        snapshot["steps"][f"s{index}"] = {"status": "success", "output": {"v": index}}
+    many = freezer.next_record(3.0)
+    assert freezer._paths == tuple(snapshot["steps"])  # past a few: noted
+    snapshot["steps"] = {"s9": {"status": "running", "payload": {"v": 9}}}  # gone (time travel)
+    few = freezer.next_record(4.0)
+    assert freezer._copies is None and freezer._paths == ()
+    snapshot["steps"]["s10"] = {"status": "running"}
+    for index in range(11, _FEW_STEPS + 12):
+        snapshot["steps"][f"s{index}"] = {"status": "success"}
+    again = freezer.next_record(5.0)  # many again: noted afresh, from nothing stale
+    snapshot["steps"]["s10"]["status"] = "success"
+    last = freezer.next_record(6.0)
+    for record in (first, second, many, few, again, last):
+        assert unpack(record.data)["steps"] == held(record)
+    assert list(held(few)) == ["s9"]
+    assert held(again)["s10"]["status"] == "running"
+    assert held(last) == snapshot["steps"]
 
 
 def test_a_settled_step_record_changed_in_place_is_caught() -> None:

@@ -21,7 +21,7 @@ from actors._calls import Calls
 from actors._dispatch import _StopFlag
 from actors.run import RunActor
 from runtime import Runtime, create_workflow
-from runtime._snapshot import SnapshotFreezer, decode
+from runtime._snapshot import _FEW_STEPS, SnapshotFreezer, decode
 from runtime._sync import AbortSignal
 from tests._support import (
     Counter,
@@ -124,7 +124,10 @@ def test_the_calls_of_a_durable_run_wait_for_their_commit() -> None:
 def test_a_freezer_keeps_its_step_paths_and_open_steps_untracked() -> None:
     snapshot: dict[str, Any] = a_snapshot()
     snapshot["status"] = "running"
+    # More steps than a freezer looks at whole (_FEW_STEPS): it notes which it saw.
+    earlier = {f"s{index}": {"status": "success"} for index in range(_FEW_STEPS)}
     snapshot["steps"] = {
+        **earlier,
         "first": {"status": "success", "payload": {"v": 1}, "output": {"v": 2}},
         "second": {"status": "running", "payload": {"v": 2}},
     }
@@ -135,8 +138,8 @@ def test_a_freezer_keeps_its_step_paths_and_open_steps_untracked() -> None:
     snapshot["steps"]["third"] = {"status": "running", "payload": {"v": 3}}
     freezer.next_record(2.0)
     gc.collect()
-    assert freezer._paths == ("first", "second", "third")
-    assert freezer._unsettled == (2,)
+    assert freezer._paths == (*earlier, "first", "second", "third")
+    assert freezer._unsettled == (len(earlier) + 2,)
     assert not gc.is_tracked(freezer._paths)
     assert not gc.is_tracked(freezer._unsettled)
 

@@ -50,7 +50,7 @@ def _record(kept: _Kept) -> SnapshotRecord:
     return kept  # type: ignore[return-value]
 
 
-# Where _save_one reads a kept record's fields: by index, the same for a SnapshotRecord
+# Where save reads a kept record's fields: by index, the same for a SnapshotRecord
 # and for the plain tuple of its fields, with no call made to turn one into the other.
 _SEQ, _STATUS, _CREATED_AT, _RESOURCE_ID = (
     SnapshotRecord._fields.index(name) for name in ("seq", "status", "created_at", "resource_id")
@@ -114,47 +114,46 @@ class MemoryStore:
         """Keep each record that is newer than the stored one, unless that one is terminal.
 
         Keeping a record in a dict cannot fail: ``on_error`` is never called.
+
+        Nothing done under the lock lets go of the GIL. The interpreter hands its lock
+        (the GIL) from thread to thread only where a thread calls a function or loops
+        back; a thread made to hand it over while it holds the store's lock makes every
+        thread that wants the store wait for it to get the GIL back (100 to 400 µs a
+        time, measured on two busy cores), and once it happens it tends to go on (a
+        caller's ``create`` waits behind a run actor's save, which then waits behind
+        the caller's next ``create``). So the work is done before the lock is taken,
+        and under it are only reads of the dict and the kept record (by index, whether
+        it is kept as a record or as a plain tuple) and one store into the dict (a save
+        with no resource id onto a run that has one aside: rare, it copies the id
+        across). Each record's work is inline in the loop: a run in memory saves a
+        record at every transition, and a call more per save is a call more per step.
         """
         for record in records:
-            self._save_one(record)
+            run_id = record.run_id
+            # Only a plain SnapshotRecord may be kept as a tuple (see _kept): a frozen
+            # record that a run actor still drives is kept as it is, without the call.
+            kept_as = _kept(record) if type(record) is SnapshotRecord else record
+            created_at, seq = record.created_at, record.seq
+            plain_resource = record.resource_id is None
+            with self._lock:  # against a concurrent replace(), delete() or prune()
+                records_now = self._records
+                # A run that is not here (deleted meanwhile) stays gone: only create()
+                # records a run, and a save still on its way must not bring one back, nor
+                # land on a new run given the same id since (created at another time).
+                if run_id not in records_now:
+                    continue
+                kept: tuple[Any, ...] = records_now[run_id]  # a record, or a let-go tuple
+                if (
+                    kept[_CREATED_AT] != created_at  # a new run of that id since
+                    or seq <= kept[_SEQ]
+                    or kept[_STATUS] in TERMINAL_STATUSES
+                ):
+                    continue
+                if plain_resource and kept[_RESOURCE_ID] is not None:
+                    kept_as = _kept(_keeping_resource(record, _record(kept)))
+                records_now[run_id] = kept_as
         if on_commit is not None:
             on_commit()
-
-    def _save_one(self, record: SnapshotRecord) -> None:
-        """:meth:`save` of one record: nothing done under the lock lets go of the GIL.
-
-        The interpreter hands its lock (the GIL) from thread to thread only where a
-        thread calls a function or loops back; a thread made to hand it over while
-        it holds the store's lock makes every thread that wants the store wait for it
-        to get the GIL back (100 to 400 µs a time, measured on two busy cores), and
-        once it happens it tends to go on (a caller's ``create`` waits behind a run actor's
-        save, which then waits behind the caller's next ``create``). So the work is
-        done before the lock is taken, and under it are only reads of the dict and
-        the kept record (by index, whether it is kept as a record or as a plain
-        tuple) and one store into the dict (a save with no resource id onto a run
-        that has one aside: rare, it copies the id across).
-        """
-        run_id = record.run_id
-        kept_as = _kept(record)
-        created_at, seq = record.created_at, record.seq
-        plain_resource = record.resource_id is None
-        with self._lock:  # against a concurrent replace(), delete() or prune()
-            records_now = self._records
-            # A run that is not here (deleted meanwhile) stays gone: only create() records
-            # a run, and a save still on its way must not bring one back, nor land on a
-            # new run given the same id since (created at another time).
-            if run_id not in records_now:
-                return
-            kept: tuple[Any, ...] = records_now[run_id]  # a record, or a let-go one as a tuple
-            if (
-                kept[_CREATED_AT] != created_at  # a new run of that id since
-                or seq <= kept[_SEQ]
-                or kept[_STATUS] in TERMINAL_STATUSES
-            ):
-                return
-            if plain_resource and kept[_RESOURCE_ID] is not None:
-                kept_as = _kept(_keeping_resource(record, _record(kept)))
-            records_now[run_id] = kept_as
 
     def replace(self, record: SnapshotRecord, expected_seq: int, *, reopen: bool = False) -> bool:
         """Store ``record`` if the stored one's ``seq`` is ``expected_seq`` and not terminal.

@@ -167,6 +167,38 @@ def test_ask_returns_the_handlers_reply(
     assert future.get(timeout=WAIT) == ("reply", "later")
 
 
+def test_a_told_message_reaches_on_receive_without_pykkas_own_handling_and_proxies_still_work(
+    dispatcher: Dispatcher, started: list[pykka.ActorRef[Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A told message of ours skips pykka's ``_handle_receive`` (four checks per message).
+
+    What pykka handles there still goes through it: a stop, and a proxy's calls,
+    asked or told (``defer()``).
+    """
+    handled_by_pykka: list[Any] = []
+    original = pykka.Actor._handle_receive
+
+    def handle_receive(self: pykka.Actor, message: Any) -> Any:
+        handled_by_pykka.append(message)
+        return original(self, message)
+
+    monkeypatch.setattr(pykka.Actor, "_handle_receive", handle_receive)
+    ref = Recorder.start(dispatcher)
+    started.append(ref)
+
+    ref.tell(("told", 1))
+    assert ref.ask(("echo", 2), timeout=WAIT) == ("reply", 2)  # asked: in an envelope
+    assert [message for message in handled_by_pykka if message[0] == "told"] == []
+    assert INSTANCES[ref.actor_urn].handled == [("told", 1)]
+
+    proxy = ref.proxy()
+    proxy.on_receive.defer(("deferred", 3))  # a ProxyCall, told bare
+    assert proxy.handled.get(timeout=WAIT) == [("told", 1), ("deferred", 3)]
+    assert any(isinstance(message, pykka.messages.ProxyCall) for message in handled_by_pykka)
+    ref.stop(timeout=WAIT)
+    assert not ref.is_alive()
+
+
 def test_an_exception_in_an_ask_handler_goes_back_to_the_asker_and_the_actor_lives_on(
     dispatcher: Dispatcher, started: list[pykka.ActorRef[Any]]
 ) -> None:

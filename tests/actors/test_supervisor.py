@@ -11,9 +11,10 @@ from pydantic import BaseModel
 from structlog.testing import capture_logs
 
 from actors._dispatch import UnexpectedMessageError
+from actors._queues import QueueGate
 from actors.messages import StepFinished
 from actors.run import RunActor
-from runtime import Runtime, create_step, create_workflow
+from runtime import Queue, Runtime, create_step, create_workflow
 from tests._support import actor_system
 from tests.actors._support import RecordingStore
 
@@ -35,6 +36,10 @@ def _crash_in(monkeypatch: pytest.MonkeyPatch, method: str) -> None:
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(RunActor, method, crashing)
+
+
+def _same(ctx: Any) -> Value:
+    return Value(value=ctx.input_data.value)
 
 
 def _workflow() -> Any:
@@ -187,3 +192,33 @@ def test_a_message_outside_the_protocol_is_refused_and_the_supervisor_goes_on(
     assert [entry["event"] for entry in refused] == ["unexpected_message"]
     assert "test_supervisor.Stray" in refused[0]["error"]
     assert supervisor.is_alive()
+
+
+def test_a_runs_end_asks_the_queue_gate_nothing_until_a_run_went_through_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Runs in no queue never wait in the gate: their ends need not count what it holds."""
+    counted: list[int] = []
+    original = QueueGate.__len__
+
+    def counting(self: QueueGate[Any]) -> int:
+        counted.append(1)
+        return original(self)
+
+    monkeypatch.setattr(QueueGate, "__len__", counting)
+    with Runtime() as rt:
+        plain = rt.register(_workflow())
+        for _ in range(3):
+            assert plain.create_run().start(input_data={"value": "x"}).status == "success"
+        assert counted == []
+        queued = rt.register(
+            create_workflow(id="queued", input_schema=Value, output_schema=Value)
+            .then(create_step(id="same", input_schema=Value, output_schema=Value, execute=_same))
+            .commit(),
+        )
+        run = queued.create_run()
+        assert run.start(input_data={"value": "x"}, queue=Queue("q", concurrency=1)).status == (
+            "success"
+        )
+        assert plain.create_run().start(input_data={"value": "x"}).status == "success"
+        assert counted  # once a run went through the gate, ends ask it what waits there
