@@ -2131,17 +2131,25 @@ def to_result(snapshot: Snapshot) -> WorkflowResult:
 
 
 def _public_step(step: StepSnapshot) -> Mapping[str, Any]:
-    """A step record without what only the runtime reads (its ``start_state``)."""
-    if _START_STATE not in step:
+    """A step record with only what a :class:`StepResult` shows (no ``start_state``)."""
+    if step.keys() <= _STEP_RESULT_KEYS:
         return step
-    return {key: value for key, value in step.items() if key != _START_STATE}
+    return {key: value for key, value in step.items() if key in _STEP_RESULT_KEYS}
 
 
 def public_steps(steps: dict[str, StepSnapshot]) -> Mapping[str, Mapping[str, Any]]:
-    """The step records as a result (or a hook's outcome) shows them: no ``start_state``."""
-    if not any(_START_STATE in step for step in steps.values()):
+    """The step records as a result (or a hook's outcome) shows them.
+
+    Without what only the runtime reads (``start_state``), and without a key a
+    later callboard may add to the records it writes on a shared store: a
+    result of this one still reads them.
+    """
+    if all(step.keys() <= _STEP_RESULT_KEYS for step in steps.values()):
         return steps  # most runs: no state, or one that never changed
     return {path: _public_step(step) for path, step in steps.items()}
+
+
+_STEP_RESULT_KEYS: Final = frozenset(StepResult.model_fields)
 
 
 def state_at(steps: Mapping[str, StepSnapshot], paths: Collection[str], final: Any) -> Any:

@@ -348,6 +348,19 @@ def test_to_result_of_a_failed_run_carries_error_info_on_the_run_and_the_step() 
     assert result.error.details == {"step_id": "first"}
     assert result.steps["first"].status == "failed"
     assert result.steps["first"].error == result.error
+
+
+def test_a_step_record_with_keys_a_result_does_not_show_still_reads_as_one() -> None:
+    # What only the runtime reads (start_state), or what a later callboard adds to the
+    # records it writes on a shared store: StepResult refuses unknown keys, so a result
+    # read here failed as not valid.
+    step = {"status": "success", "output": {"n": 1}, "start_state": {"k": 1}, "later": 2}
+    snapshot = _snapshot(steps={"first": step})
+
+    result = to_result(decode(encode(snapshot)))
+
+    assert result.steps["first"].output == {"n": 1}
+    assert "later" not in result.steps["first"].model_dump()
     assert result.steps["first"].ended_at is None
     assert result.is_terminal
 
