@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["restarted", "time_travel_snapshot"]
 
+_START_STATE: Final = "start_state"  # in the record of a step that changed the state
 _LOOP: Final = "#loop"
 """The suffix of a loop's count of passes over a nested workflow in a run's scopes (as the
 run actor keeps it)."""
@@ -351,6 +352,10 @@ def _members_kept(
     original did not run does not run now either (the returned progress says
     which arms were chosen; ``None`` for a parallel node).
 
+    A member that changed the workflow state runs again too: the new run starts
+    on the state the group began with, and a record keeps the state its step
+    began with (``start_state``), not the change it made, which would be lost.
+
     ``steps`` and ``scopes`` are the new run's, added to in place.
     """
     recorded = source["steps"]
@@ -358,16 +363,26 @@ def _members_kept(
     flows = [flow.path for flow in node.flows]
     for member in members:
         record = recorded.get(member)
-        if member != path and record is not None and record["status"] == StepStatus.SUCCESS:
+        if (
+            member != path
+            and record is not None
+            and record["status"] == StepStatus.SUCCESS
+            and _START_STATE not in record
+        ):
             steps[member] = record
     for flow in flows:
         record = recorded.get(flow)
         if record is None or record["status"] != StepStatus.SUCCESS:
             continue  # it runs again (its steps' records are dropped as it is entered)
         inside = flow + "."
-        for step_path, step_record in recorded.items():
-            if step_path == flow or step_path.startswith(inside):
-                steps[step_path] = step_record
+        kept = {
+            step_path: step_record
+            for step_path, step_record in recorded.items()
+            if step_path == flow or step_path.startswith(inside)
+        }
+        if any(_START_STATE in step_record for step_record in kept.values()):
+            continue  # it changed the state: it runs again, as a step that did
+        steps.update(kept)
         for key, value in source["scopes"].items():
             if key.startswith(inside) or key.startswith(flow + "#"):
                 scopes[key] = value

@@ -897,6 +897,69 @@ def test_time_travel_to_a_parallel_member_runs_that_member_alone(runtime: Runtim
     assert again.result == {"email": {"n": 1}, "kid": {"n": 1000}, "calc": {"n": 700}}
 
 
+class _Halves(BaseModel):
+    x: str = ""
+    y: str = ""
+
+
+class _XHalf(BaseModel):
+    x: str = ""
+
+
+class _YHalf(BaseModel):
+    y: str = ""
+
+
+def test_time_travel_to_a_parallel_member_runs_a_sibling_that_changed_the_state_again(
+    runtime: Runtime,
+) -> None:
+    # The new run starts on the state the group began with, and a kept sibling's record
+    # holds the state it began with, not its change: kept, its change was lost (the run
+    # went on with x == ""). It runs again and makes it again; a sibling that changed no
+    # state is still kept.
+    ran: list[str] = []
+
+    def setting(key: str, schema: type[BaseModel]) -> Any:
+        def execute(ctx):  # type: ignore[no-untyped-def]
+            ran.append(key)
+            ctx.set_state({key: f"{key}-done"})
+            return ctx.input_data
+
+        return create_step(
+            id=key, input_schema=Count, output_schema=Count, state_schema=schema, execute=execute
+        )
+
+    def quiet(ctx):  # type: ignore[no-untyped-def]
+        ran.append("quiet")
+        return ctx.input_data
+
+    workflow = runtime.register(
+        create_workflow(
+            id="halves", input_schema=Count, output_schema=Anything, state_schema=_Halves
+        )
+        .parallel(
+            [
+                setting("x", _XHalf),
+                setting("y", _YHalf),
+                create_step(id="quiet", input_schema=Count, output_schema=Count, execute=quiet),
+            ]
+        )
+        .commit()
+    )
+    source = workflow.create_run()
+    done = source.start(
+        input_data={"n": 1}, output_options=OutputOptions(include_state=True), timeout=WAIT
+    )
+    assert done.state == {"x": "x-done", "y": "y-done"}
+    ran.clear()
+
+    traveled = workflow.time_travel(source.run_id, step="y").wait(WAIT)
+
+    assert traveled.status == "success", traveled.error
+    assert sorted(ran) == ["x", "y"]
+    assert traveled.state == {"x": "x-done", "y": "y-done"}
+
+
 def test_time_travel_to_a_branch_arm_runs_that_arm_alone_without_its_condition(
     runtime: Runtime,
 ) -> None:
