@@ -19,7 +19,9 @@ that loses its connection is tried once more on a new one.
 
 Rows of several runs are always locked in ``run_id`` order, and the claim and
 the reaper skip rows that others have locked, so concurrent workers never
-deadlock. Time that matters (heartbeats, leases, wake-ups) is the database's
+deadlock. A worker whose lease ran out while its session was inside a
+transaction would hold its locks until it woke: the reaper ends that session.
+Time that matters (heartbeats, leases, wake-ups) is the database's
 clock, never a client's; only under a test kit's virtual clock is it that
 clock's, told to each session (:data:`_NOW`).
 
@@ -139,6 +141,12 @@ of every listener); once the writer has nothing left to do, they go at once."""
 
 LISTEN_POLL: Final = 0.25
 """Seconds the listener waits for a hint before it looks whether to stop."""
+
+TERMINATE_WAIT: Final = 1.0
+"""Seconds a reaper waits for a stalled worker's session it ended to be gone (and its locks)."""
+
+_NAME_BYTES: Final = 63
+"""The most bytes of an ``application_name`` the server keeps (``NAMEDATALEN - 1``)."""
 
 _SCHEMA_LOCK: Final = 0x63616C6C626F6172  # "callboar": the advisory lock of schema setup
 
@@ -657,6 +665,34 @@ ORDER BY worker_id
 FOR UPDATE SKIP LOCKED
 """
 
+_STALLED_SESSIONS: Final = f"""
+WITH stalled AS (
+    SELECT worker_id, {_NOW} - extract(epoch FROM heartbeat_at)::float8 AS lapsed
+    FROM callboard_workers
+    WHERE heartbeat_at < {_NOW_AT} - make_interval(secs => least(lease, {MAX_LEASE}))
+    UNION
+    SELECT DISTINCT owner_id, NULL::float8 FROM callboard_runs AS r
+    WHERE owner_id IS NOT NULL
+        AND NOT EXISTS (SELECT 1 FROM callboard_workers AS w WHERE w.worker_id = r.owner_id)
+)
+SELECT a.pid, s.worker_id, s.lapsed
+FROM stalled AS s
+JOIN pg_stat_activity AS a ON a.datname = current_database()
+    AND right(a.application_name, length(s.worker_id) + 1) = ' ' || s.worker_id
+WHERE s.worker_id <> %(me)s AND a.pid <> pg_backend_pid() AND a.state IS DISTINCT FROM 'idle'
+ORDER BY a.pid
+"""
+"""Sessions inside a transaction of other workers the reaper reaps: lease run out, or reaped.
+
+Such a session (its process stopped, or cut off) may hold its worker's row or
+runs locked, which the reaper skips, or the queue lock every claim and start
+into a limited queue waits for: held until it ends. A worker reaped already
+(its row deleted while its runs were locked) is known by the runs it still
+holds. A session named with a worker's id (see :func:`_application_name`) is
+that worker's. One whose state this role may not see (another role's) is
+taken too: ending it is refused if this role may not end it either.
+"""
+
 # Runs whose owner has no worker row: reaped just now, or gone before.
 _HAND_BACK: Final = """
 WITH lost AS (
@@ -924,13 +960,28 @@ def _scrubbed(text: str, secrets: tuple[str, ...]) -> str:
     return text
 
 
-def _connection_options(settings: dict[str, Any]) -> dict[str, Any]:
-    """Our defaults for what the URL's ``settings`` leave out: timeouts, keepalives, a name."""
-    return {
+def _application_name(settings: dict[str, Any], owner_id: str) -> str:
+    """The name this store's sessions show the server: the URL's (or ours), then the id.
+
+    A reaper finds a stalled worker's sessions by it (see :data:`_STALLED_SESSIONS`).
+    The server keeps 63 bytes of printable ASCII (others it replaces, or escapes
+    into more bytes): the name is cut and cleaned here, so that the id stays whole.
+    """
+    given = str(settings.get("application_name") or "callboard")
+    printable = "".join(char if " " <= char <= "~" else "?" for char in given)
+    return f"{printable[: _NAME_BYTES - len(owner_id) - 1]} {owner_id}"
+
+
+def _connection_options(settings: dict[str, Any], owner_id: str) -> dict[str, Any]:
+    """Our defaults for what the URL's ``settings`` leave out: timeouts, keepalives; a name.
+
+    The name is always set: the URL's ``application_name`` (or ``callboard``),
+    then this store's ``owner_id``.
+    """
+    options = {
         key: value
         for key, value in (
             ("connect_timeout", CONNECT_TIMEOUT),
-            ("application_name", "callboard"),
             ("keepalives", 1),
             ("keepalives_idle", 10),
             ("keepalives_interval", 5),
@@ -941,6 +992,8 @@ def _connection_options(settings: dict[str, Any]) -> dict[str, Any]:
         )
         if key not in settings
     }
+    options["application_name"] = _application_name(settings, owner_id)
+    return options
 
 
 def redact(url: str) -> str:
@@ -1346,10 +1399,11 @@ class PostgresStore:
         self._retried_for: str | None = None  # why the writer last had to try again, if it did
         self._opened = False  # connected once: a lost connection is an outage, not a bad URL
         self._role: tuple[str, list[str], int | None] = ("both", [], None)
+        self._unended: set[str] = set()  # stalled workers this role may not end: told once
         _require_psycopg()
         settings = _url_settings(url, self._shown)
         self._secrets = _secrets(url, settings)
-        self._options = _connection_options(settings)
+        self._options = _connection_options(settings, self.owner_id)
         # Whether connections set lock_timeout (LOCK_TIMEOUT): unless the URL's options do.
         self._lock_timeout = "lock_timeout" not in str(settings.get("options") or "")
         self._readers = _Readers(lambda: self._connect(autocommit=True), READERS)
@@ -2036,9 +2090,11 @@ class PostgresStore:
 
         A worker's lease ran out when its last heartbeat is older than its own
         lease, by the database's clock (a test kit's virtual one in a test); its
-        row is deleted. A worker that is
-        renewing its lease at this very moment (its row locked) is skipped.
-        Runs whose owner has no row at all go back too.
+        row is deleted. Its sessions that are inside a transaction are ended
+        first (``pg_terminate_backend``): paused there, a worker held its row
+        or runs locked, which the reap skips, until it woke (a role that may
+        not end them logs ``store_stalled_worker_not_ended`` once, and they are
+        skipped). Runs whose owner has no row at all go back too.
 
         Raises:
             StoreError: if the store is read-only or closed, or stayed unreachable.
@@ -2351,6 +2407,10 @@ class PostgresStore:
             if left:
                 return left + [write for later in groups[index + 1 :] for write in later] + solo
         for index, write in enumerate(solo):
+            if write.kind == "reap" and self._wconn is not None:
+                # Rows a stalled worker's open transaction holds are skipped by the
+                # reaper: freed first, they are reaped with the rest.
+                self._end_stalled(self._wconn)
             if self._commit_group([write]):
                 return solo[index:]
         return []
@@ -2363,8 +2423,6 @@ class PostgresStore:
         lost. A batch that fails for a reason of its own is split, each write
         tried alone, so that only the bad one fails.
         """
-        import psycopg
-
         self._take_held_new()
         batch = _Batch(self._held, self._fenced, self._reaped, self._broken)
         committing = False
@@ -2387,11 +2445,7 @@ class PostgresStore:
             if settle is not None:
                 settle()  # the statements all succeeded: this only reads their rows
         except Exception as exc:  # psycopg.Error, or a fault of ours: the writer lives on
-            stuck = False
-            if self._wconn is not None:
-                with contextlib.suppress(psycopg.Error):
-                    self._wconn.rollback()
-                stuck = _left_stuck(self._wconn)
+            stuck = self._rolled_back(exc)
             for write in writes:
                 write.release()  # not committed: a caller may still give up on it
             if isinstance(exc, StoreError) or _passing(exc) or stuck:
@@ -2441,6 +2495,27 @@ class PostgresStore:
         self._tell_here(batch.hints)
         self._hold_hints(batch.hints)
         return []
+
+    def _rolled_back(self, exc: Exception) -> bool:
+        """Roll a failed batch back; whether that left the connection stuck (then closed).
+
+        A lock waited for in vain (``lock_timeout``) may be one a stalled
+        worker's transaction holds: the queue lock, which no reap frees (it
+        takes no such lock). That worker's session is ended here if its lease
+        ran out, so that the next try gets the lock.
+        """
+        import psycopg
+
+        connection = self._wconn
+        if connection is None:
+            return False
+        with contextlib.suppress(psycopg.Error):
+            connection.rollback()
+        if _left_stuck(connection):
+            return True
+        if getattr(exc, "sqlstate", None) == "55P03":
+            self._end_stalled(connection)
+        return False
 
     def _hold_hints(self, hints: _Hints) -> None:
         """Keep committed hints for the next ``NOTIFY`` (see :meth:`_writer_idle`)."""
@@ -2560,6 +2635,66 @@ class PostgresStore:
         for write in others:
             results[id(write)] = self._apply(connection, write, batch)
         return results, settle
+
+    def _end_stalled(self, connection: Connection) -> None:
+        """End the sessions of other workers stuck in a transaction past their lease.
+
+        A worker paused inside a transaction (SIGSTOP, a long GC pause, a lost
+        network) holds its locks until it wakes, if ever: its own row and runs,
+        which the reaper skips, or the queue lock, which every claim and start
+        into a limited queue waits for. Ended (``pg_terminate_backend``), its
+        transaction rolls back and its locks go; when it wakes it connects
+        again, finds itself reaped, and its epochs fence off what it held. The
+        lease is judged by the database's clock, as the reaper judges it.
+        Where this role may not end another role's sessions, a warning says
+        once what stays stuck and why. A failure here is left to the writes
+        that follow: they meet it again, or get on.
+        """
+        import psycopg
+
+        if connection.closed or connection.broken:
+            return
+        # Waits until the session is gone, and its locks with it (PostgreSQL 14 and
+        # later; before, the reap that follows may still skip them: the next one not).
+        wait = f", {int(TERMINATE_WAIT * 1000)}" if connection.info.server_version >= 140000 else ""
+        refused: dict[str, list[int]] = {}
+        try:
+            with _autocommit(connection):
+                _virtual_now(connection)
+                stalled = connection.execute(_STALLED_SESSIONS, {"me": self.owner_id}).fetchall()
+                for pid, worker_id, lapsed in stalled:
+                    try:
+                        row = connection.execute(
+                            f"SELECT pg_terminate_backend(%s{wait})", (pid,)
+                        ).fetchone()
+                    except psycopg.errors.InsufficientPrivilege:
+                        refused.setdefault(worker_id, []).append(pid)
+                        continue
+                    if row is not None and row[0]:  # else gone already, or not yet
+                        emit(
+                            logging.WARNING,
+                            "store_stalled_worker_ended",
+                            store=self._shown,
+                            worker=worker_id,
+                            pid=pid,
+                            lapsed=None if lapsed is None else round(float(lapsed), 1),
+                        )
+        except psycopg.Error:
+            return
+        for worker_id, pids in refused.items():
+            if worker_id not in self._unended:
+                self._unended.add(worker_id)
+                emit(
+                    logging.WARNING,
+                    "store_stalled_worker_not_ended",
+                    store=self._shown,
+                    worker=worker_id,
+                    pids=pids,
+                    reason="its lease ran out, and a session of it that may be inside a "
+                    "transaction keeps what that locks (its runs, or a queue) held until it "
+                    "ends; this role may not end it: pg_terminate_backend needs membership in "
+                    "the worker's role, or pg_signal_backend (and a superuser's, a superuser)",
+                )
 
     def _beat(self, connection: Connection, batch: _Batch) -> bool:
         row = connection.execute(

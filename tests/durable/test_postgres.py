@@ -13,10 +13,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 import runtime._stores.postgres as postgres_module
 from runtime import Runtime, StoreError, StoreUnavailableError, create_workflow
 from runtime._cli._commands import shown_db
+from runtime._queue import QueueLimits
 from runtime._stores.base import SnapshotRecord
 from runtime._stores.memory import MemoryStore
 from runtime._stores.open import open_store
@@ -57,8 +59,8 @@ def stores(postgres_url: str) -> Iterator[Callable[..., PostgresStore]]:
     """Opens stores on the test's database; closes them afterwards."""
     opened: list[PostgresStore] = []
 
-    def open_(**options: Any) -> PostgresStore:
-        store = PostgresStore(postgres_url, **options)
+    def open_(url: str | None = None, **options: Any) -> PostgresStore:
+        store = PostgresStore(url or postgres_url, **options)
         opened.append(store)
         return store
 
@@ -79,7 +81,7 @@ def sql(url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
 def callboard_connections(url: str) -> int:
     rows = sql(
         url,
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'callboard' "
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'callboard %' "
         "AND pid <> pg_backend_pid()",
     )
     return int(rows[0][0])
@@ -719,6 +721,159 @@ def test_runs_of_an_owner_without_a_worker_row_are_reaped(
     sql(postgres_url, "UPDATE callboard_runs SET owner_id = 'gone-for-good'")
     assert store.reap() == 1
     assert [r.run_id for r in store.queued()] == ["r1"]
+
+
+@contextlib.contextmanager
+def session_of(url: str, store: PostgresStore) -> Iterator[Any]:
+    """A connection named as the store's own are: a stand-in for a session of that worker."""
+    import psycopg
+
+    with psycopg.connect(url, application_name=f"callboard {store.owner_id}") as connection:
+        yield connection
+
+
+def lapsed(store: PostgresStore, reader: PostgresStore) -> bool:
+    """Whether ``reader`` sees the lease of ``store``'s worker run out, by the database's clock."""
+    return any(
+        w.worker_id == store.owner_id and w.heartbeat_age > w.lease for w in reader.workers()
+    )
+
+
+def reaped_runs(reaper: PostgresStore, at_least: int) -> int:
+    """Reap until at least this many runs went back."""
+    total = 0
+
+    def more() -> bool:
+        nonlocal total
+        total += reaper.reap()
+        return total >= at_least
+
+    wait_until(more, timeout=20, what=f"{at_least} runs reaped")
+    return total
+
+
+@pytest.mark.parametrize("locked", ["its worker row", "its runs"])
+def test_a_worker_stalled_inside_a_transaction_is_ended_and_its_runs_go_back(
+    postgres_url: str, stores: Callable[..., PostgresStore], locked: str
+) -> None:
+    # A worker paused (SIGSTOP, a lost network) inside a transaction held its row or its
+    # runs locked, and the reaper skipped them: its runs stayed held until it woke.
+    import psycopg
+
+    stalled, reaper = stores(lease=0.3), stores()
+    stalled.create(rec("r1"))
+    stalled.create(rec("r2"))
+    with session_of(postgres_url, stalled) as its_session:
+        if locked == "its worker row":  # as its heartbeat, first in each batch, does
+            its_session.execute(
+                "UPDATE callboard_workers SET heartbeat_at = heartbeat_at WHERE worker_id = %s",
+                (stalled.owner_id,),
+            )
+        else:  # as a batch of its saves does
+            its_session.execute(
+                "SELECT 1 FROM callboard_runs WHERE owner_id = %s ORDER BY run_id FOR UPDATE",
+                (stalled.owner_id,),
+            )
+        with capture_logs() as logs:
+            assert reaped_runs(reaper, 2) == 2
+        with pytest.raises(psycopg.OperationalError):
+            its_session.execute("SELECT 1")  # ended: its transaction rolled back
+    ended = [e for e in logs if e["event"] == "store_stalled_worker_ended"]
+    assert [e["worker"] for e in ended] == [stalled.owner_id]
+    assert ended[0]["log_level"] == "warning"
+    assert [r.run_id for r in reaper.queued()] == ["r1", "r2"]
+    # Woken, the worker finds out it was reaped: what it held is fenced off.
+    assert stalled.heartbeat() is False
+    assert stalled.held() == 0
+    assert sorted(c.record.run_id for c in reaper.claim(["wf"], 5)) == ["r1", "r2"]
+
+
+def test_a_worker_stalled_holding_the_queue_lock_is_ended_and_claims_go_on(
+    postgres_url: str, stores: Callable[..., PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Paused inside a claim through a limited queue, a worker held the queue's lock: every
+    # other worker's claim from a limited queue (and every start into a bounded one) waited
+    # for it in vain, and no reap freed it.
+    import psycopg
+
+    monkeypatch.setattr(postgres_module, "LOCK_TIMEOUT", 0.3)
+    stalled, other = stores(lease=0.3), stores()
+    other.define_queue(QueueLimits("q", concurrency=1))
+    other.create(rec("q1", queue="q"), hold=False)
+    wait_until(lambda: lapsed(stalled, other), what="the stalled worker's lease run out")
+    with session_of(postgres_url, stalled) as its_session:
+        its_session.execute("SELECT pg_advisory_xact_lock(%s)", (postgres_module._QUEUE_LOCK,))
+        assert [c.record.run_id for c in other.claim(["wf"], 5)] == ["q1"]
+        with pytest.raises(psycopg.OperationalError):
+            its_session.execute("SELECT 1")
+
+
+def test_a_stalled_worker_this_role_may_not_end_is_reported_once_and_left(
+    postgres_server: Server, postgres_url: str, stores: Callable[..., PostgresStore]
+) -> None:
+    if postgres_server.external is not None:
+        pytest.skip("the external server's roles are not ours to set up")
+    stalled = stores(lease=0.3)  # a superuser's: a plain role may not end its sessions
+    stalled.create(rec("r1"))
+    sql(
+        postgres_url,
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO callboard_pw",
+    )
+    dbname = postgres_url.split("?", maxsplit=1)[0].rsplit("/", 1)[1]
+    reaper = stores(url=postgres_server.password_url(PASSWORD, dbname))
+    with session_of(postgres_url, stalled) as its_session:
+        its_session.execute(
+            "UPDATE callboard_workers SET heartbeat_at = heartbeat_at WHERE worker_id = %s",
+            (stalled.owner_id,),
+        )
+        wait_until(lambda: lapsed(stalled, reaper), what="the stalled worker's lease run out")
+        with capture_logs() as logs:
+
+            def told() -> bool:
+                assert reaper.reap() == 0
+                return any(e["event"] == "store_stalled_worker_not_ended" for e in logs)
+
+            wait_until(told, timeout=20, what="the stuck worker reported")
+            assert reaper.reap() == 0
+        its_session.execute("SELECT 1")  # still there
+    stuck = [e for e in logs if e["event"] == "store_stalled_worker_not_ended"]
+    assert len(stuck) == 1, stuck
+    assert stuck[0]["worker"] == stalled.owner_id
+    assert stuck[0]["log_level"] == "warning"
+    assert "pg_signal_backend" in stuck[0]["reason"]
+    # Once its transaction ends, the next reap hands its run back as usual.
+    assert reaped_runs(reaper, 1) == 1
+
+
+def test_a_live_workers_transaction_is_not_ended(
+    postgres_url: str, stores: Callable[..., PostgresStore]
+) -> None:
+    alive, reaper = stores(lease=0.5), stores()
+    alive.create(rec("r1"))
+    with session_of(postgres_url, alive) as its_session:
+        its_session.execute("SELECT 1 FROM callboard_runs FOR UPDATE")
+        deadline = time.monotonic() + 1.5  # three leases, inside one transaction
+        while time.monotonic() < deadline:
+            assert alive.heartbeat() is True
+            assert reaper.reap() == 0
+            time.sleep(0.1)
+        its_session.execute("SELECT 1")  # still there: its worker renews its lease
+
+
+def test_each_session_is_named_with_its_workers_id(
+    postgres_url: str, stores: Callable[..., PostgresStore]
+) -> None:
+    store = stores()
+    named = stores(url=f"{postgres_url}{'&' if '?' in postgres_url else '?'}application_name=éx")
+    names = {
+        row[0]
+        for row in sql(
+            postgres_url,
+            "SELECT application_name FROM pg_stat_activity WHERE datname = current_database()",
+        )
+    }
+    assert f"callboard {store.owner_id}" in names
+    assert f"?x {named.owner_id}" in names
 
 
 def test_a_claim_bumps_the_epoch_in_the_row(
