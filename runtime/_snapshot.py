@@ -2063,7 +2063,7 @@ def read_result(
         return None
     try:
         if own_bytes:
-            return to_result(_unpack_own(record.data))
+            return to_result(_unpack_own(record.data, record.run_id))
         return to_result(decode(record.data, record.run_id))
     except SnapshotFormatError as exc:
         raise SnapshotFormatError(
@@ -2071,19 +2071,31 @@ def read_result(
         ) from exc
 
 
-def _unpack_own(data: bytes) -> Snapshot:
+def _unpack_own(data: bytes, run_id: str) -> Snapshot:
     """A snapshot from bytes this process encoded and kept in memory (see :func:`read_result`).
 
-    Bytes of another form than :func:`encode` writes (none in memory) are decoded.
+    Without the checksum and the check of every key: still a mapping of the run
+    it is stored under (a record a program put in the store itself is told
+    apart, as :func:`decode` tells it). Bytes of another form than
+    :func:`encode` writes (none in memory) are decoded.
     """
     if len(data) > _CHECKSUM_BYTES + 1 and data[0] == _PAIR and data[1] == FORMAT_VERSION:
         try:
             pair = msgpack.unpackb(data[:-_CHECKSUM_BYTES], raw=False, use_list=True)
         except Exception as exc:  # msgpack raises several unrelated types for bad bytes
             raise SnapshotFormatError(f"snapshot bytes cannot be decoded: {exc}") from exc
-        snapshot: Snapshot = pair[1]
-        return snapshot
-    return decode(data)
+        snapshot = pair[1] if type(pair) is list and len(pair) == 2 else None
+        if type(snapshot) is not dict:
+            raise SnapshotFormatError("snapshot bytes do not hold a mapping", run_id=run_id)
+        if snapshot.get("run_id") != run_id:
+            raise SnapshotFormatError(
+                f"snapshot is not valid: it names run {snapshot.get('run_id')!r}, not the run "
+                "stored under that id",
+                run_id=run_id,
+            )
+        own: Snapshot = snapshot  # type: ignore[assignment]
+        return own
+    return decode(data, run_id)
 
 
 def to_result(snapshot: Snapshot) -> WorkflowResult:

@@ -15,6 +15,7 @@ from runtime import (
     RunStatus,
     Runtime,
     RunTimeoutError,
+    SnapshotFormatError,
     StartAsyncResult,
     StepStatus,
     TracingOptions,
@@ -304,3 +305,34 @@ def test_wait_reads_a_store_in_memorys_result_without_the_checks_against_damage(
         run = rt.register(workflow.commit()).create_run()
         assert run.start(input_data={"value": "hi"}).result == {"value": "HI"}
         assert run.run_id in checked
+
+
+@pytest.mark.parametrize("put", ["another run's record", "bytes of no mapping"])
+def test_wait_on_a_store_in_memory_still_refuses_a_record_not_of_its_run(put: str) -> None:
+    # A program that puts records in its MemoryStore itself: wait() read another run's
+    # result as this one's, or failed with AttributeError, where a query refuses both.
+    from runtime._snapshot import encode
+    from runtime._stores.memory import _record
+
+    workflow = (
+        create_workflow(id="mine", input_schema=Value, output_schema=Value)
+        .then(shout_step())
+        .commit()
+    )
+    with Runtime() as rt:
+        wf = rt.register(workflow)
+        mine, other = wf.create_run(), wf.create_run()
+        mine.start(input_data={"value": "a"})
+        other.start(input_data={"value": "b"})
+        records = rt.store._records  # type: ignore[attr-defined]
+        kept = _record(records[mine.run_id])
+        if put == "another run's record":
+            data = _record(records[other.run_id]).data
+        else:
+            data = encode([1, 2])  # type: ignore[arg-type]
+        records[mine.run_id] = kept._replace(data=data)
+
+        with pytest.raises(SnapshotFormatError, match="cannot be read"):
+            mine.wait()
+        with pytest.raises(SnapshotFormatError):
+            wf.get_workflow_run_execution_result(mine.run_id)
