@@ -679,10 +679,22 @@ SELECT a.pid, s.worker_id, s.lapsed
 FROM stalled AS s
 JOIN pg_stat_activity AS a ON a.datname = current_database()
     AND right(a.application_name, length(s.worker_id) + 1) = ' ' || s.worker_id
-WHERE s.worker_id <> %(me)s AND a.pid <> pg_backend_pid() AND a.state IS DISTINCT FROM 'idle'
+WHERE s.worker_id <> %(me)s AND a.pid <> pg_backend_pid()
+    AND (
+        a.state IS NULL  -- another role's session: this role may not see its state
+        OR (
+            a.xact_start IS NOT NULL
+            AND (a.state LIKE 'idle in transaction%%' OR a.wait_event = 'ClientRead')
+        )
+    )
 ORDER BY a.pid
 """
 """Sessions inside a transaction of other workers the reaper reaps: lease run out, or reaped.
+
+Only a session waiting on its client inside a transaction (idle in it, or, pipelined,
+reading the client's next message): a paused process. One running a statement (a long
+prune: its worker's heartbeats wait behind it) or waiting for a lock (behind a paused
+worker's) is a live worker's, and is left to its statement timeout and lock timeout.
 
 Such a session (its process stopped, or cut off) may hold its worker's row or
 runs locked, which the reaper skips, or the queue lock every claim and start
@@ -2497,13 +2509,7 @@ class PostgresStore:
         return []
 
     def _rolled_back(self, exc: Exception) -> bool:
-        """Roll a failed batch back; whether that left the connection stuck (then closed).
-
-        A lock waited for in vain (``lock_timeout``) may be one a stalled
-        worker's transaction holds: the queue lock, which no reap frees (it
-        takes no such lock). That worker's session is ended here if its lease
-        ran out, so that the next try gets the lock.
-        """
+        """Roll a failed batch back; whether that left the connection stuck (then closed)."""
         import psycopg
 
         connection = self._wconn
@@ -2511,11 +2517,7 @@ class PostgresStore:
             return False
         with contextlib.suppress(psycopg.Error):
             connection.rollback()
-        if _left_stuck(connection):
-            return True
-        if getattr(exc, "sqlstate", None) == "55P03":
-            self._end_stalled(connection)
-        return False
+        return _left_stuck(connection)
 
     def _hold_hints(self, hints: _Hints) -> None:
         """Keep committed hints for the next ``NOTIFY`` (see :meth:`_writer_idle`)."""

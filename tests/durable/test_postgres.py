@@ -803,6 +803,7 @@ def test_a_worker_stalled_holding_the_queue_lock_is_ended_and_claims_go_on(
     wait_until(lambda: lapsed(stalled, other), what="the stalled worker's lease run out")
     with session_of(postgres_url, stalled) as its_session:
         its_session.execute("SELECT pg_advisory_xact_lock(%s)", (postgres_module._QUEUE_LOCK,))
+        other.reap()  # a reaper's pass ends the paused session (claims waiting meanwhile)
         assert [c.record.run_id for c in other.claim(["wf"], 5)] == ["q1"]
         with pytest.raises(psycopg.OperationalError):
             its_session.execute("SELECT 1")
@@ -858,6 +859,35 @@ def test_a_live_workers_transaction_is_not_ended(
             assert reaper.reap() == 0
             time.sleep(0.1)
         its_session.execute("SELECT 1")  # still there: its worker renews its lease
+
+
+def test_a_lapsed_workers_session_running_a_statement_or_waiting_for_a_lock_is_not_ended(
+    postgres_url: str, stores: Callable[..., PostgresStore]
+) -> None:
+    # A worker whose heartbeats wait behind its own long write (a prune of a big backlog),
+    # or behind a paused worker's lock, is slow, not paused: ending its session made the
+    # long write fail again at every try, and the worker waiting for a lock run its steps
+    # twice once reaped. Only a session waiting on its client is a paused process's.
+    import psycopg
+
+    slow, reaper = stores(lease=0.3), stores()
+    wait_until(lambda: lapsed(slow, reaper), what="the slow worker's lease run out")
+    with session_of(postgres_url, slow) as busy, session_of(postgres_url, slow) as blocked:
+        with psycopg.connect(postgres_url) as holder:
+            holder.execute("SELECT pg_advisory_xact_lock(42)")  # held by nobody's worker
+            running = threading.Thread(target=lambda: busy.execute("SELECT pg_sleep(1.5)"))
+            waiting = threading.Thread(
+                target=lambda: blocked.execute("SELECT pg_advisory_xact_lock(42)")
+            )
+            running.start()
+            waiting.start()
+            time.sleep(0.3)  # both under way: one running, one waiting for the lock
+            reaper.reap()
+            holder.rollback()
+            running.join(10)
+            waiting.join(10)
+        busy.execute("SELECT 1")  # neither was ended
+        blocked.execute("SELECT 1")
 
 
 def test_each_session_is_named_with_its_workers_id(
