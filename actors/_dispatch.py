@@ -277,7 +277,7 @@ class _DispatchInbox:
         # Once closed, the actor only weakly: the inbox and its actor refer to each other,
         # and a strong reference both ways would leave every ended actor to the cyclic
         # garbage collector. Mail that comes after still reaches on_undelivered while the
-        # actor is alive, and its class's on_undelivered_gone once it is not. (With its urn.)
+        # actor is alive, and its class's on_undelivered_gone once it is not (with its urn).
         self._gone: tuple[weakref.ref[DispatchedActor], type[DispatchedActor], str] | None = None
 
     def bind(self, actor: DispatchedActor, dispatcher: Dispatcher) -> None:

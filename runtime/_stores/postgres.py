@@ -2457,7 +2457,7 @@ class PostgresStore:
             if settle is not None:
                 settle()  # the statements all succeeded: this only reads their rows
         except Exception as exc:  # psycopg.Error, or a fault of ours: the writer lives on
-            stuck = self._rolled_back(exc)
+            stuck = self._rolled_back()
             for write in writes:
                 write.release()  # not committed: a caller may still give up on it
             if isinstance(exc, StoreError) or _passing(exc) or stuck:
@@ -2508,7 +2508,7 @@ class PostgresStore:
         self._hold_hints(batch.hints)
         return []
 
-    def _rolled_back(self, exc: Exception) -> bool:
+    def _rolled_back(self) -> bool:
         """Roll a failed batch back; whether that left the connection stuck (then closed)."""
         import psycopg
 
