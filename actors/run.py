@@ -82,6 +82,8 @@ from runtime._plan import (
 )
 from runtime._snapshot import (
     EACH_SCOPE,
+    LOOP_SCOPE,
+    START_STATE,
     IncrementalEncoder,
     Snapshot,
     SnapshotFreezer,
@@ -97,7 +99,7 @@ __all__ = ["RunActor"]
 
 _FLOWS: Final = "#flows"
 """The suffix of a parallel or branch node's path in the scopes while its nested workflows run."""
-_LOOP: Final = "#loop"
+_LOOP: Final = LOOP_SCOPE
 """The suffix of a nested workflow's path in the scopes while a loop runs it: the iteration."""
 _EACH: Final = EACH_SCOPE
 """The suffix of a nested workflow's path in the scopes while a foreach runs it."""
@@ -108,7 +110,6 @@ _RUN_RUNNING: Final = RunStatus.RUNNING.value
 _STEP_RUNNING: Final = StepStatus.RUNNING.value
 _STEP_SUCCESS: Final = StepStatus.SUCCESS.value
 _STEP_CANCELED: Final = StepStatus.CANCELED.value
-_NO_STATE: Final = object()  # a record without a start_state (its state may be None)
 
 WAKE_EARLY: Final = 0.001
 """A sleep that ends within this many seconds is over: the run goes on at once."""
@@ -426,11 +427,9 @@ class RunActor(DispatchedActor):
         changes = message.state_changes
         if changes is None:
             state = message.state
-        elif changes:
+        else:  # the keys it changed (the caller skips a step that changed none)
             current = self._snapshot["state"]
             state = {**(current if isinstance(current, dict) else {}), **changes}
-        else:
-            return
         before = self._snapshot["state"]
         self._snapshot["state"] = state
         if state != before:
@@ -446,7 +445,7 @@ class RunActor(DispatchedActor):
         """
         steps = self._snapshot["steps"]
         record = steps.get(call.path)
-        if record is None or "start_state" in record:
+        if record is None or START_STATE in record:
             return  # an item of a foreach after another changed it, or a resumed step
         # The state when its record began: a retry's call carries the state as it is
         # then, a sibling's change included. A record this actor did not begin (a
@@ -454,11 +453,11 @@ class RunActor(DispatchedActor):
         # changed the state since, the record would have it.
         began = self._began.get(call.path, call.state)
         if record["status"] in OPEN_STEP_STATUSES:
-            record["start_state"] = began
+            record[START_STATE] = began
         else:
             # A settled record is never changed in place (the snapshot's encoder
             # encodes it again only if it is another object).
-            steps[call.path] = {**record, "start_state": began}
+            steps[call.path] = {**record, START_STATE: began}
 
     def _on_snapshot_committed(self, message: SnapshotCommitted) -> None:
         self._calls.committed(message.seq)
@@ -1619,9 +1618,8 @@ def _keep_began(previous: StepSnapshot, record: StepSnapshot) -> None:
     A step resumed (or recovered while it ran) began when it was first called:
     a loop's next pass, whose record follows one that succeeded, begins anew.
     """
-    began = previous.get("start_state", _NO_STATE)
-    if began is not _NO_STATE:
-        record["start_state"] = began
+    if START_STATE in previous:
+        record[START_STATE] = previous[START_STATE]
 
 
 def _encloses(outer: str, path: str) -> bool:

@@ -9,7 +9,7 @@ step with the input given (or the one it had), linked to the original.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -28,18 +28,20 @@ from runtime._plan import (
     leaf_steps,
 )
 from runtime._run_input import validated_input, validated_resume_data
-from runtime._snapshot import Snapshot, StepSnapshot, copy_plain, state_at
+from runtime._snapshot import (
+    LOOP_SCOPE,
+    START_STATE,
+    Snapshot,
+    StepSnapshot,
+    copy_plain,
+    state_at,
+)
 from runtime._step import Step
 
 if TYPE_CHECKING:
     from runtime._plan import ExecutionPlan, Node
 
 __all__ = ["restarted", "time_travel_snapshot"]
-
-_START_STATE: Final = "start_state"  # in the record of a step that changed the state
-_LOOP: Final = "#loop"
-"""The suffix of a loop's count of passes over a nested workflow in a run's scopes (as the
-run actor keeps it)."""
 
 
 def restarted(snapshot: Snapshot) -> None:
@@ -234,7 +236,7 @@ def time_travel_snapshot(
             # a run that stopped inside the loop) was kept, and only the next pass's entry
             # rewrote it: a body that took one pass read the original's three.
             steps[child]["iterations"] = 1
-            scopes.pop(child + _LOOP, None)
+            scopes.pop(child + LOOP_SCOPE, None)
     progress: dict[str, Any] | None = None
     if isinstance(node, ParallelNode | BranchNode):
         progress = _members_kept(node, path, source, steps, scopes)
@@ -367,7 +369,7 @@ def _members_kept(
             member != path
             and record is not None
             and record["status"] == StepStatus.SUCCESS
-            and _START_STATE not in record
+            and START_STATE not in record
         ):
             steps[member] = record
     for flow in flows:
@@ -380,7 +382,7 @@ def _members_kept(
             for step_path, step_record in recorded.items()
             if step_path == flow or step_path.startswith(inside)
         }
-        if any(_START_STATE in step_record for step_record in kept.values()):
+        if any(START_STATE in step_record for step_record in kept.values()):
             continue  # it changed the state: it runs again, as a step that did
         steps.update(kept)
         for key, value in source["scopes"].items():

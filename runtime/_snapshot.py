@@ -206,8 +206,11 @@ def encode(snapshot: Mapping[str, Any]) -> bytes:
     return body + zlib.crc32(body).to_bytes(_CHECKSUM_BYTES, "big")
 
 
-def unpack(data: bytes) -> dict[str, Any]:
+def unpack(data: bytes, *, checksum: bool = True) -> dict[str, Any]:
     """The mapping in bytes written by :func:`encode` or :class:`IncrementalEncoder`, checked.
+
+    ``checksum=False`` leaves out the checksum of bytes that never left this
+    process (a store in memory's: see :func:`read_result`).
 
     Raises:
         SnapshotFormatError: if a checksum does not match, the bytes are not
@@ -216,8 +219,8 @@ def unpack(data: bytes) -> dict[str, Any]:
     if is_parted(data):
         return _unpack_parted(data)
     if len(data) > _CHECKSUM_BYTES + 1 and data[0] == _PAIR and data[1] == FORMAT_VERSION:
-        body, checksum = data[:-_CHECKSUM_BYTES], data[-_CHECKSUM_BYTES:]
-        if zlib.crc32(body) != int.from_bytes(checksum, "big"):
+        body, crc = data[:-_CHECKSUM_BYTES], data[-_CHECKSUM_BYTES:]
+        if checksum and zlib.crc32(body) != int.from_bytes(crc, "big"):
             raise SnapshotFormatError(
                 "snapshot bytes are damaged: their checksum does not match (a flipped bit, "
                 "a torn write, or bytes written by something else)"
@@ -388,6 +391,13 @@ EACH_SCOPE: Final = "#each"
 and the ``outputs`` of the items done so far, kept in parts of their own (``"e"``, the
 items; ``"o"``, an output each), so that an item done costs a part, not the whole list
 encoded again."""
+
+LOOP_SCOPE: Final = "#loop"
+"""The suffix of a scope key that holds a loop's pass over a nested workflow (its count)."""
+
+START_STATE: Final = "start_state"
+"""The key of a step record that holds the state the step began with: only in the record
+of a step that changed the state (see :class:`StepSnapshot`, :func:`state_at`)."""
 
 _EACH_LISTS: Final = ("items", "outputs")
 _SCOPES: Final = _VALUE_KEYS.index("scopes")
@@ -2076,26 +2086,17 @@ def _unpack_own(data: bytes, run_id: str) -> Snapshot:
 
     Without the checksum and the check of every key: still a mapping of the run
     it is stored under (a record a program put in the store itself is told
-    apart, as :func:`decode` tells it). Bytes of another form than
-    :func:`encode` writes (none in memory) are decoded.
+    apart, as :func:`decode` tells it).
     """
-    if len(data) > _CHECKSUM_BYTES + 1 and data[0] == _PAIR and data[1] == FORMAT_VERSION:
-        try:
-            pair = msgpack.unpackb(data[:-_CHECKSUM_BYTES], raw=False, use_list=True)
-        except Exception as exc:  # msgpack raises several unrelated types for bad bytes
-            raise SnapshotFormatError(f"snapshot bytes cannot be decoded: {exc}") from exc
-        snapshot = pair[1] if type(pair) is list and len(pair) == 2 else None
-        if type(snapshot) is not dict:
-            raise SnapshotFormatError("snapshot bytes do not hold a mapping", run_id=run_id)
-        if snapshot.get("run_id") != run_id:
-            raise SnapshotFormatError(
-                f"snapshot is not valid: it names run {snapshot.get('run_id')!r}, not the run "
-                "stored under that id",
-                run_id=run_id,
-            )
-        own: Snapshot = snapshot  # type: ignore[assignment]
-        return own
-    return decode(data, run_id)
+    snapshot = unpack(data, checksum=False)
+    if snapshot.get("run_id") != run_id:
+        raise SnapshotFormatError(
+            f"snapshot is not valid: it names run {snapshot.get('run_id')!r}, not the run "
+            "stored under that id",
+            run_id=run_id,
+        )
+    own: Snapshot = snapshot  # type: ignore[assignment]
+    return own
 
 
 def to_result(snapshot: Snapshot) -> WorkflowResult:
@@ -2184,12 +2185,11 @@ def state_at(steps: Mapping[str, StepSnapshot], paths: Collection[str], final: A
     reached = False
     for path, record in steps.items():
         reached = reached or path in paths
-        if reached and _START_STATE in record:
-            return record[_START_STATE]
+        if reached and START_STATE in record:
+            return record[START_STATE]
     return final
 
 
-_START_STATE: Final = "start_state"
 _STARTING: Final = frozenset({RunStatus.PENDING, RunStatus.RUNNING})
 _STEP_GOING_ON: Final = frozenset({StepStatus.RUNNING, StepStatus.WAITING})
 
