@@ -1539,12 +1539,17 @@ def _system_of(runtime: Runtime) -> Any:
 def _mark_stopped(runtime: Runtime) -> None:
     """A runtime whose actors were killed: it refuses further calls as a stopped one does.
 
-    Its scheduler goes with the crash too: the process it stands for is gone.
+    Its scheduler goes with the crash too: the process it stands for is gone; and
+    so do the threads that ran its awaitable calls (``astart``, ``aget_run``...),
+    which would otherwise wait for more calls until the harness's close found them
+    left behind. A call running on one ends on its own, as after any stop.
     """
-    runtime._host.state = "stopped"
+    host = runtime._host
+    host.state = "stopped"
     scheduler, runtime._scheduler = runtime._scheduler, None
     if scheduler is not None:
         scheduler.stop()
+    host.close_calls(0.0)
 
 
 def _helpers_idle(runtime: Runtime, system: Any) -> bool:

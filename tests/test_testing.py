@@ -1003,6 +1003,22 @@ def test_crash_and_recover_on_postgresql(postgres_server: Any) -> None:
     assert calls == {"a": 1, "b": 2}
 
 
+def test_a_crash_after_awaitable_calls_leaves_no_call_thread_behind(tmp_path: Path) -> None:
+    """The crashed runtime's call threads (``astart``'s) end: the close finds none left."""
+    workflow = _three_steps("crash-calls")
+
+    async def first(harness: Harness) -> str:
+        run = await harness.register(workflow).create_run().astart(input_data={"n": 1}, timeout=10)
+        return run.status
+
+    # The close raised AssertionError naming callboard-call-0 before the crash ended them.
+    with Harness(store=str(tmp_path / "calls.db")) as harness:
+        assert asyncio.run(first(harness)) == "success"
+        harness.crash_and_recover()
+        after = harness.workflow("crash-calls").create_run().start(input_data={"n": 2})
+        assert after.status == "success" and after.result == {"n": 5}
+
+
 def test_crash_and_recover_needs_a_durable_store() -> None:
     with Harness() as harness, pytest.raises(ValueError, match="durable"):
         harness.crash_and_recover()
