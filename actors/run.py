@@ -871,12 +871,18 @@ class RunActor(DispatchedActor):
             record["ended_at"] = _clock.time()
             if attempts is not None:
                 record["attempts"] = attempts
-        # Its siblings did not fail: they are let go of (canceled), and keep no error of
-        # another step's. The nodes that enclose it (a nested workflow) fail with it.
+        # Its siblings did not fail: they are let go of (canceled), and keep no error,
+        # neither another step's nor that of their own attempt before a retry's back-off.
+        # The nodes that enclose it (a nested workflow) fail with it.
         now = _clock.time()
         for other, open_record in steps.items():
             if open_record["status"] in OPEN_STEP_STATUSES and not _encloses(other, path):
-                steps[other] = {**open_record, "status": _STEP_CANCELED, "ended_at": now}
+                steps[other] = {
+                    **open_record,
+                    "status": _STEP_CANCELED,
+                    "ended_at": now,
+                    "error": None,
+                }
         self._finish(RunStatus.FAILED, error=error)
 
     # --- parallel and branch ------------------------------------------------------------------
@@ -1208,7 +1214,7 @@ class RunActor(DispatchedActor):
         steps = snapshot["steps"]
         for path, record in list(steps.items()):
             if path.startswith(prefix) and record["status"] in OPEN_STEP_STATUSES:
-                steps[path] = {**record, "status": _STEP_CANCELED, "ended_at": now}
+                steps[path] = {**record, "status": _STEP_CANCELED, "ended_at": now, "error": None}
         if any(path.startswith(prefix) for path in snapshot["suspended"]):
             snapshot["suspended"] = {
                 path: payload

@@ -1773,13 +1773,16 @@ def _queue_result(snapshot: Mapping[str, Any]) -> dict[str, Any]:
 def close_open_steps(
     snapshot: Snapshot, status: str, now: float, error: dict[str, Any] | None = None
 ) -> None:
-    """End every step still running, waiting or suspended with ``status`` (and ``error``)."""
+    """End every step still running, waiting or suspended with ``status`` (and ``error``).
+
+    A step waiting out a retry's back-off carries its last attempt's error: a step
+    canceled keeps none (``error`` ``None``), as a step canceled in its body.
+    """
     for step in snapshot["steps"].values():
         if step["status"] in OPEN_STEP_STATUSES:
             step["status"] = status
             step["ended_at"] = now
-            if error is not None:
-                step["error"] = error
+            step["error"] = error
 
 
 def mark_failed(snapshot: Snapshot, error: dict[str, Any], now: float) -> None:

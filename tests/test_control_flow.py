@@ -11,13 +11,14 @@ import pytest
 from pydantic import BaseModel, ConfigDict, RootModel
 
 from runtime import (
+    RetryConfig,
     Runtime,
     WorkflowDefinitionError,
     WorkflowResult,
     create_step,
     create_workflow,
 )
-from tests._support import N, dbl_step, inc_step
+from tests._support import N, dbl_step, inc_step, wait_until
 
 WAIT = 10.0
 
@@ -193,6 +194,64 @@ def test_parallel_failure_fails_the_run_tells_the_sibling_and_runs_nothing_later
     assert later_calls == []
     assert "later" not in result.steps
     assert not any(path.startswith("map-") for path in result.steps)
+
+
+@pytest.mark.parametrize("end", ["sibling_failed", "cancel"])
+def test_a_member_waiting_out_a_retry_back_off_is_canceled_with_no_error(
+    runtime: Runtime, end: str
+) -> None:
+    """Its last attempt's error was the back-off's; canceled, it keeps none (p2)."""
+    in_back_off = threading.Event()
+
+    def down(ctx):
+        raise ConnectionError("down")
+
+    def fail(ctx):
+        assert in_back_off.wait(WAIT)
+        if end == "cancel":
+            ctx.abort_signal.wait(WAIT)
+            return ctx.input_data
+        raise ValueError("boom in a branch")
+
+    workflow = (
+        create_workflow(
+            id=f"par-back-off-{end}",
+            input_schema=N,
+            output_schema=N,
+            retry_config=RetryConfig(delay=60.0),
+        )
+        .parallel(
+            [
+                create_step(id="fail", input_schema=N, output_schema=N, execute=fail),
+                create_step(
+                    id="flaky",
+                    input_schema=N,
+                    output_schema=N,
+                    execute=down,
+                    retries=3,
+                ),
+            ]
+        )
+        .map(lambda ctx: ctx.input_data["fail"])
+        .commit()
+    )
+    bound = runtime.register(workflow)
+    run_id = bound.create_run().start_async(input_data={"n": 1}).run_id
+
+    def flaky_in_back_off() -> bool:
+        current = bound.get_workflow_run_execution_result(run_id)
+        flaky = None if current is None else current.steps.get("flaky")
+        return flaky is not None and flaky.error is not None and flaky.status == "running"
+
+    wait_until(flaky_in_back_off, WAIT)
+    in_back_off.set()
+    if end == "cancel":
+        assert bound.create_run(run_id=run_id).cancel()
+    result = bound.create_run(run_id=run_id).wait(timeout=WAIT)
+
+    assert result.status == ("failed" if end == "sibling_failed" else "canceled")
+    assert result.steps["flaky"].status == "canceled"
+    assert result.steps["flaky"].error is None
 
 
 def test_a_nested_workflow_fails_with_the_step_that_failed_in_it(runtime: Runtime) -> None:
