@@ -2271,6 +2271,7 @@ def run_events(
         # In the order they happened, not the records': a nested workflow's record
         # comes before its steps', and it ended after its last one.
         told.sort(key=lambda event: event[0])
+        _ends_after_their_steps(told)
     for at, kind, path, result, then in told:
         event = RunEvent(
             type=kind, run_id=run_id, status=then, path=path, step=result, at=at, seq=seq
@@ -2290,6 +2291,30 @@ def run_events(
             )
         )
     return events
+
+
+def _ends_after_their_steps(told: list[tuple[datetime, str, str, StepResult, str]]) -> None:
+    """Among events of one time, move a nested workflow's end after its steps' events.
+
+    Sorting by time keeps the records' order for events of one time, and a nested
+    workflow's record comes before its steps': a cancel ends them at one clock
+    reading, and a test kit's clock stands still while steps run.
+    """
+    at = 0
+    while at < len(told):
+        when, kind, path = told[at][0], told[at][1], told[at][2]
+        if kind == "step_finished":
+            prefix = path + "."
+            last = at
+            for later in range(at + 1, len(told)):
+                if told[later][0] != when:
+                    break
+                if told[later][2].startswith(prefix):
+                    last = later
+            if last > at:
+                told.insert(last, told.pop(at))
+                continue  # what moved into this place is looked at in turn
+        at += 1
 
 
 def _step_kinds(

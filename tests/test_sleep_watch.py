@@ -466,6 +466,52 @@ def test_watching_a_finished_run_yields_its_events_and_ends(runtime: Runtime) ->
     assert events[2].at == started.started_at
 
 
+def _nested(workflow_id: str, execute: Any) -> Any:
+    inner = create_step(id="inner", input_schema=N, output_schema=N, execute=execute)
+    child = create_workflow(id="child", input_schema=N, output_schema=N).then(inner).commit()
+    return create_workflow(id=workflow_id, input_schema=N, output_schema=N).then(child).commit()
+
+
+def _finishes(events: Any) -> list[tuple[str | None, str]]:
+    return [
+        (event.path, event.step.status.value)
+        for event in events
+        if event.type == "step_finished" and event.step is not None
+    ]
+
+
+def test_a_nested_workflow_ends_after_its_step_under_a_clock_that_stands_still() -> None:
+    """The test kit's clock does not move while steps run: one time for both ends (p2)."""
+    with Harness() as harness:
+        run = harness.register(_nested("still", lambda ctx: ctx.input_data)).create_run()
+        run.start_async(input_data={"n": 1})
+        live = _finishes(run.watch(timeout=WAIT))
+        told = _finishes(run.watch(timeout=WAIT))  # from its record, ended
+
+    assert live == told == [("child.inner", "success"), ("child", "success")]
+
+
+def test_a_canceled_nested_workflow_ends_after_its_suspended_step(runtime: Runtime) -> None:
+    """A cancel ends the step and the nested workflow at one clock reading (p2)."""
+
+    def ask(ctx: Any) -> Any:
+        if ctx.resume_data is None:
+            ctx.suspend({})
+        return ctx.input_data
+
+    run = runtime.register(_nested("asks", ask)).create_run()
+    run.start_async(input_data={"n": 1})
+    watch = run.watch(timeout=WAIT)
+    assert run.wait(timeout=WAIT).status == RunStatus.SUSPENDED
+    assert run.cancel()
+
+    assert _finishes(watch)[-2:] == [("child.inner", "canceled"), ("child", "canceled")]
+    assert _finishes(run.watch(timeout=WAIT))[-2:] == [
+        ("child.inner", "canceled"),
+        ("child", "canceled"),
+    ]
+
+
 def _blocked_run(runtime: Runtime, release: threading.Event) -> Any:
     """A run started and waiting in its one step until ``release`` is set."""
     entered = threading.Event()
