@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import inspect
 import logging
 import threading
@@ -118,6 +119,16 @@ def _tick_verdict(finished: bool, late: float, cpu: float, wall: float) -> str |
 
 STOP_TIMEOUT: Final = 5.0
 """Seconds to wait for one idle step actor to stop."""
+
+_AppBody = tuple[Any, Any, Callable[[], None] | None]
+"""A body on the application's loop: its coroutine, the step's own, and its ``on_end``."""
+
+APP_LOOP_POLL: Final = 0.25
+"""Seconds between looks at whether the application's loop closed, while steps run on it.
+
+asyncio tells nobody that a loop closed: a step handed to it and not yet run,
+or whose task it had not run to the end, would never end (see :class:`AsyncLoop`).
+"""
 
 
 class BodyFuture:
@@ -237,6 +248,16 @@ class AsyncLoop:
     elsewhere), bodies run on it as tasks; :meth:`stop` cancels the tasks it
     started there, and leaves the loop itself alone.
 
+    The application may close its loop without stopping the runtime first
+    (``asyncio.run()`` returning before ``await rt.astop()``): a body handed to
+    it that it never ran, or whose task it never ran to the end (one made
+    during ``asyncio.run()``'s own shutdown, after its cancel), would leave its
+    run ``running`` for ever in a runtime that goes on. While bodies are on the
+    application's loop, a thread (``callboard-app-loop``) looks every
+    :data:`APP_LOOP_POLL` seconds whether the loop has closed, and fails them
+    if so: no other loop can run them, since they were put on this one for the
+    objects bound to it.
+
     Args:
         loop: The application's event loop, or ``None`` for a private one.
     """
@@ -248,8 +269,13 @@ class AsyncLoop:
         self._loop: asyncio.AbstractEventLoop | None = loop
         self._thread: threading.Thread | None = None
         self._stopped = False
-        # On the application's loop: the bodies still running, to cancel at the stop.
-        self._running: set[BodyFuture] = set()
+        # On the application's loop: the bodies not yet ended, to cancel at the stop, or
+        # to fail if the loop closes under them, with what to close and call then.
+        self._running: dict[BodyFuture, _AppBody] = {}
+        self._changed = threading.Condition(self._lock)
+        self._watcher: threading.Thread | None = None
+        self._lost = False
+        self._cancels_seen = False
 
     def submit(
         self, coroutine: Any, inner: Any = None, on_end: Callable[[], None] | None = None
@@ -295,6 +321,22 @@ class AsyncLoop:
         """Whether :meth:`stop` was called: the runtime is stopping, or has stopped."""
         return self._stopped
 
+    @property
+    def on_app_loop(self) -> bool:
+        """Whether bodies run on the application's loop rather than on a private one."""
+        return self._app_loop is not None
+
+    @property
+    def lost(self) -> bool:
+        """Whether the application's loop closed with bodies on it, which were cancelled."""
+        return self._lost
+
+    def first_cancel_by_other_code(self) -> bool:
+        """Note that other code cancelled a body's task; ``True`` the first time only."""
+        with self._lock:
+            first, self._cancels_seen = not self._cancels_seen, True
+        return first
+
     def is_current(self) -> bool:
         """Whether the calling code runs on this loop (inside an ``async def`` step, say)."""
         loop = self._loop
@@ -312,20 +354,66 @@ class AsyncLoop:
         on_end: Callable[[], None] | None = None,
     ) -> BodyFuture:
         """Schedule on the application's loop (called with the lock held)."""
+        future = BodyFuture()
         try:
-            future = _spawn_soon(loop, coroutine, inner, on_end)
+            # The lock is held: a body whose task ends at once waits in _ended until
+            # it is noted here.
+            _spawn_soon(loop, coroutine, inner, functools.partial(self._ended, future), future)
         except RuntimeError:  # the loop is closed
             coroutine.close()
             raise RuntimeStoppedError(
                 "the application's event loop, which runs this runtime's async steps, is closed"
             ) from None
-        self._running.add(future)
-        future.add_done_callback(self._forget)
+        self._running[future] = (coroutine, inner, on_end)
+        if self._watcher is None:
+            self._watcher = threading.Thread(
+                target=self._watch, args=(loop,), name="callboard-app-loop", daemon=True
+            )
+            self._watcher.start()
+        elif len(self._running) == 1:
+            self._changed.notify()  # it waits for bodies without a timeout
         return future
 
-    def _forget(self, future: BodyFuture) -> None:
+    def _ended(self, future: BodyFuture) -> None:
+        """On the loop's thread: a body's task has ended, or will never start."""
         with self._lock:
-            self._running.discard(future)
+            body = self._running.pop(future, None)
+        if body is not None and body[2] is not None:
+            body[2]()
+
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The ``callboard-app-loop`` thread: fail the bodies of a loop that closed under them."""
+        with self._lock:
+            while not self._stopped and not (self._running and loop.is_closed()):
+                self._changed.wait(APP_LOOP_POLL if self._running else None)
+            if self._stopped:
+                return
+        # Closed: nothing can be handed to it any more (a hand-off is refused under the lock).
+        self._let_go_of_lost_bodies()
+
+    def _let_go_of_lost_bodies(self) -> None:
+        """Fail the bodies of the application's loop, which closed without running them."""
+        with self._lock:
+            self._lost = True
+            lost, self._running = self._running, {}
+        if not lost:
+            return
+        emit(
+            logging.WARNING,
+            "app_loop_closed_under_steps",
+            steps=len(lost),
+            hint="the application's event loop closed while async steps of this runtime "
+            "were on it: stop the runtime before the loop ends, with `await rt.astop()` "
+            "or `async with Runtime(...)`",
+        )
+        for future, (coroutine, inner, on_end) in lost.items():
+            # A body never started is closed (or Python warns it was never awaited); one
+            # started stays with its task, suspended on the closed loop.
+            _close_unstarted(coroutine)
+            _close_unstarted(inner)
+            future.cancel()  # its step is failed, saying why (see AsyncLoop.lost)
+            if on_end is not None:
+                on_end()
 
     def stop(self, timeout: float | None = None) -> None:
         """Cancel what still runs, stop the loop and end its thread.
@@ -336,10 +424,16 @@ class AsyncLoop:
         """
         with self._lock:
             self._stopped = True
+            self._changed.notify_all()
             loop, thread = self._loop, self._thread
             running = list(self._running)
+            watcher = self._watcher
         if self._app_loop is not None:
-            if not self._app_loop.is_closed():
+            if watcher is not None:
+                watcher.join(timeout)
+            if self._app_loop.is_closed():
+                self._let_go_of_lost_bodies()
+            else:
                 for future in running:
                     future.cancel()
             return
@@ -376,18 +470,20 @@ def _spawn_soon(
     coroutine: Any,
     inner: Any = None,
     on_end: Callable[[], None] | None = None,
+    future: BodyFuture | None = None,
 ) -> BodyFuture:
     """``asyncio.run_coroutine_threadsafe``, with the loop woken once for a burst of steps.
 
     Steps handed to a loop before it gets round to the first start together in one
     callback (:func:`~runtime._handoff.deliver`): on the application's loop, 200
     steps ready at once cost it one wake-up, not 200. Cancelling the returned
-    future cancels the task, from any thread.
+    future (``future``, if given) cancels the task, from any thread.
 
     Raises:
         RuntimeError: if the loop is closed.
     """
-    future = BodyFuture()
+    if future is None:
+        future = BodyFuture()
     if not deliver(loop, _spawn, (coroutine, future, inner, on_end)):
         raise RuntimeError("the event loop is closed")
     return future
@@ -412,7 +508,7 @@ def _spawn(item: tuple[Any, BodyFuture, Any, Callable[[], None] | None]) -> None
             future.set_exception(exc)
         raise
 
-    task.add_done_callback(_Settle(future))
+    task.add_done_callback(_Settle(future, inner))
     if on_end is not None:
         task.add_done_callback(_Ended(on_end))
     future.add_done_callback(_CancelTask(task, inner))
@@ -438,15 +534,19 @@ class _Settle:
     cells take three or four.
     """
 
-    __slots__ = ("future",)
+    __slots__ = ("future", "inner")
 
-    def __init__(self, future: BodyFuture) -> None:
+    def __init__(self, future: BodyFuture, inner: Any = None) -> None:
         self.future = future
+        self.inner = inner
 
     def __call__(self, task: asyncio.Task[Any]) -> None:
         future = self.future
         with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled meanwhile
             if task.cancelled():
+                # Cancelled before its first step (by asyncio.run()'s cancel of the tasks
+                # left, say): the body it would have awaited was never started.
+                _close_unstarted(self.inner)
                 future.cancel()
             elif (exc := task.exception()) is not None:
                 future.set_exception(exc)

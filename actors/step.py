@@ -342,18 +342,21 @@ class _Awaiting:
                         run_id=call.run_id,
                         step_id=call.step_id,
                     )
+                if self.loop.lost:
+                    raise RuntimeStoppedError(
+                        f"step {ctx.path!r} did not end: the application's event loop, which "
+                        "runs this runtime's async steps, closed first (stop the runtime "
+                        "before the loop ends, with `await rt.astop()` or `async with`)",
+                        run_id=call.run_id,
+                        step_id=call.step_id,
+                    )
                 if self.loop.stopped:
                     raise RuntimeStoppedError(
                         f"step {ctx.path!r} was cancelled: the runtime stopped",
                         run_id=call.run_id,
                         step_id=call.step_id,
                     )
-                # Its task was cancelled by other code: the application's loop shutting
-                # down without stopping the runtime, or the body cancelling its own task.
-                raise asyncio.CancelledError(
-                    f"step {ctx.path!r} was cancelled, not by callboard: its task was "
-                    "cancelled (its event loop shutting down, say)"
-                )
+                raise _cancelled_by_other_code(call, ctx.path, self.loop)
             ok, value = future.result()
             if ok:
                 finished = self.outcome(call, ctx, value, started)
@@ -367,6 +370,40 @@ class _Awaiting:
             _report(call, span, _failure(call, value, started, ctx), value, traced=traced)
             return
         _report(call, span, finished, traced=traced)
+
+
+def _cancelled_by_other_code(call: Any, path: str, loop: AsyncLoop) -> asyncio.CancelledError:
+    """The error of a step whose task code other than callboard's cancelled.
+
+    Who cancelled cannot be told: on the application's loop it is most often the
+    loop's own shutdown (``asyncio.run()`` cancels the tasks left when its
+    coroutine returns), which the runtime outlives, but it may be the body
+    cancelling its own task while the loop and the runtime go on. So the step
+    fails with the ``CancelledError`` it got, not with "the runtime stopped",
+    and the likely cause and its cure are said, in the error and once per runtime in a log.
+    """
+    if not loop.on_app_loop:
+        return asyncio.CancelledError(
+            f"step {path!r} was cancelled, not by callboard: its task was cancelled "
+            "(by the step's own code, say)"
+        )
+    hint = (
+        "stop the runtime before the application's event loop ends, with "
+        "`await rt.astop()` or `async with Runtime(...)`"
+    )
+    if loop.first_cancel_by_other_code():
+        emit(
+            logging.WARNING,
+            "async_step_cancelled_on_app_loop",
+            run_id=call.run_id,
+            step_id=path,
+            hint=f"{hint}; later such steps are not logged",
+        )
+    return asyncio.CancelledError(
+        f"step {path!r} was cancelled, not by callboard: its task on the application's "
+        "event loop was cancelled, by the loop shutting down, say (asyncio.run() cancels "
+        f"the tasks left when its coroutine returns): {hint}"
+    )
 
 
 class _EndOnLetGo:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import structlog
 
+import actors._pool
 from runtime import RunStatus, Runtime, create_step, create_workflow
 from tests._support import Value, wait_for_no_callboard_threads
 
@@ -193,4 +194,153 @@ def test_a_sync_stop_on_the_apps_loop_halts_runs_at_once_and_says_to_await_astop
         assert [event["event"] for event in events if "stop" in event["event"]] == []
 
     asyncio.run(main())
+    assert not wait_for_no_callboard_threads()
+
+
+# --- the application's loop ends without a stop -------------------------------------------
+
+
+def forever_workflow(started: threading.Event | None = None) -> Any:
+    async def forever(ctx: Any) -> Value:
+        if started is not None:
+            started.set()
+        await asyncio.sleep(3600)
+        return ctx.input_data
+
+    return (
+        create_workflow(id="forever", input_schema=Value, output_schema=Value)
+        .then(create_step(id="forever", input_schema=Value, output_schema=Value, execute=forever))
+        .commit()
+    )
+
+
+def handed_to_the_loop(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """An event set once a step body has been handed to an event loop."""
+    handed = threading.Event()
+    real = actors._pool.deliver
+
+    def deliver(*args: Any) -> bool:
+        accepted = real(*args)
+        handed.set()
+        return accepted
+
+    monkeypatch.setattr(actors._pool, "deliver", deliver)
+    return handed
+
+
+def assert_failed_as_the_loop_closed(result: Any) -> None:
+    assert result.status == RunStatus.FAILED
+    assert result.error is not None and result.error.name == "RuntimeStoppedError"
+    assert "event loop" in result.error.message and "closed" in result.error.message
+    assert "astop()" in result.error.message
+    assert result.steps["forever"].status == "failed"
+
+
+@pytest.mark.usefixtures("_structlog_reset")
+def test_a_step_handed_to_a_loop_that_closes_before_running_it_fails_its_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The step waited in the loop's inbox; the loop closed without running it, and
+    # the run stayed running for ever in a runtime that went on.
+    handed = handed_to_the_loop(monkeypatch)
+    loop = asyncio.new_event_loop()  # never run: what was handed to it never runs
+    rt = Runtime(async_steps=loop).start()
+    try:
+        run = rt.register(forever_workflow()).create_run()
+        run.start_async(input_data={"value": "v"})
+        assert handed.wait(WAIT)
+        with structlog.testing.capture_logs() as events:
+            loop.close()
+            result = run.wait(WAIT)
+        assert_failed_as_the_loop_closed(result)
+        [warned] = [e for e in events if e["event"] == "app_loop_closed_under_steps"]
+        assert warned["steps"] == 1 and "astop()" in warned["hint"]
+        # Later async steps are refused at once, as before.
+        again = rt.register(forever_workflow()).create_run()
+        assert again.start(input_data={"value": "v"}, timeout=WAIT).status == RunStatus.FAILED
+    finally:
+        rt.stop()
+    assert not wait_for_no_callboard_threads()
+
+
+def test_a_step_running_on_a_loop_that_closes_under_it_fails_its_run() -> None:
+    # The loop stopped and closed without cancelling the step's task: it never ends.
+    started = threading.Event()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="app-loop")
+    thread.start()
+    rt = Runtime(async_steps=loop).start()
+    try:
+        run = rt.register(forever_workflow(started)).create_run()
+        run.start_async(input_data={"value": "v"})
+        assert started.wait(WAIT)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(WAIT)
+        loop.close()
+        assert_failed_as_the_loop_closed(run.wait(WAIT))
+    finally:
+        rt.stop()
+    assert not wait_for_no_callboard_threads()
+
+
+def test_a_step_handed_to_the_apps_loop_during_asyncio_runs_shutdown_fails_its_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # asyncio.run() cancels the tasks left when main() returns, then closes async
+    # generators and the default executor, running the loop again: a step's task made
+    # then is never cancelled, nor run to its end, and the loop closes under it.
+    handed = handed_to_the_loop(monkeypatch)
+    kept: dict[str, Any] = {}
+
+    async def main() -> None:
+        rt = await Runtime(async_steps="app").astart()
+        kept["rt"] = rt
+        kept["run"] = run = rt.register(forever_workflow()).create_run()
+
+        async def closed_at_shutdown() -> Any:
+            try:
+                yield None
+            finally:  # in asyncio.run()'s shutdown_asyncgens(), after its cancel
+                run.start_async(input_data={"value": "v"})
+                assert handed.wait(WAIT)
+
+        kept["gen"] = closed_at_shutdown()
+        await kept["gen"].asend(None)
+        # Returns without `await rt.astop()`.
+
+    asyncio.run(main())
+    try:
+        assert_failed_as_the_loop_closed(kept["run"].wait(WAIT))
+    finally:
+        kept["rt"].stop()
+    assert not wait_for_no_callboard_threads()
+
+
+@pytest.mark.usefixtures("_structlog_reset")
+def test_a_step_whose_task_asyncio_run_cancels_at_its_end_fails_saying_to_stop_first() -> None:
+    # Cancelled by asyncio.run()'s own cancel, not by callboard nor by the step: the
+    # run fails, with a CancelledError that says where it came from and what to do.
+    kept: dict[str, Any] = {}
+
+    async def main() -> None:
+        started = threading.Event()
+        rt = await Runtime(async_steps="app").astart()
+        kept["rt"] = rt
+        kept["run"] = run = rt.register(forever_workflow(started)).create_run()
+        await run.astart_async(input_data={"value": "v"})
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+
+    with structlog.testing.capture_logs() as events:
+        asyncio.run(main())
+        try:
+            result = kept["run"].wait(WAIT)
+        finally:
+            kept["rt"].stop()
+    assert result.status == RunStatus.FAILED
+    assert result.error is not None and result.error.name == "CancelledError"
+    assert "not by callboard" in result.error.message
+    assert "asyncio.run()" in result.error.message and "astop()" in result.error.message
+    [warned] = [e for e in events if e["event"] == "async_step_cancelled_on_app_loop"]
+    assert warned["run_id"] == kept["run"].run_id and "astop()" in warned["hint"]
     assert not wait_for_no_callboard_threads()
