@@ -312,12 +312,15 @@ class Calls:
 
     # --- sending them ---------------------------------------------------------------
 
-    def send(self, jobs: list[Job]) -> None:
+    def send(self, jobs: list[Job]) -> int:
         """Record the snapshot that announces these calls, then hand them to step actors.
 
         On a durable store the calls wait until that snapshot is committed
         (:meth:`committed`), so a step whose output is recorded never runs
         again after a crash; while ``gated`` is off they go at once.
+
+        Returns:
+            The sequence number of the snapshot that announces them.
         """
         running = self._jobs
         waiting: list[Job] = []
@@ -332,11 +335,12 @@ class Calls:
                 self.retry_later(job, job.delay or 0.0)
             jobs = [job for job in jobs if job.call.token in running]
             if not jobs:
-                return
+                return seq
         if self._awaiting_commit is not None and self.gated:  # on a durable store
             self._awaiting_commit.append((seq, jobs))
         else:
             self._submit(jobs)
+        return seq
 
     def committed(self, seq: int) -> None:
         """The snapshot ``seq`` is committed: hand over the calls it announced (and earlier)."""

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, is_dataclass
 from enum import StrEnum
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias, TypeVar
 
 import pykka
 from pydantic import BaseModel
@@ -47,6 +47,8 @@ __all__ = [
     "ReadWaited",
     "RecordFailure",
     "RegistryMessage",
+    "ResumeOutcome",
+    "ResumeStep",
     "RunActorMessage",
     "RunCrashed",
     "RunDeleted",
@@ -74,7 +76,7 @@ __all__ = [
 
 
 # --- to the supervisor ------------------------------------------------------------
-# From the facade: StartRun, NotifyWhenIdle, AbortRuns, CancelRun; from the
+# From the facade: StartRun, NotifyWhenIdle, AbortRuns, CancelRun, ResumeStep; from the
 # registry: StartRun (a recovered run); from a timer: WakeRun; from a run
 # actor: RunEnded, RunParked, RunCrashed; from a step actor's thread: StepWaitBegan;
 # from a MemoryStore's delete: RunDeleted.
@@ -148,12 +150,15 @@ class CancelOutcome(StrEnum):
     """No actor of this runtime drives or holds the run (any more); nothing changed."""
 
 
-def _once(reply: Callable[[CancelOutcome], None]) -> Callable[[CancelOutcome], None]:
+_Answer = TypeVar("_Answer", bound=StrEnum)
+
+
+def _once(reply: Callable[[_Answer], None]) -> Callable[[_Answer], None]:
     """``reply``, called at most once: the first answer is the answer."""
     lock = threading.Lock()
     answered = False
 
-    def answer(outcome: CancelOutcome) -> None:
+    def answer(outcome: _Answer) -> None:
         nonlocal answered
         with lock:
             if answered:
@@ -191,6 +196,45 @@ class CancelRun:
             reply(CancelOutcome.RECORDED if stored else CancelOutcome.REFUSED)
 
         return recorded
+
+
+class ResumeOutcome(StrEnum):
+    """What became of a :class:`ResumeStep`: what its ``reply`` receives, once."""
+
+    RECORDED = "recorded"
+    """The run's actor took the resume, and the store has the record that holds it (on a
+    durable store: committed); the step (or item) runs with it."""
+    TAKEN = "taken"
+    """The run's actor drives the run, and the suspension named is not one that waits:
+    another resume took it, or it never suspended. Nothing changed."""
+    GONE = "gone"
+    """The run's actor stopped driving the run (it suspended, ended or was halted)
+    before it read the resume, or before the record holding it was committed. The
+    caller reads the run again once it settles."""
+    NOT_HERE = "not_here"
+    """No actor of this runtime drives the run; nothing changed."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeStep:
+    """Resume one suspended step (or foreach item) of a run that is running again.
+
+    A run whose other suspensions were resumed runs on while this one waits;
+    its actor takes the resume, as the store's compare-and-set takes that of a
+    suspended run. The supervisor hands it on to the run's actor, or answers
+    :attr:`ResumeOutcome.NOT_HERE`. ``reply`` receives the
+    :class:`ResumeOutcome`, exactly once; ``data`` is the validated resume data,
+    handed over with the message.
+    """
+
+    run_id: str
+    path: str
+    data: Any
+    reply: Callable[[ResumeOutcome], None]
+
+    def __post_init__(self) -> None:
+        # Exactly once: the actor may answer, then stop with the message still counted.
+        object.__setattr__(self, "reply", _once(self.reply))
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +293,7 @@ SupervisorMessage: TypeAlias = (
     | QueuesDue
     | StepWaitBegan
     | RunDeleted
+    | ResumeStep
 )
 """Everything :class:`~actors.supervisor.SupervisorActor` accepts."""
 
@@ -451,7 +496,7 @@ RegistryMessage: TypeAlias = (
 
 # --- to a run actor ---------------------------------------------------------------
 # From step actors: StepFinished; from the registry: SnapshotCommitted; from
-# its timers: TimerFired; from the supervisor: CancelRun, AbortRun.
+# its timers: TimerFired; from the supervisor: CancelRun, AbortRun, ResumeStep.
 
 
 class Outcome(StrEnum):
@@ -538,7 +583,13 @@ class StartHookCalled:
 
 
 RunActorMessage: TypeAlias = (
-    StepFinished | SnapshotCommitted | TimerFired | CancelRun | AbortRun | StartHookCalled
+    StepFinished
+    | SnapshotCommitted
+    | TimerFired
+    | CancelRun
+    | AbortRun
+    | StartHookCalled
+    | ResumeStep
 )
 """Everything :class:`~actors.run.RunActor` accepts."""
 
@@ -687,9 +738,11 @@ StepActorMessage: TypeAlias = CallStep | CallConditions | CallMap | CallSleepLen
 
 # Every message gets a quicker __init__ (see actors._frozen_init): a run of three steps
 # builds about a dozen of them, and a call of a step carries 25 fields. Every dataclass
-# this module exports is a message, so a new one gets it too.
+# this module exports is a message, so a new one gets it too. A cancel and a resume, rare,
+# keep their own, which wraps their reply.
+_ANSWERED: Final = (CancelRun, ResumeStep)
 for _name in __all__:
     _message = globals()[_name]
-    if isinstance(_message, type) and is_dataclass(_message) and _message is not CancelRun:
-        quick_frozen_init(_message)  # (a cancel, rare, keeps its own, which wraps its reply)
+    if isinstance(_message, type) and is_dataclass(_message) and _message not in _ANSWERED:
+        quick_frozen_init(_message)
 del _name, _message

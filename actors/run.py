@@ -41,6 +41,8 @@ from actors.messages import (
     CancelOutcome,
     CancelRun,
     Outcome,
+    ResumeOutcome,
+    ResumeStep,
     RunActorMessage,
     RunCrashed,
     RunEnded,
@@ -79,6 +81,7 @@ from runtime._plan import (
     SleepNode,
     StepNode,
     item_path,
+    split_item_path,
 )
 from runtime._snapshot import (
     EACH_SCOPE,
@@ -227,6 +230,12 @@ class RunActor(DispatchedActor):
         # (not in the snapshot: items started and not done run again after a crash).
         self._next_item = 0
         self._items_left = 0
+        # Items resumed while the run ran, behind the next item to consider: they start
+        # before it, as there is room.
+        self._resumed_items: list[int] = []
+        # The answers to resumes taken while the run ran, with the sequence number of
+        # the record that holds each: a resume is acknowledged once it is committed.
+        self._resume_replies: list[tuple[int, Callable[[ResumeOutcome], None]]] = []
         # The state each step record began with, by path (not in the snapshot): a step
         # that changes the state records it, for a time travel to start there again.
         self._began: dict[str, Any] = {}
@@ -357,6 +366,8 @@ class RunActor(DispatchedActor):
                 self._on_cancel_run(message)
             case AbortRun():
                 self._on_abort_run(message)
+            case ResumeStep():
+                self._on_resume_step(message)
             case _:
                 unexpected(self, message)
 
@@ -373,6 +384,7 @@ class RunActor(DispatchedActor):
         )
         crash.__traceback__ = traceback
         self._calls.abort(AbortReason.CANCELED)
+        self._resumes_gone()
         failure = error_dict(crash)
         self._end_span(RunStatus.FAILED.value, failure=failure, error=type(crash).__name__)
         self._count_end(RunStatus.FAILED.value)
@@ -461,6 +473,14 @@ class RunActor(DispatchedActor):
 
     def _on_snapshot_committed(self, message: SnapshotCommitted) -> None:
         self._calls.committed(message.seq)
+        if self._resume_replies:
+            waiting = []
+            for seq, reply in self._resume_replies:
+                if seq <= message.seq:
+                    reply(ResumeOutcome.RECORDED)
+                else:
+                    waiting.append((seq, reply))
+            self._resume_replies = waiting
         ending = self._ending
         if ending is not None and message.seq >= ending[0]:
             self._ending = None
@@ -510,6 +530,8 @@ class RunActor(DispatchedActor):
             # Stopped (it ended, slept or suspended) before reading it: let the caller
             # look again, where the run is now.
             message.reply(CancelOutcome.NOT_HERE)
+        elif isinstance(message, ResumeStep):
+            message.reply(ResumeOutcome.GONE)
 
     def on_released(self) -> None:
         # The calls' announcer is bound to this actor: without this the actor, its
@@ -526,6 +548,66 @@ class RunActor(DispatchedActor):
             self._halt()
         else:
             self._finish(RunStatus.FAILED, error=_naming_run(message.error, self._snapshot))
+
+    def _on_resume_step(self, message: ResumeStep) -> None:
+        """Resume one suspension that waits while the run runs on (another was resumed).
+
+        Of two resumes of one suspension the first is taken, the other answered
+        ``TAKEN``. The step (or item) starts once the record that holds its resume
+        is committed, and the caller is answered then: what a resume acknowledged
+        is durable, and a recovery runs the step with it.
+        """
+        if self._ended or self._ending is not None:
+            message.reply(ResumeOutcome.GONE)
+            return
+        snapshot = self._snapshot
+        path = message.path
+        resume = snapshot["resume"] or {}
+        index = snapshot["next_step"]
+        member = self._waiting_member(index, path)
+        if member is None or path not in snapshot["suspended"] or path in resume:
+            message.reply(ResumeOutcome.TAKEN)
+            return
+        snapshot["resume"] = {**resume, path: message.data}
+        snapshot["resumed"] = True  # a later resume of it is told that this one won
+        node = self._plan.nodes[index]
+        if isinstance(node, ForeachNode):
+            item = split_item_path(path)[1]
+            assert item is not None
+            if item < self._next_item:  # else the items still to consider include it
+                self._resumed_items.append(item)
+            jobs = self._next_items(index, node)
+            seq = self._calls.send(jobs) if jobs else self._tell_snapshot()
+        else:
+            seq = self._calls.send([self._step_job(index, member, snapshot["carry"])])
+        if self._durable:
+            self._resume_replies.append((seq, message.reply))
+        else:
+            message.reply(ResumeOutcome.RECORDED)
+
+    def _waiting_member(self, index: int, path: str) -> StepNode | None:
+        """The step of the node at ``index`` whose suspension ``path`` names, if it has one.
+
+        Only a node that goes on while some of its members wait holds one: a
+        parallel's or branch's steps, a foreach's items.
+        """
+        node = self._plan.nodes[index] if index < len(self._plan.nodes) else None
+        match node:
+            case ForeachNode():
+                base, item = split_item_path(path)
+                step_node = node.step_node
+                found = item is not None and step_node is not None and step_node.path == base
+                return step_node if found else None
+            case ParallelNode() | BranchNode():
+                return next((step for step in self._group_steps(index) if step.path == path), None)
+            case _:
+                return None
+
+    def _resumes_gone(self) -> None:
+        """The actor stops driving the run: resumes not yet committed are told to look again."""
+        replies, self._resume_replies = self._resume_replies, []
+        for _, reply in replies:
+            reply(ResumeOutcome.GONE)
 
     # --- walking the plan ------------------------------------------------------------
 
@@ -1049,6 +1131,7 @@ class RunActor(DispatchedActor):
                 record["status"] = StepStatus.RUNNING.value  # resumed
                 record["ended_at"] = None
         self._next_item = 0
+        self._resumed_items = []
         self._items_left = progress["done"].count(False)
         if not self._items_left:
             self._foreach_done(step_node, progress)
@@ -1064,6 +1147,10 @@ class RunActor(DispatchedActor):
         suspended, resume = snapshot["suspended"], snapshot["resume"] or {}
         free = node.concurrency - len(self._calls)
         jobs: list[Job] = []
+        resumed = self._resumed_items
+        while len(jobs) < free and resumed:
+            item = resumed.pop(0)
+            jobs.append(self._step_job(index, step_node, items[item], item=item))
         while len(jobs) < free and self._next_item < len(done):
             item = self._next_item
             self._next_item += 1
@@ -1468,6 +1555,7 @@ class RunActor(DispatchedActor):
         """The run waits (``wake_at`` set) or is suspended: stop, handing its snapshot back."""
         self._ended = True
         self._calls.abort(AbortReason.CANCELED)
+        self._resumes_gone()
         self._end_span(status.value)
         self._count_end(None)
         self._tell_snapshot(terminal=False)
@@ -1486,6 +1574,7 @@ class RunActor(DispatchedActor):
         """Stop driving the run, recording nothing: a durable store keeps it for later."""
         self._ended = True
         self._calls.abort(AbortReason.CANCELED)
+        self._resumes_gone()
         self._end_span("interrupted")
         self._count_end(None)
         ended = RunEnded(run_id=self._snapshot["run_id"], status="halted", actor=self.actor_ref)
@@ -1528,6 +1617,7 @@ class RunActor(DispatchedActor):
         """
         self._ended = True
         self._calls.abort(reason)
+        self._resumes_gone()
         snapshot = self._snapshot
         value: str = status._value_  # .value is a Python property: slower
         # The root span ends before the final result becomes visible, so that

@@ -25,6 +25,8 @@ from actors.messages import (
     NotifyWhenIdle,
     QueuesDue,
     RecordFailure,
+    ResumeOutcome,
+    ResumeStep,
     RunCrashed,
     RunDeleted,
     RunEnded,
@@ -193,6 +195,8 @@ class SupervisorActor(DispatchedActor):
                 self._on_step_wait_began(message)
             case RunDeleted():
                 self._on_run_deleted(message)
+            case ResumeStep():
+                self._on_resume_step(message)
             case _:
                 unexpected(self, message)
 
@@ -329,6 +333,19 @@ class SupervisorActor(DispatchedActor):
             message.reply(CancelOutcome.REFUSED)
             raise
         self._notify_if_idle()
+
+    def _on_resume_step(self, message: ResumeStep) -> None:
+        """Hand a resume of one suspension of a running run to the actor that drives it.
+
+        A run with no actor here (waiting for room, or driven by another worker
+        of a shared store) is not changed: only its actor may add to its record.
+        """
+        entry = self._runs.get(message.run_id)
+        if entry is None or (self._holds is not None and not self._holds(message.run_id)):
+            message.reply(ResumeOutcome.NOT_HERE)
+            return
+        if not tell_safely(entry[0], message):
+            message.reply(ResumeOutcome.GONE)
 
     def _on_run_crashed(self, message: RunCrashed) -> None:
         if not self._drives(message.run_id, message.actor):
@@ -487,6 +504,8 @@ class SupervisorActor(DispatchedActor):
     def on_undelivered_gone(cls, message: Any) -> None:
         if isinstance(message, CancelRun):
             message.reply(CancelOutcome.NOT_HERE)  # stopped: the caller finds it stopped
+        elif isinstance(message, ResumeStep):
+            message.reply(ResumeOutcome.NOT_HERE)
 
     def _notify_if_idle(self) -> None:
         # Sleeping runs count on a store that forgets them, not on a durable one,

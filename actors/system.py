@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, Final, Literal, cast, get_args
+from typing import Any, Final, Literal, TypeVar, cast, get_args
 
 import pykka
 
@@ -41,6 +41,8 @@ from actors.messages import (
     CancelRun,
     NotifyWhenIdle,
     RegistryMessage,
+    ResumeOutcome,
+    ResumeStep,
     RunActorMessage,
     RunDeleted,
     RunsClaimed,
@@ -77,6 +79,7 @@ __all__ = [
     "SHUTDOWN_GRACE",
     "ActorSystem",
     "CancelAnswer",
+    "ResumeAnswer",
     "Role",
 ]
 
@@ -121,8 +124,21 @@ KILL_WAIT: Final = 0.05
 CANCEL_CHECK_EVERY: Final = 1.0
 """Seconds between two checks, while a cancel waits for its answer, that the actors still run."""
 
+_RESUME_LOCKS: Final = 64
+"""How many locks the runs' resumes share (by their run id's hash): one run's are in order."""
+
+ResumeAnswer = Literal["recorded", "taken", "gone", "not_here"]
+"""What :meth:`ActorSystem.resume_waiting` says came of a resume (see :class:`ResumeOutcome`)."""
+
 CancelAnswer = Literal["recorded", "refused", "not_here"]
 """What :meth:`ActorSystem.cancel` says came of a cancel (see :class:`CancelOutcome`)."""
+
+_RESUME_ANSWERS: Final[dict[ResumeOutcome, ResumeAnswer]] = {
+    ResumeOutcome.RECORDED: "recorded",
+    ResumeOutcome.TAKEN: "taken",
+    ResumeOutcome.GONE: "gone",
+    ResumeOutcome.NOT_HERE: "not_here",
+}
 
 _CANCEL_ANSWERS: Final[dict[CancelOutcome, CancelAnswer]] = {
     CancelOutcome.RECORDED: "recorded",
@@ -204,6 +220,10 @@ class ActorSystem:
         # CANCELS_ASKED_KEPT): a later cancel() of one, after the first gave up waiting
         # (CancelError), is told it canceled the run, not that another call did.
         self.cancels_asked: dict[str, None] = {}
+        # A resume's compare-and-set and its StartRun go together under its run's lock, as
+        # does a later resume's ResumeStep: one that read the run resumed finds its actor
+        # (or its start) in the supervisor's inbox before its own message.
+        self._resume_locks = tuple(threading.Lock() for _ in range(_RESUME_LOCKS))
         logs = EventLogs()
         waiters: dict[str, dict[threading.Event | Latch, None]] = {}
         self.registry = RegistryActor.start(
@@ -424,6 +444,20 @@ class ActorSystem:
         Raises:
             RuntimeStoppedError: if the actors have stopped.
         """
+        with self._resume_lock(record.run_id):
+            return self._resume_held(plan, snapshot, record, expected_seq, reopen)
+
+    def _resume_lock(self, run_id: str) -> threading.Lock:
+        return self._resume_locks[hash(run_id) % _RESUME_LOCKS]
+
+    def _resume_held(
+        self,
+        plan: ExecutionPlan,
+        snapshot: Snapshot,
+        record: SnapshotRecord,
+        expected_seq: int,
+        reopen: bool,
+    ) -> bool:
         store = self.shared
         if store is None:
             if not self.store.replace(record, expected_seq, reopen=reopen):
@@ -447,6 +481,42 @@ class ActorSystem:
                     "the runtime stopped before the run could resume"
                 ) from exc
         return True
+
+    def resume_waiting(self, run_id: str, path: str, data: Any) -> ResumeAnswer:
+        """Resume one suspension of a run that runs on here, whose other suspensions were resumed.
+
+        Returns once the answer is known: ``"recorded"`` once the run's actor took
+        the resume and the store has the record that holds it (committed, on a
+        durable store); ``"taken"`` if the actor drives the run and the suspension
+        does not wait (another resume took it); ``"gone"`` if the actor stopped
+        driving the run first (the caller reads it again once it settles);
+        ``"not_here"`` if no actor of this runtime drives it. Nothing changed
+        unless ``"recorded"``.
+
+        Raises:
+            RuntimeStoppedError: if the actors have stopped, or stop before answering.
+        """
+        answer: Future[ResumeOutcome] = Future()
+        message = ResumeStep(run_id=run_id, path=path, data=data, reply=_settler(answer))
+        try:
+            with self._resume_lock(run_id):
+                self.supervisor.tell(message)
+        except pykka.ActorDeadError as exc:
+            raise RuntimeStoppedError("the runtime is stopped") from exc
+        # As a cancel's: every path answers; the slices only guard against actors
+        # stopped under the call at shutdown.
+        while True:
+            try:
+                return _RESUME_ANSWERS[answer.result(CANCEL_CHECK_EVERY)]
+            except FutureTimeout:
+                if self.supervisor.is_alive() or self.registry.is_alive():
+                    continue
+            try:
+                return _RESUME_ANSWERS[answer.result(SHUTDOWN_GRACE)]
+            except FutureTimeout:
+                raise RuntimeStoppedError(
+                    f"the runtime stopped before the resume of run {run_id!r} was recorded"
+                ) from None
 
     def cancel(self, run_id: str) -> CancelAnswer:
         """Cancel a run that an actor of this runtime drives or holds; what came of it.
@@ -824,10 +894,13 @@ def _kept_in(store: SnapshotStore, record: SnapshotRecord) -> bool:
     return stored is not None and (stored.seq, stored.status) == (record.seq, record.status)
 
 
-def _settler(future: Future[CancelOutcome]) -> Callable[[CancelOutcome], None]:
+_Outcome = TypeVar("_Outcome", CancelOutcome, ResumeOutcome)
+
+
+def _settler(future: Future[_Outcome]) -> Callable[[_Outcome], None]:
     """A reply that settles ``future`` with the first outcome it is given, from any thread."""
 
-    def settle(outcome: CancelOutcome) -> None:
+    def settle(outcome: _Outcome) -> None:
         with contextlib.suppress(InvalidStateError):
             future.set_result(outcome)
 

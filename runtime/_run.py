@@ -760,12 +760,17 @@ class Run(Generic[In, Out]):
         store): a query reads the run as ``running``, and if the process dies
         now the next runtime on the store finishes the run.
 
-        When two resumes of the same run race, exactly one wins and the
-        other raises ``ResumeConflictError``, whenever it read the run: before
-        the winner's resume was recorded, or after it (the run going on, or
-        ended). ``RunNotSuspendedError`` is for a run that is not suspended
-        and whose suspension nobody resumed: it never suspended, or was
-        cancelled while suspended (so a resume that loses to a cancel gets it).
+        Each suspension is resumed on its own: while the run goes on after a
+        resume of one foreach item or parallel member, a resume of another
+        that still waits is taken by the actor driving the run, here, and
+        recorded before this returns. When two resumes of the same suspension
+        race, exactly one wins and the other raises ``ResumeConflictError``,
+        whenever it read the run: before the winner's resume was recorded, or
+        after it (the run going on, or ended). So does a resume of a running
+        run that another process drives, or that waits for room to run.
+        ``RunNotSuspendedError`` is for a run that is not suspended and whose
+        suspension nobody resumed: it never suspended, or was cancelled while
+        suspended (so a resume that loses to a cancel gets it).
 
         Args:
             step: The suspended step to resume: a :class:`Step`, its id, or
@@ -789,8 +794,9 @@ class Run(Generic[In, Out]):
                 are and none was named.
             InvalidInputError: if ``resume_data`` does not fit the step's
                 ``resume_schema``; the run stays suspended.
-            ResumeConflictError: if another resume of the run's suspension was
-                recorded first (``.status`` says where the run is now).
+            ResumeConflictError: if another resume of the same suspension was
+                recorded first, or the run runs on elsewhere (another process,
+                or waiting for room) (``.status`` says where the run is now).
             WorkflowVersionError: if the run started on a definition of its
                 workflow (a plan fingerprint) not registered on this runtime;
                 the run stays suspended.
@@ -799,26 +805,75 @@ class Run(Generic[In, Out]):
         """
         system = self._host.running()
         record = self._started_record()
-        snapshot = decode(record.data, record.run_id)
-        if snapshot["status"] != RunStatus.SUSPENDED:
-            raise _not_resumable(snapshot)
-        path = _resume_target(snapshot, step, self.run_id, for_each_index)
+        while True:
+            snapshot = decode(record.data, record.run_id)
+            if snapshot["status"] == RunStatus.RUNNING and snapshot["suspended"]:
+                # Running on after another of its suspensions was resumed (or before it
+                # ever suspended as a whole): its actor takes the resume of one that waits.
+                path = _waiting_target(snapshot, step, self.run_id, for_each_index)
+                step, for_each_index = path, None  # read again, it names the same one
+                _, data = self._resume_data(snapshot, path, resume_data)
+                said = system.resume_waiting(self.run_id, path, data)
+                if said == "recorded":
+                    return StartAsyncResult(run_id=self.run_id)
+                if said == "taken":
+                    raise _resume_conflict(self.run_id, snapshot["status"])
+                if said == "gone":
+                    self._until_settled()  # it suspended or ended: read it as it is then
+                current = self._started_record()
+                if current.seq == record.seq:
+                    raise _driven_elsewhere(self.run_id, path)
+                record = current
+                continue
+            if snapshot["status"] != RunStatus.SUSPENDED:
+                raise _not_resumable(snapshot)
+            path = _resume_target(snapshot, step, self.run_id, for_each_index)
+            step, for_each_index = path, None
+            plan, data = self._resume_data(snapshot, path, resume_data)
+            snapshot["status"] = RunStatus.RUNNING.value
+            snapshot["resume"] = {path: data}
+            snapshot["resumed"] = True  # what tells a later resume that this one won
+            resumed = next_record(snapshot, _clock.time())
+            # The compare-and-set decides between racing resumes (and cancels); it is
+            # committed when it returns, so the resume is acknowledged only once durable.
+            if system.resume(plan, snapshot, resumed, record.seq):
+                return StartAsyncResult(run_id=self.run_id)
+            lost = self._host.load(self.run_id)
+            if lost is None or lost.seq == record.seq:
+                raise self._resume_lost(lost)
+            # Changed since it was read: another of its suspensions resumed (this one
+            # may still wait), or this one, or a cancel. Read as it is now.
+            record = lost
+
+    def _resume_data(
+        self, snapshot: Snapshot, path: str, resume_data: BaseModel | Mapping[str, Any] | None
+    ) -> tuple[ExecutionPlan, Any]:
+        """The definition the run goes on with, and ``resume_data`` validated for ``path``.
+
+        Raises:
+            WorkflowVersionError: if the run's definition is not registered here.
+            InvalidInputError: if the data does not fit the step's ``resume_schema``.
+        """
         plan = self._going_on(snapshot)
         by_id = plan.by_id
         if path not in by_id and split_item_path(path)[0] not in by_id:
             # A run from before versions were recorded, whose step is gone from this definition.
             raise version_error(snapshot, self._host.versions.get(self.workflow_id, {}))
         definition = by_id[path] if path in by_id else by_id[split_item_path(path)[0]]
-        data = validated_resume_data(definition, resume_data, path, self.run_id)
-        snapshot["status"] = RunStatus.RUNNING.value
-        snapshot["resume"] = {path: data}
-        snapshot["resumed"] = True  # what tells a later resume that this one won
-        resumed = next_record(snapshot, _clock.time())
-        # The compare-and-set decides between racing resumes (and cancels); it is
-        # committed when it returns, so the resume is acknowledged only once durable.
-        if not system.resume(plan, snapshot, resumed, record.seq):
-            raise self._resume_lost()
-        return StartAsyncResult(run_id=self.run_id)
+        return plan, validated_resume_data(definition, resume_data, path, self.run_id)
+
+    def _until_settled(self) -> None:
+        """Wait (a little at most) for the run to settle: its actor stopped driving it.
+
+        What it recorded last is committed soon after; a run another worker took
+        over meanwhile (this one stalled) may go on for long, and is read as it is.
+        """
+        event = self._host.watch(self.run_id)
+        try:
+            event.wait(_SETTLE_PATIENCE)
+        finally:
+            if not event.is_set():
+                self._host.unwatch(self.run_id, event)
 
     async def aresume_async(
         self,
@@ -1019,9 +1074,8 @@ class Run(Generic[In, Out]):
             raise version_error(snapshot, versions)
         return plan
 
-    def _resume_lost(self) -> WorkflowError:
+    def _resume_lost(self, current: SnapshotRecord | None) -> WorkflowError:
         """Why the store refused a resume of the run read suspended: what changed it since."""
-        current = self._host.load(self.run_id)
         if current is None:
             return _deleted(self.run_id)
         snapshot = decode(current.data, current.run_id)
@@ -1426,16 +1480,50 @@ def _still_waiting(snapshot: Snapshot) -> list[str]:
     return sorted(path for path in snapshot.get("suspended") or {} if path not in taken)
 
 
+def _waiting_target(snapshot: Snapshot, step: Any, run_id: str, for_each_index: int | None) -> str:
+    """The suspension a resume of a running run names, among those no resume took yet.
+
+    Raises:
+        ResumeConflictError: if it names one that another resume took.
+        ResumeTargetError: if it names none that waits (or several, or none was
+            named and several wait).
+        RunNotSuspendedError: if none waits, and none was ever resumed.
+    """
+    waiting = _still_waiting(snapshot)
+    if not waiting:
+        raise _not_resumable(snapshot)
+    suspended = snapshot["suspended"]
+    view = cast(Snapshot, {**snapshot, "suspended": {path: suspended[path] for path in waiting}})
+    try:
+        return _resume_target(view, step, run_id, for_each_index)
+    except ResumeTargetError:
+        named = step is not None or for_each_index is not None
+        if named and snapshot.get("resumed"):
+            # Named, and not among those that wait: another resume took it.
+            raise _resume_conflict(run_id, snapshot["status"], waiting) from None
+        raise
+
+
+def _driven_elsewhere(run_id: str, path: str) -> ResumeConflictError:
+    return ResumeConflictError(
+        f"run {run_id!r} is running, and no actor of this runtime drives it (another "
+        f"process does, or it waits for room to run here): {path!r} is resumed from here "
+        "once the run has suspended again (wait() returns then); this resume changed nothing",
+        status=RunStatus.RUNNING.value,
+        run_id=run_id,
+    )
+
+
 def _resume_conflict(
     run_id: str, status: str, waiting: list[str] | None = None
 ) -> ResumeConflictError:
     if waiting:
-        # Another of its suspensions was resumed, not this one: a foreach's other item, a
-        # parallel's other member. It said "already resumed" of one nobody had resumed.
+        # Another of its suspensions was resumed, not one of those that wait: a foreach's
+        # other item, a parallel's other member.
         return ResumeConflictError(
-            f"run {run_id!r} is {status}: another resume of it came first, and "
-            f"{', '.join(repr(path) for path in waiting)} still wait; this resume changed "
-            "nothing: resume again once the run has suspended (wait() returns then)",
+            f"run {run_id!r} is {status}: the suspension named was already resumed by "
+            f"another call; {', '.join(repr(path) for path in waiting)} still wait, and "
+            "each can be resumed now; this resume changed nothing",
             status=status,
             run_id=run_id,
         )
@@ -1454,6 +1542,9 @@ def _deleted(run_id: str) -> RunDeletedError:
         run_id=run_id,
     )
 
+
+_SETTLE_PATIENCE = 5.0
+"""Seconds a resume that found the run's actor gone waits for the run to settle, then reads it."""
 
 CANCEL_PATIENCE = 5.0
 """Seconds ``cancel()`` keeps trying to reach the actor of a run that is between two hands."""

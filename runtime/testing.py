@@ -147,8 +147,12 @@ _SENDERS: Final[dict[str, str]] = {
     "CallMap": "RunActor",
     "CallSleepLength": "RunActor",
 }
-"""Who sends each message, as the protocol (actors/messages.py) says. ``CancelRun`` goes
-from the runtime to the supervisor and from the supervisor to a run actor."""
+"""Who sends each message, as the protocol (actors/messages.py) says. ``CancelRun`` and
+``ResumeStep`` go from the runtime to the supervisor and from the supervisor to a run actor
+(:data:`_HANDED_ON`)."""
+
+_HANDED_ON: Final = frozenset({"CancelRun", "ResumeStep"})
+"""Messages the supervisor hands on to a run actor: their sender depends on the receiver."""
 
 _RECEIVERS: Final[dict[str, str]] = {
     "SupervisorActor": "Supervisor",
@@ -958,7 +962,7 @@ class Harness:
                 ``"StepFinished"`` (a step's reply), ``"SnapshotCommitted"``,
                 ``"TimerFired"`` (a retry's back-off ending; a sleep's end wakes
                 the run through the supervisor instead), ``"CancelRun"``,
-                ``"AbortRun"``, ``"StartHookCalled"``.
+                ``"AbortRun"``, ``"StartHookCalled"``, ``"ResumeStep"``.
             run_id: Only this run; the first that matches when omitted.
             step: Only a message about this step (path or id).
             occurrence: Crash on the n-th matching message.
@@ -1145,7 +1149,7 @@ class Harness:
         return getattr(message, "path", None) or getattr(message, "step_id", None), None
 
     def _record(self, receiver: str, name: str, run_id: str | None, path: str | None) -> None:
-        if name == "CancelRun":
+        if name in _HANDED_ON:
             sender = "Supervisor" if receiver == "RunActor" else "Runtime"
         else:
             sender = _SENDERS.get(name, "?")

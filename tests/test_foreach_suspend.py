@@ -258,37 +258,144 @@ def test_the_look_up_of_one_item_of_a_large_foreach_looks_at_that_item_only(
     assert found == "check[3000]" and len(splits) <= 1
 
 
-def test_a_resume_of_another_item_while_one_is_resumed_says_so_and_the_run_takes_it_later(
-    runtime: Runtime,
-) -> None:
-    # It said "was already resumed by another call" of an item nobody had resumed.
-    from runtime import ResumeConflictError
+class _Began(Counter):
+    """A counter whose keys can be waited for."""
 
-    release = threading.Event()
+    def __init__(self) -> None:
+        super().__init__()
+        self._events: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def _event(self, key: str) -> threading.Event:
+        with self._lock:
+            return self._events.setdefault(key, threading.Event())
+
+    def add(self, key: str) -> None:
+        super().add(key)
+        self._event(key).set()
+
+    def seen(self, key: str) -> bool:
+        return self._event(key).wait(WAIT)
+
+
+def _held_reviews(release: threading.Event, began: _Began) -> Workflow[Any, Any]:
+    """A foreach whose items suspend, and once resumed hold until ``release`` is set."""
 
     def check(ctx: Any) -> Item:
         if ctx.resume_data is None:
             ctx.suspend({"item": ctx.input_data.n})
+        began.add(f"resumed-{ctx.input_data.n}")
         release.wait(WAIT)  # the work after the approval: the run is running meanwhile
-        return ctx.input_data
+        return Item(n=ctx.input_data.n * 10 + ctx.resume_data["add"])
 
-    workflow = runtime.register(
+    return (
         create_workflow(id="reviews", input_schema=Numbers, output_schema=Done)
         .map(lambda ctx: [{"n": n} for n in ctx.input_data["numbers"]])
-        .foreach(create_step(id="check", input_schema=Item, output_schema=Item, execute=check))
+        .foreach(
+            create_step(id="check", input_schema=Item, output_schema=Item, execute=check),
+            concurrency=3,
+        )
         .map(lambda ctx: {"outputs": ctx.input_data})
         .commit()
     )
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_another_item_is_resumed_while_the_run_runs_on_after_a_first_resume(
+    tmp_path: Path, store: str
+) -> None:
+    # The second approver got ResumeConflictError until the run suspended again.
+    release, began = threading.Event(), _Began()
+    with Runtime(store=None if store == "memory" else tmp_path / "runs.db") as rt:
+        workflow = rt.register(_held_reviews(release, began))
+        run = workflow.create_run()
+        assert run.start(input_data={"numbers": [1, 2]}, timeout=WAIT).status == "suspended"
+        try:
+            run.resume_async(for_each_index=0, resume_data={"add": 1})
+            assert began.seen("resumed-1")
+            run.resume_async(for_each_index=1, resume_data={"add": 2})
+            assert began.seen("resumed-2")  # both run before either ends
+            read = workflow.get_workflow_run_execution_result(run.run_id)
+            assert read is not None and read.status == "running" and not read.suspended
+        finally:
+            release.set()
+        result = run.wait(WAIT)
+    assert result.status == "success", result.error
+    assert result.result == {"outputs": [{"n": 11}, {"n": 22}]}
+    assert began["resumed-1"] == began["resumed-2"] == 1
+
+
+def test_of_two_resumes_of_one_waiting_item_exactly_one_is_taken(tmp_path: Path) -> None:
+    from runtime import ResumeConflictError
+
+    release, began = threading.Event(), _Began()
+    with Runtime(store=tmp_path / "runs.db") as rt:
+        run = rt.register(_held_reviews(release, began)).create_run()
+        assert run.start(input_data={"numbers": [1, 2, 3]}, timeout=WAIT).status == "suspended"
+        try:
+            run.resume_async(for_each_index=0, resume_data={"add": 1})
+            outcomes: list[str] = []
+            gate = threading.Barrier(2)
+
+            def approve(add: int) -> None:
+                gate.wait(WAIT)
+                try:
+                    run.resume_async(for_each_index=1, resume_data={"add": add})
+                except ResumeConflictError:
+                    outcomes.append("conflict")
+                else:
+                    outcomes.append(f"taken-{add}")
+
+            threads = [threading.Thread(target=approve, args=(add,)) for add in (5, 6)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(WAIT)
+            assert sorted(outcomes)[0] == "conflict" and len(outcomes) == 2, outcomes
+            with pytest.raises(ResumeConflictError):  # resumed already: not again
+                run.resume_async(for_each_index=0, resume_data={"add": 9})
+            run.resume_async(for_each_index=2, resume_data={"add": 3})
+        finally:
+            release.set()
+        result = run.wait(WAIT)
+    assert result.status == "success", result.error
+    taken = int(next(outcome for outcome in outcomes if outcome.startswith("taken"))[-1])
+    assert result.result == {"outputs": [{"n": 11}, {"n": 20 + taken}, {"n": 33}]}
+    assert began["resumed-2"] == 1
+
+
+def test_a_waiting_member_of_a_parallel_is_resumed_while_another_runs(runtime: Runtime) -> None:
+    release, began = threading.Event(), _Began()
+
+    def body(name: str) -> Any:
+        def execute(ctx: Any) -> Item:
+            if ctx.resume_data is None:
+                ctx.suspend({"who": name})
+            began.add(name)
+            release.wait(WAIT)
+            return Item(n=ctx.input_data.n + ctx.resume_data["add"])
+
+        return execute
+
+    steps = [
+        create_step(id=name, input_schema=Item, output_schema=Item, execute=body(name))
+        for name in ("a", "b")
+    ]
+    workflow = runtime.register(
+        create_workflow(id="both", input_schema=Item, output_schema=Item)
+        .parallel(steps)
+        .map(lambda ctx: {"n": ctx.input_data["a"]["n"] + ctx.input_data["b"]["n"]})
+        .commit()
+    )
     run = workflow.create_run()
-    assert run.start(input_data={"numbers": [1, 2]}, timeout=WAIT).status == "suspended"
+    assert run.start(input_data={"n": 1}, timeout=WAIT).status == "suspended"
     try:
-        run.resume_async(for_each_index=0, resume_data={})
-        with pytest.raises(ResumeConflictError) as caught:
-            run.resume_async(for_each_index=1, resume_data={})
-        assert "another resume of it came first" in str(caught.value)
-        assert "'check[1]' still wait" in str(caught.value)
+        run.resume_async(step="a", resume_data={"add": 10})
+        assert began.seen("a")
+        run.resume_async(step="b", resume_data={"add": 100})
+        assert began.seen("b")
     finally:
         release.set()
-    assert run.wait(WAIT).status == "suspended"
-    result = run.resume(for_each_index=1, resume_data={}, timeout=WAIT)
-    assert result.status == "success" and result.result == {"outputs": [{"n": 1}, {"n": 2}]}
+    result = run.wait(WAIT)
+    assert result.status == "success", result.error
+    assert result.result == {"n": 112}
