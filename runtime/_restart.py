@@ -349,7 +349,8 @@ def _members_kept(
     one. The run actor skips a member that succeeded, as in a restart, and
     nested workflows among the members that succeeded keep their records,
     their steps' and their scopes. A member that did not succeed runs again
-    with the target, on its input. A branch runs the arms the recorded run
+    with the target, on the target's input (a group's members share one: the
+    time travel's ``input_data`` when given). A branch runs the arms the recorded run
     chose and the target, without asking the conditions again: an arm the
     original did not run does not run now either (the returned progress says
     which arms were chosen; ``None`` for a parallel node).

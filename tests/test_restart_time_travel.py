@@ -960,6 +960,57 @@ def test_time_travel_to_a_parallel_member_runs_a_sibling_that_changed_the_state_
     assert traveled.state == {"x": "x-done", "y": "y-done"}
 
 
+def test_a_sibling_that_runs_again_in_a_time_travel_takes_the_input_given(
+    runtime: Runtime,
+) -> None:
+    # A group's members share one input: the one given to the time travel, for the
+    # target and for a sibling that runs again (it changed the state); a kept sibling
+    # keeps the output it made on the original's input (p2: the README said "on its
+    # input", which read as the sibling's own recorded one).
+    seen: dict[str, int] = {}
+
+    def setting(ctx):  # type: ignore[no-untyped-def]
+        seen["x"] = ctx.input_data.n
+        ctx.set_state({"x": "x-done"})
+        return ctx.input_data
+
+    def plain(key: str) -> Any:
+        def execute(ctx):  # type: ignore[no-untyped-def]
+            seen[key] = ctx.input_data.n
+            return ctx.input_data
+
+        return create_step(id=key, input_schema=Count, output_schema=Count, execute=execute)
+
+    workflow = runtime.register(
+        create_workflow(
+            id="shared", input_schema=Count, output_schema=Anything, state_schema=_Halves
+        )
+        .parallel(
+            [
+                create_step(
+                    id="x",
+                    input_schema=Count,
+                    output_schema=Count,
+                    state_schema=_XHalf,
+                    execute=setting,
+                ),
+                plain("kept"),
+                plain("target"),
+            ]
+        )
+        .commit()
+    )
+    source = workflow.create_run()
+    assert source.start(input_data={"n": 1}, timeout=WAIT).status == "success"
+    seen.clear()
+
+    traveled = workflow.time_travel(source.run_id, step="target", input_data={"n": 7}).wait(WAIT)
+
+    assert traveled.status == "success", traveled.error
+    assert seen == {"x": 7, "target": 7}
+    assert traveled.result == {"x": {"n": 7}, "kept": {"n": 1}, "target": {"n": 7}}
+
+
 def test_time_travel_to_a_branch_arm_runs_that_arm_alone_without_its_condition(
     runtime: Runtime,
 ) -> None:
