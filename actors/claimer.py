@@ -1,6 +1,10 @@
 """The claimer: how a worker takes runs from a shared store, and gives back those of the dead.
 
-One thread per runtime on a shared store (SQLite or PostgreSQL). Each pass it
+One thread per runtime on a shared store (SQLite or PostgreSQL), and one beside
+it that renews the worker's lease every quarter lease (at most every
+:data:`HEARTBEAT_EVERY` seconds): a claim or a reap waits for the store's writer,
+which may wait for a lock a paused worker holds, and a heartbeat that waited
+with them let a live worker's lease run out. Each pass the claimer
 
 - hands the runs of workers whose lease ran out back to the queue (every
   quarter lease, at most every second, and after a virtual clock's jump):
@@ -94,10 +98,10 @@ class LeaseGuard:
     which runs on through a stop), renews it first: a worker that was reaped
     meanwhile learns so there, and the runs it held are no longer its own.
 
-    The claimer renews the lease through :meth:`beat`, every quarter lease
-    at most, so in a worker that runs normally a step's check is a clock read
-    and a set lookup. A stall that begins right after the check is not seen:
-    the window is the time from the check to the body's first line.
+    The claimer's lease thread renews the lease through :meth:`beat`, every
+    quarter lease at most, so in a worker that runs normally a step's check is
+    a clock read and a set lookup. A stall that begins right after the check is
+    not seen: the window is the time from the check to the body's first line.
 
     Args:
         store: The shared store whose lease this worker holds.
@@ -130,14 +134,22 @@ class LeaseGuard:
         ago. A store that cannot be reached cannot tell: the step starts, as it
         would have (its output is fenced off if the run was lost).
         """
+        try:
+            self.refresh()  # reaped: the runs it held are fenced, not held
+        except StoreError:
+            return True
+        return self._store.holds(run_id)
+
+    def refresh(self) -> None:
+        """Renew the lease if it was last renewed more than half a lease ago.
+
+        Raises:
+            StoreError: as ``heartbeat`` does.
+        """
         if time.monotonic() - self._renewed >= self._fresh_for:
             with self._lock:  # one renewal at a time: the others find the lease fresh
                 if time.monotonic() - self._renewed >= self._fresh_for:
-                    try:
-                        self.beat()  # reaped: the runs it held are fenced, not held
-                    except StoreError:
-                        return True
-        return self._store.holds(run_id)
+                    self.beat()
 
     def why_not(self, run_id: str) -> str | None:
         """Why a step of ``run_id`` may not start here, as :meth:`may_start` found.
@@ -215,7 +227,6 @@ class Claimer:
         self._reported: set[str] = set()
         self._started = time.monotonic()
         self._next_reap = 0.0
-        self._next_heartbeat = 0.0
         # What the next pass looks at besides the claim: all of it every POLL_INTERVAL,
         # and in between only what a poke asked for (a storm of "settled" hints as runs
         # end costs a claim each, not every query).
@@ -234,6 +245,10 @@ class Claimer:
             _clock.on_advance(self._advanced),
         )
         self._thread = threading.Thread(target=self._run, name="callboard-claimer", daemon=True)
+        self._lease_thread = threading.Thread(
+            target=self._keep_lease, name="callboard-lease", daemon=True
+        )
+        self._lease_thread.start()
         self._thread.start()
 
     def poke(self, kind: str = "", _run_id: str = "") -> None:
@@ -323,7 +338,9 @@ class Claimer:
             forget()
         self._stopped.set()
         self._wake.set()
+        deadline = time.monotonic() + timeout
         self._thread.join(timeout)
+        self._lease_thread.join(max(0.0, deadline - time.monotonic()))
 
     def _renew(self) -> None:
         """Renew the lease inside a virtual clock's jump (on the jumping thread)."""
@@ -384,20 +401,40 @@ class Claimer:
             finally:
                 self._passing = False
 
+    def _keep_lease(self) -> None:
+        """The lease thread: renew the lease every quarter lease (at most every few seconds)."""
+        every = min(self._store.lease / 4, HEARTBEAT_EVERY)
+        while not self._stopped.is_set():
+            try:
+                # Not while a virtual clock jumps: a beat stamped with the time before a
+                # jump, committed after it, would make this live worker look dead.
+                with _clock.judging_leases:
+                    self._guard.beat()
+            except StoreError as exc:
+                emit(
+                    logging.WARNING,
+                    "lease_renewal_failed",
+                    worker=self._store.owner_id,
+                    error=str(exc),
+                )
+            except Exception:
+                emit(logging.ERROR, "lease_renewal_crashed", exc_info=True)
+            self._stopped.wait(every)
+
     def _pass(self) -> float:
         """One pass; the seconds until the next one is due."""
         store = self._store
         now = time.monotonic()
-        if now >= self._next_heartbeat:
-            self._next_heartbeat = now + min(store.lease / 4, HEARTBEAT_EVERY)
-            self._guard.beat()
         if now >= self._next_reap or self._reap_wanted:
             self._reap_wanted = False
             with _clock.judging_leases:  # not while a virtual clock jumps
+                # Woken from a stop, this worker renews before it judges, as the lease
+                # thread may not have yet: else it reaped itself, its lease run out.
+                self._guard.refresh()
                 store.reap()
             self._next_reap = now + min(store.lease / 4, REAP_EVERY)
         if not self._executes:
-            return max(0.0, min(POLL_INTERVAL, self._next_heartbeat - now))
+            return max(0.0, min(POLL_INTERVAL, self._next_reap - now))
         if now >= self._next_full:
             self._next_full = now + POLL_INTERVAL
             self._claim_wanted = self._cancels_wanted = self._wake_wanted = True
@@ -411,7 +448,7 @@ class Claimer:
             self._hand_back()
         plans = self._plans()
         workflows = sorted(plans)
-        wait = max(0.0, min(self._next_full, self._next_heartbeat) - now)
+        wait = max(0.0, min(self._next_full, self._next_reap) - now)
         if not workflows:
             return wait
         if self._claim_wanted:

@@ -11,7 +11,10 @@ fails with :class:`~runtime._stores.base.RunFencedError`).
 Writes go through one writer thread with group commit (as on SQLite), over a
 connection of its own: ``create``, ``replace`` and the lease calls return once
 their transaction has committed; ``save`` returns at once and calls
-``on_commit`` when its records are. A lost connection (a server restart, the
+``on_commit`` when its records are. A heartbeat is the exception: it renews the
+lease in one autocommit statement on a connection of its own, so that it never
+waits behind a batch that waits for a lock (a paused worker's), and a live
+worker is never reaped for that. A lost connection (a server restart, the
 network) is a passing error: the writer reconnects with back-off and tries
 the same writes again, and nothing is acknowledged before it commits. Reads
 come from a small pool of autocommit connections, from any thread; a read
@@ -730,6 +733,11 @@ ON CONFLICT (worker_id) DO UPDATE SET
 RETURNING (xmax = 0)
 """
 
+_RENEW: Final = f"""
+UPDATE callboard_workers SET heartbeat_at = {_NOW_AT} WHERE worker_id = %s RETURNING 1
+"""
+"""A heartbeat, alone in its transaction: it locks this worker's row for one statement only."""
+
 _BEFORE_SAVES: Final = frozenset({"create", "save", "join", "heartbeat"})
 """Writes a transaction applies before (or as) its saves; the others come after them."""
 
@@ -1377,6 +1385,7 @@ class PostgresStore:
 
     durable = True
     _abandoned = False  # closed as a killed process would be: nothing handed back
+    _bconn: Connection | None = None  # the heartbeat's own connection (see heartbeat)
 
     def __init__(self, url: str, *, lease: float = LEASE, readonly: bool = False) -> None:
         if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
@@ -1407,6 +1416,7 @@ class PostgresStore:
         self._unsent = _Hints()  # committed, not yet sent to other processes (HINT_DELAY)
         self._unsent_since = 0.0
         self._reaped = False  # a heartbeat found this worker's row gone
+        self._beat_lock = threading.Lock()  # over _bconn
         self._ambiguous = False  # a commit that might have held runs was never acknowledged
         self._retried_for: str | None = None  # why the writer last had to try again, if it did
         self._opened = False  # connected once: a lost connection is an outage, not a bad URL
@@ -1960,6 +1970,14 @@ class PostgresStore:
         if self._closed:
             return
         self._closed = True
+        # A heartbeat under way past this wait closes the connection itself once done.
+        if self._beat_lock.acquire(timeout=CLOSE_TIMEOUT):
+            try:
+                beats, self._bconn = self._bconn, None
+            finally:
+                self._beat_lock.release()
+            if beats is not None:
+                beats.close()
         if self._writer is not None:
             self._writer.stop(CLOSE_TIMEOUT)
         with self._lock:
@@ -1984,6 +2002,13 @@ class PostgresStore:
     def heartbeat(self) -> bool:
         """Renew this worker's lease, by the database's clock (a test kit's virtual one in a test).
 
+        The lease is renewed in one autocommit statement on a connection of its
+        own, beside the writer, so that it never waits with a batch that waits
+        for a lock (a paused worker's): the live worker would be reaped. A
+        worker whose writes wait still renews its lease (they are fenced by
+        owner and epoch all the same); a paused process does not. A row found
+        gone goes through the writer, which fences off what was held.
+
         Returns:
             ``False`` if its row was gone (reaped: its runs went back to the
             queue); the row is made again, and the runs it held are fenced off.
@@ -1991,9 +2016,58 @@ class PostgresStore:
         Raises:
             StoreError: if the store is read-only or closed, or stayed unreachable.
         """
+        if self._renewed():
+            return True
         future: Future[bool] = Future()
         write = self._submit("heartbeat", None, resolve(future))
         return bool(self._committed(write, future, "the lease was not renewed"))
+
+    def _renewed(self) -> bool:
+        """Renew the lease beside the writer; ``False`` if the row was gone or reaped meanwhile.
+
+        Raises:
+            StoreError: as :meth:`heartbeat` does.
+        """
+        with self._beat_lock:
+            try:
+                return self._renew()
+            finally:
+                if self._closed and self._bconn is not None:  # closed meanwhile
+                    self._bconn.close()
+                    self._bconn = None
+
+    def _renew(self) -> bool:
+        """What :meth:`_renewed` does, under its lock."""
+        import psycopg
+
+        self._live_writer()  # a store closed, or whose writer died, renews nothing
+        for attempt in (1, 2):
+            connection = self._bconn
+            try:
+                if connection is None or connection.closed or connection.broken:
+                    if connection is not None:
+                        connection.close()
+                    self._bconn = None
+                    connection = self._bconn = self._connect(autocommit=True)
+                _virtual_now(connection)
+                row = connection.execute(_RENEW, (self.owner_id,)).fetchone()
+            except psycopg.Error as exc:
+                lost = isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
+                timed_out = getattr(exc, "sqlstate", None) == "55P03"
+                if lost and not timed_out and attempt == 1:
+                    # A connection the server dropped: once more, on a new one.
+                    if connection is not None:
+                        connection.close()
+                    continue
+                error = StoreUnavailableError if _passing(exc) else StoreError
+                raise error(
+                    f"cannot renew the lease on the PostgreSQL store {self._shown}: "
+                    f"{self._reason(exc)}"
+                ) from exc
+            # Read after the row: a join that found the row gone (and made it anew)
+            # says so before its commit, so a renewed row is never taken for ours.
+            return row is not None and not self._reaped
+        raise AssertionError("unreachable")
 
     def claim(
         self,
@@ -2279,11 +2353,15 @@ class PostgresStore:
     # --- the writer ---------------------------------------------------------------
 
     def _submit(self, kind: WriteKind, payload: Any, done: Done) -> Write:
+        return self._live_writer().submit(kind, payload, done)
+
+    def _live_writer(self) -> GroupCommitWriter:
+        """The writer; a StoreError if the store is read-only, closed, or its writer is gone."""
         if self.readonly:
             raise StoreError(f"the PostgreSQL store {self._shown} is open read-only")
         if self._closed or self._writer is None or not self._writer.is_alive():
             raise StoreError(f"the PostgreSQL store {self._shown} is closed")
-        return self._writer.submit(kind, payload, done)
+        return self._writer
 
     def _committed(
         self, write: Write, future: Future[Any], not_done: str, timeout: float | None = None
@@ -2393,7 +2471,7 @@ class PostgresStore:
                 connection.close()
 
     def _commit(self, writes: list[Write]) -> list[Write]:
-        """Commit the writes: the solo ones each alone, the rest together; return those to retry.
+        """Commit the writes: joins, the rest together, each solo one alone; return any to retry.
 
         A batch of saves and a claim (what a worker's writer has when its claimer
         asks for runs) is two transactions, the saves first: each is then one
@@ -2406,7 +2484,10 @@ class PostgresStore:
                     self._hold_hints(write.payload)
                     call(write.done, None, None)
             writes = [write for write in writes if write.kind != "hint"]
-        grouped = [write for write in writes if write.kind not in _SOLO]
+        # A join locks this worker's row: alone, never held while a batch waits for a
+        # lock another session has, which a heartbeat (see heartbeat) then waited for.
+        joins = [write for write in writes if write.kind == "join"]
+        grouped = [write for write in writes if write.kind not in _SOLO and write.kind != "join"]
         solo = [write for write in writes if write.kind in _SOLO]
         groups = [grouped] if grouped else []
         if any(w.kind == "claim" for w in grouped) and all(
@@ -2414,6 +2495,8 @@ class PostgresStore:
         ):
             saves = [write for write in grouped if write.kind == "save"]
             groups = ([saves] if saves else []) + [[w] for w in grouped if w.kind == "claim"]
+        if joins:
+            groups.insert(0, joins)
         for index, group in enumerate(groups):
             left = self._commit_group(group)
             if left:
@@ -2607,8 +2690,11 @@ class PostgresStore:
             if write.kind == "join":
                 self._role = write.payload
                 if self._join_row(connection):
-                    # The row was gone: reaped. The next heartbeat says so.
-                    batch.reaped = True
+                    # The row was gone: reaped. The next heartbeat says so, through the
+                    # writer: told now, not at the commit, so that no heartbeat beside
+                    # the writer finds the row made anew in between and takes it for
+                    # ours (rolled back, the row stays gone: reaped all the same).
+                    batch.reaped = self._reaped = True
                 results[id(write)] = None
             elif write.kind == "heartbeat":
                 results[id(write)] = self._beat(connection, batch)
@@ -2699,11 +2785,7 @@ class PostgresStore:
                 )
 
     def _beat(self, connection: Connection, batch: _Batch) -> bool:
-        row = connection.execute(
-            f"UPDATE callboard_workers SET heartbeat_at = {_NOW_AT} "
-            "WHERE worker_id = %s RETURNING 1",
-            (self.owner_id,),
-        ).fetchone()
+        row = connection.execute(_RENEW, (self.owner_id,)).fetchone()
         if row is not None and not batch.reaped:
             return True
         if row is None:

@@ -16,7 +16,7 @@ import pytest
 from structlog.testing import capture_logs
 
 import runtime._stores.postgres as postgres_module
-from runtime import Runtime, StoreError, StoreUnavailableError, create_workflow
+from runtime import Runtime, StoreError, StoreUnavailableError, create_step, create_workflow
 from runtime._cli._commands import shown_db
 from runtime._queue import QueueLimits
 from runtime._stores.base import SnapshotRecord
@@ -890,6 +890,123 @@ def test_a_lapsed_workers_session_running_a_statement_or_waiting_for_a_lock_is_n
         blocked.execute("SELECT 1")
 
 
+def join(store: PostgresStore) -> BaseException | None:
+    """Join ``store``'s worker again; what it raised, if anything."""
+    try:
+        store.join(role="both", workflows=["wf"], concurrency=None)
+    except BaseException as exc:
+        return exc
+    return None
+
+
+def waiting_for_a_lock(url: str, store: PostgresStore) -> bool:
+    """Whether a session of ``store``'s worker waits for a lock another session holds."""
+    rows = sql(
+        url,
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        "AND application_name = %s",
+        f"callboard {store.owner_id}",
+    )
+    return int(rows[0][0]) > 0
+
+
+@pytest.mark.parametrize("joining", [False, True], ids=["saves", "saves and a join"])
+def test_a_heartbeat_does_not_wait_behind_writes_that_wait_for_a_lock(
+    postgres_url: str,
+    stores: Callable[..., PostgresStore],
+    monkeypatch: pytest.MonkeyPatch,
+    joining: bool,
+) -> None:
+    # A session paused with a run row locked held up a live worker's save of that run, and
+    # its heartbeat went in the same transaction: its lease ran out and it was reaped (the
+    # step it was running then ran again elsewhere). Nor may a join in that transaction
+    # hold the worker's row meanwhile, which the heartbeat takes.
+    import psycopg
+
+    monkeypatch.setattr(postgres_module, "CALL_TIMEOUT", 3.0)  # a beat that waits fails soon
+    monkeypatch.setattr(postgres_module, "LOCK_TIMEOUT", 0.5)  # the writer tries again soon
+    live, reaper = stores(lease=0.5), stores()
+    live.create(rec("r1", status="running"))
+    saved = threading.Event()
+    with psycopg.connect(postgres_url) as holder:
+        holder.execute("SELECT 1 FROM callboard_runs WHERE run_id = 'r1' FOR UPDATE")
+        live.save([rec("r1", 1, status="running")], on_commit=saved.set)
+        wait_until(lambda: waiting_for_a_lock(postgres_url, live), what="the save waiting")
+        joined: list[BaseException | None] = []
+        if joining:  # it goes in the writer's next try of the saves
+            threading.Thread(target=lambda: joined.append(join(live))).start()
+        deadline = time.monotonic() + 3.0  # six leases, the save waiting all along
+        while time.monotonic() < deadline:
+            assert live.heartbeat() is True
+            reaper.reap()
+            time.sleep(0.1)
+        assert live.owner_id in [w.worker_id for w in reaper.workers()]
+        assert not saved.is_set()
+        if joining:
+            wait_until(lambda: joined, timeout=30, what="the join done")
+            assert joined == [None]  # committed alone, the saves still waiting
+    assert saved.wait(30)  # the lock let go: the save commits, still this worker's
+    assert live.heartbeat() is True
+    assert live.held() == 1
+
+
+def test_a_worker_whose_saves_wait_for_a_paused_sessions_lock_is_not_reaped(
+    postgres_url: str,
+) -> None:
+    # The claimer's claims and reaps waited behind those saves in the writer, and so did
+    # the heartbeats it sends between them: the lease of a live worker ran out.
+    import psycopg
+
+    gate, ran = threading.Event(), []
+
+    def first(ctx: Any) -> flows.Value:
+        ran.append("first")
+        gate.wait(30)
+        return ctx.input_data  # type: ignore[no-any-return]
+
+    def second(ctx: Any) -> flows.Value:
+        ran.append("second")
+        return ctx.input_data  # type: ignore[no-any-return]
+
+    value = flows.Value
+    workflow = (
+        create_workflow(id="held", input_schema=value, output_schema=value)
+        .then(create_step(id="first", input_schema=value, output_schema=value, execute=first))
+        .then(create_step(id="second", input_schema=value, output_schema=value, execute=second))
+        .commit()
+    )
+    lease = 0.5
+    live = Runtime(store=PostgresStore(postgres_url, lease=lease), role="worker").start()
+    other = Runtime(store=PostgresStore(postgres_url, lease=lease), role="client").start()
+    try:
+        live.register(workflow)
+        run = other.register(workflow).create_run()
+        started = run.start_async(input_data={"value": "x"})
+        wait_until(lambda: ran == ["first"], timeout=30, what="the first step running")
+        live_store, other_store = live.store, other.store
+        assert isinstance(live_store, PostgresStore)
+        assert isinstance(other_store, PostgresStore)
+        with psycopg.connect(postgres_url) as holder:
+            holder.execute(
+                "SELECT 1 FROM callboard_runs WHERE run_id = %s FOR UPDATE", (started.run_id,)
+            )
+            gate.set()  # the first step's output waits for the lock
+            wait_until(
+                lambda: waiting_for_a_lock(postgres_url, live_store), what="the save waiting"
+            )
+            deadline = time.monotonic() + 4 * lease
+            while time.monotonic() < deadline:
+                workers = [w.worker_id for w in other_store.workers()]
+                assert live_store.owner_id in workers, "the live worker was reaped"
+                time.sleep(0.1)
+        assert run.wait(timeout=30).status == "success"
+        assert ran == ["first", "second"]  # no step ran twice
+    finally:
+        gate.set()
+        live.stop()
+        other.stop()
+
+
 def test_each_session_is_named_with_its_workers_id(
     postgres_url: str, stores: Callable[..., PostgresStore]
 ) -> None:
@@ -1012,9 +1129,10 @@ def lose_the_next_caller_ack(store: PostgresStore) -> list[int]:
 
 @contextlib.contextmanager
 def writer_held_up(store: PostgresStore, postgres_url: str) -> Iterator[threading.Thread]:
-    """The store's writer stuck in a transaction (a heartbeat waiting for a row lock).
+    """The store's writer stuck in a transaction (a join waiting for a row lock).
 
-    Yields the thread whose heartbeat the writer holds up; it ends once the lock goes.
+    Yields the thread whose join the writer holds up; it ends once the lock goes.
+    (Not a heartbeat: that goes beside the writer, on a connection of its own.)
     """
     import psycopg
 
@@ -1023,7 +1141,7 @@ def writer_held_up(store: PostgresStore, postgres_url: str) -> Iterator[threadin
         locker.execute(
             "SELECT 1 FROM callboard_workers WHERE worker_id = %s FOR UPDATE", (store.owner_id,)
         )
-        beat = threading.Thread(target=store.heartbeat, daemon=True)
+        beat = threading.Thread(target=join, args=(store,), daemon=True)
         beat.start()
         wait_until(store._writer.busy, what="the writer is held up")  # type: ignore[union-attr]
         yield beat
