@@ -213,6 +213,9 @@ class ResumeOutcome(StrEnum):
     caller reads the run again once it settles."""
     NOT_HERE = "not_here"
     """No actor of this runtime drives the run; nothing changed."""
+    STOPPED = "stopped"
+    """The runtime stopped the run's actor after it took the resume, before the record
+    holding it was committed: it may still be, and then a later runtime goes on with it."""
 
 
 @dataclass(frozen=True, slots=True)

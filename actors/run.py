@@ -603,11 +603,11 @@ class RunActor(DispatchedActor):
             case _:
                 return None
 
-    def _resumes_gone(self) -> None:
-        """The actor stops driving the run: resumes not yet committed are told to look again."""
+    def _resumes_gone(self, outcome: ResumeOutcome = ResumeOutcome.GONE) -> None:
+        """The actor stops driving the run: resumes not yet committed are told ``outcome``."""
         replies, self._resume_replies = self._resume_replies, []
         for _, reply in replies:
-            reply(ResumeOutcome.GONE)
+            reply(outcome)
 
     # --- walking the plan ------------------------------------------------------------
 
@@ -1574,7 +1574,9 @@ class RunActor(DispatchedActor):
         """Stop driving the run, recording nothing: a durable store keeps it for later."""
         self._ended = True
         self._calls.abort(AbortReason.CANCELED)
-        self._resumes_gone()
+        # A resume taken and not yet acknowledged may still be committed (the record
+        # that holds it is on its way to the store): its caller cannot be told it was not.
+        self._resumes_gone(ResumeOutcome.STOPPED)
         self._end_span("interrupted")
         self._count_end(None)
         ended = RunEnded(run_id=self._snapshot["run_id"], status="halted", actor=self.actor_ref)

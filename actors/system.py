@@ -127,7 +127,7 @@ CANCEL_CHECK_EVERY: Final = 1.0
 _RESUME_LOCKS: Final = 64
 """How many locks the runs' resumes share (by their run id's hash): one run's are in order."""
 
-ResumeAnswer = Literal["recorded", "taken", "gone", "not_here"]
+ResumeAnswer = Literal["recorded", "taken", "gone", "not_here", "stopped"]
 """What :meth:`ActorSystem.resume_waiting` says came of a resume (see :class:`ResumeOutcome`)."""
 
 CancelAnswer = Literal["recorded", "refused", "not_here"]
@@ -138,6 +138,7 @@ _RESUME_ANSWERS: Final[dict[ResumeOutcome, ResumeAnswer]] = {
     ResumeOutcome.TAKEN: "taken",
     ResumeOutcome.GONE: "gone",
     ResumeOutcome.NOT_HERE: "not_here",
+    ResumeOutcome.STOPPED: "stopped",
 }
 
 _CANCEL_ANSWERS: Final[dict[CancelOutcome, CancelAnswer]] = {
@@ -490,8 +491,9 @@ class ActorSystem:
         durable store); ``"taken"`` if the actor drives the run and the suspension
         does not wait (another resume took it); ``"gone"`` if the actor stopped
         driving the run first (the caller reads it again once it settles);
-        ``"not_here"`` if no actor of this runtime drives it. Nothing changed
-        unless ``"recorded"``.
+        ``"not_here"`` if no actor of this runtime drives it; ``"stopped"`` if
+        the runtime stopped the actor after it took the resume, which may still
+        be committed. Nothing changed after ``"taken"``, ``"gone"`` or ``"not_here"``.
 
         Raises:
             RuntimeStoppedError: if the actors have stopped, or stop before answering.

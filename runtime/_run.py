@@ -818,8 +818,17 @@ class Run(Generic[In, Out]):
                     return StartAsyncResult(run_id=self.run_id)
                 if said == "taken":
                     raise _resume_conflict(self.run_id, snapshot["status"])
-                if said == "gone":
-                    self._until_settled()  # it suspended or ended: read it as it is then
+                if said == "stopped":
+                    raise RuntimeStoppedError(
+                        f"the runtime stopped while the resume of {path!r} of run "
+                        f"{self.run_id!r} was being recorded: it may have been, and then "
+                        "the next runtime on the store goes on with it (read the run to know)",
+                        run_id=self.run_id,
+                    )
+                # Gone (it suspended or ended before it read the resume), or not here: it
+                # may have just suspended, its actor let go of before the registry stored
+                # its record. Read it as it is once it settled.
+                self._until_settled()
                 current = self._started_record()
                 if current.seq == record.seq:
                     raise _driven_elsewhere(self.run_id, path)
@@ -1496,12 +1505,17 @@ def _waiting_target(snapshot: Snapshot, step: Any, run_id: str, for_each_index: 
     view = cast(Snapshot, {**snapshot, "suspended": {path: suspended[path] for path in waiting}})
     try:
         return _resume_target(view, step, run_id, for_each_index)
-    except ResumeTargetError:
-        named = step is not None or for_each_index is not None
-        if named and snapshot.get("resumed"):
-            # Named, and not among those that wait: another resume took it.
-            raise _resume_conflict(run_id, snapshot["status"], waiting) from None
-        raise
+    except ResumeTargetError as among_waiting:
+        # Named one of the run's suspensions that a resume took (its step may have
+        # begun since: it is then in "resume" only): another resume came first. Naming
+        # none of them (or several) is the caller's mistake.
+        taken = {path: None for path in snapshot.get("resume") or {}}
+        every = cast(Snapshot, {**snapshot, "suspended": {**taken, **suspended}})
+        try:
+            _resume_target(every, step, run_id, for_each_index)
+        except ResumeTargetError:
+            raise among_waiting from None
+        raise _resume_conflict(run_id, snapshot["status"], waiting) from None
 
 
 def _driven_elsewhere(run_id: str, path: str) -> ResumeConflictError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -399,3 +400,142 @@ def test_a_waiting_member_of_a_parallel_is_resumed_while_another_runs(runtime: R
     result = run.wait(WAIT)
     assert result.status == "success", result.error
     assert result.result == {"n": 112}
+
+
+def test_a_wrong_target_while_the_run_runs_on_is_a_target_error(runtime: Runtime) -> None:
+    # Named while another item's resume runs: it read "already resumed by another call"
+    # (ResumeConflictError) of items that never existed (r1).
+    release, began = threading.Event(), _Began()
+    run = runtime.register(_held_reviews(release, began)).create_run()
+    assert run.start(input_data={"numbers": [1, 2, 3]}, timeout=WAIT).status == "suspended"
+    try:
+        run.resume_async(for_each_index=0, resume_data={"add": 1})
+        assert began.seen("resumed-1")
+        for target in ({"for_each_index": 9}, {"step": "nope"}, {"step": "check"}):
+            with pytest.raises(ResumeTargetError):
+                run.resume_async(resume_data={"add": 0}, **target)  # type: ignore[arg-type]
+    finally:
+        release.set()
+    assert run.wait(WAIT).status == "suspended"
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_a_resume_that_meets_the_run_suspending_is_taken(
+    tmp_path: Path, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The last running item ended and the run suspended, but the store had not its
+    # record yet (a slow save): the resume was told "another process drives it" (r1).
+    from runtime._stores.memory import MemoryStore
+    from runtime._stores.sqlite import SQLiteStore
+
+    for kind in (MemoryStore, SQLiteStore):
+        save = kind.save
+
+        def slow(self: Any, records: Any, *args: Any, _save: Any = save, **kwargs: Any) -> Any:
+            if any(getattr(record, "status", None) == "suspended" for record in records):
+                time.sleep(0.3)
+            return _save(self, records, *args, **kwargs)
+
+        monkeypatch.setattr(kind, "save", slow)
+    ended = threading.Event()
+
+    def check(ctx: Any) -> Item:
+        if ctx.resume_data is None:
+            ctx.suspend({"item": ctx.input_data.n})
+        if ctx.input_data.n == 0:
+            ended.set()
+        return Item(n=ctx.input_data.n * 1000 + ctx.resume_data["v"])
+
+    workflow = (
+        create_workflow(id="meets", input_schema=Numbers, output_schema=Done)
+        .map(lambda ctx: [{"n": n} for n in ctx.input_data["numbers"]])
+        .foreach(
+            create_step(id="check", input_schema=Item, output_schema=Item, execute=check),
+            concurrency=2,
+        )
+        .map(lambda ctx: {"outputs": ctx.input_data})
+        .commit()
+    )
+    with Runtime(store=None if store == "memory" else tmp_path / "runs.db") as rt:
+        run = rt.register(workflow).create_run()
+        assert run.start(input_data={"numbers": [0, 1]}, timeout=WAIT).status == "suspended"
+        run.resume_async(for_each_index=0, resume_data={"v": 5})
+        assert ended.wait(WAIT)
+        time.sleep(0.1)  # item 0 ended: the run suspends, its record on its way to the store
+        run.resume_async(for_each_index=1, resume_data={"v": 7})
+        result = run.wait(WAIT)
+    assert result.status == "success", result.error
+    assert result.result == {"outputs": [{"n": 5}, {"n": 1007}]}
+
+
+def test_a_stop_under_a_resume_not_yet_committed_says_the_runtime_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The actor took the resume; its record was on its way to the file when the stop
+    # came. The caller read "this resume changed nothing" (ResumeConflictError), and
+    # the next runtime ran the item with that very data (r1).
+    from runtime import RuntimeStoppedError
+    from runtime._stores.sqlite import SQLiteStore
+
+    slow_saves = threading.Event()
+    save = SQLiteStore.save
+
+    def slow(self: Any, records: Any, *args: Any, **kwargs: Any) -> Any:
+        if slow_saves.is_set():
+            time.sleep(0.4)
+        return save(self, records, *args, **kwargs)
+
+    monkeypatch.setattr(SQLiteStore, "save", slow)
+    began = threading.Event()
+
+    def check(ctx: Any) -> Item:
+        if ctx.resume_data is None:
+            ctx.suspend({"item": ctx.input_data.n})
+        if ctx.input_data.n == 0 and not began.is_set():
+            began.set()
+            ctx.abort_signal.wait(WAIT)  # item 0 keeps the run running, until the stop
+        return Item(n=ctx.input_data.n * 1000 + ctx.resume_data["v"])
+
+    def workflow() -> Any:
+        return (
+            create_workflow(id="stopped", input_schema=Numbers, output_schema=Done)
+            .map(lambda ctx: [{"n": n} for n in ctx.input_data["numbers"]])
+            .foreach(
+                create_step(id="check", input_schema=Item, output_schema=Item, execute=check),
+                concurrency=2,
+            )
+            .map(lambda ctx: {"outputs": ctx.input_data})
+            .commit()
+        )
+
+    path = tmp_path / "runs.db"
+    rt = Runtime(store=path).start()
+    try:
+        run = rt.register(workflow()).create_run()
+        assert run.start(input_data={"numbers": [0, 1]}, timeout=WAIT).status == "suspended"
+        run.resume_async(for_each_index=0, resume_data={"v": 0})
+        assert began.wait(WAIT)
+        said: list[BaseException | None] = []
+
+        def resume() -> None:
+            try:
+                run.resume_async(for_each_index=1, resume_data={"v": 1})
+            except Exception as exc:
+                said.append(exc)
+            else:
+                said.append(None)
+
+        slow_saves.set()
+        thread = threading.Thread(target=resume)
+        thread.start()
+        time.sleep(0.15)
+    finally:
+        rt.stop(timeout=0)
+    thread.join(WAIT)
+    slow_saves.clear()
+    # Taken and recorded before the stop, or ended by it: never "changed nothing".
+    assert said and (said[0] is None or isinstance(said[0], RuntimeStoppedError)), said
+    with Runtime(store=path) as again:
+        result = again.register(workflow()).create_run(run.run_id).wait(WAIT)
+    assert result.status == "success", result.error
+    assert result.result == {"outputs": [{"n": 0}, {"n": 1001}]}
