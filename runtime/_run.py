@@ -674,8 +674,11 @@ class Run(Generic[In, Out]):
     ) -> RunStream:
         """Resume a suspended run and stream what follows (Mastra's ``resumeStream``).
 
-        The stream starts with the resume (a ``run_start``) and ends when the
-        run settles again; the events before the resume are left out.
+        The stream starts with the resume (a ``run_start``, when the run was
+        suspended; a run that runs on after the resume of another of its
+        suspensions starts nothing anew, and its stream begins with the resumed
+        step's ``step_start``) and ends when the run settles again; the events
+        before the resume are left out.
 
         Args:
             step: As :meth:`resume_async`.
