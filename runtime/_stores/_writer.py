@@ -189,6 +189,7 @@ class GroupCommitWriter:
         self._queue: queue.SimpleQueue[Write | None] = queue.SimpleQueue()
         self._stopping = False
         self._writing = False  # writes taken from the queue and not yet settled
+        self._committing_since = 0.0  # monotonic start of the commit under way; 0.0: none
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -209,6 +210,15 @@ class GroupCommitWriter:
         it: while the writer works, the run is not idle.
         """
         return self._writing or not self._queue.empty()
+
+    def committing_for(self) -> float:
+        """Seconds the commit under way has taken so far (``0.0`` while none is).
+
+        A commit is one call of the store's ``commit`` function: a wait before
+        trying again, after a lock that could not be had, is not one.
+        """
+        since = self._committing_since
+        return time.monotonic() - since if since else 0.0
 
     def stop(self, timeout: float | None = None) -> None:
         """Commit what is queued, then end the thread (waiting up to ``timeout`` seconds)."""
@@ -246,7 +256,7 @@ class GroupCommitWriter:
                 meter = _otel.instruments()
                 batch = len(pending)
                 began = time.perf_counter()
-                pending = self._commit(pending)
+                pending = self._timed_commit(pending)
                 ended = time.perf_counter()
                 rest_until = 0.0
                 if self._rest and batch > 1:
@@ -269,6 +279,14 @@ class GroupCommitWriter:
                     delay = min(delay * 2, self._max_retry_delay)
         finally:
             self._finish()
+
+    def _timed_commit(self, pending: list[Write]) -> list[Write]:
+        """``commit(pending)``, its start kept for :meth:`committing_for`."""
+        self._committing_since = time.monotonic()
+        try:
+            return self._commit(pending)
+        finally:
+            self._committing_since = 0.0
 
     def _fill(self, pending: list[Write]) -> bool:
         """Add what is queued to ``pending``, up to a batch; whether a stop was asked for."""

@@ -738,6 +738,9 @@ UPDATE callboard_workers SET heartbeat_at = {_NOW_AT} WHERE worker_id = %s RETUR
 """
 """A heartbeat, alone in its transaction: it locks this worker's row for one statement only."""
 
+_WRITER_STATE: Final = "SELECT state FROM pg_stat_activity WHERE pid = %s"
+"""What the server says the writer's session does (see ``_writer_gets_through``)."""
+
 _BEFORE_SAVES: Final = frozenset({"create", "save", "join", "heartbeat"})
 """Writes a transaction applies before (or as) its saves; the others come after them."""
 
@@ -1386,6 +1389,8 @@ class PostgresStore:
     durable = True
     _abandoned = False  # closed as a killed process would be: nothing handed back
     _bconn: Connection | None = None  # the heartbeat's own connection (see heartbeat)
+    _writer_pid: int | None = None  # the server process of the writer's connection
+    _pid_of: Connection | None = None  # the connection it is the process of
 
     def __init__(self, url: str, *, lease: float = LEASE, readonly: bool = False) -> None:
         if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
@@ -1472,6 +1477,7 @@ class PostgresStore:
             except BaseException:
                 connection.close()
                 raise
+            self._writer_pid, self._pid_of = connection.info.backend_pid, connection
             return connection
 
     @property
@@ -2049,6 +2055,7 @@ class PostgresStore:
                         connection.close()
                     self._bconn = None
                     connection = self._bconn = self._connect(autocommit=True)
+                self._writer_gets_through(connection)
                 _virtual_now(connection)
                 row = connection.execute(_RENEW, (self.owner_id,)).fetchone()
             except psycopg.Error as exc:
@@ -2068,6 +2075,36 @@ class PostgresStore:
             # says so before its commit, so a renewed row is never taken for ours.
             return row is not None and not self._reaped
         raise AssertionError("unreachable")
+
+    def _writer_gets_through(self, connection: Connection) -> None:
+        """Refuse to renew the lease for a writer whose commit the server does not see.
+
+        A commit that waits for a lock (a paused worker's) or runs long (a large
+        prune) is still this worker's work: its session is ``active`` on the
+        server, and the lease is renewed. A commit under way for half a lease
+        whose session the server finds idle, or gone, is not getting through (a
+        connection cut off in the network): renewing the lease beside it would
+        keep this worker's runs held for as long as that lasts, where a reap
+        hands them to a worker whose writes get through.
+
+        Raises:
+            StoreUnavailableError: if the writer's commit does not get through.
+        """
+        writer, pid = self._writer, self._writer_pid
+        if writer is None or pid is None:
+            return
+        waited = writer.committing_for()
+        if waited <= self.lease / 2:
+            return
+        row = connection.execute(_WRITER_STATE, (pid,)).fetchone()
+        state = None if row is None else row[0]
+        if row is not None and (state is None or state == "active"):
+            return  # working on it (a state not shown to this role is taken as such)
+        raise StoreUnavailableError(
+            f"the lease on the PostgreSQL store {self._shown} is not renewed: this "
+            f"worker's writes have waited {waited:.1f} s for a server that finds their "
+            f"session {state or 'gone'} (process {pid}): its connection does not get through"
+        )
 
     def claim(
         self,
@@ -2417,6 +2454,9 @@ class PostgresStore:
             # next claim adopts any such run, as after a commit never acknowledged.
             self._ambiguous = True
             emit(logging.INFO, "store_reconnected", store=self._shown)
+        if self._writer_pid is None or connection is not self._pid_of:
+            # Read here, on the writer's thread: the heartbeat asks after this process.
+            self._writer_pid, self._pid_of = connection.info.backend_pid, connection
         return connection
 
     def _finish(self) -> None:

@@ -950,6 +950,38 @@ def test_a_heartbeat_does_not_wait_behind_writes_that_wait_for_a_lock(
     assert live.held() == 1
 
 
+def test_a_worker_whose_writes_do_not_reach_the_server_is_not_renewed(
+    stores: Callable[..., PostgresStore],
+) -> None:
+    # The heartbeat renews the lease beside the writer. A writer cut off in the network
+    # (here: a commit that never reaches the server, whose session stays idle) kept its
+    # worker's lease, and its runs held, for as long as the cut lasted (r2).
+    from runtime import StoreUnavailableError
+
+    live, reaper = stores(lease=0.5), stores()
+    live.create(rec("r1", status="running"))
+    cut, entered = threading.Event(), threading.Event()
+    real = live._commit_group
+
+    def never_sent(writes: Any) -> Any:
+        entered.set()
+        cut.wait(30)
+        return real(writes)
+
+    live._commit_group = never_sent  # type: ignore[method-assign]
+    try:
+        live.save([rec("r1", 1, status="running")])
+        assert entered.wait(10)
+        wait_until(lambda: live._writer is not None and live._writer.committing_for() > 0.3)
+        with pytest.raises(StoreUnavailableError, match="does not get through"):
+            live.heartbeat()
+        time.sleep(0.6)  # a lease without a renewal
+        reaper.reap()
+        assert live.owner_id not in [w.worker_id for w in reaper.workers()]
+    finally:
+        cut.set()
+
+
 def test_a_worker_whose_saves_wait_for_a_paused_sessions_lock_is_not_reaped(
     postgres_url: str,
 ) -> None:
