@@ -46,7 +46,8 @@ class StepWriter:
     of ``run.watch()``), between the step's start and its end, in the order
     written: progress of a long step, or of each item of a ``foreach``. The
     events are not stored with the run: a stream sees those written while the
-    runtime keeps the run's event log (see ``EVENT_LOG_SIZE``).
+    runtime keeps the run's event log (see ``EVENT_LOG_SIZE``), in the process
+    that runs the step; a stream in another process on a shared store sees none.
     """
 
     __slots__ = ("_item", "_path", "_run_id", "_schema", "_sink", "_step_id")
