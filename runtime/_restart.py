@@ -34,6 +34,7 @@ from runtime._snapshot import (
     Snapshot,
     StepSnapshot,
     copy_plain,
+    is_stand_in,
     state_at,
 )
 from runtime._step import Step
@@ -188,16 +189,7 @@ def time_travel_snapshot(
         )
     definition = plan.by_id[path]
     if input_data is None:
-        recorded = source["steps"].get(path)
-        if recorded is None:
-            raise InvalidInputError(
-                f"run {source['run_id']!r} never reached step {path!r}: give the step's "
-                "input_data to time travel to it",
-                field="input_data",
-                errors=[{"type": "missing", "loc": ("input_data",), "msg": "Field required"}],
-                run_id=run_id,
-            )
-        carry = recorded.get("payload")
+        carry = _input_had(source, index, path, run_id)
     elif isinstance(node, ForeachNode):
         if not isinstance(input_data, list | tuple):
             raise InvalidInputError(
@@ -275,6 +267,32 @@ def time_travel_snapshot(
     if resource_id is not None:
         snapshot["resource_id"] = resource_id
     return snapshot
+
+
+def _input_had(source: Snapshot, index: int, path: str, run_id: str) -> Any:
+    """The input step ``path`` (of the plan's node ``index``) had in ``source``.
+
+    Its record's, or, without a record, the input of the node the run stands
+    at when that is the step's: a restart drops the record of the step the run
+    failed or was canceled in until the step runs again, and the run's carry
+    holds that node's input until it leaves the node (while the restarted run
+    waits for its queue place, say).
+
+    Raises:
+        InvalidInputError: if ``source`` never reached the step.
+    """
+    recorded = source["steps"].get(path)
+    if recorded is not None:
+        return recorded.get("payload")
+    if source["next_step"] == index and not is_stand_in(source):
+        return source["carry"]
+    raise InvalidInputError(
+        f"run {source['run_id']!r} never reached step {path!r}: give the step's "
+        "input_data to time travel to it",
+        field="input_data",
+        errors=[{"type": "missing", "loc": ("input_data",), "msg": "Field required"}],
+        run_id=run_id,
+    )
 
 
 def _scopes_kept(

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from runtime import (
     InvalidInputError,
     OutputOptions,
+    Queue,
     RunNotRestartableError,
     RunNotStartedError,
     RunReader,
@@ -21,6 +22,7 @@ from runtime import (
     create_step,
     create_workflow,
 )
+from tests._support import Runtimes
 
 WAIT = 10.0
 
@@ -279,6 +281,51 @@ def test_time_travel_refuses_what_it_cannot_do(runtime: Runtime) -> None:
         wf.time_travel(run.run_id, step="second", input_data={"wrong": 1})
     with pytest.raises(RunNotStartedError):
         wf.time_travel("no-such-run", step="second")
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_time_travel_to_the_failed_step_of_a_run_restarted_and_waiting_for_its_queue(
+    kind: str, tmp_path: Path, runtimes: Runtimes
+) -> None:
+    rt = runtimes.start("memory" if kind == "memory" else str(tmp_path / "runs.db"))
+    one = Queue("restart-one", concurrency=1)
+    wf = rt.register(
+        create_workflow(id="queued-chain", input_schema=Value, output_schema=Value, queue=one)
+        .then(first)
+        .then(second)
+        .then(third)
+        .commit()
+    )
+    entered, release = threading.Event(), runtimes.gate()
+
+    def hold(ctx):  # type: ignore[no-untyped-def]
+        entered.set()
+        release.wait(WAIT)
+        return ctx.input_data
+
+    holder = rt.register(
+        create_workflow(id="holder", input_schema=Value, output_schema=Value, queue=one)
+        .then(create_step(id="hold", input_schema=Value, output_schema=Value, execute=hold))
+        .commit()
+    )
+    run = wf.create_run()
+    assert run.start(input_data={"value": "q"}, timeout=WAIT).status == "failed"
+    held = holder.create_run()
+    held.start_async(input_data={"value": "h"})
+    assert entered.wait(WAIT)
+    broken["second"] = False
+    run.restart_async()  # it waits for the queue's one place, which the holder has
+    waiting = wf.get_workflow_run_execution_result(run.run_id)
+    assert waiting is not None and waiting.status == "running"
+    assert "second" not in waiting.steps and waiting.restarts == 1
+
+    traveled = wf.time_travel(run.run_id, step="second")  # the input it failed on
+    release.set()
+    result = traveled.wait(WAIT)
+    assert result.status == "success" and result.result == {"value": "q-1-2-3"}
+    assert result.steps["second"].payload == {"value": "q-1"}
+    assert run.wait(WAIT).status == "success"
+    assert calls["first"] == 1 and calls["second"] == 3
 
 
 @pytest.mark.parametrize(
