@@ -110,7 +110,9 @@ _EACH: Final = EACH_SCOPE
 # Statuses as the plain text snapshots hold, looked up once: an enum's ``.value`` is a
 # Python-level property call, and these are set at every step of every run.
 _RUN_RUNNING: Final = RunStatus.RUNNING.value
+_RUN_WAITING: Final = RunStatus.WAITING.value
 _STEP_RUNNING: Final = StepStatus.RUNNING.value
+_STEP_WAITING: Final = StepStatus.WAITING.value
 _STEP_SUCCESS: Final = StepStatus.SUCCESS.value
 _STEP_CANCELED: Final = StepStatus.CANCELED.value
 
@@ -296,7 +298,7 @@ class RunActor(DispatchedActor):
             if wake_at is not None and wake_at - _clock.time() > WAKE_EARLY:
                 self._park(wake_at)  # recovered before its time: sleep on
                 return
-            self._snapshot["status"] = RunStatus.RUNNING.value
+            snapshot["status"] = _RUN_RUNNING
             self._woken()
             return
         first = snapshot["status"] == RunStatus.PENDING
@@ -616,7 +618,7 @@ class RunActor(DispatchedActor):
         plan, snapshot = self._plan, self._snapshot
         steps = snapshot["steps"]  # none in a new run's: nothing to look up
         if 0 <= snapshot["next_step"] <= len(plan.nodes) and (
-            not steps or all(path in plan.paths for path in steps)
+            not steps or plan.paths.issuperset(steps)
         ):
             return None
         return WorkflowDefinitionError(
@@ -1268,7 +1270,7 @@ class RunActor(DispatchedActor):
         node = self._plan.nodes[snapshot["next_step"]]
         record = snapshot["steps"].get(node.path)
         if record is not None:
-            record["status"] = StepStatus.SUCCESS.value
+            record["status"] = _STEP_SUCCESS
             record["output"] = snapshot["carry"]
             record["ended_at"] = _clock.time()
         snapshot["wake_at"] = None
@@ -1536,11 +1538,11 @@ class RunActor(DispatchedActor):
     def _park(self, wake_at: float) -> None:
         """Sleep without an actor: hand the snapshot to the supervisor, which wakes the run."""
         snapshot = self._snapshot
-        snapshot["status"] = RunStatus.WAITING.value
+        snapshot["status"] = _RUN_WAITING
         snapshot["wake_at"] = wake_at
         record = snapshot["steps"].get(self._plan.nodes[snapshot["next_step"]].path)
         if record is not None:
-            record["status"] = StepStatus.WAITING.value
+            record["status"] = _STEP_WAITING
         self._leave(RunStatus.WAITING, wake_at)
 
     def _suspend(self) -> None:
@@ -1555,9 +1557,13 @@ class RunActor(DispatchedActor):
         """The run waits (``wake_at`` set) or is suspended: stop, handing its snapshot back."""
         self._ended = True
         self._calls.abort(AbortReason.CANCELED)
-        self._resumes_gone()
-        self._end_span(status.value)
-        self._count_end(None)
+        if self._resume_replies:
+            self._resumes_gone()
+        # Neither is there in a program that traces and measures nothing (as in _end).
+        if self._span is not None:
+            self._end_span(status._value_)
+        if self._active is not None:
+            self._count_end(None)
         self._tell_snapshot(terminal=False)
         snapshot = self._snapshot
         parked = RunParked(

@@ -270,8 +270,11 @@ class SupervisorActor(DispatchedActor):
             self._ended(None)
             return
         self._runs.pop(run_id, None)
-        self._gone_from_here(run_id)
-        self._leave_queue(run_id)
+        # Both checked here, not in a call each: every sleep of every run passes by.
+        if self._here is not None:
+            self._here.discard(run_id)
+        if self._bucket_of:
+            self._leave_queue(run_id)
         if message.wake_at is not None and not self._shared:
             try:
                 handle = self._timers.call_at(message.wake_at, self._wake, run_id)
