@@ -221,6 +221,10 @@ class ActorSystem:
         # CANCELS_ASKED_KEPT): a later cancel() of one, after the first gave up waiting
         # (CancelError), is told it canceled the run, not that another call did.
         self.cancels_asked: dict[str, None] = {}
+        # Runs a cancel here took from no actor, whose hooks run before their end is
+        # recorded (see take_unheld_end): another cancel of one waits for that end.
+        self._ending: dict[str, threading.Event] = {}
+        self._ending_lock = threading.Lock()
         # A resume's compare-and-set and its StartRun go together under its run's lock, as
         # does a later resume's ResumeStep: one that read the run resumed finds its actor
         # (or its start) in the supervisor's inbox before its own message.
@@ -727,11 +731,71 @@ class ActorSystem:
 
     # --- ends that happen outside the actors -----------------------------------------------
 
-    def run_hooks(
-        self, plan: ExecutionPlan, snapshot: Snapshot, then: Callable[[], object]
-    ) -> None:
-        """Call the workflow's hooks for a run that ended outside the actors, then ``then``."""
-        self.hooks.run(plan, snapshot, then)
+    def take_unheld_end(self, ending: SnapshotRecord, expected_seq: int) -> bool:
+        """Take a run no actor drives for its cancel: a compare-and-set on ``expected_seq``.
+
+        ``ending`` reads ``running`` with its steps closed: a resume or a restart
+        finds nothing to resume or restart, as for a run whose actor calls its end
+        hooks. On a shared store the run is then held here with its cancel asked
+        for, in the same commit, so that whoever takes it over, should this
+        process die before :meth:`finish_unheld` records the end, calls the hooks
+        and ends it ``canceled``. ``False`` (and nothing changed) if the run
+        changed since it was read, or a worker holds it.
+        """
+        shared = self.shared
+        if shared is None:
+            taken = self.store.replace(ending, expected_seq)
+        else:
+            taken = shared.replace(ending, expected_seq, hold=True, canceling=True)
+        if taken:
+            with self._ending_lock:
+                self._ending[ending.run_id] = threading.Event()
+        return taken
+
+    def ending_here(self, run_id: str) -> threading.Event | None:
+        """Set once the end of a run taken by :meth:`take_unheld_end` is settled, if one is."""
+        with self._ending_lock:
+            return self._ending.get(run_id)
+
+    def finish_unheld(
+        self, plan: ExecutionPlan, snapshot: Snapshot, record: SnapshotRecord
+    ) -> bool:
+        """Call the hooks of a run taken by :meth:`take_unheld_end`, then record its end.
+
+        As a run actor ends its run: ``record`` goes to the registry once the hooks
+        return, and is stored under this worker's hold. Returns once the store has
+        committed it (``True``) or did not take it (``False``: refused, or fenced off
+        as another worker took the run over meanwhile).
+
+        Raises:
+            RuntimeStoppedError: if the actors stopped before the end was recorded.
+        """
+        answer: Future[bool] = Future()
+
+        def recorded(kept: bool) -> None:
+            with contextlib.suppress(InvalidStateError):
+                answer.set_result(kept)
+
+        try:
+            self.hooks.finish(plan, snapshot, record, self.registry, recorded)
+            while True:
+                try:
+                    return answer.result(CANCEL_CHECK_EVERY)
+                except FutureTimeout:
+                    if self.registry.is_alive():
+                        continue
+                try:
+                    return answer.result(SHUTDOWN_GRACE)
+                except FutureTimeout:
+                    raise RuntimeStoppedError(
+                        f"the runtime stopped before the cancel of run {record.run_id!r} was "
+                        "recorded"
+                    ) from None
+        finally:
+            with self._ending_lock:
+                ended = self._ending.pop(record.run_id, None)
+            if ended is not None:
+                ended.set()
 
     def record(self, record: SnapshotRecord) -> None:
         """Hand a record the store already holds to the registry, for waiters and watchers."""

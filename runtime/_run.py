@@ -65,6 +65,7 @@ from runtime._snapshot import (
     canceled_record,
     decode,
     is_stand_in,
+    mark_canceled,
     next_record,
     read_result,
     stand_in_record,
@@ -1112,7 +1113,14 @@ class Run(Generic[In, Out]):
         any thread (and on a shared store from any process), reads the run as
         ``canceled``, and on a durable store it is committed, so it survives
         the process. The workflow's hooks have run by then: the canceled run
-        is recorded after them.
+        is recorded after them. A run no actor drives (suspended, and on a
+        shared store queued or asleep) is cancelled by this call: it takes the
+        run from the store first (of a cancel and a racing resume, one wins),
+        and the run reads ``running`` while the hooks run here, with nothing
+        left to resume or restart. Should this process die before the
+        canceled run is recorded, the cancel stays asked for in the store:
+        the runtime that takes the run over calls the hooks again and records
+        it ``canceled``.
 
         Returns:
             ``True`` if this call cancelled the run; ``False`` if it had already
@@ -1121,13 +1129,16 @@ class Run(Generic[In, Out]):
         Raises:
             RunNotStartedError: if the run was never started.
             CancelError: if another process holds the run and did not carry out
-                the cancel within :data:`REMOTE_CANCEL_PATIENCE` seconds (the
-                cancel stays asked for).
+                the cancel within :data:`REMOTE_CANCEL_PATIENCE` seconds, or took
+                the run over while this call ran its hooks (this worker's lease
+                ran out); the cancel stays asked for.
             StoreUnavailableError: if the store could not be reached (to read
                 the run, or to record the cancel within 30 s).
             StoreError: if the store refused the canceled snapshot: the cancel is
                 not recorded (the run's actor has stopped, but its record
-                still reads as before, and a runtime that recovers it runs it on).
+                still reads as before, and a runtime that recovers it runs it on;
+                a run this call took from the store reads ``running``, its cancel
+                asked for, and the runtime that takes it over next ends it).
             RuntimeStoppedError: if the runtime is not running, or stopped
                 before the cancel was recorded.
 
@@ -1148,6 +1159,11 @@ class Run(Generic[In, Out]):
             record = self._started_record()
             if record.status in TERMINAL_STATUSES:
                 return False
+            ending = system.ending_here(self.run_id)
+            if ending is not None:
+                # Another cancel here took the run, and calls its hooks: its end decides.
+                ending.wait()
+                continue
             if record.status == RunStatus.SUSPENDED:
                 if self._cancel_unheld(system, record):
                     return True
@@ -1254,35 +1270,68 @@ class Run(Generic[In, Out]):
         )
 
     def _cancel_unheld(self, system: ActorSystem, record: SnapshotRecord) -> bool:
-        """Cancel a run no actor drives (suspended, or queued on a shared store) here."""
+        """Cancel a run no actor drives (suspended, or queued on a shared store) here.
+
+        As a run actor ends a run: the hooks run first, and the canceled record
+        after them. A compare-and-set takes the run first (see
+        :meth:`ActorSystem.take_unheld_end`): it decides between this cancel and a
+        racing resume, and meanwhile the run reads ``running``.
+        """
         try:
             snapshot = decode(record.data, record.run_id)
         except SnapshotFormatError as exc:
             return self._cancel_unreadable(system, record, exc)
-        canceled = canceled_record(snapshot, _clock.time())
-        # The compare-and-set decides between this cancel and a racing resume, and is
-        # committed when it returns. The hooks run after it; the cancel returns once
-        # they have, as it does for a run that an actor drove.
-        if not system.store.replace(canceled, record.seq):
+        # It ended with no actor to count it (asleep, suspended, or left by a dead
+        # worker); one that never began is not counted as started either. Its time
+        # counts from its last restart, if any, as a run actor counts it.
+        since = snapshot.get("restarted_at", snapshot["created_at"])
+        now = _clock.time()
+        mark_canceled(snapshot, now)
+        snapshot["status"] = RunStatus.RUNNING.value  # its end under way
+        ending = next_record(snapshot, now)
+        canceled = canceled_record(snapshot, now)  # what the hooks are told, and then stored
+        if not system.take_unheld_end(ending, record.seq):
             return False  # changed meanwhile, or (on a shared store) held by a worker
+        if not system.finish_unheld(self._plan, snapshot, canceled):
+            return self._unheld_end_lost(system)
         meter = instruments()
         if meter is not None and record.status != RunStatus.PENDING:
-            # It ended with no actor to count it (asleep, suspended, or left by a dead
-            # worker); one that never began is not counted as started either. Its time
-            # counts from its last restart, if any, as a run actor counts it.
-            since = snapshot.get("restarted_at", snapshot["created_at"])
             meter.run_ended(self.workflow_id, "canceled", since, _clock.time())
-        hooks_done = threading.Event()
-
-        def then() -> None:
-            try:
-                system.record(canceled)
-            finally:
-                hooks_done.set()
-
-        system.run_hooks(self._plan, snapshot, then)
-        hooks_done.wait()
         return True
+
+    def _unheld_end_lost(self, system: ActorSystem) -> bool:
+        """After the store did not take the canceled record of a run this cancel took.
+
+        The run's cancel stays asked for (on a shared store): a worker that took it
+        over meanwhile (this one was reaped while the hooks ran) ends it canceled.
+
+        Raises:
+            CancelError: if that worker has not ended it yet.
+            StoreError: if the store refused the record, and the run is not canceled.
+            RuntimeStoppedError: if the runtime stopped meanwhile.
+        """
+        stored = self._host.load(self.run_id)
+        if stored is None:
+            raise _deleted(self.run_id)
+        if stored.status == RunStatus.CANCELED:
+            return True  # by the worker that took the run over, as this cancel asked
+        if self._host.state != "running":
+            raise RuntimeStoppedError(
+                f"the runtime stopped before the cancel of run {self.run_id!r} was recorded"
+                + ("; the cancel stays asked for" if system.shared is not None else ""),
+                run_id=self.run_id,
+            )
+        if system.shared is not None and not system.shared.holds(self.run_id):
+            raise CancelError(
+                f"run {self.run_id!r} was taken over by another worker before its cancel was "
+                "recorded here; the cancel stays asked for, and that worker carries it out",
+                run_id=self.run_id,
+            )
+        raise StoreError(
+            f"the cancel of run {self.run_id!r} was not recorded: the store did not take the "
+            f"canceled snapshot, and the run reads as {stored.status}"
+            + (" with its cancel asked for" if system.shared is not None else "")
+        )
 
     def _cancel_unreadable(
         self, system: ActorSystem, record: SnapshotRecord, exc: SnapshotFormatError

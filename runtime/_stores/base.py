@@ -431,6 +431,7 @@ class SharedStore(SnapshotStore, Protocol):
         *,
         hold: bool = False,
         reopen: bool = False,
+        canceling: bool = False,
     ) -> bool:
         """The compare-and-set of :meth:`SnapshotStore.replace`, also on a run nobody holds.
 
@@ -439,6 +440,10 @@ class SharedStore(SnapshotStore, Protocol):
         see :meth:`request_cancel`). With
         ``hold`` the run is then held here (its epoch bumped); without, it is
         left queued (an unfinished ``record``) or released (a settled one).
+        With ``canceling`` the run's cancel is asked for in the same write (as
+        :meth:`request_cancel` asks): a run this worker holds to call its hooks
+        before it records the end, and that whoever takes over ends, should
+        this worker die first.
         """
         ...
 

@@ -611,6 +611,14 @@ _REOPEN: Final = _REPLACE.replace(
 A cancel asked for earlier was carried out (or the run ended otherwise): it is forgotten,
 or the restarted run was canceled again as soon as a worker took it."""
 
+_REPLACE_CANCELING: Final = _REPLACE.replace(
+    "lineage = NULL", "lineage = NULL, cancel_requested = true"
+)
+"""The compare-and-set of ``replace(canceling=True)``: the cancel is asked for in the same write.
+
+Should the worker that holds the run to call its hooks die before it records the end, the
+run goes back to the queue with its cancel asked for, and whoever claims it ends it."""
+
 _CLAIM: Final = f"""
 WITH picked AS (
     SELECT run_id FROM callboard_runs
@@ -1808,6 +1816,7 @@ class PostgresStore:
         *,
         hold: bool = False,
         reopen: bool = False,
+        canceling: bool = False,
     ) -> bool:
         """Store ``record`` if the run's stored ``seq`` is still ``expected_seq``.
 
@@ -1815,14 +1824,17 @@ class PostgresStore:
         changes nothing, if the run is unknown, its stored ``seq`` differs or is
         not below ``record.seq``, its status is terminal, or a worker (this one
         included) holds it. With ``hold`` the run is then held here (its epoch bumped);
-        without, it is left queued (an unfinished record) or released.
+        without, it is left queued (an unfinished record) or released. With
+        ``canceling`` the run's cancel is asked for in the same write.
 
         Raises:
             StoreUnavailableError: if the commit did not happen within ``CALL_TIMEOUT``.
             StoreError: if the store is read-only or closed.
         """
         future: Future[bool] = Future()
-        write = self._submit("replace", (record, expected_seq, hold, reopen), resolve(future))
+        write = self._submit(
+            "replace", (record, expected_seq, hold, reopen, canceling), resolve(future)
+        )
         return bool(
             self._committed(
                 write, future, f"the new snapshot of run {record.run_id!r} was not stored"
@@ -3194,7 +3206,7 @@ class PostgresStore:
         raise AssertionError(f"unknown write {kind!r}")
 
     def _replace(self, connection: Connection, write: Write, batch: _Batch) -> bool:
-        record, expected_seq, hold, reopen = write.payload
+        record, expected_seq, hold, reopen, canceling = write.payload
         # A replace whose caller gave up waiting must not happen: take() decides.
         if not write.take():
             return False
@@ -3212,7 +3224,7 @@ class PostgresStore:
             "expected": expected_seq,
             "created_at": record.created_at,  # the run read, not a new one of its id since
         }
-        statement = _REOPEN if reopen else _REPLACE
+        statement = _REOPEN if reopen else _REPLACE_CANCELING if canceling else _REPLACE
         row = connection.execute(statement, params).fetchone()
         if row is None and self._ambiguous:
             # The same replace, committed by a try whose acknowledgement was lost?

@@ -357,6 +357,12 @@ _REOPEN = _REPLACE.replace(
 A cancel asked for earlier was carried out (or the run ended otherwise): it is forgotten,
 or the restarted run was canceled again as soon as a worker took it."""
 
+_REPLACE_CANCELING = _REPLACE.replace("lineage = NULL", "lineage = NULL, cancel_requested = 1")
+"""The compare-and-set of ``replace(canceling=True)``: the cancel is asked for in the same write.
+
+Should the worker that holds the run to call its hooks die before it records the end, the
+run goes back to the queue with its cancel asked for, and whoever claims it ends it."""
+
 _COLUMNS = (
     "r.run_id, r.workflow_id, r.seq, r.status, r.snapshot, r.created_at, r.updated_at, "
     "r.trace_id, r.wake_at"
@@ -850,6 +856,7 @@ class SQLiteStore:
         *,
         hold: bool = False,
         reopen: bool = False,
+        canceling: bool = False,
     ) -> bool:
         """Store ``record`` if the run's stored ``seq`` is still ``expected_seq``.
 
@@ -859,7 +866,8 @@ class SQLiteStore:
         holds it. With ``hold`` this worker holds the run from then on (its
         epoch bumped); without, an unfinished run is left queued for any
         worker, and a settled one is nobody's. With ``reopen`` it applies only
-        to a run whose status is terminal (``run.restart()``).
+        to a run whose status is terminal (``run.restart()``). With
+        ``canceling`` the run's cancel is asked for in the same write.
 
         Raises:
             StoreUnavailableError: if the commit did not happen within
@@ -867,7 +875,9 @@ class SQLiteStore:
             StoreError: if the store is read-only or closed.
         """
         future: Future[bool] = Future()
-        write = self._submit("replace", (record, expected_seq, hold, reopen), resolve(future))
+        write = self._submit(
+            "replace", (record, expected_seq, hold, reopen, canceling), resolve(future)
+        )
         return bool(
             self._committed(
                 write, future, f"the new snapshot of run {record.run_id!r} was not stored"
@@ -1854,14 +1864,14 @@ class SQLiteStore:
         raise AssertionError(f"unknown write {kind!r}")
 
     def _replace(self, connection: sqlite3.Connection, write: Write, outcome: _Outcome) -> bool:
-        record, expected_seq, hold, reopen = write.payload
+        record, expected_seq, hold, reopen, canceling = write.payload
         # A replace whose caller gave up waiting must not happen: take() decides.
         if not write.take():
             return False
         settles = record.status in SETTLED_STATUSES
         keep = hold and not settles
         row = connection.execute(
-            _REOPEN if reopen else _REPLACE,
+            _REOPEN if reopen else _REPLACE_CANCELING if canceling else _REPLACE,
             (
                 record.status,
                 record.seq,

@@ -17,7 +17,7 @@ from runtime import RunReader, WorkflowResult
 from tests._support import Runtimes, wait_until
 from tests.durable._support.helpers import row
 from tests.durable._support.processes import Child
-from tests.durable._support.workflows import count, finished, logged, read_lines
+from tests.durable._support.workflows import asking_finished, count, finished, logged, read_lines
 
 RESUME_TIMEOUT = 20.0
 
@@ -194,3 +194,32 @@ def test_a_run_killed_in_its_on_finish_hook_does_not_run_its_last_step_again(
         assert count(log, f"start {step}") == 1, read_lines(log)
     # The hook itself is called again: its first call was cut off by the kill.
     assert count(log, "on_finish success") == 2
+
+
+def test_a_cancel_killed_in_its_on_finish_hook_is_carried_out_by_the_next_runtime(
+    tmp_path: Path, runtimes: Runtimes
+) -> None:
+    # The canceled record was committed before the hook: the kill left the run canceled,
+    # its on_finish cut off and never called again.
+    db, log, hold = tmp_path / "runs.db", tmp_path / "steps.log", tmp_path / "hold"
+    hold.touch()
+    run_id = "cancel-in-on-finish"
+    params = {"db": str(db), "run_id": run_id, "log": str(log), "hold_file": str(hold)}
+    with Child("cancel-in-on-finish", **params) as child:
+        assert child.expect("holding") == f"on_finish {run_id}"
+        child.kill()
+    hold.unlink()
+    # Not acknowledged, and not recorded either: the hook had not returned.
+    assert (row(db, run_id) or {}).get("status") == "running"
+    wf = runtimes.start(db).register(asking_finished)
+    wait_until(
+        lambda: (row(db, run_id) or {}).get("status") == "canceled",
+        timeout=RESUME_TIMEOUT,
+        what=f"run {run_id} ends canceled after recovery",
+    )
+    result = wf.get_workflow_run_execution_result(run_id)
+    assert result is not None and result.steps["ask"].status == "canceled"
+    # The hook cut off by the kill is called anew; no step ran again.
+    assert count(log, "on_finish canceled") == 2, read_lines(log)
+    assert count(log, "start alpha") == 1 and count(log, "start ask") == 1
+    assert count(log, "start gamma") == 0

@@ -20,6 +20,7 @@ from runtime import RunReader, Runtime, WorkflowError
 from tests.durable._support.workflows import (
     HOLD_LIMIT,
     asking,
+    asking_finished,
     asking_items,
     blocker,
     finished,
@@ -199,6 +200,22 @@ def cancel_then_die(params: dict[str, Any]) -> None:
     say("RESULT", False)
 
 
+def cancel_in_on_finish(params: dict[str, Any]) -> None:
+    """Cancel a suspended ``asking_finished`` run, held in its ``on_finish``; await SIGKILL."""
+    rt = Runtime(store=params["db"]).start()
+    run = rt.register(asking_finished).create_run(params["run_id"])
+    context = {
+        "log": params["log"],
+        "hold_step": "on_finish",
+        "hold_file": params["hold_file"],
+        "announce": True,
+    }
+    outcome = run.start(input_data={"value": "x"}, request_context=context, timeout=HOLD_LIMIT)
+    assert outcome.status == "suspended", outcome
+    say("RESULT", run.cancel())  # said only if the kill did not come first
+    wait_to_be_killed()
+
+
 def resume_then_die(params: dict[str, Any]) -> None:
     """On ``go``, resume a suspended ``asking`` run; SIGKILL this process once that returns."""
     rt = Runtime(store=params["db"]).start()
@@ -223,6 +240,7 @@ def resume_then_hold(params: dict[str, Any]) -> None:
 
 COMMANDS = {
     "cancel-then-die": cancel_then_die,
+    "cancel-in-on-finish": cancel_in_on_finish,
     "resume-then-die": resume_then_die,
     "resume-then-hold": resume_then_hold,
     "crash-in-step": crash_in_step,

@@ -161,6 +161,22 @@ def asking_workflow() -> Workflow[Value, Value]:
     )
 
 
+def asking_finished_workflow() -> Workflow[Value, Value]:
+    """``asking``'s steps and ``finished``'s ``on_finish`` hook, which logs (and may be held)."""
+    return (
+        create_workflow(
+            id="asking-finished",
+            input_schema=Value,
+            output_schema=Value,
+            on_finish=_finish_logged,
+        )
+        .then(logged_step("alpha", "a"))
+        .then(asking_step())
+        .then(logged_step("gamma", "c"))
+        .commit()
+    )
+
+
 def asking_items_workflow() -> Workflow[Value, Value]:
     """``ask`` for each of two items, ``x1`` and ``x2`` (each suspends until resumed)."""
     return (
@@ -177,4 +193,5 @@ finished = finished_workflow()
 blocker = blocker_workflow()
 sleepy = sleepy_workflow()
 asking = asking_workflow()
+asking_finished = asking_finished_workflow()
 asking_items = asking_items_workflow()

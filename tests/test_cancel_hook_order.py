@@ -1,0 +1,160 @@
+"""A run cancelled where no actor drives it is recorded ``canceled`` only after its hooks.
+
+A suspended run (and, on a shared store, a queued or sleeping one, which waits in the
+store) is cancelled by the process that calls ``cancel()``: a compare-and-set takes the
+run, its ``on_finish`` hook runs there, and only then is the canceled record committed, as
+for a run an actor drives. While the hook runs no reader, in this process or another,
+reads the run ``canceled``; a racing resume or restart finds nothing to resume or restart.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from runtime import (
+    RunNotRestartableError,
+    RunNotSuspendedError,
+    RunOutcome,
+    RunReader,
+    RunStatus,
+    create_step,
+    create_workflow,
+)
+from tests._support import N, Runtimes, wait_until
+
+WAIT = 30.0
+"""Seconds any wait may take at most, so that a bug fails instead of hanging."""
+
+GRACE = 0.3
+"""Seconds given a cancel that must not return yet to return anyway (it never has to)."""
+
+
+class Approval(BaseModel):
+    ok: bool
+
+
+def _approve(ctx: Any) -> N:
+    if ctx.resume_data is None:
+        ctx.suspend({"question": "go on?"})
+    return ctx.input_data
+
+
+approve = create_step(
+    id="approve", input_schema=N, output_schema=N, resume_schema=Approval, execute=_approve
+)
+later = create_step(id="later", input_schema=N, output_schema=N, execute=lambda ctx: ctx.input_data)
+
+
+class HeldHook:
+    """An ``on_finish`` hook that says when it is entered and returns once released."""
+
+    def __init__(self, release: threading.Event) -> None:
+        self.entered = threading.Event()
+        self.release = release
+        self.told: list[str] = []
+
+    def __call__(self, outcome: RunOutcome) -> None:
+        self.told.append(outcome.status)
+        self.entered.set()
+        self.release.wait(WAIT)
+
+
+def read_elsewhere(store: Any, run_id: str) -> str | None:
+    """The run's status as another process reads it (a reader of its own), or ``None`` in memory."""
+    if store == "memory":
+        return None
+    with RunReader(store) as reader:
+        found = reader.get_run(run_id)
+    assert found is not None
+    return found.status
+
+
+@pytest.mark.parametrize("where", ["suspended", "sleeping", "queued"])
+def test_no_reader_sees_a_run_canceled_before_its_on_finish_hook_has_returned(
+    where: str, each_store: Any, runtimes: Runtimes
+) -> None:
+    if where == "queued" and each_store == "memory":
+        pytest.skip("in memory a run waiting for room waits in the supervisor, which cancels it")
+    hook = HeldHook(runtimes.gate())
+    builder = create_workflow(id=f"hooked-{where}", input_schema=N, output_schema=N, on_finish=hook)
+    if where == "suspended":
+        builder = builder.then(approve)
+    elif where == "sleeping":
+        builder = builder.sleep(600)
+    flow = builder.then(later).commit()
+    # A client executes nothing: the run it starts waits in the store's queue.
+    rt = runtimes.start(each_store, role="client" if where == "queued" else "both")
+    wf = rt.register(flow)
+    run = wf.create_run()
+    run.start_async(input_data={"n": 1})
+    wanted = {"suspended": "suspended", "sleeping": "waiting", "queued": "pending"}[where]
+    wait_until(
+        lambda: wf.get_workflow_run_execution_result(run.run_id).status == wanted,
+        timeout=WAIT,
+        what=f"the run is {wanted}",
+    )
+
+    returned: dict[str, Any] = {}
+    done = threading.Event()
+
+    def cancel() -> None:
+        try:
+            returned["value"] = run.cancel()
+        finally:
+            done.set()
+
+    canceller = threading.Thread(target=cancel)
+    canceller.start()
+    try:
+        assert hook.entered.wait(WAIT), "on_finish was not called"
+        assert not done.wait(GRACE), f"cancel() returned while on_finish ran: {returned}"
+        here = wf.get_workflow_run_execution_result(run.run_id).status
+        elsewhere = read_elsewhere(each_store, run.run_id)
+        assert here != RunStatus.CANCELED, "this runtime read canceled while on_finish ran"
+        assert elsewhere != RunStatus.CANCELED, "another reader read canceled while on_finish ran"
+        # The cancel took the run: nothing races it to another end meanwhile.
+        if where == "suspended":
+            with pytest.raises(RunNotSuspendedError):
+                wf.create_run(run.run_id).resume_async(resume_data={"ok": True})
+        with pytest.raises(RunNotRestartableError):
+            wf.create_run(run.run_id).restart_async()
+    finally:
+        hook.release.set()
+        canceller.join(WAIT)
+
+    assert returned.get("value") is True, returned
+    assert wf.get_workflow_run_execution_result(run.run_id).status == RunStatus.CANCELED
+    assert read_elsewhere(each_store, run.run_id) in (None, RunStatus.CANCELED)
+    assert hook.told == ["canceled"]
+    assert run.cancel() is False
+
+
+def test_a_second_cancel_while_the_first_calls_the_hooks_waits_and_returns_false(
+    each_store: Any, runtimes: Runtimes
+) -> None:
+    hook = HeldHook(runtimes.gate())
+    flow = (
+        create_workflow(id="hooked-twice", input_schema=N, output_schema=N, on_finish=hook)
+        .then(approve)
+        .commit()
+    )
+    wf = runtimes.start(each_store).register(flow)
+    run = wf.create_run()
+    assert run.start(input_data={"n": 1}, timeout=WAIT).status == "suspended"
+    answers: list[bool] = []
+    first = threading.Thread(target=lambda: answers.append(run.cancel()))
+    first.start()
+    assert hook.entered.wait(WAIT)
+    second = threading.Thread(target=lambda: answers.append(wf.create_run(run.run_id).cancel()))
+    second.start()
+    second.join(GRACE)
+    assert answers == [], "a cancel returned while on_finish ran"
+    hook.release.set()
+    first.join(WAIT)
+    second.join(WAIT)
+    assert sorted(answers) == [False, True]
+    assert hook.told == ["canceled"]
