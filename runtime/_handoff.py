@@ -173,6 +173,10 @@ def _run_on_the_default_executor(job: _Job[Any]) -> None:
 
     def settle(done: asyncio.Future[Any]) -> None:
         if future.done():
+            # Its caller was cancelled meanwhile: the error is read all the same, or
+            # asyncio logs it as never retrieved (a stop's RuntimeStoppedError, say).
+            if not done.cancelled():
+                done.exception()
             return
         if done.cancelled():
             future.cancel()

@@ -518,9 +518,10 @@ class Run(Generic[In, Out]):
             if first.status in SETTLED_STATUSES:
                 return self._result(first)
         try:
-            return await asyncio.wait_for(
-                self._settled(outage, first), max(0.0, deadline - loop.time())
-            )
+            # Not asyncio.wait_for: on Python 3.11 it returned the result to a task
+            # cancelled in the loop turn the result came, and the cancel was lost.
+            async with asyncio.timeout_at(deadline):
+                return await self._settled(outage, first)
         except TimeoutError:
             if outage:
                 raise outage[-1] from None

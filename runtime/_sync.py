@@ -236,7 +236,7 @@ class Latch:
     async def wait_async(self) -> None:
         """Wait until the flag is set, without blocking the running event loop.
 
-        Cancel the awaiting task (or wrap it in :func:`asyncio.wait_for`) to
+        Cancel the awaiting task (or wait under :func:`asyncio.timeout`) to
         stop waiting.
         """
         if self._event.is_set():

@@ -216,6 +216,38 @@ def test_wait_async_of_an_ended_run_with_no_time_to_wait_returns_it_as_wait_does
     asyncio.run(main())
 
 
+def test_a_wait_async_cancelled_as_its_run_ends_raises_cancelled_error(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On Python 3.11, asyncio.wait_for returned the inner result to a task cancelled in
+    # the loop turn that result came: the cancel was lost, and a TaskGroup whose member
+    # was cancelled so went on waiting for it (p3).
+    gate = threading.Event()
+    wf = runtime.register(held_workflow(Counter(), gate))
+    real = Run._settled
+    waiting: list[asyncio.Task[Any]] = []
+
+    async def settled(self: Any, *args: Any) -> Any:
+        gate.set()
+        result = await real(self, *args)
+        waiting[0].cancel()  # the task awaiting wait_async, as its run's result lands
+        return result
+
+    monkeypatch.setattr(Run, "_settled", settled)
+
+    async def main() -> None:
+        run = wf.create_run()
+        await run.astart_async(input_data={"value": "x"})
+        waiting.append(asyncio.ensure_future(run.wait_async(WAIT)))
+        with pytest.raises(asyncio.CancelledError):
+            await waiting[0]
+
+    try:
+        asyncio.run(main())
+    finally:
+        gate.set()
+
+
 def test_a_runtime_whose_astart_was_cancelled_is_stopped_once_its_start_ends(
     tmp_path: Path,
 ) -> None:

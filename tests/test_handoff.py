@@ -146,6 +146,43 @@ def test_closing_the_call_pool_runs_queued_calls_elsewhere_and_waits_for_the_run
     assert sorted(ran) == ["queued", "slow"]
 
 
+def test_a_call_sent_elsewhere_at_the_close_whose_caller_was_cancelled_logs_nothing() -> None:
+    # Its caller was cancelled while the loop's executor ran it: asyncio logged its
+    # error ("Future exception was never retrieved") once per call at a stop (p3).
+    import gc
+
+    pool = CallPool(1, "test-call")
+    running, release, started = threading.Event(), threading.Event(), threading.Event()
+    logged: list[dict[str, Any]] = []
+
+    def slow() -> None:
+        running.set()
+        release.wait(WAIT)
+
+    def failing() -> None:
+        started.set()
+        time.sleep(0.2)  # its caller is cancelled meanwhile
+        raise KeyError("nobody reads this")
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _, context: logged.append(context))
+        first = pool.submit(slow)
+        queued = asyncio.ensure_future(pool.submit(failing))
+        await asyncio.sleep(0)  # the call is queued behind the busy thread
+        await asyncio.to_thread(running.wait, WAIT)
+        threading.Timer(0.05, release.set).start()
+        await asyncio.to_thread(pool.close)
+        await asyncio.to_thread(started.wait, WAIT)  # on the loop's default executor
+        queued.cancel()
+        await first
+        await asyncio.sleep(0.5)  # the call ends, its error unread by its caller
+        gc.collect()
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert logged == []
+
+
 def test_a_loop_closed_before_its_deliveries_ran_is_refused_and_let_go() -> None:
     # A loop that closed with a drain scheduled and not run: later deliveries were taken
     # (True) and never run, and what the inbox held kept the loop alive for ever.
