@@ -69,7 +69,7 @@ from runtime._queue import Queue, QueueLimits
 from runtime._snapshot import Snapshot, decode, failed_record
 from runtime._stores.base import Claimed, SharedStore, SnapshotRecord, SnapshotStore, provides
 from runtime._stores.memory import MemoryStore
-from runtime._sync import Channel, Latch
+from runtime._sync import Channel, Latch, wait_for_a_run
 from runtime._tracing import emit
 
 __all__ = [
@@ -546,27 +546,31 @@ class ActorSystem:
             self.supervisor.tell(CancelRun(run_id=run_id, reply=_settler(answer)))
         except pykka.ActorDeadError as exc:
             raise RuntimeStoppedError("the runtime is stopped") from exc
+
         # Every path answers: the one that records the canceled snapshot, once it is
         # recorded or refused; an actor that stops before reading the message. Waiting
         # in slices only guards against actors stopped under the call at shutdown.
-        while True:
-            try:
-                said = _CANCEL_ANSWERS[answer.result(CANCEL_CHECK_EVERY)]
-            except FutureTimeout:
-                if self.supervisor.is_alive() or self.registry.is_alive():
-                    continue
-            else:
-                shared = self.shared
-                if said == "refused" and shared is not None and not shared.holds(run_id):
-                    return "not_here"
-                return said
-            try:
-                # The store commits what it was handed as it closes: a last chance.
-                return _CANCEL_ANSWERS[answer.result(SHUTDOWN_GRACE)]
-            except FutureTimeout:
-                raise RuntimeStoppedError(
-                    f"the runtime stopped before the cancel of run {run_id!r} was recorded"
-                ) from None
+        def answered() -> CancelAnswer:
+            while True:
+                try:
+                    said = _CANCEL_ANSWERS[answer.result(CANCEL_CHECK_EVERY)]
+                except FutureTimeout:
+                    if self.supervisor.is_alive() or self.registry.is_alive():
+                        continue
+                else:
+                    shared = self.shared
+                    if said == "refused" and shared is not None and not shared.holds(run_id):
+                        return "not_here"
+                    return said
+                try:
+                    # The store commits what it was handed as it closes: a last chance.
+                    return _CANCEL_ANSWERS[answer.result(SHUTDOWN_GRACE)]
+                except FutureTimeout:
+                    raise RuntimeStoppedError(
+                        f"the runtime stopped before the cancel of run {run_id!r} was recorded"
+                    ) from None
+
+        return _waiting_for(run_id, answered)
 
     def load(self, run_id: str) -> SnapshotRecord | None:
         """The newest stored record of a run, or ``None``."""
@@ -776,8 +780,7 @@ class ActorSystem:
             with contextlib.suppress(InvalidStateError):
                 answer.set_result(kept)
 
-        try:
-            self.hooks.finish(plan, snapshot, record, self.registry, recorded)
+        def kept() -> bool:
             while True:
                 try:
                     return answer.result(CANCEL_CHECK_EVERY)
@@ -791,6 +794,10 @@ class ActorSystem:
                         f"the runtime stopped before the cancel of run {record.run_id!r} was "
                         "recorded"
                     ) from None
+
+        try:
+            self.hooks.finish(plan, snapshot, record, self.registry, recorded)
+            return _waiting_for(record.run_id, kept)
         finally:
             with self._ending_lock:
                 ended = self._ending.pop(record.run_id, None)
@@ -961,6 +968,27 @@ def _kept_in(store: SnapshotStore, record: SnapshotRecord) -> bool:
 
 
 _Outcome = TypeVar("_Outcome", CancelOutcome, ResumeOutcome)
+
+
+_T = TypeVar("_T")
+
+
+def _waiting_for(run_id: str, answer: Callable[[], _T]) -> _T:
+    """``answer()``, which waits for what becomes of run ``run_id``, reported as such a wait.
+
+    A hook (or step) that cancels another run waits for that run's hooks: its
+    thread then does not count against its pool's bound, so the other run's
+    hooks get a thread (two hooks that cancelled each other's runs waited for
+    ever, and the runs they had taken read ``running``).
+    """
+    answers: list[_T] = []
+
+    def wait(_timeout: float | None) -> bool:
+        answers.append(answer())
+        return True
+
+    wait_for_a_run(wait, run_id, None)
+    return answers[0]
 
 
 def _settler(future: Future[_Outcome]) -> Callable[[_Outcome], None]:

@@ -1130,9 +1130,10 @@ class Run(Generic[In, Out]):
         Raises:
             RunNotStartedError: if the run was never started.
             CancelError: if another process holds the run and did not carry out
-                the cancel within :data:`REMOTE_CANCEL_PATIENCE` seconds, or took
-                the run over while this call ran its hooks (this worker's lease
-                ran out); the cancel stays asked for.
+                the cancel within :data:`REMOTE_CANCEL_PATIENCE` seconds (the
+                cancel stays asked for), or took the run over while this call ran
+                its hooks (this worker's lease ran out): that worker ends it
+                canceled unless it was changed since.
             StoreUnavailableError: if the store could not be reached (to read
                 the run, or to record the cancel within 30 s).
             StoreError: if the store refused the canceled snapshot: the cancel is
@@ -1325,7 +1326,9 @@ class Run(Generic[In, Out]):
         if system.shared is not None and not system.shared.holds(self.run_id):
             raise CancelError(
                 f"run {self.run_id!r} was taken over by another worker before its cancel was "
-                "recorded here; the cancel stays asked for, and that worker carries it out",
+                f"recorded here (this worker's lease ran out while the hooks ran), and reads "
+                f"{stored.status}: that worker ends it canceled unless the run was changed "
+                "since (a restart, say); read it to know",
                 run_id=self.run_id,
             )
         raise StoreError(

@@ -158,3 +158,46 @@ def test_a_second_cancel_while_the_first_calls_the_hooks_waits_and_returns_false
     second.join(WAIT)
     assert sorted(answers) == [False, True]
     assert hook.told == ["canceled"]
+
+
+def test_hooks_that_cancel_runs_whose_hooks_cancel_others_all_end(
+    each_store: Any, runtimes: Runtimes
+) -> None:
+    # A's on_finish cancels B, whose on_finish cancels C: the two hook threads both
+    # waited on a cancel, C's hook never got a thread, and B and C read running for
+    # ever (r3). A cancel's wait is a wait for a run: its thread does not count then.
+    rt = runtimes.start(each_store)
+    told: list[str] = []
+    ids: dict[str, str] = {}
+    flows: dict[str, Any] = {}
+
+    def hook_of(name: str, then: str | None) -> Any:
+        def hook(outcome: RunOutcome) -> None:
+            if then is not None:
+                canceled = flows[then].create_run(ids[then]).cancel()
+                told.append(f"{name} canceled {then}: {canceled}")
+
+        return hook
+
+    for name, then in (("c", None), ("b", "c")):
+        flows[name] = rt.register(
+            create_workflow(
+                id=f"chain-{name}", input_schema=N, output_schema=N, on_finish=hook_of(name, then)
+            )
+            .then(approve)
+            .commit()
+        )
+        run = flows[name].create_run()
+        assert run.start(input_data={"n": 0}, timeout=WAIT).status == "suspended"
+        ids[name] = run.run_id
+    first = rt.register(
+        create_workflow(id="chain-a", input_schema=N, output_schema=N, on_finish=hook_of("a", "b"))
+        .then(later)
+        .commit()
+    )
+    assert first.create_run().start(input_data={"n": 0}, timeout=WAIT).status == "success"
+
+    assert told == ["b canceled c: True", "a canceled b: True"]
+    for name in ("b", "c"):
+        ended = flows[name].get_workflow_run_execution_result(ids[name])
+        assert ended is not None and ended.status == RunStatus.CANCELED

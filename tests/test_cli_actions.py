@@ -565,6 +565,51 @@ def test_runs_cancel_in_another_thread_is_safe_while_a_worker_holds_the_run(
     assert codes == [0]
 
 
+def test_runs_cancel_while_an_applications_cancel_calls_the_hooks_is_not_the_canceller(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # run.cancel() took the suspended run and called its on_finish; the command, run
+    # meanwhile, found the cancel asked for already yet said it had canceled the run:
+    # both said True (r3). Of two cancels, one is told True.
+    from pydantic import BaseModel
+
+    from runtime import create_step, create_workflow
+
+    class Value(BaseModel):
+        value: str
+
+    entered, release = threading.Event(), threading.Event()
+
+    def ask(ctx: Any) -> Value:
+        if ctx.resume_data is None:
+            ctx.suspend({})
+        return ctx.input_data  # type: ignore[no-any-return]
+
+    def on_finish(_outcome: Any) -> None:
+        entered.set()
+        release.wait(WAIT)
+
+    workflow = (
+        create_workflow(id="hooked", input_schema=Value, output_schema=Value, on_finish=on_finish)
+        .then(create_step(id="ask", input_schema=Value, output_schema=Value, execute=ask))
+        .commit()
+    )
+    told: list[bool] = []
+    with Runtime(store=db) as rt:
+        run = rt.register(workflow).create_run("hooked-1")
+        assert run.start(input_data={"value": "x"}, timeout=WAIT).status == "suspended"
+        canceling = threading.Thread(target=lambda: told.append(run.cancel()))
+        canceling.start()
+        assert entered.wait(WAIT)
+        threading.Timer(0.5, release.set).start()
+        code, out, err = cli(capsys, "runs", "cancel", "hooked-1", "--db", db, "--json")
+        canceling.join(WAIT)
+
+    assert code == 0, err
+    assert told == [True]
+    assert json.loads(out) == {"run_id": "hooked-1", "canceled": False, "status": "canceled"}
+
+
 def test_runs_show_of_a_resumed_step_shows_when_it_was_resumed(
     db: str, flows: tuple[str, ModuleType], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -119,7 +119,7 @@ def runs_cancel(args: argparse.Namespace) -> RunStatus | None:
     store = _shared(args.db)
     try:
         deadline = time.monotonic() + args.timeout
-        requested = False
+        asked = requested = False  # asked: by this call or another; requested: by this call
         next_reap = 0.0
         while True:
             record = _load(store, run_id, args.db)
@@ -151,9 +151,11 @@ def runs_cancel(args: argparse.Namespace) -> RunStatus | None:
                 next_reap = time.monotonic() + 1.0
                 if store.reap():
                     continue
-            if not requested:
-                store.request_cancel(run_id)  # False: asked for already, by another
-                requested = True
+            if not asked:
+                # False: asked for already, by another (whose cancel it then is, as an
+                # application's cancel() that took the run to call its hooks).
+                requested = store.request_cancel(run_id)
+                asked = True
                 continue
             if time.monotonic() >= deadline:
                 raise RefusedError(
