@@ -391,6 +391,16 @@ class RunHost:
             system.unsubscribe(run_id, channel)
 
 
+def _on_a_thread_of_its_own(name: str, fn: Callable[[], object]) -> None:
+    """Run ``fn`` (which reports its own outcome) on a new daemon thread, with this context.
+
+    For a start or a stop, which must not wait for a thread of the loop's default
+    executor: the application's blocking calls may hold every one of them.
+    """
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(fn,), name=name, daemon=True).start()
+
+
 async def offload(host: RunHost | None, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """Await a blocking call off the event loop: on ``host``'s call threads, if it has a host."""
     if host is not None:
@@ -606,7 +616,7 @@ class Runtime:
             else:
                 starting.set_result(started)
 
-        loop.run_in_executor(None, start)
+        _on_a_thread_of_its_own("callboard-start", start)
         try:
             await asyncio.shield(asyncio.wrap_future(starting))
         except asyncio.CancelledError:
@@ -744,7 +754,21 @@ class Runtime:
         """
         timeout = check_timeout(timeout, forever=FOREVER)
         self._refuse_inside_own_run("astop")
-        await asyncio.get_running_loop().run_in_executor(None, self.stop, timeout)
+        stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def stop() -> None:
+            try:
+                self.stop(timeout)
+            except BaseException as exc:
+                stopped.set_exception(exc)
+            else:
+                stopped.set_result(None)
+
+        # Not on the loop's default executor: the application's own blocking calls (a
+        # wait for a run, moved off the loop with asyncio.to_thread) may fill it, and
+        # the stop that would end them waited behind them for ever.
+        _on_a_thread_of_its_own("callboard-stop", stop)
+        await asyncio.wrap_future(stopped)
 
     def _refuse_inside_own_run(self, call: str) -> None:
         """Refuse a stop from a step or hook of this runtime's: it would wait for its own run.
@@ -1101,7 +1125,7 @@ class Runtime:
         On a shared store, registering on a running runtime tells the store
         (a write); the twin does that on a worker thread. Same result and errors.
         """
-        return await asyncio.get_running_loop().run_in_executor(None, self.register, workflow)
+        return await offload(self._host, self.register, workflow)
 
     @property
     def store(self) -> SnapshotStore | None:

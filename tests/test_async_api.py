@@ -248,6 +248,36 @@ def test_a_wait_async_cancelled_as_its_run_ends_raises_cancelled_error(
         gate.set()
 
 
+def test_astop_ends_waits_that_fill_the_loops_default_executor() -> None:
+    # The application moved blocking waits off the loop (asyncio.to_thread(run.wait)),
+    # as the README says to: they held every thread of the loop's default executor,
+    # where astop() ran its stop, which would have ended them. It waited for ever (p4).
+    import concurrent.futures
+
+    gate = threading.Event()
+
+    async def main() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=2))
+        rt = await Runtime().astart()
+        wf = rt.register(held_workflow(Counter(), gate))
+        runs = [wf.create_run() for _ in range(2)]
+        for run in runs:
+            await run.astart_async(input_data={"value": "x"})
+        waits = [asyncio.ensure_future(asyncio.to_thread(run.wait)) for run in runs]
+        await asyncio.sleep(0.2)  # both executor threads now wait for a run
+        async with asyncio.timeout(WAIT):
+            await rt.astop(timeout=0.5)
+        return [(await wait).status for wait in waits]
+
+    try:
+        statuses = asyncio.run(main())
+    finally:
+        gate.set()
+    assert statuses == [RunStatus.FAILED, RunStatus.FAILED]  # in memory, halted by the stop
+    assert not wait_for_no_callboard_threads()
+
+
 def test_a_runtime_whose_astart_was_cancelled_is_stopped_once_its_start_ends(
     tmp_path: Path,
 ) -> None:
