@@ -69,7 +69,7 @@ from runtime._queue import Queue, QueueLimits
 from runtime._snapshot import Snapshot, decode, failed_record
 from runtime._stores.base import Claimed, SharedStore, SnapshotRecord, SnapshotStore, provides
 from runtime._stores.memory import MemoryStore
-from runtime._sync import Channel, Latch, wait_for_a_run
+from runtime._sync import Channel, Latch, on_a_hook_thread, wait_for_a_run
 from runtime._tracing import emit
 
 __all__ = [
@@ -974,13 +974,17 @@ _T = TypeVar("_T")
 
 
 def _waiting_for(run_id: str, answer: Callable[[], _T]) -> _T:
-    """``answer()``, which waits for what becomes of run ``run_id``, reported as such a wait.
+    """``answer()``, which waits for what becomes of run ``run_id``; on a hook thread, as such.
 
-    A hook (or step) that cancels another run waits for that run's hooks: its
-    thread then does not count against its pool's bound, so the other run's
-    hooks get a thread (two hooks that cancelled each other's runs waited for
-    ever, and the runs they had taken read ``running``).
+    A hook that cancels another run waits for that run's hooks: its thread then
+    does not count against the hooks' pool bound, so the other run's hooks get
+    a thread (two hooks that cancelled each other's runs waited for ever, and
+    the runs they had taken read ``running``). A step's cancel keeps its place
+    among the runs (the README names the waits that give it up), and a test
+    kit's clock does not jump while the other run's hooks do real work.
     """
+    if not on_a_hook_thread():
+        return answer()
     answers: list[_T] = []
 
     def wait(_timeout: float | None) -> bool:

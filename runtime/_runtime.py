@@ -768,7 +768,9 @@ class Runtime:
         # wait for a run, moved off the loop with asyncio.to_thread) may fill it, and
         # the stop that would end them waited behind them for ever.
         _on_a_thread_of_its_own("callboard-stop", stop)
-        await asyncio.wrap_future(stopped)
+        # Shielded: a cancelled astop() leaves the stop going on (it cannot be undone),
+        # and its future for the thread to settle.
+        await asyncio.shield(asyncio.wrap_future(stopped))
 
     def _refuse_inside_own_run(self, call: str) -> None:
         """Refuse a stop from a step or hook of this runtime's: it would wait for its own run.

@@ -35,6 +35,7 @@ __all__ = [
     "EventChannel",
     "Latch",
     "ServedCell",
+    "on_a_hook_thread",
     "on_run_waits",
     "served",
     "served_run",
@@ -141,6 +142,13 @@ def on_run_waits(
     """
     _this_thread.hooks = (began, ended)
     _this_thread.step = step
+
+
+def on_a_hook_thread() -> bool:
+    """Whether the caller runs on a thread that calls workflows' hooks (:func:`on_run_waits`)."""
+    return getattr(_this_thread, "hooks", None) is not None and not getattr(
+        _this_thread, "step", True
+    )
 
 
 def wait_for_a_run(

@@ -278,6 +278,34 @@ def test_astop_ends_waits_that_fill_the_loops_default_executor() -> None:
     assert not wait_for_no_callboard_threads()
 
 
+def test_an_astop_cancelled_midway_stops_all_the_same_and_raises_nothing_elsewhere(
+    runtime: Runtime,
+) -> None:
+    # The stop's thread settled a future its cancelled caller had cancelled:
+    # InvalidStateError, reported by threading.excepthook (r4).
+    gate = threading.Event()
+    wf = runtime.register(held_workflow(Counter(), gate))
+    raised: list[str] = []
+    previous = threading.excepthook
+    threading.excepthook = lambda args: raised.append(f"{args.thread}: {args.exc_value!r}")
+
+    async def main() -> None:
+        await wf.create_run().astart_async(input_data={"value": "x"})
+        threading.Timer(0.3, gate.set).start()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await runtime.astop(WAIT)
+
+    try:
+        asyncio.run(main())
+        wait_until(lambda: not runtime.is_running, WAIT)
+        assert not wait_for_no_callboard_threads()
+    finally:
+        gate.set()
+        threading.excepthook = previous
+    assert raised == []
+
+
 def test_a_runtime_whose_astart_was_cancelled_is_stopped_once_its_start_ends(
     tmp_path: Path,
 ) -> None:

@@ -201,3 +201,45 @@ def test_hooks_that_cancel_runs_whose_hooks_cancel_others_all_end(
     for name in ("b", "c"):
         ended = flows[name].get_workflow_run_execution_result(ids[name])
         assert ended is not None and ended.status == RunStatus.CANCELED
+
+
+def test_a_step_that_cancels_a_run_keeps_its_place_and_the_test_kits_clock() -> None:
+    # Reported as a wait for a run, a step's cancel gave up the step's place among the
+    # runs and let a time-skipping Harness jump its clock to the step's timeout while the
+    # cancelled run's hook did real work: the step failed with StepTimeoutError (r4).
+    import time
+
+    from runtime.testing import Harness
+
+    def slow_hook(_outcome: RunOutcome) -> None:
+        time.sleep(0.5)  # real work: a call to another service
+
+    held = (
+        create_workflow(id="held-slow", input_schema=N, output_schema=N, on_finish=slow_hook)
+        .then(approve)
+        .commit()
+    )
+    bound: dict[str, Any] = {}
+
+    def cancel_it(ctx: Any) -> N:
+        assert bound["held"].create_run(bound["run_id"]).cancel()
+        return ctx.input_data  # type: ignore[no-any-return]
+
+    canceller = (
+        create_workflow(id="canceller", input_schema=N, output_schema=N)
+        .then(
+            create_step(
+                id="cancel-it", input_schema=N, output_schema=N, execute=cancel_it, timeout=10
+            )
+        )
+        .commit()
+    )
+    with Harness() as harness:
+        bound["held"] = harness.register(held)
+        run = bound["held"].create_run()
+        assert run.start(input_data={"n": 1}, timeout=WAIT).status == "suspended"
+        bound["run_id"] = run.run_id
+        before = harness.clock.now()
+        result = harness.register(canceller).create_run().start(input_data={"n": 1}, timeout=WAIT)
+        assert result.status == "success", result.error
+        assert harness.clock.now() - before < 10

@@ -120,9 +120,12 @@ def runs_cancel(args: argparse.Namespace) -> RunStatus | None:
     try:
         deadline = time.monotonic() + args.timeout
         asked = requested = False  # asked: by this call or another; requested: by this call
+        ended_before = None  # whether the run had ended when first read
         next_reap = 0.0
         while True:
             record = _load(store, run_id, args.db)
+            if ended_before is None:
+                ended_before = record.status in TERMINAL_STATUSES
             if record.status in TERMINAL_STATUSES:
                 canceled = requested and record.status == RunStatus.CANCELED
                 break
@@ -174,11 +177,19 @@ def runs_cancel(args: argparse.Namespace) -> RunStatus | None:
             f"canceled run {run_id}",
         )
         return None
-    _say(
-        args,
-        {"run_id": run_id, "canceled": False, "status": status.value},
-        Text.assemble(f"run {shown(run_id)} had already ended: ", status_text(status)),
-    )
+    if ended_before:
+        line = Text.assemble(f"run {shown(run_id)} had already ended: ", status_text(status))
+    else:
+        # It ended meanwhile, by a cancel asked for before this one (an earlier
+        # `runs cancel` that gave up waiting, an application's cancel()), or otherwise.
+        line = Text.assemble(
+            f"run {shown(run_id)} ended: ",
+            status_text(status),
+            " (its cancel had been asked for already, not by this command)"
+            if status == RunStatus.CANCELED
+            else "",
+        )
+    _say(args, {"run_id": run_id, "canceled": False, "status": status.value}, line)
     return None
 
 

@@ -746,8 +746,11 @@ UPDATE callboard_workers SET heartbeat_at = {_NOW_AT} WHERE worker_id = %s RETUR
 """
 """A heartbeat, alone in its transaction: it locks this worker's row for one statement only."""
 
-_WRITER_STATE: Final = "SELECT state FROM pg_stat_activity WHERE pid = %s"
-"""What the server says the writer's session does (see ``_writer_gets_through``)."""
+_WRITER_STATE: Final = """
+SELECT state, extract(epoch FROM clock_timestamp() - state_change)::float8
+FROM pg_stat_activity WHERE pid = %s
+"""
+"""What the server says the writer's session does, and for how long (``_writer_gets_through``)."""
 
 _BEFORE_SAVES: Final = frozenset({"create", "save", "join", "heartbeat"})
 """Writes a transaction applies before (or as) its saves; the others come after them."""
@@ -2093,9 +2096,11 @@ class PostgresStore:
 
         A commit that waits for a lock (a paused worker's) or runs long (a large
         prune) is still this worker's work: its session is ``active`` on the
-        server, and the lease is renewed. A commit under way for half a lease
-        whose session the server finds idle, or gone, is not getting through (a
-        connection cut off in the network): renewing the lease beside it would
+        server, and the lease is renewed; between two of its statements, which a
+        slow network makes long, the session is idle for a round trip. A commit
+        under way for half a lease whose session the server has found idle for
+        half a lease too, or gone, is not getting through (a connection cut off
+        in the network): renewing the lease beside it would
         keep this worker's runs held for as long as that lasts, where a reap
         hands them to a worker whose writes get through.
 
@@ -2109,13 +2114,19 @@ class PostgresStore:
         if waited <= self.lease / 2:
             return
         row = connection.execute(_WRITER_STATE, (pid,)).fetchone()
-        state = None if row is None else row[0]
-        if row is not None and (state is None or state == "active"):
-            return  # working on it (a state not shown to this role is taken as such)
+        state, since = (None, None) if row is None else (row[0], row[1])
+        if row is not None and (
+            state is None or state == "active" or since is None or since < self.lease / 2
+        ):
+            # Working on it; or between two statements of the commit, which a slow
+            # network makes long (a state not shown to this role is taken as working).
+            return
         raise StoreUnavailableError(
             f"the lease on the PostgreSQL store {self._shown} is not renewed: this "
             f"worker's writes have waited {waited:.1f} s for a server that finds their "
-            f"session {state or 'gone'} (process {pid}): its connection does not get through"
+            f"session {state or 'gone'}"
+            + ("" if since is None else f" for {since:.1f} s")
+            + f" (process {pid}): its connection does not get through"
         )
 
     def claim(

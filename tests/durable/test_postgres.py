@@ -982,6 +982,34 @@ def test_a_worker_whose_writes_do_not_reach_the_server_is_not_renewed(
         cut.set()
 
 
+def test_a_worker_whose_commit_is_slow_between_statements_keeps_its_lease(
+    stores: Callable[..., PostgresStore],
+) -> None:
+    # On a slow network each statement of a commit is a round trip, and between two of
+    # them the server finds the writer's session idle in transaction: the heartbeat took
+    # that for a connection cut off and stopped renewing a live worker's lease (r4).
+    live = stores(lease=0.5)
+    live.create(rec("r1", status="running"))
+    done = threading.Event()
+    real = live._commit_group
+
+    def round_trips(writes: Any) -> Any:
+        connection = live._connection()
+        with connection.transaction():
+            for _ in range(12):  # 1.2 s of statements, each after a 0.1 s "trip"
+                time.sleep(0.1)
+                connection.execute("SELECT 1")
+        done.set()
+        return real(writes)
+
+    live._commit_group = round_trips  # type: ignore[method-assign]
+    live.save([rec("r1", 1, status="running")])
+    wait_until(lambda: live._writer is not None and live._writer.committing_for() > 0.3)
+    while not done.is_set():
+        assert live.heartbeat() is True
+        time.sleep(0.05)
+
+
 def test_a_worker_whose_saves_wait_for_a_paused_sessions_lock_is_not_reaped(
     postgres_url: str,
 ) -> None:
