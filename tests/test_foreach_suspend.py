@@ -279,6 +279,20 @@ class _Began(Counter):
         return self._event(key).wait(WAIT)
 
 
+def _checked_items(workflow_id: str, check: Any, concurrency: int) -> Workflow[Any, Any]:
+    """A foreach of ``check`` over the numbers given, into ``{"outputs": [...]}``."""
+    return (
+        create_workflow(id=workflow_id, input_schema=Numbers, output_schema=Done)
+        .map(lambda ctx: [{"n": n} for n in ctx.input_data["numbers"]])
+        .foreach(
+            create_step(id="check", input_schema=Item, output_schema=Item, execute=check),
+            concurrency=concurrency,
+        )
+        .map(lambda ctx: {"outputs": ctx.input_data})
+        .commit()
+    )
+
+
 def _held_reviews(release: threading.Event, began: _Began) -> Workflow[Any, Any]:
     """A foreach whose items suspend, and once resumed hold until ``release`` is set."""
 
@@ -289,16 +303,7 @@ def _held_reviews(release: threading.Event, began: _Began) -> Workflow[Any, Any]
         release.wait(WAIT)  # the work after the approval: the run is running meanwhile
         return Item(n=ctx.input_data.n * 10 + ctx.resume_data["add"])
 
-    return (
-        create_workflow(id="reviews", input_schema=Numbers, output_schema=Done)
-        .map(lambda ctx: [{"n": n} for n in ctx.input_data["numbers"]])
-        .foreach(
-            create_step(id="check", input_schema=Item, output_schema=Item, execute=check),
-            concurrency=3,
-        )
-        .map(lambda ctx: {"outputs": ctx.input_data})
-        .commit()
-    )
+    return _checked_items("reviews", check, concurrency=3)
 
 
 @pytest.mark.parametrize("store", ["memory", "sqlite"])
@@ -446,16 +451,7 @@ def test_a_resume_that_meets_the_run_suspending_is_taken(
             ended.set()
         return Item(n=ctx.input_data.n * 1000 + ctx.resume_data["v"])
 
-    workflow = (
-        create_workflow(id="meets", input_schema=Numbers, output_schema=Done)
-        .map(lambda ctx: [{"n": n} for n in ctx.input_data["numbers"]])
-        .foreach(
-            create_step(id="check", input_schema=Item, output_schema=Item, execute=check),
-            concurrency=2,
-        )
-        .map(lambda ctx: {"outputs": ctx.input_data})
-        .commit()
-    )
+    workflow = _checked_items("meets", check, concurrency=2)
     with Runtime(store=None if store == "memory" else tmp_path / "runs.db") as rt:
         run = rt.register(workflow).create_run()
         assert run.start(input_data={"numbers": [0, 1]}, timeout=WAIT).status == "suspended"
@@ -497,16 +493,7 @@ def test_a_stop_under_a_resume_not_yet_committed_says_the_runtime_stopped(
         return Item(n=ctx.input_data.n * 1000 + ctx.resume_data["v"])
 
     def workflow() -> Any:
-        return (
-            create_workflow(id="stopped", input_schema=Numbers, output_schema=Done)
-            .map(lambda ctx: [{"n": n} for n in ctx.input_data["numbers"]])
-            .foreach(
-                create_step(id="check", input_schema=Item, output_schema=Item, execute=check),
-                concurrency=2,
-            )
-            .map(lambda ctx: {"outputs": ctx.input_data})
-            .commit()
-        )
+        return _checked_items("stopped", check, concurrency=2)
 
     path = tmp_path / "runs.db"
     rt = Runtime(store=path).start()
