@@ -184,6 +184,13 @@ class RunActor(DispatchedActor):
     which records the run as failed.
     """
 
+    # Items resumed while the run ran, behind the next item to consider: they start
+    # before it, as there is room. And the answers to resumes taken while the run ran,
+    # with the sequence number of the record that holds each: a resume is acknowledged
+    # once it is committed. Rare: none until the first (no list made for every run).
+    _resumed_items: list[int] | None = None
+    _resume_replies: list[tuple[int, Callable[[ResumeOutcome], None]]] | None = None
+
     def __init__(
         self,
         dispatcher: Dispatcher,
@@ -232,12 +239,6 @@ class RunActor(DispatchedActor):
         # (not in the snapshot: items started and not done run again after a crash).
         self._next_item = 0
         self._items_left = 0
-        # Items resumed while the run ran, behind the next item to consider: they start
-        # before it, as there is room.
-        self._resumed_items: list[int] = []
-        # The answers to resumes taken while the run ran, with the sequence number of
-        # the record that holds each: a resume is acknowledged once it is committed.
-        self._resume_replies: list[tuple[int, Callable[[ResumeOutcome], None]]] = []
         # The state each step record began with, by path (not in the snapshot): a step
         # that changes the state records it, for a time travel to start there again.
         self._began: dict[str, Any] = {}
@@ -577,12 +578,16 @@ class RunActor(DispatchedActor):
             item = split_item_path(path)[1]
             assert item is not None
             if item < self._next_item:  # else the items still to consider include it
+                if self._resumed_items is None:
+                    self._resumed_items = []
                 self._resumed_items.append(item)
             jobs = self._next_items(index, node)
             seq = self._calls.send(jobs) if jobs else self._tell_snapshot()
         else:
             seq = self._calls.send([self._step_job(index, member, snapshot["carry"])])
         if self._durable:
+            if self._resume_replies is None:
+                self._resume_replies = []
             self._resume_replies.append((seq, message.reply))
         else:
             message.reply(ResumeOutcome.RECORDED)
@@ -607,7 +612,7 @@ class RunActor(DispatchedActor):
 
     def _resumes_gone(self, outcome: ResumeOutcome = ResumeOutcome.GONE) -> None:
         """The actor stops driving the run: resumes not yet committed are told ``outcome``."""
-        replies, self._resume_replies = self._resume_replies, []
+        replies, self._resume_replies = self._resume_replies or [], None
         for _, reply in replies:
             reply(outcome)
 
@@ -1133,7 +1138,7 @@ class RunActor(DispatchedActor):
                 record["status"] = StepStatus.RUNNING.value  # resumed
                 record["ended_at"] = None
         self._next_item = 0
-        self._resumed_items = []
+        self._resumed_items = None
         self._items_left = progress["done"].count(False)
         if not self._items_left:
             self._foreach_done(step_node, progress)
