@@ -1630,7 +1630,8 @@ class RunActor(DispatchedActor):
         """
         self._ended = True
         self._calls.abort(reason)
-        self._resumes_gone()
+        if self._resume_replies:  # rare: no call for it at every run's end
+            self._resumes_gone()
         snapshot = self._snapshot
         value: str = status._value_  # .value is a Python property: slower
         # The root span ends before the final result becomes visible, so that

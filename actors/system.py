@@ -148,6 +148,9 @@ _CANCEL_ANSWERS: Final[dict[CancelOutcome, CancelAnswer]] = {
 }
 
 
+_T = TypeVar("_T")
+
+
 class ActorSystem:
     """The actors and threads of a started runtime, behind plain methods.
 
@@ -509,20 +512,7 @@ class ActorSystem:
                 self.supervisor.tell(message)
         except pykka.ActorDeadError as exc:
             raise RuntimeStoppedError("the runtime is stopped") from exc
-        # As a cancel's: every path answers; the slices only guard against actors
-        # stopped under the call at shutdown.
-        while True:
-            try:
-                return _RESUME_ANSWERS[answer.result(CANCEL_CHECK_EVERY)]
-            except FutureTimeout:
-                if self.supervisor.is_alive() or self.registry.is_alive():
-                    continue
-            try:
-                return _RESUME_ANSWERS[answer.result(SHUTDOWN_GRACE)]
-            except FutureTimeout:
-                raise RuntimeStoppedError(
-                    f"the runtime stopped before the resume of run {run_id!r} was recorded"
-                ) from None
+        return _RESUME_ANSWERS[self._answer(answer, f"the resume of run {run_id!r}")]
 
     def cancel(self, run_id: str) -> CancelAnswer:
         """Cancel a run that an actor of this runtime drives or holds; what came of it.
@@ -548,29 +538,38 @@ class ActorSystem:
             raise RuntimeStoppedError("the runtime is stopped") from exc
 
         # Every path answers: the one that records the canceled snapshot, once it is
-        # recorded or refused; an actor that stops before reading the message. Waiting
-        # in slices only guards against actors stopped under the call at shutdown.
+        # recorded or refused; an actor that stops before reading the message.
         def answered() -> CancelAnswer:
-            while True:
-                try:
-                    said = _CANCEL_ANSWERS[answer.result(CANCEL_CHECK_EVERY)]
-                except FutureTimeout:
-                    if self.supervisor.is_alive() or self.registry.is_alive():
-                        continue
-                else:
-                    shared = self.shared
-                    if said == "refused" and shared is not None and not shared.holds(run_id):
-                        return "not_here"
-                    return said
-                try:
-                    # The store commits what it was handed as it closes: a last chance.
-                    return _CANCEL_ANSWERS[answer.result(SHUTDOWN_GRACE)]
-                except FutureTimeout:
-                    raise RuntimeStoppedError(
-                        f"the runtime stopped before the cancel of run {run_id!r} was recorded"
-                    ) from None
+            said = _CANCEL_ANSWERS[self._answer(answer, f"the cancel of run {run_id!r}")]
+            shared = self.shared
+            if said == "refused" and shared is not None and not shared.holds(run_id):
+                return "not_here"
+            return said
 
         return _waiting_for(run_id, answered)
+
+    def _answer(self, answer: Future[_T], what: str) -> _T:
+        """What ``answer`` is given: a cancel's, a resume's, an end's (``what``).
+
+        Every path gives one. Waiting in slices only guards against actors stopped
+        under the call at shutdown; then the store commits what it was handed as it
+        closes, and the answer gets that last chance.
+
+        Raises:
+            RuntimeStoppedError: if the actors stopped without answering.
+        """
+        while True:
+            try:
+                return answer.result(CANCEL_CHECK_EVERY)
+            except FutureTimeout:
+                if self.supervisor.is_alive() or self.registry.is_alive():
+                    continue
+            try:
+                return answer.result(SHUTDOWN_GRACE)
+            except FutureTimeout:
+                raise RuntimeStoppedError(
+                    f"the runtime stopped before {what} was recorded"
+                ) from None
 
     def load(self, run_id: str) -> SnapshotRecord | None:
         """The newest stored record of a run, or ``None``."""
@@ -781,19 +780,7 @@ class ActorSystem:
                 answer.set_result(kept)
 
         def kept() -> bool:
-            while True:
-                try:
-                    return answer.result(CANCEL_CHECK_EVERY)
-                except FutureTimeout:
-                    if self.registry.is_alive():
-                        continue
-                try:
-                    return answer.result(SHUTDOWN_GRACE)
-                except FutureTimeout:
-                    raise RuntimeStoppedError(
-                        f"the runtime stopped before the cancel of run {record.run_id!r} was "
-                        "recorded"
-                    ) from None
+            return self._answer(answer, f"the cancel of run {record.run_id!r}")
 
         try:
             self.hooks.finish(plan, snapshot, record, self.registry, recorded)
@@ -968,9 +955,6 @@ def _kept_in(store: SnapshotStore, record: SnapshotRecord) -> bool:
 
 
 _Outcome = TypeVar("_Outcome", CancelOutcome, ResumeOutcome)
-
-
-_T = TypeVar("_T")
 
 
 def _waiting_for(run_id: str, answer: Callable[[], _T]) -> _T:

@@ -30,6 +30,20 @@ class Done(BaseModel):
     outputs: list[Item]
 
 
+def _checked_items(workflow_id: str, check: Any, concurrency: int) -> Workflow[Any, Any]:
+    """A foreach of ``check`` over the numbers given, into ``{"outputs": [...]}``."""
+    return (
+        create_workflow(id=workflow_id, input_schema=Numbers, output_schema=Done)
+        .map(lambda ctx: [{"n": n} for n in ctx.input_data["numbers"]])
+        .foreach(
+            create_step(id="check", input_schema=Item, output_schema=Item, execute=check),
+            concurrency=concurrency,
+        )
+        .map(lambda ctx: {"outputs": ctx.input_data})
+        .commit()
+    )
+
+
 def items_workflow(
     counter: Counter, *, concurrency: int, workflow_id: str = "items"
 ) -> Workflow[Any, Any]:
@@ -41,16 +55,7 @@ def items_workflow(
         bonus = ctx.resume_data["add"] if ctx.resume_data is not None else 0
         return Item(n=n * 10 + bonus)
 
-    return (
-        create_workflow(id=workflow_id, input_schema=Numbers, output_schema=Done)
-        .map(lambda ctx: [{"n": n} for n in ctx.input_data["numbers"]])
-        .foreach(
-            create_step(id="check", input_schema=Item, output_schema=Item, execute=check),
-            concurrency=concurrency,
-        )
-        .map(lambda ctx: {"outputs": ctx.input_data})
-        .commit()
-    )
+    return _checked_items(workflow_id, check, concurrency)
 
 
 @pytest.mark.parametrize("concurrency", [1, 3])
@@ -277,20 +282,6 @@ class _Began(Counter):
 
     def seen(self, key: str) -> bool:
         return self._event(key).wait(WAIT)
-
-
-def _checked_items(workflow_id: str, check: Any, concurrency: int) -> Workflow[Any, Any]:
-    """A foreach of ``check`` over the numbers given, into ``{"outputs": [...]}``."""
-    return (
-        create_workflow(id=workflow_id, input_schema=Numbers, output_schema=Done)
-        .map(lambda ctx: [{"n": n} for n in ctx.input_data["numbers"]])
-        .foreach(
-            create_step(id="check", input_schema=Item, output_schema=Item, execute=check),
-            concurrency=concurrency,
-        )
-        .map(lambda ctx: {"outputs": ctx.input_data})
-        .commit()
-    )
 
 
 def _held_reviews(release: threading.Event, began: _Began) -> Workflow[Any, Any]:

@@ -122,6 +122,40 @@ def _named(spans: Any, name: str) -> list[ReadableSpan]:
     return [span for span in spans if span.name == name]
 
 
+def _of_workflow(exporter: InMemorySpanExporter, name: str, workflow_id: str) -> list[ReadableSpan]:
+    """The finished spans called ``name`` of the runs of ``workflow_id``."""
+    return [
+        span
+        for span in _named(exporter.get_finished_spans(), name)
+        if span.attributes is not None
+        and span.attributes.get("callboard.workflow.id") == workflow_id
+    ]
+
+
+def _step_durations(reader: InMemoryMetricReader, workflow_id: str) -> list[Any]:
+    """The ``callboard.step.duration`` points of ``workflow_id``'s steps."""
+    return [
+        point
+        for point in _points(reader).get("callboard.step.duration", [])
+        if point.attributes["callboard.workflow.id"] == workflow_id
+    ]
+
+
+def _held_step(workflow_id: str, let_go: threading.Event, **options: Any) -> Any:
+    """A workflow of one sync step that blocks until ``let_go`` (or ``WAIT``) whatever comes."""
+
+    def slow(ctx: StepContext[Value]) -> Value:
+        let_go.wait(WAIT)
+        return ctx.input_data
+
+    step = create_step(
+        id=workflow_id, input_schema=Value, output_schema=Value, execute=slow, **options
+    )
+    return (
+        create_workflow(id=workflow_id, input_schema=Value, output_schema=Value).then(step).commit()
+    )
+
+
 def _hex(value: int, width: int) -> str:
     return f"{value:0{width}x}"
 
@@ -842,46 +876,22 @@ def test_a_sync_step_its_run_let_go_of_is_not_reported_a_success(
     # A sync body cannot be stopped: one that outlived its timeout returned later, and
     # its span and duration said "success" while its run recorded a StepTimeoutError.
     let_go = threading.Event()
-
-    def slow(ctx: StepContext[Value]) -> Value:
-        let_go.wait(WAIT)
-        return ctx.input_data
-
-    step = create_step(
-        id="slow", input_schema=Value, output_schema=Value, execute=slow, timeout=0.1
-    )
-    wf = runtime.register(
-        create_workflow(id="otel_timeout", input_schema=Value, output_schema=Value)
-        .then(step)
-        .commit()
-    )
+    wf = runtime.register(_held_step("otel_timeout", let_go, timeout=0.1))
     result = wf.create_run().start(input_data={"value": "a"}, timeout=WAIT)
     assert result.status == "failed"
     assert result.error is not None and result.error.name == "StepTimeoutError"
     let_go.set()
 
-    def step_span() -> list[ReadableSpan]:
-        return [
-            s
-            for s in _named(exporter.get_finished_spans(), "workflow_step")
-            if s.attributes.get("callboard.workflow.id") == "otel_timeout"
-        ]
-
-    def durations() -> list[Any]:
-        return [
-            p
-            for p in _points(reader).get("callboard.step.duration", [])
-            if p.attributes["callboard.workflow.id"] == "otel_timeout"
-        ]
-
     # The body's duration is recorded when it returns.
-    wait_until(durations, what="the body returned")
-    (span,) = step_span()
+    wait_until(lambda: _step_durations(reader, "otel_timeout"), what="the body returned")
+    (span,) = _of_workflow(exporter, "workflow_step", "otel_timeout")
     assert span.attributes["callboard.status"] == "failed"
     assert span.status.status_code is StatusCode.ERROR
     (event,) = [e for e in span.events if e.name == "exception"]
     assert event.attributes["exception.type"] == "runtime.StepTimeoutError"
-    assert {p.attributes["callboard.status"] for p in durations()} == {"failed"}
+    assert {p.attributes["callboard.status"] for p in _step_durations(reader, "otel_timeout")} == {
+        "failed"
+    }
 
 
 def test_a_sync_steps_span_ends_when_its_timeout_lets_it_go_not_when_it_returns(
@@ -890,39 +900,15 @@ def test_a_sync_steps_span_ends_when_its_timeout_lets_it_go_not_when_it_returns(
     # Its span stayed open while the abandoned body ran on, ended only when (if ever)
     # it returned: after its run's span, or never for a body still blocked at stop().
     let_go = threading.Event()
-
-    def slow(ctx: StepContext[Value]) -> Value:
-        let_go.wait(WAIT)
-        return ctx.input_data
-
-    step = create_step(
-        id="stuck", input_schema=Value, output_schema=Value, execute=slow, timeout=0.1, retries=1
-    )
-    wf = runtime.register(
-        create_workflow(id="otel_let_go", input_schema=Value, output_schema=Value)
-        .then(step)
-        .commit()
-    )
-
-    def step_spans() -> list[ReadableSpan]:
-        return [
-            s
-            for s in _named(exporter.get_finished_spans(), "workflow_step")
-            if s.attributes.get("callboard.workflow.id") == "otel_let_go"
-        ]
-
+    wf = runtime.register(_held_step("otel_let_go", let_go, timeout=0.1, retries=1))
     try:
         result = wf.create_run().start(input_data={"value": "a"}, timeout=WAIT)
         assert result.status == "failed"
         assert result.error is not None and result.error.name == "StepTimeoutError"
         # Both attempts' bodies are still blocked; their spans ended as their run let go.
-        spans = step_spans()
+        spans = _of_workflow(exporter, "workflow_step", "otel_let_go")
         assert sorted(s.attributes["callboard.step.attempt"] for s in spans) == [1, 2]
-        (run_span,) = [
-            s
-            for s in _named(exporter.get_finished_spans(), "workflow_run")
-            if s.attributes.get("callboard.workflow.id") == "otel_let_go"
-        ]
+        (run_span,) = _of_workflow(exporter, "workflow_run", "otel_let_go")
         for span in spans:
             assert span.attributes["callboard.status"] == "failed"
             assert span.status.status_code is StatusCode.ERROR
@@ -934,17 +920,13 @@ def test_a_sync_steps_span_ends_when_its_timeout_lets_it_go_not_when_it_returns(
     finally:
         let_go.set()
 
-    def durations() -> list[Any]:
-        return [
-            p
-            for p in _points(reader).get("callboard.step.duration", [])
-            if p.attributes["callboard.workflow.id"] == "otel_let_go"
-        ]
-
     # Once the bodies have returned (each records its call's duration then), nothing
     # more is exported: each span ended once.
-    wait_until(lambda: sum(p.count for p in durations()) == 2, what="both bodies returned")
-    assert len(step_spans()) == 2
+    wait_until(
+        lambda: sum(p.count for p in _step_durations(reader, "otel_let_go")) == 2,
+        what="both bodies returned",
+    )
+    assert len(_of_workflow(exporter, "workflow_step", "otel_let_go")) == 2
 
 
 def test_runs_cancelled_while_asleep_or_suspended_are_counted_as_ended(
