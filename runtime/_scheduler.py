@@ -26,7 +26,12 @@ from typing import TYPE_CHECKING, Any, Final
 from pydantic import ValidationError
 
 from runtime import _clock
-from runtime._errors import InvalidInputError, RunAlreadyStartedError, WorkflowError
+from runtime._errors import (
+    InvalidInputError,
+    QueueFullError,
+    RunAlreadyStartedError,
+    WorkflowError,
+)
 from runtime._model import UNFINISHED_STATUSES, RunStatus
 from runtime._run import Run
 from runtime._schedule import (
@@ -189,6 +194,23 @@ class Scheduler:
                 continue
             try:
                 upcoming = self._fire_due(row, plan)
+            except QueueFullError as exc:
+                # The tick stays due (its run was not recorded): a later pass starts it, once
+                # the queue has room. QueueFullError's own message tells a caller to start
+                # the run again, which is this thread's job, not the reader's.
+                if self._host.state != "running":
+                    return None
+                emit(
+                    logging.WARNING,
+                    "schedule_tick_deferred",
+                    schedule_id=row.schedule_id,
+                    run_id=exc.run_id,
+                    queue=exc.queue,
+                    limit=exc.limit,
+                    hint=f"queue {exc.queue!r} has {exc.limit} runs waiting (max_queued): the "
+                    f"tick's run starts at a later pass (every {POLL:g} s), once it has room",
+                )
+                upcoming = _clock.time() + POLL
             except WorkflowError as exc:  # the store refused (down, locked): the next pass retries
                 if self._host.state != "running":
                     return None  # stopping: the start was refused for that

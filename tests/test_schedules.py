@@ -28,6 +28,7 @@ from rich.console import Console
 
 from runtime import (
     InvalidInputError,
+    Queue,
     Runtime,
     RuntimeStoppedError,
     Schedule,
@@ -437,6 +438,43 @@ def test_a_tick_while_the_previous_run_goes_on_is_skipped_by_default(
     rt.register(held).create_run(tick_run_id("held", tick(5))).wait(10)
     step(clock, FIVE_MINUTES, rt)
     assert run_ids(rt, "held") == [tick_run_id("held", tick(5)), tick_run_id("held", tick(15))]
+
+
+@pytest.mark.usefixtures("_structlog_reset")
+def test_a_tick_into_a_full_queue_says_so_and_starts_its_run_once_there_is_room(
+    clock: VirtualClock, started: list[Runtime], gate: threading.Event
+) -> None:
+    narrow = Queue("narrow", concurrency=1, max_queued=1)
+    queued = (
+        create_workflow(id="queued", input_schema=Value, output_schema=Value, queue=narrow)
+        .then(held_step)
+        .commit()
+    )
+    rt = start(started, "memory")
+    workflow = rt.register(queued)
+    others = [workflow.create_run() for _ in range(2)]  # one executes, one waits: full
+    others[0].start_async(input_data={"value": "x"})
+    deadline = time.monotonic() + 10
+    while (now := workflow.get_workflow_run_execution_result(others[0].run_id)) is None or (
+        now.status != "running"
+    ):
+        assert time.monotonic() < deadline, "the first run did not begin"
+        time.sleep(0.005)
+    others[1].start_async(input_data={"value": "x"})
+    rt.schedule(queued, cron="*/5 * * * *", input_data={"value": "x"})
+    with structlog.testing.capture_logs() as logs:
+        step(clock, 270, rt, settle=False)
+    tick_run = tick_run_id("queued", tick(5))
+    assert tick_run not in run_ids(rt, "queued")
+    [deferred] = [log for log in logs if log["event"] == "schedule_tick_deferred"]
+    assert deferred["queue"] == "narrow" and deferred["run_id"] == tick_run
+    assert "later pass" in deferred["hint"] and "start it again" not in str(deferred)
+    assert not [log for log in logs if log["event"] == "schedule_tick_failed"]
+    gate.set()
+    for run in others:
+        run.wait(10)
+    caught_up(clock, rt)  # the next pass, once the queue has room: the tick is not lost
+    assert workflow.create_run(tick_run).wait(10).status == "success"
 
 
 def test_overlap_allow_starts_a_run_while_the_previous_one_goes_on(
