@@ -7,7 +7,7 @@ import contextlib
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
@@ -696,7 +696,7 @@ class Run(Generic[In, Out]):
         # suspension ended, and misses nothing after it.
         record = self._started_record()
         if record.status in TERMINAL_STATUSES:
-            raise _not_resumable(decode(record.data, record.run_id))
+            raise _not_resumable(decode(record.data, record.run_id), self._per_item)
         watch = RunWatch(self.run_id, timeout, _FROM_NOW)
         watch._attach(self._host, wait=True)
         stream = RunStream(watch)
@@ -840,7 +840,7 @@ class Run(Generic[In, Out]):
                 record = current
                 continue
             if snapshot["status"] != RunStatus.SUSPENDED:
-                raise _not_resumable(snapshot)
+                raise _not_resumable(snapshot, self._per_item)
             path = _resume_target(snapshot, step, self.run_id, for_each_index)
             step, for_each_index = path, None
             plan, data = self._resume_data(snapshot, path, resume_data)
@@ -858,6 +858,11 @@ class Run(Generic[In, Out]):
             # Changed since it was read: another of its suspensions resumed (this one
             # may still wait), or this one, or a cancel. Read as it is now.
             record = lost
+
+    @property
+    def _per_item(self) -> frozenset[str]:
+        """The paths of the steps a ``foreach`` runs, in the workflow's plan."""
+        return self._plan.output_schemas.per_item
 
     def _resume_data(
         self, snapshot: Snapshot, path: str, resume_data: BaseModel | Mapping[str, Any] | None
@@ -1097,7 +1102,7 @@ class Run(Generic[In, Out]):
             # Only a resume changes a suspended run and leaves it suspended (once the
             # resumed step suspends again): that resume won.
             return _resume_conflict(self.run_id, snapshot["status"], _still_waiting(snapshot))
-        return _not_resumable(snapshot)
+        return _not_resumable(snapshot, self._per_item)
 
     def cancel(self) -> bool:
         """Cancel the run: it becomes ``canceled`` and no further step starts.
@@ -1523,16 +1528,43 @@ def _not_restartable(run_id: str, status: str) -> RunNotRestartableError:
     )
 
 
-def _not_resumable(snapshot: Snapshot) -> WorkflowError:
-    """Why a run read not suspended cannot be resumed: another resume took it, or none did."""
+def _not_resumable(snapshot: Snapshot, per_item: Container[str] = frozenset()) -> WorkflowError:
+    """Why a run read not suspended cannot be resumed: another resume took it, or none did.
+
+    ``per_item``: the paths of the steps a ``foreach`` runs (see :func:`_suspensions`).
+    """
     run_id, status = snapshot["run_id"], snapshot["status"]
     if snapshot.get("resumed"):
+        if status in TERMINAL_STATUSES and _suspensions(snapshot, per_item) > 1:
+            # An ended run keeps no note of which of its suspensions were resumed: the one
+            # named may be the one a resume took, or one that still waited at the end.
+            return ResumeConflictError(
+                f"run {run_id!r} has ended (it is {status}) since one of its suspensions was "
+                "resumed: the suspension named was resumed by another call, or still waited "
+                "when the run ended; this resume changed nothing",
+                status=status,
+                run_id=run_id,
+            )
         return _resume_conflict(run_id, status, _still_waiting(snapshot))
     return RunNotSuspendedError(
         f"run {run_id!r} is {status}; only a suspended run can be resumed",
         status=status,
         run_id=run_id,
     )
+
+
+def _suspensions(snapshot: Snapshot, per_item: Container[str]) -> int:
+    """How many suspensions the run's step records show: a foreach's items each count.
+
+    ``per_item``: the paths of the steps a ``foreach`` runs, whose ``suspend_payload``
+    holds each suspended item's payload by its index.
+    """
+    count = 0
+    for path, step in snapshot["steps"].items():
+        payload = step.get("suspend_payload")
+        if payload is not None:
+            count += len(payload) if path in per_item and type(payload) is dict else 1
+    return count
 
 
 def _still_waiting(snapshot: Snapshot) -> list[str]:

@@ -12,7 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from runtime import ResumeTargetError, Runtime, Workflow, create_step, create_workflow
+from runtime import (
+    ResumeConflictError,
+    ResumeTargetError,
+    Runtime,
+    Workflow,
+    create_step,
+    create_workflow,
+)
 from tests._support import Counter, wait_for_no_callboard_threads
 
 WAIT = 10.0
@@ -413,6 +420,27 @@ def test_a_wrong_target_while_the_run_runs_on_is_a_target_error(runtime: Runtime
     finally:
         release.set()
     assert run.wait(WAIT).status == "suspended"
+
+
+def test_a_resume_of_an_item_still_waiting_when_its_run_ended_does_not_blame_another_call(
+    runtime: Runtime,
+) -> None:
+    # Item 0's resume fails the run while item 1 still waits: item 1 was never resumed,
+    # and the refusal of its resume said it "was already resumed by another call".
+    def check(ctx: Any) -> Item:
+        if ctx.resume_data is None:
+            ctx.suspend({"n": ctx.input_data.n})
+        raise RuntimeError("refused")
+
+    run = runtime.register(_checked_items("ends", check, 2)).create_run()
+    assert run.start(input_data={"numbers": [1, 2]}, timeout=WAIT).status == "suspended"
+    run.resume_async(for_each_index=0, resume_data={})
+    assert run.wait(WAIT).status == "failed"
+    with pytest.raises(ResumeConflictError) as refused:
+        run.resume_async(for_each_index=1, resume_data={})
+    message = str(refused.value)
+    assert "has ended (it is failed)" in message and "or still waited when the run ended" in message
+    assert refused.value.status == "failed"
 
 
 @pytest.mark.parametrize("store", ["memory", "sqlite"])
