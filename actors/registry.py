@@ -39,7 +39,7 @@ from actors.messages import (
     WatchRun,
 )
 from actors.step import error_dict
-from runtime import _clock, _probes
+from runtime import _clock, _otel, _probes
 from runtime._errors import SnapshotFormatError, StoreError
 from runtime._model import (
     PARKED_STATUSES,
@@ -598,7 +598,10 @@ class RegistryActor(ThreadActor):
                 # on its way back from one that could not drive it): it ends here, with no
                 # step run.
                 emit(logging.INFO, "run_canceled_on_claim", run_id=record.run_id)
-                canceled = canceled_record(snapshot, _clock.time())
+                now = _clock.time()
+                # The worker that began it counted its start, not its end.
+                _otel.count_canceled_unheld(snapshot, now)
+                canceled = canceled_record(snapshot, now)
                 self._hooks.finish(matching or plan, snapshot, canceled, self.actor_ref)
                 continue
             if matching is None:

@@ -489,15 +489,9 @@ class SupervisorActor(DispatchedActor):
     def _record_canceled(
         self, plan: ExecutionPlan, snapshot: Snapshot, on_recorded: Callable[[bool], None]
     ) -> None:
-        began = snapshot["status"] != RunStatus.PENDING  # read before the cancel marks it
-        record = canceled_record(snapshot, _clock.time())
-        meter = _otel.instruments()
-        if meter is not None and began:
-            # Asleep: no actor drives it to count its end. A run still queued never
-            # began, and is not counted as started either. Its time counts from its last
-            # restart, if any, as a run actor counts it.
-            since = snapshot.get("restarted_at", snapshot["created_at"])
-            meter.run_ended(snapshot["workflow_id"], "canceled", since, record.updated_at)
+        now = _clock.time()
+        _otel.count_canceled_unheld(snapshot, now)  # asleep: no actor counts it (read unmarked)
+        record = canceled_record(snapshot, now)
         self._hooks.finish(plan, snapshot, record, self._registry, on_recorded)
 
     def on_undelivered(self, message: Any) -> None:

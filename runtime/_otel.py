@@ -366,3 +366,22 @@ def instruments() -> Instruments | None:
         made = Instruments(provider.get_meter("callboard"))
         _instruments = (provider, made)
         return made
+
+
+def count_canceled_unheld(snapshot: Mapping[str, Any], ended_at: float) -> None:
+    """Count the end of a run canceled with no run actor to count it.
+
+    Asleep, suspended, or left by a worker that died with its cancel asked for. A
+    run that never began (still ``pending``: queued) was not counted as started,
+    and is not counted ended either. Its time counts from its last restart, if
+    any, as a run actor counts it.
+
+    Args:
+        snapshot: The run's snapshot as it was before the cancel marked it.
+        ended_at: When the cancel ended it.
+    """
+    meter = instruments()
+    if meter is None or snapshot["status"] == "pending":
+        return
+    since = snapshot.get("restarted_at", snapshot["created_at"])
+    meter.run_ended(snapshot["workflow_id"], "canceled", since, ended_at)

@@ -843,6 +843,40 @@ def test_a_run_recovered_after_a_crash_continues_its_trace(
     assert len(span_ids) == len(set(span_ids))
 
 
+def test_a_run_whose_cancel_the_next_worker_carries_out_is_counted_ended(
+    tmp_path: Path, reader: InMemoryMetricReader
+) -> None:
+    # Its worker died with the run under way and its cancel asked for: the worker that
+    # claimed it ended it canceled, counted by no one (the dead one counted its start).
+    from runtime.testing import Harness
+
+    entered, release = threading.Event(), threading.Event()
+    workflow = (
+        create_workflow(id="metrics_claimed_cancel", input_schema=Value, output_schema=Value)
+        .then(_step("held", lambda ctx: (entered.set(), release.wait(WAIT), ctx.input_data)[2]))
+        .commit()
+    )
+    try:
+        with Harness(store=tmp_path / "runs.db", time_skipping=False) as harness:
+            run = harness.register(workflow).create_run()
+            run.start_async(input_data={"value": "x"})
+            assert entered.wait(WAIT)
+            recovered = harness.crash_and_recover()
+            release.set()  # the crashed step ends, its result lost
+            store = recovered.store
+            assert store is not None and store.request_cancel(run.run_id)  # type: ignore[attr-defined]
+            harness.clock.advance(store.lease + 1)  # type: ignore[attr-defined]
+            result = recovered.register(workflow).create_run(run.run_id).wait(WAIT)
+    finally:
+        release.set()
+    assert result.status == "canceled"
+
+    points = _points(reader)
+    assert _sum(points["callboard.runs.started"], workflow_id="metrics_claimed_cancel") == 1
+    ended = points["callboard.runs.ended"]
+    assert _sum(ended, workflow_id="metrics_claimed_cancel", status="canceled") == 1
+
+
 def test_a_run_whose_start_span_is_not_sampled_records_no_span_later(
     providers: tuple[InMemorySpanExporter, InMemoryMetricReader],
 ) -> None:
