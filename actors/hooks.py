@@ -176,6 +176,14 @@ class HookRunner:
     parks_clock: Final = False
     """A test kit's clock does not take a hook's await for a step's (see ``_settled``)."""
 
+    def at_work(self) -> bool:
+        """Whether a hook is being called, or waits for a thread; one awaiting a run is not.
+
+        What a test kit's clock takes for work under way, as a step's body.
+        """
+        executor = self._executor
+        return executor is not None and executor.at_work()
+
     def await_began(self, run_id: str) -> None:
         """A hook on this thread awaits run ``run_id``'s end."""
         executor = self._executor
@@ -323,6 +331,11 @@ class _HookThreads:
                 future.set_exception(exc)
             else:
                 future.set_result(None)
+
+    def at_work(self) -> bool:
+        """Whether a call waits for a thread, or a thread calls one that waits for no run."""
+        with self._cond:
+            return bool(self._calls) or self._live - self._idle - self._waiting > 0
 
     def wait_began(self, run_id: str) -> None:
         """A hook on one of these threads waits for run ``run_id``: it counts no more."""

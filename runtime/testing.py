@@ -1315,7 +1315,7 @@ class Harness:
     def _skip(self) -> None:
         """Jump the clock to the next timer whenever the runtime has gone quiet.
 
-        While steps execute, the clock keeps up with the real one instead (see
+        While steps (or hooks) execute, the clock keeps up with the real one instead (see
         :meth:`_keep_up`). With nothing to jump to, the looks grow apart (to
         :data:`IDLE_POLL`): an idle harness kept a sixth of a core busy.
         """
@@ -1331,7 +1331,7 @@ class Harness:
                 system = _system_of(runtime)
             except RuntimeError:
                 continue
-            if self._steps_executing():
+            if self._steps_executing() or system.hooks.at_work():
                 executing = self._keep_up(runtime, system, executing)
                 last = None
                 continue
@@ -1416,7 +1416,7 @@ class Harness:
                 return None
             counters = self._counters
             mark = (counters.handled, counters.submitted)
-            executing = self._steps_executing()
+            executing = self._steps_executing() or system.hooks.at_work()
             busy = self._actors_busy(system) or not _helpers_idle(runtime, system)
             if not busy and not executing and mark == last:
                 return self._next_deadline(runtime, system, mark), False
@@ -1431,7 +1431,7 @@ class Harness:
     def _keep_up(
         self, runtime: Runtime, system: Any, since: tuple[float, float] | None
     ) -> tuple[float, float]:
-        """While steps execute, let the next timer fire once as much real time has passed.
+        """While steps or hooks execute, let the next timer fire once as much real time has passed.
 
         The clock stood still while a step ran, so a step's timeout (a timer on
         this clock) never came: a step that hung hung the test, where a runtime

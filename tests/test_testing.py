@@ -320,6 +320,40 @@ def test_a_hook_waiting_for_a_run_does_not_hide_that_runs_step_from_time_skippin
     assert told == ["success"]
 
 
+def test_a_hook_at_work_holds_the_clock_as_a_step_does() -> None:
+    # A step waiting for a child run is parked; the child's on_finish did real work
+    # meanwhile, which the clock did not count: it jumped to the step's timeout, and the
+    # step failed with StepTimeoutError while the hook still ran.
+    def on_finish(_outcome: Any) -> None:
+        time.sleep(0.3)  # real work: the clock must keep up with it, not jump past it
+
+    child = (
+        create_workflow(id="child_with_hook", input_schema=N, output_schema=N, on_finish=on_finish)
+        .then(_step("c"))
+        .commit()
+    )
+    with Harness() as harness:
+        children = harness.register(child)
+
+        def wait_for_child(ctx: StepContext[N]) -> N:
+            result = children.create_run().start(input_data={"n": 1}, timeout=BLOCK_LIMIT)
+            return N(n=len(result.status))
+
+        parent = harness.register(
+            create_workflow(id="parent_of_hooked", input_schema=N, output_schema=N)
+            .then(
+                create_step(
+                    id="p", input_schema=N, output_schema=N, execute=wait_for_child, timeout=10
+                )
+            )
+            .commit()
+        )
+        began = harness.clock.now()
+        result = parent.create_run().start(input_data={"n": 0}, timeout=BLOCK_LIMIT)
+        assert result.status == "success", result.error
+        assert harness.clock.now() - began < 10  # kept up with the hook's real time
+
+
 def test_a_virtual_clock_never_goes_back() -> None:
     clock = VirtualClock(start=100.0)
     clock.advance(0)
