@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 import random
+from typing import Final
 
 __all__ = [
+    "MAX_NAME_BYTES",
     "check_lookup_name",
     "check_resource_id",
     "check_run_id",
     "new_id",
     "new_span_id",
     "new_trace_id",
+    "shown_name",
     "unstorable_text",
 ]
 
@@ -99,8 +102,13 @@ def _check_text(value: object, name: str, *, allow_empty: bool) -> str:
         raise ValueError(f"{name} must not be empty")
     problem = unstorable_text(value)
     if problem is not None:
-        raise ValueError(f"{name} {value!r} {problem}")
+        raise ValueError(f"{name} {shown_name(value)} {problem}")
     return value
+
+
+def shown_name(value: str) -> str:
+    """``value`` as an error shows it: its ``repr``, cut short when it is long."""
+    return repr(value) if len(value) <= 80 else f"{value[:60]!r}... ({len(value)} characters)"
 
 
 def unstorable_text(value: str) -> str | None:
@@ -113,9 +121,21 @@ def unstorable_text(value: str) -> str | None:
     """
     if "\x00" in value:
         return "holds a NUL character (\\x00), which PostgreSQL cannot store"
+    size = len(value)
     if not value.isascii():
         try:
-            value.encode("utf-8")
+            size = len(value.encode("utf-8"))
         except UnicodeEncodeError:
             return "is not valid UTF-8 text (it holds a lone surrogate)"
+    if size > MAX_NAME_BYTES:
+        return (
+            f"is {size} bytes long in UTF-8; at most {MAX_NAME_BYTES} are allowed (PostgreSQL "
+            "cannot index a longer one)"
+        )
     return None
+
+
+MAX_NAME_BYTES: Final = 1024
+"""The longest name (run, resource, workflow, step or node id, version label, idempotency
+key) in bytes of UTF-8. PostgreSQL indexes at most 2,704 bytes of a row: two such names
+(a run id and a step path, a workflow id and an idempotency key) fit in one index entry."""

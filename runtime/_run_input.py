@@ -243,6 +243,8 @@ def enter_queue(
 def check_idempotency_key(key: object) -> str:
     """``key`` if it can be an idempotency key: a non-empty ``str`` of at most 512 characters.
 
+    And at most 1,024 bytes of UTF-8, as every name (see :func:`~runtime._ids.unstorable_text`).
+
     Raises:
         TypeError: if it is not a ``str``.
         ValueError: if it is empty, too long, not valid UTF-8 text, or holds a NUL character.

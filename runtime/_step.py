@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeAlias, TypeVar, overl
 from pydantic import BaseModel, ValidationError
 
 from runtime._errors import StepValidationError, WorkflowDefinitionError
-from runtime._ids import unstorable_text
+from runtime._ids import shown_name, unstorable_text
 from runtime._model_keys import refuse_unkept
 from runtime._options import seconds_of
 
@@ -234,7 +234,7 @@ def _build_step(
         raise WorkflowDefinitionError(f"a step id must be a non-empty string, got {id!r}")
     problem = unstorable_text(id)
     if problem is not None:
-        raise WorkflowDefinitionError(f"step id {id!r} {problem}")
+        raise WorkflowDefinitionError(f"step id {shown_name(id)} {problem}")
     _check_schema(input_schema, "input_schema", id)
     _check_schema(output_schema, "output_schema", id)
     if "." in id:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from runtime import _probes
 from runtime._errors import RunInProgressError, UnboundWorkflowError, WorkflowDefinitionError
-from runtime._ids import check_resource_id, check_run_id, new_id, unstorable_text
+from runtime._ids import check_resource_id, check_run_id, new_id, shown_name, unstorable_text
 from runtime._model import (
     TERMINAL_STATUSES,
     RunOutcome,
@@ -91,7 +91,7 @@ class Workflow(Generic[In, Out]):
             raise WorkflowDefinitionError(f"a workflow id must be a non-empty string, got {id!r}")
         problem = unstorable_text(id)
         if problem is not None:
-            raise WorkflowDefinitionError(f"workflow id {id!r} {problem}")
+            raise WorkflowDefinitionError(f"workflow id {shown_name(id)} {problem}")
         if "." in id:
             raise WorkflowDefinitionError(
                 f"workflow id {id!r} holds a '.', which separates a nested workflow's id from "
@@ -139,7 +139,9 @@ class Workflow(Generic[In, Out]):
         if version is not None and (not isinstance(version, str) or not version):
             raise TypeError(f"workflow {id!r}: version must be a non-empty string, got {version!r}")
         if version is not None and (problem := unstorable_text(version)) is not None:
-            raise WorkflowDefinitionError(f"workflow {id!r}: version {version!r} {problem}")
+            raise WorkflowDefinitionError(
+                f"workflow {id!r}: version {shown_name(version)} {problem}"
+            )
         self.version = version
         self._nodes: list[Node | ExecutionPlan] = []
         self._plan: ExecutionPlan | None = None
@@ -238,7 +240,9 @@ class Workflow(Generic[In, Out]):
             )
         problem = unstorable_text(given)
         if problem is not None:
-            raise WorkflowDefinitionError(f"workflow {self.id!r}: {kind} id {given!r} {problem}")
+            raise WorkflowDefinitionError(
+                f"workflow {self.id!r}: {kind} id {shown_name(given)} {problem}"
+            )
         return given
 
     def then(self, step: Step[Any, Any] | Workflow[Any, Any]) -> Self:

@@ -206,8 +206,47 @@ def test_a_nul_character_in_a_resource_id_or_idempotency_key_is_refused_and_reco
     assert run.start(input_data={"value": 1}, timeout=10).status == "success"
 
 
+LONG_NAME = "字" * 342
+"""1,026 bytes of UTF-8 in 342 characters: more than a PostgreSQL index entry takes with
+another name beside it (a run id and a step path, a workflow id and a key)."""
+
+
+def test_a_name_too_long_for_postgresql_is_refused_on_every_store(rt: Runtime) -> None:
+    # PostgreSQL refused it as a value too large for an index (SQLSTATE 54000), which the
+    # store took for a passing fault: it tried again for 30 s, holding up every other
+    # run's writes, then said "try again later" of what never could succeed.
+    wf = rt.register(loose)
+    with pytest.raises(ValueError, match="1026 bytes long in UTF-8; at most 1024") as refused:
+        wf.create_run(LONG_NAME)
+    assert len(str(refused.value)) < 300  # the name is cut short in the message
+    with pytest.raises(ValueError, match="bytes long"):
+        wf.create_run(resource_id=LONG_NAME)
+    run = wf.create_run()
+    with pytest.raises(ValueError, match="idempotency_key is 2048 bytes long"):
+        run.start_async(input_data={"value": 1}, idempotency_key="😀" * 512)
+    assert wf.get_workflow_run_execution_result(run.run_id) is None
+    assert wf.create_run("字" * 341).start(input_data={"value": 1}, timeout=10).status == "success"
+
+
+def test_only_postgresql_errors_that_may_pass_are_tried_again() -> None:
+    psycopg = pytest.importorskip("psycopg")
+    from runtime._stores.postgres import _passing
+
+    # A value too large for an index: an OperationalError to psycopg, but for good.
+    assert not _passing(psycopg.errors.ProgramLimitExceeded("index row size exceeds maximum"))
+    assert not _passing(psycopg.errors.ObjectInUse("in use"))
+    for passing in (
+        psycopg.OperationalError("server closed the connection unexpectedly"),  # no SQLSTATE
+        psycopg.errors.AdminShutdown("terminating connection"),
+        psycopg.errors.LockNotAvailable("could not obtain lock"),
+        psycopg.errors.DeadlockDetected("deadlock detected"),
+        psycopg.errors.DiskFull("could not extend file"),
+    ):
+        assert _passing(passing), passing
+
+
 @pytest.mark.parametrize("where", ["workflow", "step", "map", "version"])
-@pytest.mark.parametrize("bad", ["a\x00b", "a\ud800"])
+@pytest.mark.parametrize("bad", ["a\x00b", "a\ud800", LONG_NAME])
 def test_a_name_no_store_could_keep_is_refused_at_definition(where: str, bad: str) -> None:
     with pytest.raises(WorkflowDefinitionError, match=r"NUL|UTF-8"):
         if where == "workflow":

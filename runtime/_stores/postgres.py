@@ -1111,12 +1111,18 @@ def _passing(exc: BaseException) -> bool:
     a database read-only for now (a standby a failover reconnected to before
     its promotion, ``default_transaction_read_only`` set for a while). Bad
     data, a missing table or a refused statement are for good.
+
+    An error the server sent is judged by its SQLSTATE alone: psycopg makes
+    ``OperationalError`` of classes that never pass, such as 54 (a value too
+    large for an index: tried again, it held up every write of the runtime
+    for as long as the retries lasted). One raised on the client's side (a
+    connection lost or refused) carries none.
     """
     import psycopg
 
-    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-        return True
     state = getattr(exc, "sqlstate", None) or ""
+    if not state:
+        return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
     return state[:2] in {"08", "40", "53", "57", "58"} or state in _PASSING_STATES
 
 
