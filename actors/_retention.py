@@ -12,7 +12,7 @@ import logging
 import threading
 
 from runtime import _clock
-from runtime._options import RetentionPolicy
+from runtime._options import FOREVER, RetentionPolicy
 from runtime._stores.base import SnapshotStore
 from runtime._tracing import emit
 
@@ -50,7 +50,9 @@ class Pruner:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        while not self._stopped.wait(self._policy.interval):
+        # Ten years at most: a longer wait overflows threading's clock, and the thread died of
+        # it (an interval that long prunes nothing in the process's life either way).
+        while not self._stopped.wait(min(self._policy.interval, FOREVER)):
             try:
                 deleted = self.prune_now()
             except Exception as exc:  # a store fault: the next pass tries again

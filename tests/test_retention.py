@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -124,6 +125,20 @@ def test_a_runtime_with_max_runs_keeps_that_many_ended_runs(tmp_path: Path) -> N
         kept = {run.run_id for run in wf.list_workflow_runs(limit=None).runs}
 
     assert kept == {run.run_id for run in runs[-3:]}
+
+
+def test_an_interval_of_centuries_leaves_the_pruner_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A wait longer than threading's TIMEOUT_MAX raised OverflowError: the pruner thread
+    # died at once, its traceback on stderr the only sign.
+    died: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: died.append(args.exc_value))
+    with Runtime(retention=RetentionPolicy(max_runs=1, interval=1e10)):
+        time.sleep(0.2)  # long enough for the thread to reach its wait, and die there
+        pruners = [t for t in threading.enumerate() if t.name == "callboard-pruner"]
+        assert len(pruners) == 1 and pruners[0].is_alive()
+    assert died == []
 
 
 def test_a_runtime_never_prunes_a_suspended_run_however_old(tmp_path: Path) -> None:
