@@ -95,7 +95,7 @@ from runtime._snapshot import (
     mark_canceled,
     mark_failed,
 )
-from runtime._step import dump_model
+from runtime._step import dump_model, validate_stored
 from runtime._tracing import Span, observed
 
 __all__ = ["RunActor"]
@@ -690,7 +690,7 @@ class RunActor(DispatchedActor):
         plan = self._plan
         if not validated:
             try:
-                result = dump_model(plan.output_schema.model_validate(self._snapshot["carry"]))
+                result = dump_model(validate_stored(plan.output_schema, self._snapshot["carry"]))
             except ValidationError as exc:
                 last = plan.nodes[-1].path
                 error = StepValidationError.from_validation(
@@ -1362,7 +1362,7 @@ class RunActor(DispatchedActor):
         schema = node.input_schema
         assert schema is not None
         try:
-            child_input = dump_model(schema.model_validate(carry))
+            child_input = dump_model(validate_stored(schema, carry))
         except ValidationError as exc:
             error = StepValidationError.from_validation(
                 f"the input of nested workflow {node.path!r} does not fit its input schema "
@@ -1381,7 +1381,7 @@ class RunActor(DispatchedActor):
         schema = node.output_schema
         assert schema is not None
         try:
-            output = dump_model(schema.model_validate(snapshot["carry"]))
+            output = dump_model(validate_stored(schema, snapshot["carry"]))
         except ValidationError as exc:
             error = StepValidationError.from_validation(
                 f"the output of nested workflow {node.path!r} does not fit its output schema "

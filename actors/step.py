@@ -493,6 +493,7 @@ def _step_context(call: CallStep, span_id: str | None) -> StepContext[Any]:
             "its resume schema",
             run_id=call.run_id,
             step_id=step.id,
+            stored=True,
         )
     return StepContext._of_step(call, input_data, resume_data, span_id)
 
@@ -553,6 +554,7 @@ def _condition_input(call: CallConditions, schema: type[BaseModel] | None) -> An
         "the schema it is checked against",
         run_id=call.run_id,
         step_id=call.path,
+        stored=True,
     )
 
 

@@ -509,7 +509,8 @@ class WorkflowResult(BaseModel, Generic[Out]):
                 "(get_workflow_run_by_id, list_workflow_runs)",
                 run_id=self.run_id,
             )
-        return cast(Out, schema.model_validate(self.result))
+        # Lax whatever the model says: the result is its JSON-mode dump (see validate_stored).
+        return cast(Out, schema.model_validate(self.result, strict=False))
 
     def __eq__(self, other: object) -> bool:
         # pydantic's own __eq__ compares private attributes too; a result is equal to

@@ -32,7 +32,7 @@ from runtime._snapshot import (
     first_frozen_record,
     record_of,
 )
-from runtime._step import Step, dump_model, plain, validate_model, why_not_dumped
+from runtime._step import Step, dump_model, plain, validate_model, validate_stored, why_not_dumped
 from runtime._stores.base import MAX_IDEMPOTENCY_KEY, SnapshotRecord
 
 if TYPE_CHECKING:
@@ -232,7 +232,7 @@ def enter_queue(
     if concurrency_key is not None:
         key: str | None = check_key(concurrency_key, chosen.name, run_id)
     elif chosen.key is not None:
-        model = plan.input_schema.model_validate(snapshot["input"])
+        model = validate_stored(plan.input_schema, snapshot["input"])
         key = chosen.key_of(model, run_id)
     else:
         key = None

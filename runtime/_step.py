@@ -19,7 +19,15 @@ from runtime._options import seconds_of
 if TYPE_CHECKING:
     from runtime._step_context import StepContext
 
-__all__ = ["Step", "create_step", "plain", "validate_for_step", "validate_input", "validate_output"]
+__all__ = [
+    "Step",
+    "create_step",
+    "plain",
+    "validate_for_step",
+    "validate_input",
+    "validate_output",
+    "validate_stored",
+]
 
 
 In = TypeVar("In", bound=BaseModel)
@@ -64,6 +72,24 @@ def validate_model(schema: type[M], data: Any) -> M:
     return schema.model_validate(data)
 
 
+def validate_stored(schema: type[M], data: Any) -> M:
+    """Data a snapshot holds (a model's JSON-mode dump) as a ``schema`` model, in lax mode.
+
+    Whatever the model's (or its fields') ``strict``: strict validation refuses in
+    Python mode the JSON forms the model's own dump wrote (an ISO string for a
+    ``datetime``, a string for a ``UUID`` or a ``Decimal``, a list for a ``set``), which
+    its validation of JSON takes, so every run of a strict model failed at its first
+    step. Strictness is for what the user hands over (a start's input, a step's
+    returned dict), which is validated as given.
+    """
+    if getattr(schema.model_validate, "__func__", None) is _MODEL_VALIDATE and (
+        schema.__pydantic_complete__
+    ):
+        model: M = schema.__pydantic_validator__.validate_python(data, strict=False)
+        return model
+    return schema.model_validate(data, strict=False)
+
+
 def dump_model(model: BaseModel) -> Any:
     """``model.model_dump(mode="json", by_alias=True)``; straight to the serializer if it can.
 
@@ -91,9 +117,19 @@ def why_not_dumped(exc: Exception) -> str:
 
 
 def validate_for_step(
-    schema: type[M], value: Any, what: str, role: str, *, run_id: str, step_id: str
+    schema: type[M],
+    value: Any,
+    what: str,
+    role: str,
+    *,
+    run_id: str,
+    step_id: str,
+    stored: bool = False,
 ) -> M:
     """``value`` as a ``schema`` model (as it is if it already is one).
+
+    A model of another class is dumped and validated as a snapshot would hold it
+    (see :func:`validate_stored`).
 
     Args:
         schema: The model to validate against.
@@ -102,6 +138,8 @@ def validate_for_step(
         role: What the schema is, for the message: ``"its input schema"``.
         run_id: The run, for the error.
         step_id: The step, for the error.
+        stored: ``value`` is plain data a snapshot held (see :func:`validate_stored`),
+            not data the user handed over.
 
     Raises:
         StepValidationError: ``"<what> does not fit <role> <Schema>: <errors>"``.
@@ -109,9 +147,9 @@ def validate_for_step(
     if isinstance(value, schema):
         return value
     if isinstance(value, BaseModel):  # plain(value), without a call: a step's input is a dict
-        value = dump_model(value)
+        value, stored = dump_model(value), True
     try:
-        return validate_model(schema, value)
+        return validate_stored(schema, value) if stored else validate_model(schema, value)
     except ValidationError as exc:
         raise _unfit(f"{what} does not fit {role}", schema, exc, run_id, step_id) from exc
 
@@ -129,7 +167,7 @@ def validate_input(step: Step[M, Any], value: Any, run_id: str) -> M:
             step_id=step.id,
         )
     try:
-        return validate_model(schema, value)
+        return validate_stored(schema, value)  # what the run's snapshot holds
     except ValidationError as exc:
         text = f"step {step.id!r}: its input does not fit its input schema"
         raise _unfit(text, schema, exc, run_id, step.id) from exc
@@ -141,7 +179,9 @@ def validate_output(step: Step[Any, M], value: Any, run_id: str) -> M:
     if isinstance(value, schema):
         return value
     try:
-        return validate_model(schema, dump_model(value) if isinstance(value, BaseModel) else value)
+        if isinstance(value, BaseModel):  # another model: checked as its dump is
+            return validate_stored(schema, dump_model(value))
+        return validate_model(schema, value)
     except ValidationError as exc:
         returned = f"step {step.id!r}: the {type(value).__name__} it returned"
         text = f"{returned} does not fit its output schema"

@@ -21,7 +21,15 @@ from runtime._errors import SnapshotEncodingError, WorkflowError
 from runtime._ids import new_span_id
 from runtime._request_context import RequestContext, changed, view
 from runtime._snapshot import check_encodable, copy_plain
-from runtime._step import In_co, Step, dump_model, plain, validate_for_step, why_not_dumped
+from runtime._step import (
+    In_co,
+    Step,
+    dump_model,
+    plain,
+    validate_for_step,
+    validate_stored,
+    why_not_dumped,
+)
 from runtime._sync import AbortSignal
 from runtime._tracing import step_logger
 
@@ -445,7 +453,7 @@ class StepContext(Generic[In_co, State]):
         """
         schema = (self.step.state_schema if self.step else None) or self._workflow_state_schema
         if schema is not None:
-            return cast(State, schema.model_validate(self._state or {}))
+            return cast(State, validate_stored(schema, self._state or {}))
         return cast(State, copy.deepcopy(self._state) if self._state is not None else {})
 
     def _refuse(self, what: str) -> None:
@@ -503,6 +511,7 @@ class StepContext(Generic[In_co, State]):
                 "the workflow's state schema",
                 run_id=self.run_id,
                 step_id=self.step_id,
+                stored=part is not None,  # merged into the stored state: dumps, both of them
             )
             try:
                 new_state = dump_model(model)
@@ -628,7 +637,7 @@ class StepContext(Generic[In_co, State]):
 
     def get_init_data(self) -> Any:
         """The input of the workflow this step belongs to, as its ``input_schema`` model."""
-        return self._workflow_input_schema.model_validate(self._init_data)
+        return validate_stored(self._workflow_input_schema, self._init_data)
 
     @overload
     def get_step_result(self, step: Step[Any, StepOut]) -> StepOut | None: ...
@@ -711,8 +720,8 @@ class StepContext(Generic[In_co, State]):
                     f"item, not one {schema.__name__}; ctx.get_step_result({step_id!r}) (by id) "
                     "returns the list of models"
                 )
-            return [schema.model_validate(item) for item in output]
-        return schema.model_validate(output)
+            return [validate_stored(schema, item) for item in output]
+        return validate_stored(schema, output)
 
     @property
     def logger(self) -> Any:

@@ -9,7 +9,10 @@ name, every such workflow failed at its first step: "userId: Field required".
 
 from __future__ import annotations
 
+import enum
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -279,3 +282,72 @@ def test_a_field_written_under_a_key_its_model_does_not_read_is_refused(
     # first step failed for want of a field the input had.
     with pytest.raises(WorkflowDefinitionError, match="writes the field 'total' under a key"):
         create_workflow(id="w", input_schema=schema, output_schema=Order)
+
+
+class Color(enum.Enum):
+    RED = "red"
+
+
+class Event(BaseModel):
+    """Strict, as many services make their models: a datetime, a UUID, an enum, a set."""
+
+    model_config = ConfigDict(strict=True)
+
+    at: datetime
+    event_id: uuid.UUID
+    color: Color
+    tags: set[int]
+
+
+EVENT = Event(
+    at=datetime(2026, 1, 5, 12, 0, tzinfo=UTC),
+    event_id=uuid.UUID(int=7),
+    color=Color.RED,
+    tags={1, 2},
+)
+
+
+class Seen(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+    last: datetime | None = None
+
+
+def test_strict_models_go_through_every_step_and_come_back_equal(rt: Runtime) -> None:
+    # A snapshot holds the JSON form of a model (an ISO string for a datetime), which
+    # strict validation refuses in Python mode: every run failed before its first body,
+    # and a strict state schema with a raw ValidationError.
+    def first(ctx: StepContext[Event]) -> Event:
+        ctx.set_state(Seen(last=ctx.input_data.at))
+        return ctx.input_data
+
+    def second(ctx: StepContext[Event]) -> Event:
+        assert ctx.state == Seen(last=EVENT.at)
+        assert ctx.get_step_result(first_step) == EVENT
+        assert ctx.get_init_data() == EVENT
+        return ctx.input_data.model_copy(update={"tags": {*ctx.input_data.tags, 3}})
+
+    def inner(ctx: StepContext[Event]) -> Event:
+        assert ctx.get_init_data() == ctx.input_data  # the nested workflow's input
+        return ctx.input_data
+
+    first_step = create_step(id="first", input_schema=Event, output_schema=Event, execute=first)
+    child = (
+        create_workflow(id="strict_child", input_schema=Event, output_schema=Event)
+        .then(create_step(id="inner", input_schema=Event, output_schema=Event, execute=inner))
+        .commit()
+    )
+    wf = rt.register(
+        create_workflow(id="strict", input_schema=Event, output_schema=Event, state_schema=Seen)
+        .then(first_step)
+        .then(create_step(id="second", input_schema=Event, output_schema=Event, execute=second))
+        .then(child)
+        .commit()
+    )
+
+    result = wf.create_run().start(input_data=EVENT, timeout=WAIT)
+
+    assert result.status == RunStatus.SUCCESS, result.error
+    assert result.output == EVENT.model_copy(update={"tags": {1, 2, 3}})
+    with pytest.raises(Exception, match="valid datetime"):  # the user's own data: still strict
+        wf.create_run().start(input_data={**EVENT.model_dump(mode="json")}, timeout=WAIT)
