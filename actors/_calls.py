@@ -107,7 +107,6 @@ class Calls:
     """
 
     __slots__ = (
-        "_announce",
         "_awaiting_commit",
         "_jobs",
         "_plan",
@@ -131,7 +130,6 @@ class Calls:
         pool: StepPool,
         timers: Timers,
         *,
-        announce: Callable[[], int],
         durable: bool,
         writer: Callable[[str, Any, float, int | None], None] | None = None,
     ) -> None:
@@ -141,7 +139,6 @@ class Calls:
         self._snapshot = snapshot
         self._pool = pool
         self._timers = timers
-        self._announce = announce
         # The OpenTelemetry context of the run's span, handed to each call (see Call).
         self.span_parent: Any = None
         self.span_id: str | None = None
@@ -157,13 +154,6 @@ class Calls:
         """The next call's token: 1, 2, 3... (an int, not an iterator: fewer objects per run)."""
         self._tokens = token = self._tokens + 1
         return token
-
-    def release(self) -> None:
-        """The run ended: let go of its announcer (bound to the run actor) and its calls."""
-        self._announce = _ended
-        self._jobs.clear()
-        if self._awaiting_commit is not None:
-            self._awaiting_commit.clear()
 
     def __len__(self) -> int:
         """How many calls are in flight or waiting to be retried."""
@@ -237,9 +227,8 @@ class Calls:
             item=item,
             writer=self._writer,
         )
-        return Job(
-            call=call, index=index, signal=signal, step_node=step_node, item=item, attempt=attempt
-        )
+        # By position: keywords take twice as long to match to a dataclass's parameters.
+        return Job(call, index, signal, step_node, item, attempt)
 
     def conditions(
         self,
@@ -312,15 +301,22 @@ class Calls:
 
     # --- sending them ---------------------------------------------------------------
 
-    def send(self, jobs: list[Job]) -> int:
-        """Record the snapshot that announces these calls, then hand them to step actors.
+    def send(self, jobs: list[Job], seq: int) -> int:
+        """Hand these calls to step actors once the snapshot that announces them is recorded.
 
-        On a durable store the calls wait until that snapshot is committed
-        (:meth:`committed`), so a step whose output is recorded never runs
-        again after a crash; while ``gated`` is off they go at once.
+        The run actor records that snapshot first, and names it here: no callable
+        bound to the actor is kept for it (one object and one reference cycle
+        fewer per run in flight). On a durable store the calls wait until that
+        snapshot is committed (:meth:`committed`), so a step whose output is
+        recorded never runs again after a crash; while ``gated`` is off they go
+        at once.
+
+        Args:
+            jobs: The calls, made since the snapshot before.
+            seq: The sequence number of the snapshot that announces them.
 
         Returns:
-            The sequence number of the snapshot that announces them.
+            ``seq``.
         """
         running = self._jobs
         waiting: list[Job] = []
@@ -329,7 +325,6 @@ class Calls:
                 running[job.call.token] = job
             else:  # in a back-off that a recovery found under way: it waits out the rest
                 waiting.append(job)
-        seq = self._announce()
         if waiting:
             for job in waiting:
                 self.retry_later(job, job.delay or 0.0)
@@ -447,7 +442,3 @@ class Calls:
 
 _TIMEOUT_SLACK = 0.001
 """Seconds left of a timeout that count as none: a timer may fire a little early."""
-
-
-def _ended() -> int:
-    raise RuntimeError("the run ended: it announces no more calls")

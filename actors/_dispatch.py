@@ -265,6 +265,7 @@ class _DispatchInbox:
         "_lock",
         "_messages",
         "_scheduled",
+        "_urn",
     )
 
     def __init__(self) -> None:
@@ -277,8 +278,22 @@ class _DispatchInbox:
         # Once closed, the actor only weakly: the inbox and its actor refer to each other,
         # and a strong reference both ways would leave every ended actor to the cyclic
         # garbage collector. Mail that comes after still reaches on_undelivered while the
-        # actor is alive, and its class's on_undelivered_gone once it is not (with its urn).
-        self._gone: tuple[weakref.ref[DispatchedActor], type[DispatchedActor], str] | None = None
+        # actor is alive, and its class's on_undelivered_gone once it is not.
+        self._gone: tuple[weakref.ref[DispatchedActor], type[DispatchedActor]] | None = None
+        # The actor's urn, made when first read (see urn).
+        self._urn: str | None = None
+
+    @property
+    def urn(self) -> str:
+        """The urn of the inbox's actor (and its ref's), made when first read.
+
+        Only logs and the test kit read it: a run's actor is made for every run,
+        and most are never named.
+        """
+        urn = self._urn
+        if urn is None:
+            urn = self._urn = f"urn:uuid:{new_id()}"
+        return urn
 
     def bind(self, actor: DispatchedActor, dispatcher: Dispatcher) -> None:
         self._actor = actor
@@ -338,23 +353,28 @@ class _DispatchInbox:
             self._messages.clear()
             return left
 
+    def actor(self) -> DispatchedActor | None:
+        """The inbox's actor, or ``None`` once it has been freed."""
+        if self._actor is None and self._gone is not None:
+            return self._gone[0]()
+        return self._actor
+
     def release(self) -> None:
         """After :meth:`close`: hold the actor weakly, to go once nothing else holds it."""
         actor = self._actor
         if actor is not None and self._closed:
-            # Its urn, not its name: the name is formatted only if mail comes after all.
-            self._gone = (weakref.ref(actor), type(actor), actor.actor_urn)
+            self._gone = (weakref.ref(actor), type(actor))
             self._actor = None
             self._dispatcher = None
 
     def _reply_dead(self, item: Any) -> None:
         actor = self._actor
         if actor is None and self._gone is not None:
-            ref, actor_class, urn = self._gone
+            ref, actor_class = self._gone
             actor = ref()
             if actor is None:
                 # How pykka names an actor (Actor.__str__), which none of ours overrides.
-                _reply_gone(item, actor_class, f"{actor_class.__name__} ({urn})")
+                _reply_gone(item, actor_class, f"{actor_class.__name__} ({self.urn})")
                 return
         _reply_dead(item, actor)
 
@@ -471,7 +491,33 @@ class _DispatchedRef(pykka.ActorRef[Any]):
     run. A told message needs no envelope (it carries no reply), so here it
     goes in bare, and :meth:`DispatchedActor._process` tells the two apart by
     type. ``ask`` and everything else are pykka's, with envelopes.
+
+    pykka's ``__init__`` also keeps a weak reference to the actor, which only a
+    proxy reads: one more object per run in flight for the garbage collector.
+    Here it is made when a proxy asks for it (:attr:`_actor_weakref`), from the
+    inbox, which holds the actor until it ends (weakly after).
     """
+
+    actor_inbox: _DispatchInbox
+    actor_stopped: _StopFlag
+
+    def __init__(self, actor: DispatchedActor) -> None:
+        # What pykka's ActorRef.__init__ sets (test_dispatch.py checks they are still
+        # all), but the weak reference, and the urn, which the inbox keeps.
+        self.actor_class = type(actor)
+        self.actor_inbox = actor.actor_inbox
+        self.actor_stopped = actor.actor_stopped
+
+    @property  # read-only: pykka's is an attribute its __init__ sets
+    def actor_urn(self) -> str:  # type: ignore[override]
+        """The actor's urn, made when first read (see :attr:`_DispatchInbox.urn`)."""
+        return self.actor_inbox.urn
+
+    @property  # read-only: pykka's is an attribute its __init__ sets, not made here
+    def _actor_weakref(self) -> weakref.ref[Any]:  # type: ignore[override]
+        """A weak reference to the actor, dead once the actor is freed (what a proxy reads)."""
+        actor = self.actor_inbox.actor()
+        return weakref.ref(actor if actor is not None else _Freed())
 
     def tell(self, message: Any) -> None:
         """Send ``message`` without waiting for an answer.
@@ -479,12 +525,19 @@ class _DispatchedRef(pykka.ActorRef[Any]):
         Raises:
             ActorDeadError: if the actor has stopped.
         """
-        if self.actor_stopped.is_set():
+        # The stop flag read as an attribute, not through is_set(): a call fewer per message.
+        if self.actor_stopped._stopped:
             raise ActorDeadError(f"{self} not found")
         if message is None or type(message) is Envelope:
             # An item the inbox could not tell apart: None means "no mail".
             message = Envelope(message)
         self.actor_inbox.put(message)
+
+
+class _Freed:
+    """What a dispatched ref's weak reference names once its actor is freed: nothing alive."""
+
+    __slots__ = ("__weakref__",)
 
 
 class DispatchedActor(pykka.Actor):
@@ -517,14 +570,19 @@ class DispatchedActor(pykka.Actor):
         # are still all the attributes it sets), but not by calling it: its urn
         # comes from uuid4(), which reads os.urandom and so releases the GIL,
         # and a dispatched actor is created for every run. Under load the
-        # dispatcher thread would wait for the GIL once per run.
-        self.actor_urn = f"urn:uuid:{new_id()}"
+        # dispatcher thread would wait for the GIL once per run. The urn is the
+        # inbox's, made only if something reads it (actor_urn).
         self.actor_inbox = _DispatchInbox()
         self.actor_stopped = _StopFlag()
         self._actor_ref = _DispatchedRef(self)
         self.actor_inbox.bind(self, dispatcher)
         self._dispatcher = dispatcher
         self._loop_started = False
+
+    @property  # read-only: pykka's is an attribute its __init__ sets
+    def actor_urn(self) -> str:  # type: ignore[override]
+        """The actor's urn, made when first read (see :attr:`_DispatchInbox.urn`)."""
+        return self.actor_inbox.urn
 
     @classmethod
     def start(cls, *args: Any, **kwargs: Any) -> pykka.ActorRef[Self]:

@@ -13,7 +13,7 @@ closed as lagged: it subscribes again from the last event it took).
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Container
+from collections.abc import Container, KeysView
 from typing import Final
 
 from runtime._model import RunEvent
@@ -99,6 +99,15 @@ class EventLogs:
 
     def __contains__(self, run_id: object) -> bool:
         return run_id in self._logs
+
+    @property
+    def run_ids(self) -> KeysView[str]:
+        """The runs with a log, as a live view: ``in`` it costs no Python call.
+
+        A run actor on a store in memory asks it at every transition of every run
+        (:class:`actors._direct.DirectWrites`).
+        """
+        return self._logs.keys()
 
     def get(self, run_id: str) -> EventLog | None:
         """The run's log, if kept (and noted as used now)."""

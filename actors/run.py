@@ -226,12 +226,11 @@ class RunActor(DispatchedActor):
             SnapshotFreezer(snapshot) if direct is not None else IncrementalEncoder(snapshot)
         )
         self._calls = Calls(
-            self.actor_ref,
+            self._actor_ref,
             plan,
             snapshot,
             pool,
             timers,
-            announce=self._tell_snapshot,
             durable=durable,
             writer=self._writer,
         )
@@ -536,11 +535,6 @@ class RunActor(DispatchedActor):
         elif isinstance(message, ResumeStep):
             message.reply(ResumeOutcome.GONE)
 
-    def on_released(self) -> None:
-        # The calls' announcer is bound to this actor: without this the actor, its
-        # calls, snapshot and span would wait for the cyclic garbage collector.
-        self._calls.release()
-
     def _on_abort_run(self, message: AbortRun) -> None:
         if message.lost:
             # Whoever waits here for the run now reads it from the store, as after
@@ -582,9 +576,11 @@ class RunActor(DispatchedActor):
                     self._resumed_items = []
                 self._resumed_items.append(item)
             jobs = self._next_items(index, node)
-            seq = self._calls.send(jobs) if jobs else self._tell_snapshot()
+            seq = self._tell_snapshot()
+            if jobs:
+                self._calls.send(jobs, seq)
         else:
-            seq = self._calls.send([self._step_job(index, member, snapshot["carry"])])
+            seq = self._send([self._step_job(index, member, snapshot["carry"])])
         if self._durable:
             if self._resume_replies is None:
                 self._resume_replies = []
@@ -740,9 +736,17 @@ class RunActor(DispatchedActor):
                 continue
             jobs.append(self._step_job(index, step_node, snapshot["carry"]))
         if jobs:
-            self._calls.send(jobs)
+            self._calls.send(jobs, self._tell_snapshot())  # _send's, inline: every step
         else:
             self._group_settled(index)
+
+    def _send(self, jobs: list[Job]) -> int:
+        """Record the snapshot that announces ``jobs`` (made already), then hand them over.
+
+        Returns:
+            The sequence number of that snapshot.
+        """
+        return self._calls.send(jobs, self._tell_snapshot())
 
     def _step_job(
         self,
@@ -905,7 +909,10 @@ class RunActor(DispatchedActor):
         record["status"] = _STEP_SUCCESS
         record["output"] = output
         record["error"] = None
-        record["started_at"] = min(record["started_at"] or message.started_at, message.started_at)
+        began = message.started_at
+        started = record["started_at"]
+        if not started or began < started:  # min() without its call: at every step of every run
+            record["started_at"] = began
         record["ended_at"] = message.ended_at
 
     def _step_failed(self, job: Job, error: dict[str, Any], retryable: bool) -> None:
@@ -1037,7 +1044,7 @@ class RunActor(DispatchedActor):
         fns = tuple((cond, step.step.input_schema) for cond, step in node.arms) + tuple(
             (flow.condition, flow.input_schema) for flow in node.flows if flow.condition is not None
         )
-        self._calls.send(
+        self._send(
             [self._calls.conditions(index, node, self._snapshot["carry"], self._outputs, fns)]
         )
 
@@ -1069,7 +1076,7 @@ class RunActor(DispatchedActor):
             return
         payload = record["payload"] if record is not None else snapshot["carry"]
         job = self._step_job(index, step_node, payload, iteration=progress["iteration"])
-        self._calls.send([job])
+        self._send([job])
 
     def _check_loop(self, index: int, node: LoopNode, output: Any) -> None:
         step_node = node.step_node
@@ -1077,7 +1084,7 @@ class RunActor(DispatchedActor):
         iteration = (self._snapshot["progress"] or {}).get("iteration", 1)
         fns = ((node.condition, step_node.step.output_schema),)
         job = self._calls.conditions(index, node, output, self._outputs, fns, iteration=iteration)
-        self._calls.send([job])
+        self._send([job])
 
     def _loop_decided(self, index: int, node: LoopNode, holds: bool) -> None:
         step_node = node.step_node
@@ -1102,7 +1109,7 @@ class RunActor(DispatchedActor):
             )
             return
         snapshot["progress"] = {"iteration": iteration + 1}
-        self._calls.send([self._step_job(index, step_node, output, iteration=iteration + 1)])
+        self._send([self._step_job(index, step_node, output, iteration=iteration + 1)])
 
     # --- foreach ---------------------------------------------------------------------------------
 
@@ -1174,7 +1181,7 @@ class RunActor(DispatchedActor):
         """Start the items there is room for; with none running and none to start, suspend."""
         jobs = self._next_items(index, node)
         if jobs:
-            self._calls.send(jobs)
+            self._send(jobs)
         elif self._calls:
             self._tell_snapshot(terminal=False)
         else:
@@ -1240,7 +1247,7 @@ class RunActor(DispatchedActor):
         carry = self._snapshot["carry"]
         self._record_step(node.path, carry)
         assert node.fn is not None
-        self._calls.send([self._calls.map(index, node, carry, self._outputs)])
+        self._send([self._calls.map(index, node, carry, self._outputs)])
 
     def _enter_sleep(self, index: int, node: SleepNode) -> None:
         snapshot = self._snapshot
@@ -1251,7 +1258,7 @@ class RunActor(DispatchedActor):
         self._record_step(node.path, snapshot["carry"])
         value = node.seconds if node.seconds is not None else node.until
         if callable(value):
-            self._calls.send(
+            self._send(
                 [self._calls.sleep_length(index, node, snapshot["carry"], self._outputs, value)]
             )
             return
@@ -1466,7 +1473,7 @@ class RunActor(DispatchedActor):
         fns = ((node.condition, node.output_schema),)
         carry = self._snapshot["carry"]
         job = self._calls.conditions(index, node, carry, self._outputs, fns, iteration=iteration)
-        self._calls.send([job])
+        self._send([job])
 
     def _loop_back_decided(self, index: int, node: LoopBackNode, holds: bool) -> None:
         snapshot = self._snapshot
@@ -1653,7 +1660,9 @@ class RunActor(DispatchedActor):
             or not direct.end(record)
         ):
             self._hooks.finish(self._plan, snapshot, record, self._registry, on_recorded)
-        ended = RunEnded(run_id=snapshot["run_id"], status=status, actor=self.actor_ref)
+        # The ref as DispatchedActor.start reads it, not through pykka's property: a call
+        # fewer at every run's end.
+        ended = RunEnded(run_id=snapshot["run_id"], status=status, actor=self._actor_ref)
         tell_safely(self._supervisor, ended)
         self.stop_now()
 
@@ -1685,7 +1694,7 @@ class RunActor(DispatchedActor):
             return record.seq
         # A dead registry must not take the run down with it; the runtime
         # records unfinished runs as failed when it stops.
-        ack_to = self.actor_ref if self._durable and not terminal else None
+        ack_to = self._actor_ref if self._durable and not terminal else None
         tell_safely(self._registry, SnapshotTaken(record=record, terminal=terminal, ack_to=ack_to))
         return record.seq
 

@@ -260,7 +260,9 @@ class ActorSystem:
             gate=self.gate,
             waiting=self._waiting,
             # Only a MemoryStore is known to take writes from any thread.
-            direct=DirectWrites(store, logs, waiters) if isinstance(store, MemoryStore) else None,
+            direct=DirectWrites(store, logs.run_ids, waiters)
+            if isinstance(store, MemoryStore)
+            else None,
             here=self._here,
             holds=None if self.shared is None else self.shared.holds,
         )

@@ -543,13 +543,43 @@ def test_a_dispatched_actor_sets_every_attribute_pykkas_actor_init_sets(
     dispatcher: Dispatcher,
 ) -> None:
     # DispatchedActor.__init__ does pykka's work itself (its urn does not come
-    # from uuid4); a pykka that sets more in Actor.__init__ must show here.
+    # from uuid4, and is made when first read); a pykka that sets more in
+    # Actor.__init__ must show here.
     pykkas = set(vars(pykka.ThreadingActor()))
     ours = Recorder(dispatcher)
 
-    assert pykkas <= set(vars(ours))
+    assert pykkas <= {*vars(ours), "actor_urn"}
     assert ours.actor_urn.startswith("urn:uuid:")
     assert ours.actor_ref.actor_urn == ours.actor_urn
+    assert Recorder(dispatcher).actor_urn != ours.actor_urn
+
+
+class _Plain(DispatchedActor):
+    """A dispatched actor that nothing else holds: freed once it ends."""
+
+    def on_receive(self, message: Any) -> Any:
+        return message
+
+
+def test_a_dispatched_ref_sets_what_pykkas_ref_init_sets_and_weakly_finds_its_actor(
+    dispatcher: Dispatcher,
+) -> None:
+    # _DispatchedRef.__init__ does pykka's work itself, but makes no weak reference to
+    # the actor until a proxy asks: a pykka that sets more in ActorRef.__init__ must show.
+    pykkas = set(vars(pykka.ActorRef(pykka.ThreadingActor())))
+    ref = _Plain.start(dispatcher)
+
+    assert pykkas <= {*vars(ref), "_actor_weakref", "actor_urn"}
+    actor = ref._actor_weakref()
+    assert isinstance(actor, _Plain) and actor.actor_ref is ref
+    assert ref.proxy().on_receive("through a proxy").get(timeout=WAIT) == "through a proxy"
+    del actor
+    ref.stop(timeout=WAIT)
+    urn = ref.actor_urn
+    wait_until(lambda: ref._actor_weakref() is None, what="the ended actor freed")
+    with pytest.raises(pykka.ActorDeadError):
+        ref.proxy()
+    assert ref.actor_urn == urn and str(ref) == f"_Plain ({urn})"
 
 
 def test_a_dispatched_actor_s_stop_flag_wakes_a_waiter_and_never_clears() -> None:
