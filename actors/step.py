@@ -858,5 +858,6 @@ def _final(output: Any, schema: type[BaseModel], call: CallStep) -> Any:
             "the workflow's output schema",
             run_id=call.run_id,
             step_id=call.step.id,
+            stored=True,  # the last step's output, dumped
         )
     )

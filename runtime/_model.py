@@ -509,8 +509,9 @@ class WorkflowResult(BaseModel, Generic[Out]):
                 "(get_workflow_run_by_id, list_workflow_runs)",
                 run_id=self.run_id,
             )
-        # Lax whatever the model says: the result is its JSON-mode dump (see validate_stored).
-        return cast(Out, schema.model_validate(self.result, strict=False))
+        from runtime._step import validate_stored  # imports this module
+
+        return cast(Out, validate_stored(schema, self.result))  # its JSON-mode dump
 
     def __eq__(self, other: object) -> bool:
         # pydantic's own __eq__ compares private attributes too; a result is equal to

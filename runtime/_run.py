@@ -267,6 +267,7 @@ class Run(Generic[In, Out]):
                 output_options=output_options,
                 resource_id=resource_id,
                 idempotency_key=key,
+                input_stored=scheduled,  # a schedule's input is the JSON form it kept
             )
             chosen = enter_queue(
                 plan, snapshot, queue=queue, priority=priority, concurrency_key=concurrency_key

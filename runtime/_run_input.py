@@ -155,9 +155,13 @@ def pending_snapshot(
     output_options: Any,
     resource_id: str | None = None,
     idempotency_key: str | None = None,
+    input_stored: bool = False,
 ) -> Snapshot:
-    """Validate every start argument and build the run's first snapshot."""
-    inputs = _validated(plan.input_schema, input_data, "input_data", run_id)
+    """Validate every start argument and build the run's first snapshot.
+
+    ``input_stored``: ``input_data`` is the JSON form a schedule kept (see :func:`_validated`).
+    """
+    inputs = _validated(plan.input_schema, input_data, "input_data", run_id, stored=input_stored)
     state = (
         _validated(plan.state_schema, initial_state, "initial_state", run_id)
         if plan.state_schema is not None
@@ -300,12 +304,23 @@ def bound_schedule(schedule: Schedule, workflow_id: str, input_schema: type[Base
     return dataclasses.replace(schedule, schedule_id=schedule_id, input_data=data)
 
 
-def _validated(schema: type[BaseModel], value: Any, field: str, run_id: str) -> Any:
+def _validated(
+    schema: type[BaseModel], value: Any, field: str, run_id: str, *, stored: bool = False
+) -> Any:
+    """``value`` validated by ``schema``, as plain data.
+
+    ``stored``: ``value`` is a JSON form callboard kept (a schedule's input), validated
+    again in lax mode, as a model of another class is once dumped (see
+    :func:`~runtime._step.validate_stored`); what a caller hands over is as strict as
+    ``schema`` says.
+    """
     try:
         if type(value) is dict:  # the usual case, told apart without a model class's checks
-            model = validate_model(schema, value)
+            model = validate_stored(schema, value) if stored else validate_model(schema, value)
         elif isinstance(value, schema):
             model = value
+        elif isinstance(value, BaseModel):  # another model: checked as its dump is
+            model = validate_stored(schema, plain(value))
         else:
             model = validate_model(schema, {} if value is None else plain(value))
     except ValidationError as exc:

@@ -81,10 +81,13 @@ def validate_stored(schema: type[M], data: Any) -> M:
     its validation of JSON takes, so every run of a strict model failed at its first
     step. Strictness is for what the user hands over (a start's input, a step's
     returned dict), which is validated as given.
+
+    A schema that overrides ``model_validate`` gets its own, called as pydantic's
+    callers call it, with the data alone: an override need not take ``strict``.
     """
-    if getattr(schema.model_validate, "__func__", None) is _MODEL_VALIDATE and (
-        schema.__pydantic_complete__
-    ):
+    if getattr(schema.model_validate, "__func__", None) is not _MODEL_VALIDATE:
+        return schema.model_validate(data)
+    if schema.__pydantic_complete__:
         model: M = schema.__pydantic_validator__.validate_python(data, strict=False)
         return model
     return schema.model_validate(data, strict=False)

@@ -12,7 +12,14 @@ from pydantic import BaseModel, ValidationError
 
 from runtime import _probes
 from runtime._errors import RunInProgressError, UnboundWorkflowError, WorkflowDefinitionError
-from runtime._ids import check_resource_id, check_run_id, new_id, shown_name, unstorable_text
+from runtime._ids import (
+    MAX_NAME_BYTES,
+    check_resource_id,
+    check_run_id,
+    new_id,
+    shown_name,
+    unstorable_text,
+)
 from runtime._model import (
     TERMINAL_STATUSES,
     RunOutcome,
@@ -535,6 +542,7 @@ class Workflow(Generic[In, Out]):
                 version=self.version,
             )
             check_chain(self.id, self.input_schema, self.output_schema, self._nodes)
+            _check_path_lengths(plan)
             self._plan = plan
         return self
 
@@ -1004,3 +1012,22 @@ def _in_progress(run_id: str, status: str) -> RunInProgressError:
     return RunInProgressError(
         f"run {run_id!r} is {status}; only a run that has ended can be deleted", run_id=run_id
     )
+
+
+def _check_path_lengths(plan: ExecutionPlan) -> None:
+    """Refuse a step path (nested ids joined by ``.``) longer than a name may be.
+
+    A store keys a run's step records by run id and path: each id within
+    :data:`~runtime._ids.MAX_NAME_BYTES` still made paths too long for a
+    PostgreSQL index entry once nested, and the runs failed there alone.
+
+    Raises:
+        WorkflowDefinitionError: naming the path, cut short.
+    """
+    for path in plan.paths:
+        if len(path) > MAX_NAME_BYTES // 4 and (size := len(path.encode())) > MAX_NAME_BYTES:
+            raise WorkflowDefinitionError(
+                f"workflow {shown_name(plan.workflow_id)}: the step path {shown_name(path)} is "
+                f"{size} bytes long in UTF-8; at most {MAX_NAME_BYTES} are allowed (PostgreSQL "
+                "cannot index a longer one): shorten the ids of the nested workflows or steps"
+            )

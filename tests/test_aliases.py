@@ -10,6 +10,7 @@ name, every such workflow failed at its first step: "userId: Field required".
 from __future__ import annotations
 
 import enum
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -351,3 +352,117 @@ def test_strict_models_go_through_every_step_and_come_back_equal(rt: Runtime) ->
     assert result.output == EVENT.model_copy(update={"tags": {1, 2, 3}})
     with pytest.raises(Exception, match="valid datetime"):  # the user's own data: still strict
         wf.create_run().start(input_data={**EVENT.model_dump(mode="json")}, timeout=WAIT)
+
+
+class Announced(BaseModel):
+    """The workflow's output: Event's fields in another, strict, class."""
+
+    model_config = ConfigDict(strict=True)
+
+    at: datetime
+    event_id: uuid.UUID
+    color: Color
+    tags: set[int]
+
+
+def test_a_strict_workflow_output_of_another_class_than_the_last_steps_is_taken(
+    rt: Runtime,
+) -> None:
+    # The last step's output, dumped, was checked strictly against the workflow's output
+    # schema: every run failed "at: Input should be a valid datetime".
+    wf = rt.register(
+        create_workflow(id="announce", input_schema=Event, output_schema=Announced)
+        .then(
+            create_step(
+                id="last", input_schema=Event, output_schema=Event, execute=lambda c: c.input_data
+            )
+        )
+        .commit()
+    )
+    result = wf.create_run().start(input_data=EVENT, timeout=WAIT)
+    assert result.status == RunStatus.SUCCESS, result.error
+    assert result.output == Announced(**dict(EVENT))
+
+
+def test_a_start_with_a_model_of_another_class_is_checked_as_its_dump(rt: Runtime) -> None:
+    wf = rt.register(
+        create_workflow(id="announced_in", input_schema=Announced, output_schema=Announced)
+        .then(
+            create_step(
+                id="same",
+                input_schema=Announced,
+                output_schema=Announced,
+                execute=lambda c: c.input_data,
+            )
+        )
+        .commit()
+    )
+    result = wf.create_run().start(input_data=EVENT, timeout=WAIT)
+    assert result.status == RunStatus.SUCCESS, result.error
+
+
+class Lowered(BaseModel):
+    name: str
+
+    @classmethod
+    def model_validate(cls, obj: Any) -> Lowered:  # type: ignore[override]
+        # As some code bases narrow it, to normalise: no strict, no context.
+        if isinstance(obj, dict) and isinstance(obj.get("name"), str):
+            obj = {**obj, "name": obj["name"].lower()}
+        return super().model_validate(obj)
+
+
+def test_a_model_validate_of_the_users_that_takes_no_strict_is_called_as_it_is(
+    rt: Runtime,
+) -> None:
+    # Called with strict=False, it raised TypeError, and every run failed at its second step.
+    wf = rt.register(
+        create_workflow(id="lowered", input_schema=Lowered, output_schema=Lowered)
+        .then(
+            create_step(
+                id="first",
+                input_schema=Lowered,
+                output_schema=Lowered,
+                execute=lambda c: {"name": "Bob"},
+            )
+        )
+        .then(
+            create_step(
+                id="second",
+                input_schema=Lowered,
+                output_schema=Lowered,
+                execute=lambda c: c.input_data,
+            )
+        )
+        .commit()
+    )
+    result = wf.create_run().start(input_data={"name": "ADA"}, timeout=WAIT)
+    assert result.status == RunStatus.SUCCESS, result.error
+    assert result.output == Lowered(name="bob")
+
+
+def test_a_schedule_of_a_strict_model_starts_its_runs() -> None:
+    # A schedule keeps its input as JSON; each tick validated it strictly, refused it
+    # ("schedule_input_invalid") and started nothing, for ever.
+    from runtime.testing import Harness
+
+    with Harness() as harness:
+        wf = harness.register(
+            create_workflow(id="strict_ticks", input_schema=Event, output_schema=Event)
+            .then(
+                create_step(
+                    id="tick",
+                    input_schema=Event,
+                    output_schema=Event,
+                    execute=lambda c: c.input_data,
+                )
+            )
+            .commit()
+        )
+        harness.runtime.schedule(wf, cron="*/5 * * * *", input_data=EVENT)
+        deadline = time.monotonic() + WAIT
+        while not (runs := wf.list_workflow_runs(status="success").runs):
+            assert time.monotonic() < deadline, "no tick's run succeeded"
+            time.sleep(0.01)
+        harness.runtime.pause_schedule("strict_ticks")
+    assert runs[0].output == EVENT

@@ -228,6 +228,21 @@ def test_a_name_too_long_for_postgresql_is_refused_on_every_store(rt: Runtime) -
     assert wf.create_run("字" * 341).start(input_data={"value": 1}, timeout=10).status == "success"
 
 
+def test_a_step_path_too_long_for_postgresql_is_refused_at_commit() -> None:
+    # Each id within the limit, but a nested workflow's id and its step's id make one path,
+    # which a store keys step records by: PostgreSQL refused it, and the run failed there.
+    child = (
+        create_workflow(id="c" * 600, input_schema=Loose, output_schema=Loose)
+        .then(
+            create_step(id="s" * 600, input_schema=Loose, output_schema=Loose, execute=echo.execute)
+        )
+        .commit()
+    )
+    parent = create_workflow(id="parent", input_schema=Loose, output_schema=Loose).then(child)
+    with pytest.raises(WorkflowDefinitionError, match=r"step path .* is 1201 bytes long"):
+        parent.commit()
+
+
 def test_only_postgresql_errors_that_may_pass_are_tried_again() -> None:
     psycopg = pytest.importorskip("psycopg")
     from runtime._stores.postgres import _passing
