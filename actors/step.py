@@ -288,8 +288,10 @@ async def _body(awaitable: Any, span: Span | None, run_id: str, owner: object) -
         with contextlib.nullcontext() if span is None else span.current():
             return True, await awaitable
     except asyncio.CancelledError as exc:
-        task = asyncio.current_task()
-        if task is not None and not task.cancelling():
+        # Not kept in a local: the re-raised error's traceback keeps this frame, and the
+        # task keeps the error, so a timed-out body (its context, signal, writer) was a
+        # reference cycle only the garbage collector freed.
+        if not _cancelled_from_outside():
             # Nobody cancelled this task: the body raised it itself (it awaited a
             # task something else cancelled, as HTTP clients do). A failure of the
             # step, as in a sync body, not a stop of the runtime.
@@ -299,6 +301,12 @@ async def _body(awaitable: Any, span: Span | None, run_id: str, owner: object) -
         return False, exc
     finally:
         served.end()  # tasks it left running serve no run: they may wait for this one
+
+
+def _cancelled_from_outside() -> bool:
+    """Whether the running task was cancelled by something else (a timeout, a stop)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 class _Awaiting:

@@ -78,6 +78,11 @@ def _until_aborted(ctx: StepContext[Any]) -> Any:
     return ctx.input_data
 
 
+async def _too_slow_async(ctx: StepContext[Any]) -> Any:
+    await asyncio.sleep(10)  # cut off by its timeout
+    return ctx.input_data
+
+
 def _step(name: str, execute: Callable[[Any], Any], **options: Any) -> Any:
     return create_step(id=name, input_schema=Value, output_schema=Value, execute=execute, **options)
 
@@ -153,6 +158,12 @@ CASES: dict[str, tuple[Callable[[], Any], Callable[[Any, int, str], None], str]]
         "success",
     ),
     "cancel": (lambda: _workflow("stops", _step("w", _until_aborted)), _cancel, "canceled"),
+    # The body's frame kept the task, which kept the error whose traceback kept the frame.
+    "an async step past its timeout": (
+        lambda: _workflow("late", _step("late", _too_slow_async, timeout=0.01)),
+        _run_to_the_end,
+        "failed",
+    ),
 }
 
 
