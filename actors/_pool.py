@@ -45,8 +45,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUSY",
+    "DOUBTED",
     "HELD",
     "LATE",
+    "PROMPT",
     "STOP_TIMEOUT",
     "TICK",
     "VOIDED",
@@ -92,6 +94,31 @@ starves the process for ever still lets the pool grow for blocked steps."""
 VOIDED: Final = 2
 """How many ticks in a row the monitor may set aside for :data:`HELD`."""
 
+DOUBTED: Final = 0.25
+"""How soon after a stalled tick another one is believed at once (seconds).
+
+A tick in which no call ended says that the actors are blocked, or that they
+could not run: on a loaded host a woken step thread waits for a CPU while
+the threads already on one (the caller starting runs, the dispatcher) take
+the GIL back, or the host gives the whole process a third of a CPU. Such
+misreads come alone, seconds apart, and in W2 under load about one process
+in five had one: the pool grew from 4 actors to its limit of 64 for steps of
+microseconds, and every later call woke a sleeping thread (10 context
+switches a run instead of 1, up to 35% more CPU). So a stalled tick grows the
+pool only if another came within this long before it (actors that are
+blocked still are a tick later; while calls keep stalling, as in a burst of
+blocking steps whose actors the monitor takes a while to start, each stalled
+tick grows the pool at once), or if the process rested through it (:data:`BUSY`)
+and the monitor woke at once (:data:`PROMPT`): nothing else wanted the CPU,
+so the actors are blocked.
+"""
+
+PROMPT: Final = 0.001
+"""How late the monitor may wake from a stalled tick for a resting process to say blocked actors.
+
+Stricter than :data:`LATE`: a host that gives the process a third of a CPU
+had the monitor wake 4 ms late from a tick in which no step could run."""
+
 
 def _tick_verdict(finished: bool, late: float, cpu: float, wall: float) -> str | None:
     """What a tick in which a call waited says: ``"stalled"``, ``"idle"``, or ``None``.
@@ -115,6 +142,18 @@ def _tick_verdict(finished: bool, late: float, cpu: float, wall: float) -> str |
     if late < LATE and cpu < BUSY * wall:
         return "idle"
     return None
+
+
+def _stall_believed(since: float, late: float, cpu: float, wall: float) -> bool:
+    """Whether a ``"stalled"`` tick says that the actors are blocked (see :data:`DOUBTED`).
+
+    Args:
+        since: How long before this tick the monitor saw the last stalled one.
+        late: How long after the tick's deadline the monitor woke.
+        cpu: The CPU seconds the process used in the tick.
+        wall: The tick's length, as the monitor measured it.
+    """
+    return since <= DOUBTED or (late < PROMPT and cpu < BUSY * wall)
 
 
 STOP_TIMEOUT: Final = 5.0
@@ -634,7 +673,9 @@ class StepPool:
     (the actors are stalled), or at most as many as live (the pool doubles)
     if the process used less than :data:`BUSY` of a CPU in it and was not
     starved of CPU (:data:`LATE`): the actors are blocked, not busy. A tick
-    past which the monitor itself could not run (:data:`HELD`) says neither.
+    past which the monitor itself could not run (:data:`HELD`) says neither;
+    a stalled one is believed only after another, unless the process rested
+    through it (:data:`DOUBTED`).
 
     Args:
         loop: Where ``async def`` bodies run.
@@ -842,6 +883,7 @@ class StepPool:
 
     def _watch(self) -> None:
         voided = 0  # ticks set aside in a row because the GIL was held past them (HELD)
+        stalled_at = float("-inf")  # when the monitor last saw a stalled tick (see DOUBTED)
         while True:
             with self._cond:
                 while not self._backlog and not self._stopping:
@@ -864,15 +906,19 @@ class StepPool:
                     emit(logging.DEBUG, "step_pool_tick_set_aside", late=round(now - deadline, 4))
                     continue
                 voided = 0
+                used = time.process_time() - cpu
                 verdict = _tick_verdict(
-                    self._completions != seen,
-                    now - deadline,
-                    time.process_time() - cpu,
-                    now - began,
+                    self._completions != seen, now - deadline, used, now - began
                 )
-                if verdict is None:
-                    continue
                 stalled = verdict == "stalled"
+                if stalled:
+                    believed = _stall_believed(now - stalled_at, now - deadline, used, now - began)
+                    stalled_at = now
+                    if not believed:
+                        emit(logging.DEBUG, "step_pool_tick_doubted", cpu=round(used, 4))
+                        continue
+                elif verdict is None:
+                    continue
                 # The actors are blocked. Stalled ones all at once: every call
                 # waiting gets an actor, up to the limit. Otherwise the pool at
                 # most doubles per tick, so that a tick misread costs few threads.

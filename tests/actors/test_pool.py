@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 
 from actors import _pool
-from actors._pool import HELD, TICK, AsyncLoop, _tick_verdict
+from actors._pool import (
+    DOUBTED,
+    HELD,
+    PROMPT,
+    TICK,
+    AsyncLoop,
+    _stall_believed,
+    _tick_verdict,
+)
 from runtime._errors import RuntimeStoppedError
 from runtime._sync import wait_for_a_run
 from tests.actors.harness import WAIT, Harness, Value, harnesses, step, step_threads
@@ -407,3 +415,49 @@ def test_a_tick_verdict_reads_blocked_actors_from_the_calls_and_the_cpu() -> Non
     assert _tick_verdict(True, 0.0, 0.0, TICK) == "idle"  # calls end, the process rests
     assert _tick_verdict(True, 0.0, TICK, TICK) is None  # calls wait for the CPU
     assert _tick_verdict(True, 2 * TICK, 0.0, 3 * TICK) is None  # the monitor was starved too
+
+
+def test_a_stalled_tick_is_believed_at_once_only_in_a_resting_process() -> None:
+    never = float("inf")  # no stalled tick before
+    assert _stall_believed(never, 0.0, 0.0, TICK)  # nothing else ran: the actors are blocked
+    assert not _stall_believed(never, 0.0, TICK, TICK)  # busy: the GIL may be kept from them
+    assert not _stall_believed(never, 2 * PROMPT, 0.0, TICK)  # the host starved the process
+    assert _stall_believed(TICK, 0.0, TICK, TICK)  # a tick ago stalled too: they are blocked
+    assert _stall_believed(TICK, 2 * PROMPT, 0.0, TICK)
+    assert not _stall_believed(2 * DOUBTED, 0.0, TICK, TICK)  # that stall was another one
+
+
+def test_a_step_that_blocks_makes_the_pool_grow_in_a_busy_process_too(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """The first stalled tick of a busy process is doubted; the pool still grows a tick later."""
+    harness = make_harness(core=1, limit=4)
+    entered, release, done = threading.Event(), threading.Event(), threading.Event()
+    ran = threading.Event()
+
+    def spin() -> None:  # keeps the process busy: every tick uses most of a CPU
+        while not done.is_set():
+            sum(range(1_000))
+
+    def blocked(ctx: Any) -> Value:
+        entered.set()
+        assert release.wait(WAIT)
+        return ctx.input_data
+
+    def second(ctx: Any) -> Value:
+        ran.set()
+        return ctx.input_data
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    try:
+        harness.execute(step(blocked), {"value": "first"})
+        assert entered.wait(WAIT)
+        harness.execute(step(second), {"value": "second"})
+        assert ran.wait(WAIT), "a call behind a blocked step never got an actor"
+        assert harness.pool.size == 2
+    finally:
+        release.set()
+        done.set()
+        spinner.join()
+    assert all(harness.reply().ok for _ in range(2))
