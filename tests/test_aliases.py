@@ -365,38 +365,37 @@ class Announced(BaseModel):
     tags: set[int]
 
 
+def _echoes(
+    workflow_id: str, schema: type[BaseModel], output: type[BaseModel] | None = None
+) -> Any:
+    """A workflow of one step that returns its input, all of ``schema`` (output: ``output``)."""
+    step = create_step(
+        id=f"{workflow_id}_step", input_schema=schema, output_schema=schema, execute=_echo
+    )
+    return (
+        create_workflow(id=workflow_id, input_schema=schema, output_schema=output or schema)
+        .then(step)
+        .commit()
+    )
+
+
+def _echo(ctx: StepContext[Any]) -> Any:
+    return ctx.input_data
+
+
 def test_a_strict_workflow_output_of_another_class_than_the_last_steps_is_taken(
     rt: Runtime,
 ) -> None:
     # The last step's output, dumped, was checked strictly against the workflow's output
     # schema: every run failed "at: Input should be a valid datetime".
-    wf = rt.register(
-        create_workflow(id="announce", input_schema=Event, output_schema=Announced)
-        .then(
-            create_step(
-                id="last", input_schema=Event, output_schema=Event, execute=lambda c: c.input_data
-            )
-        )
-        .commit()
-    )
+    wf = rt.register(_echoes("announce", Event, Announced))
     result = wf.create_run().start(input_data=EVENT, timeout=WAIT)
     assert result.status == RunStatus.SUCCESS, result.error
     assert result.output == Announced(**dict(EVENT))
 
 
 def test_a_start_with_a_model_of_another_class_is_checked_as_its_dump(rt: Runtime) -> None:
-    wf = rt.register(
-        create_workflow(id="announced_in", input_schema=Announced, output_schema=Announced)
-        .then(
-            create_step(
-                id="same",
-                input_schema=Announced,
-                output_schema=Announced,
-                execute=lambda c: c.input_data,
-            )
-        )
-        .commit()
-    )
+    wf = rt.register(_echoes("announced_in", Announced))
     result = wf.create_run().start(input_data=EVENT, timeout=WAIT)
     assert result.status == RunStatus.SUCCESS, result.error
 
@@ -426,14 +425,7 @@ def test_a_model_validate_of_the_users_that_takes_no_strict_is_called_as_it_is(
                 execute=lambda c: {"name": "Bob"},
             )
         )
-        .then(
-            create_step(
-                id="second",
-                input_schema=Lowered,
-                output_schema=Lowered,
-                execute=lambda c: c.input_data,
-            )
-        )
+        .then(create_step(id="second", input_schema=Lowered, output_schema=Lowered, execute=_echo))
         .commit()
     )
     result = wf.create_run().start(input_data={"name": "ADA"}, timeout=WAIT)
@@ -447,18 +439,7 @@ def test_a_schedule_of_a_strict_model_starts_its_runs() -> None:
     from runtime.testing import Harness
 
     with Harness() as harness:
-        wf = harness.register(
-            create_workflow(id="strict_ticks", input_schema=Event, output_schema=Event)
-            .then(
-                create_step(
-                    id="tick",
-                    input_schema=Event,
-                    output_schema=Event,
-                    execute=lambda c: c.input_data,
-                )
-            )
-            .commit()
-        )
+        wf = harness.register(_echoes("strict_ticks", Event))
         harness.runtime.schedule(wf, cron="*/5 * * * *", input_data=EVENT)
         deadline = time.monotonic() + WAIT
         while not (runs := wf.list_workflow_runs(status="success").runs):
