@@ -47,6 +47,7 @@ __all__ = [
     "StreamEvent",
     "WorkflowResult",
     "WorkflowRunList",
+    "validate_stored",
     "with_output_schema",
 ]
 
@@ -102,6 +103,9 @@ OPEN_STEP_STATUSES: frozenset[str] = frozenset(
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 _MODEL_VALIDATE: Final = BaseModel.__dict__["model_validate"].__func__
+"""pydantic's own ``model_validate``: a schema that keeps it may be validated straight."""
+
+_M = TypeVar("_M", bound=BaseModel)
 _TRACEBACK_FRAMES = 20
 _TRACEBACK_CHARS = 8000
 
@@ -510,12 +514,7 @@ class WorkflowResult(BaseModel, Generic[Out]):
                 "(get_workflow_run_by_id, list_workflow_runs)",
                 run_id=self.run_id,
             )
-        # Its JSON-mode dump, validated again in lax mode whatever the model's strict says
-        # (as runtime._step.validate_stored, a layer above); an override of model_validate
-        # is called with the data alone.
-        if getattr(schema.model_validate, "__func__", None) is _MODEL_VALIDATE:
-            return cast(Out, schema.model_validate(self.result, strict=False))
-        return cast(Out, schema.model_validate(self.result))
+        return cast(Out, validate_stored(schema, self.result))  # its JSON-mode dump
 
     def __eq__(self, other: object) -> bool:
         # pydantic's own __eq__ compares private attributes too; a result is equal to
@@ -525,6 +524,27 @@ class WorkflowResult(BaseModel, Generic[Out]):
         return self.__dict__ == other.__dict__
 
     __hash__ = None  # type: ignore[assignment]  # holds dicts: never hashable
+
+
+def validate_stored(schema: type[_M], data: Any) -> _M:
+    """Data a snapshot holds (a model's JSON-mode dump) as a ``schema`` model, in lax mode.
+
+    Whatever the model's (or its fields') ``strict``: strict validation refuses in
+    Python mode the JSON forms the model's own dump wrote (an ISO string for a
+    ``datetime``, a string for a ``UUID`` or a ``Decimal``, a list for a ``set``), which
+    its validation of JSON takes, so every run of a strict model failed at its first
+    step. Strictness is for what the user hands over (a start's input, a step's
+    returned dict), which is validated as given.
+
+    A schema that overrides ``model_validate`` gets its own, called as pydantic's
+    callers call it, with the data alone: an override need not take ``strict``.
+    """
+    if getattr(schema.model_validate, "__func__", None) is not _MODEL_VALIDATE:
+        return schema.model_validate(data)
+    if schema.__pydantic_complete__:
+        model: _M = schema.__pydantic_validator__.validate_python(data, strict=False)
+        return model
+    return schema.model_validate(data, strict=False)
 
 
 def with_output_schema(result: WorkflowResult[Any], schema: type[Out]) -> WorkflowResult[Out]:

@@ -368,7 +368,9 @@ def instruments() -> Instruments | None:
         return made
 
 
-def count_canceled_unheld(snapshot: Mapping[str, Any], ended_at: float) -> None:
+def count_canceled_unheld(
+    snapshot: Mapping[str, Any], ended_at: float, *, status: str | None = None
+) -> None:
     """Count the end of a run canceled with no run actor to count it.
 
     Asleep, suspended, or left by a worker that died with its cancel asked for. A
@@ -377,11 +379,13 @@ def count_canceled_unheld(snapshot: Mapping[str, Any], ended_at: float) -> None:
     any, as a run actor counts it.
 
     Args:
-        snapshot: The run's snapshot as it was before the cancel marked it.
+        snapshot: The run's snapshot (its workflow and times; its status, unless
+            ``status`` is given, as it was before the cancel marked it).
         ended_at: When the cancel ended it.
+        status: The run's status before the cancel, for a snapshot marked already.
     """
     meter = instruments()
-    if meter is None or snapshot["status"] == "pending":
+    if meter is None or (snapshot["status"] if status is None else status) == "pending":
         return
     since = snapshot.get("restarted_at", snapshot["created_at"])
     meter.run_ended(snapshot["workflow_id"], "canceled", since, ended_at)

@@ -46,7 +46,7 @@ from runtime._model import (
     with_output_schema,
 )
 from runtime._options import OutputOptions, TracingOptions, check_timeout
-from runtime._otel import end_span, instruments
+from runtime._otel import count_canceled_unheld, end_span
 from runtime._plan import item_path, split_item_path
 from runtime._queue import Queue
 from runtime._request_context import RequestContext
@@ -1289,10 +1289,6 @@ class Run(Generic[In, Out]):
             snapshot = decode(record.data, record.run_id)
         except SnapshotFormatError as exc:
             return self._cancel_unreadable(system, record, exc)
-        # It ended with no actor to count it (asleep, suspended, or left by a dead
-        # worker); one that never began is not counted as started either. Its time
-        # counts from its last restart, if any, as a run actor counts it.
-        since = snapshot.get("restarted_at", snapshot["created_at"])
         now = _clock.time()
         mark_canceled(snapshot, now)
         snapshot["status"] = RunStatus.RUNNING.value  # its end under way
@@ -1302,9 +1298,8 @@ class Run(Generic[In, Out]):
             return False  # changed meanwhile, or (on a shared store) held by a worker
         if not system.finish_unheld(self._plan, snapshot, canceled):
             return self._unheld_end_lost(system)
-        meter = instruments()
-        if meter is not None and record.status != RunStatus.PENDING:
-            meter.run_ended(self.workflow_id, "canceled", since, _clock.time())
+        # No actor counts its end (asleep, suspended, or left by a dead worker).
+        count_canceled_unheld(snapshot, _clock.time(), status=record.status)
         return True
 
     def _unheld_end_lost(self, system: ActorSystem) -> bool:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from runtime._errors import StepValidationError, WorkflowDefinitionError
 from runtime._ids import shown_name, unstorable_text
+from runtime._model import _MODEL_VALIDATE, validate_stored
 from runtime._model_keys import refuse_unkept
 from runtime._options import seconds_of
 
@@ -52,7 +53,6 @@ def plain(value: Any) -> Any:
 
 M = TypeVar("M", bound=BaseModel)
 
-_MODEL_VALIDATE: Final = BaseModel.__dict__["model_validate"].__func__
 _MODEL_DUMP: Final = BaseModel.model_dump
 
 
@@ -70,27 +70,6 @@ def validate_model(schema: type[M], data: Any) -> M:
         model: M = schema.__pydantic_validator__.validate_python(data)
         return model
     return schema.model_validate(data)
-
-
-def validate_stored(schema: type[M], data: Any) -> M:
-    """Data a snapshot holds (a model's JSON-mode dump) as a ``schema`` model, in lax mode.
-
-    Whatever the model's (or its fields') ``strict``: strict validation refuses in
-    Python mode the JSON forms the model's own dump wrote (an ISO string for a
-    ``datetime``, a string for a ``UUID`` or a ``Decimal``, a list for a ``set``), which
-    its validation of JSON takes, so every run of a strict model failed at its first
-    step. Strictness is for what the user hands over (a start's input, a step's
-    returned dict), which is validated as given.
-
-    A schema that overrides ``model_validate`` gets its own, called as pydantic's
-    callers call it, with the data alone: an override need not take ``strict``.
-    """
-    if getattr(schema.model_validate, "__func__", None) is not _MODEL_VALIDATE:
-        return schema.model_validate(data)
-    if schema.__pydantic_complete__:
-        model: M = schema.__pydantic_validator__.validate_python(data, strict=False)
-        return model
-    return schema.model_validate(data, strict=False)
 
 
 def dump_model(model: BaseModel) -> Any:

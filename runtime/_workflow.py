@@ -1025,9 +1025,9 @@ def _check_path_lengths(plan: ExecutionPlan) -> None:
         WorkflowDefinitionError: naming the path, cut short.
     """
     for path in plan.paths:
-        if len(path) > MAX_NAME_BYTES // 4 and (size := len(path.encode())) > MAX_NAME_BYTES:
+        # Its ids were each checked when given: only the length of the whole is news here.
+        if len(path) > MAX_NAME_BYTES // 4 and (problem := unstorable_text(path)) is not None:
             raise WorkflowDefinitionError(
-                f"workflow {shown_name(plan.workflow_id)}: the step path {shown_name(path)} is "
-                f"{size} bytes long in UTF-8; at most {MAX_NAME_BYTES} are allowed (PostgreSQL "
-                "cannot index a longer one): shorten the ids of the nested workflows or steps"
+                f"workflow {shown_name(plan.workflow_id)}: the step path {shown_name(path)} "
+                f"{problem}: shorten the ids of the nested workflows or steps"
             )

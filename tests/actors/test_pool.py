@@ -383,12 +383,14 @@ def test_a_step_waiting_for_a_run_lets_another_actor_run_past_the_limit(
     assert harness.pool.size == 1  # the actor past the bound stopped once free
 
 
-def test_without_a_wait_for_a_run_a_blocked_step_still_holds_its_place(
-    make_harness: Callable[..., Harness],
-) -> None:
-    harness = make_harness(core=1, limit=1)
-    entered, release = threading.Event(), threading.Event()
-    ran = threading.Event()
+_Body = Callable[[Any], Value]
+
+
+def _blocked_then_second() -> tuple[
+    threading.Event, threading.Event, threading.Event, _Body, _Body
+]:
+    """A body that blocks until released (``entered`` once it has), and one that notes it ran."""
+    entered, release, ran = threading.Event(), threading.Event(), threading.Event()
 
     def blocked(ctx: Any) -> Value:
         entered.set()
@@ -399,6 +401,14 @@ def test_without_a_wait_for_a_run_a_blocked_step_still_holds_its_place(
         ran.set()
         return ctx.input_data
 
+    return entered, release, ran, blocked, second
+
+
+def test_without_a_wait_for_a_run_a_blocked_step_still_holds_its_place(
+    make_harness: Callable[..., Harness],
+) -> None:
+    harness = make_harness(core=1, limit=1)
+    entered, release, ran, blocked, second = _blocked_then_second()
     try:
         harness.execute(step(blocked), {"value": "first"})
         assert entered.wait(WAIT)
@@ -432,21 +442,12 @@ def test_a_step_that_blocks_makes_the_pool_grow_in_a_busy_process_too(
 ) -> None:
     """The first stalled tick of a busy process is doubted; the pool still grows a tick later."""
     harness = make_harness(core=1, limit=4)
-    entered, release, done = threading.Event(), threading.Event(), threading.Event()
-    ran = threading.Event()
+    entered, release, ran, blocked, second = _blocked_then_second()
+    done = threading.Event()
 
     def spin() -> None:  # keeps the process busy: every tick uses most of a CPU
         while not done.is_set():
             sum(range(1_000))
-
-    def blocked(ctx: Any) -> Value:
-        entered.set()
-        assert release.wait(WAIT)
-        return ctx.input_data
-
-    def second(ctx: Any) -> Value:
-        ran.set()
-        return ctx.input_data
 
     spinner = threading.Thread(target=spin)
     spinner.start()
