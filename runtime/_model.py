@@ -563,6 +563,9 @@ class RunEvent(BaseModel):
             ``"step_started"`` or ``"step_finished"`` (see ``path`` and ``step``;
             a finished step may have succeeded, failed, suspended or been
             canceled), ``"step_retrying"`` (a call failed and will be retried),
+            ``"step_waiting"`` (a sleep whose length a function computed, told
+            ``step_started`` while the function ran, began to wait; a sleep of a
+            fixed length is told ``step_started`` with its record ``waiting``),
             or ``"step_output"`` (a step wrote ``data`` with ``ctx.writer.write``).
         run_id: The run.
         status: The run's status when it happened.

@@ -2323,7 +2323,7 @@ def _step_kinds(
     started: datetime,
     changed: datetime,
 ) -> list[tuple[str, datetime]]:
-    """What began since a step was last ``seen`` as it is ``now``: its start, or a retry.
+    """What began since a step was last ``seen`` as it is ``now``: its start, a retry, a wait.
 
     Both are (status, attempts, loop iterations).
     """
@@ -2333,6 +2333,9 @@ def _step_kinds(
     if seen[0] == StepStatus.RUNNING and iterations != seen[2]:
         # A loop's next iteration, the one seen running having ended unseen.
         return [("step_finished", started), ("step_started", started)]
+    if seen[0] == StepStatus.RUNNING and status == StepStatus.WAITING:
+        # A sleep whose length a function computed: it ran the function, and waits now.
+        return [("step_waiting", changed)]
     if status == StepStatus.RUNNING and attempts != seen[1]:
         return [("step_retrying", changed)]
     if (

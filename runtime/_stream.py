@@ -55,6 +55,8 @@ def stream_event(event: RunEvent, last_status: str) -> RunStreamEvent | None:
             return StepStartEvent(
                 path=event.path, payload=step.payload, attempt=step.attempts, **base
             )
+        case "step_waiting" if event.path is not None:
+            return StepWaitingEvent(path=event.path, **base)
         case "step_finished" if event.path is not None and step is not None:
             if step.status == StepStatus.SUSPENDED:
                 return StepSuspendedEvent(path=event.path, payload=step.suspend_payload, **base)

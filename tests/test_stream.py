@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -450,3 +451,37 @@ def test_a_nested_workflow_is_told_finished_after_its_last_step(store: str, tmp_
         ("step_finished", "kid"),
     ]
     assert [e.at for e in events] == sorted(e.at for e in events)
+
+
+@pytest.mark.parametrize("where", ["memory", "sqlite"])
+def test_a_sleep_whose_length_is_computed_is_told_waiting_as_a_fixed_one_is(
+    where: str, tmp_path: Path
+) -> None:
+    # A computed sleep runs its function first (its record reads running), then waits:
+    # the wait was told to no one, and a UI saw a step start and finish.
+    sleeps = (
+        create_workflow(id="sleeps", input_schema=Value, output_schema=Value)
+        .sleep(0.05)
+        .sleep(lambda ctx: 0.05)
+        .sleep_until(lambda ctx: ctx.now() + timedelta(seconds=0.05))
+        .commit()
+    )
+    with Runtime(store=None if where == "memory" else tmp_path / "runs.db") as rt:
+        run = rt.register(sleeps).create_run()
+        run.start_async(input_data={"value": "a"})
+        events = list(run.stream(timeout=WAIT))
+        watched = [(event.type, event.path, event.status) for event in run.watch(timeout=WAIT)]
+    assert kinds(events) == [
+        ("run_start",),
+        ("step_waiting", "sleep-1"),
+        ("step_finish", "sleep-1", "success", {"value": "a"}),
+        ("step_start", "sleep-2", 1),
+        ("step_waiting", "sleep-2"),
+        ("step_finish", "sleep-2", "success", {"value": "a"}),
+        ("step_start", "sleep-3", 1),
+        ("step_waiting", "sleep-3"),
+        ("step_finish", "sleep-3", "success", {"value": "a"}),
+        ("run_finish", "success", {"value": "a"}),
+    ]
+    assert ("step_started", "sleep-2", "running") in watched
+    assert ("step_waiting", "sleep-2", "waiting") in watched
