@@ -175,6 +175,17 @@ class _Writer:
             window.release()
 
 
+def _of_condition(error: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A condition's error, its details saying so: its ``step_id`` names the loop or branch."""
+    if error is None:
+        return None
+    details = error.get("details")
+    return {
+        **error,
+        "details": {**(details if isinstance(details, dict) else {}), "in": "condition"},
+    }
+
+
 class RunActor(DispatchedActor):
     """Walks a run's plan: sends each call to a step actor and waits for its reply as a message.
 
@@ -424,8 +435,9 @@ class RunActor(DispatchedActor):
             case CallSleepLength() if message.ok:
                 self._sleep_until(job.index, message.output)
             case CallConditions():
-                # A condition's failure is not its step's: only the run records it.
-                self._fail_at("", message.error)
+                # A condition's failure is not its step's (a loop's step succeeded): only
+                # the run records it, its details saying it was the condition of that path.
+                self._fail_at("", _of_condition(message.error))
             case call:
                 self._fail_at(call.path, message.error)
 

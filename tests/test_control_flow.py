@@ -386,7 +386,32 @@ def test_a_branch_condition_that_raises_fails_the_run(runtime: Runtime) -> None:
     assert result.error is not None
     assert result.error.name == "KeyError"
     assert "no such flag" in result.error.message
+    assert result.error.details["in"] == "condition"
+    assert result.error.details["step_id"] == "branch-1"
     assert calls == []
+
+
+def test_a_loop_condition_that_raises_fails_the_run_saying_so_not_the_step_that_succeeded(
+    runtime: Runtime,
+) -> None:
+    def broken(ctx):
+        raise ValueError("the condition has a bug")
+
+    workflow = (
+        create_workflow(id="loop-raise", input_schema=N, output_schema=N)
+        .dountil(inc_step(), broken)
+        .commit()
+    )
+
+    result = run_once(runtime, workflow, {"n": 1})
+
+    assert result.status == "failed"
+    assert result.error is not None
+    assert result.error.message == "the condition has a bug"
+    # The step ran and succeeded: the error says it was the loop's condition that raised.
+    assert result.steps["inc"].status == "success" and result.steps["inc"].error is None
+    assert result.error.details["step_id"] == "inc"
+    assert result.error.details["in"] == "condition"
 
 
 def test_a_branch_condition_cannot_set_state(runtime: Runtime) -> None:
