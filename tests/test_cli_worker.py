@@ -411,6 +411,22 @@ def test_the_real_worker_command_refuses_a_bad_concurrency_at_once(
     assert not Path(db).exists()
 
 
+@pytest.mark.parametrize("concurrency", ["2147483648", str(2**63 - 1)])
+def test_a_concurrency_above_what_a_store_keeps_is_a_usage_error_in_one_line(
+    db: str, capsys: pytest.CaptureFixture[str], concurrency: str
+) -> None:
+    # The runtime refuses more than 2**31 - 1 (a worker's capacity is a PostgreSQL integer).
+    code = main(["worker", f"{FLOWS}:greet", "--db", db, "--concurrency", concurrency])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert err.startswith(
+        "callboard worker: error: argument --concurrency: "
+        "expected a whole number from 1 to 2,147,483,647"
+    )
+    assert err.count("\n") == 1
+    assert not Path(db).exists()
+
+
 # --- workers list ------------------------------------------------------------------------------
 
 

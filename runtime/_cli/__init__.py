@@ -85,6 +85,7 @@ from runtime._cli._worker import DEFAULT_CONCURRENCY
 from runtime._errors import SnapshotFormatError, StoreError
 from runtime._ids import check_run_id, unstorable_text
 from runtime._model import TERMINAL_STATUSES, RunStatus
+from runtime._queue import MAX_LIMIT
 from runtime._runtime import DEFAULT_MAX_STEP_THREADS, DEFAULT_STOP_TIMEOUT
 from runtime._stores.base import MAX_LEASE, MIN_LEASE
 
@@ -352,7 +353,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=_concurrency,
         default=DEFAULT_CONCURRENCY,
         metavar="N",
         help=f"the most runs held at once; the others wait in the store ({DEFAULT_CONCURRENCY})",
@@ -597,6 +598,11 @@ _MOST: Final = 2**63 - 1  # what a store can count to
 _positive_int = _number(int, lambda value: 1 <= value <= _MOST, "a whole number from 1 to 2**63-1")
 _non_negative_int = _number(
     int, lambda value: 0 <= value <= _MOST, "a whole number from 0 to 2**63-1"
+)
+# A worker's concurrency is kept in the store as its capacity (PostgreSQL's integer): the
+# runtime refuses more, and past argparse that was a traceback with exit 1.
+_concurrency = _number(
+    int, lambda value: 1 <= value <= MAX_LIMIT, f"a whole number from 1 to {MAX_LIMIT:,}"
 )
 
 
