@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
 from runtime._errors import StoreError
 from runtime._stores.base import SnapshotStore
 from runtime._stores.postgres import PostgresStore
-from runtime._stores.sqlite import LOCK_TIMEOUT, SQLiteStore
+from runtime._stores.sqlite import LOCK_TIMEOUT, SQLiteStore, read_uri
 
 if TYPE_CHECKING:
     from runtime._stores.postgres import Connection
@@ -346,9 +346,10 @@ class SQLiteBook:
         with self._lock:
             try:
                 if self._connection is None:
-                    mode = "ro" if self._readonly else "rw"
+                    # Read-only, as the store's readers open it (read-only media too).
+                    uri = read_uri(self._path) if self._readonly else f"file:{self._path}?mode=rw"
                     self._connection = sqlite3.connect(
-                        f"file:{self._path}?mode={mode}",
+                        uri,
                         uri=True,
                         timeout=LOCK_TIMEOUT,
                         isolation_level=None,  # each statement commits on its own

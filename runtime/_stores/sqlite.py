@@ -85,7 +85,7 @@ from runtime._stores.base import (
 )
 from runtime._tracing import emit
 
-__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+__all__ = ["SCHEMA_VERSION", "SQLiteStore", "read_uri"]
 
 IDLE_INTERVAL: Final = 2.0
 """Seconds between two looks, while no write comes, at whether the WAL needs a checkpoint."""
@@ -652,11 +652,7 @@ class SQLiteStore:
         os.close(fd)
 
     def _connect(self, *, readonly: bool = False) -> sqlite3.Connection:
-        uri = f"file:{self.path}?mode={'ro' if readonly else 'rw'}"
-        if readonly and _unchangeable(self.path):
-            # On read-only media SQLite cannot make the -shm file a WAL database
-            # needs ("unable to open database file"); nothing can change it there.
-            uri += "&immutable=1"
+        uri = read_uri(self.path) if readonly else f"file:{self.path}?mode=rw"
         try:
             connection = sqlite3.connect(
                 uri, uri=True, timeout=LOCK_TIMEOUT, isolation_level=None, check_same_thread=False
@@ -2508,6 +2504,19 @@ def _on_read_only_fs(path: Path) -> bool:
         return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
     except (OSError, AttributeError):  # no statvfs on this system
         return False
+
+
+def read_uri(path: Path) -> str:
+    """The URI a read-only connection opens the database at ``path`` with.
+
+    On read-only media SQLite cannot make the -shm file a WAL database needs
+    ("unable to open database file"): a database there with no log left to fold
+    in is opened as immutable, since nothing can change it.
+    """
+    uri = f"file:{path}?mode=ro"
+    if _unchangeable(path):
+        uri += "&immutable=1"
+    return uri
 
 
 def _unchangeable(path: Path) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -29,6 +30,7 @@ from runtime import (
     create_step,
     create_workflow,
 )
+from runtime._cli import main
 from runtime._snapshot import decode
 from runtime._stores.sqlite import SCHEMA_VERSION
 from tests._support import Counter, Runtimes, Value, held_workflow, quick_workflow, wait_until
@@ -520,6 +522,23 @@ def test_a_finished_store_on_read_only_media_is_read(tmp_path: Path, runtimes: R
             assert found is not None and found.status == "success"
         with pytest.raises(StoreError, match="read-only file system with a write-ahead log"):
             RunReader(media / "late.db")
+
+
+def test_the_schedules_of_a_finished_store_on_read_only_media_are_listed(
+    tmp_path: Path, runtimes: Runtimes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # runs list read such a store, while schedules list said "unable to open database file".
+    rt = runtimes.start(tmp_path / "runs.db")
+    rt.schedule(quick_workflow(), cron="0 * * * *", input_data={"value": "v"}, schedule_id="hourly")
+    rt.stop()
+    media = tmp_path / "media"
+    media.mkdir()
+    shutil.copy(tmp_path / "runs.db", media / "runs.db")  # a backup: the database file alone
+    with _read_only_mount(media):
+        code = main(["schedules", "list", "--json", "--db", str(media / "runs.db")])
+        out, err = capsys.readouterr()
+    assert code == 0, err
+    assert [schedule["schedule_id"] for schedule in json.loads(out)] == ["hourly"]
 
 
 def test_a_start_that_outlasts_the_create_timeout_raises_and_records_nothing(
