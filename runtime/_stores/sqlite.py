@@ -570,6 +570,9 @@ class SQLiteStore:
         self._broken: set[int] = set()
         self._broken_after: set[int] | None = None
         self._transactions = 0
+        # Why the writer last had to try a batch again (``None``: it did not, or it then
+        # committed): what a caller's give-up says, since it may not be a lock at all.
+        self._retried_for: str | None = None
         self._checkpointed_at = 0
         self._checkpoint_time = time.monotonic()
         self._parts_table = True
@@ -776,7 +779,8 @@ class SQLiteStore:
 
         Raises:
             StoreUnavailableError: if the commit did not happen within
-                ``CREATE_TIMEOUT`` (the database stayed locked).
+                ``CREATE_TIMEOUT`` (the database stayed locked, the disk full: the
+                error says which).
             StoreError: if the store is read-only or closed.
         """
         if self._fast_creates and not self.readonly and not self._closed:
@@ -867,7 +871,8 @@ class SQLiteStore:
 
         Raises:
             StoreUnavailableError: if the commit did not happen within
-                ``CREATE_TIMEOUT`` (the database stayed locked).
+                ``CREATE_TIMEOUT`` (the database stayed locked, the disk full: the
+                error says which).
             StoreError: if the store is read-only or closed.
         """
         future: Future[bool] = Future()
@@ -881,15 +886,29 @@ class SQLiteStore:
         )
 
     def _committed(self, write: Write, future: Future[Any], not_done: str) -> Any:
-        """Wait for a write that its caller must know committed (or not) before going on."""
-        return committed(
-            write,
-            future,
-            CREATE_TIMEOUT,
-            given_up=f"the run store {self.path} stayed locked for {CREATE_TIMEOUT} s; {not_done}",
-            unfinished=f"the run store {self.path} did not finish the transaction of this write "
-            f"within {2 * CREATE_TIMEOUT} s; it may still commit",
-        )
+        """Wait for a write that its caller must know committed (or not) before going on.
+
+        The error given up with says why the writer kept trying: the database
+        stayed locked, or what its last try met (a full disk, an I/O error).
+        """
+        try:
+            return committed(
+                write,
+                future,
+                CREATE_TIMEOUT,
+                given_up=f"the run store {self.path} stayed locked for {CREATE_TIMEOUT} s; "
+                f"{not_done}",
+                unfinished=f"the run store {self.path} did not finish the transaction of this "
+                f"write within {2 * CREATE_TIMEOUT} s; it may still commit",
+            )
+        except StoreUnavailableError as exc:
+            retried = self._retried_for
+            if retried is None:
+                raise
+            raise StoreUnavailableError(
+                f"the run store {self.path} could not commit for {CREATE_TIMEOUT} s; {not_done} "
+                f"(its last try: {retried})"
+            ) from exc
 
     def save(
         self,
@@ -1376,7 +1395,9 @@ class SQLiteStore:
         connection.close()
 
     def _give_up(self, writes: list[Write]) -> None:
-        self._fail(writes, StoreUnavailableError(f"the run store {self.path} stayed locked"))
+        retried = self._retried_for
+        why = "stayed locked" if retried is None else f"could not commit (its last try: {retried})"
+        self._fail(writes, StoreUnavailableError(f"the run store {self.path} {why}"))
 
     def _checkpoint(self, idle: bool) -> None:
         """Copy the WAL back into the database while nothing waits, or when it grew long.
@@ -1434,8 +1455,10 @@ class SQLiteStore:
                 write.release()  # not committed: a caller may still give up on it
             if _locked(exc):
                 emit(logging.WARNING, "store_locked", path=str(self.path), waiting=len(writes))
+                self._retried_for = None  # "stayed locked" says it
                 return writes
             if _passing(exc):
+                self._retried_for = str(exc)
                 emit(
                     logging.WARNING,
                     "store_write_retrying",
@@ -1448,6 +1471,7 @@ class SQLiteStore:
                 return self._commit_alone(connection, writes)
             self._fail(writes, StoreError(self._refusal(connection, writes, exc)))
             return []
+        self._retried_for = None
         outcome.apply(self)
         # Callers blocked in create() first; then the callbacks that tell actors.
         results, errors = outcome.results, outcome.errors

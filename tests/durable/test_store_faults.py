@@ -25,6 +25,7 @@ from runtime import (
     SnapshotRecord,
     SQLiteStore,
     StoreError,
+    StoreUnavailableError,
     create_step,
     create_workflow,
 )
@@ -131,6 +132,23 @@ def test_a_create_on_a_full_disk_returns_once_space_returns(store: SQLiteStore) 
     creating.join(WAIT)
     assert outcome == [True]
     assert store.load("big") is not None
+
+
+def test_a_create_given_up_on_a_full_disk_says_the_disk_is_full_not_that_it_was_locked(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An operator's `runs prune` on a full disk was told the store "stayed locked for 30 s".
+    monkeypatch.setattr("runtime._stores.sqlite.CREATE_TIMEOUT", 0.3)
+    disk = Disk(store)
+    disk.fill()
+
+    with pytest.raises(StoreUnavailableError) as caught:
+        store.create(record("big", 0, data=b"z" * 200_000))
+
+    message = str(caught.value)
+    assert "database or disk is full" in message, message
+    assert "locked" not in message, message
+    assert store.load("big") is None
 
 
 def test_one_record_the_database_refuses_fails_alone_and_the_rest_of_its_batch_commits(
