@@ -16,7 +16,10 @@ with them let a live worker's lease run out. Each pass the claimer
 - hands back to the queue the runs the registry found it cannot drive (their
   version is not registered here), and leaves them out of its claims until
   the registered workflows change;
-- notes when the next sleeping run of its workflows is due, and wakes then.
+- notes when the next sleeping run of its workflows is due, and wakes then;
+- cancels the runs of its workflows that nobody holds (suspended, asleep,
+  queued, left by a dead worker) whose ``run_timeout`` is up, and notes when
+  the next one's is, to wake then.
 
 It passes every :data:`POLL_INTERVAL` seconds, and at once when poked: by the
 store after a commit here that queued a run, by the store's notifications
@@ -37,7 +40,7 @@ from runtime import _clock
 from runtime._errors import StoreError
 from runtime._model import TERMINAL_STATUSES
 from runtime._plan import ExecutionPlan
-from runtime._stores.base import Claimed, SharedStore
+from runtime._stores.base import Claimed, DeadlineStore, SharedStore, SnapshotRecord, provides
 from runtime._tracing import emit
 
 __all__ = [
@@ -79,6 +82,11 @@ REPORT_AT_MOST: Final = 100
 
 SKIPPED_AT_MOST: Final = 10_000
 """The most runs a worker remembers to leave out of its claims (then it forgets them all)."""
+
+_EXPIRE_ROUNDS: Final = 16
+"""The most batches of runs whose deadline passed that one pass cancels (the next goes on)."""
+
+_NEVER: Final = float("inf")
 
 _ERROR_PAUSE: Final = 1.0
 """Seconds to wait after a pass failed (the store unreachable) before the next."""
@@ -188,6 +196,9 @@ class Claimer:
             :class:`~actors._here.RunsHere`): one the store lost (this worker
             was reaped while it stalled) is not claimed back until nothing
             of it runs here, and takes room meanwhile.
+        expire: Called with a run nobody holds whose deadline has passed, to
+            cancel it; ``False`` if it did not (a definition of its version
+            is not registered here, or it changed meanwhile).
     """
 
     def __init__(
@@ -202,8 +213,16 @@ class Claimer:
         waiting: Callable[[], int] = lambda: 0,
         guard: LeaseGuard | None = None,
         here: RunsHere | None = None,
+        expire: Callable[[SnapshotRecord], bool] | None = None,
     ) -> None:
         self._store = store
+        # Only a store that keeps deadlines apart can be asked for the runs whose time is up.
+        self._deadlines: DeadlineStore | None = (
+            store if expire is not None and provides(store, DeadlineStore) else None  # type: ignore[assignment]
+        )
+        self._expire = expire
+        self._deadline_at: float | None = None  # the next deadline of a run nobody holds
+        self._not_expired: set[str] = set()  # runs whose deadline passed that expire() left
         self._here = here
         self._guard = guard or LeaseGuard(store)
         self._plans = plans
@@ -232,6 +251,7 @@ class Claimer:
         # end costs a claim each, not every query).
         self._next_full = 0.0
         self._claim_wanted = self._cancels_wanted = self._wake_wanted = True
+        self._deadline_look = True  # look for runs whose deadline passed, and the next one
         self._wake_at: float | None = None  # the next queued sleeper's wake time (epoch s)
         self._next_report = self._started + REPORT_DELAY
         self._reserved = 0
@@ -257,6 +277,8 @@ class Claimer:
         ``"queued"``: a run may be claimable; ``"settled"``: room came free;
         ``"cancel"``: a cancel waits.
         """
+        if kind != "cancel":
+            self._deadline_look = True  # a run may have suspended, slept or come back
         if kind == "cancel":
             self._cancels_wanted = True
         elif kind == "settled":
@@ -288,6 +310,7 @@ class Claimer:
         with self._parked_lock:
             self._generation += 1
             self._skipped.clear()
+        self._not_expired = set()  # a version registered now may cancel them
         self.poke()
 
     def reserve(self) -> bool:
@@ -438,6 +461,7 @@ class Claimer:
         if now >= self._next_full:
             self._next_full = now + POLL_INTERVAL
             self._claim_wanted = self._cancels_wanted = self._wake_wanted = True
+            self._deadline_look = True
         if self._wake_at is not None and _clock.time() >= self._wake_at:
             self._claim_wanted = self._wake_wanted = True
         if self._cancels_wanted:
@@ -463,9 +487,41 @@ class Claimer:
             self._wake_at = store.next_wake(workflows, skipped)
         if self._wake_at is not None:
             wait = min(wait, max(0.0, self._wake_at - _clock.time()))
+        if self._deadlines is not None:
+            wait = min(wait, self._expire_due(workflows))
         if time.monotonic() >= self._next_report:
             self._report_unregistered(plans)
         return wait
+
+    def _expire_due(self, workflows: Sequence[str]) -> float:
+        """Cancel the runs nobody holds whose deadline passed; seconds until the next is due.
+
+        The next deadline is read again at every full pass and every poke (a run
+        may have suspended or gone to sleep with one sooner); the runs whose
+        deadline passed are read only once it has.
+
+        Raises:
+            StoreError: as the store's reads do; the next pass looks again.
+        """
+        store, expire = self._deadlines, self._expire
+        assert store is not None and expire is not None
+        skip = self._not_expired
+        if self._deadline_look:
+            self._deadline_look = False
+            self._deadline_at = store.next_deadline(workflows, skip)
+        due = self._deadline_at
+        if due is not None and _clock.time() >= due:
+            for _ in range(_EXPIRE_ROUNDS):
+                expired = store.expired(workflows, CLAIM_BATCH, skip)
+                for record in expired:
+                    if not expire(record):
+                        if len(skip) >= SKIPPED_AT_MOST:
+                            skip.clear()  # bounded: those forgotten are looked at once more
+                        skip.add(record.run_id)
+                if len(expired) < CLAIM_BATCH:
+                    break
+            self._deadline_at = due = store.next_deadline(workflows, skip)
+        return _NEVER if due is None else max(0.0, due - _clock.time())
 
     def _claim(self, workflows: Sequence[str]) -> bool:
         """Claim queued runs for the room there is and hand them on; whether more may wait."""

@@ -41,6 +41,7 @@ __all__ = [
     "CallStep",
     "CancelOutcome",
     "CancelRun",
+    "DeadlinePassed",
     "NotifyWhenIdle",
     "Outcome",
     "QueuesDue",
@@ -77,7 +78,7 @@ __all__ = [
 
 # --- to the supervisor ------------------------------------------------------------
 # From the facade: StartRun, NotifyWhenIdle, AbortRuns, CancelRun, ResumeStep; from the
-# registry: StartRun (a recovered run); from a timer: WakeRun; from a run
+# registry: StartRun (a recovered run); from a timer: WakeRun, DeadlinePassed; from a run
 # actor: RunEnded, RunParked, RunCrashed; from a step actor's thread: StepWaitBegan;
 # from a MemoryStore's delete: RunDeleted.
 
@@ -248,6 +249,13 @@ class WakeRun:
 
 
 @dataclass(frozen=True, slots=True)
+class DeadlinePassed:
+    """A suspended run's ``run_timeout`` is up (in memory): cancel it, unless resumed since."""
+
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class RunEnded:
     """A run reached a terminal status (or was halted) and its actor stopped.
 
@@ -290,6 +298,7 @@ SupervisorMessage: TypeAlias = (
     | AbortRuns
     | CancelRun
     | WakeRun
+    | DeadlinePassed
     | RunEnded
     | RunParked
     | RunCrashed
@@ -562,10 +571,10 @@ class SnapshotCommitted:
 
 @dataclass(frozen=True, slots=True)
 class TimerFired:
-    """A timer the run actor set went off: retry a call, or time one out."""
+    """A timer the run actor set went off: retry a call, time one out, or the run's deadline."""
 
     token: int
-    what: Literal["retry", "timeout"]
+    what: Literal["retry", "timeout", "deadline"]
 
 
 @dataclass(frozen=True, slots=True)

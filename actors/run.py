@@ -29,7 +29,7 @@ from actors._calls import Calls, Job
 from actors._direct import DirectWrites
 from actors._dispatch import DispatchedActor, Dispatcher, tell_safely, unexpected
 from actors._pool import StepPool
-from actors._timer import Timers
+from actors._timer import TimerHandle, Timers
 from actors.hooks import HookRunner
 from actors.messages import (
     AbortReason,
@@ -92,7 +92,9 @@ from runtime._snapshot import (
     SnapshotFreezer,
     StepSnapshot,
     close_open_steps,
+    fix_deadline,
     mark_canceled,
+    mark_deadline_passed,
     mark_failed,
 )
 from runtime._step import dump_model, validate_stored
@@ -201,6 +203,8 @@ class RunActor(DispatchedActor):
     # once it is committed. Rare: none until the first (no list made for every run).
     _resumed_items: list[int] | None = None
     _resume_replies: list[tuple[int, Callable[[ResumeOutcome], None]]] | None = None
+    # The timer of the run's deadline (its run_timeout), while this actor drives it.
+    _deadline_timer: TimerHandle | None = None
 
     def __init__(
         self,
@@ -225,6 +229,7 @@ class RunActor(DispatchedActor):
         self._registry = registry
         self._supervisor = supervisor
         self._hooks = hooks
+        self._timers = timers
         self._durable = durable
         self._ended = False
         # On a durable store, a run with end hooks: the seq of the record that keeps its
@@ -304,6 +309,8 @@ class RunActor(DispatchedActor):
         if mismatch is not None:
             self._finish(RunStatus.FAILED, error=error_dict(mismatch, with_traceback=False))
             return
+        if "run_timeout" in snapshot and not self._watch_deadline():
+            return  # its time was up: canceled before anything more of it ran
         if snapshot["status"] == RunStatus.WAITING:
             wake_at = snapshot["wake_at"]
             if wake_at is not None and wake_at - _clock.time() > WAKE_EARLY:
@@ -327,6 +334,38 @@ class RunActor(DispatchedActor):
             self._enter_first()
         else:
             self._enter(snapshot["next_step"])
+
+    def _watch_deadline(self) -> bool:
+        """Fix the run's deadline if it begins to execute now, and set its timer.
+
+        ``False`` if the deadline has passed already (a run recovered, woken,
+        resumed or claimed after it): the run is canceled now.
+        """
+        now = _clock.time()
+        deadline = fix_deadline(self._snapshot, now)
+        if deadline is None:
+            return True
+        if deadline <= now:
+            self._deadline_passed()
+            return False
+        self._deadline_timer = self._timers.call_at(
+            deadline, tell_safely, self._actor_ref, TimerFired(token=0, what="deadline")
+        )
+        return True
+
+    def _deadline_passed(self) -> None:
+        """The run's ``run_timeout`` is up: cancel it as a cancel would, its error saying why."""
+        if self._ended or self._ending is not None:
+            return  # ended, or succeeded and recording its last steps (as for a cancel)
+        mark_deadline_passed(self._snapshot, _clock.time())
+        self._end(RunStatus.CANCELED, reason=AbortReason.CANCELED, error=self._snapshot["error"])
+
+    def on_stop(self) -> None:
+        timer = self._deadline_timer
+        if timer is not None:
+            # A run that ended (slept, suspended) long before its deadline keeps no timer.
+            self._deadline_timer = None
+            timer.cancel()
 
     def _on_start_hook_called(self, message: StartHookCalled) -> None:
         if not self._ended:
@@ -505,6 +544,9 @@ class RunActor(DispatchedActor):
             return
         if message.what == "retry":
             self._calls.retry_due(message.token)
+            return
+        if message.what == "deadline":
+            self._deadline_passed()
             return
         job = self._calls.timed_out(message.token)
         if job is None:

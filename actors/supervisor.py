@@ -22,6 +22,7 @@ from actors.messages import (
     AbortRuns,
     CancelOutcome,
     CancelRun,
+    DeadlinePassed,
     NotifyWhenIdle,
     QueuesDue,
     RecordFailure,
@@ -42,7 +43,13 @@ from runtime import _clock, _otel
 from runtime._model import RunStatus
 from runtime._plan import ExecutionPlan
 from runtime._queue import Bucket, queue_entry, rank
-from runtime._snapshot import Snapshot, canceled_record
+from runtime._snapshot import (
+    Snapshot,
+    canceled_record,
+    mark_deadline_passed,
+    next_record,
+    run_deadline,
+)
 
 __all__ = ["PendingRuns", "SupervisorActor"]
 
@@ -99,6 +106,11 @@ def _wake(supervisor: pykka.ActorRef[Any], run_id: str) -> None:
     tell_safely(supervisor, WakeRun(run_id=run_id))
 
 
+def _deadline_due(supervisor: pykka.ActorRef[Any], run_id: str) -> None:
+    """A suspended run's deadline timer (in memory): the supervisor cancels it (timer thread)."""
+    tell_safely(supervisor, DeadlinePassed(run_id=run_id))
+
+
 class SupervisorActor(DispatchedActor):
     """Spawns and watches the run actors of one runtime, and wakes its sleeping runs.
 
@@ -138,8 +150,13 @@ class SupervisorActor(DispatchedActor):
         direct: DirectWrites | None = None,
         here: RunsHere | None = None,
         holds: Callable[[str], bool] | None = None,
+        expire: Callable[[str, ExecutionPlan], None] | None = None,
     ) -> None:
         super().__init__(dispatcher)
+        # In memory: what cancels a suspended run at its deadline (on the timer thread),
+        # and those timers, by run (a resume, a delete or the stop drops one).
+        self._expire = expire
+        self._deadlines: dict[str, tuple[TimerHandle, ExecutionPlan]] = {}
         self._direct = direct
         self._here = here
         self._holds = holds
@@ -181,6 +198,8 @@ class SupervisorActor(DispatchedActor):
                 self._on_run_parked(message)
             case WakeRun():
                 self._on_wake_run(message)
+            case DeadlinePassed():
+                self._on_deadline_passed(message)
             case CancelRun():
                 self._on_cancel_run(message)
             case RunCrashed():
@@ -203,6 +222,8 @@ class SupervisorActor(DispatchedActor):
     def on_stop(self) -> None:
         for _, _, handle in self._sleeping.values():
             handle.cancel()
+        for handle, _ in self._deadlines.values():
+            handle.cancel()
         if self._rate_timer is not None:
             self._rate_timer.cancel()
         for event in self._idle_events:
@@ -211,6 +232,8 @@ class SupervisorActor(DispatchedActor):
     # --- messages -------------------------------------------------------------------
 
     def _on_start_run(self, message: StartRun) -> None:
+        if self._deadlines:  # resumed: its actor keeps its deadline now
+            self._forget_deadline(message.snapshot["run_id"])
         # queue_entry() only for a run in a queue: this runs for every run.
         entry = (
             None
@@ -276,19 +299,60 @@ class SupervisorActor(DispatchedActor):
         if self._bucket_of:
             self._leave_queue(run_id)
         if message.wake_at is not None and not self._shared:
+            # Woken at its deadline if that comes first: then it is canceled (_on_wake_run).
+            deadline = run_deadline(message.snapshot)
+            wake_at = message.wake_at if deadline is None else min(message.wake_at, deadline)
             try:
-                handle = self._timers.call_at(message.wake_at, self._wake, run_id)
+                handle = self._timers.call_at(wake_at, self._wake, run_id)
             except Exception as exc:  # a stopped timer thread: the run cannot wake here
                 failure = RecordFailure(run_id=run_id, error=error_dict(exc), plan=message.plan)
                 tell_safely(self._registry, failure)
             else:
                 self._sleeping[run_id] = (message.plan, message.snapshot, handle)
+        elif self._expire is not None:
+            self._watch_suspended(run_id, message)
         self._ended(None)
+
+    def _watch_suspended(self, run_id: str, message: RunParked) -> None:
+        """In memory: cancel a suspended run at its deadline, if any, unless resumed first."""
+        deadline = run_deadline(message.snapshot)
+        if deadline is None or self._expire is None:
+            return
+        self._forget_deadline(run_id)
+        try:
+            handle = self._timers.call_at(deadline, _deadline_due, self.actor_ref, run_id)
+        except Exception:  # a stopped timer thread: the runtime is stopping
+            return
+        self._deadlines[run_id] = (handle, message.plan)
+
+    def _forget_deadline(self, run_id: str) -> None:
+        entry = self._deadlines.pop(run_id, None)
+        if entry is not None:
+            entry[0].cancel()
+
+    def _on_deadline_passed(self, message: DeadlinePassed) -> None:
+        """A suspended run's deadline came (in memory): cancel it, if it still waits for a resume.
+
+        A compare-and-set in the store decides between this and a resume or a
+        cancel that came at the same time (see ``ActorSystem.expire_unheld``).
+        """
+        entry = self._deadlines.pop(message.run_id, None)
+        if entry is not None and self._expire is not None:
+            self._expire(message.run_id, entry[1])
 
     def _on_wake_run(self, message: WakeRun) -> None:
         sleeping = self._sleeping.pop(message.run_id, None)
-        if sleeping is not None:
-            self._on_start_run(StartRun(plan=sleeping[0], snapshot=sleeping[1]))
+        if sleeping is None:
+            return
+        plan, snapshot, _ = sleeping
+        deadline = run_deadline(snapshot)
+        if deadline is not None and deadline <= _clock.time():
+            # Its time is up before its sleep: canceled here, as a cancel of a sleeping
+            # run is, not after a wait for room to run.
+            self._record_canceled(plan, snapshot, None, deadline_passed=True)
+            self._notify_if_idle()
+            return
+        self._on_start_run(StartRun(plan=plan, snapshot=snapshot))
 
     def _on_cancel_run(self, message: CancelRun) -> None:
         """Hand the cancel to the run's actor, or cancel a run held here (asleep or queued).
@@ -479,6 +543,8 @@ class SupervisorActor(DispatchedActor):
 
     def _on_run_deleted(self, message: RunDeleted) -> None:
         """A run was deleted from the store: its start no longer counts in its rate window."""
+        if self._deadlines:
+            self._forget_deadline(message.run_id)
         if self._gate.forget(message.run_id):
             self._ended(None)  # a run the window held may start now
 
@@ -487,11 +553,20 @@ class SupervisorActor(DispatchedActor):
             self._pending.release(count)
 
     def _record_canceled(
-        self, plan: ExecutionPlan, snapshot: Snapshot, on_recorded: Callable[[bool], None]
+        self,
+        plan: ExecutionPlan,
+        snapshot: Snapshot,
+        on_recorded: Callable[[bool], None] | None,
+        *,
+        deadline_passed: bool = False,
     ) -> None:
         now = _clock.time()
         _otel.count_canceled_unheld(snapshot, now)  # asleep: no actor counts it (read unmarked)
-        record = canceled_record(snapshot, now)
+        if deadline_passed:
+            mark_deadline_passed(snapshot, now)
+            record = next_record(snapshot, now)
+        else:
+            record = canceled_record(snapshot, now)
         self._hooks.finish(plan, snapshot, record, self._registry, on_recorded)
 
     def on_undelivered(self, message: Any) -> None:

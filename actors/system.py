@@ -61,12 +61,25 @@ from actors.registry import RegistryActor
 from actors.step import error_dict
 from actors.supervisor import PendingRuns, SupervisorActor
 from runtime import _clock, _otel
-from runtime._errors import RuntimeOverloadedError, RuntimeStoppedError, StoreError
-from runtime._model import RunEvent
+from runtime._errors import (
+    RuntimeOverloadedError,
+    RuntimeStoppedError,
+    SnapshotFormatError,
+    StoreError,
+)
+from runtime._model import TERMINAL_STATUSES, RunEvent, RunStatus
 from runtime._options import RetentionPolicy
 from runtime._plan import ExecutionPlan
 from runtime._queue import Queue, QueueLimits
-from runtime._snapshot import Snapshot, decode, failed_record
+from runtime._snapshot import (
+    Snapshot,
+    canceled_record,
+    decode,
+    failed_record,
+    mark_deadline_passed,
+    next_record,
+    run_deadline,
+)
 from runtime._stores.base import Claimed, SharedStore, SnapshotRecord, SnapshotStore, provides
 from runtime._stores.memory import MemoryStore
 from runtime._sync import Channel, Latch, on_a_hook_thread, wait_for_a_run
@@ -265,6 +278,9 @@ class ActorSystem:
             else None,
             here=self._here,
             holds=None if self.shared is None else self.shared.holds,
+            # In memory a suspended run's deadline is a timer here; a shared store keeps
+            # it, and the claimer of whichever worker is alive cancels the run.
+            expire=None if shared else self._expire_suspended,
         )
         if isinstance(store, MemoryStore):
             # A run deleted by hand frees its start in its queue's rate window, as on a SQL
@@ -621,6 +637,7 @@ class ActorSystem:
             waiting=lambda: self.pool.waiting_held(store.holds),
             guard=guard,
             here=self._here,
+            expire=functools.partial(self._expire_queued, plans, every),
         )
         if self._here is not None:
             self._here.on_free = self.claimer.poke
@@ -756,6 +773,83 @@ class ActorSystem:
             with self._ending_lock:
                 self._ending[ending.run_id] = threading.Event()
         return taken
+
+    def expire_unheld(
+        self, record: SnapshotRecord, plan_for: Callable[[Snapshot], ExecutionPlan | None]
+    ) -> bool:
+        """Cancel a run no actor drives whose ``run_timeout`` is up, as ``cancel()`` would.
+
+        A suspended run (on a shared store also one asleep, queued, or left by a
+        dead worker): a compare-and-set takes it, as :meth:`take_unheld_end` takes
+        it for a cancel (of this and a racing resume or cancel, one wins), its
+        hooks run, and then it is recorded ``canceled``, its error a
+        ``RunDeadlineError``. Should this process die first, whoever takes the
+        run over ends it so (its cancel is asked for, and its deadline has passed).
+
+        Args:
+            record: The run's stored record.
+            plan_for: The registered definition the run goes on with (its hooks),
+                or ``None`` if there is none here.
+
+        Returns:
+            Whether it took the run to cancel it: ``False`` if its deadline has
+            not passed, it has ended, it changed since ``record`` was read, a
+            worker holds it, it cannot be read, or no definition of it is here.
+        """
+        if record.status in TERMINAL_STATUSES:
+            return False
+        try:
+            snapshot = decode(record.data, record.run_id)
+        except SnapshotFormatError:
+            return False  # damaged: a cancel() ends it, saying why
+        now = _clock.time()
+        deadline = run_deadline(snapshot)
+        plan = plan_for(snapshot)
+        if deadline is None or deadline > now or plan is None:
+            return False
+        status = snapshot["status"]
+        mark_deadline_passed(snapshot, now)
+        snapshot["status"] = RunStatus.RUNNING.value  # its end under way, as a cancel's
+        ending = next_record(snapshot, now)
+        canceled = canceled_record(snapshot, now)  # what the hooks are told, then stored
+        if not self.take_unheld_end(ending, record.seq):
+            return False
+        # No actor counts its end (asleep, suspended, or left by a dead worker).
+        _otel.count_canceled_unheld(snapshot, now, status=status)
+        run_id = record.run_id
+
+        def recorded(_kept: bool) -> None:
+            # Not kept: on a shared store the run stays held here with its cancel asked
+            # for, and whoever takes it over ends it (its deadline has passed).
+            with self._ending_lock:
+                ended = self._ending.pop(run_id, None)
+            if ended is not None:
+                ended.set()
+
+        self.hooks.finish(plan, snapshot, canceled, self.registry, recorded)
+        return True
+
+    def _expire_suspended(self, run_id: str, plan: ExecutionPlan) -> None:
+        """A suspended run's deadline timer (in memory; on the timer thread): cancel it."""
+        record = self.store.load(run_id)
+        if record is not None and record.status == RunStatus.SUSPENDED:
+            self.expire_unheld(record, lambda _snapshot: plan)
+
+    def _expire_queued(
+        self,
+        plans: Callable[[], Mapping[str, ExecutionPlan]],
+        versions: Callable[[], Mapping[str, Mapping[str, ExecutionPlan]]],
+        record: SnapshotRecord,
+    ) -> bool:
+        """For the claimer: cancel a run nobody holds whose deadline passed, if it runs here."""
+
+        def plan_for(snapshot: Snapshot) -> ExecutionPlan | None:
+            fingerprint = snapshot.get("fingerprint")
+            if fingerprint is None:  # recorded before versions: the one registered
+                return plans().get(snapshot["workflow_id"])
+            return versions().get(snapshot["workflow_id"], {}).get(fingerprint)
+
+        return self.expire_unheld(record, plan_for)
 
     def ending_here(self, run_id: str) -> threading.Event | None:
         """Set once the end of a run taken by :meth:`take_unheld_end` is settled, if one is."""

@@ -45,6 +45,8 @@ The hierarchy::
     ├── NonRetryableError                raised by a step body: fail now, do not retry
     ├── StepTimeoutError                 inside a run: a step outlasted its ``timeout``
     │                                    (also TimeoutError)
+    ├── RunDeadlineError                 inside a run: the run outlasted its ``run_timeout``
+    │                                    and was canceled (also TimeoutError)
     └── LoopLimitError                   inside a run: a loop reached its ``max_iterations``
 
 Errors that happen inside a run do not propagate to the caller: they end the run
@@ -71,6 +73,7 @@ __all__ = [
     "RoleError",
     "RunAlreadyStartedError",
     "RunCrashedError",
+    "RunDeadlineError",
     "RunDeletedError",
     "RunInProgressError",
     "RunNotRestartableError",
@@ -472,6 +475,14 @@ class BlockingCallError(WorkflowError, RuntimeError):
 
 class StepTimeoutError(WorkflowError, TimeoutError):
     """A step ran longer than its ``timeout``; an async body was cancelled, a sync one abandoned."""
+
+
+class RunDeadlineError(WorkflowError, TimeoutError):
+    """A run outlasted its ``run_timeout``: it was canceled, and its result's error says so.
+
+    Never raised to a caller: it is the ``error`` (an ``ErrorInfo`` named
+    ``RunDeadlineError``) of a run canceled at its deadline.
+    """
 
 
 class LoopLimitError(WorkflowError):

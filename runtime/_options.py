@@ -18,6 +18,7 @@ __all__ = [
     "RetentionPolicy",
     "RetryConfig",
     "TracingOptions",
+    "check_run_timeout",
     "check_timeout",
     "seconds_of",
 ]
@@ -72,6 +73,35 @@ def check_timeout(
     if math.isnan(seconds):
         raise ValueError(f"{name} must be {kind}, got NaN")
     return max(seconds, 0.0)
+
+
+def check_run_timeout(value: object, name: str = "run_timeout") -> float | None:
+    """A run's time limit as seconds: a positive, finite number or a ``timedelta``; or ``None``.
+
+    Unlike a wait's timeout, nothing is read into a value out of range: a
+    limit of zero, a negative one or an infinite one is a mistake, said at once.
+
+    Raises:
+        TypeError: if it is not a real number nor a ``timedelta`` (a ``bool`` is not).
+        ValueError: if it is not above zero, or not finite (NaN, infinity).
+    """
+    if value is None:
+        return None
+    seconds = seconds_of(value)
+    if not isinstance(seconds, numbers.Real) or isinstance(seconds, bool):
+        raise TypeError(
+            f"{name} must be a number of seconds or a timedelta (None for no limit), "
+            f"got {type(value).__name__}"
+        )
+    try:
+        limit = float(seconds)
+    except OverflowError:  # an int past any float
+        limit = math.inf
+    if not 0 < limit < math.inf:  # also refuses NaN
+        raise ValueError(
+            f"{name} must be a finite number of seconds above 0 (None for no limit), got {value!r}"
+        )
+    return limit
 
 
 class TracingOptions(BaseModel):

@@ -365,6 +365,9 @@ class ExecutionPlan:
         queue: The queue its runs go through unless a start names another.
         on_start: Called when a run starts, before its first step.
         version: The label given with ``create_workflow(version=...)``, if any.
+        run_timeout: Seconds a run may take from when it begins to execute, unless
+            its start gives another (``None``: no limit). A nested workflow's own
+            is not used: its steps share the deadline of the run they are in.
         fingerprint: A hash of the plan's shape (see :func:`plan_fingerprint`):
             two plans a run can go on across have the same one.
         output_schemas: The output's model of each step and nested workflow, by path;
@@ -385,6 +388,7 @@ class ExecutionPlan:
     queue: Queue | None = None
     on_start: Hook | None = None
     version: str | None = None
+    run_timeout: float | None = None
     scope: Scope = field(init=False)
     fingerprint: str = field(init=False)
     output_schemas: OutputSchemas = field(init=False)
@@ -516,6 +520,7 @@ def compile_plan(
     queue: Queue | None = None,
     on_start: Hook | None = None,
     version: str | None = None,
+    run_timeout: float | None = None,
 ) -> ExecutionPlan:
     """Check a workflow's definition and freeze it into a plan.
 
@@ -531,6 +536,7 @@ def compile_plan(
         queue: The queue of its runs, if any.
         on_start: The hook called when a run starts.
         version: The workflow's version label, if any.
+        run_timeout: The time limit of its runs, in seconds, if any.
 
     Raises:
         WorkflowDefinitionError: for a workflow without nodes, or with two
@@ -583,6 +589,7 @@ def compile_plan(
         queue=queue,
         on_start=on_start,
         version=version,
+        run_timeout=run_timeout,
     )
 
 

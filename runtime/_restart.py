@@ -82,6 +82,9 @@ def restarted(snapshot: Snapshot) -> None:
     snapshot["suspended"] = {}
     snapshot["resume"] = resumes or None
     snapshot["wake_at"] = None
+    # A new deadline, set when the restarted run begins to execute: one kept from the
+    # first try, long past for a run canceled by it, would cancel the restart at once.
+    snapshot.pop("deadline", None)
     snapshot.pop("resumed", None)
     snapshot.pop("retries", None)  # a restarted step has its whole budget again
     snapshot["restarts"] = snapshot.get("restarts", 0) + 1
@@ -266,6 +269,8 @@ def time_travel_snapshot(
         snapshot["version"] = plan.version
     if resource_id is not None:
         snapshot["resource_id"] = resource_id
+    if "run_timeout" in source:  # its own deadline, from when it begins to execute
+        snapshot["run_timeout"] = source["run_timeout"]
     return snapshot
 
 

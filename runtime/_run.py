@@ -8,6 +8,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Container, Mapping
+from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
@@ -45,7 +46,7 @@ from runtime._model import (
     WorkflowResult,
     with_output_schema,
 )
-from runtime._options import OutputOptions, TracingOptions, check_timeout
+from runtime._options import OutputOptions, TracingOptions, check_run_timeout, check_timeout
 from runtime._otel import count_canceled_unheld, end_span
 from runtime._plan import item_path, split_item_path
 from runtime._queue import Queue
@@ -68,6 +69,7 @@ from runtime._snapshot import (
     mark_canceled,
     next_record,
     read_result,
+    run_deadline,
     stand_in_record,
 )
 from runtime._step import Step
@@ -142,6 +144,7 @@ class Run(Generic[In, Out]):
         concurrency_key: str | None = None,
         resource_id: str | None = None,
         idempotency_key: str | None = None,
+        run_timeout: float | timedelta | None = None,
     ) -> StartAsyncResult:
         """Start the run in the background and return its id at once.
 
@@ -181,6 +184,14 @@ class Run(Generic[In, Out]):
                 characters) that makes a repeated start of the same work
                 return the first run's id instead of starting another run.
                 Keys are scoped to the workflow.
+            run_timeout: Seconds (or a ``timedelta``) the run may take, instead
+                of its workflow's ``run_timeout``: counted from when it begins to
+                execute (a wait in a queue, or for room under
+                ``max_concurrent_runs``, does not count), its deadline is stored
+                with the run and holds across sleeps, suspensions, a crash or
+                another process taking the run over. When it passes, the run is
+                canceled as :meth:`cancel` cancels it, with a ``RunDeadlineError``
+                as its error. A :meth:`restart` gets a new deadline.
 
         Returns:
             ``StartAsyncResult(run_id=...)``: this run's id, or with an
@@ -206,8 +217,10 @@ class Run(Generic[In, Out]):
                 again records it or raises ``RunAlreadyStartedError``).
             StoreError: if the store refused the run for good (a value too large
                 for it, say).
-            TypeError: if ``idempotency_key`` is not a ``str``.
-            ValueError: if ``idempotency_key`` is empty or too long.
+            TypeError: if ``idempotency_key`` is not a ``str``, or
+                ``run_timeout`` not a number of seconds or a timedelta.
+            ValueError: if ``idempotency_key`` is empty or too long, or
+                ``run_timeout`` is not finite and above 0.
         """
         return self._start(
             input_data=input_data,
@@ -220,6 +233,7 @@ class Run(Generic[In, Out]):
             concurrency_key=concurrency_key,
             resource_id=resource_id,
             idempotency_key=idempotency_key,
+            run_timeout=run_timeout,
         )
 
     def _start(
@@ -236,9 +250,11 @@ class Run(Generic[In, Out]):
         resource_id: str | None = None,
         idempotency_key: str | None = None,
         scheduled: bool = False,
+        run_timeout: float | timedelta | None = None,
     ) -> StartAsyncResult:
         """:meth:`start_async`, also for the runtime's scheduler (which a worker runs too)."""
         key = None if idempotency_key is None else check_idempotency_key(idempotency_key)
+        limit = check_run_timeout(run_timeout)
         with self._lock:
             if self._started:
                 raise RunAlreadyStartedError(
@@ -268,6 +284,7 @@ class Run(Generic[In, Out]):
                 resource_id=resource_id,
                 idempotency_key=key,
                 input_stored=scheduled,  # a schedule's input is the JSON form it kept
+                run_timeout=limit,
             )
             chosen = enter_queue(
                 plan, snapshot, queue=queue, priority=priority, concurrency_key=concurrency_key
@@ -313,6 +330,7 @@ class Run(Generic[In, Out]):
         concurrency_key: str | None = None,
         resource_id: str | None = None,
         idempotency_key: str | None = None,
+        run_timeout: float | timedelta | None = None,
         timeout: float | None = None,
     ) -> WorkflowResult[Out]:
         """Start the run and block until it ends; same arguments as :meth:`start_async`.
@@ -333,6 +351,7 @@ class Run(Generic[In, Out]):
             concurrency_key: As :meth:`start_async`.
             resource_id: As :meth:`start_async`.
             idempotency_key: As :meth:`start_async`.
+            run_timeout: As :meth:`start_async`: the run's own time limit.
             timeout: Seconds to wait for the run to end; ``None`` waits as long as it takes.
 
         Raises:
@@ -357,6 +376,7 @@ class Run(Generic[In, Out]):
             concurrency_key=concurrency_key,
             resource_id=resource_id,
             idempotency_key=idempotency_key,
+            run_timeout=run_timeout,
         )
         return self.wait(timeout)
 
@@ -373,6 +393,7 @@ class Run(Generic[In, Out]):
         concurrency_key: str | None = None,
         resource_id: str | None = None,
         idempotency_key: str | None = None,
+        run_timeout: float | timedelta | None = None,
     ) -> StartAsyncResult:
         """Await :meth:`start_async` without blocking the event loop.
 
@@ -397,6 +418,7 @@ class Run(Generic[In, Out]):
                 concurrency_key=concurrency_key,
                 resource_id=resource_id,
                 idempotency_key=idempotency_key,
+                run_timeout=run_timeout,
             )
         finally:
             DRAWN_IDS.reset(drawn)
@@ -414,6 +436,7 @@ class Run(Generic[In, Out]):
         concurrency_key: str | None = None,
         resource_id: str | None = None,
         idempotency_key: str | None = None,
+        run_timeout: float | timedelta | None = None,
         timeout: float | None = None,
     ) -> WorkflowResult[Out]:
         """Await :meth:`start` without blocking the event loop: start, then await the end.
@@ -432,6 +455,7 @@ class Run(Generic[In, Out]):
             concurrency_key=concurrency_key,
             resource_id=resource_id,
             idempotency_key=idempotency_key,
+            run_timeout=run_timeout,
         )
         return await self.wait_async(timeout)
 
@@ -842,6 +866,11 @@ class Run(Generic[In, Out]):
                 continue
             if snapshot["status"] != RunStatus.SUSPENDED:
                 raise _not_resumable(snapshot, self._per_item)
+            if _past_deadline(snapshot):
+                # Its time is up, and whoever was to cancel it has not yet: it is
+                # canceled here, as that worker would, and this resume refused.
+                record = self._expire(system, record, snapshot)
+                continue
             path = _resume_target(snapshot, step, self.run_id, for_each_index)
             step, for_each_index = path, None
             plan, data = self._resume_data(snapshot, path, resume_data)
@@ -859,6 +888,18 @@ class Run(Generic[In, Out]):
             # Changed since it was read: another of its suspensions resumed (this one
             # may still wait), or this one, or a cancel. Read as it is now.
             record = lost
+
+    def _expire(
+        self, system: ActorSystem, record: SnapshotRecord, snapshot: Snapshot
+    ) -> SnapshotRecord:
+        """Cancel a suspended run whose deadline passed; its record once that is settled."""
+        if system.expire_unheld(record, self._going_on):
+            ending = system.ending_here(self.run_id)
+            if ending is not None:
+                ending.wait()  # its hooks, then its canceled record
+        else:
+            self._until_settled()  # another took it: a resume, a cancel, or its deadline
+        return self._started_record()
 
     @property
     def _per_item(self) -> frozenset[str]:
@@ -1542,11 +1583,25 @@ def _not_resumable(snapshot: Snapshot, per_item: Container[str] = frozenset()) -
                 run_id=run_id,
             )
         return _resume_conflict(run_id, status, _still_waiting(snapshot))
+    error = snapshot["error"]
+    if status == RunStatus.CANCELED and error and error.get("name") == "RunDeadlineError":
+        return RunNotSuspendedError(
+            f"run {run_id!r} is canceled: {error.get('message')}; only a suspended run can "
+            "be resumed",
+            status=status,
+            run_id=run_id,
+        )
     return RunNotSuspendedError(
         f"run {run_id!r} is {status}; only a suspended run can be resumed",
         status=status,
         run_id=run_id,
     )
+
+
+def _past_deadline(snapshot: Snapshot) -> bool:
+    """Whether the run's ``run_timeout`` is up (it has one, and began to execute)."""
+    deadline = run_deadline(snapshot)
+    return deadline is not None and deadline <= _clock.time()
 
 
 def _suspensions(snapshot: Snapshot, per_item: Container[str]) -> int:

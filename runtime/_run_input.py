@@ -156,10 +156,12 @@ def pending_snapshot(
     resource_id: str | None = None,
     idempotency_key: str | None = None,
     input_stored: bool = False,
+    run_timeout: float | None = None,
 ) -> Snapshot:
     """Validate every start argument and build the run's first snapshot.
 
     ``input_stored``: ``input_data`` is the JSON form a schedule kept (see :func:`_validated`).
+    ``run_timeout``: the start's time limit (checked by the caller), else the workflow's.
     """
     inputs = _validated(plan.input_schema, input_data, "input_data", run_id, stored=input_stored)
     state = (
@@ -200,6 +202,10 @@ def pending_snapshot(
         snapshot["resource_id"] = resource_id
     if idempotency_key is not None:
         snapshot["idempotency_key"] = idempotency_key
+    if run_timeout is None:
+        run_timeout = plan.run_timeout
+    if run_timeout is not None:
+        snapshot["run_timeout"] = run_timeout  # its deadline is set when it begins to execute
     return snapshot
 
 

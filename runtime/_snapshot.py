@@ -25,9 +25,11 @@ from typing import Any, Final, NotRequired, Self, TypedDict, cast
 import msgpack
 from pydantic import ValidationError
 
-from runtime._errors import SnapshotEncodingError, SnapshotFormatError
+from runtime._errors import RunDeadlineError, SnapshotEncodingError, SnapshotFormatError
 from runtime._model import (
     OPEN_STEP_STATUSES,
+    TERMINAL_STATUSES,
+    ErrorInfo,
     RunEvent,
     RunStatus,
     StepResult,
@@ -50,18 +52,22 @@ __all__ = [
     "check_encodable",
     "close_open_steps",
     "copy_plain",
+    "deadline_error",
     "decode",
     "encode",
     "failed_record",
     "find_unencodable",
     "first_frozen_record",
+    "fix_deadline",
     "is_parted",
     "mark_canceled",
+    "mark_deadline_passed",
     "mark_failed",
     "next_record",
     "public_steps",
     "read_result",
     "record_of",
+    "run_deadline",
     "run_events",
     "split_parts",
     "stand_in_record",
@@ -139,6 +145,11 @@ class Snapshot(TypedDict):
     links a run made by ``workflow.time_travel`` to its original, and
     ``restarts`` counts the restarts of a run (both absent when there are none).
 
+    ``run_timeout`` is the run's time limit in seconds (absent: none), and
+    ``deadline`` when it is up (epoch seconds, on the runtime's clock), set
+    when the run begins to execute (so a wait in a queue does not count) and
+    dropped by a restart, which sets a new one.
+
     ``unsampled`` is there (and true) when the run's ``workflow_start``
     OpenTelemetry span was not sampled: its later spans are not either.
 
@@ -183,6 +194,8 @@ class Snapshot(TypedDict):
     fingerprint: NotRequired[str]
     version: NotRequired[str]
     retries: NotRequired[dict[str, list[float]]]
+    run_timeout: NotRequired[float]
+    deadline: NotRequired[float]
 
 
 def _packb(value: Any) -> bytes:
@@ -1666,6 +1679,7 @@ _RECORD_FIELDS: Final = (
     "priority",
     "resource_id",
     "idempotency_key",
+    "deadline",
 )
 if SnapshotRecord._fields != _RECORD_FIELDS:  # pragma: no cover - a change of base.py
     raise ImportError(f"SnapshotRecord's fields changed: {SnapshotRecord._fields}")
@@ -1707,6 +1721,7 @@ def _record_values(
             priority,
             snapshot.get("resource_id"),
             key,
+            None if status in _ENDED else snapshot.get("deadline"),
         ),
     )
 
@@ -1803,6 +1818,53 @@ def mark_canceled(snapshot: Snapshot, now: float) -> None:
     snapshot["suspended"] = {}
     snapshot["wake_at"] = None
     snapshot["resume"] = None
+
+
+_ENDED: Final = TERMINAL_STATUSES
+"""Statuses of a run that has ended: its record carries no deadline (nothing left to cancel)."""
+
+
+def run_deadline(snapshot: Snapshot) -> float | None:
+    """When the run's ``run_timeout`` is up (epoch seconds), if it has one and began to execute.
+
+    A value that is not a number (a damaged or foreign snapshot) is taken for none.
+    """
+    deadline = snapshot.get("deadline")
+    if isinstance(deadline, int | float) and not isinstance(deadline, bool):
+        return float(deadline)
+    return None
+
+
+def fix_deadline(snapshot: Snapshot, now: float) -> float | None:
+    """Set the run's deadline, ``now`` plus its ``run_timeout``, unless it has one; return it.
+
+    Called when the run begins to execute (or goes on after a restart, which
+    drops the old one): the time a run waited in a queue does not count.
+    """
+    deadline = run_deadline(snapshot)
+    if deadline is not None:
+        return deadline
+    timeout = snapshot.get("run_timeout")
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not timeout > 0:
+        return None
+    snapshot["deadline"] = deadline = now + float(timeout)
+    return deadline
+
+
+def deadline_error(snapshot: Snapshot) -> dict[str, Any]:
+    """The ``ErrorInfo`` (as a snapshot holds it) of a run canceled at its deadline."""
+    timeout = snapshot.get("run_timeout")
+    error = RunDeadlineError(
+        f"run {snapshot['run_id']!r} exceeded its timeout of {timeout:g} s and was canceled",
+        run_id=snapshot["run_id"],
+    )
+    return ErrorInfo.from_exception(error, with_traceback=False).model_dump()
+
+
+def mark_deadline_passed(snapshot: Snapshot, now: float) -> None:
+    """Mark a run canceled at its deadline: as :func:`mark_canceled`, its error saying why."""
+    mark_canceled(snapshot, now)
+    snapshot["error"] = deadline_error(snapshot)
 
 
 def next_record(snapshot: Snapshot, now: float) -> SnapshotRecord:

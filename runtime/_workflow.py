@@ -29,7 +29,7 @@ from runtime._model import (
     with_output_schema,
 )
 from runtime._model_keys import refuse_unkept
-from runtime._options import RetryConfig, seconds_of
+from runtime._options import RetryConfig, check_run_timeout, seconds_of
 from runtime._plan import (
     MAX_SLEEP,
     BranchNode,
@@ -93,6 +93,7 @@ class Workflow(Generic[In, Out]):
         on_start: Callable[[RunOutcome], Any] | None = None,
         schedule: Schedule | Sequence[Schedule] | None = None,
         version: str | None = None,
+        run_timeout: float | timedelta | None = None,
     ) -> None:
         if not isinstance(id, str) or not id:
             raise WorkflowDefinitionError(f"a workflow id must be a non-empty string, got {id!r}")
@@ -150,6 +151,10 @@ class Workflow(Generic[In, Out]):
                 f"workflow {id!r}: version {shown_name(version)} {problem}"
             )
         self.version = version
+        try:
+            self.run_timeout = check_run_timeout(run_timeout)
+        except (TypeError, ValueError) as exc:
+            raise WorkflowDefinitionError(f"workflow {id!r}: {exc}") from None
         self._nodes: list[Node | ExecutionPlan] = []
         self._plan: ExecutionPlan | None = None
         self._runtime: Runtime | None = None
@@ -540,6 +545,7 @@ class Workflow(Generic[In, Out]):
                 queue=self.queue,
                 on_start=self.on_start,
                 version=self.version,
+                run_timeout=self.run_timeout,
             )
             check_chain(self.id, self.input_schema, self.output_schema, self._nodes)
             _check_path_lengths(plan)
@@ -900,6 +906,7 @@ def create_workflow(
     on_start: Callable[[RunOutcome], Any] | None = None,
     schedule: Schedule | Sequence[Schedule] | None = None,
     version: str | None = None,
+    run_timeout: float | timedelta | None = None,
 ) -> Workflow[In, Out]:
     """Define a workflow; add steps with ``.then(step)`` and finish with ``.commit()``.
 
@@ -932,10 +939,16 @@ def create_workflow(
             ``"v2"``): recorded with every run beside the plan's fingerprint,
             shown by the CLI, and what ``WorkflowVersionError`` names. Several
             versions of one workflow id may be registered on one runtime.
+        run_timeout: Seconds (or a ``timedelta``) each run may take, counted from
+            when it begins to execute (a wait in a queue does not count), unless
+            its start gives another; then it is canceled, its error a
+            ``RunDeadlineError``. The deadline is stored with the run, so it
+            holds across sleeps, suspensions, crashes and other processes.
 
     Raises:
         WorkflowDefinitionError: for an empty id, an id with a ``.``, a bad
-            ``retry_config``, or two schedules with one id.
+            ``retry_config``, a ``run_timeout`` that is not a finite number of
+            seconds above 0 (or a timedelta), or two schedules with one id.
         InvalidInputError: for a schedule whose input does not fit ``input_schema``.
         TypeError: for schemas that are not pydantic models, hooks that
             are not callable, a ``queue`` that is not a :class:`Queue`, or a
@@ -954,6 +967,7 @@ def create_workflow(
         on_start=on_start,
         schedule=schedule,
         version=version,
+        run_timeout=run_timeout,
     )
 
 

@@ -1488,7 +1488,7 @@ class Harness:
 # The harness reaches into a started runtime through these few private names: the
 # runtime's actor system (Runtime._host), the dispatcher's queue of actors with mail and
 # its threads (Dispatcher._ready, Dispatcher._threads, whose loop is Dispatcher._work),
-# a claimer's next wake-up (Claimer._wake_at), the runtime's scheduler (Runtime._scheduler),
+# a claimer's next wake-up (Claimer._wake_at, Claimer._deadline_at), the runtime's scheduler (Runtime._scheduler),
 # pykka's loop of a threaded actor (Actor._actor_loop_running, where a registry waits for mail),
 # a store's writer (SQLiteStore._writer, PostgresStore._writer), a PostgreSQL store's URL
 # (PostgresStore._url, to open the store again after a crash) and the hooks handed to the
@@ -1580,8 +1580,9 @@ def _claimer_wake(system: Any) -> float | None:
     claimer = system.claimer
     if claimer is None:
         return None
-    wake_at: float | None = claimer._wake_at
-    return wake_at
+    # The next sleeper's wake, or the next deadline of a run nobody holds (run_timeout).
+    due = [when for when in (claimer._wake_at, claimer._deadline_at) if when is not None]
+    return min(due, default=None)
 
 
 def _reopened(store: Any) -> Any:

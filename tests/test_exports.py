@@ -36,6 +36,7 @@ EXPORTED = [
     "Run",
     "RunAlreadyStartedError",
     "RunCrashedError",
+    "RunDeadlineError",
     "RunDeletedError",
     "RunEvent",
     "RunFinishEvent",

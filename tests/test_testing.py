@@ -1391,6 +1391,7 @@ def test_the_private_names_the_harness_relies_on_exist(tmp_path: Path) -> None:
     from runtime import PostgresStore
 
     assert "_wake_at" in Claimer.__init__.__code__.co_names
+    assert "_deadline_at" in Claimer.__init__.__code__.co_names
     for store_class in (SQLiteStore, PostgresStore):
         assert "_writer" in store_class.__init__.__code__.co_names
         assert callable(getattr(store_class, "abandon", None))

@@ -25,6 +25,7 @@ __all__ = [
     "MAX_LEASE",
     "MIN_LEASE",
     "Claimed",
+    "DeadlineStore",
     "KeyedStore",
     "QueueStats",
     "RunFencedError",
@@ -97,6 +98,11 @@ class SnapshotRecord(NamedTuple):
             (the snapshot in ``data`` holds it).
         idempotency_key: The key the run was started with (see
             :class:`KeyedStore`); read by ``create`` only, ``None`` elsewhere.
+        deadline: When a run that has not ended is canceled for its
+            ``run_timeout`` (epoch seconds), once it began to execute; else
+            ``None``. A shared store keeps it in a column of its own, so that
+            whichever worker is alive finds the runs nobody drives whose time
+            is up (see :class:`DeadlineStore`).
     """
 
     run_id: str
@@ -114,6 +120,7 @@ class SnapshotRecord(NamedTuple):
     priority: int = 0
     resource_id: str | None = None
     idempotency_key: str | None = None
+    deadline: float | None = None
 
 
 def status_set(status: str | Sequence[str] | None) -> frozenset[str] | None:
@@ -587,6 +594,34 @@ class SharedStore(SnapshotStore, Protocol):
         the store hears them (PostgreSQL: ``NOTIFY``; SQLite hears none).
         Hints only make things faster: whoever polls sees the same a little
         later.
+        """
+        ...
+
+
+@runtime_checkable
+class DeadlineStore(Protocol):
+    """A shared store that finds the runs nobody drives whose ``run_timeout`` is up.
+
+    The stores here keep each unfinished run's deadline (``SnapshotRecord.deadline``)
+    in an indexed column, so that whichever worker is alive cancels a suspended,
+    sleeping or queued run at its deadline, or one a dead worker left. A store of
+    the user's without these methods still works: its runs nobody drives are
+    then canceled only once a worker takes them (woken, resumed, recovered).
+    """
+
+    def next_deadline(
+        self, workflow_ids: Sequence[str], skip: Collection[str] = ()
+    ) -> float | None:
+        """The soonest deadline of a run nobody holds, of these workflows (but ``skip``'s)."""
+        ...
+
+    def expired(
+        self, workflow_ids: Sequence[str], limit: int, skip: Collection[str] = ()
+    ) -> list[SnapshotRecord]:
+        """Up to ``limit`` runs nobody holds, of these workflows, whose deadline has passed.
+
+        Not ended (pending, running, waiting or suspended), soonest deadline
+        first, by the store's clock; ``skip``'s left out.
         """
         ...
 

@@ -55,7 +55,7 @@ from typing import Any, Final, TypeVar
 from runtime import _clock
 from runtime._errors import QueueFullError, StoreError, StoreUnavailableError
 from runtime._ids import new_id
-from runtime._model import SETTLED_STATUSES, TERMINAL_STATUSES, UNFINISHED_STATUSES
+from runtime._model import SETTLED_STATUSES, TERMINAL_STATUSES, UNFINISHED_STATUSES, RunStatus
 from runtime._queue import Admission, Bucket, QueueLimits, bucket_key, rank
 from runtime._snapshot import is_parted
 from runtime._stores._parts import PartWrites, plan_parts
@@ -139,6 +139,10 @@ def _sql_list(values: frozenset[str]) -> str:
 _TERMINAL_SQL: Final = _sql_list(TERMINAL_STATUSES)
 _SETTLED_SQL: Final = _sql_list(SETTLED_STATUSES)
 _UNFINISHED_SQL: Final = _sql_list(UNFINISHED_STATUSES)
+_UNFINISHED_OR_SUSPENDED_SQL: Final = _sql_list(UNFINISHED_STATUSES | {RunStatus.SUSPENDED.value})
+
+_DEADLINE_KEPT: Final = "deadline IS NOT NULL AND owner_id IS NULL"
+"""The predicate of the index of deadlines, word for word in the queries that read it."""
 
 # Version 1, as every file starts: the migrations below take it on from there.
 _SCHEMA = """
@@ -266,6 +270,13 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # the run's suspended steps, 64 to a part): no table changes, the version says so
     # and an older callboard refuses the file.
     (),
+    # 7 -> 8: run deadlines (run_timeout). An unfinished run's deadline, once it began to
+    # execute (NULL once it ended), so that whichever worker is alive cancels the runs
+    # nobody holds whose time is up; the index holds only those nobody holds.
+    (
+        "ALTER TABLE runs ADD COLUMN deadline REAL",
+        f"CREATE INDEX runs_by_deadline ON runs (deadline) WHERE {_DEADLINE_KEPT}",
+    ),
 )
 """The steps that take a file from one schema version to the next, in order: step ``i``
 takes version ``i + 1`` to ``i + 2``. A new file is made at version 1 and taken
@@ -300,13 +311,13 @@ _PRUNE_INDEX: Final = "CREATE INDEX IF NOT EXISTS runs_by_end ON runs (status, u
 
 _INSERT_COLUMNS = (
     "run_id, workflow_id, status, seq, created_at, updated_at, trace_id, owner_id, snapshot, "
-    "lineage, epoch, wake_at, resource_id"
+    "lineage, epoch, wake_at, resource_id, deadline"
 )
-_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _CREATE_COLUMNS = _INSERT_COLUMNS + ", queue, queue_key, priority, rank, idempotency_key"
-_CREATE_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_CREATE_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _ROWS_PER_STATEMENT = 64
-"""The most rows a multi-row statement writes (18 variables a row at most, well under
+"""The most rows a multi-row statement writes (19 variables a row at most, well under
 SQLite's limit of 32,766). Each count of rows is a text of its own, compiled once and kept
 in the connection's cache of 128 statements: with up to 500, the compiled copies of a
 bursty load's batches held 23 to 35 MB of SQLite's heap; with 64, 14 to 17 MB, at the
@@ -323,6 +334,7 @@ _ON_CONFLICT_NEWER = f"""
 ON CONFLICT (run_id) DO UPDATE SET
     status = excluded.status, seq = excluded.seq, updated_at = excluded.updated_at,
     snapshot = excluded.snapshot, lineage = excluded.lineage, wake_at = excluded.wake_at,
+    deadline = excluded.deadline,
     owner_id = CASE
         WHEN excluded.status IN ({_SETTLED_SQL}) OR excluded.wake_at IS NOT NULL THEN NULL
         ELSE runs.owner_id END
@@ -339,10 +351,10 @@ RETURNING run_id, created_at
 # a cancel that read the run unheld just before this worker claimed it must not end it
 # under the actor that claim starts), and the row must be of the run it read (created
 # then: not a new run given the id after a delete). Parameters: status, seq, updated_at,
-# snapshot, wake_at, new owner, epoch step, run_id, expected seq, seq, created_at.
+# snapshot, wake_at, deadline, new owner, epoch step, run_id, expected seq, seq, created_at.
 _REPLACE = f"""
 UPDATE runs SET
-    status = ?, seq = ?, updated_at = ?, snapshot = ?, wake_at = ?, owner_id = ?,
+    status = ?, seq = ?, updated_at = ?, snapshot = ?, wake_at = ?, deadline = ?, owner_id = ?,
     epoch = epoch + ?, lineage = NULL
 WHERE run_id = ? AND seq = ? AND ? > seq AND status NOT IN ({_TERMINAL_SQL})
     AND owner_id IS NULL AND created_at = ?
@@ -1151,6 +1163,37 @@ class SQLiteStore:
             ).fetchone()
         return None if row is None else row[0]
 
+    def next_deadline(
+        self, workflow_ids: Sequence[str], skip: Collection[str] = ()
+    ) -> float | None:
+        """The soonest deadline of a run nobody holds, of these workflows (but ``skip``'s)."""
+        if not workflow_ids:
+            return None
+        with self._reading() as connection:
+            row = connection.execute(
+                f"SELECT min(deadline) FROM runs WHERE {_DEADLINE_KEPT} "
+                f"AND status IN ({_UNFINISHED_OR_SUSPENDED_SQL}) "
+                f"AND workflow_id IN {_AMONG} AND run_id NOT IN {_AMONG}",
+                (_listed(workflow_ids), _listed(sorted(skip))),
+            ).fetchone()
+        return None if row is None else row[0]
+
+    def expired(
+        self, workflow_ids: Sequence[str], limit: int, skip: Collection[str] = ()
+    ) -> list[SnapshotRecord]:
+        """Runs nobody holds, of these workflows, whose deadline passed (soonest first)."""
+        if not workflow_ids:
+            return []
+        # The index's predicate word for word (on the bare column names), so that it is used.
+        where = (
+            f"WHERE {_DEADLINE_KEPT} AND deadline <= ? "
+            f"AND status IN ({_UNFINISHED_OR_SUSPENDED_SQL}) "
+            f"AND workflow_id IN {_AMONG} AND r.run_id NOT IN {_AMONG}"
+        )
+        params = [_clock.time(), _listed(workflow_ids), _listed(sorted(skip)), limit]
+        found = self._select(_RUNS, where, params, order="ORDER BY deadline LIMIT ?")
+        return [record for record, _ in found]
+
     def next_lapse(self, alive: Collection[str] = ()) -> float | None:
         """When the soonest lease runs out of a worker that holds runs (but ``alive`` ones)."""
         with self._reading() as connection:
@@ -1773,6 +1816,7 @@ class SQLiteStore:
             epoch,
             r.wake_at,
             r.resource_id,
+            r.deadline,
         )
 
     def _row_exists(self, connection: sqlite3.Connection) -> bool:
@@ -1916,6 +1960,7 @@ class SQLiteStore:
                 record.updated_at,
                 record.data,
                 record.wake_at,
+                record.deadline,
                 self.owner_id if keep else None,
                 1 if keep else 0,
                 record.run_id,
