@@ -133,6 +133,7 @@ _SENDERS: Final[dict[str, str]] = {
     "UnsubscribeRun": "Runtime",
     "StepWrote": "StepActor",
     "QueuesDue": "Timers",
+    "DeadlinePassed": "Timers",
     "RunDeleted": "Store",
     "RecordFailure": "Supervisor",
     "RunsClaimed": "Claimer",

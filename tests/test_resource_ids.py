@@ -22,6 +22,7 @@ from runtime._stores.base import SnapshotStore
 from runtime._stores.memory import MemoryStore
 from runtime._stores.open import open_store
 from runtime._stores.sqlite import SCHEMA_VERSION, SQLiteStore
+from tests.durable._support.helpers import drop_deadlines
 from tests.test_store_contract import rec, save_and_wait
 
 STORES = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -166,6 +167,7 @@ def test_a_file_from_before_resource_ids_migrates_in_place(tmp_path: Path) -> No
         old = rt.register(approval).create_run().start(input_data={"value": "old"}, timeout=WAIT)
     # Take the file back to the schema before resource ids (and what came after them).
     with contextlib.closing(sqlite3.connect(db)) as connection:
+        drop_deadlines(connection)
         connection.execute("DROP TABLE schedules")
         connection.execute("DROP INDEX runs_by_idempotency_key")
         connection.execute("ALTER TABLE runs DROP COLUMN idempotency_key")

@@ -34,7 +34,7 @@ from runtime._cli import main
 from runtime._snapshot import decode
 from runtime._stores.sqlite import SCHEMA_VERSION
 from tests._support import Counter, Runtimes, Value, held_workflow, quick_workflow, wait_until
-from tests.durable._support.helpers import raw, record, row, save_and_wait
+from tests.durable._support.helpers import drop_deadlines, raw, record, row, save_and_wait
 
 
 def file_state(path: Path) -> tuple[bytes, int, list[str]]:
@@ -92,6 +92,7 @@ def test_an_upgrade_waits_until_the_processes_of_the_older_schema_are_gone(db: P
     # never again: upgraded under it, it would misread what this version writes.
     older = SQLiteStore(db)  # stands for it: it joined, and renews its lease
     with raw(db) as connection:
+        drop_deadlines(connection)
         connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
     before = file_state(db)
     with pytest.raises(StoreError, match="older callboard") as caught:

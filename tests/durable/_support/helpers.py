@@ -26,6 +26,12 @@ def raw(path: Path, timeout: float = 5.0) -> Iterator[sqlite3.Connection]:
         connection.close()
 
 
+def drop_deadlines(connection: sqlite3.Connection) -> None:
+    """Take a file of today's schema back to before run deadlines (version 7): its column goes."""
+    connection.execute("DROP INDEX runs_by_deadline")
+    connection.execute("ALTER TABLE runs DROP COLUMN deadline")
+
+
 def row(path: Path, run_id: str) -> dict[str, Any] | None:
     """A run's row, read through a connection of its own."""
     with raw(path) as connection:
