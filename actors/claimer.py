@@ -386,9 +386,12 @@ class Claimer:
         """When the store's own judgement next changes with no write: for a time skipper.
 
         The soonest lapse of a lease of a worker that holds runs and renews
-        no more at a virtual clock's jumps (a stalled or killed one), and the
+        no more at a virtual clock's jumps (a stalled or killed one), the
         soonest opening of a rate window where runs of this worker's
-        workflows wait. Reads the store (two queries).
+        workflows wait, and the soonest deadline (``run_timeout``) of a run
+        of them that nobody holds: one that suspended or went to sleep just
+        now, which this thread has not looked at yet, included. Reads the
+        store (three queries).
         """
         store = self._store
         lapse = store.next_lapse(_clock.live_workers())
@@ -397,6 +400,10 @@ class Claimer:
         opening = store.next_opening(workflows) if workflows else None
         if opening is not None:
             deadlines.append(opening)
+        if workflows and self._deadlines is not None:
+            due = self._deadlines.next_deadline(workflows, self._not_expired)
+            if due is not None:
+                deadlines.append(due)
         return deadlines
 
     def _advanced(self) -> None:

@@ -1464,7 +1464,7 @@ class Harness:
         return since
 
     def _store_deadlines(self, system: Any, mark: tuple[int, int]) -> list[float]:
-        """A shared store's next lease lapse and rate-window opening (read at most so often)."""
+        """A shared store's next lease lapse, rate-window opening and run deadline (cached)."""
         claimer = system.claimer
         if claimer is None:
             return []
@@ -1489,7 +1489,8 @@ class Harness:
 # The harness reaches into a started runtime through these few private names: the
 # runtime's actor system (Runtime._host), the dispatcher's queue of actors with mail and
 # its threads (Dispatcher._ready, Dispatcher._threads, whose loop is Dispatcher._work),
-# a claimer's next wake-up (Claimer._wake_at, Claimer._deadline_at), the runtime's scheduler (Runtime._scheduler),
+# a claimer's next wake-ups (Claimer._wake_at, Claimer._deadline_at), the runtime's scheduler
+# (Runtime._scheduler),
 # pykka's loop of a threaded actor (Actor._actor_loop_running, where a registry waits for mail),
 # a store's writer (SQLiteStore._writer, PostgresStore._writer), a PostgreSQL store's URL
 # (PostgresStore._url, to open the store again after a crash) and the hooks handed to the

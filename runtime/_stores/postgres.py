@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from runtime import _clock
 from runtime._errors import QueueFullError, StoreError, StoreUnavailableError
 from runtime._ids import new_id
-from runtime._model import SETTLED_STATUSES, TERMINAL_STATUSES, UNFINISHED_STATUSES
+from runtime._model import SETTLED_STATUSES, TERMINAL_STATUSES, UNFINISHED_STATUSES, RunStatus
 from runtime._queue import Admission, Bucket, QueueLimits, bucket_key, rank
 from runtime._snapshot import is_parted
 from runtime._stores._parts import plan_parts
@@ -163,6 +163,9 @@ def _sql_list(values: frozenset[str]) -> str:
 
 _TERMINAL_SQL: Final = _sql_list(TERMINAL_STATUSES)
 _UNFINISHED_SQL: Final = _sql_list(UNFINISHED_STATUSES)
+_UNFINISHED_OR_SUSPENDED_SQL: Final = _sql_list(UNFINISHED_STATUSES | {RunStatus.SUSPENDED.value})
+_DEADLINE_KEPT: Final = "deadline IS NOT NULL AND owner_id IS NULL"
+"""The predicate of the index of deadlines, word for word in the queries that read it."""
 _QUEUED_SQL: Final = f"owner_id IS NULL AND status IN ({_UNFINISHED_SQL})"
 """Runs nobody holds that some worker must drive: the partial index's predicate, word for word."""
 _NOW: Final = (
@@ -397,6 +400,16 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # the run's suspended steps, 64 to a part): no table changes, the version says so
     # and an older callboard refuses the database.
     (),
+    # 7 -> 8: run deadlines (run_timeout). An unfinished run's deadline, once it began to
+    # execute (NULL once it ended), so that whichever worker is alive cancels the runs
+    # nobody holds whose time is up; the index holds only those nobody holds. A column
+    # without a default: no rewrite of the table. A save that keeps it, the status and
+    # the owner as they were changes no indexed column still (a HOT update).
+    (
+        "ALTER TABLE callboard_runs ADD COLUMN IF NOT EXISTS deadline double precision",
+        "CREATE INDEX IF NOT EXISTS callboard_runs_by_deadline ON callboard_runs (deadline) "
+        f"WHERE {_DEADLINE_KEPT}",
+    ),
 )
 """The steps that take a database from one schema version to the next: step ``i`` takes
 version ``i + 1`` to ``i + 2``. A new database gets :data:`_SCHEMA` and then every step
@@ -422,11 +435,12 @@ _COLUMNS: Final = (
 # (and one round trip) however many records a batch has.
 _ROWS_SELECT: Final = """
     SELECT run_id, workflow_id, status, seq, owner_id, epoch, wake_at, created_at,
-           updated_at, trace_id, decode(snapshot, 'base64') AS snapshot, lineage, resource_id
+           updated_at, trace_id, decode(snapshot, 'base64') AS snapshot, lineage, resource_id,
+           deadline
     FROM jsonb_to_recordset(%s::jsonb) AS j(
         run_id text, workflow_id text, status text, seq int8, owner_id text, epoch int8,
         wake_at float8, created_at float8, updated_at float8, trace_id text, snapshot text,
-        lineage int8, resource_id text)"""
+        lineage int8, resource_id text, deadline float8)"""
 _ROWS: Final = f"({_ROWS_SELECT}) AS v"
 """A batch of records as rows: one JSON parameter, which ``json.dumps`` builds in C (eleven
 array parameters cost psycopg's Python array dumper about a fifth of a worker's CPU)."""
@@ -434,16 +448,17 @@ array parameters cost psycopg's Python array dumper about a fifth of a worker's 
 _CREATE: Final = """
 INSERT INTO callboard_runs (run_id, workflow_id, status, seq, owner_id, epoch, wake_at,
                             created_at, updated_at, trace_id, snapshot,
-                            queue, queue_key, priority, rank, resource_id, idempotency_key)
+                            queue, queue_key, priority, rank, resource_id, idempotency_key,
+                            deadline)
 SELECT v.run_id, v.workflow_id, v.status, v.seq, v.owner_id, v.epoch, v.wake_at,
        v.created_at, v.updated_at, v.trace_id, decode(v.snapshot, 'base64'),
        v.queue, v.queue_key, coalesce(v.priority, 0), coalesce(v.rank, v.created_at),
-       v.resource_id, v.idempotency_key
+       v.resource_id, v.idempotency_key, v.deadline
 FROM jsonb_to_recordset(%s::jsonb) AS v(
     run_id text, workflow_id text, status text, seq int8, owner_id text, epoch int8,
     wake_at float8, created_at float8, updated_at float8, trace_id text, snapshot text,
     queue text, queue_key text, priority int4, rank float8, resource_id text,
-    idempotency_key text)
+    idempotency_key text, deadline float8)
 ON CONFLICT DO NOTHING
 RETURNING run_id
 """
@@ -454,8 +469,9 @@ RETURNING run_id
 _CREATE_ONE: Final = """
 INSERT INTO callboard_runs (run_id, workflow_id, status, seq, owner_id, epoch, wake_at,
                             created_at, updated_at, trace_id, snapshot,
-                            queue, queue_key, priority, rank, resource_id, idempotency_key)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                            queue, queue_key, priority, rank, resource_id, idempotency_key,
+                            deadline)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT DO NOTHING
 RETURNING run_id
 """
@@ -479,10 +495,11 @@ FROM v LEFT JOIN written AS w ON w.run_id = v.run_id
 # (two floats among them) were about half of the writer's CPU in json.dumps.
 _HELD_ROWS_SELECT: Final = """
     SELECT run_id, status, seq, owner_id, epoch, wake_at, updated_at, created_at,
-           substring(%(blob)b FROM off FOR len) AS snapshot, lineage
+           substring(%(blob)b FROM off FOR len) AS snapshot, lineage, deadline
     FROM jsonb_to_recordset(%(rows)s::jsonb) AS j(
         run_id text, status text, seq int8, owner_id text, epoch int8, wake_at float8,
-        updated_at float8, created_at float8, off int4, len int4, lineage int8)"""
+        updated_at float8, created_at float8, off int4, len int4, lineage int8,
+        deadline float8)"""
 
 # A save of runs this store holds: only while owner and epoch are still ours,
 # the record is newer, and the run not ended. A release makes the run nobody's.
@@ -493,7 +510,8 @@ _SAVE_HELD_TEMPLATE: Final = f"""
 WITH v AS MATERIALIZED ({_HELD_ROWS_SELECT}){{locked}}, written AS (
     UPDATE callboard_runs AS r SET
         status = v.status, seq = v.seq, updated_at = v.updated_at, snapshot = v.snapshot,
-        wake_at = v.wake_at, owner_id = v.owner_id, lineage = v.lineage
+        wake_at = v.wake_at, owner_id = v.owner_id, lineage = v.lineage,
+        deadline = v.deadline
     FROM v
     WHERE r.run_id = ANY(ARRAY(SELECT run_id FROM {{keys}})) AND r.run_id = v.run_id
         AND r.owner_id = %(me)s AND r.epoch = v.epoch AND r.created_at = v.created_at
@@ -526,14 +544,16 @@ _SAVE_FREE: Final = f"""
 WITH v AS MATERIALIZED ({_ROWS_SELECT}), written AS (
     INSERT INTO callboard_runs AS r (run_id, workflow_id, status, seq, owner_id, epoch,
                                      wake_at, created_at, updated_at, trace_id, snapshot,
-                                     lineage, resource_id)
+                                     lineage, resource_id, deadline)
     SELECT v.run_id, v.workflow_id, v.status, v.seq, NULL, 0, v.wake_at,
-           v.created_at, v.updated_at, v.trace_id, v.snapshot, v.lineage, v.resource_id
+           v.created_at, v.updated_at, v.trace_id, v.snapshot, v.lineage, v.resource_id,
+           v.deadline
     FROM v
     WHERE EXISTS (SELECT 1 FROM callboard_runs AS e WHERE e.run_id = v.run_id)
     ON CONFLICT (run_id) DO UPDATE SET
         status = excluded.status, seq = excluded.seq, updated_at = excluded.updated_at,
-        snapshot = excluded.snapshot, wake_at = excluded.wake_at, lineage = excluded.lineage
+        snapshot = excluded.snapshot, wake_at = excluded.wake_at, lineage = excluded.lineage,
+        deadline = excluded.deadline
     WHERE r.owner_id IS NULL AND excluded.seq > r.seq AND r.status NOT IN ({_TERMINAL_SQL})
         AND r.created_at = excluded.created_at
     RETURNING r.run_id
@@ -595,7 +615,8 @@ in ``run_id`` order."""
 _REPLACE: Final = f"""
 UPDATE callboard_runs SET
     status = %(status)s, seq = %(seq)s, updated_at = %(updated_at)s, snapshot = %(snapshot)s,
-    wake_at = %(wake_at)s, owner_id = %(new_owner)s, epoch = epoch + %(bump)s, lineage = NULL
+    wake_at = %(wake_at)s, deadline = %(deadline)s, owner_id = %(new_owner)s,
+    epoch = epoch + %(bump)s, lineage = NULL
 WHERE run_id = %(run_id)s AND seq = %(expected)s AND %(seq)s > seq
     AND status NOT IN ({_TERMINAL_SQL}) AND owner_id IS NULL AND created_at = %(created_at)s
 RETURNING epoch
@@ -815,6 +836,7 @@ def _fields(r: SnapshotRecord, owner: str | None, epoch: int, *, whole: bool) ->
         ),
         "lineage": None if whole or r.parts is None else r.parts.lineage,
         "resource_id": r.resource_id,
+        "deadline": r.deadline,
     }
 
 
@@ -859,6 +881,8 @@ def _held_rows(
             row["owner_id"] = owner
         if r.wake_at is not None:
             row["wake_at"] = r.wake_at
+        if r.deadline is not None:
+            row["deadline"] = r.deadline
         if r.parts is not None:
             row["lineage"] = r.parts.lineage
         rows.append(row)
@@ -909,6 +933,7 @@ def _create_row(r: SnapshotRecord, owner: str | None) -> tuple[Any, ...]:
         rank(r.created_at, priority),
         r.resource_id,
         r.idempotency_key or None,
+        r.deadline,
     )
 
 
@@ -2200,6 +2225,50 @@ class PostgresStore:
         result: float | None = self._read(read)
         return result
 
+    def next_deadline(
+        self, workflow_ids: Sequence[str], skip: Collection[str] = ()
+    ) -> float | None:
+        """The soonest deadline of a run nobody holds, of these workflows (but ``skip``'s)."""
+        ids = sorted(set(workflow_ids))
+        if not ids:
+            return None
+
+        def read(connection: Connection) -> float | None:
+            row = connection.execute(
+                f"SELECT min(deadline) FROM callboard_runs WHERE {_DEADLINE_KEPT} "
+                f"AND status IN ({_UNFINISHED_OR_SUSPENDED_SQL}) "
+                "AND workflow_id = ANY(%(workflows)s) AND NOT (run_id = ANY(%(skip)s::text[]))",
+                {"workflows": ids, "skip": sorted(skip)},
+            ).fetchone()
+            return None if row is None or row[0] is None else float(row[0])
+
+        result: float | None = self._read(read)
+        return result
+
+    def expired(
+        self, workflow_ids: Sequence[str], limit: int, skip: Collection[str] = ()
+    ) -> list[SnapshotRecord]:
+        """Runs nobody holds, of these workflows, whose deadline passed (soonest first).
+
+        By the database's clock (a test kit's virtual one under a harness).
+        """
+        ids = sorted(set(workflow_ids))
+        if not ids:
+            return []
+
+        def read(connection: Connection) -> list[SnapshotRecord]:
+            rows = connection.execute(
+                f"SELECT {_COLUMNS} FROM callboard_runs WHERE {_DEADLINE_KEPT} "
+                f"AND deadline <= {_NOW} AND status IN ({_UNFINISHED_OR_SUSPENDED_SQL}) "
+                "AND workflow_id = ANY(%(workflows)s) AND NOT (run_id = ANY(%(skip)s::text[])) "
+                "ORDER BY deadline, run_id LIMIT %(limit)s",
+                {"workflows": ids, "skip": sorted(skip), "limit": limit},
+            ).fetchall()
+            return [_record(row) for row in rows]
+
+        result: list[SnapshotRecord] = self._read(read)
+        return result
+
     def next_lapse(self, alive: Collection[str] = ()) -> float | None:
         """When the soonest lease runs out of a worker that holds runs (but ``alive`` ones)."""
 
@@ -3235,6 +3304,7 @@ class PostgresStore:
             "updated_at": record.updated_at,
             "snapshot": record.data,
             "wake_at": record.wake_at,
+            "deadline": record.deadline,
             "new_owner": self.owner_id if keeps else None,
             "bump": 1 if keeps else 0,
             "run_id": run_id,

@@ -54,7 +54,23 @@ def crash_in_step(params: dict[str, Any]) -> None:
             "hold_file": params["hold_file"],
             "announce": True,
         },
+        run_timeout=params.get("run_timeout"),
     )
+    wait_to_be_killed()
+
+
+def suspend_then_die(params: dict[str, Any]) -> None:
+    """Start an ``asking`` run with a run_timeout, say ``SUSPENDED`` once it waits, await a kill."""
+    rt = Runtime(store=params["db"]).start()
+    wf = rt.register(asking)
+    run = wf.create_run(params["run_id"])
+    run.start_async(
+        input_data={"value": params["value"]},
+        request_context={"log": params["log"]},
+        run_timeout=params["run_timeout"],
+    )
+    if run.wait(HOLD_LIMIT).status == "suspended":
+        say("SUSPENDED", params["run_id"])
     wait_to_be_killed()
 
 
@@ -244,6 +260,7 @@ COMMANDS = {
     "resume-then-die": resume_then_die,
     "resume-then-hold": resume_then_hold,
     "crash-in-step": crash_in_step,
+    "suspend-then-die": suspend_then_die,
     "crash-in-on-finish": crash_in_on_finish,
     "kill-after-start": kill_after_start,
     "crash-pending": crash_pending,
