@@ -33,7 +33,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Final
+from typing import Final, cast
 
 from actors._here import RunsHere
 from runtime import _clock
@@ -197,8 +197,8 @@ class Claimer:
             was reaped while it stalled) is not claimed back until nothing
             of it runs here, and takes room meanwhile.
         expire: Called with a run nobody holds whose deadline has passed, to
-            cancel it; ``False`` if it did not (a definition of its version
-            is not registered here, or it changed meanwhile).
+            cancel it; ``"elsewhere"`` if it cannot be here (no definition of
+            its version is registered here): it is left out of later looks.
     """
 
     def __init__(
@@ -213,12 +213,14 @@ class Claimer:
         waiting: Callable[[], int] = lambda: 0,
         guard: LeaseGuard | None = None,
         here: RunsHere | None = None,
-        expire: Callable[[SnapshotRecord], bool] | None = None,
+        expire: Callable[[SnapshotRecord], str] | None = None,
     ) -> None:
         self._store = store
         # Only a store that keeps deadlines apart can be asked for the runs whose time is up.
-        self._deadlines: DeadlineStore | None = (
-            store if expire is not None and provides(store, DeadlineStore) else None  # type: ignore[assignment]
+        self._deadlines = (
+            cast("DeadlineStore", store)
+            if expire is not None and provides(store, DeadlineStore)
+            else None
         )
         self._expire = expire
         self._deadline_at: float | None = None  # the next deadline of a run nobody holds
@@ -521,14 +523,19 @@ class Claimer:
             for _ in range(_EXPIRE_ROUNDS):
                 expired = store.expired(workflows, CLAIM_BATCH, skip)
                 for record in expired:
-                    if not expire(record):
+                    if expire(record) == "elsewhere":
                         if len(skip) >= SKIPPED_AT_MOST:
                             skip.clear()  # bounded: those forgotten are looked at once more
                         skip.add(record.run_id)
                 if len(expired) < CLAIM_BATCH:
                     break
             self._deadline_at = due = store.next_deadline(workflows, skip)
-        return _NEVER if due is None else max(0.0, due - _clock.time())
+        if due is None:
+            return _NEVER
+        # One not taken (another worker's meanwhile, or due by the store's reading and not
+        # yet by this clock) is looked at again at the next pass, not in a busy loop.
+        left = due - _clock.time()
+        return left if left > 0 else POLL_INTERVAL
 
     def _claim(self, workflows: Sequence[str]) -> bool:
         """Claim queued runs for the room there is and hand them on; whether more may wait."""

@@ -92,6 +92,7 @@ __all__ = [
     "SHUTDOWN_GRACE",
     "ActorSystem",
     "CancelAnswer",
+    "ExpireAnswer",
     "ResumeAnswer",
     "Role",
 ]
@@ -142,6 +143,9 @@ _RESUME_LOCKS: Final = 64
 
 ResumeAnswer = Literal["recorded", "taken", "gone", "not_here", "stopped"]
 """What :meth:`ActorSystem.resume_waiting` says came of a resume (see :class:`ResumeOutcome`)."""
+
+ExpireAnswer = Literal["canceled", "elsewhere", "later"]
+"""What :meth:`ActorSystem.expire_unheld` did with a run whose deadline passed."""
 
 CancelAnswer = Literal["recorded", "refused", "not_here"]
 """What :meth:`ActorSystem.cancel` says came of a cancel (see :class:`CancelOutcome`)."""
@@ -776,7 +780,7 @@ class ActorSystem:
 
     def expire_unheld(
         self, record: SnapshotRecord, plan_for: Callable[[Snapshot], ExecutionPlan | None]
-    ) -> bool:
+    ) -> ExpireAnswer:
         """Cancel a run no actor drives whose ``run_timeout`` is up, as ``cancel()`` would.
 
         A suspended run (on a shared store also one asleep, queued, or left by a
@@ -792,28 +796,33 @@ class ActorSystem:
                 or ``None`` if there is none here.
 
         Returns:
-            Whether it took the run to cancel it: ``False`` if its deadline has
-            not passed, it has ended, it changed since ``record`` was read, a
-            worker holds it, it cannot be read, or no definition of it is here.
+            ``"canceled"`` if it took the run and cancels it; ``"elsewhere"`` if
+            that cannot be done here (no definition of its version is, or its
+            snapshot cannot be read: a ``cancel()`` ends it, saying why);
+            ``"later"`` if not now: its deadline has not passed by this
+            process's clock, or it ended, changed since ``record`` was read, or
+            a worker holds it.
         """
         if record.status in TERMINAL_STATUSES:
-            return False
+            return "later"
         try:
             snapshot = decode(record.data, record.run_id)
         except SnapshotFormatError:
-            return False  # damaged: a cancel() ends it, saying why
+            return "elsewhere"
         now = _clock.time()
         deadline = run_deadline(snapshot)
+        if deadline is None or deadline > now:
+            return "later"  # judged by the clock the run's deadline was set by
         plan = plan_for(snapshot)
-        if deadline is None or deadline > now or plan is None:
-            return False
+        if plan is None:
+            return "elsewhere"
         status = snapshot["status"]
         mark_deadline_passed(snapshot, now)
         snapshot["status"] = RunStatus.RUNNING.value  # its end under way, as a cancel's
         ending = next_record(snapshot, now)
         canceled = canceled_record(snapshot, now)  # what the hooks are told, then stored
         if not self.take_unheld_end(ending, record.seq):
-            return False
+            return "later"
         # No actor counts its end (asleep, suspended, or left by a dead worker).
         _otel.count_canceled_unheld(snapshot, now, status=status)
         run_id = record.run_id
@@ -827,7 +836,7 @@ class ActorSystem:
                 ended.set()
 
         self.hooks.finish(plan, snapshot, canceled, self.registry, recorded)
-        return True
+        return "canceled"
 
     def _expire_suspended(self, run_id: str, plan: ExecutionPlan) -> None:
         """A suspended run's deadline timer (in memory; on the timer thread): cancel it."""
@@ -840,7 +849,7 @@ class ActorSystem:
         plans: Callable[[], Mapping[str, ExecutionPlan]],
         versions: Callable[[], Mapping[str, Mapping[str, ExecutionPlan]]],
         record: SnapshotRecord,
-    ) -> bool:
+    ) -> ExpireAnswer:
         """For the claimer: cancel a run nobody holds whose deadline passed, if it runs here."""
 
         def plan_for(snapshot: Snapshot) -> ExecutionPlan | None:

@@ -893,7 +893,7 @@ class Run(Generic[In, Out]):
         self, system: ActorSystem, record: SnapshotRecord, snapshot: Snapshot
     ) -> SnapshotRecord:
         """Cancel a suspended run whose deadline passed; its record once that is settled."""
-        if system.expire_unheld(record, self._going_on):
+        if system.expire_unheld(record, self._going_on) == "canceled":
             ending = system.ending_here(self.run_id)
             if ending is not None:
                 ending.wait()  # its hooks, then its canceled record

@@ -2250,7 +2250,8 @@ class PostgresStore:
     ) -> list[SnapshotRecord]:
         """Runs nobody holds, of these workflows, whose deadline passed (soonest first).
 
-        By the database's clock (a test kit's virtual one under a harness).
+        By this process's clock (a test kit's virtual one under a harness), as
+        run actors set deadlines by theirs, not the database's.
         """
         ids = sorted(set(workflow_ids))
         if not ids:
@@ -2259,10 +2260,10 @@ class PostgresStore:
         def read(connection: Connection) -> list[SnapshotRecord]:
             rows = connection.execute(
                 f"SELECT {_COLUMNS} FROM callboard_runs WHERE {_DEADLINE_KEPT} "
-                f"AND deadline <= {_NOW} AND status IN ({_UNFINISHED_OR_SUSPENDED_SQL}) "
+                f"AND deadline <= %(now)s AND status IN ({_UNFINISHED_OR_SUSPENDED_SQL}) "
                 "AND workflow_id = ANY(%(workflows)s) AND NOT (run_id = ANY(%(skip)s::text[])) "
                 "ORDER BY deadline, run_id LIMIT %(limit)s",
-                {"workflows": ids, "skip": sorted(skip), "limit": limit},
+                {"workflows": ids, "skip": sorted(skip), "limit": limit, "now": _clock.time()},
             ).fetchall()
             return [_record(row) for row in rows]
 
