@@ -16,6 +16,7 @@ and what each reply means.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -60,6 +61,7 @@ from runtime import _clock, _otel
 from runtime._errors import (
     LoopLimitError,
     RunCrashedError,
+    RuntimeStoppedError,
     StepTimeoutError,
     StepValidationError,
     WorkflowDefinitionError,
@@ -348,9 +350,11 @@ class RunActor(DispatchedActor):
         if deadline <= now:
             self._deadline_passed()
             return False
-        self._deadline_timer = self._timers.call_at(
-            deadline, tell_safely, self._actor_ref, TimerFired(token=0, what="deadline")
-        )
+        # Timers stopped: the runtime is stopping, and the run is halted (kept) or failed.
+        with contextlib.suppress(RuntimeStoppedError):
+            self._deadline_timer = self._timers.call_at(
+                deadline, tell_safely, self._actor_ref, TimerFired(token=0, what="deadline")
+            )
         return True
 
     def _deadline_passed(self) -> None:

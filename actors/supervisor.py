@@ -153,8 +153,8 @@ class SupervisorActor(DispatchedActor):
         expire: Callable[[str, ExecutionPlan], None] | None = None,
     ) -> None:
         super().__init__(dispatcher)
-        # In memory: what cancels a suspended run at its deadline (on the timer thread),
-        # and those timers, by run (a resume, a delete or the stop drops one).
+        # In memory: what cancels a suspended run at its deadline (DeadlinePassed), and
+        # those timers with the run's plan, by run (a resume, a delete or the stop drops one).
         self._expire = expire
         self._deadlines: dict[str, tuple[TimerHandle, ExecutionPlan]] = {}
         self._direct = direct
