@@ -89,7 +89,7 @@ if TYPE_CHECKING:
 
     Connection = psycopg.Connection[tuple[Any, ...]]
 
-__all__ = ["LEASE", "SCHEMA_VERSION", "PostgresStore", "redact"]
+__all__ = ["DATABASE_NOW", "LEASE", "SCHEMA_VERSION", "PostgresStore", "redact"]
 
 _T = TypeVar("_T")
 
@@ -178,6 +178,8 @@ Under a test kit's virtual clock, the session's ``callboard.now`` instead (see
 :func:`_virtual_now`): sleeping runs fall due, queues' rate windows pass, and
 heartbeats are stamped and leases judged, by the clock the runs' timers read.
 """
+DATABASE_NOW: Final = _NOW
+"""The database's clock as an SQL expression, for statements beside the runs (schedules)."""
 _NOW_AT: Final = f"to_timestamp({_NOW})"
 """:data:`_NOW` as a ``timestamptz``: what heartbeats are stamped with and leases judged by."""
 _DUE: Final = f"(wake_at IS NULL OR wake_at <= {_NOW})"
@@ -1678,6 +1680,22 @@ class PostgresStore:
         """
         result: _T = self._read(read)
         return result
+
+    def database_time(self) -> float:
+        """The database server's clock now (epoch seconds): the one every runtime on it shares.
+
+        A test kit's virtual clock instead, while one is installed (see :data:`_NOW`).
+
+        Raises:
+            StoreError: if the database cannot be reached.
+        """
+
+        def read(connection: Connection) -> float:
+            row = connection.execute(f"SELECT {_NOW}").fetchone()
+            assert row is not None
+            return float(row[0])
+
+        return self.read_with(read)
 
     def _join_row(self, connection: Connection) -> bool:
         """Write this worker's row; return whether it was missing (made anew)."""

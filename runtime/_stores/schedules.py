@@ -10,7 +10,13 @@ tick, so they need none of the runs' group commit.
 
 Ticks move forward only (:meth:`ScheduleBook.advance` is conditioned on the
 stored tick being older), so of several runtimes that handle one tick, the
-first to write it wins and the others change nothing.
+first to write it wins and the others change nothing. The one way back is
+:meth:`ScheduleBook.rewind`: a tick more than :data:`AHEAD_MARGIN` later than
+the store's clock (:meth:`ScheduleBook.clock`) was stored by a runtime whose
+clock ran ahead, and held every runtime's schedule silent until real time
+reached it. The store's clock is the one all its runtimes share: the
+process's on memory, the host's on SQLite (every process on one file reads
+one clock), the database server's on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -24,15 +30,17 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
 
+from runtime import _clock
 from runtime._errors import StoreError
 from runtime._stores.base import SnapshotStore
-from runtime._stores.postgres import PostgresStore
+from runtime._stores.postgres import DATABASE_NOW, PostgresStore
 from runtime._stores.sqlite import LOCK_TIMEOUT, SQLiteStore, read_uri
 
 if TYPE_CHECKING:
     from runtime._stores.postgres import Connection
 
 __all__ = [
+    "AHEAD_MARGIN",
     "MemoryBook",
     "PostgresBook",
     "SQLiteBook",
@@ -41,6 +49,14 @@ __all__ = [
     "book_for",
     "close_book",
 ]
+
+
+AHEAD_MARGIN: Final = 60.0
+"""Seconds a stored tick may be later than the store's clock before it counts as ahead.
+
+More than the skew of ordinary clocks (NTP keeps them within a second), less than a
+schedule's silence anyone would put up with: a tick further ahead was stored by a
+runtime whose clock ran ahead, and :meth:`ScheduleBook.rewind` may move it back."""
 
 
 class ScheduleRow(NamedTuple):
@@ -127,6 +143,27 @@ class ScheduleBook(Protocol):
 
     def release(self, schedule_id: str, tick: float, run_id: str) -> bool:
         """The buffered ``tick`` got its run ``run_id``: forget it; ``False`` if another did."""
+        ...
+
+    def clock(self) -> float:
+        """The store's time (epoch seconds): the clock every runtime on the store shares.
+
+        The process's clock for memory, the host's for SQLite, the database
+        server's for PostgreSQL (a test kit's virtual clock wherever one is
+        installed). It judges whether a stored tick lies in the future.
+        """
+        ...
+
+    def rewind(self, schedule_id: str, expected: float, to: float) -> bool:
+        """Move the last tick back from ``expected`` to ``to``; whether it moved.
+
+        A compare-and-set: only if the last tick is still ``expected`` (no
+        runtime moved it meanwhile), ``to`` is older, and ``expected`` is more
+        than :data:`AHEAD_MARGIN` later than the store's clock, judged by the
+        store (so that a runtime whose own clock is behind cannot move back
+        the ticks of runtimes whose clocks are right). A buffered tick later
+        than ``to`` is dropped: it too was a tick of the clock that ran ahead.
+        """
         ...
 
 
@@ -260,6 +297,20 @@ class MemoryBook:
             self._rows[schedule_id] = row._replace(buffered=None, last_run_id=run_id)
             return True
 
+    def clock(self) -> float:
+        return _clock.time()
+
+    def rewind(self, schedule_id: str, expected: float, to: float) -> bool:
+        with self._lock:
+            row = self._rows.get(schedule_id)
+            if row is None or row.last_tick != expected or not to < expected:
+                return False
+            if not expected > self.clock() + AHEAD_MARGIN:
+                return False
+            buffered = None if row.buffered is not None and row.buffered > to else row.buffered
+            self._rows[schedule_id] = row._replace(last_tick=to, buffered=buffered)
+            return True
+
 
 # The statements of both SQL books; "?" becomes "%s" for PostgreSQL.
 _PUT: Final = f"""
@@ -305,6 +356,15 @@ UPDATE {table} SET buffered = NULL, last_run_id = ? WHERE schedule_id = ? AND bu
 """
 
 
+_REWIND: Final = """
+UPDATE {table} SET last_tick = ?, buffered = CASE WHEN buffered > ? THEN NULL ELSE buffered END
+WHERE schedule_id = ? AND last_tick = ? AND last_tick > ? AND last_tick > {now} + ?
+"""
+"""Move a last tick that is ahead of the store's clock back (see :meth:`ScheduleBook.rewind`):
+only from the tick read (a compare-and-set), and only while the store's clock, read in the
+statement itself, still finds it ahead."""
+
+
 _REPAIR: Final = f"""
 UPDATE schedules SET
     created_at = CASE WHEN typeof(created_at) IN ('real', 'integer')
@@ -318,8 +378,8 @@ WHERE schedule_id = ?
 """Resets the times of a SQLite row that are not numbers (put there by hand)."""
 
 
-def _sql(statement: str, table: str, *, postgres: bool) -> str:
-    text = statement.format(table=table, false="false" if postgres else "0")
+def _sql(statement: str, table: str, *, postgres: bool, now: str = "?") -> str:
+    text = statement.format(table=table, false="false" if postgres else "0", now=now)
     return text.replace("?", "%s") if postgres else text
 
 
@@ -428,6 +488,15 @@ class SQLiteBook:
         statement = _sql(_RELEASE, self._TABLE, postgres=False)
         return self._change(statement, (run_id, schedule_id, tick)) == 1
 
+    def clock(self) -> float:
+        # One file, one host, one clock: every process on the file reads this one.
+        return _clock.time()
+
+    def rewind(self, schedule_id: str, expected: float, to: float) -> bool:
+        statement = _sql(_REWIND, self._TABLE, postgres=False)
+        params = (to, to, schedule_id, expected, to, self.clock(), AHEAD_MARGIN)
+        return self._change(statement, params) == 1
+
 
 class _NoTable(Exception):
     """The file has no schedules table yet (written by an older callboard, opened read-only)."""
@@ -501,6 +570,15 @@ class PostgresBook:
     def release(self, schedule_id: str, tick: float, run_id: str) -> bool:
         statement = _sql(_RELEASE, self._TABLE, postgres=True)
         return self._change(statement, (run_id, schedule_id, tick)) == 1
+
+    def clock(self) -> float:
+        return self._store.database_time()
+
+    def rewind(self, schedule_id: str, expected: float, to: float) -> bool:
+        # The database's clock judges, in the statement: never this host's.
+        statement = _sql(_REWIND, self._TABLE, postgres=True, now=DATABASE_NOW)
+        params = (to, to, schedule_id, expected, to, AHEAD_MARGIN)
+        return self._change(statement, params) == 1
 
 
 _BOOKS: weakref.WeakKeyDictionary[Any, ScheduleBook] = weakref.WeakKeyDictionary()
