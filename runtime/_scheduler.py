@@ -12,6 +12,17 @@ tick's run has an id made from the schedule's id and the tick's time
 (:func:`~runtime._schedule.tick_run_id`). The first runtime to create that
 run wins; the others get ``RunAlreadyStartedError`` and only move the
 schedule's last tick on, which moves only forward.
+
+Except when it lies ahead of the store's clock. A runtime whose clock ran
+ahead for a moment (a virtual machine resumed with a stale clock, an NTP step,
+one misconfigured host) fired the ticks of its future and stored the newest as
+the last tick: once its clock was right, no runtime on the store fired any
+tick until real time reached it. A pass that finds a last tick more than
+:data:`~runtime._stores.schedules.AHEAD_MARGIN` later than the store's clock
+(the clock every runtime on the store shares) says so once and moves it back,
+with a compare-and-set, to the newest tick by the store's clock; the schedule
+fires from there by its catch-up policy. The ticks fired early ran early, once:
+when real time reaches them, their runs exist, and are not started again.
 """
 
 from __future__ import annotations
@@ -48,7 +59,7 @@ from runtime._schedule import (
     utc,
 )
 from runtime._stores.base import SnapshotRecord
-from runtime._stores.schedules import ScheduleBook, ScheduleRow
+from runtime._stores.schedules import AHEAD_MARGIN, ScheduleBook, ScheduleRow
 from runtime._tracing import emit
 
 if TYPE_CHECKING:
@@ -101,6 +112,9 @@ class Scheduler:
         self._watched: set[str] = set()  # runs whose end wakes the scheduler (buffer_one)
         # Schedules this process cannot fire, with what was said of each (said once).
         self._said: dict[str, tuple[str, str, str]] = {}
+        # Schedules whose tick ahead of the store's clock this runtime moved back (said once).
+        self._rewound: set[str] = set()
+        self._store_now: float | None = None  # the store's clock, read at most once a pass
         self._begun = 0  # passes begun
         self._done = 0  # the last pass done
         self.next_due: float | None = None
@@ -183,6 +197,7 @@ class Scheduler:
         """Fire every due tick of the schedules this runtime can start; the next tick's time."""
         plans = self._plans()
         soonest: float | None = None
+        self._store_now = None
         for row in self._book.all():
             if self._stopping.is_set():
                 return None
@@ -266,6 +281,8 @@ class Scheduler:
     def _fire_due(self, row: ScheduleRow, plan: ExecutionPlan) -> float | None:
         """Start the runs of the schedule's due ticks by its policies; when its next tick is."""
         now = _clock.time()
+        if row.last_tick is not None and row.last_tick > now + AHEAD_MARGIN:
+            row = self._rewind(row)
         anchor = row.created_at if row.last_tick is None else row.last_tick
         if row.buffered is not None:
             row = self._start_buffered(row, plan)
@@ -286,6 +303,43 @@ class Scheduler:
         # A buffered tick waits for the last run's end, which wakes the scheduler (and a
         # pass comes at least every POLL seconds anyway).
         return next_tick(row.cron, row.timezone, max(now, anchor))
+
+    def _rewind(self, row: ScheduleRow) -> ScheduleRow:
+        """Move back a last tick that is ahead of the store's clock; the row as it is then.
+
+        This runtime's clock finds the tick ahead; the store's clock decides, so
+        that a runtime whose own clock is behind never moves back the ticks of
+        runtimes whose clocks are right. The cursor goes to the newest tick by the
+        store's clock (not before the definition), only if no runtime moved it
+        since this pass read it: the store checks both in one statement.
+        """
+        assert row.last_tick is not None
+        if self._store_now is None:
+            self._store_now = self._book.clock()
+        store_now = self._store_now
+        if row.last_tick <= store_now + AHEAD_MARGIN:
+            return row  # this runtime's clock is behind the store's: the tick is not ahead
+        newest = newest_tick(row.cron, row.timezone, store_now)
+        to = max(store_now if newest is None else newest, row.created_at)
+        if to >= row.last_tick or not self._book.rewind(row.schedule_id, row.last_tick, to):
+            return row  # moved by another runtime meanwhile: the next pass reads it anew
+        if row.schedule_id not in self._rewound:
+            self._rewound.add(row.schedule_id)
+            emit(
+                logging.WARNING,
+                "schedule_tick_ahead_of_clock",
+                schedule_id=row.schedule_id,
+                tick=row.last_tick,
+                store_time=store_now,
+                rewound_to=to,
+                hint=f"its last tick was {row.last_tick - store_now:.0f} s after the store's "
+                "clock: a runtime whose clock ran ahead fired its ticks early; it is moved "
+                "back, and the schedule fires from there by its catch-up policy (the ticks "
+                "fired early ran once, and do not run again); check the clocks of the hosts "
+                "on this store (said once for each schedule)",
+            )
+        buffered = None if row.buffered is not None and row.buffered > to else row.buffered
+        return row._replace(last_tick=to, buffered=buffered)
 
     def _still_due(self, row: ScheduleRow, tick: float) -> bool:
         """Whether ``tick`` of the schedule as read at the pass's start is still to fire.
