@@ -77,6 +77,11 @@ _SLICE: Final = 0.25
 
 _GOING: Final = UNFINISHED_STATUSES | {RunStatus.SUSPENDED.value}
 
+AHEAD_SAID_AGAIN: Final = 3600.0
+"""Real seconds before a runtime says again that it moved back a schedule's tick ahead of
+the store's clock: a host whose clock stays ahead stores such ticks at every pass, and one
+line an hour says so; a new incident a day later is said again."""
+
 GOING_LOOKED_AT: Final = 1000
 """The most unfinished runs of a workflow a redefined schedule looks through for its own."""
 
@@ -112,8 +117,8 @@ class Scheduler:
         self._watched: set[str] = set()  # runs whose end wakes the scheduler (buffer_one)
         # Schedules this process cannot fire, with what was said of each (said once).
         self._said: dict[str, tuple[str, str, str]] = {}
-        # Schedules whose tick ahead of the store's clock this runtime moved back (said once).
-        self._rewound: set[str] = set()
+        # When (monotonic s) this runtime last said it moved back a schedule's tick ahead.
+        self._rewound: dict[str, float] = {}
         self._store_now: float | None = None  # the store's clock, read at most once a pass
         self._begun = 0  # passes begun
         self._done = 0  # the last pass done
@@ -323,8 +328,9 @@ class Scheduler:
         to = max(store_now if newest is None else newest, row.created_at)
         if to >= row.last_tick or not self._book.rewind(row.schedule_id, row.last_tick, to):
             return row  # moved by another runtime meanwhile: the next pass reads it anew
-        if row.schedule_id not in self._rewound:
-            self._rewound.add(row.schedule_id)
+        said = self._rewound.get(row.schedule_id)
+        if said is None or time.monotonic() - said >= AHEAD_SAID_AGAIN:
+            self._rewound[row.schedule_id] = time.monotonic()
             emit(
                 logging.WARNING,
                 "schedule_tick_ahead_of_clock",
@@ -336,7 +342,7 @@ class Scheduler:
                 "clock: a runtime whose clock ran ahead fired its ticks early; it is moved "
                 "back, and the schedule fires from there by its catch-up policy (the ticks "
                 "fired early ran once, and do not run again); check the clocks of the hosts "
-                "on this store (said once for each schedule)",
+                f"on this store (said at most every {AHEAD_SAID_AGAIN:.0f} s for each schedule)",
             )
         buffered = None if row.buffered is not None and row.buffered > to else row.buffered
         return row._replace(last_tick=to, buffered=buffered)

@@ -20,6 +20,7 @@ import structlog.testing
 from pydantic import BaseModel
 
 from runtime import Runtime, _clock, create_step, create_workflow
+from runtime import _scheduler as scheduler_module
 from runtime._schedule import tick_run_id
 from runtime._stores import postgres as postgres_module
 from runtime._stores.memory import MemoryStore
@@ -245,3 +246,28 @@ def test_a_runtime_whose_clock_is_behind_the_databases_moves_no_tick_back(
         assert book.rewind("s", stored + 2 * HOUR, stored)
     finally:
         _clock.uninstall()
+
+
+@pytest.mark.usefixtures("_structlog_reset")
+@pytest.mark.parametrize(("said_again", "warnings"), [(3600.0, 1), (0.0, 2)])
+def test_a_schedule_moved_back_again_is_said_again_only_after_a_while(
+    clock: MovableClock,
+    started: list[Runtime],
+    monkeypatch: pytest.MonkeyPatch,
+    said_again: float,
+    warnings: int,
+) -> None:
+    # A host whose clock stays ahead stores a tick ahead at each of its passes: a runtime
+    # that moves them back says so once, not at every pass, until a while has passed.
+    monkeypatch.setattr(scheduler_module, "AHEAD_SAID_AGAIN", said_again)
+    rt = Runtime().start()
+    started.append(rt)
+    rt.schedule(echoes, cron="0 * * * *", input_data={"value": "x"}, schedule_id="s")
+    book = rt._book()
+    with structlog.testing.capture_logs() as logs:
+        for ahead in (HOUR, 2 * HOUR):
+            assert book.advance("s", T0 + ahead, None)  # as the host ahead stores it
+            passes(rt)
+            assert book.get("s").last_tick == T0
+    said = [entry for entry in logs if entry["event"] == "schedule_tick_ahead_of_clock"]
+    assert len(said) == warnings
