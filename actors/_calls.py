@@ -337,6 +337,16 @@ class Calls:
             self._submit(jobs)
         return seq
 
+    def gates(self, jobs: list[Job]) -> bool:
+        """Whether :meth:`send` holds these calls until their snapshot is committed.
+
+        On a durable store, while ``gated``, if one of them goes out now (not
+        one that waits out a back-off first).
+        """
+        if self._awaiting_commit is None or not self.gated:
+            return False
+        return any(job.delay is None for job in jobs)
+
     def committed(self, seq: int) -> None:
         """The snapshot ``seq`` is committed: hand over the calls it announced (and earlier)."""
         waiting = self._awaiting_commit

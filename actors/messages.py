@@ -321,7 +321,11 @@ class SnapshotTaken:
 
     Attributes:
         ack_to: Who to tell :class:`SnapshotCommitted` once the snapshot is
-            durable (a run actor on a durable store), or ``None``.
+            durable (a run actor on a durable store that waits for the commit
+            before it goes on), or ``None``.
+        refusal_to: Who to tell :class:`AbortRun` if the store refuses the
+            snapshot for good (the run actor that took it, on a durable store),
+            or ``None``: the run is then recorded failed from its row.
         on_recorded: Called once, from any thread: ``True`` when the store has
             taken the snapshot (committed it, if durable), ``False`` when it
             never will. The reply to a cancel travels this way.
@@ -332,6 +336,7 @@ class SnapshotTaken:
     record: SnapshotRecord
     terminal: bool
     ack_to: pykka.ActorRef[Any] | None = None
+    refusal_to: pykka.ActorRef[Any] | None = None
     on_recorded: Callable[[bool], None] | None = None
     stored: bool = False
 

@@ -238,9 +238,8 @@ class RegistryActor(ThreadActor):
                 self._live.pop(record.run_id, None)  # no actor drives it any more
             else:
                 self._live[record.run_id] = record
-            refusal_to = ack_to if not message.terminal else None
             saved = _Saved(
-                self.actor_ref, record, settles, ack_to, on_recorded, refusal_to=refusal_to
+                self.actor_ref, record, settles, ack_to, on_recorded, refusal_to=message.refusal_to
             )
             self._store.save(
                 (record,),

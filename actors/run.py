@@ -634,7 +634,7 @@ class RunActor(DispatchedActor):
                     self._resumed_items = []
                 self._resumed_items.append(item)
             jobs = self._next_items(index, node)
-            seq = self._tell_snapshot()
+            seq = self._tell_snapshot(awaited=True)  # the resume's reply waits for it
             if jobs:
                 self._calls.send(jobs, seq)
         else:
@@ -773,7 +773,7 @@ class RunActor(DispatchedActor):
             snapshot = self._snapshot
             snapshot["next_step"] = len(self._plan.nodes)
             snapshot["carry"] = result
-            self._ending = (self._tell_snapshot(), result)
+            self._ending = (self._tell_snapshot(awaited=True), result)
             return
         self._finish(RunStatus.SUCCESS, result=result)
 
@@ -794,7 +794,8 @@ class RunActor(DispatchedActor):
                 continue
             jobs.append(self._step_job(index, step_node, snapshot["carry"]))
         if jobs:
-            self._calls.send(jobs, self._tell_snapshot())  # _send's, inline: every step
+            # _send's, inline: every step
+            self._calls.send(jobs, self._tell_snapshot(awaited=self._calls.gates(jobs)))
         else:
             self._group_settled(index)
 
@@ -804,7 +805,7 @@ class RunActor(DispatchedActor):
         Returns:
             The sequence number of that snapshot.
         """
-        return self._calls.send(jobs, self._tell_snapshot())
+        return self._calls.send(jobs, self._tell_snapshot(awaited=self._calls.gates(jobs)))
 
     def _step_job(
         self,
@@ -1742,8 +1743,18 @@ class RunActor(DispatchedActor):
             began = snapshot.get("restarted_at", snapshot["created_at"])
             meter.run_ended(snapshot["workflow_id"], status, began, _clock.time())
 
-    def _tell_snapshot(self, *, terminal: bool = False) -> int:
-        """Tell the registry the run's new snapshot; its sequence number."""
+    def _tell_snapshot(self, *, terminal: bool = False, awaited: bool = False) -> int:
+        """Tell the registry the run's new snapshot; its sequence number.
+
+        Args:
+            terminal: The run has ended with it.
+            awaited: The actor waits for its commit before it goes on (calls it
+                announces, a resume's reply, the end after the hooks): only then
+                does a :class:`SnapshotCommitted` come back for it. One asked for
+                and not waited on reached the actor or not, as it happened to
+                come before or after the run's end (a test's fault at it fired
+                in half of the runs), and cost a message either way.
+        """
         record = self._encoder.next_record(_clock.time())
         direct = self._direct
         # A run whose steps wrote events goes through the registry: its snapshots must
@@ -1752,8 +1763,11 @@ class RunActor(DispatchedActor):
             return record.seq
         # A dead registry must not take the run down with it; the runtime
         # records unfinished runs as failed when it stops.
-        ack_to = self._actor_ref if self._durable and not terminal else None
-        tell_safely(self._registry, SnapshotTaken(record=record, terminal=terminal, ack_to=ack_to))
+        run = self._actor_ref if self._durable and not terminal else None
+        taken = SnapshotTaken(
+            record=record, terminal=terminal, ack_to=run if awaited else None, refusal_to=run
+        )
+        tell_safely(self._registry, taken)
         return record.seq
 
 

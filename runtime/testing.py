@@ -176,20 +176,37 @@ _STEP_MESSAGES: Final = frozenset(
 )
 """The messages about one step (a call of its code, or the reply): a fault may name the step."""
 
+_DURABLE_ONLY: Final = frozenset({"SnapshotCommitted", "SettledCommitted"})
+"""The messages sent only once a durable store (SQLite, PostgreSQL) has committed a write."""
+
 
 def _check_fault(
-    method: str, at: str, occurrence: int, step: str | None = None, *, crash: bool = False
+    method: str,
+    at: str,
+    occurrence: int,
+    step: str | None = None,
+    *,
+    crash: bool = False,
+    durable: bool = True,
 ) -> None:
     """Refuse a fault that would never fire: a message type no actor handles, a bad count.
 
     A misspelt type (``"StepFinishd"``) was taken, and the test went on without
     its fault, passing for the wrong reason; so was a step given for a message
-    that names none (``TimerFired``), and a ``crash`` (of a run actor) at a
-    message only other actors receive (``StartRun``, ``CallStep``).
+    that names none (``TimerFired``), a ``crash`` (of a run actor) at a
+    message only other actors receive (``StartRun``, ``CallStep``), and a
+    fault at a commit's message (``SnapshotCommitted``) on a store in memory
+    (``durable`` false), which commits nothing.
     """
     if at not in _HANDLED_BY:
         raise ValueError(
             f"{method}: no message {at!r}; the actors handle {', '.join(sorted(_HANDLED_BY))}"
+        )
+    if not durable and at in _DURABLE_ONLY:
+        raise ValueError(
+            f"{method}: a {at} is sent only once a durable store (a SQLite file, PostgreSQL) "
+            f"has committed a write, and this harness keeps its runs in memory, so it could "
+            f'never come; give the harness a durable store (store="sqlite")'
         )
     if crash and "RunActor" not in _HANDLED_BY[at]:
         theirs = sorted(name for name, by in _HANDLED_BY.items() if "RunActor" in by)
@@ -960,22 +977,27 @@ class Harness:
 
         Args:
             at: The message type that crashes it, one a run actor receives:
-                ``"StepFinished"`` (a step's reply), ``"SnapshotCommitted"``,
-                ``"TimerFired"`` (a retry's back-off ending; a sleep's end wakes
-                the run through the supervisor instead), ``"CancelRun"``,
-                ``"AbortRun"``, ``"StartHookCalled"``, ``"ResumeStep"``.
+                ``"StepFinished"`` (a step's reply), ``"SnapshotCommitted"``
+                (on a durable store: the commit of a snapshot the run waits
+                for before it goes on, as the one holding a step's output does
+                before the next step's call; a new run's first calls wait for
+                none), ``"TimerFired"`` (a retry's back-off ending; a sleep's
+                end wakes the run through the supervisor instead),
+                ``"CancelRun"``, ``"AbortRun"``, ``"StartHookCalled"``,
+                ``"ResumeStep"``.
             run_id: Only this run; the first that matches when omitted.
             step: Only a message about this step (path or id).
             occurrence: Crash on the n-th matching message.
 
         Raises:
             ValueError: if ``at`` is no message a run actor receives, ``step`` is
-                given for a message that names none, or ``occurrence`` is not from 1.
+                given for a message that names none, ``occurrence`` is not from 1,
+                or ``at`` is ``"SnapshotCommitted"`` on a store in memory.
             RuntimeError: if the harness has been closed.
         """
         self._refuse_when_closed("crash_run")
         path = None if step is None else self._step_named(step)
-        _check_fault("crash_run", at, occurrence, path, crash=True)
+        _check_fault("crash_run", at, occurrence, path, crash=True, durable=self._durable())
         self._message_faults.append(_MessageFault("crash", at, run_id, path, occurrence))
 
     def drop_message(
@@ -1001,12 +1023,14 @@ class Harness:
 
         Raises:
             ValueError: if ``at`` is no message an actor handles, ``step`` is given
-                for a message that names none, or ``occurrence`` is not from 1.
+                for a message that names none, ``occurrence`` is not from 1, or
+                ``at`` is a durable store's commit (``"SnapshotCommitted"``,
+                ``"SettledCommitted"``) on a store in memory.
             RuntimeError: if the harness has been closed.
         """
         self._refuse_when_closed("drop_message")
         path = None if step is None else self._step_named(step)
-        _check_fault("drop_message", at, occurrence, path)
+        _check_fault("drop_message", at, occurrence, path, durable=self._durable())
         self._message_faults.append(_MessageFault("drop", at, run_id, path, occurrence))
 
     def delay_message(
@@ -1034,7 +1058,7 @@ class Harness:
         """
         self._refuse_when_closed("delay_message")
         path = None if step is None else self._step_named(step)
-        _check_fault("delay_message", at, occurrence, path)
+        _check_fault("delay_message", at, occurrence, path, durable=self._durable())
         if (
             not isinstance(seconds, (int, float))
             or isinstance(seconds, bool)
@@ -1047,6 +1071,17 @@ class Harness:
         self._message_faults.append(
             _MessageFault("delay", at, run_id, path, occurrence, seconds=seconds)
         )
+
+    def _durable(self) -> bool:
+        """Whether the harness's store is durable (only then do commits' messages come)."""
+        if self._runtime is not None and self._open:
+            return bool(_system_of(self._runtime).store.durable)
+        store = self.store
+        if store is None or (isinstance(store, str) and store == "memory"):
+            return False
+        if isinstance(store, str | os.PathLike):
+            return True  # "sqlite", a path or a URL
+        return bool(getattr(store, "durable", False))
 
     def _refuse_when_closed(self, method: str) -> None:
         """Refuse an override or fault given once the harness has closed: it could never apply."""
