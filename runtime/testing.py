@@ -60,6 +60,7 @@ import asyncio
 import contextlib
 import gc
 import itertools
+import logging
 import math
 import os
 import random
@@ -81,6 +82,7 @@ from runtime._step import In, Out, Step, _Returned
 from runtime._step_context import StepContext
 from runtime._stores.postgres import PostgresStore
 from runtime._stores.sqlite import SQLiteStore
+from runtime._tracing import emit
 from runtime._workflow import Workflow
 
 __all__ = [
@@ -664,8 +666,16 @@ class Harness:
         """
         self._close(check=True)
 
-    def _close(self, *, check: bool) -> None:
-        """:meth:`close`; ``check``: whether to check the steps named (not while a test fails)."""
+    def _close(self, *, check: bool, error: BaseException | None = None) -> None:
+        """:meth:`close`, checking what was left.
+
+        Args:
+            check: Whether to raise for what was left (the steps named, the
+                threads); not while a test fails: its own failure is the one to
+                read, and a step it would have released is likely still waiting.
+                Threads left are then told as a note on ``error``, or logged.
+            error: The exception the test's block raised, if any.
+        """
         if not self._open:
             return
         self._open = False
@@ -679,9 +689,14 @@ class Harness:
         left = _wait_for_no_threads(5.0, self._others)
         self._remove_temporary()
         if left:
-            raise AssertionError(
-                f"threads of callboard left after the harness closed: {[t.name for t in left]}"
-            )
+            names = [thread.name for thread in left]
+            said = f"threads of callboard left after the harness closed: {names}"
+            if check:
+                raise AssertionError(said)
+            if error is not None:
+                error.add_note(f"(and {said})")
+            else:
+                emit(logging.WARNING, "harness_threads_left", threads=names)
         if unknown:
             raise AssertionError(unknown)
 
@@ -787,7 +802,7 @@ class Harness:
         exc_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self._close(check=exc_type is None)
+        self._close(check=exc_type is None, error=exc_value)
 
     async def __aenter__(self) -> Harness:
         return self.start()
@@ -798,7 +813,7 @@ class Harness:
         exc_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        await asyncio.to_thread(self._close, check=exc_type is None)
+        await asyncio.to_thread(self._close, check=exc_type is None, error=exc_value)
 
     # --- the runtime -----------------------------------------------------------------
 

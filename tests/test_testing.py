@@ -1342,6 +1342,31 @@ def test_faults_for_known_steps_that_never_fired_and_a_failing_test_close_quietl
         raise KeyError("the test's own failure")
 
 
+def test_a_test_failing_while_a_step_runs_keeps_its_own_error() -> None:
+    # The close's "threads of callboard left" replaced it, the test's error its context.
+    release = threading.Event()
+
+    def waits(ctx: StepContext[N]) -> N:
+        release.wait(BLOCK_LIMIT)  # what the failing test would have released
+        return ctx.input_data
+
+    workflow = create_workflow(id="held", input_schema=N, output_schema=N).then(
+        create_step(id="waits", input_schema=N, output_schema=N, execute=waits)
+    )
+    try:
+        with (
+            pytest.raises(ValueError, match="the test's own failure") as raised,
+            Harness(stop_timeout=0.1) as harness,
+        ):
+            harness.register(workflow.commit()).create_run().start_async(input_data={"n": 0})
+            raise ValueError("the test's own failure")
+    finally:
+        release.set()
+
+    [note] = raised.value.__notes__
+    assert re.fullmatch(r"\(and threads of callboard left .*: \['StepActor-\d+'\]\)", note)
+
+
 def test_time_skipping_must_be_a_bool() -> None:
     with pytest.raises(TypeError, match="True or False"):
         Harness(time_skipping="no")  # type: ignore[arg-type]
@@ -1561,6 +1586,48 @@ def test_the_fixture_says_nothing_of_a_misspelt_step_when_the_test_failed_alread
     ran.assert_outcomes(failed=1, passed=1, errors=1)  # the error: the passing test's close
     ran.stdout.fnmatch_lines(["ERROR test_typo.py::test_passes_with_a_typo - AssertionError*"])
     ran.stdout.no_fnmatch_line("ERROR test_typo.py::test_fails_with_a_typo*")
+
+
+def test_the_fixture_of_a_test_failing_while_a_step_runs_adds_no_error(
+    pytester: pytest.Pytester,
+) -> None:
+    # Its teardown raised "threads of callboard left": "1 failed, 1 error" for one failure.
+    pytester.makepyfile(
+        test_stuck="""
+        import threading
+        import pytest
+        from pydantic import BaseModel
+        from runtime import create_step, create_workflow
+
+        class N(BaseModel):
+            n: int
+
+        release = threading.Event()
+
+        def waits(ctx):
+            release.wait(10)
+            return ctx.input_data
+
+        step = create_step(id="waits", input_schema=N, output_schema=N, execute=waits)
+        flow = create_workflow(id="flow", input_schema=N, output_schema=N).then(step).commit()
+
+        @pytest.fixture(autouse=True)
+        def _release():
+            yield
+            release.set()  # after the harness's close, as a test's own fixture would
+
+        @pytest.mark.callboard(stop_timeout=0.1)
+        def test_fails_while_its_step_runs(callboard_harness):
+            callboard_harness.register(flow).create_run().start_async(input_data={"n": 1})
+            raise ValueError("the test's own failure")
+        """
+    )
+    ran = pytester.runpytest_inprocess(
+        "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--callboard"
+    )
+
+    ran.assert_outcomes(failed=1)
+    ran.stdout.fnmatch_lines(["*ValueError: the test's own failure*"])
 
 
 def test_time_skipping_goes_on_after_crash_and_recover(tmp_path: Path) -> None:
