@@ -612,7 +612,15 @@ class Harness:
     # --- opening and closing ---------------------------------------------------------
 
     def start(self) -> Harness:
-        """Install the clock and probes and start the runtime (``with`` does this)."""
+        """Install the clock and probes and start the runtime (``with`` does this).
+
+        A harness opened again after a close starts clean, as a new one would:
+        a new clock and trace, and none of the overrides and faults it was
+        given before; the workflows registered with it are registered again.
+
+        Raises:
+            RuntimeError: if this or another harness is open in this process.
+        """
         global _active  # noqa: PLW0603 - one harness per process: the probes are global
         with _active_lock:
             if _active is self:
@@ -624,6 +632,8 @@ class Harness:
                 )
             _active = self
             self._opened_at = f"at {_caller_outside(__file__)}"
+        if self._closed:
+            self._forget_last_opening()
         # Threads of runtimes started outside the harness are theirs to stop, not ours.
         self._others = frozenset(threading.enumerate())
         try:
@@ -653,6 +663,23 @@ class Harness:
             self._remove_temporary()
             raise
         return self
+
+    def _forget_last_opening(self) -> None:
+        """Drop what the last opening left: its clock, trace, overrides, faults, held mail.
+
+        One harness opened by each test of a module would otherwise fail a test
+        with the fault an earlier one gave, and show it that test's messages.
+        """
+        self.clock = VirtualClock()
+        self.trace = Trace()
+        self._overrides = {}
+        self._step_faults = []
+        self._message_faults = []
+        self._counters = _Counters()
+        with self._held_lock:
+            self._held = {}
+        self._killed = set()
+        self._store_due = None
 
     def close(self) -> None:
         """Stop the runtime, remove the clock and probes, and check that no thread is left.

@@ -1413,6 +1413,31 @@ def test_overrides_and_faults_given_to_a_closed_harness_are_refused_not_dropped(
     assert result.result == {"n": 43}
 
 
+def test_a_harness_opened_again_starts_clean() -> None:
+    # One harness opened by each test of a module: the second test failed with the
+    # first's fault and override, and its trace and clock went on from the first's.
+    steps = _three_steps()
+    harness = Harness()
+    with harness:
+        harness.override("a", lambda ctx: N(n=-1))
+        harness.fail_step("b", ValueError("the first test's fault"))
+        harness.crash_run(at="StepFinished", step="c")
+        harness.drop_message("CallStep", step="c")
+        first = harness.register(steps).create_run().start(input_data={"n": 0}, timeout=5)
+        harness.clock.advance(DAY)
+        ahead = harness.clock.now()
+    assert first.status == "failed"
+
+    with harness:
+        assert harness.clock.now() < ahead  # a new clock, from the wall clock's now
+        # The workflows registered before are registered again.
+        second = harness.workflow("three").create_run().start(input_data={"n": 0}, timeout=5)
+        runs = {event.run_id for event in harness.trace if event.run_id is not None}
+
+    assert second.status == "success" and second.result == {"n": 3}
+    assert runs == {second.run_id}
+
+
 def test_a_seed_makes_run_ids_and_trace_ids_repeat() -> None:
     def draw() -> tuple[str, str]:
         with Harness(seed=7) as harness:
