@@ -28,7 +28,7 @@ checking that no actor thread is left. Inside it:
 - **Step overrides**: :meth:`Harness.override` swaps a step's body for this
   harness only; its schemas still validate what goes in and out.
 - **Seeded ids**: ``Harness(seed=...)`` makes the run and trace ids a test
-  draws repeat from one test session to the next.
+  draws repeat from one test session to the next (on a store holding the same runs).
 
 Outside a harness none of this costs anything: the actors read two module
 attributes that are ``None``, and the timers read the clock through a module
@@ -59,6 +59,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 import itertools
 import logging
 import math
@@ -546,9 +547,13 @@ class Harness:
         seed: Seed the ids drawn on the test's own threads (run ids, trace
             ids), so that they repeat from one session to the next. Ids drawn
             on callboard's threads (span ids, actor ids) come from a seeded
-            generator too, but in whatever order the threads draw them. With
-            an OpenTelemetry tracer provider configured, the trace and span ids
-            are its own, which the seed does not reach.
+            generator too, but in whatever order the threads draw them. The
+            runs the store holds when the harness opens are mixed into the
+            seed, so that on a store that outlives a test (a path) the next
+            draws none it holds: the ids repeat on a store holding the same
+            runs. The store's owner id is never seeded. With an OpenTelemetry
+            tracer provider configured, the trace and span ids are its own,
+            which the seed does not reach.
         stop_timeout: Seconds :meth:`close` gives runs in progress to end.
         **runtime_options: Passed on to :class:`~runtime.Runtime`
             (``max_concurrent_runs``, ``max_step_threads``, ...).
@@ -641,14 +646,16 @@ class Harness:
             _probes.observer = self._observe
             _probes.step_body = self._body
             _probes.parked = self._parked
-            if self.seed is not None:
-                _seed_ids(self.seed)
             if isinstance(self._store_given, str) and self._store_given == "sqlite":
                 # A keyword, as "memory" is, not a path: a file named ./sqlite was made in
                 # the working directory, and shared by every harness that gave it.
                 self._temporary = tempfile.mkdtemp(prefix="callboard-harness-")
                 self.store = Path(self._temporary) / "runs.db"
             self._runtime = self._start_runtime()
+            store = _system_of(self._runtime).store
+            if self.seed is not None:
+                # Once the store is open: the runs it holds are mixed into the seed.
+                _seed_ids(self.seed, _stored_runs(store))
             self.clock._walker = self._walk_to
             if self.time_skipping:
                 self._skipping_done.clear()
@@ -916,8 +923,12 @@ class Harness:
         return self.runtime.register(workflow)
 
     def _start_runtime(self) -> Runtime:
-        runtime = Runtime(store=self.store, stop_timeout=self.stop_timeout, **self._options)
-        runtime.start()
+        # The store's owner id is drawn as the runtime starts: never from the seed, or two
+        # seeded processes (pytest-xdist's workers), or a seeded harness after a killed
+        # one on the same file, would be one worker to the store.
+        with _unseeded():
+            runtime = Runtime(store=self.store, stop_timeout=self.stop_timeout, **self._options)
+            runtime.start()
         system = _system_of(runtime)
         if self._forget_waker is not None:
             self._forget_waker()
@@ -1743,21 +1754,55 @@ def _wait_for_no_threads(
 
 
 _saved_bits: Callable[[int], int] | None = None
+_plain = threading.local()
+"""``_plain.on``: this thread draws its ids unseeded (see :func:`_unseeded`)."""
 
 
-def _seed_ids(seed: int) -> None:
-    """Draw ids from seeded generators: one for the test's threads, one for callboard's."""
+@contextlib.contextmanager
+def _unseeded() -> Iterator[None]:
+    """Draw the ids of this block, on this thread, from the unseeded generator."""
+    _plain.on = True
+    try:
+        yield
+    finally:
+        _plain.on = False
+
+
+def _stored_runs(store: Any) -> list[str]:
+    """The ids of the runs a store holds, sorted: what a seeded harness mixes into its seed."""
+    records, _ = store.list_runs(limit=None)
+    return sorted(record.run_id for record in records)
+
+
+def _seed_ids(seed: int, stored: Sequence[str] = ()) -> None:
+    """Draw ids from seeded generators: one for the test's threads, one for callboard's.
+
+    The ids of the runs the store holds already (``stored``) are mixed into the
+    seed: a run id drawn again from the seed alone was taken on a store that
+    outlives the harness (a path several tests give, or the next session's), and
+    the run could not start. A store that holds the same runs (an empty one)
+    gives the same ids again; one holding the runs an earlier opening drew gives
+    others.
+    """
     global _saved_bits  # noqa: PLW0603
-    ours = random.Random(seed)
-    theirs = random.Random(f"{seed}:callboard")
+    if stored:
+        digest = hashlib.sha256("\n".join(stored).encode()).hexdigest()
+        mixed: int | str = f"{seed}:{len(stored)}:{digest}"
+    else:
+        mixed = seed  # as ever: the ids a seed gave on a store empty at first stay
+    ours = random.Random(mixed)
+    theirs = random.Random(f"{mixed}:callboard")
     lock = threading.Lock()
+    saved = _ids._getrandbits
 
     def getrandbits(bits: int) -> int:
+        if getattr(_plain, "on", False):
+            return saved(bits)
         generator = theirs if threading.current_thread().name.startswith(THREAD_PREFIXES) else ours
         with lock:
             return generator.getrandbits(bits)
 
-    _saved_bits = _ids._getrandbits
+    _saved_bits = saved
     _ids._getrandbits = getrandbits
 
 

@@ -1476,6 +1476,34 @@ def test_a_seed_makes_the_ids_of_concurrent_awaitable_starts_repeat() -> None:
     assert draw_sync() == first
 
 
+def test_seeded_harnesses_on_one_file_draw_run_ids_it_does_not_hold_and_repeat(
+    tmp_path: Path,
+) -> None:
+    # Each drew the same first run id, which the first had taken: the second test's
+    # start raised RunAlreadyStartedError. So did the first test of the next session.
+    def session(folder: Path) -> list[tuple[str, str]]:
+        folder.mkdir()
+        drawn = []
+        for _ in range(3):  # three tests giving the same path and seed
+            with Harness(store=folder / "runs.db", seed=7) as harness:
+                owner = harness.runtime.store.owner_id
+                result = harness.register(_three_steps()).create_run().start(input_data={"n": 0})
+                assert result.status == "success"
+                drawn.append((result.run_id, owner))
+        return drawn
+
+    first, second = session(tmp_path / "one"), session(tmp_path / "two")
+
+    assert len({run_id for run_id, _ in first}) == 3
+    # Run to run, the same store contents draw the same ids; the store's owner ids are
+    # never seeded (two seeded processes on one store would be one worker to it).
+    assert [run_id for run_id, _ in second] == [run_id for run_id, _ in first]
+    assert len({owner for _, owner in first + second}) == 6
+    with Harness(store=tmp_path / "one" / "runs.db", seed=7) as harness:  # the next session
+        again = harness.register(_three_steps()).create_run().start(input_data={"n": 0})
+    assert again.status == "success" and again.run_id not in dict(first)
+
+
 def test_the_private_names_the_harness_relies_on_exist(tmp_path: Path) -> None:
     with Harness() as harness:
         system = harness.runtime._host.system
