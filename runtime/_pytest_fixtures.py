@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Generator, Iterator
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 import pytest
 
 from runtime._runtime import Runtime
+from runtime._stores.open import is_postgres_url
+from runtime._stores.sqlite import path_from_url
 from runtime.testing import Harness
 
 __all__ = ["callboard_harness", "callboard_runtime", "pytest_runtest_makereport"]
@@ -41,7 +44,10 @@ def callboard_harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
 
     ``store="sqlite"`` is a SQLite file of the test's own, in its
     ``tmp_path``: a durable store that no other test (or session, or xdist
-    worker) shares. A path names one file for every test that gives it.
+    worker) shares. A path names one file for every test that gives it; under
+    pytest-xdist, one file for every test of a worker: ``runs.db`` is
+    ``runs-gw0.db`` in worker ``gw0`` (each worker's harness jumps a clock of
+    its own, and would take the others' runs for abandoned).
 
     As ``with Harness()`` does for a block that raised, the close says nothing
     of an override or fault naming a step no workflow has when the test failed
@@ -60,8 +66,14 @@ def callboard_harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
             )
         for name, value in marker.kwargs.items():
             options.setdefault(name, value)
-    if options.get("store") == "sqlite":
+    store = options.get("store")
+    if store == "sqlite":
         options["store"] = request.getfixturevalue("tmp_path") / "runs.db"
+    elif _is_path(store):
+        worker = os.environ.get("PYTEST_XDIST_WORKER")
+        if worker:
+            path = path_from_url(store)
+            options["store"] = path.with_name(f"{path.stem}-{worker}{path.suffix}")
     harness = Harness(**options).start()
     # What another Harness opened meanwhile names: pytest's frames would say nothing.
     harness._opened_at = f"by the callboard_harness fixture of {request.node.nodeid}"
@@ -69,6 +81,13 @@ def callboard_harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
         yield harness
     finally:
         harness._close(check=not request.node.stash.get(_FAILED, False))
+
+
+def _is_path(store: object) -> TypeGuard[str | os.PathLike[str]]:
+    """Whether a harness's ``store`` option names a SQLite file (a path or ``sqlite:///``)."""
+    if isinstance(store, os.PathLike):
+        return True
+    return isinstance(store, str) and store != "memory" and not is_postgres_url(store)
 
 
 @pytest.fixture

@@ -66,6 +66,7 @@ import math
 import os
 import random
 import shutil
+import socket
 import sys
 import tempfile
 import threading
@@ -81,6 +82,7 @@ from runtime._plan import BranchNode, MapNode, SleepNode
 from runtime._runtime import Runtime, message_protocol
 from runtime._step import In, Out, Step, _Returned
 from runtime._step_context import StepContext
+from runtime._stores.base import process_alive
 from runtime._stores.postgres import PostgresStore
 from runtime._stores.sqlite import SQLiteStore
 from runtime._tracing import emit
@@ -624,7 +626,11 @@ class Harness:
         given before; the workflows registered with it are registered again.
 
         Raises:
-            RuntimeError: if this or another harness is open in this process.
+            RuntimeError: if this or another harness is open in this process; or,
+                with time skipping, if another live process uses the harness's
+                shared store (a SQLite file, a PostgreSQL database): the jumping
+                clock would take that process's leases for lapsed and run its
+                runs again.
         """
         global _active  # noqa: PLW0603 - one harness per process: the probes are global
         with _active_lock:
@@ -653,6 +659,8 @@ class Harness:
                 self.store = Path(self._temporary) / "runs.db"
             self._runtime = self._start_runtime()
             store = _system_of(self._runtime).store
+            if self.time_skipping:
+                _refuse_shared_use(store)
             if self.seed is not None:
                 # Once the store is open: the runs it holds are mixed into the seed.
                 _seed_ids(self.seed, _stored_runs(store))
@@ -666,6 +674,10 @@ class Harness:
             self._open = True
             self._closed = False
         except BaseException:
+            runtime, self._runtime = self._runtime, None
+            if runtime is not None:
+                with contextlib.suppress(Exception):  # the error that stopped the start counts
+                    runtime.stop(0.0)
             self._uninstall()
             self._remove_temporary()
             raise
@@ -1811,6 +1823,43 @@ def _unseed_ids() -> None:
     if _saved_bits is not None:
         _ids._getrandbits = _saved_bits
         _saved_bits = None
+
+
+def _refuse_shared_use(store: Any) -> None:
+    """Refuse a shared store that another live process uses, for a harness that skips time.
+
+    Each process jumps a clock of its own: the other's heartbeats fall behind
+    this one's clock, its leases are found lapsed, and its runs are taken and
+    run again here (and this one's there), every test still passing. The store
+    names its workers: a row of this host whose process is alive, or one of
+    another host within its lease, is such a process. Checked once this
+    harness's own worker has joined, so that of two harnesses opening at once,
+    the second to look sees the first.
+
+    Raises:
+        RuntimeError: naming the store and the processes.
+    """
+    workers = getattr(store, "workers", None)
+    if workers is None:
+        return  # a store in memory: this process's alone
+    here, me = socket.gethostname(), os.getpid()
+    others = [
+        worker
+        for worker in workers()
+        if (worker.host, worker.pid) != (here, me)
+        and process_alive(worker.host, worker.pid)
+        and (worker.host == here or not worker.expired)
+    ]
+    if not others:
+        return
+    shown = ", ".join(f"{worker.host}:{worker.pid}" for worker in others[:5])
+    where = getattr(store, "path", None) or "the PostgreSQL database"
+    raise RuntimeError(
+        f"the store {where} is in use by {len(others)} other process(es) ({shown}); a "
+        "harness that skips time would find their leases lapsed on its own clock and run "
+        "their runs again: give each process a store of its own (under pytest-xdist the "
+        "callboard_harness fixture keys a path by the worker), or stop them first"
+    )
 
 
 # Fork safety: a child process never inherits an open harness's seeded ids.

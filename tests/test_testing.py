@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 import typing
@@ -795,6 +798,45 @@ def test_a_crashed_run_actor_becomes_a_failed_run_with_run_crashed_error() -> No
     assert InjectedCrashError.__name__ in crashed.error.message
     assert crashed.steps["a"].status == "success"
     assert after.status == "success"  # the crash happens once
+
+
+def test_a_time_skipping_harness_refuses_a_file_another_live_process_uses(
+    tmp_path: Path,
+) -> None:
+    # Its clock jumped past the other process's leases, and it ran that one's runs again
+    # (and the other this one's): pytest-xdist's workers given one path, every test passing.
+    db = tmp_path / "runs.db"
+    script = (
+        "import sys\n"
+        "from runtime import Runtime\n"
+        "with Runtime(store=sys.argv[1]):\n"
+        "    print('joined', flush=True)\n"
+        "    sys.stdin.readline()\n"
+    )
+    root = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    other = subprocess.Popen(
+        [sys.executable, "-c", script, str(db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": path},
+    )
+    try:
+        assert other.stdout is not None and other.stdout.readline() == "joined\n"
+        refused = rf"in use by 1 other process\(es\) \(.+:{other.pid}\)"
+        with pytest.raises(RuntimeError, match=refused), Harness(store=db):
+            pass
+        with Harness(store=db, time_skipping=False) as harness:  # its clock moves when told
+            assert harness.register(_three_steps()).create_run().start(input_data={"n": 0})
+    finally:
+        assert other.stdin is not None and other.stdout is not None
+        other.stdin.close()
+        other.wait(BLOCK_LIMIT)
+        other.stdout.close()
+    with Harness(store=db) as harness:  # stopped: its row is gone
+        result = harness.register(_three_steps()).create_run().start(input_data={"n": 0})
+    assert result.status == "success"
 
 
 @pytest.mark.parametrize("registered", ["with the harness", "on its runtime"])
@@ -1639,6 +1681,49 @@ def test_the_fixture_says_nothing_of_a_misspelt_step_when_the_test_failed_alread
     ran.assert_outcomes(failed=1, passed=1, errors=1)  # the error: the passing test's close
     ran.stdout.fnmatch_lines(["ERROR test_typo.py::test_passes_with_a_typo - AssertionError*"])
     ran.stdout.no_fnmatch_line("ERROR test_typo.py::test_fails_with_a_typo*")
+
+
+def test_under_xdist_the_fixture_gives_each_worker_a_file_of_its_own(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Workers given one path jumped clocks of their own: each took the other's leases for
+    # lapsed and ran its runs again, hundreds of step bodies instead of a dozen.
+    shared = pytester.path / "elsewhere" / "shared.db"
+    shared.parent.mkdir()
+    pytester.makepyfile(
+        test_paths=f"""
+        from pathlib import Path
+        import pytest
+
+        @pytest.mark.callboard(store="runs.db")
+        def test_relative(callboard_harness):
+            assert callboard_harness.runtime.store.path == Path.cwd() / "runs-gw3.db"
+
+        @pytest.mark.callboard(store="sqlite:///" + {str(shared)!r})
+        def test_url(callboard_harness):
+            assert callboard_harness.runtime.store.path.name == "shared-gw3.db"
+        """
+    )
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw3")
+    ran = pytester.runpytest_inprocess(
+        "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--callboard"
+    )
+    ran.assert_outcomes(passed=2)
+    assert sorted(p.name for p in shared.parent.iterdir() if p.suffix == ".db") == ["shared-gw3.db"]
+    monkeypatch.delenv("PYTEST_XDIST_WORKER")
+    pytester.makepyfile(
+        test_alone="""
+        import pytest
+
+        @pytest.mark.callboard(store="runs.db")
+        def test_relative(callboard_harness):
+            assert callboard_harness.runtime.store.path.name == "runs.db"
+        """
+    )
+    alone = pytester.runpytest_inprocess(
+        "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--callboard", "test_alone.py"
+    )
+    alone.assert_outcomes(passed=1)
 
 
 def test_the_fixture_of_a_test_failing_while_a_step_runs_adds_no_error(
