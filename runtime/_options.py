@@ -14,6 +14,7 @@ from runtime._otel import parse_traceparent, traceparent_of
 
 __all__ = [
     "FOREVER",
+    "MAX_RUN_TIMEOUT",
     "OutputOptions",
     "RetentionPolicy",
     "RetryConfig",
@@ -75,15 +76,23 @@ def check_timeout(
     return max(seconds, 0.0)
 
 
+MAX_RUN_TIMEOUT: Final = 100 * 365.25 * 86400.0
+"""The longest ``run_timeout``, in seconds: about a century, as the longest sleep
+(``_plan.MAX_SLEEP``). A run's deadline must stay a datetime: a test kit's time skipping
+jumps its clock to it, and the run's end is recorded then."""
+
+
 def check_run_timeout(value: object, name: str = "run_timeout") -> float | None:
     """A run's time limit as seconds: a positive, finite number or a ``timedelta``; or ``None``.
 
     Unlike a wait's timeout, nothing is read into a value out of range: a
-    limit of zero, a negative one or an infinite one is a mistake, said at once.
+    limit of zero, a negative one, an infinite one or one above
+    :data:`MAX_RUN_TIMEOUT` (about a century) is a mistake, said at once.
 
     Raises:
         TypeError: if it is not a real number nor a ``timedelta`` (a ``bool`` is not).
-        ValueError: if it is not above zero, or not finite (NaN, infinity).
+        ValueError: if it is not above zero, or above :data:`MAX_RUN_TIMEOUT`
+            (infinity, NaN).
     """
     if value is None:
         return None
@@ -97,9 +106,10 @@ def check_run_timeout(value: object, name: str = "run_timeout") -> float | None:
         limit = float(seconds)
     except OverflowError:  # an int past any float
         limit = math.inf
-    if not 0 < limit < math.inf:  # also refuses NaN
+    if not 0 < limit <= MAX_RUN_TIMEOUT:  # also refuses NaN
         raise ValueError(
-            f"{name} must be a finite number of seconds above 0 (None for no limit), got {value!r}"
+            f"{name} must be a number of seconds above 0 and at most {MAX_RUN_TIMEOUT:g} "
+            f"(about a century; None for no limit), got {value!r}"
         )
     return limit
 

@@ -220,7 +220,7 @@ class Run(Generic[In, Out]):
             TypeError: if ``idempotency_key`` is not a ``str``, or
                 ``run_timeout`` not a number of seconds or a timedelta.
             ValueError: if ``idempotency_key`` is empty or too long, or
-                ``run_timeout`` is not finite and above 0.
+                ``run_timeout`` is not above 0 and at most about a century.
         """
         return self._start(
             input_data=input_data,

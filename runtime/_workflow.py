@@ -947,8 +947,9 @@ def create_workflow(
 
     Raises:
         WorkflowDefinitionError: for an empty id, an id with a ``.``, a bad
-            ``retry_config``, a ``run_timeout`` that is not a finite number of
-            seconds above 0 (or a timedelta), or two schedules with one id.
+            ``retry_config``, a ``run_timeout`` that is not a number of seconds
+            above 0 and at most about a century (or a timedelta), or two
+            schedules with one id.
         InvalidInputError: for a schedule whose input does not fit ``input_schema``.
         TypeError: for schemas that are not pydantic models, hooks that
             are not callable, a ``queue`` that is not a :class:`Queue`, or a

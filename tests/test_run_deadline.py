@@ -243,6 +243,11 @@ def test_a_nested_workflow_shares_the_deadline_of_the_run_it_is_in(runtimes: Run
         (math.inf, ValueError),
         (timedelta(0), ValueError),
         (10**400, ValueError),
+        # Past a century (as the longest sleep): time skipping would jump the clock there,
+        # and the run's end would be recorded at a time no datetime holds.
+        (1e300, ValueError),
+        (timedelta.max, ValueError),
+        (timedelta(days=100 * 366), ValueError),
         (True, TypeError),
         ("60", TypeError),
     ],
@@ -260,6 +265,23 @@ def test_a_bad_run_timeout_is_refused_at_the_call_and_nothing_is_recorded(
     assert run.start(input_data={"value": "x"}, run_timeout=60, timeout=WAIT).status == "success"
     with pytest.raises(WorkflowDefinitionError, match="run_timeout"):
         create_workflow(id="bad", input_schema=Value, output_schema=Value, run_timeout=value)
+
+
+def test_a_run_timeout_of_a_century_is_taken(runtimes: Runtimes) -> None:
+    wf = runtimes.start("memory").register(
+        create_workflow(
+            id="patient",
+            input_schema=Value,
+            output_schema=Value,
+            run_timeout=100 * 365.25 * 86400.0,  # the longest there is
+        )
+        .then(quick)
+        .commit()
+    )
+    result = wf.create_run().start(
+        input_data={"value": "x"}, run_timeout=timedelta(days=100 * 365), timeout=WAIT
+    )
+    assert result.status == "success"
 
 
 # --- time skipping ---------------------------------------------------------------------
