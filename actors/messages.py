@@ -250,7 +250,7 @@ class WakeRun:
 
 @dataclass(frozen=True, slots=True)
 class DeadlinePassed:
-    """A suspended run's ``run_timeout`` is up (in memory): cancel it, unless resumed since."""
+    """A run's ``run_timeout`` is up (in memory): cancel it if suspended or waiting for room."""
 
     run_id: str
 

@@ -107,7 +107,7 @@ def _wake(supervisor: pykka.ActorRef[Any], run_id: str) -> None:
 
 
 def _deadline_due(supervisor: pykka.ActorRef[Any], run_id: str) -> None:
-    """A suspended run's deadline timer (in memory): the supervisor cancels it (timer thread)."""
+    """The deadline timer of a run suspended or waiting for room (in memory; timer thread)."""
     tell_safely(supervisor, DeadlinePassed(run_id=run_id))
 
 
@@ -153,8 +153,9 @@ class SupervisorActor(DispatchedActor):
         expire: Callable[[str, ExecutionPlan], None] | None = None,
     ) -> None:
         super().__init__(dispatcher)
-        # In memory: what cancels a suspended run at its deadline (DeadlinePassed), and
-        # those timers with the run's plan, by run (a resume, a delete or the stop drops one).
+        # In memory: what cancels a suspended run at its deadline (DeadlinePassed), and the
+        # timers of those and of runs that began and wait for room, with the run's plan, by
+        # run (a resume, a spawn, a cancel of a waiting run, a delete or the stop drops one).
         self._expire = expire
         self._deadlines: dict[str, tuple[TimerHandle, ExecutionPlan]] = {}
         self._direct = direct
@@ -256,6 +257,8 @@ class SupervisorActor(DispatchedActor):
                 reserved=message.queued,
                 first=snapshot["status"] == RunStatus.PENDING,
             )
+            if self._expire is not None:
+                self._watch_waiting(message)
             self._ended(None)
             return
         if not self._has_room():
@@ -265,6 +268,8 @@ class SupervisorActor(DispatchedActor):
             self._waiting.append(message)
             if self._here is not None:
                 self._here.add(message.snapshot["run_id"])
+            if self._expire is not None:
+                self._watch_waiting(message)
         else:
             if message.admitted:
                 self._release(1)
@@ -325,20 +330,47 @@ class SupervisorActor(DispatchedActor):
             return
         self._deadlines[run_id] = (handle, message.plan)
 
+    def _watch_waiting(self, message: StartRun) -> None:
+        """In memory: cancel a run that began and now waits for room, at its deadline.
+
+        A run woken, resumed or recovered that waits under ``max_concurrent_runs``
+        or in its queue has no actor to keep its deadline; one that has not begun
+        (pending) has none yet. On a shared store nobody holds such a run, or its
+        holder's claimer looks after it.
+        """
+        deadline = run_deadline(message.snapshot)
+        if deadline is None:
+            return
+        run_id = message.snapshot["run_id"]
+        self._forget_deadline(run_id)
+        try:
+            handle = self._timers.call_at(deadline, _deadline_due, self.actor_ref, run_id)
+        except Exception:  # a stopped timer thread: the runtime is stopping
+            return
+        self._deadlines[run_id] = (handle, message.plan)
+
     def _forget_deadline(self, run_id: str) -> None:
         entry = self._deadlines.pop(run_id, None)
         if entry is not None:
             entry[0].cancel()
 
     def _on_deadline_passed(self, message: DeadlinePassed) -> None:
-        """A suspended run's deadline came (in memory): cancel it, if it still waits for a resume.
+        """A run's deadline came (in memory): cancel it, if no actor drives it yet.
 
-        A compare-and-set in the store decides between this and a resume or a
+        One that waits here for room is canceled here. For a suspended one a
+        compare-and-set in the store decides between this and a resume or a
         cancel that came at the same time (see ``ActorSystem.expire_unheld``).
         """
         entry = self._deadlines.pop(message.run_id, None)
-        if entry is not None and self._expire is not None:
-            self._expire(message.run_id, entry[1])
+        if entry is None or self._expire is None:
+            return
+        held = self._take_waiting(message.run_id)
+        if held is not None:
+            # Woken or resumed, it waits for room: canceled here, as a cancel would.
+            self._record_canceled(*held, None, deadline_passed=True)
+            self._notify_if_idle()
+            return
+        self._expire(message.run_id, entry[1])
 
     def _on_wake_run(self, message: WakeRun) -> None:
         sleeping = self._sleeping.pop(message.run_id, None)
@@ -379,18 +411,11 @@ class SupervisorActor(DispatchedActor):
             plan, snapshot, handle = sleeping
             handle.cancel()
         else:
-            for queued in self._waiting:
-                if queued.snapshot["run_id"] == run_id:
-                    self._waiting.remove(queued)
-                    self._gone_from_here(run_id)
-                    self._release(1)
-                    plan, snapshot = queued.plan, queued.snapshot
-                    break
-            else:
-                gated = self._gate.remove(run_id)
-                if gated is not None:
-                    self._release(1)
-                    plan, snapshot = gated.plan, gated.snapshot
+            held = self._take_waiting(run_id)
+            if held is not None:
+                plan, snapshot = held
+                if self._deadlines:
+                    self._forget_deadline(run_id)
         if snapshot is None or plan is None:
             message.reply(CancelOutcome.NOT_HERE)
             return
@@ -459,8 +484,24 @@ class SupervisorActor(DispatchedActor):
 
     # --- helpers --------------------------------------------------------------------
 
+    def _take_waiting(self, run_id: str) -> tuple[ExecutionPlan, Snapshot] | None:
+        """Take a run that waits here for room or in its queue; its plan and snapshot."""
+        for queued in self._waiting:
+            if queued.snapshot["run_id"] == run_id:
+                self._waiting.remove(queued)
+                self._gone_from_here(run_id)
+                self._release(1)
+                return queued.plan, queued.snapshot
+        gated = self._gate.remove(run_id)
+        if gated is None:
+            return None
+        self._release(1)
+        return gated.plan, gated.snapshot
+
     def _spawn(self, message: StartRun) -> None:
         run_id = message.snapshot["run_id"]
+        if self._deadlines:  # it waited for room: its actor keeps its deadline now
+            self._forget_deadline(run_id)
         ref = RunActor.start(
             self._dispatcher,
             plan=message.plan,

@@ -192,6 +192,49 @@ def test_the_time_a_run_waits_in_its_queue_does_not_count(
     assert result.status == "success" and result.result == {"value": "second!"}
 
 
+@pytest.mark.parametrize("how", ["woken", "resumed"])
+def test_in_memory_a_run_that_began_and_waits_for_room_is_canceled_at_its_deadline(
+    how: str, runtimes: Runtimes
+) -> None:
+    gate = runtimes.gate()
+
+    @create_step(input_schema=Value, output_schema=Value)
+    def hold(ctx: StepContext[Value]) -> Value:
+        gate.wait(WAIT)
+        return ctx.input_data
+
+    rt = runtimes.start("memory", max_concurrent_runs=1)
+    holding = rt.register(
+        create_workflow(id="holding", input_schema=Value, output_schema=Value).then(hold).commit()
+    )
+    waits = (
+        create_workflow(id="waits", input_schema=Value, output_schema=Value, run_timeout=LIMIT)
+        .sleep(LIMIT / 4)
+        .then(quick)
+        if how == "woken"
+        else create_workflow(
+            id="waits", input_schema=Value, output_schema=Value, run_timeout=LIMIT
+        ).then(ask)
+    )
+    wf = rt.register(waits.commit())
+    run = wf.create_run()
+    run.start_async(input_data={"value": "x"})
+    wait_until(
+        lambda: wf.get_workflow_run_execution_result(run.run_id).status in ("waiting", "suspended")  # type: ignore[union-attr]
+    )
+    hog = holding.create_run()
+    hog.start_async(input_data={"value": "hog"})  # the only room, until the gate opens
+    if how == "resumed":
+        threading.Thread(target=run.resume, kwargs={"resume_data": {}}, daemon=True).start()
+
+    result = ended(wf, run.run_id, timeout=LIMIT * 5)  # canceled while it waits for room
+
+    assert_timed_out(result)
+    gate.set()
+    assert hog.wait(WAIT).status == "success"
+    assert wf.get_workflow_run_execution_result(run.run_id).status == "canceled"  # type: ignore[union-attr]
+
+
 def test_a_restart_of_a_run_canceled_at_its_deadline_gets_a_new_deadline(
     runtimes: Runtimes,
 ) -> None:
