@@ -1584,9 +1584,12 @@ def _not_resumable(snapshot: Snapshot, per_item: Container[str] = frozenset()) -
             )
         return _resume_conflict(run_id, status, _still_waiting(snapshot))
     error = snapshot["error"]
-    if status == RunStatus.CANCELED and error and error.get("name") == "RunDeadlineError":
+    if error and error.get("name") == "RunDeadlineError":
+        # Canceled at its deadline, or being canceled: its end hooks are under way (it
+        # reads running until they are done), and it ends canceled all the same.
+        state = "canceled" if status == RunStatus.CANCELED else "being canceled"
         return RunNotSuspendedError(
-            f"run {run_id!r} is canceled: {error.get('message')}; only a suspended run can "
+            f"run {run_id!r} is {state}: {error.get('message')}; only a suspended run can "
             "be resumed",
             status=status,
             run_id=run_id,

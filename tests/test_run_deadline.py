@@ -129,6 +129,35 @@ def test_a_suspended_run_is_canceled_at_its_deadline_hooks_told_and_a_resume_ref
     assert caught.value.status == "canceled"
 
 
+def test_a_resume_while_the_deadline_cancels_the_run_says_so(
+    each_store: Any, runtimes: Runtimes
+) -> None:
+    in_hook, release = threading.Event(), runtimes.gate()
+
+    def slow_finish(outcome: RunOutcome) -> None:
+        in_hook.set()
+        release.wait(WAIT)
+
+    wf = runtimes.start(each_store).register(
+        create_workflow(
+            id="approval", input_schema=Value, output_schema=Value, on_finish=slow_finish
+        )
+        .then(ask)
+        .commit()
+    )
+    run = wf.create_run()
+    assert run.start(input_data={"value": "x"}, run_timeout=LIMIT, timeout=WAIT).status == (
+        "suspended"
+    )
+    assert in_hook.wait(WAIT)  # its deadline passed: its end hooks are under way
+
+    with pytest.raises(RunNotSuspendedError, match=r"being canceled: .*exceeded its timeout"):
+        run.resume(resume_data={})
+
+    release.set()
+    assert_timed_out(ended(wf, run.run_id))
+
+
 def test_a_sleeping_run_is_canceled_at_its_deadline_not_at_its_wake(
     each_store: Any, runtimes: Runtimes
 ) -> None:
