@@ -1680,6 +1680,7 @@ _RECORD_FIELDS: Final = (
     "resource_id",
     "idempotency_key",
     "deadline",
+    "taken",
 )
 if SnapshotRecord._fields != _RECORD_FIELDS:  # pragma: no cover - a change of base.py
     raise ImportError(f"SnapshotRecord's fields changed: {SnapshotRecord._fields}")
@@ -1693,7 +1694,7 @@ def _record_values(
     """A record of ``kind`` for ``snapshot``, built from its values in field order.
 
     ``tuple.__new__`` with the values in order: a named tuple's keyword
-    ``__new__`` costs over a microsecond for its fifteen fields, at every
+    ``__new__`` costs over a microsecond for its seventeen fields, at every
     transition of every run. ``_RECORD_FIELDS`` holds the order, checked at import.
     """
     status = snapshot["status"]
@@ -1722,6 +1723,7 @@ def _record_values(
             snapshot.get("resource_id"),
             key,
             None if status in _ENDED else snapshot.get("deadline"),
+            (),
         ),
     )
 

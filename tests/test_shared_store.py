@@ -660,6 +660,137 @@ def test_a_claimed_run_says_whether_a_cancel_waits_for_it(shared_store: SharedSt
     ]
 
 
+# --- resume requests ------------------------------------------------------------------
+
+
+def _request(store: SharedStore, run_id: str, path: str, seq: int, data: bytes = b"d") -> str:
+    """Ask for the resume of ``path``, read waiting in the run's record ``seq``."""
+    return store.request_resume(run_id, path, data, seq=seq, created_at=rec(run_id).created_at)
+
+
+def _running(store: SharedStore, run_id: str, seq: int = 1) -> None:
+    """A run created held by ``store``, and running at ``seq``."""
+    assert store.create(rec(run_id))
+    save(store, rec(run_id, seq, "running"))
+
+
+def test_of_two_resume_requests_of_one_suspension_the_first_is_recorded(
+    shared_store: SharedStores,
+) -> None:
+    holder, client, other = shared_store.open(), shared_store.open(), shared_store.open()
+    _running(holder, "r1")
+    assert _request(client, "r1", "ask[1]", 1) == "recorded"
+    assert _request(other, "r1", "ask[1]", 1, b"late") == "requested"  # the first won
+    assert _request(other, "r1", "ask[0]", 1) == "recorded"  # another suspension: its own
+    assert client.resume_pending("r1") and not client.resume_pending("r2")
+    # The holder sees them (its run actor carries them out); a worker that does not hold
+    # the running run does not.
+    found = holder.resume_requests()
+    assert [(r.run_id, r.path, r.data, r.status, r.held) for r in found] == [
+        ("r1", "ask[1]", b"d", "running", True),
+        ("r1", "ask[0]", b"d", "running", True),
+    ]
+    assert found[0].request_id != found[1].request_id
+    assert client.resume_requests() == []
+
+
+def test_a_resume_request_is_refused_once_a_suspension_was_resumed_since_or_the_run_ended(
+    shared_store: SharedStores,
+) -> None:
+    holder, client = shared_store.open(), shared_store.open()
+    _running(holder, "r1")
+    assert _request(client, "r1", "ask[0]", 1) == "recorded"
+    # The holder's run actor took it: the record that resumes it carries the request out.
+    save(holder, rec("r1", 2, "running")._replace(taken=("ask[0]",)))
+    assert not client.resume_pending("r1")
+    assert holder.resume_requests() == []
+    # A resume read before that record may name a suspension it took: refused, read again.
+    assert _request(client, "r1", "ask[1]", 1) == "changed"
+    assert _request(client, "r1", "ask[1]", 2) == "recorded"
+    save(holder, rec("r1", 3, "running"))  # a record that resumes nothing changes nothing
+    assert _request(client, "r1", "ask[2]", 2) == "recorded"
+    save(holder, rec("r1", 4, "failed"))  # ended: no resume any more
+    assert _request(client, "r1", "ask[3]", 4) == "changed"
+    assert _request(client, "nobody", "ask[0]", 0) == "changed"
+    # Those left when the run ended are the workers' to drop (nothing carries them out).
+    left = client.resume_requests()
+    assert [(r.path, r.status, r.held) for r in left] == [
+        ("ask[1]", "failed", False),
+        ("ask[2]", "failed", False),
+    ]
+    client.drop_resume_request(left[0]._replace(request_id="another"))  # not that one
+    for request in left:
+        client.drop_resume_request(request)
+    wait_until(lambda: not client.resume_pending("r1"), what="the requests dropped")
+
+
+def test_a_resume_of_a_suspended_run_is_refused_while_a_request_of_that_suspension_waits(
+    shared_store: SharedStores,
+) -> None:
+    holder, client = shared_store.open(), shared_store.open()
+    for run_id in ("r1", "r2"):
+        _running(holder, run_id)
+        assert _request(client, run_id, "ask[0]", 1) == "recorded"
+        # The run suspended before its worker took the request: a resume's compare-and-set.
+        save(holder, rec(run_id, 2, "suspended"))
+    assert [(r.run_id, r.status) for r in client.resume_requests()] == [
+        ("r1", "suspended"),
+        ("r2", "suspended"),
+    ]
+    resuming = rec("r1", 3, "running")._replace(taken=("ask[0]",))
+    assert not client.replace(resuming, 2)  # the request came first
+    assert client.replace(resuming, 2, requested=True)  # it carries the request out
+    assert not client.resume_pending("r1")
+    assert _request(client, "r1", "ask[1]", 2) == "changed"  # any compare-and-set changes it
+    # A resume of another suspension goes ahead; the request waits for the worker.
+    assert client.replace(rec("r2", 3, "running")._replace(taken=("ask[1]",)), 2)
+    assert client.resume_pending("r2")
+    claimed = holder.claim(["wf"], 10)
+    assert [c.record.run_id for c in claimed] == ["r1", "r2"]
+    assert [(r.run_id, r.path, r.held) for r in holder.resume_requests()] == [
+        ("r2", "ask[0]", True)
+    ]
+
+
+def test_a_restart_and_a_delete_drop_the_resume_requests_of_the_run(
+    shared_store: SharedStores,
+) -> None:
+    a = shared_store.open()
+    for run_id in ("r1", "r2"):
+        _running(a, run_id)
+        assert _request(a, run_id, "ask[0]", 1) == "recorded"
+        save(a, rec(run_id, 2, "failed"))
+    assert a.replace(rec("r1", 3, "running"), 2, reopen=True)
+    assert not a.resume_pending("r1")
+    assert a.delete("r2")
+    assert not a.resume_pending("r2")
+    assert a.resume_requests() == []
+
+
+def test_a_resume_request_hints_its_store_and_the_others(shared_store: SharedStores) -> None:
+    a, b = shared_store.open(), shared_store.open()
+    own: list[tuple[str, str]] = []
+    heard: list[tuple[str, str]] = []
+    a.set_hint(lambda kind, run_id: own.append((kind, run_id)))
+    b.set_hint(lambda kind, run_id: heard.append((kind, run_id)))
+    _running(b, "r1")
+    if shared_store.hears_others:
+        # The listener connects in the background: ask until it hears.
+        n = 0
+
+        def hears() -> bool:
+            nonlocal n
+            n += 1
+            assert _request(a, "r1", f"ask[{n}]", 1) == "recorded"
+            time.sleep(0.05)
+            return ("resume", "r1") in heard
+
+        wait_until(hears, timeout=10, what="a resume hint")
+    else:
+        assert _request(a, "r1", "ask[0]", 1) == "recorded"
+    assert ("resume", "r1") in own
+
+
 # --- workers and reads ----------------------------------------------------------------
 
 

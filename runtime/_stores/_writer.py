@@ -50,6 +50,8 @@ WriteKind = Literal[
     "join",
     "reap",
     "request_cancel",
+    "request_resume",
+    "drop_resume_request",
     "define_queue",
     "hint",
 ]

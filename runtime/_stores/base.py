@@ -13,7 +13,7 @@ import inspect
 import os
 import socket
 from collections.abc import Callable, Collection, Sequence
-from typing import Any, Final, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Final, Literal, NamedTuple, Protocol, runtime_checkable
 
 from runtime._errors import StoreError
 from runtime._model import SETTLED_STATUSES, TERMINAL_STATUSES
@@ -24,10 +24,14 @@ __all__ = [
     "MAX_IDEMPOTENCY_KEY",
     "MAX_LEASE",
     "MIN_LEASE",
+    "RESUME_REQUESTS_READ",
     "Claimed",
     "DeadlineStore",
     "KeyedStore",
     "QueueStats",
+    "ResumeRequest",
+    "ResumeRequestStore",
+    "ResumeRequested",
     "RunFencedError",
     "SharedStore",
     "SnapshotParts",
@@ -103,6 +107,12 @@ class SnapshotRecord(NamedTuple):
             ``None``. A shared store keeps it in a column of its own, so that
             whichever worker is alive finds the runs nobody drives whose time
             is up (see :class:`DeadlineStore`).
+        taken: The suspensions (paths) this record resumes, on a shared store
+            (see :meth:`ResumeRequestStore.request_resume`): written, it carries out
+            their resume requests, which go with it, in the same transaction.
+            A ``replace`` of such a record is refused while another caller's
+            request waits for one of them (unless it carries that one out:
+            ``requested``). Read by shared stores only; empty elsewhere.
     """
 
     run_id: str
@@ -121,6 +131,7 @@ class SnapshotRecord(NamedTuple):
     resource_id: str | None = None
     idempotency_key: str | None = None
     deadline: float | None = None
+    taken: tuple[str, ...] = ()
 
 
 def status_set(status: str | Sequence[str] | None) -> frozenset[str] | None:
@@ -158,6 +169,7 @@ def supersedes(later: SnapshotRecord, earlier: SnapshotRecord) -> bool:
         and later.created_at == earlier.created_at
         and earlier.status not in _LETS_GO
         and earlier.wake_at is None
+        and not earlier.taken  # it carries out resume requests: see SnapshotRecord.taken
     )
 
 
@@ -335,6 +347,31 @@ class Claimed(NamedTuple):
     cancel_requested: bool
 
 
+class ResumeRequest(NamedTuple):
+    """A resume of one suspension of a run, recorded for whoever drives the run.
+
+    See :meth:`ResumeRequestStore.request_resume`. ``workflow_id`` and ``status`` are
+    the run's as the store holds it now (``None``: the run is gone), and
+    ``held`` whether this worker holds it.
+    """
+
+    run_id: str
+    path: str
+    data: bytes
+    request_id: str
+    workflow_id: str | None
+    status: str | None
+    held: bool
+
+
+ResumeRequested = Literal["recorded", "requested", "changed"]
+"""What :meth:`ResumeRequestStore.request_resume` says: the request is recorded; another request
+for that suspension waits already; or the run changed since it was read (read it again)."""
+
+RESUME_REQUESTS_READ: Final = 1_000
+"""The most resume requests one look at them reads (the oldest first)."""
+
+
 class WorkerInfo(NamedTuple):
     """One runtime registered on a shared store, as ``callboard workers list`` shows it.
 
@@ -439,6 +476,7 @@ class SharedStore(SnapshotStore, Protocol):
         hold: bool = False,
         reopen: bool = False,
         canceling: bool = False,
+        requested: bool = False,
     ) -> bool:
         """The compare-and-set of :meth:`SnapshotStore.replace`, also on a run nobody holds.
 
@@ -450,7 +488,12 @@ class SharedStore(SnapshotStore, Protocol):
         With ``canceling`` the run's cancel is asked for in the same write (as
         :meth:`request_cancel` asks): a run this worker holds to call its hooks
         before it records the end, and that whoever takes over ends, should
-        this worker die first.
+        this worker die first. A record that resumes suspensions
+        (:attr:`SnapshotRecord.taken`) is refused while a resume request waits
+        for one of them, unless ``requested``: it carries out those requests
+        (they go with it). Every replace that applies counts as a change of
+        the suspensions that :meth:`request_resume` looks at; one with
+        ``reopen`` drops the run's resume requests.
         """
         ...
 
@@ -589,7 +632,9 @@ class SharedStore(SnapshotStore, Protocol):
         """Call ``hint(kind, run_id)`` when this store, or another process, changed something.
 
         Kinds: ``"queued"`` (a run became claimable), ``"settled"`` (a run
-        ended or suspended), ``"cancel"`` (a cancel was requested). This
+        ended or suspended), ``"cancel"`` (a cancel was requested),
+        ``"resume"`` (a resume was requested, see
+        :meth:`ResumeRequestStore.request_resume`). This
         store's own come once its commit is done; other processes' come as
         the store hears them (PostgreSQL: ``NOTIFY``; SQLite hears none).
         Hints only make things faster: whoever polls sees the same a little
@@ -622,6 +667,57 @@ class DeadlineStore(Protocol):
 
         Not ended (pending, running, waiting or suspended), soonest deadline
         first, by the store's clock; ``skip``'s left out.
+        """
+        ...
+
+
+@runtime_checkable
+class ResumeRequestStore(SharedStore, Protocol):
+    """A shared store that records resumes for the worker that drives a run (``callboard``'s).
+
+    A resume of one suspension of a run that runs on (another of its
+    suspensions was resumed) is taken by the run's actor; from a process where
+    no actor drives the run, it is recorded here as a *request*, which the
+    worker that drives the run (or takes it over, or runs it once there is
+    room) carries out. A shared store of the user's written before requests
+    existed is not one: a resume of such a run from another process raises
+    ``ResumeConflictError`` there, as it did.
+    """
+
+    def request_resume(
+        self, run_id: str, path: str, data: bytes, *, seq: int, created_at: float
+    ) -> ResumeRequested:
+        """Record a resume of the suspension ``path`` of an unfinished run, for its driver.
+
+        For a run that runs on while ``path`` waits, which a worker drives (or
+        will, once claimed): that worker carries the request out (see
+        :attr:`SnapshotRecord.taken`). ``seq`` and ``created_at`` are those of
+        the record its caller read ``path`` waiting in; committed when this
+        returns ``"recorded"``. Nothing is recorded if a request for ``path``
+        waits already (``"requested"``), or if since that record the run ended,
+        is gone, or any of its suspensions was resumed (``"changed"``).
+        """
+        ...
+
+    def resume_requests(self) -> list[ResumeRequest]:
+        """Resume requests that a worker here may act on, oldest first.
+
+        Those of runs this worker holds, of suspended runs, and of runs that
+        ended or are gone (at most :data:`RESUME_REQUESTS_READ`).
+        """
+        ...
+
+    def resume_pending(self, run_id: str) -> bool:
+        """Whether a resume request of the run waits (a worker carries it out soon).
+
+        A suspended run with one is as good as resumed: a wait goes on waiting.
+        """
+        ...
+
+    def drop_resume_request(self, request: ResumeRequest) -> None:
+        """Forget a resume request (that one, not a later one for the same suspension).
+
+        Queued, not waited for: a request left is looked at again, and dropped again.
         """
         ...
 

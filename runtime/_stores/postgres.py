@@ -71,8 +71,11 @@ from runtime._stores._writer import (
 from runtime._stores.base import (
     DEFAULT_LEASE,
     MAX_LEASE,
+    RESUME_REQUESTS_READ,
     Claimed,
     QueueStats,
+    ResumeRequest,
+    ResumeRequested,
     RunFencedError,
     SnapshotRecord,
     WorkerInfo,
@@ -162,6 +165,7 @@ def _sql_list(values: frozenset[str]) -> str:
 
 
 _TERMINAL_SQL: Final = _sql_list(TERMINAL_STATUSES)
+_SETTLED_SQL: Final = _sql_list(SETTLED_STATUSES)
 _UNFINISHED_SQL: Final = _sql_list(UNFINISHED_STATUSES)
 _UNFINISHED_OR_SUSPENDED_SQL: Final = _sql_list(UNFINISHED_STATUSES | {RunStatus.SUSPENDED.value})
 _DEADLINE_KEPT: Final = "deadline IS NOT NULL AND owner_id IS NULL"
@@ -363,6 +367,24 @@ _ENDED_BEYOND: Final = (
     "ORDER BY ended_at DESC, run_id OFFSET %s"
 )
 
+_RESUME_REQUESTS_DDL: Final = (
+    # No rewrite: a constant default is kept in the catalog (PostgreSQL 11 on).
+    "ALTER TABLE callboard_runs ADD COLUMN IF NOT EXISTS taken_seq bigint NOT NULL DEFAULT 0",
+    """CREATE TABLE IF NOT EXISTS callboard_resume_requests (
+        run_id       text NOT NULL REFERENCES callboard_runs (run_id) ON DELETE CASCADE,
+        path         text NOT NULL,
+        data         bytea NOT NULL,
+        request_id   text NOT NULL,
+        requested_at double precision NOT NULL,
+        PRIMARY KEY (run_id, path)
+    )""",
+)
+"""Schema version 9: resume requests. A resume of one suspension of a run that runs on, from
+a process that does not drive it, waits in ``callboard_resume_requests`` for the worker
+that does (see ``ResumeRequestStore.request_resume``); ``taken_seq`` is the seq of the run's last
+record that resumed one of its suspensions (or of its last compare-and-set), which a
+request is checked against. A run's requests go with it."""
+
 _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # 1 -> 2: step records. A snapshot kept in parts has its head in the run's row and
     # its parts here, by the lineage (the encoder, one run actor) that wrote them; the
@@ -412,6 +434,8 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE INDEX IF NOT EXISTS callboard_runs_by_deadline ON callboard_runs (deadline) "
         f"WHERE {_DEADLINE_KEPT}",
     ),
+    # 8 -> 9: resume requests (see _RESUME_REQUESTS_DDL).
+    _RESUME_REQUESTS_DDL,
 )
 """The steps that take a database from one schema version to the next: step ``i`` takes
 version ``i + 1`` to ``i + 2``. A new database gets :data:`_SCHEMA` and then every step
@@ -618,13 +642,36 @@ _REPLACE: Final = f"""
 UPDATE callboard_runs SET
     status = %(status)s, seq = %(seq)s, updated_at = %(updated_at)s, snapshot = %(snapshot)s,
     wake_at = %(wake_at)s, deadline = %(deadline)s, owner_id = %(new_owner)s,
-    epoch = epoch + %(bump)s, lineage = NULL
+    epoch = epoch + %(bump)s, lineage = NULL, taken_seq = %(seq)s
 WHERE run_id = %(run_id)s AND seq = %(expected)s AND %(seq)s > seq
     AND status NOT IN ({_TERMINAL_SQL}) AND owner_id IS NULL AND created_at = %(created_at)s
 RETURNING epoch
 """
 """The compare-and-set of ``replace()``: on the seq its caller read, of a run nobody holds
-(this worker neither: a run it holds is its actor's to change)."""
+(this worker neither: a run it holds is its actor's to change). Any may resume a
+suspension: its seq is the run's ``taken_seq`` (see ``ResumeRequestStore.request_resume``)."""
+
+_VACANT: Final = (
+    "AND NOT EXISTS (SELECT 1 FROM callboard_resume_requests AS q "
+    "WHERE q.run_id = callboard_runs.run_id AND q.path = ANY(%(taken)s::text[])) RETURNING epoch"
+)
+"""What a compare-and-set that resumes suspensions adds: no resume request waits for one."""
+
+_TAKE_REQUESTS: Final = """
+WITH t AS (
+    UPDATE callboard_runs AS r SET taken_seq = greatest(r.taken_seq, v.seq)
+    FROM jsonb_to_recordset(%(rows)s::jsonb)
+        AS v(run_id text, seq int8, epoch int8, created_at float8, paths jsonb)
+    WHERE r.run_id = v.run_id AND r.seq >= v.seq AND r.owner_id = %(me)s AND r.epoch = v.epoch
+        AND r.created_at = v.created_at
+    RETURNING r.run_id, v.paths
+)
+DELETE FROM callboard_resume_requests AS q USING t
+WHERE q.run_id = t.run_id AND q.path IN (SELECT jsonb_array_elements_text(t.paths))
+"""
+"""Saved records of held runs that resumed suspensions carry out their resume requests: each
+written (the row holds it, or a later record of this worker's, at its epoch) makes its seq
+the run's ``taken_seq`` and deletes its requests, in the save's transaction."""
 
 _REOPEN: Final = _REPLACE.replace(
     f"status NOT IN ({_TERMINAL_SQL})", f"status IN ({_TERMINAL_SQL})"
@@ -1869,6 +1916,7 @@ class PostgresStore:
         hold: bool = False,
         reopen: bool = False,
         canceling: bool = False,
+        requested: bool = False,
     ) -> bool:
         """Store ``record`` if the run's stored ``seq`` is still ``expected_seq``.
 
@@ -1877,7 +1925,10 @@ class PostgresStore:
         not below ``record.seq``, its status is terminal, or a worker (this one
         included) holds it. With ``hold`` the run is then held here (its epoch bumped);
         without, it is left queued (an unfinished record) or released. With
-        ``canceling`` the run's cancel is asked for in the same write.
+        ``canceling`` the run's cancel is asked for in the same write. A
+        record that resumes suspensions (``record.taken``) fails while a
+        resume request waits for one of them, unless ``requested`` (it carries
+        those out; see :meth:`request_resume`).
 
         Raises:
             StoreUnavailableError: if the commit did not happen within ``CALL_TIMEOUT``.
@@ -1885,7 +1936,7 @@ class PostgresStore:
         """
         future: Future[bool] = Future()
         write = self._submit(
-            "replace", (record, expected_seq, hold, reopen, canceling), resolve(future)
+            "replace", (record, expected_seq, hold, reopen, canceling, requested), resolve(future)
         )
         return bool(
             self._committed(
@@ -2370,6 +2421,64 @@ class PostgresStore:
         result: list[str] = self._read(read)
         return result
 
+    def request_resume(
+        self, run_id: str, path: str, data: bytes, *, seq: int, created_at: float
+    ) -> ResumeRequested:
+        """Record a resume of the suspension ``path`` of a run that runs on, for its driver.
+
+        Committed when this returns ``"recorded"``; see
+        :meth:`~runtime._stores.base.ResumeRequestStore.request_resume`.
+
+        Raises:
+            StoreError: if the store is read-only or closed, or stayed unreachable.
+        """
+        future: Future[ResumeRequested] = Future()
+        write = self._submit(
+            "request_resume", (run_id, path, data, new_id(), seq, created_at), resolve(future)
+        )
+        said: ResumeRequested = self._committed(
+            write, future, f"the resume of {path!r} of run {run_id!r} was not recorded"
+        )
+        return said
+
+    def resume_requests(self) -> list[ResumeRequest]:
+        """Resume requests of runs this worker holds, of suspended runs, of runs ended or gone."""
+
+        def read(connection: Connection) -> list[ResumeRequest]:
+            rows = connection.execute(
+                "SELECT q.run_id, q.path, q.data, q.request_id, r.workflow_id, r.status, "
+                "r.owner_id IS NOT DISTINCT FROM %s FROM callboard_resume_requests AS q "
+                "LEFT JOIN callboard_runs AS r ON r.run_id = q.run_id "
+                "WHERE r.run_id IS NULL OR r.owner_id = %s "
+                f"OR r.status IN ({_SETTLED_SQL}) ORDER BY q.requested_at LIMIT %s",
+                (self.owner_id, self.owner_id, RESUME_REQUESTS_READ),
+            ).fetchall()
+            return [
+                ResumeRequest(run_id, path, bytes(data), request_id, workflow, status, bool(held))
+                for run_id, path, data, request_id, workflow, status, held in rows
+            ]
+
+        result: list[ResumeRequest] = self._read(read)
+        return result
+
+    def resume_pending(self, run_id: str) -> bool:
+        """Whether a resume request of the run waits (a worker carries it out soon)."""
+
+        def read(connection: Connection) -> bool:
+            found = connection.execute(
+                "SELECT 1 FROM callboard_resume_requests WHERE run_id = %s LIMIT 1", (run_id,)
+            ).fetchone()
+            return found is not None
+
+        result: bool = self._read(read)
+        return result
+
+    def drop_resume_request(self, request: ResumeRequest) -> None:
+        """Forget a resume request, that one (queued, not waited for)."""
+        self._submit(
+            "drop_resume_request", (request.run_id, request.path, request.request_id), ignore
+        )
+
     def held(self) -> int:
         """How many runs this worker holds now, by its own count."""
         with self._callers.lock:
@@ -2487,7 +2596,8 @@ class PostgresStore:
         other stores' arrive by ``NOTIFY`` (a store ignores its own).
 
         Kinds: ``"queued"`` (a run became claimable), ``"settled"`` (a run
-        ended or suspended), ``"cancel"`` (a cancel was requested). The calls
+        ended or suspended), ``"cancel"`` (a cancel was requested),
+        ``"resume"`` (a resume was requested). The calls
         come from a listener thread, started on the first hint set; it
         reconnects after a lost connection. Hints only make things faster.
         """
@@ -2859,6 +2969,7 @@ class PostgresStore:
             {record.run_id for write in writes if write.kind == "save" for record in write.payload}
             | {write.payload[0].run_id for write in writes if write.kind == "replace"}
             | {write.payload for write in writes if write.kind in ("delete", "request_cancel")}
+            | {write.payload[0] for write in writes if write.kind == "request_resume"}
         )
         if touched:
             connection.execute(  # its rows are not read: the locks are what it is for
@@ -3070,6 +3181,16 @@ class PostgresStore:
                     _SAVE_HELD, {**_held_rows(records, owners, epochs), "me": self.owner_id}
                 )
                 sent.append((cursor, True, held))
+                taking = [
+                    {"run_id": r.run_id, "seq": r.seq, "epoch": e, "created_at": r.created_at}
+                    | {"paths": list(r.taken)}
+                    for r, e in zip(records, epochs, strict=True)
+                    if r.taken
+                ]
+                if taking:  # rare: a run actor took resume requests
+                    connection.execute(
+                        _TAKE_REQUESTS, {"rows": json.dumps(taking), "me": self.owner_id}
+                    )
             if free:
                 records = [record for record, _ in free]
                 cursor = connection.execute(
@@ -3130,7 +3251,7 @@ class PostgresStore:
                 return None
             for record in write.payload:
                 run_id = record.run_id
-                if record.parts is not None:
+                if record.parts is not None or record.taken:
                     return None
                 before = entries.get(run_id)
                 if before is not None:
@@ -3293,6 +3414,15 @@ class PostgresStore:
             if row is not None:
                 batch.hints.add("cancel", payload)
             return row is not None
+        if kind == "request_resume":
+            return self._request_resume(connection, payload, batch)
+        if kind == "drop_resume_request":
+            connection.execute(
+                "DELETE FROM callboard_resume_requests "
+                "WHERE run_id = %s AND path = %s AND request_id = %s",
+                payload,
+            )
+            return None
         if kind == "reap":
             return self._reap(connection, batch)
         if kind == "prune":
@@ -3311,7 +3441,7 @@ class PostgresStore:
         raise AssertionError(f"unknown write {kind!r}")
 
     def _replace(self, connection: Connection, write: Write, batch: _Batch) -> bool:
-        record, expected_seq, hold, reopen, canceling = write.payload
+        record, expected_seq, hold, reopen, canceling, requested = write.payload
         # A replace whose caller gave up waiting must not happen: take() decides.
         if not write.take():
             return False
@@ -3329,8 +3459,12 @@ class PostgresStore:
             "run_id": run_id,
             "expected": expected_seq,
             "created_at": record.created_at,  # the run read, not a new one of its id since
+            "taken": list(record.taken),
         }
         statement = _REOPEN if reopen else _REPLACE_CANCELING if canceling else _REPLACE
+        if record.taken and not requested:
+            # Not while a resume request waits for a suspension it resumes: that one won.
+            statement = statement.replace("RETURNING epoch", _VACANT)
         row = connection.execute(statement, params).fetchone()
         if row is None and self._ambiguous:
             # The same replace, committed by a try whose acknowledgement was lost?
@@ -3341,6 +3475,13 @@ class PostgresStore:
             ).fetchone()
         if row is None:
             return False
+        if reopen:  # restarted: what waited for the run before is not the new run's
+            connection.execute("DELETE FROM callboard_resume_requests WHERE run_id = %s", (run_id,))
+        elif record.taken:
+            connection.execute(
+                "DELETE FROM callboard_resume_requests WHERE run_id = %s AND path = ANY(%s)",
+                (run_id, list(record.taken)),
+            )
         if keeps:
             batch.held[run_id] = row[0]
             batch.fenced.discard(run_id)
@@ -3348,6 +3489,29 @@ class PostgresStore:
             batch.held.pop(run_id, None)
             batch.hints.add(_hint_kind(record), run_id)
         return True
+
+    def _request_resume(self, connection: Connection, payload: Any, batch: _Batch) -> str:
+        """Record a resume request, the run's row locked (see _transaction): not beside a take."""
+        run_id, path, data, request_id, seq, created_at = payload
+        row = connection.execute(
+            "INSERT INTO callboard_resume_requests (run_id, path, data, request_id, requested_at) "
+            "SELECT %s, %s, %s, %s, extract(epoch FROM clock_timestamp())::float8 "
+            "WHERE EXISTS (SELECT 1 FROM callboard_runs WHERE run_id = %s AND created_at = %s "
+            f"AND status NOT IN ({_TERMINAL_SQL}) AND taken_seq <= %s) "
+            "ON CONFLICT DO NOTHING RETURNING 1",
+            (run_id, path, data, request_id, run_id, created_at, seq),
+        ).fetchone()
+        if row is not None:
+            batch.hints.add("resume", run_id)
+            return "recorded"
+        waiting = connection.execute(
+            "SELECT request_id FROM callboard_resume_requests WHERE run_id = %s AND path = %s",
+            (run_id, path),
+        ).fetchone()
+        if waiting is None:
+            return "changed"
+        # Its own, committed by a try whose acknowledgement was lost: recorded.
+        return "recorded" if waiting[0] == request_id else "requested"
 
     def _hand_back(self, connection: Connection, run_ids: list[str], batch: _Batch) -> int:
         held = {run_id: batch.held[run_id] for run_id in run_ids if run_id in batch.held}

@@ -71,8 +71,11 @@ from runtime._stores._writer import (
 )
 from runtime._stores.base import (
     DEFAULT_LEASE,
+    RESUME_REQUESTS_READ,
     Claimed,
     QueueStats,
+    ResumeRequest,
+    ResumeRequested,
     RunFencedError,
     SnapshotRecord,
     WorkerInfo,
@@ -181,6 +184,15 @@ _QUEUES_TABLE: Final = """CREATE TABLE IF NOT EXISTS queues (
     updated_at      REAL NOT NULL
 )"""
 
+_RESUME_REQUESTS_TABLE: Final = """CREATE TABLE IF NOT EXISTS resume_requests (
+    run_id       TEXT NOT NULL,
+    path         TEXT NOT NULL,
+    data         BLOB NOT NULL,
+    request_id   TEXT NOT NULL,
+    requested_at REAL NOT NULL,
+    PRIMARY KEY (run_id, path)
+) WITHOUT ROWID"""
+
 _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # 1 -> 2: step records. The parts of a snapshot kept in parts, beside its head in
     # the run's row. ``lineage`` names the encoder (one run actor) that wrote them: the
@@ -280,6 +292,19 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "ALTER TABLE runs ADD COLUMN deadline REAL",
         f"CREATE INDEX runs_by_deadline ON runs (deadline) WHERE {_DEADLINE_KEPT}",
     ),
+    # 8 -> 9: resume requests. A resume of one suspension of a run that runs on, from a
+    # process that does not drive it, waits here for the worker that does (see
+    # ResumeRequestStore.request_resume); ``taken_seq`` is the seq of the run's last
+    # record that resumed one of its suspensions (or of its last compare-and-set), which
+    # a request is checked against. A run's requests go with it.
+    (
+        "ALTER TABLE runs ADD COLUMN taken_seq INTEGER NOT NULL DEFAULT 0",
+        _RESUME_REQUESTS_TABLE,
+        """CREATE TRIGGER IF NOT EXISTS resume_requests_go_with_their_run AFTER DELETE ON runs
+        BEGIN
+            DELETE FROM resume_requests WHERE run_id = old.run_id;
+        END""",
+    ),
 )
 """The steps that take a file from one schema version to the next, in order: step ``i``
 takes version ``i + 1`` to ``i + 2``. A new file is made at version 1 and taken
@@ -305,6 +330,11 @@ _RESOURCES_FROM: Final = 2 + next(
     if "ALTER TABLE runs ADD COLUMN resource_id TEXT" in steps
 )
 """The first schema version with the ``resource_id`` column."""
+
+_REQUESTS_FROM: Final = 2 + next(
+    index for index, steps in enumerate(_MIGRATIONS) if _RESUME_REQUESTS_TABLE in steps
+)
+"""The first schema version with resume requests (the ``resume_requests`` table)."""
 
 _CLAIM_ROUNDS: Final = 16
 """The most rounds of one claim through queues (each round skips what filled in the last)."""
@@ -354,11 +384,13 @@ RETURNING run_id, created_at
 # a cancel that read the run unheld just before this worker claimed it must not end it
 # under the actor that claim starts), and the row must be of the run it read (created
 # then: not a new run given the id after a delete). Parameters: status, seq, updated_at,
-# snapshot, wake_at, deadline, new owner, epoch step, run_id, expected seq, seq, created_at.
+# snapshot, wake_at, deadline, new owner, epoch step, seq again (taken_seq: any
+# compare-and-set may resume a suspension, see ResumeRequestStore.request_resume), run_id,
+# expected seq, seq, created_at.
 _REPLACE = f"""
 UPDATE runs SET
     status = ?, seq = ?, updated_at = ?, snapshot = ?, wake_at = ?, deadline = ?, owner_id = ?,
-    epoch = epoch + ?, lineage = NULL
+    epoch = epoch + ?, lineage = NULL, taken_seq = ?
 WHERE run_id = ? AND seq = ? AND ? > seq AND status NOT IN ({_TERMINAL_SQL})
     AND owner_id IS NULL AND created_at = ?
 RETURNING epoch
@@ -592,6 +624,7 @@ class SQLiteStore:
         self._checkpoint_time = time.monotonic()
         self._parts_table = True
         self._resources = True  # the file has the resource_id column (read-only: see below)
+        self._requests_table = True  # and the resume_requests table
         if self.path.is_dir():
             raise StoreError(f"cannot use {self.path} as a run store: it is a directory")
         if self.path.exists() and not self.path.is_file():
@@ -642,6 +675,7 @@ class SQLiteStore:
             raise
         self._parts_table = version >= _PARTS_FROM
         self._resources = version >= _RESOURCES_FROM
+        self._requests_table = version >= _REQUESTS_FROM
         if version < _SHARING_FROM:
             self._columns = _COLUMNS.replace("r.wake_at", "NULL")
 
@@ -744,7 +778,7 @@ class SQLiteStore:
                 self._refuse_upgrade_beside_older(connection, version)
             for steps in _MIGRATIONS[version - 1 :]:
                 for statement in steps:
-                    connection.execute(statement)
+                    _migrate(connection, statement)
             if version != SCHEMA_VERSION:
                 connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             connection.execute(_PRUNE_INDEX)
@@ -872,6 +906,7 @@ class SQLiteStore:
         hold: bool = False,
         reopen: bool = False,
         canceling: bool = False,
+        requested: bool = False,
     ) -> bool:
         """Store ``record`` if the run's stored ``seq`` is still ``expected_seq``.
 
@@ -882,7 +917,10 @@ class SQLiteStore:
         epoch bumped); without, an unfinished run is left queued for any
         worker, and a settled one is nobody's. With ``reopen`` it applies only
         to a run whose status is terminal (``run.restart()``). With
-        ``canceling`` the run's cancel is asked for in the same write.
+        ``canceling`` the run's cancel is asked for in the same write. A
+        record that resumes suspensions (``record.taken``) fails while a
+        resume request waits for one of them, unless ``requested`` (it carries
+        those out; see :meth:`request_resume`).
 
         Raises:
             StoreUnavailableError: if the commit did not happen within
@@ -892,7 +930,7 @@ class SQLiteStore:
         """
         future: Future[bool] = Future()
         write = self._submit(
-            "replace", (record, expected_seq, hold, reopen, canceling), resolve(future)
+            "replace", (record, expected_seq, hold, reopen, canceling, requested), resolve(future)
         )
         return bool(
             self._committed(
@@ -1139,6 +1177,59 @@ class SQLiteStore:
                 (self.owner_id,),
             ).fetchall()
         return [row[0] for row in rows]
+
+    def request_resume(
+        self, run_id: str, path: str, data: bytes, *, seq: int, created_at: float
+    ) -> ResumeRequested:
+        """Record a resume of the suspension ``path`` of a run that runs on, for its driver.
+
+        Committed when this returns ``"recorded"``; see
+        :meth:`~runtime._stores.base.ResumeRequestStore.request_resume`.
+
+        Raises:
+            StoreUnavailableError: if the commit did not happen within
+                ``CREATE_TIMEOUT`` (the database stayed locked).
+            StoreError: if the store is read-only or closed.
+        """
+        future: Future[ResumeRequested] = Future()
+        write = self._submit(
+            "request_resume", (run_id, path, data, new_id(), seq, created_at), resolve(future)
+        )
+        said: ResumeRequested = self._committed(
+            write, future, f"the resume of {path!r} of run {run_id!r} was not recorded"
+        )
+        return said
+
+    def resume_requests(self) -> list[ResumeRequest]:
+        """Resume requests of runs this worker holds, of suspended runs, of runs ended or gone."""
+        with self._reading() as connection:
+            rows = connection.execute(
+                "SELECT q.run_id, q.path, q.data, q.request_id, r.workflow_id, r.status, "
+                "r.owner_id = ? FROM resume_requests AS q LEFT JOIN runs AS r "
+                "ON r.run_id = q.run_id WHERE r.run_id IS NULL OR r.owner_id = ? "
+                f"OR r.status IN ({_SETTLED_SQL}) ORDER BY q.requested_at LIMIT ?",
+                (self.owner_id, self.owner_id, RESUME_REQUESTS_READ),
+            ).fetchall()
+        return [
+            ResumeRequest(run_id, path, bytes(data), request_id, workflow, status, bool(held))
+            for run_id, path, data, request_id, workflow, status, held in rows
+        ]
+
+    def resume_pending(self, run_id: str) -> bool:
+        """Whether a resume request of the run waits (a worker carries it out soon)."""
+        if not self._requests_table:
+            return False  # a file not yet migrated, opened read-only: none was ever made
+        with self._reading() as connection:
+            found = connection.execute(
+                "SELECT 1 FROM resume_requests WHERE run_id = ? LIMIT 1", (run_id,)
+            ).fetchone()
+        return found is not None
+
+    def drop_resume_request(self, request: ResumeRequest) -> None:
+        """Forget a resume request, that one (queued, not waited for)."""
+        self._submit(
+            "drop_resume_request", (request.run_id, request.path, request.request_id), ignore
+        )
 
     def held(self) -> int:
         """How many runs this worker holds now."""
@@ -1743,14 +1834,24 @@ class SQLiteStore:
         self._save_parts(
             connection,
             [r for r in stored if r.run_id not in lost and made.get(r.run_id) == r.created_at],
+            expected,
         )
 
-    def _save_parts(self, connection: sqlite3.Connection, records: list[SnapshotRecord]) -> None:
+    def _save_parts(
+        self,
+        connection: sqlite3.Connection,
+        records: list[SnapshotRecord],
+        epochs: dict[str, int],
+    ) -> None:
         """Write the parts of the saved records kept in parts: what changed, or all of them.
 
         See :func:`~runtime._stores._parts.plan_parts`. The parts of the batch
-        take one more statement (and, rarely, one that deletes some).
+        take one more statement (and, rarely, one that deletes some). Records
+        of runs held here (``epochs``) that resume suspensions carry out their
+        resume requests too (see :meth:`_take_requests`).
         """
+        if any(record.taken for record in records):
+            self._take_requests(connection, records, epochs)
         broken = self._broken_after = set(self._broken)
         writes = plan_parts(records, broken)
         if writes:
@@ -1877,6 +1978,14 @@ class SQLiteStore:
             if cursor.rowcount == 1:
                 outcome.hint("cancel", payload)
             return cursor.rowcount == 1
+        if kind == "request_resume":
+            return self._request_resume(connection, payload, outcome)
+        if kind == "drop_resume_request":
+            connection.execute(
+                "DELETE FROM resume_requests WHERE run_id = ? AND path = ? AND request_id = ?",
+                payload,
+            )
+            return None
         if kind == "prune":
             ended_before, keep, statuses = payload
             marks = ", ".join("?" * len(statuses))
@@ -1950,14 +2059,24 @@ class SQLiteStore:
         raise AssertionError(f"unknown write {kind!r}")
 
     def _replace(self, connection: sqlite3.Connection, write: Write, outcome: _Outcome) -> bool:
-        record, expected_seq, hold, reopen, canceling = write.payload
+        record, expected_seq, hold, reopen, canceling, requested = write.payload
         # A replace whose caller gave up waiting must not happen: take() decides.
         if not write.take():
             return False
         settles = record.status in SETTLED_STATUSES
         keep = hold and not settles
+        statement = _REOPEN if reopen else _REPLACE_CANCELING if canceling else _REPLACE
+        taken = list(record.taken)
+        vacant = taken if not requested else []
+        if vacant:
+            # Not while a resume request waits for a suspension it resumes: that one won.
+            statement = statement.replace(
+                "RETURNING epoch",
+                "AND NOT EXISTS (SELECT 1 FROM resume_requests AS q WHERE q.run_id = runs.run_id "
+                f"AND q.path IN ({', '.join('?' * len(vacant))})) RETURNING epoch",
+            )
         row = connection.execute(
-            _REOPEN if reopen else _REPLACE_CANCELING if canceling else _REPLACE,
+            statement,
             (
                 record.status,
                 record.seq,
@@ -1967,20 +2086,75 @@ class SQLiteStore:
                 record.deadline,
                 self.owner_id if keep else None,
                 1 if keep else 0,
+                record.seq,
                 record.run_id,
                 expected_seq,
                 record.seq,
                 record.created_at,  # the run read, not a new one given its id since
+                *vacant,
             ),
         ).fetchone()
         if row is None:
             return False
+        if reopen:  # restarted: what waited for the run before is not the new run's
+            connection.execute("DELETE FROM resume_requests WHERE run_id = ?", (record.run_id,))
+        elif taken:
+            _drop_requests(connection, record.run_id, taken)
         if keep:
             outcome.hold[record.run_id] = row[0]
         else:
             outcome.releasing[record.run_id] = record.status
             outcome.hint("settled" if settles else "queued", record.run_id)
         return True
+
+    def _request_resume(
+        self, connection: sqlite3.Connection, payload: Any, outcome: _Outcome
+    ) -> ResumeRequested:
+        run_id, path, data, request_id, seq, created_at = payload
+        recorded = connection.execute(
+            "INSERT INTO resume_requests (run_id, path, data, request_id, requested_at) "
+            "SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = ? "
+            f"AND created_at = ? AND status NOT IN ({_TERMINAL_SQL}) AND taken_seq <= ?) "
+            "ON CONFLICT DO NOTHING",
+            (run_id, path, data, request_id, time.time(), run_id, created_at, seq),
+        ).rowcount
+        if recorded:
+            outcome.hint("resume", run_id)
+            return "recorded"
+        waiting = connection.execute(
+            "SELECT request_id FROM resume_requests WHERE run_id = ? AND path = ?", (run_id, path)
+        ).fetchone()
+        if waiting is None:
+            return "changed"
+        return "recorded" if waiting[0] == request_id else "requested"
+
+    def _take_requests(
+        self, connection: sqlite3.Connection, records: list[SnapshotRecord], epochs: dict[str, int]
+    ) -> None:
+        """Carry out the resume requests the saved records took (see ``SnapshotRecord.taken``).
+
+        A record that resumes suspensions is a running run's, held here (its run
+        actor took a request): written, the run's row holds it (or a later record
+        of this worker's) at the same epoch. Its requests go, and its seq is the
+        run's ``taken_seq`` from now on (see :meth:`request_resume`).
+        """
+        for record in records:
+            if not record.taken or record.run_id not in epochs:
+                continue
+            written = connection.execute(
+                "UPDATE runs SET taken_seq = max(taken_seq, ?) WHERE run_id = ? AND seq >= ? "
+                "AND owner_id = ? AND epoch = ? AND created_at = ?",
+                (
+                    record.seq,
+                    record.run_id,
+                    record.seq,
+                    self.owner_id,
+                    epochs[record.run_id],
+                    record.created_at,
+                ),
+            ).rowcount
+            if written:
+                _drop_requests(connection, record.run_id, record.taken)
 
     def _claim(
         self, connection: sqlite3.Connection, payload: Any, outcome: _Outcome
@@ -2441,6 +2615,29 @@ def _after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork)
+
+
+def _migrate(connection: sqlite3.Connection, statement: str) -> None:
+    """Run one statement of a migration step; a column it adds that is there already is no fault.
+
+    As PostgreSQL's steps are (``IF NOT EXISTS``): a file whose version was set back
+    by hand (to stand for an older callboard's) is taken on again through steps it had.
+    SQLite has no ``ADD COLUMN IF NOT EXISTS``; its tables, indexes and triggers are
+    made ``IF NOT EXISTS``.
+    """
+    try:
+        connection.execute(statement)
+    except sqlite3.OperationalError as exc:
+        if not (statement.startswith("ALTER TABLE") and "duplicate column" in str(exc)):
+            raise
+
+
+def _drop_requests(connection: sqlite3.Connection, run_id: str, paths: Sequence[str]) -> None:
+    """Delete the resume requests of these suspensions of a run: a record carried them out."""
+    connection.execute(
+        f"DELETE FROM resume_requests WHERE run_id = ? AND path IN ({', '.join('?' * len(paths))})",
+        (run_id, *paths),
+    )
 
 
 def _chunks(items: list[_T]) -> Iterator[list[_T]]:

@@ -26,7 +26,7 @@ from runtime import (
     create_step,
     create_workflow,
 )
-from runtime._stores.base import SharedStore, SnapshotStore, provides
+from runtime._stores.base import ResumeRequestStore, SharedStore, SnapshotStore, provides
 from tests._support import wait_until
 
 WAIT = 20.0
@@ -70,6 +70,7 @@ def test_provides_finds_members_handed_on_by_getattr(tmp_path: Path) -> None:
         wrapped = Counting(store)
         assert provides(wrapped, SnapshotStore)
         assert provides(wrapped, SharedStore)
+        assert provides(wrapped, ResumeRequestStore)
         assert provides(Counting(MemoryStore()), SnapshotStore)
         assert not provides(Counting(MemoryStore()), SharedStore)
         assert not provides(object(), SnapshotStore)
