@@ -10,6 +10,10 @@ with them let a live worker's lease run out. Each pass the claimer
   quarter lease, at most every second, and after a virtual clock's jump):
   recovery re-enqueues, it never runs anything in place;
 - passes on the cancels requested for runs this worker holds;
+- passes on the resumes requested from other processes (see
+  :meth:`~runtime._stores.base.ResumeRequestStore.request_resume`): to the actors of runs
+  this worker holds; for a run that suspended before its worker took one, the
+  resume itself; and forgets those of runs that ended;
 - claims as many queued runs of its registered workflows as it has room for
   (``max_concurrent_runs`` less the runs it holds), and hands them to the
   registry, which starts them;
@@ -40,7 +44,14 @@ from runtime import _clock
 from runtime._errors import StoreError
 from runtime._model import TERMINAL_STATUSES
 from runtime._plan import ExecutionPlan
-from runtime._stores.base import Claimed, DeadlineStore, SharedStore, SnapshotRecord, provides
+from runtime._stores.base import (
+    Claimed,
+    DeadlineStore,
+    ResumeRequest,
+    SharedStore,
+    SnapshotRecord,
+    provides,
+)
 from runtime._tracing import emit
 
 __all__ = [
@@ -187,6 +198,11 @@ class Claimer:
             changes to the registered workflows before the claim.
         cancel: Called with a run held here whose cancel was requested; it
             calls ``done`` once the cancel is settled (recorded or not).
+        requests: Reads the resume requests this worker may act on (the
+            store's :meth:`~runtime._stores.base.ResumeRequestStore.resume_requests`),
+            on a store that takes them.
+        resume: Called with each of those; it calls ``done`` once it is
+            settled (carried out, refused, or left for a later look).
         waiting: How many steps of runs held here wait for another run to end
             (``run.start()`` in a step body): each makes room for one more run,
             which may be the one it waits for.
@@ -210,6 +226,8 @@ class Claimer:
         executes: bool,
         take: Callable[[Sequence[Claimed], int], None],
         cancel: Callable[[str, Callable[[], None]], None],
+        requests: Callable[[], Sequence[ResumeRequest]] | None = None,
+        resume: Callable[[ResumeRequest, Callable[[], None]], None] | None = None,
         waiting: Callable[[], int] = lambda: 0,
         guard: LeaseGuard | None = None,
         here: RunsHere | None = None,
@@ -245,6 +263,9 @@ class Claimer:
         self._stopped = threading.Event()
         self._canceling: set[str] = set()
         self._canceling_lock = threading.Lock()
+        self._requests = requests
+        self._resume = resume
+        self._resuming: set[tuple[str, str, str]] = set()  # under _canceling_lock too
         self._reported: set[str] = set()
         self._started = time.monotonic()
         self._next_reap = 0.0
@@ -254,6 +275,7 @@ class Claimer:
         self._next_full = 0.0
         self._claim_wanted = self._cancels_wanted = self._wake_wanted = True
         self._deadline_look = True  # look for runs whose deadline passed, and the next one
+        self._resumes_wanted = True
         self._wake_at: float | None = None  # the next queued sleeper's wake time (epoch s)
         self._next_report = self._started + REPORT_DELAY
         self._reserved = 0
@@ -277,18 +299,21 @@ class Claimer:
         """Pass now, looking at what ``kind`` says changed; without one, at everything.
 
         ``"queued"``: a run may be claimable; ``"settled"``: room came free;
-        ``"cancel"``: a cancel waits.
+        ``"cancel"``: a cancel waits; ``"resume"``: a resume request waits.
         """
         if kind != "cancel":
             self._deadline_look = True  # a run may have suspended, slept or come back
         if kind == "cancel":
             self._cancels_wanted = True
+        elif kind == "resume":
+            self._resumes_wanted = True
         elif kind == "settled":
             self._claim_wanted = True
         elif kind == "queued":
             self._claim_wanted = self._wake_wanted = True
         else:
             self._claim_wanted = self._cancels_wanted = self._wake_wanted = True
+            self._resumes_wanted = True
         self._wake.set()
 
     def park(self, run_ids: Sequence[str], generation: int) -> None:
@@ -471,12 +496,17 @@ class Claimer:
             self._next_full = now + POLL_INTERVAL
             self._claim_wanted = self._cancels_wanted = self._wake_wanted = True
             self._deadline_look = True
+            self._resumes_wanted = True
         if self._wake_at is not None and _clock.time() >= self._wake_at:
             self._claim_wanted = self._wake_wanted = True
         if self._cancels_wanted:
             self._cancels_wanted = False
             for run_id in store.cancel_requests():
                 self._pass_on_cancel(run_id)
+        if self._resumes_wanted and self._requests is not None:
+            self._resumes_wanted = False
+            for request in self._requests():
+                self._pass_on_resume(request)
         if self._handing_back:
             self._hand_back()
         plans = self._plans()
@@ -596,6 +626,25 @@ class Claimer:
                 self._canceling.discard(run_id)
 
         self._cancel(run_id, done)
+
+    def _pass_on_resume(self, request: ResumeRequest) -> None:
+        """Hand a resume request on, unless the one handed on last time is not settled yet."""
+        key = (request.run_id, request.path, request.request_id)
+        with self._canceling_lock:
+            if key in self._resuming:
+                return
+            self._resuming.add(key)
+
+        def done() -> None:
+            with self._canceling_lock:
+                self._resuming.discard(key)
+
+        assert self._resume is not None
+        try:
+            self._resume(request, done)
+        except BaseException:
+            done()
+            raise
 
     def _report_unregistered(self, plans: Mapping[str, ExecutionPlan]) -> None:
         """Say once, for each queued run no workflow here runs, that it waits for one."""

@@ -217,6 +217,9 @@ class ResumeOutcome(StrEnum):
     STOPPED = "stopped"
     """The runtime stopped the run's actor after it took the resume, before the record
     holding it was committed: it may still be, and then a later runtime goes on with it."""
+    REFUSED = "refused"
+    """A resume request from the store (``stored``) whose data does not fit the step's
+    ``resume_schema`` as the run's actor has it: nothing changed, the suspension waits."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,12 +232,19 @@ class ResumeStep:
     :attr:`ResumeOutcome.NOT_HERE`. ``reply`` receives the
     :class:`ResumeOutcome`, exactly once; ``data`` is the validated resume data,
     handed over with the message.
+
+    With ``stored``, it carries out a resume request of a shared store (see
+    :meth:`~runtime._stores.base.ResumeRequestStore.request_resume`): ``data`` is
+    as the store held it, validated by the actor first (``REFUSED`` if it does
+    not fit), and the record that holds the resume carries the request out
+    (:attr:`~runtime._stores.base.SnapshotRecord.taken`).
     """
 
     run_id: str
     path: str
     data: Any
     reply: Callable[[ResumeOutcome], None]
+    stored: bool = False
 
     def __post_init__(self) -> None:
         # Exactly once: the actor may answer, then stop with the message still counted.

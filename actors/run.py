@@ -17,6 +17,7 @@ and what each reply means.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -99,10 +100,10 @@ from runtime._snapshot import (
     mark_deadline_passed,
     mark_failed,
 )
-from runtime._step import dump_model, validate_stored
-from runtime._tracing import Span, observed
+from runtime._step import Step, dump_model, validate_for_step, validate_stored
+from runtime._tracing import Span, emit, observed
 
-__all__ = ["RunActor"]
+__all__ = ["RunActor", "refused_request", "resume_fits"]
 
 _FLOWS: Final = "#flows"
 """The suffix of a parallel or branch node's path in the scopes while its nested workflows run."""
@@ -618,11 +619,20 @@ class RunActor(DispatchedActor):
         snapshot = self._snapshot
         path = message.path
         resume = snapshot["resume"] or {}
+        if message.stored and path in resume:
+            # A request of the store's this actor took already, told again before the
+            # record that carries it out was committed: that record carries it out.
+            message.reply(ResumeOutcome.RECORDED)
+            return
         index = snapshot["next_step"]
         member = self._waiting_member(index, path)
         if member is None or path not in snapshot["suspended"] or path in resume:
             message.reply(ResumeOutcome.TAKEN)
             return
+        if message.stored and not resume_fits(member.step, path, message.data, snapshot["run_id"]):
+            message.reply(ResumeOutcome.REFUSED)
+            return
+        taken = (path,) if message.stored else ()
         snapshot["resume"] = {**resume, path: message.data}
         snapshot["resumed"] = True  # a later resume of it is told that this one won
         node = self._plan.nodes[index]
@@ -634,11 +644,13 @@ class RunActor(DispatchedActor):
                     self._resumed_items = []
                 self._resumed_items.append(item)
             jobs = self._next_items(index, node)
-            seq = self._tell_snapshot(awaited=True)  # the resume's reply waits for it
+            # The resume's reply waits for its commit.
+            seq = self._tell_snapshot(awaited=True, carries=taken)
             if jobs:
                 self._calls.send(jobs, seq)
         else:
-            seq = self._send([self._step_job(index, member, snapshot["carry"])])
+            job = self._step_job(index, member, snapshot["carry"])
+            seq = self._calls.send([job], self._tell_snapshot(awaited=True, carries=taken))
         if self._durable:
             if self._resume_replies is None:
                 self._resume_replies = []
@@ -1743,7 +1755,9 @@ class RunActor(DispatchedActor):
             began = snapshot.get("restarted_at", snapshot["created_at"])
             meter.run_ended(snapshot["workflow_id"], status, began, _clock.time())
 
-    def _tell_snapshot(self, *, terminal: bool = False, awaited: bool = False) -> int:
+    def _tell_snapshot(
+        self, *, terminal: bool = False, awaited: bool = False, carries: tuple[str, ...] = ()
+    ) -> int:
         """Tell the registry the run's new snapshot; its sequence number.
 
         Args:
@@ -1754,8 +1768,12 @@ class RunActor(DispatchedActor):
                 and not waited on reached the actor or not, as it happened to
                 come before or after the run's end (a test's fault at it fired
                 in half of the runs), and cost a message either way.
+            carries: The resume requests of the store's that it carries out
+                (:attr:`~runtime._stores.base.SnapshotRecord.taken`).
         """
         record = self._encoder.next_record(_clock.time())
+        if carries:
+            record = record._replace(taken=carries)
         direct = self._direct
         # A run whose steps wrote events goes through the registry: its snapshots must
         # reach the run's event log after the writes, as they happened.
@@ -1769,6 +1787,45 @@ class RunActor(DispatchedActor):
         )
         tell_safely(self._registry, taken)
         return record.seq
+
+
+def resume_fits(step: Step[Any, Any], path: str, data: Any, run_id: str) -> bool:
+    """Whether a resume request's data fits the step's ``resume_schema`` as defined here.
+
+    Its caller checked it by its own definition of the run's version; a request
+    the step would refuse (a definition changed since, bytes written by
+    something else) is refused here, with a warning, and the suspension waits
+    on: it never fails the run, nor stops an actor or the claimer.
+    """
+    schema = step.resume_schema
+    if schema is None or data is None:
+        return True
+    try:
+        validate_for_step(
+            schema,
+            data,
+            f"step {path!r}: its resume data",
+            "its resume schema",
+            run_id=run_id,
+            step_id=path,
+            stored=True,
+        )
+    except Exception as exc:  # a user's validator may raise anything
+        refused_request(run_id, path, str(exc))
+        return False
+    return True
+
+
+def refused_request(run_id: str, path: str, why: str) -> None:
+    """Say that a resume request was refused, and why: its suspension still waits."""
+    emit(
+        logging.WARNING,
+        "resume_request_refused",
+        run_id=run_id,
+        step_id=path,
+        error=why,
+        hint="the suspension still waits: resume it again, with data that fits",
+    )
 
 
 def _naming_run(error: dict[str, Any], snapshot: Snapshot) -> dict[str, Any]:

@@ -58,6 +58,7 @@ from actors.messages import (
     WatchRun,
 )
 from actors.registry import RegistryActor
+from actors.run import refused_request, resume_fits
 from actors.step import error_dict
 from actors.supervisor import PendingRuns, SupervisorActor
 from runtime import _clock, _otel
@@ -69,21 +70,33 @@ from runtime._errors import (
 )
 from runtime._model import TERMINAL_STATUSES, RunEvent, RunStatus
 from runtime._options import RetentionPolicy
-from runtime._plan import ExecutionPlan
+from runtime._plan import ExecutionPlan, split_item_path
 from runtime._queue import Queue, QueueLimits
 from runtime._snapshot import (
     Snapshot,
     canceled_record,
     decode,
+    encode,
     failed_record,
     mark_deadline_passed,
     next_record,
     run_deadline,
+    unpack,
 )
-from runtime._stores.base import Claimed, SharedStore, SnapshotRecord, SnapshotStore, provides
+from runtime._stores.base import (
+    Claimed,
+    ResumeRequest,
+    ResumeRequested,
+    ResumeRequestStore,
+    SharedStore,
+    SnapshotRecord,
+    SnapshotStore,
+    provides,
+)
 from runtime._stores.memory import MemoryStore
 from runtime._sync import Channel, Latch, on_a_hook_thread, wait_for_a_run
 from runtime._tracing import emit
+from runtime._versions import matching_plan
 
 __all__ = [
     "CALL_MESSAGES",
@@ -210,6 +223,12 @@ class ActorSystem:
         self._capacity = max_concurrent_runs
         self.shared: SharedStore | None = (
             cast("SharedStore", store) if store.durable and provides(store, SharedStore) else None
+        )
+        # One that records resumes for a run's driver (callboard's SQLite and PostgreSQL).
+        self.requests: ResumeRequestStore | None = (
+            cast("ResumeRequestStore", store)
+            if self.shared is not None and provides(store, ResumeRequestStore)
+            else None
         )
         self.claimer: Claimer | None = None
         self._take: Callable[[Sequence[Claimed], int], None] = lambda _claimed, _gen: None
@@ -463,19 +482,24 @@ class ActorSystem:
         expected_seq: int,
         *,
         reopen: bool = False,
+        requested: bool = False,
     ) -> bool:
         """Record a resume (a compare-and-set on ``expected_seq``) and run the run on.
 
         On a shared store the run is held and run here if there is room, and
         otherwise queued for whichever worker has room. ``False`` (and nothing
-        changed) if the run's stored ``seq`` is no longer ``expected_seq``.
-        With ``reopen``, the run has ended and is restarted in place.
+        changed) if the run's stored ``seq`` is no longer ``expected_seq``, or
+        (on a shared store) a resume request waits for a suspension it resumes
+        (``record.taken``), unless ``requested``: it carries those out. With
+        ``reopen``, the run has ended and is restarted in place.
 
         Raises:
             RuntimeStoppedError: if the actors have stopped.
         """
         with self._resume_lock(record.run_id):
-            return self._resume_held(plan, snapshot, record, expected_seq, reopen)
+            return self._resume_held(
+                plan, snapshot, record, expected_seq, reopen, requested=requested
+            )
 
     def _resume_lock(self, run_id: str) -> threading.Lock:
         return self._resume_locks[hash(run_id) % _RESUME_LOCKS]
@@ -487,6 +511,8 @@ class ActorSystem:
         record: SnapshotRecord,
         expected_seq: int,
         reopen: bool,
+        *,
+        requested: bool = False,
     ) -> bool:
         store = self.shared
         if store is None:
@@ -498,7 +524,10 @@ class ActorSystem:
             # A run of a queue goes back through a claim, which counts the queue's runs.
             hold = "queue" not in snapshot and claimer is not None and claimer.reserve()
             try:
-                if not store.replace(record, expected_seq, hold=hold, reopen=reopen):
+                # Named only when set: a shared store of the user's written before resume
+                # requests still resumes suspended runs.
+                extra = {"requested": True} if requested else {}
+                if not store.replace(record, expected_seq, hold=hold, reopen=reopen, **extra):
                     return False
             finally:
                 if hold and claimer is not None:
@@ -535,6 +564,142 @@ class ActorSystem:
         except pykka.ActorDeadError as exc:
             raise RuntimeStoppedError("the runtime is stopped") from exc
         return _RESUME_ANSWERS[self._answer(answer, f"the resume of run {run_id!r}")]
+
+    def request_resume(
+        self, record: SnapshotRecord, path: str, data: Any
+    ) -> ResumeRequested | None:
+        """Record a resume of a suspension that waits while its run runs on, for its driver.
+
+        On a shared store the resume is a request in the store (see
+        :meth:`~runtime._stores.base.ResumeRequestStore.request_resume`), committed
+        when this returns ``"recorded"``, which the worker that drives the run
+        carries out (this one's claimer is told at once). ``record`` is the
+        run's record ``path`` was read waiting in; ``data`` the validated resume
+        data. ``None`` on a store that takes no requests (in memory, or a
+        shared store of the user's): the caller hands the resume to the run's
+        actor here (:meth:`resume_waiting`).
+
+        Raises:
+            StoreError: as the store's write does.
+        """
+        store = self.requests
+        if store is None:
+            return None
+        blob = encode({"resume_data": data})
+        return store.request_resume(
+            record.run_id, path, blob, seq=record.seq, created_at=record.created_at
+        )
+
+    def _resume_requested(self, request: ResumeRequest, done: Callable[[], None]) -> None:
+        """On the claimer's thread: act on a resume request of the store's; ``done`` once settled.
+
+        A request of a run held here goes to its actor (:class:`ResumeStep`,
+        ``stored``); one of a run that suspended before its worker took the
+        request is carried out here, by the resume's compare-and-set; one of a
+        run that ended (or is gone) is dropped, as are those that cannot be
+        carried out: bytes that do not decode, data the step's ``resume_schema``
+        refuses, a suspension that waits no more. A run held by another worker,
+        or queued, is left for the worker that takes it.
+        """
+        store = self.requests
+        assert store is not None
+        status = request.status
+        if status is None or status in TERMINAL_STATUSES:
+            store.drop_resume_request(request)  # its run ended first: nothing to resume
+            done()
+            return
+        if not request.held and (
+            status != RunStatus.SUSPENDED or request.workflow_id not in self._plans_of[0]()
+        ):
+            done()  # another worker's, or queued; or a workflow not registered here
+            return
+        try:
+            data = unpack(request.data)["resume_data"]
+        except (SnapshotFormatError, KeyError, TypeError) as exc:
+            refused_request(request.run_id, request.path, f"its bytes do not decode: {exc}")
+            store.drop_resume_request(request)
+            done()
+            return
+        if not request.held:
+            try:
+                self._resume_suspended(store, request, data)
+            finally:
+                done()
+            return
+
+        def answered(outcome: ResumeOutcome) -> None:
+            if outcome in (ResumeOutcome.TAKEN, ResumeOutcome.REFUSED):
+                if outcome is ResumeOutcome.TAKEN:
+                    emit(
+                        logging.INFO,
+                        "resume_request_dropped",
+                        run_id=request.run_id,
+                        step_id=request.path,
+                        reason="the suspension waits no more: the run went on past it",
+                    )
+                with contextlib.suppress(StoreError):
+                    store.drop_resume_request(request)
+            done()  # else carried out, or left for a later look (not here yet, gone)
+
+        message = ResumeStep(
+            run_id=request.run_id, path=request.path, data=data, reply=answered, stored=True
+        )
+        try:
+            with self._resume_lock(request.run_id):
+                self.supervisor.tell(message)
+        except pykka.ActorDeadError:
+            done()
+
+    def _resume_suspended(
+        self, store: ResumeRequestStore, request: ResumeRequest, data: Any
+    ) -> None:
+        """Carry out a resume request of a run that suspended before its worker took it.
+
+        As ``run.resume()`` resumes a suspended run, with a compare-and-set that
+        takes the request too (``requested``): one that loses to another change
+        leaves the request for the next look.
+        """
+        plans, versions = self._plans_of
+        record = store.load(request.run_id)
+        if record is None or record.status != RunStatus.SUSPENDED:
+            return
+        try:
+            snapshot = decode(record.data, record.run_id)
+        except SnapshotFormatError:
+            return  # damaged: it can never go on (a cancel ends it), nor be resumed
+        deadline = run_deadline(snapshot)
+        if deadline is not None and deadline <= _clock.time():
+            return  # its time is up: the claimer's look for those cancels it (and then drops this)
+        workflow_id = snapshot["workflow_id"]
+        plan = matching_plan(snapshot, plans().get(workflow_id), versions().get(workflow_id, {}))
+        path = request.path
+        if plan is None:
+            return  # not a definition registered here: a worker that has it resumes it
+        by_id = plan.by_id
+        step = by_id.get(path) or by_id.get(split_item_path(path)[0])
+        if (
+            step is None
+            or path not in (snapshot["suspended"] or {})
+            or path in (snapshot["resume"] or {})
+        ):
+            emit(
+                logging.INFO,
+                "resume_request_dropped",
+                run_id=request.run_id,
+                step_id=path,
+                reason="the suspension waits no more",
+            )
+            store.drop_resume_request(request)
+            return
+        if not resume_fits(step, path, data, request.run_id):
+            store.drop_resume_request(request)
+            return
+        snapshot["status"] = RunStatus.RUNNING.value
+        snapshot["resume"] = {path: data}
+        snapshot["resumed"] = True  # what tells a later resume that this one won
+        resumed = next_record(snapshot, _clock.time())._replace(taken=(path,))
+        with contextlib.suppress(RuntimeStoppedError):
+            self.resume(plan, snapshot, resumed, record.seq, requested=True)
 
     def cancel(self, run_id: str) -> CancelAnswer:
         """Cancel a run that an actor of this runtime drives or holds; what came of it.
@@ -618,6 +783,7 @@ class ActorSystem:
             lambda: {workflow_id: {plan.fingerprint: plan} for workflow_id, plan in plans().items()}
         )
         self._take = self._take_claimed(plans, every)
+        self._plans_of = (plans, every)
         store = self.shared
         if store is None or self.claimer is not None:
             return
@@ -638,6 +804,8 @@ class ActorSystem:
             executes=self.role != "client",
             take=self._take,
             cancel=self._cancel_requested,
+            requests=None if self.requests is None else self.requests.resume_requests,
+            resume=self._resume_requested,
             waiting=lambda: self.pool.waiting_held(store.holds),
             guard=guard,
             here=self._here,

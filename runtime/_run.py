@@ -463,7 +463,9 @@ class Run(Generic[In, Out]):
         """Block until the run ends or suspends, and return its result.
 
         A ``waiting`` run (asleep) is waited for; a ``suspended`` one is
-        returned as it is, since only a resume moves it on.
+        returned as it is, since only a resume moves it on (unless, on a shared
+        store, a resume of it was recorded already, which a worker carries
+        out: that one is waited for).
 
         Args:
             timeout: Seconds to wait; ``None`` waits as long as it takes.
@@ -482,7 +484,7 @@ class Run(Generic[In, Out]):
         timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         record = self._through_outage(self._started_record, deadline)
-        if record.status not in SETTLED_STATUSES:
+        if record.status not in SETTLED_STATUSES or self._resume_requested(record):
             self._refuse_on_step_loop("wait")
             self._refuse_inside_itself("wait() was called")
             while True:
@@ -500,6 +502,14 @@ class Run(Generic[In, Out]):
                         run_id=self.run_id,
                     )
                 woken = self._through_outage(self._load, deadline)
+                if self._resume_requested(woken) and self._host.hears_runs():
+                    # Suspended with a resume recorded for a worker to carry out: it goes
+                    # on soon. (The watch would wake at once: it is read again shortly.)
+                    left = None if deadline is None else deadline - time.monotonic()
+                    time.sleep(
+                        _REQUESTED_PAUSE if left is None else max(0.0, min(left, _REQUESTED_PAUSE))
+                    )
+                    continue
                 if not self._woken_early(woken):
                     return self._waited(woken)
         return self._result(record)
@@ -540,7 +550,7 @@ class Run(Generic[In, Out]):
                 raise
             outage[:] = [exc]
         else:
-            if first.status in SETTLED_STATUSES:
+            if first.status in SETTLED_STATUSES and not await self._resume_requested_async(first):
                 return self._result(first)
         try:
             # Not asyncio.wait_for: on Python 3.11 it returned the result to a task
@@ -562,7 +572,7 @@ class Run(Generic[In, Out]):
         host = self._host
         if record is None:
             record = await self._through_outage_async(self._started_record, outage)
-        if record.status not in SETTLED_STATUSES:
+        if record.status not in SETTLED_STATUSES or await self._resume_requested_async(record):
             self._refuse_inside_itself("wait_async() was awaited")
             # Inside an async step body: its run does not count against
             # max_concurrent_runs while it awaits, as a blocked step's does not.
@@ -587,6 +597,9 @@ class Run(Generic[In, Out]):
                     if ended is not None:
                         ended(counted)
                 woken = await self._through_outage_async(self._load, outage)
+                if await self._resume_requested_async(woken) and host.hears_runs():
+                    await asyncio.sleep(_REQUESTED_PAUSE)  # see wait()
+                    continue
                 if not self._woken_early(woken):
                     return self._waited(woken)
         return self._result(record)
@@ -792,13 +805,16 @@ class Run(Generic[In, Out]):
 
         Each suspension is resumed on its own: while the run goes on after a
         resume of one foreach item or parallel member, a resume of another
-        that still waits is taken by the actor driving the run, here, and
-        recorded before this returns. When two resumes of the same suspension
-        race, exactly one wins and the other raises ``ResumeConflictError``,
-        whenever it read the run: before the winner's resume was recorded, or
-        after it (the run going on, or ended). So does a resume of a running
-        run that another process drives, or that waits for room to run.
-        ``RunNotSuspendedError`` is for a run that is not suspended and whose
+        that still waits is recorded before this returns, and the actor that
+        drives the run takes it. On a shared store (SQLite, PostgreSQL) it is
+        a request committed in the store, from whichever process or host: the
+        worker that drives the run carries it out (or the one that takes the
+        run over, or runs it once there is room). When two resumes of the same
+        suspension race, exactly one wins and the other raises
+        ``ResumeConflictError``, whenever it read the run: before the winner's
+        resume was recorded, or after it (the run going on, or ended). On a
+        store in memory so does a resume of a running run that waits for room
+        to run. ``RunNotSuspendedError`` is for a run that is not suspended and whose
         suspension nobody resumed: it never suspended, or was cancelled while
         suspended (so a resume that loses to a cancel gets it).
 
@@ -825,8 +841,8 @@ class Run(Generic[In, Out]):
             InvalidInputError: if ``resume_data`` does not fit the step's
                 ``resume_schema``; the run stays suspended.
             ResumeConflictError: if another resume of the same suspension was
-                recorded first, or the run runs on elsewhere (another process,
-                or waiting for room) (``.status`` says where the run is now).
+                recorded first (from any process), or, on a store in memory,
+                the run waits for room to run (``.status`` says where the run is now).
             WorkflowVersionError: if the run started on a definition of its
                 workflow (a plan fingerprint) not registered on this runtime;
                 the run stays suspended.
@@ -843,6 +859,20 @@ class Run(Generic[In, Out]):
                 path = _waiting_target(snapshot, step, self.run_id, for_each_index)
                 step, for_each_index = path, None  # read again, it names the same one
                 _, data = self._resume_data(snapshot, path, resume_data)
+                # On a shared store, a request in the store, for whichever worker drives
+                # the run (this one, another process, or the next to claim it).
+                requested = system.request_resume(record, path, data)
+                if requested == "recorded":
+                    return StartAsyncResult(run_id=self.run_id)
+                if requested == "requested":  # another's request for it waits: it won
+                    waiting = [other for other in _still_waiting(snapshot) if other != path]
+                    raise _resume_conflict(self.run_id, snapshot["status"], waiting)
+                if requested == "changed":  # ended, or a suspension resumed since: read again
+                    current = self._started_record()
+                    if current.seq == record.seq:
+                        raise _resume_conflict(self.run_id, current.status)
+                    record = current
+                    continue
                 said = system.resume_waiting(self.run_id, path, data)
                 if said == "recorded":
                     return StartAsyncResult(run_id=self.run_id)
@@ -877,7 +907,9 @@ class Run(Generic[In, Out]):
             snapshot["status"] = RunStatus.RUNNING.value
             snapshot["resume"] = {path: data}
             snapshot["resumed"] = True  # what tells a later resume that this one won
-            resumed = next_record(snapshot, _clock.time())
+            # Taken: on a shared store the compare-and-set is refused while a resume
+            # request (recorded while the run ran) waits for this suspension.
+            resumed = next_record(snapshot, _clock.time())._replace(taken=(path,))
             # The compare-and-set decides between racing resumes (and cancels); it is
             # committed when it returns, so the resume is acknowledged only once durable.
             if system.resume(plan, snapshot, resumed, record.seq):
@@ -1498,6 +1530,26 @@ class Run(Generic[In, Out]):
             record is not None and record.status not in SETTLED_STATUSES and self._host.hears_runs()
         )
 
+    def _resume_requested(self, record: SnapshotRecord | None) -> bool:
+        """Whether the run reads suspended while a resume of it waits in a shared store.
+
+        A resume of a suspension recorded while the run ran on, which a worker
+        carries out: the run suspended before the worker took it, and runs again
+        once the worker does. A wait goes on waiting.
+        """
+        return (
+            record is not None
+            and record.status == RunStatus.SUSPENDED
+            and self._host.resume_pending(self.run_id)
+        )
+
+    async def _resume_requested_async(self, record: SnapshotRecord | None) -> bool:
+        """:meth:`_resume_requested`, its read of the store on a call thread."""
+        if record is None or record.status != RunStatus.SUSPENDED:
+            return False  # the usual case: no read, no thread
+        requested: bool = await self._host.call(self._resume_requested, record)
+        return requested
+
     def _waited(self, record: SnapshotRecord | None) -> WorkflowResult[Out]:
         """The result a wait ends with: the run's, once it ended or suspended.
 
@@ -1662,9 +1714,9 @@ def _waiting_target(snapshot: Snapshot, step: Any, run_id: str, for_each_index: 
 
 def _driven_elsewhere(run_id: str, path: str) -> ResumeConflictError:
     return ResumeConflictError(
-        f"run {run_id!r} is running, and no actor of this runtime drives it (another "
-        f"process does, or it waits for room to run here): {path!r} is resumed from here "
-        "once the run has suspended again (wait() returns then); this resume changed nothing",
+        f"run {run_id!r} is running, and no actor of this runtime drives it (it waits for "
+        f"room to run here): {path!r} is resumed once the run has suspended again (wait() "
+        "returns then); this resume changed nothing",
         status=RunStatus.RUNNING.value,
         run_id=run_id,
     )
@@ -1698,6 +1750,9 @@ def _deleted(run_id: str) -> RunDeletedError:
         run_id=run_id,
     )
 
+
+_REQUESTED_PAUSE = 0.05
+"""Seconds between two reads of a suspended run a wait finds a resume request of (see wait)."""
 
 _SETTLE_PATIENCE = 5.0
 """Seconds a resume that found the run's actor gone waits for the run to settle, then reads it."""

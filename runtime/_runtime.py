@@ -40,7 +40,7 @@ from runtime._run_input import bound_schedule
 from runtime._schedule import CatchUp, Overlap, Schedule, ScheduleInfo
 from runtime._scheduler import Scheduler, describe
 from runtime._snapshot import Snapshot, decode, run_events
-from runtime._stores.base import SnapshotRecord, SnapshotStore, provides
+from runtime._stores.base import ResumeRequestStore, SnapshotRecord, SnapshotStore, provides
 from runtime._stores.memory import MemoryStore
 from runtime._stores.open import is_postgres_url, open_store
 from runtime._stores.schedules import ScheduleBook, ScheduleRow, book_for, close_book
@@ -330,6 +330,18 @@ class RunHost:
         """The newest stored record of a run (``None``: unknown, or no SQLite store open yet)."""
         store = self.store
         return None if store is None else store.load(run_id)
+
+    def resume_pending(self, run_id: str) -> bool:
+        """Whether a resume request of the run waits in a shared store, for a worker to carry out.
+
+        See :meth:`~runtime._stores.base.ResumeRequestStore.request_resume`: a
+        suspended run with one is as good as resumed. ``False`` on a store that
+        takes no requests.
+        """
+        store = self.store
+        if store is None or not store.durable or not provides(store, ResumeRequestStore):
+            return False
+        return cast("ResumeRequestStore", store).resume_pending(run_id)
 
     def watch(self, run_id: str, event: threading.Event | Latch | None = None) -> Any:
         """An event (or ``event``) set once the run settles; set at once if nothing runs."""

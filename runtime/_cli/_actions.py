@@ -263,7 +263,9 @@ def _resume(args: argparse.Namespace) -> tuple[str, str]:
         snapshot["resume"] = {path: data}
         snapshot["resumed"] = True
         # Left queued (not held here): whichever runtime registers the workflow takes it.
-        if not store.replace(next_record(snapshot, time.time()), record.seq, hold=False):
+        # Taken: refused while a resume request of that suspension waits (it came first).
+        resumed = next_record(snapshot, time.time())._replace(taken=(path,))
+        if not store.replace(resumed, record.seq, hold=False):
             current = store.load(run_id)
             now = "deleted" if current is None else current.status
             raise RefusedError(

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +28,7 @@ from runtime._stores.sqlite import SQLiteStore
 from tests import _worker_flows as flows
 from tests._postgres import PASSWORD, Server, free_port
 from tests._support import wait_for_no_callboard_threads, wait_until
+from tests.durable._support.workflows import both_items_approved, items_waiting
 
 
 @pytest.fixture(autouse=True)
@@ -281,6 +283,29 @@ def test_an_upgrade_waits_until_the_processes_of_the_older_schema_are_gone(
         older.close()
     PostgresStore(postgres_url).close()  # gone: the upgrade goes ahead
     assert sql(postgres_url, "SELECT value FROM callboard_meta") == [(str(SCHEMA_VERSION),)]
+
+
+def test_a_database_of_schema_version_8_migrates_and_its_runs_take_resume_requests(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    run_id = items_waiting(postgres_url, tmp_path)
+    # Back to version 8, as the callboard before left databases.
+    sql(postgres_url, "DROP TABLE callboard_resume_requests")
+    sql(postgres_url, "ALTER TABLE callboard_runs DROP COLUMN taken_seq")
+    sql(postgres_url, "UPDATE callboard_meta SET value = '8' WHERE key = 'schema_version'")
+
+    result = both_items_approved(postgres_url, tmp_path, run_id)
+    assert result.status == "success", result.error
+    assert result.result == {"value": "x1-yes,x2-no"}
+    assert sql(postgres_url, "SELECT value FROM callboard_meta") == [(str(SCHEMA_VERSION),)]
+    assert SCHEMA_VERSION == 9
+    assert sql(postgres_url, "SELECT count(*) FROM callboard_resume_requests") == [(0,)]
+    columns = sql(
+        postgres_url,
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_name = 'callboard_runs' AND column_name = 'taken_seq'",
+    )
+    assert columns == [("taken_seq",)]
 
 
 @pytest.mark.parametrize("lease", [0, 0.1, float("inf"), float("nan"), 86_401])

@@ -35,6 +35,7 @@ from runtime._snapshot import decode
 from runtime._stores.sqlite import SCHEMA_VERSION
 from tests._support import Counter, Runtimes, Value, held_workflow, quick_workflow, wait_until
 from tests.durable._support.helpers import drop_deadlines, raw, record, row, save_and_wait
+from tests.durable._support.workflows import both_items_approved, items_waiting
 
 
 def file_state(path: Path) -> tuple[bytes, int, list[str]]:
@@ -104,6 +105,31 @@ def test_an_upgrade_waits_until_the_processes_of_the_older_schema_are_gone(db: P
     SQLiteStore(db).close()
     with raw(db) as connection:
         assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_file_of_schema_version_8_migrates_and_its_runs_take_resume_requests(
+    db: Path, tmp_path: Path
+) -> None:
+    run_id = items_waiting(db, tmp_path)
+    with raw(db) as connection:  # back to version 8, as the callboard before left files
+        connection.execute("DROP TRIGGER resume_requests_go_with_their_run")
+        connection.execute("DROP TABLE resume_requests")
+        connection.execute("ALTER TABLE runs DROP COLUMN taken_seq")
+        connection.execute("PRAGMA user_version = 8")
+    with RunReader(db) as reader:  # read as it is, before any migration
+        found = reader.get_run(run_id)
+        assert found is not None and found.status == "suspended"
+
+    result = both_items_approved(db, tmp_path, run_id)
+    assert result.status == "success", result.error
+    assert result.result == {"value": "x1-yes,x2-no"}
+    with raw(db) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(runs)")}
+        assert "taken_seq" in columns
+        assert connection.execute("SELECT count(*) FROM resume_requests").fetchone() == (0,)
+        triggers = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+        assert "resume_requests_go_with_their_run" in triggers
 
 
 def test_a_reader_refuses_a_database_written_by_a_newer_schema(db: Path) -> None:

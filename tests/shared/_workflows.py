@@ -13,7 +13,7 @@ from typing import Any
 
 from runtime import Queue, Workflow, create_step, create_workflow
 from tests._support import Value
-from tests.durable._support.workflows import append_line, asking, logged
+from tests.durable._support.workflows import append_line, asking, asking_items, logged
 
 __all__ = ["TENANT_QUEUE", "WORKFLOWS", "napper", "tenant_job"]
 
@@ -64,6 +64,6 @@ tenant_job: Workflow[Value, Value] = (
 leaves (to ``request_context["log"]``), in the queue of tenants (the input's value)."""
 
 WORKFLOWS: dict[str, Workflow[Any, Any]] = {
-    wf.id: wf for wf in (logged, asking, napper, tenant_job)
+    wf.id: wf for wf in (logged, asking, asking_items, napper, tenant_job)
 }
 """What every worker process registers."""

@@ -16,10 +16,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
-from runtime import RoleError, RunReader, Runtime, SQLiteStore
+from actors.system import ActorSystem
+from runtime import (
+    InvalidInputError,
+    ResumeConflictError,
+    ResumeTargetError,
+    RoleError,
+    RunReader,
+    Runtime,
+    SQLiteStore,
+    create_step,
+    create_workflow,
+)
+from runtime._snapshot import encode, read_result
 from runtime._stores.base import SharedStore
-from tests._support import wait_until
+from tests._support import Value, wait_until
 from tests.durable._support.workflows import count, read_lines
 from tests.shared._workflows import WORKFLOWS
 from tests.shared.conftest import LEASE, Fleet
@@ -134,6 +147,290 @@ def test_a_client_resumes_a_suspended_run_and_a_worker_finishes_it(
     result = run.wait(timeout=WAIT)
     assert result.status == "success"
     assert result.result == {"value": "x-a-yes-c"}
+
+
+def _items_held(fleet: Fleet, tmp_path: Path, client: Runtime, name: str) -> tuple[Any, Path, Path]:
+    """A run of ``asking-items`` whose two items wait, the first resumed and held in its step.
+
+    Returns the run, the file that holds a resumed item while it exists, and the log.
+    """
+    hold = tmp_path / f"{name}.hold"
+    hold.touch()
+    run = client.register(WORKFLOWS["asking-items"]).create_run()
+    ctx = context(tmp_path, name, hold_step="ask", hold_file=str(hold), announce=True)
+    run.start_async(input_data={"value": "x"}, request_context=ctx)
+    assert run.wait(timeout=WAIT).status == "suspended"
+    run.resume_async(step="ask", for_each_index=0, resume_data={"ok": True})
+    return run, hold, tmp_path / f"{name}.log"
+
+
+def test_a_client_resumes_an_item_that_waits_while_a_worker_runs_another(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    # Two approvers on two processes: the second got ResumeConflictError (.status running)
+    # until the run had suspended again, as no actor of its runtime drove the run.
+    worker = fleet.worker()
+    client, other = fleet.runtime("client"), fleet.runtime("client")
+    run, hold, log = _items_held(fleet, tmp_path, client, "i")
+    assert worker.expect("holding", timeout=WAIT) == f"ask {run.run_id}"  # item 0 runs
+    run.resume_async(step="ask", for_each_index=1, resume_data={"ok": False})
+    # Recorded, and the worker runs it beside item 0, with that data.
+    assert worker.expect("holding", timeout=WAIT) == f"ask {run.run_id}"
+    again = other.register(WORKFLOWS["asking-items"]).create_run(run.run_id)
+    for item in (0, 1):  # each was resumed, by another call
+        with pytest.raises(ResumeConflictError) as refused:
+            again.resume_async(step="ask", for_each_index=item, resume_data={"ok": True})
+        assert refused.value.status == "running"
+    hold.unlink()
+    result = run.wait(timeout=WAIT)
+    assert result.status == "success", result.error
+    assert result.result == {"value": "x1-yes,x2-no"}
+    assert count(log, "end ask") == 2
+    assert not _store(fleet).resume_pending(run.run_id)
+
+
+def test_a_resume_asked_for_from_a_client_of_a_killed_workers_run_is_taken_by_the_next(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    first = fleet.worker()
+    client = fleet.runtime("client")
+    run, hold, log = _items_held(fleet, tmp_path, client, "k")
+    assert first.expect("holding", timeout=WAIT) == f"ask {run.run_id}"
+    first.kill()  # the run reads running, held by a worker that is gone
+    run.resume_async(step="ask", for_each_index=1, resume_data={"ok": False})
+    assert _store(fleet).resume_pending(run.run_id)
+    hold.unlink()
+    fleet.worker()  # reaps the dead one, claims the run, and carries the request out
+    result = run.wait(timeout=WAIT)
+    assert result.status == "success", result.error
+    assert result.result == {"value": "x1-yes,x2-no"}
+    assert count(log, "end ask") == 2
+    assert not _store(fleet).resume_pending(run.run_id)
+
+
+@pytest.fixture
+def held_back(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """While set, the claimers of runtimes in this process leave resume requests alone.
+
+    As a worker that has not looked yet would: a request waits in the store meanwhile.
+    """
+    real = ActorSystem._resume_requested
+    on = threading.Event()
+    on.set()
+
+    def maybe(self: ActorSystem, request: Any, done: Any) -> None:
+        if on.is_set():
+            done()
+        else:
+            real(self, request, done)
+
+    monkeypatch.setattr(ActorSystem, "_resume_requested", maybe)
+    return on
+
+
+def _item_0_runs(log: Path) -> None:
+    # Both items asked (two starts), then item 0 began again, resumed.
+    wait_until(lambda: count(log, "start ask") == 3, timeout=WAIT, what="item 0 runs")
+
+
+def test_a_resume_asked_for_before_its_worker_stopped_is_carried_out_by_the_next(
+    fleet: Fleet, tmp_path: Path, held_back: threading.Event
+) -> None:
+    worker, client = fleet.runtime("worker"), fleet.runtime("client")
+    worker.register(WORKFLOWS["asking-items"])
+    run, hold, log = _items_held(fleet, tmp_path, client, "s")
+    _item_0_runs(log)
+    run.resume_async(step="ask", for_each_index=1, resume_data={"ok": False})  # committed
+    worker.stop(timeout=0.5)  # before it carried the request out: the run is halted
+    hold.unlink()
+    held_back.clear()
+    fleet.runtime("worker").register(WORKFLOWS["asking-items"])
+    result = run.wait(timeout=WAIT)
+    assert result.status == "success", result.error
+    assert result.result == {"value": "x1-yes,x2-no"}
+    assert not _store(fleet).resume_pending(run.run_id)
+
+
+def test_a_resume_asked_for_as_the_run_suspends_is_carried_out_and_waits_wait_for_it(
+    fleet: Fleet, tmp_path: Path, held_back: threading.Event
+) -> None:
+    fleet.runtime("worker").register(WORKFLOWS["asking-items"])
+    client = fleet.runtime("client")
+    run, hold, log = _items_held(fleet, tmp_path, client, "w")
+    _item_0_runs(log)
+    run.resume_async(step="ask", for_each_index=1, resume_data={"ok": False})
+    waited: list[Any] = []
+    waiter = threading.Thread(target=lambda: waited.append(run.wait(timeout=WAIT)))
+    waiter.start()
+    hold.unlink()  # item 0 ends: nothing runs, and the run suspends, the request waiting
+    store = _store(fleet)
+    wait_until(lambda: _status(store, run.run_id) == "suspended", timeout=WAIT, what="suspended")
+    assert store.resume_pending(run.run_id)
+    time.sleep(0.3)
+    assert not waited  # as good as resumed: a wait waits on
+    with pytest.raises(ResumeConflictError) as refused:  # the request came first
+        run.resume_async(step="ask", for_each_index=1, resume_data={"ok": True})
+    assert refused.value.status == "suspended"
+    held_back.clear()  # a worker looks: it resumes the run with the request's data
+    waiter.join(WAIT)
+    assert waited and waited[0].status == "success", waited
+    assert waited[0].result == {"value": "x1-yes,x2-no"}
+    assert not store.resume_pending(run.run_id)
+
+
+def _status(store: SharedStore, run_id: str) -> str | None:
+    record = store.load(run_id)
+    return None if record is None else record.status
+
+
+def test_a_resume_asked_for_of_a_run_canceled_before_it_was_carried_out_leaves_nothing(
+    fleet: Fleet, tmp_path: Path, held_back: threading.Event
+) -> None:
+    fleet.runtime("worker").register(WORKFLOWS["asking-items"])
+    client = fleet.runtime("client")
+    run, hold, log = _items_held(fleet, tmp_path, client, "c")
+    _item_0_runs(log)
+    run.resume_async(step="ask", for_each_index=1, resume_data={"ok": False})
+    assert run.cancel() is True
+    hold.unlink()
+    store = _store(fleet)
+    assert store.resume_pending(run.run_id)
+    held_back.clear()  # a worker's next look drops it: its run ended
+    wait_until(lambda: not store.resume_pending(run.run_id), timeout=WAIT, what="dropped")
+    assert run.wait(timeout=WAIT).status == "canceled"
+    with pytest.raises(ResumeConflictError, match="has ended"):
+        run.resume_async(step="ask", for_each_index=1, resume_data={"ok": False})
+    assert count(log, "start ask") == 3  # item 1 never began again
+
+
+@pytest.mark.usefixtures("_structlog_reset")
+def test_a_resume_request_whose_data_does_not_fit_is_refused_and_the_item_waits_on(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    # As a client with another definition of the version would write it, or bytes that
+    # are not callboard's: the worker refuses it, says why, and goes on.
+    worker, client = fleet.runtime("worker"), fleet.runtime("client")
+    worker.register(WORKFLOWS["asking-items"])
+    run, hold, log = _items_held(fleet, tmp_path, client, "b")
+    _item_0_runs(log)
+    store = _store(fleet)
+    with capture_logs() as logs:
+        for data in (b"not callboard's", encode({"resume_data": {"ok": "maybe"}})):
+            record = store.load(run.run_id)
+            assert record is not None
+            said = store.request_resume(
+                run.run_id, "ask[1]", data, seq=record.seq, created_at=record.created_at
+            )
+            assert said == "recorded"
+            wait_until(lambda: not store.resume_pending(run.run_id), timeout=WAIT, what="refused")
+    refused = [entry for entry in logs if entry["event"] == "resume_request_refused"]
+    assert [(entry["run_id"], entry["step_id"]) for entry in refused] == [
+        (run.run_id, "ask[1]"),
+        (run.run_id, "ask[1]"),
+    ]
+    assert "do not decode" in refused[0]["error"] and "ok" in refused[1]["error"]
+    hold.unlink()
+    suspended = run.wait(timeout=WAIT)  # item 0 ended; item 1 still waits
+    assert suspended.status == "suspended" and list(suspended.suspended) == ["ask[1]"]
+    result = run.resume(step="ask", for_each_index=1, resume_data={"ok": False}, timeout=WAIT)
+    assert result.status == "success", result.error
+    assert result.result == {"value": "x1-yes,x2-no"}
+
+
+def test_a_wrong_target_or_bad_data_from_a_client_is_refused_before_anything_is_recorded(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    worker = fleet.worker()
+    client = fleet.runtime("client")
+    run, hold, _ = _items_held(fleet, tmp_path, client, "t")
+    assert worker.expect("holding", timeout=WAIT) == f"ask {run.run_id}"
+    for target in ({"for_each_index": 9}, {"step": "nope"}):
+        with pytest.raises(ResumeTargetError):
+            run.resume_async(resume_data={"ok": True}, **target)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError):
+        run.resume_async(step="ask", for_each_index=1, resume_data={"ok": "maybe"})
+    assert not _store(fleet).resume_pending(run.run_id)
+    hold.unlink()
+    assert run.wait(timeout=WAIT).suspended.keys() == {"ask[1]"}
+
+
+def test_of_resumes_of_one_waiting_item_from_the_driving_process_and_others_one_wins(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    driver = fleet.runtime("both")
+    clients = [fleet.runtime("client") for _ in range(2)]
+    run, hold, log = _items_held(fleet, tmp_path, driver, "r")
+    _item_0_runs(log)
+    runs = [run] + [c.register(WORKFLOWS["asking-items"]).create_run(run.run_id) for c in clients]
+    gate = threading.Barrier(len(runs))
+    said: dict[int, str] = {}
+
+    def resume(index: int, each: Any) -> None:
+        gate.wait(WAIT)
+        try:  # the driving process's says yes, the others no
+            each.resume_async(step="ask", for_each_index=1, resume_data={"ok": index == 0})
+        except ResumeConflictError:
+            said[index] = "conflict"
+        else:
+            said[index] = "taken"
+
+    threads = [threading.Thread(target=resume, args=item) for item in enumerate(runs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+    assert sorted(said.values()) == ["conflict", "conflict", "taken"], said
+    hold.unlink()
+    result = run.wait(timeout=WAIT)
+    assert result.status == "success", result.error
+    winner = next(index for index, outcome in said.items() if outcome == "taken")
+    assert result.result == {"value": f"x1-yes,x2-{'yes' if winner == 0 else 'no'}"}
+    assert count(log, "end ask") == 2
+
+
+def test_a_client_resumes_a_waiting_parallel_member_while_a_worker_runs_another(
+    fleet: Fleet,
+) -> None:
+    release, began = threading.Event(), threading.Event()
+
+    def member(name: str) -> Any:
+        def execute(ctx: Any) -> Value:
+            if ctx.resume_data is None:
+                ctx.suspend({"who": name})
+            if name == "a":
+                began.set()
+                release.wait(WAIT)  # the run runs on meanwhile
+            return Value(value=f"{name}{ctx.resume_data['n']}")
+
+        return create_step(id=name, input_schema=Value, output_schema=Value, execute=execute)
+
+    workflow = (
+        create_workflow(id="members", input_schema=Value, output_schema=Value)
+        .parallel([member("a"), member("b")])
+        .map(lambda ctx: {"value": ctx.input_data["a"]["value"] + ctx.input_data["b"]["value"]})
+        .commit()
+    )
+    fleet.runtime("worker").register(workflow)
+    run = fleet.runtime("client").register(workflow).create_run()
+    run.start_async(input_data={"value": "x"})
+    assert run.wait(timeout=WAIT).status == "suspended"
+    try:
+        run.resume_async(step="a", resume_data={"n": 1})
+        assert began.wait(WAIT)
+        run.resume_async(step="b", resume_data={"n": 2})  # ResumeConflictError before
+        wait_until(lambda: "b" not in _read(fleet, run.run_id).suspended, timeout=WAIT, what="b")
+    finally:
+        release.set()
+    result = run.wait(timeout=WAIT)
+    assert result.status == "success", result.error
+    assert result.result == {"value": "a1b2"}
+
+
+def _read(fleet: Fleet, run_id: str) -> Any:
+    """The run's result as the store holds it now."""
+    found = read_result(_store(fleet).load(run_id), "members")
+    assert found is not None
+    return found
 
 
 def test_capacity_bounds_what_a_worker_holds_and_the_rest_waits_in_the_store(

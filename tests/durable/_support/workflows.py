@@ -195,3 +195,43 @@ sleepy = sleepy_workflow()
 asking = asking_workflow()
 asking_finished = asking_finished_workflow()
 asking_items = asking_items_workflow()
+
+
+def items_waiting(store: str | os.PathLike[str], folder: Path) -> str:
+    """A run of :data:`asking_items` on ``store``, both items suspended; its id.
+
+    Started to hold each item it resumes for as long as ``folder / "hold"`` exists,
+    logging to ``folder / "items.log"``.
+    """
+    from runtime import Runtime
+
+    hold = folder / "hold"
+    hold.touch()
+    context = {"log": str(folder / "items.log"), "hold_step": "ask", "hold_file": str(hold)}
+    with Runtime(store=store) as rt:
+        run = rt.register(asking_items).create_run()
+        waiting = run.start(input_data={"value": "x"}, request_context=context, timeout=30)
+    assert waiting.status == "suspended" and len(waiting.suspended) == 2, waiting
+    return run.run_id
+
+
+def both_items_approved(store: str | os.PathLike[str], folder: Path, run_id: str) -> Any:
+    """Two approvers on ``store``: a runtime resumes item 0 of :func:`items_waiting`'s run
+    and drives it; while item 0 runs, a client (as another process would) resumes item 1.
+
+    Returns the run's result once both items ended.
+    """
+    from runtime import Runtime
+    from tests._support import wait_until
+
+    log = folder / "items.log"
+    with Runtime(store=store) as driver, Runtime(store=store, role="client") as client:
+        driver.register(asking_items).create_run(run_id).resume_async(
+            step="ask", for_each_index=0, resume_data={"ok": True}
+        )
+        wait_until(lambda: count(log, "start ask") == 3, timeout=30, what="item 0 runs")
+        other = client.register(asking_items).create_run(run_id)
+        other.resume_async(step="ask", for_each_index=1, resume_data={"ok": False})
+        wait_until(lambda: count(log, "start ask") == 4, timeout=30, what="item 1 runs beside")
+        (folder / "hold").unlink()
+        return other.wait(timeout=30)
