@@ -411,11 +411,11 @@ class ResumeConflictError(WorkflowError):
     """Another resume of the same suspension was recorded first; this one changed nothing.
 
     Raised whenever this resume read the run: before the other one was
-    recorded (the store's compare-and-set, or the run's actor, then refuses
-    this one), or after, while the run goes on, or once it has ended. Also
-    raised, changing nothing, for a suspension that waits while its run runs
-    on in another process (or waits for room to run): only the actor that
-    drives a running run takes a resume of another of its suspensions.
+    recorded (the store's compare-and-set, its resume requests, or the run's
+    actor, then refuses this one), or after, while the run goes on, or once it
+    has ended. Also raised, changing nothing, on a store in memory, for a
+    suspension that waits while its run waits for room to run: only the actor
+    that drives a running run takes a resume of another of its suspensions.
 
     Attributes:
         status: The run's status when the resume was refused (``None`` if unknown).
