@@ -22,7 +22,6 @@ from runtime import (
     create_step,
     create_workflow,
 )
-from runtime._stores.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from runtime.testing import Harness
 from tests._support import Runtimes, Value, wait_until
 from tests.durable._support.helpers import drop_deadlines, raw, row
@@ -449,6 +448,10 @@ def test_on_a_shared_file_another_process_cancels_a_run_at_its_deadline(
 # --- the schema before deadlines ----------------------------------------------------------
 
 
+BEFORE_DEADLINES = 7
+"""The schema version before run deadlines, on both stores (later steps, there again, stay)."""
+
+
 def back_to_the_schema_before_deadlines(store: str) -> None:
     """Take a store of today's schema back to the one before run deadlines (version 7)."""
     if store.startswith("postgresql://"):
@@ -459,12 +462,12 @@ def back_to_the_schema_before_deadlines(store: str) -> None:
             connection.execute("ALTER TABLE callboard_runs DROP COLUMN deadline")
             connection.execute(
                 "UPDATE callboard_meta SET value = %s WHERE key = 'schema_version'",
-                (str(pg_schema_version() - 1),),
+                (str(BEFORE_DEADLINES),),
             )
         return
     with raw(Path(store)) as connection:
         drop_deadlines(connection)
-        connection.execute(f"PRAGMA user_version = {SQLITE_SCHEMA_VERSION - 1}")
+        connection.execute(f"PRAGMA user_version = {BEFORE_DEADLINES}")
 
 
 def deadline_column(store: str, run_id: str) -> tuple[bool, float | None]:
@@ -486,12 +489,6 @@ def deadline_column(store: str, run_id: str) -> tuple[bool, float | None]:
             "SELECT deadline FROM runs WHERE run_id = ?", (run_id,)
         ).fetchone()
     return "runs_by_deadline" in indexes, None if found is None else found[0]
-
-
-def pg_schema_version() -> int:
-    from runtime._stores import postgres
-
-    return postgres.SCHEMA_VERSION
 
 
 def test_a_store_of_the_schema_before_deadlines_migrates_and_its_runs_go_on(
