@@ -321,14 +321,8 @@ class SupervisorActor(DispatchedActor):
     def _watch_suspended(self, run_id: str, message: RunParked) -> None:
         """In memory: cancel a suspended run at its deadline, if any, unless resumed first."""
         deadline = run_deadline(message.snapshot)
-        if deadline is None or self._expire is None:
-            return
-        self._forget_deadline(run_id)
-        try:
-            handle = self._timers.call_at(deadline, _deadline_due, self.actor_ref, run_id)
-        except Exception:  # a stopped timer thread: the runtime is stopping
-            return
-        self._deadlines[run_id] = (handle, message.plan)
+        if deadline is not None and self._expire is not None:
+            self._deadline_timer(run_id, deadline, message.plan)
 
     def _watch_waiting(self, message: StartRun) -> None:
         """In memory: cancel a run that began and now waits for room, at its deadline.
@@ -339,15 +333,17 @@ class SupervisorActor(DispatchedActor):
         holder's claimer looks after it.
         """
         deadline = run_deadline(message.snapshot)
-        if deadline is None:
-            return
-        run_id = message.snapshot["run_id"]
+        if deadline is not None:
+            self._deadline_timer(message.snapshot["run_id"], deadline, message.plan)
+
+    def _deadline_timer(self, run_id: str, deadline: float, plan: ExecutionPlan) -> None:
+        """Set the timer of a run no actor drives that cancels it at its deadline."""
         self._forget_deadline(run_id)
         try:
             handle = self._timers.call_at(deadline, _deadline_due, self.actor_ref, run_id)
         except Exception:  # a stopped timer thread: the runtime is stopping
             return
-        self._deadlines[run_id] = (handle, message.plan)
+        self._deadlines[run_id] = (handle, plan)
 
     def _forget_deadline(self, run_id: str) -> None:
         entry = self._deadlines.pop(run_id, None)
