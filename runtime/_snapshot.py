@@ -1722,7 +1722,7 @@ def _record_values(
             priority,
             snapshot.get("resource_id"),
             key,
-            None if status in _ENDED else snapshot.get("deadline"),
+            None if status in TERMINAL_STATUSES else snapshot.get("deadline"),
             (),
         ),
     )
@@ -1820,10 +1820,6 @@ def mark_canceled(snapshot: Snapshot, now: float) -> None:
     snapshot["suspended"] = {}
     snapshot["wake_at"] = None
     snapshot["resume"] = None
-
-
-_ENDED: Final = TERMINAL_STATUSES
-"""Statuses of a run that has ended: its record carries no deadline (nothing left to cancel)."""
 
 
 def run_deadline(snapshot: Snapshot) -> float | None:
