@@ -1536,12 +1536,19 @@ class Run(Generic[In, Out]):
         A resume of a suspension recorded while the run ran on, which a worker
         carries out: the run suspended before the worker took it, and runs again
         once the worker does. A wait goes on waiting.
+
+        ``record`` was read before the store is asked for requests: a worker
+        may have taken the last one in between (the run runs again, its request
+        gone), so a record that changed since says "read again" too.
         """
-        return (
-            record is not None
-            and record.status == RunStatus.SUSPENDED
-            and self._host.resume_pending(self.run_id)
-        )
+        if record is None or record.status != RunStatus.SUSPENDED:
+            return False
+        host = self._host
+        pending = host.resume_pending(self.run_id)
+        if pending is None or pending:  # a store that takes no requests: the record is all
+            return bool(pending)
+        again = host.load(self.run_id)
+        return again is not None and again.seq != record.seq
 
     async def _resume_requested_async(self, record: SnapshotRecord | None) -> bool:
         """:meth:`_resume_requested`, its read of the store on a call thread."""

@@ -331,16 +331,16 @@ class RunHost:
         store = self.store
         return None if store is None else store.load(run_id)
 
-    def resume_pending(self, run_id: str) -> bool:
+    def resume_pending(self, run_id: str) -> bool | None:
         """Whether a resume request of the run waits in a shared store, for a worker to carry out.
 
         See :meth:`~runtime._stores.base.ResumeRequestStore.request_resume`: a
-        suspended run with one is as good as resumed. ``False`` on a store that
+        suspended run with one is as good as resumed. ``None`` on a store that
         takes no requests.
         """
         store = self.store
         if store is None or not store.durable or not provides(store, ResumeRequestStore):
-            return False
+            return None
         return cast("ResumeRequestStore", store).resume_pending(run_id)
 
     def watch(self, run_id: str, event: threading.Event | Latch | None = None) -> Any:

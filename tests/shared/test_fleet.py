@@ -8,6 +8,7 @@ processes killed (SIGKILL) or stopped (SIGSTOP) on the way.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import threading
@@ -30,6 +31,7 @@ from runtime import (
     create_step,
     create_workflow,
 )
+from runtime._runtime import RunHost
 from runtime._snapshot import encode, read_result
 from runtime._stores.base import SharedStore
 from tests._support import Value, wait_until
@@ -276,6 +278,39 @@ def test_a_resume_asked_for_as_the_run_suspends_is_carried_out_and_waits_wait_fo
     assert waited and waited[0].status == "success", waited
     assert waited[0].result == {"value": "x1-yes,x2-no"}
     assert not store.resume_pending(run.run_id)
+
+
+@pytest.mark.parametrize("awaited", [False, True], ids=["wait", "wait_async"])
+def test_a_wait_that_reads_the_suspension_before_a_worker_takes_its_request_waits_on(
+    fleet: Fleet,
+    tmp_path: Path,
+    held_back: threading.Event,
+    monkeypatch: pytest.MonkeyPatch,
+    awaited: bool,
+) -> None:
+    # A wait read the run suspended, and then no request: a worker had taken it in
+    # between, and the run ran on. The wait said "suspended", of a run that succeeded.
+    fleet.runtime("worker").register(WORKFLOWS["asking-items"])
+    client = fleet.runtime("client")
+    run, hold, log = _items_held(fleet, tmp_path, client, "t")
+    _item_0_runs(log)
+    run.resume_async(step="ask", for_each_index=1, resume_data={"ok": False})
+    hold.unlink()
+    store = _store(fleet)
+    wait_until(lambda: _status(store, run.run_id) == "suspended", timeout=WAIT, what="suspended")
+    real = RunHost.resume_pending
+
+    def taken_first(self: RunHost, run_id: str) -> bool | None:
+        if held_back.is_set():  # the first look, after the wait read the suspension
+            held_back.clear()
+            wait_until(lambda: not store.resume_pending(run_id), timeout=WAIT, what="taken")
+        return real(self, run_id)
+
+    monkeypatch.setattr(RunHost, "resume_pending", taken_first)
+    result = asyncio.run(run.wait_async(timeout=WAIT)) if awaited else run.wait(timeout=WAIT)
+    assert not held_back.is_set()  # the interleaving this test is about happened
+    assert result.status == "success", result.status
+    assert result.result == {"value": "x1-yes,x2-no"}
 
 
 def _status(store: SharedStore, run_id: str) -> str | None:
