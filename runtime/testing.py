@@ -391,30 +391,36 @@ class Trace:
     def expect_in_order(self, *expected: str) -> None:
         """Check that these messages were handled in this order (others may come between).
 
-        Each item is a message type name (``"CallStep"``), optionally with the
-        step path after a colon (``"StepFinished:fetch"``) or the receiver
-        before an arrow (``"RunActor<-StepFinished"``).
+        Each item is a message type name (``"CallStep"``), optionally with a
+        step after a colon (``"StepFinished:fetch"``) or the receiver before
+        an arrow (``"RunActor<-StepFinished"``). A step named without a dot
+        matches the last part of a step's path, as a fault names a step by
+        its id: ``"CallStep:fetch"`` matches ``fetch`` and a nested
+        ``child.fetch``; one with a dot matches the whole path only
+        (``"CallStep:child.fetch"``).
 
         Raises:
             AssertionError: naming the first item not found after the one before,
-                with the whole trace.
+                the messages of its type that were handled (and where), and the
+                whole trace.
         """
-        events = iter(self.events)
+        events = self.events
+        position = 0  # where the next item is looked for
+        after: tuple[str, TraceEvent] | None = None  # the item before, and what it matched
         for item in expected:
             receiver, _, rest = item.rpartition("<-")
-            name, _, path = rest.partition(":")
-            for event in events:
-                if (
-                    event.message == name
-                    and (not path or event.step_path == path)
-                    and (not receiver or event.receiver == receiver)
-                ):
-                    break
-            else:
-                raise AssertionError(
-                    f"expected {item!r} after the messages before it in {expected!r}; "
-                    f"the trace:\n{self.dump()}"
-                )
+            name, _, step = rest.partition(":")
+            found = next(
+                (
+                    index
+                    for index in range(position, len(events))
+                    if _matches(events[index], name, step, receiver)
+                ),
+                None,
+            )
+            if found is None:
+                raise AssertionError(_missed(item, expected, after, events, name))
+            after, position = (item, events[found]), found + 1
 
     def dump(self) -> str:
         """The trace as text, one event a line."""
@@ -435,6 +441,64 @@ class Trace:
 
     def __repr__(self) -> str:
         return f"<Trace {len(self)} events>"
+
+
+def _names_step(wanted: str, path: str | None) -> bool:
+    """Whether a step named ``wanted`` is the one at ``path``.
+
+    Named without a dot, a step is the last part of a path (its id: a nested
+    ``child.fetch`` is ``fetch``); with one, the whole path.
+    """
+    if path is None:
+        return False
+    if path == wanted:
+        return True
+    return "." not in wanted and path.rpartition(".")[2] == wanted
+
+
+def _matches(event: TraceEvent, name: str, step: str, receiver: str) -> bool:
+    """Whether ``event`` is the message of an item of :meth:`Trace.expect_in_order`."""
+    return (
+        event.message == name
+        and (not step or _names_step(step, event.step_path))
+        and (not receiver or event.receiver == receiver)
+    )
+
+
+_SHOWN: Final = 20
+"""How many messages of the type looked for a failed expectation lists."""
+
+
+def _missed(
+    item: str,
+    expected: tuple[str, ...],
+    after: tuple[str, TraceEvent] | None,
+    events: Sequence[TraceEvent],
+    name: str,
+) -> str:
+    """What a failed :meth:`Trace.expect_in_order` says: what it looked for, and what was seen."""
+    where = (
+        f"after {after[0]!r} (matched by message #{after[1].sequence})"
+        if after is not None
+        else "in the trace"
+    )
+    same = [event for event in events if event.message == name]
+    if same:
+        shown = "; ".join(
+            f"#{event.sequence} {event.sender} -> {event.receiver}"
+            + (f" step={event.step_path}" if event.step_path else "")
+            + (" (before)" if after is not None and event.sequence <= after[1].sequence else "")
+            for event in same[:_SHOWN]
+        )
+        more = f" and {len(same) - _SHOWN} more" if len(same) > _SHOWN else ""
+        seen = f"the {name} messages handled: {shown}{more}"
+    else:
+        seen = f"no {name} message was handled"
+    return (
+        f"expected {item!r} {where}, of {expected!r}; {seen} (a step named without a dot "
+        f"matches the last part of a path, one with a dot the whole path); the trace:\n"
+        + ("\n".join(str(event) for event in events) or "(no messages)")
+    )
 
 
 # --- faults ----------------------------------------------------------------------------

@@ -700,6 +700,39 @@ def test_trace_events_are_frozen_and_a_failed_expectation_prints_the_trace() -> 
     assert Trace().dump() == "(no messages)"
 
 
+def test_expect_in_order_names_a_nested_step_by_its_id_or_by_its_whole_path() -> None:
+    # "CallStep:inc" missed the step at outer.inc, which a fault names by "inc" too, and
+    # the error printed the trace without saying which steps the CallSteps were for.
+    outer = create_workflow(id="outer", input_schema=N, output_schema=N).then(_step("inc"))
+    workflow = create_workflow(id="top", input_schema=N, output_schema=N).then(outer.commit())
+    with Harness() as harness:
+        result = (
+            harness.register(workflow.then(_step("last")).commit())
+            .create_run()
+            .start(input_data={"n": 0})
+        )
+        trace = harness.trace.of(result.run_id)
+
+    assert result.status == "success"
+    trace.expect_in_order("CallStep:inc", "StepFinished:inc", "CallStep:last")
+    trace.expect_in_order("StepActor<-CallStep:outer.inc", "RunActor<-StepFinished:outer.inc")
+    call = next(event for event in trace if event.message == "CallStep")
+    # A dotted name is the whole path, and a name without one a whole last part.
+    for missing in ("CallStep:uter.inc", "CallStep:top.outer.inc", "CallStep:nc"):
+        with pytest.raises(AssertionError) as missed:
+            trace.expect_in_order(missing)
+        said = str(missed.value)
+        assert f"#{call.sequence} RunActor -> StepActor step=outer.inc" in said, said
+        assert "a step named without a dot matches the last part of a path" in said
+    with pytest.raises(AssertionError) as missed:
+        trace.expect_in_order("CallStep:last", "CallStep:inc")
+    said = str(missed.value)
+    assert "after 'CallStep:last' (matched by message #" in said
+    assert "step=outer.inc (before)" in said
+    with pytest.raises(AssertionError, match="no TimerFired message was handled"):
+        trace.expect_in_order("TimerFired")
+
+
 def test_the_trace_keeps_other_runs_apart() -> None:
     with Harness() as harness:
         bound = harness.register(_three_steps())
