@@ -540,6 +540,21 @@ _Names = tuple[str | None, str | None]
 """What names the step (or node) a message is about: its path and its id."""
 
 
+def _answer_lost(actor: Any, message: Any) -> None:
+    """Answer a message a fault lost as its actor answers mail it never handles.
+
+    A caller waits for the reply of a ``ResumeStep`` or a ``CancelRun``, which
+    nobody gave once the message was lost: ``run.resume_async()`` hung for ever.
+    An actor that stops before it reads one answers it (``on_undelivered``):
+    the supervisor that the run is not here, the run's actor that it has gone,
+    as a lost message would tell the caller. The caller acts on that as it does
+    in a runtime: a cancel is given again, a resume reads the run again.
+    """
+    undelivered = getattr(actor, "on_undelivered", None)
+    if undelivered is not None:
+        undelivered(message)
+
+
 def _call_names(call: Any) -> tuple[str, str]:
     """The path and the id of the step (or ``map``, ``branch``, ``sleep`` node) a call runs.
 
@@ -1141,7 +1156,13 @@ class Harness:
 
         Losing a step's ``StepFinished`` looks to its run like a step that
         never returns: its timeout fails it (and a retry may follow); a step
-        without a timeout keeps its run waiting.
+        without a timeout keeps its run waiting. A lost message that a caller
+        waits on (``"ResumeStep"``, ``"CancelRun"``) is answered as its actor
+        answers mail it never read: the run is not here (the supervisor's) or
+        has gone (the run actor's). ``run.cancel()`` then gives its cancel
+        again; a resume reads the run again (in memory, finding it unchanged,
+        it raises ``ResumeConflictError``: it changed nothing), or, a request
+        in a durable store, is carried out at the worker's next look.
 
         Args:
             at: The message type (``"StepFinished"``, ``"CallStep"``,
@@ -1353,6 +1374,8 @@ class Harness:
                     called = counters.calls.pop((message.reply_to.actor_urn, message.token), None)
             if fault.action == "delay":
                 self._deliver_later(actor, message, fault.seconds, called, (names, index + 1))
+            else:
+                _answer_lost(actor, message)
             return False
         return True
 

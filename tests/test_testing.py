@@ -778,6 +778,91 @@ def test_a_dropped_message_is_not_traced_as_handled() -> None:
     assert [e.step_path for e in trace if e.message == "StepFinished"] == []
 
 
+def _held_pair(release: threading.Event, began: list[str]) -> Any:
+    """Steps ``a`` and ``b`` in parallel: each suspends, and once resumed waits for ``release``."""
+
+    def member(name: str) -> Any:
+        def execute(ctx: Any) -> N:
+            if ctx.resume_data is None:
+                ctx.suspend({"who": name})
+            began.append(name)
+            release.wait(BLOCK_LIMIT)
+            return N(n=ctx.input_data.n + ctx.resume_data["add"])
+
+        return create_step(id=name, input_schema=N, output_schema=N, execute=execute)
+
+    return (
+        create_workflow(id="pair", input_schema=N, output_schema=N)
+        .parallel([member("a"), member("b")])
+        .map(lambda ctx: {"n": ctx.input_data["a"]["n"] + ctx.input_data["b"]["n"]})
+        .commit()
+    )
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_a_lost_resume_is_answered_and_its_caller_goes_on(store: str) -> None:
+    # Nobody answered the resume whose message was lost: resume_async() hung for ever (in
+    # memory), and the request a worker took from the file was never carried out (SQLite).
+    from runtime import ResumeConflictError
+
+    release, began = threading.Event(), []
+    with Harness(store=store) as harness:
+        bound = harness.register(_held_pair(release, began))
+        run = bound.create_run()
+        assert run.start(input_data={"n": 1}, timeout=BLOCK_LIMIT).status == "suspended"
+        try:
+            run.resume_async(step="a", resume_data={"add": 10})  # the run runs on: b waits
+
+            def a_running() -> bool:
+                read = bound.get_workflow_run_execution_result(run.run_id)
+                return read is not None and read.steps["a"].status == "running"
+
+            wait_until(a_running)
+            harness.drop_message("ResumeStep")
+            if store == "memory":
+                # Answered as mail its actor never read: the caller read the run again,
+                # found it unchanged, and was told that this resume changed nothing.
+                with pytest.raises(ResumeConflictError, match="this resume changed nothing"):
+                    run.resume_async(step="b", resume_data={"add": 100})
+                read = bound.get_workflow_run_execution_result(run.run_id)
+                assert read is not None and list(read.suspended) == ["b"]
+            # Given again (in memory), or the request the worker looks at again (SQLite).
+            run.resume_async(step="b", resume_data={"add": 100})
+            wait_until(lambda: "b" in began)
+        finally:
+            release.set()
+        result = run.wait(BLOCK_LIMIT)
+
+    assert result.status == "success", result.error
+    assert result.result == {"n": 112}
+    assert began == ["a", "b"]
+
+
+@pytest.mark.timeout(60)
+def test_a_lost_cancel_is_answered_and_the_cancel_given_again() -> None:
+    # Nobody answered the cancel whose message was lost: run.cancel() hung for ever.
+    calls: list[str] = []
+    entered, gate = threading.Event(), threading.Event()
+    with Harness() as harness:
+        run = harness.register(gated_workflow("held", calls, entered, gate)).create_run()
+        run.start_async(input_data={"n": 0})
+        try:
+            assert entered.wait(BLOCK_LIMIT)
+            harness.drop_message("CancelRun")
+            assert run.cancel() is True
+        finally:
+            gate.set()
+        result = run.wait(BLOCK_LIMIT)
+        dropped_and_given_again = [
+            event.receiver for event in harness.trace.of(run.run_id) if event.message == "CancelRun"
+        ]
+
+    assert result.status == "canceled"
+    # The first was lost at the supervisor; the one given again reached the run's actor.
+    assert dropped_and_given_again == ["Supervisor", "RunActor"]
+
+
 # --- faults -----------------------------------------------------------------------------
 
 
