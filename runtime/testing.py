@@ -510,13 +510,26 @@ class _StepFault:
     error: BaseException | type[BaseException]
     attempts: frozenset[int]
     run_id: str | None
+    # The attempts it failed: (run, path, foreach item, attempt). A step called again
+    # in the same run (restarted, resumed, recovered) counts its attempts from 1 again,
+    # and a fault meant to fail its first attempt failed the restarted run too.
+    failed: set[tuple[str, str, int | None, int]] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def matches(self, run_id: str, path: str, step_id: str, attempt: int) -> bool:
-        return (
-            self.step in (path, step_id)
+    def take(self, call: Any, path: str, attempt: int) -> bool:
+        """Whether this fault fails this call: one it names, of an attempt not failed yet."""
+        if not (
+            self.step in (path, call.step.id)
             and attempt in self.attempts
-            and (self.run_id is None or self.run_id == run_id)
-        )
+            and (self.run_id is None or self.run_id == call.run_id)
+        ):
+            return False
+        key = (call.run_id, path, call.item, attempt)
+        with self.lock:  # a foreach's items call the step on several threads at once
+            if key in self.failed:
+                return False
+            self.failed.add(key)
+        return True
 
     def raise_it(self, path: str, attempt: int) -> Any:
         error = self.error
@@ -1081,6 +1094,13 @@ class Harness:
     ) -> None:
         """Make a step raise ``error`` on the given attempts, before its body runs.
 
+        Each attempt named fails once in a run: a step called again in the
+        same run, with its attempts counted from 1 again (the run restarted
+        with ``run.restart()``, the step resumed, the run recovered after
+        :meth:`crash_and_recover`, a loop's next iteration), is not failed
+        again on an attempt this fault failed already. A foreach's items each
+        count their own. Give the fault again to fail them again.
+
         Args:
             step: The step, its id, or its path in the plan (``"child.fetch"``).
             error: The exception (a copy is raised each time) or its type.
@@ -1414,7 +1434,7 @@ class Harness:
         path = call.path or step.id
         attempt = call.retry_count + 1
         for fault in self._step_faults:
-            if fault.matches(call.run_id, path, step.id, attempt):
+            if fault.take(call, path, attempt):
                 return fault.raise_it(path, attempt)
         fn = self._overrides.get(path) or self._overrides.get(step.id)
         if fn is not None:

@@ -904,6 +904,104 @@ def test_a_step_fault_can_be_limited_to_one_run() -> None:
     assert fine.status == "success"
 
 
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_a_step_fault_fails_an_attempt_once_in_a_run_not_again_after_a_restart(
+    store: str,
+) -> None:
+    # The restarted step counts its attempts from 1 again, and the fault failed its first
+    # attempt again: a fault meant to fire once fired at every restart.
+    calls: list[str] = []
+
+    def body(ctx: StepContext[N]) -> N:
+        calls.append(ctx.run_id)
+        return N(n=ctx.input_data.n + 1)
+
+    once = create_step(id="once", input_schema=N, output_schema=N, execute=body)
+    workflow = create_workflow(id="restarted", input_schema=N, output_schema=N).then(once)
+    with Harness(store=store) as harness:
+        bound = harness.register(workflow.commit())
+        harness.fail_step(once, ValueError("the first attempt"), attempt=1)
+        run = bound.create_run()
+        assert run.start(input_data={"n": 0}, timeout=BLOCK_LIMIT).status == "failed"
+        run.restart()
+        restarted = run.wait(BLOCK_LIMIT)
+
+        # Every run has its own first attempt; a fault given again fails it again.
+        other = bound.create_run()
+        assert other.start(input_data={"n": 5}, timeout=BLOCK_LIMIT).status == "failed"
+        harness.fail_step(once, ValueError("given again"), attempt=1)
+        other.restart()
+        again = other.wait(BLOCK_LIMIT)
+        other.restart()
+        last = other.wait(BLOCK_LIMIT)
+
+    assert restarted.status == "success", restarted.error
+    assert restarted.result == {"n": 1}
+    assert again.status == "failed" and again.error is not None
+    assert again.error.message == "given again"
+    assert last.status == "success" and last.result == {"n": 6}
+    assert calls == [run.run_id, other.run_id]
+
+
+def test_a_step_fault_does_not_fail_a_resumed_step_again() -> None:
+    # The resumed step's call counts from attempt 1 again: the fault failed it again.
+    attempts: list[Any] = []
+
+    def body(ctx: StepContext[N]) -> N:
+        attempts.append(ctx.resume_data)
+        if ctx.resume_data is None:
+            ctx.suspend({"why": "approval"})
+        return N(n=ctx.input_data.n + ctx.resume_data["add"])
+
+    approve = create_step(id="approve", input_schema=N, output_schema=N, execute=body, retries=1)
+    workflow = create_workflow(id="approved", input_schema=N, output_schema=N).then(approve)
+    with Harness() as harness:
+        harness.fail_step(approve, ConnectionError("once"), attempt=1)
+        run = harness.register(workflow.commit()).create_run()
+        assert run.start(input_data={"n": 0}, timeout=BLOCK_LIMIT).status == "suspended"
+        result = run.resume(resume_data={"add": 2}, timeout=BLOCK_LIMIT)
+
+    assert result.status == "success" and result.result == {"n": 2}
+    assert attempts == [None, {"add": 2}]  # its second attempt suspended, its resume ran
+    assert result.steps["approve"].attempts == 1  # the resumed call, not failed again
+
+
+def test_a_step_fault_fails_a_loops_step_on_its_first_iteration_only() -> None:
+    # Each iteration's call counts its attempts from 1: every iteration was failed once.
+    counted = _step("counted", retries=1)
+    workflow = create_workflow(id="loop", input_schema=N, output_schema=N)
+    workflow = workflow.dountil(counted, lambda ctx: ctx.input_data.n >= 3).commit()
+    with Harness() as harness:
+        harness.fail_step(counted, ConnectionError("the first attempt"), attempt=1)
+        result = harness.register(workflow).create_run().start(input_data={"n": 0})
+        retries = [
+            event
+            for event in harness.trace.of(result.run_id)
+            if event.message == "TimerFired"  # a retry's back-off ending
+        ]
+
+    assert result.status == "success" and result.result == {"n": 3}
+    assert result.steps["counted"].iterations == 3
+    assert len(retries) == 1  # the first iteration's, alone
+
+
+def test_each_foreach_item_counts_its_own_attempts_for_a_step_fault() -> None:
+    flaky = _step("flaky", retries=1)
+    workflow = (
+        create_workflow(id="items", input_schema=N, output_schema=N)
+        .map(lambda ctx: [{"n": n} for n in range(3)])
+        .foreach(flaky, concurrency=3)
+        .map(lambda ctx: {"n": sum(item["n"] for item in ctx.input_data)})
+        .commit()
+    )
+    with Harness() as harness:
+        harness.fail_step(flaky, ConnectionError("each item's first"), attempt=1)
+        result = harness.register(workflow).create_run().start(input_data={"n": 0})
+
+    assert result.status == "success" and result.result == {"n": 6}
+    assert result.steps["flaky"].attempts == 4  # a foreach step counts its items' retries
+
+
 def test_a_crashed_run_actor_becomes_a_failed_run_with_run_crashed_error() -> None:
     with Harness() as harness:
         bound = harness.register(_three_steps())
