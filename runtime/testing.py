@@ -24,7 +24,8 @@ checking that no actor thread is left. Inside it:
   frozen :class:`TraceEvent`.
 - **Faults**, chosen by run, step path and attempt: :meth:`Harness.fail_step`,
   :meth:`Harness.crash_run`, :meth:`Harness.drop_message`,
-  :meth:`Harness.delay_message`, :meth:`Harness.crash_and_recover`.
+  :meth:`Harness.delay_message`, :meth:`Harness.crash_and_recover`;
+  :meth:`Harness.clear_faults` takes them back.
 - **Step overrides**: :meth:`Harness.override` swaps a step's body for this
   harness only; its schemas still validate what goes in and out.
 - **Seeded ids**: ``Harness(seed=...)`` makes the run and trace ids a test
@@ -591,9 +592,10 @@ class _MessageFault:
     seconds: float = 0.0
     seen: int = 0
     fired: bool = False
+    taken_back: bool = False  # by clear_faults()
 
     def hit(self, receiver: str, message: str, run_id: str | None, names: _Names) -> bool:
-        if self.fired or message != self.at:
+        if self.fired or self.taken_back or message != self.at:
             return False
         if self.action == "crash" and receiver != "RunActor":
             return False
@@ -862,7 +864,11 @@ class Harness:
         runtime = self._runtime
         # What runs a step's body names a step; a message fault may name a node too.
         bodies = [*self._overrides, *(fault.step for fault in self._step_faults)]
-        messages = [fault.step for fault in self._message_faults if fault.step is not None]
+        messages = [
+            fault.step
+            for fault in self._message_faults
+            if fault.step is not None and not fault.taken_back
+        ]
         if runtime is None or not (bodies or messages):
             return ""
         known, nodes, nested = _names_of(runtime)
@@ -1241,6 +1247,19 @@ class Harness:
         self._message_faults.append(
             _MessageFault("delay", at, run_id, path, occurrence, seconds=seconds)
         )
+
+    def clear_faults(self) -> None:
+        """Take back every fault given so far (step faults and message faults).
+
+        The overrides stay. A fault taken back is not checked when the harness
+        closes: neither for the step it names nor for a commit it never met.
+        Messages a delay holds back now are still handed over.
+        """
+        self._step_faults = []
+        # Kept in their places, taken back: a message held back comes again with the
+        # index of the first fault left to apply to it.
+        for fault in self._message_faults:
+            fault.taken_back = True
 
     def _durable(self) -> bool:
         """Whether the harness's store is durable (only then do commits' messages come)."""

@@ -1002,6 +1002,24 @@ def test_each_foreach_item_counts_its_own_attempts_for_a_step_fault() -> None:
     assert result.steps["flaky"].attempts == 4  # a foreach step counts its items' retries
 
 
+def test_clear_faults_takes_back_the_faults_given_and_keeps_the_overrides() -> None:
+    workflow = _three_steps()
+    with Harness() as harness:
+        bound = harness.register(workflow)
+        harness.override("c", lambda ctx: N(n=100))
+        harness.fail_step("a", ValueError("taken back"))
+        harness.crash_run(at="StepFinished", step="b")
+        harness.fail_step("nowhere", ValueError)  # taken back too: the close names it not
+        harness.clear_faults()
+        result = bound.create_run().start(input_data={"n": 0}, timeout=BLOCK_LIMIT)
+        harness.fail_step("a", ValueError("given after"))
+        failed = bound.create_run().start(input_data={"n": 0}, timeout=BLOCK_LIMIT)
+
+    assert result.status == "success" and result.result == {"n": 100}
+    assert failed.status == "failed" and failed.error is not None
+    assert failed.error.message == "given after"
+
+
 def test_a_crashed_run_actor_becomes_a_failed_run_with_run_crashed_error() -> None:
     with Harness() as harness:
         bound = harness.register(_three_steps())
