@@ -671,6 +671,48 @@ def test_a_crash_at_snapshot_committed_fires_at_the_same_commit_every_time(
     assert seen == {("success", "failed", "RunCrashedError", (("a", "success"), ("b", "failed")))}
 
 
+@pytest.mark.parametrize("fault", ["crash", "drop", "delay"])
+def test_a_fault_at_a_commit_a_run_of_one_step_never_waits_for_fails_the_close(
+    fault: str,
+) -> None:
+    # A run of one step waits for no commit, so no SnapshotCommitted comes: the fault
+    # was taken, never fired, and the test passed without it.
+    one = create_workflow(id="one", input_schema=N, output_schema=N).then(_step("a")).commit()
+    harness = Harness(store="sqlite").start()
+    try:
+        run = harness.register(one).create_run()
+        if fault == "crash":
+            harness.crash_run(at="SnapshotCommitted", run_id=run.run_id)
+        elif fault == "drop":
+            harness.drop_message("SnapshotCommitted", run_id=run.run_id)
+        else:
+            harness.delay_message("SnapshotCommitted", 60, run_id=run.run_id)
+        result = run.start(input_data={"n": 0}, timeout=BLOCK_LIMIT)
+        assert result.status == "success"
+    finally:
+        with pytest.raises(AssertionError) as said:
+            harness.close()
+    method = {"crash": "crash_run", "drop": "drop_message", "delay": "delay_message"}[fault]
+    assert f"{method}(at='SnapshotCommitted', run_id={run.run_id!r}) met 0 of the 1" in str(
+        said.value
+    )
+    assert "so a run of one step receives none" in str(said.value)
+
+
+def test_a_fault_at_a_commit_fires_on_a_restarted_run_of_one_step() -> None:
+    # The restarted run's first call waits for the commit of the record that restarts it.
+    one = create_workflow(id="one", input_schema=N, output_schema=N).then(_step("a")).commit()
+    with structlog.testing.capture_logs(), Harness(store="sqlite") as harness:
+        harness.fail_step("a", ValueError("once"))
+        run = harness.register(one).create_run()
+        assert run.start(input_data={"n": 0}, timeout=BLOCK_LIMIT).status == "failed"
+        harness.crash_run(at="SnapshotCommitted", run_id=run.run_id)
+        run.restart()
+        crashed = run.wait(BLOCK_LIMIT)
+    assert crashed.status == "failed" and crashed.error is not None
+    assert crashed.error.name == "RunCrashedError"
+
+
 @pytest.mark.parametrize("at", ["SnapshotCommitted", "SettledCommitted"])
 def test_a_fault_at_a_commit_is_refused_on_a_store_in_memory(at: str) -> None:
     # Taken, it never came: a store in memory commits nothing.
@@ -1295,6 +1337,7 @@ def test_every_message_of_the_protocol_may_be_faulted_and_is_traced_from_its_sen
             harness.drop_message(name, occurrence=10**9)  # taken: never reached
         for name in ("StepFinished", "SnapshotCommitted", "TimerFired", "StartHookCalled"):
             harness.crash_run(at=name, occurrence=10**9)
+        harness.clear_faults()  # taken back: a fault at a commit never met fails the close
 
 
 def test_sleeping_runs_wake_in_the_order_of_their_wake_times() -> None:
