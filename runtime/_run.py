@@ -682,7 +682,9 @@ class Run(Generic[In, Out]):
         wrote with ``ctx.writer.write``), ``step_waiting``, ``step_suspended``,
         ``step_finish``, and last ``run_finish`` (for a run that suspends too,
         with status ``suspended``: :meth:`resume_stream` goes on from there).
-        Each has its time and its number within the run (``seq``); a client
+        On a shared store a suspension that a resume request waits for, which
+        a worker carries out, is no settle: the stream goes on, as
+        :meth:`wait` waits on. Each has its time and its number within the run (``seq``); a client
         that reconnects passes the last number it saw as ``from_seq``.
 
         Args:
@@ -1911,30 +1913,46 @@ class RunWatch:
                 "that loop, which the run may need in order to go on; use async for instead",
                 run_id=self.run_id,
             )
+        event = self._next_within(self._timeout)
+        if event is None:
+            raise self._timed_out()
+        return event
+
+    def __aiter__(self) -> RunWatch:
+        return self
+
+    async def __anext__(self) -> RunEvent:
+        event = await self._anext_within(self._timeout)
+        if event is None:
+            raise self._timed_out()
+        return event
+
+    def _next_within(self, timeout: float | None) -> RunEvent | None:
+        """The next event, or ``None`` if none came within ``timeout`` seconds.
+
+        Raises:
+            StopIteration: at the end of the events.
+            RuntimeStoppedError: as :meth:`_check_not_stopped`.
+        """
         while not self._closed:
             try:
-                event = self._channel.get(self._timeout)
+                event = self._channel.get(timeout)
             except ChannelClosed:
                 if self._lagged():
                     continue
                 self._check_not_stopped()
                 break
             except TimeoutError:
-                raise RunTimeoutError(
-                    f"no event from run {self.run_id!r} within {self._timeout} seconds",
-                    run_id=self.run_id,
-                ) from None
+                return None
             self._last_seq = event.seq
             return event
         raise StopIteration
 
-    def __aiter__(self) -> RunWatch:
-        return self
-
-    async def __anext__(self) -> RunEvent:
+    async def _anext_within(self, timeout: float | None) -> RunEvent | None:
+        """:meth:`_next_within`, awaited (``StopAsyncIteration`` at the end)."""
         while not self._closed:
             try:
-                async with asyncio.timeout(self._timeout):  # None: as long as it takes
+                async with asyncio.timeout(timeout):  # None: as long as it takes
                     event = await self._channel.aget()
             except ChannelClosed:
                 if self._lagged():
@@ -1942,13 +1960,49 @@ class RunWatch:
                 self._check_not_stopped()
                 break
             except TimeoutError:
-                raise RunTimeoutError(
-                    f"no event from run {self.run_id!r} within {self._timeout} seconds",
-                    run_id=self.run_id,
-                ) from None
+                return None
             self._last_seq = event.seq
             return event
         raise StopAsyncIteration
+
+    def _timed_out(self) -> RunTimeoutError:
+        return RunTimeoutError(
+            f"no event from run {self.run_id!r} within {self._timeout} seconds",
+            run_id=self.run_id,
+        )
+
+    def _goes_on(self) -> bool:
+        """Whether the run, whose last event told it suspended, goes on rather than settles.
+
+        As a wait judges it (see :meth:`Run.wait`): on a shared store a resume
+        of the run may wait as a request, which the worker that drives it
+        carries out soon; or a worker carried one out since the run suspended
+        (the request gone, the record moved on), and what follows is told.
+        ``False``, with no read, on a store that takes no requests; and if the
+        runtime is not running or the store cannot be read (the suspension is
+        then where a stream ends, as it was).
+        """
+        host = self._host
+        if host is None or self._closed or host.state != "running":
+            return False
+        try:
+            pending = host.resume_pending(self.run_id)
+            if not pending:
+                # Read after the requests: a worker takes a request and resumes the run
+                # in one commit, so a request gone means a record moved on by now.
+                record = None if pending is None else host.load(self.run_id)
+                return record is not None and record.status != RunStatus.SUSPENDED
+        except StoreError:
+            return False
+        return True
+
+    async def _agoes_on(self) -> bool:
+        """:meth:`_goes_on`, its reads on one of the runtime's call threads."""
+        host = self._host
+        if host is None or self._closed or host.state != "running":
+            return False
+        goes_on: bool = await host.call(self._goes_on)
+        return goes_on
 
 
 def _start_traced(

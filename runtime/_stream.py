@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from runtime._model import (
     TERMINAL_STATUSES,
@@ -23,7 +24,10 @@ from runtime._model import (
 if TYPE_CHECKING:
     from runtime._run import RunWatch
 
-__all__ = ["RunStream", "stream_event"]
+__all__ = ["PENDING_LOOK", "RunStream", "stream_event"]
+
+PENDING_LOOK: Final = 0.25
+"""Seconds between two looks at a run a stream holds a suspension of (see ``RunStream._hold``)."""
 
 _STARTED = frozenset({RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING})
 """Statuses after which a ``running`` status is no new start (a wake is not one)."""
@@ -98,6 +102,10 @@ class RunStream:
         self._watch = watch
         self._status = ""
         self._done = False
+        # A suspension the run goes on from, held back while a resume request of it
+        # waits (see _hold), and since when (monotonic seconds).
+        self._held: RunFinishEvent | None = None
+        self._held_since = 0.0
 
     @property
     def run_id(self) -> str:
@@ -136,8 +144,35 @@ class RunStream:
     ) -> None:
         self.close()
 
-    def _take(self, event: RunEvent) -> RunStreamEvent | None:
+    def _take(self, event: RunEvent) -> tuple[RunStreamEvent | None, bool]:
+        """The stream event ``event`` makes, and whether it is a suspension to look behind.
+
+        A ``run_finish`` of a suspension with no event queued after it is where the
+        stream ends, unless the run goes on (:meth:`_hold`).
+        """
         converted = stream_event(event, self._status)
+        look = (
+            isinstance(converted, RunFinishEvent)
+            and converted.status == RunStatus.SUSPENDED
+            and not self._watch.queued
+        )
+        return converted, look
+
+    def _told(
+        self, event: RunEvent, converted: RunStreamEvent | None, *, goes_on: bool = False
+    ) -> RunStreamEvent | None:
+        """What the stream yields for ``event`` (``None``: nothing); it ends where the run settles.
+
+        With ``goes_on`` the event is a suspension the run does not settle at (see
+        :meth:`_hold`): it is held back, and the status before it stays the stream's,
+        so that the run's going on is no new start.
+        """
+        if goes_on:
+            assert isinstance(converted, RunFinishEvent)
+            self._held = converted
+            self._held_since = time.monotonic()
+            return None
+        self._held = None
         if event.type == "status":
             self._status = event.status
         if isinstance(converted, RunFinishEvent) and not self._watch.queued:
@@ -146,17 +181,56 @@ class RunStream:
             self.close()
         return converted
 
+    def _hold(self) -> float | None:
+        """Seconds to wait for the next event while a suspension is held back; ``None``: none is.
+
+        A run told suspended while a resume request of it waits in a shared store
+        (recorded from another process while it ran on, and not yet carried out)
+        goes on once the worker that drives it takes the request: the stream
+        waits for that, as ``wait()`` does, rather than end as if the run had
+        settled. It looks again every :data:`PENDING_LOOK` seconds: a request the
+        worker refuses is dropped, and the run stays suspended (the held event is
+        then told, and ends the stream).
+
+        Raises:
+            RunTimeoutError: if the watch's ``timeout`` passed with no event.
+        """
+        if self._held is None:
+            return None
+        timeout = self._watch._timeout
+        if timeout is None:
+            return PENDING_LOOK
+        left = self._held_since + timeout - time.monotonic()
+        if left <= 0:
+            raise self._watch._timed_out()
+        return min(left, PENDING_LOOK)
+
+    def _release(self) -> RunFinishEvent:
+        """The suspension held back, told after all: the run settled there. The stream ends."""
+        held = self._held
+        assert held is not None
+        self._held = None
+        self.close()
+        return held
+
     def __iter__(self) -> RunStream:
         return self
 
     def __next__(self) -> RunStreamEvent:
+        watch = self._watch
         while not self._done:
+            wait = self._hold()
             try:
-                event = next(self._watch)
+                event = next(watch) if wait is None else watch._next_within(wait)
             except StopIteration:
                 self._done = True
                 break
-            converted = self._take(event)
+            if event is None:  # nothing came while a suspension is held: does the run go on?
+                if not watch._goes_on():
+                    return self._release()
+                continue
+            converted, look = self._take(event)
+            converted = self._told(event, converted, goes_on=look and watch._goes_on())
             if converted is not None:
                 return converted
         raise StopIteration
@@ -165,13 +239,21 @@ class RunStream:
         return self
 
     async def __anext__(self) -> RunStreamEvent:
+        watch = self._watch
         while not self._done:
+            wait = self._hold()
             try:
-                event = await self._watch.__anext__()
+                event = await (watch.__anext__() if wait is None else watch._anext_within(wait))
             except StopAsyncIteration:
                 self._done = True
                 break
-            converted = self._take(event)
+            if event is None:
+                if not await watch._agoes_on():
+                    return self._release()
+                continue
+            converted, look = self._take(event)
+            goes_on = look and await watch._agoes_on()
+            converted = self._told(event, converted, goes_on=goes_on)
             if converted is not None:
                 return converted
         raise StopAsyncIteration

@@ -313,6 +313,101 @@ def test_a_wait_that_reads_the_suspension_before_a_worker_takes_its_request_wait
     assert result.result == {"value": "x1-yes,x2-no"}
 
 
+@pytest.mark.parametrize("awaited", [False, True], ids=["stream", "astream"])
+def test_a_stream_of_a_run_suspended_while_a_resume_request_waits_goes_on_to_its_end(
+    fleet: Fleet, tmp_path: Path, held_back: threading.Event, awaited: bool
+) -> None:
+    # A client's stream ended at run_finish "suspended", though the worker carried the
+    # request out at its next look and the run went on to succeed: as a wait does, a
+    # stream goes on. (A watch ended only with the run already.)
+    fleet.runtime("worker").register(WORKFLOWS["asking-items"])
+    client = fleet.runtime("client")
+    run, hold, log = _items_held(fleet, tmp_path, client, "v")
+    _item_0_runs(log)
+    run.resume_async(step="ask", for_each_index=1, resume_data={"ok": False})
+    told: list[Any] = []
+    watched: list[Any] = []
+
+    async def read_astream() -> None:
+        async with await run.astream(timeout=WAIT) as events:
+            told.extend([event async for event in events])
+
+    def read_stream() -> None:
+        if awaited:
+            asyncio.run(read_astream())
+        else:
+            with run.stream(timeout=WAIT) as events:
+                told.extend(events)
+
+    def watch() -> None:
+        with run.watch(timeout=WAIT) as events:
+            watched.extend(events)
+
+    reader = threading.Thread(target=read_stream, daemon=True)
+    watcher = threading.Thread(target=watch, daemon=True)
+    reader.start()
+    watcher.start()
+    hold.unlink()  # item 0 ends: nothing runs, and the run suspends, the request waiting
+    store = _store(fleet)
+    wait_until(lambda: _status(store, run.run_id) == "suspended", timeout=WAIT, what="suspended")
+    assert store.resume_pending(run.run_id)
+    # The client was told: the watch (fed with the stream) saw the suspension.
+    wait_until(
+        lambda: any(e.type == "status" and e.status == "suspended" for e in list(watched)),
+        timeout=WAIT,
+        what="the client told of the suspension",
+    )
+    time.sleep(0.3)
+    assert reader.is_alive(), [event.type for event in told]  # it goes on, as a wait does
+    held_back.clear()  # a worker looks: it resumes the run with the request's data
+    reader.join(WAIT)
+    watcher.join(WAIT)
+    assert not reader.is_alive() and not watcher.is_alive()
+    finishes = [event for event in told if event.type == "run_finish"]
+    assert [event.status for event in finishes] == ["success"], finishes
+    assert finishes[0].result == {"value": "x1-yes,x2-no"}
+    assert told[-1] is finishes[0]
+    # Not started anew: the run did not settle at the suspension the stream passed.
+    assert [event.type for event in told].count("run_start") <= 1
+    assert watched[-1].type == "status" and watched[-1].status == "success"
+
+
+def test_a_stream_held_on_a_resume_request_the_worker_refuses_ends_at_the_suspension(
+    fleet: Fleet, tmp_path: Path, held_back: threading.Event
+) -> None:
+    # The request is dropped and the run stays suspended, telling nothing new: the
+    # stream, which looks again while it holds the suspension, ends there.
+    fleet.runtime("worker").register(WORKFLOWS["asking-items"])
+    client = fleet.runtime("client")
+    run, hold, log = _items_held(fleet, tmp_path, client, "r")
+    _item_0_runs(log)
+    store = _store(fleet)
+    record = store.load(run.run_id)
+    assert record is not None
+    misfit = encode({"resume_data": {"ok": "maybe"}})  # as another definition would write it
+    said = store.request_resume(
+        run.run_id, "ask[1]", misfit, seq=record.seq, created_at=record.created_at
+    )
+    assert said == "recorded"
+    told: list[Any] = []
+
+    def read_stream() -> None:
+        with run.stream(timeout=WAIT) as events:
+            told.extend(events)
+
+    reader = threading.Thread(target=read_stream, daemon=True)
+    reader.start()
+    hold.unlink()
+    wait_until(lambda: _status(store, run.run_id) == "suspended", timeout=WAIT, what="suspended")
+    time.sleep(0.5)
+    assert reader.is_alive()  # held: the request waits
+    held_back.clear()  # the worker looks, and refuses it: the run stays suspended
+    reader.join(WAIT)
+    assert not reader.is_alive()
+    assert told[-1].type == "run_finish" and told[-1].status == "suspended"
+    assert not store.resume_pending(run.run_id)
+
+
 def _status(store: SharedStore, run_id: str) -> str | None:
     record = store.load(run_id)
     return None if record is None else record.status
