@@ -20,7 +20,7 @@ import pytest
 
 from runtime import Runtime
 from runtime._cli import _actions, main
-from tests._support import importable_flows
+from tests._support import importable_flows, wait_until
 
 WAIT = 10.0
 
@@ -97,6 +97,28 @@ FLOWS = textwrap.dedent(
     )
     chatty = create_workflow(id="chatty", input_schema=Value, output_schema=Value)
     chatty = chatty.then(chatty_step).commit()
+
+    release, began = threading.Event(), threading.Event()
+
+
+    def _member(name):
+        def execute(ctx):
+            if ctx.resume_data is None:
+                ctx.suspend({"who": name})
+            if name == "a":
+                began.set()
+                release.wait(30)  # the run runs on meanwhile, b waiting
+            return Value(value=f"{name}: {ctx.resume_data.answer}")
+
+        return create_step(
+            id=name, input_schema=Value, output_schema=Value, resume_schema=Answer, execute=execute
+        )
+
+
+    members = create_workflow(id="members", input_schema=Value, output_schema=Value)
+    members = members.parallel([_member("a"), _member("b")]).map(
+        lambda ctx: {"value": ctx.input_data["a"]["value"] + ", " + ctx.input_data["b"]["value"]}
+    ).commit()
     """
 )
 
@@ -200,7 +222,9 @@ def test_runs_resume_records_the_resume_and_the_next_runtime_finishes_the_run(
     )  # fmt: skip
 
     assert code == 0, err
-    assert json.loads(out) == {"run_id": "r1", "resumed": "ask", "status": "running"}
+    assert json.loads(out) == {
+        "run_id": "r1", "resumed": "ask", "status": "running", "requested": False
+    }  # fmt: skip
     with Runtime(store=db) as rt:
         result = rt.register(module.approval).create_run("r1").wait(WAIT)
     assert result.status == "success"
@@ -314,6 +338,86 @@ def test_runs_resume_of_a_run_that_is_not_suspended_exits_1(
 
     assert code == 1
     assert "already resumed" in err
+
+
+def _member_a_runs(rt: Runtime, module: ModuleType, run_id: str) -> Any:
+    """A run of ``members`` whose member ``a`` was resumed and runs on, ``b`` still waiting.
+
+    Returns the workflow, bound to ``rt``, and the run.
+    """
+    members = rt.register(module.members)
+    run = members.create_run(run_id)
+    assert run.start(input_data={"value": "x"}, timeout=WAIT).status == "suspended"
+    run.resume_async(step="a", resume_data={"answer": "yes"})
+    assert module.began.wait(WAIT)
+    return members, run
+
+
+@pytest.mark.parametrize("definition", [False, True], ids=["raw", "definition"])
+def test_runs_resume_of_a_suspension_that_waits_while_its_run_runs_on_records_a_request(
+    db: str,
+    flows: tuple[str, ModuleType],
+    capsys: pytest.CaptureFixture[str],
+    *,
+    definition: bool,
+) -> None:
+    # It refused: "run 'p' is running; only a suspended run can be resumed" (exit 1).
+    name, module = flows
+    checked = ["--definition", f"{name}:members"] if definition else []
+    with Runtime(store=db) as rt:
+        members, run = _member_a_runs(rt, module, "p")
+        try:
+            code, out, err = cli(
+                capsys,
+                "runs", "resume", "p", "--db", db, "--step", "b", "--data", '{"answer": "no"}',
+                *checked,
+            )  # fmt: skip
+            assert code == 0, err
+            assert "resume request" in out and "the worker that drives the run" in out
+            # The runtime that drives the run carries it out: b runs beside a.
+            wait_until(
+                lambda: "b" not in members.get_workflow_run_execution_result("p").suspended,
+                timeout=WAIT,
+                what="b resumed",
+            )
+        finally:
+            module.release.set()
+        result = run.wait(WAIT)
+    assert result.status == "success", result.error
+    assert result.result == {"value": "a: yes, b: no"}
+
+
+def test_runs_resume_of_a_running_run_refuses_what_the_api_refuses(
+    db: str, flows: tuple[str, ModuleType], capsys: pytest.CaptureFixture[str]
+) -> None:
+    name, module = flows
+    resume = ["runs", "resume", "p", "--db", db, "--json"]
+    with Runtime(store=db) as rt:
+        _members, run = _member_a_runs(rt, module, "p")
+        try:
+            for argv, message in [
+                (["--step", "nope", "--data", "{}"], "'nope'"),
+                (
+                    ["--step", "b", "--data", '{"wrong": 1}', "--definition", f"{name}:members"],
+                    "answer",
+                ),
+            ]:
+                code, _out, err = cli(capsys, *resume, *argv)
+                assert (code, message in err) == (2, True), (argv, err)
+            code, out, err = cli(capsys, *resume, "--step", "b", "--data", '{"answer": "no"}')
+            assert code == 0, err
+            assert json.loads(out) == {
+                "run_id": "p", "resumed": "b", "status": "running", "requested": True
+            }  # fmt: skip
+            # The same suspension again: the first resume recorded wins, as with the API.
+            code, _out, err = cli(capsys, *resume, "--step", "b", "--data", '{"answer": "late"}')
+            assert code == 1
+            assert "already resumed by another call" in err
+        finally:
+            module.release.set()
+        result = run.wait(WAIT)
+    assert result.status == "success", result.error
+    assert result.result == {"value": "a: yes, b: no"}
 
 
 # --- delete ---------------------------------------------------------------------------

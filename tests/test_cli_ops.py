@@ -318,7 +318,9 @@ def test_runs_resume_with_a_definition_and_json_keeps_the_modules_output_off_std
     )  # fmt: skip
 
     assert code == 0, err
-    assert json.loads(out) == {"run_id": "r1", "resumed": "ask", "status": "running"}
+    assert json.loads(out) == {
+        "run_id": "r1", "resumed": "ask", "status": "running", "requested": False
+    }  # fmt: skip
     assert "the flows module says hello at import" in err
 
 

@@ -42,8 +42,9 @@ Exit codes:
   stopped by SIGTERM or SIGHUP.
 - 1: the run failed or was canceled, or ``start --wait`` gave up waiting (``--timeout``);
   a worker whose runtime stopped itself; an action the run's state refuses (resuming a
-  run that is not suspended, deleting one that has not ended, a cancel not carried out
-  within ``--timeout``).
+  run that is not suspended and has no suspension waiting, or a suspension another resume
+  took first; deleting one that has not ended; a cancel not carried out within
+  ``--timeout``).
 - 2: a usage or input error: bad arguments, ``--input`` that is not JSON or does not fit
   the workflow's input schema, a workflow that cannot be imported, two workflows with
   one id for a worker, no usable run store at ``--db``. One line on stderr.
@@ -520,14 +521,17 @@ def _add_actions(run_commands: Any, db: argparse.ArgumentParser) -> None:
 
     resume = run_commands.add_parser(
         "resume",
-        help="resume a suspended run with data for its suspended step",
+        help="resume a suspended run (or a suspension that waits while its run runs on)",
         parents=[db],
         description=(
             "Record the resume of a suspended run (as run.resume() does: of two racing "
             "resumes one wins) and leave it queued: the next runtime on the store that "
-            "registers its workflow (a callboard worker, say) runs it on. With --definition "
-            "the data is checked against the step's resume_schema first; without, data that "
-            "does not fit fails the run when the step runs."
+            "registers its workflow (a callboard worker, say) runs it on. A suspension that "
+            "waits while its run runs on (another foreach item or parallel member was "
+            "resumed) gets a resume request instead, which the worker that drives the run "
+            "carries out. With --definition the data is checked against the step's "
+            "resume_schema first; without, data that does not fit fails the run when the "
+            "step runs (a request's is refused by the worker, and the suspension waits on)."
         ),
     )
     resume.add_argument("run_id", metavar="RUN_ID", type=_run_id)

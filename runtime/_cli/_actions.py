@@ -9,9 +9,12 @@ run from any shell:
   it has no hooks run: they are the workflow's code, which this command does not load.
 - ``runs resume`` records the resume (a compare-and-set, as ``run.resume()`` does) and
   leaves the run queued: the next runtime on the store that registers the workflow (a
-  ``callboard worker``, say) runs it on. With ``--definition MODULE:ATTR`` the data is
+  ``callboard worker``, say) runs it on. A suspension that waits while its run runs on
+  (another foreach item or parallel member was resumed) gets a resume request instead,
+  as ``run.resume_async()`` records one from a process that does not drive the run: the
+  worker that drives it carries it out. With ``--definition MODULE:ATTR`` the data is
   checked against the step's ``resume_schema`` first; without, a mismatch fails the run
-  when the step runs.
+  when the step runs (a request's is refused by that worker: the suspension waits on).
 - ``runs delete`` deletes a run that has ended.
 - ``runs watch --json`` and ``runs list --follow`` poll the store and print a line for
   each change (JSON lines with ``--json``).
@@ -27,7 +30,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from rich.text import Text
 
@@ -52,7 +55,13 @@ from runtime._cli._render import (
     status_text,
     suspended_line,
 )
-from runtime._errors import InvalidInputError, ResumeTargetError, SnapshotFormatError
+from runtime._errors import (
+    InvalidInputError,
+    ResumeConflictError,
+    ResumeTargetError,
+    RunNotSuspendedError,
+    SnapshotFormatError,
+)
 from runtime._model import (
     TERMINAL_STATUSES,
     ErrorInfo,
@@ -60,11 +69,33 @@ from runtime._model import (
     WorkflowResult,
     WorkflowRunList,
 )
-from runtime._run import _not_resumable, _resume_target
+from runtime._plan import split_item_path
+from runtime._run import (
+    _not_resumable,
+    _resume_conflict,
+    _resume_target,
+    _still_waiting,
+    _waiting_target,
+)
 from runtime._run_input import validated_resume_data
-from runtime._snapshot import canceled_record, decode, next_record, stand_in_record
-from runtime._stores.base import SharedStore, SnapshotRecord, SnapshotStore
+from runtime._snapshot import (
+    Snapshot,
+    canceled_record,
+    decode,
+    encode,
+    next_record,
+    stand_in_record,
+)
+from runtime._stores.base import (
+    ResumeRequested,
+    ResumeRequestStore,
+    SharedStore,
+    SnapshotRecord,
+    SnapshotStore,
+    provides,
+)
 from runtime._versions import matching_plan, started_on
+from runtime._workflow import Workflow
 
 __all__ = [
     "RefusedError",
@@ -199,82 +230,182 @@ def runs_cancel(args: argparse.Namespace) -> RunStatus | None:
 def runs_resume(args: argparse.Namespace) -> RunStatus | None:
     """``callboard runs resume``: record a resume; the workflow's next runtime runs it on.
 
+    A suspension that waits while its run runs on (another foreach item or
+    ``parallel`` member was resumed) gets a resume request instead, as
+    ``run.resume_async()`` records from a process that does not drive the run:
+    the worker that drives it carries it out.
+
     With ``--json`` standard output carries the JSON and nothing else: what the
     ``--definition``'s module (or its schemas' validators) writes to it goes to
     standard error, as with ``start --json``.
     """
     if args.json:
         with contextlib.redirect_stdout(sys.stderr):
-            path, workflow_id = _resume(args)
+            path, workflow_id, requested = _resume(args)
     else:
-        path, workflow_id = _resume(args)
+        path, workflow_id, requested = _resume(args)
+    if requested:
+        line = (
+            f"asked for the resume of run {args.run_id} at {path}, which runs on: a resume "
+            f"request, recorded in {shown_db(args.db)}, which the worker that drives the run "
+            f"(one that registers workflow {workflow_id!r}) carries out with this data"
+        )
+    else:
+        line = (
+            f"resumed run {args.run_id} at {path}: the next runtime on {shown_db(args.db)} "
+            f"that registers workflow {workflow_id!r} (a callboard worker, say) runs it on"
+        )
     _say(
         args,
-        {"run_id": args.run_id, "resumed": path, "status": RunStatus.RUNNING.value},
-        f"resumed run {args.run_id} at {path}: the next runtime on {shown_db(args.db)} that "
-        f"registers workflow {workflow_id!r} (a callboard worker, say) runs it on",
+        {
+            "run_id": args.run_id,
+            "resumed": path,
+            "status": RunStatus.RUNNING.value,
+            "requested": requested,
+        },
+        line,
     )
     return None
 
 
-def _resume(args: argparse.Namespace) -> tuple[str, str]:
-    """Record the resume of ``args.run_id``; the suspended step's path, and the workflow's id."""
+def _resume(args: argparse.Namespace) -> tuple[str, str, bool]:
+    """Record the resume of ``args.run_id``; the suspension's path, the workflow's id, and more.
+
+    The third value says whether it is a resume request (the run runs on), not the
+    resume itself.
+    """
     run_id = args.run_id
     data = _commands.read_json_argument(args.data, "--data")
     workflow = load_workflow(args.definition) if args.definition else None
     store = _shared(args.db)
     try:
         record = _load(store, run_id, args.db)
-        try:
-            snapshot = decode(record.data, record.run_id)
-        except SnapshotFormatError as exc:
-            raise UsageError(f"run {run_id!r} cannot be read: {exc}") from exc
-        if snapshot["status"] != RunStatus.SUSPENDED:
-            raise RefusedError(str(_not_resumable(snapshot)))
-        try:
-            path = _resume_target(snapshot, args.step, run_id)
-        except ResumeTargetError as exc:
-            raise UsageError(str(exc)) from exc
-        if workflow is not None:
-            if workflow.id != record.workflow_id:
-                raise UsageError(
-                    f"run {run_id!r} is a run of workflow {record.workflow_id!r}, "
-                    f"not of {workflow.id!r} ({args.definition})"
+        while True:
+            snapshot = _decoded(record)
+            if snapshot["status"] == RunStatus.RUNNING and snapshot["suspended"]:
+                # Running on after another of its suspensions was resumed: a request, as
+                # run.resume_async() records it from a process that does not drive the run.
+                path = _target(_waiting_target, snapshot, args.step, run_id)
+                checked = _checked_data(args, workflow, record, snapshot, path=path, data=data)
+                said = _request(store, record, path, checked)
+                if said == "recorded":
+                    return path, record.workflow_id, True
+                if said == "requested":  # another's request for that suspension came first
+                    waiting = [other for other in _still_waiting(snapshot) if other != path]
+                    raise RefusedError(str(_resume_conflict(run_id, snapshot["status"], waiting)))
+                # Changed since it was read (it suspended, ended, or a suspension was
+                # resumed): read again, as run.resume_async() does.
+                current = _load(store, run_id, args.db)
+                if current.seq == record.seq:
+                    raise RefusedError(str(_resume_conflict(run_id, current.status)))
+                record = current
+                continue
+            if snapshot["status"] != RunStatus.SUSPENDED:
+                raise RefusedError(str(_not_resumable(snapshot)))
+            path = _target(_resume_target, snapshot, args.step, run_id)
+            checked = _checked_data(args, workflow, record, snapshot, path=path, data=data)
+            snapshot["status"] = RunStatus.RUNNING.value
+            snapshot["resume"] = {path: checked}
+            snapshot["resumed"] = True
+            # Left queued (not held here): whichever runtime registers the workflow takes it.
+            # Taken: refused while a resume request of that suspension waits (it came first).
+            resumed = next_record(snapshot, time.time())._replace(taken=(path,))
+            if not store.replace(resumed, record.seq, hold=False):
+                lost = store.load(run_id)
+                now = "deleted" if lost is None else lost.status
+                raise RefusedError(
+                    f"run {run_id!r} changed while it was being resumed (it is {now} now): "
+                    "another resume or a cancel came first; this resume changed nothing"
                 )
-            if matching_plan(snapshot, workflow.plan, {}) is None:
-                # Another version: its step's resume schema is not the one the run's
-                # definition checks the data against when it goes on.
-                raise UsageError(
-                    f"run {run_id!r} started on {started_on(snapshot)}, not on "
-                    f"{workflow.plan.label} ({args.definition}): its resume data is checked "
-                    "against the definition it started on; pass that one"
-                )
-            definition = workflow.plan.by_id.get(path)
-            if definition is None:
-                raise UsageError(
-                    f"workflow {workflow.id!r} ({args.definition}) has no step {path!r}: it is "
-                    "not the definition the run was started with"
-                )
-            try:
-                data = validated_resume_data(definition, data, path, run_id)
-            except InvalidInputError as exc:
-                raise UsageError(str(exc)) from exc
-        snapshot["status"] = RunStatus.RUNNING.value
-        snapshot["resume"] = {path: data}
-        snapshot["resumed"] = True
-        # Left queued (not held here): whichever runtime registers the workflow takes it.
-        # Taken: refused while a resume request of that suspension waits (it came first).
-        resumed = next_record(snapshot, time.time())._replace(taken=(path,))
-        if not store.replace(resumed, record.seq, hold=False):
-            current = store.load(run_id)
-            now = "deleted" if current is None else current.status
-            raise RefusedError(
-                f"run {run_id!r} changed while it was being resumed (it is {now} now): "
-                "another resume or a cancel came first; this resume changed nothing"
-            )
+            return path, record.workflow_id, False
     finally:
         store.close()
-    return path, record.workflow_id
+
+
+def _decoded(record: SnapshotRecord) -> Snapshot:
+    try:
+        return decode(record.data, record.run_id)
+    except SnapshotFormatError as exc:
+        raise UsageError(f"run {record.run_id!r} cannot be read: {exc}") from exc
+
+
+def _target(
+    find: Callable[[Snapshot, Any, str, None], str], snapshot: Snapshot, step: Any, run_id: str
+) -> str:
+    """The suspension ``--step`` names (``find``: among all, or among those that still wait).
+
+    Raises:
+        UsageError: if it names none (or several, or none was named and several wait).
+        RefusedError: if another resume took the one it names, or none waits.
+    """
+    try:
+        return find(snapshot, step, run_id, None)
+    except ResumeTargetError as exc:
+        raise UsageError(str(exc)) from exc
+    except (ResumeConflictError, RunNotSuspendedError) as exc:
+        raise RefusedError(str(exc)) from exc
+
+
+def _checked_data(
+    args: argparse.Namespace,
+    workflow: Workflow[Any, Any] | None,
+    record: SnapshotRecord,
+    snapshot: Snapshot,
+    *,
+    path: str,
+    data: Any,
+) -> Any:
+    """``--data``, checked against the step's ``resume_schema`` when ``--definition`` names it.
+
+    Raises:
+        UsageError: if the definition is not the run's (another workflow, another
+            version, no such step), or the data does not fit.
+    """
+    if workflow is None:
+        return data
+    run_id = record.run_id
+    if workflow.id != record.workflow_id:
+        raise UsageError(
+            f"run {run_id!r} is a run of workflow {record.workflow_id!r}, "
+            f"not of {workflow.id!r} ({args.definition})"
+        )
+    if matching_plan(snapshot, workflow.plan, {}) is None:
+        # Another version: its step's resume schema is not the one the run's
+        # definition checks the data against when it goes on.
+        raise UsageError(
+            f"run {run_id!r} started on {started_on(snapshot)}, not on "
+            f"{workflow.plan.label} ({args.definition}): its resume data is checked "
+            "against the definition it started on; pass that one"
+        )
+    by_id = workflow.plan.by_id
+    definition = by_id.get(path) or by_id.get(split_item_path(path)[0])  # a foreach's item
+    if definition is None:
+        raise UsageError(
+            f"workflow {workflow.id!r} ({args.definition}) has no step {path!r}: it is "
+            "not the definition the run was started with"
+        )
+    try:
+        return validated_resume_data(definition, data, path, run_id)
+    except InvalidInputError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _request(store: SharedStore, record: SnapshotRecord, path: str, data: Any) -> ResumeRequested:
+    """Record a resume request of ``path``, read waiting in ``record``, for the run's worker.
+
+    Raises:
+        RefusedError: if the store takes no requests (a store of the user's).
+    """
+    if not provides(store, ResumeRequestStore):  # pragma: no cover - the command opens only ours
+        raise RefusedError(
+            f"run {record.run_id!r} is running, and this store takes no resume requests: "
+            "resume it once it has suspended again"
+        )
+    requests = cast("ResumeRequestStore", store)
+    blob = encode({"resume_data": data})
+    return requests.request_resume(
+        record.run_id, path, blob, seq=record.seq, created_at=record.created_at
+    )
 
 
 # --- delete ---------------------------------------------------------------------------
