@@ -115,6 +115,13 @@ FLOWS = textwrap.dedent(
         )
 
 
+    items = create_workflow(id="items", input_schema=Value, output_schema=Value)
+    items = items.map(lambda ctx: [{"value": f"{ctx.input_data['value']}{n}"} for n in (1, 2)])
+    items = items.foreach(ask, concurrency=2).map(
+        lambda ctx: {"value": ", ".join(item["value"] for item in ctx.input_data)}
+    ).commit()
+
+
     members = create_workflow(id="members", input_schema=Value, output_schema=Value)
     members = members.parallel([_member("a"), _member("b")]).map(
         lambda ctx: {"value": ctx.input_data["a"]["value"] + ", " + ctx.input_data["b"]["value"]}
@@ -338,6 +345,22 @@ def test_runs_resume_of_a_run_that_is_not_suspended_exits_1(
 
     assert code == 1
     assert "already resumed" in err
+
+
+def test_runs_resume_with_a_definition_checks_the_data_of_a_foreach_item(
+    db: str, flows: tuple[str, ModuleType], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Its step was looked up by the item's name: "workflow 'items' has no step 'ask[1]'".
+    name, module = flows
+    with Runtime(store=db) as rt:
+        result = rt.register(module.items).create_run("f").start(input_data={"value": "x"})
+    assert set(result.suspended) == {"ask[0]", "ask[1]"}
+    resume = ["runs", "resume", "f", "--db", db, "--definition", f"{name}:items"]
+
+    code, _out, err = cli(capsys, *resume, "--step", "ask[1]", "--data", '{"wrong": 1}')
+    assert code == 2 and "answer" in err
+    code, _out, err = cli(capsys, *resume, "--step", "ask[1]", "--data", '{"answer": "no"}')
+    assert code == 0, err
 
 
 def _member_a_runs(rt: Runtime, module: ModuleType, run_id: str) -> Any:
