@@ -1076,6 +1076,10 @@ class FakeReader:
             return None
         return results.pop(0) if len(results) > 1 else results[0]
 
+    def get_run_and_limit(self, run_id: str) -> tuple[WorkflowResult, _render.TimeLimit] | None:
+        result = self.get_run(run_id)
+        return None if result is None else (result, _render.NO_TIME_LIMIT)
+
     def list_runs(
         self,
         *,

@@ -443,6 +443,66 @@ def test_runs_resume_of_a_running_run_refuses_what_the_api_refuses(
     assert result.result == {"value": "a: yes, b: no"}
 
 
+# --- a run's time limit ----------------------------------------------------------------
+
+
+def test_runs_show_and_watch_show_a_runs_deadline_and_its_run_timeout_only_when_it_has_one(
+    db: str, flows: tuple[str, ModuleType], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Neither was shown: the deadline was in the store only (its deadline column).
+    _name, module = flows
+    with Runtime(store=db) as rt:
+        approval = rt.register(module.approval)
+        began = time.time()
+        limited = approval.create_run("limited")
+        result = limited.start(input_data={"value": "a"}, run_timeout=7200, timeout=WAIT)
+        assert result.status == "suspended"
+        ended = time.time()
+        free = approval.create_run("free").start(input_data={"value": "b"}, timeout=WAIT)
+        assert free.status == "suspended"
+    with Runtime(store=db, role="client") as client:  # queued: no worker begins it
+        client.register(module.approval).create_run("queued").start_async(
+            input_data={"value": "c"}, run_timeout=90
+        )
+
+    code, out, err = cli(capsys, "runs", "show", "limited", "--db", db, "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["run_timeout"] == 7200
+    deadline = datetime.fromisoformat(shown["deadline"].replace("Z", "+00:00")).timestamp()
+    assert began + 7200 <= deadline <= ended + 7200
+    assert shown["deadline"].endswith("Z")  # as the run's other times
+    code, out, err = cli(capsys, "runs", "show", "limited", "--db", db)
+    local = datetime.fromtimestamp(deadline).strftime("%Y-%m-%d %H:%M:%S")
+    assert field(out, "deadline") == f"{local} (run_timeout 2 h)", out
+
+    code, out, err = cli(capsys, "runs", "show", "queued", "--db", db, "--json")
+    assert code == 0, err
+    assert json.loads(out)["run_timeout"] == 90 and "deadline" not in json.loads(out)
+    code, out, err = cli(capsys, "runs", "show", "queued", "--db", db)
+    assert field(out, "run timeout") == "90 s, from when the run begins to execute", out
+
+    code, out, err = cli(capsys, "runs", "show", "free", "--db", db, "--json")
+    assert code == 0, err
+    assert "deadline" not in json.loads(out) and "run_timeout" not in json.loads(out)
+    code, out, err = cli(capsys, "runs", "show", "free", "--db", db)
+    assert "deadline" not in out and "timeout" not in out
+
+    # The watch's view is the same (a run that ended: it is shown at once).
+    assert cli(capsys, "runs", "cancel", "limited", "--db", db)[0] == 0
+    code, out, err = cli(capsys, "runs", "watch", "limited", "--db", db)
+    assert code == 1, err  # canceled
+    assert field(out, "deadline") == f"{local} (run_timeout 2 h)", out
+
+
+def field(view: str, label: str) -> str | None:
+    """The value of a run view's field ``label``, or ``None`` if it has none."""
+    for line in view.splitlines():
+        if line.startswith(label + " "):
+            return line[len(label) :].strip()
+    return None
+
+
 # --- delete ---------------------------------------------------------------------------
 
 

@@ -486,15 +486,20 @@ def test_following_a_run_reads_again_while_the_store_is_unavailable(
     # A PostgreSQL restart under `runs watch` (as `watch()` in the API does, it waits
     # the outage out): two reads fail for now, then the store answers.
     ended_runs(db, flows[1], "done")
-    real = _commands._Reader.get_run
     failures = [StoreUnavailableError("the server is restarting")] * 2
 
-    def get_run(self: Any, run_id: str) -> Any:
-        if failures:
-            raise failures.pop()
-        return real(self, run_id)
+    def failing(name: str) -> Any:  # the text reads a run with its time limit
+        real = getattr(_commands._Reader, name)
 
-    monkeypatch.setattr(_commands._Reader, "get_run", get_run)
+        def read(self: Any, run_id: str) -> Any:
+            if failures:
+                raise failures.pop()
+            return real(self, run_id)
+
+        return read
+
+    for name in ("get_run", "get_run_and_limit"):
+        monkeypatch.setattr(_commands._Reader, name, failing(name))
     monkeypatch.setattr(_commands, "_sleep", lambda _seconds: None)
     code, out, err = cli(capsys, *argv, "--db", db)
     assert code == 0, err

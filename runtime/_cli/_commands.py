@@ -20,18 +20,20 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
 from runtime._cli._loader import load_workflow
 from runtime._cli._render import (
+    NO_TIME_LIMIT,
+    TimeLimit,
     console_for,
     left_behind,
     page_summary,
@@ -49,6 +51,7 @@ from runtime._cli._render import (
     status_text,
     suspended_line,
     terminal_safe,
+    time_limit_plain,
     worker_plain,
     workers_summary,
     workers_table,
@@ -62,12 +65,14 @@ from runtime._errors import (
     StoreUnavailableError,
     summarize_errors,
 )
+from runtime._ids import check_run_id
 from runtime._model import SETTLED_STATUSES, RunStatus, WorkflowResult, WorkflowRunList
 from runtime._queries import get_run, list_runs
 from runtime._run import Run
 from runtime._run_input import validated_input
 from runtime._runtime import DEFAULT_STOP_TIMEOUT, Runtime
-from runtime._stores.base import SharedStore, SnapshotStore
+from runtime._snapshot import decode, read_result, run_deadline
+from runtime._stores.base import SharedStore, SnapshotRecord, SnapshotStore
 from runtime._stores.open import open_store
 from runtime._stores.sqlite import SQLiteStore, path_from_url
 from runtime._workflow import Workflow
@@ -252,6 +257,15 @@ class _Reader:
     def get_run(self, run_id: str) -> WorkflowResult | None:
         return get_run(self._store, run_id)
 
+    def get_run_and_limit(self, run_id: str) -> tuple[WorkflowResult, TimeLimit] | None:
+        """A run by id, and its time limit, from one read of its record."""
+        check_run_id(run_id, lookup=True)
+        record = self._store.load(run_id)
+        result = None if record is None else read_result(record, record.workflow_id)
+        if record is None or result is None:
+            return None
+        return result, time_limit(record)
+
     def list_runs(
         self,
         *,
@@ -273,6 +287,24 @@ class _Reader:
             from_date=from_date,
             to_date=to_date,
         )
+
+
+def time_limit(record: SnapshotRecord) -> TimeLimit:
+    """The run's ``run_timeout`` and deadline, as its snapshot keeps them.
+
+    A value that is not a number of seconds (a damaged or foreign snapshot) is taken
+    for none, as the runtime takes it.
+    """
+    snapshot = decode(record.data, record.run_id)
+    timeout = snapshot.get("run_timeout")
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not timeout > 0:
+        timeout = None
+    deadline = run_deadline(snapshot)
+    try:
+        when = None if deadline is None else datetime.fromtimestamp(deadline, UTC)
+    except (OverflowError, OSError, ValueError):  # past the calendar, or not a number
+        when = None
+    return TimeLimit(None if timeout is None else float(timeout), when)
 
 
 def _reader(db: str) -> _Reader:
@@ -340,19 +372,20 @@ def runs_show(args: argparse.Namespace) -> RunStatus:
     """``callboard runs show``: one run, its fields and steps, or JSON."""
     with _reader(args.db) as reader:
         try:
-            result = reader.get_run(args.run_id)
+            found = reader.get_run_and_limit(args.run_id)
         except SnapshotFormatError as exc:
             # Its message may name the run already: said once, with where it is.
             why = str(exc).removeprefix(f"run {args.run_id!r} cannot be read: ")
             raise UsageError(
                 f"run {args.run_id!r} in {shown_db(args.db)} cannot be read: {why}"
             ) from exc
-    if result is None:
+    if found is None:
         raise RunNotFoundError(f"no run {args.run_id!r} in {shown_db(args.db)}")
+    result, limit = found
     if args.json:
-        print_json(plain(result))
+        print_json({**plain(result), **time_limit_plain(limit)})
     else:
-        show(console_for(sys.stdout), run_view(result))
+        show(console_for(sys.stdout), run_view(result, limit))
     return result.status
 
 
@@ -386,15 +419,26 @@ def through_outage(read: Callable[[], _R]) -> _R:
 def runs_watch(args: argparse.Namespace) -> RunStatus:
     """``callboard runs watch``: follow a run until it ends."""
     with _reader(args.db) as reader:
+        limit = NO_TIME_LIMIT  # the last one read (a restart gives the run a new deadline)
 
         def fetch() -> WorkflowResult | None:
-            return through_outage(lambda: reader.get_run(args.run_id))
+            nonlocal limit
+            found = through_outage(lambda: reader.get_run_and_limit(args.run_id))
+            if found is None:
+                return None
+            result, limit = found
+            return result
 
         if fetch() is None:
             raise RunNotFoundError(f"no run {args.run_id!r} in {shown_db(args.db)}")
         # A suspended run is followed too: a resume from anywhere drives it on.
         result = _follow(
-            console_for(sys.stdout), fetch, lambda: _sleep(args.interval), None, _has_ended
+            console_for(sys.stdout),
+            fetch,
+            lambda: _sleep(args.interval),
+            None,
+            _has_ended,
+            view=lambda result: run_view(result, limit),
         )
     assert result is not None  # no deadline: _follow returns once the run has ended
     return result.status
@@ -415,10 +459,12 @@ def _follow(
     pause: Callable[[], None],
     deadline: float | None,
     done: Callable[[WorkflowResult], bool],
+    *,
+    view: Callable[[WorkflowResult], RenderableType] = run_view,
 ) -> WorkflowResult | None:
     """Show a run's progress until ``done`` (its last result) or ``deadline`` passes (``None``).
 
-    On a terminal the run's view is redrawn in place; elsewhere a line is printed
+    On a terminal the run's ``view`` is redrawn in place; elsewhere a line is printed
     each time the run changes, and the full view once it is done.
     """
     if console.is_terminal:
@@ -427,11 +473,11 @@ def _follow(
                 result = fetch()
                 if result is None:
                     raise RunNotFoundError("the run was deleted while being watched")
-                view: Any = run_view(result)
+                drawn: RenderableType = view(result)
                 if result.status == RunStatus.SUSPENDED:
                     # What it waits for, and the command that resumes it, as off a terminal.
-                    view = Group(view, suspended_line(result))
-                live.update(terminal_safe(view), refresh=True)
+                    drawn = Group(drawn, suspended_line(result))
+                live.update(terminal_safe(drawn), refresh=True)
                 if done(result):
                     return result
                 if deadline is not None and time.monotonic() >= deadline:
@@ -443,7 +489,7 @@ def _follow(
         if result is None:
             raise RunNotFoundError("the run was deleted while being watched")
         if done(result):
-            show(console, run_view(result))
+            show(console, view(result))
             return result
         progress = (
             result.status,

@@ -13,7 +13,7 @@ import re
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any, Final, TextIO
+from typing import Any, Final, NamedTuple, TextIO
 
 from rich import box
 from rich.console import Console, ConsoleOptions, Group, RenderableType
@@ -25,6 +25,8 @@ from runtime._model import ErrorInfo, RunStatus, StepResult, WorkflowResult, Wor
 from runtime._stores.base import QueueStats, WorkerInfo
 
 __all__ = [
+    "NO_TIME_LIMIT",
+    "TimeLimit",
     "console_for",
     "left_behind",
     "page_summary",
@@ -41,6 +43,7 @@ __all__ = [
     "shown_text",
     "status_text",
     "terminal_safe",
+    "time_limit_plain",
     "worker_plain",
     "workers_summary",
     "workers_table",
@@ -326,6 +329,54 @@ def page_summary(page: WorkflowRunList, offset: int) -> str:
 # --- one run ------------------------------------------------------------------------------
 
 
+class TimeLimit(NamedTuple):
+    """A run's time limit, as its snapshot keeps it (see ``run_timeout``)."""
+
+    run_timeout: float | None
+    """Seconds the run may take (``None``: no limit)."""
+
+    deadline: datetime | None
+    """When they are up: fixed when the run began to execute (``None``: not yet, or no limit)."""
+
+
+NO_TIME_LIMIT: Final = TimeLimit(None, None)
+
+
+def time_limit_plain(limit: TimeLimit) -> dict[str, Any]:
+    """The run's time limit as ``runs show --json`` adds it: only what the run has."""
+    found: dict[str, Any] = {}
+    if limit.run_timeout is not None:
+        found["run_timeout"] = limit.run_timeout
+    if limit.deadline is not None:
+        # As pydantic writes the run's other times: ISO 8601 in UTC, with a Z.
+        found["deadline"] = limit.deadline.isoformat().replace("+00:00", "Z")
+    return found
+
+
+def _timeout_text(seconds: float) -> str:
+    """A ``run_timeout`` in its largest whole unit: ``7 d``, ``90 min``, ``2.5 s``."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size:g} {unit}"
+    return f"{seconds:g} s"
+
+
+def _time_limit_row(fields: Table, limit: TimeLimit) -> None:
+    """The run's deadline and its ``run_timeout``; a limit alone before the run executes."""
+    if limit.deadline is not None:
+        timeout = (
+            ""
+            if limit.run_timeout is None
+            else f" (run_timeout {_timeout_text(limit.run_timeout)})"
+        )
+        fields.add_row("deadline", Text(_when(limit.deadline) + timeout))
+    elif limit.run_timeout is not None:
+        fields.add_row(
+            "run timeout",
+            Text(f"{_timeout_text(limit.run_timeout)}, from when the run begins to execute"),
+        )
+
+
 def _origin_rows(fields: Table, result: WorkflowResult) -> None:
     """Who the run is for, and where it came from (a time travel, restarts)."""
     if result.resource_id is not None:
@@ -347,8 +398,8 @@ def _cause_rows(fields: Table, error: ErrorInfo) -> None:
         cause = cause.cause
 
 
-def run_view(result: WorkflowResult) -> RenderableType:
-    """One run: its fields, then a table of its steps."""
+def run_view(result: WorkflowResult, limit: TimeLimit = NO_TIME_LIMIT) -> RenderableType:
+    """One run: its fields (``limit``: its time limit, if it has one), then a table of its steps."""
     fields = Table.grid(padding=(0, 2))
     fields.add_column(style="bold", no_wrap=True)
     fields.add_column()
@@ -370,6 +421,7 @@ def run_view(result: WorkflowResult) -> RenderableType:
     if result.idempotency_key is not None:
         fields.add_row("idempotency key", shown_text(result.idempotency_key))
     fields.add_row("input", shown_text(_json_text(result.input)))
+    _time_limit_row(fields, limit)
     if result.status == RunStatus.WAITING and result.waiting_until is not None:
         fields.add_row("waiting until", Text(_when(result.waiting_until)))
     # Each suspended step with what it passed to ctx.suspend(): what a resume answers.
