@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from runtime import Runtime
+from actors.system import ActorSystem
+from runtime import Runtime, SQLiteStore
 from runtime._cli import _actions, main
 from tests._support import importable_flows, wait_until
 
@@ -120,6 +121,29 @@ FLOWS = textwrap.dedent(
     items = items.foreach(ask, concurrency=2).map(
         lambda ctx: {"value": ", ".join(item["value"] for item in ctx.input_data)}
     ).commit()
+
+
+    pair_began, pair_gate = threading.Event(), threading.Event()
+
+
+    def _asks(ctx):
+        if ctx.resume_data is None:
+            ctx.suspend({"question": "go on?"})
+        return Value(value=ctx.resume_data.answer)
+
+
+    def _works(ctx):
+        pair_began.set()
+        pair_gate.wait(30)  # the run runs on, "asks" waiting
+        return ctx.input_data
+
+
+    pair = create_workflow(id="pair", input_schema=Value, output_schema=Value).parallel([
+        create_step(
+            id="asks", input_schema=Value, output_schema=Value, resume_schema=Answer, execute=_asks
+        ),
+        create_step(id="works", input_schema=Value, output_schema=Value, execute=_works),
+    ]).map(lambda ctx: {"value": ctx.input_data["asks"]["value"]}).commit()
 
 
     members = create_workflow(id="members", input_schema=Value, output_schema=Value)
@@ -441,6 +465,61 @@ def test_runs_resume_of_a_running_run_refuses_what_the_api_refuses(
         result = run.wait(WAIT)
     assert result.status == "success", result.error
     assert result.result == {"value": "a: yes, b: no"}
+
+
+def test_start_wait_of_a_run_suspended_while_a_resume_request_waits_goes_on_to_its_end(
+    db: str,
+    flows: tuple[str, ModuleType],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A resume of "asks", from another process, while "works" ran: the run suspended
+    # before the command's runtime took the request. `start --wait` showed it suspended
+    # and exited 0, its runtime stopped; run.wait() (--json) waited on.
+    name, module = flows
+    held = threading.Event()
+    held.set()
+    real = ActorSystem._resume_requested
+
+    def held_back(self: ActorSystem, request: Any, done: Callable[[], None]) -> None:
+        if held.is_set():  # as a claimer that has not looked yet: the request waits
+            done()
+        else:
+            real(self, request, done)
+
+    monkeypatch.setattr(ActorSystem, "_resume_requested", held_back)
+    said: list[int] = []
+    start = ["start", f"{name}:pair", "--input", '{"value": "x"}', "--run-id", "w", "--wait"]
+    command = threading.Thread(target=lambda: said.append(main([*start, "--db", db])))
+    command.start()
+    try:
+        assert module.pair_began.wait(WAIT)
+        with Runtime(store=db, role="client") as client:
+            run = client.register(module.pair).create_run("w")
+            run.resume_async(step="asks", resume_data={"answer": "yes"})  # a request
+            module.pair_gate.set()  # "works" ends: the run suspends, the request waiting
+            wait_until(lambda: stored_status(db, "w") == "suspended", WAIT, "suspended")
+            time.sleep(0.5)
+            assert command.is_alive(), capsys.readouterr().out  # it goes on, as a wait does
+            held.clear()  # the command's runtime takes the request, and the run goes on
+            command.join(WAIT)
+            assert run.wait(WAIT).status == "success"
+    finally:
+        module.pair_gate.set()
+        held.clear()
+        command.join(WAIT)
+    out = capsys.readouterr().out
+    assert said == [0], out
+    assert field(out, "status") == "success", out
+
+
+def stored_status(db: str, run_id: str) -> str | None:
+    store = SQLiteStore(db, readonly=True)
+    try:
+        record = store.load(run_id)
+    finally:
+        store.close()
+    return None if record is None else record.status
 
 
 # --- a run's time limit ----------------------------------------------------------------

@@ -678,6 +678,20 @@ def _start_and_wait(
         with contextlib.suppress(RunTimeoutError):
             run.wait(wait)
 
+    def settled(result: WorkflowResult) -> bool:
+        """Whether the run ended or suspended, as ``run.wait()`` (``--json``) judges it.
+
+        A run read suspended while a resume request of it waits (recorded from another
+        process while it ran on) goes on once this runtime's claimer takes the request.
+        """
+        if result.status != RunStatus.SUSPENDED:
+            return _has_settled(result)
+        try:
+            run.wait(0)  # returns at once for a suspension no request waits for
+        except RunTimeoutError:
+            return False
+        return True
+
     if args.json:
         result: WorkflowResult | None
         try:
@@ -692,7 +706,7 @@ def _start_and_wait(
                 f"started run {run.run_id} of workflow {workflow.id} in {shown_db(args.db)}"
             ),
         )
-        result = _follow(console, fetch, pause, deadline, _has_settled)
+        result = _follow(console, fetch, pause, deadline, settled)
     if result is None:
         runtime.stop(timeout=0)
         now = fetch()
