@@ -683,9 +683,9 @@ class Run(Generic[In, Out]):
         ``step_finish``, and last ``run_finish`` (for a run that suspends too,
         with status ``suspended``: :meth:`resume_stream` goes on from there).
         On a shared store a suspension that a resume request waits for, which
-        a worker carries out, is no settle: the stream goes on, as
-        :meth:`wait` waits on. Each has its time and its number within the run (``seq``); a client
-        that reconnects passes the last number it saw as ``from_seq``.
+        a worker carries out, is no settle: the stream goes on, as :meth:`wait`
+        waits on. Each has its time and its number within the run (``seq``); a
+        client that reconnects passes the last number it saw as ``from_seq``.
 
         Args:
             from_seq: Only the events numbered above this one; ``None`` for
