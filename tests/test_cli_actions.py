@@ -495,7 +495,13 @@ def test_start_wait_of_a_run_suspended_while_a_resume_request_waits_goes_on_to_i
     try:
         assert module.pair_began.wait(WAIT)
         with Runtime(store=db, role="client") as client:
-            run = client.register(module.pair).create_run("w")
+            pair = client.register(module.pair)
+            wait_until(  # "works" runs, and "asks" waits
+                lambda: "asks" in pair.get_workflow_run_execution_result("w").suspended,
+                WAIT,
+                "asks suspended",
+            )
+            run = pair.create_run("w")
             run.resume_async(step="asks", resume_data={"answer": "yes"})  # a request
             module.pair_gate.set()  # "works" ends: the run suspends, the request waiting
             wait_until(lambda: stored_status(db, "w") == "suspended", WAIT, "suspended")
