@@ -482,7 +482,7 @@ class ActorSystem:
         expected_seq: int,
         *,
         reopen: bool = False,
-        requested: bool = False,
+        requested: str | None = None,
     ) -> bool:
         """Record a resume (a compare-and-set on ``expected_seq``) and run the run on.
 
@@ -490,7 +490,8 @@ class ActorSystem:
         otherwise queued for whichever worker has room. ``False`` (and nothing
         changed) if the run's stored ``seq`` is no longer ``expected_seq``, or
         (on a shared store) a resume request waits for a suspension it resumes
-        (``record.taken``), unless ``requested``: it carries those out. With
+        (``record.taken``), unless it carries that request out (``requested``,
+        its id; then also if that request waits no more). With
         ``reopen``, the run has ended and is restarted in place.
 
         Raises:
@@ -512,7 +513,7 @@ class ActorSystem:
         expected_seq: int,
         reopen: bool,
         *,
-        requested: bool = False,
+        requested: str | None = None,
     ) -> bool:
         store = self.shared
         if store is None:
@@ -526,8 +527,13 @@ class ActorSystem:
             try:
                 # Named only when set: a shared store of the user's written before resume
                 # requests still resumes suspended runs.
-                extra = {"requested": True} if requested else {}
-                if not store.replace(record, expected_seq, hold=hold, reopen=reopen, **extra):
+                if requested is None:
+                    applied = store.replace(record, expected_seq, hold=hold, reopen=reopen)
+                else:
+                    applied = store.replace(
+                        record, expected_seq, hold=hold, reopen=reopen, requested=requested
+                    )
+                if not applied:
                     return False
             finally:
                 if hold and claimer is not None:
@@ -657,7 +663,9 @@ class ActorSystem:
 
         As ``run.resume()`` resumes a suspended run, with a compare-and-set that
         takes the request too (``requested``): one that loses to another change
-        leaves the request for the next look.
+        leaves the request for the next look. The compare-and-set holds only
+        while that request waits: read before another worker carried it out, it
+        would resume a later suspension of the same path with its data again.
         """
         plans, versions = self._plans_of
         record = store.load(request.run_id)
@@ -699,7 +707,7 @@ class ActorSystem:
         snapshot["resumed"] = True  # what tells a later resume that this one won
         resumed = next_record(snapshot, _clock.time())._replace(taken=(path,))
         with contextlib.suppress(RuntimeStoppedError):
-            self.resume(plan, snapshot, resumed, record.seq, requested=True)
+            self.resume(plan, snapshot, resumed, record.seq, requested=request.request_id)
 
     def cancel(self, run_id: str) -> CancelAnswer:
         """Cancel a run that an actor of this runtime drives or holds; what came of it.

@@ -739,7 +739,8 @@ def test_a_resume_of_a_suspended_run_is_refused_while_a_request_of_that_suspensi
     ]
     resuming = rec("r1", 3, "running")._replace(taken=("ask[0]",))
     assert not client.replace(resuming, 2)  # the request came first
-    assert client.replace(resuming, 2, requested=True)  # it carries the request out
+    [request, _] = client.resume_requests()
+    assert client.replace(resuming, 2, requested=request.request_id)  # it carries it out
     assert not client.resume_pending("r1")
     assert _request(client, "r1", "ask[1]", 2) == "changed"  # any compare-and-set changes it
     # A resume of another suspension goes ahead; the request waits for the worker.
@@ -750,6 +751,39 @@ def test_a_resume_of_a_suspended_run_is_refused_while_a_request_of_that_suspensi
     assert [(r.run_id, r.path, r.held) for r in holder.resume_requests()] == [
         ("r2", "ask[0]", True)
     ]
+
+
+def test_a_resume_that_carries_out_a_request_applies_only_while_that_very_request_waits(
+    shared_store: SharedStores,
+) -> None:
+    # Two workers read one request of a suspended run; the first carried it out, the
+    # step suspended again at that path. The second's resume (of the same record it
+    # read there) must not apply the old request's data to the new suspension.
+    holder, client, late = shared_store.open(), shared_store.open(), shared_store.open()
+    _running(holder, "r1")
+    assert _request(client, "r1", "ask[0]", 1) == "recorded"
+    save(holder, rec("r1", 2, "suspended"))
+    [first] = late.resume_requests()
+    resuming = rec("r1", 3, "running")._replace(taken=("ask[0]",))
+    assert not client.replace(resuming, 2, requested="another")  # not the request that waits
+    other_path = rec("r1", 3, "running")._replace(taken=("ask[1]",))
+    assert not client.replace(other_path, 2, requested=first.request_id)  # not its path
+    assert client.replace(resuming, 2, requested=first.request_id)
+    assert not client.resume_pending("r1")
+    # The run goes on and suspends at ask[0] again, which another request asks for.
+    assert [c.record.run_id for c in holder.claim(["wf"], 10)] == ["r1"]
+    save(holder, rec("r1", 4, "running"))
+    assert _request(client, "r1", "ask[0]", 4, b"second") == "recorded"
+    save(holder, rec("r1", 5, "suspended"))
+    [second] = client.resume_requests()
+    assert second.request_id != first.request_id
+    again = rec("r1", 6, "running")._replace(taken=("ask[0]",))
+    assert not late.replace(again, 5, requested=first.request_id)  # carried out already
+    assert client.resume_pending("r1")  # and the one that waits is left alone
+    record = client.load("r1")
+    assert record is not None and record.seq == 5
+    assert late.replace(again, 5, requested=second.request_id)
+    assert not client.resume_pending("r1")
 
 
 def test_a_restart_and_a_delete_drop_the_resume_requests_of_the_run(

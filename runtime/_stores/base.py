@@ -112,7 +112,8 @@ class SnapshotRecord(NamedTuple):
             their resume requests, which go with it, in the same transaction.
             A ``replace`` of such a record is refused while another caller's
             request waits for one of them (unless it carries that one out:
-            ``requested``). Read by shared stores only; empty elsewhere.
+            ``requested``, the request's id). Read by shared stores only; empty
+            elsewhere.
     """
 
     run_id: str
@@ -476,7 +477,7 @@ class SharedStore(SnapshotStore, Protocol):
         hold: bool = False,
         reopen: bool = False,
         canceling: bool = False,
-        requested: bool = False,
+        requested: str | None = None,
     ) -> bool:
         """The compare-and-set of :meth:`SnapshotStore.replace`, also on a run nobody holds.
 
@@ -490,8 +491,11 @@ class SharedStore(SnapshotStore, Protocol):
         before it records the end, and that whoever takes over ends, should
         this worker die first. A record that resumes suspensions
         (:attr:`SnapshotRecord.taken`) is refused while a resume request waits
-        for one of them, unless ``requested``: it carries out those requests
-        (they go with it). Every replace that applies counts as a change of
+        for one of them, unless it carries that request out: ``requested`` is
+        its ``request_id``, and then the record applies only while that very
+        request still waits (it goes with it), not once it was carried out
+        or dropped, nor for a later request of the same path. Every replace
+        that applies counts as a change of
         the suspensions that :meth:`request_resume` looks at; one with
         ``reopen`` drops the run's resume requests.
         """

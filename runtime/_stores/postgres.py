@@ -657,6 +657,13 @@ _VACANT: Final = (
 )
 """What a compare-and-set that resumes suspensions adds: no resume request waits for one."""
 
+_REQUESTED: Final = (
+    "AND EXISTS (SELECT 1 FROM callboard_resume_requests AS q "
+    "WHERE q.run_id = callboard_runs.run_id AND q.request_id = %(request_id)s "
+    "AND q.path = ANY(%(taken)s::text[])) RETURNING epoch"
+)
+"""What a compare-and-set that carries out a resume request adds: that request still waits."""
+
 _TAKE_REQUESTS: Final = """
 WITH t AS (
     UPDATE callboard_runs AS r SET taken_seq = greatest(r.taken_seq, v.seq)
@@ -1916,7 +1923,7 @@ class PostgresStore:
         hold: bool = False,
         reopen: bool = False,
         canceling: bool = False,
-        requested: bool = False,
+        requested: str | None = None,
     ) -> bool:
         """Store ``record`` if the run's stored ``seq`` is still ``expected_seq``.
 
@@ -1927,8 +1934,9 @@ class PostgresStore:
         without, it is left queued (an unfinished record) or released. With
         ``canceling`` the run's cancel is asked for in the same write. A
         record that resumes suspensions (``record.taken``) fails while a
-        resume request waits for one of them, unless ``requested`` (it carries
-        those out; see :meth:`request_resume`).
+        resume request waits for one of them, unless it carries that request
+        out (``requested``, its id: then it fails unless that very request
+        still waits; see :meth:`request_resume`).
 
         Raises:
             StoreUnavailableError: if the commit did not happen within ``CALL_TIMEOUT``.
@@ -3462,9 +3470,14 @@ class PostgresStore:
             "taken": list(record.taken),
         }
         statement = _REOPEN if reopen else _REPLACE_CANCELING if canceling else _REPLACE
-        if record.taken and not requested:
+        if record.taken and requested is None:
             # Not while a resume request waits for a suspension it resumes: that one won.
             statement = statement.replace("RETURNING epoch", _VACANT)
+        elif record.taken:
+            # Only while the request it carries out waits: one read before another worker
+            # carried it out must not resume a later suspension of that path.
+            statement = statement.replace("RETURNING epoch", _REQUESTED)
+            params["request_id"] = requested
         row = connection.execute(statement, params).fetchone()
         if row is None and self._ambiguous:
             # The same replace, committed by a try whose acknowledgement was lost?

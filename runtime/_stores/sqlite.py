@@ -906,7 +906,7 @@ class SQLiteStore:
         hold: bool = False,
         reopen: bool = False,
         canceling: bool = False,
-        requested: bool = False,
+        requested: str | None = None,
     ) -> bool:
         """Store ``record`` if the run's stored ``seq`` is still ``expected_seq``.
 
@@ -919,8 +919,9 @@ class SQLiteStore:
         to a run whose status is terminal (``run.restart()``). With
         ``canceling`` the run's cancel is asked for in the same write. A
         record that resumes suspensions (``record.taken``) fails while a
-        resume request waits for one of them, unless ``requested`` (it carries
-        those out; see :meth:`request_resume`).
+        resume request waits for one of them, unless it carries that request
+        out (``requested``, its id: then it fails unless that very request
+        still waits; see :meth:`request_resume`).
 
         Raises:
             StoreUnavailableError: if the commit did not happen within
@@ -2067,14 +2068,26 @@ class SQLiteStore:
         keep = hold and not settles
         statement = _REOPEN if reopen else _REPLACE_CANCELING if canceling else _REPLACE
         taken = list(record.taken)
-        vacant = taken if not requested else []
-        if vacant:
-            # Not while a resume request waits for a suspension it resumes: that one won.
-            statement = statement.replace(
-                "RETURNING epoch",
-                "AND NOT EXISTS (SELECT 1 FROM resume_requests AS q WHERE q.run_id = runs.run_id "
-                f"AND q.path IN ({', '.join('?' * len(vacant))})) RETURNING epoch",
-            )
+        condition: list[Any] = []
+        if taken:
+            paths = ", ".join("?" * len(taken))
+            if requested is None:
+                # Not while a resume request waits for a suspension it resumes: that one won.
+                statement = statement.replace(
+                    "RETURNING epoch",
+                    "AND NOT EXISTS (SELECT 1 FROM resume_requests AS q WHERE "
+                    f"q.run_id = runs.run_id AND q.path IN ({paths})) RETURNING epoch",
+                )
+            else:
+                # Only while the request it carries out waits: one read before another
+                # worker carried it out must not resume a later suspension of that path.
+                statement = statement.replace(
+                    "RETURNING epoch",
+                    "AND EXISTS (SELECT 1 FROM resume_requests AS q WHERE q.run_id = runs.run_id "
+                    f"AND q.request_id = ? AND q.path IN ({paths})) RETURNING epoch",
+                )
+                condition.append(requested)
+            condition += taken
         row = connection.execute(
             statement,
             (
@@ -2091,7 +2104,7 @@ class SQLiteStore:
                 expected_seq,
                 record.seq,
                 record.created_at,  # the run read, not a new one given its id since
-                *vacant,
+                *condition,
             ),
         ).fetchone()
         if row is None:
