@@ -266,6 +266,9 @@ class Claimer:
         self._requests = requests
         self._resume = resume
         self._resuming: set[tuple[str, str, str]] = set()  # under _canceling_lock too
+        # Those settled since the look at requests under way began (under the lock too):
+        # what that look read of them may be older than their settling.
+        self._settled: set[tuple[str, str, str]] = set()
         self._reported: set[str] = set()
         self._started = time.monotonic()
         self._next_reap = 0.0
@@ -505,6 +508,8 @@ class Claimer:
                 self._pass_on_cancel(run_id)
         if self._resumes_wanted and self._requests is not None:
             self._resumes_wanted = False
+            with self._canceling_lock:
+                self._settled.clear()  # settled before this look's read: it reads them anew
             for request in self._requests():
                 self._pass_on_resume(request)
         if self._handing_back:
@@ -628,16 +633,24 @@ class Claimer:
         self._cancel(run_id, done)
 
     def _pass_on_resume(self, request: ResumeRequest) -> None:
-        """Hand a resume request on, unless the one handed on last time is not settled yet."""
+        """Hand a resume request on, unless it is under way or was settled during this look.
+
+        A request handed on in an earlier look and settled since this look read the
+        store may have been carried out after the read: the record that carried it
+        out dropped it, but not from what this look holds. Handed on again, a run's
+        actor whose step suspended again at that path since would take it a second
+        time. The next look reads the store again, and hands on what still waits.
+        """
         key = (request.run_id, request.path, request.request_id)
         with self._canceling_lock:
-            if key in self._resuming:
+            if key in self._resuming or key in self._settled:
                 return
             self._resuming.add(key)
 
         def done() -> None:
             with self._canceling_lock:
                 self._resuming.discard(key)
+                self._settled.add(key)
 
         assert self._resume is not None
         try:
