@@ -596,6 +596,16 @@ class ActorSystem:
             record.run_id, path, blob, seq=record.seq, created_at=record.created_at
         )
 
+    def _resume_requests(self) -> list[ResumeRequest]:
+        """The resume requests this worker may act on (the claimer's look at them).
+
+        Of suspended runs, only those of the workflows registered here: those of
+        others, however many, must not crowd out the rest of a look.
+        """
+        store = self.requests
+        assert store is not None
+        return store.resume_requests(self._plans_of[0]())
+
     def _resume_requested(self, request: ResumeRequest, done: Callable[[], None]) -> None:
         """On the claimer's thread: act on a resume request of the store's; ``done`` once settled.
 
@@ -812,7 +822,7 @@ class ActorSystem:
             executes=self.role != "client",
             take=self._take,
             cancel=self._cancel_requested,
-            requests=None if self.requests is None else self.requests.resume_requests,
+            requests=None if self.requests is None else self._resume_requests,
             resume=self._resume_requested,
             waiting=lambda: self.pool.waiting_held(store.holds),
             guard=guard,

@@ -786,6 +786,38 @@ def test_a_resume_that_carries_out_a_request_applies_only_while_that_very_reques
     assert not client.resume_pending("r1")
 
 
+def test_a_look_at_resume_requests_is_not_crowded_out_by_those_no_worker_here_can_take(
+    shared_store: SharedStores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A look reads at most RESUME_REQUESTS_READ, the oldest first. Requests of suspended
+    # runs of a workflow this worker does not register (its workers gone) filled it,
+    # look after look, and those of the runs this worker holds were never read: their
+    # actors never took them, and the waits on those runs waited on.
+    import runtime._stores.postgres as postgres_module
+    import runtime._stores.sqlite as sqlite_module
+
+    for module in (sqlite_module, postgres_module):
+        monkeypatch.setattr(module, "RESUME_REQUESTS_READ", 3)
+    holder, client = shared_store.open(), shared_store.open()
+    for n in range(4):
+        run_id = f"other{n}"
+        assert holder.create(rec(run_id, workflow_id="retired"))
+        save(holder, rec(run_id, 1, "running", workflow_id="retired"))
+        assert _request(client, run_id, "ask[0]", 1) == "recorded"
+        save(holder, rec(run_id, 2, "suspended", workflow_id="retired"))
+    _running(holder, "mine")
+    assert _request(client, "mine", "ask[0]", 1) == "recorded"
+    _running(holder, "ended")
+    assert _request(client, "ended", "ask[0]", 1) == "recorded"
+    save(holder, rec("ended", 2, "failed"))
+    found = holder.resume_requests(["wf"])
+    assert [(r.run_id, r.held) for r in found] == [("mine", True), ("ended", False)]
+    # A worker that registers the workflow reads those of its suspended runs, oldest first.
+    assert [r.run_id for r in client.resume_requests(["retired"])] == [
+        f"other{n}" for n in range(3)
+    ]
+
+
 def test_a_restart_and_a_delete_drop_the_resume_requests_of_the_run(
     shared_store: SharedStores,
 ) -> None:

@@ -703,11 +703,15 @@ class ResumeRequestStore(SharedStore, Protocol):
         """
         ...
 
-    def resume_requests(self) -> list[ResumeRequest]:
-        """Resume requests that a worker here may act on, oldest first.
+    def resume_requests(self, workflows: Collection[str] | None = None) -> list[ResumeRequest]:
+        """Resume requests that a worker here may act on: of runs it holds first, then oldest.
 
-        Those of runs this worker holds, of suspended runs, and of runs that
-        ended or are gone (at most :data:`RESUME_REQUESTS_READ`).
+        Those of runs this worker holds, of suspended runs (of ``workflows``,
+        those this worker registers; ``None``: of any), and of runs that ended
+        or are gone (at most :data:`RESUME_REQUESTS_READ`). Those of runs held
+        here come first, and those of suspended runs no worker here can resume
+        are left out: however many of them wait, they never crowd out those a
+        worker here carries out.
         """
         ...
 

@@ -2449,17 +2449,34 @@ class PostgresStore:
         )
         return said
 
-    def resume_requests(self) -> list[ResumeRequest]:
-        """Resume requests of runs this worker holds, of suspended runs, of runs ended or gone."""
+    def resume_requests(self, workflows: Collection[str] | None = None) -> list[ResumeRequest]:
+        """Resume requests of runs held here, of suspended runs (of ``workflows``), of runs ended.
+
+        Those of runs held here first, then the oldest first; see
+        :meth:`~runtime._stores.base.ResumeRequestStore.resume_requests`.
+        """
+        if workflows is None:
+            suspended = f"r.status IN ({_SETTLED_SQL})"
+        else:
+            suspended = (
+                f"r.status IN ({_TERMINAL_SQL}) OR (r.status = '{RunStatus.SUSPENDED.value}' "
+                "AND r.workflow_id = ANY(%(workflows)s::text[]))"
+            )
+        params = {
+            "me": self.owner_id,
+            "workflows": sorted(workflows or ()),
+            "limit": RESUME_REQUESTS_READ,
+        }
 
         def read(connection: Connection) -> list[ResumeRequest]:
             rows = connection.execute(
                 "SELECT q.run_id, q.path, q.data, q.request_id, r.workflow_id, r.status, "
-                "r.owner_id IS NOT DISTINCT FROM %s FROM callboard_resume_requests AS q "
+                "r.owner_id IS NOT DISTINCT FROM %(me)s AS held "
+                "FROM callboard_resume_requests AS q "
                 "LEFT JOIN callboard_runs AS r ON r.run_id = q.run_id "
-                "WHERE r.run_id IS NULL OR r.owner_id = %s "
-                f"OR r.status IN ({_SETTLED_SQL}) ORDER BY q.requested_at LIMIT %s",
-                (self.owner_id, self.owner_id, RESUME_REQUESTS_READ),
+                f"WHERE r.run_id IS NULL OR r.owner_id = %(me)s OR {suspended} "
+                "ORDER BY held DESC, q.requested_at LIMIT %(limit)s",
+                params,
             ).fetchall()
             return [
                 ResumeRequest(run_id, path, bytes(data), request_id, workflow, status, bool(held))

@@ -1201,15 +1201,27 @@ class SQLiteStore:
         )
         return said
 
-    def resume_requests(self) -> list[ResumeRequest]:
-        """Resume requests of runs this worker holds, of suspended runs, of runs ended or gone."""
+    def resume_requests(self, workflows: Collection[str] | None = None) -> list[ResumeRequest]:
+        """Resume requests of runs held here, of suspended runs (of ``workflows``), of runs ended.
+
+        Those of runs held here first, then the oldest first; see
+        :meth:`~runtime._stores.base.ResumeRequestStore.resume_requests`.
+        """
+        if workflows is None:
+            suspended, names = f"r.status IN ({_SETTLED_SQL})", []
+        else:
+            names = sorted(workflows)
+            suspended = (
+                f"r.status IN ({_TERMINAL_SQL}) OR (r.status = '{RunStatus.SUSPENDED.value}' "
+                f"AND r.workflow_id IN ({', '.join('?' * len(names))}))"
+            )
         with self._reading() as connection:
             rows = connection.execute(
                 "SELECT q.run_id, q.path, q.data, q.request_id, r.workflow_id, r.status, "
-                "r.owner_id = ? FROM resume_requests AS q LEFT JOIN runs AS r "
-                "ON r.run_id = q.run_id WHERE r.run_id IS NULL OR r.owner_id = ? "
-                f"OR r.status IN ({_SETTLED_SQL}) ORDER BY q.requested_at LIMIT ?",
-                (self.owner_id, self.owner_id, RESUME_REQUESTS_READ),
+                "r.owner_id IS ? AS held FROM resume_requests AS q LEFT JOIN runs AS r "
+                f"ON r.run_id = q.run_id WHERE r.run_id IS NULL OR r.owner_id = ? OR {suspended} "
+                "ORDER BY held DESC, q.requested_at LIMIT ?",
+                (self.owner_id, self.owner_id, *names, RESUME_REQUESTS_READ),
             ).fetchall()
         return [
             ResumeRequest(run_id, path, bytes(data), request_id, workflow, status, bool(held))

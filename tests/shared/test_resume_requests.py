@@ -191,3 +191,78 @@ def test_a_request_read_before_another_worker_carried_it_out_is_not_applied_agai
     assert twice.b_seen == [None, {"n": 1}], twice.b_seen
     after = store.load(run.run_id)
     assert after is not None and after.status == "suspended" and after.seq == again.seq
+
+
+def test_a_request_whose_hint_was_lost_is_carried_out_by_the_next_poll(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PostgreSQL's NOTIFY (or a store's own hint) is only a hint: the claimer's pass
+    # every POLL_INTERVAL looks at the requests all the same.
+    from actors.claimer import POLL_INTERVAL, Claimer
+
+    real = Claimer.poke
+
+    def deaf(self: Claimer, kind: str = "", run_id: str = "") -> None:
+        if kind != "resume":
+            real(self, kind, run_id)
+
+    monkeypatch.setattr(Claimer, "poke", deaf)
+    twice = Twice()
+    fleet.runtime("worker").register(twice.workflow)
+    run = fleet.runtime("client").register(twice.workflow).create_run()
+    run.start_async(input_data={"value": "x"})
+    assert run.wait(timeout=WAIT).status == "suspended"
+    run.resume_async(step="a", resume_data={})
+    assert twice.a_runs.wait(WAIT)
+    asked = time.monotonic()
+    run.resume_async(step="b", resume_data={"n": 2})
+    wait_until(lambda: len(twice.b_seen) == 2, timeout=WAIT, what="b ran")
+    took = time.monotonic() - asked
+    twice.release.set()
+    result = run.wait(timeout=WAIT)
+    assert result.status == "success" and result.result == {"value": "ab2"}
+    assert took < POLL_INTERVAL + 1.0, took  # a pass, with room for a loaded machine
+
+
+def test_requests_no_worker_here_can_take_do_not_crowd_out_those_of_the_runs_it_drives(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A look reads at most RESUME_REQUESTS_READ requests, the oldest first. Older ones of
+    # suspended runs of a workflow that no worker here registers (its workers gone)
+    # filled every look: the request of a run this worker drives was never read, its
+    # caller told it was recorded.
+    import runtime._stores.postgres as postgres_module
+    import runtime._stores.sqlite as sqlite_module
+    from tests.shared._worker import open_store
+    from tests.test_store_contract import rec, save_and_wait
+
+    for module in (sqlite_module, postgres_module):
+        monkeypatch.setattr(module, "RESUME_REQUESTS_READ", 3)
+    twice = Twice()
+    fleet.runtime("worker").register(twice.workflow)
+    elsewhere = open_store(fleet.location, 10.0)
+    try:
+        assert isinstance(elsewhere, ResumeRequestStore)
+        for n in range(3):
+            retired = rec(f"retired{n}", workflow_id="retired")
+            assert elsewhere.create(retired)
+            save_and_wait(elsewhere, rec(retired.run_id, 1, "running", workflow_id="retired"))
+            said = elsewhere.request_resume(
+                retired.run_id, "ask", b"...", seq=1, created_at=retired.created_at
+            )
+            assert said == "recorded"
+            save_and_wait(elsewhere, rec(retired.run_id, 2, "suspended", workflow_id="retired"))
+    finally:
+        elsewhere.close()
+    run = fleet.runtime("client").register(twice.workflow).create_run()
+    run.start_async(input_data={"value": "x"})
+    assert run.wait(timeout=WAIT).status == "suspended"
+    run.resume_async(step="a", resume_data={})
+    assert twice.a_runs.wait(WAIT)
+    run.resume_async(step="b", resume_data={"n": 2})
+    try:
+        wait_until(lambda: len(twice.b_seen) == 2, timeout=10, what="b resumed by its request")
+    finally:
+        twice.release.set()
+    result = run.wait(timeout=WAIT)
+    assert result.status == "success" and result.result == {"value": "ab2"}
