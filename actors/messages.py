@@ -237,7 +237,11 @@ class ResumeStep:
     :meth:`~runtime._stores.base.ResumeRequestStore.request_resume`): ``data`` is
     as the store held it, validated by the actor first (``REFUSED`` if it does
     not fit), and the record that holds the resume carries the request out
-    (:attr:`~runtime._stores.base.SnapshotRecord.taken`).
+    (:attr:`~runtime._stores.base.SnapshotRecord.taken`). ``read_seq`` is the seq
+    of the record its caller read the suspension waiting in (``None``: not
+    known): a suspension at ``path`` that ended after that record (taken, or
+    dropped by a bail) was the one it asked for, not the one that waits there
+    now (``TAKEN``).
     """
 
     run_id: str
@@ -245,6 +249,7 @@ class ResumeStep:
     data: Any
     reply: Callable[[ResumeOutcome], None]
     stored: bool = False
+    read_seq: int | None = None
 
     def __post_init__(self) -> None:
         # Exactly once: the actor may answer, then stop with the message still counted.

@@ -206,6 +206,13 @@ class RunActor(DispatchedActor):
     # once it is committed. Rare: none until the first (no list made for every run).
     _resumed_items: list[int] | None = None
     _resume_replies: list[tuple[int, Callable[[ResumeOutcome], None]]] | None = None
+    # On a shared store: the suspensions a bail let go of, unresumed, which the next
+    # record carries out the resume requests of (they asked for those, not for a later
+    # suspension at the same path); and, by path, the seq of the last record that
+    # ended a suspension there (taken by a request, or let go of): a request read
+    # before it was of that one. Rare: none until the first.
+    _dropping: tuple[str, ...] = ()
+    _spent: dict[str, int] | None = None
     # The timer of the run's deadline (its run_timeout), while this actor drives it.
     _deadline_timer: TimerHandle | None = None
 
@@ -629,6 +636,16 @@ class RunActor(DispatchedActor):
         if member is None or path not in snapshot["suspended"] or path in resume:
             message.reply(ResumeOutcome.TAKEN)
             return
+        spent = self._spent
+        if (
+            message.read_seq is not None
+            and spent is not None
+            and message.read_seq < spent.get(path, -1)
+        ):
+            # Read before the suspension it asked for ended (a request told again
+            # late, or one a bail let go of): the one that waits now is not its own.
+            message.reply(ResumeOutcome.TAKEN)
+            return
         if message.stored and not resume_fits(member.step, path, message.data, snapshot["run_id"]):
             message.reply(ResumeOutcome.REFUSED)
             return
@@ -651,6 +668,8 @@ class RunActor(DispatchedActor):
         else:
             job = self._step_job(index, member, snapshot["carry"])
             seq = self._calls.send([job], self._tell_snapshot(awaited=True, carries=taken))
+        if taken:
+            self._spend(taken, seq)
         if self._durable:
             if self._resume_replies is None:
                 self._resume_replies = []
@@ -1388,11 +1407,16 @@ class RunActor(DispatchedActor):
             if path.startswith(prefix) and record["status"] in OPEN_STEP_STATUSES:
                 steps[path] = {**record, "status": _STEP_CANCELED, "ended_at": now, "error": None}
         if any(path.startswith(prefix) for path in snapshot["suspended"]):
+            let_go = tuple(path for path in snapshot["suspended"] if path.startswith(prefix))
             snapshot["suspended"] = {
                 path: payload
                 for path, payload in snapshot["suspended"].items()
                 if not path.startswith(prefix)
             }
+            if self._durable:
+                # Requests of those go with the next record: the nested workflow entered
+                # again (a loop's next pass) may suspend at the same paths.
+                self._dropping += let_go
         # A resume of one of its steps (a foreach item's) is spent: the nested workflow
         # entered again (a loop's next pass, a foreach's next item) asks again.
         resume = snapshot["resume"]
@@ -1755,6 +1779,13 @@ class RunActor(DispatchedActor):
             began = snapshot.get("restarted_at", snapshot["created_at"])
             meter.run_ended(snapshot["workflow_id"], status, began, _clock.time())
 
+    def _spend(self, paths: tuple[str, ...], seq: int) -> None:
+        """Note that the suspensions at ``paths`` ended with the record ``seq`` (see ``_spent``)."""
+        if self._spent is None:
+            self._spent = {}
+        for path in paths:
+            self._spent[path] = seq
+
     def _tell_snapshot(
         self, *, terminal: bool = False, awaited: bool = False, carries: tuple[str, ...] = ()
     ) -> int:
@@ -1772,6 +1803,10 @@ class RunActor(DispatchedActor):
                 (:attr:`~runtime._stores.base.SnapshotRecord.taken`).
         """
         record = self._encoder.next_record(_clock.time())
+        if self._dropping:
+            dropped, self._dropping = self._dropping, ()
+            self._spend(dropped, record.seq)
+            carries += dropped
         if carries:
             record = record._replace(taken=carries)
         direct = self._direct

@@ -591,7 +591,9 @@ class ActorSystem:
         store = self.requests
         if store is None:
             return None
-        blob = encode({"resume_data": data})
+        # With the seq it was read waiting in: a worker tells a later suspension at that
+        # path (a loop's next pass) from the one asked for.
+        blob = encode({"resume_data": data, "read_seq": record.seq})
         return store.request_resume(
             record.run_id, path, blob, seq=record.seq, created_at=record.created_at
         )
@@ -630,7 +632,9 @@ class ActorSystem:
             done()  # another worker's, or queued; or a workflow not registered here
             return
         try:
-            data = unpack(request.data)["resume_data"]
+            unpacked = unpack(request.data)
+            data = unpacked["resume_data"]
+            read_seq = unpacked.get("read_seq")
         except (SnapshotFormatError, KeyError, TypeError) as exc:
             refused_request(request.run_id, request.path, f"its bytes do not decode: {exc}")
             store.drop_resume_request(request)
@@ -658,7 +662,14 @@ class ActorSystem:
             done()  # else carried out, or left for a later look (not here yet, gone)
 
         message = ResumeStep(
-            run_id=request.run_id, path=request.path, data=data, reply=answered, stored=True
+            run_id=request.run_id,
+            path=request.path,
+            data=data,
+            reply=answered,
+            stored=True,
+            read_seq=read_seq
+            if isinstance(read_seq, int) and not isinstance(read_seq, bool)
+            else None,
         )
         try:
             with self._resume_lock(request.run_id):

@@ -68,6 +68,9 @@ class Gate:
     def let(self, rt: Runtime) -> None:
         self._allowed.add(self._key(rt))
 
+    def shut(self, rt: Runtime) -> None:
+        self._allowed.discard(self._key(rt))
+
     def hold(self, rt: Runtime) -> tuple[threading.Event, threading.Event]:
         """Events: the request arrived (held in hand), and go on with it."""
         events = threading.Event(), threading.Event()
@@ -266,3 +269,147 @@ def test_requests_no_worker_here_can_take_do_not_crowd_out_those_of_the_runs_it_
         twice.release.set()
     result = run.wait(timeout=WAIT)
     assert result.status == "success" and result.result == {"value": "ab2"}
+
+
+class LoopedItems:
+    """``dowhile(child)``, twice: ``child`` asks for each of two items (``child.ask[i]``).
+
+    Resumed with ``bail``, an item holds while ``release`` is unset, then bails: ``child``
+    ends at once, the other item's suspension with it, and the next iteration asks again,
+    at the same paths. With ``runs_on``, item 0 of the next iteration does not ask: it
+    holds while ``release_again`` is unset (the run runs on, item 1 waiting). Every
+    execution of ``ask`` is noted with its iteration's input, its item and resume data.
+    """
+
+    def __init__(self, *, runs_on: bool = False) -> None:
+        self.release = threading.Event()
+        self.holding = threading.Event()
+        self.release_again = threading.Event()
+        self.seen: list[tuple[str, Any]] = []
+
+        def ask(ctx: Any) -> Value:
+            self.seen.append((ctx.input_data.value, ctx.resume_data))
+            again = ctx.input_data.value.startswith("bailed")
+            if runs_on and again and ctx.input_data.value.endswith("i0"):
+                self.release_again.wait(WAIT)
+                return Value(value=ctx.input_data.value)
+            if ctx.resume_data is None:
+                ctx.suspend({"item": ctx.input_data.value})
+            if ctx.resume_data.get("bail"):
+                self.holding.set()
+                self.release.wait(WAIT)
+                ctx.bail(Value(value="bailed"))
+            return Value(value=f"{ctx.input_data.value}-{ctx.resume_data['n']}")
+
+        child = (
+            create_workflow(id="child", input_schema=Value, output_schema=Value)
+            .map(lambda ctx: [{"value": f"{ctx.input_data['value']}/i{n}"} for n in (0, 1)])
+            .foreach(
+                create_step(id="ask", input_schema=Value, output_schema=Value, execute=ask),
+                concurrency=2,
+            )
+            .map(lambda ctx: {"value": ",".join(item["value"] for item in ctx.input_data)})
+            .commit()
+        )
+        self.workflow = (
+            create_workflow(id="looped-items", input_schema=Value, output_schema=Value)
+            .dowhile(child, lambda ctx: ctx.iteration_count < 2)
+            .commit()
+        )
+
+
+def test_a_request_of_a_suspension_that_ended_unresumed_is_not_applied_to_the_next_at_its_path(
+    fleet: Fleet, gate: Gate
+) -> None:
+    # A request of child.ask[1] waited while item 0 bailed: child ended, item 1's
+    # suspension with it, and the loop's next iteration suspended at child.ask[1] again.
+    # The request, of the suspension that was gone, resumed the new one.
+    looped = LoopedItems()
+    worker = fleet.runtime("worker")
+    worker.register(looped.workflow)
+    client = fleet.runtime("client")
+    run = client.register(looped.workflow).create_run()
+    run.start_async(input_data={"value": "x"})
+    first = run.wait(timeout=WAIT)
+    assert first.status == "suspended"
+    assert sorted(first.suspended) == ["child.ask[0]", "child.ask[1]"]
+    gate.let(worker)
+    run.resume_async(step="child.ask[0]", resume_data={"bail": True, "n": 0})
+    assert looped.holding.wait(WAIT)
+    gate.shut(worker)  # the worker's claimer leaves the next request alone, for now
+    run.resume_async(step="child.ask[1]", resume_data={"n": 1})
+    store = _requests(client)
+    assert store.resume_pending(run.run_id)
+    looped.release.set()  # item 0 bails; the next iteration asks again, at the same paths
+    wait_until(
+        lambda: _status(store, run.run_id) == "suspended" and len(looped.seen) == 5,
+        timeout=WAIT,
+        what="the second iteration suspended",
+    )
+    done = gate.finished(worker)
+    gate.let(worker)
+    worker._host.system.claimer.poke("resume")  # type: ignore[union-attr]
+    done.wait(5)
+    time.sleep(0.5)  # room for a step that should not run
+    assert ("bailed/i1", {"n": 1}) not in looped.seen, looped.seen
+    result = run.wait(timeout=WAIT)
+    assert result.status == "suspended"
+    assert sorted(result.suspended) == ["child.ask[0]", "child.ask[1]"]
+
+
+def test_a_request_read_before_a_bail_let_its_suspension_go_is_not_taken_by_the_next_at_its_path(
+    fleet: Fleet, gate: Gate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker's claimer read a request of child.ask[1] (its run held here); then item
+    # 0 bailed, the record that let item 1's suspension go dropped the request, and the
+    # loop's next iteration suspended at child.ask[1] again while its item 0 ran on.
+    # The claimer handed on what it had read: the run's actor took it for the new one.
+    looped = LoopedItems(runs_on=True)
+    worker = fleet.runtime("worker")
+    worker.register(looped.workflow)
+    gate.let(worker)
+    system = worker._host.system
+    assert system is not None and system.claimer is not None
+    claimer = system.claimer
+    real = claimer._requests
+    assert real is not None
+    read, go = threading.Event(), threading.Event()
+
+    def looked() -> list[ResumeRequest]:
+        found = list(real())
+        if found and not read.is_set():
+            read.set()
+            go.wait(WAIT)  # the claimer hands on what it read, late
+        return found
+
+    monkeypatch.setattr(claimer, "_requests", looked)
+    client = fleet.runtime("client")
+    run = client.register(looped.workflow).create_run()
+    run.start_async(input_data={"value": "x"})
+    assert run.wait(timeout=WAIT).status == "suspended"
+    run.resume_async(step="child.ask[0]", resume_data={"bail": True, "n": 0})
+    assert looped.holding.wait(WAIT)
+    try:
+        run.resume_async(step="child.ask[1]", resume_data={"n": 1})
+        assert read.wait(WAIT)
+        looped.release.set()  # item 0 bails; item 1 of the next iteration asks again
+        wait_until(
+            lambda: ("bailed/i1", None) in looped.seen,
+            timeout=WAIT,
+            what="the next iteration's item 1 asks",
+        )
+        store = _requests(client)
+        wait_until(
+            lambda: not store.resume_pending(run.run_id), timeout=WAIT, what="the request dropped"
+        )
+        done = gate.finished(worker)
+        go.set()
+        assert done.wait(WAIT)
+        time.sleep(0.5)  # room for a step that should not run
+        assert ("bailed/i1", {"n": 1}) not in looped.seen, looped.seen
+    finally:
+        go.set()
+        looped.release.set()
+        looped.release_again.set()
+    result = run.wait(timeout=WAIT)
+    assert result.status == "suspended" and list(result.suspended) == ["child.ask[1]"]
