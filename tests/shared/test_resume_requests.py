@@ -135,7 +135,7 @@ class Twice:
         )
 
 
-def _suspended_with_request(fleet: Fleet, twice: Twice, *workers: Runtime) -> tuple[Any, Any]:
+def _suspended_with_request(fleet: Fleet, twice: Twice) -> tuple[Any, Any]:
     """A run of ``twice`` suspended at ``b`` with a request (``n=1``) of ``b`` waiting.
 
     Returns the client's run and the store's record of the run then.
@@ -173,7 +173,7 @@ def test_a_request_read_before_another_worker_carried_it_out_is_not_applied_agai
     first, second = fleet.runtime("worker"), fleet.runtime("worker")
     for rt in (first, second):
         rt.register(twice.workflow)
-    run, before = _suspended_with_request(fleet, twice, first, second)
+    run, before = _suspended_with_request(fleet, twice)
     store = _requests(first)
     arrived, go = gate.hold(second)
     gate.let(second)
@@ -413,3 +413,101 @@ def test_a_request_read_before_a_bail_let_its_suspension_go_is_not_taken_by_the_
         looped.release_again.set()
     result = run.wait(timeout=WAIT)
     assert result.status == "suspended" and list(result.suspended) == ["child.ask[1]"]
+
+
+def test_a_request_taken_by_a_worker_fenced_before_its_record_committed_is_carried_out_once(
+    fleet: Fleet,
+) -> None:
+    # The worker's actor took the request; the record that carries it out was still on
+    # its way when the worker's lease ran out (its writer stalled). Another worker
+    # takes the run over: it carries the request out, and the fenced worker's step
+    # never ran with it (its start waited for that record).
+    twice = Twice()
+    first = fleet.runtime("worker")
+    first.register(twice.workflow)
+    client = fleet.runtime("client")
+    run = client.register(twice.workflow).create_run()
+    run.start_async(input_data={"value": "x"})
+    assert run.wait(timeout=WAIT).status == "suspended"
+    run.resume_async(step="a", resume_data={})
+    assert twice.a_runs.wait(WAIT)
+    writer = first.store._writer  # type: ignore[union-attr]
+    commit = writer._commit
+    stopped, go_on = threading.Event(), threading.Event()
+
+    def stalled(writes: list[Any]) -> Any:
+        # The batch with the record that carries the request out waits, and all behind
+        # it (the worker's heartbeats too): its lease runs out.
+        if any(w.kind == "save" and any(r.taken for r in w.payload) for w in writes):
+            stopped.set()
+            go_on.wait(WAIT)
+        return commit(writes)
+
+    writer._commit = stalled
+    try:
+        run.resume_async(step="b", resume_data={"n": 2})
+        assert stopped.wait(WAIT)  # the actor took it
+        assert twice.b_seen == [None]
+        fleet.runtime("worker").register(twice.workflow)  # reaps the first, takes the run
+        wait_until(lambda: {"n": 2} in twice.b_seen, timeout=WAIT, what="b resumed elsewhere")
+    finally:
+        go_on.set()
+    time.sleep(0.5)  # the first worker's writes go in, fenced
+    twice.release.set()
+    result = run.wait(timeout=WAIT)
+    assert result.status == "success" and result.result == {"value": "ab2"}
+    assert twice.b_seen == [None, {"n": 2}], twice.b_seen
+    assert not _requests(client).resume_pending(run.run_id)
+
+
+def test_a_request_of_a_suspended_run_past_its_deadline_is_dropped_and_the_run_canceled(
+    fleet: Fleet, gate: Gate
+) -> None:
+    twice = Twice()
+    worker = fleet.runtime("worker")
+    worker.register(twice.workflow)
+    client = fleet.runtime("client")
+    run = client.register(twice.workflow).create_run()
+    run.start_async(input_data={"value": "x"}, run_timeout=3.0)
+    assert run.wait(timeout=WAIT).status == "suspended"
+    gate.let(worker)
+    run.resume_async(step="a", resume_data={})
+    assert twice.a_runs.wait(WAIT)
+    gate.shut(worker)
+    run.resume_async(step="b", resume_data={"n": 2})
+    store = _requests(client)
+    twice.release.set()  # a ends: the run suspends, the request waiting
+    wait_until(lambda: _status(store, run.run_id) == "suspended", timeout=WAIT, what="suspended")
+    assert store.resume_pending(run.run_id)
+    waited: list[Any] = []
+    waiter = threading.Thread(target=lambda: waited.append(run.wait(timeout=WAIT)))
+    waiter.start()
+    time.sleep(3.5)  # past its deadline, the request still waiting
+    gate.let(worker)
+    waiter.join(WAIT)
+    assert waited and waited[0].status == "canceled", waited
+    assert waited[0].error is not None and waited[0].error.name == "RunDeadlineError"
+    assert twice.b_seen == [None]
+    wait_until(lambda: not store.resume_pending(run.run_id), timeout=WAIT, what="dropped")
+
+
+def test_a_cancel_between_a_workers_read_of_a_request_and_its_resume_wins(
+    fleet: Fleet, gate: Gate
+) -> None:
+    twice = Twice()
+    worker = fleet.runtime("worker")
+    worker.register(twice.workflow)
+    run, _ = _suspended_with_request(fleet, twice)
+    store = _requests(worker)
+    arrived, go = gate.hold(worker)
+    gate.let(worker)
+    assert arrived.wait(WAIT)  # the worker read the request of the suspended run
+    assert run.cancel() is True
+    done = gate.finished(worker)
+    go.set()
+    assert done.wait(WAIT)
+    result = run.wait(timeout=WAIT)
+    assert result.status == "canceled"
+    wait_until(lambda: not store.resume_pending(run.run_id), timeout=WAIT, what="dropped")
+    time.sleep(0.3)
+    assert twice.b_seen == [None]
