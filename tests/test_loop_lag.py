@@ -27,7 +27,15 @@ BOUND = 6
 The floor is what the same application costs its loop with no callboard call on
 it: its 200 coroutines alone (``no-op``) plus 200 runs in progress in the process
 (``runs``: started and polled from another thread). The ``a`` calls measured 1 to
-3 times that floor on two busy cores; the sync calls 20 to 60 times.
+3 times that floor on two busy cores; the sync calls 20 to 60 times, and 5 times on
+cores loaded four deep (where the ``a`` calls measured 0.4 times).
+"""
+
+APART = 3
+"""How many times the ``a`` calls' mean lag the sync calls' must be in a round that counts.
+
+Calls that held the loop as the sync calls do would be as late as they are, in every
+round: the test fails then.
 """
 
 
@@ -47,8 +55,10 @@ def test_the_a_calls_keep_the_loop_near_its_floor_where_the_sync_calls_do_not(
         awaited = loop_lag.measure("async", 200, 1, tmp_path)
         sync = loop_lag.measure("sync", 200, 1, tmp_path)
         rounds.append((round(awaited.mean_ms / floor, 1), round(sync.mean_ms / floor, 1)))
-        # The sync calls missing the bound shows that this round could tell them apart.
-        if awaited.mean_ms < BOUND * floor <= sync.mean_ms:
+        # The sync calls several times as late shows that this round could tell them
+        # apart: on a loaded machine the floor swells too, and the sync calls, though
+        # far later than the a calls, came within the bound (5 times a floor of 8 ms).
+        if awaited.mean_ms < BOUND * floor and sync.mean_ms >= APART * awaited.mean_ms:
             break
     else:
         pytest.fail(f"mean lag / floor, (a calls, sync calls) by round: {rounds}")
