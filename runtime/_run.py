@@ -1171,14 +1171,7 @@ class Run(Generic[In, Out]):
 
     def _resume_lost(self, current: SnapshotRecord | None) -> WorkflowError:
         """Why the store refused a resume of the run read suspended: what changed it since."""
-        if current is None:
-            return _deleted(self.run_id)
-        snapshot = decode(current.data, current.run_id)
-        if snapshot["status"] == RunStatus.SUSPENDED:
-            # Only a resume changes a suspended run and leaves it suspended (once the
-            # resumed step suspends again): that resume won.
-            return _resume_conflict(self.run_id, snapshot["status"], _still_waiting(snapshot))
-        return _not_resumable(snapshot, self._per_item)
+        return _resume_lost(self.run_id, current, self._per_item)
 
     def cancel(self) -> bool:
         """Cancel the run: it becomes ``canceled`` and no further step starts.
@@ -1660,6 +1653,25 @@ def _not_resumable(snapshot: Snapshot, per_item: Container[str] = frozenset()) -
         status=status,
         run_id=run_id,
     )
+
+
+def _resume_lost(
+    run_id: str, current: SnapshotRecord | None, per_item: Container[str] = frozenset()
+) -> WorkflowError:
+    """Why the store refused a resume of a run read suspended, read again as ``current``.
+
+    For a ``current`` that did not change since (the store refused it unchanged: a
+    resume request of that suspension waits), or that cannot be resumed now.
+    ``per_item``: as for :func:`_not_resumable`.
+    """
+    if current is None:
+        return _deleted(run_id)
+    snapshot = decode(current.data, current.run_id)
+    if snapshot["status"] == RunStatus.SUSPENDED:
+        # Only a resume changes a suspended run and leaves it suspended (once the
+        # resumed step suspends again): that resume won.
+        return _resume_conflict(run_id, snapshot["status"], _still_waiting(snapshot))
+    return _not_resumable(snapshot, per_item)
 
 
 def _past_deadline(snapshot: Snapshot) -> bool:

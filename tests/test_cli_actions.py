@@ -21,6 +21,7 @@ import pytest
 from actors.system import ActorSystem
 from runtime import Runtime, SQLiteStore
 from runtime._cli import _actions, main
+from runtime._snapshot import decode, next_record
 from tests._support import importable_flows, wait_until
 
 WAIT = 10.0
@@ -517,6 +518,148 @@ def test_start_wait_of_a_run_suspended_while_a_resume_request_waits_goes_on_to_i
     out = capsys.readouterr().out
     assert said == [0], out
     assert field(out, "status") == "success", out
+
+
+def _before_the_resume_is_written(
+    monkeypatch: pytest.MonkeyPatch, act: Callable[[], None], *, every_time: bool = False
+) -> None:
+    """Run ``act`` just before ``runs resume`` writes its compare-and-set (once, or each time).
+
+    What another process does between the command's read of the run and its write.
+    """
+    opened = _actions._shared
+
+    def shared(db: str) -> Any:
+        store = opened(db)
+        replace, acted = store.replace, []
+
+        def racing(record: Any, expected_seq: int, **options: Any) -> bool:
+            if every_time or not acted:
+                acted.append(True)
+                act()
+            return bool(replace(record, expected_seq, **options))
+
+        monkeypatch.setattr(store, "replace", racing)
+        return store
+
+    monkeypatch.setattr(_actions, "_shared", shared)
+
+
+def _suspended_members(rt: Runtime, module: ModuleType, run_id: str) -> Any:
+    """A run of ``members`` suspended at both members, ``a`` and ``b``."""
+    run = rt.register(module.members).create_run(run_id)
+    assert run.start(input_data={"value": "x"}, timeout=WAIT).status == "suspended"
+    return run
+
+
+@pytest.mark.parametrize("a_meanwhile", ["runs on", "ended"])
+def test_runs_resume_that_loses_to_another_suspensions_resume_reads_again_and_goes_on(
+    db: str,
+    flows: tuple[str, ModuleType],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    a_meanwhile: str,
+) -> None:
+    # Between the command's read of the run (a and b suspended) and its write of b's
+    # resume, another process resumed a. It said "run 'p' changed while it was being
+    # resumed ... this resume changed nothing" (exit 1); run.resume_async() reads the
+    # run again and goes on, b still waiting: a request while a runs on, else the resume.
+    _name, module = flows
+    if a_meanwhile == "ended":
+        module.release.set()  # a returns at once: the run suspends again, b waiting
+    with Runtime(store=db) as rt:
+        run = _suspended_members(rt, module, "p")
+
+        def resume_a() -> None:
+            before = stored_seq(db, "p")
+            run.resume_async(step="a", resume_data={"answer": "yes"})
+            if a_meanwhile == "runs on":
+                assert module.began.wait(WAIT)
+            else:
+                wait_until(
+                    lambda: stored_status(db, "p") == "suspended" and stored_seq(db, "p") > before,
+                    WAIT,
+                    "a ended, the run suspended again",
+                )
+
+        _before_the_resume_is_written(monkeypatch, resume_a)
+        try:
+            code, out, err = cli(
+                capsys, "runs", "resume", "p", "--db", db, "--step", "b",
+                "--data", '{"answer": "no"}', "--json",
+            )  # fmt: skip
+        finally:
+            module.release.set()
+        assert code == 0, err
+        assert json.loads(out) == {
+            "run_id": "p", "resumed": "b", "status": "running",
+            "requested": a_meanwhile == "runs on",
+        }  # fmt: skip
+        result = run.wait(WAIT)
+    assert result.status == "success", result.error
+    assert result.result == {"value": "a: yes, b: no"}
+
+
+def test_runs_resume_that_loses_to_a_cancel_refuses_as_the_api_does(
+    db: str,
+    flows: tuple[str, ModuleType],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    module = flows[1]
+    suspended_run(db, module)
+
+    def cancel() -> None:
+        with Runtime(store=db) as rt:
+            assert rt.register(module.approval).create_run("r1").cancel()
+
+    _before_the_resume_is_written(monkeypatch, cancel)
+    code, _out, err = cli(capsys, "runs", "resume", "r1", "--db", db, "--data", '{"answer": "a"}')
+
+    assert code == 1
+    assert "run 'r1' is canceled; only a suspended run can be resumed" in err
+    assert stored(db, module, "r1").status == "canceled"
+
+
+def test_runs_resume_of_a_run_that_keeps_changing_gives_up_after_a_few_tries(
+    db: str,
+    flows: tuple[str, ModuleType],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    module = flows[1]
+    suspended_run(db, module)
+    writes: list[int] = []
+
+    def rewrite() -> None:  # another process's write that leaves the suspension waiting
+        store = SQLiteStore(db)
+        try:
+            record = store.load("r1")
+            assert record is not None
+            again = next_record(decode(record.data, "r1"), time.time())
+            assert store.replace(again, record.seq)
+            writes.append(again.seq)
+        finally:
+            store.close()
+
+    _before_the_resume_is_written(monkeypatch, rewrite, every_time=True)
+    code, _out, err = cli(capsys, "runs", "resume", "r1", "--db", db, "--data", '{"answer": "a"}')
+
+    assert code == 1
+    assert f"run 'r1' changed {_actions.RESUME_TRIES} times while it was being resumed" in err
+    assert len(writes) == _actions.RESUME_TRIES
+    assert stored(db, module, "r1").status == "suspended"
+
+
+def stored_seq(db: str, run_id: str) -> int:
+    store = SQLiteStore(db, readonly=True)
+    try:
+        record = store.load(run_id)
+    finally:
+        store.close()
+    assert record is not None
+    return record.seq
 
 
 def stored_status(db: str, run_id: str) -> str | None:

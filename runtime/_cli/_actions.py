@@ -15,6 +15,9 @@ run from any shell:
   worker that drives it carries it out. With ``--definition MODULE:ATTR`` the data is
   checked against the step's ``resume_schema`` first; without, a mismatch fails the run
   when the step runs (a request's is refused by that worker: the suspension waits on).
+  A run that changed between the read and the write is read again, as
+  ``run.resume_async()`` reads it (a few times at most): what refuses the resume then
+  refuses it.
 - ``runs delete`` deletes a run that has ended.
 - ``runs watch --json`` and ``runs list --follow`` poll the store and print a line for
   each change (JSON lines with ``--json``).
@@ -30,7 +33,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any, Final, cast
+from typing import Any, Final, NoReturn, cast
 
 from rich.text import Text
 
@@ -59,8 +62,10 @@ from runtime._errors import (
     InvalidInputError,
     ResumeConflictError,
     ResumeTargetError,
+    RunDeletedError,
     RunNotSuspendedError,
     SnapshotFormatError,
+    WorkflowError,
 )
 from runtime._model import (
     TERMINAL_STATUSES,
@@ -71,8 +76,10 @@ from runtime._model import (
 )
 from runtime._plan import split_item_path
 from runtime._run import (
+    _deleted,
     _not_resumable,
     _resume_conflict,
+    _resume_lost,
     _resume_target,
     _still_waiting,
     _waiting_target,
@@ -226,6 +233,9 @@ def runs_cancel(args: argparse.Namespace) -> RunStatus | None:
 
 # --- resume ---------------------------------------------------------------------------
 
+RESUME_TRIES: Final = 5
+"""How many times ``runs resume`` reads a run that changed under it before it gives up."""
+
 
 def runs_resume(args: argparse.Namespace) -> RunStatus | None:
     """``callboard runs resume``: record a resume; the workflow's next runtime runs it on.
@@ -272,7 +282,8 @@ def _resume(args: argparse.Namespace) -> tuple[str, str, bool]:
     """Record the resume of ``args.run_id``; the suspension's path, the workflow's id, and more.
 
     The third value says whether it is a resume request (the run runs on), not the
-    resume itself.
+    resume itself. A run that changed since it was read is read again, as
+    ``run.resume_async()`` reads it again, at most :data:`RESUME_TRIES` times.
     """
     run_id = args.run_id
     data = _commands.read_json_argument(args.data, "--data")
@@ -280,7 +291,7 @@ def _resume(args: argparse.Namespace) -> tuple[str, str, bool]:
     store = _shared(args.db)
     try:
         record = _load(store, run_id, args.db)
-        while True:
+        for _ in range(RESUME_TRIES):
             snapshot = _decoded(record)
             if snapshot["status"] == RunStatus.RUNNING and snapshot["suspended"]:
                 # Running on after another of its suspensions was resumed: a request, as
@@ -295,7 +306,7 @@ def _resume(args: argparse.Namespace) -> tuple[str, str, bool]:
                     raise RefusedError(str(_resume_conflict(run_id, snapshot["status"], waiting)))
                 # Changed since it was read (it suspended, ended, or a suspension was
                 # resumed): read again, as run.resume_async() does.
-                current = _load(store, run_id, args.db)
+                current = _reload(store, run_id)
                 if current.seq == record.seq:
                     raise RefusedError(str(_resume_conflict(run_id, current.status)))
                 record = current
@@ -310,16 +321,42 @@ def _resume(args: argparse.Namespace) -> tuple[str, str, bool]:
             # Left queued (not held here): whichever runtime registers the workflow takes it.
             # Taken: refused while a resume request of that suspension waits (it came first).
             resumed = next_record(snapshot, time.time())._replace(taken=(path,))
-            if not store.replace(resumed, record.seq, hold=False):
-                lost = store.load(run_id)
-                now = "deleted" if lost is None else lost.status
-                raise RefusedError(
-                    f"run {run_id!r} changed while it was being resumed (it is {now} now): "
-                    "another resume or a cancel came first; this resume changed nothing"
-                )
-            return path, record.workflow_id, False
+            if store.replace(resumed, record.seq, hold=False):
+                return path, record.workflow_id, False
+            current = _reload(store, run_id)
+            if current.seq == record.seq:
+                # Refused unchanged: a resume request of that suspension waits (it came first).
+                _refuse(_resume_lost(run_id, current))
+            # Changed since it was read: another process wrote it (another of its
+            # suspensions resumed, a request taken, a cancel, its deadline). Read as it is
+            # now: what refuses the resume refuses it then; a change that leaves the
+            # suspension waiting does not.
+            record = current
+        raise RefusedError(
+            f"run {run_id!r} changed {RESUME_TRIES} times while it was being resumed (other "
+            "processes keep writing it); this resume changed nothing: try again"
+        )
     finally:
         store.close()
+
+
+def _reload(store: SnapshotStore, run_id: str) -> SnapshotRecord:
+    """The run's record read again, once a resume found it changed.
+
+    Raises:
+        RunNotFoundError: if it was deleted meanwhile, with the API's wording.
+    """
+    current = store.load(run_id)
+    if current is None:
+        _refuse(_deleted(run_id))
+    return current
+
+
+def _refuse(error: WorkflowError) -> NoReturn:
+    """End the command with the API's ``error``: exit 3 for a run deleted, else 1."""
+    if isinstance(error, RunDeletedError):
+        raise RunNotFoundError(str(error)) from error
+    raise RefusedError(str(error)) from error
 
 
 def _decoded(record: SnapshotRecord) -> Snapshot:
