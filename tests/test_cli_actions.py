@@ -652,6 +652,36 @@ def test_runs_resume_of_a_run_that_keeps_changing_gives_up_after_a_few_tries(
     assert stored(db, module, "r1").status == "suspended"
 
 
+def test_runs_resume_after_the_runs_deadline_is_refused_and_a_worker_cancels_the_run(
+    db: str, flows: tuple[str, ModuleType], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It recorded the resume (exit 0): the run was made runnable, and the worker that
+    # took it canceled it at once. run.resume() refuses it (RunNotSuspendedError).
+    name, module = flows
+    with Runtime(store=db) as rt:
+        run = rt.register(module.approval).create_run("late")
+        result = run.start(input_data={"value": "x"}, run_timeout=0.2, timeout=WAIT)
+    assert result.status == "suspended"  # and no runtime is left to cancel it
+    time.sleep(0.4)
+    before = stored_seq(db, "late")
+
+    for checked in ([], ["--definition", f"{name}:approval"]):
+        code, _out, err = cli(
+            capsys, "runs", "resume", "late", "--db", db, "--data", '{"answer": "a"}', *checked
+        )
+        assert code == 1, err
+        assert "run 'late' exceeded its timeout of 0.2 s" in err
+        assert "only a suspended run within its time can be resumed" in err
+        assert (stored_status(db, "late"), stored_seq(db, "late")) == ("suspended", before)
+
+    with Runtime(store=db) as rt:  # a worker of the workflow cancels it, as at its deadline
+        approval = rt.register(module.approval)
+        wait_until(lambda: stored_status(db, "late") == "canceled", WAIT, "canceled")
+        ended = approval.get_workflow_run_execution_result("late")
+    assert ended is not None and ended.error is not None
+    assert ended.error.name == "RunDeadlineError"
+
+
 def stored_seq(db: str, run_id: str) -> int:
     store = SQLiteStore(db, readonly=True)
     try:

@@ -17,7 +17,8 @@ run from any shell:
   when the step runs (a request's is refused by that worker: the suspension waits on).
   A run that changed between the read and the write is read again, as
   ``run.resume_async()`` reads it (a few times at most): what refuses the resume then
-  refuses it.
+  refuses it. A suspended run past its deadline (``run_timeout``) is refused, and left
+  for a worker of its workflow to cancel (its hooks run there).
 - ``runs delete`` deletes a run that has ended.
 - ``runs watch --json`` and ``runs list --follow`` poll the store and print a line for
   each change (JSON lines with ``--json``).
@@ -78,6 +79,7 @@ from runtime._plan import split_item_path
 from runtime._run import (
     _deleted,
     _not_resumable,
+    _past_deadline,
     _resume_conflict,
     _resume_lost,
     _resume_target,
@@ -91,6 +93,7 @@ from runtime._snapshot import (
     decode,
     encode,
     next_record,
+    run_deadline,
     stand_in_record,
 )
 from runtime._stores.base import (
@@ -313,6 +316,10 @@ def _resume(args: argparse.Namespace) -> tuple[str, str, bool]:
                 continue
             if snapshot["status"] != RunStatus.SUSPENDED:
                 raise RefusedError(str(_not_resumable(snapshot)))
+            if _past_deadline(snapshot):
+                # Resumed, it would be canceled by the worker that takes it. Left as it is:
+                # a worker that registers the workflow cancels it, with its hooks.
+                raise RefusedError(_past_its_deadline(snapshot, args.db))
             path = _target(_resume_target, snapshot, args.step, run_id)
             checked = _checked_data(args, workflow, record, snapshot, path=path, data=data)
             snapshot["status"] = RunStatus.RUNNING.value
@@ -357,6 +364,36 @@ def _refuse(error: WorkflowError) -> NoReturn:
     if isinstance(error, RunDeletedError):
         raise RunNotFoundError(str(error)) from error
     raise RefusedError(str(error)) from error
+
+
+def _past_its_deadline(snapshot: Snapshot, db: str) -> str:
+    """Why a suspended run whose deadline (``run_timeout``) passed is not resumed."""
+    run_id = snapshot["run_id"]
+    timeout = snapshot.get("run_timeout")
+    limit = (
+        f" of {timeout:g} s"
+        if isinstance(timeout, int | float) and not isinstance(timeout, bool)
+        else ""
+    )
+    deadline = run_deadline(snapshot)
+    try:
+        when = "" if deadline is None else f" (its deadline was {_local(deadline)})"
+    except (OverflowError, OSError, ValueError):  # past the calendar
+        when = ""
+    return str(
+        RunNotSuspendedError(
+            f"run {run_id!r} exceeded its timeout{limit}{when}: it is canceled, not resumed, "
+            f"by the next runtime on {shown_db(db)} that registers workflow "
+            f"{snapshot['workflow_id']!r} (its hooks run there); only a suspended run within "
+            "its time can be resumed; this resume changed nothing",
+            status=snapshot["status"],
+            run_id=run_id,
+        )
+    )
+
+
+def _local(moment: float) -> str:
+    return datetime.fromtimestamp(moment).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _decoded(record: SnapshotRecord) -> Snapshot:
