@@ -1060,6 +1060,7 @@ class FakeReader:
     def __init__(self, *runs: list[WorkflowResult]) -> None:
         self.runs = {results[0].run_id: list(results) for results in runs}
         self.status_filters: list[str | None] = []
+        self.pending: list[bool] = []  # resume_pending's answers, each in turn (then False)
 
     def __call__(self, db: str) -> FakeReader:
         return self
@@ -1079,6 +1080,9 @@ class FakeReader:
     def get_run_and_limit(self, run_id: str) -> tuple[WorkflowResult, _render.TimeLimit] | None:
         result = self.get_run(run_id)
         return None if result is None else (result, _render.NO_TIME_LIMIT)
+
+    def resume_pending(self, run_id: str) -> bool:
+        return self.pending.pop(0) if self.pending else False
 
     def list_runs(
         self,
@@ -1236,6 +1240,51 @@ def test_runs_watch_on_a_terminal_names_what_a_suspended_run_waits_for_and_how_t
     drawn = screen.getvalue()
     assert "waiting for a resume: approve asked null" in drawn
     assert "(callboard runs resume r --data JSON)" in drawn
+
+
+def test_runs_watch_says_a_resume_asked_for_waits_for_the_worker_until_it_is_dropped(
+    db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It said to resume a run whose resume request waited (recorded while it ran on):
+    # that resume would be refused, the request having come first. A request its worker
+    # drops (its data refused) leaves the run as it was: then it waits for a resume.
+    suspended = lifecycle_result("suspended", run_id="r", suspended={"approve": None})
+    canceled = lifecycle_result("canceled", run_id="r")
+    reader = serve(monkeypatch, [suspended, suspended, suspended, suspended, canceled])
+    reader.pending = [True, True, False]  # the first read only finds the run
+    monkeypatch.setattr(_commands, "_sleep", lambda seconds: None)
+    code, out, err = run_cli(capsys, "runs", "watch", "r", "--db", db)
+    assert code == 1, err
+    progress = [line.split(" run r ")[1] for line in out.splitlines() if " run r " in line]
+    assert progress == [
+        "suspended, a resume was asked for and waits for the worker: approve asked null "
+        "(a worker that registers workflow lifecycle carries it out)",
+        "suspended, waiting for a resume: approve asked null (callboard runs resume r --data JSON)",
+    ]
+
+
+def test_runs_watch_on_a_terminal_says_a_resume_asked_for_waits_for_the_worker(
+    db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    suspended = lifecycle_result("suspended", run_id="r", suspended={"approve": None, "sign": None})
+    ended = lifecycle_result("canceled", run_id="r")
+    serve(monkeypatch, [suspended, suspended, ended]).pending = [True]
+    monkeypatch.setattr(_commands, "_sleep", lambda seconds: None)
+    screen = io.StringIO()
+    monkeypatch.setattr(
+        _commands,
+        "console_for",
+        lambda stream: Console(file=screen, force_terminal=True, width=300, color_system=None),
+    )
+    code, _, err = run_cli(capsys, "runs", "watch", "r", "--db", db)
+    assert code == 1, err
+    drawn = screen.getvalue()
+    assert "a resume was asked for and waits for the worker: approve asked null" in drawn
+    # The store tells of a request for the run, not for which suspension: the other may wait.
+    assert (
+        "(a worker that registers workflow lifecycle carries it out; a suspension it does not "
+        "name: callboard runs resume r --step STEP --data JSON)"
+    ) in drawn
 
 
 def test_runs_watch_exits_0_once_a_resumed_run_succeeds(

@@ -20,7 +20,7 @@ import pytest
 
 from actors.system import ActorSystem
 from runtime import Runtime, SQLiteStore
-from runtime._cli import _actions, main
+from runtime._cli import _actions, _commands, main
 from runtime._snapshot import decode, next_record
 from tests._support import importable_flows, wait_until
 
@@ -518,6 +518,9 @@ def test_start_wait_of_a_run_suspended_while_a_resume_request_waits_goes_on_to_i
     out = capsys.readouterr().out
     assert said == [0], out
     assert field(out, "status") == "success", out
+    # Meanwhile it said the resume waited for the worker, not how to resume the run.
+    assert "run w suspended, a resume was asked for and waits for the worker: asks" in out, out
+    assert "callboard runs resume w" not in out, out
 
 
 def _before_the_resume_is_written(
@@ -680,6 +683,63 @@ def test_runs_resume_after_the_runs_deadline_is_refused_and_a_worker_cancels_the
         ended = approval.get_workflow_run_execution_result("late")
     assert ended is not None and ended.error is not None
     assert ended.error.name == "RunDeadlineError"
+
+
+def test_runs_watch_of_a_suspended_run_whose_resume_was_asked_for_says_it_waits_for_the_worker(
+    db: str,
+    flows: tuple[str, ModuleType],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A resume of "asks" recorded while "works" ran; the run suspended before a worker
+    # took the request. The watch said to resume it ("callboard runs resume w ..."),
+    # which would only be refused: another resume (the request) came first.
+    _name, module = flows
+    held = threading.Event()
+    held.set()
+    real = ActorSystem._resume_requested
+
+    def held_back(self: ActorSystem, request: Any, done: Callable[[], None]) -> None:
+        if held.is_set():  # as a claimer that has not looked yet: the request waits
+            done()
+        else:
+            real(self, request, done)
+
+    monkeypatch.setattr(ActorSystem, "_resume_requested", held_back)
+    with Runtime(store=db) as rt:
+        pair = rt.register(module.pair)
+        run = pair.create_run("w")
+        run.start_async(input_data={"value": "x"})
+        try:
+            assert module.pair_began.wait(WAIT)
+            wait_until(
+                lambda: "asks" in pair.get_workflow_run_execution_result("w").suspended,
+                WAIT,
+                "asks suspended",
+            )
+            with Runtime(store=db, role="client") as client:
+                client.register(module.pair).create_run("w").resume_async(
+                    step="asks", resume_data={"answer": "yes"}
+                )  # a request
+        finally:
+            module.pair_gate.set()  # "works" ends: the run suspends, the request waiting
+        wait_until(lambda: stored_status(db, "w") == "suspended", WAIT, "suspended")
+
+        def pause(seconds: float) -> None:
+            raise KeyboardInterrupt
+
+        with monkeypatch.context() as patched:
+            patched.setattr(_commands, "_sleep", pause)
+            patched.setattr(_actions, "_sleep", pause)
+            said_so = "run w suspended, a resume was asked for and waits for the worker: asks"
+            for command in (["runs", "watch", "w"], ["runs", "list", "--follow"]):
+                code, out, _err = cli(capsys, *command, "--db", db)
+                assert code == 130
+                assert said_so in out, (command, out)
+                assert "a worker that registers workflow pair carries it out" in out
+                assert "callboard runs resume" not in out
+        held.clear()  # the worker takes the request, and the run goes on
+        assert run.wait(WAIT).status == "success"
 
 
 def stored_seq(db: str, run_id: str) -> int:

@@ -21,7 +21,8 @@ run from any shell:
   for a worker of its workflow to cancel (its hooks run there).
 - ``runs delete`` deletes a run that has ended.
 - ``runs watch --json`` and ``runs list --follow`` poll the store and print a line for
-  each change (JSON lines with ``--json``).
+  each change (JSON lines with ``--json``); a suspended run with a resume request
+  waiting is said to wait for the worker, not for a resume.
 """
 
 from __future__ import annotations
@@ -665,7 +666,8 @@ def runs_list_follow(args: argparse.Namespace, statuses: list[str] | None) -> No
         if args.json:
             print_json_line(plain(run))
         elif run.status == RunStatus.SUSPENDED:
-            show(console, suspended_line(run))
+            asked = _commands.through_outage(functools.partial(reader.resume_pending, run.run_id))
+            show(console, suspended_line(run, requested=asked))
         else:
             when = datetime.now().strftime("%H:%M:%S")
             header = shown(f"{when}  run {run.run_id}  {run.workflow_id}  ")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -24,7 +25,7 @@ from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -72,7 +73,13 @@ from runtime._run import Run
 from runtime._run_input import validated_input
 from runtime._runtime import DEFAULT_STOP_TIMEOUT, Runtime
 from runtime._snapshot import decode, read_result, run_deadline
-from runtime._stores.base import SharedStore, SnapshotRecord, SnapshotStore
+from runtime._stores.base import (
+    ResumeRequestStore,
+    SharedStore,
+    SnapshotRecord,
+    SnapshotStore,
+    provides,
+)
 from runtime._stores.open import open_store
 from runtime._stores.sqlite import SQLiteStore, path_from_url
 from runtime._workflow import Workflow
@@ -257,6 +264,12 @@ class _Reader:
     def get_run(self, run_id: str) -> WorkflowResult | None:
         return get_run(self._store, run_id)
 
+    def resume_pending(self, run_id: str) -> bool:
+        """Whether a resume request of the run waits in the store (one that takes them)."""
+        if not provides(self._store, ResumeRequestStore):
+            return False
+        return cast("ResumeRequestStore", self._store).resume_pending(run_id)
+
     def get_run_and_limit(self, run_id: str) -> tuple[WorkflowResult, TimeLimit] | None:
         """A run by id, and its time limit, from one read of its record."""
         check_run_id(run_id, lookup=True)
@@ -417,7 +430,11 @@ def through_outage(read: Callable[[], _R]) -> _R:
 
 
 def runs_watch(args: argparse.Namespace) -> RunStatus:
-    """``callboard runs watch``: follow a run until it ends."""
+    """``callboard runs watch``: follow a run until it ends.
+
+    A suspended run with a resume request waiting (recorded while it ran on) is
+    said to wait for the worker that carries it out, not for a resume.
+    """
     with _reader(args.db) as reader:
         limit = NO_TIME_LIMIT  # the last one read (a restart gives the run a new deadline)
 
@@ -439,6 +456,9 @@ def runs_watch(args: argparse.Namespace) -> RunStatus:
             None,
             _has_ended,
             view=lambda result: run_view(result, limit),
+            requested=lambda result: through_outage(
+                functools.partial(reader.resume_pending, result.run_id)
+            ),
         )
     assert result is not None  # no deadline: _follow returns once the run has ended
     return result.status
@@ -461,11 +481,13 @@ def _follow(
     done: Callable[[WorkflowResult], bool],
     *,
     view: Callable[[WorkflowResult], RenderableType] = run_view,
+    requested: Callable[[WorkflowResult], bool] = lambda _result: False,
 ) -> WorkflowResult | None:
     """Show a run's progress until ``done`` (its last result) or ``deadline`` passes (``None``).
 
     On a terminal the run's ``view`` is redrawn in place; elsewhere a line is printed
-    each time the run changes, and the full view once it is done.
+    each time the run changes, and the full view once it is done. ``requested`` tells
+    whether a resume request of a run read suspended waits (a worker carries it out).
     """
     if console.is_terminal:
         with Live(console=console, auto_refresh=False, transient=False) as live:
@@ -476,7 +498,7 @@ def _follow(
                 drawn: RenderableType = view(result)
                 if result.status == RunStatus.SUSPENDED:
                     # What it waits for, and the command that resumes it, as off a terminal.
-                    drawn = Group(drawn, suspended_line(result))
+                    drawn = Group(drawn, suspended_line(result, requested=requested(result)))
                 live.update(terminal_safe(drawn), refresh=True)
                 if done(result):
                     return result
@@ -491,14 +513,18 @@ def _follow(
         if done(result):
             show(console, view(result))
             return result
+        suspended = result.status == RunStatus.SUSPENDED
+        # A request dropped by its worker (its data refused) leaves the run as it was.
+        asked = suspended and requested(result)
         progress = (
             result.status,
+            asked,
             *((step, s.status, s.attempts) for step, s in result.steps.items()),
         )
         if progress != last_progress:
-            # A suspended run waits for a person: say so, and for what, once.
-            suspended = result.status == RunStatus.SUSPENDED
-            show(console, suspended_line(result) if suspended else progress_line(result))
+            # A suspended run waits for a person (or a worker): say so, and for what, once.
+            line = suspended_line(result, requested=asked) if suspended else None
+            show(console, progress_line(result) if line is None else line)
             last_progress = progress
         if deadline is not None and time.monotonic() >= deadline:
             return None
@@ -706,7 +732,14 @@ def _start_and_wait(
                 f"started run {run.run_id} of workflow {workflow.id} in {shown_db(args.db)}"
             ),
         )
-        result = _follow(console, fetch, pause, deadline, settled)
+        result = _follow(
+            console,
+            fetch,
+            pause,
+            deadline,
+            settled,
+            requested=lambda result: result.status == RunStatus.SUSPENDED and not settled(result),
+        )
     if result is None:
         runtime.stop(timeout=0)
         now = fetch()

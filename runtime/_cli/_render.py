@@ -480,17 +480,37 @@ def _step_status(step: StepResult) -> Text:
     return text
 
 
-def suspended_line(result: WorkflowResult) -> Text:
-    """One line for a suspended run: what it waits for, and how to resume it."""
+def suspended_line(result: WorkflowResult, *, requested: bool = False) -> Text:
+    """One line for a suspended run: what it waits for, and how to resume it.
+
+    Args:
+        result: The run, read suspended.
+        requested: Whether a resume request of it waits in the store (recorded while
+            it ran on), which a worker carries out: the line says so rather than how
+            to resume it (the store tells of a request for the run, not for which of
+            its suspensions: with several, the others may still wait).
+    """
     line = Text.assemble(
         shown(f"{datetime.now().strftime('%H:%M:%S')}  run {result.run_id} "),
         status_text(result.status),
-        ", waiting for a resume",
+        ", a resume was asked for and waits for the worker"
+        if requested
+        else ", waiting for a resume",
     )
     for index, (path, payload) in enumerate(result.suspended.items()):
         line.append(": " if index == 0 else "; ")
         line.append(shown(f"{path} asked {_json_text(payload)}"))
-    line.append(shown(f" (callboard runs resume {result.run_id} --data JSON)"), style="dim")
+    if not requested:
+        hint = f" (callboard runs resume {result.run_id} --data JSON)"
+    else:
+        hint = f" (a worker that registers workflow {result.workflow_id} carries it out"
+        if len(result.suspended) > 1:
+            hint += (
+                f"; a suspension it does not name: callboard runs resume {result.run_id} "
+                "--step STEP --data JSON"
+            )
+        hint += ")"
+    line.append(shown(hint), style="dim")
     return line
 
 
