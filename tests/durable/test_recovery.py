@@ -18,10 +18,20 @@ from tests.durable._support.helpers import barrier, dead_pid, hand_over, row
 
 
 def leave_unfinished(
-    runtimes: Runtimes, db: Path, workflow: Any, count: int = 1, **options: Any
+    runtimes: Runtimes,
+    db: Path,
+    workflow: Any,
+    counter: Counter,
+    count: int = 1,
+    **options: Any,
 ) -> list[str]:
     """Start ``count`` runs of ``workflow`` (a held workflow whose gate is shut) and stop
-    the runtime under them: they stay unfinished in the file, their owner gone."""
+    the runtime under them: they stay unfinished in the file, their owner gone.
+
+    Those that run are stopped in their held step, its body entered (``counter``): a row
+    reads ``running`` as soon as the first step's call goes out, and a run stopped in
+    ``first`` ran ``hold`` once in all, not twice.
+    """
     rt = runtimes.start(db, **options)
     wf = rt.register(workflow)
     run_ids = [
@@ -29,7 +39,10 @@ def leave_unfinished(
     ]
     running = min(count, options.get("max_concurrent_runs") or count)
     wait_until(
-        lambda: sum(1 for r in run_ids if (row(db, r) or {}).get("status") == "running") == running,
+        lambda: (
+            sum(1 for r in run_ids if (row(db, r) or {}).get("status") == "running") == running
+            and sum(1 for r in run_ids if counter[f"{r}/hold"]) == running
+        ),
         what="the runs reach their held step",
     )
     rt.stop(timeout=0.05)
@@ -50,7 +63,7 @@ def test_stop_leaves_a_run_blocked_in_a_step_unfinished_and_the_next_runtime_fin
 ) -> None:
     counter, gate = Counter(), runtimes.gate()
     workflow = held_workflow(counter, gate)
-    [run_id] = leave_unfinished(runtimes, db, workflow)
+    [run_id] = leave_unfinished(runtimes, db, workflow, counter)
     with RunReader(db) as reader:
         halted = reader.get_run(run_id)
     assert halted is not None
@@ -93,7 +106,7 @@ def test_a_resumed_run_keeps_its_input_context_and_trace(db: Path, runtimes: Run
 def test_runs_left_pending_are_resumed_too(db: Path, runtimes: Runtimes) -> None:
     counter, gate = Counter(), runtimes.gate()
     workflow = held_workflow(counter, gate)
-    run_ids = leave_unfinished(runtimes, db, workflow, count=3, max_concurrent_runs=1)
+    run_ids = leave_unfinished(runtimes, db, workflow, counter, count=3, max_concurrent_runs=1)
     assert sorted(status(db, r) for r in run_ids) == ["pending", "pending", "running"]
     gate.set()
     runtimes.start(db).register(workflow)
@@ -120,7 +133,7 @@ def test_a_run_is_resumed_only_when_its_owner_is_gone(
 ) -> None:
     counter, gate = Counter(), runtimes.gate()
     workflow = held_workflow(counter, gate)
-    [run_id] = leave_unfinished(runtimes, db, workflow)
+    [run_id] = leave_unfinished(runtimes, db, workflow, counter)
     gate.set()
     hand_over(
         db,
@@ -170,7 +183,7 @@ def test_two_runtimes_racing_for_the_same_orphans_resume_each_exactly_once(
 ) -> None:
     counter, gate = Counter(), runtimes.gate()
     workflow = held_workflow(counter, gate)
-    run_ids = leave_unfinished(runtimes, db, workflow, count=6)
+    run_ids = leave_unfinished(runtimes, db, workflow, counter, count=6)
     gate.set()
     racers = [runtimes.start(db), runtimes.start(db)]
     start_line = threading.Barrier(len(racers))
@@ -206,7 +219,7 @@ def test_a_run_whose_workflow_is_not_registered_is_left_alone_and_reported_once(
     monkeypatch.setattr(claimer_module, "REPORT_DELAY", 0.1)
     counter, gate = Counter(), runtimes.gate()
     workflow = held_workflow(counter, gate)
-    [run_id] = leave_unfinished(runtimes, db, workflow)
+    [run_id] = leave_unfinished(runtimes, db, workflow, counter)
     gate.set()
     before = row(db, run_id)
     with capture_logs() as logs:
@@ -235,7 +248,7 @@ def test_orphans_of_workflows_registered_before_start_are_resumed_at_start(
 ) -> None:
     counter, gate = Counter(), runtimes.gate()
     workflow = held_workflow(counter, gate)
-    [run_id] = leave_unfinished(runtimes, db, workflow)
+    [run_id] = leave_unfinished(runtimes, db, workflow, counter)
     gate.set()
     rt = Runtime(store=db)
     rt.register(workflow)
@@ -250,7 +263,7 @@ def test_recovery_does_not_hold_up_start_or_register(
 ) -> None:
     counter, gate = Counter(), runtimes.gate()
     workflow = held_workflow(counter, gate)
-    run_ids = leave_unfinished(runtimes, db, workflow, count=20, max_concurrent_runs=2)
+    run_ids = leave_unfinished(runtimes, db, workflow, counter, count=20, max_concurrent_runs=2)
     gate.set()
     looking, go_on = threading.Event(), threading.Event()
     claim = SQLiteStore.claim
