@@ -1694,6 +1694,31 @@ def _suspensions(snapshot: Snapshot, per_item: Container[str]) -> int:
     return count
 
 
+def _suspended_since(snapshot: Snapshot) -> dict[str, None]:
+    """The suspensions the run's records show: waiting, or taken by a resume.
+
+    A resume takes its suspension out of ``"suspended"``, and out of ``"resume"``
+    once its step begins (a foreach item's, once it ends), but the step's record
+    keeps its ``suspend_payload`` (a foreach's record, its items' by index). A
+    record of a loop's later pass (``iterations`` over 1) counts too: its earlier
+    pass may have suspended, and its record is new.
+    """
+    seen: dict[str, None] = dict.fromkeys(snapshot.get("resume") or {})
+    seen.update(dict.fromkeys(snapshot["suspended"]))
+    for path, record in snapshot["steps"].items():
+        payload = record.get("suspend_payload")
+        if type(payload) is dict and payload and all(_is_index(key) for key in payload):
+            seen.update(dict.fromkeys(item_path(path, int(key)) for key in payload))
+        elif payload is not None or (record.get("iterations") or 0) > 1:
+            seen[path] = None
+    return seen
+
+
+def _is_index(key: object) -> bool:
+    """Whether ``key`` is a foreach item's index as its step's ``suspend_payload`` holds it."""
+    return type(key) is str and key.isdigit() and key.isascii()
+
+
 def _still_waiting(snapshot: Snapshot) -> list[str]:
     """The run's suspensions no resume has taken yet.
 
@@ -1722,10 +1747,10 @@ def _waiting_target(snapshot: Snapshot, step: Any, run_id: str, for_each_index: 
         return _resume_target(view, step, run_id, for_each_index)
     except ResumeTargetError as among_waiting:
         # Named one of the run's suspensions that a resume took (its step may have
-        # begun since: it is then in "resume" only): another resume came first. Naming
-        # none of them (or several) is the caller's mistake.
-        taken = {path: None for path in snapshot.get("resume") or {}}
-        every = cast(Snapshot, {**snapshot, "suspended": {**taken, **suspended}})
+        # begun since, or ended: it is then in neither "suspended" nor "resume", but
+        # its record says it suspended): another resume came first. Naming none of
+        # them (or several) is the caller's mistake.
+        every = cast(Snapshot, {**snapshot, "suspended": _suspended_since(snapshot)})
         try:
             _resume_target(every, step, run_id, for_each_index)
         except ResumeTargetError:

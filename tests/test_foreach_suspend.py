@@ -405,6 +405,63 @@ def test_a_waiting_member_of_a_parallel_is_resumed_while_another_runs(runtime: R
     assert result.result == {"n": 112}
 
 
+def _held_steps(release: threading.Event, began: _Began, *names: str) -> list[Any]:
+    """Steps that suspend, and once resumed hold until ``release`` is set."""
+
+    def body(name: str) -> Any:
+        def execute(ctx: Any) -> Item:
+            if ctx.resume_data is None:
+                ctx.suspend({"who": name})
+            began.add(name)
+            release.wait(WAIT)
+            return Item(n=ctx.input_data.n + ctx.resume_data["add"])
+
+        return execute
+
+    return [
+        create_step(id=name, input_schema=Item, output_schema=Item, execute=body(name))
+        for name in names
+    ]
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_a_second_resume_of_a_parallel_member_whose_step_began_is_a_conflict(
+    tmp_path: Path, store: str
+) -> None:
+    # Once the resumed member's step began, its suspension was in neither "suspended"
+    # nor "resume": a second resume of it read "step 'a' is not suspended"
+    # (ResumeTargetError), while another resume had come first.
+    release, began = threading.Event(), _Began()
+    with Runtime(store=None if store == "memory" else tmp_path / "runs.db") as rt:
+        run = rt.register(
+            create_workflow(id="three", input_schema=Item, output_schema=Item)
+            .parallel(_held_steps(release, began, "a", "b", "c"))
+            .map(lambda ctx: {"n": sum(out["n"] for out in ctx.input_data.values())})
+            .commit()
+        ).create_run()
+        assert run.start(input_data={"n": 1}, timeout=WAIT).status == "suspended"
+        try:
+            run.resume_async(step="a", resume_data={"add": 10})
+            assert began.seen("a")
+            with pytest.raises(ResumeConflictError) as conflict:
+                run.resume_async(step="a", resume_data={"add": 99})
+            assert "'b', 'c' still wait" in str(conflict.value)
+            run.resume_async(step="b", resume_data={"add": 100})
+            assert began.seen("b")
+            for named in ("a", "b"):
+                with pytest.raises(ResumeConflictError, match="'c' still wait"):
+                    run.resume_async(step=named, resume_data={"add": 99})
+            with pytest.raises(ResumeTargetError):  # never suspended: the caller's mistake
+                run.resume_async(step="nope", resume_data={"add": 99})
+        finally:
+            release.set()
+        assert run.wait(WAIT).suspended.keys() == {"c"}
+        result = run.resume(step="c", resume_data={"add": 1000}, timeout=WAIT)
+    assert result.status == "success", result.error
+    assert result.result == {"n": 1113}
+    assert began["a"] == began["b"] == began["c"] == 1
+
+
 def test_a_wrong_target_while_the_run_runs_on_is_a_target_error(runtime: Runtime) -> None:
     # Named while another item's resume runs: it read "already resumed by another call"
     # (ResumeConflictError) of items that never existed (r1).
