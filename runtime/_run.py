@@ -62,6 +62,8 @@ from runtime._run_input import (
     validated_resume_data,
 )
 from runtime._snapshot import (
+    EACH_SCOPE,
+    LOOP_SCOPE,
     Snapshot,
     canceled_record,
     decode,
@@ -897,7 +899,7 @@ class Run(Generic[In, Out]):
                 record = current
                 continue
             if snapshot["status"] != RunStatus.SUSPENDED:
-                raise _not_resumable(snapshot, self._per_item)
+                raise _not_waiting(snapshot, step, self.run_id, for_each_index, self._per_item)
             if _past_deadline(snapshot):
                 # Its time is up, and whoever was to cancel it has not yet: it is
                 # canceled here, as that worker would, and this resume refused.
@@ -1694,6 +1696,69 @@ def _suspensions(snapshot: Snapshot, per_item: Container[str]) -> int:
     return count
 
 
+def _not_waiting(
+    snapshot: Snapshot,
+    step: Any,
+    run_id: str,
+    for_each_index: int | None,
+    per_item: Container[str] = frozenset(),
+) -> WorkflowError:
+    """Why a resume of a run none of whose suspensions waits is refused.
+
+    As :func:`_not_resumable` says, but for a resume of a running run that names a
+    step whose records show no suspension: nobody resumed it, so it is not "already
+    resumed by another call" but not suspended (``ResumeTargetError``), as it is
+    while the run is suspended.
+
+    ``per_item``: as for :func:`_not_resumable`.
+    """
+    if snapshot["status"] == RunStatus.RUNNING and snapshot.get("resumed"):
+        never = _never_suspended(snapshot, step, run_id, for_each_index)
+        if never is not None:
+            return never
+    return _not_resumable(snapshot, per_item)
+
+
+def _never_suspended(
+    snapshot: Snapshot, step: Any, run_id: str, for_each_index: int | None
+) -> ResumeTargetError | None:
+    """The refusal of a resume of a running run that names none of its suspensions.
+
+    What it names has not suspended, as the run's records show: a step after the
+    one resumed, or in a nested workflow of a ``parallel`` or ``branch`` after the
+    one running (they run one after another), or none of the run's steps. ``None``
+    if it may name a suspension a resume took (then another came first), or names
+    nothing: a nested workflow a loop or a foreach is going round again has no
+    records of its earlier passes, which may have suspended at the name.
+    """
+    from runtime._workflow import Workflow  # here: it imports this module
+
+    if isinstance(step, Step | Workflow):
+        name = step.id
+    elif isinstance(step, str):
+        name = step
+    else:
+        return None  # none named (the only one: taken), or not a name at all
+    if any(key.endswith((EACH_SCOPE, LOOP_SCOPE)) for key in snapshot.get("scopes") or {}):
+        return None
+    named = [(key, *split_item_path(key)) for key in _suspended_since(snapshot)]
+    if for_each_index is not None:
+        named = [entry for entry in named if entry[2] == for_each_index]
+    if _matching(name, named):
+        return None
+    where = "" if for_each_index is None else f" at item {for_each_index}"
+    return ResumeTargetError(
+        f"run {run_id!r} is running: step {name!r} is not suspended{where} and has not "
+        "suspended (none of the run's suspensions waits now); a step that suspends later "
+        "is resumed once the run has suspended there (wait() returns then): the nested "
+        "workflows of a parallel or branch, and a foreach's items over a nested workflow, "
+        "run one after another, each once the one before it has ended",
+        suspended=[],
+        run_id=run_id,
+        step_id=name,
+    )
+
+
 def _suspended_since(snapshot: Snapshot) -> dict[str, None]:
     """The suspensions the run's records show: waiting, or taken by a resume.
 
@@ -1740,7 +1805,7 @@ def _waiting_target(snapshot: Snapshot, step: Any, run_id: str, for_each_index: 
     """
     waiting = _still_waiting(snapshot)
     if not waiting:
-        raise _not_resumable(snapshot)
+        raise _not_waiting(snapshot, step, run_id, for_each_index)
     suspended = snapshot["suspended"]
     view = cast(Snapshot, {**snapshot, "suspended": {path: suspended[path] for path in waiting}})
     try:
@@ -2126,14 +2191,7 @@ def _resume_target(
         name = step
     else:
         raise TypeError(f"step must be a Step, a Workflow or a str, got {type(step).__name__}")
-    matches = [key for key, _, _ in named if key == name]
-    if not matches:
-        matches = [key for key, base, _ in named if base == name]
-    if not matches:
-        matches = [key for key, base, _ in named if base.endswith("." + name)]
-    if not matches:  # a nested workflow: the suspended steps inside it
-        inside = "." + name + "."
-        matches = [key for key, base, _ in named if inside in "." + base]
+    matches = _matching(name, named)
     if len(matches) == 1:
         return matches[0]
     if matches:
@@ -2152,3 +2210,20 @@ def _resume_target(
         run_id=run_id,
         step_id=name,
     )
+
+
+def _matching(name: str, named: list[tuple[str, str, int | None]]) -> list[str]:
+    """The suspensions a name picks among ``named`` (each ``(name, step path, item)``).
+
+    The suspension's name itself; else a step's path; else a step id that ends
+    a path; else a nested workflow's id, picking the steps suspended inside it.
+    """
+    matches = [key for key, _, _ in named if key == name]
+    if not matches:
+        matches = [key for key, base, _ in named if base == name]
+    if not matches:
+        matches = [key for key, base, _ in named if base.endswith("." + name)]
+    if not matches:  # a nested workflow: the suspended steps inside it
+        inside = "." + name + "."
+        matches = [key for key, base, _ in named if inside in "." + base]
+    return matches

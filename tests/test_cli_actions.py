@@ -468,6 +468,37 @@ def test_runs_resume_of_a_running_run_refuses_what_the_api_refuses(
     assert result.result == {"value": "a: yes, b: no"}
 
 
+def test_runs_resume_of_a_running_run_tells_a_suspension_taken_from_one_never_there(
+    db: str, flows: tuple[str, ModuleType], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "--step a" (resumed, its step begun) exited 2, "step 'a' is not suspended"; once
+    # nothing waited, "--step nope" exited 1, "already resumed by another call".
+    _name, module = flows
+    resume = ["runs", "resume", "p", "--db", db, "--data", '{"answer": "late"}', "--step"]
+    with Runtime(store=db) as rt:
+        members, run = _member_a_runs(rt, module, "p")
+        try:
+            code, _out, err = cli(capsys, *resume, "a")
+            assert (code, "already resumed by another call" in err) == (1, True), err
+            assert "'b' still wait" in err
+            run.resume_async(step="b", resume_data={"answer": "no"})
+            wait_until(
+                lambda: not members.get_workflow_run_execution_result("p").suspended,
+                timeout=WAIT,
+                what="b resumed",
+            )
+            code, _out, err = cli(capsys, *resume, "nope")
+            assert (code, "step 'nope' is not suspended" in err) == (2, True), err
+            for taken in ("a", "b"):
+                code, _out, err = cli(capsys, *resume, taken)
+                assert (code, "already resumed by another call" in err) == (1, True), err
+        finally:
+            module.release.set()
+        result = run.wait(WAIT)
+    assert result.status == "success", result.error
+    assert result.result == {"value": "a: yes, b: no"}
+
+
 def test_start_wait_of_a_run_suspended_while_a_resume_request_waits_goes_on_to_its_end(
     db: str,
     flows: tuple[str, ModuleType],

@@ -462,6 +462,40 @@ def test_a_second_resume_of_a_parallel_member_whose_step_began_is_a_conflict(
     assert began["a"] == began["b"] == began["c"] == 1
 
 
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_a_step_after_the_resumed_one_named_while_the_run_runs_on_is_not_suspended(
+    tmp_path: Path, store: str
+) -> None:
+    # b had not run yet: its resume read "already resumed by another call"
+    # (ResumeConflictError), as if somebody had taken a suspension of b.
+    release, began = threading.Event(), _Began()
+    first, second = _held_steps(release, began, "a", "b")
+    with Runtime(store=None if store == "memory" else tmp_path / "runs.db") as rt:
+        run = rt.register(
+            create_workflow(id="in-turn", input_schema=Item, output_schema=Item)
+            .then(first)
+            .then(second)
+            .commit()
+        ).create_run()
+        assert run.start(input_data={"n": 1}, timeout=WAIT).status == "suspended"
+        try:
+            run.resume_async(resume_data={"add": 10})
+            assert began.seen("a")
+            with pytest.raises(ResumeTargetError) as caught:
+                run.resume_async(step="b", resume_data={"add": 100})
+            assert "step 'b' is not suspended" in str(caught.value)
+            assert caught.value.suspended == []
+            for named in ("a", None):  # the one resumed, or none named: another came first
+                with pytest.raises(ResumeConflictError, match="already resumed"):
+                    run.resume_async(step=named, resume_data={"add": 99})
+        finally:
+            release.set()
+        assert run.wait(WAIT).suspended.keys() == {"b"}
+        result = run.resume(step="b", resume_data={"add": 100}, timeout=WAIT)
+    assert result.status == "success", result.error
+    assert result.result == {"n": 111}
+
+
 def test_a_wrong_target_while_the_run_runs_on_is_a_target_error(runtime: Runtime) -> None:
     # Named while another item's resume runs: it read "already resumed by another call"
     # (ResumeConflictError) of items that never existed (r1).

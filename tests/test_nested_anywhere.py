@@ -7,6 +7,7 @@ and resume through each construct; a suspended child reads ``suspended``, and
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 from pydantic import BaseModel
 
 from runtime import (
+    ResumeConflictError,
     ResumeTargetError,
     Runtime,
     Workflow,
@@ -375,6 +377,173 @@ def test_a_run_suspended_inside_a_nested_member_resumes_in_another_runtime(
         assert not wait_for_no_callboard_threads()
     assert result.status == "success", result.error
     assert result.result == expected
+
+
+# --- resumes while the run runs on, around nested members ---------------------------
+
+
+class Held:
+    """Asking steps that, once resumed, hold until ``release``; each call is noted."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.began: list[str] = []
+        self.calls: list[str] = []
+
+    def step(self, step_id: str) -> Any:
+        def execute(ctx: Any) -> Value:
+            self.calls.append(f"{step_id}:{ctx.input_data.value}")
+            if ctx.resume_data is None:
+                ctx.suspend({"who": step_id})
+            self.began.append(f"{step_id}:{ctx.input_data.value}")
+            self.release.wait(WAIT)
+            return Value(value=ctx.input_data.value + ctx.resume_data["answer"])
+
+        return create_step(id=step_id, input_schema=Value, output_schema=Value, execute=execute)
+
+    def child(self, workflow_id: str, *steps: str) -> Workflow[Any, Any]:
+        """A nested workflow of ``steps``, side by side (in a parallel) if several."""
+        if len(steps) == 1:
+            built = create_workflow(id=workflow_id, input_schema=Value, output_schema=Value)
+            return built.then(self.step(steps[0])).commit()
+        built = create_workflow(id=workflow_id, input_schema=Value, output_schema=Combined)
+        return built.parallel([self.step(step_id) for step_id in steps]).commit()
+
+
+def _store(tmp_path: Path, store: str) -> Any:
+    return None if store == "memory" else tmp_path / "runs.db"
+
+
+def _nested_members(held: Held, shape: str) -> Workflow[Any, Any]:
+    first, second = held.child("c1", "ask"), held.child("c2", "ask")
+    if shape == "parallel":
+        return parent("two-members").parallel([first, second]).commit()
+    return (
+        parent("two-arms").branch([(lambda ctx: True, first), (lambda ctx: True, second)]).commit()
+    )
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+@pytest.mark.parametrize("shape", ["parallel", "branch"])
+def test_a_later_nested_member_named_while_the_first_runs_on_is_not_suspended_yet(
+    tmp_path: Path, store: str, shape: str
+) -> None:
+    # The nested workflows of a parallel (or branch) run one after another: while c1
+    # runs on after its resume, c2 has not begun, so c2.ask has not suspended. Its
+    # resume read "already resumed by another call" (ResumeConflictError).
+    held = Held()
+    with Runtime(store=_store(tmp_path, store)) as rt:
+        workflow = rt.register(_nested_members(held, shape))
+        run = workflow.create_run()
+        result = run.start(input_data={"value": "x"}, timeout=WAIT)
+        assert list(result.suspended) == ["c1.ask"]
+        try:
+            run.resume_async(step="c1.ask", resume_data={"answer": "1"})
+            wait_until(lambda: held.began == ["ask:x"], what="c1.ask resumed")
+            for named in ("c2.ask", "c2"):
+                with pytest.raises(ResumeTargetError) as caught:
+                    run.resume_async(step=named, resume_data={"answer": "2"})
+                message = str(caught.value)
+                assert "already resumed" not in message
+                assert f"step {named!r} is not suspended" in message
+                assert "once the run has suspended there" in message
+                assert caught.value.suspended == []
+            # The one that was resumed: another resume came first, as for a plain member.
+            for named in ("c1.ask", "c1"):
+                with pytest.raises(ResumeConflictError, match="already resumed"):
+                    run.resume_async(step=named, resume_data={"answer": "3"})
+            read = workflow.get_workflow_run_execution_result(run.run_id)
+            assert read is not None and read.status == "running" and read.suspended == {}
+            assert "c2" not in read.steps and "c2.ask" not in read.steps
+        finally:
+            held.release.set()
+        result = run.wait(WAIT)
+        assert result.status == "suspended" and list(result.suspended) == ["c2.ask"]
+        result = run.resume(step="c2.ask", resume_data={"answer": "2"}, timeout=WAIT)
+    assert result.status == "success", result.error
+    assert result.result == {"c1": {"value": "x1"}, "c2": {"value": "x2"}}
+    assert held.calls == ["ask:x", "ask:x", "ask:x", "ask:x"]  # each ask: suspended, resumed
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_a_waiting_step_of_a_nested_member_is_resumed_while_its_sibling_runs_on(
+    tmp_path: Path, store: str
+) -> None:
+    # c1 holds a parallel of two asking steps; c2, after it, asks too. A second resume
+    # of c1.a, begun already while c1.b waited, read "step 'c1.a' is not suspended"
+    # (ResumeTargetError) where another resume had come first.
+    held = Held()
+    with Runtime(store=_store(tmp_path, store)) as rt:
+        workflow = rt.register(
+            parent("inner").parallel([held.child("c1", "a", "b"), held.child("c2", "ask")]).commit()
+        )
+        run = workflow.create_run()
+        result = run.start(input_data={"value": "x"}, timeout=WAIT)
+        assert sorted(result.suspended) == ["c1.a", "c1.b"]
+        try:
+            run.resume_async(step="c1.a", resume_data={"answer": "1"})
+            wait_until(lambda: held.began == ["a:x"], what="c1.a resumed")
+            with pytest.raises(ResumeConflictError) as conflict:
+                run.resume_async(step="c1.a", resume_data={"answer": "9"})
+            assert "'c1.b' still wait" in str(conflict.value)
+            with pytest.raises(ResumeTargetError, match=r"'c2.ask' is not suspended"):
+                run.resume_async(step="c2.ask", resume_data={"answer": "9"})
+            read = workflow.get_workflow_run_execution_result(run.run_id)
+            assert read is not None and read.status == "running"
+            assert read.steps["c1"].status == "running"
+            assert read.steps["c1.b"].status == "suspended"
+            run.resume_async(step="c1", resume_data={"answer": "2"})  # its one waiting step
+            wait_until(lambda: sorted(held.began) == ["a:x", "b:x"], what="c1.b resumed")
+            for named in ("c1.a", "c1.b", "c1"):
+                with pytest.raises(ResumeConflictError, match="already resumed"):
+                    run.resume_async(step=named, resume_data={"answer": "9"})
+        finally:
+            held.release.set()
+        result = run.wait(WAIT)
+        assert result.status == "suspended" and list(result.suspended) == ["c2.ask"]
+        result = run.resume(step="c2", resume_data={"answer": "3"}, timeout=WAIT)
+    assert result.status == "success", result.error
+    assert result.result == {
+        "c1": {"a": {"value": "x1"}, "b": {"value": "x2"}},
+        "c2": {"value": "x3"},
+    }
+    assert sorted(held.calls) == ["a:x", "a:x", "ask:x", "ask:x", "b:x", "b:x"]
+    assert result.steps["c1.b"].resume_payload == {"answer": "2"}
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_the_suspension_of_a_foreach_over_a_nested_workflow_is_resumed_once_per_item(
+    tmp_path: Path, store: str
+) -> None:
+    # Its items run one after another, each suspending at the same path: while the
+    # first runs on after its resume, that path names the suspension resumed.
+    held = Held()
+    with Runtime(store=_store(tmp_path, store)) as rt:
+        workflow = rt.register(
+            create_workflow(id="each-held", input_schema=Value, output_schema=Items)
+            .map(to_items)
+            .foreach(held.child("c1", "ask"), concurrency=2)
+            .map(lambda ctx: {"items": ctx.input_data})
+            .commit()
+        )
+        run = workflow.create_run()
+        result = run.start(input_data={"value": "ab"}, timeout=WAIT)
+        assert list(result.suspended) == ["c1.ask"]
+        try:
+            run.resume_async(step="c1.ask", resume_data={"answer": "1"})
+            wait_until(lambda: held.began == ["ask:a"], what="item 0 resumed")
+            for named in ("c1.ask", "c1"):
+                with pytest.raises(ResumeConflictError, match="already resumed"):
+                    run.resume_async(step=named, resume_data={"answer": "9"})
+        finally:
+            held.release.set()
+        result = run.wait(WAIT)
+        assert result.status == "suspended" and list(result.suspended) == ["c1.ask"]
+        assert result.suspended["c1.ask"] == {"who": "ask"}
+        result = run.resume(step="c1.ask", resume_data={"answer": "2"}, timeout=WAIT)
+    assert result.status == "success", result.error
+    assert result.result == {"items": [{"value": "a1"}, {"value": "b2"}]}
+    assert held.calls == ["ask:a", "ask:a", "ask:b", "ask:b"]
 
 
 # --- a crash inside a region ---------------------------------------------------------

@@ -79,7 +79,7 @@ from runtime._model import (
 from runtime._plan import split_item_path
 from runtime._run import (
     _deleted,
-    _not_resumable,
+    _not_waiting,
     _past_deadline,
     _resume_conflict,
     _resume_lost,
@@ -316,7 +316,12 @@ def _resume(args: argparse.Namespace) -> tuple[str, str, bool]:
                 record = current
                 continue
             if snapshot["status"] != RunStatus.SUSPENDED:
-                raise RefusedError(str(_not_resumable(snapshot)))
+                # A step it has not suspended at lately is named by mistake (exit 2), as
+                # while the run is suspended; else another resume came first, or none can.
+                refusal = _not_waiting(snapshot, args.step, run_id, None)
+                if isinstance(refusal, ResumeTargetError):
+                    raise UsageError(str(refusal))
+                raise RefusedError(str(refusal))
             if _past_deadline(snapshot):
                 # Resumed, it would be canceled by the worker that takes it. Left as it is:
                 # a worker that registers the workflow cancels it, with its hooks.

@@ -558,6 +558,82 @@ def test_a_client_resumes_a_waiting_parallel_member_while_a_worker_runs_another(
     assert result.result == {"value": "a1b2"}
 
 
+def test_a_client_resumes_a_waiting_step_of_a_nested_member_while_a_worker_runs_its_sibling(
+    fleet: Fleet,
+) -> None:
+    # c1 holds a parallel of a and b; c2, a nested workflow after it in the parallel,
+    # asks too. From a client: a second resume of c1.a read "step 'c1.a' is not
+    # suspended" (ResumeTargetError), and c2.ask (not begun) "already resumed".
+    release, began = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def asking(name: str) -> Any:
+        def execute(ctx: Any) -> Value:
+            calls.append(name)
+            if ctx.resume_data is None:
+                ctx.suspend({"who": name})
+            if name == "a":
+                began.set()
+                release.wait(WAIT)  # the run runs on meanwhile
+            return Value(value=f"{name}{ctx.resume_data['n']}")
+
+        return create_step(id=name, input_schema=Value, output_schema=Value, execute=execute)
+
+    c1 = (
+        create_workflow(id="c1", input_schema=Value, output_schema=Value)
+        .parallel([asking("a"), asking("b")])
+        .map(lambda ctx: {"value": ctx.input_data["a"]["value"] + ctx.input_data["b"]["value"]})
+        .commit()
+    )
+    c2 = (
+        create_workflow(id="c2", input_schema=Value, output_schema=Value)
+        .then(asking("ask"))
+        .commit()
+    )
+    workflow = (
+        create_workflow(id="nested-members", input_schema=Value, output_schema=Value)
+        .parallel([c1, c2])
+        .map(lambda ctx: {"value": ctx.input_data["c1"]["value"] + ctx.input_data["c2"]["value"]})
+        .commit()
+    )
+    fleet.runtime("worker").register(workflow)
+    client = fleet.runtime("client").register(workflow)
+    run = client.create_run()
+    run.start_async(input_data={"value": "x"})
+    assert run.wait(timeout=WAIT).suspended.keys() == {"c1.a", "c1.b"}
+
+    def read() -> Any:
+        found = client.get_workflow_run_execution_result(run.run_id)
+        assert found is not None
+        return found
+
+    try:
+        run.resume_async(step="c1.a", resume_data={"n": 1})
+        assert began.wait(WAIT)
+        with pytest.raises(ResumeConflictError, match=r"'c1\.b' still wait"):
+            run.resume_async(step="c1.a", resume_data={"n": 9})
+        with pytest.raises(ResumeTargetError, match=r"'c2\.ask' is not suspended"):
+            run.resume_async(step="c2.ask", resume_data={"n": 9})
+        run.resume_async(step="c1.b", resume_data={"n": 2})  # a request, for the worker
+        wait_until(lambda: read().steps["c1.b"].status == "success", timeout=WAIT, what="c1.b ran")
+        now = read()
+        assert now.status == "running" and now.suspended == {}
+        assert now.steps["c1"].status == "running" and "c2" not in now.steps
+        for named in ("c1.a", "c1.b", "c1"):
+            with pytest.raises(ResumeConflictError, match="already resumed"):
+                run.resume_async(step=named, resume_data={"n": 9})
+        with pytest.raises(ResumeTargetError, match="'c2' is not suspended"):
+            run.resume_async(step="c2", resume_data={"n": 9})
+    finally:
+        release.set()
+    assert run.wait(timeout=WAIT).suspended.keys() == {"c2.ask"}
+    result = run.resume(step="c2.ask", resume_data={"n": 3}, timeout=WAIT)
+    assert result.status == "success", result.error
+    assert result.result == {"value": "a1b2ask3"}
+    assert sorted(calls) == ["a", "a", "ask", "ask", "b", "b"]
+    assert result.steps["c1.b"].resume_payload == {"n": 2}
+
+
 def _read(fleet: Fleet, run_id: str) -> Any:
     """The run's result as the store holds it now."""
     found = read_result(_store(fleet).load(run_id), "members")
