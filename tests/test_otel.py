@@ -861,6 +861,16 @@ def test_a_run_whose_cancel_the_next_worker_carries_out_is_counted_ended(
             run = harness.register(workflow).create_run()
             run.start_async(input_data={"value": "x"})
             assert entered.wait(WAIT)
+            # Under way in the store too: a first step starts before the snapshot that marks
+            # its run running commits. A crash before that leaves the run pending, which the
+            # next worker neither counts started (though this one did) nor, canceled, ended.
+            stored = harness.runtime.store
+            assert stored is not None
+            wait_until(
+                lambda: stored.load(run.run_id).status == "running",  # type: ignore[union-attr]
+                WAIT,
+                "the run is recorded running",
+            )
             recovered = harness.crash_and_recover()
             release.set()  # the crashed step ends, its result lost
             store = recovered.store
