@@ -374,3 +374,25 @@ def importable_flows(
     finally:
         sys.modules.pop(name, None)
     assert not wait_for_no_callboard_threads(), "a command left threads behind"
+
+
+def hold_back_resume_requests(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """While the event returned is set, the claimers of runtimes in this process leave resume
+    requests alone, as a worker that has not looked yet would: a request waits in the store.
+
+    Clear it to let them look (their next look carries the requests out).
+    """
+    from actors.system import ActorSystem
+
+    real = ActorSystem._resume_requested
+    held = threading.Event()
+    held.set()
+
+    def maybe(self: ActorSystem, request: Any, done: Callable[[], None]) -> None:
+        if held.is_set():
+            done()
+        else:
+            real(self, request, done)
+
+    monkeypatch.setattr(ActorSystem, "_resume_requested", maybe)
+    return held

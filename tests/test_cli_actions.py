@@ -18,11 +18,10 @@ from typing import Any
 
 import pytest
 
-from actors.system import ActorSystem
 from runtime import Runtime, SQLiteStore
 from runtime._cli import _actions, _commands, main
 from runtime._snapshot import decode, next_record
-from tests._support import importable_flows, wait_until
+from tests._support import hold_back_resume_requests, importable_flows, wait_until
 
 WAIT = 10.0
 
@@ -509,17 +508,7 @@ def test_start_wait_of_a_run_suspended_while_a_resume_request_waits_goes_on_to_i
     # before the command's runtime took the request. `start --wait` showed it suspended
     # and exited 0, its runtime stopped; run.wait() (--json) waited on.
     name, module = flows
-    held = threading.Event()
-    held.set()
-    real = ActorSystem._resume_requested
-
-    def held_back(self: ActorSystem, request: Any, done: Callable[[], None]) -> None:
-        if held.is_set():  # as a claimer that has not looked yet: the request waits
-            done()
-        else:
-            real(self, request, done)
-
-    monkeypatch.setattr(ActorSystem, "_resume_requested", held_back)
+    held = hold_back_resume_requests(monkeypatch)  # as a claimer that has not looked yet
     said: list[int] = []
     start = ["start", f"{name}:pair", "--input", '{"value": "x"}', "--run-id", "w", "--wait"]
     command = threading.Thread(target=lambda: said.append(main([*start, "--db", db])))
@@ -726,17 +715,7 @@ def test_runs_watch_of_a_suspended_run_whose_resume_was_asked_for_says_it_waits_
     # took the request. The watch said to resume it ("callboard runs resume w ..."),
     # which would only be refused: another resume (the request) came first.
     _name, module = flows
-    held = threading.Event()
-    held.set()
-    real = ActorSystem._resume_requested
-
-    def held_back(self: ActorSystem, request: Any, done: Callable[[], None]) -> None:
-        if held.is_set():  # as a claimer that has not looked yet: the request waits
-            done()
-        else:
-            real(self, request, done)
-
-    monkeypatch.setattr(ActorSystem, "_resume_requested", held_back)
+    held = hold_back_resume_requests(monkeypatch)  # as a claimer that has not looked yet
     with Runtime(store=db) as rt:
         pair = rt.register(module.pair)
         run = pair.create_run("w")

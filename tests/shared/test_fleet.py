@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from actors.system import ActorSystem
 from runtime import (
     InvalidInputError,
     ResumeConflictError,
@@ -36,7 +35,7 @@ from runtime import (
 from runtime._runtime import RunHost
 from runtime._snapshot import encode, read_result
 from runtime._stores.base import SharedStore
-from tests._support import Value, wait_until
+from tests._support import Value, hold_back_resume_requests, wait_until
 from tests.durable._support.workflows import count, read_lines
 from tests.shared._workflows import WORKFLOWS
 from tests.shared.conftest import LEASE, Fleet
@@ -218,18 +217,7 @@ def held_back(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
 
     As a worker that has not looked yet would: a request waits in the store meanwhile.
     """
-    real = ActorSystem._resume_requested
-    on = threading.Event()
-    on.set()
-
-    def maybe(self: ActorSystem, request: Any, done: Any) -> None:
-        if on.is_set():
-            done()
-        else:
-            real(self, request, done)
-
-    monkeypatch.setattr(ActorSystem, "_resume_requested", maybe)
-    return on
+    return hold_back_resume_requests(monkeypatch)
 
 
 def _item_0_runs(log: Path) -> None:
