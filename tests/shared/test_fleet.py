@@ -508,21 +508,32 @@ def test_of_resumes_of_one_waiting_item_from_the_driving_process_and_others_one_
     assert count(log, "end ask") == 2
 
 
+def _asking(
+    name: str, began: threading.Event, release: threading.Event, calls: list[str] | None = None
+) -> Any:
+    """A step that asks (suspends) first; resumed, step ``a`` sets ``began`` and waits for
+    ``release`` (the run runs on meanwhile). Each call is noted in ``calls``."""
+
+    def execute(ctx: Any) -> Value:
+        if calls is not None:
+            calls.append(name)
+        if ctx.resume_data is None:
+            ctx.suspend({"who": name})
+        if name == "a":
+            began.set()
+            release.wait(WAIT)
+        return Value(value=f"{name}{ctx.resume_data['n']}")
+
+    return create_step(id=name, input_schema=Value, output_schema=Value, execute=execute)
+
+
 def test_a_client_resumes_a_waiting_parallel_member_while_a_worker_runs_another(
     fleet: Fleet,
 ) -> None:
     release, began = threading.Event(), threading.Event()
 
     def member(name: str) -> Any:
-        def execute(ctx: Any) -> Value:
-            if ctx.resume_data is None:
-                ctx.suspend({"who": name})
-            if name == "a":
-                began.set()
-                release.wait(WAIT)  # the run runs on meanwhile
-            return Value(value=f"{name}{ctx.resume_data['n']}")
-
-        return create_step(id=name, input_schema=Value, output_schema=Value, execute=execute)
+        return _asking(name, began, release)
 
     workflow = (
         create_workflow(id="members", input_schema=Value, output_schema=Value)
@@ -556,16 +567,7 @@ def test_a_client_resumes_a_waiting_step_of_a_nested_member_while_a_worker_runs_
     calls: list[str] = []
 
     def asking(name: str) -> Any:
-        def execute(ctx: Any) -> Value:
-            calls.append(name)
-            if ctx.resume_data is None:
-                ctx.suspend({"who": name})
-            if name == "a":
-                began.set()
-                release.wait(WAIT)  # the run runs on meanwhile
-            return Value(value=f"{name}{ctx.resume_data['n']}")
-
-        return create_step(id=name, input_schema=Value, output_schema=Value, execute=execute)
+        return _asking(name, began, release, calls)
 
     c1 = (
         create_workflow(id="c1", input_schema=Value, output_schema=Value)
