@@ -69,6 +69,7 @@ __all__ = [
     "record_of",
     "run_deadline",
     "run_events",
+    "run_timeout_of",
     "split_parts",
     "stand_in_record",
     "state_at",
@@ -1833,6 +1834,17 @@ def run_deadline(snapshot: Snapshot) -> float | None:
     return None
 
 
+def run_timeout_of(snapshot: Snapshot) -> float | None:
+    """The run's ``run_timeout`` in seconds, if it has one.
+
+    A value that is not a positive number (a damaged or foreign snapshot) is taken for none.
+    """
+    timeout = snapshot.get("run_timeout")
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not timeout > 0:
+        return None
+    return float(timeout)
+
+
 def fix_deadline(snapshot: Snapshot, now: float) -> float | None:
     """Set the run's deadline, ``now`` plus its ``run_timeout``, unless it has one; return it.
 
@@ -1842,10 +1854,10 @@ def fix_deadline(snapshot: Snapshot, now: float) -> float | None:
     deadline = run_deadline(snapshot)
     if deadline is not None:
         return deadline
-    timeout = snapshot.get("run_timeout")
-    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not timeout > 0:
+    timeout = run_timeout_of(snapshot)
+    if timeout is None:
         return None
-    snapshot["deadline"] = deadline = now + float(timeout)
+    snapshot["deadline"] = deadline = now + timeout
     return deadline
 
 

@@ -95,6 +95,7 @@ from runtime._snapshot import (
     encode,
     next_record,
     run_deadline,
+    run_timeout_of,
     stand_in_record,
 )
 from runtime._stores.base import (
@@ -375,12 +376,8 @@ def _refuse(error: WorkflowError) -> NoReturn:
 def _past_its_deadline(snapshot: Snapshot, db: str) -> str:
     """Why a suspended run whose deadline (``run_timeout``) passed is not resumed."""
     run_id = snapshot["run_id"]
-    timeout = snapshot.get("run_timeout")
-    limit = (
-        f" of {timeout:g} s"
-        if isinstance(timeout, int | float) and not isinstance(timeout, bool)
-        else ""
-    )
+    timeout = run_timeout_of(snapshot)
+    limit = "" if timeout is None else f" of {timeout:g} s"
     deadline = run_deadline(snapshot)
     try:
         when = "" if deadline is None else f" (its deadline was {_local(deadline)})"

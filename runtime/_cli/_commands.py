@@ -72,7 +72,7 @@ from runtime._queries import get_run, list_runs
 from runtime._run import Run
 from runtime._run_input import validated_input
 from runtime._runtime import DEFAULT_STOP_TIMEOUT, Runtime
-from runtime._snapshot import decode, read_result, run_deadline
+from runtime._snapshot import decode, read_result, run_deadline, run_timeout_of
 from runtime._stores.base import (
     ResumeRequestStore,
     SharedStore,
@@ -309,15 +309,12 @@ def time_limit(record: SnapshotRecord) -> TimeLimit:
     for none, as the runtime takes it.
     """
     snapshot = decode(record.data, record.run_id)
-    timeout = snapshot.get("run_timeout")
-    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not timeout > 0:
-        timeout = None
     deadline = run_deadline(snapshot)
     try:
         when = None if deadline is None else datetime.fromtimestamp(deadline, UTC)
     except (OverflowError, OSError, ValueError):  # past the calendar, or not a number
         when = None
-    return TimeLimit(None if timeout is None else float(timeout), when)
+    return TimeLimit(run_timeout_of(snapshot), when)
 
 
 def _reader(db: str) -> _Reader:
@@ -487,7 +484,8 @@ def _follow(
 
     On a terminal the run's ``view`` is redrawn in place; elsewhere a line is printed
     each time the run changes, and the full view once it is done. ``requested`` tells
-    whether a resume request of a run read suspended waits (a worker carries it out).
+    whether a resume request of a run read suspended waits (a worker carries it out):
+    asked only of a suspended run that is not ``done``.
     """
     if console.is_terminal:
         with Live(console=console, auto_refresh=False, transient=False) as live:
@@ -496,11 +494,13 @@ def _follow(
                 if result is None:
                     raise RunNotFoundError("the run was deleted while being watched")
                 drawn: RenderableType = view(result)
+                finished = done(result)
                 if result.status == RunStatus.SUSPENDED:
                     # What it waits for, and the command that resumes it, as off a terminal.
-                    drawn = Group(drawn, suspended_line(result, requested=requested(result)))
+                    asked = not finished and requested(result)
+                    drawn = Group(drawn, suspended_line(result, requested=asked))
                 live.update(terminal_safe(drawn), refresh=True)
-                if done(result):
+                if finished:
                     return result
                 if deadline is not None and time.monotonic() >= deadline:
                     return None
@@ -738,7 +738,8 @@ def _start_and_wait(
             pause,
             deadline,
             settled,
-            requested=lambda result: result.status == RunStatus.SUSPENDED and not settled(result),
+            # Asked only of a suspension settled() said the run goes on from: a request waits.
+            requested=lambda _result: True,
         )
     if result is None:
         runtime.stop(timeout=0)
