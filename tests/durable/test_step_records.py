@@ -301,8 +301,9 @@ def test_the_bytes_a_foreach_whose_items_suspend_writes_grow_linearly_with_its_i
 
     # Linear is about 4x; each suspension writing every one before it gave 10x and more.
     # What a batch of saves coalesces varies with timing (once 3.8x for 300 against 100
-    # in CI, 3.0x here): hence the room.
-    assert written[400] < 6 * written[100], written
+    # in CI, 3.0x here; 3.0x to 5.0x for 400 against 100 on a quiet machine, 6.02x once
+    # in a whole suite, the 100 items' saves coalesced and the 400's not): hence the room.
+    assert written[400] < 8 * written[100], written
 
 
 def test_the_bytes_encoded_for_a_run_grow_linearly_with_its_steps_and_items(
