@@ -72,7 +72,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -113,6 +113,10 @@ two looks in a row found no step executing and no message handled in between."""
 IDLE_POLL: Final = 0.016
 """Seconds between two looks of the time skipper while the runtime is quiet with no timer
 to jump to: it waits for the test's next call, which the next look notices."""
+
+JOINED_LOOK: Final = 0.25
+"""Real seconds between two looks of a time-skipping harness, before a jump of its clock,
+for other processes that joined its shared store after it opened (told at the close)."""
 
 STORE_LOOK_EVERY: Final = 0.25
 """Real seconds a shared store's deadlines (lease lapses, rate windows) are read again after,
@@ -712,6 +716,11 @@ class Harness:
         self._closed = False  # closed after being open: overrides and faults refused
         self._opened_at = ""
         self._others: frozenset[threading.Thread] = frozenset()
+        # Other processes found using the store after it opened (host:pid), and when the
+        # store was last looked at for them (real, monotonic seconds).
+        self._joined: set[str] = set()
+        self._joined_looked = 0.0
+        self._store_name = ""
 
     # --- opening and closing ---------------------------------------------------------
 
@@ -758,6 +767,7 @@ class Harness:
             store = _system_of(self._runtime).store
             if self.time_skipping:
                 _refuse_shared_use(store)
+            self._store_name = _store_named(store)
             if self.seed is not None:
                 # Once the store is open: the runs it holds are mixed into the seed.
                 _seed_ids(self.seed, _stored_runs(store))
@@ -796,6 +806,8 @@ class Harness:
             self._held = {}
         self._killed = set()
         self._store_due = None
+        self._joined = set()
+        self._joined_looked = 0.0
 
     def close(self) -> None:
         """Stop the runtime, remove the clock and probes, and check that no thread is left.
@@ -826,6 +838,7 @@ class Harness:
         self._open = False
         self._closed = True
         unknown = self._unknown_steps() if check else ""
+        joined = self._joined_said() if check else ""
         try:
             if self._runtime is not None:
                 self._runtime.stop(self._stop_budget(self._runtime))
@@ -844,8 +857,42 @@ class Harness:
                 error.add_note(f"(and {said})")
             else:
                 emit(logging.WARNING, "harness_threads_left", threads=names)
-        if unknown or unfired:
-            raise AssertionError("; and ".join(part for part in (unknown, unfired) if part))
+        if unknown or unfired or joined:
+            raise AssertionError("; and ".join(part for part in (unknown, unfired, joined) if part))
+
+    def _look_for_joined(self, *, now: bool = False) -> None:
+        """Note the other processes using the store, at most every :data:`JOINED_LOOK` s.
+
+        Opening refuses a store another live process uses; one that joins it
+        later (a ``callboard worker`` a test starts, another test's harness
+        given the same path) has its leases lapse on this harness's clock at
+        the next jump, and its runs taken and run again here. Looked for
+        before the clock jumps, and told at the close.
+        """
+        runtime = self._runtime
+        if not self.time_skipping or runtime is None:
+            return
+        looked = time.monotonic()
+        if not now and looked - self._joined_looked < JOINED_LOOK:
+            return
+        self._joined_looked = looked
+        try:
+            self._joined.update(_other_processes(_system_of(runtime).store))
+        except Exception:  # a runtime or store stopping under the look: nothing to tell
+            return
+
+    def _joined_said(self) -> str:
+        """What to say of other processes that used the store while the clock jumped."""
+        self._look_for_joined(now=True)
+        if not self._joined:
+            return ""
+        return (
+            f"{len(self._joined)} other process(es) ({_listed(self._joined)}) used the store "
+            f"{self._store_name} while this harness skipped time: on its clock their "
+            "leases lapsed, and their runs may have been taken and run again here (and this "
+            "harness's there); give each process a store of its own, or open the harness "
+            "with time_skipping=False"
+        )
 
     def _unfired_at_commits(self) -> str:
         """What to say of the faults at a ``SnapshotCommitted`` that never fired.
@@ -1616,6 +1663,7 @@ class Harness:
                 continue
             due = self._next_deadline(runtime, system, mark)
             if due is not None:
+                self._look_for_joined()
                 self.clock._jump_to(due)
                 last = None
             else:
@@ -1652,6 +1700,7 @@ class Harness:
             if due is None or due > target:
                 break
             if due > clock.now():
+                self._look_for_joined()
                 clock._jump_to(due)
                 overdue = None
             elif stuck or (
@@ -2008,27 +2057,40 @@ def _refuse_shared_use(store: Any) -> None:
     Raises:
         RuntimeError: naming the store and the processes.
     """
+    others = _other_processes(store)
+    if not others:
+        return
+    raise RuntimeError(
+        f"the store {_store_named(store)} is in use by {len(others)} other process(es) "
+        f"({_listed(others)}); a harness that skips time would find their leases lapsed on "
+        "its own clock and run their runs again: give each process a store of its own "
+        "(under pytest-xdist the callboard_harness fixture keys a path by the worker), or "
+        "stop them first"
+    )
+
+
+def _other_processes(store: Any) -> list[str]:
+    """``host:pid`` of each live process other than this one with a worker on ``store``."""
     workers = getattr(store, "workers", None)
     if workers is None:
-        return  # a store in memory: this process's alone
+        return []  # a store in memory: this process's alone
     here, me = socket.gethostname(), os.getpid()
-    others = [
-        worker
+    return [
+        f"{worker.host}:{worker.pid}"
         for worker in workers()
         if (worker.host, worker.pid) != (here, me)
         and process_alive(worker.host, worker.pid)
         and (worker.host == here or not worker.expired)
     ]
-    if not others:
-        return
-    shown = ", ".join(f"{worker.host}:{worker.pid}" for worker in others[:5])
-    where = getattr(store, "path", None) or "the PostgreSQL database"
-    raise RuntimeError(
-        f"the store {where} is in use by {len(others)} other process(es) ({shown}); a "
-        "harness that skips time would find their leases lapsed on its own clock and run "
-        "their runs again: give each process a store of its own (under pytest-xdist the "
-        "callboard_harness fixture keys a path by the worker), or stop them first"
-    )
+
+
+def _store_named(store: Any) -> str:
+    return str(getattr(store, "path", None) or "the PostgreSQL database")
+
+
+def _listed(processes: Collection[str]) -> str:
+    shown = sorted(processes)
+    return ", ".join(shown[:5]) + (f" and {len(shown) - 5} more" if len(shown) > 5 else "")
 
 
 # Fork safety: a child process never inherits an open harness's seeded ids.

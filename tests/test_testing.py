@@ -1076,12 +1076,8 @@ def test_a_crashed_run_actor_becomes_a_failed_run_with_run_crashed_error() -> No
     assert after.status == "success"  # the crash happens once
 
 
-def test_a_time_skipping_harness_refuses_a_file_another_live_process_uses(
-    tmp_path: Path,
-) -> None:
-    # Its clock jumped past the other process's leases, and it ran that one's runs again
-    # (and the other this one's): pytest-xdist's workers given one path, every test passing.
-    db = tmp_path / "runs.db"
+def _runtime_in_another_process(db: Path) -> subprocess.Popen[str]:
+    """A process whose runtime has joined ``db`` (it has said so), until its stdin closes."""
     script = (
         "import sys\n"
         "from runtime import Runtime\n"
@@ -1098,20 +1094,66 @@ def test_a_time_skipping_harness_refuses_a_file_another_live_process_uses(
         text=True,
         env={**os.environ, "PYTHONPATH": path},
     )
+    assert other.stdout is not None and other.stdout.readline() == "joined\n"
+    return other
+
+
+def _end(other: subprocess.Popen[str]) -> None:
+    assert other.stdin is not None and other.stdout is not None
+    other.stdin.close()
+    other.wait(BLOCK_LIMIT)
+    other.stdout.close()
+
+
+def test_a_time_skipping_harness_refuses_a_file_another_live_process_uses(
+    tmp_path: Path,
+) -> None:
+    # Its clock jumped past the other process's leases, and it ran that one's runs again
+    # (and the other this one's): pytest-xdist's workers given one path, every test passing.
+    db = tmp_path / "runs.db"
+    other = _runtime_in_another_process(db)
     try:
-        assert other.stdout is not None and other.stdout.readline() == "joined\n"
         refused = rf"in use by 1 other process\(es\) \(.+:{other.pid}\)"
         with pytest.raises(RuntimeError, match=refused), Harness(store=db):
             pass
         with Harness(store=db, time_skipping=False) as harness:  # its clock moves when told
             assert harness.register(_three_steps()).create_run().start(input_data={"n": 0})
     finally:
-        assert other.stdin is not None and other.stdout is not None
-        other.stdin.close()
-        other.wait(BLOCK_LIMIT)
-        other.stdout.close()
+        _end(other)
     with Harness(store=db) as harness:  # stopped: its row is gone
         result = harness.register(_three_steps()).create_run().start(input_data={"n": 0})
+    assert result.status == "success"
+
+
+def test_a_process_that_joins_a_time_skipping_harness_s_file_after_it_opened_fails_the_close(
+    tmp_path: Path,
+) -> None:
+    # Opening found no other process; one that joined later had its leases lapse at the
+    # clock's next jump (a day's sleep), and the test passed all the same.
+    db = tmp_path / "runs.db"
+    sleeper = (
+        create_workflow(id="sleeper", input_schema=N, output_schema=N)
+        .sleep(DAY)
+        .then(_step("a"))
+        .commit()
+    )
+    harness = Harness(store=db)
+    other: subprocess.Popen[str] | None = None
+    try:
+        with pytest.raises(AssertionError) as closed, harness:
+            bound = harness.register(sleeper)
+            other = _runtime_in_another_process(db)
+            result = bound.create_run().start(input_data={"n": 0}, timeout=10)
+            assert result.status == "success"
+    finally:
+        if other is not None:
+            _end(other)
+    said = str(closed.value)
+    assert f":{other.pid}) used the store {db} while this harness skipped time" in said
+    assert "time_skipping=False" in said
+    # Without another process, the same test closes quietly.
+    with Harness(store=db) as harness:
+        result = harness.register(sleeper).create_run().start(input_data={"n": 0}, timeout=10)
     assert result.status == "success"
 
 
