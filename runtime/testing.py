@@ -819,7 +819,8 @@ class Harness:
                 (a misspelt id: it could never have applied, and the test
                 passed without it), or if a fault at a ``SnapshotCommitted``
                 never fired (the runs waited for no commit: a run of one step
-                waits for none).
+                waits for none), or if, with time skipping, another process
+                joined the harness's shared store while it was open.
         """
         self._close(check=True)
 
