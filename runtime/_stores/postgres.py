@@ -378,12 +378,23 @@ _RESUME_REQUESTS_DDL: Final = (
         requested_at double precision NOT NULL,
         PRIMARY KEY (run_id, path)
     )""",
+    """CREATE TABLE IF NOT EXISTS callboard_resume_request_ids (
+        run_id      text NOT NULL REFERENCES callboard_runs (run_id) ON DELETE CASCADE,
+        request_id  text NOT NULL,
+        recorded_at double precision NOT NULL,
+        PRIMARY KEY (run_id, request_id)
+    )""",
+    "CREATE INDEX IF NOT EXISTS callboard_resume_request_ids_by_age "
+    "ON callboard_resume_request_ids (recorded_at)",
 )
 """Schema version 9: resume requests. A resume of one suspension of a run that runs on, from
 a process that does not drive it, waits in ``callboard_resume_requests`` for the worker
 that does (see ``ResumeRequestStore.request_resume``); ``taken_seq`` is the seq of the run's last
 record that resumed one of its suspensions (or of its last compare-and-set), which a
-request is checked against. A run's requests go with it."""
+request is checked against. ``callboard_resume_request_ids`` keeps the ids of the requests
+recorded, for :data:`REQUEST_IDS_KEPT` seconds, after they were carried out or dropped: a
+try of a request whose acknowledgement was lost, made again, answers as the first did.
+A run's requests and ids go with it."""
 
 _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # 1 -> 2: step records. A snapshot kept in parts has its head in the run's row and
@@ -663,6 +674,29 @@ _REQUESTED: Final = (
     "AND q.path = ANY(%(taken)s::text[])) RETURNING epoch"
 )
 """What a compare-and-set that carries out a resume request adds: that request still waits."""
+
+_RECORD_REQUEST: Final = f"""
+WITH recorded AS (
+    INSERT INTO callboard_resume_requests (run_id, path, data, request_id, requested_at)
+    SELECT %s, %s, %s, %s, extract(epoch FROM clock_timestamp())::float8
+    WHERE EXISTS (SELECT 1 FROM callboard_runs WHERE run_id = %s AND created_at = %s
+        AND status NOT IN ({_TERMINAL_SQL}) AND taken_seq <= %s)
+        AND NOT EXISTS (SELECT 1 FROM callboard_resume_request_ids
+            WHERE run_id = %s AND request_id = %s)
+    ON CONFLICT DO NOTHING
+    RETURNING run_id, request_id, requested_at
+)
+INSERT INTO callboard_resume_request_ids (run_id, request_id, recorded_at)
+SELECT run_id, request_id, requested_at FROM recorded
+RETURNING 1
+"""
+"""Record a resume request, and keep its id: only if the run is as its caller read it, and
+that request was not recorded before (by a try whose acknowledgement was lost)."""
+
+REQUEST_IDS_KEPT: Final = 3600.0
+"""Seconds the id of a resume request is kept after it was recorded (with its run at most):
+far longer than its caller waits for the answer (``2 * CALL_TIMEOUT`` at most), through
+which the writer may try it again."""
 
 _TAKE_REQUESTS: Final = """
 WITH t AS (
@@ -3521,27 +3555,39 @@ class PostgresStore:
         return True
 
     def _request_resume(self, connection: Connection, payload: Any, batch: _Batch) -> str:
-        """Record a resume request, the run's row locked (see _transaction): not beside a take."""
+        """Record a resume request, the run's row locked (see _transaction): not beside a take.
+
+        Its id is kept too (see :data:`_RESUME_REQUESTS_DDL`): a try made again after
+        the reply to one that committed was lost finds it, however the request went
+        since (carried out, dropped, the run ended), and answers ``"recorded"``, as
+        the first try would have: ``"changed"`` told its caller that another's resume
+        came first, when it was its own.
+        """
         run_id, path, data, request_id, seq, created_at = payload
         row = connection.execute(
-            "INSERT INTO callboard_resume_requests (run_id, path, data, request_id, requested_at) "
-            "SELECT %s, %s, %s, %s, extract(epoch FROM clock_timestamp())::float8 "
-            "WHERE EXISTS (SELECT 1 FROM callboard_runs WHERE run_id = %s AND created_at = %s "
-            f"AND status NOT IN ({_TERMINAL_SQL}) AND taken_seq <= %s) "
-            "ON CONFLICT DO NOTHING RETURNING 1",
-            (run_id, path, data, request_id, run_id, created_at, seq),
+            _RECORD_REQUEST,
+            (run_id, path, data, request_id, run_id, created_at, seq, run_id, request_id),
         ).fetchone()
         if row is not None:
+            connection.execute(
+                "DELETE FROM callboard_resume_request_ids WHERE recorded_at < "
+                "extract(epoch FROM clock_timestamp())::float8 - %s",
+                (REQUEST_IDS_KEPT,),
+            )
             batch.hints.add("resume", run_id)
             return "recorded"
-        waiting = connection.execute(
-            "SELECT request_id FROM callboard_resume_requests WHERE run_id = %s AND path = %s",
-            (run_id, path),
+        found = connection.execute(
+            "SELECT (SELECT request_id FROM callboard_resume_requests "
+            "WHERE run_id = %s AND path = %s), EXISTS (SELECT 1 FROM callboard_resume_request_ids "
+            "WHERE run_id = %s AND request_id = %s)",
+            (run_id, path, run_id, request_id),
         ).fetchone()
-        if waiting is None:
-            return "changed"
-        # Its own, committed by a try whose acknowledgement was lost: recorded.
-        return "recorded" if waiting[0] == request_id else "requested"
+        assert found is not None  # one row, always
+        waiting, known = found
+        if known or waiting == request_id:
+            # Its own, committed by a try whose acknowledgement was lost: recorded.
+            return "recorded"
+        return "changed" if waiting is None else "requested"
 
     def _hand_back(self, connection: Connection, run_ids: list[str], batch: _Batch) -> int:
         held = {run_id: batch.held[run_id] for run_id in run_ids if run_id in batch.held}

@@ -290,7 +290,7 @@ def test_a_database_of_schema_version_8_migrates_and_its_runs_take_resume_reques
 ) -> None:
     run_id = items_waiting(postgres_url, tmp_path)
     # Back to version 8, as the callboard before left databases.
-    sql(postgres_url, "DROP TABLE callboard_resume_requests")
+    sql(postgres_url, "DROP TABLE callboard_resume_requests, callboard_resume_request_ids")
     sql(postgres_url, "ALTER TABLE callboard_runs DROP COLUMN taken_seq")
     sql(postgres_url, "UPDATE callboard_meta SET value = '8' WHERE key = 'schema_version'")
 
@@ -300,6 +300,8 @@ def test_a_database_of_schema_version_8_migrates_and_its_runs_take_resume_reques
     assert sql(postgres_url, "SELECT value FROM callboard_meta") == [(str(SCHEMA_VERSION),)]
     assert SCHEMA_VERSION == 9
     assert sql(postgres_url, "SELECT count(*) FROM callboard_resume_requests") == [(0,)]
+    # The ids of the requests its runs took are kept (for a retry whose reply was lost).
+    assert sql(postgres_url, "SELECT count(*) FROM callboard_resume_request_ids") != [(0,)]
     columns = sql(
         postgres_url,
         "SELECT column_name FROM information_schema.columns "
@@ -1149,13 +1151,16 @@ def test_open_store_maps_each_location_to_its_store(postgres_url: str, tmp_path:
 # --- a commit whose acknowledgement is lost -----------------------------------------------
 
 
-def lose_the_next_commit_ack(store: PostgresStore) -> list[int]:
+def lose_the_next_commit_ack(
+    store: PostgresStore, meanwhile: Callable[[], object] | None = None
+) -> list[int]:
     """The writer's next commit happens, then its connection drops before the reply.
 
     Touches the store's private writer connection (``_wconn``): the only way to lose
     exactly one acknowledgement. A commit is ``commit()`` after a transaction, or a
     statement run in autocommit (a batch that is one statement: it commits as it runs).
-    Returns a list that counts the commits lost.
+    ``meanwhile`` runs after the commit, before the writer hears it was lost (and tries
+    again). Returns a list that counts the commits lost.
     """
     import psycopg
 
@@ -1167,6 +1172,8 @@ def lose_the_next_commit_ack(store: PostgresStore) -> list[int]:
 
     def drop() -> None:
         lost.append(1)
+        if meanwhile is not None:
+            meanwhile()
         connection.close()
         raise psycopg.OperationalError("the server's reply was lost")
 
@@ -1392,6 +1399,51 @@ def test_saves_whose_commit_reply_was_lost_are_told_committed_once(
     assert save(store, rec("r2", 2, "success")) is None
     assert other.load("r2") == rec("r2", 2, "success")
     assert other.claim(["wf"], 5) == []
+
+
+def test_a_resume_request_whose_commit_reply_was_lost_is_recorded_however_it_went_since(
+    stores: Callable[..., PostgresStore],
+) -> None:
+    # The writer tries a request again after the reply to its commit was lost. Carried
+    # out by the run's worker in between (or dropped, or its run ended), the request was
+    # gone and the suspension resumed: the retry said "changed", and its caller raised
+    # ResumeConflictError for its own resume, which had been applied.
+    holder, client = stores(), stores()
+    created_at = rec("r1").created_at
+
+    def request(path: str) -> str:
+        return client.request_resume("r1", path, b"d", seq=1, created_at=created_at)
+
+    assert holder.create(rec("r1"))
+    assert save(holder, rec("r1", 1, "running")) is None
+
+    def carry_out() -> None:  # the holder's run actor takes it: its record carries it out
+        assert save(holder, rec("r1", 2, "running")._replace(taken=("ask[0]",))) is None
+
+    lost = lose_the_next_commit_ack(client, carry_out)
+    assert request("ask[0]") == "recorded"
+    assert lost == [1]
+    assert not client.resume_pending("r1")  # carried out once, not recorded again
+    # Found waiting still by the retry: its own, recorded (not "requested").
+    lost = lose_the_next_commit_ack(client)
+    assert client.request_resume("r1", "ask[1]", b"d", seq=2, created_at=created_at) == ("recorded")
+    assert lost == [1]
+    [waiting] = holder.resume_requests()
+    assert waiting.path == "ask[1]"
+
+    # Dropped by a worker (its run ended) before the retry: recorded, and not again.
+    def end_and_drop() -> None:
+        assert save(holder, rec("r1", 3, "failed")) is None
+        for left in holder.resume_requests():
+            holder.drop_resume_request(left)
+        wait_until(lambda: not holder.resume_pending("r1"), what="dropped")
+
+    lost = lose_the_next_commit_ack(client, end_and_drop)
+    assert client.request_resume("r1", "ask[2]", b"d", seq=2, created_at=created_at) == ("recorded")
+    assert lost == [1]
+    # Another caller's request of a run that changed since it read it is still refused.
+    assert request("ask[3]") == "changed"
+    assert not client.resume_pending("r1")
 
 
 def save(store: PostgresStore, record: SnapshotRecord) -> BaseException | None:
