@@ -241,7 +241,10 @@ class ResumeStep:
     of the record its caller read the suspension waiting in (``None``: not
     known): a suspension at ``path`` that ended after that record (taken, or
     dropped by a bail) was the one it asked for, not the one that waits there
-    now (``TAKEN``).
+    now (``TAKEN``). ``read_run`` is the run's ``created_at`` and count of
+    restarts in that record (``None``: not known): a run restarted since (or
+    another run given its id) waits at ``path`` in a suspension of its own
+    (``TAKEN``), which the actor that drives it now cannot tell by seq alone.
     """
 
     run_id: str
@@ -250,6 +253,7 @@ class ResumeStep:
     reply: Callable[[ResumeOutcome], None]
     stored: bool = False
     read_seq: int | None = None
+    read_run: tuple[float, int] | None = None
 
     def __post_init__(self) -> None:
         # Exactly once: the actor may answer, then stop with the message still counted.

@@ -636,6 +636,17 @@ class RunActor(DispatchedActor):
         if member is None or path not in snapshot["suspended"] or path in resume:
             message.reply(ResumeOutcome.TAKEN)
             return
+        read_run = message.read_run
+        if read_run is not None and read_run != (
+            snapshot["created_at"],
+            snapshot.get("restarts", 0),
+        ):
+            # Read before the run was restarted (or of another run of its id, deleted
+            # since): the suspensions it ended, and the seqs they ended at, are nothing
+            # this actor knows of (``_spent`` is its own), and the one that waits now is
+            # not the request's.
+            message.reply(ResumeOutcome.TAKEN)
+            return
         spent = self._spent
         if (
             message.read_seq is not None

@@ -76,10 +76,10 @@ from runtime._snapshot import (
     Snapshot,
     canceled_record,
     decode,
-    encode,
     failed_record,
     mark_deadline_passed,
     next_record,
+    resume_request_bytes,
     run_deadline,
     unpack,
 )
@@ -572,7 +572,7 @@ class ActorSystem:
         return _RESUME_ANSWERS[self._answer(answer, f"the resume of run {run_id!r}")]
 
     def request_resume(
-        self, record: SnapshotRecord, path: str, data: Any
+        self, record: SnapshotRecord, snapshot: Snapshot, path: str, data: Any
     ) -> ResumeRequested | None:
         """Record a resume of a suspension that waits while its run runs on, for its driver.
 
@@ -580,10 +580,10 @@ class ActorSystem:
         :meth:`~runtime._stores.base.ResumeRequestStore.request_resume`), committed
         when this returns ``"recorded"``, which the worker that drives the run
         carries out (this one's claimer is told at once). ``record`` is the
-        run's record ``path`` was read waiting in; ``data`` the validated resume
-        data. ``None`` on a store that takes no requests (in memory, or a
-        shared store of the user's): the caller hands the resume to the run's
-        actor here (:meth:`resume_waiting`).
+        run's record ``path`` was read waiting in, ``snapshot`` its snapshot;
+        ``data`` the validated resume data. ``None`` on a store that takes no
+        requests (in memory, or a shared store of the user's): the caller hands
+        the resume to the run's actor here (:meth:`resume_waiting`).
 
         Raises:
             StoreError: as the store's write does.
@@ -591,9 +591,7 @@ class ActorSystem:
         store = self.requests
         if store is None:
             return None
-        # With the seq it was read waiting in: a worker tells a later suspension at that
-        # path (a loop's next pass) from the one asked for.
-        blob = encode({"resume_data": data, "read_seq": record.seq})
+        blob = resume_request_bytes(data, snapshot)
         return store.request_resume(
             record.run_id, path, blob, seq=record.seq, created_at=record.created_at
         )
@@ -635,6 +633,7 @@ class ActorSystem:
             unpacked = unpack(request.data)
             data = unpacked["resume_data"]
             read_seq = unpacked.get("read_seq")
+            read_run = unpacked.get("run")
         except (SnapshotFormatError, KeyError, TypeError) as exc:
             refused_request(request.run_id, request.path, f"its bytes do not decode: {exc}")
             store.drop_resume_request(request)
@@ -670,6 +669,7 @@ class ActorSystem:
             read_seq=read_seq
             if isinstance(read_seq, int) and not isinstance(read_seq, bool)
             else None,
+            read_run=_read_run(read_run),
         )
         try:
             with self._resume_lock(request.run_id):
@@ -1279,6 +1279,16 @@ def _waiting_for(run_id: str, answer: Callable[[], _T]) -> _T:
 
     wait_for_a_run(wait, run_id, None)
     return answers[0]
+
+
+def _read_run(value: Any) -> tuple[float, int] | None:
+    """The run a resume request was read of (see ``resume_request_bytes``), if it says."""
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        return None  # a request of a callboard that did not say
+    created_at, restarts = value
+    if type(created_at) not in (float, int) or type(restarts) is not int:
+        return None
+    return created_at, restarts
 
 
 def _settler(future: Future[_Outcome]) -> Callable[[_Outcome], None]:

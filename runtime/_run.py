@@ -865,7 +865,7 @@ class Run(Generic[In, Out]):
                 _, data = self._resume_data(snapshot, path, resume_data)
                 # On a shared store, a request in the store, for whichever worker drives
                 # the run (this one, another process, or the next to claim it).
-                requested = system.request_resume(record, path, data)
+                requested = system.request_resume(record, snapshot, path, data)
                 if requested == "recorded":
                     return StartAsyncResult(run_id=self.run_id)
                 if requested == "requested":  # another's request for it waits: it won

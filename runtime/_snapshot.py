@@ -67,6 +67,7 @@ __all__ = [
     "public_steps",
     "read_result",
     "record_of",
+    "resume_request_bytes",
     "run_deadline",
     "run_events",
     "run_timeout_of",
@@ -218,6 +219,28 @@ def encode(snapshot: Mapping[str, Any]) -> bytes:
     except (TypeError, ValueError, OverflowError) as exc:
         raise _encoding_error(snapshot, "snapshot") from exc
     return body + zlib.crc32(body).to_bytes(_CHECKSUM_BYTES, "big")
+
+
+def resume_request_bytes(data: Any, snapshot: Snapshot) -> bytes:
+    """The bytes of a resume request (``data``) of a suspension read waiting in ``snapshot``.
+
+    With where it was read: ``read_seq``, the snapshot's seq (a worker tells a later
+    suspension at the same path, a loop's next pass, from the one asked for), and
+    ``run``, the run's ``created_at`` and count of restarts (a run's actor tells the run
+    restarted since, or a new run given its id, from the one asked of: their
+    suspensions are others, which that actor knows nothing about). Read with
+    :func:`unpack`.
+
+    Raises:
+        SnapshotEncodingError: if ``data`` cannot be encoded.
+    """
+    return encode(
+        {
+            "resume_data": data,
+            "read_seq": snapshot["seq"],
+            "run": [snapshot["created_at"], snapshot.get("restarts", 0)],
+        }
+    )
 
 
 def unpack(data: bytes, *, checksum: bool = True) -> dict[str, Any]:

@@ -511,3 +511,103 @@ def test_a_cancel_between_a_workers_read_of_a_request_and_its_resume_wins(
     wait_until(lambda: not store.resume_pending(run.run_id), timeout=WAIT, what="dropped")
     time.sleep(0.3)
     assert twice.b_seen == [None]
+
+
+class FailsThenHolds:
+    """``parallel(a, b)``: ``a`` holds while ``release`` is unset, then fails; run again (a
+    restart) it holds while ``release_again`` is unset. ``b`` suspends until it is resumed.
+    Every execution of ``b`` is noted with its resume data."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.release_again = threading.Event()
+        self.a_runs: list[int] = []
+        self.b_seen: list[Any] = []
+
+        def a(ctx: Any) -> Value:
+            self.a_runs.append(1)
+            if len(self.a_runs) == 1:
+                self.release.wait(WAIT)
+                raise RuntimeError("the first try of a fails")
+            self.release_again.wait(WAIT)
+            return Value(value="a")
+
+        def b(ctx: Any) -> Value:
+            self.b_seen.append(ctx.resume_data)
+            if ctx.resume_data is None:
+                ctx.suspend({"who": "b"})
+            return Value(value=f"b{ctx.resume_data['n']}")
+
+        self.workflow = (
+            create_workflow(id="fails-then-holds", input_schema=Value, output_schema=Value)
+            .parallel(
+                [
+                    create_step(id="a", input_schema=Value, output_schema=Value, execute=a),
+                    create_step(id="b", input_schema=Value, output_schema=Value, execute=b),
+                ]
+            )
+            .map(lambda ctx: {"value": ctx.input_data["a"]["value"] + ctx.input_data["b"]["value"]})
+            .commit()
+        )
+
+
+def test_a_request_read_before_its_run_was_restarted_is_not_taken_by_the_restarted_runs_actor(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker's claimer read a request of b (its run held here, a running). Before it
+    # handed it on, a failed, the run was restarted here (the restart dropped the
+    # request), and b suspended again while a ran on. The restarted run's actor, which
+    # knew nothing of the first b's suspension, took the old request for the new one.
+    flow = FailsThenHolds()
+    rt = fleet.runtime("both")
+    workflow = rt.register(flow.workflow)
+    system = rt._host.system
+    assert system is not None and system.claimer is not None
+    claimer = system.claimer
+    real = claimer._requests
+    assert real is not None
+    read, go = threading.Event(), threading.Event()
+
+    def looked() -> list[ResumeRequest]:
+        found = list(real())
+        if found and not read.is_set():
+            read.set()
+            go.wait(WAIT)  # the claimer hands on what it read, late
+        return found
+
+    monkeypatch.setattr(claimer, "_requests", looked)
+
+    def b_waits() -> bool:
+        result = workflow.get_workflow_run_execution_result(run.run_id)
+        return result is not None and result.status == "running" and "b" in result.suspended
+
+    run = workflow.create_run()
+    try:
+        run.start_async(input_data={"value": "x"})
+        wait_until(b_waits, timeout=WAIT, what="b waits while a runs")
+        run.resume_async(step="b", resume_data={"n": 1})
+        assert read.wait(WAIT)  # the claimer holds the request, not yet handed on
+        flow.release.set()  # a fails: the run ends
+        assert run.wait(timeout=WAIT).status == "failed"
+        run.restart_async()  # held and run here at once: a holds, b suspends again
+        wait_until(lambda: len(flow.a_runs) == 2, timeout=WAIT, what="a runs again")
+        wait_until(b_waits, timeout=WAIT, what="b waits again while a runs")
+        assert not _requests(rt).resume_pending(run.run_id)  # the restart dropped it
+        done = threading.Event()
+        real_resume = claimer._resume
+        assert real_resume is not None
+
+        def finished(request: ResumeRequest, told: Callable[[], None]) -> None:
+            real_resume(request, lambda: (told(), done.set()))
+
+        monkeypatch.setattr(claimer, "_resume", finished)
+        go.set()
+        assert done.wait(WAIT)
+        time.sleep(0.5)  # room for a step that should not run
+        assert flow.b_seen == [None, None], flow.b_seen
+    finally:
+        go.set()
+        flow.release.set()
+        flow.release_again.set()
+    result = run.wait(timeout=WAIT)
+    assert result.status == "suspended" and list(result.suspended) == ["b"]
