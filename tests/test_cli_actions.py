@@ -20,7 +20,7 @@ import pytest
 
 from runtime import Runtime, SQLiteStore
 from runtime._cli import _actions, _commands, main
-from runtime._snapshot import decode, next_record
+from runtime._snapshot import decode, next_record, unpack
 from tests._support import hold_back_resume_requests, importable_flows, wait_until
 
 WAIT = 10.0
@@ -428,6 +428,43 @@ def test_runs_resume_of_a_suspension_that_waits_while_its_run_runs_on_records_a_
                 what="b resumed",
             )
         finally:
+            module.release.set()
+        result = run.wait(WAIT)
+    assert result.status == "success", result.error
+    assert result.result == {"value": "a: yes, b: no"}
+
+
+def test_runs_resume_records_a_request_that_says_where_it_was_read_as_the_api_does(
+    db: str,
+    flows: tuple[str, ModuleType],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The command's request held its data alone: a worker's run actor could not tell the
+    # suspension it asked for from a later one at the same path (a loop's next pass after
+    # a bail, the run restarted), as it tells those of requests run.resume_async() makes.
+    _name, module = flows
+    held = hold_back_resume_requests(monkeypatch)
+    with Runtime(store=db) as rt:
+        _members, run = _member_a_runs(rt, module, "p")
+        try:
+            code, _out, err = cli(
+                capsys, "runs", "resume", "p", "--db", db, "--step", "b", "--data",
+                '{"answer": "no"}',
+            )  # fmt: skip
+            assert code == 0, err
+            store = rt.store
+            assert isinstance(store, SQLiteStore)
+            [request] = store.resume_requests()
+            record = store.load("p")
+            assert record is not None
+            snapshot = decode(record.data, "p")
+            asked = unpack(request.data)
+            assert asked["resume_data"] == {"answer": "no"}
+            assert asked["run"] == [snapshot["created_at"], 0]
+            assert isinstance(asked["read_seq"], int) and asked["read_seq"] <= record.seq
+        finally:
+            held.clear()
             module.release.set()
         result = run.wait(WAIT)
     assert result.status == "success", result.error

@@ -92,8 +92,8 @@ from runtime._snapshot import (
     Snapshot,
     canceled_record,
     decode,
-    encode,
     next_record,
+    resume_request_bytes,
     run_deadline,
     run_timeout_of,
     stand_in_record,
@@ -303,7 +303,7 @@ def _resume(args: argparse.Namespace) -> tuple[str, str, bool]:
                 # run.resume_async() records it from a process that does not drive the run.
                 path = _target(_waiting_target, snapshot, args.step, run_id)
                 checked = _checked_data(args, workflow, record, snapshot, path=path, data=data)
-                said = _request(store, record, path, checked)
+                said = _request(store, record, snapshot, path, checked)
                 if said == "recorded":
                     return path, record.workflow_id, True
                 if said == "requested":  # another's request for that suspension came first
@@ -467,8 +467,14 @@ def _checked_data(
         raise UsageError(str(exc)) from exc
 
 
-def _request(store: SharedStore, record: SnapshotRecord, path: str, data: Any) -> ResumeRequested:
+def _request(
+    store: SharedStore, record: SnapshotRecord, snapshot: Snapshot, path: str, data: Any
+) -> ResumeRequested:
     """Record a resume request of ``path``, read waiting in ``record``, for the run's worker.
+
+    With where it was read, as ``run.resume_async()`` records one (see
+    :func:`~runtime._snapshot.resume_request_bytes`): a worker does not carry it out on a
+    later suspension at that path.
 
     Raises:
         RefusedError: if the store takes no requests (a store of the user's).
@@ -479,7 +485,7 @@ def _request(store: SharedStore, record: SnapshotRecord, path: str, data: Any) -
             "resume it once it has suspended again"
         )
     requests = cast("ResumeRequestStore", store)
-    blob = encode({"resume_data": data})
+    blob = resume_request_bytes(data, snapshot)
     return requests.request_resume(
         record.run_id, path, blob, seq=record.seq, created_at=record.created_at
     )
