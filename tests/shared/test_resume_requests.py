@@ -611,3 +611,40 @@ def test_a_request_read_before_its_run_was_restarted_is_not_taken_by_the_restart
         flow.release_again.set()
     result = run.wait(timeout=WAIT)
     assert result.status == "suspended" and list(result.suspended) == ["b"]
+
+
+def test_a_request_left_on_a_run_that_ended_goes_with_the_run_and_no_wait_hangs(
+    fleet: Fleet, gate: Gate
+) -> None:
+    # A wait on a suspended run whose request waits waits on (the run is as good as
+    # resumed); the run canceled meanwhile, then deleted, the wait ends, the request
+    # (and its kept id) goes with the run, and a wait after raises RunDeletedError.
+    from runtime import RunDeletedError
+
+    twice = Twice()
+    worker = fleet.runtime("worker")
+    worker.register(twice.workflow)
+    run, _ = _suspended_with_request(fleet, twice)  # no claimer acts on requests
+    client = fleet.runtime("client")
+    workflow = client.register(twice.workflow)
+    waited: list[Any] = []
+    waiter = threading.Thread(target=lambda: waited.append(run.wait(timeout=WAIT)))
+    waiter.start()
+    time.sleep(0.3)
+    assert not waited  # waits on: the run suspended with a request that waits
+    assert run.cancel() is True
+    waiter.join(WAIT)
+    assert waited and waited[0].status == "canceled", waited
+    store = _requests(client)
+    assert store.resume_pending(run.run_id)  # left: no worker here dropped it
+    assert workflow.delete_workflow_run_by_id(run.run_id) is True
+    assert not store.resume_pending(run.run_id)
+    assert store.resume_requests() == []
+    with pytest.raises(RunDeletedError):
+        run.wait(timeout=5)
+    if fleet.location.startswith("postgresql"):
+        import psycopg
+
+        with psycopg.connect(fleet.location) as connection:
+            kept = connection.execute("SELECT count(*) FROM callboard_resume_request_ids")
+            assert kept.fetchone() == (0,)
