@@ -694,9 +694,13 @@ RETURNING 1
 that request was not recorded before (by a try whose acknowledgement was lost)."""
 
 REQUEST_IDS_KEPT: Final = 3600.0
-"""Seconds the id of a resume request is kept after it was recorded (with its run at most):
-far longer than its caller waits for the answer (``2 * CALL_TIMEOUT`` at most), through
-which the writer may try it again."""
+"""Seconds the id of a resume request is kept once recorded (no longer than its run): far
+longer than its caller waits for the answer (``2 * CALL_TIMEOUT`` at most), through which
+the writer may try it again."""
+
+REQUEST_IDS_PRUNED_EVERY: Final = 60.0
+"""Seconds between two prunings of the kept request ids by one store's writer (by a request
+it records): the ids of many requests at once are not one delete each."""
 
 _TAKE_REQUESTS: Final = """
 WITH t AS (
@@ -1523,6 +1527,7 @@ class PostgresStore:
     _bconn: Connection | None = None  # the heartbeat's own connection (see heartbeat)
     _writer_pid: int | None = None  # the server process of the writer's connection
     _pid_of: Connection | None = None  # the connection it is the process of
+    _ids_pruned_at: float | None = None  # when the writer last pruned the kept request ids
 
     def __init__(self, url: str, *, lease: float = LEASE, readonly: bool = False) -> None:
         if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
@@ -3569,11 +3574,15 @@ class PostgresStore:
             (run_id, path, data, request_id, run_id, created_at, seq, run_id, request_id),
         ).fetchone()
         if row is not None:
-            connection.execute(
-                "DELETE FROM callboard_resume_request_ids WHERE recorded_at < "
-                "extract(epoch FROM clock_timestamp())::float8 - %s",
-                (REQUEST_IDS_KEPT,),
-            )
+            now = time.monotonic()
+            last = self._ids_pruned_at
+            if last is None or now - last >= REQUEST_IDS_PRUNED_EVERY:
+                self._ids_pruned_at = now  # rolled back, it waits for the next time: bounded
+                connection.execute(
+                    "DELETE FROM callboard_resume_request_ids WHERE recorded_at < "
+                    "extract(epoch FROM clock_timestamp())::float8 - %s",
+                    (REQUEST_IDS_KEPT,),
+                )
             batch.hints.add("resume", run_id)
             return "recorded"
         found = connection.execute(

@@ -1446,6 +1446,28 @@ def test_a_resume_request_whose_commit_reply_was_lost_is_recorded_however_it_wen
     assert not client.resume_pending("r1")
 
 
+def test_the_ids_of_resume_requests_are_kept_for_a_while_then_pruned(
+    postgres_url: str, stores: Callable[..., PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres_module, "REQUEST_IDS_KEPT", 0.5)
+    monkeypatch.setattr(postgres_module, "REQUEST_IDS_PRUNED_EVERY", 0.0)
+    holder, client = stores(), stores()
+    created_at = rec("r1").created_at
+    assert holder.create(rec("r1"))
+    assert save(holder, rec("r1", 1, "running")) is None
+    assert client.request_resume("r1", "ask[0]", b"d", seq=1, created_at=created_at) == ("recorded")
+    time.sleep(0.7)
+    assert client.request_resume("r1", "ask[1]", b"d", seq=1, created_at=created_at) == ("recorded")
+    kept = sql(postgres_url, "SELECT request_id FROM callboard_resume_request_ids")
+    requests = sql(
+        postgres_url, "SELECT request_id FROM callboard_resume_requests WHERE path = %s", "ask[1]"
+    )
+    assert kept == requests  # the first's id pruned, the second's kept
+    assert save(holder, rec("r1", 2, "failed")) is None
+    assert holder.delete("r1")
+    assert sql(postgres_url, "SELECT count(*) FROM callboard_resume_request_ids") == [(0,)]
+
+
 def save(store: PostgresStore, record: SnapshotRecord) -> BaseException | None:
     """Save one record and wait: ``None`` once committed, else the error."""
     done = threading.Event()
