@@ -48,13 +48,14 @@ from runtime._errors import (
 from runtime._model import ErrorInfo
 from runtime._options import seconds_of
 from runtime._plan import MAX_SLEEP
-from runtime._snapshot import check_encodable, copy_plain, find_unencodable
+from runtime._snapshot import check_encodable, copy_plain
 from runtime._step import (
     dump_model,
     plain,
     validate_for_step,
     validate_input,
     validate_output,
+    where_not_dumped,
     why_not_dumped,
 )
 from runtime._step_context import BailOut, StepContext, SuspendRequest
@@ -833,10 +834,13 @@ def _wake_time(value: Any, call: CallSleepLength) -> float:
 def _dump_error(model: BaseModel, call: CallStep, exc: Exception) -> SnapshotEncodingError:
     """The error for a step output that ``model_dump(mode="json")`` refused."""
     output = f"step {call.step.id!r} output"
-    found = find_unencodable(model.model_dump(), output)
+    found = where_not_dumped(model, output, exc)
     if found is not None:
         where, type_name = found
-        text = f"{where} holds a value of type {type_name}, which cannot be stored in a snapshot"
+        text = (
+            f"{where} holds a value of type {type_name}, which cannot be stored in a snapshot: "
+            f"{why_not_dumped(exc)}"
+        )
     else:
         where, type_name = output, type(model).__name__
         text = f"{output} ({type_name}) cannot be stored in a snapshot: {why_not_dumped(exc)}"

@@ -32,7 +32,15 @@ from runtime._snapshot import (
     first_frozen_record,
     record_of,
 )
-from runtime._step import Step, dump_model, plain, validate_model, validate_stored, why_not_dumped
+from runtime._step import (
+    Step,
+    dump_model,
+    plain,
+    validate_model,
+    validate_stored,
+    where_not_dumped,
+    why_not_dumped,
+)
 from runtime._stores.base import MAX_IDEMPOTENCY_KEY, SnapshotRecord
 
 if TYPE_CHECKING:
@@ -352,11 +360,21 @@ def _validated(
     try:
         return dump_model(model)
     except Exception as exc:  # pydantic's serialization errors have no common base
+        found = where_not_dumped(model, field, exc)
+        if found is None:
+            raise InvalidInputError(
+                f"{field} for run {run_id!r} holds a value that cannot be stored: "
+                f"{why_not_dumped(exc)}",
+                field=field,
+                errors=[{"type": "not_encodable", "loc": (), "msg": str(exc)}],
+                run_id=run_id,
+            ) from exc
+        where, what = found
         raise InvalidInputError(
-            f"{field} for run {run_id!r} holds a value that cannot be stored: "
-            f"{why_not_dumped(exc)}",
+            f"{where} for run {run_id!r} holds a value of type {what}, which cannot be "
+            f"stored in a snapshot: {why_not_dumped(exc)}",
             field=field,
-            errors=[{"type": "not_encodable", "loc": (), "msg": str(exc)}],
+            errors=[{"type": "not_encodable", "loc": (where,), "msg": str(exc)}],
             run_id=run_id,
         ) from exc
 

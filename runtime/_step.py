@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeAlias, TypeVar, overload
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import to_jsonable_python
 
 from runtime._errors import StepValidationError, WorkflowDefinitionError
 from runtime._ids import shown_name, unstorable_text
@@ -28,6 +29,7 @@ __all__ = [
     "validate_input",
     "validate_output",
     "validate_stored",
+    "where_not_dumped",
 ]
 
 
@@ -96,6 +98,54 @@ def why_not_dumped(exc: Exception) -> str:
     """What :func:`dump_model`'s error says, and for bytes that are not UTF-8, what to do."""
     text = str(exc)
     return f"{text} ({_BYTES_HINT})" if "utf-8" in text.lower() else text
+
+
+def where_not_dumped(model: BaseModel, path: str, exc: Exception) -> tuple[str, str] | None:
+    """Where in ``model`` sits what its JSON-mode dump refused with ``exc``, and what it is.
+
+    Looked for in the model's Python-mode dump (by alias, as a snapshot names
+    the fields), only once the dump failed: the first value pydantic cannot
+    write as JSON on its own (bytes that are not UTF-8, an object of an unknown
+    type), or else, for pydantic's "maximum serialization depth", the deepest
+    list or dict. A value the Python-mode dump keeps as it is (a ``datetime``)
+    is not blamed for what another field did.
+
+    Args:
+        model: The model whose ``dump_model`` failed.
+        path: How the model is named in the error, such as ``"input_data"``.
+        exc: What the dump raised.
+
+    Returns:
+        The path (``input_data['items'][3]``) and a description of the value,
+        or ``None`` if it cannot be told (the Python-mode dump failed too).
+    """
+    try:
+        data = model.model_dump(by_alias=True)
+    except Exception:  # pydantic's serialization errors have no common base
+        return None
+    too_deep = "depth" in str(exc).lower()
+    deepest: tuple[str, str, int] | None = None
+    stack: list[tuple[Any, str, int]] = [(data, path, 0)]
+    while stack:  # without recursion: the value may be nested thousands deep
+        item, where, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children = [(value, f"{where}[{key!r}]") for key, value in item.items()]
+        elif isinstance(item, list | tuple | set | frozenset):
+            children = [(value, f"{where}[{index}]") for index, value in enumerate(item)]
+        else:
+            if not too_deep:
+                try:
+                    to_jsonable_python(item)
+                except Exception:
+                    return (where, type(item).__qualname__)
+            continue
+        if deepest is None or depth > deepest[2]:
+            deepest = (where, type(item).__name__, depth)
+        stack.extend((value, at, depth + 1) for value, at in reversed(children))
+    if too_deep and deepest is not None:
+        where, kind, depth = deepest
+        return (where, f"{kind} (nested {depth} levels deep, deeper than pydantic serializes)")
+    return None
 
 
 def validate_for_step(

@@ -28,6 +28,7 @@ from runtime._step import (
     plain,
     validate_for_step,
     validate_stored,
+    where_not_dumped,
     why_not_dumped,
 )
 from runtime._sync import AbortSignal
@@ -517,10 +518,17 @@ class StepContext(Generic[In_co, State]):
                 new_state = dump_model(model)
             except (PydanticSerializationError, ValueError) as exc:
                 # An object an Any field took that JSON cannot hold, say.
+                why = why_not_dumped(exc)
+                where, what = "state", type(model).__name__
+                found = where_not_dumped(model, where, exc)
+                if found is not None:
+                    where, what = found
+                    why = f"{where} holds a value of type {what} ({why})"
                 raise self._unstorable_state(
                     f"step {self.step_id!r}: the state it set ({type(model).__name__}) cannot "
-                    f"be stored in a snapshot: {why_not_dumped(exc)}",
-                    type(model).__name__,
+                    f"be stored in a snapshot: {why}",
+                    what,
+                    where,
                 ) from exc
             # Its schema took it, but a snapshot may not: an int past 64 bits was found
             # only when the run actor encoded the snapshot, and the actor crashed.
@@ -545,9 +553,11 @@ class StepContext(Generic[In_co, State]):
             exc.run_id, exc.step_id = self.run_id, self.step_id
             raise
 
-    def _unstorable_state(self, text: str, type_name: str) -> SnapshotEncodingError:
+    def _unstorable_state(
+        self, text: str, type_name: str, path: str = "state"
+    ) -> SnapshotEncodingError:
         return SnapshotEncodingError(
-            text, path="state", type_name=type_name, run_id=self.run_id, step_id=self.step_id
+            text, path=path, type_name=type_name, run_id=self.run_id, step_id=self.step_id
         )
 
     @property

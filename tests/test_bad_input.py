@@ -669,8 +669,7 @@ def test_a_step_output_of_bytes_that_are_not_utf8_fails_the_run_naming_the_step(
     assert result.status == "failed"
     assert result.error is not None
     assert result.error.name == "SnapshotEncodingError"
-    assert "step 'blob' output" in result.error.message
-    assert "Blob" in result.error.message
+    assert "step 'blob' output['data'] holds a value of type bytes" in result.error.message
 
 
 # --- what register, schedule and the look-ups by name take ------------------------------

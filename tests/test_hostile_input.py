@@ -578,3 +578,98 @@ def test_bytes_that_are_not_utf8_are_refused_with_what_to_do_and_that_works() ->
     assert "ser_json_bytes='base64'" in failed.error.message
     assert result.status == "success", result.error
     assert result.output is not None and result.output.data == raw
+
+
+# --- nesting pydantic will not serialize, in a model ------------------------------------
+
+
+class Pause(BaseModel):
+    value: Any = None
+
+
+def _resumable() -> Any:
+    def body(ctx: Any) -> Any:
+        if ctx.resume_data is None:
+            ctx.suspend()
+        return ctx.input_data
+
+    step = create_step(
+        id="wait", input_schema=Loose, output_schema=Loose, execute=body, resume_schema=Pause
+    )
+    return create_workflow(id="hostile-resume", input_schema=Loose, output_schema=Loose).then(step)
+
+
+@pytest.mark.parametrize(
+    ("argument", "depth"),
+    [(argument, 1_000) for argument in [*ARGUMENTS, "resume_data"]]
+    # Within MAX_NESTING, but past what pydantic serializes in a model's field.
+    + [(argument, 255) for argument in ["input_data", "initial_state", "resume_data"]],
+)
+def test_a_value_nested_too_deep_is_refused_naming_the_path_inside_the_argument(
+    rt: Runtime, argument: str, depth: int
+) -> None:
+    # A model's dump failed with pydantic's "Maximum serialization depth exceeded" alone,
+    # without the path the other refused values get (input_data, initial_state, a resume).
+    if argument == "resume_data":
+        run = rt.register(_resumable().commit()).create_run()
+        assert run.start(input_data={"value": 1}, timeout=10).status == "suspended"
+        start = lambda: run.resume(resume_data={"value": nested(depth)}, timeout=10)  # noqa: E731
+    else:
+        _, _, start = _start(rt, argument, nested(depth))
+    inside = "value" if argument in ("input_data", "resume_data") else "k"
+
+    with pytest.raises(InvalidInputError) as caught:
+        start()
+
+    (where,) = caught.value.errors[0]["loc"]
+    assert where.startswith(f"{argument.replace('_options', '_options.metadata')}[{inside!r}]")
+    assert where.count("['down']") >= 250
+    assert where in str(caught.value)
+
+
+@pytest.mark.parametrize("where", ["output", "state"])
+def test_a_step_value_nested_too_deep_fails_the_run_naming_the_path(
+    rt: Runtime, where: str
+) -> None:
+    def body(ctx: Any) -> Loose:
+        if where == "state":
+            ctx.set_state({"value": nested(255)})
+            return ctx.input_data
+        return Loose(value=nested(255))
+
+    step = create_step(id="deep", input_schema=Loose, output_schema=Loose, execute=body)
+    workflow = create_workflow(
+        id=f"deep-{where}", input_schema=Loose, output_schema=Loose, state_schema=Free
+    )
+
+    result = rt.register(workflow.then(step).commit()).create_run().start(input_data={})
+
+    assert result.status == "failed" and result.error is not None
+    assert result.error.name == "SnapshotEncodingError"
+    prefix = "step 'deep' output['value']" if where == "output" else "state['value']"
+    assert prefix + "['down']" * 250 in result.error.message
+    assert "nested 255 levels deep" in result.error.message
+
+
+class Stamped(BaseModel):
+    when: datetime
+    data: bytes
+
+
+def test_a_step_output_that_cannot_be_dumped_blames_the_field_at_fault(rt: Runtime) -> None:
+    # The Python-mode dump the path was looked for in keeps a datetime as it is, and the
+    # error blamed the first field: "output['when'] holds a value of type datetime".
+    step = create_step(
+        id="stamp",
+        input_schema=Loose,
+        output_schema=Stamped,
+        execute=lambda ctx: Stamped(when=datetime(2024, 1, 1), data=b"\xff"),
+    )
+    workflow = create_workflow(id="stamped", input_schema=Loose, output_schema=Stamped)
+
+    result = rt.register(workflow.then(step).commit()).create_run().start(input_data={})
+
+    assert result.status == "failed" and result.error is not None
+    assert "step 'stamp' output['data'] holds a value of type bytes" in result.error.message
+    assert "ser_json_bytes='base64'" in result.error.message
+    assert "datetime" not in result.error.message
