@@ -9,12 +9,15 @@ reads a field by, for this and for the chain check of :mod:`runtime._schema_fit`
 
 from __future__ import annotations
 
+import enum
+import functools
 import types
 import typing
+from collections.abc import Mapping
 from typing import Any, Final, Literal, Union
 
 import pydantic
-from pydantic import BaseModel, SecretBytes, SecretStr
+from pydantic import BaseModel, Json, SecretBytes, SecretStr, TypeAdapter
 
 from runtime._errors import WorkflowDefinitionError
 
@@ -58,7 +61,9 @@ _SECRET_TYPES: tuple[type, ...] = tuple(
 """pydantic's secret types: ``model_dump(mode="json")`` writes their values as stars."""
 
 
-Unkept = tuple[str, Literal["secret", "excluded", "computed", "alias"]]
+Unkept = tuple[
+    str, Literal["secret", "excluded", "computed", "alias", "json", "enum", "key", "bytes"]
+]
 """Where a model holds a value a snapshot cannot keep, and why."""
 
 
@@ -71,18 +76,68 @@ def unkept_field(model: type[BaseModel]) -> Unkept | None:
     the field's default, or fail for want of it. A computed field of a model
     that forbids extra fields is written, and then refused as an extra one by
     the same model; a field written under a key (its serialization alias)
-    that the model does not read it back by is lost. Nested models, containers,
-    unions and ``Annotated`` are looked into. ``None`` if it keeps everything.
+    that the model does not read it back by is lost. And some JSON forms do not
+    validate back at all, so the next step refused its input: a ``Json[...]``
+    field is written as the value it parsed (not as JSON text), an enum member
+    whose value is no JSON scalar (a tuple) as a list, and a dict key of a tuple
+    type (or ``None``) as a string; and bytes written in one form and read in
+    another (``ser_json_bytes`` without the same ``val_json_bytes``) come back
+    as their encoded text, encoded again at every step. Nested models, containers, unions and
+    ``Annotated`` are looked into. ``None`` if it keeps everything.
     """
     return _unkept_in(model, "", set())
 
 
-def _unkept_in(annotation: Any, path: str, seen: set[type]) -> Unkept | None:
+def _is_json(annotation: Any, metadata: Any = ()) -> bool:
+    """Whether ``annotation`` (or the field ``metadata`` beside it) is pydantic's ``Json``."""
+    marks = list(metadata)
+    while typing.get_origin(annotation) is typing.Annotated:
+        marks.extend(annotation.__metadata__)
+        annotation = typing.get_args(annotation)[0]
+    return annotation is Json or any(mark is Json or type(mark) is Json for mark in marks)
+
+
+@functools.lru_cache(maxsize=256)
+def _unkept_member(kind: type[enum.Enum]) -> str | None:
+    """The first member of ``kind`` whose JSON form does not validate back to it, if any."""
+    adapter: TypeAdapter[Any] = TypeAdapter(kind)
+    for member in kind:
+        try:
+            back = adapter.validate_python(adapter.dump_python(member, mode="json"))
+        except Exception:  # pydantic's serialization errors have no common base
+            return member.name
+        if back is not member:
+            return member.name
+    return None
+
+
+def _unkept_key(key: Any) -> bool:
+    """Whether a dict key of this type comes back from its JSON form (a string) changed or not."""
+    key = strip_annotated(key)
+    origin = typing.get_origin(key)
+    if origin in UNION_ORIGINS:
+        return any(_unkept_key(member) for member in typing.get_args(key))
+    kind = origin if origin is not None else key
+    return kind is type(None) or (isinstance(kind, type) and issubclass(kind, tuple | frozenset))
+
+
+def _unkept_in(
+    annotation: Any, path: str, seen: set[type], bytes_differ: bool = False
+) -> Unkept | None:
+    """:func:`unkept_field` of ``annotation`` at ``path``.
+
+    ``bytes_differ``: the model holding it writes bytes in JSON otherwise than it
+    reads them (``ser_json_bytes`` is not ``val_json_bytes``).
+    """
+    if _is_json(annotation):
+        return (path or "the model itself", "json")
     annotation = strip_annotated(annotation)
     origin = typing.get_origin(annotation)
     kind = origin if origin is not None else annotation
     if isinstance(kind, type) and issubclass(kind, _SECRET_TYPES):
         return (path or "the model itself", "secret")
+    if bytes_differ and isinstance(kind, type) and issubclass(kind, bytes | bytearray):
+        return (path or "the model itself", "bytes")
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         if annotation in seen:
             return None
@@ -91,6 +146,8 @@ def _unkept_in(annotation: Any, path: str, seen: set[type]) -> Unkept | None:
         if computed and annotation.model_config.get("extra") == "forbid":
             name = next(iter(computed))
             return (f"{path}.{name}" if path else name, "computed")
+        config = annotation.model_config
+        differ = config.get("ser_json_bytes", "utf8") != config.get("val_json_bytes", "utf8")
         for name, field in annotation.model_fields.items():
             where = f"{path}.{name}" if path else name
             if field.exclude is True:
@@ -99,13 +156,24 @@ def _unkept_in(annotation: Any, path: str, seen: set[type]) -> Unkept | None:
             written = field.serialization_alias or field.alias or name
             if keys is not None and written not in keys:
                 return (where, "alias")
-            found = _unkept_in(field.annotation, where, seen)
+            if _is_json(field.annotation, field.metadata):
+                return (where, "json")
+            found = _unkept_in(field.annotation, where, seen, differ)
             if found is not None:
                 return found
         return None
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        member = _unkept_member(annotation)
+        if member is None:
+            return None
+        return (f"{path or 'the model itself'}: {annotation.__name__}.{member}", "enum")
+    arguments = typing.get_args(annotation)
+    mapping = isinstance(kind, type) and issubclass(kind, Mapping)
+    if mapping and arguments and _unkept_key(arguments[0]):
+        return (f"{path}[]" if path else "the model itself", "key")
     inner = path if origin in UNION_ORIGINS else f"{path}[]"  # a union's member is the field
-    for argument in typing.get_args(annotation):
-        found = _unkept_in(argument, inner, seen)
+    for argument in arguments:
+        found = _unkept_in(argument, inner, seen, bytes_differ)
         if found is not None:
             return found
     return None
@@ -129,6 +197,20 @@ _WHY: Final[dict[str, str]] = {
     "serialization_alias is not its validation alias): a run stores a model by alias and "
     "validates it again, so the next step would not find the field. Give the field one "
     "alias for both (Field(alias=...))",
+    "json": "has the Json field {where!r}: pydantic writes it as the value it parsed, not as "
+    "JSON text, so the snapshot's data no longer validates as Json and the next step would "
+    "refuse it. Type the field as the parsed value (list[int], not Json[list[int]]) and parse "
+    "the text before the run (Model.model_validate_json)",
+    "enum": "has an enum member whose value has no JSON form that validates back to it "
+    "({where}; a tuple is written as a list): a run keeps its data as JSON-like snapshots, so "
+    "the next step would refuse it. Give the enum str or int values",
+    "bytes": "writes the bytes field {where!r} in one form and reads it in another (its "
+    "ser_json_bytes is not its val_json_bytes): a run keeps its data as JSON-like snapshots, "
+    "so each step would get the encoded text as the bytes (b'abc' as b'YWJj'). Give both the "
+    "same value: ConfigDict(ser_json_bytes='base64', val_json_bytes='base64')",
+    "key": "has the dict {where!r} whose key type is a tuple or takes None: a run keeps its "
+    "data as JSON-like snapshots, where a key is a string ('1,2', 'None'), which the next "
+    "step would refuse or read as another key. Use str keys (or a list of pairs)",
 }
 """What each reason of :data:`Unkept` means for a run, and what to do instead."""
 

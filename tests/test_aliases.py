@@ -10,15 +10,28 @@ name, every such workflow failed at its first step: "userId: Field required".
 from __future__ import annotations
 
 import enum
+import math
+import re
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
+from ipaddress import IPv4Address, IPv6Network
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import pytest
-from pydantic import BaseModel, ConfigDict, Field, SecretBytes, SecretStr, computed_field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Json,
+    RootModel,
+    SecretBytes,
+    SecretStr,
+    computed_field,
+)
 from pydantic.alias_generators import to_camel
 
 from runtime import (
@@ -447,3 +460,191 @@ def test_a_schedule_of_a_strict_model_starts_its_runs() -> None:
             time.sleep(0.01)
         harness.runtime.pause_schedule("strict_ticks")
     assert runs[0].output == EVENT
+
+
+# --- fields whose JSON form does not validate back ----------------------------------------
+
+
+class Pair(enum.Enum):
+    ORIGIN = (0, 0)
+
+
+class Level(enum.Enum):
+    LOW = 1.5
+    HIGH = None
+
+
+class Raw(BaseModel):
+    payload: Json[list[int]]
+
+
+class Raws(BaseModel):
+    payloads: list[Json]  # type: ignore[type-arg]
+
+
+class Plotted(BaseModel):
+    at: Pair
+
+
+class Grid(BaseModel):
+    cells: dict[tuple[int, int], str]
+
+
+class Optional_(BaseModel):
+    counts: dict[str | None, int]
+
+
+class Holder(BaseModel):
+    grids: list[Grid] = []
+
+
+class HalfBase64(BaseModel):
+    """Base64 when written, UTF-8 (pydantic's default) when read."""
+
+    model_config = ConfigDict(ser_json_bytes="base64")
+
+    data: dict[str, bytes | None]
+
+
+@pytest.mark.parametrize(
+    ("schema", "said"),
+    [
+        (Raw, "has the Json field 'payload'"),
+        (Raws, "has the Json field 'payloads[]'"),
+        (Plotted, "(at: Pair.ORIGIN; a tuple is written as a list)"),
+        (Grid, "has the dict 'cells[]' whose key type is a tuple or takes None"),
+        (Optional_, "has the dict 'counts[]' whose key type is a tuple or takes None"),
+        (Holder, "has the dict 'grids[].cells[]'"),
+        (HalfBase64, "writes the bytes field 'data[]' in one form and reads it in another"),
+    ],
+)
+def test_a_field_whose_json_form_does_not_validate_back_is_refused_at_definition(
+    schema: type[BaseModel], said: str
+) -> None:
+    # Each was taken at commit() and at the start, and every run then failed at its first
+    # step ("its input does not fit its input schema"), or (a None key) came back as "None",
+    # or (the bytes) came back as their base64 text, encoded again at every step.
+    with pytest.raises(WorkflowDefinitionError) as caught:
+        create_workflow(id="w", input_schema=schema, output_schema=Order)
+    assert said in str(caught.value)
+    with pytest.raises(WorkflowDefinitionError, match=re.escape(said)):
+        create_step(id="s", input_schema=Order, output_schema=schema, execute=_echo)
+
+
+class Cat(BaseModel):
+    kind: Literal["cat"] = "cat"
+    lives: int = 9
+
+
+class Dog(BaseModel):
+    kind: Literal["dog"] = "dog"
+    weight: float = 0.0
+
+
+class Scores(RootModel[list[int]]):
+    pass
+
+
+T = TypeVar("T")
+
+
+class Boxed(BaseModel, Generic[T]):
+    item: T
+
+
+class Everything(BaseModel):
+    """Types whose JSON form validates back (lax) to the same value, all in one model."""
+
+    amount: Decimal
+    span: timedelta
+    pair: tuple[int, str]
+    ids: set[int]
+    names: frozenset[str]
+    path: PurePosixPath
+    host: IPv4Address
+    net: IPv6Network
+    key: uuid.UUID
+    wave: complex
+    pet: Annotated[Cat | Dog, Field(discriminator="kind")]
+    scores: Scores
+    box: Boxed[int]
+    mode: Literal[1, "one"]
+    small: Annotated[int, Field(gt=0, lt=10)]
+    far: float
+    zero: float
+    unsigned: int
+    at: datetime
+    naive: datetime
+    day: date
+    level: Level
+    blob: bytes
+    text: str
+    by_int: dict[int, str]
+    by_day: dict[date, int]
+
+
+EVERYTHING = Everything(
+    amount=Decimal("3.14159265358979323846264338327950288"),
+    span=timedelta(days=-1, microseconds=1),
+    pair=(1, "a"),
+    ids={3, 1, 2},
+    names=frozenset({"b", "a"}),
+    path=PurePosixPath("/srv/data"),
+    host=IPv4Address("10.0.0.1"),
+    net=IPv6Network("2001:db8::/32"),
+    key=uuid.UUID(int=2**128 - 1),
+    wave=complex(1.5, -2),
+    pet=Dog(weight=1.5),
+    scores=Scores([3, 1]),
+    box=Boxed[int](item=7),
+    mode="one",
+    small=9,
+    far=-math.inf,
+    zero=-0.0,
+    unsigned=2**64 - 1,
+    at=datetime(2026, 3, 29, 1, 30, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+    naive=datetime(2026, 1, 1, 0, 0, 0, 1),
+    day=date(2024, 2, 29),
+    level=Level.HIGH,
+    blob=b"a\x00b",
+    text="nul \x00 and \U0010ffff",
+    by_int={1: "a", -2: "b"},
+    by_day={date(2024, 1, 1): 1},
+)
+
+
+def test_values_whose_json_form_validates_back_come_back_equal(rt: Runtime) -> None:
+    def keep(ctx: StepContext[Everything]) -> Everything:
+        ctx.set_state(ctx.input_data)
+        return ctx.input_data
+
+    def check(ctx: StepContext[Everything]) -> Everything:
+        assert ctx.state == EVERYTHING and ctx.input_data == EVERYTHING
+        return ctx.input_data
+
+    wf = rt.register(
+        create_workflow(
+            id="everything",
+            input_schema=Everything,
+            output_schema=Everything,
+            state_schema=Everything,
+        )
+        .then(
+            create_step(id="keep", input_schema=Everything, output_schema=Everything, execute=keep)
+        )
+        .then(
+            create_step(
+                id="check", input_schema=Everything, output_schema=Everything, execute=check
+            )
+        )
+        .commit()
+    )
+
+    run = wf.create_run()
+    run.start_async(input_data=EVERYTHING, initial_state=EVERYTHING)
+    result = run.wait(timeout=WAIT)
+
+    assert result.status == RunStatus.SUCCESS, result.error
+    assert result.output == EVERYTHING
+    again = wf.get_workflow_run_execution_result(run.run_id)
+    assert again is not None and again.output == EVERYTHING
