@@ -25,7 +25,6 @@ from types import TracebackType
 from typing import Any, Final
 
 import pykka
-from pydantic import ValidationError
 
 from actors._calls import Calls, Job
 from actors._direct import DirectWrites
@@ -66,6 +65,7 @@ from runtime._errors import (
     StepTimeoutError,
     StepValidationError,
     WorkflowDefinitionError,
+    WorkflowError,
 )
 from runtime._model import OPEN_STEP_STATUSES, RunStatus, StepStatus
 from runtime._plan import (
@@ -100,7 +100,7 @@ from runtime._snapshot import (
     mark_deadline_passed,
     mark_failed,
 )
-from runtime._step import Step, dump_model, validate_for_step, validate_stored
+from runtime._step import Step, stored_as, validate_for_step
 from runtime._tracing import Span, emit, observed
 
 __all__ = ["RunActor", "refused_request", "resume_fits"]
@@ -785,17 +785,17 @@ class RunActor(DispatchedActor):
         """Every node is done: the run succeeds with the last output as its result."""
         plan = self._plan
         if not validated:
+            last = plan.nodes[-1].path
             try:
-                result = dump_model(validate_stored(plan.output_schema, self._snapshot["carry"]))
-            except ValidationError as exc:
-                last = plan.nodes[-1].path
-                error = StepValidationError.from_validation(
-                    f"the output of the last step {last!r} does not fit the workflow's "
-                    f"output schema {plan.output_schema.__name__}",
-                    exc,
+                result = stored_as(
+                    plan.output_schema,
+                    self._snapshot["carry"],
+                    f"the output of the last step {last!r}",
+                    "the workflow's output schema",
                     run_id=self._snapshot["run_id"],
                     step_id=last,
                 )
+            except WorkflowError as error:
                 self._finish(RunStatus.FAILED, error=error_dict(error, step_id=last))
                 return
         self._succeed(result)
@@ -1475,15 +1475,15 @@ class RunActor(DispatchedActor):
         schema = node.input_schema
         assert schema is not None
         try:
-            child_input = dump_model(validate_stored(schema, carry))
-        except ValidationError as exc:
-            error = StepValidationError.from_validation(
-                f"the input of nested workflow {node.path!r} does not fit its input schema "
-                f"{schema.__name__}",
-                exc,
+            child_input = stored_as(
+                schema,
+                carry,
+                f"the input of nested workflow {node.path!r}",
+                "its input schema",
                 run_id=snapshot["run_id"],
                 step_id=node.path,
             )
+        except WorkflowError as error:
             self._fail_at(node.path, error_dict(error, step_id=node.path))
             return
         snapshot["scopes"] = {**snapshot["scopes"], node.path + ".": child_input}
@@ -1494,15 +1494,15 @@ class RunActor(DispatchedActor):
         schema = node.output_schema
         assert schema is not None
         try:
-            output = dump_model(validate_stored(schema, snapshot["carry"]))
-        except ValidationError as exc:
-            error = StepValidationError.from_validation(
-                f"the output of nested workflow {node.path!r} does not fit its output schema "
-                f"{schema.__name__}",
-                exc,
+            output = stored_as(
+                schema,
+                snapshot["carry"],
+                f"the output of nested workflow {node.path!r}",
+                "its output schema",
                 run_id=snapshot["run_id"],
                 step_id=node.path,
             )
+        except WorkflowError as error:
             self._fail_at(node.path, error_dict(error, step_id=node.path))
             return
         record = snapshot["steps"].get(node.path)

@@ -52,6 +52,7 @@ from runtime._snapshot import check_encodable, copy_plain
 from runtime._step import (
     dump_model,
     plain,
+    stored_as,
     validate_for_step,
     validate_input,
     validate_output,
@@ -862,14 +863,11 @@ def _check(value: Any, path: str, call: StepActorMessage, *, str_keys_known: boo
 
 
 def _final(output: Any, schema: type[BaseModel], call: CallStep) -> Any:
-    return dump_model(
-        validate_for_step(
-            schema,
-            output,
-            f"the output of the last step {call.step.id!r}",
-            "the workflow's output schema",
-            run_id=call.run_id,
-            step_id=call.step.id,
-            stored=True,  # the last step's output, dumped
-        )
+    return stored_as(  # the last step's output, dumped
+        schema,
+        output,
+        f"the output of the last step {call.step.id!r}",
+        "the workflow's output schema",
+        run_id=call.run_id,
+        step_id=call.step.id,
     )

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeAlias, TypeVar, overl
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
 
-from runtime._errors import StepValidationError, WorkflowDefinitionError
+from runtime._errors import SnapshotEncodingError, StepValidationError, WorkflowDefinitionError
 from runtime._ids import shown_name, unstorable_text
 from runtime._model import _MODEL_VALIDATE, validate_stored
 from runtime._model_keys import refuse_unkept
@@ -25,6 +25,7 @@ __all__ = [
     "Step",
     "create_step",
     "plain",
+    "stored_as",
     "validate_for_step",
     "validate_input",
     "validate_output",
@@ -184,6 +185,61 @@ def validate_for_step(
         return validate_stored(schema, value) if stored else validate_model(schema, value)
     except ValidationError as exc:
         raise _unfit(f"{what} does not fit {role}", schema, exc, run_id, step_id) from exc
+
+
+def stored_as(
+    schema: type[BaseModel], data: Any, what: str, role: str, *, run_id: str, step_id: str
+) -> Any:
+    """``data`` (a snapshot's) validated by ``schema`` and dumped again, as the next node takes it.
+
+    Nothing the user's schema does escapes it (the run actor calls it on its own
+    thread): a validator may raise what pydantic passes on (all but ``ValueError``
+    and ``AssertionError``), or put into a field a value JSON cannot hold. Either
+    crashed the run actor (``RunCrashedError``, a traceback on stderr).
+
+    Args:
+        schema: The model the data must fit.
+        data: Plain data, as a snapshot holds it.
+        what: What the data is, for the message: ``"the input of nested workflow 'c'"``.
+        role: What the schema is, for the message: ``"its input schema"``.
+        run_id: The run, for the error.
+        step_id: The step or node, for the error.
+
+    Raises:
+        StepValidationError: ``"<what> does not fit <role> <Schema>: <errors>"``, or
+            ``"... was rejected by ..."`` for a validator's own exception.
+        SnapshotEncodingError: for a validated value that cannot be stored.
+    """
+    try:
+        model = validate_stored(schema, data)
+    except ValidationError as exc:
+        text = f"{what} does not fit {role} {schema.__name__}"
+        raise StepValidationError.from_validation(
+            text, exc, run_id=run_id, step_id=step_id
+        ) from exc
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise StepValidationError(
+            f"{what} was rejected by {role} {schema.__name__}: a validator raised {reason}",
+            errors=[{"type": "validator_raised", "loc": (), "msg": reason}],
+            run_id=run_id,
+            step_id=step_id,
+        ) from exc
+    try:
+        return dump_model(model)
+    except Exception as exc:  # pydantic's serialization errors have no common base
+        where, type_name = where_not_dumped(model, schema.__name__, exc) or (
+            schema.__name__,
+            schema.__name__,
+        )
+        raise SnapshotEncodingError(
+            f"{what}, validated by {role} {schema.__name__}, cannot be stored in a snapshot: "
+            f"{where} holds a value of type {type_name} ({why_not_dumped(exc)})",
+            path=where,
+            type_name=type_name,
+            run_id=run_id,
+            step_id=step_id,
+        ) from exc
 
 
 def validate_input(step: Step[M, Any], value: Any, run_id: str) -> M:

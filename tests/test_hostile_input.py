@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 from runtime import (
     InvalidInputError,
@@ -673,3 +673,56 @@ def test_a_step_output_that_cannot_be_dumped_blames_the_field_at_fault(rt: Runti
     assert "step 'stamp' output['data'] holds a value of type bytes" in result.error.message
     assert "ser_json_bytes='base64'" in result.error.message
     assert "datetime" not in result.error.message
+
+
+class Picky(BaseModel):
+    """A schema whose validator raises what pydantic passes on, or keeps what JSON cannot."""
+
+    value: Any = None
+
+    @field_validator("value")
+    @classmethod
+    def _check(cls, value: Any) -> Any:
+        if value == "raise":
+            raise KeyError(value)
+        return object() if value == "object" else value
+
+
+def _passing(schema: type[BaseModel], where: str) -> Any:
+    """A workflow in which a step's output meets ``schema`` at ``where``, not as its own."""
+    step = create_step(
+        id="pass", input_schema=Loose, output_schema=Loose, execute=lambda ctx: ctx.input_data
+    )
+    inner = create_step(
+        id="inner", input_schema=Loose, output_schema=Loose, execute=lambda ctx: ctx.input_data
+    )
+    child_in = schema if where == "nested-input" else Loose
+    child_out = schema if where == "nested-output" else Loose
+    child = create_workflow(id="child", input_schema=child_in, output_schema=child_out)
+    outer = schema if where == "workflow-output" else Loose
+    workflow = create_workflow(id=f"picky-{where}", input_schema=Loose, output_schema=outer)
+    workflow = workflow.then(step)
+    return workflow.then(child.then(inner).commit()) if where != "workflow-output" else workflow
+
+
+@pytest.mark.parametrize("where", ["workflow-output", "nested-input", "nested-output"])
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [("raise", "StepValidationError"), ("object", "SnapshotEncodingError")],
+)
+def test_a_schema_between_nodes_that_raises_or_keeps_the_unstorable_fails_the_run_cleanly(
+    rt: Runtime, where: str, value: str, error: str
+) -> None:
+    # Validated again on the run actor's thread (a nested workflow's input or output, the
+    # workflow's output): a KeyError from a validator, or an object in an Any field, crashed
+    # the run actor ("RunCrashedError", a traceback on stderr), or failed the run with
+    # pydantic's bare "Unable to serialize unknown type" from the step.
+    wf = rt.register(_passing(Picky, where).commit())
+
+    result = wf.create_run().start(input_data={"value": value}, timeout=10)
+
+    assert result.status == "failed" and result.error is not None
+    assert result.error.name == error, result.error.message
+    assert "Picky" in result.error.message
+    if value == "object":
+        assert "Picky['value'] holds a value of type object" in result.error.message
