@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Step",
     "create_step",
+    "dump_for_step",
     "plain",
     "stored_as",
     "validate_for_step",
@@ -185,6 +186,34 @@ def validate_for_step(
         return validate_stored(schema, value) if stored else validate_model(schema, value)
     except ValidationError as exc:
         raise _unfit(f"{what} does not fit {role}", schema, exc, run_id, step_id) from exc
+
+
+def dump_for_step(model: BaseModel, what: str, *, run_id: str, step_id: str) -> Any:
+    """:func:`dump_model` of a value a step hands over; a refused dump names where and why.
+
+    Args:
+        model: The validated model (a suspend payload, a writer payload...).
+        what: How to name it in the error: ``"step 'a' suspend payload"``.
+        run_id: The run, for the error.
+        step_id: The step, for the error.
+
+    Raises:
+        SnapshotEncodingError: naming the path inside the value and its type (bytes
+            that are not UTF-8, with what to do; nesting too deep), not pydantic's
+            bare ``UnicodeDecodeError``.
+    """
+    try:
+        return dump_model(model)
+    except Exception as exc:  # pydantic's serialization errors have no common base
+        where, type_name = where_not_dumped(model, what, exc) or (what, type(model).__name__)
+        raise SnapshotEncodingError(
+            f"{where} holds a value of type {type_name}, which cannot be stored in a snapshot: "
+            f"{why_not_dumped(exc)}",
+            path=where,
+            type_name=type_name,
+            run_id=run_id,
+            step_id=step_id,
+        ) from exc
 
 
 def stored_as(

@@ -24,6 +24,7 @@ from runtime._snapshot import check_encodable, copy_plain
 from runtime._step import (
     In_co,
     Step,
+    dump_for_step,
     dump_model,
     plain,
     validate_for_step,
@@ -99,7 +100,7 @@ class StepWriter:
             )
         schema = self._schema
         if schema is not None:
-            data = dump_model(
+            data = dump_for_step(
                 validate_for_step(
                     schema,
                     payload,
@@ -107,7 +108,10 @@ class StepWriter:
                     "its writer schema",
                     run_id=self._run_id,
                     step_id=self._step_id,
-                )
+                ),
+                f"step {self._step_id!r} writer payload",
+                run_id=self._run_id,
+                step_id=self._step_id,
             )
         else:
             data = plain(payload)
@@ -490,7 +494,7 @@ class StepContext(Generic[In_co, State]):
         own = self.step.state_schema if self.step is not None else None
         part: dict[str, Any] | None = None
         if own is not None:
-            part = dump_model(
+            part = dump_for_step(
                 validate_for_step(
                     own,
                     value,
@@ -498,7 +502,10 @@ class StepContext(Generic[In_co, State]):
                     "its state schema",
                     run_id=self.run_id,
                     step_id=self.step_id,
-                )
+                ),
+                "state",
+                run_id=self.run_id,
+                step_id=self.step_id,
             )
             base = self._state if isinstance(self._state, Mapping) else {}
             value = {**base, **part}
@@ -589,7 +596,7 @@ class StepContext(Generic[In_co, State]):
         self._refuse("suspend()")
         schema = self.step.suspend_schema if self.step is not None else None
         if schema is not None:
-            payload = dump_model(
+            payload = dump_for_step(
                 validate_for_step(
                     schema,
                     payload,
@@ -597,7 +604,10 @@ class StepContext(Generic[In_co, State]):
                     "its suspend schema",
                     run_id=self.run_id,
                     step_id=self.step_id,
-                )
+                ),
+                f"step {self.step_id!r} suspend payload",
+                run_id=self.run_id,
+                step_id=self.step_id,
             )
         else:
             payload = plain(payload)
@@ -625,7 +635,7 @@ class StepContext(Generic[In_co, State]):
         self._refuse("bail()")
         schema = self._bail_schema
         if schema is not None:
-            result = dump_model(
+            result = dump_for_step(
                 validate_for_step(
                     schema,
                     result,
@@ -633,7 +643,10 @@ class StepContext(Generic[In_co, State]):
                     f"the output schema of the workflow it ends ({schema.__name__})",
                     run_id=self.run_id,
                     step_id=self.step_id,
-                )
+                ),
+                f"step {self.step_id!r} bail result",
+                run_id=self.run_id,
+                step_id=self.step_id,
             )
         else:
             result = plain(result)

@@ -726,3 +726,44 @@ def test_a_schema_between_nodes_that_raises_or_keeps_the_unstorable_fails_the_ru
     assert "Picky" in result.error.message
     if value == "object":
         assert "Picky['value'] holds a value of type object" in result.error.message
+
+
+class Bytes(BaseModel):
+    data: bytes = b""
+
+
+def _hands_over(call: str) -> Any:
+    """A step that hands ``b"\\xff"`` to ``ctx.<call>`` through a schema with a bytes field."""
+
+    def body(ctx: Any) -> Any:
+        if call == "suspend":
+            ctx.suspend({"data": b"\xff"})
+        elif call == "writer":
+            ctx.writer.write({"data": b"\xff"})
+        elif call == "bail":
+            ctx.bail({"data": b"\xff"})
+        else:
+            ctx.set_state({"data": b"\xff"})
+        return {"data": b"ok"}
+
+    schemas = {"suspend": "suspend_schema", "writer": "writer_schema", "set_state": "state_schema"}
+    options = {schemas[call]: Bytes} if call in schemas else {}
+    step = create_step(id=call, input_schema=Loose, output_schema=Bytes, execute=body, **options)
+    workflow = create_workflow(
+        id=f"hands-{call}", input_schema=Loose, output_schema=Bytes, state_schema=Bytes
+    )
+    return workflow.then(step).commit()
+
+
+@pytest.mark.parametrize("call", ["suspend", "writer", "bail", "set_state"])
+def test_bytes_that_are_not_utf8_handed_to_the_context_fail_as_the_readme_says(
+    rt: Runtime, call: str
+) -> None:
+    # Through a suspend, writer or (the step's own) state schema, or the workflow's output
+    # schema for a bail, they failed the run with pydantic's bare UnicodeDecodeError.
+    result = rt.register(_hands_over(call)).create_run().start(input_data={}, timeout=10)
+
+    assert result.status == "failed" and result.error is not None
+    assert result.error.name == "SnapshotEncodingError", result.error.message
+    assert "['data'] holds a value of type bytes" in result.error.message
+    assert "ser_json_bytes='base64'" in result.error.message
