@@ -34,6 +34,7 @@ from runtime._snapshot import (
 )
 from runtime._step import (
     Step,
+    dump_for_step,
     dump_model,
     plain,
     validate_model,
@@ -334,9 +335,18 @@ def _validated(
         elif isinstance(value, schema):
             model = value
         elif isinstance(value, BaseModel):  # another model: checked as its dump is
-            model = validate_stored(schema, plain(value))
+            model = validate_stored(
+                schema, dump_for_step(value, field, run_id=run_id, step_id=None)
+            )
         else:
             model = validate_model(schema, {} if value is None else plain(value))
+    except SnapshotEncodingError as exc:  # a model of another class that cannot be dumped
+        raise InvalidInputError(
+            f"{exc} (run {run_id!r})",
+            field=field,
+            errors=[{"type": "not_encodable", "loc": (exc.path,), "msg": str(exc)}],
+            run_id=run_id,
+        ) from exc
     except ValidationError as exc:
         errors = [dict(error) for error in exc.errors(include_url=False)]
         raise InvalidInputError(

@@ -181,21 +181,22 @@ def validate_for_step(
     if isinstance(value, schema):
         return value
     if isinstance(value, BaseModel):  # plain(value), without a call: a step's input is a dict
-        value, stored = dump_model(value), True
+        value = dump_for_step(value, what, run_id=run_id, step_id=step_id)
+        stored = True
     try:
         return validate_stored(schema, value) if stored else validate_model(schema, value)
     except ValidationError as exc:
         raise _unfit(f"{what} does not fit {role}", schema, exc, run_id, step_id) from exc
 
 
-def dump_for_step(model: BaseModel, what: str, *, run_id: str, step_id: str) -> Any:
+def dump_for_step(model: BaseModel, what: str, *, run_id: str | None, step_id: str | None) -> Any:
     """:func:`dump_model` of a value a step hands over; a refused dump names where and why.
 
     Args:
         model: The validated model (a suspend payload, a writer payload...).
         what: How to name it in the error: ``"step 'a' suspend payload"``.
         run_id: The run, for the error.
-        step_id: The step, for the error.
+        step_id: The step, for the error (``None`` for a start's argument).
 
     Raises:
         SnapshotEncodingError: naming the path inside the value and its type (bytes
@@ -297,7 +298,8 @@ def validate_output(step: Step[Any, M], value: Any, run_id: str) -> M:
         return value
     try:
         if isinstance(value, BaseModel):  # another model: checked as its dump is
-            return validate_stored(schema, dump_model(value))
+            dumped = dump_for_step(value, step._output_name, run_id=run_id, step_id=step.id)
+            return validate_stored(schema, dumped)
         return validate_model(schema, value)
     except ValidationError as exc:
         returned = f"step {step.id!r}: the {type(value).__name__} it returned"

@@ -767,3 +767,39 @@ def test_bytes_that_are_not_utf8_handed_to_the_context_fail_as_the_readme_says(
     assert result.error.name == "SnapshotEncodingError", result.error.message
     assert "['data'] holds a value of type bytes" in result.error.message
     assert "ser_json_bytes='base64'" in result.error.message
+
+
+class OtherBytes(BaseModel):
+    data: bytes
+
+
+def test_a_model_of_another_class_that_cannot_be_dumped_is_refused_as_unstorable(
+    rt: Runtime,
+) -> None:
+    # Handed over as a model of another class, it is checked as its dump is, and the dump
+    # failed: at the start "was rejected by Bytes: a validator raised UnicodeDecodeError",
+    # from a step the bare UnicodeDecodeError.
+    echo_bytes = create_step(
+        id="echo", input_schema=Bytes, output_schema=Bytes, execute=lambda ctx: ctx.input_data
+    )
+    starts = create_workflow(id="other-in", input_schema=Bytes, output_schema=Bytes)
+    returns = create_step(
+        id="other",
+        input_schema=Loose,
+        output_schema=Bytes,
+        execute=lambda ctx: OtherBytes(data=b"\xff"),
+    )
+    steps = create_workflow(id="other-out", input_schema=Loose, output_schema=Bytes)
+
+    with pytest.raises(InvalidInputError) as caught:
+        rt.register(starts.then(echo_bytes).commit()).create_run().start_async(
+            input_data=OtherBytes(data=b"\xff")
+        )
+    result = rt.register(steps.then(returns).commit()).create_run().start(input_data={})
+
+    assert caught.value.errors[0]["type"] == "not_encodable"
+    assert caught.value.errors[0]["loc"] == ("input_data['data']",)
+    assert "a validator raised" not in str(caught.value)
+    assert result.status == "failed" and result.error is not None
+    assert result.error.name == "SnapshotEncodingError"
+    assert "step 'other' output['data'] holds a value of type bytes" in result.error.message
