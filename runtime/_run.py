@@ -540,18 +540,23 @@ class Run(Generic[In, Out]):
         outage: list[StoreUnavailableError] = []  # the last read's error, while it lasts
         if timeout is None:
             return await self._settled(outage)
-        # The first read is made whatever the timeout, as wait() makes it: under the
-        # timeout, a wait_async(0) of a run that had ended said it "goes on".
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         first: SnapshotRecord | None = None
         try:
-            first = await self._host.call(self._started_record)
+            read = await self._first_read(deadline)
         except StoreUnavailableError as exc:
             if loop.time() >= deadline or self._host.state != "running":
                 raise
             outage[:] = [exc]
         else:
+            if read is None:
+                raise RunTimeoutError(
+                    f"run {self.run_id!r} could not be read within {timeout} seconds: other "
+                    "awaitable calls held every call thread of the runtime meanwhile",
+                    run_id=self.run_id,
+                )
+            first = read
             if first.status in SETTLED_STATUSES and not await self._resume_requested_async(first):
                 return self._result(first)
         try:
@@ -566,6 +571,38 @@ class Run(Generic[In, Out]):
                 f"run {self.run_id!r} did not end within {timeout} seconds; it goes on",
                 run_id=self.run_id,
             ) from None
+
+    async def _first_read(self, deadline: float) -> SnapshotRecord | None:
+        """The first read of a wait with a timeout, made whatever the timeout, as wait() makes it.
+
+        Under the timeout, a wait_async(0) of a run that had ended said it "goes on".
+        But wait() reads on its caller's thread, while this read waits for one of the
+        few call threads, which other calls may all hold (starts that another
+        process's lock on a SQLite file keeps for up to 30 s each): a
+        ``wait_async(0.5)`` raised ``RunTimeoutError`` a minute later. So a read
+        that no thread has taken by the deadline (or, for a shorter timeout,
+        :data:`FIRST_READ_PATIENCE` seconds after the call) is given up on, and
+        skipped when its turn comes (``None``); one a thread has begun is awaited
+        to its end.
+        """
+        began: list[bool] = []  # appended to on the call thread as the read begins
+
+        def read() -> SnapshotRecord:
+            began.append(True)
+            return self._started_record()
+
+        loop = asyncio.get_running_loop()
+        until = max(deadline, loop.time() + FIRST_READ_PATIENCE)
+        future = self._host.submit(read)
+        try:
+            await asyncio.wait((future,), timeout=max(0.0, until - loop.time()))
+            if not future.done() and not began:
+                future.cancel()
+                return None
+            return await future
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
 
     async def _settled(
         self, outage: list[StoreUnavailableError], record: SnapshotRecord | None = None
@@ -1864,6 +1901,13 @@ def _deleted(run_id: str) -> RunDeletedError:
 
 _REQUESTED_PAUSE = 0.05
 """Seconds between two reads of a suspended run a wait finds a resume request of (see wait)."""
+
+FIRST_READ_PATIENCE = 0.25
+"""Seconds a ``wait_async`` with a shorter timeout gives its first read to get a call thread.
+
+Time enough for an idle call thread to take it on a busy machine, so that
+``wait_async(0)`` of a run that has ended returns it, as ``wait(0)`` does.
+"""
 
 _SETTLE_PATIENCE = 5.0
 """Seconds a resume that found the run's actor gone waits for the run to settle, then reads it."""

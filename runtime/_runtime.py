@@ -155,6 +155,13 @@ class RunHost:
         running (new, or stopped: its results stay readable) lends no thread:
         the call runs on asyncio's default executor instead.
         """
+        return await self.submit(fn, *args, **kwargs)
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> asyncio.Future[T]:
+        """:meth:`call`'s future: cancelled before a thread takes it, the call is never made.
+
+        Call from a coroutine, on its loop.
+        """
         bound = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
         calls = self._calls if self.state == "running" else None
         if calls is None:
@@ -165,7 +172,7 @@ class RunHost:
                 future = calls.submit(bound)
         if future is None:
             future = asyncio.get_running_loop().run_in_executor(None, bound)
-        return await future
+        return future
 
     async def call_apart(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Await ``fn(*args, **kwargs)`` run on a pool of its own (:data:`APART_THREADS`).

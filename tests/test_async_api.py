@@ -216,6 +216,56 @@ def test_wait_async_of_an_ended_run_with_no_time_to_wait_returns_it_as_wait_does
     asyncio.run(main())
 
 
+def test_wait_async_times_out_in_time_while_other_calls_hold_every_call_thread(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its first read waited for a call thread past the timeout: with the few call
+    # threads held by starts that another process's lock on a SQLite file kept (30 s
+    # each), a wait_async(0.5) raised RunTimeoutError a minute later. Here reads of
+    # another run's result hold them.
+    from runtime._runtime import CALL_THREADS
+
+    gate = threading.Event()
+    wf = runtime.register(held_workflow(Counter(), gate))
+    store = runtime.store
+    assert store is not None
+    real_load = store.load
+
+    def load(run_id: str) -> Any:
+        if run_id == "held-up":
+            gate.wait(BLOCK_LIMIT)
+        return real_load(run_id)
+
+    monkeypatch.setattr(store, "load", load)
+
+    async def main() -> tuple[float, float]:
+        run = wf.create_run()
+        await run.astart_async(input_data={"value": "x"})
+        holding = [
+            asyncio.ensure_future(wf.aget_workflow_run_execution_result("held-up"))
+            for _ in range(CALL_THREADS)
+        ]
+        await asyncio.sleep(0.05)  # each has a call thread now
+        loop = asyncio.get_running_loop()
+        took = []
+        for timeout in (0.2, 0):
+            began = loop.time()
+            with pytest.raises(RunTimeoutError, match="held every call thread"):
+                await run.wait_async(timeout)
+            took.append(loop.time() - began)
+        gate.set()
+        await asyncio.gather(*holding)
+        assert (await run.wait_async(WAIT)).status == RunStatus.SUCCESS
+        return took[0], took[1]
+
+    try:
+        short, none = asyncio.run(main())
+    finally:
+        gate.set()
+    assert short < 1.0
+    assert none < 1.0
+
+
 def test_a_wait_async_cancelled_as_its_run_ends_raises_cancelled_error(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
