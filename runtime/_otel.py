@@ -26,6 +26,7 @@ Metrics come from the meter ``callboard`` (see :class:`Instruments`).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import threading
@@ -181,14 +182,56 @@ _ATTRIBUTE_NAMES: Final = {
 }
 
 
+_INT64: Final = range(-(2**63), 2**63)
+"""The ints an OpenTelemetry attribute holds: exporters refuse others (OTLP's is an int64)."""
+
+
+def _one_kind(items: list[Any] | tuple[Any, ...]) -> bool:
+    """Whether ``items`` are all strs, all bools, all ints (of 64 bits) or all floats."""
+    kinds: set[type] = {type(item) for item in items}
+    if not kinds:
+        return True
+    if len(kinds) > 1:
+        return False
+    kind = kinds.pop()
+    return kind in (str, bool, float) or (kind is int and all(item in _INT64 for item in items))
+
+
+def _metadata_value(value: Any) -> Any | None:
+    """A ``TracingOptions.metadata`` value as an OpenTelemetry attribute value (``None``: none).
+
+    Attributes hold strings, booleans, signed 64-bit ints, floats and lists of
+    one of them. Any other value is kept as its JSON text (a larger int as its
+    digits), not left out: a span said nothing of ``{"tags": [...]}`` or of a
+    nested mapping, while the structlog events carried them whole.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str | bool | float):
+        return value
+    if isinstance(value, int):
+        return value if value in _INT64 else str(value)
+    if isinstance(value, list | tuple) and _one_kind(value):
+        return tuple(value)
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=repr)
+    except (TypeError, ValueError):  # a mapping with keys JSON has no form for
+        return repr(value)
+
+
 def attributes(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """OpenTelemetry attributes for a span's structlog fields (metadata flattened, scalars only)."""
+    """OpenTelemetry attributes for a span's structlog fields (metadata flattened).
+
+    Metadata values are converted by :func:`_metadata_value`; other fields are
+    kept when they are scalars.
+    """
     found: dict[str, Any] = {}
     for key, value in fields.items():
         if key == "metadata" and isinstance(value, Mapping):
             for name, item in value.items():
-                if isinstance(item, str | bool | int | float):
-                    found[f"callboard.metadata.{name}"] = item
+                converted = _metadata_value(item)
+                if converted is not None:
+                    found[f"callboard.metadata.{name}"] = converted
         elif key in _ATTRIBUTE_NAMES:
             found[_ATTRIBUTE_NAMES[key]] = value
         elif isinstance(value, str | bool | int | float):

@@ -194,6 +194,50 @@ def test_a_run_is_a_start_span_a_run_span_and_a_span_per_step(
     assert start.attributes["callboard.run.id"] == result.run_id
 
 
+def test_metadata_that_is_no_attribute_value_as_it_stands_is_kept_in_a_form_that_is(
+    runtime: Runtime, exporter: InMemorySpanExporter
+) -> None:
+    # Lists and mappings were left out of the spans (the structlog events carried them),
+    # and an int beyond 64 bits was put on them, which an OTLP exporter cannot encode.
+    wf = runtime.register(_two_steps("otel_metadata"))
+    metadata = {
+        "tags": ["blue", "green"],
+        "sizes": [1, 2],
+        "limits": {"cpu": 2, "names": ["a"]},
+        "mixed": [1, "a"],
+        "hash": 2**64 - 1,
+        "small": -(2**63),
+        "nothing": None,
+        "empty": [],
+        "tenant": "acme",
+    }
+
+    result = wf.create_run().start(
+        input_data={"value": "hi"},
+        tracing_options=TracingOptions(metadata=metadata),
+        timeout=WAIT,
+    )
+
+    assert result.status == "success"
+    for name in ("workflow_start", "workflow_run"):
+        (span,) = _of_workflow(exporter, name, "otel_metadata")
+        found = {
+            key.removeprefix("callboard.metadata."): value
+            for key, value in (span.attributes or {}).items()
+            if key.startswith("callboard.metadata.")
+        }
+        assert found == {
+            "tags": ("blue", "green"),
+            "sizes": (1, 2),
+            "limits": '{"cpu":2,"names":["a"]}',
+            "mixed": '[1,"a"]',
+            "hash": "18446744073709551615",
+            "small": -(2**63),
+            "empty": (),
+            "tenant": "acme",
+        }
+
+
 @pytest.mark.usefixtures("_structlog_reset")
 def test_the_log_events_name_the_spans_opentelemetry_exports(
     runtime: Runtime, exporter: InMemorySpanExporter
