@@ -402,7 +402,9 @@ class Run(Generic[In, Out]):
         Same arguments, result and errors. The validation and the store's
         commit run on one of the runtime's call threads. Cancelling the
         awaiting task does not undo a start already on its way: the run may
-        still be recorded and run.
+        still be recorded and run (one still waiting for a thread is never
+        made). This run started again says which: it waits for the first call,
+        then raises ``RunAlreadyStartedError`` if that one recorded the run.
         """
         # The ids drawn here, in the order the caller's tasks run (see DRAWN_IDS);
         # the call below takes the task's context variables with it.

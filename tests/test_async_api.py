@@ -454,6 +454,74 @@ def test_astart_async_leaves_the_loop_free_while_another_process_holds_the_lock(
     assert order == ["tick"] * 5 + ["started"]
 
 
+def test_a_start_whose_awaiting_task_was_cancelled_is_told_by_starting_the_same_run_again(
+    runtimes: Runtimes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel does not undo a start on its way; the same ``Run`` started again says which.
+
+    Its second start waits for the first: it raises ``RunAlreadyStartedError`` if the
+    first recorded the run, and starts it if the first never began.
+    """
+    path = tmp_path / "runs.db"
+    rt = runtimes.start(str(path))
+    wf = rt.register(quick_workflow())
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")  # the start waits for the write lock meanwhile
+
+    async def main() -> None:
+        run = wf.create_run()
+        start = asyncio.ensure_future(run.astart_async(input_data={"value": "x"}))
+        await asyncio.sleep(0.2)  # on its way: on a call thread, waiting for the lock
+        start.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await start
+        again = asyncio.ensure_future(run.astart_async(input_data={"value": "x"}))
+        await asyncio.sleep(0.05)
+        holder.execute("COMMIT")
+        with pytest.raises(RunAlreadyStartedError):
+            await again
+        assert (await run.wait_async(WAIT)).status == RunStatus.SUCCESS
+
+        # A start still waiting for a call thread when cancelled is never made.
+        holding = [
+            asyncio.ensure_future(wf.aget_workflow_run_execution_result("held-up"))
+            for _ in range(CALL_THREADS)
+        ]
+        await asyncio.sleep(0.05)
+        other = wf.create_run()
+        start = asyncio.ensure_future(other.astart_async(input_data={"value": "y"}))
+        await asyncio.sleep(0.05)
+        start.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await start
+        gate.set()
+        await asyncio.gather(*holding)
+        assert await wf.aget_workflow_run_execution_result(other.run_id) is None
+        await other.astart_async(input_data={"value": "y"})
+        assert (await other.wait_async(WAIT)).status == RunStatus.SUCCESS
+
+    from runtime._runtime import CALL_THREADS
+
+    gate = threading.Event()
+    store = rt.store
+    assert store is not None
+    real_load = store.load
+
+    def load(run_id: str) -> Any:
+        if run_id == "held-up":
+            gate.wait(BLOCK_LIMIT)
+        return real_load(run_id)
+
+    monkeypatch.setattr(store, "load", load)
+    try:
+        asyncio.run(main())
+    finally:
+        gate.set()
+        if holder.in_transaction:
+            holder.execute("COMMIT")
+        holder.close()
+
+
 def test_the_call_threads_are_bounded_and_end_with_the_runtime() -> None:
     from runtime._runtime import CALL_THREADS
 
