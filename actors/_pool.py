@@ -342,7 +342,7 @@ class AsyncLoop:
                 self._loop = asyncio.new_event_loop()
                 self._thread = threading.Thread(
                     target=_run_until_stopped,
-                    args=(self._loop,),
+                    args=(self._loop, lambda: self._stopped),
                     name="callboard-async",
                     daemon=True,
                 )
@@ -627,14 +627,18 @@ def _close_unstarted(inner: Any) -> None:
         inner.close()
 
 
-def _run_until_stopped(loop: asyncio.AbstractEventLoop) -> None:
-    """The loop thread: run the loop until stopped, then close it (whatever is left).
+def _run_until_stopped(loop: asyncio.AbstractEventLoop, stopped: Callable[[], bool]) -> None:
+    """The loop thread: run the loop until its runtime stops it, then close it (whatever is left).
 
     A task a step's body made that raises SystemExit or KeyboardInterrupt (an
     ``argparse`` error in a ``gather``-ed call) has asyncio re-raise it out of
     ``run_forever``: the thread died, silently, with every async step in flight
     on the loop, and every later one failed. The task keeps the exception, so
     the body that awaits it fails its step; the loop goes on for the others.
+    So it does when a body stops the loop (``asyncio.get_running_loop().stop()``,
+    as if it were the application's): the loop closed with the steps in flight
+    on it, whose runs stayed ``running`` for ever, and every later async step failed.
+    ``stopped``: whether the runtime stopped the loop.
     """
     try:
         while True:
@@ -649,7 +653,14 @@ def _run_until_stopped(loop: asyncio.AbstractEventLoop) -> None:
                     "task fails, and the loop of async steps goes on",
                 )
                 continue
-            return
+            if stopped():
+                return
+            emit(
+                logging.ERROR,
+                "async_step_loop_stopped",
+                hint="an async step (or a task it made) stopped the loop that runs this "
+                "runtime's async steps; it is not the application's loop: it goes on",
+            )
     finally:
         loop.close()
 

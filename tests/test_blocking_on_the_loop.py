@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel
+from structlog.testing import capture_logs
 
 from runtime import (
     BlockingCallError,
@@ -391,6 +392,26 @@ def test_a_task_of_an_async_step_that_raises_systemexit_fails_its_step_not_the_l
     children = rt.register(child)
     assert children.create_run().start(input_data={"n": 4}, timeout=WAIT).result == {"n": 8}
     assert any(thread.name == "callboard-async" for thread in threading.enumerate())
+
+
+def test_an_async_step_that_stops_the_loop_it_runs_on_does_not_stop_the_async_steps(
+    rt: Runtime,
+) -> None:
+    # The loop closed under it: its run stayed running for ever, and every later async
+    # step failed with "the loop of this runtime's async steps has ended".
+    async def body(ctx: StepContext[Number]) -> Number:
+        asyncio.get_running_loop().stop()  # as if it were the application's loop
+        await asyncio.sleep(0.01)
+        return ctx.input_data
+
+    with capture_logs() as logs:
+        result = parent(rt, body).create_run().start(input_data={"n": 1}, timeout=WAIT)
+    assert result.status == RunStatus.SUCCESS
+    assert [log["event"] for log in logs if log["log_level"] == "error"] == [
+        "async_step_loop_stopped"
+    ]
+    children = rt.register(child)
+    assert children.create_run().start(input_data={"n": 4}, timeout=WAIT).result == {"n": 8}
 
 
 def test_an_async_step_whose_task_other_code_cancels_does_not_say_the_runtime_stopped(
