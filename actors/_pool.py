@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import functools
 import inspect
 import logging
@@ -539,7 +540,12 @@ def _spawn(item: tuple[Any, BodyFuture, Any, Callable[[], None] | None]) -> None
         return
     loop = asyncio.get_running_loop()
     try:
-        task = loop.create_task(coroutine)
+        # In a context of its own: a task copies the one it is made in, here that of
+        # the callback running this, which is the context of whichever thread first
+        # handed the loop something of this burst. Code of the application's (a request
+        # closing a watch another task reads) hands it things too: its request's
+        # context variables (a tenant, a request id bound for logging) reached the step.
+        task = contextvars.Context().run(loop.create_task, coroutine)
     except BaseException as exc:
         if on_end is not None:
             on_end()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
 import threading
 import time
@@ -352,6 +353,34 @@ def test_the_async_loop_refuses_work_once_stopped_and_closes_the_coroutine() -> 
         loop.submit(coroutine)
 
     assert coroutine.cr_frame is None  # closed: never left unawaited
+
+
+def test_an_async_body_does_not_run_in_the_context_of_whoever_woke_the_loop() -> None:
+    # Bodies start in a callback of the loop that runs whatever was handed to it since
+    # it last woke, in the context of the first thread that handed it something: code of
+    # the application's too (a request closing a watch another task reads, which wakes
+    # that task). The body's task copied that request's context variables.
+    from runtime._handoff import deliver
+
+    tenant: contextvars.ContextVar[str | None] = contextvars.ContextVar("tenant", default=None)
+    app = asyncio.new_event_loop()
+    bodies = AsyncLoop(app)
+
+    def in_a_request() -> None:
+        tenant.set("acme")
+        deliver(app, lambda _: None, None)
+
+    async def body() -> str | None:
+        return tenant.get()
+
+    try:
+        contextvars.copy_context().run(in_a_request)
+        future = bodies.submit(body())
+        app.run_until_complete(asyncio.sleep(0.05))
+        assert future.result(WAIT) is None
+    finally:
+        bodies.stop(WAIT)
+        app.close()
 
 
 def test_a_step_waiting_for_a_run_lets_another_actor_run_past_the_limit(
