@@ -3,13 +3,15 @@
 Every ``interval`` seconds it asks the store to delete the runs that ended
 longer than ``max_age`` ago, then all but the newest ``max_runs`` ended runs.
 The store never deletes a run that has not ended, so a pass cannot race a run
-in progress. A pass that fails is logged, and the next one tries again.
+in progress. A pass that fails is logged, and the next one tries again. A pass
+that deleted runs says so (``on_pruned``): the registry forgets their event logs.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from runtime import _clock
 from runtime._options import FOREVER, RetentionPolicy
@@ -25,11 +27,20 @@ class Pruner:
     Args:
         store: The store to prune.
         policy: What to keep.
+        on_pruned: Called after a pass that deleted runs (which ones, a store's
+            prune does not say).
     """
 
-    def __init__(self, store: SnapshotStore, policy: RetentionPolicy) -> None:
+    def __init__(
+        self,
+        store: SnapshotStore,
+        policy: RetentionPolicy,
+        *,
+        on_pruned: Callable[[], None] | None = None,
+    ) -> None:
         self._store = store
         self._policy = policy
+        self._on_pruned = on_pruned
         self._stopped = threading.Event()
         self.pruned = 0
         """How many runs this pruner deleted so far."""
@@ -42,6 +53,8 @@ class Pruner:
         ended_before = None if policy.max_age is None else _clock.time() - policy.max_age
         deleted = self._store.prune(ended_before=ended_before, keep=policy.max_runs)
         self.pruned += deleted
+        if deleted and self._on_pruned is not None:
+            self._on_pruned()
         return deleted
 
     def stop(self, timeout: float | None = None) -> None:

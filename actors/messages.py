@@ -56,6 +56,7 @@ __all__ = [
     "RunEnded",
     "RunParked",
     "RunsClaimed",
+    "RunsDeleted",
     "SettledCommitted",
     "SnapshotCommitted",
     "SnapshotSeen",
@@ -331,7 +332,8 @@ SupervisorMessage: TypeAlias = (
 
 # --- to the registry --------------------------------------------------------------
 # From run actors, the supervisor, hooks and the facade; SettledCommitted from
-# the registry itself, on the store's writer thread.
+# the registry itself, on the store's writer thread; RunsDeleted from the facade's
+# delete and the pruner's thread.
 
 
 @dataclass(frozen=True, slots=True)
@@ -514,6 +516,17 @@ class SnapshotSeen:
     fenced: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class RunsDeleted:
+    """Runs were deleted (``run_ids``) or pruned (``None``: which, the prune does not say).
+
+    The registry forgets the event logs of those the store no longer holds: a run
+    gone keeps no memory here (a daemon that deletes or prunes runs stays bounded).
+    """
+
+    run_ids: tuple[str, ...] | None = None
+
+
 RegistryMessage: TypeAlias = (
     SnapshotTaken
     | SettledCommitted
@@ -526,6 +539,7 @@ RegistryMessage: TypeAlias = (
     | RunsClaimed
     | SnapshotSeen
     | StepWrote
+    | RunsDeleted
 )
 """Everything :class:`~actors.registry.RegistryActor` accepts."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -27,6 +27,7 @@ from actors.messages import (
     RecordFailure,
     RegistryMessage,
     RunsClaimed,
+    RunsDeleted,
     SettledCommitted,
     SnapshotCommitted,
     SnapshotSeen,
@@ -173,6 +174,8 @@ class RegistryActor(ThreadActor):
                 self._on_runs_claimed(message)
             case SnapshotSeen():
                 self._on_snapshot_seen(message)
+            case RunsDeleted():
+                self._on_runs_deleted(message)
             case StepWrote():
                 try:
                     self._on_step_wrote(message)
@@ -462,6 +465,37 @@ class RegistryActor(ThreadActor):
             self._publish(record)
         if record.status in SETTLED_STATUSES:
             self._wake(run_id)
+
+    def _on_runs_deleted(self, message: RunsDeleted) -> None:
+        """Runs were deleted or pruned: forget the logs of those the store no longer holds.
+
+        Looked up in the store here, in order with everything else the registry
+        does: a run made again under a deleted id meanwhile keeps its own log.
+        A run watched now, or in progress here, was not deleted (only ended runs
+        are, and their watches end with them): its log stays.
+        """
+        logs, channels, live = self._logs, self._channels, self._live
+        named = logs.run_ids if message.run_ids is None else message.run_ids
+        run_ids = [
+            run_id
+            for run_id in named
+            if run_id in logs and run_id not in channels and run_id not in live
+        ]
+        if not run_ids:
+            return
+        held: Container[str]
+        try:
+            if self._many_at_once is not None:
+                held = self._many_at_once.seqs(run_ids)
+            else:
+                held = {run_id for run_id in run_ids if self._store.load(run_id) is not None}
+        except StoreError as exc:
+            # Kept for now: the next delete or prune looks again (the logs stay bounded).
+            emit(logging.WARNING, "deleted_runs_read_failed", runs=len(run_ids), error=str(exc))
+            return
+        for run_id in run_ids:
+            if run_id not in held:
+                logs.drop(run_id)
 
     def _advance(self, log: EventLog, record: SnapshotRecord) -> list[RunEvent] | None:
         """Number and keep the events since the last snapshot the log saw; ``None``: unreadable.

@@ -46,6 +46,7 @@ from actors.messages import (
     RunActorMessage,
     RunDeleted,
     RunsClaimed,
+    RunsDeleted,
     SnapshotSeen,
     SnapshotTaken,
     StartRun,
@@ -313,7 +314,9 @@ class ActorSystem:
             # recorded still, before the stop fails what it finds unfinished, or after
             # (then the store keeps the failure, which came first).
             self.hooks.record_late = functools.partial(_kept_in, store)
-        self.pruner = None if retention is None else Pruner(store, retention)
+        self.pruner = (
+            None if retention is None else Pruner(store, retention, on_pruned=self.runs_deleted)
+        )
         # A shutdown's wait for runs in progress, and whether hurry() cut it short.
         self._draining: threading.Event | None = None
         self._hurried_at: float | None = None
@@ -341,6 +344,14 @@ class ActorSystem:
     def _run_deleted(self, run_id: str) -> None:
         """The memory store deleted a run: the supervisor's queues forget its start."""
         tell_safely(self.supervisor, RunDeleted(run_id=run_id))
+
+    def runs_deleted(self, run_ids: Sequence[str] | None = None) -> None:
+        """Runs were deleted (``run_ids``) or pruned (``None``): the registry forgets their logs.
+
+        Args:
+            run_ids: The runs deleted; ``None`` for a prune, which does not say which.
+        """
+        tell_safely(self.registry, RunsDeleted(run_ids=None if run_ids is None else tuple(run_ids)))
 
     def _seen(self, run_id: str, record: SnapshotRecord | None) -> None:
         with contextlib.suppress(pykka.ActorDeadError):

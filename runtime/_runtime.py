@@ -338,6 +338,12 @@ class RunHost:
         store = self.store
         return None if store is None else store.load(run_id)
 
+    def run_deleted(self, run_id: str) -> None:
+        """The run's record was deleted: a running runtime forgets its event log."""
+        system = self.system
+        if system is not None and self.state == "running":
+            system.runs_deleted((run_id,))
+
     def resume_pending(self, run_id: str) -> bool | None:
         """Whether a resume request of the run waits in a shared store, for a worker to carry out.
 

@@ -768,6 +768,7 @@ class Workflow(Generic[In, Out]):
         if record.status not in TERMINAL_STATUSES:
             raise _in_progress(run_id, record.status)
         if store.delete(run_id):
+            self._forget(run_id)
             return True
         # The store deletes only a run that has ended: this one was restarted meanwhile,
         # or deleted by somebody else.
@@ -839,6 +840,16 @@ class Workflow(Generic[In, Out]):
         # Without a (default) runtime, or before a SQLite runtime starts, there
         # is no run to find: an empty store says so, after the same checks.
         return _NO_RUNS if store is None else store
+
+    def _forget(self, run_id: str) -> None:
+        """Tell the runtime whose store deleted ``run_id``: it forgets what it kept of the run."""
+        runtime = self._runtime
+        if runtime is None:
+            from runtime._runtime import default_runtime
+
+            runtime = default_runtime(start=False)
+        if runtime is not None:
+            runtime._host.run_deleted(run_id)
 
     def _refuse_if_registered(self) -> None:
         """Refuse the unbound path while a runtime this object was registered on is not stopped.

@@ -145,6 +145,7 @@ _SENDERS: Final[dict[str, str]] = {
     "QueuesDue": "Timers",
     "DeadlinePassed": "Timers",
     "RunDeleted": "Store",
+    "RunsDeleted": "Runtime",
     "RecordFailure": "Supervisor",
     "RunsClaimed": "Claimer",
     "SnapshotSeen": "StoreWatcher",

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+import actors.system as system_module
+from actors._events import EventLogs
 from runtime import RunInProgressError, Runtime, create_step, create_workflow
 from runtime._snapshot import WHOLE_UNTIL
 from tests._support import wait_until
@@ -152,3 +154,77 @@ def test_a_new_run_of_a_deleted_runs_id_keeps_its_actor_when_the_old_ones_end_co
             assert second.wait(WAIT).status == "canceled"
     finally:
         gate.set()
+
+
+def _talk(ctx: Any) -> Note:
+    for index in range(5):
+        ctx.writer.write({"index": index})
+    return ctx.input_data
+
+
+CHATTY = (
+    create_workflow(id="chatty", input_schema=Note, output_schema=Note)
+    .then(create_step(id="talk", input_schema=Note, output_schema=Note, execute=_talk))
+    .commit()
+)
+
+
+@pytest.fixture
+def event_logs(monkeypatch: pytest.MonkeyPatch) -> list[EventLogs]:
+    """The registry's event logs of each runtime started while the test runs."""
+    made: list[EventLogs] = []
+
+    class Noted(EventLogs):
+        def __init__(self) -> None:
+            super().__init__()
+            made.append(self)
+
+    monkeypatch.setattr(system_module, "EventLogs", Noted)
+    return made
+
+
+def test_a_deleted_run_leaves_no_event_log_behind(
+    each_store: Any, event_logs: list[EventLogs]
+) -> None:
+    # The registry keeps the events of each run streamed or written to (a step's
+    # ctx.writer.write): a delete left them there, for as long as 128 other runs had
+    # not pushed them out.
+    with Runtime(store=each_store) as rt:
+        wf = rt.register(CHATTY)
+        logs = event_logs[-1]
+        ids = []
+        for index in range(5):
+            run = wf.create_run(f"chatty-{index}")
+            assert run.start(input_data={"text": "t"}, timeout=WAIT).status == "success"
+            assert len(list(run.stream(timeout=WAIT))) > 5
+            ids.append(run.run_id)
+        kept = wf.create_run("kept")
+        assert kept.start(input_data={"text": "t"}, timeout=WAIT).status == "success"
+        list(kept.stream(timeout=WAIT))
+        assert set(logs.run_ids) == {*ids, "kept"}
+
+        for run_id in ids:
+            assert wf.delete_workflow_run_by_id(run_id)
+        wait_until(lambda: set(logs.run_ids) == {"kept"}, what="the deleted runs' logs gone")
+        again = wf.create_run(ids[0])
+        assert again.start(input_data={"text": "again"}, timeout=WAIT).status == "success"
+        events = list(again.stream(timeout=WAIT))
+        assert [event.data for event in events if event.type == "step_output"] == [
+            {"index": index} for index in range(5)
+        ]
+
+
+def test_a_pruned_run_leaves_no_event_log_behind(
+    each_store: Any, event_logs: list[EventLogs]
+) -> None:
+    with Runtime(store=each_store, retention={"max_runs": 0, "interval": 0.02}) as rt:
+        wf = rt.register(CHATTY)
+        logs = event_logs[-1]
+        runs = [wf.create_run() for _ in range(5)]
+        for run in runs:
+            run.start_async(input_data={"text": "t"})
+        wait_until(
+            lambda: all(wf.get_workflow_run_execution_result(r.run_id) is None for r in runs),
+            what="every run ended and was pruned",
+        )
+        wait_until(lambda: not logs.run_ids, what="the pruned runs' logs gone")
