@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from runtime._model import SETTLED_STATUSES, TERMINAL_STATUSES, UNFINISHED_STATUSES, RunStatus
-from runtime._stores.base import SnapshotRecord, status_set
+from runtime._stores.base import PRUNE_CHUNK, SnapshotRecord, status_set
 
 __all__ = ["MemoryStore"]
 
@@ -52,8 +52,9 @@ def _record(kept: _Kept) -> SnapshotRecord:
 
 # Where save reads a kept record's fields: by index, the same for a SnapshotRecord
 # and for the plain tuple of its fields, with no call made to turn one into the other.
-_SEQ, _STATUS, _CREATED_AT, _RESOURCE_ID = (
-    SnapshotRecord._fields.index(name) for name in ("seq", "status", "created_at", "resource_id")
+_SEQ, _STATUS, _CREATED_AT, _UPDATED_AT, _RESOURCE_ID = (
+    SnapshotRecord._fields.index(name)
+    for name in ("seq", "status", "created_at", "updated_at", "resource_id")
 )
 
 
@@ -245,29 +246,41 @@ class MemoryStore:
 
         ``on_delete`` is not told: a run pruned still counts in its queue's rate
         window, as a SQL store's retention keeps such a run until it counts no more.
+
+        The runs are looked at outside the lock, on a copy of the dict's entries,
+        and deleted :data:`~runtime._stores.base.PRUNE_CHUNK` at a time: every
+        run's save waits for the lock, and a look at 100,000 runs kept held it
+        150 ms a pass, with nothing to delete.
         """
         statuses = TERMINAL_STATUSES if status is None else TERMINAL_STATUSES & {status}
         with self._lock:
-            ended = [
-                record
-                for record in map(_record, self._records.values())
-                if record.status in statuses
-            ]
-            if ended_before is not None:
-                doomed = [record.run_id for record in ended if record.updated_at < ended_before]
-                ended = [record for record in ended if record.updated_at >= ended_before]
-            else:
-                doomed = []
-            if keep is not None and len(ended) > keep:
-                ended.sort(key=lambda record: record.updated_at, reverse=True)
-                doomed.extend(record.run_id for record in ended[keep:])
-            for run_id in doomed:
-                del self._records[run_id]
-                self._forget_key(run_id)
-            self._deleted += len(doomed)
-            if self._deleted > len(self._records):
-                self._shrink()  # memory follows the runs kept, not the most ever held
-        return len(doomed)
+            entries = list(self._records.items())  # one call: the copy holds the lock briefly
+        # By index, the same for a record and for the plain tuple of its fields.
+        ended = [entry for entry in entries if entry[1][_STATUS] in statuses]
+        doomed: list[tuple[str, _Kept]] = []
+        if ended_before is not None:
+            doomed = [entry for entry in ended if entry[1][_UPDATED_AT] < ended_before]
+            ended = [entry for entry in ended if entry[1][_UPDATED_AT] >= ended_before]
+        if keep is not None and len(ended) > keep:
+            ended.sort(key=lambda entry: entry[1][_UPDATED_AT], reverse=True)
+            doomed.extend(ended[keep:])
+        deleted = 0
+        for at in range(0, len(doomed), PRUNE_CHUNK):
+            with self._lock:
+                records = self._records
+                gone = 0
+                for run_id, kept in doomed[at : at + PRUNE_CHUNK]:
+                    # Only as it was looked at: a run restarted since (or deleted, and made
+                    # again under its id) is kept in another object, and stays.
+                    if records.get(run_id) is kept:
+                        del records[run_id]
+                        self._forget_key(run_id)
+                        gone += 1
+                deleted += gone
+                self._deleted += gone
+                if self._deleted > len(self._records):
+                    self._shrink()  # memory follows the runs kept, not the most ever held
+        return deleted
 
     def unfinished(self) -> list[SnapshotRecord]:
         """The records of runs that are ``pending``, ``running`` or ``waiting``."""

@@ -71,6 +71,7 @@ from runtime._stores._writer import (
 from runtime._stores.base import (
     DEFAULT_LEASE,
     MAX_LEASE,
+    PRUNE_CHUNK,
     RESUME_REQUESTS_READ,
     Claimed,
     QueueStats,
@@ -359,13 +360,17 @@ _COUNTED_START: Final = (
 """A run whose start its queue's rate window still counts: pruning it would free a start."""
 _ENDED_BEFORE: Final = (
     "SELECT run_id FROM callboard_runs AS r WHERE status = ANY(%s) AND ended_at < %s "
+    f"AND NOT {_COUNTED_START} LIMIT %s"
+)
+_ENDED_COUNT: Final = (
+    "SELECT count(*) FROM callboard_runs AS r WHERE status = ANY(%s) AND ended_at IS NOT NULL "
     f"AND NOT {_COUNTED_START}"
 )
-_ENDED_BEYOND: Final = (
-    "SELECT run_id FROM callboard_runs AS r WHERE status = ANY(%s) AND ended_at IS NOT NULL "
-    f"AND NOT (run_id = ANY(%s::text[])) AND NOT {_COUNTED_START} "
-    "ORDER BY ended_at DESC, run_id OFFSET %s"
+_OLDEST_OF: Final = (
+    "(SELECT run_id, ended_at FROM callboard_runs AS r WHERE status = %s "
+    f"AND ended_at IS NOT NULL AND NOT {_COUNTED_START} ORDER BY ended_at LIMIT %s)"
 )
+"""The oldest ended runs of one status, in the index's order: of each status, then together."""
 
 _RESUME_REQUESTS_DDL: Final = (
     # No rewrite: a constant default is kept in the catalog (PostgreSQL 11 on).
@@ -2093,17 +2098,52 @@ class PostgresStore:
         """Delete ended runs older than ``ended_before``, then all but the newest ``keep``.
 
         Only ``success``, ``failed`` and ``canceled`` runs are deleted (with
-        ``status``, only runs of that status).
+        ``status``, only runs of that status), at most
+        :data:`~runtime._stores.base.PRUNE_CHUNK` in one transaction: the runs'
+        saves go on between two.
 
         Raises:
-            StoreError: if the store is read-only or closed, or stayed unreachable.
+            StoreError: if the store is read-only or closed, or stayed unreachable
+                (the runs deleted before stay deleted).
         """
         statuses = TERMINAL_STATUSES if status is None else TERMINAL_STATUSES & {status}
         if not statuses:
             return 0
+        ordered = sorted(statuses)
+        deleted = 0
+        if ended_before is not None:
+            while True:
+                chunk = self._prune_chunk((ended_before, ordered, PRUNE_CHUNK), deleted)
+                deleted += chunk
+                if chunk < PRUNE_CHUNK:
+                    break
+        if keep is None:
+            return deleted
+        # Counted once: the oldest beyond the newest ``keep`` then go a chunk at a time,
+        # each found through the index by its status (no sort of every run ended).
+
+        def count(connection: Connection) -> int:
+            row = connection.execute(_ENDED_COUNT, (ordered,)).fetchone()
+            return 0 if row is None else int(row[0])
+
+        excess = int(self._read(count)) - keep
+        while excess > 0:
+            most = min(excess, PRUNE_CHUNK)
+            chunk = self._prune_chunk((None, ordered, most), deleted)
+            deleted += chunk
+            excess -= chunk
+            if chunk < most:
+                break
+        return deleted
+
+    def _prune_chunk(self, payload: tuple[float | None, list[str], int], deleted: int) -> int:
+        """Delete up to ``payload[2]`` ended runs in one transaction; return how many.
+
+        Those that ended before ``payload[0]``, or (``None``) the oldest.
+        """
         future: Future[int] = Future()
-        write = self._submit("prune", (ended_before, keep, sorted(statuses)), resolve(future))
-        return int(self._committed(write, future, "nothing was pruned"))
+        write = self._submit("prune", payload, resolve(future))
+        return int(self._committed(write, future, f"{deleted} runs were pruned, and no more"))
 
     def unfinished(self) -> list[SnapshotRecord]:
         """Records of runs that are ``pending``, ``running`` or ``waiting``, whoever holds them."""
@@ -3890,24 +3930,16 @@ class PostgresStore:
         return len(rows)
 
     def _prune(self, connection: Connection, payload: Any) -> int:
-        ended_before, keep, statuses = payload
-        doomed: list[str] = []
+        ended_before, statuses, most = payload
         if ended_before is not None:
-            doomed += [
-                row[0]
-                for row in connection.execute(
-                    _ENDED_BEFORE,
-                    (statuses, ended_before),
-                ).fetchall()
-            ]
-        if keep is not None:
-            doomed += [
-                row[0]
-                for row in connection.execute(
-                    _ENDED_BEYOND,
-                    (statuses, doomed, keep),
-                ).fetchall()
-            ]
+            found = connection.execute(_ENDED_BEFORE, (statuses, ended_before, most))
+        else:
+            oldest = " UNION ALL ".join(_OLDEST_OF for _ in statuses)
+            found = connection.execute(
+                f"SELECT run_id FROM ({oldest}) AS o ORDER BY ended_at LIMIT %s",
+                (*[value for each in statuses for value in (each, most)], most),
+            )
+        doomed: list[str] = [row[0] for row in found.fetchall()]
         if not doomed:
             return 0
         doomed.sort()
