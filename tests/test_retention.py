@@ -272,6 +272,33 @@ def test_pruning_gives_the_space_back_to_the_file_system(tmp_path: Path) -> None
     assert after < before / 4, (before, after)
 
 
+def test_a_run_restarted_while_a_memory_store_prunes_is_kept() -> None:
+    # The store looks at its runs outside its lock: a run restarted between that look and
+    # its chunk's delete has not ended any more, and stays.
+    store = MemoryStore()
+    now = time.time()
+    for index in range(3):
+        assert store.create(record(f"ended-{index}", "failed", now - 100 + index))
+    lock = store._lock
+    entered = {"count": 0}
+
+    class RestartingFirst:
+        def __enter__(self) -> None:
+            entered["count"] += 1
+            if entered["count"] == 2:  # after the look, before the first chunk's delete
+                again = record("ended-0", "running", now)._replace(seq=1, created_at=now - 100)
+                assert store.replace(again, 0, reopen=True)
+            lock.acquire()
+
+        def __exit__(self, *_: object) -> None:
+            lock.release()
+
+    store._lock = RestartingFirst()  # type: ignore[assignment]
+
+    assert store.prune(keep=0) == 2
+    assert left(store) == {"ended-0"}
+
+
 def test_a_sqlite_store_gives_pruned_pages_back_a_few_at_a_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
