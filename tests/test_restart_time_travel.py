@@ -15,6 +15,7 @@ from runtime import (
     InvalidInputError,
     OutputOptions,
     Queue,
+    RunDeletedError,
     RunNotRestartableError,
     RunNotStartedError,
     RunReader,
@@ -1175,3 +1176,68 @@ def test_time_travel_into_a_loop_body_the_original_stopped_in_counts_from_the_fi
     assert traveled.result == {"n": 14}
     assert seen == [1, 2, 3]
     assert traveled.steps["inner"].iterations == 3
+
+
+def test_of_two_restarts_that_read_the_run_together_exactly_one_wins(
+    each_store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import runtime._run as run_module
+
+    with Runtime(store=each_store) as rt:
+        wf = rt.register(chain)
+        run = wf.create_run()
+        assert run.start(input_data={"value": "v"}, timeout=WAIT).status == "failed"
+        broken["second"] = False
+        together = threading.Barrier(2, timeout=WAIT)
+        restarted = run_module.restarted
+
+        def after_both_read(snapshot: Any) -> None:
+            together.wait()  # each has read the failed run
+            restarted(snapshot)
+
+        monkeypatch.setattr(run_module, "restarted", after_both_read)
+        outcomes: list[str] = []
+
+        def restart() -> None:
+            try:
+                wf.create_run(run.run_id).restart_async()
+                outcomes.append("restarted")
+            except RunNotRestartableError:
+                outcomes.append("refused")
+
+        threads = [threading.Thread(target=restart) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(WAIT)
+        result = run.wait(WAIT)
+
+    assert sorted(outcomes) == ["refused", "restarted"]
+    assert (result.status, result.restarts, calls["second"]) == ("success", 1, 2)
+
+
+def test_a_run_deleted_while_its_restart_is_built_stays_deleted(
+    each_store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import runtime._run as run_module
+
+    with Runtime(store=each_store) as rt:
+        wf = rt.register(chain)
+        run = wf.create_run()
+        assert run.start(input_data={"value": "v"}, timeout=WAIT).status == "failed"
+        restarted = run_module.restarted
+
+        def deleted_first(snapshot: Any) -> None:
+            assert wf.delete_workflow_run_by_id(run.run_id)  # after the restart read it
+            restarted(snapshot)
+
+        monkeypatch.setattr(run_module, "restarted", deleted_first)
+        with pytest.raises(RunDeletedError):
+            run.restart_async()
+        monkeypatch.undo()
+
+        assert wf.get_workflow_run_execution_result(run.run_id) is None
+        assert wf.list_workflow_runs(limit=None).total == 0
+        broken["second"] = False
+        again = wf.create_run(run.run_id).start(input_data={"value": "w"}, timeout=WAIT)
+    assert (again.status, again.restarts) == ("success", 0)  # its id was free

@@ -442,3 +442,36 @@ def test_a_worker_loads_two_versions_of_one_workflow_id_in_order() -> None:
 
     assert [flow.id for flow in loaded] == ["greet", "greet"]
     assert loaded[0].plan.fingerprint != loaded[1].plan.fingerprint
+
+
+def _fail_once(ctx: Any) -> Value:
+    CALLS.append("shaky")
+    if CALLS.count("shaky") == 1:
+        raise RuntimeError("down")
+    return Value(value=f"{ctx.input_data.value}+shaky")
+
+
+shaky = create_step(id="shaky", input_schema=Value, output_schema=Value, execute=_fail_once)
+
+
+def test_a_restart_of_a_run_whose_version_is_not_registered_is_refused_and_changes_nothing(
+    runtimes: Runtimes, tmp_path: Path
+) -> None:
+    db = tmp_path / "runs.db"
+    before = runtimes.start(db)
+    failed = before.register(approval(first, shaky, version="v1")).create_run()
+    assert failed.start(input_data={"value": "x"}, timeout=WAIT).status == RunStatus.FAILED
+    before.stop()
+
+    after = runtimes.start(db)
+    v2 = after.register(approval(first, extra, shaky, version="v2"))
+    with pytest.raises(WorkflowVersionError) as raised:
+        v2.create_run(failed.run_id).restart_async()
+    assert raised.value.version == "v1"
+    kept = v2.get_workflow_run_execution_result(failed.run_id)
+    assert kept is not None and (kept.status, kept.restarts) == (RunStatus.FAILED, 0)
+
+    v1 = after.register(approval(first, shaky, version="v1"))  # registered again, beside v2
+    again = v1.create_run(failed.run_id).restart(timeout=WAIT)
+    assert (again.status, again.restarts, again.version) == (RunStatus.SUCCESS, 1, "v1")
+    assert CALLS == ["first", "shaky", "shaky"]
