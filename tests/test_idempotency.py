@@ -129,6 +129,14 @@ def test_a_key_is_forgotten_with_its_run(rt: Runtime) -> None:
     assert second.run_id != first.run_id
 
 
+def test_a_key_is_forgotten_with_its_run_when_it_is_pruned(rt: Runtime) -> None:
+    wf = rt.register(orders)
+    first = wf.create_run().start(input_data={"value": "x"}, idempotency_key="once", timeout=10)
+    assert rt.store is not None and rt.store.prune(keep=0) == 1
+    second = wf.create_run().start_async(input_data={"value": "x"}, idempotency_key="once")
+    assert second.run_id != first.run_id
+
+
 def test_concurrent_starts_with_one_key_make_one_run(rt: Runtime) -> None:
     wf = rt.register(orders)
     barrier = threading.Barrier(8)
