@@ -467,7 +467,8 @@ class ScheduleInfo(BaseModel):
             its last few ticks, and the run of the newest tick that started
             one however long ago (the run the overlap policy waits for).
         buffered_tick_at: A tick whose run waits for the previous run to end
-            (``overlap="buffer_one"``), else ``None``.
+            (``overlap="buffer_one"``), or for room in its queue (``max_queued``),
+            else ``None``.
         error: Why this process cannot compute the schedule's ticks (a time
             zone its tz database lacks, say, or a cron its parser refuses),
             else ``None``; it fires none of them, and ``next_fire_at`` is ``None``.

@@ -365,7 +365,8 @@ class Scheduler:
     def _start_buffered(self, row: ScheduleRow, plan: ExecutionPlan) -> ScheduleRow:
         """Start the buffered tick's run once the last run has ended; the row as it is then."""
         assert row.buffered is not None
-        if self._going(row.last_run_id):
+        # A tick kept for room in its queue (see _fire) waits for no run under "allow".
+        if row.overlap != "allow" and self._going(row.last_run_id):
             return row
         tick = row.buffered
         run_id = self._start(row, plan, tick)
@@ -460,7 +461,16 @@ class Scheduler:
                 still_running=last_run,
             )
             return last_run, row
-        started = self._start(row, plan, tick)
+        try:
+            started = self._start(row, plan, tick)
+        except QueueFullError:
+            # Kept in the store as a buffered tick, which a later pass starts once the queue
+            # has room (by any runtime): left due, it became a missed tick once the queue
+            # stayed full past ON_TIME, and catch_up="skip" (or "latest", once the next tick
+            # came) dropped it.
+            if row.buffered is None:
+                self._book.advance(row.schedule_id, tick, None, buffer=True)
+            raise
         self._book.advance(row.schedule_id, tick, started)
         return (last_run if started is None else started), row
 

@@ -477,6 +477,55 @@ def test_a_tick_into_a_full_queue_says_so_and_starts_its_run_once_there_is_room(
     assert workflow.create_run(tick_run).wait(10).status == "success"
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def shared_location(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """A location of a store that several runtimes share, of each kind."""
+    if request.param == "sqlite":
+        return tmp_path / "runs.db"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.mark.parametrize("catch_up", ["skip", "latest"])
+def test_a_tick_deferred_by_a_full_queue_keeps_its_run_past_a_minute_and_a_restart(
+    clock: VirtualClock, started: list[Runtime], shared_location: Any, catch_up: str
+) -> None:
+    # Left due, a deferred tick became a missed one once the queue stayed full for more
+    # than a minute: catch_up="skip" dropped it, and "latest" fired the next tick instead.
+    # And a runtime that never saw the deferral (the first one stopped) knew nothing of it.
+    path = shared_location
+    narrow = Queue("narrow", max_queued=1)
+    queued = (
+        create_workflow(id="queued", input_schema=Value, output_schema=Value, queue=narrow)
+        .then(shout)
+        .commit()
+    )
+    # A run of a workflow no runtime here runs holds the queue's one place.
+    filler = (
+        create_workflow(id="filler", input_schema=Value, output_schema=Value, queue=narrow)
+        .then(shout)
+        .commit()
+    )
+    client = start(started, path, role="client")
+    waiting = client.register(filler).create_run()
+    waiting.start_async(input_data={"value": "x"})
+    first = start(started, path)
+    first.schedule(queued, cron="*/5 * * * *", input_data={"value": "x"}, catch_up=catch_up)  # type: ignore[arg-type]
+    step(clock, 270, first, settle=False)  # 12:05: the queue is full, the tick deferred
+    tick_run = tick_run_id("queued", tick(5))
+    assert tick_run not in run_ids(first, "queued")
+    first.stop()
+    clock.advance(7 * 60)  # 12:12: 12:05 is seven minutes old, and 12:10 came meanwhile
+    second = start(started, path)
+    second.register(queued)
+    caught_up(clock, second)
+    assert run_ids(second, "queued") == []  # still full: still deferred, and listed so
+    [info] = second.schedules()
+    assert info.buffered_tick_at == datetime.fromtimestamp(tick(5), UTC)
+    assert waiting.cancel()  # the place is free
+    caught_up(clock, second)
+    assert second.register(queued).create_run(tick_run).wait(10).status == "success"
+
+
 def test_overlap_allow_starts_a_run_while_the_previous_one_goes_on(
     clock: VirtualClock, started: list[Runtime], gate: threading.Event
 ) -> None:

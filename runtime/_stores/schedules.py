@@ -74,7 +74,8 @@ class ScheduleRow(NamedTuple):
         created_at: When it was first stored (epoch seconds): ticks before are not its.
         last_tick: The newest tick handled (epoch seconds), or ``None``.
         last_run_id: The run of the newest tick that started one, or ``None``.
-        buffered: A tick that waits for the last run to end (``overlap="buffer_one"``).
+        buffered: A tick that waits for the last run to end (``overlap="buffer_one"``),
+            or for room in its queue (its run found it full).
         damaged: What of the row cannot be read (a time that is not a number,
             written by hand into a SQLite file), or ``None``. Such a schedule
             is listed with it as its error, and fires no tick until it is
