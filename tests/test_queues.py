@@ -16,6 +16,7 @@ from runtime import (
     QueueFullError,
     QueueKeyError,
     RetentionPolicy,
+    RetryConfig,
     Runtime,
     SQLiteStore,
     _clock,
@@ -312,6 +313,43 @@ def test_a_sleeping_run_gives_its_slot_back_and_takes_one_when_it_wakes(
     finish_all(sleeping, [first])
     # The quick run took the slot while the sleeper slept; the sleeper woke and ended after.
     assert events == ["s:before", "q:ran", "s:after"]
+
+
+def test_a_run_waiting_out_a_retrys_back_off_keeps_its_slot(timed_runtime: Any) -> None:
+    # Unlike a sleep, a back-off is part of a step's execution: the run keeps executing,
+    # and holds its slot, on every store alike (the README says so).
+    events: list[str] = []
+    lock = threading.Lock()
+
+    def body(ctx: Any) -> Job:
+        with lock:
+            events.append(f"{ctx.input_data.value}:{ctx.retry_count}")
+        if ctx.input_data.value == "flaky" and ctx.retry_count == 0:
+            raise RuntimeError("the service said no, once")
+        return ctx.input_data
+
+    retrying = (
+        create_workflow(
+            id="retrying",
+            input_schema=Job,
+            output_schema=Job,
+            queue=Queue("backing-off", concurrency=1),
+            retry_config=RetryConfig(attempts=2, delay=30.0),
+        )
+        .then(create_step(id="call", input_schema=Job, output_schema=Job, execute=body))
+        .commit()
+    )
+    # The clock moves only when told: the back-off lasts until this test ends it.
+    rt, harness = timed_runtime(time_skipping=False)
+    wf = rt.register(retrying)
+    flaky = wf.create_run().start_async(input_data={"value": "flaky"}).run_id
+    wait_for(lambda: "flaky:0" in events, "the flaky run did not start")
+    other = wf.create_run().start_async(input_data={"value": "other"}).run_id
+    time.sleep(0.3)  # room for a claim, or the gate, to let the other run in: none may
+    assert events == ["flaky:0"]
+    advance_until(harness.clock, lambda: "other:0" in events, 30.0, "the back-off ended")
+    finish_all(wf, [flaky, other])
+    assert events == ["flaky:0", "flaky:1", "other:0"]
 
 
 def test_rate_limit_bounds_starts_per_window(timed_runtime: Any) -> None:
