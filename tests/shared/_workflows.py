@@ -15,7 +15,7 @@ from runtime import Queue, Workflow, create_step, create_workflow
 from tests._support import Value
 from tests.durable._support.workflows import append_line, asking, asking_items, logged
 
-__all__ = ["TENANT_QUEUE", "WORKFLOWS", "napper", "tenant_job"]
+__all__ = ["TENANT_QUEUE", "WORKFLOWS", "napper", "tenant_job", "ticker"]
 
 
 def _stamped(step_id: str) -> Any:
@@ -63,7 +63,21 @@ tenant_job: Workflow[Value, Value] = (
 """One step that holds for ``request_context["hold"]`` seconds, logging when it enters and
 leaves (to ``request_context["log"]``), in the queue of tenants (the input's value)."""
 
+
+def _tick(ctx: Any) -> Value:
+    append_line(ctx.input_data.value, f"{ctx.run_id} pid {os.getpid()}")
+    return Value(value="ticked")
+
+
+ticker: Workflow[Value, Value] = (
+    create_workflow(id="ticker", input_schema=Value, output_schema=Value)
+    .then(create_step(id="tick", input_schema=Value, output_schema=Value, execute=_tick))
+    .commit()
+)
+"""For schedules, whose runs have no request context: one step that logs its run's id and
+its process to the file its input names."""
+
 WORKFLOWS: dict[str, Workflow[Any, Any]] = {
-    wf.id: wf for wf in (logged, asking, asking_items, napper, tenant_job)
+    wf.id: wf for wf in (logged, asking, asking_items, napper, tenant_job, ticker)
 }
 """What every worker process registers."""
