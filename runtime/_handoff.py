@@ -252,6 +252,12 @@ class CallPool:
                 continue
             try:
                 outcome = (job.future, True, job.fn())
+            except StopIteration as exc:
+                # A future refuses it (TypeError, in the loop's callback): the caller
+                # waited for ever. Told as asyncio tells it from a coroutine.
+                error = RuntimeError(f"the call raised StopIteration: {exc!r}")
+                error.__cause__ = exc
+                outcome = (job.future, False, error)
             except BaseException as exc:  # handed to the awaiting task, as an executor does
                 outcome = (job.future, False, exc)
             job.inbox.put(_settle, outcome)

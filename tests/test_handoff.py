@@ -283,3 +283,23 @@ def test_async_steps_handed_to_the_apps_loop_in_a_burst_wake_it_once_and_cancel_
     assert results == list(range(50))
     assert cancelled
     assert woken == 1
+
+
+def test_a_call_that_raises_stop_iteration_is_told_as_a_runtime_error_not_left_waiting() -> None:
+    # A future refuses StopIteration (TypeError in the loop's callback): the awaiting
+    # task waited for ever.
+    pool = CallPool(1, "test-call")
+
+    def exhausted() -> None:
+        next(iter(()))
+
+    async def main() -> BaseException:
+        with pytest.raises(RuntimeError, match="raised StopIteration") as raised:
+            await asyncio.wait_for(pool.submit(exhausted), WAIT)
+        return raised.value
+
+    try:
+        error = asyncio.run(main())
+    finally:
+        pool.close(WAIT)
+    assert isinstance(error.__cause__, StopIteration)
