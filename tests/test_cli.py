@@ -40,7 +40,7 @@ from runtime import (
     create_step,
     create_workflow,
 )
-from runtime._cli import _commands, _render, main
+from runtime._cli import _actions, _commands, _render, main
 from tests._support import ROOT, Value, exclaim_step, shout_step, wait_for_no_callboard_threads
 
 CONSOLE_SCRIPT = ROOT / ".venv" / "bin" / "callboard"
@@ -1261,6 +1261,28 @@ def test_runs_watch_says_a_resume_asked_for_waits_for_the_worker_until_it_is_dro
         "(a worker that registers workflow lifecycle carries it out)",
         "suspended, waiting for a resume: approve asked null (callboard runs resume r --data JSON)",
     ]
+
+
+def test_runs_watch_json_marks_a_suspension_a_resume_request_waits_for_until_it_is_dropped(
+    db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The text said a resume was asked for and waits for the worker; the JSON told only
+    # "suspended", as for a run that waits for a resume. A request its worker drops (its
+    # data refused) leaves the run suspended: told again, waiting for a resume now.
+    suspended = lifecycle_result("suspended", run_id="r", suspended={"approve": None})
+    canceled = lifecycle_result("canceled", run_id="r")
+    reader = serve(monkeypatch, [suspended, suspended, suspended, canceled])
+    reader.pending = [True, True, False]
+    monkeypatch.setattr(_actions, "_sleep", lambda seconds: None)
+    code, out, err = run_cli(capsys, "runs", "watch", "r", "--db", db, "--json")
+    assert code == 1, err
+    told = [event for event in map(json.loads, out.splitlines()) if event["type"] == "status"]
+    assert [(event["status"], event.get("resume_requested")) for event in told] == [
+        ("suspended", True),
+        ("suspended", False),
+        ("canceled", None),  # the key is only on a suspended run's line
+    ]
+    assert all(event["suspended"] == {"approve": None} for event in told[:2])
 
 
 def test_runs_watch_on_a_terminal_says_a_resume_asked_for_waits_for_the_worker(

@@ -785,6 +785,12 @@ def test_runs_watch_of_a_suspended_run_whose_resume_was_asked_for_says_it_waits_
                 assert said_so in out, (command, out)
                 assert "a worker that registers workflow pair carries it out" in out
                 assert "callboard runs resume" not in out
+            # --json marked no such suspension: its status line now says so.
+            code, out, _err = cli(capsys, "runs", "watch", "w", "--db", db, "--json")
+            assert code == 130
+            events = [json.loads(line) for line in out.splitlines()]
+            told = [e for e in events if e["type"] == "status"]
+            assert [(e["status"], e["resume_requested"]) for e in told] == [("suspended", True)]
         held.clear()  # the worker takes the request, and the run goes on
         assert run.wait(WAIT).status == "success"
 
@@ -1062,6 +1068,7 @@ def test_runs_watch_json_prints_one_event_per_line_and_says_what_a_suspended_run
     first_status = next(e for e in events if e["type"] == "status")
     assert first_status["status"] == "suspended"
     assert first_status["suspended"] == {"ask": {"question": "go on?"}}
+    assert first_status["resume_requested"] is False  # it waits for a resume
     assert [(e["type"], e.get("step"), e["status"]) for e in events][-2:] == [
         ("step", "ask", "success"),
         ("status", None, "success"),

@@ -527,8 +527,25 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def run_events(previous: WorkflowResult | None, result: WorkflowResult) -> list[dict[str, Any]]:
-    """The events that lead from ``previous`` (``None``: nothing seen yet) to ``result``."""
+def run_events(
+    previous: WorkflowResult | None,
+    result: WorkflowResult,
+    *,
+    requested: bool = False,
+    was_requested: bool = False,
+) -> list[dict[str, Any]]:
+    """The events that lead from ``previous`` (``None``: nothing seen yet) to ``result``.
+
+    Args:
+        previous: The run as last seen, ``None`` for nothing seen yet.
+        result: The run as it is now.
+        requested: Whether a resume request of the run, read suspended, waits in the
+            store (recorded while it ran on): the worker carries it out, so nobody
+            need resume it. The suspended status event says so as ``resume_requested``.
+        was_requested: ``requested`` as it was at ``previous``: a request that its
+            worker dropped (its data refused) leaves the run suspended, and its status
+            event is told again, ``resume_requested`` false: now it waits for a resume.
+    """
     events: list[dict[str, Any]] = []
     base = {"run_id": result.run_id, "workflow_id": result.workflow_id}
     before = {} if previous is None else previous.steps
@@ -546,11 +563,16 @@ def run_events(previous: WorkflowResult | None, result: WorkflowResult) -> list[
             if step.error is not None:
                 event["error"] = step.error.model_dump(mode="json")
             events.append(event)
-    if previous is None or previous.status != result.status:
+    suspended = result.status == RunStatus.SUSPENDED
+    if (
+        previous is None
+        or previous.status != result.status
+        or (suspended and requested != was_requested)
+    ):
         event = {**base, "type": "status", "status": result.status.value, "time": _now()}
-        event = dict(event)
-        if result.status == RunStatus.SUSPENDED:
+        if suspended:
             event["suspended"] = json.loads(json.dumps(result.suspended, default=str))
+            event["resume_requested"] = requested
         if result.status == RunStatus.WAITING and result.waiting_until is not None:
             event["waiting_until"] = result.waiting_until.isoformat()
         if result.is_terminal:
@@ -563,17 +585,24 @@ def watch_json(db: str, run_id: str, interval: float) -> RunStatus:
     """``runs watch --json``: one JSON event per line until the run ends."""
     with _commands._reader(db) as reader:
         previous: WorkflowResult | None = None
+        was_requested = False
         while True:
             result = _commands.through_outage(lambda: reader.get_run(run_id))
             if result is None:
                 if previous is None:
                     raise RunNotFoundError(f"no run {run_id!r} in {shown_db(db)}")
                 raise RunNotFoundError("the run was deleted while being watched")
-            for event in run_events(previous, result):
+            # A suspension a resume request waits for goes on once the worker takes it.
+            requested = result.status == RunStatus.SUSPENDED and _commands.through_outage(
+                functools.partial(reader.resume_pending, run_id)
+            )
+            for event in run_events(
+                previous, result, requested=requested, was_requested=was_requested
+            ):
                 print_json_line(event)
             if result.is_terminal:
                 return result.status
-            previous = result
+            previous, was_requested = result, requested
             _sleep(interval)
 
 
