@@ -108,6 +108,33 @@ def test_arguments_no_store_can_take_are_refused_with_exit_2(
     assert "Traceback" not in err and "error:" in err
 
 
+LONG_ID = "é" * 600  # 1,200 bytes of UTF-8: longer than any store keeps
+
+
+@pytest.mark.parametrize(
+    ("argv", "what"),
+    [
+        (["start", "hostile_flows:flow", "--run-id", LONG_ID], "a run id"),
+        (["runs", "show", LONG_ID], "a run id"),
+        (["runs", "cancel", "x" * 5_000], "a run id"),
+        (["runs", "list", "--workflow", LONG_ID], "a workflow id"),
+        (["schedules", "pause", LONG_ID], "a schedule id"),
+    ],
+    ids=["start-run-id", "show", "cancel-ascii", "workflow", "schedule"],
+)
+def test_an_id_too_long_to_store_is_refused_in_a_short_line_that_says_why(
+    place: Path, capsys: pytest.CaptureFixture[str], argv: list[str], what: str
+) -> None:
+    # It echoed the whole id (a 5,000-character line), and said a run id too long was
+    # "not valid UTF-8 text".
+    code, err = run_cli(capsys, *argv)
+
+    assert code == 2
+    assert err.count("\n") == 1 and len(err) < 400, err
+    assert f"characters) is not {what}: it is " in err and "bytes long in UTF-8" in err, err
+    assert "not valid UTF-8" not in err
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this system")
 @pytest.mark.parametrize("command", [["runs", "list"], ["runs", "prune", "--keep", "1"]])
 def test_a_named_pipe_as_the_store_is_refused_at_once(

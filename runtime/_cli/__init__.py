@@ -611,14 +611,12 @@ _concurrency = _number(
 
 
 def _run_id(text: str) -> str:
-    """A run id as given on the command line: it must be text (UTF-8), and not empty."""
+    """A run id as given on the command line: UTF-8 text, not empty, not too long to store."""
     try:
         return check_run_id(text)
     except ValueError:
-        # Bytes that are not UTF-8 reach Python as lone surrogates: show them as bytes.
-        shown = text.encode("utf-8", "surrogateescape") if text else text
-        why = "it is empty" if not text else "it is not valid UTF-8 text"
-        raise argparse.ArgumentTypeError(f"{shown!r} is not a run id: {why}") from None
+        why = "is empty" if not text else unstorable_text(text)
+        raise argparse.ArgumentTypeError(f"{_refused(text)} is not a run id: it {why}") from None
 
 
 def _name(what: str) -> Callable[[str], str]:
@@ -629,15 +627,32 @@ def _name(what: str) -> Callable[[str], str]:
             raise argparse.ArgumentTypeError(f"{what} must not be empty")
         problem = unstorable_text(text)
         if problem is not None:
-            # Bytes that are not UTF-8 reach Python as lone surrogates: show them as bytes.
-            try:
-                shown: object = text.encode("utf-8", "surrogateescape")
-            except UnicodeEncodeError:
-                shown = text
-            raise argparse.ArgumentTypeError(f"{shown!r} is not {what}: it {problem}")
+            raise argparse.ArgumentTypeError(f"{_refused(text)} is not {what}: it {problem}")
         return text
 
     return parse
+
+
+def _refused(text: str) -> str:
+    """An id the command refuses, as its one-line message shows it: cut short when long.
+
+    Bytes that are not UTF-8 reach Python as lone surrogates: they are shown as bytes.
+    A refused id is echoed whole no more: a 5,000-character one made a 5,000-character
+    line that buried the reason (and said "not valid UTF-8" of one merely too long).
+    """
+    value: str | bytes = text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        with contextlib.suppress(UnicodeEncodeError):  # a surrogate no byte decodes to
+            value = text.encode("utf-8", "surrogateescape")
+    if len(value) <= _SHOWN_ID:
+        return repr(value)
+    return f"{value[:_SHOWN_ID]!r}... ({len(text):,} characters)"
+
+
+_SHOWN_ID: Final = 60
+"""The most characters (or bytes) of a refused id its message shows."""
 
 
 _A_DAY: Final = 86400.0
