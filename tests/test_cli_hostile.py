@@ -135,6 +135,28 @@ def test_an_id_too_long_to_store_is_refused_in_a_short_line_that_says_why(
     assert "not valid UTF-8" not in err
 
 
+def test_an_error_whose_message_has_line_breaks_is_still_one_line(
+    place: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # libpq ends its message with a newline: an empty line followed the error.
+    pytest.importorskip("psycopg")
+    code, err = run_cli(capsys, "runs", "list", "--db", "postgresql://u:hunter2@[::1/db")
+
+    assert code == 2
+    assert err.startswith("callboard: error: not a valid PostgreSQL URL"), err
+    assert err.count("\n") == 1 and err.endswith('"\n'), err
+    assert "hunter2" not in err
+
+    # The module's own error: its traceback first, then the one line, whole.
+    (place / "two_lines.py").write_text('raise ValueError("first line\\n  second line")\n')
+    code, err = run_cli(capsys, "start", "two_lines:flow")
+
+    assert code == 2
+    assert err.splitlines()[-1] == (
+        "callboard: error: importing two_lines raised ValueError: first line second line"
+    ), err
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this system")
 @pytest.mark.parametrize("command", [["runs", "list"], ["runs", "prune", "--keep", "1"]])
 def test_a_named_pipe_as_the_store_is_refused_at_once(

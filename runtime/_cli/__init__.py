@@ -63,6 +63,7 @@ import argparse
 import contextlib
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -199,8 +200,16 @@ def _db_path(given: str | None) -> str:
     return os.environ.get(DB_ENV) or DEFAULT_DB
 
 
+_NEWLINES: Final = re.compile(r"[ \t]*\n[ \t\n]*")
+"""A line break in an error message, with the blanks around it."""
+
+
 def _error(message: str) -> None:
-    sys.stderr.write(f"callboard: error: {shown(message)}\n")
+    # One line, whatever the message holds: a driver's (libpq's "...in URI: ...\n") or an
+    # exception's from the user's module ("first line\nsecond line") left lines after it.
+    # Only newlines go: any other control character is shown escaped, as ever.
+    line = _NEWLINES.sub(" ", message.strip(" \t\n"))
+    sys.stderr.write(f"callboard: error: {shown(line)}\n")
     sys.stderr.flush()
 
 
