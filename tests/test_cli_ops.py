@@ -172,6 +172,38 @@ def test_db_memory_is_refused_as_a_store_no_command_can_reach_and_no_file_is_mad
     assert set(tmp_path.iterdir()) == before
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        *WRITING_COMMANDS,
+        pytest.param(["runs", "list"], id="runs-list"),
+        pytest.param(["start", "{flows}:quick", "--input", '{"value": "v"}'], id="start"),
+        pytest.param(["worker", "{flows}:quick"], id="worker"),
+    ],
+)
+def test_a_postgresql_connection_string_of_keywords_is_refused_unshown_and_makes_no_file(
+    argv: list[str],
+    flows: tuple[str, ModuleType],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # psql's form was taken for a file name: runs list said "no run store at
+    # /cwd/host=db ... password=hunter2 ...", and start made a SQLite file so named.
+    monkeypatch.chdir(tmp_path)
+    before = set(tmp_path.iterdir())
+
+    argv = [arg.replace("{flows}", flows[0]) for arg in argv]
+    dsn = "host=db.example port=5432 user=ada password=hunter2 dbname=runs"
+    code, out, err = cli(capsys, *argv, "--db", dsn)
+
+    assert code == 2, err
+    assert out == "" and err.count("\n") == 1
+    assert "connection string" in err and "postgresql://" in err
+    assert "hunter2" not in err
+    assert set(tmp_path.iterdir()) == before
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("argv", WRITING_COMMANDS)
 def test_a_writing_command_on_a_postgresql_database_without_the_schema_creates_no_tables(

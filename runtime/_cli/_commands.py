@@ -17,6 +17,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import sys
 import time
 import urllib.parse
@@ -117,6 +118,11 @@ _WAIT_INTERVAL: Final = 0.1
 
 _POSTGRES_SCHEMES: Final = ("postgresql://", "postgres://")
 
+_CONNINFO: Final = re.compile(
+    r"\A\s*(host|hostaddr|port|dbname|user|password|service|sslmode|passfile)\s*=", re.IGNORECASE
+)
+"""The start of a libpq connection string of keywords, as psql takes (``host=db user=ada``)."""
+
 # The pause between two looks at a run; a module attribute so that tests can
 # step in between two polls without sleeping.
 _sleep: Callable[[float], None] = time.sleep
@@ -206,6 +212,14 @@ def open_db(location: str, *, readonly: bool, lease: float | None = None) -> Sna
             return open_store(location, readonly=readonly, lease=lease)
         except ValueError as exc:
             raise UsageError(f"--lease: {exc}") from exc
+    if _CONNINFO.search(location):
+        # psql's "host=db user=ada password=..." was taken for a file name: a reading
+        # command echoed it (the password too), and start made a SQLite file so named.
+        raise UsageError(
+            "--db looks like a PostgreSQL connection string of keywords (host=... "
+            "dbname=...), which names no file and is not read as one: give it as a URL, "
+            "postgresql://USER:PASSWORD@HOST:PORT/DBNAME (a file of that name: ./NAME)"
+        )
     try:
         path = path_from_url(location)
     except ValueError as exc:  # a malformed sqlite:// URL
