@@ -552,3 +552,8 @@ def test_a_store_url_is_shown_without_its_password() -> None:
         == "postgresql://db/runs?user=ada&password=***&sslmode=require"
     )
     assert shown_db("postgresql://ada:secret@[db/runs") == "postgresql://..."
+    # The pass phrase of the client's SSL key was shown as it was.
+    assert (
+        shown_db("postgresql://ada@db/runs?sslmode=verify-full&sslpassword=k3y&Password=pw")
+        == "postgresql://ada@db/runs?sslmode=verify-full&sslpassword=***&Password=***"
+    )

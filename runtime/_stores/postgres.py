@@ -1155,14 +1155,17 @@ def _connection_options(settings: dict[str, Any], owner_id: str) -> dict[str, An
 
 
 def redact(url: str) -> str:
-    """The URL with any password in it replaced by ``***``: what errors and reprs show."""
+    """The URL with any password in it replaced by ``***``: what errors and reprs show.
+
+    ``sslpassword`` (the pass phrase of the client's SSL key) is one too.
+    """
     scheme, separator, rest = url.partition("://")
     if not separator:
         return re.sub(r"(?i)(password\s*=\s*)\S*", r"\1***", url)
     span = _password_span(rest)
     if span is not None:
         rest = f"{rest[: span[0]]}***{rest[span[1] :]}"
-    rest = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", rest)
+    rest = re.sub(r"(?i)([?&](?:ssl)?password=)[^&#]*", r"\1***", rest)
     return f"{scheme}{separator}{rest}"
 
 
