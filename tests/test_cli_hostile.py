@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime import Runtime, SQLiteStore
+from runtime import RunReader, Runtime, SQLiteStore
 from runtime._cli import main
 
 WORKFLOW = """
@@ -106,6 +106,34 @@ def test_arguments_no_store_can_take_are_refused_with_exit_2(
 
     assert code == 2
     assert "Traceback" not in err and "error:" in err
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ('{"value": NaN}', "NaN is no JSON value"),
+        ('{"value": [1, -Infinity]}', "-Infinity is no JSON value"),
+        ('{"value": 1e999}', "the number 1e999 is out of range"),
+    ],
+    ids=["nan", "minus-infinity", "past-a-float"],
+)
+@pytest.mark.parametrize("command", ["start", "resume"])
+def test_json_python_reads_but_json_has_not_is_refused_not_run_as_null(
+    place: Path, capsys: pytest.CaptureFixture[str], given: str, said: str, command: str
+) -> None:
+    # Python's json reads NaN and Infinity (and 1e999 as inf): the run got null.
+    if command == "start":
+        argv = ["start", "hostile_flows:flow", "--input", given, "--run-id", "r", "--wait"]
+    else:
+        argv = ["runs", "resume", "r", "--data", given]
+    code, err = run_cli(capsys, *argv)
+
+    assert code == 2, err
+    option = "--input" if command == "start" else "--data"
+    assert err == f"callboard: error: {option}: {said}" + err[err.index(said) + len(said) :]
+    assert err.count("\n") == 1
+    with RunReader("callboard.db") as reader:
+        assert reader.get_run("r") is None  # nothing was started
 
 
 LONG_ID = "é" * 600  # 1,200 bytes of UTF-8: longer than any store keeps

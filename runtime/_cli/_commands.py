@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import functools
 import json
+import math
 import os
 import re
 import sys
@@ -799,8 +800,30 @@ def read_json_argument(text: str, option: str) -> Any:
             raise UsageError(f"{option} @{path}: cannot read the file: {reason}") from None
         where = f"{option} @{path}"
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
     except json.JSONDecodeError as exc:
         raise UsageError(f"{where} is not JSON: {exc}") from None
+    except _NotJSONError as exc:
+        raise UsageError(f"{where}: {exc}") from None
     except RecursionError:
         raise UsageError(f"{where} is nested too deep to read") from None
+
+
+class _NotJSONError(ValueError):
+    """A value Python's ``json`` reads but JSON has not."""
+
+
+def _no_constant(name: str) -> Any:
+    """Refuse ``NaN``, ``Infinity`` and ``-Infinity``: Python reads them, JSON has none.
+
+    Taken, they reached the run as null (``{"value": NaN}`` ran with ``value`` null).
+    """
+    raise _NotJSONError(f"{name} is no JSON value (JSON has no NaN or Infinity)")
+
+
+def _finite(text: str) -> float:
+    """A JSON number as a float; one past a float's range (``1e999``) is refused, as NaN is."""
+    number = float(text)
+    if not math.isfinite(number):
+        raise _NotJSONError(f"the number {text} is out of range (at most about 1.8e308)")
+    return number
