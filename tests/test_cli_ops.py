@@ -453,6 +453,37 @@ def test_each_control_character_in_a_run_id_is_shown_escaped_in_every_view(
     assert "canceled run " + escaped in outputs[-1][1]
 
 
+@pytest.mark.parametrize("control", ["\n", "\t"])
+def test_a_newline_or_a_tab_in_a_run_id_is_shown_escaped_and_makes_no_row_of_its_own(
+    control: str,
+    db: str,
+    flows: tuple[str, ModuleType],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # "order\n fake  approval  success" printed a second row that read as another run.
+    run_id = f"order{control} fake  approval  success"
+    escaped = f"order\\x{ord(control):02x} fake"
+    suspended_run(db, flows[1], run_id)
+
+    monkeypatch.setattr(_actions, "_sleep", _interrupt)  # --follow, watch: one look
+    monkeypatch.setattr(_commands, "_sleep", _interrupt)
+    outputs = [
+        cli(capsys, "runs", "list", "--db", db),
+        cli(capsys, "runs", "show", run_id, "--db", db),
+        cli(capsys, "runs", "watch", run_id, "--db", db),
+        cli(capsys, "runs", "list", "--follow", "--db", db),
+        cli(capsys, "runs", "cancel", run_id, "--db", db),
+    ]
+
+    for code, out, err in outputs:
+        assert code in (0, 130), err
+        assert escaped in out, out
+        assert not any(line.lstrip().startswith("fake") for line in out.splitlines()), out
+        assert "\t" not in out
+    assert "canceled run " + escaped in outputs[-1][1]
+
+
 def test_runs_show_escapes_the_run_id_rich_would_drop(
     db: str, flows: tuple[str, ModuleType], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -51,11 +51,11 @@ from runtime._cli._commands import (
 from runtime._cli._loader import load_workflow
 from runtime._cli._render import (
     console_for,
+    one_line,
     plain,
     print_json,
     print_json_line,
     show,
-    shown,
     shown_text,
     status_text,
     suspended_line,
@@ -221,12 +221,12 @@ def runs_cancel(args: argparse.Namespace) -> RunStatus | None:
         )
         return None
     if ended_before:
-        line = Text.assemble(f"run {shown(run_id)} had already ended: ", status_text(status))
+        line = Text.assemble(f"run {one_line(run_id)} had already ended: ", status_text(status))
     else:
         # It ended meanwhile, by a cancel asked for before this one (an earlier
         # `runs cancel` that gave up waiting, an application's cancel()), or otherwise.
         line = Text.assemble(
-            f"run {shown(run_id)} ended: ",
+            f"run {one_line(run_id)} ended: ",
             status_text(status),
             " (its cancel had been asked for already, not by this command)"
             if status == RunStatus.CANCELED
@@ -707,7 +707,7 @@ def runs_list_follow(args: argparse.Namespace, statuses: list[str] | None) -> No
             show(console, suspended_line(run, requested=asked))
         else:
             when = datetime.now().strftime("%H:%M:%S")
-            header = shown(f"{when}  run {run.run_id}  {run.workflow_id}  ")
+            header = one_line(f"{when}  run {run.run_id}  {run.workflow_id}  ")
             show(console, Text.assemble(header, status_text(run.status)))
         sys.stdout.flush()
 

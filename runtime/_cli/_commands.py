@@ -39,6 +39,7 @@ from runtime._cli._render import (
     TimeLimit,
     console_for,
     left_behind,
+    one_line,
     page_summary,
     plain,
     print_json,
@@ -49,7 +50,6 @@ from runtime._cli._render import (
     run_view,
     runs_table,
     show,
-    shown,
     shown_text,
     status_text,
     suspended_line,
@@ -367,7 +367,7 @@ def print_page(page: WorkflowRunList, args: argparse.Namespace) -> None:
     if page.unreadable:
         sys.stderr.write(
             f"callboard: warning: {len(page.unreadable)} run(s) could not be read and are "
-            f"left out: {shown(', '.join(page.unreadable))}\n"
+            f"left out: {one_line(', '.join(page.unreadable))}\n"
         )
     if args.json:
         print_json(plain(page))
@@ -684,7 +684,7 @@ def _start(args: argparse.Namespace) -> RunStatus | None:
         elif result.is_terminal:
             show(
                 console_for(sys.stdout),
-                Text.assemble(shown(f"run {run.run_id} ended: "), status_text(result.status)),
+                Text.assemble(one_line(f"run {run.run_id} ended: "), status_text(result.status)),
             )
         else:
             show(console_for(sys.stdout), shown_text(left_behind(result, shown_db(args.db))))

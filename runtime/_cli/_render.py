@@ -29,6 +29,7 @@ __all__ = [
     "TimeLimit",
     "console_for",
     "left_behind",
+    "one_line",
     "page_summary",
     "plain",
     "print_json",
@@ -187,15 +188,25 @@ def _json_text(value: Any) -> str:
 # --- words: statuses, times, errors ------------------------------------------------------
 
 
-def shown_text(value: str, style: str = "") -> Text:
-    r"""``value`` as rich text, :func:`shown` first.
+def shown_text(value: str, style: str = "", *, lines: bool = False) -> Text:
+    r"""``value`` as rich text, :func:`one_line` first (:func:`shown` with ``lines``).
 
     Rich drops some control characters (``\r``, ``\x07``, ``\x08``, ``\x0b``,
     ``\x0c``) from the text it is given, before :func:`show` could escape them: run
     ids ``order-1\r`` and ``order-1`` read the same. Every value a run or a user
-    gave becomes text through this (or :func:`shown`, before ``append``).
+    gave becomes text through this (or :func:`one_line`, before ``append``). Only
+    an error's message may span lines (``lines``): an id's newline made a row of
+    its own in a table, one that read as another run's.
     """
-    return Text(shown(value), style=style)
+    return Text(shown(value) if lines else one_line(value), style=style)
+
+
+def one_line(text: str) -> str:
+    r"""``text`` as :func:`shown` makes it, with a newline or a tab in it escaped too.
+
+    For what is one line whatever it holds: ids, and the lines that name them.
+    """
+    return shown(text).replace("\n", "\\x0a").replace("\t", "\\x09")
 
 
 def status_text(status: str) -> Text:
@@ -394,7 +405,7 @@ def _cause_rows(fields: Table, error: ErrorInfo) -> None:
         fields.add_row("attributes", shown_text(_json_text(error.attributes)))
     cause = error.cause
     while cause is not None:  # the chain is bounded (MAX_CAUSES)
-        fields.add_row("caused by", shown_text(_error_text(cause.name, cause.message)))
+        fields.add_row("caused by", shown_text(_error_text(cause.name, cause.message), lines=True))
         cause = cause.cause
 
 
@@ -432,7 +443,9 @@ def run_view(result: WorkflowResult, limit: TimeLimit = NO_TIME_LIMIT) -> Render
     if result.status == RunStatus.SUCCESS:
         fields.add_row("result", shown_text(_json_text(result.result)))
     if result.error is not None:
-        fields.add_row("error", shown_text(_error_text(result.error.name, result.error.message)))
+        fields.add_row(
+            "error", shown_text(_error_text(result.error.name, result.error.message), lines=True)
+        )
         step_id = result.error.details.get("step_id")
         if step_id:
             fields.add_row("in step", shown_text(str(step_id)))
@@ -449,7 +462,9 @@ def run_view(result: WorkflowResult, limit: TimeLimit = NO_TIME_LIMIT) -> Render
     steps.add_column("OUTPUT OR ERROR")
     for step_id, step in result.steps.items():
         if step.error is not None:
-            outcome = shown_text(_error_text(step.error.name, step.error.message), style="red")
+            outcome = shown_text(
+                _error_text(step.error.name, step.error.message), style="red", lines=True
+            )
         elif step.status == "success":
             outcome = shown_text(_json_text(step.output))
         else:
@@ -491,7 +506,7 @@ def suspended_line(result: WorkflowResult, *, requested: bool = False) -> Text:
             its suspensions: with several, the others may still wait).
     """
     line = Text.assemble(
-        shown(f"{datetime.now().strftime('%H:%M:%S')}  run {result.run_id} "),
+        one_line(f"{datetime.now().strftime('%H:%M:%S')}  run {result.run_id} "),
         status_text(result.status),
         ", a resume was asked for and waits for the worker"
         if requested
@@ -499,7 +514,7 @@ def suspended_line(result: WorkflowResult, *, requested: bool = False) -> Text:
     )
     for index, (path, payload) in enumerate(result.suspended.items()):
         line.append(": " if index == 0 else "; ")
-        line.append(shown(f"{path} asked {_json_text(payload)}"))
+        line.append(one_line(f"{path} asked {_json_text(payload)}"))
     if not requested:
         hint = f" (callboard runs resume {result.run_id} --data JSON)"
     else:
@@ -510,14 +525,14 @@ def suspended_line(result: WorkflowResult, *, requested: bool = False) -> Text:
                 "--step STEP --data JSON"
             )
         hint += ")"
-    line.append(shown(hint), style="dim")
+    line.append(one_line(hint), style="dim")
     return line
 
 
 def progress_line(result: WorkflowResult) -> Text:
     """One line for a run that moved on: the time, its status, and each step's status."""
     line = Text.assemble(
-        shown(f"{datetime.now().strftime('%H:%M:%S')}  run {result.run_id} "),
+        one_line(f"{datetime.now().strftime('%H:%M:%S')}  run {result.run_id} "),
         status_text(result.status),
     )
     if result.steps:
@@ -525,7 +540,7 @@ def progress_line(result: WorkflowResult) -> Text:
         for index, (step_id, step) in enumerate(result.steps.items()):
             if index:
                 line.append(", ")
-            line.append(shown(f"{step_id} "))
+            line.append(one_line(f"{step_id} "))
             line.append_text(_step_status(step))
     return line
 

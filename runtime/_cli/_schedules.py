@@ -21,9 +21,9 @@ from rich.text import Text
 from runtime._cli._commands import CommandError, _opened, require_store, shown_db
 from runtime._cli._render import (
     console_for,
+    one_line,
     print_json,
     show,
-    shown,
     shown_text,
     status_text,
 )
@@ -88,7 +88,7 @@ def _change(args: argparse.Namespace, verb: str) -> None:
         )
         return
     done = {"pause": "paused", "resume": "resumed", "delete": "deleted"}[verb]
-    sys.stdout.write(f"schedule {shown(args.schedule_id)} {done}\n")
+    sys.stdout.write(f"schedule {one_line(args.schedule_id)} {done}\n")
 
 
 def schedules_pause(args: argparse.Namespace) -> None:

@@ -38,7 +38,7 @@ from typing import Any, Final
 
 from runtime._cli._commands import ExitCode, UsageError, open_db, shown_db
 from runtime._cli._loader import load_workflow
-from runtime._cli._render import shown
+from runtime._cli._render import one_line
 from runtime._runtime import Runtime
 from runtime._stores.base import SharedStore
 from runtime._workflow import Workflow
@@ -166,7 +166,7 @@ def _stop(runtime: Runtime, signals: _Signals, worker_id: str) -> None:
 
 
 def _say(line: str) -> None:
-    sys.stderr.write(f"callboard worker: {shown(line)}\n")
+    sys.stderr.write(f"callboard worker: {one_line(line)}\n")
     sys.stderr.flush()
 
 
