@@ -284,6 +284,64 @@ def test_a_reader_that_goes_away_in_a_large_json_output_ends_the_command_with_14
     assert b"Traceback" not in errors
 
 
+SUSPENDING = """
+from pydantic import BaseModel
+from runtime import create_step, create_workflow
+
+class Value(BaseModel):
+    value: str
+
+def _ask(ctx):
+    if ctx.resume_data is None:
+        ctx.suspend({"question": "go on?"})
+    return ctx.input_data
+
+ask = create_step(id="ask", input_schema=Value, output_schema=Value, execute=_ask)
+asking = create_workflow(id="asking", input_schema=Value, output_schema=Value).then(ask).commit()
+"""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["runs", "watch", "r1"],
+        ["runs", "watch", "r1", "--json"],
+        ["runs", "list", "--follow", "--limit", "1"],
+    ],
+    ids=["watch", "watch-json", "list-follow"],
+)
+def test_a_reader_that_goes_away_ends_a_command_that_follows_a_quiet_run_with_141(
+    place: Path, command: list[str]
+) -> None:
+    # `callboard runs watch r1 | head -1` of a suspended run: the command wrote nothing
+    # more, so it never met the closed pipe, and waited for ever.
+    (place / "suspending_flows.py").write_text(SUSPENDING)
+    from suspending_flows import asking  # type: ignore[import-not-found]
+
+    with Runtime(store=place / "callboard.db") as runtime:
+        run = runtime.register(asking).create_run("r1")
+        assert run.start(input_data={"value": "x"}, timeout=30).status == "suspended"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    follow = [sys.executable, "-m", "runtime", *command, "--interval", "0.1"]
+    reader = subprocess.Popen(
+        follow, cwd=place, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        assert reader.stdout is not None and reader.stderr is not None
+        assert reader.stdout.readline()  # `| head -1`
+        reader.stdout.close()
+        code = reader.wait(30)
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.wait()
+    with reader.stderr:
+        errors = reader.stderr.read()
+
+    assert code == 141, errors
+    assert b"Traceback" not in errors
+
+
 def test_an_empty_db_is_refused_not_taken_for_the_default_store(
     place: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -603,6 +603,7 @@ def watch_json(db: str, run_id: str, interval: float) -> RunStatus:
             if result.is_terminal:
                 return result.status
             previous, was_requested = result, requested
+            _commands.stop_if_no_reader()
             _sleep(interval)
 
 
@@ -735,4 +736,5 @@ def runs_list_follow(args: argparse.Namespace, statuses: list[str] | None) -> No
                     tell(run)
                 if run.is_terminal:
                     del seen[run_id]
+            _commands.stop_if_no_reader()
             _sleep(args.interval)

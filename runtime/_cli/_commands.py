@@ -19,6 +19,8 @@ import json
 import math
 import os
 import re
+import select
+import stat
 import sys
 import time
 import urllib.parse
@@ -105,6 +107,7 @@ __all__ = [
     "runs_watch",
     "shown_db",
     "start",
+    "stop_if_no_reader",
     "workers_list",
 ]
 
@@ -417,6 +420,30 @@ def runs_show(args: argparse.Namespace) -> RunStatus:
 _R = TypeVar("_R")
 
 
+def stop_if_no_reader() -> None:
+    """End a command that follows runs once whoever read its output went away.
+
+    ``runs watch X | head -1`` of a suspended run, or ``runs list --follow | grep -m1``
+    on a quiet store, wrote nothing more, so never met the closed pipe: it waited for
+    ever. Between two looks, a pipe whose reader closed (the poll says so, as GNU
+    ``tail -f`` asks it) ends the command as a write to it would, with exit 141.
+
+    Raises:
+        BrokenPipeError: if standard output is a pipe or socket no one reads any more.
+    """
+    try:
+        fd = sys.stdout.fileno()
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+            return
+        poller = select.poll()
+    except (AttributeError, OSError, ValueError):  # no descriptor (a test's capture), no poll
+        return
+    poller.register(fd, 0)  # no event asked for: an error or a hang-up is told anyway
+    if any(events & (select.POLLERR | select.POLLHUP) for _fd, events in poller.poll(0)):
+        raise BrokenPipeError("the reader of the output went away")
+
+
 def through_outage(read: Callable[[], _R]) -> _R:
     """``read()``, tried again for as long as the store cannot be reached, as ``watch()`` does.
 
@@ -458,13 +485,17 @@ def runs_watch(args: argparse.Namespace) -> RunStatus:
             result, limit = found
             return result
 
+        def pause() -> None:
+            stop_if_no_reader()
+            _sleep(args.interval)
+
         if fetch() is None:
             raise RunNotFoundError(f"no run {args.run_id!r} in {shown_db(args.db)}")
         # A suspended run is followed too: a resume from anywhere drives it on.
         result = _follow(
             console_for(sys.stdout),
             fetch,
-            lambda: _sleep(args.interval),
+            pause,
             None,
             _has_ended,
             view=lambda result: run_view(result, limit),
