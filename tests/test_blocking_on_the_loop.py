@@ -394,6 +394,7 @@ def test_a_task_of_an_async_step_that_raises_systemexit_fails_its_step_not_the_l
     assert any(thread.name == "callboard-async" for thread in threading.enumerate())
 
 
+@pytest.mark.usefixtures("_structlog_reset")
 def test_an_async_step_that_stops_the_loop_it_runs_on_does_not_stop_the_async_steps(
     rt: Runtime,
 ) -> None:
