@@ -162,6 +162,40 @@ def test_a_prune_pass_lets_the_runs_saves_commit_between_its_chunks(
         store.close()
 
 
+def test_two_prunes_at_once_keep_the_newest_runs_they_were_told_to_keep(
+    each_shared_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each worker of a fleet prunes by the same policy. A pass counted the runs beyond
+    # max_runs, then deleted that many, the oldest first: when another pass (another
+    # worker's, `callboard runs prune`) had deleted them meanwhile, it deleted as many
+    # again, of the runs it was to keep. Two passes with keep=5 left none.
+    store = _open(each_shared_store)
+    other = _open(each_shared_store)
+    try:
+        now = time.time()
+        for index in range(30):
+            assert store.create(record(f"ended-{index:02}", "success", now - 100 + index))
+        submit = store._submit  # type: ignore[attr-defined]
+        others: list[int] = []
+
+        def racing(kind: str, payload: Any, done: Any) -> Any:
+            if kind == "prune" and not others:  # the other pass, whole, before this one's
+                others.append(other.prune(keep=5))
+            return submit(kind, payload, done)
+
+        monkeypatch.setattr(store, "_submit", racing)
+        mine = store.prune(keep=5)
+
+        assert others == [25]
+        assert mine == 0
+        assert left(store) == {f"ended-{index}" for index in range(25, 30)}
+        assert store.prune(keep=0) == 5  # and keep=0 takes every run ended
+        assert left(store) == set()
+    finally:
+        other.close()
+        store.close()
+
+
 def test_a_memory_store_prunes_a_chunk_at_a_time_under_its_lock(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -40,6 +40,7 @@ import base64
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -362,15 +363,11 @@ _ENDED_BEFORE: Final = (
     "SELECT run_id FROM callboard_runs AS r WHERE status = ANY(%s) AND ended_at < %s "
     f"AND NOT {_COUNTED_START} LIMIT %s"
 )
-_ENDED_COUNT: Final = (
-    "SELECT count(*) FROM callboard_runs AS r WHERE status = ANY(%s) AND ended_at IS NOT NULL "
-    f"AND NOT {_COUNTED_START}"
+_NEWEST_OF: Final = (
+    "(SELECT ended_at FROM callboard_runs AS r WHERE status = %s "
+    f"AND ended_at IS NOT NULL AND NOT {_COUNTED_START} ORDER BY ended_at DESC LIMIT %s)"
 )
-_OLDEST_OF: Final = (
-    "(SELECT run_id, ended_at FROM callboard_runs AS r WHERE status = %s "
-    f"AND ended_at IS NOT NULL AND NOT {_COUNTED_START} ORDER BY ended_at LIMIT %s)"
-)
-"""The oldest ended runs of one status, in the index's order: of each status, then together."""
+"""When the newest ended runs of one status ended, in the index's order (see _keep_cutoff)."""
 
 _RESUME_REQUESTS_DDL: Final = (
     # No rewrite: a constant default is kept in the catalog (PostgreSQL 11 on).
@@ -2122,27 +2119,43 @@ class PostgresStore:
                     break
         if keep is None:
             return deleted
-        # Counted once: the oldest beyond the newest ``keep`` then go a chunk at a time,
-        # each found through the index by its status (no sort of every run ended).
-
-        def count(connection: Connection) -> int:
-            row = connection.execute(_ENDED_COUNT, (ordered,)).fetchone()
-            return 0 if row is None else int(row[0])
-
-        excess = int(self._read(count)) - keep
-        while excess > 0:
-            most = min(excess, PRUNE_CHUNK)
-            chunk = self._prune_chunk((None, ordered, most), deleted)
+        cutoff = self._keep_cutoff(ordered, keep)
+        while cutoff is not None:
+            chunk = self._prune_chunk((cutoff, ordered, PRUNE_CHUNK), deleted)
             deleted += chunk
-            excess -= chunk
-            if chunk < most:
+            if chunk < PRUNE_CHUNK:
                 break
         return deleted
 
-    def _prune_chunk(self, payload: tuple[float | None, list[str], int], deleted: int) -> int:
-        """Delete up to ``payload[2]`` ended runs in one transaction; return how many.
+    def _keep_cutoff(self, statuses: list[str], keep: int) -> float | None:
+        """When the ``keep``-th newest ended run ended: those that ended before it go.
 
-        Those that ended before ``payload[0]``, or (``None``) the oldest.
+        ``None`` if there are no more than ``keep``. Read once a pass, through the
+        index by status (the newest ``keep`` of each, no sort of every run ended).
+        Runs that end later only add to the newest, and deleting older ones leaves
+        them be: deleting only what ended before this time never takes one of the
+        newest ``keep``, whatever else deletes meanwhile (another worker's pass,
+        ``callboard runs prune``). A pass that counted the runs to delete instead
+        deleted that many however many others had: two workers' passes left none.
+        """
+        if keep == 0:
+            return math.inf
+        newest = " UNION ALL ".join(_NEWEST_OF for _ in statuses)
+
+        def cutoff(connection: Connection) -> float | None:
+            row = connection.execute(
+                f"SELECT ended_at FROM ({newest}) AS n ORDER BY ended_at DESC LIMIT 1 OFFSET %s",
+                (*[value for each in statuses for value in (each, keep)], keep - 1),
+            ).fetchone()
+            return None if row is None else float(row[0])
+
+        found: float | None = self._read(cutoff)
+        return found
+
+    def _prune_chunk(self, payload: tuple[float | None, list[str], int], deleted: int) -> int:
+        """Delete up to ``payload[2]`` runs that ended before ``payload[0]``; return how many.
+
+        In one transaction.
         """
         future: Future[int] = Future()
         write = self._submit("prune", payload, resolve(future))
@@ -3934,14 +3947,7 @@ class PostgresStore:
 
     def _prune(self, connection: Connection, payload: Any) -> int:
         ended_before, statuses, most = payload
-        if ended_before is not None:
-            found = connection.execute(_ENDED_BEFORE, (statuses, ended_before, most))
-        else:
-            oldest = " UNION ALL ".join(_OLDEST_OF for _ in statuses)
-            found = connection.execute(
-                f"SELECT run_id FROM ({oldest}) AS o ORDER BY ended_at LIMIT %s",
-                (*[value for each in statuses for value in (each, most)], most),
-            )
+        found = connection.execute(_ENDED_BEFORE, (statuses, ended_before, most))
         doomed: list[str] = [row[0] for row in found.fetchall()]
         if not doomed:
             return 0

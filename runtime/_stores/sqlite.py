@@ -1026,25 +1026,41 @@ class SQLiteStore:
                     break
         if keep is None:
             return self._pruned(statuses, deleted)
-        # Counted once, on a reader: the oldest beyond the newest ``keep`` then go a chunk
-        # at a time, each found through the index by its status (no sort of every run ended).
-        with self._reading() as reader:
-            queues = reader.execute("PRAGMA user_version").fetchone()[0] >= _QUEUES_FROM
-            marks = ", ".join("?" * len(statuses))
-            counted, now = (_COUNTED_START, [_clock.time()]) if queues else ("0", [])
-            ended = reader.execute(
-                f"SELECT count(*) FROM runs AS r WHERE status IN ({marks}) AND NOT {counted}",
-                (*statuses, *now),
-            ).fetchone()[0]
-        excess = ended - keep
-        while excess > 0:
-            most = min(excess, PRUNE_CHUNK)
-            chunk = self._prune_chunk((None, statuses, most), deleted)
+        cutoff = self._keep_cutoff(statuses, keep)
+        while cutoff is not None:
+            chunk = self._prune_chunk((cutoff, statuses, PRUNE_CHUNK), deleted)
             deleted += chunk
-            excess -= chunk
-            if chunk < most:
+            if chunk < PRUNE_CHUNK:
                 break
         return self._pruned(statuses, deleted)
+
+    def _keep_cutoff(self, statuses: list[str], keep: int) -> float | None:
+        """When the ``keep``-th newest ended run ended: those that ended before it go.
+
+        ``None`` if there are no more than ``keep``. Read once a pass, on a reader,
+        through the index by status (the newest ``keep`` of each, no sort of every
+        run ended). Runs that end later only add to the newest, and deleting older
+        ones leaves them be: deleting only what ended before this time never takes
+        one of the newest ``keep``, whatever else deletes meanwhile (another
+        worker's pass, ``callboard runs prune``). A pass that counted the runs to
+        delete instead deleted that many however many others had: two workers'
+        passes left none.
+        """
+        if keep == 0:
+            return math.inf
+        with self._reading() as reader:
+            queues = reader.execute("PRAGMA user_version").fetchone()[0] >= _QUEUES_FROM
+            counted, now = (_COUNTED_START, [_clock.time()]) if queues else ("0", [])
+            newest = " UNION ALL ".join(
+                "SELECT * FROM (SELECT updated_at FROM runs AS r WHERE status = ? "
+                f"AND NOT {counted} ORDER BY updated_at DESC LIMIT ?)"
+                for _ in statuses
+            )
+            row = reader.execute(
+                f"SELECT updated_at FROM ({newest}) ORDER BY updated_at DESC LIMIT 1 OFFSET ?",
+                (*[value for each in statuses for value in (each, *now, keep)], keep - 1),
+            ).fetchone()
+        return None if row is None else float(row[0])
 
     def _pruned(self, statuses: list[str], deleted: int) -> int:
         """End a pass that deleted ``deleted`` runs: the pages they freed go back once idle.
@@ -1057,9 +1073,9 @@ class SQLiteStore:
         return deleted
 
     def _prune_chunk(self, payload: tuple[float | None, list[str], int], deleted: int) -> int:
-        """Delete up to ``payload[2]`` ended runs in one transaction; return how many.
+        """Delete up to ``payload[2]`` runs that ended before ``payload[0]``; return how many.
 
-        Those that ended before ``payload[0]``, or (``None``) the oldest.
+        In one transaction. ``payload[2]`` 0: the pass is over (see :meth:`_pruned`).
         """
         future: Future[int] = Future()
         write = self._submit("prune", payload, resolve(future))
@@ -2065,25 +2081,12 @@ class SQLiteStore:
             # would free a start in that window.
             queues = connection.execute("PRAGMA user_version").fetchone()[0] >= _QUEUES_FROM
             counted, now = (_COUNTED_START, [_clock.time()]) if queues else ("0", [])
-            if ended_before is not None:
-                marks = ", ".join("?" * len(statuses))
-                deleted = connection.execute(
-                    "DELETE FROM runs WHERE run_id IN (SELECT run_id FROM runs AS r "
-                    f"WHERE status IN ({marks}) AND updated_at < ? AND NOT {counted} LIMIT ?)",
-                    (*statuses, ended_before, *now, most),
-                ).rowcount
-            else:
-                # The oldest of each status in the index's order, then the oldest of those.
-                oldest = " UNION ALL ".join(
-                    "SELECT * FROM (SELECT run_id, updated_at FROM runs AS r WHERE status = ? "
-                    f"AND NOT {counted} ORDER BY updated_at LIMIT ?)"
-                    for _ in statuses
-                )
-                deleted = connection.execute(
-                    f"DELETE FROM runs WHERE run_id IN (SELECT run_id FROM ({oldest}) "
-                    "ORDER BY updated_at LIMIT ?)",
-                    (*[value for each in statuses for value in (each, *now, most)], most),
-                ).rowcount
+            marks = ", ".join("?" * len(statuses))
+            deleted = connection.execute(
+                "DELETE FROM runs WHERE run_id IN (SELECT run_id FROM runs AS r "
+                f"WHERE status IN ({marks}) AND updated_at < ? AND NOT {counted} LIMIT ?)",
+                (*statuses, ended_before, *now, most),
+            ).rowcount
             return int(deleted)
         if kind == "heartbeat":
             cursor = connection.execute(

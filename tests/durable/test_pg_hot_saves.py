@@ -90,13 +90,13 @@ def test_retention_finds_ended_runs_by_the_index_of_when_they_ended(
         statuses = sorted(TERMINAL_STATUSES)
         text = plan(connection, pg._ENDED_BEFORE, (statuses, time.time() - 3600, 1000))
         assert "callboard_runs_ended" in text and "Seq Scan" not in text, text
-        # ``keep``'s chunks read the oldest of each status by the index, in its order, and
-        # no more than they delete: not a sort of every ended run (half the table here).
-        oldest = " UNION ALL ".join(pg._OLDEST_OF for _ in statuses)
+        # ``keep``'s cutoff reads the newest of each status by the index, in its order, and
+        # no more than it keeps: not a sort of every ended run (half the table here).
+        newest = " UNION ALL ".join(pg._NEWEST_OF for _ in statuses)
         text = plan(
             connection,
-            f"SELECT run_id FROM ({oldest}) AS o ORDER BY ended_at LIMIT %s",
-            (*[value for each in statuses for value in (each, 1000)], 1000),
+            f"SELECT ended_at FROM ({newest}) AS n ORDER BY ended_at DESC LIMIT 1 OFFSET %s",
+            (*[value for each in statuses for value in (each, 1000)], 999),
         )
         assert "callboard_runs_ended" in text and "Seq Scan" not in text, text
         indexes = {
