@@ -553,9 +553,11 @@ def _spawn(item: tuple[Any, BodyFuture, Any, Callable[[], None] | None]) -> None
             future.set_exception(exc)
         raise
 
-    task.add_done_callback(_Settle(future, inner))
+    # Ended before settled: the step's reply, which _Settle's future sends, comes after
+    # the body stopped counting here (its run's queue slot is free once the run ends).
     if on_end is not None:
         task.add_done_callback(_Ended(on_end))
+    task.add_done_callback(_Settle(future, inner))
     future.add_done_callback(_CancelTask(task, inner))
 
 

@@ -229,12 +229,16 @@ class StepActor(ThreadActor):
                 finished = outcome(call, ctx, value, started)
             except BaseException as exc:
                 finished = _failure(call, exc, started, ctx)
+                here = _body_ended(here, call.run_id)
                 _report(call, span, finished, exc, traced=traced)
                 return
+            here = _body_ended(here, call.run_id)
             _report(call, span, finished, traced=traced)
         except Exception as exc:
             # A fault in callboard's own handling, not in the user's code
             # (whose exceptions are caught above): the run must still end.
+            if not handed_on:
+                here = _body_ended(here, call.run_id)
             _fault(call, exc)
         finally:
             if here is not None and not handed_on:
@@ -272,6 +276,17 @@ class StepActor(ThreadActor):
         # A timeout cancels an async body (a sync one cannot be stopped).
         ctx.abort_signal.add_callback(_CancelOnTimeout(future))
         return True
+
+
+def _body_ended(here: RunsHere | None, run_id: str) -> RunsHere | None:
+    """Say the run's user code returned, before its reply; ``None``, what ``here`` becomes.
+
+    Before: the reply may end the run, and a run that ended with its body still
+    counted here would keep its queue's slot (see :class:`~actors._here.RunsHere`).
+    """
+    if here is not None:
+        here.body_ended(run_id)
+    return None
 
 
 async def _body(awaitable: Any, span: Span | None, run_id: str, owner: object) -> tuple[bool, Any]:

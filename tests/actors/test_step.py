@@ -19,7 +19,8 @@ from pydantic import BaseModel
 from structlog.testing import capture_logs
 
 from actors._dispatch import UnexpectedMessageError
-from actors.messages import Outcome
+from actors._here import RunsHere
+from actors.messages import CallStep, Outcome
 from tests.actors.harness import WAIT, Harness, Value, harnesses, step
 
 
@@ -376,3 +377,46 @@ def test_a_message_that_is_not_a_call_is_refused_and_the_step_actor_lives_on(
     assert "StepActor" in refused[0]["actor"]
     assert "builtins.str" in refused[0]["error"]
     assert ref.is_alive()
+
+
+class _Order:
+    """Stands in for a run actor (``tell``) and notes, at each reply, whether the body counts."""
+
+    def __init__(self, here: RunsHere, run_id: str) -> None:
+        self.here = here
+        self.run_id = run_id
+        self.counted_at_reply: list[bool] = []
+        self.replied = threading.Event()
+
+    def tell(self, _message: Any) -> None:
+        self.counted_at_reply.append(self.here.has_body(self.run_id))
+        self.replied.set()
+
+
+@pytest.mark.parametrize("kind", ["sync", "async", "raises"])
+def test_a_step_body_stops_counting_as_running_here_before_its_step_replies(
+    make_harness: Callable[..., Harness], kind: str
+) -> None:
+    # The reply may end the run; a run that ended while its body still counted here
+    # would look like one whose body outlived it, and keep its queue's slot.
+    harness = make_harness()
+    here = RunsHere()
+    harness.pool.here = here
+
+    def body(ctx: Any) -> Value:
+        if kind == "raises":
+            raise LookupError("not there")
+        return ctx.input_data
+
+    async def async_body(ctx: Any) -> Value:
+        await asyncio.sleep(0)
+        return ctx.input_data
+
+    called = step(async_body if kind == "async" else body)
+    fields = harness.common({"value": "x"})
+    order = _Order(here, fields["run_id"])
+    fields.update(definitions={called.id: called}, reply_to=order)
+    harness.pool.submit(CallStep(**fields, step=called, final_schema=None))
+
+    assert order.replied.wait(WAIT)
+    assert order.counted_at_reply == [False]
