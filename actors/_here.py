@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Collection
 
-__all__ = ["RunsHere"]
+from runtime._tracing import emit
+
+__all__ = ["RunsHere", "say_slot_held"]
 
 
 class RunsHere:
@@ -20,6 +23,13 @@ class RunsHere:
     supervisor's actor (or its start waiting for room), and each step body
     still running, which outlives its actor when the actor was stopped (its
     writes fenced off, a cancel) or gave up on it (a timeout).
+
+    A step body still running after its run let go of it (cancelled, timed out,
+    the run ended) executes in its run's queue until it returns, whatever the
+    run's status: the claimer names such runs to the store's admission
+    (:meth:`bodies`), and a store in memory keeps their queue slots until then
+    (:meth:`has_body`); :meth:`left_out` and ``on_free`` say when they return.
+    On a store in memory only the bodies are counted (no claims, no actors here).
     """
 
     __slots__ = ("_bodies", "_ids", "_left_out", "_lock", "on_free")
@@ -92,6 +102,16 @@ class RunsHere:
         if on_free is not None:
             on_free()  # the run waits in the store: claim it now, not at the next poll
 
+    def has_body(self, run_id: str) -> bool:
+        """Whether user code of the run runs here now."""
+        with self._lock:
+            return run_id in self._bodies
+
+    def bodies(self) -> list[str]:
+        """The runs whose user code runs here now."""
+        with self._lock:
+            return list(self._bodies)
+
     def __call__(self) -> list[str]:
         """The runs, now."""
         with self._lock:
@@ -104,3 +124,21 @@ class RunsHere:
         with self._lock:
             ids, bodies = self._ids, self._bodies
             return [run_id for run_id in run_ids if run_id in ids or run_id in bodies]
+
+
+def say_slot_held(run_id: str, queue: str, key: str | None, status: str | None = None) -> None:
+    """Warn that a step body its run let go of holds a slot of the run's queue.
+
+    Said once per run, where the slot is kept (the claimer, or a store in memory's
+    supervisor): a queue that does not move says why.
+    """
+    emit(
+        logging.WARNING,
+        "queue_slot_held_by_abandoned_step",
+        run_id=run_id,
+        queue=queue,
+        queue_key=key,
+        status=status,
+        hint="a step body that ignored its abort signal (its run was cancelled, or it "
+        "timed out) runs on; its run counts in its queue until the body returns",
+    )

@@ -39,11 +39,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final, cast
 
-from actors._here import RunsHere
+from actors._here import RunsHere, say_slot_held
 from runtime import _clock
-from runtime._errors import StoreError
+from runtime._errors import SnapshotFormatError, StoreError
 from runtime._model import TERMINAL_STATUSES
 from runtime._plan import ExecutionPlan
+from runtime._queue import queue_entry
+from runtime._snapshot import decode
 from runtime._stores.base import (
     Claimed,
     DeadlineStore,
@@ -283,6 +285,7 @@ class Claimer:
         self._next_report = self._started + REPORT_DELAY
         self._reserved = 0
         self._room_lock = threading.Lock()
+        self._abandoned_said: set[str] = set()  # abandoned bodies' runs said to hold a slot
         self._reap_wanted = False  # a virtual clock jumped: leases may have run out
         self._passing = False  # a pass is under way
         # A virtual clock's jump renews this worker's lease before any reaper judges by
@@ -379,6 +382,38 @@ class Claimer:
         if fenced is None:  # a store of the user's: every run here it does not hold
             return [run_id for run_id in here() if not self._store.holds(run_id)]
         return here.among(fenced())
+
+    def _abandoned(self, busy: Sequence[str]) -> list[str]:
+        """Runs not held here, but for ``busy``, whose step body still runs here.
+
+        A sync body cannot be stopped: cancelled, timed out, or its run ended or
+        slept meanwhile, it runs on until it returns. Its run executes in its queue
+        until then (see the store's ``claim``), whatever its status. Each such run of
+        a queue is said once (a ``queue_slot_held_by_abandoned_step`` warning), so that
+        a queue a stuck body holds says why it does not move.
+        """
+        here = self._here
+        if here is None:
+            return []
+        store = self._store
+        lost = set(busy)
+        abandoned = [
+            run_id for run_id in here.bodies() if run_id not in lost and not store.holds(run_id)
+        ]
+        said = self._abandoned_said
+        said.intersection_update(abandoned)  # bounded: only those still running are kept
+        for run_id in abandoned:
+            if run_id in said:
+                continue
+            said.add(run_id)
+            try:
+                record = store.load(run_id)
+                entry = None if record is None else queue_entry(decode(record.data, run_id))
+            except (StoreError, SnapshotFormatError):
+                continue  # a log's look only: the claim goes on, and counts the run
+            if record is not None and entry is not None:
+                say_slot_held(run_id, entry[0], entry[1], record.status)
+        return abandoned
 
     def unreserve(self) -> None:
         """Give back room taken by :meth:`reserve`."""
@@ -580,11 +615,14 @@ class Claimer:
             generation = self._generation  # read before the claim: see park
         # Runs lost while this worker stalled, whose actors here are still in a step.
         busy = self._busy()
-        if busy and self._here is not None:
-            self._here.left_out(busy)
+        # And runs let go of (cancelled, timed out, ended) whose step body runs on here:
+        # they execute in their queues until it returns, not in this worker's room.
+        abandoned = self._abandoned(busy)
+        if (busy or abandoned) and self._here is not None:
+            self._here.left_out([*busy, *abandoned])  # the claimer is poked once they let go
         # Named only when there are some: a store of the user's written before
         # claim() took busy runs still claims (it never sees a stalled worker's).
-        extra = {"busy": busy} if busy else {}
+        extra = {"busy": [*busy, *abandoned]} if busy or abandoned else {}
         if self._capacity is None:
             room = CLAIM_BATCH
             claimed = store.claim(workflows, room, skipped, **extra)

@@ -534,7 +534,9 @@ class SharedStore(SnapshotStore, Protocol):
         unless their cancel was requested: those end on their claim. Runs
         named in ``busy`` are never taken: their actors still run in this
         process (a worker that was reaped while it stalled, and woke, waits
-        for its actors of the runs it lost to let go of them first). A run
+        for its actors of the runs it lost to let go of them first); each
+        counts in its queue's limits, whatever its status, as a run its step
+        body here outlived (cancelled, timed out) does too. A run
         this store thought it held, which the claim found in the queue (this
         worker was reaped, and has not heard so yet), goes back to the queue
         instead, fenced off here. A run with a queue is taken only while its

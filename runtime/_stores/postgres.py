@@ -3834,11 +3834,13 @@ class PostgresStore:
         running: dict[Bucket, int] = {
             (queue, key): int(count)
             for queue, key, count in connection.execute(
-                # A busy run nobody holds executes too: this worker lost it while it
-                # stalled, and its step still runs here.
+                # A busy run executes too, whatever its status, until its step body here
+                # returns: this worker lost it while it stalled, or its run let go of the
+                # body (cancelled, timed out), which runs on.
                 "SELECT queue, queue_key, count(*) FROM callboard_runs "
-                "WHERE (owner_id IS NOT NULL OR run_id = ANY(%s)) AND queue IS NOT NULL "
-                f"AND status IN ({_UNFINISHED_SQL}) GROUP BY queue, queue_key",
+                "WHERE queue IS NOT NULL AND ((owner_id IS NOT NULL "
+                f"AND status IN ({_UNFINISHED_SQL})) OR run_id = ANY(%s)) "
+                "GROUP BY queue, queue_key",
                 (busy,),
             ).fetchall()
         }

@@ -1163,8 +1163,9 @@ class SQLiteStore:
         """Take up to ``limit`` queued runs of these workflows that are due, oldest first.
 
         Runs named in ``skip`` are left, unless their cancel was requested, and so
-        are those named in ``busy``. A run this store thought it held, which the
-        claim found in the queue (reaped meanwhile), goes back to the queue
+        are those named in ``busy``, which count in their queues' limits whatever
+        their status (a step body of theirs runs here). A run this store thought it
+        held, which the claim found in the queue (reaped meanwhile), goes back to the queue
         instead, fenced off: its actor here may still be running a step.
         """
         if limit < 1 or not workflow_ids:
@@ -2413,8 +2414,10 @@ class SQLiteStore:
 
         Read inside the claim's transaction, which holds the file's write lock:
         no other worker claims meanwhile, so the counts stay true until it commits.
-        A run held by a worker executes; so does a ``busy`` one nobody holds: this
-        worker lost it while it stalled, and its step still runs here.
+        A run held by a worker executes until it ends; so does a ``busy`` one,
+        whatever its status, until its step body here returns: this worker lost it
+        while it stalled, or its run let go of the body (cancelled, timed out), which
+        runs on.
         """
         limits = self._queue_limits(connection)
         if not limits:
@@ -2422,9 +2425,9 @@ class SQLiteStore:
         running: dict[Bucket, int] = {
             (queue, key): count
             for queue, key, count in connection.execute(
-                "SELECT queue, queue_key, count(*) FROM runs WHERE (owner_id IS NOT NULL "
+                "SELECT queue, queue_key, count(*) FROM runs WHERE queue IS NOT NULL AND "
+                f"((owner_id IS NOT NULL AND status IN ({_UNFINISHED_SQL})) "
                 "OR run_id IN (SELECT value FROM json_each(?))) "
-                f"AND queue IS NOT NULL AND status IN ({_UNFINISHED_SQL}) "
                 "GROUP BY queue, queue_key",
                 (json.dumps(sorted(busy)),),
             ).fetchall()
