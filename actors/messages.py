@@ -64,6 +64,7 @@ __all__ = [
     "StartHookCalled",
     "StartRun",
     "StepActorMessage",
+    "StepBodiesEnded",
     "StepFinished",
     "StepWaitBegan",
     "StepWrote",
@@ -104,6 +105,11 @@ class StartRun:
 @dataclass(frozen=True, slots=True)
 class QueuesDue:
     """A queue's rate window has moved on: runs waiting in it may start now."""
+
+
+@dataclass(frozen=True, slots=True)
+class StepBodiesEnded:
+    """Step bodies that outlived their runs' hold on them returned: their queue slots are free."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +329,7 @@ SupervisorMessage: TypeAlias = (
     | RunParked
     | RunCrashed
     | QueuesDue
+    | StepBodiesEnded
     | StepWaitBegan
     | RunDeleted
     | ResumeStep

@@ -12,7 +12,7 @@ import pykka
 
 from actors._direct import DirectWrites
 from actors._dispatch import DispatchedActor, Dispatcher, FaultBudget, tell_safely, unexpected
-from actors._here import RunsHere
+from actors._here import RunsHere, say_slot_held
 from actors._pool import StepPool
 from actors._queues import QueueGate
 from actors._timer import TimerHandle, Timers
@@ -33,6 +33,7 @@ from actors.messages import (
     RunEnded,
     RunParked,
     StartRun,
+    StepBodiesEnded,
     StepWaitBegan,
     SupervisorMessage,
     WakeRun,
@@ -183,6 +184,9 @@ class SupervisorActor(DispatchedActor):
         # end need not ask it (its length is counted under its lock) for runs to admit.
         self._gated = False
         self._bucket_of: dict[str, Bucket] = {}  # runs admitted by the gate, executing
+        # Slots of runs that let go of a step body still running (cancelled, timed out):
+        # each executes in its queue until its body returns (StepBodiesEnded).
+        self._held_by_bodies: dict[str, list[Bucket]] = {}
         self._rate_timer: TimerHandle | None = None
         # A sleeping run's timer calls this with the run's id: one callable for every
         # run, so that a timer holds only the id (a tuple of text, which the garbage
@@ -211,6 +215,8 @@ class SupervisorActor(DispatchedActor):
                 self._on_abort_runs(message)
             case QueuesDue():
                 self._on_queues_due(message)
+            case StepBodiesEnded():
+                self._on_step_bodies_ended(message)
             case StepWaitBegan():
                 self._on_step_wait_began(message)
             case RunDeleted():
@@ -536,8 +542,28 @@ class SupervisorActor(DispatchedActor):
 
     def _leave_queue(self, run_id: str) -> None:
         bucket = self._bucket_of.pop(run_id, None)
-        if bucket is not None:
-            self._gate.release(bucket)
+        if bucket is None:
+            return
+        bodies = self._pool.here
+        if bodies is not None and bodies.has_body(run_id):
+            # A sync body cannot be stopped: it ran on after its run let go of it, and
+            # the run executes in its queue until it returns (see RunsHere).
+            held = self._held_by_bodies.setdefault(run_id, [])
+            held.append(bucket)
+            if len(held) == 1:
+                say_slot_held(run_id, bucket[0], bucket[1])
+            bodies.left_out((run_id,))  # StepBodiesEnded once it returned (or at once)
+            return
+        self._gate.release(bucket)
+
+    def _on_step_bodies_ended(self, _message: StepBodiesEnded) -> None:
+        """Free the queue slots of runs whose step bodies, let go of, have returned."""
+        bodies = self._pool.here
+        for run_id in list(self._held_by_bodies):
+            if bodies is None or not bodies.has_body(run_id):
+                for bucket in self._held_by_bodies.pop(run_id):
+                    self._gate.release(bucket)
+        self._ended(None)
 
     def _admit_from_queues(self) -> None:
         """Start the runs waiting in queues that their limits (and the runtime's) let start."""

@@ -51,6 +51,7 @@ from actors.messages import (
     SnapshotTaken,
     StartRun,
     StepActorMessage,
+    StepBodiesEnded,
     StepWaitBegan,
     SubscribeRun,
     SupervisorMessage,
@@ -306,6 +307,13 @@ class ActorSystem:
             # it, and the claimer of whichever worker is alive cancels the run.
             expire=None if shared else self._expire_suspended,
         )
+        if not shared:
+            # Step bodies counted as they run: one its run let go of (cancelled, timed
+            # out) keeps its run's queue slot until it returns (a shared store's claimer
+            # counts them through self._here).
+            bodies = RunsHere()
+            bodies.on_free = self._bodies_ended
+            self.pool.here = bodies
         if isinstance(store, MemoryStore):
             # A run deleted by hand frees its start in its queue's rate window, as on a SQL
             # store, which counts the window from the runs it holds.
@@ -321,6 +329,10 @@ class ActorSystem:
         self._draining: threading.Event | None = None
         self._hurried_at: float | None = None
         _otel.add_source(self)  # its gauges, while OpenTelemetry metrics are configured
+
+    def _bodies_ended(self) -> None:
+        """In memory: step bodies that outlived their runs returned; their slots are free."""
+        tell_safely(self.supervisor, StepBodiesEnded())
 
     # --- gauges (runtime._otel.MetricSource) -------------------------------------------
 

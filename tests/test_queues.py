@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog.testing
 from pydantic import BaseModel
 
 from runtime import (
@@ -692,3 +693,102 @@ def test_a_queue_whose_stored_limit_is_not_a_number_holds_its_runs_and_the_other
         wf = mended.register(odd)
         assert wf.create_run().start(input_data={"value": "y"}, timeout=WAIT).status == "success"
         assert wf.create_run(run_id=held.run_id).wait(timeout=WAIT).status == "success"
+
+
+def _abandoning(
+    released: threading.Event, began: dict[str, threading.Event], *, timeout: float | None
+) -> Any:
+    """A concurrency-1 queue's workflow whose "stuck" body ignores its abort signal.
+
+    Each body notes when it began; the stuck one then blocks until ``released`` is set,
+    whatever its run's cancel or its timeout says (as a sync call into a library would).
+    """
+
+    def body(ctx: Any) -> Job:
+        value = ctx.input_data.value
+        began[value].set()
+        if value == "stuck":
+            released.wait(WAIT)  # not ctx.abort_signal: it runs on after its run let go
+        return ctx.input_data
+
+    step = create_step(
+        id="call", input_schema=Job, output_schema=Job, execute=body, timeout=timeout
+    )
+    return (
+        create_workflow(
+            id="abandoning",
+            input_schema=Job,
+            output_schema=Job,
+            queue=Queue("single", concurrency=1),
+        )
+        .then(step)
+        .commit()
+    )
+
+
+@pytest.mark.usefixtures("_structlog_reset")
+@pytest.mark.parametrize("let_go_by", ["cancel", "timeout"])
+def test_a_step_body_its_run_let_go_of_keeps_the_queues_slot_until_it_returns(
+    make_runtime: Any, let_go_by: str
+) -> None:
+    # A sync body cannot be stopped: cancelled, or timed out and abandoned, it runs on.
+    # Until it returns it executes in its queue, and the next run waits for it.
+    released = threading.Event()
+    began = {"stuck": threading.Event(), "next": threading.Event()}
+    rt = make_runtime()
+    wf = rt.register(_abandoning(released, began, timeout=0.2 if let_go_by == "timeout" else None))
+    try:
+        with structlog.testing.capture_logs() as logs:
+            stuck = wf.create_run()
+            stuck.start_async(input_data={"value": "stuck"})
+            assert began["stuck"].wait(WAIT)
+            if let_go_by == "cancel":
+                assert stuck.cancel() is True
+                assert stuck.wait(timeout=WAIT).status == "canceled"
+            else:
+                result = stuck.wait(timeout=WAIT)
+                assert result.status == "failed"
+                assert result.error is not None and result.error.name == "StepTimeoutError"
+            after = wf.create_run()
+            after.start_async(input_data={"value": "next"})
+            # Room for a claim, or the gate, to let it in: none may while the body runs.
+            assert not began["next"].wait(0.5), "the next run's step began beside the stuck one"
+            released.set()
+            freed = time.monotonic()
+            assert after.wait(timeout=WAIT).status == "success"
+            assert time.monotonic() - freed < 2.0  # told when the body returned, not polled
+    finally:
+        released.set()
+    said = [entry for entry in logs if entry["event"] == "queue_slot_held_by_abandoned_step"]
+    assert [(entry["run_id"], entry["queue"]) for entry in said] == [(stuck.run_id, "single")]
+
+
+def test_a_step_body_its_run_let_go_of_takes_no_place_of_the_runtimes_own_limit(
+    make_runtime: Any,
+) -> None:
+    # It holds its queue's slot, not one of max_concurrent_runs: a body stuck for good
+    # would otherwise take that place for ever, from runs of every queue (README).
+    released = threading.Event()
+    began = {"stuck": threading.Event(), "next": threading.Event()}
+    rt = make_runtime(max_concurrent_runs=1)
+    wf = rt.register(_abandoning(released, began, timeout=None))
+    unqueued = rt.register(
+        create_workflow(id="free", input_schema=Job, output_schema=Job)
+        .then(
+            create_step(
+                id="echo", input_schema=Job, output_schema=Job, execute=lambda c: c.input_data
+            )
+        )
+        .commit()
+    )
+    try:
+        stuck = wf.create_run()
+        stuck.start_async(input_data={"value": "stuck"})
+        assert began["stuck"].wait(WAIT)
+        assert stuck.cancel() is True
+        other = unqueued.create_run()
+        other.start_async(input_data={"value": "free"})
+        assert other.wait(timeout=WAIT).status == "success"
+        assert not released.is_set()  # it ran while the stuck body still did
+    finally:
+        released.set()
