@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 import time
 import weakref
@@ -553,11 +554,7 @@ class Run(Generic[In, Out]):
             outage[:] = [exc]
         else:
             if read is None:
-                raise RunTimeoutError(
-                    f"run {self.run_id!r} could not be read within {timeout} seconds: other "
-                    "awaitable calls held every call thread of the runtime meanwhile",
-                    run_id=self.run_id,
-                )
+                raise _calls_held(self.run_id, "could not be read", timeout)
             first = read
             if first.status in SETTLED_STATUSES and not await self._resume_requested_async(first):
                 return self._result(first)
@@ -587,24 +584,9 @@ class Run(Generic[In, Out]):
         skipped when its turn comes (``None``); one a thread has begun is awaited
         to its end.
         """
-        began: list[bool] = []  # appended to on the call thread as the read begins
-
-        def read() -> SnapshotRecord:
-            began.append(True)
-            return self._started_record()
-
         loop = asyncio.get_running_loop()
         until = max(deadline, loop.time() + FIRST_READ_PATIENCE)
-        future = self._host.submit(read)
-        try:
-            await asyncio.wait((future,), timeout=max(0.0, until - loop.time()))
-            if not future.done() and not began:
-                future.cancel()
-                return None
-            return await future
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
+        return await self._host.call_within(self._started_record, until - loop.time())
 
     async def _settled(
         self, outage: list[StoreUnavailableError], record: SnapshotRecord | None = None
@@ -705,7 +687,7 @@ class Run(Generic[In, Out]):
         Same arguments, result and errors; iterate the watch with ``async for``.
         """
         self._refuse_inside_itself("watch() (or stream()) was called")
-        return await self._host.call(self.watch, timeout, from_seq=from_seq)
+        return await self._within(self.watch, timeout, from_seq)
 
     def stream(self, *, from_seq: int | None = None, timeout: float | None = None) -> RunStream:
         """The run's events as typed stream events, for UIs, until the run settles.
@@ -745,7 +727,32 @@ class Run(Generic[In, Out]):
     ) -> RunStream:
         """Await :meth:`stream` without blocking the event loop; iterate with ``async for``."""
         self._refuse_inside_itself("watch() (or stream()) was called")
-        return await self._host.call(self.stream, from_seq=from_seq, timeout=timeout)
+        watch = await self._within(self.watch, timeout, from_seq)
+        return RunStream(watch)
+
+    async def _within(
+        self, watch: Callable[..., RunWatch], timeout: float | None, from_seq: int | None
+    ) -> RunWatch:
+        """``watch(timeout, from_seq=from_seq)`` on a call thread, within ``timeout``.
+
+        The watch reads the run, within ``timeout`` as :meth:`watch` does; but
+        awaited, its read first waits for one of the few call threads, which
+        other calls may all hold: it is given up on once no thread has taken it
+        by then (or :data:`FIRST_READ_PATIENCE` seconds, for a shorter timeout).
+
+        Raises:
+            RunTimeoutError: if no call thread took the read in time.
+        """
+        timeout = check_timeout(timeout)
+        if timeout is None:
+            return await self._host.call(watch, timeout, from_seq=from_seq)
+        made = await self._host.call_within(
+            functools.partial(watch, timeout, from_seq=from_seq),
+            max(timeout, FIRST_READ_PATIENCE),
+        )
+        if made is None:
+            raise _calls_held(self.run_id, "could not be read", timeout)
+        return made
 
     def resume_stream(
         self,
@@ -2119,6 +2126,14 @@ class RunWatch:
             run_id=self.run_id,
         )
 
+    def _look_timed_out(self) -> RunTimeoutError:
+        """The error of a look at a suspension (see :meth:`_agoes_on`) no call thread took."""
+        return _calls_held(
+            self.run_id,
+            "was told suspended, and whether a resume request waits could not be read",
+            self._timeout,
+        )
+
     def _goes_on(self) -> bool:
         """Whether the run, whose last event told it suspended, goes on rather than settles.
 
@@ -2144,13 +2159,34 @@ class RunWatch:
             return False
         return True
 
-    async def _agoes_on(self) -> bool:
-        """:meth:`_goes_on`, its reads on one of the runtime's call threads."""
+    async def _agoes_on(self, within: float | None = None) -> bool | None:
+        """:meth:`_goes_on`, its reads on one of the runtime's call threads.
+
+        Args:
+            within: Seconds the look may wait for a call thread, which other
+                calls may all hold (at least :data:`FIRST_READ_PATIENCE`);
+                ``None``: as long as it takes.
+
+        Returns:
+            As :meth:`_goes_on`; ``None`` if no call thread took the look in
+            time (it is never made).
+        """
         host = self._host
         if host is None or self._closed or host.state != "running":
             return False
-        goes_on: bool = await host.call(self._goes_on)
-        return goes_on
+        if within is None:
+            goes_on: bool = await host.call(self._goes_on)
+            return goes_on
+        return await host.call_within(self._goes_on, max(within, FIRST_READ_PATIENCE))
+
+
+def _calls_held(run_id: str, what: str, timeout: float | None) -> RunTimeoutError:
+    """The error of an awaitable call that no call thread took within its ``timeout``."""
+    return RunTimeoutError(
+        f"run {run_id!r} {what} within {timeout} seconds: other awaitable calls held every "
+        "call thread of the runtime meanwhile",
+        run_id=run_id,
+    )
 
 
 def _start_traced(

@@ -174,6 +174,38 @@ class RunHost:
             future = asyncio.get_running_loop().run_in_executor(None, bound)
         return future
 
+    async def call_within(self, fn: Callable[[], T], seconds: float) -> T | None:
+        """:meth:`call`, given up on if no call thread has taken it within ``seconds``.
+
+        For a read that a caller's timeout bounds: the few call threads may all be
+        held by other calls (starts that another process's lock on a SQLite file
+        keeps for up to 30 s each). A call no thread has begun by then is never
+        made; one a thread has begun is awaited to its end.
+
+        Args:
+            fn: The call, which never returns ``None``.
+            seconds: How long the call may wait for a thread.
+
+        Returns:
+            What ``fn`` returned; ``None`` if no thread took it in time.
+        """
+        began: list[bool] = []  # appended to on the call thread as the call begins
+
+        def call() -> T:
+            began.append(True)
+            return fn()
+
+        future = self.submit(call)
+        try:
+            await asyncio.wait((future,), timeout=max(0.0, seconds))
+            if not future.done() and not began:
+                future.cancel()
+                return None
+            return await future
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+
     async def call_apart(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Await ``fn(*args, **kwargs)`` run on a pool of its own (:data:`APART_THREADS`).
 

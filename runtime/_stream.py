@@ -159,18 +159,24 @@ class RunStream:
         return converted, look
 
     def _told(
-        self, event: RunEvent, converted: RunStreamEvent | None, *, goes_on: bool = False
+        self,
+        event: RunEvent,
+        converted: RunStreamEvent | None,
+        *,
+        goes_on: bool = False,
+        came: float = 0.0,
     ) -> RunStreamEvent | None:
         """What the stream yields for ``event`` (``None``: nothing); it ends where the run settles.
 
         With ``goes_on`` the event is a suspension the run does not settle at (see
-        :meth:`_hold`): it is held back, and the status before it stays the stream's,
-        so that the run's going on is no new start.
+        :meth:`_hold`): it is held back from ``came`` (monotonic seconds: when it was
+        taken, before the look at the run), and the status before it stays the
+        stream's, so that the run's going on is no new start.
         """
         if goes_on:
             assert isinstance(converted, RunFinishEvent)
             self._held = converted
-            self._held_since = time.monotonic()
+            self._held_since = came
             return None
         self._held = None
         if event.type == "status":
@@ -205,6 +211,20 @@ class RunStream:
             raise self._watch._timed_out()
         return min(left, PENDING_LOOK)
 
+    def _left(self, since: float) -> float | None:
+        """Seconds left of the timeout counted from ``since`` (monotonic); ``None``: no timeout."""
+        timeout = self._watch._timeout
+        return None if timeout is None else since + timeout - time.monotonic()
+
+    def _again(self) -> None:
+        """At the start of a next: a suspension still held back is waited on for a timeout anew.
+
+        One is held still after a ``RunTimeoutError``: the next call waits its own
+        timeout, as a watch's does, rather than raise at once for ever.
+        """
+        if self._held is not None:
+            self._held_since = time.monotonic()
+
     def _release(self) -> RunFinishEvent:
         """The suspension held back, told after all: the run settled there. The stream ends."""
         held = self._held
@@ -218,6 +238,7 @@ class RunStream:
 
     def __next__(self) -> RunStreamEvent:
         watch = self._watch
+        self._again()
         while not self._done:
             wait = self._hold()
             try:
@@ -230,7 +251,9 @@ class RunStream:
                     return self._release()
                 continue
             converted, look = self._take(event)
-            converted = self._told(event, converted, goes_on=look and watch._goes_on())
+            came = time.monotonic()
+            goes_on = look and watch._goes_on()
+            converted = self._told(event, converted, goes_on=goes_on, came=came)
             if converted is not None:
                 return converted
         raise StopIteration
@@ -240,6 +263,7 @@ class RunStream:
 
     async def __anext__(self) -> RunStreamEvent:
         watch = self._watch
+        self._again()
         while not self._done:
             wait = self._hold()
             try:
@@ -247,13 +271,22 @@ class RunStream:
             except StopAsyncIteration:
                 self._done = True
                 break
+            # A look waits for one of the runtime's few call threads, which other calls
+            # may all hold: it is given up on at the timeout, as wait_async's read is.
             if event is None:
-                if not await watch._agoes_on():
+                held = await watch._agoes_on(self._left(self._held_since))
+                if held is None:
+                    raise watch._look_timed_out()
+                if not held:
                     return self._release()
                 continue
             converted, look = self._take(event)
-            goes_on = look and await watch._agoes_on()
-            converted = self._told(event, converted, goes_on=goes_on)
+            came = time.monotonic()
+            goes_on = look and await watch._agoes_on(self._left(came))
+            if goes_on is None:  # held back until a look can tell whether the run goes on
+                self._told(event, converted, goes_on=True, came=came)
+                raise watch._look_timed_out()
+            converted = self._told(event, converted, goes_on=goes_on, came=came)
             if converted is not None:
                 return converted
         raise StopAsyncIteration

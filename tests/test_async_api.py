@@ -266,6 +266,72 @@ def test_wait_async_times_out_in_time_while_other_calls_hold_every_call_thread(
     assert none < 1.0
 
 
+def test_an_async_stream_and_awatch_keep_their_timeout_while_other_calls_hold_every_call_thread(
+    runtimes: Runtimes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # At a suspension, an async stream asks the store, on a call thread, whether a
+    # resume request waits; awatch and astream read the run on one first. With the few
+    # call threads held (starts that another process's lock on a SQLite file kept),
+    # each waited for a thread past its timeout. Here reads of another run hold them.
+    from runtime._runtime import CALL_THREADS
+
+    rt = runtimes.start(str(tmp_path / "runs.db"))
+    wf = rt.register(asking_workflow())
+    run = wf.create_run()
+    assert run.start(input_data={"n": 1}, timeout=WAIT).status == RunStatus.SUSPENDED
+    gate = runtimes.gate()
+    store = rt.store
+    assert store is not None
+    real_load = store.load
+
+    def load(run_id: str) -> Any:
+        if run_id == "held-up":
+            gate.wait(BLOCK_LIMIT)
+        return real_load(run_id)
+
+    monkeypatch.setattr(store, "load", load)
+    stream = run.stream(timeout=0.3)
+    release = threading.Timer(5.0, gate.set)  # without the fix: the calls end late, not never
+
+    async def main() -> list[float]:
+        holding = [
+            asyncio.ensure_future(wf.aget_workflow_run_execution_result("held-up"))
+            for _ in range(CALL_THREADS)
+        ]
+        await asyncio.sleep(0.05)  # each has a call thread now
+        loop = asyncio.get_running_loop()
+        took = []
+        began = loop.time()
+        with pytest.raises(RunTimeoutError, match="held every call thread"):
+            async for event in stream:
+                assert event.type != "run_finish", event  # the suspension: not yet told
+        took.append(loop.time() - began)
+        for twin in (run.awatch, run.astream):
+            began = loop.time()
+            with pytest.raises(RunTimeoutError, match="held every call thread"):
+                await twin(timeout=0.3)
+            took.append(loop.time() - began)
+        gate.set()
+        await asyncio.gather(*holding)
+        # The stream held the suspension back: it looks again, and tells it (no request).
+        finish = await anext(stream)
+        assert finish.type == "run_finish" and finish.status == RunStatus.SUSPENDED
+        with pytest.raises(StopAsyncIteration):
+            await anext(stream)
+        async with await run.astream(timeout=WAIT) as again:
+            assert [event.type async for event in again][-1] == "run_finish"
+        return took
+
+    release.start()
+    try:
+        took = asyncio.run(main())
+    finally:
+        release.cancel()
+        gate.set()
+        stream.close()
+    assert max(took) < 1.5, took
+
+
 def test_a_wait_async_cancelled_as_its_run_ends_raises_cancelled_error(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
