@@ -1084,6 +1084,9 @@ class FakeReader:
     def resume_pending(self, run_id: str) -> bool:
         return self.pending.pop(0) if self.pending else False
 
+    def resumes_pending(self, run_ids: Any) -> set[str]:
+        return {run_id for run_id in run_ids if self.resume_pending(run_id)}
+
     def list_runs(
         self,
         *,

@@ -795,6 +795,73 @@ def test_runs_watch_of_a_suspended_run_whose_resume_was_asked_for_says_it_waits_
         assert run.wait(WAIT).status == "success"
 
 
+def test_runs_list_and_show_json_mark_a_suspension_a_resume_request_waits_for(
+    db: str,
+    flows: tuple[str, ModuleType],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # runs watch --json said resume_requested; runs list --follow --json, runs list
+    # --json and runs show --json told such a run only "suspended", as one that waits for
+    # a resume. A request the worker drops is told again by --follow, false.
+    _name, module = flows
+    suspended_run(db, module, "plain")  # suspended, no request: resume_requested false
+    held = hold_back_resume_requests(monkeypatch)  # as a claimer that has not looked yet
+    with Runtime(store=db) as rt:
+        pair = rt.register(module.pair)
+        run = pair.create_run("w")
+        run.start_async(input_data={"value": "x"})
+        try:
+            assert module.pair_began.wait(WAIT)
+            wait_until(
+                lambda: "asks" in pair.get_workflow_run_execution_result("w").suspended,
+                WAIT,
+                "asks suspended",
+            )
+            with Runtime(store=db, role="client") as client:
+                client.register(module.pair).create_run("w").resume_async(
+                    step="asks", resume_data={"answer": "yes"}
+                )  # a request
+        finally:
+            module.pair_gate.set()  # "works" ends: the run suspends, the request waiting
+        wait_until(lambda: stored_status(db, "w") == "suspended", WAIT, "suspended")
+
+        code, out, err = cli(capsys, "runs", "list", "--db", db, "--json")
+        assert code == 0, err
+        listed = {run["run_id"]: run for run in json.loads(out)["runs"]}
+        assert listed["w"]["resume_requested"] is True
+        assert listed["plain"]["resume_requested"] is False
+        for run_id, asked in (("w", True), ("plain", False)):
+            code, out, err = cli(capsys, "runs", "show", run_id, "--db", db, "--json")
+            assert code == 0, err
+            assert json.loads(out)["resume_requested"] is asked
+
+        store = rt.store
+        assert isinstance(store, SQLiteStore)
+
+        def dropped() -> None:  # as the worker drops a request whose data it refuses
+            (request,) = store.resume_requests()
+            store.drop_resume_request(request)
+            wait_until(lambda: not store.resume_pending("w"), WAIT, "dropped")
+
+        looks = iter([dropped, _interrupt])
+        monkeypatch.setattr(_actions, "_sleep", lambda seconds: next(looks)())
+        code, out, _err = cli(capsys, "runs", "list", "--follow", "--json", "--db", db)
+        assert code == 130
+        told = [json.loads(line) for line in out.splitlines()]
+        assert [(line["run_id"], line.get("resume_requested")) for line in told] == [
+            ("plain", False),
+            ("w", True),
+            ("w", False),  # told again: it waits for a resume now
+        ]
+        held.clear()
+        assert run.cancel() is True
+
+
+def _interrupt() -> None:
+    raise KeyboardInterrupt
+
+
 def stored_seq(db: str, run_id: str) -> int:
     store = SQLiteStore(db, readonly=True)
     try:

@@ -59,6 +59,7 @@ from runtime._cli._render import (
     shown_text,
     status_text,
     suspended_line,
+    with_request,
 )
 from runtime._errors import (
     InvalidInputError,
@@ -660,7 +661,8 @@ def runs_list(args: argparse.Namespace) -> None:
         return
     with _commands._reader(args.db) as reader:
         page = _asked_page(reader, args, statuses)
-    _commands.print_page(page, args)
+        requested = _commands.requested_among(reader, page.runs) if args.json else set()
+    _commands.print_page(page, args, requested)
 
 
 def _asked_page(
@@ -697,44 +699,56 @@ def runs_list_follow(args: argparse.Namespace, statuses: list[str] | None) -> No
     pushed it past ``--limit``) is read by itself: its change is told once more, and it
     is followed on until it ends (or goes), at most :data:`FOLLOWED_OFF_PAGE` of them.
     """
-    seen: dict[str, tuple[str, Any]] = {}
+    # Each run told, by id: its status, when it changed last, and whether a resume
+    # request of it waits (for a suspended run, read for a page's runs at once).
+    seen: dict[str, tuple[str, Any, bool]] = {}
     console = console_for(sys.stdout)
 
-    def tell(run: WorkflowResult) -> None:
+    def tell(run: WorkflowResult, requested: bool) -> None:
         if args.json:
-            print_json_line(plain(run))
+            shown = with_request(plain(run), run, {run.run_id} if requested else ())
+            print_json_line(shown)
         elif run.status == RunStatus.SUSPENDED:
-            asked = _commands.through_outage(functools.partial(reader.resume_pending, run.run_id))
-            show(console, suspended_line(run, requested=asked))
+            show(console, suspended_line(run, requested=requested))
         else:
             when = datetime.now().strftime("%H:%M:%S")
             header = one_line(f"{when}  run {run.run_id}  {run.workflow_id}  ")
             show(console, Text.assemble(header, status_text(run.status)))
         sys.stdout.flush()
 
+    def told(run: WorkflowResult, requested: set[str]) -> None:
+        """Tell ``run`` if it changed since it was last told (a request dropped too)."""
+        mark = (run.status.value, run.updated_at, run.run_id in requested)
+        if seen.get(run.run_id) != mark:
+            seen[run.run_id] = mark
+            tell(run, mark[2])
+
     with _commands._reader(args.db) as reader:
         while True:
             page = _commands.through_outage(lambda: _asked_page(reader, args, statuses))
-            on_page = set()
-            for run in reversed(page.runs):  # oldest first, as they happened
-                on_page.add(run.run_id)
-                mark = (run.status.value, run.updated_at)
-                if seen.get(run.run_id) != mark:
-                    seen[run.run_id] = mark
-                    tell(run)
+            runs = list(reversed(page.runs))  # oldest first, as they happened
+            requested = _commands.through_outage(
+                functools.partial(_commands.requested_among, reader, runs)
+            )
+            for run in runs:
+                told(run, requested)
+            on_page = {run.run_id for run in runs}
             off_page = [run_id for run_id in seen if run_id not in on_page]
             for run_id in off_page[: len(off_page) - FOLLOWED_OFF_PAGE]:
                 del seen[run_id]  # the oldest told: followed no more
+            followed: list[WorkflowResult] = []
             for run_id in off_page[-FOLLOWED_OFF_PAGE:]:
-                run = _commands.through_outage(functools.partial(reader.get_run, run_id))
-                if run is None:  # deleted or pruned
+                off = _commands.through_outage(functools.partial(reader.get_run, run_id))
+                if off is None:  # deleted or pruned
                     del seen[run_id]
-                    continue
-                mark = (run.status.value, run.updated_at)
-                if seen[run_id] != mark:
-                    seen[run_id] = mark
-                    tell(run)
+                else:
+                    followed.append(off)
+            requested = _commands.through_outage(
+                functools.partial(_commands.requested_among, reader, followed)
+            )
+            for run in followed:
+                told(run, requested)
                 if run.is_terminal:
-                    del seen[run_id]
+                    del seen[run.run_id]
             _commands.stop_if_no_reader()
             _sleep(args.interval)

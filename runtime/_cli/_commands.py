@@ -24,7 +24,7 @@ import stat
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
@@ -57,6 +57,7 @@ from runtime._cli._render import (
     suspended_line,
     terminal_safe,
     time_limit_plain,
+    with_request,
     worker_plain,
     workers_summary,
     workers_table,
@@ -83,6 +84,7 @@ from runtime._stores.base import (
     SnapshotRecord,
     SnapshotStore,
     provides,
+    resumes_pending,
 )
 from runtime._stores.open import open_store
 from runtime._stores.sqlite import SQLiteStore, path_from_url
@@ -288,6 +290,12 @@ class _Reader:
             return False
         return cast("ResumeRequestStore", self._store).resume_pending(run_id)
 
+    def resumes_pending(self, run_ids: Collection[str]) -> set[str]:
+        """Which of the runs a resume request waits for, in one read of the store."""
+        if not provides(self._store, ResumeRequestStore):
+            return set()
+        return resumes_pending(cast("ResumeRequestStore", self._store), run_ids)
+
     def get_run_and_limit(self, run_id: str) -> tuple[WorkflowResult, TimeLimit] | None:
         """A run by id, and its time limit, from one read of its record."""
         check_run_id(run_id, lookup=True)
@@ -365,15 +373,35 @@ def _opened(db: str, *, readonly: bool) -> Iterator[SnapshotStore]:
 # --- runs list (see _actions.runs_list), show, watch, prune ----------------------------
 
 
-def print_page(page: WorkflowRunList, args: argparse.Namespace) -> None:
-    """Print a page of runs as ``runs list`` does (a warning for unreadable ones on stderr)."""
+def requested_among(reader: Any, runs: Iterable[WorkflowResult]) -> set[str]:
+    """Which of the suspended ``runs`` a resume request waits for: one read, none if none is."""
+    suspended = [run.run_id for run in runs if run.status == RunStatus.SUSPENDED]
+    if not suspended:
+        return set()
+    found: set[str] = reader.resumes_pending(suspended)
+    return found
+
+
+def print_page(
+    page: WorkflowRunList, args: argparse.Namespace, requested: Collection[str] = ()
+) -> None:
+    """Print a page of runs as ``runs list`` does (a warning for unreadable ones on stderr).
+
+    ``requested``: the suspended runs a resume request waits for (see
+    :func:`plain_run`), which ``--json`` says as ``resume_requested``.
+    """
     if page.unreadable:
         sys.stderr.write(
             f"callboard: warning: {len(page.unreadable)} run(s) could not be read and are "
             f"left out: {one_line(', '.join(page.unreadable))}\n"
         )
     if args.json:
-        print_json(plain(page))
+        listed = plain(page)
+        listed["runs"] = [
+            with_request(shown, run, requested)
+            for shown, run in zip(listed["runs"], page.runs, strict=True)
+        ]
+        print_json(listed)
         return
     console = console_for(sys.stdout)
     if page.runs:
@@ -407,11 +435,16 @@ def runs_show(args: argparse.Namespace) -> RunStatus:
             raise UsageError(
                 f"run {args.run_id!r} in {shown_db(args.db)} cannot be read: {why}"
             ) from exc
+        # A suspension a resume request waits for goes on once the worker takes it.
+        requested = False
+        if args.json and found is not None and found[0].status == RunStatus.SUSPENDED:
+            requested = reader.resume_pending(args.run_id)
     if found is None:
         raise RunNotFoundError(f"no run {args.run_id!r} in {shown_db(args.db)}")
     result, limit = found
     if args.json:
-        print_json({**plain(result), **time_limit_plain(limit)})
+        shown = with_request(plain(result), result, {result.run_id} if requested else ())
+        print_json({**shown, **time_limit_plain(limit)})
     else:
         show(console_for(sys.stdout), run_view(result, limit))
     return result.status

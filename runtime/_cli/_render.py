@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple, TextIO
 
@@ -171,6 +171,20 @@ def plain(model: WorkflowResult | WorkflowRunList) -> Any:
         return model.model_dump(mode="json")
     except ValueError:  # pydantic writes bytes as UTF-8, and these are not
         return json.loads(json.dumps(model.model_dump(), default=_json_default))
+
+
+def with_request(
+    shown: dict[str, Any], run: WorkflowResult, requested: Collection[str]
+) -> dict[str, Any]:
+    """``shown`` (the run as :func:`plain` made it), marked for a suspended run.
+
+    A suspended run's ``resume_requested`` says whether a resume request of it
+    waits (its id is in ``requested``): the worker that drives it carries it out,
+    and nobody need resume it.
+    """
+    if run.status == RunStatus.SUSPENDED:
+        shown["resume_requested"] = run.run_id in requested
+    return shown
 
 
 def _json_default(value: Any) -> Any:

@@ -804,6 +804,19 @@ def process_alive(host: str, pid: int) -> bool:
     return True
 
 
+def resumes_pending(store: ResumeRequestStore, run_ids: Collection[str]) -> set[str]:
+    """Which of the runs a resume request waits for, for a page of runs (``runs list``).
+
+    One read on callboard's stores, which have ``resumes_pending``; one a run
+    (:meth:`ResumeRequestStore.resume_pending`) on a store of the user's, which
+    the protocol does not ask for it (a store written before it stays one).
+    """
+    many = getattr(store, "resumes_pending", None)
+    if many is not None:
+        return set(many(run_ids))
+    return {run_id for run_id in dict.fromkeys(run_ids) if store.resume_pending(run_id)}
+
+
 def provides(obj: object, protocol: type) -> bool:
     """Whether ``obj`` has every member of ``protocol`` (one of the store protocols here).
 

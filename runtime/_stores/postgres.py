@@ -2593,6 +2593,22 @@ class PostgresStore:
         result: bool = self._read(read)
         return result
 
+    def resumes_pending(self, run_ids: Collection[str]) -> set[str]:
+        """Which of the runs a resume request waits for, in one read."""
+        ids = list(dict.fromkeys(run_ids))
+        if not ids:
+            return set()
+
+        def read(connection: Connection) -> set[str]:
+            rows = connection.execute(
+                "SELECT DISTINCT run_id FROM callboard_resume_requests WHERE run_id = ANY(%s)",
+                (ids,),
+            ).fetchall()
+            return {run_id for (run_id,) in rows}
+
+        result: set[str] = self._read(read)
+        return result
+
     def drop_resume_request(self, request: ResumeRequest) -> None:
         """Forget a resume request, that one (queued, not waited for)."""
         self._submit(

@@ -341,6 +341,9 @@ _REQUESTS_FROM: Final = 2 + next(
 )
 """The first schema version with resume requests (the ``resume_requests`` table)."""
 
+_IDS_A_QUERY: Final = 500
+"""The most run ids one ``IN (...)`` names: SQLite before 3.32 took 999 parameters at most."""
+
 _CLAIM_ROUNDS: Final = 16
 """The most rounds of one claim through queues (each round skips what filled in the last)."""
 
@@ -1306,6 +1309,23 @@ class SQLiteStore:
                 "SELECT 1 FROM resume_requests WHERE run_id = ? LIMIT 1", (run_id,)
             ).fetchone()
         return found is not None
+
+    def resumes_pending(self, run_ids: Collection[str]) -> set[str]:
+        """Which of the runs a resume request waits for, in one read."""
+        ids = list(dict.fromkeys(run_ids))
+        if not self._requests_table or not ids:
+            return set()
+        found: set[str] = set()
+        with self._reading() as connection:
+            for start in range(0, len(ids), _IDS_A_QUERY):
+                chunk = ids[start : start + _IDS_A_QUERY]
+                rows = connection.execute(
+                    "SELECT DISTINCT run_id FROM resume_requests "
+                    f"WHERE run_id IN ({', '.join('?' * len(chunk))})",
+                    chunk,
+                ).fetchall()
+                found.update(run_id for (run_id,) in rows)
+        return found
 
     def drop_resume_request(self, request: ResumeRequest) -> None:
         """Forget a resume request, that one (queued, not waited for)."""

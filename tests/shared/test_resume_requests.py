@@ -648,3 +648,34 @@ def test_a_request_left_on_a_run_that_ended_goes_with_the_run_and_no_wait_hangs(
         with psycopg.connect(fleet.location) as connection:
             kept = connection.execute("SELECT count(*) FROM callboard_resume_request_ids")
             assert kept.fetchone() == (0,)
+
+
+def test_resumes_pending_names_the_runs_a_request_waits_for_in_one_read(
+    fleet: Fleet, gate: Gate
+) -> None:
+    # callboard runs list --json marks each suspended run of a page: one read for the
+    # page, not one a run.
+    twice = Twice()
+    fleet.runtime("worker").register(twice.workflow)
+    run, _ = _suspended_with_request(fleet, twice)
+    store = _requests(fleet.runtime("client"))
+    other = fleet.runtime("client").register(twice.workflow).create_run()
+    other.start_async(input_data={"value": "y"})
+    assert other.wait(timeout=WAIT).status == "suspended"  # no request of it
+    assert store.resumes_pending([run.run_id, other.run_id, "no-such-run", run.run_id]) == {
+        run.run_id
+    }
+    assert store.resumes_pending([]) == set()
+    many = [f"absent-{index}" for index in range(1200)]  # past SQLite's 999 parameters
+    assert store.resumes_pending([*many, run.run_id]) == {run.run_id}
+
+
+def test_resumes_pending_of_a_users_store_without_the_one_read_asks_run_by_run() -> None:
+    # The protocol does not ask for resumes_pending: a store written before it stays one.
+    from runtime._stores.base import resumes_pending
+
+    class Asked:
+        def resume_pending(self, run_id: str) -> bool:
+            return run_id == "b"
+
+    assert resumes_pending(Asked(), ["a", "b", "b"]) == {"b"}  # type: ignore[arg-type]
