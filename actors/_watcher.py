@@ -22,10 +22,15 @@ from runtime._errors import StoreError
 from runtime._stores.base import SharedStore, SnapshotRecord
 from runtime._tracing import emit
 
-__all__ = ["ERROR_PAUSE", "WATCH_INTERVAL", "StoreWatcher"]
+__all__ = ["DELETED_LOOK", "ERROR_PAUSE", "WATCH_INTERVAL", "StoreWatcher"]
 
 WATCH_INTERVAL: Final = 0.1
 """Seconds between two reads of the runs waited on that other processes drive."""
+
+DELETED_LOOK: Final = 2.0
+"""Seconds between two looks (see :meth:`StoreWatcher.look_for_deleted`) at whether the
+runs the registry keeps event logs of are still stored: another process's delete or
+prune tells this one nothing. Real seconds, not a test kit's virtual ones."""
 
 ERROR_PAUSE: Final = 1.0
 """Seconds before the next read after one that failed (the store is down, say)."""
@@ -43,6 +48,9 @@ class StoreWatcher:
             each run whose record is newer than the last one seen, and with
             ``(run_id, None)`` once for a run whose record is gone.
         interval: Seconds between two reads.
+        look: Called on the watcher's thread every ``look_every`` seconds between
+            :meth:`look_for_deleted` and :meth:`stop_looking`.
+        look_every: Seconds between two calls of ``look``.
     """
 
     def __init__(
@@ -50,10 +58,17 @@ class StoreWatcher:
         store: SharedStore,
         deliver: Callable[[str, SnapshotRecord | None], None],
         interval: float = WATCH_INTERVAL,
+        *,
+        look: Callable[[], None] | None = None,
+        look_every: float = DELETED_LOOK,
     ) -> None:
         self._store = store
         self._deliver = deliver
         self._interval = interval
+        self._look = look
+        self._look_every = look_every
+        self._looking = False
+        self._looked = 0.0  # when look was last called (monotonic seconds)
         self._runs: dict[str, int] = {}  # run id -> the newest seq seen
         self._poked: set[str] = set()  # runs hinted at since the last read
         self._sweep = False  # a hint named no run: read them all at once
@@ -69,11 +84,34 @@ class StoreWatcher:
                 return
             if self._runs.get(run_id, -1) < seq or run_id not in self._runs:
                 self._runs[run_id] = seq
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="callboard-store-watcher", daemon=True
-                )
-                self._thread.start()
+            self._start()
+
+    def _start(self) -> None:
+        """Start the thread, if it has not started (with the lock held)."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="callboard-store-watcher", daemon=True
+            )
+            self._thread.start()
+
+    def look_for_deleted(self) -> None:
+        """Call ``look`` every ``look_every`` seconds, from one ``look_every`` on.
+
+        For the registry's event logs of ended runs, which nobody here waits on
+        (see :data:`DELETED_LOOK`). Looking already, this changes nothing.
+        """
+        if self._looking or self._look is None:
+            return  # nearly always: a bool, no lock
+        with self._lock:
+            if self._stopped:
+                return
+            self._looking = True
+            self._looked = time.monotonic()
+            self._start()
+
+    def stop_looking(self) -> None:
+        """Call ``look`` no more (the registry keeps no log now), until the next look is asked."""
+        self._looking = False
 
     def remove(self, run_id: str) -> None:
         """Stop watching a run (nobody here waits on it any more)."""
@@ -125,6 +163,10 @@ class StoreWatcher:
                 self._sweep = False
             if due:
                 swept = now
+            look = self._look
+            if look is not None and self._looking and now - self._looked >= self._look_every:
+                self._looked = now
+                self._call_look(look)
             ids = [run_id for run_id in watched if not self._store.holds(run_id)]
             if not ids:
                 continue
@@ -157,6 +199,13 @@ class StoreWatcher:
         with self._lock:
             if run_id in self._runs:
                 self._runs[run_id] = seq
+
+    @staticmethod
+    def _call_look(look: Callable[[], None]) -> None:
+        try:
+            look()
+        except Exception:
+            emit(logging.ERROR, "store_watch_look_failed", exc_info=True)
 
     def _call(self, run_id: str, record: SnapshotRecord | None) -> None:
         try:

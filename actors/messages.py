@@ -532,6 +532,9 @@ class RunsDeleted:
     """
 
     run_ids: tuple[str, ...] | None = None
+    looked: bool = False
+    """Told by the store watcher every :data:`actors._watcher.DELETED_LOOK` seconds while
+    the registry keeps logs, on a shared store: another process may have deleted runs."""
 
 
 RegistryMessage: TypeAlias = (

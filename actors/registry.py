@@ -356,6 +356,7 @@ class RegistryActor(ThreadActor):
         log = self._logs.get(run_id)
         if log is None:
             log = self._logs.new(run_id, self._channels)
+            self._look_for_deleted()
             if from_seq is not None and from_seq > 0:
                 # The client's numbers come from a log this runtime does not have (another
                 # process's, before a restart, or one that went): nothing here is "after"
@@ -428,6 +429,7 @@ class RegistryActor(ThreadActor):
             # The first write of a run nobody watches yet: its log starts here, so that
             # a stream opened a little later still sees it.
             log = self._logs.new(run_id, self._channels)
+            self._look_for_deleted()
             current = self._live.get(run_id) or self._store.load(run_id)
             if current is not None:
                 self._advance(log, current)
@@ -475,6 +477,8 @@ class RegistryActor(ThreadActor):
         are, and their watches end with them): its log stays.
         """
         logs, channels, live = self._logs, self._channels, self._live
+        if message.looked and not logs.run_ids and self._watcher is not None:
+            self._watcher.stop_looking()  # no log left: until the next one
         named = logs.run_ids if message.run_ids is None else message.run_ids
         run_ids = [
             run_id
@@ -490,12 +494,28 @@ class RegistryActor(ThreadActor):
             else:
                 held = {run_id for run_id in run_ids if self._store.load(run_id) is not None}
         except StoreError as exc:
-            # Kept for now: the next delete or prune looks again (the logs stay bounded).
-            emit(logging.WARNING, "deleted_runs_read_failed", runs=len(run_ids), error=str(exc))
+            # Kept for now: the next delete, prune or look looks again (the logs stay
+            # bounded). A look says nothing: every DELETED_LOOK seconds of an outage.
+            if not message.looked:
+                emit(logging.WARNING, "deleted_runs_read_failed", runs=len(run_ids), error=str(exc))
             return
         for run_id in run_ids:
             if run_id not in held:
                 logs.drop(run_id)
+
+    def _look_for_deleted(self) -> None:
+        """On a shared store, have the logged runs' records looked for now and then.
+
+        Another process's delete or prune (``callboard runs delete``, another
+        runtime's retention) tells this registry nothing, and the store watcher
+        reads only the runs somebody here waits on: the log of an ended run
+        deleted elsewhere stayed until 128 other runs pushed it out. The watcher
+        tells :class:`RunsDeleted` (``looked``) every
+        :data:`~actors._watcher.DELETED_LOOK` seconds while logs are kept: one
+        read of the logged runs' seqs (none while each is watched or in progress).
+        """
+        if self._watcher is not None:
+            self._watcher.look_for_deleted()
 
     def _advance(self, log: EventLog, record: SnapshotRecord) -> list[RunEvent] | None:
         """Number and keep the events since the last snapshot the log saw; ``None``: unreadable.

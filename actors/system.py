@@ -251,7 +251,7 @@ class ActorSystem:
         self.timers = Timers()
         self.hooks = HookRunner()
         if self.shared is not None:
-            self.watcher = StoreWatcher(self.shared, self._seen)
+            self.watcher = StoreWatcher(self.shared, self._seen, look=self._look_for_deleted)
         # Queues: on a shared store their limits are kept by the store (defined once each
         # here), on a store in memory by the gate the supervisor admits runs through.
         self.gate: QueueGate[StartRun] = QueueGate()
@@ -364,6 +364,10 @@ class ActorSystem:
             run_ids: The runs deleted; ``None`` for a prune, which does not say which.
         """
         tell_safely(self.registry, RunsDeleted(run_ids=None if run_ids is None else tuple(run_ids)))
+
+    def _look_for_deleted(self) -> None:
+        """The watcher's look: the registry forgets the logs of runs deleted by anyone."""
+        tell_safely(self.registry, RunsDeleted(looked=True))
 
     def _seen(self, run_id: str, record: SnapshotRecord | None) -> None:
         with contextlib.suppress(pykka.ActorDeadError):

@@ -228,3 +228,27 @@ def test_a_pruned_run_leaves_no_event_log_behind(
             what="every run ended and was pruned",
         )
         wait_until(lambda: not logs.run_ids, what="the pruned runs' logs gone")
+
+
+def test_a_run_deleted_by_another_runtime_leaves_no_event_log_behind(
+    each_shared_store: str, event_logs: list[EventLogs]
+) -> None:
+    # A delete in another process (callboard runs delete, another runtime's prune)
+    # told this runtime nothing, and its store watcher reads only the runs somebody
+    # here waits on: the log stayed until 128 other runs had pushed it out. Now the
+    # watcher has the registry look every 2 seconds (DELETED_LOOK).
+    with Runtime(store=each_shared_store) as here, Runtime(store=each_shared_store) as there:
+        wf = here.register(CHATTY)
+        logs = event_logs[0]
+        gone, kept = wf.create_run("gone"), wf.create_run("kept")
+        for run in (gone, kept):
+            assert run.start(input_data={"text": "t"}, timeout=WAIT).status == "success"
+            assert len(list(run.stream(timeout=WAIT))) > 5
+        assert set(logs.run_ids) == {"gone", "kept"}
+
+        assert there.register(CHATTY).delete_workflow_run_by_id("gone")
+        wait_until(
+            lambda: set(logs.run_ids) == {"kept"},
+            timeout=6.0,
+            what="the log of the run deleted elsewhere gone",
+        )
