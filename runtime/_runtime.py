@@ -1381,7 +1381,7 @@ def default_runtime(*, start: bool = True) -> Runtime | None:
 
     It is stopped when the interpreter exits. If it has been stopped, the next
     call starts a new one (the old one's results stay readable through it only
-    if kept).
+    if kept: callboard lets go of a stopped one once it is replaced).
 
     Args:
         start: Start it if there is none; with ``False``, return ``None`` instead.
@@ -1391,6 +1391,10 @@ def default_runtime(*, start: bool = True) -> Runtime | None:
         if _default is None or _default._host.state in ("stopping", "stopped"):
             if not start:
                 return _default
+            if _default is not None:
+                # Stopped: the exit has nothing left to stop, and its registration kept
+                # the runtime, with every run its store held, for the life of the process.
+                atexit.unregister(_default.stop)
             _default = Runtime().start()
             atexit.register(_default.stop)
         return _default

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
+import subprocess
+import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -427,3 +433,52 @@ def test_start_async_on_the_default_runtime_records_the_run_at_once(
     run_id = run.start_async(input_data={"value": "x"}).run_id
     assert workflow.get_workflow_run_execution_result(run_id) is not None
     assert run.wait(timeout=5).result == {"value": "X"}
+
+
+def test_a_stopped_default_runtime_is_let_go_once_a_new_one_replaces_it(
+    default_runtime_stopped_after,
+) -> None:
+    workflow = single_step_workflow(shout, "unbound-replaced")
+    first = default_runtime()
+    assert workflow.create_run().start(input_data={"value": "a"}, timeout=5).status == "success"
+    gone = weakref.ref(first)
+    first.stop(timeout=5)
+    del first
+    assert default_runtime().is_running  # the replacement
+    gc.collect()
+    # The exit's registration of the first one's stop held it, and every run in its store.
+    assert gone() is None
+
+
+_REPLACED_DEFAULT_AT_EXIT = """
+from runtime import create_step, create_workflow, default_runtime
+from tests._support import Value
+
+step = create_step(
+    id="body", input_schema=Value, output_schema=Value, execute=lambda ctx: ctx.input_data
+)
+workflow = (
+    create_workflow(
+        id="asleep", input_schema=Value, output_schema=Value,
+        on_finish=lambda outcome: print("ended", outcome.status, flush=True),
+    )
+    .then(step)
+    .sleep(3600)
+    .commit()
+)
+default_runtime().stop()
+workflow.create_run().start_async(input_data={"value": "x"})
+"""
+
+
+def test_the_default_runtime_that_replaced_a_stopped_one_is_stopped_at_exit() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _REPLACED_DEFAULT_AT_EXIT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ended", "failed"]  # the stop at exit ended the asleep run
