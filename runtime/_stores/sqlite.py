@@ -1986,12 +1986,13 @@ class SQLiteStore:
             for key, part in write.parts.items()
             if part is None
         ]
-        for triples in _chunks(gone):
-            connection.execute(
-                "DELETE FROM run_parts WHERE (run_id, lineage, key) IN (VALUES "
-                + ", ".join(["(?, ?, ?)"] * len(triples))
-                + ")",
-                [value for triple in triples for value in triple],
+        if gone:
+            # One probe of the primary key a part. SQLite searched a row-value IN (VALUES
+            # ...) by run_id alone (one triple) or scanned the table (several): a part
+            # dropped cost a read of every part of the run, or of every run, and an item
+            # of a foreach over a nested workflow drops one.
+            connection.executemany(
+                "DELETE FROM run_parts WHERE run_id = ? AND lineage = ? AND key = ?", gone
             )
         new = [
             (run_id, lineage, key, part)
