@@ -563,6 +563,10 @@ class SupervisorActor(DispatchedActor):
             if bodies is None or not bodies.has_body(run_id):
                 for bucket in self._held_by_bodies.pop(run_id):
                     self._gate.release(bucket)
+            else:
+                # A body of the run began since the one told of returned (the run runs
+                # again): told once, RunsHere forgot it; be told when this one returns.
+                bodies.left_out((run_id,))
         self._ended(None)
 
     def _admit_from_queues(self) -> None:

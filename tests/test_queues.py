@@ -792,3 +792,47 @@ def test_a_step_body_its_run_let_go_of_takes_no_place_of_the_runtimes_own_limit(
         assert not released.is_set()  # it ran while the stuck body still did
     finally:
         released.set()
+
+
+def test_a_held_queue_slot_is_freed_when_its_runs_next_body_began_before_the_supervisor_heard() -> (
+    None
+):
+    # The abandoned body returns (StepBodiesEnded is told), and a body of the same run
+    # begins (the run restarted, say) before the supervisor reads the message: the
+    # supervisor still sees a body, keeps the slot, and must be told again once that
+    # one returns. It was not: the queue kept one slot fewer for good.
+    released = threading.Event()
+    began = {"stuck": threading.Event(), "next": threading.Event()}
+    rt = Runtime().start()
+    try:
+        wf = rt.register(_abandoning(released, began, timeout=None))
+        system = rt._host.system
+        assert system is not None
+        bodies = system.pool.here
+        assert bodies is not None
+        stuck = wf.create_run()
+        stuck.start_async(input_data={"value": "stuck"})
+        assert began["stuck"].wait(WAIT)
+        assert stuck.cancel() is True
+        assert stuck.wait(timeout=WAIT).status == "canceled"
+        tell = bodies.on_free
+        assert tell is not None
+        told = threading.Event()
+
+        def on_free() -> None:
+            if not told.is_set():
+                bodies.body_began(stuck.run_id)  # its next body, in the window
+                told.set()
+            tell()
+
+        bodies.on_free = on_free
+        released.set()
+        assert told.wait(WAIT)
+        time.sleep(0.2)  # the supervisor reads StepBodiesEnded: a body still runs
+        bodies.body_ended(stuck.run_id)  # which returns
+        after = wf.create_run()
+        after.start_async(input_data={"value": "next"})
+        assert after.wait(timeout=5).status == "success"
+    finally:
+        released.set()
+        rt.stop(timeout=5)
