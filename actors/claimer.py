@@ -33,6 +33,7 @@ workflow. Polling alone is always correct; pokes only make it sooner.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
@@ -286,6 +287,8 @@ class Claimer:
         self._reserved = 0
         self._room_lock = threading.Lock()
         self._abandoned_said: set[str] = set()  # abandoned bodies' runs said to hold a slot
+        # Whether the store's claim counts such runs apart from busy ones (callboard's do).
+        self._names_executing = _takes_executing(store)
         self._reap_wanted = False  # a virtual clock jumped: leases may have run out
         self._passing = False  # a pass is under way
         # A virtual clock's jump renews this worker's lease before any reaper judges by
@@ -388,7 +391,8 @@ class Claimer:
 
         A sync body cannot be stopped: cancelled, timed out, or its run ended or
         slept meanwhile, it runs on until it returns. Its run executes in its queue
-        until then (see the store's ``claim``), whatever its status. Each such run of
+        until then (``executing``, see the store's ``claim``), whatever its status,
+        and is claimed as any other (asleep, it wakes). Each such run of
         a queue is said once (a ``queue_slot_held_by_abandoned_step`` warning), so that
         a queue a stuck body holds says why it does not move.
         """
@@ -622,7 +626,11 @@ class Claimer:
             self._here.left_out([*busy, *abandoned])  # the claimer is poked once they let go
         # Named only when there are some: a store of the user's written before
         # claim() took busy runs still claims (it never sees a stalled worker's).
-        extra = {"busy": [*busy, *abandoned]} if busy or abandoned else {}
+        extra: dict[str, list[str]] = {"busy": busy} if busy else {}
+        if abandoned and self._names_executing:
+            # Counted in their queues, not left out of the claim as busy ones are: a run
+            # asleep (or suspended) while the body it let go of runs on wakes (resumes).
+            extra["executing"] = abandoned
         if self._capacity is None:
             room = CLAIM_BATCH
             claimed = store.claim(workflows, room, skipped, **extra)
@@ -716,3 +724,11 @@ class Claimer:
                 status=status,
                 hint="a runtime on this store that registers the workflow runs it",
             )
+
+
+def _takes_executing(store: SharedStore) -> bool:
+    """Whether ``store.claim`` takes ``executing`` (a store of the user's may not)."""
+    try:
+        return "executing" in inspect.signature(store.claim).parameters
+    except (TypeError, ValueError):  # no signature to read
+        return False

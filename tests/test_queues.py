@@ -836,3 +836,39 @@ def test_a_held_queue_slot_is_freed_when_its_runs_next_body_began_before_the_sup
     finally:
         released.set()
         rt.stop(timeout=5)
+
+
+def test_a_run_asleep_while_a_body_it_let_go_of_runs_on_wakes(make_runtime: Any) -> None:
+    # Its first attempt timed out and runs on; the retry returned, and the run sleeps. A
+    # shared store's claimer named the run busy (left out of claims) until the abandoned
+    # body returned: it never woke while that body was stuck, where in memory it did.
+    released = threading.Event()
+    attempts: list[int] = []
+
+    def body(ctx: Any) -> Job:
+        attempts.append(ctx.retry_count)
+        if len(attempts) == 1:
+            released.wait(WAIT)  # ignores its abort signal
+        return ctx.input_data
+
+    flaky = create_step(
+        id="call", input_schema=Job, output_schema=Job, execute=body, timeout=0.2, retries=1
+    )
+    done = create_step(
+        id="done", input_schema=Job, output_schema=Job, execute=lambda c: c.input_data
+    )
+    rt = make_runtime()
+    wf = rt.register(
+        create_workflow(id="napping", input_schema=Job, output_schema=Job)
+        .then(flaky)
+        .sleep(0.3)
+        .then(done)
+        .commit()
+    )
+    try:
+        run = wf.create_run()
+        run.start_async(input_data={"value": "x"})
+        assert run.wait(timeout=5).status == "success"
+        assert not released.is_set() and len(attempts) == 2
+    finally:
+        released.set()

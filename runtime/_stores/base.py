@@ -535,8 +535,11 @@ class SharedStore(SnapshotStore, Protocol):
         named in ``busy`` are never taken: their actors still run in this
         process (a worker that was reaped while it stalled, and woke, waits
         for its actors of the runs it lost to let go of them first); each
-        counts in its queue's limits, whatever its status, as a run its step
-        body here outlived (cancelled, timed out) does too. A run
+        counts in its queue's limits, whatever its status. A store may take
+        ``executing`` too (callboard's do; the claimer names it only to a
+        ``claim`` that takes it): runs whose step body here outlived their
+        hold on it (cancelled, timed out), which count so as well, but are
+        taken as any other (one asleep meanwhile wakes). A run
         this store thought it held, which the claim found in the queue (this
         worker was reaped, and has not heard so yet), goes back to the queue
         instead, fenced off here. A run with a queue is taken only while its

@@ -2338,15 +2338,20 @@ class PostgresStore:
         limit: int,
         skip: Collection[str] = (),
         busy: Collection[str] = (),
+        executing: Collection[str] = (),
     ) -> list[Claimed]:
         """Take up to ``limit`` queued runs of these workflows, oldest first.
 
         Each is then held here with its epoch bumped. Rows another worker has
         locked are skipped (``FOR UPDATE SKIP LOCKED``), never waited for, and
         so are runs named in ``skip``, unless their cancel was requested, and
-        those named in ``busy``. A run this store thought it held, which the
-        claim found in the queue (reaped meanwhile), goes back to the queue
-        instead, fenced off: its actor here may still be running a step.
+        those named in ``busy``. Runs named in ``busy`` or ``executing`` count in
+        their queues' limits whatever their status (a step body of theirs runs
+        here); those in ``executing`` only are taken as any other (a step body
+        their run let go of runs here: a run asleep meanwhile wakes). A run this
+        store thought it held, which the claim found in the queue (reaped
+        meanwhile), goes back to the queue instead, fenced off: its actor here
+        may still be running a step.
 
         Raises:
             StoreError: if the store is read-only or closed, or stayed unreachable.
@@ -2354,7 +2359,7 @@ class PostgresStore:
         if limit <= 0 or not workflow_ids:
             return []
         future: Future[list[Claimed]] = Future()
-        payload = (sorted(set(workflow_ids)), limit, sorted(skip), sorted(busy))
+        payload = (sorted(set(workflow_ids)), limit, sorted(skip), sorted(busy), sorted(executing))
         write = self._submit("claim", payload, resolve(future))
         claimed: list[Claimed] = self._committed(write, future, "nothing was claimed")
         return claimed
@@ -3689,7 +3694,7 @@ class PostgresStore:
         return len(rows)
 
     def _claim(self, connection: Connection, write: Write, batch: _Batch) -> list[Claimed]:
-        workflows, limit, skip, busy = write.payload
+        workflows, limit, skip, busy, executing = write.payload
         # A claim whose caller gave up waiting must not take runs nobody would drive.
         if not write.take():
             return []
@@ -3714,7 +3719,12 @@ class PostgresStore:
         if len(rows) < limit:
             if _queue_limits(connection):
                 rows += self._claim_through_queues(
-                    connection, workflows, limit - len(rows), skip, busy
+                    connection,
+                    workflows,
+                    limit - len(rows),
+                    skip,
+                    busy,
+                    counted=[*busy, *executing],
                 )
             else:
                 # No queue defined: no run has one (a queue is defined before its first run).
@@ -3797,7 +3807,7 @@ class PostgresStore:
         nothing (none waits, or runs wait in queues) the claim is made again as
         :meth:`_claim` makes it, which looks at the queues.
         """
-        workflows, limit, skip, busy = write.payload
+        workflows, limit, skip, busy, _executing = write.payload  # no queue: not counted
         # A claim whose caller gave up waiting must not take runs nobody would drive.
         if not write.take():
             return []
@@ -3837,11 +3847,15 @@ class PostgresStore:
         limit: int,
         skip: list[str],
         busy: list[str],
+        *,
+        counted: list[str],
     ) -> list[tuple[Any, ...]]:
         """Claim by rank, each run of a queue only while its limits allow, under the queue lock.
 
         The lock is held until the batch commits: the counts read here stay
-        true for every other worker's claim, which waits for its turn.
+        true for every other worker's claim, which waits for its turn. ``busy``
+        runs are left out; ``counted`` ones (``busy`` and ``executing``) count in
+        their queues whatever their status.
         """
         connection.execute("SELECT pg_advisory_xact_lock(%s)", (_QUEUE_LOCK,))
         limits = _queue_limits(connection)
@@ -3857,7 +3871,7 @@ class PostgresStore:
                 "WHERE queue IS NOT NULL AND ((owner_id IS NOT NULL "
                 f"AND status IN ({_UNFINISHED_SQL})) OR run_id = ANY(%s)) "
                 "GROUP BY queue, queue_key",
-                (busy,),
+                (counted,),
             ).fetchall()
         }
         started: dict[Bucket, int] = {}

@@ -1162,12 +1162,16 @@ class SQLiteStore:
         limit: int,
         skip: Collection[str] = (),
         busy: Collection[str] = (),
+        executing: Collection[str] = (),
     ) -> list[Claimed]:
         """Take up to ``limit`` queued runs of these workflows that are due, oldest first.
 
         Runs named in ``skip`` are left, unless their cancel was requested, and so
         are those named in ``busy``, which count in their queues' limits whatever
-        their status (a step body of theirs runs here). A run this store thought it
+        their status (a step body of theirs runs here). Those named in
+        ``executing`` count so too (a step body their run let go of runs here), but
+        are taken as any other: a run asleep or suspended meanwhile wakes and
+        resumes. A run this store thought it
         held, which the claim found in the queue (reaped meanwhile), goes back to the queue
         instead, fenced off: its actor here may still be running a step.
         """
@@ -1183,7 +1187,8 @@ class SQLiteStore:
         if due is None:
             return []  # the usual case, found with a read: no write transaction
         future: Future[list[Claimed]] = Future()
-        write = self._submit("claim", (list(workflow_ids), limit, skip, busy), resolve(future))
+        payload = (list(workflow_ids), limit, skip, busy, executing)
+        write = self._submit("claim", payload, resolve(future))
         claimed: list[Claimed] = self._committed(write, future, "nothing was claimed")
         return claimed
 
@@ -2271,9 +2276,9 @@ class SQLiteStore:
     def _claim(
         self, connection: sqlite3.Connection, payload: Any, outcome: _Outcome
     ) -> list[Claimed]:
-        workflow_ids, limit, skip, busy = payload
+        workflow_ids, limit, skip, busy, executing = payload
         now = _clock.time()
-        admission = self._admission(connection, now, busy)
+        admission = self._admission(connection, now, [*busy, *executing])
         limited = admission is not None and admission.limited()
         skipping, skipped = _skipping(skip, busy)
         taken: list[str] = []
