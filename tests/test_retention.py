@@ -521,3 +521,38 @@ def test_runs_kept_in_memory_add_nothing_to_the_garbage_collectors_work() -> Non
     # Each ended run is kept as one record: kept as a tracked object, 600 more runs
     # would add 600 objects to every full collection of the process.
     assert grown < 100, f"{grown} more objects tracked by the garbage collector"
+
+
+def test_a_sqlite_file_that_gives_no_pages_back_stops_trying_after_a_prune(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A file made before pruned pages were given back (auto_vacuum NONE) keeps them to
+    # reuse: the freelist does not shrink, and the writer tried again at every idle
+    # moment for as long as the store stayed open, a checkpoint each time.
+    from runtime._stores import sqlite as sqlite_module
+
+    monkeypatch.setattr(sqlite_module, "IDLE_INTERVAL", 0.01)  # one step each idle moment
+    path = tmp_path / "runs.db"
+    SQLiteStore(path).close()
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as connection:
+        connection.execute("PRAGMA auto_vacuum = NONE")
+        connection.execute("VACUUM")
+        assert connection.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
+    store = SQLiteStore(path)
+    now = time.time()
+    for index in range(100):
+        assert store.create(record(f"r{index}", "success", now, size=4000))
+    tries: list[bool] = []
+    checkpoint = store._checkpoint
+
+    def noting(idle: bool) -> None:
+        if store._reclaim and idle:
+            tries.append(True)
+        checkpoint(idle)
+
+    monkeypatch.setattr(store, "_checkpoint", noting)
+    assert store.prune(keep=0) == 100
+    time.sleep(0.5)  # about 50 idle moments
+    store.close()
+
+    assert len(tries) == 1, f"{len(tries)} idle moments tried to give pages back"
