@@ -369,6 +369,19 @@ _NEWEST_OF: Final = (
 )
 """When the newest ended runs of one status ended, in the index's order (see _keep_cutoff)."""
 
+_RESUME_REQUEST_IDS_DDL: Final = (
+    """CREATE TABLE IF NOT EXISTS callboard_resume_request_ids (
+        run_id      text NOT NULL REFERENCES callboard_runs (run_id) ON DELETE CASCADE,
+        request_id  text NOT NULL,
+        recorded_at double precision NOT NULL,
+        PRIMARY KEY (run_id, request_id)
+    )""",
+    "CREATE INDEX IF NOT EXISTS callboard_resume_request_ids_by_age "
+    "ON callboard_resume_request_ids (recorded_at)",
+)
+"""The ids of resume requests recorded (see :data:`_RESUME_REQUESTS_DDL`): part of version 9,
+and added at a writable open to a database that reached 9 before they were (never released)."""
+
 _RESUME_REQUESTS_DDL: Final = (
     # No rewrite: a constant default is kept in the catalog (PostgreSQL 11 on).
     "ALTER TABLE callboard_runs ADD COLUMN IF NOT EXISTS taken_seq bigint NOT NULL DEFAULT 0",
@@ -380,14 +393,7 @@ _RESUME_REQUESTS_DDL: Final = (
         requested_at double precision NOT NULL,
         PRIMARY KEY (run_id, path)
     )""",
-    """CREATE TABLE IF NOT EXISTS callboard_resume_request_ids (
-        run_id      text NOT NULL REFERENCES callboard_runs (run_id) ON DELETE CASCADE,
-        request_id  text NOT NULL,
-        recorded_at double precision NOT NULL,
-        PRIMARY KEY (run_id, request_id)
-    )""",
-    "CREATE INDEX IF NOT EXISTS callboard_resume_request_ids_by_age "
-    "ON callboard_resume_request_ids (recorded_at)",
+    *_RESUME_REQUEST_IDS_DDL,
 )
 """Schema version 9: resume requests. A resume of one suspension of a run that runs on, from
 a process that does not drive it, waits in ``callboard_resume_requests`` for the worker
@@ -1742,6 +1748,14 @@ class PostgresStore:
                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                     (str(SCHEMA_VERSION),),
                 )
+            row = connection.execute(
+                "SELECT to_regclass('callboard_resume_request_ids') IS NULL"
+            ).fetchone()
+            if row is not None and row[0]:
+                # Version 9 as main had it before the ids of requests were kept (never
+                # released): what the migration adds now, added once.
+                for statement in _RESUME_REQUEST_IDS_DDL:
+                    connection.execute(statement)
             self._join_row(connection)
             connection.commit()
         except psycopg.Error as exc:

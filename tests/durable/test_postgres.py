@@ -285,6 +285,19 @@ def test_an_upgrade_waits_until_the_processes_of_the_older_schema_are_gone(
     assert sql(postgres_url, "SELECT value FROM callboard_meta") == [(str(SCHEMA_VERSION),)]
 
 
+def test_a_version_9_database_from_before_request_ids_were_kept_gets_their_table(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    # main reached schema version 9 before the ids of resume requests were kept (never
+    # released): every request on such a database failed for want of their table.
+    run_id = items_waiting(postgres_url, tmp_path)
+    sql(postgres_url, "DROP TABLE callboard_resume_request_ids")
+
+    result = both_items_approved(postgres_url, tmp_path, run_id)
+    assert result.status == "success", result.error
+    assert sql(postgres_url, "SELECT count(*) FROM callboard_resume_request_ids") != [(0,)]
+
+
 def test_a_database_of_schema_version_8_migrates_and_its_runs_take_resume_requests(
     postgres_url: str, tmp_path: Path
 ) -> None:
