@@ -189,18 +189,29 @@ class RunHost:
         Returns:
             What ``fn`` returned; ``None`` if no thread took it in time.
         """
-        began: list[bool] = []  # appended to on the call thread as the call begins
+        # Whether the call began (on its thread) or was given up on (here): decided under
+        # the lock, so that a thread taking the call as it is given up on does not make it.
+        decided: list[bool] = []
+        lock = threading.Lock()
 
         def call() -> T:
-            began.append(True)
+            with lock:
+                if decided:  # given up on: its caller was told it was never made
+                    raise asyncio.CancelledError
+                decided.append(True)
             return fn()
 
         future = self.submit(call)
         try:
             await asyncio.wait((future,), timeout=max(0.0, seconds))
-            if not future.done() and not began:
-                future.cancel()
-                return None
+            if not future.done():
+                with lock:
+                    given_up = not decided
+                    if given_up:
+                        decided.append(False)
+                if given_up:
+                    future.cancel()
+                    return None
             return await future
         except asyncio.CancelledError:
             future.cancel()

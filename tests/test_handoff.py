@@ -303,3 +303,29 @@ def test_a_call_that_raises_stop_iteration_is_told_as_a_runtime_error_not_left_w
     finally:
         pool.close(WAIT)
     assert isinstance(error.__cause__, StopIteration)
+
+
+def test_a_call_given_up_on_for_want_of_a_thread_is_not_made_by_one_that_takes_it_late(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # call_within looked whether the call had begun, then cancelled it: a call thread
+    # that took it in between made it all the same, its caller told it was never made.
+    from runtime import Runtime
+
+    host = Runtime()._host
+    taken: list[Any] = []
+
+    def submit(call: Any) -> asyncio.Future[Any]:
+        taken.append(call)  # no thread takes it in time
+        return asyncio.get_running_loop().create_future()
+
+    monkeypatch.setattr(host, "submit", submit)
+    made: list[str] = []
+
+    async def main() -> Any:
+        return await host.call_within(lambda: made.append("made") or "made", 0.01)
+
+    assert asyncio.run(main()) is None
+    with pytest.raises(asyncio.CancelledError):
+        taken[0]()  # the thread that takes it now
+    assert made == []
