@@ -134,6 +134,7 @@ _SENDERS: Final[dict[str, str]] = {
     "RunParked": "RunActor",
     "RunCrashed": "RunActor",
     "StepWaitBegan": "StepActor",
+    "StepBodiesEnded": "StepActor",
     "SnapshotTaken": "RunActor",
     "SettledCommitted": "Store",
     "WatchRun": "Runtime",
