@@ -114,6 +114,10 @@ IDLE_POLL: Final = 0.016
 """Seconds between two looks of the time skipper while the runtime is quiet with no timer
 to jump to: it waits for the test's next call, which the next look notices."""
 
+QUIET_PATIENCE: Final = 0.5
+"""Real seconds a close without time skipping waits for busy actors to go quiet before it
+judges whether anything runs that the stop should wait for."""
+
 JOINED_LOOK: Final = 0.25
 """Real seconds between two looks of a time-skipping harness, before a jump of its clock,
 for other processes that joined its shared store after it opened (told at the close)."""
@@ -946,7 +950,16 @@ class Harness:
             system = _system_of(runtime)
         except RuntimeError:
             return self.stop_timeout
-        if self._steps_executing() or self._actors_busy(system) or _hooks_under_way(system):
+        if self._steps_executing() or _hooks_under_way(system):
+            return self.stop_timeout
+        # Actors busy for a moment (a run that just went to sleep telling its supervisor)
+        # are let finish: read at that moment, the close waited its stop_timeout whole.
+        settled = time.monotonic() + QUIET_PATIENCE
+        while self._actors_busy(system):
+            if time.monotonic() > settled:
+                return self.stop_timeout
+            time.sleep(SKIP_POLL)
+        if self._steps_executing() or _hooks_under_way(system):
             return self.stop_timeout
         return 0.0
 

@@ -2150,6 +2150,35 @@ def test_closing_with_runs_only_asleep_on_a_clock_that_stands_still_waits_for_no
     assert given == [0.0, 30.0]
 
 
+def test_closing_as_a_run_just_went_to_sleep_waits_for_its_actors_not_its_stop_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The close looked once: a run read asleep in the store while its actor still told
+    # the supervisor so (actors busy at that moment) had the close wait 30 s for it.
+    given: list[float | None] = []
+    stop = Runtime.stop
+
+    def noted(self: Runtime, timeout: float | None = None) -> None:
+        given.append(timeout)
+        stop(self, timeout)
+
+    monkeypatch.setattr(Runtime, "stop", noted)
+    busy = Harness._actors_busy
+    looks: list[bool] = []
+
+    def busy_at_first(self: Harness, system: Any) -> bool:
+        looks.append(True)
+        return len(looks) <= 3 or busy(self, system)
+
+    napping = create_workflow(id="napping", input_schema=N, output_schema=N).sleep(3600)
+    with Harness(time_skipping=False, stop_timeout=30.0) as harness:
+        _asleep(harness, napping.then(_step("a")).commit())
+        monkeypatch.setattr(Harness, "_actors_busy", busy_at_first)
+
+    assert given == [0.0]
+    assert len(looks) > 3
+
+
 def test_closing_while_an_on_start_hook_runs_gives_it_the_stop_timeout() -> None:
     # Without time skipping the close gave runs no time when no step executed: a run whose
     # on_start was still being called failed with RuntimeStoppedError.
