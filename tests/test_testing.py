@@ -2117,11 +2117,8 @@ def test_time_skipping_goes_on_after_crash_and_recover(tmp_path: Path) -> None:
     assert time.perf_counter() - began < 5.0
 
 
-def test_closing_with_runs_only_asleep_on_a_clock_that_stands_still_waits_for_none(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # Without time skipping nothing wakes them during the close: each such close waited
-    # its whole stop_timeout for nothing. A step in user code still gets it.
+def _stop_timeouts_given(monkeypatch: pytest.MonkeyPatch) -> list[float | None]:
+    """The timeouts each ``Runtime.stop`` is given from now on, in order."""
     given: list[float | None] = []
     stop = Runtime.stop
 
@@ -2130,6 +2127,15 @@ def test_closing_with_runs_only_asleep_on_a_clock_that_stands_still_waits_for_no
         stop(self, timeout)
 
     monkeypatch.setattr(Runtime, "stop", noted)
+    return given
+
+
+def test_closing_with_runs_only_asleep_on_a_clock_that_stands_still_waits_for_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Without time skipping nothing wakes them during the close: each such close waited
+    # its whole stop_timeout for nothing. A step in user code still gets it.
+    given = _stop_timeouts_given(monkeypatch)
     entered, release = threading.Event(), threading.Event()
 
     def held(ctx: StepContext[N]) -> N:
@@ -2155,14 +2161,7 @@ def test_closing_as_a_run_just_went_to_sleep_waits_for_its_actors_not_its_stop_t
 ) -> None:
     # The close looked once: a run read asleep in the store while its actor still told
     # the supervisor so (actors busy at that moment) had the close wait 30 s for it.
-    given: list[float | None] = []
-    stop = Runtime.stop
-
-    def noted(self: Runtime, timeout: float | None = None) -> None:
-        given.append(timeout)
-        stop(self, timeout)
-
-    monkeypatch.setattr(Runtime, "stop", noted)
+    given = _stop_timeouts_given(monkeypatch)
     busy = Harness._actors_busy
     looks: list[bool] = []
 
