@@ -742,6 +742,32 @@ def test_runs_resume_after_the_runs_deadline_is_refused_and_a_worker_cancels_the
     assert ended.error.name == "RunDeadlineError"
 
 
+def _suspended_asked_for(db: str, module: ModuleType, rt: Runtime) -> Any:
+    """Run "w" of ``module.pair`` on ``rt``, suspended with a resume of "asks" asked for.
+
+    The resume comes from a client while "works" runs; the run then suspends, the request
+    waiting (held back from the claimers by the caller). Returns the run.
+    """
+    pair = rt.register(module.pair)
+    run = pair.create_run("w")
+    run.start_async(input_data={"value": "x"})
+    try:
+        assert module.pair_began.wait(WAIT)
+        wait_until(
+            lambda: "asks" in pair.get_workflow_run_execution_result("w").suspended,
+            WAIT,
+            "asks suspended",
+        )
+        with Runtime(store=db, role="client") as client:
+            client.register(module.pair).create_run("w").resume_async(
+                step="asks", resume_data={"answer": "yes"}
+            )  # a request
+    finally:
+        module.pair_gate.set()  # "works" ends: the run suspends, the request waiting
+    wait_until(lambda: stored_status(db, "w") == "suspended", WAIT, "suspended")
+    return run
+
+
 def test_runs_watch_of_a_suspended_run_whose_resume_was_asked_for_says_it_waits_for_the_worker(
     db: str,
     flows: tuple[str, ModuleType],
@@ -754,23 +780,7 @@ def test_runs_watch_of_a_suspended_run_whose_resume_was_asked_for_says_it_waits_
     _name, module = flows
     held = hold_back_resume_requests(monkeypatch)  # as a claimer that has not looked yet
     with Runtime(store=db) as rt:
-        pair = rt.register(module.pair)
-        run = pair.create_run("w")
-        run.start_async(input_data={"value": "x"})
-        try:
-            assert module.pair_began.wait(WAIT)
-            wait_until(
-                lambda: "asks" in pair.get_workflow_run_execution_result("w").suspended,
-                WAIT,
-                "asks suspended",
-            )
-            with Runtime(store=db, role="client") as client:
-                client.register(module.pair).create_run("w").resume_async(
-                    step="asks", resume_data={"answer": "yes"}
-                )  # a request
-        finally:
-            module.pair_gate.set()  # "works" ends: the run suspends, the request waiting
-        wait_until(lambda: stored_status(db, "w") == "suspended", WAIT, "suspended")
+        run = _suspended_asked_for(db, module, rt)
 
         def pause(seconds: float) -> None:
             raise KeyboardInterrupt
@@ -808,23 +818,7 @@ def test_runs_list_and_show_json_mark_a_suspension_a_resume_request_waits_for(
     suspended_run(db, module, "plain")  # suspended, no request: resume_requested false
     held = hold_back_resume_requests(monkeypatch)  # as a claimer that has not looked yet
     with Runtime(store=db) as rt:
-        pair = rt.register(module.pair)
-        run = pair.create_run("w")
-        run.start_async(input_data={"value": "x"})
-        try:
-            assert module.pair_began.wait(WAIT)
-            wait_until(
-                lambda: "asks" in pair.get_workflow_run_execution_result("w").suspended,
-                WAIT,
-                "asks suspended",
-            )
-            with Runtime(store=db, role="client") as client:
-                client.register(module.pair).create_run("w").resume_async(
-                    step="asks", resume_data={"answer": "yes"}
-                )  # a request
-        finally:
-            module.pair_gate.set()  # "works" ends: the run suspends, the request waiting
-        wait_until(lambda: stored_status(db, "w") == "suspended", WAIT, "suspended")
+        run = _suspended_asked_for(db, module, rt)
 
         code, out, err = cli(capsys, "runs", "list", "--db", db, "--json")
         assert code == 0, err
