@@ -357,18 +357,10 @@ def test_a_request_of_a_suspension_that_ended_unresumed_is_not_applied_to_the_ne
     assert sorted(result.suspended) == ["child.ask[0]", "child.ask[1]"]
 
 
-def test_a_request_read_before_a_bail_let_its_suspension_go_is_not_taken_by_the_next_at_its_path(
-    fleet: Fleet, gate: Gate, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The worker's claimer read a request of child.ask[1] (its run held here); then item
-    # 0 bailed, the record that let item 1's suspension go dropped the request, and the
-    # loop's next iteration suspended at child.ask[1] again while its item 0 ran on.
-    # The claimer handed on what it had read: the run's actor took it for the new one.
-    looped = LoopedItems(runs_on=True)
-    worker = fleet.runtime("worker")
-    worker.register(looped.workflow)
-    gate.let(worker)
-    system = worker._host.system
+def _look_held_after_reading(
+    system: Any, monkeypatch: pytest.MonkeyPatch
+) -> tuple[threading.Event, threading.Event]:
+    """Hold the system's claimer, once it read a request, until ``go``; ``read`` says when."""
     assert system is not None and system.claimer is not None
     claimer = system.claimer
     real = claimer._requests
@@ -383,6 +375,22 @@ def test_a_request_read_before_a_bail_let_its_suspension_go_is_not_taken_by_the_
         return found
 
     monkeypatch.setattr(claimer, "_requests", looked)
+    return read, go
+
+
+def test_a_request_read_before_a_bail_let_its_suspension_go_is_not_taken_by_the_next_at_its_path(
+    fleet: Fleet, gate: Gate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker's claimer read a request of child.ask[1] (its run held here); then item
+    # 0 bailed, the record that let item 1's suspension go dropped the request, and the
+    # loop's next iteration suspended at child.ask[1] again while its item 0 ran on.
+    # The claimer handed on what it had read: the run's actor took it for the new one.
+    looped = LoopedItems(runs_on=True)
+    worker = fleet.runtime("worker")
+    worker.register(looped.workflow)
+    gate.let(worker)
+    system = worker._host.system
+    read, go = _look_held_after_reading(system, monkeypatch)
     client = fleet.runtime("client")
     run = client.register(looped.workflow).create_run()
     run.start_async(input_data={"value": "x"})
@@ -562,20 +570,7 @@ def test_a_request_read_before_its_run_was_restarted_is_not_taken_by_the_restart
     rt = fleet.runtime("both")
     workflow = rt.register(flow.workflow)
     system = rt._host.system
-    assert system is not None and system.claimer is not None
-    claimer = system.claimer
-    real = claimer._requests
-    assert real is not None
-    read, go = threading.Event(), threading.Event()
-
-    def looked() -> list[ResumeRequest]:
-        found = list(real())
-        if found and not read.is_set():
-            read.set()
-            go.wait(WAIT)  # the claimer hands on what it read, late
-        return found
-
-    monkeypatch.setattr(claimer, "_requests", looked)
+    read, go = _look_held_after_reading(system, monkeypatch)
 
     def b_waits() -> bool:
         result = workflow.get_workflow_run_execution_result(run.run_id)
@@ -594,6 +589,8 @@ def test_a_request_read_before_its_run_was_restarted_is_not_taken_by_the_restart
         wait_until(b_waits, timeout=WAIT, what="b waits again while a runs")
         assert not _requests(rt).resume_pending(run.run_id)  # the restart dropped it
         done = threading.Event()
+        assert system is not None and system.claimer is not None
+        claimer = system.claimer
         real_resume = claimer._resume
         assert real_resume is not None
 
