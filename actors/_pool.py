@@ -737,9 +737,11 @@ class StepPool:
         # On a shared store: asked before a step body starts whether this worker still
         # holds its run (see actors.claimer.LeaseGuard); set by the runtime.
         self.guard: LeaseGuard | None = None
-        # On a shared store: where each user-code call counts itself while it runs (see
-        # actors._here.RunsHere); set by the runtime.
+        # Where each user-code call counts itself while it runs (see actors._here.RunsHere):
+        # on a shared store, set by the runtime; in memory, once a run enters a queue
+        # (from ``queued_here``), as only a queue's slot needs it there.
         self.here: RunsHere | None = None
+        self.queued_here: RunsHere | None = None
         self._monitor = threading.Thread(
             target=self._watch, name="callboard-step-monitor", daemon=True
         )

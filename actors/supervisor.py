@@ -254,7 +254,14 @@ class SupervisorActor(DispatchedActor):
             # admitted one has since its start, one woken, resumed or recovered takes it now.
             if self._pending is not None and not message.admitted:
                 self._pending.add()
-            self._gated = True
+            if not self._gated:
+                self._gated = True
+                pool = self._pool
+                if pool.here is None:
+                    # Bodies counted from now on: one of a run of a queue that its run
+                    # lets go of keeps the run's slot (see _leave_queue). This run's
+                    # steps begin once it is admitted, after this.
+                    pool.here = pool.queued_here
             self._gate.offer(
                 snapshot["run_id"],
                 (name, key),

@@ -310,10 +310,11 @@ class ActorSystem:
         if not shared:
             # Step bodies counted as they run: one its run let go of (cancelled, timed
             # out) keeps its run's queue slot until it returns (a shared store's claimer
-            # counts them through self._here).
+            # counts them through self._here). From the first run in a queue on: a
+            # runtime without queues counts nothing at every step.
             bodies = RunsHere()
             bodies.on_free = self._bodies_ended
-            self.pool.here = bodies
+            self.pool.queued_here = bodies
         if isinstance(store, MemoryStore):
             # A run deleted by hand frees its start in its queue's rate window, as on a SQL
             # store, which counts the window from the runs it holds.

@@ -794,6 +794,24 @@ def test_a_step_body_its_run_let_go_of_takes_no_place_of_the_runtimes_own_limit(
         released.set()
 
 
+def test_in_memory_step_bodies_are_counted_only_once_a_run_entered_a_queue() -> None:
+    # Counting bodies (a lock and a dict, twice a step) serves only a queue's slot in
+    # memory: a runtime whose runs are in no queue pays nothing for it at each step.
+    with Runtime() as rt:
+        system = rt._host.system
+        assert system is not None
+        plain = rt.register(workflow(Gauge(), hold=0.0, wf_id="plain"))
+        assert plain.create_run().start(input_data={"value": "p"}, timeout=WAIT).status == (
+            "success"
+        )
+        assert system.pool.here is None
+        queued = rt.register(workflow(Gauge(), queue=Queue("q", concurrency=1), hold=0.0))
+        assert queued.create_run().start(input_data={"value": "q"}, timeout=WAIT).status == (
+            "success"
+        )
+        assert system.pool.here is system.pool.queued_here is not None
+
+
 def test_a_held_queue_slot_is_freed_when_its_runs_next_body_began_before_the_supervisor_heard() -> (
     None
 ):
@@ -808,7 +826,7 @@ def test_a_held_queue_slot_is_freed_when_its_runs_next_body_began_before_the_sup
         wf = rt.register(_abandoning(released, began, timeout=None))
         system = rt._host.system
         assert system is not None
-        bodies = system.pool.here
+        bodies = system.pool.queued_here  # counted once a run enters a queue
         assert bodies is not None
         stuck = wf.create_run()
         stuck.start_async(input_data={"value": "stuck"})
