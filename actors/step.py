@@ -51,13 +51,12 @@ from runtime._plan import MAX_SLEEP
 from runtime._snapshot import check_encodable, copy_plain
 from runtime._step import (
     dump_model,
+    not_dumped_error,
     plain,
     stored_as,
     validate_for_step,
     validate_input,
     validate_output,
-    where_not_dumped,
-    why_not_dumped,
 )
 from runtime._step_context import BailOut, StepContext, SuspendRequest
 from runtime._sync import on_run_waits, serving, serving_in_task
@@ -623,7 +622,9 @@ def _step_outcome(
         output = dump_model(model)
     except (PydanticSerializationError, ValueError) as exc:
         # ValueError: JSON-mode dumping of bytes that are not UTF-8, for one.
-        raise _dump_error(model, call, exc) from exc
+        raise not_dumped_error(
+            model, step._output_name, exc, run_id=call.run_id, step_id=step.id
+        ) from exc
     try:
         check_encodable(output, step._output_name, str_keys_known=True)
     except SnapshotEncodingError as exc:  # as _check, without a call per step
@@ -844,28 +845,6 @@ def _wake_time(value: Any, call: CallSleepLength) -> float:
     raise TypeError(
         f"{call.path!r}: the sleep function returned {type(value).__name__}; "
         "it must return seconds (a number), a timedelta or a datetime"
-    )
-
-
-def _dump_error(model: BaseModel, call: CallStep, exc: Exception) -> SnapshotEncodingError:
-    """The error for a step output that ``model_dump(mode="json")`` refused."""
-    output = f"step {call.step.id!r} output"
-    found = where_not_dumped(model, output, exc)
-    if found is not None:
-        where, type_name = found
-        text = (
-            f"{where} holds a value of type {type_name}, which cannot be stored in a snapshot: "
-            f"{why_not_dumped(exc)}"
-        )
-    else:
-        where, type_name = output, type(model).__name__
-        text = f"{output} ({type_name}) cannot be stored in a snapshot: {why_not_dumped(exc)}"
-    return SnapshotEncodingError(
-        text,
-        path=where,
-        type_name=type_name,
-        run_id=call.run_id,
-        step_id=call.step.id,
     )
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "Step",
     "create_step",
     "dump_for_step",
+    "not_dumped_error",
     "plain",
     "stored_as",
     "validate_for_step",
@@ -206,15 +207,26 @@ def dump_for_step(model: BaseModel, what: str, *, run_id: str | None, step_id: s
     try:
         return dump_model(model)
     except Exception as exc:  # pydantic's serialization errors have no common base
-        where, type_name = where_not_dumped(model, what, exc) or (what, type(model).__name__)
-        raise SnapshotEncodingError(
-            f"{where} holds a value of type {type_name}, which cannot be stored in a snapshot: "
-            f"{why_not_dumped(exc)}",
-            path=where,
-            type_name=type_name,
-            run_id=run_id,
-            step_id=step_id,
-        ) from exc
+        raise not_dumped_error(model, what, exc, run_id=run_id, step_id=step_id) from exc
+
+
+def not_dumped_error(
+    model: BaseModel, what: str, exc: Exception, *, run_id: str | None, step_id: str | None
+) -> SnapshotEncodingError:
+    """The error for ``model`` (named ``what``), whose JSON-mode dump raised ``exc``.
+
+    It names the path inside the value and its type (:func:`where_not_dumped`), or
+    the model's type when that cannot be told, and why (:func:`why_not_dumped`).
+    """
+    where, type_name = where_not_dumped(model, what, exc) or (what, type(model).__name__)
+    return SnapshotEncodingError(
+        f"{where} holds a value of type {type_name}, which cannot be stored in a snapshot: "
+        f"{why_not_dumped(exc)}",
+        path=where,
+        type_name=type_name,
+        run_id=run_id,
+        step_id=step_id,
+    )
 
 
 def stored_as(
