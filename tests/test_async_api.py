@@ -216,18 +216,9 @@ def test_wait_async_of_an_ended_run_with_no_time_to_wait_returns_it_as_wait_does
     asyncio.run(main())
 
 
-def test_wait_async_times_out_in_time_while_other_calls_hold_every_call_thread(
-    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Its first read waited for a call thread past the timeout: with the few call
-    # threads held by starts that another process's lock on a SQLite file kept (30 s
-    # each), a wait_async(0.5) raised RunTimeoutError a minute later. Here reads of
-    # another run's result hold them.
-    from runtime._runtime import CALL_THREADS
-
-    gate = threading.Event()
-    wf = runtime.register(held_workflow(Counter(), gate))
-    store = runtime.store
+def _loads_of_held_up_wait_for(rt: Runtime, gate: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Have the runtime's store wait for ``gate`` before it reads the run "held-up"."""
+    store = rt.store
     assert store is not None
     real_load = store.load
 
@@ -238,14 +229,34 @@ def test_wait_async_times_out_in_time_while_other_calls_hold_every_call_thread(
 
     monkeypatch.setattr(store, "load", load)
 
+
+async def _every_call_thread_held(wf: Any) -> list[asyncio.Future[Any]]:
+    """Reads of "held-up" (see above), one on each of the runtime's call threads."""
+    from runtime._runtime import CALL_THREADS
+
+    holding = [
+        asyncio.ensure_future(wf.aget_workflow_run_execution_result("held-up"))
+        for _ in range(CALL_THREADS)
+    ]
+    await asyncio.sleep(0.05)  # each has a call thread now
+    return holding
+
+
+def test_wait_async_times_out_in_time_while_other_calls_hold_every_call_thread(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its first read waited for a call thread past the timeout: with the few call
+    # threads held by starts that another process's lock on a SQLite file kept (30 s
+    # each), a wait_async(0.5) raised RunTimeoutError a minute later. Here reads of
+    # another run's result hold them.
+    gate = threading.Event()
+    wf = runtime.register(held_workflow(Counter(), gate))
+    _loads_of_held_up_wait_for(runtime, gate, monkeypatch)
+
     async def main() -> tuple[float, float]:
         run = wf.create_run()
         await run.astart_async(input_data={"value": "x"})
-        holding = [
-            asyncio.ensure_future(wf.aget_workflow_run_execution_result("held-up"))
-            for _ in range(CALL_THREADS)
-        ]
-        await asyncio.sleep(0.05)  # each has a call thread now
+        holding = await _every_call_thread_held(wf)
         loop = asyncio.get_running_loop()
         took = []
         for timeout in (0.2, 0):
@@ -273,32 +284,17 @@ def test_an_async_stream_and_awatch_keep_their_timeout_while_other_calls_hold_ev
     # resume request waits; awatch and astream read the run on one first. With the few
     # call threads held (starts that another process's lock on a SQLite file kept),
     # each waited for a thread past its timeout. Here reads of another run hold them.
-    from runtime._runtime import CALL_THREADS
-
     rt = runtimes.start(str(tmp_path / "runs.db"))
     wf = rt.register(asking_workflow())
     run = wf.create_run()
     assert run.start(input_data={"n": 1}, timeout=WAIT).status == RunStatus.SUSPENDED
     gate = runtimes.gate()
-    store = rt.store
-    assert store is not None
-    real_load = store.load
-
-    def load(run_id: str) -> Any:
-        if run_id == "held-up":
-            gate.wait(BLOCK_LIMIT)
-        return real_load(run_id)
-
-    monkeypatch.setattr(store, "load", load)
+    _loads_of_held_up_wait_for(rt, gate, monkeypatch)
     stream = run.stream(timeout=0.3)
     release = threading.Timer(5.0, gate.set)  # without the fix: the calls end late, not never
 
     async def main() -> list[float]:
-        holding = [
-            asyncio.ensure_future(wf.aget_workflow_run_execution_result("held-up"))
-            for _ in range(CALL_THREADS)
-        ]
-        await asyncio.sleep(0.05)  # each has a call thread now
+        holding = await _every_call_thread_held(wf)
         loop = asyncio.get_running_loop()
         took = []
         began = loop.time()
