@@ -341,9 +341,6 @@ _REQUESTS_FROM: Final = 2 + next(
 )
 """The first schema version with resume requests (the ``resume_requests`` table)."""
 
-_IDS_A_QUERY: Final = 500
-"""The most run ids one ``IN (...)`` names: SQLite before 3.32 took 999 parameters at most."""
-
 _CLAIM_ROUNDS: Final = 16
 """The most rounds of one claim through queues (each round skips what filled in the last)."""
 
@@ -1322,8 +1319,7 @@ class SQLiteStore:
             return set()
         found: set[str] = set()
         with self._reading() as connection:
-            for start in range(0, len(ids), _IDS_A_QUERY):
-                chunk = ids[start : start + _IDS_A_QUERY]
+            for chunk in _chunks(ids):
                 rows = connection.execute(
                     "SELECT DISTINCT run_id FROM resume_requests "
                     f"WHERE run_id IN ({', '.join('?' * len(chunk))})",
