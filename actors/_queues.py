@@ -19,7 +19,7 @@ from collections import OrderedDict
 from typing import Generic, TypeVar
 
 from runtime._errors import QueueFullError
-from runtime._queue import Admission, Bucket, QueueLimits
+from runtime._queue import Admission, Bucket, QueueLimits, restart_refused
 
 __all__ = ["QueueGate"]
 
@@ -55,8 +55,8 @@ class QueueGate(Generic[T]):
         with self._lock:
             return self._limits.get(name)
 
-    def reserve(self, limits: QueueLimits, run_id: str) -> None:
-        """Take a waiting place for a run about to start in this queue.
+    def reserve(self, limits: QueueLimits, run_id: str, *, restart: bool = False) -> None:
+        """Take a waiting place for a run about to start (or, ``restart``, restart) in this queue.
 
         Raises:
             QueueFullError: if ``max_queued`` runs wait in it already.
@@ -65,6 +65,8 @@ class QueueGate(Generic[T]):
             self._limits[limits.name] = limits
             waiting = self._waiting.get(limits.name, 0)
             if limits.max_queued is not None and waiting >= limits.max_queued:
+                if restart:
+                    raise restart_refused(limits.name, limits.max_queued, run_id)
                 raise QueueFullError(
                     f"queue {limits.name!r} has {limits.max_queued} runs waiting (max_queued); "
                     f"run {run_id!r} was not recorded: start it again once the queue has drained",

@@ -544,8 +544,20 @@ class ActorSystem:
         requested: str | None = None,
     ) -> bool:
         store = self.shared
+        queued: str | None = None
         if store is None:
-            if not self.store.replace(record, expected_seq, reopen=reopen):
+            # A restart waits in its queue as a start does, and is refused as one is when
+            # the queue is full (before anything changes): never past ``max_queued``.
+            queued = self._reserve_restart(snapshot, record.run_id) if reopen else None
+            try:
+                replaced = self.store.replace(record, expected_seq, reopen=reopen)
+            except BaseException:
+                if queued is not None:
+                    self.gate.unreserve(queued)
+                raise
+            if not replaced:
+                if queued is not None:
+                    self.gate.unreserve(queued)
                 return False
             hold = True
         else:
@@ -568,12 +580,32 @@ class ActorSystem:
                     claimer.unreserve()
         if hold:
             try:
-                self.supervisor.tell(StartRun(plan=plan, snapshot=snapshot))
+                self.supervisor.tell(
+                    StartRun(plan=plan, snapshot=snapshot, queued=queued is not None)
+                )
             except pykka.ActorDeadError as exc:
+                if queued is not None:
+                    self.gate.unreserve(queued)
                 raise RuntimeStoppedError(
                     "the runtime stopped before the run could resume"
                 ) from exc
         return True
+
+    def _reserve_restart(self, snapshot: Snapshot, run_id: str) -> str | None:
+        """In memory: take a waiting place in its queue for a run about to restart.
+
+        Returns:
+            The queue's name, or ``None`` for a run in no queue this runtime knows.
+
+        Raises:
+            QueueFullError: if the queue's ``max_queued`` runs wait; nothing is changed.
+        """
+        entry = snapshot.get("queue")
+        limits = None if not entry else self.gate.limits(entry["name"])
+        if limits is None:
+            return None
+        self.gate.reserve(limits, run_id, restart=True)
+        return limits.name
 
     def resume_waiting(self, run_id: str, path: str, data: Any) -> ResumeAnswer:
         """Resume one suspension of a run that runs on here, whose other suspensions were resumed.

@@ -290,10 +290,10 @@ class RuntimeOverloadedError(WorkflowError):
 
 
 class QueueFullError(WorkflowError):
-    """A start refused because its queue already has ``max_queued`` runs waiting.
+    """A start (or restart) refused because its queue already has ``max_queued`` runs waiting.
 
     Nothing was recorded: the same run can be started again once the queue
-    has drained.
+    has drained. A refused ``run.restart()`` leaves the run as it ended.
 
     Attributes:
         queue: The queue's name.

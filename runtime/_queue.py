@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final, NamedTuple
 
-from runtime._errors import QueueKeyError
+from runtime._errors import QueueFullError, QueueKeyError
 from runtime._options import seconds_of
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "check_priority",
     "queue_entry",
     "rank",
+    "restart_refused",
 ]
 
 PRIORITY_AGING: Final = 60.0
@@ -232,6 +233,22 @@ def check_priority(value: Any) -> int:
     if abs(value) > MAX_PRIORITY:
         raise ValueError(f"priority must lie within ±{MAX_PRIORITY}, got {value}")
     return value
+
+
+def restart_refused(queue: str, limit: int, run_id: str) -> QueueFullError:
+    """The error of a restart refused because ``limit`` runs (``max_queued``) wait in ``queue``.
+
+    As a start into a full queue is refused and records nothing, a restart
+    that would wait beyond the bound changes nothing: the run stays as it
+    ended, and may be restarted once the queue has drained.
+    """
+    return QueueFullError(
+        f"queue {queue!r} has {limit} runs waiting (max_queued); run {run_id!r} was not "
+        "restarted and is left as it ended: restart it again once the queue has drained",
+        queue=queue,
+        limit=limit,
+        run_id=run_id,
+    )
 
 
 def rank(created_at: float, priority: int) -> float:

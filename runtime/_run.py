@@ -1071,6 +1071,9 @@ class Run(Generic[In, Out]):
                 of it was recorded first.
             WorkflowVersionError: if the run started on a definition of its
                 workflow not registered on this runtime; the run is not changed.
+            QueueFullError: if the run's queue has ``max_queued`` runs waiting,
+                as a start into it would be told; the run is not changed, and can
+                be restarted once the queue has drained.
             RunDeletedError: if the run's record was deleted meanwhile.
             RuntimeStoppedError: if the runtime is not running.
         """

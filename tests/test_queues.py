@@ -477,6 +477,51 @@ def test_a_full_queue_refuses_the_start_and_records_nothing(make_runtime: Any) -
     finish_all(wf, [again])
 
 
+def test_a_restart_into_a_full_queue_is_refused_and_leaves_the_run_as_it_ended(
+    make_runtime: Any,
+) -> None:
+    # As a start into a full queue: QueueFullError, and nothing changes. A restart that
+    # went through regardless took a waiting place beyond max_queued.
+    gate, order, fixed = threading.Event(), [], threading.Event()
+
+    def body(ctx: Any) -> Job:
+        order.append(ctx.input_data.value)
+        if ctx.input_data.value == "blocker":
+            assert gate.wait(WAIT)
+        if ctx.input_data.value == "flaky" and not fixed.is_set():
+            raise RuntimeError("down")
+        return ctx.input_data
+
+    step = create_step(id="work", input_schema=Job, output_schema=Job, execute=body)
+    queue = Queue("bounded", concurrency=1, max_queued=1)
+    rt = make_runtime()
+    wf = rt.register(
+        create_workflow(id="restarted", input_schema=Job, output_schema=Job, queue=queue)
+        .then(step)
+        .commit()
+    )
+    flaky = wf.create_run()
+    assert flaky.start(input_data={"value": "flaky"}, timeout=WAIT).status == "failed"
+    ids = [wf.create_run().start_async(input_data={"value": "blocker"}).run_id]
+    wait_for(lambda: "blocker" in order, "the blocker did not start")
+    ids.append(wf.create_run().start_async(input_data={"value": "waiting"}).run_id)
+    fixed.set()
+    with pytest.raises(QueueFullError) as caught:
+        flaky.restart_async()
+    assert (caught.value.queue, caught.value.limit, caught.value.run_id) == (
+        "bounded",
+        1,
+        flaky.run_id,
+    )
+    assert "was not restarted" in str(caught.value)
+    left = wf.get_workflow_run_execution_result(flaky.run_id)
+    assert left is not None and (left.status, left.restarts) == ("failed", 0)
+    gate.set()
+    finish_all(wf, ids)
+    again = flaky.restart(timeout=WAIT)  # once the queue has drained
+    assert (again.status, again.restarts) == ("success", 1)
+
+
 def test_a_key_function_that_raises_is_a_clear_error_and_records_nothing(
     make_runtime: Any,
 ) -> None:

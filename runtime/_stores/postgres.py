@@ -56,7 +56,7 @@ from runtime import _clock
 from runtime._errors import QueueFullError, StoreError, StoreUnavailableError
 from runtime._ids import new_id
 from runtime._model import SETTLED_STATUSES, TERMINAL_STATUSES, UNFINISHED_STATUSES, RunStatus
-from runtime._queue import Admission, Bucket, QueueLimits, bucket_key, rank
+from runtime._queue import Admission, Bucket, QueueLimits, bucket_key, rank, restart_refused
 from runtime._snapshot import is_parted
 from runtime._stores._parts import plan_parts
 from runtime._stores._writer import (
@@ -1424,6 +1424,25 @@ def _queue_limits(connection: Connection) -> dict[str, QueueLimits]:
         "FROM callboard_queues"
     ).fetchall()
     return {row[0]: QueueLimits(*row) for row in rows}
+
+
+def _restart_full(connection: Connection, record: SnapshotRecord) -> QueueFullError | None:
+    """The error of a restart into a queue whose ``max_queued`` runs wait, if it is full.
+
+    Counted under the queue lock, as a start's create counts (``_refuse_full``): a
+    restart and a start cannot both take the last place.
+    """
+    queue_limits = _queue_limits(connection).get(record.queue or "")
+    if queue_limits is None or queue_limits.max_queued is None:
+        return None
+    connection.execute("SELECT pg_advisory_xact_lock(%s)", (_QUEUE_LOCK,))
+    row = connection.execute(
+        f"SELECT count(*) FROM callboard_runs WHERE queue = %s AND {_QUEUED_SQL} AND {_DUE}",
+        (record.queue,),
+    ).fetchone()
+    if row is None or int(row[0]) < queue_limits.max_queued:
+        return None
+    return restart_refused(queue_limits.name, queue_limits.max_queued, record.run_id)
 
 
 class _Unacknowledged(Exception):
@@ -3008,6 +3027,8 @@ class PostgresStore:
             if write.kind != "create":
                 error = results.get(id(write)) if write.kind == "save" else None
                 result = None if write.kind == "save" else results.get(id(write))
+                if isinstance(result, QueueFullError):  # a restart into a full queue
+                    result, error = None, result
                 call(write.done, result, error)
         self._tell_here(batch.hints)
         self._hold_hints(batch.hints)
@@ -3595,11 +3616,17 @@ class PostgresStore:
             return None
         raise AssertionError(f"unknown write {kind!r}")
 
-    def _replace(self, connection: Connection, write: Write, batch: _Batch) -> bool:
+    def _replace(
+        self, connection: Connection, write: Write, batch: _Batch
+    ) -> bool | QueueFullError:
         record, expected_seq, hold, reopen, canceling, requested = write.payload
         # A replace whose caller gave up waiting must not happen: take() decides.
         if not write.take():
             return False
+        if reopen and record.queue is not None:
+            full = _restart_full(connection, record)
+            if full is not None:  # refused as a start into a full queue is: nothing changes
+                return full
         run_id = record.run_id
         keeps = hold and not _releases(record)
         params = {

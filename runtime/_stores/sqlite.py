@@ -56,7 +56,7 @@ from runtime import _clock
 from runtime._errors import QueueFullError, StoreError, StoreUnavailableError
 from runtime._ids import new_id
 from runtime._model import SETTLED_STATUSES, TERMINAL_STATUSES, UNFINISHED_STATUSES, RunStatus
-from runtime._queue import Admission, Bucket, QueueLimits, bucket_key, rank
+from runtime._queue import Admission, Bucket, QueueLimits, bucket_key, rank, restart_refused
 from runtime._snapshot import is_parted
 from runtime._stores._parts import PartWrites, plan_parts
 from runtime._stores._writer import (
@@ -2168,6 +2168,11 @@ class SQLiteStore:
         # A replace whose caller gave up waiting must not happen: take() decides.
         if not write.take():
             return False
+        if reopen and record.queue is not None:
+            full = self._restart_full(connection, record)
+            if full is not None:  # refused as a start into a full queue is: nothing changes
+                outcome.errors[id(write)] = full
+                return False
         settles = record.status in SETTLED_STATUSES
         keep = hold and not settles
         statement = _REOPEN if reopen else _REPLACE_CANCELING if canceling else _REPLACE
@@ -2498,6 +2503,25 @@ class SQLiteStore:
             else:
                 waiting[record.queue] += 1
         return refused
+
+    def _restart_full(
+        self, connection: sqlite3.Connection, record: SnapshotRecord
+    ) -> QueueFullError | None:
+        """The error of a restart into a queue whose ``max_queued`` runs wait, if it is full.
+
+        Counted as :meth:`_refuse_full` counts for a start, in the same write transaction.
+        """
+        queue_limits = self._queue_limits(connection).get(record.queue or "")
+        if queue_limits is None or queue_limits.max_queued is None:
+            return None
+        waiting = connection.execute(
+            f"SELECT count(*) FROM runs WHERE queue = ? AND {_QUEUED} "
+            "AND (wake_at IS NULL OR wake_at <= ?)",
+            (record.queue, _clock.time()),
+        ).fetchone()[0]
+        if waiting < queue_limits.max_queued:
+            return None
+        return restart_refused(queue_limits.name, queue_limits.max_queued, record.run_id)
 
     def _reap(self, connection: sqlite3.Connection, outcome: _Outcome) -> int:
         owners = connection.execute(
