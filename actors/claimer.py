@@ -287,6 +287,8 @@ class Claimer:
         self._reserved = 0
         self._room_lock = threading.Lock()
         self._abandoned_said: set[str] = set()  # abandoned bodies' runs said to hold a slot
+        # The runs whose bodies here hold their queue slots, as last named to the store.
+        self._executing_noted: frozenset[str] = frozenset()
         # Whether the store's claim counts such runs apart from busy ones (callboard's do).
         self._names_executing = _takes_executing(store)
         self._reap_wanted = False  # a virtual clock jumped: leases may have run out
@@ -624,6 +626,7 @@ class Claimer:
         abandoned = self._abandoned(busy)
         if (busy or abandoned) and self._here is not None:
             self._here.left_out([*busy, *abandoned])  # the claimer is poked once they let go
+        self._note_executing([*busy, *abandoned])
         # Named only when there are some: a store of the user's written before
         # claim() took busy runs still claims (it never sees a stalled worker's).
         extra: dict[str, list[str]] = {"busy": busy} if busy else {}
@@ -644,6 +647,22 @@ class Claimer:
         if claimed:
             self._take(claimed, generation)
         return room > 0 and len(claimed) == room
+
+    def _note_executing(self, run_ids: Sequence[str]) -> None:
+        """Name to the store the runs whose step bodies here hold queue slots, if that changed.
+
+        What ``callboard queues list`` shows as held (a store of the user's may
+        keep none). A store that cannot be reached now is told at a later pass.
+        """
+        note = getattr(self._store, "note_executing", None)
+        executing = frozenset(run_ids)
+        if note is None or executing == self._executing_noted:
+            return
+        try:
+            note(sorted(executing))
+        except StoreError:
+            return
+        self._executing_noted = executing
 
     def _hand_back(self) -> None:
         """Hand back the runs parked since the last pass, and skip them from now on.

@@ -11,7 +11,7 @@ import pytest
 
 from runtime import Queue, Runtime, SQLiteStore, create_step, create_workflow
 from runtime._cli import main
-from tests.test_queues import Job, wait_for
+from tests.test_queues import Job, _abandoning, wait_for
 
 
 def blocking(gate: threading.Event, started: list[str], queue: Queue) -> Any:
@@ -47,6 +47,7 @@ def test_queues_list_shows_waiting_running_and_limits_per_queue_and_key(
                 "key": "acme",
                 "waiting": 2,
                 "running": 1,
+                "held": 0,
                 "concurrency": None,
                 "key_concurrency": 1,
                 "rate_limit": [100, 60.0],
@@ -57,6 +58,7 @@ def test_queues_list_shows_waiting_running_and_limits_per_queue_and_key(
                 "key": "globex",
                 "waiting": 0,
                 "running": 1,
+                "held": 0,
                 "concurrency": None,
                 "key_concurrency": 1,
                 "rate_limit": [100, 60.0],
@@ -89,3 +91,47 @@ def test_queues_list_of_a_store_without_queues_is_empty(
     assert json.loads(capsys.readouterr().out) == []
     assert main(["queues", "list", "--db", db]) == 0
     assert "no queues" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_queues_list_shows_a_slot_held_by_a_step_body_its_run_let_go_of(
+    store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest
+) -> None:
+    # The canceled run's sync body runs on and keeps the queue's one slot: the next run
+    # waits. Without "held" the listing read one waiting, none running: a queue stuck for
+    # no reason it showed.
+    db = str(tmp_path / "runs.db") if store == "sqlite" else request.getfixturevalue("postgres_url")
+    released = threading.Event()
+    began = {"stuck": threading.Event(), "next": threading.Event()}
+
+    def listed() -> list[dict[str, Any]]:
+        assert main(["queues", "list", "--db", db, "--json"]) == 0
+        rows: list[dict[str, Any]] = json.loads(capsys.readouterr().out)
+        return rows
+
+    with Runtime(store=db) as rt:
+        wf = rt.register(_abandoning(released, began, timeout=None))
+        try:
+            stuck = wf.create_run()
+            stuck.start_async(input_data={"value": "stuck"})
+            assert began["stuck"].wait(30)
+            assert stuck.cancel() is True
+            assert stuck.wait(timeout=30).status == "canceled"
+            after = wf.create_run()
+            after.start_async(input_data={"value": "next"})
+            wait_for(lambda: listed()[0]["held"] == 1, "the held slot was not shown")
+            assert {key: listed()[0][key] for key in ("queue", "waiting", "running", "held")} == {
+                "queue": "single",
+                "waiting": 1,
+                "running": 0,
+                "held": 1,
+            }
+            assert main(["queues", "list", "--db", db]) == 0
+            table = capsys.readouterr().out
+            assert "HELD" in table
+            assert "1 queue, 1 run waiting, 0 running, 1 slot held by step bodies" in table
+            released.set()
+            assert after.wait(timeout=30).status == "success"
+            wait_for(lambda: listed()[0]["held"] == 0, "the slot still showed held")
+        finally:
+            released.set()

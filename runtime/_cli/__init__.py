@@ -430,11 +430,13 @@ def _add_queues(commands: Any, db: argparse.ArgumentParser) -> None:
     )
     queues_listing = queue_commands.add_parser(
         "list",
-        help="each queue and key: runs waiting, running, and the limits",
+        help="each queue and key: runs waiting, running, held, and the limits",
         parents=[db],
         description=(
             "Per queue and key: the runs waiting to execute, the runs executing now (held "
-            "by a worker), and the queue's limits: concurrency, per key, rate, max queued."
+            "by a worker), the slots held by step bodies their runs let go of (cancelled "
+            "or timed out, a sync body runs on until it returns), and the queue's limits: "
+            "concurrency, per key, rate, max queued."
         ),
     )
     queues_listing.add_argument("--json", action="store_true", help="print JSON")

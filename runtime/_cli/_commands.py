@@ -635,7 +635,7 @@ def workers_list(args: argparse.Namespace) -> None:
 
 
 def queues_list(args: argparse.Namespace) -> None:
-    """``callboard queues list``: per queue and key, runs waiting and running, and the limits.
+    """``callboard queues list``: per queue and key, runs waiting, running and held; the limits.
 
     A store from before queues has none to show: an empty list.
     """

@@ -632,12 +632,17 @@ def _limit(value: int | None) -> str:
 
 
 def queues_table(stats: list[QueueStats]) -> Table:
-    """Each queue and key: runs waiting and running, and the queue's limits."""
+    """Each queue and key: runs waiting, running and held, and the queue's limits.
+
+    Held: runs whose step body, let go of after a cancel or a timeout, runs on
+    in a worker and keeps the run's slot (see :class:`QueueStats`).
+    """
     table = Table(box=box.SIMPLE_HEAD, show_edge=False)
     table.add_column("QUEUE", no_wrap=True)
     table.add_column("KEY", no_wrap=True)
     table.add_column("WAITING", no_wrap=True, justify="right")
     table.add_column("RUNNING", no_wrap=True, justify="right")
+    table.add_column("HELD", no_wrap=True, justify="right")
     table.add_column("CONCURRENCY", no_wrap=True, justify="right")
     table.add_column("PER KEY", no_wrap=True, justify="right")
     table.add_column("RATE", no_wrap=True, justify="right")
@@ -652,6 +657,7 @@ def queues_table(stats: list[QueueStats]) -> Table:
             shown_text("-" if stat.key is None else stat.key),
             Text(str(stat.waiting)),
             Text(str(stat.running)),
+            Text(str(stat.held)),
             Text(_limit(None if limits is None else limits.concurrency)),
             Text(_limit(None if limits is None else limits.key_concurrency)),
             Text(rate),
@@ -668,6 +674,7 @@ def queue_plain(stat: QueueStats) -> dict[str, Any]:
         "key": stat.key,
         "waiting": stat.waiting,
         "running": stat.running,
+        "held": stat.held,
         "concurrency": None if limits is None else limits.concurrency,
         "key_concurrency": None if limits is None else limits.key_concurrency,
         "rate_limit": None
@@ -678,13 +685,19 @@ def queue_plain(stat: QueueStats) -> dict[str, Any]:
 
 
 def queues_summary(stats: list[QueueStats]) -> str:
-    """How many queues, and how many runs wait and run in them."""
+    """How many queues, and how many runs wait, run and hold slots in them."""
     names = {stat.queue for stat in stats}
     if not names:
         return "no queues"
     waiting = sum(stat.waiting for stat in stats)
     running = sum(stat.running for stat in stats)
-    return (
+    held = sum(stat.held for stat in stats)
+    summary = (
         f"{len(names)} queue{'s' if len(names) != 1 else ''}, "
         f"{waiting} run{'s' if waiting != 1 else ''} waiting, {running} running"
     )
+    if held:
+        summary += (
+            f", {held} slot{'s' if held != 1 else ''} held by step bodies their runs let go of"
+        )
+    return summary

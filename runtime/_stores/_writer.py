@@ -53,6 +53,7 @@ WriteKind = Literal[
     "request_resume",
     "drop_resume_request",
     "define_queue",
+    "executing",
     "hint",
 ]
 """What a write does; the store's ``commit`` decides how."""

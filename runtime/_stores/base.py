@@ -422,6 +422,10 @@ class QueueStats(NamedTuple):
         waiting: Runs waiting to execute (nobody holds them; due, if asleep).
         running: Runs executing now (held by a worker).
         limits: The queue's limits as last defined (``None``: never defined here).
+        held: Runs no worker holds (their run ended, sleeps, is suspended or waits
+            again) whose step body, let go of after a cancel or a timeout, runs on
+            in a worker: each holds a slot of the queue, as a running one does,
+            until the body returns.
     """
 
     queue: str
@@ -429,6 +433,7 @@ class QueueStats(NamedTuple):
     waiting: int
     running: int
     limits: QueueLimits | None
+    held: int = 0
 
 
 @runtime_checkable
@@ -472,7 +477,7 @@ class SharedStore(SnapshotStore, Protocol):
         ...
 
     def queue_stats(self) -> list[QueueStats]:
-        """Every queue and key with runs waiting or running, and every queue defined."""
+        """Every queue and key with runs waiting, running or held, and every queue defined."""
         ...
 
     def replace(
@@ -741,8 +746,19 @@ class ResumeRequestStore(SharedStore, Protocol):
         ...
 
 
-def queue_stats(rows: Sequence[Sequence[Any]], limits: dict[str, QueueLimits]) -> list[QueueStats]:
-    """Per queue and key: waiting, running and limits; a defined queue with no runs shows too."""
+def queue_stats(
+    rows: Sequence[Sequence[Any]],
+    limits: dict[str, QueueLimits],
+    held: Sequence[Sequence[Any]] = (),
+) -> list[QueueStats]:
+    """Per queue and key: waiting, running, held and limits; a defined queue with no runs too.
+
+    Args:
+        rows: ``(queue, key, waiting, running)`` per queue and key.
+        limits: Each queue's limits.
+        held: ``(queue, key, held)`` per queue and key (see :class:`QueueStats`).
+    """
+    held_in = {(queue, key): int(count) for queue, key, count in held}
     stats = [
         QueueStats(
             queue=queue,
@@ -750,9 +766,14 @@ def queue_stats(rows: Sequence[Sequence[Any]], limits: dict[str, QueueLimits]) -
             waiting=int(waiting),
             running=int(running),
             limits=limits.get(queue),
+            held=held_in.pop((queue, key), 0),
         )
         for queue, key, waiting, running in rows
     ]
+    stats.extend(
+        QueueStats(queue=queue, key=key, waiting=0, running=0, limits=limits.get(queue), held=n)
+        for (queue, key), n in held_in.items()
+    )
     seen = {stat.queue for stat in stats}
     stats.extend(
         QueueStats(queue=name, key=None, waiting=0, running=0, limits=queue_limits)

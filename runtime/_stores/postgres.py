@@ -455,6 +455,13 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     ),
     # 8 -> 9: resume requests (see _RESUME_REQUESTS_DDL).
     _RESUME_REQUESTS_DDL,
+    # 9 -> 10: held queue slots. A worker names the runs whose step bodies, let go of by
+    # their runs (cancelled, timed out), run on in it: each holds its run's slot in its
+    # queue until it returns (see claim's ``executing``), which ``queue_stats`` shows.
+    (
+        "ALTER TABLE callboard_workers ADD COLUMN IF NOT EXISTS executing text[] "
+        "NOT NULL DEFAULT '{}'",
+    ),
 )
 """The steps that take a database from one schema version to the next: step ``i`` takes
 version ``i + 1`` to ``i + 2``. A new database gets :data:`_SCHEMA` and then every step
@@ -2743,8 +2750,21 @@ class PostgresStore:
         write = self._submit("define_queue", limits, resolve(future))
         self._committed(write, future, f"the queue {limits.name!r} was not defined")
 
+    def note_executing(self, run_ids: Sequence[str]) -> None:
+        """Name the runs whose step bodies, let go of by their runs, still run in this worker.
+
+        Each holds its run's slot in its queue until it returns (see
+        :meth:`claim`'s ``executing``); kept in this worker's row for
+        :meth:`queue_stats`, replacing the runs named before. Not waited for.
+        """
+        self._submit("executing", sorted(run_ids), ignore)
+
     def queue_stats(self) -> list[QueueStats]:
-        """Every queue and key with runs waiting or running, and every queue defined."""
+        """Every queue and key with runs waiting, running or held, and every queue defined.
+
+        Held: runs no worker holds (ended, asleep, suspended, or waiting again) whose
+        step body, let go of, runs on in a worker, holding the run's slot in its queue.
+        """
 
         def read(connection: Connection) -> list[QueueStats]:
             found = connection.execute("SELECT to_regclass('callboard_queues')").fetchone()
@@ -2758,7 +2778,13 @@ class PostgresStore:
                 f"FROM callboard_runs WHERE queue IS NOT NULL AND status IN ({_UNFINISHED_SQL}) "
                 "GROUP BY queue, queue_key"
             ).fetchall()
-            return queue_stats(rows, limits)
+            held = connection.execute(
+                "SELECT queue, queue_key, count(*) FROM callboard_runs WHERE queue IS NOT NULL "
+                "AND run_id IN (SELECT unnest(executing) FROM callboard_workers) "
+                f"AND NOT (owner_id IS NOT NULL AND status IN ({_UNFINISHED_SQL})) "
+                "GROUP BY queue, queue_key"
+            ).fetchall()
+            return queue_stats(rows, limits, held)
 
         result: list[QueueStats] = self._read(read)
         return result
@@ -3603,6 +3629,12 @@ class PostgresStore:
             return self._reap(connection, batch)
         if kind == "prune":
             return self._prune(connection, payload)
+        if kind == "executing":
+            connection.execute(
+                "UPDATE callboard_workers SET executing = %s WHERE worker_id = %s",
+                (list(payload), self.owner_id),
+            )
+            return None
         if kind == "define_queue":
             connection.execute(
                 "INSERT INTO callboard_queues (name, concurrency, key_concurrency, rate_count, "

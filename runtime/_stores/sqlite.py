@@ -198,6 +198,8 @@ _RESUME_REQUESTS_TABLE: Final = """CREATE TABLE IF NOT EXISTS resume_requests (
     PRIMARY KEY (run_id, path)
 ) WITHOUT ROWID"""
 
+_EXECUTING_COLUMN: Final = "ALTER TABLE owners ADD COLUMN executing TEXT NOT NULL DEFAULT '[]'"
+
 _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # 1 -> 2: step records. The parts of a snapshot kept in parts, beside its head in
     # the run's row. ``lineage`` names the encoder (one run actor) that wrote them: the
@@ -310,6 +312,10 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             DELETE FROM resume_requests WHERE run_id = old.run_id;
         END""",
     ),
+    # 9 -> 10: held queue slots. A worker names the runs whose step bodies, let go of by
+    # their runs (cancelled, timed out), run on in it: each holds its run's slot in its
+    # queue until it returns (see claim's ``executing``), which ``queue_stats`` shows.
+    (_EXECUTING_COLUMN,),
 )
 """The steps that take a file from one schema version to the next, in order: step ``i``
 takes version ``i + 1`` to ``i + 2``. A new file is made at version 1 and taken
@@ -328,6 +334,11 @@ _QUEUES_FROM: Final = 2 + next(
     index for index, steps in enumerate(_MIGRATIONS) if _QUEUES_TABLE in steps
 )
 """The first schema version with queues (the ``queue`` columns, the ``queues`` table)."""
+
+_EXECUTING_FROM: Final = 2 + next(
+    index for index, steps in enumerate(_MIGRATIONS) if _EXECUTING_COLUMN in steps
+)
+"""The first schema version whose workers name the runs their let-go step bodies hold."""
 
 _RESOURCES_FROM: Final = 2 + next(
     index
@@ -1499,12 +1510,34 @@ class SQLiteStore:
         write = self._submit("define_queue", limits, resolve(future))
         self._committed(write, future, f"the queue {limits.name!r} was not defined")
 
+    def note_executing(self, run_ids: Sequence[str]) -> None:
+        """Name the runs whose step bodies, let go of by their runs, still run in this worker.
+
+        Each holds its run's slot in its queue until it returns (see
+        :meth:`claim`'s ``executing``); kept in this worker's row for
+        :meth:`queue_stats`, replacing the runs named before. Not waited for.
+        """
+        self._submit("executing", sorted(run_ids), ignore)
+
     def queue_stats(self) -> list[QueueStats]:
-        """Every queue and key with runs waiting or running, and every queue defined."""
+        """Every queue and key with runs waiting, running or held, and every queue defined.
+
+        Held: runs no worker holds (ended, asleep, suspended, or waiting again) whose
+        step body, let go of, runs on in a worker, holding the run's slot in its queue.
+        """
         with self._reading() as connection:
-            if self._check_schema(connection, writable=False) < _QUEUES_FROM:
+            version = self._check_schema(connection, writable=False)
+            if version < _QUEUES_FROM:
                 return []
             limits = self._queue_limits(connection)
+            held = []
+            if version >= _EXECUTING_FROM:
+                held = connection.execute(
+                    "SELECT queue, queue_key, count(*) FROM runs WHERE queue IS NOT NULL "
+                    "AND run_id IN (SELECT j.value FROM owners AS o, json_each(o.executing) AS j) "
+                    f"AND NOT (owner_id IS NOT NULL AND status IN ({_UNFINISHED_SQL})) "
+                    "GROUP BY queue, queue_key"
+                ).fetchall()
             rows = connection.execute(
                 "SELECT queue, queue_key, "
                 "sum(CASE WHEN owner_id IS NULL AND (wake_at IS NULL OR wake_at <= ?) "
@@ -1513,7 +1546,7 @@ class SQLiteStore:
                 "GROUP BY queue, queue_key",
                 (_clock.time(),),
             ).fetchall()
-        return queue_stats(rows, limits)
+        return queue_stats(rows, limits, held)
 
     def set_hint(self, hint: Callable[[str, str], None] | None) -> None:
         """Call ``hint(kind, run_id)`` after this store's own commits that others wait on.
@@ -2152,6 +2185,12 @@ class SQLiteStore:
                 "INSERT OR REPLACE INTO queues (name, concurrency, key_concurrency, rate_count, "
                 "rate_period, max_queued, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (*limits, time.time()),
+            )
+            return None
+        if kind == "executing":
+            connection.execute(
+                "UPDATE owners SET executing = ? WHERE owner_id = ?",
+                (json.dumps(payload), self.owner_id),
             )
             return None
         if kind == "join":
