@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -135,3 +136,28 @@ def test_queues_list_shows_a_slot_held_by_a_step_body_its_run_let_go_of(
             wait_for(lambda: listed()[0]["held"] == 0, "the slot still showed held")
         finally:
             released.set()
+
+
+def test_queues_list_reads_a_file_from_before_held_slots_were_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Schema version 9 has no column of held runs: the reading command shows none held,
+    # and a writable open migrates the file.
+    db = tmp_path / "runs.db"
+    store = SQLiteStore(db)
+    store.define_queue(Queue("mail", concurrency=1).limits)
+    store.close()
+    with sqlite3.connect(db) as connection:
+        connection.execute("ALTER TABLE owners DROP COLUMN executing")
+        connection.execute("PRAGMA user_version = 9")
+    connection.close()
+    assert main(["queues", "list", "--db", str(db), "--json"]) == 0
+    assert [(row["queue"], row["held"]) for row in json.loads(capsys.readouterr().out)] == [
+        ("mail", 0)
+    ]
+    SQLiteStore(db).close()
+    with sqlite3.connect(db) as connection:
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(owners)")}
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+    connection.close()
+    assert "executing" in columns and version == 10

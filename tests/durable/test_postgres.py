@@ -311,7 +311,7 @@ def test_a_database_of_schema_version_8_migrates_and_its_runs_take_resume_reques
     assert result.status == "success", result.error
     assert result.result == {"value": "x1-yes,x2-no"}
     assert sql(postgres_url, "SELECT value FROM callboard_meta") == [(str(SCHEMA_VERSION),)]
-    assert SCHEMA_VERSION == 9
+    assert SCHEMA_VERSION >= 9
     assert sql(postgres_url, "SELECT count(*) FROM callboard_resume_requests") == [(0,)]
     # The ids of the requests its runs took are kept (for a retry whose reply was lost).
     assert sql(postgres_url, "SELECT count(*) FROM callboard_resume_request_ids") != [(0,)]
