@@ -32,9 +32,9 @@ class QueueGate(Generic[T]):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._limits: dict[str, QueueLimits] = {}
-        # Two lines per bucket: runs yet to start for the first time, which the rate limit
-        # may hold back, and runs woken, resumed or recovered, which it never holds. In one
-        # line, the second kind waited behind a first start the rate held, for its window.
+        # Two lines per bucket: runs yet to start for the first time (or restarted), which
+        # the rate limit may hold back, and runs woken, resumed or recovered, which it never
+        # holds. In one line, the second kind waited behind a first start the rate held.
         self._buckets: dict[tuple[Bucket, bool], list[tuple[float, int, str, bool, T]]] = {}
         self._order = itertools.count()
         self._waiting: dict[str, int] = {}  # per queue: runs waiting (or admitted to start)
@@ -126,7 +126,11 @@ class QueueGate(Generic[T]):
             self._running[bucket] = self._running.get(bucket, 0) + 1
             limits = self._limits.get(bucket[0])
             if first and limits is not None and limits.rate_count is not None:
-                self._starts.setdefault(bucket, OrderedDict())[run_id] = now
+                starts = self._starts.setdefault(bucket, OrderedDict())
+                # A restart's start takes the place of the run's earlier one: a run counts
+                # once in a window, at its latest start (as a store counts its runs' rows).
+                starts.pop(run_id, None)
+                starts[run_id] = now
                 self._start_in[run_id] = bucket
             return run_id, bucket, item
 

@@ -268,7 +268,9 @@ class SupervisorActor(DispatchedActor):
                 rank(snapshot["created_at"], priority),
                 message,
                 reserved=message.queued,
-                first=snapshot["status"] == RunStatus.PENDING,
+                # A restart counts in its queue's rate window as a first start does: a
+                # storm of restarts after a bad deploy would otherwise skip the rate.
+                first=snapshot["status"] == RunStatus.PENDING or bool(snapshot.get("restarting")),
             )
             if self._expire is not None:
                 self._watch_waiting(message)

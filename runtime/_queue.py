@@ -117,7 +117,8 @@ class Queue:
         rate_limit: ``(n, per_seconds)``: at most ``n`` runs start executing
             per window of ``per_seconds`` (seconds, or a ``timedelta``), per
             partition for runs with a key, per queue for the others. A run's
-            first start counts; a wake-up from a sleep does not.
+            first start counts, and so does a restart (in the place of the run's
+            earlier start); a wake-up, a resume or a recovery does not.
         max_queued: The most runs waiting in the queue; a start beyond raises
             :class:`~runtime.QueueFullError` and records nothing.
 

@@ -434,6 +434,52 @@ def test_deleting_a_run_frees_its_start_in_its_queues_rate_window(make_runtime: 
     assert result is not None and result.status == "pending"
 
 
+def test_a_restart_waits_for_room_in_its_queues_rate_window_and_counts_there(
+    make_runtime: Any,
+) -> None:
+    # A restart never counted: after a bad deploy, restarting every failed run executed
+    # them all at once, however tight the rate that guards the service they call.
+    calls: list[str] = []
+    fixed = threading.Event()
+
+    def body(ctx: Any) -> Job:
+        calls.append(ctx.input_data.value)
+        if not fixed.is_set():
+            raise RuntimeError("the service is down")
+        return ctx.input_data
+
+    step = create_step(id="call", input_schema=Job, output_schema=Job, execute=body)
+    rt = make_runtime()
+    wf = rt.register(
+        create_workflow(
+            id="rated-restarts",
+            input_schema=Job,
+            output_schema=Job,
+            queue=Queue("rated-restarts", rate_limit=(2, 86_400.0)),
+        )
+        .then(step)
+        .commit()
+    )
+    runs = [wf.create_run() for _ in range(2)]
+    for number, run in enumerate(runs):
+        assert run.start(input_data={"value": f"r{number}"}, timeout=WAIT).status == "failed"
+    fixed.set()
+    for run in runs:  # the window's two starts are taken: both wait
+        run.restart_async()
+    time.sleep(0.5)
+    assert calls == ["r0", "r1"]
+    # A start freed (a run deleted by hand, as the window's end would): the other runs.
+    assert runs[1].cancel() is True
+    assert runs[1].wait(timeout=WAIT).status == "canceled"
+    assert wf.delete_workflow_run_by_id(runs[1].run_id)
+    again = runs[0].wait(timeout=WAIT)
+    assert (again.status, again.restarts) == ("success", 1)
+    assert calls == ["r0", "r1", "r0"]
+    # Its start took the place of its earlier one: with the deleted run's gone, the
+    # window holds one start, and a new run takes the other place.
+    assert wf.create_run().start(input_data={"value": "new"}, timeout=WAIT).status == "success"
+
+
 def test_runs_pruned_inside_their_queues_rate_window_still_count_against_it(
     make_runtime: Any,
 ) -> None:

@@ -458,9 +458,14 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # 9 -> 10: held queue slots. A worker names the runs whose step bodies, let go of by
     # their runs (cancelled, timed out), run on in it: each holds its run's slot in its
     # queue until it returns (see claim's ``executing``), which ``queue_stats`` shows.
+    # And restarts count in their queues' rate windows: a run restarted and not yet
+    # claimed is ``restarting``, and its claim counts its start as a first start's. (A
+    # constant default: no rewrite of the table.)
     (
         "ALTER TABLE callboard_workers ADD COLUMN IF NOT EXISTS executing text[] "
         "NOT NULL DEFAULT '{}'",
+        "ALTER TABLE callboard_runs ADD COLUMN IF NOT EXISTS restarting boolean "
+        "NOT NULL DEFAULT false",
     ),
 )
 """The steps that take a database from one schema version to the next: step ``i`` takes
@@ -735,11 +740,13 @@ the run's ``taken_seq`` and deletes its requests, in the save's transaction."""
 
 _REOPEN: Final = _REPLACE.replace(
     f"status NOT IN ({_TERMINAL_SQL})", f"status IN ({_TERMINAL_SQL})"
-).replace("lineage = NULL", "lineage = NULL, cancel_requested = false")
+).replace("lineage = NULL", "lineage = NULL, cancel_requested = false, restarting = true")
 """The compare-and-set of ``replace(reopen=True)``: only a run that has ended (a restart).
 
 A cancel asked for earlier was carried out (or the run ended otherwise): it is forgotten,
-or the restarted run was canceled again as soon as a worker took it."""
+or the restarted run was canceled again as soon as a worker took it. The run is
+``restarting`` until a claim takes it: its start counts in its queue's rate window then,
+as a first start's does, in the place of its earlier one."""
 
 _REPLACE_CANCELING: Final = _REPLACE.replace(
     "lineage = NULL", "lineage = NULL, cancel_requested = true"
@@ -2514,7 +2521,8 @@ class PostgresStore:
                 "JOIN callboard_queues AS q ON q.name = s.queue "
                 f"WHERE q.rate_period IS NOT NULL AND s.started_at > {_NOW} - q.rate_period "
                 "AND EXISTS (SELECT 1 FROM callboard_runs AS w WHERE w.queue = s.queue "
-                "AND w.queue_key IS NOT DISTINCT FROM s.queue_key AND w.started_at IS NULL "
+                "AND w.queue_key IS NOT DISTINCT FROM s.queue_key "
+                "AND (w.started_at IS NULL OR w.restarting) "
                 f"AND w.owner_id IS NULL AND w.status IN ({_UNFINISHED_SQL}) "
                 "AND w.workflow_id = ANY(%s))",
                 (ids,),
@@ -3962,12 +3970,12 @@ class PostgresStore:
         for _ in range(_CLAIM_ROUNDS):
             want = limit - len(taken)
             rows = connection.execute(
-                "SELECT run_id, queue, queue_key, started_at FROM callboard_runs "
+                "SELECT run_id, queue, queue_key, started_at, restarting FROM callboard_runs "
                 f"WHERE {_QUEUED_SQL} AND workflow_id = ANY(%(workflows)s) AND {_DUE} "
                 f"AND {_SKIPPING} AND {_NOT_BUSY} "
                 "AND (queue IS NULL OR NOT (queue = ANY(%(closed)s) "
                 "OR queue || chr(31) || coalesce(queue_key, '') = ANY(%(buckets)s) "
-                "OR (started_at IS NULL "
+                "OR ((started_at IS NULL OR restarting) "
                 "AND queue || chr(31) || coalesce(queue_key, '') = ANY(%(rated)s)))) "
                 "ORDER BY rank, run_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED",
                 {
@@ -3982,17 +3990,18 @@ class PostgresStore:
             ).fetchall()
             chosen = [
                 run_id
-                for run_id, queue, key, started_at in rows
-                if admission.admit(queue, key, first=started_at is None)
+                for run_id, queue, key, started_at, restarting in rows
+                if admission.admit(queue, key, first=started_at is None or restarting)
             ][:want]
             if chosen:
                 taken += connection.execute(
                     "UPDATE callboard_runs AS r SET owner_id = %s, epoch = r.epoch + 1, "
-                    "started_at = coalesce(r.started_at, %s) WHERE r.run_id = ANY(%s) "
+                    "started_at = CASE WHEN r.restarting THEN %s ELSE coalesce(r.started_at, %s) "
+                    "END, restarting = false WHERE r.run_id = ANY(%s) "
                     "RETURNING r.run_id, r.workflow_id, r.seq, r.status, r.snapshot, "
                     "r.created_at, r.updated_at, r.trace_id, r.wake_at, "
                     f"{_PARTS_OF.format(table='r')}, r.epoch, r.cancel_requested, r.queue",
-                    (self.owner_id, now, chosen),
+                    (self.owner_id, now, now, chosen),
                 ).fetchall()
             if len(taken) >= limit or len(rows) < want:
                 break  # enough, or nothing more waits: a round skips only what filled up

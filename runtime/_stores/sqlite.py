@@ -315,7 +315,9 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # 9 -> 10: held queue slots. A worker names the runs whose step bodies, let go of by
     # their runs (cancelled, timed out), run on in it: each holds its run's slot in its
     # queue until it returns (see claim's ``executing``), which ``queue_stats`` shows.
-    (_EXECUTING_COLUMN,),
+    # And restarts count in their queues' rate windows: a run restarted and not yet
+    # claimed is ``restarting``, and its claim counts its start as a first start's.
+    (_EXECUTING_COLUMN, "ALTER TABLE runs ADD COLUMN restarting INTEGER NOT NULL DEFAULT 0"),
 )
 """The steps that take a file from one schema version to the next, in order: step ``i``
 takes version ``i + 1`` to ``i + 2``. A new file is made at version 1 and taken
@@ -414,11 +416,13 @@ RETURNING epoch
 
 _REOPEN = _REPLACE.replace(
     f"status NOT IN ({_TERMINAL_SQL})", f"status IN ({_TERMINAL_SQL})"
-).replace("lineage = NULL", "lineage = NULL, cancel_requested = 0")
+).replace("lineage = NULL", "lineage = NULL, cancel_requested = 0, restarting = 1")
 """The compare-and-set of ``replace(reopen=True)``: only a run that has ended (a restart).
 
 A cancel asked for earlier was carried out (or the run ended otherwise): it is forgotten,
-or the restarted run was canceled again as soon as a worker took it."""
+or the restarted run was canceled again as soon as a worker took it. The run is
+``restarting`` until a claim takes it: its start counts in its queue's rate window then,
+as a first start's does, in the place of its earlier one."""
 
 _REPLACE_CANCELING = _REPLACE.replace("lineage = NULL", "lineage = NULL, cancel_requested = 1")
 """The compare-and-set of ``replace(canceling=True)``: the cancel is asked for in the same write.
@@ -1425,7 +1429,8 @@ class SQLiteStore:
                 "JOIN queues AS q ON q.name = s.queue "
                 "WHERE q.rate_period IS NOT NULL AND s.started_at > ? - q.rate_period "
                 "AND EXISTS (SELECT 1 FROM runs AS w WHERE w.queue = s.queue "
-                f"AND w.queue_key IS s.queue_key AND w.started_at IS NULL AND {_QUEUED} "
+                "AND w.queue_key IS s.queue_key AND (w.started_at IS NULL OR w.restarting) "
+                f"AND {_QUEUED} "
                 f"AND w.workflow_id IN {_AMONG})",
                 (_clock.time(), _listed(workflow_ids)),
             ).fetchone()
@@ -2350,27 +2355,29 @@ class SQLiteStore:
                 rated = admission.rated_buckets()
                 if rated:  # a run that started before (and woke, or was recovered) may go
                     where += (
-                        " AND (queue IS NULL OR started_at IS NOT NULL OR (queue || char(31) || "
+                        " AND (queue IS NULL OR (started_at IS NOT NULL AND NOT restarting) "
+                        "OR (queue || char(31) || "
                         f"coalesce(queue_key, '')) NOT IN ({', '.join('?' * len(rated))}))"
                     )
                     params.extend(bucket_key(bucket) for bucket in rated)
             rows = connection.execute(
-                f"SELECT run_id, queue, queue_key, started_at FROM runs {where} "
+                f"SELECT run_id, queue, queue_key, started_at, restarting FROM runs {where} "
                 "ORDER BY rank LIMIT ?",
                 (*params, want),
             ).fetchall()
             chosen = [
                 run_id
-                for run_id, queue, key, started_at in rows
-                if admission is None or admission.admit(queue, key, first=started_at is None)
+                for run_id, queue, key, started_at, restarting in rows
+                if admission is None
+                or admission.admit(queue, key, first=started_at is None or bool(restarting))
             ][:want]
             if chosen:
                 chosen_marks = ", ".join("?" * len(chosen))
                 connection.execute(
                     "UPDATE runs SET owner_id = ?, epoch = epoch + 1, "
-                    f"started_at = coalesce(started_at, ?) WHERE run_id IN ({chosen_marks}) "
-                    f"AND {_QUEUED}",
-                    (self.owner_id, now, *chosen),
+                    "started_at = CASE WHEN restarting THEN ? ELSE coalesce(started_at, ?) END, "
+                    f"restarting = 0 WHERE run_id IN ({chosen_marks}) AND {_QUEUED}",
+                    (self.owner_id, now, now, *chosen),
                 )
                 taken.extend(chosen)
             if len(taken) >= limit or len(rows) < want:
