@@ -346,8 +346,9 @@ class Admission:
     def allows(self, queue: str | None, key: str | None, *, first: bool = True) -> bool:
         """Whether a run of this queue and key may start now (nothing is counted).
 
-        ``first``: the run starts executing for the first time (a rate limit
-        counts only those); ``False`` for a run that wakes, resumes or is recovered.
+        ``first``: the run starts executing for the first time, or restarted (a
+        rate limit counts only those); ``False`` for a run that wakes, resumes or
+        is recovered.
         """
         if queue is None:
             return True
