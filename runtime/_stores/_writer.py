@@ -11,6 +11,12 @@ holds the lock. ``idle`` is called after every commit, and every
 ``idle_interval`` seconds while nothing is queued, for the store's housekeeping
 (a checkpoint while nothing waits). Leases are not the writer's business: a
 store renews its worker's lease only when asked (``heartbeat()``).
+
+A database that refuses every write for a reason an operator mends (a file made
+read-only, privileges revoked from the store's role) is neither a fault of one
+write nor a passing one: its writes wait and are tried again, as for a full
+disk, and :class:`Refusals` keeps the time it has lasted, says it in the log
+once, and tells the store's waiters once ``REFUSAL_PATIENCE`` has passed.
 """
 
 from __future__ import annotations
@@ -28,8 +34,11 @@ from runtime._errors import StoreUnavailableError
 from runtime._tracing import emit
 
 __all__ = [
+    "REFUSAL_PATIENCE",
+    "REFUSED_WAIT",
     "Done",
     "GroupCommitWriter",
+    "Refusals",
     "Write",
     "WriteKind",
     "call",
@@ -302,6 +311,99 @@ class GroupCommitWriter:
                 return True
             pending.append(item)
         return False
+
+
+REFUSAL_PATIENCE: Final = 30.0
+"""Seconds a store may refuse every write before those who wait on its runs are told."""
+
+
+REFUSED_WAIT: Final = 2.0
+"""Seconds a caller waits on its write once a refusal outlasted the patience: a try or two."""
+
+
+class Refusals:
+    """How long a store has refused every write, and who to tell once it has been too long.
+
+    Used on the writer thread (``refused``, ``accepted``); ``given_up`` may be
+    read from any thread. A refusal is said in the log when it begins
+    (``store_write_refused``), once more when ``REFUSAL_PATIENCE`` has passed
+    (``store_refuses_writes``), and when writes are accepted again
+    (``store_writes_accepted``): not at every try.
+
+    Args:
+        store: The store as the log names it.
+    """
+
+    __slots__ = ("_given_up", "_on_given_up", "_since", "_store")
+
+    def __init__(self, store: str) -> None:
+        self._store = store
+        self._since = 0.0  # monotonic start of the refusal under way; 0.0: none
+        self._given_up: str | None = None
+        self._on_given_up: Callable[[], None] | None = None
+
+    def set_on_given_up(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback()`` (on the writer thread) when a refusal outlasts the patience."""
+        self._on_given_up = callback
+
+    def refused(self, reason: str, waiting: int) -> None:
+        """The database refused a transaction of ``waiting`` writes for ``reason``."""
+        now = time.monotonic()
+        if not self._since:
+            self._since = now
+            emit(
+                logging.WARNING,
+                "store_write_refused",
+                store=self._store,
+                waiting=waiting,
+                error=reason,
+                hint="the writes wait in memory and are tried again until the store takes them",
+            )
+            return
+        if self._given_up is None and now - self._since >= REFUSAL_PATIENCE:
+            self._given_up = (
+                f"the run store {self._store} has refused every write for "
+                f"{now - self._since:.0f} s: {reason}; what it has not recorded waits in "
+                "memory, and goes on once the store takes writes again"
+            )
+            emit(
+                logging.ERROR,
+                "store_refuses_writes",
+                store=self._store,
+                waiting=waiting,
+                error=reason,
+                refused_for=round(now - self._since, 1),
+            )
+            callback = self._on_given_up
+            if callback is not None:
+                try:
+                    callback()
+                except Exception:
+                    emit(logging.ERROR, "store_callback_failed", exc_info=True)
+
+    def accepted(self) -> None:
+        """A transaction committed: a refusal under way, if any, has ended."""
+        if self._since:
+            emit(
+                logging.WARNING,
+                "store_writes_accepted",
+                store=self._store,
+                refused_for=round(time.monotonic() - self._since, 1),
+            )
+            self._since = 0.0
+            self._given_up = None
+
+    def patience(self, timeout: float) -> float:
+        """How long a caller waits on its write: ``timeout``, or one more try once given up.
+
+        A start made while the store has refused every write for long is told
+        so within ``REFUSED_WAIT`` seconds, not after the whole ``timeout``.
+        """
+        return timeout if self._given_up is None else min(timeout, REFUSED_WAIT)
+
+    def given_up(self) -> str | None:
+        """Why waits on the store's runs are given up: its refusal outlasted the patience."""
+        return self._given_up
 
 
 def resolve(future: Future[Any]) -> Done:

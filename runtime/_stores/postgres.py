@@ -62,6 +62,7 @@ from runtime._stores._parts import plan_parts
 from runtime._stores._writer import (
     Done,
     GroupCommitWriter,
+    Refusals,
     Write,
     WriteKind,
     call,
@@ -1274,6 +1275,15 @@ _PASSING_STATES: Final = frozenset({"55P03", "25006"})
 """lock_not_available; read_only_sql_transaction."""
 
 
+_REFUSING_STATES: Final = frozenset({"42501", "25006"})
+"""insufficient_privilege; read_only_sql_transaction: every write is refused until mended."""
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether the server refused a transaction as it will refuse every write until mended."""
+    return getattr(exc, "sqlstate", None) in _REFUSING_STATES
+
+
 class _Hints:
     """Hints gathered during one transaction, sent once it committed."""
 
@@ -1573,7 +1583,9 @@ class PostgresStore:
     _pid_of: Connection | None = None  # the connection it is the process of
     _ids_pruned_at: float | None = None  # when the writer last pruned the kept request ids
 
-    def __init__(self, url: str, *, lease: float = LEASE, readonly: bool = False) -> None:
+    def __init__(  # noqa: PLR0915 - one attribute a line, each with why it is kept
+        self, url: str, *, lease: float = LEASE, readonly: bool = False
+    ) -> None:
         if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
             shown = redact(url) if isinstance(url, str) else type(url).__name__
             raise StoreError(
@@ -1605,6 +1617,7 @@ class PostgresStore:
         self._beat_lock = threading.Lock()  # over _bconn
         self._ambiguous = False  # a commit that might have held runs was never acknowledged
         self._retried_for: str | None = None  # why the writer last had to try again, if it did
+        self._refusals = Refusals(self._shown)  # how long every write has been refused
         self._opened = False  # connected once: a lost connection is an outage, not a bad URL
         self._role: tuple[str, list[str], int | None] = ("both", [], None)
         self._unended: set[str] = set()  # stalled workers this role may not end: told once
@@ -2797,6 +2810,14 @@ class PostgresStore:
         result: list[QueueStats] = self._read(read)
         return result
 
+    def set_on_refusal(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback()`` once the server refused every write ``REFUSAL_PATIENCE`` s."""
+        self._refusals.set_on_given_up(callback)
+
+    def writes_refused(self) -> str | None:
+        """Why runs cannot be recorded here: the server refused writes too long (or ``None``)."""
+        return self._refusals.given_up()
+
     def set_hint(self, hint: Callable[[str, str], None] | None) -> None:
         """Call ``hint(kind, run_id)`` when this store or another one changed something.
 
@@ -2842,15 +2863,16 @@ class PostgresStore:
 
         ``timeout``: ``CALL_TIMEOUT`` unless given (read at the call, not at definition).
         """
+        timeout = self._refusals.patience(CALL_TIMEOUT if timeout is None else timeout)
         try:
             return committed(
                 write,
                 future,
-                CALL_TIMEOUT if timeout is None else timeout,
+                timeout,
                 given_up=f"the PostgreSQL store {self._shown} did not commit within "
-                f"{CALL_TIMEOUT} s; {not_done}",
+                f"{timeout:g} s; {not_done}",
                 unfinished=f"the PostgreSQL store {self._shown} did not finish the transaction "
-                f"of this write within {2 * CALL_TIMEOUT} s; it may still commit",
+                f"of this write within {2 * timeout:g} s; it may still commit",
             )
         except StoreUnavailableError as exc:
             # Why the writer kept trying: said only in its log lines, the error read as
@@ -3018,10 +3040,18 @@ class PostgresStore:
             stuck = self._rolled_back()
             for write in writes:
                 write.release()  # not committed: a caller may still give up on it
-            if isinstance(exc, StoreError) or _passing(exc) or stuck:
+            refused = _refused(exc)
+            if isinstance(exc, StoreError) or _passing(exc) or stuck or refused:
                 if committing and any(write.kind in _HOLDING for write in writes):
                     self._ambiguous = True
                 self._retried_for = self._reason(exc)
+                if refused:
+                    # Every write is refused alike until an operator mends it (privileges
+                    # revoked, a database made read-only): they wait and go through then.
+                    # Failed instead, a run's failure was refused too, and its waiters
+                    # waited for ever.
+                    self._refusals.refused(self._retried_for, len(writes))
+                    return writes
                 emit(
                     logging.WARNING,
                     "store_write_retrying",
@@ -3043,6 +3073,7 @@ class PostgresStore:
             )
             return []
         self._retried_for = None
+        self._refusals.accepted()
         self._held = batch.held
         self._fenced = frozenset(batch.fenced)
         self._broken = batch.broken

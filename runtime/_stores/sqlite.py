@@ -62,6 +62,7 @@ from runtime._stores._parts import PartWrites, plan_parts
 from runtime._stores._writer import (
     Done,
     GroupCommitWriter,
+    Refusals,
     Write,
     WriteKind,
     call,
@@ -640,6 +641,8 @@ class SQLiteStore:
         # Why the writer last had to try a batch again (``None``: it did not, or it then
         # committed): what a caller's give-up says, since it may not be a lock at all.
         self._retried_for: str | None = None
+        # How long the file has refused every write (read-only, see _refused).
+        self._refusals = Refusals(str(self.path))
         self._checkpointed_at = 0
         self._checkpoint_time = time.monotonic()
         self._parts_table = True
@@ -965,22 +968,22 @@ class SQLiteStore:
         The error given up with says why the writer kept trying: the database
         stayed locked, or what its last try met (a full disk, an I/O error).
         """
+        timeout = self._refusals.patience(CREATE_TIMEOUT)
         try:
             return committed(
                 write,
                 future,
-                CREATE_TIMEOUT,
-                given_up=f"the run store {self.path} stayed locked for {CREATE_TIMEOUT} s; "
-                f"{not_done}",
+                timeout,
+                given_up=f"the run store {self.path} stayed locked for {timeout:g} s; {not_done}",
                 unfinished=f"the run store {self.path} did not finish the transaction of this "
-                f"write within {2 * CREATE_TIMEOUT} s; it may still commit",
+                f"write within {2 * timeout:g} s; it may still commit",
             )
         except StoreUnavailableError as exc:
             retried = self._retried_for
             if retried is None:
                 raise
             raise StoreUnavailableError(
-                f"the run store {self.path} could not commit for {CREATE_TIMEOUT} s; {not_done} "
+                f"the run store {self.path} could not commit for {timeout:g} s; {not_done} "
                 f"(its last try: {retried})"
             ) from exc
 
@@ -1560,6 +1563,14 @@ class SQLiteStore:
         """
         self._hint = hint
 
+    def set_on_refusal(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback()`` once the file has refused every write for ``REFUSAL_PATIENCE`` s."""
+        self._refusals.set_on_given_up(callback)
+
+    def writes_refused(self) -> str | None:
+        """Why runs cannot be recorded here: the file refused every write too long (or ``None``)."""
+        return self._refusals.given_up()
+
     def list_runs(
         self,
         *,
@@ -1745,6 +1756,13 @@ class SQLiteStore:
                 emit(logging.WARNING, "store_locked", path=str(self.path), waiting=len(writes))
                 self._retried_for = None  # "stayed locked" says it
                 return writes
+            if _refused(exc):
+                # Read-only for now (a file or a file system made so): every write is
+                # refused alike, and each goes through once it is writable again. Failed
+                # instead, a run's failure was refused too and nobody heard of its end.
+                self._retried_for = str(exc)
+                self._refusals.refused(str(exc), len(writes))
+                return writes
             if _passing(exc):
                 self._retried_for = str(exc)
                 emit(
@@ -1760,6 +1778,7 @@ class SQLiteStore:
             self._fail(writes, StoreError(self._refusal(connection, writes, exc)))
             return []
         self._retried_for = None
+        self._refusals.accepted()
         outcome.apply(self)
         # Callers blocked in create() first; then the callbacks that tell actors.
         results, errors = outcome.results, outcome.errors
@@ -2934,6 +2953,20 @@ def _run_ids(write: Write) -> list[str]:
     if write.kind in ("create", "replace"):  # (record, ...)
         return [payload[0].run_id]
     return []
+
+
+_REFUSING_CODES: Final = frozenset(
+    {
+        3,  # SQLITE_PERM: access permission denied
+        8,  # SQLITE_READONLY (and its extended codes): the file, or its folder, is read-only
+    }
+)
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether the database refused a transaction as it will refuse every write until mended."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in _REFUSING_CODES
 
 
 def _passing(exc: BaseException) -> bool:
