@@ -75,6 +75,7 @@ __all__ = [
     "UnwatchRun",
     "WakeRun",
     "WatchRun",
+    "WritesRefused",
 ]
 
 
@@ -340,7 +341,7 @@ SupervisorMessage: TypeAlias = (
 # --- to the registry --------------------------------------------------------------
 # From run actors, the supervisor, hooks and the facade; SettledCommitted from
 # the registry itself, on the store's writer thread; RunsDeleted from the facade's
-# delete and the pruner's thread.
+# delete and the pruner's thread; WritesRefused from the store's writer thread.
 
 
 @dataclass(frozen=True, slots=True)
@@ -537,6 +538,16 @@ class RunsDeleted:
     the registry keeps logs, on a shared store: another process may have deleted runs."""
 
 
+@dataclass(frozen=True, slots=True)
+class WritesRefused:
+    """The store has refused every write for too long: wake every waiter, to tell it so.
+
+    Its runs' ends cannot be recorded meanwhile; each wait reads the store, and
+    raises ``StoreUnavailableError`` naming the refusal for a run that has not
+    ended (see :meth:`runtime._stores._writer.Refusals`).
+    """
+
+
 RegistryMessage: TypeAlias = (
     SnapshotTaken
     | SettledCommitted
@@ -550,6 +561,7 @@ RegistryMessage: TypeAlias = (
     | SnapshotSeen
     | StepWrote
     | RunsDeleted
+    | WritesRefused
 )
 """Everything :class:`~actors.registry.RegistryActor` accepts."""
 

@@ -38,6 +38,7 @@ from actors.messages import (
     UnsubscribeRun,
     UnwatchRun,
     WatchRun,
+    WritesRefused,
 )
 from actors.step import error_dict
 from runtime import _clock, _otel, _probes
@@ -176,6 +177,8 @@ class RegistryActor(ThreadActor):
                 self._on_snapshot_seen(message)
             case RunsDeleted():
                 self._on_runs_deleted(message)
+            case WritesRefused():
+                self._on_writes_refused()
             case StepWrote():
                 try:
                     self._on_step_wrote(message)
@@ -601,6 +604,12 @@ class RegistryActor(ThreadActor):
         else:
             del self._channels[run_id]
             self._unwatch(run_id)
+
+    def _on_writes_refused(self) -> None:
+        # Every wait here reads its run again: one that has not ended is told why
+        # it cannot be recorded (the facade asks the store), not left waiting.
+        for run_id in list(self._waiters):
+            self._wake(run_id)
 
     def _on_record_failure(self, message: RecordFailure) -> None:
         current = self._live.get(message.run_id) or self._store.load(message.run_id)

@@ -58,6 +58,7 @@ from actors.messages import (
     UnsubscribeRun,
     UnwatchRun,
     WatchRun,
+    WritesRefused,
 )
 from actors.registry import RegistryActor
 from actors.run import refused_request, resume_fits
@@ -281,6 +282,12 @@ class ActorSystem:
             logs=logs,
             waiters=waiters,
         )
+        # A store that refuses every write too long says so (SQLite, PostgreSQL): waits wake.
+        self._on_refusal: Callable[[Callable[[], None] | None], None] | None = getattr(
+            store, "set_on_refusal", None
+        )
+        if self._on_refusal is not None:
+            self._on_refusal(self._writes_refused)
         self._waiting: deque[StartRun] = deque()
         # On a shared store: the runs with an actor here, which its claims leave alone.
         self._here = RunsHere() if shared else None
@@ -369,6 +376,10 @@ class ActorSystem:
     def _look_for_deleted(self) -> None:
         """The watcher's look: the registry forgets the logs of runs deleted by anyone."""
         tell_safely(self.registry, RunsDeleted(looked=True))
+
+    def _writes_refused(self) -> None:
+        """On the store's writer thread: it refused every write too long; every wait is told."""
+        tell_safely(self.registry, WritesRefused())
 
     def _seen(self, run_id: str, record: SnapshotRecord | None) -> None:
         with contextlib.suppress(pykka.ActorDeadError):
@@ -1196,6 +1207,8 @@ class ActorSystem:
                 self.watcher.stop(left())
             if self.shared is not None:
                 self.shared.set_hint(None)
+            if self._on_refusal is not None:
+                self._on_refusal(None)
             if not self.store.durable:
                 self._record_decided_ends()
                 self._fail_unfinished()
@@ -1235,6 +1248,8 @@ class ActorSystem:
         self.dispatcher.abandon_actors()
         if self.watcher is not None:
             self.watcher.stop(left())
+        if self._on_refusal is not None:
+            self._on_refusal(None)
         if self.shared is not None:
             self.shared.set_hint(None)
             # Its worker's row and held runs stay, as a killed process leaves them: the

@@ -492,6 +492,7 @@ class Run(Generic[In, Out]):
         if record.status not in SETTLED_STATUSES or self._resume_requested(record):
             self._refuse_on_step_loop("wait")
             self._refuse_inside_itself("wait() was called")
+            self._unrecordable(record)
             while True:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 # Inside a step, its thread (and its run's place) is not counted meanwhile.
@@ -507,6 +508,7 @@ class Run(Generic[In, Out]):
                         run_id=self.run_id,
                     )
                 woken = self._through_outage(self._load, deadline)
+                self._unrecordable(woken)
                 if self._resume_requested(woken) and self._host.hears_runs():
                     # Suspended with a resume recorded for a worker to carry out: it goes
                     # on soon. (The watch would wake at once: it is read again shortly.)
@@ -597,6 +599,7 @@ class Run(Generic[In, Out]):
             record = await self._through_outage_async(self._started_record, outage)
         if record.status not in SETTLED_STATUSES or await self._resume_requested_async(record):
             self._refuse_inside_itself("wait_async() was awaited")
+            self._unrecordable(record)
             # Inside an async step body: its run does not count against
             # max_concurrent_runs while it awaits, as a blocked step's does not.
             pool = served()[1]
@@ -620,6 +623,7 @@ class Run(Generic[In, Out]):
                     if ended is not None:
                         ended(counted)
                 woken = await self._through_outage_async(self._load, outage)
+                self._unrecordable(woken)
                 if await self._resume_requested_async(woken) and host.hears_runs():
                     await asyncio.sleep(_REQUESTED_PAUSE)  # see wait()
                     continue
@@ -1564,6 +1568,23 @@ class Run(Generic[In, Out]):
                 f"end; await run.{a_twin}() instead",
                 run_id=self.run_id,
             )
+
+    def _unrecordable(self, record: SnapshotRecord | None) -> None:
+        """Raise for a run that has not settled while the store refuses every write.
+
+        Its end could not be recorded, and a wait would last until the store
+        takes writes again, with nothing saying why: the caller is told.
+
+        Raises:
+            StoreUnavailableError: naming the store's refusal.
+        """
+        if record is not None and record.status not in SETTLED_STATUSES:
+            why = self._host.writes_refused()
+            if why is not None:
+                raise StoreUnavailableError(
+                    f"run {self.run_id!r} has not ended, and cannot be recorded now: {why}",
+                    run_id=self.run_id,
+                )
 
     def _woken_early(self, record: SnapshotRecord | None) -> bool:
         """Whether a wait was woken while the run goes on and its end will be told: wait again.

@@ -381,6 +381,11 @@ class RunHost:
         store = self.store
         return None if store is None else store.load(run_id)
 
+    def writes_refused(self) -> str | None:
+        """Why the store cannot record runs now: it refused every write too long (else ``None``)."""
+        refused: Callable[[], str | None] | None = getattr(self.store, "writes_refused", None)
+        return None if refused is None else refused()
+
     def run_deleted(self, run_id: str) -> None:
         """The run's record was deleted: a running runtime forgets its event log."""
         system = self.system

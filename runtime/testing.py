@@ -151,6 +151,7 @@ _SENDERS: Final[dict[str, str]] = {
     "DeadlinePassed": "Timers",
     "RunDeleted": "Store",
     "RunsDeleted": "Runtime",
+    "WritesRefused": "Store",
     "RecordFailure": "Supervisor",
     "RunsClaimed": "Claimer",
     "SnapshotSeen": "StoreWatcher",

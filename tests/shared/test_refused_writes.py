@@ -1,0 +1,149 @@
+"""While the store refuses every write (a read-only file, privileges revoked), waits are told.
+
+The runs' writes wait in memory and are tried again, at most once a second,
+as on a full disk; once the refusal has lasted ``REFUSAL_PATIENCE`` seconds a
+wait on a run that has not ended raises ``StoreUnavailableError`` with the
+database's message, the log says it once, and everything goes on, nothing
+lost, once the store takes writes again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+import runtime._stores._writer as writer_module
+from runtime import Runtime, SQLiteStore, StoreError, StoreUnavailableError
+from tests._support import wait_until
+from tests.durable._support.workflows import read_lines
+from tests.shared._workflows import WORKFLOWS
+
+WAIT = 60.0
+PATIENCE = 0.5
+TOLD_WITHIN = 15.0
+"""Seconds a wait may take to be told: the patience, and a retry a second at most."""
+REFUSED_START_WITHIN = 5.0
+"""Seconds a start may take to raise once the refusal outlasted the patience (REFUSED_WAIT)."""
+ROLE = "callboard_refused"
+
+
+@pytest.fixture(autouse=True)
+def _short_patience(monkeypatch: pytest.MonkeyPatch, _structlog_reset: None) -> None:
+    monkeypatch.setattr(writer_module, "REFUSAL_PATIENCE", PATIENCE, raising=False)
+
+
+def test_waits_on_a_sqlite_file_that_refuses_writes_are_told_and_the_run_ends_once_it_takes_them(
+    tmp_path: Path,
+) -> None:
+    def refuse(rt: Runtime, on: bool) -> None:
+        # What a file made read-only under a running runtime gives: SQLITE_READONLY.
+        store = rt.store
+        assert isinstance(store, SQLiteStore)
+        connections = [store._connection, store._caller_connection]
+        for connection in connections:
+            if isinstance(connection, sqlite3.Connection):
+                connection.execute(f"PRAGMA query_only = {'ON' if on else 'OFF'}")
+
+    _told_then_recovered(str(tmp_path / "runs.db"), tmp_path, refuse, "readonly database")
+
+
+@pytest.mark.postgres
+def test_waits_on_a_postgresql_role_stripped_of_writes_are_told_and_the_run_ends_once_granted(
+    postgres_server: Any, postgres_url: str, tmp_path: Path
+) -> None:
+    dbname = postgres_url.split("///", 1)[1].split("?", 1)[0]
+    with postgres_server.admin() as admin:
+        admin.execute(
+            f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{ROLE}') "
+            f"THEN CREATE ROLE {ROLE} LOGIN; END IF; END $$"
+        )
+        admin.execute(f'ALTER DATABASE "{dbname}" OWNER TO {ROLE}')
+    url = postgres_url.replace("user=postgres", f"user={ROLE}")
+
+    def refuse(_rt: Runtime, on: bool) -> None:
+        verb = "REVOKE INSERT, UPDATE ON ALL TABLES IN SCHEMA public FROM"
+        with postgres_server.admin(dbname) as admin:
+            admin.execute(
+                f"{verb} {ROLE}"
+                if on
+                else f"GRANT INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO {ROLE}"
+            )
+
+    _told_then_recovered(url, tmp_path, refuse, "permission denied")
+
+
+def _told_then_recovered(
+    location: str, tmp_path: Path, refuse: Callable[[Runtime, bool], None], says: str
+) -> None:
+    log, hold = tmp_path / "run.log", tmp_path / "hold"
+    hold.touch()
+    with capture_logs() as logs, Runtime(store=location) as rt:
+        wf = rt.register(WORKFLOWS["logged"])
+        run = wf.create_run()
+        run.start_async(
+            input_data={"value": "x"},
+            request_context={"log": str(log), "hold_step": "beta", "hold_file": str(hold)},
+        )
+        wait_until(lambda: "start beta" in read_lines(log), timeout=WAIT, what="beta holds")
+        outcomes: list[BaseException | Any] = []
+
+        def waiting(wait: Callable[[], Any]) -> None:
+            try:
+                outcomes.append(wait())
+            except BaseException as exc:
+                outcomes.append(exc)
+
+        waiters = [
+            threading.Thread(target=waiting, args=(run.wait,)),  # no timeout: it was for ever
+            threading.Thread(target=waiting, args=(lambda: asyncio.run(run.wait_async()),)),
+        ]
+        refuse(rt, True)
+        try:
+            for waiter in waiters:
+                waiter.start()
+            time.sleep(0.2)  # both wait before beta's output is refused
+            hold.unlink()
+            for waiter in waiters:
+                waiter.join(TOLD_WITHIN)
+            assert not any(waiter.is_alive() for waiter in waiters), "a wait was never told"
+            assert len(outcomes) == 2
+            for outcome in outcomes:
+                assert isinstance(outcome, StoreUnavailableError), outcome
+                assert says in str(outcome) and run.run_id in str(outcome)
+            # A wait begun now is told at once.
+            with pytest.raises(StoreUnavailableError, match=says):
+                run.wait()
+            # A start is told within a try or two, not after the 30 s a write may wait.
+            began = time.monotonic()
+            refused_start = wf.create_run()
+            with pytest.raises(StoreError, match=says):
+                refused_start.start_async(input_data={"value": "y"})
+            assert time.monotonic() - began < REFUSED_START_WITHIN
+            time.sleep(1.5)  # more tries, each refused, none said again
+        finally:
+            refuse(rt, False)
+        wait_until(
+            lambda: any(e["event"] == "store_writes_accepted" for e in logs),
+            timeout=WAIT,
+            what="the store takes writes again",
+        )
+        result = run.wait(timeout=WAIT)
+        assert result.status == "success", result.error
+        assert result.result == {"value": "x-a-b-c"}
+        assert read_lines(log).count("start beta") == 1
+        assert read_lines(log).count("start gamma") == 1
+        # A start that raised was never recorded, then or since.
+        assert wf.get_workflow_run_execution_result(refused_start.run_id) is None
+    events = [e["event"] for e in logs]
+    assert events.count("store_write_refused") == 1
+    assert events.count("store_refuses_writes") == 1
+    assert events.count("store_writes_accepted") == 1
+    assert "store_write_failed" not in events and "snapshot_refused" not in events
