@@ -484,7 +484,9 @@ class Run(Generic[In, Out]):
             BlockingCallError: if the run has not ended and the caller runs on the
                 event loop of the runtime's async steps (see :meth:`wait_async`).
             StoreUnavailableError: if the store could not be reached when
-                ``timeout`` passed (until then, the wait reads it again and again).
+                ``timeout`` passed (until then, the wait reads it again and again);
+                or, for a run that has not ended, once the store has refused every
+                write for ``REFUSAL_PATIENCE`` (30) seconds: the message says why.
         """
         timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -539,7 +541,9 @@ class Run(Generic[In, Out]):
             BlockingCallError: if the run has not ended and this is awaited inside
                 one of its own steps, which it would wait for.
             StoreUnavailableError: if the store could not be reached when
-                ``timeout`` passed (until then, the wait reads it again and again).
+                ``timeout`` passed (until then, the wait reads it again and again);
+                or, for a run that has not ended, once the store has refused every
+                write for ``REFUSAL_PATIENCE`` (30) seconds: the message says why.
         """
         timeout = check_timeout(timeout)
         outage: list[StoreUnavailableError] = []  # the last read's error, while it lasts
