@@ -3080,21 +3080,7 @@ class PostgresStore:
         self._reaped = batch.reaped
         if batch.adopted:
             self._ambiguous = False
-        # Callers blocked in create() first; then the callbacks that tell actors.
-        for write in writes:
-            if write.kind == "create":
-                result = results.get(id(write))
-                if isinstance(result, QueueFullError):
-                    call(write.done, None, result)
-                else:
-                    call(write.done, result, None)
-        for write in writes:
-            if write.kind != "create":
-                error = results.get(id(write)) if write.kind == "save" else None
-                result = None if write.kind == "save" else results.get(id(write))
-                if isinstance(result, QueueFullError):  # a restart into a full queue
-                    result, error = None, result
-                call(write.done, result, error)
+        _report_committed(writes, results)
         self._tell_here(batch.hints)
         self._hold_hints(batch.hints)
         return []
@@ -4152,3 +4138,26 @@ def _reporting(
             on_error(error)
 
     return done
+
+
+def _report_committed(writes: list[Write], results: dict[int, Any]) -> None:
+    """Tell each write of a committed batch its outcome.
+
+    Callers blocked in ``create()`` first; then the callbacks that tell actors.
+    A ``QueueFullError`` in place of a result (a start, or a restart, into a
+    full queue) is told as the write's error.
+    """
+    for write in writes:
+        if write.kind == "create":
+            result = results.get(id(write))
+            if isinstance(result, QueueFullError):
+                call(write.done, None, result)
+            else:
+                call(write.done, result, None)
+    for write in writes:
+        if write.kind != "create":
+            error = results.get(id(write)) if write.kind == "save" else None
+            result = None if write.kind == "save" else results.get(id(write))
+            if isinstance(result, QueueFullError):  # a restart into a full queue
+                result, error = None, result
+            call(write.done, result, error)
