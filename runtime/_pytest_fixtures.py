@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Mapping
 from typing import Any, Final, TypeGuard
 
 import pytest
@@ -49,15 +49,20 @@ def callboard_harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
     ``runs-gw0.db`` in worker ``gw0`` (each worker's harness jumps a clock of
     its own, and would take the others' runs for abandoned).
 
+    Parametrized indirectly, each parameter is a dict of options, closer than
+    any marker: ``@pytest.mark.parametrize("callboard_harness", [{"store":
+    "memory"}, {"store": "sqlite"}], indirect=True)`` runs the test on each store.
+
     As ``with Harness()`` does for a block that raised, the close says nothing
     of an override or fault naming a step no workflow has when the test failed
     already: its own failure is the one to read.
 
     Raises:
         pytest.UsageError: for a marker with positional arguments (options
-            are named: ``store="x.db"``).
+            are named: ``store="x.db"``), or an indirect parameter that is not
+            a dict of options.
     """
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = dict(_indirect_options(request))
     for marker in request.node.iter_markers("callboard"):  # the closest first
         if marker.args:
             raise pytest.UsageError(
@@ -81,6 +86,23 @@ def callboard_harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
         yield harness
     finally:
         harness._close(check=not request.node.stash.get(_FAILED, False))
+
+
+def _indirect_options(request: pytest.FixtureRequest) -> Mapping[str, Any]:
+    """The options of an indirect parametrization of ``callboard_harness`` (none without one).
+
+    The fixture read no ``request.param``: a test parametrized with
+    ``[{"store": "sqlite"}]`` ran on the memory store, every case alike, and passed.
+    """
+    if not hasattr(request, "param"):
+        return {}
+    param = request.param
+    if not isinstance(param, Mapping) or not all(isinstance(name, str) for name in param):
+        raise pytest.UsageError(
+            f"callboard_harness parametrized indirectly takes a dict of harness options per "
+            f'case ({{"store": "sqlite", "time_skipping": False}}), got {param!r}'
+        )
+    return param
 
 
 def _is_path(store: object) -> TypeGuard[str | os.PathLike[str]]:

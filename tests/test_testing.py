@@ -2087,6 +2087,38 @@ def test_the_fixture_of_a_test_failing_while_a_step_runs_adds_no_error(
     ran.stdout.fnmatch_lines(["*ValueError: the test's own failure*"])
 
 
+def test_the_fixture_parametrized_indirectly_takes_each_case_s_options(
+    pytester: pytest.Pytester,
+) -> None:
+    # The fixture read no request.param: every case ran on the memory store, and passed.
+    pytester.makepyfile(
+        test_indirect="""
+        import pytest
+
+        @pytest.mark.callboard(store="sqlite", time_skipping=False)
+        @pytest.mark.parametrize(
+            "callboard_harness", [{"store": "memory"}, {"stop_timeout": 1.0}], indirect=True
+        )
+        def test_each_case(callboard_harness):
+            assert callboard_harness.time_skipping is False  # the marker's, not overridden
+            if callboard_harness.stop_timeout == 1.0:
+                assert callboard_harness.runtime.store.durable  # the marker's sqlite
+            else:
+                assert not callboard_harness.runtime.store.durable  # the case's memory
+
+        @pytest.mark.parametrize("callboard_harness", ["sqlite"], indirect=True)
+        def test_not_a_dict(callboard_harness):
+            pass
+        """
+    )
+    ran = pytester.runpytest_inprocess(
+        "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--callboard"
+    )
+
+    ran.assert_outcomes(passed=2, errors=1)
+    ran.stdout.fnmatch_lines(["*parametrized indirectly takes a dict of harness options*"])
+
+
 def test_time_skipping_goes_on_after_crash_and_recover(tmp_path: Path) -> None:
     entered = threading.Event()
     gate = threading.Event()
