@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Generator, Iterator, Mapping
+from pathlib import Path
 from typing import Any, Final, TypeGuard
 
 import pytest
 
 from runtime._runtime import Runtime
 from runtime._stores.open import is_postgres_url
-from runtime._stores.sqlite import path_from_url
+from runtime._stores.sqlite import SQLiteStore, path_from_url
 from runtime.testing import Harness
 
 __all__ = ["callboard_harness", "callboard_runtime", "pytest_runtest_makereport"]
@@ -72,13 +73,20 @@ def callboard_harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
         for name, value in marker.kwargs.items():
             options.setdefault(name, value)
     store = options.get("store")
-    if store == "sqlite":
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if isinstance(store, str) and store == "sqlite":
         options["store"] = request.getfixturevalue("tmp_path") / "runs.db"
     elif _is_path(store):
-        worker = os.environ.get("PYTEST_XDIST_WORKER")
         if worker:
-            path = path_from_url(store)
-            options["store"] = path.with_name(f"{path.stem}-{worker}{path.suffix}")
+            options["store"] = _of_worker(path_from_url(store), worker)
+    elif isinstance(store, SQLiteStore):
+        # One object a marker gives every test: each test's harness gets one of its own on
+        # the same file (the first test's close closed it for the next), a worker's file
+        # under pytest-xdist, as for a path. The marker's is closed, as a harness's close
+        # closes the store it was given: its writer thread was left running.
+        store.close()
+        path = _of_worker(store.path, worker) if worker else store.path
+        options["store"] = SQLiteStore(path, lease=store.lease)
     harness = Harness(**options).start()
     # What another Harness opened meanwhile names: pytest's frames would say nothing.
     harness._opened_at = f"by the callboard_harness fixture of {request.node.nodeid}"
@@ -103,6 +111,11 @@ def _indirect_options(request: pytest.FixtureRequest) -> Mapping[str, Any]:
             f'case ({{"store": "sqlite", "time_skipping": False}}), got {param!r}'
         )
     return param
+
+
+def _of_worker(path: Path, worker: str) -> Path:
+    """The file of a pytest-xdist worker for ``path``: ``runs.db`` is ``runs-gw0.db`` in ``gw0``."""
+    return path.with_name(f"{path.stem}-{worker}{path.suffix}")
 
 
 def _is_path(store: object) -> TypeGuard[str | os.PathLike[str]]:

@@ -758,6 +758,11 @@ class Harness:
             self._opened_at = f"at {_caller_outside(__file__)}"
         if self._closed:
             self._forget_last_opening()
+        if getattr(self.store, "_closed", False):
+            # A store object is closed with the runtime that used it: a harness opened
+            # again, or one test's of a marker that names one object for them all, failed
+            # its first start with "the run store is closed". The same place, anew.
+            self.store = _reopened(self.store)
         # Threads of runtimes started outside the harness are theirs to stop, not ours.
         self._others = frozenset(threading.enumerate())
         try:
@@ -1828,7 +1833,9 @@ class Harness:
 # (Runtime._scheduler),
 # pykka's loop of a threaded actor (Actor._actor_loop_running, where a registry waits for mail),
 # a store's writer (SQLiteStore._writer, PostgresStore._writer), a PostgreSQL store's URL
-# (PostgresStore._url, to open the store again after a crash) and the hooks handed to the
+# (PostgresStore._url, to open the store again after a crash), whether a store object is
+# closed (SQLiteStore._closed, PostgresStore._closed: a harness opens a closed one anew) and
+# the hooks handed to the
 # hook threads (HookRunner._pending, with its HookRunner._lock).
 # tests/test_testing.py names them all.
 

@@ -1799,6 +1799,22 @@ def test_a_harness_opened_again_starts_clean() -> None:
     assert runs == {second.run_id}
 
 
+def test_a_harness_given_a_store_object_opens_again_on_the_same_file(tmp_path: Path) -> None:
+    # The first close closed the object with its runtime: the second opening's first start
+    # failed with "the run store ... is closed".
+    store = SQLiteStore(tmp_path / "runs.db", lease=3.0)
+    harness = Harness(store=store)
+    with harness:
+        first = harness.register(_three_steps()).create_run().start(input_data={"n": 0})
+    with harness:
+        again = harness.runtime.store
+        second = harness.workflow("three").create_run().start(input_data={"n": 1})
+        listed = harness.workflow("three").list_workflow_runs().total
+
+    assert (first.status, second.status, listed) == ("success", "success", 2)
+    assert again is not store and (again.path, again.lease) == (store.path, 3.0)
+
+
 def test_a_seed_makes_run_ids_and_trace_ids_repeat() -> None:
     def draw() -> tuple[str, str]:
         with Harness(seed=7) as harness:
@@ -1886,6 +1902,8 @@ def test_the_private_names_the_harness_relies_on_exist(tmp_path: Path) -> None:
         assert "_writer" in store_class.__init__.__code__.co_names
         assert callable(getattr(store_class, "abandon", None))
     assert "_url" in PostgresStore.__init__.__code__.co_names
+    for store_class in (SQLiteStore, PostgresStore):
+        assert "_closed" in store_class.__init__.__code__.co_names
     with Harness(store=tmp_path / "runs.db") as harness:
         system = harness.runtime._host.system
         assert system is not None and system.claimer is not None
@@ -2117,6 +2135,41 @@ def test_the_fixture_parametrized_indirectly_takes_each_case_s_options(
 
     ran.assert_outcomes(passed=2, errors=1)
     ran.stdout.fnmatch_lines(["*parametrized indirectly takes a dict of harness options*"])
+
+
+def test_a_store_object_a_marker_gives_every_test_serves_each_and_is_keyed_by_worker(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first test's close closed the one object: every later test of the module failed
+    # with "the run store ... is closed"; under xdist the workers shared its file.
+    pytester.makepyfile(
+        test_object="""
+        import pytest
+        from pydantic import BaseModel
+        from runtime import SQLiteStore, create_step, create_workflow
+
+        class N(BaseModel):
+            n: int
+
+        inc = create_step(id="inc", input_schema=N, output_schema=N,
+                          execute=lambda ctx: N(n=ctx.input_data.n + 1))
+        flow = create_workflow(id="flow", input_schema=N, output_schema=N).then(inc).commit()
+        pytestmark = pytest.mark.callboard(store=SQLiteStore("runs.db", lease=4.0))
+
+        @pytest.mark.parametrize("n", range(3))
+        def test_each(callboard_harness, n):
+            store = callboard_harness.runtime.store
+            assert (store.path.name, store.lease) == ("runs-gw3.db", 4.0)
+            result = callboard_harness.register(flow).create_run().start(input_data={"n": n})
+            assert result.result == {"n": n + 1}
+            assert callboard_harness.register(flow).list_workflow_runs().total == n + 1
+        """
+    )
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw3")
+    ran = pytester.runpytest_inprocess(
+        "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--callboard"
+    )
+    ran.assert_outcomes(passed=3)
 
 
 def test_time_skipping_goes_on_after_crash_and_recover(tmp_path: Path) -> None:
