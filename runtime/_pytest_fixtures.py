@@ -12,9 +12,15 @@ import pytest
 from runtime._runtime import Runtime
 from runtime._stores.open import is_postgres_url
 from runtime._stores.sqlite import SQLiteStore, path_from_url
+from runtime import testing
 from runtime.testing import Harness
 
-__all__ = ["callboard_harness", "callboard_runtime", "pytest_runtest_makereport"]
+__all__ = [
+    "callboard_harness",
+    "callboard_runtime",
+    "pytest_runtest_call",
+    "pytest_runtest_makereport",
+]
 
 _FAILED: Final = pytest.StashKey[bool]()
 """On a test's item: whether its setup or its call failed (told by the reports pytest makes)."""
@@ -33,6 +39,42 @@ def pytest_runtest_makereport(
     if report.failed and report.when in ("setup", "call"):
         item.stash[_FAILED] = True
     return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """Close a harness the test opened and left open, and fail the test for it.
+
+    Only one harness may be open in a process: one a test left open (``Harness().start()``
+    with no close) failed every later test that opened one, with "another Harness is open",
+    while the test that left it passed.
+    """
+    before = testing._active
+    try:
+        result = yield
+    except BaseException as error:
+        said = _close_left_open(before, error)
+        if said:
+            error.add_note(f"(and {said})")
+        raise
+    said = _close_left_open(before)
+    if said:
+        pytest.fail(said, pytrace=False)  # the place to read is where it was opened
+    return result
+
+
+def _close_left_open(before: Harness | None, error: BaseException | None = None) -> str:
+    """Close the harness a test's body opened and left open; what to tell of it ("" if none)."""
+    left = testing._active
+    if left is None or left is before:
+        return ""
+    opened = left._opened_at
+    left._close(check=False, error=error)
+    return (
+        f"the test left a Harness open (opened {opened}): close it, or use "
+        "`with Harness() as harness:` or the callboard_harness fixture; it was closed after "
+        "the test, so that the tests after it can open theirs"
+    )
 
 
 @pytest.fixture

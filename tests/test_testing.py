@@ -2172,6 +2172,44 @@ def test_a_store_object_a_marker_gives_every_test_serves_each_and_is_keyed_by_wo
     ran.assert_outcomes(passed=3)
 
 
+def test_a_harness_a_test_left_open_fails_that_test_and_not_the_ones_after_it(
+    pytester: pytest.Pytester,
+) -> None:
+    # The test that left it passed; every later test that opened a harness failed with
+    # "another Harness is open".
+    pytester.makepyfile(
+        test_left="""
+        from runtime.testing import Harness
+
+        def test_leaves_it_open():
+            Harness().start()
+
+        def test_fails_and_leaves_it_open():
+            Harness().start()
+            raise ValueError("the test's own failure")
+
+        def test_after_it(callboard_harness):
+            pass
+
+        def test_after_it_too():
+            with Harness():
+                pass
+        """
+    )
+    ran = pytester.runpytest_inprocess(
+        "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--callboard"
+    )
+
+    ran.assert_outcomes(failed=2, passed=2)
+    ran.stdout.fnmatch_lines(
+        [
+            "the test left a Harness open (opened at *test_left.py:4)*",
+            "*ValueError: the test's own failure",
+            "*(and the test left a Harness open (opened at *test_left.py:7)*",
+        ]
+    )
+
+
 def test_time_skipping_goes_on_after_crash_and_recover(tmp_path: Path) -> None:
     entered = threading.Event()
     gate = threading.Event()
