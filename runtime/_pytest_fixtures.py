@@ -33,11 +33,18 @@ def pytest_runtest_makereport(
     """Note on the test's item that it failed, for ``callboard_harness`` closing after it.
 
     pytest hands a fixture nothing of the test's failure; its report is made before
-    the fixtures are torn down.
+    the fixtures are torn down. The report of a test that failed while a harness is
+    open gets a section, "callboard: runs that failed", with the errors of its runs.
     """
     report = yield
     if report.failed and report.when in ("setup", "call"):
         item.stash[_FAILED] = True
+        # An open harness (the fixture's, or one of a wider scope): the runs that failed in
+        # it, with their errors, where a test that read a run's status saw 'failed' alone.
+        harness = testing._active
+        failed = "" if harness is None else harness._failed_runs_said()
+        if failed:
+            report.sections.append(("callboard: runs that failed", failed))
     return report
 
 

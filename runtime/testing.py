@@ -80,6 +80,7 @@ from typing import Any, Final, TypeVar, overload
 
 from runtime import _clock, _ids, _probes
 from runtime._plan import BranchNode, MapNode, SleepNode
+from runtime._queries import get_run
 from runtime._runtime import Runtime, message_protocol
 from runtime._step import In, Out, Step, _Returned
 from runtime._step_context import StepContext
@@ -117,6 +118,9 @@ to jump to: it waits for the test's next call, which the next look notices."""
 QUIET_PATIENCE: Final = 0.5
 """Real seconds a close without time skipping waits for busy actors to go quiet before it
 judges whether anything runs that the stop should wait for."""
+
+FAILED_RUNS_SHOWN: Final = 3
+"""How many of its failed runs a failing test is shown (the first to fail, each with its error)."""
 
 JOINED_LOOK: Final = 0.25
 """Real seconds between two looks of a time-skipping harness, before a jump of its clock,
@@ -848,6 +852,10 @@ class Harness:
         """
         if not self._open:
             return
+        if error is not None:
+            failed = self._failed_runs_said()
+            if failed:
+                error.add_note(failed)
         self._open = False
         self._closed = True
         unknown = self._unknown_steps() if check else ""
@@ -872,6 +880,46 @@ class Harness:
                 emit(logging.WARNING, "harness_threads_left", threads=names)
         if unknown or unfired or joined:
             raise AssertionError("; and ".join(part for part in (unknown, unfired, joined) if part))
+
+    def _failed_runs_said(self) -> str:
+        """The runs of this harness that failed, the first ones with their errors ("" if none).
+
+        A test that checks a run's status failed with ``assert 'failed' == 'success'``
+        alone: the error of the step (an assertion in its body, a typo), with its
+        traceback, was left in the run's record, out of the test's sight.
+        """
+        runtime = self._runtime
+        ran = {event.run_id for event in self.trace.events if event.run_id is not None}
+        if runtime is None or not ran:
+            return ""
+        try:
+            store = _system_of(runtime).store
+            records, _ = store.list_runs(status=["failed"], limit=None)
+            failed = [record.run_id for record in reversed(records) if record.run_id in ran]
+            shown = [get_run(store, run_id) for run_id in failed[:FAILED_RUNS_SHOWN]]
+        except Exception:  # a store closed, or crashed: nothing to tell
+            return ""
+        told = []
+        for result in shown:
+            if result is None or result.error is None:
+                continue
+            error = result.error
+            step = error.details.get("step_id")
+            told.append(
+                f"run {result.run_id} of workflow {result.workflow_id!r} failed"
+                + (f" at step {step!r}" if step else "")
+                + f": {error.name}: {error.message}\n"
+                + str(error.details.get("traceback") or "").rstrip()
+            )
+        if not told:
+            return ""
+        more = len(failed) - len(told)
+        return (
+            f"{len(failed)} run(s) of the harness failed"
+            + (f" (the first {len(told)} shown)" if more > 0 else "")
+            + ":\n"
+            + "\n".join(told)
+        )
 
     def _look_for_joined(self, *, now: bool = False) -> None:
         """Note the other processes using the store, at most every :data:`JOINED_LOOK` s.

@@ -1728,6 +1728,29 @@ def test_a_test_failing_while_a_step_runs_keeps_its_own_error() -> None:
     assert re.fullmatch(r"\(and threads of callboard left .*: \['StepActor-\d+'\]\)", note)
 
 
+def test_a_test_failing_in_a_harness_is_told_the_errors_of_the_runs_that_failed() -> None:
+    # It read "assert 'failed' == 'success'" alone: the step's own error was out of sight.
+    def check(ctx: StepContext[N]) -> N:
+        assert ctx.input_data.n == 2, "the order is wrong"
+        return ctx.input_data
+
+    checked = (
+        create_workflow(id="checked", input_schema=N, output_schema=N)
+        .then(create_step(id="check", input_schema=N, output_schema=N, execute=check))
+        .commit()
+    )
+    with pytest.raises(AssertionError) as failed, Harness() as harness:
+        bound = harness.register(checked)
+        results = [bound.create_run().start(input_data={"n": n}) for n in (0, 1, 2, 3, 4, 5)]
+        assert all(result.status == "success" for result in results)
+
+    note = "\n".join(failed.value.__notes__)
+    assert note.startswith("5 run(s) of the harness failed (the first 3 shown):\n")
+    assert note.count("of workflow 'checked' failed at step 'check': AssertionError") == 3
+    assert f"run {results[0].run_id} " in note and f"run {results[5].run_id} " not in note
+    assert 'assert ctx.input_data.n == 2, "the order is wrong"' in note  # the step's line
+
+
 def test_time_skipping_must_be_a_bool() -> None:
     with pytest.raises(TypeError, match="True or False"):
         Harness(time_skipping="no")  # type: ignore[arg-type]
@@ -2208,6 +2231,49 @@ def test_a_harness_a_test_left_open_fails_that_test_and_not_the_ones_after_it(
             "*(and the test left a Harness open (opened at *test_left.py:7)*",
         ]
     )
+
+
+def test_the_report_of_a_failing_test_shows_the_errors_of_the_harness_s_failed_runs(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        test_failed_run="""
+        from pydantic import BaseModel
+        from runtime import create_step, create_workflow
+
+        class N(BaseModel):
+            n: int
+
+        def check(ctx):
+            assert ctx.input_data.n == 2, "the order is wrong"
+            return ctx.input_data
+
+        step = create_step(id="check", input_schema=N, output_schema=N, execute=check)
+        flow = create_workflow(id="flow", input_schema=N, output_schema=N).then(step).commit()
+
+        def test_fails(callboard_harness):
+            result = callboard_harness.register(flow).create_run().start(input_data={"n": 1})
+            assert result.status == "success"
+
+        def test_passes_with_a_failed_run(callboard_harness):
+            result = callboard_harness.register(flow).create_run().start(input_data={"n": 1})
+            assert result.status == "failed"
+        """
+    )
+    ran = pytester.runpytest_inprocess(
+        "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--callboard", "-rA"
+    )
+
+    ran.assert_outcomes(failed=1, passed=1)
+    ran.stdout.fnmatch_lines(
+        [
+            "*- callboard: runs that failed -*",
+            "1 run(s) of the harness failed:",
+            "run * of workflow 'flow' failed at step 'check': AssertionError: the order is wrong",
+            "*test_failed_run.py*, line 8, in check",
+        ]
+    )
+    assert ran.stdout.str().count("callboard: runs that failed") == 1  # not the passing test's
 
 
 def test_time_skipping_goes_on_after_crash_and_recover(tmp_path: Path) -> None:
