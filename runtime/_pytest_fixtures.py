@@ -9,10 +9,10 @@ from typing import Any, Final, TypeGuard
 
 import pytest
 
+from runtime import testing
 from runtime._runtime import Runtime
 from runtime._stores.open import is_postgres_url
 from runtime._stores.sqlite import SQLiteStore, path_from_url
-from runtime import testing
 from runtime.testing import Harness
 
 __all__ = [
