@@ -871,7 +871,7 @@ class Harness:
         self._remove_temporary()
         if left:
             names = [thread.name for thread in left]
-            said = f"threads of callboard left after the harness closed: {names}"
+            said = f"threads of callboard left after the harness closed: {names}{_why_left(names)}"
             if check:
                 raise AssertionError(said)
             if error is not None:
@@ -2038,6 +2038,45 @@ def _step_id(step: Step[Any, Any] | str) -> str:
     if not isinstance(step, str | Step):
         raise TypeError(f"a step or its id (or path) is wanted, got {type(step).__name__}")
     return step if isinstance(step, str) else step.id
+
+
+_LEFT_BY: Final = (
+    (
+        ("callboard-timers", "callboard-dispatch-", "RegistryActor-"),
+        "a Runtime started while the harness was open is still running: stop it "
+        "(runtime.stop(), or `with Runtime() as runtime:`), or use harness.runtime",
+    ),
+    (
+        ("StepActor-",),
+        "a step is still executing its body, in user code the stop cannot interrupt: "
+        "release what it waits for before the harness closes (or have it wait on "
+        "ctx.abort_signal, which a stop sets)",
+    ),
+    (
+        ("callboard-hooks-",),
+        "a workflow's hook (on_start, on_finish, on_error) is still executing: release what "
+        "it waits for before the harness closes",
+    ),
+    (
+        ("callboard-sqlite-writer", "callboard-postgres-"),
+        "a store object opened while the harness was open is not closed: close it "
+        "(store.close()), or give it to a runtime, which closes it when it stops",
+    ),
+)
+"""What the names of threads left after a close tell of their cause, and what to do."""
+
+
+def _why_left(names: Sequence[str]) -> str:
+    """What left the threads named (``names``) behind, and what to do, as far as names tell.
+
+    The close said "threads of callboard left" and the names alone: a runtime the test
+    forgot to stop read like a step stuck in user code, with no word of what to do.
+    """
+    told = [why for prefixes, why in _LEFT_BY if any(name.startswith(prefixes) for name in names)]
+    # A runtime still running has its store's writer, hooks and step threads too.
+    if told and told[0] is _LEFT_BY[0][1]:
+        told = told[:1]
+    return f" ({'; '.join(told)})" if told else ""
 
 
 def _wait_for_no_threads(

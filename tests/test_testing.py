@@ -1725,7 +1725,29 @@ def test_a_test_failing_while_a_step_runs_keeps_its_own_error() -> None:
         release.set()
 
     [note] = raised.value.__notes__
-    assert re.fullmatch(r"\(and threads of callboard left .*: \['StepActor-\d+'\]\)", note)
+    assert re.fullmatch(
+        r"\(and threads of callboard left .*: \['StepActor-\d+'\] \(a step is still executing "
+        r"its body, .*: release what it waits for before the harness closes .*\)\)",
+        note,
+    )
+
+
+def test_a_runtime_the_test_left_running_fails_the_close_saying_to_stop_it() -> None:
+    # The close named the threads alone ('callboard-dispatch-0', 'RegistryActor-1', ...):
+    # a runtime the test forgot to stop read like a step stuck in user code.
+    left = Runtime()
+    try:
+        with pytest.raises(AssertionError) as raised, Harness():
+            left.start()
+    finally:
+        left.stop(timeout=5)
+
+    said = str(raised.value)
+    assert said.startswith("threads of callboard left after the harness closed: [")
+    assert said.endswith(
+        "(a Runtime started while the harness was open is still running: stop it "
+        "(runtime.stop(), or `with Runtime() as runtime:`), or use harness.runtime)"
+    )
 
 
 def test_a_test_failing_in_a_harness_is_told_the_errors_of_the_runs_that_failed() -> None:
