@@ -422,7 +422,12 @@ class Trace:
             AssertionError: naming the first item not found after the one before,
                 the messages of its type that were handled (and where), and the
                 whole trace.
+            ValueError: for an item that could never match: a message type no
+                actor handles (``"CallStpe"``), or a receiver that never handles
+                that type (``"Runactor<-StepFinished"``).
         """
+        for item in expected:
+            _check_item(item)
         events = self.events
         position = 0  # where the next item is looked for
         after: tuple[str, TraceEvent] | None = None  # the item before, and what it matched
@@ -460,6 +465,28 @@ class Trace:
 
     def __repr__(self) -> str:
         return f"<Trace {len(self)} events>"
+
+
+def _check_item(item: str) -> None:
+    """Refuse an item of :meth:`Trace.expect_in_order` that no message could ever match.
+
+    A misspelt type failed as "no CallStpe message was handled", which reads as a run
+    that never got there; a misspelt receiver listed the messages it missed, each with
+    the receiver the item meant to name.
+    """
+    receiver, _, rest = item.rpartition("<-")
+    name = rest.partition(":")[0]
+    handled_by = _HANDLED_BY.get(name)
+    if handled_by is None:
+        raise ValueError(
+            f"expect_in_order: {item!r} names no message {name!r}; the actors handle "
+            f"{', '.join(sorted(_HANDLED_BY))}"
+        )
+    if receiver and receiver not in handled_by:
+        raise ValueError(
+            f"expect_in_order: in {item!r}, a {name} is handled by the "
+            f"{' and the '.join(sorted(handled_by))}, never by {receiver!r}"
+        )
 
 
 def _names_step(wanted: str, path: str | None) -> bool:

@@ -742,6 +742,23 @@ def test_trace_events_are_frozen_and_a_failed_expectation_prints_the_trace() -> 
     assert Trace().dump() == "(no messages)"
 
 
+def test_expect_in_order_refuses_a_message_or_receiver_that_could_never_match() -> None:
+    # A misspelt type failed as "no CallStpe message was handled": a run that never got
+    # there, to read it; a misspelt receiver listed each message it missed.
+    with Harness() as harness:
+        result = harness.register(_three_steps()).create_run().start(input_data={"n": 0})
+        trace = harness.trace.of(result.run_id)
+
+    with pytest.raises(ValueError, match=r"'CallStpe:a' names no message 'CallStpe'; the ac"):
+        trace.expect_in_order("StartRun", "CallStpe:a")
+    with pytest.raises(ValueError, match=r"a StepFinished is handled by the RunActor, never "):
+        trace.expect_in_order("Runactor<-StepFinished")
+    with pytest.raises(ValueError, match=r"handled by the StepActor, never by 'RunActor'"):
+        trace.expect_in_order("RunActor<-CallStep:a")
+    with pytest.raises(AssertionError, match="no CancelRun message was handled"):
+        trace.expect_in_order("RunActor<-CancelRun")
+
+
 def test_expect_in_order_names_a_nested_step_by_its_id_or_by_its_whole_path() -> None:
     # "CallStep:inc" missed the step at outer.inc, which a fault names by "inc" too, and
     # the error printed the trace without saying which steps the CallSteps were for.
