@@ -1299,7 +1299,9 @@ class Harness:
             run_id: Only in this run; in every run when omitted.
 
         Raises:
-            TypeError: if ``error`` is not an exception or an exception type.
+            TypeError: if ``error`` is not an exception or an exception type, or
+                a type that cannot be made from a message alone (give an
+                instance of it instead).
             ValueError: if an attempt is not a whole number from 1.
             RuntimeError: if the harness has been closed.
         """
@@ -1309,6 +1311,16 @@ class Harness:
             or (isinstance(error, type) and issubclass(error, BaseException))
         ):
             raise TypeError(f"fail_step: error must be an exception or its type, got {error!r}")
+        if isinstance(error, type):
+            # Made from a message each time it fires: a type that needs more arguments
+            # failed the step with a TypeError of its __init__, the fault's error nowhere.
+            try:
+                error("injected by the test harness")
+            except Exception as exc:
+                raise TypeError(
+                    f"fail_step: {error.__name__} cannot be made from a message alone ({exc}); "
+                    f"give an instance instead: fail_step(step, {error.__name__}(...))"
+                ) from exc
         attempts = frozenset((attempt,) if isinstance(attempt, int) else attempt)
         if not attempts or any(
             not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in attempts

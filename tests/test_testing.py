@@ -949,6 +949,24 @@ def test_a_step_that_fails_on_every_attempt_fails_its_run_with_that_error() -> N
     assert result.steps["flaky"].attempts == 2
 
 
+def test_a_step_fault_of_a_type_that_needs_more_than_a_message_is_refused_when_made() -> None:
+    # Made from a message as it fired, it failed the step with "TypeError: __init__()
+    # missing 1 required positional argument": a test of PaymentDeclined saw a TypeError.
+    class PaymentDeclined(Exception):
+        def __init__(self, code: int, reason: str) -> None:
+            super().__init__(f"{code}: {reason}")
+
+    with Harness() as harness:
+        harness.register(_three_steps())
+        with pytest.raises(TypeError, match=r"PaymentDeclined cannot be made from a message"):
+            harness.fail_step("a", PaymentDeclined)
+        harness.fail_step("a", PaymentDeclined(402, "card declined"))
+        failed = harness.workflow("three").create_run().start(input_data={"n": 0})
+
+    assert failed.status == "failed"
+    assert (failed.error.name, failed.error.message) == ("PaymentDeclined", "402: card declined")
+
+
 def test_a_step_fault_can_be_limited_to_one_run() -> None:
     workflow = _three_steps()
     with Harness() as harness:
