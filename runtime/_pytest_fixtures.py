@@ -34,17 +34,18 @@ def pytest_runtest_makereport(
 
     pytest hands a fixture nothing of the test's failure; its report is made before
     the fixtures are torn down. The report of a test that failed while a harness is
-    open gets a section, "callboard: runs that failed", with the errors of its runs.
+    open gets sections: "callboard: runs that failed", with their errors, and
+    "callboard: runs not ended", with what each waits for.
     """
     report = yield
     if report.failed and report.when in ("setup", "call"):
         item.stash[_FAILED] = True
         # An open harness (the fixture's, or one of a wider scope): the runs that failed in
-        # it, with their errors, where a test that read a run's status saw 'failed' alone.
+        # it, with their errors, where a test that read a run's status saw 'failed' alone;
+        # and the runs not ended, with what they wait for.
         harness = testing._active
-        failed = "" if harness is None else harness._failed_runs_said()
-        if failed:
-            report.sections.append(("callboard: runs that failed", failed))
+        if harness is not None:
+            report.sections.extend(harness._runs_said())
     return report
 
 

@@ -79,6 +79,7 @@ from types import FrameType, TracebackType
 from typing import Any, Final, TypeVar, overload
 
 from runtime import _clock, _ids, _probes
+from runtime._model import RunStatus, StepStatus, WorkflowResult
 from runtime._plan import BranchNode, MapNode, SleepNode
 from runtime._queries import get_run
 from runtime._runtime import Runtime, message_protocol
@@ -119,8 +120,9 @@ QUIET_PATIENCE: Final = 0.5
 """Real seconds a close without time skipping waits for busy actors to go quiet before it
 judges whether anything runs that the stop should wait for."""
 
-FAILED_RUNS_SHOWN: Final = 3
-"""How many of its failed runs a failing test is shown (the first to fail, each with its error)."""
+RUNS_SHOWN: Final = 3
+"""How many of its failed runs (the first to fail, each with its error), and of its runs not
+ended, a failing test is shown."""
 
 JOINED_LOOK: Final = 0.25
 """Real seconds between two looks of a time-skipping harness, before a jump of its clock,
@@ -880,9 +882,8 @@ class Harness:
         if not self._open:
             return
         if error is not None:
-            failed = self._failed_runs_said()
-            if failed:
-                error.add_note(failed)
+            for _, said in self._runs_said():
+                error.add_note(said)
         self._open = False
         self._closed = True
         unknown = self._unknown_steps() if check else ""
@@ -908,45 +909,62 @@ class Harness:
         if unknown or unfired or joined:
             raise AssertionError("; and ".join(part for part in (unknown, unfired, joined) if part))
 
-    def _failed_runs_said(self) -> str:
-        """The runs of this harness that failed, the first ones with their errors ("" if none).
+    def _runs_said(self) -> list[tuple[str, str]]:
+        """What a failing test is told of its harness's runs: titled parts, none if nothing.
 
-        A test that checks a run's status failed with ``assert 'failed' == 'success'``
-        alone: the error of the step (an assertion in its body, a typo), with its
-        traceback, was left in the run's record, out of the test's sight.
+        The runs that failed, the first ones with their errors: a test that checks a
+        run's status failed with ``assert 'failed' == 'success'`` alone, the error of
+        the step (an assertion in its body, a typo) and its traceback out of its sight.
+        And the runs that have not ended, with what each waits for: a test without
+        time skipping that waited for a run asleep on the harness's clock ended in
+        ``RunTimeoutError`` (or hung until pytest-timeout) with no word that the clock
+        moves only when the test advances it.
         """
+        failed = self._runs_of(RunStatus.FAILED)
+        unended = self._runs_of(
+            RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING, RunStatus.SUSPENDED
+        )
+        told = []
+        if failed[0]:
+            told.append(("callboard: runs that failed", _listed_runs(failed, "failed", _failure)))
+        if unended[0]:
+            told.append(
+                ("callboard: runs not ended", _listed_runs(unended, "not ended", self._waits))
+            )
+        return told
+
+    def _runs_of(self, *statuses: RunStatus) -> tuple[int, list[WorkflowResult]]:
+        """How many runs of this harness (traced) stand at ``statuses``, and the first ones."""
         runtime = self._runtime
         ran = {event.run_id for event in self.trace.events if event.run_id is not None}
         if runtime is None or not ran:
-            return ""
+            return 0, []
         try:
             store = _system_of(runtime).store
-            records, _ = store.list_runs(status=["failed"], limit=None)
-            failed = [record.run_id for record in reversed(records) if record.run_id in ran]
-            shown = [get_run(store, run_id) for run_id in failed[:FAILED_RUNS_SHOWN]]
+            records, _ = store.list_runs(status=[str(status) for status in statuses], limit=None)
+            ours = [record.run_id for record in reversed(records) if record.run_id in ran]
+            shown = [get_run(store, run_id) for run_id in ours[:RUNS_SHOWN]]
         except Exception:  # a store closed, or crashed: nothing to tell
-            return ""
-        told = []
-        for result in shown:
-            if result is None or result.error is None:
-                continue
-            error = result.error
-            step = error.details.get("step_id")
-            told.append(
-                f"run {result.run_id} of workflow {result.workflow_id!r} failed"
-                + (f" at step {step!r}" if step else "")
-                + f": {error.name}: {error.message}\n"
-                + str(error.details.get("traceback") or "").rstrip()
+            return 0, []
+        return len(ours), [result for result in shown if result is not None]
+
+    def _waits(self, result: WorkflowResult) -> str:
+        """What a run that has not ended waits for, as the harness's clock sees it."""
+        if result.status == RunStatus.SUSPENDED:
+            return f"is suspended at {sorted(result.suspended)}: it waits for run.resume()"
+        if result.status == RunStatus.WAITING and result.waiting_until is not None:
+            ahead = result.waiting_until.timestamp() - self.clock.now()
+            still = (
+                ""
+                if self.time_skipping
+                else ", and this harness's clock moves only when the test calls "
+                "harness.clock.advance(seconds)"
             )
-        if not told:
-            return ""
-        more = len(failed) - len(told)
-        return (
-            f"{len(failed)} run(s) of the harness failed"
-            + (f" (the first {len(told)} shown)" if more > 0 else "")
-            + ":\n"
-            + "\n".join(told)
+            return f"waits until {result.waiting_until} ({ahead:g} s ahead of the clock{still})"
+        running = sorted(
+            path for path, step in result.steps.items() if step.status == StepStatus.RUNNING
         )
+        return f"is {result.status}" + (f", at {running}" if running else "")
 
     def _look_for_joined(self, *, now: bool = False) -> None:
         """Note the other processes using the store, at most every :data:`JOINED_LOOK` s.
@@ -2103,6 +2121,36 @@ _LEFT_BY: Final = (
     ),
 )
 """What the names of threads left after a close tell of their cause, and what to do."""
+
+
+def _failure(result: WorkflowResult) -> str:
+    """How a failed run failed: its error, at which step, and the step's traceback."""
+    error = result.error
+    if error is None:
+        return "failed"
+    step = error.details.get("step_id")
+    return (
+        "failed"
+        + (f" at step {step!r}" if step else "")
+        + f": {error.name}: {error.message}\n"
+        + str(error.details.get("traceback") or "").rstrip()
+    )
+
+
+def _listed_runs(
+    runs: tuple[int, list[WorkflowResult]], what: str, told: Callable[[WorkflowResult], str]
+) -> str:
+    """``runs`` (how many, and the first ones) as lines: each run, and ``told`` of it."""
+    count, shown = runs
+    lines = [
+        f"{count} run(s) of the harness {what}"
+        + (f" (the first {len(shown)} shown)" if count > len(shown) else "")
+        + ":"
+    ]
+    lines += [
+        f"run {result.run_id} of workflow {result.workflow_id!r} {told(result)}" for result in shown
+    ]
+    return "\n".join(lines)
 
 
 def _why_left(names: Sequence[str]) -> str:

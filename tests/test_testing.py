@@ -25,6 +25,7 @@ from actors.run import RunActor
 from runtime import (
     RetryConfig,
     Runtime,
+    RunTimeoutError,
     SQLiteStore,
     StepContext,
     _clock,
@@ -1759,7 +1760,8 @@ def test_a_test_failing_while_a_step_runs_keeps_its_own_error() -> None:
     finally:
         release.set()
 
-    [note] = raised.value.__notes__
+    # The last: before it, the run not ended may be told (once the supervisor took it).
+    note = raised.value.__notes__[-1]
     assert re.fullmatch(
         r"\(and threads of callboard left .*: \['StepActor-\d+'\] \(a step is still executing "
         r"its body, .*: release what it waits for before the harness closes .*\)\)",
@@ -1806,6 +1808,27 @@ def test_a_test_failing_in_a_harness_is_told_the_errors_of_the_runs_that_failed(
     assert note.count("of workflow 'checked' failed at step 'check': AssertionError") == 3
     assert f"run {results[0].run_id} " in note and f"run {results[5].run_id} " not in note
     assert 'assert ctx.input_data.n == 2, "the order is wrong"' in note  # the step's line
+
+
+def test_a_test_failing_in_a_harness_is_told_what_its_runs_not_ended_wait_for() -> None:
+    # Without time skipping, a run asleep on the standing clock ended the test's wait in
+    # RunTimeoutError ("did not end within 0.2 seconds; it goes on"), with no word of it.
+    asleep = (
+        create_workflow(id="asleep", input_schema=N, output_schema=N)
+        .sleep(3600)
+        .then(_step("a"))
+        .commit()
+    )
+    with pytest.raises(RunTimeoutError) as raised, Harness(time_skipping=False) as harness:
+        harness.register(asleep).create_run().start(input_data={"n": 0}, timeout=0.2)
+
+    [note] = raised.value.__notes__
+    assert re.fullmatch(
+        r"1 run\(s\) of the harness not ended:\nrun \S+ of workflow 'asleep' waits until "
+        r"\S+ \S+ \(36\d\d(\.\d+)? s ahead of the clock, and this harness's clock moves only "
+        r"when the test calls harness.clock.advance\(seconds\)\)",
+        note,
+    )
 
 
 def test_time_skipping_must_be_a_bool() -> None:
@@ -2295,6 +2318,7 @@ def test_the_report_of_a_failing_test_shows_the_errors_of_the_harness_s_failed_r
 ) -> None:
     pytester.makepyfile(
         test_failed_run="""
+        import pytest
         from pydantic import BaseModel
         from runtime import create_step, create_workflow
 
@@ -2315,19 +2339,36 @@ def test_the_report_of_a_failing_test_shows_the_errors_of_the_harness_s_failed_r
         def test_passes_with_a_failed_run(callboard_harness):
             result = callboard_harness.register(flow).create_run().start(input_data={"n": 1})
             assert result.status == "failed"
+
+        asleep = create_workflow(id="asleep", input_schema=N, output_schema=N).sleep(60)
+        asleep = asleep.then(step).commit()
+
+        @pytest.mark.callboard(time_skipping=False)
+        def test_waits_on_a_clock_that_stands_still(callboard_harness):
+            run = callboard_harness.register(asleep).create_run()
+            run.start(input_data={"n": 2}, timeout=0.2)
         """
     )
     ran = pytester.runpytest_inprocess(
         "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--callboard", "-rA"
     )
 
-    ran.assert_outcomes(failed=1, passed=1)
+    ran.assert_outcomes(failed=2, passed=1)
     ran.stdout.fnmatch_lines(
         [
             "*- callboard: runs that failed -*",
             "1 run(s) of the harness failed:",
             "run * of workflow 'flow' failed at step 'check': AssertionError: the order is wrong",
-            "*test_failed_run.py*, line 8, in check",
+            "*test_failed_run.py*, line 9, in check",
+        ]
+    )
+    ran.stdout.fnmatch_lines(
+        [
+            "*RunTimeoutError: run * did not end within 0.2 seconds; it goes on",
+            "*- callboard: runs not ended -*",
+            "1 run(s) of the harness not ended:",
+            "run * of workflow 'asleep' waits until * (60 s ahead of the clock, and this "
+            "harness's clock moves only when the test calls harness.clock.advance(seconds))",
         ]
     )
     assert ran.stdout.str().count("callboard: runs that failed") == 1  # not the passing test's
