@@ -12,12 +12,13 @@ import json
 import logging
 import math
 import os
+import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast, get_args, overload
 
 from pydantic import BaseModel
@@ -464,6 +465,85 @@ class RunHost:
             system.unsubscribe(run_id, channel)
 
 
+class _Stopping:
+    """A stop under way on its own thread (see :meth:`Runtime.stop`)."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        # Whether a caller waits for it to end: set by the wait itself, so that an interrupt
+        # before the wait began leaves it unattended too.
+        self.attended = False
+        self.error: BaseException | None = None  # what the stop raised, told to one caller
+        self.thread: threading.Thread | None = None  # where it runs (none: on its caller's)
+
+    def wait(self, system: ActorSystem | None, timeout: float | None, *, taken_over: bool) -> None:
+        """Wait for the stop to end; a ``KeyboardInterrupt`` meanwhile leaves it unattended.
+
+        ``taken_over``: the caller waits for a stop another call began, which
+        its ``timeout`` cuts short (the stop's thread halts the runs left then).
+
+        Raises:
+            BaseException: what the stop raised (to one caller only).
+        """
+        try:
+            self.attended = True
+            if (
+                taken_over
+                and timeout is not None
+                and system is not None
+                and not self.done.wait(timeout)
+            ):
+                system.hurry()
+            self.done.wait()
+            if self.thread is not None:
+                self.thread.join()  # it has ended its work: no thread of ours outlives stop()
+        except BaseException:
+            self.attended = False  # interrupted: the next call waits for it instead
+            raise
+        error, self.error = self.error, None
+        if error is not None:
+            raise error
+
+
+_HERE = os.path.dirname(__file__)
+_MACHINERY = (_HERE + os.sep, os.path.join(os.path.dirname(_HERE), "actors") + os.sep)
+"""Where the code that does callboard's work on its callers' threads lives (by file name)."""
+
+_NOT_MACHINERY = tuple(
+    os.path.join(_HERE, name)
+    for name in ("_cli" + os.sep, "testing.py", "_pytest_plugin.py", "_pytest_fixtures.py")
+)
+"""Entry points that call user code while holding nothing: the command line importing a
+user's module, the test kit. A stop from that code stops as from the program's flow."""
+
+
+def _machinery(filename: str) -> bool:
+    return filename.startswith(_MACHINERY) and not filename.startswith(_NOT_MACHINERY)
+
+
+def _inside_callboard_here() -> bool:
+    """Whether :meth:`Runtime.stop`'s caller interrupts a call of callboard's on its own thread.
+
+    Python runs a signal handler on the main thread, between two bytecodes of
+    whatever that thread does: when that is a ``start_async()``, a ``wait()`` or
+    a store's write, the handler's frame sits on top of callboard's frames, as
+    a callback's would. Only the main thread runs signal handlers; on another,
+    a stop called from code callboard runs (a step body stopping a runtime of
+    its own) stops as from anywhere. Called by ``stop()`` only.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    frame: FrameType | None = sys._getframe(1).f_back  # the caller of stop(): maybe none
+    # The stop's own way in (a `with` block's exit) is callboard's code too.
+    while frame is not None and _machinery(frame.f_code.co_filename):
+        frame = frame.f_back
+    while frame is not None:
+        if _machinery(frame.f_code.co_filename):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _on_a_thread_of_its_own(name: str, fn: Callable[[], object]) -> None:
     """Run ``fn`` (which reports its own outcome) on a new daemon thread, with this context.
 
@@ -615,6 +695,7 @@ class Runtime:
         assert checked is not None  # a number, at most ten years
         self._stop_timeout = checked
         self._lock = threading.Lock()
+        self._stopping: _Stopping | None = None  # the stop under way, or done
         self._plans: dict[str, ExecutionPlan] = {}
         # Schedules defined here, by id, with their workflow's id: stored when the runtime starts.
         self._schedules: dict[str, tuple[str, Schedule]] = {}
@@ -777,6 +858,17 @@ class Runtime:
         at once: with ``timeout=0`` it makes that stop halt them now (as a
         second Ctrl-C does to ``callboard worker``); with any other it does nothing.
 
+        The stop itself runs on a thread of its own (``callboard-stop``), which
+        a signal cannot interrupt. A call made while its own thread is inside
+        another call of callboard's (a signal handler that interrupted a
+        ``start_async()``, a ``wait()`` or a write on the main thread) hands the
+        stop to another thread and returns at once, as the interrupted call may
+        hold what the stop needs; that call then goes on, and raises
+        ``RuntimeStoppedError`` if the stop got there first. A call whose wait
+        is interrupted (``KeyboardInterrupt``) leaves the stop going on. A later
+        call, while nobody waits for such a stop, waits for it to end, its own
+        ``timeout`` cutting the wait for runs in progress short.
+
         Args:
             timeout: Seconds to wait for runs in progress.
 
@@ -786,34 +878,105 @@ class Runtime:
                 run while the run waits for the stop; nothing is stopped.
         """
         timeout = check_timeout(timeout, forever=FOREVER)
+        if _inside_callboard_here():
+            # A signal handler (or a callback) on a thread that is in the middle of a call
+            # of ours: that call may hold a lock the stop takes (the store's, this
+            # runtime's), and it cannot go on before the handler returns. Nothing here may
+            # wait, not even for this runtime's lock; a fresh context: the interrupted call's
+            # (a step's, on an app loop) is not the stop's.
+            stop = functools.partial(self._stop_unattended, timeout)
+            thread = threading.Thread(
+                target=contextvars.Context().run, args=(stop,), name="callboard-stop-handed"
+            )
+            thread.start()
+            return
         self._refuse_inside_own_run("stop")
+        begun = self._begin_stop(timeout, attended=True)
+        if begun is not None:
+            stopping, taken_over = begun
+            stopping.wait(self._host.system, timeout, taken_over=taken_over)
+
+    def _stop_unattended(self, timeout: float | None) -> None:
+        """A stop handed over by :meth:`stop`: begun here, and waited for by a later call."""
+        self._begin_stop(timeout, attended=False)
+
+    def _begin_stop(
+        self, timeout: float | None, *, attended: bool
+    ) -> tuple[_Stopping, bool] | None:
+        """Begin the stop on its own thread; what the caller waits for (``None``: nothing).
+
+        With it, whether the caller takes over a stop that another call began.
+
+        ``attended``: whether the caller waits for the stop to end. A stop in
+        progress that nobody waits for (handed over from a signal handler, or
+        whose caller was interrupted) is waited for by the next attended call.
+        """
         host = self._host
         with self._lock:
             if host.state != "running":
+                stopping = self._stopping
                 if host.state == "stopping" and timeout == 0 and host.system is not None:
                     host.system.hurry()
                 host.state = "stopped" if host.state == "new" else host.state
-                return
+                if stopping is None or stopping.done.is_set() or not attended:
+                    return None
+                if stopping.attended:
+                    return None  # another caller waits for it: see stop()
+                return stopping, True
             host.state = "stopping"
             system = host.system
             scheduler, self._scheduler = self._scheduler, None
-        assert system is not None
-        if scheduler is not None:
-            scheduler.stop()
-        from actors.system import SHUTDOWN_GRACE
-
-        budget = self._stop_timeout if timeout is None else timeout
-        # What stop may take in all (promise 6): its timeout, and the grace of the shutdown.
-        deadline = time.monotonic() + budget + SHUTDOWN_GRACE
+            assert system is not None
+            # Whether the caller blocks the async steps' loop: decided here, not on the
+            # stop's thread (see ActorSystem.shutdown).
+            on_step_loop = system.loop.is_current()
+            stopping = self._stopping = _Stopping()
+        shut_down = functools.partial(
+            self._shut_down, system, scheduler, timeout, on_step_loop, stopping
+        )
+        # Not a daemon: an interpreter that exits while the stop goes on waits for it, so
+        # that its runs are halted and its store closed (bounded: see shutdown).
+        thread = threading.Thread(
+            target=contextvars.copy_context().run, args=(shut_down,), name="callboard-stop"
+        )
         try:
-            system.shutdown(budget, on_step_loop=system.loop.is_current())
+            thread.start()
+            stopping.thread = thread
+        except RuntimeError:  # no new thread at the interpreter's exit: stop here
+            shut_down()
+        return stopping, False
+
+    def _shut_down(
+        self,
+        system: ActorSystem,
+        scheduler: Scheduler | None,
+        timeout: float | None,
+        on_step_loop: bool,
+        stopping: _Stopping,
+    ) -> None:
+        """The stop's work, on its thread: the actors, the call threads, the store."""
+        host = self._host
+        try:
+            if scheduler is not None:
+                scheduler.stop()
+            from actors.system import SHUTDOWN_GRACE
+
+            budget = self._stop_timeout if timeout is None else timeout
+            # What stop may take in all (promise 6): its timeout, and the grace of the shutdown.
+            deadline = time.monotonic() + budget + SHUTDOWN_GRACE
+            try:
+                system.shutdown(budget, on_step_loop=on_step_loop)
+            finally:
+                host.state = "stopped"
+                left = deadline - time.monotonic()
+                host.close_calls(None if math.isinf(left) else max(0.0, left))
+                if host.store is not None:
+                    close_book(host.store)
+                    _let_go_of_store(self, host.store)
+        except BaseException as exc:
+            stopping.error = exc
         finally:
-            host.state = "stopped"
-            left = deadline - time.monotonic()
-            host.close_calls(None if math.isinf(left) else max(0.0, left))
-            if host.store is not None:
-                close_book(host.store)
-                _let_go_of_store(self, host.store)
+            stopping.done.set()
 
     async def astop(self, timeout: float | None = None) -> None:
         """Stop the runtime without blocking the event loop; see :meth:`stop`.
@@ -899,6 +1062,7 @@ class Runtime:
     def _forked(self) -> None:
         """In a forked child (see ``_after_fork``): stopped here, every call refused with why."""
         self._lock = threading.Lock()
+        self._stopping = None  # the parent's, if any: its thread is not in the child
         self._scheduler = None
         self._host.forked()
 
