@@ -923,22 +923,24 @@ class Runtime:
                 if stopping.attended:
                     return None  # another caller waits for it: see stop()
                 return stopping, True
-            host.state = "stopping"
             system = host.system
-            scheduler, self._scheduler = self._scheduler, None
             assert system is not None
             # Whether the caller blocks the async steps' loop: decided here, not on the
             # stop's thread (see ActorSystem.shutdown).
             on_step_loop = system.loop.is_current()
-            stopping = self._stopping = _Stopping()
-        shut_down = functools.partial(
-            self._shut_down, system, scheduler, timeout, on_step_loop, stopping
-        )
-        # Not a daemon: an interpreter that exits while the stop goes on waits for it, so
-        # that its runs are halted and its store closed (bounded: see shutdown).
-        thread = threading.Thread(
-            target=contextvars.copy_context().run, args=(shut_down,), name="callboard-stop"
-        )
+            stopping = _Stopping()
+            shut_down = functools.partial(
+                self._shut_down, system, self._scheduler, timeout, on_step_loop, stopping
+            )
+            # Not a daemon: an interpreter that exits while the stop goes on waits for it,
+            # so that its runs are halted and its store closed (bounded: see shutdown).
+            thread = threading.Thread(
+                target=contextvars.copy_context().run, args=(shut_down,), name="callboard-stop"
+            )
+            # Everything made first, the state changed last: an interrupt (Ctrl-C) before
+            # this leaves the runtime running, for the next stop().
+            host.state = "stopping"
+            self._stopping, self._scheduler = stopping, None
         try:
             thread.start()
             stopping.thread = thread

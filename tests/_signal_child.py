@@ -223,7 +223,7 @@ def rounds(store: str, signal_name: str, rounds: int, seed: int) -> dict[str, An
 
 
 def interrupted_stop(store: str) -> dict[str, Any]:
-    rt = _runtime(store)
+    rt = _runtime(store, stop_timeout=HANG_GUARD)  # the stop waits for the runs till released
     wf = rt.register(counting)
     acked = [wf.create_run().start_async(input_data={"value": -1}).run_id for _ in range(4)]
     first = "returned"
