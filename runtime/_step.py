@@ -385,6 +385,27 @@ def _check_schema(value: Any, what: str, step_id: str) -> None:
     refuse_unkept(value, f"step {step_id!r}: {what}")
 
 
+def _default_id(execute: Any) -> str:
+    """The id a step takes from its body's name, for a body that has a name of its own.
+
+    Raises:
+        TypeError: if ``execute`` is not callable.
+        WorkflowDefinitionError: if it has no name to give: a lambda (every one is
+            ``<lambda>``, so two would clash as one id no caller wrote), a
+            ``functools.partial``, a callable object.
+    """
+    if not callable(execute):
+        raise TypeError(f"execute must be callable, got {execute!r}")
+    name = getattr(execute, "__name__", None)
+    if isinstance(name, str) and name and name != "<lambda>":
+        return name
+    what = "a lambda" if name == "<lambda>" else f"a {type(execute).__name__} object"
+    raise WorkflowDefinitionError(
+        f"create_step() needs id=... here: a step's id defaults to its function's name, "
+        f"and execute is {what}, which has none"
+    )
+
+
 def _build_step(
     *,
     id: str | None,
@@ -400,7 +421,7 @@ def _build_step(
     writer_schema: type[BaseModel] | None = None,
 ) -> Step[In, Out]:
     if id is None:
-        id = getattr(execute, "__name__", None)
+        id = _default_id(execute)
     if not isinstance(id, str) or not id:
         raise WorkflowDefinitionError(f"a step id must be a non-empty string, got {id!r}")
     problem = unstorable_text(id)
@@ -535,8 +556,9 @@ def create_step(
         The step, or a decorator that makes one.
 
     Raises:
-        WorkflowDefinitionError: for an empty id, an id with a ``.``, or a bad
-            ``retries`` or ``timeout``.
+        WorkflowDefinitionError: for an empty id, an id with a ``.``, no id for
+            a body without a name of its own (a lambda), or a bad ``retries``
+            or ``timeout``.
         TypeError: for schemas that are not pydantic models or a body that is
             not callable.
     """

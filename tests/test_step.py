@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 from typing import Any
 
 import pytest
@@ -127,6 +128,42 @@ def test_create_step_refuses_a_body_that_is_not_callable() -> None:
 def test_create_step_refuses_an_id_that_is_not_a_non_empty_string(bad_id) -> None:
     with pytest.raises(WorkflowDefinitionError):
         create_step(id=bad_id, input_schema=Value, output_schema=Value, execute=lambda ctx: None)
+
+
+def _body(ctx, suffix):
+    return Value(value=ctx.input_data.value + suffix)
+
+
+@pytest.mark.parametrize(
+    ("execute", "what"),
+    [(lambda ctx: ctx.input_data, "a lambda"), (functools.partial(_body, suffix="!"), "partial")],
+    ids=["lambda", "partial"],
+)
+def test_create_step_without_an_id_refuses_a_body_with_no_name_and_says_to_pass_one(
+    execute, what: str
+) -> None:
+    # Every lambda is named "<lambda>": taking that as the id made two such steps clash
+    # at commit() over an id the user never wrote.
+    with pytest.raises(WorkflowDefinitionError) as caught:
+        create_step(input_schema=Value, output_schema=Value, execute=execute)
+    message = str(caught.value)
+    assert message.startswith("create_step() needs id=... here")
+    assert what in message
+    assert "<lambda>" not in message
+    with pytest.raises(WorkflowDefinitionError, match="needs id="):
+        create_step(input_schema=Value, output_schema=Value)(execute)
+
+
+def test_create_step_without_an_id_refuses_a_body_that_is_not_callable_as_such() -> None:
+    with pytest.raises(TypeError, match="execute must be callable, got 5"):
+        create_step(input_schema=Value, output_schema=Value, execute=5)  # type: ignore[call-overload]
+
+
+def test_create_step_without_an_id_names_a_step_after_a_named_function() -> None:
+    def tidy(ctx):
+        return ctx.input_data
+
+    assert create_step(input_schema=Value, output_schema=Value)(tidy).id == "tidy"
 
 
 # --- bodies ---------------------------------------------------------------------------
