@@ -314,6 +314,19 @@ def validate_output(step: Step[Any, M], value: Any, run_id: str) -> M:
             return validate_stored(schema, dumped)
         return validate_model(schema, value)
     except ValidationError as exc:
+        if value is None:  # most often a body without a return: say so, not "NoneType"
+            raise StepValidationError(
+                f"step {step.id!r} returned None: its body must return a {schema.__name__} "
+                "(its output schema) or a dict that fits it; is a return statement missing?",
+                errors=[
+                    dict(item)
+                    for item in exc.errors(
+                        include_url=False, include_context=False, include_input=False
+                    )
+                ],
+                run_id=run_id,
+                step_id=step.id,
+            ) from exc
         returned = f"step {step.id!r}: the {type(value).__name__} it returned"
         text = f"{returned} does not fit its output schema"
         raise _unfit(text, schema, exc, run_id, step.id) from exc

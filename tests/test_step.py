@@ -213,6 +213,33 @@ def test_an_async_step_that_raises_fails_the_run(runtime: Runtime) -> None:
     assert result.steps["broken"].error == result.error
 
 
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_a_step_that_returns_none_fails_its_run_asking_for_a_return(
+    runtime: Runtime, is_async: bool
+) -> None:
+    def forgot(ctx):
+        Value(value=ctx.input_data.value.upper())  # built, never returned
+
+    async def forgot_async(ctx):
+        forgot(ctx)
+
+    step = create_step(
+        id="forgot",
+        input_schema=Value,
+        output_schema=Value,
+        execute=forgot_async if is_async else forgot,
+    )
+    result = run_steps(runtime, step, input_data={"value": "x"})
+    assert result.status == "failed"
+    assert result.error is not None
+    assert result.error.name == "StepValidationError"
+    assert result.error.message == (
+        "step 'forgot' returned None: its body must return a Value (its output schema) or a "
+        "dict that fits it; is a return statement missing?"
+    )
+    assert result.error.details["errors"][0]["type"] == "model_type"
+
+
 def test_sync_and_async_steps_mix_in_one_workflow(runtime: Runtime) -> None:
     async def first(ctx):
         return Value(value=ctx.input_data.value + "1")
