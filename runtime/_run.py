@@ -1539,7 +1539,9 @@ class Run(Generic[In, Out]):
         if record is None:
             if not self._started:
                 raise RunNotStartedError(
-                    f"run {self.run_id!r} has not been started", run_id=self.run_id
+                    f"run {self.run_id!r} has not been started (no run has this id): call "
+                    "start_async() or start() on it first",
+                    run_id=self.run_id,
                 )
             raise _deleted(self.run_id)
         return record

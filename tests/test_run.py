@@ -265,6 +265,10 @@ def test_wait_on_a_run_never_started_raises_run_not_started(runtime: Runtime) ->
         run.wait(timeout=1)
     assert isinstance(caught.value, WorkflowError)
     assert caught.value.run_id == run.run_id
+    assert str(caught.value) == (
+        f"run {run.run_id!r} has not been started (no run has this id): call start_async() "
+        "or start() on it first"
+    )
     assert wf.get_workflow_run_execution_result(run.run_id) is None
 
 
