@@ -10,7 +10,9 @@ promises that message (``...`` stands for anything) on the README's output.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -227,3 +229,57 @@ def test_a_program_that_configures_no_logging_sees_nothing_from_callboard(
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
     assert result.stderr == ""
+
+
+# The spawn example is left out of the run above (it starts interpreters), so it runs
+# here as the script it is meant to be: spawned children import the main module again.
+
+SPAWN_MARK = 'multiprocessing.get_context("spawn")'
+SPAWN_TIMEOUT = 30.0  # it takes a few seconds; without its main guard it never ends
+
+
+def _spawn_block(text: str) -> str:
+    """The README's python block that uses the spawn start method."""
+    blocks = re.findall(r"^```python\n(.*?)^```$", text, re.MULTILINE | re.DOTALL)
+    found = [block for block in blocks if SPAWN_MARK in block]
+    assert len(found) == 1, f"expected one README block with {SPAWN_MARK}, found {len(found)}"
+    return str(found[0])
+
+
+def test_the_readme_spawn_example_runs_as_a_script(tmp_path: Path) -> None:
+    # What the example uses: the blocks up to the one that defines `words`.
+    blocks = python_blocks(README.read_text())
+    defining = next(i for i, block in enumerate(blocks) if block.source.startswith("words = ("))
+    tour = blocks[: defining + 1]
+    script = "\n".join(
+        [
+            *(block.source for block in tour),
+            "from runtime import Runtime",
+            _spawn_block(README.read_text()),
+            "if __name__ == '__main__':",
+            "    print(sorted(str(status) for status in statuses))",
+        ]
+    )
+    (tmp_path / "spawned.py").write_text(script)
+    process = subprocess.Popen(
+        [sys.executable, "spawned.py"],
+        cwd=tmp_path,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # so that a pool that respawns its children can be ended whole
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=SPAWN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        said = [line.strip() for line in stderr.splitlines() if "bootstrapping phase" in line]
+        pytest.fail(f"the spawn example did not end within {SPAWN_TIMEOUT} s: {said[:1]}")
+    assert process.returncode == 0, stderr[-3000:]
+    assert stdout.splitlines()[-1] == "['success', 'success']"
+    assert "bootstrapping phase" not in stderr
