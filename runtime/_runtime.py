@@ -311,7 +311,10 @@ class RunHost:
                 )
             if self.failure is not None:
                 raise RuntimeStoppedError(f"the runtime stopped itself: {self.failure}")
-            raise RuntimeStoppedError("the runtime is stopped")
+            raise RuntimeStoppedError(
+                "the runtime is stopped, and a stopped runtime cannot start again: create a "
+                "new Runtime and register the workflow on it"
+            )
         return system
 
     def start_run(

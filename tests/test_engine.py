@@ -155,8 +155,12 @@ def test_start_async_after_stop_raises_runtime_stopped() -> None:
     with Runtime() as rt:
         wf = rt.register(single_step_workflow())
     run = wf.create_run()
-    with pytest.raises(RuntimeStoppedError):
+    with pytest.raises(RuntimeStoppedError) as caught:
         run.start_async(input_data={"value": "late"})
+    assert str(caught.value) == (
+        "the runtime is stopped, and a stopped runtime cannot start again: create a new "
+        "Runtime and register the workflow on it"
+    )
     with pytest.raises(RuntimeStoppedError):
         run.start(input_data={"value": "late"}, timeout=1)
     assert wf.get_workflow_run_execution_result(run.run_id) is None
