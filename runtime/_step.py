@@ -398,6 +398,27 @@ def _check_schema(value: Any, what: str, step_id: str) -> None:
     refuse_unkept(value, f"step {step_id!r}: {what}")
 
 
+def _check_takes_ctx(execute: Callable[..., Any], step_id: str) -> None:
+    """Refuse a body that cannot be called as ``execute(ctx)``, at definition, not in a run.
+
+    A callable whose signature Python cannot read (some builtins) is let through.
+
+    Raises:
+        TypeError: if ``execute`` cannot take one positional argument.
+    """
+    try:
+        signature = inspect.signature(execute)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(None)
+    except TypeError:
+        raise TypeError(
+            f"step {step_id!r}: execute must take one argument, the step's context "
+            f"(execute(ctx)), but its signature is {signature}"
+        ) from None
+
+
 def _default_id(execute: Any) -> str:
     """The id a step takes from its body's name, for a body that has a name of its own.
 
@@ -457,6 +478,7 @@ def _build_step(
             _check_schema(schema, name, id)
     if not callable(execute):
         raise TypeError(f"step {id!r}: execute must be callable, got {execute!r}")
+    _check_takes_ctx(execute, id)
     if retries is not None and (
         isinstance(retries, bool) or not isinstance(retries, int) or retries < 0
     ):
@@ -573,7 +595,7 @@ def create_step(
             a body without a name of its own (a lambda), or a bad ``retries``
             or ``timeout``.
         TypeError: for schemas that are not pydantic models or a body that is
-            not callable.
+            not callable, or cannot be called with one argument (``execute(ctx)``).
     """
     options: dict[str, Any] = {
         "state_schema": state_schema,

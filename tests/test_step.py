@@ -124,14 +124,51 @@ def test_create_step_refuses_a_body_that_is_not_callable() -> None:
         create_step(id="s", input_schema=Value, output_schema=Value, execute="not a function")
 
 
+def _body(ctx, suffix):
+    return Value(value=ctx.input_data.value + suffix)
+
+
+@pytest.mark.parametrize(
+    ("execute", "signature"),
+    [
+        (lambda: None, "()"),
+        (lambda ctx, extra: None, "(ctx, extra)"),
+        (lambda ctx, *, k: 0, "(ctx, *, k)"),
+    ],
+    ids=["no_argument", "two_arguments", "a_required_keyword"],
+)
+def test_create_step_refuses_a_body_that_cannot_be_called_with_the_context(
+    execute, signature: str
+) -> None:
+    # Taken before, and every run of the workflow failed with Python's TypeError instead.
+    with pytest.raises(TypeError) as caught:
+        create_step(id="s", input_schema=Value, output_schema=Value, execute=execute)
+    assert str(caught.value) == (
+        "step 's': execute must take one argument, the step's context (execute(ctx)), but its "
+        f"signature is {signature}"
+    )
+
+
+@pytest.mark.parametrize(
+    "execute",
+    [
+        lambda ctx, extra=1: ctx.input_data,
+        lambda *args: args[0].input_data,
+        functools.partial(_body, suffix=""),
+    ],
+    ids=["a_default", "star_args", "partial"],
+)
+def test_create_step_takes_any_body_that_can_be_called_with_the_context(
+    runtime: Runtime, execute
+) -> None:
+    step = create_step(id="s", input_schema=Value, output_schema=Value, execute=execute)
+    assert run_steps(runtime, step, input_data={"value": "v"}).result == {"value": "v"}
+
+
 @pytest.mark.parametrize("bad_id", ["", 5])
 def test_create_step_refuses_an_id_that_is_not_a_non_empty_string(bad_id) -> None:
     with pytest.raises(WorkflowDefinitionError):
         create_step(id=bad_id, input_schema=Value, output_schema=Value, execute=lambda ctx: None)
-
-
-def _body(ctx, suffix):
-    return Value(value=ctx.input_data.value + suffix)
 
 
 @pytest.mark.parametrize(
