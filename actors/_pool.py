@@ -51,6 +51,7 @@ __all__ = [
     "LATE",
     "PROMPT",
     "STOP_TIMEOUT",
+    "SWEPT_PAST",
     "TICK",
     "VOIDED",
     "AsyncLoop",
@@ -113,6 +114,20 @@ tick grows the pool at once), or if the process rested through it (:data:`BUSY`)
 and the monitor woke at once (:data:`PROMPT`): nothing else wanted the CPU,
 so the actors are blocked.
 """
+
+SWEPT_PAST: Final = 64
+"""How long the backlog may grow before the calls let go of in it are taken out.
+
+A call waits in the backlog while every step thread is taken. Its run may let
+go of it meanwhile (cancelled, failed elsewhere, past its ``run_timeout``); an
+actor handed it later skips it, but until then it keeps its input, its reply
+address and its signal. Where every thread is held by bodies that never
+return (sync bodies a timeout abandoned, blocked on a socket for ever), that
+is for ever: a daemon cancelling its runs grew by each of them. So each time
+the backlog reaches twice what was left after the last sweep (and at least
+this many calls), the calls let go of are taken out: at most a constant cost
+per call, and never more than this many (or as many as the calls alive) kept
+for nothing."""
 
 PROMPT: Final = 0.001
 """How late the monitor may wake from a stalled tick for a resting process to say blocked actors.
@@ -726,6 +741,7 @@ class StepPool:
         self._cond = threading.Condition(self._mutex)
         self._idle: list[tuple[pykka.ActorRef[Any], float]] = []
         self._backlog: deque[tuple[StepActorMessage, float]] = deque()
+        self._sweep_at = SWEPT_PAST  # the backlog's length at which let-go calls go
         self._live = 0
         self._waiting = 0  # actors blocked in a wait for a run: not counted against the limit
         self._awaiting = 0  # async step bodies awaiting a run: they hold no actor
@@ -751,6 +767,11 @@ class StepPool:
     def size(self) -> int:
         """How many step actors are alive."""
         return self._live
+
+    @property
+    def backlog(self) -> int:
+        """How many calls wait for a step actor, all of them taken."""
+        return len(self._backlog)
 
     @property
     def waiting(self) -> int:
@@ -852,6 +873,11 @@ class StepPool:
                 self._live += 1
                 ref = None
             else:
+                backlog = self._backlog
+                if not backlog:
+                    self._sweep_at = SWEPT_PAST  # nothing let go of is left in it
+                elif len(backlog) >= self._sweep_at:
+                    self._sweep_backlog()
                 self._backlog.append((call, time.monotonic()))
                 signal = call.signal
                 if signal is not None:
@@ -879,6 +905,16 @@ class StepPool:
             self._live -= 1
         ref.stop(block=False)
         return None
+
+    def _sweep_backlog(self) -> None:
+        """Take the calls whose runs let go of them out of the backlog (under the lock).
+
+        An actor would skip them (see :meth:`StepActor._call`): no reply is
+        awaited, no count was taken for them. See :data:`SWEPT_PAST`.
+        """
+        kept = deque(entry for entry in self._backlog if not _let_go(entry[0]))
+        self._backlog = kept
+        self._sweep_at = max(SWEPT_PAST, 2 * len(kept))
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Stop idle actors now and busy ones when their step ends; end the monitor.
@@ -963,6 +999,12 @@ class StepPool:
             ref, _ = self._idle.pop(0)
             self._live -= 1
             ref.stop(block=False)
+
+
+def _let_go(call: StepActorMessage) -> bool:
+    """Whether the call's run let go of it: its signal was aborted before it began."""
+    signal = call.signal
+    return signal is not None and signal.aborted
 
 
 def _handed(call: StepActorMessage) -> StepActorMessage:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from actors._pool import SWEPT_PAST
 from runtime import (
     Queue,
     RunAlreadyStartedError,
@@ -167,6 +168,47 @@ def test_a_step_waiting_for_a_thread_when_its_run_is_cancelled_never_starts(
 
     assert seen == ["blocker", "after"]
     assert waiting.wait(timeout=BLOCK_LIMIT).status == "canceled"
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_runs_cancelled_while_their_steps_wait_for_a_thread_leave_nothing_waiting(
+    runtimes: Runtimes, tmp_path: Path, store: str
+) -> None:
+    # A daemon whose only step thread is held by a body that does not return cancels
+    # its runs one after another: their calls, let go of, did not wait on for a thread.
+    rt = runtimes.start("memory" if store == "memory" else tmp_path / "runs.db", max_step_threads=1)
+    gate = runtimes.gate()
+    seen: list[str] = []
+
+    def note(ctx: Any) -> Value:
+        seen.append(ctx.input_data.value)
+        if ctx.input_data.value == "blocker":
+            assert gate.wait(BLOCK_LIMIT)
+        return ctx.input_data
+
+    wf = rt.register(
+        create_workflow(id="let-go", input_schema=Value, output_schema=Value)
+        .then(create_step(id="note", input_schema=Value, output_schema=Value, execute=note))
+        .commit()
+    )
+    pool = actor_system(rt).pool
+    wf.create_run().start_async(input_data={"value": "blocker"})
+    wait_until(lambda: seen == ["blocker"], what="the blocker holds the only step thread")
+    cancelled = 300
+    for index in range(cancelled):
+        run = wf.create_run()
+        run.start_async(input_data={"value": f"cancelled-{index}"})
+        # Its step's call waits for the thread (the backlog changes only as one comes).
+        before = pool.backlog
+        wait_until(lambda b=before: pool.backlog != b, what="its step's call waits for the thread")
+        assert run.cancel() is True
+    last = wf.create_run()
+    last.start_async(input_data={"value": "last"})
+
+    assert pool.backlog <= 1 + SWEPT_PAST  # not one call per cancelled run
+    gate.set()
+    assert last.wait(timeout=BLOCK_LIMIT).status == "success"
+    assert seen == ["blocker", "last"]
 
 
 def test_async_steps_hold_no_step_thread_while_they_await(runtimes: Runtimes) -> None:

@@ -20,6 +20,7 @@ from actors.messages import (
     StepFinished,
 )
 from runtime._step import Step, create_step
+from runtime._sync import AbortSignal
 
 WAIT = 10.0
 
@@ -90,10 +91,11 @@ class Harness:
         payload: Any,
         *,
         final_schema: type[BaseModel] | None = None,
+        signal: AbortSignal | None = None,
     ) -> str:
         fields = self.common(payload)
         fields["definitions"] = {step.id: step}
-        self.pool.submit(CallStep(**fields, step=step, final_schema=final_schema))
+        self.pool.submit(CallStep(**fields, step=step, final_schema=final_schema, signal=signal))
         return str(fields["run_id"])
 
     def conditions(self, fns: tuple[Any, ...], payload: Any, **rest: Any) -> StepFinished:

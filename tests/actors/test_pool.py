@@ -17,13 +17,14 @@ from actors._pool import (
     DOUBTED,
     HELD,
     PROMPT,
+    SWEPT_PAST,
     TICK,
     AsyncLoop,
     _stall_believed,
     _tick_verdict,
 )
 from runtime._errors import RuntimeStoppedError
-from runtime._sync import wait_for_a_run
+from runtime._sync import AbortSignal, wait_for_a_run
 from tests.actors.harness import WAIT, Harness, Value, harnesses, step, step_threads
 
 
@@ -216,6 +217,45 @@ def test_calls_past_the_limit_wait_in_a_backlog_and_run_in_the_order_they_came(
     assert all(harness.reply().ok for _ in range(51))
     assert harness.pool.size == 1
     assert order == [str(index) for index in range(50)]
+
+
+def test_calls_let_go_of_while_they_wait_for_a_thread_do_not_pile_up_in_the_backlog(
+    make_harness: Callable[..., Harness],
+) -> None:
+    # The one thread is held, as by a body that never returns; meanwhile the runs of
+    # the calls that wait for it are cancelled, one after another, as a daemon's are.
+    harness = make_harness(core=1, limit=1)
+    release = threading.Event()
+    entered = threading.Event()
+    order: list[str] = []
+
+    def blocking(ctx: Any) -> Value:
+        entered.set()
+        release.wait(WAIT)
+        return ctx.input_data
+
+    def noting(ctx: Any) -> Value:
+        order.append(ctx.input_data.value)
+        return ctx.input_data
+
+    let_go, live = 20 * SWEPT_PAST, 0
+    try:
+        harness.execute(step(blocking), {"value": "blocking"})
+        assert entered.wait(WAIT)
+        for index in range(let_go):
+            signal = AbortSignal()
+            harness.execute(step(noting), {"value": f"let-go-{index}"}, signal=signal)
+            signal.abort("canceled")
+            if index % 100 == 0:  # a few live calls among them keep their place
+                harness.execute(step(noting), {"value": str(index)}, signal=AbortSignal())
+                live += 1
+        assert harness.pool.backlog <= live + SWEPT_PAST
+    finally:
+        release.set()
+
+    assert all(harness.reply().ok for _ in range(1 + live))
+    assert order == [str(index) for index in range(0, let_go, 100)]
+    assert harness.pool.backlog == 0
 
 
 def test_a_limit_below_core_caps_the_actors_kept_too(
