@@ -423,11 +423,21 @@ class Calls:
             self._submit([job])
 
     def abort(self, reason: AbortReason) -> None:
-        """Tell every call still in flight to stop, and forget them and their timers."""
+        """Tell every call still in flight to stop, and forget them and their timers.
+
+        The pool is told how many waited for an actor, not yet handed one: it
+        takes them out of its backlog once they are many.
+        """
+        waiting = 0
         for job in self._jobs.values():
-            job.signal.abort(reason.value)
+            signal = job.signal
+            signal.abort(reason.value)
+            if signal.waited and signal.began is None:
+                waiting += 1
             if job.timer is not None:
                 job.timer.cancel()
+        if waiting:
+            self._pool.let_go(waiting)
         for _, handle in self._retrying.values():
             handle.cancel()
         self._jobs.clear()

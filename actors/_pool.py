@@ -116,18 +116,18 @@ so the actors are blocked.
 """
 
 SWEPT_PAST: Final = 64
-"""How long the backlog may grow before the calls let go of in it are taken out.
+"""The fewest calls let go of by their runs that the backlog is rid of at once.
 
 A call waits in the backlog while every step thread is taken. Its run may let
 go of it meanwhile (cancelled, failed elsewhere, past its ``run_timeout``); an
 actor handed it later skips it, but until then it keeps its input, its reply
 address and its signal. Where every thread is held by bodies that never
 return (sync bodies a timeout abandoned, blocked on a socket for ever), that
-is for ever: a daemon cancelling its runs grew by each of them. So each time
-the backlog reaches twice what was left after the last sweep (and at least
-this many calls), the calls let go of are taken out: at most a constant cost
-per call, and never more than this many (or as many as the calls alive) kept
-for nothing."""
+was for ever: a daemon that cancelled its runs grew by each of them. Runs tell
+the pool what they let go of (:meth:`StepPool.let_go`); once the calls let go
+of are this many, and half the backlog, they are taken out: one pass over the
+backlog for at least as many calls as it keeps, and never more calls kept for
+nothing than this many, or than the live ones."""
 
 PROMPT: Final = 0.001
 """How late the monitor may wake from a stalled tick for a resting process to say blocked actors.
@@ -741,7 +741,7 @@ class StepPool:
         self._cond = threading.Condition(self._mutex)
         self._idle: list[tuple[pykka.ActorRef[Any], float]] = []
         self._backlog: deque[tuple[StepActorMessage, float]] = deque()
-        self._sweep_at = SWEPT_PAST  # the backlog's length at which let-go calls go
+        self._let_go = 0  # calls of the backlog let go of by their runs since the last sweep
         self._live = 0
         self._waiting = 0  # actors blocked in a wait for a run: not counted against the limit
         self._awaiting = 0  # async step bodies awaiting a run: they hold no actor
@@ -873,11 +873,6 @@ class StepPool:
                 self._live += 1
                 ref = None
             else:
-                backlog = self._backlog
-                if not backlog:
-                    self._sweep_at = SWEPT_PAST  # nothing let go of is left in it
-                elif len(backlog) >= self._sweep_at:
-                    self._sweep_backlog()
                 self._backlog.append((call, time.monotonic()))
                 signal = call.signal
                 if signal is not None:
@@ -906,15 +901,21 @@ class StepPool:
         ref.stop(block=False)
         return None
 
-    def _sweep_backlog(self) -> None:
-        """Take the calls whose runs let go of them out of the backlog (under the lock).
+    def let_go(self, count: int) -> None:
+        """Runs let go of ``count`` calls that waited for an actor (their signals are aborted).
 
-        An actor would skip them (see :meth:`StepActor._call`): no reply is
-        awaited, no count was taken for them. See :data:`SWEPT_PAST`.
+        Once such calls are many (see :data:`SWEPT_PAST`), the backlog is
+        rid of them: an actor would skip them (see
+        :meth:`actors.step.StepActor._call`), no reply is awaited, and no
+        count was taken for them. A call handed to an actor meanwhile is
+        counted all the same: at worst a pass finds fewer to take out.
         """
-        kept = deque(entry for entry in self._backlog if not _let_go(entry[0]))
-        self._backlog = kept
-        self._sweep_at = max(SWEPT_PAST, 2 * len(kept))
+        with self._mutex:
+            self._let_go += count
+            if self._let_go < max(SWEPT_PAST, len(self._backlog) // 2):
+                return
+            self._let_go = 0
+            self._backlog = deque(entry for entry in self._backlog if not _let_go(entry[0]))
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Stop idle actors now and busy ones when their step ends; end the monitor.

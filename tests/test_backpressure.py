@@ -170,15 +170,8 @@ def test_a_step_waiting_for_a_thread_when_its_run_is_cancelled_never_starts(
     assert waiting.wait(timeout=BLOCK_LIMIT).status == "canceled"
 
 
-@pytest.mark.parametrize("store", ["memory", "sqlite"])
-def test_runs_cancelled_while_their_steps_wait_for_a_thread_leave_nothing_waiting(
-    runtimes: Runtimes, tmp_path: Path, store: str
-) -> None:
-    # A daemon whose only step thread is held by a body that does not return cancels
-    # its runs one after another: their calls, let go of, did not wait on for a thread.
-    rt = runtimes.start("memory" if store == "memory" else tmp_path / "runs.db", max_step_threads=1)
-    gate = runtimes.gate()
-    seen: list[str] = []
+def let_go_workflow(seen: list[str], gate: threading.Event) -> Any:
+    """One step that notes its input; the input ``blocker`` holds its thread until ``gate``."""
 
     def note(ctx: Any) -> Value:
         seen.append(ctx.input_data.value)
@@ -186,21 +179,34 @@ def test_runs_cancelled_while_their_steps_wait_for_a_thread_leave_nothing_waitin
             assert gate.wait(BLOCK_LIMIT)
         return ctx.input_data
 
-    wf = rt.register(
+    return (
         create_workflow(id="let-go", input_schema=Value, output_schema=Value)
         .then(create_step(id="note", input_schema=Value, output_schema=Value, execute=note))
         .commit()
     )
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_runs_cancelled_while_their_steps_wait_for_a_thread_leave_nothing_waiting(
+    runtimes: Runtimes, tmp_path: Path, store: str
+) -> None:
+    # A daemon whose only step thread is held by a body that does not return cancels
+    # its runs one after another: their calls, let go of, did not wait on for a thread.
+    rt = runtimes.start("memory" if store == "memory" else tmp_path / "runs.db", max_step_threads=1)
+    gate, seen = runtimes.gate(), []
+    wf = rt.register(let_go_workflow(seen, gate))
     pool = actor_system(rt).pool
     wf.create_run().start_async(input_data={"value": "blocker"})
     wait_until(lambda: seen == ["blocker"], what="the blocker holds the only step thread")
-    cancelled = 300
-    for index in range(cancelled):
+    for index in range(300):
         run = wf.create_run()
-        run.start_async(input_data={"value": f"cancelled-{index}"})
-        # Its step's call waits for the thread (the backlog changes only as one comes).
         before = pool.backlog
-        wait_until(lambda b=before: pool.backlog != b, what="its step's call waits for the thread")
+        run.start_async(input_data={"value": f"cancelled-{index}"})
+        # Its step's call waits for the thread (the backlog grows only as one comes).
+        wait_until(
+            lambda before=before: pool.backlog > before,
+            what="its step's call waits for the thread",
+        )
         assert run.cancel() is True
     last = wf.create_run()
     last.start_async(input_data={"value": "last"})
@@ -209,6 +215,28 @@ def test_runs_cancelled_while_their_steps_wait_for_a_thread_leave_nothing_waitin
     gate.set()
     assert last.wait(timeout=BLOCK_LIMIT).status == "success"
     assert seen == ["blocker", "last"]
+
+
+def test_runs_past_their_run_timeout_while_their_steps_wait_for_a_thread_leave_nothing_waiting(
+    runtimes: Runtimes,
+) -> None:
+    # A burst of runs queued behind a held thread, all past their deadline before it
+    # frees: nothing comes after them to make room, and still their calls do not stay.
+    rt = runtimes.start("memory", max_step_threads=1)
+    gate, seen = runtimes.gate(), []
+    wf = rt.register(let_go_workflow(seen, gate))
+    pool = actor_system(rt).pool
+    wf.create_run().start_async(input_data={"value": "blocker"})
+    wait_until(lambda: seen == ["blocker"], what="the blocker holds the only step thread")
+    runs = [wf.create_run() for _ in range(300)]
+    for run in runs:
+        run.start_async(input_data={"value": "late"}, run_timeout=0.05)
+
+    assert {run.wait(timeout=BLOCK_LIMIT).status for run in runs} == {"canceled"}
+    assert pool.backlog <= SWEPT_PAST
+    gate.set()
+    assert wf.create_run().start(input_data={"value": "after"}).status == "success"
+    assert seen == ["blocker", "after"]
 
 
 def test_async_steps_hold_no_step_thread_while_they_await(runtimes: Runtimes) -> None:
