@@ -35,6 +35,12 @@ from tests._support import ROOT, wait_for_no_callboard_threads, wait_until
 DEADLINE = 10.0
 """Seconds any one thing a test waits for may take, on a loaded machine."""
 
+STARTUP = 30.0
+"""Seconds a worker process may take to import callboard and join its store: a hang guard.
+
+Under a load of 15 or more on 2 cores, start-ups past 10 s were seen (and failed tests
+that had nothing wrong); a worker that never starts still fails, with its stderr."""
+
 FLOWS = "tests._worker_flows"
 
 
@@ -65,14 +71,14 @@ class Worker:
             self.lines.put(line.rstrip("\n"))
         self.lines.put(None)
 
-    def expect(self, prefix: str) -> str:
+    def expect(self, prefix: str, within: float = DEADLINE) -> str:
         """The first (next) line of stderr that starts with ``prefix``; fail if none comes."""
-        deadline = time.monotonic() + DEADLINE
+        deadline = time.monotonic() + within
         while True:
             try:
                 line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
-                pytest.fail(f"no {prefix!r} line within {DEADLINE} s; stderr: {self.output()}")
+                pytest.fail(f"no {prefix!r} line within {within} s; stderr: {self.output()}")
             if line is None:
                 pytest.fail(f"the worker ended before a {prefix!r} line; stderr: {self.output()}")
             if line.startswith(prefix):
@@ -80,7 +86,7 @@ class Worker:
 
     def started(self) -> dict[str, str]:
         """The fields of the worker's ``started`` line, once it has joined the store."""
-        line = self.expect("callboard worker: started ")
+        line = self.expect("callboard worker: started ", STARTUP)
         return dict(field.split("=", 1) for field in line.split()[3:])
 
     def signal(self, number: int) -> None:
