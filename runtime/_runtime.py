@@ -514,7 +514,13 @@ _MACHINERY = (_HERE + os.sep, os.path.join(os.path.dirname(_HERE), "actors") + o
 
 _NOT_MACHINERY = tuple(
     os.path.join(_HERE, name)
-    for name in ("_cli" + os.sep, "testing.py", "_pytest_plugin.py", "_pytest_fixtures.py")
+    for name in (
+        "__main__.py",
+        "_cli" + os.sep,
+        "testing.py",
+        "_pytest_plugin.py",
+        "_pytest_fixtures.py",
+    )
 )
 """Entry points that call user code while holding nothing: the command line importing a
 user's module, the test kit. A stop from that code stops as from the program's flow."""
