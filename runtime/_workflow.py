@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, cast
 from pydantic import BaseModel, ValidationError
 
 from runtime import _probes
-from runtime._errors import RunInProgressError, UnboundWorkflowError, WorkflowDefinitionError
+from runtime._errors import (
+    RunInProgressError,
+    RuntimeStoppedError,
+    StoreError,
+    UnboundWorkflowError,
+    WorkflowDefinitionError,
+)
 from runtime._ids import (
     MAX_NAME_BYTES,
     check_resource_id,
@@ -759,6 +765,10 @@ class Workflow(Generic[In, Out]):
             ValueError: if ``run_id`` is not valid UTF-8 text.
             RunInProgressError: if the run has not ended (``pending``, ``running``,
                 ``waiting`` or ``suspended``).
+            RuntimeStoppedError: if the runtime stopped, and closed its durable
+                store, before the run was deleted (a read still finds it, on
+                this runtime and on the next one on the store). In memory, a
+                stopped runtime's runs can still be deleted.
         """
         check_run_id(run_id, lookup=True)
         store = self._store(start=False)
@@ -767,7 +777,12 @@ class Workflow(Generic[In, Out]):
             return False
         if record.status not in TERMINAL_STATUSES:
             raise _in_progress(run_id, record.status)
-        if store.delete(run_id):
+        try:
+            deleted = store.delete(run_id)
+        except StoreError as exc:
+            self._refuse_if_stopped(run_id, exc)
+            raise
+        if deleted:
             self._forget(run_id)
             return True
         # The store deletes only a run that has ended: this one was restarted meanwhile,
@@ -840,6 +855,27 @@ class Workflow(Generic[In, Out]):
         # Without a (default) runtime, or before a SQLite runtime starts, there
         # is no run to find: an empty store says so, after the same checks.
         return _NO_RUNS if store is None else store
+
+    def _refuse_if_stopped(self, run_id: str, error: StoreError) -> None:
+        """After the store refused a delete: say so as a stop if the runtime stopped.
+
+        A stop closes a durable store, and its writes then fail with the store's
+        "closed" ``StoreError``: a delete the stop caught between its read and its
+        write, or made after it, met that instead of the runtime's documented answer.
+
+        Raises:
+            RuntimeStoppedError: if the runtime whose store it is is not running.
+        """
+        runtime = self._runtime
+        if runtime is None:
+            from runtime._runtime import default_runtime
+
+            runtime = default_runtime(start=False)
+        if runtime is not None and runtime._host.state != "running":
+            raise RuntimeStoppedError(
+                f"the runtime stopped before run {run_id!r} was deleted: it is kept (delete "
+                "it through the next runtime on the store)"
+            ) from error
 
     def _forget(self, run_id: str) -> None:
         """Tell the runtime whose store deleted ``run_id``: it forgets what it kept of the run."""

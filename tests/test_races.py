@@ -42,6 +42,7 @@ from runtime import (
     RunNotSuspendedError,
     Runtime,
     RunTimeoutError,
+    RuntimeStoppedError,
     StoreError,
     WorkflowError,
     create_step,
@@ -139,6 +140,10 @@ def _call(wf: Any, kind: str, run_id: str | None, rng: random.Random) -> str | N
     run = wf.create_run(run_id)
     if kind == "start_same":
         run.start_async(input_data={"n": 1})
+    elif kind == "start_key":  # one of three keys: mostly the run that holds it
+        keyed = wf.create_run()
+        keyed.start_async(input_data={"n": 1}, idempotency_key=f"key-{rng.randrange(3)}")
+        return str(keyed.run_id)
     elif kind == "resume":
         run.resume_async(resume_data={})
     elif kind == "resume_item":
@@ -306,6 +311,137 @@ def test_calls_raced_while_another_process_holds_the_sqlite_lock_lose_nothing(
             other.close()
 
     _storm(path, RACED, during=hold_the_lock)
+
+
+STOPPED_AFTER = SECONDS / 2
+"""When the storm that stops its runtime stops it."""
+
+
+def test_calls_raced_while_the_runtime_stops_answer_as_documented(each_store: Any) -> None:
+    # The storm, keyed starts among its calls, and the runtime stopped in the middle of
+    # it: a call answers as documented, or with RuntimeStoppedError once the stop cut it
+    # (a delete the stop caught between its read and its write raised the store's
+    # StoreError, "the run store ... is closed"); none hangs. On a durable store, every
+    # run a call acknowledged and nobody deleted is there for the next runtime, which
+    # ends them (a wait, the store and `callboard runs show` tell one status) and serves
+    # new runs.
+    store = each_store
+    ids: list[str] = []  # in the order they started: the storm takes the newest
+    deleted: set[str] = set()
+    lock = threading.Lock()
+    answers: Counter[str] = Counter()
+    surprises: list[str] = []
+    longest: list[float] = [0.0]
+
+    def storm(seed: int, wf: Any, until: float) -> None:
+        rng = random.Random(seed)
+        while time.monotonic() < until:
+            kind = rng.choice([*KINDS, "start_key"])
+            with lock:
+                run_id = rng.choice(ids[-4:]) if ids else None
+            began = time.monotonic()
+            try:
+                if kind == "delete" and run_id is not None:
+                    if wf.delete_workflow_run_by_id(run_id):
+                        with lock:
+                            deleted.add(run_id)
+                    started = None
+                else:
+                    started = _call(wf, kind, run_id, rng)
+            except (*EXPECTED, RuntimeStoppedError) as exc:
+                answers[f"{kind}: {type(exc).__name__}"] += 1
+            except Exception as exc:  # an error a call does not document for this
+                surprises.append(f"{kind}: {type(exc).__name__}: {exc}")
+            else:
+                answers[f"{kind}: ok"] += 1
+                if started is not None:
+                    with lock:
+                        ids.append(started)
+            longest[0] = max(longest[0], time.monotonic() - began)
+
+    rt = Runtime(store=store).start()
+    wf = rt.register(RACED)
+    until = time.monotonic() + SECONDS
+    threads = [threading.Thread(target=storm, args=(seed, wf, until)) for seed in range(THREADS)]
+    try:
+        for thread in threads:
+            thread.start()
+        time.sleep(STOPPED_AFTER)
+    finally:
+        rt.stop()
+        for thread in threads:
+            thread.join(WAIT + SECONDS)
+    assert not any(thread.is_alive() for thread in threads)
+
+    assert surprises == []
+    assert answers["start: ok"] > 0 and answers["start: RuntimeStoppedError"] > 0, answers
+    assert longest[0] < WAIT  # the calls' own timeouts are 0.05 s: none waited for long
+    if store == "memory":  # nothing outlives the stop
+        with Runtime() as rt:
+            fresh = rt.register(RACED).create_run().start(input_data={"n": 1}, timeout=WAIT)
+        assert fresh.status == "success"
+        return
+    with Runtime(store=store) as rt:
+        wf = rt.register(RACED)
+        kept = sorted(set(ids) - deleted)
+        lost = [run_id for run_id in kept if wf.get_workflow_run_execution_result(run_id) is None]
+        assert lost == []
+
+        def ended(run_id: str) -> bool:
+            result = wf.get_workflow_run_execution_result(run_id)
+            return result is not None and result.status in ("success", "failed", "canceled")
+
+        def waits_for_a_resume(run_id: str) -> bool:
+            result = wf.get_workflow_run_execution_result(run_id)
+            return result is not None and result.status == "suspended"
+
+        wait_until(
+            lambda: all(ended(run_id) or waits_for_a_resume(run_id) for run_id in kept),
+            WAIT,
+            "every run the next runtime took on settled",
+        )
+        told = {
+            run_id: (
+                wf.create_run(run_id).wait(WAIT).status.value,
+                _stored_status(store, run_id),
+                _shown_status(store, run_id),
+            )
+            for run_id in kept
+            if ended(run_id)
+        }
+        fresh = wf.create_run().start(input_data={"n": 1}, timeout=WAIT)
+    assert told and {run_id: t for run_id, t in told.items() if len(set(t)) != 1} == {}
+    assert fresh.status == "success" and fresh.result == {"n": 2}
+
+
+def _stored_status(store: Any, run_id: str) -> str:
+    """The status in a durable store's row of the run."""
+    query = "SELECT status FROM {} WHERE run_id = ?"
+    if str(store).startswith("postgres"):
+        import psycopg
+
+        with psycopg.connect(store) as connection:
+            row = connection.execute(
+                query.format("callboard_runs").replace("?", "%s"), (run_id,)
+            ).fetchone()
+    else:
+        with contextlib.closing(sqlite3.connect(store)) as connection:
+            row = connection.execute(query.format("runs"), (run_id,)).fetchone()
+    assert row is not None, run_id
+    return str(row[0])
+
+
+def _shown_status(store: Any, run_id: str) -> str:
+    """The status ``callboard runs show RUN_ID --json`` prints."""
+    import io
+    import json
+
+    from runtime._cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        main(["runs", "show", run_id, "--db", str(store), "--json"])
+    return str(json.loads(out.getvalue())["status"])
 
 
 def _storm(
@@ -619,3 +755,63 @@ def test_awaitable_calls_raced_on_one_loop_answer_as_documented(each_store: Any)
     assert surprises == []
     assert fresh.status == "success" and fresh.result == {"n": 2}
     assert enough(), answers
+
+
+@pytest.mark.parametrize("when", ["after its read"])
+def test_a_delete_the_stop_catches_raises_runtime_stopped_at_once(
+    each_shared_store: str, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    # A delete reads the run, then hands its write to the store's writer thread. The stop
+    # closes the store in between: the delete raised the store's own StoreError ("the
+    # run store ... is closed"). Or its write went to the writer's queue as the stop
+    # ended the writer (it had seen the writer alive a moment before): the write was left
+    # in the queue, nobody to commit it, and the delete waited 30 s for it, then said
+    # the store "stayed locked". Either way the stop cut it: RuntimeStoppedError, at once,
+    # and the run is kept.
+    from runtime._stores._writer import GroupCommitWriter
+
+    store = each_shared_store
+    handed = threading.Event()
+    answers: list[BaseException | bool] = []
+    real_submit = GroupCommitWriter.submit
+
+    def late(self: GroupCommitWriter, kind: Any, payload: Any, done: Any) -> Any:
+        if kind == "delete":
+            handed.set()
+            self._thread.join(WAIT)  # the stop ended the writer meanwhile
+        return real_submit(self, kind, payload, done)
+
+    with Runtime(store=store) as rt:
+        wf = rt.register(RACED)
+        run_id = wf.create_run().start(input_data={"n": 1}, timeout=WAIT).run_id
+        if when == "after its read":
+            real_load = type(rt.store).load
+
+            def read_then_stopped(self: Any, wanted: str) -> Any:
+                record = real_load(self, wanted)
+                if wanted == run_id and threading.current_thread() is not main:
+                    handed.set()
+                    wait_until(lambda: rt._host.state == "stopped", WAIT, "the stop")
+                return record
+
+            monkeypatch.setattr(type(rt.store), "load", read_then_stopped)
+        else:
+            monkeypatch.setattr(GroupCommitWriter, "submit", late)
+        main = threading.current_thread()
+
+        def delete() -> None:
+            try:
+                answers.append(wf.delete_workflow_run_by_id(run_id))
+            except BaseException as exc:
+                answers.append(exc)
+
+        deleting = threading.Thread(target=delete)
+        deleting.start()
+        assert handed.wait(WAIT)
+    # Stopped.
+    deleting.join(WAIT / 2)
+    monkeypatch.undo()
+    assert not deleting.is_alive()
+    assert len(answers) == 1 and isinstance(answers[0], RuntimeStoppedError), answers
+    with Runtime(store=store) as rt:
+        assert rt.register(RACED).get_workflow_run_execution_result(run_id) is not None
