@@ -757,7 +757,7 @@ def test_awaitable_calls_raced_on_one_loop_answer_as_documented(each_store: Any)
     assert enough(), answers
 
 
-@pytest.mark.parametrize("when", ["after its read"])
+@pytest.mark.parametrize("when", ["after its read", "after its write was handed over"])
 def test_a_delete_the_stop_catches_raises_runtime_stopped_at_once(
     each_shared_store: str, monkeypatch: pytest.MonkeyPatch, when: str
 ) -> None:

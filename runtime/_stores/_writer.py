@@ -41,6 +41,7 @@ __all__ = [
     "Refusals",
     "Write",
     "WriteKind",
+    "WriterStoppedError",
     "call",
     "committed",
     "ignore",
@@ -141,6 +142,13 @@ def committed(
     raise StoreUnavailableError(given_up)
 
 
+class WriterStoppedError(Exception):
+    """A write handed to a writer once its stop was asked for: nothing will commit it.
+
+    Internal: each store raises its own ``StoreError`` ("... is closed") instead.
+    """
+
+
 MAX_REST: Final = 0.005
 """The longest rest of a writer made with ``rest=True`` between two transactions, in seconds."""
 
@@ -199,6 +207,9 @@ class GroupCommitWriter:
         self._max_retry_delay = max_retry_delay
         self._wake = threading.Event()
         self._queue: queue.SimpleQueue[Write | None] = queue.SimpleQueue()
+        # Held to queue a write and to queue the stop: no write lands behind the stop,
+        # where the thread, gone once it reached the stop, would leave it for ever.
+        self._gate = threading.Lock()
         self._stopping = False
         self._writing = False  # writes taken from the queue and not yet settled
         self._committing_since = 0.0  # monotonic start of the commit under way; 0.0: none
@@ -210,9 +221,16 @@ class GroupCommitWriter:
         return not self._stopping and self._thread.is_alive()
 
     def submit(self, kind: WriteKind, payload: Any, done: Done) -> Write:
-        """Queue a write; its outcome reaches ``done`` from the writer thread."""
+        """Queue a write; its outcome reaches ``done`` from the writer thread.
+
+        Raises:
+            WriterStoppedError: if a stop was asked for: nothing is queued.
+        """
         write = Write(kind, payload, done)
-        self._queue.put(write)
+        with self._gate:
+            if self._stopping:
+                raise WriterStoppedError(kind)
+            self._queue.put(write)
         return write
 
     def busy(self) -> bool:
@@ -234,10 +252,11 @@ class GroupCommitWriter:
 
     def stop(self, timeout: float | None = None) -> None:
         """Commit what is queued, then end the thread (waiting up to ``timeout`` seconds)."""
-        if not self._stopping:
-            self._stopping = True
-            self._queue.put(None)
-            self._wake.set()
+        with self._gate:
+            stopping, self._stopping = self._stopping, True
+            if not stopping:
+                self._queue.put(None)
+        self._wake.set()
         self._thread.join(timeout)
 
     def _run(self) -> None:

@@ -65,6 +65,7 @@ from runtime._stores._writer import (
     Refusals,
     Write,
     WriteKind,
+    WriterStoppedError,
     call,
     committed,
     ignore,
@@ -2846,7 +2847,10 @@ class PostgresStore:
     # --- the writer ---------------------------------------------------------------
 
     def _submit(self, kind: WriteKind, payload: Any, done: Done) -> Write:
-        return self._live_writer().submit(kind, payload, done)
+        try:
+            return self._live_writer().submit(kind, payload, done)
+        except WriterStoppedError:  # closed since the look in _live_writer
+            raise StoreError(f"the PostgreSQL store {self._shown} is closed") from None
 
     def _live_writer(self) -> GroupCommitWriter:
         """The writer; a StoreError if the store is read-only, closed, or its writer is gone."""

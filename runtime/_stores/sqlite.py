@@ -65,6 +65,7 @@ from runtime._stores._writer import (
     Refusals,
     Write,
     WriteKind,
+    WriterStoppedError,
     call,
     committed,
     ignore,
@@ -1631,7 +1632,10 @@ class SQLiteStore:
             raise StoreError(f"the run store {self.path} is open read-only")
         if self._closed or self._writer is None or not self._writer.is_alive():
             raise StoreError(f"the run store {self.path} is closed")
-        return self._writer.submit(kind, payload, done)
+        try:
+            return self._writer.submit(kind, payload, done)
+        except WriterStoppedError:  # closed since the look above
+            raise StoreError(f"the run store {self.path} is closed") from None
 
     def _locked_checkpoint(self, idle: bool) -> None:
         # The lock only when there is something to do: after every commit, a caller
