@@ -905,7 +905,8 @@ class Run(Generic[In, Out]):
                 workflow (a plan fingerprint) not registered on this runtime;
                 the run stays suspended.
             RunDeletedError: if the run's record was deleted meanwhile.
-            RuntimeStoppedError: if the runtime is not running.
+            RuntimeStoppedError: if the runtime is not running, or stopped before
+                the resume was recorded.
         """
         system = self._host.running()
         record = self._started_record()
@@ -919,7 +920,16 @@ class Run(Generic[In, Out]):
                 _, data = self._resume_data(snapshot, path, resume_data)
                 # On a shared store, a request in the store, for whichever worker drives
                 # the run (this one, another process, or the next to claim it).
-                requested = system.request_resume(record, snapshot, path, data)
+                requested = _cut_by_stop(
+                    self._host,
+                    "resume",
+                    self.run_id,
+                    system.request_resume,
+                    record,
+                    snapshot,
+                    path,
+                    data,
+                )
                 if requested == "recorded":
                     return StartAsyncResult(run_id=self.run_id)
                 if requested == "requested":  # another's request for it waits: it won
@@ -970,7 +980,16 @@ class Run(Generic[In, Out]):
             resumed = next_record(snapshot, _clock.time())._replace(taken=(path,))
             # The compare-and-set decides between racing resumes (and cancels); it is
             # committed when it returns, so the resume is acknowledged only once durable.
-            if system.resume(plan, snapshot, resumed, record.seq):
+            if _cut_by_stop(
+                self._host,
+                "resume",
+                self.run_id,
+                system.resume,
+                plan,
+                snapshot,
+                resumed,
+                record.seq,
+            ):
                 return StartAsyncResult(run_id=self.run_id)
             lost = self._host.load(self.run_id)
             if lost is None or lost.seq == record.seq:
@@ -1083,7 +1102,8 @@ class Run(Generic[In, Out]):
                 as a start into it would be told; the run is not changed, and can
                 be restarted once the queue has drained.
             RunDeletedError: if the run's record was deleted meanwhile.
-            RuntimeStoppedError: if the runtime is not running.
+            RuntimeStoppedError: if the runtime is not running, or stopped before
+                the restart was recorded.
         """
         system = self._host.running()
         record = self._started_record()
@@ -1102,7 +1122,17 @@ class Run(Generic[In, Out]):
         restarted(snapshot)
         reopened = next_record(snapshot, _clock.time())
         # A compare-and-set on a run that has ended: of two restarts, one wins.
-        if not system.resume(plan, snapshot, reopened, record.seq, reopen=True):
+        if not _cut_by_stop(
+            self._host,
+            "restart",
+            self.run_id,
+            system.resume,
+            plan,
+            snapshot,
+            reopened,
+            record.seq,
+            reopen=True,
+        ):
             current = self._host.load(self.run_id)
             if current is None:
                 raise _deleted(self.run_id)
@@ -1928,6 +1958,30 @@ def _resume_conflict(
         status=status,
         run_id=run_id,
     )
+
+
+def _cut_by_stop(
+    host: RunHost, what: str, run_id: str, write: Callable[..., T], *args: Any, **kwargs: Any
+) -> T:
+    """``write(*args, **kwargs)``, a store's refusal that a stop caused raised as the stop.
+
+    A stop closes a durable store, and a write handed to it after that fails
+    with the store's "closed" ``StoreError``: a resume or a restart the stop
+    caught between its read of the run and its compare-and-set met that.
+
+    Raises:
+        RuntimeStoppedError: for a ``StoreError`` once the runtime is not running.
+    """
+    try:
+        return write(*args, **kwargs)
+    except StoreError as exc:
+        if host.state == "running":
+            raise
+        raise RuntimeStoppedError(
+            f"the runtime stopped before the {what} of run {run_id!r} was recorded: read the "
+            "run on the next runtime on the store",
+            run_id=run_id,
+        ) from exc
 
 
 def _deleted(run_id: str) -> RunDeletedError:

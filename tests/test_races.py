@@ -815,3 +815,41 @@ def test_a_delete_the_stop_catches_raises_runtime_stopped_at_once(
     assert len(answers) == 1 and isinstance(answers[0], RuntimeStoppedError), answers
     with Runtime(store=store) as rt:
         assert rt.register(RACED).get_workflow_run_execution_result(run_id) is not None
+
+
+@pytest.mark.parametrize("call", ["resume", "restart"])
+def test_a_resume_or_restart_the_stop_catches_raises_runtime_stopped(
+    each_store: Any, monkeypatch: pytest.MonkeyPatch, call: str
+) -> None:
+    # Both read the run, then record themselves with a compare-and-set. A stop in
+    # between closed the durable store, and the call raised the store's StoreError ("the
+    # run store ... is closed"), which neither documents. (The storm of two processes on
+    # PostgreSQL, one stopped in the middle of it, found the restart.) The stop cut it:
+    # RuntimeStoppedError, and the next runtime on the store finds the run as it was.
+    store = each_store
+    with Runtime(store=store) as rt:
+        wf = rt.register(RACED)
+        run = wf.create_run()
+        run.start_async(input_data={"n": 0})  # even: it suspends
+        assert run.wait(WAIT).status == "suspended"
+        if call == "restart":
+            assert run.cancel() is True
+        real_going_on = Run._going_on
+
+        def stopped_first(self: Run[Any, Any], snapshot: Any) -> Any:
+            rt.stop()
+            return real_going_on(self, snapshot)
+
+        monkeypatch.setattr(Run, "_going_on", stopped_first)
+        with pytest.raises(RuntimeStoppedError, match="stopped before the"):
+            if call == "resume":
+                run.resume_async(resume_data={})
+            else:
+                run.restart_async()
+        monkeypatch.undo()
+    if store == "memory":
+        return
+    with Runtime(store=store) as rt:
+        result = rt.register(RACED).get_workflow_run_execution_result(run.run_id)
+    assert result is not None
+    assert result.status == ("suspended" if call == "resume" else "canceled")
