@@ -1312,6 +1312,11 @@ class Run(Generic[In, Out]):
         error saying why and its bytes kept (``SnapshotFormatError`` before), so
         that it can be deleted.
         """
+        # A write of the cancel the stop caught met the store it closed: the stop cut it.
+        return _cut_by_stop(self._host, "cancel", self.run_id, self._cancel)
+
+    def _cancel(self) -> bool:
+        """:meth:`cancel`, but for how a stop that caught it is told."""
         system = self._host.running()
         self._release_own_start()
         if serving_an_end() == self.run_id:
@@ -1966,8 +1971,8 @@ def _cut_by_stop(
     """``write(*args, **kwargs)``, a store's refusal that a stop caused raised as the stop.
 
     A stop closes a durable store, and a write handed to it after that fails
-    with the store's "closed" ``StoreError``: a resume or a restart the stop
-    caught between its read of the run and its compare-and-set met that.
+    with the store's "closed" ``StoreError``: a resume, a restart or a cancel the
+    stop caught between its read of the run and its write met that.
 
     Raises:
         RuntimeStoppedError: for a ``StoreError`` once the runtime is not running.

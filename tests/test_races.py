@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import signal
 import sqlite3
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections import Counter
@@ -314,7 +318,9 @@ def test_calls_raced_while_another_process_holds_the_sqlite_lock_lose_nothing(
 
 
 STOPPED_AFTER = SECONDS / 2
-"""When the storm that stops its runtime stops it."""
+"""When a storm that stops its runtime stops it."""
+KEYS = 3
+"""How many idempotency keys the keyed starts of a storm share."""
 
 
 def test_calls_raced_while_the_runtime_stops_answer_as_documented(each_store: Any) -> None:
@@ -326,28 +332,117 @@ def test_calls_raced_while_the_runtime_stops_answer_as_documented(each_store: An
     # ends them (a wait, the store and `callboard runs show` tell one status) and serves
     # new runs.
     store = each_store
+    told = _storm_cut_by_stop(store, stop_after=STOPPED_AFTER)
+
+    assert told["surprises"] == []
+    answers = told["answers"]
+    assert answers["start: ok"] > 0 and answers["start: RuntimeStoppedError"] > 0, answers
+    assert told["longest"] < WAIT  # the calls' own timeouts are 0.05 s: none waited long
+    if store == "memory":  # nothing outlives the stop
+        with Runtime() as rt:
+            fresh = rt.register(RACED).create_run().start(input_data={"n": 1}, timeout=WAIT)
+        assert fresh.status == "success"
+        return
+    _taken_on_by_the_next_runtime(store, told["ids"], told["deleted"], told["keyed"])
+
+
+_TWIN = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    sys.path.insert(0, {root!r})
+    from tests.test_races import _storm_cut_by_stop
+    go = Path({go!r})
+    while not go.exists():
+        time.sleep(0.001)
+    told = _storm_cut_by_stop({store!r}, stop_after=None, seed={seed!r})
+    print(json.dumps(told), flush=True)
+    """
+)
+
+
+def test_calls_raced_from_two_processes_one_stopped_under_them_lose_nothing(
+    each_shared_store: str, tmp_path: Path
+) -> None:
+    # The storm from two processes at once on one store, each a runtime that runs runs,
+    # and this one stopped in the middle of it, the other going on (it takes over the
+    # runs this one held): cancels, resumes, restarts and deletes cross the processes,
+    # and the keyed starts of both share their keys. (It found a restart cut by the stop
+    # raising the closed store's StoreError.) Every call answers as documented; every
+    # run acknowledged and not deleted is found and ends, its status told alike; one
+    # run at most holds a key.
+    store = each_shared_store
+    Runtime(store=store).start().stop()  # the store's schema, before both open it
+    go = tmp_path / "go"
+    script = _TWIN.format(root=str(Path(__file__).parent.parent), go=str(go), store=store, seed=1)
+    twin = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        go.touch()
+        mine = _storm_cut_by_stop(store, stop_after=STOPPED_AFTER, seed=0)
+        out, err = twin.communicate(timeout=STORM_AT_MOST * SECONDS + 3 * WAIT)
+    finally:
+        if twin.poll() is None:
+            twin.kill()
+            twin.communicate()
+    assert twin.returncode == 0, err
+    theirs = json.loads(out.strip().splitlines()[-1])
+
+    assert mine["surprises"] == [] and theirs["surprises"] == []
+    assert mine["answers"]["start: RuntimeStoppedError"] > 0  # this one was cut
+    assert theirs["answers"]["start: ok"] > 0
+    keyed = {key: mine["keyed"].get(key, []) + theirs["keyed"].get(key, []) for key in _keys()}
+    _taken_on_by_the_next_runtime(
+        store, mine["ids"] + theirs["ids"], mine["deleted"] + theirs["deleted"], keyed
+    )
+
+
+def _keys() -> list[str]:
+    return [f"key-{index}" for index in range(KEYS)]
+
+
+def _storm_cut_by_stop(store: Any, *, stop_after: float | None, seed: int = 0) -> dict[str, Any]:
+    """Race every call, keyed starts among them, on a runtime stopped after ``stop_after`` s.
+
+    Without ``stop_after``, the storm lasts SECONDS and the runtime is stopped after it,
+    once the runs it holds ended or suspended. Returns what the calls told, as plain data
+    (a child process prints it): ``answers`` by kind, ``surprises`` (errors a call does
+    not document), the ``ids`` of the runs started (in order), those ``deleted`` by a
+    delete that said so, the ids each key's start answered (``keyed``), and the
+    ``longest`` call in seconds.
+    """
     ids: list[str] = []  # in the order they started: the storm takes the newest
-    deleted: set[str] = set()
+    deleted: list[str] = []
+    keyed: dict[str, list[str]] = {key: [] for key in _keys()}
     lock = threading.Lock()
     answers: Counter[str] = Counter()
     surprises: list[str] = []
     longest: list[float] = [0.0]
 
-    def storm(seed: int, wf: Any, until: float) -> None:
-        rng = random.Random(seed)
+    def call(wf: Any, kind: str, run_id: str | None, rng: random.Random) -> str | None:
+        if kind == "delete" and run_id is not None:
+            if wf.delete_workflow_run_by_id(run_id):
+                with lock:
+                    deleted.append(run_id)
+            return None
+        if kind == "start_key":
+            key = rng.choice(_keys())
+            run = wf.create_run()
+            run.start_async(input_data={"n": 1}, idempotency_key=key)
+            with lock:
+                keyed[key].append(str(run.run_id))
+            return str(run.run_id)
+        return _call(wf, kind, run_id, rng)
+
+    def storm(rng: random.Random, wf: Any, until: float) -> None:
         while time.monotonic() < until:
             kind = rng.choice([*KINDS, "start_key"])
             with lock:
                 run_id = rng.choice(ids[-4:]) if ids else None
             began = time.monotonic()
             try:
-                if kind == "delete" and run_id is not None:
-                    if wf.delete_workflow_run_by_id(run_id):
-                        with lock:
-                            deleted.add(run_id)
-                    started = None
-                else:
-                    started = _call(wf, kind, run_id, rng)
+                started = call(wf, kind, run_id, rng)
             except (*EXPECTED, RuntimeStoppedError) as exc:
                 answers[f"{kind}: {type(exc).__name__}"] += 1
             except Exception as exc:  # an error a call does not document for this
@@ -362,56 +457,88 @@ def test_calls_raced_while_the_runtime_stops_answer_as_documented(each_store: An
     rt = Runtime(store=store).start()
     wf = rt.register(RACED)
     until = time.monotonic() + SECONDS
-    threads = [threading.Thread(target=storm, args=(seed, wf, until)) for seed in range(THREADS)]
+    threads = [
+        threading.Thread(target=storm, args=(random.Random(f"{seed}-{index}"), wf, until))
+        for index in range(THREADS)
+    ]
     try:
         for thread in threads:
             thread.start()
-        time.sleep(STOPPED_AFTER)
+        if stop_after is not None:
+            time.sleep(stop_after)
+            rt.stop()
+        for thread in threads:
+            thread.join(WAIT + SECONDS)
+        if stop_after is None:
+            wait_until(lambda: all(_settled(wf, run_id) for run_id in ids), WAIT, "this one's runs")
     finally:
         rt.stop()
         for thread in threads:
-            thread.join(WAIT + SECONDS)
+            thread.join(WAIT)
     assert not any(thread.is_alive() for thread in threads)
+    return {
+        "answers": dict(answers),
+        "surprises": surprises,
+        "ids": ids,
+        "deleted": deleted,
+        "keyed": keyed,
+        "longest": longest[0],
+    }
 
-    assert surprises == []
-    assert answers["start: ok"] > 0 and answers["start: RuntimeStoppedError"] > 0, answers
-    assert longest[0] < WAIT  # the calls' own timeouts are 0.05 s: none waited for long
-    if store == "memory":  # nothing outlives the stop
-        with Runtime() as rt:
-            fresh = rt.register(RACED).create_run().start(input_data={"n": 1}, timeout=WAIT)
-        assert fresh.status == "success"
-        return
+
+def _settled(wf: Any, run_id: str) -> bool:
+    """Whether a run ended or waits for a resume (or is gone)."""
+    try:
+        result = wf.get_workflow_run_execution_result(run_id)
+    except WorkflowError:
+        return False
+    return result is None or result.status in ("success", "failed", "canceled", "suspended")
+
+
+def _taken_on_by_the_next_runtime(
+    store: Any, ids: list[str], deleted: Any, keyed: dict[str, list[str]]
+) -> None:
+    """A runtime on ``store`` finds every run of ``ids`` not ``deleted`` and ends them.
+
+    Each ended run's status is the same by ``wait()``, in the store's row and by
+    ``callboard runs show``; of the runs a key's starts answered, one at most is
+    still there; and the runtime runs a new run.
+    """
     with Runtime(store=store) as rt:
         wf = rt.register(RACED)
-        kept = sorted(set(ids) - deleted)
+        kept = sorted(set(ids) - set(deleted))
         lost = [run_id for run_id in kept if wf.get_workflow_run_execution_result(run_id) is None]
         assert lost == []
-
-        def ended(run_id: str) -> bool:
-            result = wf.get_workflow_run_execution_result(run_id)
-            return result is not None and result.status in ("success", "failed", "canceled")
-
-        def waits_for_a_resume(run_id: str) -> bool:
-            result = wf.get_workflow_run_execution_result(run_id)
-            return result is not None and result.status == "suspended"
-
-        wait_until(
-            lambda: all(ended(run_id) or waits_for_a_resume(run_id) for run_id in kept),
-            WAIT,
-            "every run the next runtime took on settled",
-        )
+        wait_until(lambda: all(_settled(wf, run_id) for run_id in kept), WAIT, "every run")
+        ended = [
+            run_id
+            for run_id in kept
+            if wf.get_workflow_run_execution_result(run_id).status != "suspended"
+        ]
         told = {
             run_id: (
                 wf.create_run(run_id).wait(WAIT).status.value,
                 _stored_status(store, run_id),
                 _shown_status(store, run_id),
             )
-            for run_id in kept
-            if ended(run_id)
+            for run_id in ended
+        }
+        # (A run a key's start answered may have been deleted, and its id started again,
+        # without the key, by a start of that id.)
+        holders = {
+            key: {run_id for run_id in answered if _key_of(wf, run_id) == key}
+            for key, answered in keyed.items()
         }
         fresh = wf.create_run().start(input_data={"n": 1}, timeout=WAIT)
     assert told and {run_id: t for run_id, t in told.items() if len(set(t)) != 1} == {}
+    assert all(len(held) <= 1 for held in holders.values()), holders
     assert fresh.status == "success" and fresh.result == {"n": 2}
+
+
+def _key_of(wf: Any, run_id: str) -> str | None:
+    """The idempotency key of the run ``run_id`` (``None`` without one, or without the run)."""
+    result = wf.get_workflow_run_execution_result(run_id)
+    return None if result is None else result.idempotency_key
 
 
 def _stored_status(store: Any, run_id: str) -> str:
@@ -853,3 +980,36 @@ def test_a_resume_or_restart_the_stop_catches_raises_runtime_stopped(
         result = rt.register(RACED).get_workflow_run_execution_result(run.run_id)
     assert result is not None
     assert result.status == ("suspended" if call == "resume" else "canceled")
+
+
+def test_a_cancel_the_stop_catches_raises_runtime_stopped(
+    each_store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A cancel of a run no actor drives (suspended) takes it from the store with a
+    # compare-and-set. A stop just before closed the durable store, and the cancel raised
+    # the closed store's StoreError, which it documents only for a canceled snapshot the
+    # store refused. (The storm of two processes on PostgreSQL found it.) The stop cut
+    # it: RuntimeStoppedError, and the run is still suspended for the next runtime.
+    from actors.system import ActorSystem
+
+    store = each_store
+    with Runtime(store=store) as rt:
+        wf = rt.register(RACED)
+        run = wf.create_run()
+        run.start_async(input_data={"n": 0})  # even: it suspends
+        assert run.wait(WAIT).status == "suspended"
+        real_take = ActorSystem.take_unheld_end
+
+        def stopped_first(self: ActorSystem, *args: Any, **kwargs: Any) -> Any:
+            rt.stop()
+            return real_take(self, *args, **kwargs)
+
+        monkeypatch.setattr(ActorSystem, "take_unheld_end", stopped_first)
+        with pytest.raises(RuntimeStoppedError):
+            run.cancel()
+        monkeypatch.undo()
+    if store == "memory":
+        return
+    with Runtime(store=store) as rt:
+        result = rt.register(RACED).get_workflow_run_execution_result(run.run_id)
+    assert result is not None and result.status == "suspended"
