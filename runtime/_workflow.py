@@ -873,8 +873,9 @@ class Workflow(Generic[In, Out]):
             runtime = default_runtime(start=False)
         if runtime is not None and runtime._host.state != "running":
             raise RuntimeStoppedError(
-                f"the runtime stopped before run {run_id!r} was deleted: it is kept (delete "
-                "it through the next runtime on the store)"
+                f"the runtime stopped before the delete of run {run_id!r} was recorded: read "
+                "the run on the next runtime on the store",
+                run_id=run_id,
             ) from error
 
     def _forget(self, run_id: str) -> None:
