@@ -335,7 +335,7 @@ def test_calls_raced_while_the_runtime_stops_answer_as_documented(each_store: An
     told = _storm_cut_by_stop(store, stop_after=STOPPED_AFTER)
 
     assert told["surprises"] == []
-    answers = told["answers"]
+    answers = Counter(told["answers"])
     assert answers["start: ok"] > 0 and answers["start: RuntimeStoppedError"] > 0, answers
     assert told["longest"] < WAIT  # the calls' own timeouts are 0.05 s: none waited long
     if store == "memory":  # nothing outlives the stop
@@ -390,8 +390,8 @@ def test_calls_raced_from_two_processes_one_stopped_under_them_lose_nothing(
     theirs = json.loads(out.strip().splitlines()[-1])
 
     assert mine["surprises"] == [] and theirs["surprises"] == []
-    assert mine["answers"]["start: RuntimeStoppedError"] > 0  # this one was cut
-    assert theirs["answers"]["start: ok"] > 0
+    assert mine["answers"].get("start: RuntimeStoppedError", 0) > 0  # this one was cut
+    assert theirs["answers"].get("start: ok", 0) > 0
     keyed = {key: mine["keyed"].get(key, []) + theirs["keyed"].get(key, []) for key in _keys()}
     _taken_on_by_the_next_runtime(
         store, mine["ids"] + theirs["ids"], mine["deleted"] + theirs["deleted"], keyed
