@@ -245,14 +245,16 @@ class ResumeStep:
     :meth:`~runtime._stores.base.ResumeRequestStore.request_resume`): ``data`` is
     as the store held it, validated by the actor first (``REFUSED`` if it does
     not fit), and the record that holds the resume carries the request out
-    (:attr:`~runtime._stores.base.SnapshotRecord.taken`). ``read_seq`` is the seq
-    of the record its caller read the suspension waiting in (``None``: not
-    known): a suspension at ``path`` that ended after that record (taken, or
-    dropped by a bail) was the one it asked for, not the one that waits there
-    now (``TAKEN``). ``read_run`` is the run's ``created_at`` and count of
-    restarts in that record (``None``: not known): a run restarted since (or
-    another run given its id) waits at ``path`` in a suspension of its own
-    (``TAKEN``), which the actor that drives it now cannot tell by seq alone.
+    (:attr:`~runtime._stores.base.SnapshotRecord.taken`).
+
+    Stored or not, ``read_seq`` is the seq of the record its caller read the
+    suspension waiting in (``None``: not known): a suspension at ``path`` whose
+    id is past it (see :func:`~runtime._snapshot.suspension_of`), or that this
+    actor saw end after it (taken, or dropped by a bail: one recorded before
+    ids), is not the one it asked for, which ended since (``TAKEN``).
+    ``read_run`` is the run's ``created_at`` and count of restarts in that
+    record (``None``: not known): a run restarted since (or another run given
+    its id) waits at ``path`` in a suspension of its own (``TAKEN``).
     """
 
     run_id: str

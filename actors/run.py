@@ -96,9 +96,12 @@ from runtime._snapshot import (
     StepSnapshot,
     close_open_steps,
     fix_deadline,
+    forget_suspensions,
     mark_canceled,
     mark_deadline_passed,
     mark_failed,
+    read_another,
+    suspend_at,
 )
 from runtime._step import Step, stored_as, validate_for_step
 from runtime._tracing import Span, emit, observed
@@ -647,6 +650,12 @@ class RunActor(DispatchedActor):
             # not the request's.
             message.reply(ResumeOutcome.TAKEN)
             return
+        if read_another(snapshot, path, message.read_seq):
+            # Read before the suspension that waits at ``path`` now came (its id, kept in
+            # the run's records, is past the seq it was read at): the one it asked for
+            # ended since, wherever it was taken (another worker, another actor here).
+            message.reply(ResumeOutcome.TAKEN)
+            return
         spent = self._spent
         if (
             message.read_seq is not None
@@ -906,6 +915,7 @@ class RunActor(DispatchedActor):
                 snapshot["suspended"] = {
                     k: v for k, v in snapshot["suspended"].items() if k != path
                 }
+                forget_suspensions(snapshot, (path,))
                 self._encoder.suspended_changed(path, gone=True)
         elif (retries := snapshot.get("retries")) and (
             entry := retries.get(item_path(path, item))
@@ -936,6 +946,7 @@ class RunActor(DispatchedActor):
         snapshot = self._snapshot
         if key in snapshot["suspended"]:
             snapshot["suspended"] = {k: v for k, v in snapshot["suspended"].items() if k != key}
+            forget_suspensions(snapshot, (key,))
             self._encoder.suspended_changed(key, gone=True)
         record = snapshot["steps"][path]
         record["resume_payload"] = resume_data
@@ -1129,7 +1140,7 @@ class RunActor(DispatchedActor):
         record["suspend_payload"] = payload
         record["error"] = None  # an earlier attempt's: this one did not fail
         record["ended_at"] = message.ended_at
-        self._snapshot["suspended"] = {**self._snapshot["suspended"], path: payload}
+        suspend_at(self._snapshot, path, payload)
         self._encoder.suspended_changed(path)
         node = self._plan.nodes[job.index]
         if isinstance(node, LoopNode):
@@ -1322,7 +1333,7 @@ class RunActor(DispatchedActor):
         assert isinstance(node, ForeachNode)
         key = item_path(job.call.path, job.item)
         self._resume_taken(key)
-        self._snapshot["suspended"] = {**self._snapshot["suspended"], key: payload}
+        suspend_at(self._snapshot, key, payload)
         self._encoder.suspended_changed(key)
         self._items_go_on(job.index, node)
 
@@ -1424,6 +1435,7 @@ class RunActor(DispatchedActor):
                 for path, payload in snapshot["suspended"].items()
                 if not path.startswith(prefix)
             }
+            forget_suspensions(snapshot, let_go)
             if self._durable:
                 # Requests of those go with the next record: the nested workflow entered
                 # again (a loop's next pass) may suspend at the same paths.
@@ -1721,6 +1733,7 @@ class RunActor(DispatchedActor):
             snapshot["status"] = status._value_  # .value is a Python property: slower
             snapshot["result"] = result
             snapshot["suspended"] = {}
+            snapshot.pop("suspensions", None)
             # A bail leaves siblings and enclosing nodes open.
             close_open_steps(snapshot, _STEP_CANCELED, _clock.time())
         else:

@@ -82,6 +82,7 @@ from runtime._snapshot import (
     failed_record,
     mark_deadline_passed,
     next_record,
+    read_another,
     resume_request_bytes,
     run_deadline,
     unpack,
@@ -618,13 +619,25 @@ class ActorSystem:
         self.gate.reserve(limits, run_id, restart=True)
         return limits.name
 
-    def resume_waiting(self, run_id: str, path: str, data: Any) -> ResumeAnswer:
+    def resume_waiting(
+        self,
+        run_id: str,
+        path: str,
+        data: Any,
+        *,
+        read_seq: int | None = None,
+        read_run: tuple[float, int] | None = None,
+    ) -> ResumeAnswer:
         """Resume one suspension of a run that runs on here, whose other suspensions were resumed.
+
+        ``read_seq`` and ``read_run`` say where the caller read ``path`` waiting:
+        the actor takes the resume only for that suspension (see :class:`ResumeStep`).
 
         Returns once the answer is known: ``"recorded"`` once the run's actor took
         the resume and the store has the record that holds it (committed, on a
         durable store); ``"taken"`` if the actor drives the run and the suspension
-        does not wait (another resume took it); ``"gone"`` if the actor stopped
+        does not wait (another resume took it, or the one that waits now came
+        after the one read); ``"gone"`` if the actor stopped
         driving the run first (the caller reads it again once it settles);
         ``"not_here"`` if no actor of this runtime drives it; ``"stopped"`` if
         the runtime stopped the actor after it took the resume, which may still
@@ -634,7 +647,14 @@ class ActorSystem:
             RuntimeStoppedError: if the actors have stopped, or stop before answering.
         """
         answer: Future[ResumeOutcome] = Future()
-        message = ResumeStep(run_id=run_id, path=path, data=data, reply=_settler(answer))
+        message = ResumeStep(
+            run_id=run_id,
+            path=path,
+            data=data,
+            reply=_settler(answer),
+            read_seq=read_seq,
+            read_run=read_run,
+        )
         try:
             with self._resume_lock(run_id):
                 self.supervisor.tell(message)
@@ -710,9 +730,11 @@ class ActorSystem:
             store.drop_resume_request(request)
             done()
             return
+        if not isinstance(read_seq, int) or isinstance(read_seq, bool):
+            read_seq = None
         if not request.held:
             try:
-                self._resume_suspended(store, request, data)
+                self._resume_suspended(store, request, data, read_seq)
             finally:
                 done()
             return
@@ -737,9 +759,7 @@ class ActorSystem:
             data=data,
             reply=answered,
             stored=True,
-            read_seq=read_seq
-            if isinstance(read_seq, int) and not isinstance(read_seq, bool)
-            else None,
+            read_seq=read_seq,
             read_run=_read_run(read_run),
         )
         try:
@@ -749,7 +769,7 @@ class ActorSystem:
             done()
 
     def _resume_suspended(
-        self, store: ResumeRequestStore, request: ResumeRequest, data: Any
+        self, store: ResumeRequestStore, request: ResumeRequest, data: Any, read_seq: int | None
     ) -> None:
         """Carry out a resume request of a run that suspended before its worker took it.
 
@@ -758,6 +778,8 @@ class ActorSystem:
         leaves the request for the next look. The compare-and-set holds only
         while that request waits: read before another worker carried it out, it
         would resume a later suspension of the same path with its data again.
+        A suspension there whose id is past ``read_seq``, the seq the request
+        was read at, is such a later one too: the request is dropped.
         """
         plans, versions = self._plans_of
         record = store.load(request.run_id)
@@ -781,6 +803,7 @@ class ActorSystem:
             step is None
             or path not in (snapshot["suspended"] or {})
             or path in (snapshot["resume"] or {})
+            or read_another(snapshot, path, read_seq)
         ):
             emit(
                 logging.INFO,

@@ -80,6 +80,7 @@ def restarted(snapshot: Snapshot) -> None:
     snapshot["error"] = None
     snapshot["result"] = None
     snapshot["suspended"] = {}
+    snapshot.pop("suspensions", None)
     snapshot["resume"] = resumes or None
     snapshot["wake_at"] = None
     # A new deadline, set when the restarted run begins to execute: one kept from the

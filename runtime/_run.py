@@ -71,6 +71,7 @@ from runtime._snapshot import (
     is_stand_in,
     mark_canceled,
     next_record,
+    read_another,
     read_result,
     run_deadline,
     stand_in_record,
@@ -910,6 +911,9 @@ class Run(Generic[In, Out]):
         """
         system = self._host.running()
         record = self._started_record()
+        # The seq of the record the suspension named was first read waiting in: a run read
+        # again (it changed under this resume) must still wait in that one, not a later one.
+        read: int | None = None
         while True:
             snapshot = decode(record.data, record.run_id)
             if snapshot["status"] == RunStatus.RUNNING and snapshot["suspended"]:
@@ -917,6 +921,7 @@ class Run(Generic[In, Out]):
                 # ever suspended as a whole): its actor takes the resume of one that waits.
                 path = _waiting_target(snapshot, step, self.run_id, for_each_index)
                 step, for_each_index = path, None  # read again, it names the same one
+                read = _same_suspension(read, snapshot, path)
                 _, data = self._resume_data(snapshot, path, resume_data)
                 # On a shared store, a request in the store, for whichever worker drives
                 # the run (this one, another process, or the next to claim it).
@@ -941,7 +946,13 @@ class Run(Generic[In, Out]):
                         raise _resume_conflict(self.run_id, current.status)
                     record = current
                     continue
-                said = system.resume_waiting(self.run_id, path, data)
+                said = system.resume_waiting(
+                    self.run_id,
+                    path,
+                    data,
+                    read_seq=read,
+                    read_run=(snapshot["created_at"], snapshot.get("restarts", 0)),
+                )
                 if said == "recorded":
                     return StartAsyncResult(run_id=self.run_id)
                 if said == "taken":
@@ -971,13 +982,9 @@ class Run(Generic[In, Out]):
                 continue
             path = _resume_target(snapshot, step, self.run_id, for_each_index)
             step, for_each_index = path, None
+            read = _same_suspension(read, snapshot, path)
             plan, data = self._resume_data(snapshot, path, resume_data)
-            snapshot["status"] = RunStatus.RUNNING.value
-            snapshot["resume"] = {path: data}
-            snapshot["resumed"] = True  # what tells a later resume that this one won
-            # Taken: on a shared store the compare-and-set is refused while a resume
-            # request (recorded while the run ran) waits for this suspension.
-            resumed = next_record(snapshot, _clock.time())._replace(taken=(path,))
+            resumed = _resumed_record(snapshot, path, data)
             # The compare-and-set decides between racing resumes (and cancels); it is
             # committed when it returns, so the resume is acknowledged only once durable.
             if _cut_by_stop(
@@ -1932,6 +1939,42 @@ def _waiting_target(snapshot: Snapshot, step: Any, run_id: str, for_each_index: 
         except ResumeTargetError:
             raise among_waiting from None
         raise _resume_conflict(run_id, snapshot["status"], waiting) from None
+
+
+def _resumed_record(snapshot: Snapshot, path: str, data: Any) -> SnapshotRecord:
+    """The record of a suspended run resumed at ``path`` with ``data`` (``snapshot`` becomes it)."""
+    snapshot["status"] = RunStatus.RUNNING.value
+    snapshot["resume"] = {path: data}
+    snapshot["resumed"] = True  # what tells a later resume that this one won
+    # Taken: on a shared store the compare-and-set is refused while a resume request
+    # (recorded while the run ran) waits for this suspension.
+    return next_record(snapshot, _clock.time())._replace(taken=(path,))
+
+
+def _same_suspension(read: int | None, snapshot: Snapshot, path: str) -> int:
+    """The seq of the record a resume of ``path`` first read it waiting in, given the run now.
+
+    A resume reads its run again when the run changed under it; the suspension at
+    ``path`` it finds then is the one it first read only if that suspension's id
+    is not past the first read's seq (see :func:`~runtime._snapshot.suspension_of`).
+    ``read`` is that first read's seq (``None``: ``snapshot`` is the first read).
+
+    Raises:
+        ResumeConflictError: if another resume took the suspension first read, and
+            ``path`` has suspended again since.
+    """
+    if read is None:
+        return snapshot["seq"]
+    if read_another(snapshot, path, read):
+        status = snapshot["status"]
+        raise ResumeConflictError(
+            f"run {snapshot['run_id']!r} is {status}: the suspension of {path!r} this "
+            f"resume read was resumed by another call, and {path!r} has suspended again "
+            "since (resume that one with what it asks now); this resume changed nothing",
+            status=status,
+            run_id=snapshot["run_id"],
+        )
+    return read
 
 
 def _driven_elsewhere(run_id: str, path: str) -> ResumeConflictError:

@@ -59,12 +59,14 @@ __all__ = [
     "find_unencodable",
     "first_frozen_record",
     "fix_deadline",
+    "forget_suspensions",
     "is_parted",
     "mark_canceled",
     "mark_deadline_passed",
     "mark_failed",
     "next_record",
     "public_steps",
+    "read_another",
     "read_result",
     "record_of",
     "resume_request_bytes",
@@ -74,6 +76,8 @@ __all__ = [
     "split_parts",
     "stand_in_record",
     "state_at",
+    "suspend_at",
+    "suspension_of",
     "to_result",
     "unpack",
 ]
@@ -137,7 +141,9 @@ class Snapshot(TypedDict):
     node's input (the previous node's output), and ``progress`` what a
     compound node (a loop, a foreach, a branch) has done so far. ``wake_at``
     is when a waiting run's sleep ends, ``suspended`` maps suspended step
-    paths to their payloads, ``resume`` holds the resume data not yet handed
+    paths to their payloads, ``suspensions`` each of those paths to its
+    suspension's id (see :func:`suspension_of`; absent when none has one: those
+    recorded before ids), ``resume`` holds the resume data not yet handed
     to its step, and ``scopes`` the inputs of the nested workflows entered.
     ``resumed`` is there (and true) once a resume of the run's last suspension
     is recorded, until the run suspends again: a later resume of that
@@ -174,6 +180,7 @@ class Snapshot(TypedDict):
     progress: dict[str, Any] | None
     wake_at: float | None
     suspended: dict[str, Any]
+    suspensions: NotRequired[dict[str, int]]
     resume: dict[str, Any] | None
     scopes: dict[str, Any]
     state: Any
@@ -553,6 +560,7 @@ def _unpack_parted(data: bytes) -> dict[str, Any]:
     each_items: dict[str, Any] = {}
     each_outputs: list[tuple[str, int, Any]] = []
     suspended: list[tuple[int, dict[str, Any]]] = []
+    numbered: list[dict[str, Any]] = []
     for key, name, value in zip(keys[1:], names[1:], values[1:], strict=True):
         kind = key[:1]
         if kind == b"s" and type(value) is list and len(value) == 2 and type(value[0]) is int:
@@ -569,6 +577,14 @@ def _unpack_parted(data: bytes) -> dict[str, Any]:
             and type(value) is dict
         ):
             suspended.append((int(name), value))
+        elif (
+            kind == b"n"
+            and name.isascii()
+            and name.isdigit()
+            and len(name) <= _MAX_DIGITS
+            and type(value) is dict
+        ):
+            numbered.append(value)
         elif kind == b"v" and name in _VALUE_KEYS and name not in fields:
             fields[name] = value
         elif key == b"f" and type(value) is dict and fields.keys().isdisjoint(value):
@@ -587,12 +603,24 @@ def _unpack_parted(data: bytes) -> dict[str, Any]:
     _fill_items(fields, length, items, len(data))
     if each_items or each_outputs:
         _fill_each(fields, each_items, each_outputs)
-    _fill_suspended(fields, suspended)
+    _fill_suspended(fields, suspended, numbered)
     return fields
 
 
-def _fill_suspended(fields: dict[str, Any], pages: list[tuple[int, dict[str, Any]]]) -> None:
-    """Put the suspended steps back, in order, unless the head holds them whole."""
+def _fill_suspended(
+    fields: dict[str, Any], pages: list[tuple[int, dict[str, Any]]], numbered: list[dict[str, Any]]
+) -> None:
+    """Put the suspended steps back, in order, unless the head holds them whole.
+
+    ``numbered`` are the pages of their ``suspensions`` (see :func:`suspension_of`).
+    """
+    if numbered:
+        if "suspended" in fields or "suspensions" in fields:
+            raise _parted_error("hold the suspensions both whole and in parts")
+        suspensions: dict[str, Any] = {}
+        for entries in numbered:
+            suspensions.update(entries)
+        fields["suspensions"] = suspensions
     if "suspended" in fields:
         if pages:
             raise _parted_error("hold the suspended steps both whole and in parts")
@@ -884,9 +912,12 @@ class _PartsEncoder:
         "_suspended_bytes",
         "_suspended_dirty",
         "_suspended_entries",
+        "_suspended_ids",
         "_suspended_keys",
         "_suspended_next",
         "_suspended_pages",
+        "_suspension_ids",
+        "_suspension_pages",
         "_unsettled",
         "_value_frames",
         "_values",
@@ -941,6 +972,11 @@ class _PartsEncoder:
         self._suspended_pages: dict[int, bytes] = {}  # page: its frame
         self._suspended_dirty: set[int] = set()
         self._suspended_bytes: bytes | None = b""
+        # Their suspensions' ids (see suspension_of), in parts of their own by the same
+        # pages: the dict last encoded, each entry's id, and each page's frame.
+        self._suspended_ids: Any = None
+        self._suspension_ids: dict[str, int] = {}
+        self._suspension_pages: dict[int, bytes] = {}
 
     def item_done(self, index: int) -> None:
         self._announced.append(index)
@@ -974,7 +1010,12 @@ class _PartsEncoder:
                 fields["scopes"] = self._scopes_out  # in the head: without the lists too
             self._encode_fixed(fields, changed)
             if type(fields.get("suspended")) is dict:
-                self._encode_suspended(fields.pop("suspended"), changed, dropped)
+                ids = fields.get("suspensions")
+                if type(ids) is dict and ids:  # else (none, or empty) in the head
+                    del fields["suspensions"]
+                else:
+                    ids = None
+                self._encode_suspended(fields.pop("suspended"), ids, changed, dropped)
             length = self._encode_items(fields, changed, dropped)
             count = (
                 len(self._step_frames)
@@ -982,6 +1023,7 @@ class _PartsEncoder:
                 + len(self._items)
                 + sum(map(len, self._each_frames.values()))
                 + len(self._suspended_pages)
+                + len(self._suspension_pages)
                 + bool(self._fixed_frame)
             )
             inline = [(ordinal, path, steps[path]) for path, ordinal in self._inline_steps.items()]
@@ -1189,7 +1231,11 @@ class _PartsEncoder:
         self._each_dirty = {page for page in self._each_dirty if page[0] != key}
 
     def _encode_suspended(
-        self, suspended: dict[str, Any], changed: list[tuple[str, bytes]], dropped: list[str]
+        self,
+        suspended: dict[str, Any],
+        ids: dict[str, Any] | None,
+        changed: list[tuple[str, bytes]],
+        dropped: list[str],
     ) -> None:
         """Encode the pages of ``suspended`` whose entries changed since the last record.
 
@@ -1200,36 +1246,51 @@ class _PartsEncoder:
         was in the dict); one that comes, or comes back, gets the next, as it
         goes to the end of the dict. What the announcements do not explain (the
         dict emptied at the run's end, a first record) encodes every entry.
+
+        ``ids`` are the run's ``suspensions`` (``None``: none): each page's go in a
+        part of their own (``n<page>``), written when that page is.
         """
         announced, self._suspended_announced = self._suspended_announced, []
-        if suspended is self._suspended:
+        if suspended is self._suspended and ids is self._suspended_ids:
             return
         entries, keys, dirty = self._suspended_entries, self._suspended_keys, self._suspended_dirty
-        explained = self._suspended is not None
+        numbers = self._suspension_ids
+        if ids is None:
+            ids = {}
+        # Ids change with their entries (a suspension gets its id as it comes): ids that
+        # changed alone are not explained by the announcements.
+        explained = self._suspended is not None and (
+            suspended is not self._suspended or ids is self._suspended_ids
+        )
         if explained:
             touched: dict[str, None] = {}
             for key, gone in announced:
                 entry = entries.pop(key, None) if gone else None
                 if entry is not None:
                     del keys[entry[0]]
+                    numbers.pop(key, None)
                     dirty.add(entry[0] // _SUSPENDED_PAGE)
                 touched[key] = None
             for key in touched:
                 if key in suspended:  # a changed entry keeps its ordinal; a new one, the next
-                    self._suspended_entry(key, suspended[key])
+                    self._suspended_entry(key, suspended[key], ids.get(key))
                 elif key in entries:
                     explained = False
             explained = explained and len(entries) == len(suspended)
         if not explained:  # every entry anew
             dirty.update(self._suspended_pages)
+            dirty.update(self._suspension_pages)
             entries.clear()
             keys.clear()
+            numbers.clear()
             for key, payload in suspended.items():
-                self._suspended_entry(key, payload)
+                self._suspended_entry(key, payload, ids.get(key))
         self._suspended = suspended
+        self._suspended_ids = ids or None
         pages = self._suspended_pages
         for page in sorted(dirty):
             first = page * _SUSPENDED_PAGE
+            self._encode_suspension_ids(page, changed, dropped)
             # A map, in the entries' order: a list an entry made msgpack's reader build a
             # tracked container each, and a resume of a large foreach collect them.
             held = {
@@ -1250,7 +1311,34 @@ class _PartsEncoder:
                 self._suspended_bytes = None
         dirty.clear()
 
-    def _suspended_entry(self, key: str, payload: Any) -> None:
+    def _encode_suspension_ids(
+        self, page: int, changed: list[tuple[str, bytes]], dropped: list[str]
+    ) -> None:
+        """Encode the ids of the suspensions of one page of ``suspended`` (if it has any)."""
+        keys, numbers = self._suspended_keys, self._suspension_ids
+        first = page * _SUSPENDED_PAGE
+        held = {
+            key: numbers[key]
+            for ordinal in range(first, first + _SUSPENDED_PAGE)
+            if (key := keys.get(ordinal)) is not None and key in numbers
+        }
+        name, pages = f"n{page}", self._suspension_pages
+        if not held:
+            if pages.pop(page, None) is not None:
+                dropped.append(name)
+                self._suspended_bytes = None
+            return
+        frame = _frame(name, _packb(held))
+        if pages.get(page) != frame:
+            pages[page] = frame
+            changed.append((name, frame))
+            self._suspended_bytes = None
+
+    def _suspended_entry(self, key: str, payload: Any, number: Any = None) -> None:
+        if number is None:
+            self._suspension_ids.pop(key, None)
+        else:
+            self._suspension_ids[key] = number
         entry = self._suspended_entries.get(key)
         if entry is None:
             ordinal = self._suspended_next
@@ -1375,7 +1463,9 @@ class _PartsEncoder:
                 self._each_pages[(key, page)] = frames[-1] if page < 0 else _join_page(frames, page)
             self._each_dirty = set()
         if self._suspended_bytes is None:
-            self._suspended_bytes = b"".join(self._suspended_pages.values())
+            self._suspended_bytes = b"".join(
+                [*self._suspended_pages.values(), *self._suspension_pages.values()]
+            )
         return (
             self._fixed_frame,
             self._steps_bytes,
@@ -1826,6 +1916,55 @@ def close_open_steps(
             step["error"] = error
 
 
+def suspend_at(snapshot: Snapshot, key: str, payload: Any) -> None:
+    """Note that a step (or foreach item) suspended at ``key`` with ``payload``: a new suspension.
+
+    Its id (see :func:`suspension_of`) is the seq of the run's next record, the
+    first that holds it. Both dicts are replaced, not changed in place (records
+    in memory share them).
+    """
+    snapshot["suspended"] = {**snapshot["suspended"], key: payload}
+    snapshot["suspensions"] = {**snapshot.get("suspensions", {}), key: snapshot["seq"] + 1}
+
+
+def forget_suspensions(snapshot: Snapshot, keys: Collection[str]) -> None:
+    """Forget the ids of the suspensions at ``keys``, which left ``suspended`` (or will)."""
+    ids = snapshot.get("suspensions")
+    if not ids or not any(key in ids for key in keys):
+        return
+    gone = keys if isinstance(keys, set | frozenset) else frozenset(keys)
+    left = {key: number for key, number in ids.items() if key not in gone}
+    if left:
+        snapshot["suspensions"] = left
+    else:
+        del snapshot["suspensions"]
+
+
+def suspension_of(snapshot: Snapshot, path: str) -> int | None:
+    """The id of the suspension that waits at ``path``: the seq of the first record that held it.
+
+    A run's seqs only grow (through recoveries, other workers and restarts), so
+    two suspensions at one path (a loop's passes, a step resumed that suspends
+    again) never share an id, and one read waiting in a record of seq ``s`` has
+    an id of at most ``s``: a resume read at ``s`` of a suspension whose id is
+    greater was read of another, which ended since. ``None`` when none waits at
+    ``path``, or it was recorded by a callboard before ids (told apart as before).
+    """
+    ids = snapshot.get("suspensions")
+    number = ids.get(path) if ids else None
+    return number if type(number) is int else None
+
+
+def read_another(snapshot: Snapshot, path: str, read_seq: int | None) -> bool:
+    """Whether a resume of ``path`` read in the record of seq ``read_seq`` read another suspension.
+
+    That is, the one that waits at ``path`` now came after it (see
+    :func:`suspension_of`); ``False`` when either is not known.
+    """
+    number = suspension_of(snapshot, path)
+    return number is not None and read_seq is not None and read_seq < number
+
+
 def mark_failed(snapshot: Snapshot, error: dict[str, Any], now: float) -> None:
     """Mark a run failed with ``error``: no result, and a step not yet ended fails too."""
     close_open_steps(snapshot, StepStatus.FAILED.value, now, error)
@@ -1833,6 +1972,7 @@ def mark_failed(snapshot: Snapshot, error: dict[str, Any], now: float) -> None:
     snapshot["error"] = error
     snapshot["result"] = None
     snapshot["suspended"] = {}
+    snapshot.pop("suspensions", None)
     snapshot["wake_at"] = None
 
 
@@ -1842,6 +1982,7 @@ def mark_canceled(snapshot: Snapshot, now: float) -> None:
     snapshot["status"] = RunStatus.CANCELED.value
     snapshot["result"] = None
     snapshot["suspended"] = {}
+    snapshot.pop("suspensions", None)
     snapshot["wake_at"] = None
     snapshot["resume"] = None
 

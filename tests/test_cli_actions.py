@@ -20,7 +20,7 @@ import pytest
 
 from runtime import Runtime, SQLiteStore
 from runtime._cli import _actions, _commands, main
-from runtime._snapshot import decode, next_record, unpack
+from runtime._snapshot import decode, forget_suspensions, next_record, suspend_at, unpack
 from tests._support import hold_back_resume_requests, importable_flows, wait_until
 
 WAIT = 10.0
@@ -710,6 +710,40 @@ def test_runs_resume_of_a_run_that_keeps_changing_gives_up_after_a_few_tries(
     assert f"run 'r1' changed {_actions.RESUME_TRIES} times while it was being resumed" in err
     assert len(writes) == _actions.RESUME_TRIES
     assert stored(db, module, "r1").status == "suspended"
+
+
+def test_runs_resume_that_loses_its_suspension_to_another_resume_does_not_take_the_next(
+    db: str,
+    flows: tuple[str, ModuleType],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Between the command's read of the run (ask suspended) and its write, another
+    # process resumed ask, and ask suspended again. The command read the run again,
+    # found it suspended at ask, and resumed the new suspension with its data.
+    module = flows[1]
+    suspended_run(db, module)
+
+    def resumed_and_suspended_again() -> None:
+        store = SQLiteStore(db)
+        try:
+            record = store.load("r1")
+            assert record is not None
+            snapshot = decode(record.data, "r1")
+            snapshot["suspended"] = {}
+            forget_suspensions(snapshot, ("ask",))
+            suspend_at(snapshot, "ask", {"question": "and now?"})
+            assert store.replace(next_record(snapshot, time.time()), record.seq)
+        finally:
+            store.close()
+
+    _before_the_resume_is_written(monkeypatch, resumed_and_suspended_again)
+    code, _out, err = cli(capsys, "runs", "resume", "r1", "--db", db, "--data", '{"answer": "a"}')
+
+    assert code == 1, err
+    assert "'ask' has suspended again since" in err
+    result = stored(db, module, "r1")
+    assert result.status == "suspended" and result.suspended == {"ask": {"question": "and now?"}}
 
 
 def test_runs_resume_after_the_runs_deadline_is_refused_and_a_worker_cancels_the_run(

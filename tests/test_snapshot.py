@@ -24,6 +24,9 @@ from runtime._snapshot import (
     decode,
     encode,
     first_frozen_record,
+    forget_suspensions,
+    suspend_at,
+    suspension_of,
     to_result,
     unpack,
 )
@@ -478,14 +481,24 @@ def apply(draw: st.DataObject, snapshot: Any, encoder: IncrementalEncoder, op: s
             snapshot["scopes"] = {**snapshot["scopes"], key: progress, "inner.": output}
     elif op == "suspend":  # a step (or item) suspends, or suspends again with a new payload
         key = draw.draw(suspended_keys)
-        snapshot["suspended"] = {**snapshot["suspended"], key: {"v": draw.draw(sized_text)}}
+        if draw.draw(st.booleans()):  # with an id, as this callboard suspends it
+            suspend_at(snapshot, key, {"v": draw.draw(sized_text)})
+        else:  # as a run recorded before ids goes on
+            snapshot["suspended"] = {**snapshot["suspended"], key: {"v": draw.draw(sized_text)}}
+            forget_suspensions(snapshot, (key,))
         encoder.suspended_changed(key)
+    elif op == "suspend_many":  # a foreach's items suspend, past a page of them
+        for index in range(draw.draw(st.integers(60, 140))):
+            suspend_at(snapshot, f"many[{index}]", index)
+            encoder.suspended_changed(f"many[{index}]")
     elif op == "unsuspend" and snapshot["suspended"]:  # one is resumed
         key = draw.draw(st.sampled_from(sorted(snapshot["suspended"])))
         snapshot["suspended"] = {k: v for k, v in snapshot["suspended"].items() if k != key}
+        forget_suspensions(snapshot, (key,))
         encoder.suspended_changed(key, gone=True)
     elif op == "unsuspend_all":  # the run ends: told to no encoder
         snapshot["suspended"] = {}
+        snapshot.pop("suspensions", None)
     elif op == "each_end":  # done with every item: the lists go to the step record
         key = draw.draw(each_keys)
         snapshot["scopes"] = {k: v for k, v in snapshot["scopes"].items() if k != key}
@@ -522,6 +535,7 @@ OPS = [
     "each_item",
     "each_end",
     "suspend",
+    "suspend_many",
     "unsuspend",
     "unsuspend_all",
 ]
@@ -792,3 +806,35 @@ def test_an_item_of_a_foreach_over_a_nested_workflow_encodes_its_output_not_the_
     record = encoder.next_record(float(items + 2))
     assert record.parts is not None and len(record.parts.dropped) == items + 1
     assert unpack(kept.take(record)) == snapshot == unpack(record.data)
+
+
+def test_a_suspension_has_the_seq_of_the_first_record_that_holds_it_and_a_new_one_a_new_id() -> (
+    None
+):
+    snapshot = a_snapshot()
+    encoder = IncrementalEncoder(snapshot, whole_until=-1)
+    encoder.next_record(1.0)
+    suspend_at(snapshot, "ask", {"q": 1})
+    encoder.suspended_changed("ask")
+    first = encoder.next_record(2.0)
+    assert suspension_of(decode(first.data, first.run_id), "ask") == first.seq
+    snapshot["suspended"] = {}
+    forget_suspensions(snapshot, ("ask",))
+    encoder.suspended_changed("ask", gone=True)
+    gone = decode(encoder.next_record(3.0).data, first.run_id)
+    assert suspension_of(gone, "ask") is None and "suspensions" not in gone
+    suspend_at(snapshot, "ask", {"q": 2})  # the same path, suspended again
+    encoder.suspended_changed("ask")
+    again = encoder.next_record(4.0)
+    assert suspension_of(decode(again.data, again.run_id), "ask") == again.seq > first.seq
+
+
+def test_a_snapshot_recorded_before_suspension_ids_reads_with_none() -> None:
+    snapshot = a_snapshot()
+    snapshot["suspended"] = {"ask": {"q": 1}}
+    for data in (
+        encode(snapshot),
+        IncrementalEncoder(snapshot, whole_until=-1).next_record(1.0).data,
+    ):
+        read = decode(data, snapshot["run_id"])
+        assert read["suspended"] == {"ask": {"q": 1}} and suspension_of(read, "ask") is None

@@ -85,6 +85,7 @@ from runtime._run import (
     _resume_conflict,
     _resume_lost,
     _resume_target,
+    _same_suspension,
     _still_waiting,
     _waiting_target,
 )
@@ -295,6 +296,7 @@ def _resume(args: argparse.Namespace) -> tuple[str, str, bool]:
     data = _commands.read_json_argument(args.data, "--data")
     workflow = load_workflow(args.definition) if args.definition else None
     store = _shared(args.db)
+    read: int | None = None  # the seq the suspension was first read at, as resume_async()
     try:
         record = _load(store, run_id, args.db)
         for _ in range(RESUME_TRIES):
@@ -303,6 +305,7 @@ def _resume(args: argparse.Namespace) -> tuple[str, str, bool]:
                 # Running on after another of its suspensions was resumed: a request, as
                 # run.resume_async() records it from a process that does not drive the run.
                 path = _target(_waiting_target, snapshot, args.step, run_id)
+                read = _first_read(read, snapshot, path)
                 checked = _checked_data(args, workflow, record, snapshot, path=path, data=data)
                 said = _request(store, record, snapshot, path, checked)
                 if said == "recorded":
@@ -329,6 +332,7 @@ def _resume(args: argparse.Namespace) -> tuple[str, str, bool]:
                 # a worker that registers the workflow cancels it, with its hooks.
                 raise RefusedError(_past_its_deadline(snapshot, args.db))
             path = _target(_resume_target, snapshot, args.step, run_id)
+            read = _first_read(read, snapshot, path)
             checked = _checked_data(args, workflow, record, snapshot, path=path, data=data)
             snapshot["status"] = RunStatus.RUNNING.value
             snapshot["resume"] = {path: checked}
@@ -353,6 +357,19 @@ def _resume(args: argparse.Namespace) -> tuple[str, str, bool]:
         )
     finally:
         store.close()
+
+
+def _first_read(read: int | None, snapshot: Snapshot, path: str) -> int:
+    """As ``run.resume_async()``: a run read again must wait in the suspension first read.
+
+    Raises:
+        RefusedError: if ``path`` waits in a later suspension (another resume took
+            the one first read), with the API's wording.
+    """
+    try:
+        return _same_suspension(read, snapshot, path)
+    except ResumeConflictError as exc:
+        _refuse(exc)
 
 
 def _reload(store: SnapshotStore, run_id: str) -> SnapshotRecord:

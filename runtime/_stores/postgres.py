@@ -455,7 +455,8 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE INDEX IF NOT EXISTS callboard_runs_by_deadline ON callboard_runs (deadline) "
         f"WHERE {_DEADLINE_KEPT}",
     ),
-    # 8 -> 9: resume requests (see _RESUME_REQUESTS_DDL).
+    # 8 -> 9: resume requests (see _RESUME_REQUESTS_DDL); snapshots in parts hold the ids
+    # of the run's suspensions, a kind of part an older callboard cannot read.
     _RESUME_REQUESTS_DDL,
     # 9 -> 10: held queue slots. A worker names the runs whose step bodies, let go of by
     # their runs (cancelled, timed out), run on in it: each holds its run's slot in its

@@ -305,7 +305,10 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # process that does not drive it, waits here for the worker that does (see
     # ResumeRequestStore.request_resume); ``taken_seq`` is the seq of the run's last
     # record that resumed one of its suspensions (or of its last compare-and-set), which
-    # a request is checked against. A run's requests go with it.
+    # a request is checked against. A run's requests go with it. Snapshots in parts also
+    # hold a kind of part an older callboard cannot read: the ids of the run's suspensions
+    # (runtime._snapshot.suspension_of), by which a request read of one is never carried
+    # out on a later one at the same path.
     (
         "ALTER TABLE runs ADD COLUMN taken_seq INTEGER NOT NULL DEFAULT 0",
         _RESUME_REQUESTS_TABLE,

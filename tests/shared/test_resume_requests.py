@@ -610,6 +610,117 @@ def test_a_request_read_before_its_run_was_restarted_is_not_taken_by_the_restart
     assert result.status == "suspended" and list(result.suspended) == ["b"]
 
 
+class ThreeAsk:
+    """``parallel(a, b, c)``: ``a`` and ``c`` suspend once, then hold while ``release_a``
+    (``release_c``) is unset; ``b`` suspends until it is resumed with ``n >= 2``. Every
+    execution of ``b`` is noted with its resume data's ``n``."""
+
+    def __init__(self) -> None:
+        self.release_a = threading.Event()
+        self.release_c = threading.Event()
+        self.a_runs = threading.Event()
+        self.c_runs = threading.Event()
+        self.b_seen: list[Any] = []
+
+        def holds(runs: threading.Event, release: threading.Event) -> Callable[[Any], Value]:
+            def body(ctx: Any) -> Value:
+                if ctx.resume_data is None:
+                    ctx.suspend({"holds": True})
+                runs.set()
+                release.wait(WAIT)
+                return Value(value="h")
+
+            return body
+
+        def b(ctx: Any) -> Value:
+            data = ctx.resume_data
+            self.b_seen.append(None if data is None else data["n"])
+            if data is None or data["n"] < 2:
+                ctx.suspend({"who": "b"})
+            return Value(value=f"b{data['n']}")
+
+        step = create_step
+        self.workflow = (
+            create_workflow(id="three-ask", input_schema=Value, output_schema=Value)
+            .parallel(
+                [
+                    step(
+                        id="a",
+                        input_schema=Value,
+                        output_schema=Value,
+                        execute=holds(self.a_runs, self.release_a),
+                    ),
+                    step(id="b", input_schema=Value, output_schema=Value, execute=b),
+                    step(
+                        id="c",
+                        input_schema=Value,
+                        output_schema=Value,
+                        execute=holds(self.c_runs, self.release_c),
+                    ),
+                ]
+            )
+            .map(lambda ctx: {"value": ctx.input_data["b"]["value"]})
+            .commit()
+        )
+
+
+def test_a_request_carried_out_elsewhere_is_not_taken_when_its_worker_drives_the_run_again(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first worker's claimer read a request of b (n=1) while it drove the run (a
+    # running). Before it handed it on, the run suspended, the second worker carried the
+    # request out (b suspended again at b), and a resume of c had the first worker drive
+    # the run again, with a new actor. The claimer handed on what it had read, and that
+    # actor, which had never seen b's first suspension end, took it for the new one.
+    flow = ThreeAsk()
+    first = fleet.runtime("both")
+    workflow = first.register(flow.workflow)
+    system = first._host.system
+    read, go = _look_held_after_reading(system, monkeypatch)
+    store = _requests(first)
+    run = workflow.create_run()
+    try:
+        run.start_async(input_data={"value": "x"})
+        assert run.wait(timeout=WAIT).status == "suspended"
+        run.resume_async(step="a", resume_data={})
+        assert flow.a_runs.wait(WAIT)
+        run.resume_async(step="b", resume_data={"n": 1})  # a request, for the first worker
+        assert read.wait(WAIT)  # its claimer holds it, not yet handed on
+        fleet.runtime("worker").register(flow.workflow)
+        flow.release_a.set()  # the run suspends at b and c; the second worker takes b's
+        wait_until(
+            lambda: (
+                flow.b_seen == [None, 1]
+                and _status(store, run.run_id) == "suspended"
+                and not store.resume_pending(run.run_id)
+            ),
+            timeout=WAIT,
+            what="b carried out elsewhere and suspended again",
+        )
+        run.resume_async(step="c", resume_data={})  # driven here again: c holds
+        assert flow.c_runs.wait(WAIT)
+        done = threading.Event()
+        assert system is not None and system.claimer is not None
+        claimer = system.claimer
+        real_resume = claimer._resume
+        assert real_resume is not None
+
+        def finished(request: ResumeRequest, told: Callable[[], None]) -> None:
+            real_resume(request, lambda: (told(), done.set()))
+
+        monkeypatch.setattr(claimer, "_resume", finished)
+        go.set()
+        assert done.wait(WAIT)
+        time.sleep(0.5)  # room for a step that should not run
+        assert flow.b_seen == [None, 1], flow.b_seen
+    finally:
+        go.set()
+        flow.release_a.set()
+        flow.release_c.set()
+    result = run.wait(timeout=WAIT)
+    assert result.status == "suspended" and list(result.suspended) == ["b"]
+
+
 def test_a_request_left_on_a_run_that_ended_goes_with_the_run_and_no_wait_hangs(
     fleet: Fleet, gate: Gate
 ) -> None:
