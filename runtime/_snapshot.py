@@ -560,7 +560,7 @@ def _unpack_parted(data: bytes) -> dict[str, Any]:
     each_items: dict[str, Any] = {}
     each_outputs: list[tuple[str, int, Any]] = []
     suspended: list[tuple[int, dict[str, Any]]] = []
-    numbered: list[dict[str, Any]] = []
+    numbered: list[tuple[int, list[Any]]] = []
     for key, name, value in zip(keys[1:], names[1:], values[1:], strict=True):
         kind = key[:1]
         if kind == b"s" and type(value) is list and len(value) == 2 and type(value[0]) is int:
@@ -582,9 +582,9 @@ def _unpack_parted(data: bytes) -> dict[str, Any]:
             and name.isascii()
             and name.isdigit()
             and len(name) <= _MAX_DIGITS
-            and type(value) is dict
+            and type(value) is list
         ):
-            numbered.append(value)
+            numbered.append((int(name), value))
         elif kind == b"v" and name in _VALUE_KEYS and name not in fields:
             fields[name] = value
         elif key == b"f" and type(value) is dict and fields.keys().isdisjoint(value):
@@ -608,18 +608,27 @@ def _unpack_parted(data: bytes) -> dict[str, Any]:
 
 
 def _fill_suspended(
-    fields: dict[str, Any], pages: list[tuple[int, dict[str, Any]]], numbered: list[dict[str, Any]]
+    fields: dict[str, Any],
+    pages: list[tuple[int, dict[str, Any]]],
+    numbered: list[tuple[int, list[Any]]],
 ) -> None:
     """Put the suspended steps back, in order, unless the head holds them whole.
 
-    ``numbered`` are the pages of their ``suspensions`` (see :func:`suspension_of`).
+    ``numbered`` are the pages of their ``suspensions`` (see :func:`suspension_of`):
+    each the ids of its page's entries, in their order (nil: one without).
     """
     if numbered:
         if "suspended" in fields or "suspensions" in fields:
             raise _parted_error("hold the suspensions both whole and in parts")
+        by_page = dict(pages)
         suspensions: dict[str, Any] = {}
-        for entries in numbered:
-            suspensions.update(entries)
+        for page, numbers in numbered:
+            entries = by_page.get(page)
+            if entries is None or len(entries) != len(numbers):
+                raise _parted_error("hold suspension ids that do not fit their suspended steps")
+            for key, number in zip(entries, numbers, strict=True):
+                if number is not None:
+                    suspensions[key] = number
         fields["suspensions"] = suspensions
     if "suspended" in fields:
         if pages:
@@ -1314,16 +1323,20 @@ class _PartsEncoder:
     def _encode_suspension_ids(
         self, page: int, changed: list[tuple[str, bytes]], dropped: list[str]
     ) -> None:
-        """Encode the ids of the suspensions of one page of ``suspended`` (if it has any)."""
+        """Encode the ids of the suspensions of one page of ``suspended`` (if it has any).
+
+        A list in the order of the page's entries, nil for one without: the keys are
+        the page's already (a few bytes an entry, not a key's again).
+        """
         keys, numbers = self._suspended_keys, self._suspension_ids
         first = page * _SUSPENDED_PAGE
-        held = {
-            key: numbers[key]
+        held = [
+            numbers.get(key)
             for ordinal in range(first, first + _SUSPENDED_PAGE)
-            if (key := keys.get(ordinal)) is not None and key in numbers
-        }
+            if (key := keys.get(ordinal)) is not None
+        ]
         name, pages = f"n{page}", self._suspension_pages
-        if not held:
+        if not any(number is not None for number in held):
             if pages.pop(page, None) is not None:
                 dropped.append(name)
                 self._suspended_bytes = None
