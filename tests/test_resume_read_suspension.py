@@ -46,10 +46,11 @@ class Asks:
     """``ask`` suspends until it is resumed with ``n >= 2``; each run is noted with its data.
 
     With ``beside``, ``parallel(hold, ask)``: ``hold`` suspends once, then runs until
-    ``release`` is set, so that the run runs on while ``ask`` waits.
+    ``release`` is set, so that the run runs on while ``ask`` waits. With ``looped``,
+    ``dowhile(ask)`` for two passes, where ``ask`` suspends once a pass (any ``n``).
     """
 
-    def __init__(self, *, beside: bool) -> None:
+    def __init__(self, *, beside: bool = False, looped: bool = False) -> None:
         self.seen: list[Any] = []
         self.release = threading.Event()
         self.holding = threading.Event()
@@ -57,7 +58,7 @@ class Asks:
         def ask(ctx: Any) -> Value:
             data = ctx.resume_data
             self.seen.append(None if data is None else data.n)
-            if data is None or data.n < 2:
+            if data is None or (data.n < 2 and not looped):
                 ctx.suspend({"asks": "n"})
             return Value(value=f"n{data.n}")
 
@@ -71,10 +72,11 @@ class Asks:
         asking = create_step(
             id="ask", input_schema=Value, output_schema=Value, resume_schema=Count, execute=ask
         )
-        builder = create_workflow(
-            id="asks-beside" if beside else "asks", input_schema=Value, output_schema=Value
-        )
-        if beside:
+        name = "asks-beside" if beside else "asks-looped" if looped else "asks"
+        builder = create_workflow(id=name, input_schema=Value, output_schema=Value)
+        if looped:
+            builder = builder.dowhile(asking, lambda ctx: ctx.iteration_count < 2)
+        elif beside:
             holding = create_step(id="hold", input_schema=Value, output_schema=Value, execute=hold)
             builder = builder.parallel([holding, asking]).map(
                 lambda ctx: {"value": ctx.input_data["ask"]["value"]}
@@ -90,14 +92,18 @@ def rt(each_store: Any) -> Iterator[Runtime]:
         yield runtime
 
 
+@pytest.mark.parametrize("again", ["asks again", "the loop's next pass"])
 def test_a_resume_that_read_a_suspension_another_resume_took_does_not_take_the_next_at_its_path(
-    rt: Runtime,
+    rt: Runtime, again: str
 ) -> None:
     # The run suspends as a whole at ask. The other resume (n=1) is recorded while this
-    # one validates its data; ask runs and suspends again, and the run with it. This
-    # resume's compare-and-set fails, it reads the run again, and found it suspended at
-    # ask: it resumed the new suspension with n=2.
-    asks = Asks(beside=False)
+    # one validates its data; ask runs and suspends again (or ends, and the loop's next
+    # pass suspends at ask), and the run with it. This resume's compare-and-set fails,
+    # it reads the run again, and found it suspended at ask: it resumed the new
+    # suspension with n=2.
+    looped = again != "asks again"
+    seen_then = [None, 1, None] if looped else [None, 1]
+    asks = Asks(looped=looped)
     wf = rt.register(asks.workflow)
     run = wf.create_run()
     assert run.start(input_data={"value": "x"}, timeout=WAIT).status == "suspended"
@@ -106,16 +112,16 @@ def test_a_resume_that_read_a_suspension_another_resume_took_does_not_take_the_n
     def other_resume_and_suspension_again() -> None:
         other.resume_async(resume_data={"n": 1})
         wait_until(
-            lambda: asks.seen == [None, 1] and run.wait(timeout=WAIT).status == "suspended",
+            lambda: asks.seen == seen_then and run.wait(timeout=WAIT).status == "suspended",
             timeout=WAIT,
             what="ask suspended again",
         )
 
     MEANWHILE[threading.current_thread()] = other_resume_and_suspension_again
-    with pytest.raises(ResumeConflictError):
+    with pytest.raises(ResumeConflictError, match="'ask' has suspended again since"):
         run.resume_async(resume_data={"n": 2})
 
-    assert asks.seen == [None, 1]
+    assert asks.seen == seen_then
     result = run.wait(timeout=WAIT)
     assert result.status == "suspended" and list(result.suspended) == ["ask"]
     assert run.resume(resume_data={"n": 2}, timeout=WAIT).status == "success"
