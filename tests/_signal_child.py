@@ -254,6 +254,9 @@ COMMANDS: dict[str, Callable[..., dict[str, Any]]] = {
 
 def main() -> None:
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # Python's own Ctrl-C, whatever this process inherited: a shell's background job
+    # (`cmd &`, as CI may be started) ignores SIGINT, and so would every child of it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     command, params = sys.argv[1], json.loads(sys.argv[2])
     result = COMMANDS[command](**params)
     print("RESULT", json.dumps(result), flush=True)

@@ -204,6 +204,20 @@ def _beside_a_worker(
     assert "Traceback" not in worker.output()
 
 
+def _stop_from_another_thread(rt: Runtime) -> None:
+    """``rt.stop()`` as another thread of the program calls it, waited for here.
+
+    Called inside a call of callboard's on this thread, ``rt.stop()`` would be taken for
+    a signal handler's (see ``Runtime.stop``): handed over, it returns at once, before the
+    stop has closed the store. Here the stop lands between two steps of the call, as a
+    stop from anywhere else does.
+    """
+    stopper = threading.Thread(target=rt.stop, name="test-stopper")
+    stopper.start()
+    stopper.join(WAIT)
+    assert not stopper.is_alive(), "the stop did not end"
+
+
 def _stopped_by_sigterm(worker: Any) -> None:
     worker.signal(signal.SIGTERM)
     assert worker.exit_code() == 0, worker.output()
@@ -964,7 +978,7 @@ def test_a_resume_or_restart_the_stop_catches_raises_runtime_stopped(
         real_going_on = Run._going_on
 
         def stopped_first(self: Run[Any, Any], snapshot: Any) -> Any:
-            rt.stop()
+            _stop_from_another_thread(rt)
             return real_going_on(self, snapshot)
 
         monkeypatch.setattr(Run, "_going_on", stopped_first)
@@ -1001,7 +1015,7 @@ def test_a_cancel_the_stop_catches_raises_runtime_stopped(
         real_take = ActorSystem.take_unheld_end
 
         def stopped_first(self: ActorSystem, *args: Any, **kwargs: Any) -> Any:
-            rt.stop()
+            _stop_from_another_thread(rt)
             return real_take(self, *args, **kwargs)
 
         monkeypatch.setattr(ActorSystem, "take_unheld_end", stopped_first)
