@@ -124,6 +124,10 @@ RUNS_SHOWN: Final = 3
 """How many of its failed runs (the first to fail, each with its error), and of its runs not
 ended, a failing test is shown."""
 
+THREADS_PATIENCE: Final = 5.0
+"""Real seconds a close waits, once its runtime stopped, for callboard's threads to end before
+it names those left (a step body still in user code, a runtime the test did not stop)."""
+
 JOINED_LOOK: Final = 0.25
 """Real seconds between two looks of a time-skipping harness, before a jump of its clock,
 for other processes that joined its shared store after it opened (told at the close)."""
@@ -895,7 +899,7 @@ class Harness:
             self._uninstall()
         # Once the runtime stopped: a run the close let end may have met its fault.
         unfired = self._unfired_at_commits() if check else ""
-        left = _wait_for_no_threads(5.0, self._others)
+        left = _wait_for_no_threads(THREADS_PATIENCE, self._others)
         self._remove_temporary()
         if left:
             names = [thread.name for thread in left]

@@ -33,6 +33,7 @@ from runtime import (
     _probes,
     create_step,
     create_workflow,
+    testing,
 )
 from runtime.testing import Harness, InjectedCrashError, Trace, TraceEvent, VirtualClock
 from tests._support import BLOCK_LIMIT, gated_workflow, wait_for_no_callboard_threads, wait_until
@@ -1769,9 +1770,12 @@ def test_a_test_failing_while_a_step_runs_keeps_its_own_error() -> None:
     )
 
 
-def test_a_runtime_the_test_left_running_fails_the_close_saying_to_stop_it() -> None:
+def test_a_runtime_the_test_left_running_fails_the_close_saying_to_stop_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # The close named the threads alone ('callboard-dispatch-0', 'RegistryActor-1', ...):
     # a runtime the test forgot to stop read like a step stuck in user code.
+    monkeypatch.setattr(testing, "THREADS_PATIENCE", 0.5)  # they stay: no need to wait long
     left = Runtime()
     try:
         with pytest.raises(AssertionError) as raised, Harness():
