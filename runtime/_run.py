@@ -925,8 +925,7 @@ class Run(Generic[In, Out]):
                 _, data = self._resume_data(snapshot, path, resume_data)
                 # On a shared store, a request in the store, for whichever worker drives
                 # the run (this one, another process, or the next to claim it).
-                requested = _cut_by_stop(
-                    self._host,
+                requested = self._host.cut_by_stop(
                     "resume",
                     self.run_id,
                     system.request_resume,
@@ -987,8 +986,7 @@ class Run(Generic[In, Out]):
             resumed = _resumed_record(snapshot, path, data)
             # The compare-and-set decides between racing resumes (and cancels); it is
             # committed when it returns, so the resume is acknowledged only once durable.
-            if _cut_by_stop(
-                self._host,
+            if self._host.cut_by_stop(
                 "resume",
                 self.run_id,
                 system.resume,
@@ -1129,8 +1127,7 @@ class Run(Generic[In, Out]):
         restarted(snapshot)
         reopened = next_record(snapshot, _clock.time())
         # A compare-and-set on a run that has ended: of two restarts, one wins.
-        if not _cut_by_stop(
-            self._host,
+        if not self._host.cut_by_stop(
             "restart",
             self.run_id,
             system.resume,
@@ -1320,7 +1317,7 @@ class Run(Generic[In, Out]):
         that it can be deleted.
         """
         # A write of the cancel the stop caught met the store it closed: the stop cut it.
-        return _cut_by_stop(self._host, "cancel", self.run_id, self._cancel)
+        return self._host.cut_by_stop("cancel", self.run_id, self._cancel)
 
     def _cancel(self) -> bool:
         """:meth:`cancel`, but for how a stop that caught it is told."""
@@ -2006,30 +2003,6 @@ def _resume_conflict(
         status=status,
         run_id=run_id,
     )
-
-
-def _cut_by_stop(
-    host: RunHost, what: str, run_id: str, write: Callable[..., T], *args: Any, **kwargs: Any
-) -> T:
-    """``write(*args, **kwargs)``, a store's refusal that a stop caused raised as the stop.
-
-    A stop closes a durable store, and a write handed to it after that fails
-    with the store's "closed" ``StoreError``: a resume, a restart or a cancel the
-    stop caught between its read of the run and its write met that.
-
-    Raises:
-        RuntimeStoppedError: for a ``StoreError`` once the runtime is not running.
-    """
-    try:
-        return write(*args, **kwargs)
-    except StoreError as exc:
-        if host.state == "running":
-            raise
-        raise RuntimeStoppedError(
-            f"the runtime stopped before the {what} of run {run_id!r} was recorded: read the "
-            "run on the next runtime on the store",
-            run_id=run_id,
-        ) from exc
 
 
 def _deleted(run_id: str) -> RunDeletedError:

@@ -29,6 +29,7 @@ from runtime._errors import (
     RoleError,
     RunAlreadyStartedError,
     RuntimeStoppedError,
+    StoreError,
     WorkflowDefinitionError,
 )
 from runtime._handoff import CallPool
@@ -384,6 +385,29 @@ class RunHost:
         """The newest stored record of a run (``None``: unknown, or no SQLite store open yet)."""
         store = self.store
         return None if store is None else store.load(run_id)
+
+    def cut_by_stop(
+        self, what: str, run_id: str, write: Callable[..., T], *args: Any, **kwargs: Any
+    ) -> T:
+        """``write(*args, **kwargs)``, a store's refusal that a stop caused raised as the stop.
+
+        A stop closes a durable store, and a write handed to it after that fails
+        with the store's "closed" ``StoreError``: a resume, a restart, a cancel or
+        a delete the stop caught between its read of the run and its write met that.
+
+        Raises:
+            RuntimeStoppedError: for a ``StoreError`` once the runtime is not running.
+        """
+        try:
+            return write(*args, **kwargs)
+        except StoreError as exc:
+            if self.state == "running":
+                raise
+            raise RuntimeStoppedError(
+                f"the runtime stopped before the {what} of run {run_id!r} was recorded: read "
+                "the run on the next runtime on the store",
+                run_id=run_id,
+            ) from exc
 
     def writes_refused(self) -> str | None:
         """Why the store cannot record runs now: it refused every write too long (else ``None``)."""

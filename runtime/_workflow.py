@@ -13,8 +13,6 @@ from pydantic import BaseModel, ValidationError
 from runtime import _probes
 from runtime._errors import (
     RunInProgressError,
-    RuntimeStoppedError,
-    StoreError,
     UnboundWorkflowError,
     WorkflowDefinitionError,
 )
@@ -777,11 +775,12 @@ class Workflow(Generic[In, Out]):
             return False
         if record.status not in TERMINAL_STATUSES:
             raise _in_progress(run_id, record.status)
-        try:
-            deleted = store.delete(run_id)
-        except StoreError as exc:
-            self._refuse_if_stopped(run_id, exc)
-            raise
+        host = self._store_host()
+        deleted = (
+            store.delete(run_id)
+            if host is None
+            else host.cut_by_stop("delete", run_id, store.delete, run_id)
+        )
         if deleted:
             self._forget(run_id)
             return True
@@ -856,37 +855,20 @@ class Workflow(Generic[In, Out]):
         # is no run to find: an empty store says so, after the same checks.
         return _NO_RUNS if store is None else store
 
-    def _refuse_if_stopped(self, run_id: str, error: StoreError) -> None:
-        """After the store refused a delete: say so as a stop if the runtime stopped.
-
-        A stop closes a durable store, and its writes then fail with the store's
-        "closed" ``StoreError``: a delete the stop caught between its read and its
-        write, or made after it, met that instead of the runtime's documented answer.
-
-        Raises:
-            RuntimeStoppedError: if the runtime whose store it is is not running.
-        """
+    def _store_host(self) -> RunHost | None:
+        """The host of the runtime whose store this workflow reads: its own, or the default."""
         runtime = self._runtime
         if runtime is None:
             from runtime._runtime import default_runtime
 
             runtime = default_runtime(start=False)
-        if runtime is not None and runtime._host.state != "running":
-            raise RuntimeStoppedError(
-                f"the runtime stopped before the delete of run {run_id!r} was recorded: read "
-                "the run on the next runtime on the store",
-                run_id=run_id,
-            ) from error
+        return None if runtime is None else runtime._host
 
     def _forget(self, run_id: str) -> None:
         """Tell the runtime whose store deleted ``run_id``: it forgets what it kept of the run."""
-        runtime = self._runtime
-        if runtime is None:
-            from runtime._runtime import default_runtime
-
-            runtime = default_runtime(start=False)
-        if runtime is not None:
-            runtime._host.run_deleted(run_id)
+        host = self._store_host()
+        if host is not None:
+            host.run_deleted(run_id)
 
     def _refuse_if_registered(self) -> None:
         """Refuse the unbound path while a runtime this object was registered on is not stopped.
