@@ -204,6 +204,20 @@ def _beside_a_worker(
     assert "Traceback" not in worker.output()
 
 
+def _suspended_run(rt: Runtime) -> Any:
+    """A run of ``RACED`` on ``rt``, started and waited for until it suspends."""
+    run = rt.register(RACED).create_run()
+    run.start_async(input_data={"n": 0})  # even: it suspends
+    assert run.wait(WAIT).status == "suspended"
+    return run
+
+
+def _as_the_next_runtime_reads(store: Any, run_id: str) -> Any:
+    """The run as a new runtime on ``store`` (stopped before) reads it."""
+    with Runtime(store=store) as rt:
+        return rt.register(RACED).get_workflow_run_execution_result(run_id)
+
+
 def _stop_from_another_thread(rt: Runtime) -> None:
     """``rt.stop()`` as another thread of the program calls it, waited for here.
 
@@ -954,8 +968,7 @@ def test_a_delete_the_stop_catches_raises_runtime_stopped_at_once(
     monkeypatch.undo()
     assert not deleting.is_alive()
     assert len(answers) == 1 and isinstance(answers[0], RuntimeStoppedError), answers
-    with Runtime(store=store) as rt:
-        assert rt.register(RACED).get_workflow_run_execution_result(run_id) is not None
+    assert _as_the_next_runtime_reads(store, run_id) is not None
 
 
 @pytest.mark.parametrize("call", ["resume", "restart"])
@@ -969,10 +982,7 @@ def test_a_resume_or_restart_the_stop_catches_raises_runtime_stopped(
     # RuntimeStoppedError, and the next runtime on the store finds the run as it was.
     store = each_store
     with Runtime(store=store) as rt:
-        wf = rt.register(RACED)
-        run = wf.create_run()
-        run.start_async(input_data={"n": 0})  # even: it suspends
-        assert run.wait(WAIT).status == "suspended"
+        run = _suspended_run(rt)
         if call == "restart":
             assert run.cancel() is True
         real_going_on = Run._going_on
@@ -990,8 +1000,7 @@ def test_a_resume_or_restart_the_stop_catches_raises_runtime_stopped(
         monkeypatch.undo()
     if store == "memory":
         return
-    with Runtime(store=store) as rt:
-        result = rt.register(RACED).get_workflow_run_execution_result(run.run_id)
+    result = _as_the_next_runtime_reads(store, run.run_id)
     assert result is not None
     assert result.status == ("suspended" if call == "resume" else "canceled")
 
@@ -1008,10 +1017,7 @@ def test_a_cancel_the_stop_catches_raises_runtime_stopped(
 
     store = each_store
     with Runtime(store=store) as rt:
-        wf = rt.register(RACED)
-        run = wf.create_run()
-        run.start_async(input_data={"n": 0})  # even: it suspends
-        assert run.wait(WAIT).status == "suspended"
+        run = _suspended_run(rt)
         real_take = ActorSystem.take_unheld_end
 
         def stopped_first(self: ActorSystem, *args: Any, **kwargs: Any) -> Any:
@@ -1024,6 +1030,5 @@ def test_a_cancel_the_stop_catches_raises_runtime_stopped(
         monkeypatch.undo()
     if store == "memory":
         return
-    with Runtime(store=store) as rt:
-        result = rt.register(RACED).get_workflow_run_execution_result(run.run_id)
+    result = _as_the_next_runtime_reads(store, run.run_id)
     assert result is not None and result.status == "suspended"
