@@ -1698,7 +1698,16 @@ class SnapshotFreezer:
             self._last = None
             return record_of(snapshot)
         frozen = _Frozen(snapshot)
-        frozen["steps"] = self._freeze_steps(snapshot["steps"])
+        steps = snapshot["steps"]
+        if len(steps) <= _FEW_STEPS and self._copies is None:
+            # _freeze_steps's first case, inline and without a comprehension (a call in
+            # Python 3.11): at every transition of every run of a few steps.
+            kept: dict[str, Any] = {}
+            for path, step in steps.items():
+                kept[path] = step if step.get("status") in _SETTLED_STEP else step.copy()
+            frozen["steps"] = kept
+        else:
+            frozen["steps"] = self._freeze_steps(steps)
         progress = frozen["progress"]
         if type(progress) is dict and ("outputs" in progress or "done" in progress):
             frozen["progress"] = self._frozen_progress(progress, snapshot["status"])
