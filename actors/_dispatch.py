@@ -268,13 +268,16 @@ class _DispatchInbox:
         "_urn",
     )
 
-    def __init__(self) -> None:
+    def __init__(
+        self, actor: DispatchedActor | None = None, dispatcher: Dispatcher | None = None
+    ) -> None:
         self._messages: deque[Any] = deque()
         self._lock = threading.Lock()
         self._scheduled = False
         self._closed = False
-        self._actor: DispatchedActor | None = None
-        self._dispatcher: Dispatcher | None = None
+        # Given here by a dispatched actor (bind's, without its call: one per run).
+        self._actor = actor
+        self._dispatcher = dispatcher
         # Once closed, the actor only weakly: the inbox and its actor refer to each other,
         # and a strong reference both ways would leave every ended actor to the cyclic
         # garbage collector. Mail that comes after still reaches on_undelivered while the
@@ -294,10 +297,6 @@ class _DispatchInbox:
         if urn is None:
             urn = self._urn = f"urn:uuid:{new_id()}"
         return urn
-
-    def bind(self, actor: DispatchedActor, dispatcher: Dispatcher) -> None:
-        self._actor = actor
-        self._dispatcher = dispatcher
 
     def put(self, item: Any, /) -> None:
         """Queue an ``Envelope``, or a told message as it is (see :class:`_DispatchedRef`)."""
@@ -346,26 +345,28 @@ class _DispatchInbox:
             return None
 
     def close(self) -> list[Any]:
-        """Refuse further mail; return what was still waiting."""
+        """Refuse further mail, and hold the actor weakly; return what was still waiting.
+
+        The actor goes once nothing else holds it: mail that comes later reaches it
+        through the weak reference while it lives (see ``_gone``).
+        """
         with self._lock:
             self._closed = True
             left = list(self._messages)
             self._messages.clear()
-            return left
+        # release()'s, inline: one call fewer at every actor's end.
+        actor = self._actor
+        if actor is not None:
+            self._gone = (weakref.ref(actor), type(actor))
+            self._actor = None
+            self._dispatcher = None
+        return left
 
     def actor(self) -> DispatchedActor | None:
         """The inbox's actor, or ``None`` once it has been freed."""
         if self._actor is None and self._gone is not None:
             return self._gone[0]()
         return self._actor
-
-    def release(self) -> None:
-        """After :meth:`close`: hold the actor weakly, to go once nothing else holds it."""
-        actor = self._actor
-        if actor is not None and self._closed:
-            self._gone = (weakref.ref(actor), type(actor))
-            self._actor = None
-            self._dispatcher = None
 
     def _reply_dead(self, item: Any) -> None:
         actor = self._actor
@@ -572,10 +573,9 @@ class DispatchedActor(pykka.Actor):
         # and a dispatched actor is created for every run. Under load the
         # dispatcher thread would wait for the GIL once per run. The urn is the
         # inbox's, made only if something reads it (actor_urn).
-        self.actor_inbox = _DispatchInbox()
+        self.actor_inbox = _DispatchInbox(self, dispatcher)
         self.actor_stopped = _StopFlag()
         self._actor_ref = _DispatchedRef(self)
-        self.actor_inbox.bind(self, dispatcher)
         self._dispatcher = dispatcher
         self._loop_started = False
 
@@ -593,7 +593,7 @@ class DispatchedActor(pykka.Actor):
         actor = cls(*args, **kwargs)
         ref: pykka.ActorRef[Self] = actor._actor_ref  # not through the property: one call less
         actor._dispatcher._actors.add(ref)
-        actor._start_actor_loop()
+        actor.actor_inbox.start()  # _start_actor_loop's, inline: a call fewer a run
         return ref
 
     def _start_actor_loop(self) -> None:
@@ -614,7 +614,7 @@ class DispatchedActor(pykka.Actor):
 
     def stop_now(self) -> None:
         """Stop from inside a handler: no further message is processed."""
-        if not self.actor_stopped.is_set():
+        if not self.actor_stopped._stopped:  # not through is_set(): a call fewer a run
             self._stop()
 
     def on_undelivered(self, message: Any) -> None:
@@ -726,9 +726,8 @@ class DispatchedActor(pykka.Actor):
 
     def _teardown(self) -> None:
         inbox = self.actor_inbox
-        for item in inbox.close():
+        for item in inbox.close():  # which lets go of the actor too (weakly held from now)
             _reply_dead(item, self)
-        inbox.release()
         try:
             self.on_released()
         except Exception:

@@ -518,7 +518,7 @@ class SupervisorActor(DispatchedActor):
             plan=message.plan,
             snapshot=message.snapshot,
             registry=self._registry,
-            supervisor=self.actor_ref,
+            supervisor=self._actor_ref,  # not through pykka's property: a call fewer a run
             pool=self._pool,
             timers=self._timers,
             hooks=self._hooks,

@@ -373,6 +373,8 @@ class ExecutionPlan:
         output_schemas: The output's model of each step and nested workflow, by path;
             its ``per_item`` are the paths run by a ``foreach``, whose output is a
             list of them, one per item.
+        has_hooks: Whether the workflow has an ``on_finish`` or ``on_error`` hook (read
+            at every run's end: a field, where a property would be a call).
     """
 
     workflow_id: str
@@ -392,9 +394,13 @@ class ExecutionPlan:
     scope: Scope = field(init=False)
     fingerprint: str = field(init=False)
     output_schemas: OutputSchemas = field(init=False)
+    has_hooks: bool = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scope", Scope("", self.workflow_id, self.input_schema))
+        object.__setattr__(
+            self, "has_hooks", self.on_finish is not None or self.on_error is not None
+        )
         object.__setattr__(self, "fingerprint", plan_fingerprint(self.workflow_id, self.nodes))
         # What ctx.get_step_result() reads an earlier output as: each step's, and each
         # nested workflow's (its output is recorded at its path, as a step's is).
@@ -423,11 +429,6 @@ class ExecutionPlan:
     def steps(self) -> tuple[Step[Any, Any], ...]:
         """Every step, in the order of the plan."""
         return tuple(self.by_id.values())
-
-    @property
-    def has_hooks(self) -> bool:
-        """Whether the workflow has an ``on_finish`` or ``on_error`` hook."""
-        return self.on_finish is not None or self.on_error is not None
 
 
 def _shape(node: Node) -> list[Any]:

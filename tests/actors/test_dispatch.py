@@ -618,9 +618,8 @@ def test_a_sender_never_finds_an_inbox_lock_held_by_another_thread() -> None:
     # be made to hand the GIL over while holding it, the others would sleep on the
     # lock and then wait for the GIL again. Nothing under the lock hands it over, so
     # a thread that looks (with the GIL handed over every microsecond) finds it free.
-    inbox = actors._dispatch._DispatchInbox()
     dispatcher = _NoDispatcher()
-    inbox.bind(object(), dispatcher)  # type: ignore[arg-type]
+    inbox = actors._dispatch._DispatchInbox(object(), dispatcher)  # type: ignore[arg-type]
     taken = []
 
     def put_and_take() -> None:
