@@ -658,7 +658,19 @@ class DispatchedActor(pykka.Actor):
             item = inbox.next_or_idle()
             if item is None:
                 return
-            self._process(item)
+            if (
+                type(item) is Envelope
+                or _probes.observer is not None
+                or isinstance(item, _PYKKA_MESSAGES)
+            ):
+                self._process(item)
+                continue
+            # _process's, inline for a told message of ours that nobody observes: most
+            # messages of every run.
+            try:
+                self.on_receive(item)
+            except BaseException as exc:
+                self._failed_on(item, item, None, exc)
         if stopped._stopped:
             self._teardown()
             return
@@ -683,27 +695,36 @@ class DispatchedActor(pykka.Actor):
             else:
                 response = self._handle_receive(message)
         except BaseException as exc:
-            if reply_to is not None:
-                reply_to.set_exception()
-            elif isinstance(exc, UnexpectedMessageError):
-                _report_unexpected(self, exc)
-            elif self.survives_faults:
-                emit(
-                    logging.ERROR,
-                    "actor_message_failed",
-                    actor=str(self),
-                    message=type(message).__name__,
-                    exc_info=True,
-                )
-                self.on_fault(exc)
-            else:
-                self._fail(*sys.exc_info())
-                # The message it failed on was never handled: whoever waits for its
-                # answer (a cancel's caller) is answered as for the mail left in the inbox.
-                _reply_dead(item, self)
+            self._failed_on(item, message, reply_to, exc)
             return
         if reply_to is not None:
             reply_to.set(response)
+
+    def _failed_on(
+        self, item: Any, message: Any, reply_to: pykka.Future[Any] | None, exc: BaseException
+    ) -> None:
+        """The handler of ``message`` (which came as ``item``) raised ``exc``.
+
+        Called from the ``except`` block that caught it: ``sys.exc_info()`` is ``exc``'s.
+        """
+        if reply_to is not None:
+            reply_to.set_exception()  # sys.exc_info(): called from the except block
+        elif isinstance(exc, UnexpectedMessageError):
+            _report_unexpected(self, exc)
+        elif self.survives_faults:
+            emit(
+                logging.ERROR,
+                "actor_message_failed",
+                actor=str(self),
+                message=type(message).__name__,
+                exc_info=True,
+            )
+            self.on_fault(exc)
+        else:
+            self._fail(*sys.exc_info())
+            # The message it failed on was never handled: whoever waits for its
+            # answer (a cancel's caller) is answered as for the mail left in the inbox.
+            _reply_dead(item, self)
 
     def _fail(
         self,

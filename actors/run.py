@@ -792,23 +792,26 @@ class RunActor(DispatchedActor):
             del snapshot["retries"]
         self._enter(index)
 
-    def _complete(self, result: Any = None, *, validated: bool = False) -> None:
-        """Every node is done: the run succeeds with the last output as its result."""
+    def _complete(self) -> None:
+        """Every node is done: the run succeeds with the last output as its result.
+
+        (A last step node's output was checked against the workflow's output schema by
+        its step actor: its reply goes to :meth:`_succeed` itself.)
+        """
         plan = self._plan
-        if not validated:
-            last = plan.nodes[-1].path
-            try:
-                result = stored_as(
-                    plan.output_schema,
-                    self._snapshot["carry"],
-                    f"the output of the last step {last!r}",
-                    "the workflow's output schema",
-                    run_id=self._snapshot["run_id"],
-                    step_id=last,
-                )
-            except WorkflowError as error:
-                self._finish(RunStatus.FAILED, error=error_dict(error, step_id=last))
-                return
+        last = plan.nodes[-1].path
+        try:
+            result = stored_as(
+                plan.output_schema,
+                self._snapshot["carry"],
+                f"the output of the last step {last!r}",
+                "the workflow's output schema",
+                run_id=self._snapshot["run_id"],
+                step_id=last,
+            )
+        except WorkflowError as error:
+            self._finish(RunStatus.FAILED, error=error_dict(error, step_id=last))
+            return
         self._succeed(result)
 
     def _succeed(self, result: Any) -> None:
@@ -1026,7 +1029,7 @@ class RunActor(DispatchedActor):
                 if message.result is not None or call.final_schema is not None:
                     self._snapshot["carry"] = message.output
                     self._snapshot["next_step"] = job.index + 1
-                    self._complete(message.result, validated=True)
+                    self._succeed(message.result)  # checked by the step actor
                 else:
                     self._jump(job.index + 1, message.output)  # _advance's, inline
             case LoopNode():
