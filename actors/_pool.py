@@ -894,7 +894,11 @@ class StepPool:
             # Past the bound once waits for runs have ended: this actor is one too many.
             if not self._stopping and self._live - self._waiting <= self._limit:
                 if self._backlog:
-                    return _handed(self._backlog.popleft()[0])
+                    call = self._backlog.popleft()[0]
+                    signal = call.signal  # as _handed, without its call once per step
+                    if signal is not None:
+                        signal.began = _clock.monotonic()
+                    return call
                 self._idle.append((ref, time.monotonic()))
                 return None
             self._live -= 1

@@ -197,8 +197,6 @@ class StepActor(ThreadActor):
             elif observed():
                 span = _span(call)
                 span_id = span.span_id
-                if signal is not None:
-                    signal.add_callback(_EndOnLetGo(span, call))
             else:
                 # Nobody would see the span (no OpenTelemetry tracer, structlog
                 # unconfigured): the step's logger, if it asks for one, gets an id
@@ -220,7 +218,9 @@ class StepActor(ThreadActor):
                     with span.current():
                         ctx = context(call, span_id)
                         value = contextvars.copy_context().run(invoke, call, ctx)
-                if _awaitable(value):
+                known, kinds = _sync_kinds  # _awaitable's quick answer, without its call
+                seen = type(value) in kinds and abc.get_cache_token() == known
+                if not seen and _awaitable(value):
                     handed_on = self._await(
                         call, ctx, span, started, value, outcome=outcome, traced=traced, here=here
                     )
@@ -231,7 +231,9 @@ class StepActor(ThreadActor):
                 here = _body_ended(here, call.run_id)
                 _report(call, span, finished, exc, traced=traced)
                 return
-            here = _body_ended(here, call.run_id)
+            if here is not None:  # as _body_ended, without its call once per step
+                here.body_ended(call.run_id)
+                here = None
             _report(call, span, finished, traced=traced)
         except Exception as exc:
             # A fault in callboard's own handling, not in the user's code
@@ -484,6 +486,7 @@ def _execute(call: CallStep, ctx: StepContext[Any]) -> Any:
 
 
 def _span(call: StepActorMessage) -> Span:
+    """The call's span, started, ended by its run letting go of the call if that comes first."""
     attributes: dict[str, Any] = {"callboard.step.attempt": 1}
     if isinstance(call, CallStep):
         attributes["callboard.step.attempt"] = call.retry_count + 1
@@ -500,6 +503,9 @@ def _span(call: StepActorMessage) -> Span:
         step_id=call.path or call.step_id,
     )
     span.start()
+    signal = call.signal
+    if signal is not None:
+        signal.add_callback(_EndOnLetGo(span, call))
     return span
 
 
@@ -625,11 +631,12 @@ def _step_outcome(
         raise not_dumped_error(
             model, step._output_name, exc, run_id=call.run_id, step_id=step.id
         ) from exc
-    try:
-        check_encodable(output, step._output_name, str_keys_known=True)
-    except SnapshotEncodingError as exc:  # as _check, without a call per step
-        exc.run_id, exc.step_id = call.run_id, step.id
-        raise
+    if not _flat_and_plain(output):
+        try:
+            check_encodable(output, step._output_name, str_keys_known=True)
+        except SnapshotEncodingError as exc:  # as _check, without a call per step
+            exc.run_id, exc.step_id = call.run_id, step.id
+            raise
     final_schema = call.final_schema
     if final_schema is None:
         result = None
@@ -657,6 +664,38 @@ def _step_outcome(
         call.token,
         changes,
     )
+
+
+_FLAT_SCALARS: Final = frozenset({float, bool, bytes, type(None)})
+_INT64: Final = range(-(2**63), 2**64)
+_FLAT_KEYS: Final = 32
+"""The most keys :func:`_flat_and_plain` looks at: past them, msgpack's trial is quicker."""
+
+
+def _flat_and_plain(output: Any) -> bool:
+    """Whether a dumped output is a small dict of scalars msgpack surely encodes.
+
+    The usual output (a model of a few plain fields), checked in a loop a fifth
+    the cost of :func:`~runtime._snapshot.check_encodable`'s trial encoding. ``False``
+    means only "try the encoding": a nested value, a non-ASCII string (it may
+    hold a lone surrogate, which pydantic's JSON-mode dump lets through), a
+    type told by identity only.
+    """
+    if type(output) is not dict or len(output) > _FLAT_KEYS:
+        return False
+    for key, value in output.items():
+        if type(key) is not str or not key.isascii():
+            return False
+        kind = type(value)
+        if kind is str:
+            if not value.isascii():
+                return False
+        elif kind is int:
+            if value not in _INT64:
+                return False
+        elif kind not in _FLAT_SCALARS:
+            return False
+    return True
 
 
 def _conditions_outcome(

@@ -59,10 +59,18 @@ _builtin = None if structlog.is_configured() else _configuration_key()
 _bound: tuple[tuple[Any, ...], Any] | None = None
 
 
+# structlog's own configuration object, whose flag `structlog.is_configured()` returns:
+# read here without that call (two checks a step). Another structlog keeps the call.
+_structlog_config: Any = getattr(getattr(structlog, "_config", None), "_CONFIG", None)
+if not isinstance(getattr(_structlog_config, "is_configured", None), bool):
+    _structlog_config = None
+
+
 def _active_logger() -> Any | None:
     """The logger to emit through, or ``None`` while structlog has its built-in configuration."""
     global _bound  # noqa: PLW0603 - a cache, replaced whole, never mutated
-    if not structlog.is_configured():
+    config = _structlog_config
+    if not (config.is_configured if config is not None else structlog.is_configured()):
         return None
     key = _configuration_key()
     if key == _builtin:
@@ -79,7 +87,12 @@ def observed() -> bool:
     A span nobody sees need not be made: a step's span costs about a fifth of
     its step actor's time. Its id still goes to the step's logger.
     """
-    return _otel.tracer() is not None or _active_logger() is not None
+    if _otel.tracer() is not None:
+        return True
+    config = _structlog_config
+    if config is not None and not config.is_configured:  # quiet: no call to ask
+        return False
+    return _active_logger() is not None
 
 
 _stdlib_logger = logging.getLogger("callboard")

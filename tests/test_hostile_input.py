@@ -651,6 +651,34 @@ def test_a_step_value_nested_too_deep_fails_the_run_naming_the_path(
     assert "nested 255 levels deep" in result.error.message
 
 
+@pytest.mark.parametrize(
+    ("value", "type_name"),
+    [
+        ("a\ud800b", "lone surrogate"),
+        (2**64, "out of 64-bit range"),
+        (-(2**63) - 1, "out of 64-bit range"),
+    ],
+)
+def test_a_flat_step_output_that_cannot_be_stored_fails_the_run_naming_step_and_type(
+    rt: Runtime, value: Any, type_name: str
+) -> None:
+    # A small flat dict of scalars, the usual output, is checked without msgpack's
+    # trial encoding: promise 4 holds there as well. A model of the output schema
+    # is returned: it is not validated again.
+    flat = create_step(
+        id="flat", input_schema=Loose, output_schema=Free, execute=lambda ctx: Free(value=value)
+    )
+    workflow = create_workflow(id="flat", input_schema=Loose, output_schema=Free)
+
+    result = rt.register(workflow.then(flat).commit()).create_run().start(input_data={})
+
+    assert result.status == "failed" and result.error is not None
+    assert result.error.name == "SnapshotEncodingError"
+    assert "step 'flat' output['value']" in result.error.message
+    assert type_name in result.error.message
+    assert rt.register(loose).create_run().start(input_data={"value": 1}).status == "success"
+
+
 class Stamped(BaseModel):
     when: datetime
     data: bytes
