@@ -335,3 +335,31 @@ def test_a_span_ends_once_whatever_ends_it_again() -> None:
         ("span_start", None),
         ("span_end", "failed"),
     ]
+
+
+def test_structlog_configured_after_runs_went_unseen_receives_the_next_runs_step_spans() -> None:
+    # Whether anybody would see a step's span is asked at each step, from structlog's
+    # own configuration: a runtime whose steps made no span so far makes them once
+    # the program configures structlog (and stops again once it is reset).
+    import structlog
+
+    structlog.reset_defaults()
+    with Runtime() as rt:
+        wf = rt.register(_two_steps("configured_later"))
+        assert wf.create_run().start(input_data={"value": "a"}, timeout=WAIT).status == "success"
+        with capture_logs() as logs:
+            result = wf.create_run().start(input_data={"value": "b"}, timeout=WAIT)
+        structlog.reset_defaults()
+        with capture_logs() as again:
+            structlog.reset_defaults()  # capture_logs configured structlog: quiet once more
+            wf.create_run().start(input_data={"value": "c"}, timeout=WAIT)
+
+    steps = _spans(logs, "workflow_step")
+    assert [(e["event"], e["step_id"]) for e in steps] == [
+        ("span_start", "first"),
+        ("span_end", "first"),
+        ("span_start", "second"),
+        ("span_end", "second"),
+    ]
+    assert all(e["run_id"] == result.run_id for e in steps)
+    assert again == []
