@@ -1691,7 +1691,7 @@ class Run(Generic[In, Out]):
         result = read_result(record, self.workflow_id, own_bytes=self._host.in_memory)
         if result is None:  # gone between the wait and the read
             raise _deleted(self.run_id)
-        return with_output_schema(result, cast("type[Out]", self._plan.output_schema))
+        return with_output_schema(result, self._plan.output_schema)
 
 
 _SUBSCRIBE_PATIENCE = 5.0

@@ -2371,7 +2371,7 @@ def to_result(snapshot: Snapshot) -> WorkflowResult:
         SnapshotFormatError: if the snapshot's content is not a valid result.
     """
     try:
-        return WorkflowResult.model_validate(
+        result: WorkflowResult = _validate_result(
             {
                 "run_id": snapshot["run_id"],
                 "workflow_id": snapshot["workflow_id"],
@@ -2402,6 +2402,7 @@ def to_result(snapshot: Snapshot) -> WorkflowResult:
         raise SnapshotFormatError(
             f"snapshot of run {snapshot.get('run_id')!r} does not hold a valid result: {exc}"
         ) from exc
+    return result
 
 
 def _public_step(step: StepSnapshot) -> Mapping[str, Any]:
@@ -2418,12 +2419,16 @@ def public_steps(steps: dict[str, StepSnapshot]) -> Mapping[str, Mapping[str, An
     later callboard may add to the records it writes on a shared store: a
     result of this one still reads them.
     """
-    if all(step.keys() <= _STEP_RESULT_KEYS for step in steps.values()):
-        return steps  # most runs: no state, or one that never changed
-    return {path: _public_step(step) for path, step in steps.items()}
+    for step in steps.values():  # a loop, not all() over a generator: a call per step less
+        if not step.keys() <= _STEP_RESULT_KEYS:
+            return {path: _public_step(step) for path, step in steps.items()}
+    return steps  # most runs: no state, or one that never changed
 
 
 _STEP_RESULT_KEYS: Final = frozenset(StepResult.model_fields)
+
+_validate_result: Final = WorkflowResult.__pydantic_validator__.validate_python
+"""``WorkflowResult.model_validate`` without its Python frame (every read of a result)."""
 
 
 def state_at(steps: Mapping[str, StepSnapshot], paths: Collection[str], final: Any) -> Any:

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from runtime import RunReader, Runtime, StepContext, WorkflowError, create_step, create_workflow
+from runtime import (
+    RunReader,
+    Runtime,
+    StepContext,
+    WorkflowError,
+    WorkflowResult,
+    create_step,
+    create_workflow,
+)
 
 
 class Order(BaseModel):
@@ -92,3 +102,29 @@ def test_a_result_read_without_its_workflow_says_how_to_get_the_output(tmp_path:
     assert untyped.result == {"item": "tea", "total": 5.0}
     with pytest.raises(WorkflowError, match="through its workflow"):
         _ = untyped.output
+
+
+def test_a_copied_or_pickled_result_keeps_its_output_model(runtime: Runtime) -> None:
+    run = runtime.register(workflow).create_run()
+    result = run.start(input_data={"item": "tea", "quantity": 2})
+
+    copies = [
+        copy.copy(result),
+        copy.deepcopy(result),
+        result.model_copy(),
+        pickle.loads(pickle.dumps(result)),
+    ]
+
+    for kept in copies:
+        assert kept == result
+        assert kept.output == Priced(item="tea", total=5.0)
+
+
+def test_a_result_stays_frozen_and_its_output_model_is_no_field(runtime: Runtime) -> None:
+    run = runtime.register(workflow).create_run()
+    result = run.start(input_data={"item": "tea", "quantity": 2})
+
+    with pytest.raises(ValidationError, match="frozen"):
+        result.status = "failed"  # type: ignore[misc]
+    assert "_output_schema" not in result.model_dump()
+    assert type(result) is WorkflowResult
