@@ -419,7 +419,7 @@ class ActorSystem:
             RuntimeStoppedError: if the actors have stopped; a run recorded just
                 before that is recorded failed, never left pending.
         """
-        if not self.registry.is_alive():
+        if self.registry.actor_stopped.is_set():  # is_alive(), without its frame
             raise RuntimeStoppedError("the runtime's registry has stopped; no run can start")
         if self.shared is not None:
             if queue is not None:

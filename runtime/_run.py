@@ -11,11 +11,11 @@ import weakref
 from collections.abc import Callable, Container, Mapping
 from datetime import timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast
 
 from pydantic import BaseModel
 
-from runtime import _clock, _probes
+from runtime import _clock, _otel, _probes
 from runtime._errors import (
     BlockingCallError,
     CancelError,
@@ -258,7 +258,7 @@ class Run(Generic[In, Out]):
     ) -> StartAsyncResult:
         """:meth:`start_async`, also for the runtime's scheduler (which a worker runs too)."""
         key = None if idempotency_key is None else check_idempotency_key(idempotency_key)
-        limit = check_run_timeout(run_timeout)
+        limit = None if run_timeout is None else check_run_timeout(run_timeout)
         with self._lock:
             if self._started:
                 raise RunAlreadyStartedError(
@@ -489,10 +489,14 @@ class Run(Generic[In, Out]):
                 or, for a run that has not ended, once the store has refused every
                 write for ``REFUSAL_PATIENCE`` (30) seconds: the message says why.
         """
-        timeout = check_timeout(timeout)
+        if timeout is not None:
+            timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         record = self._through_outage(self._started_record, deadline)
-        if record.status not in SETTLED_STATUSES or self._resume_requested(record):
+        status = record.status
+        if status not in SETTLED_STATUSES or (
+            status == _SUSPENDED and self._resume_requested(record)
+        ):
             self._refuse_on_step_loop("wait")
             self._refuse_inside_itself("wait() was called")
             self._unrecordable(record)
@@ -2013,6 +2017,8 @@ def _deleted(run_id: str) -> RunDeletedError:
     )
 
 
+_SUSPENDED: Final = RunStatus.SUSPENDED.value  # read once: an enum's .value is a property
+
 _REQUESTED_PAUSE = 0.05
 """Seconds between two reads of a suspended run a wait finds a resume request of (see wait)."""
 
@@ -2312,7 +2318,8 @@ def _start_traced(
     Raises:
         What ``first_record`` and ``host.start_run`` raise; the span ends failed with it.
     """
-    span = start_span(snapshot, tracing_options)
+    tracer = _otel.tracer()
+    span = None if tracer is None else start_span(tracer, snapshot, tracing_options)
     try:
         record = first_record(snapshot, in_memory=host.in_memory)
         host.start_run(plan, snapshot, record, queue, scheduled=scheduled)

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import threading
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import BaseModel, ValidationError
 
@@ -59,7 +59,6 @@ __all__ = [
 ]
 
 _DEFAULT_TRACING = TracingOptions()
-_DEFAULT_OUTPUT = OutputOptions()
 
 DRAWN_IDS: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
     "callboard_drawn_ids", default=None
@@ -173,20 +172,26 @@ def pending_snapshot(
     ``run_timeout``: the start's time limit (checked by the caller), else the workflow's.
     """
     inputs = _validated(plan.input_schema, input_data, "input_data", run_id, stored=input_stored)
-    state = (
-        _validated(plan.state_schema, initial_state, "initial_state", run_id)
-        if plan.state_schema is not None
-        else _plain_mapping(initial_state, "initial_state", run_id)
+    # An argument left out (most starts leave out all but the input) is told apart here,
+    # without a call to the function that checks one given.
+    if plan.state_schema is not None:
+        state = _validated(plan.state_schema, initial_state, "initial_state", run_id)
+    elif initial_state is not None:
+        state = _plain_mapping(initial_state, "initial_state", run_id)
+    else:
+        state = None
+    context = (
+        {}
+        if request_context is None
+        else _plain_mapping(request_context, "request_context", run_id) or {}
     )
-    context = _plain_mapping(request_context, "request_context", run_id) or {}
-    tracing = _options(TracingOptions, tracing_options, _DEFAULT_TRACING, "tracing_options", run_id)
-    metadata: dict[str, Any] = {}
-    if tracing.metadata:
-        _encodable(tracing.metadata, "tracing_options.metadata", "tracing_options", run_id)
-        metadata = copy_plain(tracing.metadata)
-    output = _options(OutputOptions, output_options, _DEFAULT_OUTPUT, "output_options", run_id)
+    metadata, trace_id = ({}, None) if tracing_options is None else _traced(tracing_options, run_id)
+    include_state = (
+        output_options is not None
+        and _options(OutputOptions, output_options, None, "output_options", run_id).include_state
+    )
     now = _created_now()
-    snapshot = cast("Snapshot", _FIRST.copy())
+    snapshot: Snapshot = _FIRST.copy()  # type: ignore[assignment]  # a cast() is a call
     snapshot["run_id"] = run_id
     snapshot["workflow_id"] = plan.workflow_id
     snapshot["input"] = snapshot["carry"] = inputs
@@ -195,13 +200,14 @@ def pending_snapshot(
     snapshot["scopes"] = {}
     snapshot["state"] = state
     snapshot["request_context"] = context
-    snapshot["include_state"] = output.include_state
+    snapshot["include_state"] = include_state
     drawn = DRAWN_IDS.get()
-    trace_id, span_id = drawn if drawn is not None else (None, None)
-    snapshot["trace_id"] = tracing.trace_id or (
-        parse_traceparent(tracing.parent)[0] if tracing.parent else trace_id or new_trace_id()
-    )
-    snapshot["span_id"] = span_id or new_span_id()
+    if drawn is None:
+        snapshot["trace_id"] = new_trace_id() if trace_id is None else trace_id
+        snapshot["span_id"] = new_span_id()
+    else:
+        snapshot["trace_id"] = drawn[0] if trace_id is None else trace_id
+        snapshot["span_id"] = drawn[1]
     snapshot["metadata"] = metadata
     snapshot["created_at"] = snapshot["updated_at"] = now
     snapshot["fingerprint"] = plan.fingerprint
@@ -216,6 +222,20 @@ def pending_snapshot(
     if run_timeout is not None:
         snapshot["run_timeout"] = run_timeout  # its deadline is set when it begins to execute
     return snapshot
+
+
+def _traced(tracing_options: Any, run_id: str) -> tuple[dict[str, Any], str | None]:
+    """A start's span metadata (copied) and the trace id it joins (``None``: a new one)."""
+    tracing = _options(TracingOptions, tracing_options, None, "tracing_options", run_id)
+    metadata: dict[str, Any] = {}
+    if tracing.metadata:
+        _encodable(tracing.metadata, "tracing_options.metadata", "tracing_options", run_id)
+        metadata = copy_plain(tracing.metadata)
+    if tracing.trace_id:
+        return metadata, tracing.trace_id
+    if tracing.parent:
+        return metadata, parse_traceparent(tracing.parent)[0]
+    return metadata, None
 
 
 def enter_queue(
@@ -505,20 +525,18 @@ def _not_storable(found: tuple[str, str], field: str, run_id: str) -> InvalidInp
     )
 
 
-def start_span(snapshot: Snapshot, tracing_options: Any) -> Any | None:
+def start_span(tracer: Any, snapshot: Snapshot, tracing_options: Any) -> Any:
     """Open the ``workflow_start`` span of a run being started, on the caller's thread.
 
-    Without a configured OpenTelemetry tracer this returns ``None`` at once.
-    Otherwise the span is a child of ``TracingOptions.parent``, else (without
-    an explicit ``trace_id``) of the caller's current span; its ids become the
-    run's ``trace_id`` (unless one was given) and ``span_id``, so that every
-    later ``workflow_run`` span, in this process or another, hangs under it.
+    ``tracer`` is callboard's OpenTelemetry tracer (``_otel.tracer()``: the
+    caller asks, and starts no span without one). The span is a child of
+    ``TracingOptions.parent``, else (without an explicit ``trace_id``) of the
+    caller's current span; its ids become the run's ``trace_id`` (unless one
+    was given) and ``span_id``, so that every later ``workflow_run`` span, in
+    this process or another, hangs under it.
     The caller ends it (:func:`runtime._otel.end_span`) once the start is
     recorded, or refused.
     """
-    tracer = _otel.tracer()
-    if tracer is None:
-        return None
     tracing = _options(
         TracingOptions, tracing_options, _DEFAULT_TRACING, "tracing_options", snapshot["run_id"]
     )

@@ -343,8 +343,12 @@ class RunHost:
             RuntimeStoppedError: if the runtime is not running.
             RoleError: if the runtime is a ``worker``.
         """
-        self.may_start(record.run_id, scheduled=scheduled)
-        if not self.running().start_run(plan, snapshot, record, queue):
+        if self.role == "worker":  # the usual start asks no more (see may_start)
+            self.may_start(record.run_id, scheduled=scheduled)
+        system = self.system
+        if self.state != "running" or system is None:
+            system = self.running()  # raises, saying why
+        if not system.start_run(plan, snapshot, record, queue):
             raise RunAlreadyStartedError(
                 f"run id {record.run_id!r} is already in use by another run",
                 run_id=record.run_id,

@@ -260,7 +260,7 @@ def unpack(data: bytes, *, checksum: bool = True) -> dict[str, Any]:
         SnapshotFormatError: if a checksum does not match, the bytes are not
             msgpack, do not hold a mapping, or come from an unknown version.
     """
-    if is_parted(data):
+    if data[:2] == _PARTED_MARKER:  # is_parted(data), without its frame
         return _unpack_parted(data)
     if len(data) > _CHECKSUM_BYTES + 1 and data[0] == _PAIR and data[1] == FORMAT_VERSION:
         body, crc = data[:-_CHECKSUM_BYTES], data[-_CHECKSUM_BYTES:]
@@ -1876,7 +1876,8 @@ def first_frozen_record(snapshot: Snapshot) -> SnapshotRecord | None:
     """
     if snapshot["steps"] or snapshot["progress"] is not None:
         return None  # not a first snapshot
-    if not (_plainly_encodable(snapshot["input"]) and _plainly_encodable(snapshot["state"])):
+    state = snapshot["state"]
+    if not (_plainly_encodable(snapshot["input"]) and (state is None or _plainly_encodable(state))):
         return None
     frozen = _Frozen(snapshot)
     frozen["steps"] = {}
@@ -2333,9 +2334,11 @@ def read_result(
     if record is None or record.workflow_id != workflow_id:
         return None
     try:
-        if own_bytes:
-            return to_result(_unpack_own(record.data, record.run_id))
-        return to_result(decode(record.data, record.run_id))
+        return to_result(
+            _unpack_own(record.data, record.run_id)
+            if own_bytes
+            else decode(record.data, record.run_id)
+        )
     except SnapshotFormatError as exc:
         raise SnapshotFormatError(
             f"run {record.run_id!r} cannot be read: {exc}", run_id=record.run_id

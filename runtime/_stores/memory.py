@@ -83,7 +83,9 @@ class MemoryStore:
 
     def create(self, record: SnapshotRecord) -> bool:
         """Record a new run; ``False`` if its id, or its workflow's idempotency key, is taken."""
-        kept = _kept(record)
+        # A run's first record is seldom a plain one (a frozen record, from a start in
+        # memory): kept as it is without the call, as save() keeps one.
+        kept = _kept(record) if type(record) is SnapshotRecord else record
         with self._lock:
             if record.run_id in self._records:
                 return False
@@ -178,7 +180,10 @@ class MemoryStore:
     def load(self, run_id: str) -> SnapshotRecord | None:
         """The newest record of a run, or ``None``."""
         kept = self._records.get(run_id)
-        return None if kept is None else _record(kept)
+        if type(kept) is tuple:  # _record(kept), inline: every wait and read comes here
+            record: SnapshotRecord = _new_tuple(SnapshotRecord, kept)
+            return record
+        return kept  # type: ignore[return-value]  # a record, or None
 
     def list_runs(
         self,
