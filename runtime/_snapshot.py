@@ -1912,6 +1912,10 @@ def record_of(
     return record
 
 
+_NO_QUEUE: Final[Mapping[str, Any]] = {}
+"""A result's queue fields for a run in no queue (most): none, without a call."""
+
+
 def _queue_result(snapshot: Mapping[str, Any]) -> dict[str, Any]:
     """A result's queue fields: none for a run in no queue."""
     entry = snapshot.get("queue")
@@ -2392,7 +2396,7 @@ def to_result(snapshot: Snapshot) -> WorkflowResult:
                 "span_id": snapshot["span_id"],
                 "created_at": snapshot["created_at"],
                 "updated_at": snapshot["updated_at"],
-                **_queue_result(snapshot),
+                **(_queue_result(snapshot) if "queue" in snapshot else _NO_QUEUE),
                 "resource_id": snapshot.get("resource_id"),
                 "time_traveled_from": snapshot.get("time_traveled_from"),
                 "restarts": snapshot.get("restarts", 0),

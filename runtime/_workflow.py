@@ -572,7 +572,9 @@ class Workflow(Generic[In, Out]):
             TypeError: if ``run_id`` or ``resource_id`` is not a string.
             ValueError: if ``run_id`` or ``resource_id`` is empty or not valid UTF-8 text.
         """
-        plan = self.plan
+        plan = self._plan
+        if plan is None:
+            plan = self.plan  # raises, saying the workflow is not committed
         run_id = new_id() if run_id is None else check_run_id(run_id)
         if resource_id is not None:
             check_resource_id(resource_id)
