@@ -363,3 +363,22 @@ def test_structlog_configured_after_runs_went_unseen_receives_the_next_runs_step
     ]
     assert all(e["run_id"] == result.run_id for e in steps)
     assert again == []
+
+
+def test_the_private_structlog_flag_the_quiet_check_reads_exists() -> None:
+    # runtime/_tracing.py reads structlog's own configuration flag to tell "nobody
+    # configured structlog" without a call at every step (falling back to
+    # structlog.is_configured() if a release moves it): this names that private
+    # attribute, and fails if the fast path fell back without anybody noticing.
+    import structlog
+
+    from runtime import _tracing
+
+    assert _tracing._structlog_config is structlog._config._CONFIG
+    structlog.reset_defaults()
+    assert _tracing._structlog_config.is_configured is structlog.is_configured() is False
+    structlog.configure()
+    try:
+        assert _tracing._structlog_config.is_configured is structlog.is_configured() is True
+    finally:
+        structlog.reset_defaults()
