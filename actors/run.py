@@ -863,8 +863,20 @@ class RunActor(DispatchedActor):
         only a step run before needs (its earlier record's attempts, resume data
         and the state it began with): two calls fewer at every step of every run.
         """
-        carry = self._snapshot["carry"]
-        self._record_step(step_node.path, carry)
+        snapshot = self._snapshot
+        carry = snapshot["carry"]
+        # _record_step's, inline (see there): at every step of every run.
+        record: StepSnapshot = {
+            "status": _STEP_RUNNING,
+            "payload": carry,
+            "output": None,
+            "error": None,
+            "started_at": _clock.time(),
+            "ended_at": None,
+        }
+        # No record at this path yet: none to move to the end.
+        snapshot["steps"][step_node.path] = record
+        self._began[step_node.path] = snapshot["state"]
         calls = self._calls
         jobs = [calls.step(index, step_node, carry, self._outputs)]
         calls.send(jobs, self._tell_snapshot(awaited=self._durable and calls.gates(jobs)))
@@ -1022,16 +1034,44 @@ class RunActor(DispatchedActor):
         if isinstance(node, ForeachNode):
             self._item_done(job, node, message.output)
             return
-        self._finish_step(call.path, message.output, message)
-        self._outputs = {**self._outputs, call.path: message.output}
+        # _finish_step's, inline: at every step of every run.
+        path, output = call.path, message.output
+        snapshot = self._snapshot
+        record = snapshot["steps"][path]
+        record["status"] = _STEP_SUCCESS
+        record["output"] = output
+        record["error"] = None
+        began = message.started_at
+        started = record["started_at"]
+        if not started or began < started:
+            record["started_at"] = began
+        record["ended_at"] = message.ended_at
+        self._outputs = {**self._outputs, path: output}
         match node:
             case StepNode():
                 if message.result is not None or call.final_schema is not None:
-                    self._snapshot["carry"] = message.output
-                    self._snapshot["next_step"] = job.index + 1
+                    snapshot["carry"] = output
+                    snapshot["next_step"] = job.index + 1
                     self._succeed(message.result)  # checked by the step actor
+                    return
+                # _advance's and _jump's, inline, and _enter's first case: a step then a
+                # step, the usual node after the usual node.
+                snapshot["carry"] = output
+                snapshot["progress"] = None
+                if "retries" in snapshot:
+                    del snapshot["retries"]
+                index = job.index + 1
+                nodes = self._plan.nodes
+                after = nodes[index] if index < len(nodes) else None
+                if (
+                    type(after) is StepNode
+                    and not snapshot["resume"]
+                    and after.path not in snapshot["steps"]
+                ):
+                    snapshot["next_step"] = index
+                    self._start_step(index, after)
                 else:
-                    self._jump(job.index + 1, message.output)  # _advance's, inline
+                    self._enter(index)
             case LoopNode():
                 self._check_loop(job.index, node, message.output)
             case _:  # parallel or branch
