@@ -1714,7 +1714,37 @@ class SnapshotFreezer:
         if CHECK_PARTS:
             frozen.seal()
         self._last = frozen
-        record: DeferredRecord = _record_values(DeferredRecord, snapshot, frozen, None, None)
+        # _record_values's, inline for a run its actor drives (no wake time, no key, no
+        # parts, its deadline kept): at every transition of every run in memory.
+        entry = snapshot.get("queue")
+        if entry:
+            queue, queue_key = entry["name"], entry.get("key")
+            priority = int(entry.get("priority", 0))
+        else:
+            queue = queue_key = None
+            priority = 0
+        record: DeferredRecord = _new_tuple(
+            DeferredRecord,
+            (
+                snapshot["run_id"],
+                snapshot["workflow_id"],
+                snapshot["seq"],
+                snapshot["status"],
+                frozen,
+                snapshot["created_at"],
+                now,
+                snapshot["trace_id"],
+                None,  # wake_at: only a waiting run's
+                None,
+                queue,
+                queue_key,
+                priority,
+                snapshot.get("resource_id"),
+                None,
+                snapshot.get("deadline"),
+                (),
+            ),
+        )
         return record
 
     def _frozen_progress(self, progress: dict[str, Any], status: str) -> dict[str, Any]:
