@@ -104,6 +104,7 @@ from runtime._snapshot import (
     suspend_at,
 )
 from runtime._step import Step, stored_as, validate_for_step
+from runtime._stores.base import SnapshotRecord
 from runtime._tracing import Span, emit, observed
 
 __all__ = ["RunActor", "refused_request", "resume_fits"]
@@ -466,19 +467,73 @@ class RunActor(DispatchedActor):
         job = self._calls.finished(message.token)
         if job is None or self._ended:
             return  # abandoned (timed out, or the run ended meanwhile): it no longer counts
+        call = job.call
+        if type(call) is not CallStep:
+            self._other_replied(job, message)
+            return
+        # Only steps change the state and the request context; the others read them.
+        changes = message.state_changes
+        if changes is None or changes:  # else it changed nothing of the state
+            self._take_state(call, message)
+        if message.request_context is not call.request_context:  # it changed some
+            self._snapshot["request_context"] = _with_changes(
+                self._snapshot["request_context"],
+                call.request_context,
+                message.request_context,
+            )
+        if message.outcome is not Outcome.SUCCESS:
+            self._step_not_done(job, call, message)
+            return
+        node = self._plan.nodes[job.index]
+        if isinstance(node, ForeachNode):
+            self._item_done(job, node, message.output)
+            return
+        # _finish_step's, inline: at every step of every run.
+        path, output = call.path, message.output
+        snapshot = self._snapshot
+        record = snapshot["steps"][path]
+        record["status"] = _STEP_SUCCESS
+        record["output"] = output
+        record["error"] = None
+        began = message.started_at
+        started = record["started_at"]
+        if not started or began < started:
+            record["started_at"] = began
+        record["ended_at"] = message.ended_at
+        self._outputs = {**self._outputs, path: output}
+        match node:
+            case StepNode():
+                if message.result is not None or call.final_schema is not None:
+                    snapshot["carry"] = output
+                    snapshot["next_step"] = job.index + 1
+                    self._succeed(message.result)  # checked by the step actor
+                    return
+                # _advance's and _jump's, inline, and _enter's first case: a step then a
+                # step, the usual node after the usual node.
+                snapshot["carry"] = output
+                snapshot["progress"] = None
+                if "retries" in snapshot:
+                    del snapshot["retries"]
+                index = job.index + 1
+                nodes = self._plan.nodes
+                after = nodes[index] if index < len(nodes) else None
+                if (
+                    type(after) is StepNode
+                    and not snapshot["resume"]
+                    and after.path not in snapshot["steps"]
+                ):
+                    snapshot["next_step"] = index
+                    self._start_step(index, after)
+                else:
+                    self._enter(index)
+            case LoopNode():
+                self._check_loop(job.index, node, output)
+            case _:  # parallel or branch
+                self._group_settled(job.index)
+
+    def _other_replied(self, job: Job, message: StepFinished) -> None:
+        """The reply to a call that is not a step's (a condition, a map, a sleep's length)."""
         match job.call:
-            case CallStep() as call:
-                # Only steps change the state and the request context; the others read them.
-                changes = message.state_changes
-                if changes is None or changes:  # else it changed nothing of the state
-                    self._take_state(call, message)
-                if message.request_context is not call.request_context:  # it changed some
-                    self._snapshot["request_context"] = _with_changes(
-                        self._snapshot["request_context"],
-                        call.request_context,
-                        message.request_context,
-                    )
-                self._step_replied(job, call, message)
             case CallConditions() if message.ok:
                 self._conditions_replied(job, message.output)
             case CallMap() as call if message.ok:
@@ -861,7 +916,9 @@ class RunActor(DispatchedActor):
 
         What :meth:`_start_group` and :meth:`_step_job` do for it, without what
         only a step run before needs (its earlier record's attempts, resume data
-        and the state it began with): two calls fewer at every step of every run.
+        and the state it began with), and :meth:`_record_step`'s and, for a record
+        in memory that only the store needs, :meth:`_tell_snapshot`'s work inline:
+        four calls fewer at every step of every run.
         """
         snapshot = self._snapshot
         carry = snapshot["carry"]
@@ -879,7 +936,21 @@ class RunActor(DispatchedActor):
         self._began[step_node.path] = snapshot["state"]
         calls = self._calls
         jobs = [calls.step(index, step_node, carry, self._outputs)]
-        calls.send(jobs, self._tell_snapshot(awaited=self._durable and calls.gates(jobs)))
+        taken = self._encoder.next_record(_clock.time())
+        direct = self._direct
+        # _tell_snapshot's first case, inline: a record in memory that only the store needs.
+        # (Never a durable store's: it alone gates calls, so gates() is not asked here.)
+        if (
+            direct is not None
+            and not self._dropping
+            and not self._writer.wrote
+            and direct.keep(taken)
+        ):
+            calls.send(jobs, taken.seq)
+            return
+        calls.send(
+            jobs, self._tell_snapshot(awaited=self._durable and calls.gates(jobs), record=taken)
+        )
 
     def _send(self, jobs: list[Job]) -> int:
         """Record the snapshot that announces ``jobs`` (made already), then hand them over.
@@ -1010,7 +1081,8 @@ class RunActor(DispatchedActor):
 
     # --- replies ---------------------------------------------------------------------------
 
-    def _step_replied(self, job: Job, call: CallStep, message: StepFinished) -> None:
+    def _step_not_done(self, job: Job, call: CallStep, message: StepFinished) -> None:
+        """A step's reply other than a success: it failed, bailed or suspended."""
         outcome = message.outcome
         if outcome is Outcome.FAILED:
             self._step_failed(job, message.error or {}, message.retryable)
@@ -1027,55 +1099,7 @@ class RunActor(DispatchedActor):
                 return
             self._succeed(message.result)
             return
-        if outcome is Outcome.SUSPENDED:
-            self._step_suspended(job, message.output, message)
-            return
-        node = self._plan.nodes[job.index]
-        if isinstance(node, ForeachNode):
-            self._item_done(job, node, message.output)
-            return
-        # _finish_step's, inline: at every step of every run.
-        path, output = call.path, message.output
-        snapshot = self._snapshot
-        record = snapshot["steps"][path]
-        record["status"] = _STEP_SUCCESS
-        record["output"] = output
-        record["error"] = None
-        began = message.started_at
-        started = record["started_at"]
-        if not started or began < started:
-            record["started_at"] = began
-        record["ended_at"] = message.ended_at
-        self._outputs = {**self._outputs, path: output}
-        match node:
-            case StepNode():
-                if message.result is not None or call.final_schema is not None:
-                    snapshot["carry"] = output
-                    snapshot["next_step"] = job.index + 1
-                    self._succeed(message.result)  # checked by the step actor
-                    return
-                # _advance's and _jump's, inline, and _enter's first case: a step then a
-                # step, the usual node after the usual node.
-                snapshot["carry"] = output
-                snapshot["progress"] = None
-                if "retries" in snapshot:
-                    del snapshot["retries"]
-                index = job.index + 1
-                nodes = self._plan.nodes
-                after = nodes[index] if index < len(nodes) else None
-                if (
-                    type(after) is StepNode
-                    and not snapshot["resume"]
-                    and after.path not in snapshot["steps"]
-                ):
-                    snapshot["next_step"] = index
-                    self._start_step(index, after)
-                else:
-                    self._enter(index)
-            case LoopNode():
-                self._check_loop(job.index, node, message.output)
-            case _:  # parallel or branch
-                self._group_settled(job.index)
+        self._step_suspended(job, message.output, message)  # Outcome.SUSPENDED, the last
 
     def _finish_step(self, path: str, output: Any, message: StepFinished) -> None:
         record = self._snapshot["steps"][path]
@@ -1872,7 +1896,12 @@ class RunActor(DispatchedActor):
             self._spent[path] = seq
 
     def _tell_snapshot(
-        self, *, terminal: bool = False, awaited: bool = False, carries: tuple[str, ...] = ()
+        self,
+        *,
+        terminal: bool = False,
+        awaited: bool = False,
+        carries: tuple[str, ...] = (),
+        record: SnapshotRecord | None = None,
     ) -> int:
         """Tell the registry the run's new snapshot; its sequence number.
 
@@ -1886,8 +1915,11 @@ class RunActor(DispatchedActor):
                 in half of the runs), and cost a message either way.
             carries: The resume requests of the store's that it carries out
                 (:attr:`~runtime._stores.base.SnapshotRecord.taken`).
+            record: The snapshot's record, if taken already (a store in memory may
+                keep it already: it keeps a record once, the second time is no newer).
         """
-        record = self._encoder.next_record(_clock.time())
+        if record is None:
+            record = self._encoder.next_record(_clock.time())
         if self._dropping:
             dropped, self._dropping = self._dropping, ()
             self._spend(dropped, record.seq)
