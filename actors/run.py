@@ -1868,7 +1868,8 @@ class RunActor(DispatchedActor):
         # fewer at every run's end.
         ended = RunEnded(run_id=snapshot["run_id"], status=status, actor=self._actor_ref)
         tell_safely(self._supervisor, ended)
-        self.stop_now()
+        if not self.actor_stopped._stopped:  # stop_now's, inline: a call fewer a run
+            self._stop()
 
     def _end_span(self, status: str, **fields: Any) -> None:
         """End the run's span, if it has one (see :meth:`on_start`)."""
