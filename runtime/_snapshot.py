@@ -1700,7 +1700,11 @@ class SnapshotFreezer:
             # collection of the cyclic garbage collector walks. Encoded from the
             # snapshot itself: bytes need no frozen copy.
             self._last = None
-            return record_of(snapshot)
+            # record_of's, inline: at the end of every run.
+            ended: SnapshotRecord = _record_values(
+                SnapshotRecord, snapshot, encode(snapshot), None, None
+            )
+            return ended
         frozen = _Frozen(snapshot)
         steps = snapshot["steps"]
         if len(steps) <= _FEW_STEPS and self._copies is None:
