@@ -116,7 +116,11 @@ class Timers:
 
     def __init__(self, *, max_wait: float = MAX_WAIT) -> None:
         self._max_wait = max_wait
-        self._condition = threading.Condition(threading.Lock())
+        # Taken as ``with self._lock``: the lock's own context manager is C, a
+        # Condition's __enter__ and __exit__ are two Python calls each time (a push and
+        # a fire per sleeping run). Waits and notifies go through the condition.
+        self._lock = threading.Lock()
+        self._condition = threading.Condition(self._lock)
         # Entries are (when, sequence, handle): the sequence keeps equal
         # deadlines in the order they were scheduled and spares comparing handles.
         self._heap: list[tuple[float, int, TimerHandle]] = []  # wall-clock deadlines
@@ -174,7 +178,7 @@ class Timers:
         return self._push(handle, self._steady)
 
     def _push(self, handle: TimerHandle, heap: list[tuple[float, int, TimerHandle]]) -> TimerHandle:
-        with self._condition:
+        with self._lock:
             if self._stopped:
                 raise RuntimeStoppedError("the runtime's timers are stopped")
             if self._thread is None:
@@ -195,7 +199,7 @@ class Timers:
         In epoch seconds: a monotonic deadline is given as the wall-clock
         moment it falls on if the clocks keep their pace.
         """
-        with self._condition:
+        with self._lock:
             pending = [when for when, _, handle in self._heap if handle._state == _PENDING]
             steady = [when for when, _, handle in self._steady if handle._state == _PENDING]
         if steady:
@@ -207,7 +211,7 @@ class Timers:
 
     def wake(self) -> None:
         """Make the thread read the clock again now (a virtual clock has jumped)."""
-        with self._condition:
+        with self._lock:
             self._condition.notify()
 
     def stop(self, timeout: float | None = None) -> bool:
@@ -223,7 +227,7 @@ class Timers:
         Returns:
             Whether the thread has ended (``True`` if it never started).
         """
-        with self._condition:
+        with self._lock:
             self._stopped = True
             for _, _, handle in (*self._heap, *self._steady):
                 handle._fn, handle._args = None, ()
@@ -240,11 +244,11 @@ class Timers:
 
     def __len__(self) -> int:
         """The number of timers that are neither cancelled nor fired."""
-        with self._condition:
+        with self._lock:
             return len(self._heap) + len(self._steady) - self._cancelled
 
     def _cancel(self, handle: TimerHandle) -> bool:
-        with self._condition:
+        with self._lock:
             if handle._state != _PENDING:
                 return False
             handle._state = _CANCELLED
@@ -261,11 +265,19 @@ class Timers:
 
     def _next_due(self) -> tuple[Callable[..., object], tuple[Any, ...]] | None:
         """Wait for the earliest deadline; its callback and arguments, or ``None`` once stopped."""
-        with self._condition:
+        with self._lock:
             while not self._stopped:
                 # Read each time: compaction replaces the lists.
                 wall, steady = self._heap, self._steady
-                if self._drop_cancelled(wall) or self._drop_cancelled(steady):
+                # A cancelled entry on top of either heap is dropped (in place, not by a
+                # call: the loop runs at every fire).
+                if wall and wall[0][2]._state == _CANCELLED:
+                    heapq.heappop(wall)
+                    self._cancelled -= 1
+                    continue
+                if steady and steady[0][2]._state == _CANCELLED:
+                    heapq.heappop(steady)
+                    self._cancelled -= 1
                     continue
                 if not wall and not steady:
                     self._condition.wait()
@@ -286,14 +298,6 @@ class Timers:
                 assert delay is not None
                 self._condition.wait(min(delay, self._max_wait))
         return None
-
-    def _drop_cancelled(self, heap: list[tuple[float, int, TimerHandle]]) -> bool:
-        """Pop a cancelled entry off the top of ``heap``, if there is one (the lock is held)."""
-        if heap and heap[0][2]._state == _CANCELLED:
-            heapq.heappop(heap)
-            self._cancelled -= 1
-            return True
-        return False
 
     def _run(self) -> None:
         while (due := self._next_due()) is not None:

@@ -233,9 +233,13 @@ class RunActor(DispatchedActor):
         hooks: HookRunner,
         durable: bool = False,
         direct: DirectWrites | None = None,
+        woken: bool = False,
     ) -> None:
         super().__init__(dispatcher)
         self._plan = plan
+        # Woken from a sleep by the supervisor: the snapshot is the one an actor of this
+        # same plan parked (_park), so it fits the plan without a check (_plan_mismatch).
+        self._woken_here = woken
         # On a store in memory: snapshots kept without telling the registry.
         self._direct = direct
         self._writer = _Writer(registry, snapshot["run_id"])
@@ -271,16 +275,14 @@ class RunActor(DispatchedActor):
         # The state each step record began with, by path (not in the snapshot): a step
         # that changes the state records it, for a time travel to start there again.
         self._began: dict[str, Any] = {}
-        # A resumed run starts with the outputs of the steps it completed before.
-        self._outputs: dict[str, Any] = (
-            {
-                path: step["output"]
-                for path, step in snapshot["steps"].items()
-                if step["status"] == StepStatus.SUCCESS
-            }
-            if snapshot["steps"]
-            else {}
-        )
+        # A resumed run starts with the outputs of the steps it completed before. (A
+        # loop, not a comprehension: in Python 3.11 that is a call, and every run woken
+        # from a sleep comes here.)
+        outputs: dict[str, Any] = {}
+        for path, step in snapshot["steps"].items():
+            if step["status"] == _STEP_SUCCESS:
+                outputs[path] = step["output"]
+        self._outputs = outputs
         # The run's span, made in on_start only if somebody would see it (see observed()):
         # in a program that traces nothing it is two objects less per run in flight.
         self._span: Span | None = None
@@ -319,10 +321,13 @@ class RunActor(DispatchedActor):
                 meter.runs_started.add(1, workflow)
             meter.runs_active.add(1, workflow)
             self._active = meter
-        mismatch = self._plan_mismatch()
-        if mismatch is not None:
-            self._finish(RunStatus.FAILED, error=error_dict(mismatch, with_traceback=False))
-            return
+        # Only a run with recorded steps or past its first node can fail to fit its plan
+        # (a new run's next_step is 0), and not one parked by an actor of this plan.
+        if (snapshot["steps"] or snapshot["next_step"]) and not self._woken_here:
+            mismatch = self._plan_mismatch()
+            if mismatch is not None:
+                self._finish(RunStatus.FAILED, error=error_dict(mismatch, with_traceback=False))
+                return
         if "run_timeout" in snapshot and not self._watch_deadline():
             return  # its time was up: canceled before anything more of it ran
         if snapshot["status"] == RunStatus.WAITING:

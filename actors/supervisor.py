@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pykka
+from pykka import ActorDeadError
 
 from actors._direct import DirectWrites
 from actors._dispatch import DispatchedActor, Dispatcher, FaultBudget, tell_safely, unexpected
@@ -104,7 +105,10 @@ class PendingRuns:
 
 def _wake(supervisor: pykka.ActorRef[Any], run_id: str) -> None:
     """A sleeping run's timer: the supervisor starts it again (on the timer thread)."""
-    tell_safely(supervisor, WakeRun(run_id=run_id))
+    try:  # tell_safely, without its call once per sleep (and not suppress(): three calls)
+        supervisor.tell(WakeRun(run_id=run_id))
+    except ActorDeadError:
+        return  # stopped: on_stop cancelled the other timers; this one had fired
 
 
 def _deadline_due(supervisor: pykka.ActorRef[Any], run_id: str) -> None:
@@ -276,7 +280,7 @@ class SupervisorActor(DispatchedActor):
                 self._watch_waiting(message)
             self._ended(None)
             return
-        if not self._has_room():
+        if self._limit is not None and not self._has_room():  # no call without a limit
             # Every run in the queue holds a place; an admitted one has since its start.
             if self._pending is not None and not message.admitted:
                 self._pending.add()
@@ -288,10 +292,14 @@ class SupervisorActor(DispatchedActor):
         else:
             if message.admitted:
                 self._release(1)
-            self._spawn(message)
+            self._spawn(message.plan, message.snapshot)
 
     def _on_run_ended(self, message: RunEnded) -> None:
-        self._ended(message.run_id if self._drives(message.run_id, message.actor) else None)
+        # _drives's test, inline: every run ends here.
+        entry = self._runs.get(message.run_id)
+        actor = message.actor
+        drives = entry is None or actor is None or entry[0] is actor
+        self._ended(message.run_id if drives else None)
 
     def _drives(self, run_id: str, actor: pykka.ActorRef[Any] | None) -> bool:
         """Whether ``actor`` is the one this supervisor has for ``run_id`` (or it has none).
@@ -309,10 +317,13 @@ class SupervisorActor(DispatchedActor):
     def _on_run_parked(self, message: RunParked) -> None:
         """A run sleeps (with a wake time) or suspends: its actor is gone; free its slot."""
         run_id = message.run_id
-        if not self._drives(run_id, message.actor):
-            self._ended(None)
-            return
-        self._runs.pop(run_id, None)
+        # _drives's test, inline: every sleep of every run passes by.
+        entry = self._runs.get(run_id)
+        if entry is not None:
+            if message.actor is not None and entry[0] is not message.actor:
+                self._ended(None)  # a deleted run's actor: the entry is a new run's
+                return
+            del self._runs[run_id]
         # Both checked here, not in a call each: every sleep of every run passes by.
         if self._here is not None:
             self._here.discard(run_id)
@@ -320,7 +331,9 @@ class SupervisorActor(DispatchedActor):
             self._leave_queue(run_id)
         if message.wake_at is not None and not self._shared:
             # Woken at its deadline if that comes first: then it is canceled (_on_wake_run).
-            deadline = run_deadline(message.snapshot)
+            # (Only a run with a run_timeout has the key: no call for the others.)
+            snapshot = message.snapshot
+            deadline = run_deadline(snapshot) if "deadline" in snapshot else None
             wake_at = message.wake_at if deadline is None else min(message.wake_at, deadline)
             try:
                 handle = self._timers.call_at(wake_at, self._wake, run_id)
@@ -388,14 +401,17 @@ class SupervisorActor(DispatchedActor):
         if sleeping is None:
             return
         plan, snapshot, _ = sleeping
-        deadline = run_deadline(snapshot)
+        deadline = run_deadline(snapshot) if "deadline" in snapshot else None
         if deadline is not None and deadline <= _clock.time():
             # Its time is up before its sleep: canceled here, as a cancel of a sleeping
             # run is, not after a wait for room to run.
             self._record_canceled(plan, snapshot, None, deadline_passed=True)
             self._notify_if_idle()
             return
-        self._on_start_run(StartRun(plan=plan, snapshot=snapshot))
+        if snapshot.get("queue") or (self._limit is not None and not self._has_room()):
+            self._on_start_run(StartRun(plan=plan, snapshot=snapshot))
+        else:  # _on_start_run's path for a run in no queue, with room, without a StartRun
+            self._spawn(plan, snapshot, woken=True)
 
     def _on_cancel_run(self, message: CancelRun) -> None:
         """Hand the cancel to the run's actor, or cancel a run held here (asleep or queued).
@@ -509,14 +525,19 @@ class SupervisorActor(DispatchedActor):
         self._release(1)
         return gated.plan, gated.snapshot
 
-    def _spawn(self, message: StartRun) -> None:
-        run_id = message.snapshot["run_id"]
+    def _spawn(self, plan: ExecutionPlan, snapshot: Snapshot, *, woken: bool = False) -> None:
+        """Start a run actor for ``snapshot``.
+
+        ``woken``: the snapshot is the one a run actor of this ``plan`` parked here
+        (see :class:`RunActor`), taken from ``_sleeping`` when its timer fired.
+        """
+        run_id = snapshot["run_id"]
         if self._deadlines:  # it waited for room: its actor keeps its deadline now
             self._forget_deadline(run_id)
         ref = RunActor.start(
             self._dispatcher,
-            plan=message.plan,
-            snapshot=message.snapshot,
+            plan=plan,
+            snapshot=snapshot,
             registry=self._registry,
             supervisor=self._actor_ref,  # not through pykka's property: a call fewer a run
             pool=self._pool,
@@ -524,8 +545,9 @@ class SupervisorActor(DispatchedActor):
             hooks=self._hooks,
             durable=self._durable,
             direct=self._direct,
+            woken=woken,
         )
-        self._runs[run_id] = (ref, message.plan)
+        self._runs[run_id] = (ref, plan)
         if self._here is not None:
             self._here.add(run_id)
 
@@ -538,7 +560,8 @@ class SupervisorActor(DispatchedActor):
                 self._leave_queue(run_id)
         while self._waiting and self._has_room():
             self._release(1)
-            self._spawn(self._waiting.popleft())
+            waiting = self._waiting.popleft()
+            self._spawn(waiting.plan, waiting.snapshot)
         if self._gated:
             self._admit_from_queues()
         if not self._runs:
@@ -593,7 +616,7 @@ class SupervisorActor(DispatchedActor):
             run_id, bucket, message = ready
             self._release(1)
             self._bucket_of[run_id] = bucket
-            self._spawn(message)
+            self._spawn(message.plan, message.snapshot)
         if len(gate) and self._rate_timer is None:
             opening = gate.next_opening(now)
             if opening is not None:
