@@ -295,11 +295,19 @@ class SupervisorActor(DispatchedActor):
             self._spawn(message.plan, message.snapshot)
 
     def _on_run_ended(self, message: RunEnded) -> None:
-        # _drives's test, inline: every run ends here.
-        entry = self._runs.get(message.run_id)
+        # _drives's test and _ended's forgetting, inline: every run ends here.
+        run_id = message.run_id
+        entry = self._runs.get(run_id)
         actor = message.actor
-        drives = entry is None or actor is None or entry[0] is actor
-        self._ended(message.run_id if drives else None)
+        if entry is None or actor is None or entry[0] is actor:
+            if entry is not None:
+                del self._runs[run_id]
+            if self._here is not None:
+                self._here.discard(run_id)
+            if self._bucket_of:
+                self._leave_queue(run_id)
+        if self._waiting or self._gated or not self._runs:
+            self._ended(None)  # a run may start in the room this one left, or none runs
 
     def _drives(self, run_id: str, actor: pykka.ActorRef[Any] | None) -> bool:
         """Whether ``actor`` is the one this supervisor has for ``run_id`` (or it has none).
@@ -344,7 +352,8 @@ class SupervisorActor(DispatchedActor):
                 self._sleeping[run_id] = (message.plan, message.snapshot, handle)
         elif self._expire is not None:
             self._watch_suspended(run_id, message)
-        self._ended(None)
+        if self._waiting or self._gated or not self._runs:
+            self._ended(None)  # a run may start in the room this one left, or none runs
 
     def _watch_suspended(self, run_id: str, message: RunParked) -> None:
         """In memory: cancel a suspended run at its deadline, if any, unless resumed first."""
@@ -552,6 +561,11 @@ class SupervisorActor(DispatchedActor):
             self._here.add(run_id)
 
     def _ended(self, run_id: str | None) -> None:
+        """Forget ``run_id``'s actor, if given; start runs in the room left; notify if idle.
+
+        With no run id, it does nothing unless runs wait (``_waiting``, the gate)
+        or none runs: callers on every run's path test that first.
+        """
         if run_id is not None:
             self._runs.pop(run_id, None)
             if self._here is not None:
