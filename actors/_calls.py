@@ -38,11 +38,21 @@ from actors.messages import (
     CallMap,
     CallSleepLength,
     CallStep,
+    RunPart,
     StepActorMessage,
     TimerFired,
 )
 from runtime import _clock
-from runtime._plan import ExecutionPlan, MapNode, Node, RetryPolicy, SleepNode, StepNode, leaf_steps
+from runtime._plan import (
+    ExecutionPlan,
+    MapNode,
+    Node,
+    RetryPolicy,
+    Scope,
+    SleepNode,
+    StepNode,
+    leaf_steps,
+)
 from runtime._snapshot import Snapshot
 from runtime._sync import AbortSignal
 
@@ -95,11 +105,6 @@ class Calls:
             sent while ``gated`` is off).
 
     Attributes:
-        span_parent: The OpenTelemetry context each call's span is a child of
-            (the run actor's span), or ``None``.
-        span_id: The span id each call names as its parent: the run actor's
-            ``workflow_run`` span's, or ``None`` while the actor has no span
-            (the run's own, as stored, then).
         gated: Whether calls sent now wait for the commit of the snapshot that
             announces them (on a durable store). The run actor clears it while
             it sends a pending run's first calls, which have no step output
@@ -109,17 +114,18 @@ class Calls:
     __slots__ = (
         "_awaiting_commit",
         "_jobs",
+        "_part",
         "_plan",
         "_pool",
         "_retrying",
         "_run",
         "_snapshot",
+        "_span_id",
+        "_span_parent",
         "_timers",
         "_tokens",
         "_writer",
         "gated",
-        "span_id",
-        "span_parent",
     )
 
     def __init__(
@@ -139,9 +145,11 @@ class Calls:
         self._snapshot = snapshot
         self._pool = pool
         self._timers = timers
-        # The OpenTelemetry context of the run's span, handed to each call (see Call).
-        self.span_parent: Any = None
-        self.span_id: str | None = None
+        self._span_parent: Any = None
+        self._span_id: str | None = None
+        # What the calls in the latest workflow scope share (see RunPart): made at the
+        # first call, again when the calls go into another scope or the span changes.
+        self._part: RunPart | None = None
         self.gated = True
         self._tokens = 0  # the last call's token
         self._jobs: dict[int, Job] = {}
@@ -149,6 +157,51 @@ class Calls:
         # Calls waiting for the snapshot that announces them to be committed.
         # (Only on a durable store: one object fewer per run for the garbage collector.)
         self._awaiting_commit: deque[tuple[int, list[Job]]] | None = deque() if durable else None
+
+    @property
+    def span_parent(self) -> Any:
+        """The OpenTelemetry context of the run actor's span, each call's parent, or ``None``."""
+        return self._span_parent
+
+    @span_parent.setter
+    def span_parent(self, value: Any) -> None:
+        self._span_parent = value
+        self._part = None
+
+    @property
+    def span_id(self) -> str | None:
+        """The span id each call names as its parent.
+
+        The run actor's ``workflow_run`` span's, or ``None`` while the actor has
+        no span (the run's own, as stored, then).
+        """
+        return self._span_id
+
+    @span_id.setter
+    def span_id(self, value: str | None) -> None:
+        self._span_id = value
+        self._part = None
+
+    def _part_of(self, scope: Scope) -> RunPart:
+        """What every call in ``scope`` carries alike, made once (while the scope is the latest)."""
+        plan, snapshot = self._plan, self._snapshot
+        prefix = scope.prefix
+        self._part = part = RunPart(
+            snapshot["run_id"],
+            scope.workflow_id,
+            plan.state_schema,
+            scope.input_schema,
+            plan.output_schemas,
+            snapshot["trace_id"],
+            self._span_id or snapshot["span_id"],
+            self._run,
+            self._span_parent,
+            prefix,
+            # A bail ends the workflow the step is in: a nested one's is its own output.
+            plan.output_schemas[prefix[:-1]] if prefix else plan.output_schema,
+            self._writer,
+        )
+        return part
 
     def _token(self) -> int:
         """The next call's token: 1, 2, 3... (an int, not an iterator: fewer objects per run)."""
@@ -185,6 +238,9 @@ class Calls:
         """
         plan, snapshot = self._plan, self._snapshot
         scope = step_node.scope
+        part = self._part
+        if part is None or part.prefix != scope.prefix:
+            part = self._part_of(scope)
         signal = AbortSignal()
         self._tokens = token = self._tokens + 1  # _token(), inline: a call fewer per step
         # The step that is the last node is checked against the workflow's output
@@ -196,36 +252,22 @@ class Calls:
             and isinstance(plan.nodes[index], StepNode)
         )
         call = CallStep(
-            run_id=snapshot["run_id"],
-            workflow_id=scope.workflow_id,
+            run=part,
             payload=payload,
             state=snapshot["state"],
-            state_schema=plan.state_schema,
             request_context=snapshot["request_context"],
             init_data=snapshot["scopes"].get(scope.prefix, snapshot["input"])
             if scope.prefix
             else snapshot["input"],
-            input_schema=scope.input_schema,
-            definitions=plan.output_schemas,
             outputs=outputs,
-            trace_id=snapshot["trace_id"],
-            parent_span_id=self.span_id or snapshot["span_id"],
-            span_parent=self.span_parent,
-            reply_to=self._run,
             token=token,
             path=step_node.path,
-            prefix=scope.prefix,
             signal=signal,
             step=step_node.step,
             final_schema=plan.output_schema if last else None,
-            # A bail ends the workflow the step is in: a nested one's is its own output.
-            bail_schema=plan.output_schemas[scope.prefix[:-1]]
-            if scope.prefix
-            else plan.output_schema,
             retry_count=attempt,
             resume_data=resume_data,
             item=item,
-            writer=self._writer,
         )
         # By position: keywords take twice as long to match to a dataclass's parameters.
         return Job(call, index, signal, step_node, item, attempt)
@@ -271,29 +313,23 @@ class Calls:
         self, node: Node, payload: Any, outputs: Mapping[str, Any], signal: AbortSignal
     ) -> dict[str, Any]:
         """What a call of code that only reads the run carries, whatever its kind."""
-        plan, snapshot = self._plan, self._snapshot
+        snapshot = self._snapshot
         scope = node.scope
+        part = self._part
+        if part is None or part.prefix != scope.prefix:
+            part = self._part_of(scope)
         steps = leaf_steps(node)
         return {
-            "run_id": snapshot["run_id"],
-            "workflow_id": scope.workflow_id,
+            "run": part,
             "payload": payload,
             "state": snapshot["state"],
-            "state_schema": plan.state_schema,
             "request_context": snapshot["request_context"],
             "init_data": snapshot["scopes"].get(scope.prefix, snapshot["input"])
             if scope.prefix
             else snapshot["input"],
-            "input_schema": scope.input_schema,
-            "definitions": plan.output_schemas,
             "outputs": outputs,
-            "trace_id": snapshot["trace_id"],
-            "parent_span_id": self.span_id or snapshot["span_id"],
-            "span_parent": self.span_parent,
-            "reply_to": self._run,
             "token": self._token(),
             "path": node.path,
-            "prefix": scope.prefix,
             "signal": signal,
             # The step the reply names: the node's first, else the node itself.
             "step_id": steps[0].step.id if steps else node.path,

@@ -55,6 +55,7 @@ __all__ = [
     "RunDeleted",
     "RunEnded",
     "RunParked",
+    "RunPart",
     "RunsClaimed",
     "RunsDeleted",
     "SettledCommitted",
@@ -687,52 +688,126 @@ class AbortReason(StrEnum):
     """The step outlasted its timeout."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Call:
-    """What every call of user code carries; the step actor replies with :class:`StepFinished`.
+@dataclass(frozen=True, slots=True)
+class RunPart:
+    """What every call a run actor makes in one (nested) workflow carries alike.
+
+    Made once per run actor and workflow scope and shared by its calls, which
+    then carry only what changes from one call to the next: a call of a step
+    was 25 fields to set, at every step of every run.
 
     Attributes:
-        run_id: The run the call belongs to.
+        run_id: The run the calls belong to.
         workflow_id: The (nested) workflow the code belongs to.
-        payload: The code's input as plain data.
-        state: The run's state, for ``ctx.state``.
         state_schema: The workflow's state schema.
-        request_context: The run's request context.
-        init_data: The (nested) workflow's input, for ``ctx.get_init_data()``.
         input_schema: The (nested) workflow's input schema.
         definitions: The output schema of each step and nested workflow by path, for
             ``ctx.get_step_result()``.
-        outputs: The outputs of the steps done so far, by path.
         trace_id: The run's trace.
         parent_span_id: The span of the run actor's ``workflow_run`` (one per
             part of the run: each resume, wake or restart has its own).
         span_parent: The OpenTelemetry context of the run actor's ``workflow_run``
-            span, the parent of the call's span; ``None`` without OpenTelemetry.
+            span, the parent of each call's span; ``None`` without OpenTelemetry.
         reply_to: The run actor.
-        token: Names this call within its run; the reply carries it back.
-        path: The path of the node the code belongs to, in the run's results.
         prefix: The path prefix of the (nested) workflow the code is in.
-        signal: The abort signal the run sets to tell the code to stop.
+        bail_schema: The output schema of the workflow the code is in, for
+            ``ctx.bail()``: a bail ends that workflow.
+        writer: Where ``ctx.writer.write`` sends what a step writes:
+            ``writer(path, data, at, item)``.
     """
 
     run_id: str
     workflow_id: str
-    payload: Any
-    state: Any
     state_schema: type[BaseModel] | None
-    request_context: dict[str, Any]
-    init_data: Any
     input_schema: type[BaseModel]
     definitions: Mapping[str, type[BaseModel]]
-    outputs: Mapping[str, Any]
     trace_id: str
     parent_span_id: str
     reply_to: pykka.ActorRef[Any]
+    span_parent: Any = None
+    prefix: str = ""
+    bail_schema: type[BaseModel] | None = None
+    writer: Callable[[str, Any, float, int | None], None] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Call:
+    """What every call of user code carries; the step actor replies with :class:`StepFinished`.
+
+    What is the same for every call of the run (in one workflow scope) is in
+    ``run``, one object; the properties below read it.
+
+    Attributes:
+        run: What the run's calls in this workflow scope carry alike.
+        payload: The code's input as plain data.
+        state: The run's state, for ``ctx.state``.
+        request_context: The run's request context.
+        init_data: The (nested) workflow's input, for ``ctx.get_init_data()``.
+        outputs: The outputs of the steps done so far, by path.
+        token: Names this call within its run; the reply carries it back.
+        path: The path of the node the code belongs to, in the run's results.
+        signal: The abort signal the run sets to tell the code to stop.
+    """
+
+    run: RunPart
+    payload: Any
+    state: Any
+    request_context: dict[str, Any]
+    init_data: Any
+    outputs: Mapping[str, Any]
     token: int = 0
     path: str = ""
-    prefix: str = ""
     signal: AbortSignal | None = None
-    span_parent: Any = None
+
+    @property
+    def run_id(self) -> str:
+        """The run the call belongs to."""
+        return self.run.run_id
+
+    @property
+    def workflow_id(self) -> str:
+        """The (nested) workflow the code belongs to."""
+        return self.run.workflow_id
+
+    @property
+    def state_schema(self) -> type[BaseModel] | None:
+        """The workflow's state schema."""
+        return self.run.state_schema
+
+    @property
+    def input_schema(self) -> type[BaseModel]:
+        """The (nested) workflow's input schema."""
+        return self.run.input_schema
+
+    @property
+    def definitions(self) -> Mapping[str, type[BaseModel]]:
+        """The output schema of each step and nested workflow by path."""
+        return self.run.definitions
+
+    @property
+    def trace_id(self) -> str:
+        """The run's trace."""
+        return self.run.trace_id
+
+    @property
+    def parent_span_id(self) -> str:
+        """The span of the run actor's ``workflow_run``."""
+        return self.run.parent_span_id
+
+    @property
+    def span_parent(self) -> Any:
+        """The OpenTelemetry context of the run actor's span, or ``None``."""
+        return self.run.span_parent
+
+    @property
+    def reply_to(self) -> pykka.ActorRef[Any]:
+        """The run actor."""
+        return self.run.reply_to
+
+    @property
+    def prefix(self) -> str:
+        """The path prefix of the (nested) workflow the code is in."""
+        return self.run.prefix
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -743,26 +818,31 @@ class CallStep(Call):
         step: The step's definition.
         final_schema: The workflow's output schema when this is the last
             node's step: its output is then also the run's result.
-        bail_schema: The top workflow's output schema, for ``ctx.bail()``.
         retry_count: How many times this step was retried before this call.
         resume_data: What a resume hands the step, not validated yet.
         item: For a foreach item, its index.
-        writer: Where ``ctx.writer.write`` sends what the step writes:
-            ``writer(path, data, at, item)``.
     """
 
     step: Step[Any, Any]
     final_schema: type[BaseModel] | None
-    bail_schema: type[BaseModel] | None = None
     retry_count: int = 0
     resume_data: Any = None
     item: int | None = None
-    writer: Callable[[str, Any, float, int | None], None] | None = None
 
     @property
     def step_id(self) -> str:
         """The step's id."""
         return self.step.id
+
+    @property
+    def bail_schema(self) -> type[BaseModel] | None:
+        """The output schema of the workflow the step is in, for ``ctx.bail()``."""
+        return self.run.bail_schema
+
+    @property
+    def writer(self) -> Callable[[str, Any, float, int | None], None] | None:
+        """Where ``ctx.writer.write`` sends what the step writes."""
+        return self.run.writer
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -811,7 +891,7 @@ StepActorMessage: TypeAlias = CallStep | CallConditions | CallMap | CallSleepLen
 
 
 # Every message gets a quicker __init__ (see actors._frozen_init): a run of three steps
-# builds about a dozen of them, and a call of a step carries 25 fields. Every dataclass
+# builds about a dozen of them, and a call of a step carries 14 fields. Every dataclass
 # this module exports is a message, so a new one gets it too. A cancel and a resume, rare,
 # keep their own, which wraps their reply.
 _ANSWERED: Final = (CancelRun, ResumeStep)

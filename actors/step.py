@@ -187,14 +187,15 @@ class StepActor(ThreadActor):
                 # not start after a cancel() that returned True.
                 return
             signal.began = _clock.monotonic()  # its timeout counts from here
-        serving(call.run_id, self._pool)  # a wait for its own run (or a stop) is refused
+        run_id = call.run.run_id
+        serving(run_id, self._pool)  # a wait for its own run (or a stop) is refused
         here = self._pool.here
         if here is not None:
-            here.body_began(call.run_id)  # its run is not claimed here again until it returns
+            here.body_began(run_id)  # its run is not claimed here again until it returns
         handed_on = False  # an async body's task ends the count, once it has ended
         try:
             if not traced:
-                span, span_id = None, call.parent_span_id
+                span, span_id = None, call.run.parent_span_id
             elif observed():
                 span = _span(call)
                 span_id = span.span_id
@@ -229,22 +230,22 @@ class StepActor(ThreadActor):
                 finished = outcome(call, ctx, value, started)
             except BaseException as exc:
                 finished = _failure(call, exc, started, ctx)
-                here = _body_ended(here, call.run_id)
+                here = _body_ended(here, run_id)
                 _report(call, span, finished, exc, traced=traced)
                 return
             if here is not None:  # as _body_ended, without its call once per step
-                here.body_ended(call.run_id)
+                here.body_ended(run_id)
                 here = None
             _report(call, span, finished, traced=traced)
         except Exception as exc:
             # A fault in callboard's own handling, not in the user's code
             # (whose exceptions are caught above): the run must still end.
             if not handed_on:
-                here = _body_ended(here, call.run_id)
+                here = _body_ended(here, run_id)
             _fault(call, exc)
         finally:
             if here is not None and not handed_on:
-                here.body_ended(call.run_id)
+                here.body_ended(run_id)
 
     def _await(
         self,
@@ -493,14 +494,15 @@ def _span(call: StepActorMessage) -> Span:
         attributes["callboard.step.attempt"] = call.retry_count + 1
         if call.item is not None:  # a foreach's item: the items' spans told apart
             attributes["callboard.step.item"] = call.item
+    run = call.run
     span = Span(
         "workflow_step",
-        call.trace_id,
-        parent_span_id=call.parent_span_id,
-        otel_parent=call.span_parent,
+        run.trace_id,
+        parent_span_id=run.parent_span_id,
+        otel_parent=run.span_parent,
         otel_attributes=attributes,
-        run_id=call.run_id,
-        workflow_id=call.workflow_id,
+        run_id=run.run_id,
+        workflow_id=run.workflow_id,
         step_id=call.path or call.step_id,
     )
     span.start()
@@ -512,7 +514,7 @@ def _span(call: StepActorMessage) -> Span:
 
 def _step_context(call: CallStep, span_id: str | None) -> StepContext[Any]:
     step = call.step
-    input_data = validate_input(step, call.payload, call.run_id)
+    input_data = validate_input(step, call.payload, call.run.run_id)
     resume_data = call.resume_data
     if resume_data is not None and step.resume_schema is not None:
         # Checked at resume() by a runtime that has the definition; not by one that
@@ -627,7 +629,7 @@ def _step_outcome(
     # A model of it is the usual return, told by its type first: isinstance goes
     # through pydantic's ABC metaclass (about 0.3 us).
     if type(value) is not schema and not isinstance(value, schema):
-        model = validate_output(step, value, call.run_id)
+        model = validate_output(step, value, call.run.run_id)
     try:
         output = dump_model(model)
     except (PydanticSerializationError, ValueError) as exc:
@@ -809,13 +811,13 @@ def _report(
             meter.step_duration.record(
                 max(0.0, finished.ended_at - finished.started_at),
                 {
-                    "callboard.workflow.id": call.workflow_id,
+                    "callboard.workflow.id": call.run.workflow_id,
                     "callboard.step.id": call.path or call.step_id,
                     "callboard.status": status,
                 },
             )
     try:  # tell_safely, without its call once per step (and not suppress(): three calls)
-        call.reply_to.tell(finished)
+        call.run.reply_to.tell(finished)
     except ActorDeadError:
         return  # its run actor stopped: nobody awaits the reply
 

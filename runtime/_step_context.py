@@ -143,35 +143,50 @@ _VIEWING = threading.Lock()
 """Taken while a context's request context view is made, on the first ask."""
 
 
-class CallFields(Protocol):
-    """What a call of user code carries that its context is made from (``actors.messages.Call``)."""
+class RunFields(Protocol):
+    """What every call of a run (in one workflow scope) carries alike (``actors.messages.RunPart``).
+
+    A context reads these through the call rather than copying them: a step
+    body reads few of them, and the context was made at every step.
+    """
 
     @property
     def run_id(self) -> str: ...
     @property
     def workflow_id(self) -> str: ...
     @property
-    def payload(self) -> Any: ...
-    @property
-    def state(self) -> Any: ...
-    @property
     def state_schema(self) -> type[BaseModel] | None: ...
-    @property
-    def request_context(self) -> dict[str, Any]: ...
-    @property
-    def init_data(self) -> Any: ...
     @property
     def input_schema(self) -> type[BaseModel]: ...
     @property
     def definitions(self) -> Mapping[str, type[BaseModel]]: ...
     @property
-    def outputs(self) -> Mapping[str, Any]: ...
-    @property
-    def trace_id(self) -> str: ...
-    @property
-    def path(self) -> str: ...
+    def trace_id(self) -> str | None: ...
     @property
     def prefix(self) -> str: ...
+    @property
+    def bail_schema(self) -> type[BaseModel] | None: ...
+    @property
+    def writer(self) -> WriterSink | None: ...
+
+
+class CallFields(Protocol):
+    """What a call of user code carries that its context is made from (``actors.messages.Call``)."""
+
+    @property
+    def run(self) -> RunFields: ...
+    @property
+    def payload(self) -> Any: ...
+    @property
+    def state(self) -> Any: ...
+    @property
+    def request_context(self) -> dict[str, Any]: ...
+    @property
+    def init_data(self) -> Any: ...
+    @property
+    def outputs(self) -> Mapping[str, Any]: ...
+    @property
+    def path(self) -> str: ...
     @property
     def signal(self) -> AbortSignal | None: ...
 
@@ -184,11 +199,54 @@ class StepCallFields(CallFields, Protocol):
     @property
     def retry_count(self) -> int: ...
     @property
-    def bail_schema(self) -> type[BaseModel] | None: ...
-    @property
-    def writer(self) -> WriterSink | None: ...
-    @property
     def item(self) -> int | None: ...
+
+
+class _Given:
+    """The call and run fields of a context made by ``StepContext(...)``, as given.
+
+    A context made for a call reads its call (and the call's run part) for
+    them; one made by hand reads this, in both roles.
+    """
+
+    __slots__ = (
+        "bail_schema",
+        "definitions",
+        "init_data",
+        "input_schema",
+        "item",
+        "outputs",
+        "prefix",
+        "request_context",
+        "state_schema",
+        "trace_id",
+        "writer",
+    )
+
+    def __init__(
+        self,
+        *,
+        state_schema: type[BaseModel] | None,
+        init_data: Any,
+        input_schema: type[BaseModel],
+        definitions: Mapping[str, type[BaseModel]],
+        outputs: Mapping[str, Any],
+        prefix: str,
+        bail_schema: type[BaseModel] | None,
+        writer: WriterSink | None,
+        item: int | None,
+    ) -> None:
+        self.state_schema = state_schema
+        self.init_data = init_data
+        self.input_schema = input_schema
+        self.definitions = definitions
+        self.outputs = outputs
+        self.prefix = prefix
+        self.bail_schema = bail_schema
+        self.writer = writer
+        self.item = item
+        self.request_context: dict[str, Any] = {}  # unused: the context is given
+        self.trace_id: str | None = None  # unused: the logger's fields are given
 
 
 class StepContext(Generic[In_co, State]):
@@ -221,25 +279,16 @@ class StepContext(Generic[In_co, State]):
     """
 
     __slots__ = (
-        "_bail_schema",
+        "_call",
         "_changes",
-        "_definitions",
-        "_init_data",
-        "_item",
         "_log_fields",
         "_logger",
-        "_outputs",
-        "_prefix",
         "_read_only",
         "_request_context",
-        "_run_context",
+        "_run",
         "_span_id",
         "_state",
-        "_trace_id",
-        "_workflow_input_schema",
-        "_workflow_state_schema",
         "_writer",
-        "_writer_sink",
         "abort_signal",
         "input_data",
         "iteration_count",
@@ -285,31 +334,35 @@ class StepContext(Generic[In_co, State]):
         self.run_id = run_id
         self.workflow_id = workflow_id
         self._request_context: RequestContext | None = request_context
-        self._run_context: dict[str, Any] = {}  # unused: the context is given
         self.retry_count = retry_count
         self.resume_data = resume_data
         self.abort_signal = abort_signal if abort_signal is not None else AbortSignal()
         self.iteration_count = iteration_count
         self._state = state
         self._changes: dict[str, Any] | None = {}
-        self._workflow_state_schema = workflow_state_schema
-        self._init_data = init_data
-        self._workflow_input_schema = workflow_input_schema
-        self._definitions = definitions
-        self._outputs = outputs
+        given = _Given(
+            state_schema=workflow_state_schema,
+            init_data=init_data,
+            input_schema=workflow_input_schema,
+            definitions=definitions,
+            outputs=outputs,
+            prefix=prefix,
+            bail_schema=bail_schema,
+            writer=None if read_only else writer,
+            item=item,
+        )
+        # What the step actor's contexts read through their call and its run part.
+        self._call: CallFields | _Given = given
+        self._run: RunFields | _Given = given
         self._log_fields: dict[str, Any] | None = log_fields
-        self._trace_id: str | None = None
         self._span_id: str | None = None
         self._logger: Any = None
-        self._prefix = prefix
         self._read_only = read_only
-        self._bail_schema = bail_schema
-        self._writer_sink = None if read_only else writer
-        self._item = item
         self._writer: StepWriter | None = None  # made when first asked for: few steps write
 
     # The step actor makes a context per call with these rather than with __init__: a
     # call with twenty keyword arguments cost more than the rest of making the context.
+    # What the call carries is read through it (and its run part), not copied.
 
     @classmethod
     def _of_step(
@@ -319,9 +372,6 @@ class StepContext(Generic[In_co, State]):
         ctx = cls._of_call(call, call.step, input_data, span_id)
         ctx.retry_count = call.retry_count
         ctx.resume_data = resume_data
-        ctx._bail_schema = call.bail_schema
-        ctx._writer_sink = call.writer
-        ctx._item = call.item
         return ctx
 
     @classmethod
@@ -345,12 +395,14 @@ class StepContext(Generic[In_co, State]):
     ) -> StepContext[Any, Any]:
         """A context as __init__ makes it; what differs by kind of call is set above."""
         ctx: StepContext[Any, Any] = object.__new__(cls)
+        run = ctx._run = call.run
+        ctx._call = call
         step_id = ctx.step_id = step.id if step is not None else step_id
         ctx.step = step
         ctx.path = call.path or step_id
         ctx.input_data = input_data
-        ctx.run_id = call.run_id
-        ctx.workflow_id = call.workflow_id
+        ctx.run_id = run.run_id
+        ctx.workflow_id = run.workflow_id
         ctx.retry_count = 0
         ctx.resume_data = None
         signal = call.signal
@@ -358,24 +410,13 @@ class StepContext(Generic[In_co, State]):
         ctx.iteration_count = None
         ctx._state = call.state
         ctx._changes = {}
-        ctx._workflow_state_schema = call.state_schema
-        ctx._init_data = call.init_data
-        ctx._workflow_input_schema = call.input_schema
-        ctx._definitions = call.definitions
-        ctx._outputs = call.outputs
         # The request context's view, and the fields the logger is bound to, are made
         # when first asked for: few steps touch either.
         ctx._request_context = None
-        ctx._run_context = call.request_context
         ctx._log_fields = None
-        ctx._trace_id = call.trace_id
         ctx._span_id = span_id
         ctx._logger = None
-        ctx._prefix = call.prefix
         ctx._read_only = False
-        ctx._bail_schema = None
-        ctx._writer_sink = None
-        ctx._item = None
         ctx._writer = None
         return ctx
 
@@ -389,7 +430,7 @@ class StepContext(Generic[In_co, State]):
         """
         context = self._request_context
         if context is None:
-            made = view(self._run_context, copy_plain)
+            made = view(self._call.request_context, copy_plain)
             with _VIEWING:  # two threads of the step asking first must share one view
                 context = self._request_context
                 if context is None:
@@ -424,13 +465,15 @@ class StepContext(Generic[In_co, State]):
         writer = self._writer
         if writer is None:
             step = self.step
+            # Code that only reads the run writes nothing (its call has no item either).
+            read_only = self._read_only
             writer = self._writer = StepWriter(
-                self._writer_sink,
+                None if read_only else self._run.writer,
                 path=self.path,
                 step_id=self.step_id,
                 run_id=self.run_id,
                 schema=step.writer_schema if step is not None else None,
-                item=self._item,
+                item=None if read_only else cast("StepCallFields", self._call).item,
             )
         return writer
 
@@ -456,7 +499,7 @@ class StepContext(Generic[In_co, State]):
         A model of the step's ``state_schema`` (or else the workflow's), or a
         copy of the plain dict when there is no schema.
         """
-        schema = (self.step.state_schema if self.step else None) or self._workflow_state_schema
+        schema = (self.step.state_schema if self.step else None) or self._run.state_schema
         if schema is not None:
             return cast(State, validate_stored(schema, self._state or {}))
         return cast(State, copy.deepcopy(self._state) if self._state is not None else {})
@@ -509,7 +552,7 @@ class StepContext(Generic[In_co, State]):
             )
             base = self._state if isinstance(self._state, Mapping) else {}
             value = {**base, **part}
-        schema = self._workflow_state_schema
+        schema = self._run.state_schema
         if schema is not None:
             model = validate_for_step(
                 schema,
@@ -633,7 +676,7 @@ class StepContext(Generic[In_co, State]):
             WorkflowError: in a condition or a ``map`` function.
         """
         self._refuse("bail()")
-        schema = self._bail_schema
+        schema = self._run.bail_schema
         if schema is not None:
             result = dump_for_step(
                 validate_for_step(
@@ -660,7 +703,7 @@ class StepContext(Generic[In_co, State]):
 
     def get_init_data(self) -> Any:
         """The input of the workflow this step belongs to, as its ``input_schema`` model."""
-        return validate_stored(self._workflow_input_schema, self._init_data)
+        return validate_stored(self._run.input_schema, self._call.init_data)
 
     @overload
     def get_step_result(self, step: Step[Any, StepOut]) -> StepOut | None: ...
@@ -713,24 +756,25 @@ class StepContext(Generic[In_co, State]):
                     f"got {step!r}"
                 )
             step_id = named
-        definitions = self._definitions
-        path = self._prefix + step_id
+        definitions = self._run.definitions
+        prefix = self._run.prefix
+        path = prefix + step_id
         schema = definitions.get(path)
         if schema is None:
             path = step_id
             schema = definitions.get(path)
         if schema is None:
             maps = getattr(definitions, "plain", ())
-            path = self._prefix + step_id
+            path = prefix + step_id
             if path not in maps:
                 path = step_id
             if path not in maps or not isinstance(step, str):
                 raise KeyError(f"workflow {self.workflow_id!r} has no step {step_id!r}")
             # A .map(): no model to read its output as; a copy, so that changing it
             # changes nothing the run holds (its record, a later map's input).
-            output = self._outputs.get(path)
+            output = self._call.outputs.get(path)
             return None if output is None else copy_plain(output)
-        output = self._outputs.get(path)
+        output = self._call.outputs.get(path)
         if output is None:
             return None
         per_item = getattr(definitions, "per_item", None)
@@ -753,7 +797,7 @@ class StepContext(Generic[In_co, State]):
             fields = self._log_fields
             if fields is None:
                 fields = {
-                    "trace_id": self._trace_id,
+                    "trace_id": self._run.trace_id,
                     "span_id": self._span_id,
                     "run_id": self.run_id,
                     "workflow_id": self.workflow_id,

@@ -16,6 +16,7 @@ from actors.messages import (
     CallMap,
     CallSleepLength,
     CallStep,
+    RunPart,
     StepActorMessage,
     StepFinished,
 )
@@ -65,23 +66,32 @@ class Harness:
         self.pool = StepPool(self.loop, core=core, limit=limit)
         self._count = 0
 
-    def common(self, payload: Any) -> dict[str, Any]:
-        """What every call carries, for a run of its own."""
+    def common(
+        self,
+        payload: Any,
+        *,
+        definitions: dict[str, Any] | None = None,
+        reply_to: Any = None,
+        request_context: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """What every call carries, for a run of its own (its run part included)."""
         self._count += 1
         return {
-            "run_id": f"run-{self._count}",
-            "workflow_id": "wf",
+            "run": RunPart(
+                run_id=f"run-{self._count}",
+                workflow_id="wf",
+                state_schema=None,
+                input_schema=Value,
+                definitions={} if definitions is None else definitions,
+                trace_id="ab" * 16,
+                parent_span_id="cd" * 8,
+                reply_to=self.collector if reply_to is None else reply_to,
+            ),
             "payload": payload,
             "state": None,
-            "state_schema": None,
-            "request_context": {},
+            "request_context": {} if request_context is None else request_context,
             "init_data": payload,
-            "input_schema": Value,
-            "definitions": {},
             "outputs": {},
-            "trace_id": "ab" * 16,
-            "parent_span_id": "cd" * 8,
-            "reply_to": self.collector,
             "token": self._count,
         }
 
@@ -93,10 +103,9 @@ class Harness:
         final_schema: type[BaseModel] | None = None,
         signal: AbortSignal | None = None,
     ) -> str:
-        fields = self.common(payload)
-        fields["definitions"] = {step.id: step}
+        fields = self.common(payload, definitions={step.id: step})
         self.pool.submit(CallStep(**fields, step=step, final_schema=final_schema, signal=signal))
-        return str(fields["run_id"])
+        return str(fields["run"].run_id)
 
     def conditions(self, fns: tuple[Any, ...], payload: Any, **rest: Any) -> StepFinished:
         return self.call(

@@ -88,7 +88,7 @@ import asyncio, queue, sys
 import pykka
 from pydantic import BaseModel
 from actors._pool import AsyncLoop, StepPool
-from actors.messages import CallStep
+from actors.messages import CallStep, RunPart
 from runtime._step import create_step
 
 class Value(BaseModel):
@@ -118,11 +118,13 @@ loop = AsyncLoop()
 pool = StepPool(loop, limit=4)
 for step_id, body in (("quitter", leave), ("next", fine)):
     step = create_step(id=step_id, input_schema=Value, output_schema=Value, execute=body)
+    run = RunPart(
+        run_id="r", workflow_id="wf", state_schema=None, input_schema=Value,
+        definitions={step_id: step}, trace_id="ab", parent_span_id="cd", reply_to=collector,
+    )
     pool.submit(CallStep(
-        run_id="r", workflow_id="wf", step=step, payload={"value": "x"}, state=None,
-        state_schema=None, request_context={}, init_data={"value": "x"}, input_schema=Value,
-        definitions={step_id: step}, outputs={}, final_schema=None, trace_id="ab",
-        parent_span_id="cd", reply_to=collector,
+        run=run, step=step, payload={"value": "x"}, state=None, request_context={},
+        init_data={"value": "x"}, outputs={}, final_schema=None,
     ))
     try:
         finished = replies.get(timeout=3)
@@ -413,9 +415,9 @@ def test_a_step_body_stops_counting_as_running_here_before_its_step_replies(
         return ctx.input_data
 
     called = step(async_body if kind == "async" else body)
-    fields = harness.common({"value": "x"})
-    order = _Order(here, fields["run_id"])
-    fields.update(definitions={called.id: called}, reply_to=order)
+    order = _Order(here, "")
+    fields = harness.common({"value": "x"}, definitions={called.id: called}, reply_to=order)
+    order.run_id = fields["run"].run_id
     harness.pool.submit(CallStep(**fields, step=called, final_schema=None))
 
     assert order.replied.wait(WAIT)

@@ -40,8 +40,7 @@ def _call_with_context(
     harness: Harness, body: Callable[[Any], Any], context: dict[str, Any]
 ) -> CallStep:
     s = step(body)
-    fields = harness.common({"value": "x"})
-    fields.update(request_context=context, definitions={s.id: s})
+    fields = harness.common({"value": "x"}, definitions={s.id: s}, request_context=context)
     return CallStep(**fields, step=s, final_schema=None)
 
 
