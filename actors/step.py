@@ -528,13 +528,28 @@ def _step_context(call: CallStep, span_id: str | None) -> StepContext[Any]:
             step_id=step.id,
             stored=True,
         )
-    return StepContext._of_step(call, input_data, resume_data, span_id)
+    return StepContext._of_call(
+        call,
+        step,
+        step.id,
+        input_data,
+        span_id,
+        retry_count=call.retry_count,
+        resume_data=resume_data,
+    )
 
 
 def _reader_context(call: ReaderCall, span_id: str | None) -> StepContext[Any]:
     """Conditions, map and sleep functions read the run; they change nothing."""
-    iteration = call.iteration if isinstance(call, CallConditions) else None
-    return StepContext._of_reader(call, call.path or call.step_id, iteration, span_id)
+    return StepContext._of_call(
+        call,
+        None,
+        call.path or call.step_id,
+        call.payload,
+        span_id,
+        iteration_count=call.iteration if isinstance(call, CallConditions) else None,
+        read_only=True,
+    )
 
 
 # --- calling the code -------------------------------------------------------------

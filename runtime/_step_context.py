@@ -365,49 +365,41 @@ class StepContext(Generic[In_co, State]):
     # What the call carries is read through it (and its run part), not copied.
 
     @classmethod
-    def _of_step(
-        cls, call: StepCallFields, input_data: Any, resume_data: Any, span_id: str | None
-    ) -> StepContext[Any, Any]:
-        """The context of a step body's call, given its input and resume data, validated."""
-        ctx = cls._of_call(call, call.step, input_data, span_id)
-        ctx.retry_count = call.retry_count
-        ctx.resume_data = resume_data
-        return ctx
-
-    @classmethod
-    def _of_reader(
-        cls, call: CallFields, step_id: str, iteration_count: int | None, span_id: str | None
-    ) -> StepContext[Any, Any]:
-        """The context of code that only reads the run: conditions, a map or sleep function."""
-        ctx = cls._of_call(call, None, call.payload, span_id, step_id)
-        ctx.iteration_count = iteration_count
-        ctx._read_only = True
-        return ctx
-
-    @classmethod
     def _of_call(
         cls,
         call: CallFields,
         step: Step[Any, Any] | None,
+        step_id: str,
         input_data: Any,
         span_id: str | None,
-        step_id: str = "",
+        *,
+        retry_count: int = 0,
+        resume_data: Any = None,
+        iteration_count: int | None = None,
+        read_only: bool = False,
     ) -> StepContext[Any, Any]:
-        """A context as __init__ makes it; what differs by kind of call is set above."""
+        """A context as __init__ makes it, for a call of a step body or of code that only reads.
+
+        One layer for every kind (a step body's is made at every step). A step
+        body's call gives its step, its input and resume data (validated), and its
+        ``retry_count``; conditions, a map or sleep function give no step, a
+        ``step_id`` of their own, ``iteration_count`` (a loop's condition) and
+        ``read_only``.
+        """
         ctx: StepContext[Any, Any] = object.__new__(cls)
         run = ctx._run = call.run
         ctx._call = call
-        step_id = ctx.step_id = step.id if step is not None else step_id
+        ctx.step_id = step_id
         ctx.step = step
         ctx.path = call.path or step_id
         ctx.input_data = input_data
         ctx.run_id = run.run_id
         ctx.workflow_id = run.workflow_id
-        ctx.retry_count = 0
-        ctx.resume_data = None
+        ctx.retry_count = retry_count
+        ctx.resume_data = resume_data
         signal = call.signal
         ctx.abort_signal = signal if signal is not None else AbortSignal()
-        ctx.iteration_count = None
+        ctx.iteration_count = iteration_count
         ctx._state = call.state
         ctx._changes = {}
         # The request context's view, and the fields the logger is bound to, are made
@@ -416,7 +408,7 @@ class StepContext(Generic[In_co, State]):
         ctx._log_fields = None
         ctx._span_id = span_id
         ctx._logger = None
-        ctx._read_only = False
+        ctx._read_only = read_only
         ctx._writer = None
         return ctx
 
