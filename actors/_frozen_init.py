@@ -3,12 +3,15 @@
 A frozen dataclass's generated ``__init__`` sets each field with
 ``object.__setattr__(self, name, value)``: a look-up of ``object`` in builtins,
 of its ``__setattr__``, and a generic attribute set that searches the class for
-the name, once per field. A call of a step carries 25 fields and took 4.5 µs to
-build (measured on the machines the benchmarks run on), and a run of three steps
-builds three of them and three replies. The ``__init__`` made here calls each
-field's slot descriptor directly: 2.9 µs for the call of a step. The class stays
-frozen, since its ``__setattr__`` and ``__delattr__`` are still the dataclass's,
-which raise ``FrozenInstanceError``.
+the name, once per field. A call of a step carried 25 fields then and took 4.5 µs
+to build (measured on the machines the benchmarks run on), and a run of three
+steps builds three of them and three replies. The ``__init__`` made here calls
+each field's slot descriptor directly: 2.9 µs for that call of a step (it has 14
+fields now, the run's shared ones in one ``RunPart``). The class stays frozen,
+since its ``__setattr__`` and ``__delattr__`` are still the dataclass's, which
+raise ``FrozenInstanceError``. (Switching an instance's class to a mutable twin
+while it is set, to use plain attribute stores, was slower still: see
+``benchmarks/README.md``.)
 """
 
 from __future__ import annotations
