@@ -104,7 +104,6 @@ from runtime._snapshot import (
     suspend_at,
 )
 from runtime._step import Step, stored_as, validate_for_step
-from runtime._stores.base import SnapshotRecord
 from runtime._tracing import Span, emit, observed
 
 __all__ = ["RunActor", "refused_request", "resume_fits"]
@@ -493,44 +492,17 @@ class RunActor(DispatchedActor):
         if isinstance(node, ForeachNode):
             self._item_done(job, node, message.output)
             return
-        # _finish_step's, inline: at every step of every run.
-        path, output = call.path, message.output
-        snapshot = self._snapshot
-        record = snapshot["steps"][path]
-        record["status"] = _STEP_SUCCESS
-        record["output"] = output
-        record["error"] = None
-        began = message.started_at
-        started = record["started_at"]
-        if not started or began < started:
-            record["started_at"] = began
-        record["ended_at"] = message.ended_at
-        self._outputs = {**self._outputs, path: output}
+        output = message.output
+        self._finish_step(call.path, output, message)
+        self._outputs = {**self._outputs, call.path: output}
         match node:
             case StepNode():
                 if message.result is not None or call.final_schema is not None:
-                    snapshot["carry"] = output
-                    snapshot["next_step"] = job.index + 1
+                    self._snapshot["carry"] = output
+                    self._snapshot["next_step"] = job.index + 1
                     self._succeed(message.result)  # checked by the step actor
-                    return
-                # _advance's and _jump's, inline, and _enter's first case: a step then a
-                # step, the usual node after the usual node.
-                snapshot["carry"] = output
-                snapshot["progress"] = None
-                if "retries" in snapshot:
-                    del snapshot["retries"]
-                index = job.index + 1
-                nodes = self._plan.nodes
-                after = nodes[index] if index < len(nodes) else None
-                if (
-                    type(after) is StepNode
-                    and not snapshot["resume"]
-                    and after.path not in snapshot["steps"]
-                ):
-                    snapshot["next_step"] = index
-                    self._start_step(index, after)
                 else:
-                    self._enter(index)
+                    self._jump(job.index + 1, output)  # _advance's, inline
             case LoopNode():
                 self._check_loop(job.index, node, output)
             case _:  # parallel or branch
@@ -921,41 +893,13 @@ class RunActor(DispatchedActor):
 
         What :meth:`_start_group` and :meth:`_step_job` do for it, without what
         only a step run before needs (its earlier record's attempts, resume data
-        and the state it began with), and :meth:`_record_step`'s and, for a record
-        in memory that only the store needs, :meth:`_tell_snapshot`'s work inline:
-        four calls fewer at every step of every run.
+        and the state it began with): two calls fewer at every step of every run.
         """
-        snapshot = self._snapshot
-        carry = snapshot["carry"]
-        # _record_step's, inline (see there): at every step of every run.
-        record: StepSnapshot = {
-            "status": _STEP_RUNNING,
-            "payload": carry,
-            "output": None,
-            "error": None,
-            "started_at": _clock.time(),
-            "ended_at": None,
-        }
-        # No record at this path yet: none to move to the end.
-        snapshot["steps"][step_node.path] = record
-        self._began[step_node.path] = snapshot["state"]
+        carry = self._snapshot["carry"]
+        self._record_step(step_node.path, carry)
         calls = self._calls
         jobs = [calls.step(index, step_node, carry, self._outputs)]
-        taken = self._encoder.next_record(_clock.time())
-        direct = self._direct
-        # _tell_snapshot's first case, inline: a record in memory that only the store needs.
-        # (Never a durable store's: it alone gates calls, so gates() is not asked here.)
-        if (
-            direct is not None
-            and not self._dropping
-            and not self._writer.wrote
-            and direct.keep(taken)
-        ):
-            calls.send(jobs, taken.seq)
-            return
-        calls.send(
-            jobs, self._tell_snapshot(awaited=self._durable and calls.gates(jobs), record=taken)
-        )
+        calls.send(jobs, self._tell_snapshot(awaited=self._durable and calls.gates(jobs)))
 
     def _send(self, jobs: list[Job]) -> int:
         """Record the snapshot that announces ``jobs`` (made already), then hand them over.
@@ -1907,7 +1851,6 @@ class RunActor(DispatchedActor):
         terminal: bool = False,
         awaited: bool = False,
         carries: tuple[str, ...] = (),
-        record: SnapshotRecord | None = None,
     ) -> int:
         """Tell the registry the run's new snapshot; its sequence number.
 
@@ -1921,11 +1864,8 @@ class RunActor(DispatchedActor):
                 in half of the runs), and cost a message either way.
             carries: The resume requests of the store's that it carries out
                 (:attr:`~runtime._stores.base.SnapshotRecord.taken`).
-            record: The snapshot's record, if taken already (a store in memory may
-                keep it already: it keeps a record once, the second time is no newer).
         """
-        if record is None:
-            record = self._encoder.next_record(_clock.time())
+        record = self._encoder.next_record(_clock.time())
         if self._dropping:
             dropped, self._dropping = self._dropping, ()
             self._spend(dropped, record.seq)

@@ -700,7 +700,9 @@ def _flat_and_plain(output: Any) -> bool:
     the cost of :func:`~runtime._snapshot.check_encodable`'s trial encoding. ``False``
     means only "try the encoding": a nested value, a non-ASCII string (it may
     hold a lone surrogate, which pydantic's JSON-mode dump lets through), a
-    type told by identity only.
+    type told by identity only. Not :func:`~runtime._snapshot._plainly_encodable`,
+    which walks every nested value in Python: for a large output msgpack's trial in
+    C is the cheaper check, so this one gives up at the first container.
     """
     if type(output) is not dict or len(output) > _FLAT_KEYS:
         return False
