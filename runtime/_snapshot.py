@@ -226,7 +226,7 @@ def encode(snapshot: Mapping[str, Any]) -> bytes:
             where it sits and its type.
     """
     try:
-        body: bytes = _Packer(use_bin_type=True).pack((FORMAT_VERSION, snapshot))  # _packb's
+        body = _packb((FORMAT_VERSION, snapshot))  # every encoding goes through _packb
     except (TypeError, ValueError, OverflowError) as exc:
         raise _encoding_error(snapshot, "snapshot") from exc
     return body + zlib.crc32(body).to_bytes(_CHECKSUM_BYTES, "big")
