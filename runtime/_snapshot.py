@@ -1311,17 +1311,7 @@ class _PartsEncoder:
                 for ordinal in range(first, first + _SUSPENDED_PAGE)
                 if ordinal in keys
             }
-            name = f"u{page}"
-            if not held:
-                if pages.pop(page, None) is not None:
-                    dropped.append(name)
-                    self._suspended_bytes = None
-                continue
-            frame = _frame(name, _packb(held))
-            if pages.get(page) != frame:
-                pages[page] = frame
-                changed.append((name, frame))
-                self._suspended_bytes = None
+            self._put_page(pages, page, f"u{page}", held or None, changed=changed, dropped=dropped)
         dirty.clear()
 
     def _encode_suspension_ids(
@@ -1339,8 +1329,32 @@ class _PartsEncoder:
             for ordinal in range(first, first + _SUSPENDED_PAGE)
             if (key := keys.get(ordinal)) is not None
         ]
-        name, pages = f"n{page}", self._suspension_pages
-        if not any(number is not None for number in held):
+        any_held = any(number is not None for number in held)
+        self._put_page(
+            self._suspension_pages,
+            page,
+            f"n{page}",
+            held if any_held else None,
+            changed=changed,
+            dropped=dropped,
+        )
+
+    def _put_page(
+        self,
+        pages: dict[int, bytes],
+        page: int,
+        name: str,
+        held: Any,
+        *,
+        changed: list[tuple[str, bytes]],
+        dropped: list[str],
+    ) -> None:
+        """Keep ``page``'s frame of ``held`` in ``pages``, or drop the page if ``held`` is None.
+
+        A frame that differs from the kept one is noted in ``changed``, a page that
+        goes in ``dropped``; either way the joined bytes are made anew.
+        """
+        if held is None:
             if pages.pop(page, None) is not None:
                 dropped.append(name)
                 self._suspended_bytes = None
