@@ -369,15 +369,8 @@ class Calls:
                 return seq
         if self._awaiting_commit is not None and self.gated:  # on a durable store
             self._awaiting_commit.append((seq, jobs))
-            return seq
-        # _submit's, inline (every call made is running: none was aborted meanwhile):
-        # a call fewer at every step of every run.
-        pool = self._pool
-        for job in jobs:
-            step_node = job.step_node  # only a step's call has one
-            if step_node is not None and step_node.timeout is not None:
-                job.timer = self._after(step_node.timeout, TimerFired(job.call.token, "timeout"))
-            pool.submit(job.call)
+        else:
+            self._submit(jobs)
         return seq
 
     def gates(self, jobs: list[Job]) -> bool:

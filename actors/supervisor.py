@@ -295,17 +295,8 @@ class SupervisorActor(DispatchedActor):
             self._spawn(message.plan, message.snapshot)
 
     def _on_run_ended(self, message: RunEnded) -> None:
-        # _drives's test and _ended's forgetting, inline: every run ends here.
-        run_id = message.run_id
-        entry = self._runs.get(run_id)
-        actor = message.actor
-        if entry is None or actor is None or entry[0] is actor:
-            if entry is not None:
-                del self._runs[run_id]
-            if self._here is not None:
-                self._here.discard(run_id)
-            if self._bucket_of:
-                self._leave_queue(run_id)
+        if self._drives(message.run_id, message.actor):
+            self._forget(message.run_id)
         if self._waiting or self._gated or not self._runs:
             self._ended(None)  # a run may start in the room this one left, or none runs
 
@@ -325,18 +316,10 @@ class SupervisorActor(DispatchedActor):
     def _on_run_parked(self, message: RunParked) -> None:
         """A run sleeps (with a wake time) or suspends: its actor is gone; free its slot."""
         run_id = message.run_id
-        # _drives's test, inline: every sleep of every run passes by.
-        entry = self._runs.get(run_id)
-        if entry is not None:
-            if message.actor is not None and entry[0] is not message.actor:
-                self._ended(None)  # a deleted run's actor: the entry is a new run's
-                return
-            del self._runs[run_id]
-        # Both checked here, not in a call each: every sleep of every run passes by.
-        if self._here is not None:
-            self._here.discard(run_id)
-        if self._bucket_of:
-            self._leave_queue(run_id)
+        if not self._drives(run_id, message.actor):
+            self._ended(None)  # a deleted run's actor: the entry is a new run's
+            return
+        self._forget(run_id)
         if message.wake_at is not None and not self._shared:
             # Woken at its deadline if that comes first: then it is canceled (_on_wake_run).
             # (Only a run with a run_timeout has the key: no call for the others.)
@@ -567,11 +550,7 @@ class SupervisorActor(DispatchedActor):
         or none runs: callers on every run's path test that first.
         """
         if run_id is not None:
-            self._runs.pop(run_id, None)
-            if self._here is not None:
-                self._here.discard(run_id)
-            if self._bucket_of:
-                self._leave_queue(run_id)
+            self._forget(run_id)
         while self._waiting and self._has_room():
             self._release(1)
             waiting = self._waiting.popleft()
@@ -580,6 +559,14 @@ class SupervisorActor(DispatchedActor):
             self._admit_from_queues()
         if not self._runs:
             self._notify_if_idle()
+
+    def _forget(self, run_id: str) -> None:
+        """The run no longer has an actor here: out of the table, this process and its queue."""
+        self._runs.pop(run_id, None)
+        if self._here is not None:
+            self._here.discard(run_id)
+        if self._bucket_of:
+            self._leave_queue(run_id)
 
     def _gone_from_here(self, *run_ids: str) -> None:
         """No actor (or start) of these runs is here any more: a claim may take them here."""
