@@ -16,11 +16,17 @@ A database that refuses every write for a reason an operator mends (a file made
 read-only, privileges revoked from the store's role) is neither a fault of one
 write nor a passing one: its writes wait and are tried again, as for a full
 disk, and :class:`Refusals` keeps the time it has lasted, says it in the log
-once, and tells the store's waiters once ``REFUSAL_PATIENCE`` has passed.
+once, and tells the store's waiters once ``REFUSAL_PATIENCE`` has passed. A
+write that admits something new (a start, a restart, a resume, a cancel, a
+queue's limits: :data:`REFUSED_AT_ONCE`) is no such write: nothing has
+committed it, and its caller can try again or shed load, so a refused
+transaction fails it at once (:func:`refuse_at_once`) rather than keep its
+caller waiting.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -35,6 +41,7 @@ from runtime._tracing import emit
 
 __all__ = [
     "REFUSAL_PATIENCE",
+    "REFUSED_AT_ONCE",
     "REFUSED_WAIT",
     "Done",
     "GroupCommitWriter",
@@ -45,7 +52,10 @@ __all__ = [
     "call",
     "committed",
     "ignore",
+    "refuse_at_once",
+    "refused_error",
     "resolve",
+    "unrecorded",
 ]
 
 WriteKind = Literal[
@@ -76,10 +86,12 @@ class Write:
     """One queued write and how to report its outcome.
 
     A write its caller gave up waiting for is ``abandoned`` and skipped, so that
-    a caller told "not recorded" is never recorded later.
+    a caller told "not recorded" is never recorded later. One the writer failed
+    because the store refuses writes (see :func:`refuse_at_once`) is
+    ``refused``: its error says so already, and its caller raises it as it is.
     """
 
-    __slots__ = ("abandoned", "done", "kind", "lock", "payload", "taken")
+    __slots__ = ("abandoned", "done", "kind", "lock", "payload", "refused", "taken")
 
     def __init__(self, kind: WriteKind, payload: Any, done: Done) -> None:
         self.kind: WriteKind = kind
@@ -88,6 +100,7 @@ class Write:
         self.lock = threading.Lock()
         self.abandoned = False
         self.taken = False
+        self.refused = False
 
     def take(self) -> bool:
         """Called by the writer once its transaction committed: may it report success?"""
@@ -353,17 +366,38 @@ class Refusals:
         store: The store as the log names it.
     """
 
-    __slots__ = ("_given_up", "_on_given_up", "_since", "_store")
+    __slots__ = ("_given_up", "_listeners", "_listeners_lock", "_on_given_up", "_since", "_store")
 
     def __init__(self, store: str) -> None:
         self._store = store
         self._since = 0.0  # monotonic start of the refusal under way; 0.0: none
         self._given_up: str | None = None
         self._on_given_up: Callable[[], None] | None = None
+        # Watches of runs (one each) told when a refusal outlasts the patience, as an
+        # ordered set: one of thousands closed goes in O(1).
+        self._listeners: dict[Callable[[str], None], None] = {}
+        self._listeners_lock = threading.Lock()
 
     def set_on_given_up(self, callback: Callable[[], None] | None) -> None:
         """Call ``callback()`` (on the writer thread) when a refusal outlasts the patience."""
         self._on_given_up = callback
+
+    def listen(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``listener(why)`` (on the writer thread) each time a refusal outlasts the patience.
+
+        For a watch of a run, which is woken to say it rather than wait on in
+        silence. ``why`` is what :meth:`given_up` returns from then on.
+
+        Returns:
+            The call that stops it; calling it again does nothing.
+        """
+        with self._listeners_lock:
+            self._listeners[listener] = None
+        return functools.partial(self._forget, listener)
+
+    def _forget(self, listener: Callable[[str], None]) -> None:
+        with self._listeners_lock:
+            self._listeners.pop(listener, None)
 
     def refused(self, reason: str, waiting: int) -> None:
         """The database refused a transaction of ``waiting`` writes for ``reason``."""
@@ -380,11 +414,12 @@ class Refusals:
             )
             return
         if self._given_up is None and now - self._since >= REFUSAL_PATIENCE:
-            self._given_up = (
+            why = (
                 f"the run store {self._store} has refused every write for "
                 f"{now - self._since:.0f} s: {reason}; what it has not recorded waits in "
                 "memory, and goes on once the store takes writes again"
             )
+            self._given_up = why
             emit(
                 logging.ERROR,
                 "store_refuses_writes",
@@ -397,6 +432,13 @@ class Refusals:
             if callback is not None:
                 try:
                     callback()
+                except Exception:
+                    emit(logging.ERROR, "store_callback_failed", exc_info=True)
+            with self._listeners_lock:
+                listeners = list(self._listeners)
+            for listener in listeners:
+                try:
+                    listener(why)
                 except Exception:
                     emit(logging.ERROR, "store_callback_failed", exc_info=True)
 
@@ -423,6 +465,77 @@ class Refusals:
     def given_up(self) -> str | None:
         """Why waits on the store's runs are given up: its refusal outlasted the patience."""
         return self._given_up
+
+
+REFUSED_AT_ONCE: Final[frozenset[WriteKind]] = frozenset(
+    {"create", "replace", "define_queue", "request_cancel", "request_resume"}
+)
+"""Writes that a refused transaction fails at once: a start, a restart, a resume or a cancel
+(a compare-and-set of a run's record, or a request to the worker that holds the run), a
+queue's limits kept for a start through it. Each
+admits something new that nothing has committed, and its caller waits for it: told at
+once that the store refuses writes, it can try again or shed load, where it waited the
+whole ``CREATE_TIMEOUT`` (a daemon's request handler held 30 s). The runs' own writes
+(their snapshots, claims, leases) wait in memory instead, and go on once the store takes
+writes again."""
+
+
+def refuse_at_once(writes: list[Write], store: str, reason: str) -> list[Write]:
+    """Fail the writes of :data:`REFUSED_AT_ONCE` of a refused transaction; return the others.
+
+    Called on the writer thread once the transaction was rolled back (and its
+    writes released): the writes failed here were not committed, and never
+    will be. Their callers raise the error as it is (:attr:`Write.refused`).
+
+    Args:
+        writes: The writes of the refused transaction.
+        store: The store as its errors name it.
+        reason: What the database said.
+
+    Returns:
+        The writes to try again, in their order.
+    """
+    kept: list[Write] = []
+    for write in writes:
+        if write.kind in REFUSED_AT_ONCE:
+            write.refused = True
+            call(write.done, None, refused_error(store, reason, *unrecorded(write)))
+        else:
+            kept.append(write)
+    return kept
+
+
+def refused_error(
+    store: str, reason: str, what: str, run_id: str | None = None
+) -> StoreUnavailableError:
+    """The error of a write that ``store`` refused for ``reason`` (the database's message).
+
+    Args:
+        store: The store as its errors name it ("the run store /srv/runs.db").
+        reason: What the database said.
+        what: What the write would have recorded, said as not recorded.
+        run_id: The run the write was about, if any.
+    """
+    return StoreUnavailableError(
+        f"{store} did not commit: it refuses writes for now (its last try: {reason}); "
+        f"{what}: try again once it takes writes",
+        run_id=run_id,
+    )
+
+
+def unrecorded(write: Write) -> tuple[str, str | None]:
+    """What a write of :data:`REFUSED_AT_ONCE` failed at once leaves unrecorded, and its run."""
+    payload = write.payload
+    match write.kind:
+        case "define_queue":
+            return f"the limits of queue {payload.name!r} were not recorded", None
+        case "request_cancel":
+            return f"no cancel of run {payload!r} was recorded", payload
+        case "request_resume":
+            return f"no resume of run {payload[0]!r} was recorded", payload[0]
+        case "create":
+            return f"the run {payload[0].run_id!r} was not recorded", payload[0].run_id
+    return f"the new record of run {payload[0].run_id!r} was not stored", payload[0].run_id
 
 
 def resolve(future: Future[Any]) -> Done:

@@ -69,6 +69,8 @@ from runtime._stores._writer import (
     call,
     committed,
     ignore,
+    refuse_at_once,
+    refused_error,
     resolve,
 )
 from runtime._stores.base import (
@@ -1916,7 +1918,8 @@ class PostgresStore:
 
         Raises:
             StoreUnavailableError: if the commit did not happen within
-                ``CALL_TIMEOUT`` (the database stayed unreachable).
+                ``CALL_TIMEOUT`` (the database stayed unreachable); at once if the
+                server refuses writes (privileges revoked, a read-only database).
             StoreError: if the store is read-only or closed.
         """
         began = time.monotonic()
@@ -1962,6 +1965,8 @@ class PostgresStore:
 
         Raises:
             _Unacknowledged: if it failed, maybe after its commit.
+            StoreUnavailableError: if the server refused it (privileges revoked,
+                a read-only database): nothing was committed.
         """
         import psycopg
 
@@ -1979,6 +1984,16 @@ class PostgresStore:
                     connection.execute(_CREATE_ONE, _create_row(record, owner)).fetchall()
                 )
         except (psycopg.Error, StoreError) as exc:
+            if _refused(exc):
+                # The server refused the statement (privileges revoked, a read-only
+                # database): nothing committed, and the caller is told at once, as the
+                # writer would tell it (refuse_at_once), not after the whole CALL_TIMEOUT.
+                raise refused_error(
+                    f"the PostgreSQL store {self._shown}",
+                    self._reason(exc),
+                    f"the run {record.run_id!r} was not recorded",
+                    record.run_id,
+                ) from exc
             self._readers.discard_idle()
             unsure = True  # the caller's create() settles it once the writer's try ends
             raise _Unacknowledged from exc
@@ -2820,6 +2835,17 @@ class PostgresStore:
         """Why runs cannot be recorded here: the server refused writes too long (or ``None``)."""
         return self._refusals.given_up()
 
+    def listen_for_refusal(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``listener(why)`` each time writes are refused for ``REFUSAL_PATIENCE`` s.
+
+        ``why`` is what :meth:`writes_refused` says from then on. For a watch of
+        a run, woken to say it rather than wait on in silence.
+
+        Returns:
+            The call that stops it (calling it again does nothing).
+        """
+        return self._refusals.listen(listener)
+
     def set_hint(self, hint: Callable[[str, str], None] | None) -> None:
         """Call ``hint(kind, run_id)`` when this store or another one changed something.
 
@@ -2883,7 +2909,7 @@ class PostgresStore:
             # Why the writer kept trying: said only in its log lines, the error read as
             # if the server had said nothing (too many connections, a statement timeout).
             retried = self._retried_for
-            if retried is None:
+            if retried is None or write.refused:  # the writer's error says why already
                 raise
             raise StoreUnavailableError(f"{exc} (its last try: {retried})") from exc
 
@@ -3056,7 +3082,11 @@ class PostgresStore:
                     # Failed instead, a run's failure was refused too, and its waiters
                     # waited for ever.
                     self._refusals.refused(self._retried_for, len(writes))
-                    return writes
+                    # But a start (or a restart, a resume, a cancel) is told at once: see
+                    # refuse_at_once. Its caller can try again or shed load.
+                    return refuse_at_once(
+                        writes, f"the PostgreSQL store {self._shown}", self._retried_for
+                    )
                 emit(
                     logging.WARNING,
                     "store_write_retrying",

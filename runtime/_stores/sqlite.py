@@ -69,6 +69,8 @@ from runtime._stores._writer import (
     call,
     committed,
     ignore,
+    refuse_at_once,
+    refused_error,
     resolve,
 )
 from runtime._stores.base import (
@@ -856,7 +858,7 @@ class SQLiteStore:
         Raises:
             StoreUnavailableError: if the commit did not happen within
                 ``CREATE_TIMEOUT`` (the database stayed locked, the disk full: the
-                error says which).
+                error says which); at once if the file refuses writes (read-only).
             StoreError: if the store is read-only or closed.
         """
         if self._fast_creates and not self.readonly and not self._closed:
@@ -880,7 +882,14 @@ class SQLiteStore:
         idempotency key and a full queue come out the same. Whatever stands in
         the way (another process holds the file's lock, an error) sends the
         create to the writer instead, whose retries and timeouts then apply, as
-        if this had not been tried: nothing was committed.
+        if this had not been tried: nothing was committed. But a file that refuses
+        writes (read-only) fails the start at once, as the writer would
+        (:func:`~runtime._stores._writer.refuse_at_once`): nothing was committed,
+        and its caller is told without waiting for a refusal to pass.
+
+        Raises:
+            QueueFullError: if the run's queue has ``max_queued`` runs waiting.
+            StoreUnavailableError: if the file refuses writes.
         """
         if not self._write_lock.acquire(timeout=LOCK_TIMEOUT):
             return None
@@ -906,10 +915,17 @@ class SQLiteStore:
                         connection, [(record, hold)]
                     )
                     connection.execute("COMMIT")
-            except Exception:  # the writer tries it again, and reports what it finds
+            except Exception as exc:  # the writer tries it again, and reports what it finds
                 with contextlib.suppress(sqlite3.Error):
                     if connection.in_transaction:
                         connection.execute("ROLLBACK")
+                if _refused(exc):
+                    raise refused_error(
+                        f"the run store {self.path}",
+                        str(exc),
+                        f"the run {record.run_id!r} was not recorded",
+                        record.run_id,
+                    ) from exc
                 return None
             if refused:
                 raise outcome.errors[id(write)]
@@ -984,7 +1000,7 @@ class SQLiteStore:
             )
         except StoreUnavailableError as exc:
             retried = self._retried_for
-            if retried is None:
+            if retried is None or write.refused:  # the writer's error says why already
                 raise
             raise StoreUnavailableError(
                 f"the run store {self.path} could not commit for {timeout:g} s; {not_done} "
@@ -1575,6 +1591,17 @@ class SQLiteStore:
         """Why runs cannot be recorded here: the file refused every write too long (or ``None``)."""
         return self._refusals.given_up()
 
+    def listen_for_refusal(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``listener(why)`` each time writes are refused for ``REFUSAL_PATIENCE`` s.
+
+        ``why`` is what :meth:`writes_refused` says from then on. For a watch of
+        a run, woken to say it rather than wait on in silence.
+
+        Returns:
+            The call that stops it (calling it again does nothing).
+        """
+        return self._refusals.listen(listener)
+
     def list_runs(
         self,
         *,
@@ -1769,7 +1796,10 @@ class SQLiteStore:
                 # instead, a run's failure was refused too and nobody heard of its end.
                 self._retried_for = str(exc)
                 self._refusals.refused(str(exc), len(writes))
-                return writes
+                # But a start (or a restart, a resume, a cancel) is told at once: nothing
+                # committed it, and its caller, a daemon's request handler say, can try
+                # again or shed load rather than wait the whole CREATE_TIMEOUT.
+                return refuse_at_once(writes, f"the run store {self.path}", str(exc))
             if _passing(exc):
                 self._retried_for = str(exc)
                 emit(
