@@ -241,7 +241,8 @@ class StoreUnavailableError(StoreError):
     the same :class:`~runtime.Run` again either records it or raises
     :class:`RunAlreadyStartedError`). ``wait()``, ``wait_async()`` and
     ``watch()`` do not raise it while their timeout lasts: they read again
-    until the store answers.
+    until the store answers (but for a store that has refused every write
+    for 30 s: a run that cannot go on is said at once).
     """
 
 

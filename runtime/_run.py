@@ -216,9 +216,11 @@ class Run(Generic[In, Out]):
             ValueError: for a ``priority`` or ``concurrency_key`` without a queue.
             RuntimeStoppedError: if the runtime is not running.
             StoreUnavailableError: if the store could not be reached, or did not
-                commit the start within 30 s; nothing is recorded (but for a
-                commit under way when the connection went: starting this run
-                again records it or raises ``RunAlreadyStartedError``).
+                commit the start within 30 s, or refuses writes (a read-only
+                file, privileges revoked: said at once, with the database's
+                message); nothing is recorded (but for a commit under way when
+                the connection went: starting this run again records it or
+                raises ``RunAlreadyStartedError``).
             StoreError: if the store refused the run for good (a value too large
                 for it, say).
             TypeError: if ``idempotency_key`` is not a ``str``, or
@@ -672,7 +674,12 @@ class Run(Generic[In, Out]):
 
         While iterating, after the events so far, :class:`RuntimeStoppedError`
         if the runtime stopped (or was stopped) before the run ended: a watch
-        ends quietly only with its run. A ``for`` loop (not ``async for``) over
+        ends quietly only with its run. And :class:`StoreUnavailableError`, as
+        :meth:`wait` raises it, for a run that has not settled once its store
+        has refused every write for ``REFUSAL_PATIENCE`` (30) seconds: a watch
+        waiting for the next event wakes to say it, and each next event asked
+        for raises it again while the refusal lasts; once the store takes writes,
+        the same watch goes on from the last event taken. A ``for`` loop (not ``async for``) over
         the watch of a run that had not ended raises :class:`BlockingCallError`
         on the event loop of the runtime's async steps, which it would stop;
         so does a watch of a run not ended inside one of its own steps or
@@ -689,6 +696,7 @@ class Run(Generic[In, Out]):
             self._refuse_inside_itself("watch() (or stream()) was called")
         watch = RunWatch(self.run_id, timeout, from_seq)
         watch._ended = record.status in TERMINAL_STATUSES
+        watch._status = record.status
         watch._attach(self._host)
         return watch
 
@@ -1630,10 +1638,7 @@ class Run(Generic[In, Out]):
         if record is not None and record.status not in SETTLED_STATUSES:
             why = self._host.writes_refused()
             if why is not None:
-                raise StoreUnavailableError(
-                    f"run {self.run_id!r} has not ended, and cannot be recorded now: {why}",
-                    run_id=self.run_id,
-                )
+                raise _unrecordable(self.run_id, why)
 
     def _woken_early(self, record: SnapshotRecord | None) -> bool:
         """Whether a wait was woken while the run goes on and its end will be told: wait again.
@@ -2074,6 +2079,11 @@ class RunWatch:
         self._host: RunHost | None = None
         self._last_seq = from_seq
         self._ended = False  # whether the run had ended when watched: its events are all told
+        self._status = ""  # the run's status as last told (or read when watched); "": unknown
+        # Told by the store once it has refused every write too long (see _heard), and the
+        # call that stops telling it: a run not settled cannot go on, nor end, meanwhile.
+        self._ear: _Ear | None = None
+        self._stop_hearing: Callable[[], None] | None = None
 
     @property
     def last_seq(self) -> int | None:
@@ -2087,12 +2097,23 @@ class RunWatch:
         whatever the caller does next to the run is told to this watch.
         """
         self._host = host
+        if not self._ended:
+            # The ear closes the channel it has (to wake the reader): the new one, from
+            # before the runtime can tell it anything.
+            if self._ear is None:
+                self._ear = _Ear(self._channel)
+                self._stop_hearing = host.listen_for_refusal(self._ear)
+            else:
+                self._ear.channel = self._channel
+                self._ear.told = False
         subscribed = Latch() if wait else None
         host.subscribe(self.run_id, self._channel, self._last_seq, subscribed)
         if subscribed is not None:
             subscribed.wait(_SUBSCRIBE_PATIENCE)
-        # The finalizer holds the channel and the host, never the watch itself.
-        finalizer = weakref.finalize(self, _unsubscribe, host, self.run_id, self._channel)
+        # The finalizer holds the channel, the host and the ear's stop, never the watch.
+        finalizer = weakref.finalize(
+            self, _unsubscribe, host, self.run_id, self._channel, self._stop_hearing
+        )
         finalizer.atexit = False
         self._finalizer = finalizer
 
@@ -2105,6 +2126,61 @@ class RunWatch:
         self._channel = EventChannel()
         self._attach(self._host)
         return True
+
+    def _heard(self) -> bool:
+        """Whether the store's refusal closed the channel (see :class:`_Ear`): subscribe anew.
+
+        The runtime forgets the closed channel, and the new one is told the events
+        after the last one taken: the watch goes on where it was, once the refusal
+        is said (:meth:`_check_recordable`) or has ended.
+        """
+        ear, host = self._ear, self._host
+        if self._closed or ear is None or not ear.told or host is None:
+            return False
+        if self._finalizer is not None:
+            self._finalizer.detach()  # it would stop the ear too, which hears on
+        _unsubscribe(host, self.run_id, self._channel)
+        self._channel = EventChannel()
+        self._attach(host)
+        return True
+
+    def _check_recordable(self) -> None:
+        """Before waiting for an event: raise if the run cannot go on, its store refusing writes.
+
+        A run that has not settled holds where it is while its store refuses every
+        write, and a watch would wait for its next event in silence. Once the
+        refusal outlasted the store's patience (when ``wait()`` raises too), it is
+        said instead; events already come are told first. Not a read of the store:
+        what its writer has found.
+
+        Raises:
+            StoreUnavailableError: naming the store's refusal.
+        """
+        host = self._host
+        if (
+            self._ended
+            or host is None
+            or self._status in SETTLED_STATUSES
+            or self._channel.closed
+            or len(self._channel)
+        ):
+            return
+        why = host.writes_refused()
+        if why is not None:
+            raise _unrecordable(self.run_id, why)
+
+    def _stop_listening(self) -> None:
+        """The run's events have all been told: the store need not tell this watch of refusals."""
+        stop, self._stop_hearing = self._stop_hearing, None
+        if stop is not None:
+            stop()
+
+    def _took(self, event: RunEvent) -> RunEvent:
+        """Note an event taken: its number, and the run's status if it tells one."""
+        self._last_seq = event.seq
+        if event.type == "status":
+            self._status = event.status
+        return event
 
     def _check_not_stopped(self) -> None:
         """At the end of the events: raise if the runtime's stop ended them, not the run.
@@ -2199,36 +2275,41 @@ class RunWatch:
         Raises:
             StopIteration: at the end of the events.
             RuntimeStoppedError: as :meth:`_check_not_stopped`.
+            StoreUnavailableError: as :meth:`_check_recordable`.
         """
         while not self._closed:
+            self._check_recordable()
             try:
                 event = self._channel.get(timeout)
             except ChannelClosed:
-                if self._lagged():
+                if self._lagged() or self._heard():
                     continue
+                self._stop_listening()
                 self._check_not_stopped()
                 break
             except TimeoutError:
                 return None
-            self._last_seq = event.seq
-            return event
+            return self._took(event)
+        self._stop_listening()
         raise StopIteration
 
     async def _anext_within(self, timeout: float | None) -> RunEvent | None:
         """:meth:`_next_within`, awaited (``StopAsyncIteration`` at the end)."""
         while not self._closed:
+            self._check_recordable()
             try:
                 async with asyncio.timeout(timeout):  # None: as long as it takes
                     event = await self._channel.aget()
             except ChannelClosed:
-                if self._lagged():
+                if self._lagged() or self._heard():
                     continue
+                self._stop_listening()
                 self._check_not_stopped()
                 break
             except TimeoutError:
                 return None
-            self._last_seq = event.seq
-            return event
+            return self._took(event)
+        self._stop_listening()
         raise StopAsyncIteration
 
     def _timed_out(self) -> RunTimeoutError:
@@ -2331,10 +2412,44 @@ def _start_traced(
         end_span(span, "pending")
 
 
-def _unsubscribe(host: RunHost, run_id: str, channel: Channel[RunEvent]) -> None:
-    """End a watch: close its channel, and have the runtime forget it."""
+def _unsubscribe(
+    host: RunHost,
+    run_id: str,
+    channel: Channel[RunEvent],
+    stop_hearing: Callable[[], None] | None = None,
+) -> None:
+    """End a watch: close its channel, have the runtime forget it, and the store its ear."""
     channel.close()
     host.unsubscribe(run_id, channel)
+    if stop_hearing is not None:
+        stop_hearing()
+
+
+class _Ear:
+    """A watch's ear for its store's refusal: told, it closes the watch's channel.
+
+    Called on the store's writer thread once the store has refused every write
+    for its patience (see ``RunHost.listen_for_refusal``): the watch's reader,
+    waiting for the next event of a run that cannot go on, wakes to say why
+    (:meth:`RunWatch._heard`). It holds the channel, never the watch.
+    """
+
+    __slots__ = ("channel", "told")
+
+    def __init__(self, channel: EventChannel[RunEvent]) -> None:
+        self.channel = channel
+        self.told = False
+
+    def __call__(self, _why: str) -> None:
+        self.told = True
+        self.channel.close()
+
+
+def _unrecordable(run_id: str, why: str) -> StoreUnavailableError:
+    """The error of a wait or a watch on a run that cannot go on: its store refuses writes."""
+    return StoreUnavailableError(
+        f"run {run_id!r} has not ended, and cannot be recorded now: {why}", run_id=run_id
+    )
 
 
 def _resume_target(

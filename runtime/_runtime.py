@@ -418,6 +418,21 @@ class RunHost:
         refused: Callable[[], str | None] | None = getattr(self.store, "writes_refused", None)
         return None if refused is None else refused()
 
+    def listen_for_refusal(self, listener: Callable[[str], None]) -> Callable[[], None] | None:
+        """Have ``listener(why)`` called once the store refused every write too long.
+
+        Called on the store's writer thread, each time a refusal outlasts its
+        patience, with what :meth:`writes_refused` says from then on.
+
+        Returns:
+            The call that stops it; ``None`` for a store that says nothing of
+            refusals (memory, a store of the user's).
+        """
+        listen: Callable[[Callable[[str], None]], Callable[[], None]] | None = getattr(
+            self.store, "listen_for_refusal", None
+        )
+        return None if listen is None else listen(listener)
+
     def run_deleted(self, run_id: str) -> None:
         """The run's record was deleted: a running runtime forgets its event log."""
         system = self.system
