@@ -679,11 +679,11 @@ class Run(Generic[In, Out]):
         has refused every write for ``REFUSAL_PATIENCE`` (30) seconds: a watch
         waiting for the next event wakes to say it, and each next event asked
         for raises it again while the refusal lasts; once the store takes writes,
-        the same watch goes on from the last event taken. A ``for`` loop (not ``async for``) over
-        the watch of a run that had not ended raises :class:`BlockingCallError`
-        on the event loop of the runtime's async steps, which it would stop;
-        so does a watch of a run not ended inside one of its own steps or
-        hooks, which it would outlast.
+        the same watch goes on from the last event taken. A ``for`` loop (not
+        ``async for``) over the watch of a run that had not ended raises
+        :class:`BlockingCallError` on the event loop of the runtime's async
+        steps, which it would stop; so does a watch of a run not ended inside
+        one of its own steps or hooks, which it would outlast.
         """
         timeout = check_timeout(timeout)
         if from_seq is not None:
