@@ -919,7 +919,7 @@ class SQLiteStore:
                 with contextlib.suppress(sqlite3.Error):
                     if connection.in_transaction:
                         connection.execute("ROLLBACK")
-                if _refused(exc):
+                if _refused_for_good(exc):
                     raise refused_error(
                         f"the run store {self.path}",
                         str(exc),
@@ -1799,6 +1799,8 @@ class SQLiteStore:
                 # But a start (or a restart, a resume, a cancel) is told at once: nothing
                 # committed it, and its caller, a daemon's request handler say, can try
                 # again or shed load rather than wait the whole CREATE_TIMEOUT.
+                if not _refused_for_good(exc):
+                    return writes
                 return refuse_at_once(writes, f"the run store {self.path}", str(exc))
             if _passing(exc):
                 self._retried_for = str(exc)
@@ -3004,6 +3006,23 @@ def _refused(exc: BaseException) -> bool:
     """Whether the database refused a transaction as it will refuse every write until mended."""
     code = getattr(exc, "sqlite_errorcode", None)
     return isinstance(code, int) and code & 0xFF in _REFUSING_CODES
+
+
+_READONLY_FOR_A_MOMENT: Final = frozenset(
+    {
+        264,  # SQLITE_READONLY_RECOVERY: another connection recovers the WAL just now
+        1288,  # SQLITE_READONLY_CANTINIT: the WAL's shared memory is being set up
+    }
+)
+
+
+def _refused_for_good(exc: BaseException) -> bool:
+    """:func:`_refused`, but not a read-only moment that passes without anyone mending it.
+
+    A start meeting such a moment goes through the writer's retries, which see
+    it through, rather than be told the store refuses writes.
+    """
+    return _refused(exc) and getattr(exc, "sqlite_errorcode", None) not in _READONLY_FOR_A_MOMENT
 
 
 def _passing(exc: BaseException) -> bool:
