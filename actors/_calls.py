@@ -337,7 +337,7 @@ class Calls:
 
     # --- sending them ---------------------------------------------------------------
 
-    def send(self, jobs: list[Job], seq: int) -> int:
+    def send(self, jobs: list[Job], seq: int, *, now: bool = False) -> int:
         """Hand these calls to step actors once the snapshot that announces them is recorded.
 
         The run actor records that snapshot first, and names it here: no callable
@@ -345,32 +345,47 @@ class Calls:
         fewer per run in flight). On a durable store the calls wait until that
         snapshot is committed (:meth:`committed`), so a step whose output is
         recorded never runs again after a crash; while ``gated`` is off they go
-        at once.
+        at once. A step's timeout timer is set as its call is handed over.
 
         Args:
             jobs: The calls, made since the snapshot before.
-            seq: The sequence number of the snapshot that announces them.
+            seq: The sequence number of the snapshot that announces them
+                (with ``now``, only returned).
+            now: Hand them over now, without waiting for a commit: calls in
+                flight already whose snapshot was committed, or a retry whose
+                back-off is over. One let go of meanwhile (its run aborted) is
+                not handed over.
 
         Returns:
             ``seq``.
         """
         running = self._jobs
-        waiting: list[Job] = []
+        waiting = self._awaiting_commit
+        if not now and waiting is not None and self.gated:  # on a durable store
+            held: list[Job] = []
+            for job in jobs:
+                if job.delay is None:
+                    running[job.call.token] = job
+                    held.append(job)
+                else:  # in a back-off that a recovery found under way: it waits out the rest
+                    self.retry_later(job, job.delay)
+            if held:
+                waiting.append((seq, held))
+            return seq
+        pool = self._pool
         for job in jobs:
-            if job.delay is None:
-                running[job.call.token] = job
-            else:  # in a back-off that a recovery found under way: it waits out the rest
-                waiting.append(job)
-        if waiting:
-            for job in waiting:
-                self.retry_later(job, job.delay or 0.0)
-            jobs = [job for job in jobs if job.call.token in running]
-            if not jobs:
-                return seq
-        if self._awaiting_commit is not None and self.gated:  # on a durable store
-            self._awaiting_commit.append((seq, jobs))
-        else:
-            self._submit(jobs)
+            if job.delay is not None:  # as above: it waits out the rest of its back-off
+                self.retry_later(job, job.delay)
+                continue
+            token = job.call.token
+            if not now:
+                running[token] = job
+            elif token not in running:
+                continue  # aborted while its snapshot was being committed
+            step_node = job.step_node  # only a step's call has one
+            if step_node is not None and step_node.timeout is not None:
+                job.timer = self._after(step_node.timeout, TimerFired(token, "timeout"))
+            pool.submit(job.call)
         return seq
 
     def gates(self, jobs: list[Job]) -> bool:
@@ -387,7 +402,8 @@ class Calls:
         """The snapshot ``seq`` is committed: hand over the calls it announced (and earlier)."""
         waiting = self._awaiting_commit
         while waiting and waiting[0][0] <= seq:  # None (not durable) is false too
-            self._submit(waiting.popleft()[1])
+            announced, jobs = waiting.popleft()
+            self.send(jobs, announced, now=True)
 
     # --- their ends -----------------------------------------------------------------
 
@@ -456,7 +472,7 @@ class Calls:
         if entry is not None:
             job = entry[0]
             self._jobs[token] = job
-            self._submit([job])
+            self.send([job], 0, now=True)
 
     def abort(self, reason: AbortReason) -> None:
         """Tell every call still in flight to stop, and forget them and their timers.
@@ -480,17 +496,6 @@ class Calls:
         self._retrying.clear()
         if self._awaiting_commit is not None:
             self._awaiting_commit.clear()
-
-    def _submit(self, jobs: list[Job]) -> None:
-        running, pool = self._jobs, self._pool
-        for job in jobs:
-            token = job.call.token
-            if token not in running:
-                continue  # aborted while its snapshot was being committed
-            step_node = job.step_node  # only a step's call has one
-            if step_node is not None and step_node.timeout is not None:
-                job.timer = self._after(step_node.timeout, TimerFired(token, "timeout"))
-            pool.submit(job.call)
 
     def _after(self, delay: float, message: TimerFired) -> TimerHandle:
         return self._timers.call_later(delay, tell_safely, self._run, message)
