@@ -145,16 +145,20 @@ class StepActor(ThreadActor):
             )
             tell_safely(call.reply_to, AbortRun(error=None, lost=True))
             return
-        self._call(call, _step_context, _execute, _step_outcome, traced=True)
+        body = _probes.step_body
+        # The body is called as it is, with no frame of ours around it; a test kit's
+        # override or injected fault (a probe) is called with the call as well.
+        invoke = call.step.execute if body is None else functools.partial(body, call)
+        self._call(call, _step_context, invoke, _step_outcome, traced=True)
 
     def _on_call_conditions(self, call: CallConditions) -> None:
-        self._call(call, _reader_context, _conditions, _conditions_outcome)
+        self._call(call, _reader_context, functools.partial(_conditions, call), _conditions_outcome)
 
     def _on_call_map(self, call: CallMap) -> None:
-        self._call(call, _reader_context, _call_fn, _map_outcome, traced=True)
+        self._call(call, _reader_context, call.fn, _map_outcome, traced=True)
 
     def _on_call_sleep_length(self, call: CallSleepLength) -> None:
-        self._call(call, _reader_context, _call_fn, _sleep_outcome)
+        self._call(call, _reader_context, call.fn, _sleep_outcome)
 
     # --- running user code ----------------------------------------------------------
 
@@ -162,7 +166,7 @@ class StepActor(ThreadActor):
         self,
         call: C,
         context: Callable[[C, str | None], StepContext[Any]],
-        invoke: Callable[[C, StepContext[Any]], Any],
+        invoke: Callable[[StepContext[Any]], Any],
         outcome: Callable[[C, StepContext[Any], Any, float], StepFinished],
         *,
         traced: bool = False,
@@ -174,7 +178,7 @@ class StepActor(ThreadActor):
             context: Builds the ``ctx`` the code receives (and validates the
                 input), given the id of the span its logger reports (``None``
                 for a span not made).
-            invoke: Calls the code; it may return an awaitable.
+            invoke: The code, called with the ``ctx`` alone; it may return an awaitable.
             outcome: Validates what the code returned into the reply; raises
                 on anything wrong with it.
             traced: Whether the call has a ``workflow_step`` span of its own.
@@ -213,13 +217,13 @@ class StepActor(ThreadActor):
                 # their async bodies, whose tasks copy it).
                 if span is None:
                     ctx = context(call, span_id)
-                    value = contextvars.copy_context().run(invoke, call, ctx)
+                    value = contextvars.copy_context().run(invoke, ctx)
                 else:
                     # The step's span is current while user code runs: spans it
                     # makes (an HTTP client's, say) are its children.
                     with span.current():
                         ctx = context(call, span_id)
-                        value = contextvars.copy_context().run(invoke, call, ctx)
+                        value = contextvars.copy_context().run(invoke, ctx)
                 known, kinds = _sync_kinds  # _awaitable's quick answer, without its call
                 seen = type(value) in kinds and abc.get_cache_token() == known
                 if not seen and _awaitable(value):
@@ -480,13 +484,6 @@ class _CancelOnTimeout:
 # --- contexts ---------------------------------------------------------------------
 
 
-def _execute(call: CallStep, ctx: StepContext[Any]) -> Any:
-    body = _probes.step_body
-    if body is not None:  # a test kit's override or injected fault
-        return body(call, ctx)
-    return call.step.execute(ctx)
-
-
 def _span(call: StepActorMessage) -> Span:
     """The call's span, started, ended by its run letting go of the call if that comes first."""
     attributes: dict[str, Any] = {"callboard.step.attempt": 1}
@@ -586,10 +583,6 @@ def _awaitable(value: Any) -> bool:
         elif len(kinds) < _SYNC_KINDS_KEPT:
             kinds.add(kind)
     return False
-
-
-def _call_fn(call: CallMap | CallSleepLength, ctx: StepContext[Any]) -> Any:
-    return call.fn(ctx)
 
 
 def _condition_input(call: CallConditions, schema: type[BaseModel] | None) -> Any:
