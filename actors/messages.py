@@ -130,9 +130,14 @@ class RunDeleted:
 
 @dataclass(frozen=True, slots=True)
 class NotifyWhenIdle:
-    """Set ``event`` once no run is in progress or queued."""
+    """Set ``event`` once no run is in progress or queued.
+
+    With ``until`` (seconds on :func:`time.monotonic`), also once no run left could end
+    before it: each waits on a timer due later (a sleep, a rate window).
+    """
 
     event: threading.Event
+    until: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -182,7 +183,7 @@ class SupervisorActor(DispatchedActor):
         # read its length (a gauge) from another thread: len() of a deque is atomic.
         self._waiting: deque[StartRun] = deque() if waiting is None else waiting
         self._sleeping: dict[str, tuple[ExecutionPlan, Snapshot, TimerHandle]] = {}
-        self._idle_events: list[threading.Event] = []
+        self._idle_events: list[NotifyWhenIdle] = []
         self._gate: QueueGate[StartRun] = QueueGate() if gate is None else gate
         # Whether a run was ever offered to the gate: until then it is empty, and a run's
         # end need not ask it (its length is counted under its lock) for runs to admit.
@@ -237,8 +238,8 @@ class SupervisorActor(DispatchedActor):
             handle.cancel()
         if self._rate_timer is not None:
             self._rate_timer.cancel()
-        for event in self._idle_events:
-            event.set()
+        for waiting in self._idle_events:
+            waiting.event.set()
 
     # --- messages -------------------------------------------------------------------
 
@@ -469,7 +470,7 @@ class SupervisorActor(DispatchedActor):
         self._ended(message.run_id)
 
     def _on_notify_when_idle(self, message: NotifyWhenIdle) -> None:
-        self._idle_events.append(message.event)
+        self._idle_events.append(message)
         self._notify_if_idle()
 
     def _on_abort_runs(self, message: AbortRuns) -> None:
@@ -680,6 +681,8 @@ class SupervisorActor(DispatchedActor):
             message.reply(ResumeOutcome.NOT_HERE)
 
     def _notify_if_idle(self) -> None:
+        if not self._idle_events:
+            return
         # Sleeping runs count on a store that forgets them, not on a durable one,
         # which keeps them for the next runtime.
         if (
@@ -688,6 +691,34 @@ class SupervisorActor(DispatchedActor):
             and not (self._gated and len(self._gate))
             and (self._durable or not self._sleeping)
         ):
-            for event in self._idle_events:
-                event.set()
+            for waiting in self._idle_events:
+                waiting.event.set()
             self._idle_events.clear()
+        elif not self._runs and not self._waiting and not self._held_by_bodies:
+            # A stop need not wait for runs that only wait on timers due after it gave up
+            # (a sleep of an hour, a rate window of a day): none of them could end in time.
+            for waiting in list(self._idle_events):
+                if waiting.until is not None and self._nothing_due_before(waiting.until):
+                    waiting.event.set()
+                    self._idle_events.remove(waiting)
+
+    def _nothing_due_before(self, until: float) -> bool:
+        """Whether every timer that could start a run left here is due after ``until``.
+
+        ``until`` is on :func:`time.monotonic`. Never with a test kit's virtual clock
+        installed: its test may move the clock past any deadline.
+        """
+        if _clock.monotonic is not time.monotonic:
+            return False
+        left = until - time.monotonic()
+        now = _clock.time()  # sleeps and deadlines are due at epoch seconds
+        sleeps = () if self._durable else self._sleeping.values()
+        if any(handle.when - now <= left for _, _, handle in sleeps):
+            return False
+        if any(handle.when - now <= left for handle, _ in self._deadlines.values()):
+            return False
+        if self._gated and len(self._gate):
+            opening = self._rate_timer  # on the monotonic clock: see _admit_from_queues
+            if opening is None or opening.when <= until:
+                return False
+        return True

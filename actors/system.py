@@ -1301,11 +1301,19 @@ class ActorSystem:
         try:
             idle = threading.Event()
             self._draining = idle  # before looking at _hurried_at: see hurry()
-            self.supervisor.tell(NotifyWhenIdle(event=idle))
+            # Told the end of the wait, the supervisor also answers once every run left only
+            # waits on a timer due after it (a sleep, a rate window); those are halted now.
+            until = None if timeout is None or on_step_loop else time.monotonic() + timeout
+            self.supervisor.tell(NotifyWhenIdle(event=idle, until=until))
             if on_step_loop:
                 # Only for the supervisor's answer: with the loop blocked, no run ends.
                 timeout = _IDLE_ANSWER if timeout is None else min(timeout, _IDLE_ANSWER)
-            if self._hurried_at is None and idle.wait(timeout) and self._hurried_at is None:
+            if (
+                self._hurried_at is None
+                and idle.wait(timeout)
+                and self._hurried_at is None
+                and until is None
+            ):
                 return
             if on_step_loop:
                 emit(

@@ -903,7 +903,10 @@ class Runtime:
         Runs in progress get ``timeout`` seconds (the runtime's ``stop_timeout``
         when omitted) to end; those still going are then recorded as ``failed``
         with a ``RuntimeStoppedError`` (in memory) or halted and left to the next
-        runtime (on a durable store). Results stay readable after the stop.
+        runtime (on a durable store). In memory, once no run executes and those
+        left only wait on timers due after ``timeout`` (a sleep, a queue's rate
+        window), the stop waits no longer: none could end in time. Results stay
+        readable after the stop.
         Stopping a stopped runtime does nothing.
 
         A call while another thread's stop waits for runs in progress returns
