@@ -21,6 +21,7 @@ import pytest
 import structlog
 from pydantic import BaseModel
 
+import runtime._run as run_module
 from actors.run import RunActor
 from runtime import (
     RetryConfig,
@@ -862,10 +863,16 @@ def _held_pair(release: threading.Event, began: list[str]) -> Any:
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("store", ["memory", "sqlite"])
-def test_a_lost_resume_is_answered_and_its_caller_goes_on(store: str) -> None:
+def test_a_lost_resume_is_answered_and_its_caller_goes_on(
+    store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Nobody answered the resume whose message was lost: resume_async() hung for ever (in
     # memory), and the request a worker took from the file was never carried out (SQLite).
     from runtime import ResumeConflictError
+
+    # Told "not here" while its actor is alive (the lost mail), the caller waits for the run
+    # to settle, which it does not while step a holds it: half a second, not five, to learn so.
+    monkeypatch.setattr(run_module, "_SETTLE_PATIENCE", 0.5)
 
     release, began = threading.Event(), []
     with Harness(store=store) as harness:
@@ -1740,8 +1747,11 @@ def test_faults_for_known_steps_that_never_fired_and_a_failing_test_close_quietl
         raise KeyError("the test's own failure")
 
 
-def test_a_test_failing_while_a_step_runs_keeps_its_own_error() -> None:
+def test_a_test_failing_while_a_step_runs_keeps_its_own_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # The close's "threads of callboard left" replaced it, the test's error its context.
+    monkeypatch.setattr(testing, "THREADS_PATIENCE", 0.5)  # the step stays: no need to wait long
     release = threading.Event()
 
     def waits(ctx: StepContext[N]) -> N:
@@ -2171,9 +2181,10 @@ def test_under_xdist_the_fixture_gives_each_worker_a_file_of_its_own(
 
 
 def test_the_fixture_of_a_test_failing_while_a_step_runs_adds_no_error(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Its teardown raised "threads of callboard left": "1 failed, 1 error" for one failure.
+    monkeypatch.setattr(testing, "THREADS_PATIENCE", 0.5)  # the step stays: no need to wait long
     pytester.makepyfile(
         test_stuck="""
         import threading
