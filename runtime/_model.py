@@ -105,6 +105,12 @@ _FROZEN = ConfigDict(frozen=True, extra="forbid")
 _MODEL_VALIDATE: Final = BaseModel.__dict__["model_validate"].__func__
 """pydantic's own ``model_validate``: a schema that keeps it may be validated straight."""
 
+class_attribute: Final = type.__getattribute__
+"""``getattr(cls, name)`` for a model class, at about half the cost, for the reads of every
+validation and dump: pydantic's metaclass has a ``__getattr__`` (for private attributes),
+so each read through it calls ``type.__getattribute__`` as a Python-level method first.
+Only a name the class lacks is told apart: ``AttributeError`` without that hook."""
+
 _M = TypeVar("_M", bound=BaseModel)
 _TRACEBACK_FRAMES = 20
 _TRACEBACK_CHARS = 8000
@@ -542,10 +548,12 @@ def validate_stored(schema: type[_M], data: Any) -> _M:
     A schema that overrides ``model_validate`` gets its own, called as pydantic's
     callers call it, with the data alone: an override need not take ``strict``.
     """
-    if getattr(schema.model_validate, "__func__", None) is not _MODEL_VALIDATE:
+    if getattr(class_attribute(schema, "model_validate"), "__func__", None) is not _MODEL_VALIDATE:
         return schema.model_validate(data)
-    if schema.__pydantic_complete__:
-        model: _M = schema.__pydantic_validator__.validate_python(data, strict=False)
+    if class_attribute(schema, "__pydantic_complete__"):
+        model: _M = class_attribute(schema, "__pydantic_validator__").validate_python(
+            data, strict=False
+        )
         return model
     return schema.model_validate(data, strict=False)
 

@@ -14,7 +14,7 @@ from pydantic_core import to_jsonable_python
 
 from runtime._errors import SnapshotEncodingError, StepValidationError, WorkflowDefinitionError
 from runtime._ids import shown_name, unstorable_text
-from runtime._model import _MODEL_VALIDATE, validate_stored
+from runtime._model import _MODEL_VALIDATE, class_attribute, validate_stored
 from runtime._model_keys import refuse_unkept
 from runtime._options import seconds_of
 
@@ -69,10 +69,10 @@ def validate_model(schema: type[M], data: Any) -> M:
     of a one-field input, 1.4 µs straight). A schema that overrides it, or whose
     definition is not complete yet, gets the wrapper.
     """
-    if getattr(schema.model_validate, "__func__", None) is _MODEL_VALIDATE and (
-        schema.__pydantic_complete__
+    if getattr(class_attribute(schema, "model_validate"), "__func__", None) is _MODEL_VALIDATE and (
+        class_attribute(schema, "__pydantic_complete__")
     ):
-        model: M = schema.__pydantic_validator__.validate_python(data)
+        model: M = class_attribute(schema, "__pydantic_validator__").validate_python(data)
         return model
     return schema.model_validate(data)
 
@@ -86,8 +86,9 @@ def dump_model(model: BaseModel) -> Any:
     those), as the JSON a web framework returns for it holds them.
     """
     kind = type(model)
-    if kind.model_dump is _MODEL_DUMP:
-        return kind.__pydantic_serializer__.to_python(model, mode="json", by_alias=True)
+    if class_attribute(kind, "model_dump") is _MODEL_DUMP:
+        serializer = class_attribute(kind, "__pydantic_serializer__")
+        return serializer.to_python(model, mode="json", by_alias=True)
     return model.model_dump(mode="json", by_alias=True)
 
 

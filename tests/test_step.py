@@ -634,3 +634,33 @@ def test_get_step_result_reads_a_nested_workflows_output_by_the_workflow_or_its_
     assert result.status == "success", result.error
     assert seen["by_workflow"] == Count(count=4) and isinstance(seen["by_workflow"], Count)
     assert seen["by_id"] == seen["inner"] == Count(count=4)
+
+
+# --- validation and dumps: what they read of a model class --------------------------
+
+
+def test_validation_and_dumps_read_a_model_class_past_its_metaclass_hook() -> None:
+    """``validate_model``, ``validate_stored`` and ``dump_model`` run at every start and
+    step: they read the class's validator and serializer with ``type.__getattribute__``,
+    not through pydantic's metaclass, whose ``__getattr__`` makes each read cost about
+    twice as much. A metaclass that counts the reads made through it sees none."""
+    from pydantic._internal._model_construction import ModelMetaclass
+
+    from runtime._model import validate_stored
+    from runtime._step import dump_model, validate_model
+
+    reads: list[str] = []
+
+    class Counting(ModelMetaclass):
+        def __getattribute__(cls, name: str) -> Any:
+            reads.append(name)
+            return super().__getattribute__(name)
+
+    class Counted(BaseModel, metaclass=Counting):
+        value: str
+
+    reads.clear()
+    model = validate_model(Counted, {"value": "x"})
+    assert dump_model(model) == {"value": "x"}
+    assert validate_stored(Counted, {"value": "x"}) == model
+    assert reads == []
