@@ -1846,11 +1846,6 @@ class SnapshotFreezer:
         return frozen
 
 
-def _deferred(held: _Frozen, snapshot: Snapshot, key: str | None = None) -> DeferredRecord:
-    record: DeferredRecord = _record_values(DeferredRecord, snapshot, held, None, key)
-    return record
-
-
 _RECORD_FIELDS: Final = (
     "run_id",
     "workflow_id",
@@ -1935,7 +1930,10 @@ def first_frozen_record(snapshot: Snapshot) -> SnapshotRecord | None:
         return None
     frozen = _Frozen(snapshot)
     frozen["steps"] = {}
-    return _deferred(frozen.seal(), snapshot, snapshot.get("idempotency_key"))
+    record: DeferredRecord = _record_values(
+        DeferredRecord, snapshot, frozen.seal(), None, snapshot.get("idempotency_key")
+    )
+    return record
 
 
 def copy_plain(value: Any) -> Any:
