@@ -267,8 +267,8 @@ def unpack(data: bytes, *, checksum: bool = True) -> dict[str, Any]:
     if data[:2] == _PARTED_MARKER:  # is_parted(data), without its frame
         return _unpack_parted(data)
     if len(data) > _CHECKSUM_BYTES + 1 and data[0] == _PAIR and data[1] == FORMAT_VERSION:
-        body, crc = data[:-_CHECKSUM_BYTES], data[-_CHECKSUM_BYTES:]
-        if checksum and zlib.crc32(body) != int.from_bytes(crc, "big"):
+        body = data[:-_CHECKSUM_BYTES]
+        if checksum and zlib.crc32(body) != int.from_bytes(data[-_CHECKSUM_BYTES:], "big"):
             raise SnapshotFormatError(
                 "snapshot bytes are damaged: their checksum does not match (a flipped bit, "
                 "a torn write, or bytes written by something else)"
