@@ -47,6 +47,7 @@ __all__ = [
     "StreamEvent",
     "WorkflowResult",
     "WorkflowRunList",
+    "class_attribute",
     "validate_stored",
     "with_output_schema",
 ]
