@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 
-from runtime import Queue, Workflow, create_step, create_workflow
-from tests._support import Value
-from tests.durable._support.workflows import append_line, asking, asking_items, logged
+from runtime import Queue, Runtime, Workflow, create_step, create_workflow
+from tests._support import Value, wait_until
+from tests.durable._support.workflows import (
+    append_line,
+    asking,
+    asking_items,
+    logged,
+    read_lines,
+)
 
 __all__ = ["TENANT_QUEUE", "WORKFLOWS", "napper", "tenant_job", "ticker"]
 
@@ -81,3 +88,19 @@ WORKFLOWS: dict[str, Workflow[Any, Any]] = {
     wf.id: wf for wf in (logged, asking, asking_items, napper, tenant_job, ticker)
 }
 """What every worker process registers."""
+
+
+def held_in_beta(rt: Runtime, log: Path, hold: Path, *, within: float) -> tuple[Any, Any]:
+    """The ``logged`` workflow on ``rt``, and a run of it started and held in ``beta``.
+
+    ``beta`` holds while ``hold`` exists; each step's start is logged to ``log``.
+    Waits up to ``within`` seconds for ``beta`` to start. Returns (workflow, run).
+    """
+    wf = rt.register(WORKFLOWS["logged"])
+    run = wf.create_run()
+    run.start_async(
+        input_data={"value": "x"},
+        request_context={"log": str(log), "hold_step": "beta", "hold_file": str(hold)},
+    )
+    wait_until(lambda: "start beta" in read_lines(log), timeout=within, what="beta holds")
+    return wf, run

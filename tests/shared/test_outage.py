@@ -19,7 +19,7 @@ import pytest
 from runtime import Runtime, StoreError, StoreUnavailableError
 from tests._support import wait_until
 from tests.durable._support.workflows import read_lines
-from tests.shared._workflows import WORKFLOWS
+from tests.shared._workflows import WORKFLOWS, held_in_beta
 
 WAIT = 60.0
 
@@ -33,7 +33,7 @@ def test_waits_outlast_a_postgresql_outage_and_other_calls_say_it_is_unavailable
     log, hold = tmp_path / "run.log", tmp_path / "hold"
     hold.touch()
     with Runtime(store=postgres_url) as rt:
-        wf, run = _held_in_beta(rt, log, hold)
+        wf, run = held_in_beta(rt, log, hold, within=WAIT)
 
         results: list[Any] = []
         events: list[Any] = []
@@ -93,7 +93,7 @@ def test_a_database_read_only_for_a_while_holds_its_runs_writes_until_it_is_writ
     hold.touch()
     dbname = postgres_url.split("///", 1)[1].split("?", 1)[0]
     with Runtime(store=postgres_url) as rt:
-        _, run = _held_in_beta(rt, log, hold)
+        _, run = held_in_beta(rt, log, hold, within=WAIT)
         _read_only(postgres_server, dbname, True)
         try:
             hold.unlink()  # beta ends: its output cannot be written for now
@@ -159,7 +159,7 @@ def test_a_run_whose_acknowledged_commits_the_server_lost_is_taken_up_again_afte
     hold.touch()
     dbname = postgres_url.split("///", 1)[1].split("?", 1)[0]
     with Runtime(store=postgres_url) as rt:
-        _, run = _held_in_beta(rt, log, hold)
+        _, run = held_in_beta(rt, log, hold, within=WAIT)
         with postgres_server.admin(dbname) as admin:
             columns = [
                 name
@@ -207,15 +207,3 @@ def test_a_run_whose_acknowledged_commits_the_server_lost_is_taken_up_again_afte
         wait_until(settled, timeout=WAIT, what="the run taken up again and ended")
         assert read_lines(log).count("start beta") == 2  # from its last record kept
         assert read_lines(log).count("start alpha") == 1
-
-
-def _held_in_beta(rt: Runtime, log: Path, hold: Path) -> tuple[Any, Any]:
-    """The ``logged`` workflow on ``rt``, and a run of it started and held in ``beta``."""
-    wf = rt.register(WORKFLOWS["logged"])
-    run = wf.create_run()
-    run.start_async(
-        input_data={"value": "x"},
-        request_context={"log": str(log), "hold_step": "beta", "hold_file": str(hold)},
-    )
-    wait_until(lambda: "start beta" in read_lines(log), timeout=WAIT, what="beta holds")
-    return wf, run

@@ -38,7 +38,7 @@ from runtime import (
 )
 from tests._support import Value, wait_until
 from tests.durable._support.workflows import read_lines
-from tests.shared._workflows import WORKFLOWS
+from tests.shared._workflows import WORKFLOWS, held_in_beta
 
 WAIT = 60.0
 TIMEOUT = 12.0
@@ -131,13 +131,7 @@ def _held(rt: Runtime, tmp_path: Path) -> tuple[Any, Any, Path, Path]:
     """The ``logged`` workflow, and a run of it held in beta: (workflow, run, log, hold)."""
     log, hold = tmp_path / "run.log", tmp_path / "hold"
     hold.touch()
-    wf = rt.register(WORKFLOWS["logged"])
-    run = wf.create_run()
-    run.start_async(
-        input_data={"value": "x"},
-        request_context={"log": str(log), "hold_step": "beta", "hold_file": str(hold)},
-    )
-    wait_until(lambda: "start beta" in read_lines(log), timeout=WAIT, what="beta holds")
+    wf, run = held_in_beta(rt, log, hold, within=WAIT)
     return wf, run, log, hold
 
 
