@@ -24,7 +24,7 @@ import runtime._stores._writer as writer_module
 from runtime import Runtime, SQLiteStore, StoreError, StoreUnavailableError
 from tests._support import wait_until
 from tests.durable._support.workflows import read_lines
-from tests.shared._workflows import WORKFLOWS
+from tests.shared._workflows import held_in_beta
 
 WAIT = 60.0
 PATIENCE = 0.5
@@ -86,13 +86,7 @@ def _told_then_recovered(
     log, hold = tmp_path / "run.log", tmp_path / "hold"
     hold.touch()
     with capture_logs() as logs, Runtime(store=location) as rt:
-        wf = rt.register(WORKFLOWS["logged"])
-        run = wf.create_run()
-        run.start_async(
-            input_data={"value": "x"},
-            request_context={"log": str(log), "hold_step": "beta", "hold_file": str(hold)},
-        )
-        wait_until(lambda: "start beta" in read_lines(log), timeout=WAIT, what="beta holds")
+        wf, run = held_in_beta(rt, log, hold, within=WAIT)
         outcomes: list[BaseException | Any] = []
 
         def waiting(wait: Callable[[], Any]) -> None:
