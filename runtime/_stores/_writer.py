@@ -471,13 +471,12 @@ REFUSED_AT_ONCE: Final[frozenset[WriteKind]] = frozenset(
     {"create", "replace", "define_queue", "request_cancel", "request_resume"}
 )
 """Writes that a refused transaction fails at once: a start, a restart, a resume or a cancel
-(a compare-and-set of a run's record, or a request to the worker that holds the run), a
-queue's limits kept for a start through it. Each
-admits something new that nothing has committed, and its caller waits for it: told at
-once that the store refuses writes, it can try again or shed load, where it waited the
-whole ``CREATE_TIMEOUT`` (a daemon's request handler held 30 s). The runs' own writes
-(their snapshots, claims, leases) wait in memory instead, and go on once the store takes
-writes again."""
+(a compare-and-set of a run's record, or a request to the worker that holds the run), and
+a queue's limits kept for a start through it. Each admits something new that nothing has
+committed, and its caller waits for it: told at once that the store refuses writes, it
+can try again or shed load, where it waited the whole ``CREATE_TIMEOUT`` (a daemon's
+request handler held 30 s). The runs' own writes (their snapshots, claims, leases) wait
+in memory instead, and go on once the store takes writes again."""
 
 
 def refuse_at_once(writes: list[Write], store: str, reason: str) -> list[Write]:
