@@ -18,10 +18,10 @@ write nor a passing one: its writes wait and are tried again, as for a full
 disk, and :class:`Refusals` keeps the time it has lasted, says it in the log
 once, and tells the store's waiters once ``REFUSAL_PATIENCE`` has passed. A
 write that admits something new (a start, a restart, a resume, a cancel, a
-queue's limits: :data:`REFUSED_AT_ONCE`) is no such write: nothing has
-committed it, and its caller can try again or shed load, so a refused
-transaction fails it at once (:func:`refuse_at_once`) rather than keep its
-caller waiting.
+queue's limits) or that its caller asked for and waits on (a delete, a prune:
+:data:`REFUSED_AT_ONCE`) is no such write: nothing has committed it, and its
+caller can try again or shed load, so a refused transaction fails it at once
+(:func:`refuse_at_once`) rather than keep its caller waiting.
 """
 
 from __future__ import annotations
@@ -454,6 +454,10 @@ class Refusals:
             self._since = 0.0
             self._given_up = None
 
+    def refusing(self) -> bool:
+        """Whether a refusal is under way: the last transaction tried was refused."""
+        return bool(self._since)
+
     def patience(self, timeout: float) -> float:
         """How long a caller waits on its write: ``timeout``, or one more try once given up.
 
@@ -468,15 +472,18 @@ class Refusals:
 
 
 REFUSED_AT_ONCE: Final[frozenset[WriteKind]] = frozenset(
-    {"create", "replace", "define_queue", "request_cancel", "request_resume"}
+    {"create", "replace", "define_queue", "request_cancel", "request_resume", "delete", "prune"}
 )
 """Writes that a refused transaction fails at once: a start, a restart, a resume or a cancel
 (a compare-and-set of a run's record, or a request to the worker that holds the run), and
 a queue's limits kept for a start through it. Each admits something new that nothing has
 committed, and its caller waits for it: told at once that the store refuses writes, it
 can try again or shed load, where it waited the whole ``CREATE_TIMEOUT`` (a daemon's
-request handler held 30 s). The runs' own writes (their snapshots, claims, leases) wait
-in memory instead, and go on once the store takes writes again."""
+request handler held 30 s). So are a run's delete and a prune's: their caller (a request
+handler, ``callboard runs prune``, the pruner's pass) is told the same, nothing deleted,
+where it waited that long to be told the delete was not done. The runs' own writes (their
+snapshots, claims, leases) wait in memory instead, and go on once the store takes writes
+again."""
 
 
 def refuse_at_once(writes: list[Write], store: str, reason: str) -> list[Write]:
@@ -534,6 +541,10 @@ def unrecorded(write: Write) -> tuple[str, str | None]:
             return f"no resume of run {payload[0]!r} was recorded", payload[0]
         case "create":
             return f"the run {payload[0].run_id!r} was not recorded", payload[0].run_id
+        case "delete":
+            return f"the run {payload!r} was not deleted", payload
+        case "prune":
+            return "the prune deleted no more runs (those it deleted before stay deleted)", None
     return f"the new record of run {payload[0].run_id!r} was not stored", payload[0].run_id
 
 

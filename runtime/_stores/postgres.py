@@ -2160,6 +2160,11 @@ class PostgresStore:
         (``success``, ``failed`` or ``canceled``): the status is checked in the
         same step as the delete, so a run restarted meanwhile is never deleted
         under its actor.
+
+        Raises:
+            StoreUnavailableError: if the server refuses writes (privileges
+                revoked, a read-only database), at the first try that meets it,
+                nothing deleted; or if the delete did not commit within ``CALL_TIMEOUT``.
         """
         future: Future[bool] = Future()
         write = self._submit("delete", run_id, resolve(future))
@@ -2182,6 +2187,8 @@ class PostgresStore:
         Raises:
             StoreError: if the store is read-only or closed, or stayed unreachable
                 (the runs deleted before stay deleted).
+            StoreUnavailableError: if the server refuses writes (privileges
+                revoked), at the first try that meets it: no more runs are deleted.
         """
         statuses = TERMINAL_STATUSES if status is None else TERMINAL_STATUSES & {status}
         if not statuses:
@@ -3028,6 +3035,12 @@ class PostgresStore:
         for index, group in enumerate(groups):
             left = self._commit_group(group)
             if left:
+                if self._refusals.refusing():
+                    # A prune waits here behind the refused group, untried: told at once
+                    # instead, as it would be alone (refuse_at_once), not after CALL_TIMEOUT.
+                    solo = refuse_at_once(
+                        solo, f"the PostgreSQL store {self._shown}", self._retried_for or ""
+                    )
                 return left + [write for later in groups[index + 1 :] for write in later] + solo
         for index, write in enumerate(solo):
             if write.kind == "reap" and self._wconn is not None:

@@ -1029,6 +1029,11 @@ class SQLiteStore:
         (``success``, ``failed`` or ``canceled``): the status is checked in the
         same step as the delete, so a run restarted meanwhile is never deleted
         under its actor.
+
+        Raises:
+            StoreUnavailableError: if the file refuses writes (made read-only),
+                at the first try that meets it, nothing deleted; or if the delete
+                did not commit within ``CREATE_TIMEOUT``.
         """
         future: Future[bool] = Future()
         write = self._submit("delete", run_id, resolve(future))
@@ -1051,6 +1056,8 @@ class SQLiteStore:
         Raises:
             StoreError: if the store is read-only or closed, or stayed locked
                 (the runs deleted before stay deleted).
+            StoreUnavailableError: if the file refuses writes (made read-only),
+                at the first try that meets it: no more runs are deleted.
         """
         statuses = sorted(TERMINAL_STATUSES if status is None else TERMINAL_STATUSES & {status})
         if not statuses:
