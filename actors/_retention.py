@@ -3,22 +3,34 @@
 Every ``interval`` seconds it asks the store to delete the runs that ended
 longer than ``max_age`` ago, then all but the newest ``max_runs`` ended runs.
 The store never deletes a run that has not ended, so a pass cannot race a run
-in progress. A pass that fails is logged, and the next one tries again. A pass
-that deleted runs says so (``on_pruned``): the registry forgets their event logs.
+in progress. A pass that deleted runs says so (``on_pruned``): the registry
+forgets their event logs.
+
+A pass that fails is tried again at the next, no sooner than
+:data:`FAILED_PASS_PAUSE` seconds later. While passes fail (a store that
+refuses writes fails each at once, for as long as the refusal lasts) the log
+says it twice: when they begin to fail (``prune_failed``, with the error) and
+when one succeeds again (``prune_recovered``, with how many failed and for how
+long), not at every pass.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
+from typing import Final
 
 from runtime import _clock
 from runtime._options import FOREVER, RetentionPolicy
 from runtime._stores.base import SnapshotStore
 from runtime._tracing import emit
 
-__all__ = ["Pruner"]
+__all__ = ["FAILED_PASS_PAUSE", "Pruner"]
+
+FAILED_PASS_PAUSE: Final = 1.0
+"""The fewest seconds between a failed pass and the next (``interval``, if longer)."""
 
 
 class Pruner:
@@ -63,13 +75,37 @@ class Pruner:
         self._thread.join(timeout)
 
     def _run(self) -> None:
+        interval = self._policy.interval
+        wait = interval
+        failed, failing_since = 0, 0.0  # the passes failed in a row, and since when
         # Ten years at most: a longer wait overflows threading's clock, and the thread died of
         # it (an interval that long prunes nothing in the process's life either way).
-        while not self._stopped.wait(min(self._policy.interval, FOREVER)):
+        while not self._stopped.wait(min(wait, FOREVER)):
             try:
                 deleted = self.prune_now()
             except Exception as exc:  # a store fault: the next pass tries again
-                emit(logging.WARNING, "prune_failed", error=f"{type(exc).__name__}: {exc}")
+                if not failed:
+                    failing_since = time.monotonic()
+                    emit(
+                        logging.WARNING,
+                        "prune_failed",
+                        error=f"{type(exc).__name__}: {exc}",
+                        hint="the next passes try again; the log says when one succeeds",
+                    )
+                failed += 1
+                # Not at every tick of a short interval: a store that refuses writes fails
+                # each pass at once, and would be asked many times a second.
+                wait = max(interval, FAILED_PASS_PAUSE)
                 continue
+            wait = interval
+            if failed:
+                emit(
+                    logging.WARNING,
+                    "prune_recovered",
+                    failed_passes=failed,
+                    failed_for=round(time.monotonic() - failing_since, 1),
+                    count=deleted,
+                )
+                failed = 0
             if deleted:
                 emit(logging.DEBUG, "runs_pruned", count=deleted)
