@@ -28,7 +28,10 @@ with them let a live worker's lease run out. Each pass the claimer
 It passes every :data:`POLL_INTERVAL` seconds, and at once when poked: by the
 store after a commit here that queued a run, by the store's notifications
 from other processes (PostgreSQL), or by the runtime when it registers a
-workflow. Polling alone is always correct; pokes only make it sooner.
+workflow. Polling alone is always correct; pokes only make it sooner. A pass
+that fails (the store unreachable, or refusing writes) is tried again a second
+later; the log says so once when passes begin to fail (``claim_pass_failed``)
+and once when one succeeds again (``claim_pass_recovered``), not at every try.
 """
 
 from __future__ import annotations
@@ -485,6 +488,10 @@ class Claimer:
 
     def _run(self) -> None:
         wait = 0.0
+        # Passes failed in a row, and since when: a store that refuses writes fails every
+        # pass that has a run to cancel at its deadline, at once, for as long as it lasts.
+        # The log says it when passes begin to fail and when one succeeds, not every second.
+        failed, failing_since = 0, 0.0
         while not self._stopped.is_set():
             self._wake.wait(wait)
             self._passing = True  # before the clear: idle() never sees a gap between
@@ -493,8 +500,24 @@ class Claimer:
                 return
             try:
                 wait = self._pass()
+                if failed:
+                    emit(
+                        logging.WARNING,
+                        "claim_pass_recovered",
+                        failed_passes=failed,
+                        failed_for=round(time.monotonic() - failing_since, 1),
+                    )
+                    failed = 0
             except StoreError as exc:
-                emit(logging.WARNING, "claim_pass_failed", error=str(exc))
+                if not failed:
+                    failing_since = time.monotonic()
+                    emit(
+                        logging.WARNING,
+                        "claim_pass_failed",
+                        error=str(exc),
+                        hint="passes go on every second; the log says when one succeeds",
+                    )
+                failed += 1
                 wait = _ERROR_PAUSE
             except Exception:
                 emit(logging.ERROR, "claim_pass_crashed", exc_info=True)
