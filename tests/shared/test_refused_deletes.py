@@ -1,0 +1,311 @@
+"""While the store refuses every write, deletes and prunes fail at once, and the log stays calm.
+
+A delete of a run and a prune (``delete_workflow_run_by_id``, ``store.prune``,
+``callboard runs prune``) met by a store that refuses writes (a read-only SQLite
+file, a PostgreSQL role stripped of its privileges) raise ``StoreUnavailableError``
+with the database's message at the first try, not after the write's whole
+timeout, and delete nothing; once the store takes writes again they work. The
+pruner of a retention policy, whose passes then fail at once, and the claimer,
+whose passes fail at once while a run's deadline cannot be recorded, say so in
+the log when the failures begin and when they end, not at every try.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+import actors._retention as retention_module
+import runtime._stores._writer as writer_module
+import runtime._stores.postgres as postgres_module
+import runtime._stores.sqlite as sqlite_module
+from runtime import (
+    RetentionPolicy,
+    Runtime,
+    SQLiteStore,
+    StepContext,
+    StoreUnavailableError,
+    create_step,
+    create_workflow,
+)
+from runtime._cli import main
+from tests._support import Value, wait_until
+from tests.durable._support.workflows import read_lines
+from tests.shared._workflows import held_in_beta
+
+WAIT = 60.0
+TIMEOUT = 12.0
+"""The write's timeout here (30 s by default): a delete or a prune that waited for it shows."""
+PROMPT = TIMEOUT / 3
+"""A delete or a prune told at once returns well within this."""
+REFUSED_FOR = 4.0
+"""Seconds the refusal lasts in the tests of the log: several tries of the pruner and claimer."""
+ROLE = "callboard_refused_deletes"
+
+
+@dataclass
+class Refusable:
+    """A store's location, how to make it refuse writes (and take them again), what it says."""
+
+    location: str
+    refuse: Callable[[Runtime, bool], None]
+    says: str
+
+
+def _sqlite_refuse(rt: Runtime, on: bool) -> None:
+    # SQLITE_READONLY, as a file made read-only under a running runtime gives (chmod does
+    # not stop root, which these tests may run as).
+    store = rt.store
+    assert isinstance(store, SQLiteStore)
+    for connection in (store._connection, store._caller_connection):
+        if isinstance(connection, sqlite3.Connection):
+            connection.execute(f"PRAGMA query_only = {'ON' if on else 'OFF'}")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def refusable(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    _structlog_reset: None,
+) -> Iterator[Refusable]:
+    monkeypatch.setattr(sqlite_module, "CREATE_TIMEOUT", TIMEOUT, raising=False)
+    monkeypatch.setattr(postgres_module, "CALL_TIMEOUT", TIMEOUT, raising=False)
+    # Never given up on here: a delete that waited was told after REFUSED_WAIT instead.
+    monkeypatch.setattr(writer_module, "REFUSAL_PATIENCE", 600.0, raising=False)
+    if request.param == "sqlite":
+        yield Refusable(str(tmp_path / "runs.db"), _sqlite_refuse, "readonly database")
+        return
+    server: Any = request.getfixturevalue("postgres_server")
+    url: str = request.getfixturevalue("postgres_url")
+    yield _stripped_role(server, url, "INSERT, UPDATE, DELETE")
+
+
+def _stripped_role(server: Any, url: str, privileges: str) -> Refusable:
+    """The database at ``url`` owned by a role of its own, from which ``refuse`` takes
+    ``privileges`` on callboard's tables (and gives them back)."""
+    dbname = url.split("///", 1)[1].split("?", 1)[0]
+    with server.admin() as admin:
+        admin.execute(
+            f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{ROLE}') "
+            f"THEN CREATE ROLE {ROLE} LOGIN; END IF; END $$"
+        )
+        admin.execute(f'ALTER DATABASE "{dbname}" OWNER TO {ROLE}')
+
+    def refuse(_rt: Runtime, on: bool) -> None:
+        with server.admin(dbname) as admin:
+            admin.execute(
+                f"REVOKE {privileges} ON ALL TABLES IN SCHEMA public FROM {ROLE}"
+                if on
+                else f"GRANT {privileges} ON ALL TABLES IN SCHEMA public TO {ROLE}"
+            )
+
+    return Refusable(url.replace("user=postgres", f"user={ROLE}"), refuse, "permission denied")
+
+
+quick = (
+    create_workflow(id="quick", input_schema=Value, output_schema=Value)
+    .then(
+        create_step(
+            id="echo",
+            input_schema=Value,
+            output_schema=Value,
+            execute=lambda ctx: Value(value=ctx.input_data.value),
+        )
+    )
+    .commit()
+)
+
+
+@create_step(input_schema=Value, output_schema=Value)
+def ask(ctx: StepContext[Value]) -> Value:
+    if ctx.resume_data is None:
+        ctx.suspend({"question": "go on?"})
+    return ctx.input_data
+
+
+def _told_at_once(name: str, attempt: Callable[[], Any], says: str) -> StoreUnavailableError:
+    began = time.monotonic()
+    with pytest.raises(StoreUnavailableError) as raised:
+        attempt()
+    took = time.monotonic() - began
+    assert took < PROMPT, f"{name} took {took:.1f} s, where the write's timeout is {TIMEOUT} s"
+    assert "refuses writes" in str(raised.value) and says in str(raised.value), raised.value
+    return raised.value
+
+
+def _status(wf: Any, run_id: str) -> str | None:
+    result = wf.get_workflow_run_execution_result(run_id)
+    return None if result is None else str(result.status)
+
+
+def _events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [entry for entry in logs if entry["event"] == name]
+
+
+def test_a_delete_and_a_prune_while_the_store_refuses_writes_fail_at_once_and_delete_nothing(
+    refusable: Refusable, tmp_path: Path
+) -> None:
+    log, hold = tmp_path / "run.log", tmp_path / "hold"
+    hold.touch()
+    with capture_logs() as logs, Runtime(store=refusable.location) as rt:
+        qu = rt.register(quick)
+        for n in range(3):
+            done = qu.create_run(run_id=f"done-{n}").start(input_data={"value": "x"})
+            assert done.status == "success", done.error
+        logged, run = held_in_beta(rt, log, hold, within=WAIT)
+        refusable.refuse(rt, True)
+        try:
+            # The first writes to meet the refusal: nothing else waits in the writer.
+            error = _told_at_once(
+                "delete_workflow_run_by_id",
+                lambda: qu.delete_workflow_run_by_id("done-0"),
+                refusable.says,
+            )
+            assert "'done-0' was not deleted" in str(error)
+            _told_at_once("a prune", lambda: rt.store.prune(keep=0), refusable.says)
+            # Then behind the run's own write, which waits in memory and is tried again.
+            hold.unlink()
+            wait_until(lambda: "end beta" in read_lines(log), timeout=WAIT, what="beta ends")
+            time.sleep(0.3)  # its output reaches the writer, and is refused
+            _told_at_once(
+                "adelete_workflow_run_by_id",
+                lambda: asyncio.run(qu.adelete_workflow_run_by_id("done-1")),
+                refusable.says,
+            )
+            _told_at_once(
+                "a prune by age",
+                lambda: rt.store.prune(ended_before=time.time() + 3600),
+                refusable.says,
+            )
+            # Nothing was deleted.
+            assert qu.list_workflow_runs().total == 3
+            for n in range(3):
+                kept = qu.get_workflow_run_execution_result(f"done-{n}")
+                assert kept is not None and kept.status == "success"
+            assert _status(logged, run.run_id) == "running"  # its step's output waits
+        finally:
+            refusable.refuse(rt, False)
+        assert run.wait(timeout=WAIT).status == "success"
+        assert _events(logs, "store_writes_accepted")
+        # Once it takes writes again, the same delete and prune work.
+        assert qu.delete_workflow_run_by_id("done-0") is True
+        assert qu.get_workflow_run_execution_result("done-0") is None
+        assert rt.store.prune(keep=0) == 3  # done-1, done-2 and the held run
+
+
+@pytest.mark.postgres
+def test_callboard_runs_prune_on_a_role_that_may_not_delete_says_so_at_once_and_deletes_nothing(
+    postgres_server: Any,
+    postgres_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The command opens a store of its own, which must write to open (its worker's row):
+    # only the deletes are refused here. (Its own connection to a SQLite file cannot be
+    # made to refuse from here, but for a file that root may not write either.)
+    monkeypatch.setattr(postgres_module, "CALL_TIMEOUT", TIMEOUT, raising=False)
+    monkeypatch.setattr(writer_module, "REFUSAL_PATIENCE", 600.0, raising=False)
+    refusable = _stripped_role(postgres_server, postgres_url, "DELETE")
+    prune = ["runs", "prune", "--keep", "0", "--db", refusable.location]
+    with Runtime(store=refusable.location) as rt:
+        qu = rt.register(quick)
+        assert qu.create_run(run_id="done").start(input_data={"value": "x"}).status == "success"
+        refusable.refuse(rt, True)
+        try:
+            began = time.monotonic()
+            code = main(prune)
+            took = time.monotonic() - began
+            _, err = capsys.readouterr()
+            assert code != 0
+            assert took < PROMPT, f"the command took {took:.1f} s, where its timeout is {TIMEOUT} s"
+            assert "refuses writes" in err and refusable.says in err, err
+        finally:
+            refusable.refuse(rt, False)
+        assert qu.get_workflow_run_execution_result("done") is not None
+        assert main(prune) == 0
+        assert qu.get_workflow_run_execution_result("done") is None
+
+
+def test_the_pruner_says_a_refusal_once_when_its_passes_begin_to_fail_and_once_when_they_end(
+    refusable: Refusable,
+) -> None:
+    policy = RetentionPolicy(max_runs=0, interval=0.05)  # a pass every 0.05 s: all ended go
+    with capture_logs() as logs, Runtime(store=refusable.location, retention=policy) as rt:
+        qu = rt.register(quick)
+        refusable.refuse(rt, True)
+        try:
+            wait_until(lambda: _events(logs, "prune_failed"), timeout=WAIT, what="a pass fails")
+            began = time.monotonic()
+            time.sleep(REFUSED_FOR)
+            refused_for = time.monotonic() - began
+            failed = _events(logs, "prune_failed")
+            assert len(failed) == 1, failed
+            assert refusable.says in failed[0]["error"]
+        finally:
+            refusable.refuse(rt, False)
+        wait_until(lambda: _events(logs, "prune_recovered"), timeout=WAIT, what="a pass succeeds")
+        [recovered] = _events(logs, "prune_recovered")
+        # Tried again no more than once per FAILED_PASS_PAUSE, not at every 0.05 s tick.
+        most = refused_for / retention_module.FAILED_PASS_PAUSE + 3
+        assert 2 <= recovered["failed_passes"] <= most, recovered
+        assert recovered["failed_for"] >= refused_for - 1
+        assert len(_events(logs, "prune_failed")) == 1
+        # And it prunes again.
+        assert qu.create_run().start(input_data={"value": "y"}).status == "success"
+        wait_until(lambda: qu.list_workflow_runs().total == 0, timeout=WAIT, what="pruned")
+
+
+def test_the_claimer_says_failed_passes_once_when_they_begin_and_once_when_they_end(
+    refusable: Refusable,
+) -> None:
+    with capture_logs() as logs, Runtime(store=refusable.location) as rt:
+        wf = rt.register(
+            create_workflow(
+                id="approval",
+                input_schema=Value,
+                output_schema=Value,
+                run_timeout=timedelta(seconds=2),
+            )
+            .then(ask)
+            .commit()
+        )
+        run = wf.create_run()
+        assert run.start(input_data={"value": "x"}, timeout=WAIT).status == "suspended"
+        refusable.refuse(rt, True)
+        try:
+            # Its deadline passes while the store refuses writes: every pass that cancels
+            # it fails at once, a second apart.
+            assert _status(wf, run.run_id) == "suspended", "the deadline passed before"
+            wait_until(
+                lambda: _events(logs, "claim_pass_failed"), timeout=WAIT, what="a pass fails"
+            )
+            began = time.monotonic()
+            time.sleep(REFUSED_FOR)
+            refused_for = time.monotonic() - began
+            failed = _events(logs, "claim_pass_failed")
+            assert len(failed) == 1, failed
+            assert refusable.says in failed[0]["error"]
+        finally:
+            refusable.refuse(rt, False)
+        wait_until(
+            lambda: _events(logs, "claim_pass_recovered"), timeout=WAIT, what="a pass succeeds"
+        )
+        [recovered] = _events(logs, "claim_pass_recovered")
+        assert recovered["failed_passes"] >= 2, recovered
+        assert recovered["failed_for"] >= refused_for - 1
+        assert len(_events(logs, "claim_pass_failed")) == 1
+        # The run is canceled at its deadline once the store takes writes.
+        wait_until(lambda: _status(wf, run.run_id) == "canceled", timeout=WAIT, what="the run ends")
+        result = wf.get_workflow_run_execution_result(run.run_id)
+        assert result is not None and result.error is not None
+        assert result.error.name == "RunDeadlineError"
