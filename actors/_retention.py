@@ -104,7 +104,6 @@ class Pruner:
                     "prune_recovered",
                     failed_passes=failed,
                     failed_for=round(time.monotonic() - failing_since, 1),
-                    count=deleted,
                 )
                 failed = 0
             if deleted:
