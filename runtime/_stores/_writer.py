@@ -18,10 +18,10 @@ write nor a passing one: its writes wait and are tried again, as for a full
 disk, and :class:`Refusals` keeps the time it has lasted, says it in the log
 once, and tells the store's waiters once ``REFUSAL_PATIENCE`` has passed. A
 write that admits something new (a start, a restart, a resume, a cancel, a
-queue's limits) or that its caller asked for and waits on (a delete, a prune:
-:data:`REFUSED_AT_ONCE`) is no such write: nothing has committed it, and its
-caller can try again or shed load, so a refused transaction fails it at once
-(:func:`refuse_at_once`) rather than keep its caller waiting.
+queue's limits, a worker's claim of runs) or that its caller asked for and waits on
+(a delete, a prune: :data:`REFUSED_AT_ONCE`) is no such write: nothing has committed
+it, and its caller can try again or shed load, so a refused transaction fails it at
+once (:func:`refuse_at_once`) rather than keep its caller waiting.
 """
 
 from __future__ import annotations
@@ -472,7 +472,18 @@ class Refusals:
 
 
 REFUSED_AT_ONCE: Final[frozenset[WriteKind]] = frozenset(
-    {"create", "replace", "define_queue", "request_cancel", "request_resume", "delete", "prune"}
+    {
+        "create",
+        "replace",
+        "define_queue",
+        "request_cancel",
+        "request_resume",
+        "delete",
+        "prune",
+        "claim",
+        "hand_back",
+        "reap",
+    }
 )
 """Writes that a refused transaction fails at once: a start, a restart, a resume or a cancel
 (a compare-and-set of a run's record, or a request to the worker that holds the run), and
@@ -481,9 +492,13 @@ committed, and its caller waits for it: told at once that the store refuses writ
 can try again or shed load, where it waited the whole ``CREATE_TIMEOUT`` (a daemon's
 request handler held 30 s). So are a run's delete and a prune's: their caller (a request
 handler, ``callboard runs prune``, the pruner's pass) is told the same, nothing deleted,
-where it waited that long to be told the delete was not done. The runs' own writes (their
-snapshots, claims, leases) wait in memory instead, and go on once the store takes writes
-again."""
+where it waited that long to be told the delete was not done. So are a worker's claim and
+hand-back of runs, and its reaping of dead workers' runs: its claimer waits on each, a
+claim holding the lock that every start of the process takes to count its room (a claim
+waiting out a refusal held each start that long), and a pass held up so long cancels no
+run at its deadline meanwhile; told at once, the claimer tries again a second later.
+The runs' own writes (their snapshots, leases) wait in memory instead, and go on once
+the store takes writes again."""
 
 
 def refuse_at_once(writes: list[Write], store: str, reason: str) -> list[Write]:
@@ -545,6 +560,12 @@ def unrecorded(write: Write) -> tuple[str, str | None]:
             return f"the run {payload!r} was not deleted", payload
         case "prune":
             return "the prune deleted no more runs (those it deleted before stay deleted)", None
+        case "claim":
+            return "no run was claimed", None
+        case "hand_back":
+            return "no run was handed back", None
+        case "reap":
+            return "no run of a dead worker was handed back", None
     return f"the new record of run {payload[0].run_id!r} was not stored", payload[0].run_id
 
 

@@ -3035,13 +3035,17 @@ class PostgresStore:
         for index, group in enumerate(groups):
             left = self._commit_group(group)
             if left:
+                rest = [write for later in groups[index + 1 :] for write in later] + solo
                 if self._refusals.refusing():
-                    # A prune waits here behind the refused group, untried: told at once
-                    # instead, as it would be alone (refuse_at_once), not after CALL_TIMEOUT.
-                    solo = refuse_at_once(
-                        solo, f"the PostgreSQL store {self._shown}", self._retried_for or ""
+                    # The writes behind the refused group wait here untried. Those whose
+                    # callers wait to be told (a prune, a claim, a start: REFUSED_AT_ONCE)
+                    # are told at once, as in a transaction of their own (refuse_at_once),
+                    # not after CALL_TIMEOUT: a claim behind refused saves held the
+                    # claimer's room lock, and with it every start of this process.
+                    rest = refuse_at_once(
+                        rest, f"the PostgreSQL store {self._shown}", self._retried_for or ""
                     )
-                return left + [write for later in groups[index + 1 :] for write in later] + solo
+                return left + rest
         for index, write in enumerate(solo):
             if write.kind == "reap" and self._wconn is not None:
                 # Rows a stalled worker's open transaction holds are skipped by the

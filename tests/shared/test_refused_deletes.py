@@ -47,6 +47,8 @@ TIMEOUT = 12.0
 """The write's timeout here (30 s by default): a delete or a prune that waited for it shows."""
 PROMPT = TIMEOUT / 3
 """A delete or a prune told at once returns well within this."""
+AGED = 2.0
+"""Seconds after its end that the pruner's policy deletes a run, in the test of its log."""
 REFUSED_FOR = 4.0
 """Seconds the refusal lasts in the tests of the log: several tries of the pruner and claimer."""
 ROLE = "callboard_refused_deletes"
@@ -239,9 +241,13 @@ def test_callboard_runs_prune_on_a_role_that_may_not_delete_says_so_at_once_and_
 def test_the_pruner_says_a_refusal_once_when_its_passes_begin_to_fail_and_once_when_they_end(
     refusable: Refusable,
 ) -> None:
-    policy = RetentionPolicy(max_runs=0, interval=0.05)  # a pass every 0.05 s: all ended go
+    # A pass every 0.05 s, for runs ended AGED s ago: a pass that finds none to delete
+    # writes nothing, and succeeds whatever the store refuses (a PostgreSQL role without
+    # DELETE). The run ended here is pruned first by a pass during the refusal.
+    policy = RetentionPolicy(max_age=AGED, interval=0.05)
     with capture_logs() as logs, Runtime(store=refusable.location, retention=policy) as rt:
         qu = rt.register(quick)
+        assert qu.create_run().start(input_data={"value": "x"}, timeout=WAIT).status == "success"
         refusable.refuse(rt, True)
         try:
             wait_until(lambda: _events(logs, "prune_failed"), timeout=WAIT, what="a pass fails")

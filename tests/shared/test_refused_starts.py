@@ -218,6 +218,53 @@ def test_starts_while_a_refusal_is_under_way_fail_at_once_and_leave_nothing_behi
     assert "store_refuses_writes" not in [e["event"] for e in logs]
 
 
+def test_a_start_is_told_at_once_while_a_claim_pass_meets_the_refusal(
+    refusable: Refusable, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _structlog_reset: None
+) -> None:
+    # With a capacity, the claimer claims under the lock that each start of the process
+    # takes to count its room. A claim queued in the writer behind the refused saves
+    # waited there the whole timeout, and every start with it (a start that raced a claim
+    # pass waited 12 s here, where it raced none and raised at once).
+    monkeypatch.setattr(writer_module, "REFUSAL_PATIENCE", 600.0, raising=False)
+    claims: list[float] = []
+    with capture_logs() as logs, Runtime(store=refusable.location, max_concurrent_runs=2) as rt:
+        wf, run, _log, hold = _held(rt, tmp_path)
+        store_class: Any = type(rt.store)
+        claim = store_class.claim
+
+        def spied(self: Any, *args: Any, **kwargs: Any) -> Any:
+            claims.append(time.monotonic())
+            return claim(self, *args, **kwargs)
+
+        monkeypatch.setattr(store_class, "claim", spied)
+        refusable.refuse(rt, True)
+        try:
+            hold.unlink()  # beta ends: its output is refused, and waits in the writer
+            wait_until(
+                lambda: any(e["event"] == "store_write_refused" for e in logs),
+                timeout=WAIT,
+                what="the refusal begins",
+            )
+            refused = time.monotonic()
+            wait_until(
+                lambda: any(at > refused for at in claims), timeout=WAIT, what="a claim pass"
+            )
+            time.sleep(0.2)  # the claim is in the writer's hands, behind the refused saves
+            _told_at_once(
+                "a start beside a claim",
+                lambda: wf.create_run(run_id="beside").start_async(input_data={"value": "y"}),
+                refusable.says,
+            )
+        finally:
+            refusable.refuse(rt, False)
+        result = run.wait(timeout=WAIT)
+        assert result.status == "success", result.error
+        assert wf.get_workflow_run_execution_result("beside") is None
+        # The claimer's passes failed while the refusal lasted, and said so once.
+        failed = [e for e in logs if e["event"] == "claim_pass_failed"]
+        assert len(failed) <= 1, failed
+
+
 def test_the_first_start_to_meet_a_refusal_fails_at_once_and_the_next_starts_once_allowed(
     refusable: Refusable, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _structlog_reset: None
 ) -> None:
