@@ -371,9 +371,30 @@ _INSERT_COLUMNS = (
     "run_id, workflow_id, status, seq, created_at, updated_at, trace_id, owner_id, snapshot, "
     "lineage, epoch, wake_at, resource_id, deadline"
 )
-_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# The sqlite3 module (3.11) puts every bound value but an int, float, str or bytearray
+# through its adapter protocol, which raises and clears an AttributeError: about 3,000
+# instructions a value, eight in a create. So a row binds no None and no bytes: a
+# nullable column takes a value of a storage class it never holds, which NULLIF turns
+# into NULL (SQLite never finds values of two storage classes equal), and a blob goes
+# as a bytearray (see _NO_TEXT, _NO_NUMBER and _row). Only ``lineage``, always NULL in
+# a create, is written as NULL itself.
+_NO_TEXT: Final = 0
+"""What a row binds for NULL in a text column (owner_id, resource_id, queue, ...)."""
+_NO_NUMBER: Final = ""
+"""What a row binds for NULL in a number column (lineage, wake_at, deadline)."""
+_TEXT_OR_NULL = "NULLIF(?, 0)"
+_NUMBER_OR_NULL = "NULLIF(?, '')"
+# run_id .. trace_id, owner_id, snapshot, lineage, epoch, wake_at, resource_id, deadline
+_ROW = (
+    f"(?, ?, ?, ?, ?, ?, ?, {_TEXT_OR_NULL}, ?, {_NUMBER_OR_NULL}, ?, {_NUMBER_OR_NULL}, "
+    f"{_TEXT_OR_NULL}, {_NUMBER_OR_NULL})"
+)
 _CREATE_COLUMNS = _INSERT_COLUMNS + ", queue, queue_key, priority, rank, idempotency_key"
-_CREATE_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# The same, with lineage NULL, then queue, queue_key, priority, rank, idempotency_key.
+_CREATE_ROW = (
+    f"(?, ?, ?, ?, ?, ?, ?, {_TEXT_OR_NULL}, ?, NULL, ?, {_NUMBER_OR_NULL}, {_TEXT_OR_NULL}, "
+    f"{_NUMBER_OR_NULL}, {_TEXT_OR_NULL}, {_TEXT_OR_NULL}, ?, ?, {_TEXT_OR_NULL})"
+)
 _ROWS_PER_STATEMENT = 64
 """The most rows a multi-row statement writes (19 variables a row at most, well under
 SQLite's limit of 32,766). Each count of rows is a text of its own, compiled once and kept
@@ -1937,16 +1958,27 @@ class SQLiteStore:
         return cursor.rowcount == 1
 
     def _create_row(self, record: SnapshotRecord, hold: bool) -> tuple[Any, ...]:
-        """The values of a new run's row, in the order of ``_CREATE_COLUMNS``."""
+        """The values of a new run's row, as ``_CREATE_ROW`` binds them (see ``_NO_TEXT``)."""
+        r = record
         return (
-            *self._row(
-                record, record.data, None, self.owner_id if hold else None, 1 if hold else 0
-            ),
-            record.queue,
-            record.queue_key,
-            record.priority,
-            rank(record.created_at, record.priority),
-            record.idempotency_key,
+            r.run_id,
+            r.workflow_id,
+            r.status,
+            r.seq,
+            r.created_at,
+            r.updated_at,
+            r.trace_id,
+            self.owner_id if hold else _NO_TEXT,
+            bytearray(r.data),
+            1 if hold else 0,
+            _NO_NUMBER if r.wake_at is None else r.wake_at,
+            _NO_TEXT if r.resource_id is None else r.resource_id,
+            _NO_NUMBER if r.deadline is None else r.deadline,
+            _NO_TEXT if r.queue is None else r.queue,
+            _NO_TEXT if r.queue_key is None else r.queue_key,
+            r.priority,
+            rank(r.created_at, r.priority),
+            _NO_TEXT if r.idempotency_key is None else r.idempotency_key,
         )
 
     def _upsert(
@@ -2123,6 +2155,7 @@ class SQLiteStore:
         owner_id: str | None,
         epoch: int,
     ) -> tuple[Any, ...]:
+        """The values of a saved record's row, as ``_ROW`` binds them (see ``_NO_TEXT``)."""
         return (
             r.run_id,
             r.workflow_id,
@@ -2131,13 +2164,13 @@ class SQLiteStore:
             r.created_at,
             r.updated_at,
             r.trace_id,
-            owner_id,
-            blob,
-            lineage,
+            _NO_TEXT if owner_id is None else owner_id,
+            bytearray(blob),
+            _NO_NUMBER if lineage is None else lineage,
             epoch,
-            r.wake_at,
-            r.resource_id,
-            r.deadline,
+            _NO_NUMBER if r.wake_at is None else r.wake_at,
+            _NO_TEXT if r.resource_id is None else r.resource_id,
+            _NO_NUMBER if r.deadline is None else r.deadline,
         )
 
     def _row_exists(self, connection: sqlite3.Connection) -> bool:

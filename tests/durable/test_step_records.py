@@ -133,7 +133,7 @@ class Written:
         for value in params or ():
             if isinstance(value, str):
                 self.bytes += len(value.encode("utf-8"))
-            elif isinstance(value, bytes):
+            elif isinstance(value, (bytes, bytearray)):  # the store binds blobs as bytearray
                 self.bytes += len(value)
             elif value is not None:
                 self.bytes += 8
