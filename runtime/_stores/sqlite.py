@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import logging
 import math
@@ -395,6 +396,10 @@ _CREATE_ROW = (
     f"(?, ?, ?, ?, ?, ?, ?, {_TEXT_OR_NULL}, ?, NULL, ?, {_NUMBER_OR_NULL}, {_TEXT_OR_NULL}, "
     f"{_NUMBER_OR_NULL}, {_TEXT_OR_NULL}, {_TEXT_OR_NULL}, ?, ?, {_TEXT_OR_NULL})"
 )
+_INSERT_ONE: Final = (
+    f"INSERT INTO runs ({_CREATE_COLUMNS}) VALUES {_CREATE_ROW} ON CONFLICT DO NOTHING"
+)
+"""A create on its own (see ``SQLiteStore._insert_one``): one text, built once."""
 _ROWS_PER_STATEMENT = 64
 """The most rows a multi-row statement writes (19 variables a row at most, well under
 SQLite's limit of 32,766). Each count of rows is a text of its own, compiled once and kept
@@ -1935,10 +1940,7 @@ class SQLiteStore:
             # No conflict target: a taken run id and a taken idempotency key both
             # leave the row out (its create returns False).
             found = connection.execute(
-                f"INSERT INTO runs ({_CREATE_COLUMNS}) VALUES "
-                + ", ".join([_CREATE_ROW] * len(chunk))
-                + " ON CONFLICT DO NOTHING RETURNING run_id",
-                [value for row in chunk for value in row],
+                _inserts(len(chunk)), [value for row in chunk for value in row]
             ).fetchall()
             inserted.update(row[0] for row in found)
         return inserted
@@ -1951,10 +1953,7 @@ class SQLiteStore:
         The same row and conflict rule as :meth:`_insert`: a taken run id or
         idempotency key leaves it out.
         """
-        cursor = connection.execute(
-            f"INSERT INTO runs ({_CREATE_COLUMNS}) VALUES {_CREATE_ROW} ON CONFLICT DO NOTHING",
-            self._create_row(record, hold),
-        )
+        cursor = connection.execute(_INSERT_ONE, self._create_row(record, hold))
         return cursor.rowcount == 1
 
     def _create_row(self, record: SnapshotRecord, hold: bool) -> tuple[Any, ...]:
@@ -2027,11 +2026,7 @@ class SQLiteStore:
             # deleted must not bring it back (the INSERT is for the upsert's
             # multi-row update; only create() records a run).
             found = connection.execute(
-                f"INSERT INTO runs ({_INSERT_COLUMNS}) SELECT * FROM (VALUES "
-                + ", ".join([_ROW] * len(chunk))
-                + ") WHERE EXISTS (SELECT 1 FROM runs AS e WHERE e.run_id = column1)"
-                + _ON_CONFLICT_NEWER,
-                [value for row in chunk for value in row],
+                _upserts(len(chunk)), [value for row in chunk for value in row]
             ).fetchall()
             for run_id, created_at in found:
                 written.add(run_id)
@@ -2135,7 +2130,7 @@ class SQLiteStore:
                 "DELETE FROM run_parts WHERE run_id = ? AND lineage = ? AND key = ?", gone
             )
         new = [
-            (run_id, lineage, key, part)
+            (run_id, lineage, key, bytearray(part))  # see _NO_TEXT
             for (run_id, lineage), write in writes.items()
             for key, part in write.parts.items()
             if part is not None
@@ -2924,6 +2919,29 @@ def _drop_requests(connection: sqlite3.Connection, run_id: str, paths: Sequence[
     connection.execute(
         f"DELETE FROM resume_requests WHERE run_id = ? AND path IN ({', '.join('?' * len(paths))})",
         (run_id, *paths),
+    )
+
+
+# Built once for each count of rows: the statement cache of a connection finds a text
+# it was given before by the hash the text keeps, where one built anew is hashed again.
+@functools.cache
+def _inserts(rows: int) -> str:
+    """The INSERT of ``rows`` new runs that returns the ids that were new (see ``_insert``)."""
+    return (
+        f"INSERT INTO runs ({_CREATE_COLUMNS}) VALUES "
+        + ", ".join([_CREATE_ROW] * rows)
+        + " ON CONFLICT DO NOTHING RETURNING run_id"
+    )
+
+
+@functools.cache
+def _upserts(rows: int) -> str:
+    """The upsert of ``rows`` saved records into the rows of their runs (see ``_upsert``)."""
+    return (
+        f"INSERT INTO runs ({_INSERT_COLUMNS}) SELECT * FROM (VALUES "
+        + ", ".join([_ROW] * rows)
+        + ") WHERE EXISTS (SELECT 1 FROM runs AS e WHERE e.run_id = column1)"
+        + _ON_CONFLICT_NEWER
     )
 
 
