@@ -925,9 +925,6 @@ class SQLiteStore:
             connection = self._caller_connection
             if connection is None:
                 return None
-            write = Write("create", (record, hold), ignore)
-            outcome = _Outcome()
-            refused: set[int] = set()
             try:
                 if record.queue is None:
                     # One statement, its own transaction: the interpreter lock is let go
@@ -935,12 +932,16 @@ class SQLiteStore:
                     # COMMIT let it go (and wait to take it back) four times or more.
                     created = self._insert_one(connection, record, hold)
                 else:
+                    write = Write("create", (record, hold), ignore)
+                    outcome = _Outcome()
                     connection.execute("BEGIN IMMEDIATE")
-                    refused = self._refuse_full(connection, [write], outcome)
-                    created = not refused and record.run_id in self._insert(
-                        connection, [(record, hold)]
-                    )
+                    if self._refuse_full(connection, [write], outcome):
+                        connection.execute("ROLLBACK")
+                        raise outcome.errors[id(write)]
+                    created = record.run_id in self._insert(connection, [(record, hold)])
                     connection.execute("COMMIT")
+            except QueueFullError:
+                raise
             except Exception as exc:  # the writer tries it again, and reports what it finds
                 with contextlib.suppress(sqlite3.Error):
                     if connection.in_transaction:
@@ -953,18 +954,18 @@ class SQLiteStore:
                         record.run_id,
                     ) from exc
                 return None
-            if refused:
-                raise outcome.errors[id(write)]
             self._transactions += 1
         finally:
             self._write_lock.release()
         if created:
-            if hold:
-                outcome.hold[record.run_id] = 1
+            if hold:  # as _Outcome.apply holds a run, without building one for each start
+                with self._held_lock:
+                    self._held[record.run_id] = 1
+                    self._fenced.discard(record.run_id)
             else:
-                outcome.hint("queued", record.run_id)
-            outcome.apply(self)
-            outcome.send_hints(self._hint)
+                queued = _Outcome()
+                queued.hint("queued", record.run_id)
+                queued.send_hints(self._hint)
         return created
 
     def replace(
