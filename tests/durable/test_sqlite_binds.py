@@ -75,11 +75,22 @@ def test_a_run_from_its_start_to_its_end_binds_no_none_and_no_bytes_to_its_row(
 
 
 @pytest.mark.parametrize("snapshot_encoding", ["by-hand"])  # records made by hand: once
+@pytest.mark.parametrize("creates", ["on the caller's thread", "through the writer"])
 def test_a_value_that_looks_like_the_stand_in_for_null_is_stored_as_it_is(
-    db: Path, sqlite_store: SQLiteStore, snapshot_encoding: str
+    db: Path, snapshot_encoding: str, creates: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # NULL is bound as 0 in a text column and as '' in a number column: a text "0" and
-    # a number 0 are other values (SQLite never finds two storage classes equal).
+    # a number 0 are other values (SQLite never finds two storage classes equal). A
+    # create on its own writes one row; the writer's, rows of a batch (see _inserts).
+    monkeypatch.setattr(SQLiteStore, "_fast_creates", creates != "through the writer")
+    sqlite_store = SQLiteStore(db)
+    try:
+        check_stand_ins(db, sqlite_store)
+    finally:
+        sqlite_store.close()
+
+
+def check_stand_ins(db: Path, sqlite_store: SQLiteStore) -> None:
     looks_alike = record("looks-alike")._replace(
         resource_id="0", idempotency_key="0", deadline=0.0, data=b"\x00"
     )
