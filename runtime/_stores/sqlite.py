@@ -948,7 +948,7 @@ class SQLiteStore:
                         raise outcome.errors[id(write)]
                     created = record.run_id in self._insert(connection, [(record, hold)])
                     connection.execute("COMMIT")
-            except QueueFullError:
+            except QueueFullError:  # rolled back: said at once, as the writer would
                 raise
             except Exception as exc:  # the writer tries it again, and reports what it finds
                 with contextlib.suppress(sqlite3.Error):
