@@ -43,7 +43,12 @@ logger: Any = structlog.get_logger("callboard")
 
 def _configuration_key() -> tuple[Any, ...]:
     config = structlog.get_config()
-    return (tuple(config["processors"]), config["logger_factory"], config["wrapper_class"])
+    return (
+        tuple(config["processors"]),
+        config["logger_factory"],
+        config["wrapper_class"],
+        config["context_class"],
+    )
 
 
 # structlog's built-in configuration, as found at import. It is the one a
@@ -53,31 +58,92 @@ def _configuration_key() -> tuple[Any, ...]:
 _builtin = None if structlog.is_configured() else _configuration_key()
 
 
-# One bound logger per structlog configuration. `logger` above is structlog's
-# lazy proxy, which binds a new logger on every call unless the application
-# set cache_logger_on_first_use; a run logs at least four span events.
+# One bound logger per structlog configuration (its key above). `logger` is
+# structlog's lazy proxy, which binds a new logger on every call unless the
+# application set cache_logger_on_first_use; and once it has, the proxy keeps its
+# first logger for good: a fresh proxy binds the logger of each new configuration.
 _bound: tuple[tuple[Any, ...], Any] | None = None
 
 
-# structlog's own configuration object, whose flag `structlog.is_configured()` returns:
-# read here without that call (two checks a step). Another structlog keeps the call.
+# structlog's own configuration object, whose flag `structlog.is_configured()` returns
+# and whose attributes `structlog.get_config()` copies into a new dict at each call:
+# read here without those calls (a run logs eight span events, and asks before each
+# step whether its span would be seen). Another structlog keeps the calls.
 _structlog_config: Any = getattr(getattr(structlog, "_config", None), "_CONFIG", None)
-if not isinstance(getattr(_structlog_config, "is_configured", None), bool):
+if not isinstance(getattr(_structlog_config, "is_configured", None), bool) or not all(
+    hasattr(_structlog_config, name)
+    for name in (
+        "default_processors",
+        "logger_factory",
+        "default_wrapper_class",
+        "default_context_class",
+    )
+):
     _structlog_config = None
 
 
+# The configuration `_active_logger` last looked up, and its answer: the
+# processors (the object, and a copy of a list's contents: `capture_logs()`
+# swaps a configured list's contents in place, keeping the list), the logger
+# factory, the wrapper class, the context class, and the logger (or None: the
+# built-in configuration). Replaced whole, never mutated, so a thread reads one
+# consistent tuple.
+_seen: tuple[Any, Any, Any, Any, Any, Any] | None = None
+
+
 def _active_logger() -> Any | None:
-    """The logger to emit through, or ``None`` while structlog has its built-in configuration."""
-    global _bound  # noqa: PLW0603 - a cache, replaced whole, never mutated
+    """The logger to emit through, or ``None`` while structlog has its built-in configuration.
+
+    Asked before every span event, so it reads structlog's configuration in
+    place and compares it with the one it last saw; a changed configuration
+    (``configure()``, ``reset_defaults()``, ``capture_logs()``) is seen at the
+    next event.
+    """
     config = _structlog_config
-    if not (config.is_configured if config is not None else structlog.is_configured()):
+    if config is None:
+        if not structlog.is_configured():
+            return None
+        return _logger_for(_configuration_key())
+    if not config.is_configured:
         return None
-    key = _configuration_key()
+    seen = _seen
+    processors = config.default_processors
+    if (
+        seen is not None
+        and processors is seen[0]
+        and config.logger_factory is seen[2]
+        and config.default_wrapper_class is seen[3]
+        and config.default_context_class is seen[4]
+        and (processors is seen[1] or processors == seen[1])
+    ):
+        return seen[5]
+    return _look_up(config)
+
+
+def _look_up(config: Any) -> Any | None:
+    """:func:`_active_logger` for a configuration it has not seen: the answer, kept in `_seen`."""
+    global _seen  # noqa: PLW0603 - a cache, replaced whole, never mutated
+    processors = config.default_processors
+    factory = config.logger_factory
+    wrapper = config.default_wrapper_class
+    context = config.default_context_class
+    kind = type(processors)
+    contents = processors.copy() if kind is list else processors
+    found = _logger_for((tuple(contents), factory, wrapper, context))
+    # Only a list or a tuple is cheap to compare; any other iterable is looked up each time.
+    cheap = kind is list or kind is tuple
+    _seen = (processors, contents, factory, wrapper, context, found) if cheap else None
+    return found
+
+
+def _logger_for(key: tuple[Any, ...]) -> Any | None:
+    """The bound logger of the configuration ``key``, or ``None`` for the built-in one."""
+    global _bound  # noqa: PLW0603 - a cache, replaced whole, never mutated
     if key == _builtin:
         return None
     bound = _bound
     if bound is None or bound[0] != key:
-        bound = _bound = (key, logger.bind())
+        bound = _bound = (key, structlog.get_logger("callboard").bind())
     return bound[1]
 
 
@@ -138,6 +204,10 @@ def _log_to_stdlib(level: int, event: str, fields: dict[str, Any]) -> None:
         extra={"callboard_event": event, "callboard_fields": fields},
     )
 
+
+_NO_SPAN: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+"""What :meth:`Span.current` returns without an OpenTelemetry span: a nullcontext holds
+no state, so one serves every ``with`` block, on every thread, nested or not."""
 
 _ENDING = threading.Lock()
 """Taken to mark a span ended: a step's span may be ended by two threads at once (see
@@ -214,7 +284,7 @@ class Span:
         of this one. Without an OpenTelemetry span it does nothing.
         """
         span = self._otel
-        return contextlib.nullcontext() if span is None else _otel.using(span)
+        return _NO_SPAN if span is None else _otel.using(span)
 
     def _start_otel(self, tracer: Any) -> None:
         parent = self.otel_parent

@@ -380,5 +380,12 @@ def test_the_private_structlog_flag_the_quiet_check_reads_exists() -> None:
     structlog.configure()
     try:
         assert _tracing._structlog_config.is_configured is structlog.is_configured() is True
+        # And the attributes structlog.get_config() copies, read in place before each
+        # span event.
+        config = structlog.get_config()
+        assert _tracing._structlog_config.default_processors is config["processors"]
+        assert _tracing._structlog_config.logger_factory is config["logger_factory"]
+        assert _tracing._structlog_config.default_wrapper_class is config["wrapper_class"]
+        assert _tracing._structlog_config.default_context_class is config["context_class"]
     finally:
         structlog.reset_defaults()
