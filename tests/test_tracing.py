@@ -337,6 +337,21 @@ def test_a_span_ends_once_whatever_ends_it_again() -> None:
     ]
 
 
+def test_a_spans_duration_is_in_milliseconds_to_the_microsecond(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time
+
+    clock = iter([5_000_000_000, 5_001_234_567])
+    monkeypatch.setattr(time, "perf_counter_ns", lambda: next(clock))
+    span = Span("workflow_step", "ab".zfill(32), parent_span_id="1".zfill(16), run_id="r")
+    with capture_logs() as logs:
+        span.start()
+        span.end("success")
+
+    assert logs[-1]["duration_ms"] == 1.235
+
+
 def test_structlog_configured_after_runs_went_unseen_receives_the_next_runs_step_spans() -> None:
     # Whether anybody would see a step's span is asked at each step, from structlog's
     # own configuration: a runtime whose steps made no span so far makes them once
