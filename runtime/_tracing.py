@@ -82,13 +82,17 @@ if not isinstance(getattr(_structlog_config, "is_configured", None), bool) or no
     _structlog_config = None
 
 
+_UNSEEN = (object(), None, None, None, None, None)
+"""`_seen` before a look-up, or after one of processors other than a list or a tuple:
+its processors are no configuration's."""
+
 # The configuration `_active_logger` last looked up, and its answer: the
 # processors (the object, and a copy of a list's contents: `capture_logs()`
 # swaps a configured list's contents in place, keeping the list), the logger
 # factory, the wrapper class, the context class, and the logger (or None: the
 # built-in configuration). Replaced whole, never mutated, so a thread reads one
 # consistent tuple.
-_seen: tuple[Any, Any, Any, Any, Any, Any] | None = None
+_seen: tuple[Any, Any, Any, Any, Any, Any] = _UNSEEN
 
 
 def _active_logger() -> Any | None:
@@ -109,8 +113,7 @@ def _active_logger() -> Any | None:
     seen = _seen
     processors = config.default_processors
     if (
-        seen is not None
-        and processors is seen[0]
+        processors is seen[0]
         and config.logger_factory is seen[2]
         and config.default_wrapper_class is seen[3]
         and config.default_context_class is seen[4]
@@ -132,7 +135,7 @@ def _look_up(config: Any) -> Any | None:
     found = _logger_for((tuple(contents), factory, wrapper, context))
     # Only a list or a tuple is cheap to compare; any other iterable is looked up each time.
     cheap = kind is list or kind is tuple
-    _seen = (processors, contents, factory, wrapper, context, found) if cheap else None
+    _seen = (processors, contents, factory, wrapper, context, found) if cheap else _UNSEEN
     return found
 
 

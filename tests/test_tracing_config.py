@@ -10,6 +10,7 @@ without that object.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterator
 from typing import Any
 
@@ -231,3 +232,27 @@ def test_span_events_do_not_copy_structlogs_configuration_each_time(
 
     assert _run_ids(events) >= runs
     assert calls == 0
+
+
+@pytest.mark.parametrize("kind", [tuple, collections.deque])
+def test_processors_in_a_tuple_or_another_iterable_are_followed_too(lookup: str, kind: Any) -> None:
+    # A list is compared by its contents; a tuple cannot change; any other iterable
+    # (a deque here, changed in place) is looked up again at every event.
+    first: list[dict[str, Any]] = []
+    second: list[dict[str, Any]] = []
+    structlog.configure(processors=kind([_collect(first)]))
+    with Runtime() as rt:
+        wf = rt.register(_workflow(f"processors_in_a_{kind.__name__}"))
+        one = _run(wf)
+        if kind is tuple:
+            structlog.configure(processors=(_collect(second),))
+        else:
+            processors = structlog.get_config()["processors"]
+            processors.clear()
+            processors.append(_collect(second))
+        two = _run(wf)
+        structlog.reset_defaults()
+        assert not _tracing.observed()
+
+    assert _run_ids(first) == {one}
+    assert _run_ids(second) == {two}
