@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Final
 
 from runtime import _clock
 from runtime._options import FOREVER, RetentionPolicy
 from runtime._stores.base import SnapshotStore
-from runtime._tracing import emit
+from runtime._tracing import FailingStreak, emit
 
 __all__ = ["FAILED_PASS_PAUSE", "Pruner"]
 
@@ -77,34 +76,23 @@ class Pruner:
     def _run(self) -> None:
         interval = self._policy.interval
         wait = interval
-        failed, failing_since = 0, 0.0  # the passes failed in a row, and since when
+        streak = FailingStreak(
+            "prune_failed",
+            "prune_recovered",
+            hint="the next passes try again; the log says when one succeeds",
+        )
         # Ten years at most: a longer wait overflows threading's clock, and the thread died of
         # it (an interval that long prunes nothing in the process's life either way).
         while not self._stopped.wait(min(wait, FOREVER)):
             try:
                 deleted = self.prune_now()
             except Exception as exc:  # a store fault: the next pass tries again
-                if not failed:
-                    failing_since = time.monotonic()
-                    emit(
-                        logging.WARNING,
-                        "prune_failed",
-                        error=f"{type(exc).__name__}: {exc}",
-                        hint="the next passes try again; the log says when one succeeds",
-                    )
-                failed += 1
+                streak.failure(f"{type(exc).__name__}: {exc}")
                 # Not at every tick of a short interval: a store that refuses writes fails
                 # each pass at once, and would be asked many times a second.
                 wait = max(interval, FAILED_PASS_PAUSE)
                 continue
             wait = interval
-            if failed:
-                emit(
-                    logging.WARNING,
-                    "prune_recovered",
-                    failed_passes=failed,
-                    failed_for=round(time.monotonic() - failing_since, 1),
-                )
-                failed = 0
+            streak.success()
             if deleted:
                 emit(logging.DEBUG, "runs_pruned", count=deleted)

@@ -58,7 +58,7 @@ from runtime._stores.base import (
     SnapshotRecord,
     provides,
 )
-from runtime._tracing import emit
+from runtime._tracing import FailingStreak, emit
 
 __all__ = [
     "CLAIM_BATCH",
@@ -488,10 +488,14 @@ class Claimer:
 
     def _run(self) -> None:
         wait = 0.0
-        # Passes failed in a row, and since when: a store that refuses writes fails every
-        # pass that has a run to cancel at its deadline, at once, for as long as it lasts.
-        # The log says it when passes begin to fail and when one succeeds, not every second.
-        failed, failing_since = 0, 0.0
+        # A store that refuses writes fails every pass that writes (a claim, a run to cancel
+        # at its deadline), at once, for as long as it lasts: said when passes begin to
+        # fail and when one succeeds, not every second.
+        streak = FailingStreak(
+            "claim_pass_failed",
+            "claim_pass_recovered",
+            hint="passes go on every second; the log says when one succeeds",
+        )
         while not self._stopped.is_set():
             self._wake.wait(wait)
             self._passing = True  # before the clear: idle() never sees a gap between
@@ -500,24 +504,9 @@ class Claimer:
                 return
             try:
                 wait = self._pass()
-                if failed:
-                    emit(
-                        logging.WARNING,
-                        "claim_pass_recovered",
-                        failed_passes=failed,
-                        failed_for=round(time.monotonic() - failing_since, 1),
-                    )
-                    failed = 0
+                streak.success()
             except StoreError as exc:
-                if not failed:
-                    failing_since = time.monotonic()
-                    emit(
-                        logging.WARNING,
-                        "claim_pass_failed",
-                        error=str(exc),
-                        hint="passes go on every second; the log says when one succeeds",
-                    )
-                failed += 1
+                streak.failure(str(exc))
                 wait = _ERROR_PAUSE
             except Exception:
                 emit(logging.ERROR, "claim_pass_crashed", exc_info=True)

@@ -30,6 +30,7 @@ from runtime import _otel
 from runtime._ids import new_span_id
 
 __all__ = [
+    "FailingStreak",
     "Span",
     "emit",
     "logger",
@@ -206,6 +207,49 @@ def _log_to_stdlib(level: int, event: str, fields: dict[str, Any]) -> None:
         exc_info=exc_info,
         extra={"callboard_event": event, "callboard_fields": fields},
     )
+
+
+class FailingStreak:
+    """The passes of a background loop failing in a row, said in the log when they begin and end.
+
+    A store that refuses writes fails a pass at once, for as long as the refusal
+    lasts: logged at every pass, a loop that tries every second said the same
+    thing hundreds of times. Said twice instead: the first failure (``failed``,
+    with the error and ``hint``), and the first success after it (``recovered``,
+    with ``failed_passes`` and ``failed_for``, in seconds).
+
+    Args:
+        failed: The event of the first failure of a streak.
+        recovered: The event of the success that ends it.
+        hint: What the failure event says happens next.
+    """
+
+    __slots__ = ("_failed", "_hint", "_recovered", "_since", "count")
+
+    def __init__(self, failed: str, recovered: str, hint: str) -> None:
+        self._failed = failed
+        self._recovered = recovered
+        self._hint = hint
+        self._since = 0.0
+        self.count = 0  # the passes failed in this streak
+
+    def failure(self, error: str) -> None:
+        """A pass failed with ``error``: said if it begins a streak."""
+        if not self.count:
+            self._since = time.monotonic()
+            emit(logging.WARNING, self._failed, error=error, hint=self._hint)
+        self.count += 1
+
+    def success(self) -> None:
+        """A pass succeeded: said if it ends a streak."""
+        if self.count:
+            emit(
+                logging.WARNING,
+                self._recovered,
+                failed_passes=self.count,
+                failed_for=round(time.monotonic() - self._since, 1),
+            )
+            self.count = 0
 
 
 _NO_SPAN: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
