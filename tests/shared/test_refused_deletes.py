@@ -13,10 +13,8 @@ the log when the failures begin and when they end, not at every try.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,6 @@ import runtime._stores.sqlite as sqlite_module
 from runtime import (
     RetentionPolicy,
     Runtime,
-    SQLiteStore,
     StepContext,
     StoreUnavailableError,
     create_step,
@@ -40,6 +37,7 @@ from runtime import (
 from runtime._cli import main
 from tests._support import Value, wait_until
 from tests.durable._support.workflows import read_lines
+from tests.shared._refusal import Refusable, sqlite_refusable, stripped_role
 from tests.shared._workflows import held_in_beta
 
 WAIT = 60.0
@@ -54,25 +52,6 @@ REFUSED_FOR = 4.0
 ROLE = "callboard_refused_deletes"
 
 
-@dataclass
-class Refusable:
-    """A store's location, how to make it refuse writes (and take them again), what it says."""
-
-    location: str
-    refuse: Callable[[Runtime, bool], None]
-    says: str
-
-
-def _sqlite_refuse(rt: Runtime, on: bool) -> None:
-    # SQLITE_READONLY, as a file made read-only under a running runtime gives (chmod does
-    # not stop root, which these tests may run as).
-    store = rt.store
-    assert isinstance(store, SQLiteStore)
-    for connection in (store._connection, store._caller_connection):
-        if isinstance(connection, sqlite3.Connection):
-            connection.execute(f"PRAGMA query_only = {'ON' if on else 'OFF'}")
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def refusable(
     request: pytest.FixtureRequest,
@@ -85,33 +64,11 @@ def refusable(
     # Never given up on here: a delete that waited was told after REFUSED_WAIT instead.
     monkeypatch.setattr(writer_module, "REFUSAL_PATIENCE", 600.0, raising=False)
     if request.param == "sqlite":
-        yield Refusable(str(tmp_path / "runs.db"), _sqlite_refuse, "readonly database")
+        yield sqlite_refusable(tmp_path / "runs.db")
         return
     server: Any = request.getfixturevalue("postgres_server")
     url: str = request.getfixturevalue("postgres_url")
-    yield _stripped_role(server, url, "INSERT, UPDATE, DELETE")
-
-
-def _stripped_role(server: Any, url: str, privileges: str) -> Refusable:
-    """The database at ``url`` owned by a role of its own, from which ``refuse`` takes
-    ``privileges`` on callboard's tables (and gives them back)."""
-    dbname = url.split("///", 1)[1].split("?", 1)[0]
-    with server.admin() as admin:
-        admin.execute(
-            f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{ROLE}') "
-            f"THEN CREATE ROLE {ROLE} LOGIN; END IF; END $$"
-        )
-        admin.execute(f'ALTER DATABASE "{dbname}" OWNER TO {ROLE}')
-
-    def refuse(_rt: Runtime, on: bool) -> None:
-        with server.admin(dbname) as admin:
-            admin.execute(
-                f"REVOKE {privileges} ON ALL TABLES IN SCHEMA public FROM {ROLE}"
-                if on
-                else f"GRANT {privileges} ON ALL TABLES IN SCHEMA public TO {ROLE}"
-            )
-
-    return Refusable(url.replace("user=postgres", f"user={ROLE}"), refuse, "permission denied")
+    yield stripped_role(server, url, ROLE, "INSERT, UPDATE, DELETE")
 
 
 quick = (
@@ -217,7 +174,7 @@ def test_callboard_runs_prune_on_a_role_that_may_not_delete_says_so_at_once_and_
     # made to refuse from here, but for a file that root may not write either.)
     monkeypatch.setattr(postgres_module, "CALL_TIMEOUT", TIMEOUT, raising=False)
     monkeypatch.setattr(writer_module, "REFUSAL_PATIENCE", 600.0, raising=False)
-    refusable = _stripped_role(postgres_server, postgres_url, "DELETE")
+    refusable = stripped_role(postgres_server, postgres_url, ROLE, "DELETE")
     prune = ["runs", "prune", "--keep", "0", "--db", refusable.location]
     with Runtime(store=refusable.location) as rt:
         qu = rt.register(quick)

@@ -13,11 +13,9 @@ patience, and goes on from where it was once the store takes writes.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +36,7 @@ from runtime import (
 )
 from tests._support import Value, wait_until
 from tests.durable._support.workflows import read_lines
+from tests.shared._refusal import Refusable, sqlite_refusable, stripped_role
 from tests.shared._workflows import WORKFLOWS, held_in_beta
 
 WAIT = 60.0
@@ -50,25 +49,6 @@ TOLD_WITHIN = 15.0
 ROLE = "callboard_refused_starts"
 
 
-@dataclass
-class Refusable:
-    """A store's location, how to make it refuse writes (and take them again), what it says."""
-
-    location: str
-    refuse: Callable[[Runtime, bool], None]
-    says: str
-
-
-def _sqlite_refuse(rt: Runtime, on: bool) -> None:
-    # What a file made read-only under a running runtime gives (SQLITE_READONLY): chmod
-    # does not stop root, which these tests may run as.
-    store = rt.store
-    assert isinstance(store, SQLiteStore)
-    for connection in (store._connection, store._caller_connection):
-        if isinstance(connection, sqlite3.Connection):
-            connection.execute(f"PRAGMA query_only = {'ON' if on else 'OFF'}")
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def refusable(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -76,27 +56,11 @@ def refusable(
     monkeypatch.setattr(sqlite_module, "CREATE_TIMEOUT", TIMEOUT, raising=False)
     monkeypatch.setattr(postgres_module, "CALL_TIMEOUT", TIMEOUT, raising=False)
     if request.param == "sqlite":
-        yield Refusable(str(tmp_path / "runs.db"), _sqlite_refuse, "readonly database")
+        yield sqlite_refusable(tmp_path / "runs.db")
         return
     server: Any = request.getfixturevalue("postgres_server")
     url: str = request.getfixturevalue("postgres_url")
-    dbname = url.split("///", 1)[1].split("?", 1)[0]
-    with server.admin() as admin:
-        admin.execute(
-            f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{ROLE}') "
-            f"THEN CREATE ROLE {ROLE} LOGIN; END IF; END $$"
-        )
-        admin.execute(f'ALTER DATABASE "{dbname}" OWNER TO {ROLE}')
-
-    def refuse(_rt: Runtime, on: bool) -> None:
-        with server.admin(dbname) as admin:
-            admin.execute(
-                f"REVOKE INSERT, UPDATE ON ALL TABLES IN SCHEMA public FROM {ROLE}"
-                if on
-                else f"GRANT INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO {ROLE}"
-            )
-
-    yield Refusable(url.replace("user=postgres", f"user={ROLE}"), refuse, "permission denied")
+    yield stripped_role(server, url, ROLE, "INSERT, UPDATE")
 
 
 def _flagged(ctx: Any) -> Value:

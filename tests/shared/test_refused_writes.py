@@ -10,7 +10,6 @@ lost, once the store takes writes again.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -21,9 +20,10 @@ import pytest
 from structlog.testing import capture_logs
 
 import runtime._stores._writer as writer_module
-from runtime import Runtime, SQLiteStore, StoreError, StoreUnavailableError
+from runtime import Runtime, StoreError, StoreUnavailableError
 from tests._support import wait_until
 from tests.durable._support.workflows import read_lines
+from tests.shared._refusal import sqlite_refusable, stripped_role
 from tests.shared._workflows import held_in_beta
 
 WAIT = 60.0
@@ -43,41 +43,16 @@ def _short_patience(monkeypatch: pytest.MonkeyPatch, _structlog_reset: None) -> 
 def test_waits_on_a_sqlite_file_that_refuses_writes_are_told_and_the_run_ends_once_it_takes_them(
     tmp_path: Path,
 ) -> None:
-    def refuse(rt: Runtime, on: bool) -> None:
-        # What a file made read-only under a running runtime gives: SQLITE_READONLY.
-        store = rt.store
-        assert isinstance(store, SQLiteStore)
-        connections = [store._connection, store._caller_connection]
-        for connection in connections:
-            if isinstance(connection, sqlite3.Connection):
-                connection.execute(f"PRAGMA query_only = {'ON' if on else 'OFF'}")
-
-    _told_then_recovered(str(tmp_path / "runs.db"), tmp_path, refuse, "readonly database")
+    refusable = sqlite_refusable(tmp_path / "runs.db")
+    _told_then_recovered(refusable.location, tmp_path, refusable.refuse, refusable.says)
 
 
 @pytest.mark.postgres
 def test_waits_on_a_postgresql_role_stripped_of_writes_are_told_and_the_run_ends_once_granted(
     postgres_server: Any, postgres_url: str, tmp_path: Path
 ) -> None:
-    dbname = postgres_url.split("///", 1)[1].split("?", 1)[0]
-    with postgres_server.admin() as admin:
-        admin.execute(
-            f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{ROLE}') "
-            f"THEN CREATE ROLE {ROLE} LOGIN; END IF; END $$"
-        )
-        admin.execute(f'ALTER DATABASE "{dbname}" OWNER TO {ROLE}')
-    url = postgres_url.replace("user=postgres", f"user={ROLE}")
-
-    def refuse(_rt: Runtime, on: bool) -> None:
-        verb = "REVOKE INSERT, UPDATE ON ALL TABLES IN SCHEMA public FROM"
-        with postgres_server.admin(dbname) as admin:
-            admin.execute(
-                f"{verb} {ROLE}"
-                if on
-                else f"GRANT INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO {ROLE}"
-            )
-
-    _told_then_recovered(url, tmp_path, refuse, "permission denied")
+    refusable = stripped_role(postgres_server, postgres_url, ROLE, "INSERT, UPDATE")
+    _told_then_recovered(refusable.location, tmp_path, refusable.refuse, refusable.says)
 
 
 def _told_then_recovered(

@@ -1,0 +1,66 @@
+"""Stores made to refuse every write, and to take writes again, for the refusal tests.
+
+A SQLite file refuses through ``PRAGMA query_only`` on the store's connections:
+what a file made read-only under a running runtime gives (``SQLITE_READONLY``;
+chmod does not stop root, which these tests may run as). A PostgreSQL database
+refuses through a role of its own, owner of the database, from which the test
+revokes privileges on callboard's tables.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runtime import Runtime, SQLiteStore
+
+
+@dataclass
+class Refusable:
+    """A store's location, how to make it refuse writes (and take them again), what it says."""
+
+    location: str
+    refuse: Callable[[Runtime, bool], None]
+    says: str
+
+
+def refuse_on_sqlite(rt: Runtime, on: bool) -> None:
+    """Make ``rt``'s SQLite store refuse writes (``on``), or take them again."""
+    store = rt.store
+    assert isinstance(store, SQLiteStore)
+    for connection in (store._connection, store._caller_connection):
+        if isinstance(connection, sqlite3.Connection):
+            connection.execute(f"PRAGMA query_only = {'ON' if on else 'OFF'}")
+
+
+def sqlite_refusable(path: Path) -> Refusable:
+    """A SQLite file at ``path`` that :func:`refuse_on_sqlite` makes refuse writes."""
+    return Refusable(str(path), refuse_on_sqlite, "readonly database")
+
+
+def stripped_role(server: Any, url: str, role: str, privileges: str) -> Refusable:
+    """The database at ``url``, owned by ``role``, whose ``refuse`` takes ``privileges`` away.
+
+    ``refuse(rt, True)`` revokes ``privileges`` on callboard's tables from the
+    role, ``refuse(rt, False)`` grants them again.
+    """
+    dbname = url.split("///", 1)[1].split("?", 1)[0]
+    with server.admin() as admin:
+        admin.execute(
+            f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') "
+            f"THEN CREATE ROLE {role} LOGIN; END IF; END $$"
+        )
+        admin.execute(f'ALTER DATABASE "{dbname}" OWNER TO {role}')
+
+    def refuse(_rt: Runtime, on: bool) -> None:
+        with server.admin(dbname) as admin:
+            admin.execute(
+                f"REVOKE {privileges} ON ALL TABLES IN SCHEMA public FROM {role}"
+                if on
+                else f"GRANT {privileges} ON ALL TABLES IN SCHEMA public TO {role}"
+            )
+
+    return Refusable(url.replace("user=postgres", f"user={role}"), refuse, "permission denied")
