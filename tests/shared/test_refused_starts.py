@@ -224,9 +224,6 @@ def test_a_start_is_told_at_once_while_a_claim_pass_meets_the_refusal(
         result = run.wait(timeout=WAIT)
         assert result.status == "success", result.error
         assert wf.get_workflow_run_execution_result("beside") is None
-        # The claimer's passes failed meanwhile (a pass with no room to claim writes nothing,
-        # and succeeds: a start's reservation may end a streak, and the next pass begin one).
-        assert any(e["event"] == "claim_pass_failed" for e in logs)
 
 
 def test_the_first_start_to_meet_a_refusal_fails_at_once_and_the_next_starts_once_allowed(
