@@ -508,9 +508,15 @@ class Claimer:
             except StoreError as exc:
                 streak.failure(str(exc))
                 wait = _ERROR_PAUSE
+                # The next pass, even one a poke brings early, is a full one: it tries
+                # again what this one failed at (its claim's want was spent before the
+                # claim failed). A poked pass that only read said the streak ended while
+                # the store still refused writes, and the next failure said it again.
+                self._next_full = 0.0
             except Exception:
                 emit(logging.ERROR, "claim_pass_crashed", exc_info=True)
                 wait = _ERROR_PAUSE
+                self._next_full = 0.0
             finally:
                 self._passing = False
 
