@@ -74,6 +74,8 @@ def test_a_poked_pass_that_only_reads_does_not_end_a_streak_of_failed_claims(
             assert len(_events(logs, "claim_pass_failed")) == 1
             refusing.clear()
             wait_until(lambda: taken == ["r1"], what="the claim once the store takes it")
+            # Said once the pass ends: after the claim has handed the run on.
+            wait_until(lambda: _events(logs, "claim_pass_recovered"), what="the streak ends")
             [recovered] = _events(logs, "claim_pass_recovered")
             assert recovered["failed_passes"] >= 4, recovered  # the first, and each poked one
             assert len(_events(logs, "claim_pass_failed")) == 1
