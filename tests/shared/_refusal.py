@@ -10,12 +10,15 @@ revokes privileges on callboard's tables.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime import Runtime, SQLiteStore
+import pytest
+
+from runtime import Runtime, SQLiteStore, StoreUnavailableError
 
 
 @dataclass
@@ -64,3 +67,20 @@ def stripped_role(server: Any, url: str, role: str, privileges: str) -> Refusabl
             )
 
     return Refusable(url.replace("user=postgres", f"user={role}"), refuse, "permission denied")
+
+
+def told_at_once(
+    name: str, attempt: Callable[[], Any], says: str, *, timeout: float
+) -> StoreUnavailableError:
+    """Call ``attempt``: it must raise that the store refuses writes, in a third of ``timeout``.
+
+    ``timeout`` is the write's own (raised for the test): a call that waited it
+    out shows. ``says`` is what the database's message must hold. Returns the error.
+    """
+    began = time.monotonic()
+    with pytest.raises(StoreUnavailableError) as raised:
+        attempt()
+    took = time.monotonic() - began
+    assert took < timeout / 3, f"{name} took {took:.1f} s, where the write's timeout is {timeout} s"
+    assert "refuses writes" in str(raised.value) and says in str(raised.value), raised.value
+    return raised.value
