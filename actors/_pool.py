@@ -749,6 +749,7 @@ class StepPool:
         # the room a wait makes only for a run its worker still holds.
         self._waits_of: dict[str | None, int] = {}
         self._completions = 0
+        self._start_failures = 0  # actors not started since one last was (threads refused)
         self._stopping = False
         # On a shared store: asked before a step body starts whether this worker still
         # holds its run (see actors.claimer.LeaseGuard); set by the runtime.
@@ -826,7 +827,7 @@ class StepPool:
         if self._on_wait is not None:
             self._on_wait(run_id)
         if call is not None:
-            StepActor.start(self).tell(call)
+            self._start_actors([call])
         return counted
 
     def wait_ended(self, counted: str | None = None) -> None:
@@ -881,8 +882,52 @@ class StepPool:
                     self._cond.notify()
                 return
         if ref is None:
-            ref = StepActor.start(self)
+            self._start_actors([call])
+            return
         ref.tell(call)
+
+    def _start_actors(self, calls: list[StepActorMessage]) -> None:
+        """Start a new actor for each call, counted in ``live`` already.
+
+        A thread the process cannot start (it has reached a limit of threads or
+        of memory) loses no call: the calls not started go back to the head of
+        the backlog, uncounted, for actors that free up or a later tick of the
+        monitor, which grows the pool again then. Said once, when starts begin
+        to fail (``step_actor_start_failed``, an error), and once when one
+        succeeds again (``step_actor_start_recovered``).
+        """
+        for index, call in enumerate(calls):
+            try:
+                ref = StepActor.start(self)
+            except Exception as exc:
+                self._not_started(calls[index:], exc)
+                return
+            ref.tell(call)
+        if self._start_failures:
+            with self._mutex:
+                failures, self._start_failures = self._start_failures, 0
+            if failures:
+                emit(logging.INFO, "step_actor_start_recovered", failed_starts=failures)
+
+    def _not_started(self, calls: list[StepActorMessage], exc: Exception) -> None:
+        now = time.monotonic()
+        with self._cond:
+            first = not self._start_failures
+            self._start_failures += 1
+            self._live -= len(calls)
+            if not self._stopping:  # else stop() has cleared the backlog: the runs stop too
+                self._backlog.extendleft((call, now) for call in reversed(calls))
+                self._cond.notify()
+        if first:
+            emit(
+                logging.ERROR,
+                "step_actor_start_failed",
+                error=f"{type(exc).__name__}: {exc}",
+                waiting=len(calls),
+                live=self._live,
+                hint="the calls wait for a step thread to free up or to start; the pool "
+                "tries to grow again at its next tick, and says when a start succeeds",
+            )
 
     def finished(self, ref: pykka.ActorRef[Any]) -> StepActorMessage | None:
         """Called by a step actor when free: its next call, or ``None`` to idle.
@@ -995,8 +1040,7 @@ class StepPool:
                     self._cond.wait(self._idle_timeout)
                     continue
             emit(logging.DEBUG, "step_pool_grown", added=len(work), size=self._live)
-            for call in work:
-                StepActor.start(self).tell(call)
+            self._start_actors(work)
 
     def _retire_idle(self) -> None:
         cutoff = time.monotonic() - self._idle_timeout

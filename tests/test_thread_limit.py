@@ -1,0 +1,116 @@
+"""A process that cannot start a thread: the step pool loses no call and says so once.
+
+``threading.Thread.start`` raises ``RuntimeError: can't start new thread`` when the
+process reaches a limit (``ulimit -u``, ``threads-max``, a container's pids limit,
+memory for a stack). The step pool starts a thread for each step actor it adds;
+here ``StepActor.start`` is made to fail as the OS would, for a while or for good.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import structlog
+from pydantic import BaseModel
+
+from actors.step import StepActor
+from runtime import RunStatus, Runtime, create_step, create_workflow
+
+WAIT = 30.0
+
+
+class Value(BaseModel):
+    value: str
+
+
+class _Refuser:
+    """Makes ``StepActor.start`` raise as a process out of threads does, while ``refusing``."""
+
+    def __init__(self, allowed: int) -> None:
+        self.allowed = allowed  # starts that succeed before the refusals begin
+        self.refusing = True
+        self.refused = 0
+        self._lock = threading.Lock()
+        self._start: Callable[..., Any] = StepActor.start.__func__  # type: ignore[attr-defined]
+
+    def start(self, cls: type[StepActor], *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            if self.allowed > 0:
+                self.allowed -= 1
+            elif self.refusing:
+                self.refused += 1
+                raise RuntimeError("can't start new thread")
+        return self._start(cls, *args, **kwargs)
+
+
+@pytest.fixture
+def refuse_threads(
+    monkeypatch: pytest.MonkeyPatch, _structlog_reset: None
+) -> Iterator[Callable[[int], _Refuser]]:
+    def refuse(allowed: int) -> _Refuser:
+        refuser = _Refuser(allowed)
+        monkeypatch.setattr(StepActor, "start", classmethod(refuser.start))
+        return refuser
+
+    yield refuse
+
+
+def _blocking_workflow(seconds: float) -> Any:
+    def body(ctx: Any) -> Value:
+        time.sleep(seconds)
+        return ctx.input_data
+
+    return (
+        create_workflow(id="blocks", input_schema=Value, output_schema=Value)
+        .then(create_step(id="blocks", input_schema=Value, output_schema=Value, execute=body))
+        .commit()
+    )
+
+
+def test_runs_whose_steps_find_no_thread_to_grow_into_wait_for_the_threads_there_are(
+    refuse_threads: Callable[[int], _Refuser],
+) -> None:
+    # Two actors start; every start after fails, whether the run actor asks for one (a
+    # call below the pool's core) or the monitor grows the pool for blocked steps.
+    refuser = refuse_threads(2)
+    with structlog.testing.capture_logs() as events, Runtime() as rt:
+        wf = rt.register(_blocking_workflow(0.05))
+        runs = [wf.create_run() for _ in range(12)]
+        for index, run in enumerate(runs):
+            run.start_async(input_data={"value": str(index)})
+        results = [run.wait(timeout=WAIT) for run in runs]
+    assert [result.status for result in results] == [RunStatus.SUCCESS] * len(runs), [
+        result.error for result in results
+    ]
+    assert refuser.refused >= 2, "the test did not make a start fail"
+    failed = [event for event in events if event["event"] == "step_actor_start_failed"]
+    assert len(failed) == 1, f"said {len(failed)} times for {refuser.refused} refused starts"
+    assert failed[0]["log_level"] == "error"
+    assert "can't start new thread" in failed[0]["error"]
+
+
+def test_a_pool_with_no_thread_at_all_runs_its_calls_once_threads_can_start_again(
+    refuse_threads: Callable[[int], _Refuser],
+) -> None:
+    refuser = refuse_threads(0)
+    with structlog.testing.capture_logs() as events, Runtime() as rt:
+        wf = rt.register(_blocking_workflow(0.0))
+        runs = [wf.create_run() for _ in range(4)]
+        for index, run in enumerate(runs):
+            run.start_async(input_data={"value": str(index)})
+        deadline = time.monotonic() + WAIT
+        while refuser.refused < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the pool tries again, tick after tick
+        assert refuser.refused >= 3, "the pool gave up starting threads"
+        assert all(not wf.get_workflow_run_execution_result(run.run_id).is_terminal for run in runs)
+        refuser.refusing = False
+        results = [run.wait(timeout=WAIT) for run in runs]
+    assert [result.status for result in results] == [RunStatus.SUCCESS] * len(runs)
+    said = [event["event"] for event in events if event["event"].startswith("step_actor_start")]
+    assert said == ["step_actor_start_failed", "step_actor_start_recovered"], said
+    [recovered] = [event for event in events if event["event"] == "step_actor_start_recovered"]
+    assert recovered["failed_starts"] == refuser.refused
