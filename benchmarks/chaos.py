@@ -22,6 +22,10 @@ API, child processes, and plain ``sqlite3`` to look at the files. The scenarios:
   its parts); every run is then queried through a new runtime.
 - ``disk``: the SQLite file lives on a small tmpfs that runs fill up; then the
   space comes back, and every run that was started must finish.
+- ``threads``: a child process whose address space is capped (``RLIMIT_AS``) so
+  that the OS refuses threads after a few dozen, as a pids limit or ``ulimit -u``
+  would, starts many runs whose steps block on a pool allowed a thread for each;
+  every run must succeed, on the threads there are.
 - ``fleet``: three ``worker`` processes and a ``client`` runtime share a throwaway
   PostgreSQL cluster (as the tests start one; the scenario reports itself skipped
   without the server binaries or psycopg). While the client starts runs (half of
@@ -84,7 +88,7 @@ from runtime import (
 )
 
 SCRIPT = Path(__file__).resolve()
-SCENARIOS = ("kills", "soak", "flips", "disk", "fleet")
+SCENARIOS = ("kills", "soak", "flips", "disk", "threads", "fleet")
 TERMINAL = ("success", "failed", "canceled")
 
 
@@ -100,6 +104,7 @@ class Sizes:
     flip_runs: int  # finished runs whose snapshots get flipped bits (half of them)
     flip_unfinished: int  # runs halted unfinished before the flips (half of them damaged)
     disk_max_runs: int  # the most runs started while waiting for the disk to fill
+    thread_runs: int  # runs whose steps block, in a process the OS refuses threads
     final_wait: float  # seconds the last kill worker gets to finish every run
     fleet_runs: int  # runs each fleet's client starts during its chaos
     fleet_seconds: float  # how long each fleet's workers are killed, stopped (and cut off)
@@ -114,6 +119,7 @@ FULL = Sizes(
     flip_runs=400,
     flip_unfinished=20,
     disk_max_runs=5_000,
+    thread_runs=1_000,
     final_wait=180.0,
     fleet_runs=1_500,
     fleet_seconds=60.0,
@@ -127,6 +133,7 @@ QUICK = Sizes(
     flip_runs=100,
     flip_unfinished=10,
     disk_max_runs=5_000,
+    thread_runs=300,
     final_wait=90.0,
     fleet_runs=300,
     fleet_seconds=15.0,
@@ -1311,7 +1318,102 @@ def full_disk(sizes: Sizes, folder: Path) -> list[Row]:
     ]
 
 
-# --- scenario 5: fleets of workers, on PostgreSQL and on SQLite ----------------------
+# --- scenario 5: no thread to be had ---------------------------------------------------
+
+THREADS = "threads"
+THREAD_ROOM = 2**30
+"""Bytes of address space the child may map past what it holds once its runtime started:
+each thread takes a stack (8 MiB by default) and the first ones a malloc arena each (64
+MiB of address space): about 40 more threads fit."""
+THREAD_BLOCK = 0.2  # seconds each step blocks
+
+
+def _blocks(ctx: StepContext[Any]) -> Any:
+    time.sleep(THREAD_BLOCK)
+    return ctx.input_data
+
+
+THREADS_WORKFLOW = (
+    create_workflow(id="chaos-threads", input_schema=Link, output_schema=Link)
+    .then(create_step(id="blocks", input_schema=Link, output_schema=Link, execute=_blocks))
+    .commit()
+)
+
+
+def _mapped_bytes() -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmSize in /proc/self/status")
+
+
+def threads_child(params: dict[str, Any]) -> None:
+    """In a child: cap the address space, then run steps that each want a thread of their own."""
+    import resource
+
+    EVENTS.configure()
+    runs = params["runs"]
+    out: dict[str, Any] = {}
+    with Runtime(max_step_threads=runs, stop_timeout=30) as rt:
+        wf = rt.register(THREADS_WORKFLOW)
+        cap = _mapped_bytes() + THREAD_ROOM
+        resource.setrlimit(resource.RLIMIT_AS, (cap, resource.RLIM_INFINITY))
+        began = time.monotonic()
+        started = [
+            wf.create_run().start_async(input_data={"token": f"{index:04x}"}).run_id
+            for index in range(runs)
+        ]
+        peak, deadline = threading.active_count(), time.monotonic() + 120
+        statuses: Counter[str] = Counter()
+        for run_id in started:
+            with contextlib.suppress(RunTimeoutError):
+                run = wf.create_run(run_id)
+                statuses[str(run.wait(timeout=max(0.1, deadline - time.monotonic())).status)] += 1
+            peak = max(peak, threading.active_count())
+        out["seconds"] = time.monotonic() - began
+        out["statuses"] = dict(statuses)
+        out["peak_threads"] = peak
+        out["events"] = EVENTS.since(Counter())
+        out["refused"] = EVENTS.mark()["step_actor_start_failed"]
+    resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def no_threads(sizes: Sizes) -> list[Row]:
+    runs = sizes.thread_runs
+    child = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--role",
+            "threads-child",
+            "--params",
+            json.dumps({"runs": runs}),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    lines = [line for line in child.stdout.splitlines() if line.startswith("RESULT ")]
+    if child.returncode != 0 or not lines:
+        tail = (child.stderr.strip().splitlines() or ["no output"])[-1]
+        return [
+            Row(THREADS, "the child crashed", f"exit {child.returncode}: {tail[:100]}", "-", False)
+        ]
+    out = json.loads(lines[-1][len("RESULT ") :])
+    return [
+        reported(THREADS, f"steps blocking {THREAD_BLOCK} s, a thread allowed each", runs),
+        must_be(THREADS, "the OS refused a step thread", out["refused"] > 0, True),
+        reported(THREADS, "most threads alive at once", out["peak_threads"]),
+        must_be(THREADS, "runs that succeeded", out["statuses"].get("success", 0), runs),
+        reported(THREADS, "callboard warnings/errors logged", out["events"]),
+        reported(THREADS, "seconds", out["seconds"]),
+    ]
+
+
+# --- scenario 6: fleets of workers, on PostgreSQL and on SQLite ----------------------
 
 FLEET = "fleet"
 FLEET_LEASE = 1.0  # seconds: a worker stopped for longer is reaped, and fenced off on waking
@@ -1908,6 +2010,8 @@ def campaign(sizes: Sizes, seed: int, folder: Path, only: Sequence[str]) -> Iter
         )
     if "disk" in only:
         yield from guarded(DISK, lambda: full_disk(sizes, folder))
+    if "threads" in only:
+        yield from guarded(THREADS, lambda: no_threads(sizes))
     if "fleet" in only:
         yield from guarded(FLEET, lambda: fleet(sizes, seed, folder))
         yield from guarded(f"{FLEET} (sqlite)", lambda: fleet_sqlite(sizes, seed + 1, folder))
@@ -1932,7 +2036,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="repeat an earlier campaign")
     parser.add_argument("--keep", action="store_true", help="keep the files for a look")
     parser.add_argument(
-        "--role", choices=("kill-worker", "disk-child", "fleet-worker"), help=argparse.SUPPRESS
+        "--role",
+        choices=("kill-worker", "disk-child", "threads-child", "fleet-worker"),
+        help=argparse.SUPPRESS,
     )
     parser.add_argument("--params", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -1944,6 +2050,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.role == "disk-child":
         disk_child(json.loads(args.params))
+        return 0
+    if args.role == "threads-child":
+        threads_child(json.loads(args.params))
         return 0
     sizes = QUICK if args.quick else FULL
     seed = random.randrange(2**32) if args.seed is None else args.seed
