@@ -276,6 +276,7 @@ class _HookThreads:
         self._idle = 0  # threads waiting for a call
         self._waiting = 0  # threads whose hook waits for a run
         self._shut = False
+        self._failing = False  # the last thread wanted could not be started
         self._names = itertools.count(1)
 
     def submit(self, fn: Callable[..., None], /, *args: Any) -> concurrent.futures.Future[None]:
@@ -289,7 +290,11 @@ class _HookThreads:
             if self._shut:
                 raise RuntimeError("the hook threads are shut down")
             self._calls.append((future, functools.partial(fn, *args)))
-            self._more()
+            if not self._more() and self._live == self._waiting:
+                # No thread could start, and none is free or will be but by a wait's end:
+                # its caller calls it, rather than leave it to a thread that may never come.
+                self._calls.pop()
+                raise RuntimeError("no hook thread could be started")
         return future
 
     def shutdown(self) -> None:
@@ -298,18 +303,36 @@ class _HookThreads:
             self._shut = True
             self._cond.notify_all()
 
-    def _more(self) -> None:
-        """Wake an idle thread for a call, or start one if every thread counted is busy."""
+    def _more(self) -> bool:
+        """Wake an idle thread for a call, or start one if every thread counted is busy.
+
+        Returns:
+            ``False`` if a thread was wanted and the process could not start one
+            (a limit of threads or of memory): the calls wait for a busy thread.
+        """
         if self._idle:
             self._cond.notify()
         elif self._live - self._waiting < self._size:
-            self._live += 1
             # A daemon: an idle one waits for calls with no end, and a program that never
             # stopped its runtime must still exit (stop() waits for the hooks under way).
             thread = threading.Thread(
                 target=self._work, name=f"callboard-hooks-{next(self._names)}", daemon=True
             )
-            thread.start()
+            try:
+                thread.start()
+            except RuntimeError as exc:
+                if not self._failing:  # said once, until a thread starts again
+                    self._failing = True
+                    emit(
+                        logging.ERROR,
+                        "hook_thread_start_failed",
+                        error=f"{type(exc).__name__}: {exc}",
+                        live=self._live,
+                    )
+                return False
+            self._live += 1
+            self._failing = False
+        return True
 
     def _work(self) -> None:
         on_run_waits(self.wait_began, self.wait_ended, step=False)

@@ -114,3 +114,53 @@ def test_a_pool_with_no_thread_at_all_runs_its_calls_once_threads_can_start_agai
     assert said == ["step_actor_start_failed", "step_actor_start_recovered"], said
     [recovered] = [event for event in events if event["event"] == "step_actor_start_recovered"]
     assert recovered["failed_starts"] == refuser.refused
+
+
+def test_hooks_are_called_once_each_when_no_more_hook_threads_can_start(
+    monkeypatch: pytest.MonkeyPatch, _structlog_reset: None
+) -> None:
+    # One hook thread starts, and then none: a hook that found its thread busy was called
+    # on the spot and again by that thread later (its call stayed queued), and the pool
+    # counted a thread that never started.
+    started = 0
+    start = threading.Thread.start
+
+    def refusing_start(thread: threading.Thread) -> None:
+        nonlocal started
+        if thread.name.startswith("callboard-hooks-"):
+            started += 1
+            if started > 1:
+                raise RuntimeError("can't start new thread")
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", refusing_start)
+    calls: list[str] = []
+    lock = threading.Lock()
+
+    def on_finish(outcome: Any) -> None:
+        time.sleep(0.02)  # the one thread is busy when the next run ends
+        with lock:
+            calls.append(outcome.run_id)
+
+    def body(ctx: Any) -> Value:
+        return ctx.input_data
+
+    workflow = (
+        create_workflow(id="hooked", input_schema=Value, output_schema=Value, on_finish=on_finish)
+        .then(create_step(id="s", input_schema=Value, output_schema=Value, execute=body))
+        .commit()
+    )
+    with structlog.testing.capture_logs() as events, Runtime() as rt:
+        wf = rt.register(workflow)
+        runs = [wf.create_run() for _ in range(20)]
+        for index, run in enumerate(runs):
+            run.start_async(input_data={"value": str(index)})
+        assert all(run.wait(timeout=WAIT).status == RunStatus.SUCCESS for run in runs)
+        deadline = time.monotonic() + WAIT
+        while len(calls) < len(runs) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # a second call of a hook would come within this
+    assert started > 1, "the test never refused a hook thread"
+    assert sorted(calls) == sorted(run.run_id for run in runs)
+    failed = [event for event in events if event["event"] == "hook_thread_start_failed"]
+    assert len(failed) == 1
