@@ -347,6 +347,8 @@ class AsyncLoop:
         Raises:
             RuntimeStoppedError: if the loop has been stopped, or the
                 application's loop is closed (the coroutine is closed).
+            RuntimeError: if the loop's thread could not be started (the
+                coroutine is closed; the next call tries again).
         """
         with self._lock:
             if self._stopped:
@@ -355,14 +357,23 @@ class AsyncLoop:
             if self._app_loop is not None:
                 return self._submit_to_app(self._app_loop, coroutine, inner, on_end)
             if self._loop is None:
-                self._loop = asyncio.new_event_loop()
-                self._thread = threading.Thread(
+                # Kept once its thread started only: a thread the process refused (a limit
+                # of threads or memory) fails this body's call, and the next one tries again.
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(
                     target=_run_until_stopped,
-                    args=(self._loop, lambda: self._stopped),
+                    args=(loop, lambda: self._stopped),
                     name="callboard-async",
                     daemon=True,
                 )
-                self._thread.start()
+                try:
+                    thread.start()
+                except BaseException:
+                    coroutine.close()
+                    _close_unstarted(inner)
+                    loop.close()
+                    raise
+                self._loop, self._thread = loop, thread
             loop = self._loop
         try:
             return _spawn_soon(loop, coroutine, inner, on_end)
@@ -421,10 +432,14 @@ class AsyncLoop:
             ) from None
         self._running[future] = (coroutine, inner, on_end)
         if self._watcher is None:
-            self._watcher = threading.Thread(
+            watcher = threading.Thread(
                 target=self._watch, args=(loop,), name="callboard-app-loop", daemon=True
             )
-            self._watcher.start()
+            # A safety net only: refused (no thread to be had), the body runs on, and the
+            # next one tries again.
+            with contextlib.suppress(RuntimeError):
+                watcher.start()
+                self._watcher = watcher
         elif len(self._running) == 1:
             self._changed.notify()  # it waits for bodies without a timeout
         return future

@@ -182,10 +182,11 @@ class Timers:
             if self._stopped:
                 raise RuntimeStoppedError("the runtime's timers are stopped")
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="callboard-timers", daemon=True
-                )
-                self._thread.start()
+                # Kept once started only: a thread the process refused (a limit of threads
+                # or memory) fails this timer's caller, and the next timer tries again.
+                thread = threading.Thread(target=self._run, name="callboard-timers", daemon=True)
+                thread.start()
+                self._thread = thread
             entry = (handle.when, next(self._sequence), handle)
             heapq.heappush(heap, entry)
             # Only a new earliest deadline changes how long the thread should sleep.

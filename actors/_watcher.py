@@ -89,10 +89,9 @@ class StoreWatcher:
     def _start(self) -> None:
         """Start the thread, if it has not started (with the lock held)."""
         if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._run, name="callboard-store-watcher", daemon=True
-            )
-            self._thread.start()
+            thread = threading.Thread(target=self._run, name="callboard-store-watcher", daemon=True)
+            thread.start()  # refused (no thread to be had): the next call tries again
+            self._thread = thread
 
     def look_for_deleted(self) -> None:
         """Call ``look`` every ``look_every`` seconds, from one ``look_every`` on.

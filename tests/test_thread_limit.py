@@ -164,3 +164,75 @@ def test_hooks_are_called_once_each_when_no_more_hook_threads_can_start(
     assert sorted(calls) == sorted(run.run_id for run in runs)
     failed = [event for event in events if event["event"] == "hook_thread_start_failed"]
     assert len(failed) == 1
+
+
+class _NamedRefuser:
+    """Makes ``Thread.start`` refuse threads whose name begins with ``prefix``, ``times`` times."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, prefix: str, times: int) -> None:
+        self.prefix, self.left, self.refused = prefix, times, 0
+        start = threading.Thread.start
+
+        def refusing_start(thread: threading.Thread) -> None:
+            if thread.name.startswith(self.prefix) and self.left > 0:
+                self.left -= 1
+                self.refused += 1
+                raise RuntimeError("can't start new thread")
+            start(thread)
+
+        monkeypatch.setattr(threading.Thread, "start", refusing_start)
+
+
+def _run_twice(workflow: Any) -> list[Any]:
+    """Two runs of ``workflow``, one after the other: their results."""
+    with Runtime() as rt:
+        wf = rt.register(workflow)
+        results = []
+        for index in range(2):
+            run = wf.create_run()
+            run.start_async(input_data={"value": str(index)})
+            results.append(run.wait(timeout=WAIT))
+        return results
+
+
+def test_a_timer_thread_the_process_refused_is_tried_again_by_the_next_sleep(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The first sleep's timer thread is refused: that run fails, saying why. The thread
+    # was kept all the same, never started, and no later sleep ever woke.
+    refuser = _NamedRefuser(monkeypatch, "callboard-timers", 1)
+
+    def body(ctx: Any) -> Value:
+        return ctx.input_data
+
+    workflow = (
+        create_workflow(id="naps", input_schema=Value, output_schema=Value)
+        .sleep(0.01)
+        .then(create_step(id="s", input_schema=Value, output_schema=Value, execute=body))
+        .commit()
+    )
+    first, second = _run_twice(workflow)
+    assert refuser.refused == 1
+    assert first.status == RunStatus.FAILED
+    assert first.error is not None and "can't start new thread" in first.error.message
+    assert second.status == RunStatus.SUCCESS
+
+
+def test_an_async_loop_thread_the_process_refused_is_tried_again_by_the_next_body(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    refuser = _NamedRefuser(monkeypatch, "callboard-async", 1)
+
+    async def body(ctx: Any) -> Value:
+        return ctx.input_data
+
+    workflow = (
+        create_workflow(id="awaits", input_schema=Value, output_schema=Value)
+        .then(create_step(id="s", input_schema=Value, output_schema=Value, execute=body))
+        .commit()
+    )
+    first, second = _run_twice(workflow)
+    assert refuser.refused == 1
+    assert first.status == RunStatus.FAILED
+    assert first.error is not None and "can't start new thread" in first.error.message
+    assert second.status == RunStatus.SUCCESS
