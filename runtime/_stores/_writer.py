@@ -19,9 +19,10 @@ disk, and :class:`Refusals` keeps the time it has lasted, says it in the log
 once, and tells the store's waiters once ``REFUSAL_PATIENCE`` has passed. A
 write that admits something new (a start, a restart, a resume, a cancel, a
 queue's limits, a worker's claim of runs) or that its caller asked for and waits on
-(a delete, a prune: :data:`REFUSED_AT_ONCE`) is no such write: nothing has committed
-it, and its caller can try again or shed load, so a refused transaction fails it at
-once (:func:`refuse_at_once`) rather than keep its caller waiting.
+(a delete, a prune, a worker's heartbeat: :data:`REFUSED_AT_ONCE`) is no such write:
+nothing has committed it, and its caller can try again or shed load, so a refused
+transaction fails it at once (:func:`refuse_at_once`) rather than keep its caller
+waiting.
 """
 
 from __future__ import annotations
@@ -483,6 +484,7 @@ REFUSED_AT_ONCE: Final[frozenset[WriteKind]] = frozenset(
         "claim",
         "hand_back",
         "reap",
+        "heartbeat",
     }
 )
 """Writes that a refused transaction fails at once: a start, a restart, a resume or a cancel
@@ -497,8 +499,14 @@ hand-back of runs, and its reaping of dead workers' runs: its claimer waits on e
 claim holding the lock that every start of the process takes to count its room (a claim
 waiting out a refusal held each start that long), and a pass held up so long cancels no
 run at its deadline meanwhile; told at once, the claimer tries again a second later.
-The runs' own writes (their snapshots, leases) wait in memory instead, and go on once
-the store takes writes again."""
+So is a worker's heartbeat, where it goes through the writer (always on SQLite): its
+lease thread waited out the write's timeout at each beat, a step's start that found the
+lease old waited as long for its check, and a renewal came up to that late once the
+refusal ended. Told at once, the lease thread tries again a second later, a step starts
+as it does while the store is unreachable, and nothing is lost: the next heartbeat
+stamps the time anew.
+The runs' own writes (their snapshots) and a worker's join wait in memory instead, and
+go on once the store takes writes again."""
 
 
 def refuse_at_once(writes: list[Write], store: str, reason: str) -> list[Write]:
@@ -566,6 +574,8 @@ def unrecorded(write: Write) -> tuple[str, str | None]:
             return "no run was handed back", None
         case "reap":
             return "no run of a dead worker was handed back", None
+        case "heartbeat":
+            return "the lease was not renewed", None
     return f"the new record of run {payload[0].run_id!r} was not stored", payload[0].run_id
 
 

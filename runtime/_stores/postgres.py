@@ -2323,6 +2323,9 @@ class PostgresStore:
 
         Raises:
             StoreError: if the store is read-only or closed, or stayed unreachable.
+            StoreUnavailableError: at once if the server refuses writes (privileges
+                revoked, a read-only database), through the writer too
+                (:data:`~runtime._stores._writer.REFUSED_AT_ONCE`): nothing renewed.
         """
         if self._renewed():
             return True
@@ -2368,6 +2371,14 @@ class PostgresStore:
                     if connection is not None:
                         connection.close()
                     continue
+                if _refused(exc):
+                    # Said as the writer says a refused write (refuse_at_once), so that
+                    # the lease thread's log names the refusal as the claimer's does.
+                    raise refused_error(
+                        f"the PostgreSQL store {self._shown}",
+                        self._reason(exc),
+                        "the lease was not renewed",
+                    ) from exc
                 error = StoreUnavailableError if _passing(exc) else StoreError
                 raise error(
                     f"cannot renew the lease on the PostgreSQL store {self._shown}: "

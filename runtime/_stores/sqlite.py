@@ -1228,6 +1228,13 @@ class SQLiteStore:
 
         Only this renews it: a runtime's claimer calls it every quarter lease (at
         most every 2 s), so a process that stalls stops renewing it.
+
+        Raises:
+            StoreUnavailableError: if the file refuses writes (read-only), at the
+                writer's first try that meets it
+                (:data:`~runtime._stores._writer.REFUSED_AT_ONCE`), or if the
+                database stayed locked for ``CREATE_TIMEOUT``: nothing renewed.
+            StoreError: if the store is closed or read-only.
         """
         future: Future[bool] = Future()
         write = self._submit("heartbeat", None, resolve(future))
