@@ -4,7 +4,11 @@ One thread per runtime on a shared store (SQLite or PostgreSQL), and one beside
 it that renews the worker's lease every quarter lease (at most every
 :data:`HEARTBEAT_EVERY` seconds): a claim or a reap waits for the store's writer,
 which may wait for a lock a paused worker holds, and a heartbeat that waited
-with them let a live worker's lease run out. Each pass the claimer
+with them let a live worker's lease run out. A heartbeat that fails (the
+store unreachable, or refusing writes, which fails it at once) is tried again
+every second, at most every quarter lease; the log says so once when beats
+begin to fail (``lease_renewal_failed``) and once when one succeeds again
+(``lease_renewal_recovered``). Each pass the claimer
 
 - hands the runs of workers whose lease ran out back to the queue (every
   quarter lease, at most every second, and after a virtual clock's jump):
@@ -106,7 +110,7 @@ _EXPIRE_ROUNDS: Final = 16
 _NEVER: Final = float("inf")
 
 _ERROR_PAUSE: Final = 1.0
-"""Seconds to wait after a pass failed (the store unreachable) before the next."""
+"""Seconds to wait after a pass or a heartbeat failed (the store unreachable) before the next."""
 
 
 class LeaseGuard:
@@ -521,24 +525,39 @@ class Claimer:
                 self._passing = False
 
     def _keep_lease(self) -> None:
-        """The lease thread: renew the lease every quarter lease (at most every few seconds)."""
+        """The lease thread: renew the lease every quarter lease (at most every few seconds).
+
+        A beat that fails (the store unreachable, or refusing writes, which fails
+        it at once) is tried again sooner: every second, at most every quarter
+        lease. So the lease is renewed within about a second of the store taking
+        writes again, as soon as a beat that waited through the refusal in the
+        writer (tried at most a second apart) renewed it: a short refusal lets
+        no lease lapse that it did not let lapse before. A failed beat fences
+        nothing here: steps go on starting (see :meth:`LeaseGuard.may_start`).
+        """
         every = min(self._store.lease / 4, HEARTBEAT_EVERY)
+        # Said when beats begin to fail and when one succeeds, not at every beat: a
+        # refusal that lasts an hour fails some 3600 of them.
+        streak = FailingStreak(
+            "lease_renewal_failed",
+            "lease_renewal_recovered",
+            hint="beats are tried again every second; the log says when one succeeds",
+            worker=self._store.owner_id,
+        )
         while not self._stopped.is_set():
+            wait = every
             try:
                 # Not while a virtual clock jumps: a beat stamped with the time before a
                 # jump, committed after it, would make this live worker look dead.
                 with _clock.judging_leases:
                     self._guard.beat()
+                streak.success()
             except StoreError as exc:
-                emit(
-                    logging.WARNING,
-                    "lease_renewal_failed",
-                    worker=self._store.owner_id,
-                    error=str(exc),
-                )
+                streak.failure(str(exc))
+                wait = min(every, _ERROR_PAUSE)
             except Exception:
                 emit(logging.ERROR, "lease_renewal_crashed", exc_info=True)
-            self._stopped.wait(every)
+            self._stopped.wait(wait)
 
     def _pass(self) -> float:
         """One pass; the seconds until the next one is due."""

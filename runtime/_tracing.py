@@ -222,14 +222,16 @@ class FailingStreak:
         failed: The event of the first failure of a streak.
         recovered: The event of the success that ends it.
         hint: What the failure event says happens next.
+        fields: Fields both events carry (which worker's loop it is, say).
     """
 
-    __slots__ = ("_failed", "_hint", "_recovered", "_since", "count")
+    __slots__ = ("_failed", "_fields", "_hint", "_recovered", "_since", "count")
 
-    def __init__(self, failed: str, recovered: str, hint: str) -> None:
+    def __init__(self, failed: str, recovered: str, hint: str, **fields: Any) -> None:
         self._failed = failed
         self._recovered = recovered
         self._hint = hint
+        self._fields = fields
         self._since = 0.0
         self.count = 0  # the passes failed in this streak
 
@@ -237,7 +239,7 @@ class FailingStreak:
         """A pass failed with ``error``: said if it begins a streak."""
         if not self.count:
             self._since = time.monotonic()
-            emit(logging.WARNING, self._failed, error=error, hint=self._hint)
+            emit(logging.WARNING, self._failed, error=error, hint=self._hint, **self._fields)
         self.count += 1
 
     def success(self) -> None:
@@ -248,6 +250,7 @@ class FailingStreak:
                 self._recovered,
                 failed_passes=self.count,
                 failed_for=round(time.monotonic() - self._since, 1),
+                **self._fields,
             )
             self.count = 0
 
