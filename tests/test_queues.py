@@ -568,6 +568,46 @@ def test_a_restart_into_a_full_queue_is_refused_and_leaves_the_run_as_it_ended(
     assert (again.status, again.restarts) == ("success", 1)
 
 
+def test_a_resumed_run_goes_back_into_a_full_queue_and_counts_among_those_waiting(
+    make_runtime: Any,
+) -> None:
+    # max_queued refuses new work, not a run it admitted: the resume of a run that
+    # suspended is taken while the queue is full, and the run then waits in the queue,
+    # where a start finds one more waiting.
+    gate, order = threading.Event(), []
+
+    def body(ctx: Any) -> Job:
+        order.append(ctx.input_data.value)
+        if ctx.input_data.value == "blocker":
+            assert gate.wait(WAIT)
+        if ctx.input_data.value == "asks" and ctx.resume_data is None:
+            ctx.suspend({"why": "approval"})
+        return ctx.input_data
+
+    step = create_step(id="work", input_schema=Job, output_schema=Job, execute=body)
+    queue = Queue("bounded", concurrency=1, max_queued=1)
+    rt = make_runtime()
+    wf = rt.register(
+        create_workflow(id="asks", input_schema=Job, output_schema=Job, queue=queue)
+        .then(step)
+        .commit()
+    )
+    asks = wf.create_run()
+    assert asks.start(input_data={"value": "asks"}, timeout=WAIT).status == "suspended"
+    ids = [wf.create_run().start_async(input_data={"value": "blocker"}).run_id]
+    wait_for(lambda: "blocker" in order, "the blocker did not start")
+    ids.append(wf.create_run().start_async(input_data={"value": "waiting"}).run_id)
+    with pytest.raises(QueueFullError):
+        wf.create_run().start_async(input_data={"value": "one too many"})
+    asks.resume_async(resume_data={})  # not refused: the queue holds its place for it
+    with pytest.raises(QueueFullError):
+        wf.create_run().start_async(input_data={"value": "still too many"})
+    gate.set()
+    finish_all(wf, [*ids, asks.run_id])
+    assert asks.wait(timeout=WAIT).status == "success"
+    assert order.count("asks") == 2
+
+
 def test_a_key_function_that_raises_is_a_clear_error_and_records_nothing(
     make_runtime: Any,
 ) -> None:
