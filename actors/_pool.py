@@ -897,17 +897,20 @@ class StepPool:
                     self._cond.notify()
                 return
         if ref is None:
-            self._start_actors([call])
+            self._start_actors([call], first=False)
             return
         ref.tell(call)
 
-    def _start_actors(self, calls: list[StepActorMessage]) -> None:
+    def _start_actors(self, calls: list[StepActorMessage], *, first: bool = True) -> None:
         """Start a new actor for each call, counted in ``live`` already.
 
+        ``first``: the calls came before every call in the backlog (taken from its
+        head); else after (a call just handed over).
+
         A thread the process cannot start (it has reached a limit of threads or
-        of memory) loses no call: the calls not started go back to the head of
-        the backlog, uncounted, for actors that free up or a later tick of the
-        monitor, which grows the pool again then. Said once, when starts begin
+        of memory) loses no call: the calls not started go back into the backlog,
+        where they were and uncounted, for actors that free up or a later tick of
+        the monitor, which grows the pool again then. Said once, when starts begin
         to fail (``step_actor_start_failed``, an error), and once when one
         succeeds again (``step_actor_start_recovered``).
         """
@@ -915,7 +918,7 @@ class StepPool:
             try:
                 ref = StepActor.start(self)
             except Exception as exc:
-                self._not_started(calls[index:], exc)
+                self._not_started(calls[index:], exc, first=first)
                 return
             ref.tell(call)
         if self._start_failures:
@@ -924,16 +927,25 @@ class StepPool:
             if failures:
                 emit(logging.INFO, "step_actor_start_recovered", failed_starts=failures)
 
-    def _not_started(self, calls: list[StepActorMessage], exc: Exception) -> None:
+    def _not_started(self, calls: list[StepActorMessage], exc: Exception, *, first: bool) -> None:
         now = time.monotonic()
+        for call in calls:
+            signal = call.signal
+            if signal is not None:  # waiting again: its step's timeout waits until it begins
+                signal.waited = True
+                signal.began = None
         with self._cond:
-            first = not self._start_failures
+            streak_begins = not self._start_failures
             self._start_failures += 1
             self._live -= len(calls)
             if not self._stopping:  # else stop() has cleared the backlog: the runs stop too
-                self._backlog.extendleft((call, now) for call in reversed(calls))
+                # Where they were, in the order they came: first in first out still.
+                if first:
+                    self._backlog.extendleft((call, now) for call in reversed(calls))
+                else:
+                    self._backlog.extend((call, now) for call in calls)
                 self._cond.notify()
-        if first:
+        if streak_begins:
             emit(
                 logging.ERROR,
                 "step_actor_start_failed",

@@ -236,3 +236,62 @@ def test_an_async_loop_thread_the_process_refused_is_tried_again_by_the_next_bod
     assert first.status == RunStatus.FAILED
     assert first.error is not None and "can't start new thread" in first.error.message
     assert second.status == RunStatus.SUCCESS
+
+
+def test_a_step_timeout_counts_from_when_a_refused_call_begins_not_from_the_refusal(
+    refuse_threads: Callable[[int], _Refuser],
+) -> None:
+    # A call whose actor could not start waits in the backlog again, as a call past
+    # max_step_threads does: its step's timeout waits until its code begins (a call
+    # timed out unbegun, had it counted from when it was handed over).
+    refuse_threads(1)
+
+    def body(ctx: Any) -> Value:
+        time.sleep(0.3)
+        return ctx.input_data
+
+    workflow = (
+        create_workflow(id="timed", input_schema=Value, output_schema=Value)
+        .then(
+            create_step(id="s", input_schema=Value, output_schema=Value, execute=body, timeout=0.5)
+        )
+        .commit()
+    )
+    with Runtime() as rt:
+        wf = rt.register(workflow)
+        # The second to fourth calls find no actor to start (below the pool's core): they
+        # begin 0.3, 0.6 and 0.9 s after they were handed over, on the one thread.
+        runs = [wf.create_run() for _ in range(5)]
+        for index, run in enumerate(runs):
+            run.start_async(input_data={"value": str(index)})
+        results = [run.wait(timeout=WAIT) for run in runs]
+    assert [result.status for result in results] == [RunStatus.SUCCESS] * len(runs), [
+        result.error for result in results
+    ]
+
+
+def test_calls_that_found_no_thread_begin_in_the_order_they_came(
+    refuse_threads: Callable[[int], _Refuser],
+) -> None:
+    # Each call put back at the head of the backlog went before those put back earlier:
+    # the runs began last first.
+    refuse_threads(1)
+    began: list[str] = []
+
+    def body(ctx: Any) -> Value:
+        began.append(ctx.input_data.value)
+        time.sleep(0.05)
+        return ctx.input_data
+
+    workflow = (
+        create_workflow(id="ordered", input_schema=Value, output_schema=Value)
+        .then(create_step(id="s", input_schema=Value, output_schema=Value, execute=body))
+        .commit()
+    )
+    with Runtime() as rt:
+        wf = rt.register(workflow)
+        runs = [wf.create_run() for _ in range(6)]
+        for index, run in enumerate(runs):
+            run.start_async(input_data={"value": str(index)})
+        assert all(run.wait(timeout=WAIT).status == RunStatus.SUCCESS for run in runs)
+    assert began == [str(index) for index in range(6)]
