@@ -553,6 +553,47 @@ def path_from_url(location: str | os.PathLike[str]) -> Path:
     return path.absolute()
 
 
+def _out_of_descriptors(exc: sqlite3.Error) -> str | None:
+    """What to say if SQLite could not open a file because the process is out of descriptors.
+
+    SQLite says only "unable to open database file" when ``open()`` fails with
+    ``EMFILE``; each thread that reads a store opens a connection of its own,
+    which holds the database, its ``-wal`` and its ``-shm`` open. ``None``
+    for any other error, or a process with room to open files now.
+    """
+    if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_CANTOPEN:
+        return None
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return None
+    if limit == resource.RLIM_INFINITY:
+        return None
+    try:
+        probe = os.dup(2)
+    except OSError as probed:
+        if probed.errno != errno.EMFILE:
+            return None
+        open_now = limit
+    else:
+        try:
+            open_now = len(os.listdir("/dev/fd")) - 2  # less the probe and the listing's own
+        except OSError:
+            open_now = limit
+        finally:
+            os.close(probe)
+        if open_now < limit - 3:  # room for the three files: something else failed
+            return None
+    return (
+        f"the process has {open_now} files open, at its limit of {limit} "
+        "(RLIMIT_NOFILE, `ulimit -n`); each thread that reads a SQLite store holds three of "
+        "them (the file, its -wal and its -shm) while it lives: raise the limit, or read "
+        "from fewer threads"
+    )
+
+
 class _Reader:
     """A thread's read-only connection: closed when the thread ends, or when the store goes.
 
@@ -773,6 +814,11 @@ class SQLiteStore:
                 uri, uri=True, timeout=LOCK_TIMEOUT, isolation_level=None, check_same_thread=False
             )
         except sqlite3.Error as exc:
+            full = _out_of_descriptors(exc)
+            if full is not None:  # it passes as files close: as a store out of reach
+                raise StoreUnavailableError(
+                    f"cannot open the run store {self.path}: {exc}: {full}"
+                ) from exc
             raise StoreError(f"cannot open the run store {self.path}: {exc}") from exc
         return connection
 
@@ -878,6 +924,14 @@ class SQLiteStore:
         try:
             yield self._reader()
         except sqlite3.DatabaseError as exc:
+            full = _out_of_descriptors(exc)
+            if full is not None:
+                # Its connection may hold the file open without its -wal and -shm: closed,
+                # so that threads stuck so do not keep each other from opening all three.
+                self._local.reader = None
+                raise StoreUnavailableError(
+                    f"cannot read the run store {self.path}: {exc}: {full}"
+                ) from exc
             error = StoreUnavailableError if _locked(exc) else StoreError
             raise error(f"cannot read the run store {self.path}: {exc}") from exc
 
