@@ -20,7 +20,7 @@ from typing import Final
 
 from runtime._errors import StoreError
 from runtime._stores.base import SharedStore, SnapshotRecord
-from runtime._tracing import emit
+from runtime._tracing import FailingStreak, emit
 
 __all__ = ["DELETED_LOOK", "ERROR_PAUSE", "WATCH_INTERVAL", "StoreWatcher"]
 
@@ -144,6 +144,14 @@ class StoreWatcher:
 
     def _run(self) -> None:
         swept = time.monotonic()  # when every run was last read (none is watched before)
+        # Said when reads begin to fail and when one succeeds: a read a hint brings within
+        # the pause fails too (a process out of files, a database restarting).
+        streak = FailingStreak(
+            "store_watch_failed",
+            "store_watch_recovered",
+            hint=f"reads go on, every {ERROR_PAUSE:g} s and at each hint; the log says when "
+            "one succeeds",
+        )
         while True:
             self._wake.wait(max(0.0, swept + self._interval - time.monotonic()))
             self._wake.clear()
@@ -176,12 +184,11 @@ class StoreWatcher:
                 changed = [run_id for run_id in ids if seqs.get(run_id, _GONE) > watched[run_id]]
                 loaded = self._store.load_many(changed) if changed else []
             except StoreError as exc:
-                # Once a second while it lasts, as the claimer does: not ten warnings a
-                # second for as long as a database restarts.
-                emit(logging.WARNING, "store_watch_failed", error=str(exc), retry_in=ERROR_PAUSE)
+                streak.failure(str(exc))
                 # Every run is read again once the pause is over (a hint may come sooner).
                 swept = time.monotonic() + ERROR_PAUSE - self._interval
                 continue
+            streak.success()
             records = {record.run_id: record for record in loaded}
             gone = [run_id for run_id in ids if run_id not in seqs]
             gone += [run_id for run_id in changed if run_id not in records]  # deleted since

@@ -22,10 +22,12 @@ API, child processes, and plain ``sqlite3`` to look at the files. The scenarios:
   its parts); every run is then queried through a new runtime.
 - ``disk``: the SQLite file lives on a small tmpfs that runs fill up; then the
   space comes back, and every run that was started must finish.
-- ``threads``: a child process whose address space is capped (``RLIMIT_AS``) so
+- ``limits``: a child process whose address space is capped (``RLIMIT_AS``) so
   that the OS refuses threads after a few dozen, as a pids limit or ``ulimit -u``
   would, starts many runs whose steps block on a pool allowed a thread for each;
-  every run must succeed, on the threads there are.
+  every run must succeed, on the threads there are. Then, its limit of open files
+  (``RLIMIT_NOFILE``) cut to what it holds plus room for six readers of a SQLite
+  store, 24 threads start runs on one and wait for them: every run must succeed.
 - ``fleet``: three ``worker`` processes and a ``client`` runtime share a throwaway
   PostgreSQL cluster (as the tests start one; the scenario reports itself skipped
   without the server binaries or psycopg). While the client starts runs (half of
@@ -88,7 +90,7 @@ from runtime import (
 )
 
 SCRIPT = Path(__file__).resolve()
-SCENARIOS = ("kills", "soak", "flips", "disk", "threads", "fleet")
+SCENARIOS = ("kills", "soak", "flips", "disk", "limits", "fleet")
 TERMINAL = ("success", "failed", "canceled")
 
 
@@ -1318,9 +1320,11 @@ def full_disk(sizes: Sizes, folder: Path) -> list[Row]:
     ]
 
 
-# --- scenario 5: no thread to be had ---------------------------------------------------
+# --- scenario 5: no thread, no file to be had -----------------------------------------
 
-THREADS = "threads"
+THREADS = "limits"
+FILE_ROOM = 18  # descriptors past those the child holds: six readers' file, -wal and -shm
+FILE_THREADS = 24  # threads that start runs and wait for them, each reading the store
 THREAD_ROOM = 2**30
 """Bytes of address space the child may map past what it holds once its runtime started:
 each thread takes a stack (8 MiB by default) and the first ones a malloc arena each (64
@@ -1377,10 +1381,68 @@ def threads_child(params: dict[str, Any]) -> None:
         out["events"] = EVENTS.since(Counter())
         out["refused"] = EVENTS.mark()["step_actor_start_failed"]
     resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    out.update(_out_of_files(Path(params["db"]), runs))
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def no_threads(sizes: Sizes) -> list[Row]:
+def _passes(ctx: StepContext[Any]) -> Any:
+    return ctx.input_data
+
+
+FILES_WORKFLOW = (
+    create_workflow(id="chaos-files", input_schema=Link, output_schema=Link)
+    .then(create_step(id="passes", input_schema=Link, output_schema=Link, execute=_passes))
+    .commit()
+)
+
+
+def _out_of_files(db: Path, runs: int) -> dict[str, Any]:
+    """``runs`` runs started and waited for by threads that may not all read at once."""
+    import resource
+
+    statuses: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def starts_and_waits(first: int) -> None:
+        for index in range(first, runs, FILE_THREADS):
+            try:
+                run = wf.create_run()
+                run.start_async(input_data={"token": f"{index:04x}"})
+                status = str(run.wait(timeout=60).status)
+            except Exception as exc:
+                status = type(exc).__name__
+            with lock:
+                statuses[status] += 1
+
+    mark = EVENTS.mark()
+    with Runtime(store=db, stop_timeout=30) as rt:
+        wf = rt.register(FILES_WORKFLOW)
+        wf.create_run().start(input_data={"token": "warm"}, timeout=60)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        held = len(os.listdir("/dev/fd")) - 1
+        resource.setrlimit(resource.RLIMIT_NOFILE, (held + FILE_ROOM, hard))
+        began = time.monotonic()
+        try:
+            threads = [
+                threading.Thread(target=starts_and_waits, args=(first,))
+                for first in range(FILE_THREADS)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(180)
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        seconds = time.monotonic() - began
+    return {
+        "files_held": held,
+        "files_statuses": dict(statuses),
+        "files_seconds": seconds,
+        "files_events": EVENTS.since(mark),
+    }
+
+
+def no_threads(sizes: Sizes, folder: Path) -> list[Row]:
     runs = sizes.thread_runs
     child = subprocess.run(
         [
@@ -1389,7 +1451,7 @@ def no_threads(sizes: Sizes) -> list[Row]:
             "--role",
             "threads-child",
             "--params",
-            json.dumps({"runs": runs}),
+            json.dumps({"runs": runs, "db": str(folder / "files.db")}),
         ],
         capture_output=True,
         text=True,
@@ -1410,6 +1472,16 @@ def no_threads(sizes: Sizes) -> list[Row]:
         must_be(THREADS, "runs that succeeded", out["statuses"].get("success", 0), runs),
         reported(THREADS, "callboard warnings/errors logged", out["events"]),
         reported(THREADS, "seconds", out["seconds"]),
+        reported(THREADS, "files open before the cut", out["files_held"]),
+        must_be(
+            THREADS,
+            f"runs of {FILE_THREADS} threads, room for 6 readers",
+            out["files_statuses"].get("success", 0),
+            runs,
+        ),
+        reported(THREADS, "  their ends, by kind", out["files_statuses"]),
+        reported(THREADS, "  callboard warnings/errors logged", out["files_events"]),
+        reported(THREADS, "  seconds", out["files_seconds"]),
     ]
 
 
@@ -2010,8 +2082,8 @@ def campaign(sizes: Sizes, seed: int, folder: Path, only: Sequence[str]) -> Iter
         )
     if "disk" in only:
         yield from guarded(DISK, lambda: full_disk(sizes, folder))
-    if "threads" in only:
-        yield from guarded(THREADS, lambda: no_threads(sizes))
+    if "limits" in only:
+        yield from guarded(THREADS, lambda: no_threads(sizes, folder))
     if "fleet" in only:
         yield from guarded(FLEET, lambda: fleet(sizes, seed, folder))
         yield from guarded(f"{FLEET} (sqlite)", lambda: fleet_sqlite(sizes, seed + 1, folder))

@@ -1033,15 +1033,22 @@ def test_the_store_watcher_pauses_after_a_failed_read_and_goes_on(
     try:
         with capture_logs() as logs:
             watcher.add("r", 0)
-            time.sleep(0.5)  # fifty reads' worth at the interval
-        failed = [log for log in logs if log["event"] == "store_watch_failed"]
-        # One warning a second while the store is down, not one a read.
-        assert len(failed) == 1, logs
-        assert "the database is down" in failed[0]["error"]
-        store.down = False
-        save(a, rec("r", 1, "running"))
-        wait_until(lambda: delivered)  # back to reading once the pause is over
+            for _ in range(25):  # fifty reads' worth at the interval, and hints meanwhile
+                time.sleep(0.02)
+                watcher.poke("", "r")
+            failed = [log for log in logs if log["event"] == "store_watch_failed"]
+            # One warning while the store is down, not one a read (a hint's included).
+            assert len(failed) == 1, logs
+            assert "the database is down" in failed[0]["error"]
+            store.down = False
+            save(a, rec("r", 1, "running"))
+            wait_until(lambda: delivered)  # back to reading once the pause is over
         assert [record.seq for record in delivered if record is not None] == [1]
+        [recovered] = [log for log in logs if log["event"] == "store_watch_recovered"]
+        assert recovered["failed_passes"] >= 1
+        assert [log["event"] for log in logs if log["event"] == "store_watch_failed"] == [
+            "store_watch_failed"
+        ]
     finally:
         watcher.stop(5)
 
