@@ -89,6 +89,9 @@ class TrippingLock:
     def locked(self) -> bool:
         return bool(self._lock.locked())
 
+    def _is_owned(self) -> bool:  # a reentrant lock's: whether this thread holds it
+        return bool(self._lock._is_owned())
+
     def __enter__(self) -> bool:
         return self.acquire()
 
@@ -245,8 +248,49 @@ def interrupted_stop(store: str) -> dict[str, Any]:
     }
 
 
+def ctrl_c_in_start(store: str) -> dict[str, Any]:
+    """Ctrl-C lands the moment a start on the main thread takes the SQLite store's write lock."""
+    rt = _runtime(store)
+    wf = rt.register(counting)
+    # A stop that waits for a lock left held hangs past the guard (see trip).
+    sqlite_module.CREATE_TIMEOUT = 10 * HANG_GUARD  # type: ignore[misc]
+    target = rt.store
+    tripping = TrippingLock(target._write_lock, signal.SIGINT)  # type: ignore[attr-defined]
+    target._write_lock = tripping  # type: ignore[attr-defined]
+    acked: list[str] = []
+    _start_and_wait(wf, acked, runs=2)
+    tripping.armed = True
+    interrupted = False
+    try:
+        wf.create_run().start_async(input_data={"value": 0})
+    except KeyboardInterrupt:
+        interrupted = True
+    inner = tripping._lock
+    if hasattr(inner, "_is_owned"):  # reentrant: whether this thread holds it
+        held = bool(inner._is_owned())
+    else:  # a plain lock: held if it cannot be had (the writer lets go of it at once)
+        held = not inner.acquire(timeout=5)
+        if not held:
+            inner.release()
+    if held:  # left held: let go here, so that the rest says what else went wrong
+        inner.release()
+    outcome = _start_and_wait(wf, acked, runs=2)
+    began = time.monotonic()
+    _stopped_within_guard(rt)
+    return {
+        "tripped": tripping.tripped,
+        "interrupted": interrupted,
+        "held": held,
+        "outcome": outcome,
+        "stop_s": time.monotonic() - began,
+        "statuses": _statuses(wf, acked),
+        "left": [thread.name for thread in wait_for_no_callboard_threads()],
+    }
+
+
 COMMANDS: dict[str, Callable[..., dict[str, Any]]] = {
     "trip": trip,
+    "ctrl_c_in_start": ctrl_c_in_start,
     "rounds": rounds,
     "interrupted_stop": interrupted_stop,
 }

@@ -91,3 +91,17 @@ def test_signals_at_random_moments_of_a_busy_daemon_never_wedge_it_nor_lose_a_ru
     assert result["lost"] == []
     assert result["unfinished"] == []
     assert result["left"] == []
+
+
+def test_ctrl_c_as_a_start_takes_the_store_lock_leaves_the_lock_free(tmp_path: Path) -> None:
+    # Python raises the KeyboardInterrupt as the lock's acquire returns, before the next
+    # statement: the start's lock was held for good, every write waited on it, and the
+    # stop took its whole timeout, leaving the writes queued uncommitted.
+    result = _result("ctrl_c_in_start", store=str(tmp_path / "runs.db"))
+
+    assert result["tripped"] and result["interrupted"]
+    assert not result["held"]
+    assert result["outcome"] == "finished"  # the starts after it work
+    assert result["stop_s"] < HANG_GUARD / 3, result["stop_s"]
+    assert set(result["statuses"].values()) == {"success"}
+    assert result["left"] == []

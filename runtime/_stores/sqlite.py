@@ -708,8 +708,9 @@ class SQLiteStore:
         self._writer: GroupCommitWriter | None = None
         # Held around every transaction this process writes, the writer's and the
         # creates its callers commit themselves (see _create_now), and the caller's
-        # connection for those.
-        self._write_lock = threading.Lock()
+        # connection for those. Reentrant only so that a caller can tell whether it
+        # holds it (see _create_now); it is never taken twice.
+        self._write_lock = threading.RLock()
         self._caller_connection: sqlite3.Connection | None = None
         self._finished = False
         self._reclaim = False  # pruned runs freed pages that the file may give back
@@ -979,9 +980,14 @@ class SQLiteStore:
             QueueFullError: if the run's queue has ``max_queued`` runs waiting.
             StoreUnavailableError: if the file refuses writes.
         """
-        if not self._write_lock.acquire(timeout=LOCK_TIMEOUT):
-            return None
+        lock = self._write_lock
         try:
+            # Inside the try: an interrupt (Ctrl-C, on the main thread) that Python raises
+            # as the acquire returns, before a statement more, left the lock held for good:
+            # the writer, and every create after, waited on it, and the stop that followed
+            # took its whole timeout (37 s) and left the writes queued uncommitted.
+            if not lock.acquire(timeout=LOCK_TIMEOUT):
+                return None
             if self._finished:
                 return None
             connection = self._caller_connection
@@ -1018,7 +1024,8 @@ class SQLiteStore:
                 return None
             self._transactions += 1
         finally:
-            self._write_lock.release()
+            if lock._is_owned():  # type: ignore[attr-defined]
+                lock.release()
         if created:
             if hold:  # as _Outcome.apply holds a run, without building one for each start
                 with self._held_lock:
