@@ -13,7 +13,8 @@ a condition and a chain of callbacks per call on the loop's thread.
   in the same callback: a burst of results wakes the loop once.
 - :class:`CallPool`: a few threads that run blocking calls for coroutines
   (:meth:`CallPool.submit` returns an ``asyncio.Future``) and deliver their
-  results through the inbox.
+  results through the inbox; one at a time while the calls keep ending, so that
+  the loop's thread waits behind as few of them as it can when it wakes.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
-__all__ = ["CallPool", "deliver"]
+__all__ = ["STALL", "CallPool", "deliver"]
 
 T = TypeVar("T")
 A = TypeVar("A")
@@ -188,12 +189,30 @@ def _run_on_the_default_executor(job: _Job[Any]) -> None:
     elsewhere.add_done_callback(settle)
 
 
+STALL: Final = 0.02
+"""Seconds a :class:`CallPool`'s running calls may go with none ending before another thread helps.
+
+Calls that keep ending (the usual Python work: validation, a store's read or
+commit) run one after the other on one thread: more threads would not make them
+faster (they take turns at the GIL), and each one more that wants the GIL is
+one more that the event loop's thread waits behind whenever it wakes. With 200
+coroutines polling on two cores, one thread at work instead of four halved the
+time the loop spent taking the GIL back as it woke, and made fewer full garbage
+collections (``benchmarks/loop_lag.py``). A call that blocks (a lock another
+process holds) ends nothing: after this long with queued calls, another
+thread takes the next one, up to the pool's bound.
+"""
+
+
 class CallPool:
     """At most ``max_threads`` threads that run blocking calls for coroutines.
 
-    Threads start as calls come and no thread is free, up to the bound; later
-    calls queue, in order. A result goes back to the awaiting loop through
-    :func:`deliver`, so results that end close together wake the loop once.
+    Calls queue, in order. While the calls running keep ending, one thread
+    takes the next; when none has begun or ended for :data:`STALL` seconds
+    (a call blocks), another thread takes the next call, up to the bound.
+    Threads start as they are needed and stay until :meth:`close`. A result
+    goes back to the awaiting loop through :func:`deliver`, so results that
+    end close together wake the loop once.
 
     Args:
         max_threads: The most threads.
@@ -206,7 +225,10 @@ class CallPool:
         self._ready = threading.Condition(threading.Lock())
         self._jobs: deque[_Job[Any]] = deque()
         self._threads: list[threading.Thread] = []
-        self._idle = 0
+        self._idle = 0  # threads waiting for a call they may take
+        self._watching = 0  # of them, those waiting for the calls running to stall
+        self._running = 0  # calls a thread has taken and not ended
+        self._moved = 0.0  # when a call last began or ended (time.monotonic())
         self._closed = False
 
     def submit(self, fn: Callable[[], T]) -> asyncio.Future[T]:
@@ -222,7 +244,10 @@ class CallPool:
             if self._closed:
                 raise RuntimeError("the call pool is closed")
             self._jobs.append(job)
+            if self._running and self._watching:
+                return future  # a thread takes it when the one running ends, or stalls
             if self._idle:
+                # One thread: it takes the call, or watches the one running for a stall.
                 self._ready.notify()
                 return future
             if len(self._threads) >= self._max_threads:
@@ -238,30 +263,54 @@ class CallPool:
         """How many threads the pool has started."""
         return len(self._threads)
 
-    def _work(self) -> None:
-        while True:
-            with self._ready:
-                while not self._jobs and not self._closed:
-                    self._idle += 1
-                    self._ready.wait()
+    def _next(self) -> _Job[Any] | None:
+        """The next call this thread may make, waiting for it; ``None`` once the pool closed."""
+        with self._ready:
+            while True:
+                timeout: float | None = None
+                if self._jobs:
+                    stalled = time.monotonic() - self._moved
+                    if not self._running or stalled >= STALL:
+                        self._running += 1
+                        self._moved = time.monotonic()
+                        if len(self._jobs) > 1 and self._idle > self._watching:
+                            self._ready.notify()  # one of them watches the calls now running
+                        return self._jobs.popleft()
+                    if not self._watching:  # one thread watches for a stall; the others sleep
+                        timeout = STALL - stalled
+                elif self._closed:
+                    return None
+                watching = int(timeout is not None)
+                self._idle += 1
+                self._watching += watching
+                try:
+                    self._ready.wait(timeout)
+                finally:
                     self._idle -= 1
-                if not self._jobs:
-                    return
-                job = self._jobs.popleft()
-            if job.future.cancelled():  # as an executor's queued call, cancelled with its task
-                continue
+                    self._watching -= watching
+
+    def _work(self) -> None:
+        while (job := self._next()) is not None:
             try:
-                outcome = (job.future, True, job.fn())
-            except StopIteration as exc:
-                # A future refuses it (TypeError, in the loop's callback): the caller
-                # waited for ever. Told as asyncio tells it from a coroutine.
-                error = RuntimeError(f"the call raised StopIteration: {exc!r}")
-                error.__cause__ = exc
-                outcome = (job.future, False, error)
-            except BaseException as exc:  # handed to the awaiting task, as an executor does
-                outcome = (job.future, False, exc)
-            job.inbox.put(_settle, outcome)
-            del job, outcome
+                if job.future.cancelled():  # as an executor's queued call, cancelled with its task
+                    continue
+                try:
+                    outcome = (job.future, True, job.fn())
+                except StopIteration as exc:
+                    # A future refuses it (TypeError, in the loop's callback): the caller
+                    # waited for ever. Told as asyncio tells it from a coroutine.
+                    error = RuntimeError(f"the call raised StopIteration: {exc!r}")
+                    error.__cause__ = exc
+                    outcome = (job.future, False, error)
+                except BaseException as exc:  # handed to the awaiting task, as an executor does
+                    outcome = (job.future, False, exc)
+                job.inbox.put(_settle, outcome)
+                del outcome
+            finally:
+                with self._ready:
+                    self._running -= 1
+                    self._moved = time.monotonic()
+                del job
 
     def close(self, timeout: float | None = None) -> None:
         """Hand the calls still queued to their loops' executors, let the running ones end.

@@ -82,6 +82,9 @@ decoding a snapshot), so more threads do not make it faster, and each one more
 is one more thread the event loop's own thread queues behind for the GIL. With
 200 coroutines polling at once on two cores, 4 threads left the loop less late
 than 8 (``benchmarks/loop_lag.py``: a mean lag of about 3.5 ms against 5 ms).
+For the same reason calls that keep ending run on one of them at a time; the
+others take calls only while the ones running are stuck (see
+:data:`runtime._handoff.STALL`): the bound is for calls that block.
 """
 
 APART_THREADS: Final = 16

@@ -232,13 +232,15 @@ def _loads_of_held_up_wait_for(rt: Runtime, gate: Any, monkeypatch: pytest.Monke
 
 async def _every_call_thread_held(wf: Any) -> list[asyncio.Future[Any]]:
     """Reads of "held-up" (see above), one on each of the runtime's call threads."""
+    from runtime._handoff import STALL
     from runtime._runtime import CALL_THREADS
 
     holding = [
         asyncio.ensure_future(wf.aget_workflow_run_execution_result("held-up"))
         for _ in range(CALL_THREADS)
     ]
-    await asyncio.sleep(0.05)  # each has a call thread now
+    # Each has a call thread now: one more joins each time those running stall.
+    await asyncio.sleep(0.05 + CALL_THREADS * STALL)
     return holding
 
 
@@ -549,7 +551,7 @@ def test_a_start_whose_awaiting_task_was_cancelled_is_told_by_starting_the_same_
             asyncio.ensure_future(wf.aget_workflow_run_execution_result("held-up"))
             for _ in range(CALL_THREADS)
         ]
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05 + CALL_THREADS * STALL)  # one more thread per stall
         other = wf.create_run()
         start = asyncio.ensure_future(other.astart_async(input_data={"value": "y"}))
         await asyncio.sleep(0.05)
@@ -562,6 +564,7 @@ def test_a_start_whose_awaiting_task_was_cancelled_is_told_by_starting_the_same_
         await other.astart_async(input_data={"value": "y"})
         assert (await other.wait_async(WAIT)).status == RunStatus.SUCCESS
 
+    from runtime._handoff import STALL
     from runtime._runtime import CALL_THREADS
 
     gate = threading.Event()
