@@ -190,26 +190,25 @@ def _run_on_the_default_executor(job: _Job[Any]) -> None:
 
 
 STALL: Final = 0.02
-"""Seconds a :class:`CallPool`'s running calls may go with none ending before another thread helps.
+"""Seconds a call on a :class:`CallPool` runs before the next call may go to another thread.
 
-Calls that keep ending (the usual Python work: validation, a store's read or
+Calls that end sooner (the usual Python work: validation, a store's read or
 commit) run one after the other on one thread: more threads would not make them
 faster (they take turns at the GIL), and each one more that wants the GIL is
-one more that the event loop's thread waits behind whenever it wakes. With 200
-coroutines polling on two cores, one thread at work instead of four halved the
-time the loop spent taking the GIL back as it woke, and made fewer full garbage
-collections (``benchmarks/loop_lag.py``). A call that blocks (a lock another
-process holds) ends nothing: after this long with queued calls, another
-thread takes the next one, up to the pool's bound.
+one more that the event loop's thread waits behind whenever it wakes, and more
+objects in flight for the collector to promote (more full collections). A call
+that runs longer (one that blocks: a lock another process holds) holds no other
+call up: once it has run this long, another thread takes the queued calls, up
+to the pool's bound (``benchmarks/README.md``, issue 12).
 """
 
 
 class CallPool:
     """At most ``max_threads`` threads that run blocking calls for coroutines.
 
-    Calls queue, in order. While the calls running keep ending, one thread
-    takes the next; when none has begun or ended for :data:`STALL` seconds
-    (a call blocks), another thread takes the next call, up to the bound.
+    Calls queue, in order, and one thread takes the next as the one before
+    ends. A call that runs longer than :data:`STALL` seconds (one that blocks)
+    no longer counts: another thread takes the next call, up to the bound.
     Threads start as they are needed and stay until :meth:`close`. A result
     goes back to the awaiting loop through :func:`deliver`, so results that
     end close together wake the loop once.
@@ -227,8 +226,8 @@ class CallPool:
         self._threads: list[threading.Thread] = []
         self._idle = 0  # threads waiting for a call they may take
         self._watching = 0  # of them, those waiting for the calls running to stall
-        self._running = 0  # calls a thread has taken and not ended
-        self._moved = 0.0  # when a call last began or ended (time.monotonic())
+        # When each call running began (time.monotonic()), by the thread making it.
+        self._began: dict[int, float] = {}
         self._closed = False
 
     def submit(self, fn: Callable[[], T]) -> asyncio.Future[T]:
@@ -244,7 +243,7 @@ class CallPool:
             if self._closed:
                 raise RuntimeError("the call pool is closed")
             self._jobs.append(job)
-            if self._running and self._watching:
+            if self._began and self._watching:
                 return future  # a thread takes it when the one running ends, or stalls
             if self._idle:
                 # One thread: it takes the call, or watches the one running for a stall.
@@ -269,15 +268,16 @@ class CallPool:
             while True:
                 timeout: float | None = None
                 if self._jobs:
-                    stalled = time.monotonic() - self._moved
-                    if not self._running or stalled >= STALL:
-                        self._running += 1
-                        self._moved = time.monotonic()
+                    now = time.monotonic()
+                    # The calls running that may still end soon: those younger than a stall.
+                    fresh = [began for began in self._began.values() if now - began < STALL]
+                    if not fresh:
+                        self._began[threading.get_ident()] = now
                         if len(self._jobs) > 1 and self._idle > self._watching:
-                            self._ready.notify()  # one of them watches the calls now running
+                            self._ready.notify()  # one of them watches the call now running
                         return self._jobs.popleft()
                     if not self._watching:  # one thread watches for a stall; the others sleep
-                        timeout = STALL - stalled
+                        timeout = min(fresh) + STALL - now
                 elif self._closed:
                     return None
                 watching = int(timeout is not None)
@@ -308,8 +308,7 @@ class CallPool:
                 del outcome
             finally:
                 with self._ready:
-                    self._running -= 1
-                    self._moved = time.monotonic()
+                    del self._began[threading.get_ident()]
                 del job
 
     def close(self, timeout: float | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 
@@ -93,3 +94,32 @@ def test_calls_that_block_each_bring_a_thread_up_to_the_bound_and_no_more() -> N
         release.set()
         pool.close(WAIT)
     assert pool.threads() == 2
+
+
+def test_while_one_call_blocks_the_calls_behind_it_run_back_to_back_on_another_thread() -> None:
+    # Only the calls begun within a stall count: one that blocks for long must not
+    # make each later call wait a stall of its own for a thread.
+    pool = CallPool(4, "test-call")
+    release = threading.Event()
+
+    def quick() -> tuple[str, float]:
+        return threading.current_thread().name, time.monotonic()
+
+    async def main() -> list[tuple[str, float]]:
+        blocked = pool.submit(lambda: release.wait(WAIT))
+        made = await asyncio.gather(*(pool.submit(quick) for _ in range(30)))
+        release.set()
+        await blocked
+        return made
+
+    try:
+        made = asyncio.run(main())
+    finally:
+        release.set()
+        pool.close(WAIT)
+    names = [name for name, _ in made]
+    assert max(names.count(name) for name in set(names)) >= 25, sorted(names)
+    # One stall before the first; a stall between each two, had the blocked call counted.
+    times = [at for _, at in made]
+    waits = [later - sooner for sooner, later in itertools.pairwise(times)]
+    assert sum(wait >= STALL for wait in waits) < 10, waits
