@@ -22,11 +22,14 @@ queue's limits, a worker's claim of runs) or that its caller asked for and waits
 (a delete, a prune, a worker's heartbeat: :data:`REFUSED_AT_ONCE`) is no such write:
 nothing has committed it, and its caller can try again or shed load, so a refused
 transaction fails it at once (:func:`refuse_at_once`) rather than keep its caller
-waiting.
+waiting. So does a refused transaction to such a write queued behind it (the
+writer's ``sift``): behind more refused writes than a batch takes, it never
+got into a transaction to be refused.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import queue
@@ -181,6 +184,13 @@ class GroupCommitWriter:
         idle: Called after each committed batch with whether the queue is empty.
         give_up: Called at close with the writes that still could not commit.
         finish: Called last on the writer thread, to release what it holds.
+        sift: Called after a batch could not be settled, before the pause, with
+            the writes queued behind it (taken from the queue, in order): reports
+            those the batch's failure settles too, and returns the others, in
+            order, which wait their turn after the batch. For a store that
+            refuses writes: the writes it fails at once are told so even while
+            more writes than a batch wait before them. Without it, a write
+            waits in the queue until a batch has room for it.
         idle_interval: Seconds between two calls of ``idle`` while nothing is
             queued (``None``: only after commits).
         batch: The most writes one transaction takes.
@@ -204,6 +214,7 @@ class GroupCommitWriter:
         idle: Callable[[bool], None],
         give_up: Callable[[list[Write]], None],
         finish: Callable[[], None],
+        sift: Callable[[list[Write]], list[Write]] | None = None,
         idle_interval: float | None = None,
         batch: int,
         retry_delay: float = 0.01,
@@ -215,12 +226,16 @@ class GroupCommitWriter:
         self._idle = idle
         self._give_up = give_up
         self._finish = finish
+        self._sift = sift
         self._idle_interval = idle_interval
         self._batch = batch
         self._retry_delay = retry_delay
         self._max_retry_delay = max_retry_delay
         self._wake = threading.Event()
         self._queue: queue.SimpleQueue[Write | None] = queue.SimpleQueue()
+        # Writes taken from the queue by ``sift`` and kept, in order: they go into
+        # batches before anything still queued. Only the writer thread touches it.
+        self._behind: collections.deque[Write] = collections.deque()
         # Held to queue a write and to queue the stop: no write lands behind the stop,
         # where the thread, gone once it reached the stop, would leave it for ever.
         self._gate = threading.Lock()
@@ -279,8 +294,8 @@ class GroupCommitWriter:
         delay = self._retry_delay
         rest_until = 0.0  # no transaction before this (perf_counter), see ``rest``
         try:
-            while not closing or pending:
-                if not pending and not closing:
+            while not closing or pending or self._behind:
+                if not pending and not self._behind and not closing:
                     try:
                         first = self._queue.get(timeout=self._idle_interval)
                     except queue.Empty:
@@ -313,12 +328,16 @@ class GroupCommitWriter:
                     )
                 if not pending:
                     delay = self._retry_delay
-                    self._writing = False  # settled, and their callbacks called
-                    self._idle(self._queue.empty())
+                    # Settled, and their callbacks called (those sifted out wait still).
+                    self._writing = bool(self._behind)
+                    self._idle(not self._behind and self._queue.empty())
                 elif closing:
+                    pending.extend(self._behind)
+                    self._behind.clear()
                     self._give_up(pending)
                     pending = []
                 else:
+                    closing = self._sift_behind() or closing
                     # The writes left go first in the next try, after a pause.
                     self._wake.wait(delay)
                     delay = min(delay * 2, self._max_retry_delay)
@@ -333,8 +352,42 @@ class GroupCommitWriter:
         finally:
             self._committing_since = 0.0
 
+    def _sift_behind(self) -> bool:
+        """Take what is queued through ``sift``, behind the batch; whether a stop was asked for.
+
+        Each write goes through it once: those it keeps wait in ``_behind``,
+        whose kinds it would keep again.
+        """
+        if self._sift is None:
+            return False
+        queued: list[Write] = []
+        stop = False
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                stop = True  # nothing is queued behind the stop (see ``_gate``)
+                break
+            queued.append(item)
+        if queued:
+            try:
+                kept = self._sift(queued)
+            except Exception:  # a fault of the store's: the writes not yet failed wait
+                emit(logging.ERROR, "store_callback_failed", exc_info=True)
+                kept = [write for write in queued if not write.refused]
+            self._behind.extend(kept)
+        return stop
+
     def _fill(self, pending: list[Write]) -> bool:
-        """Add what is queued to ``pending``, up to a batch; whether a stop was asked for."""
+        """Add what waits to ``pending``, up to a batch; whether a stop was asked for.
+
+        The writes that ``sift`` kept come first, then those still queued.
+        """
+        behind = self._behind
+        while behind and len(pending) < self._batch:
+            pending.append(behind.popleft())
         while len(pending) < self._batch:
             try:
                 item = self._queue.get_nowait()

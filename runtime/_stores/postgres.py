@@ -1622,6 +1622,7 @@ class PostgresStore:
         self._ambiguous = False  # a commit that might have held runs was never acknowledged
         self._retried_for: str | None = None  # why the writer last had to try again, if it did
         self._refusals = Refusals(self._shown)  # how long every write has been refused
+        self._refused_now = False  # the writer's last transaction was refused (_sift)
         self._opened = False  # connected once: a lost connection is an outage, not a bad URL
         self._role: tuple[str, list[str], int | None] = ("both", [], None)
         self._unended: set[str] = set()  # stalled workers this role may not end: told once
@@ -1650,6 +1651,7 @@ class PostgresStore:
             idle=self._writer_idle,
             give_up=self._give_up,
             finish=self._finish,
+            sift=self._sift,
             batch=BATCH,
         )
 
@@ -3066,6 +3068,21 @@ class PostgresStore:
                 return solo[index:]
         return []
 
+    def _sift(self, writes: list[Write]) -> list[Write]:
+        """The writes queued behind a batch to be tried again that are not failed at once.
+
+        While the server refuses writes, those it fails at once (a start, a claim,
+        a prune: :func:`~runtime._stores._writer.refuse_at_once`) are told so now,
+        as those behind a refused group of the batch are (see :meth:`_commit`), not
+        once a batch has room for them: behind more refused saves than a batch
+        takes, they waited out CALL_TIMEOUT. The others (the runs' saves) wait in
+        order.
+        """
+        if not self._refused_now:
+            return writes
+        shown = f"the PostgreSQL store {self._shown}"
+        return refuse_at_once(writes, shown, self._retried_for or "")
+
     def _commit_group(self, writes: list[Write]) -> list[Write]:
         """Run the writes in one transaction and report each outcome; return those to retry.
 
@@ -3075,6 +3092,7 @@ class PostgresStore:
         tried alone, so that only the bad one fails.
         """
         self._take_held_new()
+        self._refused_now = False
         batch = _Batch(self._held, self._fenced, self._reaped, self._broken)
         committing = False
         try:
@@ -3110,6 +3128,7 @@ class PostgresStore:
                     # Failed instead, a run's failure was refused too, and its waiters
                     # waited for ever.
                     self._refusals.refused(self._retried_for, len(writes))
+                    self._refused_now = True
                     # But a start (or a restart, a resume, a cancel) is told at once: see
                     # refuse_at_once. Its caller can try again or shed load.
                     return refuse_at_once(

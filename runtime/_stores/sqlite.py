@@ -725,6 +725,9 @@ class SQLiteStore:
         self._retried_for: str | None = None
         # How long the file has refused every write (read-only, see _refused).
         self._refusals = Refusals(str(self.path))
+        # What the file said when it refused the writer's last transaction for good
+        # (``None``: that one was not refused so): the writes behind it are told too.
+        self._refused_now: str | None = None
         self._checkpointed_at = 0
         self._checkpoint_time = time.monotonic()
         self._parts_table = True
@@ -753,6 +756,7 @@ class SQLiteStore:
             idle=self._locked_checkpoint,
             give_up=self._give_up,
             finish=self._finish,
+            sift=self._sift,
             idle_interval=IDLE_INTERVAL,
             batch=BATCH,
             # Callers commit their creates between the writer's transactions: under load
@@ -1880,6 +1884,7 @@ class SQLiteStore:
         of its own (a record the database rejects) is split, and each write
         tried alone, so that only the bad one fails.
         """
+        self._refused_now = None
         try:
             # The lock for the statements only: a create committing on its caller's
             # thread waits for it, and need not wait for the callbacks below as well.
@@ -1911,6 +1916,7 @@ class SQLiteStore:
                 # again or shed load rather than wait the whole CREATE_TIMEOUT.
                 if not _refused_for_good(exc):
                     return writes
+                self._refused_now = str(exc)
                 return refuse_at_once(writes, f"the run store {self.path}", str(exc))
             if _passing(exc):
                 self._retried_for = str(exc)
@@ -1941,6 +1947,20 @@ class SQLiteStore:
                 call(write.done, None if error else results.get(id(write)), error)
         outcome.send_hints(self._hint)
         return []
+
+    def _sift(self, writes: list[Write]) -> list[Write]:
+        """The writes queued behind a batch to be tried again that are not failed at once.
+
+        While the file refuses writes for good, those it fails at once (a start, a
+        claim, a heartbeat: :func:`~runtime._stores._writer.refuse_at_once`) are
+        told so now, not once a batch has room for them: behind more refused saves
+        than a batch takes, they waited out their whole timeout. The others (the
+        runs' saves) wait in order.
+        """
+        reason = self._refused_now
+        if reason is None:
+            return writes
+        return refuse_at_once(writes, f"the run store {self.path}", reason)
 
     def _refusal(
         self, connection: sqlite3.Connection, writes: list[Write], exc: BaseException
