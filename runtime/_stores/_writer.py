@@ -355,8 +355,8 @@ class GroupCommitWriter:
     def _sift_behind(self) -> bool:
         """Take what is queued through ``sift``, behind the batch; whether a stop was asked for.
 
-        Each write goes through it once: those it keeps wait in ``_behind``,
-        whose kinds it would keep again.
+        Each write goes through ``sift`` once: one it kept is of a kind it keeps
+        (a save), and waits in ``_behind``, in order, for a batch with room.
         """
         if self._sift is None:
             return False
