@@ -234,7 +234,8 @@ class CallPool:
         """Run ``fn()`` on a pool thread; call from a coroutine, and await the future.
 
         Raises:
-            RuntimeError: if the pool is closed.
+            RuntimeError: if the pool is closed, or has no thread and could not
+                start one: the call is not made.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
@@ -255,7 +256,17 @@ class CallPool:
                 target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
             )
             self._threads.append(thread)
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError:  # no thread to be had (the process's limit of threads or memory)
+            with self._ready:
+                self._threads.remove(thread)
+                if self._threads:
+                    return future  # a thread of the pool takes it in its turn
+                # None will: its caller makes it elsewhere, and this one is never made
+                # (left queued, a thread started later made it a second time).
+                self._jobs.remove(job)
+            raise
         return future
 
     def threads(self) -> int:

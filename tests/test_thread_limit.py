@@ -8,6 +8,7 @@ here ``StepActor.start`` is made to fail as the OS would, for a while or for goo
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -295,3 +296,26 @@ def test_calls_that_found_no_thread_begin_in_the_order_they_came(
             run.start_async(input_data={"value": str(index)})
         assert all(run.wait(timeout=WAIT).status == RunStatus.SUCCESS for run in runs)
     assert began == [str(index) for index in range(6)]
+
+
+def test_an_awaitable_call_whose_thread_was_refused_is_made_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The call pool counted the thread it could not start and kept the call queued, while
+    # its caller made the call on asyncio's executor: the next thread the pool started
+    # made it a second time.
+    _NamedRefuser(monkeypatch, "callboard-call", 1)
+    made: list[str] = []
+
+    async def main() -> None:
+        rt = await Runtime().astart()
+        try:
+            host = rt._host
+            assert await host.call(made.append, "first") is None
+            assert await host.call(made.append, "second") is None
+            await asyncio.sleep(0.2)  # a call made again would come within this
+        finally:
+            await rt.astop()
+
+    asyncio.run(main())
+    assert made == ["first", "second"]
