@@ -615,8 +615,11 @@ class DispatchedActor(pykka.Actor):
         except Exception:
             emit(logging.ERROR, "actor_on_stop_failed", actor=str(self), exc_info=True)
 
-    def on_fault(self, error: BaseException) -> None:
-        """A handler of this actor (one that :attr:`survives_faults`) raised; it goes on."""
+    def on_fault(self, error: BaseException, message: Any = None) -> None:
+        """A handler of this actor (one that :attr:`survives_faults`) raised; it goes on.
+
+        ``message`` is the one its handler failed on: nothing else will handle it.
+        """
 
     def stop_now(self) -> None:
         """Stop from inside a handler: no further message is processed."""
@@ -730,7 +733,7 @@ class DispatchedActor(pykka.Actor):
                 message=type(message).__name__,
                 exc_info=True,
             )
-            self.on_fault(exc)
+            self.on_fault(exc, message)
         else:
             self._fail(*sys.exc_info())
             # The message it failed on was never handled: whoever waits for its

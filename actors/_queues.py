@@ -158,6 +158,11 @@ class QueueGate(Generic[T]):
                         return entry[4]
         return None
 
+    def __contains__(self, run_id: object) -> bool:
+        """Whether ``run_id`` waits here."""
+        with self._lock:
+            return any(entry[2] == run_id for heap in self._buckets.values() for entry in heap)
+
     def drain(self) -> list[T]:
         """Take every waiting run out (the runtime stops)."""
         with self._lock:

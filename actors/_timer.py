@@ -38,6 +38,9 @@ from runtime._tracing import emit
 
 __all__ = ["MAX_WAIT", "TimerHandle", "Timers"]
 
+FAULT_PAUSE: Final = 0.05
+"""How long the timer thread waits after a fault of its own before it looks again."""
+
 MAX_WAIT: Final = 1.0
 """The longest the timer thread sleeps before it reads the wall clock again.
 
@@ -264,6 +267,22 @@ class Timers:
                 self._cancelled = 0
         return True
 
+    def _next_due_or_pause(self) -> tuple[Callable[..., object], tuple[Any, ...]] | None:
+        """:meth:`_next_due`, through a fault of its own (an allocation that failed).
+
+        The thread must outlive it: every sleeping run, deadline and retry waits on
+        it. A fault is said, and the heaps are looked at again a moment later.
+        """
+        while True:
+            try:
+                return self._next_due()
+            except Exception:
+                emit(logging.ERROR, "timers_wait_failed", exc_info=True)
+                with self._lock:
+                    if self._stopped:
+                        return None
+                    self._condition.wait(FAULT_PAUSE)
+
     def _next_due(self) -> tuple[Callable[..., object], tuple[Any, ...]] | None:
         """Wait for the earliest deadline; its callback and arguments, or ``None`` once stopped."""
         with self._lock:
@@ -301,7 +320,7 @@ class Timers:
         return None
 
     def _run(self) -> None:
-        while (due := self._next_due()) is not None:
+        while (due := self._next_due_or_pause()) is not None:
             # The lock is not held here, so a callback may schedule or cancel timers.
             try:
                 due[0](*due[1])

@@ -183,8 +183,8 @@ class StoreWatcher:
                 seqs = self._store.seqs(ids)
                 changed = [run_id for run_id in ids if seqs.get(run_id, _GONE) > watched[run_id]]
                 loaded = self._store.load_many(changed) if changed else []
-            except StoreError as exc:
-                streak.failure(str(exc))
+            except Exception as exc:  # a StoreError, or a fault here (an allocation that failed)
+                streak.failure(str(exc) if isinstance(exc, StoreError) else repr(exc))
                 # Every run is read again once the pause is over (a hint may come sooner).
                 swept = time.monotonic() + ERROR_PAUSE - self._interval
                 continue

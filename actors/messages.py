@@ -651,10 +651,13 @@ class AbortRun:
 
     ``lost``: halted because this worker no longer holds the run (another took
     it while this one stalled past its lease): the registry is told so too.
+    ``unstored``: a snapshot of the run never reached the store, so the next
+    one may not build on it (its parts hold everything).
     """
 
     error: dict[str, Any] | None
     lost: bool = False
+    unstored: bool = False
 
 
 @dataclass(frozen=True, slots=True)

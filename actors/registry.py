@@ -42,7 +42,7 @@ from actors.messages import (
 )
 from actors.step import error_dict
 from runtime import _clock, _otel, _probes
-from runtime._errors import SnapshotFormatError, StoreError
+from runtime._errors import RunCrashedError, SnapshotFormatError, StoreError
 from runtime._model import (
     PARKED_STATUSES,
     SETTLED_STATUSES,
@@ -209,9 +209,11 @@ class RegistryActor(ThreadActor):
         record, on_recorded = message.record, message.on_recorded
         try:
             self._store_snapshot(message)
-        except BaseException:
+        except BaseException as exc:
             if on_recorded is not None:
                 on_recorded(False)  # nobody may wait for ever on a write that never happens
+            else:
+                self._not_stored(message, exc)
             raise
         if record.run_id in self._logs and not (
             self._durable and not message.stored and record.status in SETTLED_STATUSES
@@ -265,6 +267,27 @@ class RegistryActor(ThreadActor):
             # Kept: the store holds it, or something newer built on it (a restart of
             # the run it ended may have come in between).
             on_recorded(stored is not None and stored.seq >= record.seq)
+
+    def _not_stored(self, message: SnapshotTaken, exc: BaseException) -> None:
+        """A snapshot failed on its way to the store (a fault here, not the store's refusal).
+
+        The run cannot go on from it: its actor, if it waits on the store
+        (``refusal_to``), ends the run as failed; else the run is recorded failed
+        from what the store holds. Left as it was, an end never recorded kept its
+        waiters waiting for ever, and the next snapshot in parts built on one the
+        store never had.
+        """
+        run_id = message.record.run_id
+        self._live.pop(run_id, None)
+        crash = RunCrashedError(
+            f"run {run_id!r}: its snapshot could not be stored: {type(exc).__name__}: {exc}",
+            run_id=run_id,
+        )
+        error = error_dict(crash, with_traceback=False)
+        refusal_to = message.refusal_to
+        abort = AbortRun(error=error, unstored=True)
+        if refusal_to is None or not tell_safely(refusal_to, abort):
+            tell_safely(self.actor_ref, RecordFailure(run_id=run_id, error=error))
 
     def _on_settled_committed(self, message: SettledCommitted) -> None:
         if message.record is not None and message.run_id in self._logs:

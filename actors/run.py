@@ -642,6 +642,8 @@ class RunActor(DispatchedActor):
             # a write of it was fenced off.
             run_id = self._snapshot["run_id"]
             tell_safely(self._registry, SnapshotSeen(run_id=run_id, record=None, fenced=True))
+        if message.unstored:
+            self._encoder.start_over()
         if message.error is None:
             self._halt()
         else:

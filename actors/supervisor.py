@@ -43,6 +43,7 @@ from actors.messages import (
 from actors.run import RunActor
 from actors.step import error_dict
 from runtime import _clock, _otel
+from runtime._errors import RunCrashedError
 from runtime._model import RunStatus
 from runtime._plan import ExecutionPlan
 from runtime._queue import Bucket, queue_entry, rank
@@ -134,9 +135,42 @@ class SupervisorActor(DispatchedActor):
 
     survives_faults = True  # one bad message is logged; every other run goes on
 
-    def on_fault(self, error: BaseException) -> None:
-        """Count the fault; too many too fast and the runtime stops, saying why."""
-        self._faults.spend(self, error)
+    def on_fault(self, error: BaseException, message: Any = None) -> None:
+        """Fail the run a lost message leaves nowhere; count the fault.
+
+        Too many faults too fast and the runtime stops, saying why.
+        """
+        try:
+            if isinstance(message, StartRun):
+                self._start_failed(message, error)
+            elif isinstance(message, RunCrashed):
+                # Its failure is recorded all the same (twice is harmless: an end is final).
+                self._runs.pop(message.run_id, None)
+                failure = RecordFailure(run_id=message.run_id, error=message.error)
+                tell_safely(self._registry, failure)
+        finally:
+            self._faults.spend(self, error)
+
+    def _start_failed(self, message: StartRun, error: BaseException) -> None:
+        """A start's handler failed: the run fails, unless it got as far as an actor or a wait.
+
+        Left as it was, the run would stay pending (in memory) or be taken again
+        only by the next runtime, and whoever waits on it would wait for ever.
+        """
+        run_id = message.snapshot["run_id"]
+        if (
+            run_id in self._runs
+            or any(waiting.snapshot["run_id"] == run_id for waiting in self._waiting)
+            or (self._gated and run_id in self._gate)
+        ):
+            return
+        crash = RunCrashedError(
+            f"run {run_id!r} could not be started: {type(error).__name__}: {error}",
+            run_id=run_id,
+        )
+        failure = RecordFailure(run_id=run_id, error=error_dict(crash), plan=message.plan)
+        tell_safely(self._registry, failure)
+        self._gone_from_here(run_id)
 
     def __init__(
         self,

@@ -868,6 +868,11 @@ class IncrementalEncoder:
         if self._parts is not None:
             self._parts.suspended_changed(key, gone)
 
+    def start_over(self) -> None:
+        """A record never reached the store: the next one holds every part, in a new lineage."""
+        if self._parts is not None:
+            self._parts = _PartsEncoder(self._snapshot)
+
     def next_record(self, now: float) -> SnapshotRecord:
         """Number the snapshot as the run's next one, taken at ``now``, and return its record.
 
@@ -1700,6 +1705,9 @@ class SnapshotFreezer:
 
     def suspended_changed(self, key: str, *, gone: bool = False) -> None:
         """Nothing to note: a record shares the run's ``suspended``, which is replaced."""
+
+    def start_over(self) -> None:
+        """Nothing to do: each record stands alone (a frozen copy, or whole bytes)."""
 
     def next_record(self, now: float) -> SnapshotRecord:
         """Number the snapshot as the run's next one, taken at ``now``, and return its record."""
