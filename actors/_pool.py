@@ -977,6 +977,16 @@ class StepPool:
         ref.stop(block=False)
         return None
 
+    def lost(self, ref: pykka.ActorRef[Any]) -> None:
+        """A step actor ended of a fault: it counts no more, and the pool may start another."""
+        with self._mutex:
+            idle = [entry for entry in self._idle if entry[0] is not ref]
+            if len(idle) < len(self._idle):
+                self._idle = idle
+            self._live -= 1
+            if self._backlog:
+                self._cond.notify()  # the monitor may start one for calls that wait
+
     def let_go(self, count: int) -> None:
         """Runs let go of ``count`` calls that waited for an actor (their signals are aborted).
 

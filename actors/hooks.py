@@ -389,8 +389,8 @@ def _call_hooks(
 ) -> None:
     # A hook's wait for its own run, or its runtime's stop, is refused; a cancel of its
     # own run from an end hook is told the run has ended.
-    serving_hook(snapshot["run_id"], owner, ended=hooks is None)
     try:
+        serving_hook(snapshot["run_id"], owner, ended=hooks is None)
         if hooks is None:
             hooks = [("on_finish", plan.on_finish)]
             if snapshot["status"] == RunStatus.FAILED:
@@ -415,8 +415,10 @@ def _call_hooks(
     except Exception:
         emit(logging.ERROR, "workflow_hooks_not_called", run_id=snapshot["run_id"], exc_info=True)
     finally:
-        serving_hook(None, None, ended=False)
-        then()
+        try:
+            serving_hook(None, None, ended=False)
+        finally:
+            then()  # whatever failed above: the run's end is recorded
 
 
 async def _awaited(awaitable: Any) -> Any:

@@ -19,14 +19,14 @@ import logging
 import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
-from types import GeneratorType
+from types import GeneratorType, TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
 from pykka import ActorDeadError
 
-from actors._dispatch import ThreadActor, tell_safely, unexpected
+from actors._dispatch import ThreadActor, UnexpectedMessageError, tell_safely, unexpected
 from actors.messages import (
     AbortReason,
     AbortRun,
@@ -114,19 +114,47 @@ class StepActor(ThreadActor):
             if observer is not None and not observer(self, call):
                 call = self._pool.finished(self._ref)
                 continue
-            match call:
-                case CallStep():
-                    self._on_call_step(call)
-                case CallConditions():
-                    self._on_call_conditions(call)
-                case CallMap():
-                    self._on_call_map(call)
-                case CallSleepLength():
-                    self._on_call_sleep_length(call)
-                case _:
-                    unexpected(self, call)
+            try:
+                self._handle(call)
+            except UnexpectedMessageError:
+                raise  # a bug in whoever sent it; logged by ThreadActor
+            except Exception as exc:
+                # A fault of callboard's own outside the guard of _call (before the user's
+                # code, a MemoryError say): the call's run is told, as from _call, and the
+                # actor goes on. Let through, it ended the actor and lost the call: its
+                # run waited for ever, and the pool counted an actor that was gone.
+                _fault(call, exc)
             # Free again: go on with a call that waited for an actor, if any.
             call = self._pool.finished(self._ref)
+
+    def on_failure(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # Ended by a fault (in the pool's own handling of its end): the pool no longer
+        # counts it, else the pool's bound shrank by one actor at every such fault.
+        emit(
+            logging.ERROR,
+            "step_actor_crashed",
+            error=f"{exc_type.__name__ if exc_type else 'error'}: {exc_value}",
+            exc_info=(exc_type, exc_value, traceback),
+        )
+        self._pool.lost(self._ref)
+
+    def _handle(self, call: StepActorMessage) -> None:
+        match call:
+            case CallStep():
+                self._on_call_step(call)
+            case CallConditions():
+                self._on_call_conditions(call)
+            case CallMap():
+                self._on_call_map(call)
+            case CallSleepLength():
+                self._on_call_sleep_length(call)
+            case _:
+                unexpected(self, call)
 
     # --- messages -------------------------------------------------------------------
 
@@ -862,7 +890,7 @@ def _fault(call: StepActorMessage, exc: Exception) -> None:
     emit(logging.ERROR, "step_actor_fault", step_id=call.step_id, exc_info=True)
     now = _clock.time()
     crash = RunCrashedError(
-        f"callboard failed while running step {call.step_id!r}: {type(exc).__name__}"
+        f"callboard failed while running step {call.step_id!r}: {type(exc).__name__}: {exc}"
     )
     error = error_dict(crash, step_id=call.step_id)
     tell_safely(

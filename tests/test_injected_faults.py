@@ -69,12 +69,12 @@ POINTS = [
     Point("runtime._stores.memory:MemoryStore.save", stores=("memory",)),
     Point("runtime._stores.sqlite:SQLiteStore._submit", stores=("sqlite",)),
     # The step pool: its actors and its submissions.
-    Point("actors.step:StepActor._on_call_step", left="a step actor's failed call is lost"),
+    Point("actors.step:StepActor._on_call_step"),
     Point("actors._pool:StepPool.submit"),
-    Point("actors._pool:StepPool.finished", left="said only through pykka's stdlib logging"),
+    Point("actors._pool:StepPool.finished"),
     # The timers thread, the hook threads.
     Point("actors._timer:Timers._next_due"),
-    Point("actors.hooks:_call_hooks", left="a hook thread's fault leaves the run unrecorded"),
+    Point("actors.hooks:serving_hook"),
     # A shared store's threads: the claimer's pass, the lease, the store watcher.
     Point("actors.claimer:Claimer._pass", nth=2, stores=("sqlite",)),
     Point("actors.claimer:LeaseGuard.beat", nth=1, stores=("sqlite",)),
