@@ -142,7 +142,11 @@ class SupervisorActor(DispatchedActor):
         """
         try:
             if isinstance(message, StartRun):
-                self._start_failed(message, error)
+                self._start_failed(message.snapshot["run_id"], message.plan, error, "started")
+            elif isinstance(message, WakeRun):
+                sleeping = self._sleeping.pop(message.run_id, None)
+                plan = None if sleeping is None else sleeping[0]
+                self._start_failed(message.run_id, plan, error, "woken")
             elif isinstance(message, RunCrashed):
                 # Its failure is recorded all the same (twice is harmless: an end is final).
                 self._runs.pop(message.run_id, None)
@@ -151,13 +155,16 @@ class SupervisorActor(DispatchedActor):
         finally:
             self._faults.spend(self, error)
 
-    def _start_failed(self, message: StartRun, error: BaseException) -> None:
-        """A start's handler failed: the run fails, unless it got as far as an actor or a wait.
+    def _start_failed(
+        self, run_id: str, plan: ExecutionPlan | None, error: BaseException, verb: str
+    ) -> None:
+        """A start's (or wake's) handler failed: the run fails, unless it got to an actor or a wait.
 
-        Left as it was, the run would stay pending (in memory) or be taken again
-        only by the next runtime, and whoever waits on it would wait for ever.
+        Left as it was, the run would stay pending or asleep (in memory) or be taken
+        again only by the next runtime, and whoever waits on it would wait for ever.
+        Without ``plan`` (a wake that had taken the run already) the run is failed
+        from its stored record, its hooks not called.
         """
-        run_id = message.snapshot["run_id"]
         if (
             run_id in self._runs
             or any(waiting.snapshot["run_id"] == run_id for waiting in self._waiting)
@@ -165,10 +172,10 @@ class SupervisorActor(DispatchedActor):
         ):
             return
         crash = RunCrashedError(
-            f"run {run_id!r} could not be started: {type(error).__name__}: {error}",
+            f"run {run_id!r} could not be {verb}: {type(error).__name__}: {error}",
             run_id=run_id,
         )
-        failure = RecordFailure(run_id=run_id, error=error_dict(crash), plan=message.plan)
+        failure = RecordFailure(run_id=run_id, error=error_dict(crash), plan=plan)
         tell_safely(self._registry, failure)
         self._gone_from_here(run_id)
 
