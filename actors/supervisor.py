@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 import time
 from collections import deque
@@ -54,6 +55,7 @@ from runtime._snapshot import (
     next_record,
     run_deadline,
 )
+from runtime._tracing import emit
 
 __all__ = ["PendingRuns", "SupervisorActor"]
 
@@ -136,9 +138,13 @@ class SupervisorActor(DispatchedActor):
     survives_faults = True  # one bad message is logged; every other run goes on
 
     def on_fault(self, error: BaseException, message: Any = None) -> None:
-        """Fail the run a lost message leaves nowhere; count the fault.
+        """Make good what the message it failed on leaves undone; count the fault.
 
-        Too many faults too fast and the runtime stops, saying why.
+        A start or a wake failed on fails its run, which would otherwise never
+        end; a run's end or crash failed on is taken again (its actor out of the
+        table, the room it leaves given on), so that its slot is not held for
+        ever and a stop does not wait for it. Too many faults too fast and the
+        runtime stops, saying why.
         """
         try:
             if isinstance(message, StartRun):
@@ -147,11 +153,21 @@ class SupervisorActor(DispatchedActor):
                 sleeping = self._sleeping.pop(message.run_id, None)
                 plan = None if sleeping is None else sleeping[0]
                 self._start_failed(message.run_id, plan, error, "woken")
-            elif isinstance(message, RunCrashed):
-                # Its failure is recorded all the same (twice is harmless: an end is final).
-                self._runs.pop(message.run_id, None)
-                failure = RecordFailure(run_id=message.run_id, error=message.error)
-                tell_safely(self._registry, failure)
+            elif isinstance(message, RunEnded | RunCrashed):
+                if isinstance(message, RunCrashed):
+                    # Its failure is recorded all the same (twice is harmless: an end is final).
+                    failure = RecordFailure(run_id=message.run_id, error=message.error)
+                    tell_safely(self._registry, failure)
+                if self._drives(message.run_id, message.actor):
+                    self._forget(message.run_id)
+                self._ended(None)
+        except Exception:
+            emit(
+                logging.ERROR,
+                "supervisor_fault_not_made_good",
+                message=type(message).__name__,
+                exc_info=True,
+            )
         finally:
             self._faults.spend(self, error)
 
