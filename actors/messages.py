@@ -361,8 +361,9 @@ class SnapshotTaken:
             durable (a run actor on a durable store that waits for the commit
             before it goes on), or ``None``.
         refusal_to: Who to tell :class:`AbortRun` if the store refuses the
-            snapshot for good (the run actor that took it, on a durable store),
-            or ``None``: the run is then recorded failed from its row.
+            snapshot for good, or it never reaches the store (the run actor
+            that took it, while it drives the run), or ``None``: the run is
+            then recorded failed from its row.
         on_recorded: Called once, from any thread: ``True`` when the store has
             taken the snapshot (committed it, if durable), ``False`` when it
             never will. The reply to a cancel travels this way.

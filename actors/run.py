@@ -1881,9 +1881,14 @@ class RunActor(DispatchedActor):
             return record.seq
         # A dead registry must not take the run down with it; the runtime
         # records unfinished runs as failed when it stops.
-        run = self._actor_ref if self._durable and not terminal else None
+        # Told if the snapshot never makes it into the store (refused, or lost to a fault
+        # on its way): a run that went on past it would end as its store does not say.
+        run = None if terminal else self._actor_ref
         taken = SnapshotTaken(
-            record=record, terminal=terminal, ack_to=run if awaited else None, refusal_to=run
+            record=record,
+            terminal=terminal,
+            ack_to=run if awaited and self._durable else None,
+            refusal_to=run,
         )
         tell_safely(self._registry, taken)
         return record.seq

@@ -154,11 +154,12 @@ class SupervisorActor(DispatchedActor):
                 plan = None if sleeping is None else sleeping[0]
                 self._start_failed(message.run_id, plan, error, "woken")
             elif isinstance(message, RunEnded | RunCrashed):
-                if isinstance(message, RunCrashed):
-                    # Its failure is recorded all the same (twice is harmless: an end is final).
-                    failure = RecordFailure(run_id=message.run_id, error=message.error)
-                    tell_safely(self._registry, failure)
                 if self._drives(message.run_id, message.actor):
+                    if isinstance(message, RunCrashed):
+                        # Its failure is recorded all the same: twice is harmless (an end
+                        # is final), and without the plan its hooks are not called twice.
+                        failure = RecordFailure(run_id=message.run_id, error=message.error)
+                        tell_safely(self._registry, failure)
                     self._forget(message.run_id)
                 self._ended(None)
         except Exception:
