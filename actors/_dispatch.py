@@ -781,7 +781,7 @@ class ThreadActor(pykka.ThreadingActor):
     A told message the actor does not accept is logged as ``unexpected_message``
     and the actor goes on, as a dispatched actor does. pykka's loop still calls
     ``on_failure`` for it afterwards, so a subclass that overrides
-    ``on_failure`` must ignore :class:`UnexpectedMessageError` (none does).
+    ``on_failure`` must ignore :class:`UnexpectedMessageError` (as ``StepActor``'s does).
     """
 
     use_daemon_thread = True

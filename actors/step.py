@@ -133,6 +133,8 @@ class StepActor(ThreadActor):
         exc_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        if isinstance(exc_value, UnexpectedMessageError):
+            return  # refused and said (see ThreadActor): the actor lives on
         # Ended by a fault (in the pool's own handling of its end): the pool no longer
         # counts it, else the pool's bound shrank by one actor at every such fault.
         emit(
