@@ -288,7 +288,7 @@ class _Checkpoints:
         cursor = self._connection.execute(sql, *args)
         if "wal_checkpoint" not in sql:
             return cursor
-        self.taken.append(self._lock.locked())
+        self.taken.append(self._lock._is_owned())  # a reentrant lock: held by this thread?
         found = cursor.fetchone()
         self.frames.append(found[1])
         return _Row(found)
