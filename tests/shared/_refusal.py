@@ -69,6 +69,37 @@ def stripped_role(server: Any, url: str, role: str, privileges: str) -> Refusabl
     return Refusable(url.replace("user=postgres", f"user={role}"), refuse, "permission denied")
 
 
+def refusable_store(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    timeout: float,
+    role: str,
+    privileges: str = "INSERT, UPDATE, DELETE",
+    patient: bool = True,
+) -> Refusable:
+    """A store to refuse, by ``request.param``: a SQLite file, or a PostgreSQL role stripped.
+
+    A write's timeout (``CREATE_TIMEOUT``, ``CALL_TIMEOUT``) becomes ``timeout``,
+    so that a write that waited it out shows; with ``patient``, a refusal is never
+    given up on (a write that waited was told after ``REFUSED_WAIT`` instead).
+    """
+    from runtime._stores import _writer as writer_module
+    from runtime._stores import postgres as postgres_module
+    from runtime._stores import sqlite as sqlite_module
+
+    monkeypatch.setattr(sqlite_module, "CREATE_TIMEOUT", timeout, raising=False)
+    monkeypatch.setattr(postgres_module, "CALL_TIMEOUT", timeout, raising=False)
+    if patient:
+        monkeypatch.setattr(writer_module, "REFUSAL_PATIENCE", 600.0, raising=False)
+    if request.param == "sqlite":
+        return sqlite_refusable(tmp_path / "runs.db")
+    server: Any = request.getfixturevalue("postgres_server")
+    url: str = request.getfixturevalue("postgres_url")
+    return stripped_role(server, url, role, privileges)
+
+
 def told_at_once(
     name: str, attempt: Callable[[], Any], says: str, *, timeout: float
 ) -> StoreUnavailableError:

@@ -20,13 +20,16 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-import runtime._stores._writer as writer_module
 import runtime._stores.postgres as postgres_module
 import runtime._stores.sqlite as sqlite_module
 from runtime import Runtime, SnapshotRecord, SQLiteStore, StoreUnavailableError
 from runtime._stores._writer import GroupCommitWriter, Write, refuse_at_once, resolve
 from tests._support import wait_until
-from tests.shared._refusal import Refusable, sqlite_refusable, stripped_role, told_at_once
+from tests.shared._refusal import (
+    Refusable,
+    refusable_store,
+    told_at_once,
+)
 from tests.shared._workflows import WORKFLOWS
 
 WAIT = 60.0
@@ -44,16 +47,7 @@ def refusable(
     monkeypatch: pytest.MonkeyPatch,
     _structlog_reset: None,
 ) -> Iterator[Refusable]:
-    monkeypatch.setattr(sqlite_module, "CREATE_TIMEOUT", TIMEOUT, raising=False)
-    monkeypatch.setattr(postgres_module, "CALL_TIMEOUT", TIMEOUT, raising=False)
-    # Never given up on here: a write that waited was told after REFUSED_WAIT instead.
-    monkeypatch.setattr(writer_module, "REFUSAL_PATIENCE", 600.0, raising=False)
-    if request.param == "sqlite":
-        yield sqlite_refusable(tmp_path / "runs.db")
-        return
-    server: Any = request.getfixturevalue("postgres_server")
-    url: str = request.getfixturevalue("postgres_url")
-    yield stripped_role(server, url, ROLE, "INSERT, UPDATE, DELETE")
+    yield refusable_store(request, tmp_path, monkeypatch, timeout=TIMEOUT, role=ROLE)
 
 
 def _record(run_id: str, seq: int, status: str = "running") -> SnapshotRecord:

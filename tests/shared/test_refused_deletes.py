@@ -25,7 +25,6 @@ from structlog.testing import capture_logs
 import actors._retention as retention_module
 import runtime._stores._writer as writer_module
 import runtime._stores.postgres as postgres_module
-import runtime._stores.sqlite as sqlite_module
 from runtime import (
     RetentionPolicy,
     Runtime,
@@ -37,7 +36,12 @@ from runtime import (
 from runtime._cli import main
 from tests._support import Value, wait_until
 from tests.durable._support.workflows import read_lines
-from tests.shared._refusal import Refusable, sqlite_refusable, stripped_role, told_at_once
+from tests.shared._refusal import (
+    Refusable,
+    refusable_store,
+    stripped_role,
+    told_at_once,
+)
 from tests.shared._workflows import held_in_beta
 
 WAIT = 60.0
@@ -63,16 +67,7 @@ def refusable(
     monkeypatch: pytest.MonkeyPatch,
     _structlog_reset: None,
 ) -> Iterator[Refusable]:
-    monkeypatch.setattr(sqlite_module, "CREATE_TIMEOUT", TIMEOUT, raising=False)
-    monkeypatch.setattr(postgres_module, "CALL_TIMEOUT", TIMEOUT, raising=False)
-    # Never given up on here: a delete that waited was told after REFUSED_WAIT instead.
-    monkeypatch.setattr(writer_module, "REFUSAL_PATIENCE", 600.0, raising=False)
-    if request.param == "sqlite":
-        yield sqlite_refusable(tmp_path / "runs.db")
-        return
-    server: Any = request.getfixturevalue("postgres_server")
-    url: str = request.getfixturevalue("postgres_url")
-    yield stripped_role(server, url, ROLE, "INSERT, UPDATE, DELETE")
+    yield refusable_store(request, tmp_path, monkeypatch, timeout=TIMEOUT, role=ROLE)
 
 
 quick = (

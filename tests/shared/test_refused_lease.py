@@ -21,14 +21,16 @@ import pytest
 from structlog.testing import capture_logs
 
 import actors.claimer as claimer_module
-import runtime._stores._writer as writer_module
 import runtime._stores.postgres as postgres_module
-import runtime._stores.sqlite as sqlite_module
 from actors.claimer import Claimer
 from runtime import Runtime, SQLiteStore, StoreUnavailableError
 from tests._support import wait_until
 from tests.durable._support.workflows import read_lines
-from tests.shared._refusal import Refusable, sqlite_refusable, stripped_role, told_at_once
+from tests.shared._refusal import (
+    Refusable,
+    refusable_store,
+    told_at_once,
+)
 from tests.shared._workflows import held_in_beta
 
 WAIT = 60.0
@@ -48,17 +50,8 @@ def refusable(
     monkeypatch: pytest.MonkeyPatch,
     _structlog_reset: None,
 ) -> Iterator[Refusable]:
-    monkeypatch.setattr(sqlite_module, "CREATE_TIMEOUT", TIMEOUT, raising=False)
-    monkeypatch.setattr(postgres_module, "CALL_TIMEOUT", TIMEOUT, raising=False)
-    # Never given up on here: a beat that waited was told after REFUSED_WAIT instead.
-    monkeypatch.setattr(writer_module, "REFUSAL_PATIENCE", 600.0, raising=False)
     monkeypatch.setattr(claimer_module, "HEARTBEAT_EVERY", BEAT)
-    if request.param == "sqlite":
-        yield sqlite_refusable(tmp_path / "runs.db")
-        return
-    server: Any = request.getfixturevalue("postgres_server")
-    url: str = request.getfixturevalue("postgres_url")
-    yield stripped_role(server, url, ROLE, "INSERT, UPDATE, DELETE")
+    yield refusable_store(request, tmp_path, monkeypatch, timeout=TIMEOUT, role=ROLE)
 
 
 def _events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:

@@ -23,8 +23,6 @@ import pytest
 from structlog.testing import capture_logs
 
 import runtime._stores._writer as writer_module
-import runtime._stores.postgres as postgres_module
-import runtime._stores.sqlite as sqlite_module
 from runtime import (
     PostgresStore,
     Queue,
@@ -36,7 +34,11 @@ from runtime import (
 )
 from tests._support import Value, wait_until
 from tests.durable._support.workflows import read_lines
-from tests.shared._refusal import Refusable, sqlite_refusable, stripped_role, told_at_once
+from tests.shared._refusal import (
+    Refusable,
+    refusable_store,
+    told_at_once,
+)
 from tests.shared._workflows import WORKFLOWS, held_in_beta
 
 WAIT = 60.0
@@ -56,14 +58,15 @@ def _told(name: str, attempt: Callable[[], Any], says: str) -> StoreUnavailableE
 def refusable(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Refusable]:
-    monkeypatch.setattr(sqlite_module, "CREATE_TIMEOUT", TIMEOUT, raising=False)
-    monkeypatch.setattr(postgres_module, "CALL_TIMEOUT", TIMEOUT, raising=False)
-    if request.param == "sqlite":
-        yield sqlite_refusable(tmp_path / "runs.db")
-        return
-    server: Any = request.getfixturevalue("postgres_server")
-    url: str = request.getfixturevalue("postgres_url")
-    yield stripped_role(server, url, ROLE, "INSERT, UPDATE")
+    yield refusable_store(
+        request,
+        tmp_path,
+        monkeypatch,
+        timeout=TIMEOUT,
+        role=ROLE,
+        privileges="INSERT, UPDATE",
+        patient=False,
+    )
 
 
 def _flagged(ctx: Any) -> Value:
