@@ -60,6 +60,14 @@ def refuse_threads(
     yield refuse
 
 
+def _started(wf: Any, count: int) -> list[Any]:
+    """``count`` runs of ``wf``, started (their input: their index)."""
+    runs = [wf.create_run() for _ in range(count)]
+    for index, run in enumerate(runs):
+        run.start_async(input_data={"value": str(index)})
+    return runs
+
+
 def _blocking_workflow(seconds: float) -> Any:
     def body(ctx: Any) -> Value:
         time.sleep(seconds)
@@ -80,9 +88,7 @@ def test_runs_whose_steps_find_no_thread_to_grow_into_wait_for_the_threads_there
     refuser = refuse_threads(2)
     with structlog.testing.capture_logs() as events, Runtime() as rt:
         wf = rt.register(_blocking_workflow(0.05))
-        runs = [wf.create_run() for _ in range(12)]
-        for index, run in enumerate(runs):
-            run.start_async(input_data={"value": str(index)})
+        runs = _started(wf, 12)
         results = [run.wait(timeout=WAIT) for run in runs]
     assert [result.status for result in results] == [RunStatus.SUCCESS] * len(runs), [
         result.error for result in results
@@ -100,9 +106,7 @@ def test_a_pool_with_no_thread_at_all_runs_its_calls_once_threads_can_start_agai
     refuser = refuse_threads(0)
     with structlog.testing.capture_logs() as events, Runtime() as rt:
         wf = rt.register(_blocking_workflow(0.0))
-        runs = [wf.create_run() for _ in range(4)]
-        for index, run in enumerate(runs):
-            run.start_async(input_data={"value": str(index)})
+        runs = _started(wf, 4)
         deadline = time.monotonic() + WAIT
         while refuser.refused < 3 and time.monotonic() < deadline:
             time.sleep(0.01)  # the pool tries again, tick after tick
@@ -153,9 +157,7 @@ def test_hooks_are_called_once_each_when_no_more_hook_threads_can_start(
     )
     with structlog.testing.capture_logs() as events, Runtime() as rt:
         wf = rt.register(workflow)
-        runs = [wf.create_run() for _ in range(20)]
-        for index, run in enumerate(runs):
-            run.start_async(input_data={"value": str(index)})
+        runs = _started(wf, 20)
         assert all(run.wait(timeout=WAIT).status == RunStatus.SUCCESS for run in runs)
         deadline = time.monotonic() + WAIT
         while len(calls) < len(runs) and time.monotonic() < deadline:
@@ -262,9 +264,7 @@ def test_a_step_timeout_counts_from_when_a_refused_call_begins_not_from_the_refu
         wf = rt.register(workflow)
         # The second to fourth calls find no actor to start (below the pool's core): they
         # begin 0.3, 0.6 and 0.9 s after they were handed over, on the one thread.
-        runs = [wf.create_run() for _ in range(5)]
-        for index, run in enumerate(runs):
-            run.start_async(input_data={"value": str(index)})
+        runs = _started(wf, 5)
         results = [run.wait(timeout=WAIT) for run in runs]
     assert [result.status for result in results] == [RunStatus.SUCCESS] * len(runs), [
         result.error for result in results
@@ -291,9 +291,7 @@ def test_calls_that_found_no_thread_begin_in_the_order_they_came(
     )
     with Runtime() as rt:
         wf = rt.register(workflow)
-        runs = [wf.create_run() for _ in range(6)]
-        for index, run in enumerate(runs):
-            run.start_async(input_data={"value": str(index)})
+        runs = _started(wf, 6)
         assert all(run.wait(timeout=WAIT).status == RunStatus.SUCCESS for run in runs)
     assert began == [str(index) for index in range(6)]
 
