@@ -18,6 +18,7 @@ import pytest
 import structlog
 from pydantic import BaseModel
 
+from actors import _pool
 from actors.step import StepActor
 from runtime import RunStatus, Runtime, create_step, create_workflow
 
@@ -242,11 +243,14 @@ def test_an_async_loop_thread_the_process_refused_is_tried_again_by_the_next_bod
 
 
 def test_a_step_timeout_counts_from_when_a_refused_call_begins_not_from_the_refusal(
-    refuse_threads: Callable[[int], _Refuser],
+    refuse_threads: Callable[[int], _Refuser], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A call whose actor could not start waits in the backlog again, as a call past
-    # max_step_threads does: its step's timeout waits until its code begins (a call
-    # timed out unbegun, had it counted from when it was handed over).
+    # max_step_threads does: its step's timeout waits until its code begins. Put back
+    # as a call never waited, it timed out unbegun at its timer. (The pool's monitor is
+    # kept from growing the pool: its tries hand the calls over again, which restarts
+    # their timeouts and hid the fault.)
+    monkeypatch.setattr(_pool, "_tick_verdict", lambda *_: None)
     refuse_threads(1)
 
     def body(ctx: Any) -> Value:
