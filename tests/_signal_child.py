@@ -18,6 +18,7 @@ Every runtime's store is a SQLite file (``store``: a path) or memory (``"memory"
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import functools
 import json
@@ -225,6 +226,16 @@ def rounds(store: str, signal_name: str, rounds: int, seed: int) -> dict[str, An
     return {"outcomes": outcomes, "lost": lost, "unfinished": unfinished, "left": left}
 
 
+def _stacks_unless_ended(wf: Any, run_ids: list[str], after: float = 5.0) -> None:
+    """Every thread's stack to stderr if the runs have not all ended ``after`` seconds on."""
+    time.sleep(after)
+    with contextlib.suppress(Exception):
+        statuses = _statuses(wf, run_ids)
+        if set(statuses.values()) != {"success"}:
+            print(f"runs not ended {after} s after their release: {statuses}", file=sys.stderr)
+            faulthandler.dump_traceback(all_threads=True)
+
+
 def interrupted_stop(store: str) -> dict[str, Any]:
     rt = _runtime(store, stop_timeout=HANG_GUARD)  # the stop waits for the runs till released
     wf = rt.register(counting)
@@ -238,6 +249,11 @@ def interrupted_stop(store: str) -> dict[str, Any]:
     except KeyboardInterrupt:
         first = "interrupted"
     release.set()
+    # The runs end within moments of their release; stacks now and then, if they have not
+    # (a rare failure under load, not found yet: the stop waited its whole timeout).
+    threading.Thread(
+        target=_stacks_unless_ended, args=(wf, acked), name="end-watcher", daemon=True
+    ).start()
     sender.join(HANG_GUARD)
     _stopped_within_guard(rt)
     return {

@@ -24,6 +24,7 @@ HANG_GUARD = 90.0
 
 
 def _result(command: str, **params: Any) -> Any:
+    """The child's RESULT, with what it wrote to stderr under ``"stderr"``."""
     with Child(command, module="tests._signal_child", **params) as child:
         try:
             result = child.result(HANG_GUARD)
@@ -34,6 +35,7 @@ def _result(command: str, **params: Any) -> Any:
                 child.proc.kill()
             raise AssertionError(f"{exc}\nstderr: {child.error_output()}") from None
         assert child.wait(HANG_GUARD) == 0, child.error_output()
+        result["stderr"] = child.error_output()
         return result
 
 
@@ -67,7 +69,7 @@ def test_ctrl_c_inside_stop_leaves_it_going_and_a_later_stop_finishes_it(
     assert result["first"] == "interrupted"
     assert not result["running"]
     # The runs the stop waited for ended; the later stop left no thread behind.
-    assert set(result["statuses"].values()) == {"success"}
+    assert set(result["statuses"].values()) == {"success"}, result["stderr"]
     assert result["left"] == []
 
 
