@@ -790,6 +790,16 @@ class ThreadActor(pykka.ThreadingActor):
     def _create_actor_inbox() -> Any:
         return queue.SimpleQueue()
 
+    def _start_actor_loop(self) -> None:
+        # pykka registers the actor before it starts its thread: one the process refuses
+        # (a limit of threads or of memory) left the actor in its registry for good, one
+        # more at every try of a pool that tries again.
+        try:
+            super()._start_actor_loop()
+        except BaseException:
+            pykka.ActorRegistry.unregister(self.actor_ref)
+            raise
+
     def _handle_failure(
         self,
         exception_type: type[BaseException] | None,

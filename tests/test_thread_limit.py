@@ -3,7 +3,7 @@
 ``threading.Thread.start`` raises ``RuntimeError: can't start new thread`` when the
 process reaches a limit (``ulimit -u``, ``threads-max``, a container's pids limit,
 memory for a stack). The step pool starts a thread for each step actor it adds;
-here ``StepActor.start`` is made to fail as the OS would, for a while or for good.
+here ``Thread.start`` is made to fail as the OS would, for a while or for good.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import pykka
 import pytest
 import structlog
 from pydantic import BaseModel
@@ -30,33 +31,51 @@ class Value(BaseModel):
 
 
 class _Refuser:
-    """Makes ``StepActor.start`` raise as a process out of threads does, while ``refusing``."""
+    """Makes ``Thread.start`` raise, as in a process out of threads, for the threads whose
+    name begins with ``prefix``: once ``allowed`` of them started, ``times`` times (or, with
+    ``None``, while ``refusing``)."""
 
-    def __init__(self, allowed: int) -> None:
-        self.allowed = allowed  # starts that succeed before the refusals begin
+    def __init__(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        prefix: str,
+        allowed: int = 0,
+        times: int | None = None,
+    ) -> None:
+        self.prefix, self.allowed, self.left = prefix, allowed, times
         self.refusing = True
         self.refused = 0
         self._lock = threading.Lock()
-        self._start: Callable[..., Any] = StepActor.start.__func__  # type: ignore[attr-defined]
+        start = threading.Thread.start
 
-    def start(self, cls: type[StepActor], *args: Any, **kwargs: Any) -> Any:
+        def refusing_start(thread: threading.Thread) -> None:
+            if thread.name.startswith(self.prefix) and self._refuses():
+                raise RuntimeError("can't start new thread")
+            start(thread)
+
+        monkeypatch.setattr(threading.Thread, "start", refusing_start)
+
+    def _refuses(self) -> bool:
         with self._lock:
             if self.allowed > 0:
                 self.allowed -= 1
-            elif self.refusing:
-                self.refused += 1
-                raise RuntimeError("can't start new thread")
-        return self._start(cls, *args, **kwargs)
+                return False
+            if not self.refusing or self.left == 0:
+                return False
+            if self.left is not None:
+                self.left -= 1
+            self.refused += 1
+            return True
 
 
 @pytest.fixture
 def refuse_threads(
     monkeypatch: pytest.MonkeyPatch, _structlog_reset: None
 ) -> Iterator[Callable[[int], _Refuser]]:
+    """Step actors' threads (pykka names them ``StepActor-<n>``) refused past ``allowed``."""
+
     def refuse(allowed: int) -> _Refuser:
-        refuser = _Refuser(allowed)
-        monkeypatch.setattr(StepActor, "start", classmethod(refuser.start))
-        return refuser
+        return _Refuser(monkeypatch, "StepActor-", allowed)
 
     yield refuse
 
@@ -95,6 +114,8 @@ def test_runs_whose_steps_find_no_thread_to_grow_into_wait_for_the_threads_there
         result.error for result in results
     ]
     assert refuser.refused >= 2, "the test did not make a start fail"
+    # An actor whose thread never started is not left in pykka's registry (one a try).
+    assert not pykka.ActorRegistry.get_by_class(StepActor)
     failed = [event for event in events if event["event"] == "step_actor_start_failed"]
     assert len(failed) == 1, f"said {len(failed)} times for {refuser.refused} refused starts"
     assert failed[0]["log_level"] == "error"
@@ -128,18 +149,7 @@ def test_hooks_are_called_once_each_when_no_more_hook_threads_can_start(
     # One hook thread starts, and then none: a hook that found its thread busy was called
     # on the spot and again by that thread later (its call stayed queued), and the pool
     # counted a thread that never started.
-    started = 0
-    start = threading.Thread.start
-
-    def refusing_start(thread: threading.Thread) -> None:
-        nonlocal started
-        if thread.name.startswith("callboard-hooks-"):
-            started += 1
-            if started > 1:
-                raise RuntimeError("can't start new thread")
-        start(thread)
-
-    monkeypatch.setattr(threading.Thread, "start", refusing_start)
+    refuser = _Refuser(monkeypatch, "callboard-hooks-", allowed=1)
     calls: list[str] = []
     lock = threading.Lock()
 
@@ -164,27 +174,10 @@ def test_hooks_are_called_once_each_when_no_more_hook_threads_can_start(
         while len(calls) < len(runs) and time.monotonic() < deadline:
             time.sleep(0.01)
         time.sleep(0.2)  # a second call of a hook would come within this
-    assert started > 1, "the test never refused a hook thread"
+    assert refuser.refused >= 1, "the test never refused a hook thread"
     assert sorted(calls) == sorted(run.run_id for run in runs)
     failed = [event for event in events if event["event"] == "hook_thread_start_failed"]
     assert len(failed) == 1
-
-
-class _NamedRefuser:
-    """Makes ``Thread.start`` refuse threads whose name begins with ``prefix``, ``times`` times."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, prefix: str, times: int) -> None:
-        self.prefix, self.left, self.refused = prefix, times, 0
-        start = threading.Thread.start
-
-        def refusing_start(thread: threading.Thread) -> None:
-            if thread.name.startswith(self.prefix) and self.left > 0:
-                self.left -= 1
-                self.refused += 1
-                raise RuntimeError("can't start new thread")
-            start(thread)
-
-        monkeypatch.setattr(threading.Thread, "start", refusing_start)
 
 
 def _run_twice(workflow: Any) -> list[Any]:
@@ -204,7 +197,7 @@ def test_a_timer_thread_the_process_refused_is_tried_again_by_the_next_sleep(
 ) -> None:
     # The first sleep's timer thread is refused: that run fails, saying why. The thread
     # was kept all the same, never started, and no later sleep ever woke.
-    refuser = _NamedRefuser(monkeypatch, "callboard-timers", 1)
+    refuser = _Refuser(monkeypatch, "callboard-timers", times=1)
 
     def body(ctx: Any) -> Value:
         return ctx.input_data
@@ -225,7 +218,7 @@ def test_a_timer_thread_the_process_refused_is_tried_again_by_the_next_sleep(
 def test_an_async_loop_thread_the_process_refused_is_tried_again_by_the_next_body(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    refuser = _NamedRefuser(monkeypatch, "callboard-async", 1)
+    refuser = _Refuser(monkeypatch, "callboard-async", times=1)
 
     async def body(ctx: Any) -> Value:
         return ctx.input_data
@@ -306,7 +299,7 @@ def test_an_awaitable_call_whose_thread_was_refused_is_made_once(
     # The call pool counted the thread it could not start and kept the call queued, while
     # its caller made the call on asyncio's executor: the next thread the pool started
     # made it a second time.
-    _NamedRefuser(monkeypatch, "callboard-call", 1)
+    _Refuser(monkeypatch, "callboard-call", times=1)
     made: list[str] = []
 
     async def main() -> None:
