@@ -23,6 +23,8 @@ run actor's failure fails its run)."""
 step_body: Callable[[Any, Any], Any] | None = None
 """Called as ``step_body(call, ctx)`` instead of ``call.step.execute(ctx)``."""
 
-parked: Callable[[], AbstractContextManager[None]] | None = None
-"""Entered while a step waits, with no timeout, on its abort signal, or for another run to
-end: it waits on callboard alone, so a virtual clock may jump over the wait."""
+parked: Callable[[Callable[[], bool]], AbstractContextManager[None]] | None = None
+"""Entered as ``parked(over)`` while a step waits, with no timeout, on its abort signal, or
+for another run to end: it waits on callboard alone, so a virtual clock may jump over the
+wait. ``over()`` tells whether what it waits for has come: from then on the step counts as
+executing again, though its thread may not have woken yet."""

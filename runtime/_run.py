@@ -507,7 +507,7 @@ class Run(Generic[In, Out]):
                 # Inside a step, its thread (and its run's place) is not counted meanwhile.
                 event = self._host.watch(self.run_id)
                 try:
-                    settled = wait_for_a_run(event.wait, self.run_id, left)
+                    settled = wait_for_a_run(event.wait, self.run_id, left, event.is_set)
                 finally:
                     if not event.is_set():  # timed out (or interrupted): nobody waits here
                         self._host.unwatch(self.run_id, event)
@@ -625,7 +625,7 @@ class Run(Generic[In, Out]):
                 try:
                     # Under a test harness, a step waiting for a run holds its clock
                     # back no more than a sync step's wait does (it waited for ever).
-                    with contextlib.nullcontext() if parked is None else parked():
+                    with contextlib.nullcontext() if parked is None else parked(latch.is_set):
                         await latch.wait_async()
                 except BaseException:  # cancelled, or timed out: this wait is given up
                     host.unwatch(self.run_id, latch)

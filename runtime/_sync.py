@@ -152,12 +152,16 @@ def on_a_hook_thread() -> bool:
 
 
 def wait_for_a_run(
-    wait: Callable[[float | None], bool], run_id: str, timeout: float | None
+    wait: Callable[[float | None], bool],
+    run_id: str,
+    timeout: float | None,
+    over: Callable[[], bool] = lambda: False,
 ) -> bool:
     """``wait(timeout)`` for run ``run_id`` to end, reported if the thread asked for it.
 
     Under a test harness with time skipping, a step's wait for a run does not
-    hold the virtual clock back either: the step waits on callboard alone.
+    hold the virtual clock back either: the step waits on callboard alone, until
+    ``over()`` says what ``wait`` waits for has come.
     """
     hooks: tuple[Callable[[str], Any], Callable[[Any], None]] | None = getattr(
         _this_thread, "hooks", None
@@ -170,7 +174,7 @@ def wait_for_a_run(
         parked = _probes.parked if getattr(_this_thread, "step", True) else None
         if parked is None:
             return wait(timeout)
-        with parked():
+        with parked(over):
             return wait(timeout)
     finally:
         ended(counted)
@@ -320,6 +324,9 @@ class AbortSignal:
         """Whether the signal has been aborted."""
         return self._reason is not None
 
+    def _is_aborted(self) -> bool:
+        return self._reason is not None
+
     def _waitable(self) -> Latch:
         latch = self._latch
         if latch is not None:
@@ -363,7 +370,7 @@ class AbortSignal:
         parked = _probes.parked
         if parked is None or timeout is not None:
             return self._waitable().wait(timeout)
-        with parked():
+        with parked(self._is_aborted):
             return self._waitable().wait(timeout)
 
     async def wait_async(self) -> None:
@@ -372,7 +379,7 @@ class AbortSignal:
         if parked is None:
             await self._waitable().wait_async()
             return
-        with parked():
+        with parked(self._is_aborted):
             await self._waitable().wait_async()
 
     def add_callback(self, fn: Callable[[str], None]) -> None:

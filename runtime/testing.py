@@ -671,7 +671,11 @@ class _Counters:
     # With each, the path and id of the code it calls: a reply names the step by its id alone.
     calls: dict[tuple[str, int], tuple[Any, str, str]] = field(default_factory=dict)
     submitted: int = 0  # calls handed to the step pool, ever
-    parked: int = 0  # steps waiting on their abort signal alone
+    # Steps waiting on their abort signal or another run alone, each with whether what it
+    # waits for has come: once it has, the step counts as executing, its thread awake or
+    # not (a step thread slow to wake after its child run ended let the clock jump to the
+    # step's timeout, which failed it).
+    parked: dict[int, Callable[[], bool]] = field(default_factory=dict)
     handled: int = 0  # messages handled by any actor
 
 
@@ -747,6 +751,7 @@ class Harness:
         self._step_faults: list[_StepFault] = []
         self._message_faults: list[_MessageFault] = []
         self._counters = _Counters()
+        self._park_keys = itertools.count()  # a key for each parked wait
         # Messages a delay holds back, by id() once handed over again, until their actor
         # takes them: each with the names it came with and the first fault left to apply.
         self._held: dict[int, tuple[Any, _Names, int]] = {}
@@ -1682,15 +1687,16 @@ class Harness:
         return step.execute(ctx)
 
     @contextlib.contextmanager
-    def _parked(self) -> Iterator[None]:
+    def _parked(self, over: Callable[[], bool]) -> Iterator[None]:
         counters = self._counters
+        key = next(self._park_keys)
         with counters.lock:
-            counters.parked += 1
+            counters.parked[key] = over
         try:
             yield
         finally:
             with counters.lock:
-                counters.parked -= 1
+                counters.parked.pop(key, None)
 
     def _count_calls(self, system: Any) -> None:
         """Count each call handed to the step pool until its run actor receives the reply."""
@@ -1728,7 +1734,8 @@ class Harness:
             # A reply to a run actor that has stopped is never received: forget the call.
             for key in [key for key, (ref, *_) in calls.items() if not ref.is_alive()]:
                 del calls[key]
-            return len(calls) - counters.parked > 0
+            waiting = sum(1 for over in counters.parked.values() if not over())
+            return len(calls) - waiting > 0
 
     def _actors_busy(self, system: Any) -> bool:
         """Whether an actor has mail or handles some, or the store's writer is at work."""

@@ -360,6 +360,49 @@ def test_a_hook_at_work_holds_the_clock_as_a_step_does() -> None:
         assert harness.clock.now() - began < 10  # kept up with the hook's real time
 
 
+def test_a_step_slow_to_wake_after_its_child_ended_holds_the_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The step waiting for a child run counted as parked until its thread left the wait:
+    # a thread slow to be scheduled once the child had ended (a loaded machine) left the
+    # runtime looking quiet, and the clock jumped to the step's timeout (CI, stop 58).
+    # Here the thread dawdles 0.3 s after its wait is over, as a starved one would.
+    real = run_module.wait_for_a_run
+
+    def slow_to_wake(wait: Any, run_id: str, timeout: Any, *over: Any) -> bool:
+        def dawdling(left: Any) -> bool:
+            done = bool(wait(left))
+            time.sleep(0.3)
+            return done
+
+        return real(dawdling, run_id, timeout, *over)
+
+    monkeypatch.setattr(run_module, "wait_for_a_run", slow_to_wake)
+    child = (
+        create_workflow(id="child_plain", input_schema=N, output_schema=N).then(_step("c")).commit()
+    )
+    with Harness() as harness:
+        children = harness.register(child)
+
+        def wait_for_child(ctx: StepContext[N]) -> N:
+            result = children.create_run().start(input_data={"n": 1}, timeout=BLOCK_LIMIT)
+            return N(n=len(result.status))
+
+        parent = harness.register(
+            create_workflow(id="parent_slow_to_wake", input_schema=N, output_schema=N)
+            .then(
+                create_step(
+                    id="p", input_schema=N, output_schema=N, execute=wait_for_child, timeout=10
+                )
+            )
+            .commit()
+        )
+        began = harness.clock.now()
+        result = parent.create_run().start(input_data={"n": 0}, timeout=BLOCK_LIMIT)
+        assert result.status == "success", result.error
+        assert harness.clock.now() - began < 10
+
+
 def test_a_virtual_clock_never_goes_back() -> None:
     clock = VirtualClock(start=100.0)
     clock.advance(0)
