@@ -1314,7 +1314,11 @@ class _Readers:
         self._connect = connect
         self._idle: list[Connection] = []
         self._lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(size)
+        # The slots free, under a condition of their own. Not a semaphore: a Ctrl-C on the
+        # main thread lands as the call that took a slot returns, and a semaphore cannot
+        # say whether it was taken then; the pool stayed a connection smaller for good.
+        self._slots = threading.Condition(threading.Lock())
+        self._free = size
         self._closed = False
 
     def add(self, connection: Connection) -> None:
@@ -1324,38 +1328,64 @@ class _Readers:
     @contextlib.contextmanager
     def connection(self, describe: str) -> Iterator[Connection]:
         """A connection, given back when done, waiting up to ``CALL_TIMEOUT`` for one."""
-        if not self._slots.acquire(timeout=CALL_TIMEOUT):
-            raise StoreUnavailableError(
-                f"no connection to {describe} came free within {CALL_TIMEOUT} s"
-            )
-        with self._lent() as connection:
-            yield connection
+        taken = [False]
+        try:
+            if not self._take(taken, CALL_TIMEOUT):
+                raise StoreUnavailableError(
+                    f"no connection to {describe} came free within {CALL_TIMEOUT} s"
+                )
+            with self._lent() as connection:
+                yield connection
+        finally:
+            if taken[0]:
+                self._give()
 
     @contextlib.contextmanager
     def spare(self) -> Iterator[Connection | None]:
         """A connection if one is free now (given back when done), else ``None``."""
-        if not self._slots.acquire(blocking=False):
-            yield None
-            return
-        with self._lent() as connection:
-            yield connection
+        taken = [False]
+        try:
+            if not self._take(taken, 0.0):
+                yield None
+                return
+            with self._lent() as connection:
+                yield connection
+        finally:
+            if taken[0]:
+                self._give()
+
+    def _take(self, taken: list[bool], timeout: float) -> bool:
+        """Take a slot within ``timeout`` seconds, noting it in ``taken[0]``.
+
+        The count and the note change in two statements between which Python runs
+        no signal handler (no call, no jump back): an interrupt comes before both
+        or after both, and the caller's ``finally`` gives back what ``taken`` says.
+        """
+        with self._slots:
+            if self._free <= 0 and not self._slots.wait_for(lambda: self._free > 0, timeout):
+                return False
+            self._free -= 1
+            taken[0] = True
+        return True
+
+    def _give(self) -> None:
+        with self._slots:
+            self._free += 1
+            self._slots.notify()
 
     @contextlib.contextmanager
     def _lent(self) -> Iterator[Connection]:
-        """An idle connection (or a new one) for the slot just taken; both given back."""
+        """An idle connection (or a new one) for the slot taken; given back when done."""
+        with self._lock:
+            connection = self._idle.pop() if self._idle else None
+        if connection is None:
+            connection = self._connect()
+        good = False
         try:
-            with self._lock:
-                connection = self._idle.pop() if self._idle else None
-            if connection is None:
-                connection = self._connect()
-            good = False
-            try:
-                yield connection
-                good = True
-            finally:
-                self._put_back(connection, good)
+            yield connection
+            good = True
         finally:
-            self._slots.release()
+            self._put_back(connection, good)
 
     def _put_back(self, connection: Connection, good: bool) -> None:
         import psycopg
