@@ -524,6 +524,10 @@ class _Stopping:
         self.attended = False
         self.error: BaseException | None = None  # what the stop raised, told to one caller
         self.thread: threading.Thread | None = None  # where it runs (none: on its caller's)
+        # Whether its thread took it on, or its caller (interrupted as it started the
+        # thread) gave it up first: one or the other, decided under the runtime's lock.
+        self.began = False
+        self.abandoned = False
 
     def wait(self, system: ActorSystem | None, timeout: float | None, *, taken_over: bool) -> None:
         """Wait for the stop to end; a ``KeyboardInterrupt`` meanwhile leaves it unattended.
@@ -987,13 +991,16 @@ class Runtime:
             # stop's thread (see ActorSystem.shutdown).
             on_step_loop = system.loop.is_current()
             stopping = _Stopping()
+            scheduler, previous = self._scheduler, self._stopping
             shut_down = functools.partial(
-                self._shut_down, system, self._scheduler, timeout, on_step_loop, stopping
+                self._shut_down, system, scheduler, timeout, on_step_loop, stopping
             )
             # Not a daemon: an interpreter that exits while the stop goes on waits for it,
             # so that its runs are halted and its store closed (bounded: see shutdown).
             thread = threading.Thread(
-                target=contextvars.copy_context().run, args=(shut_down,), name="callboard-stop"
+                target=contextvars.copy_context().run,
+                args=(self._stop_thread, stopping, shut_down),
+                name="callboard-stop",
             )
             # Everything made first, the state changed last: an interrupt (Ctrl-C) before
             # this leaves the runtime running, for the next stop().
@@ -1003,8 +1010,29 @@ class Runtime:
             thread.start()
             stopping.thread = thread
         except RuntimeError:  # no new thread at the interpreter's exit: stop here
+            stopping.began = True
             shut_down()
+        except BaseException:
+            # Interrupted (Ctrl-C) as the thread was being started: if it never began, the
+            # runtime is running again, for the next stop() (which waited for ever for a
+            # thread that would never come); if it began, the stop goes on unattended.
+            with self._lock:
+                if not stopping.began:
+                    stopping.abandoned = True
+                    host.state = "running"
+                    self._stopping, self._scheduler = previous, scheduler
+                else:
+                    stopping.thread = thread  # joined by the call that waits for it
+            raise
         return stopping, False
+
+    def _stop_thread(self, stopping: _Stopping, shut_down: Callable[[], None]) -> None:
+        """The stop's thread: ``shut_down()``, unless its caller, interrupted, gave it up first."""
+        with self._lock:
+            if stopping.abandoned:
+                return
+            stopping.began = True
+        shut_down()
 
     def _shut_down(
         self,
