@@ -137,18 +137,26 @@ class SupervisorActor(DispatchedActor):
 
     survives_faults = True  # one bad message is logged; every other run goes on
 
+    _start_placed: StartRun | None
+    """The StartRun its handler has placed: in a wait, or with an actor (see on_fault)."""
+
     def on_fault(self, error: BaseException, message: Any = None) -> None:
         """Make good what the message it failed on leaves undone; count the fault.
 
         A start or a wake failed on fails its run, which would otherwise never
-        end; a run's end or crash failed on is taken again (its actor out of the
-        table, the room it leaves given on), so that its slot is not held for
-        ever and a stop does not wait for it. Too many faults too fast and the
-        runtime stops, saying why.
+        end, and a start gives back the places it held (in ``max_pending_runs``,
+        in its queue's ``max_queued``); a run's end or crash failed on is taken
+        again (its actor out of the table, the room it leaves given on), so that
+        its slot is not held for ever and a stop does not wait for it. Too many
+        faults too fast and the runtime stops, saying why.
         """
         try:
             if isinstance(message, StartRun):
-                self._start_failed(message.snapshot["run_id"], message.plan, error, "started")
+                # Placed, it holds its places where it is, or failed of its own start
+                # (_spawn_taken) with its places given on: nothing is left to make good.
+                if self._start_placed is not message:
+                    self._give_back_places(message)
+                    self._start_failed(message.snapshot["run_id"], message.plan, error, "started")
             elif isinstance(message, WakeRun):
                 sleeping = self._sleeping.pop(message.run_id, None)
                 plan = None if sleeping is None else sleeping[0]
@@ -170,7 +178,30 @@ class SupervisorActor(DispatchedActor):
                 exc_info=True,
             )
         finally:
+            self._start_placed = None
             self._faults.spend(self, error)
+
+    def _give_back_places(self, message: StartRun) -> None:
+        """A start failed on before it got to a wait or an actor: give back what it held.
+
+        Its places are passed on (or given back) only where it gets to: left held,
+        each one kept a queue (or the runtime) one run short for good, refusing
+        starts with ``QueueFullError`` (or ``RuntimeOverloadedError``).
+        """
+        if self._holds_start(message.snapshot["run_id"]):
+            return  # its actor started, and only what came after failed
+        if message.queued:
+            self._gate.unreserve(message.snapshot["queue"]["name"])
+        if message.admitted:
+            self._release(1)
+
+    def _holds_start(self, run_id: str) -> bool:
+        """Whether a start of ``run_id`` got to an actor or to a wait here."""
+        return (
+            run_id in self._runs
+            or any(waiting.snapshot["run_id"] == run_id for waiting in self._waiting)
+            or (self._gated and run_id in self._gate)
+        )
 
     def _start_failed(
         self, run_id: str, plan: ExecutionPlan | None, error: BaseException, verb: str
@@ -182,11 +213,7 @@ class SupervisorActor(DispatchedActor):
         Without ``plan`` (a wake that had taken the run already) the run is failed
         from its stored record, its hooks not called.
         """
-        if (
-            run_id in self._runs
-            or any(waiting.snapshot["run_id"] == run_id for waiting in self._waiting)
-            or (self._gated and run_id in self._gate)
-        ):
+        if self._holds_start(run_id):
             return
         crash = RunCrashedError(
             f"run {run_id!r} could not be {verb}: {type(error).__name__}: {error}",
@@ -229,6 +256,7 @@ class SupervisorActor(DispatchedActor):
         # wake time: whichever worker is alive then takes it, not a timer here.
         self._shared = shared
         self._faults = FaultBudget(give_up)
+        self._start_placed = None
         self._pending = pending
         self._registry = registry
         self._pool = pool
@@ -302,6 +330,11 @@ class SupervisorActor(DispatchedActor):
     # --- messages -------------------------------------------------------------------
 
     def _on_start_run(self, message: StartRun) -> None:
+        self._place_start(message)
+        self._start_placed = None
+
+    def _place_start(self, message: StartRun) -> None:
+        """Let the run wait in its queue, or for room, or start its actor; mark it placed."""
         if self._deadlines:  # resumed: its actor keeps its deadline now
             self._forget_deadline(message.snapshot["run_id"])
         # queue_entry() only for a run in a queue: this runs for every run.
@@ -313,10 +346,6 @@ class SupervisorActor(DispatchedActor):
         if entry is not None:
             name, key, priority = entry
             snapshot = message.snapshot
-            # Every run in a queue holds a place, as in the runtime's own queue below: an
-            # admitted one has since its start, one woken, resumed or recovered takes it now.
-            if self._pending is not None and not message.admitted:
-                self._pending.add()
             if not self._gated:
                 self._gated = True
                 pool = self._pool
@@ -325,16 +354,29 @@ class SupervisorActor(DispatchedActor):
                     # lets go of keeps the run's slot (see _leave_queue). This run's
                     # steps begin once it is admitted, after this.
                     pool.here = pool.queued_here
-            self._gate.offer(
-                snapshot["run_id"],
-                (name, key),
-                rank(snapshot["created_at"], priority),
-                message,
-                reserved=message.queued,
-                # A restart counts in its queue's rate window as a first start does: a
-                # storm of restarts after a bad deploy would otherwise skip the rate.
-                first=snapshot["status"] == RunStatus.PENDING or bool(snapshot.get("restarting")),
-            )
+            # Every run in a queue holds a place, as in the runtime's own queue below: an
+            # admitted one has since its start, one woken, resumed or recovered takes it now
+            # (and gives it back if it does not get into the queue: on_fault cannot tell).
+            adds = None if message.admitted else self._pending
+            if adds is not None:
+                adds.add()
+            try:
+                self._gate.offer(
+                    snapshot["run_id"],
+                    (name, key),
+                    rank(snapshot["created_at"], priority),
+                    message,
+                    reserved=message.queued,
+                    # A restart counts in its queue's rate window as a first start does: a
+                    # storm of restarts after a bad deploy would otherwise skip the rate.
+                    first=snapshot["status"] == RunStatus.PENDING
+                    or bool(snapshot.get("restarting")),
+                )
+            except BaseException:
+                if adds is not None:
+                    adds.release()
+                raise
+            self._start_placed = message
             if self._expire is not None:
                 self._watch_waiting(message)
             self._ended(None)
@@ -344,14 +386,16 @@ class SupervisorActor(DispatchedActor):
             if self._pending is not None and not message.admitted:
                 self._pending.add()
             self._waiting.append(message)
+            self._start_placed = message
             if self._here is not None:
                 self._here.add(message.snapshot["run_id"])
             if self._expire is not None:
                 self._watch_waiting(message)
         else:
-            if message.admitted:
-                self._release(1)
             self._spawn(message.plan, message.snapshot)
+            self._start_placed = message
+            if message.admitted:  # after: a start that fails gives it back (on_fault)
+                self._release(1)
 
     def _on_run_ended(self, message: RunEnded) -> None:
         if self._drives(message.run_id, message.actor):
@@ -602,6 +646,26 @@ class SupervisorActor(DispatchedActor):
         if self._here is not None:
             self._here.add(run_id)
 
+    def _spawn_taken(self, plan: ExecutionPlan, snapshot: Snapshot) -> None:
+        """Start a run taken from a wait here (for room, or in its queue), or fail it.
+
+        Taken, it is nowhere else: a fault in its start left to on_fault (which
+        knows only the message it failed on, perhaps another run's) lost it, pending
+        for ever, and kept its queue's slot. It fails here instead, with its plan
+        (its hooks called), its slot freed; the fault is counted, and the runs
+        after it are started as before.
+        """
+        try:
+            self._spawn(plan, snapshot)
+        except Exception as exc:
+            run_id = snapshot["run_id"]
+            if run_id in self._runs:
+                raise  # its actor started; only what came after failed
+            emit(logging.ERROR, "run_start_failed", run_id=run_id, exc_info=True)
+            self._forget(run_id)
+            self._start_failed(run_id, plan, exc, "started")
+            self._faults.spend(self, exc)
+
     def _ended(self, run_id: str | None) -> None:
         """Forget ``run_id``'s actor, if given; start runs in the room left; notify if idle.
 
@@ -613,7 +677,7 @@ class SupervisorActor(DispatchedActor):
         while self._waiting and self._has_room():
             self._release(1)
             waiting = self._waiting.popleft()
-            self._spawn(waiting.plan, waiting.snapshot)
+            self._spawn_taken(waiting.plan, waiting.snapshot)
         if self._gated:
             self._admit_from_queues()
         if not self._runs:
@@ -676,7 +740,7 @@ class SupervisorActor(DispatchedActor):
             run_id, bucket, message = ready
             self._release(1)
             self._bucket_of[run_id] = bucket
-            self._spawn(message.plan, message.snapshot)
+            self._spawn_taken(message.plan, message.snapshot)
         if len(gate) and self._rate_timer is None:
             opening = gate.next_opening(now)
             if opening is not None:

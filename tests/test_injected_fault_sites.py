@@ -1,0 +1,217 @@
+"""Faults injected at sites whose failure lost a run, a place or a wake the harness does not see.
+
+:mod:`tests.test_injected_faults` makes one internal call raise at its entry
+while a plain workload runs. These cases put a fault where that workload cannot
+(a queue with ``max_queued``, a run that crashes, waiters, a full step pool), or
+inside a call rather than at its entry. Each fails without the fix it guards.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from actors.supervisor import SupervisorActor
+from runtime import Queue, QueueFullError, RunStatus, Runtime, create_step, create_workflow
+
+WAIT = 10.0
+MARK = "injected fault"
+
+
+class Value(BaseModel):
+    value: int
+
+
+def _raising_once(
+    monkeypatch: pytest.MonkeyPatch,
+    owner: Any,
+    name: str,
+    *,
+    nth: int = 1,
+    when: Callable[[], bool] = lambda: True,
+) -> list[BaseException]:
+    """Make ``owner.name`` raise a ``MemoryError`` at its ``nth`` call for which ``when()`` holds.
+
+    Returns the list the error is put in once raised.
+    """
+    original = getattr(owner, name)
+    lock = threading.Lock()
+    calls = [0]
+    raised: list[BaseException] = []
+
+    def injected(*args: Any, **kwargs: Any) -> Any:
+        if when():
+            with lock:
+                calls[0] += 1
+                hit = calls[0] == nth
+            if hit:
+                raised.append(MemoryError(f"{MARK} at {name}"))
+                raise raised[-1]
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, injected)
+    return raised
+
+
+@pytest.fixture
+def runtime() -> Iterator[Callable[..., Runtime]]:
+    started: list[Runtime] = []
+
+    def make(**options: Any) -> Runtime:
+        rt = Runtime(stop_timeout=5.0, **options).start()
+        started.append(rt)
+        return rt
+
+    yield make
+    for rt in started:
+        rt.stop()
+
+
+def _step(execute: Callable[[Any], Value], step_id: str = "add") -> Any:
+    return create_step(id=step_id, input_schema=Value, output_schema=Value, execute=execute)
+
+
+# --- 1. a start in a queue whose handling fails gives its max_queued place back ----------
+
+
+def test_a_queued_start_whose_handling_fails_gives_back_its_place_in_the_queue(
+    runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = Queue("bounded", concurrency=1, max_queued=1)
+    rt = runtime()
+    wf = rt.register(
+        create_workflow(id="queued", input_schema=Value, output_schema=Value, queue=queue)
+        .then(_step(lambda ctx: Value(value=ctx.input_data.value + 1)))
+        .commit()
+    )
+    raised = _raising_once(monkeypatch, SupervisorActor, "_on_start_run")
+    failed = wf.create_run()
+    failed.start_async(input_data={"value": 1})
+    end = failed.wait(timeout=WAIT)
+    assert raised, "the start was not handled"
+    assert end.status == RunStatus.FAILED and MARK in str(end.error), end.error
+    # Its place is free again: a queue of one place takes the next run (QueueFullError if
+    # the failed start kept it), and then refuses only a second one waiting.
+    for index in range(3):
+        run = wf.create_run()
+        run.start_async(input_data={"value": index})
+        assert run.wait(timeout=WAIT).status == RunStatus.SUCCESS
+
+
+def test_a_run_admitted_from_its_queue_whose_actor_cannot_start_fails_and_frees_its_slot(
+    runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The gate admits the run (its slot counted as running), then its actor fails to start:
+    # the run fails naming the fault, and the queue's one slot serves the next runs.
+    queue = Queue("single", concurrency=1, max_queued=1)
+    rt = runtime()
+    wf = rt.register(
+        create_workflow(id="admitted", input_schema=Value, output_schema=Value, queue=queue)
+        .then(_step(lambda ctx: Value(value=ctx.input_data.value + 1)))
+        .commit()
+    )
+    raised = _raising_once(monkeypatch, SupervisorActor, "_spawn")
+    failed = wf.create_run()
+    failed.start_async(input_data={"value": 1})
+    end = failed.wait(timeout=WAIT)
+    assert raised
+    assert end.status == RunStatus.FAILED and MARK in str(end.error), end.error
+    for index in range(3):
+        run = wf.create_run()
+        run.start_async(input_data={"value": index})
+        assert run.wait(timeout=WAIT).status == RunStatus.SUCCESS
+
+
+def test_a_queued_start_failed_of_its_actor_and_then_of_another_fault_gives_its_place_once(
+    runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Admitted by the gate, its actor fails to start: the run fails there, its places
+    # passed on. A second fault later in the same handling must not give them back again
+    # (the queue then took one run past max_queued) nor fail the run again (its hooks).
+    started, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def held(ctx: Any) -> Value:
+        if ctx.input_data.value == 0:
+            started.set()
+            assert release.wait(WAIT)
+        return Value(value=ctx.input_data.value + 1)
+
+    queue = Queue("single", concurrency=1, max_queued=1)
+    rt = runtime()
+    wf = rt.register(
+        create_workflow(
+            id="twice",
+            input_schema=Value,
+            output_schema=Value,
+            queue=queue,
+            on_finish=lambda outcome: calls.append(outcome.run_id),
+        )
+        .then(_step(held))
+        .commit()
+    )
+    spawned = _raising_once(monkeypatch, SupervisorActor, "_spawn")
+    idle = _raising_once(monkeypatch, SupervisorActor, "_notify_if_idle")
+    failed = wf.create_run()
+    failed.start_async(input_data={"value": 1})
+    end = failed.wait(timeout=WAIT)
+    assert spawned and idle
+    assert end.status == RunStatus.FAILED and MARK in str(end.error), end.error
+    # One run in the slot, one waiting: the queue is full.
+    running, waiting = wf.create_run(), wf.create_run()
+    running.start_async(input_data={"value": 0})
+    assert started.wait(WAIT)
+    waiting.start_async(input_data={"value": 2})
+    with pytest.raises(QueueFullError):
+        wf.create_run().start_async(input_data={"value": 3})
+    release.set()
+    assert running.wait(timeout=WAIT).status == RunStatus.SUCCESS
+    assert waiting.wait(timeout=WAIT).status == RunStatus.SUCCESS
+    rt.stop()  # the hooks of a failure told twice would run on another hook thread
+    assert calls.count(failed.run_id) == 1, calls
+
+
+@pytest.mark.parametrize("waits_in", ["queue", "max_concurrent_runs"])
+def test_a_run_taken_from_its_wait_on_another_runs_end_fails_if_its_actor_cannot_start(
+    waits_in: str, runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first run holds the one slot; the second waits for it (in its queue, or for room
+    # under max_concurrent_runs) and is taken when the first ends, on the supervisor's
+    # handling of that end, where its actor fails to start. Left to the fault's handler,
+    # which knows only the first run's end, it stayed pending for ever and kept the slot.
+    release = threading.Event()
+
+    def held(ctx: Any) -> Value:
+        if ctx.input_data.value == 0:
+            assert release.wait(WAIT)
+        return Value(value=ctx.input_data.value + 1)
+
+    queued = waits_in == "queue"
+    rt = runtime() if queued else runtime(max_concurrent_runs=1)
+    wf = rt.register(
+        create_workflow(
+            id="taken",
+            input_schema=Value,
+            output_schema=Value,
+            queue=Queue("single", concurrency=1) if queued else None,
+        )
+        .then(_step(held))
+        .commit()
+    )
+    raised = _raising_once(monkeypatch, SupervisorActor, "_spawn", nth=2)
+    first, second = wf.create_run(), wf.create_run()
+    first.start_async(input_data={"value": 0})
+    second.start_async(input_data={"value": 1})
+    release.set()
+    assert first.wait(timeout=WAIT).status == RunStatus.SUCCESS
+    end = second.wait(timeout=WAIT)
+    assert raised
+    assert end.status == RunStatus.FAILED and MARK in str(end.error), end.error
+    for index in range(3):
+        run = wf.create_run()
+        run.start_async(input_data={"value": index + 1})
+        assert run.wait(timeout=WAIT).status == RunStatus.SUCCESS
