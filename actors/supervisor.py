@@ -139,6 +139,8 @@ class SupervisorActor(DispatchedActor):
 
     _start_placed: StartRun | None
     """The StartRun its handler has placed: in a wait, or with an actor (see on_fault)."""
+    _crash_told: RunCrashed | None
+    """The RunCrashed whose failure its handler has told the registry (see on_fault)."""
 
     def on_fault(self, error: BaseException, message: Any = None) -> None:
         """Make good what the message it failed on leaves undone; count the fault.
@@ -163,10 +165,16 @@ class SupervisorActor(DispatchedActor):
                 self._start_failed(message.run_id, plan, error, "woken")
             elif isinstance(message, RunEnded | RunCrashed):
                 if self._drives(message.run_id, message.actor):
-                    if isinstance(message, RunCrashed):
-                        # Its failure is recorded all the same: twice is harmless (an end
-                        # is final), and without the plan its hooks are not called twice.
-                        failure = RecordFailure(run_id=message.run_id, error=message.error)
+                    if isinstance(message, RunCrashed) and self._crash_told is not message:
+                        # Failed before it told the failure: told now, with the plan its
+                        # actor ran (still in the table), so that its hooks are called.
+                        # Told already, it is not told again: the hooks of a failure told
+                        # twice could both run, the second before the first is recorded.
+                        running = self._runs.get(message.run_id)
+                        plan = running[1] if running is not None else None
+                        failure = RecordFailure(
+                            run_id=message.run_id, error=message.error, plan=plan
+                        )
                         tell_safely(self._registry, failure)
                     self._forget(message.run_id)
                 self._ended(None)
@@ -178,7 +186,7 @@ class SupervisorActor(DispatchedActor):
                 exc_info=True,
             )
         finally:
-            self._start_placed = None
+            self._start_placed = self._crash_told = None
             self._faults.spend(self, error)
 
     def _give_back_places(self, message: StartRun) -> None:
@@ -256,7 +264,7 @@ class SupervisorActor(DispatchedActor):
         # wake time: whichever worker is alive then takes it, not a timer here.
         self._shared = shared
         self._faults = FaultBudget(give_up)
-        self._start_placed = None
+        self._start_placed = self._crash_told = None
         self._pending = pending
         self._registry = registry
         self._pool = pool
@@ -569,7 +577,9 @@ class SupervisorActor(DispatchedActor):
         plan = running[1] if running is not None else None
         failure = RecordFailure(run_id=message.run_id, error=message.error, plan=plan)
         tell_safely(self._registry, failure)
+        self._crash_told = message  # a fault from here on must not tell it again
         self._ended(message.run_id)
+        self._crash_told = None
 
     def _on_notify_when_idle(self, message: NotifyWhenIdle) -> None:
         self._idle_events.append(message)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from actors.run import RunActor
 from actors.supervisor import SupervisorActor
 from runtime import Queue, QueueFullError, RunStatus, Runtime, create_step, create_workflow
 
@@ -215,3 +216,44 @@ def test_a_run_taken_from_its_wait_on_another_runs_end_fails_if_its_actor_cannot
         run = wf.create_run()
         run.start_async(input_data={"value": index + 1})
         assert run.wait(timeout=WAIT).status == RunStatus.SUCCESS
+
+
+# --- 2. a crash whose handling fails is failed with its plan: hooks once ----------------
+
+
+def _hooked(calls: list[tuple[str, str]]) -> Any:
+    return (
+        create_workflow(
+            id="hooked",
+            input_schema=Value,
+            output_schema=Value,
+            on_finish=lambda outcome: calls.append(("finish", outcome.run_id)),
+            on_error=lambda outcome: calls.append(("error", outcome.run_id)),
+        )
+        .then(_step(lambda ctx: Value(value=ctx.input_data.value + 1), "first"))
+        .then(_step(lambda ctx: Value(value=ctx.input_data.value + 1), "second"))
+        .commit()
+    )
+
+
+@pytest.mark.parametrize("where", ["_on_run_crashed", "_forget"])
+def test_a_crash_whose_handling_fails_calls_the_runs_hooks_exactly_once(
+    where: str, runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The run's actor fails (at its first step's end); the supervisor then fails on its
+    # RunCrashed, before it told the failure (_on_run_crashed) or after (_forget).
+    calls: list[tuple[str, str]] = []
+    rt = runtime()
+    wf = rt.register(_hooked(calls))
+    crashed = _raising_once(monkeypatch, RunActor, "_on_step_finished")
+    raised = _raising_once(monkeypatch, SupervisorActor, where)
+    run = wf.create_run()
+    run.start_async(input_data={"value": 1})
+    end = run.wait(timeout=WAIT)
+    assert crashed and raised
+    assert end.status == RunStatus.FAILED and MARK in str(end.error), end.error
+    # The hooks run before the end is recorded; a second call would come after it, on
+    # another hook thread: the stop waits for those.
+    rt.stop()
+    mine = sorted(kind for kind, run_id in calls if run_id == run.run_id)
+    assert mine == ["error", "finish"], calls
