@@ -256,17 +256,25 @@ class RegistryActor(ThreadActor):
             )
             return
         self._store.save((record,))
-        # Wake waiters only if the store kept it: a stale terminal snapshot
-        # (the store refuses those) must not end anyone's wait early. A run no longer
-        # there was deleted (retention may prune an end its actor stored before this
-        # came): its waiters wake, and find it so.
-        stored = self._store.load(record.run_id) if settles or on_recorded is not None else None
-        if settles and (stored is None or stored.status in SETTLED_STATUSES):
-            self._wake(record.run_id)
-        if on_recorded is not None:
-            # Kept: the store holds it, or something newer built on it (a restart of
-            # the run it ended may have come in between).
-            on_recorded(stored is not None and stored.seq >= record.seq)
+        try:
+            # Wake waiters only if the store kept it: a stale terminal snapshot
+            # (the store refuses those) must not end anyone's wait early. A run no longer
+            # there was deleted (retention may prune an end its actor stored before this
+            # came): its waiters wake, and find it so.
+            stored = self._store.load(record.run_id) if settles or on_recorded is not None else None
+            if settles and (stored is None or stored.status in SETTLED_STATUSES):
+                self._wake(record.run_id)
+            if on_recorded is not None:
+                # Kept: the store holds it, or something newer built on it (a restart of
+                # the run it ended may have come in between).
+                on_recorded(stored is not None and stored.seq >= record.seq)
+        except BaseException:
+            if settles:
+                # The store may hold the end now: its waiters read it rather than wait
+                # to their timeouts for a wake that failed. (One woken early reads a run
+                # not ended, and waits again.)
+                self._wake(record.run_id)
+            raise
 
     def _not_stored(self, message: SnapshotTaken, exc: BaseException) -> None:
         """A snapshot failed on its way to the store (a fault here, not the store's refusal).
@@ -295,8 +303,13 @@ class RegistryActor(ThreadActor):
         self._wake(message.run_id)
 
     def _wake(self, run_id: str) -> None:
-        for event in self._waiters.pop(run_id, ()):
-            event.set()
+        events = self._waiters.get(run_id)
+        if events is not None:
+            for event in events:
+                event.set()
+            # Forgotten once all are set: a wake that fails midway leaves the rest to
+            # be woken again (a waiter woken twice wakes once).
+            del self._waiters[run_id]
         self._unwatch(run_id)
 
     def _unwatch(self, run_id: str) -> None:

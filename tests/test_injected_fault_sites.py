@@ -9,12 +9,16 @@ inside a call rather than at its entry. Each fails without the fix it guards.
 from __future__ import annotations
 
 import threading
+import types
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from pydantic import BaseModel
 
+import actors._pool
+import actors.system
+from actors.registry import RegistryActor
 from actors.run import RunActor
 from actors.supervisor import SupervisorActor
 from runtime import Queue, QueueFullError, RunStatus, Runtime, create_step, create_workflow
@@ -257,3 +261,84 @@ def test_a_crash_whose_handling_fails_calls_the_runs_hooks_exactly_once(
     rt.stop()
     mine = sorted(kind for kind, run_id in calls if run_id == run.run_id)
     assert mine == ["error", "finish"], calls
+
+
+# --- 3. the waiters of a run's end stored in memory wake whatever fails in waking them ---
+
+
+class _FirstSetFails(threading.Event):
+    """A waiter's event whose first ``set`` of all (of any such event) fails."""
+
+    failed: ClassVar[list[BaseException]] = []
+
+    def set(self) -> None:
+        if not _FirstSetFails.failed:
+            _FirstSetFails.failed.append(MemoryError(f"{MARK} at a waiter's set"))
+            raise _FirstSetFails.failed[-1]
+        super().set()
+
+
+class _Threading(types.ModuleType):
+    """:mod:`threading`, whose ``Event`` is :class:`_FirstSetFails`."""
+
+    Event = _FirstSetFails
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(threading, name)
+
+
+@pytest.mark.parametrize("where", ["wake", "first waiter"])
+def test_the_waiters_of_a_stored_end_wake_though_waking_them_fails(
+    where: str, runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In memory the registry stores the end and wakes its waiters in one go: a fault in
+    # the wake (at its start, or at the first of two waiters) left them waiting to their
+    # timeouts. (On SQLite the store watcher reads the end of a run waited on here, and
+    # wakes them, whatever failed in the registry.)
+    release = threading.Event()
+
+    def held(ctx: Any) -> Value:
+        assert release.wait(WAIT)
+        return Value(value=ctx.input_data.value + 1)
+
+    rt = runtime()
+    wf = rt.register(
+        create_workflow(id="waited", input_schema=Value, output_schema=Value)
+        .then(_step(held))
+        .commit()
+    )
+    if where == "wake":
+        raised = _raising_once(monkeypatch, RegistryActor, "_wake")
+    else:
+        raised = _FirstSetFails.failed = []
+        # The events the waits hand the registry (the only ones actors.system makes).
+        monkeypatch.setattr(actors.system, "threading", _Threading("threading"))
+    run = wf.create_run()
+    run.start_async(input_data={"value": 1})
+    ends: list[Any] = []
+
+    def wait() -> None:
+        try:
+            ends.append(run.wait(timeout=WAIT))
+        except Exception as exc:  # a RunTimeoutError: the wake never came
+            ends.append(exc)
+
+    noted = threading.Semaphore(0)
+    on_watch_run = RegistryActor._on_watch_run
+
+    def noted_watch(registry: RegistryActor, message: Any) -> None:
+        on_watch_run(registry, message)
+        noted.release()
+
+    monkeypatch.setattr(RegistryActor, "_on_watch_run", noted_watch)
+    waiters = [threading.Thread(target=wait, daemon=True) for _ in range(2)]
+    for waiter in waiters:
+        waiter.start()
+    for _ in waiters:  # noted before the run ends: its end wakes them
+        assert noted.acquire(timeout=WAIT)
+    release.set()
+    for waiter in waiters:
+        waiter.join(WAIT + 5)
+    assert raised, "nobody was woken"
+    statuses = [getattr(end, "status", end) for end in ends]
+    assert statuses == [RunStatus.SUCCESS] * 2, ends
