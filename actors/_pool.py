@@ -966,10 +966,18 @@ class StepPool:
             # Past the bound once waits for runs have ended: this actor is one too many.
             if not self._stopping and self._live - self._waiting <= self._limit:
                 if self._backlog:
-                    call = self._backlog.popleft()[0]
+                    entry = self._backlog.popleft()
+                    call = entry[0]
                     signal = call.signal  # as _handed, without its call once per step
                     if signal is not None:
-                        signal.began = _clock.monotonic()
+                        try:
+                            signal.began = _clock.monotonic()
+                        except BaseException:
+                            # The actor ends of it (see StepActor.on_failure): the call goes
+                            # back first in line, as it waited, for the next actor free or
+                            # the one the monitor starts. Dropped, its run waited for ever.
+                            self._backlog.appendleft(entry)
+                            raise
                     return call
                 self._idle.append((ref, time.monotonic()))
                 return None

@@ -8,6 +8,7 @@ inside a call rather than at its entry. Each fails without the fix it guards.
 
 from __future__ import annotations
 
+import sys
 import threading
 import types
 from collections.abc import Callable, Iterator
@@ -342,3 +343,52 @@ def test_the_waiters_of_a_stored_end_wake_though_waking_them_fails(
     assert raised, "nobody was woken"
     statuses = [getattr(end, "status", end) for end in ends]
     assert statuses == [RunStatus.SUCCESS] * 2, ends
+
+
+# --- 4. a call taken off the pool's backlog is not lost to a fault ------------------------
+
+
+def test_a_call_taken_off_the_backlog_by_a_failing_actor_is_still_served(
+    runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One step thread: the second run's call waits in the backlog until the first's ends;
+    # the actor then takes it, and fails right after (its clock read), while it holds it.
+    started = threading.Event()
+    release = threading.Event()
+
+    def held(ctx: Any) -> Value:
+        if ctx.input_data.value == 0:
+            started.set()
+            assert release.wait(WAIT)
+        return Value(value=ctx.input_data.value + 1)
+
+    rt = runtime(max_step_threads=1)
+    wf = rt.register(
+        create_workflow(id="pooled", input_schema=Value, output_schema=Value)
+        .then(_step(held))
+        .commit()
+    )
+    finished = actors._pool.StepPool.finished.__code__
+    clock = types.SimpleNamespace(monotonic=actors._pool._clock.monotonic)
+    monkeypatch.setattr(actors._pool, "_clock", clock)
+    raised = _raising_once(
+        monkeypatch, clock, "monotonic", when=lambda: sys._getframe(2).f_code is finished
+    )
+    first = wf.create_run()
+    first.start_async(input_data={"value": 0})
+    assert started.wait(WAIT)
+    submitted = threading.Event()
+    submit = actors._pool.StepPool.submit
+
+    def submitted_second(pool: actors._pool.StepPool, call: Any) -> None:
+        submit(pool, call)
+        submitted.set()  # the second run's call: in the backlog, the one thread being taken
+
+    monkeypatch.setattr(actors._pool.StepPool, "submit", submitted_second)
+    second = wf.create_run()
+    second.start_async(input_data={"value": 1})
+    assert submitted.wait(WAIT)
+    release.set()
+    assert first.wait(timeout=WAIT).status == RunStatus.SUCCESS
+    assert second.wait(timeout=WAIT).status == RunStatus.SUCCESS
+    assert raised, "no call was taken off the backlog"
