@@ -38,7 +38,7 @@ from runtime import _clock
 from runtime._errors import RuntimeStoppedError
 from runtime._handoff import deliver
 from runtime._sync import served_run
-from runtime._tracing import emit
+from runtime._tracing import FailingStreak, emit
 
 if TYPE_CHECKING:
     from actors._here import RunsHere
@@ -1034,6 +1034,31 @@ class StepPool:
         self._monitor.join(max(0.0, deadline - time.monotonic()))
 
     def _watch(self) -> None:
+        """The ``callboard-step-monitor`` thread: grow the pool while calls wait; outlive faults.
+
+        A fault of its own (a ``MemoryError``, say) ended the thread: the pool then
+        never grew again, and calls past its core waited for ever behind blocked
+        steps. It is said once, and the watch begins again a tick later.
+        """
+        streak = FailingStreak(
+            "step_monitor_failed",
+            "step_monitor_recovered",
+            hint="the step pool's monitor watches again a tick later; calls waiting for a "
+            "step thread are served as step threads free up meanwhile",
+        )
+        while True:
+            try:
+                self._monitor_ticks(streak)
+                return
+            except Exception as exc:
+                streak.failure(f"{type(exc).__name__}: {exc}")
+                with self._cond:
+                    if self._stopping:
+                        return
+                    self._cond.wait(TICK)
+
+    def _monitor_ticks(self, streak: FailingStreak) -> None:
+        """Watch the pool tick after tick until it stops (see :meth:`_watch`)."""
         voided = 0  # ticks set aside in a row because the GIL was held past them (HELD)
         stalled_at = float("-inf")  # when the monitor last saw a stalled tick (see DOUBTED)
         while True:
@@ -1077,8 +1102,14 @@ class StepPool:
                 grow = min(len(self._backlog), self._limit + self._waiting - self._live)
                 if not stalled:
                     grow = min(grow, max(1, self._live))
-                work = [_handed(self._backlog.popleft()[0]) for _ in range(grow)]
+                taken = [self._backlog.popleft() for _ in range(grow)]
+                try:
+                    work = [_handed(entry[0]) for entry in taken]
+                except BaseException:
+                    self._backlog.extendleft(reversed(taken))  # where they were, in order
+                    raise
                 self._live += grow
+                streak.success()
                 if not work:
                     # At the limit: the waiting calls are served as actors free
                     # up. Look again later, to retire actors once the rush is over.

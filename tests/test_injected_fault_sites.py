@@ -392,3 +392,55 @@ def test_a_call_taken_off_the_backlog_by_a_failing_actor_is_still_served(
     assert first.wait(timeout=WAIT).status == RunStatus.SUCCESS
     assert second.wait(timeout=WAIT).status == RunStatus.SUCCESS
     assert raised, "no call was taken off the backlog"
+
+
+# --- 5. the step pool's monitor outlives a fault of its own -------------------------------
+
+
+def test_the_step_pools_monitor_grows_the_pool_after_a_fault_of_its_own(
+    runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Past the pool's core (4), calls wait until the monitor sees them wait a whole tick and
+    # starts actors for them. A fault as it took them off the backlog ended its thread, and
+    # the calls with it: the pool never grew again, and runs past the core never ended.
+    runs = 7
+    together = threading.Barrier(runs)  # each step returns only once all are running
+
+    def all_at_once(ctx: Any) -> Value:
+        together.wait(WAIT)
+        return Value(value=ctx.input_data.value + 1)
+
+    raised = _raising_once(
+        monkeypatch,
+        actors._pool,
+        "_handed",
+        when=lambda: threading.current_thread().name == "callboard-step-monitor",
+    )
+    rt = runtime()
+    wf = rt.register(
+        create_workflow(id="grown", input_schema=Value, output_schema=Value)
+        .then(_step(all_at_once))
+        .commit()
+    )
+    started = [wf.create_run() for _ in range(runs)]
+    for index, run in enumerate(started):
+        run.start_async(input_data={"value": index})
+    ends = [run.wait(timeout=3 * WAIT) for run in started]
+    assert raised, "the monitor handed no call over"
+    assert [end.status for end in ends] == [RunStatus.SUCCESS] * runs, [e.error for e in ends]
+    # And it still watches: a larger crowd, past the actors the first left, is served too.
+    crowd = threading.Barrier(runs + 3)
+
+    def larger(ctx: Any) -> Value:
+        crowd.wait(WAIT)
+        return ctx.input_data
+
+    wider = rt.register(
+        create_workflow(id="grown_again", input_schema=Value, output_schema=Value)
+        .then(_step(larger))
+        .commit()
+    )
+    again = [wider.create_run() for _ in range(runs + 3)]
+    for index, run in enumerate(again):
+        run.start_async(input_data={"value": index})
+    assert all(run.wait(timeout=3 * WAIT).status == RunStatus.SUCCESS for run in again)
