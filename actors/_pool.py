@@ -832,12 +832,19 @@ class StepPool:
         with self._cond:
             self._waiting += 1
             self._count_wait(counted, 1)
-            if self._backlog and not self._stopping:
-                if self._live - self._waiting < self._core:
-                    self._live += 1
-                    call = _handed(self._backlog.popleft()[0])
-                else:
-                    self._cond.notify()  # the monitor may grow the pool, by the new bound
+            try:
+                if self._backlog and not self._stopping:
+                    if self._live - self._waiting < self._core:
+                        # Handed first, taken after: a fault in between lost the call.
+                        call = _handed(self._backlog[0][0])
+                        self._backlog.popleft()
+                        self._live += 1
+                    else:
+                        self._cond.notify()  # the monitor may grow the pool, by the new bound
+            except BaseException:  # the step's wait fails of it: it was never counted
+                self._waiting -= 1
+                self._count_wait(counted, -1)
+                raise
         # Told after the count changed, so that whoever it tells sees the room it makes.
         if self._on_wait is not None:
             self._on_wait(run_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 import types
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
@@ -444,3 +445,60 @@ def test_the_step_pools_monitor_grows_the_pool_after_a_fault_of_its_own(
     for index, run in enumerate(again):
         run.start_async(input_data={"value": index})
     assert all(run.wait(timeout=3 * WAIT).status == RunStatus.SUCCESS for run in again)
+
+
+def test_a_call_handed_over_as_a_step_begins_to_wait_is_not_lost_to_a_fault(
+    runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Four parents hold the pool's core (4), each starting a child and waiting for it: the
+    # children's calls wait in the backlog, and a parent's wait hands one to a new actor.
+    # A fault there lost the call it had taken (its child never ended) and kept the wait
+    # counted (one thread more allowed for good).
+    parents = 4
+    children: list[Any] = []
+    lock = threading.Lock()
+    child_wf = None  # set below, once registered
+
+    def parent(ctx: Any) -> Value:
+        assert child_wf is not None
+        child = child_wf.create_run()
+        with lock:
+            children.append(child)
+        child.start_async(input_data=ctx.input_data)
+        # The child's call waits in the backlog (the four actors are the parents') before
+        # this wait begins, which then hands it over.
+        pool = rt._host.system.pool  # type: ignore[attr-defined]
+        deadline = time.monotonic() + WAIT
+        while not pool.backlog and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert child.wait(timeout=WAIT).status == RunStatus.SUCCESS
+        return Value(value=ctx.input_data.value)
+
+    raised = _raising_once(
+        monkeypatch,
+        actors._pool,
+        "_handed",
+        when=lambda: threading.current_thread().name.startswith("StepActor-"),
+    )
+    rt = runtime()
+    child_wf = rt.register(
+        create_workflow(id="child", input_schema=Value, output_schema=Value)
+        .then(_step(lambda ctx: Value(value=ctx.input_data.value + 1)))
+        .commit()
+    )
+    wf = rt.register(
+        create_workflow(id="parent", input_schema=Value, output_schema=Value)
+        .then(_step(parent, "parent"))
+        .commit()
+    )
+    runs = [wf.create_run() for _ in range(parents)]
+    for index, run in enumerate(runs):
+        run.start_async(input_data={"value": index})
+    ends = [run.wait(timeout=3 * WAIT) for run in runs]
+    assert raised, "no call was handed over as a step began to wait"
+    # The parent whose wait met the fault fails naming it; the others succeed.
+    statuses = sorted(end.status for end in ends)
+    assert statuses.count(RunStatus.FAILED) <= 1, [end.error for end in ends]
+    # Every child ends, the one whose call the fault met too.
+    assert len(children) == parents
+    assert all(child.wait(timeout=3 * WAIT).status == RunStatus.SUCCESS for child in children)
