@@ -141,6 +141,8 @@ class SupervisorActor(DispatchedActor):
     """The StartRun its handler has placed: in a wait, or with an actor (see on_fault)."""
     _crash_told: RunCrashed | None
     """The RunCrashed whose failure its handler has told the registry (see on_fault)."""
+    _woken: tuple[str, ExecutionPlan] | None
+    """The run (and plan) the WakeRun being handled took from the sleepers (see on_fault)."""
 
     def on_fault(self, error: BaseException, message: Any = None) -> None:
         """Make good what the message it failed on leaves undone; count the fault.
@@ -162,6 +164,9 @@ class SupervisorActor(DispatchedActor):
             elif isinstance(message, WakeRun):
                 sleeping = self._sleeping.pop(message.run_id, None)
                 plan = None if sleeping is None else sleeping[0]
+                woken = self._woken
+                if plan is None and woken is not None and woken[0] == message.run_id:
+                    plan = woken[1]  # taken from the sleepers already: its hooks are called
                 self._start_failed(message.run_id, plan, error, "woken")
             elif isinstance(message, RunEnded | RunCrashed):
                 if self._drives(message.run_id, message.actor):
@@ -186,7 +191,7 @@ class SupervisorActor(DispatchedActor):
                 exc_info=True,
             )
         finally:
-            self._start_placed = self._crash_told = None
+            self._start_placed = self._crash_told = self._woken = None
             self._faults.spend(self, error)
 
     def _give_back_places(self, message: StartRun) -> None:
@@ -264,7 +269,7 @@ class SupervisorActor(DispatchedActor):
         # wake time: whichever worker is alive then takes it, not a timer here.
         self._shared = shared
         self._faults = FaultBudget(give_up)
-        self._start_placed = self._crash_told = None
+        self._start_placed = self._crash_told = self._woken = None
         self._pending = pending
         self._registry = registry
         self._pool = pool
@@ -504,17 +509,20 @@ class SupervisorActor(DispatchedActor):
         if sleeping is None:
             return
         plan, snapshot, _ = sleeping
+        self._woken = (message.run_id, plan)  # for on_fault, which finds no sleeper now
         deadline = run_deadline(snapshot) if "deadline" in snapshot else None
         if deadline is not None and deadline <= _clock.time():
             # Its time is up before its sleep: canceled here, as a cancel of a sleeping
             # run is, not after a wait for room to run.
             self._record_canceled(plan, snapshot, None, deadline_passed=True)
+            self._woken = None
             self._notify_if_idle()
             return
         if snapshot.get("queue") or (self._limit is not None and not self._has_room()):
             self._on_start_run(StartRun(plan=plan, snapshot=snapshot))
         else:  # _on_start_run's path for a run in no queue, with room, without a StartRun
             self._spawn(plan, snapshot, woken=True)
+        self._woken = None
 
     def _on_cancel_run(self, message: CancelRun) -> None:
         """Hand the cancel to the run's actor, or cancel a run held here (asleep or queued).

@@ -505,3 +505,35 @@ def test_a_call_handed_over_as_a_step_begins_to_wait_is_not_lost_to_a_fault(
     # Every child ends, the one whose call the fault met too.
     assert len(children) == parents
     assert all(child.wait(timeout=3 * WAIT).status == RunStatus.SUCCESS for child in children)
+
+
+# --- 6. a sleeping run whose wake fails is failed with its hooks --------------------------
+
+
+def test_a_sleeping_run_whose_wake_fails_is_failed_with_its_hooks_called_once(
+    runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The wake takes the run from the sleepers, then its actor fails to start: the fault's
+    # handler found no sleeper, and failed the run without its plan, its hooks not called.
+    calls: list[tuple[str, str]] = []
+    rt = runtime()
+    wf = rt.register(
+        create_workflow(
+            id="napping",
+            input_schema=Value,
+            output_schema=Value,
+            on_finish=lambda outcome: calls.append(("finish", outcome.run_id)),
+            on_error=lambda outcome: calls.append(("error", outcome.run_id)),
+        )
+        .sleep(0.05)
+        .then(_step(lambda ctx: Value(value=ctx.input_data.value + 1)))
+        .commit()
+    )
+    raised = _raising_once(monkeypatch, SupervisorActor, "_spawn", nth=2)  # 1: start, 2: wake
+    run = wf.create_run()
+    run.start_async(input_data={"value": 1})
+    end = run.wait(timeout=WAIT)
+    assert raised
+    assert end.status == RunStatus.FAILED and MARK in str(end.error), end.error
+    rt.stop()  # waits for the hook threads
+    assert sorted(kind for kind, run_id in calls if run_id == run.run_id) == ["error", "finish"]
