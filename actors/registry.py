@@ -121,6 +121,9 @@ class RegistryActor(ThreadActor):
         # progress: a failure is recorded on top of it even before the store has
         # committed it. (The store itself keeps snapshots in order.)
         self._live: dict[str, SnapshotRecord] = {}
+        # The snapshot whose on_recorded was told, while its handler runs: a fault after
+        # that tells it nothing more.
+        self._answered: SnapshotTaken | None = None
         # Runs claimed that cannot go on here (their definition, by fingerprint, is not
         # registered) go to ``hand_back``, unchanged: back to the queue, for a worker
         # that has it. The ids of those said so, to say it once (bounded).
@@ -211,10 +214,14 @@ class RegistryActor(ThreadActor):
             self._store_snapshot(message)
         except BaseException as exc:
             if on_recorded is not None:
-                on_recorded(False)  # nobody may wait for ever on a write that never happens
+                if self._answered is not message:
+                    # Nobody may wait for ever on a write that never happens.
+                    on_recorded(False)
             else:
                 self._not_stored(message, exc)
             raise
+        finally:
+            self._answered = None
         if record.run_id in self._logs and not (
             self._durable and not message.stored and record.status in SETTLED_STATUSES
         ):
@@ -267,6 +274,7 @@ class RegistryActor(ThreadActor):
             if on_recorded is not None:
                 # Kept: the store holds it, or something newer built on it (a restart of
                 # the run it ended may have come in between).
+                self._answered = message  # told, whatever happens in the call
                 on_recorded(stored is not None and stored.seq >= record.seq)
         except BaseException:
             if settles:
@@ -274,7 +282,20 @@ class RegistryActor(ThreadActor):
                 # to their timeouts for a wake that failed. (One woken early reads a run
                 # not ended, and waits again.)
                 self._wake(record.run_id)
+            if on_recorded is not None and self._answered is not message:
+                # Saved: told whether the store kept it, read once more. Told "not
+                # stored", a cancel the store holds answered that it changed nothing.
+                self._answered = message
+                on_recorded(self._kept(record))
             raise
+
+    def _kept(self, record: SnapshotRecord) -> bool:
+        """Whether the store holds ``record`` (or a newer one of its run); ``False`` unread."""
+        try:
+            stored = self._store.load(record.run_id)
+        except Exception:
+            return False
+        return stored is not None and stored.seq >= record.seq
 
     def _not_stored(self, message: SnapshotTaken, exc: BaseException) -> None:
         """A snapshot failed on its way to the store (a fault here, not the store's refusal).

@@ -537,3 +537,46 @@ def test_a_sleeping_run_whose_wake_fails_is_failed_with_its_hooks_called_once(
     assert end.status == RunStatus.FAILED and MARK in str(end.error), end.error
     rt.stop()  # waits for the hook threads
     assert sorted(kind for kind, run_id in calls if run_id == run.run_id) == ["error", "finish"]
+
+
+# --- 7. a cancel stored, then a fault: answered as stored ---------------------------------
+
+
+def test_a_cancel_the_store_took_is_answered_so_though_a_fault_followed(
+    runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In memory the registry stores the canceled snapshot, reads it back and answers the
+    # cancel. A fault in the read-back answered "not stored": cancel() then found the run
+    # canceled and returned False, saying its cancel had changed nothing.
+    from runtime._stores.memory import MemoryStore
+
+    began, release = threading.Event(), threading.Event()
+
+    def held(ctx: Any) -> Value:
+        began.set()
+        release.wait(WAIT)
+        return ctx.input_data
+
+    rt = runtime()
+    wf = rt.register(
+        create_workflow(id="canceled_then_fault", input_schema=Value, output_schema=Value)
+        .then(_step(held))
+        .commit()
+    )
+    armed = [False]
+    raised = _raising_once(
+        monkeypatch,
+        MemoryStore,
+        "load",
+        when=lambda: armed[0] and threading.current_thread().name.startswith("RegistryActor-"),
+    )
+    run = wf.create_run()
+    run.start_async(input_data={"value": 1})
+    assert began.wait(WAIT)
+    armed[0] = True
+    try:
+        assert run.cancel() is True
+    finally:
+        release.set()
+    assert raised, "the registry read nothing back"
+    assert run.wait(timeout=WAIT).status == RunStatus.CANCELED
