@@ -390,11 +390,24 @@ class RegistryActor(ThreadActor):
             for run_id in run_ids:
                 self._wake(run_id)
             return
-        for run_id, record in current.items():
-            if record is None or record.status in SETTLED_STATUSES:
-                self._wake(run_id)  # settled, or deleted: what the waiters read next says so
-            elif self._watcher is not None:
-                self._watcher.add(run_id, record.seq)
+        except BaseException:
+            # A fault of ours (a MemoryError): the runs are read no more, as noted already;
+            # woken, their waiters read the store themselves, and wait again if need be.
+            # (Left, a run that had ended before its wait was noted kept it to its timeout.)
+            for run_id in run_ids:
+                self._wake(run_id)
+            raise
+        try:
+            for run_id, record in current.items():
+                if record is None or record.status in SETTLED_STATUSES:
+                    self._wake(run_id)  # settled, or deleted: what the waiters read next says so
+                elif self._watcher is not None:
+                    self._watcher.add(run_id, record.seq)
+        except BaseException:
+            for run_id in run_ids:  # as above: woken early, a waiter reads and waits again
+                if run_id in self._waiters:
+                    self._wake(run_id)
+            raise
 
     def _on_unwatch_run(self, message: UnwatchRun) -> None:
         """A wait timed out or was cancelled: forget its event, and the run once none is left.

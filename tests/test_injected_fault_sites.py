@@ -580,3 +580,55 @@ def test_a_cancel_the_store_took_is_answered_so_though_a_fault_followed(
         release.set()
     assert raised, "the registry read nothing back"
     assert run.wait(timeout=WAIT).status == RunStatus.CANCELED
+
+
+# --- 8. waits noted for runs that ended meanwhile wake though their read fails ------------
+
+
+def test_a_wait_for_a_run_that_ended_as_it_began_wakes_though_the_registrys_read_fails(
+    runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The wait read the run unfinished; the run ended before the registry noted the wait;
+    # the registry then reads the runs of the waits it noted, and a fault there (a
+    # MemoryError) left the wait to its timeout: nothing else would wake it.
+    import runtime._run as run_module
+    from runtime._stores.memory import MemoryStore
+
+    release = threading.Event()
+
+    def held(ctx: Any) -> Value:
+        release.wait(WAIT)
+        return ctx.input_data
+
+    rt = runtime()
+    wf = rt.register(
+        create_workflow(id="ended_as_waited", input_schema=Value, output_schema=Value)
+        .then(_step(held))
+        .commit()
+    )
+    run = wf.create_run()
+    run.start_async(input_data={"value": 1})
+    armed = [False]
+    raised = _raising_once(
+        monkeypatch,
+        MemoryStore,
+        "load",
+        when=lambda: armed[0] and threading.current_thread().name.startswith("RegistryActor-"),
+    )
+    refuse = run_module.Run._refuse_on_step_loop
+
+    def run_ends_first(self: Any, call: str) -> None:
+        # Between the wait's first read (unfinished) and the wait's note: the run ends.
+        release.set()
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            stored = rt.store.load(self.run_id)
+            if stored is not None and stored.status == RunStatus.SUCCESS:
+                break
+            time.sleep(0.001)
+        armed[0] = True
+        refuse(self, call)
+
+    monkeypatch.setattr(run_module.Run, "_refuse_on_step_loop", run_ends_first)
+    assert run.wait(timeout=WAIT / 2).status == RunStatus.SUCCESS
+    assert raised, "the registry read no wait's run"
