@@ -82,55 +82,81 @@ def _step(execute: Callable[[Any], Value], step_id: str = "add") -> Any:
     return create_step(id=step_id, input_schema=Value, output_schema=Value, execute=execute)
 
 
+def _add_one(ctx: Any) -> Value:
+    return Value(value=ctx.input_data.value + 1)
+
+
+def _held(
+    release: threading.Event,
+    started: threading.Event | None = None,
+    *,
+    only_value: int | None = None,
+) -> Callable[[Any], Value]:
+    """A step body that waits for ``release`` (for input ``only_value`` alone, if given).
+
+    It sets ``started`` first, if given; then it adds one, as :func:`_add_one`.
+    """
+
+    def held(ctx: Any) -> Value:
+        if only_value is None or ctx.input_data.value == only_value:
+            if started is not None:
+                started.set()
+            assert release.wait(WAIT)
+        return _add_one(ctx)
+
+    return held
+
+
+def _one_step(
+    rt: Runtime, workflow_id: str, execute: Callable[[Any], Value] = _add_one, **options: Any
+) -> Any:
+    """Register a workflow of one step (``execute``) on ``rt``."""
+    return rt.register(
+        create_workflow(id=workflow_id, input_schema=Value, output_schema=Value, **options)
+        .then(_step(execute))
+        .commit()
+    )
+
+
+def _failed_of_the_fault(wf: Any, value: int = 1) -> Any:
+    """Start a run of ``wf`` and wait for it: it must fail, naming the injected fault."""
+    run = wf.create_run()
+    run.start_async(input_data={"value": value})
+    end = run.wait(timeout=WAIT)
+    assert end.status == RunStatus.FAILED and MARK in str(end.error), end.error
+    return run
+
+
+def _next_runs_succeed(wf: Any, count: int = 3) -> None:
+    """``count`` runs of ``wf`` one after the other, each succeeding."""
+    for index in range(count):
+        run = wf.create_run()
+        run.start_async(input_data={"value": index})
+        assert run.wait(timeout=WAIT).status == RunStatus.SUCCESS
+
+
 # --- 1. a start in a queue whose handling fails gives its max_queued place back ----------
 
 
-def test_a_queued_start_whose_handling_fails_gives_back_its_place_in_the_queue(
-    runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    "where",
+    [
+        "_on_start_run",  # before the run got into its queue: its place is given back
+        "_spawn",  # admitted by the gate (its slot counted as running), its actor not started
+    ],
+)
+def test_a_queued_start_whose_handling_fails_leaves_the_queue_whole(
+    where: str, runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    queue = Queue("bounded", concurrency=1, max_queued=1)
+    # The run fails naming the fault; its place in the queue (max_queued) and its slot are
+    # free again: the queue of one place and one slot serves the next runs (QueueFullError,
+    # or runs never admitted, if the failed start kept them).
     rt = runtime()
-    wf = rt.register(
-        create_workflow(id="queued", input_schema=Value, output_schema=Value, queue=queue)
-        .then(_step(lambda ctx: Value(value=ctx.input_data.value + 1)))
-        .commit()
-    )
-    raised = _raising_once(monkeypatch, SupervisorActor, "_on_start_run")
-    failed = wf.create_run()
-    failed.start_async(input_data={"value": 1})
-    end = failed.wait(timeout=WAIT)
+    wf = _one_step(rt, "queued", queue=Queue("bounded", concurrency=1, max_queued=1))
+    raised = _raising_once(monkeypatch, SupervisorActor, where)
+    _failed_of_the_fault(wf)
     assert raised, "the start was not handled"
-    assert end.status == RunStatus.FAILED and MARK in str(end.error), end.error
-    # Its place is free again: a queue of one place takes the next run (QueueFullError if
-    # the failed start kept it), and then refuses only a second one waiting.
-    for index in range(3):
-        run = wf.create_run()
-        run.start_async(input_data={"value": index})
-        assert run.wait(timeout=WAIT).status == RunStatus.SUCCESS
-
-
-def test_a_run_admitted_from_its_queue_whose_actor_cannot_start_fails_and_frees_its_slot(
-    runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The gate admits the run (its slot counted as running), then its actor fails to start:
-    # the run fails naming the fault, and the queue's one slot serves the next runs.
-    queue = Queue("single", concurrency=1, max_queued=1)
-    rt = runtime()
-    wf = rt.register(
-        create_workflow(id="admitted", input_schema=Value, output_schema=Value, queue=queue)
-        .then(_step(lambda ctx: Value(value=ctx.input_data.value + 1)))
-        .commit()
-    )
-    raised = _raising_once(monkeypatch, SupervisorActor, "_spawn")
-    failed = wf.create_run()
-    failed.start_async(input_data={"value": 1})
-    end = failed.wait(timeout=WAIT)
-    assert raised
-    assert end.status == RunStatus.FAILED and MARK in str(end.error), end.error
-    for index in range(3):
-        run = wf.create_run()
-        run.start_async(input_data={"value": index})
-        assert run.wait(timeout=WAIT).status == RunStatus.SUCCESS
+    _next_runs_succeed(wf)
 
 
 def test_a_queued_start_failed_of_its_actor_and_then_of_another_fault_gives_its_place_once(
@@ -142,12 +168,7 @@ def test_a_queued_start_failed_of_its_actor_and_then_of_another_fault_gives_its_
     started, release = threading.Event(), threading.Event()
     calls: list[str] = []
 
-    def held(ctx: Any) -> Value:
-        if ctx.input_data.value == 0:
-            started.set()
-            assert release.wait(WAIT)
-        return Value(value=ctx.input_data.value + 1)
-
+    held = _held(release, started, only_value=0)
     queue = Queue("single", concurrency=1, max_queued=1)
     rt = runtime()
     wf = rt.register(
@@ -163,11 +184,8 @@ def test_a_queued_start_failed_of_its_actor_and_then_of_another_fault_gives_its_
     )
     spawned = _raising_once(monkeypatch, SupervisorActor, "_spawn")
     idle = _raising_once(monkeypatch, SupervisorActor, "_notify_if_idle")
-    failed = wf.create_run()
-    failed.start_async(input_data={"value": 1})
-    end = failed.wait(timeout=WAIT)
+    failed = _failed_of_the_fault(wf)
     assert spawned and idle
-    assert end.status == RunStatus.FAILED and MARK in str(end.error), end.error
     # One run in the slot, one waiting: the queue is full.
     running, waiting = wf.create_run(), wf.create_run()
     running.start_async(input_data={"value": 0})
@@ -192,11 +210,7 @@ def test_a_run_taken_from_its_wait_on_another_runs_end_fails_if_its_actor_cannot
     # which knows only the first run's end, it stayed pending for ever and kept the slot.
     release = threading.Event()
 
-    def held(ctx: Any) -> Value:
-        if ctx.input_data.value == 0:
-            assert release.wait(WAIT)
-        return Value(value=ctx.input_data.value + 1)
-
+    held = _held(release, only_value=0)
     queued = waits_in == "queue"
     rt = runtime() if queued else runtime(max_concurrent_runs=1)
     wf = rt.register(
@@ -218,10 +232,7 @@ def test_a_run_taken_from_its_wait_on_another_runs_end_fails_if_its_actor_cannot
     end = second.wait(timeout=WAIT)
     assert raised
     assert end.status == RunStatus.FAILED and MARK in str(end.error), end.error
-    for index in range(3):
-        run = wf.create_run()
-        run.start_async(input_data={"value": index + 1})
-        assert run.wait(timeout=WAIT).status == RunStatus.SUCCESS
+    _next_runs_succeed(wf)
 
 
 # --- 2. a crash whose handling fails is failed with its plan: hooks once ----------------
@@ -299,16 +310,9 @@ def test_the_waiters_of_a_stored_end_wake_though_waking_them_fails(
     # wakes them, whatever failed in the registry.)
     release = threading.Event()
 
-    def held(ctx: Any) -> Value:
-        assert release.wait(WAIT)
-        return Value(value=ctx.input_data.value + 1)
-
+    held = _held(release)
     rt = runtime()
-    wf = rt.register(
-        create_workflow(id="waited", input_schema=Value, output_schema=Value)
-        .then(_step(held))
-        .commit()
-    )
+    wf = _one_step(rt, "waited", held)
     if where == "wake":
         raised = _raising_once(monkeypatch, RegistryActor, "_wake")
     else:
@@ -357,18 +361,9 @@ def test_a_call_taken_off_the_backlog_by_a_failing_actor_is_still_served(
     started = threading.Event()
     release = threading.Event()
 
-    def held(ctx: Any) -> Value:
-        if ctx.input_data.value == 0:
-            started.set()
-            assert release.wait(WAIT)
-        return Value(value=ctx.input_data.value + 1)
-
+    held = _held(release, started, only_value=0)
     rt = runtime(max_step_threads=1)
-    wf = rt.register(
-        create_workflow(id="pooled", input_schema=Value, output_schema=Value)
-        .then(_step(held))
-        .commit()
-    )
+    wf = _one_step(rt, "pooled", held)
     finished = actors._pool.StepPool.finished.__code__
     clock = types.SimpleNamespace(monotonic=actors._pool._clock.monotonic)
     monkeypatch.setattr(actors._pool, "_clock", clock)
@@ -418,11 +413,7 @@ def test_the_step_pools_monitor_grows_the_pool_after_a_fault_of_its_own(
         when=lambda: threading.current_thread().name == "callboard-step-monitor",
     )
     rt = runtime()
-    wf = rt.register(
-        create_workflow(id="grown", input_schema=Value, output_schema=Value)
-        .then(_step(all_at_once))
-        .commit()
-    )
+    wf = _one_step(rt, "grown", all_at_once)
     started = [wf.create_run() for _ in range(runs)]
     for index, run in enumerate(started):
         run.start_async(input_data={"value": index})
@@ -436,11 +427,7 @@ def test_the_step_pools_monitor_grows_the_pool_after_a_fault_of_its_own(
         crowd.wait(WAIT)
         return ctx.input_data
 
-    wider = rt.register(
-        create_workflow(id="grown_again", input_schema=Value, output_schema=Value)
-        .then(_step(larger))
-        .commit()
-    )
+    wider = _one_step(rt, "grown_again", larger)
     again = [wider.create_run() for _ in range(runs + 3)]
     for index, run in enumerate(again):
         run.start_async(input_data={"value": index})
@@ -484,11 +471,7 @@ def test_a_call_handed_over_as_a_step_begins_to_wait_is_not_lost_to_a_fault(
     # during this test, so that the parents' waits hand them over.
     monkeypatch.setattr(actors._pool, "TICK", 60.0)
     rt = runtime()
-    child_wf = rt.register(
-        create_workflow(id="child", input_schema=Value, output_schema=Value)
-        .then(_step(lambda ctx: Value(value=ctx.input_data.value + 1)))
-        .commit()
-    )
+    child_wf = _one_step(rt, "child")
     wf = rt.register(
         create_workflow(id="parent", input_schema=Value, output_schema=Value)
         .then(_step(parent, "parent"))
@@ -552,17 +535,9 @@ def test_a_cancel_the_store_took_is_answered_so_though_a_fault_followed(
 
     began, release = threading.Event(), threading.Event()
 
-    def held(ctx: Any) -> Value:
-        began.set()
-        release.wait(WAIT)
-        return ctx.input_data
-
+    held = _held(release, began)
     rt = runtime()
-    wf = rt.register(
-        create_workflow(id="canceled_then_fault", input_schema=Value, output_schema=Value)
-        .then(_step(held))
-        .commit()
-    )
+    wf = _one_step(rt, "canceled_then_fault", held)
     armed = [False]
     raised = _raising_once(
         monkeypatch,
@@ -596,16 +571,9 @@ def test_a_wait_for_a_run_that_ended_as_it_began_wakes_though_the_registrys_read
 
     release = threading.Event()
 
-    def held(ctx: Any) -> Value:
-        release.wait(WAIT)
-        return ctx.input_data
-
+    held = _held(release)
     rt = runtime()
-    wf = rt.register(
-        create_workflow(id="ended_as_waited", input_schema=Value, output_schema=Value)
-        .then(_step(held))
-        .commit()
-    )
+    wf = _one_step(rt, "ended_as_waited", held)
     run = wf.create_run()
     run.start_async(input_data={"value": 1})
     armed = [False]

@@ -326,6 +326,33 @@ def test_a_hook_waiting_for_a_run_does_not_hide_that_runs_step_from_time_skippin
     assert told == ["success"]
 
 
+def _parent_of(child: Any, parent_id: str) -> None:
+    """A run whose step (timeout 10 s) starts a run of ``child`` and waits for it, in a harness.
+
+    It must succeed, the harness's clock moving less than the step's timeout.
+    """
+    with Harness() as harness:
+        children = harness.register(child)
+
+        def wait_for_child(ctx: StepContext[N]) -> N:
+            result = children.create_run().start(input_data={"n": 1}, timeout=BLOCK_LIMIT)
+            return N(n=len(result.status))
+
+        parent = harness.register(
+            create_workflow(id=parent_id, input_schema=N, output_schema=N)
+            .then(
+                create_step(
+                    id="p", input_schema=N, output_schema=N, execute=wait_for_child, timeout=10
+                )
+            )
+            .commit()
+        )
+        began = harness.clock.now()
+        result = parent.create_run().start(input_data={"n": 0}, timeout=BLOCK_LIMIT)
+        assert result.status == "success", result.error
+        assert harness.clock.now() - began < 10  # kept up with real time
+
+
 def test_a_hook_at_work_holds_the_clock_as_a_step_does() -> None:
     # A step waiting for a child run is parked; the child's on_finish did real work
     # meanwhile, which the clock did not count: it jumped to the step's timeout, and the
@@ -338,26 +365,7 @@ def test_a_hook_at_work_holds_the_clock_as_a_step_does() -> None:
         .then(_step("c"))
         .commit()
     )
-    with Harness() as harness:
-        children = harness.register(child)
-
-        def wait_for_child(ctx: StepContext[N]) -> N:
-            result = children.create_run().start(input_data={"n": 1}, timeout=BLOCK_LIMIT)
-            return N(n=len(result.status))
-
-        parent = harness.register(
-            create_workflow(id="parent_of_hooked", input_schema=N, output_schema=N)
-            .then(
-                create_step(
-                    id="p", input_schema=N, output_schema=N, execute=wait_for_child, timeout=10
-                )
-            )
-            .commit()
-        )
-        began = harness.clock.now()
-        result = parent.create_run().start(input_data={"n": 0}, timeout=BLOCK_LIMIT)
-        assert result.status == "success", result.error
-        assert harness.clock.now() - began < 10  # kept up with the hook's real time
+    _parent_of(child, "parent_of_hooked")
 
 
 def test_a_step_slow_to_wake_after_its_child_ended_holds_the_clock(
@@ -381,26 +389,7 @@ def test_a_step_slow_to_wake_after_its_child_ended_holds_the_clock(
     child = (
         create_workflow(id="child_plain", input_schema=N, output_schema=N).then(_step("c")).commit()
     )
-    with Harness() as harness:
-        children = harness.register(child)
-
-        def wait_for_child(ctx: StepContext[N]) -> N:
-            result = children.create_run().start(input_data={"n": 1}, timeout=BLOCK_LIMIT)
-            return N(n=len(result.status))
-
-        parent = harness.register(
-            create_workflow(id="parent_slow_to_wake", input_schema=N, output_schema=N)
-            .then(
-                create_step(
-                    id="p", input_schema=N, output_schema=N, execute=wait_for_child, timeout=10
-                )
-            )
-            .commit()
-        )
-        began = harness.clock.now()
-        result = parent.create_run().start(input_data={"n": 0}, timeout=BLOCK_LIMIT)
-        assert result.status == "success", result.error
-        assert harness.clock.now() - began < 10
+    _parent_of(child, "parent_slow_to_wake")
 
 
 def test_a_virtual_clock_never_goes_back() -> None:
