@@ -199,6 +199,10 @@ class Dispatcher:
         for thread in self._threads:
             thread.start()
 
+    def waiting(self) -> int:
+        """How many actors have mail and wait for a thread (a moment's count)."""
+        return self._ready.qsize()
+
     def schedule(self, actor: DispatchedActor) -> None:
         """Queue an actor that has messages waiting."""
         self._ready.put(actor)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from actors import supervisor
 from actors.run import RunActor
 from runtime import (
     RunEvent,
@@ -302,6 +303,47 @@ def test_two_thousand_sleeping_runs_hold_no_threads_and_all_succeed() -> None:
             final = run.wait(WAIT)
             assert final.status == RunStatus.SUCCESS, final.error
             assert final.result == {"n": index + 1}
+
+
+def test_runs_held_back_while_the_dispatcher_is_behind_all_wake_once_in_order(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Sleeps that end together: the first woken run's actor waits for the dispatcher
+    # while the supervisor takes the others' wakes, and with a backlog of one allowed
+    # the others are held back (as their ids) and woken as it catches up.
+    monkeypatch.setattr(supervisor, "WAKE_BACKLOG", 1)
+    held = 0
+    on_wakes_held = supervisor.SupervisorActor._on_wakes_held
+
+    def counted(self: supervisor.SupervisorActor) -> None:
+        nonlocal held
+        held += 1
+        on_wakes_held(self)
+
+    monkeypatch.setattr(supervisor.SupervisorActor, "_on_wakes_held", counted)
+    moment = datetime.now(UTC) + timedelta(seconds=0.5)
+    wf = runtime.register(
+        create_workflow(id="together", input_schema=N, output_schema=N)
+        .sleep_until(moment)
+        .then(inc_step())
+        .commit()
+    )
+    runs = [wf.create_run() for _ in range(40)]
+    for index, run in enumerate(runs):
+        run.start_async(input_data={"n": index})
+
+    finals = [run.wait(WAIT) for run in runs]
+
+    assert held > 0
+    assert [final.result for final in finals] == [{"n": index + 1} for index in range(40)]
+    woken = []
+    for final in finals:
+        sleep = next(iter(final.steps.values()))
+        assert sleep.status == StepStatus.SUCCESS
+        assert sleep.ended_at is not None and sleep.ended_at >= moment
+        woken.append(sleep.ended_at)
+    # One timer batch, one supervisor inbox, one queue of held ids: woken as started.
+    assert woken == sorted(woken)
 
 
 def test_a_waiting_run_holds_no_actor(runtime: Runtime) -> None:
