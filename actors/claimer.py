@@ -563,14 +563,30 @@ class Claimer:
         """One pass; the seconds until the next one is due."""
         store = self._store
         now = time.monotonic()
+        unreaped: StoreError | None = None
         if now >= self._next_reap or self._reap_wanted:
             self._reap_wanted = False
-            with _clock.judging_leases:  # not while a virtual clock jumps
-                # Woken from a stop, this worker renews before it judges, as the lease
-                # thread may not have yet: else it reaped itself, its lease run out.
-                self._guard.refresh()
-                store.reap()
-            self._next_reap = now + min(store.lease / 4, REAP_EVERY)
+            try:
+                with _clock.judging_leases:  # not while a virtual clock jumps
+                    # Woken from a stop, this worker renews before it judges, as the lease
+                    # thread may not have yet: else it reaped itself, its lease run out.
+                    self._guard.refresh()
+                    store.reap()
+            except StoreError as exc:
+                # Tried again at the next pass; the rest of this one goes on. (Raised at
+                # once, every pass stopped here for as long as a refusal lasted: no run
+                # was claimed, no cancel request read, no wake time looked at.)
+                self._reap_wanted = True
+                unreaped = exc
+            else:
+                self._next_reap = now + min(store.lease / 4, REAP_EVERY)
+        wait = self._work_pass(store, now)
+        if unreaped is not None:
+            raise unreaped  # said as the pass's failure (see _run)
+        return wait
+
+    def _work_pass(self, store: SharedStore, now: float) -> float:
+        """The pass past its reap: cancels, resumes, claims, wakes; the seconds to the next."""
         if not self._executes:
             return max(0.0, min(POLL_INTERVAL, self._next_reap - now))
         if now >= self._next_full:

@@ -82,3 +82,49 @@ def test_a_poked_pass_that_only_reads_does_not_end_a_streak_of_failed_claims(
         finally:
             claimer.stop(5)
             store.close()
+
+
+def test_a_reap_the_store_refuses_does_not_keep_the_pass_from_claiming(
+    tmp_path: Path, _structlog_reset: None
+) -> None:
+    # A reap is a write: while the store refused writes, every pass stopped at its reap
+    # (tried again at each, as it was due), so no pass claimed, looked for cancel requests
+    # or wake times until the refusal ended. The rest of the pass goes on now, and the
+    # reap is tried again at the next.
+    store = SQLiteStore(tmp_path / "runs.db")
+    store.create(rec("r1"), hold=False)
+    reap = store.reap
+    reaps = [0]
+
+    def refused_reap(*args: Any, **kwargs: Any) -> Any:
+        reaps[0] += 1
+        if reaps[0] <= 3:
+            raise StoreUnavailableError("refused for the test")
+        return reap(*args, **kwargs)
+
+    store.reap = refused_reap  # type: ignore[method-assign]
+    taken: list[tuple[str, int]] = []  # each run claimed, with the reaps tried by then
+
+    def take(claimed: Any, _generation: int) -> None:
+        taken.extend((c.record.run_id, reaps[0]) for c in claimed)
+
+    with capture_logs() as logs:
+        claimer = Claimer(
+            store,
+            plans=lambda: {"wf": PLAN},
+            capacity=None,
+            executes=True,
+            take=take,
+            cancel=lambda _run_id, done: done(),
+        )
+        try:
+            wait_until(lambda: taken, what="the claim beside the refused reap")
+            # Claimed by the first pass, whose reap was refused (without: by the fourth).
+            assert taken == [("r1", 1)]
+            wait_until(lambda: reaps[0] > 3, what="the reap tried again, pass after pass")
+            wait_until(lambda: _events(logs, "claim_pass_recovered"), what="the streak ends")
+            [failed] = _events(logs, "claim_pass_failed")
+            assert "refused for the test" in failed["error"]
+        finally:
+            claimer.stop(5)
+            store.close()
