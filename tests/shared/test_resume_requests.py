@@ -346,10 +346,14 @@ def test_a_request_of_a_suspension_that_ended_unresumed_is_not_applied_to_the_ne
         timeout=WAIT,
         what="the second iteration suspended",
     )
-    done = gate.finished(worker)
     gate.let(worker)
-    worker._host.system.claimer.poke("resume")  # type: ignore[union-attr]
-    done.wait(5)
+    claimer = worker._host.system.claimer  # type: ignore[union-attr]
+    assert claimer is not None
+    claimer.poke("resume")
+    # The poked pass hands every request it reads to the gate on its own thread: once it
+    # is over, a request still waiting (the fault) was acted on. None is left here (the
+    # record of the bail took it), so this waits for the pass, not for a timeout.
+    wait_until(claimer.idle, timeout=WAIT, what="the worker's claimer passed")
     time.sleep(0.5)  # room for a step that should not run
     assert ("bailed/i1", {"n": 1}) not in looped.seen, looped.seen
     result = run.wait(timeout=WAIT)
