@@ -553,6 +553,10 @@ def path_from_url(location: str | os.PathLike[str]) -> Path:
     return path.absolute()
 
 
+_NEAR_LIMIT: Final = 12
+"""How few files short of RLIMIT_NOFILE a process counts as out of them (or 1/16 of it)."""
+
+
 def _out_of_descriptors(exc: sqlite3.Error) -> str | None:
     """What to say if SQLite could not open a file because the process is out of descriptors.
 
@@ -584,10 +588,14 @@ def _out_of_descriptors(exc: sqlite3.Error) -> str | None:
             open_now = limit
         finally:
             os.close(probe)
-        if open_now < limit - 3:  # room for the three files: something else failed
+        # Near the limit still, or something else failed. Not "room for the three files
+        # now": other threads close theirs between the failed open and this count, and
+        # a thread that found a few files free here said "unable to open database file"
+        # (StoreError) where its neighbours were told the limit was reached.
+        if open_now < limit - max(_NEAR_LIMIT, limit // 16):
             return None
     return (
-        f"the process has {open_now} files open, at its limit of {limit} "
+        f"the process has {open_now} files open, at or near its limit of {limit} "
         "(RLIMIT_NOFILE, `ulimit -n`); each thread that reads a SQLite store holds three of "
         "them (the file, its -wal and its -shm) while it lives: raise the limit, or read "
         "from fewer threads"
