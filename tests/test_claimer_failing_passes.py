@@ -8,6 +8,7 @@ failure would then say had begun again.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,18 @@ PLAN = (
     .commit()
     .plan
 )
+
+
+def _claimer(store: SQLiteStore, take: Callable[[Any, int], None]) -> Claimer:
+    """A claimer of ``wf``'s runs on ``store``, with no capacity, handing them to ``take``."""
+    return Claimer(
+        store,
+        plans=lambda: {"wf": PLAN},
+        capacity=None,
+        executes=True,
+        take=take,
+        cancel=lambda _run_id, done: done(),
+    )
 
 
 def _events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
@@ -53,13 +66,8 @@ def test_a_poked_pass_that_only_reads_does_not_end_a_streak_of_failed_claims(
     store.cancel_requests = counted_cancel_requests  # type: ignore[method-assign]
     taken: list[str] = []
     with capture_logs() as logs:
-        claimer = Claimer(
-            store,
-            plans=lambda: {"wf": PLAN},
-            capacity=None,
-            executes=True,
-            take=lambda claimed, _generation: taken.extend(c.record.run_id for c in claimed),
-            cancel=lambda _run_id, done: done(),
+        claimer = _claimer(
+            store, lambda claimed, _generation: taken.extend(c.record.run_id for c in claimed)
         )
         try:
             wait_until(lambda: _events(logs, "claim_pass_failed"), what="a pass fails")
@@ -109,14 +117,7 @@ def test_a_reap_the_store_refuses_does_not_keep_the_pass_from_claiming(
         taken.extend((c.record.run_id, reaps[0]) for c in claimed)
 
     with capture_logs() as logs:
-        claimer = Claimer(
-            store,
-            plans=lambda: {"wf": PLAN},
-            capacity=None,
-            executes=True,
-            take=take,
-            cancel=lambda _run_id, done: done(),
-        )
+        claimer = _claimer(store, take)
         try:
             wait_until(lambda: taken, what="the claim beside the refused reap")
             # Claimed by the first pass, whose reap was refused (without: by the fourth).

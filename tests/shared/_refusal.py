@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from runtime import Runtime, SQLiteStore, StoreUnavailableError
+from runtime import Runtime, SQLiteStore, StoreError, StoreUnavailableError
 
 
 @dataclass
@@ -115,3 +115,23 @@ def told_at_once(
     assert took < timeout / 3, f"{name} took {took:.1f} s, where the write's timeout is {timeout} s"
     assert "refuses writes" in str(raised.value) and says in str(raised.value), raised.value
     return raised.value
+
+
+def failures_of(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> list[float]:
+    """Note when each call of ``owner.name`` fails with a ``StoreError``; the list of times.
+
+    So that a refusal lasts until several tries failed, counted, rather than for a
+    fixed time, which a loaded machine may fill with fewer.
+    """
+    failures: list[float] = []
+    call = getattr(owner, name)
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return call(*args, **kwargs)
+        except StoreError:
+            failures.append(time.monotonic())
+            raise
+
+    monkeypatch.setattr(owner, name, counted)
+    return failures

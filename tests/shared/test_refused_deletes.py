@@ -29,7 +29,6 @@ from runtime import (
     RetentionPolicy,
     Runtime,
     StepContext,
-    StoreError,
     StoreUnavailableError,
     create_step,
     create_workflow,
@@ -39,6 +38,7 @@ from tests._support import Value, actor_system, wait_until
 from tests.durable._support.workflows import read_lines
 from tests.shared._refusal import (
     Refusable,
+    failures_of,
     refusable_store,
     stripped_role,
     told_at_once,
@@ -242,17 +242,7 @@ def test_the_claimer_says_failed_passes_once_when_they_begin_and_once_when_they_
         # (rather than for a fixed time that a loaded machine may fill with fewer).
         claimer = actor_system(rt).claimer
         assert claimer is not None
-        failures: list[float] = []
-        one_pass = claimer._pass
-
-        def counted() -> float:
-            try:
-                return one_pass()
-            except StoreError:
-                failures.append(time.monotonic())
-                raise
-
-        monkeypatch.setattr(claimer, "_pass", counted)
+        failures = failures_of(monkeypatch, claimer, "_pass")
         wf = rt.register(
             create_workflow(
                 id="approval",

@@ -23,11 +23,12 @@ from structlog.testing import capture_logs
 import actors.claimer as claimer_module
 import runtime._stores.postgres as postgres_module
 from actors.claimer import Claimer
-from runtime import Runtime, SQLiteStore, StoreError, StoreUnavailableError
+from runtime import Runtime, SQLiteStore, StoreUnavailableError
 from tests._support import actor_system, wait_until
 from tests.durable._support.workflows import read_lines
 from tests.shared._refusal import (
     Refusable,
+    failures_of,
     refusable_store,
     told_at_once,
 )
@@ -74,17 +75,7 @@ def test_the_lease_thread_says_a_refusal_once_tries_again_at_once_and_renews_aft
         claimer = actor_system(rt).claimer
         assert claimer is not None
         guard = claimer._guard
-        failures: list[float] = []
-        beat = guard.beat
-
-        def counted() -> Any:
-            try:
-                return beat()
-            except StoreError:
-                failures.append(time.monotonic())
-                raise
-
-        monkeypatch.setattr(guard, "beat", counted)
+        failures = failures_of(monkeypatch, guard, "beat")
         refusable.refuse(rt, True)
         try:
             # A beat is told at once (the lease thread's may be under way beside it).
