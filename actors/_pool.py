@@ -835,9 +835,7 @@ class StepPool:
             try:
                 if self._backlog and not self._stopping:
                     if self._live - self._waiting < self._core:
-                        # Handed first, taken after: a fault in between lost the call.
-                        call = _handed(self._backlog[0][0])
-                        self._backlog.popleft()
+                        [call] = self._take_handed(1)
                         self._live += 1
                     else:
                         self._cond.notify()  # the monitor may grow the pool, by the new bound
@@ -1109,12 +1107,7 @@ class StepPool:
                 grow = min(len(self._backlog), self._limit + self._waiting - self._live)
                 if not stalled:
                     grow = min(grow, max(1, self._live))
-                taken = [self._backlog.popleft() for _ in range(grow)]
-                try:
-                    work = [_handed(entry[0]) for entry in taken]
-                except BaseException:
-                    self._backlog.extendleft(reversed(taken))  # where they were, in order
-                    raise
+                work = self._take_handed(grow)
                 self._live += grow
                 streak.success()
                 if not work:
@@ -1124,6 +1117,20 @@ class StepPool:
                     continue
             emit(logging.DEBUG, "step_pool_grown", added=len(work), size=self._live)
             self._start_actors(work)
+
+    def _take_handed(self, count: int) -> list[StepActorMessage]:
+        """The ``count`` calls at the backlog's head, each handed over (see :func:`_handed`).
+
+        A fault in a hand-over leaves them all where they were, in order: taken and
+        dropped, their runs waited for ever. (:meth:`finished`, once per step, does the
+        same inline.)
+        """
+        taken = [self._backlog.popleft() for _ in range(count)]
+        try:
+            return [_handed(entry[0]) for entry in taken]
+        except BaseException:
+            self._backlog.extendleft(reversed(taken))
+            raise
 
     def _retire_idle(self) -> None:
         cutoff = time.monotonic() - self._idle_timeout
