@@ -384,30 +384,21 @@ class RegistryActor(ThreadActor):
                 current: dict[str, SnapshotRecord | None] = {r: found.get(r) for r in run_ids}
             else:
                 current = {run_id: store.load(run_id) for run_id in run_ids}
-        except StoreError as exc:
-            # They read the store again themselves (through the outage), and wait again.
-            emit(logging.WARNING, "run_waits_read_failed", runs=len(run_ids), error=str(exc))
-            for run_id in run_ids:
-                self._wake(run_id)
-            return
-        except BaseException:
-            # A fault of ours (a MemoryError): the runs are read no more, as noted already;
-            # woken, their waiters read the store themselves, and wait again if need be.
-            # (Left, a run that had ended before its wait was noted kept it to its timeout.)
-            for run_id in run_ids:
-                self._wake(run_id)
-            raise
-        try:
             for run_id, record in current.items():
                 if record is None or record.status in SETTLED_STATUSES:
                     self._wake(run_id)  # settled, or deleted: what the waiters read next says so
                 elif self._watcher is not None:
                     self._watcher.add(run_id, record.seq)
-        except BaseException:
-            for run_id in run_ids:  # as above: woken early, a waiter reads and waits again
-                if run_id in self._waiters:
-                    self._wake(run_id)
-            raise
+        except BaseException as exc:
+            # They read the store again themselves (through an outage), and wait again if
+            # need be: the runs noted are read no more here. (Left, a run that had ended
+            # before its wait was noted kept it to its timeout after a fault of ours.)
+            if isinstance(exc, StoreError):
+                emit(logging.WARNING, "run_waits_read_failed", runs=len(run_ids), error=str(exc))
+            for run_id in run_ids:
+                self._wake(run_id)
+            if not isinstance(exc, StoreError):
+                raise  # a fault of ours (a MemoryError): counted as the registry's
 
     def _on_unwatch_run(self, message: UnwatchRun) -> None:
         """A wait timed out or was cancelled: forget its event, and the run once none is left.
