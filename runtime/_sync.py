@@ -324,9 +324,6 @@ class AbortSignal:
         """Whether the signal has been aborted."""
         return self._reason is not None
 
-    def _is_aborted(self) -> bool:
-        return self._reason is not None
-
     def _waitable(self) -> Latch:
         latch = self._latch
         if latch is not None:
@@ -370,7 +367,7 @@ class AbortSignal:
         parked = _probes.parked
         if parked is None or timeout is not None:
             return self._waitable().wait(timeout)
-        with parked(self._is_aborted):
+        with parked(lambda: self.aborted):
             return self._waitable().wait(timeout)
 
     async def wait_async(self) -> None:
@@ -379,7 +376,7 @@ class AbortSignal:
         if parked is None:
             await self._waitable().wait_async()
             return
-        with parked(self._is_aborted):
+        with parked(lambda: self.aborted):
             await self._waitable().wait_async()
 
     def add_callback(self, fn: Callable[[str], None]) -> None:
