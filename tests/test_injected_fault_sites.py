@@ -166,7 +166,7 @@ def test_a_queued_start_failed_of_its_actor_and_then_of_another_fault_gives_its_
     # passed on. A second fault later in the same handling must not give them back again
     # (the queue then took one run past max_queued) nor fail the run again (its hooks).
     started, release = threading.Event(), threading.Event()
-    calls: list[str] = []
+    calls: list[tuple[str, str]] = []
 
     held = _held(release, started, only_value=0)
     queue = Queue("single", concurrency=1, max_queued=1)
@@ -177,7 +177,7 @@ def test_a_queued_start_failed_of_its_actor_and_then_of_another_fault_gives_its_
             input_schema=Value,
             output_schema=Value,
             queue=queue,
-            on_finish=lambda outcome: calls.append(outcome.run_id),
+            **_recording_hooks(calls),
         )
         .then(_step(held))
         .commit()
@@ -197,7 +197,7 @@ def test_a_queued_start_failed_of_its_actor_and_then_of_another_fault_gives_its_
     assert running.wait(timeout=WAIT).status == RunStatus.SUCCESS
     assert waiting.wait(timeout=WAIT).status == RunStatus.SUCCESS
     rt.stop()  # the hooks of a failure told twice would run on another hook thread
-    assert calls.count(failed.run_id) == 1, calls
+    assert calls.count(("finish", failed.run_id)) == 1, calls
 
 
 @pytest.mark.parametrize("waits_in", ["queue", "max_concurrent_runs"])
@@ -238,14 +238,21 @@ def test_a_run_taken_from_its_wait_on_another_runs_end_fails_if_its_actor_cannot
 # --- 2. a crash whose handling fails is failed with its plan: hooks once ----------------
 
 
+def _recording_hooks(calls: list[tuple[str, str]]) -> dict[str, Any]:
+    """A workflow's ``on_finish`` and ``on_error``, noting ``(kind, run_id)`` in ``calls``."""
+    return {
+        "on_finish": lambda outcome: calls.append(("finish", outcome.run_id)),
+        "on_error": lambda outcome: calls.append(("error", outcome.run_id)),
+    }
+
+
 def _hooked(calls: list[tuple[str, str]]) -> Any:
     return (
         create_workflow(
             id="hooked",
             input_schema=Value,
             output_schema=Value,
-            on_finish=lambda outcome: calls.append(("finish", outcome.run_id)),
-            on_error=lambda outcome: calls.append(("error", outcome.run_id)),
+            **_recording_hooks(calls),
         )
         .then(_step(lambda ctx: Value(value=ctx.input_data.value + 1), "first"))
         .then(_step(lambda ctx: Value(value=ctx.input_data.value + 1), "second"))
@@ -505,8 +512,7 @@ def test_a_sleeping_run_whose_wake_fails_is_failed_with_its_hooks_called_once(
             id="napping",
             input_schema=Value,
             output_schema=Value,
-            on_finish=lambda outcome: calls.append(("finish", outcome.run_id)),
-            on_error=lambda outcome: calls.append(("error", outcome.run_id)),
+            **_recording_hooks(calls),
         )
         .sleep(0.05)
         .then(_step(lambda ctx: Value(value=ctx.input_data.value + 1)))

@@ -342,7 +342,8 @@ def test_runs_held_back_while_the_dispatcher_is_behind_all_wake_once_in_order(
         assert sleep.status == StepStatus.SUCCESS
         assert sleep.ended_at is not None and sleep.ended_at >= moment
         woken.append(sleep.ended_at)
-    # One timer batch, one supervisor inbox, one queue of held ids: woken as started.
+    # The timers fire in the order the sleeps began, the supervisor takes their wakes in
+    # that order, and the ids it holds back too: woken as started.
     assert woken == sorted(woken)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +98,30 @@ def refusable_store(
     server: Any = request.getfixturevalue("postgres_server")
     url: str = request.getfixturevalue("postgres_url")
     return stripped_role(server, url, role, privileges)
+
+
+def refusable_fixture(
+    *, before: Callable[[pytest.MonkeyPatch], None] | None = None, **options: Any
+) -> Any:
+    """A ``refusable`` fixture for a test module: :func:`refusable_store`, on each store.
+
+    Parametrized over SQLite and PostgreSQL; ``options`` are :func:`refusable_store`'s
+    (``timeout``, ``role``, ...), and ``before`` patches the module first. structlog is
+    reset afterwards, for the tests that read logs.
+    """
+
+    @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+    def refusable(
+        request: pytest.FixtureRequest,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        _structlog_reset: None,
+    ) -> Iterator[Refusable]:
+        if before is not None:
+            before(monkeypatch)
+        yield refusable_store(request, tmp_path, monkeypatch, **options)
+
+    return refusable
 
 
 def told_at_once(

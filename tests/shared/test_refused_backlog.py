@@ -12,9 +12,7 @@ order they were made.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import Future
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,7 +25,7 @@ from runtime._stores._writer import GroupCommitWriter, Write, refuse_at_once, re
 from tests._support import wait_until
 from tests.shared._refusal import (
     Refusable,
-    refusable_store,
+    refusable_fixture,
     told_at_once,
 )
 from tests.shared._workflows import WORKFLOWS
@@ -40,14 +38,7 @@ RUNS = 4
 ROLE = "callboard_refused_backlog"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def refusable(
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    _structlog_reset: None,
-) -> Iterator[Refusable]:
-    yield refusable_store(request, tmp_path, monkeypatch, timeout=TIMEOUT, role=ROLE)
+refusable = refusable_fixture(timeout=TIMEOUT, role=ROLE)
 
 
 def _record(run_id: str, seq: int, status: str = "running") -> SnapshotRecord:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ from tests.durable._support.workflows import read_lines
 from tests.shared._refusal import (
     Refusable,
     failures_of,
-    refusable_store,
+    refusable_fixture,
     stripped_role,
     told_at_once,
 )
@@ -62,14 +62,7 @@ def _told(name: str, attempt: Callable[[], Any], says: str) -> StoreUnavailableE
     return told_at_once(name, attempt, says, timeout=TIMEOUT)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def refusable(
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    _structlog_reset: None,
-) -> Iterator[Refusable]:
-    yield refusable_store(request, tmp_path, monkeypatch, timeout=TIMEOUT, role=ROLE)
+refusable = refusable_fixture(timeout=TIMEOUT, role=ROLE)
 
 
 quick = (

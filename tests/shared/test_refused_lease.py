@@ -13,7 +13,6 @@ lease as soon as the store takes writes again.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from tests.durable._support.workflows import read_lines
 from tests.shared._refusal import (
     Refusable,
     failures_of,
-    refusable_store,
+    refusable_fixture,
     told_at_once,
 )
 from tests.shared._workflows import held_in_beta
@@ -45,15 +44,11 @@ FAILED_BEATS = 3
 ROLE = "callboard_refused_lease"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def refusable(
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    _structlog_reset: None,
-) -> Iterator[Refusable]:
-    monkeypatch.setattr(claimer_module, "HEARTBEAT_EVERY", BEAT)
-    yield refusable_store(request, tmp_path, monkeypatch, timeout=TIMEOUT, role=ROLE)
+refusable = refusable_fixture(
+    timeout=TIMEOUT,
+    role=ROLE,
+    before=lambda monkeypatch: monkeypatch.setattr(claimer_module, "HEARTBEAT_EVERY", BEAT),
+)
 
 
 def _events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from tests._support import Value, wait_until
 from tests.durable._support.workflows import read_lines
 from tests.shared._refusal import (
     Refusable,
-    refusable_store,
+    refusable_fixture,
     told_at_once,
 )
 from tests.shared._workflows import WORKFLOWS, held_in_beta
@@ -54,19 +54,9 @@ def _told(name: str, attempt: Callable[[], Any], says: str) -> StoreUnavailableE
     return told_at_once(name, attempt, says, timeout=TIMEOUT)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def refusable(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Refusable]:
-    yield refusable_store(
-        request,
-        tmp_path,
-        monkeypatch,
-        timeout=TIMEOUT,
-        role=ROLE,
-        privileges="INSERT, UPDATE",
-        patient=False,
-    )
+refusable = refusable_fixture(
+    timeout=TIMEOUT, role=ROLE, privileges="INSERT, UPDATE", patient=False
+)
 
 
 def _flagged(ctx: Any) -> Value:
