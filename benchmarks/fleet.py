@@ -119,6 +119,58 @@ def cpu_seconds() -> float:
     return times.user + times.system
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the command's name (field 3 on), or none."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # gone, or no /proc
+        return []
+    return text[text.rfind(")") + 2 :].split()
+
+
+def server_cpu_seconds(server: Any) -> float | None:
+    """CPU seconds the throwaway cluster's processes have spent, from ``/proc``.
+
+    The postmaster's own time and its reaped children's (an ended backend's time
+    is added to its parent's ``cutime``/``cstime`` when the postmaster reaps it),
+    plus the time of its living children (backends, the checkpointer, the WAL
+    writer). ``None`` for a server that is not ours or without ``/proc``.
+    """
+    if server.external is not None or server.root is None:
+        return None
+    try:
+        postmaster = int((server.root / "data" / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    own = _stat_fields(postmaster)
+    if len(own) < 15:
+        return None
+    # From field 3 on: ppid is index 1, utime 11, stime 12, cutime 13, cstime 14.
+    ticks = sum(int(value) for value in own[11:15])
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if len(fields) > 12 and fields[1] == str(postmaster):
+                ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class ServerClock:
+    """The server's CPU seconds over a measurement (``None`` where it cannot be read)."""
+
+    def __init__(self, server: Any) -> None:
+        self._server = server
+        self._began = server_cpu_seconds(server)
+
+    def spent(self) -> float | None:
+        """Seconds since this clock was made, once the ended connections' backends are reaped."""
+        if self._began is None:
+            return None
+        time.sleep(0.3)  # the workers' backends end when they do; the postmaster reaps them
+        now = server_cpu_seconds(self._server)
+        return None if now is None else now - self._began
+
+
 # --- the measurements ------------------------------------------------------------------
 
 
@@ -132,18 +184,20 @@ def spawn(role: str, url: str, arg: int) -> subprocess.Popen[str]:
     )
 
 
-def go(processes: list[subprocess.Popen[str]]) -> float:
+def go(processes: list[subprocess.Popen[str]], server: Any) -> tuple[float, ServerClock]:
+    """Once every process is ready, tell them to go: when, and the server's CPU clock."""
     for proc in processes:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()
         if line != "ready":
             raise RuntimeError(f"a process did not start: {line!r}")
+    clock = ServerClock(server)
     started = time.perf_counter()
     for proc in processes:
         assert proc.stdin is not None
         proc.stdin.write("go\n")
         proc.stdin.flush()
-    return started
+    return started, clock
 
 
 def finish(processes: list[subprocess.Popen[str]]) -> float:
@@ -194,23 +248,31 @@ def wait_all(url: str, table: str, runs: int, started: float, limit: float = 600
             time.sleep(min(0.25, max(0.01, left / 4)))
 
 
-def callboard_rate(url: str, workers: int, runs: int, concurrency: int) -> tuple[float, float]:
-    """Runs/s, and the workers' CPU milliseconds per run."""
+Rate = tuple[float, float, float | None]
+"""Runs/s, the processes' CPU milliseconds per run, and the server's (``None``: unknown)."""
+
+
+def per_run_ms(seconds: float | None, runs: int) -> float | None:
+    return None if seconds is None else seconds / runs * 1e3
+
+
+def callboard_rate(server: Any, url: str, workers: int, runs: int, concurrency: int) -> Rate:
+    """Runs/s, the workers' CPU milliseconds per run, and the server's."""
     processes = [spawn("worker", url, concurrency) for _ in range(workers)]
     try:
         with Runtime(store=url, role="client") as client:
             wf = client.register(workflow())
             for index in range(runs):
                 wf.create_run().start_async(input_data={"n": index})
-        started = go(processes)
+        started, clock = go(processes, server)
         elapsed = wait_all(url, "callboard_runs", runs, started)
     finally:
         spent = finish(processes)
-    return runs / elapsed, spent / runs * 1e3
+    return runs / elapsed, spent / runs * 1e3, per_run_ms(clock.spent(), runs)
 
 
-def floor_rate(url: str, workers: int, runs: int, batch: int) -> tuple[float, float]:
-    """Runs/s, and the processes' CPU milliseconds per run."""
+def floor_rate(server: Any, url: str, workers: int, runs: int, batch: int) -> Rate:
+    """Runs/s, the processes' CPU milliseconds per run, and the server's."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as connection:
@@ -231,11 +293,33 @@ def floor_rate(url: str, workers: int, runs: int, batch: int) -> tuple[float, fl
             )
     processes = [spawn("floor", url, batch) for _ in range(workers)]
     try:
-        started = go(processes)
+        started, clock = go(processes, server)
         elapsed = wait_all(url, "floor_runs", runs, started)
     finally:
         spent = finish(processes)
-    return runs / elapsed, spent / runs * 1e3
+    return runs / elapsed, spent / runs * 1e3, per_run_ms(clock.spent(), runs)
+
+
+def _cpu(rates: list[Rate]) -> tuple[float, float | None]:
+    """The median CPU ms per run of the processes, and of the server (``None``: unknown)."""
+    processes = statistics.median(spent for _, spent, _ in rates)
+    known = [server for _, _, server in rates if server is not None]
+    return processes, statistics.median(known) if known else None
+
+
+def cpu_cell(rates: list[Rate]) -> str:
+    processes, server = _cpu(rates)
+    if server is None:
+        return f"{processes:.2f} + ? = ?"
+    return f"{processes:.2f} + {server:.2f} = {processes + server:.2f}"
+
+
+def full_cell(rates: list[Rate]) -> str:
+    """The runs/s at which the measured CPU per run (processes and server) fills every core."""
+    processes, server = _cpu(rates)
+    if server is None or processes + server <= 0:
+        return "?"
+    return f"{(os.cpu_count() or 1) * 1e3 / (processes + server):,.0f} r/s"
 
 
 def median_us(samples: list[float]) -> float:
@@ -358,29 +442,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         header = (
             f"{'workers':>7} | {'callboard':>13} | {'raw-SQL floor':>13} | {'ratio':>6} | "
-            f"{'aim':<12} | CPU ms/run: workers, floor's"
+            f"{'aim':<12} | CPU ms/run: workers + server = all, floor's | 2 cores full at"
         )
         print(header)
         print("-" * len(header))
         for workers in args.workers:
-            ours: list[tuple[float, float]] = []
-            floors: list[tuple[float, float]] = []
+            ours: list[Rate] = []
+            floors: list[Rate] = []
             for _ in range(args.rounds):
                 url = server.new_database()
                 try:
-                    ours.append(callboard_rate(url, workers, args.runs, args.concurrency))
-                    floors.append(floor_rate(url, workers, args.runs, args.batch))
+                    ours.append(callboard_rate(server, url, workers, args.runs, args.concurrency))
+                    floors.append(floor_rate(server, url, workers, args.runs, args.batch))
                 finally:
                     server.drop_database(url)
-            mine = statistics.median(rate for rate, _ in ours)
-            floor = statistics.median(rate for rate, _ in floors)
-            cpu = statistics.median(spent for _, spent in ours)
-            floor_cpu = statistics.median(spent for _, spent in floors)
+            mine = statistics.median(rate for rate, _, _ in ours)
+            floor = statistics.median(rate for rate, _, _ in floors)
             aim = ">= 0.50x " + ("yes" if mine / floor >= 0.5 else "NO") if workers == 4 else "-"
             print(
                 f"{workers:>7} | {mine:>8,.0f} r/s | {floor:>8,.0f} r/s | "
-                f"{mine / floor:>5.2f}x | {aim:<12} | {cpu:>5.2f}, {floor_cpu:.2f}"
+                f"{mine / floor:>5.2f}x | {aim:<12} | {cpu_cell(ours)}, {cpu_cell(floors)}"
+                f" | {full_cell(ours)}, {full_cell(floors)}"
             )
+        print(
+            "CPU per run of the measured processes and of the cluster's (from /proc); "
+            "2 cores full at: the runs/s at which that CPU would take every core"
+        )
         print()
         url = server.new_database()
         try:
