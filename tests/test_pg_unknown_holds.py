@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel
+from structlog.testing import capture_logs
 
 from runtime import Runtime, create_step, create_workflow
 from tests._support import wait_for_no_callboard_threads, wait_until
@@ -65,9 +66,12 @@ def test_a_run_held_in_the_database_unknown_to_its_worker_is_driven_by_it(
                 (store.owner_id, run.run_id),
             ).fetchall()
         assert taken == [(run.run_id,)]
-        worker.register(WORKFLOW)  # its claims skip the run: its row has an owner
-        # Within a few times ADOPT_EVERY (5 s): the worker's lease is renewed, so no
-        # reap hands the run back; before it, the run stayed there for good.
-        result = run.wait(timeout=20)
+        with capture_logs() as logs:
+            worker.register(WORKFLOW)  # its claims skip the run: its row has an owner
+            # Within a few times ADOPT_EVERY (5 s): the worker's lease is renewed, so no
+            # reap hands the run back; before it, the run stayed there for good.
+            result = run.wait(timeout=20)
         assert result.status == "success" and result.result == {"n": 42}
+        found = [e for e in logs if e["event"] == "store_runs_held_unknowingly"]
+        assert [e["runs"] for e in found] == [[run.run_id]]
     wait_for_no_callboard_threads()

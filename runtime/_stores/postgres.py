@@ -3939,6 +3939,13 @@ class PostgresStore:
             batch.adopted = (
                 not busy or connection.execute(_ADOPTABLE_BUSY, adopting).fetchone() is None
             )
+            if rows:  # said once found (the claim may yet fail, and find them again)
+                emit(
+                    logging.INFO,
+                    "store_runs_held_unknowingly",
+                    store=self._shown,
+                    runs=sorted(row[0] for row in rows),
+                )
         if len(rows) < limit:
             if _queue_limits(connection):
                 rows += self._claim_through_queues(
