@@ -29,16 +29,18 @@ def _double(ctx: Any) -> Number:
     return Number(n=ctx.input_data.n * 2)
 
 
-WORKFLOW = (
-    create_workflow(id="unknown-hold", input_schema=Number, output_schema=Number)
-    .then(create_step(id="double", input_schema=Number, output_schema=Number, execute=_double))
-    .commit()
-)
-OTHER = (
-    create_workflow(id="unknown-hold-other", input_schema=Number, output_schema=Number)
-    .then(create_step(id="double", input_schema=Number, output_schema=Number, execute=_double))
-    .commit()
-)
+def _doubling(workflow_id: str) -> Any:
+    """A workflow of one step that doubles its input's ``n``."""
+    step = create_step(id="double", input_schema=Number, output_schema=Number, execute=_double)
+    return (
+        create_workflow(id=workflow_id, input_schema=Number, output_schema=Number)
+        .then(step)
+        .commit()
+    )
+
+
+WORKFLOW = _doubling("unknown-hold")
+OTHER = _doubling("unknown-hold-other")
 
 
 def test_a_run_held_in_the_database_unknown_to_its_worker_is_driven_by_it(
