@@ -906,8 +906,8 @@ claim whose commit was never acknowledged leaves one (the next claim adopts it t
 not found (``tests/test_races.py``, about once in twenty rounds of its PostgreSQL tests,
 on the code before this: a sleeping run, woken, stayed ``waiting`` under a worker's id).
 However such a run came about, a claim this often finds it and drives it: one statement
-more over this worker's own rows (the index of held runs), taken by the next claim after
-a reap (``tests/test_pg_unknown_holds.py``)."""
+more over this worker's own rows (the index of held runs), counted from the last claim
+that adopted (``tests/test_pg_unknown_holds.py``)."""
 
 _SOLO: Final = frozenset({"prune", "reap"})
 """Writes that run in a transaction of their own: they lock rows the batch does not know of."""
@@ -1662,7 +1662,8 @@ class PostgresStore:
         self._reaped = False  # a heartbeat found this worker's row gone
         self._beat_lock = threading.Lock()  # over _bconn
         self._ambiguous = False  # a commit that might have held runs was never acknowledged
-        self._next_adopt = 0.0  # when a reap next makes the next claim adopt (ADOPT_EVERY)
+        # When a claim next adopts, doubt or not (ADOPT_EVERY); none is held by a new id.
+        self._next_adopt = time.monotonic() + ADOPT_EVERY
         self._retried_for: str | None = None  # why the writer last had to try again, if it did
         self._refusals = Refusals(self._shown)  # how long every write has been refused
         self._refused_now = False  # the writer's last transaction was refused (_sift)
@@ -3205,6 +3206,7 @@ class PostgresStore:
         self._reaped = batch.reaped
         if batch.adopted:
             self._ambiguous = False
+            self._next_adopt = time.monotonic() + ADOPT_EVERY
         _report_committed(writes, results)
         self._tell_here(batch.hints)
         self._hold_hints(batch.hints)
@@ -3922,7 +3924,7 @@ class PostgresStore:
         if not write.take():
             return []
         rows: list[tuple[Any, ...]] = []
-        if self._ambiguous:
+        if self._adopting():
             callers = self._callers
             # No create begins on a caller's thread meanwhile, and those under way or
             # committed since the batch began are left alone: they are held here, by
@@ -4023,10 +4025,14 @@ class PostgresStore:
         alone = self._alone(writes, batch)
         if alone is not None:
             return self._save_alone(connection, writes, alone, batch)
-        if len(writes) == 1 and writes[0].kind == "claim" and not self._ambiguous:
+        if len(writes) == 1 and writes[0].kind == "claim" and not self._adopting():
             claimed = self._claim_alone(connection, writes[0], batch)
             return None if claimed is None else {id(writes[0]): claimed}
         return None
+
+    def _adopting(self) -> bool:
+        """Whether the next claim adopts runs held here unknowingly: in doubt, or ADOPT_EVERY on."""
+        return self._ambiguous or time.monotonic() >= self._next_adopt
 
     def _claim_alone(
         self, connection: Connection, write: Write, batch: _Batch
@@ -4196,10 +4202,6 @@ class PostgresStore:
         return kept
 
     def _reap(self, connection: Connection, batch: _Batch) -> int:
-        now = time.monotonic()
-        if now >= self._next_adopt:
-            self._next_adopt = now + ADOPT_EVERY
-            self._ambiguous = True  # see ADOPT_EVERY
         dead = [row[0] for row in connection.execute(_DEAD_WORKERS).fetchall()]
         if dead:
             connection.execute("DELETE FROM callboard_workers WHERE worker_id = ANY(%s)", (dead,))
