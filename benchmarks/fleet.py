@@ -26,6 +26,7 @@ It asserts nothing about speed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -39,6 +40,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import psutil  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
 from runtime import Runtime, create_step, create_workflow  # noqa: E402
@@ -119,40 +121,28 @@ def cpu_seconds() -> float:
     return times.user + times.system
 
 
-def _stat_fields(pid: int) -> list[str]:
-    """The fields of ``/proc/PID/stat`` after the command's name (field 3 on), or none."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:  # gone, or no /proc
-        return []
-    return text[text.rfind(")") + 2 :].split()
-
-
 def server_cpu_seconds(server: Any) -> float | None:
-    """CPU seconds the throwaway cluster's processes have spent, from ``/proc``.
+    """CPU seconds the throwaway cluster's processes have spent.
 
-    The postmaster's own time and its reaped children's (an ended backend's time
-    is added to its parent's ``cutime``/``cstime`` when the postmaster reaps it),
-    plus the time of its living children (backends, the checkpointer, the WAL
-    writer). ``None`` for a server that is not ours or without ``/proc``.
+    The postmaster's own time and its reaped children's (an ended backend's time is
+    added to its parent's when the postmaster reaps it), plus the time of its living
+    children (backends, the checkpointer, the WAL writer). ``None`` for a server that
+    is not ours, or one whose processes cannot be read.
     """
     if server.external is not None or server.root is None:
         return None
     try:
         postmaster = int((server.root / "data" / "postmaster.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
+        process = psutil.Process(postmaster)
+        times = process.cpu_times()
+        spent = times.user + times.system + times.children_user + times.children_system
+        for child in process.children():
+            with contextlib.suppress(psutil.Error):  # ended meanwhile: its parent counts it
+                child_times = child.cpu_times()
+                spent += child_times.user + child_times.system
+    except (OSError, ValueError, IndexError, psutil.Error):
         return None
-    own = _stat_fields(postmaster)
-    if len(own) < 15:
-        return None
-    # From field 3 on: ppid is index 1, utime 11, stime 12, cutime 13, cstime 14.
-    ticks = sum(int(value) for value in own[11:15])
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            fields = _stat_fields(int(entry.name))
-            if len(fields) > 12 and fields[1] == str(postmaster):
-                ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return spent
 
 
 class ServerClock:
