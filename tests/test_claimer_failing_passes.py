@@ -8,35 +8,15 @@ failure would then say had begun again.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from structlog.testing import capture_logs
 
-from actors.claimer import Claimer
-from runtime import SQLiteStore, StoreUnavailableError, create_step, create_workflow
-from tests._support import Value, wait_until
+from runtime import SQLiteStore, StoreUnavailableError
+from tests._support import wait_until
+from tests.test_claimer_hand_back import claimer_of
 from tests.test_store_contract import rec
-
-PLAN = (
-    create_workflow(id="wf", input_schema=Value, output_schema=Value)
-    .then(create_step(id="s", input_schema=Value, output_schema=Value, execute=lambda c: c))
-    .commit()
-    .plan
-)
-
-
-def _claimer(store: SQLiteStore, take: Callable[[Any, int], None]) -> Claimer:
-    """A claimer of ``wf``'s runs on ``store``, with no capacity, handing them to ``take``."""
-    return Claimer(
-        store,
-        plans=lambda: {"wf": PLAN},
-        capacity=None,
-        executes=True,
-        take=take,
-        cancel=lambda _run_id, done: done(),
-    )
 
 
 def _events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
@@ -66,7 +46,7 @@ def test_a_poked_pass_that_only_reads_does_not_end_a_streak_of_failed_claims(
     store.cancel_requests = counted_cancel_requests  # type: ignore[method-assign]
     taken: list[str] = []
     with capture_logs() as logs:
-        claimer = _claimer(
+        claimer = claimer_of(
             store, lambda claimed, _generation: taken.extend(c.record.run_id for c in claimed)
         )
         try:
@@ -117,7 +97,7 @@ def test_a_reap_the_store_refuses_does_not_keep_the_pass_from_claiming(
         taken.extend((c.record.run_id, reaps[0]) for c in claimed)
 
     with capture_logs() as logs:
-        claimer = _claimer(store, take)
+        claimer = claimer_of(store, take)
         try:
             wait_until(lambda: taken, what="the claim beside the refused reap")
             # Claimed by the first pass, whose reap was refused (without: by the fourth).

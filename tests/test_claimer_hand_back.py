@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from actors.claimer import Claimer
 from runtime import SQLiteStore, create_step, create_workflow
@@ -25,6 +26,18 @@ PLAN = (
     .commit()
     .plan
 )
+
+
+def claimer_of(store: SQLiteStore, take: Callable[[Any, int], None]) -> Claimer:
+    """A claimer of ``wf``'s runs (PLAN) on ``store``, no capacity, handing them to ``take``."""
+    return Claimer(
+        store,
+        plans=lambda: {"wf": PLAN},
+        capacity=None,
+        executes=True,
+        take=take,
+        cancel=lambda _run_id, done: done(),
+    )
 
 
 class Taken:
@@ -49,14 +62,7 @@ def test_a_run_judged_before_the_workflows_changed_is_handed_back_but_not_skippe
     store = SQLiteStore(tmp_path / "runs.db")
     store.create(rec("r1"), hold=False)
     taken = Taken()
-    claimer = Claimer(
-        store,
-        plans=lambda: {"wf": PLAN},
-        capacity=None,
-        executes=True,
-        take=taken,
-        cancel=lambda _run_id, done: done(),
-    )
+    claimer = claimer_of(store, taken)
     try:
         wait_until(lambda: taken.count() == 1, what="the first claim")
         assert taken.claims[0] == (["r1"], 0)
