@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import json
 import logging
 import math
@@ -2058,13 +2059,25 @@ def _fleet_states(starter: FleetStarter) -> dict[str, tuple[Any, ...]]:
 
 
 def guarded(scenario: str, body: Callable[[], list[Row]]) -> list[Row]:
-    """A scenario's rows, or one failing row if the scenario itself raised."""
+    """A scenario's rows, or one failing row if the scenario itself raised.
+
+    Each scenario says on stderr when it ends and how long it took, so that a campaign
+    that runs long shows where (``kill -USR1`` the script for every thread's stack).
+    """
+    began = time.monotonic()
     try:
-        return body()
+        rows = body()
     except Exception as exc:
-        return [
+        rows = [
             Row(scenario, "the scenario raised", f"{type(exc).__name__}: {exc}"[:120], "-", False)
         ]
+    failed = sum(row.ok is False for row in rows)
+    print(
+        f"  {scenario}: {time.monotonic() - began:.0f} s, {len(rows)} figures, {failed} failed",
+        file=sys.stderr,
+        flush=True,
+    )
+    return rows
 
 
 def campaign(sizes: Sizes, seed: int, folder: Path, only: Sequence[str]) -> Iterator[Row]:
@@ -2128,6 +2141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     sizes = QUICK if args.quick else FULL
     seed = random.randrange(2**32) if args.seed is None else args.seed
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     EVENTS.configure()
     print(
         f"callboard chaos: seed {seed}{' (quick)' if args.quick else ''}; "
