@@ -1583,7 +1583,7 @@ class _CallerCreates:
 class _Batch:
     """What one transaction changes of the store's own state, applied once it commits."""
 
-    __slots__ = ("adopted", "broken", "fenced", "held", "hints", "reaped")
+    __slots__ = ("adopted", "broken", "fenced", "held", "hints", "reaped", "replacing")
 
     def __init__(
         self, held: dict[str, int], fenced: frozenset[str], reaped: bool, broken: set[int]
@@ -1594,6 +1594,9 @@ class _Batch:
         self.hints = _Hints()
         self.reaped = reaped  # this worker's row was found gone, and nobody was told yet
         self.adopted = False
+        # The runs a replace of this batch is for: a try whose commit was never
+        # acknowledged may have made one this worker's (see PostgresStore._claim).
+        self.replacing: frozenset[str] = frozenset()
 
 
 class PostgresStore:
@@ -3319,9 +3322,12 @@ class PostgresStore:
                 results[id(write)] = None
             elif write.kind == "heartbeat":
                 results[id(write)] = self._beat(connection, batch)
+        batch.replacing = frozenset(
+            write.payload[0].run_id for write in writes if write.kind == "replace"
+        )
         touched = sorted(
             {record.run_id for write in writes if write.kind == "save" for record in write.payload}
-            | {write.payload[0].run_id for write in writes if write.kind == "replace"}
+            | batch.replacing
             | {write.payload for write in writes if write.kind in ("delete", "request_cancel")}
             | {write.payload[0] for write in writes if write.kind == "request_resume"}
         )
@@ -3928,17 +3934,23 @@ class PostgresStore:
             callers = self._callers
             # No create begins on a caller's thread meanwhile, and those under way or
             # committed since the batch began are left alone: they are held here, by
-            # the actors their callers start (adopted, each would have two).
+            # the actors their callers start (adopted, each would have two). So are the
+            # runs a replace of this batch is for: tried again after a commit never
+            # acknowledged, a replace (a resume, a restart) finds its first try's row
+            # and holds the run for its caller's actor; adopted too, it had two.
+            replacing = batch.replacing
             with callers.lock:
                 adopting = {
                     "owner": self.owner_id,
-                    "known": sorted({*batch.held, *callers.held, *callers.under_way}),
+                    "known": sorted({*batch.held, *callers.held, *callers.under_way, *replacing}),
                     "workflows": workflows,
                     "busy": busy,
                 }
                 rows += connection.execute(_ADOPT, adopting).fetchall()
-            # Still unsure while a run of its own is left for its actor here to let go of.
-            batch.adopted = (
+            # Still unsure while a run of its own is left for its actor here to let go of,
+            # or for a replace after this claim (its caller may yet give it up, and leave
+            # the run this worker's with no actor: the next claim looks again).
+            batch.adopted = not replacing and (
                 not busy or connection.execute(_ADOPTABLE_BUSY, adopting).fetchone() is None
             )
             if rows:  # said once found (the claim may yet fail, and find them again)

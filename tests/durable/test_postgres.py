@@ -1381,6 +1381,69 @@ def test_a_claim_whose_commit_reply_was_lost_is_not_lost(
     assert other.claim(["wf"], 5) == []
 
 
+def test_a_claim_and_a_replace_whose_commit_reply_was_lost_do_not_both_take_the_run(
+    stores: Callable[..., PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One batch claims, then resumes a suspended run for its caller (a replace that holds
+    # it), and the reply to its commit is lost. Tried again, the claim adopted the
+    # resumed run (this worker's in the database, held by nothing here yet) and the
+    # replace found its first try's row and held it too: two actors of one run here.
+    import psycopg
+
+    store, other = stores(), stores()
+    other.create(rec("queued", created_at=1.0), hold=False)
+    other.create(rec("resumed", 3, "suspended"), hold=False)
+    writer = store._writer
+    assert writer is not None
+    replace_queued = threading.Event()
+    real_fill, real_submit, real_transaction = writer._fill, store._submit, store._transaction
+    lost: list[list[str]] = []
+
+    def fill(pending: list[Any]) -> bool:  # the writer's thread: the claim waits for the replace
+        if pending and pending[0].kind == "claim" and not lost:
+            assert replace_queued.wait(10)
+        return real_fill(pending)
+
+    def submit(kind: str, payload: Any, done: Any) -> Any:
+        write = real_submit(kind, payload, done)  # type: ignore[arg-type]
+        if kind == "replace":
+            replace_queued.set()
+        return write
+
+    def transaction(connection: Any, writes: list[Any], batch: Any) -> Any:
+        kinds = [write.kind for write in writes]
+        if kinds == ["claim", "replace"] and not lost:
+            real_commit = connection.commit
+
+            def commit() -> None:  # this batch's commit happens; its reply is lost
+                real_commit()
+                lost.append(kinds)
+                connection.close()
+                raise psycopg.OperationalError("the server's reply was lost")
+
+            connection.commit = commit
+        return real_transaction(connection, writes, batch)
+
+    monkeypatch.setattr(writer, "_fill", fill)
+    monkeypatch.setattr(store, "_submit", submit)
+    monkeypatch.setattr(store, "_transaction", transaction)
+    outcomes: dict[str, Any] = {}
+    claim = threading.Thread(
+        target=lambda: outcomes.update(claimed=[c.record.run_id for c in store.claim(["wf"], 5)])
+    )
+    claim.start()
+    wait_until(writer.busy, what="the writer has the claim")
+    outcomes["replaced"] = store.replace(rec("resumed", 4, "running"), 3, hold=True)
+    claim.join(10)
+    assert lost == [["claim", "replace"]]
+    # The replace's caller holds the run (its actor drives it); the claim took only the
+    # queued run, as its first try did.
+    assert outcomes == {"replaced": True, "claimed": ["queued"]}
+    assert store.held() == 2
+    assert save(store, rec("resumed", 5, "success")) is None
+    assert other.claim(["wf"], 5) == []
+
+
 def test_saves_whose_commit_reply_was_lost_are_told_committed_once(
     stores: Callable[..., PostgresStore],
 ) -> None:
