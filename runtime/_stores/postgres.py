@@ -540,14 +540,20 @@ RETURNING run_id
 
 # Both saves answer, for every record, whether its row was written, and the row's
 # owner and epoch as they were (a row not written is as it was): all the writer needs
-# to tell a stale record from a fenced one, without a statement more. The row is looked
+# to tell a stale record from a fenced one, without a statement more. And whether the
+# row holds this very record already (same seq, same bytes): a try whose commit reply
+# was lost wrote it, and a release then left the run nobody's (or another worker's
+# since), which is no fence. The bytes are compared only where the seq is the same
+# (never for a row this statement writes: it reads the row as it was). The row is looked
 # up by its key, one record at a time (the LIMIT keeps the planner from making it a join):
 # the planner takes jsonb_to_recordset for 100 rows, and joined it by a scan of the whole
 # table at every save (a save's cost grew with the number of runs stored).
 _SAVED: Final = """
-SELECT v.run_id, w.run_id IS NOT NULL, c.owner_id, c.epoch
+SELECT v.run_id, w.run_id IS NOT NULL, c.owner_id, c.epoch, coalesce(c.same, false)
 FROM v LEFT JOIN written AS w ON w.run_id = v.run_id
-    LEFT JOIN LATERAL (SELECT c.owner_id, c.epoch FROM callboard_runs AS c
+    LEFT JOIN LATERAL (SELECT c.owner_id, c.epoch,
+                              c.seq = v.seq AND c.snapshot = v.snapshot AS same
+                       FROM callboard_runs AS c
                        WHERE c.run_id = v.run_id LIMIT 1) AS c ON true
 """
 
@@ -3676,7 +3682,13 @@ class PostgresStore:
             rows = {row[0]: row for row in cursor.fetchall()}
             for record, write in entries:
                 run_id = record.run_id
-                _, written, owner, epoch = rows.get(run_id, (run_id, False, None, None))
+                _, written, owner, epoch, same = rows.get(
+                    run_id, (run_id, False, None, None, False)
+                )
+                if same and _releases(record):
+                    # Its release committed already, by a try whose reply was lost: the
+                    # run is nobody's since (or another worker's), not taken from it.
+                    written = True
                 if held:
                     if written:
                         if _releases(record):

@@ -1477,6 +1477,40 @@ def test_saves_whose_commit_reply_was_lost_are_told_committed_once(
     assert other.claim(["wf"], 5) == []
 
 
+def test_releases_whose_commit_reply_was_lost_are_told_committed_not_fenced(
+    stores: Callable[..., PostgresStore],
+) -> None:
+    # Saves that let go of their runs (one ends, one sleeps and is due at once), and the
+    # reply to their commit is lost; before the writer tries again, another worker
+    # claims the sleeper. Tried again, neither row is this worker's: both were told
+    # RunFencedError ("held by another worker"), though their records were stored: a run
+    # that ended, or a cancel that did, was reported fenced off.
+    store, other = stores(), stores()
+    store.create(rec("ends"))
+    store.create(rec("sleeps"))
+    taken: list[list[str]] = []
+    lost = lose_the_next_commit_ack(
+        store,
+        meanwhile=lambda: taken.append([c.record.run_id for c in other.claim(["wf"], 5)]),
+    )
+    outcomes: list[object] = []
+    done = threading.Event()
+
+    def told(outcome: object) -> None:
+        outcomes.append(outcome)
+        done.set()
+
+    ended, asleep = rec("ends", 1, "success"), rec("sleeps", 1, "waiting", wake_at=1.0)
+    store.save([ended, asleep], on_commit=lambda: told("committed"), on_error=told)
+    assert done.wait(10)
+    assert (lost, taken) == ([1], [["sleeps"]])
+    time.sleep(0.2)
+    assert outcomes == ["committed"]
+    assert (store.load("ends"), store.load("sleeps")) == (ended, asleep)
+    assert store.held() == 0
+    assert save(other, rec("sleeps", 2, "success")) is None  # the other worker's to drive
+
+
 def test_a_resume_request_whose_commit_reply_was_lost_is_recorded_however_it_went_since(
     stores: Callable[..., PostgresStore],
 ) -> None:
