@@ -95,7 +95,7 @@ class Write:
     ``refused``: its error says so already, and its caller raises it as it is.
     """
 
-    __slots__ = ("abandoned", "done", "kind", "lock", "payload", "refused", "taken")
+    __slots__ = ("abandoned", "done", "kind", "lock", "payload", "refused", "taken", "tried")
 
     def __init__(self, kind: WriteKind, payload: Any, done: Done) -> None:
         self.kind: WriteKind = kind
@@ -105,6 +105,9 @@ class Write:
         self.abandoned = False
         self.taken = False
         self.refused = False
+        # A try of it failed as its transaction committed (the reply lost): it may have
+        # happened, and a store tries it again knowing so (see PostgresStore._apply).
+        self.tried = False
 
     def take(self) -> bool:
         """Called by the writer once its transaction committed: may it report success?"""

@@ -939,6 +939,12 @@ def _record(row: Sequence[Any]) -> SnapshotRecord:
     )
 
 
+def _exists(connection: Connection, run_id: str) -> bool:
+    """Whether the store has a row for ``run_id``."""
+    row = connection.execute("SELECT 1 FROM callboard_runs WHERE run_id = %s", (run_id,))
+    return row.fetchone() is not None
+
+
 def _releases(record: SnapshotRecord) -> bool:
     """Whether a write of this record lets go of its run: it settled, or sleeps until a time."""
     return record.status in SETTLED_STATUSES or record.wake_at is not None
@@ -3172,8 +3178,11 @@ class PostgresStore:
                 write.release()  # not committed: a caller may still give up on it
             refused = _refused(exc)
             if isinstance(exc, StoreError) or _passing(exc) or stuck or refused:
-                if committing and any(write.kind in _HOLDING for write in writes):
-                    self._ambiguous = True
+                if committing:
+                    if any(write.kind in _HOLDING for write in writes):
+                        self._ambiguous = True
+                    for write in writes:
+                        write.tried = True
                 self._retried_for = self._reason(exc)
                 if refused:
                     # Every write is refused alike until an operator mends it (privileges
@@ -3771,8 +3780,10 @@ class PostgresStore:
                 "RETURNING 1",
                 (payload,),
             ).fetchone()
-            if row is None:
+            if row is None and not (write.tried and not _exists(connection, payload)):
                 return False  # not there, or not ended: a run still held stays held
+            # Deleted now, or gone since a try of this delete whose commit reply was lost
+            # (its caller read the run ended before it asked): told deleted either way.
             batch.held.pop(payload, None)
             batch.fenced.discard(payload)
             return True
@@ -3783,6 +3794,15 @@ class PostgresStore:
                 "AND NOT cancel_requested RETURNING 1",
                 (payload,),
             ).fetchone()
+            if row is None and write.tried:
+                # Asked for already: by a try of this request whose commit reply was lost,
+                # most likely (told False, its caller took the cancel for another's). Only
+                # another cancel in the same moment makes both callers told they asked.
+                row = connection.execute(
+                    "SELECT 1 FROM callboard_runs WHERE run_id = %s "
+                    f"AND status IN ({_UNFINISHED_SQL}) AND cancel_requested",
+                    (payload,),
+                ).fetchone()
             if row is not None:
                 batch.hints.add("cancel", payload)
             return row is not None

@@ -1511,6 +1511,39 @@ def test_releases_whose_commit_reply_was_lost_are_told_committed_not_fenced(
     assert save(other, rec("sleeps", 2, "success")) is None  # the other worker's to drive
 
 
+def test_a_delete_whose_commit_reply_was_lost_is_told_it_deleted(
+    stores: Callable[..., PostgresStore],
+) -> None:
+    # Tried again, the delete found no row: it said False, and `callboard runs delete`
+    # then said there was no such run, though it had deleted it.
+    store = stores()
+    store.create(rec("ended", 2, "success"), hold=False)
+    store.create(rec("restarted", 2, "success"), hold=False)
+    lost = lose_the_next_commit_ack(store)
+    assert store.delete("ended") is True
+    assert lost == [1]
+    assert store.load("ended") is None
+    # A run not ended (restarted meanwhile) is still not deleted, doubt or not.
+    assert store.replace(rec("restarted", 3, "pending"), 2, reopen=True) is True
+    lose_the_next_commit_ack(store)
+    assert store.delete("restarted") is False
+    assert store.load("restarted") == rec("restarted", 3, "pending")
+
+
+def test_a_cancel_request_whose_commit_reply_was_lost_is_told_it_asked(
+    stores: Callable[..., PostgresStore],
+) -> None:
+    # Tried again, the request found the cancel asked for already (by its own first try)
+    # and said False: its caller took the cancel for another's, and cancel() said False.
+    store, worker = stores(), stores()
+    worker.create(rec("held", 1, "running"))
+    lost = lose_the_next_commit_ack(store)
+    assert store.request_cancel("held") is True
+    assert lost == [1]
+    assert worker.cancel_requests() == ["held"]
+    assert store.request_cancel("held") is False  # a second caller's: asked for already
+
+
 def test_a_resume_request_whose_commit_reply_was_lost_is_recorded_however_it_went_since(
     stores: Callable[..., PostgresStore],
 ) -> None:
