@@ -2127,6 +2127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--params", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     if args.role == "kill-worker":
         kill_worker(json.loads(args.params))
         return 0
@@ -2141,7 +2142,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     sizes = QUICK if args.quick else FULL
     seed = random.randrange(2**32) if args.seed is None else args.seed
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
     EVENTS.configure()
     print(
         f"callboard chaos: seed {seed}{' (quick)' if args.quick else ''}; "

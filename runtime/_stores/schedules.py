@@ -34,7 +34,7 @@ from runtime import _clock
 from runtime._errors import StoreError
 from runtime._stores.base import SnapshotStore
 from runtime._stores.postgres import DATABASE_NOW, PostgresStore
-from runtime._stores.sqlite import LOCK_TIMEOUT, SQLiteStore, read_uri
+from runtime._stores.sqlite import LOCK_TIMEOUT, SQLiteStore, in_memory_temp, read_uri
 
 if TYPE_CHECKING:
     from runtime._stores.postgres import Connection
@@ -416,6 +416,7 @@ class SQLiteBook:
                         isolation_level=None,  # each statement commits on its own
                         check_same_thread=False,
                     )
+                    in_memory_temp(self._connection)
                 yield self._connection
             except sqlite3.OperationalError as exc:
                 if "no such table" in str(exc) and not write:

@@ -826,6 +826,7 @@ class SQLiteStore:
             connection = sqlite3.connect(
                 uri, uri=True, timeout=LOCK_TIMEOUT, isolation_level=None, check_same_thread=False
             )
+            in_memory_temp(connection)
         except sqlite3.Error as exc:
             full = _out_of_descriptors(exc)
             if full is not None:  # it passes as files close: as a store out of reach
@@ -3053,6 +3054,18 @@ def _upserts(rows: int) -> str:
 def _chunks(items: list[_T]) -> Iterator[list[_T]]:
     for start in range(0, len(items), _ROWS_PER_STATEMENT):
         yield items[start : start + _ROWS_PER_STATEMENT]
+
+
+def in_memory_temp(connection: sqlite3.Connection) -> None:
+    """Keep SQLite's temporary files (statement journals, sorts) in memory.
+
+    By default SQLite opens them as files in ``/var/tmp`` when a statement needs
+    one. In a process at its limit of open files (threads that read the store
+    hold three each), that open failed with "unable to open database file", and
+    the writer's batch with it, try after try, for as long as the readers lived:
+    every run waited on a writer that could not write.
+    """
+    connection.execute("PRAGMA temp_store = MEMORY")
 
 
 def _set_for_writing(connection: sqlite3.Connection) -> None:
