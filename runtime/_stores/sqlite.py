@@ -826,7 +826,11 @@ class SQLiteStore:
             connection = sqlite3.connect(
                 uri, uri=True, timeout=LOCK_TIMEOUT, isolation_level=None, check_same_thread=False
             )
-            in_memory_temp(connection)
+            try:
+                in_memory_temp(connection)
+            except sqlite3.Error:
+                connection.close()
+                raise
         except sqlite3.Error as exc:
             full = _out_of_descriptors(exc)
             if full is not None:  # it passes as files close: as a store out of reach
