@@ -179,7 +179,7 @@ def test_a_big_batch_of_saves_commits_with_every_descriptor_taken(tmp_path: Path
     # A batch this big needs room for SQLite's temporary files (a statement journal
     # past 64 KiB, a sort that spills), which it opened as files in /var/tmp. Out of
     # descriptors, the writer's batch failed with "unable to open database file", try
-    # after try, while every run waited on it (`make chaos --only limits` hung so in
+    # after try, while every run waited on it (`chaos.py --only limits` hung so in
     # two runs of three). They are kept in memory now.
     store = SQLiteStore(tmp_path / "runs.db")
     try:
