@@ -1444,6 +1444,25 @@ def test_a_claim_and_a_replace_whose_commit_reply_was_lost_do_not_both_take_the_
     assert other.claim(["wf"], 5) == []
 
 
+def every_outcome(store: PostgresStore, records: list[SnapshotRecord]) -> list[object]:
+    """Save ``records`` in one write; every outcome it was told (``"committed"`` or an error).
+
+    Waits for the first, then a moment more: a write is told once, and a second telling
+    would show here.
+    """
+    outcomes: list[object] = []
+    done = threading.Event()
+
+    def told(outcome: object) -> None:
+        outcomes.append(outcome)
+        done.set()
+
+    store.save(records, on_commit=lambda: told("committed"), on_error=told)
+    assert done.wait(10)
+    time.sleep(0.2)
+    return outcomes
+
+
 def test_saves_whose_commit_reply_was_lost_are_told_committed_once(
     stores: Callable[..., PostgresStore],
 ) -> None:
@@ -1454,22 +1473,8 @@ def test_saves_whose_commit_reply_was_lost_are_told_committed_once(
     store.create(rec("r1"))
     store.create(rec("r2"))
     lost = lose_the_next_commit_ack(store)
-    outcomes: list[object] = []
-    done = threading.Event()
-
-    def told(outcome: object) -> None:
-        outcomes.append(outcome)
-        done.set()
-
-    store.save(
-        [rec("r1", 1, "running"), rec("r2", 1, "running")],
-        on_commit=lambda: told("committed"),
-        on_error=told,
-    )
-    assert done.wait(10)
+    assert every_outcome(store, [rec("r1", 1, "running"), rec("r2", 1, "running")]) == ["committed"]
     assert lost == [1]
-    time.sleep(0.2)
-    assert outcomes == ["committed"]
     assert store.load("r1") == rec("r1", 1, "running")
     assert store.held() == 2
     assert save(store, rec("r2", 2, "success")) is None
@@ -1493,19 +1498,9 @@ def test_releases_whose_commit_reply_was_lost_are_told_committed_not_fenced(
         store,
         meanwhile=lambda: taken.append([c.record.run_id for c in other.claim(["wf"], 5)]),
     )
-    outcomes: list[object] = []
-    done = threading.Event()
-
-    def told(outcome: object) -> None:
-        outcomes.append(outcome)
-        done.set()
-
     ended, asleep = rec("ends", 1, "success"), rec("sleeps", 1, "waiting", wake_at=1.0)
-    store.save([ended, asleep], on_commit=lambda: told("committed"), on_error=told)
-    assert done.wait(10)
+    assert every_outcome(store, [ended, asleep]) == ["committed"]
     assert (lost, taken) == ([1], [["sleeps"]])
-    time.sleep(0.2)
-    assert outcomes == ["committed"]
     assert (store.load("ends"), store.load("sleeps")) == (ended, asleep)
     assert store.held() == 0
     assert save(other, rec("sleeps", 2, "success")) is None  # the other worker's to drive
