@@ -106,7 +106,8 @@ class Write:
         self.taken = False
         self.refused = False
         # A try of it failed as its transaction committed (the reply lost): it may have
-        # happened, and a store tries it again knowing so (see PostgresStore._apply).
+        # happened, and a store tries it again knowing so (PostgreSQL's creates,
+        # replaces, deletes and cancel requests then look for their own first try).
         self.tried = False
 
     def take(self) -> bool:

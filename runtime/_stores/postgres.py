@@ -3479,10 +3479,10 @@ class PostgresStore:
         ).fetchall()
         inserted = {row[0] for row in rows}
         missed = [record.run_id for record in records if record.run_id not in inserted]
-        if not self._ambiguous:
-            # Only those whose try on their caller's thread failed may be in already.
-            maybe = {write.payload[0].run_id for write in live if write.payload[2]}
-            missed = [run_id for run_id in missed if run_id in maybe]
+        # Only those whose try on their caller's thread failed, or whose batch failed at
+        # its commit (Write.tried), may be in already.
+        maybe = {write.payload[0].run_id for write in live if write.payload[2] or write.tried}
+        missed = [run_id for run_id in missed if run_id in maybe]
         if missed:
             # The same create, committed by a try whose acknowledgement was lost?
             same = connection.execute(
@@ -3780,10 +3780,11 @@ class PostgresStore:
                 "RETURNING 1",
                 (payload,),
             ).fetchone()
-            if row is None and not (write.tried and not _exists(connection, payload)):
-                return False  # not there, or not ended: a run still held stays held
-            # Deleted now, or gone since a try of this delete whose commit reply was lost
-            # (its caller read the run ended before it asked): told deleted either way.
+            # Not there, or not ended (a run still held stays held): not deleted, unless
+            # it is gone since a try of this delete whose commit reply was lost (its
+            # caller read the run ended before it asked).
+            if row is None and (not write.tried or _exists(connection, payload)):
+                return False
             batch.held.pop(payload, None)
             batch.fenced.discard(payload)
             return True
@@ -3875,7 +3876,7 @@ class PostgresStore:
             statement = statement.replace("RETURNING epoch", _REQUESTED)
             params["request_id"] = requested
         row = connection.execute(statement, params).fetchone()
-        if row is None and self._ambiguous:
+        if row is None and write.tried:
             # The same replace, committed by a try whose acknowledgement was lost?
             row = connection.execute(
                 "SELECT epoch FROM callboard_runs WHERE run_id = %s AND seq = %s "
