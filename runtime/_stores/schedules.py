@@ -559,8 +559,25 @@ class PostgresBook:
         return self._change(statement, (paused, now, now, paused, paused, schedule_id)) == 1
 
     def delete(self, schedule_id: str) -> bool:
+        if self._store.readonly:
+            raise StoreError(f"the PostgreSQL store {self._store.location} is open read-only")
         statement = f"DELETE FROM {self._TABLE} WHERE schedule_id = %s"
-        return self._change(statement, (schedule_id,)) == 1
+        found = False
+
+        def write(connection: Connection) -> bool:
+            # The store tries once more on a new connection when the first is lost. Lost
+            # at the commit, after the server committed the delete, the second try
+            # finds no row: it answers as the first did, which found the row. (Its own
+            # transaction, not one autocommitted statement, tells a connection lost
+            # before the delete ran, which found nothing, from one lost at its commit.)
+            nonlocal found
+            with connection.transaction():
+                deleted = connection.execute(statement, (schedule_id,)).rowcount == 1
+                found = found or deleted
+            return found
+
+        deleted: bool = self._store.read_with(write)
+        return deleted
 
     def advance(
         self, schedule_id: str, tick: float, run_id: str | None, *, buffer: bool = False

@@ -24,6 +24,7 @@ from runtime._stores.base import SnapshotRecord
 from runtime._stores.memory import MemoryStore
 from runtime._stores.open import open_store
 from runtime._stores.postgres import SCHEMA_VERSION, PostgresStore, _scrubbed, _secrets, redact
+from runtime._stores.schedules import ScheduleRow, book_for, close_book
 from runtime._stores.sqlite import SQLiteStore
 from tests import _worker_flows as flows
 from tests._postgres import PASSWORD, Server, free_port
@@ -1523,6 +1524,90 @@ def test_a_delete_whose_commit_reply_was_lost_is_told_it_deleted(
     lose_the_next_commit_ack(store)
     assert store.delete("restarted") is False
     assert store.load("restarted") == rec("restarted", 3, "pending")
+
+
+def lose_a_pooled_connection(store: PostgresStore, *, at_commit: bool) -> list[int]:
+    """The next write on a pooled connection loses it: after its commit, or before it runs.
+
+    With ``at_commit``, the commit happens (a transaction's, or an autocommitted
+    statement's) and the connection closes before the reply; otherwise the connection
+    closes as the first statement is sent, which never runs. The schedules' book writes
+    on these connections. Returns a list that counts the connections lost.
+    """
+    import psycopg
+
+    readers = store._readers
+    real_connection = readers.connection
+    lost: list[int] = []
+
+    def drop(connection: Any) -> None:
+        lost.append(1)
+        connection.close()
+        raise psycopg.OperationalError("the server's reply was lost")
+
+    @contextlib.contextmanager
+    def connection(describe: str) -> Iterator[Any]:
+        with real_connection(describe) as lent:
+            if lost:
+                yield lent
+                return
+            real_transaction, real_execute = lent.transaction, lent.execute
+
+            @contextlib.contextmanager
+            def transaction() -> Iterator[Any]:
+                with real_transaction() as begun:
+                    yield begun
+                if not lost:
+                    drop(lent)
+
+            def execute(query: Any, params: Any = None, **options: Any) -> Any:
+                if lost or "set_config" in str(query):  # the test kit's clock, at each use
+                    return real_execute(query, params, **options)
+                if not at_commit:
+                    drop(lent)
+                cursor = real_execute(query, params, **options)
+                if lent.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                    drop(lent)  # committed as it ran
+                return cursor
+
+            lent.transaction = transaction
+            lent.execute = execute
+            yield lent
+
+    readers.connection = connection  # type: ignore[method-assign]
+    return lost
+
+
+def test_a_schedule_delete_whose_commit_reply_was_lost_is_told_it_deleted(
+    stores: Callable[..., PostgresStore],
+) -> None:
+    # The book's statements go on a pooled connection, tried once more on a new one when
+    # that is lost. Tried again after the server committed it, a delete found no row and
+    # said False: delete_schedule said there had been no such schedule, and `callboard
+    # schedules delete` exited 1.
+    store = stores()
+    book = book_for(store)
+    try:
+        book.put(ScheduleRow("s", "report", "* * * * *", "UTC", "{}", "skip", "allow", False, 0))
+        lost = lose_a_pooled_connection(store, at_commit=True)
+        assert book.delete("s") is True
+        assert lost == [1]
+        assert book.get("s") is None
+        # A schedule that was never there is told so, whichever way the connection went.
+        lost = lose_a_pooled_connection(store, at_commit=True)
+        assert book.delete("s") is False
+        assert lost == [1]
+        lost = lose_a_pooled_connection(store, at_commit=False)
+        assert book.delete("s") is False
+        assert lost == [1]
+        # Lost before it ran, a delete of one that is there deletes it on its second try.
+        book.put(ScheduleRow("t", "report", "* * * * *", "UTC", "{}", "skip", "allow", False, 0))
+        lost = lose_a_pooled_connection(store, at_commit=False)
+        assert book.delete("t") is True
+        assert lost == [1]
+        assert book.all() == []
+    finally:
+        close_book(store)
 
 
 def test_a_cancel_request_whose_commit_reply_was_lost_is_told_it_asked(
