@@ -95,7 +95,17 @@ class Write:
     ``refused``: its error says so already, and its caller raises it as it is.
     """
 
-    __slots__ = ("abandoned", "done", "kind", "lock", "payload", "refused", "taken", "tried")
+    __slots__ = (
+        "abandoned",
+        "done",
+        "earlier",
+        "kind",
+        "lock",
+        "payload",
+        "refused",
+        "taken",
+        "tried",
+    )
 
     def __init__(self, kind: WriteKind, payload: Any, done: Done) -> None:
         self.kind: WriteKind = kind
@@ -109,6 +119,9 @@ class Write:
         # happened, and a store tries it again knowing so (PostgreSQL's creates,
         # replaces, deletes and cancel requests then look for their own first try).
         self.tried = False
+        # What a try found, for the next one to count once that try is ``tried``: the
+        # runs a prune deleted (PostgreSQL's), whose second try finds them gone.
+        self.earlier: Any = None
 
     def take(self) -> bool:
         """Called by the writer once its transaction committed: may it report success?"""

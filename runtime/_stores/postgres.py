@@ -3819,7 +3819,7 @@ class PostgresStore:
         if kind == "reap":
             return self._reap(connection, batch)
         if kind == "prune":
-            return self._prune(connection, payload)
+            return self._prune(connection, write)
         if kind == "executing":
             connection.execute(
                 "UPDATE callboard_workers SET executing = %s WHERE worker_id = %s",
@@ -4259,12 +4259,16 @@ class PostgresStore:
             emit(logging.INFO, "store_reaped", store=self._shown, workers=dead, runs=len(rows))
         return len(rows)
 
-    def _prune(self, connection: Connection, payload: Any) -> int:
-        ended_before, statuses, most = payload
+    def _prune(self, connection: Connection, write: Write) -> int:
+        ended_before, statuses, most = write.payload
+        # Tried again after a commit whose reply was lost, the runs the first try deleted
+        # are gone: counted still, as the first try's (those it did not delete, as its
+        # commit did not happen, this try deletes and counts once).
+        earlier: frozenset[str] = write.earlier if write.tried and write.earlier else frozenset()
         found = connection.execute(_ENDED_BEFORE, (statuses, ended_before, most))
         doomed: list[str] = [row[0] for row in found.fetchall()]
         if not doomed:
-            return 0
+            return len(earlier)
         doomed.sort()
         connection.execute(
             "SELECT 1 FROM callboard_runs WHERE run_id = ANY(%s) ORDER BY run_id FOR UPDATE",
@@ -4275,7 +4279,9 @@ class PostgresStore:
             "RETURNING run_id",
             (doomed, statuses),
         ).fetchall()
-        return len(rows)
+        deleted = earlier.union(row[0] for row in rows)
+        write.earlier = deleted
+        return len(deleted)
 
 
 def _payload_bytes(writes: list[Write]) -> int:

@@ -1507,6 +1507,29 @@ def test_releases_whose_commit_reply_was_lost_are_told_committed_not_fenced(
     assert save(other, rec("sleeps", 2, "success")) is None  # the other worker's to drive
 
 
+def test_a_prune_whose_commit_reply_was_lost_counts_the_runs_its_first_try_deleted(
+    stores: Callable[..., PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tried again, a chunk of the prune counted only what its second try deleted: none,
+    # or the next chunk's, and `callboard runs prune` said fewer runs than went.
+    monkeypatch.setattr(postgres_module, "PRUNE_CHUNK", 3)
+    store = stores()
+    for index in range(7):
+        store.create(rec(f"ended-{index}", 2, "success", updated_at=1_000.0 + index), hold=False)
+    store.create(rec("going", 1, "running"), hold=False)
+    lost = lose_the_next_commit_ack(store)
+    assert store.prune(ended_before=time.time() + 60) == 7
+    assert lost == [1]
+    assert {record.run_id for record in store.list_runs()[0]} == {"going"}
+    # The same, for a chunk whose second try finds the next chunk's runs to delete.
+    for index in range(7):
+        store.create(rec(f"again-{index}", 2, "success", updated_at=2_000.0 + index), hold=False)
+    lost = lose_the_next_commit_ack(store)
+    assert store.prune(keep=1) == 6
+    assert lost == [1]
+    assert len(store.list_runs()[0]) == 2
+
+
 def test_a_delete_whose_commit_reply_was_lost_is_told_it_deleted(
     stores: Callable[..., PostgresStore],
 ) -> None:
