@@ -119,8 +119,8 @@ class Write:
         # happened, and a store tries it again knowing so (PostgreSQL's creates,
         # replaces, deletes and cancel requests then look for their own first try).
         self.tried = False
-        # What a try found, for the next one to count once that try is ``tried``: the
-        # runs a prune deleted (PostgreSQL's), whose second try finds them gone.
+        # What a try of it did, for the try after one whose commit went unacknowledged
+        # (``tried``): the runs a PostgreSQL prune deleted, which that try finds gone.
         self.earlier: Any = None
 
     def take(self) -> bool:
