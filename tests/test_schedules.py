@@ -1074,6 +1074,33 @@ def test_a_buffered_tick_another_process_started_no_longer_holds_the_slot(locati
         store.close()
 
 
+def test_an_advance_that_buffers_a_tick_never_lets_go_of_it_when_done_again(
+    location: Any,
+) -> None:
+    # A tick buffered behind a run a definition deleted since left going: the advance
+    # records that run and buffers the tick. Done again (a PostgreSQL statement tried on
+    # a new connection after its commit's reply was lost), it took the tick buffered for
+    # one that had got its run, and let go of it: that tick never ran.
+    store = MemoryStore() if location == "memory" else open_store(location)
+    try:
+        book = book_for(store)
+        book.put(
+            ScheduleRow("s", "report", "*/5 * * * *", "UTC", "{}", "skip", "buffer_one", False, 0.0)
+        )
+        assert book.advance("s", 600.0, "left-going", buffer=True)
+        assert book.advance("s", 600.0, "left-going", buffer=True)
+        row = book.get("s")
+        assert row is not None
+        assert (row.last_tick, row.last_run_id, row.buffered) == (600.0, "left-going", 600.0)
+        # The tick's own run, started by another process, still takes it off the buffer.
+        assert book.advance("s", 600.0, "run-at-600")
+        row = book.get("s")
+        assert row is not None and (row.last_run_id, row.buffered) == ("run-at-600", None)
+    finally:
+        close_book(store)
+        store.close()
+
+
 def test_a_tick_from_before_a_schedules_definition_does_not_move_it(location: Any) -> None:
     # A catch-up pass of a definition deleted and defined anew meanwhile recorded its old
     # tick on the new row: its ticks went back, and it caught up on the deleted one's.

@@ -279,7 +279,7 @@ class MemoryBook:
                 return False  # not a tick of this definition (see _ADVANCE)
             if buffer and row.buffered is None:
                 buffered: float | None = tick
-            elif row.buffered == tick and run_id is not None:
+            elif row.buffered == tick and run_id is not None and not buffer:
                 buffered = None  # the tick kept got its run (see _ADVANCE)
             else:
                 buffered = row.buffered
@@ -340,7 +340,8 @@ WHERE schedule_id = ?
 _ADVANCE: Final = """
 UPDATE {table} SET last_tick = ?, last_run_id = COALESCE(?, last_run_id),
     buffered = CASE WHEN ? AND buffered IS NULL THEN ?
-        WHEN buffered = ? AND CAST(? AS TEXT) IS NOT NULL THEN NULL ELSE buffered END
+        WHEN buffered = ? AND CAST(? AS TEXT) IS NOT NULL AND NOT ? THEN NULL
+        ELSE buffered END
 WHERE schedule_id = ? AND created_at <= ? AND (last_tick IS NULL OR last_tick < ?
     OR (last_tick = ? AND CAST(? AS TEXT) IS NOT NULL))
 """
@@ -351,7 +352,9 @@ before the schedule's definition is not its own (a pass of a definition deleted 
 defined anew): it moved the new one's ticks back, to be caught up on. A tick kept
 buffered that gets its run so is no longer buffered (another process, reading the previous
 run ended, started it at once): kept, it held the slot, the next tick was dropped for it,
-and it started nothing."""
+and it started nothing. An advance that buffers never lets go of the tick buffered: done
+twice (its statement tried again on a new connection after the reply to its commit was
+lost), the second let go of what the first had buffered, and that tick never ran."""
 _RELEASE: Final = """
 UPDATE {table} SET buffered = NULL, last_run_id = ? WHERE schedule_id = ? AND buffered = ?
 """
@@ -483,7 +486,20 @@ class SQLiteBook:
         self, schedule_id: str, tick: float, run_id: str | None, *, buffer: bool = False
     ) -> bool:
         statement = _sql(_ADVANCE, self._TABLE, postgres=False)
-        params = (tick, run_id, buffer, tick, tick, run_id, schedule_id, tick, tick, tick, run_id)
+        params = (
+            tick,
+            run_id,
+            buffer,
+            tick,
+            tick,
+            run_id,
+            buffer,
+            schedule_id,
+            tick,
+            tick,
+            tick,
+            run_id,
+        )
         return self._change(statement, params) == 1
 
     def release(self, schedule_id: str, tick: float, run_id: str) -> bool:
@@ -583,7 +599,20 @@ class PostgresBook:
         self, schedule_id: str, tick: float, run_id: str | None, *, buffer: bool = False
     ) -> bool:
         statement = _sql(_ADVANCE, self._TABLE, postgres=True)
-        params = (tick, run_id, buffer, tick, tick, run_id, schedule_id, tick, tick, tick, run_id)
+        params = (
+            tick,
+            run_id,
+            buffer,
+            tick,
+            tick,
+            run_id,
+            buffer,
+            schedule_id,
+            tick,
+            tick,
+            tick,
+            run_id,
+        )
         return self._change(statement, params) == 1
 
     def release(self, schedule_id: str, tick: float, run_id: str) -> bool:

@@ -1633,6 +1633,25 @@ def test_a_schedule_delete_whose_commit_reply_was_lost_is_told_it_deleted(
         close_book(store)
 
 
+def test_a_tick_buffered_by_a_statement_whose_commit_reply_was_lost_stays_buffered(
+    stores: Callable[..., PostgresStore],
+) -> None:
+    # Tried again on a new connection, the advance that buffered a tick behind a run still
+    # going took the tick for one that had got its run, and let go of it: it never ran.
+    store = stores()
+    book = book_for(store)
+    try:
+        row = ScheduleRow("s", "report", "*/5 * * * *", "UTC", "{}", "skip", "buffer_one", False, 0)
+        book.put(row)
+        lost = lose_a_pooled_connection(store, at_commit=True)
+        assert book.advance("s", 600.0, "left-going", buffer=True)
+        assert lost == [1]
+        stored = book.get("s")
+        assert stored is not None and (stored.last_run_id, stored.buffered) == ("left-going", 600)
+    finally:
+        close_book(store)
+
+
 def test_a_cancel_request_whose_commit_reply_was_lost_is_told_it_asked(
     stores: Callable[..., PostgresStore],
 ) -> None:
