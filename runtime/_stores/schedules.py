@@ -28,7 +28,7 @@ import sqlite3
 import threading
 import weakref
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, TypeVar
 
 from runtime import _clock
 from runtime._errors import StoreError
@@ -167,6 +167,8 @@ class ScheduleBook(Protocol):
         """
         ...
 
+
+_T = TypeVar("_T")
 
 _COLUMNS: Final = (
     "schedule_id, workflow_id, cron, timezone, input, catch_up, overlap, paused, "
@@ -355,6 +357,15 @@ run ended, started it at once): kept, it held the slot, the next tick was droppe
 and it started nothing. An advance that buffers never lets go of the tick buffered: done
 twice (its statement tried again on a new connection after the reply to its commit was
 lost), the second let go of what the first had buffered, and that tick never ran."""
+
+
+def _advance_params(
+    schedule_id: str, tick: float, run_id: str | None, buffer: bool
+) -> tuple[Any, ...]:
+    """The parameters of :data:`_ADVANCE`, in the order of its placeholders."""
+    return (tick, run_id, buffer, tick, tick, run_id, buffer, schedule_id, tick, tick, tick, run_id)
+
+
 _RELEASE: Final = """
 UPDATE {table} SET buffered = NULL, last_run_id = ? WHERE schedule_id = ? AND buffered = ?
 """
@@ -486,21 +497,7 @@ class SQLiteBook:
         self, schedule_id: str, tick: float, run_id: str | None, *, buffer: bool = False
     ) -> bool:
         statement = _sql(_ADVANCE, self._TABLE, postgres=False)
-        params = (
-            tick,
-            run_id,
-            buffer,
-            tick,
-            tick,
-            run_id,
-            buffer,
-            schedule_id,
-            tick,
-            tick,
-            tick,
-            run_id,
-        )
-        return self._change(statement, params) == 1
+        return self._change(statement, _advance_params(schedule_id, tick, run_id, buffer)) == 1
 
     def release(self, schedule_id: str, tick: float, run_id: str) -> bool:
         statement = _sql(_RELEASE, self._TABLE, postgres=False)
@@ -549,12 +546,15 @@ class PostgresBook:
         return self._store.read_with(read)
 
     def _change(self, statement: str, params: tuple[Any, ...]) -> int:
-        if self._store.readonly:
-            raise StoreError(f"the PostgreSQL store {self._store.location} is open read-only")
-
         def write(connection: Connection) -> int:
             return connection.execute(statement, params).rowcount
 
+        return self._write(write)
+
+    def _write(self, write: Callable[[Connection], _T]) -> _T:
+        """``write`` on a pooled connection (tried once more on a new one if it is lost)."""
+        if self._store.readonly:
+            raise StoreError(f"the PostgreSQL store {self._store.location} is open read-only")
         return self._store.read_with(write)
 
     def put(self, row: ScheduleRow) -> None:
@@ -575,8 +575,6 @@ class PostgresBook:
         return self._change(statement, (paused, now, now, paused, paused, schedule_id)) == 1
 
     def delete(self, schedule_id: str) -> bool:
-        if self._store.readonly:
-            raise StoreError(f"the PostgreSQL store {self._store.location} is open read-only")
         statement = f"DELETE FROM {self._TABLE} WHERE schedule_id = %s"
         found = False
 
@@ -592,28 +590,13 @@ class PostgresBook:
                 found = found or deleted
             return found
 
-        deleted: bool = self._store.read_with(write)
-        return deleted
+        return self._write(write)
 
     def advance(
         self, schedule_id: str, tick: float, run_id: str | None, *, buffer: bool = False
     ) -> bool:
         statement = _sql(_ADVANCE, self._TABLE, postgres=True)
-        params = (
-            tick,
-            run_id,
-            buffer,
-            tick,
-            tick,
-            run_id,
-            buffer,
-            schedule_id,
-            tick,
-            tick,
-            tick,
-            run_id,
-        )
-        return self._change(statement, params) == 1
+        return self._change(statement, _advance_params(schedule_id, tick, run_id, buffer)) == 1
 
     def release(self, schedule_id: str, tick: float, run_id: str) -> bool:
         statement = _sql(_RELEASE, self._TABLE, postgres=True)
