@@ -1508,6 +1508,18 @@ def _queue_limits(connection: Connection) -> dict[str, QueueLimits]:
     return {row[0]: QueueLimits(*row) for row in rows}
 
 
+def _replaced(connection: Connection, record: SnapshotRecord, owner: str | None) -> Any:
+    """The row (its epoch) if the run's row holds ``record`` as a replace for ``owner`` left it.
+
+    What a replace tried again looks for: its first try, committed, whose reply was lost.
+    """
+    return connection.execute(
+        "SELECT epoch FROM callboard_runs WHERE run_id = %s AND seq = %s "
+        "AND snapshot = %s AND owner_id IS NOT DISTINCT FROM %s",
+        (record.run_id, record.seq, record.data, owner),
+    ).fetchone()
+
+
 def _restart_full(connection: Connection, record: SnapshotRecord) -> QueueFullError | None:
     """The error of a restart into a queue whose ``max_queued`` runs wait, if it is full.
 
@@ -3846,12 +3858,18 @@ class PostgresStore:
         # A replace whose caller gave up waiting must not happen: take() decides.
         if not write.take():
             return False
-        if reopen and record.queue is not None:
+        run_id = record.run_id
+        keeps = hold and not _releases(record)
+        new_owner = self.owner_id if keeps else None
+        if (
+            reopen
+            and record.queue is not None
+            # Not for its own place: a try whose commit's reply was lost took it.
+            and not (write.tried and _replaced(connection, record, new_owner) is not None)
+        ):
             full = _restart_full(connection, record)
             if full is not None:  # refused as a start into a full queue is: nothing changes
                 return full
-        run_id = record.run_id
-        keeps = hold and not _releases(record)
         params = {
             "status": record.status,
             "seq": record.seq,
@@ -3859,7 +3877,7 @@ class PostgresStore:
             "snapshot": record.data,
             "wake_at": record.wake_at,
             "deadline": record.deadline,
-            "new_owner": self.owner_id if keeps else None,
+            "new_owner": new_owner,
             "bump": 1 if keeps else 0,
             "run_id": run_id,
             "expected": expected_seq,
@@ -3878,11 +3896,7 @@ class PostgresStore:
         row = connection.execute(statement, params).fetchone()
         if row is None and write.tried:
             # The same replace, committed by a try whose acknowledgement was lost?
-            row = connection.execute(
-                "SELECT epoch FROM callboard_runs WHERE run_id = %s AND seq = %s "
-                "AND snapshot = %s AND owner_id IS NOT DISTINCT FROM %s",
-                (run_id, record.seq, record.data, params["new_owner"]),
-            ).fetchone()
+            row = _replaced(connection, record, new_owner)
         if row is None:
             return False
         if reopen:  # restarted: what waited for the run before is not the new run's
@@ -4224,12 +4238,26 @@ class PostgresStore:
         ):
             return creates
         connection.execute("SELECT pg_advisory_xact_lock(%s)", (_QUEUE_LOCK,))
+        # A create whose first try may have committed (see _create's "maybe") and whose
+        # run is in: the queue counts it already, and it is not refused for its own place
+        # (told QueueFullError, "not recorded", its run ran). _create tells whether the
+        # row is that try's.
+        maybe = [write.payload[0].run_id for write in bounded if write.payload[2] or write.tried]
+        present: set[str] = set()
+        if maybe:
+            found = connection.execute(
+                "SELECT run_id FROM callboard_runs WHERE run_id = ANY(%s)", (maybe,)
+            )
+            present = {row[0] for row in found.fetchall()}
         waiting: dict[str, int] = {}
         kept: list[Write] = []
         for write in creates:
             record = write.payload[0]
             queue_limits = limits.get(record.queue) if record.queue is not None else None
             if queue_limits is None or queue_limits.max_queued is None:
+                kept.append(write)
+                continue
+            if record.run_id in present:
                 kept.append(write)
                 continue
             if record.queue not in waiting:

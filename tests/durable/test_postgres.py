@@ -17,7 +17,14 @@ import pytest
 from structlog.testing import capture_logs
 
 import runtime._stores.postgres as postgres_module
-from runtime import Runtime, StoreError, StoreUnavailableError, create_step, create_workflow
+from runtime import (
+    QueueFullError,
+    Runtime,
+    StoreError,
+    StoreUnavailableError,
+    create_step,
+    create_workflow,
+)
 from runtime._cli._commands import shown_db
 from runtime._queue import QueueLimits
 from runtime._stores.base import SnapshotRecord
@@ -1528,6 +1535,38 @@ def test_a_prune_whose_commit_reply_was_lost_counts_the_runs_its_first_try_delet
     assert store.prune(keep=1) == 6
     assert lost == [1]
     assert len(store.list_runs()[0]) == 2
+
+
+def test_a_start_into_a_bounded_queue_whose_commit_reply_was_lost_is_not_told_the_queue_is_full(
+    stores: Callable[..., PostgresStore],
+) -> None:
+    # Tried again, the start found its queue full, of its own first try's run: its caller
+    # was told QueueFullError (nothing recorded, by the README's word), and the run ran.
+    store = stores()
+    store.define_queue(QueueLimits("q", max_queued=1))
+    lost = lose_the_next_commit_ack(store)
+    assert store.create(rec("first", 0, "pending", queue="q"), hold=False) is True
+    assert lost == [1]
+    assert [record.run_id for record in store.list_runs()[0]] == ["first"]
+    with pytest.raises(QueueFullError):  # the queue's one place is taken, by that run
+        store.create(rec("second", 0, "pending", queue="q"), hold=False)
+
+
+def test_a_restart_into_a_bounded_queue_whose_commit_reply_was_lost_is_not_refused(
+    stores: Callable[..., PostgresStore],
+) -> None:
+    # Tried again, the restart found its queue full, of its own first try's run: its
+    # caller was told the queue was full (the run not restarted), and the run ran again.
+    store = stores()
+    store.create(rec("ended", 2, "success", queue="q"), hold=False)
+    store.define_queue(QueueLimits("q", max_queued=1))
+    lost = lose_the_next_commit_ack(store)
+    assert store.replace(rec("ended", 3, "pending", queue="q"), 2, reopen=True) is True
+    assert lost == [1]
+    loaded = store.load("ended")
+    assert loaded is not None and (loaded.seq, loaded.status) == (3, "pending")
+    with pytest.raises(QueueFullError):  # the queue's one place is taken, by that run
+        store.create(rec("second", 0, "pending", queue="q"), hold=False)
 
 
 def test_a_delete_whose_commit_reply_was_lost_is_told_it_deleted(
