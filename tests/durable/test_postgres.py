@@ -1589,12 +1589,13 @@ def test_a_delete_whose_commit_reply_was_lost_is_told_it_deleted(
 
 
 def lose_a_pooled_connection(store: PostgresStore, *, at_commit: bool) -> list[int]:
-    """The next write on a pooled connection loses it: after its commit, or before it runs.
+    """The next schedules write on a pooled connection loses it: after its commit, or before.
 
     With ``at_commit``, the commit happens (a transaction's, or an autocommitted
     statement's) and the connection closes before the reply; otherwise the connection
-    closes as the first statement is sent, which never runs. The schedules' book writes
-    on these connections. Returns a list that counts the connections lost.
+    closes as the statement is sent, which never runs. The schedules' book writes on
+    these connections; other statements (the store's own, on other threads) go through
+    untouched. Returns a list that counts the connections lost.
     """
     import psycopg
 
@@ -1614,20 +1615,23 @@ def lose_a_pooled_connection(store: PostgresStore, *, at_commit: bool) -> list[i
                 yield lent
                 return
             real_transaction, real_execute = lent.transaction, lent.execute
+            wrote: list[bool] = []
 
             @contextlib.contextmanager
             def transaction() -> Iterator[Any]:
                 with real_transaction() as begun:
                     yield begun
-                if not lost:
+                if wrote and not lost:
                     drop(lent)
 
             def execute(query: Any, params: Any = None, **options: Any) -> Any:
-                if lost or "set_config" in str(query):  # the test kit's clock, at each use
+                text = str(query)
+                if lost or "callboard_schedules" not in text or text.startswith("SELECT"):
                     return real_execute(query, params, **options)
                 if not at_commit:
                     drop(lent)
                 cursor = real_execute(query, params, **options)
+                wrote.append(True)
                 if lent.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
                     drop(lent)  # committed as it ran
                 return cursor
