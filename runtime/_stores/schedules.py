@@ -39,6 +39,8 @@ from runtime._stores.sqlite import LOCK_TIMEOUT, SQLiteStore, in_memory_temp, re
 if TYPE_CHECKING:
     from runtime._stores.postgres import Connection
 
+_T = TypeVar("_T")
+
 __all__ = [
     "AHEAD_MARGIN",
     "MemoryBook",
@@ -167,8 +169,6 @@ class ScheduleBook(Protocol):
         """
         ...
 
-
-_T = TypeVar("_T")
 
 _COLUMNS: Final = (
     "schedule_id, workflow_id, cron, timezone, input, catch_up, overlap, paused, "
