@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import textwrap
@@ -504,7 +505,7 @@ def test_a_suspended_run_whose_snapshot_cannot_be_read_is_canceled_and_then_dele
 ) -> None:
     # Nobody can resume it or run it on: without a cancel it would stay for ever, and
     # a delete refuses a run that has not ended.
-    with sqlite3.connect(suspended) as connection:
+    with contextlib.closing(sqlite3.connect(suspended)) as connection, connection:
         (blob,) = connection.execute("SELECT snapshot FROM runs WHERE run_id = 'r1'").fetchone()
         damaged = bytes([blob[0], blob[1] ^ 0x10, *blob[2:]])
         connection.execute("UPDATE runs SET snapshot = ? WHERE run_id = 'r1'", (damaged,))

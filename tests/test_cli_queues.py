@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -147,7 +148,7 @@ def test_queues_list_reads_a_file_from_before_held_slots_were_kept(
     store = SQLiteStore(db)
     store.define_queue(Queue("mail", concurrency=1).limits)
     store.close()
-    with sqlite3.connect(db) as connection:
+    with contextlib.closing(sqlite3.connect(db)) as connection, connection:
         connection.execute("ALTER TABLE owners DROP COLUMN executing")
         connection.execute("PRAGMA user_version = 9")
     connection.close()
@@ -156,7 +157,7 @@ def test_queues_list_reads_a_file_from_before_held_slots_were_kept(
         ("mail", 0)
     ]
     SQLiteStore(db).close()
-    with sqlite3.connect(db) as connection:
+    with contextlib.closing(sqlite3.connect(db)) as connection, connection:
         columns = {row[1] for row in connection.execute("PRAGMA table_info(owners)")}
         version = connection.execute("PRAGMA user_version").fetchone()[0]
     connection.close()

@@ -477,7 +477,8 @@ def test_workers_list_marks_a_worker_past_its_lease_as_expired(
     # A killed worker showed as alive, holding its runs, however long ago it last beat.
     with Runtime(store=SQLiteStore(db, lease=3600.0)) as runtime:
         runtime.register(flows.greet)
-        with sqlite3.connect(db) as raw:  # its last heartbeat two hours ago
+        # Its last heartbeat two hours ago.
+        with contextlib.closing(sqlite3.connect(db)) as raw, raw:
             raw.execute("UPDATE owners SET heartbeat_at = heartbeat_at - 7200")
         [worker] = listed(capsys, db)
         code = main(["workers", "list", "--db", db])

@@ -10,6 +10,7 @@ parts of a large run outlived it in their table.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from pathlib import Path
@@ -73,7 +74,7 @@ def test_a_canceled_suspended_run_once_deleted_stays_deleted(each_store: Any, si
         again = wf.create_run(ids[0]).start(input_data={"text": "again"}, timeout=WAIT)
     assert again.status == "suspended"  # the id is free for a new run
     if isinstance(store, Path):
-        with sqlite3.connect(store) as connection:
+        with contextlib.closing(sqlite3.connect(store)) as connection, connection:
             orphans = connection.execute(
                 "SELECT count(*) FROM run_parts WHERE run_id NOT IN (SELECT run_id FROM runs)"
             ).fetchone()[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -801,7 +802,7 @@ def test_a_queue_whose_stored_limit_is_not_a_number_holds_its_runs_and_the_other
         for wf_id in ("odd", "fine"):  # a process defines a queue at its first start
             result = bound[wf_id][1].create_run().start(input_data={"value": "x"}, timeout=WAIT)
             assert result.status == "success"
-        with sqlite3.connect(path) as raw:
+        with contextlib.closing(sqlite3.connect(path)) as raw, raw:
             raw.execute("UPDATE queues SET concurrency = 'two' WHERE name = 'odd'")
         held = bound["odd"][1].create_run()
         held.start_async(input_data={"value": "o"})

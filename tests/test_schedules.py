@@ -895,7 +895,7 @@ def test_a_schedule_row_with_values_this_process_cannot_read_is_listed_as_such(
     rt = start(started, tmp_path / "runs.db")
     rt.schedule(report, cron="*/5 * * * *", input_data={"value": "x"}, schedule_id="a-odd")
     rt.schedule(report, cron="*/5 * * * *", input_data={"value": "x"}, schedule_id="b-fine")
-    with sqlite3.connect(tmp_path / "runs.db") as raw:
+    with contextlib.closing(sqlite3.connect(tmp_path / "runs.db")) as raw, raw:
         raw.execute(f"UPDATE schedules SET {column} = ? WHERE schedule_id = 'a-odd'", (value,))
 
     odd, fine = rt.schedules()
@@ -915,7 +915,7 @@ def test_a_schedule_whose_stored_time_is_not_a_number_is_listed_fires_nothing_an
     rt.schedule(report, cron="*/5 * * * *", input_data={"value": "x"}, schedule_id="a-odd")
     rt.schedule(report, cron="*/5 * * * *", input_data={"value": "x"}, schedule_id="b-fine")
     with structlog.testing.capture_logs() as logs:
-        with sqlite3.connect(tmp_path / "runs.db") as raw:
+        with contextlib.closing(sqlite3.connect(tmp_path / "runs.db")) as raw, raw:
             raw.execute(f"UPDATE schedules SET {column} = 'x' WHERE schedule_id = 'a-odd'")
         # A pass that read the row before the damage (the schedule() calls poke one) is over
         # before the clock moves: it would fire the tick, as it found the row readable.
