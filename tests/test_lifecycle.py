@@ -732,19 +732,19 @@ def test_a_step_that_exhausts_its_retries_fails_with_its_last_error(runtime: Run
 
 def test_waiting_before_a_retry_holds_no_thread() -> None:
     runs = 100
+    # Each call as (run id, attempt, the harness clock's time), so that a retry that comes
+    # early says whose it was and when (this test failed once in a whole suite on 4
+    # processes on 2 cores: more than the warm-up's retry before the clock was moved).
     calls = Calls()
-    # Each call as (run id, attempt, the harness clock's time): a retry that comes early
-    # says whose it was and when (this test failed once in the whole suite, on 4 processes
-    # on 2 cores, with more than the warm-up's retry before the clock was moved).
-    attempts = Calls()
-    clock: list[Any] = []
 
     def body(ctx: Any) -> N:
-        calls.add(ctx.retry_count)
-        attempts.add((ctx.run_id, ctx.retry_count, clock[0].now()))
+        calls.add((ctx.run_id, ctx.retry_count, harness.clock.now()))
         if ctx.retry_count < 1:
             raise ValueError(f"boom {ctx.retry_count}")
         return ctx.input_data
+
+    def attempts(attempt: int) -> list[tuple[str, int, float]]:
+        return [call for call in list(calls.seen) if call[1] == attempt]
 
     workflow = (
         create_workflow(
@@ -759,34 +759,31 @@ def test_waiting_before_a_retry_holds_no_thread() -> None:
     # On a virtual clock moved by hand: every run waits for its retry, however slow the
     # machine, until the test moves the clock (on the wall clock this waited a second).
     with Harness(time_skipping=False) as harness:
-        clock.append(harness.clock)
         wf = harness.register(workflow)
         # Warm up: the machinery's own threads (timers, a few step actors) start on first use.
         warm_up = wf.create_run()
         warm_up.start_async(input_data={"n": 0})
-        wait_until(lambda: calls.seen.count(0) == 1)
-        advance_until(harness.clock, lambda: calls.seen.count(1) == 1, 60, "the warm-up retried")
+        wait_until(lambda: len(attempts(0)) == 1)
+        advance_until(harness.clock, lambda: len(attempts(1)) == 1, 60, "the warm-up retried")
         assert warm_up.wait(WAIT).status == "success"
         baseline = threading.active_count()
         started = [wf.create_run() for _ in range(runs)]
         for run in started:
             run.start_async(input_data={"n": 1})
 
-        wait_until(lambda: calls.seen.count(0) == runs + 1)
+        wait_until(lambda: len(attempts(0)) == runs + 1)
         # Every run has failed its first call and now waits a minute before its retry.
         waiting = threading.active_count()
-        retried = calls.seen.count(1)
-        moved_to = harness.clock.now()
-        early = [call for call in list(attempts.seen) if call[1] == 1]
-        advance_until(harness.clock, lambda: calls.seen.count(1) == runs + 1, 60, "every retry")
+        retried, moved_to = attempts(1), harness.clock.now()
+        advance_until(harness.clock, lambda: len(attempts(1)) == runs + 1, 60, "every retry")
 
         for run in started:
             assert run.wait(WAIT).status == RunStatus.SUCCESS
     # The warm-up's retry only: no other came before the clock moved on.
-    assert retried == 1, (
-        f"a retry came before its back-off had passed: {early} (the warm-up is "
-        f"{warm_up.run_id}; the clock stood at {moved_to}; first calls "
-        f"{sorted({when for _, attempt, when in attempts.seen if attempt == 0})})"
+    assert len(retried) == 1, (
+        f"a retry came before its back-off had passed: {retried} (the warm-up is "
+        f"{warm_up.run_id}; the clock stood at {moved_to}; first calls at "
+        f"{sorted({when for _, _, when in attempts(0)})})"
     )
     assert waiting - baseline <= 10, f"{waiting - baseline} more threads while runs wait to retry"
 
