@@ -443,10 +443,8 @@ def test_another_process_runs_its_own_runs_on_the_same_file_meanwhile(
     assert [(r.status, r.result) for r in found if r is not None] == [
         ("success", result) for _, result in theirs.values()
     ]
-    # The two processes wrote at the same time: this one began runs before the other's
-    # first and after its last. (Not that one of this one's began in between: under
-    # load, the other's 30 runs can go by while this one's writer waits for the lock.)
+    # The two processes wrote at the same time: some of this one's runs began while the
+    # other was going through its runs (halfway, it waits until they have).
     first, last = min(r.created_at for r in found), max(r.created_at for r in found)
-    assert min(r.created_at for r in mine) < first
-    assert max(r.created_at for r in mine) > last
+    assert any(first < r.created_at < last for r in mine)
     assert wf.list_workflow_runs(limit=1).total == 1 + len(mine) + 30

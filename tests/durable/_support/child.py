@@ -147,18 +147,33 @@ def read(params: dict[str, Any]) -> None:
 
 
 def run_many(params: dict[str, Any]) -> None:
-    """Run ``count`` runs of ``logged`` one after another, each with its own log; report each."""
+    """Run ``count`` runs of ``logged`` one after another, each with its own log; report each.
+
+    Halfway, it waits until another process has started two runs since its first (the
+    second of them begun after the first was in the file, so after its own first run):
+    under load its runs could otherwise all go by while the other's writer waited for
+    the lock, and the two processes' runs would not interleave.
+    """
     with Runtime(store=params["db"]) as rt:
         wf = rt.register(logged)
         say("READY")
         results = {}
-        for index in range(params["count"]):
+        count, in_file = params["count"], 0
+        for index in range(count):
             run = wf.create_run()
             results[run.run_id] = run.start(
                 input_data={"value": str(index)},
                 request_context={"log": os.path.join(params["log_dir"], f"child-{index}.log")},
                 timeout=HOLD_LIMIT,
             )
+            if index == 0:
+                in_file = wf.list_workflow_runs(limit=1).total
+            elif index == count // 2:
+                mine = in_file + index  # its own since then
+                _until(
+                    "two runs of another process between its own",
+                    lambda mine=mine: wf.list_workflow_runs(limit=1).total >= mine + 2,
+                )
         say("RESULT", {run_id: [r.status.value, r.result] for run_id, r in results.items()})
 
 
