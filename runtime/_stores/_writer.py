@@ -417,7 +417,8 @@ class GroupCommitWriter:
 
 
 REFUSAL_PATIENCE: Final = 30.0
-"""Seconds a store may refuse every write before those who wait on its runs are told."""
+"""Seconds a store may refuse every write (or find no room for any) before those who wait
+on its runs are told."""
 
 
 REFUSED_WAIT: Final = 2.0
@@ -425,23 +426,37 @@ REFUSED_WAIT: Final = 2.0
 
 
 class Refusals:
-    """How long a store has refused every write, and who to tell once it has been too long.
+    """How long a store has failed every write for a lasting reason, and who to tell.
 
-    Used on the writer thread (``refused``, ``accepted``); ``given_up`` may be
-    read from any thread. A refusal is said in the log when it begins
-    (``store_write_refused``), once more when ``REFUSAL_PATIENCE`` has passed
-    (``store_refuses_writes``), and when writes are accepted again
-    (``store_writes_accepted``): not at every try.
+    A lasting reason is a refusal (a read-only file or database, privileges
+    revoked) or a full disk: either lasts until someone mends it. Used on the
+    writer thread (``refused``, ``full``, ``accepted``); ``given_up`` may be
+    read from any thread. Such a failure is said in the log when it begins
+    (``store_write_refused``, ``store_disk_full``), once more when
+    ``REFUSAL_PATIENCE`` has passed (``store_refuses_writes``,
+    ``store_disk_stays_full``), and when writes are accepted again
+    (``store_writes_accepted``): not at every try. From then on a caller's
+    write waits ``REFUSED_WAIT`` at most (:meth:`patience`), and waits on runs
+    are told (:meth:`listen`).
 
     Args:
         store: The store as the log names it.
     """
 
-    __slots__ = ("_given_up", "_listeners", "_listeners_lock", "_on_given_up", "_since", "_store")
+    __slots__ = (
+        "_full",
+        "_given_up",
+        "_listeners",
+        "_listeners_lock",
+        "_on_given_up",
+        "_since",
+        "_store",
+    )
 
     def __init__(self, store: str) -> None:
         self._store = store
-        self._since = 0.0  # monotonic start of the refusal under way; 0.0: none
+        self._since = 0.0  # monotonic start of the failure under way; 0.0: none
+        self._full = False  # whether its last try met a full disk, not a refusal
         self._given_up: str | None = None
         self._on_given_up: Callable[[], None] | None = None
         # Watches of runs (one each) told when a refusal outlasts the patience, as an
@@ -472,28 +487,43 @@ class Refusals:
 
     def refused(self, reason: str, waiting: int) -> None:
         """The database refused a transaction of ``waiting`` writes for ``reason``."""
+        self._failed(reason, waiting, full=False)
+
+    def full(self, reason: str, waiting: int) -> None:
+        """A transaction of ``waiting`` writes found no room for ``reason`` (the disk is full).
+
+        Unlike a refusal, nothing is refused at once (:meth:`refusing` stays
+        false): room may come back at the next try. Only once every try has
+        failed so for ``REFUSAL_PATIENCE`` are callers and waits told.
+        """
+        self._failed(reason, waiting, full=True)
+
+    def _failed(self, reason: str, waiting: int, *, full: bool) -> None:
         now = time.monotonic()
+        self._full = full
         if not self._since:
             self._since = now
             emit(
                 logging.WARNING,
-                "store_write_refused",
+                "store_disk_full" if full else "store_write_refused",
                 store=self._store,
                 waiting=waiting,
                 error=reason,
-                hint="the writes wait in memory and are tried again until the store takes them",
+                hint="the writes wait in memory and are tried again until "
+                + ("there is room" if full else "the store takes them"),
             )
             return
         if self._given_up is None and now - self._since >= REFUSAL_PATIENCE:
+            failing = "had no room for any write" if full else "refused every write"
             why = (
-                f"the run store {self._store} has refused every write for "
+                f"the run store {self._store} has {failing} for "
                 f"{now - self._since:.0f} s: {reason}; what it has not recorded waits in "
                 "memory, and goes on once the store takes writes again"
             )
             self._given_up = why
             emit(
                 logging.ERROR,
-                "store_refuses_writes",
+                "store_disk_stays_full" if full else "store_refuses_writes",
                 store=self._store,
                 waiting=waiting,
                 error=reason,
@@ -514,7 +544,7 @@ class Refusals:
                     emit(logging.ERROR, "store_callback_failed", exc_info=True)
 
     def accepted(self) -> None:
-        """A transaction committed: a refusal under way, if any, has ended."""
+        """A transaction committed: a refusal or full disk under way, if any, has ended."""
         if self._since:
             emit(
                 logging.WARNING,
@@ -523,17 +553,22 @@ class Refusals:
                 refused_for=round(time.monotonic() - self._since, 1),
             )
             self._since = 0.0
+            self._full = False
             self._given_up = None
 
     def refusing(self) -> bool:
-        """Whether a refusal is under way: the last transaction tried was refused."""
-        return bool(self._since)
+        """Whether a refusal is under way: the last transaction tried was refused.
+
+        Not for a full disk, whose callers wait for room (up to :meth:`patience`).
+        """
+        return bool(self._since) and not self._full
 
     def patience(self, timeout: float) -> float:
         """How long a caller waits on its write: ``timeout``, or one more try once given up.
 
-        A start made while the store has refused every write for long is told
-        so within ``REFUSED_WAIT`` seconds, not after the whole ``timeout``.
+        A start made while the store has refused every write for long (or found
+        no room for any) is told so within ``REFUSED_WAIT`` seconds, not after
+        the whole ``timeout``.
         """
         return timeout if self._given_up is None else min(timeout, REFUSED_WAIT)
 

@@ -1312,6 +1312,11 @@ def _refused(exc: BaseException) -> bool:
     return getattr(exc, "sqlstate", None) in _REFUSING_STATES
 
 
+def _disk_full(exc: BaseException) -> bool:
+    """Whether the server found no room for a transaction (``disk_full``: its disk is full)."""
+    return getattr(exc, "sqlstate", None) == "53100"
+
+
 class _Hints:
     """Hints gathered during one transaction, sent once it committed."""
 
@@ -3208,6 +3213,11 @@ class PostgresStore:
                     return refuse_at_once(
                         writes, f"the PostgreSQL store {self._shown}", self._retried_for
                     )
+                if _disk_full(exc):
+                    # Said when it begins, after REFUSAL_PATIENCE and when it ends, not at
+                    # every try; once it has lasted, starts and waits are told.
+                    self._refusals.full(self._reason(exc), len(writes))
+                    return writes
                 emit(
                     logging.WARNING,
                     "store_write_retrying",

@@ -1933,6 +1933,12 @@ class SQLiteStore:
                 return refuse_at_once(writes, f"the run store {self.path}", str(exc))
             if _passing(exc):
                 self._retried_for = str(exc)
+                if _full(exc):
+                    # Said when it begins, after REFUSAL_PATIENCE and when it ends, not at
+                    # every try (a log on the same full disk fails at each line); once it
+                    # has lasted, starts and waits are told, as for a refusal.
+                    self._refusals.full(str(exc), len(writes))
+                    return writes
                 emit(
                     logging.WARNING,
                     "store_write_retrying",
@@ -3209,6 +3215,15 @@ def _passing(exc: BaseException) -> bool:
     """Whether a failed transaction may succeed if tried again as it is."""
     code = getattr(exc, "sqlite_errorcode", None)
     return isinstance(code, int) and code & 0xFF in _PASSING_CODES
+
+
+def _full(exc: BaseException) -> bool:
+    """Whether a transaction failed for want of room (``SQLITE_FULL``: the disk is full)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF == _SQLITE_FULL
+
+
+_SQLITE_FULL: Final = 13
 
 
 def _reporting(

@@ -91,19 +91,28 @@ def store(tmp_path: Path) -> Iterator[SQLiteStore]:
 
 
 def test_a_save_that_cannot_commit_on_a_full_disk_is_not_acknowledged_until_it_does(
-    store: SQLiteStore,
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert store.create(record("r", 0))
     disk = Disk(store)
     committed, failed = threading.Event(), []
+    full_tries: list[float] = []
+    transaction = store._transaction
+
+    def counted(*args: Any) -> Any:
+        try:
+            return transaction(*args)
+        except sqlite3.OperationalError as exc:
+            if "full" in str(exc):
+                full_tries.append(time.monotonic())
+            raise
+
+    monkeypatch.setattr(store, "_transaction", counted)
     disk.fill()
 
     with capture_logs() as logs:
         store.save([record("r", 1, data=b"y" * 200_000)], committed.set, failed.append)
-        wait_until(
-            lambda: sum(e["event"] == "store_write_retrying" for e in logs) >= 3,
-            "the writer retried the full disk",
-        )
+        wait_until(lambda: len(full_tries) >= 3, "the writer retried the full disk")
 
         assert not committed.is_set(), "a save the disk refused was acknowledged"
         assert failed == []
@@ -114,6 +123,11 @@ def test_a_save_that_cannot_commit_on_a_full_disk_is_not_acknowledged_until_it_d
 
     stored = store.load("r")
     assert stored is not None and stored.seq == 1 and failed == []
+    # Said when it began and when it ended, not at every try.
+    events = [e["event"] for e in logs]
+    assert events.count("store_disk_full") == 1, events
+    assert events.count("store_writes_accepted") == 1, events
+    assert "store_write_retrying" not in events, events
 
 
 def test_a_create_on_a_full_disk_returns_once_space_returns(store: SQLiteStore) -> None:
