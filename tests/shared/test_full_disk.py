@@ -198,6 +198,7 @@ def _told_then_recovered(disk: SQLiteDisk | TmpfsDisk) -> None:
         wf = rt.register(workflow)
         run = wf.create_run()
         run.start_async(input_data={"value": "go"})
+        watch = run.watch()
         assert filled.wait(WAIT)
         outcomes: list[BaseException | Any] = []
 
@@ -207,9 +208,11 @@ def _told_then_recovered(disk: SQLiteDisk | TmpfsDisk) -> None:
             except BaseException as exc:
                 outcomes.append(exc)
 
+        taken: list[Any] = []
         waiters = [
             threading.Thread(target=waiting, args=(run.wait,)),  # no timeout: it was for ever
             threading.Thread(target=waiting, args=(lambda: asyncio.run(run.wait_async()),)),
+            threading.Thread(target=waiting, args=(lambda: taken.extend(watch),)),
         ]
         refused_start = wf.create_run()
         try:
@@ -218,7 +221,7 @@ def _told_then_recovered(disk: SQLiteDisk | TmpfsDisk) -> None:
             for waiter in waiters:
                 waiter.join(TOLD_WITHIN)
             assert not any(waiter.is_alive() for waiter in waiters), "a wait was never told"
-            assert len(outcomes) == 2
+            assert len(outcomes) == 3
             for outcome in outcomes:
                 assert isinstance(outcome, StoreUnavailableError), outcome
                 assert disk.says in str(outcome) and run.run_id in str(outcome), outcome
@@ -238,6 +241,12 @@ def _told_then_recovered(disk: SQLiteDisk | TmpfsDisk) -> None:
         )
         result = run.wait(timeout=WAIT)
         assert result.status == "success", result.error
+        # The same watch goes on to the run's end, from the last event it took.
+        rest = list(watch)
+        watch.close()
+        assert rest and rest[-1].type == "status" and rest[-1].status == "success"
+        seqs = [event.seq for event in taken + rest]
+        assert seqs == sorted(set(seqs))
         assert calls == {"first": 1, "second": 1, "third": 1}
         # A start that raised was never recorded, then or since; a new one goes through.
         assert wf.get_workflow_run_execution_result(refused_start.run_id) is None
