@@ -20,8 +20,11 @@ API, child processes, and plain ``sqlite3`` to look at the files. The scenarios:
 - ``flips``: finished runs in a SQLite file get one or two bits flipped in their
   stored snapshots (anywhere in a run's row or, for a run kept in parts, in
   its parts); every run is then queried through a new runtime.
-- ``disk``: the SQLite file lives on a small tmpfs that runs fill up; then the
-  space comes back, and every run that was started must finish.
+- ``disk``: the SQLite file lives on a small tmpfs that runs fill up; waits begun
+  on unended runs must be told once it has stayed full a while (2 s here, 30 s
+  outside the campaign), then the space comes back, and every run that was
+  started must finish. Then the same with a PostgreSQL database in a tablespace
+  on a small tmpfs (on a throwaway cluster, as the fleet's).
 - ``limits``: a child process whose address space is capped (``RLIMIT_AS``) so
   that the OS refuses threads after a few dozen, as a pids limit or ``ulimit -u``
   would, starts many runs whose steps block on a pool allowed a thread for each;
@@ -48,6 +51,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import faulthandler
 import json
 import logging
@@ -85,10 +89,12 @@ from runtime import (
     SQLiteStore,
     StepContext,
     StoreError,
+    StoreUnavailableError,
     WorkflowResult,
     create_step,
     create_workflow,
 )
+from runtime._stores import _writer as writer_module
 
 SCRIPT = Path(__file__).resolve()
 SCENARIOS = ("kills", "soak", "flips", "disk", "limits", "fleet")
@@ -1114,6 +1120,10 @@ DISK = "disk"
 DISK_SIZE = "2m"
 FILLER_BYTES = 512 * 1024
 PAD = "p" * 500
+DISK_PATIENCE = 2.0  # seconds full before waits and starts are told (REFUSAL_PATIENCE: 30)
+DISK_WAITS = 3  # waits begun on unended runs while the disk is full
+PG_DISK_SIZE = "32m"  # a database copied from template0 takes about 8 MB of it
+PG_ROOM = 1 << 20  # bytes left free for the runs once the database and its schema are made
 PACE = 0.005  # seconds between two starts
 STALL = 1.0  # seconds a start_async may take before the disk counts as full
 
@@ -1167,16 +1177,19 @@ def disk_child(params: dict[str, Any]) -> None:
     global _journal  # noqa: PLW0603 - the traced steps write here
     EVENTS.configure()
     mount, journal_path = Path(params["mount"]), Path(params["journal"])
+    url: str | None = params.get("url")  # a PostgreSQL database in a tablespace on the tmpfs
     _journal = Journal(journal_path)
+    # Told after DISK_PATIENCE, not the 30 s a store waits before it tells (see _told_while_full).
+    writer_module.REFUSAL_PATIENCE = DISK_PATIENCE  # type: ignore[misc]
     filler = mount / "filler"
-    with filler.open("wb") as file:
-        file.write(b"\0" * FILLER_BYTES)
-        file.flush()
-        os.fsync(file.fileno())
+    if url is None:
+        _write_filler(filler, FILLER_BYTES)
     db = mount / "runs.db"
     out: dict[str, Any] = {}
-    rt = Runtime(store=db, stop_timeout=30).start()
+    rt = Runtime(store=db if url is None else url, stop_timeout=30).start()
     try:
+        if url is not None:  # the database and its schema made: leave the runs a little room
+            _write_filler(filler, shutil.disk_usage(mount).free - PG_ROOM)
         wf = rt.register(DISK_WORKFLOW)
         starter = Starter(wf, params["max_runs"])
         while starter.thread.is_alive() and not starter.stalled():
@@ -1188,11 +1201,15 @@ def disk_child(params: dict[str, Any]) -> None:
         )
         time.sleep(1.0)  # let the runs in flight run into the full disk as well
         out["free_bytes_when_full"] = shutil.disk_usage(mount).free
-        out["files_when_full"] = ", ".join(
-            f"{path.name.replace('runs.db-', '').replace('runs.db', 'db')} "
-            f"{path.stat().st_size // 1024}"
-            for path in sorted(mount.iterdir())
-            if path.name.startswith("runs.db")
+        out["files_when_full"] = (
+            ", ".join(
+                f"{path.name.replace('runs.db-', '').replace('runs.db', 'db')} "
+                f"{path.stat().st_size // 1024}"
+                for path in sorted(mount.iterdir())
+                if path.name.startswith("runs.db")
+            )
+            if url is None
+            else f"tablespace {_tree_bytes(mount / 'space') // 1024}"
         )
         log = KillLog.read(journal_path)
         out["lost_runs_full"] = sum(
@@ -1203,6 +1220,7 @@ def disk_child(params: dict[str, Any]) -> None:
             (r := wf.get_workflow_run_execution_result(run_id)) is not None and r.status == "failed"
             for run_id in starter.acked
         )
+        out.update(_told_while_full(wf, starter.acked))
         starter.stop.set()
         freed_at = time.monotonic()
         filler.unlink()
@@ -1232,9 +1250,67 @@ def disk_child(params: dict[str, Any]) -> None:
         )
     finally:
         rt.stop()
-    out["integrity"] = integrity(db)
+    out["integrity"] = integrity(db) if url is None else None
     out["events"] = EVENTS.since(Counter())
     print("RESULT " + json.dumps(out), flush=True)
+
+
+def _told_while_full(wf: Any, acked: Sequence[str]) -> dict[str, Any]:
+    """Waits on unended runs, and a start, once the full disk outlasted the store's patience.
+
+    ``DISK_PATIENCE`` stands for ``REFUSAL_PATIENCE`` (30 s) here, to keep the
+    campaign short: each must be told, saying the store has had no room.
+    """
+    unended = [
+        run_id
+        for run_id in acked
+        if not (r := wf.get_workflow_run_execution_result(run_id)) or not r.is_terminal
+    ][:DISK_WAITS]
+    told: list[str] = []
+
+    def waiting(run_id: str) -> None:
+        try:
+            wf.create_run(run_id).wait()  # no timeout: without being told, it waits for ever
+        except StoreUnavailableError as exc:
+            told.append(str(exc))
+
+    waiters = [threading.Thread(target=waiting, args=(r,), daemon=True) for r in unended]
+    for waiter in waiters:
+        waiter.start()
+    for waiter in waiters:
+        waiter.join(DISK_PATIENCE + 15)
+    began, start_told = time.monotonic(), None
+    try:
+        wf.create_run().start_async(input_data={"token": "input"}, request_context={"pad": PAD})
+    except StoreError:
+        start_told = round(time.monotonic() - began, 2)
+    return {
+        "waits": len(unended),
+        "waits_told": len(told),
+        "told_no_room": sum("no room for any write" in why for why in told),
+        "start_told_s": start_told,
+    }
+
+
+def _write_filler(path: Path, size: int) -> None:
+    """Write ``size`` bytes (as many as fit) to the file at ``path``, synced."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        left = max(0, size)
+        while left:
+            try:
+                left -= os.write(fd, b"\0" * min(left, 1 << 20))
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                break
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _tree_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
 
 
 def _lost_steps(wf: Any, log: KillLog) -> int:
@@ -1253,71 +1329,149 @@ def _lost_steps(wf: Any, log: KillLog) -> int:
 
 
 def full_disk(sizes: Sizes, folder: Path) -> list[Row]:
+    """Runs started into a SQLite file on a small tmpfs until it is full, then freed."""
     mount = folder / "tmpfs"
     mount.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={DISK_SIZE}", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        reason = (mounted.stderr or mounted.stdout).strip().splitlines()
-        return [reported(DISK, "skipped: mount refused", reason[-1] if reason else "no reason")]
+    refused = _mount_tmpfs(mount, DISK_SIZE)
+    if refused is not None:
+        return [reported(DISK, "skipped: mount refused", refused)]
     began = time.monotonic()
     try:
-        child = subprocess.run(
-            [
-                sys.executable,
-                str(SCRIPT),
-                "--role",
-                "disk-child",
-                "--params",
-                json.dumps(
-                    {
-                        "mount": str(mount),
-                        "journal": str(folder / "disk.journal"),
-                        "max_runs": sizes.disk_max_runs,
-                    }
-                ),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        child = _disk_child(folder, {"mount": str(mount)}, sizes)
     finally:
         unmounted = subprocess.run(["umount", str(mount)], check=False).returncode == 0
+    return _disk_rows(DISK, DISK_SIZE, child, unmounted, began)
+
+
+def full_disk_postgres(sizes: Sizes, folder: Path) -> list[Row]:
+    """The same on PostgreSQL: its database in a tablespace on a small tmpfs, filled and freed.
+
+    The cluster's own files and its WAL stay where they are: a full disk there stops
+    the server (a WAL write that fails is a PANIC), which the fleet's restarts cover.
+    """
+    label = f"{DISK} (postgresql)"
+    # Not under the campaign's folder (mode 0700): the server's user must reach it.
+    mount = Path(tempfile.mkdtemp(prefix="callboard-chaos-disk-"))
+    refused = _mount_tmpfs(mount, PG_DISK_SIZE)
+    if refused is not None:
+        mount.rmdir()
+        return [reported(label, "skipped: mount refused", refused)]
+    began = time.monotonic()
+    server: Any = None
+    try:
+        server = _fleet_server()
+        if server is None:
+            return [reported(label, "skipped", "no psycopg, or no PostgreSQL server binaries")]
+        if server.external is not None:
+            return [reported(label, "skipped", "a tablespace needs a throwaway cluster")]
+        (mount / "space").mkdir()
+        shutil.chown(mount / "space", "postgres", "postgres")
+        with server.admin() as admin:
+            admin.execute(f"CREATE TABLESPACE chaos_disk LOCATION '{mount / 'space'}'")
+            admin.execute("CREATE DATABASE chaos_disk TEMPLATE template0 TABLESPACE chaos_disk")
+        params = {"mount": str(mount), "url": server.url("chaos_disk")}
+        child = _disk_child(folder, params, sizes)
+    finally:
+        if server is not None:
+            server.destroy()
+        unmounted = subprocess.run(["umount", str(mount)], check=False).returncode == 0
+        if unmounted:
+            mount.rmdir()
+    return _disk_rows(label, PG_DISK_SIZE, child, unmounted, began)
+
+
+def _mount_tmpfs(mount: Path, size: str) -> str | None:
+    """Mount a tmpfs of ``size`` at ``mount``; why not, if it could not."""
+    try:
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(mount)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError as exc:
+        return str(exc)
+    if mounted.returncode == 0:
+        return None
+    reason = (mounted.stderr or mounted.stdout).strip().splitlines()
+    return reason[-1] if reason else "no reason"
+
+
+def _disk_child(
+    folder: Path, params: dict[str, Any], sizes: Sizes
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--role",
+            "disk-child",
+            "--params",
+            json.dumps(
+                {
+                    **params,
+                    "journal": str(folder / f"disk-{len(list(folder.glob('disk-*')))}.journal"),
+                    "max_runs": sizes.disk_max_runs,
+                }
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def _disk_rows(
+    label: str,
+    size: str,
+    child: subprocess.CompletedProcess[str],
+    unmounted: bool,
+    began: float,
+) -> list[Row]:
     lines = [line for line in child.stdout.splitlines() if line.startswith("RESULT ")]
     if child.returncode != 0 or not lines:
         tail = (child.stderr.strip().splitlines() or ["no output"])[-1]
         return [
-            Row(DISK, "the child crashed", f"exit {child.returncode}: {tail[:100]}", "-", False)
+            Row(label, "the child crashed", f"exit {child.returncode}: {tail[:100]}", "-", False)
         ]
     out = json.loads(lines[-1][len("RESULT ") :])
+    integrity_row = (
+        [must_be(label, "PRAGMA integrity_check", out["integrity"], "ok")]
+        if out["integrity"] is not None
+        else []
+    )
     return [
-        must_be(DISK, f"the {DISK_SIZE} tmpfs filled up", out["filled"], True),
-        reported(DISK, "runs acknowledged before it was full", out["acked_when_full"]),
-        reported(DISK, "  of them in flight when it was", out["in_flight_when_full"]),
-        reported(DISK, "bytes free while full", out["free_bytes_when_full"]),
-        reported(DISK, "KiB of the files while full", out["files_when_full"]),
-        must_be(DISK, "acknowledged-but-lost runs, while full", out["lost_runs_full"], 0),
-        must_be(DISK, "acknowledged-but-lost steps, while full", out["lost_steps_full"], 0),
-        must_be(DISK, "runs failed by the full disk", out["failed_while_full"], 0),
-        reported(
-            DISK, "s for the blocked start to return once freed", out["blocked_start_returned_s"]
+        must_be(label, f"the {size} tmpfs filled up", out["filled"], True),
+        reported(label, "runs acknowledged before it was full", out["acked_when_full"]),
+        reported(label, "  of them in flight when it was", out["in_flight_when_full"]),
+        reported(label, "bytes free while full", out["free_bytes_when_full"]),
+        reported(label, "KiB of the files while full", out["files_when_full"]),
+        must_be(label, "acknowledged-but-lost runs, while full", out["lost_runs_full"], 0),
+        must_be(label, "acknowledged-but-lost steps, while full", out["lost_steps_full"], 0),
+        must_be(label, "runs failed by the full disk", out["failed_while_full"], 0),
+        must_be(
+            label,
+            f"waits on unended runs told, once full {DISK_PATIENCE:g} s",
+            out["waits_told"],
+            out["waits"],
         ),
-        reported(DISK, "starts refused (StoreError)", out["refused"]),
-        must_be(DISK, "refused starts found in the store", out["refused_in_store"], 0),
-        must_be(DISK, "runs finished after space returns", out["finished"], out["started"]),
-        must_be(DISK, "acknowledged-but-lost runs, at the end", out["lost_runs_end"], 0),
-        must_be(DISK, "acknowledged-but-lost steps, at the end", out["lost_steps_end"], 0),
-        must_be(DISK, "steps re-run", out["reruns"], 0),
-        must_be(DISK, "stored step chains that contradict the journal", out["chain_breaks"], 0),
-        must_be(DISK, "PRAGMA integrity_check", out["integrity"], "ok"),
-        reported(DISK, "callboard warnings/errors logged", out["events"]),
-        must_be(DISK, "the tmpfs unmounted at the end", unmounted, True),
-        reported(DISK, "seconds", time.monotonic() - began),
+        must_be(label, "  of them saying the store has no room", out["told_no_room"], out["waits"]),
+        reported(label, "s for a start to be told then", out["start_told_s"]),
+        reported(
+            label, "s for the blocked start to return once freed", out["blocked_start_returned_s"]
+        ),
+        reported(label, "starts refused (StoreError)", out["refused"]),
+        must_be(label, "refused starts found in the store", out["refused_in_store"], 0),
+        must_be(label, "runs finished after space returns", out["finished"], out["started"]),
+        must_be(label, "acknowledged-but-lost runs, at the end", out["lost_runs_end"], 0),
+        must_be(label, "acknowledged-but-lost steps, at the end", out["lost_steps_end"], 0),
+        must_be(label, "steps re-run", out["reruns"], 0),
+        must_be(label, "stored step chains that contradict the journal", out["chain_breaks"], 0),
+        *integrity_row,
+        reported(label, "callboard warnings/errors logged", out["events"]),
+        must_be(label, "the tmpfs unmounted at the end", unmounted, True),
+        reported(label, "seconds", time.monotonic() - began),
     ]
 
 
@@ -2095,6 +2249,7 @@ def campaign(sizes: Sizes, seed: int, folder: Path, only: Sequence[str]) -> Iter
         )
     if "disk" in only:
         yield from guarded(DISK, lambda: full_disk(sizes, folder))
+        yield from guarded(f"{DISK} (postgresql)", lambda: full_disk_postgres(sizes, folder))
     if "limits" in only:
         yield from guarded(THREADS, lambda: no_threads(sizes, folder))
     if "fleet" in only:
