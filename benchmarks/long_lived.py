@@ -2,7 +2,8 @@
 
 Run it with ``.venv/bin/python benchmarks/long_lived.py`` (about 3 minutes on 2
 cores), ``--quick`` for a smoke run, ``--store memory`` or ``--store sqlite``
-for one store, ``--only NAME ...`` for some scenarios. To measure another
+for one store (``--store postgresql``: on a throwaway cluster, as the tests start
+one, a database for each scenario), ``--only NAME ...`` for some scenarios. To measure another
 checkout of callboard with the same script, put it first on the path:
 ``PYTHONPATH=/path/to/checkout .venv/bin/python benchmarks/long_lived.py``.
 Linux only: it counts file descriptors in ``/proc/self/fd``.
@@ -276,8 +277,24 @@ def measured(
         tracemalloc.stop()
 
 
+_server: Any = None
+"""The throwaway PostgreSQL cluster of ``--store postgresql`` (made on first use)."""
+
+
 def store_for(store: str, folder: Path, name: str) -> Any:
-    return "memory" if store == "memory" else folder / f"{name}.db"
+    if store == "memory":
+        return "memory"
+    if store == "sqlite":
+        return folder / f"{name}.db"
+    global _server  # noqa: PLW0603 - one cluster for the whole table
+    if _server is None:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests._postgres import script_server
+
+        _server = script_server()
+        if _server is None:
+            raise SystemExit("--store postgresql needs psycopg and PostgreSQL's server binaries")
+    return _server.new_database()  # a database a scenario (or a runtime) of its own
 
 
 def run_scenario(name: str, store: str, ops: int, folder: Path, rows: list[Row]) -> None:
@@ -306,7 +323,7 @@ def run_scenario(name: str, store: str, ops: int, folder: Path, rows: list[Row])
 
 def print_table(rows: list[Row]) -> None:
     header = (
-        f"{'scenario':17} | {'store':6} | {'ops':>5} | {'held KB 1st':>11} | "
+        f"{'scenario':17} | {'store':10} | {'ops':>5} | {'held KB 1st':>11} | "
         f"{'threads':>7} | {'fds':>4} | {'objects':>7} | {'held KB':>8} | {'B/op':>6} | "
         f"{'wall':>6} | grew most (callboard's own containers)"
     )
@@ -317,7 +334,7 @@ def print_table(rows: list[Row]) -> None:
         held = row.after.traced - row.middle.traced
         second = row.ops - row.ops // 2
         print(
-            f"{row.scenario:17} | {row.store:6} | {row.ops:5} | {first / 1024:+11.1f} | "
+            f"{row.scenario:17} | {row.store:10} | {row.ops:5} | {first / 1024:+11.1f} | "
             f"{row.after.threads - row.middle.threads:+7d} | "
             f"{row.after.fds - row.middle.fds:+4d} | "
             f"{row.after.objects - row.middle.objects:+7d} | {held / 1024:+8.1f} | "
@@ -334,7 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run: 40 ops a scenario")
     parser.add_argument("--ops", type=int, default=300, help="times each scenario is done")
-    parser.add_argument("--store", nargs="*", choices=["memory", "sqlite"], default=None)
+    parser.add_argument(
+        "--store", nargs="*", choices=["memory", "sqlite", "postgresql"], default=None
+    )
     parser.add_argument("--only", nargs="*", choices=ALL, default=None)
     args = parser.parse_args(argv)
     ops = 40 if args.quick else args.ops
@@ -346,12 +365,16 @@ def main(argv: list[str] | None = None) -> int:
         "counted around each half of the ops"
     )
     rows: list[Row] = []
-    with tempfile.TemporaryDirectory() as folder:
-        for name in names:
-            for store in stores:
-                began = time.perf_counter()
-                run_scenario(name, store, ops, Path(folder), rows)
-                rows[-1].wall = time.perf_counter() - began
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            for name in names:
+                for store in stores:
+                    began = time.perf_counter()
+                    run_scenario(name, store, ops, Path(folder), rows)
+                    rows[-1].wall = time.perf_counter() - began
+    finally:
+        if _server is not None:
+            _server.destroy()
     print_table(rows)
     return 0
 
