@@ -108,6 +108,10 @@ LOCK_TIMEOUT: Final = 5.0
 CREATE_TIMEOUT: Final = 30.0
 """Seconds ``create`` waits for its commit before giving up with a StoreError."""
 
+MOVED_EVERY: Final = 1.0
+"""Seconds between two looks at whether the file at the store's path is still the one it
+opened (see ``SQLiteStore._moved``): a look is a ``stat``, which lets the interpreter lock go."""
+
 RECLAIM_PAGES: Final = 2048
 """The most free pages one idle moment of the writer gives back to the file system (8 MiB
 of 4 KiB pages), after a prune: the rest go at the next."""
@@ -757,6 +761,7 @@ class SQLiteStore:
             connection.close()
             raise
         self._connection = connection  # the writer thread's alone
+        self._note_identity()
         self._caller_connection = self._connect_callers()
         self._writer = GroupCommitWriter(
             name="callboard-sqlite-writer",
@@ -1010,6 +1015,14 @@ class SQLiteStore:
             connection = self._caller_connection
             if connection is None:
                 return None
+            moved = self._moved()
+            if moved is not None:
+                raise refused_error(
+                    f"the run store {self.path}",
+                    moved,
+                    f"the run {record.run_id!r} was not recorded",
+                    record.run_id,
+                )
             try:
                 if record.queue is None:
                     # One statement, its own transaction: the interpreter lock is let go
@@ -1888,6 +1901,48 @@ class SQLiteStore:
             idle and since and (since >= 100 or time.monotonic() - self._checkpoint_time >= 1.0)
         )
 
+    def _note_identity(self) -> None:
+        """Note which file the store opened, as its path names it now: see :meth:`_moved`."""
+        self._where = os.path.abspath(self.path)
+        self._identity = _identity(self._where)
+        self._moved_at = time.monotonic()
+        self._moved_why: str | None = None
+
+    def _moved(self) -> str | None:
+        """Why the file at the store's path is no longer the one it writes to, or ``None``.
+
+        A file deleted, moved away or replaced (a new file in its place) while the
+        store has it open is still written to, in WAL mode without a word from
+        SQLite (in a rollback-journal mode it refuses: ``SQLITE_READONLY_DBMOVED``),
+        and what is written is lost: no process opens that file again. Such writes
+        are refused instead, as a read-only file's are, until the file is back at
+        its path. Looked at once every ``MOVED_EVERY`` seconds at most; a look that
+        fails for another reason (a permission) keeps the last answer.
+        """
+        now = time.monotonic()
+        if now - self._moved_at < MOVED_EVERY:
+            return self._moved_why
+        self._moved_at = now
+        try:
+            identity = _identity(self._where)
+        except FileNotFoundError:
+            self._moved_why = (
+                f"the file was deleted or moved away while the store had it open (what is "
+                f"written to it now is lost once this process ends); put it back at "
+                f"{self._where}, or start the process again"
+            )
+        except OSError:
+            pass
+        else:
+            self._moved_why = (
+                None
+                if identity == self._identity
+                else f"another file took its place at {self._where} while the store had the "
+                "first one open (what is written to that one now is lost once this "
+                "process ends); put the first back, or start the process again"
+            )
+        return self._moved_why
+
     def _commit(self, connection: sqlite3.Connection, writes: list[Write]) -> list[Write]:
         """Run the writes in one transaction and report each outcome; return those to try again.
 
@@ -1898,6 +1953,14 @@ class SQLiteStore:
         tried alone, so that only the bad one fails.
         """
         self._refused_now = None
+        moved = self._moved()
+        if moved is not None:
+            # Refused as a read-only file is: the writes wait here and the starts are
+            # told, until the file is back at its path.
+            self._retried_for = moved
+            self._refusals.refused(moved, len(writes))
+            self._refused_now = moved
+            return refuse_at_once(writes, f"the run store {self.path}", moved)
         try:
             # The lock for the statements only: a create committing on its caller's
             # thread waits for it, and need not wait for the callbacks below as well.
@@ -3215,6 +3278,12 @@ def _passing(exc: BaseException) -> bool:
     """Whether a failed transaction may succeed if tried again as it is."""
     code = getattr(exc, "sqlite_errorcode", None)
     return isinstance(code, int) and code & 0xFF in _PASSING_CODES
+
+
+def _identity(path: str) -> tuple[int, int]:
+    """The device and inode of the file at ``path``: which file it is."""
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino
 
 
 def _full(exc: BaseException) -> bool:
