@@ -1927,8 +1927,8 @@ class SQLiteStore:
             identity = _identity(self._where)
         except FileNotFoundError:
             self._moved_why = (
-                f"the file was deleted or moved away while the store had it open (what is "
-                f"written to it now is lost once this process ends); put it back at "
+                "the file was deleted or moved away while the store had it open, and what "
+                f"is written to it is lost once this process ends; put it back at "
                 f"{self._where}, or start the process again"
             )
         except OSError:
@@ -1938,8 +1938,8 @@ class SQLiteStore:
                 None
                 if identity == self._identity
                 else f"another file took its place at {self._where} while the store had the "
-                "first one open (what is written to that one now is lost once this "
-                "process ends); put the first back, or start the process again"
+                "first one open, and what is written to that one is lost once this process "
+                "ends; put the first back, or start the process again"
             )
         return self._moved_why
 
