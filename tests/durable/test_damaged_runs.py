@@ -136,21 +136,27 @@ DAMAGE = {"flipped bit": flip_a_bit, "missing steps": lambda d: without(d, "step
 DAMAGE["another run's id"] = another_runs
 
 
+def _ask(ctx: Any) -> Value:
+    if ctx.resume_data is None:
+        ctx.suspend({})
+    return ctx.input_data
+
+
+def asking_workflow() -> Any:
+    """One step that suspends until it is resumed."""
+    return (
+        create_workflow(id="asking", input_schema=Value, output_schema=Value)
+        .then(create_step(id="ask", input_schema=Value, output_schema=Value, execute=_ask))
+        .commit()
+    )
+
+
 def test_a_suspended_run_whose_snapshot_is_damaged_can_be_cancelled_then_deleted(
     db: Path,
 ) -> None:
     # Nobody claims a suspended run, so nothing ever failed it; resume and cancel raised
     # SnapshotFormatError and a delete refused it as in progress: it stayed for ever.
-    def ask(ctx: Any) -> Value:
-        if ctx.resume_data is None:
-            ctx.suspend({})
-        return ctx.input_data
-
-    workflow = (
-        create_workflow(id="asking", input_schema=Value, output_schema=Value)
-        .then(create_step(id="ask", input_schema=Value, output_schema=Value, execute=ask))
-        .commit()
-    )
+    workflow = asking_workflow()
     with Runtime(store=db) as rt:
         run = rt.register(workflow).create_run("held")
         assert run.start(input_data={"value": "v"}).status == "suspended"

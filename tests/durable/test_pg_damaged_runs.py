@@ -11,8 +11,6 @@ checksums are off unless the cluster was made with them).
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from structlog.testing import capture_logs
 
@@ -21,12 +19,11 @@ from runtime import (
     RunNotRestartableError,
     Runtime,
     SnapshotFormatError,
-    create_step,
-    create_workflow,
 )
 from runtime._snapshot import WHOLE_UNTIL, encode, is_parted, unpack
-from tests._support import Value, wait_until
+from tests._support import wait_until
 from tests.durable.test_damaged_runs import (
+    asking_workflow,
     flip_a_bit,
     held_workflow,
     leave_unfinished,
@@ -146,16 +143,7 @@ def test_a_flipped_bit_in_a_stored_part_fails_that_run_alone(postgres_url: str, 
 def test_a_suspended_run_whose_snapshot_is_damaged_can_be_cancelled_then_deleted(
     postgres_url: str,
 ) -> None:
-    def ask(ctx: Any) -> Value:
-        if ctx.resume_data is None:
-            ctx.suspend({})
-        return ctx.input_data
-
-    workflow = (
-        create_workflow(id="asking", input_schema=Value, output_schema=Value)
-        .then(create_step(id="ask", input_schema=Value, output_schema=Value, execute=ask))
-        .commit()
-    )
+    workflow = asking_workflow()
     with Runtime(store=postgres_url) as rt:
         run = rt.register(workflow).create_run("held")
         assert run.start(input_data={"value": "v"}, timeout=WAIT).status == "suspended"

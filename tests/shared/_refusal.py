@@ -10,6 +10,7 @@ revokes privileges on callboard's tables.
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -159,3 +160,30 @@ def failures_of(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> list[
 
     monkeypatch.setattr(owner, name, counted)
     return failures
+
+
+class Outcomes:
+    """Calls made each on a thread of its own: what each returned or raised, as they end.
+
+    For waits (``run.wait``, a watch read to its end) that a refusal must wake.
+    """
+
+    def __init__(self, *calls: Callable[[], Any]) -> None:
+        self.ended: list[BaseException | Any] = []
+        self._threads = [threading.Thread(target=self._call, args=(call,)) for call in calls]
+
+    def _call(self, call: Callable[[], Any]) -> None:
+        try:
+            self.ended.append(call())
+        except BaseException as exc:
+            self.ended.append(exc)
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def join(self, timeout: float) -> bool:
+        """Wait for every call, ``timeout`` seconds each at most; whether all have ended."""
+        for thread in self._threads:
+            thread.join(timeout)
+        return not any(thread.is_alive() for thread in self._threads)

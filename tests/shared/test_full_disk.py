@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ from runtime import (
     create_workflow,
 )
 from tests._support import Value, wait_until
+from tests.shared._refusal import Outcomes
 
 WAIT = 60.0
 PATIENCE = 0.5
@@ -200,29 +201,18 @@ def _told_then_recovered(disk: SQLiteDisk | TmpfsDisk) -> None:
         run.start_async(input_data={"value": "go"})
         watch = run.watch()
         assert filled.wait(WAIT)
-        outcomes: list[BaseException | Any] = []
-
-        def waiting(wait: Callable[[], Any]) -> None:
-            try:
-                outcomes.append(wait())
-            except BaseException as exc:
-                outcomes.append(exc)
-
         taken: list[Any] = []
-        waiters = [
-            threading.Thread(target=waiting, args=(run.wait,)),  # no timeout: it was for ever
-            threading.Thread(target=waiting, args=(lambda: asyncio.run(run.wait_async()),)),
-            threading.Thread(target=waiting, args=(lambda: taken.extend(watch),)),
-        ]
+        waits = Outcomes(
+            run.wait,  # no timeout: it was for ever
+            lambda: asyncio.run(run.wait_async()),
+            lambda: taken.extend(watch),
+        )
         refused_start = wf.create_run()
         try:
-            for waiter in waiters:
-                waiter.start()
-            for waiter in waiters:
-                waiter.join(TOLD_WITHIN)
-            assert not any(waiter.is_alive() for waiter in waiters), "a wait was never told"
-            assert len(outcomes) == 3
-            for outcome in outcomes:
+            waits.start()
+            assert waits.join(TOLD_WITHIN), "a wait was never told"
+            assert len(waits.ended) == 3
+            for outcome in waits.ended:
                 assert isinstance(outcome, StoreUnavailableError), outcome
                 assert disk.says in str(outcome) and run.run_id in str(outcome), outcome
                 assert "no room for any write" in str(outcome), outcome

@@ -10,7 +10,6 @@ lost, once the store takes writes again.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +22,7 @@ import runtime._stores._writer as writer_module
 from runtime import Runtime, StoreError, StoreUnavailableError
 from tests._support import wait_until
 from tests.durable._support.workflows import read_lines
-from tests.shared._refusal import sqlite_refusable, stripped_role
+from tests.shared._refusal import Outcomes, sqlite_refusable, stripped_role
 from tests.shared._workflows import held_in_beta
 
 WAIT = 60.0
@@ -62,29 +61,16 @@ def _told_then_recovered(
     hold.touch()
     with capture_logs() as logs, Runtime(store=location) as rt:
         wf, run = held_in_beta(rt, log, hold, within=WAIT)
-        outcomes: list[BaseException | Any] = []
-
-        def waiting(wait: Callable[[], Any]) -> None:
-            try:
-                outcomes.append(wait())
-            except BaseException as exc:
-                outcomes.append(exc)
-
-        waiters = [
-            threading.Thread(target=waiting, args=(run.wait,)),  # no timeout: it was for ever
-            threading.Thread(target=waiting, args=(lambda: asyncio.run(run.wait_async()),)),
-        ]
+        # No timeout: it was for ever.
+        waits = Outcomes(run.wait, lambda: asyncio.run(run.wait_async()))
         refuse(rt, True)
         try:
-            for waiter in waiters:
-                waiter.start()
+            waits.start()
             time.sleep(0.2)  # both wait before beta's output is refused
             hold.unlink()
-            for waiter in waiters:
-                waiter.join(TOLD_WITHIN)
-            assert not any(waiter.is_alive() for waiter in waiters), "a wait was never told"
-            assert len(outcomes) == 2
-            for outcome in outcomes:
+            assert waits.join(TOLD_WITHIN), "a wait was never told"
+            assert len(waits.ended) == 2
+            for outcome in waits.ended:
                 assert isinstance(outcome, StoreUnavailableError), outcome
                 assert says in str(outcome) and run.run_id in str(outcome)
             # A wait begun now is told at once.
