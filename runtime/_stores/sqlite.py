@@ -1923,10 +1923,11 @@ class SQLiteStore:
         if now - self._moved_at < MOVED_EVERY:
             return self._moved_why
         self._moved_at = now
+        was = why = self._moved_why
         try:
             identity = _identity(self._where)
         except FileNotFoundError:
-            self._moved_why = (
+            why = (
                 "the file was deleted or moved away while the store had it open, and what "
                 f"is written to it is lost once this process ends; put it back at "
                 f"{self._where}, or start the process again"
@@ -1934,14 +1935,22 @@ class SQLiteStore:
         except OSError:
             pass
         else:
-            self._moved_why = (
+            why = (
                 None
                 if identity == self._identity
                 else f"another file took its place at {self._where} while the store had the "
                 "first one open, and what is written to that one is lost once this process "
                 "ends; put the first back, or start the process again"
             )
-        return self._moved_why
+        if why != was:
+            # Said when it is seen, whether or not a write meets it (an idle runtime's
+            # starts are refused on their callers' threads), and when the file is back.
+            if why is not None:
+                emit(logging.ERROR, "store_file_moved", path=self._where, error=why)
+            else:
+                emit(logging.WARNING, "store_file_back", path=self._where)
+        self._moved_why = why
+        return why
 
     def _commit(self, connection: sqlite3.Connection, writes: list[Write]) -> list[Write]:
         """Run the writes in one transaction and report each outcome; return those to try again.

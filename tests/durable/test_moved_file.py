@@ -116,6 +116,8 @@ def test_a_file_moved_away_refuses_writes_until_it_is_back_and_nothing_is_lost(
     assert (held.calls[run.run_id, "first"], held.calls[run.run_id, "second"]) == (1, 1)
     assert fresh.status == "success"
     events = [e["event"] for e in logs]
+    assert events.count("store_file_moved") == 1, events
+    assert events.count("store_file_back") == 1, events
     assert events.count("store_write_refused") == 1, events
     assert events.count("store_writes_accepted") == 1, events
     # Nothing lost: the next runtime on the path reads both runs as they ended.
