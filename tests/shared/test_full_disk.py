@@ -142,8 +142,10 @@ def tmpfs_database(server: Any, url: str) -> Iterator[TmpfsDisk]:
         server.drop_database(url)
         with contextlib.suppress(Exception), server.admin() as admin:
             admin.execute(f"DROP TABLESPACE IF EXISTS {space}")
-        subprocess.run(["umount", str(mount)], check=False)
-        mount.rmdir()
+        if subprocess.run(["umount", str(mount)], check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(mount)], check=False)  # a file still open
+        with contextlib.suppress(OSError):
+            mount.rmdir()
 
 
 @pytest.fixture(autouse=True)
