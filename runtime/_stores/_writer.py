@@ -430,20 +430,23 @@ class Refusals:
 
     A lasting reason is a refusal (a read-only file or database, privileges
     revoked) or a full disk: either lasts until someone mends it. Used on the
-    writer thread (``refused``, ``full``, ``accepted``); ``given_up`` may be
-    read from any thread. Such a failure is said in the log when it begins
-    (``store_write_refused``, ``store_disk_full``), once more when
-    ``REFUSAL_PATIENCE`` has passed (``store_refuses_writes``,
+    writer thread (``refused``, ``full``, ``failing``, ``accepted``);
+    ``given_up`` may be read from any thread. Such a failure is said in the log
+    when it begins (``store_write_refused``, ``store_disk_full``), once more
+    when ``REFUSAL_PATIENCE`` has passed (``store_refuses_writes``,
     ``store_disk_stays_full``), and when writes are accepted again
     (``store_writes_accepted``): not at every try. From then on a caller's
     write waits ``REFUSED_WAIT`` at most (:meth:`patience`), and waits on runs
-    are told (:meth:`listen`).
+    are told (:meth:`listen`). A failure that passes by itself (the server
+    unreachable, the file locked) shortens callers' waits alike once every
+    write has failed for ``REFUSAL_PATIENCE``, but waits on runs wait it out.
 
     Args:
         store: The store as the log names it.
     """
 
     __slots__ = (
+        "_failing_since",
         "_full",
         "_given_up",
         "_listeners",
@@ -455,8 +458,9 @@ class Refusals:
 
     def __init__(self, store: str) -> None:
         self._store = store
-        self._since = 0.0  # monotonic start of the failure under way; 0.0: none
+        self._since = 0.0  # monotonic start of the lasting failure under way; 0.0: none
         self._full = False  # whether its last try met a full disk, not a refusal
+        self._failing_since = 0.0  # start of the failure of every write, for any reason
         self._given_up: str | None = None
         self._on_given_up: Callable[[], None] | None = None
         # Watches of runs (one each) told when a refusal outlasts the patience, as an
@@ -498,9 +502,22 @@ class Refusals:
         """
         self._failed(reason, waiting, full=True)
 
+    def failing(self) -> None:
+        """A transaction failed for a reason that passes by itself (the store says it).
+
+        Once every try has failed for ``REFUSAL_PATIENCE``, a caller's write waits
+        ``REFUSED_WAIT`` at most (:meth:`patience`): a start made through an outage
+        is told within seconds, not after the whole timeout each; the runs, and
+        waits on them, wait it out.
+        """
+        if not self._failing_since:
+            self._failing_since = time.monotonic()
+
     def _failed(self, reason: str, waiting: int, *, full: bool) -> None:
         now = time.monotonic()
         self._full = full
+        if not self._failing_since:
+            self._failing_since = now
         if not self._since:
             self._since = now
             emit(
@@ -545,6 +562,7 @@ class Refusals:
 
     def accepted(self) -> None:
         """A transaction committed: a refusal or full disk under way, if any, has ended."""
+        self._failing_since = 0.0
         if self._since:
             emit(
                 logging.WARNING,
@@ -567,10 +585,24 @@ class Refusals:
         """How long a caller waits on its write: ``timeout``, or one more try once given up.
 
         A start made while the store has refused every write for long (or found
-        no room for any) is told so within ``REFUSED_WAIT`` seconds, not after
-        the whole ``timeout``.
+        no room for any, or failed every one for any reason) is told so within
+        ``REFUSED_WAIT`` seconds, not after the whole ``timeout``.
         """
-        return timeout if self._given_up is None else min(timeout, REFUSED_WAIT)
+        since = self._failing_since
+        if self._given_up is None and not (since and time.monotonic() - since >= REFUSAL_PATIENCE):
+            return timeout
+        return min(timeout, REFUSED_WAIT)
+
+    def failing_for(self) -> str:
+        """`` (every write has failed for N s)`` while every write has failed, else ``""``.
+
+        For the error of a caller that gave up on its write: a wait shortened by
+        :meth:`patience` says why it was short.
+        """
+        since = self._failing_since
+        if not since:
+            return ""
+        return f" (every write has failed for {time.monotonic() - since:.0f} s)"
 
     def given_up(self) -> str | None:
         """Why waits on the store's runs are given up: its refusal outlasted the patience."""

@@ -2997,7 +2997,7 @@ class PostgresStore:
                 future,
                 timeout,
                 given_up=f"the PostgreSQL store {self._shown} did not commit within "
-                f"{timeout:g} s; {not_done}",
+                f"{timeout:g} s{self._refusals.failing_for()}; {not_done}",
                 unfinished=f"the PostgreSQL store {self._shown} did not finish the transaction "
                 f"of this write within {2 * timeout:g} s; it may still commit",
             )
@@ -3218,6 +3218,7 @@ class PostgresStore:
                     # every try; once it has lasted, starts and waits are told.
                     self._refusals.full(self._reason(exc), len(writes))
                     return writes
+                self._refusals.failing()
                 emit(
                     logging.WARNING,
                     "store_write_retrying",

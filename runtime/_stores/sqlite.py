@@ -1120,7 +1120,8 @@ class SQLiteStore:
                 write,
                 future,
                 timeout,
-                given_up=f"the run store {self.path} stayed locked for {timeout:g} s; {not_done}",
+                given_up=f"the run store {self.path} stayed locked for {timeout:g} s"
+                f"{self._refusals.failing_for()}; {not_done}",
                 unfinished=f"the run store {self.path} did not finish the transaction of this "
                 f"write within {2 * timeout:g} s; it may still commit",
             )
@@ -1129,8 +1130,8 @@ class SQLiteStore:
             if retried is None or write.refused:  # the writer's error says why already
                 raise
             raise StoreUnavailableError(
-                f"the run store {self.path} could not commit for {timeout:g} s; {not_done} "
-                f"(its last try: {retried})"
+                f"the run store {self.path} could not commit for {timeout:g} s"
+                f"{self._refusals.failing_for()}; {not_done} (its last try: {retried})"
             ) from exc
 
     def save(
@@ -1989,6 +1990,7 @@ class SQLiteStore:
             if _locked(exc):
                 emit(logging.WARNING, "store_locked", path=str(self.path), waiting=len(writes))
                 self._retried_for = None  # "stayed locked" says it
+                self._refusals.failing()
                 return writes
             if _refused(exc):
                 # Read-only for now (a file or a file system made so): every write is
@@ -2011,6 +2013,7 @@ class SQLiteStore:
                     # has lasted, starts and waits are told, as for a refusal.
                     self._refusals.full(str(exc), len(writes))
                     return writes
+                self._refusals.failing()
                 emit(
                     logging.WARNING,
                     "store_write_retrying",

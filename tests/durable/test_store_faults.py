@@ -165,6 +165,41 @@ def test_a_create_given_up_on_a_full_disk_says_the_disk_is_full_not_that_it_was_
     assert store.load("big") is None
 
 
+def test_a_start_on_a_file_locked_for_long_is_told_in_seconds_not_after_the_whole_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another process holds the write lock (a backup, a stuck writer): each start waited
+    # the whole 30 s. Once every write has failed for REFUSAL_PATIENCE, a start waits
+    # REFUSED_WAIT (2 s) at most, saying for how long writes have failed.
+    import runtime._stores._writer as writer_module
+    import runtime._stores.sqlite as sqlite_module
+
+    monkeypatch.setattr(writer_module, "REFUSAL_PATIENCE", 0.5)
+    monkeypatch.setattr(sqlite_module, "CREATE_TIMEOUT", 60.0)
+    monkeypatch.setattr(sqlite_module, "LOCK_TIMEOUT", 0.2)
+    store = SQLiteStore(tmp_path / "runs.db")
+    try:
+        assert store.create(record("r", 0))
+        saved = threading.Event()
+        other = sqlite3.connect(tmp_path / "runs.db", isolation_level=None, timeout=5)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            store.save([record("r", 1)], saved.set)
+            time.sleep(1.0)  # the save tried, and the file stayed locked, past the patience
+            with pytest.raises(StoreUnavailableError) as raised:
+                store.create(record("late", 0))
+            told = str(raised.value)
+            assert "stayed locked for 2 s (every write has failed for" in told, told
+        finally:
+            other.execute("COMMIT")
+            other.close()
+        assert saved.wait(WAIT), "the save never went through once the lock was let go"
+        assert store.load("late") is None
+        assert store.create(record("after", 0))
+    finally:
+        store.close()
+
+
 def test_one_record_the_database_refuses_fails_alone_and_the_rest_of_its_batch_commits(
     store: SQLiteStore, tmp_path: Path
 ) -> None:

@@ -74,6 +74,49 @@ def test_waits_outlast_a_postgresql_outage_and_other_calls_say_it_is_unavailable
 
 
 @pytest.mark.postgres
+def test_starts_through_a_lasting_outage_are_told_in_seconds_while_waits_wait_it_out(
+    postgres_server: Any, postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each start waited the whole 30 s through an outage of any length: a daemon's request
+    # handlers hung one after another. Once every write has failed for REFUSAL_PATIENCE, a
+    # start waits REFUSED_WAIT (2 s) at most; the runs and waits on them wait it out.
+    if not postgres_server.restartable:
+        pytest.skip("CALLBOARD_TEST_POSTGRES names a server these tests may not restart")
+    import runtime._stores._writer as writer_module
+    import runtime._stores.postgres as postgres_module
+
+    monkeypatch.setattr(writer_module, "REFUSAL_PATIENCE", 0.5)
+    monkeypatch.setattr(postgres_module, "CALL_TIMEOUT", WAIT)
+    log, hold = tmp_path / "run.log", tmp_path / "hold"
+    hold.touch()
+    with Runtime(store=postgres_url) as rt:
+        wf, run = held_in_beta(rt, log, hold, within=WAIT)
+        results: list[Any] = []
+        waiter = threading.Thread(target=lambda: results.append(run.wait(timeout=WAIT)))
+        postgres_server.stop()
+        try:
+            waiter.start()
+            hold.unlink()  # beta ends: the writer tries its save, and fails, again and again
+            wait_until(lambda: "end beta" in read_lines(log), timeout=WAIT, what="beta ends")
+            time.sleep(1.5)  # past the patience, tried more than once
+            late = wf.create_run()
+            with pytest.raises(StoreUnavailableError) as raised:
+                late.start_async(input_data={"value": "late"})
+            told = str(raised.value)
+            assert "did not commit within 2 s (every write has failed for" in told, told
+            assert waiter.is_alive()  # the wait waits it out: no error
+        finally:
+            postgres_server.start()
+        waiter.join(WAIT)
+        assert [r.status for r in results] == ["success"]
+        assert wf.get_workflow_run_execution_result(late.run_id) is None
+        after = wf.create_run().start(
+            input_data={"value": "y"}, request_context={"log": str(log)}, timeout=WAIT
+        )
+        assert after.status == "success", after.error
+
+
+@pytest.mark.postgres
 def test_a_store_that_never_opened_is_a_plain_store_error(postgres_url: str) -> None:
     # libpq gives no code that tells an unreachable server from a wrong password: until
     # the store has opened once, a failure to connect is not said to be passing.
