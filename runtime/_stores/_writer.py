@@ -513,6 +513,14 @@ class Refusals:
         if not self._failing_since:
             self._failing_since = time.monotonic()
 
+    def committed_aside(self) -> None:
+        """A caller committed a write of its own (a create on its thread): not every write fails.
+
+        From any thread; the writer's refusal or full disk, if any, ends at its own next
+        commit (:meth:`accepted`), which says so.
+        """
+        self._failing_since = 0.0
+
     def _failed(self, reason: str, waiting: int, *, full: bool) -> None:
         now = time.monotonic()
         self._full = full

@@ -2061,6 +2061,7 @@ class PostgresStore:
                 created = bool(
                     connection.execute(_CREATE_ONE, _create_row(record, owner)).fetchall()
                 )
+            self._refusals.committed_aside()
         except (psycopg.Error, StoreError) as exc:
             if _refused(exc):
                 # The server refused the statement (privileges revoked, a read-only

@@ -1053,6 +1053,7 @@ class SQLiteStore:
                     ) from exc
                 return None
             self._transactions += 1
+            self._refusals.committed_aside()
         finally:
             if lock._is_owned():  # type: ignore[attr-defined]
                 lock.release()
