@@ -50,7 +50,14 @@ from runtime._model import (
     RunEvent,
     RunStatus,
 )
-from runtime._snapshot import canceled_record, decode, failed_record, run_events, stand_in_record
+from runtime._snapshot import (
+    canceled_record,
+    decode,
+    failed_record,
+    run_events,
+    split_parts,
+    stand_in_record,
+)
 from runtime._stores.base import (
     RunFencedError,
     SharedStore,
@@ -124,6 +131,10 @@ class RegistryActor(ThreadActor):
         # The snapshot whose on_recorded was told, while its handler runs: a fault after
         # that tells it nothing more.
         self._answered: SnapshotTaken | None = None
+        # Runs whose record in parts was lost to a fault on its way to the store, by the
+        # lineage of that record: the next record of that lineage (made on top of the
+        # lost one, before its actor heard) goes with every part (see _store_snapshot).
+        self._lost_parts: dict[str, int] = {}
         # Runs claimed that cannot go on here (their definition, by fingerprint, is not
         # registered) go to ``hand_back``, unchanged: back to the queue, for a worker
         # that has it. The ids of those said so, to say it once (bounded).
@@ -242,6 +253,8 @@ class RegistryActor(ThreadActor):
                 on_recorded(True)
             return
         if self._durable:
+            if self._lost_parts:
+                record = self._after_lost(record)
             last = self._live.get(record.run_id)
             if last is not None and last.seq >= record.seq and last.created_at == record.created_at:
                 # Older than what the store will hold once it commits. (A run of the same
@@ -297,6 +310,23 @@ class RegistryActor(ThreadActor):
             return False
         return stored is not None and stored.seq >= record.seq
 
+    def _after_lost(self, record: SnapshotRecord) -> SnapshotRecord:
+        """``record``, with every part if it was made on top of a record of its run lost here.
+
+        A record in parts carries only the parts that changed since its encoder's
+        record before: on top of one the store never had, it named parts the store
+        never wrote, and the row it left could not be read (its run, ended by then,
+        read as damaged rather than failed by the fault). Its actor starts over (a
+        new lineage) once told; the first record it made before that goes with every
+        part, and those after it build on that one.
+        """
+        lost = self._lost_parts.pop(record.run_id, None)
+        change = record.parts
+        if lost is None or change is None or change.lineage != lost or change.base_seq is None:
+            return record
+        every = tuple(split_parts(record.data, len(change.head)))
+        return record._replace(parts=change._replace(base_seq=None, changed=every, dropped=()))
+
     def _not_stored(self, message: SnapshotTaken, exc: BaseException) -> None:
         """A snapshot failed on its way to the store (a fault here, not the store's refusal).
 
@@ -308,6 +338,9 @@ class RegistryActor(ThreadActor):
         """
         run_id = message.record.run_id
         self._live.pop(run_id, None)
+        parts = message.record.parts
+        if self._durable and parts is not None:
+            self._lost_parts[run_id] = parts.lineage
         crash = RunCrashedError(
             f"run {run_id!r}: its snapshot could not be stored: {type(exc).__name__}: {exc}",
             run_id=run_id,
@@ -673,6 +706,7 @@ class RegistryActor(ThreadActor):
             self._wake(run_id)
 
     def _on_record_failure(self, message: RecordFailure) -> None:
+        self._lost_parts.pop(message.run_id, None)  # its failure is recorded whole
         current = self._live.get(message.run_id) or self._store.load(message.run_id)
         if current is None or current.status in TERMINAL_STATUSES:
             return
