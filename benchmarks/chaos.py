@@ -460,6 +460,15 @@ class KillLog:
         known = self.committed_at.get((run_id, step))
         self.committed_at[run_id, step] = index if known is None else min(known, index)
 
+    def completed_reruns(self) -> list[tuple[str, str]]:
+        """(run, step) of each step run again after its output was committed."""
+        return [
+            key
+            for key, executions in self.starts.items()
+            if (committed := self.committed_at.get(key)) is not None
+            and any(index > committed for index, _, _ in executions[1:])
+        ]
+
     def reruns(self) -> tuple[int, int]:
         """Executions beyond the first: (of steps already committed, of interrupted ones)."""
         completed = interrupted = 0
@@ -471,6 +480,23 @@ class KillLog:
             completed += again
             interrupted += len(executions) - 1 - again
         return completed, interrupted
+
+
+def say_completed_reruns(scenario: str, log: KillLog, journal: Path) -> None:
+    """On stderr, each run whose committed step ran again, with its journal's lines.
+
+    So that a campaign whose row fails says what happened, without ``--keep``.
+    """
+    lines = read_journal(journal)
+    for run_id, step in log.completed_reruns()[:5]:
+        print(
+            f"{scenario}: step {step!r} of {run_id} ran again after its output was committed "
+            f"(journal line {log.committed_at[run_id, step]}); the run's lines:",
+            file=sys.stderr,
+        )
+        for index, words in enumerate(lines):
+            if run_id in words:
+                print(f"  {index}: {' '.join(words)}", file=sys.stderr)
 
 
 def _previous(step: str) -> str | None:
@@ -569,6 +595,8 @@ def kills(sizes: Sizes, seed: int, folder: Path) -> list[Row]:
             not_success += result.status != "success"
             breaks += chain_breaks(result, log)
     completed_again, interrupted_again = log.reruns()
+    if completed_again:
+        say_completed_reruns(KILLS, log, journal)
     tracebacks = stderr_path.read_text(encoding="utf-8", errors="replace").count("Traceback")
     return [
         at_least(KILLS, "workers SIGKILLed", killed, sizes.kills),
@@ -2099,6 +2127,8 @@ def _fleet_rows(
         if index > log.canceled[run_id][0]
     )
     completed_again, interrupted_again = log.reruns()
+    if completed_again:
+        say_completed_reruns(name, log, journal_path)
     tracebacks = stderr_path.read_text(encoding="utf-8", errors="replace").count("Traceback")
     rows = [
         reported(name, "worker processes (at once)", FLEET_WORKERS),
