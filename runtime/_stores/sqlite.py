@@ -1017,12 +1017,7 @@ class SQLiteStore:
                 return None
             moved = self._moved()
             if moved is not None:
-                raise refused_error(
-                    f"the run store {self.path}",
-                    moved,
-                    f"the run {record.run_id!r} was not recorded",
-                    record.run_id,
-                )
+                raise self._create_refused(record, moved)
             try:
                 if record.queue is None:
                     # One statement, its own transaction: the interpreter lock is let go
@@ -1045,12 +1040,7 @@ class SQLiteStore:
                     if connection.in_transaction:
                         connection.execute("ROLLBACK")
                 if _refused_for_good(exc):
-                    raise refused_error(
-                        f"the run store {self.path}",
-                        str(exc),
-                        f"the run {record.run_id!r} was not recorded",
-                        record.run_id,
-                    ) from exc
+                    raise self._create_refused(record, str(exc)) from exc
                 return None
             self._transactions += 1
             self._refusals.committed_aside()
@@ -1067,6 +1057,15 @@ class SQLiteStore:
                 queued.hint("queued", record.run_id)
                 queued.send_hints(self._hint)
         return created
+
+    def _create_refused(self, record: SnapshotRecord, reason: str) -> StoreUnavailableError:
+        """The error of a create the file refused for ``reason``: nothing was recorded."""
+        return refused_error(
+            f"the run store {self.path}",
+            reason,
+            f"the run {record.run_id!r} was not recorded",
+            record.run_id,
+        )
 
     def replace(
         self,
@@ -1954,6 +1953,18 @@ class SQLiteStore:
         self._moved_why = why
         return why
 
+    def _refuse(self, writes: list[Write], reason: str) -> list[Write]:
+        """The file refuses every write for ``reason``: the writes that can wait are returned.
+
+        A start (or a restart, a resume, a cancel) is told at once: nothing
+        committed it, and its caller, a daemon's request handler say, can try
+        again or shed load rather than wait the whole ``CREATE_TIMEOUT``.
+        """
+        self._retried_for = reason
+        self._refusals.refused(reason, len(writes))
+        self._refused_now = reason
+        return refuse_at_once(writes, f"the run store {self.path}", reason)
+
     def _commit(self, connection: sqlite3.Connection, writes: list[Write]) -> list[Write]:
         """Run the writes in one transaction and report each outcome; return those to try again.
 
@@ -1968,10 +1979,7 @@ class SQLiteStore:
         if moved is not None:
             # Refused as a read-only file is: the writes wait here and the starts are
             # told, until the file is back at its path.
-            self._retried_for = moved
-            self._refusals.refused(moved, len(writes))
-            self._refused_now = moved
-            return refuse_at_once(writes, f"the run store {self.path}", moved)
+            return self._refuse(writes, moved)
         try:
             # The lock for the statements only: a create committing on its caller's
             # thread waits for it, and need not wait for the callbacks below as well.
@@ -1997,15 +2005,11 @@ class SQLiteStore:
                 # Read-only for now (a file or a file system made so): every write is
                 # refused alike, and each goes through once it is writable again. Failed
                 # instead, a run's failure was refused too and nobody heard of its end.
-                self._retried_for = str(exc)
-                self._refusals.refused(str(exc), len(writes))
-                # But a start (or a restart, a resume, a cancel) is told at once: nothing
-                # committed it, and its caller, a daemon's request handler say, can try
-                # again or shed load rather than wait the whole CREATE_TIMEOUT.
                 if not _refused_for_good(exc):
+                    self._retried_for = str(exc)
+                    self._refusals.refused(str(exc), len(writes))
                     return writes
-                self._refused_now = str(exc)
-                return refuse_at_once(writes, f"the run store {self.path}", str(exc))
+                return self._refuse(writes, str(exc))
             if _passing(exc):
                 self._retried_for = str(exc)
                 if _full(exc):
