@@ -67,6 +67,7 @@ from runtime._runtime import Runtime, default_runtime
 from runtime._schedule import Schedule, ScheduledRun, ScheduleInfo
 from runtime._step import Step, create_step
 from runtime._step_context import StepContext, StepWriter
+from runtime._stores._backup import StoreBackup
 from runtime._stores.base import SnapshotRecord, SnapshotStore
 from runtime._stores.memory import MemoryStore
 from runtime._stores.postgres import PostgresStore
@@ -141,6 +142,7 @@ __all__ = [
     "StepValidationError",
     "StepWaitingEvent",
     "StepWriter",
+    "StoreBackup",
     "StoreError",
     "StoreUnavailableError",
     "StreamEvent",

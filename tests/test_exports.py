@@ -77,6 +77,7 @@ EXPORTED = [
     "StepValidationError",
     "StepWaitingEvent",
     "StepWriter",
+    "StoreBackup",
     "StoreError",
     "StoreUnavailableError",
     "StreamEvent",

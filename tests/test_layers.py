@@ -49,6 +49,7 @@ RUNTIME_LAYERS = {
     "runtime._stores.sqlite": 1,
     "runtime._stores._writer": 1,
     "runtime._stores._parts": 1,
+    "runtime._stores._backup": 1,
     "runtime._stores.open": 1,
     "runtime._stores.postgres": 1,
     "runtime._stores.schedules": 1,

@@ -17,6 +17,7 @@
     callboard queues list [--json]
     callboard schedules list [--json]
     callboard schedules pause|resume|delete SCHEDULE_ID [--json]
+    callboard backup DEST [--force] [--json]
 
 Every command takes ``--db STORE``, by default ``$CALLBOARD_DB``, else ``./callboard.db``:
 a SQLite file as a path or a ``sqlite:///path`` URL, or a ``postgresql://`` (or
@@ -24,7 +25,7 @@ a SQLite file as a path or a ``sqlite:///path`` URL, or a ``postgresql://`` (or
 in one place, :func:`~runtime._cli._commands.open_db`.
 
 The reading commands (``runs list``, ``show``, ``watch``, ``workers list``, ``queues
-list``) open the store read-only, so they never get in the way of the runtimes writing
+list``, ``backup``) open the store read-only, so they never get in the way of the runtimes writing
 to it. The commands that change it (``runs prune``, ``cancel``, ``resume``, ``delete``,
 ``schedules pause|resume|delete``) write between their transactions (see
 :mod:`runtime._cli._actions`), and only to a store that exists: at a location with none
@@ -416,7 +417,29 @@ def _build_parser() -> argparse.ArgumentParser:
 
     _add_queues(commands, db)
     _add_schedules(commands, db)
+    _add_backup(commands, db)
     return parser
+
+
+def _add_backup(commands: Any, db: argparse.ArgumentParser) -> None:
+    """``callboard backup``."""
+    backup = commands.add_parser(
+        "backup",
+        help="copy a SQLite run store while it is in use",
+        parents=[db],
+        description=(
+            "Copy the SQLite run store to DEST as it is at one moment, while runtimes go on "
+            "writing to it (copying the file with cp may miss what its -wal file holds). "
+            "The copy is checked and synced before it takes the name DEST, so a copy that "
+            "fails leaves nothing there. A runtime opened on the copy goes on with its "
+            "unfinished runs, running again the steps they ran after the moment of the "
+            "copy. A PostgreSQL store is backed up with pg_dump."
+        ),
+    )
+    backup.add_argument("destination", metavar="DEST", help="the new file (its folder must exist)")
+    backup.add_argument("--force", action="store_true", help="replace a file at DEST (atomically)")
+    backup.add_argument("--json", action="store_true", help="print JSON")
+    backup.set_defaults(command=_commands.backup)
 
 
 def _add_queues(commands: Any, db: argparse.ArgumentParser) -> None:

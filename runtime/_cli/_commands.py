@@ -610,6 +610,52 @@ def _follow(
         pause()
 
 
+# --- backup -------------------------------------------------------------------------
+
+
+def backup(args: argparse.Namespace) -> None:
+    """``callboard backup DEST``: a consistent copy of a SQLite store, while it is in use.
+
+    See :meth:`runtime.SQLiteStore.backup`. A PostgreSQL store is PostgreSQL's to
+    back up: the command says how, and copies nothing.
+    """
+    if args.db.lower().startswith(_POSTGRES_SCHEMES):
+        raise UsageError(
+            "callboard backup copies a SQLite run store; a PostgreSQL store is backed up "
+            "with PostgreSQL's own tools, which copy it consistently while workers write: "
+            "pg_dump --format=custom --file=FILE DBNAME (pg_restore puts it back), or "
+            "pg_basebackup for the whole cluster"
+        )
+    with _opened(args.db, readonly=True) as store:
+        assert isinstance(store, SQLiteStore)  # a location not PostgreSQL's is a file
+        done = store.backup(args.destination, overwrite=args.force)
+    if args.json:
+        print_json(
+            {
+                "path": str(done.path),
+                "runs": done.runs,
+                "unfinished": done.unfinished,
+                "bytes": done.size,
+                "seconds": round(done.seconds, 3),
+            }
+        )
+        return
+    print(
+        f"backed up {done.runs:,} run{'' if done.runs == 1 else 's'} "
+        f"({done.unfinished:,} not ended) to {done.path}: {_size(done.size)} in "
+        f"{done.seconds:.2f} s"
+    )
+
+
+def _size(count: int) -> str:
+    """A file's size for a person: bytes, KB or MB (powers of 1,000, as ``ls -h --si``)."""
+    if count < 1_000:
+        return f"{count} bytes"
+    if count < 1_000_000:
+        return f"{count / 1_000:.1f} KB"
+    return f"{count / 1_000_000:.1f} MB"
+
+
 # --- workers list ---------------------------------------------------------------------
 
 

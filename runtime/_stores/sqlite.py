@@ -59,6 +59,7 @@ from runtime._ids import new_id
 from runtime._model import SETTLED_STATUSES, TERMINAL_STATUSES, UNFINISHED_STATUSES, RunStatus
 from runtime._queue import Admission, Bucket, QueueLimits, bucket_key, rank, restart_refused
 from runtime._snapshot import is_parted
+from runtime._stores._backup import StoreBackup, backup_sqlite
 from runtime._stores._parts import PartWrites, plan_parts
 from runtime._stores._writer import (
     Done,
@@ -1769,6 +1770,50 @@ class SQLiteStore:
             order="ORDER BY r.created_at DESC, r.run_id",
         )
         return [record for record, _ in found], total
+
+    def backup(
+        self, destination: str | os.PathLike[str], *, overwrite: bool = False
+    ) -> StoreBackup:
+        """Copy the store, as it is at one moment, to a new SQLite file, while it is in use.
+
+        Runtimes (this one and others, in other processes) go on writing meanwhile:
+        the copy holds what one read transaction sees, a moment between two
+        commits, as a crash at that moment would have left the file. It is written
+        beside ``destination`` under a temporary name, checked, synced, and only
+        then named ``destination``, so a copy that fails half-way (a full disk, a
+        kill) leaves nothing there. Copying the file with ``cp`` instead may miss
+        what the ``-wal`` file beside it holds.
+
+        A runtime opened on the copy goes on with its unfinished runs once their
+        workflows are registered (runs held by a worker are handed back after that
+        worker's lease, as after a crash).
+
+        Args:
+            destination: The new file. Its folder must exist.
+            overwrite: Replace a file at ``destination`` (atomically: it is the old
+                file or the whole copy, never a mix).
+
+        Returns:
+            What was written: the copy's path, its runs, how many of them had not
+            ended, its size and how long it took.
+
+        Raises:
+            StoreError: if ``destination`` is this store's own file, exists (without
+                ``overwrite``), has a ``-wal``, ``-journal`` or ``-shm`` file beside
+                it (a database there is in use or was not closed, and SQLite would
+                apply that file to the copy), is in a folder that does not exist, or
+                if the copy cannot be written (a full disk: nothing is left behind).
+            TypeError: if ``destination`` is not a path.
+        """
+        if not isinstance(destination, str | os.PathLike):
+            raise TypeError(
+                f"destination must be a path (str or os.PathLike), not {type(destination).__name__}"
+            )
+        if not str(os.fspath(destination)).strip():
+            raise StoreError("cannot back up to an empty path")
+        return backup_sqlite(
+            self.path, read_uri(self.path), Path(os.fspath(destination)), overwrite=overwrite
+        )
 
     def abandon(self) -> None:
         """Close as a killed process would: this worker's row and held runs stay as they are.
