@@ -588,7 +588,9 @@ class Claimer:
     def _work_pass(self, store: SharedStore, now: float) -> float:
         """The pass past its reap: cancels, resumes, claims, wakes; the seconds to the next."""
         if not self._executes:
-            return max(0.0, min(POLL_INTERVAL, self._next_reap - now))
+            if now >= self._next_report:
+                self._report_unserved()
+            return max(0.0, min(POLL_INTERVAL, self._next_reap - now, self._next_report - now))
         if now >= self._next_full:
             self._next_full = now + POLL_INTERVAL
             self._claim_wanted = self._cancels_wanted = self._wake_wanted = True
@@ -795,6 +797,46 @@ class Claimer:
                 workflow_id=workflow_id,
                 status=status,
                 hint="a runtime on this store that registers the workflow runs it",
+            )
+
+    def _report_unserved(self) -> None:
+        """A client's look: say which queued runs no live runtime on the store can run.
+
+        A client runs nothing, so a run it started waits in the queue for a worker
+        that registers its workflow; with none on the store (the workers are down,
+        or run other workflows), nothing else would tell the process that started
+        it. Said once per run (a warning a workflow, naming its oldest few runs);
+        a worker whose lease ran out counts as gone.
+        """
+        self._next_report = time.monotonic() + REPORT_EVERY
+        if len(self._reported) > _REPORTED_AT_MOST:
+            self._reported.clear()
+        store = self._store
+        served = sorted(
+            {
+                workflow_id
+                for worker in store.workers()
+                if worker.role != "client" and not worker.expired
+                for workflow_id in worker.workflows
+            }
+        )
+        waiting: dict[str, list[str]] = {}
+        for run_id, workflow_id, _status in store.awaiting_others(served, REPORT_AT_MOST):
+            if run_id not in self._reported:
+                self._reported.add(run_id)
+                waiting.setdefault(workflow_id, []).append(run_id)
+        for workflow_id, run_ids in waiting.items():
+            emit(
+                logging.WARNING,
+                "runs_await_a_worker",
+                workflow_id=workflow_id,
+                runs=len(run_ids),
+                first=run_ids[:5],
+                hint=(
+                    f"no live worker on the store registers workflow {workflow_id!r}: its "
+                    "runs wait in the queue until one does (callboard worker MODULE:ATTR; "
+                    "callboard workers list shows who is there)"
+                ),
             )
 
 

@@ -1077,6 +1077,9 @@ class FakeReader:
             return None
         return results.pop(0) if len(results) > 1 else results[0]
 
+    def awaits_a_worker(self, result: WorkflowResult) -> bool:
+        return False  # these prepared runs have their worker
+
     def get_run_and_limit(self, run_id: str) -> tuple[WorkflowResult, _render.TimeLimit] | None:
         result = self.get_run(run_id)
         return None if result is None else (result, _render.NO_TIME_LIMIT)

@@ -72,7 +72,13 @@ from runtime._errors import (
     summarize_errors,
 )
 from runtime._ids import check_run_id
-from runtime._model import SETTLED_STATUSES, RunStatus, WorkflowResult, WorkflowRunList
+from runtime._model import (
+    SETTLED_STATUSES,
+    UNFINISHED_STATUSES,
+    RunStatus,
+    WorkflowResult,
+    WorkflowRunList,
+)
 from runtime._queries import get_run, list_runs
 from runtime._run import Run
 from runtime._run_input import validated_input
@@ -296,6 +302,22 @@ class _Reader:
             return set()
         return resumes_pending(cast("ResumeRequestStore", self._store), run_ids)
 
+    def awaits_a_worker(self, result: WorkflowResult) -> bool:
+        """Whether the run waits for a worker that is not there: none live registers its workflow.
+
+        Only for a run some runtime must drive on (pending, running, waiting), on a
+        store whose runtimes keep worker rows: a worker whose lease ran out counts as
+        gone, and a client runs nothing.
+        """
+        if result.status not in UNFINISHED_STATUSES or not isinstance(self._store, SharedStore):
+            return False
+        return not any(
+            worker.role != "client"
+            and not worker.expired
+            and result.workflow_id in worker.workflows
+            for worker in self._store.workers()
+        )
+
     def get_run_and_limit(self, run_id: str) -> tuple[WorkflowResult, TimeLimit] | None:
         """A run by id, and its time limit, from one read of its record."""
         check_run_id(run_id, lookup=True)
@@ -439,14 +461,17 @@ def runs_show(args: argparse.Namespace) -> RunStatus:
         requested = False
         if args.json and found is not None and found[0].status == RunStatus.SUSPENDED:
             requested = reader.resume_pending(args.run_id)
+        unserved = found is not None and reader.awaits_a_worker(found[0])
     if found is None:
         raise RunNotFoundError(f"no run {args.run_id!r} in {shown_db(args.db)}")
     result, limit = found
     if args.json:
         shown = with_request(plain(result), result, {result.run_id} if requested else ())
+        if result.status in UNFINISHED_STATUSES:
+            shown["awaits_a_worker"] = unserved
         print_json({**shown, **time_limit_plain(limit)})
     else:
-        show(console_for(sys.stdout), run_view(result, limit))
+        show(console_for(sys.stdout), run_view(result, limit, awaits_a_worker=unserved))
     return result.status
 
 

@@ -423,14 +423,29 @@ def _cause_rows(fields: Table, error: ErrorInfo) -> None:
         cause = cause.cause
 
 
-def run_view(result: WorkflowResult, limit: TimeLimit = NO_TIME_LIMIT) -> RenderableType:
-    """One run: its fields (``limit``: its time limit, if it has one), then a table of its steps."""
+def run_view(
+    result: WorkflowResult, limit: TimeLimit = NO_TIME_LIMIT, *, awaits_a_worker: bool = False
+) -> RenderableType:
+    """One run: its fields (``limit``: its time limit, if it has one), then a table of its steps.
+
+    ``awaits_a_worker``: no live worker on the store registers the run's workflow,
+    which the view says under the status, with what starts one.
+    """
     fields = Table.grid(padding=(0, 2))
     fields.add_column(style="bold", no_wrap=True)
     fields.add_column()
     fields.add_row("run", shown_text(result.run_id))
     fields.add_row("workflow", shown_text(result.workflow_id))
     fields.add_row("status", status_text(result.status))
+    if awaits_a_worker:
+        fields.add_row(
+            "",
+            Text(
+                "no live worker on the store registers this workflow: the run waits for one "
+                "(callboard worker MODULE:ATTR; callboard workers list)",
+                style="yellow",
+            ),
+        )
     if result.version is not None or result.fingerprint is not None:
         fields.add_row("version", shown_text(_version_text(result)))
     _origin_rows(fields, result)
@@ -468,6 +483,11 @@ def run_view(result: WorkflowResult, limit: TimeLimit = NO_TIME_LIMIT) -> Render
         fields.add_row("state", shown_text(_json_text(result.state)))
     if not result.steps:
         return Group(fields, Text("no step has started yet", style="dim"))
+    return Group(fields, Text(""), _steps_table(result))
+
+
+def _steps_table(result: WorkflowResult) -> Table:
+    """A run's steps, a row each: status, when it started, how long it took, output or error."""
     steps = Table(box=box.SIMPLE_HEAD, show_edge=False)
     steps.add_column("STEP", no_wrap=True)
     steps.add_column("STATUS", no_wrap=True)
@@ -490,7 +510,7 @@ def run_view(result: WorkflowResult, limit: TimeLimit = NO_TIME_LIMIT) -> Render
             Text(_took(step.started_at, step.ended_at)),
             outcome,
         )
-    return Group(fields, Text(""), steps)
+    return steps
 
 
 def _started(step: StepResult) -> Text:
