@@ -67,7 +67,6 @@ import math
 import os
 import random
 import shutil
-import socket
 import sys
 import tempfile
 import threading
@@ -85,7 +84,7 @@ from runtime._queries import get_run
 from runtime._runtime import Runtime, message_protocol
 from runtime._step import In, Out, Step, _Returned
 from runtime._step_context import StepContext
-from runtime._stores.base import process_alive
+from runtime._stores.base import process_alive, this_host
 from runtime._stores.postgres import PostgresStore
 from runtime._stores.sqlite import SQLiteStore
 from runtime._tracing import emit
@@ -2283,7 +2282,7 @@ def _other_processes(store: Any) -> list[str]:
     workers = getattr(store, "workers", None)
     if workers is None:
         return []  # a store in memory: this process's alone
-    here, me = socket.gethostname(), os.getpid()
+    here, me = this_host(), os.getpid()
     return [
         f"{worker.host}:{worker.pid}"
         for worker in workers()

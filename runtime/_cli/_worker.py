@@ -40,7 +40,7 @@ from runtime._cli._commands import ExitCode, UsageError, open_db, shown_db
 from runtime._cli._loader import load_workflow
 from runtime._cli._render import one_line
 from runtime._runtime import Runtime
-from runtime._stores.base import SharedStore
+from runtime._stores.base import SharedStore, this_host
 from runtime._workflow import Workflow
 
 __all__ = ["DEFAULT_CONCURRENCY", "worker"]
@@ -97,7 +97,7 @@ def worker(args: argparse.Namespace) -> ExitCode:
             raise
         try:
             _say(
-                f"started id={store.owner_id} host={socket.gethostname()} pid={os.getpid()} "
+                f"started id={store.owner_id} host={this_host()} pid={os.getpid()} "
                 f"workflows={_named(workflows)} "
                 f"concurrency={args.concurrency} lease={store.lease:g}s "
                 f"db={shown_db(args.db)}"

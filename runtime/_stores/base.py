@@ -812,12 +812,36 @@ def refuse_upgrade_beside_older(
     )
 
 
+INITIAL_PID_NAMESPACE: Final = 0xEFFFFFFC
+"""The inode of Linux's initial PID namespace (the kernel's ``PROC_PID_INIT_INO``): the
+host's own, outside any container."""
+
+
+def this_host() -> str:
+    """This process's host as worker rows name it, so that its pids can be asked about here.
+
+    The host name; in a PID namespace of its own (a container), the namespace too,
+    as ``web-1[pidns:4026532201]``. Two containers can share a host name (both on
+    the host's network, say) and a SQLite file, while each sees only its own
+    processes: the other's pid, asked about here, would read as gone, and a live
+    worker would be reaped and its runs run twice. Rows of another namespace are
+    judged by their lease alone, as those of another host are.
+    """
+    name = socket.gethostname()
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:  # not Linux, or no /proc: the host name alone, as ever
+        return name
+    return name if namespace == INITIAL_PID_NAMESPACE else f"{name}[pidns:{namespace}]"
+
+
 def process_alive(host: str, pid: int) -> bool:
     """Whether a worker's process may be alive: ``False`` only for one on this host that is gone.
 
-    A process on another host cannot be asked; one here that another user owns is alive.
+    A process on another host (or in another PID namespace, see :func:`this_host`)
+    cannot be asked; one here that another user owns is alive.
     """
-    if host != socket.gethostname():
+    if host != this_host():
         return True
     try:
         os.kill(pid, 0)

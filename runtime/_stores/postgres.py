@@ -43,7 +43,6 @@ import logging
 import math
 import os
 import re
-import socket
 import threading
 import time
 import urllib.parse
@@ -90,6 +89,7 @@ from runtime._stores.base import (
     refuse_upgrade_beside_older,
     status_set,
     supersedes,
+    this_host,
 )
 from runtime._tracing import emit
 
@@ -1944,7 +1944,7 @@ class PostgresStore:
             _JOIN,
             (
                 self.owner_id,
-                socket.gethostname(),
+                this_host(),
                 os.getpid(),
                 role,
                 workflows,

@@ -43,7 +43,6 @@ import logging
 import math
 import os
 import re
-import socket
 import sqlite3
 import threading
 import time
@@ -92,6 +91,7 @@ from runtime._stores.base import (
     refuse_upgrade_beside_older,
     status_set,
     supersedes,
+    this_host,
 )
 from runtime._tracing import emit
 
@@ -2422,7 +2422,7 @@ class SQLiteStore:
             "concurrency, lease, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 self.owner_id,
-                socket.gethostname(),
+                this_host(),
                 os.getpid(),
                 _clock.time(),  # a lease is judged by callboard's clock (virtual in a test)
                 role,
