@@ -384,8 +384,9 @@ class WorkerInfo(NamedTuple):
 
     Attributes:
         worker_id: The runtime's owner id on the store.
-        host: Its host name.
-        pid: Its process id.
+        host: Its host name; in a PID namespace of its own (a container), with
+            the namespace, as ``web-1[pidns:4026532201]`` (see :func:`this_host`).
+        pid: Its process id (in that namespace).
         role: ``"both"``, ``"worker"`` or ``"client"``.
         workflows: The workflows it executes.
         concurrency: Its ``max_concurrent_runs`` (``None``: no limit).
