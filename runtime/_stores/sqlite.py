@@ -763,6 +763,7 @@ class SQLiteStore:
             raise
         self._connection = connection  # the writer thread's alone
         self._note_identity()
+        _say_if_networked(self.path)
         self._caller_connection = self._connect_callers()
         self._writer = GroupCommitWriter(
             name="callboard-sqlite-writer",
@@ -3370,6 +3371,75 @@ def _reporting(
             on_error(error)
 
     return done
+
+
+_MOUNTINFO = Path("/proc/self/mountinfo")
+"""Where Linux lists this process's mounts, with each one's file system type."""
+
+_NETWORK_FILESYSTEMS: Final = frozenset(
+    {
+        "9p",
+        "afs",
+        "ceph",
+        "cifs",
+        "fuse.gcsfuse",
+        "fuse.glusterfs",
+        "fuse.rclone",
+        "fuse.s3fs",
+        "fuse.sshfs",
+        "glusterfs",
+        "gpfs",
+        "lustre",
+        "nfs",
+        "nfs4",
+        "smb3",
+        "smbfs",
+    }
+)
+"""File systems whose files other hosts may open too: SQLite's WAL cannot be shared so."""
+
+
+def _network_filesystem(folder: Path) -> str | None:
+    """The type of the network file system ``folder`` lies on; ``None`` if local or unknown.
+
+    Found by the folder's device in ``/proc/self/mountinfo`` (Linux): the last
+    mount of that device listed is the one on top.
+    """
+    try:
+        device = os.stat(folder).st_dev
+        listed = _MOUNTINFO.read_text(encoding="utf-8", errors="replace")
+    except OSError:  # not Linux, or no /proc: nothing to say
+        return None
+    wanted = f"{os.major(device)}:{os.minor(device)}"
+    kind = None
+    for line in listed.splitlines():
+        fields = line.split()
+        if len(fields) < 9 or fields[2] != wanted or "-" not in fields[6:]:
+            continue
+        after = fields.index("-", 6) + 1
+        if after < len(fields):
+            kind = fields[after]
+    return kind if kind in _NETWORK_FILESYSTEMS else None
+
+
+def _say_if_networked(path: Path) -> None:
+    """Warn once, at open, that a store on a network file system must stay on one host."""
+    kind = _network_filesystem(path.parent)
+    if kind is None:
+        return
+    emit(
+        logging.WARNING,
+        "store_on_network_filesystem",
+        path=str(path),
+        filesystem=kind,
+        hint=(
+            "SQLite's WAL mode shares memory between the processes that use the file, "
+            "which a network file system cannot carry from one host to another: every "
+            "runtime and command on this file must run on this host (where locks over "
+            f"{kind} may still not hold). Share runs between hosts with PostgreSQL "
+            "(PostgresStore), or keep the file on a local disk"
+        ),
+    )
 
 
 def _on_read_only_fs(path: Path) -> bool:
