@@ -8,12 +8,15 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -91,6 +94,71 @@ def looks_at_lock(lock: Any, work: Callable[[], object]) -> dict[str, int]:
         done.set()
         looker.join()
     return looks
+
+
+def python_child(script: str, *args: str, before: Sequence[str] = ()) -> subprocess.Popen[str]:
+    """``python -c script args...`` in the repository, its stdin and stdout piped, as text.
+
+    ``before``: a command the interpreter runs under (``unshare --pid --fork``).
+    See :func:`end_child`.
+    """
+    return subprocess.Popen(
+        [*before, sys.executable, "-c", script, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def end_child(child: subprocess.Popen[str], timeout: float = 60.0) -> int:
+    """Close a child's stdin (which tells it to stop) and wait for it; kill it past ``timeout``.
+
+    Its stdout pipe is closed too. Returns its exit status.
+    """
+    if child.stdin is not None:
+        with contextlib.suppress(OSError):
+            child.stdin.close()
+    try:
+        child.wait(timeout)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+    return child.returncode
+
+
+@contextlib.contextmanager
+def small_tmpfs(size: str, needed_for: str) -> Iterator[Path]:
+    """A ``tmpfs`` of ``size`` (``"1m"``) on a new folder: a disk a test can fill.
+
+    Unmounted (lazily, if a file on it is still open) and removed afterwards.
+    Mounting needs root: where ``mount`` is missing or refused, the test skips,
+    saying that ``needed_for`` needs it.
+    """
+    if shutil.which("mount") is None:
+        pytest.skip(f"{needed_for} needs a tmpfs mounted, and there is no mount")
+    mount = Path(tempfile.mkdtemp(prefix="callboard-tmpfs-"))
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        mount.rmdir()
+        reason = (mounted.stderr or mounted.stdout).strip() or f"exit {mounted.returncode}"
+        pytest.skip(f"{needed_for} needs a tmpfs mounted, and mount refused: {reason}")
+    try:
+        yield mount
+    finally:
+        if subprocess.run(["umount", str(mount)], check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(mount)], check=False)
+        with contextlib.suppress(OSError):
+            mount.rmdir()
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> None:

@@ -14,12 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
 import sqlite3
 import subprocess
-import sys
-import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +32,7 @@ from runtime import (
     create_workflow,
 )
 from runtime._cli import main
-from tests._support import ROOT, Value
+from tests._support import Value, end_child, python_child, small_tmpfs
 
 WAIT = 60.0
 
@@ -85,28 +81,11 @@ WRITER = textwrap.dedent(
 @contextlib.contextmanager
 def writing_child(db: Path) -> Iterator[subprocess.Popen[str]]:
     """A process that starts runs on ``db`` without pause, printing each acknowledged id."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(db)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    child = python_child(WRITER, str(db))
     try:
         yield child
     finally:
-        assert child.stdin is not None
-        with contextlib.suppress(OSError):
-            child.stdin.close()
-        try:
-            child.wait(WAIT)
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
-            assert child.stdout is not None
-            child.stdout.close()
+        end_child(child, WAIT)
 
 
 def acknowledged(child: subprocess.Popen[str], count: int) -> list[str]:
@@ -240,24 +219,8 @@ def test_the_store_itself_and_missing_folders_are_refused(tmp_path: Path) -> Non
 @pytest.fixture
 def small_disk() -> Iterator[Path]:
     """A 1 MiB ``tmpfs`` of its own: a disk that fills half-way through a copy."""
-    if shutil.which("mount") is None:
-        pytest.skip("a full disk needs a tmpfs mounted, and there is no mount")
-    mount = Path(tempfile.mkdtemp(prefix="callboard-backup-"))
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        mount.rmdir()
-        reason = (mounted.stderr or mounted.stdout).strip() or f"exit {mounted.returncode}"
-        pytest.skip(f"a full disk needs a tmpfs mounted, and mount refused: {reason}")
-    try:
+    with small_tmpfs("1m", "a full disk at a backup's destination") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
-        mount.rmdir()
 
 
 def test_a_full_disk_leaves_nothing_at_the_destination(tmp_path: Path, small_disk: Path) -> None:

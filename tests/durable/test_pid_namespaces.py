@@ -15,8 +15,6 @@ namespaces): where it cannot be, the test skips, saying so.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
 import subprocess
 import sys
@@ -28,7 +26,7 @@ import pytest
 
 from runtime import Runtime, SQLiteStore
 from runtime._stores.base import this_host
-from tests._support import ROOT, wait_until
+from tests._support import end_child, python_child, wait_until
 from tests.durable._support.workflows import count, logged
 
 LEASE = 600.0
@@ -84,14 +82,7 @@ def test_a_worker_in_another_pid_namespace_is_not_reaped_for_a_pid_it_cannot_see
             request_context={"log": str(log), "hold_step": "beta", "hold_file": str(hold)},
         )
         wait_until(lambda: count(log, "start beta") == 1, timeout=30, what="beta holds here")
-        child = subprocess.Popen(
-            [*command, sys.executable, "-c", CHILD, str(db), str(LEASE)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
+        child = python_child(CHILD, str(db), str(LEASE), before=command)
         try:
             assert child.stdout is not None
             said = child.stdout.readline().split()
@@ -108,18 +99,8 @@ def test_a_worker_in_another_pid_namespace_is_not_reaped_for_a_pid_it_cannot_see
             assert store.holds("held-here")
         finally:
             hold.unlink()
-            assert child.stdin is not None
-            with contextlib.suppress(OSError):
-                child.stdin.close()
-            try:
-                child.wait(30)
-            finally:
-                if child.poll() is None:
-                    child.kill()
-                    child.wait()
-                assert child.stdout is not None
-                child.stdout.close()
+            code = end_child(child, 30)
         result = run.wait(timeout=30)
     assert result.status == "success"
     assert (count(log, "start beta"), count(log, "start gamma")) == (1, 1)
-    assert child.returncode == 0
+    assert code == 0

@@ -24,8 +24,6 @@ import errno
 import os
 import secrets
 import shutil
-import subprocess
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -45,7 +43,7 @@ from runtime import (
     create_step,
     create_workflow,
 )
-from tests._support import Value, wait_until
+from tests._support import Value, small_tmpfs, wait_until
 from tests.shared._refusal import Outcomes
 
 WAIT = 60.0
@@ -116,36 +114,20 @@ def tmpfs_database(server: Any, url: str) -> Iterator[TmpfsDisk]:
     """The database of ``url``, moved into a tablespace on a 32 MiB ``tmpfs`` of its own."""
     if server.external is not None:
         pytest.skip("a tablespace on a local tmpfs needs the throwaway cluster, not a named server")
-    if shutil.which("mount") is None:
-        pytest.skip("a full disk on PostgreSQL needs a tmpfs mounted, and there is no mount")
-    mount = Path(tempfile.mkdtemp(prefix="callboard-full-"))
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=32m,mode=0755", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        mount.rmdir()
-        reason = (mounted.stderr or mounted.stdout).strip() or f"exit {mounted.returncode}"
-        pytest.skip(f"a full disk on PostgreSQL needs a tmpfs mounted, and mount refused: {reason}")
-    space = f"callboard_full_{os.getpid()}"
-    dbname = url.split("///", 1)[1].split("?", 1)[0]
-    try:
-        (mount / "space").mkdir()
-        shutil.chown(mount / "space", "postgres", "postgres")
-        with server.admin() as admin:
-            admin.execute(f"CREATE TABLESPACE {space} LOCATION '{mount / 'space'}'")
-            admin.execute(f'ALTER DATABASE "{dbname}" SET TABLESPACE {space}')
-        yield TmpfsDisk(mount, url)
-    finally:
-        server.drop_database(url)
-        with contextlib.suppress(Exception), server.admin() as admin:
-            admin.execute(f"DROP TABLESPACE IF EXISTS {space}")
-        if subprocess.run(["umount", str(mount)], check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(mount)], check=False)  # a file still open
-        with contextlib.suppress(OSError):
-            mount.rmdir()
+    with small_tmpfs("32m", "a full disk on PostgreSQL") as mount:
+        space = f"callboard_full_{os.getpid()}"
+        dbname = url.split("///", 1)[1].split("?", 1)[0]
+        try:
+            (mount / "space").mkdir()
+            shutil.chown(mount / "space", "postgres", "postgres")
+            with server.admin() as admin:
+                admin.execute(f"CREATE TABLESPACE {space} LOCATION '{mount / 'space'}'")
+                admin.execute(f'ALTER DATABASE "{dbname}" SET TABLESPACE {space}')
+            yield TmpfsDisk(mount, url)
+        finally:
+            server.drop_database(url)
+            with contextlib.suppress(Exception), server.admin() as admin:
+                admin.execute(f"DROP TABLESPACE IF EXISTS {space}")
 
 
 @pytest.fixture(autouse=True)
