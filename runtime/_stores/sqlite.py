@@ -1019,7 +1019,9 @@ class SQLiteStore:
                 return None
             moved = self._moved()
             if moved is not None:
-                raise self._create_refused(record, moved)
+                # What earlier starts committed is in the file before this one is refused.
+                self._fold_lost_log(connection)
+                raise self._create_refused(record, self._moved_why or moved)
             try:
                 if record.queue is None:
                     # One statement, its own transaction: the interpreter lock is let go
@@ -1855,6 +1857,10 @@ class SQLiteStore:
             raise StoreError(f"the run store {self.path} is closed") from None
 
     def _locked_checkpoint(self, idle: bool) -> None:
+        if idle and self._moved() is not None:
+            # A log deleted from beside the file: folded in without waiting for a write.
+            self._fold_lost_log(self._connection)
+            return
         # The lock only when there is something to do: after every commit, a caller
         # committing its create would otherwise make the writer wait for it (a burst of
         # starts kept the writer waiting about 11 ms a commit for nothing).
@@ -1952,6 +1958,13 @@ class SQLiteStore:
         """Note which file the store opened, as its path names it now: see :meth:`_moved`."""
         self._where = os.path.abspath(self.path)
         self._identity = _identity(self._where)
+        # The WAL and its index beside it, as the store's connections opened them.
+        self._sides: dict[str, tuple[int, int]] = {}
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                self._sides[suffix] = _identity(self._where + suffix)
+        self._sides_lost = False  # one of them was deleted or replaced since
+        self._log_folded = False  # and what the lost log held was folded into the file
         self._moved_at = time.monotonic()
         self._moved_why: str | None = None
 
@@ -1983,7 +1996,7 @@ class SQLiteStore:
             pass
         else:
             why = (
-                None
+                self._side_lost()
                 if identity == self._identity
                 else f"another file took its place at {self._where} while the store had the "
                 "first one open, and what is written to that one is lost once this process "
@@ -1992,12 +2005,85 @@ class SQLiteStore:
         if why != was:
             # Said when it is seen, whether or not a write meets it (an idle runtime's
             # starts are refused on their callers' threads), and when the file is back.
-            if why is not None:
-                emit(logging.ERROR, "store_file_moved", path=self._where, error=why)
-            else:
+            if why is None:
                 emit(logging.WARNING, "store_file_back", path=self._where)
+            elif self._sides_lost:
+                emit(logging.ERROR, "store_wal_removed", path=self._where, error=why)
+            else:
+                emit(logging.ERROR, "store_file_moved", path=self._where, error=why)
         self._moved_why = why
         return why
+
+    def _side_lost(self) -> str | None:
+        """Why the WAL (or its index) this store writes through is not the one at its path.
+
+        SQLite deletes a database's ``-wal`` only when the last connection to it
+        closes, so while the store is open a ``-wal`` or ``-shm`` gone from beside
+        the file, or another file there, was deleted by hand (``rm runs.db-*``,
+        a clean-up job): the commits still go to the log this process holds open,
+        which no other process reads, and are lost if it is killed. Once lost, for
+        good: such a log cannot be put back. What it holds is folded into the file
+        at once (see :meth:`_fold_lost_log`), and writes are refused from then on.
+        """
+        if not self._sides_lost:
+            for suffix, known in self._sides.items():
+                try:
+                    found = _identity(self._where + suffix)
+                except FileNotFoundError:
+                    found = None
+                except OSError:
+                    continue
+                if found != known:
+                    self._sides_lost = True
+                    break
+            else:
+                return None
+        name = Path(self._where).name
+        folded = (
+            "what was committed has been folded back into the file"
+            if self._log_folded
+            else "what was committed is being folded back into the file"
+        )
+        return (
+            f"its write-ahead log ({name}-wal or {name}-shm) was deleted or replaced while "
+            "the store had it open, so that what this process commits would go to a log no "
+            f"other process reads, and be lost if it were killed; {folded}, and writes "
+            "are refused until the process starts again (stop it gracefully). Never "
+            "delete the -wal or -shm file of a database in use"
+        )
+
+    def _fold_lost_log(self, connection: sqlite3.Connection) -> None:
+        """On the writer thread: fold the log lost from beside the file into the file, once.
+
+        A checkpoint copies the commits the unlinked ``-wal`` holds into the
+        database file, which is still the one at the store's path: a kill after
+        this loses nothing that was acknowledged. Tried again at each look until
+        no reader holds it back.
+        """
+        if not self._sides_lost or self._log_folded:
+            return
+        with self._write_lock, contextlib.suppress(sqlite3.Error):
+            # Waiting for readers to let go as a write waits for a lock (the callers'
+            # connection waits for none: see _connect_callers).
+            patience = connection.execute("PRAGMA busy_timeout").fetchone()[0]
+            connection.execute(f"PRAGMA busy_timeout = {int(LOCK_TIMEOUT * 1000)}")
+            try:
+                deadline = time.monotonic() + LOCK_TIMEOUT
+                while True:
+                    busy, frames, _ = connection.execute(
+                        "PRAGMA wal_checkpoint(TRUNCATE)"
+                    ).fetchone()
+                    # Busy at once, no frame counted: another checkpoint was under way
+                    # (the writer's beside the writes, which takes no lock of ours).
+                    if not (busy and frames < 0) or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.01)
+            finally:
+                connection.execute(f"PRAGMA busy_timeout = {int(patience)}")
+            if not busy:
+                self._log_folded = True
+                self._moved_why = self._side_lost()
+                emit(logging.WARNING, "store_wal_folded_back", path=self._where)
 
     def _refuse(self, writes: list[Write], reason: str) -> list[Write]:
         """The file refuses every write for ``reason``: the writes that can wait are returned.
@@ -2025,7 +2111,8 @@ class SQLiteStore:
         if moved is not None:
             # Refused as a read-only file is: the writes wait here and the starts are
             # told, until the file is back at its path.
-            return self._refuse(writes, moved)
+            self._fold_lost_log(connection)
+            return self._refuse(writes, self._moved_why or moved)
         try:
             # The lock for the statements only: a create committing on its caller's
             # thread waits for it, and need not wait for the callbacks below as well.
