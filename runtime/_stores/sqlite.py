@@ -1787,9 +1787,9 @@ class SQLiteStore:
         kill) leaves nothing there. Copying the file with ``cp`` instead may miss
         what the ``-wal`` file beside it holds.
 
-        A runtime opened on the copy goes on with its unfinished runs once their
-        workflows are registered (runs held by a worker are handed back after that
-        worker's lease, as after a crash).
+        The copy keeps no worker of the original: a runtime opened on it takes its
+        unfinished runs at once, once their workflows are registered, and runs
+        again the steps they ran after the moment of the copy.
 
         Args:
             destination: The new file. Its folder must exist.
@@ -2053,12 +2053,14 @@ class SQLiteStore:
         )
 
     def _fold_lost_log(self, connection: sqlite3.Connection) -> None:
-        """On the writer thread: fold the log lost from beside the file into the file, once.
+        """Fold the log lost from beside the file into the file, once, through ``connection``.
 
         A checkpoint copies the commits the unlinked ``-wal`` holds into the
         database file, which is still the one at the store's path: a kill after
-        this loses nothing that was acknowledged. Tried again at each look until
-        no reader holds it back.
+        this loses nothing that was acknowledged. On the writer's thread with its
+        connection, or on a caller's, holding the write lock, with the callers'
+        one (before its start is refused); tried again at each look until no
+        reader holds it back.
         """
         if not self._sides_lost or self._log_folded:
             return
