@@ -780,13 +780,19 @@ class Claimer:
             raise
 
     def _report_unregistered(self, plans: Mapping[str, ExecutionPlan]) -> None:
-        """Say once, for each queued run no workflow here runs, that it waits for one."""
+        """Say once, for each queued run no live runtime registers, that it waits for one.
+
+        Runs of a workflow another live worker registers are its to take, however
+        long they queue: in a fleet whose workers run different workflows, each
+        worker said so of every run of the others' that it saw queued.
+        """
         self._next_report = time.monotonic() + REPORT_EVERY
         if len(self._reported) > _REPORTED_AT_MOST:
             self._reported.clear()
+        served = sorted(self._served().union(plans))
         # The oldest few, three fields each: a store with a million queued runs of
         # other workflows costs this pass no more than one with a hundred.
-        for run_id, workflow_id, status in self._store.awaiting_others(list(plans), REPORT_AT_MOST):
+        for run_id, workflow_id, status in self._store.awaiting_others(served, REPORT_AT_MOST):
             if run_id in self._reported:
                 continue
             self._reported.add(run_id)
@@ -811,17 +817,9 @@ class Claimer:
         self._next_report = time.monotonic() + REPORT_EVERY
         if len(self._reported) > _REPORTED_AT_MOST:
             self._reported.clear()
-        store = self._store
-        served = sorted(
-            {
-                workflow_id
-                for worker in store.workers()
-                if worker.role != "client" and not worker.expired
-                for workflow_id in worker.workflows
-            }
-        )
         waiting: dict[str, list[str]] = {}
-        for run_id, workflow_id, _status in store.awaiting_others(served, REPORT_AT_MOST):
+        served = sorted(self._served())
+        for run_id, workflow_id, _status in self._store.awaiting_others(served, REPORT_AT_MOST):
             if run_id not in self._reported:
                 self._reported.add(run_id)
                 waiting.setdefault(workflow_id, []).append(run_id)
@@ -838,6 +836,15 @@ class Claimer:
                     "callboard workers list shows who is there)"
                 ),
             )
+
+    def _served(self) -> set[str]:
+        """The workflows some live runtime on the store runs (one past its lease is gone)."""
+        return {
+            workflow_id
+            for worker in self._store.workers()
+            if worker.role != "client" and not worker.expired
+            for workflow_id in worker.workflows
+        }
 
 
 def _takes_executing(store: SharedStore) -> bool:

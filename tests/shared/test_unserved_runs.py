@@ -5,11 +5,14 @@ registers its workflow. With none on the store (the workers are down, or run
 other workflows) the run waited in silence, and ``wait()`` with it. The
 client's claimer now looks every ``REPORT_EVERY`` seconds and logs
 ``runs_await_a_worker`` once for the runs no live worker can take, by workflow.
+A worker's own report (``run_awaits_its_workflow``) leaves out the runs another
+live worker registers: it said so of every run queued behind a busy one.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
@@ -115,3 +118,44 @@ def test_runs_show_says_a_run_waits_for_a_worker_that_is_not_there(
     assert "awaits_a_worker" not in json.loads(capsys.readouterr().out)  # it ended
     assert main(["--db", fleet.location, "runs", "show", "queued"]) == 0
     assert "no live worker" not in capsys.readouterr().out
+
+
+GATE = threading.Event()
+
+
+def _gated(ctx: Any) -> Value:
+    GATE.wait(30)
+    return Value(value=ctx.input_data.value)
+
+
+BUSY = (
+    create_workflow(id="unserved-busy", input_schema=Value, output_schema=Value)
+    .then(create_step(id="gated", input_schema=Value, output_schema=Value, execute=_gated))
+    .commit()
+)
+
+
+def test_a_worker_says_nothing_of_runs_another_live_worker_runs(fleet: Fleet) -> None:
+    """Runs queued for a busy worker of another workflow are its, not waiting for nobody."""
+    GATE.clear()
+    others = fleet.runtime("worker", max_concurrent_runs=1)
+    others.register(BUSY)
+    busy = fleet.runtime("client").register(BUSY)
+    with capture_logs() as logs:
+        here = fleet.runtime("worker")
+        here.register(SERVED)
+        runs = [busy.create_run(f"busy-{index}") for index in range(3)]
+        for run in runs:
+            run.start_async(input_data={"value": run.run_id})  # one runs, two queue
+        time.sleep(1.0)  # about ten looks of each runtime here
+        assert [e for e in logs if e["event"] == "run_awaits_its_workflow"] == []
+        others.stop(timeout=0)  # its runs go back to the queue, and nobody runs them now
+        wait_until(
+            lambda: (
+                {e["run_id"] for e in logs if e["event"] == "run_awaits_its_workflow"}
+                == {run.run_id for run in runs}
+            ),
+            timeout=30,
+            what="every run of the stopped worker's workflow said to wait",
+        )
+    GATE.set()
