@@ -156,6 +156,10 @@ class LeaseGuard:
             emit(logging.WARNING, "worker_lease_was_lost", worker=self._store.owner_id)
         return renewed
 
+    def renewed_ago(self) -> float:
+        """Seconds since the lease was last known renewed, by this process's monotonic clock."""
+        return time.monotonic() - self._renewed
+
     def may_start(self, run_id: str) -> bool:
         """Whether a step of ``run_id`` may start here now: this worker holds the run.
 
@@ -427,6 +431,10 @@ class Claimer:
             if record is not None and entry is not None:
                 say_slot_held(run_id, entry[0], entry[1], record.status)
         return abandoned
+
+    def lease_renewed_ago(self) -> float:
+        """Seconds since this worker's lease was last renewed (see :class:`LeaseGuard`)."""
+        return self._guard.renewed_ago()
 
     def unreserve(self) -> None:
         """Give back room taken by :meth:`reserve`."""

@@ -355,6 +355,11 @@ class ActorSystem:
         """Threads in the step pool now."""
         return self.pool.size
 
+    def lease_renewed_ago(self) -> float | None:
+        """Seconds since its lease on its shared store was renewed; ``None`` without a lease."""
+        claimer = self.claimer
+        return None if claimer is None else claimer.lease_renewed_ago()
+
     def _step_wait_began(self, run_id: str) -> None:
         """A step blocks until ``run_id`` ends: its run's room may go to another run now."""
         tell_safely(self.supervisor, StepWaitBegan(run_id=run_id))

@@ -776,6 +776,39 @@ class WorkflowRunList(BaseModel, Generic[Out]):
     unreadable: list[str] = Field(default_factory=list)
 
 
+class RuntimeHealth(BaseModel):
+    """What :meth:`Runtime.health` found: whether the runtime works, and can record runs now.
+
+    Made from what the runtime knows in memory, without a call to its store: a
+    health check answers at once, whatever state the store is in.
+
+    Attributes:
+        state: ``"new"`` (not started), ``"running"``, ``"stopping"`` or ``"stopped"``.
+        live: Whether it runs: started, and neither stopping nor stopped (by
+            :meth:`Runtime.stop`, or by itself after an internal failure). For a
+            liveness probe: a runtime that is not live does nothing more until
+            the process starts it again.
+        ready: Whether it is live and can record runs now: its store has not
+            failed every write for ``patience`` seconds (unreachable, locked,
+            read-only, full) and, on a shared store, its lease was renewed
+            within the lease. For a readiness probe: it may come back by itself.
+        problems: What is wrong, a sentence each; empty when ``ready``.
+        writes_failing_for: Seconds every write to the store has failed
+            (``None`` while writes go through).
+        lease_renewed_ago: Seconds since its lease on a shared store was last
+            renewed (``None``: a store in memory, or not running).
+    """
+
+    model_config = _FROZEN
+
+    state: Literal["new", "running", "stopping", "stopped"]
+    live: bool
+    ready: bool
+    problems: tuple[str, ...] = ()
+    writes_failing_for: float | None = None
+    lease_renewed_ago: float | None = None
+
+
 class StartAsyncResult(BaseModel):
     """What ``start_async`` returns: the id to read the run's result by."""
 

@@ -34,7 +34,7 @@ from runtime._errors import (
 )
 from runtime._handoff import CallPool
 from runtime._ids import check_lookup_name
-from runtime._model import TERMINAL_STATUSES, RunEvent
+from runtime._model import TERMINAL_STATUSES, RunEvent, RuntimeHealth
 from runtime._options import FOREVER, RetentionPolicy, check_timeout
 from runtime._plan import ExecutionPlan
 from runtime._queue import MAX_LIMIT, Queue
@@ -99,6 +99,9 @@ later cancels queue for one. They end with the runtime.
 
 DEFAULT_STOP_TIMEOUT: Final = 10.0
 """Seconds ``stop()`` waits for runs in progress before failing them."""
+
+HEALTH_PATIENCE: Final = 5.0
+"""Seconds every write may fail before :meth:`Runtime.health` says the runtime is not ready."""
 
 DEFAULT_MAX_STEP_THREADS: Final = max(64, 4 * min(32, (os.cpu_count() or 1) + 4))
 """The most threads a runtime runs sync step bodies on, unless told otherwise.
@@ -790,6 +793,71 @@ class Runtime:
     def is_running(self) -> bool:
         """Whether the runtime is started and not yet stopping."""
         return self._host.state == "running"
+
+    def health(self, patience: float = HEALTH_PATIENCE) -> RuntimeHealth:
+        """Whether the runtime works, and can record runs now: for a daemon's health checks.
+
+        It reads what the runtime knows in memory, with no call to the store, so
+        it answers at once, from any thread or an event loop, even while the
+        store cannot be reached. ``live`` says the runtime runs (a liveness
+        probe: restart the process when it is false); ``ready`` that it can
+        record runs now (a readiness probe: it may recover by itself, a
+        restart would not help an unreachable database).
+
+        Args:
+            patience: Seconds every write to the store may fail before the
+                runtime is not ``ready``: a blip (a lock held a moment, a
+                connection cut and made again) does not flap the probe.
+
+        Returns:
+            The state, ``live``, ``ready``, what is wrong (a sentence each), how long
+            every write has failed and when the lease was last renewed.
+
+        Raises:
+            TypeError: if ``patience`` is not a number.
+            ValueError: if it is NaN.
+        """
+        checked = check_timeout(patience, "patience", forever=math.inf, allow_none=False)
+        patience = max(0.0, checked if checked is not None else math.inf)
+        host = self._host
+        state = host.state
+        problems: list[str] = []
+        if state != "running":
+            if host.failure is not None:
+                problems.append(f"the runtime stopped itself: {host.failure}")
+            else:
+                problems.append(
+                    "the runtime has not started" if state == "new" else f"the runtime is {state}"
+                )
+            return RuntimeHealth(state=state, live=False, ready=False, problems=tuple(problems))
+        failing: Callable[[], float | None] | None = getattr(host.store, "writes_failing_for", None)
+        failing_for = None if failing is None else failing()
+        refused = host.writes_refused()
+        if refused is not None:
+            problems.append(refused)
+        elif failing_for is not None and failing_for >= patience:
+            problems.append(
+                f"every write to the run store {host.store!r} has failed for "
+                f"{failing_for:.1f} s: what it has not recorded waits in memory, and starts "
+                "are told so"
+            )
+        system = host.system
+        renewed_ago = None if system is None else system.lease_renewed_ago()
+        lease = getattr(host.store, "lease", None)
+        if renewed_ago is not None and isinstance(lease, int | float) and renewed_ago > lease:
+            problems.append(
+                f"its lease on the store was last renewed {renewed_ago:.1f} s ago, past its "
+                f"lease of {lease:g} s: other runtimes may take its runs, and its writes of "
+                "them are fenced off"
+            )
+        return RuntimeHealth(
+            state=state,
+            live=True,
+            ready=not problems,
+            problems=tuple(problems),
+            writes_failing_for=failing_for,
+            lease_renewed_ago=renewed_ago,
+        )
 
     def start(self) -> Runtime:
         """Start the actors. Starting a running runtime does nothing.

@@ -15,11 +15,14 @@ import os
 import queue
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -564,3 +567,67 @@ def test_a_store_url_is_shown_without_its_password() -> None:
         shown_db("postgresql://ada@db/runs?sslmode=verify-full&sslpassword=k3y&Password=pw")
         == "postgresql://ada@db/runs?sslmode=verify-full&sslpassword=***&Password=***"
     )
+
+
+def _probe(url: str, method: str = "GET") -> tuple[int, dict[str, Any] | None]:
+    """The status of a health probe, and its JSON (``None`` for a body-less HEAD)."""
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            status, body = answer.status, answer.read()
+    except urllib.error.HTTPError as refused:
+        status, body = refused.code, refused.read()
+    return status, (json.loads(body) if body else None)
+
+
+def test_a_worker_answers_health_probes_over_http_and_lets_the_port_go_when_it_stops(
+    tmp_path: Path, workers: list[Worker]
+) -> None:
+    db = str(tmp_path / "runs.db")
+    options = ("--health-port", "0", "--health-host", "127.0.0.1", "--lease", "0.5")
+    worker = spawn(workers, db, f"{FLOWS}:greet", options=options)
+    url = worker.started()["health"]
+    assert url.startswith("http://127.0.0.1:")
+    for path in ("/livez", "/readyz", "/healthz"):
+        status, health = _probe(url + path)
+        assert status == 200, (path, health)
+        assert health is not None and (health["state"], health["live"], health["ready"]) == (
+            "running",
+            True,
+            True,
+        )
+    assert _probe(url + "/livez", "HEAD") == (200, None)
+    assert _probe(url + "/metrics")[0] == 404
+    # Another process holds the file's write lock: the worker's lease lapses, it is not
+    # ready (503, saying why), and still live; ready again once the lock goes.
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as other:
+        other.execute("BEGIN EXCLUSIVE")
+        wait_until(lambda: _probe(url + "/readyz")[0] == 503, timeout=30, what="503")
+        status, health = _probe(url + "/readyz")
+        assert health is not None and not health["ready"] and health["live"]
+        assert any("past its lease" in problem for problem in health["problems"])
+        assert _probe(url + "/livez")[0] == 200
+        other.execute("ROLLBACK")
+    wait_until(lambda: _probe(url + "/readyz")[0] == 200, timeout=30, what="200 again")
+    worker.signal(signal.SIGTERM)
+    assert worker.exit_code() == 0, worker.output()
+    with pytest.raises(urllib.error.URLError):
+        _probe(url + "/livez")
+
+
+def test_a_health_port_in_use_is_a_usage_error_before_anything_starts(
+    tmp_path: Path, workers: list[Worker]
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        options = ("--health-port", str(port), "--health-host", "127.0.0.1")
+        worker = spawn(workers, str(tmp_path / "runs.db"), f"{FLOWS}:greet", options=options)
+        assert worker.exit_code() == 2
+    said = worker.output()
+    assert f"--health-port: cannot listen on 127.0.0.1:{port}" in said, said
+    assert "started" not in said
+    out_of_range = ["worker", f"{FLOWS}:greet", "--db", str(tmp_path / "x.db")]
+    assert main([*out_of_range, "--health-port", "70000"]) == 2
+    assert not (tmp_path / "x.db").exists()

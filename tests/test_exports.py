@@ -54,6 +54,7 @@ EXPORTED = [
     "RunTimeoutError",
     "RunWatch",
     "Runtime",
+    "RuntimeHealth",
     "RuntimeOverloadedError",
     "RuntimeStoppedError",
     "SQLiteStore",

@@ -13,6 +13,7 @@
     callboard start MODULE:ATTR [--input JSON] [--run-id ID] [--wait] [--timeout SECONDS] [--json]
     callboard worker MODULE:ATTR [MODULE:ATTR ...] [--concurrency N] [--lease SECONDS]
                      [--max-step-threads N] [--stop-timeout SECONDS]
+                     [--health-port PORT [--health-host HOST]]
     callboard workers list [--json]
     callboard queues list [--json]
     callboard schedules list [--json]
@@ -395,6 +396,22 @@ def _build_parser() -> argparse.ArgumentParser:
             f"({DEFAULT_STOP_TIMEOUT:g})"
         ),
     )
+    worker.add_argument(
+        "--health-port",
+        type=_port,
+        metavar="PORT",
+        help=(
+            "answer health probes over HTTP on this port: /livez (200 while it runs), "
+            "/readyz (200 while it can record runs), 503 otherwise, with the health as "
+            "JSON (0: a free port, named in the started line)"
+        ),
+    )
+    worker.add_argument(
+        "--health-host",
+        default="0.0.0.0",
+        metavar="HOST",
+        help="the address the health port listens on (0.0.0.0: every one)",
+    )
     worker.set_defaults(command=_worker.worker)
 
     workers = commands.add_parser("workers", help="list the workers on the store", parents=[db])
@@ -642,6 +659,17 @@ _non_negative_int = _number(
 _concurrency = _number(
     int, lambda value: 1 <= value <= MAX_LIMIT, f"a whole number from 1 to {MAX_LIMIT:,}"
 )
+
+
+def _port(text: str) -> int:
+    """A TCP port, 0 to 65535 (0: one the system picks)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, not {port}")
+    return port
 
 
 def _run_id(text: str) -> str:

@@ -3,7 +3,9 @@
 The process is one runtime with the role ``worker``: it claims the queued runs of the
 workflows it registered, whoever started them, up to ``--concurrency`` at once, and
 starts none itself. It writes one line to stderr once it has joined the store (its
-worker id, host, pid, workflows and concurrency), and a line at each step of its stop.
+worker id, host, pid, workflows and concurrency, and with ``--health-port`` where it
+answers health probes: see :mod:`runtime._cli._health`), and a line at each step of its
+stop.
 
 Stopping, as a process manager expects:
 
@@ -32,11 +34,12 @@ import socket
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import FrameType, TracebackType
 from typing import Any, Final
 
 from runtime._cli._commands import ExitCode, UsageError, open_db, shown_db
+from runtime._cli._health import HealthServer
 from runtime._cli._loader import load_workflow
 from runtime._cli._render import one_line
 from runtime._runtime import Runtime
@@ -85,22 +88,25 @@ def worker(args: argparse.Namespace) -> ExitCode:
         )
         for workflow in workflows:
             runtime.register(workflow)
+        health = _health_server(args, runtime)
         signals = _Signals()
     except BaseException:
         store.close()
         raise
-    with signals:
+    with signals, _closing(health):
         try:
             runtime.start()
         except BaseException:
             store.close()
             raise
+        if health is not None:
+            health.start()
         try:
             _say(
                 f"started id={store.owner_id} host={this_host()} pid={os.getpid()} "
                 f"workflows={_named(workflows)} "
                 f"concurrency={args.concurrency} lease={store.lease:g}s "
-                f"db={shown_db(args.db)}"
+                f"db={shown_db(args.db)}" + ("" if health is None else f" health={health.url}")
             )
             first = signals.wait_first(lambda: runtime.is_running)
             if first is None:
@@ -115,6 +121,32 @@ def worker(args: argparse.Namespace) -> ExitCode:
             runtime.stop(timeout=0)  # after an error: nothing is left running
     _say(f"stopped id={store.owner_id}")
     return ExitCode.INTERRUPTED if first == signal.SIGINT else ExitCode.OK
+
+
+def _health_server(args: argparse.Namespace, runtime: Runtime) -> HealthServer | None:
+    """The server of ``--health-port``, bound (not yet serving); ``None`` without the option.
+
+    Raises:
+        UsageError: if the address cannot be bound (a port in use, a host not here).
+    """
+    port: int | None = args.health_port
+    if port is None:
+        return None
+    try:
+        return HealthServer(args.health_host, port, runtime)
+    except OSError as exc:
+        raise UsageError(
+            f"--health-port: cannot listen on {args.health_host}:{port}: {exc.strerror or exc}"
+        ) from exc
+
+
+@contextlib.contextmanager
+def _closing(server: HealthServer | None) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if server is not None:
+            server.close()
 
 
 def _load(targets: Sequence[str]) -> list[Workflow[Any, Any]]:

@@ -616,6 +616,11 @@ class Refusals:
         """Why waits on the store's runs are given up: its refusal outlasted the patience."""
         return self._given_up
 
+    def failing_seconds(self) -> float | None:
+        """Seconds every write has failed, for any reason (``None``: the last one went through)."""
+        since = self._failing_since
+        return None if not since else time.monotonic() - since
+
 
 REFUSED_AT_ONCE: Final[frozenset[WriteKind]] = frozenset(
     {

@@ -2932,6 +2932,13 @@ class PostgresStore:
         """Why runs cannot be recorded here: the server refused writes too long (or ``None``)."""
         return self._refusals.given_up()
 
+    def writes_failing_for(self) -> float | None:
+        """Seconds every write has failed, whatever the cause; ``None`` once one went through.
+
+        Read from memory, without a call to the database: for a health check.
+        """
+        return self._refusals.failing_seconds()
+
     def listen_for_refusal(self, listener: Callable[[str], None]) -> Callable[[], None]:
         """Call ``listener(why)`` each time writes are refused for ``REFUSAL_PATIENCE`` s.
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from runtime import Runtime, StoreError, StoreUnavailableError
+from runtime import PostgresStore, Runtime, StoreError, StoreUnavailableError
 from tests._support import wait_until
 from tests.durable._support.workflows import read_lines
 from tests.shared._workflows import WORKFLOWS, held_in_beta
@@ -250,3 +250,25 @@ def test_a_run_whose_acknowledged_commits_the_server_lost_is_taken_up_again_afte
         wait_until(settled, timeout=WAIT, what="the run taken up again and ended")
         assert read_lines(log).count("start beta") == 2  # from its last record kept
         assert read_lines(log).count("start alpha") == 1
+
+
+@pytest.mark.postgres
+def test_health_says_not_ready_through_an_outage_at_once_and_ready_after(
+    postgres_server: Any, postgres_url: str
+) -> None:
+    """A readiness probe is told within its patience, without waiting on the server."""
+    if not postgres_server.restartable:
+        pytest.skip("CALLBOARD_TEST_POSTGRES names a server these tests may not restart")
+    with Runtime(store=PostgresStore(postgres_url, lease=1.0)) as rt:
+        assert rt.health(patience=0.5).ready
+        postgres_server.stop()
+        try:
+            wait_until(lambda: not rt.health(patience=0.5).ready, timeout=WAIT, what="unready")
+            began = time.monotonic()
+            said = rt.health(patience=0.5)
+            assert time.monotonic() - began < 0.05  # answered from memory
+            assert said.live and said.problems
+            assert said.writes_failing_for is not None or said.lease_renewed_ago is not None
+        finally:
+            postgres_server.start()
+        wait_until(lambda: rt.health(patience=0.5).ready, timeout=WAIT, what="ready again")
