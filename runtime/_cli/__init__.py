@@ -19,6 +19,7 @@
     callboard schedules list [--json]
     callboard schedules pause|resume|delete SCHEDULE_ID [--json]
     callboard backup DEST [--force] [--json]
+    callboard restore BACKUP [--json]
 
 Every command takes ``--db STORE``, by default ``$CALLBOARD_DB``, else ``./callboard.db``:
 a SQLite file as a path or a ``sqlite:///path`` URL, or a ``postgresql://`` (or
@@ -30,7 +31,8 @@ list``, ``backup``) open the store read-only, so they never get in the way of th
 to it. The commands that change it (``runs prune``, ``cancel``, ``resume``, ``delete``,
 ``schedules pause|resume|delete``) write between their transactions (see
 :mod:`runtime._cli._actions`), and only to a store that exists: at a location with none
-they say so as the reading commands do (exit 2), and create nothing. ``start`` runs a
+they say so as the reading commands do (exit 2), and create nothing. ``restore`` replaces
+the file whole, refused while a runtime uses it. ``start`` runs a
 workflow on a runtime of its own in this process; a run that outlives the command is not
 lost: it stays in the store, and the next runtime on it that registers its workflow (a
 ``callboard worker``, say) resumes it.
@@ -457,6 +459,23 @@ def _add_backup(commands: Any, db: argparse.ArgumentParser) -> None:
     backup.add_argument("--force", action="store_true", help="replace a file at DEST (atomically)")
     backup.add_argument("--json", action="store_true", help="print JSON")
     backup.set_defaults(command=_commands.backup)
+
+    restore = commands.add_parser(
+        "restore",
+        help="put a backup in the place of a SQLite run store nobody uses",
+        parents=[db],
+        description=(
+            "Put a copy of BACKUP (a file callboard backup made) in the place of the SQLite "
+            "run store --db names, once no runtime uses it: refused while a worker row's "
+            "lease has not run out. The store's old -wal, -shm and -journal files go with "
+            "it (SQLite would take them for the restored file's own); the copy is checked "
+            "and synced before it takes the store's name. A runtime started on it goes on "
+            "with the runs not ended. A PostgreSQL store is restored with pg_restore."
+        ),
+    )
+    restore.add_argument("backup", metavar="BACKUP", help="the backup to restore")
+    restore.add_argument("--json", action="store_true", help="print JSON")
+    restore.set_defaults(command=_commands.restore)
 
 
 def _add_queues(commands: Any, db: argparse.ArgumentParser) -> None:

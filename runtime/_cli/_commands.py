@@ -84,6 +84,7 @@ from runtime._run import Run
 from runtime._run_input import validated_input
 from runtime._runtime import DEFAULT_STOP_TIMEOUT, Runtime
 from runtime._snapshot import decode, read_result, run_deadline, run_timeout_of
+from runtime._stores._backup import restore_sqlite
 from runtime._stores.base import (
     ResumeRequestStore,
     SharedStore,
@@ -669,6 +670,44 @@ def backup(args: argparse.Namespace) -> None:
         f"backed up {done.runs:,} run{'' if done.runs == 1 else 's'} "
         f"({done.unfinished:,} not ended) to {done.path}: {_size(done.size)} in "
         f"{done.seconds:.2f} s"
+    )
+
+
+def restore(args: argparse.Namespace) -> None:
+    """``callboard restore BACKUP``: a backup put in the place of the store ``--db`` names.
+
+    See :func:`runtime._stores._backup.restore_sqlite`. Refused while a runtime uses
+    the store. A PostgreSQL store is restored with pg_restore.
+    """
+    if args.db.lower().startswith(_POSTGRES_SCHEMES):
+        raise UsageError(
+            "callboard restore puts a SQLite backup in place; a PostgreSQL store is "
+            "restored with PostgreSQL's own tools: pg_restore --dbname DBNAME FILE (from "
+            "pg_dump --format=custom)"
+        )
+    if args.db == "memory":
+        open_db(args.db, readonly=True)  # says why no command reaches a memory store
+    try:
+        target = path_from_url(args.db)
+    except ValueError as exc:
+        raise UsageError(f"--db: {exc}") from exc
+    done = restore_sqlite(Path(args.backup), target)
+    if args.json:
+        print_json(
+            {
+                "path": str(done.path),
+                "runs": done.runs,
+                "unfinished": done.unfinished,
+                "removed": list(done.dropped),
+                "seconds": round(done.seconds, 3),
+            }
+        )
+        return
+    removed = f" (removed the old {', '.join(done.dropped)})" if done.dropped else ""
+    print(
+        f"restored {done.runs:,} run{'' if done.runs == 1 else 's'} "
+        f"({done.unfinished:,} not ended) from {args.backup} into {done.path}{removed}: "
+        "a runtime started on it goes on with those not ended"
     )
 
 

@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 from runtime._errors import StoreError
 from runtime._model import TERMINAL_STATUSES
+from runtime._stores.base import process_alive
 
 _SIDE_FILES = ("-wal", "-journal", "-shm")
 """What SQLite keeps beside a database: a leftover of another database there would be
@@ -102,6 +103,122 @@ def backup_sqlite(
             with contextlib.suppress(FileNotFoundError):
                 leftover.unlink()
     return StoreBackup(destination, runs, unfinished, size, time.monotonic() - began)
+
+
+class StoreRestore(NamedTuple):
+    """What :func:`restore_sqlite` put in place: the backup's runs, and what it dropped."""
+
+    path: Path
+    runs: int
+    unfinished: int
+    dropped: tuple[str, ...]  # the old file's -wal, -shm or -journal, removed with it
+    seconds: float
+
+
+def restore_sqlite(backup: Path, target: Path) -> StoreRestore:
+    """Put a copy of the SQLite store at ``backup`` in the place of the one at ``target``.
+
+    Refused while a runtime uses ``target`` (a worker row whose lease has not
+    run out). The copy is made as :func:`backup_sqlite` makes one (a read
+    transaction of ``backup``, checked, synced) beside ``target``; then the
+    old file's ``-wal``, ``-shm`` and ``-journal`` go, and only then does the
+    copy take ``target``'s name. In that order: a ``-wal`` left beside the
+    restored file would be taken for its own and its pages written over it.
+
+    Raises:
+        StoreError: if ``backup`` is not a run store, ``target`` is in use, is
+            ``backup`` itself, or is in a folder that does not exist; or if the
+            copy cannot be written (nothing at ``target`` changes then).
+    """
+    began = time.monotonic()
+    backup, target = Path(os.path.abspath(backup)), Path(os.path.abspath(target))
+    if not backup.is_file():
+        raise StoreError(f"cannot restore from {backup}: no such file")
+    if not target.parent.is_dir():
+        raise StoreError(f"cannot restore to {target}: folder {target.parent} does not exist")
+    if target.exists() and os.path.samefile(backup, target):
+        raise StoreError(f"cannot restore {backup} over itself")
+    _check_backup(backup)  # a run store, whole: before anything at target changes
+    _refuse_if_in_use(target)
+    partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.partial")
+    try:
+        fd = os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except OSError as exc:
+        raise StoreError(f"cannot restore to {target}: {exc.strerror}") from exc
+    os.close(fd)
+    dropped: list[str] = []
+    try:
+        _copy(backup, f"file:{backup}?mode=ro", partial, target)
+        runs, unfinished = _check_copy(partial, target)
+        _sync(partial)
+        for suffix in _SIDE_FILES:
+            side = target.with_name(target.name + suffix)
+            with contextlib.suppress(FileNotFoundError):
+                side.unlink()
+                dropped.append(side.name)
+        os.replace(partial, target)
+        _sync_folder(target.parent)
+    except OSError as exc:
+        raise StoreError(f"cannot restore to {target}: {exc.strerror or exc}") from exc
+    finally:
+        for leftover in (partial, partial.with_name(partial.name + "-journal")):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+    return StoreRestore(target, runs, unfinished, tuple(dropped), time.monotonic() - began)
+
+
+def _check_backup(backup: Path) -> None:
+    """Refuse a file to restore from that is no whole run store."""
+    try:
+        with contextlib.closing(
+            sqlite3.connect(f"file:{backup}?mode=ro", uri=True, isolation_level=None)
+        ) as connection:
+            found = connection.execute("PRAGMA quick_check").fetchall()
+            tables = {
+                row[0]
+                for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot restore from {backup}: {exc}") from exc
+    if found != [("ok",)]:
+        problems = "; ".join(str(row[0]) for row in found[:3])
+        raise StoreError(f"cannot restore from {backup}: it is damaged ({problems})")
+    if "runs" not in tables:
+        raise StoreError(f"cannot restore from {backup}: it is no callboard run store")
+
+
+def _refuse_if_in_use(target: Path) -> None:
+    """Refuse a store some runtime uses: a worker row whose lease has not run out.
+
+    But for one of a process on this host that is gone (killed): dead, as a
+    reaper judges it (:func:`~runtime._stores.base.process_alive`).
+    """
+    if not target.exists():
+        return
+    try:
+        with contextlib.closing(
+            sqlite3.connect(f"file:{target}?mode=ro", uri=True, isolation_level=None)
+        ) as connection:
+            if not connection.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'owners'"
+            ).fetchone():
+                return
+            columns = {row[1] for row in connection.execute("PRAGMA table_info(owners)")}
+            lease = "lease" if "lease" in columns else "10.0"
+            live = connection.execute(
+                f"SELECT host, pid FROM owners WHERE heartbeat_at + {lease} >= ?",
+                (time.time(),),
+            ).fetchall()
+    except sqlite3.Error:
+        return  # not a store this can read (damaged, or no database): it is replaced
+    live = [(host, pid) for host, pid in live if process_alive(host, pid)]
+    if live:
+        named = ", ".join(f"{host}:{pid}" for host, pid in live[:5])
+        raise StoreError(
+            f"cannot restore to {target}: runtimes use it ({named}); stop every runtime "
+            "and worker on it first (one killed on another host: wait for its lease to "
+            "run out)"
+        )
 
 
 def _check_destination(source: Path, destination: Path, *, overwrite: bool) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import sqlite3
 import subprocess
 import textwrap
@@ -286,3 +287,69 @@ def test_the_command_on_no_store_creates_nothing(
     )
     assert code == 2 and "does not exist" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_restore_puts_the_backup_in_place_and_drops_the_old_files_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A process killed on the store leaves a -wal: restored beside it, it would be replayed."""
+    db, copy = tmp_path / "live.db", tmp_path / "copy.db"
+    with writing_child(db) as child:
+        acknowledged(child, 100)
+        SQLiteStore(db, readonly=True).backup(copy)
+        acknowledged(child, 100)  # runs the copy does not hold
+        child.kill()
+    wal = db.with_name("live.db-wal")
+    assert wal.exists() and wal.stat().st_size > 0, "no log left behind: the test proves nothing"
+    in_copy = stored_ids(copy)
+    # What a plain copy over the file does: the old log is replayed onto the backup.
+    naive = tmp_path / "naive"
+    naive.mkdir()
+    shutil.copyfile(copy, naive / "live.db")
+    shutil.copyfile(wal, naive / "live.db-wal")
+    try:
+        plainly = stored_ids(naive / "live.db")
+    except (sqlite3.DatabaseError, AssertionError):
+        plainly = None  # damaged outright
+    assert plainly != in_copy
+
+    code = main(["--db", str(db), "restore", str(copy)])
+    out, err = capsys.readouterr()
+    assert (code, err) == (0, ""), err
+    assert (
+        out.startswith(f"restored {len(in_copy)} runs (") and "removed the old live.db-wal" in out
+    )
+    assert not wal.exists()
+    assert stored_ids(db) == in_copy and integrity(db) == "ok"
+    assert db.stat().st_mode & 0o777 == 0o600
+    with Runtime(store=db) as rt:  # the copy's runs, each finished once
+        bound = rt.register(ECHO)
+        for run_id in sorted(in_copy):
+            result = bound.create_run(run_id).wait(timeout=WAIT)
+            assert result.status == RunStatus.SUCCESS, (run_id, result.status)
+
+
+def test_restore_refuses_a_store_a_runtime_uses_and_what_is_no_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, copy, text = tmp_path / "live.db", tmp_path / "copy.db", tmp_path / "notes.txt"
+    text.write_text("not a database")
+    with Runtime(store=db) as rt:
+        rt.register(ECHO).create_run("kept").start(input_data={"value": "k"})
+        store = rt.store
+        assert isinstance(store, SQLiteStore)
+        store.backup(copy)
+        rt.register(ECHO).create_run("later").start(input_data={"value": "l"})
+        assert main(["--db", str(db), "restore", str(copy)]) == 2
+        assert "runtimes use it" in capsys.readouterr().err
+        assert stored_ids(db) == {"kept", "later"}
+    for bad, says in ((text, "file is not a database"), (tmp_path / "none.db", "no such file")):
+        assert main(["--db", str(db), "restore", str(bad)]) == 2
+        assert says in capsys.readouterr().err
+    assert main(["--db", "postgresql://nobody@127.0.0.1:1/x", "restore", str(copy)]) == 2
+    assert "pg_restore" in capsys.readouterr().err
+    assert stored_ids(db) == {"kept", "later"}
+    assert main(["--db", str(db), "restore", "--json", str(copy)]) == 0  # stopped: it may
+    said = json.loads(capsys.readouterr().out)
+    assert (said["runs"], said["unfinished"]) == (1, 0)
+    assert stored_ids(db) == {"kept"}
