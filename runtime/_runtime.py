@@ -830,16 +830,19 @@ class Runtime:
                     "the runtime has not started" if state == "new" else f"the runtime is {state}"
                 )
             return RuntimeHealth(state=state, live=False, ready=False, problems=tuple(problems))
-        failing: Callable[[], float | None] | None = getattr(host.store, "writes_failing_for", None)
-        failing_for = None if failing is None else failing()
+        failing: Callable[[], tuple[float, str] | None] | None = getattr(
+            host.store, "writes_failing", None
+        )
+        failure = None if failing is None else failing()
+        failing_for = None if failure is None else failure[0]
         refused = host.writes_refused()
         if refused is not None:
             problems.append(refused)
-        elif failing_for is not None and failing_for >= patience:
+        elif failure is not None and failure[0] >= patience:
+            said = f" (its last try: {failure[1]})" if failure[1] else ""
             problems.append(
                 f"every write to the run store {host.store!r} has failed for "
-                f"{failing_for:.1f} s: what it has not recorded waits in memory, and starts "
-                "are told so"
+                f"{failure[0]:.1f} s{said}: what it has not recorded waits in memory"
             )
         system = host.system
         renewed_ago = None if system is None else system.lease_renewed_ago()

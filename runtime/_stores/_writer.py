@@ -447,6 +447,7 @@ class Refusals:
 
     __slots__ = (
         "_failing_since",
+        "_failure",
         "_full",
         "_given_up",
         "_listeners",
@@ -461,6 +462,7 @@ class Refusals:
         self._since = 0.0  # monotonic start of the lasting failure under way; 0.0: none
         self._full = False  # whether its last try met a full disk, not a refusal
         self._failing_since = 0.0  # start of the failure of every write, for any reason
+        self._failure = ""  # what the last failed try of it said
         self._given_up: str | None = None
         self._on_given_up: Callable[[], None] | None = None
         # Watches of runs (one each) told when a refusal outlasts the patience, as an
@@ -502,14 +504,15 @@ class Refusals:
         """
         self._failed(reason, waiting, full=True)
 
-    def failing(self) -> None:
-        """A transaction failed for a reason that passes by itself (the store says it).
+    def failing(self, reason: str = "") -> None:
+        """A transaction failed for ``reason``, which passes by itself (the store says it).
 
         Once every try has failed for ``REFUSAL_PATIENCE``, a caller's write waits
         ``REFUSED_WAIT`` at most (:meth:`patience`): a start made through an outage
         is told within seconds, not after the whole timeout each; the runs, and
         waits on them, wait it out.
         """
+        self._failure = reason
         if not self._failing_since:
             self._failing_since = time.monotonic()
 
@@ -524,6 +527,7 @@ class Refusals:
     def _failed(self, reason: str, waiting: int, *, full: bool) -> None:
         now = time.monotonic()
         self._full = full
+        self._failure = reason
         if not self._failing_since:
             self._failing_since = now
         if not self._since:
@@ -616,10 +620,13 @@ class Refusals:
         """Why waits on the store's runs are given up: its refusal outlasted the patience."""
         return self._given_up
 
-    def failing_seconds(self) -> float | None:
-        """Seconds every write has failed, for any reason (``None``: the last one went through)."""
+    def lasting_failure(self) -> tuple[float, str] | None:
+        """For how many seconds every write has failed, and what the last try said.
+
+        ``None`` while writes go through.
+        """
         since = self._failing_since
-        return None if not since else time.monotonic() - since
+        return None if not since else (time.monotonic() - since, self._failure)
 
 
 REFUSED_AT_ONCE: Final[frozenset[WriteKind]] = frozenset(

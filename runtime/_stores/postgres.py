@@ -2932,12 +2932,13 @@ class PostgresStore:
         """Why runs cannot be recorded here: the server refused writes too long (or ``None``)."""
         return self._refusals.given_up()
 
-    def writes_failing_for(self) -> float | None:
-        """Seconds every write has failed, whatever the cause; ``None`` once one went through.
+    def writes_failing(self) -> tuple[float, str] | None:
+        """For how many seconds every write has failed, and what the last try said.
 
-        Read from memory, without a call to the database: for a health check.
+        ``None`` while writes go through. Read from memory, without a call to the
+        database: for a health check.
         """
-        return self._refusals.failing_seconds()
+        return self._refusals.lasting_failure()
 
     def listen_for_refusal(self, listener: Callable[[str], None]) -> Callable[[], None]:
         """Call ``listener(why)`` each time writes are refused for ``REFUSAL_PATIENCE`` s.
@@ -3226,7 +3227,7 @@ class PostgresStore:
                     # every try; once it has lasted, starts and waits are told.
                     self._refusals.full(self._reason(exc), len(writes))
                     return writes
-                self._refusals.failing()
+                self._refusals.failing(self._reason(exc))
                 emit(
                     logging.WARNING,
                     "store_write_retrying",

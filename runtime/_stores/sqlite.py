@@ -1736,12 +1736,13 @@ class SQLiteStore:
         """Why runs cannot be recorded here: the file refused every write too long (or ``None``)."""
         return self._refusals.given_up()
 
-    def writes_failing_for(self) -> float | None:
-        """Seconds every write has failed, whatever the cause; ``None`` once one went through.
+    def writes_failing(self) -> tuple[float, str] | None:
+        """For how many seconds every write has failed, and what the last try said.
 
-        Read from memory, without a call to the database: for a health check.
+        ``None`` while writes go through. Read from memory, without a call to the
+        database: for a health check.
         """
-        return self._refusals.failing_seconds()
+        return self._refusals.lasting_failure()
 
     def listen_for_refusal(self, listener: Callable[[str], None]) -> Callable[[], None]:
         """Call ``listener(why)`` each time writes are refused for ``REFUSAL_PATIENCE`` s.
@@ -2141,7 +2142,7 @@ class SQLiteStore:
             if _locked(exc):
                 emit(logging.WARNING, "store_locked", path=str(self.path), waiting=len(writes))
                 self._retried_for = None  # "stayed locked" says it
-                self._refusals.failing()
+                self._refusals.failing("another process holds the file's write lock")
                 return writes
             if _refused(exc):
                 # Read-only for now (a file or a file system made so): every write is
@@ -2160,7 +2161,7 @@ class SQLiteStore:
                     # has lasted, starts and waits are told, as for a refusal.
                     self._refusals.full(str(exc), len(writes))
                     return writes
-                self._refusals.failing()
+                self._refusals.failing(str(exc))
                 emit(
                     logging.WARNING,
                     "store_write_retrying",
