@@ -100,6 +100,7 @@ def test_a_store_locked_for_longer_than_the_patience_is_not_ready_then_is_again(
             assert (
                 failing.startswith("every write to the run store") and "has failed for" in failing
             )
+            assert "(its last try: another process holds the file's write lock)" in failing
             assert "past its lease of 0.5 s" in lapsed
             # A patience longer than the lock has held says nothing of the writes.
             assert not any("every write" in p for p in rt.health(patience=3600).problems)
