@@ -149,6 +149,7 @@ def restore_sqlite(backup: Path, target: Path) -> StoreRestore:
     dropped: list[str] = []
     try:
         _copy(backup, f"file:{backup}?mode=ro", partial, target)
+        _release(partial, target)  # a copy made otherwise may name workers: none writes here
         runs, unfinished = _check_copy(partial, target)
         _sync(partial)
         for suffix in _SIDE_FILES:
