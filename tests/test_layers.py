@@ -80,6 +80,7 @@ RUNTIME_LAYERS = {
     "runtime._cli._schedules": 5,
     "runtime._cli._worker": 5,
     "runtime._cli._health": 5,
+    "runtime._cli._check": 5,
     "runtime.__main__": 5,
 }
 ACTORS_LAYER = 3

@@ -20,6 +20,7 @@
     callboard schedules pause|resume|delete SCHEDULE_ID [--json]
     callboard backup DEST [--force] [--json]
     callboard restore BACKUP [--json]
+    callboard check [--json]
 
 Every command takes ``--db STORE``, by default ``$CALLBOARD_DB``, else ``./callboard.db``:
 a SQLite file as a path or a ``sqlite:///path`` URL, or a ``postgresql://`` (or
@@ -73,7 +74,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NoReturn
 
-from runtime._cli import _actions, _commands, _schedules, _worker
+from runtime._cli import _actions, _check, _commands, _schedules, _worker
 from runtime._cli._commands import (
     DB_ENV,
     DEFAULT_DB,
@@ -476,6 +477,21 @@ def _add_backup(commands: Any, db: argparse.ArgumentParser) -> None:
     restore.add_argument("backup", metavar="BACKUP", help="the backup to restore")
     restore.add_argument("--json", action="store_true", help="print JSON")
     restore.set_defaults(command=_commands.restore)
+
+    checking = commands.add_parser(
+        "check",
+        help="look a store over: its file, runs, unreadable runs and workers",
+        parents=[db],
+        description=(
+            "Read the store and say what is wrong with it: for a SQLite file, whether "
+            "SQLite finds it whole (PRAGMA quick_check) and whether it lies on a network "
+            "file system; the runs by status; the runs that cannot be read (each decoded); "
+            "workers past their lease that still hold runs; queued runs that no live worker "
+            "registers the workflow of. Exit 0 if nothing is wrong, 1 if something is."
+        ),
+    )
+    checking.add_argument("--json", action="store_true", help="print JSON")
+    checking.set_defaults(command=_check.check)
 
 
 def _add_queues(commands: Any, db: argparse.ArgumentParser) -> None:

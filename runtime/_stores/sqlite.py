@@ -3496,7 +3496,7 @@ _NETWORK_FILESYSTEMS: Final = frozenset(
 """File systems whose files other hosts may open too: SQLite's WAL cannot be shared so."""
 
 
-def _network_filesystem(folder: Path) -> str | None:
+def network_filesystem(folder: Path) -> str | None:
     """The type of the network file system ``folder`` lies on; ``None`` if local or unknown.
 
     Found by the folder's device in ``/proc/self/mountinfo`` (Linux): the last
@@ -3521,7 +3521,7 @@ def _network_filesystem(folder: Path) -> str | None:
 
 def _say_if_networked(path: Path) -> None:
     """Warn once, at open, that a store on a network file system must stay on one host."""
-    kind = _network_filesystem(path.parent)
+    kind = network_filesystem(path.parent)
     if kind is None:
         return
     emit(

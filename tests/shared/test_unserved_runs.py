@@ -159,3 +159,22 @@ def test_a_worker_says_nothing_of_runs_another_live_worker_runs(fleet: Fleet) ->
             what="every run of the stopped worker's workflow said to wait",
         )
     GATE.set()
+
+
+def test_check_names_the_workflows_whose_runs_wait_for_a_worker(
+    fleet: Fleet, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = fleet.runtime("client")
+    client.register(SERVED).create_run("waiting").start_async(input_data={"value": "w"})
+    capsys.readouterr()
+    assert main(["--db", fleet.location, "check"]) == 1
+    out = capsys.readouterr().out
+    assert "problem: 1 queued run(s) of workflow 'unserved-served' wait for a worker" in out
+    worker = fleet.runtime("worker")
+    worker.register(SERVED)
+    assert client.register(SERVED).create_run("waiting").wait(timeout=30).status == "success"
+    assert main(["--db", fleet.location, "check", "--json"]) == 0
+    said = json.loads(capsys.readouterr().out)
+    assert said["problems"] == [] and said["runs"]["success"] == 1
+    assert said["workers"]["live"] == 2  # the client and the worker
+    assert ("file" in said) == ("://" not in fleet.location)  # only a SQLite file has one
