@@ -42,10 +42,9 @@ def check(args: argparse.Namespace) -> ExitCode:
     """``callboard check``: the store's file, runs, unreadable runs and workers; exit 1 if amiss."""
     store = open_db(args.db, readonly=True)
     try:
-        found = _look(store)
+        found = {"store": shown_db(args.db), **_look(store)}
     finally:
         store.close()
-    found["store"] = shown_db(args.db)
     if args.json:
         print_json(found)
     else:
