@@ -40,7 +40,7 @@ def _listing(folder: Path, kind: str, tmp: Path) -> Path:
 
 
 def _said(logs: list[dict[str, object]]) -> list[dict[str, object]]:
-    return [entry for entry in logs if entry["event"] == "store_onnetwork_filesystem"]
+    return [entry for entry in logs if entry["event"] == "store_on_network_filesystem"]
 
 
 @pytest.mark.parametrize("kind", ["nfs4", "cifs", "fuse.sshfs"])
