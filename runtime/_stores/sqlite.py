@@ -2127,6 +2127,10 @@ class SQLiteStore:
             # The lock for the statements only: a create committing on its caller's
             # thread waits for it, and need not wait for the callbacks below as well.
             with self._write_lock:
+                if self._sides_lost:
+                    # A caller's look found the log lost since this one, and folded it:
+                    # nothing more goes into it.
+                    raise _LostLog
                 try:
                     outcome = self._transaction(connection, writes)
                 except BaseException:
@@ -2136,6 +2140,9 @@ class SQLiteStore:
                 self._transactions += 1
                 if self._broken_after is not None:
                     self._broken = self._broken_after
+        except _LostLog:
+            self._fold_lost_log(connection)
+            return self._refuse(writes, self._moved_why or "its write-ahead log was deleted")
         except Exception as exc:  # sqlite3.Error, or a fault of ours: the writer lives on
             for write in writes:
                 write.release()  # not committed: a caller may still give up on it
@@ -3468,6 +3475,10 @@ def _reporting(
             on_error(error)
 
     return done
+
+
+class _LostLog(Exception):
+    """The writer found, under the write lock, that the store's log was lost meanwhile."""
 
 
 _MOUNTINFO = Path("/proc/self/mountinfo")
