@@ -263,16 +263,18 @@ def test_a_steady_stream_of_runs_keeps_the_wal_small(db: Path, runtimes: Runtime
     A checkpoint run beside the store's own writes (tried, to spare a start
     the 5 ms it waits behind one) never folds the log back whole, so it never
     starts over, and no size limit applies: it grew by 30-40 KB a run (62 MB
-    after the 2,000 runs here), where it stays at 6-14 MB.
+    after 2,000 runs, about 95 MB after the 3,000 here), where it stays at 6-14
+    MB on a quiet machine and went to 36 MB once in a whole suite on two busy
+    cores (readers holding old snapshots put the whole fold off).
     """
     rt = runtimes.start(db)
     wf = rt.register(quick_workflow())
-    for _ in range(4):
+    for _ in range(6):
         runs = [wf.create_run() for _ in range(500)]
         for run in runs:
             run.start_async(input_data={"value": "v"})
         assert all(run.wait(timeout=30).status == "success" for run in runs)
-    assert Path(f"{db}-wal").stat().st_size < 32 * 1024 * 1024
+    assert Path(f"{db}-wal").stat().st_size < 56 * 1024 * 1024
 
 
 class _Checkpoints:
