@@ -12,6 +12,10 @@ The copy goes to a temporary file beside the destination, is checked
 overwriting). So the destination is either the whole copy or not there: a
 full disk, a kill or a power cut half-way leaves at most the temporary file,
 which a failed copy removes.
+
+A restore (``callboard restore``) makes its copy the same way beside the store it
+replaces, and removes that store's ``-wal``, ``-shm`` and ``-journal`` before the
+copy takes its name: SQLite would take a log left beside it for the copy's own.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import os
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -64,18 +69,7 @@ def backup_sqlite(
     began = time.monotonic()
     destination = Path(os.path.abspath(destination))
     _check_destination(source, destination, overwrite=overwrite)
-    partial = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:12]}.partial")
-    try:
-        # Made here, empty, so that the copy is readable by its owner only, as a store is.
-        fd = os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except OSError as exc:
-        raise StoreError(f"cannot back up to {destination}: {exc.strerror}") from exc
-    os.close(fd)
-    try:
-        _copy(source, read_uri, partial, destination)
-        _release(partial, destination)
-        runs, unfinished = _check_copy(partial, destination)
-        _sync(partial)
+    with _checked_copy(source, read_uri, destination, "back up") as (partial, runs, unfinished):
         if overwrite:
             os.replace(partial, destination)
         else:
@@ -96,12 +90,6 @@ def backup_sqlite(
                 os.replace(partial, destination)
         _sync_folder(destination.parent)
         size = destination.stat().st_size
-    except OSError as exc:
-        raise StoreError(f"cannot back up to {destination}: {exc.strerror or exc}") from exc
-    finally:
-        for leftover in (partial, partial.with_name(partial.name + "-journal")):
-            with contextlib.suppress(FileNotFoundError):
-                leftover.unlink()
     return StoreBackup(destination, runs, unfinished, size, time.monotonic() - began)
 
 
@@ -140,18 +128,9 @@ def restore_sqlite(backup: Path, target: Path) -> StoreRestore:
         raise StoreError(f"cannot restore {backup} over itself")
     _check_backup(backup)  # a run store, whole: before anything at target changes
     _refuse_if_in_use(target)
-    partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.partial")
-    try:
-        fd = os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except OSError as exc:
-        raise StoreError(f"cannot restore to {target}: {exc.strerror}") from exc
-    os.close(fd)
     dropped: list[str] = []
-    try:
-        _copy(backup, f"file:{backup}?mode=ro", partial, target)
-        _release(partial, target)  # a copy made otherwise may name workers: none writes here
-        runs, unfinished = _check_copy(partial, target)
-        _sync(partial)
+    uri = f"file:{backup}?mode=ro"
+    with _checked_copy(backup, uri, target, "restore") as (partial, runs, unfinished):
         for suffix in _SIDE_FILES:
             side = target.with_name(target.name + suffix)
             with contextlib.suppress(FileNotFoundError):
@@ -159,13 +138,39 @@ def restore_sqlite(backup: Path, target: Path) -> StoreRestore:
                 dropped.append(side.name)
         os.replace(partial, target)
         _sync_folder(target.parent)
+    return StoreRestore(target, runs, unfinished, tuple(dropped), time.monotonic() - began)
+
+
+@contextlib.contextmanager
+def _checked_copy(
+    source: Path, uri: str, target: Path, verb: str
+) -> Iterator[tuple[Path, int, int]]:
+    """A whole, checked, synced copy of ``source`` beside ``target``, for the caller to name.
+
+    Yields its temporary path, its runs and how many of them had not ended. Made
+    empty here first, so that it is readable by its owner only, as a store is;
+    the workers of ``source`` hold nothing in it (see :func:`_release`). Whatever
+    the caller did not name is removed on the way out; an ``OSError`` becomes a
+    :class:`StoreError` saying that it could not ``verb`` to ``target``.
+    """
+    partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.partial")
+    try:
+        fd = os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except OSError as exc:
-        raise StoreError(f"cannot restore to {target}: {exc.strerror or exc}") from exc
+        raise StoreError(f"cannot {verb} to {target}: {exc.strerror}") from exc
+    os.close(fd)
+    try:
+        _copy(source, uri, partial, target)
+        _release(partial, target)
+        runs, unfinished = _check_copy(partial, target)
+        _sync(partial)
+        yield partial, runs, unfinished
+    except OSError as exc:
+        raise StoreError(f"cannot {verb} to {target}: {exc.strerror or exc}") from exc
     finally:
         for leftover in (partial, partial.with_name(partial.name + "-journal")):
             with contextlib.suppress(FileNotFoundError):
                 leftover.unlink()
-    return StoreRestore(target, runs, unfinished, tuple(dropped), time.monotonic() - began)
 
 
 def _check_backup(backup: Path) -> None:
