@@ -61,6 +61,7 @@ from runtime._stores.base import (
     SharedStore,
     SnapshotRecord,
     provides,
+    served_workflows,
 )
 from runtime._tracing import FailingStreak, emit
 
@@ -847,12 +848,7 @@ class Claimer:
 
     def _served(self) -> set[str]:
         """The workflows some live runtime on the store runs (one past its lease is gone)."""
-        return {
-            workflow_id
-            for worker in self._store.workers()
-            if worker.role != "client" and not worker.expired
-            for workflow_id in worker.workflows
-        }
+        return served_workflows(self._store.workers())
 
 
 def _takes_executing(store: SharedStore) -> bool:

@@ -28,7 +28,7 @@ from runtime._cli._render import print_json
 from runtime._errors import StoreError
 from runtime._model import RunStatus
 from runtime._queries import list_runs
-from runtime._stores.base import SharedStore, SnapshotStore
+from runtime._stores.base import SharedStore, SnapshotStore, served_workflows
 from runtime._stores.sqlite import SQLiteStore, network_filesystem, read_uri
 
 PAGE: Final = 5_000
@@ -131,14 +131,7 @@ def _workers(store: SharedStore, problems: list[str]) -> tuple[dict[str, Any], d
             f"{len(stale)} worker(s) past their lease hold {held} run(s): the next runtime "
             "on the store hands them back (callboard workers list)"
         )
-    served = sorted(
-        {
-            workflow_id
-            for worker in live
-            if worker.role != "client"
-            for workflow_id in worker.workflows
-        }
-    )
+    served = sorted(served_workflows(live))
     awaiting = Counter(
         workflow_id for _, workflow_id, _ in store.awaiting_others(served, AWAITING_AT_MOST)
     )

@@ -92,6 +92,7 @@ from runtime._stores.base import (
     SnapshotStore,
     provides,
     resumes_pending,
+    served_workflows,
 )
 from runtime._stores.open import open_store
 from runtime._stores.sqlite import SQLiteStore, path_from_url
@@ -312,12 +313,7 @@ class _Reader:
         """
         if result.status not in UNFINISHED_STATUSES or not isinstance(self._store, SharedStore):
             return False
-        return not any(
-            worker.role != "client"
-            and not worker.expired
-            and result.workflow_id in worker.workflows
-            for worker in self._store.workers()
-        )
+        return result.workflow_id not in served_workflows(self._store.workers())
 
     def get_run_and_limit(self, run_id: str) -> tuple[WorkflowResult, TimeLimit] | None:
         """A run by id, and its time limit, from one read of its record."""

@@ -12,7 +12,7 @@ import functools
 import inspect
 import os
 import socket
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, Final, Literal, NamedTuple, Protocol, runtime_checkable
 
 from runtime._errors import StoreError
@@ -834,6 +834,20 @@ def this_host() -> str:
     except OSError:  # not Linux, or no /proc: the host name alone, as ever
         return name
     return name if namespace == INITIAL_PID_NAMESPACE else f"{name}[pidns:{namespace}]"
+
+
+def served_workflows(workers: Iterable[WorkerInfo]) -> set[str]:
+    """The workflows some live worker among ``workers`` runs.
+
+    A client runs nothing, and a worker whose lease ran out counts as gone: a run
+    of any other workflow waits for a worker that is not there.
+    """
+    return {
+        workflow_id
+        for worker in workers
+        if worker.role != "client" and not worker.expired
+        for workflow_id in worker.workflows
+    }
 
 
 def process_alive(host: str, pid: int) -> bool:
