@@ -154,6 +154,10 @@ of every listener); once the writer has nothing left to do, they go at once."""
 LISTEN_POLL: Final = 0.25
 """Seconds the listener waits for a hint before it looks whether to stop."""
 
+PREPARE_THRESHOLD: Final = 5
+"""On a direct connection, how many runs of a statement psycopg waits for before preparing it
+(its default); through a pooler none is prepared (see ``PostgresStore._set_up``)."""
+
 TERMINATE_WAIT: Final = 1.0
 """Seconds a reaper waits for a stalled worker's session it ended to be gone (and its locks)."""
 
@@ -1660,6 +1664,7 @@ class PostgresStore:
     _writer_pid: int | None = None  # the server process of the writer's connection
     _pid_of: Connection | None = None  # the connection it is the process of
     _ids_pruned_at: float | None = None  # when the writer last pruned the kept request ids
+    _pooled = False  # a connection went through a pooler (see _set_up)
 
     def __init__(  # noqa: PLR0915 - one attribute a line, each with why it is kept
         self, url: str, *, lease: float = LEASE, readonly: bool = False
@@ -1782,15 +1787,17 @@ class PostgresStore:
         import psycopg
 
         try:
-            connection = psycopg.connect(self._url, autocommit=autocommit, **self._options)
-            if self._lock_timeout:
-                try:
-                    connection.execute(f"SET lock_timeout = {int(LOCK_TIMEOUT * 1000)}")
-                    if not autocommit:
-                        connection.commit()
-                except BaseException:
-                    connection.close()
-                    raise
+            # No prepared statement until the session is known to be the server's own.
+            connection = psycopg.connect(
+                self._url, autocommit=autocommit, prepare_threshold=None, **self._options
+            )
+            try:
+                self._set_up(connection)
+                if not autocommit:
+                    connection.commit()
+            except BaseException:
+                connection.close()
+                raise
             return connection
         except psycopg.Error as exc:
             error = StoreUnavailableError if self._opened and _passing(exc) else StoreError
@@ -1840,6 +1847,43 @@ class PostgresStore:
                 "runtime) to migrate it in place"
             )
         return version
+
+    def _set_up(self, connection: Connection) -> None:
+        """Tell a new connection through a pooler from a direct one, and set it up for it.
+
+        A pooler (PgBouncer, Supavisor, a cloud's proxy) answers the login
+        itself, with a process id of its own: the server's, read by a query,
+        differs. In transaction mode it lends a server connection for one
+        transaction at a time, so what a session keeps between transactions is
+        left on a connection the next transaction may not get: a prepared
+        statement is unknown there (``prepared statement "_pg3_0" does not
+        exist``), or one of another client's is found under the same name and
+        run in its place, and a ``SET`` stays behind for whoever gets that
+        connection next. On a direct connection, psycopg prepares the
+        statements run often (planned once: a fleet of workers takes a quarter
+        less of the server's CPU per run) and ``lock_timeout`` is set for the
+        session. Through a pooler, no statement is prepared and
+        ``lock_timeout`` is set in each write transaction instead (see
+        :meth:`_transaction`); and hints by ``LISTEN`` are not listened for
+        (a ``LISTEN`` stays on a server connection the listener does not keep),
+        polling finds what they would have told.
+        """
+        row = connection.execute("SELECT pg_backend_pid()").fetchone()
+        pooled = row is None or row[0] != connection.info.backend_pid
+        if pooled:
+            if not self._pooled:
+                self._pooled = True
+                emit(
+                    logging.INFO,
+                    "store_behind_pooler",
+                    store=self._shown,
+                    hint="the connection goes through a pooler: no prepared statements, "
+                    "lock_timeout set per transaction, no LISTEN (workers poll instead)",
+                )
+            return
+        connection.prepare_threshold = PREPARE_THRESHOLD
+        if self._lock_timeout:
+            connection.execute(f"SET lock_timeout = {int(LOCK_TIMEOUT * 1000)}")
 
     def _prepare(self, connection: Connection) -> None:
         """Create the schema if it is absent, and this worker's row, in one transaction.
@@ -2485,8 +2529,8 @@ class PostgresStore:
             StoreUnavailableError: if the writer's commit does not get through.
         """
         writer, pid = self._writer, self._writer_pid
-        if writer is None or pid is None:
-            return
+        if writer is None or pid is None or self._pooled:
+            return  # through a pooler the session's process is not known (see _set_up)
         waited = writer.committing_for()
         if waited <= self.lease / 2:
             return
@@ -2965,8 +3009,8 @@ class PostgresStore:
         """
         self._hint = hint
         with self._lock:
-            if hint is None or self._listener is not None or self._closed:
-                return
+            if hint is None or self._listener is not None or self._closed or self._pooled:
+                return  # through a pooler a LISTEN is not kept (see _set_up): polls find it
             self._listener = _Listener(
                 lambda: self._connect(autocommit=True), self.owner_id, self._deliver
             )
@@ -3182,7 +3226,9 @@ class PostgresStore:
         committing = False
         try:
             connection = self._connection()
-            results, settle = self._one_statement(connection, writes, batch), None
+            # Through a pooler, every write is a transaction that sets its lock_timeout.
+            alone = None if self._pooled else self._one_statement(connection, writes, batch)
+            results, settle = alone, None
             if results is None:
                 # Pipeline mode: statements go out without waiting for each other's
                 # results; the writer waits only where it reads one (and at the commit).
@@ -3356,6 +3402,8 @@ class PostgresStore:
         earned, if any.
         """
         results: dict[int, Any] = {}
+        if self._pooled and self._lock_timeout:  # the session's own is not ours (_set_up)
+            connection.execute(f"SET LOCAL lock_timeout = {int(LOCK_TIMEOUT * 1000)}")
         _virtual_now(connection)
         for write in writes:
             if write.kind == "join":

@@ -1,0 +1,308 @@
+"""A connection pooler for the tests, in transaction mode as PgBouncer's ``pool_mode``.
+
+Many deployments reach PostgreSQL through a pooler (PgBouncer, Supabase's and
+Neon's poolers, Supavisor) that lends a server connection to a client for one
+transaction at a time. Whatever a session keeps between transactions (a
+prepared statement, a ``SET``, a ``LISTEN``, a session-level advisory lock)
+is then left on a server connection the client's next transaction may not get.
+This pooler does the same, in a thread of the test process, so that the tests
+see what such a deployment sees without PgBouncer being installed.
+
+It speaks enough of the wire protocol (version 3) for libpq: it refuses SSL and
+GSS encryption (the client goes on in the clear, as with ``sslmode=prefer``),
+answers the client's start-up itself (the login is trusted, as the test
+cluster's local socket is), and then passes messages both ways. A client gets a
+server connection when it sends a message while it has none, and gives it back
+when the server says it is idle (``ReadyForQuery`` with status ``I``) and no
+answer is still due. Server connections are lent in turn (all ``size`` of them
+opened first, then the one idle the longest), so that even one client's
+transactions land on different ones, as they do under load. Like PgBouncer
+(before 1.21, or with ``max_prepared_statements = 0``), it does nothing about
+prepared statements: a statement prepared on one server connection is unknown
+on the next.
+
+It counts what a test may check: ``transactions`` (server connections lent)
+and ``server_connections`` (opened).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import struct
+import threading
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+_PROTOCOL_3 = 196608
+_SSL_REQUEST = 80877103
+_GSS_REQUEST = 80877104
+_CANCEL_REQUEST = 80877102
+
+
+@dataclass
+class _Server:
+    """A connection to the real server, lent to one client at a time."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    broken: bool = False
+
+
+@dataclass
+class _Pool:
+    """The server connections of one (user, database)."""
+
+    user: str
+    database: str
+    idle: deque[_Server] = field(default_factory=deque)
+    parameters: list[bytes] = field(default_factory=list)  # ParameterStatus messages
+
+
+async def _read_message(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """One typed message: its type byte and its whole bytes (type, length and body)."""
+    head = await reader.readexactly(5)
+    (length,) = struct.unpack("!I", head[1:5])
+    body = await reader.readexactly(length - 4)
+    return head[:1], head + body
+
+
+def _message(kind: bytes, body: bytes) -> bytes:
+    return kind + struct.pack("!I", len(body) + 4) + body
+
+
+class TransactionPooler:
+    """A pooler in transaction mode in front of a PostgreSQL server's Unix socket.
+
+    Args:
+        socket_path: The server's socket file (``.../.s.PGSQL.<port>``), where
+            the login is trusted.
+        size: The most server connections per user and database.
+    """
+
+    def __init__(self, socket_path: str, size: int = 6) -> None:
+        self._socket_path = socket_path
+        self._size = size
+        self._pools: dict[tuple[str, str], _Pool] = {}
+        self._opened: dict[tuple[str, str], int] = {}
+        self._free = asyncio.Condition()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="test-pooler", daemon=True
+        )
+        self._listener: asyncio.base_events.Server | None = None
+        self._clients: set[asyncio.StreamWriter] = set()
+        self._keys = itertools.count(1)
+        self.port = 0
+        self.transactions = 0
+        self.server_connections = 0
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> TransactionPooler:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def url(self, database: str, user: str = "postgres") -> str:
+        """A URL to ``database`` through the pooler (over TCP on 127.0.0.1)."""
+        return f"postgresql://{user}@127.0.0.1:{self.port}/{database}?sslmode=disable"
+
+    async def _listen(self) -> None:
+        self._listener = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        self.port = self._listener.sockets[0].getsockname()[1]
+
+    async def _close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+        for writer in list(self._clients):
+            writer.close()
+        for pool in self._pools.values():
+            while pool.idle:
+                pool.idle.popleft().writer.close()
+
+    # --- server connections ----------------------------------------------------------
+
+    async def _open(self, pool: _Pool) -> _Server:
+        reader, writer = await asyncio.open_unix_connection(self._socket_path)
+        fields = b"user\0" + pool.user.encode() + b"\0database\0" + pool.database.encode() + b"\0\0"
+        writer.write(struct.pack("!II", len(fields) + 8, _PROTOCOL_3) + fields)
+        await writer.drain()
+        parameters = []
+        while True:
+            kind, message = await _read_message(reader)
+            if kind == b"E":
+                writer.close()
+                raise ConnectionError(message[5:].decode(errors="replace"))
+            if kind == b"S":
+                parameters.append(message)
+            if kind == b"Z":
+                break
+        if not pool.parameters:
+            pool.parameters = parameters
+        self.server_connections += 1
+        return _Server(reader, writer)
+
+    async def _acquire(self, pool: _Pool) -> _Server:
+        key = (pool.user, pool.database)
+        async with self._free:
+            while True:
+                # Up to ``size`` connections are opened before any is lent again: the
+                # transactions of even one client then go round them all.
+                if self._opened.get(key, 0) < self._size:
+                    self._opened[key] = self._opened.get(key, 0) + 1
+                    break
+                while pool.idle:
+                    server = pool.idle.popleft()
+                    if not server.broken and not server.reader.at_eof():
+                        self.transactions += 1
+                        return server
+                    self._opened[key] -= 1
+                    server.writer.close()
+                if self._opened[key] < self._size:
+                    continue
+                await self._free.wait()
+        try:
+            server = await self._open(pool)
+        except BaseException:
+            async with self._free:
+                self._opened[key] -= 1
+                self._free.notify()
+            raise
+        self.transactions += 1
+        return server
+
+    async def _release(self, pool: _Pool, server: _Server, *, reuse: bool) -> None:
+        async with self._free:
+            if reuse and not server.broken:
+                pool.idle.append(server)
+            else:
+                server.writer.close()
+                self._opened[(pool.user, pool.database)] -= 1
+            self._free.notify()
+
+    # --- clients ---------------------------------------------------------------------
+
+    async def _startup(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> _Pool | None:
+        """Read the client's start-up (after refusing encryption) and answer it; its pool."""
+        while True:
+            (length,) = struct.unpack("!I", await reader.readexactly(4))
+            body = await reader.readexactly(length - 4)
+            (code,) = struct.unpack("!I", body[:4])
+            if code in (_SSL_REQUEST, _GSS_REQUEST):
+                writer.write(b"N")
+                await writer.drain()
+                continue
+            if code != _PROTOCOL_3:
+                return None  # a cancel request, or another protocol: not served here
+            break
+        parts = body[4:].split(b"\0")
+        settings = dict(zip(parts[0::2], parts[1::2], strict=False))
+        user = settings.get(b"user", b"postgres").decode()
+        database = settings.get(b"database", user.encode()).decode()
+        key = (user, database)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = _Pool(user, database)
+        if not pool.parameters:  # learn the server's parameters from a first connection
+            await self._release(pool, await self._acquire(pool), reuse=True)
+            self.transactions -= 1
+        writer.write(_message(b"R", struct.pack("!I", 0)))  # AuthenticationOk
+        for parameter in pool.parameters:
+            writer.write(parameter)
+        writer.write(_message(b"K", struct.pack("!II", 1_000_000 + next(self._keys), 0)))
+        writer.write(_message(b"Z", b"I"))
+        await writer.drain()
+        return pool
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._clients.add(writer)
+        state: dict[str, Any] = {"server": None, "due": 0, "open_batch": False, "task": None}
+        pool: _Pool | None = None
+        try:
+            pool = await self._startup(reader, writer)
+            if pool is None:
+                return
+            while True:
+                kind, message = await _read_message(reader)
+                if kind == b"X":  # Terminate
+                    break
+                server: _Server | None = state["server"]
+                if server is None:
+                    server = state["server"] = await self._acquire(pool)
+                    state["task"] = asyncio.ensure_future(
+                        self._answers(pool, server, writer, state)
+                    )
+                if kind in (b"S", b"Q"):  # Sync, Query: each is answered by a ReadyForQuery
+                    state["due"] += 1
+                    state["open_batch"] = False
+                else:
+                    state["open_batch"] = True
+                server.writer.write(message)
+                await server.writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        finally:
+            self._clients.discard(writer)
+            writer.close()
+            server = state["server"]
+            if server is not None and pool is not None:
+                state["server"] = None
+                task = state["task"]
+                if task is not None:
+                    task.cancel()
+                # Given back only when idle between transactions, as PgBouncer does.
+                idle = state["due"] == 0 and not state["open_batch"] and state.get("status") == b"I"
+                await self._release(pool, server, reuse=idle)
+
+    async def _answers(
+        self,
+        pool: _Pool,
+        server: _Server,
+        client: asyncio.StreamWriter,
+        state: dict[str, Any],
+    ) -> None:
+        """Pass the server's messages to the client; give the server back once it is idle."""
+        try:
+            while True:
+                kind, message = await _read_message(server.reader)
+                client.write(message)
+                if kind == b"Z":
+                    state["due"] -= 1
+                    state["status"] = message[5:6]
+                    if state["due"] <= 0 and not state["open_batch"] and message[5:6] == b"I":
+                        # Let go before any await: the client's next message gets another.
+                        state["due"] = 0
+                        state["server"] = None
+                        state["task"] = None
+                        await self._release(pool, server, reuse=True)
+                        await client.drain()
+                        return
+                await client.drain()
+        except asyncio.CancelledError:
+            raise
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            server.broken = True
+            client.close()  # the server went away: so does the client's session
+
+
+@contextlib.contextmanager
+def transaction_pooler(socket_path: str, size: int = 6) -> Iterator[TransactionPooler]:
+    """A started :class:`TransactionPooler`, stopped afterwards."""
+    pooler = TransactionPooler(socket_path, size).start()
+    try:
+        yield pooler
+    finally:
+        pooler.stop()
