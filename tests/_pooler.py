@@ -11,7 +11,9 @@ see what such a deployment sees without PgBouncer being installed.
 It speaks enough of the wire protocol (version 3) for libpq: it refuses SSL and
 GSS encryption (the client goes on in the clear, as with ``sslmode=prefer``),
 answers the client's start-up itself (the login is trusted, as the test
-cluster's local socket is), and then passes messages both ways. A client gets a
+cluster's local socket is), and then passes messages both ways. Of the
+client's start-up settings it keeps only ``application_name``, set on each
+server connection it lends (as PgBouncer does). A client gets a
 server connection when it sends a message while it has none, and gives it back
 when the server says it is idle (``ReadyForQuery`` with status ``I``) and no
 answer is still due. Server connections are lent in turn (all ``size`` of them
@@ -50,6 +52,7 @@ class _Server:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     broken: bool = False
+    application_name: str = ""
 
 
 @dataclass
@@ -182,6 +185,25 @@ class TransactionPooler:
         self.transactions += 1
         return server
 
+    async def _lend(self, pool: _Pool, application_name: str) -> _Server:
+        """A server connection for a client, set to the client's ``application_name`` first.
+
+        PgBouncer does the same (it tracks ``application_name`` among a few
+        parameters), so that ``pg_stat_activity`` names the client a server
+        connection works for.
+        """
+        server = await self._acquire(pool)
+        if server.application_name != application_name:
+            quoted = application_name.replace("'", "''")
+            server.writer.write(_message(b"Q", f"SET application_name = '{quoted}'\0".encode()))
+            await server.writer.drain()
+            while True:  # its answers are the pooler's, not the client's
+                kind, _message_bytes = await _read_message(server.reader)
+                if kind == b"Z":
+                    break
+            server.application_name = application_name
+        return server
+
     async def _release(self, pool: _Pool, server: _Server, *, reuse: bool) -> None:
         async with self._free:
             if reuse and not server.broken:
@@ -195,8 +217,11 @@ class TransactionPooler:
 
     async def _startup(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> _Pool | None:
-        """Read the client's start-up (after refusing encryption) and answer it; its pool."""
+    ) -> tuple[_Pool, str] | None:
+        """Read the client's start-up (after refusing encryption) and answer it.
+
+        Its pool, and the ``application_name`` it asked for.
+        """
         while True:
             (length,) = struct.unpack("!I", await reader.readexactly(4))
             body = await reader.readexactly(length - 4)
@@ -225,23 +250,24 @@ class TransactionPooler:
         writer.write(_message(b"K", struct.pack("!II", 1_000_000 + next(self._keys), 0)))
         writer.write(_message(b"Z", b"I"))
         await writer.drain()
-        return pool
+        return pool, settings.get(b"application_name", b"").decode()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._clients.add(writer)
         state: dict[str, Any] = {"server": None, "due": 0, "open_batch": False, "task": None}
         pool: _Pool | None = None
         try:
-            pool = await self._startup(reader, writer)
-            if pool is None:
+            started = await self._startup(reader, writer)
+            if started is None:
                 return
+            pool, application_name = started
             while True:
                 kind, message = await _read_message(reader)
                 if kind == b"X":  # Terminate
                     break
                 server: _Server | None = state["server"]
                 if server is None:
-                    server = state["server"] = await self._acquire(pool)
+                    server = state["server"] = await self._lend(pool, application_name)
                     state["task"] = asyncio.ensure_future(
                         self._answers(pool, server, writer, state)
                     )

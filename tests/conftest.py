@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import structlog
@@ -13,6 +14,7 @@ from hypothesis import settings
 
 import runtime._snapshot as snapshot_module
 from runtime import Runtime
+from tests._pooler import TransactionPooler, transaction_pooler
 from tests._postgres import Server, start_server
 from tests._support import Runtimes, wait_for_no_callboard_threads
 
@@ -122,6 +124,22 @@ def postgres_url(postgres_server: Server) -> Iterator[str]:
     url = postgres_server.new_database()
     yield url
     postgres_server.release_database(url)
+
+
+@pytest.fixture
+def pooler(postgres_server: Any) -> Iterator[TransactionPooler]:
+    """A pooler in transaction mode in front of the test cluster (see ``tests._pooler``)."""
+    if postgres_server.root is None:
+        pytest.skip("the pooler reaches the throwaway cluster by its socket (login trusted)")
+    socket = f"{postgres_server.root}/sock/.s.PGSQL.{postgres_server.port}"
+    with transaction_pooler(socket, size=4) as made:
+        yield made
+
+
+@pytest.fixture
+def pooled_url(pooler: TransactionPooler, postgres_url: str) -> str:
+    """The test's database, through the pooler."""
+    return pooler.url(urlsplit(postgres_url).path.lstrip("/"))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

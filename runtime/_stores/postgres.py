@@ -904,6 +904,12 @@ FROM pg_stat_activity WHERE pid = %s
 """
 """What the server says the writer's session does, and for how long (``_writer_gets_through``)."""
 
+_WRITER_SESSIONS: Final = """
+SELECT state, extract(epoch FROM clock_timestamp() - state_change)::float8
+FROM pg_stat_activity WHERE application_name = %s AND datname = current_database()
+"""
+"""The same of the sessions named as the writer's, through a pooler (see ``_set_up``)."""
+
 _BEFORE_SAVES: Final = frozenset({"create", "save", "join", "heartbeat"})
 """Writes a transaction applies before (or as) its saves; the others come after them."""
 
@@ -1168,16 +1174,22 @@ def _scrubbed(text: str, secrets: tuple[str, ...]) -> str:
     return text
 
 
-def _application_name(settings: dict[str, Any], owner_id: str) -> str:
+def _application_name(settings: dict[str, Any], owner_id: str, *, writer: bool = False) -> str:
     """The name this store's sessions show the server: the URL's (or ours), then the id.
 
     A reaper finds a stalled worker's sessions by it (see :data:`_STALLED_SESSIONS`).
     The server keeps 63 bytes of printable ASCII (others it replaces, or escapes
     into more bytes): the name is cut and cleaned here, so that the id stays whole.
+    The writer's session has ``/w`` after the name (``callboard/w <id>``): through
+    a pooler, the heartbeat finds it by that (see ``_writer_gets_through``).
     """
     given = str(settings.get("application_name") or "callboard")
     printable = "".join(char if " " <= char <= "~" else "?" for char in given)
-    return f"{printable[: _NAME_BYTES - len(owner_id) - 1]} {owner_id}"
+    mark = _WRITER_MARK if writer else ""
+    return f"{printable[: _NAME_BYTES - len(owner_id) - 1 - len(mark)]}{mark} {owner_id}"
+
+
+_WRITER_MARK: Final = "/w"
 
 
 def _connection_options(settings: dict[str, Any], owner_id: str) -> dict[str, Any]:
@@ -1711,6 +1723,7 @@ class PostgresStore:
         settings = _url_settings(url, self._shown)
         self._secrets = _secrets(url, settings)
         self._options = _connection_options(settings, self.owner_id)
+        self._writer_name = _application_name(settings, self.owner_id, writer=True)
         # Whether connections set lock_timeout (LOCK_TIMEOUT): unless the URL's options do.
         self._lock_timeout = "lock_timeout" not in str(settings.get("options") or "")
         self._readers = _Readers(lambda: self._connect(autocommit=True), READERS)
@@ -1745,7 +1758,7 @@ class PostgresStore:
         """
         attempt = 1
         while True:
-            connection = self._connect(autocommit=False)
+            connection = self._connect(autocommit=False, writer=True)
             try:
                 self._prepare(connection)
             except StoreError as exc:
@@ -1775,7 +1788,7 @@ class PostgresStore:
         """An error's message, on one line, with the password (if any) taken out."""
         return _scrubbed(" ".join(str(exc).split()) or type(exc).__name__, self._secrets)
 
-    def _connect(self, *, autocommit: bool) -> Connection:
+    def _connect(self, *, autocommit: bool, writer: bool = False) -> Connection:
         """A new connection; a StoreError saying why there is none.
 
         Once the store has opened (its URL, login and database were good), a
@@ -1788,8 +1801,11 @@ class PostgresStore:
 
         try:
             # No prepared statement until the session is known to be the server's own.
+            options = self._options
+            if writer:
+                options = {**options, "application_name": self._writer_name}
             connection = psycopg.connect(
-                self._url, autocommit=autocommit, prepare_threshold=None, **self._options
+                self._url, autocommit=autocommit, prepare_threshold=None, **options
             )
             try:
                 self._set_up(connection)
@@ -1864,9 +1880,11 @@ class PostgresStore:
         less of the server's CPU per run) and ``lock_timeout`` is set for the
         session. Through a pooler, no statement is prepared and
         ``lock_timeout`` is set in each write transaction instead (see
-        :meth:`_transaction`); and hints by ``LISTEN`` are not listened for
-        (a ``LISTEN`` stays on a server connection the listener does not keep),
-        polling finds what they would have told.
+        :meth:`_transaction`); hints by ``LISTEN`` are not listened for (a
+        ``LISTEN`` stays on a server connection the listener does not keep),
+        polling finds what they would have told; and the heartbeat finds the
+        writer's sessions by their name, not by a process id
+        (:meth:`_writer_gets_through`).
         """
         row = connection.execute("SELECT pg_backend_pid()").fetchone()
         pooled = row is None or row[0] != connection.info.backend_pid
@@ -2529,25 +2547,32 @@ class PostgresStore:
             StoreUnavailableError: if the writer's commit does not get through.
         """
         writer, pid = self._writer, self._writer_pid
-        if writer is None or pid is None or self._pooled:
-            return  # through a pooler the session's process is not known (see _set_up)
+        if writer is None or (pid is None and not self._pooled):
+            return
         waited = writer.committing_for()
         if waited <= self.lease / 2:
             return
-        row = connection.execute(_WRITER_STATE, (pid,)).fetchone()
-        state, since = (None, None) if row is None else (row[0], row[1])
-        if row is not None and (
-            state is None or state == "active" or since is None or since < self.lease / 2
-        ):
-            # Working on it; or between two statements of the commit, which a slow
-            # network makes long (a state not shown to this role is taken as working).
-            return
+        if self._pooled:
+            # The pooler's process id is not the server's (see _set_up): the sessions
+            # that bear the writer's name are the server connections it was lent; a
+            # commit waiting in the pooler for one has none working on it.
+            rows = connection.execute(_WRITER_SESSIONS, (self._writer_name,)).fetchall()
+            shown = f"named {self._writer_name!r}"
+        else:
+            rows = connection.execute(_WRITER_STATE, (pid,)).fetchall()
+            shown = f"process {pid}"
+        for state, since in rows:
+            if state is None or state == "active" or since is None or since < self.lease / 2:
+                # Working on it; or between two statements of the commit, which a slow
+                # network makes long (a state not shown to this role is taken as working).
+                return
+        state, since = min(rows, key=lambda row: row[1]) if rows else (None, None)
         raise StoreUnavailableError(
             f"the lease on the PostgreSQL store {self._shown} is not renewed: this "
             f"worker's writes have waited {waited:.1f} s for a server that finds their "
             f"session {state or 'gone'}"
             + ("" if since is None else f" for {since:.1f} s")
-            + f" (process {pid}): its connection does not get through"
+            + f" ({shown}): its connection does not get through"
         )
 
     def claim(
@@ -3083,7 +3108,7 @@ class PostgresStore:
             if connection is not None:
                 connection.close()
             self._wconn = None
-            connection = self._connect(autocommit=False)
+            connection = self._connect(autocommit=False, writer=True)
             self._wconn = connection
             # A server that crashed may have lost commits it had acknowledged (with
             # synchronous_commit off, or after a failover to an asynchronous standby):
@@ -3113,7 +3138,7 @@ class PostgresStore:
         for attempt in (1, 2):
             if connection is None or connection.closed or connection.broken:
                 with contextlib.suppress(StoreError, psycopg.Error):
-                    connection = self._connect(autocommit=False)
+                    connection = self._connect(autocommit=False, writer=True)
             if connection is None or connection.closed:
                 return
             try:

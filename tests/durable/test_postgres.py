@@ -953,7 +953,7 @@ def waiting_for_a_lock(url: str, store: PostgresStore) -> bool:
         url,
         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
         "AND application_name = %s",
-        f"callboard {store.owner_id}",
+        f"callboard/w {store.owner_id}",  # the writer's session
     )
     return int(rows[0][0]) > 0
 
@@ -998,15 +998,26 @@ def test_a_heartbeat_does_not_wait_behind_writes_that_wait_for_a_lock(
     assert live.held() == 1
 
 
+@pytest.fixture(params=["direct", "pooler"])
+def through(request: pytest.FixtureRequest, postgres_url: str) -> str:
+    """The test's database, directly and through a pooler in transaction mode."""
+    if request.param == "pooler":
+        url: str = request.getfixturevalue("pooled_url")
+        return url
+    return postgres_url
+
+
 def test_a_worker_whose_writes_do_not_reach_the_server_is_not_renewed(
-    stores: Callable[..., PostgresStore],
+    stores: Callable[..., PostgresStore], through: str
 ) -> None:
     # The heartbeat renews the lease beside the writer. A writer cut off in the network
     # (here: a commit that never reaches the server, whose session stays idle) kept its
-    # worker's lease, and its runs held, for as long as the cut lasted (r2).
+    # worker's lease, and its runs held, for as long as the cut lasted (r2). Through a
+    # pooler, the writer's session is found by its name (the process id is the pooler's):
+    # a heartbeat there renewed the lease whatever the writer's state.
     from runtime import StoreUnavailableError
 
-    live, reaper = stores(lease=0.5), stores()
+    live, reaper = stores(url=through, lease=0.5), stores()
     live.create(rec("r1", status="running"))
     cut, entered = threading.Event(), threading.Event()
     real = live._commit_group
@@ -1031,12 +1042,12 @@ def test_a_worker_whose_writes_do_not_reach_the_server_is_not_renewed(
 
 
 def test_a_worker_whose_commit_is_slow_between_statements_keeps_its_lease(
-    stores: Callable[..., PostgresStore],
+    stores: Callable[..., PostgresStore], through: str
 ) -> None:
     # On a slow network each statement of a commit is a round trip, and between two of
     # them the server finds the writer's session idle in transaction: the heartbeat took
     # that for a connection cut off and stopped renewing a live worker's lease (r4).
-    live = stores(lease=0.5)
+    live = stores(url=through, lease=0.5)
     live.create(rec("r1", status="running"))
     done = threading.Event()
     real = live._commit_group
@@ -1127,8 +1138,12 @@ def test_each_session_is_named_with_its_workers_id(
             "SELECT application_name FROM pg_stat_activity WHERE datname = current_database()",
         )
     }
-    assert f"callboard {store.owner_id}" in names
-    assert f"?x {named.owner_id}" in names
+    # The writer's session is marked as the writer's (a heartbeat through a pooler finds it).
+    assert f"callboard/w {store.owner_id}" in names
+    assert f"?x/w {named.owner_id}" in names
+    with store._readers.connection("the test") as reader:
+        row = reader.execute("SELECT current_setting('application_name')").fetchone()
+    assert row == (f"callboard {store.owner_id}",)
 
 
 def test_a_claim_bumps_the_epoch_in_the_row(

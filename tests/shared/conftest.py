@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -80,9 +81,26 @@ class Fleet:
             child.__exit__(None, None, None)
 
 
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("pooled", marks=pytest.mark.postgres),
+    ]
+)
+def fleet_store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a fleet's processes meet: a SQLite file's path, a fresh PostgreSQL database's
+    URL, or that database through a pooler in transaction mode."""
+    if request.param == "sqlite":
+        return str(tmp_path / "runs.db")
+    fixture = "pooled_url" if request.param == "pooled" else "postgres_url"
+    url: str = request.getfixturevalue(fixture)
+    return url
+
+
 @pytest.fixture
-def fleet(each_shared_store: str) -> Iterator[Fleet]:
-    made = Fleet(each_shared_store)
+def fleet(fleet_store: str) -> Iterator[Fleet]:
+    made = Fleet(fleet_store)
     try:
         yield made
     finally:

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -26,7 +24,7 @@ from structlog.testing import capture_logs
 
 from runtime import PostgresStore, Runtime, create_step, create_workflow
 from runtime._stores.postgres import LOCK_TIMEOUT, PREPARE_THRESHOLD
-from tests._pooler import TransactionPooler, transaction_pooler
+from tests._pooler import TransactionPooler
 from tests._support import N, wait_until
 from tests.durable._support.workflows import count
 from tests.shared._workflows import WORKFLOWS
@@ -35,21 +33,6 @@ from tests.shared.conftest import Fleet
 pytestmark = pytest.mark.postgres
 
 WAIT = 60.0
-
-
-@pytest.fixture
-def pooler(postgres_server: Any) -> Iterator[TransactionPooler]:
-    if postgres_server.root is None:
-        pytest.skip("the pooler reaches the throwaway cluster by its socket (login trusted)")
-    socket = f"{postgres_server.root}/sock/.s.PGSQL.{postgres_server.port}"
-    with transaction_pooler(socket, size=4) as made:
-        yield made
-
-
-@pytest.fixture
-def pooled_url(pooler: TransactionPooler, postgres_url: str) -> str:
-    """The test's database, through the pooler."""
-    return pooler.url(urlsplit(postgres_url).path.lstrip("/"))
 
 
 def _add_one(ctx: Any) -> N:
