@@ -40,7 +40,9 @@ API, child processes, and plain ``sqlite3`` to look at the files. The scenarios:
   server is restarted; then every acknowledged run must end once, no completed
   step may run again, and a worker that wakes fenced off must change nothing.
   Then the same fleet on a SQLite file (worker processes on one host), with the
-  kills and stops alone.
+  kills and stops alone; and on PostgreSQL again, every process reaching it through
+  a pooler in transaction mode (``tests/_pooler.py``, 8 server connections), with
+  the same faults (a cut ends the pooler's server connections).
 
 This file is also imported by ``tests/test_chaos_fast.py``, which runs small,
 seeded versions of the soak and the flips in ``make test``.
@@ -2004,16 +2006,60 @@ def _fleet_campaign(sizes: Sizes, seed: int, folder: Path, server: Any) -> list[
         server.drop_database(url)
 
 
+def fleet_pooled(sizes: Sizes, seed: int, folder: Path) -> list[Row]:
+    """The PostgreSQL fleet through a pooler in transaction mode (``tests._pooler``).
+
+    As PgBouncer's ``pool_mode = transaction`` does, it lends each transaction one of
+    8 server connections: kills, stops, cuts (of the pooler's server connections) and
+    restarts as on PostgreSQL directly.
+    """
+    name = f"{FLEET} (pooler)"
+    server = _fleet_server()
+    if server is None:
+        return [reported(name, "skipped", "no psycopg, or no PostgreSQL server binaries")]
+    try:
+        from tests._pooler import transaction_pooler
+
+        url = server.new_database()
+        try:
+            socket = f"{server.root}/sock/.s.PGSQL.{server.port}"
+            with transaction_pooler(socket, size=8) as pooler:
+                dbname = url.split("?", 1)[0].rsplit("/", 1)[1]
+                rows = _fleet_rows(
+                    sizes, random.Random(seed), folder, pooler.url(dbname), server, name=name
+                )
+                rows.insert(
+                    -1,
+                    reported(
+                        name,
+                        "transactions the pooler lent (server connections opened)",
+                        f"{pooler.transactions:,} ({pooler.server_connections})",
+                    ),
+                )
+                return rows
+        finally:
+            server.drop_database(url)
+    finally:
+        server.destroy()
+
+
 def fleet_sqlite(sizes: Sizes, seed: int, folder: Path) -> list[Row]:
     """The fleet on one SQLite file, worker processes on one host: kills and stops only."""
     return _fleet_rows(sizes, random.Random(seed), folder, str(folder / "fleet.db"), None)
 
 
 def _fleet_rows(
-    sizes: Sizes, rng: random.Random, folder: Path, location: str, server: Any
+    sizes: Sizes,
+    rng: random.Random,
+    folder: Path,
+    location: str,
+    server: Any,
+    *,
+    name: str | None = None,
 ) -> list[Row]:
     """The campaign on ``location``; ``server`` (PostgreSQL's) for its cuts and restarts."""
-    name = FLEET if server is not None else f"{FLEET} (sqlite)"
+    if name is None:
+        name = FLEET if server is not None else f"{FLEET} (sqlite)"
     dbname = location.split("?", 1)[0].rsplit("/", 1)[1]
     journal_path, stderr_path = folder / f"{name}.journal", folder / f"{name}.stderr"
     journal = Journal(journal_path)
@@ -2285,6 +2331,7 @@ def campaign(sizes: Sizes, seed: int, folder: Path, only: Sequence[str]) -> Iter
     if "fleet" in only:
         yield from guarded(FLEET, lambda: fleet(sizes, seed, folder))
         yield from guarded(f"{FLEET} (sqlite)", lambda: fleet_sqlite(sizes, seed + 1, folder))
+        yield from guarded(f"{FLEET} (pooler)", lambda: fleet_pooled(sizes, seed + 2, folder))
 
 
 @contextlib.contextmanager

@@ -167,7 +167,10 @@ class TransactionPooler:
                     break
                 while pool.idle:
                     server = pool.idle.popleft()
-                    if not server.broken and not server.reader.at_eof():
+                    # An idle connection the server ended (a restart, pg_terminate_backend)
+                    # has its last words, or its end, read already by the event loop.
+                    ended = server.reader.at_eof() or len(server.reader._buffer) > 0
+                    if not server.broken and not ended and not server.writer.is_closing():
                         self.transactions += 1
                         return server
                     self._opened[key] -= 1
@@ -192,17 +195,28 @@ class TransactionPooler:
         parameters), so that ``pg_stat_activity`` names the client a server
         connection works for.
         """
-        server = await self._acquire(pool)
-        if server.application_name != application_name:
+        while True:
+            server = await self._acquire(pool)
+            if server.application_name == application_name:
+                return server
             quoted = application_name.replace("'", "''")
-            server.writer.write(_message(b"Q", f"SET application_name = '{quoted}'\0".encode()))
-            await server.writer.drain()
-            while True:  # its answers are the pooler's, not the client's
-                kind, _message_bytes = await _read_message(server.reader)
-                if kind == b"Z":
-                    break
-            server.application_name = application_name
-        return server
+            try:
+                query = f"SET application_name = '{quoted}'\0".encode()
+                server.writer.write(_message(b"Q", query))
+                await server.writer.drain()
+                failed = False
+                while True:  # its answers are the pooler's, not the client's
+                    kind, _answer = await _read_message(server.reader)
+                    failed = failed or kind == b"E"
+                    if kind == b"Z":
+                        break
+            except (asyncio.IncompleteReadError, ConnectionError, OSError):
+                failed = True
+            if not failed:
+                server.application_name = application_name
+                return server
+            server.broken = True  # ended meanwhile (a restart, a cut): another one
+            await self._release(pool, server, reuse=False)
 
     async def _release(self, pool: _Pool, server: _Server, *, reuse: bool) -> None:
         async with self._free:
