@@ -154,6 +154,9 @@ of every listener); once the writer has nothing left to do, they go at once."""
 LISTEN_POLL: Final = 0.25
 """Seconds the listener waits for a hint before it looks whether to stop."""
 
+CROWDED_PAUSE: Final = 30.0
+"""Seconds the read connections stay as many as they were when the server refused one more."""
+
 PREPARE_THRESHOLD: Final = 5
 """On a direct connection, how many runs of a statement psycopg waits for before preparing it
 (its default); through a pooler none is prepared (see ``PostgresStore._set_up``)."""
@@ -1353,12 +1356,25 @@ class _Readers:
     it back unless it broke, so a failed connection attempt reports its own
     reason, and closing leaves no thread behind. After :meth:`close` every
     read uses a connection of its own, closed at once: records stay readable.
+
+    A server that refuses one more connection (``max_connections``, a role's or
+    a database's ``CONNECTION LIMIT``) while this pool has others open leaves the
+    reads to share those: the pool opens no more than it has for
+    :data:`CROWDED_PAUSE` seconds, and a read waits for one to come free, where
+    it raised the refusal (one in eight threads reading at once, with a role
+    limited to five connections).
     """
 
-    def __init__(self, connect: Callable[[], Connection], size: int) -> None:
+    def __init__(self, connect: Callable[[], Connection], size: int, shown: str) -> None:
         self._connect = connect
+        self._size = size
+        self._shown = shown
         self._idle: list[Connection] = []
         self._lock = threading.Lock()
+        self._returned = threading.Condition(self._lock)  # a connection is idle, or closed
+        self._open = 0  # connections made and not closed: lent or idle
+        self._cap = size  # the most it opens: fewer while the server is crowded
+        self._crowded_at = 0.0
         # The slots free, under a condition of their own. Not a semaphore: a Ctrl-C on the
         # main thread lands as the call that took a slot returns, and a semaphore cannot
         # say whether it was taken then; the pool stayed a connection smaller for good.
@@ -1369,6 +1385,7 @@ class _Readers:
     def add(self, connection: Connection) -> None:
         with self._lock:
             self._idle.append(connection)
+            self._open += 1
 
     @contextlib.contextmanager
     def connection(self, describe: str) -> Iterator[Connection]:
@@ -1379,8 +1396,10 @@ class _Readers:
                 raise StoreUnavailableError(
                     f"no connection to {describe} came free within {CALL_TIMEOUT} s"
                 )
-            with self._lent() as connection:
-                yield connection
+            connection = self._obtain(wait=True)
+            assert connection is not None
+            with self._lent(connection) as lent:
+                yield lent
         finally:
             if taken[0]:
                 self._give()
@@ -1393,8 +1412,12 @@ class _Readers:
             if not self._take(taken, 0.0):
                 yield None
                 return
-            with self._lent() as connection:
-                yield connection
+            connection = self._obtain(wait=False)
+            if connection is None:
+                yield None
+                return
+            with self._lent(connection) as lent:
+                yield lent
         finally:
             if taken[0]:
                 self._give()
@@ -1418,13 +1441,63 @@ class _Readers:
             self._free += 1
             self._slots.notify()
 
+    def _obtain(self, *, wait: bool) -> Connection | None:
+        """An idle connection, or a new one; while the server is crowded, one come free.
+
+        ``None`` when none is free now and ``wait`` is false.
+
+        Raises:
+            StoreError: the connection attempt's (a StoreUnavailableError once the
+                store has opened), unless the server only refused one more beside
+                those open here; or none came free within ``CALL_TIMEOUT``.
+        """
+        deadline = time.monotonic() + CALL_TIMEOUT
+        while True:
+            with self._returned:
+                while True:
+                    if self._idle:
+                        return self._idle.pop()
+                    now = time.monotonic()
+                    if self._cap < self._size and now - self._crowded_at >= CROWDED_PAUSE:
+                        self._cap = self._size  # try for more again
+                    if self._open < self._cap or self._open == 0:
+                        self._open += 1
+                        break
+                    if not wait:
+                        return None
+                    if now >= deadline:
+                        raise StoreUnavailableError(
+                            f"no connection to {self._shown} came free within {CALL_TIMEOUT} s "
+                            f"(the server refuses more than the {self._open} open)"
+                        )
+                    self._returned.wait(deadline - now)
+            try:
+                return self._connect()
+            except StoreError as exc:
+                with self._returned:
+                    self._open -= 1
+                    crowded = self._open > 0 and _crowded(exc)
+                    if crowded:
+                        told = self._cap == self._size
+                        self._cap, self._crowded_at = self._open, time.monotonic()
+                    self._returned.notify()
+                if not crowded:
+                    raise
+                if told:
+                    emit(
+                        logging.WARNING,
+                        "store_connections_crowded",
+                        store=self._shown,
+                        open=self._open,
+                        error=str(exc),
+                        hint=f"the server refuses more connections: reads share the ones "
+                        f"open for {CROWDED_PAUSE:g} s, then one more is tried (raise "
+                        "max_connections, or put a pooler in between)",
+                    )
+
     @contextlib.contextmanager
-    def _lent(self) -> Iterator[Connection]:
-        """An idle connection (or a new one) for the slot taken; given back when done."""
-        with self._lock:
-            connection = self._idle.pop() if self._idle else None
-        if connection is None:
-            connection = self._connect()
+    def _lent(self, connection: Connection) -> Iterator[Connection]:
+        """The connection obtained for the slot taken; given back when done."""
         good = False
         try:
             yield connection
@@ -1436,22 +1509,42 @@ class _Readers:
         import psycopg
 
         idle = connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-        with self._lock:
+        with self._returned:
             if good and idle and not connection.broken and not self._closed:
                 self._idle.append(connection)
+                self._returned.notify()
                 return
+            self._open -= 1
+            self._returned.notify()
         connection.close()
 
     def discard_idle(self) -> None:
         """Close the idle connections: after one was lost, the others likely were too."""
-        with self._lock:
+        with self._returned:
             idle, self._idle = self._idle, []
+            self._open -= len(idle)
+            self._returned.notify_all()
         for connection in idle:
             connection.close()
 
     def close(self) -> None:
         self._closed = True
         self.discard_idle()
+
+
+def _crowded(exc: BaseException) -> bool:
+    """Whether a connection was refused as one too many (the server's message, in English)."""
+    text = str(exc)
+    return any(sign in text for sign in _CROWDED_SIGNS)
+
+
+_CROWDED_SIGNS: Final = (
+    "too many connections",  # for role "...", for database "..."
+    "too many clients",  # sorry, too many clients already (max_connections)
+    "connection slots are reserved",  # the last ones, kept for superusers
+)
+"""What libpq's message says when the server refuses a connection as one too many (it gives
+no SQLSTATE for a refused connection)."""
 
 
 class _Listener:
@@ -1726,7 +1819,7 @@ class PostgresStore:
         self._writer_name = _application_name(settings, self.owner_id, writer=True)
         # Whether connections set lock_timeout (LOCK_TIMEOUT): unless the URL's options do.
         self._lock_timeout = "lock_timeout" not in str(settings.get("options") or "")
-        self._readers = _Readers(lambda: self._connect(autocommit=True), READERS)
+        self._readers = _Readers(lambda: self._connect(autocommit=True), READERS, self._shown)
         if readonly:
             connection = self._connect(autocommit=True)
             try:

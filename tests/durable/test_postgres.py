@@ -1873,3 +1873,58 @@ def test_a_stopped_runtime_leaves_its_store_to_the_garbage_collector(postgres_ur
         del rt
     gc.collect()
     assert [ref() for ref in stores] == [None, None, None]
+
+
+def test_reads_share_the_open_connections_when_the_server_refuses_one_more(
+    postgres_server: Server, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A role limited to three connections: the writer's and two for reads. Eight threads
+    # reading at once made a third read connection, which the server refused: the read
+    # raised StoreUnavailableError ("too many connections for role"), where the two open
+    # ones would have come free within milliseconds.
+    from urllib.parse import urlsplit
+
+    if postgres_server.external is not None:
+        pytest.skip("CALLBOARD_TEST_POSTGRES names a server these tests may not add roles to")
+    monkeypatch.setattr(postgres_module, "CROWDED_PAUSE", 0.5)  # one more tried again soon
+    role = f"crowded_{os.getpid()}"
+    dbname = urlsplit(postgres_url).path.lstrip("/")
+    with postgres_server.admin() as connection:
+        connection.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 3")
+        connection.execute(f"GRANT ALL ON DATABASE {dbname} TO {role}")
+    with postgres_server.admin(dbname) as connection:
+        connection.execute(f"GRANT ALL ON SCHEMA public TO {role}")
+    store = None
+    try:
+        store = PostgresStore(postgres_url.replace("user=postgres", f"user={role}"))
+        store.create(rec("r1"))
+        errors: list[BaseException] = []
+
+        def read() -> None:
+            try:
+                for _ in range(150):
+                    found = store.load("r1")
+                    assert found is not None and found.run_id == "r1"
+            except BaseException as exc:
+                errors.append(exc)
+
+        with capture_logs() as logs:
+            readers = [threading.Thread(target=read) for _ in range(8)]
+            for thread in readers:
+                thread.start()
+            for thread in readers:
+                thread.join(60)
+        assert not errors, errors[0]
+        crowded = [e for e in logs if e["event"] == "store_connections_crowded"]
+        assert crowded, "the refusal was never met: the test proves nothing"
+        assert "too many connections" in crowded[0]["error"]
+        # Two, but for connections that began at once: the server counts them loosely.
+        assert crowded[0]["open"] >= 1
+    finally:
+        if store is not None:
+            store.close()
+        with postgres_server.admin(dbname) as connection:
+            connection.execute(f"REASSIGN OWNED BY {role} TO postgres")
+            connection.execute(f"DROP OWNED BY {role}")
+        with postgres_server.admin() as connection:
+            connection.execute(f"DROP ROLE {role}")
