@@ -45,7 +45,7 @@ _GSS_REQUEST = 80877104
 _CANCEL_REQUEST = 80877102
 
 
-@dataclass
+@dataclass(eq=False)  # told apart by identity: kept in a set
 class _Server:
     """A connection to the real server, lent to one client at a time."""
 
@@ -98,6 +98,7 @@ class TransactionPooler:
         )
         self._listener: asyncio.base_events.Server | None = None
         self._clients: set[asyncio.StreamWriter] = set()
+        self._servers: set[_Server] = set()  # every server connection opened and not closed
         self._keys = itertools.count(1)
         self.port = 0
         self.transactions = 0
@@ -126,13 +127,22 @@ class TransactionPooler:
         self.port = self._listener.sockets[0].getsockname()[1]
 
     async def _close(self) -> None:
+        """Close every socket and end every task, so that nothing is left to the collector."""
         if self._listener is not None:
             self._listener.close()
-        for writer in list(self._clients):
+        for writer in [*self._clients, *(server.writer for server in self._servers)]:
             writer.close()
         for pool in self._pools.values():
-            while pool.idle:
-                pool.idle.popleft().writer.close()
+            pool.idle.clear()
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for writer in [*self._clients, *(server.writer for server in self._servers)]:
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+        if self._listener is not None:
+            await self._listener.wait_closed()
 
     # --- server connections ----------------------------------------------------------
 
@@ -154,7 +164,9 @@ class TransactionPooler:
         if not pool.parameters:
             pool.parameters = parameters
         self.server_connections += 1
-        return _Server(reader, writer)
+        server = _Server(reader, writer)
+        self._servers.add(server)
+        return server
 
     async def _acquire(self, pool: _Pool) -> _Server:
         key = (pool.user, pool.database)
@@ -174,6 +186,7 @@ class TransactionPooler:
                         self.transactions += 1
                         return server
                     self._opened[key] -= 1
+                    self._servers.discard(server)
                     server.writer.close()
                 if self._opened[key] < self._size:
                     continue
@@ -224,6 +237,7 @@ class TransactionPooler:
                 pool.idle.append(server)
             else:
                 server.writer.close()
+                self._servers.discard(server)
                 self._opened[(pool.user, pool.database)] -= 1
             self._free.notify()
 

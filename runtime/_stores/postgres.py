@@ -1365,7 +1365,9 @@ class _Readers:
     limited to five connections).
     """
 
-    def __init__(self, connect: Callable[[], Connection], size: int, shown: str) -> None:
+    def __init__(
+        self, connect: Callable[[], Connection], size: int, shown: str = "the store"
+    ) -> None:
         self._connect = connect
         self._size = size
         self._shown = shown
