@@ -132,7 +132,7 @@ def pooler(postgres_server: Any) -> Iterator[TransactionPooler]:
     if postgres_server.root is None:
         pytest.skip("the pooler reaches the throwaway cluster by its socket (login trusted)")
     socket = f"{postgres_server.root}/sock/.s.PGSQL.{postgres_server.port}"
-    with transaction_pooler(socket, size=4) as made:
+    with transaction_pooler(socket, size=8) as made:
         yield made
 
 

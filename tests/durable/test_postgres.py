@@ -1000,7 +1000,10 @@ def test_a_heartbeat_does_not_wait_behind_writes_that_wait_for_a_lock(
 
 @pytest.fixture(params=["direct", "pooler"])
 def through(request: pytest.FixtureRequest, postgres_url: str) -> str:
-    """The test's database, directly and through a pooler in transaction mode."""
+    """The test's database, directly and through a pooler in transaction mode.
+
+    Asked for before ``stores``, so that the stores close before the pooler stops.
+    """
     if request.param == "pooler":
         url: str = request.getfixturevalue("pooled_url")
         return url
@@ -1008,7 +1011,7 @@ def through(request: pytest.FixtureRequest, postgres_url: str) -> str:
 
 
 def test_a_worker_whose_writes_do_not_reach_the_server_is_not_renewed(
-    stores: Callable[..., PostgresStore], through: str
+    through: str, stores: Callable[..., PostgresStore]
 ) -> None:
     # The heartbeat renews the lease beside the writer. A writer cut off in the network
     # (here: a commit that never reaches the server, whose session stays idle) kept its
@@ -1042,7 +1045,7 @@ def test_a_worker_whose_writes_do_not_reach_the_server_is_not_renewed(
 
 
 def test_a_worker_whose_commit_is_slow_between_statements_keeps_its_lease(
-    stores: Callable[..., PostgresStore], through: str
+    through: str, stores: Callable[..., PostgresStore]
 ) -> None:
     # On a slow network each statement of a commit is a round trip, and between two of
     # them the server finds the writer's session idle in transaction: the heartbeat took
