@@ -1360,9 +1360,9 @@ class _Readers:
     A server that refuses one more connection (``max_connections``, a role's or
     a database's ``CONNECTION LIMIT``) while this pool has others open leaves the
     reads to share those: the pool opens no more than it has for
-    :data:`CROWDED_PAUSE` seconds, and a read waits for one to come free, where
-    it raised the refusal (one in eight threads reading at once, with a role
-    limited to five connections).
+    :data:`CROWDED_PAUSE` seconds, and a read waits for one to come free. It
+    raised the refusal before (eight threads reading at once, a role limited to
+    five connections: one of them raised).
     """
 
     def __init__(

@@ -6,16 +6,16 @@ prepared statements (the first runs through one failed with ``prepared
 statement "_pg3_3" does not exist``, their records refused), a session's
 ``SET lock_timeout`` (left behind for the pooler's next client), a ``LISTEN``.
 These tests put :class:`tests._pooler.TransactionPooler` between the store
-and the throwaway cluster: the runs finish, a fleet of worker processes and a
-client work through it, nothing is left set on the server's connections, and a
-direct connection keeps its prepared statements.
+and the throwaway cluster: the runs finish, nothing is left set on the server's
+connections, a write gives up a lock after ``lock_timeout``, and a direct
+connection keeps its prepared statements. (Fleets of worker processes and a
+client go through it in every fleet test: the ``[pooled]`` ones in this folder.)
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -26,9 +26,6 @@ from runtime import PostgresStore, Runtime, create_step, create_workflow
 from runtime._stores.postgres import LOCK_TIMEOUT, PREPARE_THRESHOLD
 from tests._pooler import TransactionPooler
 from tests._support import N, wait_until
-from tests.durable._support.workflows import count
-from tests.shared._workflows import WORKFLOWS
-from tests.shared.conftest import Fleet
 
 pytestmark = pytest.mark.postgres
 
@@ -69,47 +66,6 @@ def test_runs_finish_through_a_pooler_in_transaction_mode(
     told = [e for e in logs if e["event"] == "store_behind_pooler"]
     assert len(told) == 1, told
     assert "prepared" in told[0]["hint"]
-
-
-def test_a_fleet_of_workers_and_a_client_work_through_a_pooler(
-    pooled_url: str, tmp_path: Path
-) -> None:
-    fleet = Fleet(pooled_url)
-    try:
-        fleet.start_workers(2, concurrency=4)
-        client = fleet.runtime("client")
-        wf = client.register(WORKFLOWS["logged"])
-        runs = [wf.create_run() for _ in range(12)]
-        for index, run in enumerate(runs):
-            run.start_async(
-                input_data={"value": f"v{index}"},
-                request_context={"log": str(tmp_path / f"r{index}.log")},
-            )
-        # No LISTEN through the pooler: the client's waits find the ends by polling.
-        for index, run in enumerate(runs):
-            result = run.wait(timeout=WAIT)
-            assert result.status == "success", result.error
-            assert result.result == {"value": f"v{index}-a-b-c"}
-
-        # A cancel from the client reaches the worker that drives the run.
-        hold = tmp_path / "hold"
-        hold.touch()
-        held = wf.create_run()
-        held.start_async(
-            input_data={"value": "x"},
-            request_context={
-                "log": str(tmp_path / "held.log"),
-                "hold_step": "beta",
-                "hold_file": str(hold),
-            },
-        )
-        wait_until(lambda: count(tmp_path / "held.log", "start beta") == 1, WAIT, "beta started")
-        assert held.cancel() is True
-        hold.unlink()
-        assert held.wait(timeout=WAIT).status == "canceled"
-        assert count(tmp_path / "held.log", "start gamma") == 0
-    finally:
-        fleet.close()
 
 
 def test_no_setting_of_the_store_is_left_on_the_servers_connections(
