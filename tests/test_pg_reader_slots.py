@@ -66,8 +66,8 @@ def test_a_ctrl_c_as_a_reader_takes_its_slot_gives_the_slot_back() -> None:
         made.append(_Connection())
         return made[-1]
 
-    readers = _Readers(connect, 1)
-    with pytest.raises(KeyboardInterrupt), readers.connection("the store"):
+    readers = _Readers(connect, 1, "the store")
+    with pytest.raises(KeyboardInterrupt), readers.connection():
         pytest.fail("the interrupt came after the connection was lent")
     sys.setprofile(None)
     # The one slot is free again: a semaphore kept it taken for good, and every later
@@ -77,14 +77,14 @@ def test_a_ctrl_c_as_a_reader_takes_its_slot_gives_the_slot_back() -> None:
 
 
 def test_readers_wait_for_a_slot_and_take_it_when_given_back() -> None:
-    readers = _Readers(_Connection, 1)  # type: ignore[arg-type]
+    readers = _Readers(_Connection, 1, "the store")  # type: ignore[arg-type]
     got = threading.Event()
-    with readers.connection("the store") as first:
+    with readers.connection() as first:
         with readers.spare() as none:
             assert none is None  # the one slot is lent
 
         def second() -> None:
-            with readers.connection("the store") as connection:
+            with readers.connection() as connection:
                 assert connection is first  # the idle one, given back
                 got.set()
 

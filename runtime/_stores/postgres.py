@@ -901,16 +901,14 @@ UPDATE callboard_workers SET heartbeat_at = {_NOW_AT} WHERE worker_id = %s RETUR
 """
 """A heartbeat, alone in its transaction: it locks this worker's row for one statement only."""
 
-_WRITER_STATE: Final = """
+_SESSION_STATE: Final = """
 SELECT state, extract(epoch FROM clock_timestamp() - state_change)::float8
-FROM pg_stat_activity WHERE pid = %s
-"""
+FROM pg_stat_activity WHERE """
+
+_WRITER_STATE: Final = _SESSION_STATE + "pid = %s"
 """What the server says the writer's session does, and for how long (``_writer_gets_through``)."""
 
-_WRITER_SESSIONS: Final = """
-SELECT state, extract(epoch FROM clock_timestamp() - state_change)::float8
-FROM pg_stat_activity WHERE application_name = %s AND datname = current_database()
-"""
+_WRITER_SESSIONS: Final = _SESSION_STATE + "application_name = %s AND datname = current_database()"
 """The same of the sessions named as the writer's, through a pooler (see ``_set_up``)."""
 
 _BEFORE_SAVES: Final = frozenset({"create", "save", "join", "heartbeat"})
@@ -1365,9 +1363,7 @@ class _Readers:
     five connections: one of them raised).
     """
 
-    def __init__(
-        self, connect: Callable[[], Connection], size: int, shown: str = "the store"
-    ) -> None:
+    def __init__(self, connect: Callable[[], Connection], size: int, shown: str) -> None:
         self._connect = connect
         self._size = size
         self._shown = shown
@@ -1390,13 +1386,13 @@ class _Readers:
             self._open += 1
 
     @contextlib.contextmanager
-    def connection(self, describe: str) -> Iterator[Connection]:
+    def connection(self) -> Iterator[Connection]:
         """A connection, given back when done, waiting up to ``CALL_TIMEOUT`` for one."""
         taken = [False]
         try:
             if not self._take(taken, CALL_TIMEOUT):
                 raise StoreUnavailableError(
-                    f"no connection to {describe} came free within {CALL_TIMEOUT} s"
+                    f"no connection to {self._shown} came free within {CALL_TIMEOUT} s"
                 )
             connection = self._obtain(wait=True)
             assert connection is not None
@@ -1479,8 +1475,8 @@ class _Readers:
                 with self._returned:
                     self._open -= 1
                     crowded = self._open > 0 and _crowded(exc)
+                    told = crowded and self._cap == self._size  # said once a pause
                     if crowded:
-                        told = self._cap == self._size
                         self._cap, self._crowded_at = self._open, time.monotonic()
                     self._returned.notify()
                 if not crowded:
@@ -1853,7 +1849,7 @@ class PostgresStore:
         """
         attempt = 1
         while True:
-            connection = self._connect(autocommit=False, writer=True)
+            connection = self._connect(autocommit=False)
             try:
                 self._prepare(connection)
             except StoreError as exc:
@@ -1883,7 +1879,7 @@ class PostgresStore:
         """An error's message, on one line, with the password (if any) taken out."""
         return _scrubbed(" ".join(str(exc).split()) or type(exc).__name__, self._secrets)
 
-    def _connect(self, *, autocommit: bool, writer: bool = False) -> Connection:
+    def _connect(self, *, autocommit: bool) -> Connection:
         """A new connection; a StoreError saying why there is none.
 
         Once the store has opened (its URL, login and database were good), a
@@ -1895,10 +1891,10 @@ class PostgresStore:
         import psycopg
 
         try:
-            # No prepared statement until the session is known to be the server's own.
             options = self._options
-            if writer:
+            if not autocommit:  # the writer's: the one connection that holds transactions
                 options = {**options, "application_name": self._writer_name}
+            # No prepared statement until the session is known to be the server's own.
             connection = psycopg.connect(
                 self._url, autocommit=autocommit, prepare_threshold=None, **options
             )
@@ -2117,7 +2113,7 @@ class PostgresStore:
 
         for attempt in (1, 2):
             try:
-                with self._readers.connection(self._shown) as connection:
+                with self._readers.connection() as connection:
                     _virtual_now(connection)
                     return read(connection)
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
@@ -3203,7 +3199,7 @@ class PostgresStore:
             if connection is not None:
                 connection.close()
             self._wconn = None
-            connection = self._connect(autocommit=False, writer=True)
+            connection = self._connect(autocommit=False)
             self._wconn = connection
             # A server that crashed may have lost commits it had acknowledged (with
             # synchronous_commit off, or after a failover to an asynchronous standby):
@@ -3233,7 +3229,7 @@ class PostgresStore:
         for attempt in (1, 2):
             if connection is None or connection.closed or connection.broken:
                 with contextlib.suppress(StoreError, psycopg.Error):
-                    connection = self._connect(autocommit=False, writer=True)
+                    connection = self._connect(autocommit=False)
             if connection is None or connection.closed:
                 return
             try:

@@ -1144,7 +1144,7 @@ def test_each_session_is_named_with_its_workers_id(
     # The writer's session is marked as the writer's (a heartbeat through a pooler finds it).
     assert f"callboard/w {store.owner_id}" in names
     assert f"?x/w {named.owner_id}" in names
-    with store._readers.connection("the test") as reader:
+    with store._readers.connection() as reader:
         row = reader.execute("SELECT current_setting('application_name')").fetchone()
     assert row == (f"callboard {store.owner_id}",)
 
@@ -1320,7 +1320,7 @@ def test_a_create_with_no_connection_free_goes_through_the_writer(
     store = stores()
     with contextlib.ExitStack() as taken:  # every pooled connection busy (reads, creates)
         for _ in range(postgres_module.READERS):
-            taken.enter_context(store._readers.connection("test"))
+            taken.enter_context(store._readers.connection())
         with store._readers.spare() as spare:
             assert spare is None
         assert store.create(rec("r1")) is True  # not waiting for a connection: the writer's
@@ -1627,8 +1627,8 @@ def lose_a_pooled_connection(store: PostgresStore, *, at_commit: bool) -> list[i
         raise psycopg.OperationalError("the server's reply was lost")
 
     @contextlib.contextmanager
-    def connection(describe: str) -> Iterator[Any]:
-        with real_connection(describe) as lent:
+    def connection() -> Iterator[Any]:
+        with real_connection() as lent:
             if lost:
                 yield lent
                 return

@@ -124,7 +124,7 @@ def test_a_direct_connection_still_prepares_its_statements(postgres_url: str) ->
         assert not store._pooled
         connection = store._connection()
         assert connection.prepare_threshold == PREPARE_THRESHOLD
-        with store._readers.connection("the test") as reader:
+        with store._readers.connection() as reader:
             assert reader.prepare_threshold == PREPARE_THRESHOLD
             row = reader.execute("SHOW lock_timeout").fetchone()
         assert row is not None and row[0] == f"{int(LOCK_TIMEOUT)}s"
