@@ -37,7 +37,6 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 _PROTOCOL_3 = 196608
 _SSL_REQUEST = 80877103
@@ -53,6 +52,17 @@ class _Server:
     writer: asyncio.StreamWriter
     broken: bool = False
     application_name: str = ""
+
+
+@dataclass(eq=False)
+class _Session:
+    """What one client has: the server connection lent to it, and the answers it awaits."""
+
+    server: _Server | None = None
+    answers: asyncio.Task[None] | None = None  # passes the lent connection's messages on
+    due: int = 0  # ReadyForQuery messages still to come (a Sync or a Query each)
+    open_batch: bool = False  # a message sent since the last Sync or Query
+    status: bytes = b"I"  # the last ReadyForQuery's: idle, in a transaction, failed
 
 
 @dataclass
@@ -183,7 +193,6 @@ class TransactionPooler:
                     # has its last words, or its end, read already by the event loop.
                     ended = server.reader.at_eof() or len(server.reader._buffer) > 0
                     if not server.broken and not ended and not server.writer.is_closing():
-                        self.transactions += 1
                         return server
                     self._opened[key] -= 1
                     self._servers.discard(server)
@@ -198,7 +207,6 @@ class TransactionPooler:
                 self._opened[key] -= 1
                 self._free.notify()
             raise
-        self.transactions += 1
         return server
 
     async def _lend(self, pool: _Pool, application_name: str) -> _Server:
@@ -208,6 +216,7 @@ class TransactionPooler:
         parameters), so that ``pg_stat_activity`` names the client a server
         connection works for.
         """
+        self.transactions += 1
         while True:
             server = await self._acquire(pool)
             if server.application_name == application_name:
@@ -271,7 +280,6 @@ class TransactionPooler:
             pool = self._pools[key] = _Pool(user, database)
         if not pool.parameters:  # learn the server's parameters from a first connection
             await self._release(pool, await self._acquire(pool), reuse=True)
-            self.transactions -= 1
         writer.write(_message(b"R", struct.pack("!I", 0)))  # AuthenticationOk
         for parameter in pool.parameters:
             writer.write(parameter)
@@ -282,7 +290,7 @@ class TransactionPooler:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._clients.add(writer)
-        state: dict[str, Any] = {"server": None, "due": 0, "open_batch": False, "task": None}
+        session = _Session()
         pool: _Pool | None = None
         try:
             started = await self._startup(reader, writer)
@@ -293,17 +301,17 @@ class TransactionPooler:
                 kind, message = await _read_message(reader)
                 if kind == b"X":  # Terminate
                     break
-                server: _Server | None = state["server"]
+                server = session.server
                 if server is None:
-                    server = state["server"] = await self._lend(pool, application_name)
-                    state["task"] = asyncio.ensure_future(
-                        self._answers(pool, server, writer, state)
+                    server = session.server = await self._lend(pool, application_name)
+                    session.answers = asyncio.create_task(
+                        self._answers(pool, server, writer, session)
                     )
                 if kind in (b"S", b"Q"):  # Sync, Query: each is answered by a ReadyForQuery
-                    state["due"] += 1
-                    state["open_batch"] = False
+                    session.due += 1
+                    session.open_batch = False
                 else:
-                    state["open_batch"] = True
+                    session.open_batch = True
                 server.writer.write(message)
                 await server.writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
@@ -311,22 +319,17 @@ class TransactionPooler:
         finally:
             self._clients.discard(writer)
             writer.close()
-            server = state["server"]
+            server = session.server
             if server is not None and pool is not None:
-                state["server"] = None
-                task = state["task"]
-                if task is not None:
-                    task.cancel()
+                session.server = None
+                if session.answers is not None:
+                    session.answers.cancel()
                 # Given back only when idle between transactions, as PgBouncer does.
-                idle = state["due"] == 0 and not state["open_batch"] and state.get("status") == b"I"
+                idle = session.due == 0 and not session.open_batch and session.status == b"I"
                 await self._release(pool, server, reuse=idle)
 
     async def _answers(
-        self,
-        pool: _Pool,
-        server: _Server,
-        client: asyncio.StreamWriter,
-        state: dict[str, Any],
+        self, pool: _Pool, server: _Server, client: asyncio.StreamWriter, session: _Session
     ) -> None:
         """Pass the server's messages to the client; give the server back once it is idle."""
         try:
@@ -334,19 +337,16 @@ class TransactionPooler:
                 kind, message = await _read_message(server.reader)
                 client.write(message)
                 if kind == b"Z":
-                    state["due"] -= 1
-                    state["status"] = message[5:6]
-                    if state["due"] <= 0 and not state["open_batch"] and message[5:6] == b"I":
+                    session.due -= 1
+                    session.status = message[5:6]
+                    if session.due <= 0 and not session.open_batch and session.status == b"I":
                         # Let go before any await: the client's next message gets another.
-                        state["due"] = 0
-                        state["server"] = None
-                        state["task"] = None
+                        session.due = 0
+                        session.server = session.answers = None
                         await self._release(pool, server, reuse=True)
                         await client.drain()
                         return
                 await client.drain()
-        except asyncio.CancelledError:
-            raise
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             server.broken = True
             client.close()  # the server went away: so does the client's session
