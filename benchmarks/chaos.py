@@ -1972,19 +1972,25 @@ def _sever(server: Any, dbname: str) -> int:
     return len(rows)
 
 
-def fleet(sizes: Sizes, seed: int, folder: Path, server: Any = None) -> list[Row]:
+def fleet(
+    sizes: Sizes, seed: int, folder: Path, server: Any = None, *, pooled: bool = False
+) -> list[Row]:
     """Three worker processes and a client on PostgreSQL, under kills, stops, cuts and restarts.
 
     On ``server`` (a ``tests._postgres.Server``: a test's), in a database of its
     own, restarted only if it is restartable; else on a throwaway cluster of its own.
+    ``pooled``: every process reaches it through a pooler in transaction mode
+    (``tests._pooler``), which lends each transaction one of 8 server connections as
+    PgBouncer's ``pool_mode = transaction`` does; a cut ends the pooler's connections.
     """
+    name = f"{FLEET} (pooler)" if pooled else FLEET
     if server is not None:
-        return _fleet_campaign(sizes, seed, folder, server)
+        return _fleet_campaign(sizes, seed, folder, server, name)
     server = _fleet_server()
     if server is None:
-        return [reported(FLEET, "skipped", "no psycopg, or no PostgreSQL server binaries")]
+        return [reported(name, "skipped", "no psycopg, or no PostgreSQL server binaries")]
     try:
-        return _fleet_campaign(sizes, seed, folder, server)
+        return _fleet_campaign(sizes, seed, folder, server, name)
     finally:
         server.destroy()
 
@@ -1998,49 +2004,24 @@ def _fleet_server() -> Any:
     return script_server()
 
 
-def _fleet_campaign(sizes: Sizes, seed: int, folder: Path, server: Any) -> list[Row]:
+def _fleet_campaign(sizes: Sizes, seed: int, folder: Path, server: Any, name: str) -> list[Row]:
     url = server.new_database()
     try:
-        return _fleet_rows(sizes, random.Random(seed), folder, url, server)
-    finally:
-        server.drop_database(url)
-
-
-def fleet_pooled(sizes: Sizes, seed: int, folder: Path) -> list[Row]:
-    """The PostgreSQL fleet through a pooler in transaction mode (``tests._pooler``).
-
-    As PgBouncer's ``pool_mode = transaction`` does, it lends each transaction one of
-    8 server connections: kills, stops, cuts (of the pooler's server connections) and
-    restarts as on PostgreSQL directly.
-    """
-    name = f"{FLEET} (pooler)"
-    server = _fleet_server()
-    if server is None:
-        return [reported(name, "skipped", "no psycopg, or no PostgreSQL server binaries")]
-    try:
+        if name == FLEET:
+            return _fleet_rows(sizes, random.Random(seed), folder, url, server)
         from tests._pooler import transaction_pooler
 
-        url = server.new_database()
-        try:
-            socket = f"{server.root}/sock/.s.PGSQL.{server.port}"
-            with transaction_pooler(socket, size=8) as pooler:
-                dbname = url.split("?", 1)[0].rsplit("/", 1)[1]
-                rows = _fleet_rows(
-                    sizes, random.Random(seed), folder, pooler.url(dbname), server, name=name
-                )
-                rows.insert(
-                    -1,
-                    reported(
-                        name,
-                        "transactions the pooler lent (server connections opened)",
-                        f"{pooler.transactions:,} ({pooler.server_connections})",
-                    ),
-                )
-                return rows
-        finally:
-            server.drop_database(url)
+        socket = f"{server.root}/sock/.s.PGSQL.{server.port}"
+        with transaction_pooler(socket, size=8) as pooler:
+            dbname = url.split("?", 1)[0].rsplit("/", 1)[1]
+            rows = _fleet_rows(
+                sizes, random.Random(seed), folder, pooler.url(dbname), server, name=name
+            )
+            lent = f"{pooler.transactions:,} ({pooler.server_connections})"
+            rows.insert(-1, reported(name, "transactions lent (server connections opened)", lent))
+            return rows
     finally:
-        server.destroy()
+        server.drop_database(url)
 
 
 def fleet_sqlite(sizes: Sizes, seed: int, folder: Path) -> list[Row]:
@@ -2331,7 +2312,7 @@ def campaign(sizes: Sizes, seed: int, folder: Path, only: Sequence[str]) -> Iter
     if "fleet" in only:
         yield from guarded(FLEET, lambda: fleet(sizes, seed, folder))
         yield from guarded(f"{FLEET} (sqlite)", lambda: fleet_sqlite(sizes, seed + 1, folder))
-        yield from guarded(f"{FLEET} (pooler)", lambda: fleet_pooled(sizes, seed + 2, folder))
+        yield from guarded(f"{FLEET} (pooler)", lambda: fleet(sizes, seed + 2, folder, pooled=True))
 
 
 @contextlib.contextmanager
